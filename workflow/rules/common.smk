@@ -1,7 +1,6 @@
 # Helpers shared by the main workflow: config validation and the final targets.
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 

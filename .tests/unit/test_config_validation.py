@@ -1,0 +1,58 @@
+"""The whole config is validated once; a wrong key or value stops the run naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from testkit import REPO, run_snakemake
+
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def _dry_run_with(config: dict, tmp_path: Path):
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    return run_snakemake(
+        "-n",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "1",
+        check=False,
+        timeout=300,
+    )
+
+
+def test_default_config_passes_validation(tmp_path: Path) -> None:
+    proc = _dry_run_with(DEFAULT_CONFIG, tmp_path)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_unknown_top_level_section_is_named(tmp_path: Path) -> None:
+    proc = _dry_run_with({**DEFAULT_CONFIG, "kdgat_typo": {}}, tmp_path)
+    assert proc.returncode != 0
+    assert "Error validating config file" in proc.stdout
+    assert "kdgat_typo" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("section", "override", "expected"),
+    [
+        ("targets", {"can_idz": True}, "'can_idz' was unexpected"),
+        ("targets", {"can_ids": "yes"}, "'yes' is not of type 'boolean'"),
+    ],
+)
+def test_wrong_key_or_value_names_the_key_and_what_was_expected(
+    tmp_path: Path, section: str, override: dict, expected: str
+) -> None:
+    config = {**DEFAULT_CONFIG, section: {**DEFAULT_CONFIG.get(section, {}), **override}}
+    proc = _dry_run_with(config, tmp_path)
+    assert proc.returncode != 0
+    assert expected in proc.stdout, proc.stdout
+    assert f"['{section}']" in proc.stdout, proc.stdout

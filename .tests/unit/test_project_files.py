@@ -1,0 +1,113 @@
+"""The repository's own metadata stays consistent: pixi.toml vs pyproject.toml, schemas, catalog file."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from testkit import REPO
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+PIXI = tomllib.loads((REPO / "pixi.toml").read_text())
+
+
+def _pixi_specs() -> dict[str, str]:
+    """Every dependency pixi installs (all features), name -> version spec."""
+    specs: dict[str, str] = {}
+    tables = [PIXI.get("dependencies", {}), PIXI.get("pypi-dependencies", {})]
+    for feature in PIXI.get("feature", {}).values():
+        tables += [feature.get("dependencies", {}), feature.get("pypi-dependencies", {})]
+    for table in tables:
+        for name, spec in table.items():
+            specs[name.lower()] = spec if isinstance(spec, str) else ""
+    return specs
+
+
+def _extras_requirements() -> list[Requirement]:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    return [Requirement(req) for extra, reqs in extras.items() if extra != "dev" for req in reqs]
+
+
+@pytest.mark.parametrize("requirement", _extras_requirements(), ids=str)
+def test_pixi_pins_every_optional_dependency_like_pyproject(requirement: Requirement) -> None:
+    specs = _pixi_specs()
+    assert requirement.name.lower() in specs, f"{requirement.name} is in pyproject.toml but not in pixi.toml"
+    pixi_spec = specs[requirement.name.lower()].replace(" ", "")
+    assert set(pixi_spec.split(",")) == set(str(requirement.specifier).split(",")), (
+        f"{requirement.name}: pyproject says {requirement.specifier!s}, pixi says {pixi_spec}"
+    )
+
+
+def test_pixi_installs_the_library_editable_from_this_repository() -> None:
+    project = PIXI["pypi-dependencies"][PYPROJECT["project"]["name"]]
+    assert project == {"path": ".", "editable": True}
+
+
+def test_pixi_python_floor_matches_pyproject() -> None:
+    floor = re.search(r">=\s*([\d.]+)", PYPROJECT["project"]["requires-python"]).group(1)
+    assert PIXI["dependencies"]["python"].startswith(f">={floor}")
+
+
+def test_pixi_environment_uses_every_feature() -> None:
+    features = set(PIXI["feature"])
+    assert set(PIXI["environments"]["default"]["features"]) == features
+
+
+@pytest.mark.parametrize("target", ["demo", "test", "lint", "bench", "docs"])
+def test_pixi_has_a_task_for_each_make_target(target: str) -> None:
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no {target} target"
+    assert target in PIXI["tasks"], f"pixi.toml has no {target} task"
+
+
+def test_pixi_tasks_run_the_same_commands_as_the_makefile() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for task, program in {
+        "demo": "snakemake --cores",
+        "test": "-m pytest",
+        "docs": "scripts/make_docs.py",
+    }.items():
+        assert program in PIXI["tasks"][task]
+        recipe = makefile.split(f"\n{task}:", 1)[1].split("\n\n", 1)[0]
+        assert program in recipe, f"make {task} does not run {program!r}"
+
+
+def test_catalog_file_puts_report_directly_under_usage() -> None:
+    # The catalog scraper reads settings["usage"]["report"], not the nested form in its docs.
+    usage = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert usage["report"] is True
+    assert usage["software-stack-deployment"]["conda"] is True
+
+
+def _schema_properties(node, path=""):
+    """Yield (path, property schema) for every property in a JSON schema tree."""
+    if isinstance(node, dict):
+        for name, sub in node.get("properties", {}).items():
+            yield f"{path}.{name}".lstrip("."), sub
+            yield from _schema_properties(sub, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                yield from _schema_properties(node[key], f"{path}[]")
+        for key in ("allOf", "anyOf", "oneOf"):
+            for sub in node.get(key, []):
+                yield from _schema_properties(sub, path)
+        for name, sub in node.get("$defs", {}).items():
+            yield from _schema_properties(sub, f"{path}${name}")
+
+
+SCHEMAS = sorted((REPO / "workflow").rglob("*.schema.yaml"))
+
+
+@pytest.mark.parametrize("schema_path", SCHEMAS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_schema_property_has_a_description_and_a_default(schema_path: Path) -> None:
+    schema = yaml.safe_load(schema_path.read_text())
+    missing = [
+        path
+        for path, prop in _schema_properties(schema)
+        if "$ref" not in prop and ("description" not in prop or "default" not in prop)
+    ]
+    assert not missing, f"{schema_path.name}: properties without description/default: {missing}"
