@@ -1,0 +1,223 @@
+"""kdgat.evaluation: metrics on fixed arrays (checked by hand), thresholds, stash, tables, speed, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import matthews_corrcoef, roc_auc_score
+
+from kdgat import evaluation as ev
+
+# 10 windows: 4 attacks. Scores are distinct so AUC can be counted by hand.
+LABELS = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+SCORES = np.array([0.05, 0.10, 0.20, 0.30, 0.45, 0.70, 0.40, 0.60, 0.80, 0.90])
+PREDS = (SCORES >= 0.5).astype(int)  # -> fp at 0.70; fn at 0.40
+
+
+def test_binary_metrics_match_hand_computed_values():
+    m = ev.binary_metrics(LABELS, SCORES, PREDS)
+    # tp=3 (0.6, 0.8, 0.9), fn=1 (0.4), fp=1 (0.7), tn=5
+    assert m["confusion_matrix"] == {"tn": 5, "fp": 1, "fn": 1, "tp": 3, "matrix": [[5, 1], [1, 3]]}
+    assert m["accuracy"] == pytest.approx(8 / 10)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(5 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 5 / 6) / 2)
+    assert m["fpr"] == pytest.approx(1 / 6)
+    assert m["fnr"] == pytest.approx(1 / 4)
+    mcc = (3 * 5 - 1 * 1) / math.sqrt(4 * 4 * 6 * 6)
+    assert m["mcc"] == pytest.approx(mcc)
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(LABELS, PREDS))
+    # AUC = fraction of (attack, normal) pairs ranked correctly: attacks 0.4 beats 4 normals, 0.6 beats 5,
+    # 0.8 and 0.9 beat 6 each -> 21 / 24.
+    assert m["roc_auc"] == pytest.approx(21 / 24)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(LABELS, SCORES))
+    # Average precision by hand: ranks of attacks 1 (0.9), 2 (0.8), 4 (0.6), 6 (0.4) -> precisions 1, 1, 3/4, 4/6
+    assert m["pr_auc"] == pytest.approx((1 + 1 + 3 / 4 + 4 / 6) / 4)
+    assert m["undefined"] == {}
+
+
+def test_detection_rate_at_fixed_false_positive_rate():
+    # FPR <= 5% allows no false positive (6 normals): threshold above 0.70 catches 0.8 and 0.9 -> 2/4
+    assert ev.detection_rate_at_fpr(LABELS, SCORES, 0.05) == pytest.approx(0.5)
+    # FPR <= 1/6 allows the 0.70 normal: 0.6 is caught too -> 3/4
+    assert ev.detection_rate_at_fpr(LABELS, SCORES, 1 / 6) == pytest.approx(0.75)
+    m = ev.binary_metrics(LABELS, SCORES, PREDS, fpr_targets=(0.05, 0.01, 0.001))
+    assert m["detection_rate_at_fpr_0.05"] == pytest.approx(0.5)
+    assert m["detection_rate_at_fpr_0.001"] == pytest.approx(0.5)
+
+
+def test_single_class_scenario_reports_null_with_reason_instead_of_crashing():
+    labels = np.zeros(5, dtype=int)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9])
+    m = ev.binary_metrics(labels, scores, (scores >= 0.5).astype(int))
+    assert m["accuracy"] == pytest.approx(4 / 5)
+    assert m["specificity"] == pytest.approx(4 / 5)
+    for key in ("roc_auc", "pr_auc", "recall", "balanced_accuracy", "detection_rate_at_fpr_0.05"):
+        assert m[key] is None
+        assert m["undefined"][key]
+    assert "one class" in m["undefined"]["roc_auc"]
+    json.dumps(m)  # stays JSON-serialisable
+
+
+def test_bad_labels_are_rejected_with_a_clear_message():
+    with pytest.raises(ValueError, match="only 0 .* and 1"):
+        ev.binary_metrics([0, 2], [0.1, 0.2], [0, 1])
+    with pytest.raises(ValueError, match="differ in length"):
+        ev.binary_metrics([0, 1], [0.1], [0, 1])
+
+
+def test_youden_threshold_on_a_constructed_case():
+    labels = [0, 0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.4, 0.35, 0.5, 0.6]
+    choice = ev.youden_threshold(labels, scores)
+    # candidates: 0.5 -> J = 2/3 - 0; 0.35 -> J = 1 - 1/4 = 0.75 (best); 0.1 -> J = 0
+    assert choice.threshold == pytest.approx(0.35)
+    assert choice.youden_j == pytest.approx(0.75)
+
+
+def test_youden_threshold_with_one_class_only():
+    only_normal = ev.youden_threshold([0, 0, 0], [0.1, 0.5, 0.3])
+    assert only_normal.threshold > 0.5 and only_normal.youden_j is None
+    assert "no attack" in only_normal.reason
+    only_attack = ev.youden_threshold([1, 1], [0.4, 0.7])
+    assert only_attack.threshold == pytest.approx(0.4)
+
+
+def _scored(labels, vgae, gat, fusion):
+    fusion = np.asarray(fusion, dtype=float)
+    return pd.DataFrame(
+        {
+            "label": labels,
+            "vgae_score": vgae,
+            "gat_prob": gat,
+            "fusion_alpha": 0.5,
+            "fusion_score": fusion,
+            "fusion_pred": (fusion > 0.5).astype(int),
+        }
+    )
+
+
+def test_validation_threshold_is_reused_on_test():
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    # A test-optimal threshold would be 10; the validation one (3.0) must be used instead.
+    test = _scored([0, 0, 1, 1], [2.5, 3.5, 10.0, 11.0], [0.4, 0.6, 0.7, 0.2], [0.1, 0.6, 0.7, 0.9])
+    normal_only = _scored([0, 0], [0.5, 5.0], [0.1, 0.2], [0.1, 0.2])
+    document, scores = ev.evaluate_scored_splits(val, {"dos": test, "clean": normal_only})
+    assert document["thresholds"]["vgae"]["threshold"] == pytest.approx(3.0)
+    vgae = document["test"]["dos"]["vgae"]["confusion_matrix"]
+    assert (vgae["tn"], vgae["fp"], vgae["fn"], vgae["tp"]) == (1, 1, 0, 2)
+    gat = document["test"]["dos"]["gat"]["confusion_matrix"]  # threshold 0.5: fp at 0.6, fn at 0.2
+    assert (gat["tn"], gat["fp"], gat["fn"], gat["tp"]) == (1, 1, 1, 1)
+    assert document["test"]["clean"]["fusion"]["roc_auc"] is None
+    assert document["test_pooled"]["vgae"]["n"] == 6
+    assert list(scores["split"].unique()) == ["val", "test"]
+    assert set(scores["scenario"]) == {"val", "dos", "clean"}
+    assert scores.loc[scores["scenario"] == "dos", "vgae_pred"].tolist() == [0, 1, 1, 1]
+
+
+def test_stash_restores_only_for_identical_inputs_and_params(tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights-1")
+    key = ev.stash_key({"model": model}, {"batch_size": 8})
+    assert key == ev.stash_key({"model": model}, {"batch_size": 8})
+    assert key != ev.stash_key({"model": model}, {"batch_size": 16})
+    out = tmp_path / "out" / "metrics.json"
+    ev.write_json({"f1": 0.9}, out)
+    stash = ev.ResultStash(tmp_path / "stash")
+    assert not stash.restore(key, {"metrics.json": out})
+    stash.commit(key, {"metrics.json": out})
+    out.unlink()
+    assert stash.restore(key, {"metrics.json": out})
+    assert json.loads(out.read_text()) == {"f1": 0.9}
+    model.write_bytes(b"weights-2")  # new content -> new key -> nothing to restore
+    assert not stash.restore(ev.stash_key({"model": model}, {"batch_size": 8}), {"metrics.json": out})
+    assert not list((tmp_path / "stash").glob(".*"))  # no staging leftovers
+
+
+def _document(params_total, f1, latency):
+    block = {m: {"f1": f1, "roc_auc": 0.99} for m in ev.MODELS}
+    return {
+        "parameters": {"vgae": 1, "gat": 2, "dqn": params_total - 3, "total": params_total},
+        "speed": {"fusion": {"latency_ms": latency, "graphs_per_s": 1000.0}},
+        "val": block,
+        "test_pooled": block,
+    }
+
+
+def test_summary_table_relates_students_to_their_teacher(tmp_path):
+    rows = [
+        ev.summary_row("ds", "student", _document(100, 0.8, 1.0)),
+        ev.summary_row("ds", "teacher", _document(1000, 0.95, 4.0)),
+        ev.summary_row("ds", "student_kd", _document(100, 0.9, 1.0)),
+    ]
+    table = ev.summary_table(rows)
+    assert table["variant"].tolist() == ["teacher", "student_kd", "student"]
+    assert table["size_vs_teacher"].tolist() == pytest.approx([1.0, 0.1, 0.1])
+    markdown = ev.summary_markdown(table)
+    assert "| ds | student_kd | 1 | 2 | 97 | 100 | 10.0% |" in markdown
+    with pytest.raises(ValueError, match="ds/teacher lack the key"):
+        ev.summary_row("ds", "teacher", {"parameters": {}})
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self, inputs=4):
+        super().__init__()
+        self.linear = torch.nn.Linear(inputs, 2)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def test_inference_speed_times_each_model_and_the_whole_detector():
+    vgae, gat, dqn = _Tiny(), _Tiny(), _Tiny(inputs=2)
+    graphs = [torch.randn(4) for _ in range(32)]
+
+    def score(vgae, gat, dqn, graphs, batch_size, device):
+        for start in range(0, len(graphs), batch_size):
+            x = torch.stack(graphs[start : start + batch_size])
+            dqn(vgae(x) + gat(x))
+        return pd.DataFrame()
+
+    def score_without_gat(vgae, gat, dqn, graphs, batch_size, device):
+        x = torch.stack(graphs)
+        dqn(vgae(x) + gat.linear(x))  # gat bypasses __call__: cannot be timed separately
+
+    speed = ev.measure_inference_speed(vgae, gat, dqn, graphs, score, batch_size=8, repeats=3, latency_runs=4)
+    for model in ("vgae", "gat", "fusion"):
+        assert speed[model]["graphs_per_s"] > 0
+        assert speed[model]["latency_ms"] > 0
+    assert speed["fusion"]["latency_ms"] >= speed["vgae"]["latency_ms"]
+    assert speed["graphs"] == 32
+    partial = ev.measure_inference_speed(vgae, gat, dqn, graphs, score_without_gat, repeats=1, latency_runs=1)
+    assert partial["gat"]["graphs_per_s"] is None and "not timed" in partial["gat"]["reason"]
+    assert partial["vgae"]["graphs_per_s"] > 0
+    assert ev.count_parameters(vgae) == 4 * 2 + 2
+
+
+def test_plots_are_written_as_svg(tmp_path):
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    test = _scored([0, 1, 0, 1], [1.5, 3.5, 2.0, 5.0], [0.3, 0.7, 0.1, 0.9], [0.3, 0.7, 0.6, 0.9])
+    document, scores = ev.evaluate_scored_splits(val, {"dos": test})
+    ev.plot_roc(scores, tmp_path / "roc.svg", "ds teacher")
+    ev.plot_pr(scores, tmp_path / "pr.svg", "ds teacher")
+    ev.plot_confusion(document, tmp_path / "cm.svg", "ds teacher")
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss,val_loss,val_f1\n1,1.0,1.1,0.5\n2,0.5,0.7,0.8\n")
+    ev.plot_training_curves({("teacher", "gat"): history}, tmp_path / "curves.svg", "ds")
+    table = ev.summary_table([ev.summary_row("ds", "teacher", _document(1000, 0.95, 4.0))])
+    ev.plot_size_f1(table, tmp_path / "size.svg")
+    for name in ("roc", "pr", "cm", "curves", "size"):
+        text = (tmp_path / f"{name}.svg").read_text()
+        assert text.lstrip().startswith("<?xml") and "<svg" in text
+    assert "AUC" in (tmp_path / "roc.svg").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,note\nfirst,abc\n")
+    with pytest.raises(ValueError, match="bad.csv: training history has no numeric columns"):
+        ev.plot_training_curves({("teacher", "gat"): bad}, tmp_path / "x.svg")
