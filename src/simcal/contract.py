@@ -1,0 +1,119 @@
+"""The simulation contract: model references, parameter identities, seeds and output normalisation.
+
+A model is any importable function ``"package.module:function"`` called as ``function(params, seed)`` that
+returns a pandas DataFrame or a dict of named tables (DataFrames) and scalars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class ContractError(ValueError):
+    """A model, target or parameter table does not follow the simulation contract."""
+
+
+def resolve_callable(reference: str, what: str = "model") -> Callable:
+    """Import ``"package.module:function"`` and return the callable, or fail naming the reference."""
+    if not isinstance(reference, str) or reference.count(":") != 1:
+        raise ContractError(f"{what} reference {reference!r} must look like 'package.module:function'")
+    module_name, attribute = reference.split(":")
+    if not module_name or not attribute:
+        raise ContractError(f"{what} reference {reference!r} must look like 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ContractError(
+            f"{what} reference {reference!r}: cannot import module {module_name!r} ({error})"
+        ) from error
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ContractError(
+                f"{what} reference {reference!r}: module {module_name!r} has no attribute {attribute!r}"
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise ContractError(
+            f"{what} reference {reference!r}: {attribute!r} is a {type(target).__name__}, not callable"
+        )
+    return target
+
+
+def to_plain(value: Any, key: str = "") -> Any:
+    """Convert numpy scalars to Python ones so JSON and hashing see the same value whatever produced it."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ContractError(f"parameter {key!r} is {value}: parameter values must be finite (no NaN/Inf)")
+        # 2.0 and 2 are the same parameter value: hash them the same way.
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    raise ContractError(
+        f"parameter {key!r} has unsupported type {type(value).__name__} (use numbers, strings, booleans)"
+    )
+
+
+def canonical_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters with plain Python values, keys sorted."""
+    return {str(key): to_plain(params[key], str(key)) for key in sorted(params, key=str)}
+
+
+def canonical_json(params: Mapping[str, Any]) -> str:
+    return json.dumps(canonical_params(params), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def param_id(params: Mapping[str, Any]) -> str:
+    """Stable identity of a parameter set: BLAKE2b of its canonical JSON (16 hex digits)."""
+    return hashlib.blake2b(canonical_json(params).encode(), digest_size=8).hexdigest()
+
+
+def replicate_seed(pid: str, replicate: int) -> int:
+    """Seed of one replicate, derived only from (param_id, replicate): independent of scheduling order."""
+    digest = hashlib.blake2b(f"{pid}:{int(replicate)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**32
+
+
+def normalise_output(result: Any, reference: str = "model") -> pd.DataFrame:
+    """Turn a model's return value into one long table.
+
+    A DataFrame is kept as is. A dict may hold scalars (one column each, repeated on every row) and tables
+    (stacked, with a ``table`` column naming each one).
+    """
+    if isinstance(result, pd.DataFrame):
+        return result.reset_index(drop=True)
+    if not isinstance(result, Mapping):
+        raise ContractError(
+            f"{reference} returned {type(result).__name__}; expected a pandas DataFrame or a dict"
+        )
+    tables: list[pd.DataFrame] = []
+    scalars: dict[str, Any] = {}
+    for name, value in result.items():
+        if isinstance(value, pd.DataFrame):
+            tables.append(value.reset_index(drop=True).assign(table=str(name)))
+        elif isinstance(value, pd.Series):
+            tables.append(value.rename(str(value.name or "value")).to_frame().assign(table=str(name)))
+        elif np.ndim(value) == 0:
+            scalars[str(name)] = value.item() if isinstance(value, np.generic) else value
+        else:
+            raise ContractError(
+                f"{reference} returned {type(value).__name__} for {name!r}; dict values must be DataFrames or scalars"
+            )
+    frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(index=[0])
+    for name, value in scalars.items():
+        frame[name] = value
+    return frame

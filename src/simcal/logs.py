@@ -1,0 +1,28 @@
+"""Logging set-up for wrappers and the CLI: simcal's messages to a file, Dask's chatter kept to warnings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
+    handler: logging.Handler
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, mode="a")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    import distributed  # noqa: F401 - importing it installs its own logger levels, which we then lower
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("distributed", "dask_jobqueue", "tornado", "bokeh")):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("distributed", "dask_jobqueue"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,1 @@
+"""Toy models that follow the simulation contract (``function(params, seed) -> DataFrame | dict``)."""
