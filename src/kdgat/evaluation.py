@@ -13,6 +13,7 @@ recorded under ``"undefined"``: a single-class scenario is a fact to report, not
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -280,47 +281,18 @@ def count_parameters(module: Any) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
-class _ForwardTimer:
-    """Wall time spent inside each model's forward calls (forward hooks), synchronising CUDA when used."""
-
-    def __init__(self, models: Mapping[str, Any]):
-        import torch
-
-        self._torch = torch
-        self.seconds = dict.fromkeys(models, 0.0)
-        self.calls = dict.fromkeys(models, 0)
-        self._started: dict[str, float] = {}
-        self._handles = []
-        for name, model in models.items():
-            self._handles.append(model.register_forward_pre_hook(self._pre(name)))
-            self._handles.append(model.register_forward_hook(self._post(name)))
-
-    def _sync(self) -> None:
-        if self._torch.cuda.is_available():
-            self._torch.cuda.synchronize()
-
-    def _pre(self, name: str) -> Callable:
-        def hook(*_):
-            self._sync()
-            self._started[name] = time.perf_counter()
-
-        return hook
-
-    def _post(self, name: str) -> Callable:
-        def hook(*_):
-            self._sync()
-            self.seconds[name] += time.perf_counter() - self._started.pop(name)
-            self.calls[name] += 1
-
-        return hook
-
-    def reset(self) -> None:
-        self.seconds = dict.fromkeys(self.seconds, 0.0)
-        self.calls = dict.fromkeys(self.calls, 0)
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
+def _forward_on_batch(model: Any, batch: Any) -> Any:
+    """Call ``model`` with the batch attributes its ``forward`` names (``x``, ``edge_index``, ``batch``, ...)."""
+    names = [
+        name
+        for name, parameter in inspect.signature(model.forward).parameters.items()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    missing = [name for name in names if getattr(batch, name, None) is None]
+    if missing:
+        raise TypeError(f"{type(model).__name__}.forward needs {missing}, which a graph batch does not have")
+    return model(**{name: getattr(batch, name) for name in names})
 
 
 def measure_inference_speed(
@@ -338,66 +310,55 @@ def measure_inference_speed(
 ) -> dict[str, Any]:
     """Batched throughput (graphs/s) and single-window latency (ms), medians over several runs.
 
-    ``fusion`` is the whole detector end to end (VGAE + GAT + DQN, as deployed). ``vgae`` and ``gat`` count only
-    the time spent inside that model's forward calls during the same runs. A model whose forward is never
-    called through ``__call__`` cannot be timed this way and is reported as ``None`` with the reason.
+    ``vgae`` and ``gat`` time each model's own forward pass on batched graphs (batching included);
+    ``fusion`` times the whole detector as deployed (VGAE + GAT + DQN through ``score_fn``).
     """
     import torch
+    from torch_geometric.loader import DataLoader
 
     if not graphs:
         raise ValueError("no graphs to measure inference speed on")
     sample = list(graphs[:max_graphs])
-    timer = _ForwardTimer({"vgae": vgae, "gat": gat, "dqn": dqn})
+    repeats, latency_runs = max(1, repeats), max(1, latency_runs)
 
     def sync() -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    def timed(batch: list) -> tuple[float, dict[str, float], dict[str, int]]:
-        timer.reset()
+    def run_model(model: Any) -> Callable[[list], None]:
+        def run(batch_graphs: list) -> None:
+            for batch in DataLoader(batch_graphs, batch_size=batch_size, shuffle=False):
+                _forward_on_batch(model, batch.to(device))
+
+        return run
+
+    def run_detector(batch_graphs: list) -> None:
+        score_fn(vgae, gat, dqn, batch_graphs, batch_size=batch_size, device=device)
+
+    def seconds(run: Callable[[list], None], batch_graphs: list) -> float:
         sync()
         start = time.perf_counter()
         with torch.inference_mode():
-            score_fn(vgae, gat, dqn, batch, batch_size=batch_size, device=device)
+            run(batch_graphs)
         sync()
-        return time.perf_counter() - start, dict(timer.seconds), dict(timer.calls)
+        return time.perf_counter() - start
 
-    try:
-        timed(sample[: min(len(sample), batch_size)])  # warm-up: allocator, lazy init, caches
-        batched = [timed(sample) for _ in range(max(1, repeats))]
-        single = [timed(sample[i % len(sample) : i % len(sample) + 1]) for i in range(max(1, latency_runs))]
-    finally:
-        timer.close()
-
-    def summarize(model: str | None) -> dict[str, Any]:
-        if model is None:
-            batch_s = [t for t, _, _ in batched]
-            single_s = [t for t, _, _ in single]
-        else:
-            if any(calls[model] == 0 for _, _, calls in batched + single):
-                return {
-                    "graphs_per_s": None,
-                    "latency_ms": None,
-                    "reason": f"{model} forward() was not called through __call__; not timed separately",
-                }
-            batch_s = [secs[model] for _, secs, _ in batched]
-            single_s = [secs[model] for _, secs, _ in single]
-        median_batch = float(np.median(batch_s))
-        return {
-            "graphs_per_s": len(sample) / median_batch if median_batch > 0 else None,
-            "latency_ms": float(np.median(single_s)) * 1e3,
-        }
-
-    return {
+    result: dict[str, Any] = {
         "device": str(device),
         "graphs": len(sample),
         "batch_size": batch_size,
-        "repeats": max(1, repeats),
-        "latency_runs": max(1, latency_runs),
-        "vgae": summarize("vgae"),
-        "gat": summarize("gat"),
-        "fusion": summarize(None),
+        "repeats": repeats,
+        "latency_runs": latency_runs,
     }
+    for name, run in (("vgae", run_model(vgae)), ("gat", run_model(gat)), ("fusion", run_detector)):
+        seconds(run, sample[:batch_size])  # warm-up: allocator, lazy initialisation, caches
+        batched = float(np.median([seconds(run, sample) for _ in range(repeats)]))
+        single = [seconds(run, [sample[i % len(sample)]]) for i in range(latency_runs)]
+        result[name] = {
+            "graphs_per_s": len(sample) / batched if batched > 0 else None,
+            "latency_ms": float(np.median(single)) * 1e3,
+        }
+    return result
 
 
 def evaluate_detector(
@@ -832,3 +793,132 @@ def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "") 
     figure.suptitle(f"{title} teacher vs students".strip())
     figure.tight_layout()
     save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# File-level entry points (one call per wrapper)
+# --------------------------------------------------------------------------------------------------------------
+EVALUATION_OUTPUTS = ("metrics", "scores", "roc", "pr", "confusion")
+
+
+def evaluate_files(
+    *,
+    vgae: str | os.PathLike,
+    gat: str | os.PathLike,
+    dqn: str | os.PathLike,
+    val: str | os.PathLike,
+    test: str | os.PathLike,
+    outputs: Mapping[str, str | os.PathLike],
+    dataset: str,
+    variant: str,
+    batch_size: int = 256,
+    device: str = "auto",
+    fpr_targets: Sequence[float] = FPR_TARGETS,
+    speed: Mapping[str, int] | None = None,
+    stash_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate one variant of one dataset from files; write metrics.json, scores.parquet and three SVGs.
+
+    With ``stash_dir``, finished outputs are also committed to a :class:`ResultStash` keyed by the contents of
+    every input and the parameters, and restored from it (without recomputing) when the same evaluation is asked
+    for again, e.g. after a sibling in the same Snakemake group job failed and Snakemake deleted these outputs.
+    """
+    missing = [name for name in EVALUATION_OUTPUTS if name not in outputs]
+    if missing:
+        raise ValueError(f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}; missing {missing}")
+    inputs = {"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}
+    for name, path in inputs.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"input {name!r} of the evaluation does not exist: {path}")
+    params = {
+        "dataset": dataset,
+        "variant": variant,
+        "batch_size": batch_size,
+        "device": device,
+        "fpr_targets": list(fpr_targets),
+        "speed": dict(speed or {}),
+        "version": 1,  # bump when the evaluation's outputs change meaning
+    }
+    stash = ResultStash(stash_dir) if stash_dir else None
+    stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in EVALUATION_OUTPUTS}
+    key = stash_key(inputs, params) if stash else None
+    if stash and stash.restore(key, stash_names):
+        log.info(
+            "restored %s/%s from the result stash %s (inputs and params unchanged)", dataset, variant, key
+        )
+        return load_json(outputs["metrics"])
+
+    import torch
+
+    from kdgat.graph_store import load_graph_sets, load_graphs
+    from kdgat.inference import load_model, select_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = select_device(device)
+    log.info("evaluating %s/%s on %s", dataset, variant, torch_device)
+    models = {name: load_model(inputs[name], device=torch_device) for name in ("vgae", "gat", "dqn")}
+    val_graphs = load_graphs(val)
+    test_sets = load_graph_sets(test)
+    document, scores = evaluate_detector(
+        models["vgae"],
+        models["gat"],
+        models["dqn"],
+        val_graphs,
+        test_sets,
+        batch_size=batch_size,
+        device=torch_device,
+        fpr_targets=fpr_targets,
+        speed=speed,
+    )
+    document = {"dataset": dataset, "variant": variant, **document}
+    title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}:"
+    write_table(scores, outputs["scores"])
+    plot_roc(scores, outputs["roc"], title)
+    plot_pr(scores, outputs["pr"], title)
+    plot_confusion(document, outputs["confusion"], title)
+    write_json(document, outputs["metrics"])  # last: its presence means the evaluation finished
+    if stash:
+        log.info("committed results to the stash %s", stash.commit(key, stash_names))
+    return document
+
+
+def summarize_files(
+    *,
+    metrics: Sequence[str | os.PathLike],
+    csv: str | os.PathLike,
+    markdown: str | os.PathLike,
+    chart: str | os.PathLike,
+    histories: Mapping[str, str | os.PathLike] | None = None,
+    curves: str | os.PathLike | None = None,
+    title: str = "",
+) -> pd.DataFrame:
+    """Summary table (CSV + Markdown) and teacher-vs-student chart from metrics.json files.
+
+    ``histories`` maps ``"<variant>/<stage>"`` to a training history.csv; with ``curves`` they are drawn.
+    """
+    rows = []
+    for path in metrics:
+        document = load_json(path)
+        try:
+            rows.append(summary_row(document["dataset"], document["variant"], document))
+        except KeyError as error:
+            raise ValueError(f"{path}: metrics lack the key {error}") from None
+    table = summary_table(rows)
+    write_table(table, csv)
+    write_text(summary_markdown(table), markdown)
+    plot_size_f1(table, chart, title)
+    if curves is not None:
+        keyed = {}
+        for key, path in (histories or {}).items():
+            variant, _, stage = key.partition("/")
+            if variant not in VARIANTS or stage not in STAGES:
+                raise ValueError(
+                    f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}"
+                )
+            keyed[(variant, stage)] = path
+        if not keyed:
+            raise ValueError("training curves were asked for but no history.csv was given")
+        plot_training_curves(keyed, curves, title)
+    return table
