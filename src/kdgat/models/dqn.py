@@ -1,0 +1,53 @@
+"""DQN fusion agent: picks the weight α of the GAT probability against the VGAE anomaly score."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NUM_ACTIONS = 21
+STATE_DIM = 15  # 8 VGAE features + 7 GAT features, see kdgat.fusion_state
+
+
+def alphas(device=None) -> torch.Tensor:
+    """Action i means α = i / 20: 0 trusts the VGAE alone, 1 the GAT alone."""
+    return torch.linspace(0.0, 1.0, NUM_ACTIONS, device=device)
+
+
+def fuse(actions: torch.Tensor, anomaly: torch.Tensor, p_attack: torch.Tensor):
+    """(α, fused score, prediction) for action indices; the prediction is always fused score > 0.5."""
+    alpha = alphas(anomaly.device)[actions]
+    score = (1.0 - alpha) * anomaly + alpha * p_attack
+    return alpha, score, (score > 0.5).long()
+
+
+class QNetwork(nn.Module):
+    """num_layers × (Linear, LayerNorm, ReLU, Dropout) then a linear layer with one Q-value per action."""
+
+    def __init__(
+        self, state_dim: int = STATE_DIM, hidden: int = 64, num_layers: int = 2, dropout: float = 0.2
+    ):
+        super().__init__()
+        # The state mixes reconstruction errors (~1e-3) with probabilities (~1): standardise with statistics of the
+        # training states, stored as buffers so that model.pt carries them (set by kdgat.training.dqn).
+        self.register_buffer("state_mean", torch.zeros(state_dim))
+        self.register_buffer("state_std", torch.ones(state_dim))
+        layers: list[nn.Module] = []
+        width = state_dim
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, NUM_ACTIONS))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net((state - self.state_mean) / self.state_std)
+
+
+def fusion_reward(actions, anomaly, p_attack, labels) -> torch.Tensor:
+    """+1 for a correct fused prediction, −1 for a wrong one, plus the signed margin (score − 0.5)·(2y − 1) ∈
+    [−0.5, 0.5] so that confidently right beats barely right."""
+    _, score, prediction = fuse(actions, anomaly, p_attack)
+    correct = (prediction == labels).float()
+    margin = (score - 0.5) * (2.0 * labels.float() - 1.0)
+    return 2.0 * correct - 1.0 + margin

@@ -1,0 +1,182 @@
+"""Variational graph autoencoder over CAN-ID graphs: its reconstruction error is the anomaly score."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import GATConv
+from torch_geometric.utils import scatter
+
+# Node feature layout (see kdgat.graph_store): column 0 is the CAN-ID index, the rest are continuous in [0, 1].
+ID_COLUMN = 0
+NUM_NODE_FEATURES = 11
+
+
+def neighbour_multi_hot(edge_index: torch.Tensor, can_ids: torch.Tensor, num_ids: int) -> torch.Tensor:
+    """[N, num_ids] with a 1 for every CAN ID adjacent to the node (either edge direction)."""
+    target = torch.zeros(can_ids.numel(), num_ids, device=can_ids.device)
+    source, dest = edge_index
+    target[source, can_ids[dest]] = 1.0
+    target[dest, can_ids[source]] = 1.0
+    return target
+
+
+class VGAE(nn.Module):
+    """GAT encoder → (μ, log σ²) → z; three decoders reconstruct node features, the node's ID and its neighbours' IDs."""
+
+    def __init__(
+        self,
+        num_ids: int,
+        embedding_dim: int = 8,
+        hidden_dims: tuple[int, ...] = (64, 32),
+        latent_dim: int = 16,
+        heads: int = 1,
+        dropout: float = 0.1,
+        logvar_clamp: float = 10.0,
+    ):
+        super().__init__()
+        self.num_ids = num_ids
+        self.latent_dim = latent_dim
+        self.logvar_clamp = logvar_clamp
+        self.dropout = dropout
+        num_continuous = NUM_NODE_FEATURES - 1
+        self.embedding = nn.Embedding(num_ids, embedding_dim)
+
+        self.encoder = nn.ModuleList()
+        self.encoder_norms = nn.ModuleList()
+        width = embedding_dim + num_continuous
+        for hidden in hidden_dims:
+            if hidden % heads:
+                raise ValueError(f"VGAE hidden_dims entry {hidden} is not divisible by heads={heads}")
+            self.encoder.append(GATConv(width, hidden // heads, heads=heads))
+            self.encoder_norms.append(nn.BatchNorm1d(hidden))
+            width = hidden
+        self.mean_head = nn.Linear(width, latent_dim)
+        self.logvar_head = nn.Linear(width, latent_dim)
+
+        # The decoder mirrors the encoder with single-head GAT layers and ends in the continuous features.
+        self.decoder = nn.ModuleList()
+        self.decoder_norms = nn.ModuleList()
+        width = latent_dim
+        for hidden in reversed(hidden_dims):
+            self.decoder.append(GATConv(width, hidden))
+            self.decoder_norms.append(nn.BatchNorm1d(hidden))
+            width = hidden
+        self.feature_out = GATConv(width, num_continuous)
+        self.id_classifier = nn.Linear(latent_dim, num_ids)
+        self.neighbour_predictor = nn.Sequential(
+            nn.Linear(latent_dim, latent_dim),
+            nn.ReLU(),
+            nn.Linear(latent_dim, latent_dim),
+            nn.ReLU(),
+            nn.Linear(latent_dim, num_ids),
+        )
+        # Calibration of the anomaly score, fitted on validation data after training (see calibrated_anomaly).
+        self.register_buffer("anomaly_threshold", torch.tensor(float("nan")))
+
+    def _block(self, conv, norm, h, edge_index):
+        h = F.relu(norm(conv(h, edge_index)))
+        return F.dropout(h, p=self.dropout, training=self.training)
+
+    def encode(self, x: torch.Tensor, edge_index: torch.Tensor):
+        can_ids = x[:, ID_COLUMN].long()
+        h = torch.cat([self.embedding(can_ids), x[:, 1:]], dim=1)
+        for conv, norm in zip(self.encoder, self.encoder_norms, strict=True):
+            h = self._block(conv, norm, h, edge_index)
+        mean = self.mean_head(h)
+        logvar = self.logvar_head(h).clamp(-self.logvar_clamp, self.logvar_clamp)
+        return mean, logvar
+
+    def reparameterize(self, mean, logvar):
+        if not self.training:
+            return mean
+        return mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor, edge_index: torch.Tensor):
+        h = z
+        for conv, norm in zip(self.decoder, self.decoder_norms, strict=True):
+            h = self._block(conv, norm, h, edge_index)
+        features = torch.sigmoid(self.feature_out(h, edge_index))
+        return features, self.id_classifier(z), self.neighbour_predictor(z)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean, logvar = self.encode(x, edge_index)
+        z = self.reparameterize(mean, logvar)
+        features, id_logits, neighbour_logits = self.decode(z, edge_index)
+        return {
+            "z": z,
+            "mean": mean,
+            "logvar": logvar,
+            "features": features,
+            "id_logits": id_logits,
+            "neighbour_logits": neighbour_logits,
+        }
+
+    def node_errors(self, out: dict, x: torch.Tensor, edge_index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-node reconstruction terms (feature MSE, ID cross-entropy, neighbour BCE)."""
+        can_ids = x[:, ID_COLUMN].long()
+        neighbours = neighbour_multi_hot(edge_index, can_ids, self.num_ids)
+        return {
+            "feature_mse": (out["features"] - x[:, 1:]).pow(2).mean(dim=1),
+            "id_ce": F.cross_entropy(out["id_logits"], can_ids, reduction="none"),
+            "neighbour_bce": F.binary_cross_entropy_with_logits(
+                out["neighbour_logits"], neighbours, reduction="none"
+            ).mean(dim=1),
+        }
+
+    def graph_errors(self, x, edge_index, batch, num_graphs: int | None = None) -> dict[str, torch.Tensor]:
+        """Per-graph mean of each reconstruction term plus latent statistics (deterministic in eval mode)."""
+        out = self(x, edge_index)
+        errors = self.node_errors(out, x, edge_index)
+        size = num_graphs if num_graphs is not None else int(batch.max()) + 1
+        per_graph = {
+            name: scatter(value, batch, dim=0, dim_size=size, reduce="mean") for name, value in errors.items()
+        }
+        z = out["z"]
+        per_graph["z_mean"] = scatter(z.mean(dim=1), batch, dim=0, dim_size=size, reduce="mean")
+        per_graph["z_std"] = scatter(z.std(dim=1, unbiased=False), batch, dim=0, dim_size=size, reduce="mean")
+        per_graph["z_max"] = scatter(z.max(dim=1).values, batch, dim=0, dim_size=size, reduce="max")
+        per_graph["z_min"] = scatter(z.min(dim=1).values, batch, dim=0, dim_size=size, reduce="min")
+        return per_graph
+
+    def calibrated_anomaly(self, feature_mse: torch.Tensor) -> torch.Tensor:
+        """Map the reconstruction error to [0, 1) so that the validation threshold lands exactly on 0.5.
+
+        anomaly = 1 − exp(−ln 2 · error / threshold): monotone in the error, 0.5 at the threshold and
+        saturating towards 1, which makes it commensurable with the GAT's p(attack) in the fused score.
+        """
+        threshold = self.anomaly_threshold
+        if torch.isnan(threshold):
+            raise RuntimeError("VGAE anomaly threshold is not calibrated (train it with kdgat.training.vgae)")
+        return 1.0 - torch.exp(-math.log(2.0) * feature_mse / threshold.clamp_min(1e-12))
+
+
+def vgae_loss(
+    model: VGAE,
+    out: dict,
+    x: torch.Tensor,
+    edge_index: torch.Tensor,
+    id_weight: float = 0.1,
+    neighbour_weight: float = 0.05,
+    kl_weight: float = 0.01,
+) -> dict[str, torch.Tensor]:
+    """Feature MSE + id_weight·ID CE + neighbour_weight·neighbour BCE + kl_weight·KL, averaged over nodes."""
+    errors = model.node_errors(out, x, edge_index)
+    kl = kl_divergence(out["mean"], out["logvar"])
+    parts = {name: value.mean() for name, value in errors.items()}
+    parts["kl"] = kl
+    parts["loss"] = (
+        parts["feature_mse"]
+        + id_weight * parts["id_ce"]
+        + neighbour_weight * parts["neighbour_bce"]
+        + kl_weight * kl
+    )
+    return parts
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) averaged over nodes and latent dimensions."""
+    return -0.5 * torch.mean(1 + logvar - mean.pow(2) - logvar.exp())

@@ -1,0 +1,157 @@
+"""The epoch loop every stage uses: early stopping, per-epoch atomic checkpoints with resume, progress lines.
+
+A stage object supplies the science (`train_epoch`, `validate`) and names what must survive a restart
+(`state_dict` / `load_state_dict`, its model, the DataLoader generator). The loop owns everything else.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from kdgat.training.artifacts import save_torch
+from kdgat.training.runtime import restore_rng_state, rng_state
+
+log = logging.getLogger("kdgat.training")
+
+# Test hook: SIGKILL this process right after the checkpoint of epoch N is written (a node failure stand-in).
+KILL_AFTER_EPOCH_ENV = "KDGAT_KILL_AFTER_EPOCH"
+
+
+class Stage(Protocol):
+    model: torch.nn.Module
+    loader_generator: torch.Generator | None
+
+    def train_epoch(self, epoch: int) -> dict: ...  # must contain "graphs": samples processed
+
+    def validate(self) -> dict: ...  # must contain "val_loss"
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    patience: int
+    checkpoint: str | os.PathLike | None = None
+    name: str = "train"
+    min_delta: float = 0.0
+
+
+def fingerprint(settings: dict) -> str:
+    """Identifies a training configuration: a checkpoint from a different one is not resumed."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
+    """Train until `loop.epochs` or early stopping; leaves the best-validation weights in `stage.model`.
+
+    Returns {"history": [...rows...], "best_epoch": int, "best_val_loss": float, "resumed_from": int|None}.
+    """
+    history: list[dict] = []
+    best_val = float("inf")
+    best_epoch = -1
+    best_weights = copy.deepcopy(stage.model.state_dict())
+    bad_epochs = 0
+    start_epoch = 0
+    resumed_from = None
+    checkpoint = Path(loop.checkpoint) if loop.checkpoint else None
+
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved.get("fingerprint") != config_fingerprint:
+            log.warning("%s: ignoring checkpoint %s (it belongs to other settings)", loop.name, checkpoint)
+        else:
+            stage.load_state_dict(saved["stage"])
+            best_weights = saved["best_weights"]
+            best_val, best_epoch, bad_epochs = saved["best_val"], saved["best_epoch"], saved["bad_epochs"]
+            history = saved["history"]
+            start_epoch = saved["epoch"] + 1
+            restore_rng_state(saved["rng"], stage.loader_generator)
+            resumed_from = saved["epoch"]
+            log.info("%s: resumed from %s after epoch %d", loop.name, checkpoint, saved["epoch"] + 1)
+
+    stopped_early = bool(history) and bad_epochs >= loop.patience
+    epoch_seconds: list[float] = [row["seconds"] for row in history]
+    for epoch in range(start_epoch, loop.epochs):
+        if stopped_early:
+            break
+        started = time.perf_counter()
+        train = stage.train_epoch(epoch)
+        train_seconds = time.perf_counter() - started
+        val = stage.validate()
+        seconds = time.perf_counter() - started
+        epoch_seconds.append(seconds)
+
+        row = {"epoch": epoch + 1, **train, **val}
+        row["graphs_per_s"] = train["graphs"] / max(train_seconds, 1e-9)
+        row["seconds"] = seconds
+        history.append(row)
+
+        if val["val_loss"] < best_val - loop.min_delta:
+            best_val, best_epoch, bad_epochs = val["val_loss"], epoch + 1, 0
+            best_weights = copy.deepcopy(stage.model.state_dict())
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= loop.patience
+
+        remaining = loop.epochs - epoch - 1
+        eta = sum(epoch_seconds) / len(epoch_seconds) * remaining
+        metrics = " ".join(
+            f"{k}={v:.4f}" for k, v in row.items() if k not in {"epoch", "graphs", "seconds", "graphs_per_s"}
+        )
+        log.info(
+            "%s epoch %d/%d %s graphs/s=%.0f time=%.1fs eta=%.0fs%s",
+            loop.name,
+            epoch + 1,
+            loop.epochs,
+            metrics,
+            row["graphs_per_s"],
+            seconds,
+            eta,
+            " (early stop)" if stopped_early else "",
+        )
+
+        if checkpoint is not None:
+            save_torch(
+                {
+                    "fingerprint": config_fingerprint,
+                    "epoch": epoch,
+                    "stage": stage.state_dict(),
+                    "best_weights": best_weights,
+                    "best_val": best_val,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "rng": rng_state(stage.loader_generator),
+                },
+                checkpoint,
+            )
+        if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    stage.model.load_state_dict(best_weights)
+    return {
+        "history": history,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_val,
+        "resumed_from": resumed_from,
+    }
+
+
+def discard_checkpoint(path) -> None:
+    """After the outputs are written the checkpoint has served its purpose; a rerun must start afresh."""
+    if path:
+        Path(path).unlink(missing_ok=True)

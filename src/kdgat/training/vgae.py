@@ -1,0 +1,186 @@
+"""VGAE stage: learns to reconstruct *normal* graphs; its calibrated reconstruction error is the anomaly score.
+
+Trained on the normal training graphs only (an attack the model never saw reconstructs badly, which is the point).
+Early stopping watches the VGAE loss on normal validation graphs. Afterwards the anomaly threshold is fitted on
+the whole validation split: Youden's J on the ROC of the graph reconstruction error when it has both classes,
+else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
+With a teacher (student_kd): α·(½·MSE(proj(z_s), z_t) + ½·MSE(recon_s, recon_t)) + (1−α)·VGAE loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_curve
+
+from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
+from kdgat.models import VGAE
+from kdgat.models.vgae import vgae_loss
+from kdgat.training.common import (
+    StageBase,
+    base_metrics,
+    binary_metrics,
+    check_graphs,
+    labels_of,
+    load_num_ids,
+    load_split,
+    make_loader,
+    resolve_device,
+    write_outputs,
+)
+from kdgat.training.loop import LoopSettings, fingerprint, fit
+from kdgat.training.runtime import autocast, seed_everything
+
+log = logging.getLogger("kdgat.training")
+
+
+@torch.no_grad()
+def graph_errors(model: VGAE, graphs, batch_size: int, device) -> dict[str, np.ndarray]:
+    """Per-graph reconstruction terms in eval mode (deterministic: z = μ)."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list] = {}
+    for batch in make_loader(graphs, batch_size):
+        batch = batch.to(device)
+        for name, value in model.graph_errors(
+            batch.x, batch.edge_index, batch.batch, batch.num_graphs
+        ).items():
+            parts.setdefault(name, []).append(value.float().cpu().numpy())
+    model.train(was_training)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def fit_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
+    """Validation threshold on the reconstruction error (see module docstring)."""
+    if len(np.unique(labels)) == 2:
+        fpr, tpr, thresholds = roc_curve(labels, errors)
+        best = int(np.argmax(tpr - fpr))
+        threshold = float(thresholds[best])
+        if np.isfinite(threshold) and threshold > 0:
+            return threshold, "youden_j"
+    normal = errors[labels == 0] if (labels == 0).any() else errors
+    return max(float(np.percentile(normal, 95)), 1e-12), "normal_p95"
+
+
+class VGAEStage(StageBase):
+    def __init__(self, model, train_graphs, val_graphs, settings, device, teacher=None):
+        self.teacher = freeze(teacher.to(device)) if teacher is not None else None
+        self.projection = None
+        if self.teacher is not None:
+            self.projection = LatentProjection(model.latent_dim, self.teacher.latent_dim).to(device)
+        extra = list(self.projection.parameters()) if self.projection is not None else []
+        super().__init__(model, settings, device, extra_parameters=extra)
+        self.loss_weights = settings["loss"]
+        self.distillation = settings.get("distillation")
+        self.batch_size = int(self.training["batch_size"])
+        self.train_graphs = [g for g in train_graphs if int(g.y.view(-1)[0]) == 0]
+        if not self.train_graphs:
+            raise ValueError("VGAE training needs normal (y = 0) training graphs; the train split has none")
+        self.val_graphs = list(val_graphs)
+        self.val_normal = [g for g in self.val_graphs if int(g.y.view(-1)[0]) == 0] or self.val_graphs
+        self.val_labels = labels_of(self.val_graphs)
+
+    def extra_state(self):
+        return {"projection": self.projection.state_dict()} if self.projection is not None else {}
+
+    def load_extra_state(self, state):
+        if self.projection is not None:
+            self.projection.load_state_dict(state["projection"])
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        totals: dict[str, float] = {}
+        seen = 0
+        for batch in make_loader(
+            self.train_graphs, self.batch_size, shuffle=True, generator=self.loader_generator
+        ):
+            batch = batch.to(self.device)
+            with autocast(self.device):
+                out = self.model(batch.x, batch.edge_index)
+                parts = vgae_loss(self.model, out, batch.x, batch.edge_index, **self.loss_weights)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        target = self.teacher(batch.x, batch.edge_index)
+                    kd = vgae_kd_loss(
+                        self.projection(out["mean"]),
+                        target["mean"],
+                        out["features"],
+                        target["features"],
+                        parts["loss"],
+                        alpha=float(self.distillation["alpha"]),
+                    )
+                    parts = {**parts, "task_loss": parts["loss"], "kd": kd["kd"], "loss": kd["loss"]}
+            self.step(parts["loss"])
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) * batch.num_graphs
+            seen += batch.num_graphs
+        return {f"train_{name}": value / seen for name, value in totals.items()} | {"graphs": seen}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        total, seen = 0.0, 0
+        for batch in make_loader(self.val_normal, self.batch_size):
+            batch = batch.to(self.device)
+            out = self.model(batch.x, batch.edge_index)
+            total += float(
+                vgae_loss(self.model, out, batch.x, batch.edge_index, **self.loss_weights)["loss"]
+            ) * (batch.num_graphs)
+            seen += batch.num_graphs
+        errors = graph_errors(self.model, self.val_graphs, self.batch_size, self.device)["feature_mse"]
+        metrics = {"val_loss": total / seen}
+        metrics["val_auc"] = binary_metrics(self.val_labels, self.val_labels, errors)["val_auc"]
+        return metrics
+
+
+def train(
+    train_graphs, val_graphs, num_ids: int, settings: dict, checkpoint=None, teacher: VGAE | None = None
+):
+    """Train a VGAE and calibrate its threshold; returns (model, fit result, metrics)."""
+    started = time.perf_counter()
+    seed_everything(int(settings["seed"]))
+    device = resolve_device(settings)
+    model_config = {"num_ids": num_ids, **settings["model"]}
+    model_config["hidden_dims"] = tuple(model_config["hidden_dims"])
+    model = VGAE(**model_config)
+    stage = VGAEStage(model, train_graphs, val_graphs, settings, device, teacher=teacher)
+    loop = LoopSettings(
+        epochs=int(settings["training"]["epochs"]),
+        patience=int(settings["training"]["patience"]),
+        checkpoint=checkpoint,
+        name=f"vgae[{settings.get('variant', '?')}]",
+    )
+    result = fit(stage, loop, fingerprint({"stage": "vgae", **settings, "num_ids": num_ids}))
+
+    errors = graph_errors(model, stage.val_graphs, stage.batch_size, device)["feature_mse"]
+    threshold, method = fit_threshold(errors, stage.val_labels)
+    model.anomaly_threshold.fill_(threshold)
+    predictions = (errors > threshold).astype(int)
+    metrics = base_metrics("vgae", settings, model, result, started, device)
+    metrics |= binary_metrics(stage.val_labels, predictions, errors)
+    metrics |= {
+        "anomaly_threshold": threshold,
+        "threshold_method": method,
+        "train_graphs": len(stage.train_graphs),
+    }
+    log.info("vgae: threshold %.6g (%s), val AUC %.4f", threshold, method, metrics["val_auc"])
+    return model.cpu(), result, metrics, model_config
+
+
+def run(graph_dir, outputs: dict, settings: dict, teacher_model=None) -> dict:
+    """File-level entry point for the train_vgae wrapper; `outputs` has model, metrics, history, checkpoint."""
+    from kdgat.inference import load_model
+
+    num_ids = load_num_ids(graph_dir)
+    train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")
+    check_graphs(train_graphs, num_ids, f"{graph_dir}/train.pt")
+    check_graphs(val_graphs, num_ids, f"{graph_dir}/val.pt")
+    teacher = load_model(teacher_model) if teacher_model else None
+    model, result, metrics, model_config = train(
+        train_graphs, val_graphs, num_ids, settings, outputs.get("checkpoint"), teacher
+    )
+    write_outputs(outputs, model, "vgae", model_config, result, metrics, variant=settings.get("variant"))
+    return metrics
