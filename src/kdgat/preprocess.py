@@ -1,0 +1,234 @@
+"""The preprocess step of one dataset: CAN logs -> ID vocabulary -> graphs -> train/val split -> files.
+
+Outputs (the data contract the training and evaluation modules read):
+
+* ``train.pt`` / ``val.pt``: graph lists (:func:`kdgat.graph_store.load_graphs`), a seeded split of the graphs of
+  every training file (attack-free and with attacks);
+* ``test.pt``: ``{scenario: graphs}`` (:func:`kdgat.graph_store.load_graph_sets`);
+* ``vocab.json``: ``{"can_ids": {"0x316": 0, ...}, "oov_index": k, "num_ids": k + 1}`` built from the training
+  files; IDs never seen in training map to the OOV index (the last one);
+* ``metadata.json``: sizes, counts per split and scenario, attack fractions, skipped bad rows per file, wall time
+  and peak memory of the step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from kdgat.can_io import CanMessages, read_can_file
+from kdgat.graph_store import save_graph_sets, save_graphs
+from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs
+
+log = logging.getLogger(__name__)
+
+LOG_SUFFIXES = (".csv", ".txt", ".log")
+DEFAULT_EXCLUDE = ("suppress", "masquerade")
+
+
+def scenario_name(directory: str) -> str:
+    """``test_01_dos`` -> ``dos``; a name without the ``test_NN_`` prefix is kept as it is."""
+    return re.sub(r"^test_\d+_", "", directory) or directory
+
+
+def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> tuple[list[Path], dict]:
+    """Training files (``train_*/``) and test scenarios (``test_*/``) of a dataset laid out like HCRL/KD-GAT."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory {root} does not exist")
+    exclude = tuple(exclude)
+
+    def logs(directory: Path) -> list[Path]:
+        return sorted(
+            p
+            for p in directory.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in LOG_SUFFIXES
+            and not any(word in p.name for word in exclude)
+        )
+
+    train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in logs(d)]
+    test = {scenario_name(d.name): logs(d) for d in sorted(root.glob("test_*")) if d.is_dir()}
+    test = {name: files for name, files in test.items() if files}
+    if not train:
+        raise FileNotFoundError(f"dataset directory {root} has no CAN logs under train_*/")
+    return train, test
+
+
+def build_vocabulary(messages: Iterable[CanMessages]) -> np.ndarray:
+    """Sorted distinct CAN IDs of the training logs (the OOV index is ``len(ids)``)."""
+    ids = [np.unique(m.can_id) for m in messages]
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int32)
+
+
+def to_index(can_ids: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """Vocabulary index of every CAN ID; IDs outside the vocabulary get the OOV index ``len(vocabulary)``."""
+    if len(vocabulary) == 0:
+        return np.zeros(len(can_ids), dtype=np.int64)
+    slot = np.searchsorted(vocabulary, can_ids)
+    clipped = np.minimum(slot, len(vocabulary) - 1)
+    return np.where(vocabulary[clipped] == can_ids, clipped, len(vocabulary)).astype(np.int64)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _peak_memory_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def _attack_fraction(graphs: GraphArrays) -> float:
+    return round(float(graphs.y.mean()), 6) if len(graphs) else 0.0
+
+
+def preprocess_dataset(
+    dataset: str,
+    train_files: list[str | Path],
+    test_files: Mapping[str, list[str | Path]],
+    out_dir: str | Path,
+    *,
+    fmt: str = "auto",
+    bad_rows: str = "error",
+    window_size: int = 100,
+    stride: int = 100,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    outputs: Mapping[str, str | Path] | None = None,
+) -> dict:
+    """Run the whole step; returns the metadata (also written to ``metadata.json``).
+
+    ``outputs`` may name each file (keys ``train, val, test, vocab, metadata``); by default they go to
+    ``out_dir/<key>.pt|json``.
+    """
+    started = time.perf_counter()
+    if not train_files:
+        raise ValueError(f"dataset {dataset!r}: no training files")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"preprocess.val_fraction must be in [0, 1), got {val_fraction}")
+    out_dir = Path(out_dir)
+    defaults = {"train": "train.pt", "val": "val.pt", "test": "test.pt", "vocab": "vocab.json"}
+    defaults["metadata"] = "metadata.json"
+    paths = {
+        key: Path(outputs[key]) if outputs and key in outputs else out_dir / name
+        for key, name in defaults.items()
+    }
+
+    skipped: dict[str, int] = {}
+    message_counts: dict[str, int] = {}
+
+    def read(path) -> CanMessages:
+        messages = read_can_file(path, fmt=fmt, bad_rows=bad_rows)
+        skipped[str(path)] = messages.skipped_rows
+        message_counts[str(path)] = len(messages)
+        log.info(
+            "%s: %d messages (%s), %d bad rows skipped",
+            path,
+            len(messages),
+            messages.fmt,
+            messages.skipped_rows,
+        )
+        return messages
+
+    train_messages = [read(path) for path in train_files]
+    vocabulary = build_vocabulary(train_messages)
+    num_ids = len(vocabulary) + 1
+
+    def graphs_of(messages: CanMessages) -> GraphArrays:
+        return build_graphs(
+            to_index(messages.can_id, vocabulary),
+            messages.payload,
+            messages.label,
+            num_ids,
+            window_size,
+            stride,
+        )
+
+    all_train = GraphArrays.concat([graphs_of(m) for m in train_messages])
+    del train_messages
+    if len(all_train) < 2:
+        raise ValueError(
+            f"dataset {dataset!r}: the training files give {len(all_train)} graphs, need at least 2"
+        )
+    order = np.random.default_rng(seed).permutation(len(all_train))
+    num_val = int(round(val_fraction * len(all_train)))
+    val, train = all_train.take(order[:num_val]), all_train.take(order[num_val:])
+
+    test: dict[str, GraphArrays] = {}
+    oov_nodes: dict[str, int] = {}
+    for scenario, files in test_files.items():
+        parts = []
+        for path in files:
+            messages = read(path)
+            parts.append(graphs_of(messages))
+        test[scenario] = GraphArrays.concat(parts)
+        oov_nodes[scenario] = int((test[scenario].x[:, 0] == num_ids - 1).sum())
+
+    save_graphs(train, paths["train"])
+    save_graphs(val, paths["val"])
+    save_graph_sets(test, paths["test"])
+    vocab = {
+        "can_ids": {f"0x{int(i):03x}": index for index, i in enumerate(vocabulary.tolist())},
+        "oov_index": num_ids - 1,
+        "num_ids": num_ids,
+    }
+    _atomic_write_text(paths["vocab"], json.dumps(vocab, indent=1) + "\n")
+
+    metadata = {
+        "dataset": dataset,
+        "num_ids": num_ids,
+        "node_features": NODE_FEATURES,
+        "edge_features": EDGE_FEATURES,
+        "window_size": window_size,
+        "stride": stride,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "format": fmt,
+        "bad_rows": bad_rows,
+        "counts": {"train": len(train), "val": len(val), "test": {name: len(g) for name, g in test.items()}},
+        "attack_fraction": {
+            "train": _attack_fraction(train),
+            "val": _attack_fraction(val),
+            "test": {name: _attack_fraction(g) for name, g in test.items()},
+        },
+        "oov_nodes": {"test": oov_nodes},
+        "files": {
+            "train": [str(p) for p in train_files],
+            "test": {name: [str(p) for p in files] for name, files in test_files.items()},
+        },
+        "messages": {"per_file": message_counts, "total": int(sum(message_counts.values()))},
+        "skipped_rows": {"per_file": skipped, "total": int(sum(skipped.values()))},
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "peak_memory_mb": _peak_memory_mb(),
+    }
+    _atomic_write_text(paths["metadata"], json.dumps(metadata, indent=1) + "\n")
+    log.info(
+        "%s: %d train, %d val graphs, test %s; %d IDs; %d bad rows skipped; %.2f s",
+        dataset,
+        len(train),
+        len(val),
+        metadata["counts"]["test"],
+        num_ids,
+        metadata["skipped_rows"]["total"],
+        metadata["wall_time_s"],
+    )
+    return metadata

@@ -1,0 +1,279 @@
+"""Synthetic CAN traffic with HCRL-style injected attacks, written in a real log format.
+
+A *vehicle* (fixed by the dataset seed) has 25-60 periodic CAN IDs with periods of 10-1000 ms (mostly 10-100 ms);
+each ID has a DLC (mostly 8) and payload bytes that are constants, counters, smooth sensor signals or a checksum.
+Every file adds mild benign variation: a rate factor, its own jitter, occasional rare diagnostic IDs and short
+event-triggered rate increases of one ID (benign look-alikes of spoofing).
+
+Attacks come in bursts (length drawn log-uniformly from ``burst_s``, gaps from ``gap_s``; HCRL used 3-5 s bursts,
+tiny datasets scale them down):
+
+* ``dos``: ID 0x000, all-zero 8-byte payload, every ``dos_interval_ms`` (0.3 ms in HCRL);
+* ``fuzzy``: uniformly random 11-bit ID and random 8-byte payload every ``fuzzy_interval_ms`` (0.5 ms);
+* ``gear`` / ``rpm`` (spoofing): one existing ID (the vehicle's gear or RPM message) with a fixed, plausible
+  payload (a frozen real message of that ID) every ``spoof_interval_ms`` (1 ms in HCRL; a larger interval
+  makes the attack subtler: the ID's rate is only moderately raised).
+
+Everything is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from kdgat.can_io import CanMessages
+
+log = logging.getLogger(__name__)
+
+ATTACKS = ("none", "dos", "fuzzy", "gear", "rpm")
+WRITE_FORMATS = ("hcrl_csv", "can_4col")
+EPOCH = 1478198376.0  # a 2016 UNIX time like the HCRL captures; keeps timestamps 10.6 digits wide
+PERIODS_MS = np.array([10, 20, 50, 100, 200, 500, 1000])
+PERIOD_WEIGHTS = np.array([0.25, 0.25, 0.15, 0.2, 0.07, 0.05, 0.03])
+
+DEFAULTS = {
+    "seed": 0,
+    "format": "hcrl_csv",
+    "num_ids": 30,
+    "jitter_ms": 0.05,
+    "burst_s": [0.05, 1.0],
+    "gap_s": [0.5, 2.0],
+    "dos_interval_ms": 0.3,
+    "fuzzy_interval_ms": 0.5,
+    "spoof_interval_ms": 1.0,
+    "rare_ids_per_s": 0.3,
+    "benign_events_per_s": 0.2,
+    "files": [],
+}
+
+
+def _option(options: Mapping, key: str):
+    return options.get(key, DEFAULTS[key])
+
+
+class Vehicle:
+    """The normal-traffic profile shared by every file of a dataset (IDs, periods, payload signals)."""
+
+    def __init__(self, seed: int, num_ids: int):
+        if not 25 <= num_ids <= 60:
+            raise ValueError(f"synthetic.num_ids must be between 25 and 60, got {num_ids}")
+        rng = np.random.default_rng([seed, 0xCA17])
+        # Distinct IDs in 0x001..0x7FF; 0x000 is reserved for the DoS attack.
+        ids = rng.choice(np.arange(0x010, 0x7F0), size=num_ids + 6, replace=False)
+        self.ids = np.sort(ids[:num_ids]).astype(np.int32)
+        self.rare_ids = ids[num_ids:].astype(np.int32)  # benign diagnostic IDs, seldom sent
+        self.periods_ms = rng.choice(PERIODS_MS, size=num_ids, p=PERIOD_WEIGHTS).astype(np.float64)
+        fast = np.flatnonzero(self.periods_ms <= 20)
+        if len(fast) < 2:
+            self.periods_ms[:2] = [10.0, 20.0]
+            fast = np.arange(2)
+        self.rpm_slot, self.gear_slot = int(fast[0]), int(fast[1])
+        self.dlc = np.where(rng.random(num_ids) < 0.85, 8, rng.integers(2, 8, num_ids)).astype(np.uint8)
+        # Byte kinds: 0 constant, 1 counter, 2 smooth sensor, 3 checksum (last byte only).
+        self.kinds = rng.choice(4, size=(num_ids, 8), p=[0.45, 0.15, 0.4, 0.0])
+        has_checksum = rng.random(num_ids) < 0.3
+        self.kinds[has_checksum, self.dlc[has_checksum] - 1] = 3
+        self.constants = rng.integers(0, 256, size=(num_ids, 8))
+        self.signal_period_s = rng.uniform(2.0, 30.0, size=(num_ids, 8))
+        self.signal_phase = rng.uniform(0, 2 * np.pi, size=(num_ids, 8))
+        self.signal_amplitude = rng.uniform(5, 100, size=(num_ids, 8))
+        self.signal_centre = rng.uniform(self.signal_amplitude, 255 - self.signal_amplitude)
+
+    def payload(
+        self, slot: int, times: np.ndarray, sequence: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        n = len(times)
+        out = np.zeros((n, 8), dtype=np.int64)
+        for b in range(int(self.dlc[slot])):
+            kind = self.kinds[slot, b]
+            if kind == 0:
+                out[:, b] = self.constants[slot, b]
+            elif kind == 1:
+                out[:, b] = (self.constants[slot, b] + sequence) % 256
+            elif kind == 2:
+                wave = np.sin(2 * np.pi * times / self.signal_period_s[slot, b] + self.signal_phase[slot, b])
+                noise = rng.normal(0, 1.0, n)
+                value = self.signal_centre[slot, b] + self.signal_amplitude[slot, b] * wave + noise
+                out[:, b] = np.clip(np.rint(value), 0, 255)
+        checksum_bytes = np.flatnonzero(self.kinds[slot, : self.dlc[slot]] == 3)
+        for b in checksum_bytes:
+            out[:, b] = (out.sum(axis=1) - out[:, b]) % 256
+        return out.astype(np.uint8)
+
+
+def _bursts(duration_s: float, options: Mapping, rng: np.random.Generator) -> list[tuple[float, float]]:
+    low, high = (float(v) for v in _option(options, "burst_s"))
+    gap_low, gap_high = (float(v) for v in _option(options, "gap_s"))
+    bursts, t = [], rng.uniform(gap_low, gap_high) * 0.5
+    while t < duration_s:
+        length = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        bursts.append((t, min(t + length, duration_s)))
+        t += length + rng.uniform(gap_low, gap_high)
+    return bursts
+
+
+def generate_log(
+    vehicle: Vehicle, duration_s: float, attack: str, options: Mapping, seed: int, file_index: int = 0
+) -> CanMessages:
+    """One capture of ``duration_s`` seconds with ``attack`` (one of :data:`ATTACKS`) injected in bursts."""
+    if attack not in ATTACKS:
+        raise ValueError(f"synthetic attack must be one of {ATTACKS}, got {attack!r}")
+    rng = np.random.default_rng([seed, file_index, 0xF11E])
+    jitter_s = float(_option(options, "jitter_ms")) * rng.uniform(0.5, 1.5) / 1000.0
+    rate_factor = rng.uniform(0.97, 1.03)
+    times, ids, payloads, labels = [], [], [], []
+
+    def emit(t: np.ndarray, can_id, payload: np.ndarray, label: int) -> None:
+        times.append(t)
+        ids.append(np.broadcast_to(np.asarray(can_id, dtype=np.int32), t.shape))
+        payloads.append(payload)
+        labels.append(np.full(len(t), label, dtype=np.uint8))
+
+    # Normal periodic traffic, plus benign event-triggered extra messages of one ID.
+    events_per_s = float(_option(options, "benign_events_per_s"))
+    num_events = rng.poisson(events_per_s * duration_s)
+    event_slots = rng.integers(0, len(vehicle.ids), num_events)
+    event_starts = rng.uniform(0, duration_s, num_events)
+    event_lengths = rng.uniform(0.05, 0.3, num_events)
+    for slot, can_id in enumerate(vehicle.ids):
+        period = vehicle.periods_ms[slot] / 1000.0 / rate_factor
+        t = rng.uniform(0, period) + np.arange(0, duration_s / period) * period
+        extra = [
+            np.arange(start, min(start + length, duration_s), period / 2) + period / 4
+            for slot_, start, length in zip(event_slots, event_starts, event_lengths, strict=True)
+            if slot_ == slot
+        ]
+        t = np.sort(np.concatenate([t, *extra])) if extra else t
+        t = t + rng.normal(0, jitter_s, len(t))
+        t = t[(t >= 0) & (t < duration_s)]
+        emit(t, can_id, vehicle.payload(slot, t, np.arange(len(t)), rng), 0)
+
+    rare_rate = float(_option(options, "rare_ids_per_s"))
+    num_rare = rng.poisson(rare_rate * duration_s)
+    if num_rare:
+        t = rng.uniform(0, duration_s, num_rare)
+        rare_ids = rng.choice(vehicle.rare_ids, size=num_rare)
+        emit(t, rare_ids, rng.integers(0, 256, size=(num_rare, 8)).astype(np.uint8), 0)
+
+    if attack != "none":
+        for start, end in _bursts(duration_s, options, rng):
+            if attack == "dos":
+                t = np.arange(start, end, float(_option(options, "dos_interval_ms")) / 1000.0)
+                emit(t, 0, np.zeros((len(t), 8), dtype=np.uint8), 1)
+            elif attack == "fuzzy":
+                t = np.arange(start, end, float(_option(options, "fuzzy_interval_ms")) / 1000.0)
+                fuzz_ids = rng.integers(0, 0x800, len(t)).astype(np.int32)
+                emit(t, fuzz_ids, rng.integers(0, 256, size=(len(t), 8)).astype(np.uint8), 1)
+            else:
+                slot = vehicle.rpm_slot if attack == "rpm" else vehicle.gear_slot
+                t = np.arange(start, end, float(_option(options, "spoof_interval_ms")) / 1000.0)
+                t = t + rng.normal(0, jitter_s, len(t))
+                frozen = vehicle.payload(slot, np.array([start]), np.array([rng.integers(0, 256)]), rng)
+                emit(t, vehicle.ids[slot], np.repeat(frozen, len(t), axis=0), 1)
+
+    all_times = np.concatenate(times)
+    order = np.argsort(all_times, kind="stable")
+    can_id = np.concatenate(ids)[order]
+    all_payload = np.concatenate(payloads)[order]
+    dlc = np.full(len(order), 8, dtype=np.uint8)
+    normal = np.isin(can_id, vehicle.ids)
+    dlc[normal] = vehicle.dlc[np.searchsorted(vehicle.ids, can_id[normal])]
+    # Bytes beyond the DLC are not on the bus.
+    all_payload[np.arange(8)[None, :] >= dlc[:, None]] = 0
+    return CanMessages(
+        timestamp=EPOCH + np.maximum(all_times[order], 0.0),
+        can_id=can_id,
+        dlc=dlc,
+        payload=all_payload,
+        label=np.concatenate(labels)[order],
+    )
+
+
+def _hex_table() -> np.ndarray:
+    return np.array([f"{i:02x}" for i in range(256)], dtype=object)
+
+
+def write_can_file(messages: CanMessages, path: str | Path, fmt: str) -> None:
+    """Write ``messages`` in ``hcrl_csv`` (no header, R/T flag) or ``can_4col`` (with header) atomically."""
+    if fmt not in WRITE_FORMATS:
+        raise ValueError(f"synthetic.format must be one of {WRITE_FORMATS}, got {fmt!r}")
+    path = Path(path)
+    hex_bytes = _hex_table()[messages.payload]
+    stamps = [f"{t:.6f}" for t in messages.timestamp.tolist()]
+    dlcs = messages.dlc.tolist()
+    if fmt == "hcrl_csv":
+        ids = [f"{i:04x}" for i in messages.can_id.tolist()]
+        flags = np.where(messages.label.astype(bool), "T", "R").tolist()
+        rows = hex_bytes.tolist()
+        lines = [
+            ",".join([stamp, cid, str(d), *row[:d], flag])
+            for stamp, cid, d, row, flag in zip(stamps, ids, dlcs, rows, flags, strict=True)
+        ]
+    else:
+        ids = [f"{i:03x}" for i in messages.can_id.tolist()]
+        data = ["".join(row[:d]) for row, d in zip(hex_bytes.tolist(), dlcs, strict=True)]
+        labels = messages.label.tolist()
+        lines = ["timestamp,arbitration_id,data_field,attack"]
+        lines += [f"{s},{i},{d},{a}" for s, i, d, a in zip(stamps, ids, data, labels, strict=True)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="\n") as stream:
+            stream.write("\n".join(lines))
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def file_name(entry: Mapping, fmt: str) -> str:
+    """Relative path of one synthetic file: ``<split>/<name>.csv`` (split like ``train_01_attack_free``)."""
+    return f"{entry['split']}/{entry['name']}.csv"
+
+
+def generate_file(options: Mapping, file_index: int, path: str | Path) -> CanMessages:
+    """Write file number ``file_index`` of a dataset's ``synthetic:`` block (``options``) to ``path``.
+
+    The vehicle comes from ``options['seed']`` (the same for every file of the dataset); the file's own traffic
+    from the seed and its index, so each file can be generated on its own (one job per file).
+    """
+    files = _option(options, "files")
+    if not 0 <= file_index < len(files):
+        raise ValueError(f"synthetic.files has {len(files)} entries, there is no entry {file_index}")
+    entry = files[file_index]
+    seed = int(_option(options, "seed"))
+    fmt = str(_option(options, "format"))
+    vehicle = Vehicle(seed, int(_option(options, "num_ids")))
+    attack = entry.get("attack", "none")
+    messages = generate_log(
+        vehicle, float(entry["duration_s"]), attack, options, seed, file_index=file_index + 1
+    )
+    write_can_file(messages, path, fmt)
+    log.info(
+        "%s: %d messages (%d injected, attack %s) over %.1f s, format %s",
+        path,
+        len(messages),
+        int(messages.label.sum()),
+        attack,
+        float(entry["duration_s"]),
+        fmt,
+    )
+    return messages
+
+
+def generate_dataset(options: Mapping, out_dir: str | Path) -> list[Path]:
+    """Write every file of a dataset's ``synthetic:`` block under ``out_dir``; returns the paths."""
+    fmt = str(_option(options, "format"))
+    written = []
+    for index, entry in enumerate(_option(options, "files")):
+        path = Path(out_dir) / file_name(entry, fmt)
+        generate_file(options, index, path)
+        written.append(path)
+    return written
