@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -13,6 +14,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from torch_geometric.loader import DataLoader
 
 from kdgat.models import count_parameters
+from kdgat.presets import resolve_preset
 from kdgat.training.artifacts import save_history, save_json, save_model
 from kdgat.training.loop import discard_checkpoint
 from kdgat.training.runtime import grad_scaler, select_device
@@ -133,6 +135,31 @@ class StageBase:
         optimisation_step(
             self.optimizer, self.scaler, loss, self.trainable, float(self.training["grad_clip"])
         )
+
+
+# Sweep columns (config/params.tsv) with these names override training settings; any other column is a model
+# (architecture) argument of the stage's preset.
+TRAINING_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "patience", "grad_clip"}
+
+
+def prepare_settings(settings: dict, stage: str, threads: int | None = None) -> dict:
+    """Settings as the wrapper passes them → as the train functions take them.
+
+    Resolves settings["preset"] (with custom settings["presets"]) into settings["model"] and applies
+    settings["overrides"] (one sweep row) to the model or training section; sets torch's thread count.
+    """
+    settings = copy.deepcopy(dict(settings))
+    if "model" not in settings:
+        settings["model"] = resolve_preset(settings["preset"], stage, settings.get("presets"))
+    for key, value in (settings.pop("overrides", None) or {}).items():
+        value = value.item() if hasattr(value, "item") else value  # Paramspace rows hold numpy scalars
+        section = "training" if key in TRAINING_KEYS else "model"
+        if section == "model" and key not in settings["model"]:
+            raise KeyError(f"sweep column {key!r} is neither a training setting nor a {stage} model argument")
+        settings[section][key] = value
+    if threads:
+        torch.set_num_threads(int(threads))
+    return settings
 
 
 def resolve_device(settings: dict) -> torch.device:

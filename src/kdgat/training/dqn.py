@@ -28,6 +28,7 @@ from kdgat.training.common import (
     binary_metrics,
     load_num_ids,
     load_split,
+    prepare_settings,
     resolve_device,
     write_outputs,
 )
@@ -264,11 +265,18 @@ def train(
 
 
 def run(
-    graph_dir, outputs: dict, settings: dict, vgae_model, gat_model, teacher_models: dict | None = None
+    graph_dir,
+    outputs: dict,
+    settings: dict,
+    vgae_model,
+    gat_model,
+    teacher_models: dict | None = None,
+    threads: int | None = None,
 ) -> dict:
     """File-level entry point for the train_dqn wrapper. teacher_models: {"dqn", "vgae", "gat"} paths (KD only)."""
     from kdgat.inference import fusion_inputs, load_model
 
+    settings = prepare_settings(settings, "dqn", threads)
     load_num_ids(graph_dir)  # validates the metadata early
     train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")
     batch_size = int(settings["training"].get("inference_batch_size", 256))

@@ -27,6 +27,7 @@ from kdgat.training.common import (
     load_num_ids,
     load_split,
     make_loader,
+    prepare_settings,
     resolve_device,
     write_outputs,
 )
@@ -162,10 +163,13 @@ def train(
     return model.cpu(), result, metrics, model_config
 
 
-def run(graph_dir, outputs: dict, settings: dict, vgae_model=None, teacher_model=None) -> dict:
+def run(
+    graph_dir, outputs: dict, settings: dict, vgae_model=None, teacher_model=None, threads: int | None = None
+) -> dict:
     """File-level entry point for the train_gat wrapper."""
     from kdgat.inference import load_model
 
+    settings = prepare_settings(settings, "gat", threads)
     num_ids = load_num_ids(graph_dir)
     train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")
     check_graphs(train_graphs, num_ids, f"{graph_dir}/train.pt")

@@ -1,0 +1,107 @@
+# Helpers of the kd_gat module: config access, paths, per-stage settings, resources and the sweep table.
+# Included by the module's Snakefile (kept apart so that the Snakefile holds only rules).
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import Paramspace
+
+WRAPPERS = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2] / "wrappers"
+KD = config["kd_gat"]
+ALL_VARIANTS = ["teacher", "student_kd", "student"]
+STAGES = ["vgae", "gat", "dqn"]
+DATASETS = list(config.get("datasets") or {})
+if not DATASETS:
+    raise ValueError(
+        "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there"
+    )
+VARIANTS = [variant for variant in ALL_VARIANTS if variant in KD["variants"]]
+DATA = KD["data_prefix"].rstrip("/")
+RESOURCES = KD["resources"]
+
+
+def graphs():
+    """The preprocess outputs a training job reads."""
+    return {
+        "train": f"{DATA}/{{dataset}}/train.pt",
+        "val": f"{DATA}/{{dataset}}/val.pt",
+        "metadata": f"{DATA}/{{dataset}}/metadata.json",
+    }
+
+
+def result(variant, stage, name="model.pt"):
+    return f"results/kd_gat/{{dataset}}/{variant}/{stage}/{name}"
+
+
+def outputs(variant, stage):
+    return {name: result(variant, stage, f"{name}.{ext}") for name, ext in OUTPUT_FILES.items()}
+
+
+OUTPUT_FILES = {"model": "pt", "metrics": "json", "history": "csv"}
+
+
+def settings(stage, variant, overrides=None):
+    """What the training wrapper gets: the preset name (resolved in the job) and the stage's settings."""
+    preset = KD["teacher_preset"] if variant == "teacher" else KD["student_preset"]
+    stage_settings = {
+        "seed": KD["seed"],
+        "device": KD["device"],
+        "variant": variant,
+        "preset": preset,
+        "presets": KD["presets"],
+        "training": dict(KD["training"][stage]),
+        "distillation": dict(KD["distillation"]) if variant == "student_kd" else None,
+    }
+    if stage == "vgae":
+        stage_settings["loss"] = dict(KD["vgae_loss"])
+    if stage == "gat":
+        stage_settings["curriculum"] = dict(KD["curriculum"])
+    if stage == "dqn":
+        stage_settings["dqn"] = dict(KD["dqn"])
+    if overrides:
+        # Paramspace.instance returns numpy scalars: plain Python values keep params comparable and picklable.
+        stage_settings["overrides"] = {
+            k: v.item() if hasattr(v, "item") else v for k, v in overrides.items()
+        }
+    return stage_settings
+
+
+def mem_mb(wildcards, attempt):
+    return RESOURCES["mem_mb"] * attempt
+
+
+def runtime(wildcards, attempt):
+    return RESOURCES["runtime"] * attempt
+
+
+# The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).
+SWEEP = None
+if KD["sweep"]["enabled"]:
+    table_path = Path(KD["sweep"]["table"])
+    if not table_path.exists():
+        raise FileNotFoundError(
+            f"kd_gat.sweep.table: {table_path} does not exist (a tab-separated table)"
+        )
+    table = pd.read_csv(table_path, sep="\t")
+    if KD["sweep"]["query"]:
+        try:
+            table = table.query(KD["sweep"]["query"])
+        except Exception as error:
+            raise ValueError(
+                f"kd_gat.sweep.query {KD['sweep']['query']!r} failed on {table_path}: {error}"
+            )
+    if table.empty:
+        raise ValueError(
+            f"kd_gat.sweep: no rows of {table_path} left after query {KD['sweep']['query']!r}"
+        )
+    SWEEP = Paramspace(table, filename_params="*")
+
+
+def sweep_targets():
+    if SWEEP is None:
+        return []
+    return expand(
+        f"results/kd_gat/{{dataset}}/sweep/{{instance}}/gat/{{name}}",
+        dataset=DATASETS,
+        instance=SWEEP.instance_patterns,
+        name=["model.pt", "metrics.json"],
+    )

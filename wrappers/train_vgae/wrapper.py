@@ -1,0 +1,31 @@
+"""Train the VGAE stage of KD-GAT (optionally distilled from a teacher VGAE) on preprocessed CAN graphs."""
+
+import logging
+import sys
+from pathlib import Path
+
+try:
+    from kdgat.training import vgae
+except ImportError:  # the package is not installed: use the catalog's own src/
+    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+    from kdgat.training import vgae
+
+logging.basicConfig(
+    filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+)
+try:
+    vgae.run(
+        graph_dir=Path(snakemake.input.train).parent,
+        outputs={
+            "model": snakemake.output.model,
+            "metrics": snakemake.output.metrics,
+            "history": snakemake.output.history,
+            "checkpoint": snakemake.params.get("checkpoint"),
+        },
+        settings=snakemake.params.settings,
+        teacher_model=snakemake.input.get("teacher"),
+        threads=snakemake.threads,
+    )
+except Exception:
+    logging.getLogger("train_vgae").exception("VGAE training failed")
+    raise
