@@ -354,10 +354,11 @@ class Simulator:
             if collect:
                 summary.frames.append(probe)
             remaining = remaining[probed:]
+            if not remaining:  # the probe did all the work; the next run probes again
+                summary.batch_size = probed
+                return summary
             self.batch_size = self._choose_batch_size(probe, elapsed, len(remaining))
         summary.batch_size = self.batch_size
-        if not remaining:
-            return summary
         self._run_batches(remaining, store, summary, collect, len(tasks) - len(remaining))
         return summary
 
