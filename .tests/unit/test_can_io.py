@@ -1,0 +1,233 @@
+"""CAN log readers on small hand-written files: every format, and every kind of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdgat.can_io import CanFormatError, detect_format, read_can_file
+
+HCRL_CSV = """\
+1478198376.389427,0316,8,05,21,68,09,21,21,00,6f,R
+1478198376.389636,018f,8,fe,5b,00,00,00,3c,00,00,R
+1478198376.390065,0260,2,19,21,T
+1478198376.390200,0000,0,T
+
+1478198376.390546,02a0,8,64,00,9a,1d,97,02,bd,00,R
+"""
+
+HCRL_TXT = (
+    "Timestamp: 1479121434.850202        ID: 0350    000    DLC: 8    05 28 84 66 6d 00 00 a2\r\n"
+    "Timestamp: 1479121434.850423        ID: 02c0    000    DLC: 4    14 00 00 01\r\n"
+)
+
+CAN_4COL = """\
+timestamp,arbitration_id,data_field,attack
+1.5,0x1A0,0102030405060708,0
+1.6,2c0,0a0b,1
+1.7,7ff,,0
+"""
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_hcrl_csv_short_dlc_shifts_the_flag(tmp_path):
+    messages = read_can_file(write(tmp_path, "dos.csv", HCRL_CSV))
+    assert messages.fmt == "hcrl_csv"
+    assert messages.can_id.tolist() == [0x316, 0x18F, 0x260, 0x000, 0x2A0]
+    assert messages.dlc.tolist() == [8, 8, 2, 0, 8]
+    assert messages.payload[0].tolist() == [0x05, 0x21, 0x68, 0x09, 0x21, 0x21, 0x00, 0x6F]
+    assert messages.payload[2].tolist() == [0x19, 0x21, 0, 0, 0, 0, 0, 0]
+    assert messages.label.tolist() == [0, 0, 1, 1, 0]
+    assert messages.timestamp[0] == pytest.approx(1478198376.389427, abs=1e-7)
+    assert messages.skipped_rows == 0
+
+
+def test_hcrl_txt_with_windows_line_ends(tmp_path):
+    messages = read_can_file(write(tmp_path, "normal.txt", HCRL_TXT))
+    assert messages.fmt == "hcrl_txt"
+    assert messages.can_id.tolist() == [0x350, 0x2C0]
+    assert messages.dlc.tolist() == [8, 4]
+    assert messages.payload[0].tolist() == [0x05, 0x28, 0x84, 0x66, 0x6D, 0x00, 0x00, 0xA2]
+    assert messages.payload[1].tolist() == [0x14, 0, 0, 1, 0, 0, 0, 0]
+    assert messages.label.tolist() == [0, 0]
+
+
+def test_can_4col_with_header_prefix_and_empty_payload(tmp_path):
+    messages = read_can_file(write(tmp_path, "set.csv", CAN_4COL))
+    assert messages.fmt == "can_4col"
+    assert messages.can_id.tolist() == [0x1A0, 0x2C0, 0x7FF]
+    assert messages.dlc.tolist() == [8, 2, 0]
+    assert messages.payload[1].tolist() == [10, 11, 0, 0, 0, 0, 0, 0]
+    assert messages.label.tolist() == [0, 1, 0]
+    assert messages.timestamp.tolist() == [1.5, 1.6, 1.7]
+
+
+def test_can_4col_header_in_another_column_order(tmp_path):
+    text = "attack,data_field,timestamp,arbitration_id\n1,ff,2.0,123\n"
+    messages = read_can_file(write(tmp_path, "reordered.csv", text), fmt="can_4col")
+    assert messages.can_id.tolist() == [0x123]
+    assert messages.payload[0, 0] == 0xFF
+    assert messages.label.tolist() == [1]
+
+
+def test_detect_format(tmp_path):
+    assert detect_format(write(tmp_path, "a.csv", HCRL_CSV)) == "hcrl_csv"
+    assert detect_format(write(tmp_path, "b.txt", HCRL_TXT)) == "hcrl_txt"
+    assert detect_format(write(tmp_path, "c.csv", CAN_4COL)) == "can_4col"
+    assert detect_format(write(tmp_path, "d.csv", "1.0,1a0,0102,1\n")) == "can_4col"
+
+
+# (file text, format, line number of the first bad row, words the message must contain)
+BAD_INPUTS = {
+    "bad hex in CAN ID": (
+        "1.0,0316,8,05,21,68,09,21,21,00,6f,R\n1.1,03zz,2,01,02,R\n",
+        "hcrl_csv",
+        2,
+        "CAN ID",
+    ),
+    "bad hex in data byte": ("1.0,0316,2,0g,21,R\n", "hcrl_csv", 1, "data byte"),
+    "DLC not matching bytes": (
+        "1.0,0316,8,05,21,68,09,21,21,00,6f,R\n1.1,0316,8,05,21,R\n",
+        "hcrl_csv",
+        2,
+        "DLC",
+    ),
+    "DLC out of range": ("1.0,0316,9,05,21,68,09,21,21,00,6f,aa,R\n", "hcrl_csv", 1, "DLC"),
+    "missing fields": ("1.0,0316,8,05,21,68,09,21,21,00,6f,R\n1.1,0316\n", "hcrl_csv", 2, "missing fields"),
+    "non-numeric timestamp": ("1.0,0316,1,05,R\nnoon,0316,1,05,R\n", "hcrl_csv", 2, "timestamp"),
+    "bad flag": ("1.0,0316,1,05,X\n", "hcrl_csv", 1, "flag"),
+    "4col odd payload": (
+        "timestamp,arbitration_id,data_field,attack\n1.0,1a0,010,0\n",
+        "can_4col",
+        2,
+        "data_field",
+    ),
+    "4col bad attack": (
+        "timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,2\n",
+        "can_4col",
+        2,
+        "attack",
+    ),
+    "4col missing field": (
+        "timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n\n1.1,1a0\n",
+        "can_4col",
+        4,
+        "missing",
+    ),
+    "4col bad timestamp": (
+        "timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n1.x,1a0,01,0\n",
+        "can_4col",
+        3,
+        "timestamp",
+    ),
+    "txt broken layout": (
+        "Timestamp: 1.0  ID: 0350  000  DLC: 1  05\nTimestamp: 1.1  XX: 0350  000  DLC: 1  05\n",
+        "hcrl_txt",
+        2,
+        "layout",
+    ),
+    "txt DLC mismatch": ("Timestamp: 1.0  ID: 0350  000  DLC: 3  05\n", "hcrl_txt", 1, "DLC"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_rows_name_file_line_and_problem(tmp_path, case):
+    text, fmt, line, words = BAD_INPUTS[case]
+    path = write(tmp_path, "bad.csv", text)
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path, fmt=fmt)
+    assert error.value.line == line
+    assert str(path) in str(error.value)
+    assert f"line {line}" in str(error.value)
+    assert words.lower() in str(error.value).lower()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_skip_mode_drops_and_counts_bad_rows(tmp_path, case):
+    text, fmt, _, _ = BAD_INPUTS[case]
+    good = {
+        "hcrl_csv": "9.0,0123,1,ff,R\n",
+        "can_4col": "9.0,123,ff,0\n",
+        "hcrl_txt": "Timestamp: 9.0  ID: 0123  000  DLC: 1  ff\n",
+    }
+    path = write(tmp_path, "bad.csv", text + good[fmt])
+    total_rows = len(
+        [ln for ln in (text + good[fmt]).splitlines() if ln.strip() and not ln.startswith("timestamp,")]
+    )
+    messages = read_can_file(path, fmt=fmt, bad_rows="skip")
+    assert messages.skipped_rows >= 1
+    assert len(messages) + messages.skipped_rows == total_rows
+    assert messages.can_id[-1] == 0x123
+    assert messages.payload[-1, 0] == 0xFF
+    assert all("line" in example for example in messages.skipped_examples)
+
+
+def test_every_row_bad_is_an_error_even_in_skip_mode(tmp_path):
+    path = write(tmp_path, "all_bad.csv", "x,0316,1,05,R\ny,0316,1,05,R\n")
+    with pytest.raises(CanFormatError, match="every one of the 2 rows is bad"):
+        read_can_file(path, fmt="hcrl_csv", bad_rows="skip")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \n"])
+def test_empty_file(tmp_path, text):
+    path = write(tmp_path, "empty.csv", text)
+    with pytest.raises(CanFormatError, match="empty file") as error:
+        read_can_file(path)
+    assert str(path) in str(error.value)
+    with pytest.raises(CanFormatError, match="empty file"):
+        read_can_file(path, fmt="can_4col")
+
+
+def test_header_only_file(tmp_path):
+    path = write(tmp_path, "header.csv", "timestamp,arbitration_id,data_field,attack\n")
+    with pytest.raises(CanFormatError, match="header only"):
+        read_can_file(path)
+
+
+def test_unknown_format_detected(tmp_path):
+    path = write(tmp_path, "weird.csv", "\nhello world\n")
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path)
+    assert error.value.line == 2
+    assert "unknown CAN log format" in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_unknown_format_requested(tmp_path):
+    path = write(tmp_path, "a.csv", HCRL_CSV)
+    with pytest.raises(CanFormatError, match="unknown format 'parquet'"):
+        read_can_file(path, fmt="parquet")
+    with pytest.raises(ValueError, match="bad_rows"):
+        read_can_file(path, bad_rows="ignore")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CanFormatError, match="file not found"):
+        read_can_file(tmp_path / "nope.csv")
+
+
+def test_large_file_matches_row_by_row_parse(tmp_path):
+    """The vectorised parser agrees with a plain Python parse on a few thousand random rows."""
+    rng = np.random.default_rng(0)
+    rows, expected = [], []
+    for i in range(3000):
+        dlc = int(rng.integers(0, 9))
+        payload = rng.integers(0, 256, dlc).tolist()
+        can_id = int(rng.integers(0, 0x800))
+        flag = "T" if rng.random() < 0.2 else "R"
+        rows.append(
+            ",".join(
+                [f"{1000 + i / 1000:.6f}", f"{can_id:04x}", str(dlc), *[f"{b:02x}" for b in payload], flag]
+            )
+        )
+        expected.append((can_id, dlc, payload + [0] * (8 - dlc), int(flag == "T")))
+    messages = read_can_file(write(tmp_path, "big.csv", "\n".join(rows) + "\n"))
+    assert messages.can_id.tolist() == [e[0] for e in expected]
+    assert messages.dlc.tolist() == [e[1] for e in expected]
+    assert messages.payload.tolist() == [e[2] for e in expected]
+    assert messages.label.tolist() == [e[3] for e in expected]

@@ -1,0 +1,117 @@
+"""The whole preprocess step on tiny generated logs: outputs, vocabulary, split, metadata, bad rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kdgat.can_io import CanFormatError
+from kdgat.graph_store import load_graph_sets, load_graphs
+from kdgat.preprocess import discover_layout, preprocess_dataset, scenario_name, to_index
+from kdgat.synthetic import generate_dataset
+
+SYNTHETIC = {
+    "seed": 9,
+    "format": "hcrl_csv",
+    "num_ids": 25,
+    "burst_s": [0.02, 0.1],
+    "gap_s": [0.1, 0.2],
+    "files": [
+        {"split": "train_01_attack_free", "name": "normal", "attack": "none", "duration_s": 0.8},
+        {"split": "train_02_with_attacks", "name": "dos", "attack": "dos", "duration_s": 0.5},
+        {"split": "test_01_dos", "name": "dos", "attack": "dos", "duration_s": 0.4},
+        {"split": "test_02_fuzzy", "name": "fuzzy", "attack": "fuzzy", "duration_s": 0.4},
+        {"split": "test_03_masquerade", "name": "masquerade", "attack": "gear", "duration_s": 0.2},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(SYNTHETIC, root)
+    return root
+
+
+def test_layout_discovery_names_scenarios_and_excludes(dataset_dir):
+    train, test = discover_layout(dataset_dir)
+    assert [p.parent.name for p in train] == ["train_01_attack_free", "train_02_with_attacks"]
+    assert list(test) == ["dos", "fuzzy"]  # masquerade files are excluded like in KD-GAT
+    assert scenario_name("test_01_known_vehicle") == "known_vehicle" and scenario_name("holdout") == "holdout"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        discover_layout(dataset_dir / "missing")
+
+
+def test_preprocess_outputs_follow_the_contract(dataset_dir, tmp_path):
+    train_files, test_files = discover_layout(dataset_dir)
+    meta = preprocess_dataset("synth", train_files, test_files, tmp_path, window_size=50, stride=50, seed=1)
+    for name in ("train.pt", "val.pt", "test.pt", "vocab.json", "metadata.json"):
+        assert (tmp_path / name).is_file()
+    train, val = load_graphs(tmp_path / "train.pt"), load_graphs(tmp_path / "val.pt")
+    test = load_graph_sets(tmp_path / "test.pt")
+    on_disk = json.loads((tmp_path / "metadata.json").read_text())
+    assert on_disk == meta
+    assert meta["counts"] == {
+        "train": len(train),
+        "val": len(val),
+        "test": {k: len(v) for k, v in test.items()},
+    }
+    assert len(val) == round(0.2 * (len(train) + len(val)))
+    assert meta["node_features"] == meta["edge_features"] == 11
+    assert meta["window_size"] == meta["stride"] == 50
+    assert meta["skipped_rows"] == {
+        "per_file": {str(p): 0 for p in [*train_files, *sum(test_files.values(), [])]},
+        "total": 0,
+    }
+    assert meta["wall_time_s"] > 0 and meta["peak_memory_mb"] > 10
+    assert 0 < meta["attack_fraction"]["train"] < 1 and meta["attack_fraction"]["test"]["dos"] > 0
+
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    assert vocab["num_ids"] == meta["num_ids"] == len(vocab["can_ids"]) + 1
+    assert vocab["oov_index"] == vocab["num_ids"] - 1
+    assert sorted(vocab["can_ids"].values()) == list(range(len(vocab["can_ids"])))
+    # Fuzzy IDs never seen in training land on the OOV index.
+    fuzzy_ids = np.concatenate([g.x[:, 0].numpy() for g in test["fuzzy"]])
+    assert (fuzzy_ids == vocab["oov_index"]).any() and meta["oov_nodes"]["test"]["fuzzy"] > 0
+    assert all(int(g.x[:, 0].max()) < vocab["num_ids"] for g in train)
+    assert all(g.y.item() in (0, 1) for g in train)
+
+
+def test_split_is_seeded(dataset_dir, tmp_path):
+    train_files, test_files = discover_layout(dataset_dir)
+    runs = {}
+    for run, seed in (("a", 1), ("b", 1), ("c", 2)):
+        preprocess_dataset("s", train_files, test_files, tmp_path / run, window_size=50, stride=50, seed=seed)
+        runs[run] = [g.x.sum().item() for g in load_graphs(tmp_path / run / "val.pt")]
+    assert runs["a"] == runs["b"] and runs["a"] != runs["c"]
+
+
+def test_bad_rows_error_or_counted_skip(dataset_dir, tmp_path):
+    train_files, _ = discover_layout(dataset_dir)
+    broken = tmp_path / "broken.csv"
+    lines = train_files[0].read_text().splitlines()
+    lines[3] = lines[3].replace(",", ";", 1)
+    lines[7] = "garbage"
+    broken.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CanFormatError) as error:
+        preprocess_dataset("b", [broken, train_files[1]], {}, tmp_path / "out", window_size=50, stride=50)
+    assert f"{broken}, line 4" in str(error.value)
+    meta = preprocess_dataset(
+        "b",
+        [broken, train_files[1]],
+        {},
+        tmp_path / "out",
+        window_size=50,
+        stride=50,
+        bad_rows="skip",
+        fmt="hcrl_csv",
+    )
+    assert meta["skipped_rows"]["per_file"][str(broken)] == 2
+    assert meta["skipped_rows"]["total"] == 2
+    assert meta["messages"]["per_file"][str(broken)] == len(lines) - 2
+
+
+def test_to_index_maps_unknown_ids_to_oov():
+    assert to_index(np.array([5, 7, 9, 1]), np.array([1, 5, 9])).tolist() == [1, 3, 2, 0]

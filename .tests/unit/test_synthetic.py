@@ -1,0 +1,113 @@
+"""Synthetic CAN traffic: determinism, vehicle realism, attack rates and the written formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdgat.can_io import read_can_file
+from kdgat.synthetic import Vehicle, generate_file, generate_log, write_can_file
+
+OPTIONS = {"seed": 4, "num_ids": 30, "burst_s": [0.05, 0.3], "gap_s": [0.2, 0.5], "spoof_interval_ms": 4.0}
+
+
+def bursts(times: np.ndarray, gap: float = 0.05) -> list[np.ndarray]:
+    return np.split(times, np.flatnonzero(np.diff(times) > gap) + 1)
+
+
+def test_same_seed_same_bytes_other_seed_other_traffic(tmp_path):
+    options = {
+        **OPTIONS,
+        "files": [{"split": "train_02_with_attacks", "name": "dos", "attack": "dos", "duration_s": 1.0}],
+    }
+    generate_file(options, 0, tmp_path / "a.csv")
+    generate_file(options, 0, tmp_path / "b.csv")
+    generate_file({**options, "seed": 5}, 0, tmp_path / "c.csv")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
+
+
+def test_vehicle_ids_periods_and_normal_rate():
+    vehicle = Vehicle(seed=1, num_ids=40)
+    assert len(np.unique(vehicle.ids)) == 40 and 0 not in vehicle.ids
+    assert vehicle.periods_ms.min() >= 10 and vehicle.periods_ms.max() <= 1000
+    normal = generate_log(vehicle, 5.0, "none", OPTIONS, seed=1)
+    assert normal.label.sum() == 0
+    rate = len(normal) / 5.0
+    assert 500 < rate < 5000
+    assert set(np.unique(normal.can_id)) >= set(vehicle.ids[vehicle.periods_ms <= 500].tolist())
+    # Slowly varying payloads: consecutive messages of an ID change each byte by a small step, and not every
+    # byte is random (constants exist).
+    fast = vehicle.ids[np.argmin(vehicle.periods_ms)]
+    frames = normal.payload[normal.can_id == fast].astype(int)
+    steps = np.abs(np.diff(frames, axis=0))
+    assert np.median(steps) <= 3
+    assert np.all(steps[:, frames.std(axis=0) == 0] == 0) and (frames.std(axis=0) == 0).any()
+    assert np.all(np.diff(normal.timestamp) >= 0)
+    with pytest.raises(ValueError, match="between 25 and 60"):
+        Vehicle(seed=1, num_ids=10)
+
+
+def test_dos_is_id_zero_with_zero_payload_every_0_3_ms_in_several_bursts():
+    messages = generate_log(Vehicle(2, 30), 3.0, "dos", OPTIONS, seed=2)
+    attack = messages.label == 1
+    assert np.all(messages.can_id[attack] == 0)
+    assert np.all(messages.payload[attack] == 0)
+    assert not np.any(messages.can_id[~attack] == 0)
+    groups = bursts(messages.timestamp[attack])
+    assert len(groups) >= 3
+    intervals = np.concatenate([np.diff(g) for g in groups])
+    assert np.median(intervals) == pytest.approx(0.0003, abs=2e-5)
+    assert all(g[-1] - g[0] <= 0.3 + 1e-3 for g in groups)
+
+
+def test_fuzzy_is_random_ids_every_0_5_ms():
+    messages = generate_log(Vehicle(3, 30), 3.0, "fuzzy", OPTIONS, seed=3)
+    attack = messages.label == 1
+    intervals = np.concatenate([np.diff(g) for g in bursts(messages.timestamp[attack])])
+    assert np.median(intervals) == pytest.approx(0.0005, abs=2e-5)
+    fuzz_ids = messages.can_id[attack]
+    assert fuzz_ids.max() < 0x800 and len(np.unique(fuzz_ids)) > 0.5 * len(fuzz_ids)
+
+
+@pytest.mark.parametrize("attack", ["gear", "rpm"])
+def test_spoofing_repeats_one_existing_id_with_a_fixed_payload(attack):
+    vehicle = Vehicle(4, 30)
+    messages = generate_log(vehicle, 3.0, attack, OPTIONS, seed=4)
+    attack_rows = messages.label == 1
+    spoofed = np.unique(messages.can_id[attack_rows])
+    assert len(spoofed) == 1 and spoofed[0] in vehicle.ids
+    groups = bursts(messages.timestamp[attack_rows])
+    assert len(groups) >= 3
+    intervals = np.concatenate([np.diff(g) for g in groups])
+    assert np.median(intervals) == pytest.approx(0.004, abs=3e-4)
+    # Within a burst the payload is frozen, and it is a plausible one (same DLC as the real ID).
+    first_burst = (messages.timestamp >= groups[0][0]) & (messages.timestamp <= groups[0][-1]) & attack_rows
+    assert len(np.unique(messages.payload[first_burst], axis=0)) == 1
+    real_dlc = np.unique(messages.dlc[(messages.can_id == spoofed[0]) & ~attack_rows])
+    assert np.unique(messages.dlc[attack_rows]).tolist() == real_dlc.tolist()
+    # Only a moderate share of traffic: subtle, unlike DoS.
+    assert 0.02 < attack_rows.mean() < 0.3
+
+
+def test_files_vary_mildly():
+    vehicle = Vehicle(5, 30)
+    one = generate_log(vehicle, 2.0, "none", OPTIONS, seed=5, file_index=1)
+    two = generate_log(vehicle, 2.0, "none", OPTIONS, seed=5, file_index=2)
+    assert len(one) != len(two)
+    assert abs(len(one) - len(two)) < 0.1 * len(one)
+
+
+@pytest.mark.parametrize("fmt", ["hcrl_csv", "can_4col"])
+def test_written_files_read_back_exactly(tmp_path, fmt):
+    messages = generate_log(Vehicle(6, 30), 1.0, "fuzzy", OPTIONS, seed=6)
+    write_can_file(messages, tmp_path / "log.csv", fmt)
+    back = read_can_file(tmp_path / "log.csv")
+    assert back.fmt == fmt
+    np.testing.assert_array_equal(back.can_id, messages.can_id)
+    np.testing.assert_array_equal(back.dlc, messages.dlc)
+    np.testing.assert_array_equal(back.payload, messages.payload)
+    np.testing.assert_array_equal(back.label, messages.label)
+    np.testing.assert_allclose(back.timestamp, messages.timestamp, atol=1e-6)
+    if fmt == "hcrl_csv":  # short DLCs exist, so the flag-shift case is exercised
+        assert (messages.dlc < 8).any()
