@@ -700,7 +700,7 @@ def plot_confusion(document: Mapping[str, Any], path: str | os.PathLike, title: 
     block = document.get("test_pooled") or document["val"]
     where = "test (all scenarios)" if "test_pooled" in document else "validation"
     figure, axes = plt.subplots(1, len(MODELS), figsize=(3.4 * len(MODELS), 3.4))
-    for axis, model in zip(np.atleast_1d(axes), MODELS, strict=True):
+    for index, (axis, model) in enumerate(zip(np.atleast_1d(axes), MODELS, strict=True)):
         matrix = np.asarray(block[model]["confusion_matrix"]["matrix"])
         axis.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):
@@ -712,10 +712,11 @@ def plot_confusion(document: Mapping[str, Any], path: str | os.PathLike, title: 
             xticklabels=["normal", "attack"],
             yticklabels=["normal", "attack"],
             xlabel="predicted",
-            ylabel="actual",
+            ylabel="actual" if index == 0 else "",
             title=MODEL_TITLES[model],
         )
     figure.suptitle(f"{title} confusion matrices, {where}")
+    figure.tight_layout()
     save_figure(figure, path)
 
 
