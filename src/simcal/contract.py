@@ -61,8 +61,7 @@ def to_plain(value: Any, key: str = "") -> Any:
         value = float(value)
         if not math.isfinite(value):
             raise ContractError(f"parameter {key!r} is {value}: parameter values must be finite (no NaN/Inf)")
-        # 2.0 and 2 are the same parameter value: hash them the same way.
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+        return value
     raise ContractError(
         f"parameter {key!r} has unsupported type {type(value).__name__} (use numbers, strings, booleans)"
     )
@@ -73,8 +72,16 @@ def canonical_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {str(key): to_plain(params[key], str(key)) for key in sorted(params, key=str)}
 
 
+def _hash_form(value: Any) -> Any:
+    # 2.0 and 2 are the same parameter value (a CSV column may be read either way): hash them the same way.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def canonical_json(params: Mapping[str, Any]) -> str:
-    return json.dumps(canonical_params(params), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    plain = {key: _hash_form(value) for key, value in canonical_params(params).items()}
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def param_id(params: Mapping[str, Any]) -> str:

@@ -428,7 +428,7 @@ def check_failures(store: PartStore, max_failed_fraction: float) -> tuple[int, i
         )
     if failed:
         log.warning(
-            "%d of %d simulations failed (within max_failed_fraction %.1%%)",
+            "%d of %d simulations failed (within max_failed_fraction %.1f%%)",
             failed,
             total,
             100 * max_failed_fraction,
