@@ -1,0 +1,139 @@
+"""The preprocess module run by Snakemake: from the main workflow, from a downstream Snakefile, with the
+between-workflow cache, and on a real-layout dataset directory with bad rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from testkit import REPO, run_snakemake
+
+from kdgat.graph_store import load_graph_sets, load_graphs
+
+pytestmark = pytest.mark.integration
+
+DOWNSTREAM = REPO / ".tests" / "integration" / "preprocess"
+TINY = yaml.safe_load((DOWNSTREAM / "config.yaml").read_text())
+OUTPUTS = ("train.pt", "val.pt", "test.pt", "vocab.json", "metadata.json")
+
+
+def check_outputs(workdir, dataset, scenarios):
+    folder = workdir / "results" / "preprocess" / dataset
+    assert all((folder / name).is_file() for name in OUTPUTS)
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["dataset"] == dataset
+    assert meta["counts"]["train"] == len(load_graphs(folder / "train.pt")) > 0
+    assert list(load_graph_sets(folder / "test.pt")) == scenarios
+    return meta
+
+
+def test_main_workflow_runs_the_module(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(datasets=TINY["datasets"], preprocess=TINY["preprocess"])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(
+        "preprocess_all", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
+    )  # fmt: skip
+    meta = check_outputs(tmp_path, "tiny_hcrl", ["dos", "gear"])
+    assert meta["window_size"] == 50
+    check_outputs(tmp_path, "tiny_4col", ["fuzzy"])
+    # The generator wrote the formats the config asked for, and the readers took them.
+    assert (
+        (tmp_path / "resources/preprocess/tiny_4col/train_01_attack_free/normal.csv")
+        .read_text()
+        .startswith("timestamp,arbitration_id,data_field,attack\n")
+    )
+    assert (tmp_path / "benchmarks/preprocess/generate_can/tiny_hcrl/test_01_dos/dos.tsv").is_file()
+    assert "0 bad rows skipped" in (tmp_path / "logs/preprocess/build_graphs/tiny_hcrl.log").read_text()
+
+
+def test_downstream_snakefile_from_another_directory(tmp_path):
+    run_snakemake(
+        "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(tmp_path), "--cores", "2", cwd=tmp_path
+    )  # fmt: skip
+    check_outputs(tmp_path, "tiny_hcrl", ["dos", "gear"])
+    assert (tmp_path / "results" / "summary.txt").read_text().startswith("tiny_hcrl ")
+
+
+def test_cache_between_workflows(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"SNAKEMAKE_OUTPUT_CACHE": str(cache)}
+    first, second = tmp_path / "first", tmp_path / "second"
+    for workdir in (first, second):
+        workdir.mkdir()
+        proc = run_snakemake(
+            "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--cache",
+            cwd=workdir, env=env,
+        )  # fmt: skip
+    # The first workflow built the graphs (its job wrote a log) and stored them; the second took them from the
+    # cache: its build_graphs jobs never ran (Snakemake leaves their logs empty), yet the outputs are identical.
+    assert (
+        "toy" not in proc.stdout
+        and "tiny_hcrl: " in (first / "logs/preprocess/build_graphs/tiny_hcrl.log").read_text()
+    )
+    assert (second / "logs/preprocess/build_graphs/tiny_hcrl.log").read_text() == ""
+    assert "Symlinking output file results/preprocess/tiny_hcrl/train.pt from cache" in proc.stdout
+    assert len(list(cache.iterdir())) == 2 * len(OUTPUTS)
+    for name in OUTPUTS:
+        path = f"results/preprocess/tiny_hcrl/{name}"
+        assert (first / path).read_bytes() == (second / path).read_bytes()
+
+
+BAD_LINE = "1478198376.400000,03zz,8,00,00,00,00,00,00,00,00,R"
+
+
+@pytest.fixture
+def real_layout(tmp_path):
+    """A dataset directory like HCRL's, copied from the wrapper's test logs, with one bad row."""
+    data = REPO / "wrappers" / "build_graphs" / "test" / "data"
+    root = tmp_path / "hcrl_like"
+    (root / "train_01_attack_free").mkdir(parents=True)
+    (root / "test_01_dos").mkdir()
+    (root / "test_02_masquerade").mkdir()
+    lines = (data / "train_normal.csv").read_text().splitlines()
+    lines.insert(10, BAD_LINE)
+    (root / "train_01_attack_free" / "normal.csv").write_text("\n".join(lines) + "\n")
+    shutil.copy(data / "train_attack.csv", root / "train_01_attack_free" / "dos.csv")
+    shutil.copy(data / "test_attack.csv", root / "test_01_dos" / "dos.csv")
+    shutil.copy(data / "test_attack.csv", root / "test_02_masquerade" / "masquerade.csv")
+    return root
+
+
+def write_config(tmp_path, root, bad_rows):
+    config = {
+        "datasets": {"real": {"path": str(root)}},
+        "preprocess": {"window_size": 20, "stride": 20, "bad_rows": bad_rows},
+    }
+    path = tmp_path / f"config_{bad_rows}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_real_layout_bad_row_stops_with_file_and_line(tmp_path, real_layout):
+    workdir = tmp_path / "error"
+    workdir.mkdir()
+    proc = run_snakemake(
+        "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(workdir), "--cores", "1",
+        "--configfile", str(write_config(tmp_path, real_layout, "error")), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    log = (workdir / "logs/preprocess/build_graphs/real.log").read_text()
+    assert "normal.csv, line 11: CAN ID is not a hexadecimal number" in log
+    assert not (workdir / "results/preprocess/real/metadata.json").exists()
+
+
+def test_real_layout_skip_counts_bad_rows(tmp_path, real_layout):
+    workdir = tmp_path / "skip"
+    workdir.mkdir()
+    run_snakemake(
+        "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(workdir), "--cores", "1",
+        "--configfile", str(write_config(tmp_path, real_layout, "skip")),
+    )  # fmt: skip
+    meta = check_outputs(workdir, "real", ["dos"])  # the masquerade scenario is excluded
+    assert meta["skipped_rows"]["total"] == 1
+    assert meta["skipped_rows"]["per_file"][str(real_layout / "train_01_attack_free" / "normal.csv")] == 1
+    assert "skipped 1 bad rows" in (workdir / "logs/preprocess/build_graphs/real.log").read_text()
