@@ -1,0 +1,133 @@
+"""The calibration module and the simulate wrapper driven by real Snakemake runs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from testkit import REPO, run_snakemake
+
+pytestmark = pytest.mark.integration
+
+SMALL_CONFIG = {
+    "calibration": {
+        "name": "sir_small",
+        "fixed": {"population": 2000, "initial_infected": 5, "days": 60},
+        "calibrate": {"initial_points": 8, "rounds": 1, "batch_size": 4, "seed": 3},
+        "simulation": {"replicates": 2, "batch_size": 4},
+        "sweep": {"enabled": True, "n": 4, "replicates": 2},
+        "analyze": {"top_k": 3},
+    }
+}
+
+
+def downstream(tmp: Path, config: dict) -> Path:
+    """A downstream project that imports the module exactly as the README says."""
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+    snakefile = tmp / "Snakefile"
+    snakefile.write_text(
+        textwrap.dedent(
+            f"""
+            configfile: "config.yaml"
+
+
+            module calibration:
+                snakefile:
+                    "{REPO}/workflow/modules/calibration/Snakefile"
+                config:
+                    config
+
+
+            use rule * from calibration as calibration_*
+
+
+            rule all:
+                default_target: True
+                input:
+                    rules.calibration_all.input,
+            """
+        )
+    )
+    return snakefile
+
+
+def test_module_imported_downstream_runs_end_to_end_with_report(tmp_path):
+    snakefile = downstream(tmp_path, SMALL_CONFIG)
+    run_snakemake("--snakefile", str(snakefile), "--directory", str(tmp_path), "--cores", "2", cwd=tmp_path)
+    results = tmp_path / "results/calibration/sir_small"
+    best = json.loads((results / "analysis/best.json").read_text())
+    assert set(best["params"]) == {"beta", "gamma"}
+    trials = pd.read_parquet(results / "trials.parquet")
+    assert len(trials) == 8 + 4 and best["loss"] == pytest.approx(trials["loss"].min())
+    assert len(pd.read_parquet(results / "analysis/top_k.parquet")) == 3
+    sweep = pd.read_parquet(results / "sweep/simulations.parquet")
+    assert sweep.drop_duplicates(["param_id", "replicate"]).shape[0] == 4 * 2
+    assert (sweep["status"] == "ok").all() and (sweep["days"] == 60).all()
+    page = (results / "calibration.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    log = (tmp_path / "logs/calibration/sir_small/calibrate.log").read_text()
+    assert "round 1 (tpe)" in log and "dashboard" in log
+    assert (tmp_path / "benchmarks/calibration/sir_small/calibrate.tsv").exists()
+
+    run_snakemake(
+        "--snakefile", str(snakefile), "--directory", str(tmp_path), "--report", "report.html", cwd=tmp_path
+    )
+    report = (tmp_path / "report.html").read_text()
+    assert "calibration.html" in report and "history.png" in report
+
+
+def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path):
+    (tmp_path / "params.csv").write_text("beta,gamma\n0.2,0.1\n-0.3,0.1\n0.4,0.1\n0.5,0.1\n")
+
+    def snakefile(max_failed: float) -> Path:
+        path = tmp_path / "Snakefile"
+        path.write_text(
+            textwrap.dedent(
+                f"""
+                rule simulate:
+                    input:
+                        "params.csv",
+                    output:
+                        directory("sweep.parquet"),
+                    log:
+                        "simulate.log",
+                    params:
+                        model="simcal.models.sir:simulate",
+                        replicates=2,
+                        settings={{"batch_size": 2, "max_failed_fraction": {max_failed}}},
+                        fixed={{"days": 20}},
+                    threads: 2
+                    wrapper:
+                        "file:{REPO}/wrappers/simulate"
+                """
+            )
+        )
+        return path
+
+    failed = run_snakemake(
+        "--snakefile",
+        str(snakefile(0.1)),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert failed.returncode != 0
+    log = (tmp_path / "simulate.log").read_text()
+    assert "2 of 8 simulations failed" in log and "ValueError: beta and gamma must be positive" in log
+    assert not (tmp_path / "sweep.parquet").exists()
+    kept = list((tmp_path / "sweep.parquet.partial").glob("part-*.parquet"))
+    assert len(kept) == 4  # all batches finished; the threshold failed the rule
+
+    run_snakemake(
+        "--snakefile", str(snakefile(0.3)), "--directory", str(tmp_path), "--cores", "2", cwd=tmp_path
+    )
+    assert "8 simulations (0 run now, 8 resumed)" in (tmp_path / "simulate.log").read_text()
+    result = pd.read_parquet(tmp_path / "sweep.parquet")
+    assert (result.drop_duplicates(["param_id", "replicate"])["status"] == "failed").sum() == 2
