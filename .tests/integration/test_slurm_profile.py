@@ -1,0 +1,248 @@
+"""profiles/slurm against a real single-node SLURM (scripts/slurm-up.sh): sbatch, sacct, GRES, memory limits.
+
+Every run uses the real Pitzer profile plus the small local override in .tests/integration/slurm/profile (timing
+keys only) and the profile's own parameters (OSC_PROJECT, SNAKEMAKE_SCRATCH, SNAKEMAKE_SLURM_PARTITIONS).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from testkit import REPO, require, run_snakemake, venv_bin
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+PROFILE = REPO / "profiles" / "slurm"
+LOCAL = REPO / ".tests" / "integration" / "slurm"
+ACCOUNT = "pas0000"
+FAILED_STATES = {"FAILED", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "TIMEOUT"}
+SACCT_FIELDS = ("JobID", "JobName", "Comment", "State", "Account", "Partition", "AllocTRES", "ReqMem")
+
+
+def cluster_answers() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and " up" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    require(cluster_answers(), "SLURM", "run scripts/ci-setup-slurm.sh (or scripts/slurm-up.sh when installed)")
+
+
+def profile_env(workdir: Path, **extra: str) -> dict[str, str]:
+    scratch = workdir / "scratch"
+    return {
+        "OSC_PROJECT": ACCOUNT,
+        "SNAKEMAKE_SCRATCH": str(scratch),
+        "SNAKEMAKE_SLURM_PARTITIONS": str(LOCAL / "partitions.yaml"),
+        "SNAKEMAKE_OUTPUT_CACHE": str(scratch / "cache"),
+        **extra,
+    }
+
+
+def snakemake_args(workdir: Path, snakefile: Path, *args: str) -> list[str]:
+    return [
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(PROFILE),
+        "--profile",
+        str(LOCAL / "profile"),
+        *args,
+    ]
+
+
+def run_on_slurm(workdir: Path, snakefile: Path, *args: str, timeout: int = 420, check: bool = True, **env):
+    return run_snakemake(
+        *snakemake_args(workdir, snakefile, *args),
+        cwd=workdir,
+        env=profile_env(workdir, **env),
+        timeout=timeout,
+        check=check,
+    )
+
+
+def submitted_job_ids(output: str) -> list[str]:
+    return re.findall(r"submitted with SLURM jobid (\d+)", output)
+
+
+def sacct(job_ids: list[str], settle: float = 30.0) -> list[dict[str, str]]:
+    """Accounting records of these jobs, waiting until slurmdbd has all of them in a final state."""
+    assert job_ids, "no SLURM job ids to look up"
+    deadline = time.monotonic() + settle
+    while True:
+        proc = subprocess.run(
+            ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", ",".join(SACCT_FIELDS)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        rows = [dict(zip(SACCT_FIELDS, line.split("|"), strict=True)) for line in proc.stdout.splitlines()]
+        final = [r for r in rows if r["State"].split()[0] in FAILED_STATES | {"COMPLETED"}]
+        if proc.returncode == 0 and len(final) == len(job_ids):
+            return sorted(rows, key=lambda r: int(r["JobID"]))
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sacct did not report {job_ids} as finished:\n{proc.stdout}{proc.stderr}")
+        time.sleep(1)
+
+
+def rule_of(row: dict[str, str]) -> str:
+    """The plugin puts `rule_<name>[_wildcards_<values>]` into the job comment."""
+    return row["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+
+
+# --- the profile itself (no cluster needed: dry runs) ---------------------------------------------------------
+
+
+def test_profile_requires_an_account_and_rejects_hyphenated_gpu_types(tmp_path):
+    snakefile = LOCAL / "basic" / "Snakefile"
+    no_account = run_snakemake(
+        *snakemake_args(tmp_path, snakefile, "-n"),
+        cwd=tmp_path,
+        env=profile_env(tmp_path, OSC_PROJECT=""),
+        check=False,
+        timeout=120,
+    )
+    assert no_account.returncode != 0
+    assert "OSC_PROJECT is not set" in no_account.stdout
+
+    hyphen = run_snakemake(
+        *snakemake_args(tmp_path, snakefile, "-n"),
+        cwd=tmp_path,
+        env=profile_env(tmp_path, SNAKEMAKE_SLURM_GPU_MODEL="v100-32g"),
+        check=False,
+        timeout=120,
+    )
+    assert hyphen.returncode != 0
+    assert "SNAKEMAKE_SLURM_GPU_MODEL='v100-32g'" in hyphen.stdout
+
+    dry = run_snakemake(
+        *snakemake_args(tmp_path, snakefile, "-n"), cwd=tmp_path, env=profile_env(tmp_path), timeout=120
+    )
+    gpu_job = dry.stdout.split("rule kd_gat_train_vgae_teacher:")[1].split("rule ")[0]
+    assert "slurm_account=pas0000" in gpu_job
+    assert "gpu=1" in gpu_job and "gpu_model=v100" in gpu_job
+    cpu_job = dry.stdout.split("rule cpu_step:")[1].split("rule ")[0]
+    assert "gpu" not in cpu_job.split("resources:")[1].splitlines()[0]
+
+
+# --- real jobs --------------------------------------------------------------------------------------------------
+
+
+def test_partition_generator_sees_the_cluster(slurm):
+    proc = subprocess.run(
+        [venv_bin("generate-slurm-partition-config")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    partitions = yaml.safe_load(proc.stdout)["partitions"]
+    assert {"cpu", "gpu"} <= set(partitions)
+    assert partitions["gpu"]["max_gpu"] >= 1
+
+
+def test_cpu_and_gpu_jobs_get_partition_account_and_gpus(slurm, tmp_path):
+    run = run_on_slurm(tmp_path, LOCAL / "basic" / "Snakefile")
+    rows = {rule_of(r): r for r in sacct(submitted_job_ids(run.stdout))}
+    assert set(rows) == {"cpu_step", "kd_gat_train_vgae_teacher"}
+    assert all(r["Account"] == ACCOUNT and r["State"] == "COMPLETED" for r in rows.values())
+    assert rows["cpu_step"]["Partition"] == "cpu"
+    assert "gres/gpu" not in rows["cpu_step"]["AllocTRES"]
+    assert rows["kd_gat_train_vgae_teacher"]["Partition"] == "gpu"
+    assert "gres/gpu=1" in rows["kd_gat_train_vgae_teacher"]["AllocTRES"]
+    # The rule saw the GPU SLURM gave it, although the jobstep strips SLURM_* variables.
+    assert (tmp_path / "gpu.txt").read_text().strip() == "CUDA_VISIBLE_DEVICES=0"
+    # Logs and the efficiency report land under the scratch root the profile derives from SNAKEMAKE_SCRATCH.
+    assert list((tmp_path / "scratch" / "slurm_logs" / "rule_kd_gat_train_vgae_teacher").glob("*.log"))
+    assert list((tmp_path / "scratch" / "efficiency_reports").glob("efficiency_report_*.csv"))
+
+
+def test_job_over_its_memory_is_killed_then_retried_with_more(slurm, tmp_path):
+    run = run_on_slurm(tmp_path, LOCAL / "memory" / "Snakefile")
+    rows = sacct(submitted_job_ids(run.stdout))
+    assert [rule_of(r) for r in rows] == ["grow", "grow"], rows
+    first, second = rows
+    assert first["State"].split()[0] in FAILED_STATES
+    assert first["ReqMem"] == "1000M"
+    assert second["State"] == "COMPLETED"
+    assert second["ReqMem"] == "2000M"
+    first_log = tmp_path / "scratch" / "slurm_logs" / "rule_grow" / f"{first['JobID']}.log"
+    assert "exceeded memory limit" in first_log.read_text()
+    assert (tmp_path / "grown.txt").read_text().strip() == str(1200 * 2**20)
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_cancelled_job_fails_the_run_and_rerun_resumes_from_checkpoint(slurm, tmp_path):
+    snakefile = LOCAL / "resume" / "Snakefile"
+    checkpoint = tmp_path / "checkpoints" / "train_slowly" / "last.txt"
+    console = tmp_path / "first-run.txt"
+    with console.open("w") as out:
+        first = subprocess.Popen(
+            [venv_bin("snakemake"), *snakemake_args(tmp_path, snakefile, "--retries", "0")],
+            cwd=tmp_path,
+            env={**os.environ, **profile_env(tmp_path)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: submitted_job_ids(console.read_text()), 120, "the job submission")
+        job_id = submitted_job_ids(console.read_text())[0]
+        wait_until(lambda: checkpoint.exists() and int(checkpoint.read_text()) >= 3, 120, "three epochs")
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        assert first.wait(timeout=180) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    output = console.read_text()
+    assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in output
+    assert not (tmp_path / "model.txt").exists()
+    done_before = int(checkpoint.read_text())
+    # Why the profile polls squeue: sacct says "CANCELLED by <uid>", which plugin 2.8.0 does not treat as failed.
+    assert sacct([job_id])[0]["State"].startswith("CANCELLED by")
+
+    rerun = run_on_slurm(tmp_path, snakefile)
+    assert submitted_job_ids(rerun.stdout), "the rerun submitted nothing"
+    log = (tmp_path / "logs" / "train_slowly.log").read_text()
+    assert f"resumed from epoch {done_before}" in log
+    assert (tmp_path / "model.txt").read_text().startswith("trained 12 epochs")
+
+
+def test_squeue_status_fallback_finishes_without_accounting(slurm, tmp_path):
+    # A sacct that fails like one on a cluster without accounting storage: the run must still finish, by squeue.
+    fake_bin = tmp_path / "no-accounting-bin"
+    fake_bin.mkdir()
+    fake_sacct = fake_bin / "sacct"
+    fake_sacct.write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n")
+    fake_sacct.chmod(0o755)
+    started = time.monotonic()
+    run = run_on_slurm(
+        tmp_path,
+        LOCAL / "basic" / "Snakefile",
+        "--slurm-status-command",
+        "squeue",
+        timeout=240,
+        PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
+    )
+    assert time.monotonic() - started < 240
+    assert "Finished jobid" in run.stdout
+    assert (tmp_path / "gpu.txt").exists()
