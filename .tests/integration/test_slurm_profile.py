@@ -37,7 +37,9 @@ def cluster_answers() -> bool:
 
 @pytest.fixture(scope="module")
 def slurm() -> None:
-    require(cluster_answers(), "SLURM", "run scripts/ci-setup-slurm.sh (or scripts/slurm-up.sh when installed)")
+    require(
+        cluster_answers(), "SLURM", "run scripts/ci-setup-slurm.sh (or scripts/slurm-up.sh when installed)"
+    )
 
 
 def profile_env(workdir: Path, **extra: str) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """One second per epoch; the epoch counter is checkpointed atomically so a killed job resumes."""
 
+# ruff: noqa: F821 (Snakemake injects `snakemake` into script: rules)
+
 import os
 import time
 from pathlib import Path
