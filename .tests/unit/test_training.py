@@ -1,0 +1,225 @@
+"""Training loop: resume after a crash or a SIGKILL gives the same model as an uninterrupted run, early stopping,
+device selection, and clear errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from kdgat.inference import select_device
+from kdgat.presets import resolve_preset
+from kdgat.training import dqn as dqn_training
+from kdgat.training import gat as gat_training
+from kdgat.training import vgae as vgae_training
+from kdgat.training.loop import KILL_AFTER_EPOCH_ENV
+from kdgat.training.toy import toy_graphs
+
+NUM_IDS = 20
+TRAINING = {
+    "epochs": 4,
+    "batch_size": 16,
+    "lr": 0.005,
+    "weight_decay": 1e-4,
+    "patience": 10,
+    "grad_clip": 1.0,
+}
+CURRICULUM = {
+    "enabled": True,
+    "start_ratio": 1.0,
+    "end_ratio": 3.0,
+    "start_percentile": 0.0,
+    "end_percentile": 50.0,
+}
+LOSS = {"id_weight": 0.1, "neighbour_weight": 0.05, "kl_weight": 0.01}
+
+
+def settings(stage, **extra):
+    base = {"seed": 5, "device": "cpu", "variant": "teacher", "model": resolve_preset("demo_student", stage)}
+    return base | {"training": dict(TRAINING)} | extra
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return toy_graphs(120, num_ids=NUM_IDS, seed=1), toy_graphs(40, num_ids=NUM_IDS, seed=2)
+
+
+@pytest.fixture(scope="module")
+def trained_vgae(graphs):
+    train, val = graphs
+    model, *_ = vgae_training.train(train, val, NUM_IDS, settings("vgae", loss=LOSS))
+    return model
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def losses(history):
+    return [{k: v for k, v in row.items() if k not in {"seconds", "graphs_per_s"}} for row in history]
+
+
+def crash_at(monkeypatch, stage_class, epoch_to_crash):
+    original = stage_class.train_epoch
+
+    def train_epoch(self, epoch):
+        if epoch == epoch_to_crash:
+            raise RuntimeError("simulated node failure")
+        return original(self, epoch)
+
+    monkeypatch.setattr(stage_class, "train_epoch", train_epoch)
+
+
+def test_gat_resumes_after_a_crash_with_the_same_result(graphs, trained_vgae, tmp_path, monkeypatch):
+    train, val = graphs
+    gat_settings = settings("gat", curriculum=CURRICULUM)
+    reference, reference_result, *_ = gat_training.train(train, val, NUM_IDS, gat_settings, vgae=trained_vgae)
+
+    checkpoint = tmp_path / "last.pt"
+    with monkeypatch.context() as patch:
+        crash_at(patch, gat_training.GATStage, 2)  # dies during the third epoch
+        with pytest.raises(RuntimeError, match="simulated"):
+            gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint, vgae=trained_vgae)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+
+    resumed, result, *_ = gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint, vgae=trained_vgae)
+    assert result["resumed_from"] == 1
+    assert same_weights(resumed, reference)
+    assert losses(result["history"]) == losses(reference_result["history"])
+
+
+def test_dqn_resumes_after_a_crash_with_the_same_result(tmp_path, monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+
+    def inputs(n):
+        label = torch.randint(0, 2, (n,), generator=generator)
+        p_attack = (label.float() * 0.6 + torch.rand(n, generator=generator) * 0.4).clamp(0, 1)
+        anomaly = torch.rand(n, generator=generator)
+        state = torch.cat([torch.rand(n, 13, generator=generator), anomaly[:, None], p_attack[:, None]], 1)
+        return {"state": state, "anomaly": anomaly, "p_attack": p_attack, "label": label}
+
+    train, val = inputs(300), inputs(100)
+    rl = {
+        "buffer_size": 500,
+        "batch_size": 32,
+        "steps_per_episode": 64,
+        "updates_per_episode": 4,
+        "gamma": 0.2,
+        "target_update": 3,
+        "eps_start": 1.0,
+        "eps_end": 0.1,
+    }
+    dqn_settings = settings("dqn", dqn=rl) | {"training": TRAINING | {"epochs": 6, "lr": 0.001}}
+    reference, reference_result, metrics, _ = dqn_training.train(train, val, dqn_settings)
+    assert metrics["val_f1"] > 0.6  # p_attack separates the classes: the agent must find that out
+
+    checkpoint = tmp_path / "dqn.pt"
+    with monkeypatch.context() as patch:
+        crash_at(patch, dqn_training.DQNStage, 3)
+        with pytest.raises(RuntimeError):
+            dqn_training.train(train, val, dqn_settings, checkpoint)
+    resumed, result, *_ = dqn_training.train(train, val, dqn_settings, checkpoint)
+    assert result["resumed_from"] == 2
+    assert same_weights(resumed, reference)
+    assert losses(result["history"]) == losses(reference_result["history"])
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(graphs, tmp_path, monkeypatch):
+    train, val = graphs
+    checkpoint = tmp_path / "last.pt"
+    with monkeypatch.context() as patch:
+        crash_at(patch, gat_training.GATStage, 1)
+        with pytest.raises(RuntimeError):
+            gat_training.train(train, val, NUM_IDS, settings("gat"), checkpoint)
+    other = settings("gat") | {"training": TRAINING | {"lr": 0.001}}
+    _, result, *_ = gat_training.train(train, val, NUM_IDS, other, checkpoint)
+    assert result["resumed_from"] is None and len(result["history"]) == TRAINING["epochs"]
+
+
+def test_early_stopping_stops_when_validation_loss_stalls(graphs):
+    train, val = graphs
+    frozen = settings("gat") | {"training": TRAINING | {"epochs": 10, "lr": 1e-12, "patience": 2}}
+    _, result, metrics, _ = gat_training.train(train, val, NUM_IDS, frozen)
+    assert len(result["history"]) < 10
+    assert metrics["epochs_run"] == len(result["history"])
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    torch.set_num_threads(1)
+    from kdgat.presets import resolve_preset
+    from kdgat.training import gat
+    from kdgat.training.toy import toy_graphs
+    checkpoint, out = sys.argv[1], sys.argv[2]
+    settings = {"seed": 3, "device": "cpu", "variant": "teacher", "model": resolve_preset("demo_student", "gat"),
+                "training": {"epochs": 5, "batch_size": 16, "lr": 0.005, "weight_decay": 1e-4, "patience": 10,
+                             "grad_clip": 1.0}}
+    model, result, _, _ = gat.train(toy_graphs(100, 20, seed=1), toy_graphs(30, 20, seed=2), 20, settings,
+                                    checkpoint if checkpoint != "-" else None)
+    torch.save({"state": model.state_dict(), "history": result["history"],
+                "resumed_from": result["resumed_from"]}, out)
+    """
+)
+
+
+def test_killed_training_process_resumes_from_its_last_epoch(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(KILLED_RUN)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    run = [sys.executable, str(script)]
+    subprocess.run([*run, "-", str(tmp_path / "reference.pt")], check=True, env=env, timeout=300)
+
+    checkpoint = tmp_path / "ckpt" / "last.pt"
+    killed = subprocess.run(
+        [*run, str(checkpoint), str(tmp_path / "never.pt")],
+        env={**env, KILL_AFTER_EPOCH_ENV: "2"},
+        timeout=300,
+    )
+    assert killed.returncode == -9  # SIGKILL right after the checkpoint of epoch 2
+    assert not (tmp_path / "never.pt").exists()
+    subprocess.run([*run, str(checkpoint), str(tmp_path / "resumed.pt")], check=True, env=env, timeout=300)
+
+    reference = torch.load(tmp_path / "reference.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed.pt", weights_only=False)
+    assert resumed["resumed_from"] == 1  # 0-based: epochs 1 and 2 were done, it went on with epoch 3
+    assert all(torch.equal(reference["state"][k], resumed["state"][k]) for k in reference["state"])
+    assert losses(resumed["history"]) == losses(reference["history"])
+
+
+def test_select_device():
+    assert select_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert select_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="kd_gat.device"):
+            select_device("cuda")
+
+
+def test_bad_graph_directory_gives_clear_errors(tmp_path):
+    outputs = {k: str(tmp_path / f"out.{k}") for k in ("model", "metrics", "history")}
+    with pytest.raises(FileNotFoundError, match="metadata.json"):
+        vgae_training.run(tmp_path, outputs, settings("vgae", loss=LOSS))
+    (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": "many"}))
+    with pytest.raises(ValueError, match="num_ids"):
+        vgae_training.run(tmp_path, outputs, settings("vgae", loss=LOSS))
+    (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": 5}))
+    with pytest.raises(FileNotFoundError, match="train.pt"):
+        vgae_training.run(tmp_path, outputs, settings("vgae", loss=LOSS))
+
+
+def test_graphs_breaking_the_contract_are_rejected():
+    from kdgat.training.common import check_graphs
+
+    graphs = toy_graphs(3, num_ids=20, seed=0)
+    with pytest.raises(ValueError, match=r"train.pt: graph 0 has a CAN-ID index >= num_ids=10"):
+        check_graphs(graphs, 10, "train.pt")
+    graphs[1].x = graphs[1].x[:, :5]
+    with pytest.raises(ValueError, match=r"graph 1 has x of shape .* expected \[N, 11\]"):
+        check_graphs(graphs, 20, "train.pt")
