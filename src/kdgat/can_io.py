@@ -41,6 +41,12 @@ for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_LUT[_c] = _i
 for _i, _c in enumerate(b"ABCDEF"):
     _HEX_LUT[_c] = 10 + _i
+# Byte value of two hex characters read as one little-endian uint16 (first character in the low byte).
+_HEX_PAIR_LUT = np.full(1 << 16, -1, dtype=np.int16)
+_hex_chars = np.flatnonzero(_HEX_LUT >= 0)
+_HEX_PAIR_LUT[(_hex_chars[:, None] | (_hex_chars[None, :] << 8)).ravel()] = (
+    _HEX_LUT[_hex_chars][:, None] * 16 + _HEX_LUT[_hex_chars][None, :]
+).ravel()
 _DEC_LUT = np.full(256, -1, dtype=np.int16)
 _DEC_LUT[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10)
 
@@ -124,32 +130,52 @@ def _read_lines(path: Path) -> tuple[pa.StringArray, np.ndarray]:
 
 
 def _decode(
-    strings: pa.Array, max_len: int, lut: np.ndarray, pad: str = "left"
+    strings: pa.Array, max_len: int, lut: np.ndarray, pad: str = "left", trimmed: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Integer value (or digit matrix with ``pad='right'``) of each string; ``bad`` marks invalid ones."""
-    strings = pc.utf8_trim_whitespace(pc.fill_null(strings, ""))
+    """Integer value of each string (hex or decimal per ``lut``), or with ``pad='right'`` (hex only) the byte
+    matrix ``[n, max_len // 2]`` of hex strings of 2 characters per byte; ``bad`` marks invalid strings."""
+    if strings.null_count:
+        strings = pc.fill_null(strings, "")
+    original = strings
     n = len(strings)
-    lengths = np.asarray(pc.utf8_length(strings), dtype=np.int64)
-    bad = (lengths == 0) if pad == "left" else np.zeros(n, dtype=bool)
-    bad |= lengths > max_len
-    if bad.any():
-        strings = pc.if_else(pa.array(bad), "", strings)
-    padded = (pc.utf8_lpad if pad == "left" else pc.utf8_rpad)(strings, width=max_len, padding="0")
-    padded = padded.cast(pa.large_string()) if not pa.types.is_large_string(padded.type) else padded
-    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int64)[padded.offset : padded.offset + n + 1]
-    chars = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + n * max_len]
-    digits = lut[chars.reshape(n, max_len)]
-    bad |= (digits < 0).any(axis=1)
+    lengths = np.asarray(pc.binary_length(strings), dtype=np.int64)
+    bad = lengths > max_len
+    pairs = lut is _HEX_LUT and max_len % 2 == 0
+    if pad == "left":
+        bad |= lengths == 0
+        width = int(min(max(lengths.max(initial=1), 1), max_len))  # pad only to the longest string
+        width += width % 2 if pairs else 0
+    else:
+        width = max_len
+    if not (lengths == width).all():
+        if bad.any():
+            strings = pc.if_else(pa.array(bad), "", strings)
+        strings = (pc.utf8_lpad if pad == "left" else pc.utf8_rpad)(strings, width=width, padding="0")
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(strings.buffers()[1], dtype=offset_type)[strings.offset : strings.offset + n + 1]
+    chars = np.frombuffer(strings.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + n * width]
+    if pairs:  # two hex characters -> one byte with a single lookup
+        digits = _HEX_PAIR_LUT[chars.view(np.uint16).reshape(n, width // 2)]
+    else:
+        digits = lut[chars.reshape(n, width)]
+    invalid = digits.min(axis=1) < 0
+    if invalid.any() and not trimmed:
+        # Surrounding blanks are allowed: strip them and decode again (rare, so only on this slow path).
+        return _decode(pc.utf8_trim_whitespace(original), max_len, lut, pad, trimmed=True)
+    bad |= invalid
     if pad == "right":
         return digits, bad
-    base = 16 if lut is _HEX_LUT else 10
-    weights = base ** np.arange(max_len - 1, -1, -1, dtype=np.int64)
-    values = np.where(bad, 0, digits.astype(np.int64) @ weights)
+    base = 256 if pairs else 10
+    weights = base ** np.arange(digits.shape[1] - 1, -1, -1, dtype=np.int64)
+    values = digits.astype(np.int64) @ weights
+    if bad.any():
+        values[bad] = 0
     return values, bad
 
 
 class _Fields:
-    """Fields of every line after a split: ``get(j)`` is column j (null where a line has fewer fields)."""
+    """Fields of every line after a split: ``get(j)`` is field j of each line (a row's first field where the
+    line has fewer fields; such rows are flagged by the field-count checks, which come first)."""
 
     def __init__(self, split: pa.ListArray):
         self.offsets = np.asarray(split.offsets, dtype=np.int64)
@@ -157,16 +183,18 @@ class _Fields:
         self.count = np.diff(self.offsets)
 
     def get(self, j: np.ndarray | int) -> pa.Array:
-        j = np.broadcast_to(np.asarray(j, dtype=np.int64), self.count.shape)
-        present = j < self.count
-        index = np.where(present, self.offsets[:-1] + j, 0)
-        taken = self.values.take(pa.array(index))
-        if present.all():
-            return taken
-        return pc.if_else(pa.array(present), taken, pa.scalar(None, pa.string()))
+        j = np.asarray(j, dtype=np.int64)
+        index = np.where(j < self.count, self.offsets[:-1] + j, self.offsets[:-1])
+        return self.values.take(pa.array(index))
 
 
 def _timestamps(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    try:  # fast path: every timestamp parses
+        values = np.asarray(pc.cast(strings, pa.float64()))
+        if not np.isnan(values).any():
+            return values, np.zeros(len(values), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     strings = pc.utf8_trim_whitespace(pc.fill_null(strings, ""))
     ok = np.asarray(pc.match_substring_regex(strings, _NUMBER_REGEX), dtype=bool)
     cleaned = strings if ok.all() else pc.if_else(pa.array(ok), strings, "0")
@@ -243,26 +271,72 @@ def _parse_hcrl_txt(lines: pa.Array):
 
 def _parse_can_4col(lines: pa.Array, order: tuple[int, int, int, int] = (0, 1, 2, 3)):
     fields = _Fields(pc.split_pattern(lines, ","))
-    n = len(fields.count)
-    problem = np.zeros(n, dtype=np.int8)
-    ts, bad_ts = _timestamps(fields.get(order[0]))
-    id_strings = pc.replace_substring_regex(pc.fill_null(fields.get(order[1]), ""), r"^\s*0[xX]", "")
+    columns = [fields.get(j) for j in order]
+    problem = np.zeros(len(fields.count), dtype=np.int8)
+    problem[fields.count < 4] = 1
+    problem[(problem == 0) & (fields.count > 4)] = 2
+    return _parse_can_4col_columns(*columns, problem)
+
+
+def _parse_can_4col_columns(ts_strings, id_strings, data, attack, problem):
+    ts, bad_ts = _timestamps(ts_strings)
+    if pc.any(pc.match_substring(id_strings, "x", ignore_case=True)).as_py():
+        id_strings = pc.replace_substring_regex(id_strings, r"^\s*0[xX]", "")
     can_id, bad_id = _decode(id_strings, 8, _HEX_LUT)
-    data = pc.utf8_trim_whitespace(pc.fill_null(fields.get(order[2]), ""))
-    data_len = np.asarray(pc.utf8_length(data), dtype=np.int64)
-    digits, bad_data = _decode(data, 16, _HEX_LUT, pad="right")
+    data_len = np.asarray(pc.binary_length(data), dtype=np.int64)
+    payload, bad_data = _decode(data, 16, _HEX_LUT, pad="right")
+    if bad_data.any():  # blanks around the payload are allowed
+        data = pc.utf8_trim_whitespace(data)
+        data_len = np.asarray(pc.binary_length(data), dtype=np.int64)
+        payload, bad_data = _decode(data, 16, _HEX_LUT, pad="right")
     bad_data |= data_len % 2 == 1
-    digits = np.where(bad_data[:, None], 0, digits).astype(np.uint8)
-    payload = (digits[:, 0::2] << 4) | digits[:, 1::2]
+    payload = payload.astype(np.uint8)
+    if bad_data.any():
+        payload[bad_data] = 0
     dlc = np.where(bad_data, 0, data_len // 2)
-    attack = pc.utf8_trim_whitespace(pc.fill_null(fields.get(order[3]), ""))
-    is_1 = np.asarray(pc.is_in(attack, pa.array(["1", "1.0", "True", "true"])), dtype=bool)
-    is_0 = np.asarray(pc.is_in(attack, pa.array(["0", "0.0", "False", "false"])), dtype=bool)
-    checks = [(1, fields.count < 4), (2, fields.count > 4), (3, bad_ts), (4, bad_id), (8, bad_data)]
-    checks.append((10, ~(is_0 | is_1)))
+    is_1 = np.asarray(pc.equal(attack, "1"), dtype=bool)
+    is_0 = np.asarray(pc.equal(attack, "0"), dtype=bool)
+    if not (is_0 | is_1).all():
+        attack = pc.utf8_trim_whitespace(attack)
+        is_1 = np.asarray(pc.is_in(attack, pa.array(["1", "1.0", "True", "true"])), dtype=bool)
+        is_0 = np.asarray(pc.is_in(attack, pa.array(["0", "0.0", "False", "false"])), dtype=bool)
+    checks = [(3, bad_ts), (4, bad_id), (8, bad_data), (10, ~(is_0 | is_1))]
     for code, bad in checks:
         problem[(problem == 0) & bad] = code
     return ts, can_id, dlc, payload, is_1.astype(np.uint8), problem
+
+
+def _fast_parse(path: Path, fmt: str, header: tuple[int, int, int, int] | None, skip_header: bool):
+    """Parse with pyarrow's CSV reader (multi-MB/s, no per-line work in Python). Returns None when the file has
+    structural problems; the caller then uses the exact line-by-line path, which also knows line numbers."""
+    import pyarrow.csv as pcsv
+
+    no_quotes = dict(quote_char=False, double_quote=False, escape_char=False, newlines_in_values=False)
+    try:
+        if fmt == "can_4col":
+            names = (
+                list(CAN_4COL_COLUMNS)
+                if header is None
+                else [CAN_4COL_COLUMNS[header.index(j)] for j in range(4)]
+            )
+            table = pcsv.read_csv(
+                path,
+                read_options=pcsv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0),
+                parse_options=pcsv.ParseOptions(delimiter=",", **no_quotes),
+                convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+            )
+            columns = [table.column(name).combine_chunks() for name in CAN_4COL_COLUMNS]
+            return _parse_can_4col_columns(*columns, np.zeros(table.num_rows, dtype=np.int8))
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(column_names=["line"], skip_rows=1 if skip_header else 0),
+            parse_options=pcsv.ParseOptions(delimiter="\x1f", **no_quotes),
+            convert_options=pcsv.ConvertOptions(column_types={"line": pa.string()}),
+        )
+    except pa.ArrowInvalid:
+        return None
+    lines = table.column("line").combine_chunks()
+    return _parse_hcrl_csv(lines) if fmt == "hcrl_csv" else _parse_hcrl_txt(lines)
 
 
 # ---------------------------------------------------------------------------------------- detection
@@ -332,9 +406,19 @@ def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") 
         raise CanFormatError(
             path, None, f"unknown format {fmt!r} (expected auto or one of {', '.join(FORMATS)})"
         )
-    lines, line_numbers = _read_lines(path)
-    if len(lines) == 0:
+    first_line = _first_line(path)
+    if first_line is None:
         raise CanFormatError(path, None, "empty file (no CAN messages)")
+    header = _can_4col_header(first_line[1]) if fmt == "can_4col" else None
+    skip_header = header is not None or (fmt == "hcrl_csv" and first_line[1].lower().startswith("timestamp"))
+    if first_line[0] == 1:
+        parsed = _fast_parse(path, fmt, header, skip_header)
+        if parsed is not None and len(parsed[0]) and not parsed[-1].any():
+            ts, can_id, dlc, payload, label, _ = parsed
+            if can_id.max() < 1 << 29:
+                return _messages(path, fmt, ts, can_id, dlc, payload, label, 0, [])
+    # Exact path: every line with its number (also used to report or skip the bad rows the fast path found).
+    lines, line_numbers = _read_lines(path)
 
     order = (0, 1, 2, 3)
     first = lines[0].as_py()
@@ -377,6 +461,10 @@ def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") 
         ts, can_id, dlc, payload, label = ts[keep], can_id[keep], dlc[keep], payload[keep], label[keep]
         if len(ts) == 0:
             raise CanFormatError(path, None, f"every one of the {len(bad)} rows is bad; first: {examples[0]}")
+    return _messages(path, fmt, ts, can_id, dlc, payload, label, int(len(bad)), examples)
+
+
+def _messages(path, fmt, ts, can_id, dlc, payload, label, skipped, examples) -> CanMessages:
     return CanMessages(
         timestamp=np.ascontiguousarray(ts, dtype=np.float64),
         can_id=can_id.astype(np.int32),
@@ -385,6 +473,6 @@ def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") 
         label=label.astype(np.uint8),
         path=str(path),
         fmt=fmt,
-        skipped_rows=int(len(bad)),
+        skipped_rows=skipped,
         skipped_examples=examples,
     )

@@ -171,29 +171,48 @@ def build_graphs(
     width = min(window_size, rows_total)
     vocab = np.int64(num_ids)
 
-    rows = (np.arange(num_windows, dtype=np.int64) * stride)[:, None] + np.arange(width, dtype=np.int64)
-    rows = rows.ravel()
+    total = num_windows * width
+    if stride == width:  # non-overlapping windows cover the first rows in order: no gather needed
+        rows = np.arange(total, dtype=np.int64)
+        window_payload = payload[:total]
+    else:
+        rows = ((np.arange(num_windows, dtype=np.int64) * stride)[:, None] + np.arange(width)).ravel()
+        window_payload = payload[rows]
     window = np.repeat(np.arange(num_windows, dtype=np.int64), width)
     position = np.tile(np.arange(width, dtype=np.int64), num_windows)
     source = id_index[rows]
     target = id_index[rows + 1]
 
     # Nodes: distinct (window, id) keys, sorted, so each window's nodes are contiguous and ordered by id.
+    # Inside a window the target of a row is the source of the next row, so the only extra keys are the targets
+    # of each window's last row.
     source_key = window * vocab + source
-    target_key = window * vocab + target
-    node_key = np.unique(np.concatenate((source_key, target_key)))
+    last_rows = np.arange(width - 1, total, width)
+    keys = np.concatenate((source_key, window[last_rows] * vocab + target[last_rows]))
+    key_order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[key_order]
+    new_key = np.empty(len(keys), dtype=bool)
+    new_key[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new_key[1:])
+    node_key = sorted_keys[new_key]
     num_nodes = len(node_key)
+    key_node = np.empty(len(keys), dtype=np.int64)
+    key_node[key_order] = np.cumsum(new_key) - 1
+    source_node = key_node[:total]
+    target_node = np.empty(total, dtype=np.int64)
+    target_node[:-1] = source_node[1:]
+    target_node[last_rows] = key_node[total:]
     node_window = node_key // vocab
     node_ptr = np.searchsorted(node_window, np.arange(num_windows + 1, dtype=np.int64))
-    source_node = np.searchsorted(node_key, source_key)
 
     occurrences = np.bincount(source_node, minlength=num_nodes).astype(np.float64)
-    window_payload = payload[rows].astype(np.float64)
-    byte_mean = np.zeros((num_nodes, 8), dtype=np.float64)
     seen = occurrences > 0
-    for b in range(8):
-        sums = np.bincount(source_node, weights=window_payload[:, b], minlength=num_nodes)
-        byte_mean[seen, b] = sums[seen] / occurrences[seen] / 255.0
+    # Payload sums per node: rows sorted by node (key_order, without the extra keys) summed per run.
+    row_order = key_order[key_order < total]
+    run_start = np.concatenate(([0], np.cumsum(occurrences[seen].astype(np.int64))[:-1]))
+    sums = np.add.reduceat(window_payload[row_order], run_start, axis=0, dtype=np.float64)
+    byte_mean = np.zeros((num_nodes, 8), dtype=np.float64)
+    byte_mean[seen] = sums / occurrences[seen, None] / 255.0
     last_position = np.zeros(num_nodes, dtype=np.int64)
     np.maximum.at(last_position, source_node, position)
     lowest = np.minimum.reduceat(occurrences, node_ptr[:-1])[node_window]
@@ -236,8 +255,9 @@ def build_graphs(
     edge_window = edge_key // (vocab * vocab)
     edge_source = (edge_key // vocab) % vocab
     edge_target = edge_key % vocab
-    source_global = np.searchsorted(node_key, edge_window * vocab + edge_source)
-    target_global = np.searchsorted(node_key, edge_window * vocab + edge_target)
+    first_row = order[edge_start]
+    source_global = source_node[first_row]
+    target_global = target_node[first_row]
     reverse_key = (edge_window * vocab + edge_target) * vocab + edge_source
     slot = np.minimum(np.searchsorted(edge_key, reverse_key), num_edges - 1)
     has_reverse = edge_key[slot] == reverse_key
@@ -262,7 +282,7 @@ def build_graphs(
     window_node_start = node_ptr[edge_window]
     edge_index = np.stack((source_global - window_node_start, target_global - window_node_start))
     edge_ptr = np.searchsorted(edge_window, np.arange(num_windows + 1, dtype=np.int64))
-    y = np.asarray(label, dtype=np.int64)[rows].reshape(num_windows, width).max(axis=1)
+    y = np.asarray(label)[rows].reshape(num_windows, width).max(axis=1).astype(np.int64)
     return GraphArrays(
         x=x,
         edge_index=edge_index.astype(np.int64),

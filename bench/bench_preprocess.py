@@ -1,0 +1,85 @@
+"""Benchmark: preprocessing a CAN log of >= 1M messages end to end, against pyarrow reading the same CSV.
+
+End to end = read and validate the log, build the ID vocabulary, build every window graph, split train/val and
+save everything (kdgat.preprocess.preprocess_dataset). The floor is pyarrow's raw CSV read of the same file
+(type inference, no validation, no graphs). Both run on one core (pyarrow and torch limited to one thread), each
+the best of a few repetitions in the same run, so a busy machine affects both alike.
+
+    .venv/bin/python bench/bench_preprocess.py [--messages 1100000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import torch
+
+from kdgat.preprocess import preprocess_dataset
+from kdgat.synthetic import Vehicle, generate_log, write_can_file
+
+GOAL_RATIO = 3.0
+
+
+def best_of(repeats: int, function) -> float:
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1_100_000, help="at least this many messages")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as tmp:
+        tmp = Path(tmp)
+        log_path = tmp / "dos.csv"
+        vehicle = Vehicle(seed=7, num_ids=40)
+        # A DoS capture: about 2,000 normal + bursts of 3,333 attack messages per second.
+        duration = args.messages / 2600.0
+        messages = generate_log(
+            vehicle, duration, "dos", {"burst_s": [0.5, 4.0], "gap_s": [1.0, 4.0]}, seed=7
+        )
+        while len(messages) < args.messages:
+            duration *= 1.1
+            messages = generate_log(
+                vehicle, duration, "dos", {"burst_s": [0.5, 4.0], "gap_s": [1.0, 4.0]}, seed=7
+            )
+        write_can_file(messages, log_path, "can_4col")
+        count = len(messages)
+        size_mb = log_path.stat().st_size / 1e6
+
+        def raw_read():
+            pcsv.read_csv(log_path, read_options=pcsv.ReadOptions(use_threads=False))
+
+        def end_to_end():
+            preprocess_dataset("bench", [log_path], {}, tmp / "out", fmt="auto", window_size=100, stride=100)
+
+        raw_read()  # warm the page cache and imports for both
+        raw = best_of(args.repeats, raw_read)
+        ours = best_of(args.repeats, end_to_end)
+
+    print(f"# {count} messages, {size_mb:.1f} MB can_4col CSV, one core, best of {args.repeats}")
+    print(
+        f"BENCH preprocess_end_to_end value={ours:.3f}s baseline={raw:.3f}s ratio={ours / raw:.2f} goal=<={GOAL_RATIO:g}"
+    )
+    print(
+        f"BENCH preprocess_throughput value={count / ours:.0f}msg/s baseline={count / raw:.0f}msg/s "
+        f"ratio={raw / ours:.3f} goal=>={1 / GOAL_RATIO:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
