@@ -1,0 +1,145 @@
+"""The file-level chain (what the wrappers call): outputs on disk, load_model round trip, score_graphs columns."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from kdgat.graph_store import save_graphs
+from kdgat.inference import load_model, score_graphs
+from kdgat.models import GAT, VGAE, QNetwork
+from kdgat.training import dqn, gat, vgae
+from kdgat.training.toy import toy_graphs
+
+TRAINING = {"epochs": 3, "batch_size": 32, "lr": 0.005, "weight_decay": 1e-4, "patience": 5, "grad_clip": 1.0}
+RL = {
+    "buffer_size": 1000,
+    "batch_size": 32,
+    "steps_per_episode": 64,
+    "updates_per_episode": 4,
+    "gamma": 0.2,
+    "target_update": 5,
+    "eps_start": 1.0,
+    "eps_end": 0.1,
+}
+COLUMNS = ["label", "vgae_error", "vgae_score", "gat_prob", "fusion_alpha", "fusion_score", "fusion_pred"]
+
+
+def stage_settings(variant, stage):
+    settings = {
+        "seed": 1,
+        "device": "cpu",
+        "variant": variant,
+        "preset": "demo_teacher" if variant == "teacher" else "demo_student",
+        "presets": {},
+        "training": dict(TRAINING),
+        "distillation": {"temperature": 4.0, "alpha": 0.7} if variant == "student_kd" else None,
+    }
+    extra = {
+        "vgae": {"loss": {"id_weight": 0.1, "neighbour_weight": 0.05, "kl_weight": 0.01}},
+        "gat": {"curriculum": {"enabled": True}},
+        "dqn": {"dqn": RL},
+    }
+    return settings | extra[stage]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kd_gat")
+    data = root / "graphs"
+    save_graphs(toy_graphs(150, num_ids=20, seed=1), data / "train.pt")
+    save_graphs(toy_graphs(50, num_ids=20, seed=2), data / "val.pt")
+    (data / "metadata.json").write_text(json.dumps({"num_ids": 20}))
+
+    def outputs(variant, stage):
+        folder = root / variant / stage
+        return {
+            "model": folder / "model.pt",
+            "metrics": folder / "metrics.json",
+            "history": folder / "history.csv",
+            "checkpoint": root / "checkpoints" / variant / stage / "last.pt",
+        }
+
+    for variant in ("teacher", "student_kd"):
+        kd = variant == "student_kd"
+        out = {stage: outputs(variant, stage) for stage in ("vgae", "gat", "dqn")}
+        teacher = {stage: outputs("teacher", stage)["model"] for stage in ("vgae", "gat", "dqn")}
+        vgae.run(
+            data, out["vgae"], stage_settings(variant, "vgae"), teacher["vgae"] if kd else None, threads=1
+        )
+        gat.run(
+            data,
+            out["gat"],
+            stage_settings(variant, "gat"),
+            out["vgae"]["model"],
+            teacher["gat"] if kd else None,
+        )
+        dqn.run(
+            data,
+            out["dqn"],
+            stage_settings(variant, "dqn"),
+            out["vgae"]["model"],
+            out["gat"]["model"],
+            teacher if kd else None,
+        )
+    return root, outputs
+
+
+@pytest.mark.parametrize("variant", ["teacher", "student_kd"])
+@pytest.mark.parametrize("stage", ["vgae", "gat", "dqn"])
+def test_each_stage_writes_model_metrics_history_and_drops_its_checkpoint(chain, variant, stage):
+    root, outputs = chain
+    files = outputs(variant, stage)
+    metrics = json.loads(files["metrics"].read_text())
+    history = pd.read_csv(files["history"])
+    assert metrics["stage"] == stage and metrics["variant"] == variant
+    assert metrics["knowledge_distillation"] is (variant == "student_kd")
+    assert len(history) == metrics["epochs_run"] >= 1
+    assert {"epoch", "val_loss", "graphs_per_s"} <= set(history.columns)
+    assert not files["checkpoint"].exists()
+    model = load_model(files["model"])
+    assert not model.training
+    assert metrics["num_parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_student_kd_history_records_the_distillation_term(chain):
+    _, outputs = chain
+    for stage in ("vgae", "gat", "dqn"):
+        history = pd.read_csv(outputs("student_kd", stage)["history"])
+        assert "train_kd" in history.columns and history["train_kd"].notna().all()
+
+
+def test_load_model_rebuilds_the_saved_classes(chain):
+    _, outputs = chain
+    kinds = {"vgae": VGAE, "gat": GAT, "dqn": QNetwork}
+    for stage, cls in kinds.items():
+        assert isinstance(load_model(outputs("teacher", stage)["model"]), cls)
+    threshold = json.loads(outputs("teacher", "vgae")["metrics"].read_text())["anomaly_threshold"]
+    assert float(load_model(outputs("teacher", "vgae")["model"]).anomaly_threshold) == pytest.approx(
+        threshold
+    )
+
+
+def test_load_model_rejects_other_files(tmp_path):
+    torch.save({"weights": 1}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a kd_gat model file"):
+        load_model(tmp_path / "x.pt")
+
+
+def test_score_graphs_contract(chain):
+    _, outputs = chain
+    models = [load_model(outputs("teacher", stage)["model"]) for stage in ("vgae", "gat", "dqn")]
+    graphs = toy_graphs(70, num_ids=20, seed=9)
+    scores = score_graphs(*models, graphs, batch_size=16)
+    assert list(scores.columns) == COLUMNS and len(scores) == 70
+    assert scores["label"].tolist() == [int(g.y) for g in graphs]
+    for column in ("vgae_score", "gat_prob", "fusion_alpha", "fusion_score"):
+        assert scores[column].between(0, 1).all()
+    alpha = scores["fusion_alpha"]
+    expected = (1 - alpha) * scores["vgae_score"] + alpha * scores["gat_prob"]
+    assert (scores["fusion_score"] - expected).abs().max() < 1e-6
+    assert (scores["fusion_pred"] == (scores["fusion_score"] > 0.5).astype(int)).all()
+    assert ((alpha * 20) - (alpha * 20).round()).abs().max() < 1e-5  # one of the 21 actions
+    # Batch size does not change the scores (eval mode, no batch-norm batch statistics).
+    pd.testing.assert_frame_equal(scores, score_graphs(*models, graphs, batch_size=64), atol=1e-5)
