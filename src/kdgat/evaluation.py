@@ -859,7 +859,14 @@ def evaluate_files(
         torch.set_num_threads(threads)
     torch_device = select_device(device)
     log.info("evaluating %s/%s on %s", dataset, variant, torch_device)
-    models = {name: load_model(inputs[name], device=torch_device) for name in ("vgae", "gat", "dqn")}
+    models = {}
+    for name in ("vgae", "gat", "dqn"):
+        try:
+            models[name] = load_model(inputs[name], device=torch_device)
+        except Exception as error:
+            raise ValueError(
+                f"{inputs[name]}: cannot load the {name} model ({type(error).__name__}: {error})"
+            ) from error
     val_graphs = load_graphs(val)
     test_sets = load_graph_sets(test)
     document, scores = evaluate_detector(

@@ -12,6 +12,7 @@ except ImportError:  # the package is not installed: use the catalog's own src/
 
 logging.basicConfig(
     filename=snakemake.log[0],
+    filemode="w",
     level=logging.INFO,
     format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     force=True,
