@@ -51,6 +51,13 @@ def resolve_callable(reference: str, what: str = "model") -> Callable:
 
 def to_plain(value: Any, key: str = "") -> Any:
     """Convert numpy scalars to Python ones so JSON and hashing see the same value whatever produced it."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool:  # fast path: most values are already plain
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise ContractError(f"parameter {key!r} is {value}: parameter values must be finite (no NaN/Inf)")
+        return value
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool | str) or value is None:
@@ -79,14 +86,18 @@ def _hash_form(value: Any) -> Any:
     return value
 
 
-def canonical_json(params: Mapping[str, Any]) -> str:
-    plain = {key: _hash_form(value) for key, value in canonical_params(params).items()}
-    return json.dumps(plain, sort_keys=True, separators=(",", ":"), allow_nan=False)
+def canonical_json(params: Mapping[str, Any], already_canonical: bool = False) -> str:
+    plain = params if already_canonical else canonical_params(params)
+    hashed = {key: _hash_form(value) for key, value in plain.items()}
+    return json.dumps(hashed, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def param_id(params: Mapping[str, Any]) -> str:
-    """Stable identity of a parameter set: BLAKE2b of its canonical JSON (16 hex digits)."""
-    return hashlib.blake2b(canonical_json(params).encode(), digest_size=8).hexdigest()
+def param_id(params: Mapping[str, Any], already_canonical: bool = False) -> str:
+    """Stable identity of a parameter set: BLAKE2b of its canonical JSON (16 hex digits).
+
+    ``already_canonical`` skips re-converting a dict that came from ``canonical_params``.
+    """
+    return hashlib.blake2b(canonical_json(params, already_canonical).encode(), digest_size=8).hexdigest()
 
 
 def replicate_seed(pid: str, replicate: int) -> int:

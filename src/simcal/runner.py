@@ -90,12 +90,28 @@ def plan_tasks(param_sets: Iterable[Mapping[str, Any]], replicates: int) -> list
     tasks, seen = [], set()
     for params in param_sets:
         plain = canonical_params(params)
-        pid = param_id(plain)
+        pid = param_id(plain, already_canonical=True)
         if pid in seen:
             continue
         seen.add(pid)
         tasks.extend(SimTask(pid, rep, replicate_seed(pid, rep), plain) for rep in range(replicates))
     return tasks
+
+
+class Batch:
+    """Simulations shipped as one opaque task argument.
+
+    Dask walks lists, tuples and dicts in task arguments looking for keys; on thousands of small tuples that
+    walk costs more than the simulations. An object of this class is passed through untouched.
+    """
+
+    __slots__ = ("tasks",)
+
+    def __init__(self, tasks: Sequence[SimTask]):
+        self.tasks = list(tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
 
 
 _MODELS: dict[str, Any] = {}
@@ -107,12 +123,16 @@ def _model(reference: str):
     return _MODELS[reference]
 
 
-def run_batch(model_ref: str, tasks: Sequence[SimTask], time_budget_s: float | None = None) -> pd.DataFrame:
+def run_batch(
+    model_ref: str, tasks: Sequence[SimTask] | Batch, time_budget_s: float | None = None
+) -> pd.DataFrame:
     """Run simulations one after another (on a worker); an exception becomes a failed row, never a lost batch.
 
     With ``time_budget_s`` it stops once that much time has passed (the timing probe), having run at least one.
     """
     model = _model(model_ref)
+    if isinstance(tasks, Batch):
+        tasks = tasks.tasks
     records: list[dict[str, Any]] = []  # simulations that returned scalars only: one row each, built at once
     frames: list[pd.DataFrame] = []
     frame_keys: list[dict[str, Any]] = []
@@ -184,18 +204,30 @@ class PartStore:
             atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(self.manifest, sort_keys=True)))
         for lost in self.partial.glob("lost-*.parquet"):
             lost.unlink()  # batches lost to dead workers are redone on a rerun
+        self._total, self._errors = 0, Counter()
+        self.done()
 
     def parts(self) -> list[Path]:
         return sorted(p for p in self.partial.glob("*.parquet") if not p.name.startswith("."))
 
     def done(self) -> set[tuple[str, int]]:
+        """Simulations already in the parts; also recounts them and their failures (see ``status_counts``)."""
         done: set[tuple[str, int]] = set()
+        self._total, self._errors = 0, Counter()
         for part in self.parts():
-            table = pq.read_table(part, columns=["param_id", "replicate"])
-            done.update(zip(table["param_id"].to_pylist(), table["replicate"].to_pylist(), strict=True))
+            table = pq.read_table(part, columns=["param_id", "replicate", "status", "error"]).to_pandas()
+            self._count(table)
+            done.update(zip(table["param_id"], table["replicate"], strict=True))
         return done
 
+    def _count(self, frame: pd.DataFrame) -> None:
+        sims = frame[["param_id", "replicate", "status", "error"]].drop_duplicates(["param_id", "replicate"])
+        self._total += len(sims)
+        failed = sims[sims["status"] != "ok"]
+        self._errors.update(failed["error"].fillna("unknown error").tolist())
+
     def write(self, frame: pd.DataFrame, tasks: Sequence[SimTask], prefix: str = "part") -> Path:
+        self._count(frame)
         digest = hashlib.blake2b(
             "|".join(f"{t.param_id}:{t.replicate}" for t in tasks).encode(), digest_size=8
         ).hexdigest()
@@ -204,15 +236,8 @@ class PartStore:
         )
 
     def status_counts(self) -> tuple[int, Counter]:
-        """(number of simulations, Counter of error texts of failed ones)."""
-        total, errors = 0, Counter()
-        for part in self.parts():
-            table = pq.read_table(part, columns=["param_id", "replicate", "status", "error"]).to_pandas()
-            sims = table.drop_duplicates(["param_id", "replicate"])
-            total += len(sims)
-            failed = sims[sims["status"] != "ok"]
-            errors.update(failed["error"].fillna("unknown error").tolist())
-        return total, errors
+        """(number of simulations, Counter of error texts of failed ones), kept up to date by done() and write()."""
+        return self._total, Counter(self._errors)
 
     def finalize(self) -> Path:
         """Give every part one schema, then move the directory into place atomically."""
@@ -344,7 +369,7 @@ class Simulator:
                 probe = run_batch(self.model_ref, probe_tasks, self.settings.probe_seconds)
             else:
                 probe = self.client.submit(
-                    run_batch, self.model_ref, probe_tasks, self.settings.probe_seconds, pure=False
+                    run_batch, self.model_ref, Batch(probe_tasks), self.settings.probe_seconds, pure=False
                 ).result()
             elapsed = time.perf_counter() - began
             probed = probe.drop_duplicates(["param_id", "replicate"]).shape[0]
@@ -370,7 +395,9 @@ class Simulator:
         size = self.batch_size
         batches = [remaining[i : i + size] for i in range(0, len(remaining), size)]
         futures = {
-            client.submit(run_batch, self.model_ref, batch, retries=self.settings.retries, pure=False): batch
+            client.submit(
+                run_batch, self.model_ref, Batch(batch), retries=self.settings.retries, pure=False
+            ): batch
             for batch in batches
         }
         for future in as_completed(futures):

@@ -56,7 +56,11 @@ def read_parameter_table(path: str | Path) -> pd.DataFrame:
 
 def parameter_sets(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of a parameter table as plain dicts (numpy scalars converted)."""
-    return [{str(k): to_plain(v, str(k)) for k, v in row.items()} for row in table.to_dict(orient="records")]
+    names = [str(c) for c in table.columns]
+    columns = [table[c].tolist() for c in table.columns]  # tolist() already yields Python scalars
+    return [
+        {k: to_plain(v, k) for k, v in zip(names, row, strict=True)} for row in zip(*columns, strict=True)
+    ]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
