@@ -144,7 +144,12 @@ def _decode(
     if pad == "left":
         bad |= lengths == 0
         width = int(min(max(lengths.max(initial=1), 1), max_len))  # pad only to the longest string
-        width += width % 2 if pairs else 0
+        if width % 2 and pairs and (lengths == width).all():
+            pairs = (
+                False  # all strings equally long (like "316"): decode them as they are, one digit at a time
+            )
+        elif pairs:
+            width += width % 2
     else:
         width = max_len
     if not (lengths == width).all():
@@ -158,14 +163,15 @@ def _decode(
         digits = _HEX_PAIR_LUT[chars.view(np.uint16).reshape(n, width // 2)]
     else:
         digits = lut[chars.reshape(n, width)]
-    invalid = digits.min(axis=1) < 0
+    # One contiguous reduction in the common all-valid case; the per-row one only when something is wrong.
+    invalid = digits.min(axis=1) < 0 if digits.size and digits.min() < 0 else np.zeros(n, dtype=bool)
     if invalid.any() and not trimmed:
         # Surrounding blanks are allowed: strip them and decode again (rare, so only on this slow path).
         return _decode(pc.utf8_trim_whitespace(original), max_len, lut, pad, trimmed=True)
     bad |= invalid
     if pad == "right":
         return digits, bad
-    base = 256 if pairs else 10
+    base = 256 if pairs else (16 if lut is _HEX_LUT else 10)
     weights = base ** np.arange(digits.shape[1] - 1, -1, -1, dtype=np.int64)
     values = digits.astype(np.int64) @ weights
     if bad.any():
@@ -280,9 +286,9 @@ def _parse_can_4col(lines: pa.Array, order: tuple[int, int, int, int] = (0, 1, 2
 
 def _parse_can_4col_columns(ts_strings, id_strings, data, attack, problem):
     ts, bad_ts = _timestamps(ts_strings)
-    if pc.any(pc.match_substring(id_strings, "x", ignore_case=True)).as_py():
-        id_strings = pc.replace_substring_regex(id_strings, r"^\s*0[xX]", "")
     can_id, bad_id = _decode(id_strings, 8, _HEX_LUT)
+    if bad_id.any():  # IDs written as 0x1A0 (rare, so only looked for when plain hex fails)
+        can_id, bad_id = _decode(pc.replace_substring_regex(id_strings, r"^\s*0[xX]", ""), 8, _HEX_LUT)
     data_len = np.asarray(pc.binary_length(data), dtype=np.int64)
     payload, bad_data = _decode(data, 16, _HEX_LUT, pad="right")
     if bad_data.any():  # blanks around the payload are allowed
@@ -311,6 +317,8 @@ def _fast_parse(path: Path, fmt: str, header: tuple[int, int, int, int] | None, 
     structural problems; the caller then uses the exact line-by-line path, which also knows line numbers."""
     import pyarrow.csv as pcsv
 
+    # One block for files up to 256 MB: the columns come as single chunks, so no copy is needed to combine them.
+    block = int(min(max(path.stat().st_size + 1, 1 << 20), 256 << 20))
     no_quotes = dict(quote_char=False, double_quote=False, escape_char=False, newlines_in_values=False)
     try:
         if fmt == "can_4col":
@@ -321,7 +329,9 @@ def _fast_parse(path: Path, fmt: str, header: tuple[int, int, int, int] | None, 
             )
             table = pcsv.read_csv(
                 path,
-                read_options=pcsv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0),
+                read_options=pcsv.ReadOptions(
+                    column_names=names, skip_rows=1 if skip_header else 0, block_size=block
+                ),
                 parse_options=pcsv.ParseOptions(delimiter=",", **no_quotes),
                 convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
             )
@@ -329,7 +339,9 @@ def _fast_parse(path: Path, fmt: str, header: tuple[int, int, int, int] | None, 
             return _parse_can_4col_columns(*columns, np.zeros(table.num_rows, dtype=np.int8))
         table = pcsv.read_csv(
             path,
-            read_options=pcsv.ReadOptions(column_names=["line"], skip_rows=1 if skip_header else 0),
+            read_options=pcsv.ReadOptions(
+                column_names=["line"], skip_rows=1 if skip_header else 0, block_size=block
+            ),
             parse_options=pcsv.ParseOptions(delimiter="\x1f", **no_quotes),
             convert_options=pcsv.ConvertOptions(column_types={"line": pa.string()}),
         )
