@@ -1,5 +1,7 @@
 # Helpers of the evaluation module: which datasets and variants to evaluate, where the wrappers are.
+import os
 import re
+import sys
 from pathlib import Path
 
 WRAPPERS = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2] / "wrappers"
@@ -30,3 +32,10 @@ def configured_variants():
 DATASETS = configured_datasets()
 VARIANTS = configured_variants()
 REPORT = "../../report"
+
+
+# The notebook rule shells out to `papermill` (or `jupyter-nbconvert`); when Snakemake is started as
+# `.venv/bin/snakemake` without activating the venv they are not on PATH. Put the running interpreter's bin first.
+_interpreter_bin = str(Path(sys.executable).parent)
+if _interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join([_interpreter_bin, os.environ.get("PATH", "")])
