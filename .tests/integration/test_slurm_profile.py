@@ -7,103 +7,32 @@ keys only) and the profile's own parameters (OSC_PROJECT, SNAKEMAKE_SCRATCH, SNA
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from testkit import REPO, require, run_snakemake, venv_bin
+import yaml
+from slurm.slurmkit import (
+    ACCOUNT,
+    FAILED_STATES,
+    LOCAL,
+    profile_env,
+    require_slurm,
+    rule_of,
+    run_on_slurm,
+    sacct,
+    snakemake_args,
+    submitted_job_ids,
+    wait_until,
+)
+from testkit import run_snakemake, venv_bin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
-
-PROFILE = REPO / "profiles" / "slurm"
-LOCAL = REPO / ".tests" / "integration" / "slurm"
-ACCOUNT = "pas0000"
-FAILED_STATES = {"FAILED", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "TIMEOUT"}
-SACCT_FIELDS = ("JobID", "JobName", "Comment", "State", "Account", "Partition", "AllocTRES", "ReqMem")
-
-
-def cluster_answers() -> bool:
-    if not shutil.which("sbatch"):
-        return False
-    try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0 and " up" in proc.stdout
 
 
 @pytest.fixture(scope="module")
 def slurm() -> None:
-    require(
-        cluster_answers(), "SLURM", "run scripts/ci-setup-slurm.sh (or scripts/slurm-up.sh when installed)"
-    )
-
-
-def profile_env(workdir: Path, **extra: str) -> dict[str, str]:
-    scratch = workdir / "scratch"
-    return {
-        "OSC_PROJECT": ACCOUNT,
-        "SNAKEMAKE_SCRATCH": str(scratch),
-        "SNAKEMAKE_SLURM_PARTITIONS": str(LOCAL / "partitions.yaml"),
-        "SNAKEMAKE_OUTPUT_CACHE": str(scratch / "cache"),
-        **extra,
-    }
-
-
-def snakemake_args(workdir: Path, snakefile: Path, *args: str) -> list[str]:
-    return [
-        "--snakefile",
-        str(snakefile),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(PROFILE),
-        "--profile",
-        str(LOCAL / "profile"),
-        *args,
-    ]
-
-
-def run_on_slurm(workdir: Path, snakefile: Path, *args: str, timeout: int = 420, check: bool = True, **env):
-    return run_snakemake(
-        *snakemake_args(workdir, snakefile, *args),
-        cwd=workdir,
-        env=profile_env(workdir, **env),
-        timeout=timeout,
-        check=check,
-    )
-
-
-def submitted_job_ids(output: str) -> list[str]:
-    return re.findall(r"submitted with SLURM jobid (\d+)", output)
-
-
-def sacct(job_ids: list[str], settle: float = 30.0) -> list[dict[str, str]]:
-    """Accounting records of these jobs, waiting until slurmdbd has all of them in a final state."""
-    assert job_ids, "no SLURM job ids to look up"
-    deadline = time.monotonic() + settle
-    while True:
-        proc = subprocess.run(
-            ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", ",".join(SACCT_FIELDS)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        rows = [dict(zip(SACCT_FIELDS, line.split("|"), strict=True)) for line in proc.stdout.splitlines()]
-        final = [r for r in rows if r["State"].split()[0] in FAILED_STATES | {"COMPLETED"}]
-        if proc.returncode == 0 and len(final) == len(job_ids):
-            return sorted(rows, key=lambda r: int(r["JobID"]))
-        if time.monotonic() > deadline:
-            raise AssertionError(f"sacct did not report {job_ids} as finished:\n{proc.stdout}{proc.stderr}")
-        time.sleep(1)
-
-
-def rule_of(row: dict[str, str]) -> str:
-    """The plugin puts `rule_<name>[_wildcards_<values>]` into the job comment."""
-    return row["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+    require_slurm()
 
 
 # --- the profile itself (no cluster needed: dry runs) ---------------------------------------------------------
@@ -149,8 +78,6 @@ def test_partition_generator_sees_the_cluster(slurm):
         [venv_bin("generate-slurm-partition-config")], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    import yaml
-
     partitions = yaml.safe_load(proc.stdout)["partitions"]
     assert {"cpu", "gpu"} <= set(partitions)
     assert partitions["gpu"]["max_gpu"] >= 1
@@ -184,14 +111,6 @@ def test_job_over_its_memory_is_killed_then_retried_with_more(slurm, tmp_path):
     first_log = tmp_path / "scratch" / "slurm_logs" / "rule_grow" / f"{first['JobID']}.log"
     assert "exceeded memory limit" in first_log.read_text()
     assert (tmp_path / "grown.txt").read_text().strip() == str(1200 * 2**20)
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def test_cancelled_job_fails_the_run_and_rerun_resumes_from_checkpoint(slurm, tmp_path):

@@ -1,0 +1,161 @@
+"""The whole workflow (preprocess → kd_gat → evaluation, and calibration) through sbatch with profiles/slurm on the
+real local SLURM, checked in sacct; then a training job cancelled with scancel mid-run and resumed.
+
+One pipeline run (tiny config: two synthetic datasets, a few epochs) is shared by the assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from slurm.slurmkit import (
+    ACCOUNT,
+    LOCAL,
+    profile_env,
+    require_slurm,
+    rule_of,
+    run_on_slurm,
+    sacct,
+    snakemake_args,
+    submitted_job_ids,
+    wait_until,
+)
+from testkit import REPO, venv_bin
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+WORKFLOW = REPO / "workflow" / "Snakefile"
+CONFIG = LOCAL / "pipeline.yaml"
+DATASETS = ("tiny_hcrl", "tiny_cantt")
+VARIANTS = ("teacher", "student_kd", "student")
+STAGES = ("vgae", "gat", "dqn")
+GPU_RULES = {f"kd_gat_train_{stage}_{variant}" for stage in STAGES for variant in VARIANTS}
+
+
+class PipelineRun:
+    def __init__(self, workdir: Path, output: str):
+        self.workdir = workdir
+        self.output = output
+        self.job_ids = submitted_job_ids(output)
+        self.rows = sacct(self.job_ids)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> PipelineRun:
+    require_slurm()
+    workdir = tmp_path_factory.mktemp("slurm_pipeline")
+    run = run_on_slurm(workdir, WORKFLOW, "--configfile", str(CONFIG), timeout=1500)
+    return PipelineRun(workdir, run.stdout)
+
+
+def test_whole_pipeline_completes_through_sbatch(pipeline):
+    for dataset in DATASETS:
+        assert (pipeline.workdir / f"results/evaluation/{dataset}/summary.csv").is_file()
+        for variant in VARIANTS:
+            assert (pipeline.workdir / f"results/evaluation/{dataset}/{variant}/metrics.json").is_file()
+    assert (pipeline.workdir / "results/calibration/sir/calibration.html").is_file()
+    # Every rule except the target-only `all` ran as a SLURM job, charged to the account from OSC_PROJECT.
+    assert "Finished jobid: 0 (Rule: all)" in pipeline.output
+    assert all(row["Account"] == ACCOUNT for row in pipeline.rows), pipeline.rows
+    completed = {rule_of(row) for row in pipeline.rows if row["State"] == "COMPLETED"}
+    assert GPU_RULES <= completed
+    assert {"preprocess_build_graphs", "calibration_simulate", "calibration_calibrate"} <= completed
+
+
+def test_gpu_rules_get_a_gpu_partition_and_a_gpu_and_cpu_rules_do_not(pipeline):
+    for row in pipeline.rows:
+        rule = rule_of(row)
+        uses_gpu = rule in GPU_RULES or rule.startswith("evaluation_evaluate")
+        if uses_gpu:
+            assert row["Partition"] == "gpu", row
+            assert "gres/gpu=1" in row["AllocTRES"], row
+        else:
+            assert row["Partition"] == "cpu", row
+            assert "gres/gpu" not in row["AllocTRES"], row
+
+
+def group_submissions(output: str) -> dict[str, Path]:
+    """SLURM job id → SLURM log of every group job (the plugin names group logs group_<group>_<rules>)."""
+    found = re.findall(
+        r"submitted with SLURM jobid (\d+) \(log: (\S+/group_evaluation\S*/\d+\.log)\)", output
+    )
+    return {job_id: Path(log) for job_id, log in found}
+
+
+def test_evaluation_group_is_one_slurm_job_per_dataset(pipeline):
+    groups = group_submissions(pipeline.output)
+    assert len(groups) == len(DATASETS), groups
+    datasets_seen = []
+    for log in groups.values():
+        targets = re.search(r"--target-jobs (.*?) --allowed-rules", log.read_text()).group(1)
+        members = re.findall(r"'(\w+):dataset=(\w+)'", targets)
+        assert sorted(rule for rule, _ in members) == sorted(
+            [f"evaluation_evaluate_{variant}" for variant in VARIANTS] + ["evaluation_summarize_dataset"]
+        ), members
+        assert len({dataset for _, dataset in members}) == 1, members
+        datasets_seen.append(members[0][1])
+    assert sorted(datasets_seen) == sorted(DATASETS)
+    # No evaluation rule was submitted on its own.
+    rows = {row["JobID"]: row for row in pipeline.rows}
+    solo = [row for job_id, row in rows.items() if job_id not in groups and "evaluate" in row["Comment"]]
+    assert not solo, solo
+    # The group asked for one GPU and the sum of its members' runtimes (3 x 10 min + 10 min), since the plugin
+    # runs the members one after another.
+    for job_id in groups:
+        limit = subprocess.run(
+            ["sacct", "-X", "-P", "-n", "-j", job_id, "-o", "TimelimitRaw"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
+        assert limit == ["40"], (job_id, limit)
+
+
+def test_scancelled_training_job_is_detected_and_resumes_from_its_checkpoint(pipeline):
+    """Cancel the teacher's VGAE training mid-run: Snakemake sees the job as failed, resubmits it (the rule's
+    retries), and the new attempt resumes from the per-epoch checkpoint instead of starting over."""
+    workdir = pipeline.workdir
+    dataset = DATASETS[0]
+    target = f"results/kd_gat/{dataset}/teacher/vgae/model.pt"
+    log = workdir / f"logs/kd_gat/{dataset}/teacher/vgae.log"
+    log.unlink(missing_ok=True)
+    # More epochs than the pipeline run: a different training configuration, so the old checkpoint is not used.
+    longer = ["--config", "kd_gat={'training': {'vgae': {'epochs': 60, 'patience': 60, 'batch_size': 32}}}"]
+    console = workdir / "cancel-run.txt"
+    with console.open("w") as out:
+        run = subprocess.Popen(
+            [
+                venv_bin("snakemake"),
+                *snakemake_args(workdir, WORKFLOW, "--configfile", str(CONFIG)),
+                *longer,
+                "--forcerun",
+                "kd_gat_train_vgae_teacher",
+                "--",
+                target,
+            ],  # fmt: skip
+            cwd=workdir,
+            env={**os.environ, **profile_env(workdir)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: submitted_job_ids(console.read_text()), 180, "the training job submission")
+        job_id = submitted_job_ids(console.read_text())[0]
+        epochs_logged = lambda: len(re.findall(r"epoch\s+\d+", log.read_text())) if log.exists() else 0  # noqa: E731
+        wait_until(lambda: epochs_logged() >= 3, 300, "three training epochs")
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        assert run.wait(timeout=600) == 0, console.read_text()[-4000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    output = console.read_text()
+    assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in output
+    assert len(submitted_job_ids(output)) == 2, output
+    assert re.search(r"resumed from \S+last\.pt after epoch \d+", log.read_text()), log.read_text()[-3000:]
+    assert (workdir / target).is_file()
+    time.sleep(0)  # keep ordering explicit: the pipeline assertions above ran on the untouched outputs
