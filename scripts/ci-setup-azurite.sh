@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 if ! command -v npm >/dev/null; then
   # Debian/Ubuntu runners: node and npm from the distribution are enough for Azurite 3.
   if command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nodejs npm >/dev/null
   else
     echo "ci-setup-azurite: npm is missing and apt-get is not available" >&2
     exit 1

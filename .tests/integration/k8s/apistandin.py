@@ -56,6 +56,7 @@ class JobRecord:
     created: float
     admitted: bool = False
     pod: Pod | None = None
+    start_error: str = ""
 
 
 @dataclass
@@ -80,6 +81,7 @@ class ApiStandIn:
     rejected: list[Rejection] = field(default_factory=list)
     namespaces: set[str] = field(default_factory=set)
     deleted_secrets: list[str] = field(default_factory=list)
+    secret_keys: dict[str, set[str]] = field(default_factory=dict)
     max_seen_running: int = 0
 
     def __post_init__(self) -> None:
@@ -191,7 +193,10 @@ class ApiStandIn:
                         continue
                     if self.max_running and self.running() >= self.max_running:
                         break
-                    self._start_pod(name, record)
+                    try:
+                        self._start_pod(name, record)
+                    except (KeyError, OSError) as error:  # a pod that cannot start fails its Job
+                        record.admitted, record.start_error = True, str(error)
                 self.max_seen_running = max(self.max_seen_running, self.running())
 
     # ---- API objects -----------------------------------------------------------------------------
@@ -199,7 +204,9 @@ class ApiStandIn:
         record = self.jobs[name]
         job = copy.deepcopy(record.manifest)
         code = record.pod.exit_code() if record.pod else None
-        if record.pod is None:
+        if record.start_error:
+            status = {"failed": 1}
+        elif record.pod is None:
             status = {}  # suspended: no pods yet
         elif code is None:
             status = {"active": 1}
@@ -287,6 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
             api.namespaces.add(namespace)
             if parts[-1] == "secrets":
                 api.secrets[body["metadata"]["name"]] = body
+                api.secret_keys[body["metadata"]["name"]] = set(body.get("data") or {})
                 return self._send(201, body)
             if parts[-1] == "jobs":
                 body.setdefault("apiVersion", "batch/v1")

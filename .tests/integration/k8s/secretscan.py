@@ -10,10 +10,8 @@ import re
 from pathlib import Path
 
 SECRET_PATTERNS = {
+    # A connection string is a secret through its AccountKey or SharedAccessSignature part.
     "Azure account key": re.compile(r"AccountKey\s*=\s*[A-Za-z0-9+/=]{20,}"),
-    "Azure connection string": re.compile(
-        r"DefaultEndpointsProtocol\s*=\s*https?\s*;[^\s\"']*AccountName", re.I
-    ),
     "SAS token": re.compile(r"[?&;]?\bsig=[A-Za-z0-9%+/=]{16,}"),
     "SAS signature in a connection string": re.compile(r"SharedAccessSignature\s*=\s*\S{16,}"),
     "bearer token": re.compile(r"\bBearer\s+[A-Za-z0-9\-._~+/]{20,}=*", re.I),
