@@ -71,6 +71,8 @@ class GraphArrays:
         parts = [part for part in parts if len(part)]
         if not parts:
             return cls.empty()
+        if len(parts) == 1:  # nothing to join: no copy
+            return parts[0]
 
         def pointers(name: str) -> np.ndarray:
             ptrs, offset = [np.zeros(1, np.int64)], 0
