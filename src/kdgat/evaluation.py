@@ -733,10 +733,29 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
     return history
 
 
+def _history_columns(history: pd.DataFrame, x_name: str | None) -> tuple[list[str], list[str]]:
+    """Losses (left axis) and bounded validation scores such as AUC/F1/accuracy (right axis, [0, 1]).
+
+    Throughput, timings and counts recorded in history.csv are left out: they are not training curves.
+    """
+    numeric = [c for c in history.select_dtypes("number").columns if c != x_name]
+    losses = [c for c in numeric if "loss" in c]
+    scores = []
+    for column in numeric:
+        values = history[column].dropna()
+        if column in losses or not column.startswith("val_") or values.empty:
+            continue
+        if values.between(0, 1).all():
+            scores.append(column)
+    if not losses and not scores:
+        losses = numeric
+    return losses, scores
+
+
 def plot_training_curves(
     histories: Mapping[tuple[str, str], str | os.PathLike], path: str | os.PathLike, title: str = ""
 ) -> None:
-    """One panel per (variant, stage): every numeric column of history.csv against the epoch."""
+    """One panel per (variant, stage): losses and validation scores of history.csv against the epoch."""
     plt = _pyplot()
     variants = [v for v in VARIANTS if any(k[0] == v for k in histories)]
     stages = [s for s in STAGES if any(k[1] == s for k in histories)]
@@ -754,13 +773,21 @@ def plot_training_curves(
             history = read_history(source)
             x_name = next((c for c in ("epoch", "episode", "step") if c in history.columns), None)
             x = history[x_name] if x_name else history.index
-            for column in history.select_dtypes("number").columns:
-                if column == x_name:
-                    continue
-                style = "-" if "loss" in column else "--"
-                axis.plot(x, history[column], style, label=column, lw=1.2)
+            losses, scores = _history_columns(history, x_name)
+            for column in losses:
+                axis.plot(x, history[column], "-", label=column, lw=1.2)
             axis.set_xlabel(x_name or "row")
-            axis.legend(fontsize=6)
+            axis.set_ylabel("loss" if losses else "")
+            handles, labels = axis.get_legend_handles_labels()
+            if scores:
+                twin = axis.twinx()
+                for k, column in enumerate(scores):
+                    twin.plot(x, history[column], "--", color=f"C{len(losses) + k}", label=column, lw=1.2)
+                twin.set_ylim(-0.02, 1.02)
+                twin.set_ylabel("validation score")
+                more_handles, more_labels = twin.get_legend_handles_labels()
+                handles, labels = handles + more_handles, labels + more_labels
+            axis.legend(handles, labels, fontsize=6)
     figure.suptitle(f"{title} training curves".strip())
     figure.tight_layout()
     save_figure(figure, path)
