@@ -47,4 +47,9 @@ def dies_once(params, seed):
     return {"y": float(params["a"])}
 
 
+def always_dies(params, seed):
+    """Kills its worker every time: the batch is lost once Dask gives up on it."""
+    os._exit(1)
+
+
 not_callable = 42

@@ -110,6 +110,25 @@ def test_a_dying_worker_is_retried_not_lost(tmp_path, client, monkeypatch):
     client.wait_for_workers(2, timeout=30)
 
 
+def test_a_batch_that_keeps_killing_workers_is_recorded_as_lost_and_redone_on_rerun(tmp_path, client):
+    from simcal.runner import PartStore
+
+    with pytest.raises(TooManyFailures, match=r"2 of 2 simulations failed .*batch lost after 0 retries"):
+        simulate(
+            "simcal_models:always_dies",
+            table(2),
+            tmp_path / "out",
+            {"batch_size": 2, "retries": 0},
+            client=client,
+        )
+    partial = tmp_path / "out.partial"
+    lost = list(partial.glob("lost-*.parquet"))
+    assert len(lost) == 1 and set(pd.read_parquet(lost[0])["status"]) == {"lost"}
+    store = PartStore(tmp_path / "out", {"model": "simcal_models:always_dies", "replicates": 1})
+    assert store.done() == set() and not list(partial.glob("lost-*.parquet"))  # a rerun redoes lost batches
+    client.wait_for_workers(2, timeout=60)
+
+
 def test_progress_lines_have_counts_rate_eta_and_dashboard(tmp_path, client, caplog):
     caplog.set_level(logging.INFO, logger="simcal")
     simulate("simcal_models:noisy_line", table(6), tmp_path / "out", {"batch_size": 2}, client=client)
