@@ -113,3 +113,69 @@ def workspace(tmp_path: Path) -> Path:
 
 def k8s_profile() -> dict:
     return yaml.safe_load((K8S_PROFILE / "config.yaml").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manifest_container(path: Path, name: str) -> dict:
+    """The first container of the Deployment ``name`` in the manifest file ``path``."""
+    for document in yaml.safe_load_all(path.read_text()):
+        if document and document["kind"] == "Deployment" and document["metadata"]["name"] == name:
+            return document["spec"]["template"]["spec"]["containers"][0]
+    raise KeyError(f"no Deployment {name} in {path}")
+
+
+@pytest.fixture
+def dask_from_manifests(tmp_path: Path):
+    """The in-cluster Dask cluster of profiles/k8s/dask, run on loopback from the manifests' own commands.
+
+    Only the network names change: the scheduler listens on 127.0.0.1:<free port> instead of 0.0.0.0:8786,
+    and the workers dial that address instead of the Service's DNS name. Yields the scheduler address.
+    """
+    from testkit import venv_bin
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = manifest_container(K8S_PROFILE / "dask" / "scheduler.yaml", "dask-scheduler")
+    worker = manifest_container(K8S_PROFILE / "dask" / "workers.yaml", "dask-workers")
+    service_address = next(arg for arg in worker["args"] if arg.startswith("tcp://"))
+    loopback = {"0.0.0.0": "127.0.0.1", "8786": str(port), ":8787": ":0", service_address: address}
+    processes = []
+    try:
+        for container, role in ((scheduler, "scheduler"), (worker, "worker")):
+            command = [venv_bin(container["command"][0]), *container["command"][1:]]
+            args = [loopback.get(arg, arg) for arg in container["args"]]
+            log = open(tmp_path / f"dask-{role}.log", "wb")  # noqa: SIM115 - owned by the child
+            processes.append(subprocess.Popen([*command, *args], stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+            if role == "scheduler":
+                _wait_for_port(port, processes[-1], tmp_path / "dask-scheduler.log")
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
+    import time
+
+    for _ in range(150):
+        if _port_open(port):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"the Dask scheduler did not listen on {port}:\n{log.read_text()[-3000:]}")

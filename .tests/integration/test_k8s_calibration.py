@@ -1,0 +1,117 @@
+"""The real calibration module through the k8s profile: Jobs via the API stand-in, data in Azurite, and
+simulations on the in-cluster Dask cluster of profiles/k8s/dask (its scheduler and worker commands run on
+loopback), reached through DASK_SCHEDULER_ADDRESS as the profile's `scheduler` backend prescribes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
+from apistandin import ApiStandIn  # noqa: E402
+from harness import (  # noqa: E402
+    K8S_PROFILE,
+    assert_no_secrets_in_tree,
+    azurite,  # noqa: F401 - fixture
+    dask_from_manifests,  # noqa: F401 - fixture
+    find_secrets,
+    k8s_profile,
+    unique_container,
+    workspace,  # noqa: F401 - fixture
+)
+from testkit import run_snakemake, venv_bin  # noqa: E402
+
+KNOWN_DIRECTORY_FAILURE = "simulations.parquet (missing in storage)"
+TINY_CALIBRATION = {
+    "targets": {"can_ids": False, "calibration": True},
+    "calibration": {
+        "name": "sir_k8s",
+        "fixed": {"population": 2000, "initial_infected": 5, "days": 40},
+        "calibrate": {"initial_points": 6, "rounds": 1, "batch_size": 4, "seed": 3},
+        "simulation": {"replicates": 2, "batch_size": 4},
+        "sweep": {"enabled": False},
+        "analyze": {"top_k": 3},
+        "threads": 1,
+    },
+}
+
+
+@pytest.mark.integration
+@pytest.mark.azurite
+def test_calibration_module_runs_on_k8s_profile_with_in_cluster_dask(
+    tmp_path,
+    azurite,  # noqa: F811
+    workspace,  # noqa: F811
+    dask_from_manifests,  # noqa: F811
+):
+    profile = k8s_profile()
+    (workspace / "config" / "k8s-test.yaml").write_text(yaml.safe_dump(TINY_CALIBRATION))
+    api = ApiStandIn(
+        pods_root=tmp_path / "pods",
+        pod_path=f"{Path(venv_bin('python')).parent}:/usr/local/bin:/usr/bin:/bin",
+    ).start()
+    try:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig.yaml", profile["kubernetes-namespace"])
+        container = unique_container("k8s-cal")
+        proc = run_snakemake(
+            "--profile",
+            str(K8S_PROFILE),
+            "--configfile",
+            "config/k8s-test.yaml",
+            "--default-storage-prefix",
+            f"az://{container}/k8s",
+            "--envvars",
+            *profile["envvars"],
+            "AZURITE_CONNECTION_STRING",
+            "--latency-wait",
+            "5",
+            "--seconds-between-status-checks",
+            "1",
+            "--retries",
+            "0",
+            cwd=workspace,
+            env={
+                **azurite.env(),
+                "KUBECONFIG": str(kubeconfig),
+                "DASK_SCHEDULER_ADDRESS": dask_from_manifests,
+            },
+            timeout=600,
+            check=False,
+        )
+        pod_logs = api.pod_logs()
+        assert not api.rejected, api.rejected
+    finally:
+        api.stop()
+
+    stored = azurite.blob_names(container, "k8s")
+    # The Dask work ran on the manifests' scheduler, never on a LocalCluster inside a pod.
+    dask_logs = {
+        name: azurite.read(container, name).decode()
+        for name in stored
+        if name.startswith("k8s/logs/calibration/") and name.endswith(".log")
+    }
+    assert f"connected to the existing Dask scheduler at {dask_from_manifests}" in dask_logs.get(
+        "k8s/logs/calibration/sir_k8s/calibrate.log", ""
+    ), proc.stdout[-5000:] + "\n".join(log[-2500:] for log in pod_logs.values())
+    assert not any("started a LocalCluster" in log for log in dask_logs.values())
+
+    secret_values = (
+        azurite.connection_string,
+        azurite.connection_string.split("AccountKey=")[1].split(";")[0],
+    )
+    assert not find_secrets(proc.stdout, secret_values)
+    assert_no_secrets_in_tree(workspace, secret_values)
+    for name, log in pod_logs.items():
+        assert not find_secrets(log, secret_values), f"pod log of {name} holds a secret"
+
+    if proc.returncode != 0 and KNOWN_DIRECTORY_FAILURE in proc.stdout:
+        pytest.xfail(
+            "snakemake-storage-plugin-azure 0.4.4 reports directory() outputs as missing (its exists() reads an "
+            "unset _is_dir cache); the calibration module's simulations.parquet directories hit it"
+        )
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert "k8s/results/calibration/sir_k8s/calibration.html" in stored, sorted(stored)
