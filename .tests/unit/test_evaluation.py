@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import matthews_corrcoef, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    matthews_corrcoef,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
@@ -44,6 +52,21 @@ def test_binary_metrics_match_hand_computed_values():
     # Average precision by hand: ranks of attacks 1 (0.9), 2 (0.8), 4 (0.6), 6 (0.4) -> precisions 1, 1, 3/4, 4/6
     assert m["pr_auc"] == pytest.approx((1 + 1 + 3 / 4 + 4 / 6) / 4)
     assert m["undefined"] == {}
+
+
+def test_metrics_agree_with_scikit_learn_on_random_arrays():
+    rng = np.random.default_rng(7)
+    labels = (rng.random(500) < 0.3).astype(int)
+    scores = rng.random(500) + 0.3 * labels
+    preds = (scores > 0.6).astype(int)
+    m = ev.binary_metrics(labels, scores, preds)
+    assert m["precision"] == pytest.approx(precision_score(labels, preds))
+    assert m["recall"] == pytest.approx(recall_score(labels, preds))
+    assert m["f1"] == pytest.approx(f1_score(labels, preds))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(labels, preds))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, preds))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert m["pr_auc"] == pytest.approx(average_precision_score(labels, scores))
 
 
 def test_detection_rate_at_fixed_false_positive_rate():
