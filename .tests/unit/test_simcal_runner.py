@@ -184,7 +184,7 @@ def test_slurm_job_script_from_config():
     for expected in [
         "#SBATCH -A PAS1234", "#SBATCH -p gpu", "#SBATCH -t 00:30:00", "#SBATCH --cpus-per-task=4",
         "#SBATCH --exclusive", "#SBATCH --gpus-per-node=2", "module load python", "--nworkers 2",
-        "--resources GPU=1",
+        "--resources GPU=1", "--death-timeout 60",
     ]:  # fmt: skip
         assert expected in script, f"{expected!r} not in job script:\n{script}"
     assert slurm_scaling(options) == {"minimum_jobs": 0, "maximum_jobs": 3}

@@ -78,8 +78,9 @@ def slurm_cluster_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("account", "interface", "local_directory", "log_directory", "python", "job_cpu", "job_mem"):
         if options.get(key) is not None:
             kwargs[key] = options[key]
-    if options.get("death_timeout") is not None:
-        kwargs["death_timeout"] = options["death_timeout"]
+    # SIGKILL cannot be caught: workers whose scheduler vanished exit after this many seconds instead of
+    # holding their allocation until the walltime.
+    kwargs["death_timeout"] = options.get("death_timeout") or 60
     directives = [str(d) for d in options.get("job_extra_directives") or []]
     worker_args = [str(a) for a in options.get("worker_extra_args") or []]
     gpus = int(options.get("gpus") or 0)
