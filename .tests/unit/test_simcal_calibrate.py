@@ -125,3 +125,35 @@ def test_calibration_fails_naming_the_error_when_too_many_simulations_fail(tmp_p
             [{"function": "simcal.targets:replicate_mean_mse", "column": "incidence"}], tmp_path / "s", tmp_path / "t.parquet",
             {"initial_points": 2, "rounds": 0}, {"replicates": 1, "max_failed_fraction": 0.5}, fixed_params={"days": 5},
         )  # fmt: skip
+
+
+def small_calibration(out, rounds: int, caplog=None) -> pd.DataFrame:
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 40}, 7)
+    return calibrate(
+        "simcal.models.sir:simulate", observed, {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}},
+        [{"function": "simcal.targets:mean_replicate_mse", "column": "incidence", "on": "day"}],
+        out / "simulations.parquet", out / "trials.parquet", {"initial_points": 8, "rounds": rounds, "batch_size": 4},
+        {"replicates": 2, "batch_size": 8}, fixed_params={"days": 40}, backend="local", backend_options={"processes": False},
+        threads=2,
+    )  # fmt: skip
+
+
+def test_calibration_is_deterministic_and_resumes_from_its_finished_simulations(tmp_path, caplog):
+    first = small_calibration(tmp_path / "a", rounds=2)
+    second = small_calibration(tmp_path / "b", rounds=2)
+    pd.testing.assert_frame_equal(first, second)  # same seed: same proposals, same simulations, same losses
+
+    # Pretend the first calibration crashed after its simulations were written, then rerun with one more round.
+    finished = tmp_path / "a/simulations.parquet"
+    finished.rename(tmp_path / "a/simulations.parquet.partial")
+    manifest = {"model": "simcal.models.sir:simulate", "replicates": 2}
+    (tmp_path / "a/simulations.parquet.partial/_manifest.json").write_text(json.dumps(manifest))
+    caplog.set_level("INFO", logger="simcal")
+    third = small_calibration(tmp_path / "a", rounds=3)
+    pd.testing.assert_frame_equal(third[third["round"] < 3].reset_index(drop=True), first)
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming:")]
+    assert (
+        resumed
+        == ["resuming: 16 of 16 simulations already done in " + str(finished) + ".partial"]
+        + [f"resuming: 8 of 8 simulations already done in {finished}.partial"] * 2
+    )
