@@ -174,16 +174,16 @@ def build_graphs(
     vocab = np.int64(num_ids)
 
     total = num_windows * width
-    if stride == width:  # non-overlapping windows cover the first rows in order: no gather needed
-        rows = np.arange(total, dtype=np.int64)
-        window_payload = payload[:total]
+    label = np.asarray(label)
+    if stride == width:  # non-overlapping windows cover the first rows in order: views, no gathers
+        source, target = id_index[:total], id_index[1 : total + 1]
+        window_payload, window_label = payload[:total], label[:total]
     else:
         rows = ((np.arange(num_windows, dtype=np.int64) * stride)[:, None] + np.arange(width)).ravel()
-        window_payload = payload[rows]
+        source, target = id_index[rows], id_index[rows + 1]
+        window_payload, window_label = payload[rows], label[rows]
     window = np.repeat(np.arange(num_windows, dtype=np.int64), width)
     position = np.tile(np.arange(width, dtype=np.int64), num_windows)
-    source = id_index[rows]
-    target = id_index[rows + 1]
 
     # Nodes: distinct (window, id) keys, sorted, so each window's nodes are contiguous and ordered by id.
     # Inside a window the target of a row is the source of the next row, so the only extra keys are the targets
@@ -282,7 +282,7 @@ def build_graphs(
     window_node_start = node_ptr[edge_window]
     edge_index = np.stack((source_global - window_node_start, target_global - window_node_start))
     edge_ptr = np.searchsorted(edge_window, np.arange(num_windows + 1, dtype=np.int64))
-    y = np.asarray(label)[rows].reshape(num_windows, width).max(axis=1).astype(np.int64)
+    y = window_label.reshape(num_windows, width).max(axis=1).astype(np.int64)
     return GraphArrays(
         x=x,
         edge_index=edge_index.astype(np.int64),
