@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
+# Rules that start tools of their own (papermill, dask workers) find them in the venv without activating it.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv demo test test-unit lint format bench docs clean
 
