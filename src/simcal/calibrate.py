@@ -73,7 +73,7 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
         if "function" not in spec:
             raise ContractError(f"calibration.targets[{index}]: 'function' (module:function) is required")
         function = resolve_callable(spec.pop("function"), what=f"calibration.targets[{index}].function")
-        name = str(spec.pop("name", f"target_{index}"))
+        name = str(spec.pop("name", None) or f"target_{index}")
         weight = float(spec.pop("weight", 1.0))
         parsed.append(Target(name, function, spec, weight))
     return parsed
