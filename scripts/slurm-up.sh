@@ -91,11 +91,28 @@ render() { # render <template> <target> [mode]: rewrite only on change, so a run
         chmod "${3:-644}" "$2.tmp"
         mv "$2.tmp" "$2"
         say "wrote $2"
+        config_changed=1
     fi
 }
+config_changed=0
 render slurm.conf.in /etc/slurm/slurm.conf
 render slurmdbd.conf.in /etc/slurm/slurmdbd.conf 600 # slurmdbd refuses a world-readable file (password)
 render slurm-gres.conf.in /etc/slurm/gres.conf
+
+# Plugins (task, accounting) are only read at start-up: a changed config restarts the SLURM daemons below.
+if ((config_changed)); then
+    for daemon in slurmd slurmctld slurmdbd; do
+        pid="$(recorded_pid "$daemon")"
+        if alive "$pid"; then
+            say "config changed: restarting $daemon (pid $pid)"
+            kill -TERM "$pid"
+            for _ in $(seq 1 100); do
+                alive "$pid" || break
+                sleep 0.1
+            done
+        fi
+    done
+fi
 
 # Fake GPU device nodes (NVIDIA's major number 195). A plain file is enough for Slurm when mknod is not allowed.
 for ((gpu = 0; gpu < gpu_count; gpu++)); do

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -70,8 +69,7 @@ def test_whole_pipeline_completes_through_sbatch(pipeline):
 def test_gpu_rules_get_a_gpu_partition_and_a_gpu_and_cpu_rules_do_not(pipeline):
     for row in pipeline.rows:
         rule = rule_of(row)
-        uses_gpu = rule in GPU_RULES or rule.startswith("evaluation_evaluate")
-        if uses_gpu:
+        if rule in GPU_RULES:
             assert row["Partition"] == "gpu", row
             assert "gres/gpu=1" in row["AllocTRES"], row
         else:
@@ -104,16 +102,20 @@ def test_evaluation_group_is_one_slurm_job_per_dataset(pipeline):
     rows = {row["JobID"]: row for row in pipeline.rows}
     solo = [row for job_id, row in rows.items() if job_id not in groups and "evaluate" in row["Comment"]]
     assert not solo, solo
-    # The group asked for one GPU and the sum of its members' runtimes (3 x 10 min + 10 min), since the plugin
-    # runs the members one after another.
+    # The evaluation group runs on CPUs (see profiles/slurm/profile.yaml) and asks at least for its longest
+    # member plus the dataset summary (10 + 10 minutes in pipeline.yaml).
     for job_id in groups:
+        assert rows[job_id]["Partition"] == "cpu" and "gres/gpu" not in rows[job_id]["AllocTRES"], rows[
+            job_id
+        ]
         limit = subprocess.run(
             ["sacct", "-X", "-P", "-n", "-j", job_id, "-o", "TimelimitRaw"],
             capture_output=True,
             text=True,
             timeout=30,
+            check=True,
         ).stdout.split()
-        assert limit == ["40"], (job_id, limit)
+        assert int(limit[0]) >= 20, (job_id, limit)
 
 
 def test_scancelled_training_job_is_detected_and_resumes_from_its_checkpoint(pipeline):
@@ -125,7 +127,7 @@ def test_scancelled_training_job_is_detected_and_resumes_from_its_checkpoint(pip
     log = workdir / f"logs/kd_gat/{dataset}/teacher/vgae.log"
     log.unlink(missing_ok=True)
     # More epochs than the pipeline run: a different training configuration, so the old checkpoint is not used.
-    longer = ["--config", "kd_gat={'training': {'vgae': {'epochs': 60, 'patience': 60, 'batch_size': 32}}}"]
+    longer = ["--config", "kd_gat={'training': {'vgae': {'epochs': 300, 'patience': 300, 'batch_size': 32}}}"]
     console = workdir / "cancel-run.txt"
     with console.open("w") as out:
         run = subprocess.Popen(
@@ -158,4 +160,3 @@ def test_scancelled_training_job_is_detected_and_resumes_from_its_checkpoint(pip
     assert len(submitted_job_ids(output)) == 2, output
     assert re.search(r"resumed from \S+last\.pt after epoch \d+", log.read_text()), log.read_text()[-3000:]
     assert (workdir / target).is_file()
-    time.sleep(0)  # keep ordering explicit: the pipeline assertions above ran on the untouched outputs
