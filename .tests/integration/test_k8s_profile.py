@@ -107,22 +107,31 @@ def test_k8s_profile_runs_tiny_pipeline_through_api_standin(standin, azurite, wo
         assert requests["ephemeral-storage"].endswith("M")
         assert "pip install --target" in container_spec["args"][-1]  # the plugin's per-pod precommand
 
-    gpu_jobs = [
-        job
+    def requests_of(job: dict) -> dict:
+        return job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+
+    gpu_jobs = {
+        job["spec"]["template"]["spec"]["containers"][0]["args"][-1]: job
         for job in standin.submitted
-        if "nvidia.com/gpu" in job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
-    ]
-    assert len(gpu_jobs) == 1, "exactly the GPU-named rule asks for a GPU"
-    gpu_pod = gpu_jobs[0]["spec"]["template"]["spec"]
-    resources = gpu_pod["containers"][0]["resources"]
-    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1"
-    assert {
-        "key": "nvidia.com/gpu",
-        "operator": "Equal",
-        "value": "present",
-        "effect": "NoSchedule",
-    } in gpu_pod["tolerations"]
-    assert GPU_RULE in gpu_pod["containers"][0]["args"][-1]
+        if "nvidia.com/gpu" in requests_of(job)
+    }
+    assert len(gpu_jobs) == 2, "the GPU-named rule and the evaluation group ask for GPUs, make_table does not"
+    for command, job in gpu_jobs.items():
+        pod = job["spec"]["template"]["spec"]
+        resources = pod["containers"][0]["resources"]
+        # One GPU each: the evaluation group's members run one after another on it (gpu scope local).
+        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1", (
+            command
+        )
+        toleration = {
+            "key": "nvidia.com/gpu",
+            "operator": "Equal",
+            "value": "present",
+            "effect": "NoSchedule",
+        }
+        assert toleration in pod["tolerations"]
+    assert any(GPU_RULE in command for command in gpu_jobs)
+    assert any("evaluation_evaluate_teacher" in command and "summarize" in command for command in gpu_jobs)
 
     # Every Secret the run created carried the forwarded variables, and was deleted at the end.
     assert standin.secrets == {}, "the run's Secret was not deleted"

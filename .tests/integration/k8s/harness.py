@@ -26,7 +26,13 @@ K8S_PROFILE = REPO / "profiles" / "k8s"
 # What a source checkout of the catalog needs to run (the k8s jobs receive these as the source archive).
 WORKSPACE_PATHS = ["workflow", "wrappers", "src", "config", ".tests/integration/k8s", "pyproject.toml"]
 TINY_SNAKEFILE = ".tests/integration/k8s/Snakefile"
-TINY_OUTPUTS = ["results/tiny/table.csv", "results/tiny/fit.json", "results/tiny/summary.json"]
+TINY_OUTPUTS = [
+    "results/tiny/table.csv",
+    "results/tiny/fit.json",
+    "results/tiny/eval_teacher.json",
+    "results/tiny/eval_student.json",
+    "results/tiny/summary.json",
+]
 
 
 @dataclass
