@@ -1,6 +1,6 @@
 """The tiny pipeline with Azure Blob as default storage, against a real Azurite emulator on 127.0.0.1.
 
-Proves: outputs land in the container under the prefix, a second run finds nothing to do (the plugin's
+The dedicated tiny pipeline proves: outputs land in the container under the prefix, a second run finds nothing to do (the plugin's
 mtime inventory works), a deleted output blob is rebuilt from the
 intact blobs upstream of it, and no credential
 reaches a file the run writes.
@@ -77,3 +77,43 @@ def test_tiny_pipeline_round_trip_through_azurite(azurite, workspace):  # noqa: 
     for run in (first, second, third):
         assert not find_secrets(run.stdout, secret_values)
     assert_no_secrets_in_tree(workspace, secret_values)
+
+
+PREPROCESS_SNAKEFILE = ".tests/integration/k8s/preprocess/Snakefile"
+PREPROCESS_OUTPUTS = ["train.pt", "val.pt", "test.pt", "vocab.json", "metadata.json"]
+
+
+def test_preprocess_module_round_trip_through_azurite(azurite, workspace):  # noqa: F811
+    """The real preprocess module with Azure Blob as default storage (what the k8s profile does)."""
+    container = unique_container("azure-pp")
+
+    def snakemake():
+        return run_snakemake(
+            "--snakefile",
+            PREPROCESS_SNAKEFILE,
+            "--cores",
+            "2",
+            "--default-storage-provider",
+            "azure",
+            "--default-storage-prefix",
+            f"az://{container}/run",
+            cwd=workspace,
+            env=azurite.env(),
+            timeout=300,
+            check=False,
+        )
+
+    first = snakemake()
+    stored = azurite.blob_names(container, "run")
+    build_log = "run/logs/preprocess/build_graphs/tiny_azure.log"
+    if first.returncode != 0 and build_log in stored:
+        log = azurite.read(container, build_log).decode()
+        if "test_01_dos/dos.csv: file not found" in log:
+            pytest.xfail(
+                "wrappers/build_graphs opens the test scenario paths of params.test_scenarios instead of the "
+                "retrieved snakemake.input.test: with default storage those plain paths never exist locally"
+            )
+    assert first.returncode == 0, first.stdout[-5000:]
+    for name in PREPROCESS_OUTPUTS:
+        assert f"run/results/preprocess/tiny_azure/{name}" in stored, sorted(stored)
+    assert "Nothing to be done" in snakemake().stdout
