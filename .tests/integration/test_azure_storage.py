@@ -1,9 +1,8 @@
-"""The tiny pipeline with Azure Blob as default storage, against a real Azurite emulator on 127.0.0.1.
+"""Azure Blob as default storage, against a real Azurite emulator on 127.0.0.1.
 
-The dedicated tiny pipeline proves: outputs land in the container under the prefix, a second run finds nothing to do (the plugin's
-mtime inventory works), a deleted output blob is rebuilt from the
-intact blobs upstream of it, and no credential
-reaches a file the run writes.
+The dedicated tiny pipeline proves: outputs land in the container under the prefix, a second run finds
+nothing to do (the plugin's mtime inventory works), a deleted output blob is rebuilt from the intact blobs
+upstream of it, and no credential reaches a file the run writes. The real preprocess module runs the same way.
 """
 
 from __future__ import annotations
