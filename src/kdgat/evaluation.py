@@ -932,6 +932,11 @@ def summarize_files(
         except KeyError as error:
             raise ValueError(f"{path}: metrics lack the key {error}") from None
     table = summary_table(rows)
+    log.info(
+        "summary of %d evaluations (%s)",
+        len(table),
+        ", ".join(f"{d}/{v}" for d, v in zip(table["dataset"], table["variant"], strict=True)),
+    )
     write_table(table, csv)
     write_text(summary_markdown(table), markdown)
     plot_size_f1(table, chart, title)

@@ -1,0 +1,194 @@
+"""The evaluation module run by Snakemake on a real (tiny) pipeline, and its group jobs under a cluster executor."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from evaluation.pipeline_run import DATASET, HERE, VARIANTS, shared_run
+from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score, roc_curve
+from testkit import run_snakemake
+
+from kdgat.evaluation import MODELS
+from kdgat.inference import load_model
+
+pytestmark = pytest.mark.integration
+
+METRIC_KEYS = {
+    "accuracy", "precision", "recall", "f1", "specificity", "balanced_accuracy", "mcc", "roc_auc", "pr_auc",
+    "detection_rate_at_fpr_0.05", "detection_rate_at_fpr_0.01", "detection_rate_at_fpr_0.001", "confusion_matrix",
+}  # fmt: skip
+SCORE_OF = {"vgae": "vgae_score", "gat": "gat_prob", "fusion": "fusion_score"}
+PRED_OF = {"vgae": "vgae_pred", "gat": "gat_pred", "fusion": "fusion_pred"}
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Path:
+    return shared_run(tmp_path_factory)
+
+
+def evaluation_dir(workdir: Path, variant: str) -> Path:
+    return workdir / "results" / "evaluation" / DATASET / variant
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_metrics_for_every_model_split_and_scenario(pipeline, variant):
+    document = json.loads((evaluation_dir(pipeline, variant) / "metrics.json").read_text())
+    assert (document["dataset"], document["variant"]) == (DATASET, variant)
+    assert set(document["test"]) == {"dos", "clean"}
+    for block in [document["val"], document["test_pooled"], *document["test"].values()]:
+        assert set(block) == set(MODELS)
+        for metrics in block.values():
+            assert METRIC_KEYS <= set(metrics)
+    # The normal-only scenario: threshold-free metrics are undefined, with the reason, not a crash.
+    clean = document["test"]["clean"]["fusion"]
+    assert clean["n_attack"] == 0 and clean["roc_auc"] is None
+    assert "one class" in clean["undefined"]["roc_auc"]
+    assert clean["specificity"] is not None
+    # Speed: batched throughput and single-window latency for each model, recorded with the metrics.
+    for model in MODELS:
+        assert document["speed"][model]["graphs_per_s"] > 0
+        assert document["speed"][model]["latency_ms"] > 0
+    assert (pipeline / f"benchmarks/evaluation/{DATASET}/{variant}.tsv").is_file()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_metrics_agree_with_scikit_learn_on_the_scores(pipeline, variant):
+    folder = evaluation_dir(pipeline, variant)
+    document = json.loads((folder / "metrics.json").read_text())
+    scores = pd.read_parquet(folder / "scores.parquet")
+    # VGAE threshold: Youden's J recomputed from the validation scores, then reused unchanged on test.
+    val = scores[scores["split"] == "val"]
+    fpr, tpr, thresholds = roc_curve(val["label"], val["vgae_score"], drop_intermediate=False)
+    expected = thresholds[1:][np.argmax((tpr - fpr)[1:])]
+    threshold = document["thresholds"]["vgae"]["threshold"]
+    assert threshold == pytest.approx(expected)
+    test = scores[scores["split"] == "test"]
+    assert (test["vgae_pred"] == (test["vgae_score"] >= threshold).astype(int)).all()
+    for scenario, frame in test.groupby("scenario"):
+        for model in MODELS:
+            metrics = document["test"][scenario][model]
+            assert metrics["n"] == len(frame)
+            assert metrics["accuracy"] == pytest.approx((frame["label"] == frame[PRED_OF[model]]).mean())
+            if frame["label"].nunique() == 2:
+                assert metrics["roc_auc"] == pytest.approx(
+                    roc_auc_score(frame["label"], frame[SCORE_OF[model]])
+                )
+                assert metrics["f1"] == pytest.approx(f1_score(frame["label"], frame[PRED_OF[model]]))
+                if metrics["mcc"] is not None:
+                    assert metrics["mcc"] == pytest.approx(
+                        matthews_corrcoef(frame["label"], frame[PRED_OF[model]])
+                    )
+
+
+def test_summary_table_shows_the_kd_trade_off(pipeline):
+    table = pd.read_csv(pipeline / "results/evaluation/summary.csv")
+    assert table["variant"].tolist() == list(VARIANTS)
+    teacher, student_kd, student = (table.iloc[i] for i in range(3))
+    assert teacher["size_vs_teacher"] == pytest.approx(1.0)
+    assert student_kd["params_total"] < teacher["params_total"]
+    assert student_kd["size_vs_teacher"] == pytest.approx(
+        student_kd["params_total"] / teacher["params_total"]
+    )
+    # The parameter counts are those of the trained model files.
+    gat = load_model(pipeline / f"results/kd_gat/{DATASET}/student/gat/model.pt")
+    assert student["params_gat"] == sum(p.numel() for p in gat.parameters())
+    for column in ("f1_fusion", "latency_ms_fusion"):
+        assert table[column].notna().all()
+    markdown = (pipeline / "results/evaluation/summary.md").read_text()
+    assert f"| {DATASET} | student_kd |" in markdown and "size vs teacher" in markdown
+    per_dataset = pd.read_csv(pipeline / f"results/evaluation/{DATASET}/summary.csv")
+    pd.testing.assert_frame_equal(per_dataset, table)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Group jobs under a cluster executor (snakemake-executor-plugin-cluster-generic, jobs run on this machine)
+# ----------------------------------------------------------------------------------------------------------------
+def copy_dataset(source: Path, workdir: Path, name: str) -> None:
+    for sub in ("preprocess", "kd_gat"):
+        shutil.copytree(source / "results" / sub / DATASET, workdir / "results" / sub / name)
+    for checkpoint in (workdir / "results/kd_gat" / name).rglob("*"):
+        if checkpoint.is_file() and checkpoint.name not in {"model.pt", "history.csv", "val.pt", "test.pt"}:
+            checkpoint.unlink()
+
+
+def run_on_cluster(workdir: Path, check: bool):
+    return run_snakemake(
+        "--snakefile", str(HERE / "Snakefile"), "--directory", str(workdir),
+        "--executor", "cluster-generic", "--cluster-generic-submit-cmd", str(HERE / "submit.sh"),
+        "--jobs", "2", "--keep-going", "--latency-wait", "10",
+        "results/evaluation/grp_a/summary.csv", "results/evaluation/grp_b/summary.csv",
+        cwd=workdir, check=check,
+    )  # fmt: skip
+
+
+def log_of(workdir: Path, dataset: str, variant: str) -> str:
+    """The evaluation's log; empty when the job never started (a failed group job stops its queued members)."""
+    path = workdir / f"logs/evaluation/{dataset}/{variant}.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipeline, tmp_path):
+    for name in ("grp_a", "grp_b"):
+        copy_dataset(pipeline, tmp_path, name)
+    config = {
+        "datasets": {"grp_a": {}, "grp_b": {}},
+        "evaluation": {
+            "device": "cpu",
+            "threads": 1,
+            "speed": {"repeats": 1, "latency_runs": 2, "max_graphs": 16},
+        },
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    # grp_a: every evaluation finishes, then the dataset summary (a group member) fails on a broken history.csv.
+    history = tmp_path / "results/kd_gat/grp_a/student/gat/history.csv"
+    good_history = history.read_bytes()
+    history.write_text('epoch,note\n1,"unterminated\n')
+    # grp_b: the student evaluation (a group member) fails on a corrupt model file.
+    model = tmp_path / "results/kd_gat/grp_b/student/vgae/model.pt"
+    good_model = model.read_bytes()
+    model.write_bytes(b"not a model")
+
+    first = run_on_cluster(tmp_path, check=False)
+    assert first.returncode != 0
+    assert len(re.findall(r"Submitted group job", first.stdout)) == 2, first.stdout[-3000:]
+    assert not re.search(r"Submitted job ", first.stdout)  # every job ran inside its dataset's group job
+    assert "cannot load the vgae model" in log_of(tmp_path, "grp_b", "student")
+
+    # Snakemake removed the finished siblings' declared outputs with the failed group job ...
+    for variant in VARIANTS:
+        assert not (tmp_path / f"results/evaluation/grp_a/{variant}/metrics.json").exists()
+    # ... but each had committed them to the stash first.
+    stashed = {}
+    for dataset in ("grp_a", "grp_b"):
+        for variant in VARIANTS:
+            match = re.search(r"committed results to the stash (\S+)", log_of(tmp_path, dataset, variant))
+            if match:
+                stashed[dataset, variant] = (tmp_path / match.group(1) / "metrics.json").read_bytes()
+    assert {("grp_a", v) for v in VARIANTS} <= set(stashed)
+    assert ("grp_b", "student") not in stashed
+
+    history.write_bytes(good_history)
+    model.write_bytes(good_model)
+    second = run_on_cluster(tmp_path, check=True)
+    assert len(re.findall(r"Submitted group job", second.stdout)) == 2
+    for dataset in ("grp_a", "grp_b"):
+        for variant in VARIANTS:
+            log = log_of(tmp_path, dataset, variant)
+            metrics = tmp_path / f"results/evaluation/{dataset}/{variant}/metrics.json"
+            if (dataset, variant) in stashed:
+                # reused, not recomputed: same bytes (speed figures would differ on a new measurement)
+                assert "restored" in log and "scoring" not in log, log
+                assert metrics.read_bytes() == stashed[dataset, variant]
+            else:
+                assert "scoring" in log and "restored" not in log, log
+    assert (tmp_path / "results/evaluation/grp_a/training_curves.svg").is_file()
+    assert pd.read_csv(tmp_path / "results/evaluation/grp_b/summary.csv")["variant"].tolist() == list(
+        VARIANTS
+    )

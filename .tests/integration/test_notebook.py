@@ -1,0 +1,40 @@
+"""The exploration notebook runs as a `notebook:` rule in the pipeline; its executed copy lands in the results."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+from evaluation.pipeline_run import DATASET, VARIANTS, shared_run
+
+from kdgat.evaluation import MODELS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return shared_run(tmp_path_factory)
+
+
+def test_executed_notebook_is_kept_with_the_results(workdir):
+    notebook = nbformat.read(workdir / "results/evaluation/notebook/explore_evaluation.ipynb", as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.get("execution_count") for cell in code), "some cells did not run"
+    outputs = [output for cell in code for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("KD gain" in json.dumps(o.get("data", {})) for o in outputs)
+
+
+def test_notebook_tables_match_the_metrics(workdir):
+    table = pd.read_csv(workdir / "results/evaluation/notebook/scenario_f1.csv")
+    assert len(table) == len(VARIANTS) * len(MODELS) * 2  # two test scenarios
+    for variant in VARIANTS:
+        document = json.loads((workdir / f"results/evaluation/{DATASET}/{variant}/metrics.json").read_text())
+        row = table[(table["variant"] == variant) & (table["model"] == "gat") & (table["scenario"] == "dos")]
+        assert row["f1"].item() == pytest.approx(document["test"]["dos"]["gat"]["f1"])
+    clean = table[table["scenario"] == "clean"]
+    assert clean["roc_auc"].isna().all() and clean["undefined"].str.contains("roc_auc").all()
+    assert (workdir / "results/evaluation/notebook/scenario_f1.svg").read_text().lstrip().startswith("<?xml")
