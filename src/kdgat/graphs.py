@@ -40,6 +40,18 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return shifts + np.arange(total, dtype=np.int64)
 
 
+def _stable_order(keys: np.ndarray, key_bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys[order], order)`` with ``order = argsort(keys, kind="stable")`` for non-negative ``keys`` below
+    ``key_bound``. When key and row number fit in 63 bits together they are packed into one int64 and sorted
+    as values (SIMD sort, ~10x faster than a stable argsort); the row number breaks ties, so it stays stable."""
+    index_bits = max(int(len(keys) - 1).bit_length(), 1)
+    if max(int(key_bound - 1).bit_length(), 1) + index_bits > 63:
+        order = np.argsort(keys, kind="stable")
+        return keys[order], order
+    packed = np.sort((keys << index_bits) | np.arange(len(keys), dtype=np.int64))
+    return packed >> index_bits, packed & ((1 << index_bits) - 1)
+
+
 @dataclass
 class GraphArrays:
     """Many graphs stored collated: graph ``g`` owns nodes ``node_ptr[g]:node_ptr[g+1]`` and edges
@@ -154,6 +166,13 @@ def window_count(num_messages: int, window_size: int, stride: int) -> int:
     return max(1, (rows - min(window_size, rows)) // stride + 1)
 
 
+# Rows per block of windows built together: the block's temporaries stay in the CPU caches and are reused from
+# block to block, instead of log-sized arrays that are page-faulted in and freed once each.
+_BLOCK_ROWS = 1 << 15
+# Largest (window, id) table of a block looked up directly; larger vocabularies search sorted keys instead.
+_DENSE_TABLE = 1 << 21
+
+
 def build_graphs(
     id_index: np.ndarray,
     payload: np.ndarray,
@@ -171,100 +190,152 @@ def build_graphs(
     if num_windows == 0:
         return GraphArrays.empty()
     width = min(window_size, rows_total)
-    vocab = np.int64(num_ids)
-
-    total = num_windows * width
     label = np.asarray(label)
-    if stride == width:  # non-overlapping windows cover the first rows in order: views, no gathers
-        source, target = id_index[:total], id_index[1 : total + 1]
-        window_payload, window_label = payload[:total], label[:total]
-    else:
-        rows = ((np.arange(num_windows, dtype=np.int64) * stride)[:, None] + np.arange(width)).ravel()
-        source, target = id_index[rows], id_index[rows + 1]
-        window_payload, window_label = payload[rows], label[rows]
-    window = np.repeat(np.arange(num_windows, dtype=np.int64), width)
-    position = np.tile(np.arange(width, dtype=np.int64), num_windows)
+    block = max(1, _BLOCK_ROWS // width)
+    parts = []
+    for first_window in range(0, num_windows, block):
+        windows = min(block, num_windows - first_window)
+        start = first_window * stride
+        if stride == width:  # non-overlapping windows cover consecutive rows: views, no gathers
+            rows = slice(start, start + windows * width)
+            source, target = id_index[rows], id_index[start + 1 : start + windows * width + 1]
+        else:
+            rows = ((np.arange(windows, dtype=np.int64) * stride + start)[:, None] + np.arange(width)).ravel()
+            source, target = id_index[rows], id_index[rows + 1]
+        parts.append(
+            _build_block(source, target, payload[rows], label[rows], num_ids, windows, width, window_size)
+        )
+    return GraphArrays.concat(parts)
 
-    # Nodes: distinct (window, id) keys, sorted, so each window's nodes are contiguous and ordered by id.
-    # Inside a window the target of a row is the source of the next row, so the only extra keys are the targets
-    # of each window's last row.
-    source_key = window * vocab + source
+
+def _build_block(
+    source: np.ndarray,
+    target: np.ndarray,
+    payload: np.ndarray,
+    label: np.ndarray,
+    num_ids: int,
+    num_windows: int,
+    width: int,
+    window_size: int,
+) -> GraphArrays:
+    """Graphs of ``num_windows`` windows of ``width`` rows each, given as consecutive rows."""
+    total = num_windows * width
+    vocab = np.int64(num_ids)
+    window = np.repeat(np.arange(num_windows, dtype=np.int64), width)
     last_rows = np.arange(width - 1, total, width)
-    keys = np.concatenate((source_key, window[last_rows] * vocab + target[last_rows]))
-    key_order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[key_order]
-    new_key = np.empty(len(keys), dtype=bool)
-    new_key[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new_key[1:])
-    node_key = sorted_keys[new_key]
+
+    # Nodes: distinct (window, id) keys in ascending order, so each window's nodes are contiguous and ordered by
+    # id. Inside a window the target of a row is the source of the next row, so the only extra keys are the
+    # targets of each window's last row.
+    source_key = window * vocab + source
+    target_key = window * vocab + target
+    key_bound = num_windows * num_ids
+    if key_bound <= _DENSE_TABLE:
+        present = np.zeros(key_bound, dtype=bool)
+        present[source_key] = True
+        present[target_key[last_rows]] = True
+        node_key = np.flatnonzero(present)
+        node_of_key = np.cumsum(present, dtype=np.int64) - 1
+
+        def node_of(keys: np.ndarray) -> np.ndarray:
+            return node_of_key[keys]
+    else:
+        node_key = np.unique(np.concatenate((source_key, target_key[last_rows])))
+
+        def node_of(keys: np.ndarray) -> np.ndarray:
+            return np.searchsorted(node_key, keys)
+
     num_nodes = len(node_key)
-    key_node = np.empty(len(keys), dtype=np.int64)
-    key_node[key_order] = np.cumsum(new_key) - 1
-    source_node = key_node[:total]
-    target_node = np.empty(total, dtype=np.int64)
-    target_node[:-1] = source_node[1:]
-    target_node[last_rows] = key_node[total:]
+    source_node = node_of(source_key)
     node_window = node_key // vocab
     node_ptr = np.searchsorted(node_window, np.arange(num_windows + 1, dtype=np.int64))
 
+    # Edges: group the rows by (window, source, target); a stable sort keeps positions ascending per edge.
+    row_edge_key = source_key * vocab + target
+    sorted_key, order = _stable_order(row_edge_key, key_bound * num_ids)
+    is_first = np.empty(total, dtype=bool)
+    is_first[0] = True
+    np.not_equal(sorted_key[1:], sorted_key[:-1], out=is_first[1:])
+    edge_start = np.flatnonzero(is_first)
+    edge_key = sorted_key[edge_start]
+    num_edges = len(edge_key)
+    edge_end = np.empty(num_edges, dtype=np.int64)
+    edge_end[:-1] = edge_start[1:]
+    edge_end[-1] = total
+    count = (edge_end - edge_start).astype(np.float64)
+    sorted_position = order % width  # rows are window-major, so a row's position is its index mod width
+    first = sorted_position[edge_start].astype(np.float64)
+    last = sorted_position[edge_end - 1].astype(np.float64)
+    # Squared intervals between consecutive positions of an edge (0 across edges), summed per edge.
+    gaps = np.diff(sorted_position)
+    gaps[is_first[1:]] = 0
+    gap_squares = np.empty(total, dtype=np.int64)
+    gap_squares[0] = 0
+    np.multiply(gaps, gaps, out=gap_squares[1:])
+    gap_sq = np.add.reduceat(gap_squares, edge_start).astype(np.float64)
+    gap_n = count - 1
+    # The intervals of an edge add up to last - first (exact in float64, as the per-interval sum was).
+    gap_mean = np.divide(last - first, gap_n, out=np.zeros(num_edges), where=gap_n > 0)
+    gap_var = np.divide(gap_sq, gap_n, out=np.zeros(num_edges), where=gap_n > 0) - gap_mean**2
+    gap_std = np.sqrt(np.clip(gap_var, 0.0, None))
+
+    edge_source_key = edge_key // vocab  # window * vocab + source id
+    edge_target = edge_key - edge_source_key * vocab
+    edge_window = edge_source_key // vocab
+    source_global = node_of(edge_source_key)
+    target_global = node_of(edge_window * vocab + edge_target)
+    reverse_key = (edge_window * vocab + edge_target) * vocab + (edge_source_key - edge_window * vocab)
+    if key_bound * num_ids <= _DENSE_TABLE:
+        is_edge = np.zeros(key_bound * num_ids, dtype=bool)
+        is_edge[edge_key] = True
+        has_reverse = is_edge[reverse_key]
+    else:
+        slot = np.minimum(np.searchsorted(edge_key, reverse_key), num_edges - 1)
+        has_reverse = edge_key[slot] == reverse_key
+    degree = (
+        np.bincount(source_global, minlength=num_nodes) + np.bincount(target_global, minlength=num_nodes)
+    ).astype(np.float64)
+    source_degree, target_degree = degree[source_global], degree[target_global]
+
+    # Node features. Sorted rows are grouped by source node too (edges of one source are adjacent).
     occurrences = np.bincount(source_node, minlength=num_nodes).astype(np.float64)
     seen = occurrences > 0
+    new_source = np.empty(num_edges, dtype=bool)
+    new_source[0] = True
+    np.not_equal(source_global[1:], source_global[:-1], out=new_source[1:])
+    source_edges = np.flatnonzero(new_source)
+    source_rows = edge_start[source_edges]
+    byte_sums = np.zeros((num_nodes, 8), dtype=np.float64)
+    if payload.dtype == np.uint8 and width <= 257:
+        # Per-node sums of all 8 bytes with two integer reductions: the bytes of a row, read as one
+        # little-endian int64, are split into even and odd bytes in 16-bit lanes; a lane's sum over at most
+        # 257 rows of bytes <= 255 cannot carry into the next lane.
+        packed_row = np.ascontiguousarray(payload).view("<i8").reshape(-1)[order]
+        lane_mask = np.int64(0x00FF00FF00FF00FF)
+        for odd in (0, 1):
+            lanes = np.add.reduceat((packed_row >> (8 * odd)) & lane_mask, source_rows)
+            for lane in range(4):
+                byte_sums[source_global[source_edges], 2 * lane + odd] = (lanes >> (16 * lane)) & 0xFFFF
+    else:
+        for b in range(8):
+            byte_sums[:, b] = np.bincount(source_node, weights=payload[:, b], minlength=num_nodes)
     byte_mean = np.zeros((num_nodes, 8), dtype=np.float64)
-    for b in range(8):  # eight bincounts beat one 2-D add.reduceat by ~5x
-        sums = np.bincount(source_node, weights=window_payload[:, b], minlength=num_nodes)
-        byte_mean[seen, b] = sums[seen] / occurrences[seen] / 255.0
+    np.divide(byte_sums, occurrences[:, None], out=byte_mean, where=seen[:, None])
+    byte_mean /= 255.0
     last_position = np.zeros(num_nodes, dtype=np.int64)
-    np.maximum.at(last_position, source_node, position)
+    last_position[source_global[source_edges]] = np.maximum.reduceat(
+        sorted_position[edge_end - 1], source_edges
+    )
     lowest = np.minimum.reduceat(occurrences, node_ptr[:-1])[node_window]
     highest = np.maximum.reduceat(occurrences, node_ptr[:-1])[node_window]
     spread = highest - lowest
     count_norm = np.divide(occurrences - lowest, spread, out=np.zeros(num_nodes), where=spread > 0)
 
     x = np.empty((num_nodes, NODE_FEATURES), dtype=np.float32)
-    x[:, 0] = node_key % vocab
+    x[:, 0] = node_key - node_window * vocab
     x[:, 1:9] = byte_mean
     x[:, 9] = count_norm
     x[:, 10] = last_position / max(window_size - 1, 1)
-
-    # Edges: group the rows by (window, source, target); a stable sort keeps positions ascending per edge.
-    row_edge_key = (window * vocab + source) * vocab + target
-    order = np.argsort(row_edge_key, kind="stable")
-    sorted_key = row_edge_key[order]
-    is_first = np.empty(len(sorted_key), dtype=bool)
-    is_first[0] = True
-    np.not_equal(sorted_key[1:], sorted_key[:-1], out=is_first[1:])
-    edge_start = np.flatnonzero(is_first)
-    edge_key = sorted_key[edge_start]
-    num_edges = len(edge_key)
-    edge_end = np.append(edge_start[1:], len(sorted_key))
-    count = (edge_end - edge_start).astype(np.float64)
-    sorted_position = position[order]
-    first = sorted_position[edge_start].astype(np.float64)
-    last = sorted_position[edge_end - 1].astype(np.float64)
-    group = np.cumsum(is_first) - 1
-    same_edge = ~is_first[1:]
-    gaps = np.diff(sorted_position)[same_edge].astype(np.float64)
-    gap_group = group[1:][same_edge]
-    gap_sum = np.bincount(gap_group, weights=gaps, minlength=num_edges)
-    gap_sq = np.bincount(gap_group, weights=gaps * gaps, minlength=num_edges)
-    gap_n = count - 1
-    gap_mean = np.divide(gap_sum, gap_n, out=np.zeros(num_edges), where=gap_n > 0)
-    gap_var = np.divide(gap_sq, gap_n, out=np.zeros(num_edges), where=gap_n > 0) - gap_mean**2
-    gap_std = np.sqrt(np.clip(gap_var, 0.0, None))
-
-    edge_window = edge_key // (vocab * vocab)
-    edge_source = (edge_key // vocab) % vocab
-    edge_target = edge_key % vocab
-    first_row = order[edge_start]
-    source_global = source_node[first_row]
-    target_global = target_node[first_row]
-    reverse_key = (edge_window * vocab + edge_target) * vocab + edge_source
-    slot = np.minimum(np.searchsorted(edge_key, reverse_key), num_edges - 1)
-    has_reverse = edge_key[slot] == reverse_key
-    degree = (
-        np.bincount(source_global, minlength=num_nodes) + np.bincount(target_global, minlength=num_nodes)
-    ).astype(np.float64)
-    source_degree, target_degree = degree[source_global], degree[target_global]
 
     edge_attr = np.empty((num_edges, EDGE_FEATURES), dtype=np.float32)
     edge_attr[:, 0] = count
@@ -280,12 +351,14 @@ def build_graphs(
     edge_attr[:, 10] = source_degree / target_degree
 
     window_node_start = node_ptr[edge_window]
-    edge_index = np.stack((source_global - window_node_start, target_global - window_node_start))
+    edge_index = np.empty((2, num_edges), dtype=np.int64)
+    np.subtract(source_global, window_node_start, out=edge_index[0])
+    np.subtract(target_global, window_node_start, out=edge_index[1])
     edge_ptr = np.searchsorted(edge_window, np.arange(num_windows + 1, dtype=np.int64))
-    y = window_label.reshape(num_windows, width).max(axis=1).astype(np.int64)
+    y = label.reshape(num_windows, width).max(axis=1).astype(np.int64)
     return GraphArrays(
         x=x,
-        edge_index=edge_index.astype(np.int64),
+        edge_index=edge_index,
         edge_attr=edge_attr,
         y=y,
         node_ptr=node_ptr.astype(np.int64),
