@@ -195,6 +195,9 @@ class _Fields:
 
 
 def _timestamps(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    if pa.types.is_floating(strings.type):  # parsed by the CSV reader (the fast path checked for nulls/NaN)
+        values = np.asarray(strings)
+        return values, np.zeros(len(values), dtype=bool)
     try:  # fast path: every timestamp parses
         values = np.asarray(pc.cast(strings, pa.float64()))
         if not np.isnan(values).any():
@@ -300,8 +303,12 @@ def _parse_can_4col_columns(ts_strings, id_strings, data, attack, problem):
     if bad_data.any():
         payload[bad_data] = 0
     dlc = np.where(bad_data, 0, data_len // 2)
-    is_1 = np.asarray(pc.equal(attack, "1"), dtype=bool)
-    is_0 = np.asarray(pc.equal(attack, "0"), dtype=bool)
+    flag = _one_character_codes(attack)
+    if flag is not None:
+        is_1, is_0 = flag == ord("1"), flag == ord("0")
+    else:
+        is_1 = np.asarray(pc.equal(attack, "1"), dtype=bool)
+        is_0 = np.asarray(pc.equal(attack, "0"), dtype=bool)
     if not (is_0 | is_1).all():
         attack = pc.utf8_trim_whitespace(attack)
         is_1 = np.asarray(pc.is_in(attack, pa.array(["1", "1.0", "True", "true"])), dtype=bool)
@@ -310,6 +317,19 @@ def _parse_can_4col_columns(ts_strings, id_strings, data, attack, problem):
     for code, bad in checks:
         problem[(problem == 0) & bad] = code
     return ts, can_id, dlc, payload, is_1.astype(np.uint8), problem
+
+
+def _one_character_codes(strings: pa.Array) -> np.ndarray | None:
+    """The byte of every string when all are exactly one byte long (read straight from the character buffer),
+    else None."""
+    if strings.null_count or not pa.types.is_string(strings.type):
+        return None
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
+    if len(offsets) == 0 or offsets[-1] - offsets[0] != len(strings):
+        return None
+    return np.frombuffer(strings.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
 
 
 def _fast_parse(path: Path, fmt: str, header: tuple[int, int, int, int] | None, skip_header: bool):
@@ -333,9 +353,15 @@ def _fast_parse(path: Path, fmt: str, header: tuple[int, int, int, int] | None, 
                     column_names=names, skip_rows=1 if skip_header else 0, block_size=block
                 ),
                 parse_options=pcsv.ParseOptions(delimiter=",", **no_quotes),
-                convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+                # Timestamps are parsed by the reader (same string-to-double conversion as pc.cast, which the
+                # exact path uses); an unparsable one raises and sends the file to the exact path.
+                convert_options=pcsv.ConvertOptions(
+                    column_types={**dict.fromkeys(names, pa.string()), "timestamp": pa.float64()}
+                ),
             )
             columns = [table.column(name).combine_chunks() for name in CAN_4COL_COLUMNS]
+            if columns[0].null_count or np.isnan(np.asarray(columns[0])).any():
+                return None  # empty or NaN timestamps: let the exact path name the line
             return _parse_can_4col_columns(*columns, np.zeros(table.num_rows, dtype=np.int8))
         table = pcsv.read_csv(
             path,
