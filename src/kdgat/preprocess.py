@@ -65,9 +65,19 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
     return train, test
 
 
+# CAN IDs below this bound (all 11-bit ones) are counted and looked up in tables instead of sorted/searched.
+_ID_TABLE = 1 << 20
+
+
+def _distinct_ids(can_ids: np.ndarray) -> np.ndarray:
+    if len(can_ids) and 0 <= can_ids.min() and can_ids.max() < _ID_TABLE:
+        return np.flatnonzero(np.bincount(can_ids)).astype(can_ids.dtype)
+    return np.unique(can_ids)
+
+
 def build_vocabulary(messages: Iterable[CanMessages]) -> np.ndarray:
     """Sorted distinct CAN IDs of the training logs (the OOV index is ``len(ids)``)."""
-    ids = [np.unique(m.can_id) for m in messages]
+    ids = [_distinct_ids(m.can_id) for m in messages]
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int32)
 
 
@@ -75,6 +85,11 @@ def to_index(can_ids: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
     """Vocabulary index of every CAN ID; IDs outside the vocabulary get the OOV index ``len(vocabulary)``."""
     if len(vocabulary) == 0:
         return np.zeros(len(can_ids), dtype=np.int64)
+    if len(can_ids) and 0 <= vocabulary[0] and vocabulary[-1] < _ID_TABLE and 0 <= can_ids.min():
+        table = np.full(int(vocabulary[-1]) + 2, len(vocabulary), dtype=np.int64)
+        table[vocabulary] = np.arange(len(vocabulary))
+        # IDs above the largest known one land on the last entry, which is the OOV index.
+        return table[np.minimum(can_ids, int(vocabulary[-1]) + 1)]
     slot = np.searchsorted(vocabulary, can_ids)
     clipped = np.minimum(slot, len(vocabulary) - 1)
     return np.where(vocabulary[clipped] == can_ids, clipped, len(vocabulary)).astype(np.int64)
