@@ -35,3 +35,12 @@ def test_fast_and_exact_paths_agree(tmp_path, monkeypatch):
     for name in ("timestamp", "can_id", "dlc", "payload", "label"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(exact, name), err_msg=name)
     assert fast.label.sum() == sum(line.endswith(",1") for line in lines)
+
+
+def test_non_ascii_payload_is_one_bad_row_and_leaves_the_others_intact(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + "1.0,1a0,0102,0\n1.1,1a0,é0,0\n1.2,2b0,0a0b0c,1\n", encoding="utf-8")
+    messages = read_can_file(path, bad_rows="skip")
+    assert messages.skipped_rows == 1
+    assert messages.payload[:, :3].tolist() == [[1, 2, 0], [10, 11, 12]]
+    assert messages.can_id.tolist() == [0x1A0, 0x2B0] and messages.label.tolist() == [0, 1]
