@@ -94,9 +94,14 @@ def binary_metrics(labels, predictions, scores=None, prefix: str = "val_") -> di
         f"{prefix}f1": float(f1_score(labels, predictions, zero_division=0)),
     }
     if scores is not None:
-        both_classes = len(np.unique(labels)) == 2
-        metrics[f"{prefix}auc"] = float(roc_auc_score(labels, scores)) if both_classes else float("nan")
+        metrics[f"{prefix}auc"] = auc_or_nan(labels, scores)
     return metrics
+
+
+def auc_or_nan(labels, scores) -> float:
+    """ROC AUC, or NaN (null in metrics.json) when the split has a single class."""
+    labels = np.asarray(labels)
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
 
 
 class StageBase:

@@ -21,6 +21,7 @@ from kdgat.models import VGAE
 from kdgat.models.vgae import vgae_loss
 from kdgat.training.common import (
     StageBase,
+    auc_or_nan,
     base_metrics,
     binary_metrics,
     check_graphs,
@@ -132,9 +133,7 @@ class VGAEStage(StageBase):
             ) * (batch.num_graphs)
             seen += batch.num_graphs
         errors = graph_errors(self.model, self.val_graphs, self.batch_size, self.device)["feature_mse"]
-        metrics = {"val_loss": total / seen}
-        metrics["val_auc"] = binary_metrics(self.val_labels, self.val_labels, errors)["val_auc"]
-        return metrics
+        return {"val_loss": total / seen, "val_auc": auc_or_nan(self.val_labels, errors)}
 
 
 def train(
