@@ -127,14 +127,14 @@ def test_scancelled_training_job_is_detected_and_resumes_from_its_checkpoint(pip
     log = workdir / f"logs/kd_gat/{dataset}/teacher/vgae.log"
     log.unlink(missing_ok=True)
     # More epochs than the pipeline run: a different training configuration, so the old checkpoint is not used.
-    longer = ["--config", "kd_gat={'training': {'vgae': {'epochs': 300, 'patience': 300, 'batch_size': 32}}}"]
+    longer = workdir / "longer-vgae.yaml"
+    longer.write_text("kd_gat:\n  training:\n    vgae: {epochs: 300, patience: 300, batch_size: 32}\n")
     console = workdir / "cancel-run.txt"
     with console.open("w") as out:
         run = subprocess.Popen(
             [
                 venv_bin("snakemake"),
-                *snakemake_args(workdir, WORKFLOW, "--configfile", str(CONFIG)),
-                *longer,
+                *snakemake_args(workdir, WORKFLOW, "--configfile", str(CONFIG), str(longer)),
                 "--forcerun",
                 "kd_gat_train_vgae_teacher",
                 "--",
