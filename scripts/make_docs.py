@@ -198,10 +198,9 @@ def rows_for(
         extra = resolve(extra, document)
         if "properties" in extra:
             rows += [row for row in rows_for(f"{name}.<name>", extra, document)]
-    items = schema.get("items")
-    if isinstance(items, dict) and "properties" in resolve(items, document):
-        for child, child_schema in resolve(items, document)["properties"].items():
-            rows += rows_for(f"{name}[].{child}", child_schema, document)
+    items = resolve(schema["items"], document) if isinstance(schema.get("items"), dict) else {}
+    for child, child_schema in items.get("properties", {}).items():
+        rows += rows_for(f"{name}[].{child}", child_schema, document, child in items.get("required", []))
     return rows
 
 
