@@ -91,7 +91,7 @@ def test_evaluation_group_is_one_slurm_job_per_dataset(pipeline):
     datasets_seen = []
     for log in groups.values():
         targets = re.search(r"--target-jobs (.*?) --allowed-rules", log.read_text()).group(1)
-        members = re.findall(r"'(\w+):dataset=(\w+)'", targets)
+        members = re.findall(r"'?(\w+):dataset=(\w+)'?", targets)
         assert sorted(rule for rule, _ in members) == sorted(
             [f"evaluation_evaluate_{variant}" for variant in VARIANTS] + ["evaluation_summarize_dataset"]
         ), members
