@@ -180,9 +180,12 @@ fi
 if [[ -z "$(sacctmgr -n -P show account "$account" format=account)" ]]; then
     sacctmgr -i add account "$account" Description="test account" Organization=test >/dev/null
 fi
-if [[ -z "$(sacctmgr -n -P show assoc where user="$user" account="$account" format=user)" ]]; then
-    sacctmgr -i add user "$user" Account="$account" DefaultAccount="$account" >/dev/null
-fi
+# The user running this script, and the one who called sudo (CI runs the tests as that user).
+for member in "$user" ${SUDO_USER:+"$SUDO_USER"}; do
+    if [[ -z "$(sacctmgr -n -P show assoc where user="$member" account="$account" format=user)" ]]; then
+        sacctmgr -i add user "$member" Account="$account" DefaultAccount="$account" >/dev/null
+    fi
+done
 
 # --- node ready ---------------------------------------------------------------------------------------
 node_state() { sinfo -h -n "$host" -o %T 2>/dev/null | head -1; }
