@@ -15,4 +15,9 @@ if ((${#missing[@]})); then
     # slurm-up.sh starts every daemon itself.
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+# On a machine with systemd (e.g. a CI runner) the packages start their own services with the packaged configs;
+# stop them so slurm-up.sh can start every daemon with the generated configs and record its pids.
+if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl stop slurmd slurmctld slurmdbd mariadb munge 2>/dev/null || true
+fi
 exec "$here/slurm-up.sh"
