@@ -209,6 +209,7 @@ def build_graphs(
         [np.zeros(1, np.int64)],
     )
     nodes = edges = 0
+    position = np.tile(np.arange(width, dtype=np.int64), min(block, num_windows))
     for first_window in range(0, num_windows, block):
         windows = min(block, num_windows - first_window)
         start = first_window * stride
@@ -227,6 +228,7 @@ def build_graphs(
             windows,
             width,
             window_size,
+            position,
             x[nodes:],
             edge_attr[edges:],
         )
@@ -258,12 +260,14 @@ def _build_block(
     num_windows: int,
     width: int,
     window_size: int,
+    position: np.ndarray,
     x_out: np.ndarray,
     edge_attr_out: np.ndarray,
 ) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Graphs of ``num_windows`` windows of ``width`` rows each, given as consecutive rows. Node and edge
     features go to the first rows of ``x_out`` and ``edge_attr_out``; returns the node and edge counts,
-    ``edge_index``, ``y``, ``node_ptr`` and ``edge_ptr`` of the block."""
+    ``edge_index``, ``y``, ``node_ptr`` and ``edge_ptr`` of the block. ``position`` holds each row's position
+    in its window (at least ``num_windows * width`` entries)."""
     total = num_windows * width
     vocab = np.int64(num_ids)
     window = np.repeat(np.arange(num_windows, dtype=np.int64), width)
@@ -298,9 +302,8 @@ def _build_block(
     # Edges: group the rows by (window, source, target); a stable sort keeps positions ascending per edge.
     row_edge_key = source_key * vocab + target
     # Positions are distinct inside a window, so sorting by (key, position) is the stable sort by key.
-    position = np.tile(np.arange(width, dtype=np.int64), num_windows)
     sorted_key, sorted_position = _sort_by_key_and_position(
-        row_edge_key, position, key_bound * num_ids, width
+        row_edge_key, position[:total], key_bound * num_ids, width
     )
     is_first = np.empty(total, dtype=bool)
     is_first[0] = True
@@ -315,12 +318,13 @@ def _build_block(
     first = sorted_position[edge_start].astype(np.float64)
     last = sorted_position[edge_end - 1].astype(np.float64)
     # Squared intervals between consecutive positions of an edge (0 across edges), summed per edge.
-    gaps = np.diff(sorted_position)
-    gaps[is_first[1:]] = 0
-    gap_squares = np.empty(total, dtype=np.int64)
-    gap_squares[0] = 0
-    np.multiply(gaps, gaps, out=gap_squares[1:])
-    gap_sq = np.add.reduceat(gap_squares, edge_start).astype(np.float64)
+    # Entry i is the squared step from sorted row i - 1 to row i; the step into an edge's first row comes from
+    # the previous edge, so it is taken out again (integers, exact).
+    steps = np.empty(total, dtype=np.int64)
+    steps[0] = 0
+    np.subtract(sorted_position[1:], sorted_position[:-1], out=steps[1:])
+    np.multiply(steps, steps, out=steps)
+    gap_sq = (np.add.reduceat(steps, edge_start) - steps[edge_start]).astype(np.float64)
     gap_n = count - 1
     # The intervals of an edge add up to last - first (exact in float64, as the per-interval sum was).
     gap_mean = np.divide(last - first, gap_n, out=np.zeros(num_edges), where=gap_n > 0)
