@@ -356,7 +356,10 @@ def _build_block(
     new_source[0] = True
     np.not_equal(source_global[1:], source_global[:-1], out=new_source[1:])
     source_edges = np.flatnonzero(new_source)
-    byte_sums = np.zeros((num_nodes, 8), dtype=np.float64)
+    # Byte means = sums / occurrences / 255 in float64 (then float32, as the features are stored); a node
+    # without messages has zero sums, divided by 1 instead of 0 so that its means are 0.
+    x = x_out[:num_nodes]
+    divisor = np.where(seen, occurrences, 1.0)[:, None]
     if payload.dtype == np.uint8 and width <= 257:
         # Per-node sums of all 8 bytes with two integer scatter-adds: the bytes of a row, read as one
         # little-endian int64, are split into even and odd bytes in 16-bit lanes; a lane's sum over at most
@@ -367,13 +370,12 @@ def _build_block(
         for odd in (0, 1):
             lanes = np.zeros(num_nodes, dtype=np.int64)
             np.add.at(lanes, source_node, (packed_row >> (8 * odd)) & lane_mask)
-            byte_sums[:, odd::2] = (lanes[:, None] >> lane_shifts) & 0xFFFF
+            x[:, 1 + odd : 9 : 2] = ((lanes[:, None] >> lane_shifts) & 0xFFFF) / divisor / 255.0
     else:
+        byte_sums = np.empty((num_nodes, 8), dtype=np.float64)
         for b in range(8):
             byte_sums[:, b] = np.bincount(source_node, weights=payload[:, b], minlength=num_nodes)
-    byte_mean = np.zeros((num_nodes, 8), dtype=np.float64)
-    np.divide(byte_sums, occurrences[:, None], out=byte_mean, where=seen[:, None])
-    byte_mean /= 255.0
+        x[:, 1:9] = byte_sums / divisor / 255.0
     last_position = np.zeros(num_nodes, dtype=np.int64)
     last_position[source_global[source_edges]] = np.maximum.reduceat(
         sorted_position[edge_end - 1], source_edges
@@ -383,9 +385,7 @@ def _build_block(
     spread = highest - lowest
     count_norm = np.divide(occurrences - lowest, spread, out=np.zeros(num_nodes), where=spread > 0)
 
-    x = x_out[:num_nodes]
     x[:, 0] = node_key - node_window * vocab
-    x[:, 1:9] = byte_mean
     x[:, 9] = count_norm
     x[:, 10] = last_position / max(window_size - 1, 1)
 
