@@ -91,7 +91,7 @@ def test_sweep_runs_on_slurm_workers_and_leaves_none(no_workers_before, tmp_path
     start = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_config(tmp_path, "test_models:slow_sir", points=8, delay_s=0.2)
     run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300)
-    assert (tmp_path / "results/calibration/sir_on_slurm/sweep/simulations.parquet").is_dir()
+    assert (tmp_path / "results/calibration/sir_on_slurm/sweep/simulations.parquet").exists()
     log = (tmp_path / "logs/calibration/sir_on_slurm/simulate.log").read_text()
     assert "started a SLURMCluster" in log and f"-A {ACCOUNT}" in log
     workers = worker_jobs_since(start)
