@@ -180,7 +180,8 @@ def _decode(
     if pad == "right":
         return digits, bad
     base = 256 if pairs else (16 if lut is _HEX_LUT else 10)
-    values = digits[:, 0].astype(np.int64)
+    # int32 when every value fits (up to 7 hex digits): half the memory traffic of int64.
+    values = digits[:, 0].astype(np.int32 if base ** digits.shape[1] <= 1 << 31 else np.int64)
     for k in range(1, digits.shape[1]):  # Horner's rule: integer matmul has no BLAS and is ~10x slower
         values = values * base + digits[:, k]
     if bad.any():
@@ -514,7 +515,7 @@ def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") 
 def _messages(path, fmt, ts, can_id, dlc, payload, label, skipped, examples) -> CanMessages:
     return CanMessages(
         timestamp=np.ascontiguousarray(ts, dtype=np.float64),
-        can_id=can_id.astype(np.int32),
+        can_id=can_id.astype(np.int32, copy=False),
         dlc=dlc.astype(np.uint8),
         payload=np.ascontiguousarray(payload, dtype=np.uint8),
         label=label.astype(np.uint8),

@@ -173,7 +173,7 @@ def window_count(num_messages: int, window_size: int, stride: int) -> int:
 
 # Rows per block of windows built together: the block's temporaries stay in the CPU caches and are reused from
 # block to block, instead of log-sized arrays that are page-faulted in and freed once each.
-_BLOCK_ROWS = 1 << 15
+_BLOCK_ROWS = 1 << 16
 # Largest (window, id) table of a block looked up directly; larger vocabularies search sorted keys instead.
 _DENSE_TABLE = 1 << 21
 
