@@ -92,7 +92,7 @@ def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path)
                     input:
                         "params.csv",
                     output:
-                        directory("sweep.parquet"),
+                        "sweep.parquet",
                     log:
                         "simulate.log",
                     params:

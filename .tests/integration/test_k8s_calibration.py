@@ -25,7 +25,6 @@ from harness import (  # noqa: E402
 )
 from testkit import run_snakemake, venv_bin  # noqa: E402
 
-KNOWN_DIRECTORY_FAILURE = "simulations.parquet (missing in storage)"
 TINY_CALIBRATION = {
     "targets": {"can_ids": False, "calibration": True},
     "calibration": {
@@ -108,10 +107,5 @@ def test_calibration_module_runs_on_k8s_profile_with_in_cluster_dask(
     for name, log in pod_logs.items():
         assert not find_secrets(log, secret_values), f"pod log of {name} holds a secret"
 
-    if proc.returncode != 0 and KNOWN_DIRECTORY_FAILURE in proc.stdout:
-        pytest.xfail(
-            "snakemake-storage-plugin-azure 0.4.4 reports directory() outputs as missing (its exists() reads an "
-            "unset _is_dir cache); the calibration module's simulations.parquet directories hit it"
-        )
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert "k8s/results/calibration/sir_k8s/calibration.html" in stored, sorted(stored)

@@ -145,9 +145,11 @@ def test_calibration_is_deterministic_and_resumes_from_its_finished_simulations(
 
     # Pretend the first calibration crashed after its simulations were written, then rerun with one more round.
     finished = tmp_path / "a/simulations.parquet"
-    finished.rename(tmp_path / "a/simulations.parquet.partial")
+    partial = tmp_path / "a/simulations.parquet.partial"
+    partial.mkdir()
+    finished.rename(partial / "part-all.parquet")
     manifest = {"model": "simcal.models.sir:simulate", "replicates": 2}
-    (tmp_path / "a/simulations.parquet.partial/_manifest.json").write_text(json.dumps(manifest))
+    (partial / "_manifest.json").write_text(json.dumps(manifest))
     caplog.set_level("INFO", logger="simcal")
     third = small_calibration(tmp_path / "a", rounds=3)
     pd.testing.assert_frame_equal(third[third["round"] < 3].reset_index(drop=True), first)

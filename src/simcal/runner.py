@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections import Counter
@@ -185,7 +184,7 @@ def run_batch(
 
 
 class PartStore:
-    """The in-progress dataset directory ``<output>.partial`` and its final home ``<output>``."""
+    """The in-progress parts in the directory ``<output>.partial`` and their final home, the file ``<output>``."""
 
     def __init__(self, output: str | Path, manifest: Mapping[str, Any]):
         self.output = Path(output)
@@ -240,26 +239,38 @@ class PartStore:
         return self._total, Counter(self._errors)
 
     def finalize(self) -> Path:
-        """Give every part one schema, then move the directory into place atomically."""
+        """Stream every part, under one unified schema, into a single Parquet file at the output (atomically),
+        then drop the parts.
+
+        One file rather than a directory of parts: remote storage plugins (Azure Blob among them) move files,
+        and report ``directory()`` outputs as missing.
+        """
         parts = self.parts()
-        if parts:
-            schemas = [pq.read_schema(p) for p in parts]
-            unified = pa.unify_schemas(schemas, promote_options="permissive")
-            for part, schema in zip(parts, schemas, strict=True):
-                if schema.remove_metadata() != unified.remove_metadata():
+        schemas = [pq.read_schema(p) for p in parts]
+        unified = (
+            pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+            if parts
+            else pa.schema([])
+        )
+
+        def write_single_file(tmp: Path) -> None:
+            with pq.ParquetWriter(tmp, unified) as writer:
+                for part, schema in zip(parts, schemas, strict=True):
                     table = pq.read_table(part)
-                    columns = [
-                        table[f.name].cast(f.type)
-                        if f.name in table.column_names
-                        else pa.nulls(len(table), f.type)
-                        for f in unified
-                    ]
-                    fixed = pa.Table.from_arrays(columns, schema=unified.remove_metadata())
-                    atomic_write(part, lambda tmp, fixed=fixed: pq.write_table(fixed, tmp))
-        (self.partial / "_manifest.json").unlink(missing_ok=True)
-        if self.output.exists():
-            shutil.rmtree(self.output) if self.output.is_dir() else self.output.unlink()
-        os.replace(self.partial, self.output)
+                    if schema.remove_metadata() != unified:
+                        columns = [
+                            table[f.name].cast(f.type)
+                            if f.name in table.column_names
+                            else pa.nulls(len(table), f.type)
+                            for f in unified
+                        ]
+                        table = pa.Table.from_arrays(columns, schema=unified)
+                    writer.write_table(table.replace_schema_metadata(None))
+
+        if self.output.is_dir():  # a directory left by an older version of this code
+            shutil.rmtree(self.output)
+        atomic_write(self.output, write_single_file)
+        shutil.rmtree(self.partial)
         return self.output
 
 
@@ -495,7 +506,7 @@ def simulate(
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """The simulation dataset written by ``simulate`` (a directory of Parquet parts) as one DataFrame.
+    """The simulation dataset written by ``simulate`` (one Parquet file) as a DataFrame.
 
     Rows come sorted by (param_id, replicate), keeping each simulation's own row order, so the result does not
     depend on which batch finished first.
