@@ -22,11 +22,14 @@ logging.basicConfig(
 )
 params = snakemake.params
 outputs = {key: snakemake.output.get(key) for key in ("train", "val", "test", "vocab", "metadata")}
+test_files: dict[str, list[str]] = {}
+for scenario, path in zip(params.get("test_scenario_of_file", []), snakemake.input.get("test", []), strict=True):
+    test_files.setdefault(scenario, []).append(path)
 try:
     preprocess_dataset(
         dataset=params.get("dataset", "dataset"),
         train_files=list(snakemake.input.get("train", [])),
-        test_files=dict(params.get("test_scenarios", {}) or {}),
+        test_files=test_files,
         out_dir=Path(outputs["train"]).parent,
         fmt=params.get("format", "auto"),
         bad_rows=params.get("bad_rows", "error"),
