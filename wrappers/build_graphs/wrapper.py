@@ -23,7 +23,9 @@ logging.basicConfig(
 params = snakemake.params
 outputs = {key: snakemake.output.get(key) for key in ("train", "val", "test", "vocab", "metadata")}
 test_files: dict[str, list[str]] = {}
-for scenario, path in zip(params.get("test_scenario_of_file", []), snakemake.input.get("test", []), strict=True):
+for scenario, path in zip(
+    params.get("test_scenario_of_file", []), snakemake.input.get("test", []), strict=True
+):
     test_files.setdefault(scenario, []).append(path)
 try:
     preprocess_dataset(
