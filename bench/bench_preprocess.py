@@ -3,10 +3,11 @@
 End to end = read and validate the log, build the ID vocabulary, build every window graph, split train/val and
 save everything (kdgat.preprocess.preprocess_dataset). The floor is pyarrow's raw CSV read of the same file
 (type inference, no validation, no graphs). Both run on one core (pyarrow and torch limited to one thread), each
-the best of a few repetitions in the same run. The figures are CPU seconds of this process (time.process_time):
-on a shared machine wall time mostly measures the neighbours; the wall times are printed as a comment.
+the best of a few repetitions in the same run, the two taking turns. The figures are CPU seconds of this process
+(time.process_time): on a shared machine wall time mostly measures the neighbours; the wall times are printed as
+a comment.
 
-    .venv/bin/python bench/bench_preprocess.py [--messages 1100000] [--repeats 3]
+    .venv/bin/python bench/bench_preprocess.py [--messages 1100000] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -29,23 +30,26 @@ from kdgat.synthetic import Vehicle, generate_log, write_can_file
 GOAL_RATIO = 3.0
 
 
-def best_of(repeats: int, function) -> tuple[float, float, float]:
-    """Best CPU time (user + system), best user time and best wall time of ``repeats`` calls."""
-    cpu, user, wall = [], [], []
+def best_of(repeats: int, *functions) -> list[tuple[float, float, float]]:
+    """Per function: best CPU time (user + system), best user time and best wall time of ``repeats`` calls.
+    The functions take turns (f, g, f, g, ...), so that a busy spell of the shared machine hits all of them
+    rather than only whichever was being measured at the time."""
+    cpu, user, wall = ([[] for _ in functions] for _ in range(3))
     for _ in range(repeats):
-        cpu_start, wall_start = time.process_time(), time.perf_counter()
-        user_start = resource.getrusage(resource.RUSAGE_SELF).ru_utime
-        function()
-        cpu.append(time.process_time() - cpu_start)
-        user.append(resource.getrusage(resource.RUSAGE_SELF).ru_utime - user_start)
-        wall.append(time.perf_counter() - wall_start)
-    return min(cpu), min(user), min(wall)
+        for k, function in enumerate(functions):
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            user_start = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+            function()
+            cpu[k].append(time.process_time() - cpu_start)
+            user[k].append(resource.getrusage(resource.RUSAGE_SELF).ru_utime - user_start)
+            wall[k].append(time.perf_counter() - wall_start)
+    return [(min(c), min(u), min(w)) for c, u, w in zip(cpu, user, wall, strict=True)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_100_000, help="at least this many messages")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -76,16 +80,15 @@ def main() -> None:
             preprocess_dataset("bench", [log_path], {}, tmp / "out", fmt="auto", window_size=100, stride=100)
 
         raw_read()  # warm the page cache and imports for both
-        raw, raw_user, raw_wall = best_of(args.repeats, raw_read)
-        ours, ours_user, ours_wall = best_of(args.repeats, end_to_end)
+        (raw, raw_user, raw_wall), (ours, ours_user, ours_wall) = best_of(args.repeats, raw_read, end_to_end)
 
         # Where the end-to-end time goes (comment lines only; the goal is on the end-to-end figure).
         messages = read_can_file(log_path)
         vocabulary = build_vocabulary([messages])
         id_index = to_index(messages.can_id, vocabulary)
-        read, _, _ = best_of(args.repeats, lambda: read_can_file(log_path))
-        build, _, _ = best_of(
+        (read, _, _), (build, _, _) = best_of(
             args.repeats,
+            lambda: read_can_file(log_path),
             lambda: build_graphs(id_index, messages.payload, messages.label, len(vocabulary) + 1, 100, 100),
         )
 
