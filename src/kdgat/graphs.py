@@ -16,8 +16,9 @@ successor and makes no row. Rows are cut into windows of ``window_size`` rows ev
   where deg counts the distinct edges into plus out of a node;
 * **label** ``y = 1`` if any message (row) of the window is an attack.
 
-All windows of a log are built at once with numpy (sorting composite keys), never per message. The result is a
-:class:`GraphArrays`: collated arrays plus per-graph pointers, which is also the on-disk layout.
+Windows are built with numpy in blocks of many windows (sorting packed composite keys, direct lookup tables),
+never per message or per window. The result is a :class:`GraphArrays`: collated arrays plus per-graph pointers,
+which is also the on-disk layout.
 """
 
 from __future__ import annotations
