@@ -89,7 +89,7 @@ def assert_no_workers_left() -> None:
 
 def test_sweep_runs_on_slurm_workers_and_leaves_none(no_workers_before, tmp_path):
     start = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_config(tmp_path, "test_models:slow_sir", points=8, delay_s=0.2)
+    write_config(tmp_path, "sweep_models:slow_sir", points=8, delay_s=0.2)
     run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300)
     assert (tmp_path / "results/calibration/sir_on_slurm/sweep/simulations.parquet").exists()
     log = (tmp_path / "logs/calibration/sir_on_slurm/simulate.log").read_text()
@@ -101,7 +101,7 @@ def test_sweep_runs_on_slurm_workers_and_leaves_none(no_workers_before, tmp_path
 
 
 def test_failing_sweep_leaves_no_workers(no_workers_before, tmp_path):
-    write_config(tmp_path, "test_models:always_fails", points=4)
+    write_config(tmp_path, "sweep_models:always_fails", points=4)
     run = run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300, check=False)
     assert run.returncode != 0
     assert "always_fails" in (tmp_path / "logs/calibration/sir_on_slurm/simulate.log").read_text()
@@ -109,7 +109,7 @@ def test_failing_sweep_leaves_no_workers(no_workers_before, tmp_path):
 
 
 def test_terminated_sweep_leaves_no_workers(no_workers_before, tmp_path):
-    write_config(tmp_path, "test_models:slow_sir", points=32, delay_s=3)
+    write_config(tmp_path, "sweep_models:slow_sir", points=32, delay_s=3)
     console = tmp_path / "console.txt"
     with console.open("w") as out:
         run = subprocess.Popen(
