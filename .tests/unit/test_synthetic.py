@@ -111,3 +111,26 @@ def test_written_files_read_back_exactly(tmp_path, fmt):
     np.testing.assert_allclose(back.timestamp, messages.timestamp, atol=1e-6)
     if fmt == "hcrl_csv":  # short DLCs exist, so the flag-shift case is exercised
         assert (messages.dlc < 8).any()
+
+
+def test_benign_rate_increases_hit_the_event_ids_including_gear_and_rpm_and_keep_live_counters():
+    vehicle = Vehicle(4, 30)
+    event_ids = vehicle.ids[vehicle.event_slots]
+    assert {vehicle.ids[vehicle.rpm_slot], vehicle.ids[vehicle.gear_slot]} <= set(event_ids.tolist())
+    options = {**OPTIONS, "benign_events_per_s": 2.0, "rare_ids_per_s": 0.0}
+    doubled = set()
+    for file_index in range(1, 4):
+        messages = generate_log(vehicle, 5.0, "none", options, seed=4, file_index=file_index)
+        for slot, can_id in enumerate(vehicle.ids):
+            rows = messages.can_id == can_id
+            intervals = np.diff(messages.timestamp[rows]) / (vehicle.periods_ms[slot] / 1000.0)
+            # At most a doubled rate (spoofing adds more), and only on the event-capable IDs.
+            assert intervals.min() > 0.4, (can_id, intervals.min())
+            if intervals.min() < 0.6:
+                doubled.add(int(can_id))
+            # Extra messages carry the live counter (+1 per message), unlike a spoof's frozen frame.
+            counters = np.flatnonzero(vehicle.kinds[slot, : vehicle.dlc[slot]] == 1)
+            steps = np.diff(messages.payload[rows][:, counters].astype(int), axis=0) % 256
+            assert np.all(steps == 1)
+    assert doubled <= set(event_ids.tolist())
+    assert {vehicle.ids[vehicle.rpm_slot], vehicle.ids[vehicle.gear_slot]} <= doubled

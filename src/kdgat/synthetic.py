@@ -3,7 +3,8 @@
 A *vehicle* (fixed by the dataset seed) has 25-60 periodic CAN IDs with periods of 10-1000 ms (mostly 10-100 ms);
 each ID has a DLC (mostly 8) and payload bytes that are constants, counters, smooth sensor signals or a checksum.
 Every file adds mild benign variation: a rate factor, its own jitter, occasional rare diagnostic IDs and short
-event-triggered rate increases of one ID (benign look-alikes of spoofing).
+event-triggered rate increases (1.5 times the rate, live counters and checksums) of one of the vehicle's event-capable IDs,
+which include the gear and RPM IDs: benign look-alikes of spoofing, present in every drive, training files too.
 
 Attacks come in bursts (length drawn log-uniformly from ``burst_s``, gaps from ``gap_s``; HCRL used 3-5 s bursts,
 tiny datasets scale them down):
@@ -84,6 +85,13 @@ class Vehicle:
         self.signal_phase = rng.uniform(0, 2 * np.pi, size=(num_ids, 8))
         self.signal_amplitude = rng.uniform(5, 100, size=(num_ids, 8))
         self.signal_centre = rng.uniform(self.signal_amplitude, 255 - self.signal_amplitude)
+        # IDs that a real ECU also sends on events (gear change, throttle step...): the gear and RPM messages and a
+        # few others. Benign rate increases hit only these, so every drive (training files included) shows them on
+        # the very IDs that spoofing targets, and a model must learn the difference instead of "more of ID x".
+        others = np.setdiff1d(np.arange(num_ids), [self.rpm_slot, self.gear_slot])
+        self.event_slots = np.concatenate(
+            [[self.rpm_slot, self.gear_slot], rng.choice(others, size=3, replace=False)]
+        ).astype(np.int64)
 
     def payload(
         self, slot: int, times: np.ndarray, sequence: np.ndarray, rng: np.random.Generator
@@ -138,18 +146,22 @@ def generate_log(
     # Normal periodic traffic, plus benign event-triggered extra messages of one ID.
     events_per_s = float(_option(options, "benign_events_per_s"))
     num_events = rng.poisson(events_per_s * duration_s)
-    event_slots = rng.integers(0, len(vehicle.ids), num_events)
+    event_slots = rng.choice(vehicle.event_slots, size=num_events)
     event_starts = rng.uniform(0, duration_s, num_events)
     event_lengths = rng.uniform(0.05, 0.3, num_events)
     for slot, can_id in enumerate(vehicle.ids):
         period = vehicle.periods_ms[slot] / 1000.0 / rate_factor
         t = rng.uniform(0, period) + np.arange(0, duration_s / period) * period
-        extra = [
-            np.arange(start, min(start + length, duration_s), period / 2) + period / 4
-            for slot_, start, length in zip(event_slots, event_starts, event_lengths, strict=True)
-            if slot_ == slot
-        ]
-        t = np.sort(np.concatenate([t, *extra])) if extra else t
+        # A benign event raises the ID's rate by half (an extra message after every other periodic one); a spoof at
+        # ``spoof_interval_ms`` adds more, with a frozen payload instead of the live counters and checksums.
+        # Overlapping events of one ID add no more than one event.
+        in_event = np.zeros(len(t), dtype=bool)
+        for start, length in zip(
+            event_starts[event_slots == slot], event_lengths[event_slots == slot], strict=True
+        ):
+            in_event |= (t >= start) & (t < start + length)
+        every_other = np.arange(len(t)) % 2 == 0
+        t = np.sort(np.concatenate([t, t[in_event & every_other] + period / 2])) if in_event.any() else t
         t = t + rng.normal(0, jitter_s, len(t))
         t = t[(t >= 0) & (t < duration_s)]
         emit(t, can_id, vehicle.payload(slot, t, np.arange(len(t)), rng), 0)
