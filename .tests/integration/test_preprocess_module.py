@@ -154,3 +154,16 @@ def test_wrapper_example_snakefiles(tmp_path, wrapper, output):
     )  # the library's logging went to the log
     if wrapper == "build_graphs":
         assert list(load_graph_sets(tmp_path / output)) == ["attack"]
+
+
+def test_missing_dataset_directory_names_the_config_key(tmp_path):
+    config = {**TINY, "datasets": {"real": {"path": str(tmp_path / "nowhere")}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(
+        "-n", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert f"datasets.real.path: dataset directory {tmp_path / 'nowhere'} does not exist" in proc.stdout, (
+        proc.stdout
+    )

@@ -1,15 +1,18 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
-import re
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-LOG_SUFFIXES = (".csv", ".txt", ".log")
-
-
-def scenario_name(folder):
-    """test_01_dos -> dos (the same rule as kdgat.preprocess.scenario_name)."""
-    return re.sub(r"^test_\d+_", "", folder) or folder
+try:
+    from kdgat.layout import discover_layout, scenario_name
+except (
+    ImportError
+):  # the library is not installed: use the catalog's own src/ (two levels above modules/)
+    sys.path.insert(
+        0, str(Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2] / "src")
+    )
+    from kdgat.layout import discover_layout, scenario_name
 
 
 def synthetic_files(dataset):
@@ -21,25 +24,13 @@ def synthetic_files(dataset):
 
 
 def directory_layout(dataset, root):
-    root = Path(root)
-    if not root.is_dir():
+    try:
+        train, test = discover_layout(root, exclude=PREPROCESS["exclude"])
+    except FileNotFoundError as error:
         raise WorkflowError(
-            f"datasets.{dataset}.path: {root} is not a directory (expected train_*/ and test_*/ folders)"
-        )
-    excluded = tuple(PREPROCESS["exclude"])
-
-    def logs(folder):
-        return sorted(
-            str(p)
-            for p in folder.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in LOG_SUFFIXES
-            and not any(word in p.name for word in excluded)
-        )
-
-    train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in logs(d)]
-    test = {scenario_name(d.name): logs(d) for d in sorted(root.glob("test_*")) if d.is_dir()}
-    return train, {name: files for name, files in test.items() if files}
+            f"datasets.{dataset}.path: {error} (expected train_*/ and test_NN_<scenario>/ folders)"
+        ) from None
+    return [str(f) for f in train], {name: [str(f) for f in files] for name, files in test.items()}
 
 
 def dataset_layout(dataset):
