@@ -86,7 +86,8 @@ def optimisation_step(optimizer, scaler, loss, parameters, grad_clip: float) -> 
     scaler.update()
 
 
-def binary_metrics(labels, predictions, scores=None, prefix: str = "val_") -> dict:
+def validation_metrics(labels, predictions, scores=None, prefix: str = "val_") -> dict:
+    """The few scores logged per epoch (accuracy, F1, AUC); the full set is kdgat.evaluation.binary_metrics."""
     labels = np.asarray(labels)
     predictions = np.asarray(predictions)
     metrics = {

@@ -25,11 +25,11 @@ from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
 from kdgat.training.common import (
     StageBase,
     base_metrics,
-    binary_metrics,
     load_num_ids,
     load_split,
     prepare_settings,
     resolve_device,
+    validation_metrics,
     write_outputs,
 )
 from kdgat.training.loop import LoopSettings, fingerprint, fit
@@ -213,7 +213,7 @@ class DQNStage(StageBase):
     def validate(self) -> dict:
         out = self.policy(self.val_inputs)
         labels = self.val_inputs["label"].cpu().numpy()
-        metrics = binary_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
+        metrics = validation_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
         mean_reward = float(out["reward"].mean())
         return {
             "val_loss": -mean_reward,
@@ -251,12 +251,12 @@ def train(
     out = stage.policy(stage.val_inputs)
     labels = stage.val_inputs["label"].cpu().numpy()
     metrics = base_metrics("dqn", settings, model, result, started, device)
-    metrics |= binary_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
+    metrics |= validation_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
     gat_pred = (stage.val_inputs["p_attack"] > 0.5).long().cpu().numpy()
     metrics |= {
         "val_reward": float(out["reward"].mean()),
         "val_alpha_mean": float(out["alpha"].mean()),
-        "val_gat_f1": binary_metrics(labels, gat_pred)["val_f1"],
+        "val_gat_f1": validation_metrics(labels, gat_pred)["val_f1"],
         "alpha_histogram": np.bincount(
             (out["alpha"].cpu().numpy() * (NUM_ACTIONS - 1)).round().astype(int), minlength=NUM_ACTIONS
         ).tolist(),

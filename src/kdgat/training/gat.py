@@ -21,7 +21,6 @@ from kdgat.models import GAT
 from kdgat.training.common import (
     StageBase,
     base_metrics,
-    binary_metrics,
     check_graphs,
     labels_of,
     load_num_ids,
@@ -29,6 +28,7 @@ from kdgat.training.common import (
     make_loader,
     prepare_settings,
     resolve_device,
+    validation_metrics,
     write_outputs,
 )
 from kdgat.training.loop import LoopSettings, fingerprint, fit
@@ -120,7 +120,7 @@ class GATStage(StageBase):
 
     def validate(self) -> dict:
         probs, loss = self.predict(self.val_graphs)
-        return {"val_loss": loss} | binary_metrics(self.val_labels, (probs > 0.5).astype(int), probs)
+        return {"val_loss": loss} | validation_metrics(self.val_labels, (probs > 0.5).astype(int), probs)
 
 
 def train(
@@ -158,7 +158,7 @@ def train(
     result = fit(stage, loop, fingerprint({"stage": "gat", **settings, "num_ids": num_ids}))
     probs, loss = stage.predict(stage.val_graphs)
     metrics = base_metrics("gat", settings, model, result, started, device)
-    metrics |= {"val_loss": loss} | binary_metrics(stage.val_labels, (probs > 0.5).astype(int), probs)
+    metrics |= {"val_loss": loss} | validation_metrics(stage.val_labels, (probs > 0.5).astype(int), probs)
     metrics["curriculum"] = curriculum is not None
     return model.cpu(), result, metrics, model_config
 

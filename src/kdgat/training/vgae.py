@@ -23,7 +23,6 @@ from kdgat.training.common import (
     StageBase,
     auc_or_nan,
     base_metrics,
-    binary_metrics,
     check_graphs,
     labels_of,
     load_num_ids,
@@ -31,6 +30,7 @@ from kdgat.training.common import (
     make_loader,
     prepare_settings,
     resolve_device,
+    validation_metrics,
     write_outputs,
 )
 from kdgat.training.loop import LoopSettings, fingerprint, fit
@@ -160,7 +160,7 @@ def train(
     model.anomaly_threshold.fill_(threshold)
     predictions = (errors > threshold).astype(int)
     metrics = base_metrics("vgae", settings, model, result, started, device)
-    metrics |= binary_metrics(stage.val_labels, predictions, errors)
+    metrics |= validation_metrics(stage.val_labels, predictions, errors)
     metrics |= {
         "anomaly_threshold": threshold,
         "threshold_method": method,
