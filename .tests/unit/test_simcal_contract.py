@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from simcal.calibrate import CalibrationSettings
 from simcal.contract import ContractError, normalise_output, param_id, replicate_seed, resolve_callable
-from simcal.runner import plan_tasks, simulate
+from simcal.runner import SimulationSettings, plan_tasks, simulate
 from simcal.tables import read_parameter_table
 
 
@@ -100,3 +102,14 @@ def test_dict_outputs_stack_tables_and_repeat_scalars():
     assert list(out["peak"]) == [7, 7]
     with pytest.raises(ContractError, match="expected a pandas DataFrame or a dict"):
         normalise_output([1, 2], "m:f")
+
+
+@pytest.mark.parametrize(
+    ("settings", "where"),
+    [(SimulationSettings, "simulation settings"), (CalibrationSettings, "calibration.calibrate")],
+)
+def test_settings_reject_unknown_keys_naming_section_and_key(settings, where):
+    with pytest.raises(
+        ContractError, match=rf"{re.escape(where)}: unknown keys \['batchsize'\]; known: \[.*'"
+    ):
+        settings.from_config({"batchsize": 4})

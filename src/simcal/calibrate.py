@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from simcal.contract import ContractError, param_id, resolve_callable
+from simcal.contract import ContractError, param_id, reject_unknown_keys, resolve_callable
 from simcal.design import Bound, Design, parse_bounds
 from simcal.runner import PartStore, SimulationSettings, Simulator, check_failures, plan_tasks
 from simcal.tables import parameter_sets, write_parquet
@@ -41,9 +41,7 @@ class CalibrationSettings:
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> CalibrationSettings:
         options = dict(options or {})
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ContractError(f"calibration.calibrate: unknown keys {sorted(unknown)}")
+        reject_unknown_keys(options, cls.__dataclass_fields__, "calibration.calibrate")
         settings = cls(**options)
         if settings.sampler not in SAMPLERS:
             raise ContractError(

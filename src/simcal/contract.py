@@ -11,7 +11,7 @@ import importlib
 import json
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,15 @@ import pandas as pd
 
 class ContractError(ValueError):
     """A model, target or parameter table does not follow the simulation contract."""
+
+
+def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    """Fail naming the config section and its unknown keys (the schema catches them too, but the library
+    is also called directly)."""
+    known = set(known)
+    unknown = set(options) - known
+    if unknown:
+        raise ContractError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
 
 
 def resolve_callable(reference: str, what: str = "model") -> Callable:

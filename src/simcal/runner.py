@@ -30,6 +30,7 @@ from simcal.contract import (
     canonical_params,
     normalise_output,
     param_id,
+    reject_unknown_keys,
     replicate_seed,
     resolve_callable,
 )
@@ -66,12 +67,7 @@ class SimulationSettings:
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> SimulationSettings:
         options = dict(options or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = set(options) - known
-        if unknown:
-            raise ContractError(
-                f"simulation settings: unknown keys {sorted(unknown)}; known: {sorted(known)}"
-            )
+        reject_unknown_keys(options, cls.__dataclass_fields__, "simulation settings")
         if options.get("batch_size") in ("auto", 0):
             options["batch_size"] = None
         settings = cls(**options)
