@@ -30,6 +30,14 @@ def test_simulate_wrapper(tmp_path):
     assert "started a LocalCluster with 2 worker(s)" in (tmp_path / "logs/simulate.log").read_text()
 
 
+def test_sweep_summary_and_page_wrappers(tmp_path):
+    run_wrapper_test("visualize_sweep", tmp_path, "results/sweep.html")
+    table = pd.read_parquet(tmp_path / "results/sweep_table.parquet")
+    assert len(table) == 4 and (table["replicates_ok"] == 2).all() and "incidence_sum_sd" in table
+    assert (tmp_path / "results/sweep.html").read_text().count("data:image/png;base64,") == 2
+    assert (tmp_path / "results/series.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_sample_design_and_generate_observed_wrappers(tmp_path):
     run_wrapper_test("sample_design", tmp_path)
     design = pd.read_csv(tmp_path / "results/design.csv")
@@ -43,5 +51,7 @@ def test_calibrate_analyze_visualize_wrappers(tmp_path):
     run_wrapper_test("visualize_calibration", tmp_path, "results/calibration.html")
     best = json.loads((tmp_path / "results/best.json").read_text())
     trials = pd.read_parquet(tmp_path / "results/trials.parquet")
-    assert len(trials) == 8 + 2 * 4 and best["loss"] == trials["loss"].min()
+    assert (
+        len(trials) == 8 + 2 * 4 + 3 and best["loss"] == trials.loc[trials["phase"] == "refine", "loss"].min()
+    )
     assert (tmp_path / "results/calibration.html").read_text().count("data:image/png;base64,") == 3

@@ -4,30 +4,19 @@ __author__ = "snakemake-gpu-catalog"
 __license__ = "MIT"
 
 import logging
-import sys
-from pathlib import Path
-
-try:
-    import simcal  # noqa: F401
-except ImportError:  # used straight from a checkout: the library sits two levels up
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from simcal.analyze import analyze_files
 from simcal.logs import configure
 
 configure(snakemake.log[0] if snakemake.log else None)
-params = snakemake.params
 try:
-    best = analyze_files(
+    analyze_files(
         trials_path=snakemake.input.get("trials", snakemake.input[0]),
-        parameter_names=list(params.parameter_names),
         best_path=snakemake.output.best,
         top_k_path=snakemake.output.top_k,
         summary_path=snakemake.output.summary,
-        top_k=int(params.get("top_k", 10)),
-        true_params=params.get("true_params") or None,
+        **dict(snakemake.params.items()),
     )
-    logging.getLogger("simcal").info("best parameters: %s (loss %.6g)", best["params"], best["loss"])
 except BaseException:
-    logging.getLogger("simcal").exception("analyze failed")
+    logging.getLogger("simcal").exception("analyze_calibration failed")
     raise

@@ -4,30 +4,13 @@ __author__ = "snakemake-gpu-catalog"
 __license__ = "MIT"
 
 import logging
-import sys
-from pathlib import Path
 
-try:
-    import simcal  # noqa: F401
-except ImportError:  # used straight from a checkout: the library sits two levels up
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-
-from simcal.design import sample_design
+from simcal.design import write_design
 from simcal.logs import configure
-from simcal.tables import write_csv, write_parquet
 
 configure(snakemake.log[0] if snakemake.log else None)
-params = snakemake.params
 try:
-    design = sample_design(
-        params.parameters, int(params.n), params.get("kind", "sobol"), int(params.get("seed", 0))
-    )
-    output = snakemake.output[0]
-    if output.endswith(".parquet"):
-        write_parquet(design, output)
-    else:
-        write_csv(design, output) if output.endswith(".csv") else design.to_csv(output, sep="\t", index=False)
-    logging.getLogger("simcal").info("wrote %d parameter sets to %s", len(design), output)
+    write_design(output=snakemake.output[0], **dict(snakemake.params.items()))
 except BaseException:
     logging.getLogger("simcal").exception("sample_design failed")
     raise

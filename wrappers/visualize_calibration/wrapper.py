@@ -4,20 +4,11 @@ __author__ = "snakemake-gpu-catalog"
 __license__ = "MIT"
 
 import logging
-import sys
-from pathlib import Path
-
-try:
-    import simcal  # noqa: F401
-except ImportError:  # used straight from a checkout: the library sits two levels up
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from simcal.logs import configure
 from simcal.visualize import visualize
 
 configure(snakemake.log[0] if snakemake.log else None)
-params = snakemake.params
-output = snakemake.output
 try:
     visualize(
         trials_path=snakemake.input.trials,
@@ -25,13 +16,14 @@ try:
         observed_path=snakemake.input.observed,
         best_path=snakemake.input.best,
         summary_path=snakemake.input.summary,
-        parameter_names=list(params.parameter_names),
-        html_path=output.html,
-        png_paths={name: output.get(name) for name in ("fit", "loss", "history") if output.get(name)},
-        column=params.get("column", "incidence"),
-        on=params.get("on", "day"),
-        title=params.get("title", "Calibration"),
+        html_path=snakemake.output.html,
+        png_paths={
+            name: snakemake.output.get(name)
+            for name in ("fit", "loss", "history")
+            if snakemake.output.get(name)
+        },
+        **dict(snakemake.params.items()),
     )
 except BaseException:
-    logging.getLogger("simcal").exception("visualize failed")
+    logging.getLogger("simcal").exception("visualize_calibration failed")
     raise
