@@ -363,6 +363,9 @@ def calibrate(
             log.warning("refine skipped: no parameter set has a finite loss")
     table = pd.concat(trials, ignore_index=True)
     table.insert(0, "trial", np.arange(len(table)))
+    for column in ("replicates_ok", "replicates_failed"):  # whole numbers, missing where nothing came back
+        if column in table:
+            table[column] = table[column].astype("Int64")
     kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
     write_parquet(table, trials_output)
     try:

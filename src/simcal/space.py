@@ -163,16 +163,6 @@ def space_of(model_ref: str) -> ParameterSpace | None:
     return space if isinstance(space, ParameterSpace) else None
 
 
-def check_fixed_not_overridden(columns: Iterable[str], fixed: Mapping[str, Any], where: str) -> None:
-    """A parameter may come from the table or from ``fixed:``, not both (a row would silently win)."""
-    both = sorted(set(columns) & set(fixed))
-    if both:
-        raise ContractError(
-            f"{where}: column(s) {both} are also set in fixed ({ {k: fixed[k] for k in both} }); a row value would "
-            "silently override the fixed one: remove them from the table or from fixed"
-        )
-
-
 def check_parameter_sets(
     model_ref: str,
     sets: Iterable[Mapping[str, Any]],
