@@ -9,11 +9,13 @@ For every observed-data seed:
 
 - Baseline, a grid search through the same library path (simcal.runner.simulate on the same cluster, losses from
   simcal.calibrate.losses_for with the same target): a coarse grid over the whole box (26 x 28 points, 8
-  replicates), then 21 x 21 points over +-15% around its best, then 21 x 21 points over +-4% around that (both
+  replicates), then 25 x 25 points over +-30% around its best, then 17 x 17 points over +-6% around that (both
   with the refine step's 32 replicates, so the same likelihood estimate the calibration chooses its best by). The
   grid's best fit is the best point of the last stage.
-- Noise floor of that best fit: the last stage again, shifted by half a step (other parameter sets, hence other
-  seeds). How far its best moves says how precisely "the best fit" is defined at 32 replicates.
+- The same grid search repeated on grids shifted by half a step (other parameter sets, hence other seeds): how far
+  its best fit lies from the first one is the noise floor, how precisely "the best fit" is defined at all. Also
+  printed: the Monte Carlo standard deviation of the 32-replicate loss at the best fit (8 independent estimates),
+  and the range of gamma over the +-30% stage's points whose loss is within two of those of its best.
 - The calibration, for every sampler seed: 32 Sobol points, ``--rounds`` TPE rounds of 16, 4 replicates each, then
   the refine step (top 8 again with 32 replicates); at most 2,000 simulations (counted in its simulations file).
 - A trivial baseline beside it: the same budget with Sobol points only (sampler sobol), first sampler seed.
@@ -51,6 +53,7 @@ TARGETS = [
     {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
 ]
 SEARCH_REPLICATES, REFINE = 4, {"top_k": 8, "replicates": 32}
+NOISE_REPEATS = 8  # independent 32-replicate estimates of the loss at the grid's best fit
 BUDGET = 2_000
 
 
@@ -75,42 +78,49 @@ def grid_stage(
     return params.join(losses).reset_index(), len(table) * replicates
 
 
-def around(
-    centre: float, span: float, points: int, low: float, high: float, shift: float = 0.0
-) -> np.ndarray:
-    step = 2 * span * centre / (points - 1)
-    values = np.linspace(centre * (1 - span), centre * (1 + span), points) + shift * step
-    return np.clip(values, low, high)
+def axis(low: float, high: float, points: int, shift: float, bound: dict) -> np.ndarray:
+    """``points`` evenly spaced values from low to high, moved by ``shift`` steps, kept inside the bounds."""
+    step = (high - low) / (points - 1)
+    return np.unique(np.clip(np.linspace(low, high, points) + shift * step, bound["low"], bound["high"]))
 
 
-def grid_search(client: Client, observed: pd.DataFrame, workdir: Path) -> dict:
+def grid_search(client: Client, observed: pd.DataFrame, workdir: Path, shift: float = 0.0) -> dict:
+    """Coarse grid over the whole box, then two zooms around the best point so far; ``shift`` moves every grid
+    by that fraction of its step (other parameter sets, hence other seeds: an independent repeat)."""
     began = time.perf_counter()
-    coarse, count = grid_stage(
-        client, observed, np.linspace(0.1, 0.6, 26), np.linspace(0.03, 0.3, 28), 8, workdir
+    beta, gamma = BOUNDS["beta"], BOUNDS["gamma"]
+    stage, count = grid_stage(
+        client, observed, axis(0.1, 0.6, 26, shift, beta), axis(0.03, 0.3, 28, shift, gamma), 8, workdir
     )
-    best = coarse.loc[coarse["loss"].idxmin()]
-    for span in (0.15, 0.04):
-        final_axes = [
-            around(best[p], span, 21, BOUNDS[p]["low"], BOUNDS[p]["high"]) for p in ("beta", "gamma")
+    best = stage.loc[stage["loss"].idxmin()]
+    wide = None
+    for span, points in ((0.30, 25), (0.06, 17)):
+        axes = [
+            axis(best[p] * (1 - span), best[p] * (1 + span), points, shift, BOUNDS[p])
+            for p in ("beta", "gamma")
         ]
-        stage, used = grid_stage(client, observed, *final_axes, REFINE["replicates"], workdir)
+        stage, used = grid_stage(client, observed, *axes, REFINE["replicates"], workdir)
         count += used
         best = stage.loc[stage["loss"].idxmin()]
-    seconds = time.perf_counter() - began
-    shifted_axes = [
-        around(final_axes[0].mean(), 0.04, 21, 0.1, 0.6, shift=0.5),
-        around(final_axes[1].mean(), 0.04, 21, 0.03, 0.3, shift=0.5),
-    ]
-    shifted, _ = grid_stage(client, observed, *shifted_axes, REFINE["replicates"], workdir)
-    other = shifted.loc[shifted["loss"].idxmin()]
+        wide = stage if wide is None else wide
     return {
         "beta": float(best["beta"]),
         "gamma": float(best["gamma"]),
         "loss": float(best["loss"]),
         "simulations": count,
-        "seconds": seconds,
-        "floor": {p: abs(float(other[p]) - float(best[p])) / float(best[p]) for p in ("beta", "gamma")},
+        "seconds": time.perf_counter() - began,
+        "wide": wide,
     }
+
+
+def loss_noise(client: Client, observed: pd.DataFrame, best: dict, workdir: Path) -> float:
+    """Standard deviation of the 32-replicate loss at the grid's best fit over independent sets of replicates.
+
+    Seeds derive from the parameter values, so each repeat moves beta by a relative 1e-12 (a different param_id,
+    hence other seeds; the model cannot tell the difference)."""
+    betas = best["beta"] * (1 + 1e-12 * np.arange(1, NOISE_REPEATS + 1))
+    table, _ = grid_stage(client, observed, betas, np.array([best["gamma"]]), REFINE["replicates"], workdir)
+    return float(table["loss"].std(ddof=1))
 
 
 def calibration(client: Client, observed: pd.DataFrame, seed: int, sampler: str, rounds: int, workdir: Path):
@@ -186,12 +196,22 @@ def main() -> None:
         for observed_seed in args.observed_seeds:
             observed = observe({**FIXED, **TRUTH}, observed_seed, noise="poisson")
             grid = grid_search(client, observed, workdir)
+            repeat = grid_search(client, observed, workdir, shift=0.5)
+            grid["floor"] = errors(repeat, grid)
+            noise = loss_noise(client, observed, grid, workdir)
+            wide = grid["wide"]
+            close = wide[
+                wide["loss"] <= wide["loss"].min() + 2 * noise
+            ]  # fits the grid cannot tell from its best
             grids.append(grid)
             print(
                 f"# observed seed {observed_seed}: grid best beta={grid['beta']:.4f} gamma={grid['gamma']:.4f} "
-                f"(NLL {grid['loss']:.1f}; {grid['simulations']} simulations, {grid['seconds']:.0f} s); "
-                f"shifted grid's best differs by beta {100 * grid['floor']['beta']:.1f}%, "
-                f"gamma {100 * grid['floor']['gamma']:.1f}%",
+                f"(NLL {grid['loss']:.1f}; {grid['simulations']} simulations, {grid['seconds']:.0f} s); the "
+                f"repeat on half-step-shifted grids (other seeds) finds beta={repeat['beta']:.4f} "
+                f"gamma={repeat['gamma']:.4f} ({100 * grid['floor']['beta']:.1f}%, "
+                f"{100 * grid['floor']['gamma']:.1f}% away); the loss's Monte Carlo sd there is {noise:.1f}, and "
+                f"the +-30% stage's points within 2 sd of its best span gamma {close['gamma'].min():.4f}-"
+                f"{close['gamma'].max():.4f}",
                 flush=True,
             )
             runs = [(seed, "tpe") for seed in args.sampler_seeds] + [(args.sampler_seeds[0], "sobol")]

@@ -208,7 +208,8 @@ class Proposer:
         elif settings.sampler == settings.initial_design:
             self.later = self.design  # one sequence: later rounds continue where the design stopped
         else:  # another design kind: its own stream, seeded apart from the first
-            self.later = Design(bounds, settings.sampler, int(np.random.SeedSequence([settings.seed, 1]).generate_state(1)[0]))  # fmt: skip
+            apart = int(np.random.SeedSequence([settings.seed, 1]).generate_state(1)[0])
+            self.later = Design(bounds, settings.sampler, apart)
         sampler = optuna.samplers.TPESampler(
             seed=settings.seed, n_startup_trials=0, multivariate=True, constant_liar=True
         )
