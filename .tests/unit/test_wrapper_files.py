@@ -3,6 +3,9 @@ against pyproject.toml (the release the wrapper installs, and the versions pypro
 
 from __future__ import annotations
 
+import ast
+import re
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -203,3 +206,120 @@ def test_the_reader_of_wrappers_sees_every_kind_of_read(tmp_path: Path) -> None:
     }
     assert [f.__name__ for f in reads.passed_whole["params"]] == ["dumps"]
     assert "input" not in reads.passed_whole
+
+
+# -- one wrapper style (CONTRIBUTING.md, "Wrapper conventions") -----------------------------------------------------
+# Wrappers written before the style; each leaves this set when it is converted (the test fails while a converted
+# wrapper is still listed, so the set only shrinks).
+OLD_STYLE = {
+    "analyze_calibration", "build_graphs", "calibrate", "evaluate_detector", "generate_can", "generate_observed",
+    "sample_design", "simulate", "summarize_evaluation", "train_dqn", "train_gat", "train_vgae",
+    "visualize_calibration",
+}  # fmt: skip
+
+
+def style_problems(wrapper: Path) -> list[str]:
+    """How wrapper.py departs from: docstring, __author__/__license__, imports, configure(log), one library call."""
+    tree = ast.parse(wrapper.read_text())
+    body = list(tree.body)
+    problems = []
+    if not ast.get_docstring(tree):
+        problems.append("no module docstring")
+    assigned = {
+        t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    }
+    problems += [f"no {name}" for name in ("__author__", "__license__") if name not in assigned]
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    steps = [
+        node
+        for node in body
+        if not isinstance(node, ast.Import | ast.ImportFrom)
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        and not (
+            isinstance(node, ast.Assign)
+            and assigned
+            & {"__author__", "__license__"}
+            & {t.id for t in node.targets if isinstance(t, ast.Name)}
+        )
+    ]
+    if (
+        len(steps) == 1
+        and isinstance(steps[0], ast.If)
+        and ast.unparse(steps[0].test) == "__name__ == '__main__'"
+    ):
+        steps = steps[0].body  # a wrapper that starts Dask workers guards its body
+    shape = [ast.unparse(node).split("\n")[0] for node in steps]
+    if len(steps) != 2 or shape[0] != "configure(snakemake.log[0])":
+        problems.append(
+            f"the body must be configure(snakemake.log[0]) then one `with failure_logged(...)`: {shape}"
+        )
+    else:
+        block = steps[1]
+        if not (
+            isinstance(block, ast.With)
+            and ast.unparse(block.items[0].context_expr).startswith("failure_logged(")
+        ):
+            problems.append("the library call must run inside `with failure_logged(...)`")
+        elif len(block.body) != 1 or not (
+            isinstance(block.body[0], ast.Expr) and isinstance(block.body[0].value, ast.Call)
+        ):
+            problems.append("`with failure_logged(...)` must hold exactly one library call")
+    for helper in ("configure", "failure_logged"):
+        if imported.get(helper) not in {"kdgat.logs", "simcal.logs"}:
+            problems.append(f"{helper} must come from kdgat.logs or simcal.logs")
+    return problems
+
+
+@pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
+def test_wrapper_has_the_one_style(folder: Path) -> None:
+    problems = style_problems(folder / "wrapper.py")
+    if folder.name in OLD_STYLE:
+        assert problems, f"{folder.name} follows the style now: remove it from OLD_STYLE"
+    else:
+        assert not problems, f"{ids(folder)}/wrapper.py:\n  " + "\n  ".join(problems)
+
+
+GUARDED = """\"\"\"Snakemake wrapper: a sweep on Dask.\"\"\"
+
+__author__ = "snakemake-gpu-catalog maintainers"
+__license__ = "MIT"
+
+from simcal.logs import configure, failure_logged
+from simcal.runner import simulate
+
+if __name__ == "__main__":
+    configure(snakemake.log[0])
+    with failure_logged("simulate"):
+        simulate(parameters=snakemake.input[0], output=snakemake.output[0])
+"""
+
+
+def test_style_check_accepts_the_contributing_example_and_a_dask_guard(tmp_path: Path) -> None:
+    example = (REPO / "CONTRIBUTING.md").read_text().split("## Wrapper conventions", 1)[1]
+    for code in (textwrap.dedent(re.search(r"```python\n(.*?)```", example, re.S).group(1)), GUARDED):
+        (tmp_path / "wrapper.py").write_text(code)
+        assert style_problems(tmp_path / "wrapper.py") == [], code
+    (tmp_path / "wrapper.py").write_text(
+        GUARDED.replace("        simulate(", "        print()\n        simulate(")
+    )
+    assert style_problems(tmp_path / "wrapper.py") == [
+        "`with failure_logged(...)` must hold exactly one library call"
+    ]
+
+
+# -- modules call the wrappers of their own release ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "snakefile", sorted((REPO / "workflow/modules").glob("*/Snakefile")), ids=lambda p: p.parent.name
+)
+def test_module_names_its_wrappers_through_catalog_wrapper(snakefile: Path) -> None:
+    text = snakefile.read_text()
+    references = re.findall(r"^\s+wrapper:\n\s+(.+)$", text, re.M)
+    assert 'include: "../wrappers.smk"' in text or not references
+    for reference in references:
+        match = re.fullmatch(r'catalog_wrapper\("(\w+)"\)', reference.strip())
+        assert match and (REPO / "wrappers" / match.group(1) / "wrapper.py").is_file(), reference
