@@ -88,6 +88,19 @@ def test_readme_pins_this_release_everywhere() -> None:
     assert "use rule * from kd_gat as lab_*" in LAB_SNAKEFILE
 
 
+def test_wrapper_prefix_goes_in_front_of_every_wrapper_but_urls() -> None:
+    # Why the README asks for snakemake-wrappers' own wrappers as full URLs next to --wrapper-prefix.
+    from snakemake.wrapper import get_path
+
+    prefix = f"{REPOSITORY}/raw/"
+    ours = get_path(f"{TAG}/wrappers/sample_design", prefix=prefix).get_path_or_uri(secret_free=True)
+    assert ours == f"{REPOSITORY}/raw/{TAG}/wrappers/sample_design"
+    theirs = get_path("v7.2.0/bio/samtools/sort", prefix=prefix).get_path_or_uri(secret_free=True)
+    assert theirs == f"{REPOSITORY}/raw/v7.2.0/bio/samtools/sort"  # not snakemake-wrappers any more
+    full = "https://github.com/snakemake/snakemake-wrappers/raw/v7.2.0/bio/samtools/sort"
+    assert get_path(full, prefix=prefix).get_path_or_uri(secret_free=True) == full
+
+
 # -- a release, installed in a fresh virtualenv ---------------------------------------------------------------------
 def git(*args: str, cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, timeout=120)
