@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Snakemake finds executor plugins by scanning sys.path (pkgutil), which cannot see the import hook of an
+	@# editable install with two package roots: put executors/ on sys.path (a plain install needs no such line).
+	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "snakemake-gpu-catalog-executors.pth").write_text(str(pathlib.Path("executors").resolve()) + "\n")'
 	touch $@
 
 demo: $(STAMP)
