@@ -41,13 +41,13 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src wrappers bench scripts .tests
+	$(BIN)/ruff format --check src executors wrappers bench scripts .tests
 	$(BIN)/snakefmt --check workflow wrappers .tests
 	$(BIN)/snakemake --lint
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format src wrappers bench scripts .tests
+	$(BIN)/ruff format src executors wrappers bench scripts .tests
 	$(BIN)/snakefmt workflow wrappers .tests
 
 bench: $(STAMP)

@@ -86,7 +86,11 @@ else:
     ],
 )
 def test_only_clients_with_the_profiles_tls_settings_connect(case, expected, dask_from_manifests):  # noqa: F811
-    address, env, profile_env = dask_from_manifests.address, _clean_environment(), dask_from_manifests.client_env()
+    address, env, profile_env = (
+        dask_from_manifests.address,
+        _clean_environment(),
+        dask_from_manifests.client_env(),
+    )
     if "plain tcp" in case:
         address = address.replace("tls://", "tcp://")
     if "profile's pod environment" in case:

@@ -55,7 +55,11 @@ def by_kind(kind: str) -> list[dict]:
 # server-side `kubectl apply` with field validation refuses them.
 KUEUE_API_VERSION = "kueue.x-k8s.io/v1beta2"
 SUPPORTED_KUEUE = ("0.15", "0.19")
-_NAME = {"type": "string", "maxLength": 253, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}
+_NAME = {
+    "type": "string",
+    "maxLength": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+}
 _QUANTITY = {
     "anyOf": [{"type": "integer"}, {"type": "string"}],
     "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
@@ -63,13 +67,23 @@ _QUANTITY = {
 
 
 def _object(properties: dict, required: tuple[str, ...] = ()) -> dict:
-    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
 
 
 def _kueue_object(kind: str, spec: dict, namespaced: bool) -> dict:
     metadata = {"type": "object", "required": ["name", "namespace"] if namespaced else ["name"]}
     return _object(
-        {"apiVersion": {"const": KUEUE_API_VERSION}, "kind": {"const": kind}, "metadata": metadata, "spec": spec},
+        {
+            "apiVersion": {"const": KUEUE_API_VERSION},
+            "kind": {"const": kind},
+            "metadata": metadata,
+            "spec": spec,
+        },
         ("apiVersion", "kind", "metadata", "spec"),
     )
 
@@ -354,7 +368,10 @@ def test_the_driver_role_allows_exactly_what_the_executor_checks_and_does():
 # ---- Dask: TLS and network policy ---------------------------------------------------------------------------
 def _dask_containers() -> dict[str, tuple[dict, dict]]:
     return {
-        doc["metadata"]["name"]: (doc["spec"]["template"]["spec"], doc["spec"]["template"]["spec"]["containers"][0])
+        doc["metadata"]["name"]: (
+            doc["spec"]["template"]["spec"],
+            doc["spec"]["template"]["spec"]["containers"][0],
+        )
         for doc in by_kind("Deployment")
     }
 
@@ -390,7 +407,9 @@ def test_dask_cluster_matches_the_documented_scheduler_address():
     port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "tls-comm")
     assert SCHEDULER_ADDRESS == f"tls://{host}:{port}"
     deployments = {doc["metadata"]["name"]: doc for doc in by_kind("Deployment")}
-    assert service["spec"]["selector"] == deployments["dask-scheduler"]["spec"]["template"]["metadata"]["labels"]
+    assert (
+        service["spec"]["selector"] == deployments["dask-scheduler"]["spec"]["template"]["metadata"]["labels"]
+    )
     for deployment in deployments.values():
         image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == profile()["container-image"], "Dask pods must run the workflow's dask/distributed"
@@ -402,9 +421,11 @@ def test_dask_cluster_matches_the_documented_scheduler_address():
 def test_network_policy_admits_only_pods_of_the_namespace_to_the_dask_pods():
     (policy,) = by_kind("NetworkPolicy")
     selector = policy["spec"]["podSelector"]["matchLabels"]
-    for name, (pod, _) in _dask_containers().items():
+    for name in _dask_containers():
         labels = next(
-            d["spec"]["template"]["metadata"]["labels"] for d in by_kind("Deployment") if d["metadata"]["name"] == name
+            d["spec"]["template"]["metadata"]["labels"]
+            for d in by_kind("Deployment")
+            if d["metadata"]["name"] == name
         )
         assert selector.items() <= labels.items(), f"the NetworkPolicy does not select {name}"
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -421,7 +442,9 @@ def test_profile_has_the_required_settings():
     assert re.fullmatch(r"az://[\w-]+/[\w./-]+", settings["default-storage-prefix"])
     assert {"mem_mb", "disk_mb"} <= set(settings["default-resources"])
     assert settings["retries"] >= 1
-    assert not [key for key in settings if key.startswith("kubernetes-") and not key.startswith("kubernetes-kueue-")]
+    assert not [
+        key for key in settings if key.startswith("kubernetes-") and not key.startswith("kubernetes-kueue-")
+    ]
 
 
 def test_every_profile_key_is_commented():
@@ -429,7 +452,9 @@ def test_every_profile_key_is_commented():
     for number, line in enumerate(lines):
         if re.match(r"^[a-z][\w-]*:", line):
             previous = lines[number - 1].strip() if number else ""
-            assert previous.startswith("#") or "#" in line, f"config.yaml:{number + 1} {line!r} has no comment"
+            assert previous.startswith("#") or "#" in line, (
+                f"config.yaml:{number + 1} {line!r} has no comment"
+            )
 
 
 def test_gpu_rules_request_a_limited_nvidia_gpu():
@@ -444,7 +469,9 @@ def test_gpu_rules_request_a_limited_nvidia_gpu():
     rules = set(listed.stdout.split())
     gpu_rules = {rule for rule in rules if GPU_RULE_PATTERN.match(rule)}
     missing = gpu_rules - set(resources)
-    assert not missing, f"GPU rules of the workflow without GPU settings in profiles/k8s/config.yaml: {missing}"
+    assert not missing, (
+        f"GPU rules of the workflow without GPU settings in profiles/k8s/config.yaml: {missing}"
+    )
     if any(rule.startswith("kd_gat_train_") for rule in rules):
         unknown = {rule for rule in resources if GPU_RULE_PATTERN.match(rule)} - rules
         assert not unknown, f"profiles/k8s/config.yaml sets resources of rules that do not exist: {unknown}"
@@ -503,9 +530,13 @@ def test_containerfile_variants_match_the_profiles_images():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     (torch_pin,) = [r for r in pyproject["project"]["dependencies"] if r.startswith("torch==")]
     default = re.search(r"^ARG TORCH_VARIANT=(\S+)$", CONTAINERFILE, re.M).group(1)
-    index = re.search(r'--index-url "https://download\.pytorch\.org/whl/\$\{TORCH_VARIANT\}" (\S+)', CONTAINERFILE)
+    index = re.search(
+        r'--index-url "https://download\.pytorch\.org/whl/\$\{TORCH_VARIANT\}" (\S+)', CONTAINERFILE
+    )
     assert index and index.group(1) == torch_pin, "torch comes from the variant's index, at the project's pin"
-    documented = set(re.findall(r"--build-arg TORCH_VARIANT=(\w+)\s+-t \S+:snakemake-[\d.]+-(\w+) ", CONTAINERFILE))
+    documented = set(
+        re.findall(r"--build-arg TORCH_VARIANT=(\w+)\s+-t \S+:snakemake-[\d.]+-(\w+) ", CONTAINERFILE)
+    )
     assert {a for a, b in documented if a == b} == TORCH_VARIANTS, "each variant's build command tags it"
     import snakemake
 

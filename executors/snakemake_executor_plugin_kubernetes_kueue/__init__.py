@@ -21,9 +21,10 @@ therefore never contacts a cluster at import, and without the k8s extra (no kube
 imports: choosing the executor then stops with the install command instead.
 """
 
-
 from dataclasses import dataclass, field, replace
-from typing import List, Optional
+
+# Snakemake turns these annotations into argparse types at run time and understands Optional[X], not X | None.
+from typing import Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
@@ -40,14 +41,14 @@ except ImportError as missing:  # the k8s extra is not installed
 INSTALL_HINT = "pip install 'snakemake-gpu-catalog[k8s]' (snakemake-executor-plugin-kubernetes 0.5.1)"
 
 
-def _parse_secret_volumes(items: List[str]) -> List[SecretVolume]:
+def _parse_secret_volumes(items: list[str]) -> list[SecretVolume]:
     try:
         return [SecretVolume.parse(item) for item in items]
     except SettingError as error:
         raise WorkflowError(str(error)) from None
 
 
-def _unparse_secret_volumes(volumes: List[SecretVolume]) -> List[str]:
+def _unparse_secret_volumes(volumes: list[SecretVolume]) -> list[str]:
     return [volume.unparse() for volume in volumes]
 
 
@@ -55,7 +56,7 @@ def _unparse_secret_volumes(volumes: List[SecretVolume]) -> List[str]:
 class KueueSettings(ExecutorSettingsBase):
     """The settings this executor adds to those of the kubernetes executor."""
 
-    queue_name: Optional[str] = field(
+    queue_name: Optional[str] = field(  # noqa: UP045
         default=None,
         metadata={
             "help": "Kueue LocalQueue (in the namespace) that queues every Job: the value of the Job label "
@@ -71,13 +72,13 @@ class KueueSettings(ExecutorSettingsBase):
             "--kubernetes-kueue-service-account-name, annotated with azure.workload.identity/client-id).",
         },
     )
-    gpu_container_image: Optional[str] = field(
+    gpu_container_image: Optional[str] = field(  # noqa: UP045
         default=None,
         metadata={
             "help": "Image of Jobs that request a GPU (the CUDA build); other Jobs run --container-image.",
         },
     )
-    env: List[str] = field(
+    env: list[str] = field(
         default_factory=list,
         metadata={
             "help": "NAME=VALUE environment variables of every pod, as plain text in the Job spec "
@@ -85,7 +86,7 @@ class KueueSettings(ExecutorSettingsBase):
             "nargs": "+",
         },
     )
-    secret_volumes: List[SecretVolume] = field(
+    secret_volumes: list[SecretVolume] = field(
         default_factory=list,
         metadata={
             "help": "Kubernetes Secrets mounted read-only into every pod, as <secret-name>:<path>.",
@@ -97,7 +98,16 @@ class KueueSettings(ExecutorSettingsBase):
 
 
 if kubernetes_plugin is None:
-    ExecutorSettings = KueueSettings
+
+    @dataclass
+    class ExecutorSettings(KueueSettings):
+        """Without the kubernetes executor: the profile's settings still parse, then the executor stops."""
+
+        namespace: str = field(default="default", metadata={"help": "Namespace of the Jobs."})
+        service_account_name: Optional[str] = field(  # noqa: UP045
+            default=None, metadata={"help": "ServiceAccount of the Jobs' pods."}
+        )
+
     common_settings = CommonSettings(non_local_exec=True, implies_no_shared_fs=True, job_deploy_sources=True)
 
     class Executor(RemoteExecutor):
@@ -119,7 +129,9 @@ if kubernetes_plugin is None:
             raise NotImplementedError
 
 else:
-    from .executor import KueueExecutor as Executor
+    from .executor import KueueExecutor
+
+    Executor = KueueExecutor
 
     @dataclass
     class ExecutorSettings(kubernetes_plugin.ExecutorSettings, KueueSettings):

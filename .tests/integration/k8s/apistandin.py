@@ -106,6 +106,7 @@ class ApiStandIn:
     admit_delay: float = 0.0
     max_running: int = 0
     identity_env: dict[str, str] = field(default_factory=dict)
+    serves_kueue: bool = True  # False: a cluster without Kueue (no kueue.x-k8s.io API at all)
     kubernetes_version: str = KUBERNETES_VERSION
     secrets: dict[str, dict] = field(default_factory=dict)
     jobs: dict[str, JobRecord] = field(default_factory=dict)
@@ -250,7 +251,9 @@ class ApiStandIn:
             if secret is None and volume["secret"].get("optional"):
                 continue
             if secret is None:
-                raise KeyError(f"secret {volume['secret']['secretName']} of volume {mount['name']} is missing")
+                raise KeyError(
+                    f"secret {volume['secret']['secretName']} of volume {mount['name']} is missing"
+                )
             target = workdir.parent / f"{workdir.name}-mounts" / mount["mountPath"].lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
             for key, value in (secret.get("data") or {}).items():
@@ -353,7 +356,11 @@ class ApiStandIn:
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": pod.name, "namespace": record.namespace, "labels": {"job-name": job_name}},
+                "metadata": {
+                    "name": pod.name,
+                    "namespace": record.namespace,
+                    "labels": {"job-name": job_name},
+                },
                 "status": _pod_status(pod, record.manifest["spec"]["template"]["spec"]["containers"][0]),
             }
         ]
@@ -512,7 +519,9 @@ class _Handler(BaseHTTPRequestHandler):
                 selector = query.get("labelSelector", [""])[0]
                 job_name = selector.split("=", 1)[1] if selector.startswith("job-name=") else ""
                 items = api.pod_objects(job_name)
-                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+                return self._send(
+                    200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+                )
             if "localqueues" in parts:
                 return self._local_queues(parts)
             if "serviceaccounts" in parts and parts[-1] != "serviceaccounts":
@@ -525,8 +534,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _local_queues(self, parts: list[str]) -> None:
         api, namespace = self.api, self._namespace(parts)
-        if parts[:3] != ["apis", "kueue.x-k8s.io", "v1beta2"]:
-            return self._send(404, _status(404, "the server could not find the requested resource", "NotFound"))
+        if not api.serves_kueue or parts[:3] != ["apis", "kueue.x-k8s.io", "v1beta2"]:
+            return self._send(
+                404, _status(404, "the server could not find the requested resource", "NotFound")
+            )
         items = [q for key, q in sorted(api.local_queues.items()) if key.startswith(f"{namespace}/")]
         if parts[-1] == "localqueues":
             listing = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueueList", "metadata": {}}

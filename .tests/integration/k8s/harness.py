@@ -152,6 +152,32 @@ def manifest_container(path: Path, name: str) -> dict:
     raise KeyError(f"no Deployment {name} in {path}")
 
 
+# Runs snakemake as if the k8s extra were not installed: neither the kubernetes client nor the kubernetes
+# executor can be found or imported (Snakemake lists executor plugins with pkgutil, then imports each).
+WITHOUT_K8S_EXTRA = """
+import pkgutil, sys
+from importlib.abc import MetaPathFinder
+HIDDEN = {"kubernetes", "snakemake_executor_plugin_kubernetes"}
+class Hide(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+listed = pkgutil.iter_modules
+pkgutil.iter_modules = lambda *a, **k: (m for m in listed(*a, **k) if m.name not in HIDDEN)
+from snakemake.cli import main
+sys.argv[0] = "snakemake"
+main()
+"""
+
+
+def snakemake_command(k8s_extra: bool = True) -> list[str]:
+    """The snakemake CLI of the project venv, or the same as if the k8s extra were not installed."""
+    from testkit import venv_bin
+
+    return [venv_bin("snakemake")] if k8s_extra else [venv_bin("python"), "-c", WITHOUT_K8S_EXTRA]
+
+
 def write_tls_certificates(directory: Path) -> Path:
     """A throwaway CA and one certificate it signed (server and client use), as the Secret dask-tls holds them.
 
