@@ -184,6 +184,18 @@ KUEUE_SCHEMAS = {
 }  # fmt: skip
 
 
+def test_readme_names_the_supported_kueue_range_and_installs_a_release_in_it():
+    readme = (K8S / "README.md").read_text()
+    low, high = SUPPORTED_KUEUE
+    assert f"**Kueue {low} to {high}.**" in readme
+    (installed,) = set(re.findall(r"kueue/releases/download/v(\d+\.\d+)\.\d+/manifests\.yaml", readme))
+    assert (
+        tuple(map(int, low.split(".")))
+        <= tuple(map(int, installed.split(".")))
+        <= tuple(map(int, high.split(".")))
+    )
+
+
 def test_there_are_manifests_for_every_part():
     kinds = {doc["kind"] for _, doc in MANIFESTS}
     assert {"ResourceFlavor", "ClusterQueue", "LocalQueue", "Deployment", "Service", "Namespace"} <= kinds

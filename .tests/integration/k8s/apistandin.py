@@ -585,6 +585,13 @@ def main() -> None:
     parser.add_argument("--namespace", default="snakemake")
     parser.add_argument("--admit-delay", type=float, default=0.0)
     parser.add_argument("--max-running", type=int, default=0)
+    parser.add_argument(
+        "--apply",
+        type=Path,
+        nargs="*",
+        default=[Path("profiles/k8s/kueue/localqueue.yaml"), Path("profiles/k8s/serviceaccount.yaml")],
+        help="manifests applied before the run (LocalQueues, ServiceAccounts, Secrets)",
+    )
     args = parser.parse_args()
     api = ApiStandIn(
         pods_root=args.pods_root,
@@ -592,6 +599,9 @@ def main() -> None:
         admit_delay=args.admit_delay,
         max_running=args.max_running,
     ).start()
+    import yaml
+
+    api.add_objects([doc for path in args.apply for doc in yaml.safe_load_all(path.read_text()) if doc])
     api.write_kubeconfig(args.kubeconfig, args.namespace)
     print(f"stand-in API at {api.url}; export KUBECONFIG={args.kubeconfig.resolve()}", flush=True)
     try:
