@@ -281,6 +281,7 @@ def test_stock_kubernetes_executor_aborts_on_the_400_where_ours_retries(tmp_path
             "id",
             "the cluster does not serve kueue.x-k8s.io/v1beta2: install Kueue 0.15 or newer",
         ),
+        ("api server down", [], {}, "id", "cannot be reached (MaxRetryError); check KUBECONFIG"),
         (
             "unknown queue",
             ["--kubernetes-kueue-queue-name", "gpu-queue"],
@@ -324,6 +325,8 @@ def test_a_wrong_setting_stops_the_run_before_any_job(
 ):
     api = new_standin(tmp_path, azurite, serves_kueue=case != "no kueue")
     api.add_objects(applied_objects(client_id=None if client_id is None else str(uuid.uuid4())))
+    if case == "api server down":
+        api.stop()  # the kubeconfig names a port nobody listens on any more
     try:
         proc, _ = run_profile(api, azurite, workspace, unique_container("bad"), *args, env=env)
     finally:

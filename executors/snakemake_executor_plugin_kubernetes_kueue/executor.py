@@ -5,6 +5,7 @@ from __future__ import annotations
 import kubernetes.client
 import kubernetes.config
 import snakemake_executor_plugin_kubernetes as kubernetes_plugin
+import urllib3
 from kubernetes.client.rest import ApiException
 from snakemake_interface_common.exceptions import WorkflowError
 
@@ -124,10 +125,15 @@ class KueueExecutor(kubernetes_plugin.Executor):
             check_workload_identity_annotations(found.metadata.annotations, account, namespace)
 
     def _local_queues(self, namespace: str) -> set[str]:
+        api = kubernetes.client.CustomObjectsApi()
         try:
-            listed = kubernetes.client.CustomObjectsApi().list_namespaced_custom_object(
-                KUEUE_GROUP, KUEUE_VERSION, namespace, "localqueues"
-            )
+            listed = api.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, "localqueues")
+        except urllib3.exceptions.HTTPError as error:
+            raise SettingError(
+                f"kubernetes-kueue: the Kubernetes API server at {api.api_client.configuration.host} cannot "
+                f"be reached ({type(error).__name__}); check KUBECONFIG and its current context "
+                "(`kubectl config current-context`, `az aks get-credentials -g <group> -n <cluster>`)"
+            ) from None
         except ApiException as error:
             if error.status == 404:
                 raise SettingError(
