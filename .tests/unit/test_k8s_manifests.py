@@ -60,9 +60,12 @@ _NAME = {
     "maxLength": 253,
     "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
 }
+# A Kubernetes resource quantity (a non-negative quota): a number with an optional binary or decimal suffix.
 _QUANTITY = {
-    "anyOf": [{"type": "integer"}, {"type": "string"}],
-    "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\d+(\.\d+)?([KMGTPE]i|[mkMGTPE])?$"},
+    ]
 }
 
 
@@ -219,6 +222,7 @@ def test_manifest_validates_against_its_schema(where, document):
         "cohort (v1beta1's name)",
         "queueingStrategy FIFO",
         "quota instead of nominalQuota",
+        "nominalQuota not a quantity",
         "taint effect NoEffect",
         "LocalQueue without namespace",
     ],
@@ -235,6 +239,8 @@ def test_the_kueue_check_refuses_what_kueue_refuses(change):
     elif change == "quota instead of nominalQuota":
         resource = document["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0]
         resource["quota"] = resource.pop("nominalQuota")
+    elif change == "nominalQuota not a quantity":
+        document["spec"]["resourceGroups"][0]["flavors"][0]["resources"][1]["nominalQuota"] = "lots"
     elif change == "taint effect NoEffect":
         document = copy.deepcopy(by_kind("ResourceFlavor")[-1])
         document["spec"]["nodeTaints"][0]["effect"] = "NoEffect"
