@@ -1,15 +1,13 @@
 """Snakemake wrapper: best parameters, top-k and summary statistics of a calibration (Parquet + JSON)."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
 from simcal.analyze import analyze_files
-from simcal.logs import configure
+from simcal.logs import configure, failure_logged
 
-configure(snakemake.log[0] if snakemake.log else None)
-try:
+configure(snakemake.log[0])
+with failure_logged("analyze_calibration"):
     analyze_files(
         trials_path=snakemake.input.get("trials", snakemake.input[0]),
         best_path=snakemake.output.best,
@@ -17,6 +15,3 @@ try:
         summary_path=snakemake.output.summary,
         **dict(snakemake.params.items()),
     )
-except BaseException:
-    logging.getLogger("simcal").exception("analyze_calibration failed")
-    raise

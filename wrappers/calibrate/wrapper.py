@@ -1,17 +1,15 @@
 """Snakemake wrapper: calibrate a model against observed data (quasi-random design, Optuna TPE rounds, refine) on one Dask cluster."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
 from simcal.calibrate import calibrate_files
-from simcal.logs import configure
+from simcal.logs import configure, failure_logged
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
 if __name__ == "__main__":
-    configure(snakemake.log[0] if snakemake.log else None)
-    try:
+    configure(snakemake.log[0])
+    with failure_logged("calibrate"):
         calibrate_files(
             observed=snakemake.input.get("observed", snakemake.input[0]),
             simulations=snakemake.output.simulations,
@@ -19,6 +17,3 @@ if __name__ == "__main__":
             threads=snakemake.threads,
             **dict(snakemake.params.items()),
         )
-    except BaseException:
-        logging.getLogger("simcal").exception("calibrate failed")
-        raise

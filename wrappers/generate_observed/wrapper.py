@@ -1,16 +1,11 @@
 """Snakemake wrapper: observed data from a generator ("module:function"(params, seed, **options)) at known parameters."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
-from simcal.logs import configure
+from simcal.logs import configure, failure_logged
 from simcal.observed import generate_observed
 
-configure(snakemake.log[0] if snakemake.log else None)
-try:
+configure(snakemake.log[0])
+with failure_logged("generate_observed"):
     generate_observed(output=snakemake.output[0], **dict(snakemake.params.items()))
-except BaseException:
-    logging.getLogger("simcal").exception("generate_observed failed")
-    raise

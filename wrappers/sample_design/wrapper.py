@@ -1,16 +1,11 @@
 """Snakemake wrapper: a quasi-random design (Sobol, Latin hypercube or random) of parameter sets within bounds."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
 from simcal.design import write_design
-from simcal.logs import configure
+from simcal.logs import configure, failure_logged
 
-configure(snakemake.log[0] if snakemake.log else None)
-try:
+configure(snakemake.log[0])
+with failure_logged("sample_design"):
     write_design(output=snakemake.output[0], **dict(snakemake.params.items()))
-except BaseException:
-    logging.getLogger("simcal").exception("sample_design failed")
-    raise

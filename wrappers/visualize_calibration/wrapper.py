@@ -1,15 +1,13 @@
 """Snakemake wrapper: a self-contained HTML page (inline PNGs) of a calibration, plus each picture as a PNG."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
-from simcal.logs import configure
+from simcal.logs import configure, failure_logged
 from simcal.visualize import visualize
 
-configure(snakemake.log[0] if snakemake.log else None)
-try:
+configure(snakemake.log[0])
+with failure_logged("visualize_calibration"):
     visualize(
         trials_path=snakemake.input.trials,
         simulations_path=snakemake.input.simulations,
@@ -24,6 +22,3 @@ try:
         },
         **dict(snakemake.params.items()),
     )
-except BaseException:
-    logging.getLogger("simcal").exception("visualize_calibration failed")
-    raise

@@ -1,15 +1,13 @@
 """Snakemake wrapper: a self-contained HTML page (inline PNGs) of a sweep, plus each picture as a PNG."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
-from simcal.logs import configure
+from simcal.logs import configure, failure_logged
 from simcal.visualize import visualize_sweep
 
-configure(snakemake.log[0] if snakemake.log else None)
-try:
+configure(snakemake.log[0])
+with failure_logged("visualize_sweep"):
     visualize_sweep(
         simulations_path=snakemake.input.simulations,
         table_path=snakemake.input.table,
@@ -20,6 +18,3 @@ try:
         },
         **dict(snakemake.params.items()),
     )
-except BaseException:
-    logging.getLogger("simcal").exception("visualize_sweep failed")
-    raise
