@@ -105,12 +105,12 @@ def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):
     misspelt = {"calibration": {**SMALL_CONFIG["calibration"], "fixed": {"populaton": 2000, "days": 20}}}
     failed = run_snakemake(
         "--snakefile", str(downstream(tmp_path, misspelt)), "--directory", str(tmp_path), "--cores", "1",
-        cwd=tmp_path, check=False,
+        "results/calibration/sir_small/trials.parquet", cwd=tmp_path, check=False,
     )  # fmt: skip
     assert failed.returncode != 0
-    logs = "".join(p.read_text() for p in (tmp_path / "logs/calibration/sir_small").glob("*.log"))
-    # whichever rule meets it first (generate_observed, simulate or calibrate) names it
-    assert "'populaton' is not a parameter of" in logs and "(did you mean 'population'?)" in logs
+    log = (tmp_path / "logs/calibration/sir_small/generate_observed.log").read_text()
+    assert "observed.true_params, the true parameters: 'populaton' is not a parameter of " in log
+    assert "simcal.models.sir:observe (did you mean 'population'?)" in log
     assert not (tmp_path / "results/calibration/sir_small/simulations.parquet.partial").exists()
 
 
@@ -154,7 +154,9 @@ def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path)
     )
     assert failed.returncode != 0
     log = (tmp_path / "simulate.log").read_text()
-    assert "2 of 8 simulations failed" in log and "ValueError: beta and gamma must be positive" in log
+    assert (
+        "2 of 8 simulations failed" in log and "parameter 'beta' = -0.3 is below its lower bound 0.0" in log
+    )
     assert not (tmp_path / "sweep.parquet").exists()
     kept = list((tmp_path / "sweep.parquet.partial").glob("part-*.parquet"))
     assert len(kept) == 4  # all batches finished; the threshold failed the rule
