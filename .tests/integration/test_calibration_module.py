@@ -17,7 +17,13 @@ SMALL_CONFIG = {
     "calibration": {
         "name": "sir_small",
         "fixed": {"population": 2000, "initial_infected": 5, "days": 60},
-        "calibrate": {"initial_points": 8, "rounds": 1, "batch_size": 4, "seed": 3},
+        "calibrate": {
+            "initial_points": 8,
+            "rounds": 1,
+            "proposals_per_round": 4,
+            "seed": 3,
+            "refine": {"top_k": 2, "replicates": 4},
+        },
         "simulation": {"replicates": 2, "batch_size": 4},
         "sweep": {"enabled": True, "n": 4, "replicates": 2},
         "analyze": {"top_k": 3},
@@ -62,22 +68,50 @@ def test_module_imported_downstream_runs_end_to_end_with_report(tmp_path):
     best = json.loads((results / "analysis/best.json").read_text())
     assert set(best["params"]) == {"beta", "gamma"}
     trials = pd.read_parquet(results / "trials.parquet")
-    assert len(trials) == 8 + 4 and best["loss"] == pytest.approx(trials["loss"].min())
-    assert len(pd.read_parquet(results / "analysis/top_k.parquet")) == 3
+    assert list(trials["phase"]) == ["design"] * 8 + ["search"] * 4 + ["refine"] * 2
+    refine = trials[trials["phase"] == "refine"]
+    assert best["loss"] == pytest.approx(refine["loss"].min()) and best["replicates"] == 4
+    assert len(pd.read_parquet(results / "analysis/top_k.parquet")) == 2  # ranked among the refined sets
     sweep = pd.read_parquet(results / "sweep/simulations.parquet")
     assert sweep.drop_duplicates(["param_id", "replicate"]).shape[0] == 4 * 2
     assert (sweep["status"] == "ok").all() and (sweep["days"] == 60).all()
+    summary = pd.read_parquet(results / "sweep/summary.parquet")
+    assert len(summary) == 4 and (summary["replicates_ok"] == 2).all()
+    assert {"incidence_mean_mean", "incidence_max_sd", "prevalence_max_mean"} <= set(summary.columns)
+    assert (results / "sweep/sweep.html").read_text().count("data:image/png;base64,") == 2
     page = (results / "calibration.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     log = (tmp_path / "logs/calibration/sir_small/calibrate.log").read_text()
-    assert "round 1 (tpe)" in log and "dashboard" in log
+    assert "round 1 (tpe)" in log and "round 2 (refine)" in log and "dashboard" in log
     assert (tmp_path / "benchmarks/calibration/sir_small/calibrate.tsv").exists()
 
     run_snakemake(
         "--snakefile", str(snakefile), "--directory", str(tmp_path), "--report", "report.html", cwd=tmp_path
     )
     report = (tmp_path / "report.html").read_text()
-    assert "calibration.html" in report and "history.png" in report
+    assert "calibration.html" in report and "history.png" in report and "series.png" in report
+
+
+def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):
+    renamed = {"calibration": {**SMALL_CONFIG["calibration"], "calibrate": {"batch_size": 4}}}
+    failed = run_snakemake(
+        "-n", "--snakefile", str(downstream(tmp_path, renamed)), "--directory", str(tmp_path), cwd=tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert failed.returncode != 0
+    assert "calibrate.batch_size was renamed proposals_per_round" in failed.stdout
+    assert "On instance['calibration']['calibrate']" in failed.stdout
+
+    misspelt = {"calibration": {**SMALL_CONFIG["calibration"], "fixed": {"populaton": 2000, "days": 20}}}
+    failed = run_snakemake(
+        "--snakefile", str(downstream(tmp_path, misspelt)), "--directory", str(tmp_path), "--cores", "1",
+        "results/calibration/sir_small/trials.parquet", cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert failed.returncode != 0
+    log = (tmp_path / "logs/calibration/sir_small/generate_observed.log").read_text()
+    assert "observed.true_params, the true parameters: 'populaton' is not a parameter of " in log
+    assert "simcal.models.sir:observe (did you mean 'population'?)" in log
+    assert not (tmp_path / "results/calibration/sir_small/simulations.parquet.partial").exists()
 
 
 def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path):
@@ -120,7 +154,9 @@ def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path)
     )
     assert failed.returncode != 0
     log = (tmp_path / "simulate.log").read_text()
-    assert "2 of 8 simulations failed" in log and "ValueError: beta and gamma must be positive" in log
+    assert (
+        "2 of 8 simulations failed" in log and "parameter 'beta' = -0.3 is below its lower bound 0.0" in log
+    )
     assert not (tmp_path / "sweep.parquet").exists()
     kept = list((tmp_path / "sweep.parquet.partial").glob("part-*.parquet"))
     assert len(kept) == 4  # all batches finished; the threshold failed the rule

@@ -34,7 +34,13 @@ TINY_CALIBRATION = {
     "calibration": {
         "name": "sir_k8s",
         "fixed": {"population": 2000, "initial_infected": 5, "days": 40},
-        "calibrate": {"initial_points": 6, "rounds": 1, "batch_size": 4, "seed": 3},
+        "calibrate": {
+            "initial_points": 6,
+            "rounds": 1,
+            "proposals_per_round": 4,
+            "seed": 3,
+            "refine": {"top_k": 2, "replicates": 3},
+        },
         "simulation": {"replicates": 2, "batch_size": 4},
         "sweep": {"enabled": False},
         "analyze": {"top_k": 3},

@@ -136,28 +136,41 @@ def expect_simulate(workdir: Path, logs: list[Path]) -> None:
     assert "started a LocalCluster with 2 worker(s)" in (workdir / "logs/simulate.log").read_text()
 
 
-def expect_sample_design(workdir: Path, logs: list[Path]) -> None:
-    design = pd.read_csv(workdir / "results/design.csv")
-    assert len(design) == 8 and design["gamma"].between(0.03, 0.3).all()
-
-
 def expect_generate_observed(workdir: Path, logs: list[Path]) -> None:
     observed = pd.read_csv(workdir / "results/observed.csv")
     assert list(observed.columns) == ["day", "incidence"] and len(observed) == 60
 
 
+def expect_sample_design(workdir: Path, logs: list[Path]) -> None:
+    design = pd.read_csv(workdir / "results/design.csv")
+    assert len(design) == 8 and design["gamma"].between(0.03, 0.3).all()
+
+
 def expect_calibrate(workdir: Path, logs: list[Path]) -> None:
     trials = pd.read_parquet(workdir / "results/trials.parquet")
-    assert len(trials) == 8 + 2 * 4  # initial design, then two rounds of four
+    # initial design, two rounds of four, then the three best again with more replicates
+    assert list(trials["phase"]) == ["design"] * 8 + ["search"] * 2 * 4 + ["refine"] * 3
+    assert (trials.loc[trials["phase"] == "refine", "replicates"] == 4).all()
 
 
 def expect_analyze_calibration(workdir: Path, logs: list[Path]) -> None:
     best = json.loads((workdir / "results/best.json").read_text())
-    assert best["loss"] == pd.read_parquet(workdir / "results/trials.parquet")["loss"].min()
+    trials = pd.read_parquet(workdir / "results/trials.parquet")
+    assert best["loss"] == trials.loc[trials["phase"] == "refine", "loss"].min() and best["phase"] == "refine"
 
 
 def expect_visualize_calibration(workdir: Path, logs: list[Path]) -> None:
     assert (workdir / "results/calibration.html").read_text().count("data:image/png;base64,") == 3
+
+
+def expect_analyze_sweep(workdir: Path, logs: list[Path]) -> None:
+    table = pd.read_parquet(workdir / "results/sweep_table.parquet")
+    assert len(table) == 3 and (table["replicates_ok"] == 2).all()  # simulate's test: 3 sets x 2 replicates
+    assert {"incidence_sum_mean", "incidence_sum_sd", "prevalence_max_mean"} <= set(table.columns)
+
+
+def expect_visualize_sweep(workdir: Path, logs: list[Path]) -> None:
+    assert (workdir / "results/sweep.html").read_text().count("data:image/png;base64,") == 2
 
 
 EXPECTATIONS = {
@@ -174,6 +187,8 @@ EXPECTATIONS = {
     "calibrate": expect_calibrate,
     "analyze_calibration": expect_analyze_calibration,
     "visualize_calibration": expect_visualize_calibration,
+    "analyze_sweep": expect_analyze_sweep,
+    "visualize_sweep": expect_visualize_sweep,
 }
 
 

@@ -18,7 +18,7 @@ LIBRARIES = ("kdgat", "simcal")
 WRAPPER_IMPORTS = set(LIBRARIES) | set(sys.stdlib_module_names)
 # Imports a wrapper still makes until its body becomes one library call (issue 12, simcal's entry points).
 # The test below fails once an entry is no longer needed, so that it is removed.
-PENDING_WRAPPER_IMPORTS = {"calibrate": {"pandas"}}
+PENDING_WRAPPER_IMPORTS: dict[str, set[str]] = {}
 
 
 def imported_modules(path: Path, package: str | None = None) -> dict[str, int]:

@@ -1,7 +1,9 @@
-"""Summaries of a calibration: best parameters, top-k and statistics (Parquet + JSON)."""
+"""Summaries of a calibration (best parameters, top-k, statistics) and of a plain sweep (one row per parameter
+set), written as Parquet + JSON."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,18 @@ import pandas as pd
 from simcal.contract import ContractError
 from simcal.tables import write_json, write_parquet
 
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ["param_id", "replicate", "seed"]
+STATUS_COLUMNS = ["status", "error", "duration_s"]
+STATISTICS = ("mean", "sum", "max", "min", "last")
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ContractError(f"{what} has no column(s) {missing}; it has {list(frame.columns)}")
+
 
 def analyze(
     trials: pd.DataFrame,
@@ -19,29 +33,37 @@ def analyze(
     top_k: int = 10,
     true_params: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """Return (best, top-k table, summary)."""
-    missing = [c for c in ["loss", "param_id", *parameter_names] if c not in trials.columns]
-    if missing:
-        raise ContractError(f"trials table has no column(s) {missing}; it has {list(trials.columns)}")
+    """Return (best, top-k table, summary).
+
+    With a refine phase the best and the top-k come from the refine rows (more replicates, so comparable and
+    less noisy losses); otherwise from every trial.
+    """
+    _require_columns(trials, ["loss", "param_id", *parameter_names], "the trials table")
     finite = trials[np.isfinite(trials["loss"].astype(float))]
     if finite.empty:
         raise ContractError("no trial has a finite loss: every simulation of every parameter set failed")
-    ranked = finite.sort_values(["loss", "trial"] if "trial" in finite else ["loss"], kind="stable")
+    refined = finite[finite["phase"] == "refine"] if "phase" in finite else finite.iloc[0:0]
+    pool = refined if len(refined) else finite
+    ranked = pool.sort_values(["loss", "trial"] if "trial" in pool else ["loss"], kind="stable")
     top = ranked.drop_duplicates("param_id").head(int(top_k)).reset_index(drop=True)
     top.insert(0, "rank", np.arange(1, len(top) + 1))
     best_row = top.iloc[0]
     best = {
         "param_id": str(best_row["param_id"]),
         "loss": float(best_row["loss"]),
-        "params": {name: float(best_row[name]) for name in parameter_names},
+        "params": {name: _plain(best_row[name]) for name in parameter_names},
         "round": int(best_row["round"]) if "round" in top else None,
         "trial": int(best_row["trial"]) if "trial" in top else None,
+        "phase": str(best_row["phase"]) if "phase" in top else None,
+        "replicates": int(best_row["replicates"]) if "replicates" in top else None,
     }
+    searched = finite[finite["phase"] != "refine"] if "phase" in finite else finite
     summary: dict[str, Any] = {
         "trials": int(len(trials)),
         "trials_with_finite_loss": int(len(finite)),
+        "chosen_from": "refine" if len(refined) else "all trials",
         "rounds": int(trials["round"].nunique()) if "round" in trials else None,
-        "loss": {q: float(finite["loss"].quantile(v)) for q, v in [("min", 0), ("median", 0.5), ("max", 1)]},
+        "loss": {q: float(pool["loss"].quantile(v)) for q, v in [("min", 0), ("median", 0.5), ("max", 1)]},
         "top_k": {
             name: {
                 "mean": float(top[name].mean()),
@@ -54,9 +76,10 @@ def analyze(
     }
     if "replicates_failed" in trials:
         summary["replicates_failed"] = int(trials["replicates_failed"].fillna(0).sum())
-    if "round" in finite:
+    if "round" in searched and len(searched):
+        # Losses of the design and search rounds share a replicate count, so their running best is comparable.
         summary["best_loss_by_round"] = {
-            str(r): float(v) for r, v in finite.groupby("round")["loss"].min().cummin().items()
+            str(r): float(v) for r, v in searched.groupby("round")["loss"].min().cummin().items()
         }
     if true_params:
         summary["relative_error"] = {
@@ -80,4 +103,89 @@ def analyze_files(
     write_parquet(top, top_k_path)
     write_json(best, best_path)
     write_json(summary, summary_path)
+    log.info("best parameters: %s (loss %.6g, %s)", best["params"], best["loss"], summary["chosen_from"])
     return best
+
+
+def output_columns(simulations: pd.DataFrame, parameter_names: Sequence[str]) -> list[str]:
+    """Numeric model outputs: every numeric column that is neither a key, a status nor a parameter."""
+    reserved = set(KEY_COLUMNS) | set(STATUS_COLUMNS) | set(parameter_names) | {"table"}
+    return [
+        c
+        for c in simulations.columns
+        if c not in reserved
+        and pd.api.types.is_numeric_dtype(simulations[c])
+        and not pd.api.types.is_bool_dtype(simulations[c])
+    ]
+
+
+def summarize_sweep(
+    simulations: pd.DataFrame,
+    parameter_names: Sequence[str],
+    columns: Sequence[str] | None = None,
+    statistics: Sequence[str] = ("mean", "max"),
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One row per parameter set: its parameters, how many replicates succeeded, and for each output column and
+    statistic (each replicate's rows reduced by it: ``mean``, ``sum``, ``max``, ``min`` or ``last``) the mean and
+    standard deviation over the successful replicates. Returns (table, overall summary)."""
+    _require_columns(simulations, [*KEY_COLUMNS, "status", *parameter_names], "the simulations file")
+    unknown = [s for s in statistics if s not in STATISTICS]
+    if unknown:
+        raise ContractError(f"sweep statistics {unknown} are unknown; expected some of {list(STATISTICS)}")
+    if columns is None:
+        columns = output_columns(simulations, parameter_names)
+    else:
+        _require_columns(simulations, columns, "the simulations file")
+        wrong = [c for c in columns if not pd.api.types.is_numeric_dtype(simulations[c])]
+        if wrong:
+            raise ContractError(f"sweep columns {wrong} are not numeric; only numbers can be summarised")
+    per_simulation = simulations.drop_duplicates(["param_id", "replicate"])
+    sets = per_simulation.drop_duplicates("param_id")[["param_id", *parameter_names]].set_index("param_id")
+    ok_flags = per_simulation["status"].eq("ok")
+    counts = pd.DataFrame({"replicates_ok": ok_flags, "replicates_failed": ~ok_flags})
+    table = sets.join(counts.groupby(per_simulation["param_id"]).sum().astype(int))
+    ok = simulations[simulations["status"] == "ok"]
+    if columns and len(ok):
+        reduced = ok.groupby(["param_id", "replicate"], sort=False)[list(columns)].agg(list(statistics))
+        reduced.columns = [f"{column}_{statistic}" for column, statistic in reduced.columns]
+        across = reduced.groupby(level="param_id").agg(["mean", "std"])
+        across.columns = [f"{name}_{'sd' if stat == 'std' else stat}" for name, stat in across.columns]
+        table = table.join(across)
+    table = table.reset_index()
+    errors = per_simulation.loc[per_simulation["status"] != "ok", "error"].fillna("unknown error")
+    summary = {
+        "parameter_sets": int(len(table)),
+        "simulations": int(len(per_simulation)),
+        "status": {str(k): int(v) for k, v in per_simulation["status"].value_counts().items()},
+        "most_common_errors": {str(k): int(v) for k, v in errors.value_counts().head(5).items()},
+        "parameters": {
+            name: {"min": _plain(table[name].min()), "max": _plain(table[name].max())}
+            for name in parameter_names
+        },
+        "outputs": list(columns),
+        "statistics": list(statistics),
+    }
+    return table, summary
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def summarize_sweep_files(
+    simulations_path: str | Path,
+    parameter_names: Sequence[str],
+    table_path: str | Path,
+    summary_path: str | Path,
+    columns: Sequence[str] | None = None,
+    statistics: Sequence[str] = ("mean", "max"),
+) -> pd.DataFrame:
+    """``summarize_sweep`` of a simulations file, written as Parquet (table) and JSON (summary)."""
+    table, summary = summarize_sweep(pd.read_parquet(simulations_path), parameter_names, columns, statistics)
+    write_parquet(table, table_path)
+    write_json(summary, summary_path)
+    log.info(
+        "summarised %d parameter sets (%d simulations, status %s)",
+        summary["parameter_sets"], summary["simulations"], summary["status"],
+    )  # fmt: skip
+    return table

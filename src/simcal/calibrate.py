@@ -1,4 +1,15 @@
-"""Calibration in rounds on one Dask cluster: a quasi-random design, then Optuna TPE in ask/tell form.
+"""Calibration in rounds on one Dask cluster: a quasi-random design, then Optuna TPE in ask/tell form, then a
+refine step that re-simulates the best parameter sets with more replicates before the best one is chosen.
+
+Phases (column ``phase`` of the trials table):
+
+- ``design``: round 0, ``initial_points`` parameter sets from a Sobol, Latin hypercube or random design;
+- ``search``: rounds 1..``rounds``, ``proposals_per_round`` parameter sets each from the sampler (Optuna TPE told
+  every loss, or more points of the same design sequence);
+- ``refine``: the ``refine.top_k`` distinct parameter sets with the lowest loss so far, simulated again with
+  ``refine.replicates`` replicates (their first replicates are the ones already run: same param_id, same seeds).
+  The best parameter set is the refine row with the lowest loss: a loss over few replicates is noisy, and the
+  lowest of many noisy losses is optimistic.
 
 Each round is one batch of parameter sets × replicates simulated through the same ``Simulator`` (so the same
 batching, failure rows and resumable Parquet parts as a plain sweep). Rounds are deterministic for a fixed seed,
@@ -11,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +32,35 @@ import pandas as pd
 
 from simcal.contract import ContractError, param_id, reject_unknown_keys, resolve_callable
 from simcal.design import Bound, Design, parse_bounds
-from simcal.runner import PartStore, SimulationSettings, Simulator, check_failures, plan_tasks
-from simcal.tables import parameter_sets, write_parquet
+from simcal.observed import read_observed
+from simcal.runner import (
+    PartStore,
+    SimulationSettings,
+    Simulator,
+    TooManyFailures,
+    check_failures,
+    plan_tasks,
+)
+from simcal.space import space_of
+from simcal.tables import write_parquet
 
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "sobol", "lhs", "random")
+WHERE = "calibration.calibrate"
+RENAMED = {"batch_size": "proposals_per_round"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+@dataclass
+class RefineSettings:
+    """Re-simulate the ``top_k`` best parameter sets with ``replicates`` replicates (top_k 0: no refine step)."""
+
+    top_k: int = 8
+    replicates: int = 32
 
 
 @dataclass
@@ -34,29 +68,51 @@ class CalibrationSettings:
     initial_design: str = "sobol"
     initial_points: int = 32
     sampler: str = "tpe"
-    rounds: int = 4
-    batch_size: int = 16
+    rounds: int = 6
+    proposals_per_round: int = 16
     seed: int = 1
+    refine: RefineSettings = field(default_factory=RefineSettings)
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> CalibrationSettings:
         options = dict(options or {})
-        reject_unknown_keys(options, cls.__dataclass_fields__, "calibration.calibrate")
-        settings = cls(**options)
-        if settings.sampler not in SAMPLERS:
-            raise ContractError(
-                f"calibration.calibrate.sampler {settings.sampler!r}: expected one of {list(SAMPLERS)}"
-            )
-        if settings.initial_points < 1 or settings.rounds < 0 or settings.batch_size < 1:
-            raise ContractError(
-                "calibration.calibrate: initial_points >= 1, rounds >= 0 and batch_size >= 1 are required"
-            )
+        for old, new in RENAMED.items():
+            if old in options:
+                raise ContractError(
+                    f"{WHERE}.{old} was renamed {new} (the number of parameter sets proposed in each round after "
+                    f"the design); rename the key in your config"
+                )
+        reject_unknown_keys(options, {f.name for f in fields(cls)}, WHERE)
+        refine = options.pop("refine", None) or {}
+        if not isinstance(refine, Mapping):
+            raise ContractError(f"{WHERE}.refine: expected {{top_k, replicates}}, got {refine!r}")
+        reject_unknown_keys(refine, {f.name for f in fields(RefineSettings)}, f"{WHERE}.refine")
+        settings = cls(**options, refine=RefineSettings(**refine))
+        settings.check()
         return settings
+
+    def check(self) -> None:
+        def need(ok: bool, key: str, value: Any, expected: str) -> None:
+            if not ok:
+                raise ContractError(f"{WHERE}.{key} must be {expected}, got {value!r}")
+
+        need(self.initial_design in ("sobol", "lhs", "random"), "initial_design", self.initial_design,
+             "one of ['sobol', 'lhs', 'random']")  # fmt: skip
+        need(self.sampler in SAMPLERS, "sampler", self.sampler, f"one of {list(SAMPLERS)}")
+        for key in ("initial_points", "proposals_per_round"):
+            value = getattr(self, key)
+            need(_is_int(value) and value >= 1, key, value, "an integer >= 1")
+        need(_is_int(self.rounds) and self.rounds >= 0, "rounds", self.rounds, "an integer >= 0")
+        need(_is_int(self.seed), "seed", self.seed, "an integer")
+        top_k, replicates = self.refine.top_k, self.refine.replicates
+        need(_is_int(top_k) and top_k >= 0, "refine.top_k", top_k, "an integer >= 0 (0: no refine step)")
+        need(_is_int(replicates) and replicates >= 1, "refine.replicates", replicates, "an integer >= 1")
 
 
 @dataclass
 class Target:
     name: str
+    reference: str
     function: Any
     options: dict[str, Any]
     weight: float = 1.0
@@ -67,14 +123,37 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
         raise ContractError("calibration.targets: at least one target is needed")
     parsed = []
     for index, spec in enumerate(targets):
+        where = f"calibration.targets[{index}]"
+        if not isinstance(spec, Mapping) or "function" not in spec:
+            raise ContractError(f"{where}: expected {{function: 'module:function', ...}}, got {spec!r}")
         spec = dict(spec)
-        if "function" not in spec:
-            raise ContractError(f"calibration.targets[{index}]: 'function' (module:function) is required")
-        function = resolve_callable(spec.pop("function"), what=f"calibration.targets[{index}].function")
+        reference = spec.pop("function")
+        function = resolve_callable(reference, what=f"{where}.function")
         name = str(spec.pop("name", None) or f"target_{index}")
-        weight = float(spec.pop("weight", 1.0))
-        parsed.append(Target(name, function, spec, weight))
+        weight = spec.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise ContractError(f"{where}.weight: expected a finite number, got {weight!r}")
+        parsed.append(Target(name, reference, function, spec, float(weight)))
+    names = [t.name for t in parsed]
+    if len(set(names)) != len(names):
+        raise ContractError(f"calibration.targets: names must differ (column loss_<name>), got {names}")
     return parsed
+
+
+def check_observed_columns(
+    observed: pd.DataFrame, targets: list[Target], source: str = "observed data"
+) -> None:
+    """Targets that name their columns (options ``column`` and ``on``) find them in the observed data."""
+    for target in targets:
+        on = target.options.get("on", [])
+        wanted = [target.options["column"]] if "column" in target.options else []
+        wanted += [on] if isinstance(on, str) else list(on)
+        missing = [c for c in wanted if c not in observed.columns]
+        if missing:
+            raise ContractError(
+                f"calibration target {target.name!r}: {source} have no column(s) {missing}; they have "
+                f"{list(observed.columns)}"
+            )
 
 
 def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list[Target]) -> pd.DataFrame:
@@ -93,7 +172,13 @@ def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list
         }
         total = 0.0
         for target in targets:
-            value = float(target.function(ok, observed, **target.options)) if len(ok) else float("nan")
+            try:
+                value = float(target.function(ok, observed, **target.options)) if len(ok) else float("nan")
+            except Exception as error:
+                raise ContractError(
+                    f"calibration target {target.name!r} ({target.reference}) failed on parameter set {pid}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
             row[f"loss_{target.name}"] = value
             total += target.weight * value
         row["loss"] = total if math.isfinite(total) else float("nan")
@@ -101,52 +186,120 @@ def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list
     return pd.DataFrame(rows)
 
 
+def _distribution(bound: Bound) -> optuna.distributions.BaseDistribution:
+    if bound.integer:
+        return optuna.distributions.IntDistribution(int(bound.low), int(bound.high), log=bound.log)
+    return optuna.distributions.FloatDistribution(bound.low, bound.high, log=bound.log)
+
+
 class Proposer:
-    """Where the next parameter sets come from: the design for round 0, then the chosen sampler."""
+    """Where the next parameter sets come from: the design for round 0, then the chosen sampler.
+
+    Every loss is told to Optuna's study, the design points' too (as trials added to its history). A parameter
+    set without a finite loss (all its replicates failed, or a target gave NaN) is told as a FAIL trial. Note that
+    TPE models only completed trials: it does not by itself avoid a region where simulations fail.
+    """
 
     def __init__(self, bounds: list[Bound], settings: CalibrationSettings):
         self.bounds, self.settings = bounds, settings
         self.design = Design(bounds, settings.initial_design, settings.seed)
-        self.later = (
-            None if settings.sampler == "tpe" else Design(bounds, settings.sampler, settings.seed + 1)
-        )
+        if settings.sampler == "tpe":
+            self.later = None
+        elif settings.sampler == settings.initial_design:
+            self.later = self.design  # one sequence: later rounds continue where the design stopped
+        else:  # another design kind: its own stream, seeded apart from the first
+            apart = int(np.random.SeedSequence([settings.seed, 1]).generate_state(1)[0])
+            self.later = Design(bounds, settings.sampler, apart)
         sampler = optuna.samplers.TPESampler(
             seed=settings.seed, n_startup_trials=0, multivariate=True, constant_liar=True
         )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
-        self.distributions = {
-            b.name: optuna.distributions.FloatDistribution(b.low, b.high, log=b.log) for b in bounds
-        }
+        self.distributions = {b.name: _distribution(b) for b in bounds}
         self.pending: dict[str, list] = {}
 
-    def ask(self, round_index: int) -> tuple[str, list[dict[str, float]]]:
+    def ask(self, round_index: int) -> tuple[str, list[dict[str, Any]]]:
         if round_index == 0:
-            return self.settings.initial_design, self.design.draw(self.settings.initial_points).to_dict(
-                "records"
-            )
+            points = self.design.draw(self.settings.initial_points)
+            return self.settings.initial_design, points.to_dict("records")
+        count = self.settings.proposals_per_round
         if self.later is not None:
-            return self.settings.sampler, self.later.draw(self.settings.batch_size).to_dict("records")
-        trials = [self.study.ask(self.distributions) for _ in range(self.settings.batch_size)]
+            if not self.later.balanced_block(count):
+                log.info(
+                    "sobol: %d points after %d drawn is not a balanced block (use powers of two, with "
+                    "initial_points a multiple of proposals_per_round, for the best spread)",
+                    count, self.later.drawn,
+                )  # fmt: skip
+            return self.settings.sampler, self.later.draw(count).to_dict("records")
+        trials = [self.study.ask(self.distributions) for _ in range(count)]
         proposals = [dict(t.params) for t in trials]
         for trial, params in zip(trials, proposals, strict=True):
             self.pending.setdefault(param_id(params), []).append(trial)
         return "tpe", proposals
 
-    def tell(self, params: dict[str, float], loss: float) -> None:
-        pid = param_id(params)
-        state_ok = math.isfinite(loss)
-        trials = self.pending.pop(pid, None)
+    def tell(self, params: dict[str, Any], loss: float) -> None:
+        finite = math.isfinite(loss)
+        state = optuna.trial.TrialState.COMPLETE if finite else optuna.trial.TrialState.FAIL
+        trials = self.pending.pop(param_id(params), None)
         if trials:
             for trial in trials:
-                if state_ok:
-                    self.study.tell(trial, loss)
-                else:
-                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        elif state_ok:  # design points join the study's history so TPE learns from them
+                self.study.tell(trial, loss if finite else None, state=state)
+        else:  # design points join the study's history so TPE learns from them
             self.study.add_trial(
-                optuna.trial.create_trial(params=params, distributions=self.distributions, value=loss)
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=self.distributions,
+                    value=loss if finite else None,
+                    state=state,
+                )
             )
+
+
+class _Rounds:
+    """Simulate parameter sets on the shared simulator and turn them into trial rows."""
+
+    def __init__(self, simulator, store, observed, targets, fixed, simulation: SimulationSettings):
+        self.simulator, self.store, self.observed, self.targets = simulator, store, observed, targets
+        self.fixed, self.simulation = fixed, simulation
+
+    def run(self, proposals: list[dict[str, Any]], replicates: int, labels: dict[str, Any]) -> pd.DataFrame:
+        full_sets = [{**self.fixed, **p} for p in proposals]
+        tasks = plan_tasks(full_sets, replicates)
+        summary = self.simulator.run(tasks, self.store, collect=True)
+        losses = losses_for(summary.frames, self.observed, self.targets).set_index("param_id")
+        rows = []
+        for proposal, full in zip(proposals, full_sets, strict=True):
+            pid = param_id(full)
+            measured = losses.loc[pid].to_dict() if pid in losses.index else {"loss": float("nan")}
+            rows.append({**labels, "param_id": pid, "replicates": replicates, **proposal, **measured})
+        return pd.DataFrame(rows)
+
+
+def top_parameter_sets(trials: pd.DataFrame, names: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` distinct parameter sets with the lowest finite loss (ties: the earlier trial first)."""
+    finite = trials[np.isfinite(trials["loss"].astype(float))]
+    ranked = finite.sort_values("loss", kind="stable").drop_duplicates("param_id").head(k)
+    return [{name: _plain(row[name]) for name in names} for _, row in ranked.iterrows()]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_model_parameters(
+    model_ref: str, bounds_spec: Mapping[str, Any], fixed: Mapping[str, Any]
+) -> list[Bound]:
+    """Bounds of the calibrated parameters, checked against each other, ``fixed`` and the model's declared space."""
+    space = space_of(model_ref)
+    bounds = parse_bounds(bounds_spec, "calibration.parameters", space, model_ref)
+    clash = set(fixed) & {b.name for b in bounds}
+    if clash:
+        raise ContractError(f"calibration: {sorted(clash)} are both calibrated (parameters) and fixed")
+    if space is not None:
+        space.unknown(fixed, "calibration.fixed", model_ref)
+        example = {**fixed, **{b.name: b.scale(np.array([0.5]))[0].item() for b in bounds}}
+        space.check(example, "calibration.fixed with calibration.parameters", model_ref)
+    return bounds
 
 
 def calibrate(
@@ -164,63 +317,110 @@ def calibrate(
     threads: int = 1,
     client: Any = None,
 ) -> pd.DataFrame:
-    """Run the calibration; write the simulations dataset and the trials table; return the trials."""
+    """Run the calibration; write the simulations file and the trials table; return the trials.
+
+    The trials table is written even when too many simulations failed (TooManyFailures is raised after it), and
+    then also kept as ``<trials>.failed.parquet``, a name that Snakemake's clean-up of a failed job's outputs
+    leaves alone.
+    """
     if not isinstance(settings, CalibrationSettings):
         settings = CalibrationSettings.from_config(settings)
     if not isinstance(simulation, SimulationSettings):
         simulation = SimulationSettings.from_config(simulation)
-    bounds = parse_bounds(parameters)
-    parsed_targets = parse_targets(targets)
     resolve_callable(model_ref)
     fixed = dict(fixed_params or {})
-    clash = set(fixed) & {b.name for b in bounds}
-    if clash:
-        raise ContractError(f"calibration: {sorted(clash)} are both calibrated and fixed")
+    bounds = check_model_parameters(model_ref, parameters, fixed)
+    names = [b.name for b in bounds]
+    parsed_targets = parse_targets(targets)
+    check_observed_columns(observed, parsed_targets)
+    refine = settings.refine
+    if refine.top_k and refine.replicates <= simulation.replicates:
+        raise ContractError(
+            f"{WHERE}.refine.replicates ({refine.replicates}) must exceed simulation.replicates "
+            f"({simulation.replicates}) for the refine step to add anything (or set refine.top_k: 0)"
+        )
     store = PartStore(simulations_output, {"model": model_ref, "replicates": simulation.replicates})
     proposer = Proposer(bounds, settings)
     trials: list[pd.DataFrame] = []
     began = time.perf_counter()
     with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
+        rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
         for round_index in range(settings.rounds + 1):
             method, proposals = proposer.ask(round_index)
-            full_sets = [{**fixed, **p} for p in proposals]
-            tasks = plan_tasks(full_sets, simulation.replicates)
-            summary = simulator.run(tasks, store, collect=True)
-            losses = losses_for(summary.frames, observed, parsed_targets).set_index("param_id")
-            rows = []
-            for proposal, full in zip(proposals, full_sets, strict=True):
-                pid = param_id(full)
-                loss = float(losses.loc[pid, "loss"]) if pid in losses.index else float("nan")
-                proposer.tell(proposal, loss)
-                rows.append(
-                    {
-                        "round": round_index,
-                        "method": method,
-                        "param_id": pid,
-                        **proposal,
-                        **losses.loc[pid].to_dict(),
-                    }
-                    if pid in losses.index
-                    else {"round": round_index, "method": method, "param_id": pid, **proposal, "loss": loss}
-                )
-            round_table = pd.DataFrame(rows)
-            trials.append(round_table)
-            best_so_far = pd.concat(trials)["loss"].min()
-            log.info(
-                "round %d (%s): %d parameter sets x %d replicates, best loss this round %.4g, overall %.4g (%.1f s)",
-                round_index, method, len(proposals), simulation.replicates, round_table["loss"].min(), best_so_far,
-                time.perf_counter() - began,
-            )  # fmt: skip
-    check_failures(store, simulation.max_failed_fraction)
+            phase = "design" if round_index == 0 else "search"
+            labels = {"round": round_index, "phase": phase, "method": method}
+            table = rounds.run(proposals, simulation.replicates, labels)
+            for proposal, loss in zip(proposals, table["loss"], strict=True):
+                proposer.tell(proposal, float(loss))
+            trials.append(table)
+            _log_round(round_index, method, table, trials, simulation.replicates, began)
+        best = top_parameter_sets(pd.concat(trials, ignore_index=True), names, refine.top_k)
+        if best:
+            labels = {"round": settings.rounds + 1, "phase": "refine", "method": "refine"}
+            table = rounds.run(best, refine.replicates, labels)
+            trials.append(table)
+            _log_round(settings.rounds + 1, "refine", table, trials, refine.replicates, began)
+        elif refine.top_k:
+            log.warning("refine skipped: no parameter set has a finite loss")
     table = pd.concat(trials, ignore_index=True)
     table.insert(0, "trial", np.arange(len(table)))
+    for column in ("replicates_ok", "replicates_failed"):  # whole numbers, missing where nothing came back
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
     write_parquet(table, trials_output)
+    try:
+        check_failures(store, simulation.max_failed_fraction)
+    except TooManyFailures as error:
+        write_parquet(table, kept)
+        raise TooManyFailures(f"{error} The trials table so far is in {kept}.") from error
+    kept.unlink(missing_ok=True)
     store.finalize()
     return table
+
+
+def _log_round(round_index, method, table, trials, replicates, began) -> None:
+    best_so_far = pd.concat(trials)["loss"].min()
+    log.info(
+        "round %d (%s): %d parameter sets x %d replicates, best loss this round %.6g, overall %.6g (%.1f s)",
+        round_index, method, len(table), replicates, table["loss"].min(), best_so_far, time.perf_counter() - began,
+    )  # fmt: skip
+
+
+def calibrate_files(
+    observed: str | Path,
+    simulations: str | Path,
+    trials: str | Path,
+    *,
+    model: str,
+    parameters: Mapping[str, Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any] | None = None,
+    simulation: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    backend: str = "local",
+    backend_options: Mapping[str, Any] | None = None,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """``calibrate`` with the observed data read from a CSV, TSV or Parquet file; the keywords are the calibrate
+    wrapper's params."""
+    observed_data = read_observed(observed)
+    check_observed_columns(observed_data, parse_targets(targets), f"observed data ({observed})")
+    return calibrate(
+        model, observed_data, parameters, targets, simulations, trials, settings, simulation, fixed,
+        backend, backend_options, threads,
+    )  # fmt: skip
 
 
 def parameter_names(parameters: Mapping[str, Any]) -> list[str]:
     return [b.name for b in parse_bounds(parameters)]
 
 
-__all__ = ["CalibrationSettings", "calibrate", "losses_for", "parameter_names", "parameter_sets"]
+__all__ = [
+    "CalibrationSettings",
+    "RefineSettings",
+    "calibrate",
+    "calibrate_files",
+    "losses_for",
+    "parameter_names",
+]

@@ -1,10 +1,12 @@
-"""Parameter spaces and quasi-random designs (Sobol, Latin hypercube) from scipy.stats.qmc."""
+"""Parameter bounds and quasi-random designs (Sobol, Latin hypercube) from scipy.stats.qmc."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,8 +14,13 @@ import pandas as pd
 from scipy.stats import qmc
 
 from simcal.contract import ContractError
+from simcal.files import write_table
+from simcal.space import Choice, Integer, ParameterSpace, space_of
+
+log = logging.getLogger(__name__)
 
 DESIGNS = ("sobol", "lhs", "random")
+BOUND_KEYS = {"low", "high", "log", "integer"}
 
 
 @dataclass(frozen=True)
@@ -22,41 +29,79 @@ class Bound:
     low: float
     high: float
     log: bool = False
+    integer: bool = False
 
     def scale(self, unit: np.ndarray) -> np.ndarray:
+        """Points of the unit interval to parameter values (integers spread evenly over low..high)."""
+        if self.integer:
+            if self.log:
+                values = np.round(np.exp(np.log(self.low) + unit * (np.log(self.high) - np.log(self.low))))
+            else:
+                values = np.floor(self.low + unit * (self.high - self.low + 1))
+            return np.clip(values, self.low, self.high).astype(np.int64)
         if self.log:
             return np.exp(np.log(self.low) + unit * (np.log(self.high) - np.log(self.low)))
         return self.low + unit * (self.high - self.low)
 
 
 def parse_bounds(
-    parameters: Mapping[str, Mapping[str, Any]], where: str = "calibration.parameters"
+    parameters: Mapping[str, Mapping[str, Any]],
+    where: str = "calibration.parameters",
+    space: ParameterSpace | None = None,
+    model: str = "the model",
 ) -> list[Bound]:
+    """Bounds from ``{name: {low, high, log, integer}}``; with a declared ``space`` each name must be one of the
+    model's parameters, inside its declared bounds (an integer parameter gets integer bounds)."""
     if not parameters:
         raise ContractError(f"{where}: at least one parameter with low/high bounds is needed")
+    if space is not None:
+        space.unknown(parameters, where, model)
     bounds = []
     for name, spec in parameters.items():
-        try:
-            low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log", False))
-        except (KeyError, TypeError, ValueError) as error:
+        if not isinstance(spec, Mapping) or not {"low", "high"} <= set(spec) or set(spec) - BOUND_KEYS:
             raise ContractError(
-                f"{where}.{name}: expected {{low: number, high: number, log: bool}}, got {spec!r}"
-            ) from error
-        if not low < high or (log and low <= 0):
+                f"{where}.{name}: expected {{low: number, high: number, log: bool, integer: bool}}, got {spec!r}"
+            )
+        try:
+            low, high = float(spec["low"]), float(spec["high"])
+            log_scale, integer = bool(spec.get("log", False)), bool(spec.get("integer", False))
+        except (TypeError, ValueError) as error:
+            raise ContractError(f"{where}.{name}: low and high must be numbers, got {spec!r}") from error
+        if not low < high or (log_scale and low <= 0):
             raise ContractError(
                 f"{where}.{name}: need low < high (and low > 0 when log: true), got {low}, {high}"
             )
-        bounds.append(Bound(str(name), low, high, log))
+        if space is not None:
+            declared = space[name]
+            if isinstance(declared, Choice):
+                raise ContractError(
+                    f"{where}.{name}: {model} declares it as a choice ({declared.describe()}); only numbers "
+                    "can be calibrated or sampled: set it in fixed instead"
+                )
+            for value in (low, high):
+                problem = declared.problem(value)
+                if problem is not None:
+                    raise ContractError(f"{where}.{name}: bound {problem} ({declared.describe()})")
+            integer = integer or isinstance(declared, Integer)
+        if integer and not (low.is_integer() and high.is_integer()):
+            raise ContractError(
+                f"{where}.{name}: an integer parameter needs whole-number bounds, got {low}, {high}"
+            )
+        bounds.append(Bound(str(name), low, high, log_scale, integer))
     return bounds
 
 
 class Design:
-    """A stream of quasi-random points; successive ``draw`` calls continue the same sequence."""
+    """A stream of quasi-random points; successive ``draw`` calls continue the same sequence.
+
+    A Sobol sequence is balanced in blocks of powers of two: draws of 2^m points starting at a multiple of 2^m
+    keep that balance (``balanced_block`` says whether a draw will).
+    """
 
     def __init__(self, bounds: list[Bound], kind: str = "sobol", seed: int = 0):
         if kind not in DESIGNS:
             raise ContractError(f"design {kind!r} is unknown; expected one of {list(DESIGNS)}")
-        self.bounds, self.kind = bounds, kind
+        self.bounds, self.kind, self.drawn = bounds, kind, 0
         dims = len(bounds)
         if kind == "sobol":
             self.engine = qmc.Sobol(d=dims, scramble=True, seed=seed)
@@ -64,6 +109,10 @@ class Design:
             self.engine = qmc.LatinHypercube(d=dims, seed=seed)
         else:
             self.engine = np.random.default_rng(seed)
+
+    def balanced_block(self, n: int) -> bool:
+        power_of_two = n > 0 and n & (n - 1) == 0
+        return self.kind != "sobol" or (power_of_two and self.drawn % n == 0)
 
     def draw(self, n: int) -> pd.DataFrame:
         if self.kind == "random":
@@ -73,11 +122,37 @@ class Design:
                 # Sobol balance is best at powers of two; other sizes are still valid low-discrepancy points.
                 warnings.simplefilter("ignore", UserWarning)
                 unit = self.engine.random(n)
+        self.drawn += n
         return pd.DataFrame({b.name: b.scale(unit[:, i]) for i, b in enumerate(self.bounds)})
 
 
 def sample_design(
-    parameters: Mapping[str, Mapping[str, Any]], n: int, kind: str = "sobol", seed: int = 0
+    parameters: Mapping[str, Mapping[str, Any]],
+    n: int,
+    kind: str = "sobol",
+    seed: int = 0,
+    model_ref: str | None = None,
+    where: str = "design parameters",
 ) -> pd.DataFrame:
-    """``n`` parameter sets within the bounds."""
-    return Design(parse_bounds(parameters), kind, seed).draw(int(n))
+    """``n`` parameter sets within the bounds (checked against ``model_ref``'s declared space when given)."""
+    if not (isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1):
+        raise ContractError(f"{where}: the number of parameter sets n must be an integer >= 1, got {n!r}")
+    space = space_of(model_ref) if model_ref else None
+    bounds = parse_bounds(parameters, where, space, model_ref or "the model")
+    return Design(bounds, kind, seed).draw(int(n))
+
+
+def write_design(
+    parameters: Mapping[str, Mapping[str, Any]],
+    n: int,
+    output: str | Path,
+    kind: str = "sobol",
+    seed: int = 0,
+    model: str | None = None,
+) -> pd.DataFrame:
+    """Sample a design and write it atomically as CSV, TSV or Parquet (chosen by the output's suffix); with
+    ``model`` the parameters are checked against the model's declared space."""
+    design = sample_design(parameters, n, kind, seed, model)
+    write_table(design, output)
+    log.info("wrote %d parameter sets (%s design, seed %d) to %s", len(design), kind, seed, output)
+    return design

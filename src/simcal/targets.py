@@ -2,38 +2,70 @@
 
 A target is any ``"package.module:function"`` called as ``function(simulated, observed, **options) -> float``,
 where ``simulated`` holds the successful replicates of one parameter set (column ``replicate`` tells them apart).
+Lower is better.
+
+Built-ins:
+
+- ``replicate_mean_mse``: MSE between the observed series and the replicate mean.
+- ``mean_replicate_mse``: mean over replicates of each replicate's MSE (penalises replicate spread).
+- ``poisson_nll`` and ``negbin_nll``: negative log-likelihood of observed *counts* given the replicate mean as
+  their expected value (a plug-in likelihood: the mean of the replicates stands for the model's expectation).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import gammaln, xlogy
+
+
+def _keys(on: str | list[str]) -> list[str]:
+    return [on] if isinstance(on, str) else list(on)
+
+
+def _check_columns(
+    simulated: pd.DataFrame, observed: pd.DataFrame, column: str, keys: list[str], replicate: bool = False
+) -> None:
+    for name, frame, needed in (
+        ("simulated", simulated, [*(["replicate"] if replicate else []), *keys, column]),
+        ("observed", observed, [*keys, column]),
+    ):
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise KeyError(f"{name} data has no column(s) {missing}; it has {list(frame.columns)}")
+
+
+def _observed_series(observed: pd.DataFrame, column: str, keys: list[str]) -> pd.Series:
+    return observed.set_index(keys)[column].rename("observed")
 
 
 def _aligned(
     simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str]
 ) -> pd.DataFrame:
-    keys = [on] if isinstance(on, str) else list(on)
-    for name, frame in (("simulated", simulated), ("observed", observed)):
-        missing = [c for c in [*keys, column] if c not in frame.columns]
-        if missing:
-            raise KeyError(f"{name} data has no column(s) {missing}; it has {list(frame.columns)}")
-    obs = observed[[*keys, column]].rename(columns={column: "observed"})
+    """Every simulated row (with its replicate) next to the observed value at the same key; unmatched rows dropped."""
+    keys = _keys(on)
+    _check_columns(simulated, observed, column, keys, replicate=True)
     sim = simulated[["replicate", *keys, column]].rename(columns={column: "simulated"})
-    return sim.merge(obs, on=keys, how="inner")
+    return sim.join(_observed_series(observed, column, keys), on=keys, how="inner")
+
+
+def _replicate_mean(
+    simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str]
+) -> pd.DataFrame:
+    """Per key present in both: the mean over replicates of the simulated column, and the observed value."""
+    keys = _keys(on)
+    _check_columns(simulated, observed, column, keys)
+    mean = simulated.groupby(keys, sort=False)[column].mean().rename("simulated")
+    return pd.concat([mean, _observed_series(observed, column, keys)], axis=1, join="inner")
 
 
 def replicate_mean_mse(
     simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str] = "day"
 ) -> float:
     """MSE between the observed series and the mean over replicates (no penalty for replicate spread)."""
-    joined = _aligned(simulated, observed, column, on)
-    if joined.empty:
+    mean = _replicate_mean(simulated, observed, column, on)
+    if mean.empty:
         return float("nan")
-    keys = [on] if isinstance(on, str) else list(on)
-    mean = joined.groupby(keys, sort=False).agg(
-        simulated=("simulated", "mean"), observed=("observed", "first")
-    )
     return float(np.mean((mean["simulated"] - mean["observed"]) ** 2))
 
 
@@ -46,3 +78,98 @@ def mean_replicate_mse(
         return float("nan")
     squared = (joined["simulated"] - joined["observed"]) ** 2
     return float(squared.groupby(joined["replicate"]).mean().mean())
+
+
+def _counts(values: pd.Series, column: str) -> np.ndarray:
+    counts = values.to_numpy(dtype=float)
+    bad = ~np.isfinite(counts) | (counts < 0) | (counts != np.round(counts))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"observed column {column!r} must hold counts (whole numbers >= 0) for a count likelihood; found "
+            f"{counts[first]:g} at {values.index.names[0] if len(values.index.names) == 1 else values.index.names} "
+            f"{values.index[first]}"
+        )
+    return counts
+
+
+def poisson_log_likelihood(counts: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """log P(counts | Poisson(mean)) elementwise; ``xlogy`` gives 0 log 0 = 0, so a zero mean is exact."""
+    return xlogy(counts, mean) - mean - gammaln(counts + 1.0)
+
+
+def _log_rising_ratio(counts: np.ndarray, k: float) -> np.ndarray:
+    """log(Γ(counts + k) / Γ(k)) - counts·log(k), accurate for every k > 0.
+
+    Past k = 1e5 the difference of two huge ``gammaln`` values would lose digits, so it uses Stirling's series
+    instead (the first omitted term is below 1/(360 k³) < 3e-18).
+    """
+    if k < 1e5:
+        return gammaln(counts + k) - gammaln(k) - counts * np.log(k)
+    return (counts + k - 0.5) * np.log1p(counts / k) - counts + (1.0 / (counts + k) - 1.0 / k) / 12.0
+
+
+def negbin_log_likelihood(counts: np.ndarray, mean: np.ndarray, dispersion: float) -> np.ndarray:
+    """log P(counts | NB(mean, dispersion)) elementwise: variance mean + mean²/dispersion.
+
+    Arranged so that no two large terms cancel: accurate for small and huge dispersion (where it tends to the
+    Poisson) and for means near zero.
+    """
+    k = float(dispersion)
+    return (
+        _log_rising_ratio(counts, k)
+        - gammaln(counts + 1.0)
+        - (k + counts) * np.log1p(mean / k)
+        + xlogy(counts, mean)
+    )
+
+
+def _count_nll(
+    simulated: pd.DataFrame,
+    observed: pd.DataFrame,
+    column: str,
+    on: str | list[str],
+    min_mean: float,
+    log_likelihood,
+) -> float:
+    mean = _replicate_mean(simulated, observed, column, on)
+    if mean.empty:
+        return float("nan")
+    counts = _counts(mean["observed"], column)
+    # A replicate mean of 0 where something was observed has likelihood 0; the floor keeps that loss finite (and
+    # very large), so the sampler learns the region is bad instead of seeing a failure.
+    expected = np.maximum(mean["simulated"].to_numpy(dtype=float), float(min_mean))
+    return float(-np.sum(log_likelihood(counts, expected)))
+
+
+def poisson_nll(
+    simulated: pd.DataFrame,
+    observed: pd.DataFrame,
+    column: str,
+    on: str | list[str] = "day",
+    min_mean: float = 1e-3,
+) -> float:
+    """Poisson negative log-likelihood of the observed counts, with the replicate mean as the expected count.
+
+    ``min_mean`` floors the expected count so that a simulated 0 against an observed count gives a large finite
+    loss rather than infinity.
+    """
+    return _count_nll(simulated, observed, column, on, min_mean, poisson_log_likelihood)
+
+
+def negbin_nll(
+    simulated: pd.DataFrame,
+    observed: pd.DataFrame,
+    column: str,
+    on: str | list[str] = "day",
+    dispersion: float = 10.0,
+    min_mean: float = 1e-3,
+) -> float:
+    """Negative-binomial negative log-likelihood of the observed counts (variance mean + mean²/dispersion),
+    with the replicate mean as the expected count. For over-dispersed reporting; tends to ``poisson_nll`` as
+    ``dispersion`` grows."""
+    if not float(dispersion) > 0:
+        raise ValueError(f"negbin_nll: dispersion must be > 0, got {dispersion!r}")
+    return _count_nll(
+        simulated, observed, column, on, min_mean, lambda c, m: negbin_log_likelihood(c, m, dispersion)
+    )

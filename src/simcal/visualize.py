@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from simcal.contract import ContractError
+from simcal.observed import read_observed
 from simcal.tables import atomic_write, write_text
 
 
@@ -43,13 +45,26 @@ def fit_figure(simulations: pd.DataFrame, observed: pd.DataFrame, best: dict[str
     return figure
 
 
+def _phases(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(design and search trials, refine trials): their losses come from different replicate counts."""
+    if "phase" not in trials:
+        return trials, trials.iloc[0:0]
+    refine = trials["phase"] == "refine"
+    return trials[~refine], trials[refine]
+
+
 def loss_figure(trials: pd.DataFrame, parameter_names: Sequence[str], best: dict[str, Any]):
     figure, axes = plt.subplots(
         1, len(parameter_names), figsize=(4 * len(parameter_names), 3.6), squeeze=False
     )
     finite = trials[np.isfinite(trials["loss"].astype(float))]
+    searched, refined = _phases(finite)
     for axis, name in zip(axes[0], parameter_names, strict=True):
-        scatter = axis.scatter(finite[name], finite["loss"], c=finite.get("round", 0), s=12, cmap="viridis")
+        scatter = axis.scatter(
+            searched[name], searched["loss"], c=searched.get("round", 0), s=12, cmap="viridis"
+        )
+        if len(refined):
+            axis.scatter(refined[name], refined["loss"], marker="x", color="black", s=24, label="refine")
         axis.axvline(best["params"][name], color="red", lw=1, label="best")
         axis.set(xlabel=name, ylabel="loss", yscale="log" if (finite["loss"] > 0).all() else "linear")
         axis.legend(fontsize=8)
@@ -60,14 +75,25 @@ def loss_figure(trials: pd.DataFrame, parameter_names: Sequence[str], best: dict
 
 def history_figure(trials: pd.DataFrame):
     figure, axis = plt.subplots(figsize=(7, 3.6))
-    losses = trials["loss"].astype(float).to_numpy()
-    order = trials["trial"].to_numpy() if "trial" in trials else np.arange(len(trials))
-    axis.scatter(order, losses, s=10, c=trials.get("round", 0), cmap="viridis", label="trial loss")
+    searched, refined = _phases(trials)
+    losses = searched["loss"].astype(float).to_numpy()
+    order = searched["trial"].to_numpy() if "trial" in searched else np.arange(len(searched))
+    axis.scatter(order, losses, s=10, c=searched.get("round", 0), cmap="viridis", label="trial loss")
     running = np.fmin.accumulate(np.where(np.isfinite(losses), losses, np.inf))
     axis.step(
         order, np.where(np.isfinite(running), running, np.nan), where="post", color="red", label="best so far"
     )
-    if (losses[np.isfinite(losses)] > 0).all():
+    if len(refined):
+        axis.scatter(
+            refined["trial"],
+            refined["loss"],
+            marker="x",
+            color="black",
+            s=24,
+            label="refine (more replicates)",
+        )
+    every = trials["loss"].astype(float)
+    if (every[np.isfinite(every)] > 0).all():
         axis.set_yscale("log")
     axis.set(xlabel="trial", ylabel="loss", title="Optimization history")
     axis.legend(fontsize=8)
@@ -81,28 +107,40 @@ def png_bytes(figure) -> bytes:
     return buffer.getvalue()
 
 
-def render_page(title: str, pictures: dict[str, bytes], best: dict[str, Any], summary: dict[str, Any]) -> str:
+def render_page(title: str, intro: str, pictures: dict[str, bytes], summary: dict[str, Any]) -> str:
+    """A self-contained page: ``intro`` (HTML), the pictures inlined as base64 PNGs, and the summary as JSON."""
     sections = "\n".join(
         f'<h2>{html.escape(name)}</h2>\n<img alt="{html.escape(name)}" '
         f'src="data:image/png;base64,{base64.b64encode(data).decode()}">'
         for name, data in pictures.items()
-    )
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td></tr>"
-        for k, v in best["params"].items()
-        if math.isfinite(v)
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}img{{max-width:100%}}
 table{{border-collapse:collapse}}td{{border:1px solid #ccc;padding:2px 8px}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>Best loss {best["loss"]:.6g} (parameter set {html.escape(best["param_id"])}).</p>
-<table><tr><td><b>parameter</b></td><td><b>best value</b></td></tr>{rows}</table>
+{intro}
 {sections}
 <h2>Summary</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre>
 </body></html>
 """
+
+
+def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
+    cells = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{v:.6g}</td></tr>"
+        if isinstance(v, float) and math.isfinite(v)
+        else f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in rows.items()
+    )
+    return f"<table><tr><td><b>{header[0]}</b></td><td><b>{header[1]}</b></td></tr>{cells}</table>"
+
+
+def _write_pictures(pictures: dict[str, bytes], png_paths: dict[str, str | Path] | None) -> None:
+    for name, path in (png_paths or {}).items():
+        if name not in pictures:
+            raise ContractError(f"no picture named {name!r}; the pictures are {sorted(pictures)}")
+        atomic_write(path, lambda tmp, data=pictures[name]: tmp.write_bytes(data))
 
 
 def visualize(
@@ -122,9 +160,7 @@ def visualize(
     trials = pd.read_parquet(trials_path)
     best = json.loads(Path(best_path).read_text())
     summary = json.loads(Path(summary_path).read_text())
-    observed = (
-        pd.read_csv(observed_path) if str(observed_path).endswith(".csv") else pd.read_parquet(observed_path)
-    )
+    observed = read_observed(observed_path, [on, column])
     simulations = pd.read_parquet(
         simulations_path,
         filters=[("param_id", "==", best["param_id"])],
@@ -135,11 +171,88 @@ def visualize(
         "loss": png_bytes(loss_figure(trials, parameter_names, best)),
         "history": png_bytes(history_figure(trials)),
     }
-    for name, path in (png_paths or {}).items():
-        atomic_write(path, lambda tmp, data=pictures[name]: tmp.write_bytes(data))
+    _write_pictures(pictures, png_paths)
     titles = {
         "Observed vs simulated at the best parameters": pictures["fit"],
         "Loss against each parameter": pictures["loss"],
         "Optimization history": pictures["history"],
     }
-    return write_text(render_page(title, titles, best, summary), html_path)
+    chosen = "refine step" if best.get("phase") == "refine" else "all trials"
+    intro = (
+        f"<p>Best loss {best['loss']:.6g} (parameter set {html.escape(best['param_id'])}, chosen from the "
+        f"{chosen}).</p>\n" + _table(best["params"], ("parameter", "best value"))
+    )
+    return write_text(render_page(title, intro, titles, summary), html_path)
+
+
+MAX_SUMMARY_ROWS = 6  # statistics drawn in the sweep's outputs picture (the table keeps them all)
+
+
+def sweep_outputs_figure(table: pd.DataFrame, parameter_names: Sequence[str]):
+    """Each summarised output (mean over replicates, ± one standard deviation) against each parameter."""
+    means = [c for c in table.columns if c.endswith("_mean") and c not in parameter_names][:MAX_SUMMARY_ROWS]
+    rows, cols = max(1, len(means)), len(parameter_names)
+    figure, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 2.8 * rows), squeeze=False)
+    for row, statistic in enumerate(means):
+        spread = table.get(statistic[: -len("_mean")] + "_sd")
+        for col, name in enumerate(parameter_names):
+            axis = axes[row][col]
+            axis.errorbar(
+                table[name], table[statistic], yerr=spread, fmt="o", ms=3, alpha=0.8, elinewidth=0.8
+            )
+            axis.set(xlabel=name, ylabel=statistic[: -len("_mean")])
+    if not means:
+        axes[0][0].text(0.5, 0.5, "no numeric output to summarise", ha="center", va="center")
+    figure.suptitle("Outputs against each parameter (mean over replicates, ± 1 sd)")
+    figure.tight_layout()
+    return figure
+
+
+def sweep_series_figure(simulations: pd.DataFrame, parameter_names: Sequence[str], column: str, on: str):
+    """The replicate mean of ``column`` against ``on`` for every parameter set, coloured by the first parameter."""
+    ok = simulations[simulations["status"] == "ok"]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    colour_by = parameter_names[0]
+    curves = ok.groupby(["param_id", on], sort=True)[column].mean().unstack(level=0)
+    values = ok.drop_duplicates("param_id").set_index("param_id")[colour_by]
+    norm = matplotlib.colors.Normalize(values.min(), values.max())
+    colours = matplotlib.colormaps["viridis"]
+    for pid in curves.columns:
+        axis.plot(curves.index, curves[pid], color=colours(norm(values[pid])), lw=1, alpha=0.8)
+    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), ax=axis, label=colour_by)
+    axis.set(xlabel=on, ylabel=f"{column} (replicate mean)", title=f"{column} for every parameter set")
+    return figure
+
+
+def visualize_sweep(
+    simulations_path: str | Path,
+    table_path: str | Path,
+    summary_path: str | Path,
+    parameter_names: Sequence[str],
+    html_path: str | Path,
+    png_paths: dict[str, str | Path] | None = None,
+    column: str | None = "incidence",
+    on: str | None = "day",
+    title: str = "Simulation sweep",
+) -> Path:
+    """The page of a plain sweep: outputs against each parameter and, when ``column`` and ``on`` are in the
+    simulations, every parameter set's series. ``png_paths`` may ask for ``outputs`` and ``series``."""
+    table = pd.read_parquet(table_path)
+    summary = json.loads(Path(summary_path).read_text())
+    pictures = {"outputs": png_bytes(sweep_outputs_figure(table, parameter_names))}
+    if column and on:
+        simulations = pd.read_parquet(simulations_path)
+        missing = [c for c in (column, on, "param_id", "status", *parameter_names) if c not in simulations]
+        if missing:
+            raise ContractError(
+                f"{simulations_path}: the simulations have no column(s) {missing} to plot; set plot.column and "
+                f"plot.on to columns of the model's output ({list(simulations.columns)})"
+            )
+        pictures["series"] = png_bytes(sweep_series_figure(simulations, parameter_names, column, on))
+    _write_pictures(pictures, png_paths)
+    titles = {"Outputs against each parameter": pictures["outputs"]}
+    if "series" in pictures:
+        titles[f"{column} against {on} for every parameter set"] = pictures["series"]
+    counts = {"parameter sets": summary.get("parameter_sets"), "simulations": summary.get("simulations")}
+    counts.update({f"status {k}": v for k, v in summary.get("status", {}).items()})
+    return write_text(render_page(title, _table(counts, ("", "")), titles, summary), html_path)

@@ -1,26 +1,11 @@
-"""Snakemake wrapper: observed data from a generator function ("module:function"(params, seed, **options)) at known parameters."""
+"""Snakemake wrapper: observed data from a generator ("module:function"(params, seed, **options)) at known parameters."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
+from simcal.logs import configure, failure_logged
+from simcal.observed import generate_observed
 
-from simcal.contract import resolve_callable
-from simcal.logs import configure
-from simcal.tables import write_csv, write_parquet
-
-configure(snakemake.log[0] if snakemake.log else None)
-params = snakemake.params
-try:
-    generator = resolve_callable(params.generator, what="observed-data generator")
-    observed = generator(
-        dict(params.true_params), int(params.get("seed", 0)), **dict(params.get("options", {}) or {})
-    )
-    output = snakemake.output[0]
-    (write_parquet if output.endswith(".parquet") else write_csv)(observed, output)
-    logging.getLogger("simcal").info(
-        "wrote %d observed rows from %s to %s", len(observed), params.generator, output
-    )
-except BaseException:
-    logging.getLogger("simcal").exception("generate_observed failed")
-    raise
+configure(snakemake.log[0])
+with failure_logged("generate_observed"):
+    generate_observed(output=snakemake.output[0], **dict(snakemake.params.items()))

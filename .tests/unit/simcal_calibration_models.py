@@ -1,0 +1,18 @@
+"""Models used by the calibration tests (importable by Dask workers: spawned workers inherit sys.path)."""
+
+from __future__ import annotations
+
+from simcal.models.sir import SPACE, mean_field
+
+
+@SPACE.declare
+def mean_field_failing_above(params, seed):
+    """The mean-field SIR, except that it raises for beta > 0.45 (a region where the model breaks)."""
+    if params["beta"] > 0.45:
+        raise ValueError(f"unstable for beta={params['beta']:.3f} > 0.45")
+    return mean_field(params, seed)
+
+
+def undeclared(params, seed):
+    """A model without a declared parameter space: its parameters cannot be checked."""
+    return {"y": float(params["a"])}

@@ -1,0 +1,36 @@
+"""Data tables on disk, by file suffix: CSV, TSV or Parquet, read with errors naming the file and written
+atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from simcal.contract import ContractError
+from simcal.tables import atomic_write
+
+FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t", ".parquet": None, ".pq": None}
+
+
+def table_format(path: str | Path) -> str | None:
+    """The CSV separator for a delimited file, None for Parquet; fails naming the path for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ContractError(f"{path}: unknown table format {suffix!r}; expected one of {sorted(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+    separator = table_format(path)
+    try:
+        return pd.read_parquet(path) if separator is None else pd.read_csv(path, sep=separator)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise ContractError(f"{path}: cannot read the {what} ({error})") from error
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    separator = table_format(path)
+    if separator is None:
+        return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, sep=separator, index=False))

@@ -1,0 +1,51 @@
+"""Observed data: generated at known parameters (synthetic studies) or read from a file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from simcal.contract import ContractError, resolve_callable
+from simcal.files import read_table, write_table
+from simcal.space import check_parameter_sets
+
+log = logging.getLogger(__name__)
+
+
+def generate_observed(
+    generator: str,
+    true_params: Mapping[str, Any],
+    output: str | Path,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Call ``generator(true_params, seed, **options)`` (a ``"module:function"``) and write its table atomically
+    (CSV, TSV or Parquet by the output's suffix)."""
+    function = resolve_callable(generator, what="observed-data generator")
+    check_parameter_sets(generator, [dict(true_params)], "observed.true_params", ["the true parameters"])
+    observed = function(dict(true_params), int(seed), **dict(options or {}))
+    if not isinstance(observed, pd.DataFrame) or observed.empty:
+        raise ContractError(
+            f"observed-data generator {generator!r} returned {type(observed).__name__}"
+            f"{' (empty)' if isinstance(observed, pd.DataFrame) else ''}; expected a non-empty pandas DataFrame"
+        )
+    write_table(observed, output)
+    log.info("wrote %d observed rows from %s (seed %d) to %s", len(observed), generator, seed, output)
+    return observed
+
+
+def read_observed(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Observed data from CSV, TSV or Parquet; fails naming the file and any missing column."""
+    observed = read_table(path, "observed data")
+    if observed.empty:
+        raise ContractError(f"{path}: the observed data have no rows")
+    missing = [c for c in columns or [] if c not in observed.columns]
+    if missing:
+        raise ContractError(
+            f"{path}: observed data have no column(s) {missing}; they have {list(observed.columns)}"
+        )
+    return observed

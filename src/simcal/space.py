@@ -1,0 +1,182 @@
+"""A model's declared parameters: names, types, bounds and defaults, checked before anything runs.
+
+A model module declares its space next to the function::
+
+    SPACE = ParameterSpace(
+        beta=Real(low=0, description="transmission rate per day"),
+        days=Integer(default=100, low=1),
+    )
+
+    @SPACE.declare
+    def simulate(params, seed): ...
+
+``space_of("package.module:function")`` finds it again. With a declared space a misspelt name (``populaton``), a
+value of the wrong type or outside the bounds, or a missing required parameter is an error naming the parameter
+(and the parameter set), instead of a parameter the model silently ignores. Models without a declaration are run
+unchecked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from simcal.contract import ContractError, resolve_callable
+
+ATTRIBUTE = "parameter_space"
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One declared parameter. ``low``/``high`` are inclusive bounds (None: unbounded)."""
+
+    default: Any = _REQUIRED
+    low: float | None = None
+    high: float | None = None
+    description: str = ""
+    kind: str = field(default="real", init=False)
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed here, or None."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return f"{value!r} is not a number"
+        if not math.isfinite(value):
+            return f"{value!r} is not finite"
+        return self._bounds_problem(value)
+
+    def _bounds_problem(self, value: float) -> str | None:
+        if self.low is not None and value < self.low:
+            return f"{value!r} is below its lower bound {self.low}"
+        if self.high is not None and value > self.high:
+            return f"{value!r} is above its upper bound {self.high}"
+        return None
+
+    def describe(self) -> str:
+        bounds = f"[{'-inf' if self.low is None else self.low}, {'inf' if self.high is None else self.high}]"
+        default = "required" if self.required else f"default {self.default!r}"
+        return f"{self.kind} in {bounds}, {default}"
+
+
+@dataclass(frozen=True)
+class Real(Parameter):
+    kind: str = field(default="real", init=False)
+
+
+@dataclass(frozen=True)
+class Integer(Parameter):
+    kind: str = field(default="integer", init=False)
+
+    def problem(self, value: Any) -> str | None:
+        basic = super().problem(value)
+        if basic is not None:
+            return basic
+        if not float(value).is_integer():
+            return f"{value!r} is not a whole number"
+        return None
+
+
+@dataclass(frozen=True)
+class Choice(Parameter):
+    """One of a fixed set of values (strings, numbers or booleans)."""
+
+    options: tuple = ()
+    kind: str = field(default="choice", init=False)
+
+    def problem(self, value: Any) -> str | None:
+        if value not in self.options:
+            return f"{value!r} is not one of {list(self.options)}"
+        return None
+
+    def describe(self) -> str:
+        default = "required" if self.required else f"default {self.default!r}"
+        return f"one of {list(self.options)}, {default}"
+
+
+class ParameterSpace(Mapping[str, Parameter]):
+    """The parameters a model accepts, by name."""
+
+    def __init__(self, **parameters: Parameter):
+        for name, spec in parameters.items():
+            if not isinstance(spec, Parameter):
+                raise TypeError(f"parameter {name!r}: expected Real, Integer or Choice, got {spec!r}")
+            if not spec.required and spec.problem(spec.default) is not None:
+                raise ValueError(f"parameter {name!r}: default {spec.problem(spec.default)}")
+        self._parameters = dict(parameters)
+
+    def __getitem__(self, name: str) -> Parameter:
+        return self._parameters[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parameters)
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def declare(self, function: Callable) -> Callable:
+        """Attach this space to a model function (returns the function itself)."""
+        setattr(function, ATTRIBUTE, self)
+        return function
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: spec.default for name, spec in self.items() if not spec.required}
+
+    def unknown(self, names: Iterable[str], where: str, model: str = "the model") -> None:
+        """Fail naming the first name the model does not declare, with the closest declared name."""
+        for name in names:
+            if name not in self:
+                close = difflib.get_close_matches(str(name), list(self), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ContractError(
+                    f"{where}: {name!r} is not a parameter of {model}{hint}; it declares {sorted(self)}"
+                )
+
+    def check(self, params: Mapping[str, Any], where: str, model: str = "the model") -> None:
+        """A complete parameter set: known names, allowed values, every required parameter present."""
+        self.unknown(params, where, model)
+        for name, value in params.items():
+            problem = self[name].problem(value)
+            if problem is not None:
+                raise ContractError(f"{where}: parameter {name!r} = {problem} ({self[name].describe()})")
+        missing = [name for name, spec in self.items() if spec.required and name not in params]
+        if missing:
+            raise ContractError(f"{where}: required parameter(s) {missing} of {model} have no value")
+
+    def complete(self, params: Mapping[str, Any], where: str = "parameters") -> dict[str, Any]:
+        """The parameters with defaults filled in, after ``check``; for use inside the model itself."""
+        self.check(params, where)
+        return {**self.defaults, **params}
+
+
+def space_of(model_ref: str) -> ParameterSpace | None:
+    """The space declared on a model function, or None when it declares none."""
+    space = getattr(resolve_callable(model_ref), ATTRIBUTE, None)
+    return space if isinstance(space, ParameterSpace) else None
+
+
+def check_parameter_sets(
+    model_ref: str,
+    sets: Iterable[Mapping[str, Any]],
+    where: str = "parameter table",
+    labels: Iterable[str] | None = None,
+) -> None:
+    """Check complete parameter sets (fixed values merged in) against the model's declared space.
+
+    ``labels`` name each set in messages (e.g. "line 3"); by default "parameter set <i>" (0-based).
+    """
+    space = space_of(model_ref)
+    if space is None:
+        return
+    names = iter(labels) if labels is not None else None
+    for index, params in enumerate(sets):
+        label = next(names) if names is not None else f"parameter set {index}"
+        space.check(params, f"{where}, {label}", model_ref)
