@@ -1,6 +1,6 @@
 """profiles/slurm on the local SLURM when a run is interrupted: Ctrl-C of the driver, and a job past its time limit.
 
-Every run uses the real Pitzer profile plus the small local override (timing keys only), as in
+Every run uses the real Pitzer profile plus the small local override (timing and queue-size keys only), as in
 test_slurm_profile.py.
 """
 
