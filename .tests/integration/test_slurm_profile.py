@@ -1,12 +1,13 @@
 """profiles/slurm against a real single-node SLURM (scripts/slurm-up.sh): sbatch, sacct, GRES, memory limits.
 
 Every run uses the real Pitzer profile plus the small local override in .tests/integration/slurm/profile (timing
-keys only) and the profile's own parameters (OSC_PROJECT, SNAKEMAKE_SCRATCH, SNAKEMAKE_SLURM_PARTITIONS).
+and queue-size keys only) and the profile's own parameters (OSC_PROJECT, SNAKEMAKE_SCRATCH, SNAKEMAKE_SLURM_PARTITIONS).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 
@@ -16,6 +17,7 @@ from slurm.slurmkit import (
     ACCOUNT,
     FAILED_STATES,
     LOCAL,
+    PROFILE,
     profile_env,
     require_slurm,
     rule_of,
@@ -97,6 +99,35 @@ def test_cpu_and_gpu_jobs_get_partition_account_and_gpus(slurm, tmp_path):
     # Logs and the efficiency report land under the scratch root the profile derives from SNAKEMAKE_SCRATCH.
     assert list((tmp_path / "scratch" / "slurm_logs" / "rule_kd_gat_train_vgae_teacher").glob("*.log"))
     assert list((tmp_path / "scratch" / "efficiency_reports").glob("efficiency_report_*.csv"))
+
+
+def readme_recipe_for_32gb_gpus() -> dict:
+    """The YAML block of profiles/slurm/README.md that requests the 32 GB V100s."""
+    readme = (PROFILE / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "v100-32g" in b]
+    assert len(blocks) == 1, blocks
+    return yaml.safe_load(blocks[0])
+
+
+def test_readme_recipe_for_32gb_v100s_lands_on_nodes_with_the_feature(slurm, tmp_path):
+    recipe = tmp_path / "gpu32-profile"
+    recipe.mkdir()
+    (recipe / "profile.yaml").write_text(yaml.safe_dump(readme_recipe_for_32gb_gpus()))
+    run = run_on_slurm(tmp_path, LOCAL / "basic" / "Snakefile", "--profile", str(recipe))
+    job_ids = submitted_job_ids(run.stdout)
+    rows = {rule_of(r): r for r in sacct(job_ids)}
+    gpu_job = rows["kd_gat_train_vgae_teacher"]
+    assert gpu_job["State"] == "COMPLETED" and gpu_job["Partition"] == "gpu-exp", gpu_job
+    assert "gres/gpu=1" in gpu_job["AllocTRES"], gpu_job
+    constraints = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-j", gpu_job["JobID"], "-o", "Constraints"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    assert constraints == "v100-32g"
+    assert rows["cpu_step"]["Partition"] == "cpu"
 
 
 def test_job_over_its_memory_is_killed_then_retried_with_more(slurm, tmp_path):

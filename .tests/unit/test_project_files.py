@@ -52,9 +52,54 @@ def test_pixi_python_floor_matches_pyproject() -> None:
     assert PIXI["dependencies"]["python"].startswith(f">={floor}")
 
 
-def test_pixi_environment_uses_every_feature() -> None:
+TORCH_FLAVOURS = {"cu126", "cu130", "cpu"}  # PyTorch wheel indexes, profiles/slurm/README.md "GPU stack"
+
+
+def _pyproject_torch() -> Requirement:
+    return next(Requirement(r) for r in PYPROJECT["project"]["dependencies"] if r.startswith("torch=="))
+
+
+def test_pixi_environments_use_every_feature_and_default_every_non_torch_one() -> None:
     features = set(PIXI["feature"])
-    assert set(PIXI["environments"]["default"]["features"]) == features
+    environments = PIXI["environments"]
+    assert set().union(*(set(env["features"]) for env in environments.values())) == features
+    assert set(environments["default"]["features"]) == features - TORCH_FLAVOURS
+
+
+@pytest.mark.parametrize("flavour", sorted(TORCH_FLAVOURS))
+def test_pixi_torch_flavour_pins_pyprojects_torch_from_its_index(flavour: str) -> None:
+    feature = PIXI["feature"][flavour]
+    torch = feature["pypi-dependencies"]["torch"]
+    assert torch["version"] == str(_pyproject_torch().specifier)
+    assert torch["index"] == f"https://download.pytorch.org/whl/{flavour}"
+    assert flavour in PIXI["environments"][flavour]["features"]
+    if flavour != "cpu":  # PyTorch publishes CUDA wheels for Linux x86_64 only
+        assert feature["platforms"] == ["linux-64"]
+
+
+def _conda_torch_pins() -> dict[Path, Requirement]:
+    """The torch requirement of every conda environment the rules and wrappers use (pip section)."""
+    pins = {}
+    for env_file in sorted(
+        [*(REPO / "workflow" / "envs").glob("*.yaml"), *(REPO / "wrappers").glob("*/environment.yaml")]
+    ):
+        dependencies = yaml.safe_load(env_file.read_text())["dependencies"]
+        for pip in (d["pip"] for d in dependencies if isinstance(d, dict) and "pip" in d):
+            for requirement in map(Requirement, pip):
+                if requirement.name == "torch":
+                    pins[env_file] = requirement
+    return pins
+
+
+def test_conda_environments_pin_the_same_torch_as_pyproject() -> None:
+    pins = _conda_torch_pins()
+    assert REPO / "workflow" / "envs" / "kdgat.yaml" in pins
+    wrong = {
+        str(path.relative_to(REPO)): str(r)
+        for path, r in pins.items()
+        if r.specifier != _pyproject_torch().specifier
+    }
+    assert not wrong, f"pyproject.toml pins {_pyproject_torch()}: {wrong}"
 
 
 @pytest.mark.parametrize("target", ["demo", "test", "lint", "bench", "docs"])

@@ -1,7 +1,7 @@
 """Helpers for the tests that drive the local single-node SLURM (scripts/slurm-up.sh) with profiles/slurm.
 
-Every Snakemake run uses the real Pitzer profile plus the small local override in ./profile (timing keys only)
-and the profile's own parameters (OSC_PROJECT, SNAKEMAKE_SCRATCH, SNAKEMAKE_SLURM_PARTITIONS).
+Every Snakemake run uses the real Pitzer profile plus the small local override in ./profile (timing and
+queue-size keys only) and the profile's own parameters (OSC_PROJECT, SNAKEMAKE_SCRATCH, SNAKEMAKE_SLURM_PARTITIONS).
 """
 
 from __future__ import annotations

@@ -1,21 +1,168 @@
-"""Device choice, seeding, mixed precision and RNG state capture: the parts every training stage shares."""
+"""Device choice, seeding, mixed precision and RNG state capture: the parts every training stage shares.
+
+`python -m kdgat.training.runtime --check` runs the GPU check of `select_device` on its own (the SLURM preflight
+starts it on a GPU node with srun) and prints what torch sees.
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
 import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+# The values batch systems and container runtimes use for "no GPU here" (SLURM sets NoDevFiles when a GRES has no
+# device files; the NVIDIA container runtime takes void/none; -1 and "" hide every GPU from CUDA).
+NO_GPU_VALUES = {"", "-1", "nodevfiles", "none", "void"}
+# Present only where the NVIDIA driver exposes GPUs to this process (host or a GPU container).
+NVIDIA_CONTROL_DEVICE = Path("/dev/nvidiactl")
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+# The last torch release with CUDA 12.6 builds, the only builds that still carry Volta (sm_70) kernels.
+LAST_TORCH_WITH_CU126 = "2.14"
+
+
+class GPUUnusableError(RuntimeError):
+    """The job holds a GPU (or asked for CUDA) but this torch build cannot run on it."""
+
+
+def held_gpus(environ=None) -> str | None:
+    """The GPUs the batch system or container runtime gave this process, as `NAME=value`; None when none.
+
+    SLURM sets CUDA_VISIBLE_DEVICES for a job with a GPU GRES; the NVIDIA container runtime (Kubernetes device
+    plugin, docker --gpus) sets NVIDIA_VISIBLE_DEVICES. CUDA base images set NVIDIA_VISIBLE_DEVICES=all in every
+    container, GPU or not, so `all` counts only where the driver's control device exists.
+    """
+    environ = os.environ if environ is None else environ
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        value = environ.get(name)
+        if value is None or value.strip().lower() in NO_GPU_VALUES:
+            continue
+        if name == "NVIDIA_VISIBLE_DEVICES" and value.strip().lower() == "all":
+            if not NVIDIA_CONTROL_DEVICE.exists():
+                continue
+        return f"{name}={value}"
+    return None
+
+
+def arch_runs_on(arch: str, capability: tuple[int, int]) -> bool:
+    """Whether code compiled for `arch` (an entry of torch.cuda.get_arch_list()) runs on a GPU of `capability`.
+
+    Binary code (sm_XY) runs on the same major version with an equal or higher minor; arch-specific code (sm_90a)
+    only on exactly that version; PTX (compute_XY) is compiled by the driver for any GPU of XY or newer.
+    """
+    match = re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", arch)
+    if not match:
+        return False
+    kind, major, minor, suffix = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
+    if kind == "compute":
+        return (major, minor) <= capability
+    if suffix == "a":
+        return (major, minor) == capability
+    return major == capability[0] and minor <= capability[1]
+
+
+def cuda_flavour_for(capability: tuple[int, int]) -> str:
+    """The PyTorch wheel index that carries kernels for this GPU: cu126 for Volta (V100), else cu130."""
+    if capability < (7, 5):
+        return "cu126"
+    return "cu130"
+
+
+def install_command(capability: tuple[int, int] | None) -> str:
+    """The pip command that installs a torch build able to run on a GPU of `capability` (both when unknown)."""
+    if capability is None:
+        return f"{install_command((7, 0))} for a V100 (sm_70), {install_command((8, 0))} for an A100/H100"
+    version = torch.__version__.split("+")[0]
+    flavour = cuda_flavour_for(capability)
+    if flavour == "cu126" and tuple(int(p) for p in version.split(".")[:2]) > (2, 14):
+        # No cu126 build of this release: the newest one that still has Volta kernels.
+        return f"pip install 'torch=={LAST_TORCH_WITH_CU126}.*' --index-url {PYTORCH_INDEX}/cu126"
+    return f"pip install torch=={version} --index-url {PYTORCH_INDEX}/{flavour}"
+
+
+def capability_from_nvidia_smi() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability from nvidia-smi (works with a CPU-only torch); None if unknown."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"\s*(\d+)\.(\d+)", out)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def cuda_problem(index: int = 0) -> str | None:
+    """Why torch cannot run on CUDA device `index`, or None when it can."""
+    build = f"torch {torch.__version__} (torch.version.cuda={torch.version.cuda})"
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        capability = capability_from_nvidia_smi()
+        seen = (
+            f"the GPU has compute capability {capability[0]}.{capability[1]}"
+            if capability
+            else "its compute capability is not visible"
+        )
+        reason = (
+            "is a CPU-only build"
+            if torch.version.cuda is None
+            else "cannot use CUDA here (torch.cuda.is_available() is False: the NVIDIA driver is missing or older "
+            "than this build needs; CUDA 13 builds need driver 580 or newer)"
+        )
+        return f"{build} {reason}; {seen}. Install a CUDA build: {install_command(capability)}"
+    capability = tuple(torch.cuda.get_device_capability(index))
+    arch_list = torch.cuda.get_arch_list()
+    if not any(arch_runs_on(arch, capability) for arch in arch_list):
+        return (
+            f"{build} has no kernels for this GPU: compute capability {capability[0]}.{capability[1]} "
+            f"(sm_{capability[0]}{capability[1]}), the build has {' '.join(arch_list) or 'none'}. "
+            f"Install a build that has them: {install_command(capability)}"
+        )
+    return None
+
 
 def select_device(spec: str = "auto") -> torch.device:
-    """`auto` picks CUDA when a GPU is visible, else CPU; `cpu`, `cuda`, `cuda:1` are taken literally."""
+    """`auto` picks CUDA when torch can use a GPU, else CPU; `cpu`, `cuda`, `cuda:1` are taken literally.
+
+    A job that holds a GPU (held_gpus) must use it: with `auto`, a torch that cannot run on that GPU raises
+    GPUUnusableError at once instead of training on the CPU. `cpu` runs on the CPU anywhere.
+    """
     if spec in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        held = held_gpus()
+        if torch.version.cuda is not None and torch.cuda.is_available():
+            problem = cuda_problem()
+            if problem is None:
+                return torch.device("cuda")
+        elif held is None:
+            return torch.device("cpu")
+        else:
+            problem = cuda_problem()
+        raise GPUUnusableError(
+            f"this job holds a GPU ({held or 'torch sees one'}) and the device is 'auto', but {problem}. "
+            f"To run on the CPU on purpose, set device: cpu (config kd_gat.device / evaluation.device)."
+        )
     device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested (config kd_gat.device) but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GPUUnusableError(
+                f"device {spec!r} requested (config kd_gat.device / evaluation.device) but CUDA is not "
+                f"available: {cuda_problem()}"
+            )
+        problem = cuda_problem(device.index or 0)
+        if problem:
+            raise GPUUnusableError(f"device {spec!r} requested but {problem}")
     return device
 
 
@@ -56,3 +203,45 @@ def restore_rng_state(state: dict, loader_generator: torch.Generator | None = No
         torch.cuda.set_rng_state_all(state["cuda"])
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])
+
+
+def check(out=sys.stdout) -> int:
+    """Print what torch sees; 0 only when select_device("auto") picks a GPU here and a kernel runs on it."""
+    print(f"torch {torch.__version__}, built with CUDA {torch.version.cuda}", file=out)
+    print(f"torch.cuda.get_arch_list(): {torch.cuda.get_arch_list()}", file=out)
+    print(f"GPUs held by this process: {held_gpus() or 'none'}", file=out)
+    if torch.version.cuda is not None and torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            major, minor = torch.cuda.get_device_capability(index)
+            print(
+                f"cuda:{index}: {torch.cuda.get_device_name(index)}, compute capability {major}.{minor}",
+                file=out,
+            )
+    try:
+        device = select_device("auto")
+    except GPUUnusableError as error:
+        print(f"FAIL: {error}", file=out)
+        return 1
+    if device.type != "cuda":
+        print(
+            "FAIL: no GPU is assigned to this process (CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES)",
+            file=out,
+        )
+        return 1
+    # A real kernel launch: a build without this GPU's architecture fails here with "no kernel image".
+    value = (torch.ones(8, device=device) * 2).sum().item()
+    if value != 16.0:
+        print(f"FAIL: a test kernel on {device} returned {value}, expected 16.0", file=out)
+        return 1
+    print(f"OK: training with device auto would run on {device}", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check", action="store_true", help="check that torch can train on this process's GPU"
+    )
+    if not parser.parse_args().check:
+        parser.error("nothing to do: pass --check")
+    sys.exit(check())

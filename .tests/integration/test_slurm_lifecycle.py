@@ -1,0 +1,90 @@
+"""profiles/slurm on the local SLURM when a run is interrupted: Ctrl-C of the driver, and a job past its time limit.
+
+Every run uses the real Pitzer profile plus the small local override (timing and queue-size keys only), as in
+test_slurm_profile.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+from slurm.slurmkit import (
+    LOCAL,
+    profile_env,
+    require_slurm,
+    rule_of,
+    run_on_slurm,
+    sacct,
+    snakemake_args,
+    submitted_job_ids,
+    wait_until,
+)
+from testkit import venv_bin
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+ACTIVE_STATES = "PENDING,RUNNING,SUSPENDED,COMPLETING,CONFIGURING"
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    require_slurm()
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    proc = subprocess.run(
+        ["squeue", "-h", "-j", ",".join(job_ids), "-t", ACTIVE_STATES, "-o", "%i %T"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return dict(line.split() for line in proc.stdout.splitlines())
+
+
+def test_ctrl_c_of_the_driver_cancels_its_running_jobs(slurm, tmp_path):
+    console = tmp_path / "console.txt"
+    with console.open("w") as out:
+        driver = subprocess.Popen(
+            [venv_bin("snakemake"), *snakemake_args(tmp_path, LOCAL / "sigint" / "Snakefile")],
+            cwd=tmp_path,
+            env={**os.environ, **profile_env(tmp_path)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # A shell without job control starts background commands with SIGINT ignored; a terminal does not.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    try:
+        wait_until(lambda: len(submitted_job_ids(console.read_text())) == 2, 120, "both submissions")
+        job_ids = submitted_job_ids(console.read_text())
+        wait_until(lambda: "RUNNING" in job_states(job_ids).values(), 120, "a running job")
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=120) != 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert "Terminating processes on user request" in console.read_text()
+    # scancel is immediate; the processes get KillWait (5 s locally) before SIGKILL.
+    wait_until(lambda: not job_states(job_ids), 30, f"jobs {job_ids} to leave the queue")
+    assert all(row["State"].startswith("CANCELLED") for row in sacct(job_ids)), sacct(job_ids)
+    assert not list(tmp_path.glob("slept_*.txt"))
+
+
+def test_job_past_its_time_limit_is_retried_with_more_time_and_succeeds(slurm, tmp_path):
+    run = run_on_slurm(tmp_path, LOCAL / "timeout" / "Snakefile", timeout=600)
+    job_ids = submitted_job_ids(run.stdout)
+    first, second = sacct(job_ids, settle=60)
+    assert rule_of(first) == rule_of(second) == "work_95_seconds"
+    assert first["State"] == "TIMEOUT", first
+    assert f"SLURM-job '{first['JobID']}' failed, SLURM status is: 'TIMEOUT'" in run.stdout
+    assert second["State"] == "COMPLETED", second
+    limits = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "TimelimitRaw"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    assert limits == ["1", "2"]  # minutes: runtime = attempt
+    assert (tmp_path / "worked.txt").read_text().strip() == "done"

@@ -1,0 +1,218 @@
+"""A job given a GPU uses it or stops at once: select_device against held GPUs, CUDA builds and architectures.
+
+The test machine has the CPU wheel of torch and no GPU, so the CUDA side of torch is replaced function by function
+(torch.version.cuda, torch.cuda.is_available, get_device_capability, get_arch_list) with what a CUDA build reports
+on a V100 or an A100; the environment variables are the ones SLURM and the NVIDIA container runtime set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from testkit import REPO
+
+from kdgat.presets import resolve_preset
+from kdgat.training import runtime
+from kdgat.training import vgae as vgae_training
+from kdgat.training.runtime import GPUUnusableError, arch_runs_on, held_gpus, select_device
+from kdgat.training.toy import toy_graphs
+
+# What torch 2.13.0 itself lists as the x86_64 architectures of its CUDA builds (torch/cuda/__init__.py).
+BUILD_ARCHS = {
+    flavour: [f"sm_{cc}" for cc in sorted(torch.cuda.PYTORCH_RELEASES_CODE_CC[version]["x86_64"])]
+    for flavour, version in {"cu126": "12.6", "cu130": "13.0"}.items()
+}
+VERSION = torch.__version__.split("+")[0]
+V100, A100, H100 = (7, 0), (8, 0), (9, 0)
+
+
+@pytest.fixture
+def no_gpu_env(monkeypatch):
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: None)
+    return monkeypatch
+
+
+def cuda_build(monkeypatch, flavour: str, capability: tuple[int, int] | None, available: bool = True) -> None:
+    """Make torch look like a CUDA build of `flavour` on a machine with one GPU of `capability`."""
+    monkeypatch.setattr(torch.version, "cuda", {"cu126": "12.6", "cu130": "13.0"}[flavour])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: BUILD_ARCHS[flavour])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capability)
+    monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: capability)
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({}, None),
+        ({"CUDA_VISIBLE_DEVICES": "0"}, "CUDA_VISIBLE_DEVICES=0"),
+        ({"CUDA_VISIBLE_DEVICES": "0,1"}, "CUDA_VISIBLE_DEVICES=0,1"),
+        ({"CUDA_VISIBLE_DEVICES": ""}, None),
+        ({"CUDA_VISIBLE_DEVICES": "-1"}, None),
+        ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "GPU-5f1c"}, "NVIDIA_VISIBLE_DEVICES=GPU-5f1c"),
+        ({"NVIDIA_VISIBLE_DEVICES": "void"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "none"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "all"}, None),  # no /dev/nvidiactl here: a CUDA image on a CPU node
+    ],
+)
+def test_held_gpus_reads_what_slurm_and_the_container_runtime_set(variables, expected):
+    assert held_gpus(variables) == expected
+
+
+def test_nvidia_visible_devices_all_counts_where_the_driver_device_exists(tmp_path, monkeypatch):
+    control = tmp_path / "nvidiactl"
+    control.touch()
+    monkeypatch.setattr(runtime, "NVIDIA_CONTROL_DEVICE", control)
+    assert held_gpus({"NVIDIA_VISIBLE_DEVICES": "all"}) == "NVIDIA_VISIBLE_DEVICES=all"
+
+
+@pytest.mark.parametrize(
+    ("arch", "capability", "runs"),
+    [
+        ("sm_70", V100, True),
+        ("sm_75", V100, False),
+        ("sm_80", (8, 6), True),
+        ("sm_86", A100, False),
+        ("sm_90", H100, True),
+        ("sm_90a", H100, True),
+        ("sm_90a", (10, 0), False),
+        ("sm_100f", (10, 3), True),
+        ("compute_70", A100, True),
+        ("compute_90", A100, False),
+        ("not-an-arch", V100, False),
+    ],
+)
+def test_arch_compatibility(arch, capability, runs):
+    assert arch_runs_on(arch, capability) is runs
+
+
+def test_only_the_cu126_builds_carry_volta_kernels():
+    assert any(arch_runs_on(a, V100) for a in BUILD_ARCHS["cu126"])
+    assert not any(arch_runs_on(a, V100) for a in BUILD_ARCHS["cu130"])
+    for gpu in (A100, H100):
+        assert any(arch_runs_on(a, gpu) for a in BUILD_ARCHS["cu130"])
+
+
+def test_cpu_wheel_on_a_slurm_gpu_job_stops_with_the_fix(no_gpu_env):
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    message = str(error.value)
+    assert "CUDA_VISIBLE_DEVICES=0" in message
+    assert f"torch {torch.__version__} (torch.version.cuda=None)" in message
+    assert f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126" in message
+    assert "device: cpu" in message
+
+
+def test_cpu_wheel_names_the_gpu_capability_nvidia_smi_reports(no_gpu_env):
+    no_gpu_env.setenv("NVIDIA_VISIBLE_DEVICES", "GPU-5f1c")
+    no_gpu_env.setattr(runtime, "capability_from_nvidia_smi", lambda: V100)
+    with pytest.raises(GPUUnusableError, match="compute capability 7.0") as error:
+        select_device("auto")
+    assert "whl/cu130" not in str(error.value)  # a V100 needs cu126, nothing else
+
+
+def test_cu130_build_on_a_v100_stops_before_any_kernel(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", V100)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    message = str(error.value)
+    assert "torch.version.cuda=13.0" in message and "compute capability 7.0 (sm_70)" in message
+    assert "sm_75 sm_80" in message  # what the build has
+    assert f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126" in message
+    # An explicit cuda device gets the same check.
+    with pytest.raises(GPUUnusableError, match="sm_70"):
+        select_device("cuda:0")
+
+
+@pytest.mark.parametrize(("flavour", "capability"), [("cu126", V100), ("cu126", A100), ("cu130", H100)])
+def test_a_build_with_the_gpus_architecture_trains_on_it(no_gpu_env, flavour, capability):
+    cuda_build(no_gpu_env, flavour, capability)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert select_device("auto") == torch.device("cuda")
+    assert select_device("cuda") == torch.device("cuda")
+
+
+def test_cuda_build_without_a_usable_driver_names_the_build(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", H100, available=False)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(GPUUnusableError, match=r"torch.version.cuda=13.0\) cannot use CUDA here") as error:
+        select_device("auto")
+    assert "compute capability 9.0" in str(error.value)
+
+
+def test_newer_torch_without_cu126_builds_points_to_the_last_one(no_gpu_env):
+    no_gpu_env.setattr(torch, "__version__", "2.15.0+cu130")
+    cuda_build(no_gpu_env, "cu130", V100)
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    assert "pip install 'torch==2.14.*' --index-url https://download.pytorch.org/whl/cu126" in str(
+        error.value
+    )
+
+
+def test_explicit_cpu_runs_on_cpu_even_while_holding_a_gpu(no_gpu_env):
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert select_device("cpu") == torch.device("cpu")
+    cuda_build(no_gpu_env, "cu130", V100)
+    assert select_device("cpu") == torch.device("cpu")
+
+
+def test_no_gpu_held_and_no_cuda_means_cpu(no_gpu_env):
+    assert select_device("auto") == torch.device("cpu")
+    assert select_device(None) == torch.device("cpu")
+
+
+def test_training_with_device_auto_stops_on_a_gpu_it_cannot_use(no_gpu_env, tmp_path):
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    settings = {
+        "seed": 1,
+        "device": "auto",
+        "variant": "teacher",
+        "training": {
+            "epochs": 1,
+            "batch_size": 8,
+            "lr": 0.01,
+            "weight_decay": 0.0,
+            "patience": 1,
+            "grad_clip": 1,
+        },
+        "loss": {"id_weight": 0.1, "neighbour_weight": 0.05, "kl_weight": 0.01},
+    }
+    settings["model"] = resolve_preset("demo_student", "vgae")
+    graphs = toy_graphs(40, num_ids=20, seed=1)
+    with pytest.raises(GPUUnusableError, match="CUDA_VISIBLE_DEVICES=0"):
+        vgae_training.train(graphs, graphs, 20, settings)
+
+
+def run_check(**env):
+    base = {
+        k: v for k, v in os.environ.items() if k not in {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "kdgat.training.runtime", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=base | env,
+    )
+
+
+def test_check_command_prints_the_arch_list_and_fails_on_a_held_gpu_it_cannot_use():
+    held = run_check(CUDA_VISIBLE_DEVICES="0")
+    assert held.returncode == 1, held.stdout + held.stderr
+    assert f"torch.cuda.get_arch_list(): {torch.cuda.get_arch_list()}" in held.stdout
+    assert "FAIL: this job holds a GPU (CUDA_VISIBLE_DEVICES=0)" in held.stdout
+    assert "--index-url https://download.pytorch.org/whl/cu126" in held.stdout
+    no_gpu = run_check()
+    assert no_gpu.returncode == 1
+    assert "FAIL: no GPU is assigned to this process" in no_gpu.stdout

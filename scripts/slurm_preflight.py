@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Preflight for profiles/slurm (OSC Pitzer): what must hold before a workflow submits its first job.
+
+Run it on a login node from the environment you run snakemake from (the project's venv):
+
+    export OSC_PROJECT=PAS1234
+    .venv/bin/python scripts/slurm_preflight.py               # everything, including torch on a GPU node
+    .venv/bin/python scripts/slurm_preflight.py --no-gpu-node # the submission checks only (seconds)
+
+Checks, each with `sbatch --test-only` (nothing is queued) unless said otherwise:
+  account      -A $OSC_PROJECT on every partition of the partition file
+  partitions   -p <name> for every partition of the partition file (SNAKEMAKE_SLURM_PARTITIONS)
+  GPU request  --gpus=<SNAKEMAKE_SLURM_GPU_MODEL>:1 on the GPU partitions, plus -C <feature> for each node feature
+               the file lists (v100-32g on gpu-exp): the flags snakemake-executor-plugin-slurm 2.8 emits
+  MinJobAge    `scontrol show config`: at least 3 x the profile's slurm-init-seconds-before-status-checks, or
+               the plugin silently polls sacct instead of squeue and never sees a scancelled job as failed
+  torch        `srun` on a GPU partition: python -m kdgat.training.runtime --check, the check select_device makes
+               in every training job (torch's arch list must hold the GPU's compute capability: sm_70 on a V100)
+
+profiles/slurm/profile.yaml runs all but the last one at every snakemake start (check_before_submission), so a
+wrong account, partition or GPU type stops the run before any job is submitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles" / "slurm"
+# profiles/slurm/profile.yaml: slurm-init-seconds-before-status-checks (a test keeps the two equal).
+STATUS_CHECK_DELAY_S = 40
+TORCH_CHECK = ["-m", "kdgat.training.runtime", "--check"]
+
+
+class PreflightError(ValueError):
+    """One or more settings would make submissions fail; the message names each setting and its fix."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One `sbatch --test-only` call and what its failure would say about the settings."""
+
+    partition: str
+    flags: tuple[str, ...]
+    kind: str  # "partition", "gpu" or "feature"
+    feature: str = ""
+
+
+def read_partitions(path: Path) -> dict:
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise PreflightError(f"partition file {path}: cannot be read ({error})") from error
+    partitions = (document or {}).get("partitions") if isinstance(document, dict) else None
+    if not isinstance(partitions, dict) or not partitions:
+        raise PreflightError(f"partition file {path}: expected a mapping under 'partitions'")
+    return document
+
+
+def gpu_flag(gpu_model: str) -> str:
+    """The GPU request the plugin builds from `gpu: 1` (+ `gpu_model`): --gpus=<model>:1, or --gpus=1."""
+    return f"--gpus={gpu_model}:1" if gpu_model else "--gpus=1"
+
+
+def probes(partitions: dict, gpu_model: str) -> list[Probe]:
+    found = []
+    for name, limits in partitions.items():
+        limits = limits or {}
+        found.append(Probe(name, ("-p", name), "partition"))
+        gpus = (gpu_flag(gpu_model),) if limits.get("max_gpu", 0) > 0 else ()
+        if gpus:
+            found.append(Probe(name, ("-p", name, *gpus), "gpu"))
+        for feature in limits.get("available_constraints") or []:
+            found.append(Probe(name, ("-p", name, *gpus, "-C", feature), "feature", feature))
+    return found
+
+
+def test_only(account: str, flags: tuple[str, ...]) -> str | None:
+    """Run one `sbatch --test-only`; None when SLURM would accept the job, else what sbatch said."""
+    command = [
+        "sbatch",
+        "--test-only",
+        "-A",
+        account,
+        "-t",
+        "1",
+        "-n",
+        "1",
+        "--mem=100",
+        *flags,
+        "--wrap",
+        "true",
+    ]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{' '.join(command)}: {error}"
+    if proc.returncode == 0:
+        return None
+    return " ".join((proc.stderr + proc.stdout).split()) or f"exit status {proc.returncode}"
+
+
+def min_job_age() -> int | None:
+    """MinJobAge in seconds, read exactly as snakemake-executor-plugin-slurm reads it (None when unreadable)."""
+    from snakemake_executor_plugin_slurm.job_status_query import get_min_job_age
+
+    return get_min_job_age()
+
+
+def status_polling_problem(init_seconds: int) -> str | None:
+    age, needed = min_job_age(), 3 * init_seconds
+    if age is not None and age >= needed:
+        return None
+    seen = "cannot be read from `scontrol show config`" if age is None else f"is {age} s"
+    return (
+        f"MinJobAge {seen}, below 3 x slurm-init-seconds-before-status-checks ({init_seconds}) = {needed} s. "
+        f"snakemake-executor-plugin-slurm 2.8 then silently polls sacct instead of squeue, where a job cancelled "
+        f"with scancel reads 'CANCELLED by <uid>' and is waited for forever. Fix: ask the admins for "
+        f"MinJobAge >= {needed}, or lower slurm-init-seconds-before-status-checks in profiles/slurm/profile.yaml "
+        f"(and STATUS_CHECK_DELAY_S in scripts/slurm_preflight.py) so that MinJobAge >= 3 x it"
+    )
+
+
+def gpu_model_problem(partitions: dict, gpu_model: str, partitions_file: Path) -> str | None:
+    offered = sorted(
+        {
+            model
+            for limits in partitions.values()
+            for model in (limits or {}).get("available_gpu_models") or []
+        }
+    )
+    if not gpu_model or not offered or gpu_model in offered:
+        return None
+    return (
+        f"SNAKEMAKE_SLURM_GPU_MODEL={gpu_model!r} is not in available_gpu_models of any partition in "
+        f"{partitions_file} ({', '.join(offered)}): the plugin would find no partition for the GPU rules. Fix: "
+        f'export SNAKEMAKE_SLURM_GPU_MODEL to one of them (or "" for any type), or correct the file'
+    )
+
+
+def probe_problem(probe: Probe, error: str, account: str, partitions_file: Path) -> str:
+    name = probe.partition
+    if probe.kind == "partition" and "account" in error.lower():
+        return (
+            f"account {account!r} (OSC_PROJECT) is refused: {error}. Fix: export "
+            f"OSC_PROJECT=<a project you belong to> (list yours: sacctmgr -n show assoc user=$USER "
+            f"format=account; at OSC also `sbalance`)"
+        )
+    if probe.kind == "partition":
+        return (
+            f"partition {name!r} (from {partitions_file}) is refused: {error}. Fix: correct the partition file "
+            f"(sinfo -s; generate-slurm-partition-config, see profiles/slurm/README.md) or point "
+            f"SNAKEMAKE_SLURM_PARTITIONS at a corrected copy"
+        )
+    flags = " ".join(probe.flags[2:])
+    if probe.kind == "gpu":
+        return (
+            f"GPU request {flags} on partition {name!r} is refused: {error}. Fix: export SNAKEMAKE_SLURM_GPU_MODEL "
+            f"to a GPU type of that partition (sinfo -p {name} -o '%G'; \"\" for any type) and keep "
+            f"available_gpu_models in {partitions_file} in agreement"
+        )
+    return (
+        f"node feature {probe.feature!r} (available_constraints of {name!r} in {partitions_file}) is refused with "
+        f"{flags}: {error}. Fix: list the partition's features (sinfo -p {name} -o '%f') and correct the file"
+    )
+
+
+def check_before_submission(
+    account: str, partitions_file: Path, gpu_model: str, init_seconds: int = STATUS_CHECK_DELAY_S
+) -> list[str]:
+    """Everything a submission needs, checked without queueing a job. Returns what passed; raises
+    PreflightError naming every failing setting and its fix."""
+    partitions = read_partitions(partitions_file)["partitions"]
+    problems = [p for p in (gpu_model_problem(partitions, gpu_model, partitions_file),) if p]
+    polling = status_polling_problem(init_seconds)
+    passed = [] if polling else [f"MinJobAge >= 3 x {init_seconds} s (squeue status polling stays in effect)"]
+    problems += [polling] if polling else []
+    planned = probes(partitions, gpu_model)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        errors = dict(
+            zip(planned, pool.map(lambda probe: test_only(account, probe.flags), planned), strict=True)
+        )
+    refused = {probe.partition for probe, error in errors.items() if error and probe.kind == "partition"}
+    for probe, error in errors.items():
+        if error is None:
+            passed.append(f"sbatch --test-only -A {account} {' '.join(probe.flags)}")
+        elif probe.kind == "partition" or probe.partition not in refused:
+            problems.append(probe_problem(probe, error, account, partitions_file))
+    if problems:
+        raise PreflightError("\n".join(f"- {problem}" for problem in dict.fromkeys(problems)))
+    return passed
+
+
+def torch_on_gpu_node(
+    account: str, partition: str, gpu_model: str, python: str, timeout: int
+) -> tuple[bool, str]:
+    """Run select_device's GPU check in a job step on a GPU node (srun waits in the queue like any job)."""
+    command = ["srun", "-A", account, "-p", partition, "-t", "10", "-n", "1", "-c", "1", "--mem=4000"]
+    command += [gpu_flag(gpu_model), python, *TORCH_CHECK]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"{' '.join(command)}: no result within {timeout} s (still queued?)"
+    return proc.returncode == 0, f"$ {' '.join(command)}\n{proc.stdout}{proc.stderr}".rstrip()
+
+
+def default_gpu_partition(document: dict) -> str | None:
+    chosen = (document.get("preflight") or {}).get("gpu_check_partition")
+    gpu_partitions = [
+        name for name, limits in document["partitions"].items() if (limits or {}).get("max_gpu")
+    ]
+    return chosen or (gpu_partitions[0] if gpu_partitions else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    env = os.environ.get
+    parser.add_argument("--account", default=env("OSC_PROJECT"), help="default: $OSC_PROJECT")
+    parser.add_argument(
+        "--partitions",
+        type=Path,
+        default=Path(env("SNAKEMAKE_SLURM_PARTITIONS") or PROFILE_DIR / "partitions.yaml"),
+        help="partition file (default: $SNAKEMAKE_SLURM_PARTITIONS, else profiles/slurm/partitions.yaml)",
+    )
+    parser.add_argument("--gpu-model", default=env("SNAKEMAKE_SLURM_GPU_MODEL", "v100"))
+    parser.add_argument("--init-seconds", type=int, default=STATUS_CHECK_DELAY_S)
+    parser.add_argument(
+        "--gpu-partition", help="where the torch check runs (default: the file's preflight entry)"
+    )
+    parser.add_argument(
+        "--python", default=sys.executable, help="the interpreter the jobs run (default: this one)"
+    )
+    parser.add_argument(
+        "--gpu-node-timeout", type=int, default=3600, help="seconds to wait for the srun step"
+    )
+    parser.add_argument("--no-gpu-node", action="store_true", help="skip the torch check on a GPU node")
+    args = parser.parse_args(argv)
+    if not args.account:
+        parser.error("no account: export OSC_PROJECT=PAS1234 (your OSC project code) or pass --account")
+    if not shutil.which("sbatch"):
+        parser.error("sbatch is not on PATH: run this on a SLURM login node")
+
+    failed = False
+    try:
+        for line in check_before_submission(args.account, args.partitions, args.gpu_model, args.init_seconds):
+            print(f"ok    {line}")
+    except PreflightError as error:
+        print(f"FAIL  submission settings:\n{error}")
+        failed = True
+    if not args.no_gpu_node:
+        partition = args.gpu_partition or default_gpu_partition(read_partitions(args.partitions))
+        if partition is None:
+            print(f"FAIL  torch on a GPU node: no partition with max_gpu > 0 in {args.partitions}")
+            return 1
+        ok, report = torch_on_gpu_node(
+            args.account, partition, args.gpu_model, args.python, args.gpu_node_timeout
+        )
+        print(f"{'ok  ' if ok else 'FAIL'}  torch on a GPU node of {partition}:\n{report}")
+        failed = failed or not ok
+    print(
+        "preflight: "
+        + ("FAILED, fix the settings above before running snakemake" if failed else "all passed")
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
