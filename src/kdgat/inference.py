@@ -15,8 +15,8 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kdgat.models import GAT, VGAE, QNetwork, fuse
+from kdgat.runtime import select_device
 from kdgat.training.artifacts import MODEL_FORMAT
-from kdgat.training.runtime import select_device
 
 __all__ = ["fusion_inputs", "load_model", "score_graphs", "select_device"]
 

@@ -15,9 +15,9 @@ from torch_geometric.loader import DataLoader
 
 from kdgat.models import count_parameters
 from kdgat.presets import resolve_preset
+from kdgat.runtime import grad_scaler, select_device
 from kdgat.training.artifacts import save_history, save_json, save_model
 from kdgat.training.loop import discard_checkpoint
-from kdgat.training.runtime import grad_scaler, select_device
 
 log = logging.getLogger("kdgat.training")
 

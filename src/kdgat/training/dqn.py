@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from kdgat.distillation import freeze, q_value_kd_loss
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
+from kdgat.runtime import seed_everything
 from kdgat.training.common import (
     StageBase,
     base_metrics,
@@ -33,7 +34,6 @@ from kdgat.training.common import (
     write_outputs,
 )
 from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.runtime import seed_everything
 
 log = logging.getLogger("kdgat.training")
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from kdgat.curriculum import Curriculum
 from kdgat.distillation import freeze, gat_kd_loss
 from kdgat.models import GAT
+from kdgat.runtime import autocast, seed_everything
 from kdgat.training.common import (
     StageBase,
     base_metrics,
@@ -32,7 +33,6 @@ from kdgat.training.common import (
     write_outputs,
 )
 from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.runtime import autocast, seed_everything
 from kdgat.training.vgae import graph_errors
 
 log = logging.getLogger("kdgat.training")

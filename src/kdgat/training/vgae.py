@@ -19,6 +19,7 @@ from sklearn.metrics import roc_curve
 from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
 from kdgat.models import VGAE
 from kdgat.models.vgae import vgae_loss
+from kdgat.runtime import autocast, seed_everything
 from kdgat.training.common import (
     StageBase,
     auc_or_nan,
@@ -34,7 +35,6 @@ from kdgat.training.common import (
     write_outputs,
 )
 from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.runtime import autocast, seed_everything
 
 log = logging.getLogger("kdgat.training")
 
