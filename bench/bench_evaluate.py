@@ -26,8 +26,8 @@ from torch_geometric.data import Data
 
 from kdgat import evaluation as ev
 from kdgat.graph_store import save_graph_sets, save_graphs
+from kdgat.model_store import save_model
 from kdgat.models import GAT, VGAE, QNetwork
-from kdgat.training.artifacts import save_model
 
 NUM_IDS = 30
 

@@ -16,7 +16,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score, roc_curv
 from testkit import run_snakemake
 
 from kdgat.evaluation import MODELS
-from kdgat.inference import load_model
+from kdgat.model_store import load_model
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from kdgat.graph_store import save_graphs
-from kdgat.inference import load_model, score_graphs
+from kdgat.inference import score_graphs
+from kdgat.model_store import load_model
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.training import dqn, gat, vgae
 from kdgat.training.toy import toy_graphs

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from kdgat.inference import select_device
 from kdgat.presets import resolve_preset
+from kdgat.runtime import select_device
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
 from kdgat.training import vgae as vgae_training

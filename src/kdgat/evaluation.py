@@ -18,8 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import auc, average_precision_score, roc_auc_score, roc_curve
+
+from kdgat.files import (
+    copy_file,
+    json_safe,
+    load_json,
+    new_directory,
+    publish_directory,
+    save_figure,
+    write_json,
+    write_table,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -393,61 +403,6 @@ def evaluate_detector(
 # --------------------------------------------------------------------------------------------------------------
 # Atomic writes and the result stash
 # --------------------------------------------------------------------------------------------------------------
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(name)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(document: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    tmp.write_text(json.dumps(_json_safe(document), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def write_text(text: str, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """CSV or Parquet by suffix, atomically."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    if path.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def save_figure(figure: Any, path: str | os.PathLike) -> None:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    tmp = _atomic_target(path)
-    # metadata Date=None keeps SVGs byte-stable across reruns
-    figure.savefig(tmp, format=path.suffix.lstrip(".") or "svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(figure)
-    os.replace(tmp, path)
-
-
 def file_digest(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -461,7 +416,7 @@ def stash_key(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]
     digest = hashlib.sha256()
     for name in sorted(inputs):
         digest.update(f"{name}={file_digest(inputs[name])}\n".encode())
-    digest.update(json.dumps(_json_safe(dict(params)), sort_keys=True, default=str).encode())
+    digest.update(json.dumps(json_safe(dict(params)), sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 
 
@@ -488,25 +443,18 @@ class ResultStash:
             log.warning("stash entry %s lacks some outputs; recomputing", entry)
             return False
         for name, target in outputs.items():
-            target = Path(target)
-            tmp = _atomic_target(target)
-            shutil.copyfile(stored[name], tmp)
-            os.replace(tmp, target)
+            copy_file(stored[name], target)
         return True
 
     def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path:
         entry = self.entry(key)
         if (entry / "COMPLETE").is_file():
             return entry
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+        staging = new_directory(self.root, prefix=f".{key}.")
         for name, source in outputs.items():
-            shutil.copyfile(source, staging / name)
-        (staging / "COMPLETE").write_text(json.dumps({"outputs": sorted(outputs)}) + "\n")
-        try:
-            os.replace(staging, entry)
-        except OSError:  # a concurrent writer won; its entry holds the same results
-            shutil.rmtree(staging, ignore_errors=True)
+            copy_file(source, staging / name)
+        write_json({"outputs": sorted(outputs)}, staging / "COMPLETE", indent=None)
+        publish_directory(staging, entry)  # False: a concurrent writer won; its entry holds the same results
         return entry
 
 
@@ -528,13 +476,6 @@ SUMMARY_COLUMNS = [
     "latency_ms_fusion",
     "graphs_per_s_fusion",
 ]
-
-
-def load_json(path: str | os.PathLike) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
 
 
 def summary_row(dataset: str, variant: str, document: Mapping[str, Any]) -> dict[str, Any]:

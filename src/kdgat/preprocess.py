@@ -13,12 +13,9 @@ Outputs (the data contract the training and evaluation modules read):
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from kdgat.can_io import CanMessages, read_can_file
+from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs
 from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, discover_layout, scenario_name  # noqa: F401 (re-exported)
@@ -60,18 +58,6 @@ def to_index(can_ids: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
     slot = np.searchsorted(vocabulary, can_ids)
     clipped = np.minimum(slot, len(vocabulary) - 1)
     return np.where(vocabulary[clipped] == can_ids, clipped, len(vocabulary)).astype(np.int64)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _peak_memory_mb() -> float:
@@ -173,7 +159,7 @@ def preprocess_dataset(
         "oov_index": num_ids - 1,
         "num_ids": num_ids,
     }
-    _atomic_write_text(paths["vocab"], json.dumps(vocab, indent=1) + "\n")
+    write_json(vocab, paths["vocab"], indent=1)
 
     metadata = {
         "dataset": dataset,
@@ -202,7 +188,7 @@ def preprocess_dataset(
         "wall_time_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": _peak_memory_mb(),
     }
-    _atomic_write_text(paths["metadata"], json.dumps(metadata, indent=1) + "\n")
+    write_json(metadata, paths["metadata"], indent=1)
     log.info(
         "%s: %d train, %d val graphs, test %s; %d IDs; %d bad rows skipped; %.2f s",
         dataset,

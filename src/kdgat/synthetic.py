@@ -21,14 +21,13 @@ Everything is deterministic for a seed.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from kdgat.can_io import CanMessages
+from kdgat.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,6 @@ def write_can_file(messages: CanMessages, path: str | Path, fmt: str) -> None:
     """Write ``messages`` in ``hcrl_csv`` (no header, R/T flag) or ``can_4col`` (with header) atomically."""
     if fmt not in WRITE_FORMATS:
         raise ValueError(f"synthetic.format must be one of {WRITE_FORMATS}, got {fmt!r}")
-    path = Path(path)
     hex_bytes = _hex_table()[messages.payload]
     stamps = [f"{t:.6f}" for t in messages.timestamp.tolist()]
     dlcs = messages.dlc.tolist()
@@ -233,16 +231,7 @@ def write_can_file(messages: CanMessages, path: str | Path, fmt: str) -> None:
         labels = messages.label.tolist()
         lines = ["timestamp,arbitration_id,data_field,attack"]
         lines += [f"{s},{i},{d},{a}" for s, i, d, a in zip(stamps, ids, data, labels, strict=True)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="\n") as stream:
-            stream.write("\n".join(lines))
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text("\n".join(lines) + "\n", path)
 
 
 def file_name(entry: Mapping, fmt: str) -> str:

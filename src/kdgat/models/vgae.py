@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ class VGAE(nn.Module):
         self,
         num_ids: int,
         embedding_dim: int = 8,
-        hidden_dims: tuple[int, ...] = (64, 32),
+        hidden_dims: Sequence[int] = (64, 32),
         latent_dim: int = 16,
         heads: int = 1,
         dropout: float = 0.1,

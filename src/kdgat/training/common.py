@@ -9,14 +9,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 from torch_geometric.loader import DataLoader
 
+from kdgat.files import write_json, write_table
+from kdgat.model_store import save_model
 from kdgat.models import count_parameters
 from kdgat.presets import resolve_preset
 from kdgat.runtime import grad_scaler, select_device
-from kdgat.training.artifacts import save_history, save_json, save_model
 from kdgat.training.loop import discard_checkpoint
 
 log = logging.getLogger("kdgat.training")
@@ -179,8 +181,8 @@ def write_outputs(
 ) -> None:
     """model.pt, metrics.json and history.csv, each atomically; then drop the resume checkpoint."""
     save_model(model, kind, model_config, outputs["model"], **extra)
-    save_json(metrics, outputs["metrics"])
-    save_history(result["history"], outputs["history"])
+    write_json(metrics, outputs["metrics"], sort_keys=True)
+    write_table(pd.DataFrame(result["history"]), outputs["history"])
     discard_checkpoint(outputs.get("checkpoint"))
 
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from kdgat.distillation import freeze, q_value_kd_loss
+from kdgat.inference import fusion_inputs
+from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
 from kdgat.runtime import seed_everything
 from kdgat.training.common import (
@@ -274,8 +276,6 @@ def run(
     threads: int | None = None,
 ) -> dict:
     """File-level entry point for the train_dqn wrapper. teacher_models: {"dqn", "vgae", "gat"} paths (KD only)."""
-    from kdgat.inference import fusion_inputs, load_model
-
     settings = prepare_settings(settings, "dqn", threads)
     load_num_ids(graph_dir)  # validates the metadata early
     train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")

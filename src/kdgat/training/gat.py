@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from kdgat.curriculum import Curriculum
 from kdgat.distillation import freeze, gat_kd_loss
+from kdgat.model_store import load_model
 from kdgat.models import GAT
 from kdgat.runtime import autocast, seed_everything
 from kdgat.training.common import (
@@ -167,8 +168,6 @@ def run(
     graph_dir, outputs: dict, settings: dict, vgae_model=None, teacher_model=None, threads: int | None = None
 ) -> dict:
     """File-level entry point for the train_gat wrapper."""
-    from kdgat.inference import load_model
-
     settings = prepare_settings(settings, "gat", threads)
     num_ids = load_num_ids(graph_dir)
     train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")

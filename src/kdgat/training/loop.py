@@ -19,8 +19,8 @@ from typing import Protocol
 
 import torch
 
+from kdgat.files import save_torch
 from kdgat.runtime import restore_rng_state, rng_state
-from kdgat.training.artifacts import save_torch
 
 log = logging.getLogger("kdgat.training")
 

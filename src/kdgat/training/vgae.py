@@ -17,6 +17,7 @@ import torch
 from sklearn.metrics import roc_curve
 
 from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
+from kdgat.model_store import load_model
 from kdgat.models import VGAE
 from kdgat.models.vgae import vgae_loss
 from kdgat.runtime import autocast, seed_everything
@@ -144,7 +145,6 @@ def train(
     seed_everything(int(settings["seed"]))
     device = resolve_device(settings)
     model_config = {"num_ids": num_ids, **settings["model"]}
-    model_config["hidden_dims"] = tuple(model_config["hidden_dims"])
     model = VGAE(**model_config)
     stage = VGAEStage(model, train_graphs, val_graphs, settings, device, teacher=teacher)
     loop = LoopSettings(
@@ -172,8 +172,6 @@ def train(
 
 def run(graph_dir, outputs: dict, settings: dict, teacher_model=None, threads: int | None = None) -> dict:
     """File-level entry point for the train_vgae wrapper; `outputs` has model, metrics, history, checkpoint."""
-    from kdgat.inference import load_model
-
     settings = prepare_settings(settings, "vgae", threads)
     num_ids = load_num_ids(graph_dir)
     train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")
