@@ -15,7 +15,7 @@ from evaluation.pipeline_run import DATASET, HERE, VARIANTS, shared_run
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score, roc_curve
 from testkit import run_snakemake
 
-from kdgat.evaluation import MODELS
+from kdgat.chain import MODELS
 from kdgat.model_store import load_model
 
 pytestmark = pytest.mark.integration

@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 try:
-    from kdgat.evaluation import EVALUATION_OUTPUTS, evaluate_files
+    from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
 except ImportError:  # the package is not installed: use the catalog's own src/
     sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-    from kdgat.evaluation import EVALUATION_OUTPUTS, evaluate_files
+    from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
 
 logging.basicConfig(
     filename=snakemake.log[0],

@@ -15,16 +15,14 @@ logging.basicConfig(
 )
 try:
     gat.run(
-        graph_dir=Path(snakemake.input.train).parent,
-        outputs={
-            "model": snakemake.output.model,
-            "metrics": snakemake.output.metrics,
-            "history": snakemake.output.history,
-            "checkpoint": snakemake.params.get("checkpoint"),
-        },
+        train=snakemake.input.train,
+        val=snakemake.input.val,
+        metadata=snakemake.input.metadata,
+        vgae=snakemake.input.get("vgae"),
+        teacher=snakemake.input.get("teacher"),
         settings=snakemake.params.settings,
-        vgae_model=snakemake.input.get("vgae"),
-        teacher_model=snakemake.input.get("teacher"),
+        checkpoint=snakemake.params.get("checkpoint"),
+        outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )
 except Exception:

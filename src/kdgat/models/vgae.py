@@ -11,9 +11,10 @@ from torch import nn
 from torch_geometric.nn import GATConv
 from torch_geometric.utils import scatter
 
-# Node feature layout (see kdgat.graph_store): column 0 is the CAN-ID index, the rest are continuous in [0, 1].
+from kdgat.chain import NODE_FEATURES as NUM_NODE_FEATURES
+
+# Node feature layout (see kdgat.graphs): column 0 is the CAN-ID index, the rest are continuous in [0, 1].
 ID_COLUMN = 0
-NUM_NODE_FEATURES = 11
 
 
 def neighbour_multi_hot(edge_index: torch.Tensor, can_ids: torch.Tensor, num_ids: int) -> torch.Tensor:
