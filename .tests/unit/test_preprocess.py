@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from kdgat.can_io import CanFormatError
+from kdgat.can.messages import CanFormatError
 from kdgat.graph_store import load_graph_sets, load_graphs
 from kdgat.preprocess import discover_layout, preprocess_dataset, scenario_name, to_index
 from kdgat.synthetic import generate_dataset

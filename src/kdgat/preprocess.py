@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kdgat.can_io import CanMessages, read_can_file
+from kdgat.can.messages import CanMessages
+from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs
