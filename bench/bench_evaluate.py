@@ -1,6 +1,6 @@
 """Benchmark of the evaluation step: what the result stash saves after a failed group job, and metric cost.
 
-1. evaluation_restore: `kdgat.evaluation.evaluate_files` restoring a finished evaluation from the stash (what a
+1. evaluation_restore: `kdgat.evaluation.run.evaluate_files` restoring a finished evaluation from the stash (what a
    group member does after a sibling failed) against the same call computing it (scoring, metrics, speed, plots).
    Goal: restoring costs at most a tenth of recomputing.
 2. evaluation_metrics: `binary_metrics` for one model on N windows against scikit-learn's plain
