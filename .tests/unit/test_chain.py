@@ -65,7 +65,9 @@ def listed_rules(sweep_config, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("list_rules")
     args = ("--configfile", str(REPO / "config" / "config.yaml"), str(sweep_config), "-d", str(workdir))
     output = run_snakemake("--list-rules", *args, cwd=REPO).stdout
-    return {line.strip() for line in output.splitlines() if re.fullmatch(r"\s*[A-Za-z_][A-Za-z_0-9]*\s*", line)}
+    return {
+        line.strip() for line in output.splitlines() if re.fullmatch(r"\s*[A-Za-z_][A-Za-z_0-9]*\s*", line)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,4 +108,6 @@ def profile_gpu_rules(profile: str) -> set[str]:
 def test_profiles_give_every_gpu_rule_its_gpu_settings(profile, gpu_rules, listed_rules):
     configured = profile_gpu_rules(profile)
     assert gpu_rules <= configured, f"{profile} misses GPU settings for {sorted(gpu_rules - configured)}"
-    assert configured <= listed_rules, f"{profile} names rules that do not exist: {sorted(configured - listed_rules)}"
+    assert configured <= listed_rules, (
+        f"{profile} names rules that do not exist: {sorted(configured - listed_rules)}"
+    )

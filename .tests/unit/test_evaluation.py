@@ -29,9 +29,9 @@ from kdgat.evaluation.run import evaluate_scored_splits
 from kdgat.evaluation.speed import measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, stash_key
 from kdgat.evaluation.summary import summary_markdown, summary_row, summary_table
-from kdgat.evaluation.thresholds import youden_threshold
+from kdgat.evaluation.thresholds import model_decisions, youden_threshold
 from kdgat.files import write_json
-from kdgat.models import count_parameters
+from kdgat.models import count_parameters, fuse
 
 # 10 windows: 4 attacks. Scores are distinct so AUC can be counted by hand.
 LABELS = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
@@ -265,3 +265,17 @@ def test_plots_are_written_as_svg(tmp_path):
     bad.write_text("epoch,note\nfirst,abc\n")
     with pytest.raises(ValueError, match="bad.csv: training history has no numeric columns"):
         plot_training_curves({("teacher", "gat"): bad}, tmp_path / "x.svg")
+
+
+def test_gat_and_fusion_call_a_tie_at_one_half_normal_like_training():
+    """One decision rule for p(attack): > 0.5 in evaluation, in the fusion (and so in training's DQN reward) and in
+    the GAT's per-epoch validation; the VGAE keeps >= its validation threshold (the ROC convention)."""
+    scored = pd.DataFrame(
+        {"label": [0, 1, 1], "vgae_score": [0.2, 0.5, 0.9], "gat_prob": [0.5, 0.51, 0.9],
+         "fusion_alpha": [1.0, 1.0, 1.0], "fusion_score": [0.5, 0.51, 0.9], "fusion_pred": [0, 1, 1]}
+    )  # fmt: skip
+    decisions = model_decisions(scored, vgae_threshold=0.5)
+    assert decisions["gat"][1].tolist() == [0, 1, 1]
+    assert decisions["vgae"][1].tolist() == [0, 1, 1]
+    _, _, fused = fuse(torch.tensor([20, 20, 20]), torch.zeros(3), torch.tensor([0.5, 0.51, 0.9]))
+    assert fused.tolist() == decisions["gat"][1].tolist()
