@@ -17,7 +17,7 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +70,27 @@ def _attack_fraction(graphs: GraphArrays) -> float:
     return round(float(graphs.y.mean()), 6) if len(graphs) else 0.0
 
 
+def group_test_files(
+    test_files: Mapping[str, Sequence[str | Path]] | Iterable[tuple[str, str | Path]],
+) -> dict[str, list[str | Path]]:
+    """``{scenario: [files]}`` from either that mapping or ``(scenario, file)`` pairs (scenarios in first-seen
+    order, files in the order given)."""
+    if isinstance(test_files, Mapping):
+        return {str(scenario): list(files) for scenario, files in test_files.items()}
+    grouped: dict[str, list[str | Path]] = {}
+    for entry in test_files:
+        if not (isinstance(entry, tuple | list) and len(entry) == 2):
+            raise ValueError(f"test files must be (scenario, file) pairs; got {entry!r}")
+        scenario, path = entry
+        grouped.setdefault(str(scenario), []).append(path)
+    return grouped
+
+
 def preprocess_dataset(
     dataset: str,
-    train_files: list[str | Path],
-    test_files: Mapping[str, list[str | Path]],
-    out_dir: str | Path,
+    train_files: Sequence[str | Path],
+    test_files: Mapping[str, Sequence[str | Path]] | Iterable[tuple[str, str | Path]],
+    out_dir: str | Path | None = None,
     *,
     fmt: str = "auto",
     bad_rows: str = "error",
@@ -86,19 +102,24 @@ def preprocess_dataset(
 ) -> dict:
     """Run the whole step; returns the metadata (also written to ``metadata.json``).
 
-    ``outputs`` may name each file (keys ``train, val, test, vocab, metadata``); by default they go to
-    ``out_dir/<key>.pt|json``.
+    ``test_files`` is ``{scenario: [files]}`` or ``[(scenario, file), ...]`` (what a Snakemake rule hands over:
+    its inputs in order, with each one's scenario). ``outputs`` names each file (keys ``train, val, test, vocab,
+    metadata``); a key it lacks goes to ``out_dir/<key>.pt|json``.
     """
     started = time.perf_counter()
+    test_files = group_test_files(test_files)
     if not train_files:
         raise ValueError(f"dataset {dataset!r}: no training files")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"preprocess.val_fraction must be in [0, 1), got {val_fraction}")
-    out_dir = Path(out_dir)
     defaults = {"train": "train.pt", "val": "val.pt", "test": "test.pt", "vocab": "vocab.json"}
     defaults["metadata"] = "metadata.json"
+    outputs = dict(outputs or {})
+    missing = [key for key in defaults if not outputs.get(key)]
+    if missing and out_dir is None:
+        raise ValueError(f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir)")
     paths = {
-        key: Path(outputs[key]) if outputs and key in outputs else out_dir / name
+        key: Path(outputs[key]) if outputs.get(key) else Path(out_dir) / name
         for key, name in defaults.items()
     }
 
