@@ -135,6 +135,31 @@ class Fields:
         return self.values.take(pa.array(index))
 
 
+def dlc_values(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Data length codes (0-8) and where a field is not one (those rows get 0)."""
+    dlc, bad = decode(strings, 1, DEC_LUT)
+    bad |= dlc > 8
+    return np.where(bad, 0, dlc), bad
+
+
+def payload_bytes(
+    fields: Fields, dlc: np.ndarray, shape_ok: np.ndarray, first_column: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Payload ``[n, 8]`` from one hex field per byte starting at ``first_column`` (rows whose field count fits
+    their DLC), and the rows with a byte that is not 1-2 hex digits."""
+    n = len(dlc)
+    payload = np.zeros((n, 8), dtype=np.uint8)
+    bad_byte = np.zeros(n, dtype=bool)
+    for k in range(8):
+        has_byte = shape_ok & (k < dlc)
+        if not has_byte.any():
+            continue
+        values, bad = decode(fields.get(np.where(has_byte, first_column + k, 0)), 2, HEX_LUT)
+        bad_byte |= has_byte & bad
+        payload[:, k] = np.where(has_byte & ~bad, values, 0)
+    return payload, bad_byte
+
+
 def timestamps(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_floating(strings.type):  # parsed by the CSV reader (the fast path checked for nulls/NaN)
         values = to_numpy(strings)

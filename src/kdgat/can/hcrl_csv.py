@@ -9,12 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kdgat.can.decode import (
-    DEC_LUT,
     HEX_LUT,
     Fields,
     decode,
+    dlc_values,
     hex_byte_strings,
     looks_numeric,
+    payload_bytes,
     timestamps,
     to_numpy,
 )
@@ -42,19 +43,9 @@ def parse(lines: pa.Array, header=None):
     problem = np.zeros(n, dtype=np.int8)
     ts, bad_ts = timestamps(fields.get(0))
     can_id, bad_id = decode(fields.get(1), 8, HEX_LUT)
-    dlc, bad_dlc = decode(fields.get(2), 1, DEC_LUT)
-    bad_dlc |= dlc > 8
-    dlc = np.where(bad_dlc, 0, dlc)
-    payload = np.zeros((n, 8), dtype=np.uint8)
-    bad_byte = np.zeros(n, dtype=bool)
+    dlc, bad_dlc = dlc_values(fields.get(2))
     shape_ok = fields.count == dlc + 4
-    for k in range(8):
-        has_byte = shape_ok & (k < dlc)
-        if not has_byte.any():
-            continue
-        values, bad = decode(fields.get(np.where(has_byte, 3 + k, 0)), 2, HEX_LUT)
-        bad_byte |= has_byte & bad
-        payload[:, k] = np.where(has_byte & ~bad, values, 0)
+    payload, bad_byte = payload_bytes(fields, dlc, shape_ok, first_column=3)
     flag = fields.get(np.maximum(fields.count - 1, 0))
     is_t = to_numpy(pc.fill_null(pc.equal(flag, "T"), False), dtype=bool)
     is_r = to_numpy(pc.fill_null(pc.equal(flag, "R"), False), dtype=bool)

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kdgat.can.decode import DEC_LUT, HEX_LUT, Fields, decode, timestamps, to_numpy
+from kdgat.can.decode import HEX_LUT, Fields, decode, dlc_values, payload_bytes, timestamps, to_numpy
 from kdgat.can.messages import CanFormat
 
 
@@ -24,19 +24,9 @@ def parse(lines: pa.Array, header=None):
         layout_ok &= to_numpy(pc.fill_null(pc.equal(fields.get(j), keyword), False), dtype=bool)
     ts, bad_ts = timestamps(fields.get(1))
     can_id, bad_id = decode(fields.get(3), 8, HEX_LUT)
-    dlc, bad_dlc = decode(fields.get(6), 1, DEC_LUT)
-    bad_dlc |= dlc > 8
-    dlc = np.where(bad_dlc, 0, dlc)
+    dlc, bad_dlc = dlc_values(fields.get(6))
     shape_ok = fields.count == dlc + 7
-    payload = np.zeros((n, 8), dtype=np.uint8)
-    bad_byte = np.zeros(n, dtype=bool)
-    for k in range(8):
-        has_byte = shape_ok & (k < dlc)
-        if not has_byte.any():
-            continue
-        values, bad = decode(fields.get(np.where(has_byte, 7 + k, 0)), 2, HEX_LUT)
-        bad_byte |= has_byte & bad
-        payload[:, k] = np.where(has_byte & ~bad, values, 0)
+    payload, bad_byte = payload_bytes(fields, dlc, shape_ok, first_column=7)
     checks = [(1, fields.count < 7), (2, ~layout_ok), (3, bad_ts), (4, bad_id), (5, bad_dlc), (6, ~shape_ok)]
     checks.append((7, bad_byte))
     for code, bad in checks:
