@@ -1,17 +1,11 @@
-# Helpers of the evaluation module: which datasets and variants to evaluate, where its inputs and the wrappers are.
+# Helpers of the evaluation module: which datasets and variants to evaluate and where their inputs are.
 import os
 import re
 import sys
 from pathlib import Path
 
-CATALOG = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2]
-try:
-    from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
-except ImportError:  # the library is not installed: use the catalog's own src/
-    sys.path.insert(0, str(CATALOG / "src"))
-    from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
+from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
 
-WRAPPERS = CATALOG / "wrappers"
 EVALUATION = config["evaluation"]
 # The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
 DATA = config.get("kd_gat", {}).get("data_prefix", "results/preprocess").rstrip("/")

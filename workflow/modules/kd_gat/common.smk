@@ -1,21 +1,12 @@
 # Helpers of the kd_gat module: config access, paths, per-stage settings, resources and the sweep table.
 # Included by the module's Snakefile (kept apart so that the Snakefile holds only rules).
-import sys
 from pathlib import Path
 
 import pandas as pd
+from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS
+from kdgat.training.settings import StageSettings
 from snakemake.utils import Paramspace
 
-CATALOG = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2]
-try:
-    from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS
-    from kdgat.training.settings import StageSettings
-except ImportError:  # the library is not installed: use the catalog's own src/
-    sys.path.insert(0, str(CATALOG / "src"))
-    from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS
-    from kdgat.training.settings import StageSettings
-
-WRAPPERS = CATALOG / "wrappers"
 KD = config["kd_gat"]
 DATASETS = list(config.get("datasets") or {})
 if not DATASETS:
