@@ -1,6 +1,6 @@
 """Benchmark of the evaluation step: what the result stash saves after a failed group job, and metric cost.
 
-1. evaluation_restore: `kdgat.evaluation.evaluate_files` restoring a finished evaluation from the stash (what a
+1. evaluation_restore: `kdgat.evaluation.run.evaluate_files` restoring a finished evaluation from the stash (what a
    group member does after a sibling failed) against the same call computing it (scoring, metrics, speed, plots).
    Goal: restoring costs at most a tenth of recomputing.
 2. evaluation_metrics: `binary_metrics` for one model on N windows against scikit-learn's plain
@@ -24,10 +24,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch_geometric.data import Data
 
-from kdgat import evaluation as ev
+from kdgat.evaluation.metrics import binary_metrics
+from kdgat.evaluation.run import evaluate_files
 from kdgat.graph_store import save_graph_sets, save_graphs
+from kdgat.model_store import save_model
 from kdgat.models import GAT, VGAE, QNetwork
-from kdgat.training.artifacts import save_model
 
 NUM_IDS = 30
 
@@ -79,12 +80,12 @@ def bench_restore(graphs: int) -> None:
             "stash_dir": root / "stash",
         }
         start = time.perf_counter()
-        ev.evaluate_files(**kwargs)
+        evaluate_files(**kwargs)
         computed = time.perf_counter() - start
         for path in outputs.values():
             path.unlink()  # what Snakemake does to a failed group job's members
         start = time.perf_counter()
-        ev.evaluate_files(**kwargs)
+        evaluate_files(**kwargs)
         restored = time.perf_counter() - start
         assert outputs["metrics"].is_file()
         print(
@@ -112,7 +113,7 @@ def bench_metrics(windows: int, repeats: int) -> None:
             times.append(time.perf_counter() - start)
         return min(times)
 
-    ours = best(lambda: ev.binary_metrics(labels, scores, predictions))
+    ours = best(lambda: binary_metrics(labels, scores, predictions))
     baseline = best(lambda: roc_auc_score(labels, scores))
     print(f"# {windows} windows, best of {repeats}")
     print(

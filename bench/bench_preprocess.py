@@ -22,10 +22,11 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import torch
 
-from kdgat.can_io import read_can_file
+from kdgat.can.reader import read_can_file
+from kdgat.can.writer import write_can_file
 from kdgat.graphs import build_graphs
 from kdgat.preprocess import build_vocabulary, preprocess_dataset, to_index
-from kdgat.synthetic import Vehicle, generate_log, write_can_file
+from kdgat.synthetic import Vehicle, generate_log
 
 GOAL_RATIO = 3.0
 

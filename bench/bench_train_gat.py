@@ -20,8 +20,9 @@ from torch_geometric.loader import DataLoader
 
 from kdgat.models import GAT
 from kdgat.presets import resolve_preset
+from kdgat.testing import toy_graphs
 from kdgat.training import gat as gat_training
-from kdgat.training.toy import toy_graphs
+from kdgat.training.settings import StageSettings
 
 NUM_IDS = 50
 EPOCHS = 4
@@ -31,20 +32,16 @@ PRESET = "student"  # the real student size (49K parameters): small models expos
 
 
 def ours(train, val, checkpoint: Path) -> list[float]:
-    settings = {
-        "seed": 0,
-        "device": "cpu",
-        "variant": "bench",
-        "model": resolve_preset(PRESET, "gat"),
-        "training": {
-            "epochs": EPOCHS,
-            "batch_size": BATCH_SIZE,
-            "lr": 0.003,
-            "weight_decay": 1e-4,
-            "patience": EPOCHS,
-            "grad_clip": 1.0,
-        },
+    training = {
+        "epochs": EPOCHS,
+        "batch_size": BATCH_SIZE,
+        "lr": 0.003,
+        "weight_decay": 1e-4,
+        "patience": EPOCHS,
     }
+    config = {"student_preset": PRESET, "seed": 0, "device": "cpu", "training": {"gat": training}}
+    # no curriculum: the bare loop below trains on every graph too
+    settings = StageSettings.from_config(config | {"curriculum": {"enabled": False}}, "gat", "student")
     checkpoint.unlink(missing_ok=True)
     _, result, _, _ = gat_training.train(train, val, NUM_IDS, settings, checkpoint)
     return [row["graphs_per_s"] for row in result["history"]]

@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
-from evaluation.pipeline_run import DATASET, HERE, VARIANTS, shared_run
+from evaluation.pipeline_run import CONFIG, DATASET, HERE, VARIANTS, shared_run
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score, roc_curve
 from testkit import run_snakemake
 
-from kdgat.evaluation import MODELS
-from kdgat.inference import load_model
+from kdgat.chain import MODELS
+from kdgat.model_store import load_model
+from kdgat.training import dqn as dqn_training
+from kdgat.training import gat as gat_training
+from kdgat.training.settings import StageSettings
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +28,7 @@ METRIC_KEYS = {
     "accuracy", "precision", "recall", "f1", "specificity", "balanced_accuracy", "mcc", "roc_auc", "pr_auc",
     "detection_rate_at_fpr_0.05", "detection_rate_at_fpr_0.01", "detection_rate_at_fpr_0.001", "confusion_matrix",
 }  # fmt: skip
+OUTPUT_FILES = (("model", "pt"), ("metrics", "json"), ("history", "csv"))
 SCORE_OF = {"vgae": "vgae_score", "gat": "gat_prob", "fusion": "fusion_score"}
 PRED_OF = {"vgae": "vgae_pred", "gat": "gat_pred", "fusion": "fusion_pred"}
 
@@ -192,3 +197,48 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
     assert pd.read_csv(tmp_path / "results/evaluation/grp_b/summary.csv")["variant"].tolist() == list(
         VARIANTS
     )
+
+
+def test_module_jobs_train_what_the_library_trains_from_the_same_config(pipeline, tmp_path):
+    """Two code paths, one behaviour: the kd_gat module's jobs (schema-validated config, settings shipped as
+    params through the wrappers) and the library called here on the raw config section give the same models,
+    metrics and histories for the distilled student's GAT and DQN."""
+    section = yaml.safe_load(CONFIG.read_text())["kd_gat"]
+    data = pipeline / "results" / "preprocess" / DATASET
+    chain = pipeline / "results" / "kd_gat" / DATASET
+    inputs = {
+        "gat": {"vgae": chain / "student_kd/vgae/model.pt", "teacher": chain / "teacher/gat/model.pt"},
+        "dqn": {
+            "vgae": chain / "student_kd/vgae/model.pt",
+            "gat": chain / "student_kd/gat/model.pt",
+            **{f"teacher_{stage}": chain / f"teacher/{stage}/model.pt" for stage in ("vgae", "gat", "dqn")},
+        },
+    }
+    timing = {"seconds", "graphs_per_s", "train_seconds"}
+    threads = torch.get_num_threads()
+    try:
+        for stage, run in (("gat", gat_training.run), ("dqn", dqn_training.run)):
+            outputs = {name: tmp_path / stage / f"{name}.{ext}" for name, ext in OUTPUT_FILES}
+            run(
+                train=data / "train.pt", val=data / "val.pt", metadata=data / "metadata.json",
+                settings=StageSettings.from_config(section, stage, "student_kd"), outputs=outputs, threads=1,
+                **inputs[stage],
+            )  # fmt: skip
+            job = chain / "student_kd" / stage
+            ours, theirs = (
+                json.loads((folder / "metrics.json").read_text()) for folder in (tmp_path / stage, job)
+            )
+            assert {k: v for k, v in ours.items() if k not in timing} == {
+                k: v for k, v in theirs.items() if k not in timing
+            }
+            pd.testing.assert_frame_equal(
+                pd.read_csv(outputs["history"]).drop(columns=list(timing), errors="ignore"),
+                pd.read_csv(job / "history.csv").drop(columns=list(timing), errors="ignore"),
+            )
+            mine, module = (
+                load_model(outputs["model"]).state_dict(),
+                load_model(job / "model.pt").state_dict(),
+            )
+            assert all(torch.equal(mine[name], module[name]) for name in module)
+    finally:
+        torch.set_num_threads(threads)

@@ -12,7 +12,8 @@ from sklearn.metrics import f1_score
 from testkit import REPO, run_snakemake
 
 from kdgat.graph_store import load_graph_sets
-from kdgat.inference import load_model, score_graphs
+from kdgat.inference import score_graphs
+from kdgat.model_store import load_model
 
 pytestmark = pytest.mark.integration
 

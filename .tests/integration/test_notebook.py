@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from evaluation.pipeline_run import DATASET, VARIANTS, shared_run
 
-from kdgat.evaluation import MODELS
+from kdgat.chain import MODELS
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,16 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
 
-from kdgat import evaluation as ev
+from kdgat.chain import MODELS
+from kdgat.evaluation.metrics import binary_metrics, detection_rate_at_fpr
+from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
+from kdgat.evaluation.run import evaluate_scored_splits
+from kdgat.evaluation.speed import measure_inference_speed
+from kdgat.evaluation.stash import ResultStash, stash_key
+from kdgat.evaluation.summary import summary_markdown, summary_row, summary_table
+from kdgat.evaluation.thresholds import model_decisions, youden_threshold
+from kdgat.files import write_json
+from kdgat.models import count_parameters, fuse
 
 # 10 windows: 4 attacks. Scores are distinct so AUC can be counted by hand.
 LABELS = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
@@ -31,7 +40,7 @@ PREDS = (SCORES >= 0.5).astype(int)  # -> fp at 0.70; fn at 0.40
 
 
 def test_binary_metrics_match_hand_computed_values():
-    m = ev.binary_metrics(LABELS, SCORES, PREDS)
+    m = binary_metrics(LABELS, SCORES, PREDS)
     # tp=3 (0.6, 0.8, 0.9), fn=1 (0.4), fp=1 (0.7), tn=5
     assert m["confusion_matrix"] == {"tn": 5, "fp": 1, "fn": 1, "tp": 3, "matrix": [[5, 1], [1, 3]]}
     assert m["accuracy"] == pytest.approx(8 / 10)
@@ -59,7 +68,7 @@ def test_metrics_agree_with_scikit_learn_on_random_arrays():
     labels = (rng.random(500) < 0.3).astype(int)
     scores = rng.random(500) + 0.3 * labels
     preds = (scores > 0.6).astype(int)
-    m = ev.binary_metrics(labels, scores, preds)
+    m = binary_metrics(labels, scores, preds)
     assert m["precision"] == pytest.approx(precision_score(labels, preds))
     assert m["recall"] == pytest.approx(recall_score(labels, preds))
     assert m["f1"] == pytest.approx(f1_score(labels, preds))
@@ -71,10 +80,10 @@ def test_metrics_agree_with_scikit_learn_on_random_arrays():
 
 def test_detection_rate_at_fixed_false_positive_rate():
     # FPR <= 5% allows no false positive (6 normals): threshold above 0.70 catches 0.8 and 0.9 -> 2/4
-    assert ev.detection_rate_at_fpr(LABELS, SCORES, 0.05) == pytest.approx(0.5)
+    assert detection_rate_at_fpr(LABELS, SCORES, 0.05) == pytest.approx(0.5)
     # FPR <= 1/6 allows the 0.70 normal: 0.6 is caught too -> 3/4
-    assert ev.detection_rate_at_fpr(LABELS, SCORES, 1 / 6) == pytest.approx(0.75)
-    m = ev.binary_metrics(LABELS, SCORES, PREDS, fpr_targets=(0.05, 0.01, 0.001))
+    assert detection_rate_at_fpr(LABELS, SCORES, 1 / 6) == pytest.approx(0.75)
+    m = binary_metrics(LABELS, SCORES, PREDS, fpr_targets=(0.05, 0.01, 0.001))
     assert m["detection_rate_at_fpr_0.05"] == pytest.approx(0.5)
     assert m["detection_rate_at_fpr_0.001"] == pytest.approx(0.5)
 
@@ -82,7 +91,7 @@ def test_detection_rate_at_fixed_false_positive_rate():
 def test_single_class_scenario_reports_null_with_reason_instead_of_crashing():
     labels = np.zeros(5, dtype=int)
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9])
-    m = ev.binary_metrics(labels, scores, (scores >= 0.5).astype(int))
+    m = binary_metrics(labels, scores, (scores >= 0.5).astype(int))
     assert m["accuracy"] == pytest.approx(4 / 5)
     assert m["specificity"] == pytest.approx(4 / 5)
     for key in ("roc_auc", "pr_auc", "recall", "balanced_accuracy", "detection_rate_at_fpr_0.05"):
@@ -94,25 +103,25 @@ def test_single_class_scenario_reports_null_with_reason_instead_of_crashing():
 
 def test_bad_labels_are_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="only 0 .* and 1"):
-        ev.binary_metrics([0, 2], [0.1, 0.2], [0, 1])
+        binary_metrics([0, 2], [0.1, 0.2], [0, 1])
     with pytest.raises(ValueError, match="differ in length"):
-        ev.binary_metrics([0, 1], [0.1], [0, 1])
+        binary_metrics([0, 1], [0.1], [0, 1])
 
 
 def test_youden_threshold_on_a_constructed_case():
     labels = [0, 0, 0, 0, 1, 1, 1]
     scores = [0.1, 0.2, 0.3, 0.4, 0.35, 0.5, 0.6]
-    choice = ev.youden_threshold(labels, scores)
+    choice = youden_threshold(labels, scores)
     # candidates: 0.5 -> J = 2/3 - 0; 0.35 -> J = 1 - 1/4 = 0.75 (best); 0.1 -> J = 0
     assert choice.threshold == pytest.approx(0.35)
     assert choice.youden_j == pytest.approx(0.75)
 
 
 def test_youden_threshold_with_one_class_only():
-    only_normal = ev.youden_threshold([0, 0, 0], [0.1, 0.5, 0.3])
+    only_normal = youden_threshold([0, 0, 0], [0.1, 0.5, 0.3])
     assert only_normal.threshold > 0.5 and only_normal.youden_j is None
     assert "no attack" in only_normal.reason
-    only_attack = ev.youden_threshold([1, 1], [0.4, 0.7])
+    only_attack = youden_threshold([1, 1], [0.4, 0.7])
     assert only_attack.threshold == pytest.approx(0.4)
 
 
@@ -135,7 +144,7 @@ def test_validation_threshold_is_reused_on_test():
     # A test-optimal threshold would be 10; the validation one (3.0) must be used instead.
     test = _scored([0, 0, 1, 1], [2.5, 3.5, 10.0, 11.0], [0.4, 0.6, 0.7, 0.2], [0.1, 0.6, 0.7, 0.9])
     normal_only = _scored([0, 0], [0.5, 5.0], [0.1, 0.2], [0.1, 0.2])
-    document, scores = ev.evaluate_scored_splits(val, {"dos": test, "clean": normal_only})
+    document, scores = evaluate_scored_splits(val, {"dos": test, "clean": normal_only})
     assert document["thresholds"]["vgae"]["threshold"] == pytest.approx(3.0)
     vgae = document["test"]["dos"]["vgae"]["confusion_matrix"]
     assert (vgae["tn"], vgae["fp"], vgae["fn"], vgae["tp"]) == (1, 1, 0, 2)
@@ -151,24 +160,24 @@ def test_validation_threshold_is_reused_on_test():
 def test_stash_restores_only_for_identical_inputs_and_params(tmp_path):
     model = tmp_path / "model.pt"
     model.write_bytes(b"weights-1")
-    key = ev.stash_key({"model": model}, {"batch_size": 8})
-    assert key == ev.stash_key({"model": model}, {"batch_size": 8})
-    assert key != ev.stash_key({"model": model}, {"batch_size": 16})
+    key = stash_key({"model": model}, {"batch_size": 8})
+    assert key == stash_key({"model": model}, {"batch_size": 8})
+    assert key != stash_key({"model": model}, {"batch_size": 16})
     out = tmp_path / "out" / "metrics.json"
-    ev.write_json({"f1": 0.9}, out)
-    stash = ev.ResultStash(tmp_path / "stash")
+    write_json({"f1": 0.9}, out)
+    stash = ResultStash(tmp_path / "stash")
     assert not stash.restore(key, {"metrics.json": out})
     stash.commit(key, {"metrics.json": out})
     out.unlink()
     assert stash.restore(key, {"metrics.json": out})
     assert json.loads(out.read_text()) == {"f1": 0.9}
     model.write_bytes(b"weights-2")  # new content -> new key -> nothing to restore
-    assert not stash.restore(ev.stash_key({"model": model}, {"batch_size": 8}), {"metrics.json": out})
+    assert not stash.restore(stash_key({"model": model}, {"batch_size": 8}), {"metrics.json": out})
     assert not list((tmp_path / "stash").glob(".*"))  # no staging leftovers
 
 
 def _document(params_total, f1, latency):
-    block = {m: {"f1": f1, "roc_auc": 0.99} for m in ev.MODELS}
+    block = {m: {"f1": f1, "roc_auc": 0.99} for m in MODELS}
     return {
         "parameters": {"vgae": 1, "gat": 2, "dqn": params_total - 3, "total": params_total},
         "speed": {"fusion": {"latency_ms": latency, "graphs_per_s": 1000.0}},
@@ -179,17 +188,17 @@ def _document(params_total, f1, latency):
 
 def test_summary_table_relates_students_to_their_teacher(tmp_path):
     rows = [
-        ev.summary_row("ds", "student", _document(100, 0.8, 1.0)),
-        ev.summary_row("ds", "teacher", _document(1000, 0.95, 4.0)),
-        ev.summary_row("ds", "student_kd", _document(100, 0.9, 1.0)),
+        summary_row("ds", "student", _document(100, 0.8, 1.0)),
+        summary_row("ds", "teacher", _document(1000, 0.95, 4.0)),
+        summary_row("ds", "student_kd", _document(100, 0.9, 1.0)),
     ]
-    table = ev.summary_table(rows)
+    table = summary_table(rows)
     assert table["variant"].tolist() == ["teacher", "student_kd", "student"]
     assert table["size_vs_teacher"].tolist() == pytest.approx([1.0, 0.1, 0.1])
-    markdown = ev.summary_markdown(table)
+    markdown = summary_markdown(table)
     assert "| ds | student_kd | 1 | 2 | 97 | 100 | 10.0% |" in markdown
     with pytest.raises(ValueError, match="ds/teacher lack the key"):
-        ev.summary_row("ds", "teacher", {"parameters": {}})
+        summary_row("ds", "teacher", {"parameters": {}})
 
 
 class _NodeModel(torch.nn.Module):  # forward(x, edge_index), like the VGAE
@@ -219,35 +228,35 @@ def test_inference_speed_times_each_model_and_the_whole_detector():
         for batch in DataLoader(graphs, batch_size=batch_size):
             dqn(gat(batch.x, batch.edge_index, batch.batch))
 
-    speed = ev.measure_inference_speed(vgae, gat, dqn, graphs, score, batch_size=8, repeats=3, latency_runs=4)
+    speed = measure_inference_speed(vgae, gat, dqn, graphs, score, batch_size=8, repeats=3, latency_runs=4)
     for model in ("vgae", "gat", "fusion"):
         assert speed[model]["graphs_per_s"] > 0
         assert speed[model]["latency_ms"] > 0
     assert speed["graphs"] == 32
     # the detector ran once to warm up, 3 times on all graphs, 4 times on one graph
     assert calls == [8, 32, 32, 32, 1, 1, 1, 1]
-    assert ev.count_parameters(vgae) == 3 * 2 + 2
+    assert count_parameters(vgae) == 3 * 2 + 2
 
     class NeedsEdges(torch.nn.Module):
         def forward(self, x, edge_weight):
             return x
 
     with pytest.raises(TypeError, match="needs \\['edge_weight'\\]"):
-        ev.measure_inference_speed(NeedsEdges(), gat, dqn, graphs, score, repeats=1, latency_runs=1)
+        measure_inference_speed(NeedsEdges(), gat, dqn, graphs, score, repeats=1, latency_runs=1)
 
 
 def test_plots_are_written_as_svg(tmp_path):
     val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
     test = _scored([0, 1, 0, 1], [1.5, 3.5, 2.0, 5.0], [0.3, 0.7, 0.1, 0.9], [0.3, 0.7, 0.6, 0.9])
-    document, scores = ev.evaluate_scored_splits(val, {"dos": test})
-    ev.plot_roc(scores, tmp_path / "roc.svg", "ds teacher")
-    ev.plot_pr(scores, tmp_path / "pr.svg", "ds teacher")
-    ev.plot_confusion(document, tmp_path / "cm.svg", "ds teacher")
+    document, scores = evaluate_scored_splits(val, {"dos": test})
+    plot_roc(scores, tmp_path / "roc.svg", "ds teacher")
+    plot_pr(scores, tmp_path / "pr.svg", "ds teacher")
+    plot_confusion(document, tmp_path / "cm.svg", "ds teacher")
     history = tmp_path / "history.csv"
     history.write_text("epoch,train_loss,val_loss,val_f1\n1,1.0,1.1,0.5\n2,0.5,0.7,0.8\n")
-    ev.plot_training_curves({("teacher", "gat"): history}, tmp_path / "curves.svg", "ds")
-    table = ev.summary_table([ev.summary_row("ds", "teacher", _document(1000, 0.95, 4.0))])
-    ev.plot_size_f1(table, tmp_path / "size.svg")
+    plot_training_curves({("teacher", "gat"): history}, tmp_path / "curves.svg", "ds")
+    table = summary_table([summary_row("ds", "teacher", _document(1000, 0.95, 4.0))])
+    plot_size_f1(table, tmp_path / "size.svg")
     for name in ("roc", "pr", "cm", "curves", "size"):
         text = (tmp_path / f"{name}.svg").read_text()
         assert text.lstrip().startswith("<?xml") and "<svg" in text
@@ -255,4 +264,18 @@ def test_plots_are_written_as_svg(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("epoch,note\nfirst,abc\n")
     with pytest.raises(ValueError, match="bad.csv: training history has no numeric columns"):
-        ev.plot_training_curves({("teacher", "gat"): bad}, tmp_path / "x.svg")
+        plot_training_curves({("teacher", "gat"): bad}, tmp_path / "x.svg")
+
+
+def test_gat_and_fusion_call_a_tie_at_one_half_normal_like_training():
+    """One decision rule for p(attack): > 0.5 in evaluation, in the fusion (and so in training's DQN reward) and in
+    the GAT's per-epoch validation; the VGAE keeps >= its validation threshold (the ROC convention)."""
+    scored = pd.DataFrame(
+        {"label": [0, 1, 1], "vgae_score": [0.2, 0.5, 0.9], "gat_prob": [0.5, 0.51, 0.9],
+         "fusion_alpha": [1.0, 1.0, 1.0], "fusion_score": [0.5, 0.51, 0.9], "fusion_pred": [0, 1, 1]}
+    )  # fmt: skip
+    decisions = model_decisions(scored, vgae_threshold=0.5)
+    assert decisions["gat"][1].tolist() == [0, 1, 1]
+    assert decisions["vgae"][1].tolist() == [0, 1, 1]
+    _, _, fused = fuse(torch.tensor([20, 20, 20]), torch.zeros(3), torch.tensor([0.5, 0.51, 0.9]))
+    assert fused.tolist() == decisions["gat"][1].tolist()

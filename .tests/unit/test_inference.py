@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from kdgat.graph_store import save_graphs
-from kdgat.inference import load_model, score_graphs
+from kdgat.inference import score_graphs
+from kdgat.model_store import load_model
 from kdgat.models import GAT, VGAE, QNetwork
+from kdgat.testing import toy_graphs
 from kdgat.training import dqn, gat, vgae
-from kdgat.training.toy import toy_graphs
+from kdgat.training.settings import StageSettings
 
 TRAINING = {"epochs": 3, "batch_size": 32, "lr": 0.005, "weight_decay": 1e-4, "patience": 5, "grad_clip": 1.0}
 RL = {
@@ -26,22 +28,18 @@ RL = {
 COLUMNS = ["label", "vgae_error", "vgae_score", "gat_prob", "fusion_alpha", "fusion_score", "fusion_pred"]
 
 
+KD_GAT = {
+    "teacher_preset": "demo_teacher",
+    "student_preset": "demo_student",
+    "seed": 1,
+    "device": "cpu",
+    "training": {stage: TRAINING for stage in ("vgae", "gat", "dqn")},
+    "dqn": RL,
+}
+
+
 def stage_settings(variant, stage):
-    settings = {
-        "seed": 1,
-        "device": "cpu",
-        "variant": variant,
-        "preset": "demo_teacher" if variant == "teacher" else "demo_student",
-        "presets": {},
-        "training": dict(TRAINING),
-        "distillation": {"temperature": 4.0, "alpha": 0.7} if variant == "student_kd" else None,
-    }
-    extra = {
-        "vgae": {"loss": {"id_weight": 0.1, "neighbour_weight": 0.05, "kl_weight": 0.01}},
-        "gat": {"curriculum": {"enabled": True}},
-        "dqn": {"dqn": RL},
-    }
-    return settings | extra[stage]
+    return StageSettings.from_config(KD_GAT, stage, variant).as_dict()
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +63,35 @@ def chain(tmp_path_factory):
         kd = variant == "student_kd"
         out = {stage: outputs(variant, stage) for stage in ("vgae", "gat", "dqn")}
         teacher = {stage: outputs("teacher", stage)["model"] for stage in ("vgae", "gat", "dqn")}
+        files = {
+            name: data / f"{name}.{ext}"
+            for name, ext in (("train", "pt"), ("val", "pt"), ("metadata", "json"))
+        }
+
         vgae.run(
-            data, out["vgae"], stage_settings(variant, "vgae"), teacher["vgae"] if kd else None, threads=1
+            **files,
+            settings=stage_settings(variant, "vgae"),
+            outputs=out["vgae"],
+            checkpoint=out["vgae"]["checkpoint"],
+            teacher=teacher["vgae"] if kd else None,
+            threads=1,
         )
         gat.run(
-            data,
-            out["gat"],
-            stage_settings(variant, "gat"),
-            out["vgae"]["model"],
-            teacher["gat"] if kd else None,
+            **files,
+            settings=stage_settings(variant, "gat"),
+            outputs=out["gat"],
+            checkpoint=out["gat"]["checkpoint"],
+            vgae=out["vgae"]["model"],
+            teacher=teacher["gat"] if kd else None,
         )
         dqn.run(
-            data,
-            out["dqn"],
-            stage_settings(variant, "dqn"),
-            out["vgae"]["model"],
-            out["gat"]["model"],
-            teacher if kd else None,
+            **files,
+            settings=stage_settings(variant, "dqn"),
+            outputs=out["dqn"],
+            checkpoint=out["dqn"]["checkpoint"],
+            vgae=out["vgae"]["model"],
+            gat=out["gat"]["model"],
+            **({f"teacher_{stage}": path for stage, path in teacher.items()} if kd else {}),
         )
     return root, outputs
 

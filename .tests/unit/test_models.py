@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 from kdgat.models import GAT, VGAE, QNetwork, count_parameters, neighbour_multi_hot
 from kdgat.models.vgae import kl_divergence, vgae_loss
 from kdgat.presets import PRESETS, REFERENCE_NUM_IDS, resolve_preset
-from kdgat.training.toy import toy_graphs
+from kdgat.testing import toy_graphs
 
 # Exact counts at the reference vocabulary, also written in kdgat.presets' docstring.
 EXPECTED = {

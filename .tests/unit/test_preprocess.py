@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from kdgat.can_io import CanFormatError
+from kdgat.can.messages import CanFormatError
 from kdgat.graph_store import load_graph_sets, load_graphs
-from kdgat.preprocess import discover_layout, preprocess_dataset, scenario_name, to_index
+from kdgat.preprocess import discover_layout, group_test_files, preprocess_dataset, scenario_name, to_index
 from kdgat.synthetic import generate_dataset
 
 SYNTHETIC = {
@@ -115,3 +115,15 @@ def test_bad_rows_error_or_counted_skip(dataset_dir, tmp_path):
 
 def test_to_index_maps_unknown_ids_to_oov():
     assert to_index(np.array([5, 7, 9, 1]), np.array([1, 5, 9])).tolist() == [1, 3, 2, 0]
+
+
+def test_test_files_as_scenario_file_pairs_are_grouped_in_order():
+    """What a Snakemake rule hands over: its inputs in order, each with its scenario."""
+    pairs = [("dos", "a.csv"), ("fuzzy", "b.csv"), ("dos", "c.csv")]
+    assert group_test_files(pairs) == {"dos": ["a.csv", "c.csv"], "fuzzy": ["b.csv"]}
+    assert list(group_test_files(pairs)) == ["dos", "fuzzy"]
+    assert group_test_files({"dos": ("a.csv",)}) == {"dos": ["a.csv"]}
+    with pytest.raises(ValueError, match="must be \\(scenario, file\\) pairs"):
+        group_test_files(["a.csv"])
+    with pytest.raises(ValueError, match="no path for the outputs"):
+        preprocess_dataset("d", ["a.csv"], pairs, outputs={"train": "t.pt"})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdgat.can_io import CanMessages
+from kdgat.can.messages import CanMessages
 from kdgat.preprocess import build_vocabulary, to_index
 
 

@@ -9,16 +9,6 @@ import pytest
 from simcal.logs import configure, failure_logged
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        handler.close()
-    root.handlers[:], root.level = handlers, level
-
-
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
     log = tmp_path / "logs" / "job.log"
     configure(log)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdgat.can_io import read_can_file
-from kdgat.synthetic import Vehicle, generate_file, generate_log, write_can_file
+from kdgat.can.reader import read_can_file
+from kdgat.can.writer import write_can_file
+from kdgat.synthetic import Vehicle, generate_file, generate_log
 
 OPTIONS = {"seed": 4, "num_ids": 30, "burst_s": [0.05, 0.3], "gap_s": [0.2, 0.5], "spoof_interval_ms": 4.0}
 

@@ -10,13 +10,13 @@ import textwrap
 import pytest
 import torch
 
-from kdgat.inference import select_device
-from kdgat.presets import resolve_preset
+from kdgat.runtime import select_device
+from kdgat.testing import toy_graphs
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
 from kdgat.training import vgae as vgae_training
 from kdgat.training.loop import KILL_AFTER_EPOCH_ENV
-from kdgat.training.toy import toy_graphs
+from kdgat.training.settings import StageSettings
 
 NUM_IDS = 20
 TRAINING = {
@@ -37,9 +37,16 @@ CURRICULUM = {
 LOSS = {"id_weight": 0.1, "neighbour_weight": 0.05, "kl_weight": 0.01}
 
 
-def settings(stage, **extra):
-    base = {"seed": 5, "device": "cpu", "variant": "teacher", "model": resolve_preset("demo_student", stage)}
-    return base | {"training": dict(TRAINING)} | extra
+def settings(stage, training=None, **section):
+    """The teacher's settings of `stage` with the demo_student preset, curriculum off unless given."""
+    config = {
+        "teacher_preset": "demo_student",
+        "seed": 5,
+        "device": "cpu",
+        "training": {stage: TRAINING | (training or {})},
+        "curriculum": {"enabled": False},
+    }
+    return StageSettings.from_config(config | section, stage, "teacher")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,7 @@ def graphs():
 @pytest.fixture(scope="module")
 def trained_vgae(graphs):
     train, val = graphs
-    model, *_ = vgae_training.train(train, val, NUM_IDS, settings("vgae", loss=LOSS))
+    model, *_ = vgae_training.train(train, val, NUM_IDS, settings("vgae", vgae_loss=LOSS))
     return model
 
 
@@ -114,7 +121,7 @@ def test_dqn_resumes_after_a_crash_with_the_same_result(tmp_path, monkeypatch):
         "eps_start": 1.0,
         "eps_end": 0.1,
     }
-    dqn_settings = settings("dqn", dqn=rl) | {"training": TRAINING | {"epochs": 6, "lr": 0.001}}
+    dqn_settings = settings("dqn", training={"epochs": 6, "lr": 0.001}, dqn=rl)
     reference, reference_result, metrics, _ = dqn_training.train(train, val, dqn_settings)
     assert metrics["val_f1"] > 0.6  # p_attack separates the classes: the agent must find that out
 
@@ -136,14 +143,14 @@ def test_checkpoint_of_other_settings_is_not_resumed(graphs, tmp_path, monkeypat
         crash_at(patch, gat_training.GATStage, 1)
         with pytest.raises(RuntimeError):
             gat_training.train(train, val, NUM_IDS, settings("gat"), checkpoint)
-    other = settings("gat") | {"training": TRAINING | {"lr": 0.001}}
+    other = settings("gat", training={"lr": 0.001})
     _, result, *_ = gat_training.train(train, val, NUM_IDS, other, checkpoint)
     assert result["resumed_from"] is None and len(result["history"]) == TRAINING["epochs"]
 
 
 def test_early_stopping_stops_when_validation_loss_stalls(graphs):
     train, val = graphs
-    frozen = settings("gat") | {"training": TRAINING | {"epochs": 10, "lr": 1e-12, "patience": 2}}
+    frozen = settings("gat", training={"epochs": 10, "lr": 1e-12, "patience": 2})
     _, result, metrics, _ = gat_training.train(train, val, NUM_IDS, frozen)
     assert len(result["history"]) < 10
     assert metrics["epochs_run"] == len(result["history"])
@@ -154,13 +161,14 @@ KILLED_RUN = textwrap.dedent(
     import json, sys
     import torch
     torch.set_num_threads(1)
-    from kdgat.presets import resolve_preset
+    from kdgat.testing import toy_graphs
     from kdgat.training import gat
-    from kdgat.training.toy import toy_graphs
+    from kdgat.training.settings import StageSettings
     checkpoint, out = sys.argv[1], sys.argv[2]
-    settings = {"seed": 3, "device": "cpu", "variant": "teacher", "model": resolve_preset("demo_student", "gat"),
-                "training": {"epochs": 5, "batch_size": 16, "lr": 0.005, "weight_decay": 1e-4, "patience": 10,
-                             "grad_clip": 1.0}}
+    training = {"epochs": 5, "batch_size": 16, "lr": 0.005, "weight_decay": 1e-4, "patience": 10, "grad_clip": 1.0}
+    config = {"teacher_preset": "demo_student", "seed": 3, "device": "cpu", "training": {"gat": training},
+              "curriculum": {"enabled": False}}
+    settings = StageSettings.from_config(config, "gat", "teacher")
     model, result, _, _ = gat.train(toy_graphs(100, 20, seed=1), toy_graphs(30, 20, seed=2), 20, settings,
                                     checkpoint if checkpoint != "-" else None)
     torch.save({"state": model.state_dict(), "history": result["history"],
@@ -202,20 +210,28 @@ def test_select_device():
             select_device("cuda")
 
 
-def test_bad_graph_directory_gives_clear_errors(tmp_path):
+def test_bad_preprocess_files_give_clear_errors(tmp_path):
     outputs = {k: str(tmp_path / f"out.{k}") for k in ("model", "metrics", "history")}
+    inputs = {name: tmp_path / file for name, file in (("train", "train.pt"), ("val", "val.pt"))}
+    inputs["metadata"] = tmp_path / "metadata.json"
+
+    def run():
+        vgae_training.run(**inputs, outputs=outputs, settings=settings("vgae", vgae_loss=LOSS))
+
     with pytest.raises(FileNotFoundError, match="metadata.json"):
-        vgae_training.run(tmp_path, outputs, settings("vgae", loss=LOSS))
+        run()
     (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": "many"}))
     with pytest.raises(ValueError, match="num_ids"):
-        vgae_training.run(tmp_path, outputs, settings("vgae", loss=LOSS))
+        run()
     (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": 5}))
     with pytest.raises(FileNotFoundError, match="train.pt"):
-        vgae_training.run(tmp_path, outputs, settings("vgae", loss=LOSS))
+        run()
+    with pytest.raises(ValueError, match="settings for the gat stage were given to the vgae stage"):
+        vgae_training.run(**inputs, outputs=outputs, settings=settings("gat"))
 
 
 def test_graphs_breaking_the_contract_are_rejected():
-    from kdgat.training.common import check_graphs
+    from kdgat.training.data import check_graphs
 
     graphs = toy_graphs(3, num_ids=20, seed=0)
     with pytest.raises(ValueError, match=r"train.pt: graph 0 has a CAN-ID index >= num_ids=10"):

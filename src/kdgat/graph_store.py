@@ -2,7 +2,7 @@
 
 A file holds collated tensors plus per-graph pointers (see :class:`kdgat.graphs.GraphArrays`), not pickled
 ``Data`` objects, so thousands of graphs save and load in milliseconds and load with ``weights_only=True``.
-Writes are atomic: a temporary file in the same directory is renamed over the target.
+Writes are atomic and honour the umask (kdgat.files).
 
 ``train.pt``/``val.pt``: one graph list (:func:`save_graphs`, :func:`load_graphs`).
 ``test.pt``: scenario name -> graph list (:func:`save_graph_sets`, :func:`load_graph_sets`).
@@ -10,14 +10,13 @@ Writes are atomic: a temporary file in the same directory is renamed over the ta
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from kdgat.files import save_torch
 from kdgat.graphs import GraphArrays
 
 GRAPHS_FORMAT = "kdgat-graphs/1"
@@ -40,19 +39,6 @@ def _from_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> GraphArray
     return GraphArrays(**{name: tensors[name].numpy() for name in _FIELDS})
 
 
-def _atomic_save(payload: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _load(path: str | Path, expected: str) -> dict:
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -64,7 +50,7 @@ def _load(path: str | Path, expected: str) -> dict:
 
 def save_graphs(graphs, path: str | Path) -> None:
     """Save a list of ``Data`` (or a :class:`GraphArrays`) atomically."""
-    _atomic_save({"format": GRAPHS_FORMAT, **_to_tensors(_as_arrays(graphs))}, path)
+    save_torch({"format": GRAPHS_FORMAT, **_to_tensors(_as_arrays(graphs))}, path)
 
 
 def load_graph_arrays(path: str | Path) -> GraphArrays:
@@ -80,7 +66,7 @@ def load_graphs(path: str | Path) -> list:
 def save_graph_sets(mapping: Mapping[str, object], path: str | Path) -> None:
     """Save ``{scenario: graphs}`` atomically (graphs: a list of ``Data`` or a :class:`GraphArrays`)."""
     sets = {str(name): _to_tensors(_as_arrays(graphs)) for name, graphs in mapping.items()}
-    _atomic_save({"format": GRAPH_SETS_FORMAT, "names": list(sets), "sets": sets}, path)
+    save_torch({"format": GRAPH_SETS_FORMAT, "names": list(sets), "sets": sets}, path)
 
 
 def load_graph_set_arrays(path: str | Path) -> dict[str, GraphArrays]:

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NODE_FEATURES = 11
-EDGE_FEATURES = 11
+from kdgat.chain import EDGE_FEATURES, NODE_FEATURES
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

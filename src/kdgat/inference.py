@@ -1,4 +1,4 @@
-"""Rebuild trained models from model.pt and score graphs with the VGAE → GAT → DQN fusion chain.
+"""Score graphs with the trained VGAE → GAT → DQN fusion chain (models from kdgat.model_store.load_model).
 
 `score_graphs` returns, per graph: label, vgae_error (raw mean node-feature reconstruction MSE), vgae_score (the
 error calibrated to [0, 1): 0.5 at the VGAE's validation threshold, see VGAE.calibrated_anomaly), gat_prob
@@ -14,29 +14,10 @@ import pandas as pd
 import torch
 from torch_geometric.loader import DataLoader
 
-from kdgat.models import GAT, VGAE, QNetwork, fuse
-from kdgat.training.artifacts import MODEL_FORMAT
-from kdgat.training.runtime import select_device
+from kdgat.models import GAT, VGAE, fuse
+from kdgat.runtime import select_device
 
-__all__ = ["fusion_inputs", "load_model", "score_graphs", "select_device"]
-
-_MODEL_CLASSES = {"vgae": VGAE, "gat": GAT, "dqn": QNetwork}
-
-
-def load_model(path, device="cpu") -> torch.nn.Module:
-    """The module saved by a kd_gat training stage, in eval mode on `device`."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a kd_gat model file (expected format {MODEL_FORMAT!r})")
-    kind = payload["kind"]
-    if kind not in _MODEL_CLASSES:
-        raise ValueError(f"{path}: unknown model kind {kind!r}; expected one of {sorted(_MODEL_CLASSES)}")
-    config = dict(payload["config"])
-    if kind == "vgae":
-        config["hidden_dims"] = tuple(config["hidden_dims"])
-    model = _MODEL_CLASSES[kind](**config)
-    model.load_state_dict(payload["state_dict"])
-    return model.to(select_device(device) if isinstance(device, str) else device).eval()
+__all__ = ["fusion_inputs", "score_graphs"]
 
 
 @torch.no_grad()

@@ -13,19 +13,18 @@ Outputs (the data contract the training and evaluation modules read):
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import resource
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from kdgat.can_io import CanMessages, read_can_file
+from kdgat.can.messages import CanMessages
+from kdgat.can.reader import read_can_file
+from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs
 from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, discover_layout, scenario_name  # noqa: F401 (re-exported)
@@ -62,18 +61,6 @@ def to_index(can_ids: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
     return np.where(vocabulary[clipped] == can_ids, clipped, len(vocabulary)).astype(np.int64)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _peak_memory_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
@@ -83,11 +70,27 @@ def _attack_fraction(graphs: GraphArrays) -> float:
     return round(float(graphs.y.mean()), 6) if len(graphs) else 0.0
 
 
+def group_test_files(
+    test_files: Mapping[str, Sequence[str | Path]] | Iterable[tuple[str, str | Path]],
+) -> dict[str, list[str | Path]]:
+    """``{scenario: [files]}`` from either that mapping or ``(scenario, file)`` pairs (scenarios in first-seen
+    order, files in the order given)."""
+    if isinstance(test_files, Mapping):
+        return {str(scenario): list(files) for scenario, files in test_files.items()}
+    grouped: dict[str, list[str | Path]] = {}
+    for entry in test_files:
+        if not (isinstance(entry, tuple | list) and len(entry) == 2):
+            raise ValueError(f"test files must be (scenario, file) pairs; got {entry!r}")
+        scenario, path = entry
+        grouped.setdefault(str(scenario), []).append(path)
+    return grouped
+
+
 def preprocess_dataset(
     dataset: str,
-    train_files: list[str | Path],
-    test_files: Mapping[str, list[str | Path]],
-    out_dir: str | Path,
+    train_files: Sequence[str | Path],
+    test_files: Mapping[str, Sequence[str | Path]] | Iterable[tuple[str, str | Path]],
+    out_dir: str | Path | None = None,
     *,
     fmt: str = "auto",
     bad_rows: str = "error",
@@ -99,19 +102,24 @@ def preprocess_dataset(
 ) -> dict:
     """Run the whole step; returns the metadata (also written to ``metadata.json``).
 
-    ``outputs`` may name each file (keys ``train, val, test, vocab, metadata``); by default they go to
-    ``out_dir/<key>.pt|json``.
+    ``test_files`` is ``{scenario: [files]}`` or ``[(scenario, file), ...]`` (what a Snakemake rule hands over:
+    its inputs in order, with each one's scenario). ``outputs`` names each file (keys ``train, val, test, vocab,
+    metadata``); a key it lacks goes to ``out_dir/<key>.pt|json``.
     """
     started = time.perf_counter()
+    test_files = group_test_files(test_files)
     if not train_files:
         raise ValueError(f"dataset {dataset!r}: no training files")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"preprocess.val_fraction must be in [0, 1), got {val_fraction}")
-    out_dir = Path(out_dir)
     defaults = {"train": "train.pt", "val": "val.pt", "test": "test.pt", "vocab": "vocab.json"}
     defaults["metadata"] = "metadata.json"
+    outputs = dict(outputs or {})
+    missing = [key for key in defaults if not outputs.get(key)]
+    if missing and out_dir is None:
+        raise ValueError(f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir)")
     paths = {
-        key: Path(outputs[key]) if outputs and key in outputs else out_dir / name
+        key: Path(outputs[key]) if outputs.get(key) else Path(out_dir) / name
         for key, name in defaults.items()
     }
 
@@ -173,7 +181,7 @@ def preprocess_dataset(
         "oov_index": num_ids - 1,
         "num_ids": num_ids,
     }
-    _atomic_write_text(paths["vocab"], json.dumps(vocab, indent=1) + "\n")
+    write_json(vocab, paths["vocab"], indent=1)
 
     metadata = {
         "dataset": dataset,
@@ -202,7 +210,7 @@ def preprocess_dataset(
         "wall_time_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": _peak_memory_mb(),
     }
-    _atomic_write_text(paths["metadata"], json.dumps(metadata, indent=1) + "\n")
+    write_json(metadata, paths["metadata"], indent=1)
     log.info(
         "%s: %d train, %d val graphs, test %s; %d IDs; %d bad rows skipped; %.2f s",
         dataset,

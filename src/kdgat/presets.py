@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 
+from kdgat.chain import STAGES
+
 REFERENCE_NUM_IDS = 53
 
 PRESETS: dict[str, dict[str, dict]] = {
@@ -75,8 +77,6 @@ PRESETS: dict[str, dict[str, dict]] = {
         "dqn": {"hidden": 32, "num_layers": 2, "dropout": 0.1},
     },
 }
-
-STAGES = ("vgae", "gat", "dqn")
 
 
 def resolve_preset(name: str, stage: str, custom: dict | None = None) -> dict:

@@ -21,19 +21,17 @@ Everything is deterministic for a seed.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from kdgat.can_io import CanMessages
+from kdgat.can.messages import CanMessages
+from kdgat.can.writer import write_can_file
 
 log = logging.getLogger(__name__)
 
 ATTACKS = ("none", "dos", "fuzzy", "gear", "rpm")
-WRITE_FORMATS = ("hcrl_csv", "can_4col")
 EPOCH = 1478198376.0  # a 2016 UNIX time like the HCRL captures; keeps timestamps 10.6 digits wide
 PERIODS_MS = np.array([10, 20, 50, 100, 200, 500, 1000])
 PERIOD_WEIGHTS = np.array([0.25, 0.25, 0.15, 0.2, 0.07, 0.05, 0.03])
@@ -205,44 +203,6 @@ def generate_log(
         payload=all_payload,
         label=np.concatenate(labels)[order],
     )
-
-
-def _hex_table() -> np.ndarray:
-    return np.array([f"{i:02x}" for i in range(256)], dtype=object)
-
-
-def write_can_file(messages: CanMessages, path: str | Path, fmt: str) -> None:
-    """Write ``messages`` in ``hcrl_csv`` (no header, R/T flag) or ``can_4col`` (with header) atomically."""
-    if fmt not in WRITE_FORMATS:
-        raise ValueError(f"synthetic.format must be one of {WRITE_FORMATS}, got {fmt!r}")
-    path = Path(path)
-    hex_bytes = _hex_table()[messages.payload]
-    stamps = [f"{t:.6f}" for t in messages.timestamp.tolist()]
-    dlcs = messages.dlc.tolist()
-    if fmt == "hcrl_csv":
-        ids = [f"{i:04x}" for i in messages.can_id.tolist()]
-        flags = np.where(messages.label.astype(bool), "T", "R").tolist()
-        rows = hex_bytes.tolist()
-        lines = [
-            ",".join([stamp, cid, str(d), *row[:d], flag])
-            for stamp, cid, d, row, flag in zip(stamps, ids, dlcs, rows, flags, strict=True)
-        ]
-    else:
-        ids = [f"{i:03x}" for i in messages.can_id.tolist()]
-        data = ["".join(row[:d]) for row, d in zip(hex_bytes.tolist(), dlcs, strict=True)]
-        labels = messages.label.tolist()
-        lines = ["timestamp,arbitration_id,data_field,attack"]
-        lines += [f"{s},{i},{d},{a}" for s, i, d, a in zip(stamps, ids, data, labels, strict=True)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="\n") as stream:
-            stream.write("\n".join(lines))
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def file_name(entry: Mapping, fmt: str) -> str:

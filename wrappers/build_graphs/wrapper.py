@@ -4,7 +4,6 @@ __author__ = "snakemake-gpu-catalog"
 __license__ = "MIT"
 
 import logging
-from pathlib import Path
 
 from kdgat.preprocess import preprocess_dataset
 
@@ -15,25 +14,20 @@ logging.basicConfig(
     force=True,
 )
 params = snakemake.params
-outputs = {key: snakemake.output.get(key) for key in ("train", "val", "test", "vocab", "metadata")}
-test_files: dict[str, list[str]] = {}
-for scenario, path in zip(
-    params.get("test_scenario_of_file", []), snakemake.input.get("test", []), strict=True
-):
-    test_files.setdefault(scenario, []).append(path)
 try:
     preprocess_dataset(
         dataset=params.get("dataset", "dataset"),
         train_files=list(snakemake.input.get("train", [])),
-        test_files=test_files,
-        out_dir=Path(outputs["train"]).parent,
+        test_files=list(
+            zip(params.get("test_scenario_of_file", []), snakemake.input.get("test", []), strict=True)
+        ),
         fmt=params.get("format", "auto"),
         bad_rows=params.get("bad_rows", "error"),
         window_size=int(params.get("window_size", 100)),
         stride=int(params.get("stride", 100)),
         val_fraction=float(params.get("val_fraction", 0.2)),
         seed=int(params.get("seed", 42)),
-        outputs=outputs,
+        outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")},
     )
 except Exception:
     logging.getLogger("build_graphs").exception("preprocessing %s failed", params.get("dataset"))

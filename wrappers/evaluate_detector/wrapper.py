@@ -2,7 +2,7 @@
 
 import logging
 
-from kdgat.evaluation import EVALUATION_OUTPUTS, evaluate_files
+from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
 
 logging.basicConfig(
     filename=snakemake.log[0],

@@ -2,7 +2,7 @@
 
 import logging
 
-from kdgat.evaluation import summarize_files
+from kdgat.evaluation.run import summarize_files
 
 logging.basicConfig(
     filename=snakemake.log[0],
@@ -12,18 +12,13 @@ logging.basicConfig(
     force=True,
 )
 try:
-    histories = snakemake.input.get("history", [])
-    history_keys = snakemake.params.get("history_keys", [])
-    if len(histories) != len(history_keys):
-        raise ValueError(
-            f"params.history_keys ({len(history_keys)}) must name every input.history ({len(histories)})"
-        )
     summarize_files(
         metrics=list(snakemake.input.metrics),
         csv=snakemake.output.csv,
         markdown=snakemake.output.markdown,
         chart=snakemake.output.chart,
-        histories=dict(zip(history_keys, histories, strict=True)),
+        histories=snakemake.input.get("history", []),
+        history_keys=snakemake.params.get("history_keys", []),
         curves=snakemake.output.get("curves"),
         title=snakemake.params.get("title", ""),
     )

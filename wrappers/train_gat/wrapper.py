@@ -1,7 +1,6 @@
 """Train the GAT stage of KD-GAT (VGAE-driven curriculum, optional distillation from a teacher GAT)."""
 
 import logging
-from pathlib import Path
 
 from kdgat.training import gat
 
@@ -10,16 +9,14 @@ logging.basicConfig(
 )
 try:
     gat.run(
-        graph_dir=Path(snakemake.input.train).parent,
-        outputs={
-            "model": snakemake.output.model,
-            "metrics": snakemake.output.metrics,
-            "history": snakemake.output.history,
-            "checkpoint": snakemake.params.get("checkpoint"),
-        },
+        train=snakemake.input.train,
+        val=snakemake.input.val,
+        metadata=snakemake.input.metadata,
+        vgae=snakemake.input.get("vgae"),
+        teacher=snakemake.input.get("teacher"),
         settings=snakemake.params.settings,
-        vgae_model=snakemake.input.get("vgae"),
-        teacher_model=snakemake.input.get("teacher"),
+        checkpoint=snakemake.params.get("checkpoint"),
+        outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )
 except Exception:

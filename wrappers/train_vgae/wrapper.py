@@ -1,7 +1,6 @@
 """Train the VGAE stage of KD-GAT (optionally distilled from a teacher VGAE) on preprocessed CAN graphs."""
 
 import logging
-from pathlib import Path
 
 from kdgat.training import vgae
 
@@ -10,15 +9,13 @@ logging.basicConfig(
 )
 try:
     vgae.run(
-        graph_dir=Path(snakemake.input.train).parent,
-        outputs={
-            "model": snakemake.output.model,
-            "metrics": snakemake.output.metrics,
-            "history": snakemake.output.history,
-            "checkpoint": snakemake.params.get("checkpoint"),
-        },
+        train=snakemake.input.train,
+        val=snakemake.input.val,
+        metadata=snakemake.input.metadata,
+        teacher=snakemake.input.get("teacher"),
         settings=snakemake.params.settings,
-        teacher_model=snakemake.input.get("teacher"),
+        checkpoint=snakemake.params.get("checkpoint"),
+        outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )
 except Exception:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdgat.chain import DECISION_THRESHOLD
+
 NUM_ACTIONS = 21
-STATE_DIM = 15  # 8 VGAE features + 7 GAT features, see kdgat.fusion_state
+STATE_DIM = 15  # 8 VGAE features + 7 GAT features, see kdgat.inference.fusion_inputs
 
 
 def alphas(device=None) -> torch.Tensor:
@@ -18,7 +20,7 @@ def fuse(actions: torch.Tensor, anomaly: torch.Tensor, p_attack: torch.Tensor):
     """(α, fused score, prediction) for action indices; the prediction is always fused score > 0.5."""
     alpha = alphas(anomaly.device)[actions]
     score = (1.0 - alpha) * anomaly + alpha * p_attack
-    return alpha, score, (score > 0.5).long()
+    return alpha, score, (score > DECISION_THRESHOLD).long()
 
 
 class QNetwork(nn.Module):
@@ -49,5 +51,5 @@ def fusion_reward(actions, anomaly, p_attack, labels) -> torch.Tensor:
     [−0.5, 0.5] so that confidently right beats barely right."""
     _, score, prediction = fuse(actions, anomaly, p_attack)
     correct = (prediction == labels).float()
-    margin = (score - 0.5) * (2.0 * labels.float() - 1.0)
+    margin = (score - DECISION_THRESHOLD) * (2.0 * labels.float() - 1.0)
     return 2.0 * correct - 1.0 + margin

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,9 +11,10 @@ from torch import nn
 from torch_geometric.nn import GATConv
 from torch_geometric.utils import scatter
 
-# Node feature layout (see kdgat.graph_store): column 0 is the CAN-ID index, the rest are continuous in [0, 1].
+from kdgat.chain import NODE_FEATURES as NUM_NODE_FEATURES
+
+# Node feature layout (see kdgat.graphs): column 0 is the CAN-ID index, the rest are continuous in [0, 1].
 ID_COLUMN = 0
-NUM_NODE_FEATURES = 11
 
 
 def neighbour_multi_hot(edge_index: torch.Tensor, can_ids: torch.Tensor, num_ids: int) -> torch.Tensor:
@@ -31,7 +33,7 @@ class VGAE(nn.Module):
         self,
         num_ids: int,
         embedding_dim: int = 8,
-        hidden_dims: tuple[int, ...] = (64, 32),
+        hidden_dims: Sequence[int] = (64, 32),
         latent_dim: int = 16,
         heads: int = 1,
         dropout: float = 0.1,

@@ -14,28 +14,36 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdgat.chain import DECISION_THRESHOLD
 from kdgat.distillation import freeze, q_value_kd_loss
+from kdgat.inference import fusion_inputs
+from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
-from kdgat.training.common import (
+from kdgat.runtime import seed_everything
+from kdgat.training.data import load_graph_file, load_num_ids
+from kdgat.training.loop import LoopSettings, fingerprint, fit
+from kdgat.training.settings import StageSettings
+from kdgat.training.stage import (
     StageBase,
     base_metrics,
-    load_num_ids,
-    load_split,
-    prepare_settings,
+    prepare_job,
     resolve_device,
     validation_metrics,
     write_outputs,
 )
-from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.runtime import seed_everything
 
 log = logging.getLogger("kdgat.training")
+
+# Graphs per forward pass when the fusion inputs are computed (inference only: no effect on the result).
+INFERENCE_BATCH_SIZE = 256
 
 
 class ReplayBuffer:
@@ -104,15 +112,15 @@ class DQNStage(StageBase):
         self.target = copy.deepcopy(self.model).eval()
         for parameter in self.target.parameters():
             parameter.requires_grad_(False)
-        self.rl = settings["dqn"]
-        self.episodes = int(self.training["epochs"])
+        self.rl = settings.dqn
+        self.episodes = int(self.training.epochs)
         self.train_inputs = {k: v.to(device) for k, v in train_inputs.items()}
         self.val_inputs = {k: v.to(device) for k, v in val_inputs.items()}
         self.teacher = freeze(teacher.to(device)) if teacher is not None else None
-        self.distillation = settings.get("distillation")
+        self.distillation = settings.distillation
         if self.teacher is not None and "teacher_state" not in self.train_inputs:
             raise ValueError("DQN distillation needs the teacher's states (teacher VGAE and GAT)")
-        self.buffer = ReplayBuffer(int(self.rl["buffer_size"]))
+        self.buffer = ReplayBuffer(int(self.rl.buffer_size))
         self.updates = 0
         labels = self.train_inputs["label"].cpu()
         self.attack_rows = torch.nonzero(labels == 1).view(-1)
@@ -157,8 +165,8 @@ class DQNStage(StageBase):
 
     def train_epoch(self, epoch: int) -> dict:
         data = self.train_inputs
-        steps = int(self.rl["steps_per_episode"])
-        epsilon = epsilon_at(epoch, self.episodes, float(self.rl["eps_start"]), float(self.rl["eps_end"]))
+        steps = int(self.rl.steps_per_episode)
+        epsilon = epsilon_at(epoch, self.episodes, float(self.rl.eps_start), float(self.rl.eps_end))
         rows = self.episode_rows(steps)
         actions = self.act(data["state"][rows.to(self.device)], epsilon)
         d_rows = rows.to(self.device)
@@ -171,10 +179,10 @@ class DQNStage(StageBase):
         self.buffer.push(rows, actions, rewards, next_rows, done)
 
         self.model.train()
-        batch_size = int(self.rl["batch_size"])
+        batch_size = int(self.rl.batch_size)
         totals: dict[str, float] = {}
         updates = 0
-        for _ in range(int(self.rl["updates_per_episode"])):
+        for _ in range(int(self.rl.updates_per_episode)):
             if self.buffer.size < batch_size:
                 break
             index, action, reward, next_index, finished = (
@@ -183,18 +191,18 @@ class DQNStage(StageBase):
             q_all = self.model(data["state"][index])
             q_taken = q_all.gather(1, action.view(-1, 1)).squeeze(1)
             targets = double_dqn_targets(
-                self.model, self.target, data["state"][next_index], reward, finished, float(self.rl["gamma"])
+                self.model, self.target, data["state"][next_index], reward, finished, float(self.rl.gamma)
             )
             td = F.smooth_l1_loss(q_taken, targets)
             parts = {"loss": td}
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_q = self.teacher(data["teacher_state"][index])
-                parts = q_value_kd_loss(q_all, teacher_q, td, alpha=float(self.distillation["alpha"]))
+                parts = q_value_kd_loss(q_all, teacher_q, td, alpha=float(self.distillation.alpha))
             self.step(parts["loss"])
             self.updates += 1
             updates += 1
-            if self.updates % int(self.rl["target_update"]) == 0:
+            if self.updates % int(self.rl.target_update) == 0:
                 self.target.load_state_dict(self.model.state_dict())
             for name, value in parts.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
@@ -228,31 +236,36 @@ def standardise_states(model: QNetwork, states: torch.Tensor) -> None:
 
 
 def train(
-    train_inputs: dict, val_inputs: dict, settings: dict, checkpoint=None, teacher: QNetwork | None = None
+    train_inputs: dict,
+    val_inputs: dict,
+    settings: StageSettings | Mapping,
+    checkpoint=None,
+    teacher: QNetwork | None = None,
 ):
     """Train the fusion agent on precomputed fusion inputs (kdgat.inference.fusion_inputs)."""
     started = time.perf_counter()
-    seed_everything(int(settings["seed"]))
+    settings = StageSettings.from_dict(settings)
+    seed_everything(int(settings.seed))
     device = resolve_device(settings)
-    model_config = dict(settings["model"])
+    model_config = dict(settings.model)
     model = QNetwork(**model_config)
     standardise_states(model, train_inputs["state"])
     stage = DQNStage(model, train_inputs, val_inputs, settings, device, teacher)
     loop = LoopSettings(
-        epochs=int(settings["training"]["epochs"]),
-        patience=int(settings["training"]["patience"]),
+        epochs=int(settings.training.epochs),
+        patience=int(settings.training.patience),
         checkpoint=checkpoint,
-        name=f"dqn[{settings.get('variant', '?')}]",
+        name=f"dqn[{settings.variant}]",
     )
     fp_inputs = {
         k: float(v.double().sum()) for k, v in train_inputs.items()
     }  # resume only on the same inputs
-    result = fit(stage, loop, fingerprint({"stage": "dqn", **settings, "inputs": fp_inputs}))
+    result = fit(stage, loop, fingerprint({**settings.as_dict(), "inputs": fp_inputs}))
     out = stage.policy(stage.val_inputs)
     labels = stage.val_inputs["label"].cpu().numpy()
-    metrics = base_metrics("dqn", settings, model, result, started, device)
+    metrics = base_metrics(settings, model, result, started, device)
     metrics |= validation_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
-    gat_pred = (stage.val_inputs["p_attack"] > 0.5).long().cpu().numpy()
+    gat_pred = (stage.val_inputs["p_attack"] > DECISION_THRESHOLD).long().cpu().numpy()
     metrics |= {
         "val_reward": float(out["reward"].mean()),
         "val_alpha_mean": float(out["alpha"].mean()),
@@ -264,35 +277,43 @@ def train(
     return model.cpu(), result, metrics, model_config
 
 
+_train = train  # run() has a keyword argument named `train` (the train.pt file)
+
+
 def run(
-    graph_dir,
-    outputs: dict,
-    settings: dict,
-    vgae_model,
-    gat_model,
-    teacher_models: dict | None = None,
+    *,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    metadata: str | os.PathLike,
+    settings: StageSettings | Mapping,
+    outputs: Mapping[str, str | os.PathLike],
+    vgae: str | os.PathLike,
+    gat: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    teacher_dqn: str | os.PathLike | None = None,
+    teacher_vgae: str | os.PathLike | None = None,
+    teacher_gat: str | os.PathLike | None = None,
     threads: int | None = None,
 ) -> dict:
-    """File-level entry point for the train_dqn wrapper. teacher_models: {"dqn", "vgae", "gat"} paths (KD only)."""
-    from kdgat.inference import fusion_inputs, load_model
-
-    settings = prepare_settings(settings, "dqn", threads)
-    load_num_ids(graph_dir)  # validates the metadata early
-    train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")
-    batch_size = int(settings["training"].get("inference_batch_size", 256))
+    """File-level entry point (the train_dqn wrapper). ``vgae``/``gat``: the same variant's model.pt files whose
+    outputs the agent fuses; ``teacher_*``: the teacher's three model.pt files (student_kd, all or none)."""
+    settings = prepare_job(settings, "dqn", outputs, threads)
+    teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
+    if any(teachers.values()) and not all(teachers.values()):
+        missing = [name for name, path in teachers.items() if not path]
+        raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
+    load_num_ids(metadata)  # validates the metadata early
+    train_graphs, val_graphs = load_graph_file(train), load_graph_file(val)
     device = resolve_device(settings)
-    vgae, gat = load_model(vgae_model), load_model(gat_model)
-    train_inputs = fusion_inputs(vgae, gat, train_graphs, batch_size, device)
-    val_inputs = fusion_inputs(vgae, gat, val_graphs, batch_size, device)
+    vgae_model, gat_model = load_model(vgae), load_model(gat)
+    train_inputs = fusion_inputs(vgae_model, gat_model, train_graphs, INFERENCE_BATCH_SIZE, device)
+    val_inputs = fusion_inputs(vgae_model, gat_model, val_graphs, INFERENCE_BATCH_SIZE, device)
     teacher = None
-    if teacher_models:
-        teacher = load_model(teacher_models["dqn"])
-        teacher_vgae, teacher_gat = load_model(teacher_models["vgae"]), load_model(teacher_models["gat"])
+    if teacher_dqn:
+        teacher = load_model(teacher_dqn)
         train_inputs["teacher_state"] = fusion_inputs(
-            teacher_vgae, teacher_gat, train_graphs, batch_size, device
+            load_model(teacher_vgae), load_model(teacher_gat), train_graphs, INFERENCE_BATCH_SIZE, device
         )["state"]
-    model, result, metrics, model_config = train(
-        train_inputs, val_inputs, settings, outputs.get("checkpoint"), teacher
-    )
-    write_outputs(outputs, model, "dqn", model_config, result, metrics, variant=settings.get("variant"))
+    model, result, metrics, model_config = _train(train_inputs, val_inputs, settings, checkpoint, teacher)
+    write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
     return metrics

@@ -9,30 +9,31 @@ validation split.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdgat.chain import DECISION_THRESHOLD
 from kdgat.curriculum import Curriculum
 from kdgat.distillation import freeze, gat_kd_loss
+from kdgat.model_store import load_model
 from kdgat.models import GAT
-from kdgat.training.common import (
+from kdgat.runtime import autocast, seed_everything
+from kdgat.training.data import labels_of, load_training_data, make_loader
+from kdgat.training.loop import LoopSettings, fingerprint, fit
+from kdgat.training.settings import StageSettings
+from kdgat.training.stage import (
     StageBase,
     base_metrics,
-    check_graphs,
-    labels_of,
-    load_num_ids,
-    load_split,
-    make_loader,
-    prepare_settings,
+    prepare_job,
     resolve_device,
     validation_metrics,
     write_outputs,
 )
-from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.runtime import autocast, seed_everything
 from kdgat.training.vgae import graph_errors
 
 log = logging.getLogger("kdgat.training")
@@ -58,8 +59,8 @@ class GATStage(StageBase):
     ):
         super().__init__(model, settings, device)
         self.teacher = freeze(teacher.to(device)) if teacher is not None else None
-        self.distillation = settings.get("distillation")
-        self.batch_size = int(self.training["batch_size"])
+        self.distillation = settings.distillation
+        self.batch_size = int(self.training.batch_size)
         self.train_graphs = list(train_graphs)
         self.train_labels = labels_of(self.train_graphs)
         self.val_graphs = list(val_graphs)
@@ -92,8 +93,8 @@ class GATStage(StageBase):
                         logits,
                         teacher_logits,
                         labels,
-                        temperature=float(self.distillation["temperature"]),
-                        alpha=float(self.distillation["alpha"]),
+                        temperature=float(self.distillation.temperature),
+                        alpha=float(self.distillation.alpha),
                     )
                 else:
                     parts = {"loss": F.cross_entropy(logits, labels)}
@@ -120,64 +121,75 @@ class GATStage(StageBase):
 
     def validate(self) -> dict:
         probs, loss = self.predict(self.val_graphs)
-        return {"val_loss": loss} | validation_metrics(self.val_labels, (probs > 0.5).astype(int), probs)
+        return {"val_loss": loss} | validation_metrics(
+            self.val_labels, (probs > DECISION_THRESHOLD).astype(int), probs
+        )
 
 
 def train(
     train_graphs,
     val_graphs,
     num_ids: int,
-    settings: dict,
+    settings: StageSettings | Mapping,
     checkpoint=None,
     teacher: GAT | None = None,
     vgae=None,
 ):
     """Train a GAT; `vgae` (same variant) drives the curriculum when kd_gat.curriculum.enabled."""
     started = time.perf_counter()
-    seed_everything(int(settings["seed"]))
+    settings = StageSettings.from_dict(settings)
+    seed_everything(int(settings.seed))
     device = resolve_device(settings)
-    model_config = {"num_ids": num_ids, **settings["model"]}
+    model_config = {"num_ids": num_ids, **settings.model}
     model = GAT(**model_config)
     curriculum, difficulty = None, None
-    curriculum_settings = settings.get("curriculum") or {}
-    if curriculum_settings.get("enabled", False):
+    if settings.curriculum is not None and settings.curriculum.enabled:
         if vgae is None:
             raise ValueError("the GAT curriculum needs the trained VGAE of the same variant")
-        options = {k: v for k, v in curriculum_settings.items() if k != "enabled"}
         curriculum = Curriculum(
-            epochs=int(settings["training"]["epochs"]), seed=int(settings["seed"]), **options
+            epochs=int(settings.training.epochs), seed=int(settings.seed), **settings.curriculum.schedule()
         )
-        difficulty = difficulty_scores(vgae, train_graphs, int(settings["training"]["batch_size"]), device)
+        difficulty = difficulty_scores(vgae, train_graphs, int(settings.training.batch_size), device)
     stage = GATStage(model, train_graphs, val_graphs, settings, device, teacher, curriculum, difficulty)
     loop = LoopSettings(
-        epochs=int(settings["training"]["epochs"]),
-        patience=int(settings["training"]["patience"]),
+        epochs=int(settings.training.epochs),
+        patience=int(settings.training.patience),
         checkpoint=checkpoint,
-        name=f"gat[{settings.get('variant', '?')}]",
+        name=f"gat[{settings.variant}]",
     )
-    result = fit(stage, loop, fingerprint({"stage": "gat", **settings, "num_ids": num_ids}))
+    result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
     probs, loss = stage.predict(stage.val_graphs)
-    metrics = base_metrics("gat", settings, model, result, started, device)
-    metrics |= {"val_loss": loss} | validation_metrics(stage.val_labels, (probs > 0.5).astype(int), probs)
+    metrics = base_metrics(settings, model, result, started, device)
+    metrics |= {"val_loss": loss} | validation_metrics(
+        stage.val_labels, (probs > DECISION_THRESHOLD).astype(int), probs
+    )
     metrics["curriculum"] = curriculum is not None
     return model.cpu(), result, metrics, model_config
 
 
-def run(
-    graph_dir, outputs: dict, settings: dict, vgae_model=None, teacher_model=None, threads: int | None = None
-) -> dict:
-    """File-level entry point for the train_gat wrapper."""
-    from kdgat.inference import load_model
+_train = train  # run() has a keyword argument named `train` (the train.pt file)
 
-    settings = prepare_settings(settings, "gat", threads)
-    num_ids = load_num_ids(graph_dir)
-    train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")
-    check_graphs(train_graphs, num_ids, f"{graph_dir}/train.pt")
-    check_graphs(val_graphs, num_ids, f"{graph_dir}/val.pt")
-    vgae = load_model(vgae_model) if vgae_model else None
-    teacher = load_model(teacher_model) if teacher_model else None
-    model, result, metrics, model_config = train(
-        train_graphs, val_graphs, num_ids, settings, outputs.get("checkpoint"), teacher, vgae
+
+def run(
+    *,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    metadata: str | os.PathLike,
+    settings: StageSettings | Mapping,
+    outputs: Mapping[str, str | os.PathLike],
+    checkpoint: str | os.PathLike | None = None,
+    vgae: str | os.PathLike | None = None,
+    teacher: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> dict:
+    """File-level entry point (the train_gat wrapper). ``vgae``: the same variant's VGAE model.pt (needed for the
+    curriculum); ``teacher``: the teacher's GAT model.pt (student_kd)."""
+    settings = prepare_job(settings, "gat", outputs, threads)
+    train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
+    vgae_model = load_model(vgae) if vgae else None
+    teacher_model = load_model(teacher) if teacher else None
+    model, result, metrics, model_config = _train(
+        train_graphs, val_graphs, num_ids, settings, checkpoint, teacher_model, vgae_model
     )
-    write_outputs(outputs, model, "gat", model_config, result, metrics, variant=settings.get("variant"))
+    write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
     return metrics

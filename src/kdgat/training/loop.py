@@ -19,8 +19,8 @@ from typing import Protocol
 
 import torch
 
-from kdgat.training.artifacts import save_torch
-from kdgat.training.runtime import restore_rng_state, rng_state
+from kdgat.files import save_torch
+from kdgat.runtime import restore_rng_state, rng_state
 
 log = logging.getLogger("kdgat.training")
 

@@ -9,32 +9,33 @@ With a teacher (student_kd): α·(½·MSE(proj(z_s), z_t) + ½·MSE(recon_s, rec
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
 from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
+from kdgat.model_store import load_model
 from kdgat.models import VGAE
 from kdgat.models.vgae import vgae_loss
-from kdgat.training.common import (
+from kdgat.runtime import autocast, seed_everything
+from kdgat.training.data import labels_of, load_training_data, make_loader
+from kdgat.training.loop import LoopSettings, fingerprint, fit
+from kdgat.training.settings import StageSettings
+from kdgat.training.stage import (
     StageBase,
     auc_or_nan,
     base_metrics,
-    check_graphs,
-    labels_of,
-    load_num_ids,
-    load_split,
-    make_loader,
-    prepare_settings,
+    prepare_job,
     resolve_device,
     validation_metrics,
     write_outputs,
 )
-from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.runtime import autocast, seed_everything
 
 log = logging.getLogger("kdgat.training")
 
@@ -75,9 +76,9 @@ class VGAEStage(StageBase):
             self.projection = LatentProjection(model.latent_dim, self.teacher.latent_dim).to(device)
         extra = list(self.projection.parameters()) if self.projection is not None else []
         super().__init__(model, settings, device, extra_parameters=extra)
-        self.loss_weights = settings["loss"]
-        self.distillation = settings.get("distillation")
-        self.batch_size = int(self.training["batch_size"])
+        self.loss_weights = dataclasses.asdict(settings.loss)
+        self.distillation = settings.distillation
+        self.batch_size = int(self.training.batch_size)
         self.train_graphs = [g for g in train_graphs if int(g.y.view(-1)[0]) == 0]
         if not self.train_graphs:
             raise ValueError("VGAE training needs normal (y = 0) training graphs; the train split has none")
@@ -112,7 +113,7 @@ class VGAEStage(StageBase):
                         out["features"],
                         target["features"],
                         parts["loss"],
-                        alpha=float(self.distillation["alpha"]),
+                        alpha=float(self.distillation.alpha),
                     )
                     parts = {**parts, "task_loss": parts["loss"], "kd": kd["kd"], "loss": kd["loss"]}
             self.step(parts["loss"])
@@ -137,29 +138,34 @@ class VGAEStage(StageBase):
 
 
 def train(
-    train_graphs, val_graphs, num_ids: int, settings: dict, checkpoint=None, teacher: VGAE | None = None
+    train_graphs,
+    val_graphs,
+    num_ids: int,
+    settings: StageSettings | Mapping,
+    checkpoint=None,
+    teacher: VGAE | None = None,
 ):
-    """Train a VGAE and calibrate its threshold; returns (model, fit result, metrics)."""
+    """Train a VGAE and calibrate its threshold; returns (model, fit result, metrics, model arguments)."""
     started = time.perf_counter()
-    seed_everything(int(settings["seed"]))
+    settings = StageSettings.from_dict(settings)
+    seed_everything(int(settings.seed))
     device = resolve_device(settings)
-    model_config = {"num_ids": num_ids, **settings["model"]}
-    model_config["hidden_dims"] = tuple(model_config["hidden_dims"])
+    model_config = {"num_ids": num_ids, **settings.model}
     model = VGAE(**model_config)
     stage = VGAEStage(model, train_graphs, val_graphs, settings, device, teacher=teacher)
     loop = LoopSettings(
-        epochs=int(settings["training"]["epochs"]),
-        patience=int(settings["training"]["patience"]),
+        epochs=int(settings.training.epochs),
+        patience=int(settings.training.patience),
         checkpoint=checkpoint,
-        name=f"vgae[{settings.get('variant', '?')}]",
+        name=f"vgae[{settings.variant}]",
     )
-    result = fit(stage, loop, fingerprint({"stage": "vgae", **settings, "num_ids": num_ids}))
+    result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
 
     errors = graph_errors(model, stage.val_graphs, stage.batch_size, device)["feature_mse"]
     threshold, method = fit_threshold(errors, stage.val_labels)
     model.anomaly_threshold.fill_(threshold)
     predictions = (errors > threshold).astype(int)
-    metrics = base_metrics("vgae", settings, model, result, started, device)
+    metrics = base_metrics(settings, model, result, started, device)
     metrics |= validation_metrics(stage.val_labels, predictions, errors)
     metrics |= {
         "anomaly_threshold": threshold,
@@ -170,18 +176,27 @@ def train(
     return model.cpu(), result, metrics, model_config
 
 
-def run(graph_dir, outputs: dict, settings: dict, teacher_model=None, threads: int | None = None) -> dict:
-    """File-level entry point for the train_vgae wrapper; `outputs` has model, metrics, history, checkpoint."""
-    from kdgat.inference import load_model
+_train = train  # run() has a keyword argument named `train` (the train.pt file)
 
-    settings = prepare_settings(settings, "vgae", threads)
-    num_ids = load_num_ids(graph_dir)
-    train_graphs, val_graphs = load_split(graph_dir, "train"), load_split(graph_dir, "val")
-    check_graphs(train_graphs, num_ids, f"{graph_dir}/train.pt")
-    check_graphs(val_graphs, num_ids, f"{graph_dir}/val.pt")
-    teacher = load_model(teacher_model) if teacher_model else None
-    model, result, metrics, model_config = train(
-        train_graphs, val_graphs, num_ids, settings, outputs.get("checkpoint"), teacher
+
+def run(
+    *,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    metadata: str | os.PathLike,
+    settings: StageSettings | Mapping,
+    outputs: Mapping[str, str | os.PathLike],
+    checkpoint: str | os.PathLike | None = None,
+    teacher: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> dict:
+    """File-level entry point (the train_vgae wrapper): the preprocess files in, ``outputs`` model, metrics and
+    history out. ``teacher``: the teacher's VGAE model.pt (student_kd); ``checkpoint``: where to resume from."""
+    settings = prepare_job(settings, "vgae", outputs, threads)
+    train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
+    teacher_model = load_model(teacher) if teacher else None
+    model, result, metrics, model_config = _train(
+        train_graphs, val_graphs, num_ids, settings, checkpoint, teacher_model
     )
-    write_outputs(outputs, model, "vgae", model_config, result, metrics, variant=settings.get("variant"))
+    write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
     return metrics

@@ -1,12 +1,14 @@
-# Helpers of the evaluation module: which datasets and variants to evaluate, where the wrappers are.
+# Helpers of the evaluation module: which datasets and variants to evaluate and where their inputs are.
 import os
 import re
 import sys
 from pathlib import Path
 
+from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
+
 EVALUATION = config["evaluation"]
-ALL_VARIANTS = ["teacher", "student_kd", "student"]
-STAGES = ["vgae", "gat", "dqn"]
+# The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
+DATA = config.get("kd_gat", {}).get("data_prefix", "results/preprocess").rstrip("/")
 
 
 def configured_datasets():
@@ -23,7 +25,7 @@ def configured_variants():
     unknown = sorted(set(variants) - set(ALL_VARIANTS))
     if unknown:
         raise ValueError(
-            f"config key 'kd_gat.variants' has unknown variants {unknown}; expected {ALL_VARIANTS}"
+            f"config key 'kd_gat.variants' has unknown variants {unknown}; expected {list(ALL_VARIANTS)}"
         )
     return [v for v in ALL_VARIANTS if v in variants]
 

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pandas as pd
+from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS
+from kdgat.training.settings import StageSettings
 from snakemake.utils import Paramspace
 
 KD = config["kd_gat"]
-ALL_VARIANTS = ["teacher", "student_kd", "student"]
-STAGES = ["vgae", "gat", "dqn"]
 DATASETS = list(config.get("datasets") or {})
 if not DATASETS:
     raise ValueError(
@@ -39,29 +39,8 @@ OUTPUT_FILES = {"model": "pt", "metrics": "json", "history": "csv"}
 
 
 def settings(stage, variant, overrides=None):
-    """What the training wrapper gets: the preset name (resolved in the job) and the stage's settings."""
-    preset = KD["teacher_preset"] if variant == "teacher" else KD["student_preset"]
-    stage_settings = {
-        "seed": KD["seed"],
-        "device": KD["device"],
-        "variant": variant,
-        "preset": preset,
-        "presets": KD["presets"],
-        "training": dict(KD["training"][stage]),
-        "distillation": dict(KD["distillation"]) if variant == "student_kd" else None,
-    }
-    if stage == "vgae":
-        stage_settings["loss"] = dict(KD["vgae_loss"])
-    if stage == "gat":
-        stage_settings["curriculum"] = dict(KD["curriculum"])
-    if stage == "dqn":
-        stage_settings["dqn"] = dict(KD["dqn"])
-    if overrides:
-        # Paramspace.instance returns numpy scalars: plain Python values keep params comparable and picklable.
-        stage_settings["overrides"] = {
-            k: v.item() if hasattr(v, "item") else v for k, v in overrides.items()
-        }
-    return stage_settings
+    """What the training job gets: only the settings of this stage and variant, typed and checked by the library."""
+    return StageSettings.from_config(KD, stage, variant, overrides).as_dict()
 
 
 def mem_mb(wildcards, attempt):

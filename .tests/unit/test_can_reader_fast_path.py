@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdgat import can_io
-from kdgat.can_io import CanFormatError, read_can_file
+from kdgat.can import reader
+from kdgat.can.messages import CanFormatError
+from kdgat.can.reader import read_can_file
 
 HEADER = "timestamp,arbitration_id,data_field,attack\n"
 
@@ -30,7 +31,7 @@ def test_fast_and_exact_paths_agree(tmp_path, monkeypatch):
     path = tmp_path / "log.csv"
     path.write_text(HEADER + "\n".join(lines) + "\n")
     fast = read_can_file(path)
-    monkeypatch.setattr(can_io, "_fast_parse", lambda *args: None)
+    monkeypatch.setattr(reader, "_fast_parse", lambda *args: None)
     exact = read_can_file(path)
     for name in ("timestamp", "can_id", "dlc", "payload", "label"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(exact, name), err_msg=name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdgat.can_io import CanFormatError, detect_format, read_can_file
+from kdgat.can.messages import CanFormatError
+from kdgat.can.reader import detect_format, read_can_file
 
 HCRL_CSV = """\
 1478198376.389427,0316,8,05,21,68,09,21,21,00,6f,R

@@ -1,0 +1,168 @@
+"""kdgat writes every output through kdgat.files: atomically and readable as the umask allows (0644 under umask 022,
+0640 under 027), so a project group on a shared HPC directory can read the results."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from testkit import REPO
+
+from kdgat import files
+from kdgat.can.writer import write_can_file
+from kdgat.evaluation.plots import plot_size_f1
+from kdgat.evaluation.stash import ResultStash
+from kdgat.graph_store import save_graph_sets, save_graphs
+from kdgat.model_store import save_model
+from kdgat.models import QNetwork
+from kdgat.preprocess import preprocess_dataset
+from kdgat.synthetic import generate_file
+from kdgat.testing import toy_graphs
+from kdgat.training.loop import LoopSettings, fit
+from kdgat.training.settings import StageSettings
+from kdgat.training.stage import write_outputs
+
+SYNTHETIC = {
+    "seed": 3,
+    "num_ids": 25,
+    "burst_s": [0.05, 0.1],
+    "gap_s": [0.1, 0.2],
+    "files": [{"split": "train_01", "name": "dos", "attack": "dos", "duration_s": 0.5}],
+}
+
+
+@pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
+def umask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+class _TinyStage:
+    """The smallest object the epoch loop trains: enough to make it write its resume checkpoint."""
+
+    def __init__(self):
+        self.model = torch.nn.Linear(2, 1)
+        self.loader_generator = torch.Generator().manual_seed(0)
+
+    def train_epoch(self, epoch):
+        return {"graphs": 1}
+
+    def validate(self):
+        return {"val_loss": 1.0}
+
+    def state_dict(self):
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+
+
+def write_every_kind_of_output(root: Path) -> list[Path]:
+    """One output of each kind kdgat writes, through the functions the pipeline uses."""
+    written = []
+    log = root / "can" / "train_01" / "dos.csv"
+    generate_file(SYNTHETIC, 0, log)  # a CAN log (synthetic generator -> can.writer)
+    messages_4col = root / "can" / "log_4col.csv"
+    from kdgat.can.reader import read_can_file
+
+    write_can_file(read_can_file(log), messages_4col, "can_4col")
+    written += [log, messages_4col]
+    outputs = {key: root / "pre" / name for key, name in [("train", "train.pt"), ("val", "val.pt"),
+               ("test", "test.pt"), ("vocab", "vocab.json"), ("metadata", "metadata.json")]}  # fmt: skip
+    preprocess_dataset("d", [log], {"dos": [log]}, root / "pre", window_size=20, stride=20, outputs=outputs)
+    written += list(outputs.values())  # graphs, vocabulary, metadata
+    graphs = toy_graphs(4, num_ids=20, seed=0)
+    save_graphs(graphs, root / "graphs" / "train.pt")
+    save_graph_sets({"dos": graphs}, root / "graphs" / "test.pt")
+    written += [root / "graphs" / "train.pt", root / "graphs" / "test.pt"]
+    checkpoint = root / "checkpoints" / "last.pt"
+    result = fit(_TinyStage(), LoopSettings(epochs=1, patience=1, checkpoint=checkpoint), "fingerprint")
+    written.append(checkpoint)  # the training resume checkpoint
+    settings = StageSettings.from_config({}, "dqn", "teacher")
+    training = {name: root / "train" / f"{name}.{ext}" for name, ext in [("model", "pt"), ("metrics", "json"),
+                ("history", "csv")]}  # fmt: skip
+    write_outputs(training, settings, QNetwork(), {}, result, {"stage": "dqn"}, checkpoint=None)
+    written += list(training.values())  # model.pt, metrics.json, history.csv
+    save_model(QNetwork(), "dqn", {}, root / "models" / "dqn.pt")
+    written.append(root / "models" / "dqn.pt")
+    table = pd.DataFrame({"dataset": ["d"], "variant": ["teacher"], "params_total": [3], "f1_fusion": [0.5],
+                          "latency_ms_fusion": [1.0]})  # fmt: skip
+    files.write_table(table, root / "eval" / "scores.parquet")
+    files.write_table(table, root / "eval" / "summary.csv")
+    files.write_text("| a |\n", root / "eval" / "summary.md")
+    files.write_json({"f1": np.float64(0.5)}, root / "eval" / "metrics.json")
+    plot_size_f1(table, root / "eval" / "size_f1.svg")
+    written += [
+        root / "eval" / name for name in ("scores.parquet", "summary.csv", "summary.md", "metrics.json")
+    ]
+    written.append(root / "eval" / "size_f1.svg")  # a figure
+    stash = ResultStash(root / "stash")
+    entry = stash.commit("key", {"metrics.json": root / "eval" / "metrics.json"})
+    restored = root / "restored" / "metrics.json"
+    assert stash.restore("key", {"metrics.json": restored})
+    written += [entry / "metrics.json", entry / "COMPLETE", restored]
+    return written
+
+
+def test_every_output_is_readable_as_the_umask_allows(umask, tmp_path):
+    written = write_every_kind_of_output(tmp_path)
+    expected = 0o666 & ~umask
+    wrong = {str(path.relative_to(tmp_path)): oct(mode(path)) for path in written if mode(path) != expected}
+    assert not wrong, f"expected {oct(expected)} under umask {oct(umask)}: {wrong}"
+    assert mode(tmp_path / "stash" / "key") == 0o777 & ~umask  # the stash entry directory
+    assert not list(tmp_path.rglob("*.tmp")), "temporary files left behind"
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == {"f1": 0.5}
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    files.write_json({"version": 1}, target)
+
+    def broken(temporary):
+        temporary.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        files.atomic_write(target, broken)
+    assert json.loads(target.read_text()) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+# Calls that write a file or move one into place: only kdgat/files.py may make them.
+WRITING_ATTRIBUTES = {"savefig", "to_parquet", "to_csv", "write_text", "write_bytes", "replace", "rename",
+                      "mkstemp", "mkdtemp", "NamedTemporaryFile", "copyfile", "save", "dump"}  # fmt: skip
+
+
+def test_nothing_but_kdgat_files_writes_output_files():
+    offenders = []
+    for path in sorted((REPO / "src" / "kdgat").rglob("*.py")):
+        if path.name == "files.py" and path.parent.name == "kdgat":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            owner = (
+                func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            )
+            if isinstance(func, ast.Attribute) and name in WRITING_ATTRIBUTES and owner != "files":
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {name}()")
+            if name == "open" and any(
+                isinstance(arg, ast.Constant) and isinstance(arg.value, str) and set(arg.value) & set("wax")
+                for arg in node.args[1:2]
+            ):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} open() for writing")
+    assert not offenders, offenders

@@ -1,0 +1,115 @@
+"""Typed stage settings built from the kd_gat config section (kdgat.training.settings)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import yaml
+from testkit import REPO
+
+from kdgat.presets import resolve_preset
+from kdgat.training.settings import (
+    SECTION_DEFAULTS,
+    CurriculumSettings,
+    DistillationSettings,
+    DQNSettings,
+    SettingsError,
+    StageSettings,
+    TrainingSettings,
+    VGAELossWeights,
+)
+
+SCHEMA = yaml.safe_load((REPO / "workflow/modules/kd_gat/schemas/config.schema.yaml").read_text())
+KD_GAT = SCHEMA["properties"]["kd_gat"]["properties"]
+
+
+def schema_defaults(properties: dict) -> dict:
+    return {key: spec["default"] for key, spec in properties.items()}
+
+
+@pytest.mark.parametrize(
+    ("cls", "properties"),
+    [
+        (TrainingSettings, SCHEMA["$defs"]["training"]["properties"]),
+        (DistillationSettings, KD_GAT["distillation"]["properties"]),
+        (VGAELossWeights, KD_GAT["vgae_loss"]["properties"]),
+        (CurriculumSettings, KD_GAT["curriculum"]["properties"]),
+        (DQNSettings, KD_GAT["dqn"]["properties"]),
+    ],
+)
+def test_defaults_and_keys_are_the_schemas(cls, properties):
+    """A section the library reads without the schema's defaults filled in behaves as the validated config."""
+    assert {f.name: f.default for f in dataclasses.fields(cls)} == schema_defaults(properties)
+
+
+def test_top_level_defaults_are_the_schemas():
+    assert SECTION_DEFAULTS == {key: KD_GAT[key]["default"] for key in SECTION_DEFAULTS}
+
+
+def test_each_stage_gets_only_what_it_uses():
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())["kd_gat"]
+    vgae = StageSettings.from_config(config, "vgae", "teacher")
+    assert vgae.preset == "demo_teacher" and vgae.model == resolve_preset("demo_teacher", "vgae")
+    assert vgae.loss == VGAELossWeights() and vgae.curriculum is None and vgae.dqn is None
+    assert vgae.distillation is None and vgae.training.epochs == config["training"]["vgae"]["epochs"]
+    gat = StageSettings.from_config(config, "gat", "student_kd")
+    assert gat.preset == "demo_student" and gat.distillation == DistillationSettings(**config["distillation"])
+    assert gat.curriculum == CurriculumSettings(**config["curriculum"]) and gat.loss is None
+    dqn = StageSettings.from_config(config, "dqn", "student")
+    assert dqn.dqn == DQNSettings(**config["dqn"]) and dqn.distillation is None
+    assert StageSettings.from_dict(dqn.as_dict()) == dqn
+
+
+def test_a_job_carries_only_its_own_preset():
+    """Editing one preset must not change other jobs' params (Snakemake reruns on changed params)."""
+    mine = {stage: resolve_preset("demo_teacher", stage) for stage in ("vgae", "gat", "dqn")}
+    config = {"teacher_preset": "mine", "presets": {"mine": mine}}
+    before = StageSettings.from_config(config, "gat", "teacher").as_dict()
+    config["presets"]["mine"]["vgae"] = {**config["presets"]["mine"]["vgae"], "latent_dim": 4}
+    config["presets"]["other"] = {"vgae": {}, "gat": {}, "dqn": {}}
+    assert StageSettings.from_config(config, "gat", "teacher").as_dict() == before
+    assert "presets" not in before and before["model"] == resolve_preset("demo_teacher", "gat")
+
+
+def test_sweep_row_overrides_training_or_model_arguments():
+    row = {"hidden": np.int64(16), "heads": np.int64(4), "lr": np.float64(0.01)}
+    settings = StageSettings.from_config({"teacher_preset": "demo_teacher"}, "gat", "teacher", overrides=row)
+    assert settings.model["hidden"] == 16 and settings.model["heads"] == 4 and settings.training.lr == 0.01
+    assert type(settings.model["hidden"]) is int and settings.overrides == {
+        "hidden": 16,
+        "heads": 4,
+        "lr": 0.01,
+    }
+    with pytest.raises(SettingsError, match="sweep column 'depth' is neither a training setting"):
+        StageSettings.from_config({}, "gat", "teacher", overrides={"depth": 3})
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"epochz": 3}, r"kd_gat: unknown keys \['epochz'\]"),
+        ({"training": {"gat": {"epoch": 3}}}, r"kd_gat.training.gat: unknown keys \['epoch'\]"),
+        ({"training": {"fusion": {}}}, r"kd_gat.training: unknown keys \['fusion'\]"),
+        ({"distillation": {"temp": 2}}, r"kd_gat.distillation: unknown keys \['temp'\]"),
+        ({"curriculum": {"ratio": 2}}, r"kd_gat.curriculum: unknown keys \['ratio'\]"),
+        ({"student_preset": "huge"}, r"unknown size preset 'huge'"),
+        ({"training": {"gat": {"epochs": 0}}}, r"kd_gat.training: epochs"),
+    ],
+)
+def test_bad_settings_name_the_config_key(config, message):
+    with pytest.raises(SettingsError, match=message):
+        StageSettings.from_config(config, "gat", "student_kd")
+
+
+def test_unknown_stage_or_variant_and_foreign_sections_fail():
+    with pytest.raises(SettingsError, match="unknown stage 'fusion'"):
+        StageSettings.from_config({}, "fusion", "teacher")
+    with pytest.raises(SettingsError, match="unknown variant 'assistant'"):
+        StageSettings.from_config({}, "gat", "assistant")
+    values = StageSettings.from_config({}, "gat", "teacher").as_dict()
+    with pytest.raises(SettingsError, match="the gat stage does not take the 'dqn' settings"):
+        StageSettings.from_dict(values | {"dqn": {}})
+    with pytest.raises(SettingsError, match=r"training settings: unknown keys \['presets'\]"):
+        StageSettings.from_dict(values | {"presets": {}})

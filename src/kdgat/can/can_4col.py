@@ -1,0 +1,132 @@
+"""``timestamp,arbitration_id,data_field,attack`` (can-train-and-test and similar): optional header naming the
+columns in any order, hex ID (``0x`` allowed), hex payload 2 characters per byte, attack 0/1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kdgat.can.decode import (
+    HEX_LUT,
+    NO_QUOTES,
+    Fields,
+    block_size,
+    decode,
+    hex_byte_strings,
+    looks_numeric,
+    one_character_codes,
+    timestamps,
+    to_numpy,
+)
+from kdgat.can.messages import CanFormat, CanMessages
+
+COLUMNS = ("timestamp", "arbitration_id", "data_field", "attack")
+FILE_ORDER = (0, 1, 2, 3)
+
+
+def header(first_line: str) -> tuple[int, ...] | None:
+    """The position of each of :data:`COLUMNS` when the line is a header naming them, else None."""
+    names = [name.strip().lower() for name in first_line.split(",")]
+    if sorted(names) == sorted(COLUMNS):
+        return tuple(names.index(column) for column in COLUMNS)
+    return None
+
+
+def sniff(first_line: str) -> bool:
+    if header(first_line) is not None:
+        return True
+    parts = [part.strip() for part in first_line.split(",")]
+    return (
+        len(parts) == 4
+        and looks_numeric(parts[0])
+        and parts[3] in {"0", "1"}
+        and len(parts[2]) % 2 == 0
+        and len(parts[2]) != 1
+    )
+
+
+def parse(lines: pa.Array, header: tuple[int, ...] | None = None):
+    fields = Fields(pc.split_pattern(lines, ","))
+    columns = [fields.get(j) for j in (header or FILE_ORDER)]
+    problem = np.zeros(len(fields.count), dtype=np.int8)
+    problem[fields.count < 4] = 1
+    problem[(problem == 0) & (fields.count > 4)] = 2
+    return parse_columns(*columns, problem)
+
+
+def parse_columns(ts_strings, id_strings, data, attack, problem):
+    ts, bad_ts = timestamps(ts_strings)
+    can_id, bad_id = decode(id_strings, 8, HEX_LUT)
+    if bad_id.any():  # IDs written as 0x1A0 (rare, so only looked for when plain hex fails)
+        can_id, bad_id = decode(pc.replace_substring_regex(id_strings, r"^\s*0[xX]", ""), 8, HEX_LUT)
+    data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
+    payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+    if bad_data.any():  # blanks around the payload are allowed
+        data = pc.utf8_trim_whitespace(data)
+        data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
+        payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+    bad_data |= data_len % 2 == 1
+    payload = payload.astype(np.uint8)
+    if bad_data.any():
+        payload[bad_data] = 0
+    dlc = np.where(bad_data, 0, data_len // 2)
+    flag = one_character_codes(attack)
+    if flag is not None:
+        is_1, is_0 = flag == ord("1"), flag == ord("0")
+    else:
+        is_1 = to_numpy(pc.equal(attack, "1"), dtype=bool)
+        is_0 = to_numpy(pc.equal(attack, "0"), dtype=bool)
+    if not (is_0 | is_1).all():
+        attack = pc.utf8_trim_whitespace(attack)
+        is_1 = to_numpy(pc.is_in(attack, pa.array(["1", "1.0", "True", "true"])), dtype=bool)
+        is_0 = to_numpy(pc.is_in(attack, pa.array(["0", "0.0", "False", "false"])), dtype=bool)
+    checks = [(3, bad_ts), (4, bad_id), (8, bad_data), (10, ~(is_0 | is_1))]
+    for code, bad in checks:
+        problem[(problem == 0) & bad] = code
+    return ts, can_id, dlc, payload, is_1.astype(np.uint8), problem
+
+
+def fast_parse(path: Path, header: tuple[int, ...] | None):
+    """The four columns straight from pyarrow's CSV reader; None sends the file to the exact path."""
+    import pyarrow.csv as pcsv
+
+    names = list(COLUMNS) if header is None else [COLUMNS[header.index(j)] for j in range(4)]
+    try:
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(
+                column_names=names, skip_rows=0 if header is None else 1, block_size=block_size(path)
+            ),
+            parse_options=pcsv.ParseOptions(delimiter=",", **NO_QUOTES),
+            # Timestamps are parsed by the reader (same string-to-double conversion as pc.cast, which the exact
+            # path uses); an unparsable one raises and sends the file to the exact path.
+            convert_options=pcsv.ConvertOptions(
+                column_types={**dict.fromkeys(names, pa.string()), "timestamp": pa.float64()}
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    columns = [table.column(name).combine_chunks() for name in COLUMNS]
+    if columns[0].null_count or np.isnan(to_numpy(columns[0])).any():
+        return None  # empty or NaN timestamps: let the exact path name the line
+    return parse_columns(*columns, np.zeros(table.num_rows, dtype=np.int8))
+
+
+def write(messages: CanMessages) -> str:
+    hex_bytes = hex_byte_strings()[messages.payload].tolist()
+    stamps = [f"{t:.6f}" for t in messages.timestamp.tolist()]
+    ids = [f"{i:03x}" for i in messages.can_id.tolist()]
+    data = ["".join(row[:d]) for row, d in zip(hex_bytes, messages.dlc.tolist(), strict=True)]
+    lines = [",".join(COLUMNS)]
+    lines += [
+        f"{s},{i},{d},{a}" for s, i, d, a in zip(stamps, ids, data, messages.label.tolist(), strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+FORMAT = CanFormat(
+    name="can_4col", sniff=sniff, header=header, parse=parse, fast_parse=fast_parse, write=write
+)

@@ -1,0 +1,121 @@
+"""Reading one CAN log in any registered format (kdgat.can.formats), with format detection and bad-row handling.
+
+Parsing is vectorised (kdgat.can.decode). A file is first parsed on a fast path (pyarrow's CSV reader, no per-line
+work in Python); a file with problems goes through the exact line-by-line path, which knows line numbers. Blank lines
+carry no message and are ignored; every other line that is not a valid message is a *bad row*. With
+``bad_rows="error"`` the first one raises :class:`CanFormatError` naming the file, the line number and the problem;
+with ``bad_rows="skip"`` bad rows are dropped, counted in :attr:`CanMessages.skipped_rows` and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from kdgat.can.decode import first_line, read_lines, read_lines_fast
+from kdgat.can.formats import FORMATS, REGISTRY
+from kdgat.can.messages import BAD_ROW_MODES, PROBLEMS, CanFormat, CanFormatError, CanMessages
+
+log = logging.getLogger(__name__)
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of a CAN log from its first non-blank line (raises :class:`CanFormatError` if unknown)."""
+    path = Path(path)
+    first = first_line(path)
+    if first is None:
+        raise CanFormatError(path, None, "empty file (no CAN messages)")
+    number, text = first
+    for name, spec in REGISTRY.items():
+        if spec.sniff(text):
+            return name
+    raise CanFormatError(
+        path,
+        number,
+        f"unknown CAN log format (expected one of {', '.join(FORMATS)}); the line starts with {text[:60]!r}",
+    )
+
+
+def _fast_parse(path: Path, spec: CanFormat, header):
+    """The whole file on the fast path, or None when it has structural problems."""
+    if spec.fast_parse is not None:
+        return spec.fast_parse(path, header)
+    lines = read_lines_fast(path, skip_header=header is not None)
+    return None if lines is None else spec.parse(lines, header)
+
+
+def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") -> CanMessages:
+    """Read one CAN log. ``fmt`` is one of :data:`FORMATS` or ``"auto"``; ``bad_rows`` is ``error`` or ``skip``."""
+    path = Path(path)
+    if bad_rows not in BAD_ROW_MODES:
+        raise ValueError(f"preprocess.bad_rows must be one of {BAD_ROW_MODES}, got {bad_rows!r}")
+    if not path.is_file():
+        raise CanFormatError(path, None, "file not found")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    elif fmt not in REGISTRY:
+        raise CanFormatError(
+            path, None, f"unknown format {fmt!r} (expected auto or one of {', '.join(FORMATS)})"
+        )
+    spec = REGISTRY[fmt]
+    first = first_line(path)
+    if first is None:
+        raise CanFormatError(path, None, "empty file (no CAN messages)")
+    if first[0] == 1:
+        parsed = _fast_parse(path, spec, spec.header(first[1]))
+        if parsed is not None and len(parsed[0]) and not parsed[-1].any():
+            ts, can_id, dlc, payload, label, _ = parsed
+            if can_id.max() < 1 << 29:
+                return _messages(path, fmt, ts, can_id, dlc, payload, label, 0, [])
+    # Exact path: every line with its number (also used to report or skip the bad rows the fast path found).
+    lines, line_numbers = read_lines(path)
+    header = spec.header(lines[0].as_py())
+    if header is not None:
+        lines, line_numbers = lines[1:], line_numbers[1:]
+    if len(lines) == 0:
+        raise CanFormatError(path, None, "empty file (header only, no CAN messages)")
+
+    ts, can_id, dlc, payload, label, problem = spec.parse(lines, header)
+    # CAN IDs are 11-bit (standard) or 29-bit (extended).
+    problem[(problem == 0) & (can_id >= 1 << 29)] = 4
+
+    bad = np.flatnonzero(problem)
+    examples = [
+        f"{path}, line {line_numbers[i]}: {PROBLEMS[int(problem[i])]}: {lines[int(i)].as_py()[:120]!r}"
+        for i in bad[:5]
+    ]
+    if len(bad) and bad_rows == "error":
+        i = int(bad[0])
+        more = (
+            f" ({len(bad) - 1} more bad rows; set preprocess.bad_rows: skip to drop them)"
+            if len(bad) > 1
+            else ""
+        )
+        raise CanFormatError(
+            path, int(line_numbers[i]), f"{PROBLEMS[int(problem[i])]}: {lines[i].as_py()[:120]!r}{more}"
+        )
+    if len(bad):
+        log.warning(
+            "%s: skipped %d bad rows of %d; first: %s", path, len(bad), len(lines), "; ".join(examples)
+        )
+        keep = problem == 0
+        ts, can_id, dlc, payload, label = ts[keep], can_id[keep], dlc[keep], payload[keep], label[keep]
+        if len(ts) == 0:
+            raise CanFormatError(path, None, f"every one of the {len(bad)} rows is bad; first: {examples[0]}")
+    return _messages(path, fmt, ts, can_id, dlc, payload, label, int(len(bad)), examples)
+
+
+def _messages(path, fmt, ts, can_id, dlc, payload, label, skipped, examples) -> CanMessages:
+    return CanMessages(
+        timestamp=np.ascontiguousarray(ts, dtype=np.float64),
+        can_id=can_id.astype(np.int32, copy=False),
+        dlc=dlc.astype(np.uint8),
+        payload=np.ascontiguousarray(payload, dtype=np.uint8),
+        label=label.astype(np.uint8),
+        path=str(path),
+        fmt=fmt,
+        skipped_rows=skipped,
+        skipped_examples=examples,
+    )

@@ -1,0 +1,133 @@
+"""Metrics of one binary detector on one split: confusion counts, threshold-based scores and threshold-free ones
+(ROC-AUC, PR-AUC, detection rate at a fixed false-positive rate). Plain numpy/scikit-learn, no torch.
+
+Attack (1) is the positive class. Undefined metrics (e.g. ROC-AUC on a scenario that holds only normal traffic) are
+``None`` and the reason is recorded under ``"undefined"``: a single-class scenario is a fact to report, not an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import auc, average_precision_score, roc_curve
+
+FPR_TARGETS = (0.05, 0.01, 0.001)
+
+
+def as_binary(values: Any, name: str) -> np.ndarray:
+    array = np.asarray(values).reshape(-1)
+    if array.size and not np.isin(array, (0, 1)).all():
+        bad = sorted(set(np.unique(array).tolist()) - {0, 1})[:5]
+        raise ValueError(f"{name} must hold only 0 (normal) and 1 (attack); found {bad}")
+    return array.astype(np.int64)
+
+
+def confusion_counts(labels: Any, predictions: Any) -> dict[str, int]:
+    """True/false positives/negatives with attack (1) as the positive class."""
+    y = as_binary(labels, "labels")
+    p = as_binary(predictions, "predictions")
+    if y.shape != p.shape:
+        raise ValueError(f"labels ({y.size}) and predictions ({p.size}) differ in length")
+    return {
+        "tn": int(((y == 0) & (p == 0)).sum()),
+        "fp": int(((y == 0) & (p == 1)).sum()),
+        "fn": int(((y == 1) & (p == 0)).sum()),
+        "tp": int(((y == 1) & (p == 1)).sum()),
+    }
+
+
+def detection_rate_at_fpr(labels: Any, scores: Any, max_fpr: float) -> float | None:
+    """Highest true-positive rate reachable with a false-positive rate of at most ``max_fpr``.
+
+    ``None`` when the ROC curve is undefined (only one class present).
+    """
+    y = as_binary(labels, "labels")
+    if len(np.unique(y)) < 2:
+        return None
+    fpr, tpr, _ = roc_curve(y, np.asarray(scores, dtype=float), drop_intermediate=False)
+    return float(tpr[fpr <= max_fpr + 1e-12].max())
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return None if denominator == 0 else float(numerator / denominator)
+
+
+def binary_metrics(
+    labels: Any, scores: Any, predictions: Any, fpr_targets: Sequence[float] = FPR_TARGETS
+) -> dict[str, Any]:
+    """Every metric of one model on one split.
+
+    ``scores`` are continuous (higher = more likely an attack) and feed the threshold-free metrics (ROC-AUC,
+    PR-AUC, detection rate at a fixed FPR); ``predictions`` are the thresholded 0/1 decisions.
+    """
+    y = as_binary(labels, "labels")
+    pred = as_binary(predictions, "predictions")
+    score = np.asarray(scores, dtype=float).reshape(-1)
+    if not (y.size == pred.size == score.size):
+        raise ValueError(
+            f"labels ({y.size}), scores ({score.size}), predictions ({pred.size}) differ in length"
+        )
+    if y.size == 0:
+        raise ValueError("cannot compute metrics on an empty split")
+    if not np.isfinite(score).all():
+        raise ValueError(f"scores contain {int((~np.isfinite(score)).sum())} non-finite values")
+
+    counts = confusion_counts(y, pred)
+    tn, fp, fn, tp = counts["tn"], counts["fp"], counts["fn"], counts["tp"]
+    n_pos, n_neg = tp + fn, tn + fp
+    undefined: dict[str, str] = {}
+
+    def note(name: str, value: float | None, reason: str) -> float | None:
+        if value is None:
+            undefined[name] = reason
+        return value
+
+    no_attacks = "no attack windows in this split"
+    no_normals = "no normal windows in this split"
+    one_class = "only one class in this split"
+    both = n_pos > 0 and n_neg > 0
+
+    # From the counts (same definitions as scikit-learn's precision/recall/f1/matthews_corrcoef, checked against
+    # them in the tests) and one ROC curve for ROC-AUC and every detection rate: 1M windows stay cheap.
+    precision = _ratio(tp, tp + fp) if tp + fp else note("precision", None, "no window predicted as attack")
+    recall = _ratio(tp, n_pos) if n_pos else note("recall", None, no_attacks)
+    f1 = (
+        _ratio(2 * tp, 2 * tp + fp + fn)
+        if (2 * tp + fp + fn)
+        else note("f1", None, "no attack windows and none predicted")
+    )
+    specificity = _ratio(tn, n_neg) if n_neg else note("specificity", None, no_normals)
+    mcc_denominator = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
+    mcc = (
+        float((tp * tn - fp * fn) / math.sqrt(mcc_denominator))
+        if mcc_denominator
+        else note("mcc", None, "a row or column of the confusion matrix is empty")
+    )
+    roc = roc_curve(y, score, drop_intermediate=False) if both else None
+    metrics: dict[str, Any] = {
+        "n": int(y.size),
+        "n_attack": int(n_pos),
+        "n_normal": int(n_neg),
+        "accuracy": float((tp + tn) / y.size),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "specificity": specificity,
+        "balanced_accuracy": (recall + specificity) / 2
+        if both
+        else note("balanced_accuracy", None, one_class),
+        "mcc": mcc,
+        "fpr": _ratio(fp, n_neg) if n_neg else note("fpr", None, no_normals),
+        "fnr": _ratio(fn, n_pos) if n_pos else note("fnr", None, no_attacks),
+        "roc_auc": float(auc(roc[0], roc[1])) if roc else note("roc_auc", None, one_class),
+        "pr_auc": float(average_precision_score(y, score)) if n_pos else note("pr_auc", None, no_attacks),
+    }
+    for target in fpr_targets:
+        key = f"detection_rate_at_fpr_{target:g}"
+        metrics[key] = float(roc[1][roc[0] <= target + 1e-12].max()) if roc else note(key, None, one_class)
+    metrics["confusion_matrix"] = {**counts, "matrix": [[tn, fp], [fn, tp]]}
+    metrics["undefined"] = undefined
+    return metrics

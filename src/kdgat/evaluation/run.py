@@ -1,0 +1,263 @@
+"""Evaluation of trained KD-GAT detectors, end to end: score a detector on validation and every test scenario,
+measure it, write its outputs; summarise several evaluations. The file-level functions are the wrappers' calls.
+
+The detector is scored per window graph by ``kdgat.inference.score_graphs``; metrics come from
+:mod:`kdgat.evaluation.metrics` for three models (VGAE alone, GAT alone, DQN fusion) with the decision rules of
+:mod:`kdgat.evaluation.thresholds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
+from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics
+from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
+from kdgat.evaluation.speed import measure_inference_speed
+from kdgat.evaluation.stash import ResultStash, stash_key
+from kdgat.evaluation.summary import summary_markdown, summary_row, summary_table
+from kdgat.evaluation.thresholds import GAT_THRESHOLD, SCORE_COLUMNS, model_decisions, youden_threshold
+from kdgat.files import load_json, write_json, write_table, write_text
+
+log = logging.getLogger(__name__)
+
+EVALUATION_OUTPUTS = ("metrics", "scores", "roc", "pr", "confusion")
+
+
+def evaluate_scored_splits(
+    val: pd.DataFrame,
+    tests: Mapping[str, pd.DataFrame],
+    fpr_targets: Sequence[float] = FPR_TARGETS,
+    gat_threshold: float = GAT_THRESHOLD,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics for validation, every test scenario and all test scenarios pooled.
+
+    Returns the metrics document and one long table of per-window scores and decisions (column ``split``:
+    ``val`` or ``test``; ``scenario``: ``val`` or the scenario name).
+    """
+    if val.empty:
+        raise ValueError("the validation split is empty: the VGAE threshold cannot be chosen")
+    choice = youden_threshold(val["label"], val["vgae_score"])
+    frames = []
+
+    def assess(frame: pd.DataFrame, split: str, scenario: str) -> dict[str, Any]:
+        decisions = model_decisions(frame, choice.threshold, gat_threshold)
+        labels = frame["label"].to_numpy()
+        out = frame.loc[:, list(SCORE_COLUMNS)].copy()
+        out.insert(0, "scenario", scenario)
+        out.insert(0, "split", split)
+        out["vgae_pred"] = decisions["vgae"][1]
+        out["gat_pred"] = decisions["gat"][1]
+        frames.append(out)
+        return {m: binary_metrics(labels, s, p, fpr_targets) for m, (s, p) in decisions.items()}
+
+    document: dict[str, Any] = {
+        "thresholds": {"vgae": choice.as_dict(), "gat": gat_threshold, "fusion": "fusion_pred from the DQN"},
+        "val": assess(val, "val", "val"),
+        "test": {},
+    }
+    for scenario, frame in tests.items():
+        if frame.empty:
+            raise ValueError(f"test scenario {scenario!r} has no graphs")
+        document["test"][scenario] = assess(frame, "test", scenario)
+    if tests:
+        pooled = pd.concat(list(tests.values()), ignore_index=True)
+        decisions = model_decisions(pooled, choice.threshold, gat_threshold)
+        labels = pooled["label"].to_numpy()
+        document["test_pooled"] = {
+            m: binary_metrics(labels, s, p, fpr_targets) for m, (s, p) in decisions.items()
+        }
+    scores = pd.concat(frames, ignore_index=True)
+    scores["label"] = scores["label"].astype("int64")
+    return document, scores
+
+
+def evaluate_detector(
+    vgae: Any,
+    gat: Any,
+    dqn: Any,
+    val_graphs: Sequence[Any],
+    test_sets: Mapping[str, Sequence[Any]],
+    *,
+    score_fn: Callable[..., pd.DataFrame] | None = None,
+    batch_size: int = 256,
+    device: Any = "cpu",
+    fpr_targets: Sequence[float] = FPR_TARGETS,
+    speed: Mapping[str, int] | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score one trained detector (VGAE, GAT, DQN) on validation and every test scenario and evaluate it."""
+    if score_fn is None:
+        from kdgat.inference import score_graphs as score_fn
+    if not val_graphs:
+        raise ValueError("the validation graph list is empty")
+    log.info("scoring %d validation graphs", len(val_graphs))
+    val = score_fn(vgae, gat, dqn, list(val_graphs), batch_size=batch_size, device=device)
+    tests = {}
+    for scenario, graphs in test_sets.items():
+        log.info("scoring %d graphs of test scenario %s", len(graphs), scenario)
+        tests[scenario] = score_fn(vgae, gat, dqn, list(graphs), batch_size=batch_size, device=device)
+    document, scores = evaluate_scored_splits(val, tests, fpr_targets)
+    from kdgat.models import (
+        count_parameters,  # torch: imported when a detector is evaluated, not for summaries
+    )
+
+    document["parameters"] = {
+        "vgae": count_parameters(vgae),
+        "gat": count_parameters(gat),
+        "dqn": count_parameters(dqn),
+    }
+    document["parameters"]["total"] = sum(document["parameters"].values())
+    log.info("measuring inference speed")
+    document["speed"] = measure_inference_speed(
+        vgae, gat, dqn, list(val_graphs), score_fn, batch_size=batch_size, device=device, **dict(speed or {})
+    )
+    return document, scores
+
+
+def evaluate_files(
+    *,
+    vgae: str | os.PathLike,
+    gat: str | os.PathLike,
+    dqn: str | os.PathLike,
+    val: str | os.PathLike,
+    test: str | os.PathLike,
+    outputs: Mapping[str, str | os.PathLike],
+    dataset: str,
+    variant: str,
+    batch_size: int = 256,
+    device: str = "auto",
+    fpr_targets: Sequence[float] = FPR_TARGETS,
+    speed: Mapping[str, int] | None = None,
+    stash_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate one variant of one dataset from files; write metrics.json, scores.parquet and three SVGs.
+
+    With ``stash_dir``, finished outputs are also committed to a :class:`ResultStash` keyed by the contents of
+    every input and the parameters, and restored from it (without recomputing) when the same evaluation is asked
+    for again, e.g. after a sibling in the same Snakemake group job failed and Snakemake deleted these outputs.
+    """
+    missing = [name for name in EVALUATION_OUTPUTS if name not in outputs]
+    if missing:
+        raise ValueError(f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}; missing {missing}")
+    inputs = {"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}
+    for name, path in inputs.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"input {name!r} of the evaluation does not exist: {path}")
+    params = {
+        "dataset": dataset,
+        "variant": variant,
+        "batch_size": batch_size,
+        "device": device,
+        "fpr_targets": list(fpr_targets),
+        "speed": dict(speed or {}),
+        "version": 2,  # bump when the evaluation's outputs change meaning (2: GAT decision p > 0.5, was >=)
+    }
+    stash = ResultStash(stash_dir) if stash_dir else None
+    stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in EVALUATION_OUTPUTS}
+    key = stash_key(inputs, params) if stash else None
+    if stash and stash.restore(key, stash_names):
+        log.info(
+            "restored %s/%s from the result stash %s (inputs and params unchanged)", dataset, variant, key
+        )
+        return load_json(outputs["metrics"])
+
+    import torch
+
+    from kdgat.graph_store import load_graph_sets, load_graphs
+    from kdgat.model_store import load_model
+    from kdgat.runtime import select_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = select_device(device)
+    log.info("evaluating %s/%s on %s", dataset, variant, torch_device)
+    models = {}
+    for name in ("vgae", "gat", "dqn"):
+        try:
+            models[name] = load_model(inputs[name], device=torch_device)
+        except Exception as error:
+            raise ValueError(
+                f"{inputs[name]}: cannot load the {name} model ({type(error).__name__}: {error})"
+            ) from error
+    val_graphs = load_graphs(val)
+    test_sets = load_graph_sets(test)
+    document, scores = evaluate_detector(
+        models["vgae"],
+        models["gat"],
+        models["dqn"],
+        val_graphs,
+        test_sets,
+        batch_size=batch_size,
+        device=torch_device,
+        fpr_targets=fpr_targets,
+        speed=speed,
+    )
+    document = {"dataset": dataset, "variant": variant, **document}
+    title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}:"
+    write_table(scores, outputs["scores"])
+    plot_roc(scores, outputs["roc"], title)
+    plot_pr(scores, outputs["pr"], title)
+    plot_confusion(document, outputs["confusion"], title)
+    write_json(document, outputs["metrics"])  # last: its presence means the evaluation finished
+    if stash:
+        log.info("committed results to the stash %s", stash.commit(key, stash_names))
+    return document
+
+
+def summarize_files(
+    *,
+    metrics: Sequence[str | os.PathLike],
+    csv: str | os.PathLike,
+    markdown: str | os.PathLike,
+    chart: str | os.PathLike,
+    histories: Sequence[str | os.PathLike] = (),
+    history_keys: Sequence[str] = (),
+    curves: str | os.PathLike | None = None,
+    title: str = "",
+) -> pd.DataFrame:
+    """Summary table (CSV + Markdown) and teacher-vs-student chart from metrics.json files.
+
+    ``histories`` are training history.csv files, ``history_keys`` name each as ``"<variant>/<stage>"`` (same
+    order); with ``curves`` they are drawn.
+    """
+    histories, history_keys = list(histories), list(history_keys)
+    if len(histories) != len(history_keys):
+        raise ValueError(
+            f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
+        )
+    rows = []
+    for path in metrics:
+        document = load_json(path)
+        try:
+            rows.append(summary_row(document["dataset"], document["variant"], document))
+        except KeyError as error:
+            raise ValueError(f"{path}: metrics lack the key {error}") from None
+    table = summary_table(rows)
+    log.info(
+        "summary of %d evaluations (%s)",
+        len(table),
+        ", ".join(f"{d}/{v}" for d, v in zip(table["dataset"], table["variant"], strict=True)),
+    )
+    write_table(table, csv)
+    write_text(summary_markdown(table), markdown)
+    plot_size_f1(table, chart, title)
+    if curves is not None:
+        keyed = {}
+        for key, path in zip(history_keys, histories, strict=True):
+            variant, _, stage = key.partition("/")
+            if variant not in VARIANTS or stage not in STAGES:
+                raise ValueError(
+                    f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}"
+                )
+            keyed[(variant, stage)] = path
+        if not keyed:
+            raise ValueError("training curves were asked for but no history.csv was given")
+        plot_training_curves(keyed, curves, title)
+    return table

@@ -1,0 +1,74 @@
+"""Finished evaluation results kept outside Snakemake's declared outputs, so a failed group job costs no rerun.
+
+Snakemake deletes the outputs of every member of a group job when one member fails. A member that commits its
+finished outputs here first restores them on the rerun instead of recomputing (see the evaluation module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kdgat.files import copy_file, json_safe, new_directory, publish_directory, write_json
+
+log = logging.getLogger(__name__)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stash_key(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]) -> str:
+    """A key that changes whenever an input's content or a parameter changes (not on mtime or path moves)."""
+    digest = hashlib.sha256()
+    for name in sorted(inputs):
+        digest.update(f"{name}={file_digest(inputs[name])}\n".encode())
+    digest.update(json.dumps(json_safe(dict(params)), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+class ResultStash:
+    """Finished results kept outside Snakemake's declared outputs, keyed by a hash of inputs and parameters.
+
+    Snakemake deletes the outputs of every member of a group job when one member fails. A member that commits
+    its finished outputs here first can restore them on the rerun instead of recomputing. Entries are
+    written to a temporary directory and renamed into place, so a half-written entry is never visible.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def restore(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> bool:
+        entry = self.entry(key)
+        if not (entry / "COMPLETE").is_file():
+            return False
+        stored = {name: entry / name for name in outputs}
+        if not all(p.is_file() for p in stored.values()):
+            log.warning("stash entry %s lacks some outputs; recomputing", entry)
+            return False
+        for name, target in outputs.items():
+            copy_file(stored[name], target)
+        return True
+
+    def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path:
+        entry = self.entry(key)
+        if (entry / "COMPLETE").is_file():
+            return entry
+        staging = new_directory(self.root, prefix=f".{key}.")
+        for name, source in outputs.items():
+            copy_file(source, staging / name)
+        write_json({"outputs": sorted(outputs)}, staging / "COMPLETE", indent=None)
+        publish_directory(staging, entry)  # False: a concurrent writer won; its entry holds the same results
+        return entry

@@ -1,0 +1,77 @@
+"""Decision thresholds: how each scored model turns a score into an attack/normal decision.
+
+* VGAE: attack when ``vgae_score >= threshold``, the threshold chosen on the validation split with Youden's J
+  (:func:`youden_threshold`) and reused unchanged on test, so test numbers never see test labels. ``>=`` is the
+  convention of the ROC curve the threshold is read from.
+* GAT: attack when ``gat_prob > 0.5`` (kdgat.chain.DECISION_THRESHOLD, fixed, not fitted): the same rule training
+  validates with and the DQN fusion applies to its fused score, so a tie at exactly 0.5 is normal everywhere.
+* Fusion: the DQN's own decision (``fusion_pred`` = fused score > 0.5, see kdgat.models.dqn.fuse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
+
+from kdgat.chain import DECISION_THRESHOLD
+from kdgat.evaluation.metrics import as_binary
+
+GAT_THRESHOLD = DECISION_THRESHOLD
+SCORE_COLUMNS = ("label", "vgae_score", "gat_prob", "fusion_alpha", "fusion_score", "fusion_pred")
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A decision threshold (predict attack when ``score >= threshold``) and how it was chosen."""
+
+    threshold: float
+    youden_j: float | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "youden_j": self.youden_j, "reason": self.reason}
+
+
+def youden_threshold(labels: Any, scores: Any) -> ThresholdChoice:
+    """The score threshold maximising Youden's J = TPR − FPR on (validation) labels.
+
+    Ties go to the highest threshold (fewest false alarms). With one class only, J is undefined: the threshold
+    then separates nothing wrongly on this split (just above the highest normal score, or at the lowest attack
+    score) and the reason says so.
+    """
+    y = as_binary(labels, "labels")
+    score = np.asarray(scores, dtype=float).reshape(-1)
+    if y.size == 0:
+        raise ValueError("cannot choose a threshold on an empty split")
+    if not (y == 1).any():
+        return ThresholdChoice(
+            float(np.nextafter(score.max(), np.inf)), None, "no attack windows: just above the highest score"
+        )
+    if not (y == 0).any():
+        return ThresholdChoice(float(score.min()), None, "no normal windows: the lowest score")
+    fpr, tpr, thresholds = roc_curve(y, score, drop_intermediate=False)
+    # Index 0 is sklearn's "+inf" threshold (predict nothing); never a useful choice.
+    j = (tpr - fpr)[1:]
+    best = int(np.argmax(j)) + 1  # argmax returns the first maximum = the highest threshold
+    return ThresholdChoice(float(thresholds[best]), float(j[best - 1]), "Youden's J on validation")
+
+
+def model_decisions(
+    scored: pd.DataFrame, vgae_threshold: float, gat_threshold: float = GAT_THRESHOLD
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(scores, predictions) for each model from a ``score_graphs`` table."""
+    missing = [c for c in SCORE_COLUMNS if c not in scored.columns]
+    if missing:
+        raise ValueError(f"scored table lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
+    vgae = scored["vgae_score"].to_numpy(float)
+    gat = scored["gat_prob"].to_numpy(float)
+    fusion = scored["fusion_score"].to_numpy(float)
+    return {
+        "vgae": (vgae, (vgae >= vgae_threshold).astype(np.int64)),
+        "gat": (gat, (gat > gat_threshold).astype(np.int64)),
+        "fusion": (fusion, scored["fusion_pred"].to_numpy().astype(np.int64)),
+    }

@@ -1,0 +1,158 @@
+"""kdgat's one way to write an output file: atomically, with the permissions the umask allows, durably.
+
+Every writer here fills a temporary file in the target's directory, flushes it to disk and renames it over the
+target, so a reader (or a job killed half-way) never sees half a file. The temporary file is created with mode
+0o666 through ``os.open``, so the kernel applies the umask exactly as for a plain ``open()``: under umask 022 an
+output is 0644, under 027 it is 0640 (a project group on a shared HPC directory can read it). ``mkstemp`` would
+make every output 0600.
+
+Nothing else in kdgat writes output files; .tests/unit/test_files.py checks both the modes and that rule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _fsync(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. a directory on a platform that cannot open one
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _new_temporary(path: Path) -> Path:
+    """An empty file next to ``path``, created with 0o666 minus the umask (never an existing file)."""
+    while True:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(temporary_path)``, flush the result to disk and rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _new_temporary(path)
+    try:
+        write(temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+    return path
+
+
+def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """UTF-8 text, written as given (no newline translation)."""
+    return write_bytes(text.encode("utf-8"), path)
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON: numpy/torch scalars become Python numbers, NaN/inf become null, keys become strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(document: Any, path: str | os.PathLike, *, indent: int = 2, sort_keys: bool = False) -> Path:
+    return write_text(json.dumps(json_safe(document), indent=indent, sort_keys=sort_keys) + "\n", path)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+
+
+def write_table(frame, path: str | os.PathLike) -> Path:
+    """A pandas DataFrame as Parquet (``.parquet``) or CSV (anything else), without the index."""
+    if Path(path).suffix == ".parquet":
+        return atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
+    return atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
+    return atomic_write(path, lambda temporary: torch.save(obj, temporary))
+
+
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """A matplotlib figure in the format of the suffix (SVG by default), then closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        # metadata Date=None keeps SVGs byte-stable across reruns
+        return atomic_write(
+            path,
+            lambda temporary: figure.savefig(
+                temporary,
+                format=path.suffix.lstrip(".") or "svg",
+                bbox_inches="tight",
+                metadata={"Date": None},
+            ),
+        )
+    finally:
+        plt.close(figure)
+
+
+def copy_file(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda temporary: shutil.copyfile(source, temporary))
+
+
+def new_directory(parent: str | os.PathLike, prefix: str) -> Path:
+    """A fresh, empty directory under ``parent`` with 0o777 minus the umask (``mkdtemp`` would make it 0700)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        candidate = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            candidate.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return candidate
+
+
+def publish_directory(staging: str | os.PathLike, target: str | os.PathLike) -> bool:
+    """Rename a finished ``staging`` directory (from :func:`new_directory`) to ``target`` in one step.
+
+    Returns False, and removes ``staging``, when ``target`` already exists (another writer published first).
+    """
+    try:
+        os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    _fsync(Path(target).parent)
+    return True

@@ -1,0 +1,59 @@
+"""Saving and loading trained models (a kd_gat training stage's ``model.pt``).
+
+A file holds the format tag, the model kind (a stage of the chain: vgae, gat or dqn), the keyword arguments that
+rebuild the module, its weights and any extra plain values the stage records (the variant). Everything in it is
+plain data and tensors, so it loads with ``weights_only=True``. Writes are atomic (kdgat.files).
+
+Bump ``MODEL_FORMAT`` when the layout changes; a reader then names the file it cannot read instead of guessing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from kdgat.files import json_safe, save_torch
+from kdgat.models import GAT, VGAE, QNetwork
+from kdgat.runtime import select_device
+
+MODEL_FORMAT = "kdgat-model/1"
+# One class per stage of the chain (kdgat.chain.STAGES); `kind` in the file names the entry.
+MODEL_CLASSES: dict[str, type[torch.nn.Module]] = {"vgae": VGAE, "gat": GAT, "dqn": QNetwork}
+
+
+def save_model(model: torch.nn.Module, kind: str, config: dict, path: str | os.PathLike, **extra) -> None:
+    """Write ``model`` (built as ``MODEL_CLASSES[kind](**config)``) with its weights on CPU."""
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+    payload = {
+        "format": MODEL_FORMAT,
+        "kind": kind,
+        "config": json_safe(config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **json_safe(extra),
+    }
+    save_torch(payload, path)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The module saved by :func:`save_model`, in eval mode on ``device`` (``auto`` picks CUDA when present)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise ValueError(
+            f"{path}: not a kd_gat model file (expected format {MODEL_FORMAT!r}; {type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(
+            f"{path}: not a kd_gat model file (expected format {MODEL_FORMAT!r}, found {found!r})"
+        )
+    kind = payload["kind"]
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"{path}: unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+    model = MODEL_CLASSES[kind](**payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(select_device(device) if isinstance(device, str) else device).eval()

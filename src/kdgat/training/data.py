@@ -1,0 +1,71 @@
+"""What a training job reads: the preprocess outputs (graph files and metadata), checked, and mini-batch loaders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.loader import DataLoader
+
+from kdgat.chain import NODE_FEATURES
+from kdgat.graph_store import load_graphs
+
+
+def load_graph_file(path: str | os.PathLike) -> list:
+    """The graphs of one preprocess split file (train.pt or val.pt, see kdgat.graph_store); never empty."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: missing graph file (kd_gat.data_prefix points at the preprocess outputs)"
+        )
+    graphs = load_graphs(path)
+    if not graphs:
+        raise ValueError(f"{path}: contains no graphs")
+    return graphs
+
+
+def load_num_ids(metadata: str | os.PathLike) -> int:
+    """The CAN-ID vocabulary size (incl. the out-of-vocabulary index) from the preprocess metadata.json."""
+    path = Path(metadata)
+    try:
+        return int(json.loads(path.read_text())["num_ids"])
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{path}: missing (expected preprocess metadata with 'num_ids')") from error
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: expected an integer 'num_ids' (vocabulary size incl. OOV)") from error
+
+
+def labels_of(graphs) -> np.ndarray:
+    return np.array([int(g.y.view(-1)[0]) for g in graphs], dtype=np.int64)
+
+
+def check_graphs(graphs, num_ids: int, where: str) -> None:
+    """Fail early and clearly on graphs that do not follow the preprocess contract."""
+    for index, graph in enumerate(graphs):
+        if graph.x.dim() != 2 or graph.x.size(1) != NODE_FEATURES:
+            raise ValueError(
+                f"{where}: graph {index} has x of shape {tuple(graph.x.shape)}, expected [N, {NODE_FEATURES}]"
+            )
+        if graph.x.size(0) and int(graph.x[:, 0].max()) >= num_ids:
+            raise ValueError(
+                f"{where}: graph {index} has a CAN-ID index >= num_ids={num_ids} (metadata.json)"
+            )
+        if graph.y is None or graph.y.numel() != 1:
+            raise ValueError(f"{where}: graph {index} needs a graph label y of shape [1]")
+
+
+def load_training_data(train, val, metadata, check: bool = True) -> tuple[list, list, int]:
+    """(train graphs, validation graphs, num_ids) from the three preprocess files a training job declares."""
+    num_ids = load_num_ids(metadata)
+    train_graphs, val_graphs = load_graph_file(train), load_graph_file(val)
+    if check:
+        check_graphs(train_graphs, num_ids, str(train))
+        check_graphs(val_graphs, num_ids, str(val))
+    return train_graphs, val_graphs, num_ids
+
+
+def make_loader(graphs, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):
+    return DataLoader(list(graphs), batch_size=batch_size, shuffle=shuffle, generator=generator)

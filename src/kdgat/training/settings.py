@@ -1,0 +1,253 @@
+"""Typed settings of one training job, built from the ``kd_gat`` config section.
+
+``StageSettings.from_config(section, stage, variant)`` decides what a stage of a variant needs: the size preset
+resolved to model arguments, the stage's optimisation settings, the distillation settings for ``student_kd``, the
+VGAE loss weights, the GAT curriculum or the DQN settings; a sweep row (``overrides``) replaces training settings or
+model arguments. Unknown keys fail with the config key that holds them.
+
+The kd_gat module calls it while Snakemake parses the workflow (so this file imports nothing heavy) and hands the
+job ``as_dict()``: only what that job uses, so editing one preset or stage does not touch other jobs' params.
+``from_dict`` reads it back in the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdgat.chain import STAGES, STUDENT_KD, VARIANTS, preset_of
+from kdgat.presets import resolve_preset
+
+
+class SettingsError(ValueError):
+    """A kd_gat setting that is unknown or out of range; the message names the config key."""
+
+
+def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    """Fail naming the config section and its unknown keys (the schema catches them too, but the library is
+    also called directly)."""
+    known = set(known)
+    unknown = set(options) - known
+    if unknown:
+        raise SettingsError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+
+
+def _section(cls, options: Mapping[str, Any] | None, where: str):
+    """A dataclass from a config mapping: missing keys take the dataclass defaults, unknown keys fail."""
+    if options is not None and not isinstance(options, Mapping):
+        raise SettingsError(f"{where}: expected a mapping, got {type(options).__name__}")
+    options = dict(options or {})
+    reject_unknown_keys(options, cls.__dataclass_fields__, where)
+    return cls(**options)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation of one stage (``kd_gat.training.<stage>``); for the DQN stage an epoch is an episode."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.002
+    weight_decay: float = 0.0001
+    patience: int = 5
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise SettingsError("kd_gat.training: epochs, batch_size and patience must be >= 1")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0:
+            raise SettingsError("kd_gat.training: lr and grad_clip must be > 0, weight_decay >= 0")
+
+
+@dataclass(frozen=True)
+class DistillationSettings:
+    """``kd_gat.distillation``: temperature of the GAT soft targets and the weight of the distillation term."""
+
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+    def __post_init__(self):
+        if self.temperature <= 0 or not 0 <= self.alpha <= 1:
+            raise SettingsError("kd_gat.distillation: temperature must be > 0 and alpha in [0, 1]")
+
+
+@dataclass(frozen=True)
+class VGAELossWeights:
+    """``kd_gat.vgae_loss``: weights of the VGAE loss terms next to the node-feature MSE."""
+
+    id_weight: float = 0.1
+    neighbour_weight: float = 0.05
+    kl_weight: float = 0.01
+
+
+@dataclass(frozen=True)
+class CurriculumSettings:
+    """``kd_gat.curriculum`` (see kdgat.curriculum.Curriculum, which takes these plus the epochs and seed)."""
+
+    enabled: bool = True
+    start_ratio: float = 1.0
+    end_ratio: float = 4.0
+    start_percentile: float = 0.0
+    end_percentile: float = 50.0
+
+    def schedule(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "enabled"}
+
+
+@dataclass(frozen=True)
+class DQNSettings:
+    """``kd_gat.dqn``: the reinforcement-learning side of the fusion stage."""
+
+    buffer_size: int = 50000
+    batch_size: int = 64
+    steps_per_episode: int = 512
+    updates_per_episode: int = 16
+    gamma: float = 0.2
+    target_update: int = 50
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+
+
+# Keys of the kd_gat section that the workflow module reads (paths, which variants, resources, the sweep table):
+# accepted here, not used by a training job.
+WORKFLOW_KEYS = ("data_prefix", "variants", "resources", "sweep")
+SECTION_DEFAULTS = {"teacher_preset": "teacher", "student_preset": "student", "device": "auto", "seed": 42}
+SECTION_KEYS = (
+    *WORKFLOW_KEYS,
+    *SECTION_DEFAULTS,
+    "presets",
+    "distillation",
+    "vgae_loss",
+    "curriculum",
+    "training",
+    "dqn",
+)
+TRAINING_KEYS = tuple(TrainingSettings.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Everything one training job of the chain needs; sections a stage does not use are None."""
+
+    stage: str
+    variant: str
+    preset: str
+    model: dict[str, Any]
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    seed: int = 42
+    device: str = "auto"
+    distillation: DistillationSettings | None = None  # student_kd only
+    loss: VGAELossWeights | None = None  # vgae only
+    curriculum: CurriculumSettings | None = None  # gat only
+    dqn: DQNSettings | None = None  # dqn only
+    overrides: dict[str, Any] = field(default_factory=dict)  # the sweep row already applied above
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise SettingsError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
+        if self.variant not in VARIANTS:
+            raise SettingsError(
+                f"unknown variant {self.variant!r} (kd_gat.variants); expected one of {VARIANTS}"
+            )
+        needs = {"vgae": "loss", "gat": "curriculum", "dqn": "dqn"}
+        for stage, name in needs.items():
+            if (getattr(self, name) is not None) != (stage == self.stage):
+                state = "needs" if stage == self.stage else "does not take"
+                raise SettingsError(f"the {self.stage} stage {state} the {name!r} settings")
+
+    @classmethod
+    def from_config(
+        cls,
+        section: Mapping[str, Any] | None,
+        stage: str,
+        variant: str,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> StageSettings:
+        """The settings of ``stage`` for ``variant`` from the ``kd_gat`` config section (defaults filled in)."""
+        section = dict(section or {})
+        reject_unknown_keys(section, SECTION_KEYS, "kd_gat")
+        if stage not in STAGES:
+            raise SettingsError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        if variant not in VARIANTS:
+            raise SettingsError(f"unknown variant {variant!r} (kd_gat.variants); expected one of {VARIANTS}")
+        top = {key: section.get(key, default) for key, default in SECTION_DEFAULTS.items()}
+        preset = preset_of(variant, top["teacher_preset"], top["student_preset"])
+        training_sections = dict(section.get("training") or {})
+        reject_unknown_keys(training_sections, STAGES, "kd_gat.training")
+        try:
+            model = resolve_preset(preset, stage, section.get("presets"))
+        except (KeyError, ValueError) as error:
+            raise SettingsError(str(error).strip("'\"")) from None
+        training = dict(training_sections.get(stage) or {})
+        model, training, applied = _apply_overrides(model, training, overrides, stage, preset)
+        return cls(
+            stage=stage,
+            variant=variant,
+            preset=preset,
+            model=model,
+            training=_section(TrainingSettings, training, f"kd_gat.training.{stage}"),
+            seed=int(top["seed"]),
+            device=str(top["device"]),
+            distillation=_section(DistillationSettings, section.get("distillation"), "kd_gat.distillation")
+            if variant == STUDENT_KD
+            else None,
+            loss=_section(VGAELossWeights, section.get("vgae_loss"), "kd_gat.vgae_loss")
+            if stage == "vgae"
+            else None,
+            curriculum=_section(CurriculumSettings, section.get("curriculum"), "kd_gat.curriculum")
+            if stage == "gat"
+            else None,
+            dqn=_section(DQNSettings, section.get("dqn"), "kd_gat.dqn") if stage == "dqn" else None,
+            overrides=applied,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values only (Snakemake params, checkpoint fingerprints, metrics)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> StageSettings:
+        """The inverse of :meth:`as_dict` (what a training wrapper receives as ``params.settings``)."""
+        if isinstance(values, StageSettings):
+            return values
+        values = dict(values)
+        reject_unknown_keys(values, cls.__dataclass_fields__, "training settings")
+        missing = [key for key in ("stage", "variant", "preset", "model") if key not in values]
+        if missing:
+            raise SettingsError(
+                f"training settings lack {missing} (build them with StageSettings.from_config)"
+            )
+        sections = {
+            "training": TrainingSettings,
+            "distillation": DistillationSettings,
+            "loss": VGAELossWeights,
+            "curriculum": CurriculumSettings,
+            "dqn": DQNSettings,
+        }
+        for name, section_class in sections.items():
+            if values.get(name) is not None:
+                values[name] = _section(section_class, values[name], f"training settings {name!r}")
+        return cls(**values)
+
+
+def _plain(value):
+    """Paramspace rows hold numpy scalars: plain Python values keep params comparable and JSON-able."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _apply_overrides(model: dict, training: dict, overrides, stage: str, preset: str):
+    applied = {str(key): _plain(value) for key, value in (overrides or {}).items()}
+    model, training = dict(model), dict(training)
+    for key, value in applied.items():
+        if key in TRAINING_KEYS:
+            training[key] = value
+        elif key in model:
+            model[key] = value
+        else:
+            raise SettingsError(
+                f"sweep column {key!r} is neither a training setting {list(TRAINING_KEYS)} nor an argument of "
+                f"the {stage} model of preset {preset!r} {sorted(model)}"
+            )
+    return model, training, applied

@@ -1,0 +1,145 @@
+"""What the three training stages share around the epoch loop: the optimiser holder (``StageBase``), the
+optimisation step, the per-epoch validation scores, the device and thread set-up and writing a stage's outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
+
+from kdgat.files import write_json, write_table
+from kdgat.model_store import save_model
+from kdgat.models import count_parameters
+from kdgat.runtime import grad_scaler, select_device
+from kdgat.training.loop import discard_checkpoint
+from kdgat.training.settings import StageSettings, TrainingSettings
+
+log = logging.getLogger("kdgat.training")
+
+OUTPUTS = ("model", "metrics", "history")
+
+
+def make_optimizer(parameters, training: TrainingSettings) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=float(training.lr), weight_decay=float(training.weight_decay))
+
+
+def optimisation_step(optimizer, scaler, loss, parameters, grad_clip: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def validation_metrics(labels, predictions, scores=None, prefix: str = "val_") -> dict:
+    """The few scores logged per epoch (accuracy, F1, AUC); the full set is kdgat.evaluation.metrics."""
+    labels = np.asarray(labels)
+    predictions = np.asarray(predictions)
+    metrics = {
+        f"{prefix}acc": float((labels == predictions).mean()) if len(labels) else float("nan"),
+        f"{prefix}f1": float(f1_score(labels, predictions, zero_division=0)),
+    }
+    if scores is not None:
+        metrics[f"{prefix}auc"] = auc_or_nan(labels, scores)
+    return metrics
+
+
+def auc_or_nan(labels, scores) -> float:
+    """ROC AUC, or NaN (null in metrics.json) when the split has a single class."""
+    labels = np.asarray(labels)
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+
+
+class StageBase:
+    """Model + optimiser + AMP scaler + the loader's generator: what a checkpoint must carry for a stage."""
+
+    def __init__(self, model, settings: StageSettings, device: torch.device, extra_parameters=()):
+        self.device = device
+        self.model = model.to(device)
+        self.training = settings.training
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad] + list(extra_parameters)
+        self.optimizer = make_optimizer(self.trainable, self.training)
+        self.scaler = grad_scaler(device)
+        self.loader_generator = torch.Generator().manual_seed(int(settings.seed))
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            **self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.load_extra_state(state)
+
+    def step(self, loss) -> None:
+        optimisation_step(self.optimizer, self.scaler, loss, self.trainable, float(self.training.grad_clip))
+
+
+def prepare_job(
+    settings: StageSettings | Mapping, stage: str, outputs: Mapping, threads: int | None
+) -> StageSettings:
+    """Typed settings of a file-level ``run`` (checked against its stage) and torch's thread count."""
+    settings = StageSettings.from_dict(settings)
+    if settings.stage != stage:
+        raise ValueError(f"settings for the {settings.stage} stage were given to the {stage} stage")
+    missing = [name for name in OUTPUTS if not outputs.get(name)]
+    if missing:
+        raise ValueError(f"the {stage} stage needs the outputs {list(OUTPUTS)}; missing {missing}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return settings
+
+
+def resolve_device(settings: StageSettings) -> torch.device:
+    device = select_device(settings.device)
+    log.info("device: %s", device)
+    return device
+
+
+def write_outputs(
+    outputs: Mapping,
+    settings: StageSettings,
+    model,
+    model_config: dict,
+    result: dict,
+    metrics: dict,
+    checkpoint,
+) -> None:
+    """model.pt, metrics.json and history.csv, each atomically; then drop the resume checkpoint."""
+    save_model(model, settings.stage, model_config, outputs["model"], variant=settings.variant)
+    write_json(metrics, outputs["metrics"], sort_keys=True)
+    write_table(pd.DataFrame(result["history"]), outputs["history"])
+    discard_checkpoint(checkpoint)
+
+
+def base_metrics(settings: StageSettings, model, result: dict, started: float, device) -> dict:
+    return {
+        "stage": settings.stage,
+        "variant": settings.variant,
+        "preset": settings.preset,
+        "num_parameters": count_parameters(model),
+        "epochs_run": len(result["history"]),
+        "best_epoch": result["best_epoch"],
+        "best_val_loss": result["best_val_loss"],
+        "resumed_from_epoch": None if result["resumed_from"] is None else result["resumed_from"] + 1,
+        "train_seconds": time.perf_counter() - started,
+        "device": str(device),
+        "knowledge_distillation": settings.distillation is not None,
+    }
