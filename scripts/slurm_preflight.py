@@ -14,7 +14,7 @@ Checks, each with `sbatch --test-only` (nothing is queued) unless said otherwise
                the file lists (v100-32g on gpu-exp): the flags snakemake-executor-plugin-slurm 2.8 emits
   MinJobAge    `scontrol show config`: at least 3 x the profile's slurm-init-seconds-before-status-checks, or
                the plugin silently polls sacct instead of squeue and never sees a scancelled job as failed
-  torch        `srun` on a GPU partition: python -m kdgat.training.runtime --check, the check select_device makes
+  torch        `srun` on a GPU partition: python -m kdgat.runtime --check, the check select_device makes
                in every training job (torch's arch list must hold the GPU's compute capability: sm_70 on a V100)
 
 profiles/slurm/profile.yaml runs all but the last one at every snakemake start (check_before_submission), so a
@@ -37,7 +37,7 @@ import yaml
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles" / "slurm"
 # profiles/slurm/profile.yaml: slurm-init-seconds-before-status-checks (a test keeps the two equal).
 STATUS_CHECK_DELAY_S = 40
-TORCH_CHECK = ["-m", "kdgat.training.runtime", "--check"]
+TORCH_CHECK = ["-m", "kdgat.runtime", "--check"]
 
 
 class PreflightError(ValueError):

@@ -15,11 +15,10 @@ import pytest
 import torch
 from testkit import REPO
 
-from kdgat.presets import resolve_preset
-from kdgat.training import runtime
+from kdgat import runtime
+from kdgat.runtime import GPUUnusableError, arch_runs_on, held_gpus, select_device
 from kdgat.training import vgae as vgae_training
-from kdgat.training.runtime import GPUUnusableError, arch_runs_on, held_gpus, select_device
-from kdgat.training.toy import toy_graphs
+from kdgat.training.settings import StageSettings
 
 # What torch 2.13.0 itself lists as the x86_64 architectures of its CUDA builds (torch/cuda/__init__.py).
 BUILD_ARCHS = {
@@ -173,24 +172,18 @@ def test_no_gpu_held_and_no_cuda_means_cpu(no_gpu_env):
 
 def test_training_with_device_auto_stops_on_a_gpu_it_cannot_use(no_gpu_env, tmp_path):
     no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
-    settings = {
-        "seed": 1,
-        "device": "auto",
-        "variant": "teacher",
-        "training": {
-            "epochs": 1,
-            "batch_size": 8,
-            "lr": 0.01,
-            "weight_decay": 0.0,
-            "patience": 1,
-            "grad_clip": 1,
-        },
-        "loss": {"id_weight": 0.1, "neighbour_weight": 0.05, "kl_weight": 0.01},
-    }
-    settings["model"] = resolve_preset("demo_student", "vgae")
-    graphs = toy_graphs(40, num_ids=20, seed=1)
+    section = {"teacher_preset": "demo_teacher", "student_preset": "demo_student", "device": "auto"}
+    settings = StageSettings.from_config(section, "vgae", "student")
+    missing = tmp_path / "not-there.pt"
+    # The job stops on the GPU before it reads a byte of data: the graph files here do not even exist.
     with pytest.raises(GPUUnusableError, match="CUDA_VISIBLE_DEVICES=0"):
-        vgae_training.train(graphs, graphs, 20, settings)
+        vgae_training.run(
+            train=missing,
+            val=missing,
+            metadata=missing,
+            settings=settings,
+            outputs={name: tmp_path / name for name in ("model", "metrics", "history")},
+        )
 
 
 def run_check(**env):
@@ -198,7 +191,7 @@ def run_check(**env):
         k: v for k, v in os.environ.items() if k not in {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
     }
     return subprocess.run(
-        [sys.executable, "-m", "kdgat.training.runtime", "--check"],
+        [sys.executable, "-m", "kdgat.runtime", "--check"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,6 +1,6 @@
 """Device choice, seeding, mixed precision and RNG state capture: the parts every training stage shares.
 
-`python -m kdgat.training.runtime --check` runs the GPU check of `select_device` on its own (the SLURM preflight
+`python -m kdgat.runtime --check` runs the GPU check of `select_device` on its own (the SLURM preflight
 starts it on a GPU node with srun) and prints what torch sees.
 """
 

@@ -95,7 +95,7 @@ class StageBase:
 def prepare_job(
     settings: StageSettings | Mapping, stage: str, outputs: Mapping, threads: int | None
 ) -> StageSettings:
-    """Typed settings of a file-level ``run`` (checked against its stage) and torch's thread count."""
+    """Typed settings of a file-level ``run`` (checked against its stage), torch's thread count, and the GPU check."""
     settings = StageSettings.from_dict(settings)
     if settings.stage != stage:
         raise ValueError(f"settings for the {settings.stage} stage were given to the {stage} stage")
@@ -104,6 +104,8 @@ def prepare_job(
         raise ValueError(f"the {stage} stage needs the outputs {list(OUTPUTS)}; missing {missing}")
     if threads:
         torch.set_num_threads(int(threads))
+    # A job given a GPU it cannot use stops here, within seconds, before any data is read.
+    select_device(settings.device)
     return settings
 
 
