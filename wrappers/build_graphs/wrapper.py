@@ -1,34 +1,28 @@
 """Snakemake wrapper: CAN logs of one dataset -> ID vocabulary, window graphs, train/val/test files, metadata."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
+from kdgat.logs import configure, failure_logged
 from kdgat.preprocess import preprocess_dataset
 
-logging.basicConfig(
-    filename=snakemake.log[0] if snakemake.log else None,
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-params = snakemake.params
-try:
+configure(snakemake.log[0])
+with failure_logged("build_graphs"):
     preprocess_dataset(
-        dataset=params.get("dataset", "dataset"),
+        dataset=snakemake.params.get("dataset", "dataset"),
         train_files=list(snakemake.input.get("train", [])),
         test_files=list(
-            zip(params.get("test_scenario_of_file", []), snakemake.input.get("test", []), strict=True)
+            zip(
+                snakemake.params.get("test_scenario_of_file", []),
+                snakemake.input.get("test", []),
+                strict=True,
+            )
         ),
-        fmt=params.get("format", "auto"),
-        bad_rows=params.get("bad_rows", "error"),
-        window_size=int(params.get("window_size", 100)),
-        stride=int(params.get("stride", 100)),
-        val_fraction=float(params.get("val_fraction", 0.2)),
-        seed=int(params.get("seed", 42)),
+        fmt=snakemake.params.get("format", "auto"),
+        bad_rows=snakemake.params.get("bad_rows", "error"),
+        window_size=int(snakemake.params.get("window_size", 100)),
+        stride=int(snakemake.params.get("stride", 100)),
+        val_fraction=float(snakemake.params.get("val_fraction", 0.2)),
+        seed=int(snakemake.params.get("seed", 42)),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")},
     )
-except Exception:
-    logging.getLogger("build_graphs").exception("preprocessing %s failed", params.get("dataset"))
-    raise

@@ -1,17 +1,13 @@
 """Evaluate one trained KD-GAT detector (VGAE, GAT, DQN fusion) on validation and every test scenario."""
 
-import logging
+__author__ = "snakemake-gpu-catalog maintainers"
+__license__ = "MIT"
 
 from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
+from kdgat.logs import configure, failure_logged
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    filemode="w",
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-try:
+configure(snakemake.log[0])
+with failure_logged("evaluate_detector"):
     evaluate_files(
         vgae=snakemake.input.vgae,
         gat=snakemake.input.gat,
@@ -22,6 +18,3 @@ try:
         threads=snakemake.threads,
         **dict(snakemake.params.items()),
     )
-except Exception:
-    logging.getLogger("evaluate_detector").exception("evaluation failed")
-    raise

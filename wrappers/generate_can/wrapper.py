@@ -1,24 +1,15 @@
 """Snakemake wrapper: write one synthetic CAN log (HCRL-style traffic with injected attacks)."""
 
-__author__ = "snakemake-gpu-catalog"
+__author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-import logging
-
+from kdgat.logs import configure, failure_logged
 from kdgat.synthetic import generate_file
 
-logging.basicConfig(
-    filename=snakemake.log[0] if snakemake.log else None,
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-try:
+configure(snakemake.log[0])
+with failure_logged("generate_can"):
     generate_file(
         options=snakemake.params.options,
         file_index=int(snakemake.params.get("file_index", 0)),
         path=snakemake.output[0],
     )
-except Exception:
-    logging.getLogger("generate_can").exception("generating %s failed", snakemake.output[0])
-    raise

@@ -1,17 +1,13 @@
 """Summary table (CSV + Markdown) and teacher-vs-student chart from evaluate_detector's metrics.json files."""
 
-import logging
+__author__ = "snakemake-gpu-catalog maintainers"
+__license__ = "MIT"
 
 from kdgat.evaluation.run import summarize_files
+from kdgat.logs import configure, failure_logged
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    filemode="w",
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-try:
+configure(snakemake.log[0])
+with failure_logged("summarize_evaluation"):
     summarize_files(
         metrics=list(snakemake.input.metrics),
         csv=snakemake.output.csv,
@@ -22,6 +18,3 @@ try:
         curves=snakemake.output.get("curves"),
         title=snakemake.params.get("title", ""),
     )
-except Exception:
-    logging.getLogger("summarize_evaluation").exception("summary failed")
-    raise

@@ -1,13 +1,13 @@
 """Train the DQN fusion stage of KD-GAT (optionally distilling a teacher agent's Q-values)."""
 
-import logging
+__author__ = "snakemake-gpu-catalog maintainers"
+__license__ = "MIT"
 
+from kdgat.logs import configure, failure_logged
 from kdgat.training import dqn
 
-logging.basicConfig(
-    filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
-)
-try:
+configure(snakemake.log[0])
+with failure_logged("train_dqn"):
     dqn.run(
         train=snakemake.input.train,
         val=snakemake.input.val,
@@ -22,6 +22,3 @@ try:
         outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )
-except Exception:
-    logging.getLogger("train_dqn").exception("DQN fusion training failed")
-    raise

@@ -1,13 +1,13 @@
 """Train the GAT stage of KD-GAT (VGAE-driven curriculum, optional distillation from a teacher GAT)."""
 
-import logging
+__author__ = "snakemake-gpu-catalog maintainers"
+__license__ = "MIT"
 
+from kdgat.logs import configure, failure_logged
 from kdgat.training import gat
 
-logging.basicConfig(
-    filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
-)
-try:
+configure(snakemake.log[0])
+with failure_logged("train_gat"):
     gat.run(
         train=snakemake.input.train,
         val=snakemake.input.val,
@@ -19,6 +19,3 @@ try:
         outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )
-except Exception:
-    logging.getLogger("train_gat").exception("GAT training failed")
-    raise

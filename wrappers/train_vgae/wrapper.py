@@ -1,13 +1,13 @@
 """Train the VGAE stage of KD-GAT (optionally distilled from a teacher VGAE) on preprocessed CAN graphs."""
 
-import logging
+__author__ = "snakemake-gpu-catalog maintainers"
+__license__ = "MIT"
 
+from kdgat.logs import configure, failure_logged
 from kdgat.training import vgae
 
-logging.basicConfig(
-    filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
-)
-try:
+configure(snakemake.log[0])
+with failure_logged("train_vgae"):
     vgae.run(
         train=snakemake.input.train,
         val=snakemake.input.val,
@@ -18,6 +18,3 @@ try:
         outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )
-except Exception:
-    logging.getLogger("train_vgae").exception("VGAE training failed")
-    raise
