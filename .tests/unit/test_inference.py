@@ -85,7 +85,8 @@ def chain(tmp_path_factory):
             teacher=teacher["gat"] if kd else None,
         )
         dqn.run(
-            **files,
+            fit=files["val"],
+            metadata=files["metadata"],
             settings=stage_settings(variant, "dqn"),
             outputs=out["dqn"],
             checkpoint=out["dqn"]["checkpoint"],

@@ -1,7 +1,8 @@
 """Score graphs with the trained VGAE → GAT → DQN fusion chain (models from kdgat.model_store.load_model).
 
-`score_graphs` returns, per graph: label, vgae_error (raw mean node-feature reconstruction MSE), vgae_score (the
-error calibrated to [0, 1): 0.5 at the VGAE's validation threshold, see VGAE.calibrated_anomaly), gat_prob
+`score_graphs` returns, per graph: label, vgae_error (the VGAE's anomaly error: mean node feature MSE + weighted ID
+cross-entropy + weighted neighbour BCE, see kdgat.models.vgae), vgae_score (that error calibrated to [0, 1): 0.5
+at the VGAE's validation threshold, see VGAE.calibrated_anomaly), gat_prob
 (p(attack)), fusion_alpha (α chosen by the DQN), fusion_score ((1−α)·vgae_score + α·gat_prob) and fusion_pred
 (fusion_score > 0.5).
 """
@@ -26,7 +27,7 @@ def fusion_inputs(
 ) -> dict[str, torch.Tensor]:
     """Per-graph quantities the fusion needs, on CPU: the 15-D DQN state and its ingredients.
 
-    State = VGAE [feature MSE, neighbour BCE, ID CE, z mean, z std, z max, z min, calibrated anomaly]
+    State = VGAE [feature MSE, neighbour BCE, ID CE, z mean, z std, z max, z min, calibrated anomaly error]
           + GAT  [p(normal), p(attack), embedding mean, std, max, min, confidence 1 − H(p)/ln 2].
     """
     device = select_device(device) if isinstance(device, str) else device
@@ -37,8 +38,8 @@ def fusion_inputs(
     for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
         errors = vgae.graph_errors(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
-        anomaly = vgae.calibrated_anomaly(errors["feature_mse"])
-        embedding = gat.embed(batch.x, batch.edge_index, batch.batch)
+        anomaly = vgae.calibrated_anomaly(errors["anomaly_error"])
+        embedding = gat.embed(batch.x, batch.edge_index, batch.batch, batch.edge_attr)
         probs = torch.softmax(gat.head(embedding), dim=1)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
         state = torch.stack(
@@ -64,7 +65,7 @@ def fusion_inputs(
         parts["state"].append(state.float().cpu())
         parts["anomaly"].append(anomaly.float().cpu())
         parts["p_attack"].append(probs[:, 1].float().cpu())
-        parts["error"].append(errors["feature_mse"].float().cpu())
+        parts["error"].append(errors["anomaly_error"].float().cpu())
         parts["label"].append(batch.y.view(-1).long().cpu())
     vgae.train(vgae_was_training)
     gat.train(gat_was_training)

@@ -1,9 +1,10 @@
 """VGAE stage: learns to reconstruct *normal* graphs; its calibrated reconstruction error is the anomaly score.
 
 Trained on the normal training graphs only (an attack the model never saw reconstructs badly, which is the point).
-Early stopping watches the VGAE loss on normal validation graphs. Afterwards the anomaly threshold is fitted on
-the whole validation split: Youden's J on the ROC of the graph reconstruction error when it has both classes,
-else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
+Early stopping watches the VGAE loss on normal validation graphs. The anomaly error weighs the reconstruction terms
+as the loss does (kd_gat.vgae_loss; stored in the model, buffer `error_weights`, see kdgat.models.vgae).
+Afterwards the anomaly threshold is fitted on the whole validation split: Youden's J on the ROC of the graph
+anomaly error when it has both classes, else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
 With a teacher (student_kd): α·(½·MSE(proj(z_s), z_t) + ½·MSE(recon_s, recon_t)) + (1−α)·VGAE loss.
 """
 
@@ -22,7 +23,7 @@ from sklearn.metrics import roc_curve
 from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
 from kdgat.model_store import load_model
 from kdgat.models import VGAE
-from kdgat.models.vgae import vgae_loss
+from kdgat.models.vgae import ERROR_TERMS, vgae_loss
 from kdgat.runtime import autocast, seed_everything
 from kdgat.training.data import labels_of, load_training_data, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
@@ -133,7 +134,7 @@ class VGAEStage(StageBase):
                 vgae_loss(self.model, out, batch.x, batch.edge_index, **self.loss_weights)["loss"]
             ) * (batch.num_graphs)
             seen += batch.num_graphs
-        errors = graph_errors(self.model, self.val_graphs, self.batch_size, self.device)["feature_mse"]
+        errors = graph_errors(self.model, self.val_graphs, self.batch_size, self.device)["anomaly_error"]
         return {"val_loss": total / seen, "val_auc": auc_or_nan(self.val_labels, errors)}
 
 
@@ -152,6 +153,8 @@ def train(
     device = resolve_device(settings)
     model_config = {"num_ids": num_ids, **settings.model}
     model = VGAE(**model_config)
+    loss = settings.loss
+    model.error_weights.copy_(torch.tensor([1.0, loss.id_weight, loss.neighbour_weight]))
     stage = VGAEStage(model, train_graphs, val_graphs, settings, device, teacher=teacher)
     loop = LoopSettings(
         epochs=int(settings.training.epochs),
@@ -161,7 +164,8 @@ def train(
     )
     result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
 
-    errors = graph_errors(model, stage.val_graphs, stage.batch_size, device)["feature_mse"]
+    val_errors = graph_errors(model, stage.val_graphs, stage.batch_size, device)
+    errors = val_errors["anomaly_error"]
     threshold, method = fit_threshold(errors, stage.val_labels)
     model.anomaly_threshold.fill_(threshold)
     predictions = (errors > threshold).astype(int)
@@ -171,7 +175,10 @@ def train(
         "anomaly_threshold": threshold,
         "threshold_method": method,
         "train_graphs": len(stage.train_graphs),
+        "error_weights": dict(zip(ERROR_TERMS, model.error_weights.tolist(), strict=True)),
     }
+    # Each term's validation AUC alone, next to the combined score's val_auc (which term carries the signal).
+    metrics |= {f"val_auc_{term}": auc_or_nan(stage.val_labels, val_errors[term]) for term in ERROR_TERMS}
     log.info("vgae: threshold %.6g (%s), val AUC %.4f", threshold, method, metrics["val_auc"])
     return model.cpu(), result, metrics, model_config
 

@@ -27,6 +27,16 @@ def graphs():
     }
 
 
+def dqn_graphs():
+    """What the DQN stage reads: graphs its VGAE and GAT did not train on, the validation block held out of the
+    training captures (the stage holds kd_gat.dqn.early_stop_share of it out again for its early stopping).
+    """
+    return {
+        "fit": f"{DATA}/{{dataset}}/val.pt",
+        "metadata": f"{DATA}/{{dataset}}/metadata.json",
+    }
+
+
 def result(variant, stage, name="model.pt"):
     return f"results/kd_gat/{{dataset}}/{variant}/{stage}/{name}"
 
