@@ -23,3 +23,15 @@ def restore_logging():
     for handler in root.handlers:
         handler.close()
     root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tests that train or run tiny models: with tiny matrices a second thread
+    only adds synchronisation, 10-15x slower on a busy 2-core machine (CI's size). Restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

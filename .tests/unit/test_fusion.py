@@ -19,6 +19,8 @@ from kdgat.models.dqn import STATE_DIM
 from kdgat.training import dqn as dqn_training
 from kdgat.training.settings import StageSettings
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ANOMALY, P_ATTACK, Z_MEAN = 7, 9, 3  # state columns, see kdgat.inference.fusion_inputs
 MARGIN = 0.1  # how much better than the better input the fusion must be
 
@@ -71,15 +73,6 @@ def test_inputs():
     return fusion_inputs(3000, seed=99)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: a second torch thread only adds synchronisation (15x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_constant_and_random_policies_fail_the_check(test_inputs):
     labels = test_inputs["label"]
     for action in range(NUM_ACTIONS):
@@ -93,7 +86,7 @@ def test_constant_and_random_policies_fail_the_check(test_inputs):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_learnt_fusion_beats_both_inputs(test_inputs, seed, one_thread):
+def test_learnt_fusion_beats_both_inputs(test_inputs, seed):
     train, stop = fusion_inputs(3000, seed=2 * seed), fusion_inputs(1000, seed=2 * seed + 1)
     model, _, metrics, _ = dqn_training.train(train, stop, settings(seed))
     with torch.no_grad():

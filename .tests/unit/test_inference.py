@@ -14,6 +14,8 @@ from kdgat.testing import toy_graphs
 from kdgat.training import dqn, gat, vgae
 from kdgat.training.settings import StageSettings
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TRAINING = {"epochs": 3, "batch_size": 32, "lr": 0.005, "weight_decay": 1e-4, "patience": 5, "grad_clip": 1.0}
 RL = {
     "buffer_size": 1000,

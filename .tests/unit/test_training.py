@@ -18,6 +18,8 @@ from kdgat.training import vgae as vgae_training
 from kdgat.training.loop import KILL_AFTER_EPOCH_ENV
 from kdgat.training.settings import StageSettings
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 NUM_IDS = 20
 TRAINING = {
     "epochs": 4,
