@@ -138,6 +138,9 @@ def test_load_model_rejects_other_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a kd_gat model file"):
         load_model(tmp_path / "x.pt")
+    torch.save({"format": "kdgat-model/1", "kind": "vgae"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"another format version .*'kdgat-model/1'.*retrain it"):
+        load_model(tmp_path / "old.pt")
 
 
 def test_score_graphs_contract(chain):

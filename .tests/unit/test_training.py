@@ -102,6 +102,40 @@ def test_gat_resumes_after_a_crash_with_the_same_result(graphs, trained_vgae, tm
     assert losses(result["history"]) == losses(reference_result["history"])
 
 
+def test_gat_history_logs_each_epochs_curriculum_draw(graphs, trained_vgae):
+    train, val = graphs
+    _, result, *_ = gat_training.train(
+        train, val, NUM_IDS, settings("gat", curriculum=CURRICULUM), vgae=trained_vgae
+    )
+    normals = sum(int(g.y) == 0 for g in train)
+    attacks = len(train) - normals
+    for epoch, row in enumerate(result["history"]):
+        ratio, percentile = 1.0 + 2.0 * epoch / 3, 50.0 * epoch / 3  # CURRICULUM over TRAINING's 4 epochs
+        assert row["curriculum_ratio"] == pytest.approx(ratio)
+        assert row["curriculum_percentile"] == pytest.approx(percentile)
+        assert row["curriculum_pool"] <= normals
+        assert row["curriculum_normals"] == min(row["curriculum_pool"], round(ratio * attacks))
+        assert row["train_attack_share"] == pytest.approx(attacks / (attacks + row["curriculum_normals"]))
+
+
+def test_vgae_anomaly_error_weighs_its_terms_as_the_loss_and_flags_an_unseen_id(graphs, trained_vgae):
+    assert trained_vgae.error_weights.tolist() == pytest.approx(
+        [1.0, LOSS["id_weight"], LOSS["neighbour_weight"]]
+    )
+    normal = next(g for g in graphs[1] if int(g.y) == 0)
+    unseen = normal.clone()
+    unseen.x[0, 0] = (
+        NUM_IDS - 1
+    )  # toy normal graphs draw IDs 1..NUM_IDS-2: this index never occurred in training
+    batch = torch.zeros(normal.num_nodes, dtype=torch.long)
+    trained_vgae.eval()
+    with torch.no_grad():
+        before, after = (trained_vgae.graph_errors(g.x, g.edge_index, batch, 1) for g in (normal, unseen))
+    weighted = before["feature_mse"] + 0.1 * before["id_ce"] + 0.05 * before["neighbour_bce"]
+    assert torch.allclose(before["anomaly_error"], weighted)
+    assert after["id_ce"] > before["id_ce"] and after["anomaly_error"] > before["anomaly_error"]
+
+
 def test_dqn_resumes_after_a_crash_with_the_same_result(tmp_path, monkeypatch):
     generator = torch.Generator().manual_seed(0)
 

@@ -1,10 +1,11 @@
 """DQN fusion stage: learns, per graph, the weight α of the GAT's p(attack) against the VGAE's anomaly score.
 
 What it learns from: base-model outputs on graphs those models never trained on. The stage reads one graph file,
-``fit`` (the kd_gat module gives it val.pt, the block of the training captures held out from VGAE and GAT
-training), and, unless a separate ``stop`` file is given, holds every k-th of 20 contiguous blocks of it out for
-early stopping (``kd_gat.dqn.early_stop_share``). On the base models' own training graphs the GAT is nearly
-always right, and an agent trained there learns to copy it (review H1).
+``fit`` (the kd_gat module gives it <kd_gat.dqn.fit_split>.pt, by default val.pt, the time blocks of the training
+captures held out from VGAE and GAT training), and early-stops either on a second file, ``stop``
+(kd_gat.dqn.stop_split, e.g. val.pt when the fit split is a further held-out split such as fusion.pt), or on every
+k-th of 20 contiguous blocks of the fit graphs (kd_gat.dqn.early_stop_share). On the base models' own training
+graphs the GAT is nearly always right, and an agent trained there learns to copy it (review H1).
 
 The fusion is a contextual bandit: the action does not change the next graph. So γ = 0 by default: the target of
 Q(s, α) is the reward itself, and Q learns how often α decides right for states like s (bootstrapping on an

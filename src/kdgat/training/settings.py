@@ -115,6 +115,10 @@ class DQNSettings:
     false_alarm_cost: float = 1.0
     early_stop_share: float = 0.25
     kd_weighting: str = "agreement"
+    # Which preprocess split files the kd_gat module gives the stage (<split>.pt): it learns from `fit_split` and
+    # early-stops on `stop_split` (empty: blocks held out of the fit split, early_stop_share of them).
+    fit_split: str = "val"
+    stop_split: str = ""
 
     def __post_init__(self):
         if not 0 <= self.gamma <= 1:
@@ -125,6 +129,13 @@ class DQNSettings:
             raise SettingsError(
                 f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {self.early_stop_share}"
             )
+        if self.fit_split == "train" or self.stop_split == "train":
+            raise SettingsError(
+                "kd_gat.dqn.fit_split/stop_split: not `train`, the graphs the VGAE and GAT trained on (on them the "
+                "GAT is nearly always right and the agent learns to copy it); use a held-out split such as `val`"
+            )
+        if not self.fit_split or self.fit_split == self.stop_split:
+            raise SettingsError("kd_gat.dqn.fit_split must name a split file and differ from stop_split")
         if self.kd_weighting not in KD_WEIGHTINGS:
             raise SettingsError(
                 f"kd_gat.dqn.kd_weighting must be one of {KD_WEIGHTINGS}, got {self.kd_weighting!r}"

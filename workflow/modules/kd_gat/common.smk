@@ -28,13 +28,17 @@ def graphs():
 
 
 def dqn_graphs():
-    """What the DQN stage reads: graphs its VGAE and GAT did not train on, the validation block held out of the
-    training captures (the stage holds kd_gat.dqn.early_stop_share of it out again for its early stopping).
+    """What the DQN stage reads: graphs its VGAE and GAT did not train on, <kd_gat.dqn.fit_split>.pt (default: the
+    validation block held out of the training captures) and, when kd_gat.dqn.stop_split names one, a second file
+    for its early stopping (else it holds kd_gat.dqn.early_stop_share of the fit graphs out again).
     """
-    return {
-        "fit": f"{DATA}/{{dataset}}/val.pt",
+    files = {
+        "fit": f"{DATA}/{{dataset}}/{KD['dqn']['fit_split']}.pt",
         "metadata": f"{DATA}/{{dataset}}/metadata.json",
     }
+    if KD["dqn"]["stop_split"]:
+        files["stop"] = f"{DATA}/{{dataset}}/{KD['dqn']['stop_split']}.pt"
+    return files
 
 
 def result(variant, stage, name="model.pt"):
