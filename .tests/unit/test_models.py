@@ -126,3 +126,18 @@ def test_calibrated_anomaly_is_one_half_at_the_threshold_and_monotone():
     scores = vgae.calibrated_anomaly(torch.tensor([0.0, 0.1, 0.2, 0.4, 10.0]))
     assert scores[0] == 0 and scores[2] == pytest.approx(0.5) and scores[3] == pytest.approx(0.75)
     assert torch.all(scores[1:] > scores[:-1]) and scores[-1] <= 1
+
+
+def test_anomaly_error_is_two_sided_in_units_of_each_terms_normal_spread():
+    """A window reconstructed better than normal traffic is as foreign as one reconstructed worse."""
+    vgae = VGAE(4, embedding_dim=2, hidden_dims=(4,), latent_dim=2)
+    vgae.fit_error_statistics(
+        {"feature_mse": [0.01, 0.03], "id_ce": [1.0, 3.0], "neighbour_bce": [0.1, 0.1]}
+    )  # means 0.02, 2, 0.1; spreads 0.01, 1, (none:) 1e-8
+    assert vgae.error_mean.tolist() == pytest.approx([0.02, 2.0, 0.1])
+    errors = {
+        "feature_mse": torch.tensor([0.04, 0.00, 0.02]),
+        "id_ce": torch.tensor([2.0, 2.0, 5.0]),
+        "neighbour_bce": torch.tensor([0.1, 0.1, 0.1]),
+    }
+    assert vgae.anomaly_error(errors).tolist() == pytest.approx([2.0, 2.0, 3.0])

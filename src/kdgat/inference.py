@@ -1,7 +1,7 @@
 """Score graphs with the trained VGAE → GAT → DQN fusion chain (models from kdgat.model_store.load_model).
 
-`score_graphs` returns, per graph: label, vgae_error (the VGAE's anomaly error: mean node feature MSE + weighted ID
-cross-entropy + weighted neighbour BCE, see kdgat.models.vgae), vgae_score (that error calibrated to [0, 1): 0.5
+`score_graphs` returns, per graph: label, vgae_error (the VGAE's anomaly error: how far the graph's feature MSE,
+ID cross-entropy and neighbour BCE lie from normal windows', see kdgat.models.vgae), vgae_score (that error calibrated to [0, 1): 0.5
 at the VGAE's validation threshold, see VGAE.calibrated_anomaly), gat_prob
 (p(attack)), fusion_alpha (α chosen by the DQN), fusion_score ((1−α)·vgae_score + α·gat_prob) and fusion_pred
 (fusion_score > 0.5).
@@ -140,7 +140,8 @@ class WindowDetector:
                 vgae.id_classifier.bias.detach().clone(),
             )
             self.neighbour_predictor = DenseMLP(vgae.neighbour_predictor)
-            self.error_weights = vgae.error_weights.detach().clone()
+            self.error_mean = vgae.error_mean.detach().clone()
+            self.error_std = vgae.error_std.detach().clone()
             self.threshold = float(vgae.anomaly_threshold)
             self.gat_embedding = gat.embedding.weight.detach().clone()
             self.gat_layers = [DenseGATLayer(conv) for conv in gat.convs]
@@ -172,7 +173,8 @@ class WindowDetector:
                 F.binary_cross_entropy_with_logits(self.neighbour_predictor(z), neighbours),
             ]
         )
-        anomaly = 1.0 - torch.exp(-math.log(2.0) * (errors @ self.error_weights) / max(self.threshold, 1e-12))
+        error = ((errors - self.error_mean).abs() / self.error_std).sum()
+        anomaly = 1.0 - torch.exp(-math.log(2.0) * error / max(self.threshold, 1e-12))
 
         h = torch.cat([self.gat_embedding[ids], continuous], dim=1)
         layers = []

@@ -5,10 +5,15 @@ see kdgat.presets): GAT encoder layers of widths ``hidden_dims`` (multi-head in 
 to (μ, log σ²), a decoder that mirrors the encoder (GAT layers of widths ``reversed(hidden_dims)[:-1]``, then a
 GAT layer to the node features), and two heads on z that predict the node's own CAN ID and its neighbours' IDs.
 
-Anomaly score of a graph: the mean over its nodes of feature MSE + w_id·ID cross-entropy + w_nb·neighbour BCE,
-the reconstruction part of the training loss with the loss's own weights (buffer ``error_weights``, set by
-kdgat.training.vgae). The ID and neighbour terms are what flags an ID the VGAE never saw in normal traffic (the
-out-of-vocabulary index) or a node talking to unusual neighbours; feature MSE alone misses both.
+Anomaly error of a graph: how far each of its three reconstruction terms (the mean over its nodes of feature MSE,
+CAN-ID cross-entropy and neighbour-ID BCE) lies from that term's distribution on held-out normal windows, in units
+of its standard deviation, summed: Σ_t |e_t − μ_t| / σ_t (buffers ``error_mean``, ``error_std``, set by
+kdgat.training.vgae from the normal validation graphs). Two-sided on purpose: a window the VGAE reconstructs
+better than normal traffic is as foreign as one it reconstructs worse (fuzzing's random payloads average to
+mid-range byte means, which a decoder fitted to normal traffic reproduces easily: feature MSE alone scored such
+windows as more normal than normal, ROC-AUC 0.00). The ID and neighbour terms flag an ID the VGAE never saw in
+normal traffic (the out-of-vocabulary index) or a node talking to unusual neighbours, which feature MSE misses.
+Standardised, the three terms count alike although their raw scales differ by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -37,6 +42,21 @@ def neighbour_multi_hot(edge_index: torch.Tensor, can_ids: torch.Tensor, num_ids
     target[source, can_ids[dest]] = 1.0
     target[dest, can_ids[source]] = 1.0
     return target
+
+
+def standardised_error(errors, mean, std):
+    """Σ over ERROR_TERMS of |errors[t] − mean[t]| / std[t] (torch or numpy per-graph errors alike)."""
+    return sum(abs(errors[name] - mean[i]) / std[i] for i, name in enumerate(ERROR_TERMS))
+
+
+def error_statistics(errors) -> tuple[list[float], list[float]]:
+    """(mean, standard deviation) of each of ERROR_TERMS over the graphs in `errors` (std >= 1e-8; 1 for one graph)."""
+    mean, std = [], []
+    for name in ERROR_TERMS:
+        values = torch.as_tensor(errors[name], dtype=torch.float64).reshape(-1)
+        mean.append(float(values.mean()))
+        std.append(max(float(values.std(unbiased=False)), 1e-8) if values.numel() > 1 else 1.0)
+    return mean, std
 
 
 def _heads_for(width: int, heads: int, where: str) -> int:
@@ -99,9 +119,10 @@ class VGAE(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(latent_dim, num_ids),
         )
-        # Weights of ERROR_TERMS in the anomaly error (the training loss's weights, set by kdgat.training.vgae)
-        # and its calibration, fitted on validation data after training (see calibrated_anomaly).
-        self.register_buffer("error_weights", torch.tensor([1.0, 0.1, 0.05]))
+        # Normal windows' mean and standard deviation of each of ERROR_TERMS (see anomaly_error) and the threshold
+        # of the anomaly error (see calibrated_anomaly): fitted on validation data after training.
+        self.register_buffer("error_mean", torch.zeros(len(ERROR_TERMS)))
+        self.register_buffer("error_std", torch.ones(len(ERROR_TERMS)))
         self.register_buffer("anomaly_threshold", torch.tensor(float("nan")))
 
     def _block(self, conv, norm, h, edge_index):
@@ -155,9 +176,14 @@ class VGAE(nn.Module):
         }
 
     def anomaly_error(self, errors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted sum of the reconstruction terms (per node or per graph, whatever `errors` holds)."""
-        weights = self.error_weights
-        return sum(weights[i] * errors[name] for i, name in enumerate(ERROR_TERMS))
+        """Σ over ERROR_TERMS of |error − normal mean| / normal standard deviation (per-graph errors)."""
+        return standardised_error(errors, self.error_mean, self.error_std)
+
+    def fit_error_statistics(self, normal_errors) -> None:
+        """Set ``error_mean``/``error_std`` from per-graph errors of normal windows the model did not train on."""
+        mean, std = error_statistics(normal_errors)
+        self.error_mean.copy_(torch.tensor(mean))
+        self.error_std.copy_(torch.tensor(std))
 
     def graph_errors(self, x, edge_index, batch, num_graphs: int | None = None) -> dict[str, torch.Tensor]:
         """Per-graph mean of each reconstruction term, the anomaly error (``anomaly_error``) and latent statistics
