@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
+from kdgat.distillation import q_value_kd_loss
 from kdgat.models import NUM_ACTIONS, QNetwork, alphas, fuse, fusion_reward
-from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, early_stop_rows, epsilon_at
+from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, early_stop_rows, epsilon_at, kd_row_weights
 
 
 def test_actions_map_to_21_alphas():
@@ -98,3 +99,26 @@ def test_qnetwork_blocks_and_state_standardisation():
     kinds = [type(m).__name__ for m in network.net]
     assert kinds == ["Linear", "LayerNorm", "ReLU", "Dropout"] * 2 + ["Linear"]
     assert "state_mean" in network.state_dict() and "state_std" in network.state_dict()
+
+
+def test_kd_rows_weigh_only_where_the_teachers_alpha_decides_alike_for_the_student():
+    # Teacher Q-rows pick α = 0 for row 0 and α = 1 for rows 1 and 2.
+    teacher_q = torch.zeros(3, NUM_ACTIONS)
+    teacher_q[0, 0] = teacher_q[1, 20] = teacher_q[2, 20] = 1.0
+    teacher = {"anomaly": torch.tensor([0.9, 0.2, 0.2]), "p_attack": torch.tensor([0.1, 0.8, 0.8])}
+    # Row 0: α = 0 → teacher 0.9 (attack), student 0.3 (normal): disagree. Row 1: α = 1 → 0.8 vs 0.7: agree.
+    # Row 2: α = 1 → 0.8 vs 0.4: disagree.
+    student = {"anomaly": torch.tensor([0.3, 0.9, 0.9]), "p_attack": torch.tensor([0.1, 0.7, 0.4])}
+    rows = torch.arange(3)
+    assert kd_row_weights(teacher_q, teacher, student, rows, "agreement").tolist() == [0.0, 1.0, 0.0]
+    assert kd_row_weights(teacher_q, teacher, student, rows, "uniform").tolist() == [1.0, 1.0, 1.0]
+
+
+def test_weighted_q_value_kd_loss_averages_over_the_weighted_rows():
+    student_q, teacher_q = torch.zeros(2, 3), torch.tensor([[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]])
+    parts = q_value_kd_loss(
+        student_q, teacher_q, torch.tensor(0.0), alpha=1.0, weights=torch.tensor([0.0, 1.0])
+    )
+    assert float(parts["kd"]) == pytest.approx(9.0)  # only row 1 counts
+    none = q_value_kd_loss(student_q, teacher_q, torch.tensor(0.0), alpha=1.0, weights=torch.zeros(2))
+    assert float(none["kd"]) == 0.0

@@ -159,3 +159,28 @@ def test_score_graphs_contract(chain):
     assert ((alpha * 20) - (alpha * 20).round()).abs().max() < 1e-5  # one of the 21 actions
     # Batch size does not change the scores (eval mode, no batch-norm batch statistics).
     pd.testing.assert_frame_equal(scores, score_graphs(*models, graphs, batch_size=64), atol=1e-5)
+
+
+def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path):
+    root, outputs = chain
+    data = root / "graphs"
+    save_graphs(toy_graphs(30, num_ids=20, seed=4), tmp_path / "stop.pt")
+    out = {
+        name: tmp_path / f"dqn.{ext}"
+        for name, ext in (("model", "pt"), ("metrics", "json"), ("history", "csv"))
+    }
+    metrics = dqn.run(
+        fit=data / "val.pt",
+        stop=tmp_path / "stop.pt",
+        metadata=data / "metadata.json",
+        settings=stage_settings("teacher", "dqn"),
+        outputs=out,
+        vgae=outputs("teacher", "vgae")["model"],
+        gat=outputs("teacher", "gat")["model"],
+    )
+    assert (metrics["fit_graphs"], metrics["stop_graphs"]) == (50, 30)
+    # Without a stop file, 5 of 20 contiguous blocks of the fit graphs are held out.
+    default = json.loads(outputs("teacher", "dqn")["metrics"].read_text())
+    assert (default["fit_graphs"], default["stop_graphs"]) == (40, 10)
+    assert sum(default["alpha_histogram"]) == default["stop_graphs"]
+    assert {"val_agrees_with_gat", "val_f1_alpha_0", "val_f1_alpha_0.5", "val_f1_alpha_1"} <= set(default)

@@ -10,15 +10,15 @@ import textwrap
 import pytest
 import torch
 
+from kdgat.models.vgae import ERROR_TERMS
 from kdgat.runtime import select_device
 from kdgat.testing import toy_graphs
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
 from kdgat.training import vgae as vgae_training
-from kdgat.models.vgae import ERROR_TERMS
 from kdgat.training.loop import KILL_AFTER_EPOCH_ENV
-from kdgat.training.vgae import graph_errors
 from kdgat.training.settings import StageSettings
+from kdgat.training.vgae import graph_errors
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
