@@ -40,7 +40,11 @@ SRC = HERE.parents[1] / "src"
 def client():
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         with LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", host="127.0.0.1"
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
         ) as cluster:
             with Client(cluster) as connected:
                 yield connected
@@ -118,8 +122,12 @@ def test_outputs_named_like_key_columns_are_renamed_alike_for_dicts_and_tables(t
 
 
 def test_arrays_in_dicts_fail_clearly_and_type_changes_lose_nothing(tmp_path, client):
-    with pytest.raises(TooManyFailures, match=r"ContractError: simcal_models:array_in_dict returned a ndarray"):
-        simulate("simcal_models:array_in_dict", table(3), tmp_path / "arrays", {"batch_size": 3}, client=client)
+    with pytest.raises(
+        TooManyFailures, match=r"ContractError: simcal_models:array_in_dict returned a ndarray"
+    ):
+        simulate(
+            "simcal_models:array_in_dict", table(3), tmp_path / "arrays", {"batch_size": 3}, client=client
+        )
     rows = pd.concat(pd.read_parquet(p) for p in (tmp_path / "arrays.partial").glob("part-*.parquet"))
     assert len(rows) == 3 and set(rows["status"]) == {"failed"}
     assert rows["error"].str.contains(r"shape \(3,\) for output 'curve'").all()
@@ -163,14 +171,22 @@ def test_failures_become_rows_and_threshold_decides(tmp_path, client):
     assert "1 of 4 simulations failed" in message and "1x ValueError: a must be >= 0, got -1.0" in message
     assert "(a=-1.0)" in message  # the failing parameter set is named
     assert not (tmp_path / "bad").exists()
-    assert len(list((tmp_path / "bad.partial").glob("part-*.parquet"))) == 2  # finished parts kept for a rerun
+    assert (
+        len(list((tmp_path / "bad.partial").glob("part-*.parquet"))) == 2
+    )  # finished parts kept for a rerun
 
 
 def test_a_sweep_whose_whole_probe_fails_stops_at_once(tmp_path, client, monkeypatch):
     count = tmp_path / "count"
     client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
     with pytest.raises(TooManyFailures, match=r"all \d+ simulations of the timing probe failed") as error:
-        simulate("simcal_models:always_fails", table(3000), tmp_path / "out", {"max_failed_fraction": 0.5}, client=client)
+        simulate(
+            "simcal_models:always_fails",
+            table(3000),
+            tmp_path / "out",
+            {"max_failed_fraction": 0.5},
+            client=client,
+        )
     assert "RuntimeError: always_fails: no result for a=0.0" in str(error.value)
     ran = len(count.read_text().split())
     assert 2 <= ran <= 1000  # the probe only, not the 3000
@@ -187,8 +203,9 @@ def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_pa
     assert len(result) == 8 and summary.failed == 1
     crashed = result[result["status"] == "crashed"]
     assert list(crashed["a"]) == [3.0] and crashed["seed"].notna().all()
-    assert "died 1 time(s) while running this simulation (limit: simulation.allowed_failures = 0" in (
-        crashed["error"].iloc[0]
+    assert (
+        "died 1 time(s) while running this simulation (limit: simulation.allowed_failures = 0"
+        in (crashed["error"].iloc[0])
     )
     assert (result.loc[result["a"] != 3, "status"] == "ok").all()
     client.wait_for_workers(2, timeout=60)
@@ -272,7 +289,9 @@ def test_changed_replicates_or_seed_reuse_exactly_the_matching_simulations(tmp_p
 def test_a_truncated_part_is_discarded_and_redone(tmp_path, client):
     params = pd.DataFrame({"a": [1.0, -1.0, 2.0, 3.0]})
     with pytest.raises(TooManyFailures):
-        simulate("simcal_models:fails_for_negative", params, tmp_path / "out", {"batch_size": 1}, client=client)
+        simulate(
+            "simcal_models:fails_for_negative", params, tmp_path / "out", {"batch_size": 1}, client=client
+        )
     parts = sorted((tmp_path / "out.partial").glob("part-*.parquet"))
     data = parts[0].read_bytes()
     parts[0].write_bytes(data[: len(data) // 2])  # what a crash during a copy could leave
@@ -325,9 +344,14 @@ def test_progress_goes_to_the_log_and_to_a_json_file_that_simcal_status_reads(tm
 
 
 def test_no_worker_watchdog_fails_with_a_clear_message(tmp_path):
-    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster) as empty:
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as empty,
+    ):
         began = time.monotonic()
-        with pytest.raises(NoWorkers, match=r"no Dask worker has been connected for \d+ s .*no_worker_timeout_s = 2"):
+        with pytest.raises(
+            NoWorkers, match=r"no Dask worker has been connected for \d+ s .*no_worker_timeout_s = 2"
+        ):
             simulate(
                 "simcal_models:noisy_line", table(2), tmp_path / "out", {"batch_size": 1, "no_worker_timeout_s": 2},
                 client=empty,
@@ -404,7 +428,9 @@ def test_worker_lifetime_is_shorter_than_the_walltime():
     assert worker_lifetime({"walltime": "00:01:00"}) == (47, 3)
     assert worker_lifetime({"walltime": "01:00:00"}) == (3060, 180)
     assert worker_lifetime({"walltime": "00:01:00", "lifetime": "30s", "lifetime_stagger": 5}) == (30, 5)
-    with pytest.raises(ContractError, match=r"lifetime \(70 s\) \+ lifetime_stagger \(3 s\) .* walltime 00:01:00"):
+    with pytest.raises(
+        ContractError, match=r"lifetime \(70 s\) \+ lifetime_stagger \(3 s\) .* walltime 00:01:00"
+    ):
         worker_lifetime({"walltime": "00:01:00", "lifetime": 70})
     with pytest.raises(ContractError, match=r"walltime '1h'"):
         walltime_seconds("1h")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from simcal.backends import dask_client
 from simcal.contract import canonical_params, param_id, replicate_seed, resolve_callable
-from simcal.outcomes import TimeoutEvents, crash_error, timeout_error
+from simcal.outcomes import Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.tables import reject_reserved
 from simcal.tasks import Batch, SimTask
@@ -32,14 +32,30 @@ POLL_S = 0.5
 
 
 class SimulationFuture:
-    """One submitted simulation: its task (keys, parameters, seed) and the Dask future running it."""
+    """One submitted simulation: its task (keys, parameters, seed) and the Dask future running it.
 
-    __slots__ = ("client", "future", "model_ref", "task", "timeout_s")
+    After a worker death ``gather`` may resubmit it (see ``simcal.outcomes.Deaths``), replacing ``future``.
+    """
 
-    def __init__(self, client: Any, future: Any, model_ref: str, task: SimTask, timeout_s: float | None):
-        self.client, self.future, self.model_ref, self.task, self.timeout_s = (
-            client, future, model_ref, task, timeout_s
-        )  # fmt: skip
+    __slots__ = (
+        "allowed_failures", "client", "deaths", "future", "key", "model_ref", "start_topic", "task", "tasks",
+        "timeout_s", "unconfirmed",
+    )  # fmt: skip
+
+    def __init__(self, client: Any, model_ref: str, task: SimTask, settings: SimulationSettings):
+        self.client, self.model_ref, self.task, self.tasks = client, model_ref, task, [task]
+        self.timeout_s, self.allowed_failures = settings.timeout_s, settings.allowed_failures
+        self.start_topic, self.deaths, self.unconfirmed = "", 0, 0
+        self.key, self.future = "", None
+        self.start()
+
+    def start(self) -> None:
+        task = self.task
+        self.key = f"simcal-sim-{_TOKEN}-{task.param_id}-{task.replicate}-{secrets.token_hex(4)}"
+        batch = Batch([task], self.key, start_topic=self.start_topic)
+        self.future = self.client.submit(
+            run_batch, self.model_ref, batch, None, self.timeout_s, key=self.key, pure=False
+        )
 
     def done(self) -> bool:
         return self.future.done()
@@ -56,6 +72,9 @@ class SimulationFuture:
             f"<SimulationFuture {self.model_ref} param_id={self.task.param_id} replicate={self.task.replicate} "
             f"seed={self.task.seed} status={self.future.status}>"
         )
+
+
+_TOKEN = secrets.token_hex(4)  # names this process's simulations in Dask keys and start confirmations
 
 
 def _task(
@@ -87,12 +106,7 @@ def submit(
         from distributed import default_client
 
         client = default_client()
-    task = _task(params, seed, replicate, settings)
-    key = f"simcal-sim-{task.param_id}-{task.replicate}-{secrets.token_hex(4)}"
-    future = client.submit(
-        run_batch, fn_ref, Batch([task], key), None, settings.timeout_s, key=key, pure=False
-    )
-    return SimulationFuture(client, future, fn_ref, task, settings.timeout_s)
+    return SimulationFuture(client, fn_ref, _task(params, seed, replicate, settings), settings)
 
 
 def gather(futures: Iterable[SimulationFuture]) -> pd.DataFrame:
@@ -104,38 +118,33 @@ def gather(futures: Iterable[SimulationFuture]) -> pd.DataFrame:
     futures = list(futures)
     if not futures:
         return pd.DataFrame()
-    timed_out: dict[str, dict[str, Any]] = {}
-    watched = [f for f in futures if f.timeout_s]
-    events = {id(f.client): TimeoutEvents(f.client) for f in watched}
-    while True:
-        pending = [f for f in futures if not f.future.done()]
-        if not pending:
-            break
+    outcome: dict[int, pd.DataFrame] = {}
+    timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
+    while len(outcome) < len(futures):
+        open_ = [f for f in futures if id(f) not in outcome]
         try:
-            wait([f.future for f in pending], timeout=POLL_S if watched else None)
+            wait([f.future for f in open_], timeout=POLL_S, return_when="FIRST_COMPLETED")
         except TimeoutError:
             pass
-        for future in watched:
-            report = events[id(future.client)].poll().get(future.future.key)
-            if report is not None and future.future.key not in timed_out:
-                timed_out[future.future.key] = report
-                future.future.cancel()  # Dask would rerun it on another worker, where it would hang again
-    frames = []
-    for future in futures:
-        dask_future, task = future.future, future.task
-        if dask_future.key in timed_out:
-            frames.append(failure_rows([task], "timeout", timeout_error(timed_out[dask_future.key])))
-        elif dask_future.status == "finished":
-            frames.append(dask_future.result())
-        elif dask_future.status == "cancelled":
-            frames.append(failure_rows([task], "failed", "CancelledError: the simulation was cancelled"))
-        else:
-            error = dask_future.exception()
-            if isinstance(error, KilledWorker):
-                frames.append(failure_rows([task], "crashed", crash_error(error)))
-            else:
-                frames.append(failure_rows([task], "failed", f"{type(error).__name__}: {error}"))
-    return pd.concat(frames, ignore_index=True)
+        reports = {client: events.poll() for client, events in timeouts.items()}
+        for sim in open_:
+            report = reports[id(sim.client)].get(sim.key) if sim.timeout_s else None
+            if report is not None:
+                sim.future.cancel()  # Dask would rerun it on another worker, where it would hang again
+                outcome[id(sim)] = failure_rows(sim.tasks, "timeout", timeout_error(report))
+            elif sim.future.done():
+                frame, error = settle(sim.future)
+                if error is None:
+                    outcome[id(sim)] = frame
+                elif not isinstance(error, KilledWorker):
+                    outcome[id(sim)] = failure_rows(sim.tasks, "failed", f"{type(error).__name__}: {error}")
+                else:
+                    deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
+                    if deaths.verdict(sim, error) == "crashed":
+                        outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, error))
+                    else:
+                        sim.start()  # a single simulation is never split: "split" and "retry" both run it again
+    return pd.concat([outcome[id(f)] for f in futures], ignore_index=True)
 
 
 class SimulationService:

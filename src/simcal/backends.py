@@ -282,15 +282,18 @@ def dask_client(
             with dask.config.set(scheduler_config):
                 if backend == "local":
                     workers = int(options.get("workers") or max(1, threads))
+                    processes = bool(options.get("processes", True))
+                    # Worker processes talk TCP on loopback only; thread workers use in-process comms.
+                    where = {"host": "127.0.0.1"} if processes else {}
                     cluster = stack.enter_context(
                         LocalCluster(
                             n_workers=workers,
                             threads_per_worker=int(options.get("threads_per_worker", 1)),
-                            processes=bool(options.get("processes", True)),
+                            processes=processes,
                             dashboard_address=options.get("dashboard_address", "127.0.0.1:0"),
-                            host="127.0.0.1",  # loopback only: nothing outside this machine may connect
                             memory_limit=options.get("memory_limit", "auto"),
                             silence_logs=logging.WARNING,
+                            **where,
                         )
                     )
                     log.info(

@@ -68,6 +68,23 @@ class Deaths:
         )
 
 
+def settle(future: Any) -> tuple[Any, BaseException | None]:
+    """(result, None) for a batch that finished and whose result could be fetched, else (None, the exception).
+
+    A finished result can still vanish before it is fetched (it lived on a worker that died since), and Dask may
+    report a batch as cancelled when it gave up on it: both come back as exceptions, like any other failure.
+    """
+    if future.status == "finished":
+        try:
+            return future.result(), None
+        except Exception as exc:  # noqa: BLE001
+            return None, exc
+    try:
+        return None, future.exception()
+    except Exception as exc:  # noqa: BLE001 - cancelled: exception() raises the CancelledError
+        return None, exc
+
+
 def timeout_error(event: dict[str, Any]) -> str:
     return (
         f"SimulationTimeout: ran longer than timeout_s = {event.get('timeout_s', 0):g} s and could not be "

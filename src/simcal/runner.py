@@ -35,7 +35,7 @@ import pandas as pd
 
 from simcal.backends import dashboard, dask_client, worker_count
 from simcal.contract import ContractError, resolve_callable
-from simcal.outcomes import Deaths, TimeoutEvents, timeout_error
+from simcal.outcomes import Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
 from simcal.store import PartStore, read_results
@@ -388,15 +388,11 @@ class _Execution:
             return
         _, unit = entry
         try:
-            if future.status == "finished":
-                self._finished(unit, future.result())
-            elif future.status == "cancelled":
-                raise RuntimeError(
-                    f"a batch of {len(unit.tasks)} simulations was cancelled by the Dask scheduler "
-                    f"(backend {self.simulator.backend}); was the cluster restarted or closed?"
-                )
+            frame, exc = settle(future)
+            if exc is None:
+                self._finished(unit, frame)
             else:
-                self._failed(unit, future.exception())
+                self._failed(unit, exc)
         finally:
             future.release()
 

@@ -41,9 +41,10 @@ class SimulationSettings:
         options = dict(options or {})
         if "retries" in options:
             raise ContractError(
-                f"{WHERE}: 'retries' was removed. A model's exceptions are failure rows and never retried; worker "
-                "deaths are governed by 'allowed_failures' (Dask's distributed.scheduler.allowed-failures), after "
-                "which the batch is split until the simulation that kills its worker is isolated"
+                f"{WHERE}: 'retries' was removed (remove it from the config). A model's exceptions are failure rows "
+                "and are never retried; a batch whose worker dies is run again in halves until the simulation that "
+                "kills its worker is alone, which is recorded as crashed once it has killed the worker running it "
+                "more than 'allowed_failures' times"
             )
         reject_unknown_keys(options, cls.__dataclass_fields__, WHERE)
         if options.get("batch_size") in ("auto", 0):
