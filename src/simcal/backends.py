@@ -99,7 +99,8 @@ def worker_lifetime(options: Mapping[str, Any]) -> tuple[int, int]:
     """(lifetime, stagger) in seconds: workers retire gracefully at lifetime ± stagger, before the walltime
     ends their job, so adaptive scaling replaces them instead of losing them.
 
-    Defaults: a stagger of 5% of the walltime (at most 5 min) and a margin of 10% (10 s to 10 min) before it.
+    Defaults: a stagger of 5% of the walltime (at most 5 min) and a margin of 15% (20 s to 10 min) before it, room
+    for the worker's start-up before its lifetime counts and for its graceful close after.
     """
     walltime = walltime_seconds(options.get("walltime", "01:00:00"))
     stagger = (
@@ -110,7 +111,7 @@ def worker_lifetime(options: Mapping[str, Any]) -> tuple[int, int]:
     if options.get("lifetime"):
         lifetime = _seconds(options["lifetime"], "lifetime")
     else:
-        lifetime = walltime - min(600.0, max(10.0, 0.1 * walltime)) - stagger
+        lifetime = walltime - min(600.0, max(20.0, 0.15 * walltime)) - stagger
     if lifetime <= 0 or lifetime + stagger >= walltime:
         raise ContractError(
             f"{WHERE_SLURM}: lifetime ({lifetime:.0f} s) + lifetime_stagger ({stagger:.0f} s) must be positive and "
@@ -300,6 +301,9 @@ def dask_client(
                         "started a LocalCluster with %d worker(s) at %s", workers, cluster.scheduler_address
                     )
                 else:
+                    # A retired worker's job leaves the adaptive plan after this long; then its replacement is
+                    # submitted (Dask's default, 15 s, leaves the sweep a worker short for that long).
+                    stack.enter_context(dask.config.set({"distributed.deploy.lost-worker-timeout": "3s"}))
                     cluster = stack.enter_context(slurm_cluster(options))
             client = stack.enter_context(Client(cluster))
         log.info("Dask dashboard: %s", dashboard(client))
