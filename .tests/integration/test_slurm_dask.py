@@ -5,6 +5,7 @@ or was killed outright (SIGKILL, when only the reaper process can cancel them)."
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -71,13 +72,19 @@ def snakemake_args(workdir: Path) -> list[str]:
 
 def job_name(workdir: Path) -> str:
     """The run's worker job name, as the simulate log reports it."""
-    wait_until(lambda: (workdir / LOG).exists() and "jobs named" in (workdir / LOG).read_text(), 120, "the cluster")
+    wait_until(
+        lambda: (workdir / LOG).exists() and "jobs named" in (workdir / LOG).read_text(), 120, "the cluster"
+    )
     return re.search(r"jobs named (dask-worker-[0-9a-f]+)", (workdir / LOG).read_text()).group(1)
 
 
 def queued(name: str, states: str = "PENDING,RUNNING,COMPLETING,CONFIGURING") -> list[str]:
     proc = subprocess.run(
-        ["squeue", "-h", "-n", name, "-t", states, "-o", "%i"], capture_output=True, text=True, timeout=30, check=True
+        ["squeue", "-h", "-n", name, "-t", states, "-o", "%i"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return proc.stdout.split()
 
@@ -90,6 +97,18 @@ def accounting(name: str) -> list[dict[str, str]]:
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     return [dict(zip(fields, line.split("|"), strict=True)) for line in proc.stdout.splitlines()]
+
+
+def finished_jobs(name: str, at_least: int = 1) -> list[dict[str, str]]:
+    """Accounting of this run's worker jobs once slurmdbd has them all in a final state (it lags a little)."""
+    final = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+    def settled() -> bool:
+        jobs = accounting(name)
+        return len(jobs) >= at_least and all(j["State"].startswith(final) for j in jobs)
+
+    wait_until(settled, 60, f"sacct to report the worker jobs {name} as finished")
+    return accounting(name)
 
 
 def assert_no_workers_left(name: str, within_s: float = 20) -> None:
@@ -112,10 +131,9 @@ def test_sweep_runs_on_slurm_workers_and_leaves_none(slurm, tmp_path):
     log = (tmp_path / LOG).read_text()
     assert "started a SLURMCluster" in log and f"-A {ACCOUNT}" in log and "--lifetime" in log
     name = job_name(tmp_path)
-    workers = accounting(name)
-    assert workers, "no Dask worker ran as a SLURM job"
-    assert all((w["Account"], w["Partition"]) == (ACCOUNT, "cpu") for w in workers), workers
     assert_no_workers_left(name)
+    workers = finished_jobs(name)
+    assert all((w["Account"], w["Partition"]) == (ACCOUNT, "cpu") for w in workers), workers
 
 
 def test_failing_sweep_leaves_no_workers(slurm, tmp_path):
@@ -142,11 +160,10 @@ def test_workers_past_their_lifetime_are_replaced_and_the_sweep_outlives_the_wal
     assert len(result.drop_duplicates(["param_id"])) == 25 and (result["status"] == "ok").all()
     assert "--lifetime 37s --lifetime-stagger 3s" in (tmp_path / LOG).read_text()
     name = job_name(tmp_path)
-    jobs = accounting(name)
-    assert len(jobs) >= 2, f"the worker was never replaced: {jobs}"
+    assert_no_workers_left(name)
+    jobs = finished_jobs(name, at_least=2)  # the worker was replaced
     assert not [j for j in jobs if j["State"].startswith("TIMEOUT")], jobs  # retired before the walltime
     assert all(int(j["ElapsedRaw"]) < 60 for j in jobs), jobs
-    assert_no_workers_left(name)
 
 
 def test_no_worker_watchdog_fails_the_rule_when_no_job_starts(slurm, tmp_path):
@@ -158,7 +175,9 @@ def test_no_worker_watchdog_fails_the_rule_when_no_job_starts(slurm, tmp_path):
     run = run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300, check=False)
     assert run.returncode != 0 and time.monotonic() - began < 120
     log = (tmp_path / LOG).read_text()
-    assert re.search(r"NoWorkers: no Dask worker has been connected for \d+ s \(simulation.no_worker_timeout_s = 10\)", log)
+    assert re.search(
+        r"NoWorkers: no Dask worker has been connected for \d+ s \(simulation.no_worker_timeout_s = 10\)", log
+    )
     assert "squeue --me" in log
     assert_no_workers_left(job_name(tmp_path))
 
@@ -198,5 +217,27 @@ def test_sigkilled_driver_leaves_no_worker_job_pending_or_running(slurm, tmp_pat
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
     assert_no_workers_left(name, within_s=10 + 10)
-    states = {j["State"].split()[0] for j in accounting(name)}
+    states = {j["State"].split()[0] for j in finished_jobs(name)}
     assert states <= {"CANCELLED", "COMPLETED", "FAILED"}, states
+
+
+def test_submit_and_gather_run_on_slurm_workers(slurm, tmp_path, caplog):
+    from simcal.api import SimulationService
+
+    caplog.set_level(logging.INFO, logger="simcal")
+    options = {
+        "account": ACCOUNT, "queue": "cpu", "cores": 1, "memory": "1GB", "walltime": "00:05:00", "interface": "lo",
+        "jobs": 1, "log_directory": str(tmp_path / "dask-logs"), "local_directory": str(tmp_path / "dask-scratch"),
+    }  # fmt: skip
+    with SimulationService(backend="slurm", backend_options=options) as service:
+        futures = [
+            service.submit("simcal.models.sir:simulate", {"beta": b, "gamma": 0.1, "days": 10})
+            for b in (0.2, -1)
+        ]
+        rows = service.gather(futures)
+    assert list(rows.drop_duplicates("param_id")["status"]) == ["ok", "failed"]
+    assert "beta and gamma must be positive" in rows["error"].iloc[-1]
+    assert len(rows[rows["status"] == "ok"]) == 10
+    name = re.search(r"jobs named (dask-worker-[0-9a-f]+)", caplog.text).group(1)
+    assert_no_workers_left(name)
+    assert finished_jobs(name), "no worker ran as a SLURM job"

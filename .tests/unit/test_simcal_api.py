@@ -52,6 +52,13 @@ def test_functions_work_on_an_existing_client_and_refuse_bad_input():
         rows = gather([future])
         assert len(rows) == 3 and (rows["seed"] == 3).all() and (rows["status"] == "ok").all()
         pd.testing.assert_frame_equal(future.result(), rows)
+        # The scheduler backend: the service connects to the running scheduler and leaves it running.
+        with SimulationService(
+            backend="scheduler", backend_options={"address": cluster.scheduler_address}
+        ) as service:
+            again = service.gather([service.submit("simcal_models:series", {"a": 1.5}, seed=3)])
+        pd.testing.assert_frame_equal(again.drop(columns="duration_s"), rows.drop(columns="duration_s"))
+        assert cluster.status.name == "running"
         with pytest.raises(ContractError, match=r"submit\(params\): parameter names \['seed'\] are reserved"):
             submit("simcal_models:series", {"seed": 1})
         with pytest.raises(ContractError, match="has no attribute 'nope'"):

@@ -33,7 +33,8 @@ def _timestamp(epoch: float) -> str:
 
 
 class Progress:
-    """Counts of one output's simulations (across the runs of a calibration), reported every ``every_s``."""
+    """Counts of one output's distinct simulations (across the rounds of a calibration), reported every
+    ``every_s``."""
 
     def __init__(self, output: str | Path, backend: str, every_s: float = 5.0):
         self.output, self.path, self.backend, self.every_s = (

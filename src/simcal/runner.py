@@ -123,6 +123,7 @@ class Simulator:
         self._counter = itertools.count()
         self._timeouts: TimeoutEvents | None = None
         self._deaths: Deaths | None = None
+        self._counted: set[tuple[str, int, int]] = set()  # simulations already in the progress totals
         self._last_worker_seen = time.monotonic()
 
     def __enter__(self) -> Simulator:
@@ -171,8 +172,10 @@ class Simulator:
         remaining = [t for t in tasks if not store.is_done(t)]
         summary = RunSummary(total=len(tasks), skipped=len(tasks) - len(remaining))
         progress = self._progress_for(store)
-        already_failed = sum(1 for t in tasks if store.error_of(t) is not None)
-        progress.plan(len(tasks), summary.skipped, already_failed)
+        new = [t for t in tasks if t.key not in self._counted]  # a calibration round may repeat earlier ones
+        self._counted.update(t.key for t in new)
+        already = [t for t in new if store.is_done(t)]
+        progress.plan(len(new), len(already), sum(1 for t in already if store.error_of(t) is not None))
         if summary.skipped:
             log.info(
                 "resuming: %d of %d simulations already done in %s",
@@ -202,6 +205,7 @@ class Simulator:
     def _progress_for(self, store: PartStore) -> Progress:
         if self.progress is None or self.progress.output != str(store.output):
             self.progress = Progress(store.output, self.backend, self.settings.progress_seconds)
+            self._counted = set()
         return self.progress
 
     def _probe(
