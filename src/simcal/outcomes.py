@@ -80,9 +80,10 @@ def settle(future: Any) -> tuple[Any, BaseException | None]:
         except Exception as exc:  # noqa: BLE001
             return None, exc
     try:
-        return None, future.exception()
+        error = future.exception()  # only called once the future is done: returns at once
     except Exception as exc:  # noqa: BLE001 - cancelled: exception() raises the CancelledError
         return None, exc
+    return None, error or RuntimeError(f"the batch ended as {future.status!r} without an error")
 
 
 def timeout_error(event: dict[str, Any]) -> str:

@@ -120,7 +120,7 @@ class Progress:
 
     def write(self) -> None:
         try:
-            write_json(self.snapshot(), self.path)
+            write_json(self.snapshot(), self.path, durable=False)  # rewritten every few seconds anyway
         except OSError as error:  # progress is a convenience: never fail a sweep over it
             log.warning("cannot write %s: %s", self.path, error)
 

@@ -391,6 +391,14 @@ class _Execution:
             future.release()
             return
         _, unit = entry
+        if future.status not in (
+            "finished",
+            "error",
+            "cancelled",
+        ):  # its result was lost and is being recomputed
+            self.inflight[future.key] = entry
+            self.completed.add(future)
+            return
         try:
             frame, exc = settle(future)
             if exc is None:
@@ -457,7 +465,9 @@ class _Execution:
             self._submit(self.simulator._unit(others, unit.budget, unit.start_topic))
 
     def _finished(self, unit: _Unit, frame: pd.DataFrame) -> None:
-        ran = set(zip(frame["param_id"], frame["replicate"].tolist(), frame["seed"].tolist(), strict=True))
+        ran = set(
+            zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
+        )
         done = [t for t in unit.tasks if t.key in ran]
         if unit.budget is not None:
             sims = frame.drop_duplicates(["param_id", "replicate", "seed"])
@@ -472,8 +482,7 @@ class _Execution:
 
     def _record(self, tasks: Sequence[SimTask], frame: pd.DataFrame) -> None:
         self.store.write(frame, tasks)
-        sims = frame.drop_duplicates(["param_id", "replicate", "seed"])
-        failed = int((sims["status"] != "ok").sum())
+        failed = sum(1 for t in tasks if self.store.error_of(t) is not None)
         self.summary.executed += len(tasks)
         self.summary.failed += failed
         self.summary.batches += 1

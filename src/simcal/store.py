@@ -52,6 +52,7 @@ class PartStore:
         self.planned: dict[Key, SimTask] = {}
         self._owner: dict[Key, str] = {}  # simulation -> the part holding its rows (the first one found)
         self._failed: dict[Key, str] = {}  # failed simulation -> its error text
+        self._sims_in: dict[str, int] = {}  # part -> how many simulations it holds
         manifest_path = self.partial / "_manifest.json"
         if self.partial.exists():
             previous = _read_json(manifest_path)
@@ -97,15 +98,18 @@ class PartStore:
 
     def _record(self, part_name: str, table: pd.DataFrame) -> None:
         sims = table.drop_duplicates(KEY_FIELDS)
-        for pid, rep, seed, status, error in zip(
-            sims["param_id"], sims["replicate"], sims["seed"], sims["status"], sims["error"], strict=True
-        ):
-            key = (pid, int(rep), int(seed))
-            if key in self._owner:
-                continue
-            self._owner[key] = part_name
-            if status != "ok":
-                self._failed[key] = "unknown error" if pd.isna(error) else str(error)
+        keys = list(_keys(sims))
+        self._sims_in[part_name] = len(keys)
+        for key in keys:
+            self._owner.setdefault(key, part_name)
+        failed = (sims["status"] != "ok").to_numpy()
+        if failed.any():
+            errors = sims["error"].to_numpy(dtype=object, na_value=None)
+            for index in failed.nonzero()[0]:
+                if self._owner[keys[index]] == part_name:
+                    self._failed[keys[index]] = (
+                        "unknown error" if errors[index] is None else str(errors[index])
+                    )
 
     def parts(self) -> list[Path]:
         return sorted(p for p in self.partial.glob("*.parquet") if not p.name.startswith("."))
@@ -170,8 +174,8 @@ class PartStore:
         One file rather than a directory of parts: remote storage plugins (Azure Blob among them) move files,
         and report ``directory()`` outputs as missing.
         """
-        owners = set(self._owner.values())
-        parts = [p for p in self.parts() if p.name in owners]
+        wanted: Counter = Counter(self._owner[key] for key in self.planned if key in self._owner)
+        parts = [p for p in self.parts() if wanted[p.name]]
         schemas = [pq.read_schema(p).remove_metadata() for p in parts]
         unified = unify_schemas(schemas) if parts else pa.schema([])
 
@@ -179,9 +183,9 @@ class PartStore:
             with pq.ParquetWriter(tmp, unified) as writer:
                 for part, schema in zip(parts, schemas, strict=True):
                     table = pq.read_table(part).replace_schema_metadata(None)
-                    keys = zip(*(table[f].to_pylist() for f in KEY_FIELDS), strict=True)
-                    keep = [self.planned.get(k) is not None and self._owner.get(k) == part.name for k in keys]
-                    if not all(keep):
+                    if wanted[part.name] != self._sims_in.get(part.name):  # holds rows of another plan
+                        keys = zip(*(table[f].to_pylist() for f in KEY_FIELDS), strict=True)
+                        keep = [k in self.planned and self._owner.get(k) == part.name for k in keys]
                         table = table.filter(pa.array(keep))
                     if schema != unified:
                         table = conform(table, unified)
@@ -195,7 +199,7 @@ class PartStore:
 
 
 def _keys(frame: pd.DataFrame):
-    return zip(frame["param_id"], frame["replicate"].astype(int), frame["seed"].astype(int), strict=True)
+    return zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -106,11 +106,12 @@ def fsync_directory(directory: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = True) -> Path:
     """Call ``write(tmp)`` on a temporary name in the same directory, fsync it, then move it into place.
 
     Readers see the old file or the complete new one, never a partial one, even after a power loss; the file
-    gets the permissions a plain ``open()`` would (0666 less the umask), not mkstemp's 0600.
+    gets the permissions a plain ``open()`` would (0666 less the umask), not mkstemp's 0600. ``durable=False``
+    skips the fsyncs for files that are rewritten often and worthless after a crash (progress reports).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,16 +121,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         os.chmod(tmp, 0o666 & ~current_umask())
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
     return path
 
 
@@ -137,9 +140,11 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def write_json(data: Any, path: str | Path) -> Path:
+def write_json(data: Any, path: str | Path, durable: bool = True) -> Path:
     return atomic_write(
-        path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        path,
+        lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"),
+        durable,
     )
 
 
