@@ -209,7 +209,9 @@ def test_sigkilled_driver_leaves_no_worker_job_pending_or_running(slurm, tmp_pat
     run = start_snakemake(tmp_path)
     try:
         name = job_name(tmp_path)
-        wait_until(lambda: bool(queued(name, "RUNNING")), 120, "a running Dask worker job")
+        # Other users' jobs may hold the node for a while; once ours runs, its 5 GB twin must be pending.
+        wait_until(lambda: bool(queued(name, "RUNNING")), 300, "a running Dask worker job")
+        assert queued(name, "PENDING"), "the second worker job should be pending"
         time.sleep(2)
         os.killpg(run.pid, signal.SIGKILL)  # snakemake and the wrapper's python: no cleanup code runs
         run.wait(timeout=30)
