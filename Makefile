@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Snakemake finds executor plugins by scanning sys.path (pkgutil), which cannot see the import hook of an
+	@# editable install with two package roots: put executors/ on sys.path (a plain install needs no such line).
+	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "snakemake-gpu-catalog-executors.pth").write_text(str(pathlib.Path("executors").resolve()) + "\n")'
 	touch $@
 
 demo: $(STAMP)
@@ -38,13 +41,13 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src wrappers bench scripts .tests
+	$(BIN)/ruff format --check src executors wrappers bench scripts .tests
 	$(BIN)/snakefmt --check workflow wrappers .tests
 	$(BIN)/snakemake --lint
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format src wrappers bench scripts .tests
+	$(BIN)/ruff format src executors wrappers bench scripts .tests
 	$(BIN)/snakefmt workflow wrappers .tests
 
 bench: $(STAMP)

@@ -192,37 +192,3 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
     assert pd.read_csv(tmp_path / "results/evaluation/grp_b/summary.csv")["variant"].tolist() == list(
         VARIANTS
     )
-
-
-def test_wrapper_test_snakefiles_run_on_pipeline_outputs(pipeline, tmp_path):
-    """Each wrapper's own test/Snakefile (snakemake-wrappers layout), fed with files from the pipeline run."""
-    evaluate = tmp_path / "evaluate"
-    for stage in ("vgae", "gat", "dqn"):
-        (evaluate / "models").mkdir(parents=True, exist_ok=True)
-        shutil.copy(
-            pipeline / f"results/kd_gat/{DATASET}/teacher/{stage}/model.pt", evaluate / f"models/{stage}.pt"
-        )
-    shutil.copytree(pipeline / f"results/preprocess/{DATASET}", evaluate / "graphs")
-    wrappers = Path(__file__).resolve().parents[2] / "wrappers"
-    run_snakemake(
-        "--snakefile", str(wrappers / "evaluate_detector/test/Snakefile"), "--directory", str(evaluate),
-        "--cores", "1", cwd=evaluate,
-    )  # fmt: skip
-    document = json.loads((evaluate / "out/metrics.json").read_text())
-    assert (document["dataset"], document["variant"]) == ("demo", "teacher")
-    assert document["speed"]["graphs"] <= 64 and list((evaluate / "stash").iterdir())
-
-    summarize = tmp_path / "summarize"
-    (summarize / "metrics").mkdir(parents=True)
-    (summarize / "history").mkdir()
-    for variant in VARIANTS:
-        shutil.copy(evaluation_dir(pipeline, variant) / "metrics.json", summarize / f"metrics/{variant}.json")
-    shutil.copy(
-        pipeline / f"results/kd_gat/{DATASET}/teacher/gat/history.csv", summarize / "history/teacher_gat.csv"
-    )
-    run_snakemake(
-        "--snakefile", str(wrappers / "summarize_evaluation/test/Snakefile"), "--directory", str(summarize),
-        "--cores", "1", cwd=summarize,
-    )  # fmt: skip
-    assert pd.read_csv(summarize / "out/summary.csv")["variant"].tolist() == list(VARIANTS)
-    assert (summarize / "out/training_curves.svg").stat().st_size > 0

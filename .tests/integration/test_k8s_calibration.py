@@ -1,6 +1,8 @@
 """The real calibration module through the k8s profile: Jobs via the API stand-in, data in Azurite, and
 simulations on the in-cluster Dask cluster of profiles/k8s/dask (its scheduler and worker commands run on
-loopback), reached through DASK_SCHEDULER_ADDRESS as the profile's `scheduler` backend prescribes.
+loopback, TLS-only), reached through DASK_SCHEDULER_ADDRESS as the profile's `scheduler` backend prescribes.
+The Job pods connect over TLS with the Secret dask-tls mounted by the executor and the profile's pod
+environment; their Azure credential comes from the stand-in's workload identity, not from a Secret.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from harness import (  # noqa: E402
     dask_from_manifests,  # noqa: F401 - fixture
     find_secrets,
     k8s_profile,
+    pod_path,
+    profile_manifests,
     unique_container,
     workspace,  # noqa: F401 - fixture
 )
-from testkit import run_snakemake, venv_bin  # noqa: E402
+from testkit import run_snakemake  # noqa: E402
 
 TINY_CALIBRATION = {
     "targets": {"can_ids": False, "calibration": True},
@@ -51,10 +55,15 @@ def test_calibration_module_runs_on_k8s_profile_with_in_cluster_dask(
     (workspace / "config" / "k8s-test.yaml").write_text(yaml.safe_dump(TINY_CALIBRATION))
     api = ApiStandIn(
         pods_root=tmp_path / "pods",
-        pod_path=f"{Path(venv_bin('python')).parent}:/usr/local/bin:/usr/bin:/bin",
+        pod_path=pod_path(),
+        identity_env={"AZURITE_CONNECTION_STRING": azurite.connection_string},
     ).start()
+    objects = profile_manifests("kueue/localqueue.yaml", "serviceaccount.yaml")
+    for document in objects:  # the identity's client id, as the README tells the user to set it
+        document["metadata"].get("annotations", {}).update({"azure.workload.identity/client-id": "test-id"})
+    api.add_objects([*objects, dask_from_manifests.secret()])
     try:
-        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig.yaml", profile["kubernetes-namespace"])
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig.yaml", profile["kubernetes-kueue-namespace"])
         container = unique_container("k8s-cal")
         proc = run_snakemake(
             "--profile",
@@ -63,20 +72,15 @@ def test_calibration_module_runs_on_k8s_profile_with_in_cluster_dask(
             "config/k8s-test.yaml",
             "--default-storage-prefix",
             f"az://{container}/k8s",
-            "--envvars",
-            *profile["envvars"],
-            "AZURITE_CONNECTION_STRING",
             "--latency-wait",
             "5",
             "--seconds-between-status-checks",
             "1",
-            "--retries",
-            "0",
             cwd=workspace,
             env={
                 **azurite.env(),
                 "KUBECONFIG": str(kubeconfig),
-                "DASK_SCHEDULER_ADDRESS": dask_from_manifests,
+                "DASK_SCHEDULER_ADDRESS": dask_from_manifests.address,
             },
             timeout=600,
             check=False,
@@ -93,7 +97,7 @@ def test_calibration_module_runs_on_k8s_profile_with_in_cluster_dask(
         for name in stored
         if name.startswith("k8s/logs/calibration/") and name.endswith(".log")
     }
-    assert f"connected to the existing Dask scheduler at {dask_from_manifests}" in dask_logs.get(
+    assert f"connected to the existing Dask scheduler at {dask_from_manifests.address}" in dask_logs.get(
         "k8s/logs/calibration/sir_k8s/calibrate.log", ""
     ), proc.stdout[-5000:] + "\n".join(log[-2500:] for log in pod_logs.values())
     assert not any("started a LocalCluster" in log for log in dask_logs.values())

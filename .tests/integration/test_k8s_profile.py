@@ -1,24 +1,30 @@
-"""Contract tests of profiles/k8s with snakemake-executor-plugin-kubernetes, without a cluster.
+"""Contract tests of profiles/k8s and its kubernetes-kueue executor, without a cluster.
 
-The real profile drives the real plugin against a loopback stand-in for the Kubernetes API
-(k8s/apistandin.py) that validates every Job against the Kubernetes 1.33 OpenAPI schema and then runs
-the pod's command for real, with Azurite as the Azure Blob storage. Test-only overrides on the command
-line: the kubeconfig (stand-in), the storage prefix (a fresh container), polling intervals, and the
-AZURITE_CONNECTION_STRING envvar (the storage plugin's emulator hook; on AKS the identity chain is used).
-Not proven here: scheduling, image pulls, RBAC, the Kueue webhook and GPU device plugins.
+The real profile drives the real executor against a loopback stand-in for the Kubernetes API, kubelet and
+Kueue (k8s/apistandin.py): it validates every Job against the Kubernetes 1.33 OpenAPI schema, admits only
+Jobs labelled with an existing LocalQueue, runs each pod's command for real, reports failed pods as the API
+does and answers `previous=true` log reads with the real HTTP 400. Data live in Azurite. Test-only overrides
+on the command line: the kubeconfig (stand-in), the storage prefix (a fresh container), polling intervals,
+and --config oom_below_mb (the tiny pipeline's first make_table attempt is OOM-killed). The pods' Azure
+credential comes from the stand-in's workload-identity webhook, never from a Kubernetes Secret.
+Not proven here: scheduling, image pulls, RBAC, Kueue's quota per flavor and GPU device plugins.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
-from apistandin import ApiStandIn  # noqa: E402
+from apistandin import QUEUE_LABEL, WORKLOAD_IDENTITY_LABEL, ApiStandIn  # noqa: E402
 from harness import (  # noqa: E402
     K8S_PROFILE,
     TINY_OUTPUTS,
@@ -27,35 +33,41 @@ from harness import (  # noqa: E402
     azurite,  # noqa: F401 - fixture
     find_secrets,
     k8s_profile,
+    pod_path,
+    profile_manifests,
+    snakemake_command,
     unique_container,
     workspace,  # noqa: F401 - fixture
 )
-from testkit import run_snakemake, venv_bin  # noqa: E402
+from testkit import run_snakemake  # noqa: E402
 
 GPU_RULE = "kd_gat_train_vgae_teacher"  # the tiny pipeline's rule carrying a real GPU rule name
+OOM_BELOW_MB = 3000  # make_table's first attempt gets 2048 MB: killed; the retry gets 4096 MB
+ADMIT_DELAY = 2
 
 
-def _pod_path() -> str:
-    # The pod's "image" is this virtualenv: `python -m snakemake` in the pod must be the project's.
-    return f"{Path(venv_bin('python')).parent}:/usr/local/bin:/usr/bin:/bin"
+def applied_objects(client_id: str | None = None) -> list[dict]:
+    """What `kubectl apply` puts in the cluster before a run: the LocalQueue and the Job pods' ServiceAccount,
+    annotated with a (made-up) identity's client id as the README tells the user to."""
+    objects = profile_manifests("kueue/localqueue.yaml", "serviceaccount.yaml")
+    for document in objects:
+        if document["kind"] == "ServiceAccount" and client_id is not None:
+            document["metadata"]["annotations"]["azure.workload.identity/client-id"] = client_id
+    return objects
 
 
-@pytest.fixture
-def standin(tmp_path):
-    api = ApiStandIn(pods_root=tmp_path / "pods", pod_path=_pod_path()).start()
-    yield api
-    api.stop()
+def new_standin(tmp_path: Path, azurite, **options) -> ApiStandIn:  # noqa: F811
+    # What the workload identity grants a pod; Azurite cannot check an Entra token, so it is the emulator's key.
+    identity = {"AZURITE_CONNECTION_STRING": azurite.connection_string}
+    return ApiStandIn(
+        pods_root=tmp_path / "pods", pod_path=pod_path(), identity_env=identity, **options
+    ).start()
 
 
-def run_profile(api: ApiStandIn, azurite, workspace: Path, container: str, *targets: str):  # noqa: F811
-    profile = k8s_profile()
-    kubeconfig = api.write_kubeconfig(workspace.parent / "kubeconfig.yaml", profile["kubernetes-namespace"])
-    env = {
-        **azurite.env(),
-        "KUBECONFIG": str(kubeconfig),
-        # The profile forwards it; an unreachable placeholder proves it reaches the pods' Secret.
-        "DASK_SCHEDULER_ADDRESS": "tcp://dask-scheduler.snakemake.svc.cluster.local:8786",
-    }
+def run_profile(api: ApiStandIn, azurite, workspace: Path, container: str, *args: str, env=None):  # noqa: F811
+    kubeconfig = api.write_kubeconfig(
+        workspace.parent / "kubeconfig.yaml", k8s_profile()["kubernetes-kueue-namespace"]
+    )
     started = time.monotonic()
     proc = run_snakemake(
         "--profile",
@@ -64,18 +76,22 @@ def run_profile(api: ApiStandIn, azurite, workspace: Path, container: str, *targ
         TINY_SNAKEFILE,
         "--default-storage-prefix",
         f"az://{container}/k8s",
-        "--envvars",
-        *profile["envvars"],
-        "AZURITE_CONNECTION_STRING",
         "--latency-wait",
         "5",
         "--seconds-between-status-checks",
         "1",
-        "--retries",
-        "0",
-        *targets,
+        "--config",
+        f"oom_below_mb={OOM_BELOW_MB}",
+        *args,
         cwd=workspace,
-        env=env,
+        env={
+            # The driver's own storage access (on AKS: az login); pods get theirs from workload identity.
+            **azurite.env(),
+            "KUBECONFIG": str(kubeconfig),
+            # The profile forwards it; an unreachable placeholder proves it reaches the pods' Secret.
+            "DASK_SCHEDULER_ADDRESS": "tls://dask-scheduler.snakemake.svc.cluster.local:8786",
+            **(env or {}),
+        },
         timeout=420,
         check=False,
     )
@@ -86,57 +102,118 @@ def _secret_values(azurite) -> tuple[str, str]:  # noqa: F811
     return azurite.connection_string, azurite.connection_string.split("AccountKey=")[1].split(";")[0]
 
 
+def _pod(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+def _command(job: dict) -> str:
+    return _pod(job)["containers"][0]["args"][-1]
+
+
+def evict_first_pod_of(api: ApiStandIn, rule: str, seconds: float = 300) -> None:
+    """Evict the first pod of ``rule`` one second after it starts, as a node under memory pressure would."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with api._lock:
+            started = [n for n, r in api.jobs.items() if r.pod is not None and rule in _command(r.manifest)]
+        if started:
+            time.sleep(1)
+            api.evict(started[0])
+            return
+        time.sleep(0.1)
+
+
 @pytest.mark.integration
 @pytest.mark.azurite
-def test_k8s_profile_runs_tiny_pipeline_through_api_standin(standin, azurite, workspace):  # noqa: F811
-    container = unique_container("k8s")
-    proc, _ = run_profile(standin, azurite, workspace, container)
-    pod_logs = standin.pod_logs()
-    assert proc.returncode == 0, proc.stdout[-6000:] + "\n".join(log[-2000:] for log in pod_logs.values())
-    assert not standin.rejected, standin.rejected
-
+def test_k8s_profile_retries_failed_and_evicted_jobs_and_completes(tmp_path, azurite, workspace):  # noqa: F811
     profile = k8s_profile()
-    assert standin.namespaces == {profile["kubernetes-namespace"]}
-    assert len(standin.submitted) == 3, [job["metadata"]["name"] for job in standin.submitted]
-    for job in standin.submitted:
-        container_spec = job["spec"]["template"]["spec"]["containers"][0]
-        assert container_spec["image"] == profile["container-image"]
-        requests = container_spec["resources"]["requests"]
-        # default-resources reach every Job: Kueue's memory and storage quotas apply.
+    api = new_standin(tmp_path, azurite, admit_delay=ADMIT_DELAY, max_running=2)
+    api.add_objects(applied_objects(client_id=str(uuid.uuid4())))
+    container = unique_container("k8s")
+    evictor = threading.Thread(target=evict_first_pod_of, args=(api, GPU_RULE), daemon=True)
+    evictor.start()
+    try:
+        proc, elapsed = run_profile(api, azurite, workspace, container)
+        evictor.join(timeout=5)
+        pod_logs = api.pod_logs()
+        assert proc.returncode == 0, proc.stdout[-6000:] + "\n".join(log[-2000:] for log in pod_logs.values())
+        assert not api.rejected, api.rejected
+    finally:
+        api.stop()
+
+    # Kueue: every Job carried the profile's queue, was suspended until admitted, within the quota of 2 pods.
+    assert api.namespaces == {profile["kubernetes-kueue-namespace"]}
+    assert elapsed >= ADMIT_DELAY and api.max_seen_running <= 2
+    by_rule: dict[str, list[dict]] = {}
+    for job in api.submitted:
+        rules = [
+            r
+            for r in ("make_table", GPU_RULE, "evaluation_evaluate_teacher")
+            if f"'{r}'" in _command(job) or f" {r} " in _command(job)
+        ]
+        by_rule.setdefault(rules[0] if rules else _command(job)[-200:], []).append(job)
+    assert {rule: len(jobs) for rule, jobs in by_rule.items()} == {
+        "make_table": 2,  # the OOM-killed first attempt, then the retry
+        GPU_RULE: 2,  # the evicted first attempt, then the retry
+        "evaluation_evaluate_teacher": 1,  # the evaluation group: two evaluations and the summary, one pod
+    }, list(by_rule)
+    for job in api.submitted:
+        pod, (spec,) = _pod(job), _pod(job)["containers"]
+        assert job["metadata"]["labels"][QUEUE_LABEL] == profile["kubernetes-kueue-queue-name"]
+        # Created suspended (Kueue's webhook), then admitted: unsuspended, with a pod.
+        record = api.jobs[job["metadata"]["name"]]
+        assert record.admitted and record.pod is not None and record.manifest["spec"]["suspend"] is False
+        assert job["spec"]["template"]["metadata"]["labels"][WORKLOAD_IDENTITY_LABEL] == "true"
+        assert pod["serviceAccountName"] == profile["kubernetes-kueue-service-account-name"]
+        # The image carries the storage plugin: pods pip-install nothing, so they need no package index.
+        assert "pip install" not in spec["args"][-1]
+        env = {e["name"]: e.get("value") for e in spec["env"]}
+        for item in profile["kubernetes-kueue-env"]:
+            name, value = item.split("=", 1)
+            assert env[name] == value
+        (mount,) = [m for m in spec["volumeMounts"] if m["name"] != "workdir"]
+        assert f"dask-tls:{mount['mountPath']}" in profile["kubernetes-kueue-secret-volumes"]
+        requests = spec["resources"]["requests"]
         assert requests["memory"].endswith("M") and int(requests["memory"][:-1]) >= 2048
         assert requests["ephemeral-storage"].endswith("M")
-        assert "pip install --target" in container_spec["args"][-1]  # the plugin's per-pod precommand
+        gpu = "nvidia.com/gpu" in requests
+        assert spec["image"] == profile["kubernetes-kueue-gpu-container-image" if gpu else "container-image"]
+        if gpu:
+            # One GPU each: the evaluation group's members run one after another on it (gpu scope local).
+            assert spec["resources"]["limits"]["nvidia.com/gpu"] == requests["nvidia.com/gpu"] == "1"
+            toleration = {
+                "key": "nvidia.com/gpu",
+                "operator": "Equal",
+                "value": "present",
+                "effect": "NoSchedule",
+            }
+            assert toleration in pod["tolerations"]
+    assert (
+        "nvidia.com/gpu"
+        not in by_rule["make_table"][0]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    )
 
-    def requests_of(job: dict) -> dict:
-        return job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    # The retry: attempt-scaled memory, after a pod the API reported as OOMKilled; its log was read without
+    # previous=true (which the API answers with 400 for a container that never restarted).
+    first, retry = by_rule["make_table"]
+    assert _pod(first)["containers"][0]["resources"]["requests"]["memory"] == "2048M"
+    assert _pod(retry)["containers"][0]["resources"]["requests"]["memory"] == "4096M"
+    (killed,) = api.pod_objects(first["metadata"]["name"])
+    assert killed["status"]["phase"] == "Failed"
+    assert killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
+    assert killed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+    reads = [r for r in api.log_requests if r["pod"] == killed["metadata"]["name"]]
+    assert reads and all(r.get("previous", "false").lower() == "false" for r in reads), reads
 
-    gpu_jobs = {
-        job["spec"]["template"]["spec"]["containers"][0]["args"][-1]: job
-        for job in standin.submitted
-        if "nvidia.com/gpu" in requests_of(job)
-    }
-    assert len(gpu_jobs) == 2, "the GPU-named rule and the evaluation group ask for GPUs, make_table does not"
-    for command, job in gpu_jobs.items():
-        pod = job["spec"]["template"]["spec"]
-        resources = pod["containers"][0]["resources"]
-        # One GPU each: the evaluation group's members run one after another on it (gpu scope local).
-        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == "1", (
-            command
-        )
-        toleration = {
-            "key": "nvidia.com/gpu",
-            "operator": "Equal",
-            "value": "present",
-            "effect": "NoSchedule",
-        }
-        assert toleration in pod["tolerations"]
-    assert any(GPU_RULE in command for command in gpu_jobs)
-    assert any("evaluation_evaluate_teacher" in command and "summarize" in command for command in gpu_jobs)
+    # The evicted pod, reported as the kubelet reports it, failed its job, which ran again.
+    (evicted,) = api.pod_objects(by_rule[GPU_RULE][0]["metadata"]["name"])
+    assert (evicted["status"]["phase"], evicted["status"]["reason"]) == ("Failed", "Evicted")
 
-    # Every Secret the run created carried the forwarded variables, and was deleted at the end.
-    assert standin.secrets == {}, "the run's Secret was not deleted"
-    (secret_keys,) = standin.secret_keys.values()
-    assert {"dask_scheduler_address", "snakemake_storage_azure_account_name"} <= secret_keys
+    # One Secret per run, deleted at the end, holding names only: no storage credential travels in it.
+    assert api.secrets == {}, "the run's Secret was not deleted"
+    (secret_keys,) = api.secret_keys.values()
+    assert secret_keys == {"dask_scheduler_address", "snakemake_storage_azure_account_name"}
+
     stored = azurite.blob_names(container, "k8s")
     for output in TINY_OUTPUTS:
         assert f"k8s/{output}" in stored, f"{output} missing from az://{container}; have {sorted(stored)}"
@@ -152,44 +229,147 @@ def test_k8s_profile_runs_tiny_pipeline_through_api_standin(standin, azurite, wo
 
 @pytest.mark.integration
 @pytest.mark.azurite
-def test_k8s_job_admitted_late_still_completes(tmp_path, azurite, workspace):  # noqa: F811
-    # Kueue suspends a Job until its Workload is admitted: no pod exists meanwhile.
-    api = ApiStandIn(pods_root=tmp_path / "pods", pod_path=_pod_path(), admit_delay=8, max_running=1).start()
+def test_stock_kubernetes_executor_aborts_on_the_400_where_ours_retries(tmp_path, azurite, workspace):  # noqa: F811
+    """The same OOM-killed first attempt under the stock executor: its log read with previous=true gets the
+    API's 400, which escapes as an error and stops the whole run, although retries are allowed."""
+    profile = k8s_profile()
+    namespace = profile["kubernetes-kueue-namespace"]
+    api = new_standin(tmp_path, azurite)
+    # The stock executor cannot label Jobs: Kueue queues them only through a LocalQueue named "default".
+    api.add_objects([{"kind": "LocalQueue", "metadata": {"name": "default", "namespace": namespace}}])
+    container = unique_container("stock")
+    kubeconfig = api.write_kubeconfig(workspace.parent / "kubeconfig.yaml", namespace)
     try:
-        container = unique_container("late")
-        proc, elapsed = run_profile(api, azurite, workspace, container, "results/tiny/table.csv")
-        assert proc.returncode == 0, proc.stdout[-6000:] + "\n".join(api.pod_logs().values())
-        assert len(api.submitted) == 1 and not api.rejected
-        assert elapsed >= 8, "the run cannot finish before the Job was admitted"
-        assert api.max_seen_running <= 1
-        assert "k8s/results/tiny/table.csv" in azurite.blob_names(container, "k8s")
+        proc = run_snakemake(
+            "--executor", "kubernetes",
+            "--kubernetes-namespace", namespace,
+            "--container-image", profile["container-image"],
+            "--default-storage-provider", "azure",
+            "--default-storage-prefix", f"az://{container}/k8s",
+            # No workload identity in the stock executor: the emulator's key has to travel in its Secret.
+            "--envvars", "AZURITE_CONNECTION_STRING",
+            "--default-resources", "disk_mb=4096",
+            "--retries", "2",
+            "--jobs", "2",
+            "--latency-wait", "5",
+            "--seconds-between-status-checks", "1",
+            "--snakefile", TINY_SNAKEFILE,
+            "results/tiny/table.csv",
+            "--config", f"oom_below_mb={OOM_BELOW_MB}",
+            cwd=workspace,
+            env={**azurite.env(), "KUBECONFIG": str(kubeconfig)},
+            timeout=300,
+            check=False,
+        )  # fmt: skip
     finally:
         api.stop()
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    assert "previous terminated container" in proc.stdout, proc.stdout[-4000:]
+    assert len(api.submitted) == 1, "the stock executor never retried the failed job"
+    assert [r.get("previous") for r in api.log_requests] == ["True"]
 
 
-def test_standin_rejects_gpu_request_without_limit(tmp_path):
-    """The stand-in's checks can fail: a GPU request without an equal limit (scale not 0) is refused."""
-    api = ApiStandIn(pods_root=tmp_path / "pods", pod_path=_pod_path())
-    container = {
-        "name": "snakemake",
-        "image": "x",
-        "command": ["/bin/sh"],
-        "args": ["-c", "true"],
-        "resources": {"requests": {"cpu": "950m", "memory": "2048M", "nvidia.com/gpu": "1"}},
-    }
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "snakejob-x", "labels": {"app": "snakemake"}},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {"spec": {"containers": [container], "restartPolicy": "Never"}},
-        },
-    }
-    assert any("nvidia.com/gpu requested without an equal limit" in p for p in api.problems(job))
-    container["resources"]["limits"] = {"cpu": "1000m", "memory": "2048M", "nvidia.com/gpu": "1"}
-    assert api.problems(job) == []
-    container["resources"] = {"requests": {"cpu": "1"}}
-    assert any("no memory request" in p for p in api.problems(job))
-    container["gpus"] = 1  # not a Container field: strict schema validation refuses unknown fields
-    assert any(p.startswith("schema") for p in api.problems(job))
+@pytest.mark.integration
+@pytest.mark.azurite
+@pytest.mark.parametrize(
+    "case, args, env, client_id, message",
+    [
+        (
+            "no kueue",
+            [],
+            {},
+            "id",
+            "the cluster does not serve kueue.x-k8s.io/v1beta2: install Kueue 0.15 or newer",
+        ),
+        ("api server down", [], {}, "id", "cannot be reached (MaxRetryError); check KUBECONFIG"),
+        (
+            "unknown queue",
+            ["--kubernetes-kueue-queue-name", "gpu-queue"],
+            {},
+            "id",
+            "Kueue LocalQueue 'gpu-queue' does not exist in namespace 'snakemake'",
+        ),
+        (
+            "malformed queue",
+            ["--kubernetes-kueue-queue-name", "Bad_Queue"],
+            {},
+            "id",
+            "kubernetes-kueue-queue-name: 'Bad_Queue' is not a valid Kueue LocalQueue name",
+        ),
+        (
+            "storage account",
+            [],
+            {"SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME": "https://x.blob.core.windows.net"},
+            "id",
+            "is not an Azure storage account name",
+        ),
+        (
+            "placeholder identity",
+            [],
+            {},
+            None,
+            "still carries the placeholder azure.workload.identity/client-id",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) and " " in value else None,
+)
+def test_a_wrong_setting_stops_the_run_before_any_job(
+    tmp_path,
+    azurite,  # noqa: F811
+    workspace,  # noqa: F811
+    case,
+    args,
+    env,
+    client_id,
+    message,  # noqa: F811
+):
+    api = new_standin(tmp_path, azurite, serves_kueue=case != "no kueue")
+    api.add_objects(applied_objects(client_id=None if client_id is None else str(uuid.uuid4())))
+    if case == "api server down":
+        api.stop()  # the kubeconfig names a port nobody listens on any more
+    try:
+        proc, _ = run_profile(api, azurite, workspace, unique_container("bad"), *args, env=env)
+    finally:
+        api.stop()
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-3000:]
+    assert api.submitted == [] and api.secret_keys == {}, (
+        "nothing may reach the cluster before the checks pass"
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.azurite
+@pytest.mark.parametrize("k8s_extra", [True, False], ids=["with k8s extra", "without k8s extra"])
+def test_choosing_the_executor_without_cluster_or_k8s_extra_says_what_is_missing(
+    tmp_path,
+    azurite,  # noqa: F811
+    workspace,  # noqa: F811
+    k8s_extra,
+):
+    # No kubeconfig anywhere: KUBECONFIG points nowhere and HOME has no ~/.kube.
+    env = {**os.environ, **azurite.env(), "KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = subprocess.run(
+        [
+            *snakemake_command(k8s_extra),
+            "--profile", str(K8S_PROFILE),
+            "--snakefile", TINY_SNAKEFILE,
+            "--default-storage-prefix", f"az://{unique_container('nocluster')}/k8s",
+            "results/tiny/table.csv",
+        ],
+        cwd=workspace,
+        env={**env, "DASK_SCHEDULER_ADDRESS": "tls://x:8786"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    expected = (
+        "kubernetes-kueue: no cluster credentials"
+        if k8s_extra
+        else "needs the k8s extra: pip install 'snakemake-gpu-catalog[k8s]'"
+    )
+    assert expected in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]

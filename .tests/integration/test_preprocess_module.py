@@ -139,23 +139,6 @@ def test_real_layout_skip_counts_bad_rows(tmp_path, real_layout):
     assert "skipped 1 bad rows" in (workdir / "logs/preprocess/build_graphs/real.log").read_text()
 
 
-@pytest.mark.parametrize(
-    ("wrapper", "output"), [("generate_can", "resources/normal.csv"), ("build_graphs", "results/toy/test.pt")]
-)
-def test_wrapper_example_snakefiles(tmp_path, wrapper, output):
-    run_snakemake(
-        "--snakefile", str(REPO / "wrappers" / wrapper / "test" / "Snakefile"), "--directory", str(tmp_path),
-        "--cores", "1",
-    )  # fmt: skip
-    assert (tmp_path / output).stat().st_size > 0
-    logs = list((tmp_path / "logs").rglob("*.log"))
-    assert logs and all(
-        "INFO kdgat." in log.read_text() for log in logs
-    )  # the library's logging went to the log
-    if wrapper == "build_graphs":
-        assert list(load_graph_sets(tmp_path / output)) == ["attack"]
-
-
 def test_missing_dataset_directory_names_the_config_key(tmp_path):
     config = {**TINY, "datasets": {"real": {"path": str(tmp_path / "nowhere")}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))

@@ -1,9 +1,11 @@
-"""profiles/k8s: every manifest validates, the Kueue objects fit together, the profile has what the
-issue asks for, and the Containerfile installs only what pyproject.toml declares."""
+"""profiles/k8s: every manifest validates, the objects fit together and with the profile, the quotas fit the
+node pools, the Dask cluster is TLS-only behind a NetworkPolicy, and the Containerfile matches the profile's
+images and installs only what pyproject.toml declares."""
 
 from __future__ import annotations
 
-import json
+import copy
+import math
 import re
 import subprocess
 import tomllib
@@ -16,11 +18,10 @@ from testkit import REPO, venv_bin
 
 K8S = REPO / "profiles" / "k8s"
 KUBERNETES_VERSION = "1.33.0"
-KUEUE_SCHEMA = json.loads((K8S / "kueue" / "schema" / "kueue-v1beta1.schema.json").read_text())
 GPU_RULE_PATTERN = re.compile(
     r"^(kd_gat_train_(vgae|gat|dqn)_(teacher|student_kd|student)|evaluation_evaluate_\w+)$"
 )
-SCHEDULER_ADDRESS = "tcp://dask-scheduler.snakemake.svc.cluster.local:8786"
+SCHEDULER_ADDRESS = "tls://dask-scheduler.snakemake.svc.cluster.local:8786"
 
 
 def manifests() -> list[tuple[str, dict]]:
@@ -45,39 +46,222 @@ def by_kind(kind: str) -> list[dict]:
     return [doc for _, doc in MANIFESTS if doc["kind"] == kind]
 
 
+# ---- Kueue ---------------------------------------------------------------------------------------------
+# The Kueue API the manifests use and the fields Kueue serves in it: a schema WE wrote, from the facts of
+# Kueue's Go types (apis/kueue/v1beta2/{clusterqueue,localqueue,resourceflavor}_types.go): field names,
+# enums, required fields and list limits present in every release from 0.15.0 (the first serving v1beta2)
+# to 0.19.2. It is not the upstream CRD: no package on PyPI, npm or Debian ships Kueue's CRDs and CI can
+# reach nothing else (profiles/k8s/README.md, "What the tests prove"). Unknown fields are refused, as a
+# server-side `kubectl apply` with field validation refuses them.
+KUEUE_API_VERSION = "kueue.x-k8s.io/v1beta2"
+SUPPORTED_KUEUE = ("0.15", "0.19")
+_NAME = {
+    "type": "string",
+    "maxLength": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+}
+# A Kubernetes resource quantity (a non-negative quota): a number with an optional binary or decimal suffix.
+_QUANTITY = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\d+(\.\d+)?([KMGTPE]i|[mkMGTPE])?$"},
+    ]
+}
+
+
+def _object(properties: dict, required: tuple[str, ...] = ()) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+def _kueue_object(kind: str, spec: dict, namespaced: bool) -> dict:
+    metadata = {"type": "object", "required": ["name", "namespace"] if namespaced else ["name"]}
+    return _object(
+        {
+            "apiVersion": {"const": KUEUE_API_VERSION},
+            "kind": {"const": kind},
+            "metadata": metadata,
+            "spec": spec,
+        },
+        ("apiVersion", "kind", "metadata", "spec"),
+    )
+
+
+_STOP_POLICY = {"enum": ["None", "Hold", "HoldAndDrain"]}
+KUEUE_SCHEMAS = {
+    "ResourceFlavor": _kueue_object(
+        "ResourceFlavor",
+        _object(
+            {
+                "nodeLabels": {"type": "object", "maxProperties": 8, "additionalProperties": {"type": "string"}},
+                "nodeTaints": {
+                    "type": "array",
+                    "maxItems": 8,
+                    "items": _object(
+                        {
+                            "key": {"type": "string"},
+                            "value": {"type": "string"},
+                            "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
+                            "timeAdded": {"type": "string"},
+                        },
+                        ("key", "effect"),
+                    ),
+                },
+                "tolerations": {"type": "array", "maxItems": 8, "items": {"type": "object"}},
+                "topologyName": _NAME,
+            }
+        ),
+        namespaced=False,
+    ),
+    "LocalQueue": _kueue_object(
+        "LocalQueue",
+        _object({"clusterQueue": _NAME, "fairSharing": {"type": "object"}, "stopPolicy": _STOP_POLICY}),
+        namespaced=True,
+    ),
+    "ClusterQueue": _kueue_object(
+        "ClusterQueue",
+        _object(
+            {
+                "admissionChecksStrategy": {"type": "object"},
+                "admissionScope": {"type": "object"},
+                "cohortName": _NAME,
+                "fairSharing": {"type": "object"},
+                "flavorFungibility": {"type": "object"},
+                "namespaceSelector": _object(
+                    {"matchLabels": {"type": "object"}, "matchExpressions": {"type": "array"}}
+                ),
+                "preemption": _object(
+                    {
+                        "borrowWithinCohort": {"type": "object"},
+                        "reclaimWithinCohort": {"enum": ["Never", "LowerPriority", "Any"]},
+                        "withinClusterQueue": {"enum": ["Never", "LowerPriority", "LowerOrNewerEqualPriority"]},
+                    }
+                ),
+                "queueingStrategy": {"enum": ["StrictFIFO", "BestEffortFIFO"]},
+                "resourceGroups": {
+                    "type": "array",
+                    "maxItems": 16,
+                    "items": _object(
+                        {
+                            "coveredResources": {
+                                "type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"},
+                            },
+                            "flavors": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 64,
+                                "items": _object(
+                                    {
+                                        "name": _NAME,
+                                        "resources": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": 64,
+                                            "items": _object(
+                                                {
+                                                    "name": {"type": "string"},
+                                                    "nominalQuota": _QUANTITY,
+                                                    "borrowingLimit": _QUANTITY,
+                                                    "lendingLimit": _QUANTITY,
+                                                },
+                                                ("name", "nominalQuota"),
+                                            ),
+                                        },
+                                    },
+                                    ("name", "resources"),
+                                ),
+                            },
+                        },
+                        ("coveredResources", "flavors"),
+                    ),
+                },
+                "stopPolicy": _STOP_POLICY,
+            }
+        ),
+        namespaced=False,
+    ),
+}  # fmt: skip
+
+
+def test_readme_names_the_supported_kueue_range_and_installs_a_release_in_it():
+    readme = (K8S / "README.md").read_text()
+    low, high = SUPPORTED_KUEUE
+    assert f"**Kueue {low} to {high}.**" in readme
+    (installed,) = set(re.findall(r"kueue/releases/download/v(\d+\.\d+)\.\d+/manifests\.yaml", readme))
+    assert (
+        tuple(map(int, low.split(".")))
+        <= tuple(map(int, installed.split(".")))
+        <= tuple(map(int, high.split(".")))
+    )
+
+
 def test_there_are_manifests_for_every_part():
     kinds = {doc["kind"] for _, doc in MANIFESTS}
     assert {"ResourceFlavor", "ClusterQueue", "LocalQueue", "Deployment", "Service", "Namespace"} <= kinds
+    assert {"ServiceAccount", "Role", "RoleBinding", "NetworkPolicy"} <= kinds
+    assert not (K8S / "kueue" / "schema").exists(), "the hand-written v1beta1 schema is gone"
 
 
 @pytest.mark.parametrize("where, document", MANIFESTS, ids=[where for where, _ in MANIFESTS])
 def test_manifest_validates_against_its_schema(where, document):
     if document["apiVersion"].startswith("kueue.x-k8s.io/"):
-        jsonschema.validate(document, KUEUE_SCHEMA)
+        assert document["apiVersion"] == KUEUE_API_VERSION, "Kueue 0.20 no longer serves v1beta1"
+        jsonschema.validate(document, KUEUE_SCHEMAS[document["kind"]])
     else:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
-def test_kueue_schema_refuses_what_kueue_refuses():
+@pytest.mark.parametrize(
+    "change",
+    [
+        "apiVersion v1beta1",
+        "cohort (v1beta1's name)",
+        "queueingStrategy FIFO",
+        "quota instead of nominalQuota",
+        "nominalQuota not a quantity",
+        "taint effect NoEffect",
+        "LocalQueue without namespace",
+    ],
+)
+def test_the_kueue_check_refuses_what_kueue_refuses(change):
     (queue,) = by_kind("ClusterQueue")
-    broken = json.loads(json.dumps(queue))
-    broken["spec"]["queueingStrategy"] = "FIFO"
+    document = copy.deepcopy(queue)
+    if change == "apiVersion v1beta1":
+        document["apiVersion"] = "kueue.x-k8s.io/v1beta1"
+    elif change == "cohort (v1beta1's name)":
+        document["spec"]["cohort"] = "team"
+    elif change == "queueingStrategy FIFO":
+        document["spec"]["queueingStrategy"] = "FIFO"
+    elif change == "quota instead of nominalQuota":
+        resource = document["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0]
+        resource["quota"] = resource.pop("nominalQuota")
+    elif change == "nominalQuota not a quantity":
+        document["spec"]["resourceGroups"][0]["flavors"][0]["resources"][1]["nominalQuota"] = "lots"
+    elif change == "taint effect NoEffect":
+        document = copy.deepcopy(by_kind("ResourceFlavor")[-1])
+        document["spec"]["nodeTaints"][0]["effect"] = "NoEffect"
+    else:
+        (local,) = by_kind("LocalQueue")
+        document = copy.deepcopy(local)
+        del document["metadata"]["namespace"]
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, KUEUE_SCHEMA)
-    broken = json.loads(json.dumps(queue))
-    broken["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0]["quota"] = 1
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, KUEUE_SCHEMA)
+        jsonschema.validate(document, KUEUE_SCHEMAS[document["kind"]])
 
 
-def test_kueue_objects_fit_together():
-    namespace = profile()["kubernetes-namespace"]
+def test_kueue_objects_fit_together_and_with_the_profile():
+    settings = profile()
+    namespace = settings["kubernetes-kueue-namespace"]
     flavors = {doc["metadata"]["name"]: doc for doc in by_kind("ResourceFlavor")}
     assert {"cpu-nodes", "gpu-nodes"} <= set(flavors)
     (queue,) = by_kind("ClusterQueue")
     (local,) = by_kind("LocalQueue")
-    # "default" is what makes Kueue label the plugin's unlabelled Jobs (LocalQueueDefaulting).
-    assert local["metadata"] == {"name": "default", "namespace": namespace}
+    # The executor labels every Job with this queue: no reliance on a LocalQueue named "default".
+    assert local["metadata"] == {"name": settings["kubernetes-kueue-queue-name"], "namespace": namespace}
+    assert local["metadata"]["name"] != "default"
     assert local["spec"]["clusterQueue"] == queue["metadata"]["name"]
     assert queue["spec"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == namespace
     covered = set()
@@ -87,22 +271,73 @@ def test_kueue_objects_fit_together():
             assert flavor["name"] in flavors, f"ClusterQueue uses an undefined flavor {flavor['name']}"
             # Kueue: each flavor lists the group's resources in the same order.
             assert [r["name"] for r in flavor["resources"]] == group["coveredResources"]
-    # Everything the plugin requests must be covered or the Job is never admitted.
+    # Everything the executor requests must be covered or the Job is never admitted.
     assert {"cpu", "memory", "ephemeral-storage", "nvidia.com/gpu"} <= covered
-    quota = {
-        (f["name"], r["name"]): r["nominalQuota"]
-        for g in queue["spec"]["resourceGroups"]
-        for f in g["flavors"]
-        for r in f["resources"]
-    }
-    assert quota[("gpu-nodes", "nvidia.com/gpu")] > 0 and quota[("cpu-nodes", "nvidia.com/gpu")] == 0
-    # GPU pods carry the plugin's toleration nvidia.com/gpu=present:NoSchedule; the flavor's taint matches it.
+    # GPU pods carry the executor's toleration nvidia.com/gpu=present:NoSchedule; the flavor's taint matches it.
     taints = flavors["gpu-nodes"]["spec"]["nodeTaints"]
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in taints
 
 
+# Facts behind the quotas, as cited in kueue/clusterqueue.yaml (Microsoft Learn: VM size pages and "Node
+# resource reservations in AKS", AKS 1.29+).
+VM_SIZES = {  # vCPUs, memory GiB, NVIDIA GPUs
+    "Standard_D16ads_v5": (16, 64, 0),
+    "Standard_NC40ads_H100_v5": (40, 320, 1),
+}
+AKS_CPU_RESERVED_M = {1: 60, 2: 100, 4: 140, 8: 180, 16: 260, 32: 420, 64: 740}
+MAX_PODS = 110
+EVICTION_MI = 100
+
+
+def aks_allocatable(size: str) -> tuple[float, float, int]:
+    """CPU cores and memory GiB a pod can get on one node of ``size``, and its GPUs."""
+    cores, memory_gib, gpus = VM_SIZES[size]
+    below = max(c for c in AKS_CPU_RESERVED_M if c <= cores)
+    reserved_m = AKS_CPU_RESERVED_M[below] + 10 * (cores - below)  # 10m per core above 8 (table slope)
+    kube_reserved_gib = min((20 * MAX_PODS + 50) * 1e6 / 2**30, 0.25 * memory_gib)
+    return cores - reserved_m / 1000, memory_gib - kube_reserved_gib - EVICTION_MI / 1024, gpus
+
+
+def _quantity_gib(value) -> float:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Gi|Ti|)", str(value)).groups()
+    return float(number) * {"Gi": 1, "Ti": 1024, "": 2**-30}[unit]
+
+
+def _requests(deployment: dict) -> tuple[float, float]:
+    spec = deployment["spec"]
+    requests = spec["template"]["spec"]["containers"][0]["resources"]["requests"]
+    return spec["replicas"] * float(requests["cpu"]), spec["replicas"] * _quantity_gib(requests["memory"])
+
+
+def test_aks_reservation_formula_matches_the_documented_table():
+    # The documented examples: 32 cores reserve 420m, 64 reserve 740m; 8 GB with 30 pods reserves 650 MB.
+    assert AKS_CPU_RESERVED_M[16] + 10 * 16 == AKS_CPU_RESERVED_M[32]
+    assert AKS_CPU_RESERVED_M[32] + 10 * 32 == AKS_CPU_RESERVED_M[64]
+    assert 20 * 30 + 50 == 650
+
+
+def test_quotas_fit_the_allocatable_resources_of_the_node_pools():
+    (queue,) = by_kind("ClusterQueue")
+    flavors = {doc["metadata"]["name"]: doc for doc in by_kind("ResourceFlavor")}
+    dask_cpu, dask_memory = map(sum, zip(*(_requests(d) for d in by_kind("Deployment")), strict=True))
+    for flavor in queue["spec"]["resourceGroups"][0]["flavors"]:
+        labels = flavors[flavor["name"]]["spec"]["nodeLabels"]
+        nodes = int(flavors[flavor["name"]]["metadata"]["annotations"]["catalog.kd-gat/nodes"])
+        cpu, memory, gpus = (nodes * x for x in aks_allocatable(labels["node.kubernetes.io/instance-type"]))
+        if gpus == 0:  # the Dask Deployments run on the CPU pool, outside Kueue's count
+            cpu, memory = cpu - dask_cpu, memory - dask_memory
+        quota = {r["name"]: r["nominalQuota"] for r in flavor["resources"]}
+        assert 0.8 * cpu <= float(quota["cpu"]) <= cpu, (flavor["name"], cpu)
+        assert 0.8 * memory <= _quantity_gib(quota["memory"]) <= memory, (flavor["name"], memory)
+        assert int(quota["nvidia.com/gpu"]) == gpus, flavor["name"]
+        assert math.isfinite(_quantity_gib(quota["ephemeral-storage"]))
+    retired = "NC6s_v3"
+    assert retired not in (K8S / "kueue" / "clusterqueue.yaml").read_text().replace("NC6s_v3, the V100", "")
+
+
+# ---- namespace, identity, RBAC -----------------------------------------------------------------------------
 def test_namespaced_objects_live_in_the_profile_namespace():
-    namespace = profile()["kubernetes-namespace"]
+    namespace = profile()["kubernetes-kueue-namespace"]
     (ns,) = by_kind("Namespace")
     assert ns["metadata"]["name"] == namespace
     for where, doc in MANIFESTS:
@@ -110,16 +345,89 @@ def test_namespaced_objects_live_in_the_profile_namespace():
             assert doc["metadata"].get("namespace") == namespace, where
 
 
+def test_job_pods_run_as_a_workload_identity_service_account_with_no_secret():
+    settings = profile()
+    assert settings["kubernetes-kueue-workload-identity"] is True
+    accounts = {doc["metadata"]["name"]: doc for doc in by_kind("ServiceAccount")}
+    jobs_account = accounts[settings["kubernetes-kueue-service-account-name"]]
+    assert "azure.workload.identity/client-id" in jobs_account["metadata"]["annotations"]
+    assert not by_kind("Secret"), "no Secret is shipped: certificates and credentials never live here"
+    forwarded = " ".join(settings["envvars"]).upper()
+    for word in ("SECRET", "KEY", "CONNECTION", "SAS", "TOKEN", "PASSWORD", "AZURITE"):
+        assert word not in forwarded, f"the profile forwards a credential-like variable ({word})"
+    assert not any(key.startswith("storage-azure") for key in settings)
+
+
+def test_the_driver_role_allows_exactly_what_the_executor_checks_and_does():
+    (role,) = by_kind("Role")
+    allowed = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = {
+        ("kueue.x-k8s.io", "localqueues", "list"),
+        ("", "serviceaccounts", "get"),
+        ("", "secrets", "create"),
+        ("", "secrets", "delete"),
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "get"),
+        ("batch", "jobs", "delete"),
+        ("", "pods", "list"),
+        ("", "pods", "delete"),
+        ("", "pods/log", "get"),
+    }
+    assert needed <= allowed, needed - allowed
+    assert ("", "secrets", "get") not in allowed and ("", "secrets", "list") not in allowed
+
+
+# ---- Dask: TLS and network policy ---------------------------------------------------------------------------
+def _dask_containers() -> dict[str, tuple[dict, dict]]:
+    return {
+        doc["metadata"]["name"]: (
+            doc["spec"]["template"]["spec"],
+            doc["spec"]["template"]["spec"]["containers"][0],
+        )
+        for doc in by_kind("Deployment")
+    }
+
+
+def test_dask_scheduler_and_workers_speak_tls_only_with_the_mounted_secret():
+    settings = profile()
+    (volume,) = settings["kubernetes-kueue-secret-volumes"]
+    secret_name, mount_path = volume.split(":")
+    for name, (pod, container) in _dask_containers().items():
+        (mount,) = container["volumeMounts"]
+        (pod_volume,) = pod["volumes"]
+        assert mount["mountPath"] == mount_path and mount["readOnly"] is True, name
+        assert pod_volume == {"name": mount["name"], "secret": {"secretName": secret_name}}, name
+        args = container["args"]
+        for flag, file in (("--tls-ca-file", "ca.crt"), ("--tls-cert", "tls.crt"), ("--tls-key", "tls.key")):
+            assert args[args.index(flag) + 1] == f"{mount_path}/{file}", (name, flag)
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "true", name
+    scheduler_args = _dask_containers()["dask-scheduler"][1]["args"]
+    assert scheduler_args[scheduler_args.index("--protocol") + 1] == "tls"
+    assert SCHEDULER_ADDRESS in _dask_containers()["dask-workers"][1]["args"]
+    # The Job pods: the same Secret at the same path, and distributed's client settings pointing into it.
+    env = dict(item.split("=", 1) for item in settings["kubernetes-kueue-env"])
+    assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "true"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == f"{mount_path}/ca.crt"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"] == f"{mount_path}/tls.crt"
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"] == f"{mount_path}/tls.key"
+
+
 def test_dask_cluster_matches_the_documented_scheduler_address():
     (service,) = by_kind("Service")
     host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
-    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "tcp-comm")
-    assert SCHEDULER_ADDRESS == f"tcp://{host}:{port}"
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "tls-comm")
+    assert SCHEDULER_ADDRESS == f"tls://{host}:{port}"
     deployments = {doc["metadata"]["name"]: doc for doc in by_kind("Deployment")}
-    workers = deployments["dask-workers"]["spec"]["template"]["spec"]["containers"][0]
-    assert SCHEDULER_ADDRESS in workers["args"]
-    scheduler = deployments["dask-scheduler"]
-    assert service["spec"]["selector"] == scheduler["spec"]["template"]["metadata"]["labels"]
+    assert (
+        service["spec"]["selector"] == deployments["dask-scheduler"]["spec"]["template"]["metadata"]["labels"]
+    )
     for deployment in deployments.values():
         image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == profile()["container-image"], "Dask pods must run the workflow's dask/distributed"
@@ -128,21 +436,33 @@ def test_dask_cluster_matches_the_documented_scheduler_address():
     assert "DASK_SCHEDULER_ADDRESS" in profile()["envvars"]
 
 
+def test_network_policy_admits_only_pods_of_the_namespace_to_the_dask_pods():
+    (policy,) = by_kind("NetworkPolicy")
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for name in _dask_containers():
+        labels = next(
+            d["spec"]["template"]["metadata"]["labels"]
+            for d in by_kind("Deployment")
+            if d["metadata"]["name"] == name
+        )
+        assert selector.items() <= labels.items(), f"the NetworkPolicy does not select {name}"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # podSelector {} alone (no namespaceSelector, no ipBlock) means: pods of the policy's own namespace.
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}]
+    assert policy["metadata"]["namespace"] == profile()["kubernetes-kueue-namespace"]
+
+
+# ---- the profile --------------------------------------------------------------------------------------------
 def test_profile_has_the_required_settings():
     settings = profile()
-    assert settings["executor"] == "kubernetes"
+    assert settings["executor"] == "kubernetes-kueue"
     assert settings["default-storage-provider"] == "azure"
     assert re.fullmatch(r"az://[\w-]+/[\w./-]+", settings["default-storage-prefix"])
     assert {"mem_mb", "disk_mb"} <= set(settings["default-resources"])
     assert settings["retries"] >= 1
-    import snakemake
-
-    # The image is pinned to the Snakemake version that plans the jobs.
-    assert settings["container-image"].endswith(f"snakemake-{snakemake.__version__}")
-    assert not any("AZURITE" in name or "SECRET" in name for name in settings["envvars"])
-    assert not any(key.startswith("storage-azure") for key in settings), (
-        "use SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"
-    )
+    assert not [
+        key for key in settings if key.startswith("kubernetes-") and not key.startswith("kubernetes-kueue-")
+    ]
 
 
 def test_every_profile_key_is_commented():
@@ -175,20 +495,26 @@ def test_gpu_rules_request_a_limited_nvidia_gpu():
         assert not unknown, f"profiles/k8s/config.yaml sets resources of rules that do not exist: {unknown}"
 
 
+# ---- the Containerfile ----------------------------------------------------------------------------------------
 def _requirement_name(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+CONTAINERFILE = (K8S / "Containerfile").read_text()
+# torch 2.13.0's PyTorch wheel indexes (PyTorch's release matrix for 2.13: CUDA 12.6 and 13.0; 12.8 was
+# dropped in 2.12), as the Containerfile documents them.
+TORCH_VARIANTS = {"cpu", "cu126", "cu130"}
+
+
 def test_containerfile_installs_only_declared_packages_and_copies_the_workflow():
-    text = (K8S / "Containerfile").read_text()
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     project = pyproject["project"]
     declared = {_requirement_name(r): r for r in project["dependencies"]}
     for extra in project["optional-dependencies"].values():
         declared.update({_requirement_name(r): r for r in extra})
 
-    assert re.search(r"^FROM python:3\.11[-\w.]*$", text, re.M), "base image must be python 3.11"
-    instructions = re.sub(r"\\\n", " ", text)
+    assert re.search(r"^FROM python:3\.11[-\w.]*$", CONTAINERFILE, re.M), "base image must be python 3.11"
+    instructions = re.sub(r"\\\n", " ", CONTAINERFILE)
     installs = [m.group(1) for m in re.finditer(r"pip install ([^&\n]+)", instructions)]
     assert installs, "no pip install in the Containerfile"
     extras_installed = set()
@@ -204,15 +530,46 @@ def test_containerfile_installs_only_declared_packages_and_copies_the_workflow()
             assert name in declared, f"Containerfile installs {word}, which pyproject.toml does not declare"
             if "==" in word:
                 assert word.replace(" ", "") in declared[name].replace(" ", ""), f"{word} != {declared[name]}"
-    assert {"workflow", "azure"} <= extras_installed
+    # azure: pods find the storage plugin in the image (no pip at start); k8s: a driver in the cluster.
+    assert {"workflow", "azure", "k8s"} <= extras_installed
     assert "snakemake==9.27.1" in project["optional-dependencies"]["workflow"]
-    assert "torch==2.13.0" in project["dependencies"]
 
     copied = set()
-    for match in re.finditer(r"^COPY (.+) \S+$", text, re.M):
+    for match in re.finditer(r"^COPY (.+) \S+$", CONTAINERFILE, re.M):
         for source in match.group(1).split():
             copied.add(source.rstrip("/"))
             assert (REPO / source).exists(), f"Containerfile copies {source}, which is not in the repository"
-    assert {"pyproject.toml", "src", "workflow", "wrappers", "config"} <= copied
+    assert {"pyproject.toml", "src", "executors", "workflow", "wrappers", "config"} <= copied
     if project.get("readme"):
         assert project["readme"] in copied, "pip install needs the readme named in pyproject.toml"
+
+
+def test_containerfile_variants_match_the_profiles_images():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    (torch_pin,) = [r for r in pyproject["project"]["dependencies"] if r.startswith("torch==")]
+    default = re.search(r"^ARG TORCH_VARIANT=(\S+)$", CONTAINERFILE, re.M).group(1)
+    index = re.search(
+        r'--index-url "https://download\.pytorch\.org/whl/\$\{TORCH_VARIANT\}" (\S+)', CONTAINERFILE
+    )
+    assert index and index.group(1) == torch_pin, "torch comes from the variant's index, at the project's pin"
+    documented = set(
+        re.findall(r"--build-arg TORCH_VARIANT=(\w+)\s+-t \S+:snakemake-[\d.]+-(\w+) ", CONTAINERFILE)
+    )
+    assert {a for a, b in documented if a == b} == TORCH_VARIANTS, "each variant's build command tags it"
+    import snakemake
+
+    settings = profile()
+    tag = f"snakemake-{snakemake.__version__}"
+    assert settings["container-image"].endswith(f":{tag}-cpu"), "CPU Jobs run the CPU build"
+    assert settings["kubernetes-kueue-gpu-container-image"].endswith(f":{tag}-{default}"), (
+        "GPU Jobs run the Containerfile's default CUDA build"
+    )
+    assert default in TORCH_VARIANTS - {"cpu"} and default != "cu128"
+    repository = settings["container-image"].rsplit(":", 1)[0]
+    assert settings["kubernetes-kueue-gpu-container-image"].rsplit(":", 1)[0] == repository
+
+
+def test_containerfile_runs_as_a_numeric_non_root_user():
+    users = re.findall(r"^USER (\S+)$", CONTAINERFILE, re.M)
+    assert users and users[-1].isdigit() and int(users[-1]) != 0
+    assert f"--uid {users[-1]}" in CONTAINERFILE

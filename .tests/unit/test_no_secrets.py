@@ -16,7 +16,16 @@ from testkit import REPO
 sys.path.insert(0, str(REPO / ".tests" / "integration" / "k8s"))
 from secretscan import find_secrets  # noqa: E402
 
-SCANNED = ["profiles", "scripts", "docs", "config", "README.md", "CONTRIBUTING.md", ".tests/integration/k8s"]
+SCANNED = [
+    "profiles",
+    "executors",
+    "scripts",
+    "docs",
+    "config",
+    "README.md",
+    "CONTRIBUTING.md",
+    ".tests/integration/k8s",
+]
 
 
 def scanned_files() -> list[Path]:
@@ -33,6 +42,8 @@ def scanned_files() -> list[Path]:
 def test_the_scan_covers_the_profiles_and_scripts():
     names = {p.relative_to(REPO).as_posix() for p in scanned_files()}
     assert "profiles/k8s/config.yaml" in names and "scripts/azurite-up.sh" in names
+    assert "profiles/k8s/serviceaccount.yaml" in names and "profiles/k8s/dask/scheduler.yaml" in names
+    assert any(name.startswith("executors/") for name in names)
 
 
 @pytest.mark.parametrize("path", scanned_files(), ids=lambda p: p.relative_to(REPO).as_posix())

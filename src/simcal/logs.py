@@ -1,9 +1,12 @@
-"""Logging set-up for wrappers and the CLI: simcal's messages to a file, Dask's chatter kept to warnings."""
+"""Logging set-up for wrappers and the CLI: simcal's messages to a file, Dask's chatter kept to warnings, and a
+failure logged before it propagates."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -26,3 +29,13 @@ def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> 
     for name in ("distributed", "dask_jobqueue"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+@contextlib.contextmanager
+def failure_logged(what: str, logger: str = "simcal") -> Iterator[None]:
+    """Log an exception (with its traceback) as ``<what> failed``, then re-raise it unchanged."""
+    try:
+        yield
+    except BaseException:
+        logging.getLogger(logger).exception("%s failed", what)
+        raise

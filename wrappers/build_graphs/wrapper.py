@@ -4,13 +4,7 @@ __author__ = "snakemake-gpu-catalog"
 __license__ = "MIT"
 
 import logging
-import sys
 from pathlib import Path
-
-try:
-    import kdgat  # noqa: F401
-except ImportError:  # used straight from a checkout: the library sits two levels up
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from kdgat.preprocess import preprocess_dataset
 

@@ -1,14 +1,8 @@
 """Evaluate one trained KD-GAT detector (VGAE, GAT, DQN fusion) on validation and every test scenario."""
 
 import logging
-import sys
-from pathlib import Path
 
-try:
-    from kdgat.evaluation import EVALUATION_OUTPUTS, evaluate_files
-except ImportError:  # the package is not installed: use the catalog's own src/
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-    from kdgat.evaluation import EVALUATION_OUTPUTS, evaluate_files
+from kdgat.evaluation import EVALUATION_OUTPUTS, evaluate_files
 
 logging.basicConfig(
     filename=snakemake.log[0],

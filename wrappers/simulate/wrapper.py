@@ -8,13 +8,6 @@ __author__ = "snakemake-gpu-catalog"
 __license__ = "MIT"
 
 import logging
-import sys
-from pathlib import Path
-
-try:
-    import simcal  # noqa: F401
-except ImportError:  # used straight from a checkout: the library sits two levels up
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 
 from simcal.logs import configure
 from simcal.runner import simulate

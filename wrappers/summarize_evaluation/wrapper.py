@@ -1,14 +1,8 @@
 """Summary table (CSV + Markdown) and teacher-vs-student chart from evaluate_detector's metrics.json files."""
 
 import logging
-import sys
-from pathlib import Path
 
-try:
-    from kdgat.evaluation import summarize_files
-except ImportError:  # the package is not installed: use the catalog's own src/
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-    from kdgat.evaluation import summarize_files
+from kdgat.evaluation import summarize_files
 
 logging.basicConfig(
     filename=snakemake.log[0],

@@ -1,14 +1,9 @@
 """Train the DQN fusion stage of KD-GAT (optionally distilling a teacher agent's Q-values)."""
 
 import logging
-import sys
 from pathlib import Path
 
-try:
-    from kdgat.training import dqn
-except ImportError:  # the package is not installed: use the catalog's own src/
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-    from kdgat.training import dqn
+from kdgat.training import dqn
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True

@@ -1,14 +1,9 @@
 """Train the GAT stage of KD-GAT (VGAE-driven curriculum, optional distillation from a teacher GAT)."""
 
 import logging
-import sys
 from pathlib import Path
 
-try:
-    from kdgat.training import gat
-except ImportError:  # the package is not installed: use the catalog's own src/
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-    from kdgat.training import gat
+from kdgat.training import gat
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True

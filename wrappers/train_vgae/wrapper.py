@@ -1,14 +1,9 @@
 """Train the VGAE stage of KD-GAT (optionally distilled from a teacher VGAE) on preprocessed CAN graphs."""
 
 import logging
-import sys
 from pathlib import Path
 
-try:
-    from kdgat.training import vgae
-except ImportError:  # the package is not installed: use the catalog's own src/
-    sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-    from kdgat.training import vgae
+from kdgat.training import vgae
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True

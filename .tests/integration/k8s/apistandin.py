@@ -1,19 +1,36 @@
-"""A loopback stand-in for the Kubernetes API and kubelet, for contract tests of the k8s profile.
+"""A loopback stand-in for the Kubernetes API, its kubelet and Kueue, for contract tests of the k8s profile.
 
-No API server can run on the test machines, so this serves just the calls that
-snakemake-executor-plugin-kubernetes 0.5 makes (create/delete Secret, create/read/delete Job, list/delete
-Pods, read a pod log) on 127.0.0.1, and keeps the contract honest:
+No API server can run on the test machines, so this serves the calls the kubernetes executors make (create
+and delete Secrets and Jobs, read Jobs, list and delete Pods, read pod logs, read LocalQueues and
+ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
 
-* every Job is validated against the real Kubernetes OpenAPI schema (``kubernetes_validate``, strict),
-  then against rules a real cluster enforces later: an extended resource such as ``nvidia.com/gpu``
-  needs a limit equal to its request, and (Kueue) a pod without a memory request escapes the quota;
-  a rejected Job gets HTTP 422 like a real admission failure;
-* an accepted Job runs its pod for real: the container's ``command + args`` in a fresh empty directory
-  (the pod's emptyDir ``/workdir``) with the environment taken from the referenced Secret;
-* Kueue is emulated by suspension: with ``admit_delay`` a Job is created suspended and only gets a pod
-  after the delay, and ``max_running`` caps how many pods run at once (a quota).
+* every Job is validated against the real Kubernetes OpenAPI schema (``kubernetes_validate``, strict), then
+  against rules a real cluster enforces later: an extended resource such as ``nvidia.com/gpu`` needs a limit
+  equal to its request, and (Kueue) a pod without a memory request escapes the quota; a rejected Job gets
+  HTTP 422 like a real admission failure;
+* Kueue: its webhook suspends every Job it manages (all of them: ``manageJobsWithoutQueueName: true``, as
+  profiles/k8s/README.md configures Kueue); a Job without the ``kueue.x-k8s.io/queue-name`` label is labelled
+  ``default`` only when a LocalQueue named ``default`` exists (LocalQueueDefaulting); a Job is admitted only
+  if its label names a LocalQueue of its namespace, after ``admit_delay`` seconds and while fewer than
+  ``max_running`` pods run (a quota). Any other Job stays suspended, without pods, for ever, as with Kueue;
+* an admitted Job runs its pod for real: the container's ``command + args`` in a fresh empty directory (the
+  pod's emptyDir ``/workdir``) with the environment of the container spec (values and Secret references);
+  Secret volumes are written under the pod's directory, and an environment value naming a path under a mount
+  is translated to it (the pod's filesystem is its directory);
+* the AKS workload-identity webhook: a pod labelled ``azure.workload.identity/use: "true"`` whose
+  ServiceAccount carries ``azure.workload.identity/client-id`` gets ``AZURE_CLIENT_ID``, ``AZURE_TENANT_ID``,
+  ``AZURE_AUTHORITY_HOST`` and ``AZURE_FEDERATED_TOKEN_FILE``, plus ``identity_env``: Azurite cannot check an
+  Entra token, so the test's emulator credential is what the identity grants here. Other pods get none;
+* pods and Jobs report status as the API does: a failed container is ``terminated`` with its exit code and
+  reason ``Error``; a container killed by SIGKILL that nobody deleted is ``OOMKilled`` (137), which is what
+  the kernel's OOM killer does to a container over its memory limit; ``evict()`` fails a running pod as the
+  kubelet's eviction manager does (phase ``Failed``, reason ``Evicted``, container ``ContainerStatusUnknown``
+  137); a Job's conditions follow ``backoffLimit: 0`` (``FailureTarget``/``Failed``, ``Complete``);
+* ``GET .../log?previous=true`` on a container that never restarted answers HTTP 400 "previous terminated
+  container ... not found", as the real API server does for every ``restartPolicy: Never`` pod.
 
-It does not emulate scheduling, image pulls, RBAC, the Kueue webhook or GPU device plugins.
+It does not emulate scheduling, node placement, image pulls, RBAC, ClusterQueue quotas per flavor or GPU
+device plugins.
 """
 
 from __future__ import annotations
@@ -21,9 +38,11 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import datetime
 import json
 import os
 import secrets as random_names
+import signal
 import subprocess
 import threading
 import time
@@ -36,6 +55,15 @@ import kubernetes_validate
 
 KUBERNETES_VERSION = "1.33.0"
 KUBECONFIG_TEMPLATE = Path(__file__).with_name("kubeconfig.template.yaml")
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
+CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
+TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
+STANDIN_TENANT = "11111111-2222-3333-4444-555555555555"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -44,9 +72,12 @@ class Pod:
     job: str
     workdir: Path
     process: subprocess.Popen
+    started: str = field(default_factory=_now)
+    ended_by: str = ""  # "" while it runs or exits on its own; "deleted" or "evicted" when killed for it
 
     def exit_code(self) -> int | None:
-        return self.process.poll()
+        code = self.process.poll()
+        return None if code is None else (128 - code if code < 0 else code)
 
 
 @dataclass
@@ -74,14 +105,19 @@ class ApiStandIn:
     pod_home: str = field(default_factory=lambda: os.environ.get("HOME", "/root"))
     admit_delay: float = 0.0
     max_running: int = 0
+    identity_env: dict[str, str] = field(default_factory=dict)
+    serves_kueue: bool = True  # False: a cluster without Kueue (no kueue.x-k8s.io API at all)
     kubernetes_version: str = KUBERNETES_VERSION
     secrets: dict[str, dict] = field(default_factory=dict)
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    local_queues: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> LocalQueue
+    service_accounts: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> ServiceAccount
     submitted: list[dict] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     namespaces: set[str] = field(default_factory=set)
     deleted_secrets: list[str] = field(default_factory=list)
     secret_keys: dict[str, set[str]] = field(default_factory=dict)
+    log_requests: list[dict] = field(default_factory=list)
     max_seen_running: int = 0
 
     def __post_init__(self) -> None:
@@ -117,13 +153,26 @@ class ApiStandIn:
         with self._lock:
             for record in self.jobs.values():
                 if record.pod and record.pod.exit_code() is None:
-                    record.pod.process.kill()
-                    record.pod.process.wait()
+                    self._kill(record.pod, "deleted")
 
     def write_kubeconfig(self, path: Path, namespace: str) -> Path:
         text = KUBECONFIG_TEMPLATE.read_text().format(server=self.url, namespace=namespace)
         Path(path).write_text(text)
         return Path(path)
+
+    def add_objects(self, documents: list[dict]) -> ApiStandIn:
+        """Objects applied before the run (kubectl apply): LocalQueues, ServiceAccounts, Secrets."""
+        with self._lock:
+            for document in documents:
+                meta = document["metadata"]
+                key = f"{meta.get('namespace', '')}/{meta['name']}"
+                if document["kind"] == "LocalQueue":
+                    self.local_queues[key] = copy.deepcopy(document)
+                elif document["kind"] == "ServiceAccount":
+                    self.service_accounts[key] = copy.deepcopy(document)
+                elif document["kind"] == "Secret":
+                    self.secrets[meta["name"]] = copy.deepcopy(document)
+        return self
 
     # ---- validation ------------------------------------------------------------------------------
     def problems(self, job: dict) -> list[str]:
@@ -146,12 +195,80 @@ class ApiStandIn:
                 found.append(f"container {container.get('name')}: no memory request, Kueue cannot count it")
         return found
 
+    # ---- Kueue -----------------------------------------------------------------------------------
+    def queue_of(self, record: JobRecord) -> str:
+        return (record.manifest["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")
+
+    def admissible(self, record: JobRecord) -> bool:
+        queue = self.queue_of(record)
+        return bool(queue) and f"{record.namespace}/{queue}" in self.local_queues
+
+    def _admission_loop(self) -> None:
+        # Kueue admits suspended Workloads in creation order while the quota has room.
+        while not self._stopping.wait(0.2):
+            with self._lock:
+                for name, record in sorted(self.jobs.items(), key=lambda item: item[1].created):
+                    if record.admitted or not self.admissible(record):
+                        continue
+                    if time.monotonic() - record.created < self.admit_delay:
+                        continue
+                    if self.max_running and self.running() >= self.max_running:
+                        break
+                    try:
+                        self._start_pod(name, record)
+                    except (KeyError, OSError) as error:  # a pod that cannot start fails its Job
+                        record.admitted, record.start_error = True, str(error)
+                self.max_seen_running = max(self.max_seen_running, self.running())
+
+    def running(self) -> int:
+        return sum(1 for r in self.jobs.values() if r.pod is not None and r.pod.exit_code() is None)
+
     # ---- kubelet ---------------------------------------------------------------------------------
-    def _pod_environment(self, container: dict, namespace: str) -> dict[str, str]:
+    def _workload_identity_env(self, template: dict, namespace: str, workdir: Path) -> dict[str, str]:
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        account = self.service_accounts.get(f"{namespace}/{template['spec'].get('serviceAccountName', '')}")
+        annotations = ((account or {}).get("metadata") or {}).get("annotations") or {}
+        if labels.get(WORKLOAD_IDENTITY_LABEL) != "true" or CLIENT_ID_ANNOTATION not in annotations:
+            return {}
+        token = workdir.parent / f"{workdir.name}-azure-identity-token"
+        token.write_text("stand-in federated token\n")
+        return {
+            "AZURE_CLIENT_ID": annotations[CLIENT_ID_ANNOTATION],
+            "AZURE_TENANT_ID": annotations.get(TENANT_ID_ANNOTATION, STANDIN_TENANT),
+            "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com/",
+            "AZURE_FEDERATED_TOKEN_FILE": str(token),
+            **self.identity_env,
+        }
+
+    def _mount_secrets(self, template: dict, container: dict, workdir: Path) -> dict[str, Path]:
+        volumes = {v["name"]: v for v in template["spec"].get("volumes") or [] if "secret" in v}
+        mounts = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                continue
+            secret = self.secrets.get(volume["secret"]["secretName"])
+            if secret is None and volume["secret"].get("optional"):
+                continue
+            if secret is None:
+                raise KeyError(
+                    f"secret {volume['secret']['secretName']} of volume {mount['name']} is missing"
+                )
+            target = workdir.parent / f"{workdir.name}-mounts" / mount["mountPath"].lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            for key, value in (secret.get("data") or {}).items():
+                (target / key).write_bytes(base64.b64decode(value))
+            mounts[mount["mountPath"]] = target
+        return mounts
+
+    def _pod_environment(self, record: JobRecord, workdir: Path) -> dict[str, str]:
+        template = record.manifest["spec"]["template"]
+        container = template["spec"]["containers"][0]
         env = {"PATH": self.pod_path, "HOME": self.pod_home, "LANG": "C.UTF-8"}
+        mounts = self._mount_secrets(template, container, workdir)
         for variable in container.get("env") or []:
             if "value" in variable:
-                env[variable["name"]] = variable["value"]
+                env[variable["name"]] = _translate(variable["value"], mounts)
                 continue
             reference = variable["valueFrom"]["secretKeyRef"]
             secret = self.secrets.get(reference["name"])
@@ -160,13 +277,14 @@ class ApiStandIn:
                     f"secret {reference['name']}/{reference['key']} referenced by the pod is missing"
                 )
             env[variable["name"]] = base64.b64decode(secret["data"][reference["key"]]).decode()
+        env.update(self._workload_identity_env(template, record.namespace, workdir))
         return env
 
     def _start_pod(self, name: str, record: JobRecord) -> None:
         container = record.manifest["spec"]["template"]["spec"]["containers"][0]
         workdir = self.pods_root / f"{name}-{random_names.token_hex(3)}"
         workdir.mkdir(parents=True)
-        env = self._pod_environment(container, record.namespace)
+        env = self._pod_environment(record, workdir)
         log = open(workdir / "pod.log", "wb")  # noqa: SIM115 - the child process owns it
         process = subprocess.Popen(
             [*container.get("command", []), *container.get("args", [])],
@@ -181,37 +299,51 @@ class ApiStandIn:
         record.admitted = True
         record.manifest["spec"]["suspend"] = False
 
-    def running(self) -> int:
-        return sum(1 for r in self.jobs.values() if r.pod is not None and r.pod.exit_code() is None)
+    def _kill(self, pod: Pod, reason: str) -> None:
+        pod.ended_by = reason
+        try:
+            os.killpg(pod.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pod.process.wait()
 
-    def _admission_loop(self) -> None:
-        # Kueue admits suspended Workloads in creation order while the quota has room.
-        while not self._stopping.wait(0.2):
-            with self._lock:
-                for name, record in sorted(self.jobs.items(), key=lambda item: item[1].created):
-                    if record.admitted or time.monotonic() - record.created < self.admit_delay:
-                        continue
-                    if self.max_running and self.running() >= self.max_running:
-                        break
-                    try:
-                        self._start_pod(name, record)
-                    except (KeyError, OSError) as error:  # a pod that cannot start fails its Job
-                        record.admitted, record.start_error = True, str(error)
-                self.max_seen_running = max(self.max_seen_running, self.running())
+    def evict(self, job_name: str) -> None:
+        """Evict the Job's running pod, as the kubelet does on node pressure (or a drain)."""
+        with self._lock:
+            pod = self.jobs[job_name].pod
+            assert pod is not None and pod.exit_code() is None, f"{job_name} has no running pod"
+            self._kill(pod, "evicted")
 
     # ---- API objects -----------------------------------------------------------------------------
     def job_with_status(self, name: str) -> dict:
         record = self.jobs[name]
         job = copy.deepcopy(record.manifest)
         code = record.pod.exit_code() if record.pod else None
-        if record.start_error:
-            status = {"failed": 1}
+        now = _now()
+        if record.start_error or code not in (None, 0):
+            reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            status = {
+                "failed": 1,
+                "active": 0,
+                "conditions": [
+                    _condition("FailureTarget", reason, message, now),
+                    _condition("Failed", reason, message, now),
+                ],
+            }
         elif record.pod is None:
-            status = {}  # suspended: no pods yet
+            # Suspended by Kueue: no pods until its Workload is admitted.
+            status = {"conditions": [_condition("Suspended", "JobSuspended", "Job suspended", now)]}
         elif code is None:
-            status = {"active": 1}
+            status = {"active": 1, "startTime": record.pod.started}
         else:
-            status = {"succeeded": 1} if code == 0 else {"failed": 1}
+            status = {
+                "succeeded": 1,
+                "active": 0,
+                "conditions": [
+                    _condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now),
+                    _condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", now),
+                ],
+            }  # fmt: skip
         job["status"] = status
         return job
 
@@ -219,32 +351,24 @@ class ApiStandIn:
         record = self.jobs.get(job_name)
         if record is None or record.pod is None:
             return []
-        code = record.pod.exit_code()
-        state = {"running": {}} if code is None else {"terminated": {"exitCode": code}}
+        pod = record.pod
         return [
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": record.pod.name, "labels": {"job-name": job_name}},
-                "status": {
-                    "containerStatuses": [
-                        {
-                            "name": "snakemake",
-                            "ready": code is None,
-                            "restartCount": 0,
-                            "image": record.manifest["spec"]["template"]["spec"]["containers"][0]["image"],
-                            "imageID": "",
-                            "state": state,
-                        }
-                    ]
+                "metadata": {
+                    "name": pod.name,
+                    "namespace": record.namespace,
+                    "labels": {"job-name": job_name},
                 },
+                "status": _pod_status(pod, record.manifest["spec"]["template"]["spec"]["containers"][0]),
             }
         ]
 
-    def pod_log(self, pod_name: str) -> bytes:
+    def find_pod(self, pod_name: str) -> tuple[JobRecord, Pod]:
         for record in self.jobs.values():
             if record.pod and record.pod.name == pod_name:
-                return (record.pod.workdir / "pod.log").read_bytes()
+                return record, record.pod
         raise KeyError(pod_name)
 
     def pod_logs(self) -> dict[str, str]:
@@ -257,8 +381,68 @@ class ApiStandIn:
             }
 
 
-def _status(code: int, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message}
+def _translate(value: str, mounts: dict[str, Path]) -> str:
+    for mount_path, target in mounts.items():
+        if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+            return str(target) + value[len(mount_path.rstrip("/")) :]
+    return value
+
+
+def _condition(kind: str, reason: str, message: str, when: str) -> dict:
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": when,
+        "lastTransitionTime": when,
+    }
+
+
+def _pod_status(pod: Pod, container: dict) -> dict:
+    code = pod.exit_code()
+    base = {"name": container["name"], "image": container["image"], "imageID": "", "restartCount": 0}
+    if code is None:
+        return {
+            "phase": "Running",
+            "startTime": pod.started,
+            "containerStatuses": [
+                {**base, "ready": True, "started": True, "state": {"running": {"startedAt": pod.started}}}
+            ],
+        }
+    terminated = {"exitCode": code, "startedAt": pod.started, "finishedAt": _now()}
+    status = {"phase": "Succeeded" if code == 0 else "Failed", "startTime": pod.started}
+    if pod.ended_by == "evicted":
+        status.update(
+            reason="Evicted",
+            message="The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ",
+            conditions=[_condition("DisruptionTarget", "TerminationByKubelet", "Evicted", _now())],
+        )
+        terminated = {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated",
+        }
+    elif code == 0:
+        terminated["reason"] = "Completed"
+    elif code == 137 and not pod.ended_by:
+        terminated["reason"] = "OOMKilled"
+    else:
+        terminated["reason"] = "Error"
+    state = {**base, "ready": False, "started": False, "state": {"terminated": terminated}}
+    return {**status, "containerStatuses": [state]}
+
+
+def _status(code: int, message: str, reason: str) -> dict:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -297,22 +481,28 @@ class _Handler(BaseHTTPRequestHandler):
                 api.secret_keys[body["metadata"]["name"]] = set(body.get("data") or {})
                 return self._send(201, body)
             if parts[-1] == "jobs":
-                body.setdefault("apiVersion", "batch/v1")
-                body.setdefault("kind", "Job")
-                name = body["metadata"]["name"]
-                api.submitted.append(copy.deepcopy(body))
-                problems = api.problems(body)
-                if problems:
-                    api.rejected.append(Rejection(name, problems))
-                    return self._send(
-                        422, _status(422, f"Job.batch {name!r} is invalid: " + "; ".join(problems))
-                    )
-                if name in api.jobs:
-                    return self._send(409, _status(409, f"jobs.batch {name!r} already exists"))
-                body["spec"]["suspend"] = True  # Kueue's webhook suspends every Job it manages
-                api.jobs[name] = JobRecord(manifest=body, namespace=namespace, created=time.monotonic())
-                return self._send(201, body)
-        self._send(404, _status(404, f"POST {self.path} is not served by the stand-in"))
+                return self._create_job(body, namespace)
+        self._send(404, _status(404, f"POST {self.path} is not served by the stand-in", "NotFound"))
+
+    def _create_job(self, body: dict, namespace: str) -> None:
+        api = self.api
+        body.setdefault("apiVersion", "batch/v1")
+        body.setdefault("kind", "Job")
+        name = body["metadata"]["name"]
+        api.submitted.append(copy.deepcopy(body))
+        problems = api.problems(body)
+        if problems:
+            api.rejected.append(Rejection(name, problems))
+            message = f"Job.batch {name!r} is invalid: " + "; ".join(problems)
+            return self._send(422, _status(422, message, "Invalid"))
+        if name in api.jobs:
+            return self._send(409, _status(409, f'jobs.batch "{name}" already exists', "AlreadyExists"))
+        labels = body["metadata"].setdefault("labels", {})
+        if QUEUE_LABEL not in labels and f"{namespace}/default" in api.local_queues:
+            labels[QUEUE_LABEL] = "default"  # Kueue's LocalQueueDefaulting
+        body["spec"]["suspend"] = True  # Kueue's webhook suspends every Job it manages
+        api.jobs[name] = JobRecord(manifest=body, namespace=namespace, created=time.monotonic())
+        return self._send(201, body)
 
     def do_GET(self) -> None:
         parts, query = self._route()
@@ -321,13 +511,10 @@ class _Handler(BaseHTTPRequestHandler):
             if "jobs" in parts and parts.index("jobs") + 1 < len(parts):
                 name = parts[parts.index("jobs") + 1]
                 if name not in api.jobs:
-                    return self._send(404, _status(404, f"jobs.batch {name!r} not found"))
+                    return self._send(404, _status(404, f'jobs.batch "{name}" not found', "NotFound"))
                 return self._send(200, api.job_with_status(name))
             if parts[-1] == "log":
-                try:
-                    return self._send(200, api.pod_log(parts[-2]), "text/plain")
-                except KeyError:
-                    return self._send(404, _status(404, f"pods {parts[-2]!r} not found"))
+                return self._pod_log(parts[-2], query)
             if parts[-1] == "pods":
                 selector = query.get("labelSelector", [""])[0]
                 job_name = selector.split("=", 1)[1] if selector.startswith("job-name=") else ""
@@ -335,7 +522,44 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(
                     200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
                 )
-        self._send(404, _status(404, f"GET {self.path} is not served by the stand-in"))
+            if "localqueues" in parts:
+                return self._local_queues(parts)
+            if "serviceaccounts" in parts and parts[-1] != "serviceaccounts":
+                key = f"{self._namespace(parts)}/{parts[-1]}"
+                if key not in api.service_accounts:
+                    message = f'serviceaccounts "{parts[-1]}" not found'
+                    return self._send(404, _status(404, message, "NotFound"))
+                return self._send(200, api.service_accounts[key])
+        self._send(404, _status(404, f"GET {self.path} is not served by the stand-in", "NotFound"))
+
+    def _local_queues(self, parts: list[str]) -> None:
+        api, namespace = self.api, self._namespace(parts)
+        if not api.serves_kueue or parts[:3] != ["apis", "kueue.x-k8s.io", "v1beta2"]:
+            return self._send(
+                404, _status(404, "the server could not find the requested resource", "NotFound")
+            )
+        items = [q for key, q in sorted(api.local_queues.items()) if key.startswith(f"{namespace}/")]
+        if parts[-1] == "localqueues":
+            listing = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueueList", "metadata": {}}
+            return self._send(200, {**listing, "items": items})
+        if f"{namespace}/{parts[-1]}" not in api.local_queues:
+            message = f'localqueues.kueue.x-k8s.io "{parts[-1]}" not found'
+            return self._send(404, _status(404, message, "NotFound"))
+        return self._send(200, api.local_queues[f"{namespace}/{parts[-1]}"])
+
+    def _pod_log(self, pod_name: str, query: dict) -> None:
+        api = self.api
+        api.log_requests.append({"pod": pod_name, **{k: v[0] for k, v in query.items()}})
+        try:
+            record, pod = api.find_pod(pod_name)
+        except KeyError:
+            return self._send(404, _status(404, f'pods "{pod_name}" not found', "NotFound"))
+        if query.get("previous", ["false"])[0].lower() == "true":
+            # restartPolicy: Never, so restartCount is always 0: there is no previous container.
+            container = query.get("container", ["snakemake"])[0]
+            message = f'previous terminated container "{container}" in pod "{pod_name}" not found'
+            return self._send(400, _status(400, message, "BadRequest"))
+        return self._send(200, (pod.workdir / "pod.log").read_bytes(), "text/plain")
 
     def do_DELETE(self) -> None:
         parts, _ = self._route()
@@ -349,8 +573,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif "jobs" in parts:
                 record = api.jobs.get(parts[-1])
                 if record and record.pod and record.pod.exit_code() is None:
-                    record.pod.process.kill()  # deleting a running Job kills its pod
-            # Pods are kept (with their logs) for the test's assertions; the plugin only needs a 200.
+                    api._kill(record.pod, "deleted")  # deleting a running Job kills its pod
+            # Pods are kept (with their logs) for the test's assertions; the executors only need a 200.
         self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
 
@@ -361,6 +585,13 @@ def main() -> None:
     parser.add_argument("--namespace", default="snakemake")
     parser.add_argument("--admit-delay", type=float, default=0.0)
     parser.add_argument("--max-running", type=int, default=0)
+    parser.add_argument(
+        "--apply",
+        type=Path,
+        nargs="*",
+        default=[Path("profiles/k8s/kueue/localqueue.yaml"), Path("profiles/k8s/serviceaccount.yaml")],
+        help="manifests applied before the run (LocalQueues, ServiceAccounts, Secrets)",
+    )
     args = parser.parse_args()
     api = ApiStandIn(
         pods_root=args.pods_root,
@@ -368,6 +599,9 @@ def main() -> None:
         admit_delay=args.admit_delay,
         max_running=args.max_running,
     ).start()
+    import yaml
+
+    api.add_objects([doc for path in args.apply for doc in yaml.safe_load_all(path.read_text()) if doc])
     api.write_kubeconfig(args.kubeconfig, args.namespace)
     print(f"stand-in API at {api.url}; export KUBECONFIG={args.kubeconfig.resolve()}", flush=True)
     try:

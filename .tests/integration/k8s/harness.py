@@ -127,6 +127,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def pod_path() -> str:
+    """PATH of a stand-in pod: its "image" is this virtualenv, so `python -m snakemake` is the project's."""
+    from testkit import venv_bin
+
+    return f"{Path(venv_bin('python')).parent}:/usr/local/bin:/usr/bin:/bin"
+
+
+def profile_manifests(*names: str) -> list[dict]:
+    """The documents of profiles/k8s/<name> (what `kubectl apply -f` would create before a run)."""
+    return [
+        document
+        for name in names
+        for document in yaml.safe_load_all((K8S_PROFILE / name).read_text())
+        if document
+    ]
+
+
 def manifest_container(path: Path, name: str) -> dict:
     """The first container of the Deployment ``name`` in the manifest file ``path``."""
     for document in yaml.safe_load_all(path.read_text()):
@@ -135,36 +152,172 @@ def manifest_container(path: Path, name: str) -> dict:
     raise KeyError(f"no Deployment {name} in {path}")
 
 
-@pytest.fixture
-def dask_from_manifests(tmp_path: Path):
+# Runs snakemake as if the k8s extra were not installed: neither the kubernetes client nor the kubernetes
+# executor can be found or imported (Snakemake lists executor plugins with pkgutil, then imports each).
+WITHOUT_K8S_EXTRA = """
+import pkgutil, sys
+from importlib.abc import MetaPathFinder
+HIDDEN = {"kubernetes", "snakemake_executor_plugin_kubernetes"}
+class Hide(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+listed = pkgutil.iter_modules
+pkgutil.iter_modules = lambda *a, **k: (m for m in listed(*a, **k) if m.name not in HIDDEN)
+from snakemake.cli import main
+sys.argv[0] = "snakemake"
+main()
+"""
+
+
+def snakemake_command(k8s_extra: bool = True) -> list[str]:
+    """The snakemake CLI of the project venv, or the same as if the k8s extra were not installed."""
+    from testkit import venv_bin
+
+    return [venv_bin("snakemake")] if k8s_extra else [venv_bin("python"), "-c", WITHOUT_K8S_EXTRA]
+
+
+def write_tls_certificates(directory: Path) -> Path:
+    """A throwaway CA and one certificate it signed (server and client use), as the Secret dask-tls holds them.
+
+    Files ca.crt, tls.crt and tls.key, as cert-manager or the README's openssl commands write them.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test dask CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("dask-scheduler.snakemake.svc.cluster.local"), x509.DNSName("localhost")]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dask")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([*names, x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return directory
+
+
+def mounted(value: str, mount_path: str, directory: Path) -> str:
+    """``value`` with the Secret's mount path replaced by the local directory holding its files."""
+    return value.replace(mount_path.rstrip("/") + "/", f"{directory}/")
+
+
+@dataclass
+class DaskTls:
+    """The manifests' TLS Dask cluster on loopback: its address and what a client of it needs."""
+
+    address: str
+    certificates: Path
+    mount_path: str
+
+    def client_env(self) -> dict[str, str]:
+        """The profile's pod environment for the Dask client (kubernetes-kueue-env), mount path translated."""
+        pairs = (item.split("=", 1) for item in k8s_profile()["kubernetes-kueue-env"])
+        return {name: mounted(value, self.mount_path, self.certificates) for name, value in pairs}
+
+    def secret(self) -> dict:
+        """The Secret dask-tls as `kubectl create secret generic dask-tls --from-file=...` would make it."""
+        import base64
+
+        data = {
+            path.name: base64.b64encode(path.read_bytes()).decode()
+            for path in sorted(self.certificates.iterdir())
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "dask-tls", "namespace": "snakemake"},
+            "data": data,
+        }
+
+
+@pytest.fixture(scope="session")
+def dask_from_manifests(tmp_path_factory):
     """The in-cluster Dask cluster of profiles/k8s/dask, run on loopback from the manifests' own commands.
 
-    Only the network names change: the scheduler listens on 127.0.0.1:<free port> instead of 0.0.0.0:8786,
-    and the workers dial that address instead of the Service's DNS name. Yields the scheduler address.
+    Only the network names and the Secret's mount change: the scheduler listens on 127.0.0.1:<free port>
+    instead of 0.0.0.0:8786, the workers dial that address instead of the Service's DNS name, and the
+    certificate paths under the dask-tls mount point at throwaway certificates made here. Yields a DaskTls.
     """
     from testkit import venv_bin
 
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    here = tmp_path_factory.mktemp("dask-tls")
     scheduler = manifest_container(K8S_PROFILE / "dask" / "scheduler.yaml", "dask-scheduler")
     worker = manifest_container(K8S_PROFILE / "dask" / "workers.yaml", "dask-workers")
-    service_address = next(arg for arg in worker["args"] if arg.startswith("tcp://"))
+    (mount,) = {m["mountPath"] for m in scheduler["volumeMounts"] + worker["volumeMounts"]}
+    certificates = write_tls_certificates(here / "certificates")
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    service_address = next(arg for arg in worker["args"] if arg.startswith("tls://"))
     loopback = {"0.0.0.0": "127.0.0.1", "8786": str(port), ":8787": ":0", service_address: address}
     processes = []
     try:
         for container, role in ((scheduler, "scheduler"), (worker, "worker")):
             command = [venv_bin(container["command"][0]), *container["command"][1:]]
-            args = [loopback.get(arg, arg) for arg in container["args"]]
-            log = open(tmp_path / f"dask-{role}.log", "wb")  # noqa: SIM115 - owned by the child
-            processes.append(subprocess.Popen([*command, *args], stdout=log, stderr=subprocess.STDOUT))
+            args = [mounted(loopback.get(arg, arg), mount, certificates) for arg in container["args"]]
+            env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
+            log = open(here / f"dask-{role}.log", "wb")  # noqa: SIM115 - owned by the child
+            processes.append(
+                subprocess.Popen([*command, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+            )
             log.close()
             if role == "scheduler":
-                _wait_for_port(port, processes[-1], tmp_path / "dask-scheduler.log")
+                _wait_for_port(port, processes[-1], here / "dask-scheduler.log")
+        cluster = DaskTls(address, certificates, mount)
         from distributed import Client
+        from distributed.security import Security
 
-        with Client(address, timeout="30s") as client:
+        security = Security(
+            tls_ca_file=str(certificates / "ca.crt"),
+            tls_client_cert=str(certificates / "tls.crt"),
+            tls_client_key=str(certificates / "tls.key"),
+            require_encryption=True,
+        )
+        with Client(address, security=security, timeout="30s") as client:
             client.wait_for_workers(1, timeout=60)
-        yield address
+        yield cluster
     finally:
         for process in reversed(processes):
             process.terminate()

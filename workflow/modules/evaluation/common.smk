@@ -4,7 +4,6 @@ import re
 import sys
 from pathlib import Path
 
-WRAPPERS = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2] / "wrappers"
 EVALUATION = config["evaluation"]
 ALL_VARIANTS = ["teacher", "student_kd", "student"]
 STAGES = ["vgae", "gat", "dqn"]

@@ -5,7 +5,6 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import Paramspace
 
-WRAPPERS = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2] / "wrappers"
 KD = config["kd_gat"]
 ALL_VARIANTS = ["teacher", "student_kd", "student"]
 STAGES = ["vgae", "gat", "dqn"]

@@ -1,18 +1,6 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
-import sys
-from pathlib import Path
-
+from kdgat.layout import discover_layout, scenario_name
 from snakemake.exceptions import WorkflowError
-
-try:
-    from kdgat.layout import discover_layout, scenario_name
-except (
-    ImportError
-):  # the library is not installed: use the catalog's own src/ (two levels above modules/)
-    sys.path.insert(
-        0, str(Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[2] / "src")
-    )
-    from kdgat.layout import discover_layout, scenario_name
 
 
 def synthetic_files(dataset):

@@ -1,0 +1,206 @@
+"""Every wrapper's own test/Snakefile, run by Snakemake, as snakemake-wrappers' test_wrappers.py does.
+
+A new wrapper is tested by being added: its test/Snakefile has a rule named after the wrapper that calls it. The
+runner runs that rule, checks that each output the rule declares exists and is not empty and that its log exists,
+then runs the wrapper's entry in EXPECTATIONS, if it has one.
+
+A test/Snakefile may ``include:`` another wrapper's test/Snakefile to start from that test's outputs (train_gat
+trains on build_graphs' graphs with train_vgae's model). Such a family shares one working directory per session,
+and its tests run upstream first, so each finds its inputs made and runs only its own wrapper; run alone
+(``-k train_gat``) a test builds its upstream itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from testkit import REPO, run_snakemake
+
+pytestmark = pytest.mark.integration
+
+TESTS = {path.parents[1].name: path for path in sorted((REPO / "wrappers").glob("*/test/Snakefile"))}
+
+
+def upstream(wrapper: str) -> str | None:
+    match = re.search(r'^include:\s*"\.\./\.\./(\w+)/test/Snakefile"', TESTS[wrapper].read_text(), re.M)
+    return match.group(1) if match else None
+
+
+def lineage(wrapper: str) -> list[str]:
+    """The wrapper and the tests it builds on, root first."""
+    parent = upstream(wrapper)
+    return [*lineage(parent), wrapper] if parent else [wrapper]
+
+
+ORDER = sorted(TESTS, key=lambda wrapper: (lineage(wrapper)[0], len(lineage(wrapper))))
+
+# Snakemake's API parses a Snakefile without running it; WorkflowApi has no public accessor for the parsed rules
+# (snakemake is pinned in pyproject.toml). One process for all test Snakefiles: about two seconds.
+LIST_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings, StorageSettings
+
+found = {}
+for snakefile in sys.argv[1:]:
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=1), storage_settings=StorageSettings(), snakefile=Path(snakefile)
+        )._workflow
+        found[snakefile] = {
+            rule.name: {
+                "wrapper": rule.wrapper,
+                "output": [str(path) for path in rule.output],
+                "log": [str(path) for path in rule.log],
+            }
+            for rule in workflow.rules
+        }
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="session")
+def test_rules() -> dict[str, dict]:
+    proc = subprocess.run(
+        [sys.executable, "-c", LIST_RULES, *map(str, TESTS.values())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    parsed = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {wrapper: parsed[str(path)] for wrapper, path in TESTS.items()}
+
+
+@pytest.fixture(scope="session")
+def family_workdir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("wrapper-tests")
+
+    def workdir(wrapper: str) -> Path:
+        path = base / lineage(wrapper)[0]
+        path.mkdir(exist_ok=True)
+        return path
+
+    return workdir
+
+
+# -- what each wrapper's test must also show (beyond non-empty outputs and a log) -----------------------------------
+def library_logged(workdir: Path, logs: list[Path]) -> None:
+    assert all("INFO kdgat." in log.read_text() for log in logs)  # the library's logging reached the log
+
+
+def expect_build_graphs(workdir: Path, logs: list[Path]) -> None:
+    from kdgat.graph_store import load_graph_sets
+
+    library_logged(workdir, logs)
+    assert list(load_graph_sets(workdir / "results/toy/test.pt")) == ["attack"]
+    metadata = json.loads((workdir / "results/toy/metadata.json").read_text())
+    assert metadata["counts"]["train"] >= 50 and 0 < metadata["attack_fraction"]["train"] < 1
+
+
+def expect_training(stage: str, epochs: int):
+    def expect(workdir: Path, logs: list[Path]) -> None:
+        history = pd.read_csv(workdir / f"out/{stage}/history.csv")
+        metrics = json.loads((workdir / f"out/{stage}/metrics.json").read_text())
+        assert 1 <= metrics["epochs_run"] <= epochs and metrics["num_parameters"] > 0
+        assert history["epoch"].tolist() == list(range(1, metrics["epochs_run"] + 1))  # one row per epoch
+
+    return expect
+
+
+def expect_evaluate_detector(workdir: Path, logs: list[Path]) -> None:
+    document = json.loads((workdir / "out/evaluation/teacher/metrics.json").read_text())
+    assert (document["dataset"], document["variant"]) == ("toy", "teacher")
+    assert document["speed"]["graphs"] <= 64
+    assert list((workdir / "stash").iterdir())  # stash_dir kept the finished results
+
+
+def expect_summarize_evaluation(workdir: Path, logs: list[Path]) -> None:
+    summary = pd.read_csv(workdir / "out/summary/summary.csv")
+    assert summary["variant"].tolist() == ["teacher", "student"]
+    assert (summary["dataset"] == "toy").all()
+
+
+def expect_simulate(workdir: Path, logs: list[Path]) -> None:
+    result = pd.read_parquet(workdir / "results/sweep.parquet")
+    assert result.drop_duplicates(["param_id", "replicate"]).shape[0] == 3 * 2
+    assert set(result["day"]) == set(range(30)) and (result["status"] == "ok").all()
+    assert "started a LocalCluster with 2 worker(s)" in (workdir / "logs/simulate.log").read_text()
+
+
+def expect_sample_design(workdir: Path, logs: list[Path]) -> None:
+    design = pd.read_csv(workdir / "results/design.csv")
+    assert len(design) == 8 and design["gamma"].between(0.03, 0.3).all()
+
+
+def expect_generate_observed(workdir: Path, logs: list[Path]) -> None:
+    observed = pd.read_csv(workdir / "results/observed.csv")
+    assert list(observed.columns) == ["day", "incidence"] and len(observed) == 60
+
+
+def expect_calibrate(workdir: Path, logs: list[Path]) -> None:
+    trials = pd.read_parquet(workdir / "results/trials.parquet")
+    assert len(trials) == 8 + 2 * 4  # initial design, then two rounds of four
+
+
+def expect_analyze_calibration(workdir: Path, logs: list[Path]) -> None:
+    best = json.loads((workdir / "results/best.json").read_text())
+    assert best["loss"] == pd.read_parquet(workdir / "results/trials.parquet")["loss"].min()
+
+
+def expect_visualize_calibration(workdir: Path, logs: list[Path]) -> None:
+    assert (workdir / "results/calibration.html").read_text().count("data:image/png;base64,") == 3
+
+
+EXPECTATIONS = {
+    "generate_can": library_logged,
+    "build_graphs": expect_build_graphs,
+    "train_vgae": expect_training("vgae", epochs=3),
+    "train_gat": expect_training("gat", epochs=3),
+    "train_dqn": expect_training("dqn", epochs=5),
+    "evaluate_detector": expect_evaluate_detector,
+    "summarize_evaluation": expect_summarize_evaluation,
+    "simulate": expect_simulate,
+    "sample_design": expect_sample_design,
+    "generate_observed": expect_generate_observed,
+    "calibrate": expect_calibrate,
+    "analyze_calibration": expect_analyze_calibration,
+    "visualize_calibration": expect_visualize_calibration,
+}
+
+
+def test_every_wrapper_has_a_test_and_every_expectation_a_wrapper() -> None:
+    folders = {path.name for path in (REPO / "wrappers").iterdir() if (path / "wrapper.py").is_file()}
+    assert set(TESTS) == folders
+    assert set(EXPECTATIONS) <= folders
+
+
+@pytest.mark.parametrize("wrapper", ORDER)
+def test_wrapper(wrapper: str, test_rules, family_workdir) -> None:
+    rules = test_rules[wrapper]
+    assert wrapper in rules, f"wrappers/{wrapper}/test/Snakefile has no rule named {wrapper}"
+    assert rules[wrapper]["wrapper"] == f"file:{REPO / 'wrappers' / wrapper}", rules[wrapper]["wrapper"]
+    workdir = family_workdir(wrapper)
+    run_snakemake(
+        "--snakefile", str(TESTS[wrapper]), "--directory", str(workdir), "--cores", "2", wrapper, cwd=workdir
+    )
+    for name in rules[wrapper]["output"]:
+        path = workdir / name
+        assert path.exists(), f"{wrapper}: declared {name} was not written"
+        assert any(path.iterdir()) if path.is_dir() else path.stat().st_size > 0, (
+            f"{wrapper}: {name} is empty"
+        )
+    logs = [workdir / name for name in rules[wrapper]["log"]]
+    assert logs and all(log.is_file() for log in logs), (
+        f"{wrapper}: the rule must declare a log the wrapper writes"
+    )
+    if wrapper in EXPECTATIONS:
+        EXPECTATIONS[wrapper](workdir, logs)

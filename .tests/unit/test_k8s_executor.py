@@ -1,0 +1,145 @@
+"""The kubernetes-kueue executor plugin (executors/): its setting checks, what it adds to a Job, and that
+installing it never breaks a `snakemake` call: without a kubeconfig, and without the k8s extra."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import kubernetes.client
+import pytest
+from snakemake_executor_plugin_kubernetes_kueue.checks import (
+    PLACEHOLDER_CLIENT_ID,
+    SecretVolume,
+    SettingError,
+    check_name,
+    check_storage_account,
+    check_workload_identity_annotations,
+    parse_env,
+)
+from snakemake_executor_plugin_kubernetes_kueue.jobs import (
+    QUEUE_LABEL,
+    WORKLOAD_IDENTITY_LABEL,
+    JobCompletion,
+)
+from testkit import REPO
+
+sys.path.insert(0, str(REPO / ".tests" / "integration" / "k8s"))
+from harness import snakemake_command  # noqa: E402
+
+TINY = ".tests/integration/k8s/Snakefile"
+
+
+@pytest.mark.parametrize("value", ["snakemake", "gpu-queue-1", "a"])
+def test_valid_names_pass(value):
+    assert check_name(value, "kubernetes-kueue-queue-name", "Kueue LocalQueue", "fix") == value
+
+
+@pytest.mark.parametrize("value", [None, "", "Bad_Queue", "-queue", "queue.", "q" * 64])
+def test_bad_names_stop_with_the_setting_and_the_fix(value):
+    with pytest.raises(SettingError, match=r"^kubernetes-kueue-queue-name.*: set it in config"):
+        check_name(value, "kubernetes-kueue-queue-name", "Kueue LocalQueue", "set it in config")
+
+
+def test_storage_account_names_follow_azures_rule():
+    assert check_storage_account("devstoreaccount1") == "devstoreaccount1"
+    for bad in ("ab", "My-Account", "x" * 25, "acct.blob.core.windows.net"):
+        with pytest.raises(SettingError, match="SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"):
+            check_storage_account(bad)
+    with pytest.raises(SettingError, match="is not set: export it"):
+        check_storage_account(None)
+
+
+def test_workload_identity_needs_a_real_client_id():
+    assert (
+        check_workload_identity_annotations({"azure.workload.identity/client-id": "abc"}, "sa", "ns") == "abc"
+    )
+    for given, reason in (
+        (None, "has no"),
+        ({"azure.workload.identity/client-id": PLACEHOLDER_CLIENT_ID}, "placeholder"),
+    ):
+        with pytest.raises(SettingError, match=reason):
+            check_workload_identity_annotations(given, "sa", "ns")
+
+
+def test_env_and_secret_volume_settings_are_parsed_or_refused():
+    assert parse_env(["A=1", "B_2=x=y"]) == {"A": "1", "B_2": "x=y"}
+    with pytest.raises(SettingError, match="kubernetes-kueue-env"):
+        parse_env(["no-equals"])
+    assert SecretVolume.parse("dask-tls:/etc/dask-tls/") == SecretVolume("dask-tls", "/etc/dask-tls")
+    for bad in ("dask-tls", "dask-tls:relative", "Bad_Name:/x"):
+        with pytest.raises(SettingError, match="kubernetes-kueue-secret-volumes"):
+            SecretVolume.parse(bad)
+
+
+def stock_job(gpu: bool) -> kubernetes.client.V1Job:
+    """A Job shaped as snakemake-executor-plugin-kubernetes 0.5.1 builds it (labels, pod spec, resources)."""
+    requests = {"cpu": "950m", "memory": "2048M", **({"nvidia.com/gpu": "1"} if gpu else {})}
+    container = kubernetes.client.V1Container(
+        name="snakemake",
+        image="registry/image:cpu",
+        command=["/bin/sh"],
+        args=["-c", "python -m snakemake"],
+        resources=kubernetes.client.V1ResourceRequirements(requests=requests),
+        volume_mounts=[kubernetes.client.V1VolumeMount(name="workdir", mount_path="/workdir")],
+        env=[kubernetes.client.V1EnvVar(name="FROM_SECRET")],
+    )
+    pod = kubernetes.client.V1PodSpec(
+        containers=[container],
+        restart_policy="Never",
+        volumes=[
+            kubernetes.client.V1Volume(name="workdir", empty_dir=kubernetes.client.V1EmptyDirVolumeSource())
+        ],
+    )
+    return kubernetes.client.V1Job(
+        metadata=kubernetes.client.V1ObjectMeta(name="snakejob-x", labels={"app": "snakemake"}),
+        spec=kubernetes.client.V1JobSpec(
+            backoff_limit=0, template=kubernetes.client.V1PodTemplateSpec(spec=pod)
+        ),
+    )
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_every_job_gets_the_queue_identity_image_env_and_secret_mount(gpu):
+    completion = JobCompletion(
+        queue_name="team-queue",
+        workload_identity=True,
+        gpu_container_image="registry/image:cu130",
+        env={"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true"},
+        secret_volumes=[SecretVolume("dask-tls", "/etc/dask-tls")],
+    )
+    job = completion.apply(stock_job(gpu))
+    assert job.metadata.labels == {"app": "snakemake", QUEUE_LABEL: "team-queue"}
+    assert job.spec.template.metadata.labels[WORKLOAD_IDENTITY_LABEL] == "true"
+    (container,) = job.spec.template.spec.containers
+    assert container.image == ("registry/image:cu130" if gpu else "registry/image:cpu")
+    assert [e.name for e in container.env] == ["FROM_SECRET", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"]
+    mount = container.volume_mounts[-1]
+    assert (mount.mount_path, mount.read_only) == ("/etc/dask-tls", True)
+    (volume,) = [v for v in job.spec.template.spec.volumes if v.name == mount.name]
+    assert volume.secret.secret_name == "dask-tls" and volume.secret.optional is True
+    without_identity = JobCompletion(queue_name="q").apply(stock_job(gpu))
+    assert WORKLOAD_IDENTITY_LABEL not in without_identity.spec.template.metadata.labels
+    assert without_identity.spec.template.spec.containers[0].image == "registry/image:cpu"
+
+
+def dry_run_without_cluster(tmp_path, k8s_extra: bool) -> subprocess.CompletedProcess:
+    # No kubeconfig anywhere: KUBECONFIG points nowhere and HOME has no ~/.kube.
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.run(
+        [*snakemake_command(k8s_extra), "--snakefile", TINY, "--directory", str(tmp_path / "run"), "-n"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("k8s_extra", [True, False], ids=["with k8s extra", "without k8s extra"])
+def test_installed_executor_breaks_no_snakemake_call_without_kubeconfig(tmp_path, k8s_extra):
+    dry = dry_run_without_cluster(tmp_path, k8s_extra)
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
+    assert "make_table" in dry.stdout

@@ -1,0 +1,325 @@
+"""Every wrapper folder is complete and tells the truth: meta.yaml against its wrapper.py, environment.yaml
+against pyproject.toml (the release the wrapper installs, and the versions pyproject pins)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from testkit import REPO
+from wrapperkit import MISSING, SECTIONS, signature_defaults, wrapper_reads
+
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+REPOSITORY = PROJECT["urls"]["Repository"]
+WRAPPERS = sorted(path.parent for path in (REPO / "wrappers").glob("*/wrapper.py"))
+META_SCHEMA = yaml.safe_load((REPO / "wrappers" / "meta.schema.yaml").read_text())
+# Environment files that Snakemake builds for the catalog's code with --sdm conda: each wrapper's own, and the
+# ones the modules' rules name with conda: (they take precedence over the wrapper's).
+ENVIRONMENTS = [path / "environment.yaml" for path in WRAPPERS] + sorted(
+    (REPO / "workflow/envs").glob("*.yaml")
+)
+
+
+def ids(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def test_every_wrapper_folder_has_the_snakemake_wrappers_files() -> None:
+    assert len(WRAPPERS) >= 13
+    for folder in WRAPPERS:
+        missing = [
+            name
+            for name in ("meta.yaml", "environment.yaml", "test/Snakefile")
+            if not (folder / name).is_file()
+        ]
+        assert not missing, f"{ids(folder)} lacks {missing}"
+
+
+@pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
+def test_meta_yaml_follows_the_schema_and_says_where_the_wrapper_lives(folder: Path) -> None:
+    meta = yaml.safe_load((folder / "meta.yaml").read_text())
+    jsonschema.validate(meta, META_SCHEMA)
+    assert meta["name"] == folder.name
+    assert meta["url"] == f"{REPOSITORY}/tree/main/wrappers/{folder.name}"
+    for section in SECTIONS:
+        for key in meta.get(section) or {}:
+            assert isinstance(key, str | int), f"{section}.{key!r}: a name or a position"
+            assert section == "params" or "default" not in meta[section][key], f"{section}.{key}: default"
+
+
+@pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
+def test_meta_yaml_declares_exactly_what_the_wrapper_reads(folder: Path) -> None:
+    meta = yaml.safe_load((folder / "meta.yaml").read_text())
+    reads = wrapper_reads(folder / "wrapper.py")
+    problems = []
+    for section in SECTIONS:
+        declared = meta.get(section) or {}
+        read = reads.sections[section]
+        problems += [
+            f"reads {section}.{key} but meta.yaml does not declare it" for key in read if key not in declared
+        ]
+        library = reads.passed_whole.get(section)
+        if library is None:
+            problems += [
+                f"meta.yaml declares {section}.{key} but the wrapper never reads it"
+                for key in declared
+                if key not in read
+            ]
+            accepted = {}
+        else:  # the section is handed to library functions: their keyword parameters are what it takes
+            accepted = {}
+            for function in library:
+                accepted |= signature_defaults(function)
+            problems += [
+                f"meta.yaml declares {section}.{key}, which neither the wrapper nor {[f.__name__ for f in library]} reads"
+                for key in declared
+                if key not in read and key not in accepted
+            ]
+        for key, entry in declared.items():
+            meta_optional = entry.get("optional", False) or "default" in entry
+            if key in read:
+                code_optional = not read[key].required and not read[key].has_fallback
+                defaults = [d for d in read[key].defaults if d is not None and d is not MISSING]
+            elif key in accepted:
+                code_optional = accepted[key] is not MISSING
+                defaults = [] if accepted[key] in (None, MISSING) else [accepted[key]]
+            else:
+                continue
+            if meta_optional and not code_optional:
+                problems.append(f"meta.yaml calls {section}.{key} optional, but the wrapper needs it")
+            if section != "params":
+                continue  # an optional input or output may also be read as required: only the claim is checked
+            if code_optional and not meta_optional:
+                problems.append(
+                    f"params.{key} is optional in the wrapper: meta.yaml must say so (optional/default)"
+                )
+            if defaults and _plain(entry.get("default", MISSING)) != _plain(defaults[0]):
+                problems.append(
+                    f"params.{key}: the wrapper's default is {defaults[0]!r}, meta.yaml says {entry.get('default')!r}"
+                )
+            if "default" in entry and not defaults:
+                problems.append(
+                    f"params.{key}: meta.yaml states a default {entry['default']!r} the wrapper does not have"
+                )
+    assert not problems, f"{ids(folder)}:\n  " + "\n  ".join(problems)
+
+
+def _plain(value):
+    """Tuples as lists, so that a YAML default compares equal to a Python one."""
+    return [_plain(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+# -- environment.yaml -----------------------------------------------------------------------------------------------
+def _pip_requirements(environment: dict) -> list[Requirement]:
+    pip = [item["pip"] for item in environment["dependencies"] if isinstance(item, dict) and "pip" in item]
+    return [Requirement(line) for block in pip for line in block]
+
+
+def _conda_specs(environment: dict) -> dict[str, str]:
+    specs = {}
+    for item in environment["dependencies"]:
+        if isinstance(item, str):
+            name, _, spec = item.partition(" ")
+            specs[name] = spec.replace(" ", "")
+    return specs
+
+
+# conda-forge names of pyproject dependencies where they differ
+CONDA_NAMES = {"matplotlib-base": "matplotlib", "distributed": "dask", "pytorch": "torch"}
+
+
+@pytest.mark.parametrize("path", ENVIRONMENTS, ids=ids)
+def test_environment_installs_this_release_of_the_library(path: Path) -> None:
+    environment = yaml.safe_load(path.read_text())
+    assert environment["channels"][-1] == "nodefaults"
+    library = [r for r in _pip_requirements(environment) if r.name == PROJECT["name"]]
+    assert len(library) == 1, (
+        f"{ids(path)}: no pip entry for {PROJECT['name']} (the library the wrapper imports)"
+    )
+    assert library[0].url == f"git+{REPOSITORY}@v{PROJECT['version']}", (
+        f"{ids(path)}: install {PROJECT['name']} @ git+{REPOSITORY}@v{PROJECT['version']} (pyproject's version)"
+    )
+    python = _conda_specs(environment)["python"].lstrip("=")
+    floor = PROJECT["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("."))) >= tuple(map(int, floor.split("."))), (
+        f"{ids(path)}: python {python}"
+    )
+
+
+@pytest.mark.parametrize("path", ENVIRONMENTS, ids=ids)
+def test_environment_pins_what_pyproject_pins(path: Path) -> None:
+    environment = yaml.safe_load(path.read_text())
+    lines = PROJECT["dependencies"] + [
+        line for extra in PROJECT["optional-dependencies"].values() for line in extra
+    ]
+    pyproject = {r.name: r for r in map(Requirement, lines) if r.name != PROJECT["name"]}
+    listed = {r.name: str(r.specifier) for r in _pip_requirements(environment) if r.name != PROJECT["name"]}
+    for name, spec in _conda_specs(environment).items():
+        listed[CONDA_NAMES.get(name, name)] = (
+            spec.replace("=", "==", 1) if spec[:1] == "=" and spec[1:2] != "=" else spec
+        )
+    for name, spec in listed.items():
+        if name in pyproject:
+            assert set(spec.split(",")) == set(str(pyproject[name].specifier).split(",")), (
+                f"{ids(path)}: {name} {spec}, pyproject.toml says {pyproject[name].specifier}"
+            )
+        # a CUDA- or CPU-specific build (+cu126, +cpu) would tie the environment to one kind of machine
+        assert "+" not in spec, (
+            f"{ids(path)}: {name} {spec} names a local build; keep the pin CPU/CUDA-neutral"
+        )
+
+
+def test_every_wrapper_shares_one_environment() -> None:
+    # Snakemake keys conda environments by content: one file content means one environment for all wrappers.
+    contents = {path.read_text() for path in ENVIRONMENTS if path.parent.parent.name == "wrappers"}
+    assert len(contents) == 1
+
+
+def test_the_reader_of_wrappers_sees_every_kind_of_read(tmp_path: Path) -> None:
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(
+        "from json import dumps\n"
+        "from string import digits\n"
+        "params = snakemake.params\n"
+        "a = snakemake.input.get('trials', snakemake.input[0])\n"
+        "b = {n: snakemake.output[n] for n in digits}\n"
+        "c = [snakemake.input.get(f'teacher_{s}') for s in ('vgae', 'gat')]\n"
+        "for key in ('x', 'y'):\n"
+        "    params.get(key, 3)\n"
+        "dumps(seed=params.seed, **dict(params.items()))\n"
+    )
+    reads = wrapper_reads(wrapper)
+    assert set(reads.sections["input"]) == {"trials", "teacher_vgae", "teacher_gat"}
+    assert reads.sections["input"]["trials"].has_fallback
+    assert set(reads.sections["output"]) == set("0123456789")
+    assert {k: (r.required, r.defaults) for k, r in reads.sections["params"].items()} == {
+        "x": (False, [3]),
+        "y": (False, [3]),
+        "seed": (True, []),
+    }
+    assert [f.__name__ for f in reads.passed_whole["params"]] == ["dumps"]
+    assert "input" not in reads.passed_whole
+
+
+# -- one wrapper style (CONTRIBUTING.md, "Wrapper conventions") -----------------------------------------------------
+# Wrappers written before the style; each leaves this set when it is converted (the test fails while a converted
+# wrapper is still listed, so the set only shrinks).
+OLD_STYLE = {
+    "analyze_calibration", "build_graphs", "calibrate", "evaluate_detector", "generate_can", "generate_observed",
+    "sample_design", "simulate", "summarize_evaluation", "train_dqn", "train_gat", "train_vgae",
+    "visualize_calibration",
+}  # fmt: skip
+
+
+def style_problems(wrapper: Path) -> list[str]:
+    """How wrapper.py departs from: docstring, __author__/__license__, imports, configure(log), one library call."""
+    tree = ast.parse(wrapper.read_text())
+    body = list(tree.body)
+    problems = []
+    if not ast.get_docstring(tree):
+        problems.append("no module docstring")
+    assigned = {
+        t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    }
+    problems += [f"no {name}" for name in ("__author__", "__license__") if name not in assigned]
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    steps = [
+        node
+        for node in body
+        if not isinstance(node, ast.Import | ast.ImportFrom)
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        and not (
+            isinstance(node, ast.Assign)
+            and assigned
+            & {"__author__", "__license__"}
+            & {t.id for t in node.targets if isinstance(t, ast.Name)}
+        )
+    ]
+    if (
+        len(steps) == 1
+        and isinstance(steps[0], ast.If)
+        and ast.unparse(steps[0].test) == "__name__ == '__main__'"
+    ):
+        steps = steps[0].body  # a wrapper that starts Dask workers guards its body
+    shape = [ast.unparse(node).split("\n")[0] for node in steps]
+    if len(steps) != 2 or shape[0] != "configure(snakemake.log[0])":
+        problems.append(
+            f"the body must be configure(snakemake.log[0]) then one `with failure_logged(...)`: {shape}"
+        )
+    else:
+        block = steps[1]
+        if not (
+            isinstance(block, ast.With)
+            and ast.unparse(block.items[0].context_expr).startswith("failure_logged(")
+        ):
+            problems.append("the library call must run inside `with failure_logged(...)`")
+        elif len(block.body) != 1 or not (
+            isinstance(block.body[0], ast.Expr) and isinstance(block.body[0].value, ast.Call)
+        ):
+            problems.append("`with failure_logged(...)` must hold exactly one library call")
+    for helper in ("configure", "failure_logged"):
+        if imported.get(helper) not in {"kdgat.logs", "simcal.logs"}:
+            problems.append(f"{helper} must come from kdgat.logs or simcal.logs")
+    return problems
+
+
+@pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
+def test_wrapper_has_the_one_style(folder: Path) -> None:
+    problems = style_problems(folder / "wrapper.py")
+    if folder.name in OLD_STYLE:
+        assert problems, f"{folder.name} follows the style now: remove it from OLD_STYLE"
+    else:
+        assert not problems, f"{ids(folder)}/wrapper.py:\n  " + "\n  ".join(problems)
+
+
+GUARDED = """\"\"\"Snakemake wrapper: a sweep on Dask.\"\"\"
+
+__author__ = "snakemake-gpu-catalog maintainers"
+__license__ = "MIT"
+
+from simcal.logs import configure, failure_logged
+from simcal.runner import simulate
+
+if __name__ == "__main__":
+    configure(snakemake.log[0])
+    with failure_logged("simulate"):
+        simulate(parameters=snakemake.input[0], output=snakemake.output[0])
+"""
+
+
+def test_style_check_accepts_the_contributing_example_and_a_dask_guard(tmp_path: Path) -> None:
+    example = (REPO / "CONTRIBUTING.md").read_text().split("## Wrapper conventions", 1)[1]
+    for code in (textwrap.dedent(re.search(r"```python\n(.*?)```", example, re.S).group(1)), GUARDED):
+        (tmp_path / "wrapper.py").write_text(code)
+        assert style_problems(tmp_path / "wrapper.py") == [], code
+    (tmp_path / "wrapper.py").write_text(
+        GUARDED.replace("        simulate(", "        print()\n        simulate(")
+    )
+    assert style_problems(tmp_path / "wrapper.py") == [
+        "`with failure_logged(...)` must hold exactly one library call"
+    ]
+
+
+# -- modules call the wrappers of their own release ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "snakefile", sorted((REPO / "workflow/modules").glob("*/Snakefile")), ids=lambda p: p.parent.name
+)
+def test_module_names_its_wrappers_through_catalog_wrapper(snakefile: Path) -> None:
+    text = snakefile.read_text()
+    references = re.findall(r"^\s+wrapper:\n\s+(.+)$", text, re.M)
+    assert 'include: "../wrappers.smk"' in text or not references
+    for reference in references:
+        match = re.fullmatch(r'catalog_wrapper\("(\w+)"\)', reference.strip())
+        assert match and (REPO / "wrappers" / match.group(1) / "wrapper.py").is_file(), reference

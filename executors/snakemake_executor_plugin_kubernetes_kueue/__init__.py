@@ -1,0 +1,142 @@
+"""Snakemake executor plugin ``kubernetes-kueue``: ``snakemake --executor kubernetes-kueue``.
+
+The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclassed for Kueue and Azure:
+
+* every Job carries the label ``kueue.x-k8s.io/queue-name`` with the LocalQueue of
+  ``--kubernetes-kueue-queue-name`` (any name, not only ``default``);
+* with ``--kubernetes-kueue-workload-identity`` every pod carries ``azure.workload.identity/use: "true"`` and
+  runs as ``--kubernetes-kueue-service-account-name``, so AKS workload identity gives it an Azure token and
+  no storage credential travels in a Kubernetes Secret;
+* a failed pod's log is read without ``previous=True`` (see ``jobs.SafeLogCoreApi``): a failed Job fails
+  that one job, which Snakemake retries, instead of aborting the run;
+* Jobs that request a GPU run ``--kubernetes-kueue-gpu-container-image`` (the CUDA build), others the run's
+  ``container-image``; ``--kubernetes-kueue-env`` and ``--kubernetes-kueue-secret-volumes`` add plain
+  environment variables and read-only Secret mounts (e.g. the Dask TLS certificates) to every pod;
+* pods do not pip-install the storage plugin at start (the image carries it), so they need no package index;
+* every setting is checked before any Job is submitted (queue, namespace, service account, storage account):
+  a wrong one stops the run with a message naming the setting and the fix.
+
+Snakemake imports every installed executor plugin at start-up, whatever executor is chosen. This module
+therefore never contacts a cluster at import, and without the k8s extra (no kubernetes client) it still
+imports: choosing the executor then stops with the install command instead.
+"""
+
+from dataclasses import dataclass, field, replace
+
+# Snakemake turns these annotations into argparse types at run time and understands Optional[X], not X | None.
+from typing import Optional
+
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
+
+from .checks import SecretVolume, SettingError
+
+try:
+    import snakemake_executor_plugin_kubernetes as kubernetes_plugin
+except ImportError as missing:  # the k8s extra is not installed
+    kubernetes_plugin = None
+    MISSING_KUBERNETES = missing
+
+INSTALL_HINT = "pip install 'snakemake-gpu-catalog[k8s]' (snakemake-executor-plugin-kubernetes 0.5.1)"
+
+
+def _parse_secret_volumes(items: list[str]) -> list[SecretVolume]:
+    try:
+        return [SecretVolume.parse(item) for item in items]
+    except SettingError as error:
+        raise WorkflowError(str(error)) from None
+
+
+def _unparse_secret_volumes(volumes: list[SecretVolume]) -> list[str]:
+    return [volume.unparse() for volume in volumes]
+
+
+@dataclass
+class KueueSettings(ExecutorSettingsBase):
+    """The settings this executor adds to those of the kubernetes executor."""
+
+    queue_name: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "Kueue LocalQueue (in the namespace) that queues every Job: the value of the Job label "
+            "kueue.x-k8s.io/queue-name. Checked to exist before any Job is submitted.",
+            "required": True,
+        },
+    )
+    workload_identity: bool = field(
+        default=False,
+        metadata={
+            "help": "Give every pod the label azure.workload.identity/use=true, so that AKS workload "
+            "identity injects an Azure token for the service account (requires "
+            "--kubernetes-kueue-service-account-name, annotated with azure.workload.identity/client-id).",
+        },
+    )
+    gpu_container_image: Optional[str] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "Image of Jobs that request a GPU (the CUDA build); other Jobs run --container-image.",
+        },
+    )
+    env: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "NAME=VALUE environment variables of every pod, as plain text in the Job spec "
+            "(never secrets: those go through workload identity).",
+            "nargs": "+",
+        },
+    )
+    secret_volumes: list[SecretVolume] = field(
+        default_factory=list,
+        metadata={
+            "help": "Kubernetes Secrets mounted read-only into every pod, as <secret-name>:<path>.",
+            "parse_func": _parse_secret_volumes,
+            "unparse_func": _unparse_secret_volumes,
+            "nargs": "+",
+        },
+    )
+
+
+if kubernetes_plugin is None:
+
+    @dataclass
+    class ExecutorSettings(KueueSettings):
+        """Without the kubernetes executor: the profile's settings still parse, then the executor stops."""
+
+        namespace: str = field(default="default", metadata={"help": "Namespace of the Jobs."})
+        service_account_name: Optional[str] = field(  # noqa: UP045
+            default=None, metadata={"help": "ServiceAccount of the Jobs' pods."}
+        )
+
+    common_settings = CommonSettings(non_local_exec=True, implies_no_shared_fs=True, job_deploy_sources=True)
+
+    class Executor(RemoteExecutor):
+        """Stand-in registered when the kubernetes executor is missing: it only says how to install it."""
+
+        def __post_init__(self):
+            raise WorkflowError(
+                f"the kubernetes-kueue executor needs the k8s extra: {INSTALL_HINT} ({MISSING_KUBERNETES})"
+            )
+
+        def run_job(self, job):  # pragma: no cover - __post_init__ always raises first
+            raise NotImplementedError
+
+        async def check_active_jobs(self, active_jobs):  # pragma: no cover
+            raise NotImplementedError
+            yield
+
+        def cancel_jobs(self, active_jobs):  # pragma: no cover
+            raise NotImplementedError
+
+else:
+    from .executor import KueueExecutor
+
+    Executor = KueueExecutor
+
+    @dataclass
+    class ExecutorSettings(kubernetes_plugin.ExecutorSettings, KueueSettings):
+        """The kubernetes executor's settings (namespace, service account, ...) plus the Kueue ones."""
+
+    # As the kubernetes executor, except that pods do not pip-install the storage plugins at start: the
+    # image carries them (profiles/k8s/Containerfile), so pods need no route to a package index.
+    common_settings = replace(kubernetes_plugin.common_settings, auto_deploy_default_storage_provider=False)

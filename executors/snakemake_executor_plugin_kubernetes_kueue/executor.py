@@ -1,0 +1,153 @@
+"""The executor: the kubernetes executor's, with settings checked first and its API objects wrapped."""
+
+from __future__ import annotations
+
+import kubernetes.client
+import kubernetes.config
+import snakemake_executor_plugin_kubernetes as kubernetes_plugin
+import urllib3
+from kubernetes.client.rest import ApiException
+from snakemake_interface_common.exceptions import WorkflowError
+
+from .checks import (
+    PROFILE,
+    SettingError,
+    check_name,
+    check_storage_account,
+    check_workload_identity_annotations,
+    parse_env,
+)
+from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi
+
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
+
+
+class KueueExecutor(kubernetes_plugin.Executor):
+    def __post_init__(self):
+        settings = self.workflow.executor_settings
+        try:
+            self.completion = self._check_local_settings(settings)
+        except SettingError as error:
+            raise WorkflowError(str(error)) from None
+        self._load_credentials()
+        try:
+            self._check_cluster_objects(settings)
+        except SettingError as error:
+            raise WorkflowError(str(error)) from None
+        # Only now the kubernetes executor starts: it creates the run's Secret and, from here on, Jobs.
+        super().__post_init__()
+
+    # The kubernetes executor assigns these (also when it re-authenticates); wrapping them here is how it
+    # submits completed Jobs and reads logs safely, without a copy of its code.
+    @property
+    def batchapi(self):
+        return self._batchapi
+
+    @batchapi.setter
+    def batchapi(self, api):
+        self._batchapi = CompletingBatchApi(api, self.completion)
+
+    @property
+    def kubeapi(self):
+        return self._kubeapi
+
+    @kubeapi.setter
+    def kubeapi(self, api):
+        self._kubeapi = SafeLogCoreApi(api)
+
+    def _check_local_settings(self, settings) -> JobCompletion:
+        namespace = check_name(
+            settings.namespace,
+            "kubernetes-kueue-namespace",
+            "namespace",
+            f"set it in {PROFILE} to the namespace that holds the LocalQueue",
+        )
+        queue = check_name(
+            settings.queue_name,
+            "kubernetes-kueue-queue-name",
+            "Kueue LocalQueue",
+            f"set it in {PROFILE} to a LocalQueue of namespace {namespace} "
+            f"(kubectl -n {namespace} get localqueues)",
+        )
+        if settings.workload_identity:
+            check_name(
+                settings.service_account_name,
+                "kubernetes-kueue-service-account-name",
+                "ServiceAccount",
+                "workload identity needs the ServiceAccount annotated with the identity's client id "
+                f"(profiles/k8s/serviceaccount.yaml); set its name in {PROFILE}",
+            )
+        if self.workflow.storage_settings.default_storage_provider == "azure":
+            check_storage_account(self.envvars().get("SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"))
+        return JobCompletion(
+            queue_name=queue,
+            workload_identity=settings.workload_identity,
+            gpu_container_image=settings.gpu_container_image,
+            env=parse_env(settings.env),
+            secret_volumes=list(settings.secret_volumes),
+        )
+
+    def _load_credentials(self) -> None:
+        try:
+            kubernetes.config.load_kube_config()
+        except kubernetes.config.ConfigException:
+            try:
+                kubernetes.config.load_incluster_config()
+            except kubernetes.config.ConfigException as error:
+                raise WorkflowError(
+                    "kubernetes-kueue: no cluster credentials: neither a kubeconfig (KUBECONFIG or "
+                    "~/.kube/config, e.g. from `az aks get-credentials -g <group> -n <cluster>`) nor an "
+                    f"in-cluster service account was found ({error})"
+                ) from None
+
+    def _check_cluster_objects(self, settings) -> None:
+        namespace, queue = settings.namespace, settings.queue_name
+        queues = self._local_queues(namespace)
+        if queue not in queues:
+            raise SettingError(
+                f"kubernetes-kueue-queue-name: Kueue LocalQueue {queue!r} does not exist in namespace "
+                f"{namespace!r}; Kueue would leave every Job suspended. Existing LocalQueues: "
+                f"{sorted(queues) or 'none'}. Apply profiles/k8s/kueue/localqueue.yaml or set "
+                f"kubernetes-kueue-queue-name in {PROFILE} to one of them"
+            )
+        if settings.workload_identity:
+            account = settings.service_account_name
+            try:
+                found = kubernetes.client.CoreV1Api().read_namespaced_service_account(account, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise self._api_error(error, "serviceaccounts", namespace) from None
+                raise SettingError(
+                    f"kubernetes-kueue-service-account-name: ServiceAccount {account!r} does not exist in "
+                    f"namespace {namespace!r}: apply profiles/k8s/serviceaccount.yaml (with your identity's "
+                    "client id) or set the name of yours"
+                ) from None
+            check_workload_identity_annotations(found.metadata.annotations, account, namespace)
+
+    def _local_queues(self, namespace: str) -> set[str]:
+        api = kubernetes.client.CustomObjectsApi()
+        try:
+            listed = api.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, "localqueues")
+        except urllib3.exceptions.HTTPError as error:
+            raise SettingError(
+                f"kubernetes-kueue: the Kubernetes API server at {api.api_client.configuration.host} cannot "
+                f"be reached ({type(error).__name__}); check KUBECONFIG and its current context "
+                "(`kubectl config current-context`, `az aks get-credentials -g <group> -n <cluster>`)"
+            ) from None
+        except ApiException as error:
+            if error.status == 404:
+                raise SettingError(
+                    f"the cluster does not serve {KUEUE_GROUP}/{KUEUE_VERSION}: install Kueue 0.15 or newer "
+                    "(profiles/k8s/README.md, install order step 1) before running with "
+                    "--executor kubernetes-kueue"
+                ) from None
+            raise self._api_error(error, "localqueues", namespace) from None
+        return {item["metadata"]["name"] for item in listed.get("items", [])}
+
+    @staticmethod
+    def _api_error(error: ApiException, resource: str, namespace: str) -> SettingError:
+        return SettingError(
+            f"kubernetes-kueue: reading {resource} in namespace {namespace!r} failed with HTTP "
+            f"{error.status} {error.reason}; the driver needs get/list on {resource} "
+            "(profiles/k8s/rbac.yaml)"
+        )
