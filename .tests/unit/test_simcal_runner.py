@@ -200,14 +200,13 @@ def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_pa
         {"batch_size": 8, "max_failed_fraction": 0.2}, client=client,
     )  # fmt: skip
     result = read_results(tmp_path / "out").sort_values("a")
-    assert len(result) == 8 and summary.failed == 1
+    outcome = result[["a", "status", "error"]].to_string()  # shown when an assertion fails
+    assert len(result) == 8 and summary.failed == 1, outcome
     crashed = result[result["status"] == "crashed"]
-    assert list(crashed["a"]) == [3.0] and crashed["seed"].notna().all()
-    assert (
-        "died 1 time(s) while running this simulation (limit: simulation.allowed_failures = 0"
-        in (crashed["error"].iloc[0])
-    )
-    assert (result.loc[result["a"] != 3, "status"] == "ok").all()
+    assert list(crashed["a"]) == [3.0] and crashed["seed"].notna().all(), outcome
+    expected = "died 1 time(s) while running this simulation (limit: simulation.allowed_failures = 0"
+    assert expected in crashed["error"].iloc[0], outcome
+    assert (result.loc[result["a"] != 3, "status"] == "ok").all(), outcome
     client.wait_for_workers(2, timeout=60)
 
 
@@ -241,6 +240,22 @@ def test_a_hung_simulation_times_out_and_the_others_are_kept(tmp_path, client, m
         assert "could not be interrupted" in timed_out["error"].iloc[0]
     assert (result.loc[result["a"] != 2, "status"] == "ok").all()
     client.wait_for_workers(2, timeout=60)
+
+
+def test_batches_end_ok_in_error_or_lost_and_only_errors_are_blamed(client):
+    from distributed import wait
+
+    from simcal.outcomes import settle
+
+    finished, erred = client.submit(sum, [1, 2], pure=False), client.submit(divmod, 1, 0, pure=False)
+    cancelled = client.submit(time.sleep, 30, pure=False)
+    cancelled.cancel()
+    wait([finished, erred])
+    assert settle(finished) == ("ok", 3)
+    outcome, error = settle(erred)
+    assert outcome == "error" and isinstance(error, ZeroDivisionError)
+    outcome, error = settle(cancelled)  # Dask gave up on it: run again, not recorded as a failure
+    assert outcome == "lost" and "cancelled" in f"{type(error).__name__} {error}".lower()
 
 
 # -- resume: keyed by the plan, parts by their contents ------------------------------------------------------------

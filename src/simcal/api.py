@@ -22,7 +22,7 @@ import pandas as pd
 
 from simcal.backends import dask_client
 from simcal.contract import canonical_params, param_id, replicate_seed, resolve_callable
-from simcal.outcomes import Deaths, TimeoutEvents, settle, timeout_error
+from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.tables import reject_reserved
 from simcal.tasks import Batch, SimTask
@@ -133,15 +133,18 @@ def gather(futures: Iterable[SimulationFuture]) -> pd.DataFrame:
                 sim.future.cancel()  # Dask would rerun it on another worker, where it would hang again
                 outcome[id(sim)] = failure_rows(sim.tasks, "timeout", timeout_error(report))
             elif sim.future.done():
-                frame, error = settle(sim.future)
-                if error is None:
-                    outcome[id(sim)] = frame
-                elif not isinstance(error, KilledWorker):
-                    outcome[id(sim)] = failure_rows(sim.tasks, "failed", f"{type(error).__name__}: {error}")
+                ended, value = settle(sim.future)
+                if ended == "ok":
+                    outcome[id(sim)] = value
+                elif ended == "lost" and sim.unconfirmed + 1 < UNCONFIRMED_DEATHS:
+                    sim.unconfirmed += 1  # its result vanished with a dead worker: run it again
+                    sim.start()
+                elif not isinstance(value, KilledWorker):
+                    outcome[id(sim)] = failure_rows(sim.tasks, "failed", f"{type(value).__name__}: {value}")
                 else:
                     deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
-                    if deaths.verdict(sim, error) == "crashed":
-                        outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, error))
+                    if deaths.verdict(sim, value) == "crashed":
+                        outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, value))
                     else:
                         sim.start()  # a single simulation is never split: "split" and "retry" both run it again
     return pd.concat([outcome[id(f)] for f in futures], ignore_index=True)

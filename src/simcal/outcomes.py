@@ -3,6 +3,7 @@ and timeout rows, and the timeout events workers send before ending themselves."
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from typing import Any
 
 from simcal.worker import TIMEOUT_TOPIC
@@ -68,22 +69,23 @@ class Deaths:
         )
 
 
-def settle(future: Any) -> tuple[Any, BaseException | None]:
-    """(result, None) for a batch that finished and whose result could be fetched, else (None, the exception).
-
-    A finished result can still vanish before it is fetched (it lived on a worker that died since), and Dask may
-    report a batch as cancelled when it gave up on it: both come back as exceptions, like any other failure.
+def settle(future: Any) -> tuple[str, Any]:
+    """How a batch that Dask calls done ended: ``("ok", table)``, ``("error", exception)``, or ``("lost",
+    exception)`` when it finished but its result vanished before it was fetched (it lived on a worker that died
+    since) or Dask cancelled it on its own. A lost batch did nothing wrong: it is run again, not blamed.
     """
     if future.status == "finished":
         try:
-            return future.result(), None
+            return "ok", future.result()
         except Exception as exc:  # noqa: BLE001
-            return None, exc
+            return "lost", exc
     try:
         error = future.exception()  # only called once the future is done: returns at once
-    except Exception as exc:  # noqa: BLE001 - cancelled: exception() raises the CancelledError
-        return None, exc
-    return None, error or RuntimeError(f"the batch ended as {future.status!r} without an error")
+    except Exception as exc:  # noqa: BLE001 - some versions raise the CancelledError instead
+        return "lost", exc
+    if future.status == "cancelled":
+        return "lost", error or CancelledError(f"Dask cancelled the batch {future.key}")
+    return "error", error or RuntimeError(f"the batch ended as {future.status!r} without an error")
 
 
 def timeout_error(event: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from simcal.backends import dashboard, dask_client, worker_count
 from simcal.contract import ContractError, resolve_callable
-from simcal.outcomes import Deaths, TimeoutEvents, settle, timeout_error
+from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
 from simcal.store import PartStore, read_results
@@ -231,18 +231,22 @@ class Simulator:
         remaining = [t for t in probe_tasks if not store.is_done(t)] + remaining[PROBE_TASKS:]
         if fail_fast and probed:
             self._stop_if_the_probe_failed(probed, remaining, store)
+        durations = [d for d in execution.probe_durations if d == d]  # NaN: crashed or timed out
+        per_sim = sum(durations) / len(durations) if durations else math.inf
+        log.info(
+            "timing probe: %d simulations in %d task(s) on the workers, %.2g s per simulation",
+            len(probed), math.ceil(len(probe_tasks) / chunk), per_sim,
+        )  # fmt: skip
         if not remaining:  # the probe did all the work; the next run probes again
             summary.batch_size = len(probed)
             return []
-        durations = [d for d in execution.probe_durations if d == d]  # NaN: crashed or timed out
-        per_sim = sum(durations) / len(durations) if durations else math.inf
         by_time = max(1, round(self.settings.target_task_seconds / max(per_sim, 1e-7))) if durations else 1
         workers = max(1, self._worker_threads())
         by_spread = max(
             1, math.ceil(len(remaining) / (2 * workers))
         )  # two tasks per thread: no idling at the end
         self.batch_size = min(by_time, by_spread, self.settings.max_batch_size)
-        log.info("timing probe: %.2g s per simulation; batch size %d", per_sim, self.batch_size)
+        log.info("batch size %d for the other %d simulations", self.batch_size, len(remaining))
         return remaining
 
     def _stop_if_the_probe_failed(
@@ -400,11 +404,15 @@ class _Execution:
             self.completed.add(future)
             return
         try:
-            frame, exc = settle(future)
-            if exc is None:
-                self._finished(unit, frame)
+            outcome, value = settle(future)
+            if outcome == "ok":
+                self._finished(unit, value)
+            elif outcome == "lost" and unit.unconfirmed + 1 < UNCONFIRMED_DEATHS:
+                unit.unconfirmed += 1  # never blamed, but never retried for ever either
+                unit.key = self.simulator.new_key()
+                self._submit(unit)
             else:
-                self._failed(unit, exc)
+                self._failed(unit, value)
         finally:
             future.release()
 
