@@ -1,4 +1,8 @@
-"""Snakemake wrapper: run a parameter table × replicates through a model on Dask into one Parquet dataset."""
+"""Snakemake wrapper: run a parameter table × replicates through a model on Dask into one Parquet file.
+
+Progress goes to the log and to ``<output>.progress.json``; finished batches wait in ``<output>.partial/`` for a
+rerun. Everything else is ``simcal.runner.simulate``.
+"""
 
 __author__ = "snakemake-gpu-catalog"
 __license__ = "MIT"
