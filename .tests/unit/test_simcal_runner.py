@@ -30,7 +30,17 @@ from simcal.backends import (
     worker_lifetime,
 )
 from simcal.contract import ContractError
-from simcal.runner import NoWorkers, PartStore, TooManyFailures, read_results, simulate
+from simcal.runner import (
+    NoWorkers,
+    PartStore,
+    SimulationSettings,
+    Simulator,
+    TooManyFailures,
+    plan_manifest,
+    plan_tasks,
+    read_results,
+    simulate,
+)
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -108,6 +118,31 @@ def test_automatic_batch_size_packs_many_cheap_simulations_per_task(tmp_path, cl
     assert summary.batch_size > 50  # a cheap model: many simulations per task
     assert summary.batches < 4000 / 50
     assert len(read_results(tmp_path / "out")) == 4000
+
+
+def test_batch_size_is_chosen_for_each_run_from_the_probes_timing(tmp_path, client):
+    """A calibration runs rounds of different sizes on one Simulator: each round gets its own batch size, from
+    the first round's timing probe (the first round is larger than the probe, so it also runs batches)."""
+    settings = SimulationSettings(replicates=2)
+    rounds = {
+        "first": plan_tasks(table(600).to_dict("records"), 2),
+        "second": plan_tasks(table(4000).to_dict("records"), 2),
+    }
+    summaries = {}
+    with Simulator("simcal_models:noisy_line", settings, client=client) as simulator:
+        for name, tasks in rounds.items():
+            store = PartStore(tmp_path / name, plan_manifest("simcal_models:noisy_line", tasks, settings))
+            summaries[name] = simulator.run(tasks, store)
+    first, second = summaries["first"], summaries["second"]
+    assert (first.total, second.total) == (1200, 8000)
+    assert second.batch_size > first.batch_size  # not the first round's size reused
+    assert second.batches < 8000 / 100
+
+
+def test_a_misspelt_parameter_column_stops_before_any_cluster_starts(tmp_path):
+    params = pd.DataFrame({"beta": [0.3], "gamma": [0.1], "populaton": [1000]})
+    with pytest.raises(ContractError, match=r"row 1.*populaton.*population"):
+        simulate("simcal.models.sir:simulate", params, tmp_path / "out")  # no client: would start a cluster
 
 
 @pytest.mark.parametrize("model", ["simcal_models:hijacks_keys", "simcal_models:hijacks_keys_table"])

@@ -38,6 +38,7 @@ from simcal.contract import ContractError, resolve_callable
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
+from simcal.space import check_parameter_sets
 from simcal.store import PartStore, read_results
 from simcal.tables import check_parameter_table, parameter_sets, read_parameter_table, reject_reserved
 from simcal.tasks import Batch, SimTask, plan_tasks
@@ -118,6 +119,9 @@ class Simulator:
         self._client = client
         self._stack = contextlib.ExitStack()
         self.batch_size = self.settings.batch_size
+        self._seconds_per_simulation: float | None = (
+            None  # from the timing probe, for later runs' batch sizes
+        )
         self.progress: Progress | None = None
         self._token = secrets.token_hex(4)
         self._counter = itertools.count()
@@ -187,8 +191,11 @@ class Simulator:
                 summary.frames.extend(store.read(t for t in tasks if store.is_done(t)))
         if remaining:
             execution = _Execution(self, store, summary, collect, progress)
-            if self.batch_size is None:
-                remaining = self._probe(execution, remaining, store, summary, fail_fast)
+            if self.settings.batch_size is None:
+                if self._seconds_per_simulation is None:
+                    remaining = self._probe(execution, remaining, store, summary, fail_fast)
+                else:  # a later run (a calibration round): the probe's timing, this run's size
+                    self.batch_size = self._auto_batch_size(len(remaining))
             if remaining:
                 summary.batch_size = self.batch_size
                 size = self.batch_size
@@ -233,6 +240,8 @@ class Simulator:
             self._stop_if_the_probe_failed(probed, remaining, store)
         durations = [d for d in execution.probe_durations if d == d]  # NaN: crashed or timed out
         per_sim = sum(durations) / len(durations) if durations else math.inf
+        if durations:
+            self._seconds_per_simulation = per_sim
         log.info(
             "timing probe: %d simulations in %d task(s) on the workers, %.2g s per simulation",
             len(probed), math.ceil(len(probe_tasks) / chunk), per_sim,
@@ -240,14 +249,17 @@ class Simulator:
         if not remaining:  # the probe did all the work; the next run probes again
             summary.batch_size = len(probed)
             return []
-        by_time = max(1, round(self.settings.target_task_seconds / max(per_sim, 1e-7))) if durations else 1
-        workers = max(1, self._worker_threads())
-        by_spread = max(
-            1, math.ceil(len(remaining) / (2 * workers))
-        )  # two tasks per thread: no idling at the end
-        self.batch_size = min(by_time, by_spread, self.settings.max_batch_size)
+        self.batch_size = self._auto_batch_size(len(remaining))
         log.info("batch size %d for the other %d simulations", self.batch_size, len(remaining))
         return remaining
+
+    def _auto_batch_size(self, simulations: int) -> int:
+        """About ``target_task_seconds`` of work per task, and at least two tasks per worker thread (no idling at
+        the end); one simulation per task when the probe timed none."""
+        per_sim = self._seconds_per_simulation
+        by_time = max(1, round(self.settings.target_task_seconds / max(per_sim, 1e-7))) if per_sim else 1
+        by_spread = max(1, math.ceil(simulations / (2 * max(1, self._worker_threads()))))
+        return min(by_time, by_spread, self.settings.max_batch_size)
 
     def _stop_if_the_probe_failed(
         self, probed: list[SimTask], remaining: list[SimTask], store: PartStore
@@ -583,6 +595,8 @@ def simulate(
         settings = SimulationSettings.from_config(settings)
     resolve_callable(model_ref)
     sets = planned_parameter_sets(parameters, fixed_params)
+    # A misspelt column or an out-of-bounds value stops here, naming the row, before any cluster starts.
+    check_parameter_sets(model_ref, sets, "parameter table", [f"row {i + 1}" for i in range(len(sets))])
     tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers)
     store = PartStore(output, plan_manifest(model_ref, tasks, settings), rerun_failed=settings.rerun_failed)
     began = time.perf_counter()
