@@ -43,21 +43,33 @@ def make_keys(path: Path, *names: str) -> dict[str, str]:
 class ServiceProcess:
     """``simcal serve`` on a free loopback port; ``stop``/``kill`` and ``start`` again on the same state."""
 
-    def __init__(self, directory: Path, keys_file: Path, *args: str, env: dict[str, str] | None = None):
-        self.directory, self.keys_file, self.args = directory, keys_file, list(args)
+    def __init__(
+        self,
+        directory: Path,
+        keys_file: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        argv: list[str] | None = None,
+    ):
+        """``argv``: a whole command line to run instead of ``simcal serve`` with ``args`` (it must listen on
+        ``port``)."""
+        self.directory, self.keys_file, self.args, self.argv = directory, keys_file, list(args), argv
         self.state_dir = directory / "state"
         self.env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(TEST_MODELS), os.environ.get("PYTHONPATH")])),
             **(env or {}),
         }
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log = directory / "service.log"
         self.starts = 0
 
     def command(self, *extra: str) -> list[str]:
+        if self.argv is not None:
+            return [*self.argv, *extra]
         return [
             venv_bin("simcal"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--api-keys-file", str(self.keys_file), "--state-dir", str(self.state_dir), *self.args, *extra,
