@@ -4,6 +4,7 @@ cluster (its own LocalCluster, or one the test started and passes with --schedul
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,8 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
-import pytest
 from testkit import REPO, require, venv_bin
 
 TEST_MODELS = (
@@ -90,6 +89,8 @@ class ServiceProcess:
         return self
 
     def wait_for(self, path: str, timeout: float) -> None:
+        import httpx
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -126,14 +127,18 @@ class ServiceProcess:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def http(self, key: str | None = None) -> httpx.Client:
+    def http(self, key: str | None = None):
+        """An httpx client of the service (with the key as bearer token, if given)."""
+        import httpx
+
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def service_factory(tmp_path_factory):
-    """Start services; every one still running at the end of the module is stopped."""
+@contextlib.contextmanager
+def services(tmp_path_factory):
+    """Make services with ``make(*args, keys=(names...), env=..., start=True)``; every one still running at the end
+    is stopped (the ``service_factory`` fixture of conftest.py)."""
     service_available()
     started: list[ServiceProcess] = []
 
@@ -148,6 +153,8 @@ def service_factory(tmp_path_factory):
             service.start()
         return service
 
-    yield make
-    for service in started:
-        service.stop()
+    try:
+        yield make
+    finally:
+        for service in started:
+            service.stop()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
-from servicekit import service_factory  # noqa: F401 - fixture
 from testkit import run_snakemake
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
@@ -43,7 +42,7 @@ def container():
 
 
 @pytest.fixture(scope="module")
-def service(service_factory, client, azurite, container):  # noqa: F811
+def service(client, azurite, container, service_factory):  # noqa: F811  # the cluster first: it outlives the service
     return service_factory(
         "--scheduler", client.scheduler.address, "--results", f"az://{container}/results",
         env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string},

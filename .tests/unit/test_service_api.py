@@ -7,6 +7,7 @@ Two services for the module: ``service`` with its own LocalCluster (one worker) 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import httpx
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servicekit import free_port, service_factory  # noqa: F401 - fixture
+from servicekit import free_port
 from testkit import venv_bin
 
 SIR = "simcal.models.sir:simulate"
@@ -25,7 +26,7 @@ MAX_BYTES = 20_000
 
 
 @pytest.fixture(scope="module")
-def service(service_factory):  # noqa: F811
+def service(service_factory):
     return service_factory(
         "--workers", "1", "--allow-models", "simcal.models,simcal_models",
         "--request-max-bytes", str(MAX_BYTES), "--max-simulations", "500", "--sync-max-simulations", "20",
@@ -35,7 +36,7 @@ def service(service_factory):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def idle(service_factory):  # noqa: F811
+def idle(service_factory):
     closed = free_port()  # nothing listens there: the scheduler cannot be reached
     idle = service_factory(
         "--scheduler",
@@ -98,10 +99,13 @@ def test_readyz_names_the_unreachable_scheduler_and_jobs_wait_in_the_queue(idle)
             accepted = submit(dave)
             assert accepted.status_code == 202
             time.sleep(1.0)
-            assert dave.get(f"/v1/jobs/{accepted.json()['job_id']}").json()["status"] == "queued"
-        families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
-        assert families["simcal_queue_length"].samples[0].value >= 1
-        assert families["simcal_ready"].samples[0].value == 0
+            job_id = accepted.json()["job_id"]
+            assert dave.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+            families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+            assert families["simcal_queue_length"].samples[0].value >= 1
+            assert families["simcal_ready"].samples[0].value == 0
+            cancelled = dave.delete(f"/v1/jobs/{job_id}").json()  # a queued job is cancelled at once
+            assert cancelled["status"] == "cancelled" and cancelled["started"] is None
 
 
 # -- keys and rate limit -------------------------------------------------------------------------------------------
@@ -235,6 +239,32 @@ def test_bad_requests_are_refused_with_422_naming_the_field(service, change, wor
 
 
 # -- jobs through the client -------------------------------------------------------------------------------------------
+
+
+def test_a_retried_submission_with_the_same_idempotency_key_makes_one_job(service):
+    with service.http(service.keys["alice"]) as alice, service.http(service.keys["bob"]) as bob:
+        first = submit(alice, headers={"Idempotency-Key": "retry-1"})
+        again = submit(alice, headers={"Idempotency-Key": "retry-1"})
+        assert first.status_code == again.status_code == 202
+        assert (
+            again.json()["job_id"] == first.json()["job_id"]
+            and again.headers["idempotent-replayed"] == "true"
+        )
+        assert first.headers["location"] == f"/v1/jobs/{first.json()['job_id']}"
+        assert submit(bob, headers={"Idempotency-Key": "retry-1"}).json()["job_id"] != first.json()["job_id"]
+        assert submit(alice, headers={"Idempotency-Key": "x" * 200}).status_code == 422
+
+
+def test_sync_answers_parquet_with_the_job_id(service):
+    with service.http(service.keys["alice"]) as http:
+        answer = http.post("/v1/simulate/sync", json=SMALL)
+        assert (
+            answer.status_code == 200 and answer.headers["content-type"] == "application/vnd.apache.parquet"
+        )
+        job = http.get(f"/v1/jobs/{answer.headers['x-simcal-job-id']}").json()
+    assert job["status"] == "succeeded"
+    table = pd.read_parquet(io.BytesIO(answer.content))
+    assert len(table) == 2 * 20 and set(table["status"]) == {"ok"}
 
 
 def test_sync_answer_equals_the_job_results_and_failure_rows_are_rows(service):

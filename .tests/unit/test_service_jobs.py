@@ -18,7 +18,6 @@ import dask
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
-from servicekit import service_factory  # noqa: F401 - fixture
 
 from simcal.calibrate import calibrate
 from simcal.models.sir import observe
@@ -61,7 +60,7 @@ def client(count_file):
 
 
 @pytest.fixture(scope="module")
-def service(service_factory, client):  # noqa: F811
+def service(client, service_factory):  # the cluster first: it must outlive the services
     return service_factory(
         "--scheduler", client.scheduler.address, "--allow-models", "simcal.models,simcal_models",
         "--max-concurrent-jobs", "4", "--rate", "1000", "--burst", "1000",
@@ -219,10 +218,10 @@ def test_cancel_stops_the_job_and_cancels_its_dask_tasks(service, client, count_
 
 
 def test_a_killed_service_resumes_running_jobs_from_their_parts_or_fails_them_with_the_reason(
-    service_factory,  # noqa: F811
     client,
     count_file,
-    tmp_path,  # noqa: F811
+    service_factory,
+    tmp_path,
 ):
     restarting = service_factory(
         "--scheduler", client.scheduler.address, "--allow-models", "simcal_models", "--max-concurrent-jobs", "1"
@@ -257,6 +256,15 @@ def test_a_killed_service_resumes_running_jobs_from_their_parts_or_fails_them_wi
         assert "--max-job-attempts 1" in failed["error"]
         assert third.wait(timeout=60, poll_interval=0.1)["status"] == "succeeded"  # queued jobs survive too
         assert {j["job_id"] for j in api.jobs(status="running")} == set()  # never left running
+
+        # A graceful stop (SIGTERM) queues a running job again without counting the interruption as an attempt.
+        fourth = api.submit(SLEEP, [{"a": 4000.0 + i, "sleep_s": 0.25} for i in range(16)], settings=settings)
+        wait_for(lambda: fourth.status()["status"] == "running" and fourth.info["progress"]["done"] >= 2, 60,
+                 "the fourth job to run")  # fmt: skip
+        restarting.stop()
+        restarting.start("--max-job-attempts", "1")  # an unclean death would fail it now
+        assert fourth.wait(timeout=120, poll_interval=0.2)["status"] == "succeeded"
+        assert fourth.status()["resumed"] >= 2
     library = tmp_path / "library.parquet"
     simulate(SLEEP, pd.DataFrame(first_sets), library, {**settings, "replicates": 1}, client=client)
     pd.testing.assert_frame_equal(rows(resumed_rows), rows(read_results(library)))

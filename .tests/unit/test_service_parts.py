@@ -202,3 +202,33 @@ def test_spans_for_each_request_and_each_job_carry_the_key_name_never_the_key(tm
     assert job.links[0].context.span_id == submit.context.span_id  # the job links back to its request
     for span in spans:
         assert all(key not in str(value) for value in span.attributes.values())
+
+
+# -- results store ---------------------------------------------------------------------------------------------------
+
+
+def test_blob_credentials_come_from_the_connection_string_or_else_the_default_identity_chain(tmp_path):
+    service_available()
+    from azure.identity import DefaultAzureCredential
+
+    from simcal.service.results import LocalResults, ResultsError, blob_service, results_store
+
+    chained = blob_service(None, {"AZURE_STORAGE_ACCOUNT": "mystorageaccount"})
+    assert chained.url == "https://mystorageaccount.blob.core.windows.net/"
+    assert isinstance(chained.credential, DefaultAzureCredential)
+    explicit = blob_service("https://other.blob.core.windows.net", {"AZURE_STORAGE_ACCOUNT": "ignored"})
+    assert explicit.url == "https://other.blob.core.windows.net/"
+    development = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    )
+    emulator = blob_service(
+        None, {"AZURE_STORAGE_CONNECTION_STRING": development, "AZURE_STORAGE_ACCOUNT": "x"}
+    )
+    assert emulator.url.startswith("http://127.0.0.1:10000/devstoreaccount1")
+    with pytest.raises(ResultsError, match="need the storage account"):
+        blob_service(None, {})
+    with pytest.raises(ResultsError, match="expected az://<container>/<prefix> or a local directory"):
+        results_store("s3://bucket/prefix", tmp_path)
+    assert isinstance(results_store(None, tmp_path), LocalResults)
+    assert results_store(None, tmp_path).directory == tmp_path / "results"

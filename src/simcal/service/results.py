@@ -54,12 +54,17 @@ class AzureResults:
         self.container_name, self.prefix = parsed.netloc, parsed.path.strip("/")
         self.service = blob_service(account_url, os.environ if env is None else env)
         self.container = self.service.get_container_client(self.container_name)
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import AzureError, ResourceExistsError
 
         try:
             self.container.create_container()
         except ResourceExistsError:
             pass
+        except AzureError as error:  # no route, no permission, no such account: say so before serving
+            raise ResultsError(
+                f"--results {url}: cannot use the container {self.container_name!r} at {self.service.url} "
+                f"({type(error).__name__}: {str(error).splitlines()[0]})"
+            ) from error
 
     def _name(self, job_id: str) -> str:
         return f"{self.prefix}/{job_id}.parquet" if self.prefix else f"{job_id}.parquet"
