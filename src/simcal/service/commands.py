@@ -20,7 +20,7 @@ from simcal.service.client import API_KEY_VARIABLE, URL_VARIABLE
 
 DEFAULTS = {
     "workers": 2,
-    "max_concurrent_jobs": 4,
+    "max_concurrent_jobs": 8,
     "max_job_attempts": 2,
     "max_simulations": 1_000_000,
     "sync_max_simulations": 1_000,

@@ -58,7 +58,9 @@ class RequestRefused(Exception):
 class ServiceConfig:
     state_dir: Path
     allow_models: tuple[str, ...] = ("simcal.models",)
-    max_concurrent_jobs: int = 4
+    max_concurrent_jobs: int = (
+        8  # a job thread mostly waits on the scheduler: more jobs than cores keep workers busy
+    )
     max_job_attempts: int = 2
     max_simulations: int = 1_000_000
     sync_max_simulations: int = 1_000
