@@ -168,8 +168,7 @@ class SimulationClient:
 
     # -- the API ----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _body(fn_ref, parameter_sets, n_replicates, settings, fixed) -> dict[str, Any]:
+    def _post_simulations(self, path, fn_ref, parameter_sets, n_replicates, settings, fixed):
         if isinstance(parameter_sets, pd.DataFrame):
             parameter_sets = parameter_sets.to_dict("records")
         body = {"fn_ref": fn_ref, "parameter_sets": list(parameter_sets), "n_replicates": int(n_replicates)}
@@ -177,7 +176,8 @@ class SimulationClient:
             body["settings"] = dict(settings)
         if fixed:
             body["fixed"] = dict(fixed)
-        return body
+        # A fresh idempotency key per call: the retries of this call never make a second job.
+        return self._send("POST", path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
 
     def submit(
         self,
@@ -188,11 +188,9 @@ class SimulationClient:
         fixed: Mapping[str, Any] | None = None,
     ) -> Job:
         """Queue a job: every parameter set × ``n_replicates`` through ``fn_ref`` on the service's cluster."""
-        body = self._body(fn_ref, parameter_sets, n_replicates, settings, fixed)
-        response = self._send(
-            "POST", "/v1/simulate", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-        )
-        info = response.json()
+        info = self._post_simulations(
+            "/v1/simulate", fn_ref, parameter_sets, n_replicates, settings, fixed
+        ).json()
         return Job(self, info["job_id"], info)
 
     def simulate_sync(
@@ -204,9 +202,8 @@ class SimulationClient:
         fixed: Mapping[str, Any] | None = None,
     ) -> pd.DataFrame:
         """Run a small job and return its rows at once (the service refuses large ones with 413)."""
-        body = self._body(fn_ref, parameter_sets, n_replicates, settings, fixed)
-        response = self._send(
-            "POST", "/v1/simulate/sync", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        response = self._post_simulations(
+            "/v1/simulate/sync", fn_ref, parameter_sets, n_replicates, settings, fixed
         )
         return pd.read_parquet(io.BytesIO(response.content))
 
