@@ -95,8 +95,9 @@ def test_calibration_module_sends_its_sweep_and_rounds_to_the_service(service, t
     snakefile = downstream(tmp_path, config)
     with SimulationClient(service.url, key) as api:
         before = {job["job_id"] for job in api.jobs(limit=1000)}
-        run = run_snakemake(
+        run = run_snakemake(  # the two rules that simulate; the others only read their outputs
             "--snakefile", str(snakefile), "--directory", str(tmp_path), "--cores", "2",
+            "results/calibration/sir_small/trials.parquet", "results/calibration/sir_small/sweep/simulations.parquet",
             cwd=tmp_path, env={"SIMCAL_SERVICE_URL": service.url, "SIMCAL_API_KEY": key}, timeout=900,
         )  # fmt: skip
         new = [job for job in api.jobs(limit=1000) if job["job_id"] not in before]

@@ -234,7 +234,7 @@ def test_a_killed_service_resumes_running_jobs_from_their_parts_or_fails_them_wi
         wait_for(lambda: first.status()["progress"]["done"] >= 6, 60, "six simulations of the first job")
         assert second.status()["status"] == "queued"
         restarting.kill()  # SIGKILL: no clean-up runs
-        time.sleep(2.0)  # batches running at the kill finish on the workers (their results are lost)
+        time.sleep(3.0)  # batches running at the kill finish on the workers (their results are lost)
         ran_before_restart = executions(count_file, 1000, 1024)
 
         restarting.start()  # same state directory, same keys

@@ -308,9 +308,13 @@ class JobManager:
         return event
 
     def _signal_end(self, job_id: str) -> None:
+        """Wake the waiters of a job that reached its final status. Its events are dropped (a long-lived service
+        sees many jobs): a later waiter gets a new event, set at once from the registry."""
         with self._lock:
-            self._ended.setdefault(job_id, threading.Event()).set()
+            event = self._ended.pop(job_id, None)
             self._cancels.pop(job_id, None)
+        if event is not None:
+            event.set()
 
     def _work(self) -> None:
         while True:
