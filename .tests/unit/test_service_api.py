@@ -315,6 +315,7 @@ def test_client_raises_exceptions_named_after_the_problem(service):
         with pytest.raises(JobFailed, match="all 2 simulations of the timing probe failed") as failed:
             failing.wait(timeout=120, poll_interval=0.1)
         assert failed.value.job["status"] == "failed"
+        assert list((service.state_dir / "jobs" / failing.id / "simulations.parquet.partial").glob("part-*"))
         with pytest.raises(RequestRejected, match="409") as conflict:
             failing.to_pandas()
         assert conflict.value.status == 409

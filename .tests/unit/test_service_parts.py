@@ -74,6 +74,25 @@ def test_key_ring_follows_the_file_and_keeps_its_keys_when_the_file_breaks(tmp_p
     assert ring.identify(alice) is None and ring.identify(bob) == "bob"
 
 
+def test_key_ring_follows_a_secret_volume_updated_the_kubelets_way(tmp_path, monkeypatch):
+    """The kubelet updates a Secret volume by writing a new directory and swapping the ``..data`` link."""
+    import simcal.service.keys as keys_module
+
+    monkeypatch.setattr(keys_module, "RELOAD_EVERY_S", 0.0)
+    mount = tmp_path / "mount"
+    (mount / "..v1").mkdir(parents=True)
+    old_key = add_key(mount / "..v1" / "keys", "old")
+    (mount / "..data").symlink_to("..v1")
+    (mount / "keys").symlink_to("..data/keys")
+    ring = KeyRing(mount / "keys")
+    assert ring.identify(old_key) == "old"
+    (mount / "..v2").mkdir()
+    new_key = add_key(mount / "..v2" / "keys", "new")
+    (mount / "..data_tmp").symlink_to("..v2")
+    os.replace(mount / "..data_tmp", mount / "..data")
+    assert ring.identify(new_key) == "new" and ring.identify(old_key) is None
+
+
 # -- rate limit ------------------------------------------------------------------------------------------------------
 
 
