@@ -158,3 +158,42 @@ def services(tmp_path_factory):
     finally:
         for service in started:
             service.stop()
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on 127.0.0.1 (what an OpenTelemetry collector offers on /v1/traces): it decodes
+    the protobuf requests the service's exporter sends and keeps the spans."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        spans = self.spans = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server interface
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        spans.extend(scope.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def attributes(self, span) -> dict:
+        return {a.key: next(v for _, v in a.value.ListFields()) for a in span.attributes}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -17,7 +17,7 @@ import httpx
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servicekit import free_port
+from servicekit import OtlpReceiver, free_port
 from testkit import venv_bin
 
 SIR = "simcal.models.sir:simulate"
@@ -26,12 +26,21 @@ MAX_BYTES = 20_000
 
 
 @pytest.fixture(scope="module")
-def service(service_factory):
+def collector():
+    """Where the service exports its traces (OTLP over HTTP, as to an OpenTelemetry collector)."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def service(collector, service_factory):
     return service_factory(
         "--workers", "1", "--allow-models", "simcal.models,simcal_models",
         "--request-max-bytes", str(MAX_BYTES), "--max-simulations", "500", "--sync-max-simulations", "20",
         "--rate", "1000", "--burst", "1000",
         keys=("alice", "bob"),
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"},
     )  # fmt: skip
 
 
@@ -373,6 +382,30 @@ def test_jobs_cli_lists_shows_and_cancels(service):
         env={k: v for k, v in env.items() if k != "SIMCAL_API_KEY"},
     )
     assert wrong.returncode == 1 and "401 invalid API key" in wrong.stderr and "sc_wrong" not in wrong.stderr
+
+
+def test_spans_reach_the_otlp_endpoint_with_the_key_name_and_no_key(service, collector):
+    with service.http(service.keys["bob"]) as bob:
+        job_id = submit(bob).json()["job_id"]
+        assert wait_final(bob, job_id)["status"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = [
+            s
+            for s in collector.spans
+            if s.name == "simcal.job" and collector.attributes(s)["simcal.job_id"] == job_id
+        ]
+        if jobs:
+            break
+        time.sleep(0.2)
+    (job,) = jobs
+    assert collector.attributes(job)["simcal.status"] == "succeeded"
+    submits = {s.span_id: s for s in collector.spans if s.name == "POST /v1/simulate"}
+    (link,) = job.links
+    assert link.span_id in submits and collector.attributes(submits[link.span_id])["simcal.key_name"] == "bob"
+    assert any(s.name == "GET /v1/jobs/{job_id}" for s in collector.spans)
+    exported = " ".join(str(collector.attributes(s)) for s in collector.spans)
+    assert all(key not in exported for key in service.keys.values())
 
 
 def test_no_key_ever_reaches_the_log(service, idle):
