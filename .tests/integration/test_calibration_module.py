@@ -167,9 +167,7 @@ def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path)
     )
     assert failed.returncode != 0
     log = (tmp_path / "simulate.log").read_text()
-    assert (
-        "2 of 8 simulations failed" in log and "beta = 0.3 diverges in this lab's model" in log
-    )
+    assert "2 of 8 simulations failed" in log and "beta = 0.3 diverges in this lab's model" in log
     assert not (tmp_path / "sweep.parquet").exists()
     kept = list((tmp_path / "sweep.parquet.partial").glob("part-*.parquet"))
     assert len(kept) == 4  # all batches finished; the threshold failed the rule

@@ -27,6 +27,9 @@ from simcal.contract import ContractError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "slurm", "scheduler")
+# Not a Dask backend: the simulations go to a simulation service (simcal.service.remote), whose own Dask
+# cluster runs them. The runner's Simulator sends them there instead of opening a client.
+SERVICE_BACKEND = "service"
 
 
 class Terminated(SystemExit):
@@ -266,8 +269,15 @@ def dask_client(
     from distributed import Client, LocalCluster
 
     options = dict(options or {})
+    if backend == SERVICE_BACKEND:
+        raise ContractError(
+            "calibration backend 'service' has no Dask client here: its simulations run on the simulation "
+            "service (simcal.service); only Simulator.run and simulate send work there"
+        )
     if backend not in BACKENDS:
-        raise ContractError(f"calibration backend {backend!r} is unknown; expected one of {list(BACKENDS)}")
+        raise ContractError(
+            f"calibration backend {backend!r} is unknown; expected one of {[*BACKENDS, SERVICE_BACKEND]}"
+        )
     scheduler_config = (
         {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": allowed_failures}
     )

@@ -2,6 +2,9 @@
 other parts of simcal can add theirs (a service: ``serve``, ``keys``, ``jobs``) without touching the others.
 
     simcal status [PATH ...] [--json]   sweeps running or finished under PATH (outputs, progress files, folders)
+    simcal serve ...                    the simulation service (simcal.service.commands; the simcal[service] extra)
+    simcal keys add|list --file F       the service's API keys
+    simcal jobs list|show|cancel        a service's jobs
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from simcal.progress import find_progress_files, format_table, read_progress
+from simcal.service.commands import add_jobs, add_keys, add_serve
 
 
 def status(args: argparse.Namespace) -> int:
@@ -49,7 +53,12 @@ def add_status(subparsers) -> None:
     parser.set_defaults(handler=status)
 
 
-SUBCOMMANDS: dict[str, Callable] = {"status": add_status}
+SUBCOMMANDS: dict[str, Callable] = {
+    "status": add_status,
+    "serve": add_serve,
+    "keys": add_keys,
+    "jobs": add_jobs,
+}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from simcal.backends import dashboard, dask_client, worker_count
+from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, resolve_callable
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
@@ -52,6 +53,7 @@ __all__ = [
     "KEY_COLUMNS",
     "STATUS_COLUMNS",
     "Batch",
+    "Cancelled",
     "NoWorkers",
     "PartStore",
     "RunSummary",
@@ -70,6 +72,11 @@ __all__ = [
 
 class TooManyFailures(RuntimeError):
     """More simulations failed than the configured threshold allows (or every simulation of the probe did)."""
+
+
+class Cancelled(RuntimeError):
+    """The run was cancelled (``Simulator.cancel``): its Dask tasks were cancelled and nothing more is submitted.
+    Finished simulations stay in the parts, so a later run with the same plan resumes from them."""
 
 
 class NoWorkers(RuntimeError):
@@ -101,7 +108,12 @@ class _Unit:
 
 
 class Simulator:
-    """One model on one Dask backend; the client starts on first need and lives until the ``with`` block ends."""
+    """One model on one Dask backend; the client starts on first need and lives until the ``with`` block ends.
+
+    ``cancel`` (a ``threading.Event``, also set by ``cancel()``) stops a run from another thread: the batches in
+    flight are cancelled on the scheduler and ``run`` raises ``Cancelled``. The ``service`` backend sends the
+    simulations to a simulation service (``simcal.service.remote``) instead of a Dask cluster.
+    """
 
     def __init__(
         self,
@@ -111,6 +123,7 @@ class Simulator:
         backend_options: Mapping[str, Any] | None = None,
         threads: int = 1,
         client: Any = None,
+        cancel: threading.Event | None = None,
     ):
         resolve_callable(model_ref)  # a bad reference fails here, before any cluster starts
         self.model_ref = model_ref
@@ -129,6 +142,15 @@ class Simulator:
         self._deaths: Deaths | None = None
         self._counted: set[tuple[str, int, int]] = set()  # simulations already in the progress totals
         self._last_worker_seen = time.monotonic()
+        self.cancel_event = cancel if cancel is not None else threading.Event()
+
+    def cancel(self) -> None:
+        """Stop the run in progress (from any thread); see ``Cancelled``."""
+        self.cancel_event.set()
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled(f"the simulations of {self.model_ref} were cancelled")
 
     def __enter__(self) -> Simulator:
         return self
@@ -172,6 +194,7 @@ class Simulator:
         """Run the simulations of ``tasks`` not yet in ``store``; with ``collect`` also return every row of
         ``tasks`` (resumed ones read back from the parts). ``fail_fast`` stops when every simulation of the timing
         probe failed."""
+        self.check_cancelled()
         store.expect(tasks)
         remaining = [t for t in tasks if not store.is_done(t)]
         summary = RunSummary(total=len(tasks), skipped=len(tasks) - len(remaining))
@@ -189,7 +212,12 @@ class Simulator:
             )
             if collect:
                 summary.frames.extend(store.read(t for t in tasks if store.is_done(t)))
-        if remaining:
+        if remaining and self.backend == SERVICE_BACKEND:
+            from simcal.service.remote import run_on_service
+
+            frame = run_on_service(self, remaining, progress)
+            _Execution(self, store, summary, collect, progress)._record(remaining, frame)
+        elif remaining:
             execution = _Execution(self, store, summary, collect, progress)
             if self.settings.batch_size is None:
                 if self._seconds_per_simulation is None:
@@ -363,6 +391,8 @@ class _Execution:
             self._submit(unit)
         poll = self.POLL_S[0]
         while self.inflight:
+            if self.simulator.cancel_event.is_set():
+                self._cancel_inflight()
             ready = self.completed.next_batch(block=False)
             for future in ready:
                 self._handle(future)
@@ -374,6 +404,14 @@ class _Execution:
             if time.monotonic() >= self.next_check:
                 self._check()
         self.progress.report()
+
+    def _cancel_inflight(self) -> None:
+        futures = [future for future, _ in self.inflight.values()]
+        self.inflight.clear()
+        # force: the keys are this run's own; a batch already running on a worker finishes there unheard.
+        self.simulator.client.cancel(futures, force=True)
+        self.progress.report(force=True)
+        self.simulator.check_cancelled()
 
     def _submit(self, unit: _Unit) -> None:
         client = self.simulator.client
@@ -585,11 +623,13 @@ def simulate(
     threads: int = 1,
     fixed_params: Mapping[str, Any] | None = None,
     client: Any = None,
+    cancel: threading.Event | None = None,
 ) -> RunSummary:
     """Run every parameter set × replicate and write one Parquet file at ``output``.
 
     Raises TooManyFailures when more than ``max_failed_fraction`` of the simulations failed (the finished ones stay
-    in ``<output>.partial`` for the rerun) and NoWorkers when the cluster has had no worker for too long.
+    in ``<output>.partial`` for the rerun), NoWorkers when the cluster has had no worker for too long, and
+    Cancelled once ``cancel`` is set (the finished simulations stay in the parts).
     """
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
@@ -600,7 +640,7 @@ def simulate(
     tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers)
     store = PartStore(output, plan_manifest(model_ref, tasks, settings), rerun_failed=settings.rerun_failed)
     began = time.perf_counter()
-    with Simulator(model_ref, settings, backend, backend_options, threads, client) as simulator:
+    with Simulator(model_ref, settings, backend, backend_options, threads, client, cancel) as simulator:
         summary = simulator.run(tasks, store, fail_fast=True)
         check_failures(store, settings.max_failed_fraction)
         store.finalize()
