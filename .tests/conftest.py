@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from servicekit import services
 from testkit import REPO
 
 
@@ -35,3 +36,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def service_factory(tmp_path_factory):
+    """Start ``simcal serve`` subprocesses on 127.0.0.1 (servicekit.services); stopped at the end of the module.
+    Request a module's Dask cluster fixture before this one, so that the cluster outlives the services."""
+    with services(tmp_path_factory) as make:
+        yield make
