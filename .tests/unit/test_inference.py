@@ -121,6 +121,9 @@ def test_student_kd_history_records_the_distillation_term(chain):
     for stage in ("vgae", "gat", "dqn"):
         history = pd.read_csv(outputs("student_kd", stage)["history"])
         assert "train_kd" in history.columns and history["train_kd"].notna().all()
+    # The DQN's distillation keeps the rows where the teacher's α decides alike for the student (a share in [0, 1]).
+    kept = pd.read_csv(outputs("student_kd", "dqn")["history"])["train_kd_weight"]
+    assert kept.between(0, 1).all()
 
 
 def test_load_model_rebuilds_the_saved_classes(chain):
