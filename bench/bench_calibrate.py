@@ -49,7 +49,6 @@ import argparse
 import logging
 import multiprocessing
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -62,6 +61,8 @@ from distributed import Client, LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from benchkit import cpu_seconds, load_average  # noqa: E402
 
 from simcal.calibrate import calibrate, losses_for, parse_targets  # noqa: E402
 from simcal.contract import param_id, replicate_seed  # noqa: E402
@@ -337,17 +338,6 @@ def bench_line(name: str, value: float, baseline: float, unit: str, goal: str, d
         f"goal={goal}",
         flush=True,
     )
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and of every process it started that has ended (the cluster's
-    workers, the driver processes): a measure of the work that does not depend on the machine's other load."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 QUICK = {  # --quick: tiny sizes for the CI test that the benchmark runs and reports

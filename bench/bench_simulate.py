@@ -29,7 +29,6 @@ import argparse
 import functools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from distributed import Client, LocalCluster
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "src"))
+
+from benchkit import cpu_seconds, load_average  # noqa: E402
 
 from simcal.contract import param_id, replicate_seed, resolve_callable  # noqa: E402
 from simcal.runner import simulate  # noqa: E402
@@ -335,17 +336,6 @@ def ran_on_dask(workdir: Path, output: str, simulations: int) -> None:
     expected = {"state": "finished", "backend": "local", "done": simulations, "total": simulations}
     assert {k: progress.get(k) for k in expected} == expected, progress
     assert (progress.get("workers") or 0) >= 1 and progress.get("dashboard"), progress
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and of every process it started that has ended (the cluster's
-    workers, the driver processes): a measure of the work that does not depend on the machine's other load."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 QUICK = {  # --quick: tiny sizes for the CI test that the benchmark runs and reports
