@@ -352,7 +352,7 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--observed-seeds", type=int, nargs="+", default=[7, 8, 9, 10, 11])
     parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--rounds", type=int, default=12, help="TPE rounds of 16 proposals")
+    parser.add_argument("--rounds", type=int, default=25, help="TPE rounds of 16 proposals")
     parser.add_argument("--replicates", type=int, default=4, help="replicates per proposal before refine")
     parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
     parser.add_argument(
