@@ -22,33 +22,15 @@ BENCH_LINE = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def quick_runs():
-    """Both benchmarks in their --quick sizes, started together (each mostly waits on its cluster and jobs)."""
-    runs = {
-        script: subprocess.Popen(
-            [sys.executable, f"bench/{script}", "--quick"],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for script in ("bench_simulate.py", "bench_calibrate.py")
-    }
-    yield runs
-    for proc in runs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def bench_lines(quick_runs, script: str) -> dict[str, dict[str, str]]:
-    """The benchmark's BENCH lines by name; it must succeed and every line starting with BENCH be well formed."""
-    stdout, stderr = quick_runs[script].communicate(timeout=600)
-    returncode = quick_runs[script].returncode
-    assert returncode == 0, f"{script} failed ({returncode}):\n{stdout}\n{stderr[-6000:]}"
+def bench_lines(script: str) -> dict[str, dict[str, str]]:
+    """Run a benchmark in its --quick sizes; it must succeed and every line starting with BENCH be well formed.
+    Returns those lines by name. (The two benchmarks run one after the other: side by side they took longer.)"""
+    proc = subprocess.run(
+        [sys.executable, f"bench/{script}", "--quick"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-6000:]}"
     lines = {}
-    for line in stdout.splitlines():
+    for line in proc.stdout.splitlines():
         if line.startswith("BENCH"):
             match = BENCH_LINE.match(line)
             assert match, f"malformed BENCH line: {line!r}"
@@ -56,10 +38,10 @@ def bench_lines(quick_runs, script: str) -> dict[str, dict[str, str]]:
     return lines
 
 
-def test_bench_simulate_measures_every_part(quick_runs):
+def test_bench_simulate_measures_every_part():
     """Overhead (warm and cold), throughput (both models, both baselines) and Snakemake jobs, whose sweep must
     have run on a LocalCluster (the benchmark asserts it from the job's log and progress file)."""
-    lines = bench_lines(quick_runs, "bench_simulate.py")
+    lines = bench_lines("bench_simulate.py")
     assert list(lines) == [
         "simulate_overhead_warm", "simulate_overhead_warm_vs_bare_dask", "simulate_overhead_cold",
         "simulate_overhead_cold_vs_bare_dask", "simulate_cheap_50_vs_one_task_each",
@@ -73,9 +55,9 @@ def test_bench_simulate_measures_every_part(quick_runs):
     )
 
 
-def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations(quick_runs):
+def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
     """The grid's losses equal the library's (the benchmark asserts it), and the calibration stays in budget."""
-    lines = bench_lines(quick_runs, "bench_calibrate.py")
+    lines = bench_lines("bench_calibrate.py")
     assert set(lines) == {
         *(f"calibrate_{p}_error_{kind}" for p in ("beta", "gamma") for kind in ("median", "worst")),
         *(f"calibrate_{p}_error_median_mean_field" for p in ("beta", "gamma")),
