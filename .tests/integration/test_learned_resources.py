@@ -70,7 +70,7 @@ def test_second_run_asks_for_what_the_first_used(tmp_path):
     assert "runtime=7, mem_mb=1000" in first.stdout  # nothing recorded yet: the rule's own values
     (first_log,) = (tmp_path / ".snakemake/log").glob("*.snakemake.log")  # a dry run writes none
     assert (
-        f"rule hold_memory (dataset=a) attempt 1: mem_mb=1000 (configured default: no benchmark history in "
+        f"hold_memory (dataset=a), attempt 1: mem_mb=1000 (configured default: no benchmark history in "
         f"{tmp_path} for benchmarks/hold_memory/{{dataset}}.tsv)" in first_log.read_text()
     )
     runs = {name: recorded(tmp_path, name) for name in "abc"}
@@ -100,13 +100,13 @@ def test_second_run_asks_for_what_the_first_used(tmp_path):
     log = dry.stdout
     own = tmp_path / "benchmarks/hold_memory/a.tsv"
     assert re.search(
-        rf"rule hold_memory \(dataset=a\) attempt 1: mem_mb={mem_mb(runs['a']['max_rss'])} \(learned from 1 run\(s\),"
+        rf"hold_memory \(dataset=a\), attempt 1: mem_mb={mem_mb(runs['a']['max_rss'])} \(learned from 1 run\(s\),"
         rf" same wildcards \(dataset=a\): peak max_rss .*; from {re.escape(str(own))}\)",
         log,
     )
     across = ", ".join(str(tmp_path / f"benchmarks/hold_memory/{name}.tsv") for name in "abc")
     assert re.search(
-        rf"rule hold_memory \(dataset=d\) attempt 1: mem_mb={mem_mb(scaled)} \(learned from 3 run\(s\), all "
+        rf"hold_memory \(dataset=d\), attempt 1: mem_mb={mem_mb(scaled)} \(learned from 3 run\(s\), all "
         rf"wildcard values: max_rss = .* x input MB .* at 6.0 MB .*; from {re.escape(across)}\)",
         log,
     )
@@ -136,7 +136,7 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
         r"^ *(?:local)?rule (\w+):\n((?: +\w.*\n)+)", dry.stdout, re.M
     )  # group members indented
     benchmarked = {rule for rule, fields in jobs if re.search(r"^ +benchmark: ", fields, re.M)}
-    learning = set(re.findall(r"learned resources: rule (\w+) ", dry.stdout))
+    learning = set(re.findall(r"learned resources: (\w+)(?: \([^)]*\))?, attempt \d+: ", dry.stdout))
     assert {"kd_gat_train_gat_teacher", "evaluation_evaluate_teacher", "calibration_calibrate"} <= benchmarked
     assert benchmarked == learning
     gat = job_resources(dry.stdout, "kd_gat_train_gat_teacher")

@@ -15,8 +15,8 @@ LEARNED_RESOURCES_REPORTED = set()
 
 
 def learned(resource, default):
-    """A resource function for `resource` (mem_mb or runtime); `default` is what the rule asks for without
-    history: a number or a function of (wildcards, attempt)."""
+    """A resource function for `resource` (mem_mb or runtime). `default`, a number or a function of
+    (wildcards, attempt), is the value used without history."""
 
     def evaluate(wildcards, input, attempt, rulename):
         fallback = default(wildcards, attempt) if callable(default) else default
@@ -36,9 +36,10 @@ def learned(resource, default):
         for warning in estimate.warnings:
             report_learned_once(logger.warning, f"learned resources: {warning}")
         shown = ", ".join(f"{name}={value}" for name, value in wildcards.items())
+        job = f"{rulename} ({shown})" if shown else rulename
         report_learned_once(
             logger.info,
-            f"learned resources: rule {rulename} ({shown}) attempt {attempt}: {estimate.describe()}",
+            f"learned resources: {job}, attempt {attempt}: {estimate.describe()}",
         )
         return estimate.value
 
