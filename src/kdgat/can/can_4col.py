@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kdgat import compiled
 from kdgat.can.decode import (
     HEX_LUT,
     NO_QUOTES,
@@ -59,20 +60,13 @@ def parse(lines: pa.Array, header: tuple[int, ...] | None = None):
 
 def parse_columns(ts_strings, id_strings, data, attack, problem):
     ts, bad_ts = timestamps(ts_strings)
-    can_id, bad_id = decode(id_strings, 8, HEX_LUT)
-    if bad_id.any():  # IDs written as 0x1A0 (rare, so only looked for when plain hex fails)
-        can_id, bad_id = decode(pc.replace_substring_regex(id_strings, r"^\s*0[xX]", ""), 8, HEX_LUT)
-    data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
-    payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
-    if bad_data.any():  # blanks around the payload are allowed
-        data = pc.utf8_trim_whitespace(data)
-        data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
-        payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
-    bad_data |= data_len % 2 == 1
-    payload = payload.astype(np.uint8)
-    if bad_data.any():
-        payload[bad_data] = 0
-    dlc = np.where(bad_data, 0, data_len // 2)
+    # Large logs whose IDs and payloads are all plain hex: one compiled pass (same values); else numpy.
+    plain = compiled.decode_hex_columns(id_strings, data) if len(problem) >= compiled.MIN_MESSAGES else None
+    if plain is not None:
+        can_id, payload, dlc = plain
+        bad_id = bad_data = np.zeros(len(problem), dtype=bool)
+    else:
+        can_id, bad_id, payload, bad_data, dlc = _decode_id_and_data(id_strings, data)
     flag = one_character_codes(attack)
     if flag is not None:
         is_1, is_0 = flag == ord("1"), flag == ord("0")
@@ -87,6 +81,23 @@ def parse_columns(ts_strings, id_strings, data, attack, problem):
     for code, bad in checks:
         problem[(problem == 0) & bad] = code
     return ts, can_id, dlc, payload, is_1.astype(np.uint8), problem
+
+
+def _decode_id_and_data(id_strings, data):
+    can_id, bad_id = decode(id_strings, 8, HEX_LUT)
+    if bad_id.any():  # IDs written as 0x1A0 (rare, so only looked for when plain hex fails)
+        can_id, bad_id = decode(pc.replace_substring_regex(id_strings, r"^\s*0[xX]", ""), 8, HEX_LUT)
+    data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
+    payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+    if bad_data.any():  # blanks around the payload are allowed
+        data = pc.utf8_trim_whitespace(data)
+        data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
+        payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+    bad_data |= data_len % 2 == 1
+    payload = payload.astype(np.uint8)
+    if bad_data.any():
+        payload[bad_data] = 0
+    return can_id, bad_id, payload, bad_data, np.where(bad_data, 0, data_len // 2)
 
 
 def fast_parse(path: Path, header: tuple[int, ...] | None):

@@ -1,0 +1,138 @@
+"""The compiled preprocessing loops (kdgat.compiled, numba) give the numpy code's bits, and large logs use them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import testkit
+from test_graphs_reference import random_log
+
+from kdgat import compiled
+from kdgat.can import can_4col, reader
+from kdgat.can.reader import read_can_file
+from kdgat.graphs import build_graphs
+
+FIELDS = ("x", "edge_index", "edge_attr", "y", "node_ptr", "edge_ptr")
+
+
+@pytest.fixture(autouse=True)
+def _numba():
+    testkit.require(compiled.available(), "numba", "pip install -e '.[dev]' (pyproject.toml pins it)")
+
+
+def assert_same_graphs(expected, actual):
+    for name in FIELDS:
+        a, b = getattr(expected, name), getattr(actual, name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        # Bit for bit (a float compare would let 0.0 and -0.0 pass).
+        assert a.tobytes() == b.tobytes(), name
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_compiled_builder_gives_the_numpy_builders_bits(seed):
+    ids, payload, labels, num_ids, window_size, stride = random_log(200 + seed)
+    numpy_graphs = build_graphs(ids, payload, labels, num_ids, window_size, stride, backend="numpy")
+    compiled_graphs = build_graphs(ids, payload, labels, num_ids, window_size, stride, backend="compiled")
+    assert_same_graphs(numpy_graphs, compiled_graphs)
+
+
+@pytest.mark.parametrize(
+    ("num_ids", "window_size", "stride"),
+    [
+        (5000, 50, 50),  # vocabulary far larger than a window: IDs sorted per window instead of scanned
+        (30, 300, 120),  # windows over 257 rows: bytes summed one by one instead of in 16-bit lanes
+        (3, 1, 1),  # one-row windows
+    ],
+)
+def test_compiled_builder_agrees_on_its_other_paths(num_ids, window_size, stride):
+    rng = np.random.default_rng(num_ids + window_size)
+    count = 2000
+    ids = rng.integers(0, num_ids, count)
+    ids[rng.random(count) < 0.3] = ids[0]
+    payload = rng.integers(0, 256, (count, 8)).astype(np.uint8)
+    labels = (rng.random(count) < 0.05).astype(np.uint8)
+    assert_same_graphs(
+        build_graphs(ids, payload, labels, num_ids, window_size, stride, backend="numpy"),
+        build_graphs(ids, payload, labels, num_ids, window_size, stride, backend="compiled"),
+    )
+
+
+def test_compiled_backend_refuses_inputs_it_cannot_take():
+    ids, payload, labels, num_ids, _, _ = random_log(1)
+    with pytest.raises(ValueError, match="compiled backend needs .* uint8 payloads"):
+        build_graphs(ids, payload.astype(np.int64), labels, num_ids, 10, 10, backend="compiled")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        build_graphs(ids, payload, labels, num_ids, 10, 10, backend="fast")
+
+
+def hex_columns(rng, n, id_digits):
+    ids = [format(int(v), "x") for v in rng.integers(0, 16**id_digits, n)]
+    data = [rng.bytes(int(rng.integers(0, 9))).hex() for _ in range(n)]
+    data = [d.upper() if k % 3 == 0 else d for k, d in enumerate(data)]
+    return ids, data
+
+
+@pytest.mark.parametrize("id_digits", [1, 3, 6, 7, 8])
+def test_hex_decoder_gives_the_numpy_decoders_values_and_dtypes(id_digits):
+    rng = np.random.default_rng(id_digits)
+    ids, data = hex_columns(rng, 3000, id_digits)
+    # Slices: arrow arrays that start at an offset into their buffers.
+    id_strings, data_strings = pa.array(ids)[5:], pa.array(data)[5:]
+    can_id, payload, dlc = compiled.decode_hex_columns(id_strings, data_strings)
+    expected_id, bad_id, expected_payload, bad_data, expected_dlc = can_4col._decode_id_and_data(
+        id_strings, data_strings
+    )
+    assert not bad_id.any() and not bad_data.any()
+    for got, expected in ((can_id, expected_id), (payload, expected_payload), (dlc, expected_dlc)):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    # All IDs of exactly 7 digits: the numpy decoder reads them digit by digit into int32.
+    seven = pa.array([format(int(v), "07x") for v in rng.integers(16**6, 16**7, 100)])
+    assert compiled.decode_hex_columns(seven, pa.array(["00"] * 100))[0].dtype == np.int32
+
+
+@pytest.mark.parametrize("bad", [("0x1a0", "00"), ("1a0", "abc"), ("1a0", " ab"), ("", "00"), ("1g0", "00")])
+def test_hex_decoder_leaves_anything_unusual_to_the_numpy_decoder(bad):
+    ids, data = hex_columns(np.random.default_rng(0), 100, 3)
+    ids[50], data[50] = bad
+    assert compiled.decode_hex_columns(pa.array(ids), pa.array(data)) is None
+
+
+def test_large_log_reads_the_same_through_the_compiled_decoder(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    ids, data = hex_columns(rng, 400, 3)
+    path = tmp_path / "log.csv"
+    lines = [f"{i * 0.01:.6f},{ids[i]},{data[i]},{i % 2}" for i in range(400)]
+    path.write_text("timestamp,arbitration_id,data_field,attack\n" + "\n".join(lines) + "\n")
+    calls = []
+    decode = compiled.decode_hex_columns
+    monkeypatch.setattr(compiled, "decode_hex_columns", lambda *a: calls.append(1) or decode(*a))
+    monkeypatch.setattr(compiled, "MIN_MESSAGES", 1)
+    fast = read_can_file(path)
+    assert calls, "the compiled decoder was not used"
+    monkeypatch.setattr(reader, "_fast_parse", lambda *args: None)
+    monkeypatch.setattr(compiled, "MIN_MESSAGES", 10**9)
+    exact = read_can_file(path)
+    for name in ("timestamp", "can_id", "dlc", "payload", "label"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(exact, name), err_msg=name)
+
+
+def test_small_logs_never_import_numba_and_large_ones_fall_back_without_it(monkeypatch):
+    code = (
+        "import sys, numpy as np; from kdgat.graphs import build_graphs; "
+        "build_graphs(np.arange(500) % 7, np.zeros((500, 8), np.uint8), np.zeros(500, np.uint8), 7); "
+        "print('numba' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
+    ids, payload, labels, num_ids, window_size, stride = random_log(3)
+    expected = build_graphs(ids, payload, labels, num_ids, window_size, stride, backend="numpy")
+    monkeypatch.setattr(compiled, "MIN_MESSAGES", 1)
+    monkeypatch.setattr(compiled, "available", lambda: False)
+    monkeypatch.setattr(compiled, "build_windows", lambda *args: pytest.fail("compiled builder used"))
+    assert_same_graphs(expected, build_graphs(ids, payload, labels, num_ids, window_size, stride))
