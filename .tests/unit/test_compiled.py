@@ -13,6 +13,7 @@ from test_graphs_reference import random_log
 
 from kdgat import compiled
 from kdgat.can import can_4col, reader
+from kdgat.can.messages import CanFormatError
 from kdgat.can.reader import read_can_file
 from kdgat.graphs import build_graphs
 
@@ -136,3 +137,18 @@ def test_small_logs_never_import_numba_and_large_ones_fall_back_without_it(monke
     monkeypatch.setattr(compiled, "available", lambda: False)
     monkeypatch.setattr(compiled, "build_windows", lambda *args: pytest.fail("compiled builder used"))
     assert_same_graphs(expected, build_graphs(ids, payload, labels, num_ids, window_size, stride))
+
+
+@pytest.mark.parametrize("bad_field", [1, 2, 3])
+def test_fast_path_still_rejects_text_that_is_not_utf8(tmp_path, monkeypatch, bad_field):
+    """The fast path reads without pyarrow's UTF-8 check; columns that are not plain hex and 0/1 flags are
+    checked afterwards, so a file with invalid UTF-8 still gets the exact path's error."""
+    monkeypatch.setattr(compiled, "MIN_MESSAGES", 1)
+    fields = [b"2.0", b"1a0", b"0102", b"1"]
+    fields[bad_field] = fields[bad_field][:-1] + b"\xff"
+    path = tmp_path / "log.csv"
+    path.write_bytes(
+        b"timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n" + b",".join(fields) + b"\n"
+    )
+    with pytest.raises(CanFormatError, match="not a UTF-8 text file"):
+        read_can_file(path)

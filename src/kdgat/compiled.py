@@ -9,13 +9,15 @@ per-window reference). Per window it needs only small scratch tables (IDs presen
 pair of the window's nodes), reset entry by entry, so a window costs its rows, not the vocabulary.
 
 numba is optional (``pip install 'snakemake-gpu-catalog[fast]'``) and imported only when a log is large enough
-(:data:`MIN_MESSAGES`); :func:`available` says whether it imports. Compiled code is cached next to this file (or
+(:data:`MIN_MESSAGES`); :func:`available` says whether it imports (``KDGAT_COMPILED=0`` in the environment
+switches it off). Compiled code is cached next to this file (or
 in numba's user cache when that is read-only), so only the first process of an installation pays the compilation.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -29,6 +31,8 @@ MAX_WIDTH = 1024
 
 @functools.cache
 def _numba():
+    if os.environ.get("KDGAT_COMPILED", "1") == "0":  # switched off: everything runs on numpy
+        return None
     try:
         import numba
     except ImportError:  # the numpy code does the same work without it
