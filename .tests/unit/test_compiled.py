@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -152,3 +153,26 @@ def test_fast_path_still_rejects_text_that_is_not_utf8(tmp_path, monkeypatch, ba
     )
     with pytest.raises(CanFormatError, match="not a UTF-8 text file"):
         read_can_file(path)
+
+
+def test_kdgat_compiled_0_switches_the_compiled_loops_off():
+    code = "from kdgat import compiled; print(compiled.available())"
+    environment = {**os.environ, "KDGAT_COMPILED": "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize(("threshold", "released"), [(0, True), (10**12, False)])
+def test_large_files_give_pyarrows_unused_memory_back(tmp_path, monkeypatch, threshold, released):
+    path = tmp_path / "log.csv"
+    path.write_text("timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n2.0,1a0,02,1\n")
+    calls = []
+
+    class Pool:
+        def release_unused(self):
+            calls.append(1)
+
+    monkeypatch.setattr(reader, "_RELEASE_AFTER_BYTES", threshold)
+    monkeypatch.setattr(reader.pa, "default_memory_pool", Pool)
+    assert len(read_can_file(path)) == 2
+    assert bool(calls) == released
