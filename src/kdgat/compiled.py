@@ -322,6 +322,21 @@ def _build_windows(
     return nodes, edges
 
 
-def build_windows(*arrays_and_sizes):
-    """:func:`_build_windows`, compiled (needs :func:`available`)."""
-    return _compiled(_build_windows)(*arrays_and_sizes)
+def build_windows(id_index, payload_words, label, num_ids, num_windows, width, stride, window_size):
+    """``(x, edge_attr, edge_pairs, y, node_ptr, edge_ptr, nodes, edges)`` of :func:`_build_windows`, compiled
+    (needs :func:`available`), its outputs sized for the most nodes and edges there can be (a window has at most
+    ``width + 1`` nodes and ``width`` edges; pages never written are never mapped)."""
+    from kdgat.chain import EDGE_FEATURES, NODE_FEATURES
+
+    most_nodes, most_edges = num_windows * (width + 1), num_windows * width
+    outputs = (
+        np.empty((most_nodes, NODE_FEATURES), dtype=np.float32),
+        np.empty((most_edges, EDGE_FEATURES), dtype=np.float32),
+        np.empty(2 * most_edges, dtype=np.int64),
+        np.empty(num_windows, dtype=np.int64),
+        np.empty(num_windows + 1, dtype=np.int64),
+        np.empty(num_windows + 1, dtype=np.int64),
+    )
+    sizes = (num_ids, num_windows, width, stride, window_size)
+    nodes, edges = _compiled(_build_windows)(id_index, payload_words, label, *sizes, *outputs)
+    return (*outputs, nodes, edges)

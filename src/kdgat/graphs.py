@@ -296,14 +296,7 @@ def _build_compiled(
         and label.dtype == np.uint8
     ):
         return None
-    most_nodes, most_edges = num_windows * (width + 1), num_windows * width
-    x = np.empty((most_nodes, NODE_FEATURES), dtype=np.float32)
-    edge_attr = np.empty((most_edges, EDGE_FEATURES), dtype=np.float32)
-    edge_pairs = np.empty(2 * most_edges, dtype=np.int64)
-    y = np.empty(num_windows, dtype=np.int64)
-    node_ptr = np.empty(num_windows + 1, dtype=np.int64)
-    edge_ptr = np.empty(num_windows + 1, dtype=np.int64)
-    nodes, edges = compiled.build_windows(
+    x, edge_attr, edge_pairs, y, node_ptr, edge_ptr, nodes, edges = compiled.build_windows(
         id_index,
         np.ascontiguousarray(payload).view(np.int64).reshape(-1),
         label,
@@ -312,13 +305,8 @@ def _build_compiled(
         width,
         stride,
         window_size,
-        x,
-        edge_attr,
-        edge_pairs,
-        y,
-        node_ptr,
-        edge_ptr,
     )
+    most_edges = len(edge_attr)
     # Targets move down next to the sources (overlap-safe copy), then every array is trimmed in place.
     edge_pairs[edges : 2 * edges] = edge_pairs[most_edges : most_edges + edges]
     edge_pairs.resize(2 * edges, refcheck=False)
