@@ -176,3 +176,117 @@ def test_large_files_give_pyarrows_unused_memory_back(tmp_path, monkeypatch, thr
     monkeypatch.setattr(reader.pa, "default_memory_pool", Pool)
     assert len(read_can_file(path)) == 2
     assert bool(calls) == released
+
+
+def read_both_ways(path, monkeypatch):
+    """The file through the compiled parser (forced) and through pyarrow's reader and decoders."""
+    monkeypatch.setattr(can_4col, "_COMPILED_MIN_BYTES", 0)
+    compiled_messages = read_can_file(path)
+    monkeypatch.setattr(can_4col, "_COMPILED_MIN_BYTES", 10**15)
+    monkeypatch.setattr(compiled, "MIN_MESSAGES", 10**15)
+    return compiled_messages, read_can_file(path)
+
+
+def random_rows(rng, count):
+    ids, data = hex_columns(rng, count, 3)
+    stamps = [
+        f"{int(rng.integers(0, 10**9))}.{int(rng.integers(0, 10**6)):0{int(rng.integers(1, 7))}d}"
+        if k % 5
+        else str(int(rng.integers(0, 10**12)))
+        for k in range(count)
+    ]
+    return [f"{stamps[k]},{ids[k]},{data[k]},{k % 3 == 0:d}" for k in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("header", "line_end", "blank_lines", "final_newline"),
+    [(True, "\n", False, True), (False, "\n", True, False), (True, "\r\n", True, True)],
+)
+def test_compiled_parser_reads_what_pyarrow_reads(
+    tmp_path, monkeypatch, header, line_end, blank_lines, final_newline
+):
+    rows = random_rows(np.random.default_rng(len(line_end)), 3000)
+    if blank_lines:
+        rows[10:10] = ["", ""]
+    text = ("timestamp,arbitration_id,data_field,attack" + line_end if header else "") + line_end.join(rows)
+    path = tmp_path / "log.csv"
+    path.write_bytes((text + (line_end if final_newline else "")).encode())
+    assert compiled.parse_can_4col(path, skip_first_line=header) is not None
+    fast, general = read_both_ways(path, monkeypatch)
+    for name in ("timestamp", "can_id", "dlc", "payload", "label"):
+        a, b = getattr(fast, name), getattr(general, name)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+
+
+def test_compiled_timestamps_are_pyarrows_doubles():
+    """Every plain timestamp parses to the double pyarrow's conversion gives (correctly rounded), down to the last
+    bit, including mantissas close to 2^53 and many decimals."""
+    rng = np.random.default_rng(9)
+    mantissas = np.concatenate(
+        [
+            rng.integers(0, 1 << 53, 20000),
+            (1 << 53) - 1 - rng.integers(0, 1000, 200),
+            rng.integers(0, 10**6, 2000),
+        ]
+    )
+    stamps = []
+    for mantissa in mantissas.tolist():
+        digits = str(mantissa)
+        point = int(rng.integers(0, len(digits)))
+        stamps.append(digits[:point] + "." + digits[point:] if point else "0." + digits)
+    path_text = "".join(f"{stamp},1a0,00,0\n" for stamp in stamps).encode()
+    text = np.frombuffer(path_text, dtype=np.uint8)
+    timestamp = np.empty(len(stamps))
+    n = len(stamps)
+    outputs = (
+        timestamp,
+        np.empty(n, np.int64),
+        np.zeros((n, 8), np.uint8),
+        np.empty(n, np.uint8),
+        np.empty(n, np.uint8),
+    )
+    rows = compiled._compiled(compiled._parse_can_4col)(
+        text, 0, compiled._HEX_NIBBLE, compiled._POWERS_OF_TEN, *outputs
+    )
+    assert rows == n
+    expected = pa.compute.cast(pa.array(stamps), pa.float64()).to_numpy()
+    assert timestamp.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "1.5,0x1a0,00,0",  # 0x prefix
+        "1.5, 1a0,00,0",  # blank around a field
+        "1e3,1a0,00,0",  # exponent
+        "-1.5,1a0,00,0",  # sign
+        "1.,1a0,00,0",  # no decimals
+        "12345678901234567.5,1a0,00,0",  # mantissa beyond 2^53
+        "1.5,1a0,abc,0",  # odd payload
+        "1.5,1a0,000000000000000000,0",  # 9 bytes
+        "1.5,123456789,00,0",  # 9-digit ID
+        "1.5,1a0,00,2",  # flag
+        "1.5,1a0,00,0,extra",  # fifth field
+        "1.5,1a0,00",  # three fields
+    ],
+)
+def test_compiled_parser_leaves_anything_unusual_to_pyarrow(tmp_path, monkeypatch, row):
+    rows = random_rows(np.random.default_rng(1), 50)
+    rows[20] = row
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join(rows) + "\n")
+    assert compiled.parse_can_4col(path, skip_first_line=False) is None
+    monkeypatch.setattr(can_4col, "_COMPILED_MIN_BYTES", 0)
+    with_compiled = [None, None]
+    try:
+        with_compiled[0] = read_can_file(path, bad_rows="skip")
+    except CanFormatError as error:
+        with_compiled[1] = str(error)
+    monkeypatch.setattr(can_4col, "_COMPILED_MIN_BYTES", 10**15)
+    try:
+        general = read_can_file(path, bad_rows="skip")
+    except CanFormatError as error:
+        assert with_compiled[1] == str(error)
+        return
+    for name in ("timestamp", "can_id", "dlc", "payload", "label"):
+        np.testing.assert_array_equal(getattr(with_compiled[0], name), getattr(general, name), err_msg=name)

@@ -1,9 +1,10 @@
-"""Compiled (numba) versions of the two hot loops of preprocessing, for large logs: decoding the hex columns of
-a CAN log (:func:`decode_hex_columns`, used by :mod:`kdgat.can.can_4col`) and building the window graphs
+"""Compiled (numba) versions of the hot loops of preprocessing, for large logs: reading a can_4col file straight
+from its bytes (:func:`parse_can_4col`), decoding hex ID and payload columns that pyarrow's reader produced
+(:func:`decode_hex_columns`; files the first one does not take) and building the window graphs
 (:func:`build_windows`, used by :mod:`kdgat.graphs`).
 
-The hex decoder only takes columns that are plainly valid (no blanks, no ``0x``, no bad digits) and otherwise
-hands back None, so the numpy decoder keeps handling, and reporting, everything else. The graph builder computes every feature with the same float64 operations in the same order as the numpy builder, so the two
+The readers only take input that is plainly valid (no blanks, no ``0x``, no bad digits) and otherwise
+hand back None, so pyarrow's reader and the numpy decoders keep handling, and reporting, everything else. The graph builder computes every feature with the same float64 operations in the same order as the numpy builder, so the two
 give the same bits (``.tests/unit/test_graphs_reference.py`` checks both against each other and against a
 per-window reference). Per window it needs only small scratch tables (IDs present, one slot per (source, target)
 pair of the window's nodes), reset entry by entry, so a window costs its rows, not the vocabulary.
@@ -121,6 +122,130 @@ def decode_hex_columns(id_strings, data_strings):
     # decode's dtype: int32 when its digits (in pairs, unless all IDs have the same odd length) fit in 31 bits.
     fits = longest <= 6 or (longest == 7 and bool((np.diff(ids[0]) == 7).all()))
     return (can_id.astype(np.int32) if fits else can_id), payload, dlc
+
+
+# Exact powers of ten up to 1e22 (the largest one a double holds exactly).
+_POWERS_OF_TEN = np.array([10.0**k for k in range(23)])
+_BIGGEST_EXACT_INTEGER = 1 << 53
+
+
+def _parse_can_4col(text, begin, nibble, powers, timestamp, can_id, payload, dlc, label):
+    """Rows of a can_4col file from byte ``begin`` on, in the file's own column order, into the output arrays;
+    returns the number of rows, or -1 at the first thing that is not plain (which pyarrow's reader and the
+    general decoders then handle). Plain: ``digits[.digits]`` timestamps whose digits make an integer below
+    2^53 with at most 22 decimals, 1-8 hex digit IDs, 0-16 hex digit payloads of whole bytes, flags 0 or 1,
+    ``\n`` or ``\r\n`` line ends, empty lines (skipped, as pyarrow's reader does)."""
+    end = len(text)
+    i = begin
+    rows = 0
+    while i < end:
+        c = text[i]
+        if c == 10:
+            i += 1
+            continue
+        if c == 13 and i + 1 < end and text[i + 1] == 10:
+            i += 2
+            continue
+        if rows == len(label):
+            return -1
+        # Timestamp: the digits as one integer, divided by a power of ten: both exact, so the one division
+        # rounds correctly, as pyarrow's string-to-double conversion does.
+        mantissa = 0
+        digits = 0
+        decimals = 0
+        while i < end and 48 <= text[i] <= 57 and digits < 18:
+            mantissa = mantissa * 10 + (text[i] - 48)
+            digits += 1
+            i += 1
+        if digits == 0:
+            return -1
+        if i < end and text[i] == 46:
+            i += 1
+            while i < end and 48 <= text[i] <= 57 and digits < 18:
+                mantissa = mantissa * 10 + (text[i] - 48)
+                digits += 1
+                decimals += 1
+                i += 1
+            if decimals == 0:
+                return -1
+        if i >= end or text[i] != 44 or mantissa >= _BIGGEST_EXACT_INTEGER or decimals > 22:
+            return -1
+        timestamp[rows] = float(mantissa) / powers[decimals]
+        i += 1
+        value = 0
+        length = 0
+        while i < end and text[i] != 44:
+            digit = nibble[text[i]]
+            if digit < 0 or length == 8:
+                return -1
+            value = value * 16 + digit
+            length += 1
+            i += 1
+        if length == 0 or i >= end:
+            return -1
+        can_id[rows] = value
+        i += 1
+        length = 0
+        while i < end and text[i] != 44:
+            if length == 16 or i + 1 >= end:
+                return -1
+            high = nibble[text[i]]
+            low = nibble[text[i + 1]]
+            if high < 0 or low < 0:
+                return -1
+            payload[rows, length // 2] = high * 16 + low
+            length += 2
+            i += 2
+        if i >= end:
+            return -1
+        dlc[rows] = length // 2
+        i += 1
+        if i >= end or (text[i] != 48 and text[i] != 49):
+            return -1
+        label[rows] = text[i] - 48
+        i += 1
+        if i < end and text[i] == 13:
+            i += 1
+            if i >= end or text[i] != 10:
+                return -1
+        if i < end:
+            if text[i] != 10:
+                return -1
+            i += 1
+        rows += 1
+    return rows
+
+
+def parse_can_4col(path, skip_first_line: bool):
+    """``(timestamp, can_id int64, dlc, payload, label)`` of a can_4col file in the default column order whose
+    every row is plain (see :func:`_parse_can_4col`), read in one compiled pass; None when numba is missing or
+    anything needs pyarrow's reader and the general decoders (the same values where both apply)."""
+    if not available():
+        return None
+    text = np.fromfile(path, dtype=np.uint8)
+    begin = 0
+    if skip_first_line:
+        newlines = np.flatnonzero(text[:4096] == 10)
+        if not len(newlines):
+            return None
+        begin = int(newlines[0]) + 1
+    # A row takes at least 7 bytes ("0,0,,0\n"); pages beyond the rows found are never written, so never mapped.
+    most = (len(text) - begin) // 7 + 1
+    timestamp = np.empty(most, dtype=np.float64)
+    can_id = np.empty(most, dtype=np.int64)
+    payload = np.zeros((most, 8), dtype=np.uint8)
+    dlc = np.empty(most, dtype=np.uint8)
+    label = np.empty(most, dtype=np.uint8)
+    outputs = (timestamp, can_id, payload, dlc, label)
+    rows = _compiled(_parse_can_4col)(text, begin, _HEX_NIBBLE, _POWERS_OF_TEN, *outputs)
+    if rows <= 0:
+        return None
+    timestamp.resize(rows, refcheck=False)
+    can_id.resize(rows, refcheck=False)
+    payload.resize((rows, 8), refcheck=False)
+    dlc.resize(rows, refcheck=False)
+    label.resize(rows, refcheck=False)
+    return timestamp, can_id, dlc, payload, label
 
 
 def _build_windows(

@@ -26,6 +26,8 @@ from kdgat.can.messages import CanFormat, CanMessages
 
 COLUMNS = ("timestamp", "arbitration_id", "data_field", "attack")
 FILE_ORDER = (0, 1, 2, 3)
+# Files of about kdgat.compiled.MIN_MESSAGES messages and more (a can_4col line takes 30-45 bytes).
+_COMPILED_MIN_BYTES = compiled.MIN_MESSAGES * 32
 
 
 def header(first_line: str) -> tuple[int, ...] | None:
@@ -109,6 +111,11 @@ def fast_parse(path: Path, header: tuple[int, ...] | None):
     """The four columns straight from pyarrow's CSV reader; None sends the file to the exact path."""
     import pyarrow.csv as pcsv
 
+    # Large files in the default column order: one compiled pass over the bytes when every row is plain.
+    if (header is None or header == FILE_ORDER) and path.stat().st_size >= _COMPILED_MIN_BYTES:
+        parsed = compiled.parse_can_4col(path, skip_first_line=header is not None)
+        if parsed is not None:
+            return (*parsed, np.zeros(len(parsed[0]), dtype=np.int8))
     names = list(COLUMNS) if header is None else [COLUMNS[header.index(j)] for j in range(4)]
     try:
         table = pcsv.read_csv(
