@@ -57,12 +57,12 @@ def settings(stage, variant, overrides=None):
     return StageSettings.from_config(KD, stage, variant, overrides).as_dict()
 
 
-def mem_mb(wildcards, attempt):
-    return RESOURCES["mem_mb"] * attempt
+include: "../learned_resources.smk"
 
 
-def runtime(wildcards, attempt):
-    return RESOURCES["runtime"] * attempt
+# kd_gat.resources, scaled by the attempt; with learned_resources.enabled, what the rule's benchmarks call for.
+mem_mb = learned("mem_mb", lambda wildcards, attempt: RESOURCES["mem_mb"] * attempt)
+runtime = learned("runtime", lambda wildcards, attempt: RESOURCES["runtime"] * attempt)
 
 
 # The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).
