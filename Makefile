@@ -53,7 +53,9 @@ format: $(STAMP)
 	$(BIN)/snakefmt workflow wrappers .tests
 
 bench: $(STAMP)
-	@set -e; for script in bench/bench_*.py; do echo "# $$script"; $(BIN)/python $$script; done
+	@failed=""; for script in bench/bench_*.py; do echo "# $$script"; \
+		$(BIN)/python $$script || { echo "# $$script FAILED (exit $$?)" >&2; failed="$$failed $$script"; }; done; \
+	if [ -n "$$failed" ]; then echo "# make bench: failed:$$failed" >&2; exit 1; fi
 
 docs: $(STAMP)
 	$(BIN)/python scripts/make_docs.py

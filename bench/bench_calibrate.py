@@ -1,37 +1,58 @@
 """Recovery benchmark of the calibration (simcal.calibrate.calibrate, the path the calibrate wrapper runs) against a
-dense grid search on the same observed data with the same likelihood.
+grid search on the same observed data with the same likelihood and the same simulations.
 
 The demo's problem: a stochastic SIR (simcal.models.sir:simulate, population 10,000, 10 initially infected, 100
 days) fitted to daily case counts (one epidemic at beta 0.3, gamma 0.1 plus Poisson reporting noise) with the
 Poisson likelihood of the demo (simcal.targets:poisson_nll, the replicate mean as expected count).
 
+Seeds. Every simulation's seed derives from a master seed (``--simulation-seed``). With common random numbers
+(the default here, ``simulation.common_random_numbers``) replicate r has the same seed in every parameter set, so
+the 32-replicate loss is one deterministic function of (beta, gamma), smooth but for the small steps where a
+binomial draw changes, and the same for the grid and for the calibration's refine step: "the best fit" is its
+minimum. ``--independent-seeds`` measures the same with seeds drawn per parameter set (the loss is then a rough
+function: each point has its own Monte Carlo noise).
+
 For every observed-data seed:
 
-- Baseline, a grid search through the same library path (simcal.runner.simulate on the same cluster, losses from
-  simcal.calibrate.losses_for with the same target): a coarse grid over the whole box (26 x 28 points, 8
-  replicates), then 25 x 25 points over +-30% around its best, then 17 x 17 points over +-6% around that (both
-  with the refine step's 32 replicates, so the same likelihood estimate the calibration chooses its best by). The
-  grid's best fit is the best point of the last stage.
-- The same grid search repeated on grids shifted by half a step (other parameter sets, hence other seeds): how far
-  its best fit lies from the first one is the noise floor, how precisely "the best fit" is defined at all. Also
-  printed: the Monte Carlo standard deviation of the 32-replicate loss at the best fit (8 independent estimates),
-  and the range of gamma over the +-30% stage's points whose loss is within two of those of its best.
-- The calibration, for every sampler seed: 32 Sobol points, ``--rounds`` TPE rounds of 16, 4 replicates each, then
-  the refine step (top 8 again with 32 replicates); at most 2,000 simulations (counted in its simulations file).
-- A trivial baseline beside it: the same budget with Sobol points only (sampler sobol), first sampler seed.
+- The grid search: the model run on the cluster's workers with the seeds the runner gives each replicate, the
+  loss computed there for a chunk of points at once, and checked against the library path (simcal.runner.simulate
+  and simcal.calibrate.losses_for) at its three best points. The likelihood has a long, narrow valley (the data fix
+  the growth rate r = beta - gamma far better than gamma), so a plain (beta, gamma) grid aliases; instead: a
+  coarse 21 x 21 grid over the whole box (8 replicates) finds the valley, then for 31 gammas log-spaced over the
+  whole gamma range the best r by zooming windows down to steps of 0.0006 (32 replicates: a profile likelihood),
+  then the same around the best gamma at steps of 2% and 0.5% of it. Its best fit is the best 32-replicate point.
+- The calibration, for every sampler seed: 32 Sobol points, ``--rounds`` TPE rounds of 16, ``--replicates`` each,
+  then the refine step (top 8 again with 32 replicates); at most 2,000 simulations (counted in its simulations
+  file).
+- The trivial baseline, measured beside it: the same budget with Sobol points only (sampler sobol), first sampler
+  seed.
+- A check of the optimiser alone: the same calibration of the deterministic mean-field SIR (no Monte Carlo noise,
+  one replicate, no refine) against a dense vectorised grid of the same Poisson likelihood.
+- With ``--floor-seed S``, also the noise floor: the same grid search with master seed S (another set of 32
+  replicates). How far its best fit lies from the first one says how precisely the data and 32 replicates define
+  "the best fit" at all. Off by default (it doubles the run time).
+
+The runs are spread over ``--drivers`` processes sharing one LocalCluster of ``--workers`` worker processes (the
+calibration's own work, Optuna and the losses, runs in its driver process, so one driver alone leaves the workers
+idle between rounds).
 
 Prints per-run lines (#) and `BENCH <name> value=... baseline=... ratio=... goal=...` lines: the median and worst
-relative error of the calibrated beta and gamma against the grid's best fit (baseline column: the grid's own noise
-floor, median or worst), and the most simulations any calibration used (baseline column: the grid's count).
+relative error of the calibrated beta and gamma against the grid's best fit over observed-data and sampler seeds
+(baseline column: the same for Sobol points alone), the mean-field check (info; baseline column: the stochastic
+calibration's median error), the noise floor if asked for (info), and the most simulations any calibration used
+(baseline column: the grid's count).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,90 +62,202 @@ from distributed import Client, LocalCluster
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from benchkit import cpu_seconds, load_average  # noqa: E402
+
 from simcal.calibrate import calibrate, losses_for, parse_targets  # noqa: E402
-from simcal.models.sir import observe  # noqa: E402
+from simcal.contract import param_id, replicate_seed  # noqa: E402
+from simcal.models.sir import mean_field_curves, observe  # noqa: E402
 from simcal.runner import simulate  # noqa: E402
+from simcal.targets import poisson_log_likelihood  # noqa: E402
 
 MODEL = "simcal.models.sir:simulate"
+MEAN_FIELD = "simcal.models.sir:mean_field"
 FIXED = {"population": 10_000, "initial_infected": 10, "days": 100}
 TRUTH = {"beta": 0.3, "gamma": 0.1}
 BOUNDS = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
+NAMES = ("beta", "gamma")
 TARGETS = [
     {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
 ]
-SEARCH_REPLICATES, REFINE = 4, {"top_k": 8, "replicates": 32}
-NOISE_REPEATS = 8  # independent 32-replicate estimates of the loss at the grid's best fit
+MIN_MEAN = 1e-3  # poisson_nll's floor of the expected count
+REFINE = {"top_k": 8, "replicates": 32}
+COARSE_REPLICATES = 8
+# After a window of step s in r, a gamma whose best is more than max(PRUNE_FLOOR, PRUNE_PER_STEP * s) above the best
+# of all gets no narrower windows. A window misses the valley floor by at most s / 2 in r, which costs at most ~40
+# in NLL at s = 0.01 (a quarter of the margin there) and falls with s squared.
+PRUNE_PER_STEP, PRUNE_FLOOR = 1e4, 20.0
 BUDGET = 2_000
 
-
-def grid_stage(
-    client: Client,
-    observed: pd.DataFrame,
-    beta: np.ndarray,
-    gamma: np.ndarray,
-    replicates: int,
-    workdir: Path,
-) -> tuple[pd.DataFrame, int]:
-    """Loss of every (beta, gamma) of the grid, through the library path; returns (table, simulations run)."""
-    table = pd.DataFrame([(b, g) for b in beta for g in gamma], columns=["beta", "gamma"])
-    output = workdir / f"grid-{time.perf_counter_ns()}.parquet"
-    simulate(MODEL, table, output, {"replicates": replicates}, fixed_params=FIXED, client=client)
-    sims = pd.read_parquet(
-        output, columns=["param_id", "replicate", "status", "beta", "gamma", "day", "incidence"]
-    )
-    losses = losses_for([sims], observed, parse_targets(TARGETS)).set_index("param_id")["loss"]
-    params = sims.drop_duplicates("param_id").set_index("param_id")[["beta", "gamma"]]
-    output.unlink()
-    return params.join(losses).reset_index(), len(table) * replicates
+_client: Client | None = None  # each driver process's connection to the shared cluster
 
 
-def axis(low: float, high: float, points: int, shift: float, bound: dict) -> np.ndarray:
-    """``points`` evenly spaced values from low to high, moved by ``shift`` steps, kept inside the bounds."""
-    step = (high - low) / (points - 1)
-    return np.unique(np.clip(np.linspace(low, high, points) + shift * step, bound["low"], bound["high"]))
+def connect(address: str) -> None:
+    global _client
+    logging.basicConfig(level=logging.WARNING)
+    _client = Client(address)
 
 
-def grid_search(client: Client, observed: pd.DataFrame, workdir: Path, shift: float = 0.0) -> dict:
-    """Coarse grid over the whole box, then two zooms around the best point so far; ``shift`` moves every grid
-    by that fraction of its step (other parameter sets, hence other seeds: an independent repeat)."""
+def observed_data(seed: int) -> pd.DataFrame:
+    return observe({**FIXED, **TRUTH}, seed, noise="poisson")
+
+
+def simulation_settings(replicates: int, master_seed: int, crn: bool) -> dict:
+    return {"replicates": replicates, "seed": master_seed, "common_random_numbers": crn}
+
+
+# -- the grid search (baseline) ---------------------------------------------------------------------------------
+
+
+class Grid:
+    """Losses at (beta, gamma) points from the calibration's simulations: the model with the seeds the runner gives
+    each replicate (simcal.contract.replicate_seed with the same master seed and common-random-numbers setting),
+    run on the cluster's workers, and the Poisson likelihood of the replicate mean computed there for a chunk of
+    points at once (the formula of simcal.targets:poisson_nll). ``check`` confirms, for the best points, that the
+    library path (simcal.runner.simulate, then simcal.calibrate.losses_for) gives the same losses to 1e-9. The
+    32-replicate losses are remembered, and the best of them is the grid's best fit."""
+
+    def __init__(self, observed: pd.DataFrame, master_seed: int, crn: bool, workdir: Path):
+        self.observed, self.master_seed, self.crn, self.workdir = observed, master_seed, crn, workdir
+        self.counts = observed.set_index("day")["incidence"]
+        self.refined: dict[tuple[float, float], float] = {}
+        self.simulations = 0
+
+    def seeds(self, point: tuple[float, float], replicates: int) -> list[int]:
+        return [replicate_seed(point_id(point), r, self.master_seed, self.crn) for r in range(replicates)]
+
+    def losses(self, points: list[tuple[float, float]], replicates: int) -> list[float]:
+        """The loss of every point, in order."""
+        from bench_calibrate import chunk_losses  # by module name, so that the workers import it too
+
+        items = [(point, self.seeds(point, replicates)) for point in points]
+        size = max(
+            1, min(-(-len(items) // 8), 8)
+        )  # ~8 points x 32 replicates: a task of a few tenths of a second
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        futures = _client.map(chunk_losses, chunks, counts=self.counts, pure=False)
+        self.simulations += len(points) * replicates
+        return [loss for chunk in _client.gather(futures) for loss in chunk]
+
+    def refine(self, points: list[tuple[float, float]]) -> None:
+        new = list(dict.fromkeys(p for p in points if p not in self.refined))
+        if new:
+            self.refined.update(zip(new, self.losses(new, REFINE["replicates"]), strict=True))
+
+    def best(self) -> tuple[tuple[float, float], float]:
+        return min(self.refined.items(), key=lambda item: item[1])
+
+    def check(self, points: list[tuple[float, float]]) -> None:
+        """The grid's losses are the calibration's target, computed by the library path from the same seeds."""
+        table = pd.DataFrame(points, columns=list(NAMES))
+        output = self.workdir / f"grid-check-{os.getpid()}-{time.perf_counter_ns()}.parquet"
+        settings = simulation_settings(REFINE["replicates"], self.master_seed, self.crn)
+        simulate(MODEL, table, output, settings, fixed_params=FIXED, client=_client)
+        sims = pd.read_parquet(output)
+        output.unlink()
+        assert (sims["status"] == "ok").all(), "a grid simulation failed"
+        library = losses_for([sims], self.observed, parse_targets(TARGETS)).set_index("param_id")["loss"]
+        for point in points:
+            assert np.isclose(library[point_id(point)], self.refined[point], rtol=1e-9), (point, library)
+
+
+def chunk_losses(items: list, counts: pd.Series) -> list[float]:
+    """On a worker: for every (point, seeds), the Poisson NLL of ``counts`` with the mean incidence of the model's
+    replicates as expected count."""
+    from simcal.models.sir import simulate as sir
+
+    observed = counts.to_numpy(dtype=float)
+    days = counts.index.to_numpy()
+    losses = []
+    for (beta, gamma), seeds in items:
+        params = {**FIXED, "beta": beta, "gamma": gamma}
+        total = np.zeros(FIXED["days"])
+        for seed in seeds:  # the model numbers its rows by day, 0 to days - 1
+            total += sir(params, seed)["incidence"].to_numpy(dtype=float)
+        mean = total[days] / len(seeds)
+        losses.append(float(-poisson_log_likelihood(observed, np.maximum(mean, MIN_MEAN)).sum()))
+    return losses
+
+
+def point_id(point: tuple[float, float]) -> str:
+    return param_id({**FIXED, **dict(zip(NAMES, point, strict=True))})
+
+
+def points_of(axes: list[np.ndarray]) -> list[tuple[float, float]]:
+    return [(float(b), float(g)) for b in axes[0] for g in axes[1]]
+
+
+def inside(beta: float) -> bool:
+    return BOUNDS["beta"]["low"] <= beta <= BOUNDS["beta"]["high"]
+
+
+def profile(grid: Grid, gammas: np.ndarray, centre: float, spans: tuple, points: int) -> None:
+    """For every gamma, the best growth rate r = beta - gamma by windows of ``points`` values, each ``spans[i]``
+    either side of the best so far, starting at ``centre`` (a best on a window's edge moves the window, at most
+    four times, before it shrinks). A gamma whose best is far above the best of all after a window (see
+    PRUNE_PER_STEP) gets no narrower ones: it cannot hold the minimum."""
+    gammas = [float(g) for g in gammas]
+    best = dict.fromkeys(gammas, float(centre))
+    for span in spans:
+        step = 2 * span / (points - 1)
+        for _ in range(5):
+            windows = {
+                g: [float(r) for r in np.linspace(best[g] - span, best[g] + span, points) if inside(g + r)]
+                for g in gammas
+            }
+            grid.refine([(g + r, g) for g in gammas for r in windows[g]])
+            moved = False
+            for g in [g for g in gammas if windows[g]]:
+                rates = windows[g]
+                index = int(np.argmin([grid.refined[(g + r, g)] for r in rates]))
+                beyond = rates[index] + (step if index else -step)
+                moved |= index in (0, len(rates) - 1) and len(rates) == points and inside(g + beyond)
+                best[g] = rates[index]
+            if not moved:
+                break
+        _, lowest = grid.best()
+        margin = max(PRUNE_FLOOR, PRUNE_PER_STEP * step)
+        gammas = [g for g in gammas if grid.refined.get((g + best[g], g), np.inf) <= lowest + margin]
+
+
+def grid_search(observed_seed: int, master_seed: int, crn: bool, workdir: str, points: dict) -> dict:
+    """The best fit of the 32-replicate likelihood over the whole box.
+
+    The likelihood has a long, narrow valley (the data fix the growth rate r = beta - gamma to within ~1%, gamma
+    much less), so a plain (beta, gamma) grid aliases: which grid points happen to fall near the valley floor
+    decides its best. So: a coarse (beta, gamma) grid over the whole box (8 replicates) finds the valley; then for
+    every gamma of a log-spaced axis over the whole gamma range, the best r by three zooming windows (32
+    replicates: the profile likelihood); then the same around the best gamma at 2% and at 0.5% steps.
+    """
     began = time.perf_counter()
-    beta, gamma = BOUNDS["beta"], BOUNDS["gamma"]
-    stage, count = grid_stage(
-        client, observed, axis(0.1, 0.6, 26, shift, beta), axis(0.03, 0.3, 28, shift, gamma), 8, workdir
-    )
-    best = stage.loc[stage["loss"].idxmin()]
-    wide = None
-    for span, points in ((0.30, 25), (0.06, 17)):
-        axes = [
-            axis(best[p] * (1 - span), best[p] * (1 + span), points, shift, BOUNDS[p])
-            for p in ("beta", "gamma")
-        ]
-        stage, used = grid_stage(client, observed, *axes, REFINE["replicates"], workdir)
-        count += used
-        best = stage.loc[stage["loss"].idxmin()]
-        wide = stage if wide is None else wide
+    grid = Grid(observed_data(observed_seed), master_seed, crn, Path(workdir))
+    axes = [np.linspace(BOUNDS[p]["low"], BOUNDS[p]["high"], points["coarse"]) for p in NAMES]
+    coarse = grid.losses(points_of(axes), COARSE_REPLICATES)
+    coarse_best = int(np.argmin(coarse))
+    b0, g0 = points_of(axes)[coarse_best]
+    gammas = np.geomspace(BOUNDS["gamma"]["low"], BOUNDS["gamma"]["high"], points["profile"])
+    profile(grid, gammas, b0 - g0, (0.04, 0.01, 0.0025), points["window"])
+    for step, spans in ((0.02, (0.01, 0.0025, 0.000625)), (0.005, (0.0025, 0.000625))):
+        (beta, gamma), _ = grid.best()
+        offsets = step * (np.arange(points["window"]) - points["window"] // 2)
+        gammas = np.unique(np.clip(gamma * (1 + offsets), BOUNDS["gamma"]["low"], BOUNDS["gamma"]["high"]))
+        profile(grid, gammas, beta - gamma, spans, points["window"])
+    top = sorted(grid.refined, key=grid.refined.get)[:3]
+    grid.check(top)
+    (beta, gamma), loss = grid.best()
     return {
-        "beta": float(best["beta"]),
-        "gamma": float(best["gamma"]),
-        "loss": float(best["loss"]),
-        "simulations": count,
-        "seconds": time.perf_counter() - began,
-        "wide": wide,
-    }
+        "observed_seed": observed_seed, "master_seed": master_seed, "beta": beta, "gamma": gamma, "loss": loss,
+        "simulations": grid.simulations, "points": len(grid.refined), "seconds": time.perf_counter() - began,
+    }  # fmt: skip
 
 
-def loss_noise(client: Client, observed: pd.DataFrame, best: dict, workdir: Path) -> float:
-    """Standard deviation of the 32-replicate loss at the grid's best fit over independent sets of replicates.
-
-    Seeds derive from the parameter values, so each repeat moves beta by a relative 1e-12 (a different param_id,
-    hence other seeds; the model cannot tell the difference)."""
-    betas = best["beta"] * (1 + 1e-12 * np.arange(1, NOISE_REPEATS + 1))
-    table, _ = grid_stage(client, observed, betas, np.array([best["gamma"]]), REFINE["replicates"], workdir)
-    return float(table["loss"].std(ddof=1))
+# -- the calibration --------------------------------------------------------------------------------------------
 
 
-def calibration(client: Client, observed: pd.DataFrame, seed: int, sampler: str, rounds: int, workdir: Path):
-    out = workdir / f"calibration-{sampler}-{seed}-{time.perf_counter_ns()}"
+def calibration(
+    observed_seed: int, sampler_seed: int, sampler: str, rounds: int, replicates: int, master_seed: int,
+    crn: bool, workdir: str,
+) -> dict:  # fmt: skip
+    out = Path(workdir) / f"calibration-{observed_seed}-{sampler}-{sampler_seed}-{time.perf_counter_ns()}"
     began = time.perf_counter()
     settings = {
         "initial_design": "sobol",
@@ -132,28 +265,70 @@ def calibration(client: Client, observed: pd.DataFrame, seed: int, sampler: str,
         "sampler": sampler,
         "rounds": rounds,
         "proposals_per_round": 16,
-        "seed": seed,
+        "seed": sampler_seed,
         "refine": REFINE,
     }
     trials = calibrate(
-        MODEL, observed, BOUNDS, TARGETS, out / "simulations.parquet", out / "trials.parquet", settings,
-        {"replicates": SEARCH_REPLICATES}, fixed_params=FIXED, client=client,
+        MODEL, observed_data(observed_seed), BOUNDS, TARGETS, out / "simulations.parquet", out / "trials.parquet",
+        settings, simulation_settings(replicates, master_seed, crn), fixed_params=FIXED, client=_client,
     )  # fmt: skip
     seconds = time.perf_counter() - began
     refined = trials[trials["phase"] == "refine"]
     best = refined.loc[refined["loss"].idxmin()]
     sims = pd.read_parquet(out / "simulations.parquet", columns=["param_id", "replicate"])
     return {
-        "beta": float(best["beta"]),
-        "gamma": float(best["gamma"]),
-        "loss": float(best["loss"]),
-        "simulations": int(len(sims.drop_duplicates())),
-        "seconds": seconds,
-    }
+        "observed_seed": observed_seed, "sampler_seed": sampler_seed, "sampler": sampler,
+        "beta": float(best["beta"]), "gamma": float(best["gamma"]), "loss": float(best["loss"]),
+        "simulations": int(len(sims.drop_duplicates())), "seconds": seconds,
+    }  # fmt: skip
+
+
+# -- the mean-field check of the optimiser alone ----------------------------------------------------------------
+
+
+def mean_field_nll(observed: pd.DataFrame, beta, gamma) -> np.ndarray:
+    """poisson_nll of the mean-field model at every (beta, gamma), in one vectorised pass."""
+    incidence, _ = mean_field_curves(
+        beta, gamma, FIXED["population"], FIXED["initial_infected"], FIXED["days"]
+    )
+    counts = observed["incidence"].to_numpy(dtype=float)
+    return -poisson_log_likelihood(counts, np.maximum(incidence, MIN_MEAN)).sum(axis=-1)
+
+
+def dense_minimum(observed: pd.DataFrame, beta: np.ndarray, gamma: np.ndarray) -> tuple[float, float, float]:
+    nll = mean_field_nll(observed, beta[:, None], gamma[None, :])
+    i, j = np.unravel_index(np.argmin(nll), nll.shape)
+    return float(beta[i]), float(gamma[j]), float(nll[i, j])
+
+
+def mean_field_check(observed_seed: int, sampler_seed: int, rounds: int, workdir: str) -> dict:
+    observed = observed_data(observed_seed)
+    beta = np.linspace(BOUNDS["beta"]["low"], BOUNDS["beta"]["high"], 251)  # steps of 0.002 and 0.001
+    gamma = np.linspace(BOUNDS["gamma"]["low"], BOUNDS["gamma"]["high"], 271)
+    best = dense_minimum(observed, beta, gamma)
+    beta = np.linspace(best[0] * 0.98, best[0] * 1.02, 201)  # then +-2% around it at steps of 0.02%
+    gamma = np.linspace(best[1] * 0.98, best[1] * 1.02, 201)
+    best = dense_minimum(observed, beta, gamma)
+    out = Path(workdir) / f"mean-field-{observed_seed}-{sampler_seed}-{time.perf_counter_ns()}"
+    settings = {"initial_points": 32, "rounds": rounds, "proposals_per_round": 16, "seed": sampler_seed}
+    trials = calibrate(
+        MEAN_FIELD, observed, BOUNDS, TARGETS, out / "simulations.parquet", out / "trials.parquet",
+        {**settings, "refine": {"top_k": 0}}, {"replicates": 1}, fixed_params=FIXED, client=_client,
+    )  # fmt: skip
+    found = trials.loc[trials["loss"].idxmin()]
+    same = mean_field_nll(observed, np.array([found["beta"]]), np.array([found["gamma"]]))[0]
+    assert np.isclose(same, found["loss"], rtol=1e-9), "the vectorised grid's likelihood is not the target's"
+    return {
+        "observed_seed": observed_seed, "beta": float(found["beta"]), "gamma": float(found["gamma"]),
+        "loss": float(found["loss"]), "grid": {"beta": best[0], "gamma": best[1], "loss": best[2]},
+    }  # fmt: skip
+
+
+# -- report -----------------------------------------------------------------------------------------------------
 
 
 def errors(found: dict, reference: dict) -> dict:
-    return {p: abs(found[p] - reference[p]) / reference[p] for p in ("beta", "gamma")}
+    return {p: abs(found[p] - reference[p]) / reference[p] for p in NAMES}
 
 
 def bench_line(name: str, value: float, baseline: float, unit: str, goal: str, digits: int = 1) -> None:
@@ -165,81 +340,148 @@ def bench_line(name: str, value: float, baseline: float, unit: str, goal: str, d
     )
 
 
-def main() -> None:
+QUICK = {  # --quick: tiny sizes for the CI test that the benchmark runs and reports
+    "observed_seeds": [7], "sampler_seeds": [1], "rounds": 1, "grid_points": 5, "profile_points": 5,
+    "window_points": 3,
+}  # fmt: skip
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--observed-seeds", type=int, nargs="+", default=[7, 8, 9, 10, 11])
     parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--rounds", type=int, default=25, help="TPE rounds of 16 (25: 1,952 simulations)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=25, help="TPE rounds of 16 proposals")
+    parser.add_argument("--replicates", type=int, default=4, help="replicates per proposal before refine")
+    parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
+    parser.add_argument(
+        "--floor-seed", type=int, default=None, help="also run every grid with this master seed (noise floor)"
+    )
+    parser.add_argument("--independent-seeds", action="store_true", help="no common random numbers")
+    parser.add_argument("--grid-points", type=int, default=21, help="coarse grid: points per axis")
+    parser.add_argument("--profile-points", type=int, default=31, help="gamma values of the profile")
+    parser.add_argument("--window-points", type=int, default=9, help="points of each zooming window")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
+    parser.add_argument("--drivers", type=int, default=2, help="processes running calibrations and grids")
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes for a smoke test: {QUICK}")
     args = parser.parse_args()
-    budget = 32 * SEARCH_REPLICATES + args.rounds * 16 * SEARCH_REPLICATES
-    budget += REFINE["top_k"] * (REFINE["replicates"] - SEARCH_REPLICATES)
+    if args.quick:
+        vars(args).update(QUICK)
+    budget = 32 * args.replicates + args.rounds * 16 * args.replicates
+    budget += REFINE["top_k"] * (REFINE["replicates"] - args.replicates)
     if budget > BUDGET:
         parser.error(f"--rounds {args.rounds} can use {budget} simulations, more than the budget of {BUDGET}")
-    logging.basicConfig(level=logging.WARNING)
+    args.budget = budget
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
+    crn = not args.independent_seeds
+    points = {"coarse": args.grid_points, "profile": args.profile_points, "window": args.window_points}
     print(
         f"# {len(args.observed_seeds)} observed-data seeds x {len(args.sampler_seeds)} sampler seeds; calibration "
-        f"budget at most {budget} simulations; LocalCluster of {args.workers} worker processes",
+        f"budget at most {args.budget} simulations ({args.replicates} replicates per proposal, {args.rounds} "
+        f"rounds); {'common random numbers' if crn else 'independent seeds'}, master seed "
+        f"{args.simulation_seed}; LocalCluster of {args.workers} worker processes, {args.drivers} driver "
+        f"processes; load average {load_average()}",
         flush=True,
     )
-    results: list[dict] = []
-    sobol: list[dict] = []
-    grids: list[dict] = []
+    began = time.perf_counter()
     with (
-        tempfile.TemporaryDirectory(prefix="bench_calibrate_") as tmp,
-        LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
+        tempfile.TemporaryDirectory(prefix="bench_calibrate_") as workdir,
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        ProcessPoolExecutor(
+            args.drivers, multiprocessing.get_context("spawn"), connect, (cluster.scheduler_address,)
+        ) as pool,
     ):
-        workdir = Path(tmp)
-        for observed_seed in args.observed_seeds:
-            observed = observe({**FIXED, **TRUTH}, observed_seed, noise="poisson")
-            grid = grid_search(client, observed, workdir)
-            repeat = grid_search(client, observed, workdir, shift=0.5)
-            grid["floor"] = errors(repeat, grid)
-            noise = loss_noise(client, observed, grid, workdir)
-            wide = grid["wide"]
-            close = wide[
-                wide["loss"] <= wide["loss"].min() + 2 * noise
-            ]  # fits the grid cannot tell from its best
-            grids.append(grid)
+        grids, floors, runs, checks = {}, {}, [], []
+        for seed in args.observed_seeds:  # the long grids first, the calibrations fill in around them
+            grids[seed] = pool.submit(grid_search, seed, args.simulation_seed, crn, workdir, points)
+            if args.floor_seed is not None:
+                floors[seed] = pool.submit(grid_search, seed, args.floor_seed, crn, workdir, points)
+        for seed in args.observed_seeds:
+            jobs = [(s, "tpe") for s in args.sampler_seeds] + [(args.sampler_seeds[0], "sobol")]
+            for sampler_seed, sampler in jobs:
+                arguments = (
+                    seed,
+                    sampler_seed,
+                    sampler,
+                    args.rounds,
+                    args.replicates,
+                    args.simulation_seed,
+                    crn,
+                )
+                runs.append(pool.submit(calibration, *arguments, workdir))
+            checks.append(pool.submit(mean_field_check, seed, args.sampler_seeds[0], args.rounds, workdir))
+        grids = {seed: future.result() for seed, future in grids.items()}
+        floors = {seed: future.result() for seed, future in floors.items()}
+        runs = [future.result() for future in runs]
+        checks = [future.result() for future in checks]
+    report(args, grids, floors, runs, checks)
+    print(
+        f"# {time.perf_counter() - began:.0f} s in all, {cpu_seconds():.0f} CPU seconds; load average {load_average()}",
+        flush=True,
+    )
+
+
+def report(args: argparse.Namespace, grids: dict, floors: dict, runs: list, checks: list) -> None:
+    tpe, sobol, floor_errors = [], [], []
+    for seed in args.observed_seeds:
+        grid = grids[seed]
+        print(
+            f"# observed seed {seed}: grid best beta={grid['beta']:.4f} gamma={grid['gamma']:.4f} (NLL "
+            f"{grid['loss']:.1f}; {grid['points']} points, {grid['simulations']} simulations, "
+            f"{grid['seconds']:.0f} s)",
+            flush=True,
+        )
+        if seed in floors:
+            repeat = floors[seed]
+            floor_errors.append(errors(repeat, grid))
             print(
-                f"# observed seed {observed_seed}: grid best beta={grid['beta']:.4f} gamma={grid['gamma']:.4f} "
-                f"(NLL {grid['loss']:.1f}; {grid['simulations']} simulations, {grid['seconds']:.0f} s); the "
-                f"repeat on half-step-shifted grids (other seeds) finds beta={repeat['beta']:.4f} "
-                f"gamma={repeat['gamma']:.4f} ({100 * grid['floor']['beta']:.1f}%, "
-                f"{100 * grid['floor']['gamma']:.1f}% away); the loss's Monte Carlo sd there is {noise:.1f}, and "
-                f"the +-30% stage's points within 2 sd of its best span gamma {close['gamma'].min():.4f}-"
-                f"{close['gamma'].max():.4f}",
+                f"#   the same grid with master seed {args.floor_seed}: beta={repeat['beta']:.4f} "
+                f"gamma={repeat['gamma']:.4f} ({100 * floor_errors[-1]['beta']:.1f}%, "
+                f"{100 * floor_errors[-1]['gamma']:.1f}% away)",
                 flush=True,
             )
-            runs = [(seed, "tpe") for seed in args.sampler_seeds] + [(args.sampler_seeds[0], "sobol")]
-            for seed, sampler in runs:
-                found = calibration(client, observed, seed, sampler, args.rounds, workdir)
-                found["error"] = errors(found, grid)
-                found["excess_nll"] = found["loss"] - grid["loss"]
-                (results if sampler == "tpe" else sobol).append(found)
-                print(
-                    f"#   {sampler} seed {seed}: beta={found['beta']:.4f} gamma={found['gamma']:.4f} error beta "
-                    f"{100 * found['error']['beta']:.1f}% gamma {100 * found['error']['gamma']:.1f}%, NLL "
-                    f"{found['excess_nll']:+.1f} vs the grid's; {found['simulations']} simulations, "
-                    f"{found['seconds']:.0f} s",
-                    flush=True,
-                )
-    for parameter in ("beta", "gamma"):
-        found = np.array([100 * r["error"][parameter] for r in results])
-        floor = np.array([100 * g["floor"][parameter] for g in grids])
-        bench_line(f"calibrate_{parameter}_error_median", np.median(found), np.median(floor), "%", "<=5%")
-        bench_line(f"calibrate_{parameter}_error_worst", found.max(), floor.max(), "%", "<=5%")
-        sobol_only = np.median([100 * r["error"][parameter] for r in sobol])
-        bench_line(
-            f"calibrate_{parameter}_error_median_sobol_only", sobol_only, np.median(floor), "%", "info"
+        for run in [r for r in runs if r["observed_seed"] == seed]:
+            run["error"] = errors(run, grid)
+            (tpe if run["sampler"] == "tpe" else sobol).append(run)
+            print(
+                f"#   {run['sampler']} seed {run['sampler_seed']}: beta={run['beta']:.4f} gamma={run['gamma']:.4f} "
+                f"error beta {100 * run['error']['beta']:.1f}% gamma {100 * run['error']['gamma']:.1f}%, NLL "
+                f"{run['loss'] - grid['loss']:+.2f} vs the grid's; {run['simulations']} simulations, "
+                f"{run['seconds']:.0f} s",
+                flush=True,
+            )
+        check = next(c for c in checks if c["observed_seed"] == seed)
+        check["error"] = errors(check, check["grid"])
+        print(
+            f"#   mean-field check: calibrated beta={check['beta']:.4f} gamma={check['gamma']:.4f}, dense grid "
+            f"beta={check['grid']['beta']:.4f} gamma={check['grid']['gamma']:.4f} (error "
+            f"{100 * check['error']['beta']:.1f}%, {100 * check['error']['gamma']:.1f}%; NLL "
+            f"{check['loss'] - check['grid']['loss']:+.2f})",
+            flush=True,
         )
+    for parameter in NAMES:
+        found = np.array([100 * r["error"][parameter] for r in tpe])
+        trivial = np.array([100 * r["error"][parameter] for r in sobol])  # Sobol points only, same budget
+        bench_line(f"calibrate_{parameter}_error_median", np.median(found), np.median(trivial), "%", "<=5%")
+        bench_line(f"calibrate_{parameter}_error_worst", found.max(), trivial.max(), "%", "<=5%")
+        mean_field = np.median([100 * c["error"][parameter] for c in checks])  # the optimiser's share
+        bench_line(
+            f"calibrate_{parameter}_error_median_mean_field", mean_field, np.median(found), "%", "info"
+        )
+        if floor_errors:
+            floor = np.median([100 * f[parameter] for f in floor_errors])
+            bench_line(f"calibrate_{parameter}_grid_repeat_median", floor, np.median(found), "%", "info")
     bench_line(
         "calibrate_simulations_worst",
-        max(r["simulations"] for r in results + sobol),
-        float(np.median([g["simulations"] for g in grids])),
+        max(r["simulations"] for r in tpe + sobol),
+        float(np.median([g["simulations"] for g in grids.values()])),
         "sims",
         f"<={BUDGET}sims",
         digits=0,
