@@ -26,11 +26,13 @@ from kdgat.graph_store import save_graphs
 from kdgat.testing import toy_graphs
 from kdgat.tracking import (
     COMMIT_ENV,
+    CREDENTIAL_ENVS,
     INVOCATION_ENV,
     MlflowTracker,
     TrackingError,
     TrackingSettings,
     ensure_invocation_environment,
+    log_evaluation,
     source_commit,
 )
 from kdgat.training import vgae
@@ -106,6 +108,15 @@ def test_invocation_environment_is_made_once_and_kept(monkeypatch):
     assert environ == kept
 
 
+def test_the_mlflow_credentials_that_are_set_go_to_the_jobs():
+    import mlflow.environment_variables as mlflow_variables
+
+    assert all(hasattr(mlflow_variables, name) for name in CREDENTIAL_ENVS)  # names MLflow reads
+    environ = {"MLFLOW_TRACKING_TOKEN": "secret", "MLFLOW_TRACKING_USERNAME": ""}
+    names = ensure_invocation_environment(REPO, environ)
+    assert set(names) == {INVOCATION_ENV, COMMIT_ENV, "MLFLOW_TRACKING_TOKEN"}  # an empty one is not set
+
+
 def test_a_job_is_one_run_with_settings_epochs_final_metrics_and_artifacts(data, tmp_path, invocation):
     store = tmp_path / "mlruns"
     tracking = TrackingSettings.from_config(
@@ -164,13 +175,38 @@ def test_an_unreachable_server_costs_one_warning_and_the_job_goes_on(data, tmp_p
     tracking = {"backend": "mlflow", "uri": f"http://127.0.0.1:{port}"}
     with caplog.at_level(logging.INFO):
         out = train(data, tmp_path / "job", tracking)
-    warnings = [r for r in caplog.records if r.name == "kdgat.tracking" and r.levelno >= logging.WARNING]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]  # from any logger
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert (
         f"127.0.0.1:{port}" in warnings[0].getMessage()
         and "goes on without tracking" in warnings[0].getMessage()
     )
     assert json.loads(out["metrics"].read_text())["epochs_run"] == 3 and out["model"].stat().st_size > 0
+
+
+def test_an_evaluation_joins_the_run_of_the_model_it_evaluated(data, tmp_path, invocation, caplog):
+    store = tmp_path / "mlruns"
+    out = train(data, tmp_path / "job", {"backend": "mlflow", "uri": str(store)})
+    figures = {name: tmp_path / f"{name}.svg" for name in ("roc", "pr")}
+    for path in figures.values():
+        path.write_text("<svg/>")
+    other = tmp_path / "untracked.pt"
+    other.write_bytes(b"a model no run produced")
+    with caplog.at_level(logging.INFO):
+        attached = log_evaluation({"backend": "mlflow", "uri": str(store)}, {"gat": out["model"], "dqn": other},
+                                  figures)  # fmt: skip
+    (run,) = children(MlflowClient(tracking_uri=store.as_uri()))
+    assert attached == [run.info.run_id]
+    listed = MlflowClient(tracking_uri=store.as_uri()).list_artifacts(run.info.run_id, "evaluation")
+    assert {a.path for a in listed} == {"evaluation/roc.svg", "evaluation/pr.svg"}
+    assert f"no training run of dqn ({other})" in caplog.text
+
+    caplog.clear()
+    closed = {"backend": "mlflow", "uri": f"http://127.0.0.1:{free_port()}"}
+    assert log_evaluation(closed, {"gat": out["model"]}, figures) == []
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "the outputs are written" in warnings[0].getMessage()
+    assert log_evaluation(None, {"gat": out["model"]}, figures) == []  # tracking off: nothing is contacted
 
 
 class Exploding:

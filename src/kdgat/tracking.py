@@ -48,6 +48,14 @@ DEFAULT_URI = "results/mlruns"
 DEFAULT_EXPERIMENT = "kd_gat"
 INVOCATION_ENV = "KDGAT_TRACKING_INVOCATION"
 COMMIT_ENV = "KDGAT_SOURCE_COMMIT"
+# How MLflow's client authenticates to a tracking server (read by MLflow itself; never kept in the config).
+CREDENTIAL_ENVS = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+)
 # A job waits at most seconds, not minutes, for a tracking server that does not answer (MLflow's defaults retry
 # 7 times with exponential backoff and a 120 s timeout). Values the user exported win.
 HTTP_DEFAULTS = {
@@ -139,15 +147,18 @@ def source_commit(path: str | os.PathLike) -> str | None:
 
 def ensure_invocation_environment(source: str | os.PathLike, environ=None) -> tuple[str, ...]:
     """Put the invocation key and the source commit in the environment unless they are there already, and return
-    their names (for Snakemake's ``envvars:``). The main Snakemake process makes them once per invocation; its
-    jobs inherit them or get them exported, so they keep them; a user may export a key to group invocations."""
+    their names with those of MLflow's credential variables that are set (for Snakemake's ``envvars:``, which
+    every executor hands to the jobs: Kubernetes in their Secret). The main Snakemake process makes the key once
+    per invocation; its jobs inherit it or get it exported, so they keep it; a user may export a key to group
+    invocations."""
     environ = os.environ if environ is None else environ
     if not environ.get(INVOCATION_ENV):
         started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         environ[INVOCATION_ENV] = f"{started}-{uuid.uuid4().hex[:12]}"
     if COMMIT_ENV not in environ:
         environ[COMMIT_ENV] = source_commit(source) or ""
-    return (INVOCATION_ENV, COMMIT_ENV)
+    credentials = tuple(name for name in CREDENTIAL_ENVS if environ.get(name))
+    return (INVOCATION_ENV, COMMIT_ENV, *credentials)
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -174,6 +185,25 @@ def numeric(values: Mapping[str, Any]) -> dict[str, float]:
 def job_key(outputs: Mapping[str, Any]) -> str:
     """Identifies a training job within an invocation (its model output path), for finding a retry's run."""
     return hashlib.sha256(str(outputs.get("model", "")).encode()).hexdigest()[:20]
+
+
+def mlflow_client(settings: TrackingSettings):
+    """An MLflow client of the settings' store (a file store opted into; a server's retries bounded)."""
+    try:
+        from mlflow import MlflowClient
+    except ImportError as error:
+        raise ImportError(
+            "mlflow is not installed (pip install 'snakemake-gpu-catalog[tracking]')"
+        ) from error
+    uri = settings.tracking_uri()
+    if is_file_store(uri):
+        os.environ.setdefault(FILE_STORE_OPT_IN, "true")
+    else:
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        # urllib3 logs each of MLflow's retries as a warning; the job's log gets one, from the tracker.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    return MlflowClient(tracking_uri=uri)
 
 
 class NullTracker:
@@ -225,19 +255,8 @@ class MlflowTracker:
         self._guard("starting the run", self._start)
 
     def _start(self) -> None:
-        try:
-            from mlflow import MlflowClient
-        except ImportError as error:
-            raise ImportError(
-                "mlflow is not installed (pip install 'snakemake-gpu-catalog[tracking]')"
-            ) from error
         uri = self.settings.tracking_uri()
-        if is_file_store(uri):
-            os.environ.setdefault(FILE_STORE_OPT_IN, "true")
-        else:
-            for name, value in HTTP_DEFAULTS.items():
-                os.environ.setdefault(name, value)
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = mlflow_client(self.settings)
         invocation = os.environ.get(INVOCATION_ENV, "").strip()
         with self._store_lock(uri):
             self.experiment_id = self._experiment()
@@ -456,6 +475,51 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+EVALUATION_ARTIFACTS = "evaluation"  # the artifact folder of a training run that holds its evaluation
+
+
+def log_evaluation(
+    tracking: TrackingSettings | Mapping[str, Any] | None,
+    models: Mapping[str, str | os.PathLike],
+    outputs: Mapping[str, str | os.PathLike],
+) -> list[str]:
+    """Attach an evaluation's outputs (metrics.json, scores, figures) to the training runs of the models it
+    evaluated, in their ``evaluation/`` artifact folder. A model's run is the latest one whose ``model.pt`` had the
+    same SHA-256 (the ``kdgat.model_sha256`` tag), so an evaluation finds its runs in a later invocation too.
+    Returns the run ids; like training, a tracking failure is one warning, never a failed evaluation."""
+    settings = TrackingSettings.from_config(tracking) if tracking is not None else TrackingSettings()
+    if not settings.enabled:
+        return []
+    try:
+        client = mlflow_client(settings)
+        experiment = client.get_experiment_by_name(settings.experiment)
+        found = []
+        for name, model in models.items():
+            runs = experiment and client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.`kdgat.model_sha256` = '{_sha256(Path(model))}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if not runs:
+                log.info("tracking: no training run of %s (%s) to attach the evaluation to", name, model)
+                continue
+            for path in outputs.values():
+                client.log_artifact(runs[0].info.run_id, str(path), artifact_path=EVALUATION_ARTIFACTS)
+            found.append(runs[0].info.run_id)
+        log.info("tracking: evaluation attached to the training runs %s", ", ".join(found) or "(none)")
+        return found
+    except Exception as error:  # tracking never breaks the evaluation
+        log.warning(
+            "experiment tracking (%s, %s) failed while attaching the evaluation: %s: %s; the outputs are written",
+            settings.backend,
+            settings.tracking_uri(),
+            type(error).__name__,
+            str(error).splitlines()[0] if str(error) else "",
+        )
+        return []
 
 
 @contextlib.contextmanager

@@ -68,7 +68,9 @@ def parser() -> argparse.ArgumentParser:
         description="Run one step of the KD-GAT pipeline (the same code and settings as the Snakemake workflow).",
         epilog="`kdgat <command> --help` explains each command's options.",
     )
-    subparsers = main_parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+    subparsers = main_parser.add_subparsers(
+        dest="command_name", required=True, metavar="COMMAND", help="the pipeline step to run"
+    )
     add_preprocess(subparsers, common_options("preprocess"))
     add_train(subparsers, common_options("kd_gat"))
     add_evaluate(subparsers, common_options("evaluation"))

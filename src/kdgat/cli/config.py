@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from kdgat.tracking import BACKENDS, TrackingSettings
+
 
 class UsageError(ValueError):
     """A command-line mistake (bad option value, unreadable settings file); the message says which."""
@@ -90,3 +92,21 @@ def required(value, what: str, option: str):
     if value is None:
         raise UsageError(f"{what} is needed: give {option}")
     return value
+
+
+def add_tracking_options(parser, what: str):
+    """--tracking, --tracking-uri, --experiment (and for training --track-model) over kd_gat.tracking."""
+    group = parser.add_argument_group("experiment tracking (kd_gat.tracking of --config)", description=what)
+    group.add_argument("--tracking", choices=BACKENDS, help="none or mlflow (kd_gat.tracking.backend)")
+    group.add_argument("--tracking-uri", help="MLflow tracking URI or store path (kd_gat.tracking.uri)")
+    group.add_argument("--experiment", help="MLflow experiment (kd_gat.tracking.experiment)")
+    return group
+
+
+def tracking_settings(section: Mapping | None, args, tags: Mapping[str, Any]) -> TrackingSettings:
+    """kd_gat.tracking with the command's tracking flags on top."""
+    options = dict(section or {})
+    for key, value in (("backend", args.tracking), ("uri", args.tracking_uri), ("experiment", args.experiment),
+                       ("model", getattr(args, "track_model", None))):  # fmt: skip
+        set_nested(options, (key,), value)
+    return TrackingSettings.from_config(options, tags=tags)

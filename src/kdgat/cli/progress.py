@@ -58,8 +58,9 @@ class ProgressBar:
     """An epoch-loop observer (kdgat.training.loop.EpochCallback): one bar of epochs per training run, and one
     of the running epoch's batches (for the DQN stage: its gradient updates) that clears when the epoch ends."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, refresh_seconds: float = 0.1):
         self.stream = sys.stderr if stream is None else stream
+        self.refresh_seconds = refresh_seconds  # tqdm redraws at most this often
         self.epochs: tqdm | None = None
         self.batches: tqdm | None = None
 
@@ -72,13 +73,20 @@ class ProgressBar:
             file=self.stream,
             dynamic_ncols=True,
             position=0,
+            mininterval=self.refresh_seconds,
         )
 
     def batch_ended(self, done: int, total: int) -> None:
         if self.batches is None or self.batches.total != total or done == 1:
             self._close_batches()
             self.batches = tqdm(
-                total=total, desc="  batches", unit="batch", file=self.stream, leave=False, position=1
+                total=total,
+                desc="  batches",
+                unit="batch",
+                file=self.stream,
+                leave=False,
+                position=1,
+                mininterval=self.refresh_seconds,
             )
         self.batches.update(done - self.batches.n)
 

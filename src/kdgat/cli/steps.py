@@ -10,7 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kdgat.chain import STAGES, VARIANTS
-from kdgat.cli.config import UsageError, apply_assignments, parse_pair, read_section, required, set_nested
+from kdgat.cli.config import (
+    UsageError,
+    add_tracking_options,
+    apply_assignments,
+    parse_pair,
+    read_section,
+    required,
+    set_nested,
+    tracking_settings,
+)
 
 log = logging.getLogger("kdgat.cli")
 
@@ -24,7 +33,18 @@ SUMMARY_FILES = {"csv": "summary.csv", "markdown": "summary.md", "chart": "size_
 PREPROCESS_WORKFLOW_KEYS = ("exclude", "mem_mb", "runtime")
 EVALUATION_WORKFLOW_KEYS = ("notebook", "threads", "mem_mb", "runtime", "gpu")
 # evaluate_files' parameters that the command fills from its own inputs and flags, never from the section.
-EVALUATION_ARGUMENTS = ("vgae", "gat", "dqn", "val", "test", "outputs", "dataset", "variant", "threads")
+EVALUATION_ARGUMENTS = (
+    "vgae",
+    "gat",
+    "dqn",
+    "val",
+    "test",
+    "outputs",
+    "dataset",
+    "variant",
+    "threads",
+    "tracking",
+)
 
 
 def library_options(function: Callable, section: dict, workflow_keys, where: str, exclude=()) -> dict:
@@ -163,13 +183,14 @@ def add_evaluate(subparsers, common: argparse.ArgumentParser) -> None:
                         "detection rate is reported (evaluation.fpr_targets)")  # fmt: skip
     parser.add_argument("--stash-dir", help="result stash: an unchanged evaluation is restored from it, not "
                         "recomputed (evaluation.stash_dir)")  # fmt: skip
+    add_tracking_options(parser, "metrics.json and the figures join the training runs of the models")
     parser.set_defaults(handler=run_evaluate, command="evaluate")
 
 
 def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     from kdgat.evaluation.run import evaluate_files
 
-    section, _ = read_section(args.config, "evaluation")
+    section, config = read_section(args.config, "evaluation")
     apply_assignments(section, args.set, "evaluation")
     for key in ("batch_size", "device", "fpr_targets", "stash_dir"):
         set_nested(section, (key,), getattr(args, key))
@@ -195,6 +216,7 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
         dataset=args.dataset,
         variant=args.variant,
         threads=threads,
+        tracking=tracking_settings((config.get("kd_gat") or {}).get("tracking"), args, {}),
         **options,
     )
 

@@ -12,13 +12,15 @@ from pathlib import Path
 from kdgat.chain import STAGES, STUDENT_KD, TEACHER, VARIANTS
 from kdgat.cli.config import (
     UsageError,
+    add_tracking_options,
     apply_assignments,
     parse_assignment,
     read_section,
     required,
     set_nested,
+    tracking_settings,
 )
-from kdgat.tracking import BACKENDS, MODEL_ARTIFACT, TrackingSettings
+from kdgat.tracking import MODEL_ARTIFACT, TrackingSettings
 from kdgat.training.settings import TRAINING_KEYS, StageSettings
 
 log = logging.getLogger("kdgat.cli")
@@ -53,7 +55,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
         help="train one stage (vgae, gat or dqn) of one variant",
         description="Train one stage of the KD-GAT chain. `kdgat train <stage> --help` lists its options.",
     )
-    stages = train.add_subparsers(dest="stage", required=True, metavar="{vgae,gat,dqn}")
+    stages = train.add_subparsers(
+        dest="stage", required=True, metavar="{vgae,gat,dqn}", help="the stage: vgae, then gat, then dqn"
+    )
     for stage in STAGES:
         parser = stages.add_parser(
             stage,
@@ -155,10 +159,7 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
         "kd_gat.sweep table column does)",
     )
 
-    tracking = parser.add_argument_group("experiment tracking (kd_gat.tracking)")
-    tracking.add_argument("--tracking", choices=BACKENDS, help="none or mlflow (kd_gat.tracking.backend)")
-    tracking.add_argument("--tracking-uri", help="MLflow tracking URI or store path (kd_gat.tracking.uri)")
-    tracking.add_argument("--experiment", help="MLflow experiment (kd_gat.tracking.experiment)")
+    tracking = add_tracking_options(parser, "the job is one MLflow run")
     tracking.add_argument(
         "--track-model",
         choices=MODEL_ARTIFACT,
@@ -255,16 +256,12 @@ def job_outputs(args: argparse.Namespace) -> tuple[dict, str | None]:
 
 
 def job_tracking(args: argparse.Namespace, section: dict, metadata: str) -> TrackingSettings:
-    options = dict(section.get("tracking") or {})
-    for key, value in (("backend", args.tracking), ("uri", args.tracking_uri), ("experiment", args.experiment),
-                       ("model", args.track_model)):  # fmt: skip
-        set_nested(options, (key,), value)
     tags = {"kdgat.entry": f"kdgat {args.command}"}
     try:
         tags["kdgat.dataset"] = json.loads(Path(metadata).read_text()).get("dataset")
     except (OSError, ValueError, AttributeError):
         pass  # the training job reports a bad metadata file itself
-    return TrackingSettings.from_config(options, tags=tags)
+    return tracking_settings(section.get("tracking"), args, tags)
 
 
 def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
