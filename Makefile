@@ -33,8 +33,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 
+# Two workers; tests that share a resource or a trained pipeline run on one worker (see .tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest .tests/unit

@@ -9,6 +9,26 @@ import pytest
 from servicekit import services
 from testkit import REPO
 
+# Under `pytest -n N --dist loadgroup` (make test) the tests of one group run on one worker, one after another:
+# SLURM tests size jobs against the one node and check its queue; modules that share a session-scoped trained
+# pipeline (evaluation/pipeline_run.py, the k8s harness) would otherwise train it once per worker.
+SERIAL_GROUPS = {
+    "slurm": lambda item: item.get_closest_marker("slurm") is not None,
+    "evaluation_pipeline": lambda item: (
+        item.path.name in {"test_evaluation_module.py", "test_report.py", "test_notebook.py"}
+    ),
+    "k8s": lambda item: item.path.name.startswith("test_k8s_") and "integration" in item.path.parts[-2],
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        # Every other module is a group of its own, so that its module-scoped fixtures are built once.
+        group = next(
+            (name for name, belongs in SERIAL_GROUPS.items() if belongs(item)), item.nodeid.split("::")[0]
+        )
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def repo() -> Path:

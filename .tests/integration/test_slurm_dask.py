@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slurm.slurmkit import ACCOUNT, LOCAL, require_slurm, wait_until
+from slurm.slurmkit import ACCOUNT, LOCAL, node_memory_mb, require_slurm, wait_until
 from testkit import run_snakemake, venv_bin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -200,11 +200,12 @@ def test_terminated_sweep_leaves_no_workers(slurm, tmp_path):
 
 
 def test_sigkilled_driver_leaves_no_worker_job_pending_or_running(slurm, tmp_path):
-    # Two jobs of 5 GB on the 8 GB node: one runs, the other stays pending. death_timeout is short, but the reaper
-    # should cancel both much sooner.
+    # Two jobs of 60% of the node's memory each: one runs, the other stays pending. death_timeout is short, but
+    # the reaper should cancel both much sooner.
+    job_memory_mb = int(node_memory_mb() * 0.6)
     write_config(
         tmp_path, "sweep_models:slow_sir", points=32, delay_s=3,
-        slurm={"memory": "5GB", "death_timeout": 10, "jobs": 2},
+        slurm={"memory": f"{job_memory_mb}MB", "death_timeout": 10, "jobs": 2},
     )  # fmt: skip
     run = start_snakemake(tmp_path)
     try:

@@ -122,3 +122,11 @@ def queued_jobs(name: str) -> list[str]:
         check=True,
     )
     return proc.stdout.split()
+
+
+def node_memory_mb() -> int:
+    """The test node's schedulable memory (RealMemory), so a test can size jobs that cannot run side by side."""
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "node"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(re.search(r"RealMemory=(\d+)", out).group(1))

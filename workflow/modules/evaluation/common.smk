@@ -8,6 +8,15 @@ from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
 from kdgat.tracking import TrackingSettings
 
 EVALUATION = config["evaluation"]
+
+
+include: "../learned_resources.smk"
+
+
+# evaluation.mem_mb (scaled by the attempt) and evaluation.runtime; with learned_resources.enabled, what the
+# rule's benchmarks call for.
+evaluation_mem_mb = learned("mem_mb", lambda wildcards, attempt: EVALUATION["mem_mb"] * attempt)
+evaluation_runtime = learned("runtime", EVALUATION["runtime"])
 # The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
 DATA = config.get("kd_gat", {}).get("data_prefix", "results/preprocess").rstrip("/")
 # Experiment tracking of the training jobs (kd_gat.tracking): an evaluation attaches its metrics and figures to

@@ -73,12 +73,12 @@ def tracking(stage, variant, sweep=False):
     return job_tracking
 
 
-def mem_mb(wildcards, attempt):
-    return RESOURCES["mem_mb"] * attempt
+include: "../learned_resources.smk"
 
 
-def runtime(wildcards, attempt):
-    return RESOURCES["runtime"] * attempt
+# kd_gat.resources, scaled by the attempt; with learned_resources.enabled, what the rule's benchmarks call for.
+mem_mb = learned("mem_mb", lambda wildcards, attempt: RESOURCES["mem_mb"] * attempt)
+runtime = learned("runtime", lambda wildcards, attempt: RESOURCES["runtime"] * attempt)
 
 
 # The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).

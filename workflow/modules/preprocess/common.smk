@@ -3,6 +3,9 @@ from kdgat.layout import discover_layout, scenario_name
 from snakemake.exceptions import WorkflowError
 
 
+include: "../learned_resources.smk"
+
+
 def synthetic_files(dataset):
     spec = DATASETS[dataset].get("synthetic") or {}
     return [

@@ -1,0 +1,21 @@
+"""Resources learned from benchmark history: a job's next `mem_mb` and `runtime` from what its rule's earlier
+runs recorded in their Snakemake `benchmark:` files. Pure Python; the workflow calls it from resource functions
+(workflow/modules/learned_resources.smk).
+"""
+
+from resource_history.benchmarks import BenchmarkFileError, BenchmarkPattern, BenchmarkRun, read_benchmark
+from resource_history.estimate import Estimate, ResourceHistory, SizeFit, size_fit
+from resource_history.settings import LearnedResourceSettings, SettingsError
+
+__all__ = [
+    "BenchmarkFileError",
+    "BenchmarkPattern",
+    "BenchmarkRun",
+    "Estimate",
+    "LearnedResourceSettings",
+    "ResourceHistory",
+    "SettingsError",
+    "SizeFit",
+    "read_benchmark",
+    "size_fit",
+]

@@ -1,0 +1,182 @@
+"""Snakemake benchmark files: where a rule's files are (from its `benchmark:` pattern) and what one records.
+
+A benchmark file is tab-separated with a header; each row is one run of the job (several with `repeat()`):
+``s`` (wall seconds) and ``max_rss`` (peak resident memory in MB, ``NA`` when the job ended before the first
+sample) are always there; with ``--benchmark-extended`` Snakemake adds ``input_size_mb``, a dict of the job's
+input files and their sizes in MB.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MISSING = {"NA", "-", ""}
+
+
+class BenchmarkFileError(ValueError):
+    """A benchmark file that cannot be read; the message names the file and, where it applies, the line."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
+        where = f"{path}" if line is None else f"{path} line {line}"
+        super().__init__(f"benchmark file {where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """One row: a run of one job."""
+
+    path: str
+    line: int
+    seconds: float | None
+    max_rss_mb: float | None
+    input_size_mb: float | None  # sum over the job's input files; None without --benchmark-extended
+
+
+def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise BenchmarkFileError(path, f"cannot be read ({error})") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise BenchmarkFileError(path, "is empty (no header line)", line=1)
+    header = lines[0].split("\t")
+    for column in ("s", "max_rss"):
+        if column not in header:
+            raise BenchmarkFileError(path, f"the header has no {column!r} column: {lines[0]!r}", line=1)
+    runs = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        values = line.split("\t")
+        if len(values) != len(header):
+            raise BenchmarkFileError(
+                path, f"{len(values)} fields where the header has {len(header)}", line=number
+            )
+        row = dict(zip(header, values, strict=True))
+        seconds = number_or_missing(row["s"], path, number, "s")
+        if seconds is None:
+            raise BenchmarkFileError(path, "the 's' (wall seconds) field is empty", line=number)
+        runs.append(
+            BenchmarkRun(
+                path=str(path),
+                line=number,
+                seconds=seconds,
+                max_rss_mb=number_or_missing(row["max_rss"], path, number, "max_rss"),
+                input_size_mb=input_size(row.get("input_size_mb"), path, number),
+            )
+        )
+    if not runs:
+        raise BenchmarkFileError(path, "has a header but no runs")
+    return runs
+
+
+def number_or_missing(text: str, path, line: int, column: str) -> float | None:
+    if text.strip() in MISSING:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BenchmarkFileError(path, f"{column} {text!r} is not a number", line=line) from None
+    if not math.isfinite(value) or value < 0:
+        raise BenchmarkFileError(path, f"{column} {text!r} is not a finite number >= 0", line=line)
+    return value
+
+
+def input_size(text: str | None, path, line: int) -> float | None:
+    """The sum of --benchmark-extended's ``{'file': size_mb, ...}``."""
+    if text is None or text.strip() in MISSING:
+        return None
+    try:
+        sizes = ast.literal_eval(text)
+        return float(sum(float(size) for size in sizes.values()))
+    except (ValueError, TypeError, SyntaxError, AttributeError):
+        raise BenchmarkFileError(
+            path, f"input_size_mb {text!r} is not a dict of file sizes in MB", line=line
+        ) from None
+
+
+# --- finding a rule's benchmark files from its pattern ----------------------------------------------------------
+@dataclass(frozen=True)
+class BenchmarkPattern:
+    """A `benchmark:` path with wildcards, e.g. ``benchmarks/kd_gat/{dataset}/teacher/vgae.tsv``."""
+
+    text: str
+    display: str  # the text without wildcard constraints, for messages
+    names: tuple[str, ...]
+    regex: re.Pattern
+    fixed_prefix: str  # the directory part before the first wildcard
+
+    @classmethod
+    def parse(cls, text: str) -> BenchmarkPattern:
+        parts, shown, names, position = [], [], [], 0
+        first_wildcard = None
+        while position < len(text):
+            start = text.find("{", position)
+            if start < 0:
+                parts.append(re.escape(text[position:]))
+                shown.append(text[position:])
+                break
+            parts.append(re.escape(text[position:start]))
+            shown.append(text[position:start])
+            first_wildcard = start if first_wildcard is None else first_wildcard
+            end, name, constraint = wildcard_at(text, start)
+            shown.append(f"{{{name}}}")
+            if name in names:
+                parts.append(f"(?P={name})")
+            else:
+                parts.append(f"(?P<{name}>{constraint or '.+'})")
+                names.append(name)
+            position = end
+        prefix = text if first_wildcard is None else text[:first_wildcard]
+        return cls(text, "".join(shown), tuple(names), re.compile("".join(parts)), os.path.dirname(prefix))
+
+    def match(self, relative_path: str) -> dict[str, str] | None:
+        found = self.regex.fullmatch(relative_path)
+        return None if found is None else found.groupdict()
+
+    def files(self, root: str | Path) -> list[tuple[Path, dict[str, str]]]:
+        """Files under `root` whose path relative to it matches the pattern, with their wildcard values."""
+        root = Path(root)
+        start = root / self.fixed_prefix
+        if not self.names:
+            path = root / self.text
+            return [(path, {})] if path.is_file() else []
+        found = []
+        for directory, _, filenames in os.walk(start):
+            for filename in filenames:
+                path = Path(directory) / filename
+                wildcards = self.match(path.relative_to(root).as_posix())
+                if wildcards is not None:
+                    found.append((path, wildcards))
+        return sorted(found, key=lambda item: str(item[0]))
+
+
+def wildcard_at(text: str, start: int) -> tuple[int, str, str | None]:
+    """(end, name, constraint) of the wildcard `{name}` or `{name,regex}` starting at `start`."""
+    depth, position = 0, start
+    while position < len(text):
+        char = text[position]
+        if char == "\\":
+            position += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                inner = text[start + 1 : position]
+                name, _, constraint = inner.partition(",")
+                name = name.strip()
+                if not name.isidentifier():
+                    raise ValueError(f"benchmark pattern {text!r}: {{{inner}}} is not a wildcard")
+                return position + 1, name, constraint.strip() or None
+        position += 1
+    raise ValueError(f"benchmark pattern {text!r}: unclosed '{{' at position {start}")

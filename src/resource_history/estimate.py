@@ -1,0 +1,239 @@
+"""The next run's `mem_mb` and `runtime` of a job from its rule's benchmark history.
+
+Which runs count, in this order (the first that holds at least `min_history` runs with the measure):
+
+1. the job's own benchmark file (the same wildcard values, e.g. the same dataset), in every benchmark root;
+2. the rule's files with the same values of `match_wildcards` (e.g. the same dataset, other sweep rows);
+3. every file of the rule (all datasets).
+
+From those runs the base figure is the peak (largest `max_rss` for memory, largest `s` for runtime), unless
+`size_scaling` is on, the job's input size is known, the runs record theirs (``--benchmark-extended``) at three or
+more different sizes, the line ``a + b * input_size_mb`` (least squares) rises (b > 0) and it predicts the runs
+better than a constant does: each run left out in turn and predicted from the others by the line and by their
+mean, the line's mean absolute error is smaller. Then the base is the line at the job's input size, raised by the
+largest amount any run lay above it (as the peak covers every run, so does the raised line). Finally
+
+    mem_mb  = ceil((base + mem_overhead_mb) * margin) * attempt
+    runtime = max(min_runtime, ceil(base / 60 * margin)) * attempt      (minutes)
+
+No usable run: the rule's configured value (`default`) unchanged. Unreadable files are left out with a warning
+that names the file and line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resource_history.benchmarks import BenchmarkFileError, BenchmarkPattern, BenchmarkRun, read_benchmark
+from resource_history.settings import LearnedResourceSettings
+
+#: resource -> (the BenchmarkRun field it is learned from, the column's name in the file)
+MEASURES = {"mem_mb": ("max_rss_mb", "max_rss"), "runtime": ("seconds", "s")}
+MIN_FIT_SIZES = 3
+SHOWN_SOURCES = 4
+
+
+@dataclass(frozen=True)
+class Estimate:
+    resource: str
+    value: Any
+    learned: bool
+    explanation: str
+    sources: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.resource}={self.value} {self.explanation}"
+
+
+@dataclass(frozen=True)
+class SizeFit:
+    intercept: float
+    slope: float
+    cover: float  # the largest amount a run lay above the line (0 if none did)
+    fit_error: float  # leave-one-out mean absolute error of the line
+    constant_error: float  # the same for the mean of the other runs
+
+    @property
+    def better(self) -> bool:
+        return self.slope > 0 and self.fit_error < self.constant_error
+
+    def at(self, size_mb: float) -> float:
+        """The line at this input size, raised to cover every run."""
+        return self.intercept + self.slope * size_mb + self.cover
+
+
+def least_squares(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+    return mean_y - slope * mean_x, slope
+
+
+def size_fit(points: list[tuple[float, float]]) -> SizeFit | None:
+    """The line through (input size, measure) and how well it and a constant predict each point from the rest."""
+    if len({x for x, _ in points}) < MIN_FIT_SIZES:
+        return None
+    fit_errors, constant_errors = [], []
+    for index, (x, y) in enumerate(points):
+        rest = points[:index] + points[index + 1 :]
+        line = least_squares(rest)
+        if line is None:
+            return None
+        fit_errors.append(abs(line[0] + line[1] * x - y))
+        constant_errors.append(abs(sum(value for _, value in rest) / len(rest) - y))
+    intercept, slope = least_squares(points)
+    cover = max(0.0, *(y - (intercept + slope * x) for x, y in points))
+    n = len(points)
+    return SizeFit(intercept, slope, cover, sum(fit_errors) / n, sum(constant_errors) / n)
+
+
+@dataclass
+class ResourceHistory:
+    """Estimates for one workflow run; parsed files are cached by (path, mtime, size)."""
+
+    settings: LearnedResourceSettings
+    workdir: Path = field(default_factory=Path.cwd)
+    _parsed: dict = field(default_factory=dict, repr=False)
+
+    def estimate(
+        self,
+        resource: str,
+        pattern: str,
+        wildcards: dict[str, str],
+        default: Any,
+        attempt: int = 1,
+        input_size_mb: float | None = None,
+    ) -> Estimate:
+        if resource not in MEASURES:
+            raise ValueError(
+                f"learned resources: {resource!r} cannot be learned; expected one of {list(MEASURES)}"
+            )
+        measure, column = MEASURES[resource]
+        parsed = BenchmarkPattern.parse(pattern)
+        files, warnings = self.history_files(parsed)
+        wildcards = {name: str(wildcards[name]) for name in parsed.names if name in wildcards}
+        runs_of = {}
+        for path, _ in files:
+            runs, warning = self.runs(path)
+            runs_of[path] = [run for run in runs if getattr(run, measure) is not None]
+            if warning:
+                warnings.append(warning)
+        chosen = None
+        for scope, selected in self.scopes(parsed, files, wildcards):
+            runs = [run for path in selected for run in runs_of[path]]
+            if len(runs) >= self.settings.min_history:
+                chosen = scope, selected, runs
+                break
+        if chosen is None:
+            recorded = sum(len(runs) for runs in runs_of.values())
+            why = (
+                f"no benchmark history in {self.roots_text()} for {parsed.display}"
+                if not files
+                else f"{recorded} run(s) with {column} recorded in {len(files)} benchmark file(s) of {parsed.display}, "
+                f"fewer than min_history {self.settings.min_history}"
+            )
+            return Estimate(resource, default, False, f"(configured default: {why})", (), tuple(warnings))
+        scope, selected, runs = chosen
+        base, how = self.base_figure(runs, measure, column, input_size_mb)
+        value = self.scale(resource, base, attempt)
+        sources = tuple(str(path) for path in selected if runs_of[path])
+        shown = ", ".join(sources[:SHOWN_SOURCES]) + (
+            f" and {len(sources) - SHOWN_SOURCES} more" if len(sources) > SHOWN_SOURCES else ""
+        )
+        arithmetic = (
+            f"ceil(({base:.1f} + {self.settings.mem_overhead_mb}) MB x margin {self.settings.margin})"
+            if resource == "mem_mb"
+            else f"max({self.settings.min_runtime}, ceil({base:.1f} s / 60 x margin {self.settings.margin})) min"
+        )
+        explanation = f"(learned from {len(runs)} run(s), {scope}: {how}; {arithmetic} x attempt {attempt}; from {shown})"
+        return Estimate(resource, value, True, explanation, sources, tuple(warnings))
+
+    # -- history --------------------------------------------------------------------------------------------------
+    def history_files(self, pattern: BenchmarkPattern) -> tuple[list[tuple[Path, dict]], list[str]]:
+        files, warnings = [], []
+        for root in self.settings.benchmark_roots:
+            directory = self.workdir / root
+            if not directory.is_dir():
+                warnings.append(f"learned_resources.benchmark_roots: {directory} is not a directory; skipped")
+                continue
+            files += pattern.files(directory)
+        return files, warnings
+
+    def runs(self, path: Path) -> tuple[list[BenchmarkRun], str | None]:
+        try:
+            stat = path.stat()
+            key = (str(path), stat.st_mtime_ns, stat.st_size)
+        except OSError as error:
+            return [], f"benchmark file {path}: cannot be read ({error}); left out of the history"
+        if key not in self._parsed:
+            try:
+                self._parsed[key] = (read_benchmark(path), None)
+            except BenchmarkFileError as error:
+                self._parsed[key] = ([], f"{error}; left out of the history")
+        return self._parsed[key]
+
+    def scopes(self, pattern: BenchmarkPattern, files, wildcards: dict[str, str]):
+        """(description, files) from the narrowest history to the widest, each a different set of files."""
+        same_job = [path for path, values in files if values == wildcards]
+        yield self.describe_scope("same wildcards", wildcards), same_job
+        matched = [name for name in self.settings.match_wildcards if name in wildcards]
+        if matched and len(matched) < len(pattern.names):
+            same = [path for path, values in files if all(values.get(n) == wildcards[n] for n in matched)]
+            yield self.describe_scope("same", {name: wildcards[name] for name in matched}), same
+        if pattern.names:
+            yield "all wildcard values", [path for path, _ in files]
+
+    @staticmethod
+    def describe_scope(label: str, values: dict[str, str]) -> str:
+        shown = ", ".join(f"{name}={value}" for name, value in values.items())
+        return f"{label} ({shown})" if shown else label
+
+    def roots_text(self) -> str:
+        return ", ".join(os.path.normpath(self.workdir / root) for root in self.settings.benchmark_roots)
+
+    # -- arithmetic -----------------------------------------------------------------------------------------------
+    def base_figure(
+        self, runs: list[BenchmarkRun], measure: str, column: str, input_size_mb: float | None
+    ) -> tuple[float, str]:
+        values = [getattr(run, measure) for run in runs]
+        peak = max(values)
+        how = f"peak {column} {peak:.1f}"
+        if not self.settings.size_scaling or input_size_mb is None:
+            return peak, how
+        points = [(run.input_size_mb, getattr(run, measure)) for run in runs if run.input_size_mb is not None]
+        fit = size_fit(points)
+        if fit is None:
+            return peak, how + f" (fewer than {MIN_FIT_SIZES} input sizes recorded: not scaled)"
+        if not fit.better:
+            return peak, how + (
+                f" (input-size line not better: leave-one-out error {fit.fit_error:.1f} vs "
+                f"{fit.constant_error:.1f} for a constant, slope {fit.slope:.3g})"
+            )
+        predicted = fit.at(input_size_mb)
+        if predicted <= 0:
+            return peak, how + f" (input-size line gives {predicted:.1f} at {input_size_mb:.1f} MB: not used)"
+        return predicted, (
+            f"{column} = {fit.intercept:.1f} + {fit.slope:.4g} x input MB + {fit.cover:.1f} (the largest run above "
+            f"the line) at {input_size_mb:.1f} MB = {predicted:.1f} (leave-one-out error {fit.fit_error:.1f} vs "
+            f"{fit.constant_error:.1f} for a constant)"
+        )
+
+    def scale(self, resource: str, base: float, attempt: int) -> int:
+        margin = self.settings.margin
+        if resource == "mem_mb":
+            return ceil((base + self.settings.mem_overhead_mb) * margin) * attempt
+        return max(self.settings.min_runtime, ceil(base / 60 * margin)) * attempt
+
+
+def ceil(value: float) -> int:
+    """Rounded up, ignoring float noise: (100 + 300) * 1.3 is 520.0000000000001, and 520 is meant."""
+    return math.ceil(round(value, 6))

@@ -1,0 +1,71 @@
+"""Typed settings of the learned resources (the `learned_resources` section of the workflow config)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+WHERE = "learned_resources"
+
+
+class SettingsError(ValueError):
+    """A `learned_resources` config value of the wrong type or range (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class LearnedResourceSettings:
+    """Defaults here equal the defaults of workflow/schemas/config.schema.yaml (checked by a unit test)."""
+
+    enabled: bool = False
+    margin: float = 1.3
+    min_history: int = 1
+    benchmark_roots: tuple[str, ...] = (".",)
+    match_wildcards: tuple[str, ...] = ("dataset",)
+    size_scaling: bool = True
+    mem_overhead_mb: int = 300
+    min_runtime: int = 5
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any] | None) -> LearnedResourceSettings:
+        options = dict(options or {})
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise SettingsError(f"{WHERE}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        for key in ("benchmark_roots", "match_wildcards"):
+            if key in options:
+                value = options[key]
+                if isinstance(value, str) or not all(isinstance(item, str) for item in value or []):
+                    raise SettingsError(f"{WHERE}.{key} must be a list of strings, got {value!r}")
+                options[key] = tuple(value)
+        settings = cls(**options)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        def need(ok: bool, key: str, expected: str) -> None:
+            if not ok:
+                raise SettingsError(f"{WHERE}.{key} must be {expected}, got {getattr(self, key)!r}")
+
+        need(isinstance(self.enabled, bool), "enabled", "true or false")
+        need(isinstance(self.size_scaling, bool), "size_scaling", "true or false")
+        need(is_number(self.margin) and self.margin >= 1.0, "margin", "a number >= 1")
+        need(is_integer(self.min_history) and self.min_history >= 1, "min_history", "an integer >= 1")
+        need(
+            is_integer(self.mem_overhead_mb) and self.mem_overhead_mb >= 0,
+            "mem_overhead_mb",
+            "an integer >= 0",
+        )
+        need(
+            is_integer(self.min_runtime) and self.min_runtime >= 1, "min_runtime", "an integer >= 1 (minutes)"
+        )
+        need(len(self.benchmark_roots) >= 1, "benchmark_roots", "a non-empty list of directories")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,60 @@
+# Resources learned from benchmark history (config `learned_resources`, off by default): `learned(name, default)`
+# is a resource function for `mem_mb` or `runtime` that, when enabled, returns the value the rule's earlier runs
+# call for (their `benchmark:` files, read by the resource_history library), else `default` unchanged. The log
+# says where each value came from. Included by every module, so it works in a module imported on its own.
+import os
+
+from resource_history import LearnedResourceSettings, ResourceHistory
+from snakemake.logging import logger
+
+LEARNED_RESOURCES = ResourceHistory(
+    LearnedResourceSettings.from_config(config.get("learned_resources"))
+)
+# One log line per job, resource and value: Snakemake evaluates resources several times per job.
+LEARNED_RESOURCES_REPORTED = set()
+
+
+def learned(resource, default):
+    """A resource function for `resource` (mem_mb or runtime). `default`, a number or a function of
+    (wildcards, attempt), is the value used without history."""
+
+    def evaluate(wildcards, input, attempt, rulename):
+        fallback = default(wildcards, attempt) if callable(default) else default
+        if not LEARNED_RESOURCES.settings.enabled:
+            return fallback
+        pattern = workflow.get_rule(rulename).benchmark
+        if pattern is None or callable(pattern):
+            return fallback
+        estimate = LEARNED_RESOURCES.estimate(
+            resource,
+            str(pattern),
+            dict(wildcards.items()),
+            fallback,
+            attempt=attempt,
+            input_size_mb=input_size_mb_of(input),
+        )
+        for warning in estimate.warnings:
+            report_learned_once(logger.warning, f"learned resources: {warning}")
+        shown = ", ".join(f"{name}={value}" for name, value in wildcards.items())
+        job = f"{rulename} ({shown})" if shown else rulename
+        report_learned_once(
+            logger.info,
+            f"learned resources: {job}, attempt {attempt}: {estimate.describe()}",
+        )
+        return estimate.value
+
+    return evaluate
+
+
+def input_size_mb_of(input):
+    """Total size of the job's input files in MB, or None while any of them does not exist yet."""
+    try:
+        return sum(os.path.getsize(path) for path in input) / 2**20
+    except OSError:
+        return None
+
+
+def report_learned_once(log, message):
+    if message not in LEARNED_RESOURCES_REPORTED:
+        LEARNED_RESOURCES_REPORTED.add(message)
+        log(message)
