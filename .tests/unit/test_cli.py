@@ -141,6 +141,7 @@ def test_a_gpu_the_job_holds_but_cannot_use_fails_loudly(tmp_path, monkeypatch, 
     args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main([*args, "--device", "cuda"]) == 1
     assert "GPUUnusableError" in stderr_text() and "device 'cuda' requested" in stderr_text()
+    assert "Install a CUDA build: pip install torch==" in stderr_text()  # the command that fixes it
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what SLURM sets for a job holding a GPU
     assert main([*args, "--device", "auto"]) == 1
     assert "this job holds a GPU (CUDA_VISIBLE_DEVICES=0)" in stderr_text()
