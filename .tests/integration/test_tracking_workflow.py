@@ -104,9 +104,9 @@ def test_the_pipeline_store_holds_one_run_per_training_job(pipeline, tmp_path):
         evaluation = pipeline / "results" / "evaluation" / DATASET / variant
         attached = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert attached == {"metrics.json", "roc.svg", "pr.svg", "confusion.svg"}, where
-        copy = client.download_artifacts(
-            run.info.run_id, "evaluation/roc.svg", str(pipeline / "downloads" / where)
-        )
+        downloads = tmp_path / variant / stage
+        downloads.mkdir(parents=True)
+        copy = client.download_artifacts(run.info.run_id, "evaluation/roc.svg", str(downloads))
         assert Path(copy).read_bytes() == (evaluation / "roc.svg").read_bytes(), where
 
 
