@@ -1,10 +1,13 @@
-"""The vectorised graph builder against a plain per-window reference written from the documented definition."""
+"""The vectorised graph builder (numpy and compiled) against a plain per-window reference written from the
+documented definition."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import testkit
 
+from kdgat import compiled
 from kdgat import graphs as graphs_module
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, build_graphs, window_count
 
@@ -62,10 +65,13 @@ def random_log(seed):
     return ids, payload, labels, num_ids, int(rng.integers(1, 120)), int(rng.integers(1, 130))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
 @pytest.mark.parametrize("seed", range(8))
-def test_builder_matches_the_per_window_reference(seed):
+def test_builder_matches_the_per_window_reference(seed, backend):
+    if backend == "compiled":
+        testkit.require(compiled.available(), "numba", "pip install -e '.[dev]' (pyproject.toml pins it)")
     ids, payload, labels, num_ids, window_size, stride = random_log(seed)
-    graphs = build_graphs(ids, payload, labels, num_ids, window_size, stride)
+    graphs = build_graphs(ids, payload, labels, num_ids, window_size, stride, backend=backend)
     windows = window_count(len(ids), window_size, stride)
     assert len(graphs) == windows > 0
     width = min(window_size, len(ids) - 1)

@@ -23,10 +23,12 @@ which is also the on-disk layout.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
+from kdgat import compiled
 from kdgat.chain import EDGE_FEATURES, NODE_FEATURES
 
 
@@ -178,6 +180,9 @@ _BLOCK_ROWS = 1 << 16
 _DENSE_TABLE = 1 << 21
 
 
+BACKENDS = ("auto", "numpy", "compiled")
+
+
 def build_graphs(
     id_index: np.ndarray,
     payload: np.ndarray,
@@ -185,10 +190,17 @@ def build_graphs(
     num_ids: int,
     window_size: int = 100,
     stride: int = 100,
+    *,
+    backend: str = "auto",
 ) -> GraphArrays:
-    """Graphs of every window of one log. ``id_index`` are vocabulary indices in ``[0, num_ids)``."""
+    """Graphs of every window of one log. ``id_index`` are vocabulary indices in ``[0, num_ids)``.
+
+    ``backend``: ``numpy``, ``compiled`` (:mod:`kdgat.compiled`, needs numba; same bits) or ``auto`` (the
+    compiled one for logs of at least ``kdgat.compiled.MIN_MESSAGES`` messages when numba imports)."""
     if window_size < 1 or stride < 1:
         raise ValueError(f"window_size and stride must be >= 1, got {window_size} and {stride}")
+    if backend not in BACKENDS:
+        raise ValueError(f"build_graphs: backend must be one of {BACKENDS}, got {backend!r}")
     id_index = np.asarray(id_index, dtype=np.int64)
     rows_total = len(id_index) - 1
     num_windows = window_count(len(id_index), window_size, stride)
@@ -196,6 +208,16 @@ def build_graphs(
         return GraphArrays.empty()
     width = min(window_size, rows_total)
     label = np.asarray(label)
+    if backend == "compiled" or (backend == "auto" and len(id_index) >= compiled.MIN_MESSAGES):
+        graphs = _build_compiled(id_index, payload, label, num_ids, num_windows, width, stride, window_size)
+        if graphs is not None:
+            return graphs
+        if backend == "compiled":
+            raise ValueError(
+                "build_graphs: the compiled backend needs numba (pip install 'snakemake-gpu-catalog[fast]'), "
+                f"uint8 payloads and labels and windows of at most 1024 rows; got payload {payload.dtype}, "
+                f"label {label.dtype}, width {width}"
+            )
     block = max(1, _BLOCK_ROWS // width)
     # The blocks' graphs are copied straight into arrays sized for the most nodes and edges there can be (a
     # window has at most width + 1 nodes and width edges), trimmed in place at the end: no second copy to join.
@@ -248,6 +270,55 @@ def build_graphs(
         y=np.concatenate(y_parts),
         node_ptr=np.concatenate(node_ptr_parts),
         edge_ptr=np.concatenate(edge_ptr_parts),
+    )
+
+
+def _build_compiled(
+    id_index: np.ndarray,
+    payload: np.ndarray,
+    label: np.ndarray,
+    num_ids: int,
+    num_windows: int,
+    width: int,
+    stride: int,
+    window_size: int,
+) -> GraphArrays | None:
+    """The compiled builder's graphs, or None when it cannot take this input (no numba, other dtypes)."""
+    if label.dtype == np.bool_:
+        label = label.view(np.uint8)
+    if not (
+        compiled.available()
+        and sys.byteorder == "little"  # payload rows are read as little-endian int64 words
+        and width <= compiled.MAX_WIDTH
+        and payload.dtype == np.uint8
+        and payload.ndim == 2
+        and payload.shape[1] == 8
+        and label.dtype == np.uint8
+    ):
+        return None
+    x, edge_attr, edge_pairs, y, node_ptr, edge_ptr, nodes, edges = compiled.build_windows(
+        id_index,
+        np.ascontiguousarray(payload).view(np.int64).reshape(-1),
+        label,
+        num_ids,
+        num_windows,
+        width,
+        stride,
+        window_size,
+    )
+    most_edges = len(edge_attr)
+    # Targets move down next to the sources (overlap-safe copy), then every array is trimmed in place.
+    edge_pairs[edges : 2 * edges] = edge_pairs[most_edges : most_edges + edges]
+    edge_pairs.resize(2 * edges, refcheck=False)
+    x.resize((nodes, NODE_FEATURES), refcheck=False)
+    edge_attr.resize((edges, EDGE_FEATURES), refcheck=False)
+    return GraphArrays(
+        x=x,
+        edge_index=edge_pairs.reshape(2, edges),
+        edge_attr=edge_attr,
+        y=y,
+        node_ptr=node_ptr,
+        edge_ptr=edge_ptr,
     )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kdgat import compiled
 from kdgat.can.decode import (
     HEX_LUT,
     NO_QUOTES,
@@ -25,6 +26,8 @@ from kdgat.can.messages import CanFormat, CanMessages
 
 COLUMNS = ("timestamp", "arbitration_id", "data_field", "attack")
 FILE_ORDER = (0, 1, 2, 3)
+# Files of about kdgat.compiled.MIN_MESSAGES messages and more (a can_4col line takes 30-45 bytes).
+_COMPILED_MIN_BYTES = compiled.MIN_MESSAGES * 32
 
 
 def header(first_line: str) -> tuple[int, ...] | None:
@@ -57,22 +60,20 @@ def parse(lines: pa.Array, header: tuple[int, ...] | None = None):
     return parse_columns(*columns, problem)
 
 
-def parse_columns(ts_strings, id_strings, data, attack, problem):
+def _plain_hex(id_strings, data):
+    """Large logs whose IDs and payloads are all plain hex: one compiled pass (same values); else None."""
+    return compiled.decode_hex_columns(id_strings, data) if len(id_strings) >= compiled.MIN_MESSAGES else None
+
+
+def parse_columns(ts_strings, id_strings, data, attack, problem, plain=None):
+    """``plain``: :func:`_plain_hex` of the ID and payload columns when the caller has it already."""
     ts, bad_ts = timestamps(ts_strings)
-    can_id, bad_id = decode(id_strings, 8, HEX_LUT)
-    if bad_id.any():  # IDs written as 0x1A0 (rare, so only looked for when plain hex fails)
-        can_id, bad_id = decode(pc.replace_substring_regex(id_strings, r"^\s*0[xX]", ""), 8, HEX_LUT)
-    data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
-    payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
-    if bad_data.any():  # blanks around the payload are allowed
-        data = pc.utf8_trim_whitespace(data)
-        data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
-        payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
-    bad_data |= data_len % 2 == 1
-    payload = payload.astype(np.uint8)
-    if bad_data.any():
-        payload[bad_data] = 0
-    dlc = np.where(bad_data, 0, data_len // 2)
+    plain = plain if plain is not None else _plain_hex(id_strings, data)
+    if plain is not None:
+        can_id, payload, dlc = plain
+        bad_id = bad_data = np.zeros(len(problem), dtype=bool)
+    else:
+        can_id, bad_id, payload, bad_data, dlc = _decode_id_and_data(id_strings, data)
     flag = one_character_codes(attack)
     if flag is not None:
         is_1, is_0 = flag == ord("1"), flag == ord("0")
@@ -89,10 +90,32 @@ def parse_columns(ts_strings, id_strings, data, attack, problem):
     return ts, can_id, dlc, payload, is_1.astype(np.uint8), problem
 
 
+def _decode_id_and_data(id_strings, data):
+    can_id, bad_id = decode(id_strings, 8, HEX_LUT)
+    if bad_id.any():  # IDs written as 0x1A0 (rare, so only looked for when plain hex fails)
+        can_id, bad_id = decode(pc.replace_substring_regex(id_strings, r"^\s*0[xX]", ""), 8, HEX_LUT)
+    data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
+    payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+    if bad_data.any():  # blanks around the payload are allowed
+        data = pc.utf8_trim_whitespace(data)
+        data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
+        payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+    bad_data |= data_len % 2 == 1
+    payload = payload.astype(np.uint8)
+    if bad_data.any():
+        payload[bad_data] = 0
+    return can_id, bad_id, payload, bad_data, np.where(bad_data, 0, data_len // 2)
+
+
 def fast_parse(path: Path, header: tuple[int, ...] | None):
     """The four columns straight from pyarrow's CSV reader; None sends the file to the exact path."""
     import pyarrow.csv as pcsv
 
+    # Large files in the default column order: one compiled pass over the bytes when every row is plain.
+    if (header is None or header == FILE_ORDER) and path.stat().st_size >= _COMPILED_MIN_BYTES:
+        parsed = compiled.parse_can_4col(path, skip_first_line=header is not None)
+        if parsed is not None:
+            return (*parsed, np.zeros(len(parsed[0]), dtype=np.int8))
     names = list(COLUMNS) if header is None else [COLUMNS[header.index(j)] for j in range(4)]
     try:
         table = pcsv.read_csv(
@@ -102,9 +125,11 @@ def fast_parse(path: Path, header: tuple[int, ...] | None):
             ),
             parse_options=pcsv.ParseOptions(delimiter=",", **NO_QUOTES),
             # Timestamps are parsed by the reader (same string-to-double conversion as pc.cast, which the exact
-            # path uses); an unparsable one raises and sends the file to the exact path.
+            # path uses); an unparsable one raises and sends the file to the exact path. UTF-8 is checked below,
+            # only where the columns are not already known to be ASCII (a sixth of the read's time).
             convert_options=pcsv.ConvertOptions(
-                column_types={**dict.fromkeys(names, pa.string()), "timestamp": pa.float64()}
+                column_types={**dict.fromkeys(names, pa.string()), "timestamp": pa.float64()},
+                check_utf8=False,
             ),
         )
     except pa.ArrowInvalid:
@@ -112,7 +137,15 @@ def fast_parse(path: Path, header: tuple[int, ...] | None):
     columns = [table.column(name).combine_chunks() for name in COLUMNS]
     if columns[0].null_count or np.isnan(to_numpy(columns[0])).any():
         return None  # empty or NaN timestamps: let the exact path name the line
-    return parse_columns(*columns, np.zeros(table.num_rows, dtype=np.int8))
+    plain = _plain_hex(columns[1], columns[2])
+    flags = one_character_codes(columns[3])
+    if plain is None or flags is None or not ((flags == ord("0")) | (flags == ord("1"))).all():
+        try:  # not all hex digits and 0/1 flags: the text must be valid UTF-8 for the string kernels
+            for column in columns[1:]:
+                column.validate(full=True)
+        except pa.ArrowInvalid:
+            return None  # the exact path reports the file as not UTF-8
+    return parse_columns(*columns, np.zeros(table.num_rows, dtype=np.int8), plain=plain)
 
 
 def write(messages: CanMessages) -> str:

@@ -13,12 +13,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from kdgat.can.decode import first_line, read_lines, read_lines_fast
 from kdgat.can.formats import FORMATS, REGISTRY
 from kdgat.can.messages import BAD_ROW_MODES, PROBLEMS, CanFormat, CanFormatError, CanMessages
 
 log = logging.getLogger(__name__)
+
+# Files from this size on give pyarrow's unused memory back after reading (see read_can_file).
+_RELEASE_AFTER_BYTES = 128 << 20
 
 
 def detect_format(path: str | Path) -> str:
@@ -49,6 +53,17 @@ def _fast_parse(path: Path, spec: CanFormat, header):
 def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") -> CanMessages:
     """Read one CAN log. ``fmt`` is one of :data:`FORMATS` or ``"auto"``; ``bad_rows`` is ``error`` or ``skip``."""
     path = Path(path)
+    try:
+        return _read_can_file(path, fmt, bad_rows)
+    finally:
+        # pyarrow's allocator keeps the freed text columns mapped (~3x the file's size), where numpy cannot reuse
+        # them: for large files hand them back to the system before the graphs are built (small ones keep them
+        # for the next read, which then needs no fresh pages).
+        if path.is_file() and path.stat().st_size >= _RELEASE_AFTER_BYTES:
+            pa.default_memory_pool().release_unused()
+
+
+def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
     if bad_rows not in BAD_ROW_MODES:
         raise ValueError(f"preprocess.bad_rows must be one of {BAD_ROW_MODES}, got {bad_rows!r}")
     if not path.is_file():
