@@ -20,7 +20,7 @@ SERIAL_GROUPS = {
             "test_evaluation_module.py",
             "test_report.py",
             "test_notebook.py",
-            "test_cli.py",
+            "test_kdgat_cli_pipeline.py",
             "test_tracking_workflow.py",
         }
         and "integration" in item.path.parts[-2]
