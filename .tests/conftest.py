@@ -15,7 +15,15 @@ from testkit import REPO
 SERIAL_GROUPS = {
     "slurm": lambda item: item.get_closest_marker("slurm") is not None,
     "evaluation_pipeline": lambda item: (
-        item.path.name in {"test_evaluation_module.py", "test_report.py", "test_notebook.py"}
+        item.path.name
+        in {
+            "test_evaluation_module.py",
+            "test_report.py",
+            "test_notebook.py",
+            "test_kdgat_cli_pipeline.py",
+            "test_tracking_workflow.py",
+        }
+        and "integration" in item.path.parts[-2]
     ),
     "k8s": lambda item: item.path.name.startswith("test_k8s_") and "integration" in item.path.parts[-2],
 }

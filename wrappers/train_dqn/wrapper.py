@@ -19,6 +19,7 @@ with failure_logged("train_dqn"):
         teacher_gat=snakemake.input.get("teacher_gat"),
         settings=snakemake.params.settings,
         checkpoint=snakemake.params.get("checkpoint"),
+        tracking=snakemake.params.get("tracking"),
         outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )

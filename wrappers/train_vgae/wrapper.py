@@ -15,6 +15,7 @@ with failure_logged("train_vgae"):
         teacher=snakemake.input.get("teacher"),
         settings=snakemake.params.settings,
         checkpoint=snakemake.params.get("checkpoint"),
+        tracking=snakemake.params.get("tracking"),
         outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
         threads=snakemake.threads,
     )

@@ -28,6 +28,8 @@ from kdgat.files import load_json, write_json, write_table, write_text
 log = logging.getLogger(__name__)
 
 EVALUATION_OUTPUTS = ("metrics", "scores", "roc", "pr", "confusion")
+# What a tracked evaluation attaches to the training runs (scores.parquet, one row per graph, stays a file).
+TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
 
 
 def evaluate_scored_splits(
@@ -136,13 +138,20 @@ def evaluate_files(
     speed: Mapping[str, int] | None = None,
     stash_dir: str | os.PathLike | None = None,
     threads: int | None = None,
+    tracking: Any = None,
 ) -> dict[str, Any]:
     """Evaluate one variant of one dataset from files; write metrics.json, scores.parquet and three SVGs.
 
     With ``stash_dir``, finished outputs are also committed to a :class:`ResultStash` keyed by the contents of
     every input and the parameters, and restored from it (without recomputing) when the same evaluation is asked
     for again, e.g. after a sibling in the same Snakemake group job failed and Snakemake deleted these outputs.
+    With ``tracking`` (``kd_gat.tracking``, kdgat.tracking), the outputs are also attached to the tracked training
+    runs of the three models (:func:`kdgat.tracking.log_evaluation`).
     """
+    from kdgat.tracking import log_evaluation
+
+    models_evaluated = {"vgae": vgae, "gat": gat, "dqn": dqn}
+
     missing = [name for name in EVALUATION_OUTPUTS if name not in outputs]
     if missing:
         raise ValueError(f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}; missing {missing}")
@@ -166,6 +175,7 @@ def evaluate_files(
         log.info(
             "restored %s/%s from the result stash %s (inputs and params unchanged)", dataset, variant, key
         )
+        log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
         return load_json(outputs["metrics"])
 
     import torch
@@ -208,6 +218,7 @@ def evaluate_files(
     write_json(document, outputs["metrics"])  # last: its presence means the evaluation finished
     if stash:
         log.info("committed results to the stash %s", stash.commit(key, stash_names))
+    log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
     return document
 
 

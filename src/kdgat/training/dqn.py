@@ -31,7 +31,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from kdgat.inference import fusion_inputs
 from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
 from kdgat.runtime import seed_everything
+from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import load_graph_file, load_num_ids
 from kdgat.training.loop import LoopSettings, fingerprint, fit
 from kdgat.training.settings import StageSettings
@@ -253,7 +254,7 @@ class DQNStage(StageBase):
         batch_size = int(self.rl.batch_size)
         totals: dict[str, float] = {}
         updates = 0
-        for _ in range(int(self.rl.updates_per_episode)):
+        for _ in self.observers.batches(range(int(self.rl.updates_per_episode))):
             if self.buffer.size < batch_size:
                 break
             index, action, reward, next_index, finished = (
@@ -349,6 +350,7 @@ def train(
     checkpoint=None,
     teacher: QNetwork | None = None,
     teacher_inputs: dict | None = None,
+    callbacks: Sequence = (),
 ):
     """Train the fusion agent on precomputed fusion inputs (kdgat.inference.fusion_inputs): ``train_inputs`` are
     learnt from, ``val_inputs`` decide early stopping; with ``teacher`` (student_kd), ``teacher_inputs`` are the
@@ -375,6 +377,7 @@ def train(
         patience=int(settings.training.patience),
         checkpoint=checkpoint,
         name=f"dqn[{settings.variant}]",
+        callbacks=callbacks,
     )
     fp_inputs = {
         k: float(v.double().sum()) for k, v in train_inputs.items()
@@ -418,37 +421,47 @@ def run(
     teacher_vgae: str | os.PathLike | None = None,
     teacher_gat: str | os.PathLike | None = None,
     threads: int | None = None,
+    tracking: TrackingSettings | Mapping | None = None,
+    callbacks: Sequence = (),
 ) -> dict:
     """File-level entry point (the train_dqn wrapper). ``fit``: the graph file the agent learns from, graphs the
     base models did not train on (the module gives val.pt); ``stop``: a graph file for early stopping (default:
     blocks held out of ``fit``, see ``early_stop_rows``). ``vgae``/``gat``: the same variant's model.pt files whose
     outputs the agent fuses; ``teacher_*``: the teacher's three model.pt files (student_kd, all or none)."""
     settings = prepare_job(settings, "dqn", outputs, threads)
-    teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
-    if any(teachers.values()) and not all(teachers.values()):
-        missing = [name for name, path in teachers.items() if not path]
-        raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
-    load_num_ids(metadata)  # validates the metadata early
-    fit_graphs = load_graph_file(fit)
-    stop_graphs = load_graph_file(stop) if stop else None
-    device = resolve_device(settings)
-    vgae_model, gat_model = load_model(vgae), load_model(gat)
+    with tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+        teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
+        if any(teachers.values()) and not all(teachers.values()):
+            missing = [name for name, path in teachers.items() if not path]
+            raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
+        load_num_ids(metadata)  # validates the metadata early
+        fit_graphs = load_graph_file(fit)
+        stop_graphs = load_graph_file(stop) if stop else None
+        device = resolve_device(settings)
+        vgae_model, gat_model = load_model(vgae), load_model(gat)
 
-    def inputs_of(vgae_model, gat_model) -> tuple[dict, dict]:
-        fit_inputs = fusion_inputs(vgae_model, gat_model, fit_graphs, INFERENCE_BATCH_SIZE, device)
-        if stop_graphs is not None:
-            stop_inputs = fusion_inputs(vgae_model, gat_model, stop_graphs, INFERENCE_BATCH_SIZE, device)
-            return fit_inputs, stop_inputs
-        held = early_stop_rows(len(fit_graphs), float(settings.dqn.early_stop_share))
-        return split_inputs(fit_inputs, held)
+        def inputs_of(vgae_model, gat_model) -> tuple[dict, dict]:
+            fit_inputs = fusion_inputs(vgae_model, gat_model, fit_graphs, INFERENCE_BATCH_SIZE, device)
+            if stop_graphs is not None:
+                stop_inputs = fusion_inputs(vgae_model, gat_model, stop_graphs, INFERENCE_BATCH_SIZE, device)
+                return fit_inputs, stop_inputs
+            held = early_stop_rows(len(fit_graphs), float(settings.dqn.early_stop_share))
+            return split_inputs(fit_inputs, held)
 
-    train_inputs, val_inputs = inputs_of(vgae_model, gat_model)
-    teacher, teacher_inputs = None, None
-    if teacher_dqn:
-        teacher = load_model(teacher_dqn)
-        teacher_inputs, _ = inputs_of(load_model(teacher_vgae), load_model(teacher_gat))
-    model, result, metrics, model_config = _train(
-        train_inputs, val_inputs, settings, checkpoint, teacher, teacher_inputs
-    )
-    write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+        train_inputs, val_inputs = inputs_of(vgae_model, gat_model)
+        teacher, teacher_inputs = None, None
+        if teacher_dqn:
+            teacher = load_model(teacher_dqn)
+            teacher_inputs, _ = inputs_of(load_model(teacher_vgae), load_model(teacher_gat))
+        model, result, metrics, model_config = _train(
+            train_inputs,
+            val_inputs,
+            settings,
+            checkpoint,
+            teacher,
+            teacher_inputs,
+            callbacks=(*callbacks, tracker),
+        )
+        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+        tracker.log_outputs(metrics, outputs)
     return metrics

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from kdgat.distillation import freeze, gat_kd_loss
 from kdgat.model_store import load_model
 from kdgat.models import GAT
 from kdgat.runtime import autocast, seed_everything
+from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import labels_of, load_training_data, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
 from kdgat.training.settings import StageSettings
@@ -84,7 +85,8 @@ class GATStage(StageBase):
         graphs = [self.train_graphs[i] for i in indices]
         totals: dict[str, float] = {}
         seen = 0
-        for batch in make_loader(graphs, self.batch_size, shuffle=True, generator=self.loader_generator):
+        loader = make_loader(graphs, self.batch_size, shuffle=True, generator=self.loader_generator)
+        for batch in self.observers.batches(loader):
             batch = batch.to(self.device)
             labels = batch.y.view(-1)
             with autocast(self.device):
@@ -137,6 +139,7 @@ def train(
     checkpoint=None,
     teacher: GAT | None = None,
     vgae=None,
+    callbacks: Sequence = (),
 ):
     """Train a GAT; `vgae` (same variant) drives the curriculum when kd_gat.curriculum.enabled."""
     started = time.perf_counter()
@@ -159,6 +162,7 @@ def train(
         patience=int(settings.training.patience),
         checkpoint=checkpoint,
         name=f"gat[{settings.variant}]",
+        callbacks=callbacks,
     )
     result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
     probs, loss = stage.predict(stage.val_graphs)
@@ -184,15 +188,26 @@ def run(
     vgae: str | os.PathLike | None = None,
     teacher: str | os.PathLike | None = None,
     threads: int | None = None,
+    tracking: TrackingSettings | Mapping | None = None,
+    callbacks: Sequence = (),
 ) -> dict:
     """File-level entry point (the train_gat wrapper). ``vgae``: the same variant's VGAE model.pt (needed for the
     curriculum); ``teacher``: the teacher's GAT model.pt (student_kd)."""
     settings = prepare_job(settings, "gat", outputs, threads)
-    train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
-    vgae_model = load_model(vgae) if vgae else None
-    teacher_model = load_model(teacher) if teacher else None
-    model, result, metrics, model_config = _train(
-        train_graphs, val_graphs, num_ids, settings, checkpoint, teacher_model, vgae_model
-    )
-    write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+    with tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+        train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
+        vgae_model = load_model(vgae) if vgae else None
+        teacher_model = load_model(teacher) if teacher else None
+        model, result, metrics, model_config = _train(
+            train_graphs,
+            val_graphs,
+            num_ids,
+            settings,
+            checkpoint,
+            teacher_model,
+            vgae_model,
+            callbacks=(*callbacks, tracker),
+        )
+        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+        tracker.log_outputs(metrics, outputs)
     return metrics

@@ -2,6 +2,10 @@
 
 A stage object supplies the science (`train_epoch`, `validate`) and names what must survive a restart
 (`state_dict` / `load_state_dict`, its model, the DataLoader generator). The loop owns everything else.
+
+Observers (``LoopSettings.callbacks``, :class:`EpochCallback`: a progress bar, experiment tracking) see the loop
+start, each batch, each epoch's history row and the end. They only observe: an observer that raises is logged once
+and dropped, and training goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +36,7 @@ KILL_AFTER_EPOCH_ENV = "KDGAT_KILL_AFTER_EPOCH"
 class Stage(Protocol):
     model: torch.nn.Module
     loader_generator: torch.Generator | None
+    observers: Observers  # set by fit(); a stage reports its batches through observers.batches(...)
 
     def train_epoch(self, epoch: int) -> dict: ...  # must contain "graphs": samples processed
 
@@ -41,6 +47,52 @@ class Stage(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class EpochCallback:
+    """What an observer of the epoch loop may implement; every method is optional (these are no-ops)."""
+
+    def fit_started(self, name: str, first_epoch: int, epochs: int, history: list[dict]) -> None:
+        """Before the first epoch; ``first_epoch`` > 0 and ``history`` holds the rows restored from a checkpoint
+        when the loop resumes."""
+
+    def batch_ended(self, done: int, total: int) -> None:
+        """After each of the ``total`` batches (or updates) of an epoch."""
+
+    def epoch_ended(self, row: dict, epochs: int, stopped_early: bool) -> None:
+        """After an epoch's checkpoint is written; ``row`` is its history.csv row (``row["epoch"]`` counts from 1)."""
+
+    def fit_ended(self, result: dict) -> None:
+        """After the last epoch, with what fit() returns."""
+
+
+class Observers:
+    """The loop's callbacks, each called through :meth:`notify`: one that raises is logged once and dropped."""
+
+    def __init__(self, callbacks: Iterable[EpochCallback] = ()):
+        self.callbacks = list(callbacks)
+
+    def notify(self, method: str, *args) -> None:
+        for callback in list(self.callbacks):
+            try:
+                getattr(callback, method, lambda *_: None)(*args)
+            except Exception as error:  # an observer never stops training
+                log.warning(
+                    "%s.%s failed (%s: %s); training goes on without it",
+                    type(callback).__name__,
+                    method,
+                    type(error).__name__,
+                    error,
+                )
+                self.callbacks.remove(callback)
+
+    def batches(self, items: Iterable, total: int | None = None) -> Iterator:
+        """Yield ``items`` and report each one done (``total``: their number, default ``len(items)``)."""
+        total = len(items) if total is None else total
+        for done, item in enumerate(items, start=1):
+            yield item
+            if self.callbacks:
+                self.notify("batch_ended", done, total)
+
+
 @dataclass
 class LoopSettings:
     epochs: int
@@ -48,6 +100,7 @@ class LoopSettings:
     checkpoint: str | os.PathLike | None = None
     name: str = "train"
     min_delta: float = 0.0
+    callbacks: Sequence[EpochCallback] = field(default_factory=tuple)
 
 
 def fingerprint(settings: dict) -> str:
@@ -85,6 +138,9 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
 
     stopped_early = bool(history) and bad_epochs >= loop.patience
     epoch_seconds: list[float] = [row["seconds"] for row in history]
+    observers = Observers(loop.callbacks)
+    stage.observers = observers
+    observers.notify("fit_started", loop.name, start_epoch, loop.epochs, list(history))
     for epoch in range(start_epoch, loop.epochs):
         if stopped_early:
             break
@@ -139,16 +195,19 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
                 },
                 checkpoint,
             )
+        observers.notify("epoch_ended", dict(row), loop.epochs, stopped_early)
         if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
             os.kill(os.getpid(), signal.SIGKILL)
 
     stage.model.load_state_dict(best_weights)
-    return {
+    result = {
         "history": history,
         "best_epoch": best_epoch,
         "best_val_loss": best_val,
         "resumed_from": resumed_from,
     }
+    observers.notify("fit_ended", result)
+    return result
 
 
 def discard_checkpoint(path) -> None:

@@ -35,11 +35,19 @@ def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where:
 
 
 def _section(cls, options: Mapping[str, Any] | None, where: str):
-    """A dataclass from a config mapping: missing keys take the dataclass defaults, unknown keys fail."""
+    """A dataclass from a config mapping: missing keys take the dataclass defaults, unknown keys fail, and a value
+    of the wrong type fails naming its key (the schema checks types too, but settings also come from the
+    command line and from direct library calls)."""
     if options is not None and not isinstance(options, Mapping):
         raise SettingsError(f"{where}: expected a mapping, got {type(options).__name__}")
     options = dict(options or {})
     reject_unknown_keys(options, cls.__dataclass_fields__, where)
+    for name, value in options.items():
+        expected = type(cls.__dataclass_fields__[name].default)
+        # An integer is a fine float; a bool is not a number here.
+        fits = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+        if not fits and not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
+            raise SettingsError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
     return cls(**options)
 
 
@@ -144,7 +152,7 @@ class DQNSettings:
 
 # Keys of the kd_gat section that the workflow module reads (paths, which variants, resources, the sweep table):
 # accepted here, not used by a training job.
-WORKFLOW_KEYS = ("data_prefix", "variants", "resources", "sweep")
+WORKFLOW_KEYS = ("data_prefix", "variants", "resources", "sweep", "tracking")
 SECTION_DEFAULTS = {"teacher_preset": "teacher", "student_preset": "student", "device": "auto", "seed": 42}
 SECTION_KEYS = (
     *WORKFLOW_KEYS,

@@ -16,7 +16,7 @@ from kdgat.files import write_json, write_table
 from kdgat.model_store import save_model
 from kdgat.models import count_parameters
 from kdgat.runtime import grad_scaler, select_device
-from kdgat.training.loop import discard_checkpoint
+from kdgat.training.loop import Observers, discard_checkpoint
 from kdgat.training.settings import StageSettings, TrainingSettings
 
 log = logging.getLogger("kdgat.training")
@@ -67,6 +67,7 @@ class StageBase:
         self.optimizer = make_optimizer(self.trainable, self.training)
         self.scaler = grad_scaler(device)
         self.loader_generator = torch.Generator().manual_seed(int(settings.seed))
+        self.observers = Observers()  # fit() replaces it with the loop's callbacks
 
     def extra_state(self) -> dict:
         return {}

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from kdgat.model_store import load_model
 from kdgat.models import VGAE
 from kdgat.models.vgae import ERROR_TERMS, error_statistics, standardised_error, vgae_loss
 from kdgat.runtime import autocast, seed_everything
+from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import labels_of, load_training_data, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
 from kdgat.training.settings import StageSettings
@@ -98,9 +99,10 @@ class VGAEStage(StageBase):
         self.model.train()
         totals: dict[str, float] = {}
         seen = 0
-        for batch in make_loader(
+        loader = make_loader(
             self.train_graphs, self.batch_size, shuffle=True, generator=self.loader_generator
-        ):
+        )
+        for batch in self.observers.batches(loader):
             batch = batch.to(self.device)
             with autocast(self.device):
                 out = self.model(batch.x, batch.edge_index)
@@ -149,6 +151,7 @@ def train(
     settings: StageSettings | Mapping,
     checkpoint=None,
     teacher: VGAE | None = None,
+    callbacks: Sequence = (),
 ):
     """Train a VGAE and calibrate its threshold; returns (model, fit result, metrics, model arguments)."""
     started = time.perf_counter()
@@ -163,6 +166,7 @@ def train(
         patience=int(settings.training.patience),
         checkpoint=checkpoint,
         name=f"vgae[{settings.variant}]",
+        callbacks=callbacks,
     )
     result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
 
@@ -205,14 +209,24 @@ def run(
     checkpoint: str | os.PathLike | None = None,
     teacher: str | os.PathLike | None = None,
     threads: int | None = None,
+    tracking: TrackingSettings | Mapping | None = None,
+    callbacks: Sequence = (),
 ) -> dict:
     """File-level entry point (the train_vgae wrapper): the preprocess files in, ``outputs`` model, metrics and
     history out. ``teacher``: the teacher's VGAE model.pt (student_kd); ``checkpoint``: where to resume from."""
     settings = prepare_job(settings, "vgae", outputs, threads)
-    train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
-    teacher_model = load_model(teacher) if teacher else None
-    model, result, metrics, model_config = _train(
-        train_graphs, val_graphs, num_ids, settings, checkpoint, teacher_model
-    )
-    write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+    with tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+        train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
+        teacher_model = load_model(teacher) if teacher else None
+        model, result, metrics, model_config = _train(
+            train_graphs,
+            val_graphs,
+            num_ids,
+            settings,
+            checkpoint,
+            teacher_model,
+            callbacks=(*callbacks, tracker),
+        )
+        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+        tracker.log_outputs(metrics, outputs)
     return metrics

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
+from kdgat.tracking import TrackingSettings
 
 EVALUATION = config["evaluation"]
 
@@ -18,6 +19,9 @@ evaluation_mem_mb = learned("mem_mb", lambda wildcards, attempt: EVALUATION["mem
 evaluation_runtime = learned("runtime", EVALUATION["runtime"])
 # The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
 DATA = config.get("kd_gat", {}).get("data_prefix", "results/preprocess").rstrip("/")
+# Experiment tracking of the training jobs (kd_gat.tracking): an evaluation attaches its metrics and figures to
+# the runs of the models it evaluated. An object, so Snakemake leaves it out of the params rerun trigger.
+TRACKING = TrackingSettings.from_config(config.get("kd_gat", {}).get("tracking"))
 
 
 def configured_datasets():

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pandas as pd
-from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS
+from kdgat.chain import STAGES, SWEEP_RULE, VARIANTS as ALL_VARIANTS, training_rule
+from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import StageSettings
 from snakemake.utils import Paramspace
 
@@ -57,6 +58,21 @@ def settings(stage, variant, overrides=None):
     return StageSettings.from_config(KD, stage, variant, overrides).as_dict()
 
 
+def tracking(stage, variant, sweep=False):
+    """The params function of a training rule's experiment tracking: kd_gat.tracking plus the job's tags. A
+    TrackingSettings object, which Snakemake leaves out of its params rerun trigger: tracking never retrains.
+    """
+    rule_name = SWEEP_RULE if sweep else training_rule(stage, variant)
+
+    def job_tracking(wildcards):
+        tags = {"kdgat.dataset": wildcards.dataset, "snakemake.rule": rule_name}
+        if sweep:
+            tags["kdgat.sweep_instance"] = SWEEP.wildcard_pattern.format(**wildcards)
+        return TrackingSettings.from_config(KD["tracking"], tags=tags)
+
+    return job_tracking
+
+
 include: "../learned_resources.smk"
 
 
@@ -97,3 +113,11 @@ def sweep_targets():
         instance=SWEEP.instance_patterns,
         name=["model.pt", "metrics.json"],
     )
+
+
+# Experiment tracking: every job of one invocation carries the main process's key (and the catalog's commit) in
+# its environment, so that its run finds the invocation's parent run (kdgat.tracking).
+if KD["tracking"]["backend"] != "none":
+
+    envvars:
+        *ensure_invocation_environment(workflow.current_basedir),

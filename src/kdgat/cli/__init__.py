@@ -1,0 +1,110 @@
+"""The ``kdgat`` command: one stage of the KD-GAT pipeline at a time, for ad-hoc runs and debugging on an
+interactive node. Each command makes the same library call as the workflow's wrapper of that step, with the same
+settings (from the workflow's config.yaml or a YAML file, overridable by flags) and writes the same outputs.
+
+    kdgat preprocess ...             CAN logs -> window graphs (the build_graphs wrapper)
+    kdgat train {vgae,gat,dqn} ...   one training job (train_vgae, train_gat, train_dqn)
+    kdgat evaluate ...               one detector on validation and test scenarios (evaluate_detector)
+    kdgat summarize ...              tables and charts from evaluations (summarize_evaluation)
+
+Heavy libraries (torch) are imported by the command that needs them, so that ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from kdgat.cli.config import UsageError
+from kdgat.cli.progress import MODES, ProgressBar, configure_logging, wants_bar
+from kdgat.cli.steps import add_evaluate, add_preprocess, add_summarize
+from kdgat.cli.train import add_parser as add_train
+
+log = logging.getLogger("kdgat.cli")
+
+SECTION_OF = {"preprocess": "preprocess", "train": "kd_gat", "evaluate": "evaluation"}
+
+
+def common_options(section: str | None) -> argparse.ArgumentParser:
+    """Options every command takes (a parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    if section is not None:
+        group.add_argument(
+            "--config",
+            metavar="YAML",
+            help=f"settings: the workflow's config.yaml (its {section} section is used) or a file holding that "
+            "section alone",
+        )
+        group.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"override one setting of the {section} section, dotted for nested keys and read as YAML "
+            "(e.g. training.gat.epochs=5); repeatable, applied after --config",
+        )
+        group.add_argument("--threads", type=int, help="CPU threads for torch (default: what the workflow gives "
+                           "the job, else torch's own choice)")  # fmt: skip
+    group.add_argument(
+        "--log", metavar="FILE", help="also append the log to FILE (as the workflow's rule log)"
+    )
+    if section == "kd_gat":
+        group.add_argument(
+            "--progress",
+            choices=MODES,
+            default="auto",
+            help="bar: a progress bar of epochs and batches with rate and ETA; lines: one log line per epoch; "
+            "auto (default): a bar on an interactive terminal, lines otherwise",
+        )
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(
+        prog="kdgat",
+        description="Run one step of the KD-GAT pipeline (the same code and settings as the Snakemake workflow).",
+        epilog="`kdgat <command> --help` explains each command's options.",
+    )
+    subparsers = main_parser.add_subparsers(
+        dest="command_name", required=True, metavar="COMMAND", help="the pipeline step to run"
+    )
+    add_preprocess(subparsers, common_options("preprocess"))
+    add_train(subparsers, common_options("kd_gat"))
+    add_evaluate(subparsers, common_options("evaluation"))
+    add_summarize(subparsers, common_options(None))
+    return main_parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    bar = wants_bar(getattr(args, "progress", "lines"), sys.stderr)
+    configure_logging(args.log, bar)
+    callbacks = (ProgressBar(),) if bar else ()
+    try:
+        args.handler(args, callbacks=callbacks)
+    except UsageError as error:
+        log.error("kdgat %s: %s", args.command, error)
+        return 2
+    except Exception as error:
+        if _explained(error):
+            # The library's message names the file, key or device: the error the workflow's rule log shows.
+            log.error("kdgat %s failed: %s: %s", args.command, type(error).__name__, error)
+        else:
+            log.exception("kdgat %s failed", args.command)
+        return 1
+    return 0
+
+
+def _explained(error: Exception) -> bool:
+    """Errors whose message is the whole story (bad input, settings or device), shown without a traceback."""
+    if isinstance(error, OSError | ValueError):
+        return True
+    runtime = sys.modules.get("kdgat.runtime")  # loaded whenever a device was chosen
+    return runtime is not None and isinstance(error, runtime.GPUUnusableError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

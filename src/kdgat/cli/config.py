@@ -1,0 +1,112 @@
+"""Settings of a ``kdgat`` command: a config section from a YAML file, ``--set KEY=VALUE`` overrides, and the
+command's own flags on top, in that order (a flag wins)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdgat.tracking import BACKENDS, TrackingSettings
+
+
+class UsageError(ValueError):
+    """A command-line mistake (bad option value, unreadable settings file); the message says which."""
+
+
+def read_section(path: str | os.PathLike | None, section: str) -> tuple[dict, dict]:
+    """``(section, whole file)`` from a YAML file that is either the workflow's config (the section under its
+    key, e.g. ``kd_gat:``) or the section alone. No file: two empty mappings."""
+    if path is None:
+        return {}, {}
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"settings file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"settings file {path} is not valid YAML: {error}") from None
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise UsageError(f"settings file {path}: expected a mapping, got {type(data).__name__}")
+    if section in data:
+        if not isinstance(data[section], Mapping):
+            raise UsageError(f"{path}: config key {section!r} must be a mapping")
+        return copy.deepcopy(dict(data[section])), dict(data)
+    return copy.deepcopy(dict(data)), {}
+
+
+def parse_assignment(text: str, option: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with the value read as YAML (``5`` an integer, ``false`` a boolean, ``[1, 2]`` a list)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"{option} expects KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def parse_pair(text: str, option: str) -> tuple[str, str]:
+    """``NAME=PATH`` kept as text (a file name is never read as YAML)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise UsageError(f"{option} expects NAME=FILE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def apply_assignments(section: dict, assignments: Iterable[str], where: str) -> dict:
+    """``--set a.b=1``: set ``section["a"]["b"] = 1`` (intermediate mappings are created)."""
+    for text in assignments or ():
+        key, value = parse_assignment(text, "--set")
+        node = section
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(
+                    f"--set {key}: {where}.{'.'.join(parts[: depth + 1])} is {child!r}, not a mapping"
+                )
+            node = child
+        node[parts[-1]] = value
+    return section
+
+
+def set_nested(section: dict, keys: tuple[str, ...], value: Any) -> None:
+    """``section[k1][k2]... = value`` when ``value`` is not None (a flag that was not given)."""
+    if value is None:
+        return
+    node = section
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def required(value, what: str, option: str):
+    """An input the command cannot do without (a missing file is reported by the library, as in the workflow)."""
+    if value is None:
+        raise UsageError(f"{what} is needed: give {option}")
+    return value
+
+
+def add_tracking_options(parser, what: str):
+    """--tracking, --tracking-uri, --experiment (and for training --track-model) over kd_gat.tracking."""
+    group = parser.add_argument_group("experiment tracking (kd_gat.tracking of --config)", description=what)
+    group.add_argument("--tracking", choices=BACKENDS, help="none or mlflow (kd_gat.tracking.backend)")
+    group.add_argument("--tracking-uri", help="MLflow tracking URI or store path (kd_gat.tracking.uri)")
+    group.add_argument("--experiment", help="MLflow experiment (kd_gat.tracking.experiment)")
+    return group
+
+
+def tracking_settings(section: Mapping | None, args, tags: Mapping[str, Any]) -> TrackingSettings:
+    """kd_gat.tracking with the command's tracking flags on top."""
+    options = dict(section or {})
+    for key, value in (("backend", args.tracking), ("uri", args.tracking_uri), ("experiment", args.experiment),
+                       ("model", getattr(args, "track_model", None))):  # fmt: skip
+        set_nested(options, (key,), value)
+    return TrackingSettings.from_config(options, tags=tags)

@@ -1,0 +1,260 @@
+"""``kdgat preprocess``, ``kdgat evaluate`` and ``kdgat summarize``: the calls the build_graphs,
+evaluate_detector and summarize_evaluation wrappers make, with the settings of the workflow's config sections."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from kdgat.chain import STAGES, VARIANTS
+from kdgat.cli.config import (
+    UsageError,
+    add_tracking_options,
+    apply_assignments,
+    parse_pair,
+    read_section,
+    required,
+    set_nested,
+    tracking_settings,
+)
+
+log = logging.getLogger("kdgat.cli")
+
+PREPROCESS_FILES = {"train": "train.pt", "val": "val.pt", "test": "test.pt", "vocab": "vocab.json",
+                    "metadata": "metadata.json"}  # fmt: skip
+EVALUATION_FILES = {"metrics": "metrics.json", "scores": "scores.parquet", "roc": "roc.svg", "pr": "pr.svg",
+                    "confusion": "confusion.svg"}  # fmt: skip
+SUMMARY_FILES = {"csv": "summary.csv", "markdown": "summary.md", "chart": "size_f1.svg",
+                 "curves": "training_curves.svg"}  # fmt: skip
+# Keys of the config sections that the workflow's rules use for resources, discovery and notebooks only.
+PREPROCESS_WORKFLOW_KEYS = ("exclude", "mem_mb", "runtime")
+EVALUATION_WORKFLOW_KEYS = ("notebook", "threads", "mem_mb", "runtime", "gpu")
+# evaluate_files' parameters that the command fills from its own inputs and flags, never from the section.
+EVALUATION_ARGUMENTS = (
+    "vgae",
+    "gat",
+    "dqn",
+    "val",
+    "test",
+    "outputs",
+    "dataset",
+    "variant",
+    "threads",
+    "tracking",
+)
+
+
+def library_options(function: Callable, section: dict, workflow_keys, where: str, exclude=()) -> dict:
+    """The section's keys that are keyword parameters of ``function`` (a key that is neither one nor a
+    workflow key fails, naming it)."""
+    accepted = {
+        name
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind == parameter.KEYWORD_ONLY and name not in exclude
+    }
+    unknown = set(section) - accepted - set(workflow_keys)
+    if unknown:
+        raise UsageError(
+            f"{where}: unknown keys {sorted(unknown)}; known: {sorted(accepted | set(workflow_keys))}"
+        )
+    return {key: value for key, value in section.items() if key in accepted}
+
+
+# -- preprocess ----------------------------------------------------------------------------------------------------
+def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "preprocess",
+        parents=[common],
+        help="CAN logs of one dataset -> window graphs (train/val/test), ID vocabulary, metadata",
+        description="Build the window graphs of one dataset, as the preprocess module's build_graphs rule does. "
+        "The logs come from --train/--test, from --path (a folder with train_*/ and test_NN_<scenario>/ "
+        "folders) or from the dataset's entry in --config (datasets.<name>: path, files, or the synthetic "
+        "files the workflow generated under resources/preprocess/). Settings: the preprocess section of "
+        "--config, then --set, then the flags.",
+    )
+    parser.add_argument("--dataset", required=True, help="dataset name (recorded in metadata.json; the "
+                        "datasets.<name> entry of --config)")  # fmt: skip
+    parser.add_argument(
+        "--out", required=True, help="folder for train.pt, val.pt, test.pt, vocab.json, metadata.json"
+    )
+    parser.add_argument(
+        "--path", help="dataset folder laid out like HCRL/KD-GAT (train_*/, test_NN_<scenario>/)"
+    )
+    parser.add_argument(
+        "--train", nargs="+", metavar="FILE", help="training logs (attack-free and with attacks)"
+    )
+    parser.add_argument("--test", nargs="+", default=[], metavar="SCENARIO=FILE", help="test logs with their "
+                        "scenario; a scenario may have several files")  # fmt: skip
+    parser.add_argument("--format", help="log format: auto (sniffed per file) or a registered format name "
+                        "(datasets.<name>.format)")  # fmt: skip
+    parser.add_argument("--bad-rows", choices=("error", "skip"), help="a malformed row fails the step or is "
+                        "skipped and counted (preprocess.bad_rows)")  # fmt: skip
+    parser.add_argument(
+        "--window-size", type=int, help="CAN messages per window graph (preprocess.window_size)"
+    )
+    parser.add_argument("--stride", type=int, help="messages between window starts (preprocess.stride)")
+    parser.add_argument("--val-fraction", type=float, help="share of the training graphs held out for "
+                        "validation (preprocess.val_fraction)")  # fmt: skip
+    parser.add_argument("--seed", type=int, help="seed of the train/validation split (preprocess.seed)")
+    parser.set_defaults(handler=run_preprocess, command="preprocess")
+
+
+def dataset_logs(args, section: dict, config: dict) -> tuple[list, list]:
+    """(training logs, [(scenario, test log), ...]) from the flags or the dataset's config entry."""
+    from kdgat.layout import DEFAULT_EXCLUDE, discover_layout, scenario_name
+
+    spec = dict((config.get("datasets") or {}).get(args.dataset) or {})
+    if args.train:
+        return list(args.train), [parse_pair(text, "--test") for text in args.test]
+    path = args.path or spec.get("path")
+    if path:
+        train, test = discover_layout(path, exclude=section.get("exclude", DEFAULT_EXCLUDE))
+    elif spec.get("files"):
+        train, test = list(spec["files"].get("train", [])), dict(spec["files"].get("test", {}))
+    elif (spec.get("synthetic") or {}).get("files"):
+        # Where the preprocess module's generate_can rule writes a synthetic dataset's logs.
+        train, test = [], {}
+        for entry in spec["synthetic"]["files"]:
+            log_file = f"resources/preprocess/{args.dataset}/{entry['split']}/{entry['name']}.csv"
+            if not Path(log_file).is_file():
+                raise UsageError(f"datasets.{args.dataset} is synthetic and {log_file} was not generated yet "
+                                 "(run the workflow's generate_can rules, or give --train/--test)")  # fmt: skip
+            if entry["split"].startswith("train_"):
+                train.append(log_file)
+            else:
+                test.setdefault(scenario_name(entry["split"]), []).append(log_file)
+    else:
+        raise UsageError(f"no logs for dataset {args.dataset!r}: give --train/--test or --path, or a --config "
+                         f"whose datasets.{args.dataset} names them")  # fmt: skip
+    return [str(f) for f in train], [(scenario, str(f)) for scenario, files in test.items() for f in files]
+
+
+def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
+    from kdgat.preprocess import preprocess_dataset
+
+    section, config = read_section(args.config, "preprocess")
+    apply_assignments(section, args.set, "preprocess")
+    for key in ("window_size", "stride", "val_fraction", "seed", "bad_rows"):
+        set_nested(section, (key,), getattr(args, key))
+    train, test = dataset_logs(args, section, config)
+    spec = (config.get("datasets") or {}).get(args.dataset) or {}
+    options = library_options(
+        preprocess_dataset, section, PREPROCESS_WORKFLOW_KEYS, "preprocess", exclude=("fmt", "outputs")
+    )
+    out = Path(args.out)
+    return preprocess_dataset(
+        dataset=args.dataset,
+        train_files=train,
+        test_files=test,
+        fmt=args.format or spec.get("format", "auto"),
+        outputs={name: str(out / file) for name, file in PREPROCESS_FILES.items()},
+        **options,
+    )
+
+
+# -- evaluate ------------------------------------------------------------------------------------------------------
+def add_evaluate(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score one trained detector (VGAE, GAT, DQN fusion) on validation and every test scenario",
+        description="Evaluate one variant of one dataset, as the evaluation module's evaluate_<variant> rule "
+        "does: metrics.json, scores.parquet and the ROC, precision-recall and confusion figures. Settings: the "
+        "evaluation section of --config, then --set, then the flags.",
+    )
+    parser.add_argument("--dataset", required=True, help="dataset name (recorded in metrics.json)")
+    parser.add_argument("--variant", choices=VARIANTS, required=True, help="which variant the models are")
+    parser.add_argument("--out", required=True, help="folder for " + ", ".join(EVALUATION_FILES.values()))
+    parser.add_argument("--chain", help="kd_gat results folder of the dataset: the models are "
+                        "<chain>/<variant>/{vgae,gat,dqn}/model.pt")  # fmt: skip
+    parser.add_argument("--data", help="preprocess folder of the dataset (val.pt, test.pt)")
+    for name in ("vgae", "gat", "dqn"):
+        parser.add_argument(f"--{name}", help=f"the {name.upper()} model.pt (default from --chain)")
+    parser.add_argument(
+        "--val", help="validation graphs, which choose the VGAE threshold (default <data>/val.pt)"
+    )
+    parser.add_argument("--test", help="test scenarios' graphs (default <data>/test.pt)")
+    parser.add_argument("--batch-size", type=int, help="graphs per inference batch (evaluation.batch_size)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (evaluation.device)")
+    parser.add_argument("--fpr-targets", type=float, nargs="+", help="false-positive rates at which the "
+                        "detection rate is reported (evaluation.fpr_targets)")  # fmt: skip
+    parser.add_argument("--stash-dir", help="result stash: an unchanged evaluation is restored from it, not "
+                        "recomputed (evaluation.stash_dir)")  # fmt: skip
+    add_tracking_options(parser, "metrics.json and the figures join the training runs of the models")
+    parser.set_defaults(handler=run_evaluate, command="evaluate")
+
+
+def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
+    from kdgat.evaluation.run import evaluate_files
+
+    section, config = read_section(args.config, "evaluation")
+    apply_assignments(section, args.set, "evaluation")
+    for key in ("batch_size", "device", "fpr_targets", "stash_dir"):
+        set_nested(section, (key,), getattr(args, key))
+    threads = args.threads if args.threads is not None else section.get("threads")
+    options = library_options(
+        evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
+    )
+    chain = Path(args.chain) / args.variant if args.chain else None
+    data = Path(args.data) if args.data else None
+
+    def pick(explicit, folder, *parts, what, option):
+        value = explicit if explicit is not None else (str(folder.joinpath(*parts)) if folder else None)
+        return required(value, what, option)
+
+    models = {name: pick(getattr(args, name), chain, name, "model.pt", what=f"the {name} model",
+                         option=f"--{name} or --chain") for name in ("vgae", "gat", "dqn")}  # fmt: skip
+    out = Path(args.out)
+    return evaluate_files(
+        **models,
+        val=pick(args.val, data, "val.pt", what="the validation graphs", option="--val or --data"),
+        test=pick(args.test, data, "test.pt", what="the test graphs", option="--test or --data"),
+        outputs={name: str(out / file) for name, file in EVALUATION_FILES.items()},
+        dataset=args.dataset,
+        variant=args.variant,
+        threads=threads,
+        tracking=tracking_settings((config.get("kd_gat") or {}).get("tracking"), args, {}),
+        **options,
+    )
+
+
+# -- summarize -----------------------------------------------------------------------------------------------------
+def add_summarize(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "summarize",
+        parents=[common],
+        help="summary table, Markdown and charts from evaluations' metrics.json files",
+        description="Summarise evaluations, as the evaluation module's summary rules do: summary.csv, "
+        "summary.md, the size/F1/latency chart and, with --history, the training curves.",
+    )
+    parser.add_argument("--metrics", nargs="+", required=True, metavar="FILE", help="metrics.json files of "
+                        "`kdgat evaluate` or the workflow's evaluate rules")  # fmt: skip
+    parser.add_argument("--history", nargs="+", default=[], metavar="VARIANT/STAGE=FILE", help="training "
+                        "history.csv files to draw, each named by variant and stage, e.g. teacher/gat=history.csv")  # fmt: skip
+    parser.add_argument("--out", required=True, help="folder for " + ", ".join(SUMMARY_FILES.values()))
+    parser.add_argument("--title", default="", help="title of the charts")
+    parser.set_defaults(handler=run_summarize, command="summarize")
+
+
+def run_summarize(args: argparse.Namespace, callbacks=()):
+    from kdgat.evaluation.run import summarize_files
+
+    histories = [parse_pair(text, "--history") for text in args.history]
+    for key, _ in histories:
+        variant, _, stage = key.partition("/")
+        if variant not in VARIANTS or stage not in STAGES:
+            raise UsageError(f"--history {key}=...: expected <variant>/<stage> with {VARIANTS} and {STAGES}")
+    out = Path(args.out)
+    return summarize_files(
+        metrics=list(args.metrics),
+        csv=str(out / SUMMARY_FILES["csv"]),
+        markdown=str(out / SUMMARY_FILES["markdown"]),
+        chart=str(out / SUMMARY_FILES["chart"]),
+        histories=[str(path) for _, path in histories],
+        history_keys=[key for key, _ in histories],
+        curves=str(out / SUMMARY_FILES["curves"]) if histories else None,
+        title=args.title,
+    )

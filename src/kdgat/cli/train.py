@@ -1,0 +1,300 @@
+"""``kdgat train {vgae,gat,dqn}``: one training job, the call the train_<stage> wrapper makes
+(``kdgat.training.<stage>.run``) with the settings the kd_gat module would give it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from kdgat.chain import STAGES, STUDENT_KD, TEACHER, VARIANTS
+from kdgat.cli.config import (
+    UsageError,
+    add_tracking_options,
+    apply_assignments,
+    parse_assignment,
+    read_section,
+    required,
+    set_nested,
+    tracking_settings,
+)
+from kdgat.tracking import MODEL_ARTIFACT, TrackingSettings
+from kdgat.training.settings import TRAINING_KEYS, StageSettings
+
+log = logging.getLogger("kdgat.cli")
+
+OUTPUT_FILES = {"model": "model.pt", "metrics": "metrics.json", "history": "history.csv"}
+TRAINING_FLAGS = {
+    "epochs": (int, "maximum epochs (DQN: episodes)"),
+    "batch_size": (int, "graphs per optimisation step"),
+    "lr": (float, "Adam learning rate"),
+    "weight_decay": (float, "Adam weight decay"),
+    "patience": (int, "early stopping after this many epochs without a lower validation loss"),
+    "grad_clip": (float, "maximum global gradient norm"),
+}
+assert set(TRAINING_FLAGS) == set(TRAINING_KEYS)
+
+DESCRIPTION = """\
+Train one stage of one KD-GAT variant, exactly as the kd_gat module's rule does (the same library call, settings
+and outputs: model.pt, metrics.json, history.csv). Settings come from --config (the workflow's config.yaml, whose
+kd_gat section is used, or a file holding that section alone), then --set, then the flags below. Inputs are the
+preprocess files (--data DIR, or one by one) and, for later stages, the models of earlier ones (--chain DIR, the
+kd_gat results folder of the dataset laid out like the workflow's, or one by one).
+
+A run that is interrupted resumes from its checkpoint (--checkpoint; a workflow job's is
+checkpoints/kd_gat/<dataset>/<variant>/<stage>/last.pt) when the settings are the same. On a terminal a progress
+bar shows epochs and batches with rate and ETA; otherwise one log line per epoch, as in the workflow's log.
+"""
+
+
+def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train one stage (vgae, gat or dqn) of one variant",
+        description="Train one stage of the KD-GAT chain. `kdgat train <stage> --help` lists its options.",
+    )
+    stages = train.add_subparsers(
+        dest="stage", required=True, metavar="{vgae,gat,dqn}", help="the stage: vgae, then gat, then dqn"
+    )
+    for stage in STAGES:
+        parser = stages.add_parser(
+            stage,
+            parents=[common],
+            help=f"train the {stage.upper()} stage",
+            description=DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_stage_options(parser, stage)
+        parser.set_defaults(handler=run_training, command=f"train {stage}")
+
+
+def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
+    job = parser.add_argument_group("the job")
+    job.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=TEACHER,
+        help="teacher (teacher_preset), student_kd (student_preset, distilled from the teacher's model of this "
+        "stage) or student (student_preset, no distillation); default %(default)s",
+    )
+    job.add_argument(
+        "--out",
+        help="folder for model.pt, metrics.json and history.csv (default with --chain: <chain>/<variant>/<stage>)",
+    )
+    job.add_argument(
+        "--checkpoint",
+        help="resume checkpoint, written after every epoch and removed after success (default <out>/last.pt)",
+    )
+    job.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint (no resume)")
+    job.add_argument(
+        "--print-settings",
+        action="store_true",
+        help="print the job's resolved settings, inputs and outputs as JSON and exit without training",
+    )
+
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument(
+        "--data",
+        help="preprocess folder of the dataset (train.pt, val.pt, metadata.json and the DQN's split files)",
+    )
+    inputs.add_argument(
+        "--chain",
+        help="kd_gat results folder of the dataset (<variant>/<stage>/model.pt, as the workflow writes them): "
+        "where the earlier stages' and the teacher's models are read and, without --out, this job's outputs go",
+    )
+    inputs.add_argument(
+        "--metadata", help="metadata.json of the preprocess step (default <data>/metadata.json)"
+    )
+    if stage in ("vgae", "gat"):
+        inputs.add_argument("--train", help="training graphs (default <data>/train.pt)")
+        inputs.add_argument("--val", help="validation graphs, for early stopping (default <data>/val.pt)")
+        inputs.add_argument(
+            "--teacher",
+            help=f"student_kd only: the teacher's {stage.upper()} model.pt (default <chain>/teacher/{stage}/model.pt)",
+        )
+    if stage == "gat":
+        inputs.add_argument(
+            "--vgae",
+            help="the same variant's VGAE model.pt, which drives the curriculum (default <chain>/<variant>/vgae)",
+        )
+    if stage == "dqn":
+        inputs.add_argument(
+            "--fit",
+            help="graphs the agent learns from, not seen by its VGAE and GAT (default <data>/<kd_gat.dqn.fit_split>.pt)",
+        )
+        inputs.add_argument(
+            "--stop",
+            help="graphs for early stopping (default <data>/<kd_gat.dqn.stop_split>.pt when that is set, else "
+            "blocks held out of --fit)",
+        )
+        inputs.add_argument(
+            "--vgae", help="the same variant's VGAE model.pt (default <chain>/<variant>/vgae)"
+        )
+        inputs.add_argument("--gat", help="the same variant's GAT model.pt (default <chain>/<variant>/gat)")
+        for name in ("dqn", "vgae", "gat"):
+            inputs.add_argument(
+                f"--teacher-{name}",
+                help=f"student_kd only: the teacher's {name.upper()} model.pt (default <chain>/teacher/{name})",
+            )
+
+    settings = parser.add_argument_group("settings (override --config and --set)")
+    settings.add_argument(
+        "--preset", help="size preset of this variant (kd_gat.teacher_preset/student_preset)"
+    )
+    settings.add_argument("--seed", type=int, help="seed (kd_gat.seed; default the first of kd_gat.seeds)")
+    settings.add_argument("--device", help="auto, cpu, cuda or cuda:N (kd_gat.device); auto fails loudly on a GPU "
+                          "this torch cannot use instead of training on the CPU")  # fmt: skip
+    for name, (kind, text) in TRAINING_FLAGS.items():
+        settings.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, help=f"{text} (kd_gat.training.{stage}.{name})"
+        )
+    settings.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a sweep row's value: a training setting or a model argument of the preset (repeatable; what a "
+        "kd_gat.sweep table column does)",
+    )
+
+    tracking = add_tracking_options(parser, "the job is one MLflow run")
+    tracking.add_argument(
+        "--track-model",
+        choices=MODEL_ARTIFACT,
+        help="model.pt by reference or as a copy (kd_gat.tracking.model)",
+    )
+
+
+def stage_settings(args: argparse.Namespace) -> tuple[StageSettings, dict]:
+    """The job's typed settings (and the kd_gat section they came from) from --config, --set and the flags."""
+    section, _ = read_section(args.config, "kd_gat")
+    apply_assignments(section, args.set, "kd_gat")
+    seeds = section.pop("seeds", None)  # the workflow trains every seed; one job trains one
+    if args.seed is not None:
+        section["seed"] = args.seed
+    elif seeds:
+        section["seed"] = list(seeds)[0]
+    set_nested(section, ("device",), args.device)
+    for name in TRAINING_KEYS:
+        set_nested(section, ("training", args.stage, name), getattr(args, name))
+    if args.preset:
+        section["teacher_preset" if args.variant == TEACHER else "student_preset"] = args.preset
+    overrides = dict(parse_assignment(text, "--override") for text in args.override)
+    return StageSettings.from_config(section, args.stage, args.variant, overrides or None), section
+
+
+def _default(explicit, folder: Path | None, *parts: str) -> str | None:
+    if explicit is not None:
+        return explicit
+    return str(folder.joinpath(*parts)) if folder is not None else None
+
+
+def job_inputs(args: argparse.Namespace, settings: StageSettings) -> dict:
+    """The run() keyword arguments naming input files, as the kd_gat module's rule declares them."""
+    data = Path(args.data) if args.data else None
+    chain = Path(args.chain) if args.chain else None
+    variant, stage = args.variant, args.stage
+    distilled = variant == STUDENT_KD
+    teacher = chain / TEACHER if chain is not None and distilled else None
+    inputs = {
+        "metadata": required(
+            _default(args.metadata, data, "metadata.json"), "metadata.json", "--metadata or --data"
+        )
+    }
+    if stage in ("vgae", "gat"):
+        inputs["train"] = required(
+            _default(args.train, data, "train.pt"), "the training graphs", "--train or --data"
+        )
+        inputs["val"] = required(
+            _default(args.val, data, "val.pt"), "the validation graphs", "--val or --data"
+        )
+        inputs["teacher"] = _default(args.teacher, teacher, stage, "model.pt")
+        if distilled:
+            required(inputs["teacher"], f"the teacher's {stage} model (student_kd)", "--teacher or --chain")
+    if stage == "gat":
+        inputs["vgae"] = _default(args.vgae, chain / variant if chain else None, "vgae", "model.pt")
+        if settings.curriculum.enabled:
+            required(
+                inputs["vgae"], "the same variant's VGAE (kd_gat.curriculum.enabled)", "--vgae or --chain"
+            )
+    if stage == "dqn":
+        own = chain / variant if chain else None
+        inputs["fit"] = required(
+            _default(args.fit, data, f"{settings.dqn.fit_split}.pt"), "the fit graphs", "--fit or --data"
+        )
+        stop_default = data if settings.dqn.stop_split else None
+        inputs["stop"] = _default(args.stop, stop_default, f"{settings.dqn.stop_split}.pt")
+        inputs["vgae"] = required(
+            _default(args.vgae, own, "vgae", "model.pt"), "the VGAE model", "--vgae or --chain"
+        )
+        inputs["gat"] = required(
+            _default(args.gat, own, "gat", "model.pt"), "the GAT model", "--gat or --chain"
+        )
+        for name in ("dqn", "vgae", "gat"):
+            inputs[f"teacher_{name}"] = _default(getattr(args, f"teacher_{name}"), teacher, name, "model.pt")
+            if distilled:
+                required(
+                    inputs[f"teacher_{name}"],
+                    f"the teacher's {name} model (student_kd)",
+                    f"--teacher-{name} or --chain",
+                )
+    return inputs
+
+
+def job_outputs(args: argparse.Namespace) -> tuple[dict, str | None]:
+    if args.out:
+        out = Path(args.out)
+    elif args.chain:
+        out = Path(args.chain) / args.variant / args.stage
+    else:
+        raise UsageError("where do the outputs go? give --out (or --chain)")
+    outputs = {name: str(out / file) for name, file in OUTPUT_FILES.items()}
+    checkpoint = None if args.no_checkpoint else (args.checkpoint or str(out / "last.pt"))
+    return outputs, checkpoint
+
+
+def job_tracking(args: argparse.Namespace, section: dict, metadata: str) -> TrackingSettings:
+    tags = {"kdgat.entry": f"kdgat {args.command}"}
+    try:
+        tags["kdgat.dataset"] = json.loads(Path(metadata).read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        pass  # the training job reports a bad metadata file itself
+    return tracking_settings(section.get("tracking"), args, tags)
+
+
+def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
+    settings, section = stage_settings(args)
+    inputs = job_inputs(args, settings)
+    outputs, checkpoint = job_outputs(args)
+    tracking = job_tracking(args, section, inputs["metadata"])
+    threads = args.threads if args.threads is not None else (section.get("resources") or {}).get("threads")
+    if args.print_settings:
+        print(json.dumps({"settings": settings.as_dict(), "inputs": inputs, "outputs": outputs,
+                          "checkpoint": checkpoint, "threads": threads,
+                          "tracking": dataclasses.asdict(tracking)},
+                         indent=2, sort_keys=True, default=str))  # fmt: skip
+        return {}
+    from kdgat.training import dqn, gat, vgae
+
+    stage = {"vgae": vgae, "gat": gat, "dqn": dqn}[args.stage]
+    metrics = stage.run(
+        **inputs,
+        settings=settings,
+        outputs=outputs,
+        checkpoint=checkpoint,
+        threads=threads,
+        tracking=tracking,
+        callbacks=callbacks,
+    )
+    log.info(
+        "%s[%s]: wrote %s (best epoch %s of %s, validation loss %.4g)",
+        args.stage,
+        args.variant,
+        ", ".join(outputs.values()),
+        metrics.get("best_epoch"),
+        metrics.get("epochs_run"),
+        metrics.get("best_val_loss", float("nan")),
+    )
+    return metrics

@@ -1,0 +1,207 @@
+"""What experiment tracking is configured with (``kd_gat.tracking``), what a workflow hands its jobs through the
+environment, and the helpers the trackers share (kdgat.tracking describes the whole)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import logging
+import math
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+BACKENDS = ("none", "mlflow")
+MODEL_ARTIFACT = ("reference", "copy")
+DEFAULT_URI = "results/mlruns"
+DEFAULT_EXPERIMENT = "kd_gat"
+INVOCATION_ENV = "KDGAT_TRACKING_INVOCATION"
+COMMIT_ENV = "KDGAT_SOURCE_COMMIT"
+# How MLflow's client authenticates to a tracking server (read by MLflow itself; never kept in the config).
+CREDENTIAL_ENVS = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+)
+# A job waits at most seconds, not minutes, for a tracking server that does not answer (MLflow's defaults retry
+# 7 times with exponential backoff and a 120 s timeout). Values the user exported win.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+# MLflow 3.x refuses its file store unless told it is wanted: it is what a shared cluster filesystem handles with
+# concurrent jobs (SQLite's locking is unreliable on NFS), so the catalog opts in for file stores only.
+FILE_STORE_OPT_IN = "MLFLOW_ALLOW_FILE_STORE"
+PARENT_ROLE = "invocation"
+BATCH = 100  # params / metrics per log_batch call (MLflow accepts at most 100 params per call)
+
+
+class TrackingError(ValueError):
+    """A kd_gat.tracking setting that is unknown or out of range; the message names the config key."""
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """``kd_gat.tracking`` plus what the workflow knows about the job (``tags``).
+
+    A dataclass on purpose: Snakemake leaves params it cannot represent as plain values out of its params rerun
+    trigger, so turning tracking on or pointing it elsewhere does not retrain anything.
+    """
+
+    backend: str = "none"
+    uri: str = DEFAULT_URI
+    experiment: str = DEFAULT_EXPERIMENT
+    model: str = "reference"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise TrackingError(f"kd_gat.tracking.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.model not in MODEL_ARTIFACT:
+            raise TrackingError(f"kd_gat.tracking.model must be one of {MODEL_ARTIFACT}, got {self.model!r}")
+        if self.backend != "none" and (not str(self.uri).strip() or not str(self.experiment).strip()):
+            raise TrackingError("kd_gat.tracking: uri and experiment must not be empty")
+
+    @classmethod
+    def from_config(
+        cls, section: Mapping[str, Any] | None, tags: Mapping[str, Any] | None = None
+    ) -> TrackingSettings:
+        """From the ``kd_gat.tracking`` section (missing keys take the defaults; unknown keys fail)."""
+        if isinstance(section, TrackingSettings):
+            return dataclasses.replace(section, tags={**section.tags, **_strings(tags)})
+        if section is not None and not isinstance(section, Mapping):
+            raise TrackingError(f"kd_gat.tracking: expected a mapping, got {type(section).__name__}")
+        options = dict(section or {})
+        known = {name for name in cls.__dataclass_fields__ if name != "tags"}
+        unknown = set(options) - known
+        if unknown:
+            raise TrackingError(f"kd_gat.tracking: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**options, tags=_strings(tags))
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+    def tracking_uri(self) -> str:
+        """The URI for MLflow: a plain path becomes an absolute ``file:`` URI (jobs run in the workflow's
+        working directory, so a relative path means the same store for all of them)."""
+        uri = str(self.uri)
+        if is_file_store(uri) and not uri.startswith("file:"):
+            return Path(uri).resolve().as_uri()
+        return uri
+
+
+def _strings(values: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(key): str(value) for key, value in (values or {}).items() if value is not None}
+
+
+def is_file_store(uri: str) -> bool:
+    scheme = urlparse(str(uri)).scheme
+    return scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive, still a path
+
+
+def source_commit(path: str | os.PathLike) -> str | None:
+    """The git commit of the checkout holding ``path`` (the catalog's code), None outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def ensure_invocation_environment(source: str | os.PathLike, environ=None) -> tuple[str, ...]:
+    """Put the invocation key and the source commit in the environment unless they are there already, and return
+    their names with those of MLflow's credential variables that are set (for Snakemake's ``envvars:``, which
+    every executor hands to the jobs: Kubernetes in their Secret). The main Snakemake process makes the key once
+    per invocation; its jobs inherit it or get it exported, so they keep it; a user may export a key to group
+    invocations."""
+    environ = os.environ if environ is None else environ
+    if not environ.get(INVOCATION_ENV):
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        environ[INVOCATION_ENV] = f"{started}-{uuid.uuid4().hex[:12]}"
+    if COMMIT_ENV not in environ:
+        environ[COMMIT_ENV] = source_commit(source) or ""
+    credentials = tuple(name for name in CREDENTIAL_ENVS if environ.get(name))
+    return (INVOCATION_ENV, COMMIT_ENV, *credentials)
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"lr": 0.1}}`` -> ``{"training.lr": 0.1}``; None values are left out."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        elif value is not None:
+            flat[name] = value
+    return flat
+
+
+def numeric(values: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers among flattened values (booleans as 0/1): what MLflow takes as metrics."""
+    out = {}
+    for key, value in flatten(values).items():
+        if isinstance(value, bool | int | float) and math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+def job_key(outputs: Mapping[str, Any]) -> str:
+    """Identifies a training job within an invocation (its model output path), for finding a retry's run."""
+    return hashlib.sha256(str(outputs.get("model", "")).encode()).hexdigest()[:20]
+
+
+def mlflow_client(settings: TrackingSettings):
+    """An MLflow client of the settings' store (a file store opted into; a server's retries bounded)."""
+    try:
+        from mlflow import MlflowClient
+    except ImportError as error:
+        raise ImportError(
+            "mlflow is not installed (pip install 'snakemake-gpu-catalog[tracking]')"
+        ) from error
+    uri = settings.tracking_uri()
+    if is_file_store(uri):
+        os.environ.setdefault(FILE_STORE_OPT_IN, "true")
+    else:
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        # urllib3 logs each of MLflow's retries as a warning; the job's log gets one, from the tracker.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    return MlflowClient(tracking_uri=uri)
+
+
+def quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def retried(function, attempts: int = 3, pause: float = 0.2):
+    """A search may read a run's meta.yaml while another job rewrites it (the file store writes in place):
+    such a read fails once; it is tried again before the failure counts."""
+    for attempt in range(attempts):
+        try:
+            return function()
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause * (attempt + 1))
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
