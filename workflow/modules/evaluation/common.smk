@@ -1,4 +1,4 @@
-# Helpers of the evaluation module: which datasets and variants to evaluate and where their inputs are.
+# Helpers of the evaluation module: which datasets, variants and seeds to evaluate and where their inputs are.
 import os
 import re
 import sys
@@ -30,8 +30,15 @@ def configured_variants():
     return [v for v in ALL_VARIANTS if v in variants]
 
 
+def configured_seeds():
+    """kd_gat.seeds (validated by the kd_gat module's schema); its default when the kd_gat section is absent."""
+    return [int(seed) for seed in config.get("kd_gat", {}).get("seeds", DEFAULT_SEEDS)]
+
+
+DEFAULT_SEEDS = [42, 43, 44]  # the kd_gat schema's default of kd_gat.seeds
 DATASETS = configured_datasets()
 VARIANTS = configured_variants()
+SEEDS = configured_seeds()
 REPORT = "../../report"
 
 
