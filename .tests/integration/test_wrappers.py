@@ -135,7 +135,9 @@ def expect_summarize_evaluation(workdir: Path, logs: list[Path]) -> None:
     assert summary["variant"].tolist() == ["teacher", "student"]
     assert (summary["dataset"] == "toy").all()
     scenarios = pd.read_csv(workdir / "out/summary/scenario_metrics.csv")
-    assert {"baseline_unknown_id", "baseline_id_counts", "fusion", "fixed_alpha_0.5"} <= set(scenarios["model"])
+    assert {"baseline_unknown_id", "baseline_id_counts", "fusion", "fixed_alpha_0.5"} <= set(
+        scenarios["model"]
+    )
 
 
 def expect_simulate(workdir: Path, logs: list[Path]) -> None:

@@ -27,7 +27,5 @@ with failure_logged("build_graphs"):
         held_out=dict(snakemake.params.get("held_out", {})),
         seed=int(snakemake.params.get("seed", 42)),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
-        | dict(
-            zip(snakemake.params.get("held_out", {}), snakemake.output.get("held_out", []), strict=True)
-        ),
+        | {"fusion": snakemake.output.get("fusion")},
     )

@@ -1,6 +1,6 @@
 """Trivial baselines, reported beside the models so that a model's number means something:
 
-* ``baseline_unknown_id``: attack when the window holds a CAN ID outside the vocabulary (the vocabulary is built from
+* ``baseline_unknown_id``: attack when a message of the window carries a CAN ID outside the vocabulary (built from
   the normal frames of the training blocks, so this is "an ID never seen in attack-free training"). Score: 1 when
   an unknown ID is present, plus the share of the window's messages that carry one (ranks windows for ROC-AUC).
 * ``baseline_id_counts``: a logistic regression (scikit-learn, standardised inputs) on the number of messages of
@@ -48,10 +48,10 @@ def messages_per_id(graphs: GraphArrays, num_ids: int) -> np.ndarray:
 
 def unknown_id_scores(graphs: GraphArrays, oov_index: int) -> tuple[np.ndarray, np.ndarray]:
     """(score, decision) of the unknown-ID rule for every window."""
-    graph_of_node = np.repeat(np.arange(len(graphs)), np.diff(graphs.node_ptr))
-    present = np.zeros(len(graphs), dtype=bool)
-    present[graph_of_node[graphs.x[:, 0].astype(np.int64) == oov_index]] = True
     counts = messages_per_id(graphs, oov_index + 1)
+    # Messages of the window, not nodes: a node that is only the target of the last row is the next window's
+    # first message.
+    present = counts[:, oov_index] > 0
     share = counts[:, oov_index] / np.maximum(counts.sum(axis=1), 1.0)
     return present + share, present.astype(np.int64)
 

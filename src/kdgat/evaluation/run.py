@@ -25,6 +25,7 @@ from kdgat.evaluation.stash import ResultStash, stash_key
 from kdgat.evaluation.summary import (
     alpha_summary,
     distillation_summary,
+    floor_table,
     fusion_summary,
     model_summary,
     pooled_table,
@@ -325,6 +326,7 @@ def summarize_files(
         distillation=distillation_summary(pooled),
         fusion=fusion_summary(per_scenario),
         alpha=alpha_summary(documents),
+        floors=floor_table(per_scenario),
     )
     write_text(f"# {title} evaluation summary\n\n{text}" if title else text, markdown)
     plot_size_f1(table, chart, title)

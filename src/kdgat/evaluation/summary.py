@@ -14,6 +14,7 @@ validation numbers. A figure over seeds is the mean and a two-sided 95% Student-
 * :func:`distillation_summary`: student_kd − student per seed (paired), with its interval and a verdict;
 * :func:`fusion_summary`: the fusion against the better of its two inputs, per scenario;
 * :func:`alpha_summary`: the distribution of the fusion's α on test;
+* :func:`floor_table`: the engineering floors (above chance, fusion not below its inputs) and which are missed;
 * :func:`summary_markdown`: all of it as GitHub-flavoured Markdown.
 """
 
@@ -356,6 +357,61 @@ def summary_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return table
 
 
+# -- engineering floors ----------------------------------------------------------------------------------------------
+AUC_FLOOR = 0.65  # a random score's mean ROC-AUC over three seeds of ~50 windows stays below it (sd ≈ 0.04)
+FUSION_TOLERANCE = 0.005
+FLOOR_MODELS = ("vgae", "gat", "fusion")
+
+
+def chance_f1(attack_share: float) -> float:
+    """The best F1 a score-blind detector reaches: flag every window (recall 1, precision = the attack share);
+    any random flagging rate does worse."""
+    return 2 * attack_share / (1 + attack_share) if attack_share > 0 else math.nan
+
+
+FLOOR_COLUMNS = ["dataset", "variant", "scenario", "model", "check", "value", "floor", "passed", "seeds"]
+
+
+def _floor_row(where: Mapping[str, Any], check: str, model: str, value, floor, passed) -> dict[str, Any]:
+    return {**where, "model": model, "check": check, "value": value, "floor": floor, "passed": bool(passed)}
+
+
+def floor_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The engineering floors per dataset × variant × test scenario (means over seeds), one row per check:
+
+    * ``roc_auc`` of the VGAE, the GAT and the fusion ≥ ``AUC_FLOOR`` (random scores: 0.5; constant: 0.5);
+    * ``f1_above_chance``: their F1 > the F1 of flagging every window, ``chance_f1`` of the scenario's attack share;
+    * ``fusion_vs_inputs``: fusion F1 ≥ the better of the GAT's and the VGAE's F1 − ``FUSION_TOLERANCE``.
+
+    Scenarios with one class only have no floor. A constant or random score fails the first two; a fusion with a
+    constant α passes the third only on scenarios where the input it always picks is the better one.
+    """
+    rows = []
+    chain = table[table["model"].isin(FLOOR_MODELS)]
+    for (dataset, variant, scenario), group in chain.groupby(["dataset", "variant", "scenario"], sort=False):
+        share = float((group["n_attack"] / group["n"]).iloc[0])
+        if not 0 < share < 1:
+            continue
+        means = group.groupby("model")[["f1", "roc_auc"]].mean()
+        seeds = int(group["seed"].nunique())
+
+        where = {"dataset": dataset, "variant": variant, "scenario": scenario, "seeds": seeds}
+        for model in FLOOR_MODELS:
+            if model not in means.index:
+                continue
+            auc, f1 = means.loc[model, "roc_auc"], means.loc[model, "f1"]
+            rows.append(_floor_row(where, "roc_auc", model, auc, AUC_FLOOR, auc >= AUC_FLOOR))
+            rows.append(
+                _floor_row(where, "f1_above_chance", model, f1, chance_f1(share), f1 > chance_f1(share))
+            )
+        if set(FLOOR_MODELS) <= set(means.index):
+            best = max(means.loc["gat", "f1"], means.loc["vgae", "f1"])
+            fused = means.loc["fusion", "f1"]
+            floor = best - FUSION_TOLERANCE
+            rows.append(_floor_row(where, "fusion_vs_inputs", "fusion", fused, floor, fused >= floor))
+    return pd.DataFrame(rows, columns=FLOOR_COLUMNS)
+
+
 # -- Markdown --------------------------------------------------------------------------------------------------------
 def _number(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -398,6 +454,7 @@ def summary_markdown(
     distillation: pd.DataFrame | None = None,
     fusion: pd.DataFrame | None = None,
     alpha: pd.DataFrame | None = None,
+    floors: pd.DataFrame | None = None,
 ) -> str:
     """The whole summary as Markdown: teacher vs students, models and baselines, per scenario, distillation,
     fusion, α."""
@@ -543,6 +600,32 @@ def summary_markdown(
                     ]
                     for _, r in alpha.iterrows()
                 ),
+            )
+        )
+    if floors is not None and not floors.empty:
+        missed = floors[~floors["passed"]]
+        parts.append(
+            f"## Engineering floors\n\n{len(floors) - len(missed)} of {len(floors)} checks pass (means over "
+            f"seeds; ROC-AUC ≥ {AUC_FLOOR}, F1 above flagging every window, fusion ≥ the better input − "
+            f"{FUSION_TOLERANCE}). Every miss is a finding:\n\n"
+            + (
+                markdown_table(
+                    ["dataset", "variant", "scenario", "model", "check", "value", "floor"],
+                    (
+                        [
+                            r["dataset"],
+                            r["variant"],
+                            r["scenario"],
+                            r["model"],
+                            r["check"],
+                            _number(r["value"]),
+                            _number(r["floor"]),
+                        ]
+                        for _, r in missed.iterrows()
+                    ),
+                )  # fmt: skip
+                if len(missed)
+                else "none."
             )
         )
     if scenarios is not None and not scenarios.empty:

@@ -4,7 +4,7 @@ import re
 import sys
 from pathlib import Path
 
-from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
+from kdgat.chain import DEFAULT_SEEDS, STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
 
 EVALUATION = config["evaluation"]
 # The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
@@ -35,7 +35,6 @@ def configured_seeds():
     return [int(seed) for seed in config.get("kd_gat", {}).get("seeds", DEFAULT_SEEDS)]
 
 
-DEFAULT_SEEDS = [42, 43, 44]  # the kd_gat schema's default of kd_gat.seeds
 DATASETS = configured_datasets()
 VARIANTS = configured_variants()
 SEEDS = configured_seeds()
