@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import t
 
@@ -144,7 +143,9 @@ def test_summaries_report_intervals_margins_and_the_distillation_verdict(documen
     gat = kd.loc[("gat", "student_kd − student")]
     assert gat["mean"] == pytest.approx(-2 / 9) and gat["n"] == 3
     assert gat["verdict"] == verdict(interval([-1 / 3, 0.0, -1 / 3]))
-    markdown = summary_markdown(variants, models=model_summary(per_scenario, pooled), distillation=kd.reset_index())
+    markdown = summary_markdown(
+        variants, models=model_summary(per_scenario, pooled), distillation=kd.reset_index()
+    )
     assert "Did distillation help?" in markdown and "95% t interval" in markdown
     assert "| ds | student_kd | gat |" in markdown
 
@@ -156,7 +157,9 @@ def test_alpha_summary_sums_the_histograms_of_every_seed():
     ]
     alpha = alpha_summary(documents).iloc[0]
     assert alpha["windows"] == 100
-    assert alpha["share_alpha_ge_0.9"] == pytest.approx(0.8) and alpha["share_alpha_lt_0.1"] == pytest.approx(0.2)
+    assert alpha["share_alpha_ge_0.9"] == pytest.approx(0.8) and alpha["share_alpha_lt_0.1"] == pytest.approx(
+        0.2
+    )
     assert alpha["histogram"] == "[0.0,0.1):20 [0.9,1.0]:80"
 
 
@@ -189,7 +192,10 @@ def test_floors_pass_a_good_detector_and_catch_a_fusion_that_drops_its_better_in
     # The VGAE is the better input here; a fusion that copies the GAT falls below it.
     failed = _failed(_floor_documents(HALF, PERFECT, HALF))
     assert ("fusion", "fusion_vs_inputs") in failed
-    assert ("gat", "f1_above_chance") not in failed  # finding half the attacks with no false alarm is above chance
+    assert (
+        "gat",
+        "f1_above_chance",
+    ) not in failed  # finding half the attacks with no false alarm is above chance
 
 
 # -- baselines ----------------------------------------------------------------------------------------------------

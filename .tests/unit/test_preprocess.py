@@ -112,7 +112,13 @@ def test_vocabulary_holds_only_normal_frames_of_the_training_blocks(tmp_path):
         write_can_file(messages, paths[name], "can_4col")
     for seed in range(20):  # a seed whose draw holds the last block of the normal capture out
         meta = preprocess_dataset(
-            "v", [paths["normal"], paths["attack"]], {}, tmp_path / "out", window_size=50, stride=50, seed=seed
+            "v",
+            [paths["normal"], paths["attack"]],
+            {},
+            tmp_path / "out",
+            window_size=50,
+            stride=50,
+            seed=seed,
         )
         blocks = meta["split"]["per_file"][str(paths["normal"])]["held_out_blocks"]["val"]
         if 9 in blocks:

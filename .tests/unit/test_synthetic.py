@@ -205,8 +205,7 @@ def test_replay_resends_recorded_frames_of_the_target_on_top_of_the_live_ones():
     live = clean.can_id == target
     # Every replayed frame is a live frame of 0.5 s earlier: same payload, time shifted by the delay.
     recorded = {
-        (round(t + 0.5, 6), bytes(p))
-        for t, p in zip(clean.timestamp[live], clean.payload[live], strict=True)
+        (round(t + 0.5, 6), bytes(p)) for t, p in zip(clean.timestamp[live], clean.payload[live], strict=True)
     }
     for t, p in zip(attacked.timestamp[replayed], attacked.payload[replayed], strict=True):
         assert (round(t, 6), bytes(p)) in recorded
