@@ -26,8 +26,8 @@ def test_executed_notebook_is_kept_with_the_results(workdir):
     assert code and all(cell.get("execution_count") for cell in code), "some cells did not run"
     outputs = [output for cell in code for output in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    shown = json.dumps([o.get("data", {}) for o in outputs])
-    assert "student_kd − student" in json.loads(json.dumps(shown)) and "one seed: no interval" in shown
+    shown = json.dumps([o.get("data", {}) for o in outputs], ensure_ascii=False)
+    assert "student_kd − student" in shown and "one seed: no interval" in shown
     assert "share_alpha_ge_0.9" in shown  # the α distribution
 
 

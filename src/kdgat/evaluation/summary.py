@@ -249,23 +249,21 @@ def distillation_summary(pooled: pd.DataFrame) -> pd.DataFrame:
 
 def fusion_summary(scenarios: pd.DataFrame) -> pd.DataFrame:
     """Per dataset × variant × scenario: fusion F1 − the better of GAT and VGAE (each seed, then over seeds)."""
-    wide = scenarios[scenarios["model"].isin(["fusion", "gat", "vgae"])].pivot_table(
-        index=["dataset", "variant", "scenario", "seed"], columns="model", values="f1", sort=False
-    )
-    if wide.empty or not {"fusion", "gat", "vgae"} <= set(wide.columns):
-        return pd.DataFrame()
-    wide["best_input"] = wide[["gat", "vgae"]].max(axis=1)
-    wide["gain"] = wide["fusion"] - wide["best_input"]
+    chain = scenarios[scenarios["model"].isin(["fusion", "gat", "vgae"])]
     rows = []
-    for key, group in wide.reset_index().groupby(["dataset", "variant", "scenario"], sort=False):
-        stats = interval(group["gain"])
+    for key, group in chain.groupby(["dataset", "variant", "scenario"], sort=False):
+        per_seed = group.pivot_table(index="seed", columns="model", values="f1")
+        if not {"fusion", "gat", "vgae"} <= set(per_seed.columns):
+            continue
+        best_input = per_seed[["gat", "vgae"]].max(axis=1)
+        stats = interval(per_seed["fusion"] - best_input)
         rows.append(
             {
                 "dataset": key[0],
                 "variant": key[1],
                 "scenario": key[2],
-                "fusion_f1": group["fusion"].mean(),
-                "best_input_f1": group["best_input"].mean(),
+                "fusion_f1": per_seed["fusion"].mean(),
+                "best_input_f1": best_input.mean(),
                 "gain": stats["mean"],
                 "gain_low": stats["low"],
                 "gain_high": stats["high"],
