@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from servicekit import services
 from testkit import REPO
 
 
@@ -23,3 +24,23 @@ def restore_logging():
     for handler in root.handlers:
         handler.close()
     root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tests that train or run tiny models: with tiny matrices a second thread
+    only adds synchronisation, 10-15x slower on a busy 2-core machine (CI's size). Restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def service_factory(tmp_path_factory):
+    """Start ``simcal serve`` subprocesses on 127.0.0.1 (servicekit.services); stopped at the end of the module.
+    Request a module's Dask cluster fixture before this one, so that the cluster outlives the services."""
+    with services(tmp_path_factory) as make:
+        yield make

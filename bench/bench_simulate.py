@@ -158,7 +158,7 @@ def bench_snakemake_jobs(workdir: Path, n_sims: int, n_jobs_measured: int) -> No
                 input: "all.csv"
                 output: directory("one_job.parquet")
                 log: "logs/one_job.log"
-                params: model="{MODEL}", replicates=1
+                params: model="{MODEL}", settings={{"replicates": 1}}
                 threads: 2
                 wrapper: "file:{wrapper}"
 
@@ -166,7 +166,7 @@ def bench_snakemake_jobs(workdir: Path, n_sims: int, n_jobs_measured: int) -> No
                 input: "one_{{i}}.csv"
                 output: directory("per_sim/{{i}}.parquet")
                 log: "logs/per_sim_{{i}}.log"
-                params: model="{MODEL}", replicates=1
+                params: model="{MODEL}", settings={{"replicates": 1}}
                 threads: 1
                 wrapper: "file:{wrapper}"
 

@@ -115,7 +115,21 @@ def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):
 
 
 def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path):
-    (tmp_path / "params.csv").write_text("beta,gamma\n0.2,0.1\n-0.3,0.1\n0.4,0.1\n0.5,0.1\n")
+    (tmp_path / "params.csv").write_text("beta,gamma\n0.2,0.1\n0.3,0.1\n0.4,0.1\n0.5,0.1\n")
+    # A model of the lab's own (importable from the working directory) that fails at run time for one valid-looking
+    # parameter set; values outside a declared space are refused before the sweep starts, so SIR cannot serve.
+    (tmp_path / "lab_model.py").write_text(
+        textwrap.dedent(
+            """
+            from simcal.models.sir import simulate as sir
+
+            def simulate(params, seed):
+                if params["beta"] == 0.3:
+                    raise ValueError("beta = 0.3 diverges in this lab's model")
+                return sir(params, seed)
+            """
+        )
+    )
 
     def snakefile(max_failed: float) -> Path:
         path = tmp_path / "Snakefile"
@@ -130,9 +144,8 @@ def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path)
                     log:
                         "simulate.log",
                     params:
-                        model="simcal.models.sir:simulate",
-                        replicates=2,
-                        settings={{"batch_size": 2, "max_failed_fraction": {max_failed}}},
+                        model="lab_model:simulate",
+                        settings={{"replicates": 2, "batch_size": 2, "max_failed_fraction": {max_failed}}},
                         fixed={{"days": 20}},
                     threads: 2
                     wrapper:
@@ -154,9 +167,7 @@ def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path)
     )
     assert failed.returncode != 0
     log = (tmp_path / "simulate.log").read_text()
-    assert (
-        "2 of 8 simulations failed" in log and "parameter 'beta' = -0.3 is below its lower bound 0.0" in log
-    )
+    assert "2 of 8 simulations failed" in log and "beta = 0.3 diverges in this lab's model" in log
     assert not (tmp_path / "sweep.parquet").exists()
     kept = list((tmp_path / "sweep.parquet.partial").glob("part-*.parquet"))
     assert len(kept) == 4  # all batches finished; the threshold failed the rule

@@ -1,9 +1,13 @@
-"""The simulate wrapper's Dask `slurm` backend on the real local SLURM: workers are sbatch jobs, and none is left
-in the queue after the rule ends, whether it succeeded, failed or was terminated (SIGTERM)."""
+"""The simulate wrapper's Dask `slurm` backend on the real local SLURM: workers are sbatch jobs named
+dask-worker-<run id>; they retire before their walltime and are replaced; the rule fails clearly when none ever
+starts; and none is left in the queue after the rule ends, whether it succeeded, failed, was terminated (SIGTERM)
+or was killed outright (SIGKILL, when only the reaper process can cancel them)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -11,13 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slurm.slurmkit import ACCOUNT, LOCAL, queued_jobs, require_slurm, wait_until
+from slurm.slurmkit import ACCOUNT, LOCAL, require_slurm, wait_until
 from testkit import run_snakemake, venv_bin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 SNAKEFILE = LOCAL / "dask" / "Snakefile"
-WORKER_JOB = "dask-worker"  # dask-jobqueue's default job name
+LOG = "logs/calibration/sir_on_slurm/simulate.log"
+OUTPUT = "results/calibration/sir_on_slurm/sweep/simulations.parquet"
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +30,22 @@ def slurm() -> None:
     require_slurm()
 
 
-@pytest.fixture
-def no_workers_before(slurm) -> None:
-    assert queued_jobs(WORKER_JOB) == [], "Dask worker jobs from an earlier run are still queued"
-
-
-def write_config(workdir: Path, model: str, points: int, delay_s: float = 0.0) -> None:
+def write_config(workdir: Path, model: str, points: int, delay_s: float = 0.0, **overrides) -> None:
     fixed = {"population": 2000, "initial_infected": 5, "days": 30}
     if delay_s:
         fixed["delay_s"] = delay_s
+    slurm_options = {
+        "account": ACCOUNT,
+        "queue": "cpu",
+        "cores": 1,
+        "memory": "1GB",
+        "walltime": "00:10:00",
+        "interface": "lo",
+        "jobs": 2,
+        "local_directory": str(workdir / "dask-scratch"),
+        "log_directory": str(workdir / "dask-logs"),
+        **overrides.pop("slurm", {}),
+    }
     config = {
         "calibration": {
             "name": "sir_on_slurm",
@@ -41,22 +53,9 @@ def write_config(workdir: Path, model: str, points: int, delay_s: float = 0.0) -
             "fixed": fixed,
             "parameters": {"beta": {"low": 0.2, "high": 0.4}, "gamma": {"low": 0.05, "high": 0.15}},
             "sweep": {"enabled": True, "design": "sobol", "n": points, "replicates": 1, "seed": 0},
-            "simulation": {"batch_size": 2, "max_failed_fraction": 0.05, "retries": 0},
+            "simulation": {"batch_size": 2, "max_failed_fraction": 0.05, **overrides.pop("simulation", {})},
             "threads": 1,
-            "backend": {
-                "kind": "slurm",
-                "slurm": {
-                    "account": ACCOUNT,
-                    "queue": "cpu",
-                    "cores": 1,
-                    "memory": "1GB",
-                    "walltime": "00:10:00",
-                    "interface": "lo",
-                    "jobs": 2,
-                    "local_directory": str(workdir / "dask-scratch"),
-                    "log_directory": str(workdir / "dask-logs"),
-                },
-            },
+            "backend": {"kind": "slurm", "slurm": slurm_options},
         }
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -71,64 +70,124 @@ def snakemake_args(workdir: Path) -> list[str]:
     return ["--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2"]
 
 
-def worker_jobs_since(start: str) -> list[str]:
+def job_name(workdir: Path) -> str:
+    """The run's worker job name, as the simulate log reports it."""
+    wait_until(
+        lambda: (workdir / LOG).exists() and "jobs named" in (workdir / LOG).read_text(), 120, "the cluster"
+    )
+    return re.search(r"jobs named (dask-worker-[0-9a-f]+)", (workdir / LOG).read_text()).group(1)
+
+
+def queued(name: str, states: str = "PENDING,RUNNING,COMPLETING,CONFIGURING") -> list[str]:
     proc = subprocess.run(
-        ["sacct", "-X", "-P", "-n", "-S", start, "--name", WORKER_JOB, "-o", "JobID,Account,Partition"],
+        ["squeue", "-h", "-n", name, "-t", states, "-o", "%i"],
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     )
-    return proc.stdout.splitlines()
+    return proc.stdout.split()
 
 
-def assert_no_workers_left() -> None:
+def accounting(name: str) -> list[dict[str, str]]:
+    """sacct records (JobID, State, Account, Partition, Elapsed, Timelimit) of this run's worker jobs."""
+    fields = ["JobID", "State", "Account", "Partition", "ElapsedRaw", "TimelimitRaw"]
+    proc = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-S", "now-1hour", "--name", name, "-o", ",".join(fields)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return [dict(zip(fields, line.split("|"), strict=True)) for line in proc.stdout.splitlines()]
+
+
+def finished_jobs(name: str, at_least: int = 1) -> list[dict[str, str]]:
+    """Accounting of this run's worker jobs once slurmdbd has them all in a final state (it lags a little)."""
+    final = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+    def settled() -> bool:
+        jobs = accounting(name)
+        return len(jobs) >= at_least and all(j["State"].startswith(final) for j in jobs)
+
+    wait_until(settled, 60, f"sacct to report the worker jobs {name} as finished")
+    return accounting(name)
+
+
+def assert_no_workers_left(name: str, within_s: float = 20) -> None:
     # cluster.close() runs scancel before the rule returns; a cancelled job may show COMPLETING for a moment.
-    wait_until(lambda: not queued_jobs(WORKER_JOB), 20, "the Dask worker jobs to leave the queue")
+    wait_until(lambda: not queued(name), within_s, f"the worker jobs {name} to leave the queue")
 
 
-def test_sweep_runs_on_slurm_workers_and_leaves_none(no_workers_before, tmp_path):
-    start = time.strftime("%Y-%m-%dT%H:%M:%S")
+def start_snakemake(workdir: Path) -> subprocess.Popen:
+    console = (workdir / "console.txt").open("w")
+    return subprocess.Popen(
+        [venv_bin("snakemake"), *snakemake_args(workdir)], cwd=workdir, env={**os.environ, **env()},
+        stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_sweep_runs_on_slurm_workers_and_leaves_none(slurm, tmp_path):
     write_config(tmp_path, "sweep_models:slow_sir", points=8, delay_s=0.2)
     run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300)
-    assert (tmp_path / "results/calibration/sir_on_slurm/sweep/simulations.parquet").exists()
-    log = (tmp_path / "logs/calibration/sir_on_slurm/simulate.log").read_text()
-    assert "started a SLURMCluster" in log and f"-A {ACCOUNT}" in log
-    workers = worker_jobs_since(start)
-    assert workers, "no Dask worker ran as a SLURM job"
-    assert all(f"|{ACCOUNT}|cpu" in row for row in workers), workers
-    assert_no_workers_left()
+    assert (tmp_path / OUTPUT).exists()
+    log = (tmp_path / LOG).read_text()
+    assert "started a SLURMCluster" in log and f"-A {ACCOUNT}" in log and "--lifetime" in log
+    name = job_name(tmp_path)
+    assert_no_workers_left(name)
+    workers = finished_jobs(name)
+    assert all((w["Account"], w["Partition"]) == (ACCOUNT, "cpu") for w in workers), workers
 
 
-def test_failing_sweep_leaves_no_workers(no_workers_before, tmp_path):
+def test_failing_sweep_leaves_no_workers(slurm, tmp_path):
     write_config(tmp_path, "sweep_models:always_fails", points=4)
     run = run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300, check=False)
     assert run.returncode != 0
-    assert "always_fails" in (tmp_path / "logs/calibration/sir_on_slurm/simulate.log").read_text()
-    assert_no_workers_left()
+    log = (tmp_path / LOG).read_text()
+    assert "4 of 4 simulations failed" in log and "always_fails: refusing params" in log
+    assert_no_workers_left(job_name(tmp_path))
 
 
-def test_terminated_sweep_leaves_no_workers(no_workers_before, tmp_path):
+def test_workers_past_their_lifetime_are_replaced_and_the_sweep_outlives_the_walltime(slurm, tmp_path):
+    # One worker job at a time with a one-minute walltime; the sweep needs about 75 s of simulation.
+    write_config(
+        tmp_path, "sweep_models:slow_sir", points=25, delay_s=3.0,
+        slurm={"walltime": "00:01:00", "jobs": 1}, simulation={"batch_size": 1},
+    )  # fmt: skip
+    began = time.monotonic()
+    run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=420)
+    assert time.monotonic() - began > 60
+    import pandas as pd
+
+    result = pd.read_parquet(tmp_path / OUTPUT)
+    assert len(result.drop_duplicates(["param_id"])) == 25 and (result["status"] == "ok").all()
+    assert "--lifetime 37s --lifetime-stagger 3s" in (tmp_path / LOG).read_text()
+    name = job_name(tmp_path)
+    assert_no_workers_left(name)
+    jobs = finished_jobs(name, at_least=2)  # the worker was replaced
+    assert not [j for j in jobs if j["State"].startswith("TIMEOUT")], jobs  # retired before the walltime
+    assert all(int(j["ElapsedRaw"]) < 60 for j in jobs), jobs
+
+
+def test_no_worker_watchdog_fails_the_rule_when_no_job_starts(slurm, tmp_path):
+    write_config(
+        tmp_path, "sweep_models:slow_sir", points=4, delay_s=0.1,
+        slurm={"job_extra_directives": ["--begin=now+1hour"]}, simulation={"no_worker_timeout_s": 10},
+    )  # fmt: skip
+    began = time.monotonic()
+    run = run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300, check=False)
+    assert run.returncode != 0 and time.monotonic() - began < 120
+    log = (tmp_path / LOG).read_text()
+    assert re.search(
+        r"NoWorkers: no Dask worker has been connected for \d+ s \(simulation.no_worker_timeout_s = 10\)", log
+    )
+    assert "squeue --me" in log
+    assert_no_workers_left(job_name(tmp_path))
+
+
+def test_terminated_sweep_leaves_no_workers(slurm, tmp_path):
     write_config(tmp_path, "sweep_models:slow_sir", points=32, delay_s=3)
-    console = tmp_path / "console.txt"
-    with console.open("w") as out:
-        run = subprocess.Popen(
-            [venv_bin("snakemake"), *snakemake_args(tmp_path)],
-            cwd=tmp_path,
-            env={**os.environ, **env()},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    run = start_snakemake(tmp_path)
     try:
-        running = lambda: bool(  # noqa: E731
-            subprocess.run(
-                ["squeue", "-h", "-n", WORKER_JOB, "-t", "RUNNING", "-o", "%i"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            ).stdout.split()
-        )
-        wait_until(running, 120, "a running Dask worker job")
+        name = job_name(tmp_path)
+        wait_until(lambda: bool(queued(name, "RUNNING")), 120, "a running Dask worker job")
         time.sleep(3)  # let the sweep get going
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=120) != 0
@@ -136,5 +195,51 @@ def test_terminated_sweep_leaves_no_workers(no_workers_before, tmp_path):
         if run.poll() is None:
             run.kill()
     # Terminated before the end (finished parts may stay for a resume; the rule did not complete).
-    assert "(100%) done" not in console.read_text()
-    assert_no_workers_left()
+    assert "(100%) done" not in (tmp_path / "console.txt").read_text()
+    assert_no_workers_left(name)
+
+
+def test_sigkilled_driver_leaves_no_worker_job_pending_or_running(slurm, tmp_path):
+    # Two jobs of 5 GB on the 8 GB node: one runs, the other stays pending. death_timeout is short, but the reaper
+    # should cancel both much sooner.
+    write_config(
+        tmp_path, "sweep_models:slow_sir", points=32, delay_s=3,
+        slurm={"memory": "5GB", "death_timeout": 10, "jobs": 2},
+    )  # fmt: skip
+    run = start_snakemake(tmp_path)
+    try:
+        name = job_name(tmp_path)
+        # Other users' jobs may hold the node for a while; once ours runs, its 5 GB twin must be pending.
+        wait_until(lambda: bool(queued(name, "RUNNING")), 300, "a running Dask worker job")
+        assert queued(name, "PENDING"), "the second worker job should be pending"
+        time.sleep(2)
+        os.killpg(run.pid, signal.SIGKILL)  # snakemake and the wrapper's python: no cleanup code runs
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert_no_workers_left(name, within_s=10 + 10)
+    states = {j["State"].split()[0] for j in finished_jobs(name)}
+    assert states <= {"CANCELLED", "COMPLETED", "FAILED"}, states
+
+
+def test_submit_and_gather_run_on_slurm_workers(slurm, tmp_path, caplog):
+    from simcal.api import SimulationService
+
+    caplog.set_level(logging.INFO, logger="simcal")
+    options = {
+        "account": ACCOUNT, "queue": "cpu", "cores": 1, "memory": "1GB", "walltime": "00:05:00", "interface": "lo",
+        "jobs": 1, "log_directory": str(tmp_path / "dask-logs"), "local_directory": str(tmp_path / "dask-scratch"),
+    }  # fmt: skip
+    with SimulationService(backend="slurm", backend_options=options) as service:
+        futures = [
+            service.submit("simcal.models.sir:simulate", {"beta": b, "gamma": 0.1, "days": 10})
+            for b in (0.2, -1)
+        ]
+        rows = service.gather(futures)
+    assert list(rows.drop_duplicates("param_id")["status"]) == ["ok", "failed"]
+    assert "beta and gamma must be positive" in rows["error"].iloc[-1]
+    assert len(rows[rows["status"] == "ok"]) == 10
+    name = re.search(r"jobs named (dask-worker-[0-9a-f]+)", caplog.text).group(1)
+    assert_no_workers_left(name)
+    assert finished_jobs(name), "no worker ran as a SLURM job"

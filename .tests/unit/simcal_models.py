@@ -1,4 +1,8 @@
-"""Models used by the simcal tests (importable by Dask workers: spawned workers inherit sys.path)."""
+"""Models used by the simcal tests (importable by Dask workers: spawned workers inherit sys.path).
+
+Models that misbehave do so only for the parameter sets named in their docstrings, so one batch mixes them
+with well-behaved simulations.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,15 @@ def fails_for_negative(params, seed):
     return {"y": float(params["a"])}
 
 
+def always_fails(params, seed):
+    """Raises for every parameter set; counts its calls in the file named by SIMCAL_TEST_COUNT (if set)."""
+    count_file = os.environ.get("SIMCAL_TEST_COUNT")
+    if count_file:
+        with open(count_file, "a") as handle:
+            handle.write(f"{params['a']}\n")
+    raise RuntimeError(f"always_fails: no result for a={params['a']}")
+
+
 def counted_sleep(params, seed):
     """Sleeps, and appends one line per call to the file named by SIMCAL_TEST_COUNT (to count executions)."""
     time.sleep(float(params.get("sleep_s", 0.05)))
@@ -38,18 +51,63 @@ def counted_sleep(params, seed):
     return {"y": float(params["a"])}
 
 
+def empty_for_odd(params, seed):
+    """No events (an empty table) for odd a, one row per event otherwise."""
+    count = 0 if int(params["a"]) % 2 else 2
+    return pd.DataFrame({"event": np.arange(count), "size": np.full(count, params["a"])})
+
+
+def crashes_for_three(params, seed):
+    """Kills its worker process (like a segfault) when a == 3."""
+    if params["a"] == 3:
+        os._exit(11)
+    return {"y": float(params["a"]), "pid": os.getpid()}
+
+
 def dies_once(params, seed):
     """Kills its worker process the first time it runs (a transient failure), then succeeds."""
-    marker = Path(os.environ["SIMCAL_TEST_MARKER"])
+    marker = Path(params["marker"])
     if not marker.exists():
         marker.write_text("died")
         os._exit(1)
     return {"y": float(params["a"])}
 
 
-def always_dies(params, seed):
-    """Kills its worker every time: the batch is lost once Dask gives up on it."""
-    os._exit(1)
+def spins_for_two(params, seed):
+    """Loops forever in Python code when a == 2 (interruptible)."""
+    while params["a"] == 2:
+        pass
+    return {"y": float(params["a"])}
+
+
+def sleeps_for_two(params, seed):
+    """Blocks in native code (a long sleep) when a == 2: only ending its process stops it."""
+    if params["a"] == 2:
+        time.sleep(600)
+    return {"y": float(params["a"]), "pid": os.getpid()}
+
+
+def hijacks_keys(params, seed):
+    """Outputs named like the key columns, a parameter and a status column, as a dict."""
+    return {"param_id": "hijack", "seed": -1, "a": "output a", "status": "mine", "y": 1.0}
+
+
+def hijacks_keys_table(params, seed):
+    """The same clashing names as hijacks_keys, as a one-row DataFrame."""
+    return pd.DataFrame(hijacks_keys(params, seed), index=[0])
+
+
+def array_in_dict(params, seed):
+    return {"curve": np.arange(3.0), "peak": 2.0}
+
+
+def type_changes(params, seed):
+    """A number for even a, text for odd a: the same output column changes type between simulations."""
+    return {"value": params["a"] if params["a"] % 2 == 0 else f"text {params['a']}"}
+
+
+def worker_pid(params, seed):
+    return {"pid": os.getpid()}
 
 
 not_callable = 42

@@ -1,9 +1,14 @@
 """Curriculum sampler: ratio and hardness move easy → hard, and the sample is redrawn every epoch."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+import yaml
+from testkit import REPO
 
 from kdgat.curriculum import Curriculum
+from kdgat.training.settings import CurriculumSettings
 
 
 def dataset(normals=400, attacks=40):
@@ -47,12 +52,50 @@ def test_sample_changes_between_epochs_and_is_reproducible():
     assert np.array_equal(first, curriculum.sample(difficulty, labels, 0))
 
 
-def test_small_pool_is_filled_with_the_hardest_normals():
+def test_pool_smaller_than_the_ratio_asks_is_used_whole_and_never_topped_up():
     labels, difficulty = dataset(normals=100, attacks=40)
     curriculum = Curriculum(epochs=1, start_ratio=2, end_ratio=2, start_percentile=90, end_percentile=90)
-    picked = curriculum.sample(difficulty, labels, 0)
-    normals = picked[labels[picked] == 0]
-    assert sorted(normals.tolist()) == list(range(20, 100))  # the 80 hardest
+    draw = curriculum.draw(difficulty, labels, 0)
+    normals = draw.indices[labels[draw.indices] == 0]
+    assert sorted(normals.tolist()) == list(range(90, 100))  # the 10 hardest, not the 80 the ratio asks for
+    assert (labels[draw.indices] == 1).sum() == 40
+    assert draw.log_row() == {
+        "curriculum_ratio": 2.0,
+        "curriculum_percentile": 90.0,
+        "curriculum_pool": 10,
+        "curriculum_normals": 10,
+    }
+
+
+def default_curriculum(seed=42) -> Curriculum:
+    """The curriculum of the shipped config (config/config.yaml; its keys override the schema defaults)."""
+    kd_gat = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["kd_gat"]
+    options = CurriculumSettings(**kd_gat["curriculum"])
+    assert options.enabled
+    return Curriculum(epochs=int(kd_gat["training"]["gat"]["epochs"]), seed=seed, **options.schedule())
+
+
+@pytest.mark.parametrize("normals_per_attack", [0.5, 1.5, 2.0, 4.0, 10.0])
+def test_default_config_percentile_shapes_every_epoch_sample(normals_per_attack):
+    """Review M1: at the demo data's 1.5-2 normals per attack the old sampler used every normal from epoch 6 on,
+    so the percentile never applied. Now, in every epoch of the shipped schedule, the sample holds no normal below
+    the epoch's percentile and differs from the sample the same schedule draws without a percentile."""
+    attacks = 60
+    labels, _ = dataset(normals=int(attacks * normals_per_attack), attacks=attacks)
+    difficulty = np.random.default_rng(0).random(len(labels))
+    curriculum = default_curriculum()
+    no_percentile = dataclasses.replace(curriculum, start_percentile=0.0, end_percentile=0.0)
+    normal_difficulty = difficulty[labels == 0]
+    assert curriculum.start_percentile > 0
+    for epoch in range(curriculum.epochs):
+        draw = curriculum.draw(difficulty, labels, epoch)
+        chosen = draw.indices[labels[draw.indices] == 0]
+        cutoff = np.percentile(normal_difficulty, draw.percentile)
+        assert draw.percentile >= curriculum.start_percentile
+        assert difficulty[chosen].min() >= cutoff
+        assert draw.pool == (normal_difficulty >= cutoff).sum() < len(normal_difficulty)
+        assert draw.normals == len(chosen) == min(draw.pool, round(draw.ratio * attacks))
+        assert not np.array_equal(draw.indices, no_percentile.sample(difficulty, labels, epoch))
 
 
 def test_bad_settings_name_the_config_section():

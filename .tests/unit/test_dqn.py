@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
+from kdgat.distillation import q_value_kd_loss
 from kdgat.models import NUM_ACTIONS, QNetwork, alphas, fuse, fusion_reward
-from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, epsilon_at
+from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, early_stop_rows, epsilon_at, kd_row_weights
 
 
 def test_actions_map_to_21_alphas():
@@ -25,11 +26,24 @@ def test_prediction_is_the_fused_score_above_one_half():
     assert prediction.tolist() == [1, 0, 0, 0]  # not "α > 0.5": actions 10 give 0 here
 
 
-def test_reward_rewards_correct_fused_predictions_with_margin():
-    anomaly, p_attack = torch.tensor([0.9, 0.9]), torch.tensor([0.1, 0.1])
-    labels = torch.tensor([1, 1])
-    reward = fusion_reward(torch.tensor([0, 20]), anomaly, p_attack, labels)
-    assert reward.tolist() == pytest.approx([1.0 + 0.4, -1.0 - 0.4])
+def test_reward_is_cost_sensitive_correctness_without_a_margin():
+    anomaly, p_attack = torch.tensor([0.9, 0.9, 0.9]), torch.tensor([0.1, 0.1, 0.1])
+    labels = torch.tensor([1, 1, 1])
+    # α = 0 (score 0.9), α = 0.25 (score 0.7): both right, equally rewarded however confident; α = 1: a miss.
+    reward = fusion_reward(torch.tensor([0, 5, 20]), anomaly, p_attack, labels, miss_cost=3.0)
+    assert reward.tolist() == [1.0, 1.0, -3.0]
+    # A false alarm costs false_alarm_cost.
+    normal = fusion_reward(
+        torch.tensor([0, 20]), anomaly[:2], p_attack[:2], torch.tensor([0, 0]), false_alarm_cost=0.5
+    )
+    assert normal.tolist() == [-0.5, 1.0]
+
+
+def test_saturated_input_earns_no_more_than_a_calibrated_one():
+    """Review H2: with a margin the saturated GAT (p = 1.0) out-earned the VGAE (0.6) when both were right."""
+    anomaly, p_attack, labels = torch.tensor([0.6]), torch.tensor([1.0]), torch.tensor([1])
+    trust_vgae, trust_gat = (fusion_reward(torch.tensor([a]), anomaly, p_attack, labels) for a in (0, 20))
+    assert torch.equal(trust_vgae, trust_gat)
 
 
 def test_replay_buffer_wraps_around():
@@ -43,17 +57,35 @@ def test_replay_buffer_wraps_around():
     assert set(sample[0].tolist()) <= {2, 3, 4, 5} and torch.equal(sample[1], sample[0])
 
 
-def test_double_dqn_target_uses_online_argmax_and_target_values():
-    online = QNetwork(state_dim=2, hidden=8, num_layers=1, dropout=0.0)
+def test_double_dqn_target_uses_online_argmax_in_eval_mode_and_target_values():
+    torch.manual_seed(0)
+    online = QNetwork(state_dim=2, hidden=8, num_layers=1, dropout=0.5).train()
     target = copy.deepcopy(online)
     with torch.no_grad():
         for p in target.parameters():
             p.add_(torch.randn_like(p))
     states = torch.randn(5, 2)
     rewards, done = torch.ones(5), torch.tensor([0.0, 0, 0, 0, 1])
-    expected_actions = online(states).argmax(dim=1, keepdim=True)
-    expected = rewards + 0.5 * (1 - done) * target(states).gather(1, expected_actions).squeeze(1)
-    assert torch.allclose(double_dqn_targets(online, target, states, rewards, done, 0.5), expected)
+    expected_actions = online.eval()(states).argmax(dim=1, keepdim=True)
+    online.train()
+    expected = rewards + 0.5 * (1 - done) * target.eval()(states).gather(1, expected_actions).squeeze(1)
+    # Dropout is active in the online net (train mode), yet the choice is the deterministic eval-mode argmax.
+    for _ in range(3):
+        assert torch.allclose(double_dqn_targets(online, target, states, rewards, done, 0.5), expected)
+    assert online.training  # left as it was
+    # γ = 0 (the default, a contextual bandit): the target is the reward.
+    assert torch.equal(double_dqn_targets(online, target, states, rewards, done, 0.0), rewards)
+
+
+def test_early_stop_rows_are_evenly_spaced_contiguous_blocks():
+    held = early_stop_rows(200, 0.25)
+    assert int(held.sum()) == 50
+    blocks = held.view(20, 10)
+    assert (blocks.all(dim=1) | ~blocks.any(dim=1)).all()  # whole blocks of 10 consecutive graphs
+    assert torch.nonzero(blocks[:, 0]).view(-1).tolist() == [3, 7, 11, 15, 19]
+    assert int(early_stop_rows(7, 0.25).sum()) >= 1
+    with pytest.raises(ValueError, match="early_stop_share"):
+        early_stop_rows(100, 1.0)
 
 
 def test_epsilon_decays_linearly():
@@ -67,3 +99,26 @@ def test_qnetwork_blocks_and_state_standardisation():
     kinds = [type(m).__name__ for m in network.net]
     assert kinds == ["Linear", "LayerNorm", "ReLU", "Dropout"] * 2 + ["Linear"]
     assert "state_mean" in network.state_dict() and "state_std" in network.state_dict()
+
+
+def test_kd_rows_weigh_only_where_the_teachers_alpha_decides_alike_for_the_student():
+    # Teacher Q-rows pick α = 0 for row 0 and α = 1 for rows 1 and 2.
+    teacher_q = torch.zeros(3, NUM_ACTIONS)
+    teacher_q[0, 0] = teacher_q[1, 20] = teacher_q[2, 20] = 1.0
+    teacher = {"anomaly": torch.tensor([0.9, 0.2, 0.2]), "p_attack": torch.tensor([0.1, 0.8, 0.8])}
+    # Row 0: α = 0 → teacher 0.9 (attack), student 0.3 (normal): disagree. Row 1: α = 1 → 0.8 vs 0.7: agree.
+    # Row 2: α = 1 → 0.8 vs 0.4: disagree.
+    student = {"anomaly": torch.tensor([0.3, 0.9, 0.9]), "p_attack": torch.tensor([0.1, 0.7, 0.4])}
+    rows = torch.arange(3)
+    assert kd_row_weights(teacher_q, teacher, student, rows, "agreement").tolist() == [0.0, 1.0, 0.0]
+    assert kd_row_weights(teacher_q, teacher, student, rows, "uniform").tolist() == [1.0, 1.0, 1.0]
+
+
+def test_weighted_q_value_kd_loss_averages_over_the_weighted_rows():
+    student_q, teacher_q = torch.zeros(2, 3), torch.tensor([[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]])
+    parts = q_value_kd_loss(
+        student_q, teacher_q, torch.tensor(0.0), alpha=1.0, weights=torch.tensor([0.0, 1.0])
+    )
+    assert float(parts["kd"]) == pytest.approx(9.0)  # only row 1 counts
+    none = q_value_kd_loss(student_q, teacher_q, torch.tensor(0.0), alpha=1.0, weights=torch.zeros(2))
+    assert float(none["kd"]) == 0.0

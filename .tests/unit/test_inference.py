@@ -14,6 +14,8 @@ from kdgat.testing import toy_graphs
 from kdgat.training import dqn, gat, vgae
 from kdgat.training.settings import StageSettings
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TRAINING = {"epochs": 3, "batch_size": 32, "lr": 0.005, "weight_decay": 1e-4, "patience": 5, "grad_clip": 1.0}
 RL = {
     "buffer_size": 1000,
@@ -85,7 +87,8 @@ def chain(tmp_path_factory):
             teacher=teacher["gat"] if kd else None,
         )
         dqn.run(
-            **files,
+            fit=files["val"],
+            metadata=files["metadata"],
             settings=stage_settings(variant, "dqn"),
             outputs=out["dqn"],
             checkpoint=out["dqn"]["checkpoint"],
@@ -118,6 +121,9 @@ def test_student_kd_history_records_the_distillation_term(chain):
     for stage in ("vgae", "gat", "dqn"):
         history = pd.read_csv(outputs("student_kd", stage)["history"])
         assert "train_kd" in history.columns and history["train_kd"].notna().all()
+    # The DQN's distillation keeps the rows where the teacher's α decides alike for the student (a share in [0, 1]).
+    kept = pd.read_csv(outputs("student_kd", "dqn")["history"])["train_kd_weight"]
+    assert kept.between(0, 1).all()
 
 
 def test_load_model_rebuilds_the_saved_classes(chain):
@@ -135,6 +141,9 @@ def test_load_model_rejects_other_files(tmp_path):
     torch.save({"weights": 1}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="not a kd_gat model file"):
         load_model(tmp_path / "x.pt")
+    torch.save({"format": "kdgat-model/1", "kind": "vgae"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"another format version .*'kdgat-model/1'.*retrain it"):
+        load_model(tmp_path / "old.pt")
 
 
 def test_score_graphs_contract(chain):
@@ -153,3 +162,28 @@ def test_score_graphs_contract(chain):
     assert ((alpha * 20) - (alpha * 20).round()).abs().max() < 1e-5  # one of the 21 actions
     # Batch size does not change the scores (eval mode, no batch-norm batch statistics).
     pd.testing.assert_frame_equal(scores, score_graphs(*models, graphs, batch_size=64), atol=1e-5)
+
+
+def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path):
+    root, outputs = chain
+    data = root / "graphs"
+    save_graphs(toy_graphs(30, num_ids=20, seed=4), tmp_path / "stop.pt")
+    out = {
+        name: tmp_path / f"dqn.{ext}"
+        for name, ext in (("model", "pt"), ("metrics", "json"), ("history", "csv"))
+    }
+    metrics = dqn.run(
+        fit=data / "val.pt",
+        stop=tmp_path / "stop.pt",
+        metadata=data / "metadata.json",
+        settings=stage_settings("teacher", "dqn"),
+        outputs=out,
+        vgae=outputs("teacher", "vgae")["model"],
+        gat=outputs("teacher", "gat")["model"],
+    )
+    assert (metrics["fit_graphs"], metrics["stop_graphs"]) == (50, 30)
+    # Without a stop file, 5 of 20 contiguous blocks of the fit graphs are held out.
+    default = json.loads(outputs("teacher", "dqn")["metrics"].read_text())
+    assert (default["fit_graphs"], default["stop_graphs"]) == (40, 10)
+    assert sum(default["alpha_histogram"]) == default["stop_graphs"]
+    assert {"val_agrees_with_gat", "val_f1_alpha_0", "val_f1_alpha_0.5", "val_f1_alpha_1"} <= set(default)

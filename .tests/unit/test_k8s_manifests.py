@@ -42,8 +42,10 @@ def profile() -> dict:
     return yaml.safe_load((K8S / "config.yaml").read_text())
 
 
-def by_kind(kind: str) -> list[dict]:
-    return [doc for _, doc in MANIFESTS if doc["kind"] == kind]
+def by_kind(kind: str, folder: str | None = None) -> list[dict]:
+    """Manifests of ``kind``, all or those under profiles/k8s/<folder>/ (dask, service, kueue)."""
+    where = f"{K8S.relative_to(REPO)}/{folder}/" if folder else ""
+    return [doc for path, doc in MANIFESTS if doc["kind"] == kind and path.startswith(where)]
 
 
 # ---- Kueue ---------------------------------------------------------------------------------------------
@@ -390,7 +392,7 @@ def _dask_containers() -> dict[str, tuple[dict, dict]]:
             doc["spec"]["template"]["spec"],
             doc["spec"]["template"]["spec"]["containers"][0],
         )
-        for doc in by_kind("Deployment")
+        for doc in by_kind("Deployment", "dask")
     }
 
 
@@ -420,11 +422,11 @@ def test_dask_scheduler_and_workers_speak_tls_only_with_the_mounted_secret():
 
 
 def test_dask_cluster_matches_the_documented_scheduler_address():
-    (service,) = by_kind("Service")
+    (service,) = by_kind("Service", "dask")
     host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
     port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "tls-comm")
     assert SCHEDULER_ADDRESS == f"tls://{host}:{port}"
-    deployments = {doc["metadata"]["name"]: doc for doc in by_kind("Deployment")}
+    deployments = {doc["metadata"]["name"]: doc for doc in by_kind("Deployment", "dask")}
     assert (
         service["spec"]["selector"] == deployments["dask-scheduler"]["spec"]["template"]["metadata"]["labels"]
     )
@@ -437,12 +439,12 @@ def test_dask_cluster_matches_the_documented_scheduler_address():
 
 
 def test_network_policy_admits_only_pods_of_the_namespace_to_the_dask_pods():
-    (policy,) = by_kind("NetworkPolicy")
+    (policy,) = by_kind("NetworkPolicy", "dask")
     selector = policy["spec"]["podSelector"]["matchLabels"]
     for name in _dask_containers():
         labels = next(
             d["spec"]["template"]["metadata"]["labels"]
-            for d in by_kind("Deployment")
+            for d in by_kind("Deployment", "dask")
             if d["metadata"]["name"] == name
         )
         assert selector.items() <= labels.items(), f"the NetworkPolicy does not select {name}"

@@ -103,6 +103,27 @@ def test_bad_settings_name_the_config_key(config, message):
         StageSettings.from_config(config, "gat", "student_kd")
 
 
+@pytest.mark.parametrize(
+    ("dqn", "message"),
+    [
+        ({"fit_split": "train"}, r"kd_gat.dqn.fit_split/stop_split: not `train`"),
+        (
+            {"fit_split": "fusion", "stop_split": "train"},
+            r"not `train`, the graphs the VGAE and GAT trained on",
+        ),
+        (
+            {"fit_split": "val", "stop_split": "val"},
+            r"kd_gat.dqn.fit_split must name a split file and differ",
+        ),
+        ({"kd_weighting": "teacher"}, r"kd_gat.dqn.kd_weighting must be one of"),
+        ({"early_stop_share": 1.0}, r"kd_gat.dqn.early_stop_share"),
+    ],
+)
+def test_dqn_never_learns_from_the_base_models_training_split(dqn, message):
+    with pytest.raises(SettingsError, match=message):
+        StageSettings.from_config({"dqn": dqn}, "dqn", "student")
+
+
 def test_unknown_stage_or_variant_and_foreign_sections_fail():
     with pytest.raises(SettingsError, match="unknown stage 'fusion'"):
         StageSettings.from_config({}, "fusion", "teacher")

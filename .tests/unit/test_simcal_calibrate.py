@@ -24,7 +24,7 @@ from simcal.calibrate import (
     losses_for,
     parse_targets,
 )
-from simcal.contract import ContractError
+from simcal.contract import ContractError, replicate_seed
 from simcal.design import Design, parse_bounds, sample_design, write_design
 from simcal.models.sir import SPACE, mean_field_curves, observe
 from simcal.observed import generate_observed
@@ -458,6 +458,31 @@ def test_calibration_is_deterministic_and_resumes_from_its_finished_simulations(
         == [f"resuming: 16 of 16 simulations already done in {partial}"]
         + [f"resuming: 8 of 8 simulations already done in {partial}"] * 2
     )
+
+
+def test_calibration_draws_seeds_from_the_master_seed_and_common_random_numbers(tmp_path, client):
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 40}, 7)
+    simulation = {"replicates": 2, "batch_size": 8, "seed": 5}
+    runs = {"master": simulation, "crn": {**simulation, "common_random_numbers": True}}
+    seeds = {}
+    for name, settings in runs.items():
+        calibrate(
+            SIR, observed, BOUNDS, POISSON, tmp_path / name / "s.parquet", tmp_path / name / "t.parquet",
+            {"initial_points": 4, "rounds": 1, "proposals_per_round": 4, "refine": {"top_k": 2, "replicates": 3}},
+            settings, fixed_params={"days": 40}, client=client,
+        )  # fmt: skip
+        seeds[name] = read_results(tmp_path / name / "s.parquet").drop_duplicates(["param_id", "replicate"])
+    master = seeds["master"]
+    expected = [replicate_seed(p, r, 5) for p, r in zip(master["param_id"], master["replicate"], strict=True)]
+    assert master["seed"].tolist() == expected
+    assert expected != [
+        replicate_seed(p, r) for p, r in zip(master["param_id"], master["replicate"], strict=True)
+    ]
+    crn = seeds["crn"]
+    assert crn["param_id"].nunique() > 1
+    assert (
+        crn.groupby("replicate")["seed"].nunique() == 1
+    ).all()  # every set sees replicate r's random numbers
 
 
 def test_calibrate_files_reads_the_observed_data_and_names_missing_columns(tmp_path, client):

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,8 +17,10 @@ import pytest
 
 from simcal.calibrate import CalibrationSettings
 from simcal.contract import ContractError, normalise_output, param_id, replicate_seed, resolve_callable
-from simcal.runner import SimulationSettings, plan_tasks, simulate
+from simcal.runner import SimulationSettings, plan_tasks, run_batch, simulate
 from simcal.tables import read_parameter_table
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.mark.parametrize(
@@ -69,11 +77,27 @@ def test_seeds_depend_only_on_param_id_and_replicate():
     assert replicate_seed(param_id({"a": 2}), 0) != seeds[0]
 
 
-def test_plan_tasks_merges_duplicate_sets_and_counts_replicates():
-    tasks = plan_tasks([{"a": 1}, {"a": 2}, {"a": 1.0}], replicates=3)
-    assert len(tasks) == 6
-    assert [t.replicate for t in tasks] == [0, 1, 2, 0, 1, 2]
-    assert tasks[0].seed == replicate_seed(tasks[0].param_id, 0)
+def test_without_a_master_seed_the_seeds_of_earlier_versions_are_kept():
+    pid = param_id({"beta": 0.3, "gamma": 0.1})
+    for replicate in range(5):
+        legacy = int.from_bytes(
+            hashlib.blake2b(f"{pid}:{replicate}".encode(), digest_size=8).digest(), "little"
+        )
+        assert replicate_seed(pid, replicate) == legacy % 2**32
+
+
+def test_a_master_seed_derives_every_seed_through_seed_sequence():
+    pid, other = param_id({"a": 1}), param_id({"a": 2})
+    expected = np.random.SeedSequence((5, int(pid, 16)), spawn_key=(3,)).generate_state(1, np.uint32)[0]
+    assert replicate_seed(pid, 3, master_seed=5) == int(expected)
+    assert replicate_seed(pid, 3, master_seed=6) != replicate_seed(pid, 3, master_seed=5)
+    assert replicate_seed(pid, 3, master_seed=5) != replicate_seed(other, 3, master_seed=5)
+    # Common random numbers: replicate r gets the same seed in every parameter set.
+    common = [replicate_seed(p, r, 5, common_random_numbers=True) for p in (pid, other) for r in range(3)]
+    assert common[:3] == common[3:] and len(set(common[:3])) == 3
+    assert replicate_seed(pid, 0, 6, common_random_numbers=True) != common[0]
+    tasks = plan_tasks([{"a": 1}, {"a": 2}], replicates=2, seed=5, common_random_numbers=True)
+    assert [t.seed for t in tasks[:2]] == [t.seed for t in tasks[2:]] == common[:2]
 
 
 @pytest.mark.parametrize(("name", "sep"), [("p.csv", ","), ("p.tsv", "\t"), ("p.parquet", None)])
@@ -96,12 +120,87 @@ def test_parameter_table_errors_name_file_line_and_column(tmp_path):
         read_parameter_table(tmp_path / "p.json")
 
 
+def test_reserved_names_are_refused_in_every_input_naming_the_column(tmp_path):
+    for parameters, fixed, expected in [
+        (
+            pd.DataFrame({"beta": [0.2], "seed": [1]}),
+            None,
+            r"parameter DataFrame: parameter names \['seed'\]",
+        ),
+        (pd.DataFrame({"beta": [0.2]}), {"status": "x"}, r"fixed parameters: parameter names \['status'\]"),
+        (
+            pd.DataFrame({"beta": [0.2]}),
+            {"beta": 0.3},
+            r"parameters \['beta'\] are both columns .* and fixed",
+        ),
+        (pd.DataFrame({"beta": [0.2, None]}), None, r"parameter DataFrame: row 1, column 'beta' is empty"),
+    ]:
+        with pytest.raises(ContractError, match=expected):
+            simulate("simcal_models:noisy_line", parameters, tmp_path / "o", fixed_params=fixed)
+    assert not (tmp_path / "o.partial").exists()
+
+
+def test_settings_name_what_is_wrong():
+    with pytest.raises(ContractError, match="'retries' was removed .*allowed_failures"):
+        SimulationSettings.from_config({"retries": 2})
+    for key, value, expected in [
+        ("timeout_s", -1, "a number > 0 or null"),
+        ("seed", -3, "an integer >= 0 or null"),
+        ("allowed_failures", 1.5, "an integer >= 0"),
+        ("batch_size", "big", 'an integer >= 1 or "auto"'),
+        ("common_random_numbers", "yes", "true or false"),
+    ]:
+        with pytest.raises(ContractError, match=rf"simulation settings: {key} must be {re.escape(expected)}"):
+            SimulationSettings.from_config({key: value})
+    assert SimulationSettings.from_config({"batch_size": "auto", "seed": 3}).batch_size is None
+
+
+def test_run_batch_turns_every_kind_of_output_into_rows():
+    tasks = plan_tasks([{"a": 1}, {"a": 2}, {"a": 3}], replicates=1)
+    empty = run_batch("simcal_models:empty_for_odd", tasks)
+    assert sorted(empty.drop_duplicates("param_id")["a"]) == [1, 2, 3]
+    assert len(empty) == 1 + 2 + 1 and (empty["status"] == "ok").all()
+    arrays = run_batch("simcal_models:array_in_dict", tasks[:1])
+    assert (
+        arrays["status"].iloc[0] == "failed"
+        and "ndarray of shape (3,) for output 'curve'" in arrays["error"].iloc[0]
+    )
+    hijack = run_batch("simcal_models:hijacks_keys", tasks[:1])
+    table = run_batch("simcal_models:hijacks_keys_table", tasks[:1])
+    assert list(hijack.columns) == list(table.columns)
+    assert hijack["param_id"].iloc[0] == tasks[0].param_id and hijack["output_param_id"].iloc[0] == "hijack"
+    missing = run_batch("simcal_models:not_there", tasks[:2])  # e.g. not installed on this worker
+    assert (
+        list(missing["status"]) == ["failed"] * 2
+        and "has no attribute 'not_there'" in missing["error"].iloc[0]
+    )
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    script = (
+        "import os, sys; os.umask(int(sys.argv[2], 8)); from simcal.tables import write_text, write_json; "
+        "write_text('x', sys.argv[1] + '/a.txt'); write_json({'a': 1}, sys.argv[1] + '/b.json')"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), oct(umask)[2:]], check=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    for name in ("a.txt", "b.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_dict_outputs_stack_tables_and_repeat_scalars():
     out = normalise_output({"curve": pd.DataFrame({"t": [0, 1]}), "peak": np.int64(7), "r0": 2.5})
     assert list(out["table"]) == ["curve", "curve"]
     assert list(out["peak"]) == [7, 7]
     with pytest.raises(ContractError, match="expected a pandas DataFrame or a dict"):
         normalise_output([1, 2], "m:f")
+    with pytest.raises(ContractError, match=r"m:f returned a list of shape \(2,\) for output 'xs'"):
+        normalise_output({"curve": pd.DataFrame({"t": [0]}), "xs": [1, 2]}, "m:f")
+    only_scalars = normalise_output({"curve": pd.DataFrame({"t": []}), "peak": 3}, "m:f")
+    assert len(only_scalars) == 1 and only_scalars["peak"].iloc[0] == 3
 
 
 @pytest.mark.parametrize(

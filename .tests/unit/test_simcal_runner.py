@@ -1,7 +1,12 @@
-"""The batched, resumable simulation runner on real Dask clusters (LocalCluster with worker processes)."""
+"""The batched, resumable simulation runner on real Dask clusters (LocalCluster with worker processes).
+
+Most tests share one LocalCluster whose scheduler allows no worker death per task (allowed-failures 0), so a batch
+whose worker dies is split at once and the tests stay short.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -10,14 +15,32 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import pandas as pd
 import psutil
 import pytest
 from distributed import Client, LocalCluster
 
-from simcal.backends import Terminated, close_on_signals, slurm_cluster_kwargs, slurm_scaling
+from simcal.backends import (
+    Terminated,
+    close_on_signals,
+    slurm_cluster_kwargs,
+    slurm_scaling,
+    walltime_seconds,
+    worker_lifetime,
+)
 from simcal.contract import ContractError
-from simcal.runner import TooManyFailures, read_results, simulate
+from simcal.runner import (
+    NoWorkers,
+    PartStore,
+    SimulationSettings,
+    Simulator,
+    TooManyFailures,
+    plan_manifest,
+    plan_tasks,
+    read_results,
+    simulate,
+)
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -25,13 +48,28 @@ SRC = HERE.parents[1] / "src"
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        with Client(cluster) as connected:
-            yield connected
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
+        ) as cluster:
+            with Client(cluster) as connected:
+                yield connected
 
 
 def table(n: int, start: float = 0.0) -> pd.DataFrame:
     return pd.DataFrame({"a": [start + i for i in range(n)]})
+
+
+def sims(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per simulation (the first of its rows)."""
+    return frame.drop_duplicates(["param_id", "replicate"]).reset_index(drop=True)
+
+
+# -- every planned simulation is in the output, with its keys and parameters -------------------------------------
 
 
 def test_same_seed_same_output_whatever_the_batching_and_order(tmp_path, client):
@@ -51,11 +89,25 @@ def test_same_seed_same_output_whatever_the_batching_and_order(tmp_path, client)
     assert first.groupby(["param_id", "replicate"])["seed"].nunique().eq(1).all()
 
 
-def test_simulations_run_in_worker_processes(tmp_path, client):
-    simulate("simcal_models:noisy_line", table(8), tmp_path / "out", {"batch_size": 2}, client=client)
+def test_an_empty_table_is_a_row_with_its_parameters_on_the_probe_path(tmp_path, client):
+    # batch_size auto: the timing probe runs first, on a worker.
+    summary = simulate(
+        "simcal_models:empty_for_odd", table(6), tmp_path / "out", {"replicates": 2}, client=client
+    )
     result = read_results(tmp_path / "out")
-    assert os.getpid() not in set(result["pid"])
-    assert result["pid"].nunique() == 2
+    assert summary.total == 12 and summary.executed == 12
+    assert sims(result).shape[0] == 12 and (result["status"] == "ok").all()
+    odd = result[result["a"] % 2 == 1]
+    assert len(odd) == 6 and odd["event"].isna().all()  # one row each, no outputs
+    assert len(result[result["a"] % 2 == 0]) == 12  # two events each
+    assert result["seed"].notna().all() and result["param_id"].str.len().eq(16).all()
+
+
+def test_the_probe_runs_on_workers_never_in_the_driver(tmp_path, client):
+    simulate("simcal_models:worker_pid", table(40), tmp_path / "out", client=client)
+    pids = set(read_results(tmp_path / "out")["pid"])
+    assert os.getpid() not in pids
+    assert pids <= {info["pid"] for info in client.run(lambda: {"pid": os.getpid()}).values()}
 
 
 def test_automatic_batch_size_packs_many_cheap_simulations_per_task(tmp_path, client):
@@ -68,6 +120,64 @@ def test_automatic_batch_size_packs_many_cheap_simulations_per_task(tmp_path, cl
     assert len(read_results(tmp_path / "out")) == 4000
 
 
+def test_batch_size_is_chosen_for_each_run_from_the_probes_timing(tmp_path, client):
+    """A calibration runs rounds of different sizes on one Simulator: each round gets its own batch size, from
+    the first round's timing probe (the first round is larger than the probe, so it also runs batches)."""
+    settings = SimulationSettings(replicates=2)
+    rounds = {
+        "first": plan_tasks(table(600).to_dict("records"), 2),
+        "second": plan_tasks(table(4000).to_dict("records"), 2),
+    }
+    summaries = {}
+    with Simulator("simcal_models:noisy_line", settings, client=client) as simulator:
+        for name, tasks in rounds.items():
+            store = PartStore(tmp_path / name, plan_manifest("simcal_models:noisy_line", tasks, settings))
+            summaries[name] = simulator.run(tasks, store)
+    first, second = summaries["first"], summaries["second"]
+    assert (first.total, second.total) == (1200, 8000)
+    assert second.batch_size > first.batch_size  # not the first round's size reused
+    assert second.batches < 8000 / 100
+
+
+def test_a_misspelt_parameter_column_stops_before_any_cluster_starts(tmp_path):
+    params = pd.DataFrame({"beta": [0.3], "gamma": [0.1], "populaton": [1000]})
+    with pytest.raises(ContractError, match=r"row 1.*populaton.*population"):
+        simulate("simcal.models.sir:simulate", params, tmp_path / "out")  # no client: would start a cluster
+
+
+@pytest.mark.parametrize("model", ["simcal_models:hijacks_keys", "simcal_models:hijacks_keys_table"])
+def test_outputs_named_like_key_columns_are_renamed_alike_for_dicts_and_tables(tmp_path, client, model):
+    simulate(model, table(4), tmp_path / "out", {"batch_size": 2}, client=client)
+    result = read_results(tmp_path / "out")
+    assert len(result) == 4
+    assert sorted(result["a"]) == [0.0, 1.0, 2.0, 3.0] and result["param_id"].nunique() == 4
+    assert (result["status"] == "ok").all() and (result["seed"] >= 0).all()
+    assert (result["output_param_id"] == "hijack").all() and (result["output_seed"] == -1).all()
+    assert (result["output_a"] == "output a").all() and (result["output_status"] == "mine").all()
+
+
+def test_arrays_in_dicts_fail_clearly_and_type_changes_lose_nothing(tmp_path, client):
+    with pytest.raises(
+        TooManyFailures, match=r"ContractError: simcal_models:array_in_dict returned a ndarray"
+    ):
+        simulate(
+            "simcal_models:array_in_dict", table(3), tmp_path / "arrays", {"batch_size": 3}, client=client
+        )
+    rows = pd.concat(pd.read_parquet(p) for p in (tmp_path / "arrays.partial").glob("part-*.parquet"))
+    assert len(rows) == 3 and set(rows["status"]) == {"failed"}
+    assert rows["error"].str.contains(r"shape \(3,\) for output 'curve'").all()
+
+    # Within a batch (0, 1) and across batches (ints in one part, text in another): nothing lost.
+    ints = pd.DataFrame({"a": range(5)})
+    simulate("simcal_models:type_changes", ints, tmp_path / "types", {"batch_size": 2}, client=client)
+    result = read_results(tmp_path / "types").sort_values("a")
+    assert (result["status"] == "ok").all() and len(result) == 5
+    assert list(result["value"]) == ["0", "text 1", "2", "text 3", "4"]
+
+
+# -- failures are rows; dead workers and hangs cost only their own simulation ------------------------------------
+
+
 def test_failures_become_rows_and_threshold_decides(tmp_path, client):
     params = pd.DataFrame({"a": [1.0, -1.0, 2.0, 3.0]})
     summary = simulate(
@@ -78,7 +188,7 @@ def test_failures_become_rows_and_threshold_decides(tmp_path, client):
         client=client,
     )
     result = read_results(tmp_path / "ok")
-    assert summary.total == 4
+    assert summary.total == 4 and summary.failed == 1
     failed = result[result["status"] == "failed"]
     assert list(failed["a"]) == [-1.0]
     assert failed["error"].iloc[0] == "ValueError: a must be >= 0, got -1.0"
@@ -94,56 +204,224 @@ def test_failures_become_rows_and_threshold_decides(tmp_path, client):
         )
     message = str(error.value)
     assert "1 of 4 simulations failed" in message and "1x ValueError: a must be >= 0, got -1.0" in message
+    assert "(a=-1.0)" in message  # the failing parameter set is named
     assert not (tmp_path / "bad").exists()
-    assert len(list((tmp_path / "bad.partial").glob("*.parquet"))) == 2  # finished parts are kept for a rerun
+    assert (
+        len(list((tmp_path / "bad.partial").glob("part-*.parquet"))) == 2
+    )  # finished parts kept for a rerun
 
 
-def test_a_dying_worker_is_retried_not_lost(tmp_path, client, monkeypatch):
-    monkeypatch.setenv("SIMCAL_TEST_MARKER", str(tmp_path / "marker"))
-    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_MARKER", str(tmp_path / "marker")))
-    simulate(
-        "simcal_models:dies_once", table(4), tmp_path / "out", {"batch_size": 2, "retries": 2}, client=client
-    )
-    result = read_results(tmp_path / "out")
-    assert (tmp_path / "marker").read_text() == "died"
-    assert list(result["status"]) == ["ok"] * 4
-    client.wait_for_workers(2, timeout=30)
-
-
-def test_a_batch_that_keeps_killing_workers_is_recorded_as_lost_and_redone_on_rerun(tmp_path, client):
-    from simcal.runner import PartStore
-
-    with pytest.raises(TooManyFailures, match=r"2 of 2 simulations failed .*batch lost after 0 retries"):
+def test_a_sweep_whose_whole_probe_fails_stops_at_once(tmp_path, client, monkeypatch):
+    count = tmp_path / "count"
+    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
+    with pytest.raises(TooManyFailures, match=r"all \d+ simulations of the timing probe failed") as error:
         simulate(
-            "simcal_models:always_dies",
-            table(2),
+            "simcal_models:always_fails",
+            table(3000),
             tmp_path / "out",
-            {"batch_size": 2, "retries": 0},
+            {"max_failed_fraction": 0.5},
             client=client,
         )
-    partial = tmp_path / "out.partial"
-    lost = list(partial.glob("lost-*.parquet"))
-    assert len(lost) == 1 and set(pd.read_parquet(lost[0])["status"]) == {"lost"}
-    store = PartStore(tmp_path / "out", {"model": "simcal_models:always_dies", "replicates": 1})
-    assert store.done() == set() and not list(partial.glob("lost-*.parquet"))  # a rerun redoes lost batches
+    assert "RuntimeError: always_fails: no result for a=0.0" in str(error.value)
+    ran = len(count.read_text().split())
+    assert 2 <= ran <= 1000  # the probe only, not the 3000
+    kept = sum(len(pd.read_parquet(p)) for p in (tmp_path / "out.partial").glob("part-*.parquet"))
+    assert kept == ran
+
+
+def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_path, client):
+    summary = simulate(
+        "simcal_models:crashes_for_three", table(8), tmp_path / "out",
+        {"batch_size": 8, "max_failed_fraction": 0.2}, client=client,
+    )  # fmt: skip
+    result = read_results(tmp_path / "out").sort_values("a")
+    outcome = result[["a", "status", "error"]].to_string()  # shown when an assertion fails
+    assert len(result) == 8 and summary.failed == 1, outcome
+    crashed = result[result["status"] == "crashed"]
+    assert list(crashed["a"]) == [3.0] and crashed["seed"].notna().all(), outcome
+    expected = "died 1 time(s) while running this simulation (limit: simulation.allowed_failures = 0"
+    assert expected in crashed["error"].iloc[0], outcome
+    assert (result.loc[result["a"] != 3, "status"] == "ok").all(), outcome
     client.wait_for_workers(2, timeout=60)
 
 
-def test_progress_lines_have_counts_rate_eta_and_dashboard(tmp_path, client, caplog):
+def test_a_transient_worker_death_loses_nothing(tmp_path, client):
+    params = table(4).assign(marker=str(tmp_path / "marker"))
+    simulate("simcal_models:dies_once", params, tmp_path / "out", {"batch_size": 4}, client=client)
+    result = read_results(tmp_path / "out")
+    assert (tmp_path / "marker").read_text() == "died"
+    assert list(result["status"]) == ["ok"] * 4
+    client.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("model", "interrupted"),
+    [("simcal_models:spins_for_two", True), ("simcal_models:sleeps_for_two", False)],
+    ids=["python-loop", "native-sleep"],
+)
+def test_a_hung_simulation_times_out_and_the_others_are_kept(tmp_path, client, model, interrupted):
+    began = time.monotonic()
+    summary = simulate(
+        model, table(5), tmp_path / "out", {"batch_size": 5, "timeout_s": 0.5, "max_failed_fraction": 0.2},
+        client=client,
+    )  # fmt: skip
+    assert time.monotonic() - began < 60
+    result = read_results(tmp_path / "out").sort_values("a")
+    assert len(result) == 5 and summary.failed == 1
+    timed_out = result[result["status"] == "timeout"]
+    assert list(timed_out["a"]) == [2.0]
+    assert "timeout_s = 0.5 s" in timed_out["error"].iloc[0]
+    if not interrupted:  # stuck in native code: its worker was ended and the rest of the batch rerun
+        assert "could not be interrupted" in timed_out["error"].iloc[0]
+    assert (result.loc[result["a"] != 2, "status"] == "ok").all()
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_batches_end_ok_in_error_or_lost_and_only_errors_are_blamed(client):
+    from distributed import wait
+
+    from simcal.outcomes import settle
+
+    finished, erred = client.submit(sum, [1, 2], pure=False), client.submit(divmod, 1, 0, pure=False)
+    cancelled = client.submit(time.sleep, 30, pure=False)
+    cancelled.cancel()
+    wait([finished, erred])
+    assert settle(finished) == ("ok", 3)
+    outcome, error = settle(erred)
+    assert outcome == "error" and isinstance(error, ZeroDivisionError)
+    outcome, error = settle(cancelled)  # Dask gave up on it: run again, not recorded as a failure
+    assert outcome == "lost" and "cancelled" in f"{type(error).__name__} {error}".lower()
+
+
+# -- resume: keyed by the plan, parts by their contents ------------------------------------------------------------
+
+
+def test_removing_the_bad_row_and_rerunning_keeps_only_the_new_plan(tmp_path, client):
+    # The review's case: the threshold fails the rule, the user drops the bad row and reruns.
+    params = pd.DataFrame({"a": [0.2, -0.3, 0.4, 0.5]})
+    settings = {"batch_size": 2, "max_failed_fraction": 0.1}
+    with pytest.raises(TooManyFailures, match="1 of 4 simulations failed"):
+        simulate("simcal_models:fails_for_negative", params, tmp_path / "out", settings, client=client)
+    fixed = params[params["a"] > 0]
+    summary = simulate("simcal_models:fails_for_negative", fixed, tmp_path / "out", settings, client=client)
+    assert summary.total == 3 and summary.skipped == 3 and summary.executed == 0  # nothing redone
+    result = read_results(tmp_path / "out")
+    assert sorted(result["a"]) == [0.2, 0.4, 0.5] and (result["status"] == "ok").all()
+
+
+def leave_as_parts(output: Path, model: str) -> None:
+    """Turn a finished output back into the parts an interrupted run of the same model would have left."""
+    partial = PartStore(output, {"model": model}).partial
+    output.rename(partial / "part-previous.parquet")
+
+
+def test_changed_replicates_or_seed_reuse_exactly_the_matching_simulations(tmp_path, client):
+    model, out = "simcal_models:noisy_line", tmp_path / "out"
+    simulate(model, table(3), out, {"batch_size": 2, "replicates": 2}, client=client)
+    previous = read_results(out)
+    leave_as_parts(out, model)
+    more = simulate(model, table(4), out, {"batch_size": 2, "replicates": 3}, client=client)
+    assert (more.skipped, more.executed) == (6, 6)  # the 3 x 2 finished ones have the same seeds: kept
+    result = read_results(out)
+    assert len(result) == 12 and sorted(set(result["a"])) == [0, 1, 2, 3]
+
+    leave_as_parts(out, model)
+    fewer = simulate(model, table(2), out, {"batch_size": 2, "replicates": 1}, client=client)
+    assert (fewer.skipped, fewer.executed) == (2, 0)
+    assert len(read_results(out)) == 2  # the rows of the larger plan are left out
+
+    leave_as_parts(out, model)
+    reseeded = simulate(model, table(3), out, {"batch_size": 2, "replicates": 2, "seed": 5}, client=client)
+    assert (reseeded.skipped, reseeded.executed) == (0, 6)  # other seeds: other simulations
+    assert not set(read_results(out)["seed"]) & set(previous["seed"])
+
+
+def test_a_truncated_part_is_discarded_and_redone(tmp_path, client):
+    params = pd.DataFrame({"a": [1.0, -1.0, 2.0, 3.0]})
+    with pytest.raises(TooManyFailures):
+        simulate(
+            "simcal_models:fails_for_negative", params, tmp_path / "out", {"batch_size": 1}, client=client
+        )
+    parts = sorted((tmp_path / "out.partial").glob("part-*.parquet"))
+    data = parts[0].read_bytes()
+    parts[0].write_bytes(data[: len(data) // 2])  # what a crash during a copy could leave
+    summary = simulate(
+        "simcal_models:fails_for_negative", params, tmp_path / "out", {"batch_size": 1, "max_failed_fraction": 0.25},
+        client=client,
+    )  # fmt: skip
+    assert (summary.skipped, summary.executed) == (3, 1)
+    assert len(read_results(tmp_path / "out")) == 4
+
+
+def test_rerun_failed_runs_only_the_failed_simulations_again(tmp_path, client):
+    count = tmp_path / "count"
+    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
+    params = table(4)
+    with pytest.raises(TooManyFailures):
+        simulate("simcal_models:always_fails", params, tmp_path / "out", {"batch_size": 2, "max_failed_fraction": 1 - 1e-9},
+                 client=client)  # fmt: skip
+    assert len(count.read_text().split()) == 4
+    again = simulate(
+        "simcal_models:always_fails", params, tmp_path / "out",
+        {"batch_size": 2, "max_failed_fraction": 1.0, "rerun_failed": True}, client=client,
+    )  # fmt: skip
+    assert (again.skipped, again.executed) == (0, 4) and len(count.read_text().split()) == 8
+
+
+# -- progress, watchdog and backends ---------------------------------------------------------------------------
+
+
+def test_progress_goes_to_the_log_and_to_a_json_file_that_simcal_status_reads(tmp_path, client, caplog):
     caplog.set_level(logging.INFO, logger="simcal")
-    simulate("simcal_models:noisy_line", table(6), tmp_path / "out", {"batch_size": 2}, client=client)
+    out = tmp_path / "out.parquet"
+    simulate("simcal_models:noisy_line", table(6), out, {"batch_size": 2}, client=client)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("simulations ")]
-    assert lines and "6/6 (100.0%)" in lines[-1]
-    assert "/s, ETA" in lines[-1] and "dashboard http" in lines[-1]
+    assert lines and "6/6 (100.0%), 0 failed" in lines[-1]
+    assert "/s, ETA" in lines[-1] and "dashboard http://127.0.0.1:" in lines[-1]
+    info = json.loads((tmp_path / "out.parquet.progress.json").read_text())
+    assert info["state"] == "finished" and (info["done"], info["total"], info["failed"]) == (6, 6, 0)
+    assert info["backend"] == "local" and info["dashboard"].startswith("http://127.0.0.1:")
+    assert info["rate_per_s"] > 0 and oct((tmp_path / "out.parquet.progress.json").stat().st_mode & 0o777)
+
+    status = subprocess.run(
+        [sys.executable, "-m", "simcal.cli", "status", str(out)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    header, row = status.stdout.splitlines()
+    assert header.split()[:4] == ["STATE", "DONE", "TOTAL", "FAILED"]
+    assert row.split()[:4] == ["finished", "6", "6", "0"] and str(out) in row
 
 
-def test_local_backend_starts_and_closes_its_own_cluster(tmp_path):
+def test_no_worker_watchdog_fails_with_a_clear_message(tmp_path):
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as empty,
+    ):
+        began = time.monotonic()
+        with pytest.raises(
+            NoWorkers, match=r"no Dask worker has been connected for \d+ s .*no_worker_timeout_s = 2"
+        ):
+            simulate(
+                "simcal_models:noisy_line", table(2), tmp_path / "out", {"batch_size": 1, "no_worker_timeout_s": 2},
+                client=empty,
+            )  # fmt: skip
+        assert time.monotonic() - began < 30
+    info = json.loads((tmp_path / "out.progress.json").read_text())
+    assert info["state"] == "failed" and "NoWorkers" in info["message"]
+
+
+def test_local_backend_starts_and_closes_its_own_cluster_and_counts_deaths_itself(tmp_path):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     summary = simulate(
-        "simcal_models:noisy_line", table(6), tmp_path / "out", {"batch_size": 2}, backend="local", threads=2
-    )
-    assert summary.batches == 3
-    assert read_results(tmp_path / "out")["pid"].nunique() == 2
+        "simcal_models:crashes_for_three", table(6), tmp_path / "out",
+        {"batch_size": 2, "allowed_failures": 1, "max_failed_fraction": 0.5}, backend="local", threads=2,
+    )  # fmt: skip
+    assert summary.total == 6
+    result = read_results(tmp_path / "out")
+    assert os.getpid() not in set(result.loc[result["status"] == "ok", "pid"])
+    crashed = result[result["status"] == "crashed"]
+    assert list(crashed["a"]) == [3] and "died 2 time(s)" in crashed["error"].iloc[0]
     time.sleep(0.5)
     leftover = {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()} - before
     assert not leftover, f"worker processes left running: {leftover}"
@@ -178,19 +456,34 @@ def test_slurm_job_script_from_config():
         "processes": 2, "job_extra_directives": ["--exclusive"], "gpus": 2, "interface": "lo",
         "job_script_prologue": ["module load python"], "adaptive": {"minimum_jobs": 0, "maximum_jobs": 3},
     }  # fmt: skip
-    kwargs = slurm_cluster_kwargs(options)
+    kwargs = slurm_cluster_kwargs(options, "dask-worker-test")
     with SLURMCluster(**kwargs) as cluster:
         script = cluster.job_script()
+    # 30 min walltime: stagger 90 s (5%), margin 270 s (15%): workers retire 24 min +- 1.5 min in.
     for expected in [
-        "#SBATCH -A PAS1234", "#SBATCH -p gpu", "#SBATCH -t 00:30:00", "#SBATCH --cpus-per-task=4",
-        "#SBATCH --exclusive", "#SBATCH --gpus-per-node=2", "module load python", "--nworkers 2",
-        "--resources GPU=1", "--death-timeout 60",
+        "#SBATCH -J dask-worker-test", "#SBATCH -A PAS1234", "#SBATCH -p gpu", "#SBATCH -t 00:30:00",
+        "#SBATCH --cpus-per-task=4", "#SBATCH --exclusive", "#SBATCH --gpus-per-node=2", "module load python",
+        "--nworkers 2", "--resources GPU=1", "--death-timeout 60", "--lifetime 1440s", "--lifetime-stagger 90s",
     ]:  # fmt: skip
         assert expected in script, f"{expected!r} not in job script:\n{script}"
     assert slurm_scaling(options) == {"minimum_jobs": 0, "maximum_jobs": 3}
-    assert slurm_scaling({"jobs": 4}) == {"jobs": 4}
+    assert slurm_scaling({"jobs": 4}) == {"minimum_jobs": 4, "maximum_jobs": 4}  # replaced when they retire
     with pytest.raises(ContractError, match="unknown options \\['acount'\\]"):
         slurm_cluster_kwargs({"acount": "typo"})
+
+
+def test_worker_lifetime_is_shorter_than_the_walltime():
+    assert walltime_seconds("01:00:00") == 3600 and walltime_seconds("2-00:30") == 174600
+    assert walltime_seconds("5") == 300 and walltime_seconds("01:30") == 90
+    assert worker_lifetime({"walltime": "00:01:00"}) == (37, 3)
+    assert worker_lifetime({"walltime": "01:00:00"}) == (2880, 180)
+    assert worker_lifetime({"walltime": "00:01:00", "lifetime": "30s", "lifetime_stagger": 5}) == (30, 5)
+    with pytest.raises(
+        ContractError, match=r"lifetime \(70 s\) \+ lifetime_stagger \(3 s\) .* walltime 00:01:00"
+    ):
+        worker_lifetime({"walltime": "00:01:00", "lifetime": 70})
+    with pytest.raises(ContractError, match=r"walltime '1h'"):
+        walltime_seconds("1h")
 
 
 def test_sigterm_becomes_an_exception_that_unwinds_the_block():
@@ -273,3 +566,4 @@ def test_sigterm_closes_the_local_cluster_and_keeps_finished_parts(tmp_path):
     gone, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, f"worker processes survived SIGTERM: {alive}"
     assert list(output.with_name("sweep.parquet.partial").glob("part-*.parquet"))
+    assert json.loads(Path(f"{output}.progress.json").read_text())["state"] == "failed"

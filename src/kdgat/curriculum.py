@@ -2,12 +2,14 @@
 sample that moves from easy to hard.
 
 Epoch e of E (progress t = e / (E − 1)):
+- hardness percentile p(t) goes linearly from `start_percentile` to `end_percentile`: the pool of the epoch is the
+  normals whose difficulty is at or above the p-th percentile of the normals' difficulties (p = 25: all but the
+  easiest quarter). It applies in every epoch, the first included;
 - normal:attack ratio r(t) goes linearly from `start_ratio` to `end_ratio` (more normals = harder imbalance);
-- hardness percentile p(t) goes from `start_percentile` to `end_percentile`: only normals whose difficulty is at or
-  above the p-th percentile are eligible (p = 0: all normals, the easy mix; p = 75: the hardest quarter);
-- every attack graph is used; ⌊r·attacks⌉ normals are drawn without replacement from the eligible pool with a
-  generator seeded by (seed, epoch), so the sample is redrawn each epoch yet reproducible after a resume. When the
-  pool is smaller than the draw, the hardest normals below the percentile fill it.
+- every attack graph is used; min(⌊r·attacks⌉, pool) normals are drawn without replacement from the pool with a
+  generator seeded by (seed, epoch), so the sample is redrawn each epoch yet reproducible after a resume. The
+  ratio is thus capped by the normals the pool holds: a pool smaller than the ratio asks for is used whole, never
+  topped up with easier normals (which would void the percentile).
 """
 
 from __future__ import annotations
@@ -18,11 +20,30 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class CurriculumDraw:
+    """One epoch's sample (indices into the training set, sorted) and how it was drawn (logged per epoch)."""
+
+    indices: np.ndarray
+    ratio: float  # the normal:attack ratio the schedule asked for
+    percentile: float  # the hardness percentile that defined the pool
+    pool: int  # normals at or above the percentile
+    normals: int  # normals drawn: min(round(ratio · attacks), pool)
+
+    def log_row(self) -> dict[str, float]:
+        return {
+            "curriculum_ratio": self.ratio,
+            "curriculum_percentile": self.percentile,
+            "curriculum_pool": self.pool,
+            "curriculum_normals": self.normals,
+        }
+
+
+@dataclass(frozen=True)
 class Curriculum:
     epochs: int
     start_ratio: float = 1.0
     end_ratio: float = 4.0
-    start_percentile: float = 0.0
+    start_percentile: float = 25.0
     end_percentile: float = 50.0
     seed: int = 0
 
@@ -40,21 +61,24 @@ class Curriculum:
         percentile = self.start_percentile + (self.end_percentile - self.start_percentile) * progress
         return ratio, percentile
 
-    def sample(self, difficulty: np.ndarray, labels: np.ndarray, epoch: int) -> np.ndarray:
-        """Indices (into the training set) for this epoch: all attacks + the drawn normals, sorted."""
+    def draw(self, difficulty: np.ndarray, labels: np.ndarray, epoch: int) -> CurriculumDraw:
+        """This epoch's sample: all attacks + the normals drawn from the pool (see the module docstring)."""
         labels = np.asarray(labels)
         attacks = np.flatnonzero(labels == 1)
         normals = np.flatnonzero(labels == 0)
-        if len(attacks) == 0 or len(normals) == 0:
-            return np.arange(len(labels))
         ratio, percentile = self.schedule(epoch)
-        wanted = min(len(normals), max(1, int(round(ratio * len(attacks)))))
+        if len(attacks) == 0 or len(normals) == 0:
+            # One class only: nothing to balance; the whole set, logged as such.
+            return CurriculumDraw(np.arange(len(labels)), ratio, percentile, len(normals), len(normals))
         normal_difficulty = np.asarray(difficulty, dtype=float)[normals]
         cutoff = np.percentile(normal_difficulty, percentile)
         pool = normals[normal_difficulty >= cutoff]
-        if len(pool) < wanted:
-            hardest_first = normals[np.argsort(-normal_difficulty, kind="stable")]
-            pool = hardest_first[:wanted]
+        wanted = min(len(pool), max(1, int(round(ratio * len(attacks)))))
         rng = np.random.default_rng([self.seed, epoch])
         drawn = rng.choice(pool, size=wanted, replace=False)
-        return np.sort(np.concatenate([attacks, drawn]))
+        indices = np.sort(np.concatenate([attacks, drawn]))
+        return CurriculumDraw(indices, ratio, percentile, len(pool), wanted)
+
+    def sample(self, difficulty: np.ndarray, labels: np.ndarray, epoch: int) -> np.ndarray:
+        """Indices (into the training set) for this epoch, sorted: `draw(...).indices`."""
+        return self.draw(difficulty, labels, epoch).indices

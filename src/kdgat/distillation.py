@@ -67,7 +67,14 @@ def vgae_kd_loss(
     }
 
 
-def q_value_kd_loss(student_q, teacher_q, td_loss, alpha: float = 0.7) -> dict:
-    """α·MSE(Q_student, Q_teacher) over all actions + (1−α)·TD loss: regress on the teacher's whole Q-row."""
-    kd = F.mse_loss(student_q, teacher_q)
+def q_value_kd_loss(student_q, teacher_q, td_loss, alpha: float = 0.7, weights=None) -> dict:
+    """α·MSE(Q_student, Q_teacher) over all actions + (1−α)·TD loss: regress on the teacher's whole Q-row.
+
+    ``weights`` (one per row, >= 0) weigh each row's squared error; the mean is over the rows' total weight (a
+    batch with no weight distils nothing)."""
+    if weights is None:
+        kd = F.mse_loss(student_q, teacher_q)
+    else:
+        per_row = (student_q - teacher_q).pow(2).mean(dim=1)
+        kd = (weights * per_row).sum() / weights.sum().clamp_min(1.0)
     return {"loss": alpha * kd + (1 - alpha) * td_loss, "kd": kd, "td": td_loss}

@@ -1,7 +1,8 @@
 """Score graphs with the trained VGAE → GAT → DQN fusion chain (models from kdgat.model_store.load_model).
 
-`score_graphs` returns, per graph: label, vgae_error (raw mean node-feature reconstruction MSE), vgae_score (the
-error calibrated to [0, 1): 0.5 at the VGAE's validation threshold, see VGAE.calibrated_anomaly), gat_prob
+`score_graphs` returns, per graph: label, vgae_error (the VGAE's anomaly error: how far the graph's feature MSE,
+ID cross-entropy and neighbour BCE lie from normal windows', see kdgat.models.vgae), vgae_score (that error calibrated to [0, 1): 0.5
+at the VGAE's validation threshold, see VGAE.calibrated_anomaly), gat_prob
 (p(attack)), fusion_alpha (α chosen by the DQN), fusion_score ((1−α)·vgae_score + α·gat_prob) and fusion_pred
 (fusion_score > 0.5).
 """
@@ -9,15 +10,19 @@ error calibrated to [0, 1): 0.5 at the VGAE's validation threshold, see VGAE.cal
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch_geometric.loader import DataLoader
 
 from kdgat.models import GAT, VGAE, fuse
+from kdgat.models.dense import DenseGATLayer, DenseMLP, attention_mask
+from kdgat.models.vgae import ID_COLUMN
 from kdgat.runtime import select_device
 
-__all__ = ["fusion_inputs", "score_graphs"]
+__all__ = ["Detection", "WindowDetector", "fusion_inputs", "score_graphs"]
 
 
 @torch.no_grad()
@@ -26,7 +31,7 @@ def fusion_inputs(
 ) -> dict[str, torch.Tensor]:
     """Per-graph quantities the fusion needs, on CPU: the 15-D DQN state and its ingredients.
 
-    State = VGAE [feature MSE, neighbour BCE, ID CE, z mean, z std, z max, z min, calibrated anomaly]
+    State = VGAE [feature MSE, neighbour BCE, ID CE, z mean, z std, z max, z min, calibrated anomaly error]
           + GAT  [p(normal), p(attack), embedding mean, std, max, min, confidence 1 − H(p)/ln 2].
     """
     device = select_device(device) if isinstance(device, str) else device
@@ -37,8 +42,8 @@ def fusion_inputs(
     for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
         errors = vgae.graph_errors(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
-        anomaly = vgae.calibrated_anomaly(errors["feature_mse"])
-        embedding = gat.embed(batch.x, batch.edge_index, batch.batch)
+        anomaly = vgae.calibrated_anomaly(errors["anomaly_error"])
+        embedding = gat.embed(batch.x, batch.edge_index, batch.batch, batch.edge_attr)
         probs = torch.softmax(gat.head(embedding), dim=1)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
         state = torch.stack(
@@ -64,7 +69,7 @@ def fusion_inputs(
         parts["state"].append(state.float().cpu())
         parts["anomaly"].append(anomaly.float().cpu())
         parts["p_attack"].append(probs[:, 1].float().cpu())
-        parts["error"].append(errors["feature_mse"].float().cpu())
+        parts["error"].append(errors["anomaly_error"].float().cpu())
         parts["label"].append(batch.y.view(-1).long().cpu())
     vgae.train(vgae_was_training)
     gat.train(gat_was_training)
@@ -95,3 +100,113 @@ def score_graphs(vgae, gat, dqn, graphs, batch_size: int = 256, device="cpu") ->
             "fusion_pred": pred.numpy().astype(int),
         }
     )
+
+
+class Detection(NamedTuple):
+    """The fused decision for one window: α chosen by the DQN, fused score, attack = fused score > 0.5."""
+
+    alpha: float
+    score: float
+    attack: bool
+
+
+class WindowDetector:
+    """Detects one window graph at a time with trained VGAE, GAT and DQN models (eval mode), without batching.
+
+    Same state, α and decision as :func:`score_graphs` (checked by .tests/unit/test_dense.py), computed with the
+    dense single-graph layers of kdgat.models.dense: at batch size one PyG's batching and message passing cost
+    more than the arithmetic. The models' weights are copied when the detector is built: build it after training.
+    """
+
+    def __init__(self, vgae: VGAE, gat: GAT, dqn):
+        if gat.edge_features:
+            raise NotImplementedError("WindowDetector does not take a GAT with edge_features yet")
+        if torch.isnan(vgae.anomaly_threshold):
+            raise RuntimeError("VGAE anomaly threshold is not calibrated (train it with kdgat.training.vgae)")
+        vgae, gat, dqn = vgae.eval().cpu(), gat.eval().cpu(), dqn.eval().cpu()
+        with torch.no_grad():
+            self.num_ids = vgae.num_ids
+            self.vgae_embedding = vgae.embedding.weight.detach().clone()
+            self.encoder = [
+                DenseGATLayer(c, n) for c, n in zip(vgae.encoder, vgae.encoder_norms, strict=True)
+            ]
+            self.mean_head = (vgae.mean_head.weight.detach().clone(), vgae.mean_head.bias.detach().clone())
+            self.decoder = [
+                DenseGATLayer(c, n) for c, n in zip(vgae.decoder, vgae.decoder_norms, strict=True)
+            ]
+            self.feature_out = DenseGATLayer(vgae.feature_out)
+            self.id_classifier = (
+                vgae.id_classifier.weight.detach().clone(),
+                vgae.id_classifier.bias.detach().clone(),
+            )
+            self.neighbour_predictor = DenseMLP(vgae.neighbour_predictor)
+            self.error_mean = vgae.error_mean.detach().clone()
+            self.error_std = vgae.error_std.detach().clone()
+            self.threshold = float(vgae.anomaly_threshold)
+            self.gat_embedding = gat.embedding.weight.detach().clone()
+            self.gat_layers = [DenseGATLayer(conv) for conv in gat.convs]
+            self.gat_head = DenseMLP(gat.head)
+            self.q_network = DenseMLP(dqn.net, dqn.state_mean.detach(), dqn.state_std.detach())
+
+    def state(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """The 15-D DQN state of one window graph (kdgat.inference.fusion_inputs' layout)."""
+        mask = attention_mask(edge_index, x.size(0))
+        ids = x[:, ID_COLUMN].long()
+        continuous = x[:, 1:]
+
+        h = torch.cat([self.vgae_embedding[ids], continuous], dim=1)
+        for layer in self.encoder:
+            h = torch.relu(layer(h, mask))
+        z = F.linear(h, *self.mean_head)  # eval mode: z = μ
+        h = z
+        for layer in self.decoder:
+            h = torch.relu(layer(h, mask))
+        features = torch.sigmoid(self.feature_out(h, mask))
+        neighbours = torch.zeros(x.size(0), self.num_ids)
+        source, target = edge_index
+        neighbours[source, ids[target]] = 1.0
+        neighbours[target, ids[source]] = 1.0
+        errors = torch.stack(
+            [
+                F.mse_loss(features, continuous),
+                F.cross_entropy(F.linear(z, *self.id_classifier), ids),
+                F.binary_cross_entropy_with_logits(self.neighbour_predictor(z), neighbours),
+            ]
+        )
+        error = ((errors - self.error_mean).abs() / self.error_std).sum()
+        anomaly = 1.0 - torch.exp(-math.log(2.0) * error / max(self.threshold, 1e-12))
+
+        h = torch.cat([self.gat_embedding[ids], continuous], dim=1)
+        layers = []
+        for layer in self.gat_layers:
+            h = torch.relu(layer(h, mask))
+            layers.append(h)
+        embedding = torch.cat(layers, dim=1).mean(dim=0)
+        probs = torch.softmax(self.gat_head(embedding), dim=0)
+        confidence = 1.0 + (probs * probs.clamp_min(1e-12).log()).sum() / math.log(2.0)
+        return torch.stack(
+            [
+                errors[0],
+                errors[2],
+                errors[1],
+                z.mean(dim=1).mean(),
+                z.std(dim=1, unbiased=False).mean(),
+                z.max(),
+                z.min(),
+                anomaly,
+                probs[0],
+                probs[1],
+                embedding.mean(),
+                embedding.std(unbiased=False),
+                embedding.max(),
+                embedding.min(),
+                confidence,
+            ]
+        )
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor, edge_index: torch.Tensor) -> Detection:
+        state = self.state(x, edge_index)
+        action = self.q_network(state).argmax().view(1)
+        alpha, score, prediction = fuse(action, state[7:8], state[9:10])  # the one decision rule
+        return Detection(float(alpha), float(score), bool(prediction))

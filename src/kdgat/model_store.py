@@ -5,6 +5,9 @@ rebuild the module, its weights and any extra plain values the stage records (th
 plain data and tensors, so it loads with ``weights_only=True``. Writes are atomic (kdgat.files).
 
 Bump ``MODEL_FORMAT`` when the layout changes; a reader then names the file it cannot read instead of guessing.
+History: 2 — the VGAE's decoder follows the original's layout, its anomaly threshold is on the weighted anomaly
+error (buffer ``error_weights``), the GAT takes ``edge_features``; a version-1 file would load into the wrong
+layout or with a threshold on a different error.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from kdgat.files import json_safe, save_torch
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.runtime import select_device
 
-MODEL_FORMAT = "kdgat-model/1"
+MODEL_FORMAT = "kdgat-model/2"
 # One class per stage of the chain (kdgat.chain.STAGES); `kind` in the file names the entry.
 MODEL_CLASSES: dict[str, type[torch.nn.Module]] = {"vgae": VGAE, "gat": GAT, "dqn": QNetwork}
 
@@ -48,8 +51,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        older = isinstance(found, str) and found.startswith("kdgat-model/")
         raise ValueError(
-            f"{path}: not a kd_gat model file (expected format {MODEL_FORMAT!r}, found {found!r})"
+            f"{path}: "
+            + ("a kd_gat model file of another format version" if older else "not a kd_gat model file")
+            + f" (expected format {MODEL_FORMAT!r}, found {found!r})"
+            + ("; retrain it with this version of the catalog" if older else "")
         )
     kind = payload["kind"]
     if kind not in MODEL_CLASSES:

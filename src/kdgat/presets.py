@@ -1,12 +1,18 @@
-"""Named model sizes. `teacher` and `student` follow the original KD-GAT pipeline; `demo_*` keep the demo fast.
+"""Named model sizes. `teacher` and `student` are the original KD-GAT pipeline's large and small models
+(config/models/{vgae,gat,dqn}/{large,small}.yaml at DQN-Fusion 9d270b4); `demo_*` keep the demo fast.
 
-Parameter counts at the reference vocabulary of 53 CAN IDs (set_01's size; the embedding and the ID/neighbour
-heads grow with the vocabulary). Checked exactly by .tests/unit/test_models.py.
+Parameter counts at the original's vocabulary of 30 CAN IDs, the size its published counts
+(reports/data/model_sizes.json) were taken at; the embedding and the VGAE's ID/neighbour heads grow with the
+vocabulary. Equal to the original's, checked exactly by .tests/unit/test_models.py.
 
 | preset   | VGAE    | GAT     | DQN     | original KD-GAT (VGAE / GAT / DQN) |
 |----------|---------|---------|---------|------------------------------------|
-| teacher  | 183,496 | 311,506 | 689,493 | 185,850 / 311,138 / 689,493        |
-| student  |   9,180 |  49,034 |  32,341 |   9,186 /  49,202 /  32,341        |
+| teacher  | 185,850 | 311,138 | 689,493 | 185,850 / 311,138 / 689,493        |
+| student  |   9,186 |  49,202 |  32,341 |   9,186 /  49,202 /  32,341        |
+
+Differences from the original that leave the counts unchanged: the VGAE decoder's hidden layers use `heads`
+heads (the original: 4 whatever the preset), the neighbour targets mark both edge directions (the original: the
+out-neighbours only), and the GAT can use the edge features (`edge_features`, off in every preset).
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ import copy
 
 from kdgat.chain import STAGES
 
-REFERENCE_NUM_IDS = 53
+REFERENCE_NUM_IDS = 30
 
 PRESETS: dict[str, dict[str, dict]] = {
     "teacher": {
         "vgae": {
             "embedding_dim": 32,
-            "hidden_dims": [352, 176, 48],
+            "hidden_dims": [480, 240],
             "latent_dim": 48,
             "heads": 4,
             "dropout": 0.15,
@@ -38,13 +44,13 @@ PRESETS: dict[str, dict[str, dict]] = {
         "dqn": {"hidden": 576, "num_layers": 3, "dropout": 0.2},
     },
     "student": {
-        "vgae": {"embedding_dim": 4, "hidden_dims": [48, 32], "latent_dim": 16, "heads": 1, "dropout": 0.1},
+        "vgae": {"embedding_dim": 4, "hidden_dims": [80, 40], "latent_dim": 16, "heads": 1, "dropout": 0.1},
         "gat": {
             "embedding_dim": 8,
-            "hidden": 32,
+            "hidden": 24,
             "heads": 4,
-            "num_layers": 3,
-            "fc_hidden": 32,
+            "num_layers": 2,
+            "fc_hidden": 192,
             "fc_layers": 2,
             "dropout": 0.1,
         },

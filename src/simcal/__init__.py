@@ -1,9 +1,19 @@
 """Simulation and calibration on Dask: the simulation contract, batched resumable sweeps, calibration rounds.
 
 Main entry points:
-- ``simcal.runner.simulate(model_ref, parameters, output, settings, backend, backend_options, threads, ...)``
+- ``simcal.runner.simulate(model_ref, parameters, output, settings, backend, backend_options, threads, ...)``: a sweep
+  into one Parquet file (``docs/simulation.md``); ``simcal.runner.Simulator`` for callers running rounds.
+- ``simcal.api.SimulationService`` / ``submit`` / ``gather``: single simulations from notebooks and scripts.
 - ``simcal.calibrate.calibrate(model_ref, observed, parameters, targets, simulations_output, trials_output, ...)``
 - ``simcal.analyze.analyze_files(...)`` and ``simcal.visualize.visualize(...)``
+- ``simcal status PATH...`` (``simcal.cli``): running and finished sweeps from their progress files.
+
+One job per module: ``contract`` (references, ids, seeds, outputs), ``settings``, ``tasks`` (the plan), ``worker``
+(what runs on a worker), ``store`` (parts and the final file), ``outcomes`` (dead workers and timeouts),
+``progress``, ``backends`` (clusters), ``runner`` (the driver loop).
 """
 
-__all__ = ["analyze", "backends", "calibrate", "contract", "design", "runner", "targets", "visualize"]
+__all__ = [
+    "analyze", "api", "backends", "calibrate", "cli", "contract", "design", "outcomes", "progress", "runner",
+    "settings", "store", "tables", "targets", "tasks", "visualize", "worker",
+]  # fmt: skip

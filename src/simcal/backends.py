@@ -1,17 +1,25 @@
 """Dask backends: a LocalCluster, a SLURM cluster from dask-jobqueue, or an existing scheduler.
 
 Whatever the backend, ``dask_client`` yields a connected ``distributed.Client`` and, on every exit path
-(success, exception, Ctrl-C, SIGTERM), closes what it started and nothing else.
+(success, exception, Ctrl-C, SIGTERM), closes what it started and nothing else. SLURM worker jobs retire
+before their walltime (``--lifetime``) and adaptive scaling submits their replacements; a small reaper process
+cancels them if the driver is killed outright (SIGKILL), when no cleanup code can run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import os
+import re
+import secrets
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from simcal.contract import ContractError
@@ -19,6 +27,9 @@ from simcal.contract import ContractError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "slurm", "scheduler")
+# Not a Dask backend: the simulations go to a simulation service (simcal.service.remote), whose own Dask
+# cluster runs them. The runner's Simulator sends them there instead of opening a client.
+SERVICE_BACKEND = "service"
 
 
 class Terminated(SystemExit):
@@ -47,39 +58,100 @@ def close_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP))
             signal.signal(sig, old)
 
 
-def slurm_cluster_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+SLURM_OPTIONS = {
+    "account", "queue", "partition", "walltime", "cores", "memory", "processes", "job_extra_directives",
+    "gpus", "interface", "local_directory", "log_directory", "job_script_prologue", "python", "jobs",
+    "adaptive", "worker_extra_args", "job_cpu", "job_mem", "death_timeout", "lifetime", "lifetime_stagger",
+}  # fmt: skip
+WHERE_SLURM = "calibration.backend.slurm"
+
+
+def walltime_seconds(walltime: str) -> int:
+    """SLURM's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(walltime).strip())
+    if not match:
+        raise ContractError(
+            f"{WHERE_SLURM}.walltime {walltime!r}: expected HH:MM:SS, MM:SS, MM or D-HH:MM:SS"
+        )
+    days, first, second, third = match.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
+        return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    if third is not None:  # HH:MM:SS
+        return int(first) * 3600 + int(second) * 60 + int(third)
+    if second is not None:  # MM:SS
+        return int(first) * 60 + int(second)
+    return int(first) * 60  # MM
+
+
+def _seconds(value: Any, key: str) -> float:
+    from dask.utils import parse_timedelta
+
+    try:
+        seconds = parse_timedelta(value, default="seconds")
+    except (TypeError, ValueError, KeyError) as error:
+        raise ContractError(
+            f"{WHERE_SLURM}.{key} {value!r}: expected seconds or a duration like '50m'"
+        ) from error
+    if seconds is None or seconds <= 0:
+        raise ContractError(f"{WHERE_SLURM}.{key} {value!r}: must be a positive duration")
+    return float(seconds)
+
+
+def worker_lifetime(options: Mapping[str, Any]) -> tuple[int, int]:
+    """(lifetime, stagger) in seconds: workers retire gracefully at lifetime ± stagger, before the walltime
+    ends their job, so adaptive scaling replaces them instead of losing them.
+
+    Defaults: a stagger of 5% of the walltime (at most 5 min) and a margin of 15% (20 s to 10 min) before it, room
+    for the worker's start-up before its lifetime counts and for its graceful close after.
+    """
+    walltime = walltime_seconds(options.get("walltime", "01:00:00"))
+    stagger = (
+        _seconds(options["lifetime_stagger"], "lifetime_stagger")
+        if options.get("lifetime_stagger")
+        else min(300.0, 0.05 * walltime)
+    )
+    if options.get("lifetime"):
+        lifetime = _seconds(options["lifetime"], "lifetime")
+    else:
+        lifetime = walltime - min(600.0, max(20.0, 0.15 * walltime)) - stagger
+    if lifetime <= 0 or lifetime + stagger >= walltime:
+        raise ContractError(
+            f"{WHERE_SLURM}: lifetime ({lifetime:.0f} s) + lifetime_stagger ({stagger:.0f} s) must be positive and "
+            f"shorter than the walltime {options.get('walltime', '01:00:00')} ({walltime} s), or workers end at "
+            "their walltime instead of being replaced"
+        )
+    return int(lifetime), int(stagger)
+
+
+def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None) -> dict[str, Any]:
     """Keyword arguments for ``dask_jobqueue.SLURMCluster`` from the ``slurm`` backend options.
 
     Only cluster construction keys are returned; ``jobs`` and ``adaptive`` decide scaling (see ``slurm_scaling``).
     """
-    known = {
-        "account", "queue", "partition", "walltime", "cores", "memory", "processes", "job_extra_directives",
-        "gpus", "interface", "local_directory", "log_directory", "job_script_prologue", "python", "jobs",
-        "adaptive", "worker_extra_args", "job_cpu", "job_mem", "death_timeout",
-    }  # fmt: skip
-    unknown = set(options) - known
+    unknown = set(options) - SLURM_OPTIONS
     if unknown:
         raise ContractError(
-            f"calibration backend slurm: unknown options {sorted(unknown)}; known: {sorted(known)}"
+            f"{WHERE_SLURM}: unknown options {sorted(unknown)}; known: {sorted(SLURM_OPTIONS)}"
         )
     if options.get("queue") and options.get("partition") and options["queue"] != options["partition"]:
-        raise ContractError(
-            "calibration backend slurm: give either 'queue' or 'partition', not two different ones"
-        )
+        raise ContractError(f"{WHERE_SLURM}: give either 'queue' or 'partition', not two different ones")
     kwargs: dict[str, Any] = {
         "cores": int(options.get("cores", 1)),
         "memory": str(options.get("memory", "4GB")),
         "processes": int(options.get("processes", 1)),
         "walltime": str(options.get("walltime", "01:00:00")),
     }
+    if job_name:
+        kwargs["job_name"] = job_name
     queue = options.get("queue") or options.get("partition")
     if queue:
         kwargs["queue"] = str(queue)
     for key in ("account", "interface", "local_directory", "log_directory", "python", "job_cpu", "job_mem"):
         if options.get(key) is not None:
             kwargs[key] = options[key]
-    # SIGKILL cannot be caught: workers whose scheduler vanished exit after this many seconds instead of
-    # holding their allocation until the walltime.
+    # Workers whose scheduler vanished (the driver was killed) exit after this many seconds instead of holding
+    # their allocation until the walltime.
     kwargs["death_timeout"] = options.get("death_timeout") or 60
     directives = [str(d) for d in options.get("job_extra_directives") or []]
     worker_args = [str(a) for a in options.get("worker_extra_args") or []]
@@ -88,37 +160,71 @@ def slurm_cluster_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
         # One GPU resource per worker process, so tasks asking resources={"GPU": 1} never share a device.
         directives.append(f"--gpus-per-node={gpus}")
         worker_args += ["--resources", f"GPU={max(1, gpus // kwargs['processes'])}"]
+    lifetime, stagger = worker_lifetime(options)
+    worker_args += ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
     kwargs["job_extra_directives"] = directives
-    if worker_args:
-        kwargs["worker_extra_args"] = worker_args
+    kwargs["worker_extra_args"] = worker_args
     if options.get("job_script_prologue"):
         kwargs["job_script_prologue"] = [str(line) for line in options["job_script_prologue"]]
     return kwargs
 
 
-def slurm_scaling(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Either ``{"jobs": n}`` or ``{"minimum_jobs": a, "maximum_jobs": b}`` (adaptive)."""
+def slurm_scaling(options: Mapping[str, Any]) -> dict[str, int]:
+    """Adaptive bounds ``{"minimum_jobs": a, "maximum_jobs": b}``; a fixed ``jobs: n`` is adaptive between n and
+    n, so that jobs retiring at their lifetime are replaced."""
     adaptive = options.get("adaptive")
     if adaptive:
         minimum, maximum = int(adaptive.get("minimum_jobs", 0)), int(adaptive.get("maximum_jobs", 1))
         if not 0 <= minimum <= maximum or maximum < 1:
             raise ContractError(
-                f"calibration backend slurm: adaptive bounds {adaptive} need 0 <= minimum <= maximum, maximum >= 1"
+                f"{WHERE_SLURM}.adaptive {dict(adaptive)}: need 0 <= minimum_jobs <= maximum_jobs and maximum_jobs >= 1"
             )
         return {"minimum_jobs": minimum, "maximum_jobs": maximum}
-    return {"jobs": max(1, int(options.get("jobs", 1)))}
+    jobs = int(options.get("jobs", 1))
+    if jobs < 1:
+        raise ContractError(f"{WHERE_SLURM}.jobs {jobs}: need at least one worker job")
+    return {"minimum_jobs": jobs, "maximum_jobs": jobs}
 
 
-def make_slurm_cluster(options: Mapping[str, Any]):
+REAPER = Path(__file__).with_name("reaper.py")
+
+
+def start_reaper(job_name: str) -> subprocess.Popen:
+    """A process in its own session that cancels this run's worker jobs (by their unique name) once the driver's
+    end of its stdin pipe closes, which happens however the driver ends, SIGKILL included."""
+    return subprocess.Popen(
+        [sys.executable, str(REAPER), job_name, getpass.getuser()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+@contextlib.contextmanager
+def slurm_cluster(options: Mapping[str, Any]) -> Iterator[Any]:
+    """A SLURMCluster scaled adaptively, with workers that retire before their walltime; its jobs are cancelled
+    on every exit path, and by the reaper if this process is killed."""
     from dask_jobqueue import SLURMCluster
 
-    cluster = SLURMCluster(**slurm_cluster_kwargs(options))
-    scaling = slurm_scaling(options)
-    if "jobs" in scaling:
-        cluster.scale(jobs=scaling["jobs"])
-    else:
-        cluster.adapt(**scaling)
-    return cluster
+    scaling = slurm_scaling(options)  # bad settings fail before any job is submitted
+    job_name = f"dask-worker-{secrets.token_hex(4)}"
+    kwargs = slurm_cluster_kwargs(options, job_name)
+    reaper = start_reaper(job_name)
+    try:
+        with SLURMCluster(**kwargs) as cluster:
+            cluster.adapt(**scaling)
+            log.info(
+                "started a SLURMCluster (jobs named %s, adaptive %d-%d); job script:\n%s",
+                job_name, scaling["minimum_jobs"], scaling["maximum_jobs"], cluster.job_script(),
+            )  # fmt: skip
+            yield cluster
+    finally:
+        reaper.stdin.close()  # the reaper cancels whatever is left under this name, then exits
+        try:
+            reaper.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            log.warning("the SLURM job reaper (pid %d) did not finish within 30 s", reaper.pid)
 
 
 def scheduler_address(options: Mapping[str, Any]) -> str:
@@ -139,40 +245,76 @@ def dashboard(client) -> str:
     return link or "unavailable (install bokeh for the Dask dashboard)"
 
 
+def worker_count(client) -> int:
+    """Workers connected now, from the client's cached view of the scheduler (no round trip)."""
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001 - a client in trouble counts as having no workers
+        return 0
+
+
 @contextlib.contextmanager
 def dask_client(
-    backend: str = "local", options: Mapping[str, Any] | None = None, threads: int = 1
+    backend: str = "local",
+    options: Mapping[str, Any] | None = None,
+    threads: int = 1,
+    allowed_failures: int | None = None,
 ) -> Iterator[Any]:
-    """A ``distributed.Client`` on the chosen backend; closes only what it started, on every exit path."""
+    """A ``distributed.Client`` on the chosen backend; closes only what it started, on every exit path.
+
+    ``allowed_failures`` sets Dask's ``distributed.scheduler.allowed-failures`` (worker deaths a task may cause
+    before it errs with KilledWorker) for the schedulers started here; an existing scheduler keeps its own.
+    """
+    import dask
     from distributed import Client, LocalCluster
 
     options = dict(options or {})
+    if backend == SERVICE_BACKEND:
+        raise ContractError(
+            "calibration backend 'service' has no Dask client here: its simulations run on the simulation "
+            "service (simcal.service); only Simulator.run and simulate send work there"
+        )
     if backend not in BACKENDS:
-        raise ContractError(f"calibration backend {backend!r} is unknown; expected one of {list(BACKENDS)}")
+        raise ContractError(
+            f"calibration backend {backend!r} is unknown; expected one of {[*BACKENDS, SERVICE_BACKEND]}"
+        )
+    scheduler_config = (
+        {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": allowed_failures}
+    )
     with contextlib.ExitStack() as stack:
         stack.enter_context(close_on_signals())
         if backend == "scheduler":
             address = scheduler_address(options)
             # Connecting never owns the cluster: closing the client leaves the scheduler and workers running.
+            # TLS and credentials come from Dask's own configuration (distributed.comm.tls.*), as for any client.
             client = stack.enter_context(Client(address, timeout=options.get("timeout", "30s")))
             log.info("connected to the existing Dask scheduler at %s", address)
         else:
-            if backend == "local":
-                workers = int(options.get("workers") or max(1, threads))
-                cluster = stack.enter_context(
-                    LocalCluster(
-                        n_workers=workers,
-                        threads_per_worker=int(options.get("threads_per_worker", 1)),
-                        processes=bool(options.get("processes", True)),
-                        dashboard_address=options.get("dashboard_address", ":0"),
-                        memory_limit=options.get("memory_limit", "auto"),
-                        silence_logs=logging.WARNING,
+            with dask.config.set(scheduler_config):
+                if backend == "local":
+                    workers = int(options.get("workers") or max(1, threads))
+                    processes = bool(options.get("processes", True))
+                    # Worker processes talk TCP on loopback only; thread workers use in-process comms.
+                    where = {"host": "127.0.0.1"} if processes else {}
+                    cluster = stack.enter_context(
+                        LocalCluster(
+                            n_workers=workers,
+                            threads_per_worker=int(options.get("threads_per_worker", 1)),
+                            processes=processes,
+                            dashboard_address=options.get("dashboard_address", "127.0.0.1:0"),
+                            memory_limit=options.get("memory_limit", "auto"),
+                            silence_logs=logging.WARNING,
+                            **where,
+                        )
                     )
-                )
-                log.info("started a LocalCluster with %d worker(s)", workers)
-            else:
-                cluster = stack.enter_context(make_slurm_cluster(options))
-                log.info("started a SLURMCluster; job script:\n%s", cluster.job_script())
+                    log.info(
+                        "started a LocalCluster with %d worker(s) at %s", workers, cluster.scheduler_address
+                    )
+                else:
+                    # A retired worker's job leaves the adaptive plan after this long; then its replacement is
+                    # submitted (Dask's default, 15 s, leaves the sweep a worker short for that long).
+                    stack.enter_context(dask.config.set({"distributed.deploy.lost-worker-timeout": "3s"}))
+                    cluster = stack.enter_context(slurm_cluster(options))
             client = stack.enter_context(Client(cluster))
         log.info("Dask dashboard: %s", dashboard(client))
         yield client

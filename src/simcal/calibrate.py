@@ -264,7 +264,7 @@ class _Rounds:
 
     def run(self, proposals: list[dict[str, Any]], replicates: int, labels: dict[str, Any]) -> pd.DataFrame:
         full_sets = [{**self.fixed, **p} for p in proposals]
-        tasks = plan_tasks(full_sets, replicates)
+        tasks = plan_tasks(full_sets, replicates, self.simulation.seed, self.simulation.common_random_numbers)
         summary = self.simulator.run(tasks, self.store, collect=True)
         losses = losses_for(summary.frames, self.observed, self.targets).set_index("param_id")
         rows = []

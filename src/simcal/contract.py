@@ -109,20 +109,54 @@ def param_id(params: Mapping[str, Any], already_canonical: bool = False) -> str:
     return hashlib.blake2b(canonical_json(params, already_canonical).encode(), digest_size=8).hexdigest()
 
 
-def replicate_seed(pid: str, replicate: int) -> int:
-    """Seed of one replicate, derived only from (param_id, replicate): independent of scheduling order."""
-    digest = hashlib.blake2b(f"{pid}:{int(replicate)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % 2**32
+def replicate_seed(
+    pid: str, replicate: int, master_seed: int | None = None, common_random_numbers: bool = False
+) -> int:
+    """Seed of one replicate (0 <= seed < 2**32), independent of scheduling order and batching.
+
+    - No master seed, independent streams (the default): BLAKE2b of ``"<param_id>:<replicate>"``, the seeds every
+      earlier version of simcal gave, so existing results stay reproducible.
+    - With ``master_seed``: ``numpy.random.SeedSequence(entropy=(master_seed, param_id), spawn_key=(replicate,))``;
+      another master seed draws a fresh, independent set of replicates.
+    - ``common_random_numbers``: the seed depends on (master seed, replicate) only, so every parameter set sees
+      the same random numbers and differences between sets are not drowned in sampling noise (calibration).
+    """
+    replicate = int(replicate)
+    if master_seed is None and not common_random_numbers:
+        digest = hashlib.blake2b(f"{pid}:{replicate}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") % 2**32
+    master = 0 if master_seed is None else int(master_seed)
+    entropy = master if common_random_numbers else (master, int(pid, 16))
+    sequence = np.random.SeedSequence(entropy, spawn_key=(replicate,))
+    return int(sequence.generate_state(1, np.uint32)[0])
+
+
+def scalar_output(value: Any, name: str, reference: str) -> Any:
+    """One value of a dict output as a plain scalar, or a ContractError naming the output and its shape."""
+    kind = type(value)
+    if kind is float or kind is int or kind is str or kind is bool or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if np.ndim(value) != 0:
+        raise ContractError(
+            f"{reference} returned a {type(value).__name__} of shape {np.shape(value)} for output {name!r}; "
+            "the values of a dict output must be scalars or DataFrames (put arrays into a DataFrame column)"
+        )
+    return value.item() if hasattr(value, "item") else value
 
 
 def normalise_output(result: Any, reference: str = "model") -> pd.DataFrame:
     """Turn a model's return value into one long table.
 
-    A DataFrame is kept as is. A dict may hold scalars (one column each, repeated on every row) and tables
-    (stacked, with a ``table`` column naming each one).
+    A DataFrame is kept as is (column names as strings). A dict may hold scalars (one column each, repeated on
+    every row) and tables (stacked, with a ``table`` column naming each one).
     """
     if isinstance(result, pd.DataFrame):
-        return result.reset_index(drop=True)
+        frame = result.reset_index(drop=True)
+        if not all(type(c) is str for c in frame.columns):
+            frame.columns = [str(c) for c in frame.columns]
+        return frame
     if not isinstance(result, Mapping):
         raise ContractError(
             f"{reference} returned {type(result).__name__}; expected a pandas DataFrame or a dict"
@@ -134,13 +168,11 @@ def normalise_output(result: Any, reference: str = "model") -> pd.DataFrame:
             tables.append(value.reset_index(drop=True).assign(table=str(name)))
         elif isinstance(value, pd.Series):
             tables.append(value.rename(str(value.name or "value")).to_frame().assign(table=str(name)))
-        elif np.ndim(value) == 0:
-            scalars[str(name)] = value.item() if isinstance(value, np.generic) else value
         else:
-            raise ContractError(
-                f"{reference} returned {type(value).__name__} for {name!r}; dict values must be DataFrames or scalars"
-            )
+            scalars[str(name)] = scalar_output(value, str(name), reference)
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(index=[0])
+    if scalars and frame.empty:  # only empty tables: the scalars still make one row
+        frame = pd.DataFrame(index=[0])
     for name, value in scalars.items():
         frame[name] = value
     return frame

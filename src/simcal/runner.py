@@ -1,295 +1,86 @@
-"""Run many simulations on Dask in batches, writing a resumable Parquet dataset.
+"""Run many simulations on Dask in batches into one Parquet file, losing none and inventing none.
 
-Layout while running: ``<output>.partial/part-*.parquet`` (one file per finished batch, each written atomically)
-plus ``_manifest.json``. A rerun reads the parts there and skips every (param_id, replicate) already done. At the
-end the parts get one schema and the directory is renamed to ``<output>`` in one step.
+``simulate`` plans every parameter set × replicate (with its param_id and seed), skips what earlier runs already
+finished (``simcal.store``), times a probe on the workers to choose a batch size, and sends one Dask task per
+batch (``simcal.worker.run_batch``). Every planned simulation ends as rows in the output, whatever the model did:
+
+- returned rows, or an empty table (one row, empty outputs), status ``ok``;
+- raised or broke the contract: status ``failed`` with the error;
+- ran past ``timeout_s``: status ``timeout``;
+- killed its worker (segfault, ``os._exit``, memory limit): the batch is split in halves, again and again, until
+  the simulation that kills its worker is alone; once it has killed the worker running it more than
+  ``allowed_failures`` times it is recorded with status ``crashed`` (see ``simcal.outcomes.Deaths``), and every
+  other simulation of the batch keeps its result.
+
+The model never runs in the driver's process (unless the local backend is told to use threads, ``processes:
+false``). If every simulation of the probe fails, the sweep stops at once with their errors. Progress goes to the
+log and to ``<output>.progress.json`` (see ``simcal status``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import itertools
 import logging
 import math
-import shutil
+import secrets
+import threading
 import time
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from simcal.backends import dashboard, dask_client
-from simcal.contract import (
-    ContractError,
-    canonical_params,
-    normalise_output,
-    param_id,
-    reject_unknown_keys,
-    replicate_seed,
-    resolve_callable,
-)
-from simcal.tables import atomic_write, parameter_sets, read_parameter_table
+from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
+from simcal.contract import ContractError, resolve_callable
+from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
+from simcal.progress import Progress
+from simcal.settings import SimulationSettings
+from simcal.space import check_parameter_sets
+from simcal.store import PartStore, read_results
+from simcal.tables import check_parameter_table, parameter_sets, read_parameter_table, reject_reserved
+from simcal.tasks import Batch, SimTask, plan_tasks
+from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = ["param_id", "replicate", "seed"]
-STATUS_COLUMNS = ["status", "error", "duration_s"]
+PROBE_TASKS = 1000  # at most this many simulations in the timing probe (it stops after probe_seconds anyway)
 
-
-class SimTask(NamedTuple):
-    param_id: str
-    replicate: int
-    seed: int
-    params: dict[str, Any]
+__all__ = [
+    "KEY_COLUMNS",
+    "STATUS_COLUMNS",
+    "Batch",
+    "Cancelled",
+    "NoWorkers",
+    "PartStore",
+    "RunSummary",
+    "SimTask",
+    "SimulationSettings",
+    "Simulator",
+    "TooManyFailures",
+    "check_failures",
+    "plan_manifest",
+    "plan_tasks",
+    "read_results",
+    "run_batch",
+    "simulate",
+]
 
 
 class TooManyFailures(RuntimeError):
-    """More simulations failed than the configured threshold allows."""
+    """More simulations failed than the configured threshold allows (or every simulation of the probe did)."""
 
 
-@dataclass
-class SimulationSettings:
-    replicates: int = 1
-    batch_size: int | None = None  # None: chosen from a timing probe
-    target_task_seconds: float = 0.3  # aim of the automatic batch size (tasks of roughly 0.1-1 s)
-    probe_seconds: float = 0.05
-    max_batch_size: int = 100_000
-    max_failed_fraction: float = 0.0
-    retries: int = 2
-    progress_seconds: float = 5.0
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any] | None) -> SimulationSettings:
-        options = dict(options or {})
-        reject_unknown_keys(options, cls.__dataclass_fields__, "simulation settings")
-        if options.get("batch_size") in ("auto", 0):
-            options["batch_size"] = None
-        settings = cls(**options)
-        if settings.replicates < 1:
-            raise ContractError(f"simulation settings: replicates must be >= 1, got {settings.replicates}")
-        if not 0 <= settings.max_failed_fraction <= 1:
-            raise ContractError(
-                f"simulation settings: max_failed_fraction must be in [0, 1], got {settings.max_failed_fraction}"
-            )
-        return settings
+class Cancelled(RuntimeError):
+    """The run was cancelled (``Simulator.cancel``): its Dask tasks were cancelled and nothing more is submitted.
+    Finished simulations stay in the parts, so a later run with the same plan resumes from them."""
 
 
-def plan_tasks(param_sets: Iterable[Mapping[str, Any]], replicates: int) -> list[SimTask]:
-    """Every parameter set × replicate, with its stable id and seed (duplicate parameter sets are merged)."""
-    tasks, seen = [], set()
-    for params in param_sets:
-        plain = canonical_params(params)
-        pid = param_id(plain, already_canonical=True)
-        if pid in seen:
-            continue
-        seen.add(pid)
-        tasks.extend(SimTask(pid, rep, replicate_seed(pid, rep), plain) for rep in range(replicates))
-    return tasks
-
-
-class Batch:
-    """Simulations shipped as one opaque task argument.
-
-    Dask walks lists, tuples and dicts in task arguments looking for keys; on thousands of small tuples that
-    walk costs more than the simulations. An object of this class is passed through untouched.
-    """
-
-    __slots__ = ("tasks",)
-
-    def __init__(self, tasks: Sequence[SimTask]):
-        self.tasks = list(tasks)
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-
-_MODELS: dict[str, Any] = {}
-
-
-def _model(reference: str):
-    if reference not in _MODELS:
-        _MODELS[reference] = resolve_callable(reference)
-    return _MODELS[reference]
-
-
-def run_batch(
-    model_ref: str, tasks: Sequence[SimTask] | Batch, time_budget_s: float | None = None
-) -> pd.DataFrame:
-    """Run simulations one after another (on a worker); an exception becomes a failed row, never a lost batch.
-
-    With ``time_budget_s`` it stops once that much time has passed (the timing probe), having run at least one.
-    """
-    model = _model(model_ref)
-    if isinstance(tasks, Batch):
-        tasks = tasks.tasks
-    records: list[dict[str, Any]] = []  # simulations that returned scalars only: one row each, built at once
-    frames: list[pd.DataFrame] = []
-    frame_keys: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for task in tasks:
-        began = time.perf_counter()
-        status, error, output = "ok", None, None
-        try:
-            output = model(dict(task.params), task.seed)
-            if isinstance(output, Mapping) and not any(
-                isinstance(v, pd.DataFrame | pd.Series) for v in output.values()
-            ):
-                output = {str(k): (v.item() if hasattr(v, "item") else v) for k, v in output.items()}
-            else:
-                output = normalise_output(output, model_ref)
-        except Exception as exc:  # noqa: BLE001 - any model error is a result row
-            status, error, output = "failed", f"{type(exc).__name__}: {exc}", {}
-        keys = {"param_id": task.param_id, "replicate": task.replicate, "seed": task.seed, **task.params}
-        status_values = {"status": status, "error": error, "duration_s": time.perf_counter() - began}
-        if isinstance(output, pd.DataFrame) and len(output):
-            frames.append(output)
-            frame_keys.append({**keys, **status_values})
-        else:
-            records.append({**keys, **(output or {}), **status_values})
-        if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
-            break
-    parts = []
-    if frames:
-        lengths = [len(f) for f in frames]
-        stacked = pd.concat(frames, ignore_index=True)
-        key_table = (
-            pd.DataFrame.from_records(frame_keys)
-            .loc[[i for i, n in enumerate(lengths) for _ in range(n)]]
-            .reset_index(drop=True)
-        )
-        overlap = [c for c in stacked.columns if c in key_table.columns]
-        if overlap:
-            stacked = stacked.rename(columns={c: f"output_{c}" for c in overlap})
-        parts.append(pd.concat([key_table, stacked], axis=1))
-    if records:
-        parts.append(pd.DataFrame.from_records(records))
-    result = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    ordered = (
-        KEY_COLUMNS + [c for c in result.columns if c not in KEY_COLUMNS + STATUS_COLUMNS] + STATUS_COLUMNS
-    )
-    result = result[ordered]
-    result["error"] = result["error"].astype("string")
-    result["status"] = result["status"].astype("string")
-    return result
-
-
-class PartStore:
-    """The in-progress parts in the directory ``<output>.partial`` and their final home, the file ``<output>``."""
-
-    def __init__(self, output: str | Path, manifest: Mapping[str, Any]):
-        self.output = Path(output)
-        self.partial = self.output.with_name(self.output.name + ".partial")
-        self.manifest = dict(manifest)
-        manifest_path = self.partial / "_manifest.json"
-        if self.partial.exists():
-            previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-            if previous != self.manifest:
-                log.warning(
-                    "discarding %s: it was made by another model or settings (%s)", self.partial, previous
-                )
-                shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True, exist_ok=True)
-        if not manifest_path.exists():
-            atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(self.manifest, sort_keys=True)))
-        for lost in self.partial.glob("lost-*.parquet"):
-            lost.unlink()  # batches lost to dead workers are redone on a rerun
-        self._total, self._errors = 0, Counter()
-        self.done()
-
-    def parts(self) -> list[Path]:
-        return sorted(p for p in self.partial.glob("*.parquet") if not p.name.startswith("."))
-
-    def done(self) -> set[tuple[str, int]]:
-        """Simulations already in the parts; also recounts them and their failures (see ``status_counts``)."""
-        done: set[tuple[str, int]] = set()
-        self._total, self._errors = 0, Counter()
-        for part in self.parts():
-            table = pq.read_table(part, columns=["param_id", "replicate", "status", "error"]).to_pandas()
-            self._count(table)
-            done.update(zip(table["param_id"], table["replicate"], strict=True))
-        return done
-
-    def _count(self, frame: pd.DataFrame) -> None:
-        sims = frame[["param_id", "replicate", "status", "error"]].drop_duplicates(["param_id", "replicate"])
-        self._total += len(sims)
-        failed = sims[sims["status"] != "ok"]
-        self._errors.update(failed["error"].fillna("unknown error").tolist())
-
-    def write(self, frame: pd.DataFrame, tasks: Sequence[SimTask], prefix: str = "part") -> Path:
-        self._count(frame)
-        digest = hashlib.blake2b(
-            "|".join(f"{t.param_id}:{t.replicate}" for t in tasks).encode(), digest_size=8
-        ).hexdigest()
-        return atomic_write(
-            self.partial / f"{prefix}-{digest}.parquet", lambda tmp: frame.to_parquet(tmp, index=False)
-        )
-
-    def status_counts(self) -> tuple[int, Counter]:
-        """(number of simulations, Counter of error texts of failed ones), kept up to date by done() and write()."""
-        return self._total, Counter(self._errors)
-
-    def finalize(self) -> Path:
-        """Stream every part, under one unified schema, into a single Parquet file at the output (atomically),
-        then drop the parts.
-
-        One file rather than a directory of parts: remote storage plugins (Azure Blob among them) move files,
-        and report ``directory()`` outputs as missing.
-        """
-        parts = self.parts()
-        schemas = [pq.read_schema(p) for p in parts]
-        unified = (
-            pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
-            if parts
-            else pa.schema([])
-        )
-
-        def write_single_file(tmp: Path) -> None:
-            with pq.ParquetWriter(tmp, unified) as writer:
-                for part, schema in zip(parts, schemas, strict=True):
-                    table = pq.read_table(part)
-                    if schema.remove_metadata() != unified:
-                        columns = [
-                            table[f.name].cast(f.type)
-                            if f.name in table.column_names
-                            else pa.nulls(len(table), f.type)
-                            for f in unified
-                        ]
-                        table = pa.Table.from_arrays(columns, schema=unified)
-                    writer.write_table(table.replace_schema_metadata(None))
-
-        if self.output.is_dir():  # a directory left by an older version of this code
-            shutil.rmtree(self.output)
-        atomic_write(self.output, write_single_file)
-        shutil.rmtree(self.partial)
-        return self.output
-
-
-class Progress:
-    def __init__(self, total: int, done: int, every_s: float, dashboard_link: str):
-        self.total, self.done, self.every_s, self.dashboard = total, done, every_s, dashboard_link
-        self.start_done, self.start = done, time.perf_counter()
-        self.last = -math.inf
-
-    def advance(self, count: int, force: bool = False) -> None:
-        self.done += count
-        now = time.perf_counter()
-        if not force and now - self.last < self.every_s:
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = (self.done - self.start_done) / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        log.info(
-            "simulations %d/%d (%.1f%%), %.1f/s, ETA %s, dashboard %s",
-            self.done, self.total, 100 * self.done / max(self.total, 1), rate,
-            f"{eta:.0f}s" if math.isfinite(eta) else "unknown", self.dashboard,
-        )  # fmt: skip
+class NoWorkers(RuntimeError):
+    """No Dask worker has been connected for longer than ``no_worker_timeout_s`` while work was waiting."""
 
 
 @dataclass
@@ -297,13 +88,32 @@ class RunSummary:
     total: int = 0
     executed: int = 0
     skipped: int = 0
+    failed: int = 0
     batch_size: int = 0
     batches: int = 0
     frames: list[pd.DataFrame] = field(default_factory=list)
 
 
+class _Unit:
+    """A batch in flight: its simulations, the Dask key it runs under, a time budget (probe only), and what is
+    known about the worker deaths it was involved in (see ``simcal.outcomes.Deaths``)."""
+
+    __slots__ = ("budget", "deaths", "key", "start_topic", "tasks", "unconfirmed")
+
+    def __init__(
+        self, tasks: Sequence[SimTask], key: str, budget: float | None = None, start_topic: str = ""
+    ):
+        self.tasks, self.key, self.budget, self.start_topic = list(tasks), key, budget, start_topic
+        self.deaths = self.unconfirmed = 0
+
+
 class Simulator:
-    """One model on one Dask backend; the client starts on first need and lives until the ``with`` block ends."""
+    """One model on one Dask backend; the client starts on first need and lives until the ``with`` block ends.
+
+    ``cancel`` (a ``threading.Event``, also set by ``cancel()``) stops a run from another thread: the batches in
+    flight are cancelled on the scheduler and ``run`` raises ``Cancelled``. The ``service`` backend sends the
+    simulations to a simulation service (``simcal.service.remote``) instead of a Dask cluster.
+    """
 
     def __init__(
         self,
@@ -313,6 +123,7 @@ class Simulator:
         backend_options: Mapping[str, Any] | None = None,
         threads: int = 1,
         client: Any = None,
+        cancel: threading.Event | None = None,
     ):
         resolve_callable(model_ref)  # a bad reference fails here, before any cluster starts
         self.model_ref = model_ref
@@ -321,41 +132,77 @@ class Simulator:
         self._client = client
         self._stack = contextlib.ExitStack()
         self.batch_size = self.settings.batch_size
+        self._seconds_per_simulation: float | None = (
+            None  # from the timing probe, for later runs' batch sizes
+        )
+        self.progress: Progress | None = None
+        self._token = secrets.token_hex(4)
+        self._counter = itertools.count()
+        self._timeouts: TimeoutEvents | None = None
+        self._deaths: Deaths | None = None
+        self._counted: set[tuple[str, int, int]] = set()  # simulations already in the progress totals
+        self._last_worker_seen = time.monotonic()
+        self.cancel_event = cancel if cancel is not None else threading.Event()
+
+    def cancel(self) -> None:
+        """Stop the run in progress (from any thread); see ``Cancelled``."""
+        self.cancel_event.set()
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled(f"the simulations of {self.model_ref} were cancelled")
 
     def __enter__(self) -> Simulator:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self._stack.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if self.progress is not None:
+                if exc is None:
+                    self.progress.finish("finished")
+                else:
+                    self.progress.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+        finally:
+            self._stack.close()
 
     @property
     def client(self):
         if self._client is None:
+            # allowed_failures=0: Dask reports every worker death at once, and Deaths decides whom to blame.
             self._client = self._stack.enter_context(
-                dask_client(self.backend, self.backend_options, self.threads)
+                dask_client(self.backend, self.backend_options, self.threads, allowed_failures=0)
             )
+            self._last_worker_seen = time.monotonic()
+            if self.backend == "scheduler":
+                log.info(
+                    "worker deaths: the existing scheduler first reruns a task per its own "
+                    "distributed.scheduler.allowed-failures, then simulation.allowed_failures applies"
+                )
         return self._client
 
-    def _choose_batch_size(self, probe: pd.DataFrame, elapsed: float, remaining: int) -> int:
-        sims = max(1, probe.drop_duplicates(["param_id", "replicate"]).shape[0])
-        per_sim = max(elapsed / sims, 1e-7)
-        by_time = max(1, round(self.settings.target_task_seconds / per_sim))
-        workers = max(1, self._worker_threads())
-        # Keep at least two tasks per worker thread so none idles while one straggles.
-        by_spread = max(1, math.ceil(remaining / (2 * workers)))
-        size = min(by_time, by_spread, self.settings.max_batch_size)
-        log.info("timing probe: %.2g s per simulation; batch size %d", per_sim, size)
-        return size
+    @property
+    def deaths(self) -> Deaths:
+        if self._deaths is None:
+            self._deaths = Deaths(self.client, self._token, self.settings.allowed_failures)
+        return self._deaths
 
-    def _worker_threads(self) -> int:
-        if self._client is None:
-            return int(self.backend_options.get("workers") or self.threads)
-        return sum(self._client.nthreads().values()) or 1
+    # -- planning ---------------------------------------------------------------------------------------------
 
-    def run(self, tasks: Sequence[SimTask], store: PartStore, collect: bool = False) -> RunSummary:
-        done = store.done()
-        remaining = [t for t in tasks if (t.param_id, t.replicate) not in done]
+    def run(
+        self, tasks: Sequence[SimTask], store: PartStore, collect: bool = False, fail_fast: bool = False
+    ) -> RunSummary:
+        """Run the simulations of ``tasks`` not yet in ``store``; with ``collect`` also return every row of
+        ``tasks`` (resumed ones read back from the parts). ``fail_fast`` stops when every simulation of the timing
+        probe failed."""
+        self.check_cancelled()
+        store.expect(tasks)
+        remaining = [t for t in tasks if not store.is_done(t)]
         summary = RunSummary(total=len(tasks), skipped=len(tasks) - len(remaining))
+        progress = self._progress_for(store)
+        new = [t for t in tasks if t.key not in self._counted]  # a calibration round may repeat earlier ones
+        self._counted.update(t.key for t in new)
+        already = [t for t in new if store.is_done(t)]
+        progress.plan(len(new), len(already), sum(1 for t in already if store.error_of(t) is not None))
         if summary.skipped:
             log.info(
                 "resuming: %d of %d simulations already done in %s",
@@ -363,102 +210,362 @@ class Simulator:
                 len(tasks),
                 store.partial,
             )
-        if collect and summary.skipped:
-            summary.frames.extend(_read_parts_for(store, {(t.param_id, t.replicate) for t in tasks}))
-        if not remaining:
-            return summary
-        if self.batch_size is None:
-            # Probe in this process for the local backend (same machine, and a sweep that fits in the probe
-            # needs no cluster at all); on remote backends probe on a worker.
-            probe_tasks = remaining[: min(len(remaining), 1000)]
-            began = time.perf_counter()
-            if self.backend == "local" and self._client is None:
-                probe = run_batch(self.model_ref, probe_tasks, self.settings.probe_seconds)
-            else:
-                probe = self.client.submit(
-                    run_batch, self.model_ref, Batch(probe_tasks), self.settings.probe_seconds, pure=False
-                ).result()
-            elapsed = time.perf_counter() - began
-            probed = probe.drop_duplicates(["param_id", "replicate"]).shape[0]
-            store.write(probe, remaining[:probed])
-            summary.executed += probed
-            summary.batches += 1
             if collect:
-                summary.frames.append(probe)
-            remaining = remaining[probed:]
-            if not remaining:  # the probe did all the work; the next run probes again
-                summary.batch_size = probed
-                return summary
-            self.batch_size = self._choose_batch_size(probe, elapsed, len(remaining))
-        summary.batch_size = self.batch_size
-        self._run_batches(remaining, store, summary, collect, len(tasks) - len(remaining))
+                summary.frames.extend(store.read(t for t in tasks if store.is_done(t)))
+        if remaining and self.backend == SERVICE_BACKEND:
+            from simcal.service.remote import run_on_service
+
+            frame = run_on_service(self, remaining, progress)
+            _Execution(self, store, summary, collect, progress)._record(remaining, frame)
+        elif remaining:
+            execution = _Execution(self, store, summary, collect, progress)
+            if self.settings.batch_size is None:
+                if self._seconds_per_simulation is None:
+                    remaining = self._probe(execution, remaining, store, summary, fail_fast)
+                else:  # a later run (a calibration round): the probe's timing, this run's size
+                    self.batch_size = self._auto_batch_size(len(remaining))
+            if remaining:
+                summary.batch_size = self.batch_size
+                size = self.batch_size
+                execution.run([self._unit(remaining[i : i + size]) for i in range(0, len(remaining), size)])
+        progress.report(force=True)
         return summary
 
-    def _run_batches(self, remaining, store, summary, collect, already_done) -> None:
+    def _unit(self, tasks: Sequence[SimTask], budget: float | None = None, start_topic: str = "") -> _Unit:
+        return _Unit(tasks, self.new_key(), budget, start_topic)
+
+    def new_key(self) -> str:
+        return f"simcal-batch-{self._token}-{next(self._counter)}"
+
+    def _progress_for(self, store: PartStore) -> Progress:
+        if self.progress is None or self.progress.output != str(store.output):
+            self.progress = Progress(store.output, self.backend, self.settings.progress_seconds)
+            self._counted = set()
+        return self.progress
+
+    def _probe(
+        self,
+        execution: _Execution,
+        remaining: list[SimTask],
+        store: PartStore,
+        summary: RunSummary,
+        fail_fast: bool,
+    ) -> list[SimTask]:
+        """Time simulations on the workers (one probe per worker thread, each stopping after probe_seconds), keep
+        their results, and choose the batch size for the rest. Returns the simulations still to run."""
+        probe_tasks = remaining[:PROBE_TASKS]
+        spread = max(1, min(8, self._worker_threads(), len(probe_tasks)))
+        chunk = math.ceil(len(probe_tasks) / spread)
+        execution.run(
+            [
+                self._unit(probe_tasks[i : i + chunk], self.settings.probe_seconds)
+                for i in range(0, len(probe_tasks), chunk)
+            ]
+        )
+        probed = [t for t in probe_tasks if store.is_done(t)]
+        remaining = [t for t in probe_tasks if not store.is_done(t)] + remaining[PROBE_TASKS:]
+        if fail_fast and probed:
+            self._stop_if_the_probe_failed(probed, remaining, store)
+        durations = [d for d in execution.probe_durations if d == d]  # NaN: crashed or timed out
+        per_sim = sum(durations) / len(durations) if durations else math.inf
+        if durations:
+            self._seconds_per_simulation = per_sim
+        log.info(
+            "timing probe: %d simulations in %d task(s) on the workers, %.2g s per simulation",
+            len(probed), math.ceil(len(probe_tasks) / chunk), per_sim,
+        )  # fmt: skip
+        if not remaining:  # the probe did all the work; the next run probes again
+            summary.batch_size = len(probed)
+            return []
+        self.batch_size = self._auto_batch_size(len(remaining))
+        log.info("batch size %d for the other %d simulations", self.batch_size, len(remaining))
+        return remaining
+
+    def _auto_batch_size(self, simulations: int) -> int:
+        """About ``target_task_seconds`` of work per task, and at least two tasks per worker thread (no idling at
+        the end); one simulation per task when the probe timed none."""
+        per_sim = self._seconds_per_simulation
+        by_time = max(1, round(self.settings.target_task_seconds / max(per_sim, 1e-7))) if per_sim else 1
+        by_spread = max(1, math.ceil(simulations / (2 * max(1, self._worker_threads()))))
+        return min(by_time, by_spread, self.settings.max_batch_size)
+
+    def _stop_if_the_probe_failed(
+        self, probed: list[SimTask], remaining: list[SimTask], store: PartStore
+    ) -> None:
+        if self.settings.max_failed_fraction >= 1 or any(store.error_of(t) is None for t in probed):
+            return
+        sets_probed = {t.param_id for t in probed}
+        sets_planned = {t.param_id for t in itertools.chain(probed, remaining)}
+        if len(sets_probed) < min(2, len(sets_planned)):
+            return  # one parameter set failing says little about the others
+        examples = "; ".join(
+            f"param_id {t.param_id} replicate {t.replicate} ({_describe(t.params)}): {store.error_of(t)}"
+            for t in probed[:3]
+        )
+        raise TooManyFailures(
+            f"all {len(probed)} simulations of the timing probe failed, so the other {len(remaining)} were not "
+            f"started. First errors: {examples}. Finished simulations are kept in {store.partial} for the rerun."
+        )
+
+    def _worker_threads(self) -> int:
+        client = self._client
+        if client is not None:
+            try:
+                threads = sum(client.nthreads().values())
+            except Exception:  # noqa: BLE001
+                threads = 0
+            if threads:
+                return threads
+        if self.backend == "slurm":
+            options = self.backend_options
+            jobs = (options.get("adaptive") or {}).get("maximum_jobs") or options.get("jobs") or 1
+            return int(jobs) * int(options.get("processes", 1))
+        return int(self.backend_options.get("workers") or self.threads)
+
+    # -- watching the cluster ---------------------------------------------------------------------------------
+
+    def check_workers(self, waiting: bool) -> int:
+        """Workers connected now; raises NoWorkers when none has been for no_worker_timeout_s while work waits."""
+        count = worker_count(self.client)
+        now = time.monotonic()
+        if count or not waiting:
+            self._last_worker_seen = now
+        elif now - self._last_worker_seen > self.settings.no_worker_timeout_s:
+            raise NoWorkers(
+                f"no Dask worker has been connected for {now - self._last_worker_seen:.0f} s "
+                f"(simulation.no_worker_timeout_s = {self.settings.no_worker_timeout_s:g}) while simulations were "
+                f"waiting; backend {self.backend}: {_no_worker_hint(self.backend, self.backend_options)}"
+            )
+        return count
+
+    def timeout_events(self) -> TimeoutEvents | None:
+        if self.settings.timeout_s is None:
+            return None
+        if self._timeouts is None:
+            self._timeouts = TimeoutEvents(self.client)
+        return self._timeouts
+
+
+def _no_worker_hint(backend: str, options: Mapping[str, Any]) -> str:
+    if backend == "slurm":
+        return (
+            "the worker jobs are pending or fail at start; check `squeue --me` (account, partition, walltime, "
+            f"memory) and the job logs in {options.get('log_directory') or 'the working directory'}"
+        )
+    if backend == "scheduler":
+        return "check that workers are running and connected to the scheduler"
+    return "the LocalCluster's workers keep dying; see the log for their errors (memory limit?)"
+
+
+def _describe(params: Mapping[str, Any], limit: int = 200) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Execution:
+    """Batches in flight on the client: results into parts, dead workers and timeouts into split batches and rows."""
+
+    POLL_S = (0.001, 0.05)  # how often to look for finished batches: from quick to relaxed
+
+    def __init__(
+        self, simulator: Simulator, store: PartStore, summary: RunSummary, collect: bool, progress: Progress
+    ):
+        self.simulator, self.store, self.summary, self.collect, self.progress = (
+            simulator, store, summary, collect, progress
+        )  # fmt: skip
+        self.settings = simulator.settings
+        self.inflight: dict[str, tuple[Any, _Unit]] = {}
+        self.probe_durations: list[float] = []
+        self.next_check = 0.0
+
+    def run(self, units: list[_Unit]) -> None:
         from distributed import as_completed
 
-        client = self.client
-        progress = Progress(summary.total, already_done, self.settings.progress_seconds, dashboard(client))
-        size = self.batch_size
-        batches = [remaining[i : i + size] for i in range(0, len(remaining), size)]
-        futures = {
-            client.submit(
-                run_batch, self.model_ref, Batch(batch), retries=self.settings.retries, pure=False
-            ): batch
-            for batch in batches
-        }
-        for future in as_completed(futures):
-            batch = futures.pop(future)
-            try:
-                frame = future.result()
-                store.write(frame, batch)
-            except Exception as exc:  # a worker died more often than retries allow: the batch is lost
-                log.error(
-                    "batch of %d simulations lost after %d retries: %r",
-                    len(batch),
-                    self.settings.retries,
-                    exc,
-                )
-                frame = pd.DataFrame(
-                    {
-                        "param_id": [t.param_id for t in batch],
-                        "replicate": [t.replicate for t in batch],
-                        "seed": [t.seed for t in batch],
-                        "status": "lost",
-                        "error": f"batch lost after {self.settings.retries} retries: {type(exc).__name__}: {exc}",
-                        "duration_s": float("nan"),
-                    }
-                )
-                frame["error"] = frame["error"].astype("string")
-                store.write(frame, batch, prefix="lost")
-            summary.executed += len(batch)
-            summary.batches += 1
-            if collect:
-                summary.frames.append(frame)
-            progress.advance(len(batch))
+        client = self.simulator.client
+        progress = self.progress
+        progress.dashboard = dashboard(client)
+        progress.batch_size = self.simulator.batch_size
+        self.completed = as_completed()
+        progress.submitted()
+        for unit in units:
+            self._submit(unit)
+        poll = self.POLL_S[0]
+        while self.inflight:
+            if self.simulator.cancel_event.is_set():
+                self._cancel_inflight()
+            ready = self.completed.next_batch(block=False)
+            for future in ready:
+                self._handle(future)
+            if not ready:
+                time.sleep(poll)
+                poll = min(poll * 2, self.POLL_S[1])
+            else:
+                poll = self.POLL_S[0]
+            if time.monotonic() >= self.next_check:
+                self._check()
+        self.progress.report()
+
+    def _cancel_inflight(self) -> None:
+        futures = [future for future, _ in self.inflight.values()]
+        self.inflight.clear()
+        # force: the keys are this run's own; a batch already running on a worker finishes there unheard.
+        self.simulator.client.cancel(futures, force=True)
+        self.progress.report(force=True)
+        self.simulator.check_cancelled()
+
+    def _submit(self, unit: _Unit) -> None:
+        client = self.simulator.client
+        future = client.submit(
+            run_batch,
+            self.simulator.model_ref,
+            Batch(unit.tasks, unit.key, start_topic=unit.start_topic),
+            unit.budget,
+            self.settings.timeout_s,
+            key=unit.key,
+            pure=False,
+        )
+        self.inflight[unit.key] = (future, unit)
+        self.completed.add(future)
+
+    def _check(self) -> None:
+        self.next_check = time.monotonic() + 1.0
+        self.progress.workers = self.simulator.check_workers(waiting=bool(self.inflight))
+        events = self.simulator.timeout_events()
+        if events is not None and self.inflight:
+            reported = events.poll()
+            for key in [k for k in self.inflight if k in reported]:
+                future, unit = self.inflight.pop(key)
+                future.cancel()  # Dask would rerun it on another worker, where it would hang again
+                self._timed_out(unit, reported[key])
+        self.progress.report()
+
+    def _handle(self, future) -> None:
+        entry = self.inflight.pop(future.key, None)
+        if entry is None:  # cancelled after a timeout report: already handled
             future.release()
-        progress.advance(0, force=True)
+            return
+        _, unit = entry
+        if future.status not in (
+            "finished",
+            "error",
+            "cancelled",
+        ):  # its result was lost and is being recomputed
+            self.inflight[future.key] = entry
+            self.completed.add(future)
+            return
+        try:
+            outcome, value = settle(future)
+            if outcome == "ok":
+                self._finished(unit, value)
+            elif outcome == "lost" and unit.unconfirmed + 1 < UNCONFIRMED_DEATHS:
+                unit.unconfirmed += 1  # never blamed, but never retried for ever either
+                unit.key = self.simulator.new_key()
+                self._submit(unit)
+            else:
+                self._failed(unit, value)
+        finally:
+            future.release()
 
+    def _failed(self, unit: _Unit, exc: BaseException) -> None:
+        from distributed.scheduler import KilledWorker
 
-def _read_parts_for(store: PartStore, wanted: set[tuple[str, int]]) -> list[pd.DataFrame]:
-    frames = []
-    for part in store.parts():
-        frame = pd.read_parquet(part)
-        keep = [(p, r) in wanted for p, r in zip(frame["param_id"], frame["replicate"], strict=True)]
-        if any(keep):
-            frames.append(frame[keep])
-    return frames
+        events = self.simulator.timeout_events()
+        reported = events.poll() if events is not None else {}
+        if unit.key in reported:
+            self._timed_out(unit, reported[unit.key])
+            return
+        if isinstance(exc, KilledWorker):
+            verdict = self.simulator.deaths.verdict(unit, exc)
+        else:  # raised outside the simulations' own guard (e.g. results that cannot be sent back)
+            verdict = "split" if len(unit.tasks) > 1 else "failed"
+        if verdict == "retry":
+            unit.key = self.simulator.new_key()
+            self._submit(unit)
+        elif verdict == "split":
+            half = len(unit.tasks) // 2
+            what = (
+                "its worker died"
+                if isinstance(exc, KilledWorker)
+                else f"it failed ({type(exc).__name__}: {exc})"
+            )
+            log.warning(
+                "a batch of %d simulations did not finish because %s; running it again in halves to isolate "
+                "the culprit", len(unit.tasks), what,
+            )  # fmt: skip
+            topic = unit.start_topic or self.simulator.deaths.topic
+            self._submit(self.simulator._unit(unit.tasks[:half], unit.budget, topic))
+            self._submit(self.simulator._unit(unit.tasks[half:], unit.budget, topic))
+        else:
+            task = unit.tasks[0]
+            if verdict == "crashed":
+                status, error = "crashed", self.simulator.deaths.crash_error(unit, exc)
+            else:
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error(
+                "simulation param_id %s replicate %d (%s) %s: %s",
+                task.param_id, task.replicate, _describe(task.params), status, error,
+            )  # fmt: skip
+            self._record(unit.tasks, failure_rows(unit.tasks, status, error))
+
+    def _timed_out(self, unit: _Unit, event: Mapping[str, Any]) -> None:
+        index = int(event.get("index", -1))
+        culprit = unit.tasks[index] if 0 <= index < len(unit.tasks) else None
+        if culprit is None or culprit.param_id != event.get("param_id"):
+            self._failed(unit, RuntimeError("timeout report does not match its batch"))
+            return
+        log.error(
+            "simulation param_id %s replicate %d (%s) ran past timeout_s and was stopped with its worker",
+            culprit.param_id, culprit.replicate, _describe(culprit.params),
+        )  # fmt: skip
+        self._record([culprit], failure_rows([culprit], "timeout", timeout_error(dict(event))))
+        others = [t for i, t in enumerate(unit.tasks) if i != index]
+        if others:  # finished on the ended worker but never returned: run them again
+            self._submit(self.simulator._unit(others, unit.budget, unit.start_topic))
+
+    def _finished(self, unit: _Unit, frame: pd.DataFrame) -> None:
+        ran = set(
+            zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
+        )
+        done = [t for t in unit.tasks if t.key in ran]
+        if unit.budget is not None:
+            sims = frame.drop_duplicates(["param_id", "replicate", "seed"])
+            self.probe_durations.extend(sims.loc[sims["status"] == "ok", "duration_s"].tolist())
+        elif len(done) < len(unit.tasks):  # never expected: every task of a batch makes rows
+            missing = [t for t in unit.tasks if t.key not in ran]
+            self._record(
+                missing, failure_rows(missing, "failed", "InternalError: the batch returned no rows for it")
+            )
+        if done:
+            self._record(done, frame)
+
+    def _record(self, tasks: Sequence[SimTask], frame: pd.DataFrame) -> None:
+        self.store.write(frame, tasks)
+        failed = sum(1 for t in tasks if self.store.error_of(t) is not None)
+        self.summary.executed += len(tasks)
+        self.summary.failed += failed
+        self.summary.batches += 1
+        if self.collect:
+            self.summary.frames.append(frame)
+        self.progress.advance(len(tasks), failed)
+        self.progress.report()
 
 
 def check_failures(store: PartStore, max_failed_fraction: float) -> tuple[int, int]:
-    """Raise TooManyFailures naming the count and the most common errors when the threshold is exceeded."""
+    """Raise TooManyFailures naming the count, the most common errors and a failing parameter set when the
+    threshold is exceeded."""
     total, errors = store.status_counts()
     failed = sum(errors.values())
     if total and failed / total > max_failed_fraction:
         common = "; ".join(f"{count}x {text}" for text, count in errors.most_common(3))
+        example = store.failures(limit=1)
+        first = ""
+        if example:
+            task, error = example[0]
+            first = f" First failure: param_id {task.param_id} replicate {task.replicate} ({_describe(task.params)})."
         raise TooManyFailures(
             f"{failed} of {total} simulations failed ({failed / total:.1%} > max_failed_fraction "
-            f"{max_failed_fraction:.1%}). Most common errors: {common}. Finished parts are kept in {store.partial}."
+            f"{max_failed_fraction:.1%}). Most common errors: {common}.{first} Finished simulations are kept in "
+            f"{store.partial}; a rerun skips them (set simulation.rerun_failed to run the failed ones again)."
         )
     if failed:
         log.warning(
@@ -468,6 +575,42 @@ def check_failures(store: PartStore, max_failed_fraction: float) -> tuple[int, i
             100 * max_failed_fraction,
         )
     return total, failed
+
+
+def plan_manifest(
+    model_ref: str, tasks: Sequence[SimTask], settings: SimulationSettings, **extra: Any
+) -> dict:
+    """The resume record of a plan: the model, how seeds derive, and a digest of every simulation's key."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key in sorted(t.key for t in tasks):
+        digest.update(f"{key[0]}:{key[1]}:{key[2]}|".encode())
+    return {
+        "model": model_ref,
+        "simulations": len(tasks),
+        "plan": digest.hexdigest(),
+        "replicates": settings.replicates,
+        "seed": settings.seed,
+        "common_random_numbers": settings.common_random_numbers,
+        **extra,
+    }
+
+
+def planned_parameter_sets(
+    parameters: str | Path | pd.DataFrame, fixed_params: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Rows of the parameter table merged with the fixed parameters, refusing reserved names and clashes."""
+    fixed = dict(fixed_params or {})
+    reject_reserved(fixed, "fixed parameters")
+    if isinstance(parameters, pd.DataFrame):
+        table = check_parameter_table(parameters, "parameter DataFrame")
+    else:
+        table = read_parameter_table(parameters)
+    both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))
+    if both:
+        raise ContractError(
+            f"parameters {both} are both columns of the parameter table and fixed parameters; give each in one place"
+        )
+    return [{**fixed, **row} for row in parameter_sets(table)]
 
 
 def simulate(
@@ -480,32 +623,29 @@ def simulate(
     threads: int = 1,
     fixed_params: Mapping[str, Any] | None = None,
     client: Any = None,
+    cancel: threading.Event | None = None,
 ) -> RunSummary:
-    """Run every parameter set × replicate and write one Parquet dataset at ``output`` (a directory)."""
+    """Run every parameter set × replicate and write one Parquet file at ``output``.
+
+    Raises TooManyFailures when more than ``max_failed_fraction`` of the simulations failed (the finished ones stay
+    in ``<output>.partial`` for the rerun), NoWorkers when the cluster has had no worker for too long, and
+    Cancelled once ``cancel`` is set (the finished simulations stay in the parts).
+    """
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
     resolve_callable(model_ref)
-    table = parameters if isinstance(parameters, pd.DataFrame) else read_parameter_table(parameters)
-    sets = [{**(fixed_params or {}), **row} for row in parameter_sets(table)]
-    tasks = plan_tasks(sets, settings.replicates)
-    store = PartStore(output, {"model": model_ref, "replicates": settings.replicates})
+    sets = planned_parameter_sets(parameters, fixed_params)
+    # A misspelt column or an out-of-bounds value stops here, naming the row, before any cluster starts.
+    check_parameter_sets(model_ref, sets, "parameter table", [f"row {i + 1}" for i in range(len(sets))])
+    tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers)
+    store = PartStore(output, plan_manifest(model_ref, tasks, settings), rerun_failed=settings.rerun_failed)
     began = time.perf_counter()
-    with Simulator(model_ref, settings, backend, backend_options, threads, client) as simulator:
-        summary = simulator.run(tasks, store)
-    check_failures(store, settings.max_failed_fraction)
-    store.finalize()
+    with Simulator(model_ref, settings, backend, backend_options, threads, client, cancel) as simulator:
+        summary = simulator.run(tasks, store, fail_fast=True)
+        check_failures(store, settings.max_failed_fraction)
+        store.finalize()
     log.info(
         "wrote %s: %d simulations (%d run now, %d resumed) in %.2f s, batch size %d",
         output, summary.total, summary.executed, summary.skipped, time.perf_counter() - began, summary.batch_size,
     )  # fmt: skip
     return summary
-
-
-def read_results(path: str | Path) -> pd.DataFrame:
-    """The simulation dataset written by ``simulate`` (one Parquet file) as a DataFrame.
-
-    Rows come sorted by (param_id, replicate), keeping each simulation's own row order, so the result does not
-    depend on which batch finished first.
-    """
-    frame = pd.read_parquet(path)
-    return frame.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)

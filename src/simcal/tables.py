@@ -1,11 +1,11 @@
-"""Reading parameter tables and writing files atomically."""
+"""Reading parameter tables and writing files atomically (fsynced, with the permissions the umask gives)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,19 @@ import pandas as pd
 
 from simcal.contract import ContractError, to_plain
 
-# mkstemp creates 0600 files; give outputs the permissions a plain open() would (read once: os.umask sets it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
+# Column names the runner writes next to the parameters: a parameter with one of these names would be
+# overwritten by (or overwrite) the simulation's bookkeeping.
 RESERVED_COLUMNS = {"param_id", "replicate", "seed", "status", "error", "duration_s", "table"}
+
+
+def reject_reserved(names: Iterable[Any], where: str) -> None:
+    """Fail naming the input and its parameters that use a reserved column name."""
+    clash = sorted(RESERVED_COLUMNS.intersection(str(n) for n in names))
+    if clash:
+        raise ContractError(
+            f"{where}: parameter names {clash} are reserved for simulation results "
+            f"(reserved: {sorted(RESERVED_COLUMNS)}); rename them"
+        )
 
 
 def read_parameter_table(path: str | Path) -> pd.DataFrame:
@@ -39,17 +47,24 @@ def read_parameter_table(path: str | Path) -> pd.DataFrame:
         if isinstance(error, ContractError):
             raise
         raise ContractError(f"{path}: cannot read the parameter table ({error})") from error
+    return check_parameter_table(table, str(path), header_lines=1)
+
+
+def check_parameter_table(table: pd.DataFrame, where: str, header_lines: int = 0) -> pd.DataFrame:
+    """Refuse an empty table, reserved column names and missing values, naming ``where``, the row and column.
+
+    ``header_lines`` turns row positions into file line numbers (1 for a CSV header); 0 reports row numbers.
+    """
     if table.empty or len(table.columns) == 0:
-        raise ContractError(f"{path}: the parameter table has no rows or no columns")
-    clash = RESERVED_COLUMNS.intersection(table.columns)
-    if clash:
-        raise ContractError(f"{path}: parameter columns {sorted(clash)} are reserved for simulation results")
+        raise ContractError(f"{where}: the parameter table has no rows or no columns")
+    reject_reserved(table.columns, where)
     for column in table.columns:
         missing = table[column].isna()
         if missing.any():
-            line = int(missing.to_numpy().nonzero()[0][0]) + 2  # header is line 1
+            position = int(missing.to_numpy().nonzero()[0][0])
+            place = f"line {position + 1 + header_lines}" if header_lines else f"row {position}"
             raise ContractError(
-                f"{path}: line {line}, column {column!r} is empty; every parameter needs a value"
+                f"{where}: {place}, column {column!r} is empty; every parameter needs a value"
             )
     return table
 
@@ -63,20 +78,61 @@ def parameter_sets(table: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary name in the same directory, then move it into place."""
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # not thread-safe, hence only the fallback
+    os.umask(mask)
+    return mask
+
+
+def fsync_directory(directory: str | Path) -> None:
+    """Make a rename in ``directory`` durable (a crash right after could otherwise lose the new name)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the file itself is already on disk
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = True) -> Path:
+    """Call ``write(tmp)`` on a temporary name in the same directory, fsync it, then move it into place.
+
+    Readers see the old file or the complete new one, never a partial one, even after a power loss; the file
+    gets the permissions a plain ``open()`` would (0666 less the umask), not mkstemp's 0600. ``durable=False``
+    skips the fsyncs for files that are rewritten often and worthless after a crash (progress reports).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         write(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        fsync_directory(path.parent)
     return path
 
 
@@ -84,9 +140,11 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def write_json(data: Any, path: str | Path) -> Path:
+def write_json(data: Any, path: str | Path, durable: bool = True) -> Path:
     return atomic_write(
-        path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        path,
+        lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"),
+        durable,
     )
 
 

@@ -9,8 +9,8 @@ from kdgat.training import dqn
 configure(snakemake.log[0])
 with failure_logged("train_dqn"):
     dqn.run(
-        train=snakemake.input.train,
-        val=snakemake.input.val,
+        fit=snakemake.input.fit,
+        stop=snakemake.input.get("stop"),
         metadata=snakemake.input.metadata,
         vgae=snakemake.input.vgae,
         gat=snakemake.input.gat,

@@ -46,10 +46,18 @@ class QNetwork(nn.Module):
         return self.net((state - self.state_mean) / self.state_std)
 
 
-def fusion_reward(actions, anomaly, p_attack, labels) -> torch.Tensor:
-    """+1 for a correct fused prediction, −1 for a wrong one, plus the signed margin (score − 0.5)·(2y − 1) ∈
-    [−0.5, 0.5] so that confidently right beats barely right."""
-    _, score, prediction = fuse(actions, anomaly, p_attack)
-    correct = (prediction == labels).float()
-    margin = (score - DECISION_THRESHOLD) * (2.0 * labels.float() - 1.0)
-    return 2.0 * correct - 1.0 + margin
+def fusion_reward(
+    actions, anomaly, p_attack, labels, miss_cost: float = 1.0, false_alarm_cost: float = 1.0
+) -> torch.Tensor:
+    """Cost-sensitive correctness of the fused prediction: +1 when right, −miss_cost for a missed attack,
+    −false_alarm_cost for a false alarm. Nothing else.
+
+    No margin term: a bonus for the fused score's distance from 0.5 is linear in α, so it always pays most for
+    the more saturated input (a GAT's softmax) even where that input carries no information. Here every α on the
+    right side of the decision earns the same, and Q(s, α) learns how often α decides correctly for states like s.
+    """
+    _, _, prediction = fuse(actions, anomaly, p_attack)
+    labels = labels.long()
+    correct = prediction == labels
+    cost = torch.where(labels == 1, float(miss_cost), float(false_alarm_cost))
+    return torch.where(correct, torch.ones_like(cost), -cost)

@@ -1,13 +1,28 @@
 """DQN fusion stage: learns, per graph, the weight α of the GAT's p(attack) against the VGAE's anomaly score.
 
-The fusion is a contextual decision (the action does not change the next graph), so an "episode" is a stream of
-training graphs, half normal and half attack (the agent must not learn the class prior), with transitions
-(graph_t, α_t, reward_t, graph_{t+1}). Double DQN with a replay buffer, a hard-synced target network, Huber loss,
-gradient clipping and ε decaying linearly from eps_start to eps_end over the episodes. γ is kept small (default
-0.2) because the next state is independent of the action. The prediction is fused score > 0.5 in the reward, in
-validation and in kdgat.inference alike. Early stopping watches −(mean validation reward) of the greedy policy.
+What it learns from: base-model outputs on graphs those models never trained on. The stage reads one graph file,
+``fit`` (the kd_gat module gives it <kd_gat.dqn.fit_split>.pt, by default val.pt, the time blocks of the training
+captures held out from VGAE and GAT training), and early-stops either on a second file, ``stop``
+(kd_gat.dqn.stop_split, e.g. val.pt when the fit split is a further held-out split such as fusion.pt), or on every
+k-th of 20 contiguous blocks of the fit graphs (kd_gat.dqn.early_stop_share). On the base models' own training
+graphs the GAT is nearly always right, and an agent trained there learns to copy it (review H1).
+
+The fusion is a contextual bandit: the action does not change the next graph. So γ = 0 by default: the target of
+Q(s, α) is the reward itself, and Q learns how often α decides right for states like s (bootstrapping on an
+unrelated next graph only adds noise; γ > 0 is still possible and then uses double DQN with the online network's
+argmax taken in eval mode). Reward: cost-sensitive correctness of fused score > 0.5, no confidence margin (see
+kdgat.models.dqn.fusion_reward). Each episode is a stream of fit graphs, half normal and half attack (the agent
+must not learn the class prior), pushed to a replay buffer; Huber loss, gradient clipping, a hard-synced target
+network, ε decaying linearly from eps_start to eps_end over the episodes. Early stopping watches the class-balanced
+mean reward of the greedy policy on the stop graphs. metrics.json records what the policy learned: the α
+histogram, how often its decision equals the GAT's and the VGAE's, and fixed-α baselines on the stop graphs.
+
 With a teacher (student_kd) the loss adds the regression of the student's Q-row on the teacher's Q-row, the teacher
-seeing the states its own VGAE and GAT produce for the same graphs: α·MSE(Q_s, Q_t) + (1−α)·TD loss.
+seeing the states its own VGAE and GAT produce for the same graphs: α·MSE(Q_s, Q_t) + (1−α)·TD loss. Assumption:
+the teacher's Q-row, which rates each α for the teacher's base models, also rates it for the student's. Where
+the teacher's greedy α gives a different decision on the student's outputs than on its own, the assumption is
+visibly wrong for that graph; with ``kd_gat.dqn.kd_weighting: agreement`` (default) those rows get no
+distillation weight (``uniform``: every row counts).
 """
 
 from __future__ import annotations
@@ -94,9 +109,15 @@ class ReplayBuffer:
 
 
 def double_dqn_targets(online, target, next_states, rewards, done, gamma: float) -> torch.Tensor:
-    """r + γ·(1 − done)·Q_target(s', argmax_a Q_online(s', a)): the online net picks, the target net values."""
+    """r + γ·(1 − done)·Q_target(s', argmax_a Q_online(s', a)): the online net picks (in eval mode: no dropout
+    noise in the choice), the target net values. With γ = 0 the target is the reward alone."""
+    if gamma == 0:
+        return rewards
     with torch.no_grad():
+        was_training = online.training
+        online.eval()
         next_actions = online(next_states).argmax(dim=1, keepdim=True)
+        online.train(was_training)
         next_values = target(next_states).gather(1, next_actions).squeeze(1)
     return rewards + gamma * (1.0 - done) * next_values
 
@@ -106,8 +127,45 @@ def epsilon_at(episode: int, episodes: int, start: float, end: float) -> float:
     return start + (end - start) * min(progress, 1.0)
 
 
+# The fit file is cut into this many contiguous blocks of graphs; early_stop_share of them (evenly spaced) are
+# held out for early stopping. Blocks, not single graphs: neighbouring windows of a capture are near-duplicates.
+HOLDOUT_BLOCKS = 20
+
+
+def early_stop_rows(count: int, share: float) -> torch.Tensor:
+    """Boolean mask over `count` graphs in file order: True for the graphs of the early-stopping blocks."""
+    if not 0 < share < 1:
+        raise ValueError(f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {share}")
+    if count < 2:
+        raise ValueError(f"the DQN's fit graphs must hold at least 2 graphs to hold some out, got {count}")
+    blocks = min(HOLDOUT_BLOCKS, count)
+    block_of = torch.arange(count) * blocks // count
+    # Block b is held out when the running count floor((b + 1)·share) steps up at it: evenly spaced blocks.
+    held = torch.tensor([int((b + 1) * share) > int(b * share) for b in range(blocks)])
+    if not held.any():
+        held[-1] = True
+    return held[block_of]
+
+
+def split_inputs(inputs: dict, stop: torch.Tensor) -> tuple[dict, dict]:
+    return {k: v[~stop] for k, v in inputs.items()}, {k: v[stop] for k, v in inputs.items()}
+
+
+def kd_row_weights(teacher_q, teacher_inputs: dict, student_inputs: dict, rows, mode: str) -> torch.Tensor:
+    """Per-row weight of the Q-value distillation: 1 everywhere (``uniform``), or 1 where the teacher's greedy α
+    decides the same on the student's base-model outputs as on its own (``agreement``), else 0."""
+    if mode == "uniform":
+        return torch.ones(len(rows), device=teacher_q.device)
+    action = teacher_q.argmax(dim=1)
+    _, _, on_teacher = fuse(action, teacher_inputs["anomaly"][rows], teacher_inputs["p_attack"][rows])
+    _, _, on_student = fuse(action, student_inputs["anomaly"][rows], student_inputs["p_attack"][rows])
+    return (on_teacher == on_student).float()
+
+
 class DQNStage(StageBase):
-    def __init__(self, model: QNetwork, train_inputs: dict, val_inputs: dict, settings, device, teacher=None):
+    def __init__(
+        self, model: QNetwork, train_inputs: dict, val_inputs: dict, settings, device, teacher_inputs=None
+    ):
         super().__init__(model, settings, device)
         self.target = copy.deepcopy(self.model).eval()
         for parameter in self.target.parameters():
@@ -116,10 +174,14 @@ class DQNStage(StageBase):
         self.episodes = int(self.training.epochs)
         self.train_inputs = {k: v.to(device) for k, v in train_inputs.items()}
         self.val_inputs = {k: v.to(device) for k, v in val_inputs.items()}
-        self.teacher = freeze(teacher.to(device)) if teacher is not None else None
+        self.teacher = None
         self.distillation = settings.distillation
-        if self.teacher is not None and "teacher_state" not in self.train_inputs:
-            raise ValueError("DQN distillation needs the teacher's states (teacher VGAE and GAT)")
+        if teacher_inputs is not None:
+            teacher, inputs = teacher_inputs
+            self.teacher = freeze(teacher.to(device))
+            self.teacher_inputs = {k: v.to(device) for k, v in inputs.items()}
+            if len(self.teacher_inputs["state"]) != len(self.train_inputs["state"]):
+                raise ValueError("the teacher's fusion inputs must cover the same graphs as the student's")
         self.buffer = ReplayBuffer(int(self.rl.buffer_size))
         self.updates = 0
         labels = self.train_inputs["label"].cpu()
@@ -163,16 +225,25 @@ class DQNStage(StageBase):
         random_actions = torch.randint(0, NUM_ACTIONS, (len(greedy),), generator=self.loader_generator)
         return torch.where(explore, random_actions, greedy)
 
+    def reward(self, actions, inputs: dict, rows=None) -> torch.Tensor:
+        pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+        return fusion_reward(
+            actions,
+            pick(inputs["anomaly"]),
+            pick(inputs["p_attack"]),
+            pick(inputs["label"]),
+            miss_cost=float(self.rl.miss_cost),
+            false_alarm_cost=float(self.rl.false_alarm_cost),
+        )
+
     def train_epoch(self, epoch: int) -> dict:
         data = self.train_inputs
         steps = int(self.rl.steps_per_episode)
         epsilon = epsilon_at(epoch, self.episodes, float(self.rl.eps_start), float(self.rl.eps_end))
         rows = self.episode_rows(steps)
-        actions = self.act(data["state"][rows.to(self.device)], epsilon)
         d_rows = rows.to(self.device)
-        rewards = fusion_reward(
-            actions.to(self.device), data["anomaly"][d_rows], data["p_attack"][d_rows], data["label"][d_rows]
-        ).cpu()
+        actions = self.act(data["state"][d_rows], epsilon)
+        rewards = self.reward(actions.to(self.device), data, d_rows).cpu()
         next_rows = torch.roll(rows, -1)
         done = torch.zeros(steps)
         done[-1] = 1.0
@@ -197,8 +268,14 @@ class DQNStage(StageBase):
             parts = {"loss": td}
             if self.teacher is not None:
                 with torch.no_grad():
-                    teacher_q = self.teacher(data["teacher_state"][index])
-                parts = q_value_kd_loss(q_all, teacher_q, td, alpha=float(self.distillation.alpha))
+                    teacher_q = self.teacher(self.teacher_inputs["state"][index])
+                    weights = kd_row_weights(
+                        teacher_q, self.teacher_inputs, data, index, str(self.rl.kd_weighting)
+                    )
+                parts = q_value_kd_loss(
+                    q_all, teacher_q, td, alpha=float(self.distillation.alpha), weights=weights
+                )
+                parts["kd_weight"] = weights.mean()
             self.step(parts["loss"])
             self.updates += 1
             updates += 1
@@ -215,24 +292,54 @@ class DQNStage(StageBase):
         self.model.eval()
         actions = self.model(inputs["state"]).argmax(dim=1)
         alpha, score, prediction = fuse(actions, inputs["anomaly"], inputs["p_attack"])
-        reward = fusion_reward(actions, inputs["anomaly"], inputs["p_attack"], inputs["label"])
-        return {"alpha": alpha, "score": score, "prediction": prediction, "reward": reward}
+        return {
+            "alpha": alpha,
+            "score": score,
+            "prediction": prediction,
+            "reward": self.reward(actions, inputs),
+        }
 
     def validate(self) -> dict:
         out = self.policy(self.val_inputs)
         labels = self.val_inputs["label"].cpu().numpy()
         metrics = validation_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
-        mean_reward = float(out["reward"].mean())
-        return {
-            "val_loss": -mean_reward,
-            "val_reward": mean_reward,
-            "val_alpha": float(out["alpha"].mean()),
-        } | metrics
+        reward = balanced_mean(out["reward"], self.val_inputs["label"])
+        return {"val_loss": -reward, "val_reward": reward, "val_alpha": float(out["alpha"].mean())} | metrics
+
+
+def balanced_mean(values: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean of `values` over each class, averaged over the classes present (the episodes are balanced too)."""
+    means = [values[labels == c].float().mean() for c in (0, 1) if bool((labels == c).any())]
+    return float(torch.stack(means).mean())
 
 
 def standardise_states(model: QNetwork, states: torch.Tensor) -> None:
     model.state_mean.copy_(states.mean(dim=0))
     model.state_std.copy_(states.std(dim=0, unbiased=False).clamp_min(1e-6))
+
+
+def policy_report(alpha, prediction, inputs: dict, vgae_threshold: float = DECISION_THRESHOLD) -> dict:
+    """What the policy learned, on the stop graphs: α histogram, agreement with each base model's own decision
+    and the F1 of fixed α (0: VGAE alone, 0.5, 1: GAT alone) through the same fused-score rule."""
+    labels = inputs["label"].cpu().numpy()
+    prediction = prediction.cpu().numpy()
+    gat_pred = (inputs["p_attack"] > DECISION_THRESHOLD).long().cpu().numpy()
+    vgae_pred = (inputs["anomaly"] > vgae_threshold).long().cpu().numpy()
+    report = {
+        "val_alpha_mean": float(alpha.mean()),
+        "alpha_histogram": np.bincount(
+            (alpha.cpu().numpy() * (NUM_ACTIONS - 1)).round().astype(int), minlength=NUM_ACTIONS
+        ).tolist(),
+        "val_agrees_with_gat": float((prediction == gat_pred).mean()),
+        "val_agrees_with_vgae": float((prediction == vgae_pred).mean()),
+        "val_gat_f1": validation_metrics(labels, gat_pred)["val_f1"],
+        "val_vgae_f1": validation_metrics(labels, vgae_pred)["val_f1"],
+    }
+    for action, name in ((0, "0"), (NUM_ACTIONS // 2, "0.5"), (NUM_ACTIONS - 1, "1")):
+        actions = torch.full_like(inputs["label"], action)
+        _, _, fixed = fuse(actions, inputs["anomaly"], inputs["p_attack"])
+        report[f"val_f1_alpha_{name}"] = validation_metrics(labels, fixed.cpu().numpy())["val_f1"]
+    return report
 
 
 def train(
@@ -241,16 +348,28 @@ def train(
     settings: StageSettings | Mapping,
     checkpoint=None,
     teacher: QNetwork | None = None,
+    teacher_inputs: dict | None = None,
 ):
-    """Train the fusion agent on precomputed fusion inputs (kdgat.inference.fusion_inputs)."""
+    """Train the fusion agent on precomputed fusion inputs (kdgat.inference.fusion_inputs): ``train_inputs`` are
+    learnt from, ``val_inputs`` decide early stopping; with ``teacher`` (student_kd), ``teacher_inputs`` are the
+    teacher's own fusion inputs for the same graphs as ``train_inputs``."""
     started = time.perf_counter()
     settings = StageSettings.from_dict(settings)
+    if (teacher is None) != (teacher_inputs is None):
+        raise ValueError("DQN distillation needs both the teacher agent and its fusion inputs")
     seed_everything(int(settings.seed))
     device = resolve_device(settings)
     model_config = dict(settings.model)
     model = QNetwork(**model_config)
     standardise_states(model, train_inputs["state"])
-    stage = DQNStage(model, train_inputs, val_inputs, settings, device, teacher)
+    stage = DQNStage(
+        model,
+        train_inputs,
+        val_inputs,
+        settings,
+        device,
+        (teacher, teacher_inputs) if teacher is not None else None,
+    )
     loop = LoopSettings(
         epochs=int(settings.training.epochs),
         patience=int(settings.training.patience),
@@ -265,15 +384,20 @@ def train(
     labels = stage.val_inputs["label"].cpu().numpy()
     metrics = base_metrics(settings, model, result, started, device)
     metrics |= validation_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
-    gat_pred = (stage.val_inputs["p_attack"] > DECISION_THRESHOLD).long().cpu().numpy()
     metrics |= {
-        "val_reward": float(out["reward"].mean()),
-        "val_alpha_mean": float(out["alpha"].mean()),
-        "val_gat_f1": validation_metrics(labels, gat_pred)["val_f1"],
-        "alpha_histogram": np.bincount(
-            (out["alpha"].cpu().numpy() * (NUM_ACTIONS - 1)).round().astype(int), minlength=NUM_ACTIONS
-        ).tolist(),
+        "val_reward": balanced_mean(out["reward"], stage.val_inputs["label"]),
+        "fit_graphs": len(train_inputs["label"]),
+        "stop_graphs": len(val_inputs["label"]),
     }
+    metrics |= policy_report(out["alpha"], out["prediction"], stage.val_inputs)
+    log.info(
+        "dqn: stop F1 %.4f (GAT %.4f, VGAE %.4f), mean α %.3f, same decision as the GAT on %.1f%%",
+        metrics["val_f1"],
+        metrics["val_gat_f1"],
+        metrics["val_vgae_f1"],
+        metrics["val_alpha_mean"],
+        100 * metrics["val_agrees_with_gat"],
+    )
     return model.cpu(), result, metrics, model_config
 
 
@@ -282,20 +406,22 @@ _train = train  # run() has a keyword argument named `train` (the train.pt file)
 
 def run(
     *,
-    train: str | os.PathLike,
-    val: str | os.PathLike,
+    fit: str | os.PathLike,
     metadata: str | os.PathLike,
     settings: StageSettings | Mapping,
     outputs: Mapping[str, str | os.PathLike],
     vgae: str | os.PathLike,
     gat: str | os.PathLike,
+    stop: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     teacher_dqn: str | os.PathLike | None = None,
     teacher_vgae: str | os.PathLike | None = None,
     teacher_gat: str | os.PathLike | None = None,
     threads: int | None = None,
 ) -> dict:
-    """File-level entry point (the train_dqn wrapper). ``vgae``/``gat``: the same variant's model.pt files whose
+    """File-level entry point (the train_dqn wrapper). ``fit``: the graph file the agent learns from, graphs the
+    base models did not train on (the module gives val.pt); ``stop``: a graph file for early stopping (default:
+    blocks held out of ``fit``, see ``early_stop_rows``). ``vgae``/``gat``: the same variant's model.pt files whose
     outputs the agent fuses; ``teacher_*``: the teacher's three model.pt files (student_kd, all or none)."""
     settings = prepare_job(settings, "dqn", outputs, threads)
     teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
@@ -303,17 +429,26 @@ def run(
         missing = [name for name, path in teachers.items() if not path]
         raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
     load_num_ids(metadata)  # validates the metadata early
-    train_graphs, val_graphs = load_graph_file(train), load_graph_file(val)
+    fit_graphs = load_graph_file(fit)
+    stop_graphs = load_graph_file(stop) if stop else None
     device = resolve_device(settings)
     vgae_model, gat_model = load_model(vgae), load_model(gat)
-    train_inputs = fusion_inputs(vgae_model, gat_model, train_graphs, INFERENCE_BATCH_SIZE, device)
-    val_inputs = fusion_inputs(vgae_model, gat_model, val_graphs, INFERENCE_BATCH_SIZE, device)
-    teacher = None
+
+    def inputs_of(vgae_model, gat_model) -> tuple[dict, dict]:
+        fit_inputs = fusion_inputs(vgae_model, gat_model, fit_graphs, INFERENCE_BATCH_SIZE, device)
+        if stop_graphs is not None:
+            stop_inputs = fusion_inputs(vgae_model, gat_model, stop_graphs, INFERENCE_BATCH_SIZE, device)
+            return fit_inputs, stop_inputs
+        held = early_stop_rows(len(fit_graphs), float(settings.dqn.early_stop_share))
+        return split_inputs(fit_inputs, held)
+
+    train_inputs, val_inputs = inputs_of(vgae_model, gat_model)
+    teacher, teacher_inputs = None, None
     if teacher_dqn:
         teacher = load_model(teacher_dqn)
-        train_inputs["teacher_state"] = fusion_inputs(
-            load_model(teacher_vgae), load_model(teacher_gat), train_graphs, INFERENCE_BATCH_SIZE, device
-        )["state"]
-    model, result, metrics, model_config = _train(train_inputs, val_inputs, settings, checkpoint, teacher)
+        teacher_inputs, _ = inputs_of(load_model(teacher_vgae), load_model(teacher_gat))
+    model, result, metrics, model_config = _train(
+        train_inputs, val_inputs, settings, checkpoint, teacher, teacher_inputs
+    )
     write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
     return metrics

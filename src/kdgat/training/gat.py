@@ -1,7 +1,8 @@
 """GAT stage: graph classifier trained with cross-entropy, a VGAE-driven curriculum and optional distillation.
 
 Curriculum (kd_gat.curriculum, see kdgat.curriculum): the VGAE of the same variant scores every normal training
-graph by difficulty (feature MSE + 0.1·ID CE) once; each epoch draws a fresh sample. With a teacher (student_kd):
+graph by difficulty (its anomaly error, see kdgat.models.vgae) once; each epoch draws a fresh sample and history.csv
+records the draw (curriculum_ratio, curriculum_percentile, curriculum_pool, curriculum_normals). With a teacher (student_kd):
 α·T²·KL(teacher ‖ student soft targets) + (1−α)·CE. Early stopping watches the cross-entropy on the full
 validation split.
 """
@@ -40,9 +41,9 @@ log = logging.getLogger("kdgat.training")
 
 
 def difficulty_scores(vgae, graphs, batch_size: int, device) -> np.ndarray:
-    """How hard a graph is for the VGAE to reconstruct: feature MSE + 0.1·CAN-ID cross-entropy."""
-    errors = graph_errors(vgae.to(device), graphs, batch_size, device)
-    return errors["feature_mse"] + 0.1 * errors["id_ce"]
+    """How hard a graph is for the VGAE to reconstruct: its anomaly error (the original used feature MSE +
+    0.1·CAN-ID cross-entropy; the anomaly error adds the neighbour term with the loss's weight)."""
+    return graph_errors(vgae.to(device), graphs, batch_size, device)["anomaly_error"]
 
 
 class GATStage(StageBase):
@@ -69,14 +70,16 @@ class GATStage(StageBase):
         self.difficulty = difficulty
         self.last_sample: np.ndarray | None = None
 
-    def epoch_sample(self, epoch: int) -> np.ndarray:
+    def epoch_sample(self, epoch: int) -> tuple[np.ndarray, dict]:
+        """(training-set indices of the epoch, what history.csv records about the draw)."""
         if self.curriculum is None:
-            return np.arange(len(self.train_graphs))
-        return self.curriculum.sample(self.difficulty, self.train_labels, epoch)
+            return np.arange(len(self.train_graphs)), {}
+        draw = self.curriculum.draw(self.difficulty, self.train_labels, epoch)
+        return draw.indices, draw.log_row()
 
     def train_epoch(self, epoch: int) -> dict:
         self.model.train()
-        indices = self.epoch_sample(epoch)
+        indices, draw = self.epoch_sample(epoch)
         self.last_sample = indices
         graphs = [self.train_graphs[i] for i in indices]
         totals: dict[str, float] = {}
@@ -85,10 +88,10 @@ class GATStage(StageBase):
             batch = batch.to(self.device)
             labels = batch.y.view(-1)
             with autocast(self.device):
-                logits = self.model(batch.x, batch.edge_index, batch.batch)
+                logits = self.model(batch.x, batch.edge_index, batch.batch, batch.edge_attr)
                 if self.teacher is not None:
                     with torch.no_grad():
-                        teacher_logits = self.teacher(batch.x, batch.edge_index, batch.batch)
+                        teacher_logits = self.teacher(batch.x, batch.edge_index, batch.batch, batch.edge_attr)
                     parts = gat_kd_loss(
                         logits,
                         teacher_logits,
@@ -104,7 +107,7 @@ class GATStage(StageBase):
             seen += batch.num_graphs
         metrics = {f"train_{name}": value / seen for name, value in totals.items()}
         metrics["train_attack_share"] = float(self.train_labels[indices].mean())
-        return metrics | {"graphs": seen}
+        return metrics | draw | {"graphs": seen}
 
     @torch.no_grad()
     def predict(self, graphs) -> tuple[np.ndarray, float]:
@@ -113,7 +116,7 @@ class GATStage(StageBase):
         probs, total, seen = [], 0.0, 0
         for batch in make_loader(graphs, max(self.batch_size, 256)):
             batch = batch.to(self.device)
-            logits = self.model(batch.x, batch.edge_index, batch.batch).float()
+            logits = self.model(batch.x, batch.edge_index, batch.batch, batch.edge_attr).float()
             total += float(F.cross_entropy(logits, batch.y.view(-1), reduction="sum"))
             seen += batch.num_graphs
             probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())

@@ -89,25 +89,57 @@ class CurriculumSettings:
     enabled: bool = True
     start_ratio: float = 1.0
     end_ratio: float = 4.0
-    start_percentile: float = 0.0
+    start_percentile: float = 25.0
     end_percentile: float = 50.0
 
     def schedule(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "enabled"}
 
 
+KD_WEIGHTINGS = ("agreement", "uniform")
+
+
 @dataclass(frozen=True)
 class DQNSettings:
-    """``kd_gat.dqn``: the reinforcement-learning side of the fusion stage."""
+    """``kd_gat.dqn``: the reinforcement-learning side of the fusion stage (see kdgat.training.dqn)."""
 
     buffer_size: int = 50000
     batch_size: int = 64
     steps_per_episode: int = 512
     updates_per_episode: int = 16
-    gamma: float = 0.2
+    gamma: float = 0.0
     target_update: int = 50
     eps_start: float = 1.0
     eps_end: float = 0.05
+    miss_cost: float = 1.0
+    false_alarm_cost: float = 1.0
+    early_stop_share: float = 0.25
+    kd_weighting: str = "agreement"
+    # Which preprocess split files the kd_gat module gives the stage (<split>.pt): it learns from `fit_split` and
+    # early-stops on `stop_split` (empty: blocks held out of the fit split, early_stop_share of them).
+    fit_split: str = "val"
+    stop_split: str = ""
+
+    def __post_init__(self):
+        if not 0 <= self.gamma <= 1:
+            raise SettingsError(f"kd_gat.dqn.gamma must lie in [0, 1], got {self.gamma}")
+        if self.miss_cost <= 0 or self.false_alarm_cost <= 0:
+            raise SettingsError("kd_gat.dqn: miss_cost and false_alarm_cost must be > 0")
+        if not 0 < self.early_stop_share < 1:
+            raise SettingsError(
+                f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {self.early_stop_share}"
+            )
+        if self.fit_split == "train" or self.stop_split == "train":
+            raise SettingsError(
+                "kd_gat.dqn.fit_split/stop_split: not `train`, the graphs the VGAE and GAT trained on (on them the "
+                "GAT is nearly always right and the agent learns to copy it); use a held-out split such as `val`"
+            )
+        if not self.fit_split or self.fit_split == self.stop_split:
+            raise SettingsError("kd_gat.dqn.fit_split must name a split file and differ from stop_split")
+        if self.kd_weighting not in KD_WEIGHTINGS:
+            raise SettingsError(
+                f"kd_gat.dqn.kd_weighting must be one of {KD_WEIGHTINGS}, got {self.kd_weighting!r}"
+            )
 
 
 # Keys of the kd_gat section that the workflow module reads (paths, which variants, resources, the sweep table):

@@ -1,9 +1,10 @@
 """VGAE stage: learns to reconstruct *normal* graphs; its calibrated reconstruction error is the anomaly score.
 
 Trained on the normal training graphs only (an attack the model never saw reconstructs badly, which is the point).
-Early stopping watches the VGAE loss on normal validation graphs. Afterwards the anomaly threshold is fitted on
-the whole validation split: Youden's J on the ROC of the graph reconstruction error when it has both classes,
-else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
+Early stopping watches the VGAE loss on normal validation graphs. Afterwards the anomaly error is calibrated on the
+validation split: each reconstruction term's mean and standard deviation on its normal graphs (the training
+normals when validation holds fewer than two; see kdgat.models.vgae), then the threshold: Youden's J on the ROC of
+the graph anomaly error when validation has both classes, else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
 With a teacher (student_kd): α·(½·MSE(proj(z_s), z_t) + ½·MSE(recon_s, recon_t)) + (1−α)·VGAE loss.
 """
 
@@ -22,7 +23,7 @@ from sklearn.metrics import roc_curve
 from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
 from kdgat.model_store import load_model
 from kdgat.models import VGAE
-from kdgat.models.vgae import vgae_loss
+from kdgat.models.vgae import ERROR_TERMS, error_statistics, standardised_error, vgae_loss
 from kdgat.runtime import autocast, seed_everything
 from kdgat.training.data import labels_of, load_training_data, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
@@ -133,8 +134,12 @@ class VGAEStage(StageBase):
                 vgae_loss(self.model, out, batch.x, batch.edge_index, **self.loss_weights)["loss"]
             ) * (batch.num_graphs)
             seen += batch.num_graphs
-        errors = graph_errors(self.model, self.val_graphs, self.batch_size, self.device)["feature_mse"]
-        return {"val_loss": total / seen, "val_auc": auc_or_nan(self.val_labels, errors)}
+        # The anomaly error with this epoch's statistics of the normal validation graphs (what calibration will fit).
+        errors = graph_errors(self.model, self.val_graphs, self.batch_size, self.device)
+        normal = self.val_labels == 0
+        mean, std = error_statistics({k: v[normal] if normal.any() else v for k, v in errors.items()})
+        score = standardised_error(errors, mean, std)
+        return {"val_loss": total / seen, "val_auc": auc_or_nan(self.val_labels, score)}
 
 
 def train(
@@ -161,7 +166,13 @@ def train(
     )
     result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
 
-    errors = graph_errors(model, stage.val_graphs, stage.batch_size, device)["feature_mse"]
+    normals = [g for g in stage.val_graphs if int(g.y.view(-1)[0]) == 0]
+    statistics_from = "validation normals"
+    if len(normals) < 2:
+        normals, statistics_from = [g for g in train_graphs if int(g.y.view(-1)[0]) == 0], "training normals"
+    model.fit_error_statistics(graph_errors(model, normals, stage.batch_size, device))
+    val_errors = graph_errors(model, stage.val_graphs, stage.batch_size, device)
+    errors = val_errors["anomaly_error"]
     threshold, method = fit_threshold(errors, stage.val_labels)
     model.anomaly_threshold.fill_(threshold)
     predictions = (errors > threshold).astype(int)
@@ -171,7 +182,12 @@ def train(
         "anomaly_threshold": threshold,
         "threshold_method": method,
         "train_graphs": len(stage.train_graphs),
+        "error_mean": dict(zip(ERROR_TERMS, model.error_mean.tolist(), strict=True)),
+        "error_std": dict(zip(ERROR_TERMS, model.error_std.tolist(), strict=True)),
+        "error_statistics_from": statistics_from,
     }
+    # Each term's validation AUC alone, next to the combined score's val_auc (which term carries the signal).
+    metrics |= {f"val_auc_{term}": auc_or_nan(stage.val_labels, val_errors[term]) for term in ERROR_TERMS}
     log.info("vgae: threshold %.6g (%s), val AUC %.4f", threshold, method, metrics["val_auc"])
     return model.cpu(), result, metrics, model_config
 

@@ -30,6 +30,20 @@ def graphs():
     }
 
 
+def dqn_graphs():
+    """What the DQN stage reads: graphs its VGAE and GAT did not train on, <kd_gat.dqn.fit_split>.pt (default: the
+    validation block held out of the training captures) and, when kd_gat.dqn.stop_split names one, a second file
+    for its early stopping (else it holds kd_gat.dqn.early_stop_share of the fit graphs out again).
+    """
+    files = {
+        "fit": f"{DATA}/{{dataset}}/{KD['dqn']['fit_split']}.pt",
+        "metadata": f"{DATA}/{{dataset}}/metadata.json",
+    }
+    if KD["dqn"]["stop_split"]:
+        files["stop"] = f"{DATA}/{{dataset}}/{KD['dqn']['stop_split']}.pt"
+    return files
+
+
 def result(variant, stage, name="model.pt"):
     return f"results/kd_gat/{{dataset}}/seed_{{seed}}/{variant}/{stage}/{name}"
 

@@ -1,0 +1,77 @@
+"""The single-window detector (dense layers) gives the same GAT layer outputs, DQN state and decisions as the
+batched PyG path it replaces at batch size one."""
+
+import pytest
+import torch
+from torch import nn
+from torch_geometric.nn import GATConv
+
+from kdgat.inference import WindowDetector, fusion_inputs, score_graphs
+from kdgat.models import GAT, VGAE, QNetwork
+from kdgat.models.dense import DenseGATLayer, attention_mask
+from kdgat.presets import resolve_preset
+from kdgat.testing import toy_graphs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NUM_IDS = 20
+
+
+def randomise_norm_statistics(model: nn.Module, seed: int) -> None:
+    """Fresh batch norms have mean 0 / variance 1, which would hide a wrong fold of the statistics."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            size = module.num_features
+            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_dense_layer_equals_gatconv_with_self_loops_repeats_and_isolated_nodes(heads):
+    torch.manual_seed(heads)
+    conv = GATConv(7, 5, heads=heads).eval()
+    norm = nn.BatchNorm1d(5 * heads).eval()
+    randomise_norm_statistics(norm, heads)
+    x = torch.randn(6, 7)
+    # A self-loop (GATConv replaces it by its own), a repeated edge (4 → 1), node 5 receives only its self-loop.
+    edge_index = torch.tensor([[0, 1, 2, 3, 3, 4, 4], [1, 2, 0, 3, 0, 1, 1]])
+    mask = attention_mask(edge_index, 6)
+    with torch.no_grad():
+        assert torch.allclose(DenseGATLayer(conv)(x, mask), conv(x, edge_index), atol=1e-5)
+        assert torch.allclose(DenseGATLayer(conv, norm)(x, mask), norm(conv(x, edge_index)), atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["demo_teacher", "demo_student", "student"])
+def test_window_detector_matches_the_batched_path(preset):
+    torch.manual_seed(0)
+    vgae = VGAE(NUM_IDS, **resolve_preset(preset, "vgae"))
+    randomise_norm_statistics(vgae, 1)
+    vgae.anomaly_threshold.fill_(0.3)
+    vgae.error_mean.copy_(torch.tensor([0.1, 2.0, 0.3]))
+    vgae.error_std.copy_(torch.tensor([0.05, 1.5, 0.2]))
+    gat = GAT(NUM_IDS, **resolve_preset(preset, "gat"))
+    dqn = QNetwork(**resolve_preset(preset, "dqn"))
+    graphs = toy_graphs(40, num_ids=NUM_IDS, seed=3)
+    dqn.state_mean.copy_(torch.rand(15))
+    dqn.state_std.copy_(torch.rand(15) + 0.5)
+    detector = WindowDetector(vgae, gat, dqn)
+    expected_states = fusion_inputs(vgae, gat, graphs)["state"]
+    expected = score_graphs(vgae, gat, dqn, graphs)
+    with torch.no_grad():
+        for index, graph in enumerate(graphs):
+            state = detector.state(graph.x, graph.edge_index)
+            assert torch.allclose(state, expected_states[index], rtol=1e-4, atol=1e-5), index
+            detection = detector(graph.x, graph.edge_index)
+            assert detection.alpha == pytest.approx(expected["fusion_alpha"][index])
+            assert detection.score == pytest.approx(expected["fusion_score"][index], abs=1e-5)
+            assert detection.attack == bool(expected["fusion_pred"][index])
+
+
+def test_window_detector_needs_a_calibrated_vgae():
+    vgae = VGAE(NUM_IDS, **resolve_preset("demo_student", "vgae"))
+    gat, dqn = GAT(NUM_IDS, **resolve_preset("demo_student", "gat")), QNetwork()
+    with pytest.raises(RuntimeError, match="not calibrated"):
+        WindowDetector(vgae, gat, dqn)

@@ -1,0 +1,418 @@
+"""The simulation service's API and its guards, on a real ``simcal serve`` subprocess on 127.0.0.1.
+
+Two services for the module: ``service`` with its own LocalCluster (one worker) and tight size limits, and
+``idle``, whose scheduler address answers nothing (a closed loopback port), with a strict rate limit: it shows
+/readyz refusing and the per-key rate limit without any cluster.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import time
+
+import httpx
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from servicekit import OtlpReceiver, free_port
+from testkit import venv_bin
+
+SIR = "simcal.models.sir:simulate"
+SMALL = {"fn_ref": SIR, "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 20}], "n_replicates": 2}
+MAX_BYTES = 20_000
+
+
+@pytest.fixture(scope="module")
+def collector():
+    """Where the service exports its traces (OTLP over HTTP, as to an OpenTelemetry collector)."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def service(collector, service_factory):
+    return service_factory(
+        "--workers", "1", "--allow-models", "simcal.models,simcal_models",
+        "--request-max-bytes", str(MAX_BYTES), "--max-simulations", "500", "--sync-max-simulations", "20",
+        "--rate", "1000", "--burst", "1000",
+        keys=("alice", "bob"),
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def idle(service_factory):
+    closed = free_port()  # nothing listens there: the scheduler cannot be reached
+    idle = service_factory(
+        "--scheduler",
+        f"tcp://127.0.0.1:{closed}",
+        "--rate",
+        "1",
+        "--burst",
+        "3",
+        keys=("carol", "dave"),
+        start=False,
+    )
+    return idle.start(ready=False)
+
+
+def submit(http: httpx.Client, body=SMALL, **kwargs) -> httpx.Response:
+    return http.post("/v1/simulate", json=body, **kwargs)
+
+
+def wait_final(http: httpx.Client, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = http.get(f"/v1/jobs/{job_id}").json()
+        if info["status"] in ("succeeded", "failed", "cancelled"):
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end: {info}")
+
+
+# -- probes and metrics --------------------------------------------------------------------------------------------
+
+
+def test_health_readiness_and_prometheus_metrics(service):
+    with service.http() as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        ready = http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["workers"] == 1
+        with service.http(service.keys["alice"]) as alice:
+            job = submit(alice).json()
+            assert wait_final(alice, job["job_id"])["status"] == "succeeded"
+        metrics = http.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    families = {family.name: family for family in text_string_to_metric_families(metrics.text)}
+    jobs = {sample.labels["status"]: sample.value for sample in families["simcal_jobs"].samples}
+    assert set(jobs) == {"queued", "running", "succeeded", "failed", "cancelled"}
+    assert jobs["succeeded"] >= 1
+    assert families["simcal_queue_length"].samples[0].value == jobs["queued"]
+    assert families["simcal_simulations"].type == "counter"
+    assert families["simcal_simulations"].samples[0].value >= 2
+    assert "simcal_simulations_per_second" in families
+    assert families["simcal_dask_workers"].samples[0].value == 1
+
+
+def test_readyz_names_the_unreachable_scheduler_and_jobs_wait_in_the_queue(idle):
+    with idle.http() as http:
+        assert http.get("/healthz").status_code == 200
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert "cannot reach the Dask scheduler at tcp://127.0.0.1:" in ready.json()["reason"]
+        with idle.http(idle.keys["dave"]) as dave:
+            accepted = submit(dave)
+            assert accepted.status_code == 202
+            time.sleep(1.0)
+            job_id = accepted.json()["job_id"]
+            assert dave.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+            families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+            assert families["simcal_queue_length"].samples[0].value >= 1
+            assert families["simcal_ready"].samples[0].value == 0
+            cancelled = dave.delete(f"/v1/jobs/{job_id}").json()  # a queued job is cancelled at once
+            assert cancelled["status"] == "cancelled" and cancelled["started"] is None
+
+
+# -- keys and rate limit -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/jobs/0123456789abcdef0123456789abcdef"),
+        ("GET", "/v1/jobs/0123456789abcdef0123456789abcdef/results"),
+        ("DELETE", "/v1/jobs/0123456789abcdef0123456789abcdef"),
+        ("POST", "/v1/simulate"),
+        ("POST", "/v1/simulate/sync"),
+    ],
+)
+def test_every_v1_call_needs_a_valid_bearer_key(service, method, path):
+    body = SMALL if method == "POST" else None
+    for headers in (
+        {},
+        {"Authorization": f"Basic {service.keys['alice']}"},
+        {"Authorization": "Bearer sc_wrong"},
+    ):
+        with service.http() as http:
+            answer = http.request(method, path, json=body, headers=headers)
+        assert answer.status_code == 401, (headers.keys(), answer.text)
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert service.keys["alice"] not in answer.text
+    with service.http(service.keys["alice"]) as http:
+        assert http.request(method, path, json=body).status_code != 401
+
+
+def test_jobs_of_one_key_are_invisible_to_another(service):
+    with service.http(service.keys["alice"]) as alice, service.http(service.keys["bob"]) as bob:
+        job_id = submit(alice).json()["job_id"]
+        assert bob.get(f"/v1/jobs/{job_id}").status_code == 404
+        assert bob.delete(f"/v1/jobs/{job_id}").status_code == 404
+        assert job_id not in {job["job_id"] for job in bob.get("/v1/jobs").json()["jobs"]}
+        assert alice.get(f"/v1/jobs/{job_id}").status_code == 200
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(idle):
+    with idle.http(idle.keys["carol"]) as carol, idle.http(idle.keys["dave"]) as dave:
+        codes = [carol.get("/v1/jobs").status_code for _ in range(6)]
+        assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
+        refused = carol.get("/v1/jobs")
+        assert refused.status_code == 429 and "per key" in refused.json()["detail"]
+        wait_s = int(refused.headers["retry-after"])
+        assert 1 <= wait_s <= 2
+        assert dave.get("/v1/jobs").status_code == 200  # another key has its own bucket
+        time.sleep(wait_s)
+        assert carol.get("/v1/jobs").status_code == 200
+
+
+# -- size limits -----------------------------------------------------------------------------------------------------
+
+
+def test_oversized_bodies_are_refused_with_413_declared_or_streamed(service):
+    big = {**SMALL, "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 20}] * 2000}
+    payload = json.dumps(big).encode()
+    assert len(payload) > MAX_BYTES
+    with service.http(service.keys["alice"]) as http:
+        declared = http.post("/v1/simulate", content=payload, headers={"content-type": "application/json"})
+        assert declared.status_code == 413 and str(MAX_BYTES) in declared.json()["detail"]
+
+        def chunks():  # no Content-Length: the limit applies while the body is read
+            for start in range(0, len(payload), 4096):
+                yield payload[start : start + 4096]
+
+        streamed = http.post("/v1/simulate", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413, streamed.text
+        assert http.get("/v1/jobs").status_code == 200  # the service is fine afterwards
+
+
+def test_too_many_simulations_are_refused_with_413_naming_the_count(service):
+    sets = [{"beta": 0.1 + i / 100, "gamma": 0.1} for i in range(51)]
+    with service.http(service.keys["alice"]) as http:
+        job = submit(http, {"fn_ref": SIR, "parameter_sets": sets, "n_replicates": 10})
+        assert job.status_code == 413
+        assert "51 parameter_sets x 10 n_replicates = 510 simulations" in job.json()["detail"]
+        sync = http.post(
+            "/v1/simulate/sync", json={"fn_ref": SIR, "parameter_sets": sets[:11], "n_replicates": 2}
+        )
+        assert sync.status_code == 413
+        assert "at most 20 per synchronous request" in sync.json()["detail"]
+        assert "POST /v1/simulate" in sync.json()["detail"]
+
+
+# -- what may run ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fn_ref, status, words",
+    [
+        ("not a reference", 422, "expected 'package.module:function'"),
+        ("os:system", 403, "not allowed"),
+        ("simcal.runner:simulate", 403, "not allowed"),
+        ("simcal.modelsx.sir:simulate", 403, "not allowed"),  # a prefix matches whole module names only
+        ("simcal_models:Path", 403, "defined in pathlib"),  # imported into an allowed module from pathlib
+        ("simcal.models.nothing:simulate", 422, "cannot import"),
+        ("simcal.models.sir:nothing", 422, "nothing"),
+        ("simcal.models.sir:__name__", 422, "expected 'package.module:function'"),
+    ],
+)
+def test_fn_ref_outside_the_allow_list_or_unusable_is_refused_naming_it(service, fn_ref, status, words):
+    with service.http(service.keys["alice"]) as http:
+        answer = submit(http, {**SMALL, "fn_ref": fn_ref})
+    assert answer.status_code == status, answer.text
+    detail = answer.json()["detail"]
+    assert f"fn_ref {fn_ref!r}" in detail and words in detail
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"colour": "red"}, "unknown request fields ['colour']"),
+        ({"settings": {"rerun_failed": True}}, "settings ['rerun_failed'] cannot be set"),
+        ({"n_replicates": 0}, "replicates must be an integer >= 1"),
+        ({"parameter_sets": []}, "parameter_sets: expected a non-empty list"),
+        ({"parameter_sets": [{"beta": 0.3, "gamma": 0.1, "seed": 4}]}, "reserved"),
+        ({"parameter_sets": [{"beta": 0.3, "gama": 0.1}]}, "gama"),
+        ({"targets": ["targets.loss:mse"]}, "targets are not computed by this service"),
+        ({"bundle_ref": "sha256:" + "0" * 64}, "bundle_ref is not supported"),
+    ],
+)
+def test_bad_requests_are_refused_with_422_naming_the_field(service, change, words):
+    with service.http(service.keys["alice"]) as http:
+        answer = submit(http, {**SMALL, **change})
+    assert answer.status_code == 422, answer.text
+    assert words in answer.json()["detail"]
+
+
+# -- jobs through the client -------------------------------------------------------------------------------------------
+
+
+def test_a_retried_submission_with_the_same_idempotency_key_makes_one_job(service):
+    with service.http(service.keys["alice"]) as alice, service.http(service.keys["bob"]) as bob:
+        first = submit(alice, headers={"Idempotency-Key": "retry-1"})
+        again = submit(alice, headers={"Idempotency-Key": "retry-1"})
+        assert first.status_code == again.status_code == 202
+        assert (
+            again.json()["job_id"] == first.json()["job_id"]
+            and again.headers["idempotent-replayed"] == "true"
+        )
+        assert first.headers["location"] == f"/v1/jobs/{first.json()['job_id']}"
+        assert submit(bob, headers={"Idempotency-Key": "retry-1"}).json()["job_id"] != first.json()["job_id"]
+        assert submit(alice, headers={"Idempotency-Key": "x" * 200}).status_code == 422
+
+
+def test_sync_answers_parquet_with_the_job_id(service):
+    with service.http(service.keys["alice"]) as http:
+        answer = http.post("/v1/simulate/sync", json=SMALL)
+        assert (
+            answer.status_code == 200 and answer.headers["content-type"] == "application/vnd.apache.parquet"
+        )
+        job = http.get(f"/v1/jobs/{answer.headers['x-simcal-job-id']}").json()
+    assert job["status"] == "succeeded"
+    table = pd.read_parquet(io.BytesIO(answer.content))
+    assert len(table) == 2 * 20 and set(table["status"]) == {"ok"}
+
+
+def test_sync_answer_equals_the_job_results_and_failure_rows_are_rows(service):
+    from simcal.service.client import SimulationClient
+
+    request = {
+        "fn_ref": "simcal_models:fails_for_negative",
+        "parameter_sets": [{"a": -1.0}, {"a": 2.0}],
+        "n_replicates": 2,
+        "settings": {"seed": 3, "max_failed_fraction": 1.0},
+    }
+    with SimulationClient(service.url, service.keys["alice"]) as client:
+        direct = client.simulate_sync(**{k: v for k, v in request.items()})
+        job = client.submit(**request)
+        assert job.wait(timeout=120, poll_interval=0.1)["progress"] == {"done": 4, "total": 4, "failed": 2}
+        queued = job.to_pandas()
+    keys = ["param_id", "replicate"]
+    direct = direct.sort_values(keys).reset_index(drop=True).drop(columns="duration_s")
+    queued = queued.sort_values(keys).reset_index(drop=True).drop(columns="duration_s")
+    pd.testing.assert_frame_equal(direct, queued)
+    assert sorted(direct["status"]) == ["failed", "failed", "ok", "ok"]
+    assert direct.loc[direct["status"] == "failed", "error"].str.contains("a must be >= 0").all()
+
+
+def test_client_raises_exceptions_named_after_the_problem(service):
+    from simcal.service.client import (
+        AuthenticationError,
+        JobFailed,
+        NotFound,
+        PermissionDenied,
+        RequestRejected,
+        SimulationClient,
+    )
+
+    with SimulationClient(service.url, "sc_not-a-key", retries=0) as stranger:
+        with pytest.raises(AuthenticationError, match="invalid API key") as caught:
+            stranger.jobs()
+        assert caught.value.status == 401 and "SIMCAL_API_KEY" in str(caught.value)
+    with SimulationClient(service.url, service.keys["alice"]) as client:
+        with pytest.raises(PermissionDenied, match="fn_ref 'os:system' is not allowed"):
+            client.submit("os:system", [{"a": 1}])
+        with pytest.raises(RequestRejected, match="510 simulations") as too_big:
+            client.submit(SIR, [{"beta": 0.1 + i / 100, "gamma": 0.1} for i in range(51)], n_replicates=10)
+        assert too_big.value.status == 413
+        with pytest.raises(NotFound):
+            client.job("0" * 32).status()
+        failing = client.submit("simcal_models:always_fails", [{"a": 1.0}, {"a": 2.0}])
+        with pytest.raises(JobFailed, match="all 2 simulations of the timing probe failed") as failed:
+            failing.wait(timeout=120, poll_interval=0.1)
+        assert failed.value.job["status"] == "failed"
+        assert list((service.state_dir / "jobs" / failing.id / "simulations.parquet.partial").glob("part-*"))
+        with pytest.raises(RequestRejected, match="409") as conflict:
+            failing.to_pandas()
+        assert conflict.value.status == 409
+
+
+def test_keys_added_while_running_work_without_a_restart(service):
+    added = subprocess.run(
+        [venv_bin("simcal"), "keys", "add", "--file", str(service.keys_file), "--name", "erin"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = added.stdout.strip()
+    assert key.startswith("sc_") and len(key) > 40 and "erin" in added.stderr
+    assert key not in service.keys_file.read_text()  # the file keeps the hash only
+    service.keys["erin"] = key
+    with service.http(key) as http:
+        deadline = time.monotonic() + 10
+        while http.get("/v1/jobs").status_code == 401 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert http.get("/v1/jobs").status_code == 200
+
+
+def test_jobs_cli_lists_shows_and_cancels(service):
+    env = {**os.environ, "SIMCAL_API_KEY": service.keys["bob"]}
+    with service.http(service.keys["bob"]) as http:
+        slow = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": [{"a": 1.0, "sleep_s": 30.0}]}
+        job_id = submit(http, slow).json()["job_id"]
+
+    def simcal(*args: str) -> str:
+        done = subprocess.run(
+            [venv_bin("simcal"), "jobs", *args, "--url", service.url], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listing = simcal("list")
+    assert listing.splitlines()[0].split() == [
+        "JOB",
+        "STATUS",
+        "DONE/TOTAL",
+        "FAILED",
+        "SUBMITTED",
+        "DURATION",
+        "FN_REF",
+    ]
+    assert any(line.startswith(job_id) and "counted_sleep" in line for line in listing.splitlines())
+    assert json.loads(simcal("show", job_id))["job_id"] == job_id
+    assert simcal("cancel", job_id).split() == [job_id, "cancelled"]
+    assert json.loads(simcal("list", "--status", "cancelled", "--json"))[0]["job_id"] == job_id
+    wrong = subprocess.run(
+        [venv_bin("simcal"), "jobs", "list", "--url", service.url, "--api-key", "sc_wrong"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if k != "SIMCAL_API_KEY"},
+    )
+    assert wrong.returncode == 1 and "401 invalid API key" in wrong.stderr and "sc_wrong" not in wrong.stderr
+
+
+def test_spans_reach_the_otlp_endpoint_with_the_key_name_and_no_key(service, collector):
+    with service.http(service.keys["bob"]) as bob:
+        job_id = submit(bob).json()["job_id"]
+        assert wait_final(bob, job_id)["status"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = [
+            s
+            for s in collector.spans
+            if s.name == "simcal.job" and collector.attributes(s)["simcal.job_id"] == job_id
+        ]
+        if jobs:
+            break
+        time.sleep(0.2)
+    (job,) = jobs
+    assert collector.attributes(job)["simcal.status"] == "succeeded"
+    submits = {s.span_id: s for s in collector.spans if s.name == "POST /v1/simulate"}
+    (link,) = job.links
+    assert link.span_id in submits and collector.attributes(submits[link.span_id])["simcal.key_name"] == "bob"
+    assert any(s.name == "GET /v1/jobs/{job_id}" for s in collector.spans)
+    exported = " ".join(str(collector.attributes(s)) for s in collector.spans)
+    assert all(key not in exported for key in service.keys.values())
+
+
+def test_no_key_ever_reaches_the_log(service, idle):
+    # Runs last in this module: every key above has been sent, valid or not.
+    for running in (service, idle):
+        text = running.log_text()
+        assert "POST /v1/simulate" in text or "GET /v1/jobs" in text  # the log does record the requests
+        for key in running.keys.values():
+            assert key not in text
+        assert "Bearer" not in text and "sc_wrong" not in text

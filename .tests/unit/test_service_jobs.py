@@ -1,0 +1,321 @@
+"""Jobs of the simulation service on a real Dask cluster: the same rows as the library, cancel, restarts, load.
+
+The module starts one LocalCluster (two worker processes on 127.0.0.1) in the test process and a ``simcal serve``
+subprocess connected to it with ``--scheduler``, as in a deployment next to a Dask scheduler. The test sees the
+scheduler the service uses, runs the library path on the very same workers, and can kill the service (SIGKILL)
+while the cluster lives on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import dask
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+from simcal.calibrate import calibrate
+from simcal.models.sir import observe
+from simcal.runner import read_results, simulate
+from simcal.service.client import SimulationClient
+
+SIR = "simcal.models.sir:simulate"
+SLEEP = "simcal_models:counted_sleep"
+KEYS = ["param_id", "replicate"]
+
+
+@pytest.fixture(scope="module")
+def count_file(tmp_path_factory) -> Path:
+    """Every counted_sleep simulation appends a line here (the workers inherit the variable)."""
+    path = tmp_path_factory.mktemp("count") / "executions.txt"
+    path.touch()
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(count_file):
+    previous = os.environ.get("SIMCAL_TEST_COUNT")
+    os.environ["SIMCAL_TEST_COUNT"] = str(count_file)
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            with LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            ) as cluster:
+                with Client(cluster) as connected:
+                    yield connected
+    finally:
+        if previous is None:
+            os.environ.pop("SIMCAL_TEST_COUNT", None)
+        else:
+            os.environ["SIMCAL_TEST_COUNT"] = previous
+
+
+@pytest.fixture(scope="module")
+def service(client, service_factory):  # the cluster first: it must outlive the services
+    return service_factory(
+        "--scheduler", client.scheduler.address, "--allow-models", "simcal.models,simcal_models",
+        "--max-concurrent-jobs", "4", "--rate", "1000", "--burst", "1000",
+        keys=("alice", *[f"load-{i}" for i in range(20)]),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def remote(service, monkeypatch):
+    """The environment a workflow sets for the ``service`` backend."""
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", service.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", service.keys["alice"])
+    return {"poll_interval_s": 0.1}
+
+
+def rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Comparable rows: sorted by simulation, without the timing column."""
+    return frame.sort_values(KEYS, kind="stable").reset_index(drop=True).drop(columns="duration_s")
+
+
+def executions(count_file: Path, low: float = float("-inf"), high: float = float("inf")) -> int:
+    """counted_sleep simulations run so far with low <= a < high."""
+    return sum(low <= float(line) < high for line in count_file.read_text().split())
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def simcal_tasks(client: Client) -> dict[str, str]:
+    """State of every runner batch the scheduler still knows (keys simcal-batch-*)."""
+
+    def states(dask_scheduler):
+        return {
+            str(k): ts.state for k, ts in dask_scheduler.tasks.items() if str(k).startswith("simcal-batch-")
+        }
+
+    return client.run_on_scheduler(states)
+
+
+# -- the same rows as the library -------------------------------------------------------------------------------------
+
+
+def test_job_results_equal_the_simulate_wrappers_for_the_same_inputs(service, client, tmp_path, remote):
+    table = pd.DataFrame({"beta": [0.2, 0.3, 0.45, 0.6], "gamma": [0.1, 0.1, 0.15, 0.2]})
+    settings = {"seed": 11, "replicates": 3}
+    fixed = {"days": 30}
+    simulate(SIR, table, tmp_path / "library.parquet", settings, client=client, fixed_params=fixed)
+    library = read_results(tmp_path / "library.parquet")
+
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        job = api.submit(SIR, table, n_replicates=3, settings={"seed": 11}, fixed=fixed)
+        info = job.wait(timeout=120, poll_interval=0.1)
+        assert info["progress"] == {"done": 12, "total": 12, "failed": 0}
+        assert info["results_path"].endswith(f"{job.id}.parquet") and Path(info["results_path"]).is_file()
+        job.to_parquet(tmp_path / "service.parquet")
+    pd.testing.assert_frame_equal(rows(read_results(tmp_path / "service.parquet")), rows(library))
+
+    # The simulate wrapper with backend: service writes the same file through its own PartStore.
+    simulate(SIR, table, tmp_path / "backend.parquet", settings, backend="service", backend_options=remote,
+             fixed_params=fixed)  # fmt: skip
+    pd.testing.assert_frame_equal(rows(read_results(tmp_path / "backend.parquet")), rows(library))
+
+
+def test_failure_rows_and_the_threshold_are_the_same_through_the_service_backend(
+    service, client, tmp_path, remote
+):
+    from simcal.runner import TooManyFailures
+
+    table = pd.DataFrame({"a": [-2.0, -1.0, 1.0, 2.0]})
+    lenient = {"seed": 2, "replicates": 2, "max_failed_fraction": 0.5}
+    simulate("simcal_models:fails_for_negative", table, tmp_path / "library.parquet", lenient, client=client)
+    simulate("simcal_models:fails_for_negative", table, tmp_path / "backend.parquet", lenient, backend="service",
+             backend_options=remote)  # fmt: skip
+    library, backend = (
+        rows(read_results(tmp_path / "library.parquet")),
+        rows(read_results(tmp_path / "backend.parquet")),
+    )
+    pd.testing.assert_frame_equal(backend, library)
+    assert (backend["status"] == "failed").sum() == 4
+    with pytest.raises(
+        TooManyFailures, match="4 of 8 simulations failed"
+    ):  # the local threshold still applies
+        simulate("simcal_models:fails_for_negative", table, tmp_path / "strict.parquet", {**lenient,
+                 "max_failed_fraction": 0.0}, backend="service", backend_options=remote)  # fmt: skip
+
+
+def test_calibration_through_the_service_backend_equals_the_local_one(service, client, tmp_path, remote):
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7)
+    bounds = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
+    targets = [
+        {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
+    ]
+    settings = {
+        "initial_points": 4,
+        "rounds": 1,
+        "proposals_per_round": 2,
+        "refine": {"top_k": 2, "replicates": 3},
+    }
+    simulation = {"replicates": 2, "seed": 5}
+
+    def run(where: Path, **backend) -> pd.DataFrame:
+        where.mkdir()
+        return calibrate(SIR, observed, bounds, targets, where / "sims.parquet", where / "trials.parquet", settings,
+                         simulation, fixed_params={"days": 30}, **backend)  # fmt: skip
+
+    local = run(tmp_path / "local", client=client)
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        jobs_before = len(api.jobs(limit=1000))
+        remote_trials = run(tmp_path / "remote", backend="service", backend_options=remote)
+        assert len(api.jobs(limit=1000)) == jobs_before + 3  # one job per round: design, search, refine
+    pd.testing.assert_frame_equal(remote_trials, local)
+    assert set(local["phase"]) == {"design", "search", "refine"}
+    pd.testing.assert_frame_equal(
+        rows(read_results(tmp_path / "remote" / "sims.parquet")),
+        rows(read_results(tmp_path / "local" / "sims.parquet")),
+    )
+
+
+# -- cancel ---------------------------------------------------------------------------------------------------------
+
+
+def test_cancel_stops_the_job_and_cancels_its_dask_tasks(service, client, count_file):
+    sets = [{"a": float(i), "sleep_s": 0.5} for i in range(40)]
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        job = api.submit(SLEEP, sets, settings={"batch_size": 1})
+        wait_for(lambda: job.status()["progress"]["done"] >= 2, 60, "two simulations of the slow job")
+        assert len(simcal_tasks(client)) > 4  # batches queued on the scheduler
+        began = time.monotonic()
+        cancelled = job.cancel()
+        assert cancelled["status"] == "cancelled" and time.monotonic() - began < 10
+        assert cancelled["error"] == "cancelled by request"
+        at_cancel = executions(count_file)
+        # Nothing of the job is left on the scheduler: queued batches never start, running ones are forgotten.
+        wait_for(lambda: not simcal_tasks(client), 10, "the job's tasks to leave the scheduler")
+        time.sleep(1.5)
+        ran = executions(count_file)
+        assert ran <= at_cancel + 2  # at most the two batches running at the cancel finished
+        assert ran < 12, ran  # of 40 simulations
+        with pytest.raises(Exception, match="409"):
+            job.to_pandas()
+        # The workers are free at once for the next job.
+        quick = api.submit(SLEEP, [{"a": 1.0, "sleep_s": 0.01}])
+        assert quick.wait(timeout=30, poll_interval=0.1)["status"] == "succeeded"
+        assert api.cancel(quick.id)["status"] == "succeeded"  # a finished job stays as it was
+
+
+# -- restarts -------------------------------------------------------------------------------------------------------
+
+
+def test_a_killed_service_resumes_running_jobs_from_their_parts_or_fails_them_with_the_reason(
+    client,
+    count_file,
+    service_factory,
+    tmp_path,
+):
+    restarting = service_factory(
+        "--scheduler", client.scheduler.address, "--allow-models", "simcal_models", "--max-concurrent-jobs", "1"
+    )  # fmt: skip
+    settings = {"seed": 4, "batch_size": 2}
+    first_sets = [{"a": 1000.0 + i, "sleep_s": 0.25} for i in range(24)]
+    with SimulationClient(restarting.url, restarting.keys["alice"]) as api:
+        first = api.submit(SLEEP, first_sets, n_replicates=1, settings=settings)
+        second = api.submit(SLEEP, [{"a": 2000.0 + i, "sleep_s": 0.25} for i in range(20)], settings=settings)
+        wait_for(lambda: first.status()["progress"]["done"] >= 6, 60, "six simulations of the first job")
+        assert second.status()["status"] == "queued"
+        restarting.kill()  # SIGKILL: no clean-up runs
+        time.sleep(3.0)  # batches running at the kill finish on the workers (their results are lost)
+        ran_before_restart = executions(count_file, 1000, 1024)
+
+        restarting.start()  # same state directory, same keys
+        assert first.wait(timeout=120, poll_interval=0.2)["status"] == "succeeded"
+        info = first.status()
+        assert info["resumed"] >= 6 and info["progress"] == {"done": 24, "total": 24, "failed": 0}
+        # Resumed, not redone: after the restart exactly the simulations not in the parts ran.
+        assert executions(count_file, 1000, 1024) == ran_before_restart + 24 - info["resumed"]
+        resumed_rows = first.to_pandas()
+
+        wait_for(lambda: second.status()["status"] == "running" and second.info["progress"]["done"] >= 2, 60,
+                 "the second job to run")  # fmt: skip
+        third = api.submit(SLEEP, [{"a": 3000.0, "sleep_s": 0.01}])
+        restarting.kill()
+        restarting.start("--max-job-attempts", "1")
+        failed = second.status()
+        assert failed["status"] == "failed"
+        assert "the service stopped 1 time(s) while this job was running" in failed["error"]
+        assert "--max-job-attempts 1" in failed["error"]
+        assert third.wait(timeout=60, poll_interval=0.1)["status"] == "succeeded"  # queued jobs survive too
+        assert {j["job_id"] for j in api.jobs(status="running")} == set()  # never left running
+
+        # A graceful stop (SIGTERM) queues a running job again without counting the interruption as an attempt.
+        fourth = api.submit(SLEEP, [{"a": 4000.0 + i, "sleep_s": 0.25} for i in range(16)], settings=settings)
+        wait_for(lambda: fourth.status()["status"] == "running" and fourth.info["progress"]["done"] >= 2, 60,
+                 "the fourth job to run")  # fmt: skip
+        restarting.stop()
+        restarting.start("--max-job-attempts", "1")  # an unclean death would fail it now
+        assert fourth.wait(timeout=120, poll_interval=0.2)["status"] == "succeeded"
+        assert fourth.status()["resumed"] >= 2
+    library = tmp_path / "library.parquet"
+    simulate(SLEEP, pd.DataFrame(first_sets), library, {**settings, "replicates": 1}, client=client)
+    pd.testing.assert_frame_equal(rows(resumed_rows), rows(read_results(library)))
+
+
+# -- load -----------------------------------------------------------------------------------------------------------
+
+
+def test_two_hundred_jobs_from_twenty_clients_lose_no_job_and_no_row(service):
+    per_client, clients, budget_s = 10, 20, 60.0
+    deadline = time.monotonic() + budget_s
+    stop = threading.Event()
+
+    def one_client(index: int) -> list[tuple[str, pd.DataFrame]]:
+        with SimulationClient(service.url, service.keys[f"load-{index}"]) as api:
+            jobs = [
+                api.submit(
+                    "simcal_models:noisy_line",
+                    [{"a": float(index)}, {"a": 100.0 + n}],
+                    n_replicates=2,
+                    settings={"seed": n},
+                )  # fmt: skip
+                for n in range(per_client)
+            ]
+            results = []
+            for job in jobs:
+                if stop.is_set():
+                    break
+                job.wait(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.2)
+                results.append((job.id, job.to_pandas()))
+            return results
+
+    began = time.monotonic()
+    collected = []
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(one_client, index) for index in range(clients)]
+        try:
+            for future in as_completed(futures, timeout=budget_s + 5):
+                collected.extend(future.result())
+        finally:
+            stop.set()  # a client that overran stops polling, so the test ends by itself
+    elapsed = time.monotonic() - began
+    assert len(collected) == per_client * clients and len({job_id for job_id, _ in collected}) == len(
+        collected
+    )
+    for job_id, frame in collected:
+        assert len(frame) == 4 and set(frame["status"]) == {"ok"}, job_id
+        assert frame[KEYS].drop_duplicates().shape[0] == 4
+    # One job per client submission, all succeeded: nothing lost, nothing doubled by retries.
+    with SimulationClient(service.url, service.keys["load-0"]) as api:
+        assert [j["status"] for j in api.jobs(limit=1000)] == ["succeeded"] * per_client
+    print(
+        f"load: {len(collected)} jobs from {clients} clients in {elapsed:.1f} s ({len(collected) / elapsed:.1f} jobs/s)"
+    )

@@ -1,0 +1,253 @@
+"""The simulation service's parts on their own: keys file, rate limiter, job registry, and tracing (spans of a real
+app in this process, on a LocalCluster of threads, collected by OpenTelemetry's in-memory exporter)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import pytest
+from servicekit import service_available
+
+from simcal.service.keys import KeyRing, KeysFileError, add_key, hash_key, read_keys
+from simcal.service.limits import RateLimiter, retry_after_header
+from simcal.service.registry import JobRegistry
+
+# -- keys ----------------------------------------------------------------------------------------------------------
+
+
+def test_keys_file_holds_salted_hashes_and_identifies_each_key(tmp_path):
+    path = tmp_path / "keys"
+    alice, bob = add_key(path, "alice"), add_key(path, "bob")
+    text = path.read_text()
+    assert alice not in text and bob not in text and alice != bob
+    entries = read_keys(path)
+    assert [e.name for e in entries] == ["alice", "bob"]
+    assert entries[0].salt != entries[1].salt and entries[0].digest == hash_key(alice, entries[0].salt)
+    ring = KeyRing(path)
+    assert ring.identify(alice) == "alice" and ring.identify(bob) == "bob"
+    assert ring.identify(alice + "x") is None and ring.identify("") is None
+    with pytest.raises(KeysFileError, match="a key named 'alice' exists already"):
+        add_key(path, "alice")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the umask decides, as for any file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("sc_plainkeyhere\n", "line 1: expected '<name> sha256$<salt>$<hash>'"),
+        ("# comment\nalice sha256$00$11\n", "line 2: expected"),
+        (
+            f"alice sha256${'0' * 32}${'1' * 64}\nalice sha256${'2' * 32}${'3' * 64}\n",
+            "line 2: key name 'alice'",
+        ),
+        (f"-bad sha256${'0' * 32}${'1' * 64}\n", "line 1: key name '-bad' must match"),
+    ],
+)
+def test_a_malformed_keys_file_is_refused_naming_the_line(tmp_path, text, words):
+    path = tmp_path / "keys"
+    path.write_text(text)
+    with pytest.raises(KeysFileError, match="line") as error:
+        KeyRing(path)
+    assert str(path) in str(error.value) and words in str(error.value)
+
+
+def test_key_ring_follows_the_file_and_keeps_its_keys_when_the_file_breaks(tmp_path, monkeypatch):
+    import simcal.service.keys as keys_module
+
+    monkeypatch.setattr(keys_module, "RELOAD_EVERY_S", 0.0)
+    path = tmp_path / "keys"
+    alice = add_key(path, "alice")
+    ring = KeyRing(path)
+    bob = add_key(path, "bob")
+    assert ring.identify(bob) == "bob"
+    path.write_text(path.read_text() + "not a key line\n")
+    assert ring.identify(bob) == "bob" and ring.identify(alice) == "alice"  # the broken file changed nothing
+    path.write_text(path.read_text().replace("not a key line\n", "").split("\n", 1)[1])  # alice revoked
+    assert ring.identify(alice) is None and ring.identify(bob) == "bob"
+
+
+def test_key_ring_follows_a_secret_volume_updated_the_kubelets_way(tmp_path, monkeypatch):
+    """The kubelet updates a Secret volume by writing a new directory and swapping the ``..data`` link."""
+    import simcal.service.keys as keys_module
+
+    monkeypatch.setattr(keys_module, "RELOAD_EVERY_S", 0.0)
+    mount = tmp_path / "mount"
+    (mount / "..v1").mkdir(parents=True)
+    old_key = add_key(mount / "..v1" / "keys", "old")
+    (mount / "..data").symlink_to("..v1")
+    (mount / "keys").symlink_to("..data/keys")
+    ring = KeyRing(mount / "keys")
+    assert ring.identify(old_key) == "old"
+    (mount / "..v2").mkdir()
+    new_key = add_key(mount / "..v2" / "keys", "new")
+    (mount / "..data_tmp").symlink_to("..v2")
+    os.replace(mount / "..data_tmp", mount / "..data")
+    assert ring.identify(new_key) == "new" and ring.identify(old_key) is None
+
+
+# -- rate limit ------------------------------------------------------------------------------------------------------
+
+
+def test_token_bucket_allows_bursts_then_the_rate_per_key():
+    now = [0.0]
+    limiter = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("a") == pytest.approx(0.5)
+    assert limiter.acquire("b") == 0.0  # another key, another bucket
+    now[0] = 0.5
+    assert limiter.acquire("a") == 0.0 and limiter.acquire("a") == pytest.approx(0.5)
+    now[0] = 100.0
+    assert [limiter.acquire("a") for _ in range(4)][-1] > 0  # refills to the burst, not beyond
+    assert retry_after_header(0.01) == "1" and retry_after_header(1.2) == "2"
+    with pytest.raises(ValueError, match="rate > 0"):
+        RateLimiter(0, 1)
+
+
+# -- registry --------------------------------------------------------------------------------------------------------
+
+
+def test_registry_keeps_jobs_across_reopening_and_recovers_interrupted_ones(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    registry = JobRegistry(path)
+    once, created = registry.create("alice", "m:f", {"x": 1}, 4, idempotency_key="k1")
+    again, created_again = registry.create("alice", "m:f", {"x": 1}, 4, idempotency_key="k1")
+    assert created and not created_again and again.id == once.id  # a retried submission: the same job
+    other, _ = registry.create("bob", "m:f", {"x": 1}, 4, idempotency_key="k1")  # keys are per owner
+    assert other.id != once.id
+    interrupted, _ = registry.create("alice", "m:f", {}, 2)
+    crashing, _ = registry.create("alice", "m:f", {}, 2)
+    for job in (interrupted, crashing):
+        assert registry.start(job.id)
+    assert registry.start(crashing.id) is False  # only a queued job starts
+    registry._write("UPDATE jobs SET attempts = 2 WHERE id = ?", (crashing.id,))
+    registry.close()
+
+    reopened = JobRegistry(path)  # the service died: a new process opens the same file
+    resumed, failed = reopened.recover(max_attempts=2)
+    assert resumed == [interrupted.id] and failed == [crashing.id]
+    assert reopened.get(interrupted.id).status == "queued" and reopened.get(interrupted.id).attempts == 1
+    failed_job = reopened.get(crashing.id)
+    assert failed_job.status == "failed" and "the service stopped 2 time(s)" in failed_job.error
+    assert reopened.queued() == [once.id, other.id, interrupted.id]
+    assert reopened.get(once.id, owner="bob") is None  # jobs are seen by their owner only
+    assert reopened.finish(once.id, "cancelled", error="cancelled by request")
+    assert not reopened.finish(once.id, "succeeded")  # a final status is final
+    assert reopened.counts() == {"queued": 2, "running": 0, "succeeded": 0, "failed": 1, "cancelled": 1}
+    reopened.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match="schema 99 is newer"):
+        JobRegistry(path)
+
+
+# -- tracing ---------------------------------------------------------------------------------------------------------
+
+
+def test_no_tracing_without_an_otlp_endpoint_and_an_exporter_with_one():
+    from simcal.service.telemetry import Telemetry
+
+    off = Telemetry.from_environment({"OTEL_SERVICE_NAME": "x"})
+    assert not off.enabled and off.provider is None and off.current_context() is None
+    with off.span("anything") as span:
+        assert span is None
+    on = Telemetry.from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    try:
+        assert on.enabled
+        processors = on.provider._active_span_processor._span_processors
+        assert type(processors[0].span_exporter).__name__ == "OTLPSpanExporter"
+        assert on.provider.resource.attributes["service.name"] == "simcal-service"
+    finally:
+        on.shutdown()
+
+
+def test_spans_for_each_request_and_each_job_carry_the_key_name_never_the_key(tmp_path):
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from simcal.service.jobs import ServiceConfig
+    from simcal.service.server import Service
+    from simcal.service.telemetry import Telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    key = add_key(tmp_path / "keys", "alice")
+    body = {
+        "fn_ref": "simcal.models.sir:simulate",
+        "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 10}],
+    }
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(
+            ServiceConfig(state_dir=tmp_path / "state"),
+            tmp_path / "keys",
+            scheduler=cluster.scheduler_address,
+            telemetry=Telemetry(provider),
+        )
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{job_id}").json()["status"] != "succeeded":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert http.get("/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    spans = exporter.get_finished_spans()
+    by_name = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    (submit,) = by_name["POST /v1/simulate"]
+    assert submit.attributes["http.route"] == "/v1/simulate"
+    assert submit.attributes["http.response.status_code"] == 202
+    assert submit.attributes["simcal.key_name"] == "alice"
+    polls = by_name["GET /v1/jobs/{job_id}"]  # the route template, not one name per job
+    assert all(span.attributes["http.route"] == "/v1/jobs/{job_id}" for span in polls)
+    refused = [s for s in by_name["GET /v1/jobs"] if s.attributes["http.response.status_code"] == 401]
+    assert refused and "simcal.key_name" not in refused[0].attributes
+    (job,) = by_name["simcal.job"]
+    assert job.attributes["simcal.job_id"] == job_id and job.attributes["simcal.status"] == "succeeded"
+    assert job.attributes["simcal.simulations"] == 1
+    assert job.links[0].context.span_id == submit.context.span_id  # the job links back to its request
+    for span in spans:
+        assert all(key not in str(value) for value in span.attributes.values())
+
+
+# -- results store ---------------------------------------------------------------------------------------------------
+
+
+def test_blob_credentials_come_from_the_connection_string_or_else_the_default_identity_chain(tmp_path):
+    service_available()
+    from azure.identity import DefaultAzureCredential
+
+    from simcal.service.results import LocalResults, ResultsError, blob_service, results_store
+
+    chained = blob_service(None, {"AZURE_STORAGE_ACCOUNT": "mystorageaccount"})
+    assert chained.url == "https://mystorageaccount.blob.core.windows.net/"
+    assert isinstance(chained.credential, DefaultAzureCredential)
+    explicit = blob_service("https://other.blob.core.windows.net", {"AZURE_STORAGE_ACCOUNT": "ignored"})
+    assert explicit.url == "https://other.blob.core.windows.net/"
+    development = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    )
+    emulator = blob_service(
+        None, {"AZURE_STORAGE_CONNECTION_STRING": development, "AZURE_STORAGE_ACCOUNT": "x"}
+    )
+    assert emulator.url.startswith("http://127.0.0.1:10000/devstoreaccount1")
+    with pytest.raises(ResultsError, match="need the storage account"):
+        blob_service(None, {})
+    with pytest.raises(ResultsError, match="expected az://<container>/<prefix> or a local directory"):
+        results_store("s3://bucket/prefix", tmp_path)
+    assert isinstance(results_store(None, tmp_path), LocalResults)
+    assert results_store(None, tmp_path).directory == tmp_path / "results"

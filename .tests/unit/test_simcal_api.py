@@ -1,0 +1,65 @@
+"""submit/gather for notebooks and scripts: the same contract, seeds and failure rows as a sweep, on a real
+LocalCluster started by the service and on an existing scheduler."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+from simcal.api import SimulationService, gather, submit
+from simcal.contract import ContractError
+from simcal.runner import read_results, simulate
+
+
+def test_service_rows_match_the_sweep_and_every_outcome_is_a_row(tmp_path):
+    settings = {"seed": 11, "timeout_s": 0.5, "replicates": 2}
+    with SimulationService(backend="local", threads=2, settings=settings) as service:
+        futures = [
+            service.submit("simcal_models:noisy_line", {"a": a}, replicate=r)
+            for a in (1.0, 2.0)
+            for r in (0, 1)
+        ]
+        rows = service.gather(futures)
+        assert len(rows) == 4 and (rows["status"] == "ok").all()
+
+        # The same simulations as a sweep with the same settings: same seeds, same outputs.
+        simulate("simcal_models:noisy_line", pd.DataFrame({"a": [1.0, 2.0]}), tmp_path / "sweep", settings,
+                 client=service.client)  # fmt: skip
+        sweep = read_results(tmp_path / "sweep")
+        columns = ["param_id", "replicate", "seed", "a", "y"]
+        ordered = rows.sort_values(["param_id", "replicate"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(ordered[columns], sweep[columns])
+
+        outcomes = service.gather(
+            [
+                service.submit("simcal_models:fails_for_negative", {"a": -1.0}),
+                service.submit("simcal_models:crashes_for_three", {"a": 3}),
+                service.submit("simcal_models:sleeps_for_two", {"a": 2}),
+                service.submit("simcal_models:empty_for_odd", {"a": 1}, seed=7),
+            ]
+        )
+    assert list(outcomes["status"]) == ["failed", "crashed", "timeout", "ok"]
+    assert outcomes["error"].iloc[0] == "ValueError: a must be >= 0, got -1.0"
+    assert "simulation.allowed_failures = 0" in outcomes["error"].iloc[1]
+    assert "timeout_s = 0.5 s" in outcomes["error"].iloc[2]
+    assert outcomes["seed"].iloc[3] == 7 and outcomes["a"].tolist() == [-1.0, 3, 2, 1]
+
+
+def test_functions_work_on_an_existing_client_and_refuse_bad_input():
+    with LocalCluster(n_workers=1, processes=True, dashboard_address=":0") as cluster, Client(cluster):
+        future = submit("simcal_models:series", {"a": 1.5}, seed=3)
+        rows = gather([future])
+        assert len(rows) == 3 and (rows["seed"] == 3).all() and (rows["status"] == "ok").all()
+        pd.testing.assert_frame_equal(future.result(), rows)
+        # The scheduler backend: the service connects to the running scheduler and leaves it running.
+        with SimulationService(
+            backend="scheduler", backend_options={"address": cluster.scheduler_address}
+        ) as service:
+            again = service.gather([service.submit("simcal_models:series", {"a": 1.5}, seed=3)])
+        pd.testing.assert_frame_equal(again.drop(columns="duration_s"), rows.drop(columns="duration_s"))
+        assert cluster.status.name == "running"
+        with pytest.raises(ContractError, match=r"submit\(params\): parameter names \['seed'\] are reserved"):
+            submit("simcal_models:series", {"seed": 1})
+        with pytest.raises(ContractError, match="has no attribute 'nope'"):
+            submit("simcal_models:nope", {"a": 1})

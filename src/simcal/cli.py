@@ -1,0 +1,80 @@
+"""The ``simcal`` command. Subcommands are registered in ``SUBCOMMANDS`` (name -> function adding its parser), so
+other parts of simcal can add theirs (a service: ``serve``, ``keys``, ``jobs``) without touching the others.
+
+    simcal status [PATH ...] [--json]   sweeps running or finished under PATH (outputs, progress files, folders)
+    simcal serve ...                    the simulation service (simcal.service.commands; the simcal[service] extra)
+    simcal keys add|list --file F       the service's API keys
+    simcal jobs list|show|cancel        a service's jobs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from simcal.progress import find_progress_files, format_table, read_progress
+from simcal.service.commands import add_jobs, add_keys, add_serve
+
+
+def status(args: argparse.Namespace) -> int:
+    try:
+        files = find_progress_files(args.paths)
+    except FileNotFoundError as error:
+        print(f"simcal status: {error}", file=sys.stderr)
+        return 2
+    rows = []
+    for path in files:
+        try:
+            rows.append(read_progress(path))
+        except (OSError, ValueError) as error:
+            print(f"simcal status: cannot read {path}: {error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+    elif rows:
+        print(format_table(rows))
+    else:
+        print("no sweeps found", file=sys.stderr)
+    return 0
+
+
+def add_status(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="show running and finished simulation sweeps",
+        description="Read <output>.progress.json files and print one line per sweep: state, done/total, failures, "
+        "rate, ETA, backend, last update, output and Dask dashboard.",
+    )
+    parser.add_argument(
+        "paths", nargs="*", default=["."], help="outputs, progress files or folders (searched recursively)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the progress records as JSON")
+    parser.set_defaults(handler=status)
+
+
+SUBCOMMANDS: dict[str, Callable] = {
+    "status": add_status,
+    "serve": add_serve,
+    "keys": add_keys,
+    "jobs": add_jobs,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(
+        prog="simcal", description="Simulation sweeps and calibration on Dask."
+    )
+    subparsers = main_parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS.values():
+        add(subparsers)
+    return main_parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

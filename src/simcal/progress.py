@@ -1,0 +1,206 @@
+"""Progress of a running sweep: log lines for people, ``<output>.progress.json`` for programs (``simcal status``).
+
+The JSON file is rewritten atomically every ``progress_seconds`` while the sweep runs and once more when it
+ends (state ``finished`` or ``failed`` with the message), so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from simcal.tables import write_json
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".progress.json"
+
+
+def progress_path(output: str | Path) -> Path:
+    return Path(f"{output}{SUFFIX}")
+
+
+def _timestamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+class Progress:
+    """Counts of one output's distinct simulations (across the rounds of a calibration), reported every
+    ``every_s``."""
+
+    def __init__(self, output: str | Path, backend: str, every_s: float = 5.0):
+        self.output, self.path, self.backend, self.every_s = (
+            str(output),
+            progress_path(output),
+            backend,
+            every_s,
+        )
+        self.total = self.done = self.failed = 0
+        self.done_here = 0  # simulations finished by this process (the rate ignores resumed ones)
+        self.started = time.time()
+        self.first_submit: float | None = None  # the rate counts from here, not from the cluster's start
+        self.last = -math.inf
+        self.state, self.message = "starting", None
+        self.dashboard: str | None = None
+        self.workers: int | None = None
+        self.batch_size: int | None = None
+
+    def plan(self, total: int, already_done: int, already_failed: int) -> None:
+        self.total += total
+        self.done += already_done
+        self.failed += already_failed
+        self.state = "running"
+
+    def advance(self, count: int, failed: int = 0) -> None:
+        self.done += count
+        self.done_here += count
+        self.failed += failed
+
+    def submitted(self) -> None:
+        if self.first_submit is None:
+            self.first_submit = time.time()
+
+    def rate(self) -> float:
+        if self.first_submit is None:
+            return 0.0
+        return self.done_here / max(time.time() - self.first_submit, 1e-9)
+
+    def eta_s(self) -> float | None:
+        rate = self.rate()
+        return (self.total - self.done) / rate if rate > 0 else None
+
+    def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        eta = self.eta_s()
+        log.info(
+            "simulations %d/%d (%.1f%%), %d failed, %.1f/s, ETA %s, dashboard %s",
+            self.done, self.total, 100 * self.done / max(self.total, 1), self.failed, self.rate(),
+            f"{eta:.0f}s" if eta is not None else "unknown", self.dashboard or "unavailable",
+        )  # fmt: skip
+        self.write()
+
+    def finish(self, state: str, message: str | None = None) -> None:
+        self.state, self.message = state, message
+        self.write()
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        eta = self.eta_s()
+        return {
+            "output": self.output,
+            "state": self.state,
+            "message": self.message,
+            "done": self.done,
+            "total": self.total,
+            "failed": self.failed,
+            "rate_per_s": round(self.rate(), 3),
+            "eta_s": None if eta is None or self.state != "running" else round(eta, 1),
+            "backend": self.backend,
+            "dashboard": self.dashboard,
+            "workers": self.workers,
+            "batch_size": self.batch_size,
+            "started": _timestamp(self.started),
+            "updated": _timestamp(now),
+            "updated_epoch": now,
+            "every_s": self.every_s,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+
+    def write(self) -> None:
+        try:
+            write_json(self.snapshot(), self.path, durable=False)  # rewritten every few seconds anyway
+        except OSError as error:  # progress is a convenience: never fail a sweep over it
+            log.warning("cannot write %s: %s", self.path, error)
+
+
+def find_progress_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Progress files named by ``paths``: a progress file, an output (its ``.progress.json``), or a directory
+    (searched recursively)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(path.rglob(f"*{SUFFIX}")))
+        elif path.name.endswith(SUFFIX) and path.exists():
+            found.append(path)
+        elif progress_path(path).exists():
+            found.append(progress_path(path))
+        else:
+            raise FileNotFoundError(
+                f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
+            )
+    return found
+
+
+def read_progress(path: Path) -> dict[str, Any]:
+    """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
+    ``stopped``; one not updated for a long while on another host is ``stale``."""
+    info = json.loads(path.read_text())
+    if info.get("state") in ("running", "starting"):
+        age = time.time() - float(info.get("updated_epoch", 0))
+        if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", 0))):
+            info["state"] = "stopped"
+        elif age > max(60.0, 5 * float(info.get("every_s", 5))):
+            info["state"] = "stale"
+    return info
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of sweeps, one line each."""
+    header = [
+        "STATE",
+        "DONE",
+        "TOTAL",
+        "FAILED",
+        "RATE/S",
+        "ETA",
+        "BACKEND",
+        "UPDATED",
+        "OUTPUT",
+        "DASHBOARD",
+    ]
+    lines = [header]
+    for row in rows:
+        eta = row.get("eta_s")
+        lines.append(
+            [
+                str(row.get("state")),
+                str(row.get("done")),
+                str(row.get("total")),
+                str(row.get("failed")),
+                f"{float(row.get('rate_per_s') or 0):.1f}",
+                "-" if eta is None else f"{float(eta):.0f}s",
+                str(row.get("backend")),
+                str(row.get("updated")),
+                str(row.get("output")),
+                str(row.get("dashboard") or "-"),
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )

@@ -1,0 +1,299 @@
+"""Client of the simulation service: submit simulations, follow the job, fetch the results as Parquet or pandas.
+
+    from simcal.service.client import SimulationClient
+
+    with SimulationClient("http://127.0.0.1:8000", api_key) as client:   # api_key None: $SIMCAL_API_KEY
+        job = client.submit("simcal.models.sir:simulate", [{"beta": 0.3, "gamma": 0.1}], n_replicates=4)
+        job.wait(timeout=600)
+        table = job.to_pandas()
+
+Answers 429 (honouring Retry-After) and 503, and connection errors, are retried with exponential backoff; every
+submission carries an ``Idempotency-Key``, so a retried one never makes a second job. Other answers raise an
+exception named after the problem, with the service's explanation: ``AuthenticationError`` (401),
+``PermissionDenied`` (403), ``NotFound`` (404), ``RequestRejected`` (other 4xx: 413 too large, 422 invalid).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pandas as pd
+
+from simcal.tables import atomic_write
+
+API_KEY_VARIABLE = "SIMCAL_API_KEY"
+URL_VARIABLE = "SIMCAL_SERVICE_URL"
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class ServiceError(RuntimeError):
+    """An answer of the service that is not what was asked for; ``status`` is the HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None, detail: Any = None):
+        super().__init__(message)
+        self.status, self.detail = status, detail
+
+
+class AuthenticationError(ServiceError):
+    """401: no key, or a key the service does not know."""
+
+
+class PermissionDenied(ServiceError):
+    """403: e.g. a model outside the service's allow-list."""
+
+
+class NotFound(ServiceError):
+    """404: no such job for this key."""
+
+
+class RequestRejected(ServiceError):
+    """Another 4xx: 413 (too large), 422 (invalid), 409 (not in a state for this)."""
+
+
+class RateLimited(ServiceError):
+    """429 answers went on past the retries."""
+
+
+class ServiceUnavailable(ServiceError):
+    """503 answers or connection errors went on past the retries."""
+
+
+class JobFailed(ServiceError):
+    """The job ended failed or cancelled; ``job`` is its last status."""
+
+    def __init__(self, message: str, job: Mapping[str, Any]):
+        super().__init__(message)
+        self.job = dict(job)
+
+
+ERRORS = {401: AuthenticationError, 403: PermissionDenied, 404: NotFound}
+
+
+def _detail(response) -> Any:
+    try:
+        return response.json().get("detail", response.text)
+    except ValueError:
+        return response.text
+
+
+class SimulationClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = 8,
+        backoff_s: float = 0.25,
+        max_backoff_s: float = 30.0,
+        transport: Any = None,
+    ):
+        import httpx
+
+        url = url or os.environ.get(URL_VARIABLE)
+        if not url:
+            raise ValueError(f"no service URL: pass url or set {URL_VARIABLE}")
+        api_key = api_key or os.environ.get(API_KEY_VARIABLE)
+        if not api_key:
+            raise ValueError(f"no API key: pass api_key or set {API_KEY_VARIABLE}")
+        self.url = url.rstrip("/")
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> SimulationClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"<SimulationClient {self.url}>"
+
+    # -- HTTP with retries ------------------------------------------------------------------------------------
+
+    def _pause(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+        if retry_after and retry_after.isdigit():
+            delay = min(self.max_backoff_s, max(delay, float(retry_after)))
+        time.sleep(delay)
+
+    def _send(self, method: str, path: str, **kwargs):
+        import httpx
+
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                if last:
+                    raise ServiceUnavailable(
+                        f"{method} {self.url}{path}: no answer after {self.retries + 1} attempts ({error!r})"
+                    ) from error
+                self._pause(attempt)
+                continue
+            if response.status_code in (429, 503) and not last:
+                self._pause(attempt, response.headers.get("retry-after"))
+                continue
+            return self._checked(method, path, response)
+        raise AssertionError("unreachable")
+
+    def _checked(self, method: str, path: str, response):
+        status = response.status_code
+        if status < 400:
+            return response
+        detail = _detail(response)
+        message = f"{method} {self.url}{path}: {status} {detail}"
+        if status == 401:
+            message += f" (check the API key, e.g. ${API_KEY_VARIABLE})"
+        if status == 429:
+            raise RateLimited(message, status, detail)
+        if status >= 500:
+            raise ServiceUnavailable(message, status, detail)
+        raise ERRORS.get(status, RequestRejected)(message, status, detail)
+
+    # -- the API ----------------------------------------------------------------------------------------------
+
+    def _post_simulations(self, path, fn_ref, parameter_sets, n_replicates, settings, fixed):
+        if isinstance(parameter_sets, pd.DataFrame):
+            parameter_sets = parameter_sets.to_dict("records")
+        body = {"fn_ref": fn_ref, "parameter_sets": list(parameter_sets), "n_replicates": int(n_replicates)}
+        if settings:
+            body["settings"] = dict(settings)
+        if fixed:
+            body["fixed"] = dict(fixed)
+        # A fresh idempotency key per call: the retries of this call never make a second job.
+        return self._send("POST", path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+
+    def submit(
+        self,
+        fn_ref: str,
+        parameter_sets: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        n_replicates: int = 1,
+        settings: Mapping[str, Any] | None = None,
+        fixed: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Queue a job: every parameter set × ``n_replicates`` through ``fn_ref`` on the service's cluster."""
+        info = self._post_simulations(
+            "/v1/simulate", fn_ref, parameter_sets, n_replicates, settings, fixed
+        ).json()
+        return Job(self, info["job_id"], info)
+
+    def simulate_sync(
+        self,
+        fn_ref: str,
+        parameter_sets: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        n_replicates: int = 1,
+        settings: Mapping[str, Any] | None = None,
+        fixed: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Run a small job and return its rows at once (the service refuses large ones with 413)."""
+        response = self._post_simulations(
+            "/v1/simulate/sync", fn_ref, parameter_sets, n_replicates, settings, fixed
+        )
+        return pd.read_parquet(io.BytesIO(response.content))
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, job_id)
+
+    def jobs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params = {"limit": limit, **({"status": status} if status else {})}
+        return self._send("GET", "/v1/jobs", params=params).json()["jobs"]
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._send("GET", f"/v1/jobs/{job_id}").json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._send("DELETE", f"/v1/jobs/{job_id}").json()
+
+    def download(self, job_id: str, handle: BinaryIO) -> None:
+        """Write the job's results into ``handle``; a transfer cut short is started again from the beginning."""
+        import httpx
+
+        path = f"/v1/jobs/{job_id}/results"
+        for attempt in range(self.retries + 1):
+            handle.seek(0)
+            handle.truncate()
+            try:
+                with self._http.stream("GET", path) as response:
+                    if response.status_code in (429, 503) and attempt < self.retries:
+                        self._pause(attempt, response.headers.get("retry-after"))
+                        continue
+                    if response.status_code >= 400:
+                        response.read()
+                        self._checked("GET", path, response)
+                    for block in response.iter_bytes():
+                        handle.write(block)
+                    return
+            except httpx.TransportError as error:
+                if attempt == self.retries:
+                    raise ServiceUnavailable(f"GET {self.url}{path}: no answer ({error!r})") from error
+                self._pause(attempt)
+
+
+class Job:
+    """A submitted job: ``status()``, ``wait()``, ``cancel()``, ``to_parquet(path)``, ``to_pandas()``."""
+
+    def __init__(self, client: SimulationClient, job_id: str, info: Mapping[str, Any] | None = None):
+        self.client, self.id = client, job_id
+        self.info = dict(info or {})
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.info.get('status', 'unknown')}>"
+
+    def status(self) -> dict[str, Any]:
+        self.info = self.client.status(self.id)
+        return self.info
+
+    def wait(self, timeout: float | None = None, poll_interval: float = 1.0) -> dict[str, Any]:
+        """Poll until the job ends; returns its status when it succeeded, raises JobFailed when it failed or was
+        cancelled, TimeoutError after ``timeout`` seconds (the job goes on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.status()
+            if info["status"] == "succeeded":
+                return info
+            if info["status"] in FINAL:
+                raise JobFailed(f"job {self.id} {info['status']}: {info.get('error')}", info)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"job {self.id} is still {info['status']} after {timeout:g} s ({info.get('progress')})"
+                )
+            time.sleep(
+                poll_interval
+                if deadline is None
+                else max(0.0, min(poll_interval, deadline - time.monotonic()))
+            )
+
+    def cancel(self) -> dict[str, Any]:
+        self.info = self.client.cancel(self.id)
+        return self.info
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Download the results into ``path`` (written atomically)."""
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                self.client.download(self.id, handle)
+
+        return atomic_write(path, write)
+
+    def to_pandas(self) -> pd.DataFrame:
+        buffer = io.BytesIO()
+        self.client.download(self.id, buffer)
+        buffer.seek(0)
+        return pd.read_parquet(buffer)

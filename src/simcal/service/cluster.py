@@ -1,0 +1,109 @@
+"""The service's one long-lived Dask client: to an existing scheduler, or to a LocalCluster it starts itself.
+
+The connection is made in the background and retried, so the service answers ``/healthz`` at once and
+``/readyz`` tells why it is not ready (the scheduler Deployment may start after the service's). Jobs wait for
+the client; the runner's ``no_worker_timeout_s`` fails a job when no worker shows up for too long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+
+from simcal.backends import dask_client
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 2.0
+PROBE_TIMEOUT_S = 5.0
+
+
+class Cluster:
+    def __init__(self, scheduler: str | None, workers: int = 2, threads_per_worker: int = 1):
+        self.scheduler, self.workers, self.threads_per_worker = scheduler, workers, threads_per_worker
+        self.backend = "scheduler" if scheduler else "local"
+        self._client: Any = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._stack = contextlib.ExitStack()
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._connect, name="simcal-dask-connect", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _connect(self) -> None:
+        """Connect (retrying), then hold the client until ``close``: it is closed in the thread that opened it
+        (distributed's Client keeps a context variable that only that thread's context can reset)."""
+        try:
+            if self._open():
+                self._stop.wait()
+        finally:
+            self._stack.close()
+
+    def _open(self) -> bool:
+        options = (
+            {"address": self.scheduler, "timeout": "10s"}
+            if self.scheduler
+            else {"workers": self.workers, "threads_per_worker": self.threads_per_worker}
+        )
+        while not self._stop.is_set():
+            try:
+                # allowed_failures=0 for the LocalCluster started here: the runner decides whom to blame.
+                self._client = self._stack.enter_context(
+                    dask_client(self.backend, options, allowed_failures=0)
+                )
+                self.last_error = None
+                self._ready.set()
+                return True
+            except Exception as error:  # noqa: BLE001 - reported by /readyz, retried
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning(
+                    "cannot reach the Dask scheduler %s (%s); retrying", self.describe(), self.last_error
+                )
+                self._stop.wait(RETRY_S)
+        return False
+
+    def describe(self) -> str:
+        return f"at {self.scheduler}" if self.scheduler else "of the LocalCluster"
+
+    def client(self, timeout: float | None = None) -> Any:
+        """The connected client (waits for the connection)."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"no connection to the Dask scheduler {self.describe()}: {self.last_error}")
+        return self._client
+
+    def readiness(self) -> tuple[bool, str, int]:
+        """(ready, reason, workers): the scheduler is reachable and at least one worker is connected."""
+        if not self._ready.is_set():
+            reason = self.last_error or "still connecting"
+            return False, f"cannot reach the Dask scheduler {self.describe()}: {reason}", 0
+        client = self._client
+        if client.status != "running":
+            return False, f"the connection to the Dask scheduler {self.describe()} is {client.status}", 0
+        try:  # a round trip to the scheduler, bounded: a probe must answer even when the scheduler does not
+            identity = client.sync(client.scheduler.identity, n_workers=0, callback_timeout=PROBE_TIMEOUT_S)
+            workers = int(identity.get("n_workers", 0))
+        except Exception as error:  # noqa: BLE001
+            return (
+                False,
+                f"the Dask scheduler {self.describe()} does not answer: {type(error).__name__}: {error}",
+                0,
+            )
+        if not workers:
+            return False, f"no Dask worker is connected to the scheduler {self.describe()}", 0
+        return True, "ready", workers
+
+    def dashboard(self) -> str | None:
+        if not self._ready.is_set():
+            return None
+        with contextlib.suppress(Exception):
+            return self._client.dashboard_link
+        return None
+
+    def close(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,220 @@
+"""The service's ``simcal`` subcommands (registered in ``simcal.cli.SUBCOMMANDS``):
+
+    simcal serve --api-keys-file F --state-dir D [--host H] [--port P] [--scheduler ADDRESS] [--results URL]
+                 [--allow-models PREFIX,...]
+    simcal keys add --file F [--name NAME]          prints a new key once; the file keeps only its hash
+    simcal jobs list|show ID|cancel ID --url URL [--api-key K]   (defaults: $SIMCAL_SERVICE_URL, $SIMCAL_API_KEY)
+
+FastAPI and uvicorn are imported only by ``serve`` (the ``simcal[service]`` extra); ``jobs`` needs httpx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from simcal.service.client import API_KEY_VARIABLE, URL_VARIABLE
+
+DEFAULTS = {
+    "workers": 2,
+    "max_concurrent_jobs": 8,
+    "max_job_attempts": 2,
+    "max_simulations": 1_000_000,
+    "sync_max_simulations": 1_000,
+    "sync_timeout_s": 300.0,
+    "request_max_bytes": 16 << 20,
+    "rate": 20.0,
+    "burst": 100,
+}
+
+
+def serve(args: argparse.Namespace) -> int:
+    from simcal.logs import configure
+    from simcal.service.jobs import ServiceConfig
+    from simcal.service.keys import KeysFileError
+    from simcal.service.results import ResultsError
+    from simcal.service.server import Service
+    from simcal.service.server import serve as run
+
+    configure(None)
+    prefixes = tuple(p.strip() for p in args.allow_models.split(",") if p.strip())
+    try:
+        config = ServiceConfig(
+            state_dir=Path(args.state_dir),
+            allow_models=prefixes,
+            max_concurrent_jobs=args.max_concurrent_jobs,
+            max_job_attempts=args.max_job_attempts,
+            max_simulations=args.max_simulations,
+            sync_max_simulations=args.sync_max_simulations,
+            sync_timeout_s=args.sync_timeout_s,
+            request_max_bytes=args.request_max_bytes,
+            rate=args.rate,
+            burst=args.burst,
+        )
+        service = Service(
+            config,
+            args.api_keys_file,
+            scheduler=args.scheduler,
+            results=args.results,
+            azure_account_url=args.azure_account_url,
+            workers=args.workers,
+        )
+    except (KeysFileError, ResultsError, ValueError) as error:
+        print(f"simcal serve: {error}", file=sys.stderr)
+        return 2
+    run(service, args.host, args.port)
+    return 0
+
+
+def add_serve(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the simulation service (HTTP API over a warm Dask cluster)",
+        description="Run the simulation service: jobs of simulations through the same runner as the simulate "
+        "wrapper, on an existing Dask scheduler or a LocalCluster started here; a SQLite job registry under "
+        "--state-dir; results as Parquet under --results. Needs the simcal[service] extra.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-keys-file", required=True, help="hashed API keys (made by `simcal keys add`)")
+    parser.add_argument("--state-dir", required=True, help="job registry and running jobs' finished parts")
+    parser.add_argument(
+        "--scheduler",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
+        help="existing Dask scheduler (default $DASK_SCHEDULER_ADDRESS; none: start a LocalCluster on 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULTS["workers"], help="LocalCluster worker processes"
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="local directory or az://container/prefix (default <state-dir>/results)",
+    )
+    parser.add_argument("--azure-account-url", default=None, help="https://<account>.blob.core.windows.net")
+    parser.add_argument(
+        "--allow-models",
+        default="simcal.models",
+        help="comma-separated module prefixes fn_ref may name (default simcal.models)",
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-concurrent-jobs", type=int, default=DEFAULTS["max_concurrent_jobs"])
+    limits.add_argument(
+        "--max-job-attempts",
+        type=int,
+        default=DEFAULTS["max_job_attempts"],
+        help="a job running when the service died this many times is failed instead of resumed",
+    )
+    limits.add_argument("--max-simulations", type=int, default=DEFAULTS["max_simulations"], help="per job")
+    limits.add_argument(
+        "--sync-max-simulations",
+        type=int,
+        default=DEFAULTS["sync_max_simulations"],
+        help="per /v1/simulate/sync",
+    )
+    limits.add_argument("--sync-timeout-s", type=float, default=DEFAULTS["sync_timeout_s"])
+    limits.add_argument("--request-max-bytes", type=int, default=DEFAULTS["request_max_bytes"])
+    limits.add_argument("--rate", type=float, default=DEFAULTS["rate"], help="requests per second per key")
+    limits.add_argument("--burst", type=int, default=DEFAULTS["burst"], help="burst of requests per key")
+    parser.set_defaults(handler=serve)
+
+
+def keys(args: argparse.Namespace) -> int:
+    from simcal.service.keys import KeysFileError, add_key, read_keys
+
+    try:
+        if args.keys_command == "add":
+            name = args.name or f"key-{os.urandom(3).hex()}"
+            key = add_key(args.file, name)
+            print(key)
+            print(
+                f"added key {name!r} to {args.file}; the line above is the key, shown this once (only its hash is "
+                "kept)",
+                file=sys.stderr,
+            )
+        else:
+            for entry in read_keys(args.file):
+                print(entry.name)
+    except KeysFileError as error:
+        print(f"simcal keys: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_keys(subparsers) -> None:
+    parser = subparsers.add_parser("keys", help="manage the service's API keys file")
+    commands = parser.add_subparsers(dest="keys_command", required=True)
+    add = commands.add_parser("add", help="make a new key: print it once, append its salted hash to the file")
+    add.add_argument("--file", required=True)
+    add.add_argument("--name", default=None, help="the key's name in logs and traces (default key-<random>)")
+    listing = commands.add_parser("list", help="the names of the keys in the file")
+    listing.add_argument("--file", required=True)
+    parser.set_defaults(handler=keys)
+
+
+def _row(job: dict) -> list[str]:
+    progress = job.get("progress") or {}
+    duration = job.get("duration_s")
+    return [
+        job["job_id"],
+        job["status"],
+        f"{progress.get('done', 0)}/{progress.get('total', 0)}",
+        str(progress.get("failed", 0)),
+        str(job.get("submitted") or "-"),
+        "-" if duration is None else f"{duration:.1f}s",
+        str(job.get("fn_ref", "")),
+    ]
+
+
+def format_jobs(jobs: list[dict]) -> str:
+    lines = [["JOB", "STATUS", "DONE/TOTAL", "FAILED", "SUBMITTED", "DURATION", "FN_REF"], *map(_row, jobs)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def jobs(args: argparse.Namespace) -> int:
+    from simcal.service.client import ServiceError, SimulationClient
+
+    try:
+        with SimulationClient(args.url, args.api_key) as client:
+            if args.jobs_command == "list":
+                found = client.jobs(status=args.status, limit=args.limit)
+                print(json.dumps(found, indent=2) if args.json else format_jobs(found))
+            elif args.jobs_command == "show":
+                print(json.dumps(client.status(args.job_id), indent=2))
+            else:
+                job = client.cancel(args.job_id)
+                print(f"{job['job_id']} {job['status']}")
+    except (ServiceError, ValueError) as error:
+        print(f"simcal jobs: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_jobs(subparsers) -> None:
+    parser = subparsers.add_parser("jobs", help="list, show and cancel jobs of a simulation service")
+    commands = parser.add_subparsers(dest="jobs_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=os.environ.get(URL_VARIABLE), help=f"service URL (default ${URL_VARIABLE})"
+    )
+    common.add_argument(
+        "--api-key",
+        default=None,
+        help=f"API key (default ${API_KEY_VARIABLE}; prefer the variable: arguments show in the process list)",
+    )
+    listing = commands.add_parser("list", parents=[common], help="id, status, progress, submitted, duration")
+    listing.add_argument(
+        "--status", default=None, choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true")
+    for name, text in (("show", "a job's status as JSON"), ("cancel", "cancel a job (its Dask tasks too)")):
+        command = commands.add_parser(name, parents=[common], help=text)
+        command.add_argument("job_id")
+    parser.set_defaults(handler=jobs)

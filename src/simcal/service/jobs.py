@@ -1,0 +1,427 @@
+"""Jobs of the simulation service: what a request may ask for, and the threads that run jobs on the warm cluster.
+
+A job runs ``simcal.runner.simulate`` (the simulate wrapper's own call) on the service's long-lived Dask client,
+into ``<state dir>/jobs/<job id>/simulations.parquet``; its finished batches wait in ``simulations.parquet.partial``
+like any sweep's. So a job has the wrapper's contract, seeds, failure rows and batching, and a job interrupted by
+the service's death resumes from its finished parts when the service starts again (``JobRegistry.recover``).
+The finished file is then published to the results store (a directory, or Azure Blob). The work directory of a
+job that failed is kept (its parts hold the rows of the failed simulations, for inspection); the others are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import re
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from simcal.contract import ContractError, resolve_callable
+from simcal.progress import progress_path
+from simcal.runner import Cancelled, planned_parameter_sets, simulate
+from simcal.settings import SimulationSettings
+from simcal.space import check_parameter_sets
+from simcal.tasks import plan_tasks
+
+log = logging.getLogger(__name__)
+
+# Simulation settings a request may set; the others belong to the service (progress, worker watchdog) or make no
+# sense for a new job (rerun_failed). ``replicates`` comes from ``n_replicates``.
+REQUEST_SETTINGS = (
+    "seed", "common_random_numbers", "timeout_s", "allowed_failures", "batch_size", "target_task_seconds",
+    "probe_seconds", "max_batch_size", "max_failed_fraction",
+)  # fmt: skip
+FN_REF = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z]\w*")
+MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+RESULT_KEYS = ["param_id", "replicate", "seed"]
+
+
+class RequestRefused(Exception):
+    """A request the service will not run: HTTP ``status`` and a message naming the field and what was expected."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class ServiceConfig:
+    state_dir: Path
+    allow_models: tuple[str, ...] = ("simcal.models",)
+    max_concurrent_jobs: int = (
+        8  # a job thread mostly waits on the scheduler: more jobs than cores keep workers busy
+    )
+    max_job_attempts: int = 2
+    max_simulations: int = 1_000_000
+    sync_max_simulations: int = 1_000
+    sync_timeout_s: float = 300.0
+    progress_seconds: float = 1.0
+    no_worker_timeout_s: float = 1800.0
+    request_max_bytes: int = 16 << 20
+    rate: float = 20.0
+    burst: int = 100
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        for prefix in self.allow_models:
+            if not MODULE.fullmatch(prefix):
+                raise ValueError(f"--allow-models: {prefix!r} is not a module name (e.g. simcal.models)")
+
+
+@dataclass
+class PlannedJob:
+    fn_ref: str
+    parameter_sets: list[dict[str, Any]]
+    n_replicates: int
+    settings: dict[str, Any]
+    fixed: dict[str, Any]
+    simulations: int
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+def _allowed(module: str, prefixes: Sequence[str]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def check_fn_ref(fn_ref: Any, prefixes: Sequence[str]) -> None:
+    """Refuse a malformed reference, one outside the allowed module prefixes (before anything is imported), and
+    one that resolves to a function defined elsewhere (a name a model module imported)."""
+    if not isinstance(fn_ref, str) or not FN_REF.fullmatch(fn_ref):
+        raise RequestRefused(422, f"fn_ref {fn_ref!r}: expected 'package.module:function'")
+    module = fn_ref.split(":", 1)[0]
+    if not _allowed(module, prefixes):
+        raise RequestRefused(
+            403,
+            f"fn_ref {fn_ref!r} is not allowed: this service runs only models under {', '.join(prefixes)} "
+            "(its --allow-models)",
+        )
+    try:
+        function = resolve_callable(fn_ref, what="fn_ref")
+    except ContractError as error:
+        raise RequestRefused(422, f"fn_ref {fn_ref!r}: {error}") from error
+    defined_in = getattr(function, "__module__", None) or "an unknown module"
+    if not _allowed(defined_in, prefixes):
+        raise RequestRefused(
+            403,
+            f"fn_ref {fn_ref!r} is not allowed: it is defined in {defined_in}, not under {', '.join(prefixes)}",
+        )
+
+
+def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = False) -> PlannedJob:
+    """Check a request completely before it is accepted; raises RequestRefused naming the field."""
+    if body.get("bundle_ref") is not None:
+        raise RequestRefused(
+            422,
+            "bundle_ref is not supported by this service: the model must be importable on its workers "
+            "(installed in the image); leave bundle_ref out",
+        )
+    if body.get("targets") is not None:
+        raise RequestRefused(
+            422,
+            "targets are not computed by this service: fetch the results and compute losses where the observed "
+            "data are (simcal.calibrate.losses_for, or calibration.backend.kind: service); leave targets out",
+        )
+    fn_ref = body.get("fn_ref")
+    check_fn_ref(fn_ref, config.allow_models)
+    settings = dict(body.get("settings") or {})
+    unknown = sorted(set(settings) - set(REQUEST_SETTINGS))
+    if unknown:
+        raise RequestRefused(
+            422, f"settings {unknown} cannot be set in a request; allowed: {list(REQUEST_SETTINGS)}"
+        )
+    replicates = body.get("n_replicates", 1)
+    try:
+        simulation = SimulationSettings.from_config({**settings, "replicates": replicates})
+    except (ContractError, TypeError) as error:
+        raise RequestRefused(422, f"settings / n_replicates: {error}") from error
+    sets = body.get("parameter_sets")
+    if not isinstance(sets, list) or not sets or not all(isinstance(s, Mapping) for s in sets):
+        raise RequestRefused(422, "parameter_sets: expected a non-empty list of {name: value} objects")
+    fixed = dict(body.get("fixed") or {})
+    limit = config.sync_max_simulations if sync else config.max_simulations
+    # Counted before any table is built: an oversized request costs nothing more than its parsing.
+    upper_bound = len(sets) * simulation.replicates
+    if upper_bound > limit:
+        raise RequestRefused(
+            413,
+            f"{len(sets)} parameter_sets x {simulation.replicates} n_replicates = {upper_bound} simulations; "
+            f"this service takes at most {limit} per {'synchronous request' if sync else 'job'}"
+            + ("; submit it as a job (POST /v1/simulate)" if sync else ""),
+        )
+    try:
+        planned = planned_parameter_sets(pd.DataFrame(sets), fixed)
+        check_parameter_sets(
+            fn_ref, planned, "parameter_sets", [f"parameter_sets[{i}]" for i in range(len(planned))]
+        )
+    except ContractError as error:
+        raise RequestRefused(422, str(error)) from error
+    simulations = len(
+        plan_tasks(planned, simulation.replicates, simulation.seed, simulation.common_random_numbers)
+    )
+    request = {
+        "fn_ref": fn_ref,
+        "parameter_sets": [dict(s) for s in sets],
+        "n_replicates": simulation.replicates,
+        "settings": settings,
+        "fixed": fixed,
+    }
+    return PlannedJob(
+        fn_ref, request["parameter_sets"], simulation.replicates, settings, fixed, simulations, request
+    )
+
+
+def result_counts(path: Path) -> tuple[int, int]:
+    """(simulations, failed simulations) in a finished results file."""
+    table = pq.read_table(path, columns=[*RESULT_KEYS, "status"]).to_pandas().drop_duplicates(RESULT_KEYS)
+    return len(table), int((table["status"] != "ok").sum())
+
+
+class JobManager:
+    """The queue of jobs and the threads that run them, ``max_concurrent_jobs`` at a time, on one Dask client."""
+
+    def __init__(self, config: ServiceConfig, registry, cluster, results, telemetry):
+        self.config, self.registry, self.cluster, self.results, self.telemetry = (
+            config, registry, cluster, results, telemetry
+        )  # fmt: skip
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._cancels: dict[str, threading.Event] = {}
+        self._ended: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.simulations_total = 0  # simulations of jobs ended since the service started (for /metrics)
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        resumed, failed = self.registry.recover(self.config.max_job_attempts)
+        for job_id in resumed:
+            log.warning(
+                "job %s was running when the service stopped: resuming it from its finished parts", job_id
+            )
+        for job_id in failed:
+            log.error("job %s was running when the service stopped too often: marked failed", job_id)
+        for job_id in self.registry.queued():
+            self._queue.put(job_id)
+        for index in range(self.config.max_concurrent_jobs):
+            thread = threading.Thread(target=self._work, name=f"simcal-job-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking jobs; running ones are interrupted and queued again, to resume at the next start."""
+        self._stopping.set()
+        with self._lock:
+            for event in self._cancels.values():
+                event.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    def submit(self, owner: str, plan: PlannedJob, idempotency_key: str | None = None):
+        job, created = self.registry.create(
+            owner,
+            plan.fn_ref,
+            plan.request,
+            plan.simulations,
+            idempotency_key,
+            self.telemetry.current_context(),
+        )
+        if created:
+            self._ended_event(job.id)
+            self._queue.put(job.id)
+            log.info(
+                "job %s queued: %s, %d simulations (key %s)", job.id, plan.fn_ref, plan.simulations, owner
+            )
+        return job, created
+
+    def cancel(self, job_id: str, owner: str, wait_s: float = 10.0):
+        job = self.registry.get(job_id, owner)
+        if job is None or job.status in ("succeeded", "failed", "cancelled"):
+            return job
+        if job.status == "queued" and self.registry.finish(
+            job_id, "cancelled", error=f"cancelled by {owner}"
+        ):
+            self._signal_end(job_id)
+            log.info("job %s cancelled while queued", job_id)
+            return self.registry.get(job_id)
+        with self._lock:
+            event = self._cancels.setdefault(job_id, threading.Event())
+        event.set()
+        self.wait(job_id, wait_s)
+        return self.registry.get(job_id)
+
+    def wait(self, job_id: str, timeout: float | None) -> bool:
+        """Wait until the job has a final status; False on timeout."""
+        return self._ended_event(job_id).wait(timeout)
+
+    def live_progress(self, job) -> dict[str, int]:
+        if job.status != "running":
+            return {"done": job.done, "total": job.simulations, "failed": job.failed}
+        try:
+            record = json.loads(progress_path(self.output_of(job.id)).read_text())
+            return {"done": int(record["done"]), "total": job.simulations, "failed": int(record["failed"])}
+        except (OSError, ValueError, KeyError):
+            return {"done": 0, "total": job.simulations, "failed": 0}
+
+    def running_rate(self) -> float:
+        """Simulations per second of the jobs running now (from their progress records)."""
+        total = 0.0
+        with self._lock:
+            running = [job_id for job_id, event in self._cancels.items() if not event.is_set()]
+        for job_id in running:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                total += float(json.loads(progress_path(self.output_of(job_id)).read_text())["rate_per_s"])
+        return total
+
+    def queue_length(self) -> int:
+        return self.registry.counts()["queued"]
+
+    # -- running jobs -----------------------------------------------------------------------------------------
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.config.state_dir / "jobs" / job_id
+
+    def output_of(self, job_id: str) -> Path:
+        return self.work_dir(job_id) / "simulations.parquet"
+
+    def _ended_event(self, job_id: str) -> threading.Event:
+        with self._lock:
+            event = self._ended.setdefault(job_id, threading.Event())
+        job = self.registry.get(job_id)
+        if job is not None and job.status in ("succeeded", "failed", "cancelled"):
+            event.set()
+        return event
+
+    def _signal_end(self, job_id: str) -> None:
+        """Wake the waiters of a job that reached its final status. Its events are dropped (a long-lived service
+        sees many jobs): a later waiter gets a new event, set at once from the registry."""
+        with self._lock:
+            event = self._ended.pop(job_id, None)
+            self._cancels.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None or self._stopping.is_set():
+                return
+            try:
+                self._run(job_id)
+            except Exception:  # never lose the thread; _run records every failure it can
+                log.exception("job %s: unexpected error in the job thread", job_id)
+
+    def _client_for(self, job_id: str, cancel: threading.Event):
+        """The Dask client once connected; None when the job stopped waiting (cancelled, or the service stops).
+        The job stays queued meanwhile."""
+        while not (cancel.is_set() or self._stopping.is_set()):
+            with contextlib.suppress(TimeoutError):
+                return self.cluster.client(timeout=1.0)
+            job = self.registry.get(job_id)
+            if job is None or job.status != "queued":
+                return None
+        return None
+
+    def _run(self, job_id: str) -> None:
+        with self._lock:
+            cancel = self._cancels.setdefault(job_id, threading.Event())
+        client = self._client_for(job_id, cancel)
+        if client is None and self._stopping.is_set():
+            return  # still queued: it starts at the next start of the service
+        if client is None or not self.registry.start(job_id):  # cancelled while it waited
+            self.registry.finish(job_id, "cancelled", error="cancelled by request")
+            self._signal_end(job_id)
+            return
+        job = self.registry.get(job_id)
+        request = job.request
+        output = self.output_of(job_id)
+        attributes = {
+            "simcal.job_id": job_id,
+            "simcal.fn_ref": job.fn_ref,
+            "simcal.simulations": job.simulations,
+        }
+        with self.telemetry.span("simcal.job", attributes, self.telemetry.link_to(job.trace)) as span:
+            began = time.perf_counter()
+            try:
+                resumed = 0
+                finished_before = output.exists() and not output.with_name(output.name + ".partial").exists()
+                if not finished_before:  # else: the service died after finishing it, before publishing
+                    settings = SimulationSettings.from_config(
+                        {
+                            **request["settings"],
+                            "replicates": request["n_replicates"],
+                            "progress_seconds": self.config.progress_seconds,
+                            "no_worker_timeout_s": self.config.no_worker_timeout_s,
+                        }
+                    )
+                    summary = simulate(
+                        job.fn_ref,
+                        pd.DataFrame(request["parameter_sets"]),
+                        output,
+                        settings,
+                        backend=self.cluster.backend,
+                        fixed_params=request["fixed"],
+                        client=client,
+                        cancel=cancel,
+                    )
+                    resumed = summary.skipped
+                done, failed = result_counts(output)
+                results_path = self.results.publish(output, job_id)
+                self.registry.finish(
+                    job_id, "succeeded", done=done, failed=failed, resumed=resumed, results_path=results_path
+                )
+                self.telemetry.set(span, **{"simcal.status": "succeeded", "simcal.failed": failed})
+                log.info(
+                    "job %s succeeded: %d simulations (%d failed, %d resumed) in %.2f s",
+                    job_id, done, failed, resumed, time.perf_counter() - began,
+                )  # fmt: skip
+                shutil.rmtree(self.work_dir(job_id), ignore_errors=True)
+            except Cancelled:
+                if self._stopping.is_set():
+                    self.registry.requeue(job_id)
+                    log.info(
+                        "job %s interrupted by the service's shutdown; it resumes at the next start", job_id
+                    )
+                    return
+                progress = self.live_progress(job)
+                self.registry.finish(
+                    job_id,
+                    "cancelled",
+                    done=progress["done"],
+                    failed=progress["failed"],
+                    error="cancelled by request",
+                )
+                self.telemetry.set(span, **{"simcal.status": "cancelled"})
+                log.info(
+                    "job %s cancelled after %d of %d simulations", job_id, progress["done"], job.simulations
+                )
+            except Exception as error:  # noqa: BLE001 - a failed job is a status with its reason
+                message = f"{type(error).__name__}: {error}"
+                progress = self.live_progress(job)
+                self.registry.finish(
+                    job_id, "failed", done=progress["done"], failed=progress["failed"], error=message
+                )
+                self.telemetry.set(span, **{"simcal.status": "failed"})
+                self.telemetry.error(span, message)
+                log.error("job %s failed: %s", job_id, message)
+            finally:
+                if not self._stopping.is_set():
+                    ended = self.registry.get(job_id)
+                    with self._lock:
+                        self.simulations_total += ended.done if ended else 0
+                    self._signal_end(job_id)

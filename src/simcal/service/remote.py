@@ -1,0 +1,110 @@
+"""The ``service`` backend: a sweep's or a calibration round's simulations run as a job of a simulation service.
+
+``Simulator.run`` (``simcal.runner``) sends its remaining simulations here when ``backend: service``: their
+parameter sets go to the service with the replicates and the seed settings, so the service plans the very same
+(param_id, replicate, seed) and runs them with the same runner. Only the rows of the simulations asked for are
+kept; they go into the local parts like any batch, so resume, the failure threshold and the final file are the
+local runner's. The service's URL and key come from the environment (``SIMCAL_SERVICE_URL``, ``SIMCAL_API_KEY``),
+never from the config; options (``calibration.backend.service``): ``url`` (overrides the variable),
+``poll_interval_s``, ``wait_timeout_s``. An interrupted driver (Ctrl-C, SIGTERM from Snakemake) cancels its job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from simcal.contract import ContractError, reject_unknown_keys
+from simcal.tasks import SimTask
+from simcal.worker import failure_rows
+
+log = logging.getLogger(__name__)
+
+WHERE = "calibration.backend.service"
+OPTIONS = ("url", "poll_interval_s", "wait_timeout_s")
+# Settings the service's runner needs to plan and run the same simulations; max_failed_fraction is left to the
+# local run (the service job must return every row, failed ones too).
+FORWARDED = (
+    "seed", "common_random_numbers", "timeout_s", "allowed_failures", "batch_size", "target_task_seconds",
+    "probe_seconds", "max_batch_size",
+)  # fmt: skip
+
+
+class ServiceJobFailed(RuntimeError):
+    """The service's job ended failed or cancelled; the message names the job and its error."""
+
+
+def request_settings(settings: Any) -> dict[str, Any]:
+    forwarded = {key: getattr(settings, key) for key in FORWARDED if getattr(settings, key) is not None}
+    return {**forwarded, "max_failed_fraction": 1.0}
+
+
+def run_on_service(simulator: Any, tasks: Sequence[SimTask], progress: Any) -> pd.DataFrame:
+    """Run ``tasks`` as one job of the service and return their rows (a row per simulation at least)."""
+    from simcal.service.client import JobFailed, SimulationClient
+
+    options = dict(simulator.backend_options)
+    reject_unknown_keys(options, OPTIONS, WHERE)
+    poll_s = float(options.get("poll_interval_s") or 1.0)
+    wait_timeout_s = options.get("wait_timeout_s")
+    parameter_sets = list({task.param_id: task.params for task in tasks}.values())
+    replicates = max(task.replicate for task in tasks) + 1
+    with SimulationClient(options.get("url")) as client:
+        job = client.submit(
+            simulator.model_ref, parameter_sets, replicates, request_settings(simulator.settings)
+        )
+        progress.dashboard = f"{client.url}/v1/jobs/{job.id}"
+        progress.submitted()
+        log.info(
+            "sent %d parameter sets x %d replicates to the simulation service %s as job %s",
+            len(parameter_sets), replicates, client.url, job.id,
+        )  # fmt: skip
+        began = time.monotonic()
+        try:
+            while True:
+                simulator.check_cancelled()
+                info = job.status()
+                if info["status"] in ("succeeded", "failed", "cancelled"):
+                    break
+                if wait_timeout_s is not None and time.monotonic() - began > float(wait_timeout_s):
+                    raise TimeoutError(
+                        f"service job {job.id} still {info['status']} after {WHERE}.wait_timeout_s = "
+                        f"{wait_timeout_s} s ({info.get('progress')}); it was cancelled"
+                    )
+                progress.report()
+                time.sleep(poll_s)
+            try:
+                job.wait(timeout=0)
+            except JobFailed as error:
+                raise ServiceJobFailed(f"simulation service {client.url}: {error}") from error
+            frame = job.to_pandas()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                job.cancel()
+            raise
+    return rows_of(frame, tasks, job.id)
+
+
+def rows_of(frame: pd.DataFrame, tasks: Sequence[SimTask], job_id: str) -> pd.DataFrame:
+    """The rows of ``tasks`` among the job's; a task without rows gets a failure row saying so."""
+    wanted = {task.key for task in tasks}
+    keys = list(
+        zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
+    )
+    if keys and not wanted.intersection(keys):
+        raise ContractError(
+            f"service job {job_id} planned other seeds than this run for the same parameter sets (different simcal "
+            "versions on the two sides?); no row can be used"
+        )
+    kept = frame[[key in wanted for key in keys]].reset_index(drop=True)
+    found = set(keys)
+    missing = [task for task in tasks if task.key not in found]
+    if missing:
+        lost = failure_rows(missing, "failed", f"InternalError: service job {job_id} returned no rows for it")
+        kept = pd.concat([kept, lost], ignore_index=True)
+    return kept

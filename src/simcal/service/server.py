@@ -1,0 +1,70 @@
+"""Assemble the service (registry, Dask client, results store, keys, rate limit, tracing) and run it with uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from simcal.service.app import create_app
+from simcal.service.cluster import Cluster
+from simcal.service.jobs import JobManager, ServiceConfig
+from simcal.service.keys import KeyRing
+from simcal.service.limits import RateLimiter
+from simcal.service.registry import JobRegistry
+from simcal.service.results import results_store
+from simcal.service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Everything one service process holds; ``app`` starts and stops the rest in its lifespan."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        keys_file: str | Path,
+        scheduler: str | None = None,
+        results: str | None = None,
+        azure_account_url: str | None = None,
+        workers: int = 2,
+        telemetry: Telemetry | None = None,
+    ):
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.keyring = KeyRing(keys_file)  # a missing or malformed keys file stops the start, naming the line
+        self.registry = JobRegistry(config.state_dir / "jobs.sqlite")
+        self.results = results_store(results, config.state_dir, azure_account_url)
+        self.cluster = Cluster(scheduler, workers=workers)
+        self.telemetry = telemetry if telemetry is not None else Telemetry.from_environment()
+        self.manager = JobManager(config, self.registry, self.cluster, self.results, self.telemetry)
+        self.limiter = RateLimiter(config.rate, config.burst)
+        self.app = create_app(
+            config, self.manager, self.keyring, self.limiter, self.telemetry, self.cluster, self.lifespan
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        self.cluster.start()
+        self.manager.start()
+        log.info(
+            "simulation service ready to take jobs: state %s, results %s, Dask %s, models under %s",
+            self.config.state_dir, getattr(self.results, "url", getattr(self.results, "directory", "")),
+            self.cluster.describe(), ", ".join(self.config.allow_models),
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            self.manager.stop()
+            self.cluster.close()
+            self.registry.close()
+            self.telemetry.shutdown()
+
+
+def serve(service: Service, host: str, port: int) -> None:
+    import uvicorn
+
+    # log_config=None: uvicorn logs through the handlers simcal.logs set up; its access log shows the request line
+    # only (no header, so never a key).
+    uvicorn.run(service.app, host=host, port=port, log_config=None, timeout_graceful_shutdown=30)

@@ -1,0 +1,97 @@
+"""Typed simulation settings (the `simulation` section of the calibration config), checked once on entry."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simcal.contract import ContractError, reject_unknown_keys
+
+WHERE = "simulation settings"
+
+
+@dataclass
+class SimulationSettings:
+    replicates: int = 1
+    batch_size: int | None = None  # None: chosen from a timing probe run on a worker
+    target_task_seconds: float = 0.3  # aim of the automatic batch size (tasks of roughly 0.1-1 s)
+    probe_seconds: float = 0.05
+    max_batch_size: int = 100_000
+    max_failed_fraction: float = 0.0
+    # Worker deaths a simulation may cause while it runs before it is recorded as crashed (see
+    # simcal.outcomes.Deaths: deaths of a batch are blamed only on the batch confirmed to be running, batches are
+    # split until the culprit is alone). Clusters simcal starts run Dask with allowed-failures 0 so that simcal
+    # does this counting; an existing scheduler first reruns tasks per its own distributed.scheduler.allowed-failures.
+    allowed_failures: int = 0
+    timeout_s: float | None = (
+        None  # a simulation running longer is stopped and recorded with status "timeout"
+    )
+    seed: int | None = (
+        None  # master seed; None keeps the seeds of earlier versions (see contract.replicate_seed)
+    )
+    common_random_numbers: bool = False  # the same seeds for every parameter set (replicate r gets seed r's)
+    rerun_failed: bool = False  # on a rerun, run again the simulations that failed, timed out or crashed
+    no_worker_timeout_s: float = 1800.0  # fail when no Dask worker has been connected for this long
+    progress_seconds: float = 5.0
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any] | None) -> SimulationSettings:
+        options = dict(options or {})
+        if "retries" in options:
+            raise ContractError(
+                f"{WHERE}: 'retries' was removed (remove it from the config). A model's exceptions are failure rows "
+                "and are never retried; a batch whose worker dies is run again in halves until the simulation that "
+                "kills its worker is alone, which is recorded as crashed once it has killed the worker running it "
+                "more than 'allowed_failures' times"
+            )
+        reject_unknown_keys(options, cls.__dataclass_fields__, WHERE)
+        if options.get("batch_size") in ("auto", 0):
+            options["batch_size"] = None
+        settings = cls(**options)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        def need(ok: bool, key: str, expected: str) -> None:
+            if not ok:
+                raise ContractError(f"{WHERE}: {key} must be {expected}, got {getattr(self, key)!r}")
+
+        need(_is_int(self.replicates) and self.replicates >= 1, "replicates", "an integer >= 1")
+        need(
+            self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
+            "batch_size",
+            'an integer >= 1 or "auto"',
+        )
+        need(_positive(self.target_task_seconds), "target_task_seconds", "a number > 0")
+        need(_positive(self.probe_seconds), "probe_seconds", "a number > 0")
+        need(_is_int(self.max_batch_size) and self.max_batch_size >= 1, "max_batch_size", "an integer >= 1")
+        need(
+            _number(self.max_failed_fraction) and 0 <= self.max_failed_fraction <= 1,
+            "max_failed_fraction",
+            "in [0, 1]",
+        )
+        need(
+            _is_int(self.allowed_failures) and self.allowed_failures >= 0,
+            "allowed_failures",
+            "an integer >= 0",
+        )
+        need(self.timeout_s is None or _positive(self.timeout_s), "timeout_s", "a number > 0 or null")
+        need(self.seed is None or (_is_int(self.seed) and self.seed >= 0), "seed", "an integer >= 0 or null")
+        need(isinstance(self.common_random_numbers, bool), "common_random_numbers", "true or false")
+        need(isinstance(self.rerun_failed, bool), "rerun_failed", "true or false")
+        need(_positive(self.no_worker_timeout_s), "no_worker_timeout_s", "a number > 0")
+        need(_positive(self.progress_seconds), "progress_seconds", "a number > 0")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and value > 0

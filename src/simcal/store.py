@@ -1,0 +1,279 @@
+"""Finished simulations on disk while a sweep runs, and the one Parquet file they become.
+
+While running: ``<output>.partial/`` holds one Parquet part per finished batch, named by the simulations it
+holds (param_id, replicate, seed), written atomically and fsynced, plus ``_manifest.json`` describing the plan.
+A rerun keeps every finished simulation that belongs to its own plan (same model, same parameters, replicate and
+seed) and leaves the others out, so editing the parameter table or the settings never lets stale rows in. At the
+end the planned rows are streamed, under one schema, into the single file ``<output>``.
+
+Resume state is local: ``<output>.partial`` lives next to the output on the machine that runs the job. On
+Kubernetes with a remote default storage provider that is the pod's disk, so a restarted pod starts the sweep
+over; on SLURM and on a workstation the job's working directory keeps it across reruns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simcal.tables import atomic_write
+from simcal.tasks import SimTask
+from simcal.worker import FAILED_STATUSES
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int, int]
+KEY_FIELDS = ["param_id", "replicate", "seed"]
+ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+class PartStore:
+    """The parts in ``<output>.partial`` and their final home, the file ``<output>``.
+
+    ``manifest`` describes the plan (at least ``model``). Parts made by another model are discarded; parts of
+    another plan of the same model are kept, and only their simulations that belong to this run's plan (the tasks
+    given to ``expect``) are counted and written out.
+    """
+
+    def __init__(self, output: str | Path, manifest: Mapping[str, Any], rerun_failed: bool = False):
+        self.output = Path(output)
+        self.partial = self.output.with_name(self.output.name + ".partial")
+        self.manifest = dict(manifest)
+        self.planned: dict[Key, SimTask] = {}
+        self._owner: dict[Key, str] = {}  # simulation -> the part holding its rows (the first one found)
+        self._failed: dict[Key, str] = {}  # failed simulation -> its error text
+        self._sims_in: dict[str, int] = {}  # part -> how many simulations it holds
+        manifest_path = self.partial / "_manifest.json"
+        if self.partial.exists():
+            previous = _read_json(manifest_path)
+            if previous is None or previous.get("model") != self.manifest.get("model"):
+                log.warning(
+                    "discarding %s: it was made by model %s, this run uses %s",
+                    self.partial, (previous or {}).get("model", "unknown"), self.manifest.get("model"),
+                )  # fmt: skip
+                shutil.rmtree(self.partial)
+            elif previous != self.manifest:
+                log.info(
+                    "the plan changed since %s was written: its simulations that belong to the new plan are "
+                    "kept, the others are left out", self.partial,
+                )  # fmt: skip
+        self.partial.mkdir(parents=True, exist_ok=True)
+        atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(self.manifest, sort_keys=True)))
+        for lost in self.partial.glob(
+            "lost-*.parquet"
+        ):  # written by older versions for dead workers' batches
+            lost.unlink()
+        self._scan(rerun_failed)
+
+    def _scan(self, rerun_failed: bool) -> None:
+        for part in self.parts():
+            try:
+                table = pq.read_table(part, columns=[*KEY_FIELDS, "status", "error"]).to_pandas()
+            except (OSError, *ARROW_ERRORS) as error:  # truncated by a crash, or not ours: redo its work
+                log.warning("discarding the unreadable part %s (%s); its simulations run again", part, error)
+                part.unlink(missing_ok=True)
+                continue
+            if rerun_failed and table["status"].isin(FAILED_STATUSES).any():
+                keep = ~table["status"].isin(FAILED_STATUSES).to_numpy()
+                self._rewrite(part, keep)
+                table = table[keep]
+            self._record(part.name, table)
+
+    def _rewrite(self, part: Path, keep) -> None:
+        if not keep.any():
+            part.unlink()
+            return
+        frame = pq.read_table(part).to_pandas()[keep]
+        atomic_write(part, lambda tmp: write_frame(frame, tmp))
+
+    def _record(self, part_name: str, table: pd.DataFrame) -> None:
+        sims = table.drop_duplicates(KEY_FIELDS)
+        keys = list(_keys(sims))
+        self._sims_in[part_name] = len(keys)
+        for key in keys:
+            self._owner.setdefault(key, part_name)
+        failed = (sims["status"] != "ok").to_numpy()
+        if failed.any():
+            errors = sims["error"].to_numpy(dtype=object, na_value=None)
+            for index in failed.nonzero()[0]:
+                if self._owner[keys[index]] == part_name:
+                    self._failed[keys[index]] = (
+                        "unknown error" if errors[index] is None else str(errors[index])
+                    )
+
+    def parts(self) -> list[Path]:
+        return sorted(p for p in self.partial.glob("*.parquet") if not p.name.startswith("."))
+
+    def expect(self, tasks: Iterable[SimTask]) -> None:
+        """Add simulations to this run's plan (a sweep adds all at once, a calibration round by round)."""
+        for task in tasks:
+            self.planned[task.key] = task
+
+    def is_done(self, task: SimTask) -> bool:
+        return task.key in self._owner
+
+    def done(self) -> set[Key]:
+        """(param_id, replicate, seed) of every finished simulation in the parts, planned or not."""
+        return set(self._owner)
+
+    def write(self, frame: pd.DataFrame, tasks: Sequence[SimTask], prefix: str = "part") -> Path:
+        """Write the rows of these finished simulations as one part, named by the simulations it holds."""
+        digest = hashlib.blake2b(
+            "|".join(f"{t.param_id}:{t.replicate}:{t.seed}" for t in tasks).encode(), digest_size=8
+        ).hexdigest()
+        path = atomic_write(self.partial / f"{prefix}-{digest}.parquet", lambda tmp: write_frame(frame, tmp))
+        self._record(path.name, frame[[*KEY_FIELDS, "status", "error"]])
+        return path
+
+    def error_of(self, task: SimTask) -> str | None:
+        """The error of a finished simulation that failed, timed out or crashed; None otherwise."""
+        return self._failed.get(task.key)
+
+    def status_counts(self) -> tuple[int, Counter]:
+        """(number of finished planned simulations, Counter of the error texts of the failed ones)."""
+        total = sum(1 for key in self.planned if key in self._owner)
+        return total, Counter(self._failed[key] for key in self.planned if key in self._failed)
+
+    def failures(self, limit: int = 3) -> list[tuple[SimTask, str]]:
+        """The first failed planned simulations (in plan order) with their errors."""
+        found = []
+        for key, task in self.planned.items():
+            if key in self._failed:
+                found.append((task, self._failed[key]))
+                if len(found) == limit:
+                    break
+        return found
+
+    def read(self, tasks: Iterable[SimTask]) -> list[pd.DataFrame]:
+        """The rows of these finished simulations, read back from the parts."""
+        wanted = {t.key for t in tasks if t.key in self._owner}
+        by_part: dict[str, set[Key]] = {}
+        for key in wanted:
+            by_part.setdefault(self._owner[key], set()).add(key)
+        frames = []
+        for name, keys in by_part.items():
+            frame = pd.read_parquet(self.partial / name)
+            keep = [k in keys for k in _keys(frame)]
+            frames.append(frame[keep])
+        return frames
+
+    def finalize(self) -> Path:
+        """Stream the planned rows of every part, under one unified schema, into a single Parquet file at the
+        output (atomically), then drop the parts.
+
+        One file rather than a directory of parts: remote storage plugins (Azure Blob among them) move files,
+        and report ``directory()`` outputs as missing.
+        """
+        wanted: Counter = Counter(self._owner[key] for key in self.planned if key in self._owner)
+        parts = [p for p in self.parts() if wanted[p.name]]
+        schemas = [pq.read_schema(p).remove_metadata() for p in parts]
+        unified = unify_schemas(schemas) if parts else pa.schema([])
+
+        def write_single_file(tmp: Path) -> None:
+            with pq.ParquetWriter(tmp, unified) as writer:
+                for part, schema in zip(parts, schemas, strict=True):
+                    table = pq.read_table(part).replace_schema_metadata(None)
+                    if wanted[part.name] != self._sims_in.get(part.name):  # holds rows of another plan
+                        keys = zip(*(table[f].to_pylist() for f in KEY_FIELDS), strict=True)
+                        keep = [k in self.planned and self._owner.get(k) == part.name for k in keys]
+                        table = table.filter(pa.array(keep))
+                    if schema != unified:
+                        table = conform(table, unified)
+                    writer.write_table(table)
+
+        if self.output.is_dir():  # a directory left by an older version of this code
+            shutil.rmtree(self.output)
+        atomic_write(self.output, write_single_file)
+        shutil.rmtree(self.partial)
+        return self.output
+
+
+def _keys(frame: pd.DataFrame):
+    return zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """Write a part; output columns whose values Arrow cannot store as one type (a model returning a number
+    for some simulations and text for others) are stored as text rather than losing the batch."""
+    try:
+        frame.to_parquet(path, index=False)
+        return
+    except ARROW_ERRORS:
+        pass
+    mixed = []
+    for column in [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c])]:
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except ARROW_ERRORS:
+            mixed.append(column)
+    log.warning("output columns %s hold values of different types; stored as text", mixed)
+    frame = frame.assign(**{c: frame[c].map(lambda v: None if _missing(v) else str(v)) for c in mixed})
+    frame.to_parquet(path, index=False)
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for all parts: numeric types widen; a column whose types cannot be reconciled (a number in
+    some parts, text in others) becomes text, with a warning naming it."""
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except ARROW_ERRORS:
+        pass
+    types: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for field in schema:
+            types.setdefault(field.name, []).append(field.type)
+    fields, as_text = [], []
+    for name, kinds in types.items():
+        try:
+            fields.append(
+                pa.unify_schemas([pa.schema([(name, k)]) for k in kinds], promote_options="permissive").field(
+                    0
+                )
+            )
+        except ARROW_ERRORS:
+            fields.append(pa.field(name, pa.large_string()))
+            as_text.append(f"{name} ({', '.join(sorted({str(k) for k in kinds}))})")
+    log.warning("output columns with different types across simulations are stored as text: %s", as_text)
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The simulation dataset written by ``simulate`` (one Parquet file) as a DataFrame.
+
+    Rows come sorted by (param_id, replicate), keeping each simulation's own row order, so the result does not
+    depend on which batch finished first.
+    """
+    frame = pd.read_parquet(path)
+    return frame.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)

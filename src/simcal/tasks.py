@@ -1,0 +1,75 @@
+"""The plan of a sweep: every parameter set × replicate with its stable id and seed, and batches of it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from simcal.contract import canonical_params, param_id, replicate_seed
+
+
+class SimTask(NamedTuple):
+    param_id: str
+    replicate: int
+    seed: int
+    params: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """What identifies a simulation's result: same parameters, replicate and seed give the same rows."""
+        return (self.param_id, self.replicate, self.seed)
+
+
+def plan_tasks(
+    param_sets: Iterable[Mapping[str, Any]],
+    replicates: int,
+    seed: int | None = None,
+    common_random_numbers: bool = False,
+) -> list[SimTask]:
+    """Every parameter set × replicate, with its stable id and seed (duplicate parameter sets are merged).
+
+    ``seed`` and ``common_random_numbers`` choose how seeds derive (see ``contract.replicate_seed``).
+    """
+    tasks, seen = [], set()
+    for params in param_sets:
+        plain = canonical_params(params)
+        pid = param_id(plain, already_canonical=True)
+        if pid in seen:
+            continue
+        seen.add(pid)
+        tasks.extend(
+            SimTask(pid, rep, replicate_seed(pid, rep, seed, common_random_numbers), plain)
+            for rep in range(replicates)
+        )
+    return tasks
+
+
+# Where the driver runs: a worker in this very process (threads of a LocalCluster without processes) must never
+# be killed by the timeout watchdog.
+DRIVER = (socket.gethostname(), os.getpid())
+
+
+class Batch:
+    """Simulations shipped as one opaque task argument.
+
+    Dask walks lists, tuples and dicts in task arguments looking for keys; on thousands of small tuples that
+    walk costs more than the simulations. An object of this class is passed through untouched. ``key`` names
+    the batch in timeout events; ``driver`` is (host, pid) of the process that planned it; a non-empty
+    ``start_topic`` asks the worker to confirm to the scheduler that it started the batch (for batches suspected
+    of killing their worker, so a death can be blamed on the batch that was really running).
+    """
+
+    __slots__ = ("driver", "key", "start_topic", "tasks")
+
+    def __init__(
+        self, tasks: Sequence[SimTask], key: str = "", driver: tuple[str, int] = DRIVER, start_topic: str = ""
+    ):
+        self.tasks = list(tasks)
+        self.key = key
+        self.driver = driver
+        self.start_topic = start_topic
+
+    def __len__(self) -> int:
+        return len(self.tasks)

@@ -1,0 +1,298 @@
+"""What runs on a Dask worker: a batch of simulations, each guarded, turned into one table of rows.
+
+Whatever a model does, every simulation of the batch becomes at least one row with its key columns and
+parameters: the rows it returned (a dict of scalars, a DataFrame, a dict of tables), one row with empty outputs
+when it returned an empty table, or a row with status ``failed`` and the error when it raised or broke the
+contract. A simulation running past ``timeout_s`` is interrupted and becomes a ``timeout`` row; one stuck in
+native code that cannot be interrupted has its worker process ended (the driver reruns the rest of the batch).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from simcal.contract import ContractError, normalise_output, resolve_callable, scalar_output
+from simcal.tasks import Batch, SimTask
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ["param_id", "replicate", "seed"]
+STATUS_COLUMNS = ["status", "error", "duration_s"]
+TIMEOUT_TOPIC = "simcal-timeout"  # Dask event topic: a worker about to end itself names the simulation first
+FAILED_STATUSES = ("failed", "timeout", "crashed")
+
+_MODELS: dict[str, Any] = {}
+
+
+def _model(reference: str):
+    if reference not in _MODELS:
+        _MODELS[reference] = resolve_callable(reference)
+    return _MODELS[reference]
+
+
+class SimulationTimeout(BaseException):
+    """Raised inside a simulation that ran past its timeout (a BaseException, so ``except Exception`` in a
+    model does not swallow it)."""
+
+
+class _Running:
+    __slots__ = ("batch_key", "fired_at", "index", "started", "task", "timeout_s", "worker")
+
+    def __init__(self, batch_key, index, task, timeout_s, worker):
+        self.batch_key, self.index, self.task, self.timeout_s, self.worker = (
+            batch_key, index, task, timeout_s, worker
+        )  # fmt: skip
+        self.started = time.monotonic()
+        self.fired_at: float | None = None
+
+
+class Watchdog:
+    """One thread per process watching the simulations that run with a timeout.
+
+    Past the timeout it raises SimulationTimeout in the simulation's thread (works while the model runs Python
+    code). If the simulation is still running ``grace_s`` later (stuck in native code), it reports the simulation
+    as a Dask event and ends the worker process, unless that process is the driver itself.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[int, _Running] = {}
+        self.thread: threading.Thread | None = None
+        self.may_exit = True
+
+    def begin(self, batch_key: str, index: int, task: SimTask, timeout_s: float, worker: Any) -> None:
+        with self.lock:
+            self.running[threading.get_ident()] = _Running(batch_key, index, task, timeout_s, worker)
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._watch, name="simcal-timeout-watchdog", daemon=True
+                )
+                self.thread.start()
+
+    def end(self) -> bool:
+        """Stop watching this thread's simulation; True when it had already been told to stop (timed out)."""
+        ident = threading.get_ident()
+        with self.lock:
+            entry = self.running.pop(ident, None)
+            fired = entry is not None and entry.fired_at is not None
+            if fired:  # an interrupt sent but not yet delivered must not land in the next simulation
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+        return fired
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self._interval())
+            now = time.monotonic()
+            stuck = None
+            with self.lock:
+                for ident, entry in self.running.items():
+                    if entry.fired_at is None and now - entry.started > entry.timeout_s:
+                        entry.fired_at = now
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(ident), ctypes.py_object(SimulationTimeout)
+                        )
+                    elif entry.fired_at is not None and now - entry.fired_at > grace_seconds(entry.timeout_s):
+                        stuck = entry
+            if stuck is not None and self.may_exit:
+                self._end_process(stuck)
+
+    def _interval(self) -> float:
+        with self.lock:
+            shortest = min((e.timeout_s for e in self.running.values()), default=1.0)
+        return max(0.02, min(0.5, shortest / 4))
+
+    def _end_process(self, entry: _Running) -> None:
+        task = entry.task
+        message = {
+            "batch": entry.batch_key,
+            "index": entry.index,
+            "param_id": task.param_id,
+            "replicate": task.replicate,
+            "seed": task.seed,
+            "timeout_s": entry.timeout_s,
+            "worker": getattr(entry.worker, "address", None),
+            "host": socket.gethostname(),
+        }
+        try:
+            tell_scheduler(entry.worker, TIMEOUT_TOPIC, message)
+        finally:
+            # The simulation's thread cannot be stopped from Python: end the process (a nanny starts a new one).
+            os._exit(70)
+
+
+def grace_seconds(timeout_s: float) -> float:
+    """How long a simulation may ignore its interrupt before its worker process is ended."""
+    return max(1.0, 0.2 * timeout_s)
+
+
+WATCHDOG = Watchdog()
+
+
+def tell_scheduler(worker: Any, topic: str, message: dict[str, Any], timeout_s: float = 10.0) -> bool:
+    """Log an event on the scheduler and wait until it is there (the worker may die right after)."""
+    if worker is None:
+        return False
+    try:
+        from distributed.utils import sync
+
+        sync(worker.loop, worker.scheduler.log_event, topic=topic, msg=message, callback_timeout=timeout_s)
+        return True
+    except Exception:  # noqa: BLE001 - best effort: the driver copes without the event
+        return False
+
+
+def _current_worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def run_batch(
+    model_ref: str,
+    tasks: Sequence[SimTask] | Batch,
+    time_budget_s: float | None = None,
+    timeout_s: float | None = None,
+) -> pd.DataFrame:
+    """Run simulations one after another (on a worker); returns one table, at least one row per simulation.
+
+    With ``time_budget_s`` it stops once that much time has passed (the timing probe), having run at least one;
+    the simulations it did not reach have no rows. With ``timeout_s`` each simulation is stopped after that long.
+    """
+    batch_key, driver, start_topic = "", None, ""
+    if isinstance(tasks, Batch):
+        batch_key, driver, start_topic = tasks.key, tasks.driver, tasks.start_topic
+        tasks = tasks.tasks
+    try:
+        model = _model(model_ref)
+    except ContractError as error:  # e.g. the model's package is not installed on this worker
+        where = f"on worker host {socket.gethostname()}: {error}"
+        return failure_rows(tasks, "failed", f"ContractError: {where}")
+    worker = _current_worker() if timeout_s or start_topic else None
+    if start_topic and worker is not None:
+        tell_scheduler(worker, start_topic, {"batch": batch_key, "worker": worker.address})
+    if timeout_s:
+        WATCHDOG.may_exit = driver != (socket.gethostname(), os.getpid())
+    records: list[dict[str, Any]] = []  # simulations with no table: one row each, built at once
+    frames: list[pd.DataFrame] = []
+    frame_keys: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for index, task in enumerate(tasks):
+        began = time.perf_counter()
+        try:
+            if timeout_s:
+                WATCHDOG.begin(batch_key, index, task, timeout_s, worker)
+                try:
+                    status, error, output = _simulate(model, model_ref, task)
+                finally:
+                    if WATCHDOG.end():
+                        raise SimulationTimeout
+            else:
+                status, error, output = _simulate(model, model_ref, task)
+        except SimulationTimeout:
+            WATCHDOG.end()  # the interrupt may have landed before end() ran: stop watching in any case
+            status, error, output = (
+                "timeout",
+                f"SimulationTimeout: ran longer than timeout_s = {timeout_s:g} s",
+                None,
+            )
+        keys = {"param_id": task.param_id, "replicate": task.replicate, "seed": task.seed, **task.params}
+        status_values = {"status": status, "error": error, "duration_s": time.perf_counter() - began}
+        if output is None:
+            records.append({**keys, **status_values})
+        elif isinstance(output, pd.DataFrame):
+            frames.append(_rename_clashes(output, keys))
+            frame_keys.append({**keys, **status_values})
+        else:
+            clash = output.keys() & keys.keys() or output.keys() & status_values.keys()
+            if clash:
+                output = {_free_name(k, keys): v for k, v in output.items()}
+            records.append({**keys, **output, **status_values})
+        if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
+            break
+    return _assemble(records, frames, frame_keys)
+
+
+def _simulate(model, model_ref: str, task: SimTask) -> tuple[str, str | None, Any]:
+    """(status, error, output): output is None (no rows), a dict of plain scalars or a non-empty DataFrame."""
+    try:
+        output = model(dict(task.params), task.seed)
+        if isinstance(output, Mapping) and not any(
+            isinstance(v, pd.DataFrame | pd.Series) for v in output.values()
+        ):
+            return "ok", None, {str(k): scalar_output(v, str(k), model_ref) for k, v in output.items()}
+        frame = normalise_output(output, model_ref)
+        return "ok", None, (frame if len(frame) else None)
+    except Exception as exc:  # noqa: BLE001 - any model error is a result row
+        return "failed", f"{type(exc).__name__}: {exc}", None
+
+
+def _free_name(name: str, taken: Mapping[str, Any]) -> str:
+    """Output names that clash with key columns, parameters or status columns get an ``output_`` prefix."""
+    while name in taken or name in STATUS_COLUMNS:
+        name = f"output_{name}"
+    return name
+
+
+def _rename_clashes(frame: pd.DataFrame, keys: Mapping[str, Any]) -> pd.DataFrame:
+    clash = [c for c in frame.columns if c in keys or c in STATUS_COLUMNS]
+    if clash:
+        frame = frame.rename(columns={c: _free_name(c, keys) for c in clash})
+    return frame
+
+
+def _assemble(records, frames, frame_keys) -> pd.DataFrame:
+    parts = []
+    if frames:
+        lengths = [len(f) for f in frames]
+        stacked = pd.concat(frames, ignore_index=True)
+        key_table = (
+            pd.DataFrame.from_records(frame_keys)
+            .loc[[i for i, n in enumerate(lengths) for _ in range(n)]]
+            .reset_index(drop=True)
+        )
+        parts.append(pd.concat([key_table, stacked], axis=1))
+    if records:
+        parts.append(pd.DataFrame.from_records(records))
+    result = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return order_columns(result)
+
+
+def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Key columns first, status columns last, typed the same way in every part."""
+    ordered = (
+        KEY_COLUMNS + [c for c in frame.columns if c not in KEY_COLUMNS + STATUS_COLUMNS] + STATUS_COLUMNS
+    )
+    frame = frame[ordered]
+    frame["error"] = frame["error"].astype("string")
+    frame["status"] = frame["status"].astype("string")
+    frame["duration_s"] = frame["duration_s"].astype("float64")
+    return frame
+
+
+def failure_rows(tasks: Sequence[SimTask], status: str, error: str) -> pd.DataFrame:
+    """One row per simulation with its keys, parameters, the status and the error (no model outputs)."""
+    records = [
+        {
+            "param_id": t.param_id,
+            "replicate": t.replicate,
+            "seed": t.seed,
+            **t.params,
+            "status": status,
+            "error": error,
+            "duration_s": float("nan"),
+        }
+        for t in tasks
+    ]
+    return order_columns(pd.DataFrame.from_records(records))
