@@ -239,9 +239,17 @@ def test_module_jobs_train_what_the_library_trains_from_the_same_config(pipeline
     section = {key: value for key, value in section.items() if key != "seeds"} | {"seed": SEED}
     data = pipeline / "results" / "preprocess" / DATASET
     chain = pipeline / "results" / "kd_gat" / DATASET / f"seed_{SEED}"
+    dqn_split = section.get("dqn", {})
+    dqn_data = {"fit": data / f"{dqn_split.get('fit_split') or 'val'}.pt"}
+    if dqn_split.get("stop_split"):
+        dqn_data["stop"] = data / f"{dqn_split['stop_split']}.pt"
     inputs = {
-        "gat": {"vgae": chain / "student_kd/vgae/model.pt", "teacher": chain / "teacher/gat/model.pt"},
+        "gat": {
+            "train": data / "train.pt", "val": data / "val.pt",
+            "vgae": chain / "student_kd/vgae/model.pt", "teacher": chain / "teacher/gat/model.pt",
+        },
         "dqn": {
+            **dqn_data,
             "vgae": chain / "student_kd/vgae/model.pt",
             "gat": chain / "student_kd/gat/model.pt",
             **{f"teacher_{stage}": chain / f"teacher/{stage}/model.pt" for stage in ("vgae", "gat", "dqn")},
@@ -253,7 +261,7 @@ def test_module_jobs_train_what_the_library_trains_from_the_same_config(pipeline
         for stage, run in (("gat", gat_training.run), ("dqn", dqn_training.run)):
             outputs = {name: tmp_path / stage / f"{name}.{ext}" for name, ext in OUTPUT_FILES}
             run(
-                train=data / "train.pt", val=data / "val.pt", metadata=data / "metadata.json",
+                metadata=data / "metadata.json",
                 settings=StageSettings.from_config(section, stage, "student_kd"), outputs=outputs, threads=1,
                 **inputs[stage],
             )  # fmt: skip
