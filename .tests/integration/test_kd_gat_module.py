@@ -206,3 +206,20 @@ def test_imported_module_exposes_the_nine_prefixed_rules(tmp_path):
     ).stdout  # fmt: skip
     rules = {f"kd_gat_train_{stage}_{variant}" for stage in STAGES for variant in VARIANTS}
     assert rules | {"kd_gat_all"} <= set(listing.split()), listing
+
+
+# Keeping EXPECTED_MISSES true: `python .tests/integration/test_kd_gat_module.py <run>/results/evaluation/
+# scenario_metrics.csv` prints the misses of that run that are not listed and the listed ones that pass.
+if __name__ == "__main__":
+    import sys
+
+    measured = floor_table(pd.read_csv(sys.argv[1])).set_index(
+        ["dataset", "variant", "scenario", "model", "check"]
+    )
+    missed = set(measured.index[~measured["passed"]])
+    for key in sorted(missed - set(EXPECTED_MISSES)):
+        print(
+            "missed, not listed:", key, f"{measured.loc[key, 'value']:.3f} < {measured.loc[key, 'floor']:.3f}"
+        )
+    for key in sorted(set(EXPECTED_MISSES) - missed):
+        print("listed, but passes:", key)
