@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from kdgat.model_store import load_model, save_model
-from kdgat.models import NUM_ACTIONS, fuse
+from kdgat.models import LEARNT, NUM_ACTIONS, fuse
 from kdgat.models.dqn import STATE_DIM
 from kdgat.training import dqn as dqn_training
 from kdgat.training.settings import StageSettings
@@ -131,3 +131,9 @@ def test_an_agent_that_cannot_beat_an_input_falls_back_to_it(informative, alpha,
     for agent in (model, load_model(tmp_path / "dqn.pt")):
         actions = agent.eval().choose(unseen["state"])
         assert (actions == alpha * (NUM_ACTIONS - 1)).all()
+    # A model.pt written before the fallback existed loads as the learnt policy it is.
+    older = {key: value for key, value in model.state_dict().items() if key != "fallback_action"}
+    reloaded = type(model)(**model_config)
+    reloaded.load_state_dict(older)
+    assert int(reloaded.fallback_action) == LEARNT
+    assert torch.equal(reloaded.eval().choose(unseen["state"]), reloaded(unseen["state"]).argmax(dim=1))

@@ -7,8 +7,8 @@ plain data and tensors, so it loads with ``weights_only=True``. Writes are atomi
 Bump ``MODEL_FORMAT`` when the layout changes; a reader then names the file it cannot read instead of guessing.
 History: 2 — the VGAE's decoder follows the original's layout, its anomaly threshold is on the weighted anomaly
 error (buffer ``error_weights``), the GAT takes ``edge_features``; a version-1 file would load into the wrong
-layout or with a threshold on a different error. 3 — the DQN's ``fallback_action`` buffer (the policy the chain
-uses when the learnt one did not beat both inputs alone).
+layout or with a threshold on a different error. (The DQN's ``fallback_action`` buffer came later without a bump: a
+file without it holds a learnt policy, see QNetwork.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from kdgat.files import json_safe, save_torch
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.runtime import select_device
 
-MODEL_FORMAT = "kdgat-model/3"
+MODEL_FORMAT = "kdgat-model/2"
 # One class per stage of the chain (kdgat.chain.STAGES); `kind` in the file names the entry.
 MODEL_CLASSES: dict[str, type[torch.nn.Module]] = {"vgae": VGAE, "gat": GAT, "dqn": QNetwork}
 

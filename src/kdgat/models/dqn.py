@@ -49,6 +49,11 @@ class QNetwork(nn.Module):
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.net((state - self.state_mean) / self.state_std)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A model.pt from before the fallback existed holds a learnt policy.
+        state_dict.setdefault(f"{prefix}fallback_action", torch.tensor(LEARNT))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def choose(self, state: torch.Tensor) -> torch.Tensor:
         """The action of each state ([N, STATE_DIM] → [N]): the greedy one, or the fallback action when one is set."""
         fallback = int(self.fallback_action)
