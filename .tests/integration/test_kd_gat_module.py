@@ -96,7 +96,190 @@ def test_each_seed_trains_its_own_models(pipeline):
 # -- engineering floors, means over seeds, on every test scenario (held-out families included) ---------------------
 # A miss the data or the models explain is listed here with its reason (a strict xfail: the test fails when the
 # miss is gone, so the list stays true); nothing is dropped. Keys: (dataset, variant, scenario, model, check).
-EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {}
+# Measured on the shipped config (3 seeds); the comment is the value against the floor. The data was not changed.
+REPLAY = (
+    "held-out family: one ID's genuine frames of 1 s earlier sent again (rate doubled, payloads real); nothing like "
+    "it in training, and the window graph shows only one ID's extra edges"
+)
+MASQUERADE = (
+    "one of 45 IDs keeps its own rate with out-of-range payload bytes: the demo-sized models trained on 5 time "
+    "blocks barely rank it (ROC-AUC 0.54-0.73)"
+)
+RANDOM_IDS_UNSEEN = (
+    "held-out family: HCRL random-ID fuzzing, all IDs out of vocabulary; synth_cantt trains only on attacks with "
+    "the vehicle's own IDs, so OOV nodes were never shown as attacks (the unknown-ID baseline catches it by design)"
+)
+RATE_KEPT_SPOOFING = (
+    "RPM spoofing at an existing ID's rate: the VGAE's reconstruction error barely moves (docs/models.md)"
+)
+THRESHOLD_DOES_NOT_CARRY = (
+    "the score ranks the attacks (ROC-AUC above the floor) but the decision threshold (GAT p > 0.5, VGAE Youden on "
+    "validation) does not carry to this test capture: F1 below flagging every window"
+)
+FUSION_CHOSEN_ON_VALIDATION = (
+    "the agent's policy (learnt, or the fallback to the input better on validation) was chosen on ~40 validation "
+    "windows of the training captures; on this test capture it is below the other choice"
+)
+EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
+    (
+        "synth_cantt",
+        "teacher",
+        "rpm",
+        "fusion",
+        "fusion_vs_inputs",
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.681 < 0.762
+    (
+        "synth_cantt",
+        "teacher",
+        "dos_vehicle",
+        "fusion",
+        "fusion_vs_inputs",
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.811 < 0.897
+    ("synth_cantt", "teacher", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.538 < 0.650
+    ("synth_cantt", "teacher", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.297 < 0.394
+    ("synth_cantt", "teacher", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.187 < 0.394
+    ("synth_cantt", "teacher", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.593 < 0.650
+    ("synth_cantt", "teacher", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.278 < 0.394
+    ("synth_cantt", "teacher", "masquerade", "fusion", "fusion_vs_inputs"): MASQUERADE,  # 0.278 < 0.292
+    ("synth_cantt", "teacher", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.564 < 0.650
+    ("synth_cantt", "teacher", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.246 < 0.262
+    ("synth_cantt", "teacher", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.439 < 0.650
+    ("synth_cantt", "teacher", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.056 < 0.262
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.572 < 0.650
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.193 < 0.262
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.193 < 0.241
+    ("synth_cantt", "teacher", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.704 < 0.797
+    (
+        "synth_cantt",
+        "teacher",
+        "fuzzy_unseen",
+        "fusion",
+        "f1_above_chance",
+    ): RANDOM_IDS_UNSEEN,  # 0.718 < 0.797
+    (
+        "synth_cantt",
+        "teacher",
+        "fuzzy_unseen",
+        "fusion",
+        "fusion_vs_inputs",
+    ): RANDOM_IDS_UNSEEN,  # 0.718 < 0.890
+    ("synth_cantt", "student_kd", "rpm", "vgae", "roc_auc"): RATE_KEPT_SPOOFING,  # 0.575 < 0.650
+    (
+        "synth_cantt",
+        "student_kd",
+        "rpm",
+        "fusion",
+        "fusion_vs_inputs",
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.484 < 0.528
+    (
+        "synth_cantt",
+        "student_kd",
+        "dos_vehicle",
+        "gat",
+        "f1_above_chance",
+    ): THRESHOLD_DOES_NOT_CARRY,  # 0.560 < 0.690
+    (
+        "synth_cantt",
+        "student_kd",
+        "fuzzy_vehicle",
+        "gat",
+        "f1_above_chance",
+    ): THRESHOLD_DOES_NOT_CARRY,  # 0.630 < 0.784
+    ("synth_cantt", "student_kd", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.577 < 0.650
+    ("synth_cantt", "student_kd", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.267 < 0.394
+    ("synth_cantt", "student_kd", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.636 < 0.650
+    ("synth_cantt", "student_kd", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.203 < 0.394
+    ("synth_cantt", "student_kd", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.560 < 0.650
+    ("synth_cantt", "student_kd", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.238 < 0.394
+    ("synth_cantt", "student_kd", "masquerade", "fusion", "fusion_vs_inputs"): MASQUERADE,  # 0.238 < 0.262
+    ("synth_cantt", "student_kd", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.565 < 0.650
+    ("synth_cantt", "student_kd", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.169 < 0.262
+    ("synth_cantt", "student_kd", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.446 < 0.650
+    ("synth_cantt", "student_kd", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.000 < 0.262
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.454 < 0.650
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.042 < 0.262
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.042 < 0.164
+    (
+        "synth_cantt",
+        "student_kd",
+        "fuzzy_unseen",
+        "vgae",
+        "f1_above_chance",
+    ): RANDOM_IDS_UNSEEN,  # 0.772 < 0.797
+    (
+        "synth_cantt",
+        "student_kd",
+        "fuzzy_unseen",
+        "gat",
+        "f1_above_chance",
+    ): RANDOM_IDS_UNSEEN,  # 0.607 < 0.797
+    ("synth_cantt", "student", "rpm", "vgae", "roc_auc"): RATE_KEPT_SPOOFING,  # 0.610 < 0.650
+    ("synth_cantt", "student", "rpm", "vgae", "f1_above_chance"): RATE_KEPT_SPOOFING,  # 0.235 < 0.344
+    (
+        "synth_cantt",
+        "student",
+        "rpm",
+        "fusion",
+        "fusion_vs_inputs",
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.809 < 0.836
+    (
+        "synth_cantt",
+        "student",
+        "dos_vehicle",
+        "fusion",
+        "fusion_vs_inputs",
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.933 < 0.950
+    (
+        "synth_cantt",
+        "student",
+        "fuzzy_vehicle",
+        "gat",
+        "f1_above_chance",
+    ): THRESHOLD_DOES_NOT_CARRY,  # 0.727 < 0.784
+    ("synth_cantt", "student", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.635 < 0.650
+    ("synth_cantt", "student", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.254 < 0.394
+    ("synth_cantt", "student", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.048 < 0.394
+    ("synth_cantt", "student", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.265 < 0.394
+    ("synth_cantt", "student", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.351 < 0.650
+    ("synth_cantt", "student", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.000 < 0.262
+    ("synth_cantt", "student", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.549 < 0.650
+    ("synth_cantt", "student", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.074 < 0.262
+    ("synth_cantt", "student", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.074 < 0.260
+    ("synth_cantt", "student", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.497 < 0.797
+    (
+        "synth_cantt",
+        "student",
+        "fuzzy_unseen",
+        "fusion",
+        "fusion_vs_inputs",
+    ): RANDOM_IDS_UNSEEN,  # 0.826 < 0.829
+    (
+        "synth_hcrl",
+        "student_kd",
+        "gear",
+        "vgae",
+        "f1_above_chance",
+    ): THRESHOLD_DOES_NOT_CARRY,  # 0.675 < 0.800
+    ("synth_hcrl", "student_kd", "gear", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.619 < 0.800
+    ("synth_hcrl", "student_kd", "rpm", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.719 < 0.732
+    (
+        "synth_hcrl",
+        "student_kd",
+        "rpm",
+        "fusion",
+        "fusion_vs_inputs",
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.821 < 0.845
+    (
+        "synth_hcrl",
+        "student",
+        "dos",
+        "fusion",
+        "fusion_vs_inputs",
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.985 < 0.986
+    ("synth_hcrl", "student", "gear", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.634 < 0.800
+    ("synth_hcrl", "student", "gear", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.594 < 0.800
+    ("synth_hcrl", "student", "rpm", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.587 < 0.732
+}
 
 
 def test_scenarios():
