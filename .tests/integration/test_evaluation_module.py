@@ -245,8 +245,10 @@ def test_module_jobs_train_what_the_library_trains_from_the_same_config(pipeline
         dqn_data["stop"] = data / f"{dqn_split['stop_split']}.pt"
     inputs = {
         "gat": {
-            "train": data / "train.pt", "val": data / "val.pt",
-            "vgae": chain / "student_kd/vgae/model.pt", "teacher": chain / "teacher/gat/model.pt",
+            "train": data / "train.pt",
+            "val": data / "val.pt",
+            "vgae": chain / "student_kd/vgae/model.pt",
+            "teacher": chain / "teacher/gat/model.pt",
         },
         "dqn": {
             **dqn_data,
