@@ -61,7 +61,8 @@ LAB_CONFIG = {
                 ],
             }
         }
-    }
+    },
+    "kd_gat": {"seeds": [3]},
 }
 CAN_LOG = "resources/preprocess/lab_can/train_01_attack_free/normal.csv"
 

@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from evaluation.pipeline_run import CONFIG, DATASET, HERE, VARIANTS, shared_run
+from evaluation.pipeline_run import CONFIG, DATASET, HERE, SEED, VARIANTS, shared_run
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score, roc_curve
 from testkit import run_snakemake
 
 from kdgat.chain import MODELS
+from kdgat.evaluation.summary import SCENARIO_COLUMNS
+from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS
 from kdgat.model_store import load_model
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
@@ -38,17 +40,17 @@ def pipeline(tmp_path_factory) -> Path:
     return shared_run(tmp_path_factory)
 
 
-def evaluation_dir(workdir: Path, variant: str) -> Path:
-    return workdir / "results" / "evaluation" / DATASET / variant
+def evaluation_dir(workdir: Path, variant: str, dataset: str = DATASET) -> Path:
+    return workdir / "results" / "evaluation" / dataset / f"seed_{SEED}" / variant
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_metrics_for_every_model_split_and_scenario(pipeline, variant):
     document = json.loads((evaluation_dir(pipeline, variant) / "metrics.json").read_text())
-    assert (document["dataset"], document["variant"]) == (DATASET, variant)
+    assert (document["dataset"], document["variant"], document["seed"]) == (DATASET, variant, SEED)
     assert set(document["test"]) == {"dos", "clean"}
     for block in [document["val"], document["test_pooled"], *document["test"].values()]:
-        assert set(block) == set(MODELS)
+        assert set(block) == {*MODELS, *FIXED_ALPHA_MODELS}
         for metrics in block.values():
             assert METRIC_KEYS <= set(metrics)
     # The normal-only scenario: threshold-free metrics are undefined, with the reason, not a crash.
@@ -60,7 +62,11 @@ def test_metrics_for_every_model_split_and_scenario(pipeline, variant):
     for model in MODELS:
         assert document["speed"][model]["graphs_per_s"] > 0
         assert document["speed"][model]["latency_ms"] > 0
-    assert (pipeline / f"benchmarks/evaluation/{DATASET}/{variant}.tsv").is_file()
+    assert (pipeline / f"benchmarks/evaluation/{DATASET}/seed_{SEED}/{variant}.tsv").is_file()
+    # The fusion's α on every split, as a histogram that accounts for every window.
+    alpha = document["fusion_alpha"]
+    assert set(alpha) == {"val", "dos", "clean", "test_pooled"}
+    assert sum(alpha["test_pooled"]["counts"]) == document["test_pooled"]["fusion"]["n"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -102,13 +108,37 @@ def test_summary_table_shows_the_kd_trade_off(pipeline):
         student_kd["params_total"] / teacher["params_total"]
     )
     # The parameter counts are those of the trained model files.
-    gat = load_model(pipeline / f"results/kd_gat/{DATASET}/student/gat/model.pt")
+    gat = load_model(pipeline / f"results/kd_gat/{DATASET}/seed_{SEED}/student/gat/model.pt")
     assert student["params_gat"] == sum(p.numel() for p in gat.parameters())
     for column in ("f1_fusion", "latency_ms_fusion"):
         assert table[column].notna().all()
     markdown = (pipeline / "results/evaluation/summary.md").read_text()
     assert f"| {DATASET} | student_kd |" in markdown and "size vs teacher" in markdown
+    assert "Did distillation help?" in markdown and "one seed: no interval, no claim" in markdown
+    assert "What the fusion's α does" in markdown and "Engineering floors" in markdown
     per_dataset = pd.read_csv(pipeline / f"results/evaluation/{DATASET}/summary.csv")
+    pd.testing.assert_frame_equal(per_dataset, table)
+
+
+def test_scenario_metrics_hold_every_model_and_the_baselines(pipeline):
+    table = pd.read_csv(pipeline / "results/evaluation/scenario_metrics.csv")
+    assert list(table.columns) == SCENARIO_COLUMNS
+    models = {*MODELS, *FIXED_ALPHA_MODELS, "baseline_unknown_id", "baseline_id_counts"}
+    assert set(table["model"]) == models
+    assert len(table) == len(VARIANTS) * 1 * 2 * len(models)  # variants × seeds × scenarios × models
+    assert (table["seed"] == SEED).all()
+    # Each row is the metrics.json (or baselines.json) figure of that variant, seed, scenario and model.
+    document = json.loads((evaluation_dir(pipeline, "teacher") / "metrics.json").read_text())
+    row = table[
+        (table["variant"] == "teacher") & (table["scenario"] == "dos") & (table["model"] == "fixed_alpha_0.5")
+    ]
+    assert row["f1"].item() == pytest.approx(document["test"]["dos"]["fixed_alpha_0.5"]["f1"])
+    baselines = json.loads((pipeline / f"results/evaluation/{DATASET}/baselines.json").read_text())
+    rows = table[(table["scenario"] == "dos") & (table["model"] == "baseline_id_counts")]
+    assert len(rows) == len(VARIANTS)
+    assert rows["f1"].tolist() == pytest.approx([baselines["test"]["dos"]["baseline_id_counts"]["f1"]] * 3)
+    assert rows["roc_auc"].notna().all()
+    per_dataset = pd.read_csv(pipeline / f"results/evaluation/{DATASET}/scenario_metrics.csv")
     pd.testing.assert_frame_equal(per_dataset, table)
 
 
@@ -135,7 +165,7 @@ def run_on_cluster(workdir: Path, check: bool):
 
 def log_of(workdir: Path, dataset: str, variant: str) -> str:
     """The evaluation's log; empty when the job never started (a failed group job stops its queued members)."""
-    path = workdir / f"logs/evaluation/{dataset}/{variant}.log"
+    path = workdir / f"logs/evaluation/{dataset}/seed_{SEED}/{variant}.log"
     return path.read_text() if path.exists() else ""
 
 
@@ -144,6 +174,7 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
         copy_dataset(pipeline, tmp_path, name)
     config = {
         "datasets": {"grp_a": {}, "grp_b": {}},
+        "kd_gat": {"seeds": [SEED]},
         "evaluation": {
             "device": "cpu",
             "threads": 1,
@@ -152,11 +183,11 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     # grp_a: every evaluation finishes, then the dataset summary (a group member) fails on a broken history.csv.
-    history = tmp_path / "results/kd_gat/grp_a/student/gat/history.csv"
+    history = tmp_path / f"results/kd_gat/grp_a/seed_{SEED}/student/gat/history.csv"
     good_history = history.read_bytes()
     history.write_text('epoch,note\n1,"unterminated\n')
     # grp_b: the student evaluation (a group member) fails on a corrupt model file.
-    model = tmp_path / "results/kd_gat/grp_b/student/vgae/model.pt"
+    model = tmp_path / f"results/kd_gat/grp_b/seed_{SEED}/student/vgae/model.pt"
     good_model = model.read_bytes()
     model.write_bytes(b"not a model")
 
@@ -168,7 +199,7 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
 
     # Snakemake removed the finished siblings' declared outputs with the failed group job ...
     for variant in VARIANTS:
-        assert not (tmp_path / f"results/evaluation/grp_a/{variant}/metrics.json").exists()
+        assert not (evaluation_dir(tmp_path, variant, "grp_a") / "metrics.json").exists()
     # ... but each had committed them to the stash first.
     stashed = {}
     for dataset in ("grp_a", "grp_b"):
@@ -186,7 +217,7 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
     for dataset in ("grp_a", "grp_b"):
         for variant in VARIANTS:
             log = log_of(tmp_path, dataset, variant)
-            metrics = tmp_path / f"results/evaluation/{dataset}/{variant}/metrics.json"
+            metrics = evaluation_dir(tmp_path, variant, dataset) / "metrics.json"
             if (dataset, variant) in stashed:
                 # reused, not recomputed: same bytes (speed figures would differ on a new measurement)
                 assert "restored" in log and "scoring" not in log, log
@@ -204,8 +235,10 @@ def test_module_jobs_train_what_the_library_trains_from_the_same_config(pipeline
     params through the wrappers) and the library called here on the raw config section give the same models,
     metrics and histories for the distilled student's GAT and DQN."""
     section = yaml.safe_load(CONFIG.read_text())["kd_gat"]
+    # kd_gat.seeds is the workflow's: each job gets its own seed as `seed`
+    section = {key: value for key, value in section.items() if key != "seeds"} | {"seed": SEED}
     data = pipeline / "results" / "preprocess" / DATASET
-    chain = pipeline / "results" / "kd_gat" / DATASET
+    chain = pipeline / "results" / "kd_gat" / DATASET / f"seed_{SEED}"
     dqn_split = section.get("dqn", {})
     dqn_data = {"fit": data / f"{dqn_split.get('fit_split') or 'val'}.pt"}
     if dqn_split.get("stop_split"):

@@ -7,9 +7,10 @@ import json
 import nbformat
 import pandas as pd
 import pytest
-from evaluation.pipeline_run import DATASET, VARIANTS, shared_run
+from evaluation.pipeline_run import DATASET, SEED, VARIANTS, shared_run
 
 from kdgat.chain import MODELS
+from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +26,21 @@ def test_executed_notebook_is_kept_with_the_results(workdir):
     assert code and all(cell.get("execution_count") for cell in code), "some cells did not run"
     outputs = [output for cell in code for output in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert any("KD gain" in json.dumps(o.get("data", {})) for o in outputs)
+    shown = json.dumps([o.get("data", {}) for o in outputs], ensure_ascii=False)
+    assert "student_kd − student" in shown and "one seed: no interval" in shown
+    assert "share_alpha_ge_0.9" in shown  # the α distribution
 
 
 def test_notebook_tables_match_the_metrics(workdir):
     table = pd.read_csv(workdir / "results/evaluation/notebook/scenario_f1.csv")
-    assert len(table) == len(VARIANTS) * len(MODELS) * 2  # two test scenarios
+    models = {*MODELS, *FIXED_ALPHA_MODELS, "baseline_unknown_id", "baseline_id_counts"}
+    assert len(table) == len(VARIANTS) * len(models) * 2  # two test scenarios, each over the seeds
     for variant in VARIANTS:
-        document = json.loads((workdir / f"results/evaluation/{DATASET}/{variant}/metrics.json").read_text())
+        path = workdir / f"results/evaluation/{DATASET}/seed_{SEED}/{variant}/metrics.json"
+        document = json.loads(path.read_text())
         row = table[(table["variant"] == variant) & (table["model"] == "gat") & (table["scenario"] == "dos")]
-        assert row["f1"].item() == pytest.approx(document["test"]["dos"]["gat"]["f1"])
+        assert row["f1_mean"].item() == pytest.approx(document["test"]["dos"]["gat"]["f1"])
+        assert row["f1_n"].item() == 1
     clean = table[table["scenario"] == "clean"]
-    assert clean["roc_auc"].isna().all() and clean["undefined"].str.contains("roc_auc").all()
+    assert clean["roc_auc_mean"].isna().all() and clean["f1_mean"].isna().all()
     assert (workdir / "results/evaluation/notebook/scenario_f1.svg").read_text().lstrip().startswith("<?xml")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 DOWNSTREAM = REPO / ".tests" / "integration" / "preprocess"
 TINY = yaml.safe_load((DOWNSTREAM / "config.yaml").read_text())
-OUTPUTS = ("train.pt", "val.pt", "test.pt", "vocab.json", "metadata.json")
+OUTPUTS = ("train.pt", "val.pt", "fusion.pt", "test.pt", "vocab.json", "metadata.json")
 
 
 def check_outputs(workdir, dataset, scenarios):
@@ -25,6 +25,9 @@ def check_outputs(workdir, dataset, scenarios):
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["dataset"] == dataset
     assert meta["counts"]["train"] == len(load_graphs(folder / "train.pt")) > 0
+    # Validation and the configured further split are one time block of four of every training capture.
+    assert meta["split"]["held_out_blocks_per_capture"] == {"val": 1, "fusion": 1}
+    assert meta["counts"]["fusion"] == len(load_graphs(folder / "fusion.pt")) > 0
     assert list(load_graph_sets(folder / "test.pt")) == scenarios
     return meta
 

@@ -6,9 +6,10 @@ import json
 import re
 
 import pytest
-from evaluation.pipeline_run import DATASET, VARIANTS, shared_run
+from evaluation.pipeline_run import DATASET, SEED, VARIANTS, shared_run
 
 pytestmark = pytest.mark.integration
+EVALUATED = f"results/evaluation/{DATASET}/seed_{SEED}"
 
 
 @pytest.fixture(scope="session")
@@ -27,14 +28,16 @@ def test_report_has_every_figure_with_its_caption(report):
     results = embedded(report, "results")
     categories = embedded(report, "categories")
     expected = {
-        "ROC curves": [f"results/evaluation/{DATASET}/{v}/roc.svg" for v in VARIANTS],
-        "Precision-recall curves": [f"results/evaluation/{DATASET}/{v}/pr.svg" for v in VARIANTS],
-        "Confusion matrices": [f"results/evaluation/{DATASET}/{v}/confusion.svg" for v in VARIANTS],
+        "ROC curves": [f"{EVALUATED}/{v}/roc.svg" for v in VARIANTS],
+        "Precision-recall curves": [f"{EVALUATED}/{v}/pr.svg" for v in VARIANTS],
+        "Confusion matrices": [f"{EVALUATED}/{v}/confusion.svg" for v in VARIANTS],
         "Training curves": [f"results/evaluation/{DATASET}/training_curves.svg"],
         "Teacher vs students": [
             f"results/evaluation/{DATASET}/size_f1.svg",
             "results/evaluation/size_f1.svg",
             "results/evaluation/summary.csv",
+            "results/evaluation/summary.md",
+            "results/evaluation/scenario_metrics.csv",
             "results/evaluation/notebook/scenario_f1.svg",
         ],
     }
@@ -48,10 +51,12 @@ def test_report_has_every_figure_with_its_caption(report):
             if path.endswith(".svg"):
                 assert item["data_uri"].startswith("data:image/svg+xml")
     # Captions are rendered with the job's wildcards and params, and labels tell the variants apart.
-    roc = results[f"results/evaluation/{DATASET}/student_kd/roc.svg"]
-    assert DATASET in roc["caption"] and "student_kd" in roc["caption"]
-    assert roc["labels"] == {"dataset": DATASET, "variant": "student_kd"}
-    assert "Youden" in results[f"results/evaluation/{DATASET}/teacher/confusion.svg"]["caption"]
+    roc = results[f"{EVALUATED}/student_kd/roc.svg"]
+    assert DATASET in roc["caption"] and "student_kd" in roc["caption"] and f"seed {SEED}" in roc["caption"]
+    assert roc["labels"] == {"dataset": DATASET, "variant": "student_kd", "seed": str(SEED)}
+    assert "Youden" in results[f"{EVALUATED}/teacher/confusion.svg"]["caption"]
+    assert "95% t interval" in results["results/evaluation/summary.md"]["caption"]
+    assert "baseline_unknown_id" in results["results/evaluation/scenario_metrics.csv"]["caption"]
 
 
 def test_report_includes_the_rule_graph(report):

@@ -32,6 +32,7 @@ WORKFLOW = REPO / "workflow" / "Snakefile"
 CONFIG = LOCAL / "pipeline.yaml"
 DATASETS = ("tiny_hcrl", "tiny_cantt")
 VARIANTS = ("teacher", "student_kd", "student")
+SEED = 3  # pipeline.yaml's one kd_gat seed
 STAGES = ("vgae", "gat", "dqn")
 GPU_RULES = {f"kd_gat_train_{stage}_{variant}" for stage in STAGES for variant in VARIANTS}
 
@@ -56,7 +57,9 @@ def test_whole_pipeline_completes_through_sbatch(pipeline):
     for dataset in DATASETS:
         assert (pipeline.workdir / f"results/evaluation/{dataset}/summary.csv").is_file()
         for variant in VARIANTS:
-            assert (pipeline.workdir / f"results/evaluation/{dataset}/{variant}/metrics.json").is_file()
+            assert (
+                pipeline.workdir / f"results/evaluation/{dataset}/seed_{SEED}/{variant}/metrics.json"
+            ).is_file()
     assert (pipeline.workdir / "results/calibration/sir/calibration.html").is_file()
     # Every rule except the target-only `all` ran as a SLURM job, charged to the account from OSC_PROJECT.
     assert "Finished jobid: 0 (Rule: all)" in pipeline.output
@@ -145,7 +148,8 @@ def test_evaluation_group_is_one_slurm_job_per_dataset(pipeline):
         targets = re.search(r"--target-jobs (.*?) --allowed-rules", log.read_text()).group(1)
         members = re.findall(r"'?(\w+):dataset=(\w+)'?", targets)
         assert sorted(rule for rule, _ in members) == sorted(
-            [f"evaluation_evaluate_{variant}" for variant in VARIANTS] + ["evaluation_summarize_dataset"]
+            [f"evaluation_evaluate_{variant}" for variant in VARIANTS]
+            + ["evaluation_baselines", "evaluation_summarize_dataset"]
         ), members
         assert len({dataset for _, dataset in members}) == 1, members
         datasets_seen.append(members[0][1])
@@ -165,8 +169,8 @@ def test_scancelled_training_job_is_detected_and_resumes_from_its_checkpoint(pip
     retries), and the new attempt resumes from the per-epoch checkpoint instead of starting over."""
     workdir = pipeline.workdir
     dataset = DATASETS[0]
-    target = f"results/kd_gat/{dataset}/teacher/vgae/model.pt"
-    log = workdir / f"logs/kd_gat/{dataset}/teacher/vgae.log"
+    target = f"results/kd_gat/{dataset}/seed_{SEED}/teacher/vgae/model.pt"
+    log = workdir / f"logs/kd_gat/{dataset}/seed_{SEED}/teacher/vgae.log"
     log.unlink(missing_ok=True)
     # More epochs than the pipeline run: a different training configuration, so the old checkpoint is not used.
     longer = workdir / "longer-vgae.yaml"

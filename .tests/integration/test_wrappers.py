@@ -123,10 +123,21 @@ def expect_evaluate_detector(workdir: Path, logs: list[Path]) -> None:
     assert list((workdir / "stash").iterdir())  # stash_dir kept the finished results
 
 
+def expect_evaluate_baselines(workdir: Path, logs: list[Path]) -> None:
+    document = json.loads((workdir / "out/baselines/baselines.json").read_text())
+    assert set(document["test"]["attack"]) == {"baseline_unknown_id", "baseline_id_counts"}
+    scores = pd.read_parquet(workdir / "out/baselines/baseline_scores.parquet")
+    assert set(scores["split"]) == {"val", "test"} and "baseline_id_counts_score" in scores
+
+
 def expect_summarize_evaluation(workdir: Path, logs: list[Path]) -> None:
     summary = pd.read_csv(workdir / "out/summary/summary.csv")
     assert summary["variant"].tolist() == ["teacher", "student"]
     assert (summary["dataset"] == "toy").all()
+    scenarios = pd.read_csv(workdir / "out/summary/scenario_metrics.csv")
+    assert {"baseline_unknown_id", "baseline_id_counts", "fusion", "fixed_alpha_0.5"} <= set(
+        scenarios["model"]
+    )
 
 
 def expect_simulate(workdir: Path, logs: list[Path]) -> None:
@@ -180,6 +191,7 @@ EXPECTATIONS = {
     "train_gat": expect_training("gat", epochs=3),
     "train_dqn": expect_training("dqn", epochs=5),
     "evaluate_detector": expect_evaluate_detector,
+    "evaluate_baselines": expect_evaluate_baselines,
     "summarize_evaluation": expect_summarize_evaluation,
     "simulate": expect_simulate,
     "sample_design": expect_sample_design,

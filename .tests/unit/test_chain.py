@@ -10,6 +10,7 @@ from testkit import REPO, run_snakemake
 
 from kdgat.can.formats import FORMATS, WRITE_FORMATS
 from kdgat.chain import (
+    DEFAULT_SEEDS,
     GPU_TRAINING_RULES,
     STAGES,
     SWEEP_VARIANTS,
@@ -34,6 +35,12 @@ def test_kd_gat_schema_enums_are_the_chains():
     assert kd_gat["presets"]["additionalProperties"]["required"] == list(STAGES)
     assert list(kd_gat["presets"]["additionalProperties"]["properties"]) == list(STAGES)
     assert list(kd_gat["training"]["properties"]) == list(STAGES)
+
+
+def test_default_seeds_are_the_chains():
+    kd_gat = schema("kd_gat")["properties"]["kd_gat"]["properties"]
+    assert kd_gat["seeds"]["default"] == list(DEFAULT_SEEDS)
+    assert "from kdgat.chain import DEFAULT_SEEDS" in (MODULES / "evaluation" / "common.smk").read_text()
 
 
 def test_preprocess_schema_formats_are_the_registered_ones():

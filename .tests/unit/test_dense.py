@@ -7,7 +7,7 @@ from torch import nn
 from torch_geometric.nn import GATConv
 
 from kdgat.inference import WindowDetector, fusion_inputs, score_graphs
-from kdgat.models import GAT, VGAE, QNetwork
+from kdgat.models import GAT, LEARNT, NUM_ACTIONS, VGAE, QNetwork
 from kdgat.models.dense import DenseGATLayer, attention_mask
 from kdgat.presets import resolve_preset
 from kdgat.testing import toy_graphs
@@ -44,8 +44,11 @@ def test_dense_layer_equals_gatconv_with_self_loops_repeats_and_isolated_nodes(h
         assert torch.allclose(DenseGATLayer(conv, norm)(x, mask), norm(conv(x, edge_index)), atol=1e-5)
 
 
-@pytest.mark.parametrize("preset", ["demo_teacher", "demo_student", "student"])
-def test_window_detector_matches_the_batched_path(preset):
+@pytest.mark.parametrize(
+    "preset, fallback",
+    [("demo_teacher", LEARNT), ("demo_student", LEARNT), ("student", LEARNT), ("student", 0)],
+)
+def test_window_detector_matches_the_batched_path(preset, fallback):
     torch.manual_seed(0)
     vgae = VGAE(NUM_IDS, **resolve_preset(preset, "vgae"))
     randomise_norm_statistics(vgae, 1)
@@ -57,6 +60,7 @@ def test_window_detector_matches_the_batched_path(preset):
     graphs = toy_graphs(40, num_ids=NUM_IDS, seed=3)
     dqn.state_mean.copy_(torch.rand(15))
     dqn.state_std.copy_(torch.rand(15) + 0.5)
+    dqn.fallback_action.fill_(fallback)  # an agent that fell back to the VGAE: α = 0 on both paths
     detector = WindowDetector(vgae, gat, dqn)
     expected_states = fusion_inputs(vgae, gat, graphs)["state"]
     expected = score_graphs(vgae, gat, dqn, graphs)
@@ -68,6 +72,8 @@ def test_window_detector_matches_the_batched_path(preset):
             assert detection.alpha == pytest.approx(expected["fusion_alpha"][index])
             assert detection.score == pytest.approx(expected["fusion_score"][index], abs=1e-5)
             assert detection.attack == bool(expected["fusion_pred"][index])
+    if fallback != LEARNT:
+        assert (expected["fusion_alpha"] == fallback / (NUM_ACTIONS - 1)).all()
 
 
 def test_window_detector_needs_a_calibrated_vgae():

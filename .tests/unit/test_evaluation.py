@@ -22,13 +22,12 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
 
-from kdgat.chain import MODELS
 from kdgat.evaluation.metrics import binary_metrics, detection_rate_at_fpr
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.run import evaluate_scored_splits
 from kdgat.evaluation.speed import measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, stash_key
-from kdgat.evaluation.summary import summary_markdown, summary_row, summary_table
+from kdgat.evaluation.summary import pooled_table, variant_summary
 from kdgat.evaluation.thresholds import model_decisions, youden_threshold
 from kdgat.files import write_json
 from kdgat.models import count_parameters, fuse
@@ -176,29 +175,22 @@ def test_stash_restores_only_for_identical_inputs_and_params(tmp_path):
     assert not list((tmp_path / "stash").glob(".*"))  # no staging leftovers
 
 
-def _document(params_total, f1, latency):
-    block = {m: {"f1": f1, "roc_auc": 0.99} for m in MODELS}
-    return {
-        "parameters": {"vgae": 1, "gat": 2, "dqn": params_total - 3, "total": params_total},
-        "speed": {"fusion": {"latency_ms": latency, "graphs_per_s": 1000.0}},
-        "val": block,
-        "test_pooled": block,
-    }
-
-
-def test_summary_table_relates_students_to_their_teacher(tmp_path):
-    rows = [
-        summary_row("ds", "student", _document(100, 0.8, 1.0)),
-        summary_row("ds", "teacher", _document(1000, 0.95, 4.0)),
-        summary_row("ds", "student_kd", _document(100, 0.9, 1.0)),
-    ]
-    table = summary_table(rows)
-    assert table["variant"].tolist() == ["teacher", "student_kd", "student"]
-    assert table["size_vs_teacher"].tolist() == pytest.approx([1.0, 0.1, 0.1])
-    markdown = summary_markdown(table)
-    assert "| ds | student_kd | 1 | 2 | 97 | 100 | 10.0% |" in markdown
-    with pytest.raises(ValueError, match="ds/teacher lack the key"):
-        summary_row("ds", "teacher", {"parameters": {}})
+def test_fixed_alpha_models_score_the_weighted_mean_and_decide_above_one_half():
+    scored = pd.DataFrame(
+        {"label": [0, 1, 1, 0], "vgae_score": [0.2, 0.9, 0.4, 0.7], "gat_prob": [0.1, 0.2, 0.8, 0.2],
+         "fusion_alpha": 1.0, "fusion_score": [0.1, 0.2, 0.8, 0.2], "fusion_pred": [0, 0, 1, 0]}
+    )  # fmt: skip
+    decisions = model_decisions(scored, vgae_threshold=0.5)
+    assert decisions["fixed_alpha_0"][1].tolist() == [0, 1, 0, 1]
+    assert decisions["fixed_alpha_1"][1].tolist() == decisions["gat"][1].tolist() == [0, 0, 1, 0]
+    assert decisions["fixed_alpha_0.5"][0].tolist() == pytest.approx([0.15, 0.55, 0.6, 0.45])
+    assert decisions["fixed_alpha_0.5"][1].tolist() == [0, 1, 1, 0]
+    document, _ = evaluate_scored_splits(scored, {"dos": scored})
+    assert set(document["test"]["dos"]) == {"vgae", "gat", "fusion", "fixed_alpha_0", "fixed_alpha_0.5",
+                                            "fixed_alpha_1"}  # fmt: skip
+    alpha = document["fusion_alpha"]["dos"]
+    assert alpha["counts"][-1] == 4 and alpha["mean"] == 1.0 and alpha["agrees_with_gat"] == 1.0
+    assert alpha["agrees_with_vgae"] == 0.25
 
 
 class _NodeModel(torch.nn.Module):  # forward(x, edge_index), like the VGAE
@@ -255,8 +247,10 @@ def test_plots_are_written_as_svg(tmp_path):
     history = tmp_path / "history.csv"
     history.write_text("epoch,train_loss,val_loss,val_f1\n1,1.0,1.1,0.5\n2,0.5,0.7,0.8\n")
     plot_training_curves({("teacher", "gat"): history}, tmp_path / "curves.svg", "ds")
-    table = summary_table([summary_row("ds", "teacher", _document(1000, 0.95, 4.0))])
-    plot_size_f1(table, tmp_path / "size.svg")
+    metrics = {**document, "dataset": "ds", "variant": "teacher", "seed": 1}
+    metrics |= {"parameters": {"vgae": 1, "gat": 2, "dqn": 3, "total": 6}}
+    metrics |= {"speed": {"fusion": {"latency_ms": 1.0, "graphs_per_s": 10.0}}}
+    plot_size_f1(variant_summary([metrics], pooled_table([metrics])), tmp_path / "size.svg")
     for name in ("roc", "pr", "cm", "curves", "size"):
         text = (tmp_path / f"{name}.svg").read_text()
         assert text.lstrip().startswith("<?xml") and "<svg" in text

@@ -14,7 +14,8 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from kdgat.models import NUM_ACTIONS, fuse
+from kdgat.model_store import load_model, save_model
+from kdgat.models import LEARNT, NUM_ACTIONS, fuse
 from kdgat.models.dqn import STATE_DIM
 from kdgat.training import dqn as dqn_training
 from kdgat.training.settings import StageSettings
@@ -57,12 +58,12 @@ def beats_both_inputs(inputs: dict, actions: torch.Tensor) -> tuple[bool, dict]:
     return scores["fusion"] >= max(scores["vgae"], scores["gat"]) + MARGIN, scores
 
 
-def settings(seed: int) -> StageSettings:
+def settings(seed: int, epochs: int = 60) -> StageSettings:
     config = {
         "teacher_preset": "demo_teacher",
         "seed": seed,
         "device": "cpu",
-        "training": {"dqn": {"epochs": 60, "lr": 0.003, "patience": 60, "weight_decay": 0.0}},
+        "training": {"dqn": {"epochs": epochs, "lr": 0.003, "patience": epochs, "weight_decay": 0.0}},
         "dqn": {"steps_per_episode": 256, "updates_per_episode": 8, "batch_size": 64, "buffer_size": 5000},
     }
     return StageSettings.from_config(config, "dqn", "teacher")
@@ -89,8 +90,9 @@ def test_constant_and_random_policies_fail_the_check(test_inputs):
 def test_learnt_fusion_beats_both_inputs(test_inputs, seed):
     train, stop = fusion_inputs(3000, seed=2 * seed), fusion_inputs(1000, seed=2 * seed + 1)
     model, _, metrics, _ = dqn_training.train(train, stop, settings(seed))
+    assert metrics["policy"] == "learnt"  # it beat both inputs on the stop graphs: no fallback
     with torch.no_grad():
-        actions = model.eval()(test_inputs["state"]).argmax(dim=1)
+        actions = model.eval().choose(test_inputs["state"])
     passed, scores = beats_both_inputs(test_inputs, actions)
     assert passed, scores
     # What the policy learnt: it leans on the VGAE (small α) where the VGAE is informative, on the GAT elsewhere.
@@ -98,3 +100,40 @@ def test_learnt_fusion_beats_both_inputs(test_inputs, seed):
     vgae_group = test_inputs["state"][:, Z_MEAN] > 0.5
     assert alpha[vgae_group].mean() < 0.5 < alpha[~vgae_group].mean()
     assert metrics["val_f1"] >= max(metrics["val_gat_f1"], metrics["val_vgae_f1"]) + MARGIN
+
+
+def one_informative_input(count: int, seed: int, informative: str) -> dict[str, torch.Tensor]:
+    """Outputs where one input separates the classes and the other is noise: no policy beats the informative
+    input alone, so the best a fusion can do is to copy it."""
+    rng = np.random.default_rng(seed)
+    label = (rng.random(count) < 0.4).astype(np.int64)
+    separating = np.clip(np.where(label == 1, 0.8, 0.2) + rng.normal(0, 0.05, count), 0.01, 0.99)
+    noise = rng.random(count)
+    anomaly, p_attack = (separating, noise) if informative == "vgae" else (noise, separating)
+    state = rng.normal(0, 1, (count, STATE_DIM))
+    state[:, ANOMALY] = anomaly
+    state[:, P_ATTACK - 1], state[:, P_ATTACK] = 1 - p_attack, p_attack
+    as_tensor = {"state": state, "anomaly": anomaly, "p_attack": p_attack}
+    inputs = {name: torch.tensor(value, dtype=torch.float32) for name, value in as_tensor.items()}
+    return inputs | {"label": torch.from_numpy(label)}
+
+
+@pytest.mark.parametrize("informative, alpha", [("gat", 1), ("vgae", 0)])
+def test_an_agent_that_cannot_beat_an_input_falls_back_to_it(informative, alpha, tmp_path):
+    train, stop = (one_informative_input(n, seed, informative) for n, seed in ((600, 0), (300, 1)))
+    model, _, metrics, model_config = dqn_training.train(train, stop, settings(0, epochs=10))
+    assert metrics["policy"] == f"fixed_alpha_{alpha}"
+    assert metrics["val_reward_learnt"] <= metrics[f"val_reward_fixed_alpha_{alpha}"]
+    assert metrics["val_f1"] == pytest.approx(metrics[f"val_f1_alpha_{alpha}"])
+    # From now on the agent's decision is the better input's on any graph, and model.pt carries the choice.
+    save_model(model, "dqn", model_config, tmp_path / "dqn.pt")
+    unseen = one_informative_input(500, 2, informative)
+    for agent in (model, load_model(tmp_path / "dqn.pt")):
+        actions = agent.eval().choose(unseen["state"])
+        assert (actions == alpha * (NUM_ACTIONS - 1)).all()
+    # A model.pt written before the fallback existed loads as the learnt policy it is.
+    older = {key: value for key, value in model.state_dict().items() if key != "fallback_action"}
+    reloaded = type(model)(**model_config)
+    reloaded.load_state_dict(older)
+    assert int(reloaded.fallback_action) == LEARNT
+    assert torch.equal(reloaded.eval().choose(unseen["state"]), reloaded(unseen["state"]).argmax(dim=1))

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from kdgat.can.messages import CanFormatError
+from kdgat.can.writer import write_can_file
 from kdgat.graph_store import load_graph_sets, load_graphs
-from kdgat.preprocess import discover_layout, group_test_files, preprocess_dataset, scenario_name, to_index
-from kdgat.synthetic import generate_dataset
+from kdgat.preprocess import (
+    assign_windows,
+    discover_layout,
+    group_test_files,
+    preprocess_dataset,
+    scenario_name,
+    to_index,
+)
+from kdgat.synthetic import Vehicle, generate_dataset, generate_log
 
 SYNTHETIC = {
     "seed": 9,
@@ -58,7 +67,11 @@ def test_preprocess_outputs_follow_the_contract(dataset_dir, tmp_path):
         "val": len(val),
         "test": {k: len(v) for k, v in test.items()},
     }
-    assert len(val) == round(0.2 * (len(train) + len(val)))
+    # Validation is two of the ten time blocks of every training capture (val_fraction 0.2), not random windows.
+    assert meta["split"]["method"] == "time blocks"
+    for info in meta["split"]["per_file"].values():
+        assert len(info["held_out_blocks"]["val"]) == 2 and info["purged_windows"] == 0
+    assert len(train) + len(val) == sum(info["windows"] for info in meta["split"]["per_file"].values())
     assert meta["node_features"] == meta["edge_features"] == 11
     assert meta["window_size"] == meta["stride"] == 50
     assert meta["skipped_rows"] == {
@@ -75,8 +88,80 @@ def test_preprocess_outputs_follow_the_contract(dataset_dir, tmp_path):
     # Fuzzy IDs never seen in training land on the OOV index.
     fuzzy_ids = np.concatenate([g.x[:, 0].numpy() for g in test["fuzzy"]])
     assert (fuzzy_ids == vocab["oov_index"]).any() and meta["oov_nodes"]["test"]["fuzzy"] > 0
+    # The DoS ID 0x000 is in the training captures, but only in attack frames: not in the vocabulary, so the
+    # training DoS windows carry the OOV node too.
+    assert "0x000" not in vocab["can_ids"] and meta["oov_nodes"]["train"] > 0
+    assert vocab["source"] == meta["vocabulary"]["source"] and "normal" in vocab["source"]
+    assert meta["vocabulary"]["unseen_ids"]["test"]["dos"] >= 1  # 0x000 (and any rare benign ID)
     assert all(int(g.x[:, 0].max()) < vocab["num_ids"] for g in train)
     assert all(g.y.item() in (0, 1) for g in train)
+
+
+def test_vocabulary_holds_only_normal_frames_of_the_training_blocks(tmp_path):
+    """An ID seen only in attack frames, or only in a held-out block, is out of vocabulary."""
+    vehicle = Vehicle(9, 25)
+    normal = generate_log(vehicle, 1.0, "none", {**SYNTHETIC, "rare_ids_per_s": 0.0}, seed=9)
+    attack = generate_log(vehicle, 1.0, "fuzzy", {**SYNTHETIC, "rare_ids_per_s": 0.0}, seed=9, file_index=2)
+    # A benign ID that occurs only in the last tenth of the normal capture.
+    late = normal.can_id.copy()
+    late[-len(late) // 20 :: 7] = 0x7FE
+    normal = dataclasses.replace(normal, can_id=late)
+    paths = {}
+    for name, messages in (("normal", normal), ("attack", attack)):
+        paths[name] = tmp_path / f"{name}.csv"
+        write_can_file(messages, paths[name], "can_4col")
+    for seed in range(20):  # a seed whose draw holds the last block of the normal capture out
+        meta = preprocess_dataset(
+            "v",
+            [paths["normal"], paths["attack"]],
+            {},
+            tmp_path / "out",
+            window_size=50,
+            stride=50,
+            seed=seed,
+        )
+        blocks = meta["split"]["per_file"][str(paths["normal"])]["held_out_blocks"]["val"]
+        if 9 in blocks:
+            break
+    assert 9 in blocks
+    vocab = json.loads((tmp_path / "out" / "vocab.json").read_text())
+    assert "0x7fe" not in vocab["can_ids"]
+    assert set(vocab["can_ids"]) == {f"0x{i:03x}" for i in vehicle.ids}
+    assert meta["vocabulary"]["unseen_ids"]["val"] >= 1
+
+
+def test_time_blocks_further_held_out_splits_and_purged_overlaps(dataset_dir, tmp_path):
+    train_files, test_files = discover_layout(dataset_dir)
+    meta = preprocess_dataset(
+        "h", train_files, test_files, tmp_path, window_size=50, stride=25, time_blocks=5,
+        val_fraction=0.2, held_out={"fusion": 0.2}, seed=4,
+    )  # fmt: skip
+    fusion = load_graphs(tmp_path / "fusion.pt")
+    assert len(fusion) == meta["counts"]["fusion"] > 0
+    assert meta["split"]["held_out_blocks_per_capture"] == {"val": 1, "fusion": 1}
+    for info in meta["split"]["per_file"].values():
+        val_block, fusion_block = info["held_out_blocks"]["val"], info["held_out_blocks"]["fusion"]
+        assert len(val_block) == len(fusion_block) == 1 and val_block != fusion_block
+        # Windows overlap by half: one window at each boundary between blocks of different splits is dropped.
+        assert 1 <= info["purged_windows"] <= 4
+    total = sum(info["windows"] - info["purged_windows"] for info in meta["split"]["per_file"].values())
+    assert meta["counts"]["train"] + meta["counts"]["val"] + meta["counts"]["fusion"] == total
+    with pytest.raises(ValueError, match="at least one must stay for training"):
+        preprocess_dataset("h", train_files, {}, tmp_path / "x", time_blocks=4, held_out={"fusion": 0.7})
+    with pytest.raises(ValueError, match="reserved names"):
+        preprocess_dataset("h", train_files, {}, tmp_path / "x", held_out={"test": 0.1})
+
+
+def test_assign_windows_purges_only_between_splits():
+    split, drawn = assign_windows(20, {"val": 1}, 4, np.random.default_rng(0), window_size=30, stride=10)
+    (block,) = drawn["val"]
+    val = np.flatnonzero(split == "val")
+    assert val.tolist() == list(range(5 * block, 5 * block + 5 - (2 if block < 3 else 0)))
+    purged = np.flatnonzero(split == "")
+    # Two windows reach into the next block when it belongs to another split; none inside a split.
+    assert len(purged) == 2 * ((block > 0) + (block < 3))
+    split, _ = assign_windows(20, {"val": 1}, 4, np.random.default_rng(0), window_size=10, stride=10)
+    assert (split != "").all()
 
 
 def test_split_is_seeded(dataset_dir, tmp_path):

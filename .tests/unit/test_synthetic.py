@@ -7,7 +7,7 @@ import pytest
 
 from kdgat.can.reader import read_can_file
 from kdgat.can.writer import write_can_file
-from kdgat.synthetic import Vehicle, generate_file, generate_log
+from kdgat.synthetic import VEHICLE_ID_ATTACKS, Vehicle, generate_file, generate_log
 
 OPTIONS = {"seed": 4, "num_ids": 30, "burst_s": [0.05, 0.3], "gap_s": [0.2, 0.5], "spoof_interval_ms": 4.0}
 
@@ -135,3 +135,79 @@ def test_benign_rate_increases_hit_the_event_ids_including_gear_and_rpm_and_keep
             assert np.all(steps == 1)
     assert doubled <= set(event_ids.tolist())
     assert {vehicle.ids[vehicle.rpm_slot], vehicle.ids[vehicle.gear_slot]} <= doubled
+
+
+def test_vehicle_id_attacks_carry_only_the_vehicles_ids():
+    vehicle = Vehicle(7, 30)
+    for attack in VEHICLE_ID_ATTACKS:
+        messages = generate_log(vehicle, 3.0, attack, OPTIONS, seed=7)
+        injected = messages.label == 1
+        assert injected.any(), attack
+        assert np.isin(messages.can_id[injected], vehicle.ids).all(), attack
+
+
+def test_dos_vehicle_floods_the_highest_priority_id_with_a_real_frozen_payload():
+    vehicle = Vehicle(8, 30)
+    messages = generate_log(vehicle, 3.0, "dos_vehicle", OPTIONS, seed=8)
+    injected = messages.label == 1
+    assert set(np.unique(messages.can_id[injected]).tolist()) == {int(vehicle.ids.min())}
+    groups = bursts(messages.timestamp[injected])
+    assert len(groups) >= 3
+    assert np.median(np.concatenate([np.diff(g) for g in groups])) == pytest.approx(0.0003, abs=2e-5)
+    first = injected & (messages.timestamp <= groups[0][-1])
+    assert len(np.unique(messages.payload[first], axis=0)) == 1
+    assert np.unique(messages.dlc[injected]).tolist() == [int(vehicle.dlc[0])]
+
+
+def test_fuzzy_vehicle_spreads_random_payloads_over_the_vehicles_ids():
+    vehicle = Vehicle(9, 30)
+    messages = generate_log(vehicle, 3.0, "fuzzy_vehicle", OPTIONS, seed=9)
+    injected = messages.label == 1
+    intervals = np.concatenate([np.diff(g) for g in bursts(messages.timestamp[injected])])
+    assert np.median(intervals) == pytest.approx(0.0005, abs=2e-5)
+    assert len(np.unique(messages.can_id[injected])) > 0.8 * len(vehicle.ids)
+    # Random payloads: the first byte takes most of its 256 values.
+    assert len(np.unique(messages.payload[injected, 0])) > 150
+
+
+def test_masquerade_replaces_the_target_frames_at_their_own_times_with_out_of_range_sensor_values():
+    vehicle = Vehicle(10, 30)
+    options = {**OPTIONS, "benign_events_per_s": 0.0}
+    clean = generate_log(vehicle, 3.0, "none", options, seed=10)
+    attacked = generate_log(vehicle, 3.0, "masquerade", options, seed=10)
+    target = int(vehicle.ids[vehicle.target_slot])
+    assert vehicle.periods_ms[vehicle.target_slot] <= 20 and vehicle.target_slot not in vehicle.event_slots
+    forged = attacked.label == 1
+    assert set(np.unique(attacked.can_id[forged]).tolist()) == {target}
+    # The same frames at the same times (the bus sees the target's normal rate), only payloads differ.
+    np.testing.assert_array_equal(attacked.timestamp, clean.timestamp)
+    np.testing.assert_array_equal(attacked.can_id, clean.can_id)
+    same = ~forged
+    np.testing.assert_array_equal(attacked.payload[same], clean.payload[same])
+    sensor = np.flatnonzero(vehicle.kinds[vehicle.target_slot, : vehicle.dlc[vehicle.target_slot]] == 2)
+    assert len(sensor)
+    live = clean.payload[clean.can_id == target][:, sensor].astype(int)
+    fake = attacked.payload[forged][:, sensor].astype(int)
+    low, high = live.min(axis=0), live.max(axis=0)
+    assert np.all((fake < low - 20) | (fake > high + 20))
+    counters = np.flatnonzero(vehicle.kinds[vehicle.target_slot, : vehicle.dlc[vehicle.target_slot]] == 1)
+    np.testing.assert_array_equal(attacked.payload[forged][:, counters], clean.payload[forged][:, counters])
+
+
+def test_replay_resends_recorded_frames_of_the_target_on_top_of_the_live_ones():
+    vehicle = Vehicle(11, 30)
+    options = {**OPTIONS, "benign_events_per_s": 0.0, "replay_delay_s": 0.5}
+    clean = generate_log(vehicle, 3.0, "none", options, seed=11)
+    attacked = generate_log(vehicle, 3.0, "replay", options, seed=11)
+    target = int(vehicle.ids[vehicle.target_slot])
+    replayed = attacked.label == 1
+    assert set(np.unique(attacked.can_id[replayed]).tolist()) == {target}
+    live = clean.can_id == target
+    # Every replayed frame is a live frame of 0.5 s earlier: same payload, time shifted by the delay.
+    recorded = {
+        (round(t + 0.5, 6), bytes(p)) for t, p in zip(clean.timestamp[live], clean.payload[live], strict=True)
+    }
+    for t, p in zip(attacked.timestamp[replayed], attacked.payload[replayed], strict=True):
+        assert (round(t, 6), bytes(p)) in recorded
+    # The live traffic is untouched: the attacked log is the clean one plus the replayed frames.
+    assert len(attacked) == len(clean) + replayed.sum()

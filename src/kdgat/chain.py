@@ -23,6 +23,10 @@ SWEEP_STAGE = "gat"
 MODELS = ("vgae", "gat", "fusion")
 MODEL_TITLES = {"vgae": "VGAE (alone)", "gat": "GAT (alone)", "fusion": "DQN fusion"}
 
+# Seeds of every variant's training when kd_gat.seeds is not given (the kd_gat schema's default; the evaluation
+# module, importable without the kd_gat section, uses it too).
+DEFAULT_SEEDS = (42, 43, 44)
+
 # Window graphs (kdgat.graphs): node features [CAN-ID index, 8 payload-byte means, count, position] and 11 edge
 # features. The models' input width follows from NODE_FEATURES.
 NODE_FEATURES = 11

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.loader import DataLoader
 
-from kdgat.models import GAT, VGAE, fuse
+from kdgat.models import GAT, LEARNT, VGAE, fuse
 from kdgat.models.dense import DenseGATLayer, DenseMLP, attention_mask
 from kdgat.models.vgae import ID_COLUMN
 from kdgat.runtime import select_device
@@ -86,7 +86,7 @@ def score_graphs(vgae, gat, dqn, graphs, batch_size: int = 256, device="cpu") ->
     inputs = fusion_inputs(vgae, gat, graphs, batch_size=batch_size, device=device)
     dqn_was_training = dqn.training
     dqn.eval().to(device)
-    actions = dqn(inputs["state"].to(device)).argmax(dim=1).cpu()
+    actions = dqn.choose(inputs["state"].to(device)).cpu()
     dqn.train(dqn_was_training)
     alpha, score, pred = fuse(actions, inputs["anomaly"], inputs["p_attack"])
     return pd.DataFrame(
@@ -147,6 +147,7 @@ class WindowDetector:
             self.gat_layers = [DenseGATLayer(conv) for conv in gat.convs]
             self.gat_head = DenseMLP(gat.head)
             self.q_network = DenseMLP(dqn.net, dqn.state_mean.detach(), dqn.state_std.detach())
+            self.fallback_action = int(dqn.fallback_action)
 
     def state(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """The 15-D DQN state of one window graph (kdgat.inference.fusion_inputs' layout)."""
@@ -207,6 +208,9 @@ class WindowDetector:
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, edge_index: torch.Tensor) -> Detection:
         state = self.state(x, edge_index)
-        action = self.q_network(state).argmax().view(1)
+        if self.fallback_action != LEARNT:
+            action = torch.tensor([self.fallback_action])
+        else:
+            action = self.q_network(state).argmax().view(1)
         alpha, score, prediction = fuse(action, state[7:8], state[9:10])  # the one decision rule
         return Detection(float(alpha), float(score), bool(prediction))

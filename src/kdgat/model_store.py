@@ -7,7 +7,8 @@ plain data and tensors, so it loads with ``weights_only=True``. Writes are atomi
 Bump ``MODEL_FORMAT`` when the layout changes; a reader then names the file it cannot read instead of guessing.
 History: 2 — the VGAE's decoder follows the original's layout, its anomaly threshold is on the weighted anomaly
 error (buffer ``error_weights``), the GAT takes ``edge_features``; a version-1 file would load into the wrong
-layout or with a threshold on a different error.
+layout or with a threshold on a different error. (The DQN's ``fallback_action`` buffer came later without a bump: a
+file without it holds a learnt policy, see QNetwork.)
 """
 
 from __future__ import annotations

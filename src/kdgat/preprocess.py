@@ -1,14 +1,24 @@
-"""The preprocess step of one dataset: CAN logs -> ID vocabulary -> graphs -> train/val split -> files.
+"""The preprocess step of one dataset: CAN logs -> time-block split -> ID vocabulary -> graphs -> files.
+
+The split is made in time, never by random windows: every training capture is cut into ``time_blocks``
+consecutive blocks of windows, and a seeded draw of whole blocks per capture is held out (``val_fraction`` of the
+blocks for validation, and any further held-out split named in ``held_out``, e.g. ``{"fusion": 0.2}`` for a model
+that must be fitted on outputs of models that never saw those windows). With overlapping windows
+(``stride < window_size``) a window that shares messages with a window of another split is dropped ("purged").
+
+The CAN-ID vocabulary comes from the frames labelled normal in the *training* blocks only (attack frames and
+held-out blocks never add an ID, like the original's ``build_id_mapping_from_normal``): an ID an attacker
+invents, or one seen only in held-out or test traffic, maps to the out-of-vocabulary index.
 
 Outputs (the data contract the training and evaluation modules read):
 
-* ``train.pt`` / ``val.pt``: graph lists (:func:`kdgat.graph_store.load_graphs`), a seeded split of the graphs of
-  every training file (attack-free and with attacks);
+* ``train.pt``, ``val.pt`` and one ``<name>.pt`` per further held-out split: graph lists
+  (:func:`kdgat.graph_store.load_graphs`), in capture order and time order inside a capture;
 * ``test.pt``: ``{scenario: graphs}`` (:func:`kdgat.graph_store.load_graph_sets`);
-* ``vocab.json``: ``{"can_ids": {"0x316": 0, ...}, "oov_index": k, "num_ids": k + 1}`` built from the training
-  files; IDs never seen in training map to the OOV index (the last one);
-* ``metadata.json``: sizes, counts per split and scenario, attack fractions, skipped bad rows per file, wall time
-  and peak memory of the step.
+* ``vocab.json``: ``{"can_ids": {"0x316": 0, ...}, "oov_index": k, "num_ids": k + 1, "source": ...}``;
+* ``metadata.json``: sizes, counts per split and scenario, attack fractions, the split (blocks held out per
+  capture, purged windows), the vocabulary's source and the unseen IDs per split, skipped bad rows per file, wall
+  time and peak memory of the step.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from kdgat.can.messages import CanMessages
 from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs
-from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs
+from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs, window_count
 from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, discover_layout, scenario_name  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -41,9 +51,19 @@ def _distinct_ids(can_ids: np.ndarray) -> np.ndarray:
     return np.unique(can_ids)
 
 
-def build_vocabulary(messages: Iterable[CanMessages]) -> np.ndarray:
-    """Sorted distinct CAN IDs of the training logs (the OOV index is ``len(ids)``)."""
-    ids = [_distinct_ids(m.can_id) for m in messages]
+def build_vocabulary(
+    messages: Iterable[CanMessages], masks: Iterable[np.ndarray] | None = None
+) -> np.ndarray:
+    """Sorted distinct CAN IDs of the frames labelled normal in the logs (and, with ``masks``, only where the mask
+    of that log is true: its training blocks). The OOV index is ``len(ids)``."""
+    messages = list(messages)
+    masks = [None] * len(messages) if masks is None else list(masks)
+    ids = []
+    for log_messages, mask in zip(messages, masks, strict=True):
+        keep = log_messages.label == 0
+        if mask is not None:
+            keep &= mask
+        ids.append(_distinct_ids(log_messages.can_id[keep]))
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int32)
 
 
@@ -86,6 +106,85 @@ def group_test_files(
     return grouped
 
 
+VAL = "val"
+TRAIN = "train"
+PURGED = ""
+
+
+def held_out_blocks(fractions: Mapping[str, float], time_blocks: int) -> dict[str, int]:
+    """Blocks per capture for each held-out split: ``round(fraction * time_blocks)``, at least one for a
+    positive fraction, and at least one block left for training."""
+    if time_blocks < 2:
+        raise ValueError(f"preprocess.time_blocks must be >= 2, got {time_blocks}")
+    counts = {}
+    for name, fraction in fractions.items():
+        if not 0.0 <= float(fraction) < 1.0:
+            key = "preprocess.val_fraction" if name == VAL else f"preprocess.held_out.{name}"
+            raise ValueError(f"{key} must be in [0, 1), got {fraction}")
+        counts[name] = max(1, int(round(float(fraction) * time_blocks))) if fraction > 0 else 0
+    if sum(counts.values()) >= time_blocks:
+        raise ValueError(
+            f"preprocess: the held-out splits take {sum(counts.values())} of preprocess.time_blocks={time_blocks} "
+            f"blocks per capture ({counts}); at least one must stay for training"
+        )
+    return counts
+
+
+def assign_windows(
+    num_windows: int,
+    blocks_per_split: Mapping[str, int],
+    time_blocks: int,
+    rng: np.random.Generator,
+    window_size: int,
+    stride: int,
+) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """The split of each window of one capture (``TRAIN``, a held-out name, or ``PURGED``) and the blocks drawn
+    for each held-out split.
+
+    Windows are cut into ``time_blocks`` consecutive blocks of (nearly) equal size (fewer blocks when the capture
+    has fewer windows); whole blocks are drawn for the held-out splits. A window whose messages reach into the
+    next block of another split is purged.
+    """
+    blocks = min(time_blocks, num_windows)
+    block_of = (np.arange(num_windows) * blocks) // max(num_windows, 1)
+    roles = np.full(blocks, TRAIN, dtype=object)  # split names of any length
+    order = rng.permutation(blocks)
+    drawn: dict[str, list[int]] = {}
+    taken = 0
+    for name, count in blocks_per_split.items():
+        # A capture with fewer windows than blocks keeps at least one block for training.
+        count = min(count, max(blocks - 1 - taken, 0))
+        drawn[name] = sorted(int(b) for b in order[taken : taken + count])
+        roles[order[taken : taken + count]] = name
+        taken += count
+    split = roles[block_of].astype(object)
+    # Window w covers messages [w * stride, w * stride + window_size]; it overlaps the next ceil(W / S) - 1
+    # windows, which may lie in the next block.
+    overlap = -(-window_size // stride) - 1
+    if overlap > 0 and num_windows > 1:
+        for shift in range(1, overlap + 1):
+            later = np.minimum(np.arange(num_windows) + shift, num_windows - 1)
+            crosses = (block_of[later] != block_of) & (roles[block_of[later]] != roles[block_of])
+            split[crosses] = PURGED
+    return split, drawn
+
+
+def _window_rows_mask(num_messages: int, starts: np.ndarray, width: int) -> np.ndarray:
+    """Messages used by the windows starting at ``starts`` (rows start..start + width, the last as a target)."""
+    mask = np.zeros(num_messages, dtype=bool)
+    if len(starts):
+        edges = np.zeros(num_messages + 1, dtype=np.int64)
+        np.add.at(edges, starts, 1)
+        np.add.at(edges, np.minimum(starts + width + 1, num_messages), -1)
+        mask = np.cumsum(edges[:-1]) > 0
+    return mask
+
+
+def _unseen_ids(messages: CanMessages, vocabulary: np.ndarray, mask: np.ndarray | None = None) -> set[int]:
+    ids = _distinct_ids(messages.can_id if mask is None else messages.can_id[mask])
+    return set(np.setdiff1d(ids, vocabulary).tolist())
+
+
 def preprocess_dataset(
     dataset: str,
     train_files: Sequence[str | Path],
@@ -97,23 +196,30 @@ def preprocess_dataset(
     window_size: int = 100,
     stride: int = 100,
     val_fraction: float = 0.2,
+    time_blocks: int = 10,
+    held_out: Mapping[str, float] | None = None,
     seed: int = 42,
     outputs: Mapping[str, str | Path] | None = None,
 ) -> dict:
     """Run the whole step; returns the metadata (also written to ``metadata.json``).
 
     ``test_files`` is ``{scenario: [files]}`` or ``[(scenario, file), ...]`` (what a Snakemake rule hands over:
-    its inputs in order, with each one's scenario). ``outputs`` names each file (keys ``train, val, test, vocab,
-    metadata``); a key it lacks goes to ``out_dir/<key>.pt|json``.
+    its inputs in order, with each one's scenario). ``held_out`` names further held-out splits and their share of
+    each capture (``{"fusion": 0.2}`` writes ``fusion.pt``). ``outputs`` names each file (keys ``train, val,
+    test, vocab, metadata`` and the further held-out names); a key it lacks goes to ``out_dir/<key>.pt|json``.
     """
     started = time.perf_counter()
     test_files = group_test_files(test_files)
     if not train_files:
         raise ValueError(f"dataset {dataset!r}: no training files")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"preprocess.val_fraction must be in [0, 1), got {val_fraction}")
-    defaults = {"train": "train.pt", "val": "val.pt", "test": "test.pt", "vocab": "vocab.json"}
-    defaults["metadata"] = "metadata.json"
+    held_out = dict(held_out or {})
+    clash = sorted({TRAIN, VAL, "test", "vocab", "metadata"} & set(held_out))
+    if clash:
+        raise ValueError(f"preprocess.held_out: {clash} are reserved names (the other outputs use them)")
+    blocks_per_split = held_out_blocks({VAL: val_fraction, **held_out}, time_blocks)
+    graph_splits = [TRAIN, VAL, *held_out]
+    defaults = {name: f"{name}.pt" for name in graph_splits}
+    defaults |= {"test": "test.pt", "vocab": "vocab.json", "metadata": "metadata.json"}
     outputs = dict(outputs or {})
     missing = [key for key in defaults if not outputs.get(key)]
     if missing and out_dir is None:
@@ -140,7 +246,30 @@ def preprocess_dataset(
         return messages
 
     train_messages = [read(path) for path in train_files]
-    vocabulary = build_vocabulary(train_messages)
+    # The split first (it depends only on each capture's length), then the vocabulary from its training part.
+    assignments, split_files = [], {}
+    for index, (path, messages) in enumerate(zip(train_files, train_messages, strict=True)):
+        num_windows = window_count(len(messages), window_size, stride)
+        split, drawn = assign_windows(
+            num_windows,
+            {name: blocks_per_split[name] for name in graph_splits[1:]},
+            time_blocks,
+            np.random.default_rng([seed, index]),
+            window_size,
+            stride,
+        )
+        assignments.append(split)
+        split_files[str(path)] = {
+            "windows": num_windows,
+            "held_out_blocks": drawn,
+            "purged_windows": int((split == PURGED).sum()),
+        }
+    widths = [min(window_size, max(len(m) - 1, 1)) for m in train_messages]
+    in_training = [
+        _window_rows_mask(len(m), np.flatnonzero(split == TRAIN) * stride, width)
+        for m, split, width in zip(train_messages, assignments, widths, strict=True)
+    ]
+    vocabulary = build_vocabulary(train_messages, in_training)
     num_ids = len(vocabulary) + 1
 
     def graphs_of(messages: CanMessages) -> GraphArrays:
@@ -153,33 +282,47 @@ def preprocess_dataset(
             stride,
         )
 
-    all_train = GraphArrays.concat([graphs_of(m) for m in train_messages])
-    del train_messages
-    if len(all_train) < 2:
-        raise ValueError(
-            f"dataset {dataset!r}: the training files give {len(all_train)} graphs, need at least 2"
-        )
-    order = np.random.default_rng(seed).permutation(len(all_train))
-    num_val = int(round(val_fraction * len(all_train)))
-    val, train = all_train.take(order[:num_val]), all_train.take(order[num_val:])
+    parts: dict[str, list[GraphArrays]] = {name: [] for name in graph_splits}
+    unseen: dict[str, set[int]] = {name: set() for name in graph_splits[1:]}
+    for messages, split, width in zip(train_messages, assignments, widths, strict=True):
+        graphs = graphs_of(messages)
+        for name in graph_splits:
+            chosen = np.flatnonzero(split == name)
+            parts[name].append(graphs.take(chosen))
+            if name != TRAIN and len(chosen):
+                rows = _window_rows_mask(len(messages), chosen * stride, width)
+                unseen[name] |= _unseen_ids(messages, vocabulary, rows)
+    del train_messages, in_training
+    splits = {name: GraphArrays.concat(graphs) for name, graphs in parts.items()}
+    for name in (TRAIN, VAL):
+        if len(splits[name]) == 0 and blocks_per_split.get(name, 1) > 0:
+            raise ValueError(
+                f"dataset {dataset!r}: the training files give no {name} graphs "
+                f"({sum(f['windows'] for f in split_files.values())} windows in all)"
+            )
 
     test: dict[str, GraphArrays] = {}
     oov_nodes: dict[str, int] = {}
+    unseen_in_test: dict[str, set[int]] = {}
     for scenario, files in test_files.items():
-        parts = []
+        scenario_parts = []
+        unseen_in_test[scenario] = set()
         for path in files:
             messages = read(path)
-            parts.append(graphs_of(messages))
-        test[scenario] = GraphArrays.concat(parts)
+            scenario_parts.append(graphs_of(messages))
+            unseen_in_test[scenario] |= _unseen_ids(messages, vocabulary)
+        test[scenario] = GraphArrays.concat(scenario_parts)
         oov_nodes[scenario] = int((test[scenario].x[:, 0] == num_ids - 1).sum())
 
-    save_graphs(train, paths["train"])
-    save_graphs(val, paths["val"])
+    for name in graph_splits:
+        save_graphs(splits[name], paths[name])
     save_graph_sets(test, paths["test"])
+    vocabulary_source = "frames labelled normal in the training blocks of the training captures"
     vocab = {
         "can_ids": {f"0x{int(i):03x}": index for index, i in enumerate(vocabulary.tolist())},
         "oov_index": num_ids - 1,
         "num_ids": num_ids,
+        "source": vocabulary_source,
     }
     write_json(vocab, paths["vocab"], indent=1)
 
@@ -194,13 +337,34 @@ def preprocess_dataset(
         "seed": seed,
         "format": fmt,
         "bad_rows": bad_rows,
-        "counts": {"train": len(train), "val": len(val), "test": {name: len(g) for name, g in test.items()}},
+        "split": {
+            "method": "time blocks",
+            "time_blocks": time_blocks,
+            "held_out_blocks_per_capture": {name: blocks_per_split[name] for name in graph_splits[1:]},
+            "per_file": split_files,
+        },
+        "vocabulary": {
+            "source": vocabulary_source,
+            "size": len(vocabulary),
+            "oov_index": num_ids - 1,
+            # distinct CAN IDs of each split that are not in the vocabulary (all map to the OOV index)
+            "unseen_ids": {
+                **{name: len(ids) for name, ids in unseen.items()},
+                "test": {name: len(ids) for name, ids in unseen_in_test.items()},
+            },
+        },
+        "counts": {
+            **{name: len(splits[name]) for name in graph_splits},
+            "test": {name: len(g) for name, g in test.items()},
+        },
         "attack_fraction": {
-            "train": _attack_fraction(train),
-            "val": _attack_fraction(val),
+            **{name: _attack_fraction(splits[name]) for name in graph_splits},
             "test": {name: _attack_fraction(g) for name, g in test.items()},
         },
-        "oov_nodes": {"test": oov_nodes},
+        "oov_nodes": {
+            **{name: int((splits[name].x[:, 0] == num_ids - 1).sum()) for name in graph_splits},
+            "test": oov_nodes,
+        },
         "files": {
             "train": [str(p) for p in train_files],
             "test": {name: [str(p) for p in files] for name, files in test_files.items()},
@@ -212,10 +376,9 @@ def preprocess_dataset(
     }
     write_json(metadata, paths["metadata"], indent=1)
     log.info(
-        "%s: %d train, %d val graphs, test %s; %d IDs; %d bad rows skipped; %.2f s",
+        "%s: %s graphs (time blocks), test %s; %d IDs from normal training frames; %d bad rows skipped; %.2f s",
         dataset,
-        len(train),
-        len(val),
+        {name: len(splits[name]) for name in graph_splits},
         metadata["counts"]["test"],
         num_ids,
         metadata["skipped_rows"]["total"],

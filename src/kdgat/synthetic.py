@@ -1,4 +1,4 @@
-"""Synthetic CAN traffic with HCRL-style injected attacks, written in a real log format.
+"""Synthetic CAN traffic with injected attacks, written in a real log format.
 
 A *vehicle* (fixed by the dataset seed) has 25-60 periodic CAN IDs with periods of 10-1000 ms (mostly 10-100 ms);
 each ID has a DLC (mostly 8) and payload bytes that are constants, counters, smooth sensor signals or a checksum.
@@ -7,13 +7,29 @@ event-triggered rate increases (1.5 times the rate, live counters and checksums)
 which include the gear and RPM IDs: benign look-alikes of spoofing, present in every drive, training files too.
 
 Attacks come in bursts (length drawn log-uniformly from ``burst_s``, gaps from ``gap_s``; HCRL used 3-5 s bursts,
-tiny datasets scale them down):
+tiny datasets scale them down). The HCRL Car-Hacking attacks:
 
 * ``dos``: ID 0x000, all-zero 8-byte payload, every ``dos_interval_ms`` (0.3 ms in HCRL);
 * ``fuzzy``: uniformly random 11-bit ID and random 8-byte payload every ``fuzzy_interval_ms`` (0.5 ms);
 * ``gear`` / ``rpm`` (spoofing): one existing ID (the vehicle's gear or RPM message) with a fixed, plausible
   payload (a frozen real message of that ID) every ``spoof_interval_ms`` (1 ms in HCRL; a larger interval
   makes the attack subtler: the ID's rate is only moderately raised).
+
+Attacks that the CAN IDs alone cannot reveal (every injected frame carries an ID of the vehicle's own traffic, so
+"the window holds an ID never seen in normal traffic" does not find them):
+
+* ``dos_vehicle``: flooding with the vehicle's highest-priority (lowest) ID and a frozen real payload of it, every
+  ``dos_interval_ms`` (the HCRL survival data set floods with the lowest ID);
+* ``fuzzy_vehicle``: random payloads on IDs drawn uniformly from the vehicle's own IDs, every
+  ``fuzzy_interval_ms`` (can-train-and-test's targeted fuzzing);
+* ``masquerade``: the target ID's own frames are suppressed during the burst and replaced, at exactly their
+  times (its normal rate), by forged frames whose sensor bytes hold a value outside the signal's normal range
+  (like ROAD's max-speedometer masquerade); counters and checksum stay valid, so only the payload values differ;
+* ``replay``: the target ID's frames recorded ``replay_delay_s`` earlier are sent again at their recorded
+  spacing, on top of the live ones (genuine but stale payloads, the ID's rate doubled).
+
+The target of masquerade and replay is a fast ID (period <= 20 ms) that is neither the gear nor the RPM ID nor
+event-capable, so benign rate increases never touch it.
 
 Everything is deterministic for a seed.
 """
@@ -31,7 +47,9 @@ from kdgat.can.writer import write_can_file
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("none", "dos", "fuzzy", "gear", "rpm")
+ATTACKS = ("none", "dos", "fuzzy", "gear", "rpm", "dos_vehicle", "fuzzy_vehicle", "masquerade", "replay")
+# Attacks whose injected frames all carry IDs of the vehicle's own traffic.
+VEHICLE_ID_ATTACKS = ("gear", "rpm", "dos_vehicle", "fuzzy_vehicle", "masquerade", "replay")
 EPOCH = 1478198376.0  # a 2016 UNIX time like the HCRL captures; keeps timestamps 10.6 digits wide
 PERIODS_MS = np.array([10, 20, 50, 100, 200, 500, 1000])
 PERIOD_WEIGHTS = np.array([0.25, 0.25, 0.15, 0.2, 0.07, 0.05, 0.03])
@@ -48,6 +66,7 @@ DEFAULTS = {
     "spoof_interval_ms": 1.0,
     "rare_ids_per_s": 0.3,
     "benign_events_per_s": 0.2,
+    "replay_delay_s": 1.0,
     "files": [],
 }
 
@@ -90,6 +109,13 @@ class Vehicle:
         self.event_slots = np.concatenate(
             [[self.rpm_slot, self.gear_slot], rng.choice(others, size=3, replace=False)]
         ).astype(np.int64)
+        # The masquerade and replay target: a fast ID that benign events never touch, with a sensor byte to forge.
+        quiet = np.setdiff1d(np.arange(num_ids), self.event_slots)
+        quiet_fast = quiet[self.periods_ms[quiet] <= 20]
+        self.target_slot = int(quiet_fast[0] if len(quiet_fast) else quiet[0])
+        self.periods_ms[self.target_slot] = min(self.periods_ms[self.target_slot], 20.0)
+        if not (self.kinds[self.target_slot, : self.dlc[self.target_slot]] == 2).any():
+            self.kinds[self.target_slot, 0] = 2  # byte 0 is never the checksum (DLC >= 2)
 
     def payload(
         self, slot: int, times: np.ndarray, sequence: np.ndarray, rng: np.random.Generator
@@ -107,10 +133,20 @@ class Vehicle:
                 noise = rng.normal(0, 1.0, n)
                 value = self.signal_centre[slot, b] + self.signal_amplitude[slot, b] * wave + noise
                 out[:, b] = np.clip(np.rint(value), 0, 255)
-        checksum_bytes = np.flatnonzero(self.kinds[slot, : self.dlc[slot]] == 3)
-        for b in checksum_bytes:
+        return self._with_checksum(slot, out).astype(np.uint8)
+
+    def _with_checksum(self, slot: int, out: np.ndarray) -> np.ndarray:
+        for b in np.flatnonzero(self.kinds[slot, : self.dlc[slot]] == 3):
             out[:, b] = (out.sum(axis=1) - out[:, b]) % 256
-        return out.astype(np.uint8)
+        return out
+
+    def forge(self, slot: int, payload: np.ndarray) -> np.ndarray:
+        """Masquerade frames: ``payload`` (live frames of ``slot``) with every sensor byte at the end of the byte
+        range farther from the signal (0 or 255, at least 27 outside its normal range), checksum recomputed."""
+        out = payload.astype(np.int64)
+        sensor = np.flatnonzero(self.kinds[slot, : self.dlc[slot]] == 2)
+        out[:, sensor] = np.where(self.signal_centre[slot, sensor] > 127.5, 0, 255)
+        return self._with_checksum(slot, out).astype(np.uint8)
 
 
 def _bursts(duration_s: float, options: Mapping, rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -147,6 +183,7 @@ def generate_log(
     event_slots = rng.choice(vehicle.event_slots, size=num_events)
     event_starts = rng.uniform(0, duration_s, num_events)
     event_lengths = rng.uniform(0.05, 0.3, num_events)
+    target_part = -1  # index of the masquerade/replay target's live frames in the lists above
     for slot, can_id in enumerate(vehicle.ids):
         period = vehicle.periods_ms[slot] / 1000.0 / rate_factor
         t = rng.uniform(0, period) + np.arange(0, duration_s / period) * period
@@ -162,6 +199,8 @@ def generate_log(
         t = np.sort(np.concatenate([t, t[in_event & every_other] + period / 2])) if in_event.any() else t
         t = t + rng.normal(0, jitter_s, len(t))
         t = t[(t >= 0) & (t < duration_s)]
+        if slot == vehicle.target_slot:
+            target_part = len(times)
         emit(t, can_id, vehicle.payload(slot, t, np.arange(len(t)), rng), 0)
 
     rare_rate = float(_option(options, "rare_ids_per_s"))
@@ -172,14 +211,38 @@ def generate_log(
         emit(t, rare_ids, rng.integers(0, 256, size=(num_rare, 8)).astype(np.uint8), 0)
 
     if attack != "none":
+        dos_step = float(_option(options, "dos_interval_ms")) / 1000.0
+        fuzzy_step = float(_option(options, "fuzzy_interval_ms")) / 1000.0
+        target_times, target_payload = times[target_part], payloads[target_part].copy()
+        replay_delay = float(_option(options, "replay_delay_s"))
         for start, end in _bursts(duration_s, options, rng):
             if attack == "dos":
-                t = np.arange(start, end, float(_option(options, "dos_interval_ms")) / 1000.0)
+                t = np.arange(start, end, dos_step)
                 emit(t, 0, np.zeros((len(t), 8), dtype=np.uint8), 1)
             elif attack == "fuzzy":
-                t = np.arange(start, end, float(_option(options, "fuzzy_interval_ms")) / 1000.0)
+                t = np.arange(start, end, fuzzy_step)
                 fuzz_ids = rng.integers(0, 0x800, len(t)).astype(np.int32)
                 emit(t, fuzz_ids, rng.integers(0, 256, size=(len(t), 8)).astype(np.uint8), 1)
+            elif attack == "dos_vehicle":
+                t = np.arange(start, end, dos_step)
+                frozen = vehicle.payload(0, np.array([start]), np.array([rng.integers(0, 256)]), rng)
+                emit(t, vehicle.ids[0], np.repeat(frozen, len(t), axis=0), 1)
+            elif attack == "fuzzy_vehicle":
+                t = np.arange(start, end, fuzzy_step)
+                fuzz_ids = rng.choice(vehicle.ids, len(t)).astype(np.int32)
+                emit(t, fuzz_ids, rng.integers(0, 256, size=(len(t), 8)).astype(np.uint8), 1)
+            elif attack == "masquerade":
+                hit = (target_times >= start) & (target_times < end)
+                payloads[target_part][hit] = vehicle.forge(vehicle.target_slot, target_payload[hit])
+                labels[target_part][hit] = 1
+            elif attack == "replay":
+                recorded = (target_times >= start - replay_delay) & (target_times < end - replay_delay)
+                emit(
+                    target_times[recorded] + replay_delay,
+                    vehicle.ids[vehicle.target_slot],
+                    target_payload[recorded],
+                    1,
+                )
             else:
                 slot = vehicle.rpm_slot if attack == "rpm" else vehicle.gear_slot
                 t = np.arange(start, end, float(_option(options, "spoof_interval_ms")) / 1000.0)

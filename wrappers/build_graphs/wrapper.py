@@ -1,4 +1,4 @@
-"""Snakemake wrapper: CAN logs of one dataset -> ID vocabulary, window graphs, train/val/test files, metadata."""
+"""Snakemake wrapper: CAN logs of one dataset -> time-block split, ID vocabulary, window graphs, split files, metadata."""
 
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
@@ -23,6 +23,9 @@ with failure_logged("build_graphs"):
         window_size=int(snakemake.params.get("window_size", 100)),
         stride=int(snakemake.params.get("stride", 100)),
         val_fraction=float(snakemake.params.get("val_fraction", 0.2)),
+        time_blocks=int(snakemake.params.get("time_blocks", 10)),
+        held_out=dict(snakemake.params.get("held_out", {})),
         seed=int(snakemake.params.get("seed", 42)),
-        outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")},
+        outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
+        | {"fusion": snakemake.output.get("fusion")},
     )

@@ -14,6 +14,7 @@ from testkit import run_snakemake, venv_bin
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "config.yaml"
 DATASET = "tiny_eval"
+SEED = 7  # config.yaml's one kd_gat seed
 VARIANTS = ("teacher", "student_kd", "student")
 _RUNS: dict[str, Path] = {}
 

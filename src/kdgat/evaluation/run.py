@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
@@ -21,8 +22,25 @@ from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.speed import measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, stash_key
-from kdgat.evaluation.summary import summary_markdown, summary_row, summary_table
-from kdgat.evaluation.thresholds import GAT_THRESHOLD, SCORE_COLUMNS, model_decisions, youden_threshold
+from kdgat.evaluation.summary import (
+    alpha_summary,
+    distillation_summary,
+    floor_table,
+    fusion_summary,
+    model_summary,
+    pooled_table,
+    scenario_summary,
+    scenario_table,
+    summary_markdown,
+    variant_summary,
+)
+from kdgat.evaluation.thresholds import (
+    FIXED_ALPHA_MODELS,
+    GAT_THRESHOLD,
+    SCORE_COLUMNS,
+    model_decisions,
+    youden_threshold,
+)
 from kdgat.files import load_json, write_json, write_table, write_text
 
 log = logging.getLogger(__name__)
@@ -30,6 +48,26 @@ log = logging.getLogger(__name__)
 EVALUATION_OUTPUTS = ("metrics", "scores", "roc", "pr", "confusion")
 # What a tracked evaluation attaches to the training runs (scores.parquet, one row per graph, stays a file).
 TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
+
+
+ALPHA_BINS = np.linspace(0.0, 1.0, 11)
+
+
+def alpha_statistics(frame: pd.DataFrame) -> dict[str, Any]:
+    """What the fusion's α does on a split: a histogram over ten bins of [0, 1] (the last one closed), quantiles,
+    and how often the fused decision equals the GAT's (p > 0.5) and the VGAE-side one (calibrated score > 0.5)."""
+    alpha = frame["fusion_alpha"].to_numpy(float)
+    fused = frame["fusion_pred"].to_numpy()
+    counts, _ = np.histogram(alpha, bins=ALPHA_BINS)
+    return {
+        "n": int(len(alpha)),
+        "bins": ALPHA_BINS.round(2).tolist(),
+        "counts": counts.astype(int).tolist(),
+        "mean": float(alpha.mean()),
+        "quantiles": {f"{q:g}": float(np.quantile(alpha, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
+        "agrees_with_gat": float((fused == (frame["gat_prob"].to_numpy(float) > GAT_THRESHOLD)).mean()),
+        "agrees_with_vgae": float((fused == (frame["vgae_score"].to_numpy(float) > GAT_THRESHOLD)).mean()),
+    }
 
 
 def evaluate_scored_splits(
@@ -60,14 +98,21 @@ def evaluate_scored_splits(
         return {m: binary_metrics(labels, s, p, fpr_targets) for m, (s, p) in decisions.items()}
 
     document: dict[str, Any] = {
-        "thresholds": {"vgae": choice.as_dict(), "gat": gat_threshold, "fusion": "fusion_pred from the DQN"},
+        "thresholds": {
+            "vgae": choice.as_dict(),
+            "gat": gat_threshold,
+            "fusion": "fusion_pred from the DQN",
+            **{model: "fused score > 0.5" for model in FIXED_ALPHA_MODELS},
+        },
         "val": assess(val, "val", "val"),
         "test": {},
+        "fusion_alpha": {"val": alpha_statistics(val)},
     }
     for scenario, frame in tests.items():
         if frame.empty:
             raise ValueError(f"test scenario {scenario!r} has no graphs")
         document["test"][scenario] = assess(frame, "test", scenario)
+        document["fusion_alpha"][scenario] = alpha_statistics(frame)
     if tests:
         pooled = pd.concat(list(tests.values()), ignore_index=True)
         decisions = model_decisions(pooled, choice.threshold, gat_threshold)
@@ -75,6 +120,7 @@ def evaluate_scored_splits(
         document["test_pooled"] = {
             m: binary_metrics(labels, s, p, fpr_targets) for m, (s, p) in decisions.items()
         }
+        document["fusion_alpha"]["test_pooled"] = alpha_statistics(pooled)
     scores = pd.concat(frames, ignore_index=True)
     scores["label"] = scores["label"].astype("int64")
     return document, scores
@@ -132,6 +178,7 @@ def evaluate_files(
     outputs: Mapping[str, str | os.PathLike],
     dataset: str,
     variant: str,
+    seed: int | None = None,
     batch_size: int = 256,
     device: str = "auto",
     fpr_targets: Sequence[float] = FPR_TARGETS,
@@ -162,18 +209,25 @@ def evaluate_files(
     params = {
         "dataset": dataset,
         "variant": variant,
+        "seed": seed,
         "batch_size": batch_size,
         "device": device,
         "fpr_targets": list(fpr_targets),
         "speed": dict(speed or {}),
-        "version": 2,  # bump when the evaluation's outputs change meaning (2: GAT decision p > 0.5, was >=)
+        # bump when the evaluation's outputs change meaning (2: GAT decision p > 0.5, was >=; 3: fixed-α models, α
+        # statistics, seed)
+        "version": 3,
     }
     stash = ResultStash(stash_dir) if stash_dir else None
     stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in EVALUATION_OUTPUTS}
     key = stash_key(inputs, params) if stash else None
     if stash and stash.restore(key, stash_names):
         log.info(
-            "restored %s/%s from the result stash %s (inputs and params unchanged)", dataset, variant, key
+            "restored %s/%s seed %s from the result stash %s (inputs and params unchanged)",
+            dataset,
+            variant,
+            seed,
+            key,
         )
         log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
         return load_json(outputs["metrics"])
@@ -187,7 +241,7 @@ def evaluate_files(
     if threads:
         torch.set_num_threads(threads)
     torch_device = select_device(device)
-    log.info("evaluating %s/%s on %s", dataset, variant, torch_device)
+    log.info("evaluating %s/%s seed %s on %s", dataset, variant, seed, torch_device)
     models = {}
     for name in ("vgae", "gat", "dqn"):
         try:
@@ -209,8 +263,8 @@ def evaluate_files(
         fpr_targets=fpr_targets,
         speed=speed,
     )
-    document = {"dataset": dataset, "variant": variant, **document}
-    title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}:"
+    document = {"dataset": dataset, "variant": variant, "seed": seed, **document}
+    title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}{'' if seed is None else f' seed {seed}'}:"
     write_table(scores, outputs["scores"])
     plot_roc(scores, outputs["roc"], title)
     plot_pr(scores, outputs["pr"], title)
@@ -222,42 +276,70 @@ def evaluate_files(
     return document
 
 
+def _paths(paths) -> list:
+    """A list of paths from one path or several (a Snakemake input with one file is a single string)."""
+    return [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+
+
 def summarize_files(
     *,
     metrics: Sequence[str | os.PathLike],
     csv: str | os.PathLike,
     markdown: str | os.PathLike,
     chart: str | os.PathLike,
+    scenarios: str | os.PathLike,
+    baselines: Sequence[str | os.PathLike] = (),
     histories: Sequence[str | os.PathLike] = (),
     history_keys: Sequence[str] = (),
     curves: str | os.PathLike | None = None,
     title: str = "",
 ) -> pd.DataFrame:
-    """Summary table (CSV + Markdown) and teacher-vs-student chart from metrics.json files.
+    """The summaries over seeds (kdgat.evaluation.summary) from metrics.json and baselines.json files: the
+    per-scenario table (``scenarios``, one row per dataset × variant × seed × scenario × model), the
+    teacher-vs-students table (``csv``), all of it in Markdown, and the teacher-vs-student chart.
 
     ``histories`` are training history.csv files, ``history_keys`` name each as ``"<variant>/<stage>"`` (same
     order); with ``curves`` they are drawn.
     """
-    histories, history_keys = list(histories), list(history_keys)
+    metrics, baselines, histories = (_paths(p) for p in (metrics, baselines, histories))
+    history_keys = list(history_keys)
     if len(histories) != len(history_keys):
         raise ValueError(
             f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
         )
-    rows = []
+    documents = []
     for path in metrics:
         document = load_json(path)
-        try:
-            rows.append(summary_row(document["dataset"], document["variant"], document))
-        except KeyError as error:
-            raise ValueError(f"{path}: metrics lack the key {error}") from None
-    table = summary_table(rows)
+        missing = [key for key in ("dataset", "variant", "test", "test_pooled") if key not in document]
+        if missing:
+            raise ValueError(
+                f"{path}: metrics lack {missing} (the summary needs test results; it never falls back to validation)"
+            )
+        documents.append(document)
+    baseline_documents = [load_json(path) for path in baselines]
+    per_scenario = scenario_table(documents, baseline_documents)
+    pooled = pooled_table(documents, baseline_documents)
+    table = variant_summary(documents, pooled)
     log.info(
         "summary of %d evaluations (%s)",
-        len(table),
-        ", ".join(f"{d}/{v}" for d, v in zip(table["dataset"], table["variant"], strict=True)),
+        len(documents),
+        ", ".join(
+            f"{d}/{v} x{n}"
+            for d, v, n in zip(table["dataset"], table["variant"], table["seeds"], strict=True)
+        ),
     )
+    write_table(per_scenario, scenarios)
     write_table(table, csv)
-    write_text(summary_markdown(table), markdown)
+    text = summary_markdown(
+        table,
+        models=model_summary(per_scenario, pooled),
+        scenarios=scenario_summary(per_scenario),
+        distillation=distillation_summary(pooled),
+        fusion=fusion_summary(per_scenario),
+        alpha=alpha_summary(documents),
+        floors=floor_table(per_scenario),
+    )
+    write_text(f"# {title} evaluation summary\n\n{text}" if title else text, markdown)
     plot_size_f1(table, chart, title)
     if curves is not None:
         keyed = {}

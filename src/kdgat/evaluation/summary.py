@@ -1,66 +1,353 @@
-"""The teacher-vs-students summary: one row per evaluated variant (size, pooled-test F1, latency) as a table and
-as GitHub-flavoured Markdown."""
+"""Summaries over seeds: the per-scenario table, the teacher-vs-students table, and the Markdown report of both.
+
+Every variant is trained once per seed (``kd_gat.seeds``) and evaluated per seed; nothing here ever falls back to
+validation numbers. A figure over seeds is the mean and a two-sided 95% Student-t interval,
+``mean ± t(0.975, n − 1) · sd / √n`` (sd with n − 1); with one seed there is no interval ("n/a").
+
+* :func:`scenario_table`: one row per dataset × variant × seed × test scenario × model (``SCENARIO_COLUMNS``),
+  models being the chain's (vgae, gat, fusion), the fixed-α fusions and the trivial baselines (the baselines do
+  not depend on the variant or the seed: the same numbers are repeated on each row, so every row compares like
+  with like);
+* :func:`variant_summary`: one row per dataset × variant: size, pooled-test F1 over seeds, latency;
+* :func:`model_summary`: one row per dataset × variant × model: pooled F1 and ROC-AUC over seeds, the worst
+  scenario, and the margin over the better trivial baseline (pooled, and on the scenario where it is smallest);
+* :func:`distillation_summary`: student_kd − student per seed (paired), with its interval and a verdict;
+* :func:`fusion_summary`: the fusion against the better of its two inputs, per scenario;
+* :func:`alpha_summary`: the distribution of the fusion's α on test;
+* :func:`floor_table`: the engineering floors (above chance, fusion not below its inputs) and which are missed;
+* :func:`summary_markdown`: all of it as GitHub-flavoured Markdown.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from kdgat.chain import VARIANTS
+from kdgat.chain import MODELS, STUDENT, STUDENT_KD, TEACHER, VARIANTS
+from kdgat.evaluation.baselines import BASELINES
+from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS
+
+REPORTED_MODELS = (*MODELS, *FIXED_ALPHA_MODELS, *BASELINES)
+SCENARIO_COLUMNS = [
+    "dataset", "variant", "seed", "scenario", "model", "f1", "roc_auc", "pr_auc", "precision", "recall",
+    "specificity", "n", "n_attack",
+]  # fmt: skip
+CONFIDENCE = 0.95
+INTERVAL = "95% t interval over seeds (mean ± t(0.975, n−1)·sd/√n)"
 
 SUMMARY_COLUMNS = [
-    "dataset",
-    "variant",
-    "params_vgae",
-    "params_gat",
-    "params_dqn",
-    "params_total",
-    "size_vs_teacher",
-    "f1_vgae",
-    "f1_gat",
-    "f1_fusion",
-    "roc_auc_fusion",
-    "latency_ms_fusion",
-    "graphs_per_s_fusion",
-]
+    "dataset", "variant", "seeds", "params_vgae", "params_gat", "params_dqn", "params_total", "size_vs_teacher",
+    "f1_vgae", "f1_vgae_ci", "f1_gat", "f1_gat_ci", "f1_fusion", "f1_fusion_ci", "roc_auc_fusion",
+    "f1_best_baseline", "latency_ms_fusion", "graphs_per_s_fusion",
+]  # fmt: skip
 
 
-def summary_row(dataset: str, variant: str, document: Mapping[str, Any]) -> dict[str, Any]:
-    """One line of the summary: size, pooled-test F1 per model and end-to-end latency of one variant."""
-    try:
-        params = document["parameters"]
-        speed = document["speed"]["fusion"]
-        test = document.get("test_pooled") or document["val"]
-    except KeyError as error:
-        raise ValueError(f"metrics of {dataset}/{variant} lack the key {error}") from None
-    return {
-        "dataset": dataset,
-        "variant": variant,
-        "params_vgae": params["vgae"],
-        "params_gat": params["gat"],
-        "params_dqn": params["dqn"],
-        "params_total": params["total"],
-        "size_vs_teacher": None,
-        "f1_vgae": test["vgae"]["f1"],
-        "f1_gat": test["gat"]["f1"],
-        "f1_fusion": test["fusion"]["f1"],
-        "roc_auc_fusion": test["fusion"]["roc_auc"],
-        "latency_ms_fusion": speed["latency_ms"],
-        "graphs_per_s_fusion": speed["graphs_per_s"],
+def interval(values: Iterable[float]) -> dict[str, float]:
+    """Mean, 95% t interval (low, high, half-width) and count of the finite values."""
+    array = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(array)
+    if n == 0:
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "half": math.nan, "n": 0}
+    mean = float(array.mean())
+    if n == 1:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "half": math.nan, "n": 1}
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1) * array.std(ddof=1) / math.sqrt(n))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "half": half, "n": n}
+
+
+def _metric_row(dataset, variant, seed, scenario, model, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    row = {"dataset": dataset, "variant": variant, "seed": seed, "scenario": scenario, "model": model}
+    for column in SCENARIO_COLUMNS[5:]:
+        value = metrics.get(column)
+        row[column] = math.nan if value is None else value
+    return row
+
+
+def _require(document: Mapping[str, Any], key: str, where: str):
+    if key not in document:
+        raise ValueError(
+            f"{where}: the metrics lack {key!r} (test results are required: no fallback to validation)"
+        )
+    return document[key]
+
+
+def _where(document: Mapping[str, Any]) -> str:
+    return f"{document.get('dataset')}/{document.get('variant')}/seed {document.get('seed')}"
+
+
+def scenario_table(
+    documents: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]] = ()
+) -> pd.DataFrame:
+    """One row per dataset × variant × seed × test scenario × model, from metrics.json and baselines.json."""
+    baseline_of = {document["dataset"]: document for document in baselines}
+    rows = []
+    for document in documents:
+        where = _where(document)
+        dataset, variant, seed = document["dataset"], document["variant"], document.get("seed")
+        for scenario, models in _require(document, "test", where).items():
+            for model, metrics in models.items():
+                rows.append(_metric_row(dataset, variant, seed, scenario, model, metrics))
+            if dataset in baseline_of:
+                try:
+                    baseline = baseline_of[dataset]["test"][scenario]
+                except KeyError:
+                    raise ValueError(
+                        f"baselines of {dataset} lack test scenario {scenario!r} (evaluated for {where})"
+                    ) from None
+                for model in BASELINES:
+                    rows.append(_metric_row(dataset, variant, seed, scenario, model, baseline[model]))
+    table = pd.DataFrame(rows, columns=SCENARIO_COLUMNS)
+    return _sorted(table)
+
+
+def pooled_table(
+    documents: Sequence[Mapping[str, Any]], baselines: Sequence[Mapping[str, Any]] = ()
+) -> pd.DataFrame:
+    """The same columns for all test scenarios pooled (``scenario`` = "pooled")."""
+    baseline_of = {document["dataset"]: document for document in baselines}
+    rows = []
+    for document in documents:
+        pooled = _require(document, "test_pooled", _where(document))
+        dataset, variant, seed = document["dataset"], document["variant"], document.get("seed")
+        models = dict(pooled)
+        if dataset in baseline_of:
+            models |= {m: baseline_of[dataset]["test_pooled"][m] for m in BASELINES}
+        rows += [_metric_row(dataset, variant, seed, "pooled", m, metrics) for m, metrics in models.items()]
+    return _sorted(pd.DataFrame(rows, columns=SCENARIO_COLUMNS))
+
+
+def _sorted(table: pd.DataFrame) -> pd.DataFrame:
+    rank = {
+        "variant": {v: i for i, v in enumerate(VARIANTS)},
+        "model": {m: i for i, m in enumerate(REPORTED_MODELS)},
     }
+    scenario_order = {s: i for i, s in enumerate(dict.fromkeys(table["scenario"]))}
+    return table.sort_values(
+        ["dataset", "variant", "seed", "scenario", "model"],
+        key=lambda s: (
+            s.map(rank.get(s.name, scenario_order if s.name == "scenario" else {})).fillna(99)
+            if s.name in ("variant", "model", "scenario")
+            else s
+        ),
+    ).reset_index(drop=True)
+
+
+def _over_seeds(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
+    rows = []
+    for key, group in table.groupby(keys, sort=False):
+        stats = interval(group[column])
+        rows.append({**dict(zip(keys, key, strict=True)), **{f"{column}_{k}": v for k, v in stats.items()}})
+    return pd.DataFrame(rows)
+
+
+def _best_baseline(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × variant × seed × scenario: the better of the trivial baselines' F1."""
+    baselines = table[table["model"].isin(BASELINES)]
+    return (
+        baselines.groupby(["dataset", "variant", "seed", "scenario"], sort=False)["f1"]
+        .max()
+        .rename("best_baseline_f1")
+        .reset_index()
+    )
+
+
+def with_margins(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` plus ``best_baseline_f1`` and ``margin`` = F1 − the better trivial baseline's F1 (NaN without
+    baselines)."""
+    best = _best_baseline(table)
+    if best.empty:
+        return table.assign(best_baseline_f1=math.nan, margin=math.nan)
+    merged = table.merge(best, on=["dataset", "variant", "seed", "scenario"], how="left")
+    return merged.assign(margin=merged["f1"] - merged["best_baseline_f1"])
+
+
+def scenario_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × variant × scenario × model: F1, ROC-AUC and margin over seeds (mean and interval)."""
+    keys = ["dataset", "variant", "scenario", "model"]
+    table = with_margins(table)
+    out = _over_seeds(table, keys, "f1")
+    for column in ("roc_auc", "margin"):
+        out = out.merge(_over_seeds(table, keys, column), on=keys)
+    return out
+
+
+def model_summary(scenarios: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × variant × model: pooled F1/ROC-AUC over seeds, worst scenario, margins over baselines."""
+    keys = ["dataset", "variant", "model"]
+    pooled = with_margins(pooled)
+    out = _over_seeds(pooled, keys, "f1")
+    for column in ("roc_auc", "margin"):
+        out = out.merge(_over_seeds(pooled, keys, column), on=keys)
+    per_scenario = scenario_summary(scenarios)
+    worst_rows = []
+    for key, group in per_scenario.groupby(keys, sort=False):
+        # An undefined F1 (a scenario without attack windows) is no one's worst scenario.
+        worst = group.loc[group["f1_mean"].fillna(np.inf).idxmin()]
+        smallest = group.loc[group["margin_mean"].fillna(np.inf).idxmin()]
+        worst_rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "worst_scenario": worst["scenario"],
+                "worst_f1_mean": worst["f1_mean"],
+                "smallest_margin_scenario": smallest["scenario"],
+                "smallest_margin_mean": smallest["margin_mean"],
+            }
+        )
+    return out.merge(pd.DataFrame(worst_rows), on=keys, how="left")
+
+
+def paired_difference(pooled: pd.DataFrame, better: str, worse: str, model: str) -> pd.DataFrame:
+    """Per dataset: F1(better) − F1(worse) of ``model`` on pooled test, paired by seed, over seeds."""
+    rows = []
+    frame = pooled[pooled["model"] == model]
+    for dataset, group in frame.groupby("dataset", sort=False):
+        a = group[group["variant"] == better].set_index("seed")["f1"]
+        b = group[group["variant"] == worse].set_index("seed")["f1"]
+        seeds = a.index.intersection(b.index)
+        if len(seeds) == 0:
+            continue
+        stats = interval((a[seeds] - b[seeds]).tolist())
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "compared": f"{better} − {worse}",
+                **stats,
+                "verdict": verdict(stats),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def verdict(stats: Mapping[str, float]) -> str:
+    """What an interval of a difference says: better, worse, or no measurable difference."""
+    if stats["n"] < 2:
+        return "one seed: no interval, no claim"
+    if stats["low"] > 0:
+        return "better (the interval is above 0)"
+    if stats["high"] < 0:
+        return "worse (the interval is below 0)"
+    return "no measurable difference (the interval contains 0)"
+
+
+def distillation_summary(pooled: pd.DataFrame) -> pd.DataFrame:
+    """Did distillation help? student_kd − student (and teacher − student_kd) per model, paired by seed."""
+    parts = []
+    for model in ("gat", "vgae", "fusion"):
+        parts.append(paired_difference(pooled, STUDENT_KD, STUDENT, model))
+        parts.append(paired_difference(pooled, TEACHER, STUDENT_KD, model))
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def fusion_summary(scenarios: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × variant × scenario: fusion F1 − the better of GAT and VGAE (each seed, then over seeds)."""
+    chain = scenarios[scenarios["model"].isin(["fusion", "gat", "vgae"])]
+    rows = []
+    for key, group in chain.groupby(["dataset", "variant", "scenario"], sort=False):
+        per_seed = group.pivot_table(index="seed", columns="model", values="f1")
+        if not {"fusion", "gat", "vgae"} <= set(per_seed.columns):
+            continue
+        best_input = per_seed[["gat", "vgae"]].max(axis=1)
+        stats = interval(per_seed["fusion"] - best_input)
+        rows.append(
+            {
+                "dataset": key[0],
+                "variant": key[1],
+                "scenario": key[2],
+                "fusion_f1": per_seed["fusion"].mean(),
+                "best_input_f1": best_input.mean(),
+                "gain": stats["mean"],
+                "gain_low": stats["low"],
+                "gain_high": stats["high"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def alpha_summary(documents: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per dataset × variant: the fusion's α on all test windows of every seed (histogram summed over seeds)."""
+    grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for document in documents:
+        stats = document.get("fusion_alpha", {}).get("test_pooled")
+        if stats:
+            grouped.setdefault((document["dataset"], document["variant"]), []).append(stats)
+    rows = []
+    for (dataset, variant), items in grouped.items():
+        counts = np.sum([item["counts"] for item in items], axis=0)
+        n = int(counts.sum())
+        bins = items[0]["bins"]
+        rows.append(
+            {
+                "dataset": dataset,
+                "variant": variant,
+                "windows": n,
+                "alpha_mean": float(np.average([i["mean"] for i in items], weights=[i["n"] for i in items])),
+                "alpha_median_per_seed": ", ".join(f"{i['quantiles']['0.5']:.2f}" for i in items),
+                "share_alpha_ge_0.9": float(counts[-1] / n) if n else math.nan,
+                "share_alpha_lt_0.1": float(counts[0] / n) if n else math.nan,
+                "agrees_with_gat": float(np.mean([i["agrees_with_gat"] for i in items])),
+                "histogram": " ".join(
+                    f"[{low:.1f},{high:.1f}{']' if k == len(counts) - 1 else ')'}:{c}"
+                    for k, (low, high, c) in enumerate(zip(bins[:-1], bins[1:], counts, strict=True))
+                    if c
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def variant_summary(documents: Sequence[Mapping[str, Any]], pooled: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset × variant: size, pooled-test F1 over seeds (mean and half-width), latency."""
+    rows = []
+    grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for document in documents:
+        grouped.setdefault((document["dataset"], document["variant"]), []).append(document)
+    for (dataset, variant), items in grouped.items():
+        where = _where(items[0])
+        params = _require(items[0], "parameters", where)
+        latency = [_require(d, "speed", _where(d))["fusion"]["latency_ms"] for d in items]
+        throughput = [d["speed"]["fusion"]["graphs_per_s"] for d in items]
+        frame = pooled[(pooled["dataset"] == dataset) & (pooled["variant"] == variant)]
+        row = {
+            "dataset": dataset,
+            "variant": variant,
+            "seeds": len(items),
+            "params_vgae": params["vgae"],
+            "params_gat": params["gat"],
+            "params_dqn": params["dqn"],
+            "params_total": params["total"],
+            "size_vs_teacher": None,
+            "latency_ms_fusion": float(np.mean(latency)),
+            "graphs_per_s_fusion": float(np.mean(throughput)),
+        }
+        for model in ("vgae", "gat", "fusion"):
+            stats = interval(frame.loc[frame["model"] == model, "f1"])
+            row[f"f1_{model}"], row[f"f1_{model}_ci"] = stats["mean"], stats["half"]
+        row["roc_auc_fusion"] = interval(frame.loc[frame["model"] == "fusion", "roc_auc"])["mean"]
+        baselines = frame[frame["model"].isin(BASELINES)]
+        row["f1_best_baseline"] = (
+            baselines.groupby("model")["f1"].mean().max() if not baselines.empty else math.nan
+        )
+        rows.append(row)
+    return summary_table(rows)
 
 
 def summary_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows from ``summary_row`` as a table, with each student's size relative to its dataset's teacher."""
+    """Rows of :func:`variant_summary` as a table, with each student's size relative to its dataset's teacher."""
     table = pd.DataFrame(list(rows), columns=SUMMARY_COLUMNS)
     order = {v: i for i, v in enumerate(VARIANTS)}
     table = table.sort_values(
         ["dataset", "variant"], key=lambda s: s.map(order) if s.name == "variant" else s
     ).reset_index(drop=True)
-    teacher = table[table["variant"] == "teacher"].set_index("dataset")["params_total"]
+    teacher = table[table["variant"] == TEACHER].set_index("dataset")["params_total"]
     table["size_vs_teacher"] = table.apply(
         lambda r: (r["params_total"] / teacher[r["dataset"]]) if r["dataset"] in teacher.index else None,
         axis=1,
@@ -68,48 +355,293 @@ def summary_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return table
 
 
-def _markdown_cell(value: Any, column: str) -> str:
+# -- engineering floors ----------------------------------------------------------------------------------------------
+AUC_FLOOR = 0.65  # a random score's mean ROC-AUC over three seeds of ~50 windows stays below it (sd ≈ 0.04)
+FUSION_TOLERANCE = 0.005
+FLOOR_MODELS = ("vgae", "gat", "fusion")
+
+
+def chance_f1(attack_share: float) -> float:
+    """The best F1 a score-blind detector reaches: flag every window (recall 1, precision = the attack share);
+    any random flagging rate does worse."""
+    return 2 * attack_share / (1 + attack_share) if attack_share > 0 else math.nan
+
+
+FLOOR_COLUMNS = ["dataset", "variant", "scenario", "model", "check", "value", "floor", "passed", "seeds"]
+
+
+def _floor_row(where: Mapping[str, Any], check: str, model: str, value, floor, passed) -> dict[str, Any]:
+    return {**where, "model": model, "check": check, "value": value, "floor": floor, "passed": bool(passed)}
+
+
+def floor_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The engineering floors per dataset × variant × test scenario (means over seeds), one row per check:
+
+    * ``roc_auc`` of the VGAE, the GAT and the fusion ≥ ``AUC_FLOOR`` (random scores: 0.5; constant: 0.5);
+    * ``f1_above_chance``: their F1 > the F1 of flagging every window, ``chance_f1`` of the scenario's attack share;
+    * ``fusion_vs_inputs``: fusion F1 ≥ the better of the GAT's and the VGAE's F1 − ``FUSION_TOLERANCE``.
+
+    Scenarios with one class only have no floor. A constant or random score fails the first two; a fusion with a
+    constant α passes the third only on scenarios where the input it always picks is the better one.
+    """
+    rows = []
+    chain = table[table["model"].isin(FLOOR_MODELS)]
+    for (dataset, variant, scenario), group in chain.groupby(["dataset", "variant", "scenario"], sort=False):
+        share = float((group["n_attack"] / group["n"]).iloc[0])
+        if not 0 < share < 1:
+            continue
+        means = group.groupby("model")[["f1", "roc_auc"]].mean()
+        seeds = int(group["seed"].nunique())
+
+        where = {"dataset": dataset, "variant": variant, "scenario": scenario, "seeds": seeds}
+        for model in FLOOR_MODELS:
+            if model not in means.index:
+                continue
+            auc, f1 = means.loc[model, "roc_auc"], means.loc[model, "f1"]
+            rows.append(_floor_row(where, "roc_auc", model, auc, AUC_FLOOR, auc >= AUC_FLOOR))
+            rows.append(
+                _floor_row(where, "f1_above_chance", model, f1, chance_f1(share), f1 > chance_f1(share))
+            )
+        if set(FLOOR_MODELS) <= set(means.index):
+            best = max(means.loc["gat", "f1"], means.loc["vgae", "f1"])
+            fused = means.loc["fusion", "f1"]
+            floor = best - FUSION_TOLERANCE
+            rows.append(_floor_row(where, "fusion_vs_inputs", "fusion", fused, floor, fused >= floor))
+    return pd.DataFrame(rows, columns=FLOOR_COLUMNS)
+
+
+# -- Markdown --------------------------------------------------------------------------------------------------------
+def _number(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    if column.startswith("params"):
-        return f"{int(value):,}"
-    if column == "size_vs_teacher":
-        return f"{100 * value:.1f}%"
-    if column == "graphs_per_s_fusion":
-        return f"{value:,.0f}"
-    if column == "latency_ms_fusion":
-        return f"{value:.2f}"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+    return f"{value:.{digits}f}"
 
 
-def summary_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency such as ``tabulate``)."""
-    headers = {
-        "dataset": "dataset",
-        "variant": "variant",
-        "params_vgae": "VGAE params",
-        "params_gat": "GAT params",
-        "params_dqn": "DQN params",
-        "params_total": "total params",
-        "size_vs_teacher": "size vs teacher",
-        "f1_vgae": "F1 VGAE",
-        "f1_gat": "F1 GAT",
-        "f1_fusion": "F1 fusion",
-        "roc_auc_fusion": "ROC-AUC fusion",
-        "latency_ms_fusion": "latency (ms/window)",
-        "graphs_per_s_fusion": "graphs/s (batched)",
-    }
-    columns = [c for c in SUMMARY_COLUMNS if c in table.columns]
+def _plus_minus(mean: float, half: float, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if half is None or (isinstance(half, float) and math.isnan(half)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _interval_text(mean: float, low: float, high: float, digits: int = 3) -> str:
+    if isinstance(low, float) and math.isnan(low):
+        return _number(mean, digits)
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency such as ``tabulate``); columns whose every cell is
+    a number (or n/a) are right-aligned."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    number = re.compile(r"^(n/a|[-+−]?[\d.,]+(%| ±.*| \[.*\])?)$")
+    numeric = [bool(rows) and all(number.match(row[i]) for row in rows) for i in range(len(headers))]
     lines = [
-        "| " + " | ".join(headers[c] for c in columns) + " |",
-        "|" + "|".join("---" if c in ("dataset", "variant") else "---:" for c in columns) + "|",
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---:" if right else "---" for right in numeric) + "|",
     ]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_markdown_cell(row[c], c) for c in columns) + " |")
-    return (
-        "F1 on all test scenarios pooled; latency is one window through VGAE + GAT + DQN fusion (median).\n\n"
-        + "\n".join(lines)
-        + "\n"
-    )
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(
+    variants: pd.DataFrame,
+    models: pd.DataFrame | None = None,
+    scenarios: pd.DataFrame | None = None,
+    distillation: pd.DataFrame | None = None,
+    fusion: pd.DataFrame | None = None,
+    alpha: pd.DataFrame | None = None,
+    floors: pd.DataFrame | None = None,
+) -> str:
+    """The whole summary as Markdown: teacher vs students, models and baselines, per scenario, distillation,
+    fusion, α."""
+    seeds = sorted(set(variants["seeds"])) if not variants.empty else []
+    parts = [
+        f"Test metrics over {', '.join(map(str, seeds)) or 'no'} seed(s) per variant: mean ± half-width of the "
+        f"{INTERVAL}; n/a where one seed gives no interval. Nothing here comes from validation.",
+        "## Teacher vs students\n\nF1 on all test scenarios pooled; latency is one window through VGAE + GAT + DQN "
+        "fusion (median, mean over seeds).\n\n"
+        + markdown_table(
+            [
+                "dataset",
+                "variant",
+                "seeds",
+                "total params",
+                "size vs teacher",
+                "F1 VGAE",
+                "F1 GAT",
+                "F1 fusion",
+                "F1 best baseline",
+                "latency (ms/window)",
+            ],
+            (
+                [
+                    r["dataset"],
+                    r["variant"],
+                    r["seeds"],
+                    f"{int(r['params_total']):,}",
+                    "n/a" if pd.isna(r["size_vs_teacher"]) else f"{100 * r['size_vs_teacher']:.1f}%",
+                    _plus_minus(r["f1_vgae"], r["f1_vgae_ci"]),
+                    _plus_minus(r["f1_gat"], r["f1_gat_ci"]),
+                    _plus_minus(r["f1_fusion"], r["f1_fusion_ci"]),
+                    _number(r["f1_best_baseline"]),
+                    _number(r["latency_ms_fusion"], 2),
+                ]
+                for _, r in variants.iterrows()
+            ),
+        ),
+    ]
+    if models is not None and not models.empty:
+        parts.append(
+            "## Every model against the trivial baselines\n\nPooled-test F1 and ROC-AUC, the scenario where "
+            "the model's mean F1 is lowest, and its margin over the better trivial baseline (F1 − the better of "
+            "baseline_unknown_id and baseline_id_counts): pooled, and on the scenario where the margin is "
+            "smallest.\n\n"
+            + markdown_table(
+                [
+                    "dataset",
+                    "variant",
+                    "model",
+                    "F1",
+                    "ROC-AUC",
+                    "worst scenario (F1)",
+                    "margin (pooled)",
+                    "smallest margin (scenario)",
+                ],
+                (
+                    [
+                        r["dataset"],
+                        r["variant"],
+                        r["model"],
+                        _plus_minus(r["f1_mean"], r["f1_half"]),
+                        _plus_minus(r["roc_auc_mean"], r["roc_auc_half"]),
+                        f"{r['worst_scenario']} ({_number(r['worst_f1_mean'])})",
+                        _plus_minus(r["margin_mean"], r["margin_half"]),
+                        f"{_number(r['smallest_margin_mean'])} ({r['smallest_margin_scenario']})",
+                    ]
+                    for _, r in models.iterrows()
+                ),
+            )
+        )
+    if distillation is not None and not distillation.empty:
+        parts.append(
+            "## Did distillation help?\n\nPooled-test F1 differences paired by seed (student_kd − student: the "
+            "distillation's effect; teacher − student_kd: what the small model still loses), mean and "
+            f"{INTERVAL}.\n\n"
+            + markdown_table(
+                ["dataset", "model", "difference", "mean [95% interval]", "seeds", "verdict"],
+                (
+                    [
+                        r["dataset"],
+                        r["model"],
+                        r["compared"],
+                        _interval_text(r["mean"], r["low"], r["high"]),
+                        r["n"],
+                        r["verdict"],
+                    ]
+                    for _, r in distillation.iterrows()
+                ),
+            )
+        )
+    if fusion is not None and not fusion.empty:
+        beaten = int((fusion["gain_low"] > 0).sum())
+        not_worse = int((fusion["gain"] >= -0.005).sum())
+        parts.append(
+            "## Does the fusion earn its place?\n\nFusion F1 − the better of its two inputs (GAT, VGAE) per test "
+            f"scenario, mean over seeds [95% interval]. The fusion is above both inputs (interval above 0) in "
+            f"{beaten} of {len(fusion)} dataset × variant × scenario cells, and within 0.005 of the better input "
+            f"or above it in {not_worse}.\n\n"
+            + markdown_table(
+                ["dataset", "variant", "scenario", "F1 fusion", "F1 better input", "gain [95% interval]"],
+                (
+                    [
+                        r["dataset"],
+                        r["variant"],
+                        r["scenario"],
+                        _number(r["fusion_f1"]),
+                        _number(r["best_input_f1"]),
+                        _interval_text(r["gain"], r["gain_low"], r["gain_high"]),
+                    ]
+                    for _, r in fusion.iterrows()
+                ),
+            )
+        )
+    if alpha is not None and not alpha.empty:
+        parts.append(
+            "## What the fusion's α does\n\nα weighs the GAT against the VGAE (0 = VGAE only, 1 = GAT only), on "
+            "all test windows of every seed: histogram over ten bins, share at the ends, and how often the fused "
+            "decision equals the GAT's.\n\n"
+            + markdown_table(
+                [
+                    "dataset",
+                    "variant",
+                    "windows",
+                    "mean α",
+                    "median α per seed",
+                    "α ≥ 0.9",
+                    "α < 0.1",
+                    "same decision as GAT",
+                    "histogram",
+                ],
+                (
+                    [
+                        r["dataset"],
+                        r["variant"],
+                        r["windows"],
+                        _number(r["alpha_mean"], 2),
+                        r["alpha_median_per_seed"],
+                        _number(r["share_alpha_ge_0.9"], 3),
+                        _number(r["share_alpha_lt_0.1"], 3),
+                        _number(r["agrees_with_gat"], 3),
+                        r["histogram"],
+                    ]
+                    for _, r in alpha.iterrows()
+                ),
+            )
+        )
+    if floors is not None and not floors.empty:
+        missed = floors[~floors["passed"]]
+        parts.append(
+            f"## Engineering floors\n\n{len(floors) - len(missed)} of {len(floors)} checks pass (means over "
+            f"seeds; ROC-AUC ≥ {AUC_FLOOR}, F1 above flagging every window, fusion ≥ the better input − "
+            f"{FUSION_TOLERANCE}). Every miss is a finding:\n\n"
+            + (
+                markdown_table(
+                    ["dataset", "variant", "scenario", "model", "check", "value", "floor"],
+                    (
+                        [
+                            r["dataset"],
+                            r["variant"],
+                            r["scenario"],
+                            r["model"],
+                            r["check"],
+                            _number(r["value"]),
+                            _number(r["floor"]),
+                        ]
+                        for _, r in missed.iterrows()
+                    ),
+                )  # fmt: skip
+                if len(missed)
+                else "none."
+            )
+        )
+    if scenarios is not None and not scenarios.empty:
+        wide = scenarios.assign(
+            cell=[_plus_minus(m, h) for m, h in zip(scenarios["f1_mean"], scenarios["f1_half"], strict=True)]
+        ).pivot_table(
+            index=["dataset", "scenario", "model"],
+            columns="variant",
+            values="cell",
+            aggfunc="first",
+            sort=False,
+        )
+        columns = [v for v in VARIANTS if v in wide.columns]
+        parts.append(
+            "## F1 per test scenario\n\nMean ± half-width of the 95% t interval over seeds.\n\n"
+            + markdown_table(
+                ["dataset", "scenario", "model", *columns],
+                ([*index, *(wide.loc[index, c] for c in columns)] for index in wide.index),
+            )
+        )
+    return "\n\n".join(parts) + "\n"

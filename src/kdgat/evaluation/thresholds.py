@@ -6,6 +6,9 @@
 * GAT: attack when ``gat_prob > 0.5`` (kdgat.chain.DECISION_THRESHOLD, fixed, not fitted): the same rule training
   validates with and the DQN fusion applies to its fused score, so a tie at exactly 0.5 is normal everywhere.
 * Fusion: the DQN's own decision (``fusion_pred`` = fused score > 0.5, see kdgat.models.dqn.fuse).
+* Fixed-α fusions, the yardsticks of the learned α: ``fixed_alpha_<a>`` scores ``(1 − a)·vgae_score + a·gat_prob``
+  and decides by the same rule as the fusion (> 0.5); ``fixed_alpha_0`` is the calibrated VGAE score at 0.5 (its
+  training validation threshold), ``fixed_alpha_1`` the GAT.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ from kdgat.evaluation.metrics import as_binary
 
 GAT_THRESHOLD = DECISION_THRESHOLD
 SCORE_COLUMNS = ("label", "vgae_score", "gat_prob", "fusion_alpha", "fusion_score", "fusion_pred")
+FIXED_ALPHAS = (0.0, 0.5, 1.0)
+
+
+def fixed_alpha_model(alpha: float) -> str:
+    """``fixed_alpha_0``, ``fixed_alpha_0.5``, ``fixed_alpha_1``."""
+    return f"fixed_alpha_{alpha:g}"
+
+
+FIXED_ALPHA_MODELS = tuple(fixed_alpha_model(alpha) for alpha in FIXED_ALPHAS)
 
 
 @dataclass(frozen=True)
@@ -70,8 +82,12 @@ def model_decisions(
     vgae = scored["vgae_score"].to_numpy(float)
     gat = scored["gat_prob"].to_numpy(float)
     fusion = scored["fusion_score"].to_numpy(float)
-    return {
+    decisions = {
         "vgae": (vgae, (vgae >= vgae_threshold).astype(np.int64)),
         "gat": (gat, (gat > gat_threshold).astype(np.int64)),
         "fusion": (fusion, scored["fusion_pred"].to_numpy().astype(np.int64)),
     }
+    for alpha in FIXED_ALPHAS:
+        fixed = (1.0 - alpha) * vgae + alpha * gat
+        decisions[fixed_alpha_model(alpha)] = (fixed, (fixed > DECISION_THRESHOLD).astype(np.int64))
+    return decisions

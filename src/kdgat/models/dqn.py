@@ -9,6 +9,7 @@ from kdgat.chain import DECISION_THRESHOLD
 
 NUM_ACTIONS = 21
 STATE_DIM = 15  # 8 VGAE features + 7 GAT features, see kdgat.inference.fusion_inputs
+LEARNT = -1  # QNetwork.fallback_action when the agent's own greedy choice is used
 
 
 def alphas(device=None) -> torch.Tensor:
@@ -34,6 +35,9 @@ class QNetwork(nn.Module):
         # training states, stored as buffers so that model.pt carries them (set by kdgat.training.dqn).
         self.register_buffer("state_mean", torch.zeros(state_dim))
         self.register_buffer("state_std", torch.ones(state_dim))
+        # LEARNT, or the one action (α) used for every graph when the learnt policy did not beat both inputs alone
+        # on the stop graphs (set by kdgat.training.dqn; a buffer, so model.pt carries the choice).
+        self.register_buffer("fallback_action", torch.tensor(LEARNT))
         layers: list[nn.Module] = []
         width = state_dim
         for _ in range(num_layers):
@@ -44,6 +48,18 @@ class QNetwork(nn.Module):
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.net((state - self.state_mean) / self.state_std)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A model.pt from before the fallback existed holds a learnt policy.
+        state_dict.setdefault(f"{prefix}fallback_action", torch.tensor(LEARNT))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def choose(self, state: torch.Tensor) -> torch.Tensor:
+        """The action of each state ([N, STATE_DIM] → [N]): the greedy one, or the fallback action when one is set."""
+        fallback = int(self.fallback_action)
+        if fallback != LEARNT:
+            return torch.full(state.shape[:-1], fallback, dtype=torch.long, device=state.device)
+        return self(state).argmax(dim=-1)
 
 
 def fusion_reward(

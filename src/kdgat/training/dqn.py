@@ -41,7 +41,7 @@ from kdgat.chain import DECISION_THRESHOLD
 from kdgat.distillation import freeze, q_value_kd_loss
 from kdgat.inference import fusion_inputs
 from kdgat.model_store import load_model
-from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
+from kdgat.models import LEARNT, NUM_ACTIONS, QNetwork, fuse, fusion_reward
 from kdgat.runtime import seed_everything
 from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import load_graph_file, load_num_ids
@@ -291,7 +291,7 @@ class DQNStage(StageBase):
     @torch.no_grad()
     def policy(self, inputs: dict) -> dict:
         self.model.eval()
-        actions = self.model(inputs["state"]).argmax(dim=1)
+        actions = self.model.choose(inputs["state"])
         alpha, score, prediction = fuse(actions, inputs["anomaly"], inputs["p_attack"])
         return {
             "alpha": alpha,
@@ -317,6 +317,28 @@ def balanced_mean(values: torch.Tensor, labels: torch.Tensor) -> float:
 def standardise_states(model: QNetwork, states: torch.Tensor) -> None:
     model.state_mean.copy_(states.mean(dim=0))
     model.state_std.copy_(states.std(dim=0, unbiased=False).clamp_min(1e-6))
+
+
+# The two policies that copy one input (α = 0: the VGAE's decision, α = 1: the GAT's), in the order a tie is broken.
+INPUT_POLICIES = {"fixed_alpha_1": NUM_ACTIONS - 1, "fixed_alpha_0": 0}
+
+
+def fall_back_unless_better(stage: DQNStage) -> dict:
+    """Keep the learnt policy only if its class-balanced reward on the stop graphs (the early-stopping criterion)
+    is above that of both inputs alone; otherwise set the agent's fallback action to the better input's α for
+    every graph (a tie goes to the GAT). So the fusion falls back to its better input, as judged on graphs no
+    model trained on, wherever the agent did not earn its place; which policy was kept is in metrics.json."""
+    inputs, labels = stage.val_inputs, stage.val_inputs["label"]
+    stage.model.fallback_action.fill_(LEARNT)
+    rewards = {"learnt": balanced_mean(stage.policy(inputs)["reward"], labels)}
+    for name, action in INPUT_POLICIES.items():
+        actions = torch.full_like(labels, action)
+        rewards[name] = balanced_mean(stage.reward(actions.to(labels.device), inputs), labels)
+    best_input = max(INPUT_POLICIES, key=lambda name: rewards[name])  # first maximum: the GAT on a tie
+    kept = "learnt" if rewards["learnt"] > rewards[best_input] else best_input
+    if kept != "learnt":
+        stage.model.fallback_action.fill_(INPUT_POLICIES[kept])
+    return {"policy": kept, **{f"val_reward_{name}": value for name, value in rewards.items()}}
 
 
 def policy_report(alpha, prediction, inputs: dict, vgae_threshold: float = DECISION_THRESHOLD) -> dict:
@@ -383,6 +405,7 @@ def train(
         k: float(v.double().sum()) for k, v in train_inputs.items()
     }  # resume only on the same inputs
     result = fit(stage, loop, fingerprint({**settings.as_dict(), "inputs": fp_inputs}))
+    kept = fall_back_unless_better(stage)
     out = stage.policy(stage.val_inputs)
     labels = stage.val_inputs["label"].cpu().numpy()
     metrics = base_metrics(settings, model, result, started, device)
@@ -392,7 +415,14 @@ def train(
         "fit_graphs": len(train_inputs["label"]),
         "stop_graphs": len(val_inputs["label"]),
     }
-    metrics |= policy_report(out["alpha"], out["prediction"], stage.val_inputs)
+    metrics |= kept | policy_report(out["alpha"], out["prediction"], stage.val_inputs)
+    log.info(
+        "dqn: balanced stop reward of the learnt policy %.4f, GAT alone %.4f, VGAE alone %.4f: policy %s",
+        kept["val_reward_learnt"],
+        kept["val_reward_fixed_alpha_1"],
+        kept["val_reward_fixed_alpha_0"],
+        kept["policy"],
+    )
     log.info(
         "dqn: stop F1 %.4f (GAT %.4f, VGAE %.4f), mean α %.3f, same decision as the GAT on %.1f%%",
         metrics["val_f1"],

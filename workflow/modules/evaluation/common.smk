@@ -1,10 +1,10 @@
-# Helpers of the evaluation module: which datasets and variants to evaluate and where their inputs are.
+# Helpers of the evaluation module: which datasets, variants and seeds to evaluate and where their inputs are.
 import os
 import re
 import sys
 from pathlib import Path
 
-from kdgat.chain import STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
+from kdgat.chain import DEFAULT_SEEDS, STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
 from kdgat.tracking import TrackingSettings
 
 EVALUATION = config["evaluation"]
@@ -43,8 +43,14 @@ def configured_variants():
     return [v for v in ALL_VARIANTS if v in variants]
 
 
+def configured_seeds():
+    """kd_gat.seeds (validated by the kd_gat module's schema); its default when the kd_gat section is absent."""
+    return [int(seed) for seed in config.get("kd_gat", {}).get("seeds", DEFAULT_SEEDS)]
+
+
 DATASETS = configured_datasets()
 VARIANTS = configured_variants()
+SEEDS = configured_seeds()
 REPORT = "../../report"
 
 

@@ -15,6 +15,9 @@ if not DATASETS:
         "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there"
     )
 VARIANTS = [variant for variant in ALL_VARIANTS if variant in KD["variants"]]
+# Every variant is trained once per seed: the {seed} level of the paths (a student_kd distils from the teacher of
+# its own seed).
+SEEDS = [int(seed) for seed in KD["seeds"]]
 DATA = KD["data_prefix"].rstrip("/")
 RESOURCES = KD["resources"]
 
@@ -43,7 +46,7 @@ def dqn_graphs():
 
 
 def result(variant, stage, name="model.pt"):
-    return f"results/kd_gat/{{dataset}}/{variant}/{stage}/{name}"
+    return f"results/kd_gat/{{dataset}}/seed_{{seed}}/{variant}/{stage}/{name}"
 
 
 def outputs(variant, stage):
@@ -53,9 +56,17 @@ def outputs(variant, stage):
 OUTPUT_FILES = {"model": "pt", "metrics": "json", "history": "csv"}
 
 
-def settings(stage, variant, overrides=None):
-    """What the training job gets: only the settings of this stage and variant, typed and checked by the library."""
-    return StageSettings.from_config(KD, stage, variant, overrides).as_dict()
+def stage_settings(stage, variant, seed, overrides=None):
+    """What a training job gets: only the settings of this stage and variant at one seed, typed and checked by the
+    library (kd_gat.seeds is the workflow's: the job sees its own seed as `seed`)."""
+    section = {key: value for key, value in KD.items() if key != "seeds"} | {"seed": seed}
+    return StageSettings.from_config(section, stage, variant, overrides).as_dict()
+
+
+def settings(stage, variant):
+    """The params function of a training rule: the settings for the job's {seed}. Checked here, at parse time."""
+    stage_settings(stage, variant, SEEDS[0])
+    return lambda wildcards: stage_settings(stage, variant, int(wildcards.seed))
 
 
 def tracking(stage, variant, sweep=False):
@@ -105,11 +116,13 @@ if KD["sweep"]["enabled"]:
 
 
 def sweep_targets():
+    """The sweep runs at the first seed (any other can be asked for by path)."""
     if SWEEP is None:
         return []
     return expand(
-        f"results/kd_gat/{{dataset}}/sweep/{{instance}}/gat/{{name}}",
+        f"results/kd_gat/{{dataset}}/seed_{{seed}}/sweep/{{instance}}/gat/{{name}}",
         dataset=DATASETS,
+        seed=SEEDS[:1],
         instance=SWEEP.instance_patterns,
         name=["model.pt", "metrics.json"],
     )

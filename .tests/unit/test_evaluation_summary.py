@@ -1,0 +1,428 @@
+"""Summaries over seeds, the engineering floors and the trivial baselines (kdgat.evaluation.summary, .baselines)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import t
+
+from kdgat.evaluation.baselines import (
+    ID_COUNTS,
+    UNKNOWN_ID,
+    IdCountBaseline,
+    baselines_files,
+    evaluate_baselines,
+    messages_per_id,
+    unknown_id_scores,
+)
+from kdgat.evaluation.metrics import binary_metrics
+from kdgat.evaluation.summary import (
+    AUC_FLOOR,
+    FUSION_TOLERANCE,
+    SCENARIO_COLUMNS,
+    alpha_summary,
+    chance_f1,
+    distillation_summary,
+    floor_table,
+    fusion_summary,
+    interval,
+    model_summary,
+    pooled_table,
+    scenario_summary,
+    scenario_table,
+    summary_markdown,
+    variant_summary,
+    verdict,
+    with_margins,
+)
+from kdgat.evaluation.thresholds import youden_threshold
+from kdgat.graphs import GraphArrays, build_graphs
+
+
+def test_interval_is_the_student_t_interval_over_seeds():
+    stats = interval([1.0, 2.0, 3.0])
+    half = t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # sd (n − 1) of 1, 2, 3 is 1
+    assert stats["mean"] == 2.0 and stats["half"] == pytest.approx(half)
+    assert (stats["low"], stats["high"]) == pytest.approx((2.0 - half, 2.0 + half))
+    one = interval([0.7])
+    assert one["mean"] == 0.7 and math.isnan(one["half"]) and one["n"] == 1
+    assert interval([0.5, None, float("nan")])["n"] == 1
+    assert verdict(interval([0.1, 0.12, 0.11])).startswith("better")
+    assert verdict(interval([-0.1, -0.12, -0.11])).startswith("worse")
+    assert verdict(interval([-0.1, 0.1, 0.0])).startswith("no measurable difference")
+    assert verdict(one) == "one seed: no interval, no claim"
+
+
+def _metrics(labels, scores):
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    return binary_metrics(labels, scores, (scores > 0.5).astype(int))
+
+
+LABELS = np.array([0] * 30 + [1] * 20)
+
+
+def _document(variant, seed, gat_scores, vgae_scores, fusion_scores, alphas=None):
+    models = {"gat": gat_scores, "vgae": vgae_scores, "fusion": fusion_scores}
+    block = {name: _metrics(LABELS, scores) for name, scores in models.items()}
+    alphas = np.ones(len(LABELS)) if alphas is None else np.asarray(alphas)
+    counts, _ = np.histogram(alphas, bins=np.linspace(0, 1, 11))
+    return {
+        "dataset": "ds",
+        "variant": variant,
+        "seed": seed,
+        "parameters": {"vgae": 1, "gat": 2, "dqn": 3, "total": 6 if variant != "teacher" else 60},
+        "speed": {"fusion": {"latency_ms": 1.0, "graphs_per_s": 100.0}},
+        "val": block,
+        "test": {"dos": block},
+        "test_pooled": block,
+        "fusion_alpha": {
+            "test_pooled": {
+                "n": len(alphas),
+                "bins": np.linspace(0, 1, 11).round(2).tolist(),
+                "counts": counts.tolist(),
+                "mean": float(alphas.mean()),
+                "quantiles": {"0.5": float(np.median(alphas))},
+                "agrees_with_gat": 1.0,
+            }
+        },
+    }
+
+
+def _baselines():
+    block = {
+        UNKNOWN_ID: _metrics(LABELS, np.r_[np.zeros(30), np.ones(20)]),
+        ID_COUNTS: _metrics(LABELS, np.r_[np.full(30, 0.4), np.full(10, 0.6), np.full(10, 0.4)]),
+    }
+    return {"dataset": "ds", "test": {"dos": block}, "test_pooled": block}
+
+
+PERFECT = np.r_[np.full(30, 0.1), np.full(20, 0.9)]
+HALF = np.r_[np.full(30, 0.1), np.full(10, 0.9), np.full(10, 0.1)]  # finds half of the attacks
+
+
+@pytest.fixture
+def documents():
+    rng = np.random.default_rng(0)
+    docs = []
+    for seed in (1, 2, 3):
+        noisy = np.clip(PERFECT + rng.normal(0, 0.05, len(LABELS)), 0, 1)
+        docs.append(_document("teacher", seed, noisy, HALF, noisy))
+        docs.append(_document("student_kd", seed, HALF, HALF, HALF))
+        docs.append(_document("student", seed, PERFECT if seed != 2 else HALF, HALF, HALF))
+    return docs
+
+
+def test_scenario_table_has_one_row_per_dataset_variant_seed_scenario_model(documents):
+    table = scenario_table(documents, [_baselines()])
+    assert list(table.columns) == SCENARIO_COLUMNS
+    assert len(table) == 3 * 3 * 1 * 5  # variants × seeds × scenarios × (three models + two baselines)
+    assert not table.duplicated(["dataset", "variant", "seed", "scenario", "model"]).any()
+    # The baselines do not depend on the variant or the seed: the same numbers on every row.
+    assert table.loc[table["model"] == UNKNOWN_ID, "f1"].nunique() == 1
+    assert table.loc[table["model"] == UNKNOWN_ID, "f1"].iloc[0] == pytest.approx(1.0)
+    teacher_gat = table[(table["variant"] == "teacher") & (table["model"] == "gat")]
+    assert sorted(teacher_gat["seed"]) == [1, 2, 3]
+
+
+def test_no_fallback_to_validation(documents):
+    del documents[0]["test_pooled"]
+    with pytest.raises(ValueError, match="no fallback to validation"):
+        pooled_table(documents)
+
+
+def test_summaries_report_intervals_margins_and_the_distillation_verdict(documents):
+    per_scenario = scenario_table(documents, [_baselines()])
+    pooled = pooled_table(documents, [_baselines()])
+    variants = variant_summary(documents, pooled)
+    assert variants["variant"].tolist() == ["teacher", "student_kd", "student"]
+    assert variants["size_vs_teacher"].tolist() == pytest.approx([1.0, 0.1, 0.1])
+    assert variants.loc[1, "f1_gat"] == pytest.approx(2 / 3)  # recall 1/2, precision 1
+    assert variants.loc[1, "f1_gat_ci"] == pytest.approx(0.0)
+    assert variants.loc[0, "f1_best_baseline"] == pytest.approx(1.0)
+    models = model_summary(per_scenario, pooled).set_index(["variant", "model"])
+    assert models.loc[("student_kd", "gat"), "margin_mean"] == pytest.approx(2 / 3 - 1.0)
+    assert models.loc[("student_kd", "gat"), "worst_scenario"] == "dos"
+    kd = distillation_summary(pooled).set_index(["model", "compared"])
+    # student had F1 1, 2/3, 1 over the seeds; student_kd 2/3 every time: paired differences −1/3, 0, −1/3.
+    gat = kd.loc[("gat", "student_kd − student")]
+    assert gat["mean"] == pytest.approx(-2 / 9) and gat["n"] == 3
+    assert gat["verdict"] == verdict(interval([-1 / 3, 0.0, -1 / 3]))
+    markdown = summary_markdown(
+        variants, models=model_summary(per_scenario, pooled), distillation=kd.reset_index()
+    )
+    assert "Did distillation help?" in markdown and "95% t interval" in markdown
+    assert "| ds | student_kd | gat |" in markdown
+
+
+def test_alpha_summary_sums_the_histograms_of_every_seed():
+    documents = [
+        _document("teacher", seed, PERFECT, HALF, PERFECT, alphas=np.r_[np.ones(40), np.zeros(10)])
+        for seed in (1, 2)
+    ]
+    alpha = alpha_summary(documents).iloc[0]
+    assert alpha["windows"] == 100
+    assert alpha["share_alpha_ge_0.9"] == pytest.approx(0.8) and alpha["share_alpha_lt_0.1"] == pytest.approx(
+        0.2
+    )
+    assert alpha["histogram"] == "[0.0,0.1):20 [0.9,1.0]:80"
+
+
+def _floor_documents(gat, vgae, fusion):
+    return [_document("teacher", seed, gat, vgae, fusion) for seed in (1, 2, 3)]
+
+
+def _failed(documents):
+    floors = floor_table(scenario_table(documents))
+    return set(map(tuple, floors.loc[~floors["passed"], ["model", "check"]].to_numpy()))
+
+
+def test_floors_fail_a_constant_and_a_random_detector():
+    rng = np.random.default_rng(1)
+    random_scores = [rng.random(len(LABELS)) for _ in range(3)]
+    documents = [
+        _document("teacher", seed, np.ones(len(LABELS)), np.full(len(LABELS), 0.7), random_scores[seed - 1])
+        for seed in (1, 2, 3)
+    ]
+    failed = _failed(documents)
+    # A constant "attack" for the GAT and the VGAE: ROC-AUC 0.5 and exactly the chance F1; random fusion scores.
+    for model in ("gat", "vgae", "fusion"):
+        assert (model, "roc_auc") in failed and (model, "f1_above_chance") in failed
+    assert chance_f1(0.4) == pytest.approx(0.8 / 1.4)
+    assert AUC_FLOOR > 0.5
+
+
+def test_floors_pass_a_good_detector_and_catch_a_fusion_that_drops_its_better_input():
+    assert not _failed(_floor_documents(PERFECT, HALF, PERFECT))
+    # The VGAE is the better input here; a fusion that copies the GAT falls below it.
+    failed = _failed(_floor_documents(HALF, PERFECT, HALF))
+    assert ("fusion", "fusion_vs_inputs") in failed
+    assert (
+        "gat",
+        "f1_above_chance",
+    ) not in failed  # finding half the attacks with no false alarm is above chance
+
+
+# -- baselines ----------------------------------------------------------------------------------------------------
+def _graphs(ids, labels, num_ids, window=5):
+    ids = np.asarray(ids)
+    return build_graphs(ids, np.zeros((len(ids), 8), np.uint8), np.asarray(labels), num_ids, window, window)
+
+
+def test_messages_per_id_counts_each_windows_messages_from_the_edges():
+    ids = [0, 1, 0, 2, 2, 1, 1, 1, 0, 3, 0]  # 10 rows (the last message is only a target)
+    graphs = _graphs(ids, np.zeros(len(ids), int), num_ids=4)
+    counts = messages_per_id(graphs, 4)
+    assert counts.tolist() == [[2, 1, 2, 0], [1, 3, 0, 1]]
+    score, decision = unknown_id_scores(graphs, oov_index=3)
+    assert decision.tolist() == [0, 1] and score[1] == pytest.approx(1.2)  # present, 1 of 5 messages
+
+
+def _capture(rng, n_windows, attack=True, oov=False, overlap=False):
+    """Windows of 20 messages over IDs 0 and 1; every other window of an attack capture is a flood of ID 2
+    (index 3 is the OOV index). ``overlap``: floods of random strength, and normal windows that carry ID 2 a few
+    times too, so that no threshold separates the classes."""
+    ids, labels = [], []
+    for w in range(n_windows):
+        hit = attack and w % 2 == 1
+        window = rng.choice([0, 1], 20)
+        if hit:  # a flood of ID 2, which normal windows never carry (unless overlap)
+            window[:: int(rng.integers(2, 8)) if overlap else 2] = 2
+        elif overlap:
+            window[rng.choice(20, int(rng.integers(0, 4)), replace=False)] = 2
+        if hit and oov:
+            window[0] = 3
+        ids += window.tolist()
+        labels += [int(hit)] * 20
+    return GraphArrays.concat([_graphs(ids + [0], labels + [0], num_ids=4, window=20)])
+
+
+def test_unknown_id_rule_and_id_count_regression_on_separable_windows():
+    rng = np.random.default_rng(3)
+    train, val = _capture(rng, 40), _capture(rng, 20)
+    tests = {"counts": _capture(rng, 20), "unknown": _capture(rng, 20, oov=True)}
+    document, scores = evaluate_baselines(train, val, tests, num_ids=4)
+    assert document["test"]["counts"][ID_COUNTS]["f1"] == pytest.approx(1.0)
+    assert document["test"]["counts"][UNKNOWN_ID]["f1"] == 0.0  # no unknown ID: it never flags
+    assert document["test"]["unknown"][UNKNOWN_ID]["f1"] == pytest.approx(1.0)
+    assert document["thresholds"][ID_COUNTS]["reason"] == "Youden's J on validation"
+    assert set(scores["scenario"]) == {"val", "counts", "unknown"}
+    assert len(scores) == len(val) + 40
+    with pytest.raises(ValueError, match="normal and attack windows"):
+        IdCountBaseline(4).fit(_capture(rng, 5, attack=False), val)
+
+
+def test_id_count_threshold_is_chosen_on_validation_and_reused_on_test():
+    rng = np.random.default_rng(8)
+    train, val, test = (_capture(rng, n, overlap=True) for n in (60, 40, 40))
+    document, scores = evaluate_baselines(train, val, {"mixed": test}, num_ids=4)
+    fitted = IdCountBaseline(4).fit(train, val)
+    chosen = youden_threshold(val.y, fitted.scores(val)).threshold
+    assert document["thresholds"][ID_COUNTS]["threshold"] == pytest.approx(chosen)
+    # The same threshold decides every test window; the test labels play no part in it.
+    rows = scores[scores["scenario"] == "mixed"]
+    assert rows[f"{ID_COUNTS}_score"].to_numpy() == pytest.approx(fitted.scores(test))
+    assert (rows[f"{ID_COUNTS}_pred"] == (rows[f"{ID_COUNTS}_score"] >= chosen)).all()
+    # The classes overlap here: the metrics are those of these decisions, not of a perfect split.
+    expected = binary_metrics(
+        test.y, rows[f"{ID_COUNTS}_score"].to_numpy(), rows[f"{ID_COUNTS}_pred"].to_numpy()
+    )
+    assert document["test"]["mixed"][ID_COUNTS]["f1"] == pytest.approx(expected["f1"])
+    assert document["test"]["mixed"][ID_COUNTS]["f1"] < 1.0
+    # Pooled test is every test window once; here one scenario, so the same numbers.
+    assert document["test_pooled"][ID_COUNTS]["f1"] == pytest.approx(expected["f1"])
+
+
+def test_baselines_refuse_what_they_cannot_measure(tmp_path):
+    rng = np.random.default_rng(5)
+    train, val = _capture(rng, 20), _capture(rng, 10)
+    empty = GraphArrays.concat([])
+    with pytest.raises(ValueError, match="validation split is empty"):
+        evaluate_baselines(train, empty, {"dos": val}, num_ids=4)
+    with pytest.raises(ValueError, match="test scenario 'dos' has no graphs"):
+        evaluate_baselines(train, val, {"dos": empty}, num_ids=4)
+    with pytest.raises(ValueError, match=r"outside \[0, 2\)"):
+        messages_per_id(train, 2)  # the floods carry index 2, not a column of a 2-ID table
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text('{"vocab_size": 4}')
+    with pytest.raises(
+        ValueError, match=f"{metadata}: expected preprocess metadata with an integer 'num_ids'"
+    ):
+        baselines_files(
+            train=tmp_path / "train.pt", val=tmp_path / "val.pt", test=tmp_path / "test.pt", metadata=metadata,
+            metrics=tmp_path / "baselines.json", scores=tmp_path / "scores.parquet", dataset="ds",
+        )  # fmt: skip
+
+
+def test_scenario_table_refuses_baselines_without_the_scenario(documents):
+    baselines = _baselines()
+    baselines["test"] = {"fuzzy": baselines["test"]["dos"]}
+    with pytest.raises(ValueError, match="baselines of ds lack test scenario 'dos'"):
+        scenario_table(documents, [baselines])
+
+
+# -- intervals per scenario, margins, the fusion against its inputs -------------------------------------------------
+def _t_half(values):
+    values = np.asarray(values, dtype=float)
+    return t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+
+
+def test_scenario_summary_gives_each_cell_its_interval_over_seeds(documents):
+    table = scenario_table(documents, [_baselines()])
+    summary = scenario_summary(table).set_index(["variant", "scenario", "model"])
+    for variant in ("teacher", "student"):
+        per_seed = table[(table["variant"] == variant) & (table["model"] == "gat")].sort_values("seed")
+        row = summary.loc[(variant, "dos", "gat")]
+        assert row["f1_n"] == 3
+        assert row["f1_mean"] == pytest.approx(per_seed["f1"].mean())
+        assert row["roc_auc_mean"] == pytest.approx(per_seed["roc_auc"].mean())
+        if per_seed["f1"].nunique() > 1:
+            assert row["f1_half"] == pytest.approx(_t_half(per_seed["f1"]))
+            assert (row["f1_low"], row["f1_high"]) == pytest.approx(
+                (row["f1_mean"] - row["f1_half"], row["f1_mean"] + row["f1_half"])
+            )
+        # The margin is against the better baseline of the same seed and scenario (unknown-ID: F1 1 here).
+        best = table[(table["seed"].isin(per_seed["seed"])) & table["model"].isin([UNKNOWN_ID, ID_COUNTS])]
+        best = best.groupby("seed")["f1"].max().loc[per_seed["seed"]].to_numpy()
+        assert row["margin_mean"] == pytest.approx((per_seed["f1"].to_numpy() - best).mean())
+    # student's GAT: F1 1, 2/3, 1 over the seeds, so its interval is not degenerate.
+    assert summary.loc[("student", "dos", "gat"), "f1_half"] > 0
+    # Without baselines there is no margin (NaN), never a margin over 0.
+    margins = with_margins(table[~table["model"].isin([UNKNOWN_ID, ID_COUNTS])])
+    assert margins["margin"].isna().all() and margins["best_baseline_f1"].isna().all()
+
+
+# Attack windows are 30..49: one input finds the first half of them, the other the second half.
+FIRST_HALF = HALF
+SECOND_HALF = np.r_[np.full(30, 0.1), np.full(10, 0.1), np.full(10, 0.9)]
+
+
+def test_fusion_summary_measures_the_gain_over_the_better_input_per_seed():
+    documents = [
+        # each input finds a different half of the attacks; the fusion finds all but on seed 3
+        _document("teacher", seed, FIRST_HALF, SECOND_HALF, PERFECT if seed != 3 else FIRST_HALF)
+        for seed in (1, 2, 3)
+    ] + [_document("student", seed, PERFECT, FIRST_HALF, PERFECT) for seed in (1, 2, 3)]
+    table = scenario_table(documents)
+    fusion = fusion_summary(table).set_index("variant")
+    half_f1 = _metrics(LABELS, FIRST_HALF)["f1"]
+    gains = [1.0 - half_f1, 1.0 - half_f1, 0.0]
+    teacher = fusion.loc["teacher"]
+    assert teacher["best_input_f1"] == pytest.approx(half_f1)
+    assert teacher["gain"] == pytest.approx(np.mean(gains))
+    assert (teacher["gain_low"], teacher["gain_high"]) == pytest.approx(
+        (np.mean(gains) - _t_half(gains), np.mean(gains) + _t_half(gains))
+    )
+    # The student's fusion copies its better input: no gain, and a zero-width interval.
+    assert fusion.loc["student", "gain"] == pytest.approx(0.0)
+    assert fusion.loc["student", "gain_low"] == pytest.approx(0.0)
+    markdown = summary_markdown(
+        variant_summary(documents, pooled_table(documents)), fusion=fusion.reset_index()
+    )
+    beaten = int((fusion["gain_low"] > 0).sum())
+    assert f"above both inputs (interval above 0) in {beaten} of 2" in markdown
+    assert "within 0.005 of the better input or above it in 2" in markdown
+
+
+def _floor_rows(f1_by_model, n=50, n_attack=20, scenario="dos", auc=0.9):
+    """A scenario table with given per-seed F1 of each model."""
+    rows = []
+    for model, values in f1_by_model.items():
+        for seed, f1 in enumerate(values, start=1):
+            rows.append(
+                {"dataset": "ds", "variant": "teacher", "seed": seed, "scenario": scenario, "model": model,
+                 "f1": f1, "roc_auc": auc, "n": n, "n_attack": n_attack}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("deficit, passes", [(0.0, True), (0.5, True), (2.0, False)])
+def test_fusion_floor_is_the_better_input_of_the_means_minus_the_tolerance(deficit, passes):
+    # The VGAE is the better input on average; the floor uses means over seeds, not single seeds.
+    gat, vgae = [0.80, 0.85, 0.90], [0.95, 0.90, 0.91]
+    best = max(np.mean(gat), np.mean(vgae))
+    fusion_mean = best - deficit * FUSION_TOLERANCE
+    fusion = [fusion_mean + 0.02, fusion_mean - 0.02, fusion_mean]
+    floors = floor_table(_floor_rows({"gat": gat, "vgae": vgae, "fusion": fusion}))
+    row = floors[floors["check"] == "fusion_vs_inputs"].iloc[0]
+    assert row["floor"] == pytest.approx(best - FUSION_TOLERANCE)
+    assert row["value"] == pytest.approx(np.mean(fusion))
+    assert row["passed"] == passes and row["seeds"] == 3
+
+
+def test_a_fusion_that_picks_the_better_input_of_each_seed_holds_the_floor():
+    gat, vgae = [0.9, 0.7, 0.9], [0.7, 0.9, 0.7]
+    floors = floor_table(_floor_rows({"gat": gat, "vgae": vgae, "fusion": np.maximum(gat, vgae)}))
+    assert floors.set_index(["model", "check"]).loc[("fusion", "fusion_vs_inputs"), "passed"]
+    # The GAT is the better input on average (0.83 vs 0.77): a fusion that always copies the VGAE misses the floor.
+    floors = floor_table(_floor_rows({"gat": gat, "vgae": vgae, "fusion": vgae}))
+    assert not floors.set_index(["model", "check"]).loc[("fusion", "fusion_vs_inputs"), "passed"]
+
+
+@pytest.mark.parametrize("n_attack", [0, 50])
+def test_scenarios_with_one_class_have_no_floor(n_attack):
+    table = _floor_rows({"gat": [0.0] * 3, "vgae": [0.0] * 3, "fusion": [0.0] * 3}, n_attack=n_attack)
+    assert floor_table(table).empty
+    assert math.isnan(chance_f1(0.0))
+
+
+def test_markdown_lists_every_missed_floor():
+    table = pd.concat(
+        [
+            _floor_rows({"gat": [0.9] * 3, "vgae": [0.8] * 3, "fusion": [0.7] * 3}, scenario="dos"),
+            _floor_rows({"gat": [0.9] * 3, "vgae": [0.8] * 3, "fusion": [0.9] * 3}, scenario="rpm", auc=0.55),
+        ]
+    )
+    floors = floor_table(table)
+    missed = floors[~floors["passed"]]
+    assert set(map(tuple, missed[["scenario", "model", "check"]].to_numpy())) == {
+        ("dos", "fusion", "fusion_vs_inputs"),
+        *(("rpm", model, "roc_auc") for model in ("vgae", "gat", "fusion")),
+    }
+    variants = pd.DataFrame(columns=["seeds"])
+    markdown = summary_markdown(variants, floors=floors)
+    assert f"{len(floors) - len(missed)} of {len(floors)} checks pass" in markdown
+    for _, r in missed.iterrows():
+        assert f"| ds | teacher | {r['scenario']} | {r['model']} | {r['check']} |" in markdown

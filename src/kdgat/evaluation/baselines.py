@@ -1,0 +1,164 @@
+"""Trivial baselines, reported beside the models so that a model's number means something:
+
+* ``baseline_unknown_id``: attack when a message of the window carries a CAN ID outside the vocabulary (built from
+  the normal frames of the training blocks, so this is "an ID never seen in attack-free training"). Score: 1 when
+  an unknown ID is present, plus the share of the window's messages that carry one (ranks windows for ROC-AUC).
+* ``baseline_id_counts``: a logistic regression (scikit-learn, standardised inputs) on the number of messages of
+  each vocabulary ID in the window (the OOV column included), fitted on the training split; the decision threshold
+  is chosen on validation with Youden's J, like the VGAE's, and reused unchanged on test.
+
+Both read the graphs only (no model), so they are computed once per dataset. Messages per ID come from the edges:
+a node's messages are the rows where it is the source, and each edge carries its row count (edge feature 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics
+from kdgat.evaluation.thresholds import youden_threshold
+from kdgat.graphs import GraphArrays
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_ID, ID_COUNTS = "baseline_unknown_id", "baseline_id_counts"
+BASELINES = (UNKNOWN_ID, ID_COUNTS)
+EDGE_COUNT = 0  # edge feature 0: how many rows (messages) the edge stands for
+
+
+def messages_per_id(graphs: GraphArrays, num_ids: int) -> np.ndarray:
+    """``[num_graphs, num_ids]``: messages of each vocabulary index in each window."""
+    counts = np.zeros((len(graphs), num_ids), dtype=np.float64)
+    if len(graphs) == 0:
+        return counts
+    graph_of_edge = np.repeat(np.arange(len(graphs)), np.diff(graphs.edge_ptr))
+    source = graphs.edge_index[0] + graphs.node_ptr[graph_of_edge]
+    ids = graphs.x[source, 0].astype(np.int64)
+    if len(ids) and (ids.min() < 0 or ids.max() >= num_ids):
+        raise ValueError(f"a graph holds a CAN-ID index outside [0, {num_ids}) (metadata num_ids)")
+    np.add.at(counts, (graph_of_edge, ids), graphs.edge_attr[:, EDGE_COUNT].astype(np.float64))
+    return counts
+
+
+def unknown_id_scores(graphs: GraphArrays, oov_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(score, decision) of the unknown-ID rule for every window."""
+    counts = messages_per_id(graphs, oov_index + 1)
+    # Messages of the window, not nodes: a node that is only the target of the last row is the next window's
+    # first message.
+    present = counts[:, oov_index] > 0
+    share = counts[:, oov_index] / np.maximum(counts.sum(axis=1), 1.0)
+    return present + share, present.astype(np.int64)
+
+
+class IdCountBaseline:
+    """Logistic regression on per-ID message counts, with a validation-chosen threshold."""
+
+    def __init__(self, num_ids: int, seed: int = 0):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.num_ids = num_ids
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+        self.threshold = None
+
+    def fit(self, train: GraphArrays, val: GraphArrays) -> IdCountBaseline:
+        if len(np.unique(train.y)) < 2:
+            raise ValueError("the id-count baseline needs normal and attack windows in the training split")
+        self.model.fit(messages_per_id(train, self.num_ids), train.y)
+        self.threshold = youden_threshold(val.y, self.scores(val))
+        return self
+
+    def scores(self, graphs: GraphArrays) -> np.ndarray:
+        if len(graphs) == 0:
+            return np.zeros(0)
+        return self.model.predict_proba(messages_per_id(graphs, self.num_ids))[:, 1]
+
+    def decide(self, graphs: GraphArrays) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.scores(graphs)
+        return scores, (scores >= self.threshold.threshold).astype(np.int64)
+
+
+def evaluate_baselines(
+    train: GraphArrays,
+    val: GraphArrays,
+    tests: Mapping[str, GraphArrays],
+    num_ids: int,
+    fpr_targets: Sequence[float] = FPR_TARGETS,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics of both baselines on validation, every test scenario and all test scenarios pooled, and one row
+    per window (split, scenario, label, each baseline's score and decision)."""
+    if len(val) == 0:
+        raise ValueError("the validation split is empty: the id-count baseline's threshold cannot be chosen")
+    id_counts = IdCountBaseline(num_ids).fit(train, val)
+    oov_index = num_ids - 1
+    rows = []
+
+    def assess(graphs: GraphArrays, split: str, scenario: str) -> dict[str, Any]:
+        decisions = {UNKNOWN_ID: unknown_id_scores(graphs, oov_index), ID_COUNTS: id_counts.decide(graphs)}
+        frame = pd.DataFrame({"split": split, "scenario": scenario, "label": graphs.y.astype(np.int64)})
+        for name, (score, pred) in decisions.items():
+            frame[f"{name}_score"], frame[f"{name}_pred"] = score, pred
+        rows.append(frame)
+        return {name: binary_metrics(graphs.y, s, p, fpr_targets) for name, (s, p) in decisions.items()}
+
+    document: dict[str, Any] = {
+        "thresholds": {
+            UNKNOWN_ID: "any CAN ID outside the vocabulary (normal frames of the training blocks)",
+            ID_COUNTS: id_counts.threshold.as_dict(),
+        },
+        "val": assess(val, "val", "val"),
+        "test": {},
+    }
+    for scenario, graphs in tests.items():
+        if len(graphs) == 0:
+            raise ValueError(f"test scenario {scenario!r} has no graphs")
+        document["test"][scenario] = assess(graphs, "test", scenario)
+    if tests:
+        pooled = GraphArrays.concat(list(tests.values()))
+        document["test_pooled"] = assess(pooled, "test", "pooled")
+        rows.pop()  # the pooled windows are already in the table, once per scenario
+    return document, pd.concat(rows, ignore_index=True)
+
+
+def baselines_files(
+    *,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    test: str | os.PathLike,
+    metadata: str | os.PathLike,
+    metrics: str | os.PathLike,
+    scores: str | os.PathLike,
+    dataset: str,
+    fpr_targets: Sequence[float] = FPR_TARGETS,
+) -> dict[str, Any]:
+    """Both baselines of one dataset from the preprocess outputs; writes baselines.json and the window scores."""
+    from kdgat.files import load_json, write_json, write_table
+    from kdgat.graph_store import load_graph_arrays, load_graph_set_arrays
+
+    try:
+        num_ids = int(load_json(metadata)["num_ids"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{metadata}: expected preprocess metadata with an integer 'num_ids'") from error
+    document, table = evaluate_baselines(
+        load_graph_arrays(train),
+        load_graph_arrays(val),
+        load_graph_set_arrays(test),
+        num_ids,
+        fpr_targets,
+    )
+    document = {"dataset": dataset, **document}
+    log.info(
+        "%s baselines, pooled test F1: %s",
+        dataset,
+        {name: document.get("test_pooled", {}).get(name, {}).get("f1") for name in BASELINES},
+    )
+    write_table(table, scores)
+    write_json(document, metrics)
+    return document
