@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from evaluation.pipeline_run import CONFIG, DATASET, shared_run
 from slurm.slurmkit import ACCOUNT, require_slurm
 from testkit import venv_bin
@@ -38,6 +39,9 @@ TIMING = {
     "speed",
     "resumed_from_epoch",
 }
+
+
+SEED = yaml.safe_load(CONFIG.read_text())["kd_gat"]["seeds"][0]  # what the commands train without --seed
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +124,7 @@ def test_train_writes_what_the_workflow_job_wrote(pipeline, tmp_path, stage, var
     where = folders(pipeline)
     args = ["--config", CONFIG, "--data", where["data"], "--chain", where["chain"], "--variant", variant]
     assert kdgat("train", stage, *args, "--out", tmp_path, "--tracking", "none", "--progress", "lines") == 0
-    workflow = where["chain"] / variant / stage
+    workflow = where["chain"] / f"seed_{SEED}" / variant / stage
     same_torch_file(tmp_path / "model.pt", workflow / "model.pt")
     same_json(tmp_path / "metrics.json", workflow / "metrics.json")
     same_table(pd.read_csv(tmp_path / "history.csv"), pd.read_csv(workflow / "history.csv"))
@@ -135,7 +139,7 @@ def test_evaluate_writes_what_the_workflow_wrote(pipeline, tmp_path, monkeypatch
         kdgat("evaluate", *args, "--variant", "student", "--out", tmp_path / "out", "--log", "eval.log") == 0
     )
     assert "measuring inference speed" in (tmp_path / "eval.log").read_text()  # computed, not restored
-    workflow = where["evaluation"] / "student"
+    workflow = where["evaluation"] / f"seed_{SEED}" / "student"
     same_json(tmp_path / "out" / "metrics.json", workflow / "metrics.json")
     same_table(
         pd.read_parquet(tmp_path / "out" / "scores.parquet"), pd.read_parquet(workflow / "scores.parquet")
@@ -144,15 +148,31 @@ def test_evaluate_writes_what_the_workflow_wrote(pipeline, tmp_path, monkeypatch
         same_svg(tmp_path / "out" / figure, workflow / figure)
 
 
+def test_baselines_writes_what_the_workflow_wrote(pipeline, tmp_path):
+    where = folders(pipeline)
+    args = ["--config", CONFIG, "--dataset", DATASET, "--data", where["data"], "--out", tmp_path]
+    assert kdgat("baselines", *args) == 0
+    same_json(tmp_path / "baselines.json", where["evaluation"] / "baselines.json")
+    same_table(
+        pd.read_parquet(tmp_path / "baseline_scores.parquet"),
+        pd.read_parquet(where["evaluation"] / "baseline_scores.parquet"),
+    )
+
+
 def test_summarize_writes_what_the_workflow_wrote(pipeline, tmp_path):
+    """The summarize_dataset rule's inputs: every seed's evaluations, the baselines, the first seed's curves."""
     where = folders(pipeline)
     variants, stages = ("teacher", "student_kd", "student"), ("vgae", "gat", "dqn")
-    metrics = [where["evaluation"] / variant / "metrics.json" for variant in variants]
-    histories = [f"{v}/{s}={where['chain'] / v / s / 'history.csv'}" for v in variants for s in stages]
-    args = ["--metrics", *metrics, "--history", *histories, "--title", f"{DATASET}:", "--out", tmp_path]
+    seeds = yaml.safe_load(CONFIG.read_text())["kd_gat"]["seeds"]
+    metrics = [where["evaluation"] / f"seed_{s}" / v / "metrics.json" for s in seeds for v in variants]
+    histories = [
+        f"{v}/{s}={where['chain'] / f'seed_{SEED}' / v / s / 'history.csv'}" for v in variants for s in stages
+    ]
+    args = ["--metrics", *metrics, "--baselines", where["evaluation"] / "baselines.json", "--history", *histories,
+            "--title", f"{DATASET} (seed {SEED}):", "--out", tmp_path]  # fmt: skip
     assert kdgat("summarize", *args) == 0
-    for name in ("summary.csv", "summary.md"):
-        assert (tmp_path / name).read_text() == (where["evaluation"] / name).read_text()
+    for name in ("summary.csv", "summary.md", "scenario_metrics.csv"):
+        assert (tmp_path / name).read_text() == (where["evaluation"] / name).read_text(), name
     for figure in ("size_f1.svg", "training_curves.svg"):
         same_svg(tmp_path / figure, where["evaluation"] / figure)
 
@@ -200,7 +220,7 @@ def test_a_training_killed_on_an_interactive_node_resumes_to_the_same_result(pip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr and "after epoch 1" in resumed.stderr
     assert "vgae[teacher] epoch 2/2" in resumed.stderr and "\r" not in resumed.stderr  # lines, no bar
-    workflow = where["chain"] / "teacher" / "vgae"
+    workflow = where["chain"] / f"seed_{SEED}" / "teacher" / "vgae"
     same_torch_file(tmp_path / "out" / "model.pt", workflow / "model.pt")
     same_table(pd.read_csv(tmp_path / "out" / "history.csv"), pd.read_csv(workflow / "history.csv"))
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["resumed_from_epoch"] == 1

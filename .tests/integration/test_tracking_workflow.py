@@ -73,22 +73,24 @@ def is_ancestor(commit: str, head: str) -> bool:
 def test_the_pipeline_store_holds_one_run_per_training_job(pipeline, tmp_path):
     client, runs = store(pipeline)
     _, jobs = invocation_runs([run for run in runs if "kdgat.sweep_instance" not in run.data.tags])
-    by_job = {(run.data.tags["kdgat.variant"], run.data.tags["kdgat.stage"]): run for run in jobs}
-    assert len(jobs) == len(by_job) == len(VARIANTS) * len(STAGES)
+    by_job = {(run.data.tags["kdgat.variant"], run.data.tags["kdgat.stage"], int(run.data.tags["kdgat.seed"])): run
+              for run in jobs}  # fmt: skip
     section = yaml.safe_load(CONFIG.read_text())["kd_gat"]
+    assert len(jobs) == len(by_job) == len(VARIANTS) * len(STAGES) * len(section["seeds"])
     commit = source_commit(REPO)
-    for (variant, stage), run in by_job.items():
-        tags, where = run.data.tags, f"{variant}/{stage}"
+    for (variant, stage, seed), run in by_job.items():
+        tags, where = run.data.tags, f"seed {seed} {variant}/{stage}"
         assert run.info.status == "FINISHED", where
         assert tags["kdgat.dataset"] == DATASET and tags["snakemake.rule"] == training_rule(stage, variant)
         assert is_ancestor(tags["mlflow.source.git.commit"], commit), (
             where
         )  # the checkout's commit at the run
         # Parameters: the stage settings the rule handed the wrapper, flattened (model.hidden, training.lr, ...).
-        settings = StageSettings.from_config(section, stage, variant).as_dict()
+        job = {key: value for key, value in section.items() if key != "seeds"} | {"seed": seed}
+        settings = StageSettings.from_config(job, stage, variant).as_dict()
         assert run.data.params == {key: str(value) for key, value in flatten(settings).items()}, where
         folder = model_folder(pipeline, run)
-        assert folder.parts[-2:] == (variant, stage)
+        assert folder.parts[-3:] == (f"seed_{seed}", variant, stage)
         # Per-epoch metrics: every history.csv row, at its epoch.
         history = pd.read_csv(folder / "history.csv")
         logged = client.get_metric_history(run.info.run_id, "val_loss")
@@ -101,10 +103,10 @@ def test_the_pipeline_store_holds_one_run_per_training_job(pipeline, tmp_path):
         assert artifacts == {"history.csv", "metrics.json", "evaluation"}, where
         assert tags["kdgat.model_sha256"] == hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest()
         # The variant's evaluation: its metrics.json and figures, the files the evaluation job wrote.
-        evaluation = pipeline / "results" / "evaluation" / DATASET / variant
+        evaluation = pipeline / "results" / "evaluation" / DATASET / f"seed_{seed}" / variant
         attached = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "evaluation")}
         assert attached == {"metrics.json", "roc.svg", "pr.svg", "confusion.svg"}, where
-        downloads = tmp_path / variant / stage
+        downloads = tmp_path / str(seed) / variant / stage
         downloads.mkdir(parents=True)
         copy = client.download_artifacts(run.info.run_id, "evaluation/roc.svg", str(downloads))
         assert Path(copy).read_bytes() == (evaluation / "roc.svg").read_bytes(), where

@@ -52,7 +52,7 @@ def stderr_text(capsys, restore_logging):
 
 def test_every_command_is_there_and_explains_every_option(capsys):
     assert {" ".join(name) for name in COMMANDS} == {
-        "preprocess", "train", "train vgae", "train gat", "train dqn", "evaluate", "summarize",
+        "preprocess", "train", "train vgae", "train gat", "train dqn", "evaluate", "baselines", "summarize",
     }  # fmt: skip
     for name, command in COMMANDS.items():
         assert command.description, name
@@ -71,13 +71,17 @@ def test_settings_come_from_the_workflow_config_then_set_then_flags(capsys):
             "--tracking", "none", "--print-settings"]  # fmt: skip
     assert main([str(a) for a in base]) == 0
     printed = json.loads(capsys.readouterr().out)
-    # What the kd_gat module hands the train_gat_student_kd rule, and its inputs and outputs by the module's paths.
-    assert printed["settings"] == StageSettings.from_config(section, "gat", "student_kd").as_dict()
+    # What the kd_gat module hands the train_gat_student_kd rule at the first seed, and its inputs and outputs by
+    # the module's paths.
+    first = section["seeds"][0]
+    job = {key: value for key, value in section.items() if key != "seeds"} | {"seed": first}
+    assert printed["settings"] == StageSettings.from_config(job, "gat", "student_kd").as_dict()
     assert printed["inputs"] == {"metadata": "d/metadata.json", "train": "d/train.pt", "val": "d/val.pt",
-                                 "teacher": "c/teacher/gat/model.pt", "vgae": "c/student_kd/vgae/model.pt"}  # fmt: skip
+                                 "teacher": f"c/seed_{first}/teacher/gat/model.pt",
+                                 "vgae": f"c/seed_{first}/student_kd/vgae/model.pt"}  # fmt: skip
     assert (
-        printed["outputs"]["model"] == "c/student_kd/gat/model.pt"
-        and printed["checkpoint"] == "c/student_kd/gat/last.pt"
+        printed["outputs"]["model"] == f"c/seed_{first}/student_kd/gat/model.pt"
+        and printed["checkpoint"] == f"c/seed_{first}/student_kd/gat/last.pt"
     )
     assert printed["threads"] == section["resources"]["threads"]
 
@@ -160,8 +164,9 @@ def test_the_library_defaults_the_commands_use_are_the_schemas():
         return {name: parameters[name].default for name in names}
 
     preprocess = schema("preprocess")["properties"]["preprocess"]["properties"]
-    keys = ("window_size", "stride", "val_fraction", "seed", "bad_rows")
+    keys = ("window_size", "stride", "val_fraction", "time_blocks", "seed", "bad_rows")
     assert defaults(preprocess_dataset, keys) == {key: preprocess[key]["default"] for key in keys}
+    assert (defaults(preprocess_dataset, ["held_out"])["held_out"] or {}) == preprocess["held_out"]["default"]
     evaluation = schema("evaluation")["properties"]["evaluation"]["properties"]
     keys = ("batch_size", "device")
     assert defaults(evaluate_files, keys) == {key: evaluation[key]["default"] for key in keys}

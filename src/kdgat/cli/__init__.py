@@ -5,6 +5,7 @@ settings (from the workflow's config.yaml or a YAML file, overridable by flags) 
     kdgat preprocess ...             CAN logs -> window graphs (the build_graphs wrapper)
     kdgat train {vgae,gat,dqn} ...   one training job (train_vgae, train_gat, train_dqn)
     kdgat evaluate ...               one detector on validation and test scenarios (evaluate_detector)
+    kdgat baselines ...              the trivial baselines of one dataset (evaluate_baselines)
     kdgat summarize ...              tables and charts from evaluations (summarize_evaluation)
 
 Heavy libraries (torch) are imported by the command that needs them, so that ``--help`` answers at once.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 from kdgat.cli.config import UsageError
 from kdgat.cli.progress import MODES, ProgressBar, configure_logging, wants_bar
-from kdgat.cli.steps import add_evaluate, add_preprocess, add_summarize
+from kdgat.cli.steps import add_baselines, add_evaluate, add_preprocess, add_summarize
 from kdgat.cli.train import add_parser as add_train
 
 log = logging.getLogger("kdgat.cli")
@@ -27,7 +28,7 @@ log = logging.getLogger("kdgat.cli")
 SECTION_OF = {"preprocess": "preprocess", "train": "kd_gat", "evaluate": "evaluation"}
 
 
-def common_options(section: str | None) -> argparse.ArgumentParser:
+def common_options(section: str | None, threads: bool = True) -> argparse.ArgumentParser:
     """Options every command takes (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")
@@ -46,8 +47,9 @@ def common_options(section: str | None) -> argparse.ArgumentParser:
             help=f"override one setting of the {section} section, dotted for nested keys and read as YAML "
             "(e.g. training.gat.epochs=5); repeatable, applied after --config",
         )
-        group.add_argument("--threads", type=int, help="CPU threads for torch (default: what the workflow gives "
-                           "the job, else torch's own choice)")  # fmt: skip
+        if threads:
+            group.add_argument("--threads", type=int, help="CPU threads for torch (default: what the workflow gives "
+                               "the job, else torch's own choice)")  # fmt: skip
     group.add_argument(
         "--log", metavar="FILE", help="also append the log to FILE (as the workflow's rule log)"
     )
@@ -74,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     add_preprocess(subparsers, common_options("preprocess"))
     add_train(subparsers, common_options("kd_gat"))
     add_evaluate(subparsers, common_options("evaluation"))
+    add_baselines(subparsers, common_options("evaluation", threads=False))
     add_summarize(subparsers, common_options(None))
     return main_parser
 

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from kdgat.chain import STAGES, VARIANTS
+from kdgat.chain import DEFAULT_SEEDS, STAGES, VARIANTS
 from kdgat.cli.config import (
     UsageError,
     add_tracking_options,
@@ -27,8 +27,9 @@ PREPROCESS_FILES = {"train": "train.pt", "val": "val.pt", "test": "test.pt", "vo
                     "metadata": "metadata.json"}  # fmt: skip
 EVALUATION_FILES = {"metrics": "metrics.json", "scores": "scores.parquet", "roc": "roc.svg", "pr": "pr.svg",
                     "confusion": "confusion.svg"}  # fmt: skip
-SUMMARY_FILES = {"csv": "summary.csv", "markdown": "summary.md", "chart": "size_f1.svg",
-                 "curves": "training_curves.svg"}  # fmt: skip
+SUMMARY_FILES = {"csv": "summary.csv", "markdown": "summary.md", "scenarios": "scenario_metrics.csv",
+                 "chart": "size_f1.svg", "curves": "training_curves.svg"}  # fmt: skip
+BASELINE_FILES = {"metrics": "baselines.json", "scores": "baseline_scores.parquet"}
 # Keys of the config sections that the workflow's rules use for resources, discovery and notebooks only.
 PREPROCESS_WORKFLOW_KEYS = ("exclude", "mem_mb", "runtime")
 EVALUATION_WORKFLOW_KEYS = ("notebook", "threads", "mem_mb", "runtime", "gpu")
@@ -42,6 +43,7 @@ EVALUATION_ARGUMENTS = (
     "outputs",
     "dataset",
     "variant",
+    "seed",
     "threads",
     "tracking",
 )
@@ -78,7 +80,10 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset name (recorded in metadata.json; the "
                         "datasets.<name> entry of --config)")  # fmt: skip
     parser.add_argument(
-        "--out", required=True, help="folder for train.pt, val.pt, test.pt, vocab.json, metadata.json"
+        "--out",
+        required=True,
+        help="folder for train.pt, val.pt, test.pt, vocab.json, metadata.json and the further held-out splits "
+        "(preprocess.held_out, e.g. fusion.pt)",
     )
     parser.add_argument(
         "--path", help="dataset folder laid out like HCRL/KD-GAT (train_*/, test_NN_<scenario>/)"
@@ -98,6 +103,8 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, help="messages between window starts (preprocess.stride)")
     parser.add_argument("--val-fraction", type=float, help="share of the training graphs held out for "
                         "validation (preprocess.val_fraction)")  # fmt: skip
+    parser.add_argument("--time-blocks", type=int, help="time blocks per training capture, of which whole blocks "
+                        "are held out for validation (preprocess.time_blocks)")  # fmt: skip
     parser.add_argument("--seed", type=int, help="seed of the train/validation split (preprocess.seed)")
     parser.set_defaults(handler=run_preprocess, command="preprocess")
 
@@ -137,7 +144,7 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
 
     section, config = read_section(args.config, "preprocess")
     apply_assignments(section, args.set, "preprocess")
-    for key in ("window_size", "stride", "val_fraction", "seed", "bad_rows"):
+    for key in ("window_size", "stride", "val_fraction", "time_blocks", "seed", "bad_rows"):
         set_nested(section, (key,), getattr(args, key))
     train, test = dataset_logs(args, section, config)
     spec = (config.get("datasets") or {}).get(args.dataset) or {}
@@ -149,6 +156,7 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
         dataset=args.dataset,
         train_files=train,
         test_files=test,
+        out_dir=out,  # the further held-out splits (preprocess.held_out) as <out>/<name>.pt
         fmt=args.format or spec.get("format", "auto"),
         outputs={name: str(out / file) for name, file in PREPROCESS_FILES.items()},
         **options,
@@ -168,8 +176,10 @@ def add_evaluate(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset name (recorded in metrics.json)")
     parser.add_argument("--variant", choices=VARIANTS, required=True, help="which variant the models are")
     parser.add_argument("--out", required=True, help="folder for " + ", ".join(EVALUATION_FILES.values()))
+    parser.add_argument("--seed", type=int, help="the training seed of the models (recorded in metrics.json; "
+                        "default the first of kd_gat.seeds in --config, else 42)")  # fmt: skip
     parser.add_argument("--chain", help="kd_gat results folder of the dataset: the models are "
-                        "<chain>/<variant>/{vgae,gat,dqn}/model.pt")  # fmt: skip
+                        "<chain>/seed_<seed>/<variant>/{vgae,gat,dqn}/model.pt")  # fmt: skip
     parser.add_argument("--data", help="preprocess folder of the dataset (val.pt, test.pt)")
     for name in ("vgae", "gat", "dqn"):
         parser.add_argument(f"--{name}", help=f"the {name.upper()} model.pt (default from --chain)")
@@ -198,7 +208,9 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     options = library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
     )
-    chain = Path(args.chain) / args.variant if args.chain else None
+    seeds = (config.get("kd_gat") or {}).get("seeds") or DEFAULT_SEEDS
+    seed = args.seed if args.seed is not None else int(list(seeds)[0])
+    chain = Path(args.chain) / f"seed_{seed}" / args.variant if args.chain else None
     data = Path(args.data) if args.data else None
 
     def pick(explicit, folder, *parts, what, option):
@@ -215,6 +227,7 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
         outputs={name: str(out / file) for name, file in EVALUATION_FILES.items()},
         dataset=args.dataset,
         variant=args.variant,
+        seed=seed,
         threads=threads,
         tracking=tracking_settings((config.get("kd_gat") or {}).get("tracking"), args, {}),
         **options,
@@ -227,11 +240,14 @@ def add_summarize(subparsers, common: argparse.ArgumentParser) -> None:
         "summarize",
         parents=[common],
         help="summary table, Markdown and charts from evaluations' metrics.json files",
-        description="Summarise evaluations, as the evaluation module's summary rules do: summary.csv, "
-        "summary.md, the size/F1/latency chart and, with --history, the training curves.",
+        description="Summarise evaluations over seeds, as the evaluation module's summary rules do: summary.csv "
+        "(teacher vs students), scenario_metrics.csv (per scenario), summary.md, the size/F1/latency chart and, "
+        "with --history, the training curves.",
     )
     parser.add_argument("--metrics", nargs="+", required=True, metavar="FILE", help="metrics.json files of "
                         "`kdgat evaluate` or the workflow's evaluate rules")  # fmt: skip
+    parser.add_argument("--baselines", nargs="+", default=[], metavar="FILE", help="baselines.json files of "
+                        "`kdgat baselines` or the workflow's baselines rule, reported beside the models")  # fmt: skip
     parser.add_argument("--history", nargs="+", default=[], metavar="VARIANT/STAGE=FILE", help="training "
                         "history.csv files to draw, each named by variant and stage, e.g. teacher/gat=history.csv")  # fmt: skip
     parser.add_argument("--out", required=True, help="folder for " + ", ".join(SUMMARY_FILES.values()))
@@ -250,11 +266,49 @@ def run_summarize(args: argparse.Namespace, callbacks=()):
     out = Path(args.out)
     return summarize_files(
         metrics=list(args.metrics),
+        baselines=list(args.baselines),
         csv=str(out / SUMMARY_FILES["csv"]),
         markdown=str(out / SUMMARY_FILES["markdown"]),
+        scenarios=str(out / SUMMARY_FILES["scenarios"]),
         chart=str(out / SUMMARY_FILES["chart"]),
         histories=[str(path) for _, path in histories],
         history_keys=[key for key, _ in histories],
         curves=str(out / SUMMARY_FILES["curves"]) if histories else None,
         title=args.title,
+    )
+
+
+# -- baselines -----------------------------------------------------------------------------------------------------
+def add_baselines(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "baselines",
+        parents=[common],
+        help="the trivial baselines of one dataset (unknown-ID rule, logistic regression on ID counts)",
+        description="Score the trivial baselines of one dataset on validation and every test scenario, as the "
+        "evaluation module's baselines rule does: baselines.json and baseline_scores.parquet. Settings: "
+        "evaluation.fpr_targets of --config, then --set, then the flags.",
+    )
+    parser.add_argument("--dataset", required=True, help="dataset name (recorded in baselines.json)")
+    parser.add_argument("--data", required=True, help="preprocess folder of the dataset (train.pt, val.pt, "
+                        "test.pt, metadata.json)")  # fmt: skip
+    parser.add_argument("--out", required=True, help="folder for " + ", ".join(BASELINE_FILES.values()))
+    parser.add_argument("--fpr-targets", type=float, nargs="+", help="false-positive rates at which the "
+                        "detection rate is reported (evaluation.fpr_targets)")  # fmt: skip
+    parser.set_defaults(handler=run_baselines, command="baselines")
+
+
+def run_baselines(args: argparse.Namespace, callbacks=()) -> dict:
+    from kdgat.evaluation.baselines import baselines_files
+
+    section, _ = read_section(args.config, "evaluation")
+    apply_assignments(section, args.set, "evaluation")
+    set_nested(section, ("fpr_targets",), args.fpr_targets)
+    data, out = Path(args.data), Path(args.out)
+    options = {"fpr_targets": section["fpr_targets"]} if "fpr_targets" in section else {}
+    return baselines_files(
+        **{name: str(data / f"{name}.pt") for name in ("train", "val", "test")},
+        metadata=str(data / "metadata.json"),
+        **{name: str(out / file) for name, file in BASELINE_FILES.items()},
+        dataset=args.dataset,
+        **options,
     )

@@ -44,7 +44,7 @@ preprocess files (--data DIR, or one by one) and, for later stages, the models o
 kd_gat results folder of the dataset laid out like the workflow's, or one by one).
 
 A run that is interrupted resumes from its checkpoint (--checkpoint; a workflow job's is
-checkpoints/kd_gat/<dataset>/<variant>/<stage>/last.pt) when the settings are the same. On a terminal a progress
+checkpoints/kd_gat/<dataset>/seed_<seed>/<variant>/<stage>/last.pt) when the settings are the same. On a terminal a progress
 bar shows epochs and batches with rate and ETA; otherwise one log line per epoch, as in the workflow's log.
 """
 
@@ -81,7 +81,8 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
     )
     job.add_argument(
         "--out",
-        help="folder for model.pt, metrics.json and history.csv (default with --chain: <chain>/<variant>/<stage>)",
+        help="folder for model.pt, metrics.json and history.csv (default with --chain: "
+        "<chain>/seed_<seed>/<variant>/<stage>)",
     )
     job.add_argument(
         "--checkpoint",
@@ -101,8 +102,9 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
     )
     inputs.add_argument(
         "--chain",
-        help="kd_gat results folder of the dataset (<variant>/<stage>/model.pt, as the workflow writes them): "
-        "where the earlier stages' and the teacher's models are read and, without --out, this job's outputs go",
+        help="kd_gat results folder of the dataset (seed_<seed>/<variant>/<stage>/model.pt, as the workflow "
+        "writes them): where the earlier stages' and the teacher's models of the job's seed are read and, without "
+        "--out, this job's outputs go",
     )
     inputs.add_argument(
         "--metadata", help="metadata.json of the preprocess step (default <data>/metadata.json)"
@@ -112,12 +114,12 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
         inputs.add_argument("--val", help="validation graphs, for early stopping (default <data>/val.pt)")
         inputs.add_argument(
             "--teacher",
-            help=f"student_kd only: the teacher's {stage.upper()} model.pt (default <chain>/teacher/{stage}/model.pt)",
+            help=f"student_kd only: the teacher's {stage.upper()} model.pt (default <chain>/seed_<seed>/teacher/{stage}/model.pt)",
         )
     if stage == "gat":
         inputs.add_argument(
             "--vgae",
-            help="the same variant's VGAE model.pt, which drives the curriculum (default <chain>/<variant>/vgae)",
+            help="the same variant's VGAE model.pt, which drives the curriculum (default <chain>/seed_<seed>/<variant>/vgae)",
         )
     if stage == "dqn":
         inputs.add_argument(
@@ -130,13 +132,15 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
             "blocks held out of --fit)",
         )
         inputs.add_argument(
-            "--vgae", help="the same variant's VGAE model.pt (default <chain>/<variant>/vgae)"
+            "--vgae", help="the same variant's VGAE model.pt (default <chain>/seed_<seed>/<variant>/vgae)"
         )
-        inputs.add_argument("--gat", help="the same variant's GAT model.pt (default <chain>/<variant>/gat)")
+        inputs.add_argument(
+            "--gat", help="the same variant's GAT model.pt (default <chain>/seed_<seed>/<variant>/gat)"
+        )
         for name in ("dqn", "vgae", "gat"):
             inputs.add_argument(
                 f"--teacher-{name}",
-                help=f"student_kd only: the teacher's {name.upper()} model.pt (default <chain>/teacher/{name})",
+                help=f"student_kd only: the teacher's {name.upper()} model.pt (default <chain>/seed_<seed>/teacher/{name})",
             )
 
     settings = parser.add_argument_group("settings (override --config and --set)")
@@ -191,10 +195,15 @@ def _default(explicit, folder: Path | None, *parts: str) -> str | None:
     return str(folder.joinpath(*parts)) if folder is not None else None
 
 
+def seed_chain(args: argparse.Namespace, seed: int) -> Path | None:
+    """The models of one seed in the kd_gat results folder of a dataset (the workflow's seed_<seed>/ level)."""
+    return Path(args.chain) / f"seed_{seed}" if args.chain else None
+
+
 def job_inputs(args: argparse.Namespace, settings: StageSettings) -> dict:
     """The run() keyword arguments naming input files, as the kd_gat module's rule declares them."""
     data = Path(args.data) if args.data else None
-    chain = Path(args.chain) if args.chain else None
+    chain = seed_chain(args, settings.seed)
     variant, stage = args.variant, args.stage
     distilled = variant == STUDENT_KD
     teacher = chain / TEACHER if chain is not None and distilled else None
@@ -243,11 +252,11 @@ def job_inputs(args: argparse.Namespace, settings: StageSettings) -> dict:
     return inputs
 
 
-def job_outputs(args: argparse.Namespace) -> tuple[dict, str | None]:
+def job_outputs(args: argparse.Namespace, settings: StageSettings) -> tuple[dict, str | None]:
     if args.out:
         out = Path(args.out)
     elif args.chain:
-        out = Path(args.chain) / args.variant / args.stage
+        out = seed_chain(args, settings.seed) / args.variant / args.stage
     else:
         raise UsageError("where do the outputs go? give --out (or --chain)")
     outputs = {name: str(out / file) for name, file in OUTPUT_FILES.items()}
@@ -267,7 +276,7 @@ def job_tracking(args: argparse.Namespace, section: dict, metadata: str) -> Trac
 def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     settings, section = stage_settings(args)
     inputs = job_inputs(args, settings)
-    outputs, checkpoint = job_outputs(args)
+    outputs, checkpoint = job_outputs(args, settings)
     tracking = job_tracking(args, section, inputs["metadata"])
     threads = args.threads if args.threads is not None else (section.get("resources") or {}).get("threads")
     if args.print_settings:
