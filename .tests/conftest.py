@@ -29,6 +29,7 @@ SERIAL_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the markers into group names
 def pytest_collection_modifyitems(config, items):
     for item in items:
         # Every other module is a group of its own, so that its module-scoped fixtures are built once.

@@ -162,3 +162,12 @@ def test_every_schema_property_has_a_description_and_a_default(schema_path: Path
         if "$ref" not in prop and ("description" not in prop or ("default" not in prop and not exempt))
     ]
     assert not missing, f"{schema_path.name}: properties without description/default: {missing}"
+
+
+def test_each_test_carries_its_xdist_group_and_the_scheduler_sees_it(request):
+    """make test's two workers rely on .tests/conftest.py's groups (SLURM node, shared pipelines): under
+    --dist loadgroup the group must reach the node id, which xdist's scheduler splits on."""
+    (group,) = [mark.args[0] for mark in request.node.iter_markers("xdist_group")]
+    assert group == ".tests/unit/test_project_files.py"
+    if getattr(request.config.option, "loadgroup", False):  # set on xdist workers only
+        assert request.node.nodeid.endswith(f"@{group}"), request.node.nodeid

@@ -212,7 +212,9 @@ def preprocess_dataset(
     test_files = group_test_files(test_files)
     if not train_files:
         raise ValueError(f"dataset {dataset!r}: no training files")
-    held_out = dict(held_out or {})
+    held_out = {
+        name: share for name, share in (held_out or {}).items() if share is not None
+    }  # null: no split
     clash = sorted({TRAIN, VAL, "test", "vocab", "metadata"} & set(held_out))
     if clash:
         raise ValueError(f"preprocess.held_out: {clash} are reserved names (the other outputs use them)")
