@@ -18,6 +18,7 @@ from kdgat.evaluation.baselines import (
     messages_per_id,
     unknown_id_scores,
 )
+from kdgat.evaluation.markdown import summary_markdown
 from kdgat.evaluation.metrics import binary_metrics
 from kdgat.evaluation.summary import (
     AUC_FLOOR,
@@ -33,7 +34,6 @@ from kdgat.evaluation.summary import (
     pooled_table,
     scenario_summary,
     scenario_table,
-    summary_markdown,
     variant_summary,
     verdict,
     with_margins,

@@ -52,7 +52,9 @@ def test_top_level_defaults_are_the_schemas():
 
 def test_each_stage_gets_only_what_it_uses():
     workflow = yaml.safe_load((REPO / "config/config.yaml").read_text())["kd_gat"]
-    config = {key: value for key, value in workflow.items() if key != "seeds"} | {"seed": workflow["seeds"][0]}
+    config = {key: value for key, value in workflow.items() if key != "seeds"} | {
+        "seed": workflow["seeds"][0]
+    }
     vgae = StageSettings.from_config(config, "vgae", "teacher")
     assert vgae.preset == "demo_teacher" and vgae.model == resolve_preset("demo_teacher", "vgae")
     assert vgae.loss == VGAELossWeights() and vgae.curriculum is None and vgae.dqn is None

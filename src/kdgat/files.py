@@ -11,12 +11,14 @@ Nothing else in kdgat writes output files; .tests/unit/test_files.py checks both
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,15 @@ def publish_directory(staging: str | os.PathLike, target: str | os.PathLike) -> 
         return False
     _fsync(Path(target).parent)
     return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` (created empty if missing) across processes, e.g. a shared store's
+    find-or-create; the lock file holds no data."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
+from kdgat.evaluation.markdown import summary_markdown
 from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.speed import measure_inference_speed
@@ -31,7 +32,6 @@ from kdgat.evaluation.summary import (
     pooled_table,
     scenario_summary,
     scenario_table,
-    summary_markdown,
     variant_summary,
 )
 from kdgat.evaluation.thresholds import (

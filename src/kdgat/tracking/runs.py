@@ -4,7 +4,6 @@ parent run of the invocation, retries and failures as kdgat.tracking describes).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import logging
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from kdgat import files
 from kdgat.tracking.settings import (
     BATCH,
     COMMIT_ENV,
@@ -271,9 +271,5 @@ class MlflowTracker:
             return
         root = Path(urlparse(uri).path if uri.startswith("file:") else uri)
         root.mkdir(parents=True, exist_ok=True)
-        with open(root / ".kdgat.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with files.exclusive_lock(root / ".kdgat.lock"):
+            yield
