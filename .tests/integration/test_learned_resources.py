@@ -127,7 +127,11 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config["learned_resources"] = {"enabled": True}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    write_history(tmp_path / "benchmarks/kd_gat/synth_hcrl/teacher/gat.tsv", seconds=1800.0, max_rss=5000.0)
+    seed = config["kd_gat"]["seeds"][0]
+    write_history(
+        tmp_path / f"benchmarks/kd_gat/synth_hcrl/seed_{seed}/teacher/gat.tsv", seconds=1800.0, max_rss=5000.0
+    )
+    job = f"dataset=synth_hcrl, seed={seed}"
     dry = run_snakemake(
         "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
         "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n", cwd=tmp_path, timeout=300,
@@ -141,12 +145,10 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
     assert benchmarked == learning
     gat = job_resources(dry.stdout, "kd_gat_train_gat_teacher")
     settings = LearnedResourceSettings()
-    assert gat["dataset=synth_hcrl"]["mem_mb"] == str(
-        math.ceil((5000 + settings.mem_overhead_mb) * settings.margin)
-    )
-    assert gat["dataset=synth_hcrl"]["runtime"] == str(math.ceil(1800 / 60 * settings.margin))
+    assert gat[job]["mem_mb"] == str(math.ceil((5000 + settings.mem_overhead_mb) * settings.margin))
+    assert gat[job]["runtime"] == str(math.ceil(1800 / 60 * settings.margin))
     # Its student has a benchmark file of its own (use rule ... with: benchmark:): no history, kd_gat.resources.
-    student = job_resources(dry.stdout, "kd_gat_train_gat_student")["dataset=synth_hcrl"]
+    student = job_resources(dry.stdout, "kd_gat_train_gat_student")[job]
     assert (student["mem_mb"], student["runtime"]) == (
         str(config["kd_gat"]["resources"]["mem_mb"]),
         str(config["kd_gat"]["resources"]["runtime"]),
