@@ -7,6 +7,7 @@ message saying which script brings the component up.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -27,6 +28,16 @@ def require(available: bool, what: str, how: str) -> None:
     if IN_CI:
         pytest.fail(f"CI must provide it: {message}")
     pytest.skip(message)
+
+
+def import_required(module: str, how: str):
+    """Import a module a test needs: skip locally, fail in CI, when it is missing (see ``require``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        if IN_CI:
+            raise
+        pytest.skip(f"{module} is not available ({how}): {error}", allow_module_level=True)
 
 
 def venv_bin(name: str) -> str:

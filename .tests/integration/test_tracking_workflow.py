@@ -18,13 +18,13 @@ import pandas as pd
 import pytest
 import yaml
 from evaluation.pipeline_run import CONFIG, DATASET, HERE, VARIANTS, shared_run, tool_env
-from testkit import REPO, run_snakemake
+from testkit import REPO, import_required, run_snakemake
 
 from kdgat.chain import STAGES, SWEEP_RULE, training_rule
 from kdgat.tracking import FILE_STORE_OPT_IN, INVOCATION_ENV, flatten, numeric, source_commit
 from kdgat.training.settings import StageSettings
 
-MlflowClient = pytest.importorskip("mlflow").MlflowClient  # part of .[dev], which CI installs
+MlflowClient = import_required("mlflow", "pip install -e '.[tracking]'").MlflowClient
 
 pytestmark = pytest.mark.integration
 

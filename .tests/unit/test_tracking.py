@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from servicekit import free_port
-from testkit import IN_CI, REPO, require
+from testkit import REPO, import_required, require
 
 from kdgat.graph_store import save_graphs
 from kdgat.testing import toy_graphs
@@ -39,8 +39,7 @@ from kdgat.training import vgae
 from kdgat.training.loop import LoopSettings, fit
 from kdgat.training.settings import StageSettings
 
-# The tracking extra is part of .[dev], which CI installs: there a missing mlflow fails the module.
-MlflowClient = (__import__("mlflow") if IN_CI else pytest.importorskip("mlflow")).MlflowClient
+MlflowClient = import_required("mlflow", "pip install -e '.[tracking]'").MlflowClient
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
