@@ -53,8 +53,10 @@ format: $(STAMP)
 	$(BIN)/snakefmt workflow wrappers .tests
 
 bench: $(STAMP)
-	@failed=""; for script in bench/bench_*.py; do echo "# $$script"; \
-		$(BIN)/python $$script || { echo "# $$script FAILED (exit $$?)" >&2; failed="$$failed $$script"; }; done; \
+	@start=$$(date +%s); failed=""; for script in bench/bench_*.py; do echo "# $$script"; t0=$$(date +%s); \
+		$(BIN)/python $$script || { echo "# $$script FAILED (exit $$?)" >&2; failed="$$failed $$script"; }; \
+		echo "# $$script took $$(( $$(date +%s) - t0 )) s"; done; \
+	echo "# make bench: all scripts took $$(( $$(date +%s) - start )) s (goal: 900 s)"; \
 	if [ -n "$$failed" ]; then echo "# make bench: failed:$$failed" >&2; exit 1; fi
 
 docs: $(STAMP)
