@@ -181,5 +181,7 @@ def graph_creation(paths: list[Path], window_size: int = 100, stride: int = 100)
     for path in paths:
         table = message_table(path, mapping)
         windows = max(1, (len(table) - window_size) // stride + 1)
-        graphs += [window_graph(table[start : start + window_size]) for start in range(0, windows * stride, stride)]
+        graphs += [
+            window_graph(table[start : start + window_size]) for start in range(0, windows * stride, stride)
+        ]
     return graphs, mapping
