@@ -114,6 +114,7 @@ def test_original_graph_creation_builds_our_windows_and_node_sets(tmp_path, monk
         assert theirs == ours.x[ours.node_ptr[g] : ours.node_ptr[g + 1], 0].astype(int).tolist(), g
         assert graph.edge_index.shape[1] == ours.edge_ptr[g + 1] - ours.edge_ptr[g], g
         assert int(graph.y) == int(ours.y[g]), g
+        assert graph.x.shape[1] == 11 and graph.edge_attr.shape[1] == 23, g
 
 
 def test_make_bench_runs_every_script_and_fails_at_the_end(tmp_path):
