@@ -114,9 +114,11 @@ def _edge_features(window: np.ndarray, source, target, edge, count, positions) -
     shares = value_counts / value_counts.sum()
     entropy = float(-(shares * np.log2(shares)).sum())
     change = np.abs(np.diff(payload, axis=0)).mean(axis=1) if len(payload) > 1 else np.zeros(1)
-    reverse = float(np.any((source == tgt) & (target == src)))
-    src_degree = float(np.sum((source == src) | (target == src)))
-    tgt_degree = float(np.sum((source == tgt) | (target == tgt)))
+    reverse = 1.0 if np.logical_and(source == tgt, target == src).any() else 0.0
+    # Degrees as the original counts them: rows of the window that touch the node, one full mask per node.
+    src_degree, tgt_degree = (
+        np.count_nonzero(np.logical_or(source == node, target == node)) for node in edge
+    )
     return [
         float(count),
         count / width,
@@ -132,8 +134,8 @@ def _edge_features(window: np.ndarray, source, target, edge, count, positions) -
         float(change.mean()),
         float(change.std()),
         reverse,
-        src_degree * tgt_degree,
-        src_degree / max(tgt_degree, 1e-8),
+        float(src_degree * tgt_degree),
+        src_degree / tgt_degree,  # the target touches at least this edge's row
         float(window[mask][:, _LABEL].mean()),
     ]
 
@@ -149,9 +151,9 @@ def _node_features(window: np.ndarray, source: np.ndarray, nodes: np.ndarray) ->
             features[i, 10] = positions[mask][-1] / max(len(window) - 1, 1)
         else:  # only the target of the window's last row
             features[i, 0] = node
-    counts = features[:, 9]
-    if counts.max() > counts.min():
-        features[:, 9] = (counts - counts.min()) / (counts.max() - counts.min())
+    spread = np.ptp(features[:, 9])
+    if spread > 0:
+        features[:, 9] = (features[:, 9] - features[:, 9].min()) / spread
     return features
 
 
