@@ -1,6 +1,7 @@
-"""The simulate and calibrate benchmarks run to the end in their ``--quick`` sizes and print every BENCH line they
-promise, well formed; ``make bench`` runs every benchmark even when one fails, names the failures and exits
-non-zero."""
+"""The simulate, calibrate and preprocess benchmarks run to the end in their ``--quick`` sizes and print every BENCH
+line they promise, well formed; the preprocess benchmark's re-implementation of the original DQN-Fusion
+preprocessing builds the same windows and node sets as ours; ``make bench`` runs every benchmark even when one
+fails, names the failures and exits non-zero."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from testkit import REPO
+
+from kdgat.can.reader import read_can_file
+from kdgat.can.writer import write_can_file
+from kdgat.graphs import build_graphs
+from kdgat.preprocess import to_index
+from kdgat.synthetic import Vehicle, generate_log
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +73,48 @@ def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
     }
     # 32 Sobol points and 1 round of 16, 4 replicates each, then the top 8 again with 32 replicates
     assert float(lines["calibrate_simulations_worst"]["value"]) == 32 * 4 + 16 * 4 + 8 * (32 - 4)
+
+
+def test_bench_preprocess_measures_the_original_in_the_same_run():
+    """Besides the raw-read comparison, the original preprocessing and ours on the same prefix of the file."""
+    lines = bench_lines("bench_preprocess.py")
+    assert list(lines) == ["preprocess_end_to_end", "preprocess_throughput", "preprocess_vs_original"]
+    original = lines["preprocess_vs_original"]
+    assert original["unit"] == "msg/s" and original["goal"] == ">=50"
+    assert float(original["value"]) > 0 and float(original["baseline"]) > 0
+    assert float(original["ratio"]) == pytest.approx(
+        float(original["value"]) / float(original["baseline"]), rel=0.01, abs=0.05
+    )
+
+
+def test_original_graph_creation_builds_our_windows_and_node_sets(tmp_path, monkeypatch):
+    """The baseline does the same work as ours: on a tiny attack log (variable payload lengths, IDs with leading
+    zeros) it gives as many graphs, each with our node set (CAN IDs) and label."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from original_graph_creation import graph_creation
+
+    messages = generate_log(
+        Vehicle(seed=3, num_ids=25), 1.5, "dos", {"burst_s": [0.2, 0.5], "gap_s": [0.2, 0.5]}, seed=3
+    )
+    path = tmp_path / "tiny.csv"
+    write_can_file(messages, path, "can_4col")
+    messages = read_can_file(path)
+    assert messages.label.any() and not messages.label.all()
+    assert (messages.can_id < 0x100).any() and (messages.dlc < 8).any()  # IDs written as 0xx, short payloads
+    graphs, mapping = graph_creation([path], window_size=100, stride=100)
+
+    vocabulary = np.unique(messages.can_id)
+    ours = build_graphs(
+        to_index(messages.can_id, vocabulary), messages.payload, messages.label, len(vocabulary) + 1
+    )
+    assert len(graphs) == len(ours) > 10
+    assert sorted(k for k in mapping if k != "OOV") == vocabulary.tolist()
+    for g, graph in enumerate(graphs):
+        theirs = sorted(round(value) for value in graph.x[:, 0].tolist())
+        assert theirs == ours.x[ours.node_ptr[g] : ours.node_ptr[g + 1], 0].astype(int).tolist(), g
+        assert graph.edge_index.shape[1] == ours.edge_ptr[g + 1] - ours.edge_ptr[g], g
+        assert int(graph.y) == int(ours.y[g]), g
+        assert graph.x.shape[1] == 11 and graph.edge_attr.shape[1] == 23, g
 
 
 def test_make_bench_runs_every_script_and_fails_at_the_end(tmp_path):
