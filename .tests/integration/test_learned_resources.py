@@ -164,6 +164,17 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
     )
     vgae = job_resources(dry.stdout, "kd_gat_train_vgae_student")[job]
     assert vgae["gpu_mem_mb"] == "0"  # a run on the CPU records no GPU peak: nothing learned
+
+    # Learning off: the records are there, yet no job asks for gpu_mem_mb.
+    config["learned_resources"] = {"enabled": False}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = f"results/kd_gat/synth_hcrl/seed_{seed}/teacher/gat/metrics.json"
+    off = run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n", target, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    teacher = job_resources(off.stdout, "kd_gat_train_gat_teacher")[job]
+    assert "gpu" in teacher and "gpu_mem_mb" not in teacher, teacher
     # Its student has a benchmark file of its own (use rule ... with: benchmark:): no history, kd_gat.resources.
     student = job_resources(dry.stdout, "kd_gat_train_gat_student")[job]
     assert (student["mem_mb"], student["runtime"]) == (
