@@ -3,12 +3,14 @@
 A tiny workflow (learned_resources/Snakefile: one job per dataset holding 40 MB per MB of its input) runs once and
 writes its benchmark files; a dry run of the next run then shows the learned mem_mb and runtime, computed here
 from those files with the formula config/README.md documents, and its log says where each came from. The main
-workflow's dry run shows that every rule with a `benchmark:` uses them.
+workflow's dry run shows that every rule with a `benchmark:` uses them, and that the kd_gat training rules learn
+gpu_mem_mb from the GPU peak a run recorded in its metrics.json (written here: no GPU run happens in these tests).
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 from pathlib import Path
@@ -20,7 +22,7 @@ import yaml
 from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
 from testkit import REPO, run_snakemake
 
-from resource_history import LearnedResourceSettings
+from resource_history import GPU_PEAK_KEY, LearnedResourceSettings
 
 pytestmark = pytest.mark.integration
 
@@ -131,6 +133,12 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
     write_history(
         tmp_path / f"benchmarks/kd_gat/synth_hcrl/seed_{seed}/teacher/gat.tsv", seconds=1800.0, max_rss=5000.0
     )
+    # A GPU run of the teacher GAT on another dataset recorded its peak; the CPU run of the student VGAE none.
+    chain = tmp_path / f"results/kd_gat/other_capture/seed_{seed}"
+    gpu_record, cpu_record = chain / "teacher/gat/metrics.json", chain / "student/vgae/metrics.json"
+    for record, peak in ((gpu_record, 20000.0), (cpu_record, None)):
+        record.parent.mkdir(parents=True)
+        record.write_text(json.dumps({"device": "cpu" if peak is None else "cuda", GPU_PEAK_KEY: peak}))
     job = f"dataset=synth_hcrl, seed={seed}"
     dry = run_snakemake(
         "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
@@ -147,6 +155,26 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
     settings = LearnedResourceSettings()
     assert gat[job]["mem_mb"] == str(math.ceil((5000 + settings.mem_overhead_mb) * settings.margin))
     assert gat[job]["runtime"] == str(math.ceil(1800 / 60 * settings.margin))
+    # Across datasets (synth_hcrl has no GPU record of its own): 20000 MB + gpu_overhead_mb, x margin.
+    assert gat[job]["gpu_mem_mb"] == str(math.ceil((20000 + settings.gpu_overhead_mb) * settings.margin))
+    assert re.search(
+        rf"kd_gat_train_gat_teacher \({job}\), attempt 1: gpu_mem_mb={gat[job]['gpu_mem_mb']} \(learned from 1 "
+        rf"run\(s\), all wildcard values: peak {GPU_PEAK_KEY} 20000.0; .*; from {re.escape(str(gpu_record))}\)",
+        dry.stdout,
+    )
+    vgae = job_resources(dry.stdout, "kd_gat_train_vgae_student")[job]
+    assert vgae["gpu_mem_mb"] == "0"  # a run on the CPU records no GPU peak: nothing learned
+
+    # Learning off: the records are there, yet no job asks for gpu_mem_mb.
+    config["learned_resources"] = {"enabled": False}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = f"results/kd_gat/synth_hcrl/seed_{seed}/teacher/gat/metrics.json"
+    off = run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n", target, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    teacher = job_resources(off.stdout, "kd_gat_train_gat_teacher")[job]
+    assert "gpu" in teacher and "gpu_mem_mb" not in teacher, teacher
     # Its student has a benchmark file of its own (use rule ... with: benchmark:): no history, kd_gat.resources.
     student = job_resources(dry.stdout, "kd_gat_train_gat_student")[job]
     assert (student["mem_mb"], student["runtime"]) == (

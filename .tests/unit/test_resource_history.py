@@ -1,4 +1,4 @@
-"""resource_history: a job's next mem_mb/runtime from its rule's benchmark files.
+"""resource_history: a job's next mem_mb/runtime from its rule's benchmark files, gpu_mem_mb from its GPU records.
 
 The benchmark files are written by Snakemake's own writer (snakemake.benchmark.write_benchmark_records), in the
 plain and the --benchmark-extended format, so the parser is checked against the real format.
@@ -6,6 +6,7 @@ plain and the --benchmark-extended format, so the parser is checked against the 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
 from testkit import REPO
 
 from resource_history import (
+    GPU_PEAK_KEY,
     BenchmarkFileError,
     BenchmarkPattern,
     LearnedResourceSettings,
     ResourceHistory,
     SettingsError,
     read_benchmark,
+    read_gpu_record,
     size_fit,
 )
 
@@ -232,6 +235,85 @@ def test_missing_root_is_named(tmp_path):
     )
 
 
+# --- GPU memory from the training stages' records ---------------------------------------------------------------
+RECORDS = "results/train/{dataset}/metrics.json"
+
+
+def write_record(tmp_path: Path, dataset: str, peak_mb: float | None) -> Path:
+    """A metrics.json as the training stages write it: other metrics, the device, and the GPU peak (null on CPU)."""
+    path = tmp_path / RECORDS.format(dataset=dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device = "cpu" if peak_mb is None else "cuda"
+    path.write_text(json.dumps({"stage": "gat", "val_f1": 0.9, "device": device, GPU_PEAK_KEY: peak_mb}))
+    return path
+
+
+def gpu_memory(peak_mb: float, settings: LearnedResourceSettings, attempt: int = 1) -> int:
+    """The documented formula: ceil((peak + gpu_overhead_mb) x margin) x attempt."""
+    return math.ceil(round((peak_mb + settings.gpu_overhead_mb) * settings.margin, 6)) * attempt
+
+
+@pytest.mark.parametrize(("margin", "overhead", "attempt"), [(1.3, 500, 1), (1.3, 500, 2), (1.5, 0, 3)])
+def test_gpu_peak_learns_gpu_mem_mb(tmp_path, margin, overhead, attempt):
+    write_record(tmp_path, "a", 6150.5)
+    estimator = history(tmp_path, margin=margin, gpu_overhead_mb=overhead)
+    gpu = estimator.estimate("gpu_mem_mb", RECORDS, {"dataset": "a"}, default=0, attempt=attempt)
+    assert gpu.learned and gpu.value == math.ceil((6150.5 + overhead) * margin) * attempt
+    assert gpu.value == gpu_memory(6150.5, estimator.settings, attempt)
+    assert f"peak {GPU_PEAK_KEY} 6150.5" in gpu.describe() and str(
+        tmp_path / RECORDS.format(dataset="a")
+    ) in (gpu.describe())
+
+
+def test_gpu_peak_of_the_own_dataset_first_then_across_datasets(tmp_path):
+    write_record(tmp_path, "small", 1000.0)
+    write_record(tmp_path, "large", 20000.0)
+    estimator = history(tmp_path)
+    assert estimator.estimate("gpu_mem_mb", RECORDS, {"dataset": "small"}, 0).value == gpu_memory(
+        1000.0, estimator.settings
+    )
+    new = estimator.estimate("gpu_mem_mb", RECORDS, {"dataset": "new"}, 0)
+    assert new.value == gpu_memory(20000.0, estimator.settings) and "all wildcard values" in new.explanation
+
+
+def test_run_on_the_cpu_teaches_no_gpu_memory(tmp_path):
+    path = write_record(tmp_path, "a", None)
+    assert read_gpu_record(path)[0].gpu_peak_mb is None
+    estimate = history(tmp_path).estimate("gpu_mem_mb", RECORDS, {"dataset": "a"}, default=0)
+    assert (estimate.value, estimate.learned, estimate.warnings) == (0, False, ())
+    assert f"0 run(s) with {GPU_PEAK_KEY} recorded in 1 GPU record file(s)" in estimate.explanation
+    nothing = history(tmp_path).estimate("gpu_mem_mb", "results/other/{dataset}.json", {"dataset": "a"}, 0)
+    assert "configured default: no GPU record history in" in nothing.explanation
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "is not JSON"),
+        ("[1, 2]", "is not a JSON object but a list"),
+        ('{"val_f1": 0.9}', f"has no '{GPU_PEAK_KEY}' key"),
+        (f'{{"{GPU_PEAK_KEY}": "lots"}}', f"{GPU_PEAK_KEY} 'lots' is neither null (CPU) nor a finite number"),
+        (f'{{"{GPU_PEAK_KEY}": -5}}', "nor a finite number of MB >= 0"),
+        (f'{{"{GPU_PEAK_KEY}": true}}', "nor a finite number"),
+    ],
+)
+def test_bad_gpu_record_falls_back_with_a_warning_naming_the_file(tmp_path, content, says):
+    bad = tmp_path / RECORDS.format(dataset="a")
+    bad.parent.mkdir(parents=True)
+    bad.write_text(content)
+    estimate = history(tmp_path).estimate("gpu_mem_mb", RECORDS, {"dataset": "a"}, default=16000)
+    assert (estimate.value, estimate.learned) == (16000, False)
+    (warning,) = estimate.warnings
+    assert (
+        warning.startswith(f"GPU record {bad}")
+        and says in warning
+        and warning.endswith("left out of the history")
+    )
+    good = write_record(tmp_path, "b", 900.0)
+    other = history(tmp_path).estimate("gpu_mem_mb", RECORDS, {"dataset": "a"}, default=16000)
+    assert other.learned and other.sources == (str(good),) and len(other.warnings) == 1
+
+
 def test_settings_defaults_are_the_schema_defaults():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     section = schema["properties"]["learned_resources"]
@@ -251,6 +333,7 @@ def test_settings_defaults_are_the_schema_defaults():
         ({"margin": 0.5}, "learned_resources.margin must be a number >= 1"),
         ({"benchmark_roots": "archive"}, "learned_resources.benchmark_roots must be a list of strings"),
         ({"enabled": "yes"}, "learned_resources.enabled must be true or false"),
+        ({"gpu_overhead_mb": -1}, "learned_resources.gpu_overhead_mb must be an integer >= 0"),
     ],
 )
 def test_bad_settings_name_the_key(options, says):

@@ -1,5 +1,5 @@
 """Training loop: resume after a crash or a SIGKILL gives the same model as an uninterrupted run, early stopping,
-device selection, and clear errors on bad input."""
+device selection, the GPU memory record (null on the CPU), and clear errors on bad input."""
 
 import json
 import os
@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 
+from kdgat.graph_store import save_graphs
 from kdgat.models.vgae import ERROR_TERMS
 from kdgat.runtime import select_device
 from kdgat.testing import toy_graphs
@@ -18,6 +19,7 @@ from kdgat.training import gat as gat_training
 from kdgat.training import vgae as vgae_training
 from kdgat.training.loop import KILL_AFTER_EPOCH_ENV
 from kdgat.training.settings import StageSettings
+from kdgat.training.stage import gpu_peak_mb
 from kdgat.training.vgae import graph_errors
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -89,7 +91,10 @@ def crash_at(monkeypatch, stage_class, epoch_to_crash):
 def test_gat_resumes_after_a_crash_with_the_same_result(graphs, trained_vgae, tmp_path, monkeypatch):
     train, val = graphs
     gat_settings = settings("gat", curriculum=CURRICULUM)
-    reference, reference_result, *_ = gat_training.train(train, val, NUM_IDS, gat_settings, vgae=trained_vgae)
+    reference, reference_result, metrics, _ = gat_training.train(
+        train, val, NUM_IDS, gat_settings, vgae=trained_vgae
+    )
+    assert metrics["gpu_peak_mem_mb"] is None  # trained on the CPU: no GPU peak recorded
 
     checkpoint = tmp_path / "last.pt"
     with monkeypatch.context() as patch:
@@ -152,6 +157,7 @@ def test_dqn_resumes_after_a_crash_with_the_same_result(tmp_path, monkeypatch):
     }
     dqn_settings = settings("dqn", training={"epochs": 6, "lr": 0.001}, dqn=rl)
     reference, reference_result, metrics, _ = dqn_training.train(train, val, dqn_settings)
+    assert metrics["gpu_peak_mem_mb"] is None  # trained on the CPU: no GPU peak recorded
 
     checkpoint = tmp_path / "dqn.pt"
     with monkeypatch.context() as patch:
@@ -236,6 +242,43 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="kd_gat.device"):
             select_device("cuda")
+
+
+def test_job_on_the_cpu_writes_a_null_gpu_peak(graphs, tmp_path):
+    train, val = graphs
+    inputs = {
+        "train": tmp_path / "train.pt",
+        "val": tmp_path / "val.pt",
+        "metadata": tmp_path / "metadata.json",
+    }
+    save_graphs(train, inputs["train"])
+    save_graphs(val, inputs["val"])
+    inputs["metadata"].write_text(json.dumps({"num_ids": NUM_IDS}))
+    outputs = {
+        name: tmp_path / f"{name}.{ext}"
+        for name, ext in (("model", "pt"), ("metrics", "json"), ("history", "csv"))
+    }
+    one_epoch = settings("vgae", training={"epochs": 1}, vgae_loss=LOSS)
+    vgae_training.run(**inputs, outputs=outputs, settings=one_epoch)
+    written = json.loads(outputs["metrics"].read_text())
+    assert written["device"] == "cpu"
+    assert "gpu_peak_mem_mb" in written and written["gpu_peak_mem_mb"] is None  # null, never a made-up number
+
+
+def test_gpu_peak_is_read_from_the_cuda_allocator_only(monkeypatch):
+    """The CUDA branch cannot run here (no GPU): its contract is that only a CUDA device asks the caching
+    allocator for its reserved peak, converted from bytes to MB; every other device measures nothing."""
+    asked = []
+
+    def max_memory_reserved(device):
+        asked.append(device)
+        return 3 * 2**30 + 2**19  # 3 GiB and half a MiB, in bytes
+
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", max_memory_reserved)
+    assert gpu_peak_mb(torch.device("cpu")) is None and gpu_peak_mb(torch.device("meta")) is None
+    assert asked == []
+    assert gpu_peak_mb(torch.device("cuda", 1)) == 3072.5
+    assert asked == [torch.device("cuda", 1)]
 
 
 def test_bad_preprocess_files_give_clear_errors(tmp_path):

@@ -19,24 +19,28 @@ MISSING = {"NA", "-", ""}
 
 
 class BenchmarkFileError(ValueError):
-    """A benchmark file that cannot be read; the message names the file and, where it applies, the line."""
+    """A benchmark file (or another record of a run, `kind`) that cannot be read; the message names the file and,
+    where it applies, the line."""
 
-    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, message: str, line: int | None = None, kind: str = "benchmark file"
+    ) -> None:
         where = f"{path}" if line is None else f"{path} line {line}"
-        super().__init__(f"benchmark file {where}: {message}")
+        super().__init__(f"{kind} {where}: {message}")
         self.path = str(path)
         self.line = line
 
 
 @dataclass(frozen=True)
 class BenchmarkRun:
-    """One row: a run of one job."""
+    """A run of one job: a row of a benchmark file, or a job's own GPU record (resource_history.gpu_records)."""
 
     path: str
-    line: int
+    line: int | None  # None for a record that is a whole file
     seconds: float | None
     max_rss_mb: float | None
     input_size_mb: float | None  # sum over the job's input files; None without --benchmark-extended
+    gpu_peak_mb: float | None = None  # the job's CUDA peak; benchmark files have none
 
 
 def read_benchmark(path: str | Path) -> list[BenchmarkRun]:

@@ -1,4 +1,5 @@
-"""The next run's `mem_mb` and `runtime` of a job from its rule's benchmark history.
+"""The next run's `mem_mb` and `runtime` of a job from its rule's benchmark history, and its `gpu_mem_mb` from the
+GPU records its rule's earlier runs wrote (resource_history.gpu_records; `pattern` is then the record's path).
 
 Which runs count, in this order (the first that holds at least `min_history` runs with the measure):
 
@@ -15,6 +16,10 @@ largest amount any run lay above it (as the peak covers every run, so does the r
 
     mem_mb  = ceil((base + mem_overhead_mb) * margin) * attempt
     runtime = max(min_runtime, ceil(base / 60 * margin)) * attempt      (minutes)
+    gpu_mem_mb = ceil((base + gpu_overhead_mb) * margin) * attempt
+
+GPU records hold no input sizes, so `gpu_mem_mb` is always learned from the peak. A run on the CPU records no GPU
+peak (null) and teaches nothing.
 
 No usable run: the rule's configured value (`default`) unchanged. Unreadable files are left out with a warning
 that names the file and line.
@@ -24,15 +29,31 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from resource_history.benchmarks import BenchmarkFileError, BenchmarkPattern, BenchmarkRun, read_benchmark
+from resource_history.gpu_records import GPU_PEAK_KEY, read_gpu_record
 from resource_history.settings import LearnedResourceSettings
 
-#: resource -> (the BenchmarkRun field it is learned from, the column's name in the file)
-MEASURES = {"mem_mb": ("max_rss_mb", "max_rss"), "runtime": ("seconds", "s")}
+
+@dataclass(frozen=True)
+class Measure:
+    """What a resource is learned from: a BenchmarkRun field, its name in the file, and the files that hold it."""
+
+    field: str
+    column: str
+    files: str  # what the files are called in messages
+    read: Callable[[Path], list[BenchmarkRun]]
+
+
+MEASURES = {
+    "mem_mb": Measure("max_rss_mb", "max_rss", "benchmark", read_benchmark),
+    "runtime": Measure("seconds", "s", "benchmark", read_benchmark),
+    "gpu_mem_mb": Measure("gpu_peak_mb", GPU_PEAK_KEY, "GPU record", read_gpu_record),
+}
 MIN_FIT_SIZES = 3
 SHOWN_SOURCES = 4
 
@@ -117,14 +138,14 @@ class ResourceHistory:
             raise ValueError(
                 f"learned resources: {resource!r} cannot be learned; expected one of {list(MEASURES)}"
             )
-        measure, column = MEASURES[resource]
+        measure = MEASURES[resource]
         parsed = BenchmarkPattern.parse(pattern)
         files, warnings = self.history_files(parsed)
         wildcards = {name: str(wildcards[name]) for name in parsed.names if name in wildcards}
         runs_of = {}
         for path, _ in files:
-            runs, warning = self.runs(path)
-            runs_of[path] = [run for run in runs if getattr(run, measure) is not None]
+            runs, warning = self.runs(path, measure)
+            runs_of[path] = [run for run in runs if getattr(run, measure.field) is not None]
             if warning:
                 warnings.append(warning)
         chosen = None
@@ -136,24 +157,24 @@ class ResourceHistory:
         if chosen is None:
             recorded = sum(len(runs) for runs in runs_of.values())
             why = (
-                f"no benchmark history in {self.roots_text()} for {parsed.display}"
+                f"no {measure.files} history in {self.roots_text()} for {parsed.display}"
                 if not files
-                else f"{recorded} run(s) with {column} recorded in {len(files)} benchmark file(s) of {parsed.display}, "
-                f"fewer than min_history {self.settings.min_history}"
+                else f"{recorded} run(s) with {measure.column} recorded in {len(files)} {measure.files} file(s) of "
+                f"{parsed.display}, fewer than min_history {self.settings.min_history}"
             )
             return Estimate(resource, default, False, f"(configured default: {why})", (), tuple(warnings))
         scope, selected, runs = chosen
-        base, how = self.base_figure(runs, measure, column, input_size_mb)
+        base, how = self.base_figure(runs, measure.field, measure.column, input_size_mb)
         value = self.scale(resource, base, attempt)
         sources = tuple(str(path) for path in selected if runs_of[path])
         shown = ", ".join(sources[:SHOWN_SOURCES]) + (
             f" and {len(sources) - SHOWN_SOURCES} more" if len(sources) > SHOWN_SOURCES else ""
         )
-        arithmetic = (
-            f"ceil(({base:.1f} + {self.settings.mem_overhead_mb}) MB x margin {self.settings.margin})"
-            if resource == "mem_mb"
-            else f"max({self.settings.min_runtime}, ceil({base:.1f} s / 60 x margin {self.settings.margin})) min"
-        )
+        if resource == "runtime":
+            arithmetic = f"max({self.settings.min_runtime}, ceil({base:.1f} s / 60 x margin {self.settings.margin})) min"
+        else:
+            overhead = self.overhead_mb(resource)
+            arithmetic = f"ceil(({base:.1f} + {overhead}) MB x margin {self.settings.margin})"
         explanation = f"(learned from {len(runs)} run(s), {scope}: {how}; {arithmetic} x attempt {attempt}; from {shown})"
         return Estimate(resource, value, True, explanation, sources, tuple(warnings))
 
@@ -168,15 +189,17 @@ class ResourceHistory:
             files += pattern.files(directory)
         return files, warnings
 
-    def runs(self, path: Path) -> tuple[list[BenchmarkRun], str | None]:
+    def runs(
+        self, path: Path, measure: Measure = MEASURES["mem_mb"]
+    ) -> tuple[list[BenchmarkRun], str | None]:
         try:
             stat = path.stat()
-            key = (str(path), stat.st_mtime_ns, stat.st_size)
+            key = (str(path), stat.st_mtime_ns, stat.st_size, measure.read)
         except OSError as error:
-            return [], f"benchmark file {path}: cannot be read ({error}); left out of the history"
+            return [], f"{measure.files} file {path}: cannot be read ({error}); left out of the history"
         if key not in self._parsed:
             try:
-                self._parsed[key] = (read_benchmark(path), None)
+                self._parsed[key] = (measure.read(path), None)
             except BenchmarkFileError as error:
                 self._parsed[key] = ([], f"{error}; left out of the history")
         return self._parsed[key]
@@ -229,9 +252,12 @@ class ResourceHistory:
 
     def scale(self, resource: str, base: float, attempt: int) -> int:
         margin = self.settings.margin
-        if resource == "mem_mb":
-            return ceil((base + self.settings.mem_overhead_mb) * margin) * attempt
-        return max(self.settings.min_runtime, ceil(base / 60 * margin)) * attempt
+        if resource == "runtime":
+            return max(self.settings.min_runtime, ceil(base / 60 * margin)) * attempt
+        return ceil((base + self.overhead_mb(resource)) * margin) * attempt
+
+    def overhead_mb(self, resource: str) -> int:
+        return self.settings.gpu_overhead_mb if resource == "gpu_mem_mb" else self.settings.mem_overhead_mb
 
 
 def ceil(value: float) -> int:

@@ -24,6 +24,7 @@ class LearnedResourceSettings:
     match_wildcards: tuple[str, ...] = ("dataset",)
     size_scaling: bool = True
     mem_overhead_mb: int = 300
+    gpu_overhead_mb: int = 500
     min_runtime: int = 5
 
     @classmethod
@@ -55,6 +56,11 @@ class LearnedResourceSettings:
         need(
             is_integer(self.mem_overhead_mb) and self.mem_overhead_mb >= 0,
             "mem_overhead_mb",
+            "an integer >= 0",
+        )
+        need(
+            is_integer(self.gpu_overhead_mb) and self.gpu_overhead_mb >= 0,
+            "gpu_overhead_mb",
             "an integer >= 0",
         )
         need(

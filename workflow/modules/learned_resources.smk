@@ -1,7 +1,9 @@
 # Resources learned from benchmark history (config `learned_resources`, off by default): `learned(name, default)`
 # is a resource function for `mem_mb` or `runtime` that, when enabled, returns the value the rule's earlier runs
-# call for (their `benchmark:` files, read by the resource_history library), else `default` unchanged. The log
-# says where each value came from. Included by every module, so it works in a module imported on its own.
+# call for (their `benchmark:` files, read by the resource_history library), else `default` unchanged;
+# `learned("gpu_mem_mb", default, record=<output name>)` does the same from the GPU peak earlier runs wrote into
+# that output (resource_history.gpu_records). The log says where each value came from. Included by every module,
+# so it works in a module imported on its own.
 import os
 
 from resource_history import LearnedResourceSettings, ResourceHistory
@@ -14,15 +16,17 @@ LEARNED_RESOURCES = ResourceHistory(
 LEARNED_RESOURCES_REPORTED = set()
 
 
-def learned(resource, default):
-    """A resource function for `resource` (mem_mb or runtime). `default`, a number or a function of
-    (wildcards, attempt), is the value used without history."""
+def learned(resource, default, record=None):
+    """A resource function for `resource` (mem_mb, runtime or gpu_mem_mb). `default`, a number or a function of
+    (wildcards, attempt), is the value used without history. `record`: the name of the rule's output that is its
+    GPU record (gpu_mem_mb only); else the history is the rule's `benchmark:` files."""
 
     def evaluate(wildcards, input, attempt, rulename):
         fallback = default(wildcards, attempt) if callable(default) else default
         if not LEARNED_RESOURCES.settings.enabled:
             return fallback
-        pattern = workflow.get_rule(rulename).benchmark
+        definition = workflow.get_rule(rulename)
+        pattern = definition.benchmark if record is None else definition.output.get(record)
         if pattern is None or callable(pattern):
             return fallback
         estimate = LEARNED_RESOURCES.estimate(
@@ -44,6 +48,15 @@ def learned(resource, default):
         return estimate.value
 
     return evaluate
+
+
+def learned_gpu_memory(record):
+    """`gpu_mem_mb` for a GPU rule's resources (`**learned_gpu_memory("metrics")`), learned from the GPU peak its
+    earlier runs wrote into the output `record`; 0 (nothing known) until a run on a GPU recorded one. Nothing at
+    all while learning is off: the rule then asks for no GPU memory."""
+    if not LEARNED_RESOURCES.settings.enabled:
+        return {}
+    return {"gpu_mem_mb": learned("gpu_mem_mb", 0, record=record)}
 
 
 def input_size_mb_of(input):

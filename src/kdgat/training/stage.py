@@ -1,5 +1,6 @@
 """What the three training stages share around the epoch loop: the optimiser holder (``StageBase``), the
-optimisation step, the per-epoch validation scores, the device and thread set-up and writing a stage's outputs."""
+optimisation step, the per-epoch validation scores, the device and thread set-up, the job's GPU memory peak and
+writing a stage's outputs."""
 
 from __future__ import annotations
 
@@ -106,8 +107,24 @@ def prepare_job(
     if threads:
         torch.set_num_threads(int(threads))
     # A job given a GPU it cannot use stops here, within seconds, before any data is read.
-    select_device(settings.device)
+    reset_gpu_peak(select_device(settings.device))
     return settings
+
+
+def reset_gpu_peak(device: torch.device) -> None:
+    """Start measuring the job's GPU memory peak now (the file-level ``run`` of every stage, before any data is
+    read); off CUDA there is nothing to measure."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def gpu_peak_mb(device: torch.device) -> float | None:
+    """The most GPU memory, in MB, torch's CUDA caching allocator reserved since the last reset (the learned
+    resources' GPU record, metrics.json ``gpu_peak_mem_mb``); None on any other device, where nothing is measured.
+    """
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_reserved(device) / 2**20
 
 
 def resolve_device(settings: StageSettings) -> torch.device:
@@ -144,5 +161,6 @@ def base_metrics(settings: StageSettings, model, result: dict, started: float, d
         "resumed_from_epoch": None if result["resumed_from"] is None else result["resumed_from"] + 1,
         "train_seconds": time.perf_counter() - started,
         "device": str(device),
+        "gpu_peak_mem_mb": gpu_peak_mb(device),
         "knowledge_distillation": settings.distillation is not None,
     }

@@ -90,6 +90,8 @@ include: "../learned_resources.smk"
 # kd_gat.resources, scaled by the attempt; with learned_resources.enabled, what the rule's benchmarks call for.
 mem_mb = learned("mem_mb", lambda wildcards, attempt: RESOURCES["mem_mb"] * attempt)
 runtime = learned("runtime", lambda wildcards, attempt: RESOURCES["runtime"] * attempt)
+# With learned_resources.enabled, also gpu_mem_mb: from the GPU peak the stage records in its metrics.json.
+GPU_MEMORY = learned_gpu_memory("metrics")
 
 
 # The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).
