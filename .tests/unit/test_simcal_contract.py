@@ -16,7 +16,14 @@ import pandas as pd
 import pytest
 
 from simcal.calibrate import CalibrationSettings
-from simcal.contract import ContractError, normalise_output, param_id, replicate_seed, resolve_callable
+from simcal.contract import (
+    ContractError,
+    normalise_output,
+    param_id,
+    replicate_seed,
+    replicate_seeds,
+    resolve_callable,
+)
 from simcal.runner import SimulationSettings, plan_tasks, run_batch, simulate
 from simcal.tables import read_parameter_table
 
@@ -98,6 +105,29 @@ def test_a_master_seed_derives_every_seed_through_seed_sequence():
     assert replicate_seed(pid, 0, 6, common_random_numbers=True) != common[0]
     tasks = plan_tasks([{"a": 1}, {"a": 2}], replicates=2, seed=5, common_random_numbers=True)
     assert [t.seed for t in tasks[:2]] == [t.seed for t in tasks[2:]] == common[:2]
+
+
+@pytest.mark.parametrize("master", [0, 5, 2**32 - 1, 2**32, 2**70 + 3])
+def test_seeds_derived_for_a_whole_plan_at_once_equal_numpys_seed_sequence(master):
+    """The vectorised derivation gives the integers of one SeedSequence per (master seed, param_id, replicate),
+    also for param_ids whose high words are zero and replicate numbers of one and of several words."""
+    rng = np.random.default_rng(master % 1000)
+    pids = [f"{int(v):016x}" for v in rng.integers(0, 2**63, 150)]
+    pids += ["0000000000000000", "00000000ffffffff", "0000000100000000", "ffffffffffffffff"]
+    for replicates in (range(40), [0, 7, 2**31, 2**32 - 1], [3, 2**32, 2**40]):
+        for common in (False, True):
+            expected = [
+                [
+                    int(
+                        np.random.SeedSequence(master if common else (master, int(pid, 16)), spawn_key=(r,))
+                        .generate_state(1, np.uint32)[0]
+                    )
+                    for r in replicates
+                ]
+                for pid in pids
+            ]
+            assert replicate_seeds(pids, replicates, master, common) == expected
+    assert replicate_seeds(pids[:3], [0, 1]) == [[replicate_seed(p, r) for r in (0, 1)] for p in pids[:3]]
 
 
 @pytest.mark.parametrize(("name", "sep"), [("p.csv", ","), ("p.tsv", "\t"), ("p.parquet", None)])

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from simcal.contract import canonical_params, param_id, replicate_seed
+from simcal.contract import canonical_params, param_id, replicate_seeds
 
 
 class SimTask(NamedTuple):
@@ -19,7 +19,7 @@ class SimTask(NamedTuple):
     @property
     def key(self) -> tuple[str, int, int]:
         """What identifies a simulation's result: same parameters, replicate and seed give the same rows."""
-        return (self.param_id, self.replicate, self.seed)
+        return self[:3]  # (param_id, replicate, seed), by a slice: this runs for every simulation, often
 
 
 def plan_tasks(
@@ -32,18 +32,21 @@ def plan_tasks(
 
     ``seed`` and ``common_random_numbers`` choose how seeds derive (see ``contract.replicate_seed``).
     """
-    tasks, seen = [], set()
+    sets: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
     for params in param_sets:
         plain = canonical_params(params)
         pid = param_id(plain, already_canonical=True)
         if pid in seen:
             continue
         seen.add(pid)
-        tasks.extend(
-            SimTask(pid, rep, replicate_seed(pid, rep, seed, common_random_numbers), plain)
-            for rep in range(replicates)
-        )
-    return tasks
+        sets.append((pid, plain))
+    seeds = replicate_seeds([pid for pid, _ in sets], range(replicates), seed, common_random_numbers)
+    return [
+        SimTask(pid, rep, rep_seed, plain)
+        for (pid, plain), set_seeds in zip(sets, seeds, strict=True)
+        for rep, rep_seed in enumerate(set_seeds)
+    ]
 
 
 # Where the driver runs: a worker in this very process (threads of a LocalCluster without processes) must never
