@@ -97,30 +97,39 @@ class PartStore:
         atomic_write(part, lambda tmp: write_frame(frame, tmp))
 
     def _record(self, part_name: str, table: pd.DataFrame) -> None:
-        sims = table.drop_duplicates(KEY_FIELDS)
-        keys = list(_keys(sims))
-        self._sims_in[part_name] = len(keys)
-        for key in keys:
-            self._owner.setdefault(key, part_name)
-        failed = (sims["status"] != "ok").to_numpy()
+        # A simulation's first row tells its status; plain Python over the key tuples, as pandas' duplicate
+        # search costs more than the cheapest simulations themselves.
+        keys = list(_keys(table))
+        simulations = dict.fromkeys(keys)
+        self._sims_in[part_name] = len(simulations)
+        owner = self._owner
+        for key in simulations:
+            owner.setdefault(key, part_name)
+        failed = (table["status"] != "ok").to_numpy()
         if failed.any():
-            errors = sims["error"].to_numpy(dtype=object, na_value=None)
-            for index in failed.nonzero()[0]:
-                if self._owner[keys[index]] == part_name:
-                    self._failed[keys[index]] = (
-                        "unknown error" if errors[index] is None else str(errors[index])
-                    )
+            errors = table["error"].to_numpy(dtype=object, na_value=None)
+            first_row: dict[Key, int] = {}
+            for index, key in enumerate(keys):
+                first_row.setdefault(key, index)
+            for index in failed.nonzero()[0].tolist():
+                key = keys[index]
+                if first_row[key] == index and owner[key] == part_name:
+                    self._failed[key] = "unknown error" if errors[index] is None else str(errors[index])
 
     def parts(self) -> list[Path]:
         return sorted(p for p in self.partial.glob("*.parquet") if not p.name.startswith("."))
 
     def expect(self, tasks: Iterable[SimTask]) -> None:
         """Add simulations to this run's plan (a sweep adds all at once, a calibration round by round)."""
-        for task in tasks:
-            self.planned[task.key] = task
+        self.planned.update((task.key, task) for task in tasks)
 
     def is_done(self, task: SimTask) -> bool:
         return task.key in self._owner
+
+    def not_done(self, tasks: Sequence[SimTask]) -> list[SimTask]:
+        """The simulations of ``tasks`` that no part holds yet, in order."""
+        owner = self._owner
+        return [t for t in tasks if t.key not in owner] if owner else list(tasks)
 
     def done(self) -> set[Key]:
         """(param_id, replicate, seed) of every finished simulation in the parts, planned or not."""
@@ -134,6 +143,11 @@ class PartStore:
         path = atomic_write(self.partial / f"{prefix}-{digest}.parquet", lambda tmp: write_frame(frame, tmp))
         self._record(path.name, frame[[*KEY_FIELDS, "status", "error"]])
         return path
+
+    def failed_among(self, tasks: Iterable[SimTask]) -> int:
+        """How many of these finished simulations failed, timed out or crashed."""
+        failed = self._failed
+        return sum(1 for t in tasks if t.key in failed) if failed else 0
 
     def error_of(self, task: SimTask) -> str | None:
         """The error of a finished simulation that failed, timed out or crashed; None otherwise."""

@@ -64,15 +64,40 @@ class Batch:
     of killing their worker, so a death can be blamed on the batch that was really running).
     """
 
-    __slots__ = ("driver", "key", "start_topic", "tasks")
+    __slots__ = ("_columns", "_tasks", "driver", "key", "start_topic")
 
     def __init__(
         self, tasks: Sequence[SimTask], key: str = "", driver: tuple[str, int] = DRIVER, start_topic: str = ""
     ):
-        self.tasks = list(tasks)
+        self._tasks: list[SimTask] | None = list(tasks)
+        self._columns: tuple[list, list, list, list] | None = None
         self.key = key
         self.driver = driver
         self.start_topic = start_topic
 
+    @property
+    def tasks(self) -> list[SimTask]:
+        if self._tasks is None:
+            self._tasks = list(map(SimTask._make, zip(*self.columns(), strict=True)))
+        return self._tasks
+
+    def columns(self) -> tuple[list[str], list[int], list[int], list[dict[str, Any]]]:
+        """(param_ids, replicates, seeds, params) of the simulations, in order."""
+        if self._columns is None:
+            tasks = self._tasks or []
+            self._columns = tuple(map(list, zip(*tasks, strict=True))) if tasks else ([], [], [], [])
+        return self._columns
+
     def __len__(self) -> int:
-        return len(self.tasks)
+        return len(self.columns()[0]) if self._tasks is None else len(self._tasks)
+
+    def __reduce__(self):
+        # Sent as four columns and used as such on the worker: pickling and rebuilding a named tuple per
+        # simulation costs more than the cheapest simulations.
+        return _rebuild_batch, (self.columns(), self.key, self.driver, self.start_topic)
+
+
+def _rebuild_batch(columns, key: str, driver: tuple[str, int], start_topic: str) -> Batch:
+    batch = Batch((), key, None if driver is None else tuple(driver), start_topic)
+    batch._tasks, batch._columns = None, tuple(columns)
+    return batch
