@@ -18,6 +18,8 @@ import pytest
 from simcal.calibrate import CalibrationSettings
 from simcal.contract import (
     ContractError,
+    canonical_param_sets,
+    canonical_params,
     normalise_output,
     param_id,
     replicate_seed,
@@ -68,6 +70,24 @@ def test_param_id_is_canonical():
     assert param_id({"a": 1.5, "b": 2.0}) == base  # 2.0 is 2
     assert param_id({"a": 1.5, "b": 3}) != base
     assert len(base) == 16 and int(base, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [{"slope": 0.5 + i * 1e-4, "x": 2.0} for i in range(200)],
+        [{"x": v} for v in (0.0, -0.0, 3.0, 2.0**53, 2.0**53 - 1, -(2.0**53), 1e16, 1e-7, 5e-324, 1.7976931348623157e308, 0.1)],
+        [{"b": 1e20, "a": -(10**30), 'q"é': "ü\n\\", "on": True}, {"b": -2.5, "a": 7, 'q"é': "", "on": False}],
+        [{"x": 1, "y": 2.0}, {"x": 1.0, "y": 2}],  # mixed types in a column
+        [{"x": np.float64(0.3)}, {"x": 0.3}, {"x": None}],
+        [{"a": 1}, {"b": 1}],  # different names
+        [{}],
+    ],
+)
+def test_param_ids_built_by_columns_equal_those_built_one_set_at_a_time(sets):
+    one_at_a_time = [(param_id(p), canonical_params(p)) for p in sets]
+    assert canonical_param_sets(sets) == one_at_a_time
+    assert [list(plain) for _, plain in canonical_param_sets(sets)] == [list(p) for _, p in one_at_a_time]
 
 
 def test_param_id_refuses_nan():

@@ -115,6 +115,70 @@ def param_id(params: Mapping[str, Any], already_canonical: bool = False) -> str:
     return hashlib.blake2b(canonical_json(params, already_canonical).encode(), digest_size=8).hexdigest()
 
 
+def canonical_param_sets(param_sets: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(param_id(p), canonical_params(p))`` of every parameter set, in order: the same ids and values, built
+    column by column (no JSON encoder per set) when the sets share their names and hold plain values."""
+    sets = param_sets if isinstance(param_sets, list) else list(param_sets)
+    by_columns = _canonical_by_columns(sets)
+    if by_columns is not None:
+        return by_columns
+    result = []
+    for params in sets:
+        plain = canonical_params(params)
+        result.append((param_id(plain, already_canonical=True), plain))
+    return result
+
+
+_encode_json_string = json.encoder.encode_basestring_ascii  # what the canonical encoder does to a str
+
+
+def _json_fragments(values: list[Any]) -> list[str] | None:
+    """The canonical JSON text of each value of one column (after ``_hash_form``), or None when the column is
+    not one plain type (the caller then takes the general path, which also raises the errors)."""
+    kinds = set(map(type, values))
+    if kinds == {float}:
+        array = np.array(values, dtype=np.float64)
+        if not np.isfinite(array).all():
+            return None
+        fragments = list(map(float.__repr__, values))
+        for index in np.flatnonzero((array == np.trunc(array)) & (np.abs(array) < 2**53)).tolist():
+            fragments[index] = int.__repr__(int(values[index]))  # 2.0 is hashed as 2 (see _hash_form)
+        return fragments
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    if kinds == {str}:
+        return list(map(_encode_json_string, values))
+    if kinds == {bool}:
+        return ["true" if v else "false" for v in values]
+    return None
+
+
+def _canonical_by_columns(sets: list[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]] | None:
+    if not sets or type(sets[0]) is not dict:
+        return None
+    first = sets[0].keys()
+    if not first or not all(type(name) is str for name in first):
+        return None
+    if not all(type(params) is dict and params.keys() == first for params in sets):
+        return None
+    names = sorted(first)
+    columns = [[params[name] for params in sets] for name in names]
+    prefixed = []
+    for name, values in zip(names, columns, strict=True):
+        fragments = _json_fragments(values)
+        if fragments is None:
+            return None
+        prefix = _encode_json_string(name) + ":"
+        prefixed.append([prefix + fragment for fragment in fragments])
+    blake2b = hashlib.blake2b
+    ids = [blake2b(f"{{{','.join(row)}}}".encode(), digest_size=8).hexdigest() for row in zip(*prefixed)]
+    if list(first) == names:  # keys already sorted: a copy is the canonical dict
+        plains = [params.copy() for params in sets]
+    else:
+        plains = [dict(zip(names, values)) for values in zip(*columns)]
+    return list(zip(ids, plains, strict=True))
+
+
 def replicate_seed(
     pid: str, replicate: int, master_seed: int | None = None, common_random_numbers: bool = False
 ) -> int:

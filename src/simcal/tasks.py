@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from simcal.contract import canonical_params, param_id, replicate_seeds
+from simcal.contract import canonical_param_sets, replicate_seeds
 
 
 class SimTask(NamedTuple):
@@ -32,19 +32,13 @@ def plan_tasks(
 
     ``seed`` and ``common_random_numbers`` choose how seeds derive (see ``contract.replicate_seed``).
     """
-    sets: list[tuple[str, dict[str, Any]]] = []
-    seen: set[str] = set()
-    for params in param_sets:
-        plain = canonical_params(params)
-        pid = param_id(plain, already_canonical=True)
-        if pid in seen:
-            continue
-        seen.add(pid)
-        sets.append((pid, plain))
-    seeds = replicate_seeds([pid for pid, _ in sets], range(replicates), seed, common_random_numbers)
+    sets: dict[str, dict[str, Any]] = {}
+    for pid, plain in canonical_param_sets(param_sets):
+        sets.setdefault(pid, plain)  # a duplicate set keeps its first place
+    seeds = replicate_seeds(list(sets), range(replicates), seed, common_random_numbers)
     return [
         SimTask(pid, rep, rep_seed, plain)
-        for (pid, plain), set_seeds in zip(sets, seeds, strict=True)
+        for (pid, plain), set_seeds in zip(sets.items(), seeds, strict=True)
         for rep, rep_seed in enumerate(set_seeds)
     ]
 
