@@ -76,8 +76,26 @@ def test_param_id_is_canonical():
     "sets",
     [
         [{"slope": 0.5 + i * 1e-4, "x": 2.0} for i in range(200)],
-        [{"x": v} for v in (0.0, -0.0, 3.0, 2.0**53, 2.0**53 - 1, -(2.0**53), 1e16, 1e-7, 5e-324, 1.7976931348623157e308, 0.1)],
-        [{"b": 1e20, "a": -(10**30), 'q"é': "ü\n\\", "on": True}, {"b": -2.5, "a": 7, 'q"é': "", "on": False}],
+        [
+            {"x": v}
+            for v in (
+                0.0,
+                -0.0,
+                3.0,
+                2.0**53,
+                2.0**53 - 1,
+                -(2.0**53),
+                1e16,
+                1e-7,
+                5e-324,
+                1.7976931348623157e308,
+                0.1,
+            )
+        ],
+        [
+            {"b": 1e20, "a": -(10**30), 'q"é': "ü\n\\", "on": True},
+            {"b": -2.5, "a": 7, 'q"é': "", "on": False},
+        ],
         [{"x": 1, "y": 2.0}, {"x": 1.0, "y": 2}],  # mixed types in a column
         [{"x": np.float64(0.3)}, {"x": 0.3}, {"x": None}],
         [{"a": 1}, {"b": 1}],  # different names
@@ -139,8 +157,9 @@ def test_seeds_derived_for_a_whole_plan_at_once_equal_numpys_seed_sequence(maste
             expected = [
                 [
                     int(
-                        np.random.SeedSequence(master if common else (master, int(pid, 16)), spawn_key=(r,))
-                        .generate_state(1, np.uint32)[0]
+                        np.random.SeedSequence(
+                            master if common else (master, int(pid, 16)), spawn_key=(r,)
+                        ).generate_state(1, np.uint32)[0]
                     )
                     for r in replicates
                 ]

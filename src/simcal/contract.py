@@ -171,11 +171,14 @@ def _canonical_by_columns(sets: list[Mapping[str, Any]]) -> list[tuple[str, dict
         prefix = _encode_json_string(name) + ":"
         prefixed.append([prefix + fragment for fragment in fragments])
     blake2b = hashlib.blake2b
-    ids = [blake2b(f"{{{','.join(row)}}}".encode(), digest_size=8).hexdigest() for row in zip(*prefixed)]
+    ids = [
+        blake2b(f"{{{','.join(row)}}}".encode(), digest_size=8).hexdigest()
+        for row in zip(*prefixed, strict=True)
+    ]
     if list(first) == names:  # keys already sorted: a copy is the canonical dict
         plains = [params.copy() for params in sets]
     else:
-        plains = [dict(zip(names, values)) for values in zip(*columns)]
+        plains = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     return list(zip(ids, plains, strict=True))
 
 
@@ -206,7 +209,8 @@ def replicate_seeds(
     if master_seed is None and not common_random_numbers:
         return [
             [
-                int.from_bytes(hashlib.blake2b(f"{pid}:{r}".encode(), digest_size=8).digest(), "little") % 2**32
+                int.from_bytes(hashlib.blake2b(f"{pid}:{r}".encode(), digest_size=8).digest(), "little")
+                % 2**32
                 for r in replicates
             ]
             for pid in pids
@@ -307,7 +311,9 @@ def _seed_sequence_states(
         state = _mix(pool[0][:, None], mixed_replicates[None, :]) ^ np.uint64(_INIT_B)
         state = (state * np.uint64((_INIT_B * _MULT_B) & _MASK32)) & np.uint64(_MASK32)
         state ^= state >> np.uint64(16)
-        for row, seeds in zip(range(rows_total) if rows is None else rows.tolist(), state.tolist(), strict=True):
+        for row, seeds in zip(
+            range(rows_total) if rows is None else rows.tolist(), state.tolist(), strict=True
+        ):
             states[row] = seeds
     return states
 

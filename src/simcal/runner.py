@@ -42,7 +42,7 @@ from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
 from simcal.store import PartStore, read_results
 from simcal.tables import check_parameter_table, parameter_sets, read_parameter_table, reject_reserved
-from simcal.tasks import Batch, SimTask, plan_tasks
+from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
 from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class Simulator:
         progress = self._progress_for(store)
         counted = self._counted
         new = [t for t in tasks if t.key not in counted] if counted else list(tasks)  # a calibration round
-        counted.update(t.key for t in new)  # may repeat earlier ones
+        counted.update(map(simulation_key, new))  # may repeat earlier ones
         already = [t for t in new if store.is_done(t)] if summary.skipped else []
         progress.plan(len(new), len(already), store.failed_among(already))
         if summary.skipped:
@@ -527,7 +527,10 @@ class _Execution:
         ran = set(
             zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
         )
-        done = [t for t in unit.tasks if t.key in ran]
+        if ran.issuperset(map(simulation_key, unit.tasks)):  # the usual case: every simulation made rows
+            done = unit.tasks
+        else:
+            done = [t for t in unit.tasks if t.key in ran]
         if unit.budget is not None:
             sims = frame.drop_duplicates(["param_id", "replicate", "seed"])
             self.probe_durations.extend(sims.loc[sims["status"] == "ok", "duration_s"].tolist())
@@ -583,7 +586,9 @@ def plan_manifest(
 ) -> dict:
     """The resume record of a plan: the model, how seeds derive, and a digest of every simulation's key."""
     # One update of the joined keys: the same digest as one update per key (BLAKE2b hashes a stream).
-    joined = "".join(f"{pid}:{replicate}:{seed}|" for pid, replicate, seed in sorted(t.key for t in tasks))
+    joined = "".join(
+        f"{pid}:{replicate}:{seed}|" for pid, replicate, seed in sorted(map(simulation_key, tasks))
+    )
     digest = hashlib.blake2b(joined.encode(), digest_size=16)
     return {
         "model": model_ref,

@@ -22,12 +22,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simcal.tables import atomic_write
-from simcal.tasks import SimTask
+from simcal.tasks import SimTask, simulation_key
 from simcal.worker import FAILED_STATUSES
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ class PartStore:
         simulations = dict.fromkeys(keys)
         self._sims_in[part_name] = len(simulations)
         owner = self._owner
-        for key in simulations:
-            owner.setdefault(key, part_name)
+        if owner.keys().isdisjoint(simulations):  # the usual case: new simulations, one dict update
+            owner.update(dict.fromkeys(simulations, part_name))
+        else:
+            for key in simulations:
+                owner.setdefault(key, part_name)
         failed = (table["status"] != "ok").to_numpy()
         if failed.any():
             errors = table["error"].to_numpy(dtype=object, na_value=None)
@@ -121,7 +125,7 @@ class PartStore:
 
     def expect(self, tasks: Iterable[SimTask]) -> None:
         """Add simulations to this run's plan (a sweep adds all at once, a calibration round by round)."""
-        self.planned.update((task.key, task) for task in tasks)
+        self.planned.update(zip(map(simulation_key, tasks), tasks, strict=True))
 
     def is_done(self, task: SimTask) -> bool:
         return task.key in self._owner
@@ -129,7 +133,11 @@ class PartStore:
     def not_done(self, tasks: Sequence[SimTask]) -> list[SimTask]:
         """The simulations of ``tasks`` that no part holds yet, in order."""
         owner = self._owner
-        return [t for t in tasks if t.key not in owner] if owner else list(tasks)
+        return (
+            [t for t, key in zip(tasks, map(simulation_key, tasks), strict=True) if key not in owner]
+            if owner
+            else list(tasks)
+        )
 
     def done(self) -> set[Key]:
         """(param_id, replicate, seed) of every finished simulation in the parts, planned or not."""
@@ -137,10 +145,13 @@ class PartStore:
 
     def write(self, frame: pd.DataFrame, tasks: Sequence[SimTask], prefix: str = "part") -> Path:
         """Write the rows of these finished simulations as one part, named by the simulations it holds."""
-        digest = hashlib.blake2b(
-            "|".join(f"{t.param_id}:{t.replicate}:{t.seed}" for t in tasks).encode(), digest_size=8
-        ).hexdigest()
-        path = atomic_write(self.partial / f"{prefix}-{digest}.parquet", lambda tmp: write_frame(frame, tmp))
+        pids, replicates, seeds, _ = zip(*tasks, strict=True) if tasks else ((), (), (), ())
+        digest = hashlib.blake2b("|".join(pids).encode(), digest_size=8)
+        digest.update(np.array(replicates, dtype=np.int64).tobytes())
+        digest.update(np.array(seeds, dtype=np.int64).tobytes())
+        path = atomic_write(
+            self.partial / f"{prefix}-{digest.hexdigest()}.parquet", lambda tmp: write_frame(frame, tmp)
+        )
         self._record(path.name, frame[[*KEY_FIELDS, "status", "error"]])
         return path
 

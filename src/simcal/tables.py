@@ -75,7 +75,7 @@ def parameter_sets(table: pd.DataFrame) -> list[dict[str, Any]]:
     names = [str(c) for c in table.columns]
     columns = [table[c].tolist() for c in table.columns]  # tolist() already yields Python scalars
     if all(_plain_column(values) for values in columns):  # nothing to convert: no call per value
-        return [dict(zip(names, row)) for row in zip(*columns, strict=True)]
+        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
     return [
         {k: to_plain(v, k) for k, v in zip(names, row, strict=True)} for row in zip(*columns, strict=True)
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +24,10 @@ class SimTask(NamedTuple):
         return self[:3]  # (param_id, replicate, seed), by a slice: this runs for every simulation, often
 
 
+simulation_key = operator.itemgetter(0, 1, 2)  # SimTask.key as a C function, for maps over many tasks
+_new_task = functools.partial(tuple.__new__, SimTask)  # SimTask(*fields) without its Python-level __new__
+
+
 def plan_tasks(
     param_sets: Iterable[Mapping[str, Any]],
     replicates: int,
@@ -37,7 +43,7 @@ def plan_tasks(
         sets.setdefault(pid, plain)  # a duplicate set keeps its first place
     seeds = replicate_seeds(list(sets), range(replicates), seed, common_random_numbers)
     return [
-        SimTask(pid, rep, rep_seed, plain)
+        _new_task((pid, rep, rep_seed, plain))
         for (pid, plain), set_seeds in zip(sets.items(), seeds, strict=True)
         for rep, rep_seed in enumerate(set_seeds)
     ]
@@ -72,7 +78,7 @@ class Batch:
     @property
     def tasks(self) -> list[SimTask]:
         if self._tasks is None:
-            self._tasks = list(map(SimTask._make, zip(*self.columns(), strict=True)))
+            self._tasks = list(map(_new_task, zip(*self.columns(), strict=True)))
         return self._tasks
 
     def columns(self) -> tuple[list[str], list[int], list[int], list[dict[str, Any]]]:
