@@ -353,7 +353,7 @@ def main() -> None:
     )
     parser.add_argument("--cheap-sims", type=int, default=100_000)
     parser.add_argument("--one-task-sims", type=int, default=5_000, help="cheap model, one task each")
-    parser.add_argument("--realistic-sims", type=int, default=200)
+    parser.add_argument("--realistic-sims", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--overhead-repeats", type=int, default=5)
     parser.add_argument(

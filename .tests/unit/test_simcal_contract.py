@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import stat
 import subprocess
@@ -26,8 +27,9 @@ from simcal.contract import (
     replicate_seeds,
     resolve_callable,
 )
-from simcal.runner import SimulationSettings, plan_tasks, run_batch, simulate
+from simcal.runner import SimTask, SimulationSettings, plan_tasks, run_batch, simulate
 from simcal.tables import read_parameter_table
+from simcal.tasks import Batch
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -243,6 +245,22 @@ def test_run_batch_turns_every_kind_of_output_into_rows():
         list(missing["status"]) == ["failed"] * 2
         and "has no attribute 'not_there'" in missing["error"].iloc[0]
     )
+
+
+def test_a_batch_sent_as_columns_arrives_as_the_same_simulations():
+    tasks = plan_tasks([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], replicates=2, seed=4)
+    sent = Batch(tasks, "simcal-batch-k", start_topic="topic")
+    arrived = pickle.loads(pickle.dumps(sent))
+    assert (arrived.tasks, arrived.key, arrived.driver, arrived.start_topic) == (
+        tasks,
+        "simcal-batch-k",
+        sent.driver,
+        "topic",
+    )
+    assert all(type(t) is SimTask for t in arrived.tasks) and len(pickle.loads(pickle.dumps(sent))) == 4
+    rows = run_batch("simcal_models:empty_for_odd", pickle.loads(pickle.dumps(sent)))
+    expected = run_batch("simcal_models:empty_for_odd", tasks)
+    pd.testing.assert_frame_equal(rows.drop(columns="duration_s"), expected.drop(columns="duration_s"))
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
