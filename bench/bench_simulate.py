@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from benchkit import cpu_seconds, load_average  # noqa: E402
 
-from simcal.contract import param_id, replicate_seed, resolve_callable  # noqa: E402
+from simcal.contract import canonical_param_sets, replicate_seeds, resolve_callable  # noqa: E402
 from simcal.runner import simulate  # noqa: E402
 
 CHEAP = "simcal.models.toy:noisy_linear"
@@ -69,11 +69,15 @@ def parameter_table(model: str, n: int) -> pd.DataFrame:
 
 
 def simulation_items(model: str, n: int, replicates: int = 1) -> list:
-    items = []
-    for params in parameter_table(model, n).to_dict("records"):
-        pid = param_id(params)
-        items.extend((model, params, replicate_seed(pid, r), pid, r) for r in range(replicates))
-    return items
+    """(model, params, seed, param_id, replicate) of every simulation, planned the fastest way simcal knows
+    (ids and seeds column by column, as the runner plans them), so the baselines pay no more for planning."""
+    sets = canonical_param_sets(parameter_table(model, n).to_dict("records"))
+    seeds = replicate_seeds([pid for pid, _ in sets], range(replicates))
+    return [
+        (model, params, seed, pid, r)
+        for (pid, params), set_seeds in zip(sets, seeds, strict=True)
+        for r, seed in enumerate(set_seeds)
+    ]
 
 
 @functools.cache

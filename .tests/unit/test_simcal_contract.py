@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import stat
 import subprocess
@@ -16,9 +17,19 @@ import pandas as pd
 import pytest
 
 from simcal.calibrate import CalibrationSettings
-from simcal.contract import ContractError, normalise_output, param_id, replicate_seed, resolve_callable
-from simcal.runner import SimulationSettings, plan_tasks, run_batch, simulate
+from simcal.contract import (
+    ContractError,
+    canonical_param_sets,
+    canonical_params,
+    normalise_output,
+    param_id,
+    replicate_seed,
+    replicate_seeds,
+    resolve_callable,
+)
+from simcal.runner import SimTask, SimulationSettings, plan_tasks, run_batch, simulate
 from simcal.tables import read_parameter_table
+from simcal.tasks import Batch
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -63,6 +74,42 @@ def test_param_id_is_canonical():
     assert len(base) == 16 and int(base, 16) >= 0
 
 
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [{"slope": 0.5 + i * 1e-4, "x": 2.0} for i in range(200)],
+        [
+            {"x": v}
+            for v in (
+                0.0,
+                -0.0,
+                3.0,
+                2.0**53,
+                2.0**53 - 1,
+                -(2.0**53),
+                1e16,
+                1e-7,
+                5e-324,
+                1.7976931348623157e308,
+                0.1,
+            )
+        ],
+        [
+            {"b": 1e20, "a": -(10**30), 'q"é': "ü\n\\", "on": True},
+            {"b": -2.5, "a": 7, 'q"é': "", "on": False},
+        ],
+        [{"x": 1, "y": 2.0}, {"x": 1.0, "y": 2}],  # mixed types in a column
+        [{"x": np.float64(0.3)}, {"x": 0.3}, {"x": None}],
+        [{"a": 1}, {"b": 1}],  # different names
+        [{}],
+    ],
+)
+def test_param_ids_built_by_columns_equal_those_built_one_set_at_a_time(sets):
+    one_at_a_time = [(param_id(p), canonical_params(p)) for p in sets]
+    assert canonical_param_sets(sets) == one_at_a_time
+    assert [list(plain) for _, plain in canonical_param_sets(sets)] == [list(p) for _, p in one_at_a_time]
+
+
 def test_param_id_refuses_nan():
     with pytest.raises(ContractError, match="'a' is nan"):
         param_id({"a": float("nan")})
@@ -98,6 +145,30 @@ def test_a_master_seed_derives_every_seed_through_seed_sequence():
     assert replicate_seed(pid, 0, 6, common_random_numbers=True) != common[0]
     tasks = plan_tasks([{"a": 1}, {"a": 2}], replicates=2, seed=5, common_random_numbers=True)
     assert [t.seed for t in tasks[:2]] == [t.seed for t in tasks[2:]] == common[:2]
+
+
+@pytest.mark.parametrize("master", [0, 5, 2**32 - 1, 2**32, 2**70 + 3])
+def test_seeds_derived_for_a_whole_plan_at_once_equal_numpys_seed_sequence(master):
+    """The vectorised derivation gives the integers of one SeedSequence per (master seed, param_id, replicate),
+    also for param_ids whose high words are zero and replicate numbers of one and of several words."""
+    rng = np.random.default_rng(master % 1000)
+    pids = [f"{int(v):016x}" for v in rng.integers(0, 2**63, 150)]
+    pids += ["0000000000000000", "00000000ffffffff", "0000000100000000", "ffffffffffffffff"]
+    for replicates in (range(40), [0, 7, 2**31, 2**32 - 1], [3, 2**32, 2**40]):
+        for common in (False, True):
+            expected = [
+                [
+                    int(
+                        np.random.SeedSequence(
+                            master if common else (master, int(pid, 16)), spawn_key=(r,)
+                        ).generate_state(1, np.uint32)[0]
+                    )
+                    for r in replicates
+                ]
+                for pid in pids
+            ]
+            assert replicate_seeds(pids, replicates, master, common) == expected
+    assert replicate_seeds(pids[:3], [0, 1]) == [[replicate_seed(p, r) for r in (0, 1)] for p in pids[:3]]
 
 
 @pytest.mark.parametrize(("name", "sep"), [("p.csv", ","), ("p.tsv", "\t"), ("p.parquet", None)])
@@ -174,6 +245,22 @@ def test_run_batch_turns_every_kind_of_output_into_rows():
         list(missing["status"]) == ["failed"] * 2
         and "has no attribute 'not_there'" in missing["error"].iloc[0]
     )
+
+
+def test_a_batch_sent_as_columns_arrives_as_the_same_simulations():
+    tasks = plan_tasks([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], replicates=2, seed=4)
+    sent = Batch(tasks, "simcal-batch-k", start_topic="topic")
+    arrived = pickle.loads(pickle.dumps(sent))
+    assert (arrived.tasks, arrived.key, arrived.driver, arrived.start_topic) == (
+        tasks,
+        "simcal-batch-k",
+        sent.driver,
+        "topic",
+    )
+    assert all(type(t) is SimTask for t in arrived.tasks) and len(pickle.loads(pickle.dumps(sent))) == 4
+    rows = run_batch("simcal_models:empty_for_odd", pickle.loads(pickle.dumps(sent)))
+    expected = run_batch("simcal_models:empty_for_odd", tasks)
+    pd.testing.assert_frame_equal(rows.drop(columns="duration_s"), expected.drop(columns="duration_s"))
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])

@@ -11,7 +11,7 @@ import importlib
 import json
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,6 +85,8 @@ def to_plain(value: Any, key: str = "") -> Any:
 
 def canonical_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters with plain Python values, keys sorted."""
+    if all(type(key) is str for key in params):  # the usual case: no str() per key
+        return {key: to_plain(params[key], key) for key in sorted(params)}
     return {str(key): to_plain(params[key], str(key)) for key in sorted(params, key=str)}
 
 
@@ -95,10 +97,14 @@ def _hash_form(value: Any) -> Any:
     return value
 
 
+# What json.dumps(..., sort_keys=True, separators=(",", ":"), allow_nan=False) builds on every call, built once.
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def canonical_json(params: Mapping[str, Any], already_canonical: bool = False) -> str:
     plain = params if already_canonical else canonical_params(params)
     hashed = {key: _hash_form(value) for key, value in plain.items()}
-    return json.dumps(hashed, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL_ENCODER.encode(hashed)
 
 
 def param_id(params: Mapping[str, Any], already_canonical: bool = False) -> str:
@@ -107,6 +113,73 @@ def param_id(params: Mapping[str, Any], already_canonical: bool = False) -> str:
     ``already_canonical`` skips re-converting a dict that came from ``canonical_params``.
     """
     return hashlib.blake2b(canonical_json(params, already_canonical).encode(), digest_size=8).hexdigest()
+
+
+def canonical_param_sets(param_sets: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(param_id(p), canonical_params(p))`` of every parameter set, in order: the same ids and values, built
+    column by column (no JSON encoder per set) when the sets share their names and hold plain values."""
+    sets = param_sets if isinstance(param_sets, list) else list(param_sets)
+    by_columns = _canonical_by_columns(sets)
+    if by_columns is not None:
+        return by_columns
+    result = []
+    for params in sets:
+        plain = canonical_params(params)
+        result.append((param_id(plain, already_canonical=True), plain))
+    return result
+
+
+_encode_json_string = json.encoder.encode_basestring_ascii  # what the canonical encoder does to a str
+
+
+def _json_fragments(values: list[Any]) -> list[str] | None:
+    """The canonical JSON text of each value of one column (after ``_hash_form``), or None when the column is
+    not one plain type (the caller then takes the general path, which also raises the errors)."""
+    kinds = set(map(type, values))
+    if kinds == {float}:
+        array = np.array(values, dtype=np.float64)
+        if not np.isfinite(array).all():
+            return None
+        fragments = list(map(float.__repr__, values))
+        for index in np.flatnonzero((array == np.trunc(array)) & (np.abs(array) < 2**53)).tolist():
+            fragments[index] = int.__repr__(int(values[index]))  # 2.0 is hashed as 2 (see _hash_form)
+        return fragments
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    if kinds == {str}:
+        return list(map(_encode_json_string, values))
+    if kinds == {bool}:
+        return ["true" if v else "false" for v in values]
+    return None
+
+
+def _canonical_by_columns(sets: list[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]] | None:
+    if not sets or type(sets[0]) is not dict:
+        return None
+    first = sets[0].keys()
+    if not first or not all(type(name) is str for name in first):
+        return None
+    if not all(type(params) is dict and params.keys() == first for params in sets):
+        return None
+    names = sorted(first)
+    columns = [[params[name] for params in sets] for name in names]
+    prefixed = []
+    for name, values in zip(names, columns, strict=True):
+        fragments = _json_fragments(values)
+        if fragments is None:
+            return None
+        prefix = _encode_json_string(name) + ":"
+        prefixed.append([prefix + fragment for fragment in fragments])
+    blake2b = hashlib.blake2b
+    ids = [
+        blake2b(f"{{{','.join(row)}}}".encode(), digest_size=8).hexdigest()
+        for row in zip(*prefixed, strict=True)
+    ]
+    if list(first) == names:  # keys already sorted: a copy is the canonical dict
+        plains = [params.copy() for params in sets]
+    else:
+        plains = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    return list(zip(ids, plains, strict=True))
 
 
 def replicate_seed(
@@ -121,14 +194,128 @@ def replicate_seed(
     - ``common_random_numbers``: the seed depends on (master seed, replicate) only, so every parameter set sees
       the same random numbers and differences between sets are not drowned in sampling noise (calibration).
     """
-    replicate = int(replicate)
+    return replicate_seeds([pid], [replicate], master_seed, common_random_numbers)[0][0]
+
+
+def replicate_seeds(
+    pids: Sequence[str],
+    replicates: Sequence[int],
+    master_seed: int | None = None,
+    common_random_numbers: bool = False,
+) -> list[list[int]]:
+    """``replicate_seed`` of every replicate of every parameter set, ``[[seed of (pid, r) for r] for pid]``: the
+    same integers, computed for all of them at once."""
+    replicates = [int(r) for r in replicates]
     if master_seed is None and not common_random_numbers:
-        digest = hashlib.blake2b(f"{pid}:{replicate}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") % 2**32
+        return [
+            [
+                int.from_bytes(hashlib.blake2b(f"{pid}:{r}".encode(), digest_size=8).digest(), "little")
+                % 2**32
+                for r in replicates
+            ]
+            for pid in pids
+        ]
     master = 0 if master_seed is None else int(master_seed)
-    entropy = master if common_random_numbers else (master, int(pid, 16))
-    sequence = np.random.SeedSequence(entropy, spawn_key=(replicate,))
-    return int(sequence.generate_state(1, np.uint32)[0])
+    entropies = [master] if common_random_numbers else [(master, int(pid, 16)) for pid in pids]
+    if len(entropies) * len(replicates) < 64 or any(r < 0 or r > _MASK32 for r in replicates):
+        seeds = [  # few seeds (or a replicate number of several words): numpy's own SeedSequence
+            [int(np.random.SeedSequence(entropy, spawn_key=(r,)).generate_state(1, np.uint32)[0])
+             for r in replicates]
+            for entropy in entropies
+        ]  # fmt: skip
+    else:
+        seeds = _seed_sequence_states(master, None if common_random_numbers else entropies, replicates)
+    return seeds * len(pids) if common_random_numbers else seeds  # the same seeds for every parameter set
+
+
+# numpy.random.SeedSequence (numpy/random/bit_generator.pyx: the mixing of O'Neill's seed_seq_fe128) vectorised
+# over many entropies and replicates, so a sweep does not build a SeedSequence object per simulation. With a spawn
+# key the entropy words are padded to the pool size and mixed first, then each replicate's word is mixed in, then
+# one 32-bit word of state is drawn from the pool. The unit test compares every step's outcome with numpy's own
+# SeedSequence on many (master seed, param_id, replicate) triples.
+_POOL_SIZE = 4
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
+_MASK32 = 0xFFFFFFFF
+
+
+def _uint32_words(value: int) -> list[int]:
+    """How SeedSequence splits a non-negative integer into 32-bit words (least significant first; 0 is [0])."""
+    if value < 0:
+        raise ContractError(f"seed entropy {value} must be >= 0")
+    words = [value & _MASK32]
+    value >>= 32
+    while value:
+        words.append(value & _MASK32)
+        value >>= 32
+    return words
+
+
+# The arithmetic is on uint64 arrays holding 32-bit words: a product of two words fits, and masking keeps the
+# low 32 bits, which is what SeedSequence's uint32 arithmetic computes.
+def _hashmix(value: np.ndarray, hash_const: int) -> tuple[np.ndarray, int]:
+    value = value ^ np.uint64(hash_const)
+    hash_const = (hash_const * _MULT_A) & _MASK32
+    value = (value * np.uint64(hash_const)) & np.uint64(_MASK32)
+    return value ^ (value >> np.uint64(16)), hash_const
+
+
+def _mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    result = (np.uint64(_MIX_MULT_L) * x - np.uint64(_MIX_MULT_R) * y) & np.uint64(_MASK32)
+    return result ^ (result >> np.uint64(16))
+
+
+def _seed_sequence_states(
+    master: int, entropies: list[tuple[int, int]] | None, replicates: list[int]
+) -> list[list[int]]:
+    """``SeedSequence(entropy, spawn_key=(r,)).generate_state(1, np.uint32)[0]`` for every replicate r (each a
+    32-bit word), one list per entropy ``(master, param_id as an integer)``, or one list for ``master`` alone
+    when ``entropies`` is None."""
+    master_words = _uint32_words(master)
+    if entropies is None:
+        groups = [(np.array([master_words + [0] * (_POOL_SIZE - len(master_words))], dtype=np.uint64), None)]
+        rows_total = 1
+    else:
+        # A param_id is 64 bits: two words, or one when its high half is zero (SeedSequence drops leading zeros).
+        values = np.array([pid for _, pid in entropies], dtype=np.uint64)
+        low, high = values & np.uint64(_MASK32), values >> np.uint64(32)
+        groups = []
+        for two_words in (True, False):
+            rows = np.flatnonzero(high != 0 if two_words else high == 0)
+            if not len(rows):
+                continue
+            columns = [np.full(len(rows), w, dtype=np.uint64) for w in master_words] + [low[rows]]
+            if two_words:
+                columns.append(high[rows])
+            columns += [np.zeros(len(rows), dtype=np.uint64)] * (_POOL_SIZE - len(columns))
+            groups.append((np.stack(columns, axis=1), rows))
+        rows_total = len(entropies)
+    states: list[list[int]] = [[] for _ in range(rows_total)]
+    for table, rows in groups:
+        hash_const = _INIT_A
+        pool = []
+        for column in range(_POOL_SIZE):
+            mixed, hash_const = _hashmix(table[:, column], hash_const)
+            pool.append(mixed)
+        for source in range(_POOL_SIZE):
+            for target in range(_POOL_SIZE):
+                if source != target:
+                    mixed, hash_const = _hashmix(pool[source], hash_const)
+                    pool[target] = _mix(pool[target], mixed)
+        for column in range(_POOL_SIZE, table.shape[1]):
+            for target in range(_POOL_SIZE):
+                mixed, hash_const = _hashmix(table[:, column], hash_const)
+                pool[target] = _mix(pool[target], mixed)
+        # The replicate's word is mixed into each of the 4 pool words; a one-word state reads only the first.
+        mixed_replicates, _ = _hashmix(np.asarray(replicates, dtype=np.uint64), hash_const)
+        state = _mix(pool[0][:, None], mixed_replicates[None, :]) ^ np.uint64(_INIT_B)
+        state = (state * np.uint64((_INIT_B * _MULT_B) & _MASK32)) & np.uint64(_MASK32)
+        state ^= state >> np.uint64(16)
+        for row, seeds in zip(
+            range(rows_total) if rows is None else rows.tolist(), state.tolist(), strict=True
+        ):
+            states[row] = seeds
+    return states
 
 
 def scalar_output(value: Any, name: str, reference: str) -> Any:

@@ -42,7 +42,7 @@ from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
 from simcal.store import PartStore, read_results
 from simcal.tables import check_parameter_table, parameter_sets, read_parameter_table, reject_reserved
-from simcal.tasks import Batch, SimTask, plan_tasks
+from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
 from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch
 
 log = logging.getLogger(__name__)
@@ -196,13 +196,14 @@ class Simulator:
         probe failed."""
         self.check_cancelled()
         store.expect(tasks)
-        remaining = [t for t in tasks if not store.is_done(t)]
+        remaining = store.not_done(tasks)
         summary = RunSummary(total=len(tasks), skipped=len(tasks) - len(remaining))
         progress = self._progress_for(store)
-        new = [t for t in tasks if t.key not in self._counted]  # a calibration round may repeat earlier ones
-        self._counted.update(t.key for t in new)
-        already = [t for t in new if store.is_done(t)]
-        progress.plan(len(new), len(already), sum(1 for t in already if store.error_of(t) is not None))
+        counted = self._counted
+        new = [t for t in tasks if t.key not in counted] if counted else list(tasks)  # a calibration round
+        counted.update(map(simulation_key, new))  # may repeat earlier ones
+        already = [t for t in new if store.is_done(t)] if summary.skipped else []
+        progress.plan(len(new), len(already), store.failed_among(already))
         if summary.skipped:
             log.info(
                 "resuming: %d of %d simulations already done in %s",
@@ -526,7 +527,10 @@ class _Execution:
         ran = set(
             zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
         )
-        done = [t for t in unit.tasks if t.key in ran]
+        if ran.issuperset(map(simulation_key, unit.tasks)):  # the usual case: every simulation made rows
+            done = unit.tasks
+        else:
+            done = [t for t in unit.tasks if t.key in ran]
         if unit.budget is not None:
             sims = frame.drop_duplicates(["param_id", "replicate", "seed"])
             self.probe_durations.extend(sims.loc[sims["status"] == "ok", "duration_s"].tolist())
@@ -540,7 +544,7 @@ class _Execution:
 
     def _record(self, tasks: Sequence[SimTask], frame: pd.DataFrame) -> None:
         self.store.write(frame, tasks)
-        failed = sum(1 for t in tasks if self.store.error_of(t) is not None)
+        failed = self.store.failed_among(tasks)
         self.summary.executed += len(tasks)
         self.summary.failed += failed
         self.summary.batches += 1
@@ -581,9 +585,11 @@ def plan_manifest(
     model_ref: str, tasks: Sequence[SimTask], settings: SimulationSettings, **extra: Any
 ) -> dict:
     """The resume record of a plan: the model, how seeds derive, and a digest of every simulation's key."""
-    digest = hashlib.blake2b(digest_size=16)
-    for key in sorted(t.key for t in tasks):
-        digest.update(f"{key[0]}:{key[1]}:{key[2]}|".encode())
+    # One update of the joined keys: the same digest as one update per key (BLAKE2b hashes a stream).
+    joined = "".join(
+        f"{pid}:{replicate}:{seed}|" for pid, replicate, seed in sorted(map(simulation_key, tasks))
+    )
+    digest = hashlib.blake2b(joined.encode(), digest_size=16)
     return {
         "model": model_ref,
         "simulations": len(tasks),

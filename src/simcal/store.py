@@ -22,12 +22,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simcal.tables import atomic_write
-from simcal.tasks import SimTask
+from simcal.tasks import SimTask, simulation_key
 from simcal.worker import FAILED_STATUSES
 
 log = logging.getLogger(__name__)
@@ -97,30 +98,46 @@ class PartStore:
         atomic_write(part, lambda tmp: write_frame(frame, tmp))
 
     def _record(self, part_name: str, table: pd.DataFrame) -> None:
-        sims = table.drop_duplicates(KEY_FIELDS)
-        keys = list(_keys(sims))
-        self._sims_in[part_name] = len(keys)
-        for key in keys:
-            self._owner.setdefault(key, part_name)
-        failed = (sims["status"] != "ok").to_numpy()
+        # A simulation's first row tells its status; plain Python over the key tuples, as pandas' duplicate
+        # search costs more than the cheapest simulations themselves.
+        keys = list(_keys(table))
+        simulations = dict.fromkeys(keys)
+        self._sims_in[part_name] = len(simulations)
+        owner = self._owner
+        if owner.keys().isdisjoint(simulations):  # the usual case: new simulations, one dict update
+            owner.update(dict.fromkeys(simulations, part_name))
+        else:
+            for key in simulations:
+                owner.setdefault(key, part_name)
+        failed = (table["status"] != "ok").to_numpy()
         if failed.any():
-            errors = sims["error"].to_numpy(dtype=object, na_value=None)
-            for index in failed.nonzero()[0]:
-                if self._owner[keys[index]] == part_name:
-                    self._failed[keys[index]] = (
-                        "unknown error" if errors[index] is None else str(errors[index])
-                    )
+            errors = table["error"].to_numpy(dtype=object, na_value=None)
+            first_row: dict[Key, int] = {}
+            for index, key in enumerate(keys):
+                first_row.setdefault(key, index)
+            for index in failed.nonzero()[0].tolist():
+                key = keys[index]
+                if first_row[key] == index and owner[key] == part_name:
+                    self._failed[key] = "unknown error" if errors[index] is None else str(errors[index])
 
     def parts(self) -> list[Path]:
         return sorted(p for p in self.partial.glob("*.parquet") if not p.name.startswith("."))
 
     def expect(self, tasks: Iterable[SimTask]) -> None:
         """Add simulations to this run's plan (a sweep adds all at once, a calibration round by round)."""
-        for task in tasks:
-            self.planned[task.key] = task
+        self.planned.update(zip(map(simulation_key, tasks), tasks, strict=True))
 
     def is_done(self, task: SimTask) -> bool:
         return task.key in self._owner
+
+    def not_done(self, tasks: Sequence[SimTask]) -> list[SimTask]:
+        """The simulations of ``tasks`` that no part holds yet, in order."""
+        owner = self._owner
+        return (
+            [t for t, key in zip(tasks, map(simulation_key, tasks), strict=True) if key not in owner]
+            if owner
+            else list(tasks)
+        )
 
     def done(self) -> set[Key]:
         """(param_id, replicate, seed) of every finished simulation in the parts, planned or not."""
@@ -128,12 +145,20 @@ class PartStore:
 
     def write(self, frame: pd.DataFrame, tasks: Sequence[SimTask], prefix: str = "part") -> Path:
         """Write the rows of these finished simulations as one part, named by the simulations it holds."""
-        digest = hashlib.blake2b(
-            "|".join(f"{t.param_id}:{t.replicate}:{t.seed}" for t in tasks).encode(), digest_size=8
-        ).hexdigest()
-        path = atomic_write(self.partial / f"{prefix}-{digest}.parquet", lambda tmp: write_frame(frame, tmp))
+        pids, replicates, seeds, _ = zip(*tasks, strict=True) if tasks else ((), (), (), ())
+        digest = hashlib.blake2b("|".join(pids).encode(), digest_size=8)
+        digest.update(np.array(replicates, dtype=np.int64).tobytes())
+        digest.update(np.array(seeds, dtype=np.int64).tobytes())
+        path = atomic_write(
+            self.partial / f"{prefix}-{digest.hexdigest()}.parquet", lambda tmp: write_frame(frame, tmp)
+        )
         self._record(path.name, frame[[*KEY_FIELDS, "status", "error"]])
         return path
+
+    def failed_among(self, tasks: Iterable[SimTask]) -> int:
+        """How many of these finished simulations failed, timed out or crashed."""
+        failed = self._failed
+        return sum(1 for t in tasks if t.key in failed) if failed else 0
 
     def error_of(self, task: SimTask) -> str | None:
         """The error of a finished simulation that failed, timed out or crashed; None otherwise."""

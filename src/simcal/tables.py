@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -73,9 +74,19 @@ def parameter_sets(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of a parameter table as plain dicts (numpy scalars converted)."""
     names = [str(c) for c in table.columns]
     columns = [table[c].tolist() for c in table.columns]  # tolist() already yields Python scalars
+    if all(_plain_column(values) for values in columns):  # nothing to convert: no call per value
+        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
     return [
         {k: to_plain(v, k) for k, v in zip(names, row, strict=True)} for row in zip(*columns, strict=True)
     ]
+
+
+def _plain_column(values: list[Any]) -> bool:
+    """Whether ``to_plain`` would return every value unchanged (plain str, int, bool, or finite float)."""
+    kinds = set(map(type, values))
+    if not kinds <= {str, int, bool, float}:
+        return False
+    return float not in kinds or all(math.isfinite(v) for v in values if type(v) is float)
 
 
 def current_umask() -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from simcal.contract import canonical_params, param_id, replicate_seed
+from simcal.contract import canonical_param_sets, replicate_seeds
 
 
 class SimTask(NamedTuple):
@@ -19,7 +21,11 @@ class SimTask(NamedTuple):
     @property
     def key(self) -> tuple[str, int, int]:
         """What identifies a simulation's result: same parameters, replicate and seed give the same rows."""
-        return (self.param_id, self.replicate, self.seed)
+        return self[:3]  # (param_id, replicate, seed), by a slice: this runs for every simulation, often
+
+
+simulation_key = operator.itemgetter(0, 1, 2)  # SimTask.key as a C function, for maps over many tasks
+_new_task = functools.partial(tuple.__new__, SimTask)  # SimTask(*fields) without its Python-level __new__
 
 
 def plan_tasks(
@@ -32,18 +38,15 @@ def plan_tasks(
 
     ``seed`` and ``common_random_numbers`` choose how seeds derive (see ``contract.replicate_seed``).
     """
-    tasks, seen = [], set()
-    for params in param_sets:
-        plain = canonical_params(params)
-        pid = param_id(plain, already_canonical=True)
-        if pid in seen:
-            continue
-        seen.add(pid)
-        tasks.extend(
-            SimTask(pid, rep, replicate_seed(pid, rep, seed, common_random_numbers), plain)
-            for rep in range(replicates)
-        )
-    return tasks
+    sets: dict[str, dict[str, Any]] = {}
+    for pid, plain in canonical_param_sets(param_sets):
+        sets.setdefault(pid, plain)  # a duplicate set keeps its first place
+    seeds = replicate_seeds(list(sets), range(replicates), seed, common_random_numbers)
+    return [
+        _new_task((pid, rep, rep_seed, plain))
+        for (pid, plain), set_seeds in zip(sets.items(), seeds, strict=True)
+        for rep, rep_seed in enumerate(set_seeds)
+    ]
 
 
 # Where the driver runs: a worker in this very process (threads of a LocalCluster without processes) must never
@@ -61,15 +64,40 @@ class Batch:
     of killing their worker, so a death can be blamed on the batch that was really running).
     """
 
-    __slots__ = ("driver", "key", "start_topic", "tasks")
+    __slots__ = ("_columns", "_tasks", "driver", "key", "start_topic")
 
     def __init__(
         self, tasks: Sequence[SimTask], key: str = "", driver: tuple[str, int] = DRIVER, start_topic: str = ""
     ):
-        self.tasks = list(tasks)
+        self._tasks: list[SimTask] | None = list(tasks)
+        self._columns: tuple[list, list, list, list] | None = None
         self.key = key
         self.driver = driver
         self.start_topic = start_topic
 
+    @property
+    def tasks(self) -> list[SimTask]:
+        if self._tasks is None:
+            self._tasks = list(map(_new_task, zip(*self.columns(), strict=True)))
+        return self._tasks
+
+    def columns(self) -> tuple[list[str], list[int], list[int], list[dict[str, Any]]]:
+        """(param_ids, replicates, seeds, params) of the simulations, in order."""
+        if self._columns is None:
+            tasks = self._tasks or []
+            self._columns = tuple(map(list, zip(*tasks, strict=True))) if tasks else ([], [], [], [])
+        return self._columns
+
     def __len__(self) -> int:
-        return len(self.tasks)
+        return len(self.columns()[0]) if self._tasks is None else len(self._tasks)
+
+    def __reduce__(self):
+        # Sent as four columns and used as such on the worker: pickling and rebuilding a named tuple per
+        # simulation costs more than the cheapest simulations.
+        return _rebuild_batch, (self.columns(), self.key, self.driver, self.start_topic)
+
+
+def _rebuild_batch(columns, key: str, driver: tuple[str, int], start_topic: str) -> Batch:
+    batch = Batch((), key, None if driver is None else tuple(driver), start_topic)
+    batch._tasks, batch._columns = None, tuple(columns)
+    return batch

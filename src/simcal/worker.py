@@ -170,15 +170,13 @@ def run_batch(
     With ``time_budget_s`` it stops once that much time has passed (the timing probe), having run at least one;
     the simulations it did not reach have no rows. With ``timeout_s`` each simulation is stopped after that long.
     """
-    batch_key, driver, start_topic = "", None, ""
-    if isinstance(tasks, Batch):
-        batch_key, driver, start_topic = tasks.key, tasks.driver, tasks.start_topic
-        tasks = tasks.tasks
+    batch = tasks if isinstance(tasks, Batch) else Batch(tasks, driver=None)
+    batch_key, driver, start_topic = batch.key, batch.driver, batch.start_topic
     try:
         model = _model(model_ref)
     except ContractError as error:  # e.g. the model's package is not installed on this worker
         where = f"on worker host {socket.gethostname()}: {error}"
-        return failure_rows(tasks, "failed", f"ContractError: {where}")
+        return failure_rows(batch.tasks, "failed", f"ContractError: {where}")
     worker = _current_worker() if timeout_s or start_topic else None
     if start_topic and worker is not None:
         tell_scheduler(worker, start_topic, {"batch": batch_key, "worker": worker.address})
@@ -187,19 +185,21 @@ def run_batch(
     records: list[dict[str, Any]] = []  # simulations with no table: one row each, built at once
     frames: list[pd.DataFrame] = []
     frame_keys: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for index, task in enumerate(tasks):
-        began = time.perf_counter()
+    clock = time.perf_counter
+    start = clock()
+    # The batch's columns, not a SimTask per simulation: a worker builds one only to watch it for its timeout.
+    for index, (pid, replicate, seed, params) in enumerate(zip(*batch.columns(), strict=True)):
+        began = clock()
         try:
             if timeout_s:
-                WATCHDOG.begin(batch_key, index, task, timeout_s, worker)
+                WATCHDOG.begin(batch_key, index, SimTask(pid, replicate, seed, params), timeout_s, worker)
                 try:
-                    status, error, output = _simulate(model, model_ref, task)
+                    status, error, output = _simulate(model, model_ref, params, seed)
                 finally:
                     if WATCHDOG.end():
                         raise SimulationTimeout
             else:
-                status, error, output = _simulate(model, model_ref, task)
+                status, error, output = _simulate(model, model_ref, params, seed)
         except SimulationTimeout:
             WATCHDOG.end()  # the interrupt may have landed before end() ran: stop watching in any case
             status, error, output = (
@@ -207,27 +207,33 @@ def run_batch(
                 f"SimulationTimeout: ran longer than timeout_s = {timeout_s:g} s",
                 None,
             )
-        keys = {"param_id": task.param_id, "replicate": task.replicate, "seed": task.seed, **task.params}
-        status_values = {"status": status, "error": error, "duration_s": time.perf_counter() - began}
+        keys = {"param_id": pid, "replicate": replicate, "seed": seed, **params}
+        status_values = {"status": status, "error": error, "duration_s": clock() - began}
         if output is None:
             records.append({**keys, **status_values})
-        elif isinstance(output, pd.DataFrame):
-            frames.append(_rename_clashes(output, keys))
-            frame_keys.append({**keys, **status_values})
-        else:
-            clash = output.keys() & keys.keys() or output.keys() & status_values.keys()
-            if clash:
+        elif type(output) is dict:
+            if not output.keys().isdisjoint(keys) or not output.keys().isdisjoint(STATUS_COLUMNS):
                 output = {_free_name(k, keys): v for k, v in output.items()}
             records.append({**keys, **output, **status_values})
-        if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
+        else:
+            frames.append(_rename_clashes(output, keys))
+            frame_keys.append({**keys, **status_values})
+        if time_budget_s is not None and clock() - start >= time_budget_s:
             break
     return _assemble(records, frames, frame_keys)
 
 
-def _simulate(model, model_ref: str, task: SimTask) -> tuple[str, str | None, Any]:
+_PLAIN_SCALARS = frozenset((float, int, str, bool, type(None)))
+
+
+def _simulate(model, model_ref: str, params: dict[str, Any], seed: int) -> tuple[str, str | None, Any]:
     """(status, error, output): output is None (no rows), a dict of plain scalars or a non-empty DataFrame."""
     try:
-        output = model(dict(task.params), task.seed)
+        output = model(dict(params), seed)
+        if type(output) is dict and all(
+            type(k) is str and type(v) in _PLAIN_SCALARS for k, v in output.items()
+        ):  # the usual dict of plain scalars: nothing to convert
+            return "ok", None, output
         if isinstance(output, Mapping) and not any(
             isinstance(v, pd.DataFrame | pd.Series) for v in output.values()
         ):
