@@ -7,6 +7,7 @@ test_slurm_profile.py.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 
@@ -88,3 +89,6 @@ def test_job_past_its_time_limit_is_retried_with_more_time_and_succeeds(slurm, t
     ).stdout.split()
     assert limits == ["1", "2"]  # minutes: runtime = attempt
     assert (tmp_path / "worked.txt").read_text().strip() == "done"
+    # The retry continued the killed attempt's work instead of starting over (the first ran past its minute).
+    starts = re.findall(r"attempt starts after (\d+) s of work", (tmp_path / "attempts.txt").read_text())
+    assert len(starts) == 2 and starts[0] == "0" and int(starts[1]) >= 55, starts
