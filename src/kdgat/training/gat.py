@@ -21,20 +21,18 @@ import torch.nn.functional as F
 from kdgat.chain import DECISION_THRESHOLD
 from kdgat.curriculum import Curriculum
 from kdgat.distillation import freeze, gat_kd_loss
-from kdgat.model_store import load_model
 from kdgat.models import GAT
 from kdgat.runtime import autocast, seed_everything
-from kdgat.tracking import TrackingSettings, tracked_job
-from kdgat.training.data import labels_of, load_training_data, make_loader
+from kdgat.tracking import TrackingSettings
+from kdgat.training.data import labels_of, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
 from kdgat.training.settings import StageSettings
 from kdgat.training.stage import (
     StageBase,
     base_metrics,
-    prepare_job,
     resolve_device,
+    run_graph_stage,
     validation_metrics,
-    write_outputs,
 )
 from kdgat.training.vgae import graph_errors
 
@@ -193,21 +191,7 @@ def run(
 ) -> dict:
     """File-level entry point (the train_gat wrapper). ``vgae``: the same variant's VGAE model.pt (needed for the
     curriculum); ``teacher``: the teacher's GAT model.pt (student_kd)."""
-    settings = prepare_job(settings, "gat", outputs, threads)
-    with tracked_job(tracking, settings.as_dict(), outputs) as tracker:
-        train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
-        vgae_model = load_model(vgae) if vgae else None
-        teacher_model = load_model(teacher) if teacher else None
-        model, result, metrics, model_config = _train(
-            train_graphs,
-            val_graphs,
-            num_ids,
-            settings,
-            checkpoint,
-            teacher_model,
-            vgae_model,
-            callbacks=(*callbacks, tracker),
-        )
-        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
-        tracker.log_outputs(metrics, outputs)
-    return metrics
+    return run_graph_stage(
+        "gat", _train, train=train, val=val, metadata=metadata, settings=settings, outputs=outputs,
+        checkpoint=checkpoint, models=(teacher, vgae), threads=threads, tracking=tracking, callbacks=callbacks,
+    )  # fmt: skip

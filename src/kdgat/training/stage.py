@@ -5,8 +5,9 @@ writing a stage's outputs."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,11 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from kdgat.files import write_json, write_table
-from kdgat.model_store import save_model
+from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
 from kdgat.runtime import grad_scaler, select_device
+from kdgat.tracking import TrackingSettings, tracked_job
+from kdgat.training.data import load_training_data
 from kdgat.training.loop import Observers, discard_checkpoint
 from kdgat.training.settings import StageSettings, TrainingSettings
 
@@ -164,3 +167,33 @@ def base_metrics(settings: StageSettings, model, result: dict, started: float, d
         "gpu_peak_mem_mb": gpu_peak_mb(device),
         "knowledge_distillation": settings.distillation is not None,
     }
+
+
+def run_graph_stage(
+    stage: str,
+    train_stage: Callable,
+    *,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    metadata: str | os.PathLike,
+    settings: StageSettings | Mapping,
+    outputs: Mapping[str, str | os.PathLike],
+    checkpoint: str | os.PathLike | None,
+    models: Sequence[str | os.PathLike | None],
+    threads: int | None,
+    tracking: TrackingSettings | Mapping | None,
+    callbacks: Sequence,
+) -> dict:
+    """The file-level job of a stage trained on the preprocess graph files (vgae, gat), in one tracked run: set the
+    job up, load the train/val graphs and the ``models`` files (None where not given), call ``train_stage(train,
+    val, num_ids, settings, checkpoint, *models, callbacks=...)``, write the outputs; returns the metrics."""
+    settings = prepare_job(settings, stage, outputs, threads)
+    with tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+        train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
+        loaded = [load_model(path) if path else None for path in models]
+        model, result, metrics, model_config = train_stage(
+            train_graphs, val_graphs, num_ids, settings, checkpoint, *loaded, callbacks=(*callbacks, tracker)
+        )
+        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+        tracker.log_outputs(metrics, outputs)
+    return metrics

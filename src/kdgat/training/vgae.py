@@ -21,22 +21,20 @@ import torch
 from sklearn.metrics import roc_curve
 
 from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
-from kdgat.model_store import load_model
 from kdgat.models import VGAE
 from kdgat.models.vgae import ERROR_TERMS, error_statistics, standardised_error, vgae_loss
 from kdgat.runtime import autocast, seed_everything
-from kdgat.tracking import TrackingSettings, tracked_job
-from kdgat.training.data import labels_of, load_training_data, make_loader
+from kdgat.tracking import TrackingSettings
+from kdgat.training.data import labels_of, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
 from kdgat.training.settings import StageSettings
 from kdgat.training.stage import (
     StageBase,
     auc_or_nan,
     base_metrics,
-    prepare_job,
     resolve_device,
+    run_graph_stage,
     validation_metrics,
-    write_outputs,
 )
 
 log = logging.getLogger("kdgat.training")
@@ -214,19 +212,7 @@ def run(
 ) -> dict:
     """File-level entry point (the train_vgae wrapper): the preprocess files in, ``outputs`` model, metrics and
     history out. ``teacher``: the teacher's VGAE model.pt (student_kd); ``checkpoint``: where to resume from."""
-    settings = prepare_job(settings, "vgae", outputs, threads)
-    with tracked_job(tracking, settings.as_dict(), outputs) as tracker:
-        train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
-        teacher_model = load_model(teacher) if teacher else None
-        model, result, metrics, model_config = _train(
-            train_graphs,
-            val_graphs,
-            num_ids,
-            settings,
-            checkpoint,
-            teacher_model,
-            callbacks=(*callbacks, tracker),
-        )
-        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
-        tracker.log_outputs(metrics, outputs)
-    return metrics
+    return run_graph_stage(
+        "vgae", _train, train=train, val=val, metadata=metadata, settings=settings, outputs=outputs,
+        checkpoint=checkpoint, models=(teacher,), threads=threads, tracking=tracking, callbacks=callbacks,
+    )  # fmt: skip
