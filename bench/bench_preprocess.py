@@ -105,8 +105,9 @@ def compare_with_original(log_path: Path, messages: int, repeats: int) -> tuple[
     start = time.process_time()
     graphs, _ = graph_creation([prefix], window_size=100, stride=100)
     original_seconds = time.process_time() - start
-    if len(graphs) != window_count(count, 100, 100):
-        raise RuntimeError(f"the original gave {len(graphs)} graphs, ours {window_count(count, 100, 100)}")
+    expected = window_count(count, 100, 100)
+    if len(graphs) != expected:
+        raise RuntimeError(f"the original gave {len(graphs)} graphs, ours {expected}")
     return count, ours_seconds, original_seconds
 
 

@@ -189,9 +189,7 @@ class ResourceHistory:
             files += pattern.files(directory)
         return files, warnings
 
-    def runs(
-        self, path: Path, measure: Measure = MEASURES["mem_mb"]
-    ) -> tuple[list[BenchmarkRun], str | None]:
+    def runs(self, path: Path, measure: Measure) -> tuple[list[BenchmarkRun], str | None]:
         try:
             stat = path.stat()
             key = (str(path), stat.st_mtime_ns, stat.st_size, measure.read)
