@@ -53,16 +53,9 @@ class LearnedResourceSettings:
         need(isinstance(self.size_scaling, bool), "size_scaling", "true or false")
         need(is_number(self.margin) and self.margin >= 1.0, "margin", "a number >= 1")
         need(is_integer(self.min_history) and self.min_history >= 1, "min_history", "an integer >= 1")
-        need(
-            is_integer(self.mem_overhead_mb) and self.mem_overhead_mb >= 0,
-            "mem_overhead_mb",
-            "an integer >= 0",
-        )
-        need(
-            is_integer(self.gpu_overhead_mb) and self.gpu_overhead_mb >= 0,
-            "gpu_overhead_mb",
-            "an integer >= 0",
-        )
+        for overhead in ("mem_overhead_mb", "gpu_overhead_mb"):
+            value = getattr(self, overhead)
+            need(is_integer(value) and value >= 0, overhead, "an integer >= 0")
         need(
             is_integer(self.min_runtime) and self.min_runtime >= 1, "min_runtime", "an integer >= 1 (minutes)"
         )
