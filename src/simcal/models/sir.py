@@ -5,10 +5,22 @@ infected (``prevalence``). ``mean_field`` runs the same daily recursion on expec
 model whose loss surface has no Monte Carlo noise, for testing optimisers. Their parameters are declared in
 ``SPACE``: ``beta`` (transmission rate per day) and ``gamma`` (recovery rate per day) are required;
 ``population``, ``initial_infected`` and ``days`` have defaults.
+
+Random stream. The seed fixes two uniforms per day, one for the day's infections and one for its recoveries, and
+each count is the binomial quantile of its uniform (inversion: the smallest k with P(X <= k) >= u). So the same
+seed gives every parameter set the same uniforms, and the counts move monotonically and by small steps as a
+parameter changes: with common random numbers (``simulation.common_random_numbers``) the loss of a calibration is
+then a nearly smooth function of the parameters rather than one reshuffled at every point, as it was when each
+count was drawn by numpy's binomial sampler, whose use of the stream depends on the probability. Since that change
+a seed gives other epidemics than before. The quantile loop runs compiled when numba is installed (the ``fast``
+extra) and otherwise as the same arithmetic on numpy arrays; ``.tests/unit/test_simcal_sir.py`` checks that both
+give the same counts and that they are the exact binomial quantiles (scipy's).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +37,9 @@ SPACE = ParameterSpace(
     days=Integer(default=100, low=1, description="days simulated"),
 )
 DEFAULTS = SPACE.defaults
+# The quantile search looks this many standard deviations (plus a few counts) either side of the mean: the
+# binomial mass beyond is below 1e-30, far under a double's resolution of the cumulative sum.
+TAIL_SDS, TAIL_COUNTS = 12.0, 10
 
 
 def _start(params: Mapping[str, Any]) -> tuple[float, float, int, int, int]:
@@ -35,22 +50,85 @@ def _start(params: Mapping[str, Any]) -> tuple[float, float, int, int, int]:
     return float(p["beta"]), float(p["gamma"]), population, infected, int(p["days"])
 
 
-@SPACE.declare
-def simulate(params: Mapping[str, Any], seed: int) -> pd.DataFrame:
-    beta, gamma, population, infected, days = _start(params)
-    rng = np.random.default_rng(seed)
+def _window(n: int, p: float) -> tuple[int, int, int]:
+    """(lowest, mode, highest) count the quantile search considers, for 0 < p < 1 and n > 0."""
+    mean = n * p
+    sd = math.sqrt(mean * (1.0 - p))
+    low = max(0, int(math.floor(mean - TAIL_SDS * sd)) - TAIL_COUNTS)
+    high = min(n, int(math.ceil(mean + TAIL_SDS * sd)) + TAIL_COUNTS)
+    mode = min(max(int(math.floor((n + 1) * p)), low), high)
+    return low, mode, high
+
+
+def binomial_quantile(u: float, n: int, p: float) -> int:
+    """The smallest k with P(X <= k) >= u for X ~ Binomial(n, p), by numpy arrays: the probabilities of the
+    window's counts relative to the mode's (each from its neighbour's by the pmf ratio), their running sum, and
+    the first count whose share of the total reaches u."""
+    if n <= 0 or p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    low, mode, high = _window(n, p)
+    odds = p / (1.0 - p)
+    up = np.arange(mode, high, dtype=np.float64)  # pmf(k + 1) / pmf(k) for k = mode .. high - 1
+    down = np.arange(mode, low, -1, dtype=np.float64)  # pmf(k - 1) / pmf(k) for k = mode .. low + 1
+    weights = np.concatenate(
+        (
+            np.cumprod(down / ((n - down + 1.0) * odds))[::-1],
+            [1.0],
+            np.cumprod((n - up) / (up + 1.0) * odds),
+        )
+    )
+    running = np.cumsum(weights)
+    return low + int(np.searchsorted(running, u * running[-1], side="left"))
+
+
+def _epidemic(beta, gamma, population, infected, uniforms, quantile):
+    """The chain binomial: day by day, infections and recoveries as quantiles of that day's two uniforms."""
+    days = uniforms.shape[0]
     susceptible = population - infected
-    recover_probability = 1.0 - np.exp(-gamma)
+    recover_probability = 1.0 - math.exp(-gamma)
     incidence = np.zeros(days, dtype=np.int64)
     prevalence = np.zeros(days, dtype=np.int64)
     for day in range(days):
-        infect_probability = 1.0 - np.exp(-beta * infected / population)
-        new_infections = rng.binomial(susceptible, infect_probability)
-        recoveries = rng.binomial(infected, recover_probability)
+        infect_probability = 1.0 - math.exp(-beta * infected / population)
+        new_infections = quantile(uniforms[day, 0], susceptible, infect_probability)
+        recoveries = quantile(uniforms[day, 1], infected, recover_probability)
         susceptible -= new_infections
         infected += new_infections - recoveries
         incidence[day] = new_infections
         prevalence[day] = infected
+    return incidence, prevalence
+
+
+@functools.cache
+def _compiled_epidemic():
+    """The chain binomial compiled by numba (simcal.models._sir_kernel), or None without numba."""
+    try:
+        from simcal.models._sir_kernel import epidemic
+    except ImportError:  # numba missing: the numpy arrays do the same arithmetic
+        return None
+    return epidemic
+
+
+def epidemic_counts(
+    beta: float, gamma: float, population: int, infected: int, uniforms: np.ndarray, compiled=None
+):
+    """(daily new infections, number infected) of the chain binomial for ``uniforms`` of shape (days, 2);
+    ``compiled``: True (numba, an ImportError without it), False (numpy), None (numba when it imports)."""
+    kernel = _compiled_epidemic() if compiled is not False else None
+    if compiled and kernel is None:
+        raise ImportError("simcal.models.sir: the compiled chain binomial needs numba (the 'fast' extra)")
+    if kernel is not None:
+        return kernel(float(beta), float(gamma), int(population), int(infected), uniforms)
+    return _epidemic(beta, gamma, population, infected, uniforms, binomial_quantile)
+
+
+@SPACE.declare
+def simulate(params: Mapping[str, Any], seed: int) -> pd.DataFrame:
+    beta, gamma, population, infected, days = _start(params)
+    uniforms = np.random.default_rng(seed).random((days, 2))
+    incidence, prevalence = epidemic_counts(beta, gamma, population, infected, uniforms)
     return pd.DataFrame({"day": np.arange(days), "incidence": incidence, "prevalence": prevalence})
 
 
