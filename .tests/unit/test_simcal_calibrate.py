@@ -26,6 +26,7 @@ from simcal.calibrate import (
 )
 from simcal.contract import ContractError, replicate_seed
 from simcal.design import Design, parse_bounds, sample_design, write_design
+from simcal.local_search import MAX_RADIUS
 from simcal.models.sir import SPACE, mean_field_curves, observe
 from simcal.observed import generate_observed
 from simcal.runner import TooManyFailures, read_results
@@ -393,6 +394,27 @@ def test_refine_simulates_the_best_sets_again_with_more_replicates(refined):
     for _, row in refine.iterrows():
         expected = poisson_nll(sims[sims["param_id"] == row["param_id"]], observed, "incidence", "day")
         assert row["loss"] == pytest.approx(expected)
+
+
+def test_local_search_rounds_add_new_sets_at_the_refine_replicates(tmp_path, client):
+    trials = small_calibration(tmp_path, 1, client, refine={"top_k": 3, "replicates": 5, "rounds": 2})
+    refine = trials[trials["phase"] == "refine"]
+    local = refine[refine["method"] == "local"]
+    assert list(refine["method"].iloc[:3]) == ["refine"] * 3 and set(local["round"]) == {3, 4}
+    assert (local["replicates"] == 5).all() and (local["replicates_ok"] == 5).all()
+    earlier = set(trials["param_id"].iloc[: -len(local)])
+    assert local["param_id"].is_unique and not set(local["param_id"]) & earlier
+    assert 1 <= local.groupby("round").size().max() <= 5  # the model's minimum and two points per parameter
+    sims = read_results(tmp_path / "simulations.parquet")
+    replicates = sims.drop_duplicates(["param_id", "replicate"]).groupby("param_id")["replicate"].count()
+    assert (replicates[local["param_id"]] == 5).all()
+    # the first local round starts from the best refined set: its proposals lie within the largest trust radius
+    # of it (a share of each parameter's range) and inside the box
+    best = refine.iloc[:3].loc[refine.iloc[:3]["loss"].idxmin()]
+    first = local[local["round"] == 3]
+    assert first["beta"].between(0.1, 0.6).all() and first["gamma"].between(0.03, 0.3).all()
+    for name, width in (("beta", 0.5), ("gamma", 0.27)):
+        assert ((first[name] - best[name]).abs() <= MAX_RADIUS * width + 1e-9).all()
 
 
 def test_analysis_chooses_the_best_among_the_refined_sets_and_the_page_shows_it(refined):

@@ -8,8 +8,10 @@ Phases (column ``phase`` of the trials table):
   every loss, or more points of the same design sequence);
 - ``refine``: the ``refine.top_k`` distinct parameter sets with the lowest loss so far, simulated again with
   ``refine.replicates`` replicates (their first replicates are the ones already run: same param_id, same seeds).
-  The best parameter set is the refine row with the lowest loss: a loss over few replicates is noisy, and the
-  lowest of many noisy losses is optimistic.
+  With ``refine.rounds`` > 0 a local search follows (``method`` ``local``, same phase): each round fits a
+  quadratic to the refine rows around the best one and simulates its minimum within a trust radius and a few
+  points around it (simcal.local_search), with the same replicates. The best parameter set is the refine row with
+  the lowest loss: a loss over few replicates is noisy, and the lowest of many noisy losses is optimistic.
 
 Each round is one batch of parameter sets × replicates simulated through the same ``Simulator`` (so the same
 batching, failure rows and resumable Parquet parts as a plain sweep). Rounds are deterministic for a fixed seed,
@@ -32,6 +34,7 @@ import pandas as pd
 
 from simcal.contract import ContractError, param_id, reject_unknown_keys, resolve_callable
 from simcal.design import Bound, Design, parse_bounds
+from simcal.local_search import TrustRegion
 from simcal.observed import read_observed
 from simcal.runner import (
     PartStore,
@@ -57,10 +60,12 @@ def _is_int(value: Any) -> bool:
 
 @dataclass
 class RefineSettings:
-    """Re-simulate the ``top_k`` best parameter sets with ``replicates`` replicates (top_k 0: no refine step)."""
+    """Re-simulate the ``top_k`` best parameter sets with ``replicates`` replicates (top_k 0: no refine step), then
+    ``rounds`` rounds of local search at those replicates (simcal.local_search; 1 + 2 x parameters sets each)."""
 
     top_k: int = 8
     replicates: int = 32
+    rounds: int = 0
 
 
 @dataclass
@@ -85,7 +90,7 @@ class CalibrationSettings:
         reject_unknown_keys(options, {f.name for f in fields(cls)}, WHERE)
         refine = options.pop("refine", None) or {}
         if not isinstance(refine, Mapping):
-            raise ContractError(f"{WHERE}.refine: expected {{top_k, replicates}}, got {refine!r}")
+            raise ContractError(f"{WHERE}.refine: expected {{top_k, replicates, rounds}}, got {refine!r}")
         reject_unknown_keys(refine, {f.name for f in fields(RefineSettings)}, f"{WHERE}.refine")
         settings = cls(**options, refine=RefineSettings(**refine))
         settings.check()
@@ -107,6 +112,14 @@ class CalibrationSettings:
         top_k, replicates = self.refine.top_k, self.refine.replicates
         need(_is_int(top_k) and top_k >= 0, "refine.top_k", top_k, "an integer >= 0 (0: no refine step)")
         need(_is_int(replicates) and replicates >= 1, "refine.replicates", replicates, "an integer >= 1")
+        local = self.refine.rounds
+        need(_is_int(local) and local >= 0, "refine.rounds", local, "an integer >= 0 (0: no local search)")
+        need(
+            not local or top_k,
+            "refine.rounds",
+            local,
+            "0 when refine.top_k is 0 (the search starts from them)",
+        )
 
 
 @dataclass
@@ -360,6 +373,7 @@ def calibrate(
             table = rounds.run(best, refine.replicates, labels)
             trials.append(table)
             _log_round(settings.rounds + 1, "refine", table, trials, refine.replicates, began)
+            local_search(rounds, bounds, trials, settings, began)
         elif refine.top_k:
             log.warning("refine skipped: no parameter set has a finite loss")
     table = pd.concat(trials, ignore_index=True)
@@ -377,6 +391,39 @@ def calibrate(
     kept.unlink(missing_ok=True)
     store.finalize()
     return table
+
+
+def local_search(rounds: _Rounds, bounds: list[Bound], trials: list[pd.DataFrame], settings, began) -> None:
+    """``refine.rounds`` rounds of the trust-region search on the refine rows (appended to ``trials``); stops early
+    when a round has nothing new to propose (the radius has shrunk below the parameters' resolution)."""
+    refine = settings.refine
+    region = None
+    for local_round in range(refine.rounds):
+        refined = pd.concat(trials, ignore_index=True).query("phase == 'refine'")
+        losses = refined["loss"].to_numpy(dtype=float)
+        if not np.isfinite(losses).any():
+            log.warning("local search skipped: no refined parameter set has a finite loss")
+            return
+        units = np.column_stack([b.unit(refined[b.name].to_numpy()) for b in bounds])
+        region = region or TrustRegion.around(units[np.isfinite(losses)], losses[np.isfinite(losses)])
+        seen = set(refined["param_id"])
+        proposals = []
+        for point in region.propose(units, losses):
+            params = {b.name: _plain(b.scale(np.array([u]))[0]) for b, u in zip(bounds, point, strict=True)}
+            key = param_id({**rounds.fixed, **params})
+            if key not in seen:
+                seen.add(key)
+                proposals.append(params)
+        if not proposals:
+            log.info(
+                "local search: converged after %d rounds (nothing new within the trust radius)", local_round
+            )
+            return
+        index = settings.rounds + 2 + local_round
+        labels = {"round": index, "phase": "refine", "method": "local"}
+        table = rounds.run(proposals, refine.replicates, labels)
+        trials.append(table)
+        _log_round(index, f"local, radius {region.radius:.3g}", table, trials, refine.replicates, began)
 
 
 def _log_round(round_index, method, table, trials, replicates, began) -> None:

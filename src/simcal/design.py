@@ -43,6 +43,18 @@ class Bound:
             return np.exp(np.log(self.low) + unit * (np.log(self.high) - np.log(self.low)))
         return self.low + unit * (self.high - self.low)
 
+    def unit(self, values: np.ndarray) -> np.ndarray:
+        """The inverse of ``scale``: parameter values to the unit interval (an integer to the middle of its
+        share)."""
+        values = np.asarray(values, dtype=float)
+        if self.log:
+            position = (np.log(values) - np.log(self.low)) / (np.log(self.high) - np.log(self.low))
+        elif self.integer:
+            position = (values - self.low + 0.5) / (self.high - self.low + 1)
+        else:
+            position = (values - self.low) / (self.high - self.low)
+        return np.clip(position, 0.0, 1.0)
+
 
 def parse_bounds(
     parameters: Mapping[str, Mapping[str, Any]],

@@ -1,0 +1,95 @@
+"""The refine step's local search (simcal.local_search): the quadratic fit, the trust region walking a long, narrow
+valley that the starting points do not reach, and the settings that turn it on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simcal.calibrate import CalibrationSettings
+from simcal.contract import ContractError
+from simcal.design import parse_bounds
+from simcal.local_search import TrustRegion, fit_quadratic
+
+
+def test_the_fit_recovers_a_quadratics_gradient_and_hessian():
+    rng = np.random.default_rng(0)
+    hessian = np.array([[4.0, 1.5], [1.5, 2.0]])
+    gradient, centre = np.array([0.3, -0.7]), np.array([0.4, 0.6])
+
+    def loss(points):
+        shifted = points - centre
+        return 5.0 + shifted @ gradient + 0.5 * np.einsum("ni,ij,nj->n", shifted, hessian, shifted)
+
+    points = rng.random((12, 2))
+    fitted_gradient, fitted_hessian = fit_quadratic(points, loss(points), centre)
+    np.testing.assert_allclose(fitted_gradient, gradient, atol=1e-6)
+    np.testing.assert_allclose(fitted_hessian, hessian, atol=1e-6)
+
+
+MINIMUM = np.array([0.62, 0.608])
+
+
+def valley(points: np.ndarray) -> np.ndarray:
+    """A long, narrow valley along u1 = 0.9 u0 + 0.05 (steep across it, shallow along it), minimum at MINIMUM."""
+    points = np.atleast_2d(points)
+    across = points[:, 1] - 0.9 * points[:, 0] - 0.05
+    along = points[:, 0] - MINIMUM[0]
+    return 500.0 * across**2 + along**2 + np.sin(40 * points[:, 0]) * 1e-4  # ripples far below the slope
+
+
+def search(start: np.ndarray, rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    points, losses = start, valley(start)
+    region = TrustRegion.around(points, losses)
+    for _ in range(rounds):
+        proposals = region.propose(points, losses)
+        assert ((proposals >= 0) & (proposals <= 1)).all()
+        points, losses = np.vstack([points, proposals]), np.concatenate([losses, valley(proposals)])
+    return points, losses
+
+
+def test_the_trust_region_walks_the_valley_to_its_minimum():
+    rng = np.random.default_rng(1)
+    along = rng.uniform(0.15, 0.3, 8)  # the start: a cluster on the valley floor, far from the minimum
+    start = np.column_stack([along, 0.9 * along + 0.05 + rng.normal(0, 0.01, 8)])
+    points, losses = search(start, rounds=10)
+    best = points[np.argmin(losses)]
+    assert np.linalg.norm(best - MINIMUM) < 0.01, best
+    # as many points spread at random over the box (no model) do not come close
+    spread = np.random.default_rng(2).random((len(points) - len(start), 2))
+    assert np.linalg.norm(spread[np.argmin(valley(spread))] - MINIMUM) > 0.03
+
+
+def test_the_radius_halves_after_a_round_without_progress():
+    points = np.array([[0.5, 0.5], [0.6, 0.5], [0.5, 0.6]])
+    losses = np.array([1.0, 2.0, 3.0])
+    region = TrustRegion.around(points, losses)
+    first = region.radius
+    region.propose(points, losses)
+    assert region.radius == first  # the first round has nothing to compare with
+    region.propose(points, losses)  # no better point since: halve
+    assert region.radius == pytest.approx(first / 2)
+
+
+def test_the_unit_coordinates_invert_the_bounds():
+    bounds = parse_bounds(
+        {"a": {"low": 0.1, "high": 0.6}, "b": {"low": 1e-3, "high": 10.0, "log": True},
+         "c": {"low": 1, "high": 5, "integer": True}}
+    )  # fmt: skip
+    unit = np.array([0.0, 0.25, 0.5, 0.999])
+    for bound in bounds:
+        values = bound.scale(unit)
+        np.testing.assert_array_equal(bound.scale(bound.unit(values)), values)
+
+
+@pytest.mark.parametrize(
+    ("refine", "message"),
+    [
+        ({"top_k": 4, "replicates": 8, "rounds": -1}, r"refine.rounds must be an integer >= 0"),
+        ({"top_k": 0, "rounds": 3}, r"refine.rounds must be 0 when refine.top_k is 0"),
+        ({"top_k": 4, "replicates": 8, "round": 3}, r"refine.*round"),
+    ],
+)
+def test_the_local_search_settings_name_the_key(refine, message):
+    with pytest.raises(ContractError, match=message):
+        CalibrationSettings.from_config({"refine": refine})
