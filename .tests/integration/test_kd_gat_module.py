@@ -118,8 +118,9 @@ THRESHOLD_DOES_NOT_CARRY = (
     "validation) does not carry to this test capture: F1 below flagging every window"
 )
 FUSION_CHOSEN_ON_VALIDATION = (
-    "the agent's policy (learnt, or the fallback to the input better on validation) was chosen on ~40 validation "
-    "windows of the training captures; on this test capture it is below the other choice"
+    "one policy per agent for every test capture: the learnt one, kept where it beat the better input (chosen on "
+    "the 99-123 fusion + validation windows) on the 41-49 validation windows it was early-stopped on, else that "
+    "input; on this test capture it is below the better input"
 )
 EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
     (

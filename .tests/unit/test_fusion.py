@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from kdgat.model_store import load_model, save_model
-from kdgat.models import LEARNT, NUM_ACTIONS, fuse
+from kdgat.models import LEARNT, NUM_ACTIONS, QNetwork, fuse
 from kdgat.models.dqn import STATE_DIM
 from kdgat.training import dqn as dqn_training
 from kdgat.training.settings import StageSettings
@@ -137,3 +137,58 @@ def test_an_agent_that_cannot_beat_an_input_falls_back_to_it(informative, alpha,
     reloaded.load_state_dict(older)
     assert int(reloaded.fallback_action) == LEARNT
     assert torch.equal(reloaded.eval().choose(unseen["state"]), reloaded(unseen["state"]).argmax(dim=1))
+
+
+def scripted_inputs(
+    count: int, vgae_right: int, gat_right: int, agent_right: bool
+) -> dict[str, torch.Tensor]:
+    """`count` graphs, half attacks: of every 10 graphs of each class the VGAE decides right on the first
+    `vgae_right`, the GAT on the last `gat_right`. State column 0 holds the action of a scripted agent: the input
+    that is right (the GAT where both are) if `agent_right`, else the other one."""
+    index = torch.arange(count)
+    label = index % 2
+    vgae_ok, gat_ok = (index // 2) % 10 < vgae_right, (index // 2) % 10 >= 10 - gat_right
+
+    def decided(right: torch.Tensor) -> torch.Tensor:  # 0.9 where the input says attack, else 0.1
+        return torch.where(right, label, 1 - label).float() * 0.8 + 0.1
+
+    right = torch.where(gat_ok | ~vgae_ok, NUM_ACTIONS - 1, 0)
+    action = right if agent_right else NUM_ACTIONS - 1 - right
+    state = torch.zeros(count, STATE_DIM)
+    state[:, 0] = action.float()
+    return {"state": state, "anomaly": decided(vgae_ok), "p_attack": decided(gat_ok), "label": label}
+
+
+class ScriptedAgent(QNetwork):
+    """Greedy on the action written in state column 0 (a stand-in for an agent that learnt its fit graphs)."""
+
+    def forward(self, state):
+        return torch.nn.functional.one_hot(state[:, 0].long(), NUM_ACTIONS).float()
+
+
+@pytest.mark.parametrize("agent_right_on_stop, kept", [(False, "fixed_alpha_1"), (True, "learnt")])
+def test_the_better_input_is_chosen_on_fit_and_stop_graphs_the_learnt_policy_on_stop_only(
+    agent_right_on_stop, kept
+):
+    # 40 stop graphs alone point to the VGAE (right on 8 of 10 vs the GAT's 7); with the 200 fit graphs (VGAE 6 of
+    # 10, GAT 9 of 10) the GAT is the better input. The scripted agent is right on every fit graph where an input
+    # is, so judged on fit graphs it would beat both inputs; only its stop graphs may judge it.
+    fit = scripted_inputs(200, vgae_right=6, gat_right=9, agent_right=True)
+    stop = scripted_inputs(40, vgae_right=8, gat_right=7, agent_right=agent_right_on_stop)
+    stage = dqn_training.DQNStage(ScriptedAgent(), fit, stop, settings(0), torch.device("cpu"))
+    every_graph = {key: torch.cat([fit[key], stop[key]]) for key in fit}
+    learnt_on_every_graph = dqn_training.balanced_mean(
+        stage.policy(every_graph)["reward"], every_graph["label"]
+    )
+    chosen = dqn_training.fall_back_unless_better(stage)
+    # Judged on fit graphs too, the learnt policy would beat the better input even where it fails every stop graph.
+    assert learnt_on_every_graph > chosen["fit_stop_reward_fixed_alpha_1"]
+    assert chosen["val_reward_fixed_alpha_0"] > chosen["val_reward_fixed_alpha_1"]  # stop alone: the VGAE
+    assert chosen["fit_stop_reward_fixed_alpha_1"] > chosen["fit_stop_reward_fixed_alpha_0"]
+    assert chosen["better_input"] == "fixed_alpha_1" and chosen["fit_stop_graphs"] == 240
+    assert chosen["policy"] == kept
+    assert (chosen["val_reward_learnt"] > chosen["val_reward_fixed_alpha_1"]) == agent_right_on_stop
+    actions = stage.model.choose(stop["state"])
+    assert torch.equal(
+        actions, stop["state"][:, 0].long() if kept == "learnt" else torch.full_like(actions, NUM_ACTIONS - 1)
+    )
