@@ -7,9 +7,11 @@ Poisson likelihood of the demo (simcal.targets:poisson_nll, the replicate mean a
 
 Seeds. Every simulation's seed derives from a master seed (``--simulation-seed``). With common random numbers
 (the default here, ``simulation.common_random_numbers``) replicate r has the same seed in every parameter set, so
-the 32-replicate loss is one deterministic function of (beta, gamma), smooth but for the small steps where a
-binomial draw changes, and the same for the grid and for the calibration's refine step: "the best fit" is its
-minimum. ``--independent-seeds`` measures the same with seeds drawn per parameter set (the loss is then a rough
+the 32-replicate loss is one deterministic function of (beta, gamma), and the same for the grid and for the
+calibration's refine step: "the best fit" is its minimum. The model's counts are binomial quantiles of fixed
+uniforms (simcal.models.sir), so that function is nearly smooth: it moves by small steps where a count changes,
+instead of being reshuffled at every point (ripples of a few tenths in NLL remain, and on a flat valley floor they
+decide where the minimum lies). ``--independent-seeds`` measures the same with seeds drawn per parameter set (the loss is then a rough
 function: each point has its own Monte Carlo noise).
 
 For every observed-data seed:
@@ -21,8 +23,11 @@ For every observed-data seed:
   coarse 21 x 21 grid over the whole box (8 replicates) finds the valley, then for 31 gammas log-spaced over the
   whole gamma range the best r by zooming windows down to steps of 0.0006 (32 replicates: a profile likelihood),
   then the same around the best gamma at steps of 2% and 0.5% of it. Its best fit is the best 32-replicate point.
-- The calibration, for every sampler seed: 32 Sobol points, ``--rounds`` TPE rounds of 16, ``--replicates`` each,
-  then the refine step (top 8 again with 32 replicates); at most 2,000 simulations (counted in its simulations
+- The calibration, for every sampler seed: 32 Sobol points, ``--rounds`` TPE rounds of 16 (10),
+  ``--replicates`` each, then the refine step: the top 8 again with 32 replicates, and ``--refine-rounds`` rounds
+  of local search at 32 replicates (simcal.local_search; 5 parameter sets a round). The few-replicate search only
+  has to find the valley: its own minimum lies elsewhere (the Monte Carlo error of 4 replicates), so the budget
+  goes to the 32-replicate loss that defines the best fit. At most 2,000 simulations (counted in its simulations
   file).
 - The trivial baseline, measured beside it: the same budget with Sobol points only (sampler sobol), first sampler
   seed.
@@ -80,7 +85,8 @@ TARGETS = [
     {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
 ]
 MIN_MEAN = 1e-3  # poisson_nll's floor of the expected count
-REFINE = {"top_k": 8, "replicates": 32}
+REFINE = {"top_k": 8, "replicates": 32}  # plus "rounds" of local search from --refine-rounds
+LOCAL_PROPOSALS = 1 + 2 * 2  # per local search round: the model's minimum and two points per parameter
 COARSE_REPLICATES = 8
 # After a window of step s in r, a gamma whose best is more than max(PRUNE_FLOOR, PRUNE_PER_STEP * s) above the best
 # of all gets no narrower windows. A window misses the valley floor by at most s / 2 in r, which costs at most ~40
@@ -254,8 +260,8 @@ def grid_search(observed_seed: int, master_seed: int, crn: bool, workdir: str, p
 
 
 def calibration(
-    observed_seed: int, sampler_seed: int, sampler: str, rounds: int, replicates: int, master_seed: int,
-    crn: bool, workdir: str,
+    observed_seed: int, sampler_seed: int, sampler: str, rounds: int, replicates: int, refine_rounds: int,
+    master_seed: int, crn: bool, workdir: str,
 ) -> dict:  # fmt: skip
     out = Path(workdir) / f"calibration-{observed_seed}-{sampler}-{sampler_seed}-{time.perf_counter_ns()}"
     began = time.perf_counter()
@@ -266,7 +272,7 @@ def calibration(
         "rounds": rounds,
         "proposals_per_round": 16,
         "seed": sampler_seed,
-        "refine": REFINE,
+        "refine": {**REFINE, "rounds": refine_rounds},
     }
     trials = calibrate(
         MODEL, observed_data(observed_seed), BOUNDS, TARGETS, out / "simulations.parquet", out / "trials.parquet",
@@ -301,7 +307,9 @@ def dense_minimum(observed: pd.DataFrame, beta: np.ndarray, gamma: np.ndarray) -
     return float(beta[i]), float(gamma[j]), float(nll[i, j])
 
 
-def mean_field_check(observed_seed: int, sampler_seed: int, rounds: int, workdir: str) -> dict:
+def mean_field_check(
+    observed_seed: int, sampler_seed: int, rounds: int, refine_rounds: int, workdir: str
+) -> dict:
     observed = observed_data(observed_seed)
     beta = np.linspace(BOUNDS["beta"]["low"], BOUNDS["beta"]["high"], 251)  # steps of 0.002 and 0.001
     gamma = np.linspace(BOUNDS["gamma"]["low"], BOUNDS["gamma"]["high"], 271)
@@ -311,9 +319,12 @@ def mean_field_check(observed_seed: int, sampler_seed: int, rounds: int, workdir
     best = dense_minimum(observed, beta, gamma)
     out = Path(workdir) / f"mean-field-{observed_seed}-{sampler_seed}-{time.perf_counter_ns()}"
     settings = {"initial_points": 32, "rounds": rounds, "proposals_per_round": 16, "seed": sampler_seed}
+    # the same steps as the stochastic calibration; the refine step's second replicate changes nothing here (the
+    # model is deterministic), its local search is the point
+    refine = {"top_k": REFINE["top_k"], "replicates": 2, "rounds": refine_rounds}
     trials = calibrate(
         MEAN_FIELD, observed, BOUNDS, TARGETS, out / "simulations.parquet", out / "trials.parquet",
-        {**settings, "refine": {"top_k": 0}}, {"replicates": 1}, fixed_params=FIXED, client=_client,
+        {**settings, "refine": refine}, {"replicates": 1}, fixed_params=FIXED, client=_client,
     )  # fmt: skip
     found = trials.loc[trials["loss"].idxmin()]
     same = mean_field_nll(observed, np.array([found["beta"]]), np.array([found["gamma"]]))[0]
@@ -341,7 +352,8 @@ def bench_line(name: str, value: float, baseline: float, unit: str, goal: str, d
 
 
 QUICK = {  # --quick: tiny sizes for the CI test that the benchmark runs and reports
-    "observed_seeds": [7], "sampler_seeds": [1], "rounds": 1, "grid_points": 5, "profile_points": 5,
+    "observed_seeds": [7], "sampler_seeds": [1], "rounds": 1, "refine_rounds": 1, "grid_points": 5,
+    "profile_points": 5,
     "window_points": 3,
 }  # fmt: skip
 
@@ -352,7 +364,13 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--observed-seeds", type=int, nargs="+", default=[7, 8, 9, 10, 11])
     parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--rounds", type=int, default=25, help="TPE rounds of 16 proposals")
+    parser.add_argument("--rounds", type=int, default=10, help="TPE rounds of 16 proposals")
+    parser.add_argument(
+        "--refine-rounds",
+        type=int,
+        default=6,
+        help=f"local search rounds of {LOCAL_PROPOSALS} sets after refine",
+    )
     parser.add_argument("--replicates", type=int, default=4, help="replicates per proposal before refine")
     parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
     parser.add_argument(
@@ -370,8 +388,12 @@ def parse_arguments() -> argparse.Namespace:
         vars(args).update(QUICK)
     budget = 32 * args.replicates + args.rounds * 16 * args.replicates
     budget += REFINE["top_k"] * (REFINE["replicates"] - args.replicates)
+    budget += args.refine_rounds * LOCAL_PROPOSALS * REFINE["replicates"]
     if budget > BUDGET:
-        parser.error(f"--rounds {args.rounds} can use {budget} simulations, more than the budget of {BUDGET}")
+        parser.error(
+            f"--rounds {args.rounds} and --refine-rounds {args.refine_rounds} can use {budget} simulations, more "
+            f"than the budget of {BUDGET}"
+        )
     args.budget = budget
     return args
 
@@ -412,11 +434,16 @@ def main() -> None:
                     sampler,
                     args.rounds,
                     args.replicates,
+                    args.refine_rounds,
                     args.simulation_seed,
                     crn,
                 )
                 runs.append(pool.submit(calibration, *arguments, workdir))
-            checks.append(pool.submit(mean_field_check, seed, args.sampler_seeds[0], args.rounds, workdir))
+            checks.append(
+                pool.submit(
+                    mean_field_check, seed, args.sampler_seeds[0], args.rounds, args.refine_rounds, workdir
+                )
+            )
         grids = {seed: future.result() for seed, future in grids.items()}
         floors = {seed: future.result() for seed, future in floors.items()}
         runs = [future.result() for future in runs]

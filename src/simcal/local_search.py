@@ -11,10 +11,9 @@ exploration do not reach.
 
 Each round proposes 1 + 2d points (d parameters): the minimum of the fitted quadratic within the trust radius of
 the best point, and the best point plus and minus half the radius along each principal axis of the fit (along the
-unit axes before there are enough points for a fit). A round that finds no better point halves the radius; one
-whose better point lies at least half the radius away doubles it (up to MAX_RADIUS), the usual trust-region rule
-that lets the search stride along a valley; otherwise the radius stays. Pure numpy; ``simcal.calibrate`` runs the
-rounds.
+unit axes before there are enough points for a fit). A round that finds a better point keeps the radius, one that
+does not halves it (doubling it after a long successful stride, the textbook rule, measured worse on the SIR
+benchmark: bench/RESULTS.md). Pure numpy; ``simcal.calibrate`` runs the rounds.
 """
 
 from __future__ import annotations
@@ -72,7 +71,6 @@ class TrustRegion:
     radius: float
     best_loss: float = np.inf
     rounds: int = 0
-    centre: np.ndarray | None = None  # the best point when the last round was proposed
 
     @classmethod
     def around(cls, points: np.ndarray, losses: np.ndarray) -> TrustRegion:
@@ -90,9 +88,7 @@ class TrustRegion:
         best, best_loss = points[best_index], float(losses[best_index])
         if self.rounds and best_loss >= self.best_loss:  # the last round found nothing better
             self.radius = max(self.radius / 2, MIN_RADIUS)
-        elif self.rounds and np.linalg.norm(best - self.centre) >= self.radius / 2:
-            self.radius = min(self.radius * 2, MAX_RADIUS)  # a long stride paid off: the radius held it back
-        self.best_loss, self.rounds, self.centre = min(best_loss, self.best_loss), self.rounds + 1, best
+        self.best_loss, self.rounds = min(best_loss, self.best_loss), self.rounds + 1
         d = points.shape[1]
         axes = np.eye(d)
         proposals = []
