@@ -10,8 +10,10 @@ from servicekit import services
 from testkit import REPO
 
 # Under `pytest -n N --dist loadgroup` (make test) the tests of one group run on one worker, one after another:
-# SLURM tests size jobs against the one node and check its queue; modules that share a session-scoped trained
-# pipeline (evaluation/pipeline_run.py, the k8s harness) would otherwise train it once per worker.
+# SLURM tests size jobs against the one node and check its queue; the k8s tests share session fixtures (Azurite,
+# the TLS Dask cluster of profiles/k8s/dask). The modules reading the shared tiny pipeline (evaluation/
+# pipeline_run.py, built once per session under a file lock) run together, so that one worker builds it while
+# the other goes on; test_slurm_pipeline.py reads it too, from the SLURM worker, by when it is usually built.
 SERIAL_GROUPS = {
     "slurm": lambda item: item.get_closest_marker("slurm") is not None,
     "evaluation_pipeline": lambda item: (
