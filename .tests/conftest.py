@@ -29,6 +29,9 @@ SERIAL_GROUPS = {
     ),
     "k8s": lambda item: item.path.name.startswith("test_k8s_") and "integration" in item.path.parts[-2],
 }
+# Modules outside the evaluation group that read the shared tiny pipeline: they run last in their group, by when
+# the other worker has built it (a module that asks first builds it, and the group's other tests wait behind it).
+READ_THE_SHARED_PIPELINE_LATE = {"test_slurm_pipeline.py"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the markers into group names
@@ -39,6 +42,8 @@ def pytest_collection_modifyitems(config, items):
             (name for name, belongs in SERIAL_GROUPS.items() if belongs(item)), item.nodeid.split("::")[0]
         )
         item.add_marker(pytest.mark.xdist_group(group))
+    # A stable sort: xdist's workers run a group's tests in collection order.
+    items.sort(key=lambda item: item.path.name in READ_THE_SHARED_PIPELINE_LATE)
 
 
 @pytest.fixture(scope="session")
