@@ -37,7 +37,8 @@ from testkit import REPO, venv_bin
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 WORKFLOW = REPO / "workflow" / "Snakefile"
-CONFIG = LOCAL / "pipeline.yaml"  # layered over SHARED_CONFIG: its dataset, preprocess and kd_gat settings, seed
+# Layered over SHARED_CONFIG, whose dataset, preprocess and kd_gat settings and seed it takes.
+CONFIG = LOCAL / "pipeline.yaml"
 CONFIGS = ("--configfile", str(SHARED_CONFIG), str(CONFIG))
 TRAINED_HERE = "tiny_cantt"
 DATASETS = (TRAINED_HERE, SHARED_DATASET)
