@@ -6,7 +6,7 @@ dataset under sbatch beside one it trains there. Each wraps :func:`shared_run` i
 happens once per pytest session: within a process a module-level cache holds it; across pytest-xdist workers the
 first worker to ask builds it while holding a file lock in the session's temporary root, and writes where it lies
 (or why it failed) next to the lock, so that the others read it instead of training again (testkit.once_per_session).
-Nobody writes into the run: a test that changes artifacts works on a copy.
+A test that changes artifacts must work on a copy, as the group-job and sweep tests do: the others read them.
 """
 
 from __future__ import annotations
