@@ -10,8 +10,10 @@ from servicekit import services
 from testkit import REPO
 
 # Under `pytest -n N --dist loadgroup` (make test) the tests of one group run on one worker, one after another:
-# SLURM tests size jobs against the one node and check its queue; modules that share a session-scoped trained
-# pipeline (evaluation/pipeline_run.py, the k8s harness) would otherwise train it once per worker.
+# SLURM tests size jobs against the one node and check its queue; the k8s tests share session fixtures (Azurite,
+# the TLS Dask cluster of profiles/k8s/dask). The modules reading the shared tiny pipeline (evaluation/
+# pipeline_run.py, built once per session under a file lock) run together, so that one worker builds it while
+# the other goes on; test_slurm_pipeline.py reads it too, from the SLURM worker, by when it is usually built.
 SERIAL_GROUPS = {
     "slurm": lambda item: item.get_closest_marker("slurm") is not None,
     "evaluation_pipeline": lambda item: (
@@ -27,6 +29,9 @@ SERIAL_GROUPS = {
     ),
     "k8s": lambda item: item.path.name.startswith("test_k8s_") and "integration" in item.path.parts[-2],
 }
+# Modules outside the evaluation group that read the shared tiny pipeline: they run last in their group, by when
+# the other worker has built it (a module that asks first builds it, and the group's other tests wait behind it).
+READ_THE_SHARED_PIPELINE_LATE = {"test_slurm_pipeline.py"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the markers into group names
@@ -37,6 +42,8 @@ def pytest_collection_modifyitems(config, items):
             (name for name, belongs in SERIAL_GROUPS.items() if belongs(item)), item.nodeid.split("::")[0]
         )
         item.add_marker(pytest.mark.xdist_group(group))
+    # A stable sort: xdist's workers run a group's tests in collection order.
+    items.sort(key=lambda item: item.path.name in READ_THE_SHARED_PIPELINE_LATE)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,39 @@ def run_snakemake(
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-8000:]}")
     return proc
+
+
+def once_per_session(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(<a new temporary folder>)`` once per pytest session, its result shared by every module that asks.
+
+    Under pytest-xdist the first worker to ask builds while the others wait on a file lock, then read where the
+    result lies (pytest-xdist's recipe for a once-per-session fixture). In a single process the caller's own cache
+    must keep the result: the notes would land beside earlier sessions' folders there.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    # Each worker's basetemp is <session root>/popen-gwN: the session root belongs to this session alone.
+    return once_across_workers(
+        tmp_path_factory.getbasetemp().parent, name, lambda: tmp_path_factory.mktemp(name), build
+    )
+
+
+def once_across_workers(
+    root: Path, name: str, new_folder: Callable[[], Path], build: Callable[[Path], Path]
+) -> Path:
+    """The lock-and-notes protocol of :func:`once_per_session` in the folder ``root`` shared by the workers."""
+    from filelock import FileLock
+
+    done, failed = root / f"{name}.path", root / f"{name}.failed"
+    with FileLock(root / f"{name}.lock"):
+        if done.is_file():
+            return Path(done.read_text())
+        if failed.is_file():  # not twice: the same build would fail the same way, minutes later
+            pytest.fail(f"{name}: building it failed in another worker:\n{failed.read_text()}")
+        try:
+            result = build(new_folder())
+        except BaseException as error:
+            failed.write_text(f"{type(error).__name__}: {str(error)[-8000:]}")
+            raise
+        done.write_text(str(result))
+        return result

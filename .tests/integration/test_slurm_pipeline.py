@@ -1,17 +1,25 @@
 """The whole workflow (preprocess → kd_gat → evaluation, and calibration) through sbatch with profiles/slurm on the
 real local SLURM, checked in sacct; then a training job cancelled with scancel mid-run and resumed.
 
-One pipeline run (tiny config: two synthetic datasets, a few epochs) is shared by the assertions.
+One pipeline run (tiny config: two synthetic datasets, a few epochs) is shared by the assertions. Only what these
+tests check must go through sbatch: every training rule, a preprocess, the synthetic_can and evaluation group jobs,
+the calibration. So one dataset (tiny_cantt) is generated, preprocessed and trained there, and the other is the
+shared tiny pipeline's (evaluation/pipeline_run.py, trained once per session for the evaluation, report, notebook,
+CLI and tracking tests): its graphs and models are copied in and only its evaluation group job runs on SLURM.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from evaluation.pipeline_run import CONFIG as SHARED_CONFIG
+from evaluation.pipeline_run import DATASET as SHARED_DATASET
+from evaluation.pipeline_run import SEED, shared_run
 from slurm.slurmkit import (
     ACCOUNT,
     LOCAL,
@@ -29,10 +37,14 @@ from testkit import REPO, venv_bin
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 WORKFLOW = REPO / "workflow" / "Snakefile"
+# Layered over SHARED_CONFIG, whose dataset, preprocess and kd_gat settings and seed it takes.
 CONFIG = LOCAL / "pipeline.yaml"
-DATASETS = ("tiny_hcrl", "tiny_cantt")
+CONFIGS = ("--configfile", str(SHARED_CONFIG), str(CONFIG))
+TRAINED_HERE = "tiny_cantt"
+DATASETS = (TRAINED_HERE, SHARED_DATASET)
+# What the shared run made for its dataset: the synthetic logs, the graphs, the trained models.
+SHARED_FOLDERS = ("resources/preprocess", "results/preprocess", "results/kd_gat")
 VARIANTS = ("teacher", "student_kd", "student")
-SEED = 3  # pipeline.yaml's one kd_gat seed
 STAGES = ("vgae", "gat", "dqn")
 GPU_RULES = {f"kd_gat_train_{stage}_{variant}" for stage in STAGES for variant in VARIANTS}
 
@@ -48,8 +60,12 @@ class PipelineRun:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> PipelineRun:
     require_slurm()
+    trained = shared_run(tmp_path_factory)
     workdir = tmp_path_factory.mktemp("slurm_pipeline")
-    run = run_on_slurm(workdir, WORKFLOW, "--configfile", str(CONFIG), timeout=1500)
+    # copytree keeps the files' times, so Snakemake sees these outputs as up to date with their inputs.
+    for folder in SHARED_FOLDERS:
+        shutil.copytree(trained / folder / SHARED_DATASET, workdir / folder / SHARED_DATASET)
+    run = run_on_slurm(workdir, WORKFLOW, *CONFIGS, timeout=1500)
     return PipelineRun(workdir, run.stdout)
 
 
@@ -67,6 +83,11 @@ def test_whole_pipeline_completes_through_sbatch(pipeline):
     completed = {rule_of(row) for row in pipeline.rows if row["State"] == "COMPLETED"}
     assert GPU_RULES <= completed
     assert {"preprocess_build_graphs", "calibration_simulate", "calibration_calibrate"} <= completed
+    # The shared dataset's graphs and models were used as they were: SLURM only evaluated them.
+    made_here = [row["Comment"] for row in pipeline.rows if not rule_of(row).startswith("evaluation_")]
+    assert not [comment for comment in made_here if SHARED_DATASET in comment], made_here
+    trained_here = {rule_of(row) for row in pipeline.rows if TRAINED_HERE in row["Comment"]}
+    assert GPU_RULES | {"preprocess_build_graphs"} <= trained_here, trained_here
 
 
 def test_gpu_rules_get_a_gpu_partition_and_a_gpu_and_cpu_rules_do_not(pipeline):
@@ -180,7 +201,7 @@ def test_scancelled_training_job_is_detected_and_resumes_from_its_checkpoint(pip
         run = subprocess.Popen(
             [
                 venv_bin("snakemake"),
-                *snakemake_args(workdir, WORKFLOW, "--configfile", str(CONFIG), str(longer)),
+                *snakemake_args(workdir, WORKFLOW, *CONFIGS, str(longer)),
                 "--forcerun",
                 "kd_gat_train_vgae_teacher",
                 "--",
