@@ -18,6 +18,7 @@ from kdgat.model_store import load_model, save_model
 from kdgat.models import LEARNT, NUM_ACTIONS, QNetwork, fuse
 from kdgat.models.dqn import STATE_DIM
 from kdgat.training import dqn as dqn_training
+from kdgat.training import fusion_policy
 from kdgat.training.settings import StageSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -177,10 +178,10 @@ def test_the_better_input_is_chosen_on_fit_and_stop_graphs_the_learnt_policy_on_
     stop = scripted_inputs(40, vgae_right=8, gat_right=7, agent_right=agent_right_on_stop)
     stage = dqn_training.DQNStage(ScriptedAgent(), fit, stop, settings(0), torch.device("cpu"))
     every_graph = {key: torch.cat([fit[key], stop[key]]) for key in fit}
-    learnt_on_every_graph = dqn_training.balanced_mean(
+    learnt_on_every_graph = fusion_policy.balanced_mean(
         stage.policy(every_graph)["reward"], every_graph["label"]
     )
-    chosen = dqn_training.fall_back_unless_better(stage)
+    chosen = fusion_policy.fall_back_unless_better(stage)
     # Judged on fit graphs too, the learnt policy would beat the better input even where it fails every stop graph.
     assert learnt_on_every_graph > chosen["fit_stop_reward_fixed_alpha_1"]
     assert chosen["val_reward_fixed_alpha_0"] > chosen["val_reward_fixed_alpha_1"]  # stop alone: the VGAE

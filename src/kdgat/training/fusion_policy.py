@@ -1,0 +1,83 @@
+"""Which policy the trained fusion agent keeps, and what it learned: the learnt policy against the two policies
+that copy one input (α = 0: the VGAE's decision, α = 1: the GAT's), judged on graphs no base model trained on
+(:func:`fall_back_unless_better`), and a report of the policy on the stop graphs (:func:`policy_report`). Used by
+:mod:`kdgat.training.dqn` after training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from kdgat.chain import DECISION_THRESHOLD
+from kdgat.models import LEARNT, NUM_ACTIONS, fuse
+from kdgat.training.stage import validation_metrics
+
+
+def balanced_mean(values: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean of `values` over each class, averaged over the classes present (the episodes are balanced too)."""
+    means = [values[labels == c].float().mean() for c in (0, 1) if bool((labels == c).any())]
+    return float(torch.stack(means).mean())
+
+
+# The two policies that copy one input (α = 0: the VGAE's decision, α = 1: the GAT's), in the order a tie is broken.
+INPUT_POLICIES = {"fixed_alpha_1": NUM_ACTIONS - 1, "fixed_alpha_0": 0}
+
+
+def fall_back_unless_better(stage) -> dict:
+    """Choose the policy of ``stage`` (a trained kdgat.training.dqn.DQNStage; not imported here, which would be a
+    cycle) on graphs no base model trained on, in two steps, so that nothing is judged on the
+    graphs it learnt from:
+
+    1. the better input (α = 1 or α = 0, no learning involved) by class-balanced reward on every fit and stop
+       graph (a tie goes to the GAT): the stop graphs alone (~40 on the demo) are too few to tell the inputs apart;
+    2. the learnt policy is kept only if its class-balanced reward on the stop graphs (the early-stopping
+       criterion; it learnt from the fit graphs) is above that input's on the same stop graphs; otherwise the
+       agent's fallback action is set to that input's α for every graph.
+
+    metrics.json says which policy was kept (``policy``), the stop rewards it was judged on (``val_reward_*``, on
+    ``stop_graphs`` graphs) and the inputs' rewards on fit + stop (``fit_stop_reward_*``, ``fit_stop_graphs``)."""
+    fit, stop = stage.train_inputs, stage.val_inputs
+    both = {key: torch.cat([fit[key], stop[key]]) for key in ("anomaly", "p_attack", "label")}
+
+    def input_reward(name: str, inputs: dict) -> float:
+        actions = torch.full_like(inputs["label"], INPUT_POLICIES[name])
+        return balanced_mean(stage.reward(actions, inputs), inputs["label"])
+
+    fit_stop = {name: input_reward(name, both) for name in INPUT_POLICIES}
+    best_input = max(INPUT_POLICIES, key=lambda name: fit_stop[name])  # first maximum: the GAT on a tie
+    stage.model.fallback_action.fill_(LEARNT)
+    on_stop = {"learnt": balanced_mean(stage.policy(stop)["reward"], stop["label"])}
+    on_stop |= {name: input_reward(name, stop) for name in INPUT_POLICIES}
+    kept = "learnt" if on_stop["learnt"] > on_stop[best_input] else best_input
+    if kept != "learnt":
+        stage.model.fallback_action.fill_(INPUT_POLICIES[kept])
+    return (
+        {"policy": kept, "better_input": best_input}
+        | {f"val_reward_{name}": value for name, value in on_stop.items()}
+        | {f"fit_stop_reward_{name}": value for name, value in fit_stop.items()}
+        | {"fit_stop_graphs": len(both["label"])}
+    )
+
+
+def policy_report(alpha, prediction, inputs: dict, vgae_threshold: float = DECISION_THRESHOLD) -> dict:
+    """What the policy learned, on the stop graphs: α histogram, agreement with each base model's own decision
+    and the F1 of fixed α (0: VGAE alone, 0.5, 1: GAT alone) through the same fused-score rule."""
+    labels = inputs["label"].cpu().numpy()
+    prediction = prediction.cpu().numpy()
+    gat_pred = (inputs["p_attack"] > DECISION_THRESHOLD).long().cpu().numpy()
+    vgae_pred = (inputs["anomaly"] > vgae_threshold).long().cpu().numpy()
+    report = {
+        "val_alpha_mean": float(alpha.mean()),
+        "alpha_histogram": np.bincount(
+            (alpha.cpu().numpy() * (NUM_ACTIONS - 1)).round().astype(int), minlength=NUM_ACTIONS
+        ).tolist(),
+        "val_agrees_with_gat": float((prediction == gat_pred).mean()),
+        "val_agrees_with_vgae": float((prediction == vgae_pred).mean()),
+        "val_gat_f1": validation_metrics(labels, gat_pred)["val_f1"],
+        "val_vgae_f1": validation_metrics(labels, vgae_pred)["val_f1"],
+    }
+    for action, name in ((0, "0"), (NUM_ACTIONS // 2, "0.5"), (NUM_ACTIONS - 1, "1")):
+        actions = torch.full_like(inputs["label"], action)
+        _, _, fixed = fuse(actions, inputs["anomaly"], inputs["p_attack"])
+        report[f"val_f1_alpha_{name}"] = validation_metrics(labels, fixed.cpu().numpy())["val_f1"]
+    return report
