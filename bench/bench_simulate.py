@@ -11,7 +11,7 @@ every baseline is measured in the same run:
    design's budget of 5 s, and beside the floor of any Dask run doing the same: connect (or start the same
    LocalCluster), submit the 4 simulations as one task, gather, write the Parquet file.
 2. Throughput on one LocalCluster of 2 worker processes, for a cheap model (simcal.models.toy:noisy_linear, ~10 us)
-   and a realistic one (bench/realistic_model.py: five regional SIR epidemics, a year of daily counts, ~10 ms),
+   and a realistic one (bench/realistic_model.py: ten regional SIR epidemics, a year of daily counts, ~10 ms),
    against (a) ``client.map`` with one Dask task per simulation (for the cheap model on ``--one-task-sims`` of the
    ``--cheap-sims``: it pays ~1-2 ms of scheduling per task) and (b) hand-batched ``client.map`` (two chunks per
    worker thread, no probe, no resumable parts, no progress: the floor). Best of ``--repeats``, taking turns.
