@@ -31,7 +31,9 @@ SERIAL_GROUPS = {
 }
 # Modules outside the evaluation group that read the shared tiny pipeline: they run last in their group, by when
 # the other worker has built it (a module that asks first builds it, and the group's other tests wait behind it).
-READ_THE_SHARED_PIPELINE_LATE = {"test_slurm_pipeline.py"}
+# test_kdgat_cli_pipeline.py's srun test is marked slurm too: the single node's SLURM tests must not overlap (an
+# interactive allocation held during another test's scancel or time-limit retry made both time out in a trial).
+READ_THE_SHARED_PIPELINE_LATE = {"test_slurm_pipeline.py", "test_kdgat_cli_pipeline.py"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the markers into group names
