@@ -405,7 +405,7 @@ def local_search(rounds: _Rounds, bounds: list[Bound], trials: list[pd.DataFrame
             log.warning("local search skipped: no refined parameter set has a finite loss")
             return
         units = np.column_stack([b.unit(refined[b.name].to_numpy()) for b in bounds])
-        region = region or TrustRegion.around(units[np.isfinite(losses)], losses[np.isfinite(losses)])
+        region = region or TrustRegion.around(units, losses)
         seen = set(refined["param_id"])
         proposals = []
         for point in region.propose(units, losses):

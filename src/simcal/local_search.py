@@ -3,8 +3,8 @@ parameter sets simulated with the refine step's replicates, inside a trust regio
 bounds mapped to the unit interval, so that parameters of different units weigh alike).
 
 Why. The design and the sampler explore with few replicates per parameter set, whose loss has its own Monte Carlo
-error: its minimum is not where the minimum of the many-replicate loss lies (on the SIR demo, 4 replicates put
-gamma's best ~20% away from where 32 put it). The refine step's losses all use the same many replicates (with
+error: its minimum is not where the minimum of the many-replicate loss lies (on the SIR demo, a one-off
+measurement in bench/RESULTS.md put 4 replicates' best gamma ~20% away from 32 replicates'). The refine step's losses all use the same many replicates (with
 common random numbers the same seeds too), so there the loss is one nearly smooth function, and a local model of
 it can walk along a long, flat valley (the SIR's gamma at a fixed growth rate) that a few best points of the
 exploration do not reach.
@@ -74,7 +74,9 @@ class TrustRegion:
 
     @classmethod
     def around(cls, points: np.ndarray, losses: np.ndarray) -> TrustRegion:
-        """Start with the radius that spans the given points from the best of them."""
+        """Start with the radius that spans the given points (those with a finite loss) from the best of them."""
+        finite = np.isfinite(losses)
+        points, losses = points[finite], losses[finite]
         best = points[int(np.argmin(losses))]
         spread = float(np.max(np.linalg.norm(points - best, axis=1))) if len(points) > 1 else MAX_RADIUS
         return cls(radius=float(np.clip(spread, 4 * MIN_RADIUS, MAX_RADIUS)), best_loss=float(np.min(losses)))

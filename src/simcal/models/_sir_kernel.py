@@ -9,7 +9,9 @@ import math
 import numba
 import numpy as np
 
-from simcal.models.sir import TAIL_COUNTS, TAIL_SDS
+from simcal.models.sir import TAIL_COUNTS, TAIL_SDS, _window
+
+window = numba.njit(cache=True, nogil=True)(_window)  # the numpy path's own window, compiled
 
 
 @numba.njit(cache=True, nogil=True)
@@ -19,11 +21,7 @@ def quantile(u, n, p, scratch):
         return 0
     if p >= 1.0:
         return n
-    mean = n * p
-    sd = math.sqrt(mean * (1.0 - p))
-    low = max(0, int(math.floor(mean - TAIL_SDS * sd)) - TAIL_COUNTS)
-    high = min(n, int(math.ceil(mean + TAIL_SDS * sd)) + TAIL_COUNTS)
-    mode = min(max(int(math.floor((n + 1) * p)), low), high)
+    low, mode, high = window(n, p)
     odds = p / (1.0 - p)
     weights = scratch[: high - low + 1]
     weights[mode - low] = 1.0
