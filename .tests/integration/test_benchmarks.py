@@ -70,7 +70,10 @@ def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
         *(f"calibrate_{p}_error_{kind}" for p in ("beta", "gamma") for kind in ("median", "worst")),
         *(f"calibrate_{p}_error_median_mean_field" for p in ("beta", "gamma")),
         "calibrate_simulations_worst",
+        "calibrate_runs_below_grid",
     }
+    # the grid's best is the minimum of the function it searched: no calibration ends below it
+    assert lines["calibrate_runs_below_grid"]["goal"] == "<=0"
     # 32 Sobol points and 1 round of 16, 4 replicates each, then the top 8 again with 32 replicates and one round
     # of local search (the quadratic's minimum and two sets per parameter) with 32
     assert float(lines["calibrate_simulations_worst"]["value"]) == 32 * 4 + 16 * 4 + 8 * (32 - 4) + 5 * 32
