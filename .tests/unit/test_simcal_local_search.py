@@ -9,7 +9,7 @@ import pytest
 from simcal.calibrate import CalibrationSettings
 from simcal.contract import ContractError
 from simcal.design import parse_bounds
-from simcal.local_search import TrustRegion, fit_quadratic
+from simcal.local_search import TrustRegion, fit_quadratic, floor_weights
 
 
 def test_the_fit_recovers_a_quadratics_gradient_and_hessian():
@@ -93,3 +93,62 @@ def test_the_unit_coordinates_invert_the_bounds():
 def test_the_local_search_settings_name_the_key(refine, message):
     with pytest.raises(ContractError, match=message):
         CalibrationSettings.from_config({"refine": refine})
+
+
+def test_the_weighted_fit_follows_the_floor_not_the_walls():
+    """Points far above the best (a valley's walls, where the loss is far from quadratic) barely move the weighted
+    fit: it recovers the floor's quadratic, where the unweighted fit does not."""
+    rng = np.random.default_rng(3)
+    centre = np.array([0.5, 0.5])
+    hessian = np.diag([2.0, 40.0])
+
+    def quadratic(points):
+        shifted = points - centre
+        return 0.5 * np.einsum("ni,ij,nj->n", shifted, hessian, shifted)
+
+    near = centre + rng.normal(0, 0.05, (10, 2))
+    walls = centre + np.array([[0.0, 0.4], [0.05, -0.4]])
+    points = np.vstack([near, walls])
+    losses = quadratic(points) + np.r_[np.zeros(10), 1e4, 1e4]  # the walls rise far faster than the quadratic
+    weights = floor_weights(losses)
+    assert weights[10:].max() < 1e-4 * weights[:10].min()
+    _, weighted = fit_quadratic(points, losses, centre, weights)
+    _, unweighted = fit_quadratic(points, losses, centre)
+    np.testing.assert_allclose(weighted, hessian, rtol=0.05, atol=0.5)
+    assert np.abs(unweighted - hessian).max() > 100
+
+
+def test_probes_along_the_valley_stay_on_its_floor():
+    """From a best point on the valley's wall (off the floor across it), the probes along the valley take the
+    model's step across and land lower than the best point; without that step they keep its offset."""
+    along = np.linspace(0.3, 0.4, 6)
+    floor = np.column_stack([along, 0.9 * along + 0.05])
+    # every point on a wall, none on the floor; the best is the one nearest the minimum, 0.01 up the wall
+    points = np.vstack([floor + [0.0, 0.01], floor + [0.0, 0.02], floor - [0.0, 0.02]])
+    losses = valley(points)
+    best = points[np.argmin(losses)]
+    np.testing.assert_allclose(best, [0.4, 0.9 * 0.4 + 0.05 + 0.01])
+    region = TrustRegion.around(points, losses)
+    proposals = region.propose(points, losses)
+    valley_probes = proposals[1:3]  # the first axis of the fit: the smallest curvature, along the floor
+    assert (valley(valley_probes) < valley(best)).all()
+    across = valley_probes[:, 1] - 0.9 * valley_probes[:, 0] - 0.05
+    assert np.abs(across).max() < 0.002, across
+
+
+def test_the_search_steps_to_the_floors_minimum_past_far_wall_points():
+    """The trust region's step uses the weighted fit: with two wall points far above a quadratic floor among the
+    points nearest the best, it still steps to the floor's minimum."""
+    rng = np.random.default_rng(4)
+    minimum, hessian = np.array([0.55, 0.5]), np.diag([2.0, 40.0])
+
+    def loss(points):
+        shifted = points - minimum
+        return 0.5 * np.einsum("ni,ij,nj->n", shifted, hessian, shifted)
+
+    near = np.array([0.5, 0.5]) + rng.normal(0, 0.02, (10, 2))
+    walls = np.array([[0.5, 0.62], [0.52, 0.38]])
+    points = np.vstack([near, walls])
+    losses = loss(points) + np.r_[np.zeros(10), 1e4, 1e4]
+    proposals = TrustRegion.around(points, losses).propose(points, losses)
+    np.testing.assert_allclose(proposals[0], minimum, atol=1e-3)

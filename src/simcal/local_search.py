@@ -10,10 +10,18 @@ it can walk along a long, flat valley (the SIR's gamma at a fixed growth rate) t
 exploration do not reach.
 
 Each round proposes 1 + 2d points (d parameters): the minimum of the fitted quadratic within the trust radius of
-the best point, and the best point plus and minus half the radius along each principal axis of the fit (along the
-unit axes before there are enough points for a fit). A round that finds a better point keeps the radius, one that
-does not halves it (doubling it after a long successful stride, the textbook rule, measured worse on the SIR
-benchmark: bench/RESULTS.md). Pure numpy; ``simcal.calibrate`` runs the rounds.
+the best point, and probes half the radius either side of it along each principal axis of the fit (along the unit
+axes before there are enough points for a fit). A round that finds a better point keeps the radius, one that does
+not halves it (doubling it after a long successful stride, the textbook rule, measured worse on the SIR benchmark:
+bench/RESULTS.md). Pure numpy; ``simcal.calibrate`` runs the rounds.
+
+Two details make it hold on a narrow valley (measured on the SIR benchmark, bench/RESULTS.md):
+
+- The fit weighs each point by how little its loss rises above the best (``floor_weights``). Across the valley
+  the loss rises by thousands where it rises by tenths along it; unweighted least squares fits those walls, and
+  the quadratic's idea of the floor's direction is then off by more than the floor is wide.
+- A probe along one axis also takes the model's own step to the minimum along the others (``probes``): the best
+  point so far is rarely on the floor's centre line, and a probe that keeps its offset lands on the wall.
 """
 
 from __future__ import annotations
@@ -37,19 +45,29 @@ def term_count(d: int) -> int:
     return 1 + d + d * (d + 1) // 2
 
 
+def floor_weights(losses: np.ndarray) -> np.ndarray:
+    """Least-squares weights 1 / (1 + rise / s)^2, where rise is each loss above the lowest and s the median of
+    the positive rises: points near the best weigh ~1, a wall point far above weighs ~(s / rise)^2."""
+    rise = losses - np.min(losses)
+    positive = rise[rise > 0]
+    scale = float(np.median(positive)) if len(positive) else 1.0
+    return 1.0 / (1.0 + rise / scale) ** 2
+
+
 def fit_quadratic(
-    points: np.ndarray, losses: np.ndarray, centre: np.ndarray
+    points: np.ndarray, losses: np.ndarray, centre: np.ndarray, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(gradient, Hessian) at ``centre`` of the least-squares quadratic through (points, losses), with a tiny ridge
-    so that points along a line still give a defined (if flat) fit across it."""
+    """(gradient, Hessian) at ``centre`` of the (weighted) least-squares quadratic through (points, losses), with
+    a tiny ridge so that points along a line still give a defined (if flat) fit across it."""
     shifted = points - centre
     design = quadratic_terms(shifted)
     scale = np.abs(design).max(axis=0)
     scale[scale == 0] = 1.0
-    design = design / scale
+    root = np.sqrt(np.ones(len(points)) if weights is None else weights)
+    design = design / scale * root[:, None]
     ridge = 1e-9 * np.eye(design.shape[1])
     ridge[0, 0] = 0.0
-    coefficients = np.linalg.solve(design.T @ design + ridge, design.T @ losses) / scale
+    coefficients = np.linalg.solve(design.T @ design + ridge, design.T @ (losses * root)) / scale
     d = points.shape[1]
     gradient = coefficients[1 : 1 + d]
     hessian = np.zeros((d, d))
@@ -92,22 +110,32 @@ class TrustRegion:
             self.radius = max(self.radius / 2, MIN_RADIUS)
         self.best_loss, self.rounds = min(best_loss, self.best_loss), self.rounds + 1
         d = points.shape[1]
-        axes = np.eye(d)
-        proposals = []
         nearest = np.argsort(np.linalg.norm(points - best, axis=1), kind="stable")[: 2 * term_count(d)]
-        if len(nearest) >= term_count(d) + 1:
-            gradient, hessian = fit_quadratic(points[nearest], losses[nearest], best)
-            eigenvalues, axes = np.linalg.eigh(hessian)
-            # a direction of zero or negative curvature gets a small positive one: the step then stops at the
-            # trust radius along the downhill slope instead of running off
-            floor = 1e-6 * max(float(np.max(np.abs(eigenvalues))), 1e-12)
-            curvature = np.maximum(eigenvalues, floor)
-            step = -axes @ ((axes.T @ gradient) / curvature)
-            length = float(np.linalg.norm(step))
-            if length > self.radius:
-                step *= self.radius / length
-            proposals.append(best + step)
-        for i in range(d):
-            for sign in (1.0, -1.0):
-                proposals.append(best + sign * self.radius / 2 * axes[:, i])
-        return np.clip(np.array(proposals), 0.0, 1.0)
+        if len(nearest) < term_count(d) + 1:  # too few points for a fit: probe along the unit axes
+            return np.clip(probes(best, np.eye(d), np.zeros(d), self.radius), 0.0, 1.0)
+        near_losses = losses[nearest]
+        gradient, hessian = fit_quadratic(points[nearest], near_losses, best, floor_weights(near_losses))
+        eigenvalues, axes = np.linalg.eigh(hessian)
+        # a direction of zero or negative curvature gets a small positive one: the step then stops at the trust
+        # radius along the downhill slope instead of running off
+        floor = 1e-6 * max(float(np.max(np.abs(eigenvalues))), 1e-12)
+        curved = eigenvalues > floor
+        # the model's minimum along each principal axis, within the radius
+        along = np.clip(-(axes.T @ gradient) / np.maximum(eigenvalues, floor), -self.radius, self.radius)
+        step = axes @ along
+        length = float(np.linalg.norm(step))
+        if length > self.radius:
+            step *= self.radius / length
+        around = probes(best, axes, np.where(curved, along, 0.0), self.radius)
+        return np.clip(np.vstack([best + step, around]), 0.0, 1.0)
+
+
+def probes(best: np.ndarray, axes: np.ndarray, along: np.ndarray, radius: float) -> np.ndarray:
+    """Two points per axis (the columns of ``axes``): half the radius either side of ``best`` along it, plus the
+    step ``along`` the other axes (the model's minimum along each; 0 where the fit has no curvature)."""
+    points = []
+    for i in range(axes.shape[1]):
+        others = axes @ np.where(np.arange(axes.shape[1]) == i, 0.0, along)
+        for sign in (1.0, -1.0):
+            points.append(best + others + sign * radius / 2 * axes[:, i])
+    return np.array(points)
