@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 from slurm.slurmkit import (
+    ACCOUNT,
     LOCAL,
     profile_env,
     require_slurm,
@@ -70,6 +71,41 @@ def test_ctrl_c_of_the_driver_cancels_its_running_jobs(slurm, tmp_path):
     wait_until(lambda: not job_states(job_ids), 30, f"jobs {job_ids} to leave the queue")
     assert all(row["State"].startswith("CANCELLED") for row in sacct(job_ids)), sacct(job_ids)
     assert not list(tmp_path.glob("slept_*.txt"))
+
+
+def test_cancel_reaches_the_jobs_the_executor_is_checking(slurm, monkeypatch):
+    """The profile's cancel (scripts/slurm_cancel.py) scancels every job named after the run, also when the
+    executor's active-job list is empty, as it is while Snakemake checks their status (a Ctrl-C in that window
+    left the jobs running: seen in a CI-like run), and then calls the plugin's own cancel."""
+    import importlib.util
+    import uuid
+
+    import snakemake_executor_plugin_slurm as plugin
+    from testkit import REPO
+
+    spec = importlib.util.spec_from_file_location("slurm_cancel", REPO / "scripts" / "slurm_cancel.py")
+    slurm_cancel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slurm_cancel)
+    original = []
+    monkeypatch.setattr(plugin.Executor, "cancel", lambda self: original.append(self.run_uuid))
+    slurm_cancel.install()
+    slurm_cancel.install()  # idempotent: one wrapper, not two
+
+    run_uuid = str(uuid.uuid4())
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--job-name", run_uuid, "-A", ACCOUNT, "-t", "5", "-o", "/dev/null", "--wrap",
+         "sleep 300"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    job_id = submitted.stdout.strip().split(";")[0]
+    try:
+        wait_until(lambda: bool(job_states([job_id])), 30, "the job in the queue")
+        executor = type("Executor", (), {"run_uuid": run_uuid, "active_jobs": []})()
+        plugin.Executor.cancel(executor)
+        wait_until(lambda: not job_states([job_id]), 30, f"job {job_id} to leave the queue")
+        assert original == [run_uuid]  # the plugin's own cancel still runs, once
+    finally:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
 
 
 def test_job_past_its_time_limit_is_retried_with_more_time_and_succeeds(slurm, tmp_path):
