@@ -312,26 +312,20 @@ def standardise_states(model: QNetwork, states: torch.Tensor) -> None:
     model.state_std.copy_(states.std(dim=0, unbiased=False).clamp_min(1e-6))
 
 
-def train(
+def fit_agent(
     train_inputs: dict,
     val_inputs: dict,
-    settings: StageSettings | Mapping,
+    settings: StageSettings,
+    device,
     checkpoint=None,
     teacher: QNetwork | None = None,
     teacher_inputs: dict | None = None,
     callbacks: Sequence = (),
-):
-    """Train the fusion agent on precomputed fusion inputs (kdgat.inference.fusion_inputs): ``train_inputs`` are
-    learnt from, ``val_inputs`` decide early stopping; with ``teacher`` (student_kd), ``teacher_inputs`` are the
-    teacher's own fusion inputs for the same graphs as ``train_inputs``."""
-    started = time.perf_counter()
-    settings = StageSettings.from_dict(settings)
-    if (teacher is None) != (teacher_inputs is None):
-        raise ValueError("DQN distillation needs both the teacher agent and its fusion inputs")
+) -> tuple[DQNStage, dict]:
+    """A fresh agent (seeded from ``settings``) trained on ``train_inputs`` and early-stopped on ``val_inputs``:
+    (the stage, holding the best weights, and the training loop's result)."""
     seed_everything(int(settings.seed))
-    device = resolve_device(settings)
-    model_config = dict(settings.model)
-    model = QNetwork(**model_config)
+    model = QNetwork(**dict(settings.model))
     standardise_states(model, train_inputs["state"])
     stage = DQNStage(
         model,
@@ -351,8 +345,99 @@ def train(
     fp_inputs = {
         k: float(v.double().sum()) for k, v in train_inputs.items()
     }  # resume only on the same inputs
-    result = fit(stage, loop, fingerprint({**settings.as_dict(), "inputs": fp_inputs}))
-    kept = fall_back_unless_better(stage)
+    return stage, fit(stage, loop, fingerprint({**settings.as_dict(), "inputs": fp_inputs}))
+
+
+def contiguous_folds(count: int, folds: int) -> torch.Tensor:
+    """Fold index of each of ``count`` graphs in file order: ``folds`` contiguous runs of (nearly) equal length.
+    Contiguous, as the early-stopping blocks are: neighbouring windows of a capture are near-duplicates."""
+    if count < 2 * folds:
+        raise ValueError(
+            f"kd_gat.dqn.keep_folds: {folds} folds need at least {2 * folds} graphs, got {count}"
+        )
+    return torch.arange(count) * folds // count
+
+
+def cross_fitted_rewards(
+    train_inputs: dict,
+    val_inputs: dict,
+    settings: StageSettings,
+    device,
+    teacher: QNetwork | None = None,
+    teacher_inputs: dict | None = None,
+) -> torch.Tensor:
+    """The reward of the learnt policy on every fit and stop graph (in that order), each from a copy of the agent
+    that did not see it: the graphs are cut into ``kd_gat.dqn.keep_folds`` contiguous folds, and for each fold a
+    copy is trained on the others (early-stopping on blocks of them, ``early_stop_share``) and acts greedily on it.
+    With a teacher, ``teacher_inputs`` covers the same fit and stop graphs."""
+    pooled = {
+        key: torch.cat([train_inputs[key], val_inputs[key]])
+        for key in ("state", "anomaly", "p_attack", "label")
+    }
+    fold_of = contiguous_folds(len(pooled["label"]), int(settings.dqn.keep_folds))
+    rewards = torch.empty(len(fold_of))
+    for fold in range(int(settings.dqn.keep_folds)):
+        held = fold_of == fold
+        rest = torch.nonzero(~held).view(-1)
+        stop = early_stop_rows(len(rest), float(settings.dqn.early_stop_share))
+        learn, watch = rest[~stop], rest[stop]
+        part = {key: value[learn] for key, value in pooled.items()}
+        stage, _ = fit_agent(
+            part,
+            {key: value[watch] for key, value in pooled.items()},
+            settings,
+            device,
+            teacher=teacher,
+            teacher_inputs=None
+            if teacher_inputs is None
+            else {k: v[learn] for k, v in teacher_inputs.items()},
+        )
+        judged = {key: value[held].to(device) for key, value in pooled.items()}
+        rewards[held] = stage.policy(judged)["reward"].cpu()
+    return rewards
+
+
+def train(
+    train_inputs: dict,
+    val_inputs: dict,
+    settings: StageSettings | Mapping,
+    checkpoint=None,
+    teacher: QNetwork | None = None,
+    teacher_inputs: dict | None = None,
+    callbacks: Sequence = (),
+    teacher_val_inputs: dict | None = None,
+):
+    """Train the fusion agent on precomputed fusion inputs (kdgat.inference.fusion_inputs): ``train_inputs`` are
+    learnt from, ``val_inputs`` decide early stopping; with ``teacher`` (student_kd), ``teacher_inputs`` are the
+    teacher's own fusion inputs for the same graphs as ``train_inputs`` (and ``teacher_val_inputs`` for those of
+    ``val_inputs``, needed when ``kd_gat.dqn.keep_folds`` > 0). Then the policy is chosen
+    (kdgat.training.fusion_policy.fall_back_unless_better): with ``keep_folds``, on rewards cross-fitted over the
+    fit and stop graphs (:func:`cross_fitted_rewards`)."""
+    started = time.perf_counter()
+    settings = StageSettings.from_dict(settings)
+    if (teacher is None) != (teacher_inputs is None):
+        raise ValueError("DQN distillation needs both the teacher agent and its fusion inputs")
+    folds = int(settings.dqn.keep_folds)
+    if teacher is not None and folds and teacher_val_inputs is None:
+        raise ValueError(
+            "cross-fitting a distilled agent (kd_gat.dqn.keep_folds) needs the teacher's stop inputs"
+        )
+    device = resolve_device(settings)
+    learnt_rewards = None
+    if folds:
+        teacher_pooled = None
+        if teacher is not None:
+            teacher_pooled = {
+                k: torch.cat([teacher_inputs[k], teacher_val_inputs[k]]) for k in teacher_inputs
+            }
+        learnt_rewards = cross_fitted_rewards(
+            train_inputs, val_inputs, settings, device, teacher, teacher_pooled
+        )
+    stage, result = fit_agent(
+        train_inputs, val_inputs, settings, device, checkpoint, teacher, teacher_inputs, callbacks
+    )
+    model = stage.model
+    kept = fall_back_unless_better(stage, learnt_rewards)
     out = stage.policy(stage.val_inputs)
     labels = stage.val_inputs["label"].cpu().numpy()
     metrics = base_metrics(settings, model, result, started, device)
@@ -363,17 +448,20 @@ def train(
         "stop_graphs": len(val_inputs["label"]),
     }
     metrics |= kept | policy_report(out["alpha"], out["prediction"], stage.val_inputs)
+    judged = (
+        f"out of {folds} folds of {kept['fit_stop_graphs']} fit + stop graphs: learnt "
+        f"{kept['cross_fit_reward_learnt']:.4f}"
+        if folds
+        else f"on {len(val_inputs['label'])} stop graphs: learnt {kept['val_reward_learnt']:.4f}, GAT "
+        f"{kept['val_reward_fixed_alpha_1']:.4f}, VGAE {kept['val_reward_fixed_alpha_0']:.4f}"
+    )
     log.info(
-        "dqn: balanced reward on %d fit + stop graphs: GAT alone %.4f, VGAE alone %.4f (better: %s); on %d stop "
-        "graphs: learnt %.4f, GAT %.4f, VGAE %.4f: policy %s",
+        "dqn: balanced reward on %d fit + stop graphs: GAT alone %.4f, VGAE alone %.4f (better: %s); %s: policy %s",
         kept["fit_stop_graphs"],
         kept["fit_stop_reward_fixed_alpha_1"],
         kept["fit_stop_reward_fixed_alpha_0"],
         kept["better_input"],
-        len(val_inputs["label"]),
-        kept["val_reward_learnt"],
-        kept["val_reward_fixed_alpha_1"],
-        kept["val_reward_fixed_alpha_0"],
+        judged,
         kept["policy"],
     )
     log.info(
@@ -384,7 +472,7 @@ def train(
         metrics["val_alpha_mean"],
         100 * metrics["val_agrees_with_gat"],
     )
-    return model.cpu(), result, metrics, model_config
+    return model.cpu(), result, metrics, dict(settings.model)
 
 
 _train = train  # run() has a keyword argument named `train` (the train.pt file)
@@ -432,10 +520,10 @@ def run(
             return split_inputs(fit_inputs, held)
 
         train_inputs, val_inputs = inputs_of(vgae_model, gat_model)
-        teacher, teacher_inputs = None, None
+        teacher, teacher_inputs, teacher_val_inputs = None, None, None
         if teacher_dqn:
             teacher = load_model(teacher_dqn)
-            teacher_inputs, _ = inputs_of(load_model(teacher_vgae), load_model(teacher_gat))
+            teacher_inputs, teacher_val_inputs = inputs_of(load_model(teacher_vgae), load_model(teacher_gat))
         model, result, metrics, model_config = _train(
             train_inputs,
             val_inputs,
@@ -444,6 +532,7 @@ def run(
             teacher,
             teacher_inputs,
             callbacks=(*callbacks, tracker),
+            teacher_val_inputs=teacher_val_inputs,
         )
         write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
         tracker.log_outputs(metrics, outputs)

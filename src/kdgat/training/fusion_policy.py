@@ -23,18 +23,24 @@ def balanced_mean(values: torch.Tensor, labels: torch.Tensor) -> float:
 INPUT_POLICIES = {"fixed_alpha_1": NUM_ACTIONS - 1, "fixed_alpha_0": 0}
 
 
-def fall_back_unless_better(stage) -> dict:
+def fall_back_unless_better(stage, cross_fitted: torch.Tensor | None = None) -> dict:
     """Choose the policy of ``stage`` (a trained kdgat.training.dqn.DQNStage; not imported here, which would be a
     cycle) on graphs no base model trained on, in two steps, so that nothing is judged on the
     graphs it learnt from:
 
     1. the better input (α = 1 or α = 0, no learning involved) by class-balanced reward on every fit and stop
        graph (a tie goes to the GAT): the stop graphs alone (~40 on the demo) are too few to tell the inputs apart;
-    2. the learnt policy is kept only if its class-balanced reward on the stop graphs (the early-stopping
-       criterion; it learnt from the fit graphs) is above that input's on the same stop graphs; otherwise the
+    2. the learnt policy is kept only if its class-balanced reward is above that input's, judged on graphs it did
+       not learn from: with ``cross_fitted`` (the learnt policy's reward on every fit and stop graph, each from a
+       copy of the agent trained without it: kdgat.training.dqn.cross_fitted_rewards) on all fit + stop graphs,
+       else on the stop graphs alone (the early-stopping criterion; it learnt from the fit graphs). Otherwise the
        agent's fallback action is set to that input's α for every graph.
 
-    metrics.json says which policy was kept (``policy``), the stop rewards it was judged on (``val_reward_*``, on
+    Why cross-fitted: on the demo the stop graphs are 41-49 windows, and a policy that beat the better input there
+    by chance was kept and then fell below it on test captures; out of fold, all 99-123 fit + stop windows judge.
+
+    metrics.json says which policy was kept (``policy``), how (``policy_judged_on``: ``cross_fit`` or ``stop``),
+    the learnt policy's cross-fitted reward (``cross_fit_reward_learnt``), the stop rewards (``val_reward_*``, on
     ``stop_graphs`` graphs) and the inputs' rewards on fit + stop (``fit_stop_reward_*``, ``fit_stop_graphs``)."""
     fit, stop = stage.train_inputs, stage.val_inputs
     both = {key: torch.cat([fit[key], stop[key]]) for key in ("anomaly", "p_attack", "label")}
@@ -48,11 +54,23 @@ def fall_back_unless_better(stage) -> dict:
     stage.model.fallback_action.fill_(LEARNT)
     on_stop = {"learnt": balanced_mean(stage.policy(stop)["reward"], stop["label"])}
     on_stop |= {name: input_reward(name, stop) for name in INPUT_POLICIES}
-    kept = "learnt" if on_stop["learnt"] > on_stop[best_input] else best_input
+    if cross_fitted is None:
+        judged, learnt, rival = "stop", on_stop["learnt"], on_stop[best_input]
+        extra = {}
+    else:
+        if len(cross_fitted) != len(both["label"]):
+            raise ValueError(
+                f"cross-fitted rewards cover {len(cross_fitted)} graphs, the fit + stop graphs are {len(both['label'])}"
+            )
+        learnt = balanced_mean(cross_fitted.to(both["label"].device), both["label"])
+        judged, rival = "cross_fit", fit_stop[best_input]
+        extra = {"cross_fit_reward_learnt": learnt}
+    kept = "learnt" if learnt > rival else best_input
     if kept != "learnt":
         stage.model.fallback_action.fill_(INPUT_POLICIES[kept])
     return (
-        {"policy": kept, "better_input": best_input}
+        {"policy": kept, "better_input": best_input, "policy_judged_on": judged}
+        | extra
         | {f"val_reward_{name}": value for name, value in on_stop.items()}
         | {f"fit_stop_reward_{name}": value for name, value in fit_stop.items()}
         | {"fit_stop_graphs": len(both["label"])}

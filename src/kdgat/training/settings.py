@@ -122,6 +122,9 @@ class DQNSettings:
     miss_cost: float = 1.0
     false_alarm_cost: float = 1.0
     early_stop_share: float = 0.25
+    # Folds of the fit + stop graphs on which copies of the agent are trained and judged out of fold to decide
+    # whether the learnt policy is kept (kdgat.training.fusion_policy); 0: judged on the stop graphs alone.
+    keep_folds: int = 5
     kd_weighting: str = "agreement"
     # Which preprocess split files the kd_gat module gives the stage (<split>.pt): it learns from `fit_split` and
     # early-stops on `stop_split` (empty: blocks held out of the fit split, early_stop_share of them).
@@ -137,6 +140,8 @@ class DQNSettings:
             raise SettingsError(
                 f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {self.early_stop_share}"
             )
+        if self.keep_folds < 0 or self.keep_folds == 1:
+            raise SettingsError(f"kd_gat.dqn.keep_folds must be 0 or at least 2, got {self.keep_folds}")
         if self.fit_split == "train" or self.stop_split == "train":
             raise SettingsError(
                 "kd_gat.dqn.fit_split/stop_split: not `train`, the graphs the VGAE and GAT trained on (on them the "
