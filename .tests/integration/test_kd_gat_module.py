@@ -118,9 +118,9 @@ THRESHOLD_DOES_NOT_CARRY = (
     "validation) does not carry to this test capture: F1 below flagging every window"
 )
 FUSION_CHOSEN_ON_VALIDATION = (
-    "one policy per agent for every test capture: the learnt one, kept where it beat the better input (chosen on "
-    "the 99-123 fusion + validation windows) on the 41-49 validation windows it was early-stopped on, else that "
-    "input; on this test capture it is below the better input"
+    "one policy per agent for every test capture, chosen on the 99-123 fusion + validation windows: the learnt one "
+    "where its cross-fitted reward beat every constant α there, else the best constant α; on this test capture "
+    "it is below the better input"
 )
 EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
     (
@@ -129,42 +129,27 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
         "rpm",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.681 < 0.762
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.733 < 0.762
     (
         "synth_cantt",
         "teacher",
         "dos_vehicle",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.811 < 0.897
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.825 < 0.897
     ("synth_cantt", "teacher", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.538 < 0.650
     ("synth_cantt", "teacher", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.297 < 0.394
     ("synth_cantt", "teacher", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.187 < 0.394
-    ("synth_cantt", "teacher", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.593 < 0.650
-    ("synth_cantt", "teacher", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.278 < 0.394
-    ("synth_cantt", "teacher", "masquerade", "fusion", "fusion_vs_inputs"): MASQUERADE,  # 0.278 < 0.292
+    ("synth_cantt", "teacher", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.641 < 0.650
+    ("synth_cantt", "teacher", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.320 < 0.394
     ("synth_cantt", "teacher", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.564 < 0.650
     ("synth_cantt", "teacher", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.246 < 0.262
     ("synth_cantt", "teacher", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.439 < 0.650
     ("synth_cantt", "teacher", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.056 < 0.262
-    ("synth_cantt", "teacher", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.572 < 0.650
-    ("synth_cantt", "teacher", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.193 < 0.262
-    ("synth_cantt", "teacher", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.193 < 0.241
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.560 < 0.650
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.188 < 0.262
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.188 < 0.241
     ("synth_cantt", "teacher", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.704 < 0.797
-    (
-        "synth_cantt",
-        "teacher",
-        "fuzzy_unseen",
-        "fusion",
-        "f1_above_chance",
-    ): RANDOM_IDS_UNSEEN,  # 0.718 < 0.797
-    (
-        "synth_cantt",
-        "teacher",
-        "fuzzy_unseen",
-        "fusion",
-        "fusion_vs_inputs",
-    ): RANDOM_IDS_UNSEEN,  # 0.718 < 0.890
     ("synth_cantt", "student_kd", "rpm", "vgae", "roc_auc"): RATE_KEPT_SPOOFING,  # 0.575 < 0.650
     (
         "synth_cantt",
@@ -172,7 +157,7 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
         "rpm",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.484 < 0.528
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.474 < 0.528
     (
         "synth_cantt",
         "student_kd",
@@ -191,16 +176,15 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
     ("synth_cantt", "student_kd", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.267 < 0.394
     ("synth_cantt", "student_kd", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.636 < 0.650
     ("synth_cantt", "student_kd", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.203 < 0.394
-    ("synth_cantt", "student_kd", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.560 < 0.650
-    ("synth_cantt", "student_kd", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.238 < 0.394
-    ("synth_cantt", "student_kd", "masquerade", "fusion", "fusion_vs_inputs"): MASQUERADE,  # 0.238 < 0.262
+    ("synth_cantt", "student_kd", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.612 < 0.650
+    ("synth_cantt", "student_kd", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.328 < 0.394
     ("synth_cantt", "student_kd", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.565 < 0.650
     ("synth_cantt", "student_kd", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.169 < 0.262
     ("synth_cantt", "student_kd", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.446 < 0.650
     ("synth_cantt", "student_kd", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.000 < 0.262
-    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.454 < 0.650
-    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.042 < 0.262
-    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.042 < 0.164
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.475 < 0.650
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.000 < 0.262
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.000 < 0.164
     (
         "synth_cantt",
         "student_kd",
@@ -223,14 +207,14 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
         "rpm",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.809 < 0.836
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.821 < 0.836
     (
         "synth_cantt",
         "student",
         "dos_vehicle",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.933 < 0.950
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.949 < 0.950
     (
         "synth_cantt",
         "student",
@@ -241,20 +225,20 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
     ("synth_cantt", "student", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.635 < 0.650
     ("synth_cantt", "student", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.254 < 0.394
     ("synth_cantt", "student", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.048 < 0.394
-    ("synth_cantt", "student", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.265 < 0.394
+    ("synth_cantt", "student", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.292 < 0.394
     ("synth_cantt", "student", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.351 < 0.650
     ("synth_cantt", "student", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.000 < 0.262
-    ("synth_cantt", "student", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.549 < 0.650
-    ("synth_cantt", "student", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.074 < 0.262
-    ("synth_cantt", "student", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.074 < 0.260
+    ("synth_cantt", "student", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.606 < 0.650
+    ("synth_cantt", "student", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.000 < 0.262
+    ("synth_cantt", "student", "replay_unseen", "fusion", "fusion_vs_inputs"): REPLAY,  # 0.000 < 0.260
     ("synth_cantt", "student", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.497 < 0.797
     (
-        "synth_cantt",
-        "student",
-        "fuzzy_unseen",
+        "synth_hcrl",
+        "student_kd",
+        "dos",
         "fusion",
         "fusion_vs_inputs",
-    ): RANDOM_IDS_UNSEEN,  # 0.826 < 0.829
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.988 < 0.989
     (
         "synth_hcrl",
         "student_kd",
@@ -267,17 +251,10 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
     (
         "synth_hcrl",
         "student_kd",
-        "rpm",
+        "dos_vehicle_unseen",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.821 < 0.845
-    (
-        "synth_hcrl",
-        "student",
-        "dos",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.985 < 0.986
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.984 < 0.986
     ("synth_hcrl", "student", "gear", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.634 < 0.800
     ("synth_hcrl", "student", "gear", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.594 < 0.800
     ("synth_hcrl", "student", "rpm", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.587 < 0.732

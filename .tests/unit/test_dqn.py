@@ -7,7 +7,8 @@ import torch
 
 from kdgat.distillation import q_value_kd_loss
 from kdgat.models import NUM_ACTIONS, QNetwork, alphas, fuse, fusion_reward
-from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, early_stop_rows, epsilon_at, kd_row_weights
+from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, epsilon_at, kd_row_weights
+from kdgat.training.held_out import early_stop_rows
 
 
 def test_actions_map_to_21_alphas():

@@ -18,7 +18,7 @@ from kdgat.model_store import load_model, save_model
 from kdgat.models import LEARNT, NUM_ACTIONS, QNetwork, fuse
 from kdgat.models.dqn import STATE_DIM
 from kdgat.training import dqn as dqn_training
-from kdgat.training import fusion_policy
+from kdgat.training import fusion_policy, held_out
 from kdgat.training.settings import StageSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -123,7 +123,7 @@ def one_informative_input(count: int, seed: int, informative: str) -> dict[str, 
 def test_an_agent_that_cannot_beat_an_input_falls_back_to_it(informative, alpha, tmp_path):
     train, stop = (one_informative_input(n, seed, informative) for n, seed in ((600, 0), (300, 1)))
     model, _, metrics, model_config = dqn_training.train(train, stop, settings(0, epochs=10))
-    assert metrics["policy"] == f"fixed_alpha_{alpha}"
+    assert metrics["policy"] == f"fixed_alpha_{alpha}" and metrics["policy_judged_on"] == "cross_fit"
     assert metrics["val_reward_learnt"] <= metrics[f"val_reward_fixed_alpha_{alpha}"]
     assert metrics["val_f1"] == pytest.approx(metrics[f"val_f1_alpha_{alpha}"])
     # From now on the agent's decision is the better input's on any graph, and model.pt carries the choice.
@@ -193,3 +193,84 @@ def test_the_better_input_is_chosen_on_fit_and_stop_graphs_the_learnt_policy_on_
     assert torch.equal(
         actions, stop["state"][:, 0].long() if kept == "learnt" else torch.full_like(actions, NUM_ACTIONS - 1)
     )
+
+
+def test_contiguous_folds_cover_every_graph_once_in_runs():
+    fold_of = held_out.contiguous_folds(123, 5)
+    assert fold_of.tolist() == sorted(fold_of.tolist())  # contiguous runs in file order
+    sizes = torch.bincount(fold_of).tolist()
+    assert len(sizes) == 5 and max(sizes) - min(sizes) <= 1 and sum(sizes) == 123
+    with pytest.raises(ValueError, match="keep_folds: 5 folds need at least 10 graphs, got 9"):
+        held_out.contiguous_folds(9, 5)
+
+
+def test_each_graph_is_judged_by_a_copy_that_never_saw_it():
+    trained_on, judged = [], []
+
+    def train_copy(learn, stop):
+        seen = set(learn.tolist()) | set(stop.tolist())
+        trained_on.append((set(learn.tolist()), set(stop.tolist())))
+
+        def judge(rows):
+            judged.append(set(rows.tolist()))
+            return torch.tensor([-1.0 if int(row) in seen else 1.0 for row in rows])  # -1: a leak
+
+        return judge
+
+    rewards = held_out.cross_fitted_rewards(400, 5, 0.25, train_copy)
+    assert rewards.shape == (400,) and bool((rewards == 1.0).all())
+    assert len(judged) == 5 and set().union(*judged) == set(range(400)) and sum(map(len, judged)) == 400
+    for (learn, stop), rows in zip(trained_on, judged, strict=True):
+        assert not learn & stop and learn | stop | rows == set(range(400))
+        assert 0.2 < len(stop) / (len(learn) + len(stop)) < 0.3  # early_stop_share of the training folds
+
+
+def test_the_keep_decision_is_cross_fitted_when_given(monkeypatch):
+    # The scripted agent is right on every stop graph: judged there alone it is kept. Its cross-fitted rewards
+    # (a copy trained without each graph) say otherwise, and then the better input replaces it.
+    fit = scripted_inputs(200, vgae_right=6, gat_right=9, agent_right=True)
+    stop = scripted_inputs(40, vgae_right=8, gat_right=7, agent_right=True)
+    wrong_everywhere = torch.full((240,), -1.0)
+    for cross_fitted, kept in (
+        (None, "learnt"),
+        (wrong_everywhere, "fixed_alpha_1"),
+        (-wrong_everywhere, "learnt"),
+    ):
+        stage = dqn_training.DQNStage(ScriptedAgent(), fit, stop, settings(0), torch.device("cpu"))
+        chosen = fusion_policy.fall_back_unless_better(stage, cross_fitted)
+        assert chosen["policy"] == kept
+        assert chosen["policy_judged_on"] == ("stop" if cross_fitted is None else "cross_fit")
+        if cross_fitted is not None:
+            assert chosen["cross_fit_reward_learnt"] == pytest.approx(float(cross_fitted[0]))
+    with pytest.raises(ValueError, match="cover 10 graphs, the fit \\+ stop graphs are 240"):
+        fusion_policy.fall_back_unless_better(stage, torch.ones(10))
+
+
+def two_noisy_views(count: int, seed: int) -> dict[str, torch.Tensor]:
+    """Both inputs see the label through independent noise of the same size: neither is better, and their mean
+    (a constant mid α) decides right more often than either alone."""
+    rng = np.random.default_rng(seed)
+    label = (rng.random(count) < 0.5).astype(np.int64)
+    views = [
+        np.clip(0.5 + np.where(label == 1, 0.1, -0.1) + rng.normal(0, 0.12, count), 0, 1) for _ in range(2)
+    ]
+    state = rng.normal(0, 1, (count, STATE_DIM))
+    state[:, 0] = rng.integers(0, NUM_ACTIONS, count)  # the scripted agent's action: noise
+    inputs = {"state": state, "anomaly": views[0], "p_attack": views[1]}
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in inputs.items()} | {
+        "label": torch.from_numpy(label)
+    }
+
+
+def test_a_constant_mid_alpha_that_beats_both_inputs_replaces_a_learnt_policy_that_does_not():
+    fit, stop = two_noisy_views(600, seed=0), two_noisy_views(200, seed=1)
+    stage = dqn_training.DQNStage(ScriptedAgent(), fit, stop, settings(0), torch.device("cpu"))
+    chosen = fusion_policy.fall_back_unless_better(stage)
+    assert chosen["best_fixed"] not in fusion_policy.INPUT_POLICIES
+    alpha = fusion_policy.FIXED_POLICIES[chosen["best_fixed"]] / (NUM_ACTIONS - 1)
+    assert 0.25 <= alpha <= 0.75, chosen
+    inputs_best = max(chosen["fit_stop_reward_fixed_alpha_0"], chosen["fit_stop_reward_fixed_alpha_1"])
+    assert chosen["fit_stop_reward_best_fixed"] > inputs_best + 0.05, chosen
+    assert chosen["policy"] == chosen["best_fixed"]  # the random scripted agent does not beat it
+    actions = stage.model.choose(stop["state"])
+    assert (actions == fusion_policy.FIXED_POLICIES[chosen["best_fixed"]]).all()

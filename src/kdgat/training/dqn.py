@@ -44,6 +44,7 @@ from kdgat.runtime import seed_everything
 from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import load_graph_file, load_num_ids
 from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
+from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit
 from kdgat.training.settings import StageSettings
 from kdgat.training.stage import (
@@ -56,6 +57,9 @@ from kdgat.training.stage import (
 )
 
 log = logging.getLogger("kdgat.training")
+
+# What kdgat.inference.fusion_inputs gives per graph.
+FUSION_KEYS = ("state", "anomaly", "p_attack", "label")
 
 # Graphs per forward pass when the fusion inputs are computed (inference only: no effect on the result).
 INFERENCE_BATCH_SIZE = 256
@@ -125,30 +129,6 @@ def double_dqn_targets(online, target, next_states, rewards, done, gamma: float)
 def epsilon_at(episode: int, episodes: int, start: float, end: float) -> float:
     progress = episode / (episodes - 1) if episodes > 1 else 1.0
     return start + (end - start) * min(progress, 1.0)
-
-
-# The fit file is cut into this many contiguous blocks of graphs; early_stop_share of them (evenly spaced) are
-# held out for early stopping. Blocks, not single graphs: neighbouring windows of a capture are near-duplicates.
-HOLDOUT_BLOCKS = 20
-
-
-def early_stop_rows(count: int, share: float) -> torch.Tensor:
-    """Boolean mask over `count` graphs in file order: True for the graphs of the early-stopping blocks."""
-    if not 0 < share < 1:
-        raise ValueError(f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {share}")
-    if count < 2:
-        raise ValueError(f"the DQN's fit graphs must hold at least 2 graphs to hold some out, got {count}")
-    blocks = min(HOLDOUT_BLOCKS, count)
-    block_of = torch.arange(count) * blocks // count
-    # Block b is held out when the running count floor((b + 1)·share) steps up at it: evenly spaced blocks.
-    held = torch.tensor([int((b + 1) * share) > int(b * share) for b in range(blocks)])
-    if not held.any():
-        held[-1] = True
-    return held[block_of]
-
-
-def split_inputs(inputs: dict, stop: torch.Tensor) -> tuple[dict, dict]:
-    return {k: v[~stop] for k, v in inputs.items()}, {k: v[stop] for k, v in inputs.items()}
 
 
 def kd_row_weights(teacher_q, teacher_inputs: dict, student_inputs: dict, rows, mode: str) -> torch.Tensor:
@@ -348,55 +328,6 @@ def fit_agent(
     return stage, fit(stage, loop, fingerprint({**settings.as_dict(), "inputs": fp_inputs}))
 
 
-def contiguous_folds(count: int, folds: int) -> torch.Tensor:
-    """Fold index of each of ``count`` graphs in file order: ``folds`` contiguous runs of (nearly) equal length.
-    Contiguous, as the early-stopping blocks are: neighbouring windows of a capture are near-duplicates."""
-    if count < 2 * folds:
-        raise ValueError(
-            f"kd_gat.dqn.keep_folds: {folds} folds need at least {2 * folds} graphs, got {count}"
-        )
-    return torch.arange(count) * folds // count
-
-
-def cross_fitted_rewards(
-    train_inputs: dict,
-    val_inputs: dict,
-    settings: StageSettings,
-    device,
-    teacher: QNetwork | None = None,
-    teacher_inputs: dict | None = None,
-) -> torch.Tensor:
-    """The reward of the learnt policy on every fit and stop graph (in that order), each from a copy of the agent
-    that did not see it: the graphs are cut into ``kd_gat.dqn.keep_folds`` contiguous folds, and for each fold a
-    copy is trained on the others (early-stopping on blocks of them, ``early_stop_share``) and acts greedily on it.
-    With a teacher, ``teacher_inputs`` covers the same fit and stop graphs."""
-    pooled = {
-        key: torch.cat([train_inputs[key], val_inputs[key]])
-        for key in ("state", "anomaly", "p_attack", "label")
-    }
-    fold_of = contiguous_folds(len(pooled["label"]), int(settings.dqn.keep_folds))
-    rewards = torch.empty(len(fold_of))
-    for fold in range(int(settings.dqn.keep_folds)):
-        held = fold_of == fold
-        rest = torch.nonzero(~held).view(-1)
-        stop = early_stop_rows(len(rest), float(settings.dqn.early_stop_share))
-        learn, watch = rest[~stop], rest[stop]
-        part = {key: value[learn] for key, value in pooled.items()}
-        stage, _ = fit_agent(
-            part,
-            {key: value[watch] for key, value in pooled.items()},
-            settings,
-            device,
-            teacher=teacher,
-            teacher_inputs=None
-            if teacher_inputs is None
-            else {k: v[learn] for k, v in teacher_inputs.items()},
-        )
-        judged = {key: value[held].to(device) for key, value in pooled.items()}
-        rewards[held] = stage.policy(judged)["reward"].cpu()
-    return rewards
-
-
 def train(
     train_inputs: dict,
     val_inputs: dict,
@@ -412,7 +343,8 @@ def train(
     teacher's own fusion inputs for the same graphs as ``train_inputs`` (and ``teacher_val_inputs`` for those of
     ``val_inputs``, needed when ``kd_gat.dqn.keep_folds`` > 0). Then the policy is chosen
     (kdgat.training.fusion_policy.fall_back_unless_better): with ``keep_folds``, on rewards cross-fitted over the
-    fit and stop graphs (:func:`cross_fitted_rewards`)."""
+    fit and stop graphs (kdgat.training.held_out.cross_fitted_rewards: each judged by a copy of the agent trained
+    without it, the same settings, early-stopping on blocks of its own training folds)."""
     started = time.perf_counter()
     settings = StageSettings.from_dict(settings)
     if (teacher is None) != (teacher_inputs is None):
@@ -423,19 +355,30 @@ def train(
             "cross-fitting a distilled agent (kd_gat.dqn.keep_folds) needs the teacher's stop inputs"
         )
     device = resolve_device(settings)
+    # The agent first (its checkpoint makes a killed job resume), then the copies (seconds; redone on resume).
+    stage, result = fit_agent(
+        train_inputs, val_inputs, settings, device, checkpoint, teacher, teacher_inputs, callbacks
+    )
     learnt_rewards = None
     if folds:
+        pooled = {key: torch.cat([train_inputs[key], val_inputs[key]]) for key in FUSION_KEYS}
+        pooled_here = {key: value.to(device) for key, value in pooled.items()}  # on the agent's device
         teacher_pooled = None
         if teacher is not None:
             teacher_pooled = {
                 k: torch.cat([teacher_inputs[k], teacher_val_inputs[k]]) for k in teacher_inputs
             }
+
+        def train_copy(learn: torch.Tensor, stop: torch.Tensor):
+            teacher_rows = None if teacher_pooled is None else take(teacher_pooled, learn)
+            copy, _ = fit_agent(
+                take(pooled, learn), take(pooled, stop), settings, device, None, teacher, teacher_rows
+            )
+            return lambda rows: copy.policy(take(pooled_here, rows.to(device)))["reward"]
+
         learnt_rewards = cross_fitted_rewards(
-            train_inputs, val_inputs, settings, device, teacher, teacher_pooled
+            len(pooled["label"]), folds, float(settings.dqn.early_stop_share), train_copy
         )
-    stage, result = fit_agent(
-        train_inputs, val_inputs, settings, device, checkpoint, teacher, teacher_inputs, callbacks
-    )
     model = stage.model
     kept = fall_back_unless_better(stage, learnt_rewards)
     out = stage.policy(stage.val_inputs)
@@ -452,15 +395,17 @@ def train(
         f"out of {folds} folds of {kept['fit_stop_graphs']} fit + stop graphs: learnt "
         f"{kept['cross_fit_reward_learnt']:.4f}"
         if folds
-        else f"on {len(val_inputs['label'])} stop graphs: learnt {kept['val_reward_learnt']:.4f}, GAT "
-        f"{kept['val_reward_fixed_alpha_1']:.4f}, VGAE {kept['val_reward_fixed_alpha_0']:.4f}"
+        else f"on {len(val_inputs['label'])} stop graphs: learnt {kept['val_reward_learnt']:.4f}, "
+        f"{kept['best_fixed']} {kept['val_reward_' + kept['best_fixed']]:.4f}"
     )
     log.info(
-        "dqn: balanced reward on %d fit + stop graphs: GAT alone %.4f, VGAE alone %.4f (better: %s); %s: policy %s",
+        "dqn: balanced reward on %d fit + stop graphs: GAT alone %.4f, VGAE alone %.4f, best constant %s %.4f; "
+        "%s: policy %s",
         kept["fit_stop_graphs"],
         kept["fit_stop_reward_fixed_alpha_1"],
         kept["fit_stop_reward_fixed_alpha_0"],
-        kept["better_input"],
+        kept["best_fixed"],
+        kept["fit_stop_reward_best_fixed"],
         judged,
         kept["policy"],
     )
