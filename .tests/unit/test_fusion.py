@@ -59,7 +59,7 @@ def beats_both_inputs(inputs: dict, actions: torch.Tensor) -> tuple[bool, dict]:
     return scores["fusion"] >= max(scores["vgae"], scores["gat"]) + MARGIN, scores
 
 
-def settings(seed: int, epochs: int = 60) -> StageSettings:
+def settings(seed: int, epochs: int = 60, variant: str = "teacher") -> StageSettings:
     config = {
         "teacher_preset": "demo_teacher",
         "seed": seed,
@@ -67,7 +67,7 @@ def settings(seed: int, epochs: int = 60) -> StageSettings:
         "training": {"dqn": {"epochs": epochs, "lr": 0.003, "patience": epochs, "weight_decay": 0.0}},
         "dqn": {"steps_per_episode": 256, "updates_per_episode": 8, "batch_size": 64, "buffer_size": 5000},
     }
-    return StageSettings.from_config(config, "dqn", "teacher")
+    return StageSettings.from_config(config, "dqn", variant)
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +274,16 @@ def test_a_constant_mid_alpha_that_beats_both_inputs_replaces_a_learnt_policy_th
     assert chosen["policy"] == chosen["best_fixed"]  # the random scripted agent does not beat it
     actions = stage.model.choose(stop["state"])
     assert (actions == fusion_policy.FIXED_POLICIES[chosen["best_fixed"]]).all()
+
+
+def test_a_distilled_agent_is_cross_fitted_with_the_teachers_rows_of_the_same_graphs():
+    fit, stop = fusion_inputs(200, seed=0), fusion_inputs(100, seed=1)
+    teacher = QNetwork().eval()
+    with pytest.raises(ValueError, match="needs the teacher's stop inputs"):
+        dqn_training.train(fit, stop, settings(0, epochs=2), teacher=teacher, teacher_inputs=fit)
+    distilled = settings(0, epochs=2, variant="student_kd")
+    *_, metrics, _ = dqn_training.train(
+        fit, stop, distilled, teacher=teacher, teacher_inputs=fit, teacher_val_inputs=stop
+    )
+    assert metrics["policy_judged_on"] == "cross_fit" and metrics["fit_stop_graphs"] == 300
+    assert -1.0 <= metrics["cross_fit_reward_learnt"] <= 1.0
