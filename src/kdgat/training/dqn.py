@@ -44,7 +44,7 @@ from kdgat.runtime import seed_everything
 from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import load_graph_file, load_num_ids
 from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
-from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, split_inputs, take
+from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit
 from kdgat.training.settings import StageSettings
 from kdgat.training.stage import (
@@ -57,9 +57,6 @@ from kdgat.training.stage import (
 )
 
 log = logging.getLogger("kdgat.training")
-
-# What kdgat.inference.fusion_inputs gives per graph.
-FUSION_KEYS = ("state", "anomaly", "p_attack", "label")
 
 # Graphs per forward pass when the fusion inputs are computed (inference only: no effect on the result).
 INFERENCE_BATCH_SIZE = 256
@@ -361,20 +358,15 @@ def train(
     )
     learnt_rewards = None
     if folds:
-        pooled = {key: torch.cat([train_inputs[key], val_inputs[key]]) for key in FUSION_KEYS}
-        pooled_here = {key: value.to(device) for key, value in pooled.items()}  # on the agent's device
-        teacher_pooled = None
-        if teacher is not None:
-            teacher_pooled = {
-                k: torch.cat([teacher_inputs[k], teacher_val_inputs[k]]) for k in teacher_inputs
-            }
+        pooled = joined(stage.train_inputs, stage.val_inputs)  # on the agent's device
+        teacher_pooled = None if teacher is None else joined(teacher_inputs, teacher_val_inputs)
 
         def train_copy(learn: torch.Tensor, stop: torch.Tensor):
             teacher_rows = None if teacher_pooled is None else take(teacher_pooled, learn)
             copy, _ = fit_agent(
                 take(pooled, learn), take(pooled, stop), settings, device, None, teacher, teacher_rows
             )
-            return lambda rows: copy.policy(take(pooled_here, rows.to(device)))["reward"]
+            return lambda rows: copy.policy(take(pooled, rows.to(device)))["reward"]
 
         learnt_rewards = cross_fitted_rewards(
             len(pooled["label"]), folds, float(settings.dqn.early_stop_share), train_copy

@@ -10,6 +10,7 @@ import torch
 
 from kdgat.chain import DECISION_THRESHOLD
 from kdgat.models import LEARNT, NUM_ACTIONS, fuse
+from kdgat.training.held_out import joined
 from kdgat.training.stage import validation_metrics
 
 
@@ -42,7 +43,7 @@ def fall_back_unless_better(stage, cross_fitted: torch.Tensor | None = None) -> 
        tell them apart;
     2. the learnt policy is kept only if its class-balanced reward is above that constant's, judged on graphs it
        did not learn from: with ``cross_fitted`` (the learnt policy's reward on every fit and stop graph, each
-       from a copy of the agent trained without it: kdgat.training.dqn.cross_fitted_rewards) on all fit + stop
+       from a copy of the agent trained without it: kdgat.training.held_out.cross_fitted_rewards) on all fit + stop
        graphs, else on the stop graphs alone (the early-stopping criterion; it learnt from the fit graphs).
        Otherwise the agent's fallback action is set to that constant α for every graph.
 
@@ -57,7 +58,7 @@ def fall_back_unless_better(stage, cross_fitted: torch.Tensor | None = None) -> 
     rewards (``val_reward_*``, on ``stop_graphs`` graphs) and the rewards on fit + stop (``fit_stop_reward_*``, on
     ``fit_stop_graphs`` graphs) of the inputs and of the best constant."""
     fit, stop = stage.train_inputs, stage.val_inputs
-    both = {key: torch.cat([fit[key], stop[key]]) for key in ("anomaly", "p_attack", "label")}
+    both = joined(fit, stop)
 
     def fixed_reward(name: str, inputs: dict) -> float:
         actions = torch.full_like(inputs["label"], FIXED_POLICIES[name])
@@ -66,9 +67,10 @@ def fall_back_unless_better(stage, cross_fitted: torch.Tensor | None = None) -> 
     fit_stop = {name: fixed_reward(name, both) for name in FIXED_POLICIES}
     best_fixed = max(FIXED_POLICIES, key=lambda name: fit_stop[name])  # the first maximum
     best_input = max(INPUT_POLICIES, key=lambda name: fit_stop[name])
+    reported = {**INPUT_POLICIES, best_fixed: None}  # the fixed policies whose rewards metrics.json records
     stage.model.fallback_action.fill_(LEARNT)
     on_stop = {"learnt": balanced_mean(stage.policy(stop)["reward"], stop["label"])}
-    on_stop |= {name: fixed_reward(name, stop) for name in {**INPUT_POLICIES, best_fixed: None}}
+    on_stop |= {name: fixed_reward(name, stop) for name in reported}
     extra = {}
     if cross_fitted is None:
         judged, learnt, rival = "stop", on_stop["learnt"], on_stop[best_fixed]
@@ -84,7 +86,6 @@ def fall_back_unless_better(stage, cross_fitted: torch.Tensor | None = None) -> 
     kept = "learnt" if learnt > rival else best_fixed
     if kept != "learnt":
         stage.model.fallback_action.fill_(FIXED_POLICIES[kept])
-    reported = {**INPUT_POLICIES, best_fixed: None}
     return (
         {"policy": kept, "policy_judged_on": judged, "best_fixed": best_fixed, "better_input": best_input}
         | extra

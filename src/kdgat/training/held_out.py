@@ -33,6 +33,12 @@ def split_inputs(inputs: dict, stop: torch.Tensor) -> tuple[dict, dict]:
     return take(inputs, ~stop), take(inputs, stop)
 
 
+def joined(fit: dict, stop: dict) -> dict:
+    """Every tensor of ``fit`` followed by the same key's of ``stop``: the row order of the fit + stop graphs in
+    which cross-fitted rewards are given (:func:`cross_fitted_rewards`, fusion_policy.fall_back_unless_better)."""
+    return {key: torch.cat([fit[key], stop[key]]) for key in fit}
+
+
 def take(inputs: dict, rows: torch.Tensor) -> dict:
     """The given rows (indices or a mask) of every tensor of ``inputs``."""
     return {key: value[rows] for key, value in inputs.items()}
