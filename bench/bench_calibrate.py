@@ -28,8 +28,9 @@ For every observed-data seed:
   which calibrations then found (NLL below the grid's). ``calibrate_runs_below_grid`` counts runs that end more
   than 0.05 NLL below the grid's best: a grid that is not the minimum of its own function is no baseline.
 - The calibration, for every sampler seed: 32 Sobol points, ``--rounds`` TPE rounds of 16 (10),
-  ``--replicates`` each, then the refine step: the top 8 again with 32 replicates, and ``--refine-rounds`` rounds
-  of local search at 32 replicates (simcal.local_search; 5 parameter sets a round). The few-replicate search only
+  ``--replicates`` each, then the refine step: the top 8 again with 32 replicates, ``--refine-rounds`` rounds (4)
+  of local search at 32 replicates (simcal.local_search; 5 parameter sets a round) and a floor scan of ``--scan``
+  parameter sets (10) at 32 replicates. The few-replicate search only
   has to find the valley: its own minimum lies elsewhere (the Monte Carlo error of 4 replicates), so the budget
   goes to the 32-replicate loss that defines the best fit. At most 2,000 simulations (counted in its simulations
   file).
@@ -90,7 +91,8 @@ TARGETS = [
     {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
 ]
 MIN_MEAN = 1e-3  # poisson_nll's floor of the expected count
-REFINE = {"top_k": 8, "replicates": 32}  # plus "rounds" of local search from --refine-rounds
+# plus "rounds" of local search and a floor "scan" (--refine-rounds, --scan)
+REFINE = {"top_k": 8, "replicates": 32}
 LOCAL_PROPOSALS = 1 + 2 * 2  # per local search round: the model's minimum and two points per parameter
 COARSE_REPLICATES = 8
 # After a window of step s in r, a gamma whose best is more than max(PRUNE_FLOOR, PRUNE_PER_STEP * s) above the best
@@ -273,7 +275,7 @@ def grid_search(observed_seed: int, master_seed: int, crn: bool, workdir: str, p
 
 def calibration(
     observed_seed: int, sampler_seed: int, sampler: str, rounds: int, replicates: int, refine_rounds: int,
-    master_seed: int, crn: bool, workdir: str,
+    master_seed: int, crn: bool, workdir: str, scan: int = 0,
 ) -> dict:  # fmt: skip
     out = Path(workdir) / f"calibration-{observed_seed}-{sampler}-{sampler_seed}-{time.perf_counter_ns()}"
     began = time.perf_counter()
@@ -284,7 +286,7 @@ def calibration(
         "rounds": rounds,
         "proposals_per_round": 16,
         "seed": sampler_seed,
-        "refine": {**REFINE, "rounds": refine_rounds},
+        "refine": {**REFINE, "rounds": refine_rounds, "scan": scan},
     }
     trials = calibrate(
         MODEL, observed_data(observed_seed), BOUNDS, TARGETS, out / "simulations.parquet", out / "trials.parquet",
@@ -320,7 +322,7 @@ def dense_minimum(observed: pd.DataFrame, beta: np.ndarray, gamma: np.ndarray) -
 
 
 def mean_field_check(
-    observed_seed: int, sampler_seed: int, rounds: int, refine_rounds: int, workdir: str
+    observed_seed: int, sampler_seed: int, rounds: int, refine_rounds: int, workdir: str, scan: int = 0
 ) -> dict:
     observed = observed_data(observed_seed)
     beta = np.linspace(BOUNDS["beta"]["low"], BOUNDS["beta"]["high"], 251)  # steps of 0.002 and 0.001
@@ -333,7 +335,7 @@ def mean_field_check(
     settings = {"initial_points": 32, "rounds": rounds, "proposals_per_round": 16, "seed": sampler_seed}
     # the same steps as the stochastic calibration; the refine step's second replicate changes nothing here (the
     # model is deterministic), its local search is the point
-    refine = {"top_k": REFINE["top_k"], "replicates": 2, "rounds": refine_rounds}
+    refine = {"top_k": REFINE["top_k"], "replicates": 2, "rounds": refine_rounds, "scan": scan}
     trials = calibrate(
         MEAN_FIELD, observed, BOUNDS, TARGETS, out / "simulations.parquet", out / "trials.parquet",
         {**settings, "refine": refine}, {"replicates": 1}, fixed_params=FIXED, client=_client,
@@ -364,7 +366,7 @@ def bench_line(name: str, value: float, baseline: float, unit: str, goal: str, d
 
 
 QUICK = {  # --quick: tiny sizes for the CI test that the benchmark runs and reports
-    "observed_seeds": [7], "sampler_seeds": [1], "rounds": 1, "refine_rounds": 1, "grid_points": 5,
+    "observed_seeds": [7], "sampler_seeds": [1], "rounds": 1, "refine_rounds": 1, "scan": 2, "grid_points": 5,
     "profile_points": 5,
     "window_points": 3,
     "floor_points": 3,
@@ -381,9 +383,10 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--refine-rounds",
         type=int,
-        default=6,
+        default=4,
         help=f"local search rounds of {LOCAL_PROPOSALS} sets after refine",
     )
+    parser.add_argument("--scan", type=int, default=10, help="sets of the floor scan after the local search")
     parser.add_argument("--replicates", type=int, default=4, help="replicates per proposal before refine")
     parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
     parser.add_argument(
@@ -404,11 +407,11 @@ def parse_arguments() -> argparse.Namespace:
         vars(args).update(QUICK)
     budget = 32 * args.replicates + args.rounds * 16 * args.replicates
     budget += REFINE["top_k"] * (REFINE["replicates"] - args.replicates)
-    budget += args.refine_rounds * LOCAL_PROPOSALS * REFINE["replicates"]
+    budget += (args.refine_rounds * LOCAL_PROPOSALS + args.scan) * REFINE["replicates"]
     if budget > BUDGET:
         parser.error(
-            f"--rounds {args.rounds} and --refine-rounds {args.refine_rounds} can use {budget} simulations, more "
-            f"than the budget of {BUDGET}"
+            f"--rounds {args.rounds}, --refine-rounds {args.refine_rounds} and --scan {args.scan} can use {budget} "
+            f"simulations, more than the budget of {BUDGET}"
         )
     args.budget = budget
     return args
@@ -457,10 +460,16 @@ def main() -> None:
                     args.simulation_seed,
                     crn,
                 )
-                runs.append(pool.submit(calibration, *arguments, workdir))
+                runs.append(pool.submit(calibration, *arguments, workdir, args.scan))
             checks.append(
                 pool.submit(
-                    mean_field_check, seed, args.sampler_seeds[0], args.rounds, args.refine_rounds, workdir
+                    mean_field_check,
+                    seed,
+                    args.sampler_seeds[0],
+                    args.rounds,
+                    args.refine_rounds,
+                    workdir,
+                    args.scan,
                 )
             )
         grids = {seed: future.result() for seed, future in grids.items()}

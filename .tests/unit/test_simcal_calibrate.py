@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -415,6 +416,28 @@ def test_local_search_rounds_add_new_sets_at_the_refine_replicates(tmp_path, cli
     assert first["beta"].between(0.1, 0.6).all() and first["gamma"].between(0.03, 0.3).all()
     for name, width in (("beta", 0.5), ("gamma", 0.27)):
         assert ((first[name] - best[name]).abs() <= MAX_RADIUS * width + 1e-9).all()
+
+
+def test_the_floor_scan_ends_the_refine_step_at_its_replicates(tmp_path, client):
+    refine = {"top_k": 4, "replicates": 5, "rounds": 2, "scan": 6}
+    trials = small_calibration(tmp_path, 1, client, refine=refine)
+    refined = trials[trials["phase"] == "refine"]
+    scan = refined[refined["method"] == "scan"]
+    local = refined[refined["method"] == "local"]
+    assert 1 <= len(scan) <= 6 and set(scan["round"]) == {local["round"].max() + 1}
+    assert trials.index[trials["method"] == "scan"].min() > local.index.max()  # the scan comes last
+    assert (scan["replicates"] == 5).all() and (scan["replicates_ok"] == 5).all()
+    assert not set(scan["param_id"]) & set(trials["param_id"].iloc[: -len(scan)])
+    sims = read_results(tmp_path / "simulations.parquet")
+    replicates = sims.drop_duplicates(["param_id", "replicate"]).groupby("param_id")["replicate"].count()
+    assert (replicates[scan["param_id"]] == 5).all()
+
+
+def test_the_floor_scan_is_skipped_with_a_message_when_too_few_sets_allow_a_fit(tmp_path, client, caplog):
+    caplog.set_level(logging.INFO, logger="simcal.calibrate")
+    trials = small_calibration(tmp_path, 1, client, refine={"top_k": 3, "replicates": 5, "scan": 6})
+    assert "scan" not in set(trials["method"])  # 3 refined sets: a quadratic in 2 parameters needs 7
+    assert "floor scan skipped" in caplog.text
 
 
 def test_analysis_chooses_the_best_among_the_refined_sets_and_the_page_shows_it(refined):

@@ -9,7 +9,7 @@ import pytest
 from simcal.calibrate import CalibrationSettings
 from simcal.contract import ContractError
 from simcal.design import parse_bounds
-from simcal.local_search import TrustRegion, fit_quadratic, floor_weights
+from simcal.local_search import SCAN_SPAN, TrustRegion, fit_quadratic, floor_scan, floor_weights
 
 
 def test_the_fit_recovers_a_quadratics_gradient_and_hessian():
@@ -88,6 +88,8 @@ def test_the_unit_coordinates_invert_the_bounds():
         ({"top_k": 4, "replicates": 8, "rounds": -1}, r"refine.rounds must be an integer >= 0"),
         ({"top_k": 0, "rounds": 3}, r"refine.rounds must be 0 when refine.top_k is 0"),
         ({"top_k": 4, "replicates": 8, "round": 3}, r"refine.*round"),
+        ({"top_k": 4, "replicates": 8, "scan": -2}, r"refine.scan must be an integer >= 0"),
+        ({"top_k": 0, "scan": 10}, r"refine.scan must be 0 when refine.top_k is 0"),
     ],
 )
 def test_the_local_search_settings_name_the_key(refine, message):
@@ -152,3 +154,32 @@ def test_the_search_steps_to_the_floors_minimum_past_far_wall_points():
     losses = loss(points) + np.r_[np.zeros(10), 1e4, 1e4]
     proposals = TrustRegion.around(points, losses).propose(points, losses)
     np.testing.assert_allclose(proposals[0], minimum, atol=1e-3)
+
+
+def test_the_floor_scan_spreads_its_points_along_the_floor():
+    """From a best point up the wall, the scan's points lie along the valley's floor (across it within the fit's
+    error), evenly spaced within SCAN_SPAN trust radii either side of the best, the best itself left out."""
+    along = np.linspace(0.5, 0.7, 7)
+    floor = np.column_stack([along, 0.9 * along + 0.05])
+    points = np.vstack([floor + [0.0, 0.004], floor - [0.0, 0.006], floor + [0.0, 0.015]])
+    losses = valley(points)
+    best = points[np.argmin(losses)]
+    radius = 0.05
+    scan = floor_scan(points, losses, radius, 10)
+    assert scan.shape == (10, 2)
+    across = scan[:, 1] - 0.9 * scan[:, 0] - 0.05
+    # the best is 0.004 up the wall: the scan steps down onto the floor
+    assert np.abs(across).max() < 1e-3, across
+    assert (valley(scan) < valley(best)).sum() >= 5
+    # positions along the scan's line from its centre (the best point's place), in steps of SCAN_SPAN radius / 5:
+    # five either side, evenly spaced, the best point's own place left out
+    direction = (scan[-1] - scan[0]) / np.linalg.norm(scan[-1] - scan[0])
+    steps = (scan - scan.mean(axis=0)) @ direction / (SCAN_SPAN * radius / 5)
+    np.testing.assert_allclose(np.sort(steps), [-5, -4, -3, -2, -1, 1, 2, 3, 4, 5], atol=1e-6)
+    assert abs(direction @ np.array([1.0, 0.9]) / np.hypot(1.0, 0.9)) > 0.999  # along the floor's direction
+
+
+def test_the_floor_scan_needs_enough_points_for_a_fit():
+    points = np.array([[0.5, 0.5], [0.6, 0.5], [0.5, 0.6]])
+    assert floor_scan(points, np.array([1.0, 2.0, 3.0]), 0.1, 10).shape == (0, 2)
+    assert floor_scan(np.random.default_rng(0).random((9, 2)), np.arange(9.0), 0.1, 0).shape == (0, 2)

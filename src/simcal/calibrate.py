@@ -10,8 +10,10 @@ Phases (column ``phase`` of the trials table):
   ``refine.replicates`` replicates (their first replicates are the ones already run: same param_id, same seeds).
   With ``refine.rounds`` > 0 a local search follows (``method`` ``local``, same phase): each round fits a
   quadratic to the refine rows around the best one and simulates its minimum within a trust radius and a few
-  points around it (simcal.local_search), with the same replicates. The best parameter set is the refine row with
-  the lowest loss: a loss over few replicates is noisy, and the lowest of many noisy losses is optimistic.
+  points around it (simcal.local_search), with the same replicates. With ``refine.scan`` > 0 a floor scan ends it
+  (``method`` ``scan``): that many parameter sets along the fitted valley's floor near the best one. The best
+  parameter set is the refine row with the lowest loss: a loss over few replicates is noisy, and the lowest of many
+  noisy losses is optimistic.
 
 Each round is one batch of parameter sets × replicates simulated through the same ``Simulator`` (so the same
 batching, failure rows and resumable Parquet parts as a plain sweep). Rounds are deterministic for a fixed seed,
@@ -34,7 +36,7 @@ import pandas as pd
 
 from simcal.contract import ContractError, param_id, reject_unknown_keys, resolve_callable
 from simcal.design import Bound, Design, parse_bounds
-from simcal.local_search import TrustRegion
+from simcal.local_search import TrustRegion, floor_scan
 from simcal.observed import read_observed
 from simcal.runner import (
     PartStore,
@@ -61,11 +63,13 @@ def _is_int(value: Any) -> bool:
 @dataclass
 class RefineSettings:
     """Re-simulate the ``top_k`` best parameter sets with ``replicates`` replicates (top_k 0: no refine step), then
-    ``rounds`` rounds of local search at those replicates (simcal.local_search; 1 + 2 x parameters sets each)."""
+    ``rounds`` rounds of local search at those replicates (simcal.local_search; 1 + 2 x parameters sets each), then
+    ``scan`` parameter sets along the valley floor around the best (simcal.local_search.floor_scan; 0: none)."""
 
     top_k: int = 8
     replicates: int = 32
     rounds: int = 0
+    scan: int = 0
 
 
 @dataclass
@@ -90,7 +94,9 @@ class CalibrationSettings:
         reject_unknown_keys(options, {f.name for f in fields(cls)}, WHERE)
         refine = options.pop("refine", None) or {}
         if not isinstance(refine, Mapping):
-            raise ContractError(f"{WHERE}.refine: expected {{top_k, replicates, rounds}}, got {refine!r}")
+            raise ContractError(
+                f"{WHERE}.refine: expected {{top_k, replicates, rounds, scan}}, got {refine!r}"
+            )
         reject_unknown_keys(refine, {f.name for f in fields(RefineSettings)}, f"{WHERE}.refine")
         settings = cls(**options, refine=RefineSettings(**refine))
         settings.check()
@@ -120,6 +126,9 @@ class CalibrationSettings:
             local,
             "0 when refine.top_k is 0 (the search starts from them)",
         )
+        scan = self.refine.scan
+        need(_is_int(scan) and scan >= 0, "refine.scan", scan, "an integer >= 0 (0: no floor scan)")
+        need(not scan or top_k, "refine.scan", scan, "0 when refine.top_k is 0 (the scan starts from them)")
 
 
 @dataclass
@@ -394,36 +403,71 @@ def calibrate(
 
 
 def local_search(rounds: _Rounds, bounds: list[Bound], trials: list[pd.DataFrame], settings, began) -> None:
-    """``refine.rounds`` rounds of the trust-region search on the refine rows (appended to ``trials``); stops early
-    when a round has nothing new to propose (the radius has shrunk below the parameters' resolution)."""
+    """``refine.rounds`` rounds of the trust-region search on the refine rows, then the floor scan of
+    ``refine.scan`` points (each appended to ``trials``). The rounds stop early when one has nothing new to propose
+    (the radius has shrunk below the parameters' resolution); the scan then starts from that radius."""
     refine = settings.refine
     region = None
+    index = settings.rounds + 2
     for local_round in range(refine.rounds):
-        refined = pd.concat(trials, ignore_index=True).query("phase == 'refine'")
-        losses = refined["loss"].to_numpy(dtype=float)
-        if not np.isfinite(losses).any():
-            log.warning("local search skipped: no refined parameter set has a finite loss")
+        units, losses, seen = _refine_rows(trials, bounds)
+        if units is None:
             return
-        units = np.column_stack([b.unit(refined[b.name].to_numpy()) for b in bounds])
         region = region or TrustRegion.around(units, losses)
-        seen = set(refined["param_id"])
-        proposals = []
-        for point in region.propose(units, losses):
-            params = {b.name: _plain(b.scale(np.array([u]))[0]) for b, u in zip(bounds, point, strict=True)}
-            key = param_id({**rounds.fixed, **params})
-            if key not in seen:
-                seen.add(key)
-                proposals.append(params)
+        proposals = _new_parameter_sets(region.propose(units, losses), bounds, rounds.fixed, seen)
         if not proposals:
             log.info(
                 "local search: converged after %d rounds (nothing new within the trust radius)", local_round
             )
-            return
-        index = settings.rounds + 2 + local_round
-        labels = {"round": index, "phase": "refine", "method": "local"}
-        table = rounds.run(proposals, refine.replicates, labels)
-        trials.append(table)
-        _log_round(index, f"local, radius {region.radius:.3g}", table, trials, refine.replicates, began)
+            break
+        what = f"local, radius {region.radius:.3g}"
+        _run_local(rounds, trials, proposals, refine.replicates, index, "local", what, began)
+        index += 1
+    if not refine.scan:
+        return
+    units, losses, seen = _refine_rows(trials, bounds)
+    if units is None:
+        return
+    region = region or TrustRegion.around(units, losses)
+    scan = floor_scan(units, losses, region.radius, refine.scan)
+    proposals = _new_parameter_sets(scan, bounds, rounds.fixed, seen)
+    if not proposals:
+        log.info("floor scan skipped: too few refined parameter sets for a fit, or nothing new to try")
+        return
+    what = f"floor scan, radius {region.radius:.3g}"
+    _run_local(rounds, trials, proposals, refine.replicates, index, "scan", what, began)
+
+
+def _refine_rows(trials: list[pd.DataFrame], bounds: list[Bound]):
+    """(unit coordinates, losses, param_ids) of every refine row so far; (None, None, None) with a warning when no
+    refined parameter set has a finite loss."""
+    refined = pd.concat(trials, ignore_index=True).query("phase == 'refine'")
+    losses = refined["loss"].to_numpy(dtype=float)
+    if not np.isfinite(losses).any():
+        log.warning("local search skipped: no refined parameter set has a finite loss")
+        return None, None, None
+    units = np.column_stack([b.unit(refined[b.name].to_numpy()) for b in bounds])
+    return units, losses, set(refined["param_id"])
+
+
+def _new_parameter_sets(points: np.ndarray, bounds: list[Bound], fixed, seen: set) -> list[dict[str, Any]]:
+    """The parameter sets of ``points`` (unit coordinates) not simulated yet at the refine step's replicates."""
+    proposals = []
+    for point in points:
+        params = {b.name: _plain(b.scale(np.array([u]))[0]) for b, u in zip(bounds, point, strict=True)}
+        key = param_id({**fixed, **params})
+        if key not in seen:
+            seen.add(key)
+            proposals.append(params)
+    return proposals
+
+
+def _run_local(
+    rounds: _Rounds, trials, proposals, replicates: int, index: int, method: str, what: str, began
+):
+    table = rounds.run(proposals, replicates, {"round": index, "phase": "refine", "method": method})
+    trials.append(table)
+    _log_round(index, what, table, trials, replicates, began)
 
 
 def _log_round(round_index, method, table, trials, replicates, began) -> None:

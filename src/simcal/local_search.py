@@ -22,6 +22,13 @@ Two details make it hold on a narrow valley (measured on the SIR benchmark, benc
   the quadratic's idea of the floor's direction is then off by more than the floor is wide.
 - A probe along one axis also takes the model's own step to the minimum along the others (``probes``): the best
   point so far is rarely on the floor's centre line, and a probe that keeps its offset lands on the wall.
+
+After the rounds, an optional scan (``floor_scan``) spends its points on the valley floor itself: evenly spaced
+along the fit's flattest principal axis within 0.3 trust radii either side of the best point, each moved to the
+model's minimum along the other axes. Why: the floor of a simulated loss is rippled (counts change in steps), a
+quadratic averages the ripples away, and its probes at half the radius step over them; points packed along the
+floor find the lowest ripple near the best. Measured on the SIR benchmark (4 rounds + 10 scan points against 6
+rounds, the same simulations): on 45 runs not used to choose the span, the scan ended lower in 26 and higher in 8.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_RADIUS, MAX_RADIUS = 1e-3, 0.25
+SCAN_SPAN = 0.3  # the floor scan reaches this many trust radii either side of the best point
 
 
 def quadratic_terms(points: np.ndarray) -> np.ndarray:
@@ -139,3 +147,28 @@ def probes(best: np.ndarray, axes: np.ndarray, along: np.ndarray, radius: float)
         for sign in (1.0, -1.0):
             points.append(best + others + sign * radius / 2 * axes[:, i])
     return np.array(points)
+
+
+def floor_scan(points: np.ndarray, losses: np.ndarray, radius: float, count: int) -> np.ndarray:
+    """``count`` points (unit coordinates, inside [0, 1]) along the flattest principal axis of the floor-weighted
+    quadratic fitted around the best point, evenly spaced over ``SCAN_SPAN * radius`` either side of it (the best
+    point itself left out), each shifted to the model's minimum along the other axes. Empty when there are too few
+    points with a finite loss for a fit."""
+    finite = np.isfinite(losses)
+    points, losses = points[finite], losses[finite]
+    d = points.shape[1]
+    if count < 1 or len(points) < term_count(d) + 1:
+        return np.zeros((0, d))
+    best = points[int(np.argmin(losses))]
+    nearest = np.argsort(np.linalg.norm(points - best, axis=1), kind="stable")[: 2 * term_count(d)]
+    near_losses = losses[nearest]
+    gradient, hessian = fit_quadratic(points[nearest], near_losses, best, floor_weights(near_losses))
+    eigenvalues, axes = np.linalg.eigh(hessian)
+    flattest = int(np.argmin(eigenvalues))
+    floor = 1e-6 * max(float(np.max(np.abs(eigenvalues))), 1e-12)
+    minimum = np.clip(-(axes.T @ gradient) / np.maximum(eigenvalues, floor), -radius, radius)
+    onto_floor = axes @ np.where(np.arange(d) == flattest, 0.0, minimum)
+    below = count // 2
+    steps = np.r_[np.arange(-below, 0), np.arange(1, count - below + 1)] / max(below, 1)
+    offsets = SCAN_SPAN * radius * steps
+    return np.clip(best + onto_floor + offsets[:, None] * axes[:, flattest], 0.0, 1.0)
