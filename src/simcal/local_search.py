@@ -118,24 +118,31 @@ class TrustRegion:
             self.radius = max(self.radius / 2, MIN_RADIUS)
         self.best_loss, self.rounds = min(best_loss, self.best_loss), self.rounds + 1
         d = points.shape[1]
-        nearest = np.argsort(np.linalg.norm(points - best, axis=1), kind="stable")[: 2 * term_count(d)]
-        if len(nearest) < term_count(d) + 1:  # too few points for a fit: probe along the unit axes
+        if len(points) < term_count(d) + 1:  # too few points for a fit: probe along the unit axes
             return np.clip(probes(best, np.eye(d), np.zeros(d), self.radius), 0.0, 1.0)
-        near_losses = losses[nearest]
-        gradient, hessian = fit_quadratic(points[nearest], near_losses, best, floor_weights(near_losses))
-        eigenvalues, axes = np.linalg.eigh(hessian)
-        # a direction of zero or negative curvature gets a small positive one: the step then stops at the trust
-        # radius along the downhill slope instead of running off
-        floor = 1e-6 * max(float(np.max(np.abs(eigenvalues))), 1e-12)
-        curved = eigenvalues > floor
-        # the model's minimum along each principal axis, within the radius
-        along = np.clip(-(axes.T @ gradient) / np.maximum(eigenvalues, floor), -self.radius, self.radius)
+        _, axes, along, curved = principal_axes(points, losses, best, self.radius)
         step = axes @ along
         length = float(np.linalg.norm(step))
         if length > self.radius:
             step *= self.radius / length
         around = probes(best, axes, np.where(curved, along, 0.0), self.radius)
         return np.clip(np.vstack([best + step, around]), 0.0, 1.0)
+
+
+def principal_axes(points: np.ndarray, losses: np.ndarray, best: np.ndarray, radius: float):
+    """The floor-weighted quadratic fitted to the 2 x term_count points nearest ``best``, in its principal axes:
+    (curvatures, axes as columns, the model's minimum along each axis from ``best`` clipped to +-radius, whether
+    each axis is curved)."""
+    d = points.shape[1]
+    nearest = np.argsort(np.linalg.norm(points - best, axis=1), kind="stable")[: 2 * term_count(d)]
+    near_losses = losses[nearest]
+    gradient, hessian = fit_quadratic(points[nearest], near_losses, best, floor_weights(near_losses))
+    eigenvalues, axes = np.linalg.eigh(hessian)
+    # a direction of zero or negative curvature gets a small positive one: the step then stops at the trust
+    # radius along the downhill slope instead of running off
+    floor = 1e-6 * max(float(np.max(np.abs(eigenvalues))), 1e-12)
+    along = np.clip(-(axes.T @ gradient) / np.maximum(eigenvalues, floor), -radius, radius)
+    return eigenvalues, axes, along, eigenvalues > floor
 
 
 def probes(best: np.ndarray, axes: np.ndarray, along: np.ndarray, radius: float) -> np.ndarray:
@@ -160,14 +167,9 @@ def floor_scan(points: np.ndarray, losses: np.ndarray, radius: float, count: int
     if count < 1 or len(points) < term_count(d) + 1:
         return np.zeros((0, d))
     best = points[int(np.argmin(losses))]
-    nearest = np.argsort(np.linalg.norm(points - best, axis=1), kind="stable")[: 2 * term_count(d)]
-    near_losses = losses[nearest]
-    gradient, hessian = fit_quadratic(points[nearest], near_losses, best, floor_weights(near_losses))
-    eigenvalues, axes = np.linalg.eigh(hessian)
+    eigenvalues, axes, along, _ = principal_axes(points, losses, best, radius)
     flattest = int(np.argmin(eigenvalues))
-    floor = 1e-6 * max(float(np.max(np.abs(eigenvalues))), 1e-12)
-    minimum = np.clip(-(axes.T @ gradient) / np.maximum(eigenvalues, floor), -radius, radius)
-    onto_floor = axes @ np.where(np.arange(d) == flattest, 0.0, minimum)
+    onto_floor = axes @ np.where(np.arange(d) == flattest, 0.0, along)
     below = count // 2
     steps = np.r_[np.arange(-below, 0), np.arange(1, count - below + 1)] / max(below, 1)
     offsets = SCAN_SPAN * radius * steps
