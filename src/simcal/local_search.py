@@ -150,10 +150,16 @@ def probes(best: np.ndarray, axes: np.ndarray, along: np.ndarray, radius: float)
     step ``along`` the other axes (the model's minimum along each; 0 where the fit has no curvature)."""
     points = []
     for i in range(axes.shape[1]):
-        others = axes @ np.where(np.arange(axes.shape[1]) == i, 0.0, along)
+        others = across(axes, along, i)
         for sign in (1.0, -1.0):
             points.append(best + others + sign * radius / 2 * axes[:, i])
     return np.array(points)
+
+
+def across(axes: np.ndarray, along: np.ndarray, axis: int) -> np.ndarray:
+    """The step ``along`` every principal axis (the columns of ``axes``) but ``axis``: from a point, onto the
+    model's floor across that axis."""
+    return axes @ np.where(np.arange(axes.shape[1]) == axis, 0.0, along)
 
 
 def floor_scan(points: np.ndarray, losses: np.ndarray, radius: float, count: int) -> np.ndarray:
@@ -167,9 +173,9 @@ def floor_scan(points: np.ndarray, losses: np.ndarray, radius: float, count: int
     if count < 1 or len(points) < term_count(d) + 1:
         return np.zeros((0, d))
     best = points[int(np.argmin(losses))]
-    eigenvalues, axes, along, _ = principal_axes(points, losses, best, radius)
+    eigenvalues, axes, along, curved = principal_axes(points, losses, best, radius)
     flattest = int(np.argmin(eigenvalues))
-    onto_floor = axes @ np.where(np.arange(d) == flattest, 0.0, along)
+    onto_floor = across(axes, np.where(curved, along, 0.0), flattest)  # as the probes step onto it
     below = count // 2
     steps = np.r_[np.arange(-below, 0), np.arange(1, count - below + 1)] / max(below, 1)
     offsets = SCAN_SPAN * radius * steps
