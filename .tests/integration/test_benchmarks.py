@@ -71,6 +71,7 @@ def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
         *(f"calibrate_{p}_error_median_mean_field" for p in ("beta", "gamma")),
         "calibrate_simulations_worst",
         "calibrate_runs_below_grid",
+        "calibrate_gamma_interval_halfwidth_median",
     }
     # the grid's best is the minimum of the function it searched: no calibration ends below it
     assert lines["calibrate_runs_below_grid"]["goal"] == "<=0"
@@ -78,6 +79,23 @@ def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
     # local search (the quadratic's minimum and two sets per parameter) and a floor scan of 2 sets, with 32
     expected = 32 * 4 + 16 * 4 + 8 * (32 - 4) + 5 * 32 + 2 * 32
     assert float(lines["calibrate_simulations_worst"]["value"]) == expected
+
+
+def test_profile_interval_takes_each_gammas_lowest_loss(monkeypatch):
+    """The interval of the benchmark's info line: a gamma is inside when its best point (over r) is within 1.92
+    NLL of the best, whatever its other points read; reported relative to the best gamma."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from bench_calibrate import profile_interval
+
+    best_gamma, best_loss = 0.1, 100.0
+    losses = {}
+    for gamma in np.round(np.linspace(0.06, 0.14, 17), 4):
+        profile = best_loss + 2000 * (gamma - best_gamma) ** 2  # +1.8 at 0.03 away, +2.45 at 0.035
+        for offset, rise in ((-0.002, 50.0), (0.0, 0.0), (0.002, 80.0)):  # up the valley's walls
+            losses[(gamma + 0.2 + offset, gamma)] = profile + rise
+    lower, upper = profile_interval(losses, best_gamma, best_loss)
+    assert (lower, upper) == pytest.approx((-0.3, 0.3))
+    assert profile_interval(losses, best_gamma, best_loss - 1.5) == pytest.approx((-0.1, 0.1))
 
 
 def test_bench_preprocess_measures_the_original_in_the_same_run():
