@@ -49,7 +49,9 @@ idle between rounds).
 Prints per-run lines (#) and `BENCH <name> value=... baseline=... ratio=... goal=...` lines: the median and worst
 relative error of the calibrated beta and gamma against the grid's best fit over observed-data and sampler seeds
 (baseline column: the same for Sobol points alone), the mean-field check (info; baseline column: the stochastic
-calibration's median error), the noise floor if asked for (info), how many calibrations ended below the grid's
+calibration's median error), the median half-width of each grid's 95% profile-likelihood interval of gamma (info:
+how precisely the data pin gamma down at all; baseline column: the calibration's median gamma error), the noise
+floor if asked for (info), how many calibrations ended below the grid's
 best (goal 0; baseline column: all runs), and the most simulations any calibration used (baseline column: the
 grid's count).
 """
