@@ -281,7 +281,8 @@ def profile_interval(losses: dict, best_gamma: float, best_loss: float) -> tuple
     """The gammas whose profile loss (the lowest loss the grid found at that gamma, over its r windows) is within
     PROFILE_RISE of the best: the likelihood-ratio 95% interval of gamma, relative to the best gamma (-0.08 = 8%
     below). It measures how precisely the data and 32 replicates pin gamma down at all. Beyond the last stage's
-    +-10% the grid's gammas are ~11% apart, so an interval that reaches past it is only that coarse."""
+    +-10% the grid's gammas are ~8% apart (the log-spaced profile), so an interval that reaches past it is only
+    that coarse."""
     profile: dict[float, float] = {}
     for (_, gamma), loss in losses.items():
         profile[gamma] = min(loss, profile.get(gamma, np.inf))
