@@ -269,11 +269,10 @@ def grid_search(observed_seed: int, master_seed: int, crn: bool, workdir: str, p
     top = sorted(grid.refined, key=grid.refined.get)[:3]
     grid.check(top)
     (beta, gamma), loss = grid.best()
-    lower, upper = profile_interval(grid.refined, gamma, loss)
     return {
         "observed_seed": observed_seed, "master_seed": master_seed, "beta": beta, "gamma": gamma, "loss": loss,
         "simulations": grid.simulations, "points": len(grid.refined), "seconds": time.perf_counter() - began,
-        "interval": (lower, upper),
+        "interval": profile_interval(grid.refined, gamma, loss),
     }  # fmt: skip
 
 
@@ -510,7 +509,7 @@ def report(args: argparse.Namespace, grids: dict, floors: dict, runs: list, chec
         print(
             f"# observed seed {seed}: grid best beta={grid['beta']:.4f} gamma={grid['gamma']:.4f} (NLL "
             f"{grid['loss']:.1f}; {grid['points']} points, {grid['simulations']} simulations, "
-            f"{grid['seconds']:.0f} s); gamma within 1.92 NLL of it (95% profile-likelihood interval): "
+            f"{grid['seconds']:.0f} s); gamma within {PROFILE_RISE} NLL of it (95% profile-likelihood interval): "
             f"{100 * grid['interval'][0]:+.1f}% to {100 * grid['interval'][1]:+.1f}%",
             flush=True,
         )
