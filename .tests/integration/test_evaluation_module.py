@@ -17,6 +17,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score, roc_curv
 from testkit import run_snakemake
 
 from kdgat.chain import MODELS
+from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.summary import SCENARIO_COLUMNS
 from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS
 from kdgat.model_store import load_model
@@ -123,7 +124,7 @@ def test_summary_table_shows_the_kd_trade_off(pipeline):
 def test_scenario_metrics_hold_every_model_and_the_baselines(pipeline):
     table = pd.read_csv(pipeline / "results/evaluation/scenario_metrics.csv")
     assert list(table.columns) == SCENARIO_COLUMNS
-    models = {*MODELS, *FIXED_ALPHA_MODELS, "baseline_unknown_id", "baseline_id_counts"}
+    models = {*MODELS, *FIXED_ALPHA_MODELS, *BASELINES}
     assert set(table["model"]) == models
     assert len(table) == len(VARIANTS) * 1 * 2 * len(models)  # variants × seeds × scenarios × models
     assert (table["seed"] == SEED).all()

@@ -10,6 +10,7 @@ import pytest
 from evaluation.pipeline_run import DATASET, SEED, VARIANTS, shared_run
 
 from kdgat.chain import MODELS
+from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def test_executed_notebook_is_kept_with_the_results(workdir):
 
 def test_notebook_tables_match_the_metrics(workdir):
     table = pd.read_csv(workdir / "results/evaluation/notebook/scenario_f1.csv")
-    models = {*MODELS, *FIXED_ALPHA_MODELS, "baseline_unknown_id", "baseline_id_counts"}
+    models = {*MODELS, *FIXED_ALPHA_MODELS, *BASELINES}
     assert len(table) == len(VARIANTS) * len(models) * 2  # two test scenarios, each over the seeds
     for variant in VARIANTS:
         path = workdir / f"results/evaluation/{DATASET}/seed_{SEED}/{variant}/metrics.json"

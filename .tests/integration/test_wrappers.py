@@ -125,9 +125,13 @@ def expect_evaluate_detector(workdir: Path, logs: list[Path]) -> None:
 
 def expect_evaluate_baselines(workdir: Path, logs: list[Path]) -> None:
     document = json.loads((workdir / "out/baselines/baselines.json").read_text())
-    assert set(document["test"]["attack"]) == {"baseline_unknown_id", "baseline_id_counts"}
+    assert set(document["test"]["attack"]) == {
+        "baseline_unknown_id",
+        "baseline_id_counts",
+        "baseline_id_rate",
+    }
     scores = pd.read_parquet(workdir / "out/baselines/baseline_scores.parquet")
-    assert set(scores["split"]) == {"val", "test"} and "baseline_id_counts_score" in scores
+    assert set(scores["split"]) == {"val", "test"} and "baseline_id_rate_score" in scores
 
 
 def expect_summarize_evaluation(workdir: Path, logs: list[Path]) -> None:
@@ -135,9 +139,7 @@ def expect_summarize_evaluation(workdir: Path, logs: list[Path]) -> None:
     assert summary["variant"].tolist() == ["teacher", "student"]
     assert (summary["dataset"] == "toy").all()
     scenarios = pd.read_csv(workdir / "out/summary/scenario_metrics.csv")
-    assert {"baseline_unknown_id", "baseline_id_counts", "fusion", "fixed_alpha_0.5"} <= set(
-        scenarios["model"]
-    )
+    assert {"baseline_unknown_id", "baseline_id_rate", "fusion", "fixed_alpha_0.5"} <= set(scenarios["model"])
 
 
 def expect_simulate(workdir: Path, logs: list[Path]) -> None:

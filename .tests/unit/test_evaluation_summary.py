@@ -10,9 +10,13 @@ import pytest
 from scipy.stats import t
 
 from kdgat.evaluation.baselines import (
+    BASELINES,
     ID_COUNTS,
+    ID_RATE,
+    RATE_STD_FLOOR,
     UNKNOWN_ID,
     IdCountBaseline,
+    IdRateBaseline,
     baselines_files,
     evaluate_baselines,
     messages_per_id,
@@ -95,6 +99,7 @@ def _baselines():
     block = {
         UNKNOWN_ID: _metrics(LABELS, np.r_[np.zeros(30), np.ones(20)]),
         ID_COUNTS: _metrics(LABELS, np.r_[np.full(30, 0.4), np.full(10, 0.6), np.full(10, 0.4)]),
+        ID_RATE: _metrics(LABELS, np.zeros(50)),
     }
     return {"dataset": "ds", "test": {"dos": block}, "test_pooled": block}
 
@@ -118,7 +123,7 @@ def documents():
 def test_scenario_table_has_one_row_per_dataset_variant_seed_scenario_model(documents):
     table = scenario_table(documents, [_baselines()])
     assert list(table.columns) == SCENARIO_COLUMNS
-    assert len(table) == 3 * 3 * 1 * 5  # variants × seeds × scenarios × (three models + two baselines)
+    assert len(table) == 3 * 3 * 1 * 6  # variants × seeds × scenarios × (three models + three baselines)
     assert not table.duplicated(["dataset", "variant", "seed", "scenario", "model"]).any()
     # The baselines do not depend on the variant or the seed: the same numbers on every row.
     assert table.loc[table["model"] == UNKNOWN_ID, "f1"].nunique() == 1
@@ -254,6 +259,52 @@ def test_unknown_id_rule_and_id_count_regression_on_separable_windows():
         IdCountBaseline(4).fit(_capture(rng, 5, attack=False), val)
 
 
+def _rate_capture(rng, n_windows, attack_every=0, double=1, forge=False, flood=False):
+    """Windows of 20 messages: ID 1 four times at fixed positions, the rest IDs 0 and 2 at random. Every
+    ``attack_every``-th window is an attack: ID 1 sent ``double`` times as often (replay or injection at its own
+    payload), or, with ``forge``, at its own rate with other payload bytes (masquerade), or, with ``flood``, ID 2
+    in every other slot (a DoS of another ID)."""
+    ids, payloads, labels = [], [], []
+    for w in range(n_windows):
+        hit = attack_every and w % attack_every == attack_every - 1
+        window = rng.choice([0, 2], 20)
+        if hit and flood:
+            window[1::2] = 2
+        window[:: 20 // (4 * (double if hit and not forge else 1))] = 1
+        payload = np.zeros((20, 8), np.uint8)
+        if hit and forge:
+            payload[window == 1] = 255
+        ids += window.tolist()
+        payloads.append(payload)
+        labels += [int(hit)] * 20
+    ids.append(0)
+    payloads.append(np.zeros((1, 8), np.uint8))
+    labels.append(0)
+    return build_graphs(np.asarray(ids), np.concatenate(payloads), np.asarray(labels), 4, 20, 20)
+
+
+def test_id_rate_rule_flags_an_ids_rate_it_never_saw_attacked_and_is_blind_to_forged_payloads():
+    rng = np.random.default_rng(11)
+    # Training holds attacks of another kind (floods of ID 2), which the rule must not learn from.
+    train = _rate_capture(rng, 60, attack_every=3, flood=True)
+    val = _rate_capture(rng, 30, attack_every=3, double=2)
+    replay, masquerade = _rate_capture(rng, 30, 3, double=2), _rate_capture(rng, 30, 3, forge=True)
+    document, _ = evaluate_baselines(train, val, {"replay": replay, "masquerade": masquerade}, num_ids=4)
+    assert document["test"]["replay"][ID_RATE]["f1"] == pytest.approx(1.0)
+    # Payload-only: every window's counts are normal ones, so attacks score like normal windows (chance).
+    assert document["test"]["masquerade"][ID_RATE]["roc_auc"] <= 0.6
+    # Fitted on normal training windows only: the floods do not move ID 2's rate, and the score is the largest
+    # per-ID deviation in units of (std + half a message).
+    rule = IdRateBaseline(4).fit(train, val)
+    normal = messages_per_id(train, 4)[train.y == 0]
+    assert rule.mean == pytest.approx(normal.mean(axis=0)) and rule.std == pytest.approx(normal.std(axis=0))
+    counts = messages_per_id(replay, 4)
+    expected = (np.abs(counts - normal.mean(axis=0)) / (normal.std(axis=0) + RATE_STD_FLOOR)).max(axis=1)
+    assert rule.scores(replay) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="two normal windows"):
+        IdRateBaseline(4).fit(_capture(rng, 2, attack=True), val)
+
+
 def test_id_count_threshold_is_chosen_on_validation_and_reused_on_test():
     rng = np.random.default_rng(8)
     train, val, test = (_capture(rng, n, overlap=True) for n in (60, 40, 40))
@@ -324,13 +375,13 @@ def test_scenario_summary_gives_each_cell_its_interval_over_seeds(documents):
                 (row["f1_mean"] - row["f1_half"], row["f1_mean"] + row["f1_half"])
             )
         # The margin is against the better baseline of the same seed and scenario (unknown-ID: F1 1 here).
-        best = table[(table["seed"].isin(per_seed["seed"])) & table["model"].isin([UNKNOWN_ID, ID_COUNTS])]
+        best = table[(table["seed"].isin(per_seed["seed"])) & table["model"].isin(BASELINES)]
         best = best.groupby("seed")["f1"].max().loc[per_seed["seed"]].to_numpy()
         assert row["margin_mean"] == pytest.approx((per_seed["f1"].to_numpy() - best).mean())
     # student's GAT: F1 1, 2/3, 1 over the seeds, so its interval is not degenerate.
     assert summary.loc[("student", "dos", "gat"), "f1_half"] > 0
     # Without baselines there is no margin (NaN), never a margin over 0.
-    margins = with_margins(table[~table["model"].isin([UNKNOWN_ID, ID_COUNTS])])
+    margins = with_margins(table[~table["model"].isin(BASELINES)])
     assert margins["margin"].isna().all() and margins["best_baseline_f1"].isna().all()
 
 

@@ -1,4 +1,5 @@
-"""Snakemake wrapper: the trivial baselines of one CAN dataset (unknown-ID rule, logistic regression on ID counts)."""
+"""Snakemake wrapper: the trivial baselines of one CAN dataset (unknown-ID rule, logistic regression on ID counts,
+per-ID rate deviation)."""
 
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"

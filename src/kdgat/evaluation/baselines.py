@@ -6,8 +6,16 @@
 * ``baseline_id_counts``: a logistic regression (scikit-learn, standardised inputs) on the number of messages of
   each vocabulary ID in the window (the OOV column included), fitted on the training split; the decision threshold
   is chosen on validation with Youden's J, like the VGAE's, and reused unchanged on test.
+* ``baseline_id_rate``: how far the window's busiest-deviating ID is from its attack-free rate: for every
+  vocabulary ID (OOV included) the mean and standard deviation of its messages per window over the *normal*
+  windows of the training split, and the score max over IDs of ``|count − mean| / (std + 0.5)``. Half a message
+  keeps an ID that never varied in training (counts are integers) from turning a one-message change into an
+  infinite score. It never sees an attack while fitting, so a held-out attack family is as new to it as to the
+  VGAE; the threshold is Youden's J on validation, as above. A frequency detector is the classic CAN-IDS
+  baseline for injection, replay and suppression; masquerade (forged payloads at the ID's own rate) is what it
+  cannot see.
 
-Both read the graphs only (no model), so they are computed once per dataset. Messages per ID come from the edges:
+All three read the graphs only (no model), so they are computed once per dataset. Messages per ID come from the edges:
 a node's messages are the rows where it is the source, and each edge carries its row count (edge feature 0).
 """
 
@@ -27,8 +35,9 @@ from kdgat.graphs import GraphArrays
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_ID, ID_COUNTS = "baseline_unknown_id", "baseline_id_counts"
-BASELINES = (UNKNOWN_ID, ID_COUNTS)
+UNKNOWN_ID, ID_COUNTS, ID_RATE = "baseline_unknown_id", "baseline_id_counts", "baseline_id_rate"
+BASELINES = (UNKNOWN_ID, ID_COUNTS, ID_RATE)
+RATE_STD_FLOOR = 0.5  # messages: see the module docstring
 EDGE_COUNT = 0  # edge feature 0: how many rows (messages) the edge stands for
 
 
@@ -85,6 +94,32 @@ class IdCountBaseline:
         return scores, (scores >= self.threshold.threshold).astype(np.int64)
 
 
+class IdRateBaseline:
+    """Largest per-ID deviation from the attack-free rate (messages per window), with a validation threshold."""
+
+    def __init__(self, num_ids: int):
+        self.num_ids = num_ids
+        self.mean = self.std = self.threshold = None
+
+    def fit(self, train: GraphArrays, val: GraphArrays) -> IdRateBaseline:
+        normal = messages_per_id(train, self.num_ids)[train.y == 0]
+        if len(normal) < 2:
+            raise ValueError("the id-rate baseline needs at least two normal windows in the training split")
+        self.mean, self.std = normal.mean(axis=0), normal.std(axis=0)
+        self.threshold = youden_threshold(val.y, self.scores(val))
+        return self
+
+    def scores(self, graphs: GraphArrays) -> np.ndarray:
+        if len(graphs) == 0:
+            return np.zeros(0)
+        deviation = np.abs(messages_per_id(graphs, self.num_ids) - self.mean) / (self.std + RATE_STD_FLOOR)
+        return deviation.max(axis=1)
+
+    def decide(self, graphs: GraphArrays) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.scores(graphs)
+        return scores, (scores >= self.threshold.threshold).astype(np.int64)
+
+
 def evaluate_baselines(
     train: GraphArrays,
     val: GraphArrays,
@@ -92,16 +127,21 @@ def evaluate_baselines(
     num_ids: int,
     fpr_targets: Sequence[float] = FPR_TARGETS,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics of both baselines on validation, every test scenario and all test scenarios pooled, and one row
+    """Metrics of every baseline on validation, every test scenario and all test scenarios pooled, and one row
     per window (split, scenario, label, each baseline's score and decision)."""
     if len(val) == 0:
         raise ValueError("the validation split is empty: the id-count baseline's threshold cannot be chosen")
     id_counts = IdCountBaseline(num_ids).fit(train, val)
+    id_rate = IdRateBaseline(num_ids).fit(train, val)
     oov_index = num_ids - 1
     rows = []
 
     def assess(graphs: GraphArrays, split: str, scenario: str) -> dict[str, Any]:
-        decisions = {UNKNOWN_ID: unknown_id_scores(graphs, oov_index), ID_COUNTS: id_counts.decide(graphs)}
+        decisions = {
+            UNKNOWN_ID: unknown_id_scores(graphs, oov_index),
+            ID_COUNTS: id_counts.decide(graphs),
+            ID_RATE: id_rate.decide(graphs),
+        }
         frame = pd.DataFrame({"split": split, "scenario": scenario, "label": graphs.y.astype(np.int64)})
         for name, (score, pred) in decisions.items():
             frame[f"{name}_score"], frame[f"{name}_pred"] = score, pred
@@ -112,6 +152,7 @@ def evaluate_baselines(
         "thresholds": {
             UNKNOWN_ID: "any CAN ID outside the vocabulary (normal frames of the training blocks)",
             ID_COUNTS: id_counts.threshold.as_dict(),
+            ID_RATE: id_rate.threshold.as_dict(),
         },
         "val": assess(val, "val", "val"),
         "test": {},
@@ -138,7 +179,7 @@ def baselines_files(
     dataset: str,
     fpr_targets: Sequence[float] = FPR_TARGETS,
 ) -> dict[str, Any]:
-    """Both baselines of one dataset from the preprocess outputs; writes baselines.json and the window scores."""
+    """Every baseline of one dataset from the preprocess outputs; writes baselines.json and the window scores."""
     from kdgat.files import load_json, write_json, write_table
     from kdgat.graph_store import load_graph_arrays, load_graph_set_arrays
 

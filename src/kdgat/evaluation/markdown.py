@@ -97,8 +97,8 @@ def summary_markdown(
     if models is not None and not models.empty:
         parts.append(
             "## Every model against the trivial baselines\n\nPooled-test F1 and ROC-AUC, the scenario where "
-            "the model's mean F1 is lowest, and its margin over the better trivial baseline (F1 − the better of "
-            "baseline_unknown_id and baseline_id_counts): pooled, and on the scenario where the margin is "
+            "the model's mean F1 is lowest, and its margin over the best trivial baseline (F1 − the best of "
+            "baseline_unknown_id, baseline_id_counts and baseline_id_rate): pooled, and on the scenario where the margin is "
             "smallest.\n\n"
             + markdown_table(
                 [

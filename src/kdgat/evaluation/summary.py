@@ -10,7 +10,7 @@ validation numbers. A figure over seeds is the mean and a two-sided 95% Student-
   with like);
 * :func:`variant_summary`: one row per dataset × variant: size, pooled-test F1 over seeds, latency;
 * :func:`model_summary`: one row per dataset × variant × model: pooled F1 and ROC-AUC over seeds, the worst
-  scenario, and the margin over the better trivial baseline (pooled, and on the scenario where it is smallest);
+  scenario, and the margin over the best trivial baseline (pooled, and on the scenario where it is smallest);
 * :func:`distillation_summary`: student_kd − student per seed (paired), with its interval and a verdict;
 * :func:`fusion_summary`: the fusion against the better of its two inputs, per scenario;
 * :func:`alpha_summary`: the distribution of the fusion's α on test;
@@ -147,7 +147,7 @@ def _over_seeds(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFra
 
 
 def _best_baseline(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset × variant × seed × scenario: the better of the trivial baselines' F1."""
+    """Per dataset × variant × seed × scenario: the best of the trivial baselines' F1."""
     baselines = table[table["model"].isin(BASELINES)]
     return (
         baselines.groupby(["dataset", "variant", "seed", "scenario"], sort=False)["f1"]
@@ -158,7 +158,7 @@ def _best_baseline(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_margins(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` plus ``best_baseline_f1`` and ``margin`` = F1 − the better trivial baseline's F1 (NaN without
+    """``table`` plus ``best_baseline_f1`` and ``margin`` = F1 − the best trivial baseline's F1 (NaN without
     baselines)."""
     best = _best_baseline(table)
     if best.empty:
