@@ -374,7 +374,7 @@ def test_scenario_summary_gives_each_cell_its_interval_over_seeds(documents):
             assert (row["f1_low"], row["f1_high"]) == pytest.approx(
                 (row["f1_mean"] - row["f1_half"], row["f1_mean"] + row["f1_half"])
             )
-        # The margin is against the better baseline of the same seed and scenario (unknown-ID: F1 1 here).
+        # The margin is against the best baseline of the same seed and scenario (unknown-ID: F1 1 here).
         best = table[(table["seed"].isin(per_seed["seed"])) & table["model"].isin(BASELINES)]
         best = best.groupby("seed")["f1"].max().loc[per_seed["seed"]].to_numpy()
         assert row["margin_mean"] == pytest.approx((per_seed["f1"].to_numpy() - best).mean())
