@@ -6,7 +6,7 @@
 * ``baseline_id_counts``: a logistic regression (scikit-learn, standardised inputs) on the number of messages of
   each vocabulary ID in the window (the OOV column included), fitted on the training split; the decision threshold
   is chosen on validation with Youden's J, like the VGAE's, and reused unchanged on test.
-* ``baseline_id_rate``: how far the window's busiest-deviating ID is from its attack-free rate: for every
+* ``baseline_id_rate``: how far the window's most deviating ID is from its attack-free rate: for every
   vocabulary ID (OOV included) the mean and standard deviation of its messages per window over the *normal*
   windows of the training split, and the score max over IDs of ``|count − mean| / (std + 0.5)``. Half a message
   keeps an ID that never varied in training (counts are integers) from turning a one-message change into an
@@ -15,8 +15,8 @@
   baseline for injection, replay and suppression; masquerade (forged payloads at the ID's own rate) is what it
   cannot see.
 
-All three read the graphs only (no model), so they are computed once per dataset. Messages per ID come from the edges:
-a node's messages are the rows where it is the source, and each edge carries its row count (edge feature 0).
+All three read the graphs only (no model), so they are computed once per dataset. Messages per ID come from the
+edges: a node's messages are the rows where it is the source, and each edge carries its row count (edge feature 0).
 """
 
 from __future__ import annotations
