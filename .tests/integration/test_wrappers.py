@@ -131,7 +131,11 @@ def expect_evaluate_baselines(workdir: Path, logs: list[Path]) -> None:
         "baseline_id_rate",
     }
     scores = pd.read_parquet(workdir / "out/baselines/baseline_scores.parquet")
-    assert set(scores["split"]) == {"val", "test"} and "baseline_id_rate_score" in scores
+    assert set(scores["split"]) == {"val", "test"} and {
+        "baseline_unknown_id_score",
+        "baseline_id_counts_score",
+        "baseline_id_rate_score",
+    } <= set(scores.columns)
 
 
 def expect_summarize_evaluation(workdir: Path, logs: list[Path]) -> None:
@@ -139,7 +143,13 @@ def expect_summarize_evaluation(workdir: Path, logs: list[Path]) -> None:
     assert summary["variant"].tolist() == ["teacher", "student"]
     assert (summary["dataset"] == "toy").all()
     scenarios = pd.read_csv(workdir / "out/summary/scenario_metrics.csv")
-    assert {"baseline_unknown_id", "baseline_id_rate", "fusion", "fixed_alpha_0.5"} <= set(scenarios["model"])
+    assert {
+        "baseline_unknown_id",
+        "baseline_id_counts",
+        "baseline_id_rate",
+        "fusion",
+        "fixed_alpha_0.5",
+    } <= set(scenarios["model"])
 
 
 def expect_simulate(workdir: Path, logs: list[Path]) -> None:

@@ -283,7 +283,8 @@ def add_baselines(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "baselines",
         parents=[common],
-        help="the trivial baselines of one dataset (unknown-ID rule, logistic regression on ID counts, per-ID rate deviation)",
+        help="the trivial baselines of one dataset (unknown-ID rule, logistic regression on ID counts, "
+        "per-ID rate deviation)",
         description="Score the trivial baselines of one dataset on validation and every test scenario, as the "
         "evaluation module's baselines rule does: baselines.json and baseline_scores.parquet. Settings: "
         "evaluation.fpr_targets of --config, then --set, then the flags.",

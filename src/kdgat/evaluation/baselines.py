@@ -65,7 +65,20 @@ def unknown_id_scores(graphs: GraphArrays, oov_index: int) -> tuple[np.ndarray, 
     return present + share, present.astype(np.int64)
 
 
-class IdCountBaseline:
+class _ValidationThresholdBaseline:
+    """A baseline whose ``scores`` are cut at ``threshold``, chosen on validation by ``fit`` (Youden's J)."""
+
+    threshold = None
+
+    def scores(self, graphs: GraphArrays) -> np.ndarray:
+        raise NotImplementedError
+
+    def decide(self, graphs: GraphArrays) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.scores(graphs)
+        return scores, (scores >= self.threshold.threshold).astype(np.int64)
+
+
+class IdCountBaseline(_ValidationThresholdBaseline):
     """Logistic regression on per-ID message counts, with a validation-chosen threshold."""
 
     def __init__(self, num_ids: int, seed: int = 0):
@@ -75,7 +88,6 @@ class IdCountBaseline:
 
         self.num_ids = num_ids
         self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-        self.threshold = None
 
     def fit(self, train: GraphArrays, val: GraphArrays) -> IdCountBaseline:
         if len(np.unique(train.y)) < 2:
@@ -89,17 +101,13 @@ class IdCountBaseline:
             return np.zeros(0)
         return self.model.predict_proba(messages_per_id(graphs, self.num_ids))[:, 1]
 
-    def decide(self, graphs: GraphArrays) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.scores(graphs)
-        return scores, (scores >= self.threshold.threshold).astype(np.int64)
 
-
-class IdRateBaseline:
+class IdRateBaseline(_ValidationThresholdBaseline):
     """Largest per-ID deviation from the attack-free rate (messages per window), with a validation threshold."""
 
     def __init__(self, num_ids: int):
         self.num_ids = num_ids
-        self.mean = self.std = self.threshold = None
+        self.mean = self.std = None
 
     def fit(self, train: GraphArrays, val: GraphArrays) -> IdRateBaseline:
         normal = messages_per_id(train, self.num_ids)[train.y == 0]
@@ -115,10 +123,6 @@ class IdRateBaseline:
         deviation = np.abs(messages_per_id(graphs, self.num_ids) - self.mean) / (self.std + RATE_STD_FLOOR)
         return deviation.max(axis=1)
 
-    def decide(self, graphs: GraphArrays) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.scores(graphs)
-        return scores, (scores >= self.threshold.threshold).astype(np.int64)
-
 
 def evaluate_baselines(
     train: GraphArrays,
@@ -130,7 +134,7 @@ def evaluate_baselines(
     """Metrics of every baseline on validation, every test scenario and all test scenarios pooled, and one row
     per window (split, scenario, label, each baseline's score and decision)."""
     if len(val) == 0:
-        raise ValueError("the validation split is empty: the id-count baseline's threshold cannot be chosen")
+        raise ValueError("the validation split is empty: the baselines' thresholds cannot be chosen")
     id_counts = IdCountBaseline(num_ids).fit(train, val)
     id_rate = IdRateBaseline(num_ids).fit(train, val)
     oov_index = num_ids - 1

@@ -98,8 +98,8 @@ def summary_markdown(
         parts.append(
             "## Every model against the trivial baselines\n\nPooled-test F1 and ROC-AUC, the scenario where "
             "the model's mean F1 is lowest, and its margin over the best trivial baseline (F1 − the best of "
-            "baseline_unknown_id, baseline_id_counts and baseline_id_rate): pooled, and on the scenario where the margin is "
-            "smallest.\n\n"
+            "baseline_unknown_id, baseline_id_counts and baseline_id_rate): pooled, and on the scenario where the "
+            "margin is smallest.\n\n"
             + markdown_table(
                 [
                     "dataset",
