@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from testkit import REPO
 
@@ -167,3 +168,40 @@ def test_make_bench_runs_every_script_and_fails_at_the_end(tmp_path):
     timed = re.findall(r"^# (bench/bench_\w+\.py) took (\d+) s$", proc.stdout, re.M)
     assert [script for script, _ in timed] == scripts
     assert re.search(r"^# make bench: all scripts took \d+ s \(goal: 900 s\)$", proc.stdout, re.M)
+
+
+def test_fusion_alpha_transfer_scores_each_scenario_with_the_alpha_of_the_others(tmp_path, monkeypatch):
+    """Three scenarios where only the GAT is right and one where only the VGAE is: the α chosen on the other
+    scenarios trusts the GAT for the VGAE's scenario, which then falls below its better input (a miss), while the
+    GAT's scenarios (two of three others on the GAT's side) keep the GAT's F1; the shipped fusion's column is read
+    as it was written."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from fusion_alpha_transfer import cells, misses, transfer_table
+
+    rng = np.random.default_rng(0)
+    frames = []
+    scenarios = (("dos", "gat"), ("fuzzy", "gat"), ("gear", "gat"), ("masquerade", "vgae"))
+    for scenario, informative in scenarios:
+        labels = np.repeat([0, 1], 40)
+        right = np.where(labels == 1, 0.9, 0.1)  # the informative model: on the right side, not saturated
+        noise = rng.choice([0.0, 1.0], size=labels.size)  # the other: saturated and uninformative
+        vgae, gat = (right, noise) if informative == "vgae" else (noise, right)
+        frames.append(
+            pd.DataFrame({
+                "split": "test", "scenario": scenario, "label": labels, "vgae_score": vgae, "gat_prob": gat,
+                "fusion_pred": (gat > 0.5).astype(int),
+            })
+        )  # fmt: skip
+    folder = tmp_path / "synth" / "seed_1" / "teacher"
+    folder.mkdir(parents=True)
+    pd.concat(frames).to_parquet(folder / "scores.parquet")
+    means = cells(transfer_table(tmp_path)).loc[("synth", "teacher")]
+    # the GAT decides wherever α > 0.556 (0.4 α > 0.5 (1 - α)); the first best action is α = 0.6
+    assert means.loc["masquerade", "alpha"] == pytest.approx(0.6)
+    assert means.loc[["dos", "fuzzy", "gear"], "f1_left_out_alpha"].tolist() == [1.0, 1.0, 1.0]
+    assert (
+        means.loc["masquerade", "f1_left_out_alpha"] < 0.8 < means.loc["masquerade", "f1_better_input"] == 1.0
+    )
+    assert misses(means, "f1_left_out_alpha").tolist() == [False, False, False, True]
+    assert misses(means, "f1_fusion").tolist() == [False, False, False, True]  # fusion_pred copies the GAT
+    assert means["an_input_ranks"].all()
