@@ -11,6 +11,7 @@ import yaml
 from testkit import REPO, run_snakemake
 
 from kdgat.graph_store import load_graph_sets, load_graphs
+from kdgat.graphs import window_count
 
 pytestmark = pytest.mark.integration
 
@@ -151,5 +152,59 @@ def test_missing_dataset_directory_names_the_config_key(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0
     assert f"datasets.real.path: dataset directory {tmp_path / 'nowhere'} does not exist" in proc.stdout, (
+        proc.stdout
+    )
+
+
+def test_whole_fusion_captures_from_synthetic_files_and_from_folders(tmp_path, real_layout):
+    """A synthetic split fusion_NN_<what> and a fusion_*/ folder of a real layout are whole captures of the fusion
+    split: with a share of 0 fusion.pt holds their windows and nothing else, the training captures keep all
+    their blocks but validation's, and metadata.json names the files."""
+    config = yaml.safe_load((DOWNSTREAM / "config.yaml").read_text())
+    tiny = config["datasets"]["tiny_hcrl"]
+    tiny["synthetic"]["files"].append(
+        {"split": "fusion_01_with_attacks", "name": "dos", "attack": "dos", "duration_s": 0.5}
+    )
+    # the module's own config.yaml is merged under this one: its tiny_4col needs a fusion capture too
+    config["datasets"]["tiny_4col"]["synthetic"]["files"].append(
+        {"split": "fusion_01_with_attacks", "name": "fuzzy", "attack": "fuzzy", "duration_s": 0.5}
+    )
+    (real_layout / "fusion_01_dos").mkdir()
+    shutil.copy(real_layout / "test_01_dos" / "dos.csv", real_layout / "fusion_01_dos" / "dos.csv")
+    config["datasets"]["real"] = {"path": str(real_layout)}
+    config["preprocess"] |= {"held_out": {"fusion": 0}, "bad_rows": "skip"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    run_snakemake(
+        "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
+    )  # fmt: skip
+    captures = {
+        "tiny_hcrl": "resources/preprocess/tiny_hcrl/fusion_01_with_attacks/dos.csv",
+        "tiny_4col": "resources/preprocess/tiny_4col/fusion_01_with_attacks/fuzzy.csv",
+        "real": str(real_layout / "fusion_01_dos" / "dos.csv"),
+    }
+    for dataset, capture in captures.items():
+        folder = workdir / "results" / "preprocess" / dataset
+        meta = json.loads((folder / "metadata.json").read_text())
+        assert meta["split"]["held_out_blocks_per_capture"] == {"val": 1, "fusion": 0}
+        assert meta["split"]["whole_captures"] == {"fusion": [capture]} and meta["files"]["fusion"] == [
+            capture
+        ]
+        messages = meta["messages"]["per_file"][capture]
+        windows = window_count(messages, window_size=50, stride=50)  # every window of the capture
+        assert meta["counts"]["fusion"] == len(load_graphs(folder / "fusion.pt")) == windows > 0
+        split_windows = sum(f["windows"] - f["purged_windows"] for f in meta["split"]["per_file"].values())
+        assert meta["counts"]["train"] + meta["counts"]["val"] == split_windows  # no block went to fusion
+    # a synthetic split that is neither train_, test_ nor a configured held-out split is named in the error
+    config["preprocess"]["held_out"] = {"fusion": None}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(
+        "-n", "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "split 'fusion_01_with_attacks' is neither train_*, test_* nor a held-out split" in proc.stdout, (
         proc.stdout
     )

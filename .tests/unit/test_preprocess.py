@@ -152,6 +152,60 @@ def test_time_blocks_further_held_out_splits_and_purged_overlaps(dataset_dir, tm
         preprocess_dataset("h", train_files, {}, tmp_path / "x", held_out={"test": 0.1})
 
 
+def test_whole_captures_fill_a_held_out_split_and_add_nothing_to_the_vocabulary(dataset_dir, tmp_path):
+    """A held-out split can hold whole captures: every window of each file, after the blocks (none with a share
+    of 0); an ID only those captures use is out of vocabulary; a split named nowhere else, or left empty, is an
+    error that names it."""
+    train_files, test_files = discover_layout(dataset_dir)
+    vehicle = Vehicle(SYNTHETIC["seed"], SYNTHETIC["num_ids"])
+    capture = generate_log(vehicle, 0.4, "dos", SYNTHETIC, seed=SYNTHETIC["seed"], file_index=77)
+    new_id = capture.can_id.copy()
+    new_id[::9] = 0x7FD  # an ID no training capture has
+    capture = dataclasses.replace(capture, can_id=new_id)
+    path = tmp_path / "fusion_01_dos.csv"
+    write_can_file(capture, path, "hcrl_csv")
+    whole = load_graphs_of(path)
+    for share, blocks in ((0.0, 0), (0.2, 1)):
+        out = tmp_path / f"share-{share}"
+        meta = preprocess_dataset(
+            "h", train_files, test_files, out, window_size=50, stride=50, time_blocks=5,
+            held_out={"fusion": share}, held_out_files={"fusion": [path]}, seed=4,
+        )  # fmt: skip
+        fusion = load_graphs(out / "fusion.pt")
+        assert meta["split"]["held_out_blocks_per_capture"]["fusion"] == blocks
+        assert meta["split"]["whole_captures"] == {"fusion": [str(path)]}
+        assert meta["files"]["fusion"] == [str(path)]
+        from_blocks = sum(
+            info["windows"]
+            for info in meta["split"]["per_file"].values()
+            if info["held_out_blocks"]["fusion"]
+        )
+        assert (from_blocks > 0) == (blocks > 0)
+        # the capture's windows come last, all of them, labelled as the file says
+        assert len(fusion) == meta["counts"]["fusion"] >= len(whole) > 0
+        assert [int(g.y) for g in fusion[-len(whole) :]] == [int(g.y) for g in whole]
+        vocab = json.loads((out / "vocab.json").read_text())
+        assert "0x7fd" not in vocab["can_ids"] and meta["vocabulary"]["unseen_ids"]["fusion"] >= 1
+        assert meta["counts"]["train"] + meta["counts"]["val"] > 0
+    with pytest.raises(ValueError, match=r"held-out splits \['extra'\]"):
+        preprocess_dataset("h", train_files, {}, tmp_path / "x", held_out_files={"extra": [path]})
+    with pytest.raises(ValueError, match="no fusion graphs.*held_out.fusion takes no blocks"):
+        preprocess_dataset("h", train_files, {}, tmp_path / "y", held_out={"fusion": 0.0})
+
+
+def load_graphs_of(path) -> list:
+    """The window graphs of one file by the library's own build (vocabulary: every ID of the file)."""
+    from kdgat.can.reader import read_can_file
+    from kdgat.graphs import build_graphs
+
+    messages = read_can_file(path)
+    ids = np.unique(messages.can_id)
+    graphs = build_graphs(
+        to_index(messages.can_id, ids), messages.payload, messages.label, len(ids) + 1, 50, 50
+    )
+    return graphs.to_data_list()
+
+
 def test_assign_windows_purges_only_between_splits():
     split, drawn = assign_windows(20, {"val": 1}, 4, np.random.default_rng(0), window_size=30, stride=10)
     (block,) = drawn["val"]

@@ -198,6 +198,7 @@ def preprocess_dataset(
     val_fraction: float = 0.2,
     time_blocks: int = 10,
     held_out: Mapping[str, float] | None = None,
+    held_out_files: Mapping[str, Sequence[str | Path]] | None = None,
     seed: int = 42,
     outputs: Mapping[str, str | Path] | None = None,
 ) -> dict:
@@ -205,8 +206,10 @@ def preprocess_dataset(
 
     ``test_files`` is ``{scenario: [files]}`` or ``[(scenario, file), ...]`` (what a Snakemake rule hands over:
     its inputs in order, with each one's scenario). ``held_out`` names further held-out splits and their share of
-    each capture (``{"fusion": 0.2}`` writes ``fusion.pt``). ``outputs`` names each file (keys ``train, val,
-    test, vocab, metadata`` and the further held-out names); a key it lacks goes to ``out_dir/<key>.pt|json``.
+    each capture (``{"fusion": 0.2}`` writes ``fusion.pt``; a share of 0 takes no blocks). ``held_out_files``
+    gives such a split whole captures besides (or instead of) its blocks: ``{"fusion": [files]}``, every window of
+    those files, which add nothing to the vocabulary (like test files). ``outputs`` names each file (keys ``train,
+    val, test, vocab, metadata`` and the further held-out names); a key it lacks goes to ``out_dir/<key>.pt|json``.
     """
     started = time.perf_counter()
     test_files = group_test_files(test_files)
@@ -218,6 +221,13 @@ def preprocess_dataset(
     clash = sorted({TRAIN, VAL, "test", "vocab", "metadata"} & set(held_out))
     if clash:
         raise ValueError(f"preprocess.held_out: {clash} are reserved names (the other outputs use them)")
+    held_out_files = {name: list(files) for name, files in (held_out_files or {}).items() if files}
+    unknown = sorted(set(held_out_files) - set(held_out))
+    if unknown:
+        raise ValueError(
+            f"dataset {dataset!r}: whole captures are given for the held-out splits {unknown}, which "
+            f"preprocess.held_out does not name (it names {sorted(held_out)}; a share of 0 takes whole captures only)"
+        )
     blocks_per_split = held_out_blocks({VAL: val_fraction, **held_out}, time_blocks)
     graph_splits = [TRAIN, VAL, *held_out]
     defaults = {name: f"{name}.pt" for name in graph_splits}
@@ -295,12 +305,22 @@ def preprocess_dataset(
                 rows = _window_rows_mask(len(messages), chosen * stride, width)
                 unseen[name] |= _unseen_ids(messages, vocabulary, rows)
     del train_messages, in_training
+    for name, files in held_out_files.items():  # whole captures: every window, after the captures' blocks
+        for path in files:
+            messages = read(path)
+            parts[name].append(graphs_of(messages))
+            unseen[name] |= _unseen_ids(messages, vocabulary)
     splits = {name: GraphArrays.concat(graphs) for name, graphs in parts.items()}
-    for name in (TRAIN, VAL):
-        if len(splits[name]) == 0 and blocks_per_split.get(name, 1) > 0:
+    for name in graph_splits:
+        if len(splits[name]) == 0 and (blocks_per_split.get(name, 1) > 0 or name not in (TRAIN, VAL)):
+            source = "the training files" + (
+                f" and the whole {name} captures" if name in held_out_files else ""
+            )
             raise ValueError(
-                f"dataset {dataset!r}: the training files give no {name} graphs "
-                f"({sum(f['windows'] for f in split_files.values())} windows in all)"
+                f"dataset {dataset!r}: {source} give no {name} graphs "
+                f"({sum(f['windows'] for f in split_files.values())} training windows in all"
+                + ("" if blocks_per_split.get(name, 1) else f"; preprocess.held_out.{name} takes no blocks")
+                + ")"
             )
 
     test: dict[str, GraphArrays] = {}
@@ -344,6 +364,8 @@ def preprocess_dataset(
             "time_blocks": time_blocks,
             "held_out_blocks_per_capture": {name: blocks_per_split[name] for name in graph_splits[1:]},
             "per_file": split_files,
+            # held-out splits that also hold whole captures (every window of each file)
+            "whole_captures": {name: [str(p) for p in files] for name, files in held_out_files.items()},
         },
         "vocabulary": {
             "source": vocabulary_source,
@@ -369,6 +391,7 @@ def preprocess_dataset(
         },
         "files": {
             "train": [str(p) for p in train_files],
+            **{name: [str(p) for p in files] for name, files in held_out_files.items()},
             "test": {name: [str(p) for p in files] for name, files in test_files.items()},
         },
         "messages": {"per_file": message_counts, "total": int(sum(message_counts.values()))},

@@ -25,6 +25,7 @@ with failure_logged("build_graphs"):
         val_fraction=float(snakemake.params.get("val_fraction", 0.2)),
         time_blocks=int(snakemake.params.get("time_blocks", 10)),
         held_out=dict(snakemake.params.get("held_out", {})),
+        held_out_files={"fusion": list(snakemake.input.get("held_out_fusion", []))},
         seed=int(snakemake.params.get("seed", 42)),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
         | {"fusion": snakemake.output.get("fusion")},
