@@ -73,7 +73,10 @@ def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
         "calibrate_simulations_worst",
         "calibrate_runs_below_grid",
         "calibrate_gamma_interval_halfwidth_median",
+        "calibrate_nll_above_grid_worst",
     }
+    # no calibration may end further above the grid's best than a 95% likelihood-ratio test can see
+    assert lines["calibrate_nll_above_grid_worst"]["goal"] == "<=1.92NLL"
     # the grid's best is the minimum of the function it searched: no calibration ends below it
     assert lines["calibrate_runs_below_grid"]["goal"] == "<=0"
     # 32 Sobol points and 1 round of 16, 4 replicates each, then the top 8 again with 32 replicates, one round of
