@@ -4,6 +4,7 @@ between-workflow cache, and on a real-layout dataset directory with bad rows."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -208,3 +209,26 @@ def test_whole_fusion_captures_from_synthetic_files_and_from_folders(tmp_path, r
     assert "split 'fusion_01_with_attacks' is neither train_*, test_* nor a held-out split" in proc.stdout, (
         proc.stdout
     )
+
+
+def test_whole_fusion_captures_experiment_adds_files_after_the_shipped_ones(tmp_path):
+    """config/experiments/fusion_whole_captures.yaml (docs/science.md) keeps every shipped file at its place, so
+    each is generated exactly as shipped (a file's traffic depends on its position), and the workflow plans its
+    fusion captures as whole captures of the fusion split."""
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    experiment_path = REPO / "config" / "experiments" / "fusion_whole_captures.yaml"
+    experiment = yaml.safe_load(experiment_path.read_text())
+    added = 0
+    for dataset, spec in experiment["datasets"].items():
+        files, before = spec["synthetic"]["files"], shipped["datasets"][dataset]["synthetic"]["files"]
+        assert files[: len(before)] == before
+        assert files[len(before) :] and all(f["split"].startswith("fusion_") for f in files[len(before) :])
+        added += len(files) - len(before)
+    dry = run_snakemake(
+        "-n", "preprocess_all", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(REPO / "config" / "config.yaml"), str(experiment_path), "--cores", "1",
+    )  # fmt: skip
+    counts = re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M)  # the job-count table of the dry run
+    planned = {rule: int(count) for rule, count in counts}
+    shipped_files = sum(len(spec["synthetic"]["files"]) for spec in shipped["datasets"].values())
+    assert planned["preprocess_generate_can"] == shipped_files + added
