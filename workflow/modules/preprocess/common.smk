@@ -53,8 +53,8 @@ def _layout(dataset):
         for split, path in synthetic_files(dataset):
             if split.startswith("train_"):
                 train.append(path)
-            elif held_out_of(split):
-                held_out.setdefault(held_out_of(split), []).append(path)
+            elif name := held_out_of(split):
+                held_out.setdefault(name, []).append(path)
             elif split.startswith("test_"):
                 test.setdefault(scenario_name(split), []).append(path)
             else:
