@@ -32,11 +32,9 @@ from sklearn.metrics import f1_score, roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from kdgat.evaluation.summary import AUC_FLOOR  # noqa: E402
+from kdgat.evaluation.summary import AUC_FLOOR, FUSION_TOLERANCE  # noqa: E402
 from kdgat.models import NUM_ACTIONS, alphas, fuse, fusion_reward  # noqa: E402
 from kdgat.training.fusion_policy import balanced_mean  # noqa: E402
-
-FUSION_MARGIN = 0.005  # the floor's allowance below the better input (the kd_gat module test's)
 
 
 def tensors(windows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,7 +99,7 @@ def cells(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def misses(means: pd.DataFrame, column: str) -> pd.Series:
-    return means[column] < means["f1_better_input"] - FUSION_MARGIN
+    return means[column] < means["f1_better_input"] - FUSION_TOLERANCE
 
 
 def main() -> None:
@@ -127,7 +125,7 @@ def main() -> None:
     ):
         below = misses(means, column)
         print(
-            f"{title}: below the better input - {FUSION_MARGIN} in {int(below.sum())} of {len(means)} cells; "
+            f"{title}: below the better input - {FUSION_TOLERANCE} in {int(below.sum())} of {len(means)} cells; "
             f"{int((below & ranking).sum())} of the {int(ranking.sum())} where an input ranks the attacks "
             f"(ROC-AUC >= {AUC_FLOOR})"
         )
