@@ -312,7 +312,8 @@ def preprocess_dataset(
             unseen[name] |= _unseen_ids(messages, vocabulary)
     splits = {name: GraphArrays.concat(graphs) for name, graphs in parts.items()}
     for name in graph_splits:
-        if len(splits[name]) == 0 and (blocks_per_split.get(name, 1) > 0 or name not in (TRAIN, VAL)):
+        # an empty split is an error, except validation when val_fraction asks for no blocks
+        if len(splits[name]) == 0 and (name != VAL or blocks_per_split[VAL] > 0):
             source = "the training files" + (
                 f" and the whole {name} captures" if name in held_out_files else ""
             )
