@@ -211,24 +211,37 @@ def test_whole_fusion_captures_from_synthetic_files_and_from_folders(tmp_path, r
     )
 
 
-def test_whole_fusion_captures_experiment_adds_files_after_the_shipped_ones(tmp_path):
-    """config/experiments/fusion_whole_captures.yaml (docs/science.md) keeps every shipped file at its place, so
-    each is generated exactly as shipped (a file's traffic depends on its position), and the workflow plans its
-    fusion captures as whole captures of the fusion split."""
+def test_shipped_whole_fusion_captures_come_last_and_the_blocks_only_experiment_drops_them(
+    tmp_path,
+):
+    """The shipped config lists its whole fusion captures after every other file, so each other file is generated
+    as before they were added (a file's traffic depends on its position); config/experiments/fusion_blocks_only.yaml
+    (the default before, docs/science.md) is the same list without them, and the workflow generates them under the
+    shipped config and not under the experiment (how they become whole captures of the fusion split:
+    test_whole_fusion_captures_from_synthetic_files_and_from_folders)."""
     shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    experiment_path = REPO / "config" / "experiments" / "fusion_whole_captures.yaml"
+    experiment_path = REPO / "config" / "experiments" / "fusion_blocks_only.yaml"
     experiment = yaml.safe_load(experiment_path.read_text())
-    added = 0
-    for dataset, spec in experiment["datasets"].items():
-        files, before = spec["synthetic"]["files"], shipped["datasets"][dataset]["synthetic"]["files"]
-        assert files[: len(before)] == before
-        assert files[len(before) :] and all(f["split"].startswith("fusion_") for f in files[len(before) :])
-        added += len(files) - len(before)
-    dry = run_snakemake(
-        "-n", "preprocess_all", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-        "--configfile", str(REPO / "config" / "config.yaml"), str(experiment_path), "--cores", "1",
-    )  # fmt: skip
-    counts = re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M)  # the job-count table of the dry run
-    planned = {rule: int(count) for rule, count in counts}
+    assert set(experiment["datasets"]) == set(shipped["datasets"])
+    whole_captures = 0
+    for dataset, spec in shipped["datasets"].items():
+        files, blocks_only = spec["synthetic"]["files"], experiment["datasets"][dataset]["synthetic"]["files"]
+        assert files[: len(blocks_only)] == blocks_only
+        assert not any(f["split"].startswith("fusion_") for f in blocks_only)
+        assert files[len(blocks_only) :] and all(
+            f["split"].startswith("fusion_") for f in files[len(blocks_only) :]
+        )
+        whole_captures += len(files) - len(blocks_only)
+
+    def planned_generations(*configfiles):
+        dry = run_snakemake(
+            "-n", "preprocess_all", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory",
+            str(tmp_path), "--configfile", *map(str, configfiles), "--cores", "1",
+        )  # fmt: skip
+        counts = re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M)  # the job-count table of the dry run
+        return {rule: int(count) for rule, count in counts}["preprocess_generate_can"]
+
+    shipped_config = REPO / "config" / "config.yaml"
     shipped_files = sum(len(spec["synthetic"]["files"]) for spec in shipped["datasets"].values())
-    assert planned["preprocess_generate_can"] == shipped_files + added
+    assert planned_generations(shipped_config) == shipped_files
+    assert planned_generations(shipped_config, experiment_path) == shipped_files - whole_captures
