@@ -104,7 +104,7 @@ REPLAY = (
 )
 MASQUERADE = (
     "one of 45 IDs keeps its own rate with out-of-range payload bytes: the demo-sized models trained on 5 time "
-    "blocks barely rank it (ROC-AUC 0.51-0.60)"
+    "blocks barely rank it (ROC-AUC 0.50-0.60)"
 )
 RANDOM_IDS_UNSEEN = (
     "held-out family: HCRL random-ID fuzzing, all IDs out of vocabulary; synth_cantt trains only on attacks with "
@@ -118,12 +118,12 @@ THRESHOLD_DOES_NOT_CARRY = (
     "validation) does not carry to this test capture: F1 below flagging every window"
 )
 FUSION_CHOSEN_ON_VALIDATION = (
-    "one policy per agent for every test capture, chosen on the 99-123 fusion + validation windows: the learnt one "
-    "where its cross-fitted reward beat every constant α there, else the best constant α; on this test capture "
-    "it is below the better input"
+    "one policy per agent for every test capture, chosen on the 524-638 fusion + validation windows (time blocks "
+    "and whole fusion captures): the learnt one where its cross-fitted reward beat every constant α there, else "
+    "the best constant α; on this test capture it is below the better input"
 )
 NO_INPUT_DETECTS = (
-    "neither input detects this family (both ROC-AUCs below the floor, 0.47-0.60): their F1 here is where each "
+    "neither input detects this family (both ROC-AUCs below the floor, 0.48-0.60): their F1 here is where each "
     "one's threshold happens to fall, and which one's is higher decides 'the better input'"
 )
 EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
@@ -133,49 +133,49 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
         "rpm",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.751 < 0.851
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.783 < 0.845
     (
         "synth_cantt",
         "teacher",
         "dos_vehicle",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.858 < 0.960
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.932 < 0.956
     (
         "synth_cantt",
         "teacher",
         "fuzzy_vehicle",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.820 < 0.946
-    ("synth_cantt", "teacher", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.588 < 0.650
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.941 < 0.943
+    ("synth_cantt", "teacher", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.587 < 0.650
     ("synth_cantt", "teacher", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.488 < 0.585
-    ("synth_cantt", "teacher", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.545 < 0.650
-    ("synth_cantt", "teacher", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.200 < 0.585
-    ("synth_cantt", "teacher", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.579 < 0.650
-    ("synth_cantt", "teacher", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.413 < 0.585
-    ("synth_cantt", "teacher", "masquerade", "fusion", "fusion_vs_inputs"): NO_INPUT_DETECTS,  # 0.413 < 0.483
+    ("synth_cantt", "teacher", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.546 < 0.650
+    ("synth_cantt", "teacher", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.211 < 0.585
+    ("synth_cantt", "teacher", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.570 < 0.650
+    ("synth_cantt", "teacher", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.325 < 0.585
+    ("synth_cantt", "teacher", "masquerade", "fusion", "fusion_vs_inputs"): NO_INPUT_DETECTS,  # 0.325 < 0.483
     ("synth_cantt", "teacher", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.514 < 0.650
     ("synth_cantt", "teacher", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.476 < 0.500
-    ("synth_cantt", "teacher", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.496 < 0.650
-    ("synth_cantt", "teacher", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.154 < 0.500
-    ("synth_cantt", "teacher", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.487 < 0.650
-    ("synth_cantt", "teacher", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.334 < 0.500
+    ("synth_cantt", "teacher", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.506 < 0.650
+    ("synth_cantt", "teacher", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.168 < 0.500
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.499 < 0.650
+    ("synth_cantt", "teacher", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.287 < 0.500
     (
         "synth_cantt",
         "teacher",
         "replay_unseen",
         "fusion",
         "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.334 < 0.471
-    ("synth_cantt", "teacher", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.718 < 0.720
+    ): NO_INPUT_DETECTS,  # 0.287 < 0.471
+    ("synth_cantt", "teacher", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.719 < 0.720
     (
         "synth_cantt",
         "teacher",
         "fuzzy_unseen",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.801 < 0.906
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.871 < 0.889
     (
         "synth_cantt",
         "student_kd",
@@ -183,61 +183,54 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
         "vgae",
         "f1_above_chance",
     ): THRESHOLD_DOES_NOT_CARRY,  # 0.593 < 0.654
-    ("synth_cantt", "student_kd", "rpm", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.559 < 0.654
-    (
-        "synth_cantt",
-        "student_kd",
-        "rpm",
-        "fusion",
-        "f1_above_chance",
-    ): THRESHOLD_DOES_NOT_CARRY,  # 0.589 < 0.654
+    ("synth_cantt", "student_kd", "rpm", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.562 < 0.654
     (
         "synth_cantt",
         "student_kd",
         "dos_vehicle",
         "gat",
         "f1_above_chance",
-    ): THRESHOLD_DOES_NOT_CARRY,  # 0.617 < 0.768
+    ): THRESHOLD_DOES_NOT_CARRY,  # 0.619 < 0.768
     (
         "synth_cantt",
         "student_kd",
         "fuzzy_vehicle",
         "gat",
         "f1_above_chance",
-    ): THRESHOLD_DOES_NOT_CARRY,  # 0.601 < 0.709
+    ): THRESHOLD_DOES_NOT_CARRY,  # 0.614 < 0.709
     ("synth_cantt", "student_kd", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.576 < 0.650
     ("synth_cantt", "student_kd", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.427 < 0.585
-    ("synth_cantt", "student_kd", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.516 < 0.650
-    ("synth_cantt", "student_kd", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.298 < 0.585
-    ("synth_cantt", "student_kd", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.563 < 0.650
-    ("synth_cantt", "student_kd", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.400 < 0.585
+    ("synth_cantt", "student_kd", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.517 < 0.650
+    ("synth_cantt", "student_kd", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.292 < 0.585
+    ("synth_cantt", "student_kd", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.555 < 0.650
+    ("synth_cantt", "student_kd", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.405 < 0.585
     (
         "synth_cantt",
         "student_kd",
         "masquerade",
         "fusion",
         "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.400 < 0.422
+    ): NO_INPUT_DETECTS,  # 0.405 < 0.422
     ("synth_cantt", "student_kd", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.522 < 0.650
     ("synth_cantt", "student_kd", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.322 < 0.500
-    ("synth_cantt", "student_kd", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.510 < 0.650
-    ("synth_cantt", "student_kd", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.136 < 0.500
-    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.503 < 0.650
-    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.303 < 0.500
+    ("synth_cantt", "student_kd", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.509 < 0.650
+    ("synth_cantt", "student_kd", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.142 < 0.500
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.499 < 0.650
+    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.260 < 0.500
     (
         "synth_cantt",
         "student_kd",
         "replay_unseen",
         "fusion",
         "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.303 < 0.317
+    ): NO_INPUT_DETECTS,  # 0.260 < 0.317
     (
         "synth_cantt",
         "student_kd",
         "fuzzy_unseen",
         "gat",
         "f1_above_chance",
-    ): RANDOM_IDS_UNSEEN,  # 0.657 < 0.720
+    ): RANDOM_IDS_UNSEEN,  # 0.656 < 0.720
     ("synth_cantt", "student", "rpm", "vgae", "f1_above_chance"): RATE_KEPT_SPOOFING,  # 0.513 < 0.654
     (
         "synth_cantt",
@@ -245,34 +238,34 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
         "rpm",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.855 < 0.914
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.903 < 0.912
     (
         "synth_cantt",
         "student",
         "dos_vehicle",
         "fusion",
         "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.922 < 0.969
+    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.964 < 0.970
     ("synth_cantt", "student", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.596 < 0.650
     ("synth_cantt", "student", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.414 < 0.585
-    ("synth_cantt", "student", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.513 < 0.650
-    ("synth_cantt", "student", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.198 < 0.585
-    ("synth_cantt", "student", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.588 < 0.650
-    ("synth_cantt", "student", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.342 < 0.585
-    ("synth_cantt", "student", "masquerade", "fusion", "fusion_vs_inputs"): NO_INPUT_DETECTS,  # 0.342 < 0.409
+    ("synth_cantt", "student", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.502 < 0.650
+    ("synth_cantt", "student", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.218 < 0.585
+    ("synth_cantt", "student", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.557 < 0.650
+    ("synth_cantt", "student", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.296 < 0.585
+    ("synth_cantt", "student", "masquerade", "fusion", "fusion_vs_inputs"): NO_INPUT_DETECTS,  # 0.296 < 0.409
     ("synth_cantt", "student", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.496 < 0.650
-    ("synth_cantt", "student", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.347 < 0.500
-    ("synth_cantt", "student", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.470 < 0.650
-    ("synth_cantt", "student", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.087 < 0.500
-    ("synth_cantt", "student", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.487 < 0.650
-    ("synth_cantt", "student", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.173 < 0.500
+    ("synth_cantt", "student", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.348 < 0.500
+    ("synth_cantt", "student", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.477 < 0.650
+    ("synth_cantt", "student", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.097 < 0.500
+    ("synth_cantt", "student", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.477 < 0.650
+    ("synth_cantt", "student", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.142 < 0.500
     (
         "synth_cantt",
         "student",
         "replay_unseen",
         "fusion",
         "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.173 < 0.342
+    ): NO_INPUT_DETECTS,  # 0.142 < 0.343
     ("synth_cantt", "student", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.656 < 0.720
     (
         "synth_hcrl",
@@ -282,14 +275,7 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
         "f1_above_chance",
     ): THRESHOLD_DOES_NOT_CARRY,  # 0.563 < 0.646
     ("synth_hcrl", "student_kd", "gear", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.579 < 0.646
-    (
-        "synth_hcrl",
-        "student",
-        "dos",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.983 < 0.987
-    ("synth_hcrl", "student", "gear", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.547 < 0.646
+    ("synth_hcrl", "student", "gear", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.549 < 0.646
     ("synth_hcrl", "student", "gear", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.530 < 0.646
 }
 
