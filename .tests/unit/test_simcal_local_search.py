@@ -9,7 +9,7 @@ import pytest
 from simcal.calibrate import CalibrationSettings
 from simcal.contract import ContractError
 from simcal.design import parse_bounds
-from simcal.local_search import SCAN_SPAN, TrustRegion, fit_quadratic, floor_scan, floor_weights
+from simcal.local_search import SCAN_SPAN, TrustRegion, fit_quadratic, floor_scan, floor_weights, into_box
 
 
 def test_the_fit_recovers_a_quadratics_gradient_and_hessian():
@@ -134,6 +134,40 @@ def test_probes_along_the_valley_stay_on_its_floor():
     proposals = region.propose(points, losses)
     valley_probes = proposals[1:3]  # the first axis of the fit: the smallest curvature, along the floor
     assert (valley(valley_probes) < valley(best)).all()
+    across = valley_probes[:, 1] - 0.9 * valley_probes[:, 0] - 0.05
+    assert np.abs(across).max() < 0.002, across
+
+
+def test_points_beyond_a_bound_are_moved_back_along_their_line():
+    origin = np.array([0.2, 0.5])
+    points = np.array(
+        [[-0.2, 0.9], [0.6, 1.3], [0.3, 0.4]]
+    )  # beyond u0's lower bound, beyond u1's upper, inside
+    moved = into_box(origin, points)
+    np.testing.assert_allclose(moved, [[0.0, 0.7], [0.45, 1.0], [0.3, 0.4]])
+
+
+def test_near_a_bound_the_search_stays_on_the_valley_floor():
+    """The valley's floor runs into u0's lower bound (its minimum lies beyond it, the best fit at a parameter's
+    bound, as on the SIR benchmark's observed seed 59): the step and the probes that cross the bound are moved back
+    along their own lines, onto the floor where it meets the bound, not clipped coordinate by coordinate onto the
+    wall (a clipped step keeps u1 from beyond the bound: 0.05 across the floor)."""
+
+    def valley_at_bound(points):
+        points = np.atleast_2d(points)
+        across = points[:, 1] - 0.9 * points[:, 0] - 0.05
+        return 500.0 * across**2 + (points[:, 0] + 0.1) ** 2
+
+    along = np.linspace(0.02, 0.12, 6)
+    floor = np.column_stack([along, 0.9 * along + 0.05])
+    points = np.vstack([floor + [0.0, 0.01], floor + [0.0, 0.02], floor - [0.0, 0.02]])
+    losses = valley_at_bound(points)
+    best = points[np.argmin(losses)]
+    proposals = TrustRegion.around(points, losses).propose(points, losses)
+    assert ((proposals >= 0.0) & (proposals <= 1.0)).all()
+    step, valley_probes = proposals[0], proposals[1:3]  # the first axis of the fit: along the floor
+    assert np.isclose(step[0], 0.0) and np.isclose(valley_probes[:, 0], 0.0).any()  # both reach the bound
+    assert valley_at_bound(step)[0] < valley_at_bound(best)[0]
     across = valley_probes[:, 1] - 0.9 * valley_probes[:, 0] - 0.05
     assert np.abs(across).max() < 0.002, across
 

@@ -23,6 +23,12 @@ Two details make it hold on a narrow valley (measured on the SIR benchmark, benc
 - A probe along one axis also takes the model's own step to the minimum along the others (``probes``): the best
   point so far is rarely on the floor's centre line, and a probe that keeps its offset lands on the wall.
 
+At a bound (the best fit where the valley runs into a parameter's bound) the step and the probes that cross it
+are moved back along their own lines (``into_box``), onto the floor where it meets the bound: clipping each
+coordinate kept the other coordinate from beyond the bound and put them on the wall (the SIR benchmark's observed
+seed 59, bench/RESULTS.md). The floor scan's points are still clipped: past the bound they then lie along it, a
+scan of the other parameter there.
+
 After the rounds, an optional scan (``floor_scan``) spends its points on the valley floor itself: evenly spaced
 along the fit's flattest principal axis within 0.3 trust radii either side of the best point, each moved to the
 model's minimum along the other axes. Why: the floor of a simulated loss is rippled (counts change in steps), a
@@ -126,7 +132,7 @@ class TrustRegion:
         if length > self.radius:
             step *= self.radius / length
         around = probes(best, axes, np.where(curved, along, 0.0), self.radius)
-        return np.clip(np.vstack([best + step, around]), 0.0, 1.0)
+        return np.clip(np.vstack([into_box(best, (best + step)[None, :]), around]), 0.0, 1.0)
 
 
 def principal_axes(points: np.ndarray, losses: np.ndarray, best: np.ndarray, radius: float):
@@ -147,13 +153,27 @@ def principal_axes(points: np.ndarray, losses: np.ndarray, best: np.ndarray, rad
 
 def probes(best: np.ndarray, axes: np.ndarray, along: np.ndarray, radius: float) -> np.ndarray:
     """Two points per axis (the columns of ``axes``): half the radius either side of ``best`` along it, plus the
-    step ``along`` the other axes (the model's minimum along each; 0 where the fit has no curvature)."""
+    step ``along`` the other axes (the model's minimum along each; 0 where the fit has no curvature). Inside the
+    unit box: each stays on its line (``into_box``)."""
     points = []
     for i in range(axes.shape[1]):
-        others = across(axes, along, i)
+        centre = into_box(best, (best + across(axes, along, i))[None, :])[0]
         for sign in (1.0, -1.0):
-            points.append(best + others + sign * radius / 2 * axes[:, i])
+            points.append(into_box(centre, (centre + sign * radius / 2 * axes[:, i])[None, :])[0])
     return np.array(points)
+
+
+def into_box(origin: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Each of ``points`` moved towards ``origin`` (inside the unit box) along the line between them until it is
+    inside the box. Why not clip each coordinate: a point proposed along a narrow valley that crosses a bound
+    (the best fit at a parameter's bound) would keep the other coordinates and land on the valley's wall; moved
+    along its own line it stays on the floor, where the valley meets the bound."""
+    delta = points - origin
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_upper = np.where(delta > 0, (1.0 - origin) / delta, np.inf)
+        to_lower = np.where(delta < 0, -origin / delta, np.inf)
+    share = np.minimum(1.0, np.minimum(to_upper, to_lower).min(axis=1))
+    return np.clip(origin + share[:, None] * delta, 0.0, 1.0)
 
 
 def across(axes: np.ndarray, along: np.ndarray, axis: int) -> np.ndarray:
