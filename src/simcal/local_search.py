@@ -125,14 +125,14 @@ class TrustRegion:
         self.best_loss, self.rounds = min(best_loss, self.best_loss), self.rounds + 1
         d = points.shape[1]
         if len(points) < term_count(d) + 1:  # too few points for a fit: probe along the unit axes
-            return np.clip(probes(best, np.eye(d), np.zeros(d), self.radius), 0.0, 1.0)
+            return probes(best, np.eye(d), np.zeros(d), self.radius)
         _, axes, along, curved = principal_axes(points, losses, best, self.radius)
         step = axes @ along
         length = float(np.linalg.norm(step))
         if length > self.radius:
             step *= self.radius / length
         around = probes(best, axes, np.where(curved, along, 0.0), self.radius)
-        return np.clip(np.vstack([into_box(best, (best + step)[None, :]), around]), 0.0, 1.0)
+        return np.vstack([into_box(best, best + step), around])
 
 
 def principal_axes(points: np.ndarray, losses: np.ndarray, best: np.ndarray, radius: float):
@@ -157,23 +157,23 @@ def probes(best: np.ndarray, axes: np.ndarray, along: np.ndarray, radius: float)
     unit box: each stays on its line (``into_box``)."""
     points = []
     for i in range(axes.shape[1]):
-        centre = into_box(best, (best + across(axes, along, i))[None, :])[0]
+        centre = into_box(best, best + across(axes, along, i))
         for sign in (1.0, -1.0):
-            points.append(into_box(centre, (centre + sign * radius / 2 * axes[:, i])[None, :])[0])
+            points.append(into_box(centre, centre + sign * radius / 2 * axes[:, i]))
     return np.array(points)
 
 
 def into_box(origin: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Each of ``points`` moved towards ``origin`` (inside the unit box) along the line between them until it is
-    inside the box. Why not clip each coordinate: a point proposed along a narrow valley that crosses a bound
-    (the best fit at a parameter's bound) would keep the other coordinates and land on the valley's wall; moved
-    along its own line it stays on the floor, where the valley meets the bound."""
+    """Each of ``points`` (one point, or one per row) moved towards ``origin`` (inside the unit box) along the line
+    between them until it is inside the box. Why not clip each coordinate: a point proposed along a narrow valley
+    that crosses a bound (the best fit at a parameter's bound) would keep the other coordinates and land on the
+    valley's wall; moved along its own line it stays on the floor, where the valley meets the bound."""
     delta = points - origin
     with np.errstate(divide="ignore", invalid="ignore"):
         to_upper = np.where(delta > 0, (1.0 - origin) / delta, np.inf)
         to_lower = np.where(delta < 0, -origin / delta, np.inf)
-    share = np.minimum(1.0, np.minimum(to_upper, to_lower).min(axis=1))
-    return np.clip(origin + share[:, None] * delta, 0.0, 1.0)
+    share = np.minimum(1.0, np.minimum(to_upper, to_lower).min(axis=-1, keepdims=True))
+    return np.clip(origin + share * delta, 0.0, 1.0)
 
 
 def across(axes: np.ndarray, along: np.ndarray, axis: int) -> np.ndarray:
