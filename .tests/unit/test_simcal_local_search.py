@@ -140,9 +140,8 @@ def test_probes_along_the_valley_stay_on_its_floor():
 
 def test_points_beyond_a_bound_are_moved_back_along_their_line():
     origin = np.array([0.2, 0.5])
-    points = np.array(
-        [[-0.2, 0.9], [0.6, 1.3], [0.3, 0.4]]
-    )  # beyond u0's lower bound, beyond u1's upper, inside
+    # beyond u0's lower bound, beyond u1's upper bound, inside
+    points = np.array([[-0.2, 0.9], [0.6, 1.3], [0.3, 0.4]])
     moved = into_box(origin, points)
     np.testing.assert_allclose(moved, [[0.0, 0.7], [0.45, 1.0], [0.3, 0.4]])
 
