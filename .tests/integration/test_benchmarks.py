@@ -114,6 +114,16 @@ def test_bench_preprocess_measures_the_original_in_the_same_run():
     )
 
 
+def test_bench_preprocess_survives_a_raw_read_below_getrusages_resolution(monkeypatch):
+    """getrusage counts user time by clock ticks: the --quick raw read (~3 ms) once showed 0 s of it and the
+    script died dividing by it (a CI run, 2026-12-03). The comment line then says so instead."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from bench_preprocess import user_time_ratio
+
+    assert user_time_ratio(0.012, 0.004) == "3.00x"
+    assert "not measurable" in user_time_ratio(0.012, 0.0)
+
+
 def test_original_graph_creation_builds_our_windows_and_node_sets(tmp_path, monkeypatch):
     """The baseline does the same work as ours: on a tiny attack log (variable payload lengths, IDs with leading
     zeros) it gives as many graphs, each with our node set (CAN IDs) and label."""
