@@ -321,6 +321,7 @@ def calibration(
         "observed_seed": observed_seed, "sampler_seed": sampler_seed, "sampler": sampler,
         "beta": float(best["beta"]), "gamma": float(best["gamma"]), "loss": float(best["loss"]),
         "simulations": int(len(sims.drop_duplicates())), "seconds": seconds,
+        "trials": str(out / "trials.parquet"),
     }  # fmt: skip
 
 

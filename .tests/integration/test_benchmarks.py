@@ -183,6 +183,23 @@ def test_make_bench_runs_every_script_and_fails_at_the_end(tmp_path):
     assert re.search(r"^# make bench: all scripts took \d+ s \(goal: 900 s\)$", proc.stdout, re.M)
 
 
+def test_replay_refine_ends_where_the_librarys_calibration_ends():
+    """The refine replay (bench/replay_refine.py, whose figures bench/RESULTS.md quotes) reproduces the library's
+    calibration run for run: same best parameter set and loss after the shipped 4 local rounds and scan of 10, and
+    the same 1,952 simulations (992 to the top 8, then 30 sets of 32 replicates)."""
+    proc = subprocess.run(
+        [
+            sys.executable, "bench/replay_refine.py", "--observed-seeds", "7", "--sampler-seeds", "1", "--check",
+            "--no-grid", "--variant", "4,10", "--variant", "1,2,1.0",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-6000:]}"
+    assert "# replay of the first variant matches the library's calibration: 1 of 1 runs" in proc.stdout
+    assert "# 4 local rounds + scan of 10 at 0.3 radii: at most 1952 simulations; best NLL" in proc.stdout
+    assert "# 1 local rounds + scan of 2 at 1 radii: at most 1216 simulations; best NLL" in proc.stdout
+
+
 def test_fusion_alpha_transfer_scores_each_scenario_with_the_alpha_of_the_others(tmp_path, monkeypatch):
     """Three scenarios where only the GAT is right and one where only the VGAE is: the α chosen on the other
     scenarios trusts the GAT for the VGAE's scenario, which then falls below its better input (a miss), while the
