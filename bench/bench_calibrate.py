@@ -68,6 +68,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,22 @@ def connect(address: str) -> None:
     global _client
     logging.basicConfig(level=logging.WARNING)
     _client = Client(address)
+
+
+@contextmanager
+def cluster_and_drivers(workers: int, drivers: int, prefix: str):
+    """(a temporary folder, a pool of ``drivers`` spawned processes each connected to one LocalCluster of
+    ``workers`` worker processes); all three end with the block."""
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as workdir,
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        ProcessPoolExecutor(
+            drivers, multiprocessing.get_context("spawn"), connect, (cluster.scheduler_address,)
+        ) as pool,
+    ):
+        yield workdir, pool
 
 
 def observed_data(seed: int) -> pd.DataFrame:
@@ -455,15 +472,7 @@ def main() -> None:
         flush=True,
     )
     began = time.perf_counter()
-    with (
-        tempfile.TemporaryDirectory(prefix="bench_calibrate_") as workdir,
-        LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
-        ) as cluster,
-        ProcessPoolExecutor(
-            args.drivers, multiprocessing.get_context("spawn"), connect, (cluster.scheduler_address,)
-        ) as pool,
-    ):
+    with cluster_and_drivers(args.workers, args.drivers, "bench_calibrate_") as (workdir, pool):
         grids, floors, runs, checks = {}, {}, [], []
         for seed in args.observed_seeds:  # the long grids first, the calibrations fill in around them
             grids[seed] = pool.submit(grid_search, seed, args.simulation_seed, crn, workdir, points)

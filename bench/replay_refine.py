@@ -23,17 +23,13 @@ figures bench/RESULTS.md quotes with their command.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import sys
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from distributed import LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -174,15 +170,7 @@ def main() -> None:
     args = parse_arguments()
     began = time.perf_counter()
     points = {"coarse": 21, "profile": 31, "window": 9, "floor": 41}  # bench_calibrate's defaults
-    with (
-        tempfile.TemporaryDirectory(prefix="replay_refine_") as workdir,
-        LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
-        ) as cluster,
-        ProcessPoolExecutor(
-            args.drivers, multiprocessing.get_context("spawn"), bench.connect, (cluster.scheduler_address,)
-        ) as pool,
-    ):
+    with bench.cluster_and_drivers(args.workers, args.drivers, "replay_refine_") as (workdir, pool):
         grids = {}
         if not args.no_grid:
             for seed in args.observed_seeds:
