@@ -163,6 +163,10 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--drivers", type=int, default=2, help="processes running calibrations and grids")
     args = parser.parse_args()
     args.variants = args.variant or [Variant(4, 10)]
+    if args.check and args.variants[0].span != local_search.SCAN_SPAN:
+        parser.error(
+            f"--check compares the first variant with the library, whose scan spans {local_search.SCAN_SPAN}"
+        )
     return args
 
 
