@@ -98,6 +98,8 @@ TARGETS = [
 MIN_MEAN = 1e-3  # poisson_nll's floor of the expected count
 # plus "rounds" of local search and a floor "scan" (--refine-rounds, --scan)
 REFINE = {"top_k": 8, "replicates": 32}
+# the grid search's sizes (--grid-points, --profile-points, --window-points, --floor-points)
+GRID_POINTS = {"coarse": 21, "profile": 31, "window": 9, "floor": 41}
 LOCAL_PROPOSALS = 1 + 2 * 2  # per local search round: the model's minimum and two points per parameter
 COARSE_REPLICATES = 8
 # After a window of step s in r, a gamma whose best is more than max(PRUNE_FLOOR, PRUNE_PER_STEP * s) above the best
@@ -432,11 +434,20 @@ def parse_arguments() -> argparse.Namespace:
         "--floor-seed", type=int, default=None, help="also run every grid with this master seed (noise floor)"
     )
     parser.add_argument("--independent-seeds", action="store_true", help="no common random numbers")
-    parser.add_argument("--grid-points", type=int, default=21, help="coarse grid: points per axis")
-    parser.add_argument("--profile-points", type=int, default=31, help="gamma values of the profile")
-    parser.add_argument("--window-points", type=int, default=9, help="points of each zooming window")
     parser.add_argument(
-        "--floor-points", type=int, default=41, help="gammas of the grid's last stage, at 0.5%% steps"
+        "--grid-points", type=int, default=GRID_POINTS["coarse"], help="coarse grid: points per axis"
+    )
+    parser.add_argument(
+        "--profile-points", type=int, default=GRID_POINTS["profile"], help="gamma values of the profile"
+    )
+    parser.add_argument(
+        "--window-points", type=int, default=GRID_POINTS["window"], help="points of each zooming window"
+    )
+    parser.add_argument(
+        "--floor-points",
+        type=int,
+        default=GRID_POINTS["floor"],
+        help="gammas of the grid's last stage, at 0.5%% steps",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
     parser.add_argument("--drivers", type=int, default=2, help="processes running calibrations and grids")

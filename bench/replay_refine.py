@@ -62,20 +62,19 @@ class Variant:
 
 
 class Oracle:
-    """The benchmark's 32-replicate loss of one observed dataset at a parameter set, remembered by param_id."""
+    """The benchmark's 32-replicate loss of one observed dataset at a parameter set: the grid's seeds and
+    likelihood (bench_calibrate.Grid, chunk_losses), computed in this process (one set at a time: a round trip to
+    the cluster would cost more than the simulations) and remembered in the grid's table."""
 
-    def __init__(self, observed_seed: int, master_seed: int):
-        self.counts = bench.observed_data(observed_seed).set_index("day")["incidence"]
-        self.master_seed = master_seed
-        self.losses: dict[str, float] = {}
+    def __init__(self, observed_seed: int, master_seed: int, workdir: str):
+        self.grid = bench.Grid(bench.observed_data(observed_seed), master_seed, True, Path(workdir))
 
     def __call__(self, params: dict) -> float:
-        key = bench.point_id((params["beta"], params["gamma"]))
-        if key not in self.losses:
-            seeds = [bench.replicate_seed(key, r, self.master_seed, True) for r in range(REPLICATES)]
-            point = (params["beta"], params["gamma"])
-            self.losses[key] = bench.chunk_losses([(point, seeds)], self.counts)[0]
-        return self.losses[key]
+        point = (params["beta"], params["gamma"])
+        if point not in self.grid.refined:
+            seeds = self.grid.seeds(point, REPLICATES)
+            self.grid.refined[point] = bench.chunk_losses([(point, seeds)], self.grid.counts)[0]
+        return self.grid.refined[point]
 
 
 def replay(refined: pd.DataFrame, oracle: Oracle, variant: Variant) -> dict:
@@ -100,11 +99,7 @@ def replay(refined: pd.DataFrame, oracle: Oracle, variant: Variant) -> dict:
         if not run(region.propose(*state())):
             break
     if variant.scan:
-        shipped, local_search.SCAN_SPAN = local_search.SCAN_SPAN, variant.span
-        try:
-            run(local_search.floor_scan(*state(), region.radius, variant.scan))
-        finally:
-            local_search.SCAN_SPAN = shipped
+        run(local_search.floor_scan(*state(), region.radius, variant.scan, variant.span))
     table = np.array(rows)
     best = table[int(np.argmin(table[:, 2]))]
     added = len(rows) - len(refined)
@@ -124,7 +119,7 @@ def one_run(
     top_k = bench.calibration(observed_seed, sampler_seed, "tpe", 10, 4, 0, master_seed, True, workdir, 0)
     trials = pd.read_parquet(top_k["trials"])
     exploration = int(top_k["simulations"])
-    oracle = Oracle(observed_seed, master_seed)
+    oracle = Oracle(observed_seed, master_seed, workdir)
     refined = trials[trials["phase"] == "refine"]
     result = {"observed_seed": observed_seed, "sampler_seed": sampler_seed, "exploration": exploration}
     result["replays"] = [replay(refined, oracle, variant) for variant in variants]
@@ -137,7 +132,6 @@ def one_run(
         result["matches"] = all(
             np.isclose(library[k], replayed[k], rtol=1e-12) for k in ("beta", "gamma", "loss")
         )
-        result["library"] = library
     return result
 
 
@@ -173,13 +167,12 @@ def parse_arguments() -> argparse.Namespace:
 def main() -> None:
     args = parse_arguments()
     began = time.perf_counter()
-    points = {"coarse": 21, "profile": 31, "window": 9, "floor": 41}  # bench_calibrate's defaults
     with bench.cluster_and_drivers(args.workers, args.drivers, "replay_refine_") as (workdir, pool):
         grids = {}
         if not args.no_grid:
             for seed in args.observed_seeds:
                 grids[seed] = pool.submit(
-                    bench.grid_search, seed, args.simulation_seed, True, workdir, points
+                    bench.grid_search, seed, args.simulation_seed, True, workdir, bench.GRID_POINTS
                 )
         runs = [
             pool.submit(one_run, o, s, args.variants, args.check, args.simulation_seed, workdir)

@@ -182,9 +182,11 @@ def across(axes: np.ndarray, along: np.ndarray, axis: int) -> np.ndarray:
     return axes @ np.where(np.arange(axes.shape[1]) == axis, 0.0, along)
 
 
-def floor_scan(points: np.ndarray, losses: np.ndarray, radius: float, count: int) -> np.ndarray:
+def floor_scan(
+    points: np.ndarray, losses: np.ndarray, radius: float, count: int, span: float = SCAN_SPAN
+) -> np.ndarray:
     """``count`` points (unit coordinates, inside [0, 1]) along the flattest principal axis of the floor-weighted
-    quadratic fitted around the best point, evenly spaced over ``SCAN_SPAN * radius`` either side of it (the best
+    quadratic fitted around the best point, evenly spaced over ``span * radius`` either side of it (the best
     point itself left out), each shifted to the model's minimum along the other axes. Empty when there are too few
     points with a finite loss for a fit."""
     finite = np.isfinite(losses)
@@ -198,5 +200,5 @@ def floor_scan(points: np.ndarray, losses: np.ndarray, radius: float, count: int
     onto_floor = across(axes, np.where(curved, along, 0.0), flattest)  # as the probes step onto it
     below = count // 2
     steps = np.r_[np.arange(-below, 0), np.arange(1, count - below + 1)] / max(below, 1)
-    offsets = SCAN_SPAN * radius * steps
+    offsets = span * radius * steps
     return np.clip(best + onto_floor + offsets[:, None] * axes[:, flattest], 0.0, 1.0)
