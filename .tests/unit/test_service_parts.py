@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 import pytest
 from servicekit import service_available
 
+from simcal.service.jobs import JobManager, ServiceConfig
 from simcal.service.keys import KeyRing, KeysFileError, add_key, hash_key, read_keys
 from simcal.service.limits import RateLimiter, retry_after_header
 from simcal.service.registry import JobRegistry
@@ -146,6 +148,40 @@ def test_registry_keeps_jobs_across_reopening_and_recovers_interrupted_ones(tmp_
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="schema 99 is newer"):
         JobRegistry(path)
+
+
+def test_a_metrics_scrape_never_sees_an_ended_job_without_its_simulations(tmp_path):
+    """The registry marks the job ended before the total can grow; a scrape in between once read a succeeded job
+    with 0 simulations. The scrape waits until both are written, never sees one without the other."""
+    committed, release = threading.Event(), threading.Event()
+
+    class SlowToReturn(JobRegistry):
+        def finish(self, *args, **kwargs):
+            ended = super().finish(*args, **kwargs)
+            committed.set()  # the job is ended for every reader of the registry from here on
+            release.wait(10)
+            return ended
+
+    registry = SlowToReturn(tmp_path / "jobs.sqlite")
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=None, results=None, telemetry=None)
+    job, _ = registry.create("alice", "m:f", {}, 5)
+    assert registry.start(job.id)
+    finisher = threading.Thread(target=manager._finish, args=(job.id, "succeeded"), kwargs={"done": 5})
+    finisher.start()
+    assert committed.wait(10) and registry.get(job.id).status == "succeeded"
+    scrapes = []
+    scraper = threading.Thread(target=lambda: scrapes.append(manager.counts_and_simulations()))
+    scraper.start()
+    scraper.join(0.5)
+    assert scraper.is_alive() and not scrapes  # it waits for the total
+    release.set()
+    finisher.join(10)
+    scraper.join(10)
+    counts, simulations = scrapes[0]
+    assert counts["succeeded"] == 1 and simulations == 5
+    manager._finish(job.id, "failed", done=5)  # already ended: neither the status nor the total changes
+    assert manager.counts_and_simulations() == (counts, 5)
+    registry.close()
 
 
 # -- tracing ---------------------------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ class ServiceMetrics:
         self.manager, self.cluster = manager, cluster
 
     def collect(self):
-        counts = self.manager.registry.counts()
+        counts, simulations = self.manager.counts_and_simulations()
         jobs = GaugeMetricFamily("simcal_jobs", "Jobs in the registry by status", labels=["status"])
         for status in STATUSES:
             jobs.add_metric([status], counts[status])
@@ -129,7 +129,7 @@ class ServiceMetrics:
         yield CounterMetricFamily(
             "simcal_simulations",
             "Simulations of the jobs that ended since the service started",
-            value=self.manager.simulations_total,
+            value=simulations,
         )
         ready, _, workers = self.cluster.readiness()
         yield GaugeMetricFamily(

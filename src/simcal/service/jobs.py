@@ -307,6 +307,18 @@ class JobManager:
             event.set()
         return event
 
+    def _finish(self, job_id: str, status: str, *, done: int, **fields) -> None:
+        """Record a run's final status and add its simulations to the total in one step under the lock, so that
+        a /metrics scrape (``counts_and_simulations``) never sees the job ended without its simulations."""
+        with self._lock:
+            if self.registry.finish(job_id, status, done=done, **fields):
+                self.simulations_total += done
+
+    def counts_and_simulations(self) -> tuple[dict[str, int], int]:
+        """Jobs by status and the simulations of the jobs ended since the start, read together (see _finish)."""
+        with self._lock:
+            return self.registry.counts(), self.simulations_total
+
     def _signal_end(self, job_id: str) -> None:
         """Wake the waiters of a job that reached its final status. Its events are dropped (a long-lived service
         sees many jobs): a later waiter gets a new event, set at once from the registry."""
@@ -382,7 +394,7 @@ class JobManager:
                     resumed = summary.skipped
                 done, failed = result_counts(output)
                 results_path = self.results.publish(output, job_id)
-                self.registry.finish(
+                self._finish(
                     job_id, "succeeded", done=done, failed=failed, resumed=resumed, results_path=results_path
                 )
                 self.telemetry.set(span, **{"simcal.status": "succeeded", "simcal.failed": failed})
@@ -399,7 +411,7 @@ class JobManager:
                     )
                     return
                 progress = self.live_progress(job)
-                self.registry.finish(
+                self._finish(
                     job_id,
                     "cancelled",
                     done=progress["done"],
@@ -413,7 +425,7 @@ class JobManager:
             except Exception as error:  # noqa: BLE001 - a failed job is a status with its reason
                 message = f"{type(error).__name__}: {error}"
                 progress = self.live_progress(job)
-                self.registry.finish(
+                self._finish(
                     job_id, "failed", done=progress["done"], failed=progress["failed"], error=message
                 )
                 self.telemetry.set(span, **{"simcal.status": "failed"})
@@ -421,7 +433,4 @@ class JobManager:
                 log.error("job %s failed: %s", job_id, message)
             finally:
                 if not self._stopping.is_set():
-                    ended = self.registry.get(job_id)
-                    with self._lock:
-                        self.simulations_total += ended.done if ended else 0
                     self._signal_end(job_id)
