@@ -280,7 +280,7 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
 }
 
 
-def test_scenarios():
+def shipped_test_scenarios():
     """(dataset, scenario, held out of training) for every test scenario of the shipped datasets."""
     out = []
     for dataset, spec in SHIPPED["datasets"].items():
@@ -294,7 +294,7 @@ def test_scenarios():
 
 def floor_cases():
     cases = []
-    for dataset, scenario, _ in test_scenarios():
+    for dataset, scenario, _ in shipped_test_scenarios():
         for variant in VARIANTS:
             checks = [(m, c) for m in FLOOR_MODELS for c in ("roc_auc", "f1_above_chance")]
             for model, check in [*checks, ("fusion", "fusion_vs_inputs")]:
@@ -316,9 +316,9 @@ def floors(pipeline):
 
 
 def test_the_shipped_data_holds_a_family_held_out_of_training():
-    held_out = {dataset for dataset, _, unseen in test_scenarios() if unseen}
+    held_out = {dataset for dataset, _, unseen in shipped_test_scenarios() if unseen}
     assert held_out == set(SHIPPED["datasets"])
-    assert all(scenario.endswith("_unseen") == unseen for _, scenario, unseen in test_scenarios())
+    assert all(scenario.endswith("_unseen") == unseen for _, scenario, unseen in shipped_test_scenarios())
 
 
 @pytest.mark.parametrize("key", floor_cases())
