@@ -98,6 +98,8 @@ TARGETS = [
 MIN_MEAN = 1e-3  # poisson_nll's floor of the expected count
 # plus "rounds" of local search and a floor "scan" (--refine-rounds, --scan)
 REFINE = {"top_k": 8, "replicates": 32}
+# the calibration's settings the benchmark runs (--rounds, --replicates, --refine-rounds, --scan)
+CALIBRATION = {"rounds": 10, "replicates": 4, "refine_rounds": 4, "scan": 10}
 # the grid search's sizes (--grid-points, --profile-points, --window-points, --floor-points)
 GRID_POINTS = {"coarse": 21, "profile": 31, "window": 9, "floor": 41}
 LOCAL_PROPOSALS = 1 + 2 * 2  # per local search round: the model's minimum and two points per parameter
@@ -420,15 +422,24 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--observed-seeds", type=int, nargs="+", default=list(range(7, 17)))
     parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--rounds", type=int, default=10, help="TPE rounds of 16 proposals")
+    parser.add_argument(
+        "--rounds", type=int, default=CALIBRATION["rounds"], help="TPE rounds of 16 proposals"
+    )
     parser.add_argument(
         "--refine-rounds",
         type=int,
-        default=4,
+        default=CALIBRATION["refine_rounds"],
         help=f"local search rounds of {LOCAL_PROPOSALS} sets after refine",
     )
-    parser.add_argument("--scan", type=int, default=10, help="sets of the floor scan after the local search")
-    parser.add_argument("--replicates", type=int, default=4, help="replicates per proposal before refine")
+    parser.add_argument(
+        "--scan", type=int, default=CALIBRATION["scan"], help="sets of the floor scan after the local search"
+    )
+    parser.add_argument(
+        "--replicates",
+        type=int,
+        default=CALIBRATION["replicates"],
+        help="replicates per proposal before refine",
+    )
     parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
     parser.add_argument(
         "--floor-seed", type=int, default=None, help="also run every grid with this master seed (noise floor)"
