@@ -199,7 +199,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.simulations_total = 0  # simulations of jobs ended since the service started (for /metrics)
+        self._simulations_total = 0  # simulations of jobs ended since the service started (for /metrics)
 
     # -- life cycle -------------------------------------------------------------------------------------------
 
@@ -312,12 +312,12 @@ class JobManager:
         a /metrics scrape (``counts_and_simulations``) never sees the job ended without its simulations."""
         with self._lock:
             if self.registry.finish(job_id, status, done=done, **fields):
-                self.simulations_total += done
+                self._simulations_total += done
 
     def counts_and_simulations(self) -> tuple[dict[str, int], int]:
         """Jobs by status and the simulations of the jobs ended since the start, read together (see _finish)."""
         with self._lock:
-            return self.registry.counts(), self.simulations_total
+            return self.registry.counts(), self._simulations_total
 
     def _signal_end(self, job_id: str) -> None:
         """Wake the waiters of a job that reached its final status. Its events are dropped (a long-lived service
