@@ -288,9 +288,6 @@ class JobManager:
                 total += float(json.loads(progress_path(self.output_of(job_id)).read_text())["rate_per_s"])
         return total
 
-    def queue_length(self) -> int:
-        return self.registry.counts()["queued"]
-
     # -- running jobs -----------------------------------------------------------------------------------------
 
     def work_dir(self, job_id: str) -> Path:
