@@ -416,12 +416,20 @@ QUICK = {  # --quick: tiny sizes for the CI test that the benchmark runs and rep
 }  # fmt: skip
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this benchmark and bench/replay_refine.py alike: which runs (seeds), on what cluster."""
+    parser.add_argument("--observed-seeds", type=int, nargs="+", default=list(range(7, 17)))
+    parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
+    parser.add_argument("--drivers", type=int, default=2, help="processes running calibrations and grids")
+
+
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--observed-seeds", type=int, nargs="+", default=list(range(7, 17)))
-    parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3])
+    add_run_arguments(parser)
     parser.add_argument(
         "--rounds", type=int, default=CALIBRATION["rounds"], help="TPE rounds of 16 proposals"
     )
@@ -440,7 +448,6 @@ def parse_arguments() -> argparse.Namespace:
         default=CALIBRATION["replicates"],
         help="replicates per proposal before refine",
     )
-    parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
     parser.add_argument(
         "--floor-seed", type=int, default=None, help="also run every grid with this master seed (noise floor)"
     )
@@ -460,8 +467,6 @@ def parse_arguments() -> argparse.Namespace:
         default=GRID_POINTS["floor"],
         help="gammas of the grid's last stage, at 0.5%% steps",
     )
-    parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
-    parser.add_argument("--drivers", type=int, default=2, help="processes running calibrations and grids")
     parser.add_argument("--quick", action="store_true", help=f"tiny sizes for a smoke test: {QUICK}")
     args = parser.parse_args()
     if args.quick:

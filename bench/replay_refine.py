@@ -152,8 +152,7 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--observed-seeds", type=int, nargs="+", default=list(range(7, 17)))
-    parser.add_argument("--sampler-seeds", type=int, nargs="+", default=[1, 2, 3])
+    bench.add_run_arguments(parser)
     parser.add_argument(
         "--variant",
         type=Variant.parse,
@@ -165,9 +164,6 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--no-grid", action="store_true", help="no grid search: losses only")
     parser.add_argument("--runs", action="store_true", help="a line per run and variant")
-    parser.add_argument("--simulation-seed", type=int, default=0, help="master seed of the simulations")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
-    parser.add_argument("--drivers", type=int, default=2, help="processes running calibrations and grids")
     args = parser.parse_args()
     args.variants = args.variant or [Variant(SETTINGS["refine_rounds"], SETTINGS["scan"])]
     if args.check and args.variants[0].span != local_search.SCAN_SPAN:
