@@ -9,7 +9,7 @@ CORES ?= 2
 # Rules that start tools of their own (papermill, dask workers) find them in the venv without activating it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-unit lint format bench docs clean
+.PHONY: help venv lock demo test test-unit lint format bench docs clean
 
 help:
 	@echo "make demo   - install into $(VENV) and run the default workflow (synthetic CAN data + SIR calibration)"
@@ -17,14 +17,16 @@ help:
 	@echo "make bench  - run every benchmark under bench/ (prints BENCH lines)"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
 	@echo "make docs   - regenerate docs/rulegraph.* from the workflow"
+	@echo "make lock   - resolve the dependencies anew and write constraints.txt (what make venv installs)"
 
 venv: $(STAMP)
 
-# Reinstall when the dependency list changes. torch is pinned in pyproject.toml (a CPU wheel where one is on disk).
-$(STAMP): pyproject.toml
+# Reinstall when the dependency list or the lock changes. constraints.txt holds the exact versions (make lock);
+# torch is pinned in pyproject.toml (a CPU wheel where one is on disk).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@# Snakemake finds executor plugins by scanning sys.path (pkgutil), which cannot see the import hook of an
 	@# editable install with two package roots: put executors/ on sys.path (a plain install needs no such line).
 	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "snakemake-gpu-catalog-executors.pth").write_text(str(pathlib.Path("executors").resolve()) + "\n")'
@@ -58,6 +60,18 @@ bench: $(STAMP)
 		echo "# $$script took $$(( $$(date +%s) - t0 )) s"; done; \
 	echo "# make bench: all scripts took $$(( $$(date +%s) - start )) s (goal: 900 s)"; \
 	if [ -n "$$failed" ]; then echo "# make bench: failed:$$failed" >&2; exit 1; fi
+
+# A fresh resolution of pyproject.toml's ranges in a throwaway virtualenv, frozen into constraints.txt (its header
+# kept). Run after changing dependencies, then `make venv` installs it and the tests check the venv against it.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet '.[dev]'
+	{ grep '^#' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude snakemake-gpu-catalog --exclude torch; } \
+		> constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV) build
 
 docs: $(STAMP)
 	$(BIN)/python scripts/make_docs.py

@@ -519,10 +519,13 @@ def test_containerfile_installs_only_declared_packages_and_copies_the_workflow()
     instructions = re.sub(r"\\\n", " ", CONTAINERFILE)
     installs = [m.group(1) for m in re.finditer(r"pip install ([^&\n]+)", instructions)]
     assert installs, "no pip install in the Containerfile"
-    extras_installed = set()
+    extras_installed, constraint_files = set(), []
     for command in installs:
-        for word in command.split():
-            word = word.strip("\"'")
+        words = [word.strip("\"'") for word in command.split()]
+        for before, word in zip([None, *words], words, strict=False):
+            if before == "-c":
+                constraint_files.append(word)
+                continue
             if word.startswith("-") or word.startswith("$") or word.startswith("http"):
                 continue
             if word.startswith("."):
@@ -534,6 +537,8 @@ def test_containerfile_installs_only_declared_packages_and_copies_the_workflow()
                 assert word.replace(" ", "") in declared[name].replace(" ", ""), f"{word} != {declared[name]}"
     # azure: pods find the storage plugin in the image (no pip at start); k8s: a driver in the cluster.
     assert {"workflow", "azure", "k8s"} <= extras_installed
+    # The project's packages at the versions CI tested (the lock make venv installs too).
+    assert constraint_files == ["constraints.txt"], constraint_files
     assert "snakemake==9.27.1" in project["optional-dependencies"]["workflow"]
 
     copied = set()
@@ -541,7 +546,7 @@ def test_containerfile_installs_only_declared_packages_and_copies_the_workflow()
         for source in match.group(1).split():
             copied.add(source.rstrip("/"))
             assert (REPO / source).exists(), f"Containerfile copies {source}, which is not in the repository"
-    assert {"pyproject.toml", "src", "executors", "workflow", "wrappers", "config"} <= copied
+    assert set("pyproject.toml constraints.txt src executors workflow wrappers config".split()) <= copied
     if project.get("readme"):
         assert project["readme"] in copied, "pip install needs the readme named in pyproject.toml"
 

@@ -1,14 +1,18 @@
-"""The repository's own metadata stays consistent: pixi.toml vs pyproject.toml, schemas, catalog file."""
+"""The repository's own metadata stays consistent: pixi.toml and constraints.txt vs pyproject.toml, schemas,
+catalog file."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from testkit import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -119,6 +123,70 @@ def test_pixi_tasks_run_the_same_commands_as_the_makefile() -> None:
         assert program in PIXI["tasks"][task]
         recipe = makefile.split(f"\n{task}:", 1)[1].split("\n\n", 1)[0]
         assert program in recipe, f"make {task} does not run {program!r}"
+
+
+# -- constraints.txt: the exact versions make venv installs --------------------------------------------------------
+# What neither the lock nor the freeze lists: the project itself, and torch, pinned in pyproject.toml (its wheels'
+# local version tags, +cpu or +cu126, differ per build).
+NOT_LOCKED = ("snakemake-gpu-catalog", "torch")
+
+
+def _pins(lines: str, where: str) -> dict[str, str]:
+    """name -> version of every `name==version` line (comments and blank lines skipped)."""
+    pins: dict[str, str] = {}
+    for number, line in enumerate(lines.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, separator, version = line.partition("==")
+        assert separator and version, f"{where}:{number}: expected name==version, got {line!r}"
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _locked() -> dict[str, str]:
+    return _pins((REPO / "constraints.txt").read_text(), "constraints.txt")
+
+
+def test_the_test_environment_is_the_locked_one() -> None:
+    """CI's `make venv` installs with -c constraints.txt: every installed distribution is locked, at its version."""
+    excludes = [arg for name in NOT_LOCKED for arg in ("--exclude", name)]
+    freeze = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check", *excludes],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    installed = _pins(freeze.stdout, "pip freeze")
+    locked = _locked()
+    differ = {
+        name: f"locked {locked.get(name, '-')}, installed {installed.get(name, '-')}"
+        for name in sorted(locked.keys() | installed.keys())
+        if locked.get(name) != installed.get(name)
+    }
+    assert not differ, (
+        "the virtualenv differs from constraints.txt: `make venv` reinstalls it; after changing dependencies, "
+        f"`make lock` writes the lock anew: {differ}"
+    )
+
+
+def test_the_lock_satisfies_every_range_of_pyproject() -> None:
+    project = PYPROJECT["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]] + _extras_requirements()
+    locked = _locked()
+    missing, outside = [], []
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        if name in NOT_LOCKED or (requirement.marker and not requirement.marker.evaluate()):
+            continue
+        if name not in locked:
+            missing.append(str(requirement))
+        elif not requirement.specifier.contains(locked[name], prereleases=True):
+            outside.append(f"{requirement} (locked {locked[name]})")
+    assert not missing and not outside, (
+        f"run `make lock`: not in constraints.txt {missing}; outside {outside}"
+    )
 
 
 def test_catalog_file_puts_report_directly_under_usage() -> None:
