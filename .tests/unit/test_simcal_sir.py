@@ -26,7 +26,7 @@ def test_the_quantile_is_scipys_binomial_quantile():
 
 
 def test_the_compiled_quantile_and_epidemic_match_the_numpy_ones():
-    import_required("numba", "pip install '.[fast]'")
+    import_required("numba", "pip install -e '.[dev]' (pyproject.toml pins it)")
     from simcal.models._sir_kernel import quantile
 
     scratch = np.empty(70_000)

@@ -9,9 +9,9 @@ give the same bits (``.tests/unit/test_graphs_reference.py`` checks both against
 per-window reference). Per window it needs only small scratch tables (IDs present, one slot per (source, target)
 pair of the window's nodes), reset entry by entry, so a window costs its rows, not the vocabulary.
 
-numba is optional (``pip install 'snakemake-gpu-catalog[fast]'``) and imported only when a log is large enough
-(:data:`MIN_MESSAGES`); :func:`available` says whether it imports (``KDGAT_COMPILED=0`` in the environment
-switches it off). Compiled code is cached next to this file (or
+numba is a dependency of the library (pinned in pyproject.toml), but the code also runs without it; it is
+imported only when a log is large enough (:data:`MIN_MESSAGES`); :func:`available` says whether it imports
+(``KDGAT_COMPILED=0`` in the environment switches it off). Compiled code is cached next to this file (or
 in numba's user cache when that is read-only), so only the first process of an installation pays the compilation.
 """
 
