@@ -24,7 +24,7 @@ def service_available() -> None:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        require(False, "the simcal[service] extra (fastapi, uvicorn)", "make venv installs it with .[dev]")
+        require(False, "the service extra (fastapi, uvicorn)", "make venv installs it with .[dev]")
 
 
 def free_port() -> int:

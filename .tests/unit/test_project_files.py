@@ -189,6 +189,34 @@ def test_the_lock_satisfies_every_range_of_pyproject() -> None:
     )
 
 
+# An extra in an install command: 'snakemake-gpu-catalog[tracking]', '.[dev]', "-e '.[workflow]'".
+EXTRA_IN_INSTALL = re.compile(r"(?:snakemake-gpu-catalog|(?<=[\s'\"])\.)\[([\w,-]+)\]")
+
+
+def test_every_extra_an_install_command_names_exists() -> None:
+    """Messages, docs and scripts name only extras pyproject.toml defines (pip merely warns about others)."""
+    extras = set(PYPROJECT["project"]["optional-dependencies"])
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split("\0")
+    named, unknown = 0, []
+    for name in filter(None, tracked):
+        path = REPO / name
+        if (
+            path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".smk", ".sh", ".txt", ""}
+            or not path.is_file()
+        ):
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            for match in EXTRA_IN_INSTALL.finditer(line):
+                for extra in match.group(1).split(","):
+                    named += 1
+                    if extra not in extras:
+                        unknown.append(f"{name}:{number}: [{extra}]")
+    assert named >= 10, f"the pattern found only {named} extras: is it still matching the install commands?"
+    assert not unknown, f"extras pyproject.toml does not define ({sorted(extras)}): {unknown}"
+
+
 def test_catalog_file_puts_report_directly_under_usage() -> None:
     # The catalog scraper reads settings["usage"]["report"], not the nested form in its docs.
     usage = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
