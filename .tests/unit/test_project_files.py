@@ -189,6 +189,14 @@ def test_the_lock_satisfies_every_range_of_pyproject() -> None:
     )
 
 
+def _tracked_text_files() -> list[str]:
+    listing = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    suffixes = {".py", ".md", ".yaml", ".yml", ".toml", ".smk", ".sh", ".txt", ""}
+    return [name for name in listing.split("\0") if name and Path(name).suffix in suffixes]
+
+
 # An extra in an install command: 'snakemake-gpu-catalog[tracking]', '.[dev]', "-e '.[workflow]'".
 EXTRA_IN_INSTALL = re.compile(r"(?:snakemake-gpu-catalog|(?<=[\s'\"])\.)\[([\w,-]+)\]")
 
@@ -196,16 +204,10 @@ EXTRA_IN_INSTALL = re.compile(r"(?:snakemake-gpu-catalog|(?<=[\s'\"])\.)\[([\w,-
 def test_every_extra_an_install_command_names_exists() -> None:
     """Messages, docs and scripts name only extras pyproject.toml defines (pip merely warns about others)."""
     extras = set(PYPROJECT["project"]["optional-dependencies"])
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
-    ).stdout.split("\0")
     named, unknown = 0, []
-    for name in filter(None, tracked):
+    for name in _tracked_text_files():
         path = REPO / name
-        if (
-            path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".smk", ".sh", ".txt", ""}
-            or not path.is_file()
-        ):
+        if not path.is_file():
             continue
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             for match in EXTRA_IN_INSTALL.finditer(line):
@@ -215,6 +217,41 @@ def test_every_extra_an_install_command_names_exists() -> None:
                         unknown.append(f"{name}:{number}: [{extra}]")
     assert named >= 10, f"the pattern found only {named} extras: is it still matching the install commands?"
     assert not unknown, f"extras pyproject.toml does not define ({sorted(extras)}): {unknown}"
+
+
+# A file of the repository named in text: a top folder, then a path ending in a file type.
+REPOSITORY_PATH = re.compile(
+    r"(?<![\w./-])((?:\.tests|scripts|bench|src|workflow|profiles|config|docs|wrappers|executors)/[\w./-]*"
+    r"\.(?:py|md|yaml|sh|smk|toml|json|ipynb|txt|csv))"
+)
+# Named on purpose although absent here: a path inside an upstream package, a file a test writes.
+NAMED_ELSEWHERE = {
+    # snakemake-interface-executor-plugins' module, named where the workaround explains what it works around
+    ("scripts/slurm_cancel.py", "executors/remote.py"),
+    # written into the test's own workspace
+    (".tests/integration/test_k8s_calibration.py", "config/k8s-test.yaml"),
+}
+
+
+def test_every_repository_file_named_in_docs_and_code_exists() -> None:
+    """A renamed test, script or doc leaves no stale name behind (relative to the root or to the naming file)."""
+    this_file = Path(__file__).resolve().relative_to(REPO).as_posix()  # its list above names them too
+    allowed = NAMED_ELSEWHERE | {(this_file, target) for _, target in NAMED_ELSEWHERE}
+    named, missing = 0, []
+    for name in _tracked_text_files():
+        path = REPO / name
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            for match in REPOSITORY_PATH.finditer(line):
+                target = match.group(1)
+                named += 1
+                if (name, target) in allowed:
+                    continue
+                if not (REPO / target).exists() and not (path.parent / target).exists():
+                    missing.append(f"{name}:{number}: {target}")
+    assert named >= 200, f"the pattern found only {named} names: is it still matching?"
+    assert not missing, f"named but not in the repository: {missing}"
 
 
 def test_catalog_file_puts_report_directly_under_usage() -> None:
