@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,12 +190,19 @@ def test_the_lock_satisfies_every_range_of_pyproject() -> None:
     )
 
 
-def _tracked_text_files() -> list[str]:
+def _matches_in_tracked_text(pattern: re.Pattern) -> Iterator[tuple[str, int, re.Match]]:
+    """(file, line number, match) of `pattern` in every text file git tracks."""
     listing = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
     ).stdout
     suffixes = {".py", ".md", ".yaml", ".yml", ".toml", ".smk", ".sh", ".txt", ""}
-    return [name for name in listing.split("\0") if name and Path(name).suffix in suffixes]
+    for name in listing.split("\0"):
+        path = REPO / name
+        if not name or path.suffix not in suffixes or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            for match in pattern.finditer(line):
+                yield name, number, match
 
 
 # An extra in an install command: 'snakemake-gpu-catalog[tracking]', '.[dev]', "-e '.[workflow]'".
@@ -205,16 +213,11 @@ def test_every_extra_an_install_command_names_exists() -> None:
     """Messages, docs and scripts name only extras pyproject.toml defines (pip merely warns about others)."""
     extras = set(PYPROJECT["project"]["optional-dependencies"])
     named, unknown = 0, []
-    for name in _tracked_text_files():
-        path = REPO / name
-        if not path.is_file():
-            continue
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-            for match in EXTRA_IN_INSTALL.finditer(line):
-                for extra in match.group(1).split(","):
-                    named += 1
-                    if extra not in extras:
-                        unknown.append(f"{name}:{number}: [{extra}]")
+    for name, number, match in _matches_in_tracked_text(EXTRA_IN_INSTALL):
+        for extra in match.group(1).split(","):
+            named += 1
+            if extra not in extras:
+                unknown.append(f"{name}:{number}: [{extra}]")
     assert named >= 10, f"the pattern found only {named} extras: is it still matching the install commands?"
     assert not unknown, f"extras pyproject.toml does not define ({sorted(extras)}): {unknown}"
 
@@ -238,18 +241,13 @@ def test_every_repository_file_named_in_docs_and_code_exists() -> None:
     this_file = Path(__file__).resolve().relative_to(REPO).as_posix()  # its list above names them too
     allowed = NAMED_ELSEWHERE | {(this_file, target) for _, target in NAMED_ELSEWHERE}
     named, missing = 0, []
-    for name in _tracked_text_files():
-        path = REPO / name
-        if not path.is_file():
+    for name, number, match in _matches_in_tracked_text(REPOSITORY_PATH):
+        target = match.group(1)
+        named += 1
+        if (name, target) in allowed:
             continue
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-            for match in REPOSITORY_PATH.finditer(line):
-                target = match.group(1)
-                named += 1
-                if (name, target) in allowed:
-                    continue
-                if not (REPO / target).exists() and not (path.parent / target).exists():
-                    missing.append(f"{name}:{number}: {target}")
+        if not (REPO / target).exists() and not (REPO / name).parent.joinpath(target).exists():
+            missing.append(f"{name}:{number}: {target}")
     assert named >= 200, f"the pattern found only {named} names: is it still matching?"
     assert not missing, f"named but not in the repository: {missing}"
 
