@@ -8,6 +8,7 @@ Prints: BENCH train_gat value=<ours>graphs/s baseline=<bare>graphs/s ratio=<ours
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
@@ -66,12 +67,19 @@ def bare(train) -> list[float]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help="interleaved rounds of both loops (default: 3)"
+    )
+    args = parser.parse_args()
     torch.set_num_threads(1)
     train = toy_graphs(2000, num_ids=NUM_IDS, seed=1)
     val = toy_graphs(200, num_ids=NUM_IDS, seed=2)
     ours_rates, bare_rates = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(ROUNDS):
+        for _ in range(args.rounds):
             bare_rates += bare(train)
             ours_rates += ours(train, val, Path(tmp) / "last.pt")
     value, baseline = statistics.median(ours_rates), statistics.median(bare_rates)
