@@ -105,9 +105,10 @@ def test_probes_resources_and_a_non_root_locked_down_container():
         "capabilities": {"drop": ["ALL"]},
     }
     assert "/tmp" in {mount["mountPath"] for mount in container()["volumeMounts"]}  # the only scratch space
-    # The image installs the service (the Containerfile's pip install names the extra).
+    # The image installs the service (the Containerfile's pip install names the extra), at the locked versions.
     assert re.search(
-        r'pip install (-c \S+ )?"\.\[[^\]]*\bservice\b[^\]]*\]"', (K8S / "Containerfile").read_text()
+        r'pip install -c constraints\.txt "\.\[[^\]]*\bservice\b[^\]]*\]"',
+        (K8S / "Containerfile").read_text(),
     )
 
 
