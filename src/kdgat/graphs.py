@@ -214,7 +214,8 @@ def build_graphs(
             return graphs
         if backend == "compiled":
             raise ValueError(
-                "build_graphs: the compiled backend needs numba (a dependency of the library, pinned in its pyproject.toml), "
+                "build_graphs: the compiled backend needs numba (a dependency of the library, pinned in its "
+                "pyproject.toml), "
                 f"uint8 payloads and labels and windows of at most 1024 rows; got payload {payload.dtype}, "
                 f"label {label.dtype}, width {width}"
             )

@@ -12,9 +12,9 @@ seed gives every parameter set the same uniforms, and the counts move monotonica
 parameter changes: with common random numbers (``simulation.common_random_numbers``) the loss of a calibration is
 then a nearly smooth function of the parameters rather than one reshuffled at every point, as it was when each
 count was drawn by numpy's binomial sampler, whose use of the stream depends on the probability. Since that change
-a seed gives other epidemics than before. The quantile loop runs compiled when numba is installed (a dependency of the
-library) and otherwise as the same arithmetic on numpy arrays; ``.tests/unit/test_simcal_sir.py`` checks that both
-give the same counts and that they are the exact binomial quantiles (scipy's).
+a seed gives other epidemics than before. The quantile loop runs compiled when numba is installed (a dependency
+of the library) and otherwise as the same arithmetic on numpy arrays; ``.tests/unit/test_simcal_sir.py`` checks
+that both give the same counts and that they are the exact binomial quantiles (scipy's).
 """
 
 from __future__ import annotations
