@@ -24,6 +24,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch_geometric.data import Data
 
+from kdgat.chain import EDGE_FEATURES
 from kdgat.evaluation.metrics import binary_metrics
 from kdgat.evaluation.run import evaluate_files
 from kdgat.graph_store import save_graph_sets, save_graphs
@@ -41,7 +42,7 @@ def random_graph(generator: torch.Generator, label: int, nodes: int = 20) -> Dat
     return Data(
         x=x,
         edge_index=edge_index,
-        edge_attr=torch.rand(nodes, 11, generator=generator),
+        edge_attr=torch.ones(nodes, EDGE_FEATURES),  # each edge of the ring stands for one message
         y=torch.tensor([label]),
     )
 

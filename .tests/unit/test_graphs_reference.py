@@ -29,26 +29,9 @@ def reference_window(ids, payload, labels, window_size):
             x[i, 10] = max(positions) / max(window_size - 1, 1)
         x[i, 9] = (counts[i] - counts.min()) / spread if spread > 0 else 0.0
     edges = sorted(set(rows))
-    degree = {n: sum(1 for s, t in edges if s == n) + sum(1 for s, t in edges if t == n) for n in nodes}
     edge_attr = np.zeros((len(edges), EDGE_FEATURES))
-    for e, (s, t) in enumerate(edges):
-        positions = [p for p, row in enumerate(rows) if row == (s, t)]
-        gaps = np.diff(positions)
-        mean, std = (gaps.mean(), gaps.std()) if len(gaps) else (0.0, 0.0)
-        first, last, count = positions[0], positions[-1], len(positions)
-        edge_attr[e] = [
-            count,
-            count / window_size,
-            mean,
-            std,
-            1 / (1 + std),
-            first / window_size,
-            last / window_size,
-            (last - first) / window_size,
-            (t, s) in set(edges),
-            degree[s] * degree[t],
-            degree[s] / degree[t],
-        ]
+    for e, edge in enumerate(edges):
+        edge_attr[e] = [sum(1 for row in rows if row == edge)]
     edge_index = np.array([[local[s] for s, _ in edges], [local[t] for _, t in edges]], dtype=np.int64)
     return x, edge_index.reshape(2, -1), edge_attr, int(np.max(labels[: len(rows)]))
 

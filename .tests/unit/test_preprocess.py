@@ -72,7 +72,7 @@ def test_preprocess_outputs_follow_the_contract(dataset_dir, tmp_path):
     for info in meta["split"]["per_file"].values():
         assert len(info["held_out_blocks"]["val"]) == 2 and info["purged_windows"] == 0
     assert len(train) + len(val) == sum(info["windows"] for info in meta["split"]["per_file"].values())
-    assert meta["node_features"] == meta["edge_features"] == 11
+    assert meta["node_features"] == 11 and meta["edge_features"] == 1
     assert meta["window_size"] == meta["stride"] == 50
     assert meta["skipped_rows"] == {
         "per_file": {str(p): 0 for p in [*train_files, *sum(test_files.values(), [])]},

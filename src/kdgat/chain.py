@@ -27,10 +27,11 @@ MODEL_TITLES = {"vgae": "VGAE (alone)", "gat": "GAT (alone)", "fusion": "DQN fus
 # module, importable without the kd_gat section, uses it too).
 DEFAULT_SEEDS = (42, 43, 44)
 
-# Window graphs (kdgat.graphs): node features [CAN-ID index, 8 payload-byte means, count, position] and 11 edge
-# features. The models' input width follows from NODE_FEATURES.
+# Window graphs (kdgat.graphs): node features [CAN-ID index, 8 payload-byte means, count, position] and one edge
+# feature, the edge's message count (read by the trivial baselines only). The models' input width follows from
+# NODE_FEATURES.
 NODE_FEATURES = 11
-EDGE_FEATURES = 11
+EDGE_FEATURES = 1
 
 
 def training_rule(stage: str, variant: str) -> str:

@@ -277,12 +277,8 @@ def _build_windows(
     edge_target = np.empty(width, np.int64)
     pair_key = np.empty(width, np.int64)
     count = np.empty(width, np.int64)
-    first = np.empty(width, np.int64)
-    last = np.empty(width, np.int64)
-    gap_sq = np.empty(width, np.int64)
     occurrences = np.empty(slots, np.int64)
     last_position = np.empty(slots, np.int64)
-    degree = np.empty(slots, np.int64)
     out_edges = np.empty(slots, np.int64)
     bucket_begin = np.empty(slots, np.int64)
     edge_order = np.empty(width, np.int64)
@@ -296,7 +292,6 @@ def _build_windows(
     # IDs in index order by scanning the vocabulary when it is small, else by sorting the window's IDs.
     scan_vocabulary = num_ids <= 4 * slots
     position_scale = float(max(window_size - 1, 1))
-    size = float(window_size)
     nodes = 0
     edges = 0
     node_ptr[0] = 0
@@ -324,14 +319,13 @@ def _build_windows(
             local_of_id[ids[k]] = k
             occurrences[k] = 0
             last_position[k] = 0
-            degree[k] = 0
             out_edges[k] = 0
             even_lanes[k] = 0
             odd_lanes[k] = 0
             if not use_lanes:
                 for b in range(8):
                     byte_sums[k, b] = 0
-        # Rows in position order: per edge its count, first and last position and squared gaps.
+        # Rows in position order: per edge how many rows it stands for.
         num_edges = 0
         attack = 0
         for p in range(width):
@@ -360,17 +354,9 @@ def _build_windows(
                 edge_target[e] = t
                 out_edges[s] += 1
                 count[e] = 1
-                first[e] = p
-                gap_sq[e] = 0
             else:
-                step = p - last[e]
-                gap_sq[e] += step * step
                 count[e] += 1
-            last[e] = p
         y[w] = attack
-        for e in range(num_edges):
-            degree[edge_source[e]] += 1
-            degree[edge_target[e]] += 1
 
         lowest = occurrences[0]
         highest = occurrences[0]
@@ -410,31 +396,10 @@ def _build_windows(
             out_edges[s] += 1
         for j in range(num_edges):
             e = edge_order[j]
-            s = edge_source[e]
-            t = edge_target[e]
             row = edges + j
-            c = float(count[e])
-            f = float(first[e])
-            lst = float(last[e])
-            gaps = c - 1.0
-            gap_mean = (lst - f) / gaps if gaps > 0 else 0.0
-            gap_var = (float(gap_sq[e]) / gaps if gaps > 0 else 0.0) - gap_mean * gap_mean
-            gap_std = np.sqrt(gap_var if gap_var > 0.0 else 0.0)
-            source_degree = float(degree[s])
-            target_degree = float(degree[t])
-            edge_attr[row, 0] = c
-            edge_attr[row, 1] = c / size
-            edge_attr[row, 2] = gap_mean
-            edge_attr[row, 3] = gap_std
-            edge_attr[row, 4] = 1.0 / (1.0 + gap_std)
-            edge_attr[row, 5] = f / size
-            edge_attr[row, 6] = lst / size
-            edge_attr[row, 7] = (lst - f) / size
-            edge_attr[row, 8] = 1.0 if edge_of_pair[t * n + s] >= 0 else 0.0
-            edge_attr[row, 9] = source_degree * target_degree
-            edge_attr[row, 10] = source_degree / target_degree
-            edge_pairs[row] = s
-            edge_pairs[most_edges + row] = t
+            edge_attr[row, 0] = float(count[e])
+            edge_pairs[row] = edge_source[e]
+            edge_pairs[most_edges + row] = edge_target[e]
 
         for e in range(num_edges):
             edge_of_pair[pair_key[e]] = -1

@@ -10,10 +10,10 @@ successor and makes no row. Rows are cut into windows of ``window_size`` rows ev
   occurrence count (min-max normalised over the window's nodes; 0 when all are equal), last position /
   (W - 1)]``. A node's messages are the rows where it is the source; a node that only appears as the target of
   the last row has count 0 and zero payload/position features;
-* **edge features** (11): ``[count, count / W, mean, std (population) and regularity 1 / (1 + std) of the
-  intervals between the edge's positions (0, 0, 1 for a single occurrence), first / W, last / W,
-  (last - first) / W, reverse edge present (1 for self-loops), deg(src) * deg(tgt), deg(src) / deg(tgt)]``,
-  where deg counts the distinct edges into plus out of a node;
+* **edge feature** (1): ``[count]``, how many rows the edge stands for. The trivial baselines read it
+  (messages per ID and window, kdgat.evaluation.baselines); no model does. The original's further edge features
+  (intervals, first/last position, reverse edge, degrees) are not computed: an ablation found no gain from them
+  (docs/models.md, "Edge features");
 * **label** ``y = 1`` if any message (row) of the window is an attack.
 
 Windows are built with numpy in blocks of many windows (sorting packed composite keys, direct lookup tables),
@@ -65,7 +65,7 @@ class GraphArrays:
 
     x: np.ndarray  # float32 [num_nodes, 11]
     edge_index: np.ndarray  # int64 [2, num_edges]
-    edge_attr: np.ndarray  # float32 [num_edges, 11]
+    edge_attr: np.ndarray  # float32 [num_edges, EDGE_FEATURES]
     y: np.ndarray  # int64 [num_graphs]
     node_ptr: np.ndarray  # int64 [num_graphs + 1]
     edge_ptr: np.ndarray  # int64 [num_graphs + 1]
@@ -387,39 +387,12 @@ def _build_block(
     edge_end[:-1] = edge_start[1:]
     edge_end[-1] = total
     count = (edge_end - edge_start).astype(np.float64)
-    first = sorted_position[edge_start].astype(np.float64)
-    last = sorted_position[edge_end - 1].astype(np.float64)
-    # Squared intervals between consecutive positions of an edge (0 across edges), summed per edge.
-    # Entry i is the squared step from sorted row i - 1 to row i; the step into an edge's first row comes from
-    # the previous edge, so it is taken out again (integers, exact).
-    steps = np.empty(total, dtype=np.int64)
-    steps[0] = 0
-    np.subtract(sorted_position[1:], sorted_position[:-1], out=steps[1:])
-    np.multiply(steps, steps, out=steps)
-    gap_sq = (np.add.reduceat(steps, edge_start) - steps[edge_start]).astype(np.float64)
-    gap_n = count - 1
-    # The intervals of an edge add up to last - first (exact in float64, as the per-interval sum was).
-    gap_mean = np.divide(last - first, gap_n, out=np.zeros(num_edges), where=gap_n > 0)
-    gap_var = np.divide(gap_sq, gap_n, out=np.zeros(num_edges), where=gap_n > 0) - gap_mean**2
-    gap_std = np.sqrt(np.clip(gap_var, 0.0, None))
 
     edge_source_key = edge_key // vocab  # window * vocab + source id
     edge_target = edge_key - edge_source_key * vocab
     edge_window = edge_source_key // vocab
     source_global = node_of(edge_source_key)
     target_global = node_of(edge_window * vocab + edge_target)
-    reverse_key = (edge_window * vocab + edge_target) * vocab + (edge_source_key - edge_window * vocab)
-    if key_bound * num_ids <= _DENSE_TABLE:
-        is_edge = np.zeros(key_bound * num_ids, dtype=bool)
-        is_edge[edge_key] = True
-        has_reverse = is_edge[reverse_key]
-    else:
-        slot = np.minimum(np.searchsorted(edge_key, reverse_key), num_edges - 1)
-        has_reverse = edge_key[slot] == reverse_key
-    degree = (
-        np.bincount(source_global, minlength=num_nodes) + np.bincount(target_global, minlength=num_nodes)
-    ).astype(np.float64)
-    source_degree, target_degree = degree[source_global], degree[target_global]
 
     # Node features. Sorted rows are grouped by source node too (edges of one source are adjacent).
     occurrences = np.bincount(source_node, minlength=num_nodes).astype(np.float64)
@@ -461,18 +434,7 @@ def _build_block(
     x[:, 9] = count_norm
     x[:, 10] = last_position / max(window_size - 1, 1)
 
-    edge_attr = edge_attr_out[:num_edges]
-    edge_attr[:, 0] = count
-    edge_attr[:, 1] = count / window_size
-    edge_attr[:, 2] = gap_mean
-    edge_attr[:, 3] = gap_std
-    edge_attr[:, 4] = 1.0 / (1.0 + gap_std)
-    edge_attr[:, 5] = first / window_size
-    edge_attr[:, 6] = last / window_size
-    edge_attr[:, 7] = (last - first) / window_size
-    edge_attr[:, 8] = has_reverse
-    edge_attr[:, 9] = source_degree * target_degree
-    edge_attr[:, 10] = source_degree / target_degree
+    edge_attr_out[:num_edges, 0] = count
 
     window_node_start = node_ptr[edge_window]
     edge_index = np.empty((2, num_edges), dtype=np.int64)

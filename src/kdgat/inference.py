@@ -43,7 +43,7 @@ def fusion_inputs(
         batch = batch.to(device)
         errors = vgae.graph_errors(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
         anomaly = vgae.calibrated_anomaly(errors["anomaly_error"])
-        embedding = gat.embed(batch.x, batch.edge_index, batch.batch, batch.edge_attr)
+        embedding = gat.embed(batch.x, batch.edge_index, batch.batch)
         probs = torch.softmax(gat.head(embedding), dim=1)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
         state = torch.stack(
@@ -119,8 +119,6 @@ class WindowDetector:
     """
 
     def __init__(self, vgae: VGAE, gat: GAT, dqn):
-        if gat.edge_features:
-            raise NotImplementedError("WindowDetector does not take a GAT with edge_features yet")
         if torch.isnan(vgae.anomaly_threshold):
             raise RuntimeError("VGAE anomaly threshold is not calibrated (train it with kdgat.training.vgae)")
         vgae, gat, dqn = vgae.eval().cpu(), gat.eval().cpu(), dqn.eval().cpu()

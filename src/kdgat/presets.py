@@ -12,7 +12,8 @@ vocabulary. Equal to the original's, checked exactly by .tests/unit/test_models.
 
 Differences from the original that leave the counts unchanged: the VGAE decoder's hidden layers use `heads`
 heads (the original: 4 whatever the preset), the neighbour targets mark both edge directions (the original: the
-out-neighbours only), and the GAT can use the edge features (`edge_features`, off in every preset).
+out-neighbours only). The original's graphs also carried edge features that no model used; ours no longer compute
+them (docs/models.md, "Edge features").
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ import copy
 from kdgat.chain import STAGES
 
 REFERENCE_NUM_IDS = 30
+
+# The keyword arguments a preset may give each stage's model (kdgat.models; the training job adds num_ids, and the
+# DQN's state width follows from the chain). Listed here because the settings are read while Snakemake parses the
+# workflow, where torch is not imported; .tests/unit/test_presets.py checks them against the classes.
+MODEL_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "vgae": ("embedding_dim", "hidden_dims", "latent_dim", "heads", "dropout", "logvar_clamp"),
+    "gat": ("embedding_dim", "hidden", "heads", "num_layers", "fc_hidden", "fc_layers", "dropout"),
+    "dqn": ("hidden", "num_layers", "dropout"),
+}
 
 PRESETS: dict[str, dict[str, dict]] = {
     "teacher": {
@@ -94,4 +104,11 @@ def resolve_preset(name: str, stage: str, custom: dict | None = None) -> dict:
         raise KeyError(f"unknown size preset {name!r} (config kd_gat.*_preset); known: {sorted(presets)}")
     if stage not in presets[name]:
         raise KeyError(f"size preset {name!r} has no {stage!r} section")
-    return copy.deepcopy(presets[name][stage])
+    arguments = presets[name][stage]
+    unknown = sorted(set(arguments) - set(MODEL_ARGUMENTS[stage]))
+    if unknown:
+        raise ValueError(
+            f"kd_gat.presets.{name}.{stage}: unknown model arguments {unknown}; "
+            f"known: {list(MODEL_ARGUMENTS[stage])}"
+        )
+    return copy.deepcopy(arguments)

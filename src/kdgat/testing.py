@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from kdgat.chain import EDGE_FEATURES
+
 
 def toy_graph(rng: np.random.Generator, num_ids: int, attack: bool, attack_strength: float = 1.0) -> Data:
     num_nodes = int(rng.integers(6, 14))
@@ -31,7 +33,9 @@ def toy_graph(rng: np.random.Generator, num_ids: int, attack: bool, attack_stren
         source = np.concatenate([source, np.full(len(extra), int(np.flatnonzero(ids == 0)[0]))])
         target = np.concatenate([target, extra])
     edge_index = np.vstack([source, target]).astype(np.int64)
-    edge_attr = rng.uniform(0, 1, (edge_index.shape[1], 11)).astype(np.float32)
+    # Drawn as when the graphs carried 11 edge features, so that the random stream, and so every toy graph after
+    # this one, stays as it was; no model reads the edge feature.
+    edge_attr = rng.uniform(0, 1, (edge_index.shape[1], 11))[:, :EDGE_FEATURES].astype(np.float32)
     return Data(
         x=torch.from_numpy(x),
         edge_index=torch.from_numpy(edge_index),

@@ -88,10 +88,10 @@ class GATStage(StageBase):
             batch = batch.to(self.device)
             labels = batch.y.view(-1)
             with autocast(self.device):
-                logits = self.model(batch.x, batch.edge_index, batch.batch, batch.edge_attr)
+                logits = self.model(batch.x, batch.edge_index, batch.batch)
                 if self.teacher is not None:
                     with torch.no_grad():
-                        teacher_logits = self.teacher(batch.x, batch.edge_index, batch.batch, batch.edge_attr)
+                        teacher_logits = self.teacher(batch.x, batch.edge_index, batch.batch)
                     parts = gat_kd_loss(
                         logits,
                         teacher_logits,
@@ -116,7 +116,7 @@ class GATStage(StageBase):
         probs, total, seen = [], 0.0, 0
         for batch in make_loader(graphs, max(self.batch_size, 256)):
             batch = batch.to(self.device)
-            logits = self.model(batch.x, batch.edge_index, batch.batch, batch.edge_attr).float()
+            logits = self.model(batch.x, batch.edge_index, batch.batch).float()
             total += float(F.cross_entropy(logits, batch.y.view(-1), reduction="sum"))
             seen += batch.num_graphs
             probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
