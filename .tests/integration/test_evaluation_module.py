@@ -117,8 +117,17 @@ def test_summary_table_shows_the_kd_trade_off(pipeline):
     assert f"| {DATASET} | student_kd |" in markdown and "size vs teacher" in markdown
     assert "Did distillation help?" in markdown and "one seed: no interval, no claim" in markdown
     assert "What the fusion's α does" in markdown and "Engineering floors" in markdown
+    assert "## ROC-AUC per test scenario" in markdown and "latency, batched path (ms/window)" in markdown
+    # The α section's row: every test window of the one seed, as many as the metrics.json histogram holds.
+    alpha = json.loads((evaluation_dir(pipeline, "teacher") / "metrics.json").read_text())["fusion_alpha"]
+    windows = sum(alpha["test_pooled"]["counts"])
+    assert f"| {DATASET} | teacher | {windows} | {alpha['test_pooled']['mean']:.2f} |" in markdown
     per_dataset = pd.read_csv(pipeline / f"results/evaluation/{DATASET}/summary.csv")
     pd.testing.assert_frame_equal(per_dataset, table)
+    # The per-dataset report is headed with the seeds its tables are over (the training curves are the first
+    # seed's), not with the first seed alone.
+    heading = (pipeline / f"results/evaluation/{DATASET}/summary.md").read_text().splitlines()[0]
+    assert heading == f"# {DATASET} evaluation summary over seed {SEED}"
 
 
 def test_scenario_metrics_hold_every_model_and_the_baselines(pipeline):

@@ -170,7 +170,7 @@ def test_summarize_writes_what_the_workflow_wrote(pipeline, tmp_path):
         f"{v}/{s}={where['chain'] / f'seed_{SEED}' / v / s / 'history.csv'}" for v in variants for s in stages
     ]
     args = ["--metrics", *metrics, "--baselines", where["evaluation"] / "baselines.json", "--history", *histories,
-            "--title", f"{DATASET} (seed {SEED}):", "--out", tmp_path]  # fmt: skip
+            "--title", DATASET, "--out", tmp_path]  # fmt: skip
     assert kdgat("summarize", *args) == 0
     for name in ("summary.csv", "summary.md", "scenario_metrics.csv"):
         assert (tmp_path / name).read_text() == (where["evaluation"] / name).read_text(), name

@@ -24,6 +24,7 @@ from kdgat.evaluation.baselines import (
 )
 from kdgat.evaluation.markdown import summary_markdown
 from kdgat.evaluation.metrics import binary_metrics
+from kdgat.evaluation.run import summarize_files
 from kdgat.evaluation.summary import (
     AUC_FLOOR,
     FUSION_TOLERANCE,
@@ -43,6 +44,7 @@ from kdgat.evaluation.summary import (
     with_margins,
 )
 from kdgat.evaluation.thresholds import youden_threshold
+from kdgat.files import write_json
 from kdgat.graphs import GraphArrays, build_graphs
 
 
@@ -173,6 +175,20 @@ def test_alpha_summary_sums_the_histograms_of_every_seed():
         0.2
     )
     assert alpha["histogram"] == "[0.0,0.1):20 [0.9,1.0]:80"
+
+
+def test_alpha_section_shows_each_variants_distribution_over_every_seed():
+    # seed 1: 40 windows at α = 1, 10 at α = 0 (mean 0.8); seed 2: all 50 at α = 0.62
+    documents = [
+        _document("teacher", 1, PERFECT, HALF, PERFECT, alphas=np.r_[np.ones(40), np.zeros(10)]),
+        _document("teacher", 2, PERFECT, HALF, PERFECT, alphas=np.full(50, 0.62)),
+    ]
+    variants = variant_summary(documents, pooled_table(documents))
+    markdown = summary_markdown(variants, alpha=alpha_summary(documents))
+    section = markdown.split("## What the fusion's α does")[1]
+    # 100 windows, mean α (0.8 + 0.62) / 2, medians per seed, 40 and 10 of 100 at the ends, summed histogram
+    histogram = "[0.0,0.1):10 [0.6,0.7):50 [0.9,1.0]:40"
+    assert f"| ds | teacher | 100 | 0.71 | 1.00, 0.62 | 0.400 | 0.100 | 1.000 | {histogram} |" in section
 
 
 def _floor_documents(gat, vgae, fusion):
@@ -477,3 +493,131 @@ def test_markdown_lists_every_missed_floor():
     assert f"{len(floors) - len(missed)} of {len(floors)} checks pass" in markdown
     for _, r in missed.iterrows():
         assert f"| ds | teacher | {r['scenario']} | {r['model']} | {r['check']} |" in markdown
+
+
+# -- the report's tables, checked cell by cell on two scenarios ----------------------------------------------
+# Finds a quarter of the attacks: F1 0.4, ROC-AUC 0.625 (a quarter above every normal, the rest tied).
+QUARTER = np.r_[np.full(30, 0.1), np.full(5, 0.9), np.full(15, 0.1)]
+ZERO = np.zeros(len(LABELS))  # never flags: F1 0
+
+
+def _scenarios_document(seed, scores):
+    """A teacher's metrics.json over the scenarios of ``scores`` ({scenario: {model: scores}}), and all of
+    them pooled."""
+    test = {name: {m: _metrics(LABELS, s) for m, s in models.items()} for name, models in scores.items()}
+    pooled_labels = np.concatenate([LABELS] * len(scores))
+    models = next(iter(scores.values()))
+    pooled = {m: _metrics(pooled_labels, np.concatenate([s[m] for s in scores.values()])) for m in models}
+    return _document("teacher", seed, PERFECT, PERFECT, PERFECT) | {"test": test, "test_pooled": pooled}
+
+
+# Per seed 1, 2, 3. The GAT's F1: dos 1, 2/3, 1; rpm 2/3, 0.4, 2/3 (its worst, mean 0.578). The best
+# baseline: dos 1 (the unknown-ID rule), rpm 0.4 (the count regression), so the GAT's smallest margin is on
+# dos (0, −1/3, 0), not on rpm.
+GAT_BY_SEED = {
+    1: {"dos": PERFECT, "rpm": HALF},
+    2: {"dos": HALF, "rpm": QUARTER},
+    3: {"dos": PERFECT, "rpm": HALF},
+}
+BASELINE_SCORES = {
+    "dos": {UNKNOWN_ID: PERFECT, ID_COUNTS: HALF, ID_RATE: ZERO},
+    "rpm": {UNKNOWN_ID: ZERO, ID_COUNTS: QUARTER, ID_RATE: ZERO},
+}
+
+
+@pytest.fixture
+def two_scenarios():
+    documents = [
+        _scenarios_document(
+            seed, {s: {"gat": gat[s], "vgae": HALF, "fusion": PERFECT if s == "dos" else HALF} for s in gat}
+        )
+        for seed, gat in GAT_BY_SEED.items()
+    ]
+    baselines = _scenarios_document(1, BASELINE_SCORES)
+    baselines = {"dataset": "ds", "test": baselines["test"], "test_pooled": baselines["test_pooled"]}
+    return documents, baselines
+
+
+def test_every_model_table_shows_worst_scenario_and_smallest_margin_with_intervals(two_scenarios):
+    documents, baselines = two_scenarios
+    scenarios, pooled = scenario_table(documents, [baselines]), pooled_table(documents, [baselines])
+    models = model_summary(scenarios, pooled)
+    gat = models.set_index(["variant", "model"]).loc[("teacher", "gat")]
+    assert gat["worst_scenario"] == "rpm" and gat["smallest_margin_scenario"] == "dos"
+    rpm_f1, dos_margins = [2 / 3, 0.4, 2 / 3], [0.0, -1 / 3, 0.0]
+    assert (gat["worst_f1_mean"], gat["worst_f1_half"]) == pytest.approx((np.mean(rpm_f1), _t_half(rpm_f1)))
+    expected = (np.mean(dos_margins), _t_half(dos_margins))
+    assert (gat["smallest_margin_mean"], gat["smallest_margin_half"]) == pytest.approx(expected)
+    markdown = summary_markdown(variant_summary(documents, pooled), models=models)
+    section = markdown.split("## Every model against the trivial baselines")[1]
+    # The pooled columns, recomputed from the scores of the two scenarios one after the other.
+    pooled_labels = np.r_[LABELS, LABELS]
+    gat_pooled = [_metrics(pooled_labels, np.r_[g["dos"], g["rpm"]]) for g in GAT_BY_SEED.values()]
+    best_baseline = max(
+        _metrics(pooled_labels, np.r_[BASELINE_SCORES["dos"][m], BASELINE_SCORES["rpm"][m]])["f1"]
+        for m in BASELINES
+    )
+    f1, auc = (interval([m[key] for m in gat_pooled]) for key in ("f1", "roc_auc"))
+    margin = interval([m["f1"] - best_baseline for m in gat_pooled])
+    row = (
+        f"| ds | teacher | gat | {f1['mean']:.3f} ± {f1['half']:.3f} | {auc['mean']:.3f} ± {auc['half']:.3f} "
+        f"| rpm (0.578 ± 0.382) | {margin['mean']:.3f} ± {margin['half']:.3f} | -0.111 ± 0.478 (dos) |"
+    )
+    assert row in section
+    # The baselines have no seed: their worst scenario carries a zero-width interval.
+    assert f"| ds | teacher | {ID_COUNTS} |" in section and "rpm (0.400 ± 0.000)" in section
+
+
+def test_report_gives_each_scenarios_roc_auc_over_seeds(two_scenarios):
+    documents, baselines = two_scenarios
+    scenarios = scenario_summary(scenario_table(documents, [baselines]))
+    variants = variant_summary(documents, pooled_table(documents, [baselines]))
+    section = summary_markdown(variants, scenarios=scenarios).split("## ROC-AUC per test scenario")[1]
+    # The GAT ranks rpm with ROC-AUC 0.75, 0.625, 0.75 (half, a quarter, half of the attacks above normals).
+    half = _t_half([0.75, 0.625, 0.75])
+    assert f"| ds | rpm | gat | {np.mean([0.75, 0.625, 0.75]):.3f} ± {half:.3f} |" in section
+    assert "| ds | rpm | gat | 0.708 ± 0.179 |" in section
+    assert "| ds | dos | gat | 0.917 ± 0.359 |" in section  # 1, 0.75, 1
+    assert "| ds | rpm | vgae | 0.750 ± 0.000 |" in section
+    assert "| ds | dos | fusion | 1.000 ± 0.000 |" in section
+    assert f"| ds | rpm | {ID_COUNTS} | 0.625 ± 0.000 |" in section
+    assert f"| ds | dos | {UNKNOWN_ID} | 1.000 ± 0.000 |" in section
+
+
+def test_fusion_section_counts_both_comparisons_and_says_why_they_differ():
+    # The better input changes with the seed: per seed the fusion (a copy of the GAT) loses 0.2 on seed 2, but
+    # its mean equals the better of the two means (the GAT's 0.833), so it holds the floor.
+    gat, vgae = [0.9, 0.7, 0.9], [0.7, 0.9, 0.7]
+    table = _floor_rows({"gat": gat, "vgae": vgae, "fusion": gat})
+    fusion = fusion_summary(table)
+    row = fusion.iloc[0]
+    assert (row["best_input_f1"], row["gain"]) == pytest.approx((0.9, -0.2 / 3))
+    assert (row["better_of_means_f1"], row["margin_of_means"]) == pytest.approx((2.5 / 3, 0.0))
+    floors = floor_table(table)
+    assert floors.set_index("check").loc["fusion_vs_inputs", "passed"]
+    markdown = summary_markdown(pd.DataFrame(columns=["seeds"]), fusion=fusion, floors=floors)
+    section = markdown.split("## Does the fusion earn its place?")[1].split("## Engineering floors")[0]
+    assert "within 0.005 of the better input or above it in 0." in section
+    assert "The fusion is within 0.005 of it or above it in 1 of 1 cells." in section
+    assert "the mean of each seed's better input is then above the better of the two means" in section
+    gains = [0.0, -0.2, 0.0]
+    low, high = np.mean(gains) - _t_half(gains), np.mean(gains) + _t_half(gains)
+    interval_text = f"-0.067 [{low:+.3f}, {high:+.3f}]"
+    assert f"| ds | teacher | dos | 0.833 | 0.900 | {interval_text} | 0.833 | +0.000 |" in section
+
+
+@pytest.mark.parametrize("seeds, named", [((1, 2, 3), "seeds 1, 2, 3"), ((2,), "seed 2")])
+def test_the_summary_names_the_seeds_its_tables_are_over(tmp_path, seeds, named):
+    metrics = []
+    for seed in seeds:
+        for variant in ("teacher", "student"):
+            path = tmp_path / f"{seed}_{variant}.json"
+            write_json(_document(variant, seed, PERFECT, HALF, PERFECT), path)
+            metrics.append(path)
+    outputs = {name: tmp_path / name for name in ("summary.csv", "summary.md", "size.svg", "scenarios.csv")}
+    summarize_files(
+        metrics=metrics, csv=outputs["summary.csv"], markdown=outputs["summary.md"],
+        chart=outputs["size.svg"], scenarios=outputs["scenarios.csv"], title="ds",
+    )  # fmt: skip
+    assert outputs["summary.md"].read_text().startswith(f"# ds evaluation summary over {named}\n")
+    assert f"ds teacher vs students, {named}" in outputs["size.svg"].read_text()

@@ -8,7 +8,7 @@ from torch_geometric.data import Batch
 
 from kdgat import presets
 from kdgat.models import GAT, VGAE, QNetwork, count_parameters, neighbour_multi_hot
-from kdgat.models.vgae import kl_divergence, vgae_loss
+from kdgat.models.vgae import error_statistics, kl_divergence, vgae_loss
 from kdgat.presets import PRESETS, REFERENCE_NUM_IDS, resolve_preset
 from kdgat.testing import toy_graphs
 
@@ -132,12 +132,18 @@ def test_anomaly_error_is_two_sided_in_units_of_each_terms_normal_spread():
     """A window reconstructed better than normal traffic is as foreign as one reconstructed worse."""
     vgae = VGAE(4, embedding_dim=2, hidden_dims=(4,), latent_dim=2)
     vgae.fit_error_statistics(
-        {"feature_mse": [0.01, 0.03], "id_ce": [1.0, 3.0], "neighbour_bce": [0.1, 0.1]}
-    )  # means 0.02, 2, 0.1; spreads 0.01, 1, (none:) 1e-8
-    assert vgae.error_mean.tolist() == pytest.approx([0.02, 2.0, 0.1])
+        {"feature_mse": [0.01, 0.03], "id_ce": [1.0, 3.0], "neighbour_bce": [0.1, 0.3]}
+    )  # means 0.02, 2, 0.2; spreads 0.01, 1, 0.1
+    assert vgae.error_mean.tolist() == pytest.approx([0.02, 2.0, 0.2])
+    assert vgae.error_std.tolist() == pytest.approx([0.01, 1.0, 0.1])
+    # Each term moves its own windows, so dropping any one of the three changes the result.
     errors = {
-        "feature_mse": torch.tensor([0.04, 0.00, 0.02]),
-        "id_ce": torch.tensor([2.0, 2.0, 5.0]),
-        "neighbour_bce": torch.tensor([0.1, 0.1, 0.1]),
+        "feature_mse": torch.tensor([0.04, 0.00, 0.02, 0.02, 0.03]),
+        "id_ce": torch.tensor([2.0, 2.0, 5.0, 2.0, 1.0]),
+        "neighbour_bce": torch.tensor([0.2, 0.2, 0.2, 0.5, 0.0]),
     }
-    assert vgae.anomaly_error(errors).tolist() == pytest.approx([2.0, 2.0, 3.0])
+    # +2σ feature, −2σ feature (better than normal), +3σ ID, +3σ neighbours, +1σ −1σ −2σ
+    assert vgae.anomaly_error(errors).tolist() == pytest.approx([2.0, 2.0, 3.0, 3.0, 4.0])
+    # A term with no spread on normal windows is measured in units of 1e-8, not divided by 0.
+    constant = {name: [0.5, 0.5] for name in ("feature_mse", "id_ce", "neighbour_bce")}
+    assert error_statistics(constant) == ([0.5] * 3, [1e-8] * 3)

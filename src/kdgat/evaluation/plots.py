@@ -172,8 +172,9 @@ def plot_training_curves(
     save_figure(figure, path)
 
 
-def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "") -> None:
-    """Teacher vs students: parameters (log scale), F1 per model and latency, grouped by dataset."""
+def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "", seeds: str = "") -> None:
+    """Teacher vs students: parameters (log scale), F1 per model and latency, grouped by dataset; ``seeds``
+    (e.g. "seeds 42, 43, 44") names the seeds the means are over."""
     plt = _pyplot()
     datasets = list(dict.fromkeys(table["dataset"]))
     variants = [v for v in VARIANTS if v in set(table["variant"])]
@@ -189,7 +190,7 @@ def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "") 
         axes[2].bar(x + offset, rows["latency_ms_fusion"].astype(float), width, label=label)
     for axis, ylabel in zip(
         axes,
-        ("parameters (VGAE + GAT + DQN)", "F1, DQN fusion, test", "latency per window (ms)"),
+        ("parameters (VGAE + GAT + DQN)", "F1, DQN fusion, test", "latency per window, batched path (ms)"),
         strict=True,
     ):
         axis.set_xticks(x, datasets)
@@ -197,6 +198,6 @@ def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "") 
         axis.legend(fontsize=8)
     axes[0].set_yscale("log")
     axes[1].set_ylim(0, 1.05)
-    figure.suptitle(f"{title} teacher vs students".strip())
+    figure.suptitle(f"{title} teacher vs students".strip() + (f", {seeds}" if seeds else ""))
     figure.tight_layout()
     save_figure(figure, path)

@@ -281,6 +281,14 @@ def _paths(paths) -> list:
     return [paths] if isinstance(paths, str | os.PathLike) else list(paths)
 
 
+def seeds_text(documents: Sequence[Mapping]) -> str:
+    """'seed 42' or 'seeds 42, 43, 44': the seeds of the evaluations' metrics ('' when none records one)."""
+    seeds = sorted({document["seed"] for document in documents if document.get("seed") is not None})
+    if not seeds:
+        return ""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def summarize_files(
     *,
     metrics: Sequence[str | os.PathLike],
@@ -299,7 +307,9 @@ def summarize_files(
     teacher-vs-students table (``csv``), all of it in Markdown, and the teacher-vs-student chart.
 
     ``histories`` are training history.csv files, ``history_keys`` name each as ``"<variant>/<stage>"`` (same
-    order); with ``curves`` they are drawn.
+    order); with ``curves`` they are drawn. ``title`` (e.g. the dataset) heads the Markdown and the charts;
+    the Markdown heading and the size chart name the seeds of the metrics, which every table is over (the
+    histories may be of one seed only: the workflow draws the first seed's).
     """
     metrics, baselines, histories = (_paths(p) for p in (metrics, baselines, histories))
     history_keys = list(history_keys)
@@ -339,8 +349,10 @@ def summarize_files(
         alpha=alpha_summary(documents),
         floors=floor_table(per_scenario),
     )
-    write_text(f"# {title} evaluation summary\n\n{text}" if title else text, markdown)
-    plot_size_f1(table, chart, title)
+    seeds = seeds_text(documents)
+    heading = f"# {title} evaluation summary over {seeds}" if seeds else f"# {title} evaluation summary"
+    write_text(f"{heading}\n\n{text}" if title else text, markdown)
+    plot_size_f1(table, chart, title, seeds=seeds)
     if curves is not None:
         keyed = {}
         for key, path in zip(history_keys, histories, strict=True):

@@ -35,8 +35,10 @@ class QNetwork(nn.Module):
         # training states, stored as buffers so that model.pt carries them (set by kdgat.training.dqn).
         self.register_buffer("state_mean", torch.zeros(state_dim))
         self.register_buffer("state_std", torch.ones(state_dim))
-        # LEARNT, or the one action (α) used for every graph when the learnt policy did not beat the better input
-        # (chosen on fit + stop graphs) on the stop graphs (set by kdgat.training.dqn; model.pt carries the choice).
+        # LEARNT, or the one action (a constant α) used for every graph when the learnt policy's reward,
+        # cross-fitted over the fit + stop graphs (on the stop graphs alone with keep_folds 0), did not beat
+        # that of the best constant α (set by kdgat.training.fusion_policy.fall_back_unless_better; model.pt
+        # carries the choice).
         self.register_buffer("fallback_action", torch.tensor(LEARNT))
         layers: list[nn.Module] = []
         width = state_dim

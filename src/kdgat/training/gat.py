@@ -40,8 +40,9 @@ log = logging.getLogger("kdgat.training")
 
 
 def difficulty_scores(vgae, graphs, batch_size: int, device) -> np.ndarray:
-    """How hard a graph is for the VGAE to reconstruct: its anomaly error (the original used feature MSE +
-    0.1·CAN-ID cross-entropy; the anomaly error adds the neighbour term with the loss's weight)."""
+    """How hard a graph is for the VGAE to reconstruct: its anomaly error, the two-sided standardised sum
+    of its feature MSE, CAN-ID cross-entropy and neighbour-ID BCE (kdgat.models.vgae.standardised_error; no
+    loss weights). The original used feature MSE + 0.1·CAN-ID cross-entropy."""
     return graph_errors(vgae.to(device), graphs, batch_size, device)["anomaly_error"]
 
 
