@@ -16,3 +16,8 @@ def mean_field_failing_above(params, seed):
 def undeclared(params, seed):
     """A model without a declared parameter space: its parameters cannot be checked."""
     return {"y": float(params["a"])}
+
+
+def distance_to_one(simulated, observed, **options):
+    """A target for ``undeclared``: the mean squared distance of its output y from 1."""
+    return float((simulated["y"] - 1.0).pow(2).mean())

@@ -41,6 +41,12 @@ def always_fails(params, seed):
     raise RuntimeError(f"always_fails: no result for a={params['a']}")
 
 
+def fails_slowly(params, seed):
+    """Sleeps (longer than the default probe_seconds), then raises; counts its calls like always_fails."""
+    time.sleep(float(params.get("sleep_s", 0.1)))
+    always_fails(params, seed)
+
+
 def counted_sleep(params, seed):
     """Sleeps, and appends one line per call to the file named by SIMCAL_TEST_COUNT (to count executions)."""
     time.sleep(float(params.get("sleep_s", 0.05)))
@@ -62,6 +68,13 @@ def crashes_for_three(params, seed):
     if params["a"] == 3:
         os._exit(11)
     return {"y": float(params["a"]), "pid": os.getpid()}
+
+
+def counted_crash(params, seed):
+    """Kills its worker process every time, after appending a line to SIMCAL_TEST_COUNT (to count the deaths)."""
+    with open(os.environ["SIMCAL_TEST_COUNT"], "a") as handle:
+        handle.write(f"{params['a']}\n")
+    os._exit(11)
 
 
 def dies_once(params, seed):
@@ -95,6 +108,20 @@ def hijacks_keys(params, seed):
 def hijacks_keys_table(params, seed):
     """The same clashing names as hijacks_keys, as a one-row DataFrame."""
     return pd.DataFrame(hijacks_keys(params, seed), index=[0])
+
+
+def clashes_with_its_own_prefixed_name(params, seed):
+    """An output named like a key column next to the name its renaming would give."""
+    return {"seed": 1.0, "output_seed": 2.0, "y": float(params["a"])}
+
+
+def clashes_with_its_own_prefixed_name_table(params, seed):
+    return pd.DataFrame(clashes_with_its_own_prefixed_name(params, seed), index=[0])
+
+
+def nested_for_even(params, seed):
+    """A nested dict (not a scalar) for even a, text for odd a: the same output changes shape."""
+    return {"info": {"k": 1} if int(params["a"]) % 2 == 0 else "text", "y": float(params["a"])}
 
 
 def array_in_dict(params, seed):

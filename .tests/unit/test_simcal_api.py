@@ -63,3 +63,18 @@ def test_functions_work_on_an_existing_client_and_refuse_bad_input():
             submit("simcal_models:series", {"seed": 1})
         with pytest.raises(ContractError, match="has no attribute 'nope'"):
             submit("simcal_models:nope", {"a": 1})
+
+
+def test_the_service_counts_worker_deaths_itself_like_a_sweep(tmp_path, monkeypatch):
+    """With allowed_failures 1 a simulation that kills its worker every time is recorded as crashed after
+    1 + 1 + 1 deaths (a first death only makes it a suspect), as in a sweep; Dask's own allowed-failures is 0, so
+    the two limits do not multiply."""
+    count = tmp_path / "deaths"
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count))  # the service's worker processes inherit it
+    with SimulationService(backend="local", threads=1, settings={"allowed_failures": 1}) as service:
+        rows = service.gather([service.submit("simcal_models:counted_crash", {"a": 1})])
+    assert list(rows["status"]) == ["crashed"]
+    error = rows["error"].iloc[0]
+    assert "died 2 time(s)" in error and "simulation.allowed_failures = 1" in error
+    assert "distributed.scheduler.allowed-failures" not in error
+    assert len(count.read_text().split()) == 3

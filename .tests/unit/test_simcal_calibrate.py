@@ -147,6 +147,36 @@ def test_a_misspelt_parameter_is_an_error_naming_it(tmp_path):
     assert not (tmp_path / "s.parquet.partial").exists()  # every check ran before anything was simulated
 
 
+@pytest.mark.parametrize(
+    ("parameters", "fixed", "expected"),
+    [
+        (
+            {"a": {"low": 0.0, "high": 2.0}},
+            {"seed": 5},
+            r"calibration.fixed: parameter names \['seed'\] are reserved",
+        ),
+        (
+            {"a": {"low": 0.0, "high": 2.0}, "status": {"low": 0.0, "high": 1.0}},
+            None,
+            r"calibration.parameters: parameter names \['status'\] are reserved",
+        ),
+    ],
+    ids=["fixed-seed", "calibrated-status"],
+)
+def test_reserved_names_are_refused_in_calibration_inputs_before_anything_runs(
+    tmp_path, client, parameters, fixed, expected
+):
+    """A model that declares no parameters cannot catch them: a fixed ``seed`` would replace every simulation's
+    planned seed (all of them lost), a calibrated ``status`` would be overwritten by the simulations' status."""
+    target = [{"name": "y", "function": "simcal_calibration_models:distance_to_one"}]
+    with pytest.raises(ContractError, match=expected):
+        calibrate("simcal_calibration_models:undeclared", pd.DataFrame({"x": [1]}), parameters, target,
+                  tmp_path / "s.parquet", tmp_path / "t.parquet",
+                  {"initial_points": 4, "rounds": 0, "refine": {"top_k": 0}}, {"replicates": 1},
+                  fixed_params=fixed, client=client)  # fmt: skip
+    assert not (tmp_path / "s.parquet.partial").exists()  # refused before any simulation ran
+
+
 def test_the_space_checks_tables_fixed_values_and_the_model_itself():
     space = ParameterSpace(
         rate=Real(low=0, high=1),
@@ -271,7 +301,9 @@ def test_a_target_that_fails_is_named_with_its_parameter_set():
 
 
 # -- the calibration loop ------------------------------------------------------------------------------------------
-def test_losses_that_are_not_finite_are_told_to_the_sampler_as_failed_trials():
+def test_losses_that_are_not_finite_are_told_to_the_sampler_as_penalised_trials():
+    """TPE models only completed trials, so a failed parameter set is told as completed with a loss worse than
+    every finite one told so far (marked failed); before any loss is finite, failed sets wait for the first."""
     settings = CalibrationSettings.from_config({"initial_points": 4, "rounds": 1, "proposals_per_round": 3})
     proposer = Proposer(parse_bounds(BOUNDS), settings)
     _, design = proposer.ask(0)
@@ -281,11 +313,33 @@ def test_losses_that_are_not_finite_are_told_to_the_sampler_as_failed_trials():
     proposer.tell(searched[0], float("nan"))
     for params in searched[1:]:
         proposer.tell(params, 1.0)
-    states = [(t.state, t.params) for t in proposer.study.trials]
-    failed = [params for state, params in states if state == optuna.trial.TrialState.FAIL]
-    assert failed == [*design[:2], searched[0]]
-    assert all(state != optuna.trial.TrialState.RUNNING for state, _ in states)  # nothing left pending
-    assert len(states) == 7
+    trials = proposer.study.trials
+    assert len(trials) == 7 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    failed = [(t.params, t.value) for t in trials if t.user_attrs.get("failed")]
+    # The first two waited for the first finite loss (12): 12 + max(12 - 12, 1); then 13 + max(13 - 12, 1).
+    assert failed == [(design[0], 13.0), (design[1], 13.0), (searched[0], 14.0)]
+
+
+def tpe_proposals_in_a_failing_region(seed: int, tell_failed: bool) -> int:
+    """TPE proposals with beta > 0.35 after a design where every set there failed (NaN loss), told or not."""
+    settings = CalibrationSettings.from_config(
+        {"initial_points": 16, "rounds": 1, "proposals_per_round": 8, "seed": seed}
+    )
+    proposer = Proposer(parse_bounds(BOUNDS), settings)
+    _, design = proposer.ask(0)
+    for params in design:
+        if params["beta"] <= 0.35:
+            proposer.tell(params, (params["beta"] - 0.3) ** 2)
+        elif tell_failed:
+            proposer.tell(params, float("nan"))
+    _, proposals = proposer.ask(1)
+    return sum(p["beta"] > 0.35 for p in proposals)
+
+
+def test_parameter_sets_that_failed_steer_the_sampler_away_from_their_region():
+    told = [tpe_proposals_in_a_failing_region(seed, True) for seed in (1, 2, 3)]
+    untold = [tpe_proposals_in_a_failing_region(seed, False) for seed in (1, 2, 3)]
+    assert sum(told) < sum(untold) / 2, (told, untold)
 
 
 def grid_poisson_nll(observed: np.ndarray, beta, gamma, fixed: dict) -> np.ndarray:
@@ -356,6 +410,10 @@ def test_trials_are_written_when_the_failure_threshold_stops_the_run(tmp_path, c
         )  # fmt: skip
     kept = pd.read_parquet(tmp_path / "trials.failed.parquet")
     pd.testing.assert_frame_equal(kept, pd.read_parquet(tmp_path / "trials.parquet"))
+    # The resume record names the whole plan, as a sweep's does: model, parameters, fixed values, seeds, rounds.
+    manifest = json.loads((tmp_path / "s.parquet.partial" / "_manifest.json").read_text())
+    assert manifest["fixed"] == {"days": 30} and set(manifest["parameters"]) == {"beta", "gamma"}
+    assert (manifest["replicates"], manifest["seed"], manifest["calibration"]["rounds"]) == (1, None, 1)
     unstable = kept["beta"] > 0.45
     assert unstable.any() and kept.loc[unstable, "loss"].isna().all()
     assert (kept.loc[unstable, "replicates_failed"] == 1).all()

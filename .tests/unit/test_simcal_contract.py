@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import re
@@ -28,7 +29,7 @@ from simcal.contract import (
     resolve_callable,
 )
 from simcal.runner import SimTask, SimulationSettings, plan_tasks, run_batch, simulate
-from simcal.tables import read_parameter_table
+from simcal.tables import read_parameter_table, write_json, write_text
 from simcal.tasks import Batch
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -182,13 +183,44 @@ def test_parameter_tables_in_three_formats(tmp_path, name, sep):
 def test_parameter_table_errors_name_file_line_and_column(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("beta,gamma\n0.1,0.2\n0.3,\n")
-    with pytest.raises(ContractError, match=r"p\.csv: line 3, column 'gamma' is empty"):
+    with pytest.raises(ContractError, match=r"p\.csv, line 3: column 'gamma' is empty"):
         read_parameter_table(path)
     path.write_text("beta,status\n0.1,x\n")
-    with pytest.raises(ContractError, match="reserved"):
+    with pytest.raises(ContractError, match=r"p\.csv: parameter names \['status'\] are reserved"):
         read_parameter_table(path)
     with pytest.raises(ContractError, match="unknown parameter table format '.json'"):
         read_parameter_table(tmp_path / "p.json")
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_parquet(path) if path.suffix == ".parquet" else frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_bad_row_has_the_same_number_in_every_message(tmp_path):
+    """The row with a value out of bounds and the row with an empty value are numbered the same way: a file by its
+    name and line (the header is line 1), a Parquet file by its row, a DataFrame by its row from 1 and its index
+    label."""
+    sir = "simcal.models.sir:simulate"
+    out_of_bounds = pd.DataFrame({"beta": [0.3, -0.3], "gamma": [0.1, 0.1]}, index=[10, 11])
+    empty = pd.DataFrame({"beta": [0.3, None], "gamma": [0.1, 0.1]}, index=[10, 11])
+    places = {
+        "csv": (write_table(out_of_bounds, tmp_path / "bounds.csv"), write_table(empty, tmp_path / "empty.csv"),
+                "{path}, line 3: "),
+        "parquet": (write_table(out_of_bounds, tmp_path / "bounds.parquet"),
+                    write_table(empty, tmp_path / "empty.parquet"), "{path}, row 2: "),
+        "DataFrame": (out_of_bounds, empty, "parameter DataFrame, row 2 (index label 11): "),
+    }  # fmt: skip
+    for bad_value, missing_value, place in places.values():
+        messages = []
+        for parameters in (bad_value, missing_value):
+            with pytest.raises(ContractError) as error:
+                simulate(sir, parameters, tmp_path / "o")
+            messages.append(str(error.value))
+        assert messages[0].startswith(place.format(path=bad_value)), messages
+        assert messages[1].startswith(place.format(path=missing_value)), messages
+        assert "'beta' = -0.3 is below its lower bound" in messages[0]
+        assert "column 'beta' is empty" in messages[1]
 
 
 def test_reserved_names_are_refused_in_every_input_naming_the_column(tmp_path):
@@ -204,7 +236,11 @@ def test_reserved_names_are_refused_in_every_input_naming_the_column(tmp_path):
             {"beta": 0.3},
             r"parameters \['beta'\] are both columns .* and fixed",
         ),
-        (pd.DataFrame({"beta": [0.2, None]}), None, r"parameter DataFrame: row 1, column 'beta' is empty"),
+        (
+            pd.DataFrame({"beta": [0.2, None]}),
+            None,
+            r"parameter DataFrame, row 2 \(index label 1\): column 'beta' is empty",
+        ),
     ]:
         with pytest.raises(ContractError, match=expected):
             simulate("simcal_models:noisy_line", parameters, tmp_path / "o", fixed_params=fixed)
@@ -247,6 +283,32 @@ def test_run_batch_turns_every_kind_of_output_into_rows():
     )
 
 
+def test_a_table_column_made_by_simcal_never_overwrites_an_output_of_that_name():
+    """A dict holding tables gets a ``table`` column naming each one; a scalar output named ``table`` or a table's
+    own ``table`` column is renamed ``output_table`` instead of being overwritten."""
+    scalar = normalise_output({"curve": pd.DataFrame({"t": [0, 1]}), "table": 3}, "m:f")
+    assert list(scalar["table"]) == ["curve", "curve"] and list(scalar["output_table"]) == [3, 3]
+    own = normalise_output({"curve": pd.DataFrame({"t": [0, 1], "table": ["x", "y"]})}, "m:f")
+    assert list(own["table"]) == ["curve", "curve"] and list(own["output_table"]) == ["x", "y"]
+    series = normalise_output({"curve": pd.Series([5, 6], name="table")}, "m:f")
+    assert list(series["table"]) == ["curve", "curve"] and list(series["output_table"]) == [5, 6]
+    # A scalar named like a column of the tables keeps both.
+    both = normalise_output({"curve": pd.DataFrame({"t": [0, 1]}), "t": 9}, "m:f")
+    assert list(both["t"]) == [0, 1] and list(both["output_t"]) == [9, 9]
+    # Plain scalars and plain tables get no table column: a ``table`` output keeps its name there.
+    assert list(normalise_output({"table": 3}, "m:f")["table"]) == [3]
+
+
+def test_nested_values_in_a_dict_output_are_refused_naming_the_output():
+    tasks = plan_tasks([{"a": 0}], replicates=1)
+    rows = run_batch("simcal_models:nested_for_even", tasks)
+    assert list(rows["status"]) == ["failed"] and "info" not in rows
+    assert "returned a dict for output 'info'" in rows["error"].iloc[0]
+    for value in ({"k": 1}, {1, 2}):
+        with pytest.raises(ContractError, match=r"m:f returned a (dict|set) for output 'x'; the values"):
+            normalise_output({"curve": pd.DataFrame({"t": [0]}), "x": value}, "m:f")
+
+
 def test_a_batch_sent_as_columns_arrives_as_the_same_simulations():
     tasks = plan_tasks([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], replicates=2, seed=4)
     sent = Batch(tasks, "simcal-batch-k", start_topic="topic")
@@ -276,6 +338,59 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
     for name in ("a.txt", "b.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_atomic_write_fsyncs_the_file_before_renaming_it_and_the_directory_after(tmp_path, monkeypatch):
+    """A power loss right after the rename must find the new file's contents on disk: the temporary file is fsynced
+    before os.replace, and the directory after it (so the new name is durable too)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source, target):
+        events.append(("replace", str(source), str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "data.txt"
+    write_text("contents", target)
+    assert target.read_text() == "contents"
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"], events
+    (_, synced), (_, renamed, into), (_, directory) = events
+    assert synced == renamed != into == str(target) and directory == str(tmp_path)
+    events.clear()
+    write_json({"a": 1}, tmp_path / "progress.json", durable=False)  # rewritten often: no fsync at all
+    assert [e[0] for e in events] == ["replace"]
+
+
+def test_the_module_schema_describes_every_simulation_setting():
+    """Every key SimulationSettings accepts can be set through the calibration module's config."""
+    import yaml
+
+    schema = yaml.safe_load(
+        (SRC.parent / "workflow/modules/calibration/schemas/config.schema.yaml").read_text()
+    )
+    described = schema["$defs"]["simulation"]["properties"]
+    assert set(described) == set(SimulationSettings.__dataclass_fields__)
+    assert all(spec.get("description") for spec in described.values())
+
+
+def test_duplicate_parameter_sets_are_merged_with_one_log_line(caplog):
+    caplog.set_level(logging.INFO, logger="simcal")
+    tasks = plan_tasks([{"a": 1}, {"a": 2}, {"a": 1}, {"a": 1.0}, {"a": 2}], replicates=2)
+    assert len(tasks) == 2 * 2
+    merged = [r.getMessage() for r in caplog.records if "merged" in r.getMessage()]
+    assert merged == [
+        f"3 duplicate parameter set(s) merged into the first of each: param_id {tasks[0].param_id} (3 rows), "
+        f"param_id {tasks[2].param_id} (2 rows)"
+    ]
+    caplog.clear()
+    plan_tasks([{"a": 1}, {"a": 2}], replicates=1)
+    assert not caplog.records
 
 
 def test_dict_outputs_stack_tables_and_repeat_scalars():

@@ -10,8 +10,10 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from simcal.runner import (
     read_results,
     simulate,
 )
+from simcal.tables import current_umask
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -156,6 +159,48 @@ def test_outputs_named_like_key_columns_are_renamed_alike_for_dicts_and_tables(t
     assert (result["output_a"] == "output a").all() and (result["output_status"] == "mine").all()
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        "simcal_models:clashes_with_its_own_prefixed_name",
+        "simcal_models:clashes_with_its_own_prefixed_name_table",
+    ],
+)
+def test_renamed_outputs_never_take_the_name_of_another_output(tmp_path, client, model):
+    simulate(model, table(3), tmp_path / "out", {"batch_size": 3}, client=client)
+    result = read_results(tmp_path / "out")
+    assert len(result) == 3 and (result["status"] == "ok").all() and result.columns.is_unique
+    assert (result["output_output_seed"] == 1.0).all() and (result["output_seed"] == 2.0).all()
+    assert result["seed"].nunique() == 3 and sorted(result["y"]) == [0.0, 1.0, 2.0]
+
+
+def test_a_nested_dict_output_is_a_failed_row_naming_it_and_the_output_is_written(tmp_path, client):
+    """A dict inside a dict output is not a scalar: a failed row naming the output, never a struct column that
+    makes every later attempt to write the output fail."""
+    settings = {"batch_size": 1, "max_failed_fraction": 0.5}
+    simulate("simcal_models:nested_for_even", table(4), tmp_path / "out", settings, client=client)
+    result = read_results(tmp_path / "out").sort_values("a")
+    assert list(result["status"]) == ["failed", "ok", "failed", "ok"]
+    assert result["error"].iloc[0].startswith("ContractError: simcal_models:nested_for_even returned a dict")
+    assert "for output 'info'" in result["error"].iloc[0]
+    assert list(result["info"].iloc[[1, 3]]) == ["text", "text"]
+
+
+def test_parts_holding_nested_columns_are_written_out_as_text(tmp_path):
+    """Parts written before nested values were refused (a struct in one part, text in another) still make one
+    output file: the column becomes text, nested values as JSON."""
+    store = PartStore(tmp_path / "out", {"model": "m:f"})
+    tasks = plan_tasks([{"a": 0}, {"a": 1}], 1)
+    for task, info in zip(tasks, [{"k": 1}, "text"], strict=True):
+        row = {"param_id": task.param_id, "replicate": 0, "seed": task.seed, "a": task.params["a"],
+               "info": info, "status": "ok", "error": None, "duration_s": 0.1}  # fmt: skip
+        store.write(pd.DataFrame([row]), [task])
+    store.expect(tasks)
+    store.finalize()
+    result = read_results(tmp_path / "out").sort_values("a")
+    assert list(result["info"]) == ['{"k": 1}', "text"]
+
+
 def test_arrays_in_dicts_fail_clearly_and_type_changes_lose_nothing(tmp_path, client):
     with pytest.raises(
         TooManyFailures, match=r"ContractError: simcal_models:array_in_dict returned a ndarray"
@@ -227,6 +272,46 @@ def test_a_sweep_whose_whole_probe_fails_stops_at_once(tmp_path, client, monkeyp
     assert 2 <= ran <= 1000  # the probe only, not the 3000
     kept = sum(len(pd.read_parquet(p)) for p in (tmp_path / "out.partial").glob("part-*.parquet"))
     assert kept == ran
+
+
+def test_a_failing_sweep_stops_early_with_one_worker_thread_and_a_slow_model(tmp_path):
+    """One worker thread and a model slower than probe_seconds: the timing probe covers a single simulation, so
+    one more simulation, of another parameter set, runs before the rule decides; it then stops at once."""
+    count = tmp_path / "count"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as one_thread,
+        ):
+            one_thread.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
+            with pytest.raises(
+                TooManyFailures, match=r"all 2 simulations of the timing probe failed"
+            ) as error:
+                simulate(
+                    "simcal_models:fails_slowly", table(20), tmp_path / "out", {"max_failed_fraction": 0.5},
+                    client=one_thread,
+                )  # fmt: skip
+    assert "a=0.0" in str(error.value) and "a=1.0" in str(error.value)  # two parameter sets, both failed
+    assert len(count.read_text().split()) == 2  # not the 20
+
+
+def test_a_failing_sweep_with_a_fixed_batch_size_stops_after_its_first_batches(tmp_path, client):
+    """A fixed batch size has no timing probe: the batches holding the first simulation of the first two
+    parameter sets run first (here batches 0 and 1: each holds one set's two replicates) as a fail-fast probe."""
+    count = tmp_path / "count"
+    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
+    with pytest.raises(
+        TooManyFailures, match=r"all 4 simulations of the first batches .*failed, so the other 76"
+    ):
+        simulate(
+            "simcal_models:always_fails", table(40), tmp_path / "out",
+            {"batch_size": 2, "replicates": 2, "max_failed_fraction": 0.5}, client=client,
+        )  # fmt: skip
+    assert len(count.read_text().split()) == 4
+    kept = sum(len(pd.read_parquet(p)) for p in (tmp_path / "out.partial").glob("part-*.parquet"))
+    assert kept == 4
 
 
 def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_path, client):
@@ -357,10 +442,16 @@ def test_rerun_failed_runs_only_the_failed_simulations_again(tmp_path, client):
     count = tmp_path / "count"
     client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
     params = table(4)
-    with pytest.raises(TooManyFailures):
-        simulate("simcal_models:always_fails", params, tmp_path / "out", {"batch_size": 2, "max_failed_fraction": 1 - 1e-9},
-                 client=client)  # fmt: skip
+    # max_failed_fraction 1: no fail-fast probe, every simulation runs (and fails).
+    simulate("simcal_models:always_fails", params, tmp_path / "out", {"batch_size": 2, "max_failed_fraction": 1.0},
+             client=client)  # fmt: skip
     assert len(count.read_text().split()) == 4
+    leave_as_parts(tmp_path / "out", "simcal_models:always_fails")
+    kept = simulate("simcal_models:always_fails", params, tmp_path / "out", {"batch_size": 2, "max_failed_fraction": 1.0},
+                    client=client)  # fmt: skip
+    assert (kept.skipped, kept.executed) == (4, 0)  # failed rows are results: kept, not run again
+    assert len(count.read_text().split()) == 4
+    leave_as_parts(tmp_path / "out", "simcal_models:always_fails")
     again = simulate(
         "simcal_models:always_fails", params, tmp_path / "out",
         {"batch_size": 2, "max_failed_fraction": 1.0, "rerun_failed": True}, client=client,
@@ -381,7 +472,13 @@ def test_progress_goes_to_the_log_and_to_a_json_file_that_simcal_status_reads(tm
     info = json.loads((tmp_path / "out.parquet.progress.json").read_text())
     assert info["state"] == "finished" and (info["done"], info["total"], info["failed"]) == (6, 6, 0)
     assert info["backend"] == "local" and info["dashboard"].startswith("http://127.0.0.1:")
-    assert info["rate_per_s"] > 0 and oct((tmp_path / "out.parquet.progress.json").stat().st_mode & 0o777)
+    assert info["rate_per_s"] > 0
+    # Outputs get a plain open()'s permissions (0666 less the umask), not mkstemp's 0600: the group can read them.
+    expected = 0o666 & ~current_umask()
+    for path in (out, tmp_path / "out.parquet.progress.json"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == expected, f"{path.name}: {oct(mode)} != {oct(expected)}"
+        assert mode & stat.S_IRGRP or not expected & stat.S_IRGRP
 
     status = subprocess.run(
         [sys.executable, "-m", "simcal.cli", "status", str(out)], capture_output=True, text=True, timeout=60,
@@ -391,6 +488,32 @@ def test_progress_goes_to_the_log_and_to_a_json_file_that_simcal_status_reads(tm
     header, row = status.stdout.splitlines()
     assert header.split()[:4] == ["STATE", "DONE", "TOTAL", "FAILED"]
     assert row.split()[:4] == ["finished", "6", "6", "0"] and str(out) in row
+
+
+def test_a_running_sweep_rewrites_its_progress_file_while_it_runs(tmp_path, client):
+    out = tmp_path / "out.parquet"
+    progress = tmp_path / "out.parquet.progress.json"
+    params = table(12).assign(sleep_s=0.15)
+    settings = {"batch_size": 1, "progress_seconds": 0.1}
+    sweep = threading.Thread(
+        target=simulate,
+        args=("simcal_models:counted_sleep", params, out, settings),
+        kwargs={"client": client},
+    )
+    sweep.start()
+    seen = set()
+    while sweep.is_alive():
+        try:
+            info = json.loads(progress.read_text())
+        except FileNotFoundError:  # not written yet; a rewrite is atomic, so never half-written
+            info = None
+        if info is not None:
+            seen.add((info["state"], info["done"], info["total"]))
+        time.sleep(0.01)
+    sweep.join()
+    running = sorted(done for state, done, total in seen if state == "running" and 0 < done < total == 12)
+    assert len(running) >= 2, seen  # several snapshots while running, not only the first and the last
+    assert json.loads(progress.read_text())["state"] == "finished" and len(read_results(out)) == 12
 
 
 def test_no_worker_watchdog_fails_with_a_clear_message(tmp_path):

@@ -8,7 +8,9 @@ The same contract, seeds and failure rows as a sweep (``simcal.runner.simulate``
 
 ``submit`` and ``gather`` also exist as functions working on an existing ``distributed.Client`` (the default one
 of the session when none is given). Nothing is written to disk: a crashed worker or a timeout is a row, as in a
-sweep, but there is no resume.
+sweep, but there is no resume. Worker deaths are counted as in a sweep: a cluster the service starts runs Dask
+with allowed-failures 0, and a simulation is recorded as crashed once it has killed the worker running it more than
+``settings.allowed_failures`` times.
 """
 
 from __future__ import annotations
@@ -171,8 +173,10 @@ class SimulationService:
     @property
     def client(self):
         if self._client is None:
+            # As in a sweep: Dask reports every worker death at once (allowed-failures 0) and simcal counts them
+            # against settings.allowed_failures (simcal.outcomes.Deaths); both limits at once would multiply.
             self._client = self._stack.enter_context(
-                dask_client(self.backend, self.backend_options, self.threads, self.settings.allowed_failures)
+                dask_client(self.backend, self.backend_options, self.threads, allowed_failures=0)
             )
         return self._client
 

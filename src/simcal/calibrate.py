@@ -22,11 +22,13 @@ so a rerun after a crash finds its finished simulations in ``<simulations>.parti
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ from simcal.runner import (
     plan_tasks,
 )
 from simcal.space import space_of
-from simcal.tables import write_parquet
+from simcal.tables import reject_reserved, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +219,13 @@ def _distribution(bound: Bound) -> optuna.distributions.BaseDistribution:
 class Proposer:
     """Where the next parameter sets come from: the design for round 0, then the chosen sampler.
 
-    Every loss is told to Optuna's study, the design points' too (as trials added to its history). A parameter
-    set without a finite loss (all its replicates failed, or a target gave NaN) is told as a FAIL trial. Note that
-    TPE models only completed trials: it does not by itself avoid a region where simulations fail.
+    Every loss is told to Optuna's study, the design points' too (as trials added to its history). TPE models only
+    completed trials (FAIL ones are ignored), so a parameter set without a finite loss (all its replicates failed,
+    or a target gave NaN) is told as completed with a penalty loss and the user attribute ``failed``: the worst
+    finite loss told so far plus the larger of the finite losses' range and 1, so that it ranks below every finite
+    one (TPE uses only the ranks) and TPE learns to avoid the region where simulations fail. Sets that fail before
+    any loss is finite wait and are told once the first finite loss is. Only the sampler sees the penalty: the
+    trials table keeps their loss NaN.
     """
 
     def __init__(self, bounds: list[Bound], settings: CalibrationSettings):
@@ -239,6 +245,8 @@ class Proposer:
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         self.distributions = {b.name: _distribution(b) for b in bounds}
         self.pending: dict[str, list] = {}
+        self.best = self.worst = math.nan  # of the finite losses told so far
+        self.unscored: list[tuple[dict[str, Any], list | None]] = []  # failed before any loss was finite
 
     def ask(self, round_index: int) -> tuple[str, list[dict[str, Any]]]:
         if round_index == 0:
@@ -260,19 +268,38 @@ class Proposer:
         return "tpe", proposals
 
     def tell(self, params: dict[str, Any], loss: float) -> None:
-        finite = math.isfinite(loss)
-        state = optuna.trial.TrialState.COMPLETE if finite else optuna.trial.TrialState.FAIL
         trials = self.pending.pop(param_id(params), None)
+        if math.isfinite(loss):
+            self._tell(params, trials, loss)
+            # loss first: min and max keep it over the initial NaN
+            self.best, self.worst = min(loss, self.best), max(loss, self.worst)
+            for waiting, waiting_trials in self.unscored:
+                self._tell(waiting, waiting_trials, self.penalty(), failed=True)
+            self.unscored.clear()
+        elif math.isnan(self.worst):
+            self.unscored.append((params, trials))
+        else:
+            self._tell(params, trials, self.penalty(), failed=True)
+
+    def penalty(self) -> float:
+        """The loss a failed parameter set is told with: worse than every finite loss told so far."""
+        return self.worst + max(self.worst - self.best, 1.0)
+
+    def _tell(self, params: dict[str, Any], trials: list | None, value: float, failed: bool = False) -> None:
+        complete = optuna.trial.TrialState.COMPLETE
         if trials:
             for trial in trials:
-                self.study.tell(trial, loss if finite else None, state=state)
+                if failed:
+                    trial.set_user_attr("failed", True)
+                self.study.tell(trial, value, state=complete)
         else:  # design points join the study's history so TPE learns from them
             self.study.add_trial(
                 optuna.trial.create_trial(
                     params=params,
                     distributions=self.distributions,
-                    value=loss if finite else None,
-                    state=state,
+                    value=value,
+                    state=complete,
+                    user_attrs={"failed": True} if failed else None,
                 )
             )
 
@@ -311,7 +338,13 @@ def _plain(value: Any) -> Any:
 def check_model_parameters(
     model_ref: str, bounds_spec: Mapping[str, Any], fixed: Mapping[str, Any]
 ) -> list[Bound]:
-    """Bounds of the calibrated parameters, checked against each other, ``fixed`` and the model's declared space."""
+    """Bounds of the calibrated parameters, checked against each other, ``fixed`` and the model's declared space.
+
+    Names the simulations' own columns use (``seed``, ``status``...) are refused first: a model without a declared
+    space cannot catch them, and they would replace the planned seed or be overwritten in every output row.
+    """
+    reject_reserved(fixed, "calibration.fixed")
+    reject_reserved(bounds_spec, "calibration.parameters")
     space = space_of(model_ref)
     bounds = parse_bounds(bounds_spec, "calibration.parameters", space, model_ref)
     clash = set(fixed) & {b.name for b in bounds}
@@ -322,6 +355,39 @@ def check_model_parameters(
         example = {**fixed, **{b.name: b.scale(np.array([0.5]))[0].item() for b in bounds}}
         space.check(example, "calibration.fixed with calibration.parameters", model_ref)
     return bounds
+
+
+def calibration_manifest(
+    model_ref: str,
+    bounds: Sequence[Bound],
+    fixed: Mapping[str, Any],
+    targets: Sequence[Target],
+    observed: pd.DataFrame,
+    settings: CalibrationSettings,
+    simulation: SimulationSettings,
+) -> dict[str, Any]:
+    """The resume record of a calibration, keyed by its whole plan as a sweep's is: everything that decides which
+    simulations it runs. Its rounds are proposed as it goes (from the losses, hence the targets and the observed
+    data), so there is no list of simulations to digest up front; rows are still kept by the keys each round plans.
+    """
+    values = pd.util.hash_pandas_object(observed, index=False).to_numpy().tobytes()
+    observed_digest = hashlib.blake2b(repr(list(observed.columns)).encode() + values, digest_size=16)
+    manifest = {
+        "model": model_ref,
+        "fixed": dict(fixed),
+        "parameters": {
+            b.name: {"low": b.low, "high": b.high, "log": b.log, "integer": b.integer} for b in bounds
+        },
+        "targets": [
+            {"name": t.name, "function": t.reference, "weight": t.weight, **t.options} for t in targets
+        ],
+        "observed": observed_digest.hexdigest(),
+        "calibration": asdict(settings),
+        "replicates": simulation.replicates,
+        "seed": simulation.seed,
+        "common_random_numbers": simulation.common_random_numbers,
+    }
+    return json.loads(json.dumps(manifest, default=str))  # as it reads back from _manifest.json
 
 
 def calibrate(
@@ -361,7 +427,8 @@ def calibrate(
             f"{WHERE}.refine.replicates ({refine.replicates}) must exceed simulation.replicates "
             f"({simulation.replicates}) for the refine step to add anything (or set refine.top_k: 0)"
         )
-    store = PartStore(simulations_output, {"model": model_ref, "replicates": simulation.replicates})
+    manifest = calibration_manifest(model_ref, bounds, fixed, parsed_targets, observed, settings, simulation)
+    store = PartStore(simulations_output, manifest)
     proposer = Proposer(bounds, settings)
     trials: list[pd.DataFrame] = []
     began = time.perf_counter()

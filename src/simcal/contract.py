@@ -11,7 +11,7 @@ import importlib
 import json
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -323,6 +323,14 @@ def scalar_output(value: Any, name: str, reference: str) -> Any:
     kind = type(value)
     if kind is float or kind is int or kind is str or kind is bool or value is None:
         return value
+    # numpy calls a dict or a set 0-dimensional, but Parquet would store it nested (a struct that no later part
+    # of another type can be merged with), so it is refused like an array.
+    if isinstance(value, Mapping | set | frozenset):
+        raise ContractError(
+            f"{reference} returned a {kind.__name__} for output {name!r}; the values of a dict output must be "
+            "scalars (numbers, strings, booleans) or DataFrames (give each inner value its own output, or return "
+            "a table)"
+        )
     if isinstance(value, np.generic):
         return value.item()
     if np.ndim(value) != 0:
@@ -351,15 +359,43 @@ def normalise_output(result: Any, reference: str = "model") -> pd.DataFrame:
     tables: list[pd.DataFrame] = []
     scalars: dict[str, Any] = {}
     for name, value in result.items():
-        if isinstance(value, pd.DataFrame):
-            tables.append(value.reset_index(drop=True).assign(table=str(name)))
-        elif isinstance(value, pd.Series):
-            tables.append(value.rename(str(value.name or "value")).to_frame().assign(table=str(name)))
+        if isinstance(value, pd.DataFrame | pd.Series):
+            table = (
+                value.reset_index(drop=True)
+                if isinstance(value, pd.DataFrame)
+                else value.rename(str(value.name or "value")).to_frame()
+            )
+            if TABLE_COLUMN in table.columns:  # the table's own column of that name is kept, renamed
+                table = table.rename(columns=rename_clashing(list(table.columns), {TABLE_COLUMN}))
+            tables.append(table.assign(**{TABLE_COLUMN: str(name)}))
         else:
             scalars[str(name)] = scalar_output(value, str(name), reference)
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(index=[0])
     if scalars and frame.empty:  # only empty tables: the scalars still make one row
         frame = pd.DataFrame(index=[0])
+    if scalars and len(frame.columns):  # a scalar named like a column of the tables must not overwrite it
+        renamed = rename_clashing(list(scalars), set(frame.columns))
+        if renamed:
+            scalars = {renamed.get(k, k): v for k, v in scalars.items()}
     for name, value in scalars.items():
         frame[name] = value
     return frame
+
+
+TABLE_COLUMN = "table"  # names each row's table when a dict output holds several
+OUTPUT_PREFIX = "output_"
+
+
+def rename_clashing(names: Sequence[str], reserved: Container[str]) -> dict[str, str]:
+    """``{name: new name}`` for each of ``names`` found in ``reserved``: the name with an ``output_`` prefix,
+    repeated until it clashes with nothing reserved, none of ``names`` and no new name given before it."""
+    taken = set(names)
+    renamed = {}
+    for name in names:
+        if name in reserved:
+            new = name
+            while new in reserved or new in taken:
+                new = OUTPUT_PREFIX + new
+            taken.add(new)
+            renamed[name] = new
+    return renamed

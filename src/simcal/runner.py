@@ -13,8 +13,15 @@ batch (``simcal.worker.run_batch``). Every planned simulation ends as rows in th
   other simulation of the batch keeps its result.
 
 The model never runs in the driver's process (unless the local backend is told to use threads, ``processes:
-false``). If every simulation of the probe fails, the sweep stops at once with their errors. Progress goes to the
-log and to ``<output>.progress.json`` (see ``simcal status``).
+false``). Progress goes to the log and to ``<output>.progress.json`` (see ``simcal status``).
+
+Fail-fast (``simulate``, unless ``max_failed_fraction`` is 1): when every simulation of a probe failed and they
+cover at least two parameter sets (or the only one planned), the sweep stops at once with their errors instead of
+running the rest. With the automatic batch size the probe is the timing probe; when it covered a single parameter
+set (one worker thread and a model slower than ``probe_seconds`` time a single simulation), the first simulation
+of another set runs too before the rule decides. With a fixed ``batch_size`` the batches holding the first
+simulation of the first two parameter sets run first as the probe (the batches stay the same; the others wait for
+them).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from simcal.progress import Progress
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
 from simcal.store import PartStore, read_results
-from simcal.tables import check_parameter_table, parameter_sets, read_parameter_table, reject_reserved
+from simcal.tables import RowName, parameter_sets, parameter_table, reject_reserved
 from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
 from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch
 
@@ -220,6 +227,7 @@ class Simulator:
             _Execution(self, store, summary, collect, progress)._record(remaining, frame)
         elif remaining:
             execution = _Execution(self, store, summary, collect, progress)
+            fail_fast = fail_fast and self.settings.max_failed_fraction < 1
             if self.settings.batch_size is None:
                 if self._seconds_per_simulation is None:
                     remaining = self._probe(execution, remaining, store, summary, fail_fast)
@@ -228,7 +236,10 @@ class Simulator:
             if remaining:
                 summary.batch_size = self.batch_size
                 size = self.batch_size
-                execution.run([self._unit(remaining[i : i + size]) for i in range(0, len(remaining), size)])
+                units = [self._unit(remaining[i : i + size]) for i in range(0, len(remaining), size)]
+                if fail_fast and self.settings.batch_size is not None:
+                    units = self._run_first_batches(execution, units, store)
+                execution.run(units)
         progress.report(force=True)
         return summary
 
@@ -266,7 +277,8 @@ class Simulator:
         probed = [t for t in probe_tasks if store.is_done(t)]
         remaining = [t for t in probe_tasks if not store.is_done(t)] + remaining[PROBE_TASKS:]
         if fail_fast and probed:
-            self._stop_if_the_probe_failed(probed, remaining, store)
+            probed, remaining = self._probe_another_set(execution, probed, remaining, store)
+            self._stop_if_the_probe_failed(probed, remaining, store, "the timing probe")
         durations = [d for d in execution.probe_durations if d == d]  # NaN: crashed or timed out
         per_sim = sum(durations) / len(durations) if durations else math.inf
         if durations:
@@ -290,9 +302,46 @@ class Simulator:
         by_spread = max(1, math.ceil(simulations / (2 * max(1, self._worker_threads()))))
         return min(by_time, by_spread, self.settings.max_batch_size)
 
+    def _probe_another_set(
+        self, execution: _Execution, probed: list[SimTask], remaining: list[SimTask], store: PartStore
+    ) -> tuple[list[SimTask], list[SimTask]]:
+        """When every probed simulation failed but they all belong to one parameter set (one worker thread and a
+        model slower than probe_seconds probe a single simulation), run the first simulation of another set too,
+        so that the fail-fast rule can decide. Returns the probed and the remaining simulations."""
+        if any(store.error_of(t) is None for t in probed):
+            return probed, remaining
+        sets_probed = {t.param_id for t in probed}
+        another = next((t for t in remaining if t.param_id not in sets_probed), None)
+        if len(sets_probed) >= 2 or another is None:
+            return probed, remaining
+        execution.run([self._unit([another], self.settings.probe_seconds)])
+        if not store.is_done(another):  # cancelled: nothing more to learn here
+            return probed, remaining
+        return [*probed, another], [t for t in remaining if t is not another]
+
+    def _run_first_batches(self, execution: _Execution, units: list[_Unit], store: PartStore) -> list[_Unit]:
+        """With a fixed batch size there is no timing probe: the batches holding the first simulation of the first
+        two parameter sets run first, as a fail-fast probe (their timing is not used, the batches are the same).
+        Returns the other batches."""
+        if len(units) < 2:
+            return units  # nothing would be saved by waiting
+        first = units[0].tasks[0].param_id
+        second = next((i for i, u in enumerate(units) if any(t.param_id != first for t in u.tasks)), 0)
+        first_batches = [units[0]] if second == 0 else [units[0], units[second]]
+        others = [u for u in units if all(u is not b for b in first_batches)]
+        execution.run(first_batches)
+        probed = [t for u in first_batches for t in u.tasks if store.is_done(t)]
+        if probed:
+            what = "the first batch" if len(first_batches) == 1 else "the first batches"
+            waiting = [t for u in others for t in u.tasks]
+            self._stop_if_the_probe_failed(probed, waiting, store, f"{what} (run first as a fail-fast probe)")
+        return others
+
     def _stop_if_the_probe_failed(
-        self, probed: list[SimTask], remaining: list[SimTask], store: PartStore
+        self, probed: list[SimTask], remaining: list[SimTask], store: PartStore, probe: str
     ) -> None:
+        """The fail-fast rule: every simulation of the probe failed and they cover at least two parameter sets (or
+        the only one planned)."""
         if self.settings.max_failed_fraction >= 1 or any(store.error_of(t) is None for t in probed):
             return
         sets_probed = {t.param_id for t in probed}
@@ -304,7 +353,7 @@ class Simulator:
             for t in probed[:3]
         )
         raise TooManyFailures(
-            f"all {len(probed)} simulations of the timing probe failed, so the other {len(remaining)} were not "
+            f"all {len(probed)} simulations of {probe} failed, so the other {len(remaining)} were not "
             f"started. First errors: {examples}. Finished simulations are kept in {store.partial} for the rerun."
         )
 
@@ -605,18 +654,22 @@ def planned_parameter_sets(
     parameters: str | Path | pd.DataFrame, fixed_params: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
     """Rows of the parameter table merged with the fixed parameters, refusing reserved names and clashes."""
+    return _planned_parameter_sets(parameters, fixed_params)[0]
+
+
+def _planned_parameter_sets(
+    parameters: str | Path | pd.DataFrame, fixed_params: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], str, RowName]:
+    """``planned_parameter_sets`` with what messages call the table and how they name its rows."""
     fixed = dict(fixed_params or {})
     reject_reserved(fixed, "fixed parameters")
-    if isinstance(parameters, pd.DataFrame):
-        table = check_parameter_table(parameters, "parameter DataFrame")
-    else:
-        table = read_parameter_table(parameters)
+    table, where, row_name = parameter_table(parameters)
     both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))
     if both:
         raise ContractError(
             f"parameters {both} are both columns of the parameter table and fixed parameters; give each in one place"
         )
-    return [{**fixed, **row} for row in parameter_sets(table)]
+    return [{**fixed, **row} for row in parameter_sets(table)], where, row_name
 
 
 def simulate(
@@ -640,9 +693,10 @@ def simulate(
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
     resolve_callable(model_ref)
-    sets = planned_parameter_sets(parameters, fixed_params)
-    # A misspelt column or an out-of-bounds value stops here, naming the row, before any cluster starts.
-    check_parameter_sets(model_ref, sets, "parameter table", [f"row {i + 1}" for i in range(len(sets))])
+    sets, where, row_name = _planned_parameter_sets(parameters, fixed_params)
+    # A misspelt column or an out-of-bounds value stops here, naming the row as every message about a row does
+    # (a file's line, a DataFrame's row and index label), before any cluster starts.
+    check_parameter_sets(model_ref, sets, where, map(row_name, range(len(sets))))
     tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers)
     store = PartStore(output, plan_manifest(model_ref, tasks, settings), rerun_failed=settings.rerun_failed)
     began = time.perf_counter()

@@ -288,10 +288,30 @@ def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = [
-        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        _cast(table[f.name], f) if f.name in table.column_names else pa.nulls(len(table), f.type)
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
+    """The column as the unified type; a nested column (a struct or list, which Arrow cannot cast to text) that
+    unify_schemas made text becomes JSON text, so that no part can make writing the output fail for ever."""
+    try:
+        return column.cast(field.type)
+    except ARROW_ERRORS:
+        if not pa.types.is_string(field.type) and not pa.types.is_large_string(field.type):
+            raise
+    log.warning(
+        "output column %r holds nested values (%s); they are stored as JSON text", field.name, column.type
+    )
+    return pa.chunked_array(
+        [pa.array([None if v is None else _as_text(v) for v in column.to_pylist()], type=field.type)]
+    )
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
 def read_results(path: str | Path) -> pd.DataFrame:

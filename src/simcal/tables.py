@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from simcal.contract import ContractError, to_plain
@@ -29,9 +30,24 @@ def reject_reserved(names: Iterable[Any], where: str) -> None:
         )
 
 
+RowName = Callable[[int], str]  # a row's position (from 0) -> how messages name it
+
+
 def read_parameter_table(path: str | Path) -> pd.DataFrame:
     """A table of parameter sets from CSV, TSV or Parquet; every row must be a complete, finite parameter set."""
-    path = Path(path)
+    return parameter_table(Path(path))[0]
+
+
+def parameter_table(parameters: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, RowName]:
+    """The checked parameter table of a file or a DataFrame, what messages call it, and how they name its rows.
+
+    One numbering for every message about a row: a text file's line (the header is line 1), a Parquet file's row
+    (from 1), a DataFrame's row (from 1) with its index label.
+    """
+    if isinstance(parameters, pd.DataFrame):
+        where, index = "parameter DataFrame", parameters.index
+        return check_parameter_table(parameters, where), where, dataframe_row_name(index)
+    path = Path(parameters)
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     try:
         if suffix in {".csv", ".csv.gz"}:
@@ -48,13 +64,33 @@ def read_parameter_table(path: str | Path) -> pd.DataFrame:
         if isinstance(error, ContractError):
             raise
         raise ContractError(f"{path}: cannot read the parameter table ({error})") from error
-    return check_parameter_table(table, str(path), header_lines=1)
+    row_name = _parquet_row if suffix in {".parquet", ".pq"} else _text_line
+    return check_parameter_table(table, str(path), row_name), str(path), row_name
 
 
-def check_parameter_table(table: pd.DataFrame, where: str, header_lines: int = 0) -> pd.DataFrame:
+def _text_line(position: int) -> str:
+    return f"line {position + 2}"  # the header is line 1
+
+
+def _parquet_row(position: int) -> str:
+    return f"row {position + 1}"
+
+
+def dataframe_row_name(index: pd.Index) -> RowName:
+    """Rows of a DataFrame counted from 1, with the index label the user may know them by."""
+
+    def row_name(position: int) -> str:
+        label = index[position]
+        label = label.item() if isinstance(label, np.generic) else label
+        return f"row {position + 1} (index label {label!r})"
+
+    return row_name
+
+
+def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | None = None) -> pd.DataFrame:
     """Refuse an empty table, reserved column names and missing values, naming ``where``, the row and column.
 
-    ``header_lines`` turns row positions into file line numbers (1 for a CSV header); 0 reports row numbers.
+    ``row_name`` names a row in messages (see ``parameter_table``); by default a DataFrame's row and index label.
     """
     if table.empty or len(table.columns) == 0:
         raise ContractError(f"{where}: the parameter table has no rows or no columns")
@@ -63,9 +99,9 @@ def check_parameter_table(table: pd.DataFrame, where: str, header_lines: int = 0
         missing = table[column].isna()
         if missing.any():
             position = int(missing.to_numpy().nonzero()[0][0])
-            place = f"line {position + 1 + header_lines}" if header_lines else f"row {position}"
+            place = (row_name or dataframe_row_name(table.index))(position)
             raise ContractError(
-                f"{where}: {place}, column {column!r} is empty; every parameter needs a value"
+                f"{where}, {place}: column {column!r} is empty; every parameter needs a value"
             )
     return table
 

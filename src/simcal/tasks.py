@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 import os
 import socket
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from simcal.contract import canonical_param_sets, replicate_seeds
+
+log = logging.getLogger(__name__)
 
 
 class SimTask(NamedTuple):
@@ -34,19 +38,31 @@ def plan_tasks(
     seed: int | None = None,
     common_random_numbers: bool = False,
 ) -> list[SimTask]:
-    """Every parameter set × replicate, with its stable id and seed (duplicate parameter sets are merged).
+    """Every parameter set × replicate, with its stable id and seed. Duplicate parameter sets (the same param_id)
+    are merged into the first, with one log line saying how many rows went into which param_id.
 
     ``seed`` and ``common_random_numbers`` choose how seeds derive (see ``contract.replicate_seed``).
     """
     sets: dict[str, dict[str, Any]] = {}
-    for pid, plain in canonical_param_sets(param_sets):
+    identified = canonical_param_sets(param_sets)
+    for pid, plain in identified:
         sets.setdefault(pid, plain)  # a duplicate set keeps its first place
+    if len(sets) < len(identified):
+        _log_merged(identified, len(identified) - len(sets))
     seeds = replicate_seeds(list(sets), range(replicates), seed, common_random_numbers)
     return [
         _new_task((pid, rep, rep_seed, plain))
         for (pid, plain), set_seeds in zip(sets.items(), seeds, strict=True)
         for rep, rep_seed in enumerate(set_seeds)
     ]
+
+
+def _log_merged(identified: list[tuple[str, dict[str, Any]]], merged: int, shown: int = 5) -> None:
+    """One line: how many rows were duplicates and which param_id each group was merged into."""
+    repeated = [(pid, n) for pid, n in Counter(pid for pid, _ in identified).items() if n > 1]
+    groups = ", ".join(f"param_id {pid} ({n} rows)" for pid, n in repeated[:shown])
+    more = f", and {len(repeated) - shown} more" if len(repeated) > shown else ""
+    log.info("%d duplicate parameter set(s) merged into the first of each: %s%s", merged, groups, more)
 
 
 # Where the driver runs: a worker in this very process (threads of a LocalCluster without processes) must never

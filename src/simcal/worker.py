@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from simcal.contract import ContractError, normalise_output, resolve_callable, scalar_output
+from simcal.contract import ContractError, normalise_output, rename_clashing, resolve_callable, scalar_output
 from simcal.tasks import Batch, SimTask
 
 log = logging.getLogger(__name__)
@@ -207,13 +207,15 @@ def run_batch(
                 f"SimulationTimeout: ran longer than timeout_s = {timeout_s:g} s",
                 None,
             )
-        keys = {"param_id": pid, "replicate": replicate, "seed": seed, **params}
+        # The key columns last: they win over anything in params (reserved names are refused on input anyway).
+        keys = {**params, "param_id": pid, "replicate": replicate, "seed": seed}
         status_values = {"status": status, "error": error, "duration_s": clock() - began}
         if output is None:
             records.append({**keys, **status_values})
         elif type(output) is dict:
             if not output.keys().isdisjoint(keys) or not output.keys().isdisjoint(STATUS_COLUMNS):
-                output = {_free_name(k, keys): v for k, v in output.items()}
+                renamed = rename_clashing(list(output), keys.keys() | _STATUS_SET)
+                output = {renamed.get(k, k): v for k, v in output.items()}
             records.append({**keys, **output, **status_values})
         else:
             frames.append(_rename_clashes(output, keys))
@@ -244,17 +246,14 @@ def _simulate(model, model_ref: str, params: dict[str, Any], seed: int) -> tuple
         return "failed", f"{type(exc).__name__}: {exc}", None
 
 
-def _free_name(name: str, taken: Mapping[str, Any]) -> str:
-    """Output names that clash with key columns, parameters or status columns get an ``output_`` prefix."""
-    while name in taken or name in STATUS_COLUMNS:
-        name = f"output_{name}"
-    return name
+_STATUS_SET = frozenset(STATUS_COLUMNS)
 
 
 def _rename_clashes(frame: pd.DataFrame, keys: Mapping[str, Any]) -> pd.DataFrame:
-    clash = [c for c in frame.columns if c in keys or c in STATUS_COLUMNS]
-    if clash:
-        frame = frame.rename(columns={c: _free_name(c, keys) for c in clash})
+    """Output columns named like key columns, parameters or status columns get an ``output_`` prefix (as often as
+    needed to clash with none of those nor with the table's other columns), the same way as a dict's outputs."""
+    if any(c in keys or c in _STATUS_SET for c in frame.columns):
+        frame = frame.rename(columns=rename_clashing(list(frame.columns), keys.keys() | _STATUS_SET))
     return frame
 
 
@@ -291,10 +290,10 @@ def failure_rows(tasks: Sequence[SimTask], status: str, error: str) -> pd.DataFr
     """One row per simulation with its keys, parameters, the status and the error (no model outputs)."""
     records = [
         {
+            **t.params,
             "param_id": t.param_id,
             "replicate": t.replicate,
             "seed": t.seed,
-            **t.params,
             "status": status,
             "error": error,
             "duration_s": float("nan"),
