@@ -233,6 +233,8 @@ NAMED_ELSEWHERE = {
     ("scripts/slurm_cancel.py", "executors/remote.py"),
     # written into the test's own workspace
     (".tests/integration/test_k8s_calibration.py", "config/k8s-test.yaml"),
+    # removed with the edge features; the docs point to the commit that still has it
+    ("docs/models.md", "bench/ablate_edge_features.py"),
 }
 
 
