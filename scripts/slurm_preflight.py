@@ -12,13 +12,16 @@ Checks, each with `sbatch --test-only` (nothing is queued) unless said otherwise
   partitions   -p <name> for every partition of the partition file (SNAKEMAKE_SLURM_PARTITIONS)
   GPU request  --gpus=<SNAKEMAKE_SLURM_GPU_MODEL>:1 on the GPU partitions, plus -C <feature> for each node feature
                the file lists (v100-32g on gpu-exp): the flags snakemake-executor-plugin-slurm 2.8 emits
-  MinJobAge    `scontrol show config`: at least 3 x the profile's slurm-init-seconds-before-status-checks, or
-               the plugin silently polls sacct instead of squeue and never sees a scancelled job as failed
+  MinJobAge    `scontrol show config`: at least 3 x slurm-init-seconds-before-status-checks (--init-seconds,
+               default the profile's value), or the plugin silently polls sacct instead of squeue and never
+               sees a scancelled job as failed
   torch        `srun` on a GPU partition: python -m kdgat.runtime --check, the check select_device makes
                in every training job (torch's arch list must hold the GPU's compute capability: sm_70 on a V100)
 
-profiles/slurm/profile.yaml runs all but the last one at every snakemake start (check_before_submission), so a
-wrong account, partition or GPU type stops the run before any job is submitted.
+profiles/slurm/profile.yaml runs all but the last one at every snakemake start, so a wrong account, partition
+or GPU type stops the run before any job is submitted: check_before_submission while Snakemake reads the
+profile, and the MinJobAge check once Snakemake has merged every profile and the command line into the
+plugin's settings (install_status_polling_guard), so that it compares with the delay the plugin will use.
 """
 
 from __future__ import annotations
@@ -35,9 +38,15 @@ from pathlib import Path
 import yaml
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles" / "slurm"
-# profiles/slurm/profile.yaml: slurm-init-seconds-before-status-checks (a test keeps the two equal).
-STATUS_CHECK_DELAY_S = 40
+# The delay before the first status query, as a profile spells it (--<it> on the command line); the plugin
+# keeps polling squeue only while MinJobAge >= 3 x the delay.
+INIT_DELAY_SETTING = "slurm-init-seconds-before-status-checks"
 TORCH_CHECK = ["-m", "kdgat.runtime", "--check"]
+# How the profile's refusal starts, whichever check refuses.
+REFUSAL = (
+    "profiles/slurm: no job submitted, these settings would fail "
+    "(SNAKEMAKE_SLURM_CHECKS=off skips this check):"
+)
 
 
 class PreflightError(ValueError):
@@ -115,18 +124,65 @@ def min_job_age() -> int | None:
     return get_min_job_age()
 
 
+def profile_init_seconds(profile: Path = PROFILE_DIR / "profile.yaml") -> int:
+    """The profile's slurm-init-seconds-before-status-checks, read from the template without rendering it."""
+    try:
+        value = yaml.safe_load(Path(profile).read_text()).get(INIT_DELAY_SETTING)
+    except (OSError, yaml.YAMLError, AttributeError) as error:
+        raise PreflightError(f"{profile}: cannot be read ({error})") from error
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PreflightError(
+            f"{profile}: {INIT_DELAY_SETTING} must be a whole number of seconds, got {value!r}"
+        )
+    return value
+
+
 def status_polling_problem(init_seconds: int) -> str | None:
+    """Why the plugin would not keep polling squeue with this init delay (it needs MinJobAge >= 3 x it)."""
     age, needed = min_job_age(), 3 * init_seconds
     if age is not None and age >= needed:
         return None
     seen = "cannot be read from `scontrol show config`" if age is None else f"is {age} s"
+    lower = f" to {age // 3} or less" if age is not None and age >= 3 else ""
     return (
-        f"MinJobAge {seen}, below 3 x slurm-init-seconds-before-status-checks ({init_seconds}) = {needed} s. "
+        f"MinJobAge {seen}, below 3 x {INIT_DELAY_SETTING} ({init_seconds}) = {needed} s. "
         f"snakemake-executor-plugin-slurm 2.8 then silently polls sacct instead of squeue, where a job cancelled "
         f"with scancel reads 'CANCELLED by <uid>' and is waited for forever. Fix: ask the admins for "
-        f"MinJobAge >= {needed}, or lower slurm-init-seconds-before-status-checks in profiles/slurm/profile.yaml "
-        f"(and STATUS_CHECK_DELAY_S in scripts/slurm_preflight.py) so that MinJobAge >= 3 x it"
+        f"MinJobAge >= {needed}, or lower {INIT_DELAY_SETTING}{lower} where it is set "
+        f"(profiles/slurm/profile.yaml, a later --profile, or --{INIT_DELAY_SETTING} on the command line)"
     )
+
+
+def settings_problem(settings) -> str | None:
+    """status_polling_problem for the slurm plugin's ExecutorSettings, as the plugin itself will poll."""
+    init_seconds = settings.init_seconds_before_status_checks
+    if settings.status_command != "squeue" or init_seconds is None:
+        return None  # polling sacct on purpose: MinJobAge does not matter
+    return status_polling_problem(int(init_seconds))
+
+
+def install_status_polling_guard() -> None:
+    """Refuse a MinJobAge below 3 x the init delay in effect, before the workflow is read.
+
+    The delay can come from this profile, a later --profile or the command line. Snakemake merges them into
+    the plugin's ExecutorSettings, where the plugin reads the delay when it picks squeue or sacct, so the
+    check runs where those settings are made (ExecutorSettings.__post_init__, after the plugin's own validation).
+    """
+    import snakemake_executor_plugin_slurm as plugin
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    original = plugin.ExecutorSettings.__post_init__
+    if getattr(original, "checks_status_polling", False):
+        return
+
+    def __post_init__(self):
+        original(self)
+        problem = settings_problem(self)
+        if problem:
+            raise WorkflowError(f"{REFUSAL}\n- {problem}")
+
+    __post_init__.checks_status_polling = True
+    plugin.ExecutorSettings.__post_init__ = __post_init__
 
 
 def gpu_model_problem(partitions: dict, gpu_model: str, partitions_file: Path) -> str | None:
@@ -174,15 +230,20 @@ def probe_problem(probe: Probe, error: str, account: str, partitions_file: Path)
 
 
 def check_before_submission(
-    account: str, partitions_file: Path, gpu_model: str, init_seconds: int = STATUS_CHECK_DELAY_S
+    account: str, partitions_file: Path, gpu_model: str, init_seconds: int | None
 ) -> list[str]:
     """Everything a submission needs, checked without queueing a job. Returns what passed; raises
-    PreflightError naming every failing setting and its fix."""
+    PreflightError naming every failing setting and its fix. `init_seconds` None leaves MinJobAge out (the
+    profile checks it later, against the delay in effect: install_status_polling_guard)."""
     partitions = read_partitions(partitions_file)["partitions"]
     problems = [p for p in (gpu_model_problem(partitions, gpu_model, partitions_file),) if p]
-    polling = status_polling_problem(init_seconds)
-    passed = [] if polling else [f"MinJobAge >= 3 x {init_seconds} s (squeue status polling stays in effect)"]
-    problems += [polling] if polling else []
+    passed = []
+    if init_seconds is not None:
+        polling = status_polling_problem(init_seconds)
+        if polling:
+            problems.append(polling)
+        else:
+            passed.append(f"MinJobAge >= 3 x {init_seconds} s (squeue status polling stays in effect)")
     planned = probes(partitions, gpu_model)
     with ThreadPoolExecutor(max_workers=8) as pool:
         errors = dict(
@@ -231,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         help="partition file (default: $SNAKEMAKE_SLURM_PARTITIONS, else profiles/slurm/partitions.yaml)",
     )
     parser.add_argument("--gpu-model", default=env("SNAKEMAKE_SLURM_GPU_MODEL", "v100"))
-    parser.add_argument("--init-seconds", type=int, default=STATUS_CHECK_DELAY_S)
+    parser.add_argument(
+        "--init-seconds",
+        type=int,
+        help=f"the {INIT_DELAY_SETTING} the runs use (default: profiles/slurm/profile.yaml's)",
+    )
     parser.add_argument(
         "--gpu-partition", help="where the torch check runs (default: the file's preflight entry)"
     )
@@ -250,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     try:
-        for line in check_before_submission(args.account, args.partitions, args.gpu_model, args.init_seconds):
+        init_seconds = profile_init_seconds() if args.init_seconds is None else args.init_seconds
+        for line in check_before_submission(args.account, args.partitions, args.gpu_model, init_seconds):
             print(f"ok    {line}")
     except PreflightError as error:
         print(f"FAIL  submission settings:\n{error}")

@@ -1,8 +1,9 @@
 """The checks before submission (scripts/slurm_preflight.py) against the real local SLURM.
 
 The preflight script as a Pitzer user runs it, and `snakemake --profile profiles/slurm` with a wrong account,
-partition, GPU type or a MinJobAge too short for squeue status polling: the run must stop before any job is
-submitted and name the setting and its fix.
+partition, GPU type or a MinJobAge too short for squeue status polling with the status-check delay in effect
+(the local override's 2 s, or one raised on the command line): the run must stop before any job is submitted
+and name the setting and its fix.
 """
 
 from __future__ import annotations
@@ -110,10 +111,22 @@ BAD_SETTINGS = {
         },
         ["node feature 'v100-64g' (available_constraints of 'gpu-exp'", "Invalid feature specification"],
     ),
+    # Against the delay in effect: the local override's 2 s (.tests/integration/slurm/profile), not 40 s.
     "MinJobAge": (
-        lambda tmp_path: {"PATH": scontrol_reporting_min_job_age(tmp_path, 100)},
-        ["MinJobAge is 100 s, below 3 x slurm-init-seconds-before-status-checks (40) = 120 s", "sacct"],
+        lambda tmp_path: {"PATH": scontrol_reporting_min_job_age(tmp_path, 5)},
+        ["MinJobAge is 5 s, below 3 x slurm-init-seconds-before-status-checks (2) = 6 s", "sacct"],
     ),
+    # The local cluster's MinJobAge (300 s) passes 3 x 40 s, not 3 x the 120 s given on the command line.
+    "status-check delay on the command line": (
+        lambda tmp_path: {},
+        [
+            "MinJobAge is 300 s, below 3 x slurm-init-seconds-before-status-checks (120) = 360 s",
+            "lower slurm-init-seconds-before-status-checks to 100 or less",
+        ],
+    ),
+}
+COMMAND_LINE = {
+    "status-check delay on the command line": ("--slurm-init-seconds-before-status-checks", "120")
 }
 
 
@@ -123,7 +136,8 @@ def test_a_bad_setting_stops_the_run_before_any_job_is_submitted(slurm, tmp_path
     env = profile_env(tmp_path)
     env.update(env_for(tmp_path))
     started = time.time()
-    run = run_snakemake(*snakemake_args(tmp_path, BASIC), cwd=tmp_path, env=env, check=False, timeout=300)
+    arguments = snakemake_args(tmp_path, BASIC, *COMMAND_LINE.get(setting, ()))
+    run = run_snakemake(*arguments, cwd=tmp_path, env=env, check=False, timeout=300)
     assert run.returncode != 0
     assert "profiles/slurm: no job submitted, these settings would fail" in run.stdout, run.stdout[-3000:]
     for text in expected:
@@ -162,4 +176,4 @@ def test_preflight_defaults_match_the_profile(monkeypatch, tmp_path):
         import slurm_preflight
     finally:
         sys.path.remove(str(PREFLIGHT.parent))
-    assert profile["slurm-init-seconds-before-status-checks"] == slurm_preflight.STATUS_CHECK_DELAY_S
+    assert profile["slurm-init-seconds-before-status-checks"] == slurm_preflight.profile_init_seconds()

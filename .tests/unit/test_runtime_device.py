@@ -16,6 +16,7 @@ import torch
 from testkit import REPO
 
 from kdgat import runtime
+from kdgat.evaluation.run import evaluate_files
 from kdgat.runtime import GPUUnusableError, arch_runs_on, held_gpus, select_device
 from kdgat.training import vgae as vgae_training
 from kdgat.training.settings import StageSettings
@@ -34,16 +35,26 @@ def no_gpu_env(monkeypatch):
     for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: None)
+    monkeypatch.setattr(runtime, "driver_from_nvidia_smi", lambda: None)
     return monkeypatch
 
 
-def cuda_build(monkeypatch, flavour: str, capability: tuple[int, int] | None, available: bool = True) -> None:
-    """Make torch look like a CUDA build of `flavour` on a machine with one GPU of `capability`."""
+def cuda_build(
+    monkeypatch,
+    flavour: str,
+    capability: tuple[int, int] | None,
+    available: bool = True,
+    driver: str | None = None,
+) -> None:
+    """Make torch look like a CUDA build of `flavour` on a machine with one GPU of `capability`, whose
+    nvidia-smi reports `driver`. The arch list is the build's own, there with or without a usable driver
+    (torch 2.13's get_arch_list asks only whether torch was compiled with CUDA)."""
     monkeypatch.setattr(torch.version, "cuda", {"cu126": "12.6", "cu130": "13.0"}[flavour])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: BUILD_ARCHS[flavour])
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capability)
     monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: capability)
+    monkeypatch.setattr(runtime, "driver_from_nvidia_smi", lambda: driver)
 
 
 @pytest.mark.parametrize(
@@ -140,12 +151,70 @@ def test_a_build_with_the_gpus_architecture_trains_on_it(no_gpu_env, flavour, ca
     assert select_device("cuda") == torch.device("cuda")
 
 
+CU126_INSTALL = f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126"
+
+
 def test_cuda_build_without_a_usable_driver_names_the_build(no_gpu_env):
-    cuda_build(no_gpu_env, "cu130", H100, available=False)
+    # The AKS default: the cu130 image on an H100 node whose driver is older than CUDA 13 needs.
+    cuda_build(no_gpu_env, "cu130", H100, available=False, driver="535.104.05")
     no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(GPUUnusableError, match=r"torch.version.cuda=13.0\) cannot use CUDA here") as error:
         select_device("auto")
-    assert "compute capability 9.0" in str(error.value)
+    message = str(error.value)
+    assert "compute capability 9.0, which the build has kernels for" in message
+    needs = "older than CUDA 13.0 builds need (driver 580 or newer; nvidia-smi reports driver 535.104.05)"
+    assert needs in message
+    assert "Check with `nvidia-smi`" in message
+    # The fix is the driver, or the build that runs on an older one; never the build already installed.
+    assert "Fix: update the NVIDIA driver (driver 580 or newer)" in message
+    assert f"or install the CUDA 12.6 build, which needs driver 525 or newer: {CU126_INSTALL}" in message
+    assert "whl/cu130" not in message
+
+
+def test_cuda_build_on_a_node_without_driver_or_nvidia_smi_blames_the_driver(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", None, available=False)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    message = str(error.value)
+    assert "the NVIDIA driver is missing or older than CUDA 13.0 builds need" in message
+    assert "no driver version is visible); the GPU's compute capability is not visible" in message
+    assert "update the NVIDIA driver (driver 580 or newer), or install the CUDA 12.6 build" in message
+
+
+@pytest.mark.parametrize(
+    ("flavour", "capability", "minimum"),
+    [
+        ("cu126", V100, 525),  # already the build with the lowest driver minimum
+        ("cu130", (10, 0), 580),  # a B200: the cu126 build has no kernels for it
+    ],
+)
+def test_when_only_a_newer_driver_helps_no_install_command_is_offered(
+    no_gpu_env, flavour, capability, minimum
+):
+    cuda_build(no_gpu_env, flavour, capability, available=False, driver="470.82.01")
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    message = str(error.value)
+    assert message.count(f"Fix: update the NVIDIA driver (driver {minimum} or newer). To run on the CPU") == 1
+    assert "pip install" not in message
+
+
+def test_a_driver_new_enough_that_still_shows_no_gpu_points_at_the_device_setup(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", H100, available=False, driver="580.65.06")
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    message = str(error.value)
+    assert "nvidia-smi reports driver 580.65.06, new enough for CUDA 13.0 builds" in message
+    assert "CUDA_VISIBLE_DEVICES names a GPU that `nvidia-smi -L` lists" in message
+    assert "update the NVIDIA driver" not in message and "pip install" not in message
+
+
+def test_the_cu126_kernel_range_is_torchs_own():
+    newest = max(torch.cuda.PYTORCH_RELEASES_CODE_CC["12.6"]["x86_64"])
+    assert runtime.NEWEST_CAPABILITY_OF_CU126 == divmod(newest, 10)
 
 
 def test_newer_torch_without_cu126_builds_points_to_the_last_one(no_gpu_env):
@@ -184,6 +253,40 @@ def test_training_with_device_auto_stops_on_a_gpu_it_cannot_use(no_gpu_env, tmp_
             settings=settings,
             outputs={name: tmp_path / name for name in ("model", "metrics", "history")},
         )
+
+
+def evaluate_empty_files(tmp_path, device: str) -> None:
+    """evaluate_files on five empty input files: no model or graph can be loaded from them."""
+    inputs = {}
+    for name in ("vgae", "gat", "dqn", "val", "test"):
+        inputs[name] = tmp_path / f"{name}.pt"
+        inputs[name].touch()
+    suffixes = {"metrics": ".json", "scores": ".parquet", "roc": ".svg", "pr": ".svg", "confusion": ".svg"}
+    evaluate_files(
+        **inputs,
+        outputs={name: tmp_path / "out" / f"{name}{suffix}" for name, suffix in suffixes.items()},
+        dataset="hcrl_sa",
+        variant="teacher",
+        device=device,
+    )
+
+
+def test_evaluation_with_device_auto_stops_on_a_gpu_it_cannot_use(no_gpu_env, tmp_path):
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    # The GPU error comes before any model or graph is loaded: loading these empty files would fail otherwise.
+    with pytest.raises(GPUUnusableError, match="CUDA_VISIBLE_DEVICES=0") as error:
+        evaluate_empty_files(tmp_path, "auto")
+    assert "evaluation.device" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_with_device_cpu_runs_on_the_cpu_while_holding_a_gpu(no_gpu_env, tmp_path, caplog):
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    caplog.set_level("INFO", logger="kdgat")
+    # Past the device choice, on the CPU: it goes on to load the models and fails only on the empty file.
+    with pytest.raises(ValueError, match="cannot load the vgae model"):
+        evaluate_empty_files(tmp_path, "cpu")
+    assert "evaluating hcrl_sa/teacher seed None on cpu" in caplog.text
 
 
 def run_check(**env):

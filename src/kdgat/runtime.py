@@ -27,6 +27,15 @@ NVIDIA_CONTROL_DEVICE = Path("/dev/nvidiactl")
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 # The last torch release with CUDA 12.6 builds, the only builds that still carry Volta (sm_70) kernels.
 LAST_TORCH_WITH_CU126 = "2.14"
+# The newest GPU the cu126 builds have kernels for: they carry sm_50 to sm_90
+# (torch.cuda.PYTORCH_RELEASES_CODE_CC["12.6"]; a test keeps the two equal).
+NEWEST_CAPABILITY_OF_CU126 = (9, 0)
+# The oldest NVIDIA driver (Linux, major version) a CUDA build runs on, by CUDA major version: NVIDIA, "CUDA
+# Compatibility", Minor Version Compatibility, table "CUDA Toolkit 11.x, 12.x, and 13.x Driver Version Ranges"
+# (docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html): 13.x >= 580, 12.x >= 525. The
+# drivers the toolkits ship with (560.28 for 12.6, 580.65 for 13.0) are newer; the wheels need only the
+# family's minimum.
+MINIMUM_DRIVER = {11: 450, 12: 525, 13: 580}
 
 
 class GPUUnusableError(RuntimeError):
@@ -76,16 +85,20 @@ def cuda_flavour_for(capability: tuple[int, int]) -> str:
     return "cu130"
 
 
-def install_command(capability: tuple[int, int] | None) -> str:
-    """The pip command that installs a torch build able to run on a GPU of `capability` (both when unknown)."""
-    if capability is None:
-        return f"{install_command((7, 0))} for a V100 (sm_70), {install_command((8, 0))} for an A100/H100"
+def pip_install(flavour: str) -> str:
+    """The pip command that installs this torch release from the PyTorch wheel index `flavour` (cu126...)."""
     version = torch.__version__.split("+")[0]
-    flavour = cuda_flavour_for(capability)
     if flavour == "cu126" and tuple(int(p) for p in version.split(".")[:2]) > (2, 14):
         # No cu126 build of this release: the newest one that still has Volta kernels.
         return f"pip install 'torch=={LAST_TORCH_WITH_CU126}.*' --index-url {PYTORCH_INDEX}/cu126"
     return f"pip install torch=={version} --index-url {PYTORCH_INDEX}/{flavour}"
+
+
+def install_command(capability: tuple[int, int] | None) -> str:
+    """The pip command that installs a torch build able to run on a GPU of `capability` (both when unknown)."""
+    if capability is None:
+        return f"{install_command((7, 0))} for a V100 (sm_70), {install_command((8, 0))} for an A100/H100"
+    return pip_install(cuda_flavour_for(capability))
 
 
 def capability_from_nvidia_smi() -> tuple[int, int] | None:
@@ -105,31 +118,79 @@ def capability_from_nvidia_smi() -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def driver_from_nvidia_smi() -> str | None:
+    """The NVIDIA driver version nvidia-smi reports (e.g. 535.104.05); None without nvidia-smi or answer."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"\s*(\d+(?:\.\d+)*)", out)
+    return match.group(1) if match else None
+
+
+def driver_problem(build: str, capability: tuple[int, int] | None) -> str:
+    """Why a CUDA build that has kernels for the GPU (or sees no GPU at all) cannot use CUDA, and the fix."""
+    cuda = torch.version.cuda
+    minimum = MINIMUM_DRIVER.get(int(cuda.split(".")[0]))
+    needs = f"driver {minimum} or newer" if minimum else f"a driver released for CUDA {cuda} or later"
+    seen = (
+        f"the GPU has compute capability {capability[0]}.{capability[1]}, which the build has kernels for"
+        if capability
+        else "the GPU's compute capability is not visible"
+    )
+    driver = driver_from_nvidia_smi()
+    if driver and minimum and int(driver.split(".")[0]) >= minimum:
+        return (
+            f"{build} cannot use CUDA here (torch.cuda.is_available() is False), although nvidia-smi reports "
+            f"driver {driver}, new enough for CUDA {cuda} builds ({needs}); {seen}. Check that "
+            f"CUDA_VISIBLE_DEVICES names a GPU that `nvidia-smi -L` lists and, in a container, that the "
+            f"NVIDIA runtime mounts the driver's libcuda.so"
+        )
+    found = f"nvidia-smi reports driver {driver}" if driver else "no driver version is visible"
+    fix = f"update the NVIDIA driver ({needs})"
+    cu126_needs = MINIMUM_DRIVER[12]
+    if minimum and minimum > cu126_needs and (capability is None or capability <= NEWEST_CAPABILITY_OF_CU126):
+        # The CUDA 12.6 build runs on older drivers and still has kernels for this GPU.
+        cu126 = pip_install("cu126")
+        fix += f", or install the CUDA 12.6 build, which needs driver {cu126_needs} or newer: {cu126}"
+    return (
+        f"{build} cannot use CUDA here (torch.cuda.is_available() is False): the NVIDIA driver is missing or "
+        f"older than CUDA {cuda} builds need ({needs}; {found}); {seen}. Check with `nvidia-smi` (its "
+        f"header shows the Driver Version). Fix: {fix}"
+    )
+
+
 def cuda_problem(index: int = 0) -> str | None:
     """Why torch cannot run on CUDA device `index`, or None when it can."""
     build = f"torch {torch.__version__} (torch.version.cuda={torch.version.cuda})"
-    if torch.version.cuda is None or not torch.cuda.is_available():
+    if torch.version.cuda is None:
         capability = capability_from_nvidia_smi()
         seen = (
             f"the GPU has compute capability {capability[0]}.{capability[1]}"
             if capability
             else "its compute capability is not visible"
         )
-        reason = (
-            "is a CPU-only build"
-            if torch.version.cuda is None
-            else "cannot use CUDA here (torch.cuda.is_available() is False: the NVIDIA driver is missing or older "
-            "than this build needs; CUDA 13 builds need driver 580 or newer)"
-        )
-        return f"{build} {reason}; {seen}. Install a CUDA build: {install_command(capability)}"
-    capability = tuple(torch.cuda.get_device_capability(index))
+        return f"{build} is a CPU-only build; {seen}. Install a CUDA build: {install_command(capability)}"
+    available = torch.cuda.is_available()
+    # Without a usable driver torch cannot ask the GPU; nvidia-smi can. The arch list is the build's own.
+    capability = tuple(torch.cuda.get_device_capability(index)) if available else capability_from_nvidia_smi()
     arch_list = torch.cuda.get_arch_list()
-    if not any(arch_runs_on(arch, capability) for arch in arch_list):
+    if capability and not any(arch_runs_on(arch, capability) for arch in arch_list):
         return (
             f"{build} has no kernels for this GPU: compute capability {capability[0]}.{capability[1]} "
             f"(sm_{capability[0]}{capability[1]}), the build has {' '.join(arch_list) or 'none'}. "
             f"Install a build that has them: {install_command(capability)}"
         )
+    if not available:
+        # The build fits the GPU (or the GPU is not visible at all): the driver is what is missing.
+        return driver_problem(build, capability)
     return None
 
 

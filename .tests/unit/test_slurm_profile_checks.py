@@ -1,0 +1,352 @@
+"""profiles/slurm without a cluster: the shipped partition file as snakemake-executor-plugin-slurm reads it, the
+MinJobAge guard against the status-check delay in effect, and the torch version in the documented install lines.
+
+The SLURM tests (.tests/integration/test_slurm_*.py) use a partition file of their own for the local cluster, so
+the shipped one is read here with the plugin's own parser (PartitionLimits(**entry): a misspelt key is a
+TypeError) and partition choice (Executor.get_partition_arg). MinJobAge is read by the plugin's own
+get_min_job_age from a fake `scontrol` on PATH.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import snakemake_executor_plugin_slurm as plugin
+import yaml
+import yte
+from snakemake_executor_plugin_slurm.partitions import PartitionLimits, read_partition_file
+from snakemake_interface_common.exceptions import WorkflowError
+from testkit import REPO
+
+from kdgat import runtime
+
+PROFILE = REPO / "profiles" / "slurm"
+PARTITION_FILE = PROFILE / "partitions.yaml"
+README = PROFILE / "README.md"
+
+
+def load_preflight():
+    spec = importlib.util.spec_from_file_location("slurm_preflight", REPO / "scripts" / "slurm_preflight.py")
+    module = sys.modules["slurm_preflight"] = importlib.util.module_from_spec(spec)  # as the profile loads it
+    spec.loader.exec_module(module)
+    return module
+
+
+preflight = load_preflight()
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shipped partition file
+# ---------------------------------------------------------------------------------------------------------------
+
+# What profiles/slurm/README.md ("What the profile sets": Partitions) promises, as the plugin reads the file.
+PROMISED = {
+    "cpu": {"max_threads": 40, "max_gpu": 0},
+    "cpu-exp": {"max_threads": 48, "max_gpu": 0},
+    "gpu": {"max_threads": 40, "max_gpu": 2, "available_gpu_models": ["v100"], "available_constraints": None},
+    "gpu-exp": {
+        "max_threads": 48,
+        "max_gpu": 2,
+        "available_gpu_models": ["v100"],
+        "available_constraints": ["v100-32g"],
+    },
+    "gpu-quad": {"max_threads": 48, "max_gpu": 4, "available_gpu_models": ["v100"]},
+    "largemem": {"max_gpu": 0},
+}
+# Listed for jobs that name them, never chosen by the plugin (it reads `partitions:` only).
+NOT_AUTO_SELECTED = {"gpudebug", "gpudebug-exp", "gpubackfill", "gpubackfill-exp", "debug-cpu"}
+
+
+def readme_text() -> str:
+    return " ".join(README.read_text().split())
+
+
+def test_the_plugin_reads_the_shipped_partition_file_as_the_readme_describes():
+    partitions = {partition.name: partition.limits for partition in read_partition_file(PARTITION_FILE)}
+    assert list(partitions) == list(PROMISED)
+    for name, promised in PROMISED.items():
+        assert {key: getattr(partitions[name], key) for key in promised} == promised, name
+    readme = readme_text()
+    for name, limits in PROMISED.items():
+        if limits["max_gpu"]:
+            assert f"`{name}` ({limits['max_gpu']} x V100" in readme, name
+        elif "max_threads" in limits:
+            assert f"`{name}` ({limits['max_threads']}-core)" in readme, name
+        else:
+            assert f"`{name}`" in readme, name
+
+
+def test_partitions_never_chosen_automatically_use_the_plugins_keys():
+    document = yaml.safe_load(PARTITION_FILE.read_text())
+    listed = document["not_auto_selected"]
+    assert set(listed) == NOT_AUTO_SELECTED
+    for name, entry in listed.items():
+        # The same keys as a partition the plugin reads, plus what it is for: a misspelt key fails here.
+        PartitionLimits(**{key: value for key, value in entry.items() if key != "purpose"})
+        assert entry["purpose"], name
+    assert document["preflight"]["gpu_check_partition"] in NOT_AUTO_SELECTED
+    readme = readme_text()
+    assert "`gpudebug`" in readme and "`gpubackfill`" in readme
+
+
+def test_a_misspelt_key_in_a_partition_file_stops_the_plugin(tmp_path):
+    broken = tmp_path / "partitions.yaml"
+    broken.write_text(PARTITION_FILE.read_text().replace("max_gpu: 4", "max_gpus: 4"))
+    with pytest.raises(TypeError, match="max_gpus"):
+        read_partition_file(broken)
+
+
+class Resources(dict):
+    """A job's resources as the plugin reads them: .get(name) and attribute access."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(name) from error
+
+
+class QuietLogger:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def partition_of(threads: int = 1, **resources) -> str:
+    """The partition the plugin's Executor.get_partition_arg picks for a job, with the shipped file loaded."""
+    executor = SimpleNamespace(
+        _partitions=read_partition_file(PARTITION_FILE), logger=QuietLogger(), _fallback_partition=None
+    )
+    job = SimpleNamespace(
+        name="job", threads=threads, resources=Resources({"mem_mb": 3700, "runtime": 60, **resources})
+    )
+    argument = plugin.Executor.get_partition_arg(executor, job)
+    match = re.fullmatch(r" -p (\S+)", argument)
+    assert match, argument
+    return match.group(1)
+
+
+GPU = {"gpu": 1, "gpu_model": "v100"}
+
+
+@pytest.mark.parametrize(
+    ("threads", "resources", "partition"),
+    [
+        (1, {}, "cpu"),
+        (40, {}, "cpu"),
+        (41, {}, "cpu-exp"),
+        (48, {}, "cpu-exp"),
+        (4, {"mem_mb": 200_000}, "largemem"),
+        (4, GPU, "gpu"),
+        (41, GPU, "gpu-exp"),
+        (4, {**GPU, "gpu": 2}, "gpu"),
+        (4, {**GPU, "gpu": 3}, "gpu-quad"),
+        (4, {**GPU, "gpu": 4}, "gpu-quad"),
+        # A node feature alone does not leave `gpu` (it lists no features, so the plugin accepts any there):
+        # why the README's 32 GB recipe names gpu-exp.
+        (4, {**GPU, "constraint": "v100-32g"}, "gpu"),
+    ],
+)
+def test_jobs_go_to_the_partition_the_readme_names(threads, resources, partition):
+    assert partition_of(threads, **resources) == partition
+
+
+def readme_recipe_for_32gb_gpus() -> dict:
+    """The YAML block of profiles/slurm/README.md that requests the 32 GB V100s."""
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S) if "v100-32g" in b]
+    assert len(blocks) == 1, blocks
+    return yaml.safe_load(blocks[0])
+
+
+def test_the_readmes_32gb_recipe_lands_on_gpu_exp():
+    (resources,) = readme_recipe_for_32gb_gpus()["set-resources"].values()
+    assert resources["constraint"] == "v100-32g" and resources["gpu"] == 1
+    assert partition_of(4, **resources) == "gpu-exp"
+    without_partition = {key: value for key, value in resources.items() if key != "slurm_partition"}
+    assert partition_of(4, **without_partition) == "gpu"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MinJobAge >= 3 x the status-check delay in effect
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fake_slurm_commands(directory: Path, min_job_age_s: int) -> str:
+    """A PATH whose `scontrol show config` reports `min_job_age_s` and whose `sbatch --test-only` accepts all."""
+    directory.mkdir(exist_ok=True)
+    commands = {
+        "scontrol": f'#!/bin/sh\necho "MinJobAge               = {min_job_age_s} sec"\n',
+        "sbatch": '#!/bin/sh\necho "sbatch: Job 1 to start at now" >&2\n',
+    }
+    for name, text in commands.items():
+        (directory / name).write_text(text)
+        (directory / name).chmod(0o755)
+    return f"{directory}{os.pathsep}{os.environ['PATH']}"
+
+
+@pytest.fixture
+def min_job_age_300(tmp_path, monkeypatch):
+    """A cluster with MinJobAge 300 s (SLURM's default): enough for the profile's 40 s delay, not for 120 s."""
+    monkeypatch.setenv("PATH", fake_slurm_commands(tmp_path / "bin", 300))
+    return monkeypatch
+
+
+def test_min_job_age_is_compared_with_three_times_the_delay_it_is_given(min_job_age_300):
+    assert preflight.status_polling_problem(40) is None
+    assert preflight.status_polling_problem(100) is None
+    problem = preflight.status_polling_problem(120)  # passes 3 x 40 s, not 3 x 120 s
+    assert "MinJobAge is 300 s, below 3 x slurm-init-seconds-before-status-checks (120) = 360 s" in problem
+    assert "ask the admins for MinJobAge >= 360" in problem
+    assert "lower slurm-init-seconds-before-status-checks to 100 or less" in problem
+    assert "--slurm-init-seconds-before-status-checks on the command line" in problem
+
+
+@pytest.fixture
+def guarded_settings(min_job_age_300):
+    """The plugin's ExecutorSettings with the profile's guard installed (put back as it was afterwards)."""
+    min_job_age_300.setattr(plugin.ExecutorSettings, "__post_init__", plugin.ExecutorSettings.__post_init__)
+    preflight.install_status_polling_guard()
+    return plugin.ExecutorSettings
+
+
+def test_the_guard_refuses_the_plugins_settings_when_the_delay_in_effect_is_too_long(guarded_settings):
+    guarded_settings(status_command="squeue", init_seconds_before_status_checks=40)
+    with pytest.raises(WorkflowError) as error:
+        guarded_settings(status_command="squeue", init_seconds_before_status_checks=120)
+    message = str(error.value)
+    assert message.startswith(preflight.REFUSAL)
+    assert "MinJobAge is 300 s, below 3 x slurm-init-seconds-before-status-checks (120) = 360 s" in message
+    # Polling sacct on purpose: MinJobAge does not matter.
+    guarded_settings(status_command="sacct", init_seconds_before_status_checks=120)
+
+
+def read_settings_with_the_profile(
+    tmp_path: Path, *arguments: str, min_job_age_s: int = 300
+) -> subprocess.CompletedProcess:
+    """Snakemake's own argument parsing with profiles/slurm (plus `arguments`), then the slurm plugin's settings
+    built from it as a run builds them; no workflow is read. The profile's checks run against fake commands."""
+    script = (
+        "import sys\n"
+        "from snakemake.cli import parse_args\n"
+        "from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry\n"
+        "parser, args = parse_args(sys.argv[1:])\n"
+        "settings = ExecutorPluginRegistry().get_plugin(args.executor).get_settings(args)\n"
+        "print('delay in effect:', settings.init_seconds_before_status_checks)\n"
+    )
+    env = {
+        **os.environ,
+        "PATH": fake_slurm_commands(tmp_path / f"bin-{min_job_age_s}", min_job_age_s),
+        "OSC_PROJECT": "pas0000",
+        "SNAKEMAKE_SCRATCH": str(tmp_path / "scratch"),
+        "SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache"),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", script, "--profile", str(PROFILE), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+
+
+def test_the_profile_checks_the_delay_a_later_profile_or_the_command_line_sets(tmp_path):
+    later = tmp_path / "later-profile"
+    later.mkdir()
+    (later / "config.yaml").write_text("slurm-init-seconds-before-status-checks: 120\n")
+    accepted = read_settings_with_the_profile(tmp_path)
+    assert "delay in effect: 40" in accepted.stdout, accepted.stdout + accepted.stderr
+    for arguments in (["--slurm-init-seconds-before-status-checks", "120"], ["--profile", str(later)]):
+        refused = read_settings_with_the_profile(tmp_path, *arguments)
+        assert refused.returncode != 0, arguments
+        assert preflight.REFUSAL in refused.stderr, refused.stderr
+        assert "below 3 x slurm-init-seconds-before-status-checks (120) = 360 s" in refused.stderr
+
+
+def test_a_delay_lowered_on_the_command_line_is_what_the_profile_checks(tmp_path):
+    # MinJobAge 100 s: too short for the profile's 40 s, enough for 30 s (the plugin keeps squeue then).
+    refused = read_settings_with_the_profile(tmp_path, min_job_age_s=100)
+    assert "below 3 x slurm-init-seconds-before-status-checks (40) = 120 s" in refused.stderr, refused.stderr
+    arguments = ["--slurm-init-seconds-before-status-checks", "30"]
+    accepted = read_settings_with_the_profile(tmp_path, *arguments, min_job_age_s=100)
+    assert "delay in effect: 30" in accepted.stdout, accepted.stdout + accepted.stderr
+
+
+def test_the_preflights_delay_defaults_to_the_profiles_and_can_be_given(min_job_age_300, tmp_path, capsys):
+    for name, value in {
+        "OSC_PROJECT": "pas0000",
+        "SNAKEMAKE_SCRATCH": str(tmp_path),
+        "SNAKEMAKE_SLURM_CHECKS": "off",
+    }.items():
+        min_job_age_300.setenv(name, value)
+    min_job_age_300.setenv("SNAKEMAKE_OUTPUT_CACHE", str(tmp_path / "cache"))
+    rendered = yte.process_yaml((PROFILE / "profile.yaml").read_text(), require_use_yte=True)
+    # Read from the template without rendering it, as Snakemake renders it.
+    assert preflight.profile_init_seconds() == rendered["slurm-init-seconds-before-status-checks"] == 40
+    arguments = ["--account", "pas0000", "--partitions", str(PARTITION_FILE), "--no-gpu-node"]
+    assert preflight.main(arguments) == 0
+    assert "ok    MinJobAge >= 3 x 40 s" in capsys.readouterr().out
+    assert preflight.main([*arguments, "--init-seconds", "120"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  submission settings" in out
+    assert "MinJobAge is 300 s, below 3 x slurm-init-seconds-before-status-checks (120) = 360 s" in out
+
+
+def test_a_profile_delay_that_is_not_a_number_is_named(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("slurm-init-seconds-before-status-checks: ?delay\n")
+    with pytest.raises(
+        preflight.PreflightError, match="slurm-init-seconds-before-status-checks must be a whole"
+    ):
+        preflight.profile_init_seconds(profile)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch in the documented install lines
+# ---------------------------------------------------------------------------------------------------------------
+
+# Where users read or copy install commands: the READMEs, the profiles and the container build.
+INSTALL_DOCS = [
+    REPO / "README.md",
+    *sorted((REPO / "profiles").glob("*/README.md")),
+    *sorted((REPO / "profiles").glob("**/*.yaml")),
+    REPO / "profiles" / "k8s" / "Containerfile",
+]
+PINNED_TORCH = next(
+    requirement.split("==")[1]
+    for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    if requirement.startswith("torch==")
+)
+
+
+def torch_versions(text: str) -> dict[str, list[str]]:
+    """Exact torch versions (`torch==2.13.0`, `2.13.0+cu126`), and the `torch==2.14.*` of the last cu126 release."""
+    return {
+        "exact": re.findall(r"torch==(\d+\.\d+\.\d+)(?![\d.*])", text)
+        + re.findall(r"(?<![\w.])(\d+\.\d+\.\d+)\+(?:cu\d+|cpu)\b", text),
+        "last cu126": re.findall(r"torch==(\d+\.\d+)\.\*", text),
+    }
+
+
+def test_the_version_scan_finds_what_an_install_line_holds():
+    line = "pip install torch==2.12.1 --index-url x  # expect 2.12.1+cu126; or 'torch==2.14.*' from cu126"
+    assert torch_versions(line) == {"exact": ["2.12.1", "2.12.1"], "last cu126": ["2.14"]}
+
+
+@pytest.mark.parametrize("path", INSTALL_DOCS, ids=lambda path: str(path.relative_to(REPO)))
+def test_install_lines_name_the_torch_pyproject_pins(path):
+    found = torch_versions(path.read_text())
+    assert set(found["exact"]) <= {PINNED_TORCH}, (
+        f"{path}: torch {found['exact']}, pyproject pins {PINNED_TORCH}"
+    )
+    assert set(found["last cu126"]) <= {runtime.LAST_TORCH_WITH_CU126}, path
+
+
+def test_the_install_docs_name_the_pin_at_all():
+    assert torch_versions((PROFILE / "README.md").read_text())["exact"]
