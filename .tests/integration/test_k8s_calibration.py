@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 from apistandin import ApiStandIn  # noqa: E402
 from harness import (  # noqa: E402
     K8S_PROFILE,
+    KUEUE_MANIFESTS,
     assert_no_secrets_in_tree,
     azurite,  # noqa: F401 - fixture
     dask_from_manifests,  # noqa: F401 - fixture
@@ -64,7 +65,7 @@ def test_calibration_module_runs_on_k8s_profile_with_in_cluster_dask(
         pod_path=pod_path(),
         identity_env={"AZURITE_CONNECTION_STRING": azurite.connection_string},
     ).start()
-    objects = profile_manifests("kueue/localqueue.yaml", "serviceaccount.yaml")
+    objects = profile_manifests(*KUEUE_MANIFESTS, "serviceaccount.yaml")
     for document in objects:  # the identity's client id, as the README tells the user to set it
         document["metadata"].get("annotations", {}).update({"azure.workload.identity/client-id": "test-id"})
     api.add_objects([*objects, dask_from_manifests.secret()])

@@ -2,8 +2,9 @@
 
 The real profile drives the real executor against a loopback stand-in for the Kubernetes API, kubelet and
 Kueue (k8s/apistandin.py): it validates every Job against the Kubernetes 1.33 OpenAPI schema, admits only
-Jobs labelled with an existing LocalQueue, runs each pod's command for real, reports failed pods as the API
-does and answers `previous=true` log reads with the real HTTP 400. Data live in Azurite. Test-only overrides
+Jobs labelled with an existing, active LocalQueue, runs each pod's command for real, reports failed pods as
+the API does and answers `previous=true` log reads with the real HTTP 400. Data live in Azurite (except for
+the storage-account test, which runs as on a real driver, without it). Test-only overrides
 on the command line: the kubeconfig (stand-in), the storage prefix (a fresh container), polling intervals,
 and --config oom_below_mb (the tiny pipeline's first make_table attempt is OOM-killed). The pods' Azure
 credential comes from the stand-in's workload-identity webhook, never from a Kubernetes Secret.
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 from apistandin import QUEUE_LABEL, WORKLOAD_IDENTITY_LABEL, ApiStandIn  # noqa: E402
 from harness import (  # noqa: E402
     K8S_PROFILE,
+    KUEUE_MANIFESTS,
     TINY_OUTPUTS,
     TINY_SNAKEFILE,
     assert_no_secrets_in_tree,
@@ -39,17 +41,23 @@ from harness import (  # noqa: E402
     unique_container,
     workspace,  # noqa: F401 - fixture
 )
+from snakemake_executor_plugin_kubernetes_kueue.checks import SUPPORTED_KUEUE  # noqa: E402
 from testkit import run_snakemake  # noqa: E402
 
 GPU_RULE = "kd_gat_train_vgae_teacher"  # the tiny pipeline's rule carrying a real GPU rule name
 OOM_BELOW_MB = 3000  # make_table's first attempt gets 2048 MB: killed; the retry gets 4096 MB
 ADMIT_DELAY = 2
+# Cases of test_a_wrong_setting_stops_the_run_before_any_job that apply only part of kueue/ (default: all).
+PARTIAL_KUEUE = {
+    "queue without its cluster queue": ("kueue/resourceflavors.yaml", "kueue/localqueue.yaml"),
+    "queue of an inactive cluster queue": ("kueue/clusterqueue.yaml", "kueue/localqueue.yaml"),
+}
 
 
-def applied_objects(client_id: str | None = None) -> list[dict]:
-    """What `kubectl apply` puts in the cluster before a run: the LocalQueue and the Job pods' ServiceAccount,
-    annotated with a (made-up) identity's client id as the README tells the user to."""
-    objects = profile_manifests("kueue/localqueue.yaml", "serviceaccount.yaml")
+def applied_objects(client_id: str | None = None, kueue: tuple[str, ...] = KUEUE_MANIFESTS) -> list[dict]:
+    """What `kubectl apply` puts in the cluster before a run: Kueue's flavors and queues and the Job pods'
+    ServiceAccount, annotated with a (made-up) identity's client id as the README tells the user to."""
+    objects = profile_manifests(*kueue, "serviceaccount.yaml")
     for document in objects:
         if document["kind"] == "ServiceAccount" and client_id is not None:
             document["metadata"]["annotations"]["azure.workload.identity/client-id"] = client_id
@@ -236,7 +244,11 @@ def test_stock_kubernetes_executor_aborts_on_the_400_where_ours_retries(tmp_path
     namespace = profile["kubernetes-kueue-namespace"]
     api = new_standin(tmp_path, azurite)
     # The stock executor cannot label Jobs: Kueue queues them only through a LocalQueue named "default".
-    api.add_objects([{"kind": "LocalQueue", "metadata": {"name": "default", "namespace": namespace}}])
+    default_queue = {"name": "default", "namespace": namespace}
+    api.add_objects(profile_manifests("kueue/resourceflavors.yaml", "kueue/clusterqueue.yaml"))
+    api.add_objects(
+        [{"kind": "LocalQueue", "metadata": default_queue, "spec": {"clusterQueue": "snakemake"}}]
+    )
     container = unique_container("stock")
     kubeconfig = api.write_kubeconfig(workspace.parent / "kubeconfig.yaml", namespace)
     try:
@@ -279,7 +291,7 @@ def test_stock_kubernetes_executor_aborts_on_the_400_where_ours_retries(tmp_path
             [],
             {},
             "id",
-            "the cluster does not serve kueue.x-k8s.io/v1beta2: install Kueue 0.15 or newer",
+            f"the cluster does not serve kueue.x-k8s.io/v1beta2: install {SUPPORTED_KUEUE}",
         ),
         ("api server down", [], {}, "id", "cannot be reached (MaxRetryError); check KUBECONFIG"),
         (
@@ -288,6 +300,20 @@ def test_stock_kubernetes_executor_aborts_on_the_400_where_ours_retries(tmp_path
             {},
             "id",
             "Kueue LocalQueue 'gpu-queue' does not exist in namespace 'snakemake'",
+        ),
+        (
+            "queue without its cluster queue",
+            [],
+            {},
+            "id",
+            "Kueue LocalQueue snakemake/snakemake is inactive (Active=False, reason ClusterQueueDoesNotExist",
+        ),
+        (
+            "queue of an inactive cluster queue",
+            [],
+            {},
+            "id",
+            "Kueue LocalQueue snakemake/snakemake is inactive (Active=False, reason ClusterQueueIsInactive",
         ),
         (
             "malformed queue",
@@ -324,7 +350,8 @@ def test_a_wrong_setting_stops_the_run_before_any_job(
     message,  # noqa: F811
 ):
     api = new_standin(tmp_path, azurite, serves_kueue=case != "no kueue")
-    api.add_objects(applied_objects(client_id=None if client_id is None else str(uuid.uuid4())))
+    identity = None if client_id is None else str(uuid.uuid4())
+    api.add_objects(applied_objects(client_id=identity, kueue=PARTIAL_KUEUE.get(case, KUEUE_MANIFESTS)))
     if case == "api server down":
         api.stop()  # the kubeconfig names a port nobody listens on any more
     try:
@@ -336,6 +363,61 @@ def test_a_wrong_setting_stops_the_run_before_any_job(
     assert api.submitted == [] and api.secret_keys == {}, (
         "nothing may reach the cluster before the checks pass"
     )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "account, message",
+    [
+        (
+            "https://x.blob.core.windows.net",
+            "'https://x.blob.core.windows.net' is not an Azure storage account",
+        ),
+        # Unset or empty: Snakemake itself refuses the plugin's required setting before parsing the Snakefile.
+        (
+            "",
+            "missing for plugin azure: --storage-azure-account-name (or environment variable",
+        ),
+    ],
+    ids=["malformed", "empty"],
+)
+def test_a_wrong_storage_account_stops_the_run_before_the_storage_is_used(
+    tmp_path,
+    workspace,  # noqa: F811
+    account,
+    message,
+):
+    """As on a real driver: without Azurite's connection string the storage plugin uses the account itself,
+    and Snakemake uses the storage (DAG inventory, source upload) before the executor starts. The workflow
+    checks the account while it is parsed, so neither Azurite nor the network is needed to stop here."""
+    api = ApiStandIn(pods_root=tmp_path / "pods", pod_path=pod_path()).start()
+    api.add_objects(applied_objects(client_id=str(uuid.uuid4())))
+    kubeconfig = api.write_kubeconfig(
+        tmp_path / "kubeconfig.yaml", k8s_profile()["kubernetes-kueue-namespace"]
+    )
+    env = {name: value for name, value in os.environ.items() if name != "AZURITE_CONNECTION_STRING"}
+    env.update(
+        KUBECONFIG=str(kubeconfig),
+        SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME=account,
+        DASK_SCHEDULER_ADDRESS="tls://dask-scheduler.snakemake.svc.cluster.local:8786",
+    )
+    try:
+        proc = subprocess.run(
+            [*snakemake_command(), "--profile", str(K8S_PROFILE), "--snakefile", TINY_SNAKEFILE],
+            cwd=workspace,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        api.stop()
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-3000:]
+    # Refused while the Snakefile was parsed: before the DAG (whose inventory would read the storage).
+    assert "Building DAG of jobs" not in proc.stdout, proc.stdout[-3000:]
+    assert api.submitted == [] and api.secret_keys == {}
 
 
 @pytest.mark.integration

@@ -1,8 +1,9 @@
 """The API stand-in behaves like Kubernetes and Kueue where the executors depend on it, and fails like them.
 
 Driven with the real kubernetes Python client over HTTP, with pods that run a one-line shell command:
-Kueue-style admission by queue label, the HTTP 400 of `previous=true` log reads, and failed, OOM-killed and
-evicted pods reported as the API reports them (the shapes the kubernetes client deserializes).
+Kueue-style admission by queue label, LocalQueue status as Kueue reports it (and the executor's refusal of an
+inactive queue), the HTTP 400 of `previous=true` log reads, and failed, OOM-killed and evicted pods reported
+as the API reports them (the shapes the kubernetes client deserializes).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import kubernetes.client
 import pytest
@@ -17,18 +19,29 @@ from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 from apistandin import QUEUE_LABEL, ApiStandIn  # noqa: E402
-from harness import pod_path  # noqa: E402
+from harness import pod_path, profile_manifests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "executors"))
 from snakemake_executor_plugin_kubernetes_kueue.jobs import SafeLogCoreApi  # noqa: E402
 
 NAMESPACE = "snakemake"
+# profiles/k8s's ResourceFlavors and its ClusterQueue "snakemake", which they make active.
+FLAVORS = "kueue/resourceflavors.yaml"
+CLUSTER_QUEUE = "kueue/clusterqueue.yaml"
+
+
+def local_queue(name: str, cluster_queue: str = "snakemake") -> dict:
+    return {
+        "kind": "LocalQueue",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"clusterQueue": cluster_queue},
+    }
 
 
 @pytest.fixture
 def standin(tmp_path):
     api = ApiStandIn(pods_root=tmp_path / "pods", pod_path=pod_path()).start()
-    api.add_objects([{"kind": "LocalQueue", "metadata": {"name": "jobs", "namespace": NAMESPACE}}])
+    api.add_objects([*profile_manifests(FLAVORS, CLUSTER_QUEUE), local_queue("jobs")])
     configuration = kubernetes.client.Configuration()
     configuration.host = api.url
     client = kubernetes.client.ApiClient(configuration)
@@ -82,7 +95,7 @@ def test_only_jobs_labelled_with_an_existing_local_queue_are_admitted(standin):
         assert status.spec.suspend is True and not pods(core, name), name
         assert [c.type for c in status.status.conditions] == ["Suspended"], name
     # LocalQueueDefaulting: with a LocalQueue named "default", unlabelled Jobs are queued there.
-    api.add_objects([{"kind": "LocalQueue", "metadata": {"name": "default", "namespace": NAMESPACE}}])
+    api.add_objects([local_queue("default")])
     created = batch.create_namespaced_job(NAMESPACE, job("defaulted", "true", queue=None))
     assert created.metadata.labels[QUEUE_LABEL] == "default"
     wait_for(lambda: batch.read_namespaced_job_status("defaulted", NAMESPACE).status.succeeded)
@@ -131,3 +144,79 @@ def test_oom_killed_and_evicted_pods_are_reported_as_the_api_reports_them(standi
     assert [c.type for c in pod.status.conditions] == ["DisruptionTarget"]
     assert (terminated.exit_code, terminated.reason) == (137, "ContainerStatusUnknown")
     assert batch.read_namespaced_job_status("evicted", NAMESPACE).status.failed == 1
+
+
+def test_local_queues_carry_kueues_active_condition_and_inactive_ones_admit_nothing(standin):
+    api, batch, core = standin
+    stuck_cluster_queue = {
+        "kind": "ClusterQueue",
+        "metadata": {"name": "broken"},
+        "spec": {"resourceGroups": [{"coveredResources": ["cpu"], "flavors": [{"name": "spot-nodes"}]}]},
+    }
+    stopped = local_queue("stopped")
+    stopped["spec"]["stopPolicy"] = "Hold"
+    api.add_objects(
+        [stuck_cluster_queue, local_queue("orphan", "nosuchqueue"), local_queue("stuck", "broken"), stopped]
+    )
+    listed = kubernetes.client.CustomObjectsApi(batch.api_client).list_namespaced_custom_object(
+        "kueue.x-k8s.io", "v1beta2", NAMESPACE, "localqueues"
+    )
+    active = {
+        queue["metadata"]["name"]: tuple(
+            queue["status"]["conditions"][0][key] for key in ("status", "reason")
+        )
+        for queue in listed["items"]
+        if queue["status"]["conditions"][0]["type"] == "Active"
+    }
+    assert active == {
+        "jobs": ("True", "Ready"),
+        "orphan": ("False", "ClusterQueueDoesNotExist"),
+        "stuck": ("False", "ClusterQueueIsInactive"),
+        "stopped": ("False", "Stopped"),
+    }
+    for name in ("orphan", "stuck", "stopped", "jobs"):
+        batch.create_namespaced_job(NAMESPACE, job(f"to-{name}", "true", queue=name))
+    wait_for(lambda: batch.read_namespaced_job_status("to-jobs", NAMESPACE).status.succeeded)
+    time.sleep(1)  # several admission rounds
+    for name in ("orphan", "stuck", "stopped"):
+        assert batch.read_namespaced_job(f"to-{name}", NAMESPACE).spec.suspend is True, name
+        assert not pods(core, f"to-{name}"), name
+    # As in Kueue, the queue becomes active once its ClusterQueue's flavor exists, and its Job is admitted.
+    api.add_objects([{"kind": "ResourceFlavor", "metadata": {"name": "spot-nodes"}}])
+    wait_for(lambda: batch.read_namespaced_job_status("to-stuck", NAMESPACE).status.succeeded)
+
+
+@pytest.mark.parametrize(
+    "queue, reason",
+    [("jobs", None), ("orphan", "ClusterQueueDoesNotExist"), ("stuck", "ClusterQueueIsInactive")],
+)
+def test_the_executor_refuses_a_local_queue_that_kueue_reports_inactive(standin, monkeypatch, queue, reason):
+    """The executor's own cluster check (run before any Secret or Job), against the stand-in's LocalQueues."""
+    from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
+    from snakemake_executor_plugin_kubernetes_kueue.executor import KueueExecutor
+
+    api, batch, _ = standin
+    api.add_objects(
+        [
+            {"kind": "ClusterQueue", "metadata": {"name": "broken"}, "spec": {"stopPolicy": "Hold"}},
+            local_queue("orphan", "nosuchqueue"),
+            local_queue("stuck", "broken"),
+        ]
+    )
+    # The executor's API objects use the default client configuration, as after load_kube_config().
+    monkeypatch.setattr(kubernetes.client.Configuration, "_default", batch.api_client.configuration)
+    settings = SimpleNamespace(namespace=NAMESPACE, queue_name=queue, workload_identity=False)
+    executor = object.__new__(KueueExecutor)  # only the check, not the kubernetes executor's start-up
+    if reason is None:
+        executor._check_cluster_objects(settings)
+        return
+    with pytest.raises(SettingError) as refused:
+        executor._check_cluster_objects(settings)
+    message = str(refused.value)
+    assert message.startswith(
+        f"kubernetes-kueue-queue-name: Kueue LocalQueue {NAMESPACE}/{queue} is inactive"
+    )
+    assert f'reason {reason}: "Can\'t submit new workloads to clusterQueue"' in message
+    fix = "apply profiles/k8s/kueue/resourceflavors.yaml" if queue == "orphan" else "kubectl get clusterqueue"
+    assert fix in message and "or set kubernetes-kueue-queue-name in profiles/k8s/config.yaml" in message
+    assert api.submitted == []

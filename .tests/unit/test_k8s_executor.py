@@ -13,6 +13,7 @@ from snakemake_executor_plugin_kubernetes_kueue.checks import (
     PLACEHOLDER_CLIENT_ID,
     SecretVolume,
     SettingError,
+    check_local_queue_active,
     check_name,
     check_storage_account,
     check_workload_identity_annotations,
@@ -49,6 +50,59 @@ def test_storage_account_names_follow_azures_rule():
             check_storage_account(bad)
     with pytest.raises(SettingError, match="is not set: export it"):
         check_storage_account(None)
+
+
+def local_queue(*conditions: dict, **spec) -> dict:
+    """A LocalQueue as `kubectl -n snakemake get localqueue snakemake -o yaml` shows it."""
+    return {
+        "metadata": {"name": "snakemake", "namespace": "snakemake"},
+        "spec": {"clusterQueue": "snakemake", **spec},
+        "status": {"conditions": list(conditions)},
+    }
+
+
+def active(status: str, reason: str, message: str) -> dict:
+    return {"type": "Active", "status": status, "reason": reason, "message": message}
+
+
+def test_an_active_or_not_yet_reconciled_local_queue_passes():
+    check_local_queue_active(local_queue(active("True", "Ready", "Can submit new workloads")), "snakemake")
+    check_local_queue_active(local_queue(), "snakemake")  # just created: Kueue has not written a status yet
+    check_local_queue_active({"metadata": {"name": "q"}}, "snakemake")
+
+
+@pytest.mark.parametrize(
+    "reason, message, fix",
+    [
+        (
+            "ClusterQueueDoesNotExist",
+            "Can't submit new workloads to clusterQueue",
+            "its ClusterQueue 'snakemake' does not exist: apply profiles/k8s/kueue/resourceflavors.yaml, "
+            "then profiles/k8s/kueue/clusterqueue.yaml",
+        ),
+        (
+            "ClusterQueueIsInactive",
+            "Can't submit new workloads to clusterQueue",
+            "its ClusterQueue 'snakemake' is inactive: `kubectl get clusterqueue snakemake -o yaml`",
+        ),
+        (
+            "Stopped",
+            "LocalQueue is stopped",
+            "kubectl -n snakemake patch localqueue snakemake --type merge "
+            """-p '{"spec":{"stopPolicy":"None"}}'""",
+        ),
+        ("SomethingNew", "a reason this executor does not know", "kubectl -n snakemake describe localqueue"),
+    ],
+)
+def test_an_inactive_local_queue_stops_the_run_with_kueues_reason_and_the_fix(reason, message, fix):
+    with pytest.raises(SettingError) as refused:
+        check_local_queue_active(local_queue(active("False", reason, message)), "snakemake")
+    text = str(refused.value)
+    assert text.startswith("kubernetes-kueue-queue-name: Kueue LocalQueue snakemake/snakemake is inactive")
+    assert f"reason {reason}: {message!r}" in text and fix in text
+    assert text.endswith(
+        "or set kubernetes-kueue-queue-name in profiles/k8s/config.yaml to an active LocalQueue"
+    )
 
 
 def test_workload_identity_needs_a_real_client_id():

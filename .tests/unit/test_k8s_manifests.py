@@ -14,6 +14,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from snakemake_executor_plugin_kubernetes_kueue.checks import SUPPORTED_KUEUE
 from testkit import REPO, venv_bin
 
 K8S = REPO / "profiles" / "k8s"
@@ -56,7 +57,8 @@ def by_kind(kind: str, folder: str | None = None) -> list[dict]:
 # reach nothing else (profiles/k8s/README.md, "What the tests prove"). Unknown fields are refused, as a
 # server-side `kubectl apply` with field validation refuses them.
 KUEUE_API_VERSION = "kueue.x-k8s.io/v1beta2"
-SUPPORTED_KUEUE = ("0.15", "0.19")
+# "Kueue 0.15 to 0.19 (...)": the executor's text, which the docs and manifests quote word for word.
+SUPPORTED_KUEUE_RANGE = re.fullmatch(r"Kueue (\d+\.\d+) to (\d+\.\d+) \(.+\)", SUPPORTED_KUEUE).groups()
 _NAME = {
     "type": "string",
     "maxLength": 253,
@@ -191,14 +193,24 @@ KUEUE_SCHEMAS = {
 
 def test_readme_names_the_supported_kueue_range_and_installs_a_release_in_it():
     readme = (K8S / "README.md").read_text()
-    low, high = SUPPORTED_KUEUE
-    assert f"**Kueue {low} to {high}.**" in readme
+    low, high = SUPPORTED_KUEUE_RANGE
+    assert f"**{SUPPORTED_KUEUE}.**" in readme
     (installed,) = set(re.findall(r"kueue/releases/download/v(\d+\.\d+)\.\d+/manifests\.yaml", readme))
     assert (
         tuple(map(int, low.split(".")))
         <= tuple(map(int, installed.split(".")))
         <= tuple(map(int, high.split(".")))
     )
+
+
+def test_every_place_that_names_the_supported_kueue_releases_names_the_same_range():
+    # The executor's refusal of a cluster without v1beta2 says SUPPORTED_KUEUE; so do these, word for word.
+    quoting = [K8S / "README.md", REPO / "README.md", *sorted((K8S / "kueue").glob("*.yaml"))]
+    for path in quoting:
+        assert SUPPORTED_KUEUE in path.read_text(), path
+    # ... and nothing promises an open-ended range ("Kueue 0.15 or newer") any more.
+    for path in [*quoting, *sorted((REPO / "executors").rglob("*.py")), K8S / "config.yaml"]:
+        assert not re.search(r"Kueue \d+\.\d+\+|Kueue \d+\.\d+ or (newer|later)", path.read_text()), path
 
 
 def test_there_are_manifests_for_every_part():

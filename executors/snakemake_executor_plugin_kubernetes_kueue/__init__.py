@@ -14,7 +14,9 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   environment variables and read-only Secret mounts (e.g. the Dask TLS certificates) to every pod;
 * pods do not pip-install the storage plugin at start (the image carries it), so they need no package index;
 * every setting is checked before any Job is submitted (queue, namespace, service account, storage account):
-  a wrong one stops the run with a message naming the setting and the fix.
+  a wrong one stops the run with a message naming the setting and the fix. A LocalQueue must exist and be
+  active (Kueue's ``Active`` condition). The storage account is checked earlier too, while the Snakefile is
+  parsed (``storage_account.check_default_storage_account``): Snakemake uses the storage before this starts.
 
 Snakemake imports every installed executor plugin at start-up, whatever executor is chosen. This module
 therefore never contacts a cluster at import, and without the k8s extra (no kubernetes client) it still

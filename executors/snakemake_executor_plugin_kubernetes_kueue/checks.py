@@ -19,6 +19,9 @@ WORKLOAD_IDENTITY_CLIENT_ID = "azure.workload.identity/client-id"
 # The placeholder client id in profiles/k8s/serviceaccount.yaml: never a real identity.
 PLACEHOLDER_CLIENT_ID = "00000000-0000-0000-0000-000000000000"
 PROFILE = "profiles/k8s/config.yaml"
+# The Kueue releases the manifests and this executor were checked against (by hand, against each release's
+# CRDs: 0.15.0 to 0.19.2). Kueue serves v1beta2 from 0.15 on; the docs and manifests quote this same text.
+SUPPORTED_KUEUE = "Kueue 0.15 to 0.19 (checked by hand; v1beta2)"
 
 
 class SettingError(ValueError):
@@ -87,6 +90,42 @@ def check_storage_account(value: str | None) -> str:
             "see `az storage account list --query [].name`"
         )
     return value
+
+
+# Fixes for the reasons Kueue gives a LocalQueue's Active=False condition (Kueue's LocalQueue controller).
+_INACTIVE_QUEUE_FIXES = {
+    "ClusterQueueDoesNotExist": "its ClusterQueue {cluster_queue!r} does not exist: apply "
+    "profiles/k8s/kueue/resourceflavors.yaml, then profiles/k8s/kueue/clusterqueue.yaml, or point the "
+    "LocalQueue's spec.clusterQueue at an existing one (kubectl get clusterqueues)",
+    "ClusterQueueIsInactive": "its ClusterQueue {cluster_queue!r} is inactive: `kubectl get clusterqueue "
+    "{cluster_queue} -o yaml` says why under status.conditions (FlavorNotFound: apply "
+    "profiles/k8s/kueue/resourceflavors.yaml; Stopped: remove its spec.stopPolicy)",
+    "Stopped": "the LocalQueue is stopped: kubectl -n {namespace} patch localqueue {queue} --type merge "
+    '-p \'{{"spec":{{"stopPolicy":"None"}}}}\'',
+}
+
+
+def check_local_queue_active(local_queue: dict, namespace: str) -> None:
+    """A LocalQueue Kueue reports inactive admits no Job: every Job would wait suspended for ever.
+
+    Reads the ``Active`` condition Kueue's LocalQueue controller writes into ``status.conditions``. A queue
+    without that condition (created a moment ago, not yet reconciled) cannot be judged and passes.
+    """
+    queue = local_queue["metadata"]["name"]
+    conditions = (local_queue.get("status") or {}).get("conditions") or []
+    active = next((c for c in conditions if c.get("type") == "Active"), None)
+    if active is None or active.get("status") == "True":
+        return
+    reason = active.get("reason") or "no reason given"
+    cluster_queue = (local_queue.get("spec") or {}).get("clusterQueue", "")
+    fix = _INACTIVE_QUEUE_FIXES.get(reason, "see `kubectl -n {namespace} describe localqueue {queue}`")
+    raise SettingError(
+        f"kubernetes-kueue-queue-name: Kueue LocalQueue {namespace}/{queue} is inactive (Active="
+        f"{active.get('status')}, reason {reason}: {active.get('message', '')!r}), so Kueue would leave "
+        "every Job suspended; "
+        + fix.format(cluster_queue=cluster_queue, namespace=namespace, queue=queue)
+        + f", or set kubernetes-kueue-queue-name in {PROFILE} to an active LocalQueue"
+    )
 
 
 def check_workload_identity_annotations(

@@ -11,7 +11,9 @@ from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import (
     PROFILE,
+    SUPPORTED_KUEUE,
     SettingError,
+    check_local_queue_active,
     check_name,
     check_storage_account,
     check_workload_identity_annotations,
@@ -110,6 +112,8 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 f"{sorted(queues) or 'none'}. Apply profiles/k8s/kueue/localqueue.yaml or set "
                 f"kubernetes-kueue-queue-name in {PROFILE} to one of them"
             )
+        # An existing queue whose ClusterQueue is missing or inactive admits nothing either.
+        check_local_queue_active(queues[queue], namespace)
         if settings.workload_identity:
             account = settings.service_account_name
             try:
@@ -124,7 +128,8 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 ) from None
             check_workload_identity_annotations(found.metadata.annotations, account, namespace)
 
-    def _local_queues(self, namespace: str) -> set[str]:
+    def _local_queues(self, namespace: str) -> dict[str, dict]:
+        """The namespace's LocalQueues by name, each with the status Kueue reports for it."""
         api = kubernetes.client.CustomObjectsApi()
         try:
             listed = api.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, "localqueues")
@@ -137,12 +142,12 @@ class KueueExecutor(kubernetes_plugin.Executor):
         except ApiException as error:
             if error.status == 404:
                 raise SettingError(
-                    f"the cluster does not serve {KUEUE_GROUP}/{KUEUE_VERSION}: install Kueue 0.15 or newer "
-                    "(profiles/k8s/README.md, install order step 1) before running with "
-                    "--executor kubernetes-kueue"
+                    f"the cluster does not serve {KUEUE_GROUP}/{KUEUE_VERSION}: install "
+                    f"{SUPPORTED_KUEUE}, as profiles/k8s/README.md says (install order, step 2), "
+                    "before running with --executor kubernetes-kueue"
                 ) from None
             raise self._api_error(error, "localqueues", namespace) from None
-        return {item["metadata"]["name"] for item in listed.get("items", [])}
+        return {item["metadata"]["name"]: item for item in listed.get("items", [])}
 
     @staticmethod
     def _api_error(error: ApiException, resource: str, namespace: str) -> SettingError:

@@ -1,6 +1,9 @@
 # Helpers shared by the main workflow: config validation and the final targets.
 from snakemake.utils import validate
+from snakemake_executor_plugin_kubernetes_kueue.storage_account import check_default_storage_account
 
+# Snakemake uses an Azure default storage (profiles/k8s) before any executor starts: check it now.
+check_default_storage_account(workflow)
 validate(config, schema="../schemas/config.schema.yaml")
 
 

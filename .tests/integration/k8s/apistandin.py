@@ -11,8 +11,12 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
 * Kueue: its webhook suspends every Job it manages (all of them: ``manageJobsWithoutQueueName: true``, as
   profiles/k8s/README.md configures Kueue); a Job without the ``kueue.x-k8s.io/queue-name`` label is labelled
   ``default`` only when a LocalQueue named ``default`` exists (LocalQueueDefaulting); a Job is admitted only
-  if its label names a LocalQueue of its namespace, after ``admit_delay`` seconds and while fewer than
-  ``max_running`` pods run (a quota). Any other Job stays suspended, without pods, for ever, as with Kueue;
+  if its label names an active LocalQueue of its namespace, after ``admit_delay`` seconds and while fewer
+  than ``max_running`` pods run (a quota). Any other Job stays suspended, without pods, for ever, as with
+  Kueue. LocalQueues are served with the ``Active`` condition Kueue's controllers write: ``True`` (reason
+  ``Ready``) when its ClusterQueue exists and is active, else ``False`` with Kueue's reason
+  (``ClusterQueueDoesNotExist``, ``ClusterQueueIsInactive``, ``Stopped``); a ClusterQueue is inactive while
+  it names a missing ResourceFlavor (``FlavorNotFound``) or has a ``stopPolicy``;
 * an admitted Job runs its pod for real: the container's ``command + args`` in a fresh empty directory (the
   pod's emptyDir ``/workdir``) with the environment of the container spec (values and Secret references);
   Secret volumes are written under the pod's directory, and an environment value naming a path under a mount
@@ -29,8 +33,8 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
 * ``GET .../log?previous=true`` on a container that never restarted answers HTTP 400 "previous terminated
   container ... not found", as the real API server does for every ``restartPolicy: Never`` pod.
 
-It does not emulate scheduling, node placement, image pulls, RBAC, ClusterQueue quotas per flavor or GPU
-device plugins.
+It does not emulate scheduling, node placement, image pulls, RBAC, ClusterQueue quotas per flavor, a
+ClusterQueue's namespaceSelector, or GPU device plugins.
 """
 
 from __future__ import annotations
@@ -111,6 +115,8 @@ class ApiStandIn:
     secrets: dict[str, dict] = field(default_factory=dict)
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     local_queues: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> LocalQueue
+    cluster_queues: dict[str, dict] = field(default_factory=dict)  # name -> ClusterQueue (cluster-scoped)
+    resource_flavors: set[str] = field(default_factory=set)
     service_accounts: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> ServiceAccount
     submitted: list[dict] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
@@ -161,13 +167,17 @@ class ApiStandIn:
         return Path(path)
 
     def add_objects(self, documents: list[dict]) -> ApiStandIn:
-        """Objects applied before the run (kubectl apply): LocalQueues, ServiceAccounts, Secrets."""
+        """Objects applied before the run (kubectl apply): Kueue's objects, ServiceAccounts, Secrets."""
         with self._lock:
             for document in documents:
                 meta = document["metadata"]
                 key = f"{meta.get('namespace', '')}/{meta['name']}"
                 if document["kind"] == "LocalQueue":
                     self.local_queues[key] = copy.deepcopy(document)
+                elif document["kind"] == "ClusterQueue":
+                    self.cluster_queues[meta["name"]] = copy.deepcopy(document)
+                elif document["kind"] == "ResourceFlavor":
+                    self.resource_flavors.add(meta["name"])
                 elif document["kind"] == "ServiceAccount":
                     self.service_accounts[key] = copy.deepcopy(document)
                 elif document["kind"] == "Secret":
@@ -200,8 +210,47 @@ class ApiStandIn:
         return (record.manifest["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")
 
     def admissible(self, record: JobRecord) -> bool:
-        queue = self.queue_of(record)
-        return bool(queue) and f"{record.namespace}/{queue}" in self.local_queues
+        key = f"{record.namespace}/{self.queue_of(record)}"
+        return key in self.local_queues and self.local_queue_active(key)[0] == "True"
+
+    def cluster_queue_active(self, name: str) -> tuple[str, str, str]:
+        """(status, reason, message) of a ClusterQueue's Active condition, as Kueue's cache computes it."""
+        spec = self.cluster_queues[name].get("spec") or {}
+        missing = sorted(
+            {
+                flavor["name"]
+                for group in spec.get("resourceGroups") or []
+                for flavor in group.get("flavors") or []
+            }
+            - self.resource_flavors
+        )
+        if spec.get("stopPolicy", "None") != "None":
+            return "False", "Stopped", "Can't admit new workloads: is stopped."
+        if missing:
+            message = f"Can't admit new workloads: references missing ResourceFlavor(s): {','.join(missing)}."
+            return "False", "FlavorNotFound", message
+        return "True", "Ready", "Can admit new workloads"
+
+    def local_queue_active(self, key: str) -> tuple[str, str, str]:
+        """(status, reason, message) of a LocalQueue's Active condition, as Kueue's controller sets it."""
+        spec = self.local_queues[key].get("spec") or {}
+        cluster_queue = spec.get("clusterQueue", "")
+        if spec.get("stopPolicy", "None") != "None":
+            return "False", "Stopped", "LocalQueue is stopped"
+        if cluster_queue not in self.cluster_queues:
+            return "False", "ClusterQueueDoesNotExist", "Can't submit new workloads to clusterQueue"
+        if self.cluster_queue_active(cluster_queue)[0] != "True":
+            return "False", "ClusterQueueIsInactive", "Can't submit new workloads to clusterQueue"
+        return "True", "Ready", "Can submit new workloads to localQueue"
+
+    def local_queue_with_status(self, key: str) -> dict:
+        queue = copy.deepcopy(self.local_queues[key])
+        status, reason, message = self.local_queue_active(key)
+        condition = {"type": "Active", "status": status, "reason": reason, "message": message}
+        queue["status"] = {
+            "conditions": [{**condition, "lastTransitionTime": _now(), "observedGeneration": 1}]
+        }
+        return queue
 
     def _admission_loop(self) -> None:
         # Kueue admits suspended Workloads in creation order while the quota has room.
@@ -538,14 +587,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(
                 404, _status(404, "the server could not find the requested resource", "NotFound")
             )
-        items = [q for key, q in sorted(api.local_queues.items()) if key.startswith(f"{namespace}/")]
+        items = [
+            api.local_queue_with_status(key)
+            for key in sorted(api.local_queues)
+            if key.startswith(f"{namespace}/")
+        ]
         if parts[-1] == "localqueues":
             listing = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueueList", "metadata": {}}
             return self._send(200, {**listing, "items": items})
         if f"{namespace}/{parts[-1]}" not in api.local_queues:
             message = f'localqueues.kueue.x-k8s.io "{parts[-1]}" not found'
             return self._send(404, _status(404, message, "NotFound"))
-        return self._send(200, api.local_queues[f"{namespace}/{parts[-1]}"])
+        return self._send(200, api.local_queue_with_status(f"{namespace}/{parts[-1]}"))
 
     def _pod_log(self, pod_name: str, query: dict) -> None:
         api = self.api
@@ -589,8 +642,11 @@ def main() -> None:
         "--apply",
         type=Path,
         nargs="*",
-        default=[Path("profiles/k8s/kueue/localqueue.yaml"), Path("profiles/k8s/serviceaccount.yaml")],
-        help="manifests applied before the run (LocalQueues, ServiceAccounts, Secrets)",
+        default=[
+            *sorted(Path("profiles/k8s/kueue").glob("*.yaml")),
+            Path("profiles/k8s/serviceaccount.yaml"),
+        ],
+        help="manifests applied before the run (Kueue's queues and flavors, ServiceAccounts, Secrets)",
     )
     args = parser.parse_args()
     api = ApiStandIn(

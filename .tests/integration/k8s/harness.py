@@ -134,6 +134,11 @@ def pod_path() -> str:
     return f"{Path(venv_bin('python')).parent}:/usr/local/bin:/usr/bin:/bin"
 
 
+# Kueue's objects in the README's install order: a ClusterQueue naming a missing flavor stays inactive, and a
+# LocalQueue whose ClusterQueue is missing or inactive admits nothing.
+KUEUE_MANIFESTS = ("kueue/resourceflavors.yaml", "kueue/clusterqueue.yaml", "kueue/localqueue.yaml")
+
+
 def profile_manifests(*names: str) -> list[dict]:
     """The documents of profiles/k8s/<name> (what `kubectl apply -f` would create before a run)."""
     return [
