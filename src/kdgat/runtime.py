@@ -101,37 +101,31 @@ def install_command(capability: tuple[int, int] | None) -> str:
     return pip_install(cuda_flavour_for(capability))
 
 
-def capability_from_nvidia_smi() -> tuple[int, int] | None:
-    """The first visible GPU's compute capability from nvidia-smi (works with a CPU-only torch); None if unknown."""
+def query_nvidia_smi(field: str) -> str | None:
+    """The first visible GPU's ``field`` as nvidia-smi reports it (``--query-gpu``); None without nvidia-smi or
+    an answer. Works with a CPU-only torch and without a usable driver library."""
     if not shutil.which("nvidia-smi"):
         return None
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+        return subprocess.run(
+            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=15,
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = re.match(r"\s*(\d+)\.(\d+)", out)
+
+
+def capability_from_nvidia_smi() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability from nvidia-smi; None if unknown."""
+    match = re.match(r"\s*(\d+)\.(\d+)", query_nvidia_smi("compute_cap") or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def driver_from_nvidia_smi() -> str | None:
     """The NVIDIA driver version nvidia-smi reports (e.g. 535.104.05); None without nvidia-smi or answer."""
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.match(r"\s*(\d+(?:\.\d+)*)", out)
+    match = re.match(r"\s*(\d+(?:\.\d+)*)", query_nvidia_smi("driver_version") or "")
     return match.group(1) if match else None
 
 
