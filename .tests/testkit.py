@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -53,12 +53,15 @@ def run_snakemake(
     env: dict | None = None,
     timeout: int = 1200,
     check: bool = True,
+    without: Iterable[str] = (),
 ) -> subprocess.CompletedProcess:
-    """Run the real ``snakemake`` CLI; stdout and stderr are merged into ``.stdout``."""
+    """Run the real ``snakemake`` CLI in this environment plus ``env``, minus the variables named in ``without``;
+    stdout and stderr are merged into ``.stdout``."""
+    dropped = set(without)
     proc = subprocess.run(
         [venv_bin("snakemake"), *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if k not in dropped},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -7,9 +7,7 @@ Not covered: a real DNS lookup, and the Storage Blob Data Contributor role (noth
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import time
 from types import SimpleNamespace
 
@@ -21,7 +19,7 @@ from snakemake_executor_plugin_kubernetes_kueue.storage_account import (
 )
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import ExecMode
-from testkit import REPO, venv_bin
+from testkit import REPO, run_snakemake
 
 PREFIX = "az://snakemake/kd-gat"
 NO_SUCH_NAME = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -136,22 +134,16 @@ def test_the_main_workflow_checks_the_account_while_it_is_parsed(tmp_path):
     """The real Snakefile: the check in workflow/rules/common.smk refuses the account before the DAG is built,
     i.e. before Snakemake reads the storage's inventory (a malformed name fails before any lookup)."""
     (tmp_path / "config").symlink_to(REPO / "config")
-    env = {name: value for name, value in os.environ.items() if name != "AZURITE_CONNECTION_STRING"}
-    env["SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"] = "https://mylab.blob.core.windows.net"
-    proc = subprocess.run(
-        [
-            venv_bin("snakemake"),
-            "--snakefile", str(REPO / "workflow" / "Snakefile"),
-            "--default-storage-provider", "azure",
-            "--default-storage-prefix", PREFIX,
-            "--dry-run",
-        ],
+    proc = run_snakemake(
+        "--snakefile", str(REPO / "workflow" / "Snakefile"),
+        "--default-storage-provider", "azure",
+        "--default-storage-prefix", PREFIX,
+        "--dry-run",
         cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        env={"SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME": "https://mylab.blob.core.windows.net"},
+        without=["AZURITE_CONNECTION_STRING"],
         timeout=300,
+        check=False,
     )  # fmt: skip
     assert proc.returncode != 0
     assert "workflow/rules/common.smk" in proc.stdout, proc.stdout[-3000:]
