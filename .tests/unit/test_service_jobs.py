@@ -189,6 +189,55 @@ def test_calibration_through_the_service_backend_equals_the_local_one(service, c
 # -- cancel ---------------------------------------------------------------------------------------------------------
 
 
+def test_submit_and_gather_on_the_service_backend_give_a_dask_backends_rows(service, client, remote):
+    """The notebook API over HTTP: queued until gathered, one job per model, the same rows, seeds and failure
+    rows as the same calls on the service's own scheduler."""
+    from simcal.api import SimulationService
+    from simcal.contract import ContractError
+
+    settings = {"seed": 11}
+    calls = [
+        *[("simcal_models:noisy_line", {"a": a}, r) for a in (1.0, 2.0) for r in (0, 1)],
+        ("simcal_models:fails_for_negative", {"a": -1.0}, 0),
+        ("simcal_models:empty_for_odd", {"a": 1}, 2),
+        ("simcal_models:series", {"a": 1.5}, 1),
+    ]
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        jobs_before = len(api.jobs(limit=1000))
+    with SimulationService(backend="service", backend_options=remote, settings=settings) as over_http:
+        futures = [over_http.submit(ref, params, replicate=r) for ref, params, r in calls]
+        dropped = over_http.submit("simcal_models:noisy_line", {"a": 9.0})
+        dropped.cancel()
+        assert all(f.job is None for f in futures)  # nothing sent before the first gather
+        served = over_http.gather([*futures, dropped])
+        assert futures[0].job is futures[3].job and futures[4].job is not futures[0].job
+        # An explicit seed is the service's own or refused, naming the fix.
+        again = over_http.submit("simcal_models:noisy_line", {"a": 1.0}, seed=int(served["seed"].iloc[0]))
+        rerun = again.result().drop(columns=["duration_s", "pid"])
+        first = served.iloc[[0]][rerun.columns].reset_index(drop=True)
+        pd.testing.assert_frame_equal(
+            rerun, first, check_dtype=False
+        )  # the cancelled row made strings nullable
+        with pytest.raises(
+            ContractError, match=r"submit\(seed=5\): the simulation service derives each seed"
+        ):
+            over_http.submit("simcal_models:noisy_line", {"a": 1.0}, seed=5)
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        assert len(api.jobs(limit=1000)) - jobs_before == 5  # 4 models, then the one resubmitted call
+
+    with SimulationService(
+        backend="scheduler", backend_options={"address": client.scheduler.address}, settings=settings
+    ) as on_dask:
+        direct = on_dask.gather([on_dask.submit(ref, params, replicate=r) for ref, params, r in calls])
+    columns = [c for c in direct.columns if c not in ("duration_s", "pid")]
+    pd.testing.assert_frame_equal(
+        served.iloc[:-1][columns].reset_index(drop=True), direct[columns], check_dtype=False
+    )
+    assert served["status"].tolist() == ["ok"] * 4 + ["failed", "ok", *["ok"] * 3, "failed"]
+    assert served["error"].iloc[4] == "ValueError: a must be >= 0, got -1.0"
+    assert served["error"].iloc[-1].startswith("Cancelled: SimulationFuture.cancel()")
+
+
 def test_cancel_stops_the_job_and_cancels_its_dask_tasks(service, client, count_file):
     sets = [{"a": float(i), "sleep_s": 0.5} for i in range(40)]
     with SimulationClient(service.url, service.keys["alice"]) as api:

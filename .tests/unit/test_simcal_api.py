@@ -1,5 +1,6 @@
 """submit/gather for notebooks and scripts: the same contract, seeds and failure rows as a sweep, on a real
-LocalCluster started by the service and on an existing scheduler."""
+LocalCluster started by the service and on an existing scheduler (the ``service`` backend, over HTTP to a running
+simulation service: test_service_jobs.py)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,13 @@ def test_functions_work_on_an_existing_client_and_refuse_bad_input():
             submit("simcal_models:series", {"seed": 1})
         with pytest.raises(ContractError, match="has no attribute 'nope'"):
             submit("simcal_models:nope", {"a": 1})
+        # A model that declares its parameters refuses a typo before anything is sent, as a sweep does.
+        with pytest.raises(
+            ContractError, match=r"submit\(params\), param_id \w+: 'betta' is not a parameter"
+        ):
+            submit("simcal.models.sir:simulate", {"betta": 0.3, "gamma": 0.1})
+    with pytest.raises(ContractError, match=r"calibration.backend.service: unknown keys \['urll'\]"):
+        SimulationService(backend="service", backend_options={"urll": "http://127.0.0.1:1"})
 
 
 def test_the_service_counts_worker_deaths_itself_like_a_sweep(tmp_path, monkeypatch):

@@ -11,6 +11,13 @@ of the session when none is given). Nothing is written to disk: a crashed worker
 sweep, but there is no resume. Worker deaths are counted as in a sweep: a cluster the service starts runs Dask
 with allowed-failures 0, and a simulation is recorded as crashed once it has killed the worker running it more than
 ``settings.allowed_failures`` times.
+
+Backends: ``local``, ``slurm`` and ``scheduler`` (``simcal.backends``) run each simulation as a Dask task at once.
+``service`` sends them to a simulation service (``simcal.service``; URL and key from ``SIMCAL_SERVICE_URL`` and
+``SIMCAL_API_KEY``, options as ``calibration.backend.service``): submitted simulations wait until the first
+``gather``, ``result``, ``done`` or ``flush`` and then go as one job per model, whose rows are the same as a
+sweep's. The service derives every seed from ``settings`` (master seed, param_id, replicate), so an explicit
+``seed`` is accepted there only when it is that seed.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ from typing import Any
 
 import pandas as pd
 
-from simcal.backends import dask_client
-from simcal.contract import canonical_params, param_id, replicate_seed, resolve_callable
+from simcal.backends import SERVICE_BACKEND, dask_client
+from simcal.contract import ContractError, canonical_params, param_id, replicate_seed, resolve_callable
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
+from simcal.space import check_parameter_sets
 from simcal.tables import reject_reserved
 from simcal.tasks import Batch, SimTask
 from simcal.worker import failure_rows, run_batch
@@ -80,11 +88,12 @@ _TOKEN = secrets.token_hex(4)  # names this process's simulations in Dask keys a
 
 
 def _task(
-    params: Mapping[str, Any], seed: int | None, replicate: int, settings: SimulationSettings
+    fn_ref: str, params: Mapping[str, Any], seed: int | None, replicate: int, settings: SimulationSettings
 ) -> SimTask:
     reject_reserved(params, "submit(params)")
     plain = canonical_params(params)
     pid = param_id(plain, already_canonical=True)
+    check_parameter_sets(fn_ref, [plain], "submit(params)", [f"param_id {pid}"])
     if seed is None:
         seed = replicate_seed(pid, replicate, settings.seed, settings.common_random_numbers)
     return SimTask(pid, int(replicate), int(seed), plain)
@@ -108,18 +117,28 @@ def submit(
         from distributed import default_client
 
         client = default_client()
-    return SimulationFuture(client, fn_ref, _task(params, seed, replicate, settings), settings)
+    return SimulationFuture(client, fn_ref, _task(fn_ref, params, seed, replicate, settings), settings)
 
 
-def gather(futures: Iterable[SimulationFuture]) -> pd.DataFrame:
+def gather(futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.DataFrame:
     """Wait for the simulations and return all their rows; a simulation that failed, timed out or killed its
     worker is a row with its status and error, never an exception."""
-    from distributed import wait
-    from distributed.scheduler import KilledWorker
-
     futures = list(futures)
     if not futures:
         return pd.DataFrame()
+    outcome: dict[int, pd.DataFrame] = {}
+    remote = [f for f in futures if isinstance(f, ServiceSimulationFuture)]
+    if remote:
+        outcome.update(_gather_from_service(remote))
+    if len(remote) < len(futures):
+        outcome.update(_gather_from_dask([f for f in futures if not isinstance(f, ServiceSimulationFuture)]))
+    return pd.concat([outcome[id(f)] for f in futures], ignore_index=True)
+
+
+def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame]:
+    from distributed import wait
+    from distributed.scheduler import KilledWorker
+
     outcome: dict[int, pd.DataFrame] = {}
     timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
     while len(outcome) < len(futures):
@@ -149,11 +168,90 @@ def gather(futures: Iterable[SimulationFuture]) -> pd.DataFrame:
                         outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, value))
                     else:
                         sim.start()  # a single simulation is never split: "split" and "retry" both run it again
-    return pd.concat([outcome[id(f)] for f in futures], ignore_index=True)
+    return outcome
+
+
+def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd.DataFrame]:
+    cancelled = "Cancelled: SimulationFuture.cancel() was called before its rows were gathered"
+    outcome = {id(f): failure_rows([f.task], "failed", cancelled) for f in futures if f.cancelled}
+    for service in {id(f.service): f.service for f in futures}.values():
+        service.flush()
+    jobs = {id(f.job): f.job for f in futures if not f.cancelled}
+    for job in jobs.values():
+        job.wait()
+    for sim in futures:
+        if not sim.cancelled:
+            outcome[id(sim)] = sim.job.rows_for(sim.task)
+    return outcome
+
+
+class ServiceSimulationFuture:
+    """One simulation for the ``service`` backend: queued by ``SimulationService.submit``, sent with the others
+    of its model as one job at the first ``flush`` (which ``gather``, ``result`` and ``done`` call)."""
+
+    def __init__(self, service: SimulationService, model_ref: str, task: SimTask):
+        self.service, self.model_ref, self.task = service, model_ref, task
+        self.job: _ServiceJob | None = None
+        self.cancelled = False
+
+    def done(self) -> bool:
+        self.service.flush()
+        return self.cancelled or self.job.done()
+
+    def result(self) -> pd.DataFrame:
+        """This simulation's rows (sends the queue, then waits for its job)."""
+        return gather([self])
+
+    def cancel(self) -> None:
+        """Drop it if it was not sent yet; once sent, its job is cancelled when every simulation in it is."""
+        self.cancelled = True
+        self.service.forget(self)
+        if self.job is not None:
+            self.job.cancel_if_unwanted()
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self.cancelled else "queued" if self.job is None else f"job {self.job.job.id}"
+        return (
+            f"<ServiceSimulationFuture {self.model_ref} param_id={self.task.param_id} "
+            f"replicate={self.task.replicate} seed={self.task.seed} {state}>"
+        )
+
+
+class _ServiceJob:
+    """One job of the simulation service and the futures whose simulations it runs."""
+
+    def __init__(self, job: Any, futures: list[ServiceSimulationFuture], options: dict[str, Any]):
+        self.job, self.futures, self.options = job, futures, options
+        self.tasks = list({f.task.key: f.task for f in futures}.values())
+        self._rows: pd.DataFrame | None = None
+
+    def done(self) -> bool:
+        return self._rows is not None or self.job.status()["status"] in ("succeeded", "failed", "cancelled")
+
+    def wait(self) -> None:
+        """Fetch the rows of every simulation of the job (raises ``ServiceJobFailed`` if the job failed)."""
+        from simcal.service.remote import finish_job
+
+        if self._rows is None:
+            self._rows = finish_job(self.job, self.tasks, self.options)
+
+    def rows_for(self, task: SimTask) -> pd.DataFrame:
+        self.wait()
+        rows = self._rows
+        mask = (
+            (rows["param_id"] == task.param_id)
+            & (rows["replicate"] == task.replicate)
+            & (rows["seed"] == task.seed)
+        )
+        return rows[mask].reset_index(drop=True)
+
+    def cancel_if_unwanted(self) -> None:
+        if self._rows is None and all(f.cancelled for f in self.futures):
+            self.job.cancel()
 
 
 class SimulationService:
-    """A backend (local, slurm or scheduler) for single simulations; closes what it started on exit."""
+    """A backend (local, slurm, scheduler or service) for single simulations; closes what it started on exit."""
 
     def __init__(
         self,
@@ -169,26 +267,71 @@ class SimulationService:
         self.backend, self.backend_options, self.threads = backend, dict(backend_options or {}), threads
         self._client = client
         self._stack = contextlib.ExitStack()
+        self._queued: list[ServiceSimulationFuture] = []
+        if backend == SERVICE_BACKEND:
+            from simcal.service.remote import checked_options
+
+            checked_options(self.backend_options)  # an unknown option fails here, naming the allowed ones
 
     @property
     def client(self):
+        """The Dask client (``local``, ``slurm``, ``scheduler``), or the service's HTTP client (``service``)."""
         if self._client is None:
-            # As in a sweep: Dask reports every worker death at once (allowed-failures 0) and simcal counts them
-            # against settings.allowed_failures (simcal.outcomes.Deaths); both limits at once would multiply.
-            self._client = self._stack.enter_context(
-                dask_client(self.backend, self.backend_options, self.threads, allowed_failures=0)
-            )
+            if self.backend == SERVICE_BACKEND:
+                from simcal.service.client import SimulationClient
+
+                self._client = self._stack.enter_context(SimulationClient(self.backend_options.get("url")))
+            else:
+                # As in a sweep: Dask reports every worker death at once (allowed-failures 0) and simcal counts
+                # them against settings.allowed_failures (simcal.outcomes.Deaths); both limits would multiply.
+                self._client = self._stack.enter_context(
+                    dask_client(self.backend, self.backend_options, self.threads, allowed_failures=0)
+                )
         return self._client
 
     def submit(
         self, fn_ref: str, params: Mapping[str, Any], seed: int | None = None, replicate: int = 0
-    ) -> SimulationFuture:
-        return submit(fn_ref, params, seed, replicate=replicate, client=self.client, settings=self.settings)
+    ) -> SimulationFuture | ServiceSimulationFuture:
+        if self.backend != SERVICE_BACKEND:
+            return submit(
+                fn_ref, params, seed, replicate=replicate, client=self.client, settings=self.settings
+            )
+        resolve_callable(fn_ref)
+        task = _task(fn_ref, params, None, replicate, self.settings)
+        if seed is not None and int(seed) != task.seed:
+            raise ContractError(
+                f"submit(seed={seed}): the simulation service derives each seed from the settings' seed and "
+                f"common_random_numbers, param_id and replicate (here {task.seed}, as in a sweep); leave seed out, "
+                "or use a Dask backend (local, slurm, scheduler) for seeds of your own"
+            )
+        future = ServiceSimulationFuture(self, fn_ref, task)
+        self._queued.append(future)
+        return future
 
-    def gather(self, futures: Iterable[SimulationFuture]) -> pd.DataFrame:
+    def flush(self) -> None:
+        """Send the queued simulations of the ``service`` backend, one job per model (nothing to do otherwise)."""
+        from simcal.service.remote import checked_options, send_tasks
+
+        queued, self._queued = self._queued, []
+        by_model: dict[str, list[ServiceSimulationFuture]] = {}
+        for future in queued:
+            by_model.setdefault(future.model_ref, []).append(future)
+        options = checked_options(self.backend_options)
+        for model_ref, futures in by_model.items():
+            tasks = list({f.task.key: f.task for f in futures}.values())
+            job = _ServiceJob(send_tasks(self.client, model_ref, tasks, self.settings), futures, options)
+            for future in futures:
+                future.job = job
+
+    def forget(self, future: ServiceSimulationFuture) -> None:
+        if future in self._queued:
+            self._queued.remove(future)
+
+    def gather(self, futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.DataFrame:
         return gather(futures)
 
     def close(self) -> None:
+        self._queued.clear()
         self._stack.close()
 
     def __enter__(self) -> SimulationService:

@@ -46,47 +46,78 @@ def request_settings(settings: Any) -> dict[str, Any]:
 
 def run_on_service(simulator: Any, tasks: Sequence[SimTask], progress: Any) -> pd.DataFrame:
     """Run ``tasks`` as one job of the service and return their rows (a row per simulation at least)."""
-    from simcal.service.client import JobFailed, SimulationClient
+    from simcal.service.client import SimulationClient
 
-    options = dict(simulator.backend_options)
-    reject_unknown_keys(options, OPTIONS, WHERE)
-    poll_s = float(options.get("poll_interval_s") or 1.0)
-    wait_timeout_s = options.get("wait_timeout_s")
-    parameter_sets = list({task.param_id: task.params for task in tasks}.values())
-    replicates = max(task.replicate for task in tasks) + 1
+    options = checked_options(simulator.backend_options)
     with SimulationClient(options.get("url")) as client:
-        job = client.submit(
-            simulator.model_ref, parameter_sets, replicates, request_settings(simulator.settings)
-        )
+        job = send_tasks(client, simulator.model_ref, tasks, simulator.settings)
         progress.dashboard = f"{client.url}/v1/jobs/{job.id}"
         progress.submitted()
-        log.info(
-            "sent %d parameter sets x %d replicates to the simulation service %s as job %s",
-            len(parameter_sets), replicates, client.url, job.id,
-        )  # fmt: skip
-        began = time.monotonic()
+
+        def between_polls() -> None:
+            simulator.check_cancelled()
+            progress.report()
+
+        return finish_job(job, tasks, options, between_polls)
+
+
+def checked_options(backend_options: Any) -> dict[str, Any]:
+    options = dict(backend_options or {})
+    reject_unknown_keys(options, OPTIONS, WHERE)
+    return options
+
+
+def send_tasks(client: Any, model_ref: str, tasks: Sequence[SimTask], settings: Any) -> Any:
+    """Queue ``tasks`` as one job of the service (a ``simcal.service.client.Job``).
+
+    The job asks for every parameter set of ``tasks`` x (their highest replicate + 1), with the seed settings, so
+    the service plans the same (param_id, replicate, seed) as this side; ``rows_of`` keeps the ones asked for.
+    """
+    parameter_sets = list({task.param_id: task.params for task in tasks}.values())
+    replicates = max(task.replicate for task in tasks) + 1
+    job = client.submit(model_ref, parameter_sets, replicates, request_settings(settings))
+    log.info(
+        "sent %d parameter sets x %d replicates to the simulation service %s as job %s",
+        len(parameter_sets), replicates, client.url, job.id,
+    )  # fmt: skip
+    return job
+
+
+def finish_job(
+    job: Any, tasks: Sequence[SimTask], options: dict[str, Any], between_polls: Any = None
+) -> pd.DataFrame:
+    """Wait for ``job`` and return the rows of ``tasks``; ``between_polls`` runs after each status check.
+
+    Raises ``ServiceJobFailed`` when the job ended failed or cancelled, ``TimeoutError`` after
+    ``wait_timeout_s``; whatever ends the wait early (those, Ctrl-C, an error of ``between_polls``) cancels the job.
+    """
+    from simcal.service.client import JobFailed
+
+    poll_s = float(options.get("poll_interval_s") or 1.0)
+    wait_timeout_s = options.get("wait_timeout_s")
+    began = time.monotonic()
+    try:
+        while True:
+            info = job.status()
+            if info["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            if wait_timeout_s is not None and time.monotonic() - began > float(wait_timeout_s):
+                raise TimeoutError(
+                    f"service job {job.id} still {info['status']} after {WHERE}.wait_timeout_s = "
+                    f"{wait_timeout_s} s ({info.get('progress')}); it was cancelled"
+                )
+            if between_polls is not None:
+                between_polls()
+            time.sleep(poll_s)
         try:
-            while True:
-                simulator.check_cancelled()
-                info = job.status()
-                if info["status"] in ("succeeded", "failed", "cancelled"):
-                    break
-                if wait_timeout_s is not None and time.monotonic() - began > float(wait_timeout_s):
-                    raise TimeoutError(
-                        f"service job {job.id} still {info['status']} after {WHERE}.wait_timeout_s = "
-                        f"{wait_timeout_s} s ({info.get('progress')}); it was cancelled"
-                    )
-                progress.report()
-                time.sleep(poll_s)
-            try:
-                job.wait(timeout=0)
-            except JobFailed as error:
-                raise ServiceJobFailed(f"simulation service {client.url}: {error}") from error
-            frame = job.to_pandas()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                job.cancel()
-            raise
+            job.wait(timeout=0)
+        except JobFailed as error:
+            raise ServiceJobFailed(f"simulation service {job.client.url}: {error}") from error
+        frame = job.to_pandas()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            job.cancel()
+        raise
     return rows_of(frame, tasks, job.id)
 
 
