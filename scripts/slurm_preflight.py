@@ -8,7 +8,8 @@ Run it on a login node from the environment you run snakemake from (the project'
     .venv/bin/python scripts/slurm_preflight.py --no-gpu-node # the submission checks only (seconds)
 
 Checks, each with `sbatch --test-only` (nothing is queued) unless said otherwise:
-  account      -A $OSC_PROJECT on every partition of the partition file
+  account      -A $OSC_PROJECT on every partition of the partition file: refused on all of them, OSC_PROJECT is
+               wrong; refused on some only, the project lacks access to those partitions
   partitions   -p <name> for every partition of the partition file (SNAKEMAKE_SLURM_PARTITIONS)
   GPU request  --gpus=<SNAKEMAKE_SLURM_GPU_MODEL>:1 on the GPU partitions, plus -C <feature> for each node feature
                the file lists (v100-32g on gpu-exp): the flags snakemake-executor-plugin-slurm 2.8 emits
@@ -42,6 +43,9 @@ PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles" / "slurm"
 # keeps polling squeue only while MinJobAge >= 3 x the delay.
 INIT_DELAY_SETTING = "slurm-init-seconds-before-status-checks"
 TORCH_CHECK = ["-m", "kdgat.runtime", "--check"]
+# SLURM's text (ESLURM_INVALID_ACCOUNT) when an account is unknown, not the user's, or not allowed on the partition:
+# "Invalid account or account/partition combination specified". Not "accounting/QOS policy" (job limits).
+ACCOUNT_REFUSAL = "invalid account"
 # How the profile's refusal starts, whichever check refuses.
 REFUSAL = (
     "profiles/slurm: no job submitted, these settings would fail "
@@ -202,14 +206,51 @@ def gpu_model_problem(partitions: dict, gpu_model: str, partitions_file: Path) -
     )
 
 
-def probe_problem(probe: Probe, error: str, account: str, partitions_file: Path) -> str:
-    name = probe.partition
-    if probe.kind == "partition" and "account" in error.lower():
+def quoted(names) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def slurm_said(errors: dict[str, str]) -> str:
+    """SLURM's refusal once when every partition got the same text, else per partition."""
+    if len(set(errors.values())) == 1:
+        return next(iter(errors.values()))
+    return "; ".join(f"{name}: {error}" for name, error in errors.items())
+
+
+def account_problem(
+    account: str, refused: dict[str, str], accepted: list[str], partitions: dict, partitions_file: Path
+) -> str:
+    """Why `account` is refused: not a project of the user (refused everywhere), or not allowed on some partitions."""
+    if not accepted:
         return (
-            f"account {account!r} (OSC_PROJECT) is refused: {error}. Fix: export "
-            f"OSC_PROJECT=<a project you belong to> (list yours: sacctmgr -n show assoc user=$USER "
-            f"format=account; at OSC also `sbalance`)"
+            f"account {account!r} (OSC_PROJECT) is refused on {quoted(refused)} and accepted on no partition of "
+            f"{partitions_file}: {slurm_said(refused)}. Fix: export OSC_PROJECT=<a project you belong to> "
+            f"(list yours: sacctmgr -n show assoc user=$USER format=account; at OSC also `sbalance`)"
         )
+    # The account itself is valid (SLURM took it elsewhere): only these partitions are closed to it.
+    names = ", ".join(refused)
+    problem = (
+        f"account {account!r} (OSC_PROJECT) may not use partition{'s' if len(refused) > 1 else ''} "
+        f"{quoted(refused)} (accepted on {quoted(accepted)}): {slurm_said(refused)}. Fix: ask OSC "
+        f"(oschelp@osc.edu) to give project {account} access to {names}; or keep jobs off {names}: jobs reach a "
+        f"partition through {partitions_file} (the plugin picks the best fit there) or a rule's slurm_partition "
+        f"resource, so point SNAKEMAKE_SLURM_PARTITIONS at a copy without {names} and name none of them in "
+        f"slurm_partition (what SLURM allows: sacctmgr -n show assoc user=$USER account={account} "
+        f"format=partition, and AllowAccounts in scontrol show partition <name>)"
+    )
+    gpu_partitions = [name for name, limits in partitions.items() if (limits or {}).get("max_gpu", 0) > 0]
+    if gpu_partitions and not set(gpu_partitions) - set(refused):
+        # Dropping the refused partitions would leave the GPU rules no partition at all.
+        problem += (
+            f". The GPU rules (gpu: 1, set-resources in profiles/slurm/profile.yaml) fit only partitions with "
+            f"max_gpu > 0 ({quoted(gpu_partitions)}), none of which accepts {account}: they need that access, or "
+            f"an OSC_PROJECT that has it"
+        )
+    return problem
+
+
+def probe_problem(probe: Probe, error: str, partitions_file: Path) -> str:
+    name = probe.partition
     if probe.kind == "partition":
         return (
             f"partition {name!r} (from {partitions_file}) is refused: {error}. Fix: correct the partition file "
@@ -250,11 +291,20 @@ def check_before_submission(
             zip(planned, pool.map(lambda probe: test_only(account, probe.flags), planned), strict=True)
         )
     refused = {probe.partition for probe, error in errors.items() if error and probe.kind == "partition"}
+    tried = {probe.partition: error for probe, error in errors.items() if probe.kind == "partition"}
+    account_refused = {
+        name: error for name, error in tried.items() if error and ACCOUNT_REFUSAL in error.lower()
+    }
+    accepted = [name for name, error in tried.items() if error is None]
     for probe, error in errors.items():
         if error is None:
             passed.append(f"sbatch --test-only -A {account} {' '.join(probe.flags)}")
-        elif probe.kind == "partition" or probe.partition not in refused:
-            problems.append(probe_problem(probe, error, account, partitions_file))
+        elif probe.kind != "partition" and probe.partition in refused:
+            continue  # the partition's own refusal says it; its GPU and feature probes add nothing
+        elif probe.partition in account_refused:
+            problems.append(account_problem(account, account_refused, accepted, partitions, partitions_file))
+        else:
+            problems.append(probe_problem(probe, error, partitions_file))
     if problems:
         raise PreflightError("\n".join(f"- {problem}" for problem in dict.fromkeys(problems)))
     return passed
