@@ -222,6 +222,9 @@ def test_submit_and_gather_on_the_service_backend_give_a_dask_backends_rows(serv
             ContractError, match=r"submit\(seed=5\): the simulation service derives each seed"
         ):
             over_http.submit("simcal_models:noisy_line", {"a": 1.0}, seed=5)
+        late = over_http.submit("simcal_models:noisy_line", {"a": 3.0})
+    with pytest.raises(ContractError, match="was never sent: its SimulationService was closed first"):
+        late.result()
     with SimulationClient(service.url, service.keys["alice"]) as api:
         assert len(api.jobs(limit=1000)) - jobs_before == 5  # 4 models, then the one resubmitted call
 

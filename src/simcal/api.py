@@ -176,6 +176,11 @@ def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd
     outcome = {id(f): failure_rows([f.task], "failed", cancelled) for f in futures if f.cancelled}
     for service in {id(f.service): f.service for f in futures}.values():
         service.flush()
+    unsent = [f for f in futures if f.job is None and not f.cancelled]
+    if unsent:
+        raise ContractError(
+            f"{unsent[0]!r} was never sent: its SimulationService was closed first; gather inside the `with` block"
+        )
     jobs = {id(f.job): f.job for f in futures if not f.cancelled}
     for job in jobs.values():
         job.wait()
