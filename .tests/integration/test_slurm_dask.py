@@ -233,23 +233,32 @@ def test_sigkilled_driver_leaves_no_worker_job_pending_or_running(slurm, tmp_pat
     assert states <= {"CANCELLED", "COMPLETED", "FAILED"}, states
 
 
-def test_submit_and_gather_run_on_slurm_workers(slurm, tmp_path, caplog):
+def test_submit_and_gather_run_on_slurm_workers(slurm, tmp_path, caplog, monkeypatch):
     from simcal.api import SimulationService
+    from simcal.contract import ContractError
 
+    models = Path(__file__).parent / "slurm" / "dask"  # sweep_models, importable here and on the workers
+    monkeypatch.syspath_prepend(str(models))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(models), os.environ.get("PYTHONPATH")]))
+    )
     caplog.set_level(logging.INFO, logger="simcal")
     options = {
         "account": ACCOUNT, "queue": "cpu", "cores": 1, "memory": "1GB", "walltime": "00:05:00", "interface": "lo",
         "jobs": 1, "log_directory": str(tmp_path / "dask-logs"), "local_directory": str(tmp_path / "dask-scratch"),
     }  # fmt: skip
     with SimulationService(backend="slurm", backend_options=options) as service:
+        # An out-of-space value is refused at submit, naming the parameter, as a sweep refuses it before it starts.
+        with pytest.raises(ContractError, match="parameter 'beta' = -1 is below its lower bound"):
+            service.submit("simcal.models.sir:simulate", {"beta": -1, "gamma": 0.1, "days": 10})
         futures = [
-            service.submit("simcal.models.sir:simulate", {"beta": b, "gamma": 0.1, "days": 10})
-            for b in (0.2, -1)
+            service.submit("simcal.models.sir:simulate", {"beta": 0.2, "gamma": 0.1, "days": 10}),
+            service.submit("sweep_models:always_fails", {"beta": -1}),
         ]
         rows = service.gather(futures)
     assert list(rows.drop_duplicates("param_id")["status"]) == ["ok", "failed"]
-    # Out-of-space values are refused before the model runs, as a failed row naming the parameter.
-    assert "parameter 'beta' = -1 is below its lower bound" in rows["error"].iloc[-1]
+    # Raised on a worker: a failed row, as in a sweep.
+    assert rows["error"].iloc[-1].startswith("RuntimeError: always_fails: refusing params")
     assert len(rows[rows["status"] == "ok"]) == 10
     name = re.search(r"jobs named (dask-worker-[0-9a-f]+)", caplog.text).group(1)
     assert_no_workers_left(name)

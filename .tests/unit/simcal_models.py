@@ -138,3 +138,44 @@ def worker_pid(params, seed):
 
 
 not_callable = 42
+
+
+def output_of_kind(params, seed):
+    """What the parameter ``kind`` names; ``fine`` and anything else: an ordinary table whose column ``z`` holds
+    floats (so a batch mixing it with ``complex_column`` widens ``z`` to complex)."""
+    a = float(params["a"])
+    kind = params["kind"]
+    if kind == "complex_scalar":
+        return {"z": complex(a, 1.0), "y": a}
+    if kind == "complex_column":
+        return pd.DataFrame({"f": [0, 1], "z": np.fft.fft([1.0, a])})
+    if kind == "duplicate_columns":
+        return pd.DataFrame([[a, a + 1.0]], columns=["x", "x"])
+    if kind == "int_and_str_names":
+        return pd.DataFrame({1: [a], "1": [a + 1.0]})
+    if kind == "empty_dict_cell":
+        return pd.DataFrame({"info": [{}], "y": [a]})
+    if kind == "sparse_column":
+        return pd.DataFrame({"s": pd.arrays.SparseArray([0.0, a])})
+    return pd.DataFrame({"f": [0, 1], "z": [a, a + 1.0]})
+
+
+def day_indexed(params, seed):
+    """A time series indexed by day, as ``set_index("day")`` gives."""
+    days = pd.Index([10, 11, 12], name="day")
+    return pd.DataFrame({"cases": [params["a"] * d for d in days]}, index=days)
+
+
+def indexed_series_in_dict(params, seed):
+    """A Series indexed by day next to a scalar, in a dict."""
+    cases = pd.Series([params["a"], params["a"] + 1.0], index=pd.Index([1, 2], name="day"), name="cases")
+    return {"cases": cases, "total": float(cases.sum())}
+
+
+def default_index(params, seed):
+    return pd.DataFrame({"cases": [params["a"], params["a"] + 1.0]})
+
+
+def int_and_str_keys(params, seed):
+    """A dict of scalars whose keys 1 and "1" are the same name once made text."""
+    return {1: params["a"], "1": params["a"] + 1.0}

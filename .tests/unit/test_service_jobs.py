@@ -189,6 +189,64 @@ def test_calibration_through_the_service_backend_equals_the_local_one(service, c
 # -- cancel ---------------------------------------------------------------------------------------------------------
 
 
+def test_a_large_sweep_goes_as_several_jobs_whose_rows_an_interruption_keeps(
+    service, client, tmp_path, remote, count_file
+):
+    """300 simulations go as 3 jobs, 2 at a time. Interrupted once the first job's rows are in the parts, the rerun
+    sends only what no finished job ran, and the output equals an uninterrupted sweep's."""
+    from simcal.runner import Cancelled
+    from simcal.service.remote import service_chunks
+    from simcal.tasks import plan_tasks
+
+    table = pd.DataFrame({"a": [1000.0 + i for i in range(300)], "sleep_s": 0.02})
+    chunks = service_chunks(plan_tasks(table.to_dict("records"), 1))
+    assert [len(c) for c in chunks] == [100, 100, 100]
+    assert [len(c) for c in service_chunks(plan_tasks([{"a": 1.0}], 1000))] == [1000]  # a set is never split
+
+    output, cancel = tmp_path / "sweep.parquet", threading.Event()
+    parts = tmp_path / "sweep.parquet.partial"
+
+    def interrupt_after_the_first_job():
+        wait_for(lambda: parts.is_dir() and any(parts.glob("[!.]*.parquet")), 60, "a part")
+        cancel.set()
+
+    watcher = threading.Thread(target=interrupt_after_the_first_job, daemon=True)
+    watcher.start()
+    settings = {"seed": 3}
+    with pytest.raises(Cancelled):
+        simulate(SLEEP, table, output, settings, backend="service", backend_options=remote, cancel=cancel)
+    watcher.join()
+    kept = len(read_results_of_parts(parts))
+    assert kept in (100, 200)  # one or both of the first two jobs had finished
+    before = settled_executions(client, count_file, 1000, 1300)  # cancelled jobs' running batches end first
+    simulate(SLEEP, table, output, settings, backend="service", backend_options=remote)
+    assert executions(count_file, 1000, 1300) - before <= 300 - kept  # the finished jobs were not sent again
+    swept = read_results(output)
+    assert len(swept) == 300 and (swept["status"] == "ok").all()
+    settled_executions(client, count_file)  # nothing of this test runs on into the next one
+    simulate(SLEEP, table, tmp_path / "library.parquet", settings, client=client)
+    pd.testing.assert_frame_equal(rows(swept), rows(read_results(tmp_path / "library.parquet")))
+
+
+def settled_executions(
+    client: Client, count_file: Path, low: float = float("-inf"), high: float = float("inf")
+):
+    """``executions`` once no runner batch is running or waiting on the cluster and the count has stopped moving
+    (a cancelled job's batch that had started runs to its end)."""
+
+    def settled():
+        first = executions(count_file, low, high)
+        busy = any(state in ("processing", "waiting", "queued") for state in simcal_tasks(client).values())
+        time.sleep(0.3)
+        return None if busy or executions(count_file, low, high) != first else (first,)
+
+    return wait_for(settled, 60, "the cluster to finish the cancelled batches")[0]
+
+
+def read_results_of_parts(parts: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("[!.]*.parquet"))], ignore_index=True)
+
+
 def test_submit_and_gather_on_the_service_backend_give_a_dask_backends_rows(service, client, remote):
     """The notebook API over HTTP: queued until gathered, one job per model, the same rows, seeds and failure
     rows as the same calls on the service's own scheduler."""
@@ -251,11 +309,11 @@ def test_cancel_stops_the_job_and_cancels_its_dask_tasks(service, client, count_
         cancelled = job.cancel()
         assert cancelled["status"] == "cancelled" and time.monotonic() - began < 10
         assert cancelled["error"] == "cancelled by request"
-        at_cancel = executions(count_file)
+        at_cancel = executions(count_file, 0, 40)  # this job's values of a only
         # Nothing of the job is left on the scheduler: queued batches never start, running ones are forgotten.
         wait_for(lambda: not simcal_tasks(client), 10, "the job's tasks to leave the scheduler")
         time.sleep(1.5)
-        ran = executions(count_file)
+        ran = executions(count_file, 0, 40)
         assert ran <= at_cancel + 2  # at most the two batches running at the cancel finished
         assert ran < 12, ran  # of 40 simulations
         with pytest.raises(Exception, match="409"):

@@ -73,6 +73,28 @@ def test_functions_work_on_an_existing_client_and_refuse_bad_input():
         SimulationService(backend="service", backend_options={"urll": "http://127.0.0.1:1"})
 
 
+def test_a_cancelled_simulation_is_a_row_and_a_closed_service_says_so():
+    """As on the service backend: cancel() gives a failed row saying so, and the others' rows still come back."""
+    with SimulationService(backend="local", threads=1) as service:
+        kept = service.submit("simcal_models:counted_sleep", {"a": 1.0, "sleep_s": 0.2})
+        dropped = service.submit("simcal_models:counted_sleep", {"a": 2.0, "sleep_s": 5.0})
+        dropped.cancel()
+        rows = service.gather([kept, dropped])
+        late = service.submit("simcal_models:noisy_line", {"a": 1.0})
+    assert rows["a"].tolist() == [1.0, 2.0] and rows["status"].tolist() == ["ok", "failed"]
+    assert rows["error"].iloc[1].startswith("Cancelled: SimulationFuture.cancel() was called")
+    with pytest.raises(ContractError, match="cannot be gathered: its Dask client is closed"):
+        late.result()
+
+
+def test_thread_workers_run_but_warn_what_they_give_up(caplog):
+    with caplog.at_level("WARNING", logger="simcal.backends"):
+        with SimulationService(backend="local", backend_options={"processes": False}) as service:
+            rows = service.gather([service.submit("simcal_models:noisy_line", {"a": 1.0})])
+    assert rows["status"].tolist() == ["ok"]
+    assert "backend.local.processes is false: the workers are threads of this process" in caplog.text
+
+
 def test_the_service_counts_worker_deaths_itself_like_a_sweep(tmp_path, monkeypatch):
     """With allowed_failures 1 a simulation that kills its worker every time is recorded as crashed after
     1 + 1 + 1 deaths (a first death only makes it a suspect), as in a sweep; Dask's own allowed-failures is 0, so
@@ -83,6 +105,9 @@ def test_the_service_counts_worker_deaths_itself_like_a_sweep(tmp_path, monkeypa
         rows = service.gather([service.submit("simcal_models:counted_crash", {"a": 1})])
     assert list(rows["status"]) == ["crashed"]
     error = rows["error"].iloc[0]
-    assert "died 2 time(s)" in error and "simulation.allowed_failures = 1" in error
+    assert (
+        "died 2 time(s) while this simulation was confirmed running" in error
+    )  # 3 deaths, the first a suspect's
+    assert "simulation.allowed_failures = 1" in error and "not counted: the first death" in error
     assert "distributed.scheduler.allowed-failures" not in error
     assert len(count.read_text().split()) == 3

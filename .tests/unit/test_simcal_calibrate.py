@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -302,22 +303,25 @@ def test_a_target_that_fails_is_named_with_its_parameter_set():
 
 # -- the calibration loop ------------------------------------------------------------------------------------------
 def test_losses_that_are_not_finite_are_told_to_the_sampler_as_penalised_trials():
-    """TPE models only completed trials, so a failed parameter set is told as completed with a loss worse than
-    every finite one told so far (marked failed); before any loss is finite, failed sets wait for the first."""
+    """TPE models only completed trials, so a failed parameter set is told as completed (marked failed) with a loss
+    that ranks below every finite one, told before or after it: a finite loss told later (100) may exceed any
+    penalty computed from the losses so far, so the penalty is +inf."""
     settings = CalibrationSettings.from_config({"initial_points": 4, "rounds": 1, "proposals_per_round": 3})
     proposer = Proposer(parse_bounds(BOUNDS), settings)
     _, design = proposer.ask(0)
-    for index, params in enumerate(design):
-        proposer.tell(params, float("nan") if index < 2 else 10.0 + index)
+    for params, loss in zip(design, [float("nan"), 1.0, float("nan"), 12.0], strict=True):
+        proposer.tell(params, loss)
     _, searched = proposer.ask(1)
-    proposer.tell(searched[0], float("nan"))
-    for params in searched[1:]:
-        proposer.tell(params, 1.0)
+    for params, loss in zip(searched, [float("nan"), 100.0, 0.5], strict=True):
+        proposer.tell(params, loss)
     trials = proposer.study.trials
     assert len(trials) == 7 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     failed = [(t.params, t.value) for t in trials if t.user_attrs.get("failed")]
-    # The first two waited for the first finite loss (12): 12 + max(12 - 12, 1); then 13 + max(13 - 12, 1).
-    assert failed == [(design[0], 13.0), (design[1], 13.0), (searched[0], 14.0)]
+    assert failed == [(design[0], math.inf), (design[2], math.inf), (searched[0], math.inf)]
+    # TPE's good/bad split sorts the trials by loss: every failed one comes after every finite one.
+    ranked = sorted(trials, key=lambda trial: trial.value)
+    assert [t.user_attrs.get("failed", False) for t in ranked] == [False] * 4 + [True] * 3
+    assert max(t.value for t in trials if not t.user_attrs.get("failed")) == 100.0
 
 
 def tpe_proposals_in_a_failing_region(seed: int, tell_failed: bool) -> int:
@@ -410,6 +414,10 @@ def test_trials_are_written_when_the_failure_threshold_stops_the_run(tmp_path, c
         )  # fmt: skip
     kept = pd.read_parquet(tmp_path / "trials.failed.parquet")
     pd.testing.assert_frame_equal(kept, pd.read_parquet(tmp_path / "trials.parquet"))
+    # `simcal status` reads the progress file: a calibration the threshold stopped says so, as a sweep does.
+    progress = json.loads((tmp_path / "s.parquet.progress.json").read_text())
+    assert progress["state"] == "failed" and progress["message"].startswith("TooManyFailures: "), progress
+    assert "trials table so far is in" in progress["message"] and not (tmp_path / "s.parquet").exists()
     # The resume record names the whole plan, as a sweep's does: model, parameters, fixed values, seeds, rounds.
     manifest = json.loads((tmp_path / "s.parquet.partial" / "_manifest.json").read_text())
     assert manifest["fixed"] == {"days": 30} and set(manifest["parameters"]) == {"beta", "gamma"}
@@ -418,6 +426,38 @@ def test_trials_are_written_when_the_failure_threshold_stops_the_run(tmp_path, c
     assert unstable.any() and kept.loc[unstable, "loss"].isna().all()
     assert (kept.loc[unstable, "replicates_failed"] == 1).all()
     assert kept.loc[~unstable, "loss"].notna().all() and set(kept["phase"]) == {"design", "search", "refine"}
+
+
+@pytest.mark.parametrize("batch_size", ["auto", 2])
+def test_a_model_that_always_fails_stops_the_calibration_after_its_design(tmp_path, client, batch_size):
+    """The sweep's fail-fast rule applies to the design: when every probed simulation fails, the calibration stops
+    there (naming the model's error) instead of running its whole budget, and still writes its trials table."""
+    settings = {"initial_points": 4, "rounds": 6, "proposals_per_round": 8, "refine": {"top_k": 0}}  # 52 sets
+
+    def run() -> None:
+        with pytest.raises(TooManyFailures, match=r"all \d+ simulations of .* failed, so the other \d+ were not "
+                           r"started. First errors: .*RuntimeError: always_fails: no result.* The calibration "
+                           r"stopped in round \d; no later round ran. The trials table so far is in "
+                           r".*trials.failed.parquet"):  # fmt: skip
+            calibrate(
+                "simcal_models:always_fails", pd.DataFrame({"y": [1.0]}), {"a": {"low": 0.0, "high": 1.0}},
+                [{"function": "simcal_calibration_models:distance_to_one"}], tmp_path / "s.parquet",
+                tmp_path / "trials.parquet", settings, {"replicates": 1, "batch_size": batch_size}, client=client,
+            )  # fmt: skip
+
+    run()
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert list(trials["phase"]) == ["design"] * 4 and trials["loss"].isna().all()
+    ran = int(trials["replicates_failed"].sum())
+    progress = json.loads((tmp_path / "s.parquet.progress.json").read_text())
+    assert 2 <= ran <= 4 and progress["done"] == progress["failed"] == ran, (ran, progress)
+    assert progress["state"] == "failed" and "TooManyFailures" in progress["message"]
+    # A rerun resumes the failed simulations and runs the rest of the design; while no simulation has succeeded,
+    # the probe of the first search round stops it again.
+    run()
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert list(trials["phase"]) == ["design"] * 4 + ["search"] * 8, trials
+    assert int(trials["replicates_failed"].sum()) <= 4 + 8, trials
 
 
 def small_calibration(out: Path, rounds: int, client, refine=None) -> pd.DataFrame:
@@ -438,6 +478,8 @@ def refined(tmp_path_factory, client):
 
 def test_refine_simulates_the_best_sets_again_with_more_replicates(refined):
     out, trials = refined
+    progress = json.loads((out / "simulations.parquet.progress.json").read_text())
+    assert progress["state"] == "finished" and (out / "simulations.parquet").exists()
     assert list(trials["phase"]) == ["design"] * 8 + ["search"] * 8 + ["refine"] * 3
     searched, refine = trials[trials["phase"] != "refine"], trials[trials["phase"] == "refine"]
     top3 = searched.sort_values("loss", kind="stable").drop_duplicates("param_id").head(3)["param_id"]

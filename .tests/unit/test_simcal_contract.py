@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simcal.calibrate import CalibrationSettings
+from simcal.calibrate import CalibrationSettings, calibrate
 from simcal.contract import (
     ContractError,
     canonical_param_sets,
@@ -198,29 +198,83 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def test_a_bad_row_has_the_same_number_in_every_message(tmp_path):
-    """The row with a value out of bounds and the row with an empty value are numbered the same way: a file by its
-    name and line (the header is line 1), a Parquet file by its row, a DataFrame by its row from 1 and its index
-    label."""
+    """The row with a value out of bounds, an empty value or an infinite one is numbered the same way: a file by
+    its name and line (the header is line 1), a Parquet file by its row, a DataFrame by its row from 1 and its
+    index label."""
     sir = "simcal.models.sir:simulate"
     out_of_bounds = pd.DataFrame({"beta": [0.3, -0.3], "gamma": [0.1, 0.1]}, index=[10, 11])
     empty = pd.DataFrame({"beta": [0.3, None], "gamma": [0.1, 0.1]}, index=[10, 11])
-    places = {
-        "csv": (write_table(out_of_bounds, tmp_path / "bounds.csv"), write_table(empty, tmp_path / "empty.csv"),
-                "{path}, line 3: "),
-        "parquet": (write_table(out_of_bounds, tmp_path / "bounds.parquet"),
-                    write_table(empty, tmp_path / "empty.parquet"), "{path}, row 2: "),
-        "DataFrame": (out_of_bounds, empty, "parameter DataFrame, row 2 (index label 11): "),
-    }  # fmt: skip
-    for bad_value, missing_value, place in places.values():
+    infinite = pd.DataFrame({"beta": [0.3, np.inf], "gamma": [0.1, 0.1]}, index=[10, 11])
+    places = {}
+    for kind, place in [("csv", "{path}, line 3: "), ("parquet", "{path}, row 2: ")]:
+        places[kind] = ([write_table(frame, tmp_path / f"{name}.{kind}") for name, frame in
+                         [("bounds", out_of_bounds), ("empty", empty), ("infinite", infinite)]], place)  # fmt: skip
+    places["DataFrame"] = ([out_of_bounds, empty, infinite], "parameter DataFrame, row 2 (index label 11): ")
+    for tables, place in places.values():
         messages = []
-        for parameters in (bad_value, missing_value):
+        for parameters in tables:
             with pytest.raises(ContractError) as error:
                 simulate(sir, parameters, tmp_path / "o")
             messages.append(str(error.value))
-        assert messages[0].startswith(place.format(path=bad_value)), messages
-        assert messages[1].startswith(place.format(path=missing_value)), messages
+        for parameters, message in zip(tables, messages, strict=True):
+            assert message.startswith(place.format(path=parameters)), messages
         assert "'beta' = -0.3 is below its lower bound" in messages[0]
         assert "column 'beta' is empty" in messages[1]
+        assert "column 'beta' is inf; parameter values must be finite" in messages[2]
+
+
+def test_values_of_unsupported_types_are_named_by_their_row(tmp_path):
+    """Dates, lists and other values that are not numbers, strings or booleans are refused before anything runs,
+    naming the row as every message about a row does."""
+    dates = write_table(pd.DataFrame({"a": [1.0, 2.0], "t": pd.to_datetime(["2020-01-01", "2020-01-02"])}),
+                        tmp_path / "dates.parquet")  # fmt: skip
+    lists = write_table(pd.DataFrame({"a": [1.0, 2.0], "l": [[1, 2], [3]]}), tmp_path / "lists.parquet")
+    mixed = pd.DataFrame({"a": [1.0, 2.0], "t": [0.5, pd.Timestamp("2020-01-02")]}, index=[10, 11])
+    for parameters, expected in [
+        (
+            dates,
+            rf"^{re.escape(str(dates))}, row 1: column 't' holds a value of type Timestamp \(Timestamp\(",
+        ),
+        (
+            lists,
+            rf"^{re.escape(str(lists))}, row 1: column 'l' holds a value of type ndarray \(array\(\[1, 2\]\)\)",
+        ),
+        (
+            mixed,
+            r"^parameter DataFrame, row 2 \(index label 11\): column 't' holds a value of type Timestamp",
+        ),
+    ]:
+        with pytest.raises(
+            ContractError, match=expected + ".*parameter values must be numbers, strings or booleans"
+        ):
+            simulate("simcal_models:noisy_line", parameters, tmp_path / "o")
+    assert not (tmp_path / "o.partial").exists()
+
+
+def test_fixed_values_that_cannot_be_parameters_are_named_as_fixed(tmp_path):
+    for fixed, expected in [
+        (
+            {"days": float("nan")},
+            r"calibration.fixed: parameter 'days' is nan: parameter values must be finite",
+        ),
+        ({"days": [30]}, r"calibration.fixed: parameter 'days' has unsupported type list"),
+    ]:
+        with pytest.raises(ContractError, match=expected):
+            calibrate(
+                "simcal.models.sir:simulate", pd.DataFrame({"day": [0], "incidence": [1]}),
+                {"beta": {"low": 0.1, "high": 0.6}}, [{"function": "simcal.targets:poisson_nll"}],
+                tmp_path / "s.parquet", tmp_path / "t.parquet", fixed_params=fixed,
+            )  # fmt: skip
+    assert not (tmp_path / "s.parquet.partial").exists()
+
+
+def test_a_sweeps_fixed_values_that_cannot_be_parameters_are_named_as_fixed(tmp_path):
+    with pytest.raises(
+        ContractError, match=r"^fixed parameters: parameter 'c' is nan: parameter values must be"
+    ):
+        simulate(
+            "simcal_models:noisy_line", pd.DataFrame({"a": [1.0]}), tmp_path / "o", fixed_params={"c": np.nan}
+        )
 
 
 def test_reserved_names_are_refused_in_every_input_naming_the_column(tmp_path):

@@ -40,5 +40,11 @@ def test_running_sweeps_whose_process_is_gone_or_silent_are_marked(tmp_path, cap
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and [line.split()[0] for line in lines[1:]] == states
     assert format_table([]).startswith("STATE")
+    (tmp_path / "d.parquet.progress.json").write_text('{"state": "running", "done": 1')  # cut short
+    assert main(["status", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert (
+        len(captured.out.splitlines()) == 4 and "cannot read" in captured.err and "d.parquet" in captured.err
+    )
     with pytest.raises(FileNotFoundError, match="no sweep progress here"):
         find_progress_files([tmp_path / "nothing.parquet"])

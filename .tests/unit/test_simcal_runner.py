@@ -324,7 +324,7 @@ def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_pa
     assert len(result) == 8 and summary.failed == 1, outcome
     crashed = result[result["status"] == "crashed"]
     assert list(crashed["a"]) == [3.0] and crashed["seed"].notna().all(), outcome
-    expected = "died 1 time(s) while running this simulation (limit: simulation.allowed_failures = 0"
+    expected = "died 1 time(s) while this simulation was confirmed running on it (limit: simulation.allowed_failures = 0"
     assert expected in crashed["error"].iloc[0], outcome
     assert (result.loc[result["a"] != 3, "status"] == "ok").all(), outcome
     client.wait_for_workers(2, timeout=60)

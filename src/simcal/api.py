@@ -48,15 +48,15 @@ class SimulationFuture:
     """
 
     __slots__ = (
-        "allowed_failures", "client", "deaths", "future", "key", "model_ref", "start_topic", "task", "tasks",
-        "timeout_s", "unconfirmed",
+        "allowed_failures", "cancelled", "client", "deaths", "future", "key", "model_ref", "start_topic", "task",
+        "tasks", "timeout_s", "unconfirmed",
     )  # fmt: skip
 
     def __init__(self, client: Any, model_ref: str, task: SimTask, settings: SimulationSettings):
         self.client, self.model_ref, self.task, self.tasks = client, model_ref, task, [task]
         self.timeout_s, self.allowed_failures = settings.timeout_s, settings.allowed_failures
         self.start_topic, self.deaths, self.unconfirmed = "", 0, 0
-        self.key, self.future = "", None
+        self.key, self.future, self.cancelled = "", None, False
         self.start()
 
     def start(self) -> None:
@@ -75,6 +75,8 @@ class SimulationFuture:
         return gather([self])
 
     def cancel(self) -> None:
+        """Stop it; ``gather`` then gives its row as failed, saying it was cancelled."""
+        self.cancelled = True
         self.future.cancel()
 
     def __repr__(self) -> str:
@@ -135,11 +137,21 @@ def gather(futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.
     return pd.concat([outcome[id(f)] for f in futures], ignore_index=True)
 
 
+CANCELLED = "Cancelled: SimulationFuture.cancel() was called before its rows were gathered"
+
+
 def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame]:
     from distributed import wait
+    from distributed.client import FuturesCancelledError
     from distributed.scheduler import KilledWorker
 
-    outcome: dict[int, pd.DataFrame] = {}
+    closed = [f for f in futures if not f.cancelled and f.client.status != "running"]
+    if closed:
+        raise ContractError(
+            f"{closed[0]!r} cannot be gathered: its Dask client is {closed[0].client.status} (a SimulationService "
+            "closes the cluster it started on leaving its `with` block; gather inside it)"
+        )
+    outcome = {id(f): failure_rows(f.tasks, "failed", CANCELLED) for f in futures if f.cancelled}
     timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
     while len(outcome) < len(futures):
         open_ = [f for f in futures if id(f) not in outcome]
@@ -147,6 +159,8 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
             wait([f.future for f in open_], timeout=POLL_S, return_when="FIRST_COMPLETED")
         except TimeoutError:
             pass
+        except FuturesCancelledError:
+            pass  # Dask cancelled one on its own (e.g. its result was lost): settled as "lost" below
         reports = {client: events.poll() for client, events in timeouts.items()}
         for sim in open_:
             report = reports[id(sim.client)].get(sim.key) if sim.timeout_s else None
@@ -172,8 +186,7 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
 
 
 def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd.DataFrame]:
-    cancelled = "Cancelled: SimulationFuture.cancel() was called before its rows were gathered"
-    outcome = {id(f): failure_rows([f.task], "failed", cancelled) for f in futures if f.cancelled}
+    outcome = {id(f): failure_rows([f.task], "failed", CANCELLED) for f in futures if f.cancelled}
     for service in {id(f.service): f.service for f in futures}.values():
         service.flush()
     unsent = [f for f in futures if f.job is None and not f.cancelled]

@@ -30,6 +30,12 @@ BACKENDS = ("local", "slurm", "scheduler")
 # Not a Dask backend: the simulations go to a simulation service (simcal.service.remote), whose own Dask
 # cluster runs them. The runner's Simulator sends them there instead of opening a client.
 SERVICE_BACKEND = "service"
+# Thread workers are for debugging (a breakpoint in the model, state that does not pickle); what they give up:
+THREAD_WORKERS_WARNING = (
+    "backend.local.processes is false: the workers are threads of this process, so a model that crashes it "
+    "(segfault, os._exit, out of memory) ends this job with every unsaved batch, and a simulation stuck in native "
+    "code past timeout_s cannot be ended; use worker processes (the default) for real sweeps"
+)
 
 
 class Terminated(SystemExit):
@@ -310,6 +316,8 @@ def dask_client(
                     log.info(
                         "started a LocalCluster with %d worker(s) at %s", workers, cluster.scheduler_address
                     )
+                    if not processes:
+                        log.warning(THREAD_WORKERS_WARNING)
                 else:
                     # A retired worker's job leaves the adaptive plan after this long; then its replacement is
                     # submitted (Dask's default, 15 s, leaves the sweep a worker short for that long).

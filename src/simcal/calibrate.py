@@ -49,7 +49,7 @@ from simcal.runner import (
     plan_tasks,
 )
 from simcal.space import space_of
-from simcal.tables import reject_reserved, write_parquet
+from simcal.tables import check_fixed_values, reject_reserved, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +216,20 @@ def _distribution(bound: Bound) -> optuna.distributions.BaseDistribution:
     return optuna.distributions.FloatDistribution(bound.low, bound.high, log=bound.log)
 
 
+# TPE splits the trials into good and bad by the rank of their loss only, so a failed set needs a loss that sorts
+# after every finite one, including those told later: a finite penalty (say the worst loss so far plus a margin)
+# can be overtaken, and Optuna cannot re-tell a finished trial. Optuna accepts +inf (it refuses only NaN).
+FAILED_LOSS = math.inf
+
+
 class Proposer:
     """Where the next parameter sets come from: the design for round 0, then the chosen sampler.
 
     Every loss is told to Optuna's study, the design points' too (as trials added to its history). TPE models only
     completed trials (FAIL ones are ignored), so a parameter set without a finite loss (all its replicates failed,
-    or a target gave NaN) is told as completed with a penalty loss and the user attribute ``failed``: the worst
-    finite loss told so far plus the larger of the finite losses' range and 1, so that it ranks below every finite
-    one (TPE uses only the ranks) and TPE learns to avoid the region where simulations fail. Sets that fail before
-    any loss is finite wait and are told once the first finite loss is. Only the sampler sees the penalty: the
-    trials table keeps their loss NaN.
+    or a target gave NaN) is told as completed with the loss +inf and the user attribute ``failed``: it ranks below
+    every finite loss, told before or after it, and TPE learns to avoid the region where simulations fail. Only the
+    sampler sees the penalty: the trials table keeps their loss NaN.
     """
 
     def __init__(self, bounds: list[Bound], settings: CalibrationSettings):
@@ -245,8 +249,6 @@ class Proposer:
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         self.distributions = {b.name: _distribution(b) for b in bounds}
         self.pending: dict[str, list] = {}
-        self.best = self.worst = math.nan  # of the finite losses told so far
-        self.unscored: list[tuple[dict[str, Any], list | None]] = []  # failed before any loss was finite
 
     def ask(self, round_index: int) -> tuple[str, list[dict[str, Any]]]:
         if round_index == 0:
@@ -271,19 +273,8 @@ class Proposer:
         trials = self.pending.pop(param_id(params), None)
         if math.isfinite(loss):
             self._tell(params, trials, loss)
-            # loss first: min and max keep it over the initial NaN
-            self.best, self.worst = min(loss, self.best), max(loss, self.worst)
-            for waiting, waiting_trials in self.unscored:
-                self._tell(waiting, waiting_trials, self.penalty(), failed=True)
-            self.unscored.clear()
-        elif math.isnan(self.worst):
-            self.unscored.append((params, trials))
         else:
-            self._tell(params, trials, self.penalty(), failed=True)
-
-    def penalty(self) -> float:
-        """The loss a failed parameter set is told with: worse than every finite loss told so far."""
-        return self.worst + max(self.worst - self.best, 1.0)
+            self._tell(params, trials, FAILED_LOSS, failed=True)
 
     def _tell(self, params: dict[str, Any], trials: list | None, value: float, failed: bool = False) -> None:
         complete = optuna.trial.TrialState.COMPLETE
@@ -311,17 +302,40 @@ class _Rounds:
         self.simulator, self.store, self.observed, self.targets = simulator, store, observed, targets
         self.fixed, self.simulation = fixed, simulation
 
-    def run(self, proposals: list[dict[str, Any]], replicates: int, labels: dict[str, Any]) -> pd.DataFrame:
+    def run(
+        self,
+        proposals: list[dict[str, Any]],
+        replicates: int,
+        labels: dict[str, Any],
+        fail_fast: bool = False,
+    ) -> pd.DataFrame:
+        """The trial rows of ``proposals``. ``fail_fast``: the sweep's rule (stop when every simulation of the timing
+        probe failed); then ``_RoundStopped`` carries the rows of what ran."""
         full_sets = [{**self.fixed, **p} for p in proposals]
         tasks = plan_tasks(full_sets, replicates, self.simulation.seed, self.simulation.common_random_numbers)
-        summary = self.simulator.run(tasks, self.store, collect=True)
-        losses = losses_for(summary.frames, self.observed, self.targets).set_index("param_id")
+        try:
+            frames = self.simulator.run(tasks, self.store, collect=True, fail_fast=fail_fast).frames
+        except TooManyFailures as error:
+            done = self.store.read(t for t in tasks if self.store.is_done(t))
+            raise _RoundStopped(error, self._rows(proposals, full_sets, replicates, labels, done)) from error
+        return self._rows(proposals, full_sets, replicates, labels, frames)
+
+    def _rows(self, proposals, full_sets, replicates, labels, frames: list[pd.DataFrame]) -> pd.DataFrame:
+        losses = losses_for(frames, self.observed, self.targets).set_index("param_id")
         rows = []
         for proposal, full in zip(proposals, full_sets, strict=True):
             pid = param_id(full)
             measured = losses.loc[pid].to_dict() if pid in losses.index else {"loss": float("nan")}
             rows.append({**labels, "param_id": pid, "replicates": replicates, **proposal, **measured})
         return pd.DataFrame(rows)
+
+
+class _RoundStopped(Exception):
+    """A round stopped by the fail-fast rule (``error``), with the trial rows of the simulations it ran."""
+
+    def __init__(self, error: TooManyFailures, table: pd.DataFrame):
+        super().__init__(str(error))
+        self.error, self.table = error, table
 
 
 def top_parameter_sets(trials: pd.DataFrame, names: Sequence[str], k: int) -> list[dict[str, Any]]:
@@ -344,6 +358,7 @@ def check_model_parameters(
     space cannot catch them, and they would replace the planned seed or be overwritten in every output row.
     """
     reject_reserved(fixed, "calibration.fixed")
+    check_fixed_values(fixed, "calibration.fixed")
     reject_reserved(bounds_spec, "calibration.parameters")
     space = space_of(model_ref)
     bounds = parse_bounds(bounds_spec, "calibration.parameters", space, model_ref)
@@ -432,40 +447,76 @@ def calibrate(
     proposer = Proposer(bounds, settings)
     trials: list[pd.DataFrame] = []
     began = time.perf_counter()
+    # Everything up to finalize stays inside the block, so the progress file says failed (with the error) when
+    # the threshold stops the run, and says finished only once the simulations file exists.
     with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
         rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
-        for round_index in range(settings.rounds + 1):
-            method, proposals = proposer.ask(round_index)
-            phase = "design" if round_index == 0 else "search"
-            labels = {"round": round_index, "phase": phase, "method": method}
-            table = rounds.run(proposals, simulation.replicates, labels)
-            for proposal, loss in zip(proposals, table["loss"], strict=True):
-                proposer.tell(proposal, float(loss))
-            trials.append(table)
-            _log_round(round_index, method, table, trials, simulation.replicates, began)
-        best = top_parameter_sets(pd.concat(trials, ignore_index=True), names, refine.top_k)
-        if best:
-            labels = {"round": settings.rounds + 1, "phase": "refine", "method": "refine"}
-            table = rounds.run(best, refine.replicates, labels)
-            trials.append(table)
-            _log_round(settings.rounds + 1, "refine", table, trials, refine.replicates, began)
-            local_search(rounds, bounds, trials, settings, began)
-        elif refine.top_k:
-            log.warning("refine skipped: no parameter set has a finite loss")
+        stopped: TooManyFailures | None = None
+        where = ""
+        try:
+            _search(rounds, proposer, trials, names, settings, simulation, began)
+        except _RoundStopped as stop:
+            trials.append(stop.table)
+            stopped = stop.error
+            where = f" The calibration stopped in round {stop.table['round'].iloc[0]}; no later round ran."
+        table = _trials_table(trials)
+        kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
+        write_parquet(table, trials_output)
+        try:
+            if stopped is not None:
+                raise stopped
+            check_failures(store, simulation.max_failed_fraction)
+        except TooManyFailures as error:
+            write_parquet(table, kept)
+            raise TooManyFailures(f"{error}{where} The trials table so far is in {kept}.") from error
+        kept.unlink(missing_ok=True)
+        store.finalize()
+    return table
+
+
+def _search(
+    rounds: _Rounds,
+    proposer: Proposer,
+    trials: list[pd.DataFrame],
+    names: list[str],
+    settings: CalibrationSettings,
+    simulation: SimulationSettings,
+    began: float,
+) -> None:
+    """The design and search rounds, then the refine step, each round's trial rows appended to ``trials``."""
+    refine = settings.refine
+    for round_index in range(settings.rounds + 1):
+        method, proposals = proposer.ask(round_index)
+        phase = "design" if round_index == 0 else "search"
+        labels = {"round": round_index, "phase": phase, "method": method}
+        # While no simulation has succeeded, a probe that fails whole says the model is broken (as in a sweep):
+        # stop rather than spend the budget. Once one has, failures mark a region, which the penalty handles.
+        table = rounds.run(proposals, simulation.replicates, labels, fail_fast=not _any_succeeded(trials))
+        for proposal, loss in zip(proposals, table["loss"], strict=True):
+            proposer.tell(proposal, float(loss))
+        trials.append(table)
+        _log_round(round_index, method, table, trials, simulation.replicates, began)
+    best = top_parameter_sets(pd.concat(trials, ignore_index=True), names, refine.top_k)
+    if best:
+        labels = {"round": settings.rounds + 1, "phase": "refine", "method": "refine"}
+        table = rounds.run(best, refine.replicates, labels)
+        trials.append(table)
+        _log_round(settings.rounds + 1, "refine", table, trials, refine.replicates, began)
+        local_search(rounds, proposer.bounds, trials, settings, began)
+    elif refine.top_k:
+        log.warning("refine skipped: no parameter set has a finite loss")
+
+
+def _any_succeeded(trials: list[pd.DataFrame]) -> bool:
+    return any(table["replicates_ok"].fillna(0).sum() > 0 for table in trials if "replicates_ok" in table)
+
+
+def _trials_table(trials: list[pd.DataFrame]) -> pd.DataFrame:
     table = pd.concat(trials, ignore_index=True)
     table.insert(0, "trial", np.arange(len(table)))
     for column in ("replicates_ok", "replicates_failed"):  # whole numbers, missing where nothing came back
         if column in table:
             table[column] = table[column].astype("Int64")
-    kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
-    write_parquet(table, trials_output)
-    try:
-        check_failures(store, simulation.max_failed_fraction)
-    except TooManyFailures as error:
-        write_parquet(table, kept)
-        raise TooManyFailures(f"{error} The trials table so far is in {kept}.") from error
-    kept.unlink(missing_ok=True)
-    store.finalize()
     return table
 
 

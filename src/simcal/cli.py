@@ -24,11 +24,12 @@ def status(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"simcal status: {error}", file=sys.stderr)
         return 2
-    rows = []
+    rows, unreadable = [], 0
     for path in files:
         try:
             rows.append(read_progress(path))
         except (OSError, ValueError) as error:
+            unreadable += 1
             print(f"simcal status: cannot read {path}: {error}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
@@ -36,7 +37,7 @@ def status(args: argparse.Namespace) -> int:
         print(format_table(rows))
     else:
         print("no sweeps found", file=sys.stderr)
-    return 0
+    return 1 if unreadable else 0  # the readable ones are shown; a script still learns that one was not
 
 
 def add_status(subparsers) -> None:

@@ -331,6 +331,11 @@ def scalar_output(value: Any, name: str, reference: str) -> Any:
             "scalars (numbers, strings, booleans) or DataFrames (give each inner value its own output, or return "
             "a table)"
         )
+    if isinstance(value, complex | np.complexfloating):
+        raise ContractError(
+            f"{reference} returned a complex number for output {name!r}, which Parquet cannot store; give its "
+            "real and imaginary parts (or its absolute value) outputs of their own"
+        )
     if isinstance(value, np.generic):
         return value.item()
     if np.ndim(value) != 0:
@@ -344,32 +349,30 @@ def scalar_output(value: Any, name: str, reference: str) -> Any:
 def normalise_output(result: Any, reference: str = "model") -> pd.DataFrame:
     """Turn a model's return value into one long table.
 
-    A DataFrame is kept as is (column names as strings). A dict may hold scalars (one column each, repeated on
-    every row) and tables (stacked, with a ``table`` column naming each one).
+    A DataFrame keeps its columns (names as strings, see ``output_table``) and its index as columns unless that
+    holds just the row numbers. A dict may hold scalars (one column each, repeated on every row) and tables
+    (DataFrames or Series, stacked, with a ``table`` column naming each one).
     """
     if isinstance(result, pd.DataFrame):
-        frame = result.reset_index(drop=True)
-        if not all(type(c) is str for c in frame.columns):
-            frame.columns = [str(c) for c in frame.columns]
-        return frame
+        return output_table(result)
     if not isinstance(result, Mapping):
         raise ContractError(
             f"{reference} returned {type(result).__name__}; expected a pandas DataFrame or a dict"
         )
     tables: list[pd.DataFrame] = []
     scalars: dict[str, Any] = {}
-    for name, value in result.items():
+    for name, value in zip(unique_names([str(k) for k in result]), result.values(), strict=True):
         if isinstance(value, pd.DataFrame | pd.Series):
-            table = (
-                value.reset_index(drop=True)
+            table = output_table(
+                value
                 if isinstance(value, pd.DataFrame)
                 else value.rename(str(value.name or "value")).to_frame()
             )
             if TABLE_COLUMN in table.columns:  # the table's own column of that name is kept, renamed
                 table = table.rename(columns=rename_clashing(list(table.columns), {TABLE_COLUMN}))
-            tables.append(table.assign(**{TABLE_COLUMN: str(name)}))
+            tables.append(table.assign(**{TABLE_COLUMN: name}))
         else:
-            scalars[str(name)] = scalar_output(value, str(name), reference)
+            scalars[name] = scalar_output(value, name, reference)
     frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(index=[0])
     if scalars and frame.empty:  # only empty tables: the scalars still make one row
         frame = pd.DataFrame(index=[0])
@@ -380,6 +383,61 @@ def normalise_output(result: Any, reference: str = "model") -> pd.DataFrame:
     for name, value in scalars.items():
         frame[name] = value
     return frame
+
+
+def output_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table a model returned, as rows of the output: column names as unique strings (``unique_names``), and
+    the index as leading columns unless it holds just the row numbers 0, 1, 2, ... with no name.
+
+    An index is data a model means to return (the ``day`` of ``set_index("day")``, the keys of a ``groupby``), so
+    it is kept: each level under its name, or ``index`` (``level_<i>`` in a MultiIndex) when it has none. A level
+    named like a column is renamed the way clashing outputs are (``output_`` prefix); the column keeps its name.
+    """
+    columns = list(frame.columns)
+    # A set of the names rather than Index.is_unique, whose hash table costs more than many a simulation.
+    plain = all(type(c) is str for c in columns) and len(set(columns)) == len(columns)
+    names = columns if plain else unique_names([str(c) for c in columns])
+    index = frame.index
+    if _holds_row_numbers(index):
+        table = frame.reset_index(drop=True)
+        if names is not columns:
+            table.columns = names
+        return table
+    levels = unique_names(
+        [
+            str(level) if level is not None else ("index" if index.nlevels == 1 else f"level_{i}")
+            for i, level in enumerate(index.names)
+        ]
+    )
+    renamed = rename_clashing(levels, set(names))
+    levels = [renamed.get(level, level) for level in levels]
+    return frame.set_axis(names, axis=1).set_axis(index.set_names(levels), axis=0).reset_index()
+
+
+def _holds_row_numbers(index: pd.Index) -> bool:
+    """True for an unnamed index of the rows' own numbers 0..n-1 (what pandas gives a table by default)."""
+    if index.nlevels != 1 or index.name is not None:
+        return False
+    if type(index) is pd.RangeIndex:
+        return index.start == 0 and index.step == 1
+    return index.dtype.kind in "iu" and index.equals(pd.RangeIndex(len(index)))
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """The names, each repeat of an earlier one renamed by the ``rename_clashing`` rule (``output_`` prefix until
+    it clashes with no other name): two outputs that share a name after ``str()`` (``x`` twice, or ``1`` and
+    ``"1"``) are both kept, the first under the name."""
+    if len(set(names)) == len(names):
+        return list(names)
+    every = set(names)
+    seen: set[str] = set()
+    unique = []
+    for name in names:
+        if name in seen:
+            name = rename_clashing([name], every | seen)[name]
+        seen.add(name)
+        unique.append(name)
+    return unique
 
 
 TABLE_COLUMN = "table"  # names each row's table when a dict output holds several

@@ -63,8 +63,9 @@ class Deaths:
             else ""
         )
         return (
-            f"WorkerDied: the worker process died {unit.deaths} time(s) while running this simulation (limit: "
-            f"simulation.allowed_failures = {self.allowed}{also}; last worker {worker}). A crash in native code, "
+            f"WorkerDied: the worker process died {unit.deaths} time(s) while this simulation was confirmed running "
+            f"on it (limit: simulation.allowed_failures = {self.allowed}{also}; not counted: the first death, which "
+            f"made it a suspect before starts were confirmed; last worker {worker}). A crash in native code, "
             "os._exit or the worker's memory limit are the usual causes"
         )
 

@@ -48,9 +48,9 @@ from simcal.progress import Progress
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
 from simcal.store import PartStore, read_results
-from simcal.tables import RowName, parameter_sets, parameter_table, reject_reserved
+from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table, reject_reserved
 from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
-from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch
+from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch, storable_rows
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,10 @@ class Simulator:
         if remaining and self.backend == SERVICE_BACKEND:
             from simcal.service.remote import run_on_service
 
-            frame = run_on_service(self, remaining, progress)
-            _Execution(self, store, summary, collect, progress)._record(remaining, frame)
+            # Each finished service job's rows go into the parts at once (what an interruption keeps).
+            run_on_service(
+                self, remaining, progress, _Execution(self, store, summary, collect, progress)._record
+            )
         elif remaining:
             execution = _Execution(self, store, summary, collect, progress)
             fail_fast = fail_fast and self.settings.max_failed_fraction < 1
@@ -592,7 +594,7 @@ class _Execution:
             self._record(done, frame)
 
     def _record(self, tasks: Sequence[SimTask], frame: pd.DataFrame) -> None:
-        self.store.write(frame, tasks)
+        frame = self._write(tasks, frame)
         failed = self.store.failed_among(tasks)
         self.summary.executed += len(tasks)
         self.summary.failed += failed
@@ -601,6 +603,33 @@ class _Execution:
             self.summary.frames.append(frame)
         self.progress.advance(len(tasks), failed)
         self.progress.report()
+
+    def _write(self, tasks: Sequence[SimTask], frame: pd.DataFrame) -> pd.DataFrame:
+        """Store the rows as a part and return what was stored. The workers send only rows a part can hold; rows
+        that still cannot be stored (a service, an older worker) must not stop the sweep, nor every rerun of it:
+        the simulations at fault become failed rows, or failing that, every simulation of the batch does."""
+        try:
+            self.store.write(frame, tasks)
+            return frame
+        except (OSError, MemoryError):  # the disk or the machine, not the rows: stop, the rerun resumes
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever pandas or Arrow refuse
+            log.error(
+                "the rows of %d simulation(s) could not be stored (%s: %s); the simulations at fault are "
+                "recorded as failed", len(tasks), type(error).__name__, error,
+            )  # fmt: skip
+        try:
+            frame = storable_rows(frame, tasks, self.simulator.model_ref)
+            self.store.write(frame, tasks)
+            return frame
+        except (OSError, MemoryError):
+            raise
+        except Exception as error:  # noqa: BLE001 - the rows themselves are unusable: keep the simulations
+            frame = failure_rows(
+                tasks, "failed", f"{type(error).__name__} while storing the simulation's rows: {error}"
+            )
+        self.store.write(frame, tasks)
+        return frame
 
 
 def check_failures(store: PartStore, max_failed_fraction: float) -> tuple[int, int]:
@@ -663,13 +692,14 @@ def _planned_parameter_sets(
     """``planned_parameter_sets`` with what messages call the table and how they name its rows."""
     fixed = dict(fixed_params or {})
     reject_reserved(fixed, "fixed parameters")
+    check_fixed_values(fixed, "fixed parameters")
     table, where, row_name = parameter_table(parameters)
     both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))
     if both:
         raise ContractError(
             f"parameters {both} are both columns of the parameter table and fixed parameters; give each in one place"
         )
-    return [{**fixed, **row} for row in parameter_sets(table)], where, row_name
+    return [{**fixed, **row} for row in parameter_sets(table, where, row_name)], where, row_name
 
 
 def simulate(

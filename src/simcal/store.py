@@ -235,11 +235,19 @@ def _read_json(path: Path) -> dict | None:
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> None:
-    """Write a part; output columns whose values Arrow cannot store as one type (a model returning a number
-    for some simulations and text for others) are stored as text rather than losing the batch."""
+    """Write a part (see ``part_table``)."""
+    table, as_text = part_table(frame)
+    if as_text:
+        log.warning("output columns %s hold values of different types; stored as text", as_text)
+    pq.write_table(table, path)
+
+
+def part_table(frame: pd.DataFrame) -> tuple[pa.Table, list[str]]:
+    """The Arrow table a part stores, and the columns stored as text: output columns whose values Arrow cannot
+    store as one type (a model returning a number for some simulations and text for others) become text rather
+    than losing the batch. Raises what pandas or Arrow raise for a frame no part can hold."""
     try:
-        frame.to_parquet(path, index=False)
-        return
+        return pa.Table.from_pandas(frame, preserve_index=False), []
     except ARROW_ERRORS:
         pass
     mixed = []
@@ -248,9 +256,34 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
             pa.array(frame[column], from_pandas=True)
         except ARROW_ERRORS:
             mixed.append(column)
-    log.warning("output columns %s hold values of different types; stored as text", mixed)
     frame = frame.assign(**{c: frame[c].map(lambda v: None if _missing(v) else str(v)) for c in mixed})
-    frame.to_parquet(path, index=False)
+    return pa.Table.from_pandas(frame, preserve_index=False), mixed
+
+
+def storage_problem(frame: pd.DataFrame) -> str | None:
+    """Why ``write_frame`` could not store these rows (``"<error type>: <message>"``), or None when it can.
+
+    Columns of numbers, booleans, times and text with unique names are storable as they are; otherwise it
+    converts to Arrow and writes the schema alone (no rows) to memory, which finds what Parquet refuses (a struct
+    with no field, e.g. from an empty dict) for a small part of the cost of writing the rows."""
+    names = [name if type(name) is str else str(name) for name in frame.columns]
+    if len(set(names)) < len(names):  # Arrow would make two fields of one name (1 and "1" both become "1")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        return f"ValueError: duplicate column names {repeated}"
+    if all(map(_plainly_storable, frame.dtypes)):
+        return None
+    try:
+        table, _ = part_table(frame)
+        pq.write_table(table.schema.empty_table(), pa.BufferOutputStream())
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever pandas or Arrow refuse is a reason to give
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _plainly_storable(dtype: Any) -> bool:
+    return isinstance(dtype, pd.StringDtype) or (isinstance(dtype, np.dtype) and dtype.kind in "biufmM")
 
 
 def _missing(value: Any) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,33 +89,85 @@ def dataframe_row_name(index: pd.Index) -> RowName:
 
 
 def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | None = None) -> pd.DataFrame:
-    """Refuse an empty table, reserved column names and missing values, naming ``where``, the row and column.
+    """Refuse an empty table, reserved column names, and missing, infinite or unsupported values (anything but
+    numbers, strings and booleans), naming ``where``, the row and column.
 
     ``row_name`` names a row in messages (see ``parameter_table``); by default a DataFrame's row and index label.
     """
     if table.empty or len(table.columns) == 0:
         raise ContractError(f"{where}: the parameter table has no rows or no columns")
     reject_reserved(table.columns, where)
+    name = row_name or dataframe_row_name(table.index)
     for column in table.columns:
         missing = table[column].isna()
         if missing.any():
             position = int(missing.to_numpy().nonzero()[0][0])
-            place = (row_name or dataframe_row_name(table.index))(position)
             raise ContractError(
-                f"{where}, {place}: column {column!r} is empty; every parameter needs a value"
+                f"{where}, {name(position)}: column {column!r} is empty; every parameter needs a value"
             )
+    for column in table.columns:
+        position, problem = _first_bad_value(table[column])
+        if problem:
+            raise ContractError(f"{where}, {name(position)}: column {column!r} {problem}")
     return table
 
 
-def parameter_sets(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows of a parameter table as plain dicts (numpy scalars converted)."""
+def _first_bad_value(values: pd.Series) -> tuple[int, str]:
+    """The position of the first value ``to_plain`` would refuse, and what is wrong with it ('' when none is)."""
+    kind = values.dtype.kind
+    if kind in "biu":  # whole numbers and booleans: always plain
+        return 0, ""
+    if kind == "f":  # NaN is refused before, as an empty value
+        infinite = np.isinf(values.to_numpy(dtype=float))
+        if infinite.any():
+            position = int(infinite.nonzero()[0][0])
+            return position, f"is {values.iloc[position]}; parameter values must be finite"
+        return 0, ""
+    cells = values.tolist()  # dates, lists, mixed objects...: as parameter_sets will see them
+    if _plain_column(cells):
+        return 0, ""
+    for position, value in enumerate(cells):
+        try:
+            to_plain(value)
+        except ContractError:
+            return position, _why_not_plain(value)
+    return 0, ""
+
+
+def _why_not_plain(value: Any) -> str:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f"is {value}; parameter values must be finite"
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"holds a value of type {type(value).__name__} ({shown}); parameter values must be numbers, strings or booleans"
+
+
+def check_fixed_values(fixed: Mapping[str, Any], where: str) -> None:
+    """Refuse fixed parameter values that are missing, infinite or of an unsupported type, naming ``where`` (for
+    example ``fixed parameters`` or ``calibration.fixed``) and the parameter."""
+    for key, value in fixed.items():
+        try:
+            to_plain(value, str(key))
+        except ContractError as error:
+            raise ContractError(f"{where}: {error}") from error
+
+
+def parameter_sets(
+    table: pd.DataFrame, where: str = "parameter table", row_name: RowName | None = None
+) -> list[dict[str, Any]]:
+    """Rows of a parameter table as plain dicts (numpy scalars converted); a value that cannot be converted is
+    named by ``where`` and its row (``row_name``, by default a DataFrame's row and index label)."""
     names = [str(c) for c in table.columns]
     columns = [table[c].tolist() for c in table.columns]  # tolist() already yields Python scalars
     if all(_plain_column(values) for values in columns):  # nothing to convert: no call per value
         return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-    return [
-        {k: to_plain(v, k) for k, v in zip(names, row, strict=True)} for row in zip(*columns, strict=True)
-    ]
+    sets = []
+    for position, row in enumerate(zip(*columns, strict=True)):
+        try:
+            sets.append({k: to_plain(v, k) for k, v in zip(names, row, strict=True)})
+        except ContractError as error:
+            place = (row_name or dataframe_row_name(table.index))(position)
+            raise ContractError(f"{where}, {place}: {error}") from error
+    return sets
 
 
 def _plain_column(values: list[Any]) -> bool:

@@ -2,9 +2,10 @@
 
 Whatever a model does, every simulation of the batch becomes at least one row with its key columns and
 parameters: the rows it returned (a dict of scalars, a DataFrame, a dict of tables), one row with empty outputs
-when it returned an empty table, or a row with status ``failed`` and the error when it raised or broke the
-contract. A simulation running past ``timeout_s`` is interrupted and becomes a ``timeout`` row; one stuck in
-native code that cannot be interrupted has its worker process ended (the driver reruns the rest of the batch).
+when it returned an empty table, or a row with status ``failed`` and the error when it raised, broke the contract
+or returned outputs that no Parquet part can hold (a complex column, a cell holding an empty dict). A simulation
+running past ``timeout_s`` is interrupted and becomes a ``timeout`` row; one stuck in native code that cannot be
+interrupted has its worker process ended (the driver reruns the rest of the batch).
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from simcal.contract import ContractError, normalise_output, rename_clashing, resolve_callable, scalar_output
+from simcal.contract import (
+    ContractError,
+    normalise_output,
+    rename_clashing,
+    resolve_callable,
+    scalar_output,
+    unique_names,
+)
 from simcal.tasks import Batch, SimTask
 
 log = logging.getLogger(__name__)
@@ -222,7 +231,13 @@ def run_batch(
             frame_keys.append({**keys, **status_values})
         if time_budget_s is not None and clock() - start >= time_budget_s:
             break
-    return _assemble(records, frames, frame_keys)
+    frame = _assemble(records, frames, frame_keys)
+    # One check of the whole batch (cheap next to the simulations); only a batch that fails it is looked at
+    # simulation by simulation, so that one bad output costs its own simulation, never the batch or the sweep.
+    if storage_problem(frame) is None:
+        return frame
+    records, frames, frame_keys = _fail_unstorable(records, frames, frame_keys, batch, model_ref)
+    return storable_rows(_assemble(records, frames, frame_keys), batch.tasks, model_ref)
 
 
 _PLAIN_SCALARS = frozenset((float, int, str, bool, type(None)))
@@ -239,7 +254,15 @@ def _simulate(model, model_ref: str, params: dict[str, Any], seed: int) -> tuple
         if isinstance(output, Mapping) and not any(
             isinstance(v, pd.DataFrame | pd.Series) for v in output.values()
         ):
-            return "ok", None, {str(k): scalar_output(v, str(k), model_ref) for k, v in output.items()}
+            names = unique_names([str(k) for k in output])  # 1 and "1" are two outputs, not one
+            return (
+                "ok",
+                None,
+                {
+                    name: scalar_output(v, name, model_ref)
+                    for name, v in zip(names, output.values(), strict=True)
+                },
+            )
         frame = normalise_output(output, model_ref)
         return "ok", None, (frame if len(frame) else None)
     except Exception as exc:  # noqa: BLE001 - any model error is a result row
@@ -255,6 +278,135 @@ def _rename_clashes(frame: pd.DataFrame, keys: Mapping[str, Any]) -> pd.DataFram
     if any(c in keys or c in _STATUS_SET for c in frame.columns):
         frame = frame.rename(columns=rename_clashing(list(frame.columns), keys.keys() | _STATUS_SET))
     return frame
+
+
+def storage_problem(frame: pd.DataFrame) -> str | None:
+    """Why no Parquet part could hold these rows, or None (see ``simcal.store.storage_problem``)."""
+    from simcal.store import storage_problem as problem_of  # simcal.store imports this module
+
+    return problem_of(frame)
+
+
+def _fail_unstorable(records, frames, frame_keys, batch: Batch, reference: str):
+    """The batch's rows with each simulation whose own outputs cannot be stored made a failed row naming the
+    output column, checked on what the simulation returned (pandas may have widened a column of the whole batch,
+    e.g. floats to complex)."""
+    key_names = {  # what a failed row keeps of a simulation's record: no outputs
+        (pid, replicate, seed): [*params, *KEY_COLUMNS, "duration_s"]
+        for pid, replicate, seed, params in zip(*batch.columns(), strict=True)
+    }
+    kept_records = []
+    for record in records:
+        error = None
+        if not all(type(v) in _PLAIN_SCALARS for v in record.values()):  # plain scalars can always be stored
+            error = unstorable_error(pd.DataFrame([record]), reference)
+        if error is None:
+            kept_records.append(record)
+        else:
+            names = key_names[(record["param_id"], record["replicate"], record["seed"])]
+            kept_records.append({**{n: record[n] for n in names}, "status": "failed", "error": error})
+    kept_frames, kept_keys = [], []
+    for frame, keys in zip(frames, frame_keys, strict=True):
+        error = unstorable_error(frame, reference)
+        if error is None:
+            kept_frames.append(frame)
+            kept_keys.append(keys)
+        else:
+            kept_records.append({**keys, "status": "failed", "error": error})
+    return kept_records, kept_frames, kept_keys
+
+
+def unstorable_error(rows: pd.DataFrame, reference: str = "model") -> str | None:
+    """The error of a simulation whose rows cannot be stored, naming each output column at fault and what it
+    holds; None when they can be stored."""
+    problem = storage_problem(rows)
+    if problem is None:
+        return None
+    faults = []
+    for column in dict.fromkeys(rows.columns):
+        alone = rows[[column]]
+        column_problem = storage_problem(alone)
+        if column_problem is not None:
+            faults.append(
+                f"output column {column!r} holding {_held(alone)}, which cannot be stored ({column_problem})"
+            )
+    if not faults:
+        return f"ContractError: {reference} returned outputs that cannot be stored together ({problem})"
+    return f"ContractError: {reference} returned " + "; ".join(faults) + "; " + _storable_hint(rows)
+
+
+def _held(column: pd.DataFrame) -> str:
+    dtype = column.dtypes.iloc[0]
+    if not pd.api.types.is_object_dtype(dtype):
+        return str(dtype)
+    kinds = {
+        type(v).__name__ for v in column.iloc[:, 0] if v is not None and not (type(v) is float and v != v)
+    }
+    return f"values of type {', '.join(sorted(kinds)) or 'None'}"
+
+
+def _storable_hint(rows: pd.DataFrame) -> str:
+    if any(dtype.kind == "c" for dtype in rows.dtypes if isinstance(dtype, np.dtype)):
+        return "give the real and imaginary parts (or the absolute value) columns of their own"
+    if any(isinstance(dtype, pd.SparseDtype) for dtype in rows.dtypes):
+        return "return the column dense (Series.sparse.to_dense())"
+    return "outputs must be numbers, strings, booleans or missing values"
+
+
+def storable_rows(frame: pd.DataFrame, tasks: Sequence[SimTask], reference: str = "model") -> pd.DataFrame:
+    """``frame``, or when it cannot be stored, the same rows with each simulation whose own rows cannot be
+    stored replaced by one ``failed`` row naming the column (found by halving the simulations, so a few bad ones
+    among many cost a few checks); when even that cannot be stored, a failed row for every simulation in it."""
+    problem = storage_problem(frame)
+    if problem is None:
+        return frame
+    rows_of: dict[tuple, list[int]] = {}
+    for position, key in enumerate(row_keys(frame)):
+        rows_of.setdefault(key, []).append(position)
+    bad: dict[tuple, str] = {}
+
+    def search(keys: list[tuple]) -> None:
+        rows = frame.iloc[[position for key in keys for position in rows_of[key]]]
+        rows = rows.loc[:, rows.notna().any()]  # a column these rows leave empty is another's (see emptied)
+        if len(keys) == 1:
+            error = unstorable_error(rows, reference)
+            if error is not None:
+                bad[keys[0]] = error
+        elif storage_problem(rows) is not None:
+            half = len(keys) // 2
+            search(keys[:half])
+            search(keys[half:])
+
+    search(list(rows_of))
+    task_of = {t.key: t for t in tasks}
+    if bad:
+        keep = [key not in bad for key in row_keys(frame)]
+        kept = frame[keep]
+        # A column only the failed simulations filled would keep its unstorable type (complex, say) while empty.
+        emptied = [
+            c
+            for c in kept.columns
+            if c not in _FIXED_COLUMNS and kept[c].isna().all() and storage_problem(kept[[c]]) is not None
+        ]
+        failed = failure_rows(
+            [task_of.get(key) or SimTask(*key, {}) for key in bad], "failed", list(bad.values())
+        )
+        result = order_columns(pd.concat([kept.drop(columns=emptied), failed], ignore_index=True))
+        if storage_problem(result) is None:
+            return result
+    # The fault lies in how the simulations' rows combine: none of them can be kept.
+    everyone = [task_of.get(key) or SimTask(*key, {}) for key in rows_of]
+    return failure_rows(
+        everyone, "failed", f"ContractError: the rows of {reference} cannot be stored: {problem}"
+    )
+
+
+_FIXED_COLUMNS = frozenset(KEY_COLUMNS + STATUS_COLUMNS)
+
+
+def row_keys(frame: pd.DataFrame):
+    """(param_id, replicate, seed) of each row."""
+    return zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
 
 
 def _assemble(records, frames, frame_keys) -> pd.DataFrame:
@@ -286,8 +438,10 @@ def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def failure_rows(tasks: Sequence[SimTask], status: str, error: str) -> pd.DataFrame:
-    """One row per simulation with its keys, parameters, the status and the error (no model outputs)."""
+def failure_rows(tasks: Sequence[SimTask], status: str, error: str | list[str]) -> pd.DataFrame:
+    """One row per simulation with its keys, parameters, the status and the error (one for all, or a list with
+    one per simulation); no model outputs."""
+    errors = error if isinstance(error, list) else [error] * len(tasks)
     records = [
         {
             **t.params,
@@ -295,9 +449,9 @@ def failure_rows(tasks: Sequence[SimTask], status: str, error: str) -> pd.DataFr
             "replicate": t.replicate,
             "seed": t.seed,
             "status": status,
-            "error": error,
+            "error": text,
             "duration_s": float("nan"),
         }
-        for t in tasks
+        for t, text in zip(tasks, errors, strict=True)
     ]
     return order_columns(pd.DataFrame.from_records(records))

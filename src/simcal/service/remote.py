@@ -3,10 +3,11 @@
 ``Simulator.run`` (``simcal.runner``) sends its remaining simulations here when ``backend: service``: their
 parameter sets go to the service with the replicates and the seed settings, so the service plans the very same
 (param_id, replicate, seed) and runs them with the same runner. Only the rows of the simulations asked for are
-kept; they go into the local parts like any batch, so resume, the failure threshold and the final file are the
-local runner's. The service's URL and key come from the environment (``SIMCAL_SERVICE_URL``, ``SIMCAL_API_KEY``),
+kept; they go into the local parts like any batch, job by job (a large sweep is sent as several jobs), so resume,
+the failure threshold and the final file are the local runner's. The service's URL and key come from the environment (``SIMCAL_SERVICE_URL``, ``SIMCAL_API_KEY``),
 never from the config; options (``calibration.backend.service``): ``url`` (overrides the variable),
-``poll_interval_s``, ``wait_timeout_s``. An interrupted driver (Ctrl-C, SIGTERM from Snakemake) cancels its job.
+``poll_interval_s``, ``wait_timeout_s`` (per job). An interrupted driver (Ctrl-C, SIGTERM from Snakemake) cancels
+its running jobs; the rows of the finished ones are in its parts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 WHERE = "calibration.backend.service"
 OPTIONS = ("url", "poll_interval_s", "wait_timeout_s")
+# A sweep goes as up to MAX_JOBS jobs, JOBS_IN_FLIGHT at a time: each finished job's rows reach the local parts
+# at once (what an interruption keeps), while the next job already keeps the service's workers busy.
+MAX_JOBS = 10
+MIN_JOB_SIMULATIONS = 100
+JOBS_IN_FLIGHT = 2
 # Settings the service's runner needs to plan and run the same simulations; max_failed_fraction is left to the
 # local run (the service job must return every row, failed ones too).
 FORWARDED = (
@@ -44,21 +50,64 @@ def request_settings(settings: Any) -> dict[str, Any]:
     return {**forwarded, "max_failed_fraction": 1.0}
 
 
-def run_on_service(simulator: Any, tasks: Sequence[SimTask], progress: Any) -> pd.DataFrame:
-    """Run ``tasks`` as one job of the service and return their rows (a row per simulation at least)."""
+def run_on_service(
+    simulator: Any,
+    tasks: Sequence[SimTask],
+    progress: Any,
+    record: Callable[[Sequence[SimTask], pd.DataFrame], None],
+) -> None:
+    """Run ``tasks`` as jobs of the service, handing each job's rows (a row per simulation at least) to ``record``
+    as soon as that job has finished.
+
+    A large sweep goes as several jobs (``service_chunks``), at most ``JOBS_IN_FLIGHT`` at a time, so an
+    interrupted or failed run has recorded every finished job's rows in its parts and the rerun sends only the
+    rest; the jobs still running are cancelled.
+    """
     from simcal.service.client import SimulationClient
 
     options = checked_options(simulator.backend_options)
+    pending = service_chunks(tasks)
+    running: list[tuple[Any, list[SimTask]]] = []
+
+    def between_polls() -> None:
+        simulator.check_cancelled()
+        progress.report()
+
     with SimulationClient(options.get("url")) as client:
-        job = send_tasks(client, simulator.model_ref, tasks, simulator.settings)
-        progress.dashboard = f"{client.url}/v1/jobs/{job.id}"
-        progress.submitted()
+        try:
+            while pending or running:
+                while pending and len(running) < JOBS_IN_FLIGHT:
+                    chunk = pending.pop(0)
+                    job = send_tasks(client, simulator.model_ref, chunk, simulator.settings)
+                    running.append((job, chunk))
+                    progress.dashboard = f"{client.url}/v1/jobs/{job.id}"
+                    progress.submitted()
+                job, chunk = running[0]
+                rows = finish_job(job, chunk, options, between_polls)
+                running.pop(0)
+                record(chunk, rows)
+        except BaseException:
+            for job, _ in running:
+                with contextlib.suppress(Exception):
+                    job.cancel()
+            raise
 
-        def between_polls() -> None:
-            simulator.check_cancelled()
-            progress.report()
 
-        return finish_job(job, tasks, options, between_polls)
+def service_chunks(tasks: Sequence[SimTask]) -> list[list[SimTask]]:
+    """``tasks`` in up to ``MAX_JOBS`` parts of whole parameter sets, each of at least ``MIN_JOB_SIMULATIONS``
+    simulations where there are enough (a job asks for every replicate of its sets up to the highest one)."""
+    by_set: dict[str, list[SimTask]] = {}
+    for task in tasks:
+        by_set.setdefault(task.param_id, []).append(task)
+    jobs = max(1, min(MAX_JOBS, len(tasks) // MIN_JOB_SIMULATIONS, len(by_set)))
+    chunks: list[list[SimTask]] = [[]]
+    done = 0
+    for group in by_set.values():
+        if len(chunks) < jobs and chunks[-1] and done >= len(tasks) * len(chunks) / jobs:
+            chunks.append([])
+        chunks[-1].extend(group)
+        done += len(group)
+    return chunks
 
 
 def checked_options(backend_options: Any) -> dict[str, Any]:

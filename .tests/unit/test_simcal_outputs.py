@@ -1,0 +1,211 @@
+"""What a model returns reaches the output, or becomes a failed row naming the output: never a dead sweep.
+
+Outputs no Parquet part can hold (a complex number, an empty dict in a cell, a sparse column) fail their own
+simulation, with an error naming the column, while the other simulations of the batch keep their rows and the
+output file is written on the first run. Duplicate column names are kept, renamed by the ``output_`` rule. A
+table's index is kept as columns unless it holds just the row numbers.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+import simcal.runner
+import simcal.worker
+from simcal.contract import normalise_output, unique_names
+from simcal.runner import plan_tasks, read_results, run_batch, simulate
+from simcal.store import storage_problem
+from simcal.worker import storable_rows
+
+KINDS = [
+    "fine",
+    "complex_scalar",
+    "complex_column",
+    "duplicate_columns",
+    "int_and_str_names",
+    "empty_dict_cell",
+    "sparse_column",
+    "fine",
+]
+FAILING = {
+    "complex_scalar": "'z'",
+    "complex_column": "'z'",
+    "empty_dict_cell": "'info'",
+    "sparse_column": "'s'",
+}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
+        ) as cluster:
+            with Client(cluster) as connected:
+                yield connected
+
+
+def kinds_table() -> pd.DataFrame:
+    return pd.DataFrame({"kind": KINDS, "a": [float(i) for i in range(len(KINDS))]})
+
+
+def one_row_each(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop_duplicates(["param_id", "replicate"]).set_index("kind", drop=False)
+
+
+def check_kinds(result: pd.DataFrame) -> None:
+    first = one_row_each(result)
+    assert len(first) == len(KINDS)  # every simulation is in the output
+    for kind in set(KINDS):
+        status = result.loc[result["kind"] == kind, "status"]
+        assert set(status) == ({"failed"} if kind in FAILING else {"ok"}), kind
+    for kind, column in FAILING.items():
+        error = first.loc[kind, "error"]
+        assert error.startswith("ContractError: simcal_models:output_of_kind returned"), error
+        assert f"column {column}" in error or f"output {column}" in error, error
+    assert (
+        "complex" in first.loc["complex_column", "error"] and "dict" in first.loc["empty_dict_cell", "error"]
+    )
+    # Duplicate names after str() are both kept: the first under the name, the other with the output_ prefix.
+    assert list(first.loc["duplicate_columns", ["x", "output_x"]]) == [3.0, 4.0]
+    assert list(first.loc["int_and_str_names", ["1", "output_1"]]) == [4.0, 5.0]
+    fine = result[result["kind"] == "fine"].sort_values(["a", "f"])
+    assert fine["z"].tolist() == [0.0, 1.0, 7.0, 8.0] and fine["z"].dtype == np.float64
+
+
+@pytest.mark.parametrize("batch_size", [1, len(KINDS)])
+def test_unstorable_outputs_fail_their_own_simulation_and_the_output_is_written_at_once(
+    tmp_path, client, batch_size
+):
+    """One simulation per batch, and all of them in one batch (where pandas widens the fine simulations'
+    ``z`` to complex alongside the bad one's): either way the first run writes the output."""
+    settings = {"batch_size": batch_size, "max_failed_fraction": 0.6}
+    summary = simulate(
+        "simcal_models:output_of_kind", kinds_table(), tmp_path / "out", settings, client=client
+    )
+    assert (tmp_path / "out").is_file() and not (tmp_path / "out.partial").exists()
+    assert summary.failed == len(FAILING)
+    check_kinds(read_results(tmp_path / "out"))
+
+
+def unchecked_run_batch(model_ref, tasks, time_budget_s=None, timeout_s=None):
+    """What an older or foreign worker might send: the batch's rows with a complex column for a == 1 and an
+    empty dict for a == 2, never checked."""
+    frame = run_batch(model_ref, tasks, time_budget_s, timeout_s)
+    frame["z"] = np.where(frame["a"] == 1.0, 1j, np.nan)
+    frame["info"] = [{} if a == 2.0 else None for a in frame["a"]]
+    return frame
+
+
+def test_rows_the_driver_cannot_store_become_failed_rows_and_the_others_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(simcal.runner, "run_batch", unchecked_run_batch)
+    params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
+        settings = {"batch_size": 4, "max_failed_fraction": 0.5}
+        simulate("simcal_models:noisy_line", params, tmp_path / "out", settings, client=client)
+    result = read_results(tmp_path / "out").set_index("a").sort_index()
+    assert list(result["status"]) == ["ok", "failed", "failed", "ok"]
+    assert "output column 'z' holding complex128" in result.loc[1.0, "error"]
+    assert "output column 'info' holding values of type dict" in result.loc[2.0, "error"]
+    assert result.loc[[0.0, 3.0], "y"].notna().all() and "z" not in result.columns
+
+
+def test_storable_rows_keeps_a_frame_that_can_be_stored_and_fails_every_simulation_when_it_must(monkeypatch):
+    tasks = plan_tasks([{"a": 0.0}, {"a": 1.0}], 1)
+    frame = run_batch("simcal_models:noisy_line", tasks)
+    assert storable_rows(frame, tasks) is frame
+    broken = frame.assign(info=[{}, None])
+    rows = storable_rows(broken, tasks, "m:f").set_index("a").sort_index()
+    assert list(rows["status"]) == ["failed", "ok"] and storage_problem(rows) is None
+    assert rows.loc[0.0, "error"].startswith(
+        "ContractError: m:f returned output column 'info' holding values of type dict"
+    )
+    # Rows that each simulation could store alone but not together: every simulation fails, none is lost.
+    monkeypatch.setattr(
+        simcal.worker, "storage_problem", lambda rows: "too many" if rows["param_id"].nunique() > 1 else None
+    )
+    rows = storable_rows(frame, tasks, "m:f")
+    assert len(rows) == 2 and set(rows["status"]) == {"failed"}
+    assert (rows["error"] == "ContractError: the rows of m:f cannot be stored: too many").all()
+
+
+def test_a_batch_with_one_bad_simulation_checks_it_alone_and_keeps_the_rest():
+    tasks = plan_tasks(
+        [{"kind": "fine", "a": float(i)} for i in range(200)] + [{"kind": "sparse_column", "a": 1.0}], 1
+    )
+    frame = run_batch("simcal_models:output_of_kind", tasks)
+    assert (frame["status"] == "ok").sum() == 400 and (frame["status"] == "failed").sum() == 1
+    assert "Series.sparse.to_dense()" in frame.loc[frame["status"] == "failed", "error"].iloc[0]
+    assert storage_problem(frame) is None
+
+
+# -- a table's index is data ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "outputs", "days"),
+    [
+        ("simcal_models:day_indexed", ["day", "cases"], [10, 11, 12]),
+        ("simcal_models:indexed_series_in_dict", ["day", "cases", "table", "total"], [1, 2]),
+        ("simcal_models:default_index", ["cases"], None),
+    ],
+)
+def test_an_index_reaches_the_output_as_columns_and_row_numbers_do_not(
+    tmp_path, client, model, outputs, days
+):
+    simulate(model, pd.DataFrame({"a": [1.0, 2.0]}), tmp_path / "out", {"batch_size": 2}, client=client)
+    result = read_results(tmp_path / "out")
+    fixed = {"param_id", "replicate", "seed", "a", "status", "error", "duration_s"}
+    assert [c for c in result.columns if c not in fixed] == outputs and (result["status"] == "ok").all()
+    if days is not None:
+        assert result.groupby("a")["day"].apply(list).tolist() == [days, days]
+
+
+def test_index_levels_are_named_and_never_overwrite_a_column():
+    unnamed = pd.DataFrame({"y": [1.0, 2.0]}, index=[5, 6])
+    assert normalise_output(unnamed).to_dict("list") == {"index": [5, 6], "y": [1.0, 2.0]}
+    levels = pd.MultiIndex.from_tuples([("a", 1), ("b", 2)], names=["region", None])
+    assert list(normalise_output(pd.DataFrame({"y": [1.0, 2.0]}, index=levels)).columns) == [
+        "region",
+        "level_1",
+        "y",
+    ]
+    clash = pd.DataFrame({"day": [7, 8]}, index=pd.Index([1, 2], name="day"))
+    assert normalise_output(clash).to_dict("list") == {"output_day": [1, 2], "day": [7, 8]}
+    grouped = pd.DataFrame({"g": ["a", "b", "a"], "v": [1, 2, 3]}).groupby("g").sum()
+    assert normalise_output({"by_g": grouped}).to_dict("list") == {
+        "g": ["a", "b"],
+        "v": [4, 2],
+        "table": ["by_g"] * 2,
+    }
+    # Row numbers 0..n-1 with no name carry nothing, whatever the index's type.
+    assert list(normalise_output(pd.DataFrame({"y": [1.0]}, index=[0])).columns) == ["y"]
+    assert list(normalise_output(pd.DataFrame({"y": [1.0, 2.0]}, index=pd.RangeIndex(2))).columns) == ["y"]
+    assert list(
+        normalise_output(pd.DataFrame({"y": [1.0, 2.0]}, index=pd.RangeIndex(2, name="step"))).columns
+    ) == ["step", "y"]
+
+
+def test_repeated_names_are_renamed_by_the_output_prefix_rule():
+    dict_output = normalise_output({1: 1.0, "1": 2.0, "t": pd.DataFrame({"x": [1]})})
+    assert dict_output.to_dict("list") == {"x": [1], "table": ["t"], "1": [1.0], "output_1": [2.0]}
+    scalars = run_batch("simcal_models:int_and_str_keys", plan_tasks([{"a": 1.0}], 1))
+    assert scalars[["1", "output_1"]].iloc[0].tolist() == [1.0, 2.0]
+    assert unique_names(["x", "x", "x", "output_x"]) == [
+        "x",
+        "output_output_x",
+        "output_output_output_x",
+        "output_x",
+    ]
+    assert unique_names(["a", "b"]) == ["a", "b"]
