@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
@@ -94,10 +95,13 @@ def test_each_seed_trains_its_own_models(pipeline):
 
 
 # -- engineering floors, means over seeds, on every test scenario (held-out families included) ---------------------
-# A miss the data or the models explain is listed here with its reason (an xfail; a miss that is gone shows as
-# XPASS in the summary, not as a failure: float results of CPU training differ between processor types, so a
-# cell near its floor may pass on one machine and miss on another); nothing is dropped. Keys: (dataset, variant, scenario, model, check).
-# Measured on the shipped config (3 seeds); the comment is the value against the floor. The data was not changed.
+# A miss the data or the models explain is listed here with its reason, its value and its floor, measured on the
+# shipped config (3 seeds; the run of docs/science.md, reproduced by the audit of 2026-12-03); nothing is dropped.
+# Keys: (dataset, variant, scenario, model, check). A listed miss is an xfail of the floor's own assertion only
+# (raises=AssertionError): a scenario, model or seed missing from scenario_metrics.csv fails whatever is listed.
+# Float results of CPU training differ between processor types, so a cell near its floor may pass on one machine
+# and miss on another: such a miss is not strict (a pass shows as XPASS). One far below its floor is strict (a pass
+# fails CI: the reason listed is no longer true); see STRICT_MARGIN. The data was not changed.
 REPLAY = (
     "held-out family: one ID's genuine frames of 1 s earlier sent again (rate doubled, payloads real); nothing like "
     "it in training, and the window graph shows only one ID's extra edges"
@@ -107,11 +111,9 @@ MASQUERADE = (
     "blocks barely rank it (ROC-AUC 0.50-0.60)"
 )
 RANDOM_IDS_UNSEEN = (
-    "held-out family: HCRL random-ID fuzzing, all IDs out of vocabulary; synth_cantt trains only on attacks with "
-    "the vehicle's own IDs, so OOV nodes were never shown as attacks (the unknown-ID baseline catches it by design)"
-)
-RATE_KEPT_SPOOFING = (
-    "RPM spoofing at an existing ID's rate: the VGAE's reconstruction error barely moves (docs/models.md)"
+    "held-out family: HCRL random-ID fuzzing, every ID out of vocabulary; the score ranks it (ROC-AUC 0.82-0.96, "
+    "above the floor) but the decision threshold (GAT p > 0.5, VGAE Youden on validation windows, which hold no "
+    "such attack) does not carry to this capture: F1 0.656-0.719 against 0.720 for flagging every window"
 )
 THRESHOLD_DOES_NOT_CARRY = (
     "the score ranks the attacks (ROC-AUC above the floor) but the decision threshold (GAT p > 0.5, VGAE Youden on "
@@ -126,158 +128,97 @@ NO_INPUT_DETECTS = (
     "neither input detects this family (both ROC-AUCs below the floor, 0.48-0.60): their F1 here is where each "
     "one's threshold happens to fall, and which one's is higher decides 'the better input'"
 )
-EXPECTED_MISSES: dict[tuple[str, str, str, str, str], str] = {
-    (
-        "synth_cantt",
-        "teacher",
-        "rpm",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.783 < 0.845
-    (
-        "synth_cantt",
-        "teacher",
-        "dos_vehicle",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.932 < 0.956
-    (
-        "synth_cantt",
-        "teacher",
-        "fuzzy_vehicle",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.941 < 0.943
-    ("synth_cantt", "teacher", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.587 < 0.650
-    ("synth_cantt", "teacher", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.488 < 0.585
-    ("synth_cantt", "teacher", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.546 < 0.650
-    ("synth_cantt", "teacher", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.211 < 0.585
-    ("synth_cantt", "teacher", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.570 < 0.650
-    ("synth_cantt", "teacher", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.325 < 0.585
-    ("synth_cantt", "teacher", "masquerade", "fusion", "fusion_vs_inputs"): NO_INPUT_DETECTS,  # 0.325 < 0.483
-    ("synth_cantt", "teacher", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.514 < 0.650
-    ("synth_cantt", "teacher", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.476 < 0.500
-    ("synth_cantt", "teacher", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.506 < 0.650
-    ("synth_cantt", "teacher", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.168 < 0.500
-    ("synth_cantt", "teacher", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.499 < 0.650
-    ("synth_cantt", "teacher", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.287 < 0.500
-    (
-        "synth_cantt",
-        "teacher",
-        "replay_unseen",
-        "fusion",
-        "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.287 < 0.471
-    ("synth_cantt", "teacher", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.719 < 0.720
-    (
-        "synth_cantt",
-        "teacher",
-        "fuzzy_unseen",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.871 < 0.889
-    (
-        "synth_cantt",
-        "student_kd",
-        "rpm",
-        "vgae",
-        "f1_above_chance",
-    ): THRESHOLD_DOES_NOT_CARRY,  # 0.593 < 0.654
-    ("synth_cantt", "student_kd", "rpm", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.562 < 0.654
-    (
-        "synth_cantt",
-        "student_kd",
-        "dos_vehicle",
-        "gat",
-        "f1_above_chance",
-    ): THRESHOLD_DOES_NOT_CARRY,  # 0.619 < 0.768
-    (
-        "synth_cantt",
-        "student_kd",
-        "fuzzy_vehicle",
-        "gat",
-        "f1_above_chance",
-    ): THRESHOLD_DOES_NOT_CARRY,  # 0.614 < 0.709
-    ("synth_cantt", "student_kd", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.576 < 0.650
-    ("synth_cantt", "student_kd", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.427 < 0.585
-    ("synth_cantt", "student_kd", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.517 < 0.650
-    ("synth_cantt", "student_kd", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.292 < 0.585
-    ("synth_cantt", "student_kd", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.555 < 0.650
-    ("synth_cantt", "student_kd", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.405 < 0.585
-    (
-        "synth_cantt",
-        "student_kd",
-        "masquerade",
-        "fusion",
-        "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.405 < 0.422
-    ("synth_cantt", "student_kd", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.522 < 0.650
-    ("synth_cantt", "student_kd", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.322 < 0.500
-    ("synth_cantt", "student_kd", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.509 < 0.650
-    ("synth_cantt", "student_kd", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.142 < 0.500
-    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.499 < 0.650
-    ("synth_cantt", "student_kd", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.260 < 0.500
-    (
-        "synth_cantt",
-        "student_kd",
-        "replay_unseen",
-        "fusion",
-        "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.260 < 0.317
-    (
-        "synth_cantt",
-        "student_kd",
-        "fuzzy_unseen",
-        "gat",
-        "f1_above_chance",
-    ): RANDOM_IDS_UNSEEN,  # 0.656 < 0.720
-    ("synth_cantt", "student", "rpm", "vgae", "f1_above_chance"): RATE_KEPT_SPOOFING,  # 0.513 < 0.654
-    (
-        "synth_cantt",
-        "student",
-        "rpm",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.903 < 0.912
-    (
-        "synth_cantt",
-        "student",
-        "dos_vehicle",
-        "fusion",
-        "fusion_vs_inputs",
-    ): FUSION_CHOSEN_ON_VALIDATION,  # 0.964 < 0.970
-    ("synth_cantt", "student", "masquerade", "vgae", "roc_auc"): MASQUERADE,  # 0.596 < 0.650
-    ("synth_cantt", "student", "masquerade", "vgae", "f1_above_chance"): MASQUERADE,  # 0.414 < 0.585
-    ("synth_cantt", "student", "masquerade", "gat", "roc_auc"): MASQUERADE,  # 0.502 < 0.650
-    ("synth_cantt", "student", "masquerade", "gat", "f1_above_chance"): MASQUERADE,  # 0.218 < 0.585
-    ("synth_cantt", "student", "masquerade", "fusion", "roc_auc"): MASQUERADE,  # 0.557 < 0.650
-    ("synth_cantt", "student", "masquerade", "fusion", "f1_above_chance"): MASQUERADE,  # 0.296 < 0.585
-    ("synth_cantt", "student", "masquerade", "fusion", "fusion_vs_inputs"): NO_INPUT_DETECTS,  # 0.296 < 0.409
-    ("synth_cantt", "student", "replay_unseen", "vgae", "roc_auc"): REPLAY,  # 0.496 < 0.650
-    ("synth_cantt", "student", "replay_unseen", "vgae", "f1_above_chance"): REPLAY,  # 0.348 < 0.500
-    ("synth_cantt", "student", "replay_unseen", "gat", "roc_auc"): REPLAY,  # 0.477 < 0.650
-    ("synth_cantt", "student", "replay_unseen", "gat", "f1_above_chance"): REPLAY,  # 0.097 < 0.500
-    ("synth_cantt", "student", "replay_unseen", "fusion", "roc_auc"): REPLAY,  # 0.477 < 0.650
-    ("synth_cantt", "student", "replay_unseen", "fusion", "f1_above_chance"): REPLAY,  # 0.142 < 0.500
-    (
-        "synth_cantt",
-        "student",
-        "replay_unseen",
-        "fusion",
-        "fusion_vs_inputs",
-    ): NO_INPUT_DETECTS,  # 0.142 < 0.343
-    ("synth_cantt", "student", "fuzzy_unseen", "vgae", "f1_above_chance"): RANDOM_IDS_UNSEEN,  # 0.656 < 0.720
-    (
-        "synth_hcrl",
-        "student_kd",
-        "gear",
-        "vgae",
-        "f1_above_chance",
-    ): THRESHOLD_DOES_NOT_CARRY,  # 0.563 < 0.646
-    ("synth_hcrl", "student_kd", "gear", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.579 < 0.646
-    ("synth_hcrl", "student", "gear", "vgae", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.549 < 0.646
-    ("synth_hcrl", "student", "gear", "gat", "f1_above_chance"): THRESHOLD_DOES_NOT_CARRY,  # 0.530 < 0.646
+# A listed miss whose value is more than this below its floor is a strict xfail. The largest move of a per-scenario
+# mean between two environments on record is 0.079 (a chance-level cell; 0.019 where an input detects the attack;
+# docs/science.md, "The same figures in another environment"): 0.15, about twice that, is not drift.
+STRICT_MARGIN = 0.15
+
+
+class Miss(NamedTuple):
+    reason: str
+    value: float  # the shipped mean over seeds
+    floor: float
+
+
+def listed(dataset: str, variant: str, rows) -> dict[tuple[str, str, str, str, str], Miss]:
+    """{(dataset, variant, scenario, model, check): Miss} from rows (scenario, model, check, reason, value, floor)."""
+    return {(dataset, variant, *row[:3]): Miss(*row[3:]) for row in rows}
+
+
+# fmt: off
+EXPECTED_MISSES: dict[tuple[str, str, str, str, str], Miss] = {
+    **listed("synth_cantt", "teacher", [
+        ("rpm", "fusion", "fusion_vs_inputs", FUSION_CHOSEN_ON_VALIDATION, 0.783, 0.845),
+        ("dos_vehicle", "fusion", "fusion_vs_inputs", FUSION_CHOSEN_ON_VALIDATION, 0.932, 0.956),
+        ("fuzzy_vehicle", "fusion", "fusion_vs_inputs", FUSION_CHOSEN_ON_VALIDATION, 0.941, 0.943),
+        ("masquerade", "vgae", "roc_auc", MASQUERADE, 0.587, 0.650),
+        ("masquerade", "vgae", "f1_above_chance", MASQUERADE, 0.488, 0.585),
+        ("masquerade", "gat", "roc_auc", MASQUERADE, 0.546, 0.650),
+        ("masquerade", "gat", "f1_above_chance", MASQUERADE, 0.211, 0.585),
+        ("masquerade", "fusion", "roc_auc", MASQUERADE, 0.570, 0.650),
+        ("masquerade", "fusion", "f1_above_chance", MASQUERADE, 0.325, 0.585),
+        ("masquerade", "fusion", "fusion_vs_inputs", NO_INPUT_DETECTS, 0.325, 0.483),
+        ("replay_unseen", "vgae", "roc_auc", REPLAY, 0.514, 0.650),
+        ("replay_unseen", "vgae", "f1_above_chance", REPLAY, 0.476, 0.500),
+        ("replay_unseen", "gat", "roc_auc", REPLAY, 0.506, 0.650),
+        ("replay_unseen", "gat", "f1_above_chance", REPLAY, 0.168, 0.500),
+        ("replay_unseen", "fusion", "roc_auc", REPLAY, 0.499, 0.650),
+        ("replay_unseen", "fusion", "f1_above_chance", REPLAY, 0.287, 0.500),
+        ("replay_unseen", "fusion", "fusion_vs_inputs", NO_INPUT_DETECTS, 0.287, 0.471),
+        ("fuzzy_unseen", "vgae", "f1_above_chance", RANDOM_IDS_UNSEEN, 0.719, 0.720),
+        ("fuzzy_unseen", "fusion", "fusion_vs_inputs", FUSION_CHOSEN_ON_VALIDATION, 0.871, 0.889),
+    ]),
+    **listed("synth_cantt", "student_kd", [
+        ("rpm", "vgae", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.593, 0.654),
+        ("rpm", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.562, 0.654),
+        ("dos_vehicle", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.619, 0.768),
+        ("fuzzy_vehicle", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.614, 0.709),
+        ("masquerade", "vgae", "roc_auc", MASQUERADE, 0.576, 0.650),
+        ("masquerade", "vgae", "f1_above_chance", MASQUERADE, 0.427, 0.585),
+        ("masquerade", "gat", "roc_auc", MASQUERADE, 0.517, 0.650),
+        ("masquerade", "gat", "f1_above_chance", MASQUERADE, 0.292, 0.585),
+        ("masquerade", "fusion", "roc_auc", MASQUERADE, 0.555, 0.650),
+        ("masquerade", "fusion", "f1_above_chance", MASQUERADE, 0.405, 0.585),
+        ("masquerade", "fusion", "fusion_vs_inputs", NO_INPUT_DETECTS, 0.405, 0.422),
+        ("replay_unseen", "vgae", "roc_auc", REPLAY, 0.522, 0.650),
+        ("replay_unseen", "vgae", "f1_above_chance", REPLAY, 0.322, 0.500),
+        ("replay_unseen", "gat", "roc_auc", REPLAY, 0.509, 0.650),
+        ("replay_unseen", "gat", "f1_above_chance", REPLAY, 0.142, 0.500),
+        ("replay_unseen", "fusion", "roc_auc", REPLAY, 0.499, 0.650),
+        ("replay_unseen", "fusion", "f1_above_chance", REPLAY, 0.260, 0.500),
+        ("replay_unseen", "fusion", "fusion_vs_inputs", NO_INPUT_DETECTS, 0.260, 0.317),
+        ("fuzzy_unseen", "gat", "f1_above_chance", RANDOM_IDS_UNSEEN, 0.656, 0.720),
+    ]),
+    **listed("synth_cantt", "student", [
+        ("rpm", "vgae", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.513, 0.654),
+        ("rpm", "fusion", "fusion_vs_inputs", FUSION_CHOSEN_ON_VALIDATION, 0.903, 0.912),
+        ("dos_vehicle", "fusion", "fusion_vs_inputs", FUSION_CHOSEN_ON_VALIDATION, 0.964, 0.970),
+        ("masquerade", "vgae", "roc_auc", MASQUERADE, 0.596, 0.650),
+        ("masquerade", "vgae", "f1_above_chance", MASQUERADE, 0.414, 0.585),
+        ("masquerade", "gat", "roc_auc", MASQUERADE, 0.502, 0.650),
+        ("masquerade", "gat", "f1_above_chance", MASQUERADE, 0.218, 0.585),
+        ("masquerade", "fusion", "roc_auc", MASQUERADE, 0.557, 0.650),
+        ("masquerade", "fusion", "f1_above_chance", MASQUERADE, 0.296, 0.585),
+        ("masquerade", "fusion", "fusion_vs_inputs", NO_INPUT_DETECTS, 0.296, 0.409),
+        ("replay_unseen", "vgae", "roc_auc", REPLAY, 0.496, 0.650),
+        ("replay_unseen", "vgae", "f1_above_chance", REPLAY, 0.348, 0.500),
+        ("replay_unseen", "gat", "roc_auc", REPLAY, 0.477, 0.650),
+        ("replay_unseen", "gat", "f1_above_chance", REPLAY, 0.097, 0.500),
+        ("replay_unseen", "fusion", "roc_auc", REPLAY, 0.477, 0.650),
+        ("replay_unseen", "fusion", "f1_above_chance", REPLAY, 0.142, 0.500),
+        ("replay_unseen", "fusion", "fusion_vs_inputs", NO_INPUT_DETECTS, 0.142, 0.343),
+        ("fuzzy_unseen", "vgae", "f1_above_chance", RANDOM_IDS_UNSEEN, 0.656, 0.720),
+    ]),
+    **listed("synth_hcrl", "student_kd", [
+        ("gear", "vgae", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.563, 0.646),
+        ("gear", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.579, 0.646),
+    ]),
+    **listed("synth_hcrl", "student", [
+        ("gear", "vgae", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.549, 0.646),
+        ("gear", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.530, 0.646),
+    ]),
 }
+# fmt: on
 
 
 def shipped_test_scenarios():
@@ -299,11 +240,11 @@ def floor_cases():
             checks = [(m, c) for m in FLOOR_MODELS for c in ("roc_auc", "f1_above_chance")]
             for model, check in [*checks, ("fusion", "fusion_vs_inputs")]:
                 key = (dataset, variant, scenario, model, check)
-                marks = (
-                    [pytest.mark.xfail(strict=False, reason=EXPECTED_MISSES[key])]
-                    if key in EXPECTED_MISSES
-                    else []
-                )
+                miss = EXPECTED_MISSES.get(key)
+                marks = []
+                if miss is not None:
+                    strict = miss.floor - miss.value > STRICT_MARGIN
+                    marks.append(pytest.mark.xfail(raises=AssertionError, strict=strict, reason=miss.reason))
                 cases.append(pytest.param(key, marks=marks, id="-".join(key)))
     return cases
 
@@ -323,14 +264,44 @@ def test_the_shipped_data_holds_a_family_held_out_of_training():
 
 @pytest.mark.parametrize("key", floor_cases())
 def test_floor(floors, key):
+    # pytest.fail, not assert: an expected miss (an xfail of AssertionError) must not hide a row that is not there.
+    if key not in floors.index:
+        pytest.fail(f"{key}: no such row in the floor table")
     row = floors.loc[key]
-    assert row["seeds"] == len(SEEDS)
+    if row["seeds"] != len(SEEDS):
+        pytest.fail(f"{key}: a mean over {row['seeds']} seeds, not {len(SEEDS)}")
     assert row["passed"], f"{key}: {row['value']:.3f} against the floor {row['floor']:.3f}"
 
 
 def test_expected_misses_name_real_cases():
     cases = {param.values[0] for param in floor_cases()}
     assert set(EXPECTED_MISSES) <= cases, set(EXPECTED_MISSES) - cases
+
+
+def test_every_floor_case_has_its_rows_for_every_seed(pipeline, floors):
+    """Each (dataset, variant, scenario, model) the floors check has one row per seed in scenario_metrics.csv, and
+    the floor table holds exactly the cases above: a scenario that disappears fails here, listed misses or not."""
+    workdir, _ = pipeline
+    table = pd.read_csv(workdir / "results/evaluation/scenario_metrics.csv")
+    seeds = {
+        cell: sorted(rows)
+        for cell, rows in table.groupby(["dataset", "variant", "scenario", "model"])["seed"]
+    }
+    cases = {param.values[0] for param in floor_cases()}
+    cells = {(*key[:3], model) for key in cases for model in FLOOR_MODELS}
+    wrong = {cell: seeds.get(cell, []) for cell in cells if seeds.get(cell, []) != sorted(SEEDS)}
+    assert not wrong, f"seeds per cell, expected {sorted(SEEDS)}: {wrong}"
+    assert set(floors.index) == cases, set(floors.index) ^ cases
+
+
+def test_threshold_reasons_are_given_exactly_where_roc_auc_passes():
+    """An F1 miss is put down to the decision threshold exactly where the score ranks the attacks, i.e. where the
+    same cell's ROC-AUC is not a listed miss."""
+    threshold = {THRESHOLD_DOES_NOT_CARRY, RANDOM_IDS_UNSEEN}
+    for key, miss in EXPECTED_MISSES.items():
+        if key[4] == "f1_above_chance":
+            roc_auc_missed = (*key[:4], "roc_auc") in EXPECTED_MISSES
+            assert roc_auc_missed != (miss.reason in threshold), (key, miss.reason)
 
 
 def test_student_kd_used_its_teacher_and_students_are_smaller(pipeline):
@@ -390,7 +361,8 @@ def test_imported_module_exposes_the_nine_prefixed_rules(tmp_path):
 
 
 # Keeping EXPECTED_MISSES true: `python .tests/integration/test_kd_gat_module.py <run>/results/evaluation/
-# scenario_metrics.csv` prints the misses of that run that are not listed and the listed ones that pass.
+# scenario_metrics.csv` prints the misses of that run that are not listed, the listed ones that pass (a strict one
+# fails CI) and the listed values that moved by more than 0.005.
 if __name__ == "__main__":
     import sys
 
@@ -403,4 +375,10 @@ if __name__ == "__main__":
             "missed, not listed:", key, f"{measured.loc[key, 'value']:.3f} < {measured.loc[key, 'floor']:.3f}"
         )
     for key in sorted(set(EXPECTED_MISSES) - missed):
-        print("listed, but passes:", key)
+        miss = EXPECTED_MISSES[key]
+        print("listed, but passes:", key, "(strict)" if miss.floor - miss.value > STRICT_MARGIN else "")
+    for key in sorted(set(EXPECTED_MISSES) & set(measured.index)):
+        if abs(measured.loc[key, "value"] - EXPECTED_MISSES[key].value) > 0.005:
+            print(
+                "listed value moved:", key, EXPECTED_MISSES[key].value, f"→ {measured.loc[key, 'value']:.3f}"
+            )

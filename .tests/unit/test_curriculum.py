@@ -1,14 +1,18 @@
-"""Curriculum sampler: ratio and hardness move easy → hard, and the sample is redrawn every epoch."""
+"""Curriculum sampler: ratio and hardness move easy → hard, the sample is redrawn every epoch, and the GAT's
+curriculum draws from the normals its VGAE finds hardest."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 import yaml
+from test_training import CURRICULUM, NUM_IDS, TRAINING, graphs, settings, trained_vgae  # noqa: F401 (fixtures)
 from testkit import REPO
 
 from kdgat.curriculum import Curriculum
+from kdgat.training import gat as gat_training
 from kdgat.training.settings import CurriculumSettings
+from kdgat.training.vgae import graph_errors
 
 
 def dataset(normals=400, attacks=40):
@@ -96,6 +100,41 @@ def test_default_config_percentile_shapes_every_epoch_sample(normals_per_attack)
         assert draw.pool == (normal_difficulty >= cutoff).sum() < len(normal_difficulty)
         assert draw.normals == len(chosen) == min(draw.pool, round(draw.ratio * attacks))
         assert not np.array_equal(draw.indices, no_percentile.sample(difficulty, labels, epoch))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_gat_curriculum_draws_from_the_normals_its_vgae_finds_hardest(graphs, trained_vgae, monkeypatch):  # noqa: F811
+    """The wiring from the VGAE to the sampler (review M1 again): the difficulty is the trained VGAE's anomaly error,
+    recomputed here. Each epoch's logged pool is the normals at or above the epoch's percentile of it, a real subset
+    once the percentile is above 0, and every normal drawn lies in it. A constant difficulty (pool = every normal),
+    a NaN one (empty pool) or one unrelated to the VGAE (normals drawn below the cutoff) fails."""
+    train, val = graphs
+    drawn = []
+    train_epoch = gat_training.GATStage.train_epoch
+
+    def recording(stage, epoch):
+        metrics = train_epoch(stage, epoch)
+        drawn.append(stage.last_sample.copy())
+        return metrics
+
+    monkeypatch.setattr(gat_training.GATStage, "train_epoch", recording)
+    _, result, *_ = gat_training.train(
+        train, val, NUM_IDS, settings("gat", curriculum=CURRICULUM), vgae=trained_vgae
+    )
+    labels = np.array([int(g.y) for g in train])
+    difficulty = graph_errors(trained_vgae, train, TRAINING["batch_size"], "cpu")["anomaly_error"]
+    normal_difficulty = difficulty[labels == 0]
+    assert np.isfinite(normal_difficulty).all() and np.ptp(normal_difficulty) > 0
+    assert len(drawn) == len(result["history"]) == TRAINING["epochs"]
+    for row, indices in zip(result["history"], drawn, strict=True):
+        cutoff = np.percentile(normal_difficulty, row["curriculum_percentile"])
+        pool = int((normal_difficulty >= cutoff).sum())
+        assert row["curriculum_pool"] == pool
+        if row["curriculum_percentile"] > 0:
+            assert 0 < pool < len(normal_difficulty)
+        chosen = indices[labels[indices] == 0]
+        assert len(chosen) == row["curriculum_normals"] > 0
+        assert difficulty[chosen].min() >= cutoff
 
 
 def test_bad_settings_name_the_config_section():
