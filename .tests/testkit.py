@@ -12,7 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,22 @@ def once_across_workers(
             raise
         done.write_text(str(result))
         return result
+
+
+@contextmanager
+def dask_client(n_workers: int) -> Iterator:
+    """A client of a LocalCluster of worker processes on loopback, with Dask's allowed-failures at 0 as in the
+    clusters simcal starts (so a worker death reaches simcal's own count at once)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster:
+            with Client(cluster) as connected:
+                yield connected

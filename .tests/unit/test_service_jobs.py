@@ -14,10 +14,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-import dask
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
+from testkit import dask_client
 
 from simcal.calibrate import calibrate
 from simcal.models.sir import observe
@@ -42,16 +42,8 @@ def client(count_file):
     previous = os.environ.get("SIMCAL_TEST_COUNT")
     os.environ["SIMCAL_TEST_COUNT"] = str(count_file)
     try:
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            with LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-            ) as cluster:
-                with Client(cluster) as connected:
-                    yield connected
+        with dask_client(2) as connected:
+            yield connected
     finally:
         if previous is None:
             os.environ.pop("SIMCAL_TEST_COUNT", None)

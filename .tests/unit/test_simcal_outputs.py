@@ -8,11 +8,11 @@ table's index is kept as columns unless it holds just the row numbers.
 
 from __future__ import annotations
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
+from testkit import dask_client
 
 import simcal.runner
 import simcal.worker
@@ -41,16 +41,8 @@ FAILING = {
 
 @pytest.fixture(scope="module")
 def client():
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            host="127.0.0.1",
-        ) as cluster:
-            with Client(cluster) as connected:
-                yield connected
+    with dask_client(1) as connected:
+        yield connected
 
 
 def kinds_table() -> pd.DataFrame:

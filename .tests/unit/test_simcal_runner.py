@@ -22,6 +22,7 @@ import pandas as pd
 import psutil
 import pytest
 from distributed import Client, LocalCluster
+from testkit import dask_client
 
 from simcal.backends import (
     Terminated,
@@ -51,16 +52,8 @@ SRC = HERE.parents[1] / "src"
 
 @pytest.fixture(scope="module")
 def client():
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            host="127.0.0.1",
-        ) as cluster:
-            with Client(cluster) as connected:
-                yield connected
+    with dask_client(2) as connected:
+        yield connected
 
 
 def table(n: int, start: float = 0.0) -> pd.DataFrame:
