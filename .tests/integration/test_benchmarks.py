@@ -31,11 +31,16 @@ BENCH_LINE = re.compile(
 )
 
 
-def bench_lines(script: str) -> dict[str, dict[str, str]]:
-    """Run a benchmark in its --quick sizes; it must succeed and every line starting with BENCH be well formed.
-    Returns those lines by name. (The two benchmarks run one after the other: side by side they took longer.)"""
+def bench_lines(script: str, *options: str) -> dict[str, dict[str, str]]:
+    """Run a benchmark in its --quick sizes (or with ``options``); it must succeed and every line starting with
+    BENCH be well formed. Returns those lines by name. (The benchmarks run one after the other: side by side they
+    took longer.)"""
     proc = subprocess.run(
-        [sys.executable, f"bench/{script}", "--quick"], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, f"bench/{script}", *(options or ["--quick"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-6000:]}"
     lines = {}
@@ -100,6 +105,16 @@ def test_profile_interval_takes_each_gammas_lowest_loss(monkeypatch):
     lower, upper = profile_interval(losses, best_gamma, best_loss)
     assert (lower, upper) == pytest.approx((-0.3, 0.3))
     assert profile_interval(losses, best_gamma, best_loss - 1.5) == pytest.approx((-0.1, 0.1))
+
+
+def test_bench_latency_times_the_student_against_the_teacher_in_the_same_run():
+    """The figures in bench/RESULTS.md come from this script; a small run checks it still measures both presets
+    and prints both lines (their goals are not asserted here: timings on a shared CI machine are not the figures)."""
+    lines = bench_lines("bench_latency.py", "--rounds", "1", "--windows", "20")
+    assert list(lines) == ["latency_student_vs_teacher", "latency_student"]
+    pair, alone = lines["latency_student_vs_teacher"], lines["latency_student"]
+    assert pair["value"] == alone["value"] and pair["unit"] == "ms" and pair["goal"] == "<=0.5"
+    assert 0 < float(pair["value"]) and 0 < float(pair["baseline"]) and alone["goal"] == "<=3.0ms"
 
 
 def test_bench_preprocess_measures_the_original_in_the_same_run():
