@@ -128,12 +128,13 @@ def gather(futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.
     futures = list(futures)
     if not futures:
         return pd.DataFrame()
-    outcome: dict[int, pd.DataFrame] = {}
-    remote = [f for f in futures if isinstance(f, ServiceSimulationFuture)]
+    outcome = {id(f): failure_rows([f.task], "failed", CANCELLED) for f in futures if f.cancelled}
+    live = [f for f in futures if not f.cancelled]
+    remote = [f for f in live if isinstance(f, ServiceSimulationFuture)]
     if remote:
         outcome.update(_gather_from_service(remote))
-    if len(remote) < len(futures):
-        outcome.update(_gather_from_dask([f for f in futures if not isinstance(f, ServiceSimulationFuture)]))
+    if len(remote) < len(live):
+        outcome.update(_gather_from_dask([f for f in live if not isinstance(f, ServiceSimulationFuture)]))
     return pd.concat([outcome[id(f)] for f in futures], ignore_index=True)
 
 
@@ -141,17 +142,18 @@ CANCELLED = "Cancelled: SimulationFuture.cancel() was called before its rows wer
 
 
 def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame]:
+    """The rows of simulations running on Dask (none of them cancelled)."""
     from distributed import wait
     from distributed.client import FuturesCancelledError
     from distributed.scheduler import KilledWorker
 
-    closed = [f for f in futures if not f.cancelled and f.client.status != "running"]
+    closed = [f for f in futures if f.client.status != "running"]
     if closed:
         raise ContractError(
             f"{closed[0]!r} cannot be gathered: its Dask client is {closed[0].client.status} (a SimulationService "
             "closes the cluster it started on leaving its `with` block; gather inside it)"
         )
-    outcome = {id(f): failure_rows(f.tasks, "failed", CANCELLED) for f in futures if f.cancelled}
+    outcome: dict[int, pd.DataFrame] = {}
     timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
     while len(outcome) < len(futures):
         open_ = [f for f in futures if id(f) not in outcome]
@@ -186,21 +188,16 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
 
 
 def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd.DataFrame]:
-    outcome = {id(f): failure_rows([f.task], "failed", CANCELLED) for f in futures if f.cancelled}
+    """The rows of simulations for the service backend (none of them cancelled): sends what is queued, then
+    waits for each job once."""
     for service in {id(f.service): f.service for f in futures}.values():
         service.flush()
-    unsent = [f for f in futures if f.job is None and not f.cancelled]
+    unsent = [f for f in futures if f.job is None]
     if unsent:
         raise ContractError(
             f"{unsent[0]!r} was never sent: its SimulationService was closed first; gather inside the `with` block"
         )
-    jobs = {id(f.job): f.job for f in futures if not f.cancelled}
-    for job in jobs.values():
-        job.wait()
-    for sim in futures:
-        if not sim.cancelled:
-            outcome[id(sim)] = sim.job.rows_for(sim.task)
-    return outcome
+    return {id(sim): sim.job.rows_for(sim.task) for sim in futures}
 
 
 class ServiceSimulationFuture:
@@ -238,30 +235,27 @@ class ServiceSimulationFuture:
 class _ServiceJob:
     """One job of the simulation service and the futures whose simulations it runs."""
 
-    def __init__(self, job: Any, futures: list[ServiceSimulationFuture], options: dict[str, Any]):
-        self.job, self.futures, self.options = job, futures, options
-        self.tasks = list({f.task.key: f.task for f in futures}.values())
-        self._rows: pd.DataFrame | None = None
+    def __init__(
+        self, job: Any, tasks: list[SimTask], futures: list[ServiceSimulationFuture], options: dict[str, Any]
+    ):
+        self.job, self.tasks, self.futures, self.options = job, tasks, futures, options
+        self._rows: dict[tuple, pd.DataFrame] | None = None  # by simulation key, once the job has finished
 
     def done(self) -> bool:
-        return self._rows is not None or self.job.status()["status"] in ("succeeded", "failed", "cancelled")
+        from simcal.service.client import FINAL
 
-    def wait(self) -> None:
-        """Fetch the rows of every simulation of the job (raises ``ServiceJobFailed`` if the job failed)."""
+        return self._rows is not None or self.job.status()["status"] in FINAL
+
+    def rows_for(self, task: SimTask) -> pd.DataFrame:
+        """One simulation's rows; the first call waits for the job and fetches the rows of all its simulations
+        (raises ``ServiceJobFailed`` if the job failed)."""
         from simcal.service.remote import finish_job
 
         if self._rows is None:
-            self._rows = finish_job(self.job, self.tasks, self.options)
-
-    def rows_for(self, task: SimTask) -> pd.DataFrame:
-        self.wait()
-        rows = self._rows
-        mask = (
-            (rows["param_id"] == task.param_id)
-            & (rows["replicate"] == task.replicate)
-            & (rows["seed"] == task.seed)
-        )
-        return rows[mask].reset_index(drop=True)
+            rows = finish_job(self.job, self.tasks, self.options)  # a row per task at least
+            by_key = rows.groupby(["param_id", "replicate", "seed"], sort=False)
+            self._rows = {key: group.reset_index(drop=True) for key, group in by_key}
+        return self._rows[task.key]
 
     def cancel_if_unwanted(self) -> None:
         if self._rows is None and all(f.cancelled for f in self.futures):
@@ -337,7 +331,9 @@ class SimulationService:
         options = checked_options(self.backend_options)
         for model_ref, futures in by_model.items():
             tasks = list({f.task.key: f.task for f in futures}.values())
-            job = _ServiceJob(send_tasks(self.client, model_ref, tasks, self.settings), futures, options)
+            job = _ServiceJob(
+                send_tasks(self.client, model_ref, tasks, self.settings), tasks, futures, options
+            )
             for future in futures:
                 future.job = job
 

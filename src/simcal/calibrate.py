@@ -357,7 +357,6 @@ def check_model_parameters(
     Names the simulations' own columns use (``seed``, ``status``...) are refused first: a model without a declared
     space cannot catch them, and they would replace the planned seed or be overwritten in every output row.
     """
-    reject_reserved(fixed, "calibration.fixed")
     check_fixed_values(fixed, "calibration.fixed")
     reject_reserved(bounds_spec, "calibration.parameters")
     space = space_of(model_ref)

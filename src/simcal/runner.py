@@ -48,7 +48,7 @@ from simcal.progress import Progress
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
 from simcal.store import PartStore, read_results
-from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table, reject_reserved
+from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table
 from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
 from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch, storable_rows
 
@@ -691,7 +691,6 @@ def _planned_parameter_sets(
 ) -> tuple[list[dict[str, Any]], str, RowName]:
     """``planned_parameter_sets`` with what messages call the table and how they name its rows."""
     fixed = dict(fixed_params or {})
-    reject_reserved(fixed, "fixed parameters")
     check_fixed_values(fixed, "fixed parameters")
     table, where, row_name = parameter_table(parameters)
     both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))

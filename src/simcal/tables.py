@@ -142,8 +142,10 @@ def _why_not_plain(value: Any) -> str:
 
 
 def check_fixed_values(fixed: Mapping[str, Any], where: str) -> None:
-    """Refuse fixed parameter values that are missing, infinite or of an unsupported type, naming ``where`` (for
-    example ``fixed parameters`` or ``calibration.fixed``) and the parameter."""
+    """Refuse reserved names (``reject_reserved``) and fixed parameter values that are missing, infinite or of an
+    unsupported type, naming ``where`` (for example ``fixed parameters`` or ``calibration.fixed``) and the
+    parameter."""
+    reject_reserved(fixed, where)
     for key, value in fixed.items():
         try:
             to_plain(value, str(key))

@@ -140,7 +140,7 @@ def finish_job(
     Raises ``ServiceJobFailed`` when the job ended failed or cancelled, ``TimeoutError`` after
     ``wait_timeout_s``; whatever ends the wait early (those, Ctrl-C, an error of ``between_polls``) cancels the job.
     """
-    from simcal.service.client import JobFailed
+    from simcal.service.client import FINAL, JobFailed
 
     poll_s = float(options.get("poll_interval_s") or 1.0)
     wait_timeout_s = options.get("wait_timeout_s")
@@ -148,7 +148,7 @@ def finish_job(
     try:
         while True:
             info = job.status()
-            if info["status"] in ("succeeded", "failed", "cancelled"):
+            if info["status"] in FINAL:
                 break
             if wait_timeout_s is not None and time.monotonic() - began > float(wait_timeout_s):
                 raise TimeoutError(
