@@ -57,6 +57,14 @@ def cuda_build(
     monkeypatch.setattr(runtime, "driver_from_nvidia_smi", lambda: driver)
 
 
+def refusal_holding_gpu(monkeypatch, visible: str = "0") -> str:
+    """The message with which select_device("auto") refuses while the job holds GPU `visible` (as SLURM sets it)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    return str(error.value)
+
+
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
@@ -111,10 +119,7 @@ def test_only_the_cu126_builds_carry_volta_kernels():
 
 
 def test_cpu_wheel_on_a_slurm_gpu_job_stops_with_the_fix(no_gpu_env):
-    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(GPUUnusableError) as error:
-        select_device("auto")
-    message = str(error.value)
+    message = refusal_holding_gpu(no_gpu_env)
     assert "CUDA_VISIBLE_DEVICES=0" in message
     assert f"torch {torch.__version__} (torch.version.cuda=None)" in message
     assert f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126" in message
@@ -131,10 +136,7 @@ def test_cpu_wheel_names_the_gpu_capability_nvidia_smi_reports(no_gpu_env):
 
 def test_cu130_build_on_a_v100_stops_before_any_kernel(no_gpu_env):
     cuda_build(no_gpu_env, "cu130", V100)
-    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(GPUUnusableError) as error:
-        select_device("auto")
-    message = str(error.value)
+    message = refusal_holding_gpu(no_gpu_env)
     assert "torch.version.cuda=13.0" in message and "compute capability 7.0 (sm_70)" in message
     assert "sm_75 sm_80" in message  # what the build has
     assert f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126" in message
@@ -173,10 +175,7 @@ def test_cuda_build_without_a_usable_driver_names_the_build(no_gpu_env):
 
 def test_cuda_build_on_a_node_without_driver_or_nvidia_smi_blames_the_driver(no_gpu_env):
     cuda_build(no_gpu_env, "cu130", None, available=False)
-    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(GPUUnusableError) as error:
-        select_device("auto")
-    message = str(error.value)
+    message = refusal_holding_gpu(no_gpu_env)
     assert "the NVIDIA driver is missing or older than CUDA 13.0 builds need" in message
     assert "no driver version is visible); the GPU's compute capability is not visible" in message
     assert "update the NVIDIA driver (driver 580 or newer), or install the CUDA 12.6 build" in message
@@ -193,20 +192,14 @@ def test_when_only_a_newer_driver_helps_no_install_command_is_offered(
     no_gpu_env, flavour, capability, minimum
 ):
     cuda_build(no_gpu_env, flavour, capability, available=False, driver="470.82.01")
-    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(GPUUnusableError) as error:
-        select_device("auto")
-    message = str(error.value)
+    message = refusal_holding_gpu(no_gpu_env)
     assert message.count(f"Fix: update the NVIDIA driver (driver {minimum} or newer). To run on the CPU") == 1
     assert "pip install" not in message
 
 
 def test_a_driver_new_enough_that_still_shows_no_gpu_points_at_the_device_setup(no_gpu_env):
     cuda_build(no_gpu_env, "cu130", H100, available=False, driver="580.65.06")
-    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "3")
-    with pytest.raises(GPUUnusableError) as error:
-        select_device("auto")
-    message = str(error.value)
+    message = refusal_holding_gpu(no_gpu_env, "3")
     assert "nvidia-smi reports driver 580.65.06, new enough for CUDA 13.0 builds" in message
     assert "CUDA_VISIBLE_DEVICES names a GPU that `nvidia-smi -L` lists" in message
     assert "update the NVIDIA driver" not in message and "pip install" not in message
