@@ -21,3 +21,15 @@ def undeclared(params, seed):
 def distance_to_one(simulated, observed, **options):
     """A target for ``undeclared``: the mean squared distance of its output y from 1."""
     return float((simulated["y"] - 1.0).pow(2).mean())
+
+
+SCORED = {"parameter_sets": 0}
+
+
+def distance_to_one_four_times(simulated, observed, **options):
+    """``distance_to_one`` for the first four parameter sets it scores (in the driver), then it raises: a target
+    that breaks after the design. Reset ``SCORED`` before use."""
+    SCORED["parameter_sets"] += 1
+    if SCORED["parameter_sets"] > 4:
+        raise ValueError("cannot score a fifth parameter set")
+    return distance_to_one(simulated, observed)

@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import simcal_calibration_models
 from distributed import Client, LocalCluster
 from scipy import stats
 
@@ -426,6 +427,28 @@ def test_trials_are_written_when_the_failure_threshold_stops_the_run(tmp_path, c
     assert unstable.any() and kept.loc[unstable, "loss"].isna().all()
     assert (kept.loc[unstable, "replicates_failed"] == 1).all()
     assert kept.loc[~unstable, "loss"].notna().all() and set(kept["phase"]) == {"design", "search", "refine"}
+
+
+def test_a_target_that_fails_mid_run_keeps_the_finished_rounds_trials(tmp_path, client):
+    """An error that is not the failure threshold (here a target that raises from the first search round on)
+    still keeps the trials of the rounds that finished, and the error and the progress file say where."""
+    settings = {"initial_points": 4, "rounds": 3, "proposals_per_round": 4, "refine": {"top_k": 0}}
+    simcal_calibration_models.SCORED["parameter_sets"] = 0
+    with pytest.raises(
+        ContractError, match=r"target .* failed on parameter set .*cannot score a fifth"
+    ) as caught:
+        calibrate(
+            "simcal_calibration_models:undeclared", pd.DataFrame({"y": [1.0]}), {"a": {"low": 0.0, "high": 1.0}},
+            [{"function": "simcal_calibration_models:distance_to_one_four_times"}], tmp_path / "s.parquet",
+            tmp_path / "trials.parquet", settings, {"replicates": 1}, client=client,
+        )  # fmt: skip
+    assert not (tmp_path / "trials.parquet").exists()  # the design finished; the whole run did not
+    kept = tmp_path / "trials.failed.parquet"
+    assert caught.value.__notes__ == [f"The trials table of the 1 round(s) that finished is in {kept}."]
+    trials = pd.read_parquet(kept)
+    assert list(trials["phase"]) == ["design"] * 4 and trials["loss"].notna().all(), trials
+    progress = json.loads((tmp_path / "s.parquet.progress.json").read_text())
+    assert progress["state"] == "failed" and str(kept) in progress["message"], progress
 
 
 @pytest.mark.parametrize("batch_size", ["auto", 2])

@@ -423,7 +423,8 @@ def calibrate(
 
     The trials table is written even when too many simulations failed (TooManyFailures is raised after it), and
     then also kept as ``<trials>.failed.parquet``, a name that Snakemake's clean-up of a failed job's outputs
-    leaves alone.
+    leaves alone. Any other error of a round (a target that raises, no workers) keeps the finished rounds' trials
+    there too, and says so in a note on the error.
     """
     if not isinstance(settings, CalibrationSettings):
         settings = CalibrationSettings.from_config(settings)
@@ -452,14 +453,21 @@ def calibrate(
         rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
         stopped: TooManyFailures | None = None
         where = ""
+        kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
         try:
             _search(rounds, proposer, trials, names, settings, simulation, began)
         except _RoundStopped as stop:
             trials.append(stop.table)
             stopped = stop.error
             where = f" The calibration stopped in round {stop.table['round'].iloc[0]}; no later round ran."
+        except Exception as error:
+            # A target that raises, no workers left, a lost scheduler: the rounds that finished are kept for the
+            # researcher (their simulations resume from the parts anyway), under the name a failed job keeps.
+            if trials:
+                write_parquet(_trials_table(trials), kept)
+                error.add_note(f"The trials table of the {len(trials)} round(s) that finished is in {kept}.")
+            raise
         table = _trials_table(trials)
-        kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
         write_parquet(table, trials_output)
         try:
             if stopped is not None:

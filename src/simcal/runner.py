@@ -168,7 +168,8 @@ class Simulator:
                 if exc is None:
                     self.progress.finish("finished")
                 else:
-                    self.progress.finish("failed", f"{type(exc).__name__}: {exc}"[:2000])
+                    notes = "".join(f" {note}" for note in getattr(exc, "__notes__", ()))
+                    self.progress.finish("failed", f"{type(exc).__name__}: {exc}{notes}"[:2000])
         finally:
             self._stack.close()
 
