@@ -146,6 +146,40 @@ def test_failure_rows_and_the_threshold_are_the_same_through_the_service_backend
                  "max_failed_fraction": 0.0}, backend="service", backend_options=remote)  # fmt: skip
 
 
+def test_a_service_job_cancelled_on_the_service_fails_the_sweep_naming_the_job_and_keeps_no_output(
+    service, tmp_path, remote
+):
+    """A job cancelled on the service's side (by another client, an operator) ends the waiting sweep with the
+    service's address, the job's id and the service's reason, and finalizes no output."""
+    from simcal.service.remote import ServiceJobFailed
+
+    table = pd.DataFrame({"a": [2000.0 + i for i in range(20)], "sleep_s": 0.5})
+    output = tmp_path / "backend.parquet"
+    failed: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            simulate(SLEEP, table, output, {"batch_size": 1}, backend="service", backend_options=remote)
+        except BaseException as error:  # handed to the test's thread
+            failed.append(error)
+
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        before = {job["job_id"] for job in api.jobs(limit=1000)}
+        waiting = threading.Thread(target=sweep)
+        waiting.start()
+        new = wait_for(
+            lambda: [j for j in api.jobs(limit=1000) if j["job_id"] not in before], 60, "the sweep's job"
+        )
+        api.job(new[0]["job_id"]).cancel()
+        waiting.join(60)
+    assert not waiting.is_alive() and len(failed) == 1, failed
+    assert isinstance(failed[0], ServiceJobFailed), failed
+    assert str(failed[0]) == (
+        f"simulation service {service.url}: job {new[0]['job_id']} cancelled: cancelled by request"
+    ), failed
+    assert not output.exists()
+
+
 def test_calibration_through_the_service_backend_equals_the_local_one(service, client, tmp_path, remote):
     observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7)
     bounds = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}

@@ -140,7 +140,7 @@ def finish_job(
     Raises ``ServiceJobFailed`` when the job ended failed or cancelled, ``TimeoutError`` after
     ``wait_timeout_s``; whatever ends the wait early (those, Ctrl-C, an error of ``between_polls``) cancels the job.
     """
-    from simcal.service.client import FINAL, JobFailed
+    from simcal.service.client import FINAL
 
     poll_s = float(options.get("poll_interval_s") or 1.0)
     wait_timeout_s = options.get("wait_timeout_s")
@@ -158,10 +158,10 @@ def finish_job(
             if between_polls is not None:
                 between_polls()
             time.sleep(poll_s)
-        try:
-            job.wait(timeout=0)
-        except JobFailed as error:
-            raise ServiceJobFailed(f"simulation service {job.client.url}: {error}") from error
+        if info["status"] != "succeeded":  # the status just read is final: no second request
+            raise ServiceJobFailed(
+                f"simulation service {job.client.url}: job {job.id} {info['status']}: {info.get('error')}"
+            )
         frame = job.to_pandas()
     except BaseException:
         with contextlib.suppress(Exception):
