@@ -8,6 +8,7 @@ while the cluster lives on.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -227,7 +228,8 @@ def test_a_large_sweep_goes_as_several_jobs_whose_rows_an_interruption_keeps(
     table = pd.DataFrame({"a": [1000.0 + i for i in range(300)], "sleep_s": 0.02})
     chunks = service_chunks(plan_tasks(table.to_dict("records"), 1))
     assert [len(c) for c in chunks] == [100, 100, 100]
-    assert [len(c) for c in service_chunks(plan_tasks([{"a": 1.0}], 1000))] == [1000]  # a set is never split
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        jobs_before = {job["job_id"] for job in api.jobs(limit=1000)}
 
     output, cancel = tmp_path / "sweep.parquet", threading.Event()
     parts = tmp_path / "sweep.parquet.partial"
@@ -252,6 +254,38 @@ def test_a_large_sweep_goes_as_several_jobs_whose_rows_an_interruption_keeps(
     settled_executions(client, count_file)  # nothing of this test runs on into the next one
     simulate(SLEEP, table, tmp_path / "library.parquet", settings, client=client)
     pd.testing.assert_frame_equal(rows(swept), rows(read_results(tmp_path / "library.parquet")))
+    # Two jobs at a time, in both runs: a job is sent only after the service recorded an earlier one as finished.
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        sent = [job for job in api.jobs(limit=1000) if job["job_id"] not in jobs_before]
+    assert 3 <= len(sent) <= 5, sent
+    events = sorted([(job["submitted"], 1) for job in sent] + [(job["finished"], -1) for job in sent])
+    assert max(itertools.accumulate(change for _, change in events)) == 2, events
+
+
+@pytest.mark.parametrize(
+    ("parameter_sets", "replicates", "sizes"),
+    [
+        (199, 1, [199]),  # under two jobs' worth: one job
+        (200, 1, [100, 100]),
+        (2000, 1, [200] * 10),
+        (5000, 1, [500] * 10),  # never more than 10 jobs
+        (10, 30, [120, 90, 90]),  # whole parameter sets: shares as even as 30-simulation sets allow
+        (3, 100, [100, 100, 100]),
+        (1, 1000, [1000]),  # a parameter set is never split
+    ],
+)
+def test_a_sweep_goes_as_one_job_per_hundred_simulations_of_whole_sets_at_most_ten(
+    parameter_sets, replicates, sizes
+):
+    from simcal.service.remote import service_chunks
+    from simcal.tasks import plan_tasks
+
+    tasks = plan_tasks([{"a": float(i)} for i in range(parameter_sets)], replicates)
+    chunks = service_chunks(tasks)
+    assert [len(chunk) for chunk in chunks] == sizes
+    assert [task for chunk in chunks for task in chunk] == list(tasks)  # every task once, in order
+    owners = [{task.param_id for task in chunk} for chunk in chunks]
+    assert sum(len(ids) for ids in owners) == parameter_sets  # no parameter set in two jobs
 
 
 def settled_executions(

@@ -94,8 +94,9 @@ def run_on_service(
 
 
 def service_chunks(tasks: Sequence[SimTask]) -> list[list[SimTask]]:
-    """``tasks`` in up to ``MAX_JOBS`` parts of whole parameter sets, each of at least ``MIN_JOB_SIMULATIONS``
-    simulations where there are enough (a job asks for every replicate of its sets up to the highest one)."""
+    """``tasks`` as one part per ``MIN_JOB_SIMULATIONS`` simulations (at most ``MAX_JOBS``, at most one per
+    parameter set), each of whole parameter sets (a job asks for every replicate of its sets up to the highest
+    one), in shares as even as the sets' sizes allow: 10 sets of 30 go as 120, 90 and 90."""
     by_set: dict[str, list[SimTask]] = {}
     for task in tasks:
         by_set.setdefault(task.param_id, []).append(task)
