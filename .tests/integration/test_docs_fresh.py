@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import re
 import subprocess
 import sys
 
 import pytest
-from testkit import REPO
+import yaml
+from testkit import REPO, run_snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +54,18 @@ def test_config_reference_lists_every_key_with_type_default_and_description():
         assert f"## `{section}`" in reference
     assert "| `evaluation.speed.latency_runs` | integer (≥ 1) | `20` | Single-window runs;" in reference
     assert '| `evaluation.device` | string | `"auto"` |' in reference
+
+
+def test_the_readmes_job_and_seed_counts_are_those_of_the_shipped_workflow(tmp_path):
+    """README's "`make demo` ... N jobs, K seeds of every variant": N from a dry run of the shipped workflow and
+    config (Snakemake's job stats), K from kd_gat.seeds."""
+    stated = re.search(r"(\d+) jobs, (\d+) seeds of\s+every variant", (REPO / "README.md").read_text())
+    assert stated, "README no longer states the demo's job count"
+    dry = run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--configfile", str(REPO / "config/config.yaml"),
+        "--directory", str(tmp_path), "--cores", "2", "--dry-run", cwd=tmp_path, timeout=300,
+    ).stdout  # fmt: skip
+    totals = re.findall(r"^total\s+(\d+)$", dry, flags=re.MULTILINE)
+    assert totals, dry[-3000:]
+    seeds = yaml.safe_load((REPO / "config/config.yaml").read_text())["kd_gat"]["seeds"]
+    assert (int(stated[1]), int(stated[2])) == (int(totals[-1]), len(seeds)), (stated[0], totals)

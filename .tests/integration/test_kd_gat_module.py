@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from typing import NamedTuple
 
 import pandas as pd
@@ -358,6 +360,57 @@ def test_imported_module_exposes_the_nine_prefixed_rules(tmp_path):
     ).stdout  # fmt: skip
     rules = {f"kd_gat_train_{stage}_{variant}" for stage in STAGES for variant in VARIANTS}
     assert rules | {"kd_gat_all"} <= set(listing.split()), listing
+
+
+# Snakemake's API parses the main workflow without running it. A rule's own `retries:` is `_restart_times` (the
+# public property folds in the command line's --retries); Snakemake is pinned in pyproject.toml.
+DECLARED_RESOURCES = """
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings, StorageSettings
+
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    workflow = api.workflow(
+        resource_settings=ResourceSettings(cores=1), storage_settings=StorageSettings(),
+        snakefile=Path("workflow/Snakefile"),
+    )._workflow
+    wildcards = {"dataset": "synth_hcrl", "seed": "42"}
+    job = SimpleNamespace(**wildcards, items=wildcards.items)
+    declared = {}
+    for rule in workflow.rules:
+        if not rule.name.startswith("kd_gat_train_") or "mem_mb" not in rule.resources:
+            continue
+        memory = rule.resources["mem_mb"]
+        declared[rule.name] = {
+            "retries": rule._restart_times,
+            "gpu": rule.resources["gpu"].value if "gpu" in rule.resources else None,
+            "mem_mb": [memory.evaluate(job, [], attempt, rule.name).value for attempt in (1, 2)]
+            if memory.is_evaluable() else [memory.value] * 2,
+            "benchmark": str(rule.benchmark) if rule.benchmark else None,
+        }
+print(json.dumps(declared))
+"""
+
+
+def test_the_nine_training_rules_ask_for_a_gpu_retry_twice_and_scale_memory_with_the_attempt():
+    """What the README promises of each training rule, read from the parsed main workflow (the students' rules
+    inherit these from the teachers' through `use rule ... with:`, which must not drop them)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", DECLARED_RESOURCES], cwd=REPO, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    declared = json.loads(proc.stdout.strip().splitlines()[-1])
+    memory = SHIPPED["kd_gat"]["resources"]["mem_mb"]
+    for variant in VARIANTS:
+        for stage in STAGES:
+            rule = declared[f"kd_gat_train_{stage}_{variant}"]
+            assert (rule["retries"], rule["gpu"]) == (2, 1), (stage, variant, rule)
+            assert rule["mem_mb"] == [memory, 2 * memory], (stage, variant, rule)
+            assert rule["benchmark"].endswith(f"/{variant}/{stage}.tsv"), (stage, variant, rule)
 
 
 # Keeping EXPECTED_MISSES true: `python .tests/integration/test_kd_gat_module.py <run>/results/evaluation/

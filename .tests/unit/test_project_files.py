@@ -52,9 +52,10 @@ def test_pixi_installs_the_library_editable_from_this_repository() -> None:
     assert project == {"path": ".", "editable": True}
 
 
-def test_pixi_python_floor_matches_pyproject() -> None:
+def test_pixi_and_readme_python_floor_match_pyproject() -> None:
     floor = re.search(r">=\s*([\d.]+)", PYPROJECT["project"]["requires-python"]).group(1)
     assert PIXI["dependencies"]["python"].startswith(f">={floor}")
+    assert f"Needs only Python ≥ {floor} " in (REPO / "README.md").read_text()
 
 
 TORCH_FLAVOURS = {"cu126", "cu130", "cpu"}  # PyTorch wheel indexes, profiles/slurm/README.md "GPU stack"

@@ -593,6 +593,7 @@ def test_worker_lifetime_is_shorter_than_the_walltime():
     assert walltime_seconds("5") == 300 and walltime_seconds("01:30") == 90
     assert worker_lifetime({"walltime": "00:01:00"}) == (37, 3)
     assert worker_lifetime({"walltime": "01:00:00"}) == (2880, 180)
+    assert worker_lifetime({"walltime": "04:00:00"}) == (14400 - 600 - 300, 300)  # both caps: 10 min, 5 min
     assert worker_lifetime({"walltime": "00:01:00", "lifetime": "30s", "lifetime_stagger": 5}) == (30, 5)
     with pytest.raises(
         ContractError, match=r"lifetime \(70 s\) \+ lifetime_stagger \(3 s\) .* walltime 00:01:00"
