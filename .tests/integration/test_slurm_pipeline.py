@@ -91,6 +91,10 @@ def test_whole_pipeline_completes_through_sbatch(pipeline):
 
 
 def test_gpu_rules_get_a_gpu_partition_and_a_gpu_and_cpu_rules_do_not(pipeline):
+    # Both branches below must see rows, or the loop passes vacuously.
+    rules = {rule_of(row) for row in pipeline.rows}
+    assert GPU_RULES <= rules, rules
+    assert rules - GPU_RULES, rules
     for row in pipeline.rows:
         rule = rule_of(row)
         if rule in GPU_RULES:

@@ -218,6 +218,16 @@ def test_assign_windows_purges_only_between_splits():
     assert (split != "").all()
 
 
+def test_a_capture_shorter_than_the_held_out_blocks_keeps_one_window_for_training():
+    # 3 windows → 3 blocks of one window. val takes min(2, 3 - 1 - 0) = 2 blocks, fusion min(2, 3 - 1 - 2) = 0:
+    # one block stays for training instead of all 3 (of the 4 requested) being held out.
+    split, drawn = assign_windows(
+        3, {"val": 2, "fusion": 2}, 10, np.random.default_rng(0), window_size=10, stride=10
+    )
+    assert (len(drawn["val"]), len(drawn["fusion"])) == (2, 0)
+    assert sorted(split.tolist()) == ["train", "val", "val"]
+
+
 def test_split_is_seeded(dataset_dir, tmp_path):
     train_files, test_files = discover_layout(dataset_dir)
     runs = {}
