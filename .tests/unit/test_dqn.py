@@ -8,7 +8,7 @@ import torch
 from kdgat.distillation import q_value_kd_loss
 from kdgat.models import NUM_ACTIONS, QNetwork, alphas, fuse, fusion_reward
 from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, epsilon_at, kd_row_weights
-from kdgat.training.held_out import early_stop_rows
+from kdgat.training.held_out import HOLDOUT_BLOCKS, early_stop_rows
 
 
 def test_actions_map_to_21_alphas():
@@ -87,6 +87,20 @@ def test_early_stop_rows_are_evenly_spaced_contiguous_blocks():
     assert int(early_stop_rows(7, 0.25).sum()) >= 1
     with pytest.raises(ValueError, match="early_stop_share"):
         early_stop_rows(100, 1.0)
+
+
+def test_early_stopping_holds_out_5_of_20_contiguous_blocks_of_the_fit_graphs():
+    # docs/models.md: "5 of 20 contiguous blocks of the fit windows (`early_stop_share: 0.25`)".
+    assert HOLDOUT_BLOCKS == 20
+    held = early_stop_rows(200, 0.25).tolist()
+    # Maximal runs of held-out rows, as (start, length).
+    runs = [
+        (start, next((end for end in range(start, 200) if not held[end]), 200) - start)
+        for start in range(200)
+        if held[start] and (start == 0 or not held[start - 1])
+    ]
+    assert [length for _, length in runs] == [10] * 5
+    assert all(start % 10 == 0 for start, _ in runs)  # each run is one of the 20 blocks of 200 / 20 rows
 
 
 def test_epsilon_decays_linearly():

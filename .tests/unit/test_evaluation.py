@@ -24,13 +24,16 @@ from torch_geometric.nn import global_mean_pool
 
 from kdgat.evaluation.metrics import binary_metrics, detection_rate_at_fpr
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
-from kdgat.evaluation.run import evaluate_scored_splits
+from kdgat.evaluation.run import evaluate_files, evaluate_scored_splits
 from kdgat.evaluation.speed import measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, stash_key
 from kdgat.evaluation.summary import pooled_table, variant_summary
 from kdgat.evaluation.thresholds import model_decisions, youden_threshold
 from kdgat.files import write_json
-from kdgat.models import count_parameters, fuse
+from kdgat.graph_store import save_graph_sets, save_graphs
+from kdgat.model_store import save_model
+from kdgat.models import GAT, VGAE, QNetwork, count_parameters, fuse
+from kdgat.testing import toy_graphs
 
 # 10 windows: 4 attacks. Scores are distinct so AUC can be counted by hand.
 LABELS = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
@@ -116,6 +119,14 @@ def test_youden_threshold_on_a_constructed_case():
     assert choice.youden_j == pytest.approx(0.75)
 
 
+def test_youden_threshold_ties_go_to_the_higher_threshold():
+    # Predict attack at score >= t. t = 0.4: TPR 1/2, FPR 0 -> J = 1/2. t = 0.3: 1/2, 1/2 -> 0.
+    # t = 0.2: TPR 1, FPR 1/2 -> J = 1/2. t = 0.1: 1, 1 -> 0. 0.4 and 0.2 tie; docs: the higher one wins.
+    choice = youden_threshold([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4])
+    assert choice.youden_j == pytest.approx(0.5)
+    assert choice.threshold == pytest.approx(0.4)
+
+
 def test_youden_threshold_with_one_class_only():
     only_normal = youden_threshold([0, 0, 0], [0.1, 0.5, 0.3])
     assert only_normal.threshold > 0.5 and only_normal.youden_j is None
@@ -173,6 +184,52 @@ def test_stash_restores_only_for_identical_inputs_and_params(tmp_path):
     model.write_bytes(b"weights-2")  # new content -> new key -> nothing to restore
     assert not stash.restore(stash_key({"model": model}, {"batch_size": 8}), {"metrics.json": out})
     assert not list((tmp_path / "stash").glob(".*"))  # no staging leftovers
+
+
+def tiny_evaluation_inputs(folder):
+    """Untrained small models and a few toy graphs: evaluate_files only needs them to load and score."""
+    save_graphs(toy_graphs(20, num_ids=20, seed=1), folder / "val.pt")
+    save_graph_sets({"dos": toy_graphs(20, num_ids=20, seed=2)}, folder / "test.pt")
+    torch.manual_seed(0)
+    vgae_config = {"num_ids": 20, "hidden_dims": (8, 4), "latent_dim": 4}
+    vgae = VGAE(**vgae_config)
+    vgae.anomaly_threshold.fill_(1.0)  # scoring refuses an uncalibrated VGAE
+    save_model(vgae, "vgae", vgae_config, folder / "vgae.pt")
+    save_model(GAT(num_ids=20), "gat", {"num_ids": 20}, folder / "gat.pt")
+    save_model(QNetwork(), "dqn", {}, folder / "dqn.pt")
+    return {name: str(folder / f"{name}.pt") for name in ("vgae", "gat", "dqn", "val", "test")}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_empty_stash_dir_switches_the_result_stash_off(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)  # a relative stash path, or a fallback one, would land in here
+    caplog.set_level("INFO", logger="kdgat")
+    suffixes = {"metrics": ".json", "scores": ".parquet", "roc": ".svg", "pr": ".svg", "confusion": ".svg"}
+    outputs = {name: tmp_path / "out" / f"{name}{suffix}" for name, suffix in suffixes.items()}
+    shipped_stash = tmp_path / "results" / "evaluation" / ".stash"  # config.yaml's evaluation.stash_dir
+    inputs = tiny_evaluation_inputs(tmp_path)
+
+    def evaluate(stash_dir):
+        caplog.clear()
+        for path in outputs.values():
+            path.unlink(missing_ok=True)  # what Snakemake does to the members of a failed group job
+        before = {p for p in tmp_path.rglob("*") if p.is_file()}
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher",
+            device="cpu", speed={"repeats": 1, "latency_runs": 1, "max_graphs": 4}, stash_dir=stash_dir,
+        )  # fmt: skip
+        return {p for p in tmp_path.rglob("*") if p.is_file()} - before
+
+    # Off: only the declared outputs are written, and the evaluation is computed.
+    assert evaluate("") == set(outputs.values())
+    assert "evaluating tiny/teacher" in caplog.text and "stash" not in caplog.text
+    # Control: a non-empty stash_dir commits an entry.
+    written = evaluate(str(shipped_stash.relative_to(tmp_path)))
+    assert any(p.name == "COMPLETE" and shipped_stash in p.parents for p in written)
+    assert "committed results to the stash" in caplog.text
+    # Off again, with that entry (same inputs and params) on disk: recomputed, not restored, nothing stashed.
+    assert evaluate("") == set(outputs.values())
+    assert "evaluating tiny/teacher" in caplog.text and "stash" not in caplog.text
 
 
 def test_fixed_alpha_models_score_the_weighted_mean_and_decide_above_one_half():

@@ -9,7 +9,7 @@ import torch
 from kdgat.graph_store import save_graphs
 from kdgat.inference import score_graphs
 from kdgat.model_store import load_model
-from kdgat.models import GAT, VGAE, QNetwork
+from kdgat.models import GAT, NUM_ACTIONS, VGAE, QNetwork
 from kdgat.testing import toy_graphs
 from kdgat.training import dqn, gat, vgae
 from kdgat.training.settings import StageSettings
@@ -186,4 +186,6 @@ def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path
     default = json.loads(outputs("teacher", "dqn")["metrics"].read_text())
     assert (default["fit_graphs"], default["stop_graphs"]) == (40, 10)
     assert sum(default["alpha_histogram"]) == default["stop_graphs"]
+    # One bin per DQN action; docs/models.md says "21 bins", so both the literal and the constant are checked.
+    assert len(default["alpha_histogram"]) == 21 == NUM_ACTIONS
     assert {"val_agrees_with_gat", "val_f1_alpha_0", "val_f1_alpha_0.5", "val_f1_alpha_1"} <= set(default)

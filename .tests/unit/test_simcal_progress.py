@@ -1,8 +1,10 @@
-"""Reading progress files: the state shown for sweeps whose process is gone or that stopped reporting."""
+"""Progress of a sweep: the counts, rate and ETA it reports (on a controlled clock), and reading progress files:
+the state shown for sweeps whose process is gone or that stopped reporting."""
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 
 import pytest
 
+import simcal.progress as progress_module
 from simcal.cli import main
 from simcal.progress import Progress, find_progress_files, format_table, read_progress
 
@@ -48,3 +51,92 @@ def test_running_sweeps_whose_process_is_gone_or_silent_are_marked(tmp_path, cap
     )
     with pytest.raises(FileNotFoundError, match="no sweep progress here"):
         find_progress_files([tmp_path / "nothing.parquet"])
+
+
+class FakeClock:
+    """Stands in for the ``time`` module that simcal.progress uses: ``time()`` and ``monotonic()`` both read
+    ``now``, which the test moves by hand."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock(1000.0)
+    monkeypatch.setattr(progress_module, "time", fake)
+    return fake
+
+
+def written(progress: Progress) -> dict:
+    return json.loads(progress.path.read_text())
+
+
+def test_rate_counts_from_the_first_submit_and_only_simulations_run_here(tmp_path, clock, caplog):
+    caplog.set_level(logging.INFO, logger="simcal.progress")
+    progress = Progress(tmp_path / "sims.parquet", "local")
+    progress.plan(10, 4, 0)  # 4 of the 10 were finished by an earlier, interrupted run
+    assert (progress.rate(), progress.eta_s()) == (0.0, None)  # nothing submitted yet: no rate to speak of
+
+    clock.now = 1010.0  # the cluster took 10 s to start; that is no part of the rate
+    progress.submitted()
+    clock.now = 1012.0
+    progress.submitted()  # later batches do not restart the rate's clock
+    clock.now = 1014.0
+    progress.advance(2)
+
+    # rate = done here / time since the first submit = 2 / (1014 - 1010) = 0.5 per s
+    # (not the 6 done overall / 4 s = 1.5, nor 2 / 14 s since the Progress was made);
+    # ETA = (total - done) / rate = (10 - 6) / 0.5 = 8 s (not total / rate = 20 s)
+    assert (progress.done, progress.done_here) == (6, 2)
+    assert progress.rate() == pytest.approx(0.5)
+    assert progress.eta_s() == pytest.approx(8.0)
+    progress.report(force=True)
+    info = written(progress)
+    assert (info["state"], info["done"], info["total"]) == ("running", 6, 10)
+    assert (info["rate_per_s"], info["eta_s"], info["updated_epoch"]) == (0.5, 8.0, 1014.0)
+    assert "simulations 6/10 (60.0%), 0 failed, 0.5/s, ETA 8s" in caplog.text
+
+
+def test_eta_reaches_zero_when_all_is_done_and_the_file_drops_it_once_finished(tmp_path, clock):
+    progress = Progress(tmp_path / "sims.parquet", "local")
+    progress.plan(10, 4, 0)
+    progress.submitted()
+    clock.now = 1008.0
+    progress.advance(6, failed=1)
+
+    # rate = 6 / 8 s = 0.75 per s; ETA = (10 - 10) / 0.75 = 0 (total / rate would still say 13.3 s)
+    assert (progress.rate(), progress.eta_s()) == (pytest.approx(0.75), 0.0)
+    progress.report(force=True)
+    assert written(progress)["eta_s"] == 0.0  # still running: the ETA is written
+    progress.finish("finished")
+    info = written(progress)
+    assert (info["state"], info["done"], info["failed"], info["rate_per_s"]) == ("finished", 10, 1, 0.75)
+    assert info["eta_s"] is None  # a finished sweep has nothing left to estimate
+    progress.finish("failed", "RuntimeError: boom")
+    assert (written(progress)["eta_s"], written(progress)["message"]) == (None, "RuntimeError: boom")
+
+
+def test_each_planned_round_adds_to_the_total_and_the_eta_covers_the_rounds_planned_so_far(tmp_path, clock):
+    progress = Progress(tmp_path / "sims.parquet", "local")
+    progress.plan(6, 2, 1)  # round 0: 6 simulations, 2 of them resumed (1 of those had failed)
+    progress.submitted()
+    clock.now = 1002.0
+    progress.advance(4)
+    assert (progress.total, progress.done, progress.failed) == (6, 6, 1)
+
+    progress.plan(4, 0, 0)  # round 1 is planned only once round 0 is done
+    # total = 6 + 4 = 10, done = 6; rate = 4 done here / 2 s = 2 per s; ETA = (10 - 6) / 2 = 2 s
+    assert (progress.total, progress.done) == (10, 6)
+    assert progress.eta_s() == pytest.approx(2.0)
+    clock.now = 1004.0
+    progress.advance(4)
+    progress.report(force=True)
+    info = written(progress)  # rate = 8 done here / 4 s = 2 per s
+    assert (info["total"], info["done"], info["failed"], info["rate_per_s"]) == (10, 10, 1, 2.0)

@@ -1,0 +1,124 @@
+"""The calibration analysis (simcal.analyze.analyze, under the analyze_calibration wrapper's analyze_files) on
+hand-built trials tables, with every expected number worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simcal.analyze import analyze, analyze_files
+
+TRIAL_COLUMNS = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "gamma", "log10_rho",
+                 "loss", "replicates_ok", "replicates_failed"]  # fmt: skip
+NAMES = ["beta", "gamma", "log10_rho"]
+TRUE = {"beta": 0.3, "gamma": 0.1, "log10_rho": -2.0}
+
+
+def refined_trials() -> pd.DataFrame:
+    """Design, two search rounds, a refine step and one local-search round, as calibrate writes them. The refine
+    step re-simulates the three best sets so far (f, b, d) under the same param_id with more replicates."""
+    rows = [
+        (0, 0, "design", "sobol", "a", 2, 0.50, 0.20, -1.0, 9.0, 2, 0),
+        (1, 0, "design", "sobol", "b", 2, 0.33, 0.08, -2.5, 3.0, 2, 0),
+        (2, 0, "design", "sobol", "c", 2, 0.10, 0.05, -3.0, np.nan, 0, 2),  # every replicate failed
+        (3, 1, "search", "tpe", "d", 2, 0.28, 0.09, -1.5, 4.0, 2, 0),
+        (4, 1, "search", "tpe", "e", 2, 0.40, 0.15, -0.5, 5.0, 2, 0),
+        (
+            5,
+            2,
+            "search",
+            "tpe",
+            "f",
+            2,
+            0.31,
+            0.11,
+            -2.0,
+            2.0,
+            2,
+            0,
+        ),  # lowest loss, but over 2 replicates only
+        (6, 2, "search", "tpe", "g", 2, 0.20, 0.02, -1.2, 6.0, 2, 0),
+        (7, 3, "refine", "refine", "f", 5, 0.31, 0.11, -2.0, 2.6, 5, 0),
+        (8, 3, "refine", "refine", "b", 5, 0.33, 0.08, -2.5, 2.5, 5, 0),
+        (9, 3, "refine", "refine", "d", 5, 0.28, 0.09, -1.5, 2.9, 5, 0),
+        (10, 4, "refine", "local", "h", 5, 0.35, 0.14, -3.0, 2.7, 5, 0),
+    ]
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def test_the_best_and_top_k_come_from_the_refine_rows_with_hand_computed_statistics(tmp_path):
+    refined_trials().to_parquet(tmp_path / "trials.parquet")
+    paths = {name: tmp_path / name for name in ("best.json", "top_k.parquet", "summary.json")}
+    returned = analyze_files(
+        tmp_path / "trials.parquet", NAMES, paths["best.json"], paths["top_k.parquet"], paths["summary.json"],
+        top_k=3, true_params=TRUE,
+    )  # fmt: skip
+    best = json.loads(paths["best.json"].read_text())
+    top = pd.read_parquet(paths["top_k.parquet"])
+    summary = json.loads(paths["summary.json"].read_text())
+
+    # Refine losses: b 2.5 < f 2.6 < h 2.7 < d 2.9. f's search loss 2.0 (2 replicates) does not count.
+    assert returned == best
+    assert best == {
+        "param_id": "b", "loss": 2.5, "params": {"beta": 0.33, "gamma": 0.08, "log10_rho": -2.5},
+        "round": 3, "trial": 8, "phase": "refine", "replicates": 5,
+    }  # fmt: skip
+    assert list(top["param_id"]) == ["b", "f", "h"] and list(top["rank"]) == [1, 2, 3]
+    assert list(top["loss"]) == [2.5, 2.6, 2.7]
+
+    # |0.33 - 0.3| / 0.3 = 0.1; |0.08 - 0.1| / 0.1 = 0.2 (the best lies below the truth: still positive);
+    # |-2.5 - (-2)| / |-2| = 0.25 (a negative true value: still positive)
+    assert summary["relative_error"] == pytest.approx({"beta": 0.1, "gamma": 0.2, "log10_rho": 0.25})
+
+    # Top-3 sets b, f, h. The code takes the population std (ddof=0) of the k sets kept:
+    # beta 0.33, 0.31, 0.35: mean 0.33, deviations 0, -0.02, 0.02, std sqrt(0.0008 / 3) (ddof=1 would be 0.02)
+    # gamma 0.08, 0.11, 0.14: mean 0.11, deviations -0.03, 0, 0.03, std sqrt(0.0018 / 3) (ddof=1: 0.03)
+    # log10_rho -2.5, -2.0, -3.0: mean -2.5, deviations 0, 0.5, -0.5, std sqrt(0.5 / 3) (ddof=1: 0.5)
+    expected_top_k = {
+        "beta": {"mean": 0.33, "std": math.sqrt(0.0008 / 3), "min": 0.31, "max": 0.35},
+        "gamma": {"mean": 0.11, "std": math.sqrt(0.0018 / 3), "min": 0.08, "max": 0.14},
+        "log10_rho": {"mean": -2.5, "std": math.sqrt(0.5 / 3), "min": -3.0, "max": -2.0},
+    }
+    assert set(summary["top_k"]) == set(NAMES)
+    for name, expected in expected_top_k.items():
+        assert summary["top_k"][name] == pytest.approx(expected), name
+
+    # Design and search rounds only (the refine rounds 3 and 4 use more replicates): round minima 3.0 (c's NaN
+    # ignored), 4.0, 2.0; their running minimum 3.0, 3.0, 2.0.
+    assert summary["best_loss_by_round"] == {"0": 3.0, "1": 3.0, "2": 2.0}
+    # The loss quantiles are over the pool the best is chosen from: refine losses 2.5, 2.6, 2.7, 2.9,
+    # median (2.6 + 2.7) / 2 = 2.65.
+    assert summary["loss"] == pytest.approx({"min": 2.5, "median": 2.65, "max": 2.9})
+    assert (summary["chosen_from"], summary["trials"], summary["trials_with_finite_loss"]) == (
+        "refine",
+        11,
+        10,
+    )
+    assert (summary["rounds"], summary["replicates_failed"]) == (5, 2)
+
+
+def test_a_parameter_set_proposed_again_in_a_later_round_counts_once_in_the_top_k():
+    """Without a refine step the best is chosen from every trial. TPE over an integer parameter can propose a
+    design point again (same param_id, same seeds, so the same resumed simulations and the same loss); the top-k
+    lists each parameter set once, at its earliest trial."""
+    rows = [
+        (0, 0, "design", "sobol", "p", 2, 2, 0.30, 1.5),
+        (1, 0, "design", "sobol", "q", 2, 3, 0.20, 4.0),
+        (2, 1, "search", "tpe", "p", 2, 2, 0.30, 1.5),  # p again
+        (3, 1, "search", "tpe", "r", 2, 4, 0.25, 2.0),
+    ]
+    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "n", "beta", "loss"]
+    best, top, summary = analyze(pd.DataFrame(rows, columns=columns), ["n", "beta"], top_k=2)
+
+    assert (best["param_id"], best["trial"], best["round"], best["phase"]) == ("p", 0, 0, "design")
+    assert (
+        list(top["param_id"]) == ["p", "r"] and list(top["trial"]) == [0, 3] and list(top["rank"]) == [1, 2]
+    )
+    # n over the distinct top-2 sets p, r: 2 and 4, mean 3, population std 1 (with p twice: 2, 2, mean 2, std 0)
+    assert summary["top_k"]["n"] == pytest.approx({"mean": 3.0, "std": 1.0, "min": 2.0, "max": 4.0})
+    assert summary["chosen_from"] == "all trials" and summary["best_loss_by_round"] == {"0": 1.5, "1": 1.5}
+    assert "relative_error" not in summary  # no true parameters given
