@@ -2,27 +2,35 @@
 
 Two services for the module: ``service`` with its own LocalCluster (one worker) and tight size limits, and
 ``idle``, whose scheduler address answers nothing (a closed loopback port), with a strict rate limit: it shows
-/readyz refusing and the per-key rate limit without any cluster.
+/readyz refusing and the per-key rate limit without any cluster. One test starts a third, with a LocalCluster of
+three workers, and stops it. The options of ``simcal serve`` are checked against docs/service.md without a service.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
+import itertools
 import json
 import os
+import re
 import subprocess
 import time
 
 import httpx
 import pandas as pd
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from servicekit import OtlpReceiver, free_port
-from testkit import venv_bin
+from testkit import REPO, venv_bin
 
 SIR = "simcal.models.sir:simulate"
 SMALL = {"fn_ref": SIR, "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 20}], "n_replicates": 2}
 MAX_BYTES = 20_000
+SERVICE_DOC = REPO / "docs" / "service.md"
+REQUIRED = "(required)"
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +80,100 @@ def wait_final(http: httpx.Client, job_id: str, timeout: float = 120) -> dict:
             return info
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not end: {info}")
+
+
+# -- the options as docs/service.md states them ------------------------------------------------------------------
+
+
+def serve_options() -> tuple[dict[str, argparse.Action], argparse.Namespace]:
+    """The options of ``simcal serve`` from the parser the ``simcal`` command runs ({'--port': its action, ...}),
+    and what it parses from the required options alone. Built per call: some defaults come from the environment."""
+    from simcal.cli import parser
+
+    main = parser()
+    (subcommands,) = (a for a in main._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {
+        option: action
+        for action in subcommands.choices["serve"]._actions
+        for option in action.option_strings
+        if option.startswith("--") and not isinstance(action, argparse._HelpAction)
+    }
+    parsed = main.parse_args(["serve", "--api-keys-file", "keys", "--state-dir", "state"])
+    return actions, parsed
+
+
+def documented_serve_defaults() -> dict[str, str]:
+    """{option: its default as docs/service.md writes it}: the rows of the options table under "Run it" and, for
+    the options the table leaves out, the ``simcal serve`` synopsis above it, where ``--opt VALUE`` outside brackets
+    is required, ``[--opt VALUE]`` defaults to VALUE and ``[--opt ... | $VARIABLE]`` to the variable (the table
+    wins: the synopsis shows examples for the options it has rows for)."""
+    text = SERVICE_DOC.read_text()
+    lines = text.splitlines()
+    header = lines.index("| option | default | what |")
+    table = {}
+    for row in itertools.takewhile(lambda line: line.startswith("|"), lines[header + 2 :]):
+        options_cell, defaults_cell = row.split("|")[1:3]
+        options = re.findall(r"`(--[a-z-]+)`", options_cell)
+        defaults = [default.strip() for default in defaults_cell.split(" / ")]
+        assert options and len(defaults) == len(options), (
+            f"docs/service.md options table: cannot read {row!r}"
+        )
+        table.update(zip(options, defaults, strict=True))
+    synopsis = re.search(r"^simcal serve --.*$", text.replace("\\\n", " "), re.MULTILINE)[0]
+    shown = {option: REQUIRED for option in re.findall(r"(--[a-z-]+) \S", re.sub(r"\[[^]]*\]", "", synopsis))}
+    for option, value in re.findall(r"\[(--[a-z-]+) ([^]]+)\]", synopsis):
+        variable = value.split(" | ")[-1]
+        shown[option] = variable if variable.startswith("$") else value
+    return {**shown, **table}
+
+
+def documented_value(written: str):
+    """'8' -> 8, '1 000 000' -> 1000000, '16 MiB' -> 16 << 20, '`simcal.models`' -> 'simcal.models'."""
+    written = written.strip("`")
+    if match := re.fullmatch(r"(\d+) MiB", written):
+        return int(match[1]) << 20
+    if re.fullmatch(r"\d+( \d{3})*", written):
+        return int(written.replace(" ", ""))
+    return written
+
+
+def test_documented_serve_defaults_are_the_parsers(monkeypatch, tmp_path):
+    from simcal.service.results import results_store
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    actions, parsed = serve_options()
+    wrong = []
+    for option, written in documented_serve_defaults().items():
+        if option not in actions:
+            wrong.append(f"{option}: documented, but simcal serve has no such option")
+            continue
+        action = actions[option]
+        default = getattr(parsed, action.dest)
+        if written == REQUIRED:
+            right = action.required
+        elif written == "(none)":
+            right = default is None and not action.required
+        elif written == "`<state-dir>/results`":  # no default on the command line: the service puts it there
+            right = default is None and results_store(None, tmp_path).directory == tmp_path / "results"
+        elif written.startswith("$"):  # the variable, read when the parser is built, else nothing
+            monkeypatch.setenv(written[1:], "from-the-environment")
+            right = default is None and getattr(serve_options()[1], action.dest) == "from-the-environment"
+            monkeypatch.delenv(written[1:])
+        else:
+            right = not action.required and default == documented_value(written)
+        if not right:
+            wrong.append(
+                f"{option}: docs/service.md says {written}, the parser {action.required=} {default=}"
+            )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_serve_option_is_documented_with_its_default():
+    actions, _ = serve_options()
+    undocumented = sorted(set(actions) - set(documented_serve_defaults()))
+    assert not undocumented, (
+        f"docs/service.md gives no default for {undocumented}: add them to its options table"
+    )
 
 
 # -- probes and metrics --------------------------------------------------------------------------------------------
@@ -328,6 +430,57 @@ def test_client_raises_exceptions_named_after_the_problem(service):
         with pytest.raises(RequestRejected, match="409") as conflict:
             failing.to_pandas()
         assert conflict.value.status == 409
+
+
+def test_job_list_is_newest_first_cut_at_limit_and_filtered_by_status(service):
+    failing = {"fn_ref": "simcal_models:always_fails", "parameter_sets": [{"a": 1.0}, {"a": 2.0}]}
+    with service.http(service.keys["alice"]) as http:
+
+        def listed(**query) -> list[str]:
+            return [job["job_id"] for job in http.get("/v1/jobs", params=query).json()["jobs"]]
+
+        first, second, third = (submit(http, body).json()["job_id"] for body in (SMALL, failing, SMALL))
+        assert listed(limit=2) == [third, second]
+        assert listed(limit=3) == [third, second, first]
+        ended = [wait_final(http, job_id)["status"] for job_id in (first, second, third)]
+        assert ended == ["succeeded", "failed", "succeeded"]
+        # alice has older succeeded jobs from the tests above: the limit cuts after the newest two
+        assert listed(status="succeeded", limit=2) == [third, first]
+        failed = http.get("/v1/jobs", params={"status": "failed"}).json()["jobs"]
+        assert {job["status"] for job in failed} == {"failed"} and listed(status="failed")[0] == second
+
+
+def test_without_scheduler_serve_starts_a_local_cluster_of_workers_processes_on_loopback(service_factory):
+    service = service_factory("--workers", "3")  # not the default (2): a --workers ignored would show
+    root = psutil.Process(service.process.pid)
+    tree = [root, *root.children(recursive=True)]
+    try:
+        with service.http() as http:
+            assert http.get("/readyz").json() == {"status": "ready", "reason": "ready", "workers": 3}
+        connections = {process: process.net_connections("tcp") for process in tree}
+        listening = {
+            (c.laddr.ip, c.laddr.port) for process in tree for c in connections[process] if not c.raddr
+        }
+        assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+        workers = [process for process in tree[1:] if connections[process]]  # not multiprocessing's tracker
+        assert len(workers) == 3
+        # The scheduler: the address every worker process talks to, which the service process itself listens on.
+        (scheduler,) = set.intersection(
+            *({tuple(c.raddr) for c in connections[worker] if c.raddr} for worker in workers)
+        )
+        assert scheduler[0] == "127.0.0.1" and any(tuple(c.laddr) == scheduler for c in connections[root])
+        with service.http(service.keys["alice"]) as alice:
+            job = wait_final(alice, submit(alice).json()["job_id"])
+            assert job["status"] == "succeeded" and job["progress"] == {"done": 2, "total": 2, "failed": 0}
+        service.process.terminate()  # a graceful stop leaves no worker process behind
+        service.process.wait(timeout=60)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive
+    finally:
+        service.stop()
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 def test_keys_added_while_running_work_without_a_restart(service):
