@@ -26,6 +26,7 @@ from simcal.calibrate import (
     calibrate_files,
     losses_for,
     parse_targets,
+    top_parameter_sets,
 )
 from simcal.contract import ContractError, replicate_seed
 from simcal.design import Design, parse_bounds, sample_design, write_design
@@ -300,6 +301,21 @@ def test_a_target_that_fails_is_named_with_its_parameter_set():
         losses_for([frame], observed, targets)
     with pytest.raises(ContractError, match=r"names must differ"):
         parse_targets([{"function": "simcal.targets:poisson_nll", "name": "a"}] * 2)
+
+
+def test_top_parameter_sets_are_distinct_finite_and_ranked_by_loss_then_trial():
+    # a was proposed twice (losses 1.0 and 3.0): it counts once, at its best; NaN and inf rank nowhere;
+    # c and d tie on 2.0 and the earlier trial (d, row 2) comes first.
+    trials = pd.DataFrame(
+        {
+            "param_id": ["a", "b", "d", "a", "c", "e"],
+            "x": [1.0, 2.0, 4.0, 1.0, 3.0, 5.0],
+            "loss": [3.0, float("nan"), 2.0, 1.0, 2.0, float("inf")],
+        }
+    )
+    assert top_parameter_sets(trials, ["x"], 3) == [{"x": 1.0}, {"x": 4.0}, {"x": 3.0}]
+    assert top_parameter_sets(trials, ["x"], 10) == [{"x": 1.0}, {"x": 4.0}, {"x": 3.0}]
+    assert all(type(value) is float for row in top_parameter_sets(trials, ["x"], 3) for value in row.values())
 
 
 # -- the calibration loop ------------------------------------------------------------------------------------------
