@@ -130,9 +130,16 @@ NO_INPUT_DETECTS = (
     "neither input detects this family (both ROC-AUCs below the floor, 0.48-0.60): their F1 here is where each "
     "one's threshold happens to fall, and which one's is higher decides 'the better input'"
 )
-# A listed miss whose value is more than this below its floor is a strict xfail. The largest move of a per-scenario
-# mean between two environments on record is 0.079 (a chance-level cell; 0.019 where an input detects the attack;
-# docs/science.md, "The same figures in another environment"): 0.15, about twice that, is not drift.
+NEAR_FLOOR_ONE_SEED_COLLAPSED = (
+    "passed in the run of docs/science.md, missed on another machine (2026-12-03: 0.650 against 0.654, the float "
+    "drift between processor types): the fusion ranks the attack (ROC-AUC above the floor), but seed 44's "
+    "student_kd GAT collapses on synth_cantt (F1 0, ROC-AUC 0.07 here) and that seed's fused decision (F1 0.29) "
+    "pulls the 3-seed mean to the chance floor"
+)
+# A listed miss whose value is more than this below its floor is a strict xfail, and one whose value falls more than
+# this below its recorded value fails. The largest move of a per-scenario mean between two environments on record
+# is 0.079 (a chance-level cell; 0.019 where an input detects the attack; docs/science.md, "The same figures in
+# another environment"): 0.15, about twice that, is not drift.
 STRICT_MARGIN = 0.15
 
 
@@ -173,6 +180,7 @@ EXPECTED_MISSES: dict[tuple[str, str, str, str, str], Miss] = {
     **listed("synth_cantt", "student_kd", [
         ("rpm", "vgae", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.593, 0.654),
         ("rpm", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.562, 0.654),
+        ("rpm", "fusion", "f1_above_chance", NEAR_FLOOR_ONE_SEED_COLLAPSED, 0.650, 0.654),
         ("dos_vehicle", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.619, 0.768),
         ("fuzzy_vehicle", "gat", "f1_above_chance", THRESHOLD_DOES_NOT_CARRY, 0.614, 0.709),
         ("masquerade", "vgae", "roc_auc", MASQUERADE, 0.576, 0.650),
@@ -272,6 +280,13 @@ def test_floor(floors, key):
     row = floors.loc[key]
     if row["seeds"] != len(SEEDS):
         pytest.fail(f"{key}: a mean over {row['seeds']} seeds, not {len(SEEDS)}")
+    # A listed miss may drift, not collapse: an xfail alone would pass a cell that fell to 0.
+    miss = EXPECTED_MISSES.get(key)
+    if miss is not None and row["value"] < miss.value - STRICT_MARGIN:
+        pytest.fail(
+            f"{key}: {row['value']:.3f}, listed as a miss at {miss.value:.3f}: more than {STRICT_MARGIN} worse than "
+            "recorded, not drift"
+        )
     assert row["passed"], f"{key}: {row['value']:.3f} against the floor {row['floor']:.3f}"
 
 
@@ -299,7 +314,7 @@ def test_every_floor_case_has_its_rows_for_every_seed(pipeline, floors):
 def test_threshold_reasons_are_given_exactly_where_roc_auc_passes():
     """An F1 miss is put down to the decision threshold exactly where the score ranks the attacks, i.e. where the
     same cell's ROC-AUC is not a listed miss."""
-    threshold = {THRESHOLD_DOES_NOT_CARRY, RANDOM_IDS_UNSEEN}
+    threshold = {THRESHOLD_DOES_NOT_CARRY, RANDOM_IDS_UNSEEN, NEAR_FLOOR_ONE_SEED_COLLAPSED}
     for key, miss in EXPECTED_MISSES.items():
         if key[4] == "f1_above_chance":
             roc_auc_missed = (*key[:4], "roc_auc") in EXPECTED_MISSES
