@@ -27,20 +27,8 @@ def refined_trials() -> pd.DataFrame:
         (2, 0, "design", "sobol", "c", 2, 0.10, 0.05, -3.0, np.nan, 0, 2),  # every replicate failed
         (3, 1, "search", "tpe", "d", 2, 0.28, 0.09, -1.5, 4.0, 2, 0),
         (4, 1, "search", "tpe", "e", 2, 0.40, 0.15, -0.5, 5.0, 2, 0),
-        (
-            5,
-            2,
-            "search",
-            "tpe",
-            "f",
-            2,
-            0.31,
-            0.11,
-            -2.0,
-            2.0,
-            2,
-            0,
-        ),  # lowest loss, but over 2 replicates only
+        # f has the lowest loss, but over 2 replicates only
+        (5, 2, "search", "tpe", "f", 2, 0.31, 0.11, -2.0, 2.0, 2, 0),
         (6, 2, "search", "tpe", "g", 2, 0.20, 0.02, -1.2, 6.0, 2, 0),
         (7, 3, "refine", "refine", "f", 5, 0.31, 0.11, -2.0, 2.6, 5, 0),
         (8, 3, "refine", "refine", "b", 5, 0.33, 0.08, -2.5, 2.5, 5, 0),
@@ -122,3 +110,19 @@ def test_a_parameter_set_proposed_again_in_a_later_round_counts_once_in_the_top_
     assert summary["top_k"]["n"] == pytest.approx({"mean": 3.0, "std": 1.0, "min": 2.0, "max": 4.0})
     assert summary["chosen_from"] == "all trials" and summary["best_loss_by_round"] == {"0": 1.5, "1": 1.5}
     assert "relative_error" not in summary  # no true parameters given
+
+
+def test_a_round_whose_every_set_failed_carries_the_best_so_far():
+    """best_loss_by_round has every design and search round: one with no finite loss repeats the running best,
+    and rounds before the first finite loss are null (JSON), not left out."""
+    rows = [
+        (0, 0, "design", "sobol", "a", 2, 0.10, np.nan),
+        (1, 1, "search", "tpe", "b", 2, 0.20, 4.0),
+        (2, 2, "search", "tpe", "c", 2, 0.30, np.nan),  # the model failed on every set of round 2
+        (3, 3, "search", "tpe", "d", 2, 0.40, 5.0),
+        (4, 4, "search", "tpe", "e", 2, 0.50, 3.0),
+    ]
+    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
+    _, _, summary = analyze(pd.DataFrame(rows, columns=columns), ["beta"], top_k=1)
+    assert summary["best_loss_by_round"] == {"0": None, "1": 4.0, "2": 4.0, "3": 4.0, "4": 3.0}
+    json.dumps(summary, allow_nan=False)  # null, not NaN, in the summary file

@@ -77,9 +77,12 @@ def analyze(
     if "replicates_failed" in trials:
         summary["replicates_failed"] = int(trials["replicates_failed"].fillna(0).sum())
     if "round" in searched and len(searched):
-        # Losses of the design and search rounds share a replicate count, so their running best is comparable.
+        # Losses of the design and search rounds share a replicate count, so their running best is comparable. A
+        # round whose every set failed carries the best so far (null before any finite loss), not a gap.
+        rounds = trials.loc[trials["phase"] != "refine", "round"] if "phase" in trials else trials["round"]
+        per_round = searched.groupby("round")["loss"].min().reindex(sorted(rounds.unique()))
         summary["best_loss_by_round"] = {
-            str(r): float(v) for r, v in searched.groupby("round")["loss"].min().cummin().items()
+            str(r): None if pd.isna(v) else float(v) for r, v in per_round.cummin().ffill().items()
         }
     if true_params:
         summary["relative_error"] = {
