@@ -173,6 +173,12 @@ def test_the_test_environment_is_the_locked_one() -> None:
     )
 
 
+def test_what_the_lock_leaves_out_is_not_in_it() -> None:
+    """The project and torch are not locked: a lock line for torch would pin one build's local version and make pip
+    refuse the +cu126 wheel a GPU user's index offers (profiles/slurm/README.md, "GPU stack")."""
+    assert not set(NOT_LOCKED) & set(_locked()), set(NOT_LOCKED) & set(_locked())
+
+
 def test_the_lock_satisfies_every_range_of_pyproject() -> None:
     project = PYPROJECT["project"]
     requirements = [Requirement(r) for r in project["dependencies"]] + _extras_requirements()
