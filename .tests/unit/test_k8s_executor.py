@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import kubernetes.client
 import pytest
@@ -48,8 +49,42 @@ def test_storage_account_names_follow_azures_rule():
     for bad in ("ab", "My-Account", "x" * 25, "acct.blob.core.windows.net"):
         with pytest.raises(SettingError, match="SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"):
             check_storage_account(bad)
-    with pytest.raises(SettingError, match="is not set: export it"):
+    with pytest.raises(SettingError, match="is empty or not set: export it"):
         check_storage_account(None)
+
+
+def test_the_account_flag_reaches_the_jobs_and_an_empty_one_is_refused_with_both_ways(monkeypatch):
+    """Snakemake forwards --storage-azure-account-name to the jobs as SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME
+    (spawn_jobs.get_storage_provider_envvars: the azure plugin marks the setting env_var), so the refusal
+    offers the flag as an equal way. An empty flag passes Snakemake's own "required" check (it refuses None
+    only) and reaches check_storage_account: the branch is live."""
+    from snakemake.cli import get_argument_parser
+    from snakemake.spawn_jobs import SpawnedJobArgsFactory
+    from snakemake_interface_storage_plugins.registry import StoragePluginRegistry
+
+    monkeypatch.delenv("SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME", raising=False)
+    parser = get_argument_parser()
+    plugin = StoragePluginRegistry().get_plugin("azure")
+    settings = plugin.get_settings(parser.parse_args(["--storage-azure-account-name", "acct1"]))
+    workflow = SimpleNamespace(
+        storage_provider_settings={"azure": settings},
+        remote_execution_settings=SimpleNamespace(envvars=[]),
+        envvars=[],
+    )
+    jobs = SpawnedJobArgsFactory(workflow)
+    assert jobs.envvars() == {"SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME": "acct1"}
+    assert list(jobs.get_storage_provider_args()) == []  # it travels as the variable, not as the flag
+
+    empty = plugin.get_settings(parser.parse_args(["--storage-azure-account-name", ""])).get_settings()
+    plugin.validate_settings(empty)  # Snakemake lets "" through
+    with pytest.raises(SettingError) as refused:
+        check_storage_account(empty.account_name)
+    text = str(refused.value)
+    assert "export it, or pass --storage-azure-account-name" in text
+    assert "not forwarded" not in text
+    assert text.endswith(
+        "(Snakemake forwards either one to the jobs as SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME)"
+    )
 
 
 def local_queue(*conditions: dict, **spec) -> dict:
@@ -197,3 +232,32 @@ def test_installed_executor_breaks_no_snakemake_call_without_kubeconfig(tmp_path
     dry = dry_run_without_cluster(tmp_path, k8s_extra)
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
     assert "make_table" in dry.stdout
+
+
+@pytest.mark.parametrize("gpu_image", [None, "registry/image:cu130"])
+def test_an_unset_gpu_image_is_warned_about_before_any_job(gpu_image):
+    from snakemake_executor_plugin_kubernetes_kueue.executor import KueueExecutor
+
+    warnings = []
+    executor = KueueExecutor.__new__(KueueExecutor)  # no cluster: only the local checks run
+    executor.logger = SimpleNamespace(warning=warnings.append)
+    executor.workflow = SimpleNamespace(
+        storage_settings=SimpleNamespace(default_storage_provider=None),
+        remote_execution_settings=SimpleNamespace(container_image="registry/image:cpu"),
+    )
+    settings = SimpleNamespace(
+        namespace="snakemake",
+        queue_name="snakemake",
+        workload_identity=False,
+        gpu_container_image=gpu_image,
+        env=[],
+        secret_volumes=[],
+    )
+    completion = executor._check_local_settings(settings)
+    assert completion.gpu_container_image == gpu_image
+    if gpu_image:
+        assert warnings == []
+    else:
+        (warning,) = warnings
+        assert warning.startswith("kubernetes-kueue-gpu-container-image is not set: Jobs that request a GPU")
+        assert "'registry/image:cpu'" in warning and "profiles/k8s/config.yaml" in warning

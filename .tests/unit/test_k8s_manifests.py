@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import tomllib
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -442,9 +443,6 @@ def test_dask_cluster_matches_the_documented_scheduler_address():
     assert (
         service["spec"]["selector"] == deployments["dask-scheduler"]["spec"]["template"]["metadata"]["labels"]
     )
-    for deployment in deployments.values():
-        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-        assert image == profile()["container-image"], "Dask pods must run the workflow's dask/distributed"
     for document in (K8S / "README.md", K8S / "config.yaml"):
         assert SCHEDULER_ADDRESS in document.read_text(), f"{document.name} documents another address"
     assert "DASK_SCHEDULER_ADDRESS" in profile()["envvars"]
@@ -466,6 +464,35 @@ def test_network_policy_admits_only_pods_of_the_namespace_to_the_dask_pods():
     assert policy["metadata"]["namespace"] == profile()["kubernetes-kueue-namespace"]
 
 
+def _pod_specs(document: dict) -> list[dict]:
+    """The pod specs a manifest runs: a Pod's own, a workload's template, a CronJob's Job template."""
+    if document["kind"] == "Pod":
+        return [document["spec"]]
+    spec = document.get("spec") or {}
+    template = (spec.get("jobTemplate") or {}).get("spec", spec).get("template")
+    return [template["spec"]] if template else []
+
+
+def test_every_pod_under_profiles_k8s_runs_the_profiles_cpu_image_and_the_readme_says_where():
+    """Scheduler, workers and the simulation service run the workflow's dask/distributed and simcal: the
+    profile's container-image. Install step 6 of the README names every file that carries that image."""
+    image = profile()["container-image"]
+    readme = (K8S / "README.md").read_text()
+    step = readme[readme.index("6. **Images.**") : readme.index("7. **Dask over TLS:**")]
+    step = re.sub(r"\s+", " ", step)
+    carriers = set()
+    for where, document in MANIFESTS:
+        for pod in _pod_specs(document):
+            for container in [*pod.get("initContainers", []), *pod["containers"]]:
+                assert container["image"] == image, f"{where} {container['name']} runs {container['image']}"
+                carriers.add(where.split("#")[0])
+    assert len(carriers) >= 3, carriers  # dask/scheduler.yaml, dask/workers.yaml, service/deployment.yaml
+    for path in sorted(carriers):
+        folder_glob = f"`{Path(path).parent.name}/*.yaml`"
+        named = f"`{Path(path).relative_to(K8S.relative_to(REPO))}`"
+        assert named in step or folder_glob in step, f"README install step 6 does not name {path}"
+
+
 # ---- the profile --------------------------------------------------------------------------------------------
 def test_profile_has_the_required_settings():
     settings = profile()
@@ -474,6 +501,10 @@ def test_profile_has_the_required_settings():
     assert re.fullmatch(r"az://[\w-]+/[\w./-]+", settings["default-storage-prefix"])
     assert {"mem_mb", "disk_mb"} <= set(settings["default-resources"])
     assert settings["retries"] >= 1
+    # The README states the value (section "Run", **Failures.**).
+    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    stated = {int(n) for n in re.findall(r"\(`retries: (\d+)`\)", readme)}
+    assert stated == {settings["retries"]}, f"README says retries {stated}, config.yaml {settings['retries']}"
     assert not [
         key for key in settings if key.startswith("kubernetes-") and not key.startswith("kubernetes-kueue-")
     ]
@@ -487,6 +518,43 @@ def test_every_profile_key_is_commented():
             assert previous.startswith("#") or "#" in line, (
                 f"config.yaml:{number + 1} {line!r} has no comment"
             )
+
+
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "six": 6, "nine": 9, "ten": 10, "twelve": 12}
+TRAINING_RULE = re.compile(r"^kd_gat_train_(vgae|gat|dqn)_(teacher|student_kd|student)$")
+
+
+def test_the_readme_counts_the_gpu_rules_of_the_profile():
+    resources = profile()["set-resources"]
+    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    training = re.search(r"The (\w+) training rules \(`kd_gat_train_\{([\w,]+)\}_\{([\w,]+)\}`\)", readme)
+    assert training, "README 'GPUs.' no longer names the training rules"
+    count, stages, variants = NUMBER_WORDS[training.group(1)], training.group(2), training.group(3)
+    named = {f"kd_gat_train_{s}_{v}" for s in stages.split(",") for v in variants.split(",")}
+    assert named == {rule for rule in resources if TRAINING_RULE.match(rule)}
+    assert count == len(named) == 9
+    evaluations = re.search(r"the (\w+) `evaluation_evaluate_\*` rules", readme)
+    assert NUMBER_WORDS[evaluations.group(1)] == len(
+        [rule for rule in resources if rule.startswith("evaluation_evaluate_")]
+    )
+
+
+def test_the_evaluation_group_size_stated_matches_the_config():
+    """config.yaml and the README: a dataset's group holds one evaluation per variant and seed, plus the
+    baselines and the summary; the Job still asks for one GPU."""
+    kd_gat = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["kd_gat"]
+    variants, seeds = len(kd_gat["variants"]), len(kd_gat["seeds"])
+    module = (REPO / "workflow" / "modules" / "evaluation" / "Snakefile").read_text()
+    assert len(re.findall(r'group:\s+"evaluation"', module)) == 3  # evaluations, baselines, summary
+    assert re.search(r'rule baselines:(?:(?!\nrule ).)*group:\s+"evaluation"', module, re.S)
+    for document in (K8S / "config.yaml", K8S / "README.md"):
+        text = re.sub(r"[\s#]+", " ", document.read_text())
+        stated = re.search(r"one (?:job )?per variant and seed: (\d+) x (\d+) = (\d+)", text)
+        assert stated, f"{document.name} no longer states the group's evaluations"
+        assert tuple(map(int, stated.groups())) == (variants, seeds, variants * seeds), document.name
+        assert "evaluation_baselines" in text, f"{document.name} leaves the baselines out of the group"
+        assert re.search(rf"1 GPU, not {variants * seeds}\b|one GPU, not {variants * seeds}\b", text)
+    assert profile()["resources"] == {"gpu": 1} and profile()["set-resource-scopes"] == {"gpu": "local"}
 
 
 def test_gpu_rules_request_a_limited_nvidia_gpu():
@@ -515,9 +583,38 @@ def _requirement_name(requirement: str) -> str:
 
 
 CONTAINERFILE = (K8S / "Containerfile").read_text()
-# torch 2.13.0's PyTorch wheel indexes (PyTorch's release matrix for 2.13: CUDA 12.6 and 13.0; 12.8 was
-# dropped in 2.12), as the Containerfile documents them.
+# The torch variants the Containerfile builds: three of torch 2.13.0's wheel indexes. torch's own table
+# (torch.cuda.PYTORCH_RELEASES_CODE_CC) lists CUDA 12.6, 12.9, 13.0 and 13.2; cu129 and cu132 are not built.
 TORCH_VARIANTS = {"cpu", "cu126", "cu130"}
+
+
+def test_only_torchs_cuda_12_6_build_has_volta_kernels_and_there_is_no_12_8():
+    """The READMEs' "cu126 only" for V100 and "no cu128 build", against the installed torch's own table."""
+    import torch
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    (torch_pin,) = [r for r in pyproject["project"]["dependencies"] if r.startswith("torch==")]
+    assert torch.__version__.split("+")[0] == torch_pin.removeprefix("torch=="), "the table of another torch"
+    table = torch.cuda.PYTORCH_RELEASES_CODE_CC
+    volta = 70  # compute capability 7.0, sm_70
+    with_volta = {
+        (cuda, arch) for cuda, archs in table.items() for arch, ccs in archs.items() if volta in ccs
+    }
+    assert with_volta == {("12.6", "x86_64")}, with_volta
+    assert "12.8" not in table
+    assert {f"cu{cuda.replace('.', '')}" for cuda in table} >= TORCH_VARIANTS - {"cpu"}
+    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    assert "`cu126`, the only torch 2.13 build that still runs on Volta" in readme
+    assert "There is no cu128 build of torch 2.13" in readme
+    listed = re.search(
+        r"`torch\.cuda\.PYTORCH_RELEASES_CODE_CC`, lists CUDA ([\d., and]+); only ([\d.]+) has", readme
+    )
+    assert listed and re.findall(r"\d+\.\d+", listed.group(1)) == sorted(
+        table, key=lambda v: tuple(map(int, v.split(".")))
+    )
+    assert listed.group(2) == "12.6"
+    slurm = re.sub(r"\s+", " ", (REPO / "profiles" / "slurm" / "README.md").read_text())
+    assert "| V100 (7.0, `sm_70`), every GPU node | **cu126 only** |" in slurm
 
 
 def test_containerfile_installs_only_declared_packages_and_copies_the_workflow():
@@ -592,3 +689,10 @@ def test_containerfile_runs_as_a_numeric_non_root_user():
     users = re.findall(r"^USER (\S+)$", CONTAINERFILE, re.M)
     assert users and users[-1].isdigit() and int(users[-1]) != 0
     assert f"--uid {users[-1]}" in CONTAINERFILE
+    uid = int(users[-1])
+    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    assert re.findall(r"non-root user (\d+)", readme) == [str(uid)], "README names another user"
+    # A pod that sets its user runs as the image's (who owns the image's home directory).
+    for where, document in MANIFESTS:
+        for pod in _pod_specs(document):
+            assert (pod.get("securityContext") or {}).get("runAsUser", uid) == uid, where

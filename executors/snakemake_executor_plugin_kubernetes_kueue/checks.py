@@ -79,9 +79,10 @@ def check_storage_account(value: str | None) -> str:
     """The Azure storage account of the default storage (SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME)."""
     if not value:
         raise SettingError(
-            "SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME is not set: export it to the name of the storage account "
-            "that holds default-storage-prefix (the --storage-azure-account-name flag is not forwarded to "
-            "the jobs, the variable is)"
+            "SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME is empty or not set: export it, or pass "
+            "--storage-azure-account-name, with the name of the storage account that holds "
+            "default-storage-prefix (Snakemake forwards either one to the jobs as "
+            "SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME)"
         )
     if not STORAGE_ACCOUNT.match(value):
         raise SettingError(

@@ -22,6 +22,11 @@ from .checks import (
 from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi
 
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
+GPU_IMAGE_UNSET = (
+    "kubernetes-kueue-gpu-container-image is not set: Jobs that request a GPU run container-image {image!r}. "
+    "If its torch is a CPU build, each GPU Job stops at its start (device: auto); set "
+    f"kubernetes-kueue-gpu-container-image in {PROFILE} to the CUDA image (profiles/k8s/Containerfile)"
+)
 
 
 class KueueExecutor(kubernetes_plugin.Executor):
@@ -81,6 +86,11 @@ class KueueExecutor(kubernetes_plugin.Executor):
             )
         if self.workflow.storage_settings.default_storage_provider == "azure":
             check_storage_account(self.envvars().get("SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"))
+        if not settings.gpu_container_image:
+            # Not a refusal: a container-image with a CUDA torch serves both kinds of Job.
+            self.logger.warning(
+                GPU_IMAGE_UNSET.format(image=self.workflow.remote_execution_settings.container_image)
+            )
         return JobCompletion(
             queue_name=queue,
             workload_identity=settings.workload_identity,

@@ -1,0 +1,116 @@
+"""profiles/k8s/README.md against the libraries it quotes: the NVIDIA driver minimums (kdgat.runtime), the
+storage plugin's retry timing (snakemake-interface-storage-plugins) and the Azure SDKs' error texts. An
+upgrade that changes one of them fails here instead of leaving the README wrong."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+import tenacity
+from testkit import REPO
+
+README = REPO / "profiles" / "k8s" / "README.md"
+# Every README that states a driver minimum; the SLURM one states the same numbers.
+DRIVER_DOCUMENTS = [README, REPO / "profiles" / "slurm" / "README.md"]
+
+
+def _flat(path) -> str:
+    return re.sub(r"\s+", " ", path.read_text())
+
+
+def stated_driver_numbers(text: str) -> list[tuple[int, str]]:
+    """Each NVIDIA driver major version (3 digits, 400-699) said in a sentence that names a driver, with
+    that sentence. Numbers in a sentence that says "recommend" are recommendations, not minimums."""
+    found = []
+    for sentence in re.split(r"(?<=[.;])\s", text):
+        if "driver" not in sentence.lower() or "recommend" in sentence.lower():
+            continue
+        for match in re.finditer(r"(?<![\w.-])([4-6]\d\d)(?![\w-])", sentence):
+            found.append((int(match.group(1)), sentence))
+    return found
+
+
+def test_every_driver_minimum_the_readmes_state_is_runtimes():
+    from kdgat.runtime import MINIMUM_DRIVER
+
+    for document in DRIVER_DOCUMENTS:
+        numbers = stated_driver_numbers(_flat(document))
+        assert numbers, f"{document.name}: no driver version found; the pattern no longer matches"
+        for number, sentence in numbers:
+            assert number in MINIMUM_DRIVER.values(), (
+                f"{document.relative_to(REPO)} states driver {number}, which kdgat.runtime.MINIMUM_DRIVER "
+                f"({MINIMUM_DRIVER}) does not have; word it as a recommendation or fix it: {sentence!r}"
+            )
+    text = _flat(README)
+    assert re.search(rf"\*\*{MINIMUM_DRIVER[13]} or newer\*\*", text), "cu130's minimum"
+    assert f"The cu126 build needs driver {MINIMUM_DRIVER[12]} or newer" in text
+
+
+def test_the_driver_pattern_catches_a_number_that_is_not_a_minimum():
+    assert [n for n, _ in stated_driver_numbers("It needs driver 560 or newer to be safe.")] == [560]
+    assert stated_driver_numbers("We recommend driver 560 or newer.") == []
+    assert stated_driver_numbers("--node-osdisk-size 256 and 110 pods.") == []
+
+
+def test_the_storage_retry_timing_the_readme_states_is_the_plugins():
+    """Known limits: each size lookup of a missing input is tried 3 times, waiting 3 s, then 6 s."""
+    from snakemake_storage_plugin_azure import StorageObject
+
+    calls, sleeps = [], []
+
+    def missing():
+        calls.append(1)
+        raise FileNotFoundError("no such blob")
+
+    # The azure plugin's own size(), decorated with the interface's retry_decorator; only the sleep is stubbed.
+    size = StorageObject.size.retry_with(sleep=sleeps.append)
+    with pytest.raises(tenacity.RetryError):
+        size(SimpleNamespace(is_dir=missing))
+    stated = re.search(
+        r"3 tries, waiting (\d+) s and then (\d+) s, so (\d+) s per missing input", _flat(README)
+    )
+    assert stated, "README 'Known limits' no longer states the retry timing"
+    first, second, total = map(int, stated.groups())
+    assert len(calls) == 3
+    assert sleeps == [first, second] and sum(sleeps) == total
+
+
+def test_the_azure_error_texts_the_readme_quotes_are_the_sdks():
+    """The codes are in the Blob REST API's list the SDK is generated from, and the SDK prints a 403 with
+    one of them as `ErrorCode:<code>`. The service's message texts themselves are not checked here."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+    from azure.identity import ChainedTokenCredential, CredentialUnavailableError
+    from azure.storage.blob._generated.models import StorageErrorCode
+    from azure.storage.blob._shared.response_handlers import process_storage_error
+
+    text = _flat(README)
+    quoted = re.findall(r"`ErrorCode:(\w+)`", text)
+    assert sorted(quoted) == ["AuthorizationFailure", "AuthorizationPermissionMismatch"], quoted
+    for code in quoted:
+        assert StorageErrorCode(code).value == code
+        body = f"<?xml version='1.0' encoding='utf-8'?><Error><Code>{code}</Code><Message>m</Message></Error>"
+        response = SimpleNamespace(
+            status_code=403,
+            reason="Forbidden",
+            headers={"x-ms-error-code": code, "Content-Type": "application/xml"},
+            content_type="application/xml",
+            text=lambda encoding=None, body=body: body,
+            body=lambda body=body: body.encode(),
+        )
+        with pytest.raises(HttpResponseError) as forbidden:
+            process_storage_error(HttpResponseError(message="Forbidden", response=response))
+        assert f"ErrorCode:{code}" in forbidden.value.message.splitlines()
+
+    class NoLogin:
+        def get_token(self, *scopes, **kwargs):
+            raise CredentialUnavailableError("az login has not been run")
+
+        def get_token_info(self, *scopes, **kwargs):
+            raise CredentialUnavailableError("az login has not been run")
+
+    with pytest.raises(ClientAuthenticationError) as failed:
+        ChainedTokenCredential(NoLogin()).get_token("https://storage.azure.com/.default")
+    chained = re.search(r'"(ChainedTokenCredential failed to retrieve a token)"', text)
+    assert chained and str(failed.value).startswith(chained.group(1))
