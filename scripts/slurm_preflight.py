@@ -14,8 +14,8 @@ Checks, each with `sbatch --test-only` (nothing is queued) unless said otherwise
   GPU request  --gpus=<SNAKEMAKE_SLURM_GPU_MODEL>:1 on the GPU partitions, plus -C <feature> for each node feature
                the file lists (v100-32g on gpu-exp): the flags snakemake-executor-plugin-slurm 2.8 emits
   MinJobAge    `scontrol show config`: at least 3 x slurm-init-seconds-before-status-checks (--init-seconds,
-               default the profile's value), or the plugin silently polls sacct instead of squeue and never
-               sees a scancelled job as failed
+               default the profile's value), or the plugin polls sacct instead of squeue (an info line says so)
+               and never sees a scancelled job as failed
   torch        `srun` on a GPU partition: python -m kdgat.runtime --check, the check select_device makes
                in every training job (torch's arch list must hold the GPU's compute capability: sm_70 on a V100)
 
@@ -150,9 +150,9 @@ def status_polling_problem(init_seconds: int) -> str | None:
     lower = f" to {age // 3} or less" if age is not None and age >= 3 else ""
     return (
         f"MinJobAge {seen}, below 3 x {INIT_DELAY_SETTING} ({init_seconds}) = {needed} s. "
-        f"snakemake-executor-plugin-slurm 2.8 then silently polls sacct instead of squeue, where a job cancelled "
-        f"with scancel reads 'CANCELLED by <uid>' and is waited for forever. Fix: ask the admins for "
-        f"MinJobAge >= {needed}, or lower {INIT_DELAY_SETTING}{lower} where it is set "
+        f"snakemake-executor-plugin-slurm 2.8 then polls sacct instead of squeue (saying so only in an info line), "
+        f"where a job cancelled with scancel reads 'CANCELLED by <uid>' and is waited for forever. "
+        f"Fix: ask the admins for MinJobAge >= {needed}, or lower {INIT_DELAY_SETTING}{lower} where it is set "
         f"(profiles/slurm/profile.yaml, a later --profile, or --{INIT_DELAY_SETTING} on the command line)"
     )
 

@@ -1,0 +1,441 @@
+"""profiles/slurm: what its README and comments state, checked without a cluster.
+
+- The evaluation group of the shipped workflow (members, CPUs, memory, time limit), from a dry run through the
+  profile. The request is computed by Snakemake's own GroupResources.basic_layered with the profile's global
+  resources, as a SLURM run computes it (the SLURM tests compare that with sacct:
+  .tests/integration/test_slurm_pipeline.py::test_group_jobs_ask_for_their_largest_member_not_the_sum).
+- The dry run has no `sbatch` on PATH and the checks left on: they must be skipped.
+- The scratch, cache and GPU-type defaults, from renders of the template with yte (as Snakemake renders it).
+- The default mem_mb against OSC's memory per core, and the driver minimums against kdgat.runtime.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+import yte
+from snakemake_executor_plugin_slurm.utils import set_gres_string
+from testkit import REPO
+
+from kdgat import runtime
+
+PROFILE = REPO / "profiles" / "slurm"
+README = PROFILE / "README.md"
+SHIPPED_CONFIG = REPO / "config" / "config.yaml"
+SLURM_COMMANDS = {
+    "sbatch",
+    "srun",
+    "salloc",
+    "squeue",
+    "scontrol",
+    "sacct",
+    "sacctmgr",
+    "scancel",
+    "sinfo",
+    "sstat",
+}
+SLURM_ENV = ("OSC_PROJECT", "SNAKEMAKE_SCRATCH", "SNAKEMAKE_OUTPUT_CACHE", "SNAKEMAKE_SLURM_GPU_MODEL")
+
+
+def readme_text() -> str:
+    return " ".join(README.read_text().split())
+
+
+def path_without_slurm(directory: Path) -> str:
+    """This PATH with SLURM's commands taken out: directories holding one are replaced by `directory`, which
+    links to everything else they hold (the plugin itself runs `which sacct`)."""
+    directory.mkdir(exist_ok=True)
+    kept = []
+    for entry in os.environ["PATH"].split(os.pathsep):
+        folder = Path(entry)
+        if not folder.is_dir():
+            continue
+        names = {path.name for path in folder.iterdir()}
+        if not names & SLURM_COMMANDS:
+            kept.append(entry)
+            continue
+        for name in names - SLURM_COMMANDS:
+            link = directory / name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(folder / name)
+    path = os.pathsep.join([*kept, str(directory)])
+    assert not any((Path(entry) / "sbatch").exists() for entry in path.split(os.pathsep))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The evaluation group (README "Group jobs ...": Evaluation group)
+# ---------------------------------------------------------------------------------------------------------------
+
+# Runs `snakemake` (arguments from the command line), then prints every group job of the DAG with the request
+# Snakemake makes for it on a cluster (run_local=False: what the slurm executor submits; a dry run itself runs
+# locally and would sum the toposort levels).
+GROUP_PROBE = """
+import json, sys
+import snakemake.api  # imports Snakemake's modules in their own order
+from snakemake import dag as dag_module
+from snakemake.resources import GroupResources
+
+dags = []
+original_init = dag_module.DAG.__init__
+
+
+def recording_init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    dags.append(self)
+
+
+dag_module.DAG.__init__ = recording_init
+
+
+def report():
+    groups = {id(group): group for dag in dags for job in dag.jobs if (group := dag.get_job_group(job))}
+    found = []
+    for group in groups.values():
+        asked = GroupResources.basic_layered(
+            toposorted_jobs=group.toposorted,
+            constraints=group.global_resources,
+            run_local=False,
+            additive_resources=["runtime"],
+            sortby=["runtime"],
+        )
+        found.append({
+            "group": sorted({job.rule.group for job in group.jobs}),
+            "datasets": sorted({job.wildcards_dict.get("dataset", "") for job in group.jobs}),
+            "members": sorted(job.rule.name for job in group.jobs),
+            "asked": {key: asked.get(key) for key in ("_cores", "mem_mb", "runtime")},
+        })
+    print("GROUPS " + json.dumps(found))
+
+
+try:
+    from snakemake.cli import main
+    main(sys.argv[1:])
+finally:
+    report()
+"""
+
+
+def dry_run_with_the_profile(workdir: Path, *configfiles: Path) -> subprocess.CompletedProcess:
+    """`snakemake -n --profile profiles/slurm` of the main workflow, no sbatch on PATH, checks not switched off.
+    --cores 64: a dry run caps every rule's threads at --cores (1 by default), a SLURM run does not."""
+    probe = workdir / "probe.py"
+    probe.write_text(GROUP_PROBE)
+    env = {name: value for name, value in os.environ.items() if name != "SNAKEMAKE_SLURM_CHECKS"}
+    env.update(
+        PATH=path_without_slurm(workdir / "bin"),
+        OSC_PROJECT="pas1234",
+        SNAKEMAKE_SCRATCH=str(workdir / "scratch"),
+        SNAKEMAKE_OUTPUT_CACHE=str(workdir / "cache"),
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            str(probe),
+            "--profile",
+            str(PROFILE),
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--configfile",
+            str(SHIPPED_CONFIG),
+            *map(str, configfiles),
+            "--directory",
+            str(workdir / "run"),
+            "--dry-run",
+            "--cores",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=workdir,
+        env=env,
+    )
+
+
+def evaluation_groups(result: subprocess.CompletedProcess) -> list[dict]:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("GROUPS ")]
+    return [group for group in json.loads(line.removeprefix("GROUPS ")) if group["group"] == ["evaluation"]]
+
+
+def merged_config(*paths: Path) -> dict:
+    config: dict = {}
+    for path in paths:
+        for key, value in yaml.safe_load(path.read_text()).items():
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return config
+
+
+def readme_formula(config: dict) -> dict:
+    """The README's evaluation group for `config`: V x S + 2 members; the larger of evaluation.threads and 1 CPU;
+    the larger of evaluation.mem_mb and the summary's 1000 MB; (V x S + 1) x evaluation.runtime + 10 minutes."""
+    evaluations = len(config["kd_gat"]["variants"]) * len(config["kd_gat"]["seeds"])
+    evaluation = config["evaluation"]
+    return {
+        "members": evaluations + 2,
+        "asked": {
+            "_cores": max(evaluation["threads"], 1),
+            "mem_mb": max(evaluation["mem_mb"], 1000),
+            "runtime": (evaluations + 1) * evaluation["runtime"] + 10,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def shipped_groups(tmp_path_factory) -> list[dict]:
+    return evaluation_groups(dry_run_with_the_profile(tmp_path_factory.mktemp("shipped")))
+
+
+def test_the_readmes_evaluation_group_is_the_shipped_workflows(shipped_groups):
+    config = merged_config(SHIPPED_CONFIG)
+    expected = readme_formula(config)
+    assert sorted(dataset for group in shipped_groups for dataset in group["datasets"]) == sorted(
+        config["datasets"]
+    ), "one evaluation job per dataset"
+    for group in shipped_groups:
+        counts = collections.Counter(group["members"])
+        assert counts.pop("evaluation_baselines") == 1 and counts.pop("evaluation_summarize_dataset") == 1, (
+            counts
+        )
+        assert counts == {
+            f"evaluation_evaluate_{variant}": len(config["kd_gat"]["seeds"])
+            for variant in config["kd_gat"]["variants"]
+        }
+        assert {"members": len(group["members"]), "asked": group["asked"]} == expected, group["datasets"]
+    # The README's numbers for the shipped config, and its formula in words.
+    variants, seeds = len(config["kd_gat"]["variants"]), len(config["kd_gat"]["seeds"])
+    runtime_per_member = config["evaluation"]["runtime"]
+    text = readme_text()
+    assert f"{variants} × {seeds} + 2 = **{expected['members']} members**" in text
+    limit = f"{variants * seeds + 1} × {runtime_per_member} + 10 = **{expected['asked']['runtime']} minutes**"
+    assert limit in text
+    assert f"{expected['asked']['mem_mb']} MB and {expected['asked']['_cores']} CPU" in text
+    assert "of V × S + 2 members, for V variants and S seeds" in text
+    assert "(V × S + 1) × `evaluation.runtime` + 10 minutes" in text
+    assert "larger of `evaluation.threads` and 1 CPU" in text
+    assert "larger of `evaluation.mem_mb` and the summary's 1000 MB" in text
+    # The shipped values the README names.
+    for key in ("runtime", "mem_mb", "threads"):
+        assert f"`{key}: {config['evaluation'][key]}`" in text, key
+    assert f"({variants} variants, {seeds} seeds," in text
+
+
+def test_the_readmes_formula_holds_for_other_variants_seeds_and_sizes(tmp_path):
+    """Two variants, two seeds, another runtime, more threads, and evaluation.mem_mb below the summary's 1000 MB."""
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        "kd_gat:\n  variants: [teacher, student]\n  seeds: [7, 8]\n"
+        "evaluation:\n  runtime: 30\n  mem_mb: 500\n  threads: 2\n"
+    )
+    groups = evaluation_groups(dry_run_with_the_profile(tmp_path, other))
+    expected = readme_formula(merged_config(SHIPPED_CONFIG, other))
+    assert expected == {"members": 6, "asked": {"_cores": 2, "mem_mb": 1000, "runtime": 160}}
+    assert len(groups) == len(merged_config(SHIPPED_CONFIG)["datasets"])
+    for group in groups:
+        assert {"members": len(group["members"]), "asked": group["asked"]} == expected, group
+
+
+def test_without_sbatch_on_path_the_checks_are_skipped(shipped_groups, tmp_path):
+    """README "Preflight": where sbatch is not on PATH the checks are skipped. The dry run above ran without sbatch
+    and without SNAKEMAKE_SLURM_CHECKS; the same start with an sbatch that refuses everything is stopped."""
+    assert shipped_groups
+    refusing = tmp_path / "refusing"
+    refusing.mkdir()
+    (refusing / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: refused by the test' >&2\nexit 1\n")
+    (refusing / "sbatch").chmod(0o755)
+    env = {name: value for name, value in os.environ.items() if name != "SNAKEMAKE_SLURM_CHECKS"}
+    env.update(
+        PATH=f"{refusing}{os.pathsep}{path_without_slurm(tmp_path / 'bin')}",
+        OSC_PROJECT="pas1234",
+        SNAKEMAKE_SCRATCH=str(tmp_path / "scratch"),
+        SNAKEMAKE_OUTPUT_CACHE=str(tmp_path / "cache"),
+    )
+    script = "import sys\nfrom snakemake.cli import parse_args\nparse_args(sys.argv[1:])\n"
+    refused = subprocess.run(
+        [sys.executable, "-c", script, "--profile", str(PROFILE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert refused.returncode != 0
+    assert "no job submitted, these settings would fail" in refused.stderr, refused.stderr
+    assert "refused by the test" in refused.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendered defaults (README "Parameters")
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def render(tmp_path, monkeypatch):
+    """Render profile.yaml with yte, as Snakemake does, with `env` set and the other SLURM variables unset; no
+    sbatch on PATH; os.makedirs recorded instead of run (the default cache is under /fs/scratch)."""
+    created = []
+    monkeypatch.setattr(os, "makedirs", lambda path, exist_ok=False: created.append(str(path)))
+
+    def render_with(**env) -> tuple[dict, list[str]]:
+        monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+        for name in SLURM_ENV:
+            monkeypatch.setenv(name, "recorded so that the test puts it back")
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        created.clear()
+        return yte.process_yaml((PROFILE / "profile.yaml").read_text(), require_use_yte=True), created
+
+    return render_with
+
+
+def readme_row(variable: str) -> str:
+    """The README's row for `variable` in the table of parameters."""
+    (row,) = [line for line in README.read_text().splitlines() if line.startswith(f"| `{variable}` |")]
+    return row
+
+
+def readme_default(variable: str) -> str:
+    return readme_row(variable).split("|")[2].strip()
+
+
+def test_scratch_and_cache_default_to_osc_project_and_user(render, monkeypatch):
+    monkeypatch.setenv("USER", "alice")
+    rendered, created = render(OSC_PROJECT="pas1234")
+    scratch = (
+        readme_default("SNAKEMAKE_SCRATCH")
+        .strip("`")
+        .replace("<OSC_PROJECT in upper case>", "PAS1234")
+        .replace("$USER", "alice")
+    )
+    assert scratch == "/fs/scratch/PAS1234/alice/snakemake"
+    assert rendered["slurm-logdir"] == f"{scratch}/slurm_logs"
+    assert rendered["slurm-efficiency-report-path"] == f"{scratch}/efficiency_reports"
+    cache = readme_default("SNAKEMAKE_OUTPUT_CACHE").strip("`").replace("$SNAKEMAKE_SCRATCH", scratch)
+    assert os.environ["SNAKEMAKE_OUTPUT_CACHE"] == cache == f"{scratch}/cache"
+    assert created == [cache]
+
+
+def test_the_cache_follows_a_scratch_that_is_set(render, tmp_path):
+    rendered, created = render(OSC_PROJECT="pas1234", SNAKEMAKE_SCRATCH=str(tmp_path / "mine"))
+    assert rendered["slurm-logdir"] == f"{tmp_path / 'mine'}/slurm_logs"
+    assert os.environ["SNAKEMAKE_OUTPUT_CACHE"] == created[0] == f"{tmp_path / 'mine'}/cache"
+
+
+def gres_strings(rendered: dict) -> set[str]:
+    """The GPU flags the slurm plugin writes for the profile's set-resources entries."""
+    entries = rendered["set-resources"].values()
+    return {set_gres_string(SimpleNamespace(resources=Resources(entry))).strip() for entry in entries}
+
+
+class Resources(dict):
+    """A job's resources as the plugin reads them: .get(name) and attribute access."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(name) from error
+
+
+def test_an_empty_gpu_model_asks_for_any_gpu(render):
+    default_flag, any_flag = re.findall(r"\(`(--gpus=[^`]+)`\)", readme_row("SNAKEMAKE_SLURM_GPU_MODEL"))
+    rendered, _ = render(OSC_PROJECT="pas1234")
+    assert readme_default("SNAKEMAKE_SLURM_GPU_MODEL") == "`v100`"
+    assert gres_strings(rendered) == {default_flag} == {"--gpus=v100:1"}
+    rendered, _ = render(OSC_PROJECT="pas1234", SNAKEMAKE_SLURM_GPU_MODEL="")
+    assert all(entry == {"gpu": 1} for entry in rendered["set-resources"].values()), rendered["set-resources"]
+    assert gres_strings(rendered) == {any_flag} == {"--gpus=1"}
+
+
+def test_the_profile_renders_without_sbatch_and_with_the_checks_on(render):
+    """Outside Snakemake the checks could not even find the profile's directory: a render that passes with
+    SNAKEMAKE_SLURM_CHECKS unset shows they were skipped because sbatch is missing."""
+    rendered, _ = render(OSC_PROJECT="pas1234", SNAKEMAKE_SLURM_CHECKS="on")
+    assert rendered["executor"] == "slurm"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory per core (README "Memory") and the values the README names
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_default_mem_mb_is_one_core_on_the_nodes_the_readme_names(render):
+    rendered, _ = render(OSC_PROJECT="pas1234")
+    mem_mb = rendered["default-resources"]["mem_mb"]
+    text = readme_text()
+    assert f"`mem_mb: {mem_mb}` by default" in text and f"So {mem_mb} MB is one core on both" in text
+    # The README's memory per core on the 40- and 48-core nodes, and the partitions it names for them.
+    claims = {
+        cores: float(gb) for gb, cores in re.findall(r"(\d\.\d{3}) GB (?:per core )?on the (\d\d)-core", text)
+    }
+    assert list(claims) == ["40", "48"], claims
+    nodes = {cores: name for name, cores in re.findall(r"`([\w-]+)` \((\d\d)-core\)", text)}
+    assert nodes == {"40": "cpu", "48": "cpu-exp"}, nodes
+    # OSC's usable memory per node, as partitions.yaml's comments quote it, and each partition's cores.
+    source = (PROFILE / "partitions.yaml").read_text()
+    partitions = yaml.safe_load(source)["partitions"]
+    for cores, per_core_gb in claims.items():
+        (usable_gb,) = re.findall(rf"x {cores}-core [\w ]+?, ([\d.]+) GB usable", source)
+        threads = partitions[nodes[cores]]["max_threads"]
+        assert threads == int(cores)
+        assert round(float(usable_gb) / threads, 3) == per_core_gb, (cores, usable_gb, per_core_gb)
+        # The lower reading, 1 GB = 1000 MB (OSC's 1024 MB only adds to it); not max_mem_mb / max_threads,
+        # which rounds the node down (partitions.yaml).
+        assert mem_mb <= float(usable_gb) * 1000 / threads, (nodes[cores], mem_mb)
+    smallest = min(claims.values())
+    assert f"so {smallest} GB is {smallest * 1024:.0f} MB" in text
+
+
+def test_the_readmes_profile_values_are_the_profiles(render):
+    rendered, _ = render(OSC_PROJECT="pas1234")
+    text = readme_text()
+    assert f"`retries: {rendered['retries']}`" in text
+    assert f"**jobs: {rendered['jobs']}**" in text and f"`latency-wait: {rendered['latency-wait']}`" in text
+    assert f"jobs below {round(rendered['slurm-efficiency-threshold'] * 100)} % are flagged" in text
+    assert rendered["keep-going"] is rendered["rerun-incomplete"] is rendered["printshellcmds"] is True
+    assert f"({rendered['slurm-init-seconds-before-status-checks']} s here" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NVIDIA driver minimums (README "GPU stack")
+# ---------------------------------------------------------------------------------------------------------------
+
+DRIVER = re.compile(r"\b([4-9]\d\d)\b")
+
+
+def driver_sentences(text: str) -> list[str]:
+    """The README's sentences (or ;-separated parts) that speak of a driver and hold a driver-like number."""
+    parts = re.split(r"(?<=[.;])\s+", text)
+    return [part for part in parts if "driver" in part and DRIVER.search(part)]
+
+
+def test_every_driver_minimum_in_the_readme_is_runtimes():
+    """Each "driver N" the README states is a minimum in kdgat.runtime.MINIMUM_DRIVER (the value select_device
+    names in its refusal), for the CUDA major it is stated for, unless the sentence calls it a recommendation."""
+    text = readme_text()
+    sentences = driver_sentences(text)
+    assert len(sentences) >= 3, sentences
+    for sentence in sentences:
+        if "recommend" in sentence:
+            continue
+        for number in DRIVER.findall(sentence):
+            assert int(number) in runtime.MINIMUM_DRIVER.values(), (number, sentence)
+    paired = [
+        *[(cu[:2], n) for n, cu in re.findall(r"(\d{3}) or newer for cu(\d{3})", text)],
+        *[(major, n) for major, n in re.findall(r"CUDA (\d+) builds need driver (\d{3})", text)],
+        *[(major, n) for major, n in re.findall(r"older than CUDA (\d+) needs \((\d{3})", text)],
+    ]
+    assert len(paired) >= 4, paired
+    for major, number in paired:
+        assert runtime.MINIMUM_DRIVER[int(major)] == int(number), (major, number)
