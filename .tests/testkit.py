@@ -126,3 +126,13 @@ def dask_client(n_workers: int) -> Iterator:
         ) as cluster:
             with Client(cluster) as connected:
                 yield connected
+
+
+class SlurmJobResources(dict):
+    """A job's resources as snakemake-executor-plugin-slurm reads them: .get(name) and attribute access."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(name) from error

@@ -24,7 +24,7 @@ import yaml
 import yte
 from snakemake_executor_plugin_slurm.partitions import PartitionLimits, read_partition_file
 from snakemake_interface_common.exceptions import WorkflowError
-from testkit import REPO
+from testkit import REPO, SlurmJobResources
 
 from kdgat import runtime
 
@@ -103,16 +103,6 @@ def test_a_misspelt_key_in_a_partition_file_stops_the_plugin(tmp_path):
         read_partition_file(broken)
 
 
-class Resources(dict):
-    """A job's resources as the plugin reads them: .get(name) and attribute access."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError as error:
-            raise AttributeError(name) from error
-
-
 class QuietLogger:
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
@@ -124,7 +114,7 @@ def partition_of(threads: int = 1, **resources) -> str:
         _partitions=read_partition_file(PARTITION_FILE), logger=QuietLogger(), _fallback_partition=None
     )
     job = SimpleNamespace(
-        name="job", threads=threads, resources=Resources({"mem_mb": 3700, "runtime": 60, **resources})
+        name="job", threads=threads, resources=SlurmJobResources({"mem_mb": 3700, "runtime": 60, **resources})
     )
     argument = plugin.Executor.get_partition_arg(executor, job)
     match = re.fullmatch(r" -p (\S+)", argument)

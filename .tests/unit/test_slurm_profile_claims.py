@@ -24,7 +24,7 @@ import pytest
 import yaml
 import yte
 from snakemake_executor_plugin_slurm.utils import set_gres_string
-from testkit import REPO
+from testkit import REPO, SlurmJobResources
 
 from kdgat import runtime
 
@@ -335,17 +335,7 @@ def test_the_cache_follows_a_scratch_that_is_set(render, tmp_path):
 def gres_strings(rendered: dict) -> set[str]:
     """The GPU flags the slurm plugin writes for the profile's set-resources entries."""
     entries = rendered["set-resources"].values()
-    return {set_gres_string(SimpleNamespace(resources=Resources(entry))).strip() for entry in entries}
-
-
-class Resources(dict):
-    """A job's resources as the plugin reads them: .get(name) and attribute access."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError as error:
-            raise AttributeError(name) from error
+    return {set_gres_string(SimpleNamespace(resources=SlurmJobResources(entry))).strip() for entry in entries}
 
 
 def test_an_empty_gpu_model_asks_for_any_gpu(render):
