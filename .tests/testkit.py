@@ -136,3 +136,8 @@ class SlurmJobResources(dict):
             return self[name]
         except KeyError as error:
             raise AttributeError(name) from error
+
+
+def flat_text(path: Path) -> str:
+    """A document's text with every run of whitespace as one space: a claim reads the same however it is wrapped."""
+    return " ".join(Path(path).read_text().split())

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from snakemake_executor_plugin_kubernetes_kueue.checks import SUPPORTED_KUEUE
-from testkit import REPO, venv_bin
+from testkit import REPO, flat_text, venv_bin
 
 K8S = REPO / "profiles" / "k8s"
 KUBERNETES_VERSION = "1.33.0"
@@ -477,9 +477,8 @@ def test_every_pod_under_profiles_k8s_runs_the_profiles_cpu_image_and_the_readme
     """Scheduler, workers and the simulation service run the workflow's dask/distributed and simcal: the
     profile's container-image. Install step 6 of the README names every file that carries that image."""
     image = profile()["container-image"]
-    readme = (K8S / "README.md").read_text()
+    readme = flat_text(K8S / "README.md")
     step = readme[readme.index("6. **Images.**") : readme.index("7. **Dask over TLS:**")]
-    step = re.sub(r"\s+", " ", step)
     carriers = set()
     for where, document in MANIFESTS:
         for pod in _pod_specs(document):
@@ -502,7 +501,7 @@ def test_profile_has_the_required_settings():
     assert {"mem_mb", "disk_mb"} <= set(settings["default-resources"])
     assert settings["retries"] >= 1
     # The README states the value (section "Run", **Failures.**).
-    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    readme = flat_text(K8S / "README.md")
     stated = {int(n) for n in re.findall(r"\(`retries: (\d+)`\)", readme)}
     assert stated == {settings["retries"]}, f"README says retries {stated}, config.yaml {settings['retries']}"
     assert not [
@@ -526,7 +525,7 @@ TRAINING_RULE = re.compile(r"^kd_gat_train_(vgae|gat|dqn)_(teacher|student_kd|st
 
 def test_the_readme_counts_the_gpu_rules_of_the_profile():
     resources = profile()["set-resources"]
-    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    readme = flat_text(K8S / "README.md")
     training = re.search(r"The (\w+) training rules \(`kd_gat_train_\{([\w,]+)\}_\{([\w,]+)\}`\)", readme)
     assert training, "README 'GPUs.' no longer names the training rules"
     count, stages, variants = NUMBER_WORDS[training.group(1)], training.group(2), training.group(3)
@@ -603,7 +602,7 @@ def test_only_torchs_cuda_12_6_build_has_volta_kernels_and_there_is_no_12_8():
     assert with_volta == {("12.6", "x86_64")}, with_volta
     assert "12.8" not in table
     assert {f"cu{cuda.replace('.', '')}" for cuda in table} >= TORCH_VARIANTS - {"cpu"}
-    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    readme = flat_text(K8S / "README.md")
     assert "`cu126`, the only torch 2.13 build that still runs on Volta" in readme
     assert "There is no cu128 build of torch 2.13" in readme
     listed = re.search(
@@ -613,7 +612,7 @@ def test_only_torchs_cuda_12_6_build_has_volta_kernels_and_there_is_no_12_8():
         table, key=lambda v: tuple(map(int, v.split(".")))
     )
     assert listed.group(2) == "12.6"
-    slurm = re.sub(r"\s+", " ", (REPO / "profiles" / "slurm" / "README.md").read_text())
+    slurm = flat_text(REPO / "profiles" / "slurm" / "README.md")
     assert "| V100 (7.0, `sm_70`), every GPU node | **cu126 only** |" in slurm
 
 
@@ -690,7 +689,7 @@ def test_containerfile_runs_as_a_numeric_non_root_user():
     assert users and users[-1].isdigit() and int(users[-1]) != 0
     assert f"--uid {users[-1]}" in CONTAINERFILE
     uid = int(users[-1])
-    readme = re.sub(r"\s+", " ", (K8S / "README.md").read_text())
+    readme = flat_text(K8S / "README.md")
     assert re.findall(r"non-root user (\d+)", readme) == [str(uid)], "README names another user"
     # A pod that sets its user runs as the image's (who owns the image's home directory).
     for where, document in MANIFESTS:

@@ -9,15 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 import tenacity
-from testkit import REPO
+from testkit import REPO, flat_text
 
 README = REPO / "profiles" / "k8s" / "README.md"
 # Every README that states a driver minimum; the SLURM one states the same numbers.
 DRIVER_DOCUMENTS = [README, REPO / "profiles" / "slurm" / "README.md"]
-
-
-def _flat(path) -> str:
-    return re.sub(r"\s+", " ", path.read_text())
 
 
 def stated_driver_numbers(text: str) -> list[tuple[int, str]]:
@@ -36,14 +32,14 @@ def test_every_driver_minimum_the_readmes_state_is_runtimes():
     from kdgat.runtime import MINIMUM_DRIVER
 
     for document in DRIVER_DOCUMENTS:
-        numbers = stated_driver_numbers(_flat(document))
+        numbers = stated_driver_numbers(flat_text(document))
         assert numbers, f"{document.name}: no driver version found; the pattern no longer matches"
         for number, sentence in numbers:
             assert number in MINIMUM_DRIVER.values(), (
                 f"{document.relative_to(REPO)} states driver {number}, which kdgat.runtime.MINIMUM_DRIVER "
                 f"({MINIMUM_DRIVER}) does not have; word it as a recommendation or fix it: {sentence!r}"
             )
-    text = _flat(README)
+    text = flat_text(README)
     assert re.search(rf"\*\*{MINIMUM_DRIVER[13]} or newer\*\*", text), "cu130's minimum"
     assert f"The cu126 build needs driver {MINIMUM_DRIVER[12]} or newer" in text
 
@@ -69,7 +65,7 @@ def test_the_storage_retry_timing_the_readme_states_is_the_plugins():
     with pytest.raises(tenacity.RetryError):
         size(SimpleNamespace(is_dir=missing))
     stated = re.search(
-        r"3 tries, waiting (\d+) s and then (\d+) s, so (\d+) s per missing input", _flat(README)
+        r"3 tries, waiting (\d+) s and then (\d+) s, so (\d+) s per missing input", flat_text(README)
     )
     assert stated, "README 'Known limits' no longer states the retry timing"
     first, second, total = map(int, stated.groups())
@@ -85,7 +81,7 @@ def test_the_azure_error_texts_the_readme_quotes_are_the_sdks():
     from azure.storage.blob._generated.models import StorageErrorCode
     from azure.storage.blob._shared.response_handlers import process_storage_error
 
-    text = _flat(README)
+    text = flat_text(README)
     quoted = re.findall(r"`ErrorCode:(\w+)`", text)
     assert sorted(quoted) == ["AuthorizationFailure", "AuthorizationPermissionMismatch"], quoted
     for code in quoted:

@@ -24,7 +24,7 @@ import yaml
 import yte
 from snakemake_executor_plugin_slurm.partitions import PartitionLimits, read_partition_file
 from snakemake_interface_common.exceptions import WorkflowError
-from testkit import REPO, SlurmJobResources
+from testkit import REPO, SlurmJobResources, flat_text
 
 from kdgat import runtime
 
@@ -64,16 +64,12 @@ PROMISED = {
 NOT_AUTO_SELECTED = {"gpudebug", "gpudebug-exp", "gpubackfill", "gpubackfill-exp", "debug-cpu"}
 
 
-def readme_text() -> str:
-    return " ".join(README.read_text().split())
-
-
 def test_the_plugin_reads_the_shipped_partition_file_as_the_readme_describes():
     partitions = {partition.name: partition.limits for partition in read_partition_file(PARTITION_FILE)}
     assert list(partitions) == list(PROMISED)
     for name, promised in PROMISED.items():
         assert {key: getattr(partitions[name], key) for key in promised} == promised, name
-    readme = readme_text()
+    readme = flat_text(README)
     for name, limits in PROMISED.items():
         if limits["max_gpu"]:
             assert f"`{name}` ({limits['max_gpu']} x V100" in readme, name
@@ -92,7 +88,7 @@ def test_partitions_never_chosen_automatically_use_the_plugins_keys():
         PartitionLimits(**{key: value for key, value in entry.items() if key != "purpose"})
         assert entry["purpose"], name
     assert document["preflight"]["gpu_check_partition"] in NOT_AUTO_SELECTED
-    readme = readme_text()
+    readme = flat_text(README)
     assert "`gpudebug`" in readme and "`gpubackfill`" in readme
 
 

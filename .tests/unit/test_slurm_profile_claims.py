@@ -24,7 +24,7 @@ import pytest
 import yaml
 import yte
 from snakemake_executor_plugin_slurm.utils import set_gres_string
-from testkit import REPO, SlurmJobResources
+from testkit import REPO, SlurmJobResources, flat_text
 
 from kdgat import runtime
 
@@ -44,10 +44,6 @@ SLURM_COMMANDS = {
     "sstat",
 }
 SLURM_ENV = ("OSC_PROJECT", "SNAKEMAKE_SCRATCH", "SNAKEMAKE_OUTPUT_CACHE", "SNAKEMAKE_SLURM_GPU_MODEL")
-
-
-def readme_text() -> str:
-    return " ".join(README.read_text().split())
 
 
 def path_without_slurm(directory: Path) -> str:
@@ -215,7 +211,7 @@ def test_the_readmes_evaluation_group_is_the_shipped_workflows(shipped_groups):
     # The README's numbers for the shipped config, and its formula in words.
     variants, seeds = len(config["kd_gat"]["variants"]), len(config["kd_gat"]["seeds"])
     runtime_per_member = config["evaluation"]["runtime"]
-    text = readme_text()
+    text = flat_text(README)
     assert f"{variants} × {seeds} + 2 = **{expected['members']} members**" in text
     limit = f"{variants * seeds + 1} × {runtime_per_member} + 10 = **{expected['asked']['runtime']} minutes**"
     assert limit in text
@@ -363,7 +359,7 @@ def test_the_profile_renders_without_sbatch_and_with_the_checks_on(render):
 def test_the_default_mem_mb_is_one_core_on_the_nodes_the_readme_names(render):
     rendered, _ = render(OSC_PROJECT="pas1234")
     mem_mb = rendered["default-resources"]["mem_mb"]
-    text = readme_text()
+    text = flat_text(README)
     assert f"`mem_mb: {mem_mb}` by default" in text and f"So {mem_mb} MB is one core on both" in text
     # The README's memory per core on the 40- and 48-core nodes, and the partitions it names for them.
     claims = {
@@ -389,7 +385,7 @@ def test_the_default_mem_mb_is_one_core_on_the_nodes_the_readme_names(render):
 
 def test_the_readmes_profile_values_are_the_profiles(render):
     rendered, _ = render(OSC_PROJECT="pas1234")
-    text = readme_text()
+    text = flat_text(README)
     assert f"`retries: {rendered['retries']}`" in text
     assert f"**jobs: {rendered['jobs']}**" in text and f"`latency-wait: {rendered['latency-wait']}`" in text
     assert f"jobs below {round(rendered['slurm-efficiency-threshold'] * 100)} % are flagged" in text
@@ -413,7 +409,7 @@ def driver_sentences(text: str) -> list[str]:
 def test_every_driver_minimum_in_the_readme_is_runtimes():
     """Each "driver N" the README states is a minimum in kdgat.runtime.MINIMUM_DRIVER (the value select_device
     names in its refusal), for the CUDA major it is stated for, unless the sentence calls it a recommendation."""
-    text = readme_text()
+    text = flat_text(README)
     sentences = driver_sentences(text)
     assert len(sentences) >= 3, sentences
     for sentence in sentences:
