@@ -57,7 +57,8 @@ def analyze(
         "phase": str(best_row["phase"]) if "phase" in top else None,
         "replicates": int(best_row["replicates"]) if "replicates" in top else None,
     }
-    searched = finite[finite["phase"] != "refine"] if "phase" in finite else finite
+    design_and_search = trials[trials["phase"] != "refine"] if "phase" in trials else trials
+    searched = design_and_search[np.isfinite(design_and_search["loss"].astype(float))]
     summary: dict[str, Any] = {
         "trials": int(len(trials)),
         "trials_with_finite_loss": int(len(finite)),
@@ -79,8 +80,8 @@ def analyze(
     if "round" in searched and len(searched):
         # Losses of the design and search rounds share a replicate count, so their running best is comparable. A
         # round whose every set failed carries the best so far (null before any finite loss), not a gap.
-        rounds = trials.loc[trials["phase"] != "refine", "round"] if "phase" in trials else trials["round"]
-        per_round = searched.groupby("round")["loss"].min().reindex(sorted(rounds.unique()))
+        rounds = sorted(design_and_search["round"].unique())
+        per_round = searched.groupby("round")["loss"].min().reindex(rounds)
         summary["best_loss_by_round"] = {
             str(r): None if pd.isna(v) else float(v) for r, v in per_round.cummin().ffill().items()
         }

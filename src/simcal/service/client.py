@@ -33,6 +33,11 @@ URL_VARIABLE = "SIMCAL_SERVICE_URL"
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+def ended_unsuccessfully(job_id: str, info: dict[str, Any]) -> str:
+    """What a job that ended failed or cancelled says of itself (its status as the API shows it)."""
+    return f"job {job_id} {info['status']}: {info.get('error')}"
+
+
 class ServiceError(RuntimeError):
     """An answer of the service that is not what was asked for; ``status`` is the HTTP status (None: no answer)."""
 
@@ -268,7 +273,7 @@ class Job:
             if info["status"] == "succeeded":
                 return info
             if info["status"] in FINAL:
-                raise JobFailed(f"job {self.id} {info['status']}: {info.get('error')}", info)
+                raise JobFailed(ended_unsuccessfully(self.id, info), info)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"job {self.id} is still {info['status']} after {timeout:g} s ({info.get('progress')})"

@@ -141,7 +141,7 @@ def finish_job(
     Raises ``ServiceJobFailed`` when the job ended failed or cancelled, ``TimeoutError`` after
     ``wait_timeout_s``; whatever ends the wait early (those, Ctrl-C, an error of ``between_polls``) cancels the job.
     """
-    from simcal.service.client import FINAL
+    from simcal.service.client import FINAL, ended_unsuccessfully
 
     poll_s = float(options.get("poll_interval_s") or 1.0)
     wait_timeout_s = options.get("wait_timeout_s")
@@ -161,7 +161,7 @@ def finish_job(
             time.sleep(poll_s)
         if info["status"] != "succeeded":  # the status just read is final: no second request
             raise ServiceJobFailed(
-                f"simulation service {job.client.url}: job {job.id} {info['status']}: {info.get('error')}"
+                f"simulation service {job.client.url}: {ended_unsuccessfully(job.id, info)}"
             )
         frame = job.to_pandas()
     except BaseException:
