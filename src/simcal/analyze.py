@@ -38,6 +38,8 @@ def analyze(
     With a refine phase the best and the top-k come from the refine rows (more replicates, so comparable and
     less noisy losses); otherwise from every trial.
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise ContractError(f"analyze: top_k must be an integer >= 1, got {top_k!r}")
     _require_columns(trials, ["loss", "param_id", *parameter_names], "the trials table")
     finite = trials[np.isfinite(trials["loss"].astype(float))]
     if finite.empty:

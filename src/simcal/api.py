@@ -23,6 +23,7 @@ sweep's. The service derives every seed from ``settings`` (master seed, param_id
 from __future__ import annotations
 
 import contextlib
+import numbers
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -93,7 +94,15 @@ def _task(
     fn_ref: str, params: Mapping[str, Any], seed: int | None, replicate: int, settings: SimulationSettings
 ) -> SimTask:
     reject_reserved(params, "submit(params)")
-    plain = canonical_params(params)
+    for name, value in (("replicate", replicate), ("seed", seed)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0
+        ):
+            raise ContractError(f"submit: {name} must be a whole number >= 0, got {value!r}")
+    try:
+        plain = canonical_params(params)
+    except ContractError as error:
+        raise ContractError(f"submit(params): {error}") from error
     pid = param_id(plain, already_canonical=True)
     check_parameter_sets(fn_ref, [plain], "submit(params)", [f"param_id {pid}"])
     if seed is None:

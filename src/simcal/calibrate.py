@@ -36,7 +36,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from simcal.contract import ContractError, param_id, reject_unknown_keys, resolve_callable
+from simcal.contract import ContractError, check_options, param_id, reject_unknown_keys, resolve_callable
 from simcal.design import Bound, Design, parse_bounds
 from simcal.local_search import TrustRegion, floor_scan
 from simcal.observed import read_observed
@@ -50,10 +50,18 @@ from simcal.runner import (
 )
 from simcal.space import space_of
 from simcal.tables import check_fixed_values, reject_reserved, write_parquet
+from simcal.targets import check_observed, mean_replicate_mse, negbin_nll, poisson_nll, replicate_mean_mse
 
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "sobol", "lhs", "random")
+# The built-in targets, and whether they need counts in the observed column (checked before anything runs).
+BUILT_IN_TARGETS = {
+    replicate_mean_mse: False,
+    mean_replicate_mse: False,
+    poisson_nll: True,
+    negbin_nll: True,
+}
 WHERE = "calibration.calibrate"
 RENAMED = {"batch_size": "proposals_per_round"}
 
@@ -161,15 +169,19 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
     names = [t.name for t in parsed]
     if len(set(names)) != len(names):
         raise ContractError(f"calibration.targets: names must differ (column loss_<name>), got {names}")
+    for index, target in enumerate(parsed):  # a misspelt or missing option fails now, not after round 0
+        check_options(target.function, target.options, f"calibration.targets[{index}]", target.reference)
     return parsed
 
 
 def check_observed_columns(
     observed: pd.DataFrame, targets: list[Target], source: str = "observed data"
 ) -> None:
-    """Targets that name their columns (options ``column`` and ``on``) find them in the observed data."""
+    """Targets that name their columns (options ``column`` and ``on``) find them in the observed data; for the
+    built-in targets the observed column also holds numbers (counts for a likelihood), one row per key."""
     for target in targets:
-        on = target.options.get("on", [])
+        counts = BUILT_IN_TARGETS.get(target.function)
+        on = target.options.get("on", "day" if counts is not None else [])  # "day": the built-ins' default
         wanted = [target.options["column"]] if "column" in target.options else []
         wanted += [on] if isinstance(on, str) else list(on)
         missing = [c for c in wanted if c not in observed.columns]
@@ -178,6 +190,11 @@ def check_observed_columns(
                 f"calibration target {target.name!r}: {source} have no column(s) {missing}; they have "
                 f"{list(observed.columns)}"
             )
+        if counts is not None and "column" in target.options:
+            try:
+                check_observed(observed, target.options["column"], on, counts)
+            except ValueError as error:
+                raise ContractError(f"calibration target {target.name!r}: {source}: {error}") from error
 
 
 def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list[Target]) -> pd.DataFrame:

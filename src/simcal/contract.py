@@ -6,8 +6,10 @@ returns a pandas DataFrame or a dict of named tables (DataFrames) and scalars.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
+import inspect
 import json
 import math
 import numbers
@@ -56,6 +58,35 @@ def resolve_callable(reference: str, what: str = "model") -> Callable:
             f"{what} reference {reference!r}: {attribute!r} is a {type(target).__name__}, not callable"
         )
     return target
+
+
+def check_options(
+    function: Callable, options: Mapping[str, Any], where: str, reference: str, leading: int = 2
+) -> None:
+    """Fail naming ``where`` when ``function`` cannot be called with ``leading`` positional arguments and the
+    keyword ``options`` (a misspelt option, a required one left out): before anything runs, not at the first
+    call after a round of simulations. A function whose signature cannot be read is left to that call."""
+    try:
+        # follow_wrapped=False: a decorator's own (*args, **kwargs) may take more than the function it wraps.
+        signature = inspect.signature(function, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return
+    parameters = list(signature.parameters.values())
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        named = [p.name for p in parameters[leading:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [str(name) for name in options if name not in named]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], named, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ContractError(
+                f"{where}: {reference} has no option {unknown[0]!r}{hint}; its options are {named}"
+            )
+    try:
+        signature.bind(*[None] * leading, **options)
+    except TypeError as error:
+        raise ContractError(
+            f"{where}: {reference} cannot take the options {sorted(options)}: {error}"
+        ) from error
 
 
 def to_plain(value: Any, key: str = "") -> Any:

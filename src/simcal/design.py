@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def parse_bounds(
             log_scale, integer = bool(spec.get("log", False)), bool(spec.get("integer", False))
         except (TypeError, ValueError) as error:
             raise ContractError(f"{where}.{name}: low and high must be numbers, got {spec!r}") from error
+        if not (math.isfinite(low) and math.isfinite(high)):  # an infinite bound would draw inf or NaN values
+            raise ContractError(f"{where}.{name}: low and high must be finite numbers, got {low}, {high}")
         if not low < high or (log_scale and low <= 0):
             raise ContractError(
                 f"{where}.{name}: need low < high (and low > 0 when log: true), got {low}, {high}"

@@ -25,6 +25,8 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     separator = table_format(path)
     try:
         return pd.read_parquet(path) if separator is None else pd.read_csv(path, sep=separator)
+    except FileNotFoundError as error:  # pandas' Parquet reader names only the path
+        raise ContractError(f"{path}: the {what} file does not exist") from error
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise ContractError(f"{path}: cannot read the {what} ({error})") from error
 

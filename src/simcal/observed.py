@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from simcal.contract import ContractError, resolve_callable
+from simcal.contract import ContractError, check_options, resolve_callable
 from simcal.files import read_table, write_table
-from simcal.space import check_parameter_sets
+from simcal.space import check_fixed, check_parameter_sets
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,17 @@ def generate_observed(
     output: str | Path,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Call ``generator(true_params, seed, **options)`` (a ``"module:function"``) and write its table atomically
-    (CSV, TSV or Parquet by the output's suffix)."""
+    """Call ``generator({**fixed, **true_params}, seed, **options)`` (a ``"module:function"``) and write its table
+    atomically (CSV, TSV or Parquet by the output's suffix). ``fixed``: the calibration's fixed parameters, checked
+    and named as such (a typo there is not blamed on the true parameters)."""
     function = resolve_callable(generator, what="observed-data generator")
-    check_parameter_sets(generator, [dict(true_params)], "observed.true_params", ["the true parameters"])
-    observed = function(dict(true_params), int(seed), **dict(options or {}))
+    check_fixed(generator, dict(fixed or {}), "calibration.fixed")
+    true_params = {**dict(fixed or {}), **dict(true_params)}
+    check_parameter_sets(generator, [true_params], "observed.true_params", ["the true parameters"])
+    check_options(function, dict(options or {}), "observed.options", generator)
+    observed = function(true_params, int(seed), **dict(options or {}))
     if not isinstance(observed, pd.DataFrame) or observed.empty:
         raise ContractError(
             f"observed-data generator {generator!r} returned {type(observed).__name__}"

@@ -46,7 +46,7 @@ from simcal.contract import ContractError, resolve_callable
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
-from simcal.space import check_parameter_sets
+from simcal.space import check_fixed, check_parameter_sets
 from simcal.store import PartStore, read_results
 from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table
 from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
@@ -724,6 +724,7 @@ def simulate(
         settings = SimulationSettings.from_config(settings)
     resolve_callable(model_ref)
     sets, where, row_name = _planned_parameter_sets(parameters, fixed_params)
+    check_fixed(model_ref, dict(fixed_params or {}))  # named as fixed, not as the table's first row
     # A misspelt column or an out-of-bounds value stops here, naming the row as every message about a row does
     # (a file's line, a DataFrame's row and index label), before any cluster starts.
     check_parameter_sets(model_ref, sets, where, map(row_name, range(len(sets))))

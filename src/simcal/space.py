@@ -47,6 +47,8 @@ class Parameter:
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed here, or None."""
+        if isinstance(value, str):  # a number stored as text ('0.1' in a CSV column that also holds a word)
+            return f"{value!r} is text, not a number"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return f"{value!r} is not a number"
         if not math.isfinite(value):
@@ -140,13 +142,17 @@ class ParameterSpace(Mapping[str, Parameter]):
                     f"{where}: {name!r} is not a parameter of {model}{hint}; it declares {sorted(self)}"
                 )
 
-    def check(self, params: Mapping[str, Any], where: str, model: str = "the model") -> None:
-        """A complete parameter set: known names, allowed values, every required parameter present."""
+    def check_values(self, params: Mapping[str, Any], where: str, model: str = "the model") -> None:
+        """Known names and allowed values, without asking for every required parameter (e.g. fixed values)."""
         self.unknown(params, where, model)
         for name, value in params.items():
             problem = self[name].problem(value)
             if problem is not None:
                 raise ContractError(f"{where}: parameter {name!r} = {problem} ({self[name].describe()})")
+
+    def check(self, params: Mapping[str, Any], where: str, model: str = "the model") -> None:
+        """A complete parameter set: known names, allowed values, every required parameter present."""
+        self.check_values(params, where, model)
         missing = [name for name, spec in self.items() if spec.required and name not in params]
         if missing:
             raise ContractError(f"{where}: required parameter(s) {missing} of {model} have no value")
@@ -163,6 +169,14 @@ def space_of(model_ref: str) -> ParameterSpace | None:
     return space if isinstance(space, ParameterSpace) else None
 
 
+def check_fixed(model_ref: str, fixed: Mapping[str, Any], where: str = "fixed parameters") -> None:
+    """Fixed values against the model's declared space, named as fixed: merged into every parameter set, a
+    misspelt or out-of-bounds fixed value would otherwise be blamed on the table's first row."""
+    space = space_of(model_ref) if fixed else None
+    if space is not None:
+        space.check_values(fixed, where, model_ref)
+
+
 def check_parameter_sets(
     model_ref: str,
     sets: Iterable[Mapping[str, Any]],
@@ -176,7 +190,43 @@ def check_parameter_sets(
     space = space_of(model_ref)
     if space is None:
         return
+    sets = sets if isinstance(sets, list) else list(sets)
+    first = _first_word_among_numbers(space, sets)
+    if first is not None:  # named before any other row: see _first_word_among_numbers
+        label = list(labels)[first] if labels is not None else f"parameter set {first}"
+        space.check(sets[first], f"{where}, {label}", model_ref)
     names = iter(labels) if labels is not None else None
     for index, params in enumerate(sets):
         label = next(names) if names is not None else f"parameter set {index}"
         space.check(params, f"{where}, {label}", model_ref)
+
+
+def _first_word_among_numbers(space: ParameterSpace, sets: list[Mapping[str, Any]]) -> int | None:
+    """The position of the first set whose value of a numeric parameter is text that is no number at all.
+
+    A CSV column holding one word (``abc``) among numbers is read as text throughout, so checking the sets in
+    order would blame the first row for its ``'0.1'`` rather than the row that holds the word.
+    """
+    if not sets:
+        return None
+    names = [
+        name
+        for name, spec in space.items()
+        if not isinstance(spec, Choice) and isinstance(sets[0].get(name), str)
+    ]
+    if not names:
+        return None
+    for index, params in enumerate(sets):
+        for name in names:
+            value = params.get(name)
+            if isinstance(value, str) and not _reads_as_number(value):
+                return index
+    return None
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -64,6 +64,8 @@ def parameter_table(parameters: str | Path | pd.DataFrame) -> tuple[pd.DataFrame
     except (OSError, ValueError, pd.errors.ParserError) as error:
         if isinstance(error, ContractError):
             raise
+        if isinstance(error, FileNotFoundError):  # pandas' Parquet reader names only the path
+            raise ContractError(f"{path}: the parameter table file does not exist") from error
         raise ContractError(f"{path}: cannot read the parameter table ({error})") from error
     row_name = _parquet_row if suffix in {".parquet", ".pq"} else _text_line
     return check_parameter_table(table, str(path), row_name), str(path), row_name

@@ -36,7 +36,49 @@ def _check_columns(
 
 
 def _observed_series(observed: pd.DataFrame, column: str, keys: list[str]) -> pd.Series:
-    return observed.set_index(keys)[column].rename("observed")
+    series = observed.set_index(keys)[column].rename("observed")
+    if series.index.has_duplicates:
+        _refuse_repeated_keys(observed, keys)
+    return series
+
+
+def _key_text(observed: pd.DataFrame, keys: list[str], position: int) -> str:
+    """How messages name an observed row: by its key, e.g. ``day 3`` (what the targets align on)."""
+    values = [observed[key].iloc[position] for key in keys]
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return f"{keys[0]} {values[0]!r}" if len(keys) == 1 else f"{keys} {values}"
+
+
+def _refuse_repeated_keys(observed: pd.DataFrame, keys: list[str]) -> None:
+    repeated = observed.duplicated(keys, keep=False).to_numpy()
+    if repeated.any():
+        first = int(np.flatnonzero(repeated)[0])
+        raise ValueError(
+            f"observed data have {int(repeated.sum())} rows that share their {' and '.join(keys)} (first at "
+            f"{_key_text(observed, keys, first)}); each {' and '.join(keys)} needs one observed value"
+        )
+
+
+def check_observed(
+    observed: pd.DataFrame, column: str, on: str | list[str] = "day", counts: bool = False
+) -> None:
+    """What the built-in targets need of the observed data, checked before any simulation runs: ``column``
+    holds numbers, each key of ``on`` has one row, and (``counts``: for a count likelihood) counts >= 0."""
+    keys = _keys(on)
+    missing = [c for c in [*keys, column] if c not in observed.columns]
+    if missing:
+        raise KeyError(f"observed data has no column(s) {missing}; it has {list(observed.columns)}")
+    values = observed[column]
+    if values.dtype.kind not in "biuf":
+        words = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
+        first = int(np.flatnonzero(words)[0]) if words.any() else 0
+        raise ValueError(
+            f"observed column {column!r} must hold numbers; found {values.iloc[first]!r} at "
+            f"{_key_text(observed, keys, first)}"
+        )
+    _refuse_repeated_keys(observed, keys)
+    if counts:
+        _counts(_observed_series(observed, column, keys), column)
 
 
 def _aligned(

@@ -30,7 +30,7 @@ from simcal.contract import ContractError, resolve_callable
 from simcal.progress import progress_path
 from simcal.runner import Cancelled, planned_parameter_sets, simulate
 from simcal.settings import SimulationSettings
-from simcal.space import check_parameter_sets
+from simcal.space import check_fixed, check_parameter_sets
 from simcal.tasks import plan_tasks
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,14 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
     sets = body.get("parameter_sets")
     if not isinstance(sets, list) or not sets or not all(isinstance(s, Mapping) for s in sets):
         raise RequestRefused(422, "parameter_sets: expected a non-empty list of {name: value} objects")
+    names = set(sets[0])
+    for index, params in enumerate(sets):  # named by its place in the request, not as a table's row
+        if set(params) != names:
+            raise RequestRefused(
+                422,
+                f"parameter_sets[{index}]: names {sorted(params)}, but parameter_sets[0] names {sorted(names)}; "
+                "every parameter set needs the same names (a value shared by all goes in fixed)",
+            )
     fixed = dict(body.get("fixed") or {})
     limit = config.sync_max_simulations if sync else config.max_simulations
     # Counted before any table is built: an oversized request costs nothing more than its parsing.
@@ -160,6 +168,7 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
         )
     try:
         planned = planned_parameter_sets(pd.DataFrame(sets), fixed)
+        check_fixed(fn_ref, fixed, "fixed")
         check_parameter_sets(
             fn_ref, planned, "parameter_sets", [f"parameter_sets[{i}]" for i in range(len(planned))]
         )

@@ -1,0 +1,174 @@
+"""Bad input to simcal gets an error naming where it is (file and line, config key, fixed value, target) and
+what was expected, before anything runs, and nothing is written."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from simcal import api, targets
+from simcal.analyze import analyze
+from simcal.calibrate import check_observed_columns, parse_targets
+from simcal.contract import ContractError
+from simcal.design import parse_bounds
+from simcal.observed import generate_observed, read_observed
+from simcal.runner import simulate
+from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
+from simcal.tables import read_parameter_table
+
+SIR = "simcal.models.sir:simulate"
+
+
+def test_a_sweeps_misspelt_or_out_of_bounds_fixed_value_is_named_as_fixed_not_as_the_first_row(tmp_path):
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n0.3,0.1\n")
+    output = tmp_path / "out.parquet"
+    with pytest.raises(
+        ContractError, match=r"^fixed parameters: 'populaton' is not a parameter of .*'population'"
+    ):
+        simulate(SIR, table, output, fixed_params={"populaton": 100})
+    with pytest.raises(ContractError, match=r"^fixed parameters: parameter 'population' = -5 is below"):
+        simulate(SIR, table, output, fixed_params={"population": -5})
+    assert not output.exists() and not (tmp_path / "out.parquet.partial").exists()
+
+
+def test_the_service_names_a_misspelt_fixed_value_as_fixed(tmp_path):
+    body = {"fn_ref": SIR, "parameter_sets": [{"beta": 0.3, "gamma": 0.1}], "fixed": {"populaton": 100}}
+    with pytest.raises(RequestRefused, match=r"^fixed: 'populaton' is not a parameter"):
+        plan_request(body, ServiceConfig(state_dir=tmp_path))
+
+
+def test_the_service_names_a_parameter_set_with_other_names_by_its_place_in_the_request(tmp_path):
+    sets = [{"beta": 0.3, "gamma": 0.1}, {"beta": 0.2, "gamma": 0.1}, {"beta": 0.3}]
+    with pytest.raises(
+        RequestRefused, match=r"^parameter_sets\[2\]: names \['beta'\], but parameter_sets\[0\]"
+    ):
+        plan_request({"fn_ref": SIR, "parameter_sets": sets}, ServiceConfig(state_dir=tmp_path))
+
+
+def test_a_word_in_a_number_column_is_named_at_its_own_line_not_the_first(tmp_path):
+    # One word makes pandas read the whole column as text: '0.1' on line 2 is not what is wrong.
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n0.3,0.1\n0.4,abc\n")
+    with pytest.raises(
+        ContractError, match=r"params.csv, line 4: parameter 'gamma' = 'abc' is text, not a number"
+    ):
+        simulate(SIR, table, tmp_path / "out.parquet")
+
+
+def test_a_missing_parquet_file_is_named_as_missing(tmp_path):
+    with pytest.raises(ContractError, match=r"params.parquet: the parameter table file does not exist"):
+        read_parameter_table(tmp_path / "params.parquet")
+    with pytest.raises(ContractError, match=r"observed.parquet: the observed data file does not exist"):
+        read_observed(tmp_path / "observed.parquet")
+
+
+@pytest.mark.parametrize("low, high", [(0.0, math.inf), (-math.inf, 1.0), (math.nan, 1.0)])
+def test_bounds_must_be_finite(low, high):
+    with pytest.raises(
+        ContractError, match=r"calibration.parameters.slope: low and high must be finite numbers"
+    ):
+        parse_bounds({"slope": {"low": low, "high": high}})
+
+
+def test_a_targets_misspelt_or_missing_option_fails_when_the_config_is_read():
+    with pytest.raises(
+        ContractError,
+        match=r"calibration.targets\[0\]: simcal.targets:poisson_nll has no option 'colum' "
+        r"\(did you mean 'column'\?\)",
+    ):
+        parse_targets([{"function": "simcal.targets:poisson_nll", "colum": "incidence"}])
+    with pytest.raises(
+        ContractError, match=r"calibration.targets\[0\]: .*missing a required argument: 'column'"
+    ):
+        parse_targets([{"function": "simcal.targets:poisson_nll", "on": "day"}])
+    parse_targets(
+        [{"function": "simcal.targets:negbin_nll", "column": "incidence", "on": "day", "dispersion": 5}]
+    )
+
+
+def test_a_generators_misspelt_option_is_named_and_nothing_is_written(tmp_path):
+    output = tmp_path / "observed.csv"
+    with pytest.raises(
+        ContractError, match=r"^observed.options: .*has no option 'nois' \(did you mean 'noise'\?\)"
+    ):
+        generate_observed(
+            "simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1}, output, options={"nois": "none"}
+        )
+    assert not output.exists()
+
+
+def test_the_calibrations_fixed_values_are_named_as_fixed_when_observed_data_are_generated(tmp_path):
+    output = tmp_path / "observed.csv"
+    with pytest.raises(ContractError, match=r"^calibration.fixed: 'populaton' is not a parameter"):
+        generate_observed(
+            "simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1}, output, fixed={"populaton": 5000}
+        )
+    assert not output.exists()
+    observed = generate_observed(  # the fixed values reach the generator, under the true parameters
+        "simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1, "days": 30}, output, fixed={"days": 20}
+    )
+    assert len(observed) == 30 and output.exists()
+
+
+@pytest.mark.parametrize(
+    "function, text, message",
+    [
+        (
+            "replicate_mean_mse",
+            "day,cases\n0,1\n1,abc\n",
+            r"column 'cases' must hold numbers; found 'abc' at day 1",
+        ),
+        ("mean_replicate_mse", "day,cases\n0,1\n0,2\n", r"2 rows that share their day \(first at day 0\)"),
+        ("poisson_nll", "day,cases\n0,1\n1,2.5\n", r"must hold counts .* found 2.5 at day 1"),
+        ("negbin_nll", "day,cases\n0,1\n1,-2\n", r"must hold counts .* found -2 at day 1"),
+    ],
+)
+def test_observed_data_the_built_in_targets_cannot_use_are_refused_before_anything_runs(
+    tmp_path, function, text, message
+):
+    path = tmp_path / "observed.csv"
+    path.write_text(text)
+    parsed = parse_targets([{"name": "cases", "function": f"simcal.targets:{function}", "column": "cases"}])
+    with pytest.raises(
+        ContractError, match=rf"calibration target 'cases': observed data \(.*observed.csv\): .*{message}"
+    ):
+        check_observed_columns(read_observed(path), parsed, f"observed data ({path})")
+
+
+def test_a_target_called_directly_names_repeated_observed_keys():
+    simulated = pd.DataFrame({"replicate": [0, 0], "day": [0, 1], "cases": [1.0, 2.0]})
+    observed = pd.DataFrame({"day": [0, 0, 1], "cases": [1, 2, 3]})
+    with pytest.raises(
+        ValueError, match=r"observed data have 2 rows that share their day \(first at day 0\)"
+    ):
+        targets.replicate_mean_mse(simulated, observed, "cases")
+
+
+def test_analyze_refuses_a_top_k_below_one():
+    trials = pd.DataFrame(
+        {"trial": [0], "round": [0], "phase": ["design"], "param_id": ["a"], "beta": [0.1], "loss": [1.0]}
+    )
+    with pytest.raises(ContractError, match=r"top_k must be an integer >= 1, got 0"):
+        analyze(trials, ["beta"], 0)
+
+
+def test_submit_names_a_nan_parameter_as_submitted():
+    with pytest.raises(ContractError, match=r"^submit\(params\): parameter 'beta' is nan"):
+        api.submit(SIR, {"beta": math.nan, "gamma": 0.1}, client=object())
+
+
+@pytest.mark.parametrize(
+    "keywords, message",
+    [
+        ({"seed": -1}, r"^submit: seed must be a whole number >= 0, got -1$"),
+        ({"seed": 1.5}, r"^submit: seed must be a whole number >= 0, got 1.5$"),
+        ({"replicate": -1}, r"^submit: replicate must be a whole number >= 0, got -1$"),
+        ({"replicate": True}, r"^submit: replicate must be a whole number >= 0, got True$"),
+    ],
+)
+def test_submit_refuses_a_negative_or_fractional_seed_or_replicate(keywords, message):
+    with pytest.raises(ContractError, match=message):
+        api.submit(SIR, {"beta": 0.3, "gamma": 0.1}, client=object(), **keywords)
