@@ -41,7 +41,16 @@ def _from_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> GraphArray
 
 def _load(path: str | Path, expected: str) -> dict:
     path = Path(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        # truncated, corrupted or not a torch file at all: torch's own message names no file
+        raise ValueError(
+            f"{path}: not a readable kdgat graph file (expected a {expected!r} file written by the preprocess "
+            f"step; {type(error).__name__}: {error}); rebuild it"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != expected:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: expected a {expected!r} file, found {found!r}")

@@ -49,6 +49,12 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
     train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in _logs(d, exclude)]
     test = {scenario_name(d.name): _logs(d, exclude) for d in sorted(root.glob("test_*")) if d.is_dir()}
     test = {name: files for name, files in test.items() if files}
+    # What counts as a log, for the messages below.
+    logs = f"CAN logs ({', '.join('*' + suffix for suffix in LOG_SUFFIXES)}"
+    logs += f"; names containing {list(exclude)} are left out)" if exclude else ")"
     if not train:
-        raise FileNotFoundError(f"dataset directory {root} has no CAN logs under train_*/")
+        raise FileNotFoundError(f"dataset directory {root} has no {logs} under train_*/")
+    if not test:
+        # Without test scenarios every model would be trained and evaluated, and only the summary would fail.
+        raise FileNotFoundError(f"dataset directory {root} has no {logs} under test_NN_<scenario>/ folders")
     return train, test

@@ -212,6 +212,10 @@ def preprocess_dataset(
     val, test, vocab, metadata`` and the further held-out names); a key it lacks goes to ``out_dir/<key>.pt|json``.
     """
     started = time.perf_counter()
+    # Checked before any log is read (the schema's bounds; the kdgat command and library callers bypass it).
+    for key, value, least in (("window_size", window_size, 2), ("stride", stride, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+            raise ValueError(f"preprocess.{key} must be an integer >= {least}, got {value!r}")
     test_files = group_test_files(test_files)
     if not train_files:
         raise ValueError(f"dataset {dataset!r}: no training files")

@@ -37,9 +37,15 @@ def to_numpy(array: pa.Array, dtype=None) -> np.ndarray:
     return values if dtype is None else values.astype(dtype, copy=False)
 
 
+# A UTF-8 byte-order mark, which editors such as Excel put in front of a CSV file's first line.
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_lines(path: Path) -> tuple[pa.StringArray, np.ndarray]:
-    """All non-blank lines (without the line end, ``\\n`` or ``\\r\\n``) and their 1-based line numbers."""
-    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    """All non-blank lines (without the line end, ``\\n`` or ``\\r\\n``, and without a leading UTF-8 byte-order
+    mark, which pyarrow's CSV reader on the fast path drops too) and their 1-based line numbers."""
+    raw = path.read_bytes()
+    data = np.frombuffer(raw[len(UTF8_BOM) :] if raw.startswith(UTF8_BOM) else raw, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
     starts = np.concatenate(([0], newlines + 1))
     ends = np.concatenate((newlines, [len(data)]))
@@ -198,12 +204,24 @@ def looks_numeric(text: str) -> bool:
 
 
 def first_line(path: Path) -> tuple[int, str] | None:
+    """The first non-blank line (number, text), or None when there is none."""
+    lines = leading_lines(path, 1)
+    return lines[0] if lines else None
+
+
+def leading_lines(path: Path, count: int) -> list[tuple[int, str]]:
+    """The first ``count`` non-blank lines (number, text), without a leading UTF-8 byte-order mark."""
+    found: list[tuple[int, str]] = []
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]
             text = raw.decode("utf-8", errors="replace").strip()
             if text:
-                return number, text
-    return None
+                found.append((number, text))
+                if len(found) == count:
+                    break
+    return found
 
 
 def read_lines_fast(path: Path, skip_header: bool) -> pa.Array | None:

@@ -25,7 +25,10 @@ PROBLEMS = {
     8: "data_field is not a hex string of 2 characters per byte (at most 8 bytes)",
     9: "flag is not R or T",
     10: "attack label is not 0 or 1",
+    11: "CAN ID is above 0x1FFFFFFF (IDs are 11-bit standard or 29-bit extended)",
 }
+# Checked by the reader after a format's parser (a hex number of up to 8 digits can exceed 29 bits).
+ID_ABOVE_29_BITS = 11
 
 
 class CanFormatError(ValueError):

@@ -15,9 +15,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kdgat.can.decode import first_line, read_lines, read_lines_fast
+from kdgat.can.decode import first_line, leading_lines, read_lines, read_lines_fast
 from kdgat.can.formats import FORMATS, REGISTRY
-from kdgat.can.messages import BAD_ROW_MODES, PROBLEMS, CanFormat, CanFormatError, CanMessages
+from kdgat.can.messages import (
+    BAD_ROW_MODES,
+    ID_ABOVE_29_BITS,
+    PROBLEMS,
+    CanFormat,
+    CanFormatError,
+    CanMessages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +33,22 @@ _RELEASE_AFTER_BYTES = 128 << 20
 
 
 def detect_format(path: str | Path) -> str:
-    """The format of a CAN log from its first non-blank line (raises :class:`CanFormatError` if unknown)."""
+    """The format of a CAN log from its first non-blank line, or from the line after it when that line is a header
+    the format skips (``Timestamp,...`` of converted HCRL CSVs); raises :class:`CanFormatError` if unknown."""
     path = Path(path)
-    first = first_line(path)
-    if first is None:
+    lines = leading_lines(path, 2)
+    if not lines:
         raise CanFormatError(path, None, "empty file (no CAN messages)")
-    number, text = first
+    number, text = lines[0]
     for name, spec in REGISTRY.items():
         if spec.sniff(text):
             return name
+    for name, spec in REGISTRY.items():
+        if spec.header(text) is not None:
+            if len(lines) == 1:
+                raise CanFormatError(path, None, "empty file (header only, no CAN messages)")
+            if spec.sniff(lines[1][1]):
+                return name
     raise CanFormatError(
         path,
         number,
@@ -94,7 +108,7 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
 
     ts, can_id, dlc, payload, label, problem = spec.parse(lines, header)
     # CAN IDs are 11-bit (standard) or 29-bit (extended).
-    problem[(problem == 0) & (can_id >= 1 << 29)] = 4
+    problem[(problem == 0) & (can_id >= 1 << 29)] = ID_ABOVE_29_BITS
 
     bad = np.flatnonzero(problem)
     examples = [

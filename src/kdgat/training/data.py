@@ -31,9 +31,13 @@ def load_num_ids(metadata: str | os.PathLike) -> int:
     """The CAN-ID vocabulary size (incl. the out-of-vocabulary index) from the preprocess metadata.json."""
     path = Path(metadata)
     try:
-        return int(json.loads(path.read_text())["num_ids"])
+        document = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path}: missing (expected preprocess metadata with 'num_ids')") from error
+    except ValueError as error:  # not JSON (e.g. a truncated copy), or not UTF-8 text
+        raise ValueError(f"{path}: not a valid JSON file (expected preprocess metadata; {error})") from error
+    try:
+        return int(document["num_ids"])
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{path}: expected an integer 'num_ids' (vocabulary size incl. OOV)") from error
 

@@ -122,8 +122,8 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     resumed_from = None
     checkpoint = Path(loop.checkpoint) if loop.checkpoint else None
 
-    if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = read_checkpoint(checkpoint, loop.name) if checkpoint is not None and checkpoint.exists() else None
+    if saved is not None:
         if saved.get("fingerprint") != config_fingerprint:
             log.warning("%s: ignoring checkpoint %s (it belongs to other settings)", loop.name, checkpoint)
         else:
@@ -208,6 +208,28 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     }
     observers.notify("fit_ended", result)
     return result
+
+
+def read_checkpoint(path: Path, name: str) -> dict | None:
+    """The resume checkpoint at ``path``, or None (with a warning naming it) when it cannot be read: the job then
+    starts afresh and overwrites it after its first epoch, instead of failing on it at every rerun."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or corrupted: OSError (EINVAL), RuntimeError or EOFError
+        log.warning(
+            "%s: ignoring unreadable checkpoint %s (%s: %s); training starts afresh",
+            name,
+            path,
+            type(error).__name__,
+            error,
+        )
+        return None
+    if not isinstance(saved, dict):
+        log.warning(
+            "%s: ignoring checkpoint %s (not a training checkpoint); training starts afresh", name, path
+        )
+        return None
+    return saved
 
 
 def discard_checkpoint(path) -> None:

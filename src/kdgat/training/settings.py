@@ -13,6 +13,7 @@ job ``as_dict()``: only what that job uses, so editing one preset or stage does 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +48,17 @@ def _section(cls, options: Mapping[str, Any] | None, where: str):
         # An integer is a fine float; a bool is not a number here.
         fits = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
         if not fits and not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
-            raise SettingsError(f"{where}.{name}: expected {expected.__name__}, got {value!r}")
+            raise SettingsError(
+                f"{where}.{name}: expected {expected.__name__}, got {value!r}{_yaml_hint(value)}"
+            )
     return cls(**options)
+
+
+def _yaml_hint(value: Any) -> str:
+    """Why a number can arrive as text: YAML 1.1 (PyYAML, Snakemake) reads 3e-3 as a string, 3.0e-3 as a float."""
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):
+        return " (YAML reads a number like 3e-3 as text: write it with a decimal point, 3.0e-3)"
+    return ""
 
 
 @dataclass(frozen=True)

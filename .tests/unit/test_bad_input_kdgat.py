@@ -1,0 +1,155 @@
+"""Bad input a researcher gives the KD-GAT side: each fails naming the file, line or key and what was expected, or
+(an unreadable resume checkpoint) is set aside with a warning instead of failing every rerun."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from kdgat.can.messages import CanFormatError
+from kdgat.can.reader import detect_format, read_can_file
+from kdgat.graph_store import load_graphs, save_graphs
+from kdgat.layout import discover_layout
+from kdgat.preprocess import preprocess_dataset
+from kdgat.testing import toy_graphs
+from kdgat.training.data import load_num_ids
+from kdgat.training.loop import LoopSettings, fit
+
+HCRL_HEADER = "Timestamp,CAN ID,DLC,DATA0,DATA1,DATA2,DATA3,DATA4,DATA5,DATA6,DATA7,Flag\n"
+HCRL_ROWS = "1478198376.389427,0316,8,05,21,68,09,21,21,00,6f,R\n1478198376.390065,0260,2,19,21,T\n"
+
+
+def write(tmp_path, name, text, encoding="utf-8"):
+    path = tmp_path / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+# -- CAN logs -------------------------------------------------------------------------------------------------------
+def test_hcrl_csv_with_a_header_line_is_detected(tmp_path):
+    # The reader skips the header of converted HCRL copies; detection must look past it too.
+    path = write(tmp_path, "converted.csv", HCRL_HEADER + HCRL_ROWS)
+    assert detect_format(path) == "hcrl_csv"
+    assert read_can_file(path).can_id.tolist() == [0x316, 0x260]
+
+
+def test_hcrl_csv_header_only_is_an_empty_file(tmp_path):
+    path = write(tmp_path, "header.csv", HCRL_HEADER)
+    with pytest.raises(CanFormatError, match="header only") as error:
+        read_can_file(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_byte_order_mark_neither_hides_the_format_nor_moves_the_bad_line(tmp_path):
+    # Excel saves CSVs with a UTF-8 byte-order mark; the fast path (pyarrow) drops it, so must the exact path.
+    path = write(tmp_path, "excel.csv", HCRL_ROWS + "1478198376.4,03zz,1,05,R\n", encoding="utf-8-sig")
+    assert detect_format(path) == "hcrl_csv"
+    with pytest.raises(CanFormatError, match="CAN ID") as error:
+        read_can_file(path)
+    assert error.value.line == 3
+    messages = read_can_file(path, bad_rows="skip")
+    assert (len(messages), messages.skipped_rows) == (2, 1)
+
+
+def test_an_id_above_29_bits_is_named_as_such(tmp_path):
+    path = write(tmp_path, "big.csv", HCRL_ROWS + "1478198376.4,7fffffff,1,05,R\n")
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path)
+    assert error.value.line == 3
+    assert "above 0x1FFFFFFF" in str(error.value)
+    assert "not a hexadecimal number" not in str(error.value)
+
+
+# -- preprocess -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"stride": 0}, "preprocess.stride must be an integer >= 1, got 0"),
+        ({"window_size": 1}, "preprocess.window_size must be an integer >= 2, got 1"),
+    ],
+)
+def test_window_settings_out_of_range_fail_before_any_log_is_read(tmp_path, options, message):
+    # The file does not exist: the settings are checked first (stride 0 used to be a ZeroDivisionError).
+    with pytest.raises(ValueError, match=message):
+        preprocess_dataset("d", [tmp_path / "never_read.csv"], {}, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dataset_folder_without_test_scenarios_fails_at_once(tmp_path):
+    # Otherwise every model is trained and evaluated, and only the summary fails (no test results).
+    (tmp_path / "train_01_attack_free").mkdir()
+    write(tmp_path / "train_01_attack_free", "normal.csv", HCRL_ROWS)
+    (tmp_path / "tset_01_dos").mkdir()  # a typo: not a test_* folder
+    with pytest.raises(
+        FileNotFoundError, match=r"no CAN logs \(\*\.csv, \*\.txt, \*\.log.*under test_NN_<scen"
+    ):
+        discover_layout(tmp_path)
+
+
+def test_no_training_logs_says_which_files_count_as_logs(tmp_path):
+    (tmp_path / "train_01_attack_free").mkdir()
+    write(tmp_path / "train_01_attack_free", "normal.csv.gz", "")
+    with pytest.raises(FileNotFoundError, match=r"\*\.csv, \*\.txt, \*\.log; names containing \['suppress'"):
+        discover_layout(tmp_path)
+
+
+# -- what a training job reads --------------------------------------------------------------------------------------
+def test_a_truncated_graph_file_is_named(tmp_path):
+    path = tmp_path / "train.pt"
+    save_graphs(toy_graphs(4, num_ids=20), path)
+    path.write_bytes(path.read_bytes()[:2000])  # a copy cut short
+    with pytest.raises(ValueError, match="not a readable kdgat graph file") as error:
+        load_graphs(path)
+    assert str(path) in str(error.value)
+
+
+def test_metadata_that_is_not_json_is_called_so(tmp_path):
+    path = write(tmp_path, "metadata.json", '{"dataset": "d", "num_i')
+    with pytest.raises(ValueError, match="not a valid JSON file") as error:
+        load_num_ids(path)
+    assert str(path) in str(error.value)
+    with pytest.raises(ValueError, match="expected an integer 'num_ids'"):
+        load_num_ids(write(tmp_path, "other.json", '{"dataset": "d"}'))
+
+
+class _TinyStage:
+    def __init__(self):
+        self.model = torch.nn.Linear(2, 1)
+        self.loader_generator = torch.Generator().manual_seed(0)
+
+    def train_epoch(self, epoch):
+        return {"graphs": 1}
+
+    def validate(self):
+        return {"val_loss": 1.0}
+
+    def state_dict(self):
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+
+
+def test_an_unreadable_checkpoint_is_set_aside_not_a_failure_at_every_rerun(tmp_path, caplog):
+    checkpoint = tmp_path / "last.pt"
+    fit(_TinyStage(), LoopSettings(epochs=1, patience=1, checkpoint=checkpoint), "f")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # e.g. a copy cut short
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        result = fit(_TinyStage(), LoopSettings(epochs=2, patience=2, checkpoint=checkpoint), "f")
+    assert result["resumed_from"] is None and len(result["history"]) == 2
+    assert f"ignoring unreadable checkpoint {checkpoint}" in caplog.text
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written afresh, readable again
+
+
+def test_a_number_yaml_read_as_text_says_how_to_write_it():
+    from kdgat.training.settings import SettingsError, StageSettings
+
+    section = {"training": {"gat": {"lr": "3e-3"}}}  # what YAML makes of `lr: 3e-3`
+    with pytest.raises(
+        SettingsError, match=r"kd_gat.training.gat.lr: expected float, got '3e-3' \(YAML reads"
+    ):
+        StageSettings.from_config(section, "gat", "teacher")
+    with pytest.raises(SettingsError, match=r"got 'many'$"):  # no hint where the text is no number
+        StageSettings.from_config({"training": {"gat": {"epochs": "many"}}}, "gat", "teacher")
