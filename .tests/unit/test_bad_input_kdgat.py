@@ -11,7 +11,7 @@ import torch
 from kdgat.can.messages import CanFormatError
 from kdgat.can.reader import detect_format, read_can_file
 from kdgat.graph_store import load_graphs, save_graphs
-from kdgat.layout import discover_layout
+from kdgat.layout import LayoutError, dataset_logs, discover_layout
 from kdgat.preprocess import preprocess_dataset
 from kdgat.testing import toy_graphs
 from kdgat.training.data import load_num_ids
@@ -153,3 +153,44 @@ def test_a_number_yaml_read_as_text_says_how_to_write_it():
         StageSettings.from_config(section, "gat", "teacher")
     with pytest.raises(SettingsError, match=r"got 'many'$"):  # no hint where the text is no number
         StageSettings.from_config({"training": {"gat": {"epochs": "many"}}}, "gat", "teacher")
+
+
+# -- a dataset's config entry (kdgat.layout.dataset_logs: the workflow and the kdgat command) ----------------------
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            {"path": "data/can", "files": {"train": ["a.csv"], "test": {"dos": ["b.csv"]}}},
+            r"^datasets.lab: give its logs in exactly one of synthetic.files, path or files; it has \['path', "
+            r"'files'\]",
+        ),
+        (
+            {"files": {"train": ["a.csv"], "test": {}}},
+            r"^datasets.lab: no test scenarios; give .* `files.test`",
+        ),
+        (
+            {
+                "synthetic": {
+                    "files": [{"split": "train_01_x", "name": "n"}, {"split": "fusion_01_x", "name": "n"}]
+                }
+            },
+            r"^datasets.lab.synthetic.files: split 'fusion_01_x' is neither train_\*, test_\* nor a held-out split",
+        ),
+        ({"files": {"train": [], "test": {"dos": ["b.csv"]}}}, r"^datasets.lab: no training logs"),
+    ],
+)
+def test_a_dataset_entry_without_one_usable_set_of_logs_is_named(spec, message):
+    with pytest.raises(LayoutError, match=message):
+        dataset_logs("lab", spec, held_out=())
+
+
+def test_a_dataset_entry_gives_train_test_and_whole_fusion_captures():
+    spec = {"synthetic": {"files": [
+        {"split": "train_01_normal", "name": "normal"},
+        {"split": "test_02_dos", "name": "dos"},
+        {"split": "fusion_01_normal", "name": "normal"},
+    ]}}  # fmt: skip
+    train, test, whole = dataset_logs("lab", spec, held_out=["fusion"])
+    assert train == ["resources/preprocess/lab/train_01_normal/normal.csv"]
+    assert test == {"dos": ["resources/preprocess/lab/test_02_dos/dos.csv"]}
+    assert whole == {"fusion": ["resources/preprocess/lab/fusion_01_normal/normal.csv"]}

@@ -56,3 +56,34 @@ def test_wrong_key_or_value_names_the_key_and_what_was_expected(
     assert proc.returncode != 0
     assert expected in proc.stdout, proc.stdout
     assert f"['{section}']" in proc.stdout, proc.stdout
+
+
+def _with_dataset(name: str, entry: dict) -> dict:
+    return {**DEFAULT_CONFIG, "datasets": {**DEFAULT_CONFIG["datasets"], name: entry}}
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {**DEFAULT_CONFIG, "kd_gat": {**DEFAULT_CONFIG["kd_gat"], "dqn": {"fit_split": "fusoin"}}},
+            "kd_gat.dqn.fit_split: the preprocess module writes no split 'fusoin'; it writes ['val', 'fusion']",
+        ),
+        (
+            _with_dataset(
+                "lab", {"path": "data/lab", "files": {"train": ["a.csv"], "test": {"dos": ["b.csv"]}}}
+            ),
+            "datasets.lab: give its logs in exactly one of synthetic.files, path or files; it has ['path', 'files']",
+        ),
+        (
+            _with_dataset("lab", {"files": {"train": ["a.csv"]}}),
+            "datasets.lab: no test scenarios",
+        ),
+    ],
+)
+def test_a_setting_the_schema_cannot_judge_is_named_before_any_job_runs(
+    tmp_path: Path, config: dict, expected: str
+) -> None:
+    proc = _dry_run_with(config, tmp_path)
+    assert proc.returncode != 0
+    assert expected in proc.stdout, proc.stdout

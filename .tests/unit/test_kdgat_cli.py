@@ -8,6 +8,7 @@ import argparse
 import inspect
 import io
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -135,6 +136,42 @@ def test_missing_inputs_name_the_option_and_missing_files_the_file(tmp_path, std
     assert f"{tmp_path}/metadata.json: missing (expected preprocess metadata with 'num_ids')" in stderr_text()
     assert main(["train", "gat", "--variant", "student_kd", "--data", "d", "--out", "o"]) == 2
     assert "the teacher's gat model (student_kd) is needed: give --teacher or --chain" in stderr_text()
+
+
+def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
+    # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
+    # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.
+    from kdgat.synthetic import generate_dataset
+
+    entries = [
+        ("train_01_attack_free", "none"),
+        ("train_02_with_attacks", "dos"),
+        ("test_01_dos", "dos"),
+        ("fusion_01_attack_free", "none"),
+    ]
+    synthetic = {
+        "seed": 11,
+        "format": "hcrl_csv",
+        "num_ids": 25,
+        "files": [{"split": s, "name": a, "attack": a, "duration_s": 1} for s, a in entries],
+    }
+    monkeypatch.chdir(tmp_path)
+    generate_dataset(synthetic, "resources/preprocess/syn")
+    config = {
+        "datasets": {"syn": {"format": "hcrl_csv", "synthetic": synthetic}},
+        "preprocess": {"held_out": {"fusion": 0.3}, "window_size": 100, "stride": 100},
+    }
+    Path("config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["preprocess", "--dataset", "syn", "--config", "config.yaml", "--out", "out"]) == 0
+    metadata = json.loads(Path("out/metadata.json").read_text())
+    assert metadata["files"]["fusion"] == ["resources/preprocess/syn/fusion_01_attack_free/none.csv"]
+    assert list(metadata["files"]["test"]) == ["dos"]
+
+    config["datasets"]["syn"]["path"] = "resources/preprocess/syn"
+    Path("config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["preprocess", "--dataset", "syn", "--config", "config.yaml", "--out", "again"]) == 2
+    assert "datasets.syn: give its logs in exactly one of synthetic.files, path or files" in stderr_text()
+    assert not Path("again").exists()
 
 
 def test_a_gpu_the_job_holds_but_cannot_use_fails_loudly(tmp_path, monkeypatch, stderr_text):

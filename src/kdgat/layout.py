@@ -58,3 +58,89 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
         # Without test scenarios every model would be trained and evaluated, and only the summary would fail.
         raise FileNotFoundError(f"dataset directory {root} has no {logs} under test_NN_<scenario>/ folders")
     return train, test
+
+
+# Where the preprocess module's generate_can rule writes a synthetic dataset's logs (relative to the workdir).
+SYNTHETIC_ROOT = "resources/preprocess"
+
+
+class LayoutError(ValueError):
+    """A dataset's config entry does not give a usable set of logs; the message names the config key."""
+
+
+def synthetic_log(dataset: str, split: str, name: str, root: str = SYNTHETIC_ROOT) -> str:
+    """The path of one generated log of a synthetic dataset."""
+    return f"{root}/{dataset}/{split}/{name}.csv"
+
+
+def dataset_logs(
+    dataset: str,
+    spec: dict,
+    held_out: Iterable[str] = (),
+    exclude: Iterable[str] = DEFAULT_EXCLUDE,
+    synthetic_root: str = SYNTHETIC_ROOT,
+) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """(training logs, {scenario: test logs}, {held-out split: whole captures}) of ``datasets.<dataset>``, from
+    exactly one of its ``synthetic.files``, ``path`` or ``files``; the workflow and the ``kdgat`` command both read
+    a dataset's logs through this. ``held_out``: the split names of ``preprocess.held_out`` that take whole
+    captures (``fusion_NN_<what>`` files or folders, ``files.fusion``); other such files are an error."""
+    held_out, exclude = tuple(held_out), tuple(exclude)
+    synthetic = (spec.get("synthetic") or {}).get("files") or []
+    files = spec.get("files") or {}
+    given = [
+        key
+        for key, present in (
+            ("synthetic.files", bool(synthetic)),
+            ("path", bool(spec.get("path"))),
+            ("files", any(bool(value) for value in files.values())),
+        )
+        if present
+    ]
+    where = f"datasets.{dataset}"
+    if len(given) > 1:
+        raise LayoutError(
+            f"{where}: give its logs in exactly one of synthetic.files, path or files; it has {given}"
+        )
+    whole: dict[str, list[str]] = {}
+    if synthetic:
+        train, test = [], {}
+        for entry in synthetic:
+            split, log = entry["split"], synthetic_log(dataset, entry["split"], entry["name"], synthetic_root)
+            name = next((name for name in held_out if split.startswith(f"{name}_")), None)
+            if split.startswith("train_"):
+                train.append(log)
+            elif name is not None:
+                whole.setdefault(name, []).append(log)
+            elif split.startswith("test_"):
+                test.setdefault(scenario_name(split), []).append(log)
+            else:
+                raise LayoutError(
+                    f"{where}.synthetic.files: split {split!r} is neither train_*, test_* nor a held-out split "
+                    f"of preprocess.held_out ({sorted(held_out)})"
+                )
+    elif spec.get("path"):
+        try:
+            found_train, found_test = discover_layout(spec["path"], exclude=exclude)
+        except FileNotFoundError as error:
+            raise LayoutError(
+                f"{where}.path: {error} (expected train_*/ and test_NN_<scenario>/ folders)"
+            ) from None
+        train = [str(f) for f in found_train]
+        test = {name: [str(f) for f in logs] for name, logs in found_test.items()}
+        captures = held_out_captures(spec["path"], held_out, exclude)
+        whole = {name: [str(f) for f in logs] for name, logs in captures.items()}
+    else:
+        train = [str(f) for f in files.get("train", [])]
+        test = {name: [str(f) for f in logs] for name, logs in dict(files.get("test", {})).items()}
+        whole = {name: [str(f) for f in files[name]] for name in held_out if files.get(name)}
+    if not train:
+        raise LayoutError(
+            f"{where}: no training logs; give `synthetic.files`, a `path` with train_*/ folders, or `files.train`"
+        )
+    if not any(test.values()):
+        # Without test scenarios every model would be trained and evaluated, and only the summary would fail.
+        raise LayoutError(
+            f"{where}: no test scenarios; give `synthetic.files` with test_NN_<scenario> splits, a `path` with "
+            "test_NN_<scenario>/ folders, or `files.test`"
+        )
+    return train, test, whole

@@ -109,34 +109,34 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run_preprocess, command="preprocess")
 
 
-def dataset_logs(args, section: dict, config: dict) -> tuple[list, list]:
-    """(training logs, [(scenario, test log), ...]) from the flags or the dataset's config entry."""
-    from kdgat.layout import DEFAULT_EXCLUDE, discover_layout, scenario_name
+def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
+    """(training logs, [(scenario, test log), ...], {held-out split: whole captures}) from the flags or the
+    dataset's config entry, read by the library function the workflow uses (kdgat.layout.dataset_logs)."""
+    from kdgat.layout import DEFAULT_EXCLUDE, LayoutError
+    from kdgat.layout import dataset_logs as logs_of
 
-    spec = dict((config.get("datasets") or {}).get(args.dataset) or {})
     if args.train:
-        return list(args.train), [parse_pair(text, "--test") for text in args.test]
-    path = args.path or spec.get("path")
-    if path:
-        train, test = discover_layout(path, exclude=section.get("exclude", DEFAULT_EXCLUDE))
-    elif spec.get("files"):
-        train, test = list(spec["files"].get("train", [])), dict(spec["files"].get("test", {}))
-    elif (spec.get("synthetic") or {}).get("files"):
-        # Where the preprocess module's generate_can rule writes a synthetic dataset's logs.
-        train, test = [], {}
-        for entry in spec["synthetic"]["files"]:
-            log_file = f"resources/preprocess/{args.dataset}/{entry['split']}/{entry['name']}.csv"
-            if not Path(log_file).is_file():
-                raise UsageError(f"datasets.{args.dataset} is synthetic and {log_file} was not generated yet "
-                                 "(run the workflow's generate_can rules, or give --train/--test)")  # fmt: skip
-            if entry["split"].startswith("train_"):
-                train.append(log_file)
-            else:
-                test.setdefault(scenario_name(entry["split"]), []).append(log_file)
-    else:
+        return list(args.train), [parse_pair(text, "--test") for text in args.test], {}
+    spec = {"path": args.path} if args.path else dict((config.get("datasets") or {}).get(args.dataset) or {})
+    if not (spec.get("path") or spec.get("files") or (spec.get("synthetic") or {}).get("files")):
         raise UsageError(f"no logs for dataset {args.dataset!r}: give --train/--test or --path, or a --config "
                          f"whose datasets.{args.dataset} names them")  # fmt: skip
-    return [str(f) for f in train], [(scenario, str(f)) for scenario, files in test.items() for f in files]
+    held_out = [name for name, share in (section.get("held_out") or {}).items() if share is not None]
+    try:
+        train, test, whole = logs_of(args.dataset, spec, held_out, section.get("exclude", DEFAULT_EXCLUDE))
+    except LayoutError as error:
+        raise UsageError(str(error)) from None
+    if (spec.get("synthetic") or {}).get("files"):
+        every = [
+            *train,
+            *(f for files in test.values() for f in files),
+            *(f for files in whole.values() for f in files),
+        ]
+        missing = next((log_file for log_file in every if not Path(log_file).is_file()), None)
+        if missing is not None:
+            raise UsageError(f"datasets.{args.dataset} is synthetic and {missing} was not generated yet "
+                             "(run the workflow's generate_can rules, or give --train/--test)")  # fmt: skip
+    return train, [(scenario, f) for scenario, files in test.items() for f in files], whole
 
 
 def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
@@ -146,10 +146,14 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
     apply_assignments(section, args.set, "preprocess")
     for key in ("window_size", "stride", "val_fraction", "time_blocks", "seed", "bad_rows"):
         set_nested(section, (key,), getattr(args, key))
-    train, test = dataset_logs(args, section, config)
+    train, test, whole_captures = dataset_logs(args, section, config)
     spec = (config.get("datasets") or {}).get(args.dataset) or {}
     options = library_options(
-        preprocess_dataset, section, PREPROCESS_WORKFLOW_KEYS, "preprocess", exclude=("fmt", "outputs")
+        preprocess_dataset,
+        section,
+        PREPROCESS_WORKFLOW_KEYS,
+        "preprocess",
+        exclude=("fmt", "outputs", "held_out_files"),
     )
     out = Path(args.out)
     return preprocess_dataset(
@@ -157,6 +161,7 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
         train_files=train,
         test_files=test,
         out_dir=out,  # the further held-out splits (preprocess.held_out) as <out>/<name>.pt
+        held_out_files=whole_captures,  # fusion_NN_<what> files or folders, files.fusion
         fmt=args.format or spec.get("format", "auto"),
         outputs={name: str(out / file) for name, file in PREPROCESS_FILES.items()},
         **options,

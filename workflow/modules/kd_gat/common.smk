@@ -6,6 +6,7 @@ import pandas as pd
 from kdgat.chain import STAGES, SWEEP_RULE, VARIANTS as ALL_VARIANTS, training_rule
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import StageSettings
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace
 
 KD = config["kd_gat"]
@@ -20,6 +21,24 @@ VARIANTS = [variant for variant in ALL_VARIANTS if variant in KD["variants"]]
 SEEDS = [int(seed) for seed in KD["seeds"]]
 DATA = KD["data_prefix"].rstrip("/")
 RESOURCES = KD["resources"]
+
+
+def check_dqn_splits():
+    """A misspelt kd_gat.dqn.fit_split or stop_split is named here, not later as a missing <split>.pt input."""
+    held_out = (config.get("preprocess") or {}).get("held_out")
+    if held_out is None or DATA != "results/preprocess":
+        return  # graphs made elsewhere (another data_prefix): which splits they hold is not known here
+    known = ["val", *(name for name, share in held_out.items() if share is not None)]
+    for key in ("fit_split", "stop_split"):
+        split = KD["dqn"][key]
+        if split and split not in known:
+            raise WorkflowError(
+                f"kd_gat.dqn.{key}: the preprocess module writes no split {split!r}; it writes {known} "
+                "besides train (preprocess.held_out names further splits)"
+            )
+
+
+check_dqn_splits()
 
 
 def graphs():

@@ -1,32 +1,9 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
-from kdgat.layout import discover_layout, held_out_captures, scenario_name
+from kdgat.layout import LayoutError, dataset_logs
 from snakemake.exceptions import WorkflowError
 
 
 include: "../learned_resources.smk"
-
-
-def synthetic_files(dataset):
-    spec = DATASETS[dataset].get("synthetic") or {}
-    return [
-        (entry["split"], f"resources/preprocess/{dataset}/{entry['split']}/{entry['name']}.csv")
-        for entry in spec.get("files", [])
-    ]
-
-
-def directory_layout(dataset, root):
-    try:
-        train, test = discover_layout(root, exclude=PREPROCESS["exclude"])
-    except FileNotFoundError as error:
-        raise WorkflowError(
-            f"datasets.{dataset}.path: {error} (expected train_*/ and test_NN_<scenario>/ folders)"
-        ) from None
-    return [str(f) for f in train], {name: [str(f) for f in files] for name, files in test.items()}
-
-
-def held_out_of(split):
-    """The held-out split (preprocess.held_out) a folder like fusion_01_dos gives whole captures to, or None."""
-    return next((name for name in HELD_OUT if split.startswith(f"{name}_")), None)
 
 
 def dataset_layout(dataset):
@@ -46,40 +23,11 @@ def whole_captures_of(name):
 
 
 def _layout(dataset):
-    spec = DATASETS[dataset]
-    held_out = {}
-    if (spec.get("synthetic") or {}).get("files"):
-        train, test = [], {}
-        for split, path in synthetic_files(dataset):
-            if split.startswith("train_"):
-                train.append(path)
-            elif name := held_out_of(split):
-                held_out.setdefault(name, []).append(path)
-            elif split.startswith("test_"):
-                test.setdefault(scenario_name(split), []).append(path)
-            else:
-                raise WorkflowError(
-                    f"datasets.{dataset}.synthetic.files: split {split!r} is neither train_*, test_* nor a "
-                    f"held-out split of preprocess.held_out ({sorted(HELD_OUT)})"
-                )
-    elif spec.get("path"):
-        train, test = directory_layout(dataset, spec["path"])
-        held_out = {
-            name: [str(f) for f in files]
-            for name, files in held_out_captures(
-                spec["path"], HELD_OUT, PREPROCESS["exclude"]
-            ).items()
-        }
-    else:
-        files = spec.get("files") or {}
-        train, test = list(files.get("train", [])), dict(files.get("test", {}))
-        held_out = {name: list(files[name]) for name in HELD_OUT if files.get(name)}
-    if not train:
-        raise WorkflowError(
-            f"datasets.{dataset}: no training logs; give `synthetic.files`, a `path` with train_*/ folders, "
-            "or `files.train`"
-        )
-    return train, test, held_out
+    # The library reads a dataset's logs for the workflow and the kdgat command alike.
+    try:
+        return dataset_logs(dataset, DATASETS[dataset], HELD_OUT, PREPROCESS["exclude"])
+    except LayoutError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def synthetic_entry_index(wildcards):
