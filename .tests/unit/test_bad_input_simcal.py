@@ -172,3 +172,12 @@ def test_submit_names_a_nan_parameter_as_submitted():
 def test_submit_refuses_a_negative_or_fractional_seed_or_replicate(keywords, message):
     with pytest.raises(ContractError, match=message):
         api.submit(SIR, {"beta": 0.3, "gamma": 0.1}, client=object(), **keywords)
+
+
+def test_the_mse_targets_leave_out_a_missing_observation_and_the_likelihoods_refuse_it():
+    simulated = pd.DataFrame({"replicate": [0, 0, 1, 1], "day": [0, 1, 0, 1], "cases": [1.0, 5.0, 3.0, 7.0]})
+    observed = pd.DataFrame({"day": [0, 1], "cases": [2.0, math.nan]})
+    assert targets.replicate_mean_mse(simulated, observed, "cases") == 0.0  # day 0 only: mean 2 against 2
+    assert targets.mean_replicate_mse(simulated, observed, "cases") == 1.0  # (1 - 2)² and (3 - 2)²
+    with pytest.raises(ValueError, match=r"must hold counts .* found nan at day 1"):
+        targets.poisson_nll(simulated, observed, "cases")

@@ -104,7 +104,9 @@ def _replicate_mean(
 def replicate_mean_mse(
     simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str] = "day"
 ) -> float:
-    """MSE between the observed series and the mean over replicates (no penalty for replicate spread)."""
+    """MSE between the observed series and the mean over replicates (no penalty for replicate spread). A key
+    whose observed value is missing (NaN) is left out, as in ``mean_replicate_mse``; the count likelihoods
+    refuse it."""
     mean = _replicate_mean(simulated, observed, column, on)
     if mean.empty:
         return float("nan")
@@ -114,7 +116,8 @@ def replicate_mean_mse(
 def mean_replicate_mse(
     simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str] = "day"
 ) -> float:
-    """Mean over replicates of each replicate's MSE (penalises replicate spread)."""
+    """Mean over replicates of each replicate's MSE (penalises replicate spread); a key whose observed value is
+    missing (NaN) is left out."""
     joined = _aligned(simulated, observed, column, on)
     if joined.empty:
         return float("nan")
