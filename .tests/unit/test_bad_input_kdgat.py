@@ -13,7 +13,7 @@ from kdgat.can.reader import detect_format, read_can_file
 from kdgat.graph_store import load_graphs, save_graphs
 from kdgat.layout import LayoutError, dataset_logs, discover_layout
 from kdgat.preprocess import preprocess_dataset
-from kdgat.testing import toy_graphs
+from kdgat.testing import TinyStage, toy_graphs
 from kdgat.training.data import load_num_ids
 from kdgat.training.loop import LoopSettings, fit
 
@@ -107,37 +107,19 @@ def test_a_truncated_graph_file_is_named(tmp_path):
 
 def test_metadata_that_is_not_json_is_called_so(tmp_path):
     path = write(tmp_path, "metadata.json", '{"dataset": "d", "num_i')
-    with pytest.raises(ValueError, match="not a valid JSON file") as error:
+    with pytest.raises(ValueError, match="not valid JSON") as error:
         load_num_ids(path)
     assert str(path) in str(error.value)
     with pytest.raises(ValueError, match="expected an integer 'num_ids'"):
         load_num_ids(write(tmp_path, "other.json", '{"dataset": "d"}'))
 
 
-class _TinyStage:
-    def __init__(self):
-        self.model = torch.nn.Linear(2, 1)
-        self.loader_generator = torch.Generator().manual_seed(0)
-
-    def train_epoch(self, epoch):
-        return {"graphs": 1}
-
-    def validate(self):
-        return {"val_loss": 1.0}
-
-    def state_dict(self):
-        return {"model": self.model.state_dict()}
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-
-
 def test_an_unreadable_checkpoint_is_set_aside_not_a_failure_at_every_rerun(tmp_path, caplog):
     checkpoint = tmp_path / "last.pt"
-    fit(_TinyStage(), LoopSettings(epochs=1, patience=1, checkpoint=checkpoint), "f")
+    fit(TinyStage(), LoopSettings(epochs=1, patience=1, checkpoint=checkpoint), "f")
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # e.g. a copy cut short
     with caplog.at_level(logging.WARNING, logger="kdgat.training"):
-        result = fit(_TinyStage(), LoopSettings(epochs=2, patience=2, checkpoint=checkpoint), "f")
+        result = fit(TinyStage(), LoopSettings(epochs=2, patience=2, checkpoint=checkpoint), "f")
     assert result["resumed_from"] is None and len(result["history"]) == 2
     assert f"ignoring unreadable checkpoint {checkpoint}" in caplog.text
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written afresh, readable again

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from testkit import REPO
 
 from kdgat import files
@@ -24,7 +23,7 @@ from kdgat.model_store import save_model
 from kdgat.models import QNetwork
 from kdgat.preprocess import preprocess_dataset
 from kdgat.synthetic import generate_file
-from kdgat.testing import toy_graphs
+from kdgat.testing import TinyStage, toy_graphs
 from kdgat.training.loop import LoopSettings, fit
 from kdgat.training.settings import StageSettings
 from kdgat.training.stage import write_outputs
@@ -49,26 +48,6 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-class _TinyStage:
-    """The smallest object the epoch loop trains: enough to make it write its resume checkpoint."""
-
-    def __init__(self):
-        self.model = torch.nn.Linear(2, 1)
-        self.loader_generator = torch.Generator().manual_seed(0)
-
-    def train_epoch(self, epoch):
-        return {"graphs": 1}
-
-    def validate(self):
-        return {"val_loss": 1.0}
-
-    def state_dict(self):
-        return {"model": self.model.state_dict()}
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-
-
 def write_every_kind_of_output(root: Path) -> list[Path]:
     """One output of each kind kdgat writes, through the functions the pipeline uses."""
     written = []
@@ -88,7 +67,7 @@ def write_every_kind_of_output(root: Path) -> list[Path]:
     save_graph_sets({"dos": graphs}, root / "graphs" / "test.pt")
     written += [root / "graphs" / "train.pt", root / "graphs" / "test.pt"]
     checkpoint = root / "checkpoints" / "last.pt"
-    result = fit(_TinyStage(), LoopSettings(epochs=1, patience=1, checkpoint=checkpoint), "fingerprint")
+    result = fit(TinyStage(), LoopSettings(epochs=1, patience=1, checkpoint=checkpoint), "fingerprint")
     written.append(checkpoint)  # the training resume checkpoint
     settings = StageSettings.from_config({}, "dqn", "teacher")
     training = {name: root / "train" / f"{name}.{ext}" for name, ext in [("model", "pt"), ("metrics", "json"),

@@ -94,6 +94,8 @@ def load_json(path: str | os.PathLike) -> Any:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: {error.reason})") from error
 
 
 def write_table(frame, path: str | os.PathLike) -> Path:
@@ -107,6 +109,20 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     return atomic_write(path, lambda temporary: torch.save(obj, temporary))
+
+
+def load_torch(path: str | os.PathLike, what: str) -> Any:
+    """A file written by :func:`save_torch` (tensors and plain containers only), loaded on the CPU. A file torch
+    cannot read (truncated, corrupted, not a torch file) raises ValueError naming it and ``what`` it should be:
+    torch's own message names no file."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise ValueError(f"{path}: not {what} ({type(error).__name__}: {error})") from error
 
 
 def save_figure(figure, path: str | os.PathLike) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdgat.files import save_torch
+from kdgat.files import load_torch, save_torch
 from kdgat.graphs import GraphArrays
 
 GRAPHS_FORMAT = "kdgat-graphs/1"
@@ -41,16 +41,9 @@ def _from_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> GraphArray
 
 def _load(path: str | Path, expected: str) -> dict:
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        # truncated, corrupted or not a torch file at all: torch's own message names no file
-        raise ValueError(
-            f"{path}: not a readable kdgat graph file (expected a {expected!r} file written by the preprocess "
-            f"step; {type(error).__name__}: {error}); rebuild it"
-        ) from error
+    payload = load_torch(
+        path, f"a readable kdgat graph file (a {expected!r} file of the preprocess step; rebuild it)"
+    )
     if not isinstance(payload, dict) or payload.get("format") != expected:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: expected a {expected!r} file, found {found!r}")

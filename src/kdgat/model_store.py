@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from kdgat.files import json_safe, save_torch
+from kdgat.files import json_safe, load_torch, save_torch
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.runtime import select_device
 
@@ -42,14 +42,7 @@ def save_model(model: torch.nn.Module, kind: str, config: dict, path: str | os.P
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The module saved by :func:`save_model`, in eval mode on ``device`` (``auto`` picks CUDA when present)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        raise ValueError(
-            f"{path}: not a kd_gat model file (expected format {MODEL_FORMAT!r}; {type(error).__name__}: {error})"
-        ) from error
+    payload = load_torch(path, f"a kd_gat model file (expected format {MODEL_FORMAT!r})")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         older = isinstance(found, str) and found.startswith("kdgat-model/")

@@ -48,3 +48,24 @@ def toy_graphs(count: int, num_ids: int = 20, attack_share: float = 0.3, seed: i
     rng = np.random.default_rng(seed)
     attacks = rng.random(count) < attack_share
     return [toy_graph(rng, num_ids, bool(a), attack_strength) for a in attacks]
+
+
+class TinyStage:
+    """The smallest object the training loop (kdgat.training.loop.fit) trains: enough to make it write and read
+    its resume checkpoint."""
+
+    def __init__(self):
+        self.model = torch.nn.Linear(2, 1)
+        self.loader_generator = torch.Generator().manual_seed(0)
+
+    def train_epoch(self, epoch):
+        return {"graphs": 1}
+
+    def validate(self):
+        return {"val_loss": 1.0}
+
+    def state_dict(self):
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])

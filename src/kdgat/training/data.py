@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kdgat.chain import NODE_FEATURES
+from kdgat.files import load_json
 from kdgat.graph_store import load_graphs
 
 
@@ -31,11 +31,9 @@ def load_num_ids(metadata: str | os.PathLike) -> int:
     """The CAN-ID vocabulary size (incl. the out-of-vocabulary index) from the preprocess metadata.json."""
     path = Path(metadata)
     try:
-        document = json.loads(path.read_text())
+        document = load_json(path)  # a truncated copy: ValueError naming the file
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path}: missing (expected preprocess metadata with 'num_ids')") from error
-    except ValueError as error:  # not JSON (e.g. a truncated copy), or not UTF-8 text
-        raise ValueError(f"{path}: not a valid JSON file (expected preprocess metadata; {error})") from error
     try:
         return int(document["num_ids"])
     except (KeyError, ValueError, TypeError) as error:
