@@ -2,6 +2,7 @@
 device selection, the GPU memory record (null on the CPU), and clear errors on bad input."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -188,6 +189,18 @@ def test_early_stopping_stops_when_validation_loss_stalls(graphs):
     _, result, metrics, _ = gat_training.train(train, val, NUM_IDS, frozen)
     assert len(result["history"]) < 10
     assert metrics["epochs_run"] == len(result["history"])
+
+
+def test_gat_training_on_attack_free_graphs_only_warns_that_it_learns_one_class(graphs, caplog):
+    train, val = graphs
+    normal = [graph for graph in train if int(graph.y) == 0]
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        gat_training.train(normal, val, NUM_IDS, settings("gat", training={"epochs": 1}))
+    assert "every training graph is attack-free: the classifier learns one class only" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        gat_training.train(train, val, NUM_IDS, settings("gat", training={"epochs": 1}))
+    assert "learns one class only" not in caplog.text
 
 
 KILLED_RUN = textwrap.dedent(

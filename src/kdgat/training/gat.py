@@ -66,6 +66,14 @@ class GATStage(StageBase):
         self.train_labels = labels_of(self.train_graphs)
         self.val_graphs = list(val_graphs)
         self.val_labels = labels_of(self.val_graphs)
+        classes = {int(label) for label in np.unique(self.train_labels)}
+        if len(classes) < 2:  # allowed (a lab's own attack-free captures), but then no detector is trained
+            log.warning(
+                "gat[%s]: every training graph is %s: the classifier learns one class only and its validation "
+                "ROC-AUC is undefined; give training captures with attacks",
+                settings.variant,
+                "an attack" if classes == {1} else "attack-free",
+            )
         self.curriculum = curriculum
         self.difficulty = difficulty
         self.last_sample: np.ndarray | None = None
