@@ -110,7 +110,8 @@ def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):
     assert failed.returncode != 0
     log = (tmp_path / "logs/calibration/sir_small/generate_observed.log").read_text()
     # named as the fixed value it is, not as one of the observed data's true parameters
-    assert "calibration.fixed: 'populaton' is not a parameter of simcal.models.sir:observe (did you mean" in log
+    expected = "calibration.fixed: 'populaton' is not a parameter of simcal.models.sir:observe (did you mean"
+    assert expected in log
     assert not (tmp_path / "results/calibration/sir_small/simulations.parquet.partial").exists()
 
 
