@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
+import yaml
 
 from kdgat.can.messages import CanFormatError
 from kdgat.can.reader import detect_format, read_can_file
@@ -137,6 +139,20 @@ def test_a_number_yaml_read_as_text_says_how_to_write_it():
         StageSettings.from_config({"training": {"gat": {"epochs": "many"}}}, "gat", "teacher")
 
 
+@pytest.mark.parametrize("text", ["3e-3", "1e5", "1.0e5", "2.5E2"])
+def test_the_yaml_hint_names_every_number_yaml_reads_as_text_and_its_advice_gives_a_float(text):
+    # YAML 1.1 wants a decimal point and a signed exponent: 1.0e5 is text as much as 1e5.
+    from kdgat.training.settings import SettingsError, StageSettings
+
+    assert isinstance(yaml.safe_load(f"lr: {text}")["lr"], str)
+    with pytest.raises(SettingsError, match=r"\(YAML reads a number like") as error:
+        StageSettings.from_config({"training": {"gat": {"lr": text}}}, "gat", "teacher")
+    for advice in re.findall(r"\d\.\de[-+]\d", str(error.value)):
+        assert isinstance(yaml.safe_load(f"lr: {advice}")["lr"], float), advice
+    with pytest.raises(SettingsError, match=r"got '1e3'$"):  # an integer setting: no advice to write a float
+        StageSettings.from_config({"training": {"gat": {"epochs": "1e3"}}}, "gat", "teacher")
+
+
 # -- a dataset's config entry (kdgat.layout.dataset_logs: the workflow and the kdgat command) ----------------------
 @pytest.mark.parametrize(
     "spec, message",
@@ -176,3 +192,54 @@ def test_a_dataset_entry_gives_train_test_and_whole_fusion_captures():
     assert train == ["resources/preprocess/lab/train_01_normal/normal.csv"]
     assert test == {"dos": ["resources/preprocess/lab/test_02_dos/dos.csv"]}
     assert whole == {"fusion": ["resources/preprocess/lab/fusion_01_normal/normal.csv"]}
+
+
+def test_a_dataset_entry_keeps_the_order_of_its_logs(tmp_path):
+    # The order of the logs decides the preprocessed data: synthetic.files and files in config order (as the
+    # preprocess module read them before kdgat.layout.dataset_logs), a folder in sorted order.
+    spec = {"synthetic": {"files": [
+        {"split": "train_02_with_attacks", "name": "rpm"},
+        {"split": "test_02_fuzzy", "name": "fuzzy"},
+        {"split": "fusion_02_with_attacks", "name": "rpm"},
+        {"split": "train_01_attack_free", "name": "normal"},
+        {"split": "test_01_dos", "name": "dos"},
+        {"split": "fusion_02_with_attacks", "name": "dos"},
+    ]}}  # fmt: skip
+    train, test, whole = dataset_logs("lab", spec, held_out=["fusion"], synthetic_root="r")
+    assert train == ["r/lab/train_02_with_attacks/rpm.csv", "r/lab/train_01_attack_free/normal.csv"]
+    assert list(test.items()) == [
+        ("fuzzy", ["r/lab/test_02_fuzzy/fuzzy.csv"]),
+        ("dos", ["r/lab/test_01_dos/dos.csv"]),
+    ]
+    assert whole == {
+        "fusion": ["r/lab/fusion_02_with_attacks/rpm.csv", "r/lab/fusion_02_with_attacks/dos.csv"]
+    }
+
+    files = {
+        "train": ["b.csv", "a.csv"],
+        "test": {"z": ["2.csv", "1.csv"], "a": ["0.csv"]},
+        "fusion": ["f2", "f1"],
+    }
+    train, test, whole = dataset_logs("lab", {"files": files}, held_out=["fusion"])
+    assert (train, list(test.items()), whole) == (
+        files["train"],
+        list(files["test"].items()),
+        {"fusion": ["f2", "f1"]},
+    )
+
+    for folder, name in [("train_02_x", "b.csv"), ("train_02_x", "a.log"), ("train_01_y", "z.txt"),
+                         ("test_02_b", "x.csv"), ("test_01_a", "y.csv"), ("fusion_02_w", "k.csv"),
+                         ("fusion_01_v", "m.csv")]:  # fmt: skip
+        (tmp_path / folder).mkdir(exist_ok=True)
+        write(tmp_path / folder, name, HCRL_ROWS)
+    train, test, whole = dataset_logs("lab", {"path": str(tmp_path)}, held_out=["fusion"])
+    assert [f.removeprefix(f"{tmp_path}/") for f in train] == [
+        "train_01_y/z.txt",
+        "train_02_x/a.log",
+        "train_02_x/b.csv",
+    ]
+    assert list(test) == ["a", "b"]
+    assert [f.removeprefix(f"{tmp_path}/") for f in whole["fusion"]] == [
+        "fusion_01_v/m.csv",
+        "fusion_02_w/k.csv",
+    ]

@@ -87,3 +87,12 @@ def test_a_setting_the_schema_cannot_judge_is_named_before_any_job_runs(
     proc = _dry_run_with(config, tmp_path)
     assert proc.returncode != 0
     assert expected in proc.stdout, proc.stdout
+
+
+def test_the_test_scenarios_are_no_dqn_split(tmp_path: Path) -> None:
+    # test.pt exists, but an agent that learns or stops on the scenarios it is scored on reports what it learnt:
+    # refused by name (the schema), not as a split that does not exist.
+    dqn = {**DEFAULT_CONFIG["kd_gat"]["dqn"], "fit_split": "fusion", "stop_split": "test"}
+    proc = _dry_run_with({**DEFAULT_CONFIG, "kd_gat": {**DEFAULT_CONFIG["kd_gat"], "dqn": dqn}}, tmp_path)
+    assert proc.returncode != 0
+    assert "stop_split" in proc.stdout and "writes no split" not in proc.stdout, proc.stdout

@@ -174,6 +174,17 @@ def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_pat
     assert not Path("again").exists()
 
 
+def test_a_bad_path_flag_is_named_as_the_flag_not_as_a_config_key(tmp_path, monkeypatch, stderr_text):
+    # --path overrides datasets.<name>: the message must not send the user to a config entry they never wrote.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lab" / "train_01_attack_free").mkdir(parents=True)
+    (tmp_path / "lab" / "train_01_attack_free" / "normal.csv").write_text("1.0,0316,1,05,R\n")
+    assert main(["preprocess", "--dataset", "lab", "--path", "lab", "--out", "out"]) == 2
+    assert "--path: dataset directory lab has no CAN logs" in stderr_text()
+    assert "datasets.lab" not in stderr_text()
+    assert not Path("out").exists()
+
+
 def test_a_gpu_the_job_holds_but_cannot_use_fails_loudly(tmp_path, monkeypatch, stderr_text):
     import torch
 

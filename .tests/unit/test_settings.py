@@ -117,6 +117,11 @@ def test_bad_settings_name_the_config_key(config, message):
             r"not `train`, the graphs the VGAE and GAT trained on",
         ),
         (
+            {"fit_split": "test"},
+            r"kd_gat.dqn.fit_split/stop_split: not `test`, the scenarios every model is scored",
+        ),
+        ({"fit_split": "fusion", "stop_split": "test"}, r"not `test`"),
+        (
             {"fit_split": "val", "stop_split": "val"},
             r"kd_gat.dqn.fit_split must name a split file and differ",
         ),

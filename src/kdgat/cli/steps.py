@@ -86,7 +86,8 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
         "(preprocess.held_out, e.g. fusion.pt)",
     )
     parser.add_argument(
-        "--path", help="dataset folder laid out like HCRL/KD-GAT (train_*/, test_NN_<scenario>/)"
+        "--path",
+        help="dataset folder laid out like HCRL/KD-GAT (train_*/, test_NN_<scenario>/; fusion_*/ as fusion captures)",
     )
     parser.add_argument(
         "--train", nargs="+", metavar="FILE", help="training logs (attack-free and with attacks)"
@@ -125,7 +126,10 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
     try:
         train, test, whole = logs_of(args.dataset, spec, held_out, section.get("exclude", DEFAULT_EXCLUDE))
     except LayoutError as error:
-        raise UsageError(str(error)) from None
+        message = str(error)
+        if args.path:  # the folder came from --path, not from the dataset's config entry
+            message = message.replace(f"datasets.{args.dataset}.path:", "--path:", 1)
+        raise UsageError(message) from None
     if (spec.get("synthetic") or {}).get("files"):
         every = [
             *train,

@@ -49,15 +49,20 @@ def _section(cls, options: Mapping[str, Any] | None, where: str):
         fits = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
         if not fits and not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
             raise SettingsError(
-                f"{where}.{name}: expected {expected.__name__}, got {value!r}{_yaml_hint(value)}"
+                f"{where}.{name}: expected {expected.__name__}, got {value!r}{_yaml_hint(value, expected)}"
             )
     return cls(**options)
 
 
-def _yaml_hint(value: Any) -> str:
-    """Why a number can arrive as text: YAML 1.1 (PyYAML, Snakemake) reads 3e-3 as a string, 3.0e-3 as a float."""
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):
-        return " (YAML reads a number like 3e-3 as text: write it with a decimal point, 3.0e-3)"
+def _yaml_hint(value: Any, expected: type) -> str:
+    """Why a float can arrive as text: YAML 1.1 (PyYAML, Snakemake) reads 3e-3 and 1.0e5 as strings, as it wants
+    both a decimal point and a signed exponent (3.0e-3, 1.0e+5)."""
+    number = r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+"
+    if expected is float and isinstance(value, str) and re.fullmatch(number, value.strip()):
+        return (
+            " (YAML reads a number like 3e-3 or 1.0e5 as text: write it with a decimal point and a signed "
+            "exponent, 3.0e-3 or 1.0e+5)"
+        )
     return ""
 
 
@@ -156,6 +161,11 @@ class DQNSettings:
             raise SettingsError(
                 "kd_gat.dqn.fit_split/stop_split: not `train`, the graphs the VGAE and GAT trained on (on them the "
                 "GAT is nearly always right and the agent learns to copy it); use a held-out split such as `val`"
+            )
+        if "test" in (self.fit_split, self.stop_split):
+            raise SettingsError(
+                "kd_gat.dqn.fit_split/stop_split: not `test`, the scenarios every model is scored on (an agent "
+                "that learns or stops on them is scored on what it learnt); use a held-out split such as `val`"
             )
         if not self.fit_split or self.fit_split == self.stop_split:
             raise SettingsError("kd_gat.dqn.fit_split must name a split file and differ from stop_split")
