@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -54,6 +55,16 @@ def test_a_word_in_a_number_column_is_named_at_its_own_line_not_the_first(tmp_pa
     table.write_text("beta,gamma\n0.2,0.1\n0.3,0.1\n0.4,abc\n")
     with pytest.raises(
         ContractError, match=r"params.csv, line 4: parameter 'gamma' = 'abc' is text, not a number"
+    ):
+        simulate(SIR, table, tmp_path / "out.parquet")
+
+
+def test_a_word_is_named_in_its_own_column_when_two_columns_are_text(tmp_path):
+    # Both columns are text (a word in each): line 3's beta '0.3' is fine, its gamma 'abc' is not.
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n0.3,abc\nxyz,0.1\n")
+    with pytest.raises(
+        ContractError, match=r"params.csv, line 3: parameter 'gamma' = 'abc' is text, not a number"
     ):
         simulate(SIR, table, tmp_path / "out.parquet")
 
@@ -138,6 +149,21 @@ def test_observed_data_the_built_in_targets_cannot_use_are_refused_before_anythi
         check_observed_columns(read_observed(path), parsed, f"observed data ({path})")
 
 
+@pytest.mark.parametrize("function", ["replicate_mean_mse", "mean_replicate_mse"])
+def test_the_up_front_check_lets_the_mse_targets_have_missing_fractional_or_hand_built_observations(function):
+    # NaN is left out by the MSE targets and a fraction is a fine observation: only the likelihoods need counts.
+    parsed = parse_targets([{"name": "cases", "function": f"simcal.targets:{function}", "column": "cases"}])
+    for cases in ([2.0, math.nan, 2.5], pd.Series([1, None, 3], dtype=object)):
+        check_observed_columns(pd.DataFrame({"day": [0, 1, 2], "cases": cases}), parsed)
+
+
+def test_observed_counts_in_an_object_column_are_numbers_and_a_word_is_named_before_a_number_as_text():
+    parsed = parse_targets([{"name": "cases", "function": "simcal.targets:poisson_nll", "column": "cases"}])
+    check_observed_columns(pd.DataFrame({"day": [0, 1], "cases": pd.Series([1, 2], dtype=object)}), parsed)
+    with pytest.raises(ContractError, match=r"must hold numbers; found 'x' at day 2$"):
+        check_observed_columns(pd.DataFrame({"day": [0, 1, 2], "cases": ["1", "2", "x"]}), parsed)
+
+
 def test_a_target_called_directly_names_repeated_observed_keys():
     simulated = pd.DataFrame({"replicate": [0, 0], "day": [0, 1], "cases": [1.0, 2.0]})
     observed = pd.DataFrame({"day": [0, 0, 1], "cases": [1, 2, 3]})
@@ -172,6 +198,17 @@ def test_submit_names_a_nan_parameter_as_submitted():
 def test_submit_refuses_a_negative_or_fractional_seed_or_replicate(keywords, message):
     with pytest.raises(ContractError, match=message):
         api.submit(SIR, {"beta": 0.3, "gamma": 0.1}, client=object(), **keywords)
+
+
+class _Client:
+    def submit(self, *args, **kwargs):
+        return None
+
+
+@pytest.mark.parametrize("keywords", [{"seed": 7.0}, {"seed": np.float64(7.0)}, {"replicate": 2.0}])
+def test_submit_takes_a_whole_number_written_as_a_float(keywords):
+    future = api.submit(SIR, {"beta": 0.3, "gamma": 0.1}, client=_Client(), **keywords)
+    assert (future.task.seed == 7) if "seed" in keywords else (future.task.replicate == 2)
 
 
 def test_the_mse_targets_leave_out_a_missing_observation_and_the_likelihoods_refuse_it():

@@ -95,8 +95,12 @@ def _task(
 ) -> SimTask:
     reject_reserved(params, "submit(params)")
     for name, value in (("replicate", replicate), ("seed", seed)):
+        # 7.0 is a whole number (int() below makes it 7); 1.5, -1, nan and True are refused
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not (isinstance(value, numbers.Integral) or float(value).is_integer())
+            or value < 0
         ):
             raise ContractError(f"submit: {name} must be a whole number >= 0, got {value!r}")
     try:

@@ -191,18 +191,21 @@ def check_parameter_sets(
     if space is None:
         return
     sets = sets if isinstance(sets, list) else list(sets)
-    first = _first_word_among_numbers(space, sets)
-    if first is not None:  # named before any other row: see _first_word_among_numbers
+    word = _first_word_among_numbers(space, sets)
+    if word is not None:  # named before any other row: see _first_word_among_numbers
+        first, name = word
         label = list(labels)[first] if labels is not None else f"parameter set {first}"
-        space.check(sets[first], f"{where}, {label}", model_ref)
+        # only the word's own column: another text column's '0.3' in this row would not be what is wrong here
+        space.check_values({name: sets[first][name]}, f"{where}, {label}", model_ref)
     names = iter(labels) if labels is not None else None
     for index, params in enumerate(sets):
         label = next(names) if names is not None else f"parameter set {index}"
         space.check(params, f"{where}, {label}", model_ref)
 
 
-def _first_word_among_numbers(space: ParameterSpace, sets: list[Mapping[str, Any]]) -> int | None:
-    """The position of the first set whose value of a numeric parameter is text that is no number at all.
+def _first_word_among_numbers(space: ParameterSpace, sets: list[Mapping[str, Any]]) -> tuple[int, str] | None:
+    """The position of the first set whose value of a numeric parameter is text that is no number at all, and
+    that parameter's name.
 
     A CSV column holding one word (``abc``) among numbers is read as text throughout, so checking the sets in
     order would blame the first row for its ``'0.1'`` rather than the row that holds the word.
@@ -220,7 +223,7 @@ def _first_word_among_numbers(space: ParameterSpace, sets: list[Mapping[str, Any
         for name in names:
             value = params.get(name)
             if isinstance(value, str) and not _reads_as_number(value):
-                return index
+                return index, name
     return None
 
 

@@ -14,6 +14,8 @@ Built-ins:
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln, xlogy
@@ -70,15 +72,28 @@ def check_observed(
         raise KeyError(f"observed data has no column(s) {missing}; it has {list(observed.columns)}")
     values = observed[column]
     if values.dtype.kind not in "biuf":
-        words = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
-        first = int(np.flatnonzero(words)[0]) if words.any() else 0
-        raise ValueError(
-            f"observed column {column!r} must hold numbers; found {values.iloc[first]!r} at "
-            f"{_key_text(observed, keys, first)}"
-        )
+        # An object column of numbers (a DataFrame built by hand) is fine; text, even '1', is not. A word is named
+        # before a number stored as text: one word makes a CSV column text throughout.
+        plain = values.dtype == object
+        wrong = values.notna().to_numpy() & ~np.array([plain and isinstance(v, numbers.Real) for v in values])
+        word = wrong & ~np.array([_reads_as_number(v) for v in values], dtype=bool)
+        if wrong.any():
+            first = int(np.flatnonzero(word if word.any() else wrong)[0])
+            raise ValueError(
+                f"observed column {column!r} must hold numbers; found {values.iloc[first]!r} at "
+                f"{_key_text(observed, keys, first)}"
+            )
     _refuse_repeated_keys(observed, keys)
     if counts:
         _counts(_observed_series(observed, column, keys), column)
+
+
+def _reads_as_number(value: object) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _aligned(
