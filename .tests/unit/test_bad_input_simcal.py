@@ -49,23 +49,20 @@ def test_the_service_names_a_parameter_set_with_other_names_by_its_place_in_the_
         plan_request({"fn_ref": SIR, "parameter_sets": sets}, ServiceConfig(state_dir=tmp_path))
 
 
-def test_a_word_in_a_number_column_is_named_at_its_own_line_not_the_first(tmp_path):
-    # One word makes pandas read the whole column as text: '0.1' on line 2 is not what is wrong.
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        # One word makes pandas read the whole column as text: '0.1' on line 2 is not what is wrong.
+        ("beta,gamma\n0.2,0.1\n0.3,0.1\n0.4,abc\n", "line 4: parameter 'gamma' = 'abc'"),
+        # Both columns are text (a word in each): line 3's beta '0.3' is fine, its gamma 'abc' is not.
+        ("beta,gamma\n0.2,0.1\n0.3,abc\nxyz,0.1\n", "line 3: parameter 'gamma' = 'abc'"),
+    ],
+    ids=["one-text-column", "two-text-columns"],
+)
+def test_a_word_in_a_number_column_is_named_at_its_own_line_and_column(tmp_path, text, named):
     table = tmp_path / "params.csv"
-    table.write_text("beta,gamma\n0.2,0.1\n0.3,0.1\n0.4,abc\n")
-    with pytest.raises(
-        ContractError, match=r"params.csv, line 4: parameter 'gamma' = 'abc' is text, not a number"
-    ):
-        simulate(SIR, table, tmp_path / "out.parquet")
-
-
-def test_a_word_is_named_in_its_own_column_when_two_columns_are_text(tmp_path):
-    # Both columns are text (a word in each): line 3's beta '0.3' is fine, its gamma 'abc' is not.
-    table = tmp_path / "params.csv"
-    table.write_text("beta,gamma\n0.2,0.1\n0.3,abc\nxyz,0.1\n")
-    with pytest.raises(
-        ContractError, match=r"params.csv, line 3: parameter 'gamma' = 'abc' is text, not a number"
-    ):
+    table.write_text(text)
+    with pytest.raises(ContractError, match=rf"params.csv, {named} is text, not a number"):
         simulate(SIR, table, tmp_path / "out.parquet")
 
 
