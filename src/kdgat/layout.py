@@ -79,11 +79,13 @@ def dataset_logs(
     held_out: Iterable[str] = (),
     exclude: Iterable[str] = DEFAULT_EXCLUDE,
     synthetic_root: str = SYNTHETIC_ROOT,
+    path_name: str | None = None,
 ) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
     """(training logs, {scenario: test logs}, {held-out split: whole captures}) of ``datasets.<dataset>``, from
     exactly one of its ``synthetic.files``, ``path`` or ``files``; the workflow and the ``kdgat`` command both read
     a dataset's logs through this. ``held_out``: the split names of ``preprocess.held_out`` that take whole
-    captures (``fusion_NN_<what>`` files or folders, ``files.fusion``); other such files are an error."""
+    captures (``fusion_NN_<what>`` files or folders, ``files.fusion``); other such files are an error.
+    ``path_name``: what a message calls the folder (default ``datasets.<dataset>.path``; the command's ``--path``)."""
     held_out, exclude = tuple(held_out), tuple(exclude)
     synthetic = (spec.get("synthetic") or {}).get("files") or []
     files = spec.get("files") or {}
@@ -123,7 +125,7 @@ def dataset_logs(
             found_train, found_test = discover_layout(spec["path"], exclude=exclude)
         except FileNotFoundError as error:
             raise LayoutError(
-                f"{where}.path: {error} (expected train_*/ and test_NN_<scenario>/ folders)"
+                f"{path_name or where + '.path'}: {error} (expected train_*/ and test_NN_<scenario>/ folders)"
             ) from None
         train = [str(f) for f in found_train]
         test = {name: [str(f) for f in logs] for name, logs in found_test.items()}

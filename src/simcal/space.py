@@ -222,14 +222,15 @@ def _first_word_among_numbers(space: ParameterSpace, sets: list[Mapping[str, Any
     for index, params in enumerate(sets):
         for name in names:
             value = params.get(name)
-            if isinstance(value, str) and not _reads_as_number(value):
+            if isinstance(value, str) and not reads_as_number(value):
                 return index, name
     return None
 
 
-def _reads_as_number(text: str) -> bool:
+def reads_as_number(value: object) -> bool:
+    """Whether ``float()`` takes ``value`` (a word is no number; '0.1' and 1 are)."""
     try:
-        float(text)
-    except ValueError:
+        float(value)
+    except (TypeError, ValueError):
         return False
     return True

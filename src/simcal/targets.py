@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln, xlogy
 
+from simcal.space import reads_as_number
+
 
 def _keys(on: str | list[str]) -> list[str]:
     return [on] if isinstance(on, str) else list(on)
@@ -76,8 +78,8 @@ def check_observed(
         # before a number stored as text: one word makes a CSV column text throughout.
         plain = values.dtype == object
         wrong = values.notna().to_numpy() & ~np.array([plain and isinstance(v, numbers.Real) for v in values])
-        word = wrong & ~np.array([_reads_as_number(v) for v in values], dtype=bool)
         if wrong.any():
+            word = wrong & ~np.array([reads_as_number(v) for v in values], dtype=bool)
             first = int(np.flatnonzero(word if word.any() else wrong)[0])
             raise ValueError(
                 f"observed column {column!r} must hold numbers; found {values.iloc[first]!r} at "
@@ -86,14 +88,6 @@ def check_observed(
     _refuse_repeated_keys(observed, keys)
     if counts:
         _counts(_observed_series(observed, column, keys), column)
-
-
-def _reads_as_number(value: object) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _aligned(

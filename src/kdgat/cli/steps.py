@@ -124,12 +124,15 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
                          f"whose datasets.{args.dataset} names them")  # fmt: skip
     held_out = [name for name, share in (section.get("held_out") or {}).items() if share is not None]
     try:
-        train, test, whole = logs_of(args.dataset, spec, held_out, section.get("exclude", DEFAULT_EXCLUDE))
+        train, test, whole = logs_of(
+            args.dataset,
+            spec,
+            held_out,
+            section.get("exclude", DEFAULT_EXCLUDE),
+            path_name="--path" if args.path else None,  # the folder came from the flag, not a config entry
+        )
     except LayoutError as error:
-        message = str(error)
-        if args.path:  # the folder came from --path, not from the dataset's config entry
-            message = message.replace(f"datasets.{args.dataset}.path:", "--path:", 1)
-        raise UsageError(message) from None
+        raise UsageError(str(error)) from None
     if (spec.get("synthetic") or {}).get("files"):
         every = [
             *train,

@@ -122,6 +122,15 @@ class CurriculumSettings:
 KD_WEIGHTINGS = ("agreement", "uniform")
 
 
+# Splits the DQN never learns or stops on, and why (the schema refuses them too).
+NOT_DQN_SPLITS = {
+    "train": "the graphs the VGAE and GAT trained on (on them the GAT is nearly always right and the agent learns "
+    "to copy it)",
+    "test": "the scenarios every model is scored on (an agent that learns or stops on them is scored on what it "
+    "learnt)",
+}
+
+
 @dataclass(frozen=True)
 class DQNSettings:
     """``kd_gat.dqn``: the reinforcement-learning side of the fusion stage (see kdgat.training.dqn)."""
@@ -157,16 +166,11 @@ class DQNSettings:
             )
         if self.keep_folds < 0 or self.keep_folds == 1:
             raise SettingsError(f"kd_gat.dqn.keep_folds must be 0 or at least 2, got {self.keep_folds}")
-        if self.fit_split == "train" or self.stop_split == "train":
-            raise SettingsError(
-                "kd_gat.dqn.fit_split/stop_split: not `train`, the graphs the VGAE and GAT trained on (on them the "
-                "GAT is nearly always right and the agent learns to copy it); use a held-out split such as `val`"
-            )
-        if "test" in (self.fit_split, self.stop_split):
-            raise SettingsError(
-                "kd_gat.dqn.fit_split/stop_split: not `test`, the scenarios every model is scored on (an agent "
-                "that learns or stops on them is scored on what it learnt); use a held-out split such as `val`"
-            )
+        for split, why in NOT_DQN_SPLITS.items():
+            if split in (self.fit_split, self.stop_split):
+                raise SettingsError(
+                    f"kd_gat.dqn.fit_split/stop_split: not `{split}`, {why}; use a held-out split such as `val`"
+                )
         if not self.fit_split or self.fit_split == self.stop_split:
             raise SettingsError("kd_gat.dqn.fit_split must name a split file and differ from stop_split")
         if self.kd_weighting not in KD_WEIGHTINGS:
