@@ -621,3 +621,126 @@ def test_the_summary_names_the_seeds_its_tables_are_over(tmp_path, seeds, named)
     )  # fmt: skip
     assert outputs["summary.md"].read_text().startswith(f"# ds evaluation summary over {named}\n")
     assert f"ds teacher vs students, {named}" in outputs["size.svg"].read_text()
+
+
+def _with_attack_free_scenario(document):
+    """``document`` with a test scenario ``clean`` of normal windows only, where every model raises one false
+    alarm: F1 0 (scikit-learn's), a count of false alarms rather than of detection."""
+    labels = np.zeros(50, dtype=int)
+    one_alarm = np.r_[0.9, np.full(49, 0.1)]
+    block = {
+        name: binary_metrics(labels, one_alarm, (one_alarm > 0.5).astype(int))
+        for name in document["test"]["dos"]
+    }
+    return {**document, "test": {**document["test"], "clean": block}}
+
+
+def test_a_scenario_without_attack_windows_is_no_models_worst_scenario(documents):
+    documents = [_with_attack_free_scenario(d) for d in documents]
+    baselines = _with_attack_free_scenario(_baselines())
+    per_scenario = scenario_table(documents, [baselines])
+    assert (per_scenario.loc[per_scenario["scenario"] == "clean", "f1"] == 0).all()  # the trap is armed
+    models = model_summary(per_scenario, pooled_table(documents, [baselines]))
+    assert set(models["worst_scenario"]) == {"dos"}
+    assert set(models["smallest_margin_scenario"]) == {"dos"}
+    # Without any scenario with attacks there is no worst one (and no error).
+    only_clean = per_scenario[per_scenario["scenario"] == "clean"]
+    models = model_summary(only_clean, pooled_table(documents, [baselines]))
+    assert models["worst_scenario"].isna().all() and len(models) == 3 * 6
+
+
+@pytest.mark.parametrize(
+    ("differences", "expected"),
+    [
+        ([0.05, -0.01, 0.03], "no measurable difference"),  # mean > 0, interval contains 0
+        ([-0.05, 0.01, -0.03], "no measurable difference"),  # mean < 0, interval contains 0
+        ([0.05, 0.04, 0.06], "better"),
+        ([-0.05, -0.04, -0.06], "worse"),
+        ([float("nan"), 0.02], "one seed"),
+        ([float("nan")], "no seed with a finite difference"),
+    ],
+)
+def test_the_verdict_follows_the_interval_not_the_mean(differences, expected):
+    assert verdict(interval(differences)).startswith(expected)
+
+
+def _pooled(f1_by_variant):
+    """A pooled table of the GAT only, rows in the order given (seed order differs between variants)."""
+    rows = [
+        {"dataset": "ds", "variant": variant, "seed": seed, "scenario": "pooled", "model": "gat", "f1": f1}
+        for variant, per_seed in f1_by_variant.items()
+        for seed, f1 in per_seed
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_distillation_pairs_the_variants_by_seed_and_compares_the_teacher_too():
+    pooled = _pooled(
+        {
+            "teacher": [(2, 0.95), (1, 0.99), (3, 0.90)],
+            "student_kd": [(1, 0.9), (2, 0.5), (3, 0.7), (4, 0.2)],  # seed 4 has no student: left out
+            "student": [(3, 0.1), (1, 0.8), (2, 0.6)],
+        }
+    )
+    kd = distillation_summary(pooled).set_index("compared")
+    paired = interval([0.9 - 0.8, 0.5 - 0.6, 0.7 - 0.1])
+    row = kd.loc["student_kd − student"]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(paired["mean"])
+    assert (row["low"], row["high"]) == pytest.approx((paired["low"], paired["high"]))
+    teacher = interval([0.99 - 0.9, 0.95 - 0.5, 0.90 - 0.7])
+    row = kd.loc["teacher − student_kd"]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(teacher["mean"])
+    assert row["low"] == pytest.approx(teacher["low"]) and row["verdict"] == verdict(teacher)
+
+
+def _summarize(tmp_path, metrics, baselines=()):
+    outputs = {name: tmp_path / name for name in ("summary.csv", "summary.md", "size.svg", "scenarios.csv")}
+    summarize_files(
+        metrics=metrics, baselines=baselines, csv=outputs["summary.csv"], markdown=outputs["summary.md"],
+        chart=outputs["size.svg"], scenarios=outputs["scenarios.csv"], title="ds",
+    )  # fmt: skip
+    return outputs
+
+
+def _written(tmp_path, name, document):
+    write_json(document, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("key", ["test_pooled", "speed", "parameters"])
+def test_metrics_without_what_the_summary_reads_are_named_with_their_path(tmp_path, key):
+    document = _document("teacher", 1, PERFECT, HALF, PERFECT)
+    del document[key]
+    path = _written(tmp_path, "metrics.json", document)
+    with pytest.raises(ValueError, match=rf"{path}: metrics lack \[.*'{key}"):
+        _summarize(tmp_path, [path])
+
+
+@pytest.mark.parametrize("key", ["test_pooled", "dataset", ID_RATE])
+def test_baselines_without_what_the_summary_reads_are_named_with_their_path(tmp_path, key):
+    baselines = _baselines()
+    if key == ID_RATE:
+        del baselines["test_pooled"][key]  # a baselines.json of before that baseline existed
+    else:
+        del baselines[key]
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    path = _written(tmp_path, "baselines.json", baselines)
+    with pytest.raises(ValueError, match=rf"{path}: baselines lack \[.*{key}"):
+        _summarize(tmp_path, [metrics], [path])
+
+
+def test_one_seed_evaluated_twice_is_refused_naming_both_files(tmp_path):
+    first = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    second = _written(tmp_path, "b.json", _document("teacher", 1, HALF, HALF, HALF))
+    with pytest.raises(ValueError, match=rf"{second} and {first} are both ds/teacher seed 1"):
+        _summarize(tmp_path, [first, second])
+
+
+def test_one_seed_is_reported_without_an_interval_as_n_a(tmp_path):
+    metrics = [
+        _written(tmp_path, f"{v}.json", _document(v, 1, PERFECT, HALF, HALF))
+        for v in ("student_kd", "student")
+    ]
+    text = _summarize(tmp_path, metrics)["summary.md"].read_text()
+    assert "| ds | student_kd | 1 | 6 | n/a | 0.667 ± n/a | 1.000 ± n/a | 0.667 ± n/a | n/a |" in text
+    assert "+0.000 [n/a]" in text and "one seed: no interval, no claim" in text

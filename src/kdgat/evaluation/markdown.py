@@ -28,7 +28,7 @@ def _plus_minus(mean: float, half: float, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
     if half is None or (isinstance(half, float) and math.isnan(half)):
-        return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} ± n/a"  # one seed: no interval
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
@@ -39,8 +39,10 @@ def _signed(value: float, digits: int = 3) -> str:
 
 
 def _interval_text(mean: float, low: float, high: float, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
     if isinstance(low, float) and math.isnan(low):
-        return _number(mean, digits)
+        return f"{mean:+.{digits}f} [n/a]"  # one seed: no interval
     return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
@@ -132,7 +134,8 @@ def summary_markdown(
             "## Every model against the trivial baselines\n\nPooled-test F1 and ROC-AUC, the scenario "
             "where the model's mean F1 over seeds is lowest, and its margin over the best trivial baseline "
             "(F1 − the best of baseline_unknown_id, baseline_id_counts and baseline_id_rate, seed by seed): "
-            "pooled, and on the scenario where the mean margin is smallest. Every figure is a mean over "
+            "pooled, and on the scenario where the mean margin is smallest (both among the scenarios with "
+            "attack windows: without attacks F1 only counts false alarms). Every figure is a mean over "
             "seeds ± the half-width of its 95% t interval.\n\n"
             + markdown_table(
                 [

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
+from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.markdown import summary_markdown
 from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
@@ -289,6 +290,23 @@ def seeds_text(documents: Sequence[Mapping]) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
+# What the summaries read from each metrics.json and baselines.json (dotted: nested keys).
+METRICS_KEYS = (
+    "dataset", "variant", "test", "test_pooled", "parameters", "speed.fusion.latency_ms", "speed.fusion.graphs_per_s",
+)  # fmt: skip
+BASELINES_KEYS = ("dataset", "test", "test_pooled", *(f"test_pooled.{name}" for name in BASELINES))
+
+
+def _lookup(document: Mapping[str, Any], dotted: str) -> Any:
+    """``document["a"]["b"]`` for ``"a.b"``; None where a level is missing."""
+    value: Any = document
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def summarize_files(
     *,
     metrics: Sequence[str | os.PathLike],
@@ -318,15 +336,31 @@ def summarize_files(
             f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
         )
     documents = []
+    evaluated: dict[tuple[Any, Any, Any], str | os.PathLike] = {}
     for path in metrics:
         document = load_json(path)
-        missing = [key for key in ("dataset", "variant", "test", "test_pooled") if key not in document]
+        missing = [key for key in METRICS_KEYS if _lookup(document, key) is None]
         if missing:
             raise ValueError(
                 f"{path}: metrics lack {missing} (the summary needs test results; it never falls back to validation)"
             )
+        key = (document["dataset"], document["variant"], document.get("seed"))
+        if key in evaluated:
+            # Two evaluations of one seed would count as two seeds and narrow every interval.
+            raise ValueError(
+                f"{path} and {evaluated[key]} are both {key[0]}/{key[1]} seed {key[2]}: each seed is evaluated once"
+            )
+        evaluated[key] = path
         documents.append(document)
-    baseline_documents = [load_json(path) for path in baselines]
+    baseline_documents = []
+    for path in baselines:
+        document = load_json(path)
+        missing = [key for key in BASELINES_KEYS if _lookup(document, key) is None]
+        if missing:
+            raise ValueError(
+                f"{path}: baselines lack {missing} (written by an older version? rerun the evaluation_baselines rule)"
+            )
+        baseline_documents.append(document)
     per_scenario = scenario_table(documents, baseline_documents)
     pooled = pooled_table(documents, baseline_documents)
     table = variant_summary(documents, pooled)

@@ -184,16 +184,18 @@ def scenario_summary(table: pd.DataFrame) -> pd.DataFrame:
 def model_summary(scenarios: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
     """Per dataset × variant × model: pooled F1/ROC-AUC over seeds, margins over baselines, and two
     scenarios: the worst (lowest mean F1 over seeds) and the one with the smallest mean margin, each with the
-    half-width of its interval over seeds."""
+    half-width of its interval over seeds, both among the scenarios with attack windows."""
     keys = ["dataset", "variant", "model"]
     pooled = with_margins(pooled)
     out = _over_seeds(pooled, keys, "f1")
     for column in ("roc_auc", "margin"):
         out = out.merge(_over_seeds(pooled, keys, column), on=keys)
-    per_scenario = scenario_summary(scenarios)
+    # A scenario without attack windows is no one's worst scenario: its F1 is 0 after one false alarm and
+    # undefined without one (as scikit-learn's), a count of false alarms rather than of detection.
+    with_attacks = scenarios[scenarios["n_attack"] > 0]
+    per_scenario = scenario_summary(with_attacks) if not with_attacks.empty else pd.DataFrame(columns=keys)
     worst_rows = []
     for key, group in per_scenario.groupby(keys, sort=False):
-        # An undefined F1 (a scenario without attack windows) is no one's worst scenario.
         worst = group.loc[group["f1_mean"].fillna(np.inf).idxmin()]
         smallest = group.loc[group["margin_mean"].fillna(np.inf).idxmin()]
         worst_rows.append(
@@ -207,7 +209,11 @@ def model_summary(scenarios: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame
                 "smallest_margin_half": smallest["margin_half"],
             }
         )
-    return out.merge(pd.DataFrame(worst_rows), on=keys, how="left")
+    scenario_columns = [
+        "worst_scenario", "worst_f1_mean", "worst_f1_half",
+        "smallest_margin_scenario", "smallest_margin_mean", "smallest_margin_half",
+    ]  # fmt: skip
+    return out.merge(pd.DataFrame(worst_rows, columns=[*keys, *scenario_columns]), on=keys, how="left")
 
 
 def paired_difference(pooled: pd.DataFrame, better: str, worse: str, model: str) -> pd.DataFrame:
@@ -235,6 +241,8 @@ def paired_difference(pooled: pd.DataFrame, better: str, worse: str, model: str)
 
 def verdict(stats: Mapping[str, float]) -> str:
     """What an interval of a difference says: better, worse, or no measurable difference."""
+    if stats["n"] == 0:
+        return "no seed with a finite difference: no claim"
     if stats["n"] < 2:
         return "one seed: no interval, no claim"
     if stats["low"] > 0:
