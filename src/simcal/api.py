@@ -23,7 +23,6 @@ sweep's. The service derives every seed from ``settings`` (master seed, param_id
 from __future__ import annotations
 
 import contextlib
-import numbers
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,7 +30,14 @@ from typing import Any
 import pandas as pd
 
 from simcal.backends import SERVICE_BACKEND, dask_client
-from simcal.contract import ContractError, canonical_params, param_id, replicate_seed, resolve_callable
+from simcal.contract import (
+    ContractError,
+    canonical_params,
+    is_whole_number,
+    param_id,
+    replicate_seed,
+    resolve_callable,
+)
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
@@ -90,19 +96,18 @@ class SimulationFuture:
 _TOKEN = secrets.token_hex(4)  # names this process's simulations in Dask keys and start confirmations
 
 
+def _check_whole_number(name: str, value: Any) -> None:
+    """``submit``'s check of ``seed`` and ``replicate`` (None: not given)."""
+    if value is not None and not is_whole_number(value, 0):  # 7.0 is taken (int() makes it 7)
+        raise ContractError(f"submit: {name} must be a whole number >= 0, got {value!r}")
+
+
 def _task(
     fn_ref: str, params: Mapping[str, Any], seed: int | None, replicate: int, settings: SimulationSettings
 ) -> SimTask:
     reject_reserved(params, "submit(params)")
-    for name, value in (("replicate", replicate), ("seed", seed)):
-        # 7.0 is a whole number (int() below makes it 7); 1.5, -1, nan and True are refused
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not (isinstance(value, numbers.Integral) or float(value).is_integer())
-            or value < 0
-        ):
-            raise ContractError(f"submit: {name} must be a whole number >= 0, got {value!r}")
+    _check_whole_number("replicate", replicate)
+    _check_whole_number("seed", seed)
     try:
         plain = canonical_params(params)
     except ContractError as error:
@@ -210,6 +215,12 @@ def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd
         raise ContractError(
             f"{unsent[0]!r} was never sent: its SimulationService was closed first; gather inside the `with` block"
         )
+    stranded = [f for f in futures if not f.job.fetched and f.job.job.client.closed]
+    if stranded:
+        raise ContractError(
+            f"{stranded[0]!r} cannot be gathered: its SimulationService was closed before the job's rows were "
+            "fetched (the job may still run on the service); gather inside the `with` block"
+        )
     return {id(sim): sim.job.rows_for(sim.task) for sim in futures}
 
 
@@ -223,8 +234,14 @@ class ServiceSimulationFuture:
         self.cancelled = False
 
     def done(self) -> bool:
+        """Whether it has ended: sends the queue, then asks the service about its job. Also True once it can no
+        longer end otherwise, as a Dask backend's future is done (cancelled) once its client is closed: when it
+        was cancelled, or its ``SimulationService`` was closed before its rows were fetched; ``result()`` then
+        says why it has no rows."""
+        if self.cancelled:
+            return True
         self.service.flush()
-        return self.cancelled or self.job.done()
+        return self.job is None or self.job.done()  # None: close() dropped it unsent
 
     def result(self) -> pd.DataFrame:
         """This simulation's rows (sends the queue, then waits for its job)."""
@@ -254,10 +271,15 @@ class _ServiceJob:
         self.job, self.tasks, self.futures, self.options = job, tasks, futures, options
         self._rows: dict[tuple, pd.DataFrame] | None = None  # by simulation key, once the job has finished
 
+    @property
+    def fetched(self) -> bool:
+        return self._rows is not None
+
     def done(self) -> bool:
+        """True when its rows were fetched, its status is final, or its HTTP client is closed (nothing to ask)."""
         from simcal.service.client import FINAL
 
-        return self._rows is not None or self.job.status()["status"] in FINAL
+        return self.fetched or self.job.client.closed or self.job.status()["status"] in FINAL
 
     def rows_for(self, task: SimTask) -> pd.DataFrame:
         """One simulation's rows; the first call waits for the job and fetches the rows of all its simulations
@@ -323,6 +345,7 @@ class SimulationService:
             )
         resolve_callable(fn_ref)
         task = _task(fn_ref, params, None, replicate, self.settings)
+        _check_whole_number("seed", seed)  # as on the other backends, before comparing it with the service's
         if seed is not None and int(seed) != task.seed:
             raise ContractError(
                 f"submit(seed={seed}): the simulation service derives each seed from the settings' seed and "

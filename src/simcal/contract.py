@@ -89,6 +89,16 @@ def check_options(
         ) from error
 
 
+def is_whole_number(value: Any, minimum: int = 0) -> bool:
+    """A whole number >= ``minimum``, given as an int or a whole float (7.0); not a bool, 1.5, nan or "7"."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and (isinstance(value, numbers.Integral) or float(value).is_integer())
+        and value >= minimum
+    )
+
+
 def to_plain(value: Any, key: str = "") -> Any:
     """Convert numpy scalars to Python ones so JSON and hashing see the same value whatever produced it."""
     kind = type(value)

@@ -7,8 +7,9 @@
         job.wait(timeout=600)
         table = job.to_pandas()
 
-Answers 429 (honouring Retry-After) and 503, and connection errors, are retried with exponential backoff; every
-submission carries an ``Idempotency-Key``, so a retried one never makes a second job. Other answers raise an
+Answers 429 (honouring Retry-After in seconds, up to ``max_backoff_s``) and 503, and connection errors, are retried
+with exponential backoff; every submission carries an ``Idempotency-Key``, the same on each retry, so a retried one
+never makes a second job. A URL without http:// or https:// and a host is refused at once. Other answers raise an
 exception named after the problem, with the service's explanation: ``AuthenticationError`` (401),
 ``PermissionDenied`` (403), ``NotFound`` (404), ``RequestRejected`` (other 4xx: 413 too large, 422 invalid).
 """
@@ -26,6 +27,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
+from simcal.contract import is_whole_number
 from simcal.tables import atomic_write
 
 API_KEY_VARIABLE = "SIMCAL_API_KEY"
@@ -81,6 +83,29 @@ class JobFailed(ServiceError):
 ERRORS = {401: AuthenticationError, 403: PermissionDenied, 404: NotFound}
 
 
+def checked_url(url: str) -> str:
+    """``url`` without a trailing slash; a ValueError unless it is http(s) with a host, so that ``localhost:8765``
+    fails here, saying what is expected, rather than at the first request."""
+    import httpx
+
+    expected = f"an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000 (url or ${URL_VARIABLE})"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"service URL {url!r} is not {expected}: {error}") from error
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"service URL {url!r} is not {expected}")
+    return url.rstrip("/")
+
+
+def checked_replicates(n_replicates: Any) -> int:
+    """``n_replicates`` as an int; a ValueError unless it is a whole number >= 1 (2.0 is 2; 2.5 and True are
+    refused rather than sent as 2 and 1)."""
+    if not is_whole_number(n_replicates, 1):
+        raise ValueError(f"n_replicates must be a whole number >= 1, got {n_replicates!r}")
+    return int(n_replicates)
+
+
 def _detail(response) -> Any:
     try:
         return response.json().get("detail", response.text)
@@ -108,7 +133,7 @@ class SimulationClient:
         api_key = api_key or os.environ.get(API_KEY_VARIABLE)
         if not api_key:
             raise ValueError(f"no API key: pass api_key or set {API_KEY_VARIABLE}")
-        self.url = url.rstrip("/")
+        self.url = checked_url(url)
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
         self._http = httpx.Client(
             base_url=self.url,
@@ -125,6 +150,10 @@ class SimulationClient:
 
     def close(self) -> None:
         self._http.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
 
     def __repr__(self) -> str:  # never shows the key
         return f"<SimulationClient {self.url}>"
@@ -144,6 +173,8 @@ class SimulationClient:
             last = attempt == self.retries
             try:
                 response = self._http.request(method, path, **kwargs)
+            except httpx.UnsupportedProtocol:
+                raise  # a wrong URL, not a passing failure: retrying cannot help
             except httpx.TransportError as error:
                 if last:
                     raise ServiceUnavailable(
@@ -176,7 +207,11 @@ class SimulationClient:
     def _post_simulations(self, path, fn_ref, parameter_sets, n_replicates, settings, fixed):
         if isinstance(parameter_sets, pd.DataFrame):
             parameter_sets = parameter_sets.to_dict("records")
-        body = {"fn_ref": fn_ref, "parameter_sets": list(parameter_sets), "n_replicates": int(n_replicates)}
+        body = {
+            "fn_ref": fn_ref,
+            "parameter_sets": list(parameter_sets),
+            "n_replicates": checked_replicates(n_replicates),
+        }
         if settings:
             body["settings"] = dict(settings)
         if fixed:
@@ -244,6 +279,8 @@ class SimulationClient:
                     for block in response.iter_bytes():
                         handle.write(block)
                     return
+            except httpx.UnsupportedProtocol:
+                raise  # a wrong URL, not a passing failure: retrying cannot help
             except httpx.TransportError as error:
                 if attempt == self.retries:
                     raise ServiceUnavailable(f"GET {self.url}{path}: no answer ({error!r})") from error

@@ -1,0 +1,260 @@
+"""The simulation service's client (``simcal.service.client``) and the ``service`` backend of ``simcal.api`` at the
+edges of HTTP: retries of 429/503 and lost connections, the idempotency key of a retried submission, a download
+cut short, URLs and arguments refused before anything is sent, futures after their backend is closed.
+
+Most answers here come from ``httpx.MockTransport`` (the client's ``transport=``): a real service cannot easily be
+made to answer 429 then 200, or to cut a transfer in the middle. A cut transfer is a stream raising
+``httpx.RemoteProtocolError`` midway, which is what httpx raises over a real socket when the peer closes before
+Content-Length bytes have come. The rows, seeds and cancels of real jobs are tested against a running service in
+test_service_jobs.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import httpx
+import pandas as pd
+import pytest
+
+from simcal.api import SimulationService
+from simcal.contract import ContractError
+from simcal.service.client import (
+    Job,
+    NotFound,
+    RateLimited,
+    RequestRejected,
+    ServiceUnavailable,
+    SimulationClient,
+)
+
+URL = "http://service.test"
+MODEL = "simcal_models:noisy_line"
+
+
+def client(handler, **options) -> SimulationClient:
+    """A client answered by ``handler``, with backoffs short enough for a test."""
+    return SimulationClient(
+        URL, "sc_test-key", backoff_s=0.001, transport=httpx.MockTransport(handler), **options
+    )
+
+
+def answers(*responses):
+    """A handler giving ``responses`` in turn (the last one from then on) and recording the requests; a callable
+    makes a fresh response each time (a streamed one can be read once)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = responses[min(len(seen), len(responses)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer() if callable(answer) else answer
+
+    handler.seen = seen
+    return handler
+
+
+QUEUED = httpx.Response(200, json={"job_id": "job-1", "status": "queued"})
+
+
+# -- retries ----------------------------------------------------------------------------------------------------
+
+
+def test_429_is_retried_after_the_seconds_in_retry_after():
+    handler = answers(httpx.Response(429, headers={"Retry-After": "1"}, json={"detail": "slow down"}), QUEUED)
+    began = time.monotonic()
+    with client(handler) as api:
+        job = api.submit(MODEL, [{"a": 1.0}])
+    assert job.id == "job-1" and len(handler.seen) == 2
+    assert time.monotonic() - began >= 1.0  # the backoff alone is milliseconds
+
+
+def test_503_is_retried_until_the_service_answers():
+    handler = answers(
+        httpx.Response(503), httpx.Response(503), httpx.Response(200, json={"status": "running"})
+    )
+    with client(handler) as api:
+        assert api.status("job-1") == {"status": "running"}
+    assert len(handler.seen) == 3
+
+
+def test_a_lost_connection_is_retried():
+    handler = answers(
+        httpx.ConnectError("connection refused"), httpx.Response(200, json={"status": "running"})
+    )
+    with client(handler) as api:
+        assert api.status("job-1")["status"] == "running"
+    assert len(handler.seen) == 2
+
+
+def test_429_past_the_retries_raises_rate_limited_with_the_reason():
+    handler = answers(httpx.Response(429, json={"detail": "10 requests per minute"}))
+    with client(handler, retries=2) as api, pytest.raises(RateLimited, match="429 10 requests per minute"):
+        api.status("job-1")
+    assert len(handler.seen) == 3
+
+
+def test_a_rejected_request_is_not_retried_and_its_reason_reaches_the_caller():
+    handler = answers(httpx.Response(422, json={"detail": "parameter_sets: 'a' is missing"}))
+    with client(handler) as api, pytest.raises(RequestRejected) as raised:
+        api.submit(MODEL, [{"b": 1.0}])
+    assert raised.value.status == 422 and "422 parameter_sets: 'a' is missing" in str(raised.value)
+    assert len(handler.seen) == 1
+
+
+def test_an_unknown_job_is_not_found_at_once():
+    handler = answers(httpx.Response(404, json={"detail": "no job job-9"}))
+    with client(handler) as api, pytest.raises(NotFound, match="no job job-9"):
+        api.status("job-9")
+    assert len(handler.seen) == 1
+
+
+def test_a_retried_submission_carries_the_same_idempotency_key_and_a_new_one_another():
+    handler = answers(httpx.Response(503), QUEUED)
+    with client(handler) as api:
+        api.submit(MODEL, [{"a": 1.0}])
+        api.submit(MODEL, [{"a": 1.0}])
+    first, retry, second = (request.headers.get("Idempotency-Key") for request in handler.seen)
+    assert first and first == retry  # the service sees one submission, not two
+    assert second and second != first
+
+
+# -- downloads --------------------------------------------------------------------------------------------------
+
+
+class CutShort(httpx.SyncByteStream):
+    """A body that stops after its first half, as a dropped connection does."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def __iter__(self):
+        yield self.body[: len(self.body) // 2]
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+
+def parquet_bytes() -> bytes:
+    buffer = io.BytesIO()
+    pd.DataFrame({"param_id": ["p"] * 200, "y": range(200)}).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+def test_a_download_cut_short_is_started_again_and_the_file_is_complete(tmp_path):
+    body = parquet_bytes()
+    handler = answers(httpx.Response(200, stream=CutShort(body)), httpx.Response(200, content=body))
+    with client(handler) as api:
+        path = Job(api, "job-1").to_parquet(tmp_path / "rows.parquet")
+    assert path.read_bytes() == body and len(handler.seen) == 2
+    assert pd.read_parquet(path)["y"].tolist() == list(range(200))
+
+
+def test_a_download_cut_short_every_time_leaves_no_file(tmp_path):
+    body = parquet_bytes()
+    handler = answers(lambda: httpx.Response(200, stream=CutShort(body)))
+    with client(handler, retries=2) as api, pytest.raises(ServiceUnavailable, match="RemoteProtocolError"):
+        Job(api, "job-1").to_parquet(tmp_path / "rows.parquet")
+    assert len(handler.seen) == 3
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+# -- refused before sending ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["localhost:8765", "127.0.0.1:8765", "http://", "ftp://service.test", "/v1"])
+def test_a_url_without_http_and_a_host_is_refused_at_once(url):
+    began = time.monotonic()
+    with pytest.raises(
+        ValueError, match=rf"service URL '{url}' is not an http:// or https:// URL with a host"
+    ):
+        SimulationClient(url, "sc_test-key")
+    assert time.monotonic() - began < 1.0
+
+
+def test_an_unsupported_protocol_is_not_retried():
+    handler = answers(httpx.UnsupportedProtocol("Request URL has an unsupported protocol"))
+    with client(handler) as api, pytest.raises(httpx.UnsupportedProtocol):
+        api.status("job-1")
+    assert len(handler.seen) == 1
+
+
+@pytest.mark.parametrize("n_replicates", [2.5, 0, -1, True, "2", float("nan")])
+def test_n_replicates_must_be_a_whole_number_of_at_least_one(n_replicates):
+    handler = answers(QUEUED)
+    with client(handler) as api, pytest.raises(ValueError, match="n_replicates must be a whole number >= 1"):
+        api.submit(MODEL, [{"a": 1.0}], n_replicates=n_replicates)
+    assert handler.seen == []
+
+
+def test_a_whole_float_n_replicates_is_sent_as_an_int():
+    handler = answers(QUEUED)
+    with client(handler) as api:
+        api.submit(MODEL, [{"a": 1.0}], n_replicates=2.0)
+    assert json.loads(handler.seen[0].content)["n_replicates"] == 2
+
+
+# -- the service backend of simcal.api ------------------------------------------------------------------------------
+
+
+def fake_service(status: str = "running"):
+    """A handler standing for a service with one job, ``job-1``, that stays ``status``; records the requests."""
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if request.method == "POST":
+            return QUEUED
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"job_id": "job-1", "status": "cancelled"})
+        return httpx.Response(200, json={"job_id": "job-1", "status": status})
+
+    handler.seen = seen
+    return handler
+
+
+def test_cancel_of_a_sent_future_cancels_its_job_on_the_service():
+    handler = fake_service()
+    with client(handler) as api, SimulationService(backend="service", client=api) as service:
+        future = service.submit(MODEL, {"a": 1.0})
+        assert not future.done()  # sends it
+        future.cancel()
+    assert handler.seen[-1] == ("DELETE", "/v1/jobs/job-1")
+
+
+def test_a_job_is_cancelled_only_once_none_of_its_simulations_is_wanted():
+    handler = fake_service()
+    with client(handler) as api, SimulationService(backend="service", client=api) as service:
+        kept, dropped = service.submit(MODEL, {"a": 1.0}), service.submit(MODEL, {"a": 2.0})
+        service.flush()
+        dropped.cancel()
+        assert ("DELETE", "/v1/jobs/job-1") not in handler.seen  # kept's rows are still wanted
+        kept.cancel()
+    assert handler.seen.count(("DELETE", "/v1/jobs/job-1")) == 1
+
+
+def test_a_future_left_unsent_by_close_is_done_and_its_result_says_why(monkeypatch):
+    monkeypatch.setenv("SIMCAL_API_KEY", "sc_test-key")
+    with SimulationService(backend="service", backend_options={"url": URL}) as service:
+        future = service.submit(MODEL, {"a": 1.0})
+    assert future.done()  # as a Dask backend's future once its client is closed
+    with pytest.raises(ContractError, match="was never sent: its SimulationService was closed first"):
+        future.result()
+
+
+def test_a_sent_future_whose_client_is_closed_is_done_and_its_result_says_why():
+    handler = fake_service()
+    with client(handler) as api, SimulationService(backend="service", client=api) as service:
+        future = service.submit(MODEL, {"a": 1.0})
+        service.flush()
+    assert future.done()
+    with pytest.raises(ContractError, match="closed before the job's rows were fetched"):
+        future.result()
+
+
+@pytest.mark.parametrize("seed", ["abc", 1.5, -1, True])
+def test_seed_on_the_service_backend_is_checked_as_on_the_others(seed):
+    with SimulationService(backend="service", backend_options={"url": URL}) as service:
+        with pytest.raises(ContractError, match=rf"submit: seed must be a whole number >= 0, got {seed!r}"):
+            service.submit(MODEL, {"a": 1.0}, seed=seed)
