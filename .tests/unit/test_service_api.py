@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 
 import httpx
@@ -340,6 +341,15 @@ def test_fn_ref_outside_the_allow_list_or_unusable_is_refused_naming_it(service,
         ({"parameter_sets": [{"beta": 0.3, "gama": 0.1}]}, "gama"),
         ({"targets": ["targets.loss:mse"]}, "targets are not computed by this service"),
         ({"bundle_ref": "sha256:" + "0" * 64}, "bundle_ref is not supported"),
+        ({"settings": "seed=3"}, "settings: expected a JSON object"),
+        ({"settings": [1, 2]}, "settings: expected a JSON object"),
+        ({"fixed": [["days", 5]]}, "fixed: expected a JSON object"),
+        ({"fixed": 5}, "fixed: expected a JSON object"),
+        (
+            {"parameter_sets": [{"beta": 0.3, "gamma": 0.1}, {"beta": [0.3], "gamma": 0.1}]},
+            "parameter_sets[1]",
+        ),
+        ({"parameter_sets": [{"beta": 0.3, "gamma": None}]}, "parameter_sets[0]"),
     ],
 )
 def test_bad_requests_are_refused_with_422_naming_the_field(service, change, words):
@@ -364,6 +374,129 @@ def test_a_retried_submission_with_the_same_idempotency_key_makes_one_job(servic
         assert first.headers["location"] == f"/v1/jobs/{first.json()['job_id']}"
         assert submit(bob, headers={"Idempotency-Key": "retry-1"}).json()["job_id"] != first.json()["job_id"]
         assert submit(alice, headers={"Idempotency-Key": "x" * 200}).status_code == 422
+        # The same key for another request is refused: the first job's results are not this request's.
+        other = submit(alice, {**SMALL, "n_replicates": 3}, headers={"Idempotency-Key": "retry-1"})
+        assert other.status_code == 422
+        assert f"was used for a different request (job {first.json()['job_id']})" in other.json()["detail"]
+        sync = alice.post(
+            "/v1/simulate/sync", json={**SMALL, "n_replicates": 1}, headers={"Idempotency-Key": "retry-1"}
+        )
+        assert sync.status_code == 422 and "different request" in sync.json()["detail"]
+
+
+def test_the_key_is_checked_before_the_body_is_read(service):
+    with service.http() as anonymous:
+        answer = anonymous.post(
+            "/v1/simulate", content=b"not json", headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 401  # not 422: an anonymous body is never parsed
+    with service.http(service.keys["alice"]) as alice:
+        answer = alice.post(
+            "/v1/simulate", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 422 and "the request body is not JSON" in answer.json()["detail"]
+        answer = alice.post("/v1/simulate/sync", content=b"")
+        assert answer.status_code == 422 and "the request body is empty" in answer.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def waiting(service_factory):
+    """A service whose scheduler never answers: its jobs stay queued and synchronous requests wait 4 s."""
+    closed = free_port()
+    waiting = service_factory(
+        "--scheduler", f"tcp://127.0.0.1:{closed}", "--sync-timeout-s", "4", "--rate", "1000", "--burst", "1000",
+        start=False,
+    )  # fmt: skip
+    return waiting.start(ready=False)
+
+
+def test_probes_answer_while_synchronous_requests_wait(waiting):
+    """More synchronous requests than the server's thread pool (40) must not starve /healthz and /readyz: a
+    liveness probe that times out would make Kubernetes restart the pod."""
+    answers = []
+
+    def wait_sync():
+        with waiting.http(waiting.keys["alice"]) as http:
+            answers.append(http.post("/v1/simulate/sync", json=SMALL, timeout=30))
+
+    callers = [threading.Thread(target=wait_sync) for _ in range(48)]
+    for caller in callers:
+        caller.start()
+    try:
+        time.sleep(1.5)  # every request accepted and waiting for its job
+        with waiting.http(waiting.keys["alice"]) as http:
+            for path, status in (("/healthz", 200), ("/readyz", 503), ("/metrics", 200), ("/v1/jobs", 200)):
+                began = time.monotonic()
+                assert http.get(path, timeout=2.0).status_code == status, path
+                assert time.monotonic() - began < 2.0, path
+            assert len(answers) == 0  # they are still waiting
+    finally:
+        for caller in callers:
+            caller.join(30)
+    # The documented timeout: 504 naming the job, which goes on.
+    assert [answer.status_code for answer in answers] == [504] * 48
+    assert "did not finish within 4 s; it goes on: poll /v1/jobs/" in answers[0].json()["detail"]
+
+
+def test_a_synchronous_caller_that_leaves_frees_the_server_and_the_job_goes_on(waiting):
+    with waiting.http(waiting.keys["alice"]) as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/simulate/sync", json={**SMALL, "n_replicates": 5}, timeout=0.5)
+    deadline = time.monotonic() + 3.0
+    while "its synchronous caller left; the job goes on" not in waiting.log_text():
+        assert time.monotonic() < deadline, waiting.log_text()[-2000:]
+        time.sleep(0.1)
+    with waiting.http(waiting.keys["alice"]) as http:
+        jobs = http.get("/v1/jobs").json()["jobs"]
+        assert any(job["progress"]["total"] == 5 and job["status"] == "queued" for job in jobs)
+
+
+def test_readyz_refuses_a_scheduler_without_workers(service_factory):
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
+        empty = service_factory("--scheduler", cluster.scheduler_address, start=False).start(ready=False)
+        with empty.http() as http:
+            deadline = time.monotonic() + 60
+            while "no Dask worker" not in (ready := http.get("/readyz")).json()["reason"]:
+                assert time.monotonic() < deadline, ready.json()
+                time.sleep(0.2)
+            assert ready.status_code == 503 and ready.json()["workers"] == 0
+        empty.stop()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--max-concurrent-jobs", "0", "--max-concurrent-jobs 0: expected an integer >= 1"),
+        ("--max-job-attempts", "0", "--max-job-attempts 0: expected an integer >= 1"),
+        ("--sync-timeout-s", "0", "--sync-timeout-s 0.0: expected a number > 0"),
+        ("--rate", "-1", "--rate -1.0: expected a number > 0"),
+    ],
+)
+def test_serve_refuses_limits_that_would_stop_it_working(service_factory, option, value, words):
+    broken = service_factory(option, value, start=False)
+    done = subprocess.run(broken.command(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+
+
+def test_serve_and_keys_name_a_state_dir_or_keys_file_they_cannot_use(service_factory, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    broken = service_factory(start=False)
+    command = broken.command()
+    command[command.index("--state-dir") + 1] = str(blocker / "state")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"--state-dir {blocker / 'state'}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    done = subprocess.run(
+        [str(venv_bin("simcal")), "keys", "add", "--file", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and f"{tmp_path}: cannot read the keys file" in done.stderr, done.stderr
 
 
 def test_sync_answers_parquet_with_the_job_id(service):

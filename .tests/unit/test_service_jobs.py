@@ -427,13 +427,23 @@ def test_a_killed_service_resumes_running_jobs_from_their_parts_or_fails_them_wi
         assert third.wait(timeout=60, poll_interval=0.1)["status"] == "succeeded"  # queued jobs survive too
         assert {j["job_id"] for j in api.jobs(status="running")} == set()  # never left running
 
-        # A graceful stop (SIGTERM) queues a running job again without counting the interruption as an attempt.
-        fourth = api.submit(SLEEP, [{"a": 4000.0 + i, "sleep_s": 0.25} for i in range(16)], settings=settings)
+        # A succeeded job's work directory is removed; a failed one's is kept (its parts hold the failure rows).
+        assert not (restarting.state_dir / "jobs" / first.id).exists()
+        assert (restarting.state_dir / "jobs" / second.id).is_dir()
+
+        # A graceful stop (SIGTERM) queues a running job again without counting the interruption as an attempt:
+        # after a stop and then a crash it has used one attempt of two, and resumes.
+        fourth = api.submit(SLEEP, [{"a": 4000.0 + i, "sleep_s": 0.25} for i in range(40)], settings=settings)
         wait_for(lambda: fourth.status()["status"] == "running" and fourth.info["progress"]["done"] >= 2, 60,
                  "the fourth job to run")  # fmt: skip
         restarting.stop()
-        restarting.start("--max-job-attempts", "1")  # an unclean death would fail it now
-        assert fourth.wait(timeout=120, poll_interval=0.2)["status"] == "succeeded"
+        restarting.start("--max-job-attempts", "2")
+        done_at_stop = fourth.status()["progress"]["done"]
+        wait_for(lambda: fourth.status()["status"] == "running" and fourth.info["progress"]["done"] >= done_at_stop + 4,
+                 60, "the fourth job to run again")  # fmt: skip
+        restarting.kill()
+        restarting.start("--max-job-attempts", "2")  # counted, the stop would make this the second crash
+        assert fourth.wait(timeout=120, poll_interval=0.2)["status"] == "succeeded", fourth.info["error"]
         assert fourth.status()["resumed"] >= 2
     library = tmp_path / "library.parquet"
     simulate(SLEEP, pd.DataFrame(first_sets), library, {**settings, "replicates": 1}, client=client)

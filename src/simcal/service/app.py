@@ -15,11 +15,15 @@ Retry-After), request body limit (413), model allow-list (403/422 naming fn_ref)
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at run time, and the
 # dependencies they name (Caller, JsonBody) are local to create_app.
+import json
 import logging
 import re
+import time
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,6 +42,8 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 PARQUET = "application/vnd.apache.parquet"
 REQUEST_FIELDS = {"fn_ref", "parameter_sets", "n_replicates", "settings", "fixed", "targets", "bundle_ref"}
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+SYNC_POLL_S = 0.1  # how often a synchronous request looks whether its job ended or its caller left
+PROBE_THREADS = 4  # /readyz and /metrics get threads of their own: requests never queue them (see create_app)
 
 
 class BodyLimit:
@@ -186,7 +192,23 @@ def create_app(
         return name
 
     Caller = Annotated[str, Depends(caller)]
-    JsonBody = Annotated[Any, Body()]
+
+    async def json_body(request: Request, owner: Caller) -> Any:
+        # Read only after the key is checked (a parameter declared as Body would be parsed first): an anonymous
+        # caller costs no body parsing and cannot dodge the per-key rate limit.
+        raw = await request.body()
+        if not raw.strip():
+            raise RequestRefused(422, "the request body is empty: expected a JSON object")
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise RequestRefused(422, f"the request body is not JSON: {error}") from None
+
+    JsonBody = Annotated[Any, Depends(json_body)]
+    # Endpoints declared with plain ``def`` share one thread pool (40 threads): the probes must not wait behind
+    # requests (a Kubernetes liveness probe that times out restarts the pod), so /healthz needs no thread and
+    # /readyz and /metrics, which ask the scheduler, have their own; a synchronous request waits without one.
+    probe_threads = anyio.CapacityLimiter(PROBE_THREADS)
 
     def owned_job(job_id: str, owner: str):
         job = manager.registry.get(job_id, owner) if JOB_ID.fullmatch(job_id) else None
@@ -221,15 +243,25 @@ def create_app(
         return JSONResponse(describe(job), status_code=202, headers=headers)
 
     @app.post("/v1/simulate/sync")
-    def simulate_sync(request: Request, body: JsonBody, owner: Caller):
-        plan = planned(body, sync=True)
-        job, _ = manager.submit(owner, plan, idempotency(request))
-        if not manager.wait(job.id, config.sync_timeout_s):
-            raise HTTPException(
-                504,
-                f"job {job.id} did not finish within {config.sync_timeout_s:g} s; it goes on: poll /v1/jobs/{job.id}",
-            )
-        job = manager.registry.get(job.id)
+    async def simulate_sync(request: Request, body: JsonBody, owner: Caller):
+        def accept():
+            return manager.submit(owner, planned(body, sync=True), idempotency(request))[0]
+
+        job = await run_in_threadpool(accept)
+        ended = manager.ended(job.id)
+        deadline = time.monotonic() + config.sync_timeout_s
+        while not ended.is_set():
+            if time.monotonic() >= deadline:
+                raise HTTPException(
+                    504,
+                    f"job {job.id} did not finish within {config.sync_timeout_s:g} s; it goes on: "
+                    f"poll /v1/jobs/{job.id}",
+                )
+            if await request.is_disconnected():
+                log.info("job %s: its synchronous caller left; the job goes on", job.id)
+                return Response(status_code=499)  # nobody reads it: nginx's "client closed request"
+            await anyio.sleep(SYNC_POLL_S)
+        job = await run_in_threadpool(manager.registry.get, job.id)
         if job.status != "succeeded":
             raise HTTPException(
                 409 if job.status == "cancelled" else 422, f"job {job.id} {job.status}: {job.error}"
@@ -274,18 +306,19 @@ def create_app(
         return results_response(job)
 
     @app.get("/healthz")
-    def healthz():
+    async def healthz():
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz():
-        ready, reason, workers = cluster.readiness()
+    async def readyz():
+        ready, reason, workers = await anyio.to_thread.run_sync(cluster.readiness, limiter=probe_threads)
         body = {"status": "ready" if ready else "not ready", "reason": reason, "workers": workers}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
-    def metrics():
-        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics():
+        text = await anyio.to_thread.run_sync(generate_latest, metrics_registry, limiter=probe_threads)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, max_bytes=config.request_max_bytes)
     app.add_middleware(RequestSpans, telemetry=telemetry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -64,6 +65,17 @@ def serve(args: argparse.Namespace) -> int:
         )
     except (KeysFileError, ResultsError, ValueError) as error:
         print(f"simcal serve: {error}", file=sys.stderr)
+        return 2
+    except (
+        OSError,
+        sqlite3.Error,
+    ) as error:  # the state directory or its job registry cannot be made or opened
+        reason = getattr(error, "strerror", None) or str(error)
+        where = getattr(error, "filename", None)
+        print(
+            f"simcal serve: --state-dir {args.state_dir}: {reason}" + (f" ({where})" if where else ""),
+            file=sys.stderr,
+        )
         return 2
     run(service, args.host, args.port)
     return 0

@@ -31,6 +31,7 @@ from simcal.progress import progress_path
 from simcal.runner import Cancelled, planned_parameter_sets, simulate
 from simcal.settings import SimulationSettings
 from simcal.space import check_fixed, check_parameter_sets
+from simcal.tables import check_fixed_values
 from simcal.tasks import plan_tasks
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,18 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
+        at_least_one = (
+            "max_concurrent_jobs", "max_job_attempts", "max_simulations", "sync_max_simulations", "burst",
+            "request_max_bytes",
+        )  # fmt: skip
+        for name in at_least_one:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {value!r}: expected an integer >= 1")
+        for name in ("sync_timeout_s", "progress_seconds", "no_worker_timeout_s", "rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} {value!r}: expected a number > 0")
         for prefix in self.allow_models:
             if not MODULE.fullmatch(prefix):
                 raise ValueError(f"--allow-models: {prefix!r} is not a module name (e.g. simcal.models)")
@@ -133,7 +146,7 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
         )
     fn_ref = body.get("fn_ref")
     check_fn_ref(fn_ref, config.allow_models)
-    settings = dict(body.get("settings") or {})
+    settings = _object(body, "settings")
     unknown = sorted(set(settings) - set(REQUEST_SETTINGS))
     if unknown:
         raise RequestRefused(
@@ -155,7 +168,7 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
                 f"parameter_sets[{index}]: names {sorted(params)}, but parameter_sets[0] names {sorted(names)}; "
                 "every parameter set needs the same names (a value shared by all goes in fixed)",
             )
-    fixed = dict(body.get("fixed") or {})
+    fixed = _object(body, "fixed")
     limit = config.sync_max_simulations if sync else config.max_simulations
     # Counted before any table is built: an oversized request costs nothing more than its parsing.
     upper_bound = len(sets) * simulation.replicates
@@ -167,7 +180,7 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
             + ("; submit it as a job (POST /v1/simulate)" if sync else ""),
         )
     try:
-        planned = planned_parameter_sets(pd.DataFrame(sets), fixed)
+        planned = _planned(sets, fixed)
         check_fixed(fn_ref, fixed, "fixed")
         check_parameter_sets(
             fn_ref, planned, "parameter_sets", [f"parameter_sets[{i}]" for i in range(len(planned))]
@@ -187,6 +200,35 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
     return PlannedJob(
         fn_ref, request["parameter_sets"], simulation.replicates, settings, fixed, simulations, request
     )
+
+
+def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The request's field ``name``: a JSON object, or {} when left out or null."""
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RequestRefused(
+            422,
+            f"{name}: expected a JSON object of {{name: value}}, got {type(value).__name__} {value!r:.80}",
+        )
+    return dict(value)
+
+
+def _planned(sets: list[Mapping[str, Any]], fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parameter sets merged with ``fixed``; a bad value is named by its place in the request
+    (``parameter_sets[i]``), not as a row of the table the sets become."""
+    try:
+        return planned_parameter_sets(pd.DataFrame(sets), fixed)
+    except ContractError:
+        for index, params in enumerate(sets):  # only on failure: the whole request is not checked twice
+            check_fixed_values(params, f"parameter_sets[{index}]")
+            empty = sorted(name for name, value in params.items() if value is None)
+            if empty:  # a table's empty cell: fine in fixed, not in a parameter set
+                raise ContractError(
+                    f"parameter_sets[{index}]: {empty} are null; every parameter needs a value"
+                ) from None
+        raise
 
 
 def result_counts(path: Path) -> tuple[int, int]:
@@ -250,6 +292,14 @@ class JobManager:
             idempotency_key,
             self.telemetry.current_context(),
         )
+        if not created and job.request != json.loads(json.dumps(plan.request)):
+            # The same key for another request is a client bug: answering with the first job would hand the
+            # caller results of parameters it did not send.
+            raise RequestRefused(
+                422,
+                f"Idempotency-Key {idempotency_key!r} was used for a different request (job {job.id}); "
+                "send a new key for a new request",
+            )
         if created:
             self._ended_event(job.id)
             self._queue.put(job.id)
@@ -277,6 +327,10 @@ class JobManager:
     def wait(self, job_id: str, timeout: float | None) -> bool:
         """Wait until the job has a final status; False on timeout."""
         return self._ended_event(job_id).wait(timeout)
+
+    def ended(self, job_id: str) -> threading.Event:
+        """The event set once the job has a final status (for waiters that must not block a thread)."""
+        return self._ended_event(job_id)
 
     def live_progress(self, job) -> dict[str, int]:
         if job.status != "running":

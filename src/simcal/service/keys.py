@@ -98,12 +98,18 @@ def add_key(path: str | Path, name: str) -> str:
     path = Path(path)
     if not NAME.fullmatch(name):
         raise KeysFileError(f"key name {name!r} must match {NAME.pattern}")
-    existing = path.read_text() if path.exists() else ""
+    try:
+        existing = path.read_text() if path.exists() else ""
+    except OSError as error:  # a directory, or no permission
+        raise KeysFileError(f"{path}: cannot read the keys file ({error.strerror or error})") from error
     if any(entry.name == name for entry in parse_keys(existing, str(path))):
         raise KeysFileError(f"{path}: a key named {name!r} exists already; choose another name")
     key = new_key()
     text = existing if not existing or existing.endswith("\n") else existing + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(f"{text}{format_entry(name, key)}\n"))
+    try:
+        atomic_write(path, lambda tmp: tmp.write_text(f"{text}{format_entry(name, key)}\n"))
+    except OSError as error:
+        raise KeysFileError(f"{path}: cannot write the keys file ({error.strerror or error})") from error
     return key
 
 
