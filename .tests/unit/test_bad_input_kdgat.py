@@ -182,6 +182,29 @@ def test_a_dataset_entry_without_one_usable_set_of_logs_is_named(spec, message):
         dataset_logs("lab", spec, held_out=())
 
 
+def test_whole_fusion_captures_are_refused_when_no_fusion_split_is_written(tmp_path):
+    # With preprocess.held_out.fusion null nothing would read them: an error in every mode, not logs left out.
+    words = r"hold whole captures of \['fusion'\], but preprocess.held_out does not write that split"
+    with pytest.raises(LayoutError, match=r"^datasets.lab.files.<split> " + words):
+        dataset_logs("lab", {"files": {"train": ["a.csv"], "test": {"dos": ["b.csv"]}, "fusion": ["f.csv"]}})
+    for folder in ("train_01_x", "test_01_dos", "fusion_01_dos"):
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder, "log.csv", HCRL_ROWS)
+    with pytest.raises(LayoutError, match=r"^datasets.lab.path: <split>_\*/ folders " + words):
+        dataset_logs("lab", {"path": str(tmp_path)}, held_out=())
+    with pytest.raises(LayoutError, match=r"^--path: <split>_\*/ folders "):
+        dataset_logs("lab", {"path": str(tmp_path)}, held_out=(), path_name="--path")
+    assert dataset_logs("lab", {"path": str(tmp_path)}, held_out=["fusion"])[2]["fusion"]
+
+
+def test_two_test_folders_of_one_scenario_are_one_scenario_with_both_logs(tmp_path):
+    for folder, name in [("train_01_x", "t.csv"), ("test_01_dos", "a.csv"), ("test_02_dos", "b.csv")]:
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder, name, HCRL_ROWS)
+    train, test = discover_layout(tmp_path)
+    assert {name: [f.name for f in files] for name, files in test.items()} == {"dos": ["a.csv", "b.csv"]}
+
+
 def test_a_dataset_entry_gives_train_test_and_whole_fusion_captures():
     spec = {"synthetic": {"files": [
         {"split": "train_01_normal", "name": "normal"},

@@ -15,6 +15,8 @@ from kdgat.preprocess import (
     assign_windows,
     discover_layout,
     group_test_files,
+    held_out_blocks,
+    messages_after_last_window,
     preprocess_dataset,
     scenario_name,
     to_index,
@@ -237,7 +239,7 @@ def test_split_is_seeded(dataset_dir, tmp_path):
     assert runs["a"] == runs["b"] and runs["a"] != runs["c"]
 
 
-def test_bad_rows_error_or_counted_skip(dataset_dir, tmp_path):
+def test_bad_rows_error_or_counted_skip(dataset_dir, tmp_path, caplog):
     train_files, _ = discover_layout(dataset_dir)
     broken = tmp_path / "broken.csv"
     lines = train_files[0].read_text().splitlines()
@@ -247,15 +249,22 @@ def test_bad_rows_error_or_counted_skip(dataset_dir, tmp_path):
     with pytest.raises(CanFormatError) as error:
         preprocess_dataset("b", [broken, train_files[1]], {}, tmp_path / "out", window_size=50, stride=50)
     assert f"{broken}, line 4" in str(error.value)
-    meta = preprocess_dataset(
-        "b",
-        [broken, train_files[1]],
-        {},
-        tmp_path / "out",
-        window_size=50,
-        stride=50,
-        bad_rows="skip",
-        fmt="hcrl_csv",
+    with caplog.at_level("INFO", logger="kdgat.preprocess"):
+        meta = preprocess_dataset(
+            "b",
+            [broken, train_files[1]],
+            {},
+            tmp_path / "out",
+            window_size=50,
+            stride=50,
+            bad_rows="skip",
+            fmt="hcrl_csv",
+        )
+    # The job's log says, per file, how many rows were skipped and how many no window reaches.
+    tail = messages_after_last_window(len(lines) - 2, 50, 50)
+    assert (
+        f"{broken}: {len(lines) - 2} messages (hcrl_csv), 2 bad rows skipped, {tail} after the last"
+        in caplog.text
     )
     assert meta["skipped_rows"]["per_file"][str(broken)] == 2
     assert meta["skipped_rows"]["total"] == 2
@@ -276,3 +285,61 @@ def test_test_files_as_scenario_file_pairs_are_grouped_in_order():
         group_test_files(["a.csv"])
     with pytest.raises(ValueError, match="no path for the outputs"):
         preprocess_dataset("d", ["a.csv"], pairs, outputs={"train": "t.pt"})
+
+
+def _one_id_capture(num_messages: int, unique_at: int | None = None):
+    from kdgat.can.messages import CanMessages
+
+    can_id = np.full(num_messages, 0x100, dtype=np.int32)
+    can_id[1::2] = 0x200
+    if unique_at is not None:
+        can_id[unique_at] = 0x7FE
+    return CanMessages(
+        timestamp=np.arange(num_messages) * 0.001,
+        can_id=can_id,
+        dlc=np.full(num_messages, 8, dtype=np.uint8),
+        payload=np.zeros((num_messages, 8), dtype=np.uint8),
+        label=np.zeros(num_messages, dtype=np.uint8),
+    )
+
+
+def test_a_message_shared_with_a_held_out_window_adds_no_id_to_the_vocabulary(tmp_path):
+    """With stride = window_size a training window's last message is the first of the next window: when that
+    window is held out, an ID only there is held out's (unseen in validation), not the vocabulary's."""
+    options = dict(window_size=100, stride=100, time_blocks=10, val_fraction=0.2, seed=1)
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
+    write_can_file(_one_id_capture(300), test, "hcrl_csv")
+    first = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "first", **options)
+    (blocks,) = [info["held_out_blocks"]["val"] for info in first["split"]["per_file"].values()]
+    after_training = [b for b in blocks if b > 0 and b - 1 not in blocks]
+    assert after_training  # the case exists for this seed: a validation block right after a training one
+    boundary = after_training[0] * 100  # one block per window here: 1001 messages, 10 windows, 10 blocks
+    write_can_file(_one_id_capture(1001, unique_at=boundary), train, "hcrl_csv")
+    meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "second", **options)
+    vocab = json.loads((tmp_path / "second" / "vocab.json").read_text())["can_ids"]
+    assert "0x7fe" not in vocab and set(vocab) == {"0x100", "0x200"}
+    assert meta["vocabulary"]["unseen_ids"]["val"] == 1
+
+
+@pytest.mark.parametrize(
+    ("messages", "window_size", "stride", "left_out"),
+    [(1199, 100, 100, 98), (1001, 100, 100, 0), (50, 100, 100, 0), (1, 100, 100, 1), (260, 100, 50, 9)],
+)
+def test_the_messages_no_window_reaches_are_counted(messages, window_size, stride, left_out):
+    # Window w covers messages w * stride .. w * stride + width (width = min(window_size, messages - 1)).
+    assert messages_after_last_window(messages, window_size, stride) == left_out
+
+
+def test_a_small_positive_fraction_still_holds_out_a_block_and_each_capture_draws_its_own(tmp_path):
+    assert held_out_blocks({"val": 0.01, "fusion": 0.0}, 10) == {"val": 1, "fusion": 0}
+    captures = [tmp_path / f"train_{index}.csv" for index in range(4)]
+    for path in captures:
+        write_can_file(_one_id_capture(1001), path, "hcrl_csv")
+    test = tmp_path / "test.csv"
+    write_can_file(_one_id_capture(300), test, "hcrl_csv")
+    meta = preprocess_dataset(
+        "s", captures, {"t": [test]}, tmp_path / "out", window_size=100, stride=100, seed=3
+    )
+    draws = {tuple(info["held_out_blocks"]["val"]) for info in meta["split"]["per_file"].values()}
+    assert len(draws) > 1  # four captures of one length: not one draw repeated

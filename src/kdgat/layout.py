@@ -12,6 +12,7 @@ from pathlib import Path
 
 LOG_SUFFIXES = (".csv", ".txt", ".log")
 DEFAULT_EXCLUDE = ("suppress", "masquerade")
+HELD_OUT_SPLITS = ("fusion",)  # the held-out splits preprocess.held_out may name (its schema)
 
 
 def scenario_name(directory: str) -> str:
@@ -47,7 +48,10 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
         raise FileNotFoundError(f"dataset directory {root} does not exist")
     exclude = tuple(exclude)
     train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in _logs(d, exclude)]
-    test = {scenario_name(d.name): _logs(d, exclude) for d in sorted(root.glob("test_*")) if d.is_dir()}
+    test: dict[str, list[Path]] = {}
+    for directory in sorted(root.glob("test_*")):
+        if directory.is_dir():  # test_01_dos/ and test_02_dos/ are both scenario dos, as synthetic splits are
+            test.setdefault(scenario_name(directory.name), []).extend(_logs(directory, exclude))
     test = {name: files for name, files in test.items() if files}
     # What counts as a log, for the messages below.
     logs = f"CAN logs ({', '.join('*' + suffix for suffix in LOG_SUFFIXES)}"
@@ -58,6 +62,18 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
         # Without test scenarios every model would be trained and evaluated, and only the summary would fail.
         raise FileNotFoundError(f"dataset directory {root} has no {logs} under test_NN_<scenario>/ folders")
     return train, test
+
+
+def _refuse_unwritten(captures: dict, held_out: tuple[str, ...], given: str) -> None:
+    """Whole captures of a held-out split that preprocess.held_out does not write would be read by nothing: an
+    error, as for synthetic files, not logs silently left out."""
+    unwritten = sorted(name for name in captures if name not in held_out)
+    if unwritten:
+        raise LayoutError(
+            f"{given} hold whole captures of {unwritten}, but preprocess.held_out does not write "
+            f"{'that split' if len(unwritten) == 1 else 'those splits'} (it writes {sorted(held_out) or 'none'}); "
+            f"set preprocess.held_out.{unwritten[0]} (0 takes only these captures) or remove them"
+        )
 
 
 # Where the preprocess module's generate_can rule writes a synthetic dataset's logs (relative to the workdir).
@@ -129,12 +145,18 @@ def dataset_logs(
             ) from None
         train = [str(f) for f in found_train]
         test = {name: [str(f) for f in logs] for name, logs in found_test.items()}
-        captures = held_out_captures(spec["path"], held_out, exclude)
+        captures = held_out_captures(spec["path"], dict.fromkeys((*held_out, *HELD_OUT_SPLITS)), exclude)
+        _refuse_unwritten(captures, held_out, f"{path_name or where + '.path'}: <split>_*/ folders")
         whole = {name: [str(f) for f in logs] for name, logs in captures.items()}
     else:
         train = [str(f) for f in files.get("train", [])]
         test = {name: [str(f) for f in logs] for name, logs in dict(files.get("test", {})).items()}
-        whole = {name: [str(f) for f in files[name]] for name in held_out if files.get(name)}
+        whole = {
+            name: [str(f) for f in files[name]]
+            for name in dict.fromkeys((*held_out, *HELD_OUT_SPLITS))
+            if files.get(name)
+        }
+        _refuse_unwritten(whole, held_out, f"{where}.files.<split>")
     if not train:
         raise LayoutError(
             f"{where}: no training logs; give `synthetic.files`, a `path` with train_*/ folders, or `files.train`"

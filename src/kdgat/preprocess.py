@@ -5,6 +5,10 @@ consecutive blocks of windows, and a seeded draw of whole blocks per capture is 
 blocks for validation, and any further held-out split named in ``held_out``, e.g. ``{"fusion": 0.2}`` for a model
 that must be fitted on outputs of models that never saw those windows). With overlapping windows
 (``stride < window_size``) a window that shares messages with a window of another split is dropped ("purged").
+Not purged: a window's last message (the target of its last edge) is the first message of the window ``window_size
+/ stride`` later, so with ``stride = window_size`` (the default) a window next to a held-out block shares that one
+message with it. Its ID counts as held out's, not the vocabulary's; purging those windows too would change the
+shipped data and every figure measured on it, so it is left as it is (recorded in docs/science.md).
 
 The CAN-ID vocabulary comes from the frames labelled normal in the *training* blocks only (attack frames and
 held-out blocks never add an ID, like the original's ``build_id_mapping_from_normal``): an ID an attacker
@@ -111,6 +115,16 @@ TRAIN = "train"
 PURGED = ""
 
 
+def messages_after_last_window(num_messages: int, window_size: int, stride: int) -> int:
+    """Messages of a log that no window reaches: those after the last whole window (all of a log too short for
+    one)."""
+    windows = window_count(num_messages, window_size, stride)
+    if windows == 0:
+        return num_messages
+    width = min(window_size, num_messages - 1)
+    return num_messages - ((windows - 1) * stride + width + 1)
+
+
 def held_out_blocks(fractions: Mapping[str, float], time_blocks: int) -> dict[str, int]:
     """Blocks per capture for each held-out split: ``round(fraction * time_blocks)``, at least one for a
     positive fraction, and at least one block left for training."""
@@ -143,7 +157,7 @@ def assign_windows(
 
     Windows are cut into ``time_blocks`` consecutive blocks of (nearly) equal size (fewer blocks when the capture
     has fewer windows); whole blocks are drawn for the held-out splits. A window whose messages reach into the
-    next block of another split is purged.
+    next block of another split is purged (all but its last message: see the module docstring).
     """
     blocks = min(time_blocks, num_windows)
     block_of = (np.arange(num_windows) * blocks) // max(num_windows, 1)
@@ -253,11 +267,12 @@ def preprocess_dataset(
         skipped[str(path)] = messages.skipped_rows
         message_counts[str(path)] = len(messages)
         log.info(
-            "%s: %d messages (%s), %d bad rows skipped",
+            "%s: %d messages (%s), %d bad rows skipped, %d after the last whole window left out",
             path,
             len(messages),
             messages.fmt,
             messages.skipped_rows,
+            messages_after_last_window(len(messages), window_size, stride),
         )
         return messages
 
@@ -281,8 +296,11 @@ def preprocess_dataset(
             "purged_windows": int((split == PURGED).sum()),
         }
     widths = [min(window_size, max(len(m) - 1, 1)) for m in train_messages]
+    # A window's last message (the target of its last edge) is the first of the next window, which may be held
+    # out: such a shared message is held out's, so that held-out blocks never add an ID to the vocabulary.
     in_training = [
         _window_rows_mask(len(m), np.flatnonzero(split == TRAIN) * stride, width)
+        & ~_window_rows_mask(len(m), np.flatnonzero((split != TRAIN) & (split != PURGED)) * stride, width)
         for m, split, width in zip(train_messages, assignments, widths, strict=True)
     ]
     vocabulary = build_vocabulary(train_messages, in_training)
