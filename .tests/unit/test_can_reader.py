@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import logging
+import lzma
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -133,6 +139,26 @@ BAD_INPUTS = {
         "layout",
     ),
     "txt DLC mismatch": ("Timestamp: 1.0  ID: 0350  000  DLC: 3  05\n", "hcrl_txt", 1, "DLC"),
+    # inf and 1e400 parse as floats, but are no time.
+    "infinite timestamp": ("1.0,0316,1,05,R\ninf,0316,1,05,R\n", "hcrl_csv", 2, "finite number"),
+    "txt timestamp beyond the float range": (
+        "Timestamp: 1.0  ID: 0350  000  DLC: 1  05\nTimestamp: 1e400  ID: 0350  000  DLC: 1  05\n",
+        "hcrl_txt",
+        2,
+        "finite number",
+    ),
+    "4col minus infinite timestamp": (
+        "timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n-inf,1a0,01,0\n",
+        "can_4col",
+        3,
+        "finite number",
+    ),
+    "4col extra field": (
+        "timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n1.1,1a0,01,0,1\n",
+        "can_4col",
+        3,
+        "too many fields",
+    ),
 }
 
 
@@ -166,6 +192,143 @@ def test_skip_mode_drops_and_counts_bad_rows(tmp_path, case):
     assert messages.can_id[-1] == 0x123
     assert messages.payload[-1, 0] == 0xFF
     assert all("line" in example for example in messages.skipped_examples)
+
+
+@pytest.mark.parametrize("label", ["True", "true", "1.0", "False", "0.0", "yes"])
+def test_can_4col_attack_labels_are_0_or_1_only(tmp_path, label):
+    path = write(tmp_path, "labels.csv", f"1.0,1a0,01,1\n1.1,1a0,01,{label}\n")
+    with pytest.raises(CanFormatError, match="attack label is not 0 or 1") as error:
+        read_can_file(path, fmt="can_4col")
+    assert error.value.line == 2
+    assert repr(f"1.1,1a0,01,{label}") in str(error.value)
+
+
+def test_blanks_around_fields_are_allowed(tmp_path):
+    hcrl = write(tmp_path, "blanks.csv", "1.0 , 0316 , 2 , 05 , 21 , T\n1.1,\t02a0\t, 1, ff ,R\n")
+    messages = read_can_file(hcrl)
+    assert messages.can_id.tolist() == [0x316, 0x2A0]
+    assert messages.dlc.tolist() == [2, 1]
+    assert messages.payload[:, :2].tolist() == [[0x05, 0x21], [0xFF, 0]]
+    assert messages.label.tolist() == [1, 0]
+    four = write(tmp_path, "blanks4.csv", " 1.0 , 1a0 , 0102 , 1 \n1.5, 0x2b0 ,ff,0\n")
+    messages = read_can_file(four, fmt="can_4col")
+    assert messages.timestamp.tolist() == [1.0, 1.5]
+    assert messages.can_id.tolist() == [0x1A0, 0x2B0]
+    assert messages.payload[:, :2].tolist() == [[1, 2], [0xFF, 0]]
+    assert messages.label.tolist() == [1, 0]
+
+
+def test_the_error_counts_the_bad_rows_after_the_first(tmp_path):
+    path = write(tmp_path, "bad.csv", "1.0,0316,1,05,R\n1.1,03zz,1,05,R\n1.2,0316,1,05,X\n1.3,0316\n")
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path)
+    assert error.value.line == 2
+    assert "(2 more bad rows; set preprocess.bad_rows: skip to drop them)" in str(error.value)
+
+
+def test_skip_mode_logs_the_file_and_the_count_of_skipped_rows(tmp_path, caplog):
+    path = write(tmp_path, "bad.csv", "1.0,0316,1,05,R\n1.1,03zz,1,05,R\n1.2,0316,1,05,X\n1.3,0316,1,05,R\n")
+    with caplog.at_level(logging.WARNING, logger="kdgat.can.reader"):
+        messages = read_can_file(path, bad_rows="skip")
+    assert messages.skipped_rows == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"{path}: skipped 2 bad rows of 4" in warnings[0]
+    assert f"{path}, line 2: CAN ID" in warnings[0] and f"{path}, line 3: flag" in warnings[0]
+
+
+# One log in every format, with its first message at line 1 and a bad row (a decrease in time) at line 4.
+DECREASING = {
+    "hcrl_csv": "1.0,0316,1,05,R\n2.0,0316,1,05,R\n\n1.5,0316,1,05,R\n",
+    "hcrl_txt": (
+        "Timestamp: 1.0  ID: 0350  000  DLC: 1  05\nTimestamp: 2.0  ID: 0350  000  DLC: 1  05\n\n"
+        "Timestamp: 1.5  ID: 0350  000  DLC: 1  05\n"
+    ),
+    "can_4col": "1.0,1a0,01,0\n2.0,1a0,01,0\n\n1.5,1a0,01,0\n",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(DECREASING))
+@pytest.mark.parametrize("bad_rows", ["error", "skip"])
+def test_a_decreasing_timestamp_is_an_error_naming_both_lines(tmp_path, fmt, bad_rows):
+    path = write(tmp_path, "unsorted.log", DECREASING[fmt])
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path, bad_rows=bad_rows)
+    assert detect_format(path) == fmt
+    assert error.value.line == 4
+    assert f"{path}, line 4: timestamp 1.5 is lower than 2.0 on line 2" in str(error.value)
+    assert "timestamps must not decrease" in str(error.value) and "sort the log" in str(error.value)
+
+
+def test_a_decrease_is_measured_from_the_last_row_kept(tmp_path):
+    # The bad row between them is dropped; 1.5 still follows 2.0.
+    path = write(tmp_path, "unsorted.csv", "2.0,0316,1,05,R\n9.0,03zz,1,05,R\n1.5,0316,1,05,R\n")
+    with pytest.raises(CanFormatError, match="line 3: timestamp 1.5 is lower than 2.0 on line 1"):
+        read_can_file(path, bad_rows="skip")
+
+
+@pytest.mark.parametrize("fmt", sorted(DECREASING))
+def test_equal_timestamps_are_fine(tmp_path, fmt):
+    path = write(tmp_path, "ties.log", DECREASING[fmt].replace("2.0", "1.0").replace("1.5", "1.0"))
+    assert read_can_file(path).timestamp.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"), [(HCRL_CSV, "hcrl_csv"), (HCRL_TXT, "hcrl_txt"), (CAN_4COL, "can_4col")]
+)
+def test_lone_cr_line_ends_read_like_newlines(tmp_path, text, fmt):
+    # Old Mac files: pyarrow's reader (the fast path) splits at a lone \r, so the exact path must as well.
+    plain = read_can_file(write(tmp_path, "lf.log", text.replace("\r\n", "\n")))
+    path = tmp_path / "cr.log"
+    path.write_bytes(text.replace("\r\n", "\n").replace("\n", "\r").encode())
+    assert detect_format(path) == fmt
+    messages = read_can_file(path)
+    for name in ("timestamp", "can_id", "dlc", "payload", "label"):
+        np.testing.assert_array_equal(getattr(messages, name), getattr(plain, name), err_msg=name)
+
+
+def test_a_bad_row_in_a_lone_cr_file_is_named_by_its_own_line(tmp_path):
+    path = tmp_path / "cr.csv"
+    path.write_bytes(b"1.0,0316,1,05,R\r1.1,0316,1,05,R\r\r1.2,03zz,1,05,R\r1.3,0316,1,05,R\r")
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path)
+    assert error.value.line == 4
+    assert str(error.value).endswith("CAN ID is not a hexadecimal number of 1 to 8 digits: '1.2,03zz,1,05,R'")
+    assert read_can_file(path, bad_rows="skip").can_id.tolist() == [0x316] * 3
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+def test_a_file_that_is_not_utf8_is_named_with_the_line_of_its_first_bad_byte(tmp_path, line_end):
+    rows = [b"1.0,0316,1,05,R", b"", b"1.1,0316,1,05,R", "1.2,0316,1,é5,R".encode("latin-1"), b"1.3,0\xff"]
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(line_end.join(rows) + line_end)
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path)
+    assert error.value.line == 4
+    assert str(error.value).startswith(f"{path}, line 4: not a UTF-8 text file: byte 0xe9 in column 12 ")
+
+
+@pytest.mark.parametrize(
+    ("compress", "kind", "command"),
+    [
+        (gzip.compress, "gzip", "gunzip"),
+        (bz2.compress, "bzip2", "bunzip2"),
+        (lzma.compress, "xz", "unxz"),
+        (None, "zip", "unzip"),
+    ],
+)
+def test_a_compressed_log_is_refused_with_what_to_do(tmp_path, compress, kind, command):
+    path = tmp_path / f"x.csv.{kind}"
+    if compress is None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("x.csv", HCRL_CSV)
+    else:
+        path.write_bytes(compress(HCRL_CSV.encode()))
+    expected = f"{path}: the file is {kind}-compressed; decompress it first (e.g. {command} {path.name})"
+    for call in (detect_format, read_can_file, lambda p: read_can_file(p, fmt="hcrl_csv")):
+        with pytest.raises(CanFormatError) as error:
+            call(path)
+        assert str(error.value).startswith(expected)
 
 
 def test_every_row_bad_is_an_error_even_in_skip_mode(tmp_path):

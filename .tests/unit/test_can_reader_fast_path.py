@@ -4,21 +4,83 @@ character buffer) gives the same messages and the same errors as the exact line-
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from kdgat.can import reader
+from kdgat.can import can_4col, reader
+from kdgat.can.decode import timestamps
 from kdgat.can.messages import CanFormatError
 from kdgat.can.reader import read_can_file
 
 HEADER = "timestamp,arbitration_id,data_field,attack\n"
 
 
-@pytest.mark.parametrize("timestamp", ["nan", "", "NaN", "1.2.3", "inf x"])
+@pytest.mark.parametrize("timestamp", ["nan", "", "NaN", "1.2.3", "inf x", "inf", "-inf", "1e400", "-1e400"])
 def test_unparsable_timestamps_name_their_line(tmp_path, timestamp):
     path = tmp_path / "log.csv"
     path.write_text(HEADER + "1.0,1a0,01,0\n" + f"{timestamp},1a0,01,0\n")
-    with pytest.raises(CanFormatError, match=r"line 3: timestamp is not a number"):
+    with pytest.raises(CanFormatError, match=r"line 3: timestamp is not a finite number"):
         read_can_file(path)
+    messages = read_can_file(path, bad_rows="skip")
+    assert (messages.timestamp.tolist(), messages.skipped_rows) == ([1.0], 1)
+
+
+def test_a_text_and_an_overflowing_timestamp_are_both_bad_rows(tmp_path):
+    # "noon" sends the column to the regex decoder, which must still catch 1e400 (inf after the cast).
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + "1.0,1a0,01,0\nnoon,1a0,01,0\n1e400,1a0,01,0\n2.0,1a0,01,0\n")
+    messages = read_can_file(path, bad_rows="skip")
+    assert (messages.timestamp.tolist(), messages.skipped_rows) == ([1.0, 2.0], 2)
+
+
+def test_infinite_timestamps_parsed_by_the_csv_reader_are_bad():
+    values, bad = timestamps(pa.array([1.0, float("inf"), float("-inf"), float("nan"), None]))
+    assert bad.tolist() == [False, True, True, True, True]
+    assert values[bad].tolist() == [0.0] * 4
+
+
+def test_the_fast_path_leaves_an_infinite_timestamp_to_the_exact_path(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + "1.0,1a0,01,0\ninf,1a0,01,0\n")
+    assert can_4col.fast_parse(path, can_4col.FILE_ORDER) is None
+
+
+@pytest.fixture(params=["pyarrow", "compiled"])
+def can_4col_path(request, monkeypatch):
+    """Both fast readers of can_4col files: pyarrow's CSV reader and (where numba is installed) the compiled one."""
+    if request.param == "compiled":
+        monkeypatch.setattr(can_4col, "_COMPILED_MIN_BYTES", 0)
+    return request.param
+
+
+def test_a_decreasing_timestamp_is_an_error_on_every_path(tmp_path, can_4col_path):
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + "1.0,1a0,01,0\n1.5,1a0,01,0\n\n1.25,1a0,01,0\n2.0,1a0,01,0\n")
+    for bad_rows in ("error", "skip"):
+        with pytest.raises(CanFormatError) as error:
+            read_can_file(path, bad_rows=bad_rows)
+        assert error.value.line == 5
+        assert str(path) in str(error.value)
+        assert "timestamp 1.25 is lower than 1.5 on line 3" in str(error.value)
+        assert "must not decrease" in str(error.value) and "sort" in str(error.value)
+
+
+def test_equal_timestamps_are_kept(tmp_path, can_4col_path):
+    # Several frames can carry the same clock tick.
+    path = tmp_path / "log.csv"
+    path.write_text(HEADER + "1.0,1a0,01,0\n1.0,2b0,02,1\n1.0,3c0,03,0\n")
+    messages = read_can_file(path)
+    assert messages.timestamp.tolist() == [1.0, 1.0, 1.0]
+    assert messages.can_id.tolist() == [0x1A0, 0x2B0, 0x3C0]
+
+
+def test_a_header_ended_by_a_lone_cr_is_not_skipped_with_the_rows_after_it(tmp_path, can_4col_path):
+    # The compiled reader skips the header up to the first \n; here that would drop the row 1.0 as well.
+    path = tmp_path / "log.csv"
+    path.write_bytes(HEADER.strip().encode() + b"\r1.0,1a0,01,0\r2.0,2b0,02,1\r\n3.0,3c0,03,0\r\n")
+    messages = read_can_file(path)
+    assert messages.timestamp.tolist() == [1.0, 2.0, 3.0]
+    assert messages.label.tolist() == [0, 1, 0]
 
 
 def test_fast_and_exact_paths_agree(tmp_path, monkeypatch):

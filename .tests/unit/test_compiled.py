@@ -187,12 +187,15 @@ def read_both_ways(path, monkeypatch):
     return compiled_messages, read_can_file(path)
 
 
-def random_rows(rng, count):
+def random_rows(rng, count, base=None):
+    """Rows with timestamps that never decrease (the readers refuse a decrease) from ``base`` (random up to 10^9
+    when None) in steps below 1000, in 1 to 6 decimals or none."""
     ids, data = hex_columns(rng, count, 3)
+    base = int(rng.integers(0, 10**9)) if base is None else base
     stamps = [
-        f"{int(rng.integers(0, 10**9))}.{int(rng.integers(0, 10**6)):0{int(rng.integers(1, 7))}d}"
+        f"{base + 1000 * k + int(rng.integers(0, 1000))}.{int(rng.integers(0, 10**6)):0{int(rng.integers(1, 7))}d}"
         if k % 5
-        else str(int(rng.integers(0, 10**12)))
+        else str(base + 1000 * k)
         for k in range(count)
     ]
     return [f"{stamps[k]},{ids[k]},{data[k]},{k % 3 == 0:d}" for k in range(count)]
@@ -271,8 +274,10 @@ def test_compiled_timestamps_are_pyarrows_doubles():
     ],
 )
 def test_compiled_parser_leaves_anything_unusual_to_pyarrow(tmp_path, monkeypatch, row):
-    rows = random_rows(np.random.default_rng(1), 50)
-    rows[20] = row
+    rows = random_rows(np.random.default_rng(1), 50, base=0)
+    # In timestamp order (the readers refuse a decrease): -1.5 first, 1e3 after the first row, and so on.
+    stamp = float(row.split(",")[0])
+    rows.insert(sum(float(r.split(",")[0]) < stamp for r in rows), row)
     path = tmp_path / "log.csv"
     path.write_text("\n".join(rows) + "\n")
     assert compiled.parse_can_4col(path, skip_first_line=False) is None

@@ -1,5 +1,6 @@
 """``timestamp,arbitration_id,data_field,attack`` (can-train-and-test and similar): optional header naming the
-columns in any order, hex ID (``0x`` allowed), hex payload 2 characters per byte, attack 0/1."""
+columns in any order, hex ID (``0x`` allowed), hex payload 2 characters per byte, attack 0 or 1 (nothing else:
+``True`` or ``1.0`` is a bad row, since a label column in another encoding needs a look, not a guess)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def parse(lines: pa.Array, header: tuple[int, ...] | None = None):
     columns = [fields.get(j) for j in (header or FILE_ORDER)]
     problem = np.zeros(len(fields.count), dtype=np.int8)
     problem[fields.count < 4] = 1
-    problem[(problem == 0) & (fields.count > 4)] = 2
+    problem[(problem == 0) & (fields.count > 4)] = 12
     return parse_columns(*columns, problem)
 
 
@@ -80,10 +81,10 @@ def parse_columns(ts_strings, id_strings, data, attack, problem, plain=None):
     else:
         is_1 = to_numpy(pc.equal(attack, "1"), dtype=bool)
         is_0 = to_numpy(pc.equal(attack, "0"), dtype=bool)
-    if not (is_0 | is_1).all():
+    if not (is_0 | is_1).all():  # blanks around the label are allowed
         attack = pc.utf8_trim_whitespace(attack)
-        is_1 = to_numpy(pc.is_in(attack, pa.array(["1", "1.0", "True", "true"])), dtype=bool)
-        is_0 = to_numpy(pc.is_in(attack, pa.array(["0", "0.0", "False", "false"])), dtype=bool)
+        is_1 = to_numpy(pc.fill_null(pc.equal(attack, "1"), False), dtype=bool)
+        is_0 = to_numpy(pc.fill_null(pc.equal(attack, "0"), False), dtype=bool)
     checks = [(3, bad_ts), (4, bad_id), (8, bad_data), (10, ~(is_0 | is_1))]
     for code, bad in checks:
         problem[(problem == 0) & bad] = code
@@ -112,7 +113,9 @@ def fast_parse(path: Path, header: tuple[int, ...] | None):
     import pyarrow.csv as pcsv
 
     # Large files in the default column order: one compiled pass over the bytes when every row is plain.
-    if (header is None or header == FILE_ORDER) and path.stat().st_size >= _COMPILED_MIN_BYTES:
+    if path.stat().st_size >= _COMPILED_MIN_BYTES and (
+        header is None or (header == FILE_ORDER and _header_ends_at_newline(path))
+    ):
         parsed = compiled.parse_can_4col(path, skip_first_line=header is not None)
         if parsed is not None:
             return (*parsed, np.zeros(len(parsed[0]), dtype=np.int8))
@@ -135,8 +138,8 @@ def fast_parse(path: Path, header: tuple[int, ...] | None):
     except pa.ArrowInvalid:
         return None
     columns = [table.column(name).combine_chunks() for name in COLUMNS]
-    if columns[0].null_count or np.isnan(to_numpy(columns[0])).any():
-        return None  # empty or NaN timestamps: let the exact path name the line
+    if columns[0].null_count or not np.isfinite(to_numpy(columns[0])).all():
+        return None  # empty, NaN or infinite timestamps: let the exact path name the line
     plain = _plain_hex(columns[1], columns[2])
     flags = one_character_codes(columns[3])
     if plain is None or flags is None or not ((flags == ord("0")) | (flags == ord("1"))).all():
@@ -146,6 +149,15 @@ def fast_parse(path: Path, header: tuple[int, ...] | None):
         except pa.ArrowInvalid:
             return None  # the exact path reports the file as not UTF-8
     return parse_columns(*columns, np.zeros(table.num_rows, dtype=np.int8), plain=plain)
+
+
+def _header_ends_at_newline(path: Path) -> bool:
+    """Whether the header line ends at a ``\\n``: the compiled parser skips the header up to the first one, which in
+    a file with lone ``\\r`` line ends would skip rows too."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    newline = head.find(b"\n")
+    return newline >= 0 and b"\r" not in head[: max(newline - 1, 0)]
 
 
 def write(messages: CanMessages) -> str:

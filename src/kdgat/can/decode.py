@@ -4,6 +4,7 @@ lookup table over the raw character buffers, so no Python code runs per message.
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,13 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def read_lines(path: Path) -> tuple[pa.StringArray, np.ndarray]:
-    """All non-blank lines (without the line end, ``\\n`` or ``\\r\\n``, and without a leading UTF-8 byte-order
-    mark, which pyarrow's CSV reader on the fast path drops too) and their 1-based line numbers."""
+    """All non-blank lines (without the line end and without a leading UTF-8 byte-order mark, which pyarrow's CSV
+    reader on the fast path drops too) and their 1-based line numbers. A line ends at ``\\n``, ``\\r\\n`` or a
+    lone ``\\r`` (old Mac files), as in pyarrow's CSV reader and :func:`leading_lines`, so both paths count the
+    same lines."""
     raw = path.read_bytes()
     data = np.frombuffer(raw[len(UTF8_BOM) :] if raw.startswith(UTF8_BOM) else raw, dtype=np.uint8)
-    newlines = np.flatnonzero(data == 10)
+    newlines = line_ends(data)
     starts = np.concatenate(([0], newlines + 1))
     ends = np.concatenate((newlines, [len(data)]))
     if starts[-1] == len(data):  # the file ends with a line end (or is empty): there is no last line
@@ -62,8 +65,8 @@ def read_lines(path: Path) -> tuple[pa.StringArray, np.ndarray]:
     lines = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(offsets), body)
     try:
         lines.validate(full=True)
-    except pa.ArrowInvalid as error:
-        raise CanFormatError(path, None, f"not a UTF-8 text file ({error})") from None
+    except pa.ArrowInvalid:
+        raise _not_utf8(path, data, newlines) from None
     lines = pc.utf8_trim_whitespace(lines)
     line_numbers = np.arange(1, len(starts) + 1, dtype=np.int64)
     nonblank = to_numpy(pc.greater(pc.utf8_length(lines), 0), dtype=bool)
@@ -71,6 +74,35 @@ def read_lines(path: Path) -> tuple[pa.StringArray, np.ndarray]:
         lines = lines.filter(pa.array(nonblank))
         line_numbers = line_numbers[nonblank]
     return lines, line_numbers
+
+
+def line_ends(data: np.ndarray) -> np.ndarray:
+    """Positions of the bytes that end a line: every ``\\n`` and every ``\\r`` not followed by one."""
+    newlines = np.flatnonzero(data == 10)
+    returns = np.flatnonzero(data == 13)
+    if len(returns):
+        following = returns + 1
+        lone = following >= len(data)
+        lone[~lone] = data[following[~lone]] != 10
+        if lone.any():
+            newlines = np.union1d(newlines, returns[lone])
+    return newlines
+
+
+def _not_utf8(path: Path, data: np.ndarray, newlines: np.ndarray) -> CanFormatError:
+    """The error for a file that is not UTF-8, naming the line and column of its first invalid byte."""
+    try:
+        codecs.utf_8_decode(data, "strict", True)  # only on this error path: it finds the first invalid byte
+    except UnicodeDecodeError as error:
+        line = int(np.searchsorted(newlines, error.start))  # line ends before the byte: its 0-based line
+        column = error.start - (int(newlines[line - 1]) + 1 if line else 0) + 1
+        return CanFormatError(
+            path,
+            line + 1,
+            f"not a UTF-8 text file: byte 0x{int(data[error.start]):02x} in column {column} is not valid UTF-8 "
+            "(save the file as UTF-8)",
+        )
+    return CanFormatError(path, None, "not a UTF-8 text file")
 
 
 def decode(
@@ -110,8 +142,9 @@ def decode(
         digits = lut[chars.reshape(n, width)]
     # One contiguous reduction in the common all-valid case; the per-row one only when something is wrong.
     invalid = digits.min(axis=1) < 0 if digits.size and digits.min() < 0 else np.zeros(n, dtype=bool)
-    if invalid.any() and not trimmed:
-        # Surrounding blanks are allowed: strip them and decode again (rare, so only on this slow path).
+    if (invalid.any() or bad.any()) and not trimmed:
+        # Surrounding blanks are allowed (they may also make a field too long): strip them and decode again
+        # (rare, so only on this slow path).
         return decode(pc.utf8_trim_whitespace(original), max_len, lut, pad, trimmed=True)
     bad |= invalid
     if pad == "right":
@@ -157,29 +190,39 @@ def payload_bytes(
     payload = np.zeros((n, 8), dtype=np.uint8)
     bad_byte = np.zeros(n, dtype=bool)
     for k in range(8):
-        has_byte = shape_ok & (k < dlc)
-        if not has_byte.any():
+        # Only the rows that have byte k: other rows' stand-in fields would look bad and cost a second decode.
+        rows = np.flatnonzero(shape_ok & (k < dlc))
+        if not len(rows):
             continue
-        values, bad = decode(fields.get(np.where(has_byte, first_column + k, 0)), 2, HEX_LUT)
-        bad_byte |= has_byte & bad
-        payload[:, k] = np.where(has_byte & ~bad, values, 0)
+        values, bad = decode(
+            fields.values.take(pa.array(fields.offsets[rows] + first_column + k)), 2, HEX_LUT
+        )
+        bad_byte[rows] |= bad
+        payload[rows, k] = values
     return payload, bad_byte
 
 
 def timestamps(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of each timestamp (strings, or a column the CSV reader parsed already) and where one is not a
+    finite number (those rows get 0): ``inf``, ``-inf`` and ``1e400`` parse, but are no time."""
     if pa.types.is_floating(strings.type):  # parsed by the CSV reader (the fast path checked for nulls/NaN)
         values = to_numpy(strings)
-        return values, np.zeros(len(values), dtype=bool)
+        return _finite(values, ~np.isfinite(values))
     try:  # fast path: every timestamp parses
         values = to_numpy(pc.cast(strings, pa.float64()))
         if not np.isnan(values).any():
-            return values, np.zeros(len(values), dtype=bool)
+            return _finite(values, ~np.isfinite(values))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     strings = pc.utf8_trim_whitespace(pc.fill_null(strings, ""))
     ok = to_numpy(pc.match_substring_regex(strings, _NUMBER_REGEX), dtype=bool)
     cleaned = strings if ok.all() else pc.if_else(pa.array(ok), strings, "0")
-    return to_numpy(pc.cast(cleaned, pa.float64())), ~ok
+    values = to_numpy(pc.cast(cleaned, pa.float64()))
+    return _finite(values, ~(ok & np.isfinite(values)))
+
+
+def _finite(values: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (np.where(bad, 0.0, values) if bad.any() else values), bad
 
 
 def one_character_codes(strings: pa.Array) -> np.ndarray | None:
@@ -210,13 +253,12 @@ def first_line(path: Path) -> tuple[int, str] | None:
 
 
 def leading_lines(path: Path, count: int) -> list[tuple[int, str]]:
-    """The first ``count`` non-blank lines (number, text), without a leading UTF-8 byte-order mark."""
+    """The first ``count`` non-blank lines (number, text), without a leading UTF-8 byte-order mark. Lines end as in
+    :func:`read_lines` (Python's universal newlines: ``\\n``, ``\\r\\n`` or a lone ``\\r``)."""
     found: list[tuple[int, str]] = []
-    with open(path, "rb") as handle:
+    with open(path, encoding="utf-8-sig", errors="replace", newline=None) as handle:
         for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM) :]
-            text = raw.decode("utf-8", errors="replace").strip()
+            text = raw.strip()
             if text:
                 found.append((number, text))
                 if len(found) == count:

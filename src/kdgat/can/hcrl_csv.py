@@ -49,6 +49,10 @@ def parse(lines: pa.Array, header=None):
     flag = fields.get(np.maximum(fields.count - 1, 0))
     is_t = to_numpy(pc.fill_null(pc.equal(flag, "T"), False), dtype=bool)
     is_r = to_numpy(pc.fill_null(pc.equal(flag, "R"), False), dtype=bool)
+    if not (is_t | is_r).all():  # blanks around the flag are allowed, as around every field
+        flag = pc.utf8_trim_whitespace(pc.fill_null(flag, ""))
+        is_t = to_numpy(pc.equal(flag, "T"), dtype=bool)
+        is_r = to_numpy(pc.equal(flag, "R"), dtype=bool)
     checks = [
         (1, fields.count < 4),
         (3, bad_ts),

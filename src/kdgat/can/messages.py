@@ -13,11 +13,11 @@ import pyarrow as pa
 
 BAD_ROW_MODES = ("error", "skip")
 
-# Problems a row can have, in the order they are checked (the first one found is reported).
+# Problems a row can have; each format checks its own in its own order and the first one found is reported.
 PROBLEMS = {
     1: "missing fields",
     2: "unexpected field layout",
-    3: "timestamp is not a number",
+    3: "timestamp is not a finite number",
     4: "CAN ID is not a hexadecimal number of 1 to 8 digits",
     5: "DLC is not a number from 0 to 8",
     6: "DLC does not match the number of data bytes",
@@ -26,6 +26,7 @@ PROBLEMS = {
     9: "flag is not R or T",
     10: "attack label is not 0 or 1",
     11: "CAN ID is above 0x1FFFFFFF (IDs are 11-bit standard or 29-bit extended)",
+    12: "too many fields (expected 4: timestamp, arbitration_id, data_field, attack)",
 }
 # Checked by the reader after a format's parser (a hex number of up to 8 digits can exceed 29 bits).
 ID_ABOVE_29_BITS = 11

@@ -1,10 +1,16 @@
 """Reading one CAN log in any registered format (kdgat.can.formats), with format detection and bad-row handling.
 
 Parsing is vectorised (kdgat.can.decode). A file is first parsed on a fast path (pyarrow's CSV reader, no per-line
-work in Python); a file with problems goes through the exact line-by-line path, which knows line numbers. Blank lines
-carry no message and are ignored; every other line that is not a valid message is a *bad row*. With
+work in Python); a file with problems goes through the exact line-by-line path, which knows line numbers. Lines end
+at ``\\n``, ``\\r\\n`` or a lone ``\\r`` on both paths. Blank lines carry no message and are ignored; every other
+line that is not a valid message (a timestamp that is not a finite number included) is a *bad row*. With
 ``bad_rows="error"`` the first one raises :class:`CanFormatError` naming the file, the line number and the problem;
 with ``bad_rows="skip"`` bad rows are dropped, counted in :attr:`CanMessages.skipped_rows` and logged.
+
+Timestamps must not decrease from one message to the next (equal ones are fine: several frames can share a clock
+tick): windows follow file order, so an unsorted log would silently give wrong graphs. A decrease is an error in
+both modes, naming the line, its timestamp and the previous message's. Compressed files (gzip, bzip2, xz, zstd,
+zip) are refused with a message saying to decompress them first; the readers read plain text only.
 """
 
 from __future__ import annotations
@@ -32,10 +38,36 @@ log = logging.getLogger(__name__)
 _RELEASE_AFTER_BYTES = 128 << 20
 
 
+# Leading bytes of compressed files, with the command that decompresses them.
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip", "gunzip"),
+    (b"BZh", "bzip2", "bunzip2"),
+    (b"\xfd7zXZ\x00", "xz", "unxz"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+    (b"PK\x03\x04", "zip", "unzip"),
+)
+
+
+def _refuse_compressed(path: Path) -> None:
+    """Raise :class:`CanFormatError` when the file is compressed (its text would otherwise show as binary junk)."""
+    with open(path, "rb") as handle:
+        start = handle.read(6)
+    for magic, kind, command in _COMPRESSED:
+        if start.startswith(magic):
+            raise CanFormatError(
+                path,
+                None,
+                f"the file is {kind}-compressed; decompress it first (e.g. {command} {path.name}): "
+                "CAN logs are read as plain text",
+            )
+
+
 def detect_format(path: str | Path) -> str:
     """The format of a CAN log from its first non-blank line, or from the line after it when that line is a header
-    the format skips (``Timestamp,...`` of converted HCRL CSVs); raises :class:`CanFormatError` if unknown."""
+    the format skips (``Timestamp,...`` of converted HCRL CSVs); raises :class:`CanFormatError` if unknown or
+    compressed."""
     path = Path(path)
+    _refuse_compressed(path)
     lines = leading_lines(path, 2)
     if not lines:
         raise CanFormatError(path, None, "empty file (no CAN messages)")
@@ -88,6 +120,8 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
         raise CanFormatError(
             path, None, f"unknown format {fmt!r} (expected auto or one of {', '.join(FORMATS)})"
         )
+    else:
+        _refuse_compressed(path)
     spec = REGISTRY[fmt]
     first = first_line(path)
     if first is None:
@@ -96,7 +130,8 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
         parsed = _fast_parse(path, spec, spec.header(first[1]))
         if parsed is not None and len(parsed[0]) and not parsed[-1].any():
             ts, can_id, dlc, payload, label, _ = parsed
-            if can_id.max() < 1 << 29:
+            # A decrease goes to the exact path, which knows its line number.
+            if can_id.max() < 1 << 29 and not (ts[1:] < ts[:-1]).any():
                 return _messages(path, fmt, ts, can_id, dlc, payload, label, 0, [])
     # Exact path: every line with its number (also used to report or skip the bad rows the fast path found).
     lines, line_numbers = read_lines(path)
@@ -131,9 +166,26 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
         )
         keep = problem == 0
         ts, can_id, dlc, payload, label = ts[keep], can_id[keep], dlc[keep], payload[keep], label[keep]
+        line_numbers = line_numbers[keep]
         if len(ts) == 0:
             raise CanFormatError(path, None, f"every one of the {len(bad)} rows is bad; first: {examples[0]}")
+    _check_order(path, ts, line_numbers)
     return _messages(path, fmt, ts, can_id, dlc, payload, label, int(len(bad)), examples)
+
+
+def _check_order(path: Path, ts: np.ndarray, line_numbers: np.ndarray) -> None:
+    """Raise :class:`CanFormatError` at the first message whose timestamp is lower than the one before it."""
+    back = np.flatnonzero(ts[1:] < ts[:-1])
+    if len(back) == 0:
+        return
+    i = int(back[0]) + 1
+    more = f" ({len(back) - 1} more decreases after it)" if len(back) > 1 else ""
+    raise CanFormatError(
+        path,
+        int(line_numbers[i]),
+        f"timestamp {float(ts[i])!r} is lower than {float(ts[i - 1])!r} on line {int(line_numbers[i - 1])}{more}; "
+        "timestamps must not decrease (windows follow file order): sort the log by timestamp first",
+    )
 
 
 def _messages(path, fmt, ts, can_id, dlc, payload, label, skipped, examples) -> CanMessages:
