@@ -4,11 +4,14 @@ import copy
 
 import pytest
 import torch
+import yaml
+from testkit import REPO
 
 from kdgat.distillation import q_value_kd_loss
 from kdgat.models import NUM_ACTIONS, QNetwork, alphas, fuse, fusion_reward
 from kdgat.training.dqn import ReplayBuffer, double_dqn_targets, epsilon_at, kd_row_weights
 from kdgat.training.held_out import HOLDOUT_BLOCKS, early_stop_rows
+from kdgat.training.settings import MINIMUMS_OF_DQN, SettingsError, StageSettings
 
 
 def test_actions_map_to_21_alphas():
@@ -137,3 +140,34 @@ def test_weighted_q_value_kd_loss_averages_over_the_weighted_rows():
     assert float(parts["kd"]) == pytest.approx(9.0)  # only row 1 counts
     none = q_value_kd_loss(student_q, teacher_q, torch.tensor(0.0), alpha=1.0, weights=torch.zeros(2))
     assert float(none["kd"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("dqn", "message"),
+    [
+        ({"target_update": 0}, r"kd_gat\.dqn\.target_update must be an integer >= 1, got 0"),
+        ({"buffer_size": 0}, r"kd_gat\.dqn\.buffer_size must be an integer >= 1, got 0"),
+        ({"steps_per_episode": 1}, r"kd_gat\.dqn\.steps_per_episode must be an integer >= 2, got 1"),
+        ({"updates_per_episode": 0}, r"kd_gat\.dqn\.updates_per_episode must be an integer >= 1, got 0"),
+        ({"batch_size": -4}, r"kd_gat\.dqn\.batch_size must be an integer >= 1, got -4"),
+        (
+            {"buffer_size": 64, "batch_size": 65},  # a batch the buffer never holds: no update ever
+            r"kd_gat\.dqn\.batch_size must be at most kd_gat\.dqn\.buffer_size \(64; .*got 65",
+        ),
+        ({"eps_start": 1.5}, r"kd_gat\.dqn\.eps_start must be in \[0, 1\], got 1\.5"),
+        ({"eps_end": -0.1}, r"kd_gat\.dqn\.eps_end must be in \[0, 1\], got -0\.1"),
+    ],
+)
+def test_dqn_settings_out_of_range_name_their_config_key(dqn, message):
+    with pytest.raises(SettingsError, match=message):
+        StageSettings.from_config({"dqn": dqn}, "dqn", "student")
+
+
+def test_dqn_settings_minimums_are_the_schemas():
+    schema = yaml.safe_load((REPO / "workflow/modules/kd_gat/schemas/config.schema.yaml").read_text())
+    properties = schema["properties"]["kd_gat"]["properties"]["dqn"]["properties"]
+    minimums = {name: spec["minimum"] for name, spec in properties.items() if spec.get("type") == "integer"}
+    assert minimums.pop("keep_folds") == 0  # 0 or >= 2, checked on its own
+    assert minimums == MINIMUMS_OF_DQN
+    least = StageSettings.from_config({"dqn": MINIMUMS_OF_DQN}, "dqn", "student").dqn  # accepted
+    assert {name: getattr(least, name) for name in MINIMUMS_OF_DQN} == MINIMUMS_OF_DQN

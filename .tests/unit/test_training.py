@@ -1,6 +1,7 @@
 """Training loop: resume after a crash or a SIGKILL gives the same model as an uninterrupted run, early stopping,
 device selection, the GPU memory record (null on the CPU), and clear errors on bad input."""
 
+import copy
 import json
 import logging
 import os
@@ -8,18 +9,22 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
 from kdgat.graph_store import save_graphs
+from kdgat.models import GAT, QNetwork
 from kdgat.models.vgae import ERROR_TERMS
 from kdgat.runtime import select_device
 from kdgat.testing import toy_graphs
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
+from kdgat.training import loop as training_loop
+from kdgat.training import stage as training_stage
 from kdgat.training import vgae as vgae_training
 from kdgat.training.loop import KILL_AFTER_EPOCH_ENV
-from kdgat.training.settings import StageSettings
+from kdgat.training.settings import SettingsError, StageSettings
 from kdgat.training.stage import gpu_peak_mb
 from kdgat.training.vgae import graph_errors
 
@@ -44,16 +49,18 @@ CURRICULUM = {
 LOSS = {"id_weight": 0.1, "neighbour_weight": 0.05, "kl_weight": 0.01}
 
 
-def settings(stage, training=None, **section):
-    """The teacher's settings of `stage` with the demo_student preset, curriculum off unless given."""
+def settings(stage, training=None, variant="teacher", **section):
+    """The settings of `stage` (of the teacher unless `variant` says) with the demo_student preset, curriculum off
+    unless given."""
     config = {
         "teacher_preset": "demo_student",
+        "student_preset": "demo_student",
         "seed": 5,
         "device": "cpu",
         "training": {stage: TRAINING | (training or {})},
         "curriculum": {"enabled": False},
     }
-    return StageSettings.from_config(config | section, stage, "teacher")
+    return StageSettings.from_config(config | section, stage, variant)
 
 
 @pytest.fixture(scope="module")
@@ -135,28 +142,38 @@ def test_vgae_anomaly_error_is_calibrated_on_normal_validation_windows(graphs, t
         assert float(trained_vgae.error_std[i]) == pytest.approx(errors[term].std(), rel=1e-3)
 
 
-def test_dqn_resumes_after_a_crash_with_the_same_result(tmp_path, monkeypatch):
+def toy_fusion_inputs(n: int, generator: torch.Generator) -> dict:
+    """Fusion inputs (kdgat.inference.fusion_inputs) of `n` made-up graphs: the GAT mostly right."""
+    label = torch.randint(0, 2, (n,), generator=generator)
+    p_attack = (label.float() * 0.6 + torch.rand(n, generator=generator) * 0.4).clamp(0, 1)
+    anomaly = torch.rand(n, generator=generator)
+    state = torch.cat([torch.rand(n, 13, generator=generator), anomaly[:, None], p_attack[:, None]], 1)
+    return {"state": state, "anomaly": anomaly, "p_attack": p_attack, "label": label}
+
+
+@pytest.fixture(scope="module")
+def fusion_data():
+    """(fit inputs, stop inputs) of a DQN."""
     generator = torch.Generator().manual_seed(0)
+    return toy_fusion_inputs(300, generator), toy_fusion_inputs(100, generator)
 
-    def inputs(n):
-        label = torch.randint(0, 2, (n,), generator=generator)
-        p_attack = (label.float() * 0.6 + torch.rand(n, generator=generator) * 0.4).clamp(0, 1)
-        anomaly = torch.rand(n, generator=generator)
-        state = torch.cat([torch.rand(n, 13, generator=generator), anomaly[:, None], p_attack[:, None]], 1)
-        return {"state": state, "anomaly": anomaly, "p_attack": p_attack, "label": label}
 
-    train, val = inputs(300), inputs(100)
-    rl = {
-        "buffer_size": 500,
-        "batch_size": 32,
-        "steps_per_episode": 64,
-        "updates_per_episode": 4,
-        "gamma": 0.2,
-        "target_update": 3,
-        "eps_start": 1.0,
-        "eps_end": 0.1,
-    }
-    dqn_settings = settings("dqn", training={"epochs": 6, "lr": 0.001}, dqn=rl)
+# 4 updates per episode: a target sync every 5 falls mid-episode, so a resume must restore the update counter.
+RL = {
+    "buffer_size": 500,
+    "batch_size": 32,
+    "steps_per_episode": 64,
+    "updates_per_episode": 4,
+    "gamma": 0.2,
+    "target_update": 5,
+    "eps_start": 1.0,
+    "eps_end": 0.1,
+}
+
+
+def test_dqn_resumes_after_a_crash_with_the_same_result(fusion_data, tmp_path, monkeypatch):
+    train, val = fusion_data
+    dqn_settings = settings("dqn", training={"epochs": 6, "lr": 0.001}, dqn=RL)
     reference, reference_result, metrics, _ = dqn_training.train(train, val, dqn_settings)
     assert metrics["gpu_peak_mem_mb"] is None  # trained on the CPU: no GPU peak recorded
 
@@ -323,3 +340,295 @@ def test_graphs_breaking_the_contract_are_rejected():
     graphs[1].x = graphs[1].x[:, :5]
     with pytest.raises(ValueError, match=r"graph 1 has x of shape .* expected \[N, 11\]"):
         check_graphs(graphs, 20, "train.pt")
+
+
+# -- resuming: what must survive a crash, and checkpoints that must not be resumed ------------------------------
+@pytest.fixture(scope="module")
+def teachers(graphs, trained_vgae):
+    """A VGAE, GAT and DQN to distil from (the GAT and DQN untrained: any teacher gives a distillation term)."""
+    torch.manual_seed(0)
+    gat = GAT(NUM_IDS, **settings("gat").model).eval()
+    q_network = QNetwork(**settings("dqn", dqn=RL).model).eval()
+    generator = torch.Generator().manual_seed(1)
+    fusion = toy_fusion_inputs(300, generator), toy_fusion_inputs(100, generator)  # the teacher's own inputs
+    return {"vgae": trained_vgae, "gat": gat, "dqn": q_network, "fusion": fusion}
+
+
+def nudged(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` with one weight changed a little: another teacher or VGAE."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-3
+    return other
+
+
+@pytest.mark.parametrize("variant", ["teacher", "student_kd"])
+def test_vgae_resumes_after_a_crash_with_the_same_result(graphs, teachers, variant, tmp_path, monkeypatch):
+    train, val = graphs
+    vgae_settings = settings("vgae", variant=variant, vgae_loss=LOSS)
+    teacher = teachers["vgae"] if variant == "student_kd" else None
+    reference, reference_result, *_ = vgae_training.train(train, val, NUM_IDS, vgae_settings, teacher=teacher)
+
+    checkpoint = tmp_path / "last.pt"
+    with monkeypatch.context() as patch:
+        crash_at(patch, vgae_training.VGAEStage, 2)
+        with pytest.raises(RuntimeError, match="simulated"):
+            vgae_training.train(train, val, NUM_IDS, vgae_settings, checkpoint, teacher=teacher)
+    resumed, result, *_ = vgae_training.train(train, val, NUM_IDS, vgae_settings, checkpoint, teacher=teacher)
+    assert result["resumed_from"] == 1
+    assert same_weights(resumed, reference)  # incl. the calibration buffers fitted after training
+    assert losses(result["history"]) == losses(reference_result["history"])
+
+
+def test_early_stopping_carries_across_a_resume(graphs, tmp_path, monkeypatch):
+    """The best weights, best validation loss and epochs without improvement of the checkpoint decide when the
+    resumed run stops and what it keeps."""
+    train, val = graphs
+    quick = settings("gat", training={"epochs": 15, "lr": 0.2, "patience": 3})
+    reference, reference_result, *_ = gat_training.train(train, val, NUM_IDS, quick)
+    best, stopped = reference_result["best_epoch"], len(reference_result["history"])
+    crash = best + 1  # 0-based: the run dies one epoch after its best one
+    assert crash < stopped < 15  # the best epoch before the crash, the early stop after it
+
+    checkpoint = tmp_path / "last.pt"
+    with monkeypatch.context() as patch:
+        crash_at(patch, gat_training.GATStage, crash)
+        with pytest.raises(RuntimeError, match="simulated"):
+            gat_training.train(train, val, NUM_IDS, quick, checkpoint)
+    resumed, result, *_ = gat_training.train(train, val, NUM_IDS, quick, checkpoint)
+    assert result["resumed_from"] == crash - 1
+    assert (result["best_epoch"], len(result["history"])) == (best, stopped)
+    assert result["best_val_loss"] == reference_result["best_val_loss"]
+    assert same_weights(resumed, reference)  # the best epoch's weights, written before the crash
+
+
+def crashed_checkpoint(monkeypatch, stage_class, run, tmp_path, name="last.pt"):
+    """The checkpoint `run(checkpoint)` leaves when it dies during its third epoch."""
+    checkpoint = tmp_path / name
+    with monkeypatch.context() as patch:
+        crash_at(patch, stage_class, 2)
+        with pytest.raises(RuntimeError, match="simulated"):
+            run(checkpoint)
+    return checkpoint
+
+
+def changed(value):
+    """`value` with one number changed a little: other graphs, fusion inputs, teacher or VGAE."""
+    if isinstance(value, torch.nn.Module):
+        return nudged(value)
+    if isinstance(value, dict):  # fusion inputs
+        state = value["state"].clone()
+        state[0, 0] += 1e-3
+        return value | {"state": state}
+    graphs = [graph.clone() for graph in value]
+    graphs[0].x[0, 1] += 1e-3
+    return graphs
+
+
+@pytest.mark.parametrize(
+    ("stage", "changing"),
+    [("vgae", "train"), ("vgae", "val"), ("vgae", "teacher"), ("gat", "train"), ("gat", "teacher")]
+    + [("gat", "vgae"), ("dqn", "train"), ("dqn", "val"), ("dqn", "teacher")],
+)
+def test_a_checkpoint_is_resumed_only_on_the_inputs_it_was_written_on(
+    graphs, fusion_data, teachers, stage, changing, tmp_path, monkeypatch, caplog
+):
+    """Other graphs (fusion inputs for the DQN), another teacher, or another VGAE drawing the GAT's curriculum:
+    training starts afresh; the inputs the checkpoint was written on: it resumes."""
+    variant = "student_kd" if changing == "teacher" else "teacher"
+    train, val = fusion_data if stage == "dqn" else graphs
+    inputs = {"train": train, "val": val, "teacher": teachers[stage] if variant == "student_kd" else None}
+    if stage == "vgae":
+        stage_class, stage_settings = (
+            vgae_training.VGAEStage,
+            settings("vgae", variant=variant, vgae_loss=LOSS),
+        )
+
+        def run(checkpoint, train, val, teacher):
+            return vgae_training.train(train, val, NUM_IDS, stage_settings, checkpoint, teacher=teacher)
+    elif stage == "gat":
+        curriculum = CURRICULUM if changing == "vgae" else {"enabled": False}
+        stage_class, stage_settings = (
+            gat_training.GATStage,
+            settings("gat", variant=variant, curriculum=curriculum),
+        )
+        inputs["vgae"] = teachers["vgae"]
+
+        def run(checkpoint, train, val, teacher, vgae):
+            return gat_training.train(train, val, NUM_IDS, stage_settings, checkpoint, teacher, vgae)
+    else:
+        stage_class, stage_settings = (
+            dqn_training.DQNStage,
+            settings("dqn", variant=variant, dqn=RL | {"keep_folds": 0}),
+        )
+        inputs["teacher_inputs"] = teachers["fusion"][0] if variant == "student_kd" else None
+
+        def run(checkpoint, train, val, teacher, teacher_inputs):
+            return dqn_training.train(train, val, stage_settings, checkpoint, teacher, teacher_inputs)
+
+    checkpoint = crashed_checkpoint(monkeypatch, stage_class, lambda c: run(c, **inputs), tmp_path)
+    copied = tmp_path / "copy.pt"
+    copied.write_bytes(checkpoint.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        _, elsewhere, *_ = run(copied, **(inputs | {changing: changed(inputs[changing])}))
+    assert elsewhere["resumed_from"] is None and len(elsewhere["history"]) == TRAINING["epochs"]
+    assert f"ignoring checkpoint {copied} (it belongs to other settings, inputs" in caplog.text
+    _, again, *_ = run(checkpoint, **inputs)
+    assert again["resumed_from"] == 1  # the same inputs: resumed
+
+
+def test_a_checkpoint_of_another_model_format_is_not_resumed(graphs, tmp_path, monkeypatch, caplog):
+    train, val = graphs
+    gat_settings = settings("gat")
+
+    def run(checkpoint):
+        return gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint)
+
+    checkpoint = crashed_checkpoint(monkeypatch, gat_training.GATStage, run, tmp_path)
+    monkeypatch.setattr(training_loop, "MODEL_FORMAT", "kdgat-model/99")  # the layout changed since
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        _, result, *_ = run(checkpoint)
+    assert result["resumed_from"] is None and len(result["history"]) == TRAINING["epochs"]
+    assert f"ignoring checkpoint {checkpoint} (it belongs to other" in caplog.text
+
+
+def rename_a_model_weight(state):
+    model = state["stage"]["model"]
+    model["renamed." + next(iter(model))] = model.pop(next(iter(model)))
+
+
+def shrink_an_optimiser_group(
+    state,
+):  # the model loads, then the optimiser does not: nothing must stay loaded
+    state["stage"]["optimizer"]["param_groups"][0]["params"].pop()
+
+
+def drop_the_epochs_without_improvement(state):
+    del state["bad_epochs"]
+
+
+@pytest.mark.parametrize(
+    "damage", [rename_a_model_weight, shrink_an_optimiser_group, drop_the_epochs_without_improvement]
+)
+def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside(graphs, damage, tmp_path, monkeypatch, caplog):
+    """E.g. a model whose layout changed without a format bump: warned about by name, training starts afresh
+    from exactly where an uninterrupted run starts, and the next epoch's checkpoint replaces it."""
+    train, val = graphs
+    gat_settings = settings("gat")
+    reference, reference_result, *_ = gat_training.train(train, val, NUM_IDS, gat_settings)
+
+    def run(checkpoint):
+        return gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint)
+
+    checkpoint = crashed_checkpoint(monkeypatch, gat_training.GATStage, run, tmp_path)
+    state = torch.load(checkpoint, weights_only=False)
+    damage(state)
+    torch.save(state, checkpoint)
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        model, result, *_ = run(checkpoint)
+    assert f"ignoring checkpoint {checkpoint} (it does not fit the model: " in caplog.text
+    assert "training starts afresh" in caplog.text
+    assert result["resumed_from"] is None
+    assert same_weights(model, reference)
+    assert losses(result["history"]) == losses(reference_result["history"])
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == TRAINING["epochs"] - 1  # written afresh
+
+
+def test_a_cpu_checkpoint_resumes_where_the_gradient_scaler_is_enabled(graphs, tmp_path, monkeypatch, caplog):
+    """A CPU run's disabled scaler saves {}; resumed where `device: auto` picks CUDA the scaler is enabled (an
+    enabled CPU scaler stands in for CUDA's) and starts afresh instead of refusing the empty state."""
+    train, val = graphs
+    gat_settings = settings("gat")
+
+    def run(checkpoint):
+        return gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint)
+
+    checkpoint = crashed_checkpoint(monkeypatch, gat_training.GATStage, run, tmp_path)
+    assert torch.load(checkpoint, weights_only=False)["stage"]["scaler"] == {}
+    monkeypatch.setattr(training_stage, "grad_scaler", lambda device: torch.amp.GradScaler("cpu"))
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        _, result, *_ = run(checkpoint)
+    assert result["resumed_from"] == 1 and "ignoring" not in caplog.text
+    assert torch.load(checkpoint, weights_only=False)["stage"]["scaler"]["scale"] > 0  # the enabled one's own
+
+
+# -- distillation trains the student: the logged loss is the documented mix, the VGAE's projection learns --------
+TASK_LOSS = {"vgae": "train_task_loss", "gat": "train_ce", "dqn": "train_td"}  # history columns
+
+
+def train_student(stage, graphs, fusion_data, teachers, alpha=0.7):
+    """A student_kd `stage` distilled from `teachers` with weight `alpha`: (model, fit result, ...)."""
+    train, val = graphs
+    distillation = {"alpha": alpha, "temperature": 2.0}
+    if stage == "vgae":
+        student = settings("vgae", variant="student_kd", vgae_loss=LOSS, distillation=distillation)
+        return vgae_training.train(train, val, NUM_IDS, student, teacher=teachers["vgae"])
+    if stage == "gat":
+        student = settings("gat", variant="student_kd", distillation=distillation)
+        return gat_training.train(train, val, NUM_IDS, student, teacher=teachers["gat"])
+    rl = RL | {"keep_folds": 0, "kd_weighting": "uniform"}  # every row distils
+    student = settings("dqn", variant="student_kd", dqn=rl, distillation=distillation)
+    return dqn_training.train(*fusion_data, student, None, teachers["dqn"], teachers["fusion"][0])
+
+
+@pytest.mark.parametrize("stage", ["vgae", "gat", "dqn"])
+def test_a_distilled_student_is_trained_on_alpha_kd_plus_one_minus_alpha_task_loss(
+    stage, graphs, fusion_data, teachers
+):
+    student, result, *_ = train_student(stage, graphs, fusion_data, teachers, alpha=0.7)
+    for row in result["history"]:
+        assert row["train_kd"] > 0
+        assert row["train_loss"] == pytest.approx(
+            0.7 * row["train_kd"] + 0.3 * row[TASK_LOSS[stage]], rel=1e-5
+        )
+    # The optimiser follows that loss: without the distillation term (alpha 0) the student ends elsewhere.
+    task_only, *_ = train_student(stage, graphs, fusion_data, teachers, alpha=0.0)
+    assert not same_weights(student, task_only)
+
+
+def test_the_vgae_students_latent_projection_learns_with_it(graphs, fusion_data, teachers, monkeypatch):
+    stages = []
+
+    class RecordedStage(vgae_training.VGAEStage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stages.append((self, copy.deepcopy(self.projection.state_dict())))
+
+    monkeypatch.setattr(vgae_training, "VGAEStage", RecordedStage)
+    train_student("vgae", graphs, fusion_data, teachers)
+    [(stage, initial)] = stages
+    for name, value in stage.projection.state_dict().items():
+        assert not torch.equal(value, initial[name]), name
+
+
+# -- settings a job would fail on later: refused up front, naming the config key --------------------------------
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            {"seed": "x"},
+            r"kd_gat\.seed \(the workflow sets it from kd_gat\.seeds\) must be an integer .*got 'x'",
+        ),
+        ({"seed": 1.7}, r"kd_gat\.seed .* got 1\.7"),  # not truncated to 1
+        ({"seed": True}, r"kd_gat\.seed .* got True"),
+        ({"seed": -1}, r"must be an integer in \[0, 2\*\*32 - 1\], got -1"),  # numpy refuses it
+        ({"seed": 2**32}, r"kd_gat\.seed .* got 4294967296"),
+        ({"vgae_loss": {"kl_weight": -0.1}}, r"kd_gat\.vgae_loss\.kl_weight must be >= 0, got -0\.1"),
+        ({"curriculum": {"end_ratio": 0}}, r"kd_gat\.curriculum\.end_ratio must be > 0, got 0"),
+        (
+            {"curriculum": {"start_percentile": 101}},
+            r"kd_gat\.curriculum\.start_percentile must be in \[0, 100\]",
+        ),
+    ],
+)
+def test_out_of_range_settings_name_their_config_key(section, message):
+    stage = "vgae" if "vgae_loss" in section else "gat"
+    with pytest.raises(SettingsError, match=message):
+        StageSettings.from_config(section, stage, "teacher")
+
+
+def test_a_seed_may_be_any_integer_numpy_included():
+    assert StageSettings.from_config({"seed": np.int64(7)}, "gat", "teacher").seed == 7
+    assert type(StageSettings.from_config({"seed": np.int64(7)}, "gat", "teacher").seed) is int
+    with pytest.raises(SettingsError, match=r"kd_gat\.seed .* got 3\.0"):
+        StageSettings.from_dict(settings("gat").as_dict() | {"seed": 3.0})

@@ -319,10 +319,9 @@ def fit_agent(
         name=f"dqn[{settings.variant}]",
         callbacks=callbacks,
     )
-    fp_inputs = {
-        k: float(v.double().sum()) for k, v in train_inputs.items()
-    }  # resume only on the same inputs
-    return stage, fit(stage, loop, fingerprint({**settings.as_dict(), "inputs": fp_inputs}))
+    # Resume only on the same fusion inputs and teacher.
+    inputs = {"train": train_inputs, "val": val_inputs, "teacher": teacher, "teacher_inputs": teacher_inputs}
+    return stage, fit(stage, loop, fingerprint(settings.as_dict(), **inputs))
 
 
 def train(

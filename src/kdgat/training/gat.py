@@ -171,7 +171,10 @@ def train(
         name=f"gat[{settings.variant}]",
         callbacks=callbacks,
     )
-    result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
+    # Resume only on the same graphs, teacher and (when it draws the curriculum) VGAE.
+    inputs = {"train": train_graphs, "val": val_graphs, "teacher": teacher}
+    inputs["vgae"] = vgae if curriculum is not None else None
+    result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}, **inputs))
     probs, loss = stage.predict(stage.val_graphs)
     metrics = base_metrics(settings, model, result, started, device)
     metrics |= {"val_loss": loss} | validation_metrics(

@@ -17,17 +17,23 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch_geometric.data import Data
 
 from kdgat.files import save_torch
+from kdgat.model_store import MODEL_FORMAT
 from kdgat.runtime import restore_rng_state, rng_state
 
 log = logging.getLogger("kdgat.training")
+
+# What fit() writes into a resume checkpoint; bump it when that changes. It and MODEL_FORMAT are part of every
+# fingerprint, so a checkpoint of an older layout is set aside instead of loaded.
+CHECKPOINT_FORMAT = "kdgat-checkpoint/1"
 
 # Test hook: SIGKILL this process right after the checkpoint of epoch N is written (a node failure stand-in).
 KILL_AFTER_EPOCH_ENV = "KDGAT_KILL_AFTER_EPOCH"
@@ -103,9 +109,47 @@ class LoopSettings:
     callbacks: Sequence[EpochCallback] = field(default_factory=tuple)
 
 
-def fingerprint(settings: dict) -> str:
-    """Identifies a training configuration: a checkpoint from a different one is not resumed."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def fingerprint(settings: dict, **inputs) -> str:
+    """Identifies a training configuration: the settings, what it trains on (``inputs``: graphs, tensors, teacher
+    models; see :func:`content_digest`) and the model and checkpoint formats. A checkpoint from a different one is
+    not resumed."""
+    identity = {
+        "formats": [MODEL_FORMAT, CHECKPOINT_FORMAT],
+        "settings": settings,
+        "inputs": {name: content_digest(value) for name, value in inputs.items()},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def content_digest(value) -> str:
+    """SHA-256 of the exact content of ``value``: a tensor (dtype, shape, bytes), a graph, a module's state, or
+    a mapping or sequence of them; anything else by its repr. Reads only: no RNG draw, no change to ``value``."""
+    digest = hashlib.sha256()
+
+    def update(item) -> None:
+        if isinstance(item, torch.Tensor):
+            flat = item.detach().cpu().contiguous().view(-1)
+            digest.update(f"tensor {flat.dtype} {tuple(item.shape)}:".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(item, torch.nn.Module):
+            digest.update(f"module {type(item).__name__}:".encode())
+            update(item.state_dict())
+        elif isinstance(item, Data):
+            update(item.to_dict())
+        elif isinstance(item, Mapping):
+            digest.update(f"mapping {len(item)}:".encode())
+            for key in sorted(item, key=str):
+                digest.update(f"{key!s}=".encode())
+                update(item[key])
+        elif isinstance(item, list | tuple):
+            digest.update(f"sequence {len(item)}:".encode())
+            for element in item:
+                update(element)
+        else:
+            digest.update(f"{item!r};".encode())
+
+    update(value)
+    return digest.hexdigest()
 
 
 def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
@@ -123,18 +167,15 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     checkpoint = Path(loop.checkpoint) if loop.checkpoint else None
 
     saved = read_checkpoint(checkpoint, loop.name) if checkpoint is not None and checkpoint.exists() else None
-    if saved is not None:
-        if saved.get("fingerprint") != config_fingerprint:
-            log.warning("%s: ignoring checkpoint %s (it belongs to other settings)", loop.name, checkpoint)
-        else:
-            stage.load_state_dict(saved["stage"])
-            best_weights = saved["best_weights"]
-            best_val, best_epoch, bad_epochs = saved["best_val"], saved["best_epoch"], saved["bad_epochs"]
-            history = saved["history"]
-            start_epoch = saved["epoch"] + 1
-            restore_rng_state(saved["rng"], stage.loader_generator)
-            resumed_from = saved["epoch"]
-            log.info("%s: resumed from %s after epoch %d", loop.name, checkpoint, saved["epoch"] + 1)
+    if saved is not None and saved.get("fingerprint") != config_fingerprint:
+        set_aside(loop.name, checkpoint, "checkpoint", "it belongs to other settings, inputs or formats")
+    elif saved is not None and restore(stage, saved, checkpoint, loop.name):
+        best_weights = saved["best_weights"]
+        best_val, best_epoch, bad_epochs = saved["best_val"], saved["best_epoch"], saved["bad_epochs"]
+        history = saved["history"]
+        start_epoch = saved["epoch"] + 1
+        resumed_from = saved["epoch"]
+        log.info("%s: resumed from %s after epoch %d", loop.name, checkpoint, saved["epoch"] + 1)
 
     stopped_early = bool(history) and bad_epochs >= loop.patience
     epoch_seconds: list[float] = [row["seconds"] for row in history]
@@ -210,26 +251,45 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     return result
 
 
+def set_aside(name: str, path: Path, what: str, why: str) -> None:
+    """Warn that the checkpoint at ``path`` is not resumed: the job starts afresh and overwrites it after its
+    first epoch, instead of failing on it at every rerun."""
+    log.warning("%s: ignoring %s %s (%s); training starts afresh", name, what, path, why)
+
+
 def read_checkpoint(path: Path, name: str) -> dict | None:
-    """The resume checkpoint at ``path``, or None (with a warning naming it) when it cannot be read: the job then
-    starts afresh and overwrites it after its first epoch, instead of failing on it at every rerun."""
+    """The resume checkpoint at ``path``, or None (set aside) when it cannot be read."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # truncated or corrupted: OSError (EINVAL), RuntimeError or EOFError
-        log.warning(
-            "%s: ignoring unreadable checkpoint %s (%s: %s); training starts afresh",
-            name,
-            path,
-            type(error).__name__,
-            error,
-        )
+        set_aside(name, path, "unreadable checkpoint", f"{type(error).__name__}: {error}")
         return None
     if not isinstance(saved, dict):
-        log.warning(
-            "%s: ignoring checkpoint %s (not a training checkpoint); training starts afresh", name, path
-        )
+        set_aside(name, path, "checkpoint", "not a training checkpoint")
         return None
     return saved
+
+
+RESUMED_KEYS = ("epoch", "best_weights", "best_val", "best_epoch", "bad_epochs", "history", "rng")
+
+
+def restore(stage: Stage, saved: dict, path: Path, name: str) -> bool:
+    """Load the checkpoint's stage state and RNG states; False (set aside, the stage and RNGs as they were) when
+    it does not fit the stage, e.g. a model whose layout changed since it was written."""
+    fresh_stage, fresh_rng = copy.deepcopy(stage.state_dict()), rng_state(stage.loader_generator)
+    try:
+        missing = [key for key in ("stage", *RESUMED_KEYS) if key not in saved]
+        if missing:
+            raise ValueError(f"it lacks {missing}")
+        stage.load_state_dict(saved["stage"])
+        restore_rng_state(saved["rng"], stage.loader_generator)
+    except Exception as error:  # a layout mismatch: RuntimeError (state_dict), ValueError, KeyError
+        stage.load_state_dict(fresh_stage)
+        restore_rng_state(fresh_rng, stage.loader_generator)
+        why = " ".join(f"{type(error).__name__}: {error}".split())  # load_state_dict's message spans lines
+        set_aside(name, path, "checkpoint", f"it does not fit the model: {why[:500]}")
+        return False
+    return True
 
 
 def discard_checkpoint(path) -> None:

@@ -13,6 +13,7 @@ job ``as_dict()``: only what that job uses, so editing one preset or stage does 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ def _section(cls, options: Mapping[str, Any] | None, where: str):
                 f"{where}.{name}: expected {expected.__name__}, got {value!r}{_yaml_hint(value, expected)}"
             )
     return cls(**options)
+
+
+def _require(ok: bool, key: str, expected: str, value: Any) -> None:
+    """Fail naming the config key, what it must be and what it was."""
+    if not ok:
+        raise SettingsError(f"{key} must be {expected}, got {value!r}")
 
 
 def _yaml_hint(value: Any, expected: type) -> str:
@@ -104,6 +111,10 @@ class VGAELossWeights:
     neighbour_weight: float = 0.05
     kl_weight: float = 0.01
 
+    def __post_init__(self):
+        for name, value in dataclasses.asdict(self).items():
+            _require(value >= 0, f"kd_gat.vgae_loss.{name}", ">= 0", value)
+
 
 @dataclass(frozen=True)
 class CurriculumSettings:
@@ -114,6 +125,13 @@ class CurriculumSettings:
     end_ratio: float = 4.0
     start_percentile: float = 25.0
     end_percentile: float = 50.0
+
+    def __post_init__(self):
+        for name in ("start_ratio", "end_ratio"):
+            _require(getattr(self, name) > 0, f"kd_gat.curriculum.{name}", "> 0", getattr(self, name))
+        for name in ("start_percentile", "end_percentile"):
+            value = getattr(self, name)
+            _require(0 <= value <= 100, f"kd_gat.curriculum.{name}", "in [0, 100]", value)
 
     def schedule(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "enabled"}
@@ -128,6 +146,16 @@ NOT_DQN_SPLITS = {
     "to copy it)",
     "test": "the scenarios every model is scored on (an agent that learns or stops on them is scored on what it "
     "learnt)",
+}
+
+
+# The least value of each integer setting of kd_gat.dqn (the schema's `minimum`); a test keeps the two equal.
+MINIMUMS_OF_DQN = {
+    "buffer_size": 1,
+    "batch_size": 1,
+    "steps_per_episode": 2,  # half normal, half attack graphs
+    "updates_per_episode": 1,
+    "target_update": 1,
 }
 
 
@@ -156,6 +184,19 @@ class DQNSettings:
     stop_split: str = ""
 
     def __post_init__(self):
+        # The minimums of the module's config schema (workflow/modules/kd_gat/schemas/config.schema.yaml).
+        for name, least in MINIMUMS_OF_DQN.items():
+            value = getattr(self, name)
+            _require(value >= least, f"kd_gat.dqn.{name}", f"an integer >= {least}", value)
+        _require(
+            self.batch_size <= self.buffer_size,
+            "kd_gat.dqn.batch_size",
+            f"at most kd_gat.dqn.buffer_size ({self.buffer_size}; a larger batch is never drawn, so the agent "
+            "would not learn)",
+            self.batch_size,
+        )
+        for name in ("eps_start", "eps_end"):
+            _require(0 <= getattr(self, name) <= 1, f"kd_gat.dqn.{name}", "in [0, 1]", getattr(self, name))
         if not 0 <= self.gamma <= 1:
             raise SettingsError(f"kd_gat.dqn.gamma must lie in [0, 1], got {self.gamma}")
         if self.miss_cost <= 0 or self.false_alarm_cost <= 0:
@@ -220,6 +261,7 @@ class StageSettings:
             raise SettingsError(
                 f"unknown variant {self.variant!r} (kd_gat.variants); expected one of {VARIANTS}"
             )
+        _seed(self.seed)
         needs = {"vgae": "loss", "gat": "curriculum", "dqn": "dqn"}
         for stage, name in needs.items():
             if (getattr(self, name) is not None) != (stage == self.stage):
@@ -257,7 +299,7 @@ class StageSettings:
             preset=preset,
             model=model,
             training=_section(TrainingSettings, training, f"kd_gat.training.{stage}"),
-            seed=int(top["seed"]),
+            seed=_seed(top["seed"]),
             device=str(top["device"]),
             distillation=_section(DistillationSettings, section.get("distillation"), "kd_gat.distillation")
             if variant == STUDENT_KD
@@ -299,6 +341,20 @@ class StageSettings:
             if values.get(name) is not None:
                 values[name] = _section(section_class, values[name], f"training settings {name!r}")
         return cls(**values)
+
+
+def _seed(value: Any) -> int:
+    """A seed as every RNG takes it: numpy wants [0, 2**32 - 1]; a float or text is refused, not truncated."""
+    try:
+        seed = operator.index(value)  # int and numpy integers, not 1.7 or "3"
+    except TypeError:
+        seed = None
+    if seed is None or isinstance(value, bool) or not 0 <= seed < 2**32:
+        raise SettingsError(
+            f"kd_gat.seed (the workflow sets it from kd_gat.seeds) must be an integer in [0, 2**32 - 1], "
+            f"got {value!r}"
+        )
+    return seed
 
 
 def _plain(value):

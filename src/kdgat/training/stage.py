@@ -90,7 +90,10 @@ class StageBase:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        # A disabled scaler (CPU) saves {}, which an enabled one (CUDA) refuses: resuming a CPU checkpoint where
+        # `device: auto` picks CUDA starts the new device's scaler afresh.
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
         self.load_extra_state(state)
 
     def step(self, loss) -> None:

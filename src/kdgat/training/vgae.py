@@ -166,7 +166,9 @@ def train(
         name=f"vgae[{settings.variant}]",
         callbacks=callbacks,
     )
-    result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}))
+    # Resume only on the same graphs and teacher.
+    inputs = {"train": train_graphs, "val": val_graphs, "teacher": teacher}
+    result = fit(stage, loop, fingerprint({**settings.as_dict(), "num_ids": num_ids}, **inputs))
 
     normals = [g for g in stage.val_graphs if int(g.y.view(-1)[0]) == 0]
     statistics_from = "validation normals"
