@@ -307,6 +307,15 @@ def _lookup(document: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
+def _loaded(path, keys: Sequence[str], what: str, hint: str) -> dict[str, Any]:
+    """The JSON document at ``path``; a ValueError naming it and every one of ``keys`` it lacks."""
+    document = load_json(path)
+    missing = [key for key in keys if _lookup(document, key) is None]
+    if missing:
+        raise ValueError(f"{path}: {what} lack {missing} ({hint})")
+    return document
+
+
 def summarize_files(
     *,
     metrics: Sequence[str | os.PathLike],
@@ -338,12 +347,9 @@ def summarize_files(
     documents = []
     evaluated: dict[tuple[Any, Any, Any], str | os.PathLike] = {}
     for path in metrics:
-        document = load_json(path)
-        missing = [key for key in METRICS_KEYS if _lookup(document, key) is None]
-        if missing:
-            raise ValueError(
-                f"{path}: metrics lack {missing} (the summary needs test results; it never falls back to validation)"
-            )
+        document = _loaded(
+            path, METRICS_KEYS, "metrics", "the summary needs test results; it never falls back to validation"
+        )
         key = (document["dataset"], document["variant"], document.get("seed"))
         if key in evaluated:
             # Two evaluations of one seed would count as two seeds and narrow every interval.
@@ -352,15 +358,15 @@ def summarize_files(
             )
         evaluated[key] = path
         documents.append(document)
-    baseline_documents = []
-    for path in baselines:
-        document = load_json(path)
-        missing = [key for key in BASELINES_KEYS if _lookup(document, key) is None]
-        if missing:
-            raise ValueError(
-                f"{path}: baselines lack {missing} (written by an older version? rerun the evaluation_baselines rule)"
-            )
-        baseline_documents.append(document)
+    baseline_documents = [
+        _loaded(
+            path,
+            BASELINES_KEYS,
+            "baselines",
+            "written by an older version? rerun the evaluation_baselines rule",
+        )
+        for path in baselines
+    ]
     per_scenario = scenario_table(documents, baseline_documents)
     pooled = pooled_table(documents, baseline_documents)
     table = variant_summary(documents, pooled)
