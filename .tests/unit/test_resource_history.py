@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy
@@ -23,16 +24,29 @@ from resource_history import (
     LearnedResourceSettings,
     ResourceHistory,
     SettingsError,
+    clear_mark,
+    mark_if_resumed,
+    mark_resumed,
     read_benchmark,
     read_gpu_record,
+    resumed_reason,
     size_fit,
 )
+from resource_history.benchmarks import recorded_params
+from resource_history.estimate import SIZE_FACTOR
 
 PATTERN = "benchmarks/train/{dataset}.tsv"
 
 
-def write_runs(path: Path, runs: list[tuple[float, float | None]], input_mb: float | None = None) -> Path:
-    """A benchmark file as Snakemake writes it: one row per (seconds, max_rss MB); extended with an input file."""
+def write_runs(
+    path: Path,
+    runs: list[tuple[float, float | None]],
+    input_mb: float | None = None,
+    params: dict | None = None,
+    wildcards: dict | None = None,
+) -> Path:
+    """A benchmark file as Snakemake writes it: one row per (seconds, max_rss MB); extended with an input file (and
+    the job's params and wildcards)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     records = []
     for seconds, rss in runs:
@@ -43,7 +57,8 @@ def write_runs(path: Path, runs: list[tuple[float, float | None]], input_mb: flo
         if input_mb is not None:
             data = path.with_suffix(".input")
             data.write_bytes(b"\0" * int(input_mb * 2**20))
-            record.input, record.wildcards, record.params, record.resources = [str(data)], {}, {}, {}
+            record.input, record.resources = [str(data)], {}
+            record.wildcards, record.params = wildcards or {}, params or {}
         records.append(record)
     write_benchmark_records(records, str(path), input_mb is not None)
     return path
@@ -80,6 +95,9 @@ def test_reads_plain_and_extended_files(tmp_path):
         ("s\th:m:s\tmax_rss\n1\t0:00:01\tlots\n", 2, "max_rss 'lots' is not a number"),
         ("s\th:m:s\tmax_rss\nNA\t0:00:01\t5\n", 2, "'s' (wall seconds) field is empty"),
         ("s\th:m:s\tmax_rss\tinput_size_mb\n1\t0:00:01\t5\t[3]\n", 2, "not a dict of file sizes"),
+        ("s\th:m:s\tmax_rss\n-1\t0:00:01\t5\n", 2, "s '-1' is not a finite number >= 0"),
+        ("s\th:m:s\tmax_rss\n1\t0:00:01\tinf\n", 2, "max_rss 'inf' is not a finite number >= 0"),
+        ("s\th:m:s\tmax_rss\n1\t0:00:01\tnan\n", 2, "max_rss 'nan' is not a finite number >= 0"),
     ],
 )
 def test_bad_file_is_named_with_its_line(tmp_path, content, line, says):
@@ -198,13 +216,21 @@ def test_memory_unrelated_to_input_keeps_the_peak(tmp_path):
     for size, rss in [(1, 400.0), (2, 395.0), (3, 410.0), (4, 398.0), (8, 402.0)]:
         write_runs(tmp_path / f"benchmarks/train/d{size}.tsv", [(60.0, rss)], input_mb=size)
     estimator = history(tmp_path)
-    estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "big"}, default=4000, input_size_mb=100.0)
+    estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "big"}, default=4000, input_size_mb=6.0)
     assert estimate.value == memory(410.0, estimator.settings)
     assert "input-size line not better" in estimate.explanation
+    # Far beyond the recorded sizes a constant says nothing either: the configured value.
+    beyond = estimator.estimate("mem_mb", PATTERN, {"dataset": "big"}, default=4000, input_size_mb=100.0)
+    assert (beyond.value, beyond.learned) == (
+        4000,
+        False,
+    ) and "input-size line not better" in beyond.explanation
 
 
 def test_fit_needs_three_sizes_and_compares_leave_one_out():
     assert size_fit([(1, 10.0), (1, 12.0), (2, 20.0)]) is None
+    # Two sizes, twice each: every leave-one-out fit has a line, and still none is fitted.
+    assert size_fit([(1, 10.0), (1, 12.0), (2, 20.0), (2, 22.0)]) is None
     line = size_fit([(1, 10.0), (2, 20.0), (3, 30.0)])
     assert line.better and line.at(10) == pytest.approx(100.0) and line.fit_error == pytest.approx(0.0)
     assert line.constant_error == pytest.approx((15 + 0 + 15) / 3) and line.cover == pytest.approx(0.0)
@@ -330,7 +356,7 @@ def test_settings_defaults_are_the_schema_defaults():
     ("options", "says"),
     [
         ({"margins": 1.3}, "unknown key(s) ['margins']"),
-        ({"margin": 0.5}, "learned_resources.margin must be a number >= 1"),
+        ({"margin": 0.5}, "learned_resources.margin must be a finite number >= 1"),
         ({"benchmark_roots": "archive"}, "learned_resources.benchmark_roots must be a list of strings"),
         ({"enabled": "yes"}, "learned_resources.enabled must be true or false"),
         ({"gpu_overhead_mb": -1}, "learned_resources.gpu_overhead_mb must be an integer >= 0"),
@@ -342,6 +368,259 @@ def test_bad_settings_name_the_key(options, says):
     assert says in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ({"benchmark_roots": 5}, "learned_resources.benchmark_roots must be a list of strings, got 5"),
+        ({"benchmark_roots": [".", 5]}, "learned_resources.benchmark_roots must be a list of strings"),
+        ({"match_wildcards": None}, "learned_resources.match_wildcards must be a list of strings, got None"),
+        ({"match_wildcards": "dataset"}, "learned_resources.match_wildcards must be a list of strings"),
+        ({"margin": math.inf}, "learned_resources.margin must be a finite number >= 1, got inf"),
+        ({"margin": math.nan}, "learned_resources.margin must be a finite number >= 1, got nan"),
+        ({"margin": "1.3"}, "learned_resources.margin must be a finite number >= 1, got '1.3'"),
+        ({"min_history": 1.5}, "learned_resources.min_history must be an integer >= 1, got 1.5"),
+        (["enabled"], "learned_resources must be a mapping of settings (e.g. {enabled: true}), got list"),
+        ("enabled", "learned_resources must be a mapping of settings (e.g. {enabled: true}), got str"),
+        (5, "learned_resources must be a mapping of settings (e.g. {enabled: true}), got int 5"),
+    ],
+)
+def test_settings_of_the_wrong_type_or_not_finite_name_the_key(section, says):
+    """Not a bare TypeError or an overflow in math.ceil when a job's resources are first computed."""
+    with pytest.raises(SettingsError) as error:
+        LearnedResourceSettings.from_config(section)
+    assert says in str(error.value)
+
+
 def test_messages_show_the_pattern_without_constraints(tmp_path):
     estimate = history(tmp_path).estimate("mem_mb", "benchmarks/train/{dataset,a|b}.tsv", {"dataset": "a"}, 1)
     assert "for benchmarks/train/{dataset}.tsv" in estimate.explanation
+
+
+def test_missing_value_dash_reads_as_not_recorded(tmp_path):
+    """Snakemake writes a value it does not have (None) as `-` (BenchmarkRecord.to_tsv)."""
+    record = BenchmarkRecord(running_time=30.0, max_rss=None, max_vms=None, max_uss=None, max_pss=None)
+    record.data_collected, record.io_in, record.io_out, record.cpu_time, record.cpu_usage = True, 0, 0, 1, 1
+    path = tmp_path / "benchmarks/train/a.tsv"
+    path.parent.mkdir(parents=True)
+    write_benchmark_records([record], str(path), False)
+    assert path.read_text().splitlines()[1].split("\t")[2] == "-"
+    (run,) = read_benchmark(path)
+    assert (run.seconds, run.max_rss_mb) == (30.0, None)
+    estimator = history(tmp_path)
+    assert estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000).value == 4000
+    assert estimator.estimate("runtime", PATTERN, {"dataset": "a"}, default=120).learned
+
+
+# --- runs resumed from partial work -------------------------------------------------------------------------------
+def test_resumed_run_is_left_out_of_runtime_but_not_memory(tmp_path):
+    own = write_runs(tmp_path / "benchmarks/train/a.tsv", [(600.0, 1000.0)])  # only the epochs after resuming
+    write_runs(tmp_path / "benchmarks/train/b.tsv", [(3000.0, 900.0)])
+    mark = mark_resumed(own, "resumed_from_epoch 7")
+    estimator = history(tmp_path)
+    runtime = estimator.estimate("runtime", PATTERN, {"dataset": "a"}, default=120)
+    assert runtime.value == math.ceil(3000 / 60 * 1.3)  # b's whole run, not a's 600 s
+    assert runtime.sources == (str(tmp_path / "benchmarks/train/b.tsv"),)
+    assert "all wildcard values" in runtime.explanation
+    assert "left out 1 run(s) resumed from partial work" in runtime.explanation
+    assert f"{mark}: resumed_from_epoch 7" in runtime.explanation
+    memory_estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000)
+    assert memory_estimate.value == memory(1000.0, estimator.settings)  # its peak is a whole job's
+    assert "left out" not in memory_estimate.explanation
+
+    (tmp_path / "benchmarks/train/b.tsv").unlink()
+    alone = estimator.estimate("runtime", PATTERN, {"dataset": "a"}, default=120)
+    assert (alone.value, alone.learned) == (120, False)
+    assert "configured default: 0 run(s) with s recorded" in alone.explanation
+    assert "left out 1 run(s) resumed from partial work" in alone.explanation
+
+    clear_mark(own)  # the next run started afresh: its time is whole again
+    assert not mark.exists()
+    again = estimator.estimate("runtime", PATTERN, {"dataset": "a"}, default=120)
+    assert again.value == max(5, math.ceil(600 / 60 * 1.3)) and "left out" not in again.explanation
+
+
+def test_mark_helpers_describe_the_run_the_benchmark_holds(tmp_path):
+    benchmark = tmp_path / "benchmarks/train/a.tsv"
+    assert resumed_reason(benchmark) is None
+    mark = mark_resumed(benchmark, "resumed\nafter epoch 3")
+    assert mark == tmp_path / "benchmarks/train/a.tsv.resumed"
+    assert mark.read_text() == "resumed after epoch 3\n"  # one line
+    assert resumed_reason(benchmark) == "resumed after epoch 3"
+    clear_mark(benchmark)
+    clear_mark(benchmark)  # nothing to clear: no error
+    assert resumed_reason(benchmark) is None and not mark.exists()
+    with pytest.raises(ValueError, match="the reason is empty"):
+        mark_resumed(benchmark, " \n")
+
+    resumed = {"resumed_from_epoch": 4, "val_f1": 0.9}
+    assert mark_if_resumed(benchmark, resumed, key="resumed_from_epoch") is resumed
+    assert resumed_reason(benchmark) == "resumed_from_epoch 4"
+    mark_if_resumed(str(benchmark), {"resumed_from_epoch": None}, key="resumed_from_epoch")  # a fresh run
+    assert not mark.exists()
+    mark_if_resumed(None, resumed, key="resumed_from_epoch")  # no benchmark: nothing to mark
+    assert list(tmp_path.rglob("*.resumed")) == []
+
+
+TRAINING_WRAPPERS = {"train_vgae": "vgae", "train_gat": "gat", "train_dqn": "dqn"}
+
+
+class Section(dict):
+    """snakemake.input/output/params as a wrapper reads them: by attribute, by name, and with get()."""
+
+    def __getattr__(self, name):
+        return self[name]
+
+
+@pytest.mark.parametrize(("wrapper", "stage"), TRAINING_WRAPPERS.items())
+def test_training_wrapper_marks_a_resumed_run_and_clears_a_fresh_one(tmp_path, monkeypatch, wrapper, stage):
+    """The wrapper, run as Snakemake runs it (a `snakemake` global), with the library's run() replaced: what a run
+    that resumed, then one that did not, leave next to the benchmark file."""
+    import importlib
+
+    import kdgat.logs
+
+    module = importlib.import_module(f"kdgat.training.{stage}")
+    calls, results = [], [{"resumed_from_epoch": 3}, {"resumed_from_epoch": None}]
+    monkeypatch.setattr(module, "run", lambda **kwargs: calls.append(kwargs) or results[len(calls) - 1])
+    monkeypatch.setattr(kdgat.logs, "configure", lambda log: None)  # leave pytest's log handlers alone
+    benchmark = tmp_path / "benchmarks/train/a.tsv"
+    names = ("train", "val", "metadata", "fit", "vgae", "gat")
+    snakemake = type("Snakemake", (), {})()
+    snakemake.input = Section({name: f"in/{name}" for name in names})
+    snakemake.output = Section({name: f"out/{name}" for name in ("model", "metrics", "history")})
+    snakemake.params = Section(settings={}, benchmark=str(benchmark))
+    snakemake.log, snakemake.threads = [str(tmp_path / "log")], 1
+    code = compile((REPO / "wrappers" / wrapper / "wrapper.py").read_text(), wrapper, "exec")
+
+    exec(code, {"snakemake": snakemake})
+    assert resumed_reason(benchmark) == "resumed_from_epoch 3"
+    exec(code, {"snakemake": snakemake})
+    assert resumed_reason(benchmark) is None and len(calls) == 2
+
+
+def test_kd_gat_training_rules_pass_their_own_benchmark_path():
+    """Each training rule's `benchmark` param is its `benchmark:` file, where the wrapper puts the mark."""
+    text = (REPO / "workflow/modules/kd_gat/Snakefile").read_text()
+    blocks = re.split(r"^\s*(?=(?:use )?rule )", text, flags=re.M)
+    checked = 0
+    for block in blocks:
+        directive = re.search(r"^\s+benchmark:\n\s+(.+)$", block, re.M)
+        if not block.lstrip().startswith(("rule train_", "use rule train_")) or directive is None:
+            continue
+        param = re.search(r"^\s+benchmark=benchmark_of\(\s*(.+?),?\s*\),?$", block, re.M | re.S)
+        assert param and param.group(1) == directive.group(1).strip(), block.splitlines()[0]
+        checked += 1
+    assert checked == 10  # 3 stages x 3 variants, and the sweep's GAT
+
+
+# --- the job's input size against the recorded ones ---------------------------------------------------------------
+def test_runs_at_a_much_smaller_input_do_not_replace_the_configured_value(tmp_path):
+    """Three runs of dataset a at 5 MB say nothing about a new dataset with 2000 MB of input."""
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(90.0, 900.0)] * 3, input_mb=5)
+    estimator = history(tmp_path)
+    for resource, default in (("mem_mb", 2000), ("runtime", 30)):
+        estimate = estimator.estimate(
+            resource, PATTERN, {"dataset": "new"}, default=default, input_size_mb=2000.0
+        )
+        assert (estimate.value, estimate.learned) == (default, False)
+        assert (
+            f"the job's input of 2000.0 MB is more than {SIZE_FACTOR:g} x the largest input its 3 run(s) recorded "
+            "(5.0 MB), and fewer than 3 input sizes recorded: not learned"
+        ) in estimate.explanation
+    # Up to SIZE_FACTOR x: the peak, scaled by the ratio above the largest recorded input; at or below it, the peak.
+    scaled = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, 4000, input_size_mb=5 * SIZE_FACTOR)
+    assert scaled.learned and scaled.value == memory(900.0 * SIZE_FACTOR, estimator.settings)
+    assert (
+        f"x {SIZE_FACTOR:.2f}, the job's input 10.0 MB over the largest recorded 5.0 MB" in scaled.explanation
+    )
+    smaller = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, 4000, input_size_mb=4.0)
+    assert smaller.value == memory(900.0, estimator.settings)
+    assert "(fewer than 3 input sizes recorded: not scaled)" in smaller.explanation
+    # Below a megabyte sizes count as one: an empty input recorded, a tiny one now, is no larger job.
+    write_runs(tmp_path / "benchmarks/train/e.tsv", [(90.0, 100.0)], input_mb=0)
+    tiny = estimator.estimate("mem_mb", PATTERN, {"dataset": "e"}, 4000, input_size_mb=0.5)
+    assert tiny.value == memory(100.0, estimator.settings) and "same wildcards" in tiny.explanation
+    # size_scaling off: input sizes are not looked at.
+    off = history(tmp_path, size_scaling=False)
+    assert off.estimate("mem_mb", PATTERN, {"dataset": "new"}, 4000, input_size_mb=2000.0).value == memory(
+        900.0, off.settings
+    )
+
+
+def test_too_small_own_history_gives_way_to_a_wider_one(tmp_path):
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(90.0, 900.0)], input_mb=5)
+    write_runs(tmp_path / "benchmarks/train/b.tsv", [(600.0, 3000.0)], input_mb=40)
+    estimate = history(tmp_path).estimate(
+        "mem_mb", PATTERN, {"dataset": "a"}, default=4000, input_size_mb=30.0
+    )
+    assert estimate.value == memory(3000.0, LearnedResourceSettings())
+    assert "all wildcard values" in estimate.explanation
+    assert (
+        "not from same wildcards (dataset=a): the job's input of 30.0 MB is more than" in estimate.explanation
+    )
+
+
+def test_input_size_line_below_zero_at_the_job_falls_back_to_the_peak(tmp_path):
+    # max_rss = -100 + 50 x input MB exactly: at 1 MB the line says -50.
+    for size in (3, 4, 5):
+        write_runs(tmp_path / f"benchmarks/train/d{size}.tsv", [(60.0, -100.0 + 50 * size)], input_mb=size)
+    estimator = history(tmp_path)
+    estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=1.0)
+    assert estimate.value == memory(150.0, estimator.settings)
+    assert "input-size line gives -50.0 at 1.0 MB: not used" in estimate.explanation
+
+
+def test_falling_line_is_never_used_and_says_why(tmp_path):
+    falling = size_fit([(1, 30.0), (2, 20.0), (3, 10.0)])
+    assert falling.fit_error == pytest.approx(0.0) and falling.constant_error > 0
+    assert not falling.better  # a perfect fit, but memory that falls as the input grows is no rule to learn
+    for size, rss in ((1, 300.0), (2, 200.0), (3, 100.0)):
+        write_runs(tmp_path / f"benchmarks/train/d{size}.tsv", [(60.0, rss)], input_mb=size)
+    estimator = history(tmp_path)
+    estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=2.5)
+    assert estimate.value == memory(300.0, estimator.settings)
+    assert "input-size line not used: slope -100 not positive" in estimate.explanation
+
+
+# --- params the runs recorded -------------------------------------------------------------------------------------
+def test_recorded_params_set_the_runs_own_wildcard_values_aside():
+    def key(dataset, seed, epochs):
+        """What --benchmark-extended records: a dict literal, with the repr of an object Snakemake cannot show."""
+        params = (
+            f"{{'settings': {{'seed': {seed}, 'epochs': {epochs}, 'lr': 0.1}}, "
+            f"'checkpoint': 'checkpoints/{dataset}/seed_{seed}/last.pt', 'tracking': TrackingSettings(tags={{}})}}"
+        )
+        return recorded_params(params, repr({"dataset": dataset, "seed": str(seed)}))
+
+    assert key("a", 1, 10) == key("b", 0, 10) == key("hcrl", 10, 10)
+    assert key("a", 1, 10) != key("a", 1, 100)
+    assert "checkpoints/{wildcard}/seed_{wildcard}/last.pt" in key("a", 1, 10)
+    assert "'seed': '{seed}'" in key("a", 1, 10) and "'lr': 0.1" in key("a", 1, 10)  # 0.1's 1 is no seed
+    assert "tracking" not in key("a", 1, 10)  # not a plain value: not compared, as Snakemake's params trigger
+    assert recorded_params(None, None) is None and recorded_params("-", "-") is None
+    assert recorded_params("not python", "{}") is None
+
+
+def test_runs_made_with_other_params_are_named_in_a_warning(tmp_path):
+    for dataset, epochs in (("a", 10), ("b", 10), ("c", 100)):
+        write_runs(
+            tmp_path / f"benchmarks/train/{dataset}.tsv",
+            [(60.0, 500.0)],
+            input_mb=1,
+            params={"epochs": epochs, "out": f"results/{dataset}/model.pt"},
+            wildcards={"dataset": dataset},
+        )
+    estimator = history(tmp_path)
+    estimate = estimator.estimate("runtime", PATTERN, {"dataset": "new"}, default=120, input_size_mb=1.0)
+    assert estimate.learned
+    (warning,) = estimate.warnings
+    assert (
+        f"the 3 run(s) of {PATTERN} learned from (all wildcard values) were recorded with 2 different params"
+        in warning
+    )
+    assert (
+        str(tmp_path / "benchmarks/train/a.tsv") in warning
+        and str(tmp_path / "benchmarks/train/c.tsv") in warning
+    )
+    (tmp_path / "benchmarks/train/c.tsv").unlink()
+    assert estimator.estimate("runtime", PATTERN, {"dataset": "new"}, 120, input_size_mb=1.0).warnings == ()

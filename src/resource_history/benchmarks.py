@@ -3,7 +3,9 @@
 A benchmark file is tab-separated with a header; each row is one run of the job (several with `repeat()`):
 ``s`` (wall seconds) and ``max_rss`` (peak resident memory in MB, ``NA`` when the job ended before the first
 sample) are always there; with ``--benchmark-extended`` Snakemake adds ``input_size_mb``, a dict of the job's
-input files and their sizes in MB.
+input files and their sizes in MB, and ``wildcards`` and ``params``, the job's as Python dict literals (a param
+Snakemake cannot show as a plain value appears as its repr, e.g. ``TrackingSettings(...)``). ``-`` is a value
+Snakemake could not give (None).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class BenchmarkRun:
     max_rss_mb: float | None
     input_size_mb: float | None  # sum over the job's input files; None without --benchmark-extended
     gpu_peak_mb: float | None = None  # the job's CUDA peak; benchmark files have none
+    params: str | None = None  # recorded_params(): comparable text, None where not recorded
 
 
 def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
@@ -75,6 +78,7 @@ def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
                 seconds=seconds,
                 max_rss_mb=number_or_missing(row["max_rss"], path, number, "max_rss"),
                 input_size_mb=input_size(row.get("input_size_mb"), path, number),
+                params=recorded_params(row.get("params"), row.get("wildcards")),
             )
         )
     if not runs:
@@ -105,6 +109,54 @@ def input_size(text: str | None, path, line: int) -> float | None:
         raise BenchmarkFileError(
             path, f"input_size_mb {text!r} is not a dict of file sizes in MB", line=line
         ) from None
+
+
+def recorded_params(params: str | None, wildcards: str | None) -> str | None:
+    """The params a run recorded (--benchmark-extended) as text that compares equal for runs made with the same
+    settings: the run's own wildcard values are set aside (a path holding ``{dataset}`` differs per dataset by
+    design), and so are values that are no plain literals, as Snakemake's own params rerun trigger leaves them
+    out. None where the run recorded no params or they cannot be read: such a run is compared with none."""
+    if params is None or params.strip() in MISSING:
+        return None
+    try:
+        tree = ast.parse(params.strip(), mode="eval").body
+        values = {} if wildcards is None or wildcards.strip() in MISSING else ast.literal_eval(wildcards)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(tree, ast.Dict) or not isinstance(values, dict):
+        return None
+    values = {str(name): str(value) for name, value in values.items() if str(value)}
+    kept = {}
+    for key, value in zip(tree.keys, tree.values, strict=True):
+        try:
+            kept[str(ast.literal_eval(key))] = without_wildcards(ast.literal_eval(value), values)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue  # e.g. a settings object's repr: not compared
+    return repr(sorted(kept.items()))
+
+
+def without_wildcards(value, wildcards: dict[str, str], key: str | None = None):
+    """`value` with each wildcard value inside a string replaced by ``{wildcard}`` (two wildcards may share a
+    value), and a number under a key named after its wildcard (a ``seed`` setting) by ``{name}``."""
+    if isinstance(value, dict):
+        return {str(k): without_wildcards(v, wildcards, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_wildcards(item, wildcards) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted(repr(without_wildcards(item, wildcards)) for item in value)
+    if isinstance(value, str) and wildcards:
+        # Longest first, and only whole tokens: seed "1" must not eat the 1 of "seed_10" or of "v1".
+        alternatives = "|".join(
+            re.escape(text) for text in sorted(set(wildcards.values()), key=len, reverse=True)
+        )
+        return re.sub(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", "{wildcard}", value)
+    if key in wildcards and isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            if float(wildcards[key]) == value:
+                return f"{{{key}}}"
+        except ValueError:
+            pass
+    return value
 
 
 # --- finding a rule's benchmark files from its pattern ----------------------------------------------------------

@@ -1,18 +1,30 @@
 """The next run's `mem_mb` and `runtime` of a job from its rule's benchmark history, and its `gpu_mem_mb` from the
 GPU records its rule's earlier runs wrote (resource_history.gpu_records; `pattern` is then the record's path).
 
-Which runs count, in this order (the first that holds at least `min_history` runs with the measure):
+Which runs count, in this order (the first that holds at least `min_history` runs with the measure and passes the
+input-size check below):
 
 1. the job's own benchmark file (the same wildcard values, e.g. the same dataset), in every benchmark root;
 2. the rule's files with the same values of `match_wildcards` (e.g. the same dataset, other sweep rows);
 3. every file of the rule (all datasets).
+
+A run whose benchmark file has a resume mark (``<benchmark>.resumed``, resource_history.resumed) is left out of
+`runtime`: its `s` covers only the part after resuming. Memory still learns from it: a resumed job loads its data
+and model and trains, where its peak is reached, so its `max_rss` is a whole job's; and the peak over the runs
+cannot fall below a full run's.
 
 From those runs the base figure is the peak (largest `max_rss` for memory, largest `s` for runtime), unless
 `size_scaling` is on, the job's input size is known, the runs record theirs (``--benchmark-extended``) at three or
 more different sizes, the line ``a + b * input_size_mb`` (least squares) rises (b > 0) and it predicts the runs
 better than a constant does: each run left out in turn and predicted from the others by the line and by their
 mean, the line's mean absolute error is smaller. Then the base is the line at the job's input size, raised by the
-largest amount any run lay above it (as the peak covers every run, so does the raised line). Finally
+largest amount any run lay above it (as the peak covers every run, so does the raised line).
+
+Without that line, a peak says nothing about a much larger input: with `size_scaling` on, a job whose input is
+more than SIZE_FACTOR (2) times the largest input the runs recorded (1 MB if less) does not learn from them (the next scope is
+tried, else the configured value); one whose input is larger than that largest input, but not SIZE_FACTOR times,
+gets the peak scaled by the ratio (as if the measure grew in proportion to the input: never less than the peak).
+Runs that recorded no input size are not compared. Finally
 
     mem_mb  = ceil((base + mem_overhead_mb) * margin) * attempt
     runtime = max(min_runtime, ceil(base / 60 * margin)) * attempt      (minutes)
@@ -20,6 +32,10 @@ largest amount any run lay above it (as the peak covers every run, so does the r
 
 GPU records hold no input sizes, so `gpu_mem_mb` is always learned from the peak. A run on the CPU records no GPU
 peak (null) and teaches nothing.
+
+Runs recorded with other params than the job's cannot be left out: Snakemake evaluates a job's resources without
+its params. When the runs learned from recorded different params (--benchmark-extended, their own wildcard values
+set aside: resource_history.benchmarks.recorded_params), a warning says so and names two of their files.
 
 No usable run: the rule's configured value (`default`) unchanged. Unreadable files are left out with a warning
 that names the file and line.
@@ -36,6 +52,7 @@ from typing import Any
 
 from resource_history.benchmarks import BenchmarkFileError, BenchmarkPattern, BenchmarkRun, read_benchmark
 from resource_history.gpu_records import GPU_PEAK_KEY, read_gpu_record
+from resource_history.resumed import mark_path, resumed_reason
 from resource_history.settings import LearnedResourceSettings
 
 
@@ -47,14 +64,19 @@ class Measure:
     column: str
     files: str  # what the files are called in messages
     read: Callable[[Path], list[BenchmarkRun]]
+    whole_runs_only: bool = False  # a resumed run's figure is partial: leave it out
 
 
 MEASURES = {
     "mem_mb": Measure("max_rss_mb", "max_rss", "benchmark", read_benchmark),
-    "runtime": Measure("seconds", "s", "benchmark", read_benchmark),
+    "runtime": Measure("seconds", "s", "benchmark", read_benchmark, whole_runs_only=True),
     "gpu_mem_mb": Measure("gpu_peak_mb", GPU_PEAK_KEY, "GPU record", read_gpu_record),
 }
 MIN_FIT_SIZES = 3
+# A peak learned at input size S stands for jobs up to SIZE_FACTOR x S (scaled by the ratio above S); beyond, a
+# constant model of the measure has nothing to say, and the configured value is safer than a guess.
+SIZE_FACTOR = 2.0
+SIZE_FLOOR_MB = 1.0  # inputs below a megabyte count as one: 0.01 MB against 0 MB is no larger job
 SHOWN_SOURCES = 4
 
 
@@ -142,29 +164,45 @@ class ResourceHistory:
         parsed = BenchmarkPattern.parse(pattern)
         files, warnings = self.history_files(parsed)
         wildcards = {name: str(wildcards[name]) for name in parsed.names if name in wildcards}
-        runs_of = {}
+        runs_of, resumed = {}, {}
         for path, _ in files:
             runs, warning = self.runs(path, measure)
-            runs_of[path] = [run for run in runs if getattr(run, measure.field) is not None]
+            runs = [run for run in runs if getattr(run, measure.field) is not None]
+            if runs and measure.whole_runs_only:
+                reason = resumed_reason(path)
+                if reason is not None:
+                    resumed[path], runs = (len(runs), reason), []
+            runs_of[path] = runs
             if warning:
                 warnings.append(warning)
-        chosen = None
+        chosen, refused = None, []
         for scope, selected in self.scopes(parsed, files, wildcards):
             runs = [run for path in selected for run in runs_of[path]]
-            if len(runs) >= self.settings.min_history:
-                chosen = scope, selected, runs
-                break
+            if len(runs) < self.settings.min_history:
+                continue
+            base, how = self.base_figure(runs, measure.field, measure.column, input_size_mb)
+            if base is None:
+                refused.append(f"{scope}: {how}")
+                continue
+            chosen = scope, selected, runs, base, how
+            break
+        left_out = self.resumed_text(resumed, [path for path, _ in files] if chosen is None else chosen[1])
         if chosen is None:
             recorded = sum(len(runs) for runs in runs_of.values())
-            why = (
-                f"no {measure.files} history in {self.roots_text()} for {parsed.display}"
-                if not files
-                else f"{recorded} run(s) with {measure.column} recorded in {len(files)} {measure.files} file(s) of "
-                f"{parsed.display}, fewer than min_history {self.settings.min_history}"
+            if refused:
+                why = "; ".join(refused)
+            elif not files:
+                why = f"no {measure.files} history in {self.roots_text()} for {parsed.display}"
+            else:
+                why = (
+                    f"{recorded} run(s) with {measure.column} recorded in {len(files)} {measure.files} file(s) of "
+                    f"{parsed.display}, fewer than min_history {self.settings.min_history}"
+                )
+            return Estimate(
+                resource, default, False, f"(configured default: {why}{left_out})", (), tuple(warnings)
             )
-            return Estimate(resource, default, False, f"(configured default: {why})", (), tuple(warnings))
-        scope, selected, runs = chosen
-        base, how = self.base_figure(runs, measure.field, measure.column, input_size_mb)
+        scope, selected, runs, base, how = chosen
+        warnings += self.params_warnings(parsed, scope, runs)
         value = self.scale(resource, base, attempt)
         sources = tuple(str(path) for path in selected if runs_of[path])
         shown = ", ".join(sources[:SHOWN_SOURCES]) + (
@@ -175,8 +213,41 @@ class ResourceHistory:
         else:
             overhead = self.overhead_mb(resource)
             arithmetic = f"ceil(({base:.1f} + {overhead}) MB x margin {self.settings.margin})"
-        explanation = f"(learned from {len(runs)} run(s), {scope}: {how}; {arithmetic} x attempt {attempt}; from {shown})"
+        narrower = f"; not from {'; '.join(refused)}" if refused else ""
+        explanation = (
+            f"(learned from {len(runs)} run(s), {scope}: {how}; {arithmetic} x attempt {attempt}{left_out}"
+            f"{narrower}; from {shown})"
+        )
         return Estimate(resource, value, True, explanation, sources, tuple(warnings))
+
+    @staticmethod
+    def resumed_text(resumed: dict[Path, tuple[int, str]], paths: list[Path]) -> str:
+        """How many runs of `paths` were left out as resumed, and the first one's mark and reason."""
+        marked = [path for path in paths if path in resumed]
+        if not marked:
+            return ""
+        count = sum(resumed[path][0] for path in marked)
+        return (
+            f"; left out {count} run(s) resumed from partial work, whose time covers only the rest "
+            f"({mark_path(marked[0])}: {resumed[marked[0]][1]}"
+            + (f"; and {len(marked) - 1} more file(s))" if len(marked) > 1 else ")")
+        )
+
+    @staticmethod
+    def params_warnings(pattern: BenchmarkPattern, scope: str, runs: list[BenchmarkRun]) -> list[str]:
+        first_file = {}
+        for run in runs:
+            if run.params is not None:
+                first_file.setdefault(run.params, run.path)
+        if len(first_file) < 2:
+            return []
+        examples = list(first_file.values())[:2]
+        return [
+            f"the {len(runs)} run(s) of {pattern.display} learned from ({scope}) were recorded with "
+            f"{len(first_file)} different params (their own wildcard values set aside), e.g. {examples[0]} and "
+            f"{examples[1]}; the learned value covers all of them: move the files of runs whose settings no "
+            "longer apply out of the benchmark roots"
+        ]
 
     # -- history --------------------------------------------------------------------------------------------------
     def history_files(self, pattern: BenchmarkPattern) -> tuple[list[tuple[Path, dict]], list[str]]:
@@ -224,7 +295,8 @@ class ResourceHistory:
     # -- arithmetic -----------------------------------------------------------------------------------------------
     def base_figure(
         self, runs: list[BenchmarkRun], measure: str, column: str, input_size_mb: float | None
-    ) -> tuple[float, str]:
+    ) -> tuple[float | None, str]:
+        """(base, how it was found), or (None, why these runs do not tell this job's needs)."""
         values = [getattr(run, measure) for run in runs]
         peak = max(values)
         how = f"peak {column} {peak:.1f}"
@@ -233,20 +305,39 @@ class ResourceHistory:
         points = [(run.input_size_mb, getattr(run, measure)) for run in runs if run.input_size_mb is not None]
         fit = size_fit(points)
         if fit is None:
-            return peak, how + f" (fewer than {MIN_FIT_SIZES} input sizes recorded: not scaled)"
-        if not fit.better:
-            return peak, how + (
-                f" (input-size line not better: leave-one-out error {fit.fit_error:.1f} vs "
-                f"{fit.constant_error:.1f} for a constant, slope {fit.slope:.3g})"
+            not_scaled = f"fewer than {MIN_FIT_SIZES} input sizes recorded"
+        elif fit.slope <= 0:
+            not_scaled = f"input-size line not used: slope {fit.slope:.3g} not positive"
+        elif not fit.better:
+            not_scaled = (
+                f"input-size line not better: leave-one-out error {fit.fit_error:.1f} vs "
+                f"{fit.constant_error:.1f} for a constant, slope {fit.slope:.3g}"
             )
-        predicted = fit.at(input_size_mb)
-        if predicted <= 0:
-            return peak, how + f" (input-size line gives {predicted:.1f} at {input_size_mb:.1f} MB: not used)"
-        return predicted, (
-            f"{column} = {fit.intercept:.1f} + {fit.slope:.4g} x input MB + {fit.cover:.1f} (the largest run above "
-            f"the line) at {input_size_mb:.1f} MB = {predicted:.1f} (leave-one-out error {fit.fit_error:.1f} vs "
-            f"{fit.constant_error:.1f} for a constant)"
-        )
+        else:
+            predicted = fit.at(input_size_mb)
+            if predicted > 0:
+                return predicted, (
+                    f"{column} = {fit.intercept:.1f} + {fit.slope:.4g} x input MB + {fit.cover:.1f} (the largest "
+                    f"run above the line) at {input_size_mb:.1f} MB = {predicted:.1f} (leave-one-out error "
+                    f"{fit.fit_error:.1f} vs {fit.constant_error:.1f} for a constant)"
+                )
+            not_scaled = f"input-size line gives {predicted:.1f} at {input_size_mb:.1f} MB: not used"
+        if not points:
+            return peak, how + f" ({not_scaled}: not scaled)"
+        largest = max(size for size, _ in points)
+        reference = max(largest, SIZE_FLOOR_MB)
+        if input_size_mb > SIZE_FACTOR * reference:
+            return None, (
+                f"the job's input of {input_size_mb:.1f} MB is more than {SIZE_FACTOR:g} x the largest input its "
+                f"{len(runs)} run(s) recorded ({largest:.1f} MB), and {not_scaled}: not learned"
+            )
+        if input_size_mb > reference:
+            ratio = input_size_mb / reference
+            return peak * ratio, how + (
+                f" x {ratio:.2f}, the job's input {input_size_mb:.1f} MB over the largest recorded {largest:.1f} MB "
+                f"({not_scaled})"
+            )
+        return peak, how + f" ({not_scaled}: not scaled)"
 
     def scale(self, resource: str, base: float, attempt: int) -> int:
         margin = self.settings.margin

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -29,15 +30,23 @@ class LearnedResourceSettings:
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> LearnedResourceSettings:
-        options = dict(options or {})
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise SettingsError(
+                f"{WHERE} must be a mapping of settings (e.g. {{enabled: true}}), got {type(options).__name__} "
+                f"{options!r}"
+            )
+        options = dict(options)
         known = {field.name for field in fields(cls)}
-        unknown = sorted(set(options) - known)
+        unknown = sorted(set(options) - known, key=str)
         if unknown:
             raise SettingsError(f"{WHERE}: unknown key(s) {unknown}; expected some of {sorted(known)}")
         for key in ("benchmark_roots", "match_wildcards"):
             if key in options:
                 value = options[key]
-                if isinstance(value, str) or not all(isinstance(item, str) for item in value or []):
+                # A string is iterable too: "archive" would read as the roots a, r, c, ...
+                if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
                     raise SettingsError(f"{WHERE}.{key} must be a list of strings, got {value!r}")
                 options[key] = tuple(value)
         settings = cls(**options)
@@ -51,7 +60,12 @@ class LearnedResourceSettings:
 
         need(isinstance(self.enabled, bool), "enabled", "true or false")
         need(isinstance(self.size_scaling, bool), "size_scaling", "true or false")
-        need(is_number(self.margin) and self.margin >= 1.0, "margin", "a number >= 1")
+        # Not infinite: ceil(inf) would fail only when a job's resources are computed, far from the config.
+        need(
+            is_number(self.margin) and math.isfinite(self.margin) and self.margin >= 1.0,
+            "margin",
+            "a finite number >= 1",
+        )
         need(is_integer(self.min_history) and self.min_history >= 1, "min_history", "an integer >= 1")
         for overhead in ("mem_overhead_mb", "gpu_overhead_mb"):
             value = getattr(self, overhead)

@@ -2,8 +2,9 @@
 # is a resource function for `mem_mb` or `runtime` that, when enabled, returns the value the rule's earlier runs
 # call for (their `benchmark:` files, read by the resource_history library), else `default` unchanged;
 # `learned("gpu_mem_mb", default, record=<output name>)` does the same from the GPU peak earlier runs wrote into
-# that output (resource_history.gpu_records). The log says where each value came from. Included by every module,
-# so it works in a module imported on its own.
+# that output (resource_history.gpu_records). A run whose benchmark file has a `.resumed` mark (a job resumed
+# from a checkpoint: resource_history.resumed) teaches no runtime. The log says where each value came from.
+# Included by every module, so it works in a module imported on its own.
 import os
 
 from resource_history import LearnedResourceSettings, ResourceHistory

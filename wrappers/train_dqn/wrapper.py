@@ -5,21 +5,28 @@ __license__ = "MIT"
 
 from kdgat.logs import configure, failure_logged
 from kdgat.training import dqn
+from resource_history import mark_if_resumed
 
 configure(snakemake.log[0])
 with failure_logged("train_dqn"):
-    dqn.run(
-        fit=snakemake.input.fit,
-        stop=snakemake.input.get("stop"),
-        metadata=snakemake.input.metadata,
-        vgae=snakemake.input.vgae,
-        gat=snakemake.input.gat,
-        teacher_dqn=snakemake.input.get("teacher_dqn"),
-        teacher_vgae=snakemake.input.get("teacher_vgae"),
-        teacher_gat=snakemake.input.get("teacher_gat"),
-        settings=snakemake.params.settings,
-        checkpoint=snakemake.params.get("checkpoint"),
-        tracking=snakemake.params.get("tracking"),
-        outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
-        threads=snakemake.threads,
+    # Snakemake's benchmark of a resumed job covers only the epochs run now: a mark next to it keeps that time
+    # out of the learned runtime (resource_history.resumed); a job that started afresh drops an old mark.
+    mark_if_resumed(
+        snakemake.params.get("benchmark"),
+        dqn.run(
+            fit=snakemake.input.fit,
+            stop=snakemake.input.get("stop"),
+            metadata=snakemake.input.metadata,
+            vgae=snakemake.input.vgae,
+            gat=snakemake.input.gat,
+            teacher_dqn=snakemake.input.get("teacher_dqn"),
+            teacher_vgae=snakemake.input.get("teacher_vgae"),
+            teacher_gat=snakemake.input.get("teacher_gat"),
+            settings=snakemake.params.settings,
+            checkpoint=snakemake.params.get("checkpoint"),
+            tracking=snakemake.params.get("tracking"),
+            outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
+            threads=snakemake.threads,
+        ),
+        key="resumed_from_epoch",
     )

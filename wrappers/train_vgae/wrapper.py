@@ -5,17 +5,24 @@ __license__ = "MIT"
 
 from kdgat.logs import configure, failure_logged
 from kdgat.training import vgae
+from resource_history import mark_if_resumed
 
 configure(snakemake.log[0])
 with failure_logged("train_vgae"):
-    vgae.run(
-        train=snakemake.input.train,
-        val=snakemake.input.val,
-        metadata=snakemake.input.metadata,
-        teacher=snakemake.input.get("teacher"),
-        settings=snakemake.params.settings,
-        checkpoint=snakemake.params.get("checkpoint"),
-        tracking=snakemake.params.get("tracking"),
-        outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
-        threads=snakemake.threads,
+    # Snakemake's benchmark of a resumed job covers only the epochs run now: a mark next to it keeps that time
+    # out of the learned runtime (resource_history.resumed); a job that started afresh drops an old mark.
+    mark_if_resumed(
+        snakemake.params.get("benchmark"),
+        vgae.run(
+            train=snakemake.input.train,
+            val=snakemake.input.val,
+            metadata=snakemake.input.metadata,
+            teacher=snakemake.input.get("teacher"),
+            settings=snakemake.params.settings,
+            checkpoint=snakemake.params.get("checkpoint"),
+            tracking=snakemake.params.get("tracking"),
+            outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
+            threads=snakemake.threads,
+        ),
+        key="resumed_from_epoch",
     )

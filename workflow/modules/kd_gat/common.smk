@@ -88,6 +88,13 @@ def settings(stage, variant):
     return lambda wildcards: stage_settings(stage, variant, int(wildcards.seed))
 
 
+def benchmark_of(pattern):
+    """The rule's benchmark file (``pattern``: its benchmark: line), for the wrapper's resume mark
+    (resource_history.resumed). A function of ``output``, which Snakemake's params rerun trigger leaves out:
+    adding it retrains nothing."""
+    return lambda wildcards, output: pattern.format(**wildcards)
+
+
 def tracking(stage, variant, sweep=False):
     """The params function of a training rule's experiment tracking: kd_gat.tracking plus the job's tags. A
     TrackingSettings object, which Snakemake leaves out of its params rerun trigger: tracking never retrains.

@@ -1,0 +1,59 @@
+"""Marks of runs that resumed from partial work, whose benchmark `s` covers only the part after resuming.
+
+Snakemake writes a job's benchmark file only when the job succeeds: a job killed at its time limit leaves none,
+and the attempt that resumes from its checkpoint records only the remaining time. Such a job writes
+``<benchmark>.resumed`` (a one-line reason) with `mark_resumed`, and removes it with `clear_mark` when it did not
+resume, so that the mark always describes the run the benchmark file holds (the next successful run overwrites
+that file). The estimator leaves marked runs out of learning `runtime` (resource_history.estimate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+SUFFIX = ".resumed"
+
+
+def mark_path(benchmark_path: str | Path) -> Path:
+    return Path(f"{benchmark_path}{SUFFIX}")
+
+
+def mark_resumed(benchmark_path: str | Path, reason: str) -> Path:
+    """Say that the run about to be recorded in `benchmark_path` resumed from partial work; returns the mark."""
+    reason = " ".join(str(reason).split())
+    if not reason:
+        raise ValueError(f"mark_resumed({str(benchmark_path)!r}): the reason is empty")
+    path = mark_path(benchmark_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(reason + "\n")
+    return path
+
+
+def clear_mark(benchmark_path: str | Path) -> None:
+    """The run about to be recorded in `benchmark_path` did not resume: drop a mark an earlier run left."""
+    mark_path(benchmark_path).unlink(missing_ok=True)
+
+
+def resumed_reason(benchmark_path: str | Path) -> str | None:
+    """The reason in the benchmark file's mark, or None without one (or an unreadable one: "resumed")."""
+    path = mark_path(benchmark_path)
+    if not path.exists():
+        return None
+    try:
+        return path.read_text().strip() or "resumed"
+    except (OSError, UnicodeDecodeError):
+        return "resumed"
+
+
+def mark_if_resumed(benchmark_path: str | Path | None, result: Mapping, key: str) -> Mapping:
+    """Mark or clear `benchmark_path` by a job's `result`: it resumed where ``result[key]`` (where it resumed
+    from) is set; nothing without a benchmark path. Returns `result`, so that a wrapper's one library call can be
+    ``mark_if_resumed(path, run(...), key)``."""
+    if benchmark_path:
+        resumed_from = result.get(key)
+        if resumed_from is None:
+            clear_mark(benchmark_path)
+        else:
+            mark_resumed(benchmark_path, f"{key} {resumed_from}")
+    return result
