@@ -681,19 +681,26 @@ def plan_manifest(
 
 
 def planned_parameter_sets(
-    parameters: str | Path | pd.DataFrame, fixed_params: Mapping[str, Any] | None
+    parameters: str | Path | pd.DataFrame,
+    fixed_params: Mapping[str, Any] | None,
+    where: str | None = None,
+    row_name: RowName | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of the parameter table merged with the fixed parameters, refusing reserved names and clashes."""
-    return _planned_parameter_sets(parameters, fixed_params)[0]
+    """Rows of the parameter table merged with the fixed parameters, refusing reserved names and clashes
+    (``where``, ``row_name``: how messages name a DataFrame and its rows, see ``parameter_table``)."""
+    return _planned_parameter_sets(parameters, fixed_params, where, row_name)[0]
 
 
 def _planned_parameter_sets(
-    parameters: str | Path | pd.DataFrame, fixed_params: Mapping[str, Any] | None
+    parameters: str | Path | pd.DataFrame,
+    fixed_params: Mapping[str, Any] | None,
+    where: str | None = None,
+    row_name: RowName | None = None,
 ) -> tuple[list[dict[str, Any]], str, RowName]:
     """``planned_parameter_sets`` with what messages call the table and how they name its rows."""
     fixed = dict(fixed_params or {})
     check_fixed_values(fixed, "fixed parameters")
-    table, where, row_name = parameter_table(parameters)
+    table, where, row_name = parameter_table(parameters, where, row_name)
     both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))
     if both:
         raise ContractError(

@@ -39,15 +39,19 @@ def read_parameter_table(path: str | Path) -> pd.DataFrame:
     return parameter_table(Path(path))[0]
 
 
-def parameter_table(parameters: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, RowName]:
+def parameter_table(
+    parameters: str | Path | pd.DataFrame, where: str | None = None, row_name: RowName | None = None
+) -> tuple[pd.DataFrame, str, RowName]:
     """The checked parameter table of a file or a DataFrame, what messages call it, and how they name its rows.
 
     One numbering for every message about a row: a text file's line (the header is line 1), a Parquet file's row
-    (from 1), a DataFrame's row (from 1) with its index label.
+    (from 1), a DataFrame's row (from 1) with its index label. A DataFrame built from something else may be named
+    after it instead (``where``, ``row_name``: the service's request and its ``parameter_sets[i]``).
     """
     if isinstance(parameters, pd.DataFrame):
-        where, index = "parameter DataFrame", parameters.index
-        return check_parameter_table(parameters, where), where, dataframe_row_name(index)
+        where = where or "parameter DataFrame"
+        row_name = row_name or dataframe_row_name(parameters.index)
+        return check_parameter_table(parameters, where, row_name), where, row_name
     path = Path(parameters)
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     try:

@@ -31,7 +31,6 @@ from simcal.progress import progress_path
 from simcal.runner import Cancelled, planned_parameter_sets, simulate
 from simcal.settings import SimulationSettings
 from simcal.space import check_fixed, check_parameter_sets
-from simcal.tables import check_fixed_values
 from simcal.tasks import plan_tasks
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,10 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
             + ("; submit it as a job (POST /v1/simulate)" if sync else ""),
         )
     try:
-        planned = _planned(sets, fixed)
+        # A bad value is named by its place in the request, not as a row of the table the sets become.
+        planned = planned_parameter_sets(
+            pd.DataFrame(sets), fixed, where="request", row_name=lambda index: f"parameter_sets[{index}]"
+        )
         check_fixed(fn_ref, fixed, "fixed")
         check_parameter_sets(
             fn_ref, planned, "parameter_sets", [f"parameter_sets[{i}]" for i in range(len(planned))]
@@ -213,22 +215,6 @@ def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
             f"{name}: expected a JSON object of {{name: value}}, got {type(value).__name__} {value!r:.80}",
         )
     return dict(value)
-
-
-def _planned(sets: list[Mapping[str, Any]], fixed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The parameter sets merged with ``fixed``; a bad value is named by its place in the request
-    (``parameter_sets[i]``), not as a row of the table the sets become."""
-    try:
-        return planned_parameter_sets(pd.DataFrame(sets), fixed)
-    except ContractError:
-        for index, params in enumerate(sets):  # only on failure: the whole request is not checked twice
-            check_fixed_values(params, f"parameter_sets[{index}]")
-            empty = sorted(name for name, value in params.items() if value is None)
-            if empty:  # a table's empty cell: fine in fixed, not in a parameter set
-                raise ContractError(
-                    f"parameter_sets[{index}]: {empty} are null; every parameter needs a value"
-                ) from None
-        raise
 
 
 def result_counts(path: Path) -> tuple[int, int]:
