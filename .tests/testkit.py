@@ -42,6 +42,23 @@ def import_required(module: str, how: str):
         pytest.skip(f"{module} is not available ({how}): {error}", allow_module_level=True)
 
 
+def pretend_cpu_wheel(monkeypatch, tmp_path: Path) -> None:
+    """Make torch look like its CPU wheel on a machine that holds no GPU, whatever this machine has: tests of the
+    loud GPU failure ran into the real GPU on the GPU check's machine (a CUDA build) and failed there."""
+    import torch
+
+    from kdgat import runtime
+
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: [])  # what a CPU build answers
+    monkeypatch.setattr(runtime, "NVIDIA_CONTROL_DEVICE", tmp_path / "no-nvidiactl")
+    monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: None)
+    monkeypatch.setattr(runtime, "driver_from_nvidia_smi", lambda: None)
+
+
 def venv_bin(name: str) -> str:
     """A console script from the running interpreter's environment (the project venv)."""
     candidate = Path(sys.executable).with_name(name)

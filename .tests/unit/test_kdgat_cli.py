@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO
+from testkit import REPO, pretend_cpu_wheel
 
 from kdgat.cli import main, parser
 from kdgat.cli.progress import ProgressBar
@@ -186,10 +186,7 @@ def test_a_bad_path_flag_is_named_as_the_flag_not_as_a_config_key(tmp_path, monk
 
 
 def test_a_gpu_the_job_holds_but_cannot_use_fails_loudly(tmp_path, monkeypatch, stderr_text):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine's torch can use a GPU: the loud failure cannot happen here")
+    pretend_cpu_wheel(monkeypatch, tmp_path)
     args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main([*args, "--device", "cuda"]) == 1
     assert "GPUUnusableError" in stderr_text() and "device 'cuda' requested" in stderr_text()

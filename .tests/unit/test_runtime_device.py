@@ -7,13 +7,14 @@ on a V100 or an A100; the environment variables are the ones SLURM and the NVIDI
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from testkit import REPO
+from testkit import REPO, pretend_cpu_wheel
 
 from kdgat import runtime
 from kdgat.evaluation.run import evaluate_files
@@ -21,9 +22,16 @@ from kdgat.runtime import GPUUnusableError, arch_runs_on, held_gpus, select_devi
 from kdgat.training import vgae as vgae_training
 from kdgat.training.settings import StageSettings
 
-# What torch 2.13.0 itself lists as the x86_64 architectures of its CUDA builds (torch/cuda/__init__.py).
+
+def release_capabilities(version: str) -> set[int]:
+    """The x86_64 compute capabilities torch itself lists for its CUDA ``version`` builds (torch/cuda/__init__.py):
+    per processor type in torch 2.13, one set for all in earlier releases (2.11 on the GPU check's machine)."""
+    codes = torch.cuda.PYTORCH_RELEASES_CODE_CC[version]
+    return codes["x86_64"] if isinstance(codes, dict) else codes
+
+
 BUILD_ARCHS = {
-    flavour: [f"sm_{cc}" for cc in sorted(torch.cuda.PYTORCH_RELEASES_CODE_CC[version]["x86_64"])]
+    flavour: [f"sm_{cc}" for cc in sorted(release_capabilities(version))]
     for flavour, version in {"cu126": "12.6", "cu130": "13.0"}.items()
 }
 VERSION = torch.__version__.split("+")[0]
@@ -31,11 +39,9 @@ V100, A100, H100 = (7, 0), (8, 0), (9, 0)
 
 
 @pytest.fixture
-def no_gpu_env(monkeypatch):
-    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: None)
-    monkeypatch.setattr(runtime, "driver_from_nvidia_smi", lambda: None)
+def no_gpu_env(monkeypatch, tmp_path):
+    """torch's CPU wheel on a machine that holds no GPU (whatever this one has); tests change it from there."""
+    pretend_cpu_wheel(monkeypatch, tmp_path)
     return monkeypatch
 
 
@@ -80,7 +86,8 @@ def refusal_holding_gpu(monkeypatch, visible: str = "0") -> str:
         ({"NVIDIA_VISIBLE_DEVICES": "all"}, None),  # no /dev/nvidiactl here: a CUDA image on a CPU node
     ],
 )
-def test_held_gpus_reads_what_slurm_and_the_container_runtime_set(variables, expected):
+def test_held_gpus_reads_what_slurm_and_the_container_runtime_set(variables, expected, monkeypatch, tmp_path):
+    monkeypatch.setattr(runtime, "NVIDIA_CONTROL_DEVICE", tmp_path / "no-nvidiactl")  # a GPU machine has one
     assert held_gpus(variables) == expected
 
 
@@ -206,7 +213,7 @@ def test_a_driver_new_enough_that_still_shows_no_gpu_points_at_the_device_setup(
 
 
 def test_the_cu126_kernel_range_is_torchs_own():
-    newest = max(torch.cuda.PYTORCH_RELEASES_CODE_CC["12.6"]["x86_64"])
+    newest = max(release_capabilities("12.6"))
     assert runtime.NEWEST_CAPABILITY_OF_CU126 == divmod(newest, 10)
 
 
@@ -296,12 +303,26 @@ def run_check(**env):
     )
 
 
-def test_check_command_prints_the_arch_list_and_fails_on_a_held_gpu_it_cannot_use():
-    held = run_check(CUDA_VISIBLE_DEVICES="0")
-    assert held.returncode == 1, held.stdout + held.stderr
-    assert f"torch.cuda.get_arch_list(): {torch.cuda.get_arch_list()}" in held.stdout
-    assert "FAIL: this job holds a GPU (CUDA_VISIBLE_DEVICES=0)" in held.stdout
-    assert "--index-url https://download.pytorch.org/whl/cu126" in held.stdout
-    no_gpu = run_check()
-    assert no_gpu.returncode == 1
-    assert "FAIL: no GPU is assigned to this process" in no_gpu.stdout
+def test_check_fails_on_a_held_gpu_the_cpu_wheel_cannot_use(no_gpu_env):
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    out = io.StringIO()
+    assert runtime.check(out) == 1
+    shown = out.getvalue()
+    assert "torch.cuda.get_arch_list(): []" in shown
+    assert "FAIL: this job holds a GPU (CUDA_VISIBLE_DEVICES=0)" in shown
+    assert "--index-url https://download.pytorch.org/whl/cu126" in shown
+
+
+def test_check_command_prints_the_arch_list_and_fails_without_a_gpu():
+    # The command itself (python -m kdgat.runtime --check) with every GPU hidden: the same on any machine.
+    hidden = run_check(CUDA_VISIBLE_DEVICES="")
+    assert hidden.returncode == 1, hidden.stdout + hidden.stderr
+    assert f"torch.cuda.get_arch_list(): {torch.cuda.get_arch_list()}" in hidden.stdout
+    assert "FAIL: no GPU is assigned to this process" in hidden.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU this torch can use (the GPU check)")
+def test_check_command_passes_on_a_gpu_this_torch_can_use():
+    shown = run_check(CUDA_VISIBLE_DEVICES="0")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "OK: training with device auto would run on cuda" in shown.stdout
