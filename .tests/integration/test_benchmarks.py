@@ -5,6 +5,7 @@ fails, names the failures and exits non-zero."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -167,6 +168,27 @@ def test_original_graph_creation_builds_our_windows_and_node_sets(tmp_path, monk
         assert graph.edge_index.shape[1] == ours.edge_ptr[g + 1] - ours.edge_ptr[g], g
         assert int(graph.y) == int(ours.y[g]), g
         assert graph.x.shape[1] == 11 and graph.edge_attr.shape[1] == 23, g
+
+
+def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_run(tmp_path):
+    """bench/bench_train_gpu.py (the GPU figures in bench/RESULTS.md and profiles/slurm/README.md): without a GPU
+    `make bench` gets a SKIP line and exit 0; --cpu-trial runs its resume checks through `python -m kdgat` with
+    the CPU on both sides: each run killed after epoch 1 (SIGKILL) resumes from that epoch."""
+    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    skipped = subprocess.run(
+        [sys.executable, "bench/bench_train_gpu.py"], cwd=REPO, env=hidden, capture_output=True, text=True
+    )
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert skipped.stdout.startswith("SKIP bench_train_gpu: torch cannot use a GPU here")
+    report = tmp_path / "report.json"
+    trial = subprocess.run(
+        [sys.executable, "bench/bench_train_gpu.py", "--cpu-trial", "--suites", "--out", str(report)],
+        cwd=REPO, env=hidden, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert trial.returncode == 0, trial.stdout + trial.stderr[-6000:]
+    checks = json.loads(report.read_text())["checks"]
+    assert sorted(checks) == ["cpu_to_cuda", "cuda_to_cpu", "cuda_to_cuda"]
+    assert all(check == {"resumed_from_epoch": 1, "device": "cpu"} for check in checks.values()), checks
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in Path(REPO, "bench").glob("bench_*.py")))
