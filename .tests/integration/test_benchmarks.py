@@ -174,7 +174,9 @@ def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_run(tmp_path)
     """bench/bench_train_gpu.py (the GPU figures in bench/RESULTS.md and profiles/slurm/README.md): without a GPU
     `make bench` gets a SKIP line and exit 0; --cpu-trial runs its resume checks through `python -m kdgat` with
     the CPU on both sides: each run killed after epoch 1 (SIGKILL) resumes from that epoch."""
-    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    # Every GPU hidden, the container runtime's variable too (a GPU container sets NVIDIA_VISIBLE_DEVICES, which
+    # would count as a held GPU torch cannot see, and `auto` would refuse the CPU).
+    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
     skipped = subprocess.run(
         [sys.executable, "bench/bench_train_gpu.py"], cwd=REPO, env=hidden, capture_output=True, text=True
     )
