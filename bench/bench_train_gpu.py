@@ -18,7 +18,8 @@ ran with ``auto`` did not run on CUDA, or when a resume did not resume. Without 
 prints a SKIP line and exits 0 (``make bench`` on a machine without a GPU); ``--cpu-trial`` runs it anyway with the
 CPU on both sides (to try the script itself).
 
-``--out FILE`` writes every figure and check as JSON; ``--keep DIR`` keeps the work folder (logs, models).
+``--out FILE`` writes every figure and check as JSON, anew after each suite and check (atomically);
+``--keep DIR`` keeps the work folder (logs, models).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
+
+from kdgat.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "config.yaml"
@@ -170,6 +173,12 @@ def checkpoint_resume(data: Path, work: Path, log: Path, first: dict, second: di
     return {"resumed_from_epoch": metrics["resumed_from_epoch"], "device": metrics["device"]}
 
 
+def save(report: dict, path: Path | None) -> None:
+    """Write the report so far (after each suite and check: a run cut by a time limit keeps what it measured)."""
+    if path:
+        write_json(report, path, sort_keys=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,6 +236,7 @@ def main() -> int:
             }
         for suite, sides in sides_of.items():
             report["suites"][suite] = sides
+            save(report, args.out)
             for job, cuda_job in sides["cuda"].items():
                 if not str(cuda_job["device"]).startswith(expected):
                     report["failures"].append(f"{suite} {job} ran on {cuda_job['device']} with device auto")
@@ -248,6 +258,7 @@ def main() -> int:
             ):
                 result = checkpoint_resume(data_of_scale[1], work, log, first, second, name)
                 report["checks"][name] = result
+                save(report, args.out)
                 want = "cpu" if second is no_gpu else expected
                 if result["resumed_from_epoch"] != 1 or not result["device"].startswith(want):
                     report["failures"].append(
@@ -255,8 +266,7 @@ def main() -> int:
                     )
     except StepFailed as error:
         report["failures"].append(str(error))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    save(report, args.out)
     for failure in report["failures"]:
         print(f"FAIL {failure}", file=sys.stderr)
     if not args.keep:
