@@ -15,6 +15,7 @@ import yaml
 from testkit import REPO, pretend_cpu_wheel
 
 from kdgat.cli import main, parser
+from kdgat.cli.config import DEVICE_PATTERN, WORKFLOW_SECTIONS
 from kdgat.cli.progress import ProgressBar
 from kdgat.tracking import TrackingSettings
 from kdgat.training.settings import StageSettings
@@ -126,6 +127,134 @@ def test_a_config_with_seeds_trains_its_first_seed(tmp_path, capsys):
 def test_bad_settings_fail_naming_the_key(args, message, tmp_path, stderr_text):
     code = main(["train", "gat", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--vgae", "v", *args])
     assert code in (1, 2) and message in stderr_text()
+    assert "Traceback" not in stderr_text()  # the message is the whole story
+
+
+def test_a_flag_wins_over_set_which_wins_over_the_config(tmp_path, capsys):
+    """kd_gat section alone in the file: every setting the stage reads is given by the config and overridden by
+    --set, and some of them by a flag too; and the DQN's inputs follow kd_gat.dqn's splits and the variant."""
+    config = tmp_path / "kd_gat.yaml"
+    config.write_text(yaml.safe_dump({
+        "seeds": [7, 8], "student_preset": "student", "resources": {"threads": 3},
+        "training": {"dqn": {"epochs": 7, "lr": 0.5, "patience": 4}, "gat": {"epochs": 9}},
+        "tracking": {"backend": "mlflow", "experiment": "from_config"},
+    }))  # fmt: skip
+    base = ["train", "dqn", "--config", config, "--variant", "student_kd", "--data", "d", "--chain", "c",
+            "--print-settings"]  # fmt: skip
+
+    def printed(*extra) -> dict:
+        assert main([str(a) for a in (*base, *extra)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    given = printed("--set", "training.dqn.epochs=5", "--set", "training.dqn.lr=0.1", "--epochs", "2",
+                    "--preset", "demo_student", "--seed", "3", "--threads", "2", "--tracking", "none",
+                    "--set", "dqn.fit_split=fusion", "--set", "dqn.stop_split=val", "--checkpoint", "ck.pt")  # fmt: skip
+    training = given["settings"]["training"]
+    assert (training["epochs"], training["lr"], training["patience"]) == (2, 0.1, 4)  # flag, --set, config
+    assert given["settings"]["preset"] == "demo_student" and given["settings"]["seed"] == 3
+    assert given["threads"] == 2 and given["checkpoint"] == "ck.pt"
+    assert given["tracking"]["backend"] == "none" and given["tracking"]["experiment"] == "from_config"
+    own, teacher = "c/seed_3/student_kd", "c/seed_3/teacher"
+    assert given["inputs"] == {
+        "metadata": "d/metadata.json", "fit": "d/fusion.pt", "stop": "d/val.pt",
+        "vgae": f"{own}/vgae/model.pt", "gat": f"{own}/gat/model.pt",
+        **{f"teacher_{name}": f"{teacher}/{name}/model.pt" for name in ("dqn", "vgae", "gat")},
+    }  # fmt: skip
+    assert given["outputs"]["model"] == f"{own}/dqn/model.pt"
+
+    defaults = printed("--no-checkpoint")
+    assert defaults["settings"]["training"]["epochs"] == 7 and defaults["settings"]["preset"] == "student"
+    assert defaults["settings"]["seed"] == 7 and defaults["threads"] == 3 and defaults["checkpoint"] is None
+    assert defaults["tracking"]["backend"] == "mlflow"
+    assert defaults["inputs"]["fit"] == "d/val.pt" and defaults["inputs"]["stop"] is None  # blocks of fit
+    assert defaults["outputs"]["model"] == "c/seed_7/student_kd/dqn/model.pt"
+    teacher_preset = printed("--variant", "teacher", "--preset", "demo_teacher")["settings"]
+    assert teacher_preset["preset"] == "demo_teacher" and teacher_preset["variant"] == "teacher"
+
+
+def test_evaluate_takes_the_config_then_set_then_flags_and_the_models_of_the_seed(tmp_path, monkeypatch):
+    import functools
+
+    from kdgat.evaluation import run as evaluation_run
+
+    calls = []
+
+    @functools.wraps(evaluation_run.evaluate_files)  # the command reads its signature
+    def recording(**kwargs):
+        calls.append(kwargs)
+        return {}
+
+    monkeypatch.setattr(evaluation_run, "evaluate_files", recording)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "kd_gat": {"seeds": [7, 8]},
+        "evaluation": {"batch_size": 8, "threads": 2, "device": "cpu", "fpr_targets": [0.1]},
+    }))  # fmt: skip
+    base = ["evaluate", "--config", str(config), "--dataset", "x", "--variant", "student", "--chain", "c",
+            "--data", "d", "--out", "o", "--tracking", "none"]  # fmt: skip
+    assert main([*base, "--set", "batch_size=16", "--set", "fpr_targets=[0.2]", "--batch-size", "32"]) == 0
+    assert calls[-1]["batch_size"] == 32 and calls[-1]["fpr_targets"] == [0.2]  # flag, then --set
+    assert calls[-1]["threads"] == 2 and calls[-1]["device"] == "cpu" and calls[-1]["seed"] == 7
+    assert {name: calls[-1][name] for name in ("vgae", "gat", "dqn", "val", "test")} == {
+        **{name: f"c/seed_7/student/{name}/model.pt" for name in ("vgae", "gat", "dqn")},
+        "val": "d/val.pt", "test": "d/test.pt",
+    }  # fmt: skip
+    assert main([*base, "--seed", "8", "--threads", "4", "--device", "cuda:1"]) == 0
+    assert calls[-1]["seed"] == 8 and calls[-1]["threads"] == 4 and calls[-1]["device"] == "cuda:1"
+    assert calls[-1]["vgae"] == "c/seed_8/student/vgae/model.pt"
+    # A workflow config that leaves the evaluation section out: its defaults, and kd_gat.seeds still read.
+    config.write_text(yaml.safe_dump({"datasets": {}, "kd_gat": {"seeds": [5]}}))
+    assert main(base) == 0
+    assert calls[-1]["seed"] == 5 and "batch_size" not in calls[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "dqn", "--set", "seeds=7"], "kd_gat.seeds must be a list of integer seeds, got 7"),
+        (["train", "dqn", "--set", "seeds=[abc]"], "kd_gat.seeds must be a list of integer seeds, got ['abc']"),
+        (["evaluate", "--set", "nosuch=1"], "evaluation: unknown keys ['nosuch']"),
+        (["baselines", "--set", "fpr_target=[0.1]"], "evaluation: unknown keys ['fpr_target']"),
+        (["train", "dqn", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
+        (["train", "dqn", "--set", "resources.threads=-1"], "kd_gat.resources.threads must be an integer >= 1, got -1"),
+        (["evaluate", "--threads", "-2"], "--threads must be an integer >= 1, got -2"),
+        (["evaluate", "--set", "threads=many"], "evaluation.threads must be an integer >= 1, got 'many'"),
+        (["train", "dqn", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        (["train", "dqn", "--set", "device=cuda0"], "kd_gat.device must be auto, cpu, cuda or cuda:N, got 'cuda0'"),
+        (["evaluate", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ],
+)  # fmt: skip
+def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(args, message, tmp_path, stderr_text):
+    where = {
+        "train": ["--data", str(tmp_path), "--vgae", "v", "--gat", "g"],
+        "evaluate": ["--dataset", "x", "--variant", "teacher", "--data", str(tmp_path), "--chain", "c"],
+        "baselines": ["--dataset", "x", "--data", str(tmp_path)],
+    }[args[0]]
+    assert main([*args, *where, "--out", str(tmp_path / "o")]) == 2
+    assert message in stderr_text() and "Traceback" not in stderr_text()
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unreadable_settings_file_or_log_is_named(tmp_path, stderr_text):
+    args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--print-settings"]
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes("device: caf\xe9\n".encode("latin-1"))
+    assert main([*args, "--config", str(binary)]) == 2
+    assert f"settings file {binary} cannot be read as text" in stderr_text()
+    assert main([*args, "--config", str(tmp_path)]) == 2
+    assert f"settings file {tmp_path} cannot be read as text" in stderr_text()
+    (tmp_path / "a_file").write_text("")
+    assert main([*args, "--log", str(tmp_path / "a_file" / "job.log")]) == 2  # no folder can be made there
+    assert f"--log {tmp_path / 'a_file' / 'job.log'} cannot be written" in stderr_text()
+    assert "Traceback" not in stderr_text()
+
+
+def test_the_commands_know_the_workflows_config_sections_and_devices():
+    schemas = [*MODULES.glob("*/schemas/config.schema.yaml"), REPO / "workflow/schemas/config.schema.yaml"]
+    sections = {key for path in schemas for key in yaml.safe_load(path.read_text())["properties"]}
+    assert set(WORKFLOW_SECTIONS) == sections
+    for module in ("kd_gat", "evaluation"):
+        assert schema(module)["properties"][module]["properties"]["device"]["pattern"] == DEVICE_PATTERN
 
 
 def test_missing_inputs_name_the_option_and_missing_files_the_file(tmp_path, stderr_text):
@@ -136,6 +265,13 @@ def test_missing_inputs_name_the_option_and_missing_files_the_file(tmp_path, std
     assert f"{tmp_path}/metadata.json: missing (expected preprocess metadata with 'num_ids')" in stderr_text()
     assert main(["train", "gat", "--variant", "student_kd", "--data", "d", "--out", "o"]) == 2
     assert "the teacher's gat model (student_kd) is needed: give --teacher or --chain" in stderr_text()
+    assert main(["train", "gat", "--data", "d", "--out", "o"]) == 2  # the curriculum needs the VGAE
+    assert "the same variant's VGAE (kd_gat.curriculum.enabled) is needed: give --vgae" in stderr_text()
+    no_curriculum = ["train", "gat", "--data", "d", "--out", "o", "--set", "curriculum.enabled=false"]
+    assert main([*no_curriculum, "--print-settings"]) == 0
+    dqn = ["train", "dqn", "--variant", "student_kd", "--data", "d", "--vgae", "v", "--gat", "g", "--out", "o"]  # fmt: skip
+    assert main([*dqn, "--teacher-dqn", "t", "--teacher-vgae", "t"]) == 2
+    assert "the teacher's gat model (student_kd) is needed: give --teacher-gat or --chain" in stderr_text()
 
 
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):

@@ -84,7 +84,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     bar = wants_bar(getattr(args, "progress", "lines"), sys.stderr)
-    configure_logging(args.log, bar)
+    try:
+        configure_logging(args.log, bar)
+    except OSError as error:
+        print(f"kdgat {args.command}: --log {args.log} cannot be written: {error}", file=sys.stderr)
+        return 2
     callbacks = (ProgressBar(),) if bar else ()
     try:
         args.handler(args, callbacks=callbacks)

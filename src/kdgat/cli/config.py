@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,13 @@ import yaml
 
 from kdgat.tracking import BACKENDS, TrackingSettings
 
+# The top-level keys of the workflow's config.yaml (those of its schemas): a file holding any of them is the
+# workflow's config, whose section a command reads (a section it leaves out takes the schemas' defaults).
+WORKFLOW_SECTIONS = ("targets", "learned_resources", "datasets", "preprocess", "kd_gat", "evaluation",
+                     "calibration")  # fmt: skip
+# kd_gat.device and evaluation.device in the module schemas.
+DEVICE_PATTERN = "^(auto|cpu|cuda(:[0-9]+)?)$"
+
 
 class UsageError(ValueError):
     """A command-line mistake (bad option value, unreadable settings file); the message says which."""
@@ -20,7 +28,8 @@ class UsageError(ValueError):
 
 def read_section(path: str | os.PathLike | None, section: str) -> tuple[dict, dict]:
     """``(section, whole file)`` from a YAML file that is either the workflow's config (the section under its
-    key, e.g. ``kd_gat:``) or the section alone. No file: two empty mappings."""
+    key, e.g. ``kd_gat:``; empty when the config leaves it out) or the section alone. No file: two empty
+    mappings."""
     if path is None:
         return {}, {}
     path = Path(path)
@@ -28,16 +37,42 @@ def read_section(path: str | os.PathLike | None, section: str) -> tuple[dict, di
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"settings file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"settings file {path} cannot be read as text: {error}") from None
     except yaml.YAMLError as error:
         raise UsageError(f"settings file {path} is not valid YAML: {error}") from None
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise UsageError(f"settings file {path}: expected a mapping, got {type(data).__name__}")
-    if section in data:
-        if not isinstance(data[section], Mapping):
+    if any(key in data for key in WORKFLOW_SECTIONS):
+        value = data.get(section)
+        if value is not None and not isinstance(value, Mapping):
             raise UsageError(f"{path}: config key {section!r} must be a mapping")
-        return copy.deepcopy(dict(data[section])), dict(data)
+        return copy.deepcopy(dict(value or {})), dict(data)
     return copy.deepcopy(dict(data)), {}
+
+
+def first_seed(kd_gat: Any, where: str) -> int | None:
+    """The first of ``kd_gat.seeds`` (a one-job command's default seed), None where the config names none."""
+    seeds = kd_gat.get("seeds") if isinstance(kd_gat, Mapping) else None
+    if seeds is None or (isinstance(seeds, list) and not seeds):
+        return None
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UsageError(f"{where}.seeds must be a list of integer seeds, got {seeds!r}")
+    return seeds[0]
+
+
+def thread_count(value: Any, where: str) -> int | None:
+    """A CPU thread count (``--threads`` or a resources key): None, or an integer >= 1."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UsageError(f"{where} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def check_device(value: Any, where: str) -> None:
+    """A device the workflow's schemas accept (auto, cpu, cuda, cuda:N); None: not given (the default)."""
+    if value is not None and not (isinstance(value, str) and re.fullmatch(DEVICE_PATTERN, value)):
+        raise UsageError(f"{where} must be auto, cpu, cuda or cuda:N, got {value!r}")
 
 
 def parse_assignment(text: str, option: str) -> tuple[str, Any]:

@@ -14,10 +14,13 @@ from kdgat.cli.config import (
     UsageError,
     add_tracking_options,
     apply_assignments,
+    check_device,
+    first_seed,
     parse_pair,
     read_section,
     required,
     set_nested,
+    thread_count,
     tracking_settings,
 )
 
@@ -216,12 +219,16 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     apply_assignments(section, args.set, "evaluation")
     for key in ("batch_size", "device", "fpr_targets", "stash_dir"):
         set_nested(section, (key,), getattr(args, key))
-    threads = args.threads if args.threads is not None else section.get("threads")
+    if args.threads is not None:
+        threads = thread_count(args.threads, "--threads")
+    else:
+        threads = thread_count(section.get("threads"), "evaluation.threads")
+    check_device(section.get("device"), "--device" if args.device is not None else "evaluation.device")
     options = library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
     )
-    seeds = (config.get("kd_gat") or {}).get("seeds") or DEFAULT_SEEDS
-    seed = args.seed if args.seed is not None else int(list(seeds)[0])
+    seed = args.seed if args.seed is not None else first_seed(config.get("kd_gat"), "kd_gat")
+    seed = DEFAULT_SEEDS[0] if seed is None else seed
     chain = Path(args.chain) / f"seed_{seed}" / args.variant if args.chain else None
     data = Path(args.data) if args.data else None
 
@@ -312,10 +319,15 @@ def add_baselines(subparsers, common: argparse.ArgumentParser) -> None:
 
 def run_baselines(args: argparse.Namespace, callbacks=()) -> dict:
     from kdgat.evaluation.baselines import baselines_files
+    from kdgat.evaluation.run import evaluate_files
 
     section, _ = read_section(args.config, "evaluation")
     apply_assignments(section, args.set, "evaluation")
     set_nested(section, ("fpr_targets",), args.fpr_targets)
+    # The section's other keys are the evaluate rules'; a key neither knows fails, naming it, as in `evaluate`.
+    library_options(
+        evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
+    )
     data, out = Path(args.data), Path(args.out)
     options = {"fpr_targets": section["fpr_targets"]} if "fpr_targets" in section else {}
     return baselines_files(

@@ -14,10 +14,13 @@ from kdgat.cli.config import (
     UsageError,
     add_tracking_options,
     apply_assignments,
+    check_device,
+    first_seed,
     parse_assignment,
     read_section,
     required,
     set_nested,
+    thread_count,
     tracking_settings,
 )
 from kdgat.tracking import MODEL_ARTIFACT, TrackingSettings
@@ -175,12 +178,13 @@ def stage_settings(args: argparse.Namespace) -> tuple[StageSettings, dict]:
     """The job's typed settings (and the kd_gat section they came from) from --config, --set and the flags."""
     section, _ = read_section(args.config, "kd_gat")
     apply_assignments(section, args.set, "kd_gat")
-    seeds = section.pop("seeds", None)  # the workflow trains every seed; one job trains one
     if args.seed is not None:
         section["seed"] = args.seed
-    elif seeds:
-        section["seed"] = list(seeds)[0]
+    elif (seed := first_seed(section, "kd_gat")) is not None:
+        section["seed"] = seed
+    section.pop("seeds", None)  # the workflow trains every seed; one job trains one
     set_nested(section, ("device",), args.device)
+    check_device(section.get("device"), "--device" if args.device is not None else "kd_gat.device")
     for name in TRAINING_KEYS:
         set_nested(section, ("training", args.stage, name), getattr(args, name))
     if args.preset:
@@ -278,7 +282,10 @@ def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     inputs = job_inputs(args, settings)
     outputs, checkpoint = job_outputs(args, settings)
     tracking = job_tracking(args, section, inputs["metadata"])
-    threads = args.threads if args.threads is not None else (section.get("resources") or {}).get("threads")
+    if args.threads is not None:
+        threads = thread_count(args.threads, "--threads")
+    else:
+        threads = thread_count((section.get("resources") or {}).get("threads"), "kd_gat.resources.threads")
     if args.print_settings:
         print(json.dumps({"settings": settings.as_dict(), "inputs": inputs, "outputs": outputs,
                           "checkpoint": checkpoint, "threads": threads,
