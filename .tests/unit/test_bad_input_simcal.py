@@ -17,6 +17,7 @@ from simcal.design import parse_bounds
 from simcal.observed import generate_observed, read_observed
 from simcal.runner import simulate
 from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
+from simcal.space import Choice, Integer, ParameterSpace, Real
 from simcal.tables import read_parameter_table
 
 SIR = "simcal.models.sir:simulate"
@@ -215,3 +216,116 @@ def test_the_mse_targets_leave_out_a_missing_observation_and_the_likelihoods_ref
     assert targets.mean_replicate_mse(simulated, observed, "cases") == 1.0  # (1 - 2)² and (3 - 2)²
     with pytest.raises(ValueError, match=r"must hold counts .* found nan at day 1"):
         targets.poisson_nll(simulated, observed, "cases")
+
+
+@pytest.mark.parametrize(
+    "targets_spec, message",
+    [
+        (
+            {"function": "simcal.targets:poisson_nll"},
+            r"calibration.targets: expected a list of .*got \{'function'",
+        ),
+        (
+            "simcal.targets:poisson_nll",
+            r"calibration.targets: expected a list of .*got 'simcal.targets:poisson_nll'",
+        ),
+        (
+            [{"function": "simcal.targets:poisson_nll", "column": "y", "weight": -1}],
+            r"targets\[0\].weight: .*>= 0",
+        ),
+        (
+            [{"function": "simcal.targets:poisson_nll", "column": "y", "weight": math.inf}],
+            r"targets\[0\].weight",
+        ),
+    ],
+)
+def test_targets_that_are_not_a_list_or_weigh_against_the_fit_are_named(targets_spec, message):
+    """One target written without its list is named as such (not as its first key or letter); a negative weight
+    would have the calibration minimise towards a worse fit of that target."""
+    with pytest.raises(ContractError, match=message):
+        parse_targets(targets_spec)
+    assert (
+        parse_targets([{"function": "simcal.targets:poisson_nll", "column": "y", "weight": 0}])[0].weight == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        (
+            {"a": {"low": 1, "high": 2, "log": "false"}},
+            r"parameters.a.log: expected true or false, got 'false'",
+        ),
+        (
+            {"a": {"low": 0, "high": 5, "integer": "no"}},
+            r"parameters.a.integer: expected true or false, got 'no'",
+        ),
+        ({"a": {"low": 0.5, "high": 0.5}}, r"parameters.a: need low < high .*got 0.5, 0.5"),
+        (
+            {"a": {"low": 0, "high": 1, "log": True}},
+            r"parameters.a: need .*low > 0 when log: true\), got 0.0, 1.0",
+        ),
+        (
+            [{"a": {"low": 0, "high": 1}}],
+            r"calibration.parameters: expected \{name: \{low: number, high: number\}",
+        ),
+    ],
+)
+def test_bound_flags_must_be_booleans_and_the_parameters_a_mapping(parameters, message):
+    """bool('false') is True: the text would have put the parameter on a log scale without a word."""
+    with pytest.raises(ContractError, match=message):
+        parse_bounds(parameters)
+    assert parse_bounds({"a": {"low": 1, "high": 2, "log": np.bool_(False)}})[0].log is False
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (Real(low=1.0, high=0.5), r"parameter 'x': low 1.0 is above high 0.5"),
+        (Integer(low=math.nan), r"parameter 'x': low must be a number or None, got nan"),
+        (Real(high="1"), r"parameter 'x': high must be a number or None, got '1'"),
+        (Choice(options=()), r"parameter 'x': a Choice needs at least one option"),
+    ],
+)
+def test_a_declared_space_with_bounds_that_bound_nothing_or_everything_is_refused(spec, message):
+    """Refused where the model declares it: a NaN bound would let every value through, low > high would refuse
+    every value (blaming the value), a text bound would fail with a TypeError at the first check."""
+    with pytest.raises(ValueError, match=message):
+        ParameterSpace(x=spec)
+    ParameterSpace(x=Real(low=0.5, high=0.5, default=0.5), n=Integer(low=-math.inf))
+
+
+@pytest.mark.parametrize(
+    "function, options, observed, message",
+    [
+        ("negbin_nll", {"dispersion": math.inf}, None, r"dispersion must be a finite number > 0, got inf"),
+        ("negbin_nll", {"dispersion": "ten"}, None, r"dispersion must be a finite number > 0, got 'ten'"),
+        ("poisson_nll", {"min_mean": math.nan}, None, r"min_mean must be a finite number >= 0, got nan"),
+        (
+            "replicate_mean_mse",
+            {},
+            {"day": [0, 1], "cases": [math.nan] * 2},
+            r"'cases' has no .*all 2 are missing",
+        ),
+        (
+            "poisson_nll",
+            {},
+            {"day": [], "cases": []},
+            r"'cases' has no values .*the observed data have no rows",
+        ),
+    ],
+)
+def test_target_options_and_observed_data_that_give_every_set_a_nan_loss_are_refused_before_anything_runs(
+    function, options, observed, message
+):
+    """Each of these made every loss NaN (or failed only after round 0): the whole budget spent on nothing."""
+    parsed = parse_targets(
+        [{"name": "cases", "function": f"simcal.targets:{function}", "column": "cases", **options}]
+    )
+    frame = pd.DataFrame(observed or {"day": [0, 1], "cases": [1, 2]})
+    with pytest.raises(ContractError, match=rf"^calibration target 'cases': observed data: .*{message}"):
+        check_observed_columns(frame, parsed)
+    if observed is None:  # a bad option also fails in the target itself, named, not as NaN or a float() error
+        simulated = pd.DataFrame({"replicate": [0, 0], "day": [0, 1], "cases": [1.0, 2.0]})
+        with pytest.raises(ValueError, match=message):
+            getattr(targets, function)(simulated, frame, "cases", **options)

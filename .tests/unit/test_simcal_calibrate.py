@@ -22,6 +22,7 @@ from simcal.analyze import analyze_files, summarize_sweep, summarize_sweep_files
 from simcal.calibrate import (
     CalibrationSettings,
     Proposer,
+    _search,
     calibrate,
     calibrate_files,
     losses_for,
@@ -34,6 +35,7 @@ from simcal.local_search import MAX_RADIUS
 from simcal.models.sir import SPACE, mean_field_curves, observe
 from simcal.observed import generate_observed
 from simcal.runner import TooManyFailures, read_results
+from simcal.settings import SimulationSettings
 from simcal.space import (
     Choice,
     Integer,
@@ -124,6 +126,29 @@ def test_settings_name_the_setting_and_the_renamed_key():
     assert settings.refine.top_k == 0 and settings.refine.replicates == 32
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"seed": -1}, r"calibration.calibrate.seed must be an integer in \[0, 2\*\*32 - 1\], got -1"),
+        (
+            {"seed": 2**32},
+            r"calibration.calibrate.seed must be an integer in \[0, 2\*\*32 - 1\], got 4294967296",
+        ),
+        (
+            {"refine": False},
+            r"calibration.calibrate.refine: expected .*top_k: 0 turns the step off\), got False",
+        ),
+        ("sobol", r"calibration.calibrate: expected a mapping of settings, got 'sobol'"),
+    ],
+)
+def test_settings_out_of_range_or_of_the_wrong_kind_are_named(options, message):
+    """A seed the samplers cannot take fails when the settings are read, not inside Optuna or scipy once the
+    simulation store is open; ``refine: false`` is no way to turn the refine step off (it would mean its defaults)."""
+    with pytest.raises(ContractError, match=message):
+        CalibrationSettings.from_config(options)
+    assert CalibrationSettings.from_config({"seed": 2**32 - 1, "refine": None}).refine.top_k == 8
+
+
 # -- parameter spaces ----------------------------------------------------------------------------------------------
 def test_a_misspelt_parameter_is_an_error_naming_it(tmp_path):
     observed = observe({"beta": 0.3, "gamma": 0.1, "days": 20}, 7)
@@ -147,6 +172,12 @@ def test_a_misspelt_parameter_is_an_error_naming_it(tmp_path):
         run(parameters={"beta": BOUNDS["beta"]})
     with pytest.raises(ContractError, match=r"\['beta'\] are both calibrated \(parameters\) and fixed"):
         run(fixed={"beta": 0.3})
+    with pytest.raises(
+        ContractError, match=r"refine.replicates \(4\) must exceed simulation.replicates \(4\)"
+    ):
+        calibrate(SIR, observed, BOUNDS, POISSON, tmp_path / "s.parquet", tmp_path / "t.parquet",
+                  {"initial_points": 2, "rounds": 0, "refine": {"replicates": 4}}, {"replicates": 4},
+                  fixed_params={"days": 20})  # fmt: skip
     assert not (tmp_path / "s.parquet.partial").exists()  # every check ran before anything was simulated
 
 
@@ -243,6 +274,35 @@ def test_mse_targets_on_a_hand_computed_example():
         replicate_mean_mse(simulated, observed.rename(columns={"incidence": "cases"}), "incidence", "day")
 
 
+def test_mean_replicate_mse_averages_each_replicates_own_mse():
+    """Replicate 1 has no row on day 1: its MSE is over day 0 alone, and the two MSEs weigh alike (not its rows)."""
+    observed = pd.DataFrame({"day": [0, 1], "incidence": [1.0, 3.0]})
+    simulated = pd.DataFrame({"replicate": [0, 0, 1], "day": [0, 1, 0], "incidence": [2.0, 5.0, 4.0]})
+    # replicate 0: errors (1, 2) -> 2.5; replicate 1: error 3 -> 9; mean 5.75 (pooled rows would give 14 / 3)
+    assert mean_replicate_mse(simulated, observed, "incidence", "day") == pytest.approx(5.75)
+
+
+def test_the_total_loss_is_the_weighted_sum_of_the_targets():
+    targets = parse_targets(
+        [
+            {"name": "mse", "function": "simcal.targets:replicate_mean_mse", "column": "y", "weight": 0.5},
+            {"name": "nll", "function": "simcal.targets:poisson_nll", "column": "y", "weight": 2},
+            {"name": "off", "function": "simcal.targets:replicate_mean_mse", "column": "y", "weight": 0},
+        ]
+    )
+    frame = pd.DataFrame(
+        {"param_id": "p", "replicate": [0, 1], "status": "ok", "day": [0, 0], "y": [1.0, 3.0]}
+    )
+    row = losses_for([frame], pd.DataFrame({"day": [0], "y": [4]}), targets).iloc[0]
+    assert row["loss_mse"] == row["loss_off"] == pytest.approx(4.0)  # mean 2 against 4
+    assert row["loss_nll"] == pytest.approx(-stats.poisson.logpmf(4, 2.0))
+    assert row["loss"] == pytest.approx(0.5 * 4.0 + 2 * row["loss_nll"])
+    # a target that is not finite (no floor under a simulated 0) leaves the total NaN, as a failed set's is
+    targets[1].options["min_mean"] = 0.0
+    row = losses_for([frame.assign(y=0.0)], pd.DataFrame({"day": [0], "y": [4]}), targets).iloc[0]
+    assert row["loss_nll"] == math.inf and math.isnan(row["loss"])
+
+
 @pytest.mark.parametrize("dispersion", [0.05, 1.0, 10.0, 1e3, 99_999.0, 100_001.0, 1e6])
 def test_count_log_likelihoods_agree_with_scipy(dispersion):
     rng = np.random.default_rng(1)
@@ -288,7 +348,7 @@ def test_count_targets_use_the_replicate_mean_and_floor_it():
         ValueError, match=r"observed column 'incidence' must hold counts .* found 0.5 at day 1"
     ):
         poisson_nll(simulated, observed.assign(incidence=[2, 0.5]), "incidence")
-    with pytest.raises(ValueError, match="dispersion must be > 0"):
+    with pytest.raises(ValueError, match="negbin_nll: dispersion must be a finite number > 0, got 0"):
         negbin_nll(simulated, observed, "incidence", dispersion=0)
 
 
@@ -329,7 +389,7 @@ def test_losses_that_are_not_finite_are_told_to_the_sampler_as_penalised_trials(
     for params, loss in zip(design, [float("nan"), 1.0, float("nan"), 12.0], strict=True):
         proposer.tell(params, loss)
     _, searched = proposer.ask(1)
-    for params, loss in zip(searched, [float("nan"), 100.0, 0.5], strict=True):
+    for params, loss in zip(searched, [math.inf, 100.0, 0.5], strict=True):  # +inf: failed as NaN is
         proposer.tell(params, loss)
     trials = proposer.study.trials
     assert len(trials) == 7 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
@@ -339,6 +399,23 @@ def test_losses_that_are_not_finite_are_told_to_the_sampler_as_penalised_trials(
     ranked = sorted(trials, key=lambda trial: trial.value)
     assert [t.user_attrs.get("failed", False) for t in ranked] == [False] * 4 + [True] * 3
     assert max(t.value for t in trials if not t.user_attrs.get("failed")) == 100.0
+
+
+def test_a_parameter_set_proposed_twice_in_a_round_is_told_once_per_proposal():
+    """Three whole numbers to choose from: TPE proposes some twice in a round of 8. Each proposal completes one
+    asked trial; the study holds one trial per proposal, each with the loss of its own parameters."""
+    settings = CalibrationSettings.from_config({"initial_points": 4, "rounds": 2, "proposals_per_round": 8})
+    proposer = Proposer(parse_bounds({"n": {"low": 1, "high": 3, "integer": True}}), settings)
+    told = []  # 8 proposals among 3 values: each search round repeats some
+    for round_index in range(3):
+        _, proposals = proposer.ask(round_index)
+        for params in proposals:
+            proposer.tell(params, float(params["n"]))
+        told += proposals
+    trials = proposer.study.trials
+    assert len(trials) == len(told), (len(trials), len(told))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.value == t.params["n"] for t in trials)
+    assert proposer.pending == {}
 
 
 def tpe_proposals_in_a_failing_region(seed: int, tell_failed: bool) -> int:
@@ -443,6 +520,15 @@ def test_trials_are_written_when_the_failure_threshold_stops_the_run(tmp_path, c
     assert unstable.any() and kept.loc[unstable, "loss"].isna().all()
     assert (kept.loc[unstable, "replicates_failed"] == 1).all()
     assert kept.loc[~unstable, "loss"].notna().all() and set(kept["phase"]) == {"design", "search", "refine"}
+    # Rerun with a looser threshold: it resumes, finishes, and leaves no stale failed table beside the trials.
+    finished = calibrate(
+        "simcal_calibration_models:mean_field_failing_above", observed, BOUNDS, POISSON, tmp_path / "s.parquet",
+        tmp_path / "trials.parquet", {"initial_points": 8, "rounds": 1, "proposals_per_round": 4,
+                                      "refine": {"top_k": 2, "replicates": 2}},
+        {"replicates": 1, "max_failed_fraction": 1.0, "batch_size": 4}, fixed_params={"days": 30}, client=client,
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(finished, kept)
+    assert (tmp_path / "s.parquet").exists() and not (tmp_path / "trials.failed.parquet").exists()
 
 
 def test_a_target_that_fails_mid_run_keeps_the_finished_rounds_trials(tmp_path, client):
@@ -465,6 +551,67 @@ def test_a_target_that_fails_mid_run_keeps_the_finished_rounds_trials(tmp_path, 
     assert list(trials["phase"]) == ["design"] * 4 and trials["loss"].notna().all(), trials
     progress = json.loads((tmp_path / "s.parquet.progress.json").read_text())
     assert progress["state"] == "failed" and str(kept) in progress["message"], progress
+
+
+class ScriptedRounds:
+    """Stands in for the simulations of ``_search``: round i gets ``ok[i]`` successful replicates per set (loss
+    ``loss[i]`` where they succeeded), and records the fail_fast each round was run with."""
+
+    def __init__(self, ok: list[int], loss: list[float]):
+        self.ok, self.loss, self.fail_fast, self.fixed = ok, loss, [], {}
+
+    def run(self, proposals, replicates, labels, fail_fast=False):
+        self.fail_fast.append(fail_fast)
+        ok, loss = self.ok[labels["round"]], self.loss[labels["round"]]
+        return pd.DataFrame(
+            [{**labels, "param_id": f"{labels['round']}-{i}", "replicates": replicates, **p, "replicates_ok": ok,
+              "replicates_failed": replicates - ok, "loss": loss if ok else math.nan} for i, p in enumerate(proposals)]
+        )  # fmt: skip
+
+
+def scripted_search(ok: list[int], loss: list[float]) -> tuple[ScriptedRounds, list[pd.DataFrame]]:
+    settings = CalibrationSettings.from_config(
+        {"initial_points": 2, "rounds": len(ok) - 1, "proposals_per_round": 2, "refine": {"top_k": 0}}
+    )
+    rounds, trials = ScriptedRounds(ok, loss), []
+    _search(rounds, Proposer(parse_bounds(BOUNDS), settings), trials, ["beta", "gamma"], settings,
+            SimulationSettings.from_config({"replicates": 2}), 0.0)  # fmt: skip
+    return rounds, trials
+
+
+def test_the_fail_fast_rule_holds_only_until_a_simulation_has_succeeded():
+    """While no simulation has succeeded a round whose probe fails whole stops the run; after one has, failures
+    mark a region (the sampler's penalty), and a round that fails whole must not stop the calibration."""
+    rounds, trials = scripted_search(ok=[0, 0, 1, 0, 2], loss=[math.nan, math.nan, 3.0, math.nan, 2.0])
+    assert rounds.fail_fast == [True, True, True, False, False]
+    assert len(trials) == 5
+
+
+def test_targets_that_score_no_successful_simulation_stop_the_run_after_that_round():
+    with pytest.raises(ContractError, match=r"targets gave no finite loss for any of the 2 parameter set\(s\) whose "
+                       r"simulations succeeded \(first: 1-0\): check .*key columns \(on\)"):  # fmt: skip
+        scripted_search(ok=[0, 2, 2, 2], loss=[math.nan, math.nan, 1.0, 1.0])
+    _, trials = scripted_search(ok=[0, 2, 2], loss=[math.nan, 1.0, math.nan])  # one finite loss is enough
+    assert len(trials) == 3
+
+
+def test_observed_keys_that_match_no_simulated_row_stop_the_calibration_after_the_design(tmp_path, client):
+    """Observed days read as text never equal the simulated whole numbers: every loss would be NaN. The design's
+    trials are kept, and no search round is spent on losses the sampler cannot learn from."""
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 20}, 7, process="mean_field")
+    with pytest.raises(
+        ContractError, match=r"targets gave no finite loss for any of the 4 parameter set"
+    ) as caught:
+        calibrate(
+            "simcal.models.sir:mean_field", observed.assign(day=observed["day"].astype(str)), BOUNDS, POISSON,
+            tmp_path / "s.parquet", tmp_path / "trials.parquet",
+            {"initial_points": 4, "rounds": 3, "proposals_per_round": 4, "refine": {"top_k": 0}},
+            {"replicates": 1}, fixed_params={"days": 20}, client=client,
+        )  # fmt: skip
+    kept = tmp_path / "trials.failed.parquet"
+    assert str(kept) in caught.value.__notes__[0]
+    trials = pd.read_parquet(kept)
+    assert list(trials["phase"]) == ["design"] * 4 and (trials["replicates_ok"] == 1).all()
 
 
 @pytest.mark.parametrize("batch_size", ["auto", 2])

@@ -50,7 +50,14 @@ from simcal.runner import (
 )
 from simcal.space import space_of
 from simcal.tables import check_fixed_values, reject_reserved, write_parquet
-from simcal.targets import check_observed, mean_replicate_mse, negbin_nll, poisson_nll, replicate_mean_mse
+from simcal.targets import (
+    check_count_options,
+    check_observed,
+    mean_replicate_mse,
+    negbin_nll,
+    poisson_nll,
+    replicate_mean_mse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,8 @@ class CalibrationSettings:
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> CalibrationSettings:
+        if options is not None and not isinstance(options, Mapping):
+            raise ContractError(f"{WHERE}: expected a mapping of settings, got {options!r}")
         options = dict(options or {})
         for old, new in RENAMED.items():
             if old in options:
@@ -102,10 +111,12 @@ class CalibrationSettings:
                     f"the design); rename the key in your config"
                 )
         reject_unknown_keys(options, {f.name for f in fields(cls)}, WHERE)
-        refine = options.pop("refine", None) or {}
-        if not isinstance(refine, Mapping):
+        refine = options.pop("refine", None)
+        refine = {} if refine is None else refine
+        if not isinstance(refine, Mapping):  # refine: false would otherwise mean the defaults, refine on
             raise ContractError(
-                f"{WHERE}.refine: expected {{top_k, replicates, rounds, scan}}, got {refine!r}"
+                f"{WHERE}.refine: expected {{top_k, replicates, rounds, scan}} (top_k: 0 turns the step off), got "
+                f"{refine!r}"
             )
         reject_unknown_keys(refine, {f.name for f in fields(RefineSettings)}, f"{WHERE}.refine")
         settings = cls(**options, refine=RefineSettings(**refine))
@@ -124,7 +135,7 @@ class CalibrationSettings:
             value = getattr(self, key)
             need(_is_int(value) and value >= 1, key, value, "an integer >= 1")
         need(_is_int(self.rounds) and self.rounds >= 0, "rounds", self.rounds, "an integer >= 0")
-        need(_is_int(self.seed), "seed", self.seed, "an integer")
+        need(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32 - 1]")
         top_k, replicates = self.refine.top_k, self.refine.replicates
         need(_is_int(top_k) and top_k >= 0, "refine.top_k", top_k, "an integer >= 0 (0: no refine step)")
         need(_is_int(replicates) and replicates >= 1, "refine.replicates", replicates, "an integer >= 1")
@@ -151,6 +162,11 @@ class Target:
 
 
 def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
+    # one target written without its list would otherwise be read key by key (or letter by letter)
+    if isinstance(targets, str | Mapping) or not isinstance(targets, Sequence):
+        raise ContractError(
+            f"calibration.targets: expected a list of {{function: 'module:function', ...}}, got {targets!r}"
+        )
     if not targets:
         raise ContractError("calibration.targets: at least one target is needed")
     parsed = []
@@ -163,8 +179,9 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
         function = resolve_callable(reference, what=f"{where}.function")
         name = str(spec.pop("name", None) or f"target_{index}")
         weight = spec.pop("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
-            raise ContractError(f"{where}.weight: expected a finite number, got {weight!r}")
+        # a negative weight would reward a worse fit to that target: the total is minimised
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
+            raise ContractError(f"{where}.weight: expected a finite number >= 0, got {weight!r}")
         parsed.append(Target(name, reference, function, spec, float(weight)))
     names = [t.name for t in parsed]
     if len(set(names)) != len(names):
@@ -192,6 +209,10 @@ def check_observed_columns(
             )
         if counts is not None and "column" in target.options:
             try:
+                if counts:  # dispersion and min_mean: a bad value would fail, or give NaN, after round 0
+                    check_count_options(
+                        **{k: target.options[k] for k in ("dispersion", "min_mean") if k in target.options}
+                    )
                 check_observed(observed, target.options["column"], on, counts)
             except ValueError as error:
                 raise ContractError(f"calibration target {target.name!r}: {source}: {error}") from error
@@ -287,7 +308,13 @@ class Proposer:
         return "tpe", proposals
 
     def tell(self, params: dict[str, Any], loss: float) -> None:
-        trials = self.pending.pop(param_id(params), None)
+        """The loss of one proposal. A parameter set the sampler proposed twice in a round is told once per
+        proposal, so each tell completes one of its asked trials (not all of them, and then a further trial)."""
+        key = param_id(params)
+        asked = self.pending.get(key, [])
+        trials = [asked.pop(0)] if asked else None
+        if not asked:
+            self.pending.pop(key, None)
         if math.isfinite(loss):
             self._tell(params, trials, loss)
         else:
@@ -520,6 +547,7 @@ def _search(
             proposer.tell(proposal, float(loss))
         trials.append(table)
         _log_round(round_index, method, table, trials, simulation.replicates, began)
+        _refuse_targets_without_a_loss(trials)
     best = top_parameter_sets(pd.concat(trials, ignore_index=True), names, refine.top_k)
     if best:
         labels = {"round": settings.rounds + 1, "phase": "refine", "method": "refine"}
@@ -529,6 +557,22 @@ def _search(
         local_search(rounds, proposer.bounds, trials, settings, began)
     elif refine.top_k:
         log.warning("refine skipped: no parameter set has a finite loss")
+
+
+def _refuse_targets_without_a_loss(trials: list[pd.DataFrame]) -> None:
+    """Stop once simulations have succeeded but no parameter set has a finite loss: the targets cannot score this
+    model's output against these observed data (most often no simulated row matches an observed key, e.g. days
+    read as text), and every later round would be spent on NaN losses the sampler cannot learn from."""
+    table = pd.concat(trials, ignore_index=True)
+    if "replicates_ok" not in table:  # nothing came back
+        return
+    scored = table["replicates_ok"].fillna(0) > 0
+    if scored.any() and not np.isfinite(table["loss"].astype(float)).any():
+        raise ContractError(
+            f"calibration targets gave no finite loss for any of the {int(scored.sum())} parameter set(s) whose "
+            f"simulations succeeded (first: {table.loc[scored, 'param_id'].iloc[0]}): check that the simulated "
+            f"rows match the observed data on the targets' key columns (on) and that the outputs are numbers"
+        )
 
 
 def _any_succeeded(trials: list[pd.DataFrame]) -> bool:

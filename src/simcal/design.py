@@ -65,6 +65,10 @@ def parse_bounds(
 ) -> list[Bound]:
     """Bounds from ``{name: {low, high, log, integer}}``; with a declared ``space`` each name must be one of the
     model's parameters, inside its declared bounds (an integer parameter gets integer bounds)."""
+    if not isinstance(parameters, Mapping):
+        raise ContractError(
+            f"{where}: expected {{name: {{low: number, high: number}}, ...}}, got {parameters!r}"
+        )
     if not parameters:
         raise ContractError(f"{where}: at least one parameter with low/high bounds is needed")
     if space is not None:
@@ -77,9 +81,13 @@ def parse_bounds(
             )
         try:
             low, high = float(spec["low"]), float(spec["high"])
-            log_scale, integer = bool(spec.get("log", False)), bool(spec.get("integer", False))
         except (TypeError, ValueError) as error:
             raise ContractError(f"{where}.{name}: low and high must be numbers, got {spec!r}") from error
+        flags = {key: spec.get(key, False) for key in ("log", "integer")}
+        for key, flag in flags.items():  # bool() would read the text 'false' as true
+            if not isinstance(flag, bool | np.bool_):
+                raise ContractError(f"{where}.{name}.{key}: expected true or false, got {flag!r}")
+        log_scale, integer = bool(flags["log"]), bool(flags["integer"])
         if not (math.isfinite(low) and math.isfinite(high)):  # an infinite bound would draw inf or NaN values
             raise ContractError(f"{where}.{name}: low and high must be finite numbers, got {low}, {high}")
         if not low < high or (log_scale and low <= 0):

@@ -110,6 +110,7 @@ class ParameterSpace(Mapping[str, Parameter]):
         for name, spec in parameters.items():
             if not isinstance(spec, Parameter):
                 raise TypeError(f"parameter {name!r}: expected Real, Integer or Choice, got {spec!r}")
+            _check_declaration(name, spec)
             if not spec.required and spec.problem(spec.default) is not None:
                 raise ValueError(f"parameter {name!r}: default {spec.problem(spec.default)}")
         self._parameters = dict(parameters)
@@ -161,6 +162,23 @@ class ParameterSpace(Mapping[str, Parameter]):
         """The parameters with defaults filled in, after ``check``; for use inside the model itself."""
         self.check(params, where)
         return {**self.defaults, **params}
+
+
+def _check_declaration(name: str, spec: Parameter) -> None:
+    """Bounds that are numbers with low <= high, a choice with options: a NaN bound would bound nothing, and
+    low > high would refuse every value with a message blaming the value."""
+    if isinstance(spec, Choice):
+        if not spec.options:
+            raise ValueError(f"parameter {name!r}: a Choice needs at least one option")
+        return
+    for key in ("low", "high"):
+        bound = getattr(spec, key)
+        if bound is not None and (
+            isinstance(bound, bool) or not isinstance(bound, numbers.Real) or math.isnan(bound)
+        ):
+            raise ValueError(f"parameter {name!r}: {key} must be a number or None, got {bound!r}")
+    if spec.low is not None and spec.high is not None and spec.low > spec.high:
+        raise ValueError(f"parameter {name!r}: low {spec.low} is above high {spec.high}")
 
 
 def space_of(model_ref: str) -> ParameterSpace | None:

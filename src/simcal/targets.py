@@ -14,6 +14,7 @@ Built-ins:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -73,6 +74,11 @@ def check_observed(
     if missing:
         raise KeyError(f"observed data has no column(s) {missing}; it has {list(observed.columns)}")
     values = observed[column]
+    if not values.notna().any():  # every loss would be NaN, for every parameter set
+        raise ValueError(
+            f"observed column {column!r} has no values to compare with: "
+            + ("the observed data have no rows" if observed.empty else f"all {len(observed)} are missing")
+        )
     if values.dtype.kind not in "biuf":
         # An object column of numbers (a DataFrame built by hand) is fine; text, even '1', is not. A word is named
         # before a number stored as text: one word makes a CSV column text throughout.
@@ -147,6 +153,15 @@ def _counts(values: pd.Series, column: str) -> np.ndarray:
     return counts
 
 
+def check_count_options(dispersion: float = 10.0, min_mean: float = 1e-3) -> None:
+    """The numeric options of the count likelihoods: ``dispersion`` a finite number > 0, ``min_mean`` a finite
+    number >= 0 (a NaN would make every loss NaN, an infinite dispersion too, silently)."""
+    for name, value, least in (("dispersion", dispersion, "> 0"), ("min_mean", min_mean, ">= 0")):
+        number = value if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+        if not (math.isfinite(number) and (number > 0 if least == "> 0" else number >= 0)):
+            raise ValueError(f"{name} must be a finite number {least}, got {value!r}")
+
+
 def poisson_log_likelihood(counts: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """log P(counts | Poisson(mean)) elementwise; ``xlogy`` gives 0 log 0 = 0, so a zero mean is exact."""
     return xlogy(counts, mean) - mean - gammaln(counts + 1.0)
@@ -186,6 +201,7 @@ def _count_nll(
     min_mean: float,
     log_likelihood,
 ) -> float:
+    check_count_options(min_mean=min_mean)
     mean = _replicate_mean(simulated, observed, column, on)
     if mean.empty:
         return float("nan")
@@ -222,8 +238,10 @@ def negbin_nll(
     """Negative-binomial negative log-likelihood of the observed counts (variance mean + mean²/dispersion),
     with the replicate mean as the expected count. For over-dispersed reporting; tends to ``poisson_nll`` as
     ``dispersion`` grows."""
-    if not float(dispersion) > 0:
-        raise ValueError(f"negbin_nll: dispersion must be > 0, got {dispersion!r}")
+    try:
+        check_count_options(dispersion=dispersion)
+    except ValueError as error:
+        raise ValueError(f"negbin_nll: {error}") from None
     return _count_nll(
         simulated, observed, column, on, min_mean, lambda c, m: negbin_log_likelihood(c, m, dispersion)
     )
