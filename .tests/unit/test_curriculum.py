@@ -137,6 +137,24 @@ def test_gat_curriculum_draws_from_the_normals_its_vgae_finds_hardest(graphs, tr
         assert difficulty[chosen].min() >= cutoff
 
 
+def test_difficulties_that_are_not_finite_or_do_not_match_the_graphs_fail_naming_the_curriculum():
+    # One NaN score made the percentile NaN, the pool empty and every epoch's sample the attacks alone, silently.
+    labels, difficulty = dataset(normals=100, attacks=40)
+    curriculum = Curriculum(epochs=3)
+    assert curriculum.draw(difficulty, labels, 0).normals == 40
+    for bad in (np.nan, np.inf):
+        scores = difficulty.copy()
+        scores[7] = bad
+        with pytest.raises(
+            ValueError, match=r"curriculum: .* of 1 of 100 normal training graphs is not finite"
+        ):
+            curriculum.draw(scores, labels, 0)
+    with pytest.raises(
+        ValueError, match=r"curriculum: \(138,\) difficulty scores for \(140,\) training graph"
+    ):
+        curriculum.draw(difficulty[:-2], labels, 0)
+
+
 def test_bad_settings_name_the_config_section():
     with pytest.raises(ValueError, match="kd_gat.curriculum"):
         Curriculum(epochs=3, end_percentile=120)

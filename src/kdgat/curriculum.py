@@ -64,13 +64,25 @@ class Curriculum:
     def draw(self, difficulty: np.ndarray, labels: np.ndarray, epoch: int) -> CurriculumDraw:
         """This epoch's sample: all attacks + the normals drawn from the pool (see the module docstring)."""
         labels = np.asarray(labels)
+        difficulty = np.asarray(difficulty, dtype=float)
+        if difficulty.shape != labels.shape:
+            raise ValueError(
+                f"curriculum: {difficulty.shape} difficulty scores for {labels.shape} training graph labels"
+            )
         attacks = np.flatnonzero(labels == 1)
         normals = np.flatnonzero(labels == 0)
         ratio, percentile = self.schedule(epoch)
         if len(attacks) == 0 or len(normals) == 0:
             # One class only: nothing to balance; the whole set, logged as such.
             return CurriculumDraw(np.arange(len(labels)), ratio, percentile, len(normals), len(normals))
-        normal_difficulty = np.asarray(difficulty, dtype=float)[normals]
+        normal_difficulty = difficulty[normals]
+        if not np.isfinite(normal_difficulty).all():
+            # A NaN cutoff would leave the pool empty: every epoch would train on the attacks alone.
+            bad = int((~np.isfinite(normal_difficulty)).sum())
+            raise ValueError(
+                f"curriculum: the VGAE's difficulty (anomaly error) of {bad} of {len(normals)} normal training "
+                "graphs is not finite; is the VGAE model.pt a diverged run? (kd_gat.curriculum)"
+            )
         cutoff = np.percentile(normal_difficulty, percentile)
         pool = normals[normal_difficulty >= cutoff]
         wanted = min(len(pool), max(1, int(round(ratio * len(attacks)))))
