@@ -158,3 +158,5 @@ def test_difficulties_that_are_not_finite_or_do_not_match_the_graphs_fail_naming
 def test_bad_settings_name_the_config_section():
     with pytest.raises(ValueError, match="kd_gat.curriculum"):
         Curriculum(epochs=3, end_percentile=120)
+    with pytest.raises(ValueError, match=r"ratios must be > 0 \(config kd_gat.curriculum\)"):
+        Curriculum(epochs=3, start_ratio=0)

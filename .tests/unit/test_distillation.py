@@ -53,6 +53,10 @@ def test_q_value_kd_loss():
     assert float(q_value_kd_loss(q, q.clone(), torch.tensor(1.0), alpha=0.7)["kd"]) == 0.0
     parts = q_value_kd_loss(q + 2.0, q, torch.tensor(1.0), alpha=0.5)
     assert float(parts["loss"]) == pytest.approx(0.5 * 4.0 + 0.5 * 1.0)
+    # α weighs the distillation term, 1 − α the TD loss.
+    parts = q_value_kd_loss(q + 2.0, q, torch.tensor(1.0), alpha=0.25)
+    assert float(parts["loss"]) == pytest.approx(0.25 * 4.0 + 0.75 * 1.0)
+    assert float(parts["kd"]) == pytest.approx(4.0) and float(parts["td"]) == 1.0
 
 
 def test_freeze_puts_teacher_in_eval_without_gradients():

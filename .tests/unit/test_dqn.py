@@ -28,6 +28,9 @@ def test_prediction_is_the_fused_score_above_one_half():
     assert torch.allclose(alpha, torch.tensor([0.0, 1.0, 0.5, 0.5]))
     assert torch.allclose(score, torch.tensor([0.9, 0.1, 0.45, 0.45]))
     assert prediction.tolist() == [1, 0, 0, 0]  # not "α > 0.5": actions 10 give 0 here
+    # A fused score of exactly 0.5 is no attack, as a GAT p(attack) of 0.5 is not (kdgat.chain.DECISION_THRESHOLD).
+    half = torch.tensor([0.5, 0.5])
+    assert fuse(torch.tensor([0, 20]), half, half)[2].tolist() == [0, 0]
 
 
 def test_reward_is_cost_sensitive_correctness_without_a_margin():

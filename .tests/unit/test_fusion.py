@@ -9,6 +9,8 @@ Saturated noise is what review H2 found the old reward chasing: a margin bonus p
 The subgroup shows in one latent statistic of the state (as a change of traffic regime would).
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -274,6 +276,26 @@ def test_a_constant_mid_alpha_that_beats_both_inputs_replaces_a_learnt_policy_th
     assert chosen["policy"] == chosen["best_fixed"]  # the random scripted agent does not beat it
     actions = stage.model.choose(stop["state"])
     assert (actions == fusion_policy.FIXED_POLICIES[chosen["best_fixed"]]).all()
+    # Cross-fitted (the default, keep_folds > 0) the rival is that constant too, not the better input: a learnt
+    # reward between the two is not kept.
+    between = (inputs_best + chosen["fit_stop_reward_best_fixed"]) / 2
+    stage = dqn_training.DQNStage(ScriptedAgent(), fit, stop, settings(0), torch.device("cpu"))
+    cross_fit = fusion_policy.fall_back_unless_better(stage, torch.full((800,), between))
+    assert cross_fit["cross_fit_reward_learnt"] == pytest.approx(between)
+    assert cross_fit["policy"] == chosen["best_fixed"]
+
+
+def test_balanced_mean_weighs_both_classes_alike_and_a_tie_of_constants_goes_to_the_gat_then_the_vgae():
+    values, labels = torch.tensor([1.0, 1.0, 1.0, 0.0]), torch.tensor([0, 0, 0, 1])
+    assert fusion_policy.balanced_mean(values, labels) == pytest.approx(0.5)  # not the plain mean, 0.75
+    assert fusion_policy.balanced_mean(values[:3], labels[:3]) == 1.0  # one class present: its mean
+    # Both inputs give the same score on every graph: every constant α ties.
+    inputs = fusion_inputs(200, seed=0)
+    inputs["p_attack"] = inputs["anomaly"].clone()
+    inputs["state"][:, 0] = 0  # the scripted agent's action (α = 0)
+    stage = dqn_training.DQNStage(ScriptedAgent(), inputs, inputs, settings(0), torch.device("cpu"))
+    chosen = fusion_policy.fall_back_unless_better(stage)
+    assert chosen["best_fixed"] == chosen["better_input"] == "fixed_alpha_1"
 
 
 def test_a_distilled_agent_is_cross_fitted_with_the_teachers_rows_of_the_same_graphs():
@@ -287,3 +309,122 @@ def test_a_distilled_agent_is_cross_fitted_with_the_teachers_rows_of_the_same_gr
     )
     assert metrics["policy_judged_on"] == "cross_fit" and metrics["fit_stop_graphs"] == 300
     assert -1.0 <= metrics["cross_fit_reward_learnt"] <= 1.0
+
+
+def stage_of(
+    fit: dict, stop: dict, dqn: dict, model=None, variant="teacher", **config
+) -> dqn_training.DQNStage:
+    section = {"seed": 0, "device": "cpu", "teacher_preset": "demo_teacher", "student_preset": "demo_student",
+               "dqn": dqn, **config}  # fmt: skip
+    stage_settings = StageSettings.from_config(section, "dqn", variant)
+    model = QNetwork(**dict(stage_settings.model)) if model is None else model
+    return dqn_training.DQNStage(model, fit, stop, stage_settings, torch.device("cpu"))
+
+
+def test_the_stage_rewards_a_miss_and_a_false_alarm_at_their_configured_costs():
+    # α = 0 (the VGAE) misses the first attack, raises a false alarm on the normal, is right on the last attack.
+    inputs = {"state": torch.zeros(3, STATE_DIM), "anomaly": torch.tensor([0.1, 0.9, 0.9]),
+              "p_attack": torch.tensor([0.9, 0.1, 0.1]), "label": torch.tensor([1, 0, 1])}  # fmt: skip
+    stage = stage_of(inputs, inputs, {"miss_cost": 3.0, "false_alarm_cost": 0.5})
+    assert stage.reward(torch.zeros(3, dtype=torch.long), inputs).tolist() == [-3.0, -0.5, 1.0]
+
+
+def test_exploration_is_epsilon_greedy_and_episodes_are_class_balanced():
+    # 10% attacks; the scripted agent's greedy action is 3 for every graph.
+    count = 4000
+    inputs = {"state": torch.zeros(count, STATE_DIM), "anomaly": torch.rand(count), "p_attack": torch.rand(count),
+              "label": (torch.arange(count) % 10 == 0).long()}  # fmt: skip
+    inputs["state"][:, 0] = 3
+    stage = stage_of(inputs, inputs, {}, model=ScriptedAgent())
+    assert (stage.act(inputs["state"], 0.0) == 3).all()
+    shares = {eps: float((stage.act(inputs["state"], eps) == 3).float().mean()) for eps in (0.5, 1.0)}
+    # ε of the actions are uniform over the 21 actions: greedy share 1 − ε + ε/21.
+    assert shares[1.0] == pytest.approx(1 / NUM_ACTIONS, abs=0.02)
+    assert shares[0.5] == pytest.approx(0.5 + 0.5 / NUM_ACTIONS, abs=0.04)
+    rows = stage.episode_rows(1001)
+    assert len(rows) == 1001 and int(inputs["label"][rows].sum()) == 500  # half attacks, not the file's 10%
+
+
+def test_an_episode_explores_at_the_scheduled_epsilon():
+    fit = fusion_inputs(200, seed=0)
+    dqn = {
+        "eps_start": 0.9,
+        "eps_end": 0.1,
+        "steps_per_episode": 32,
+        "updates_per_episode": 1,
+        "batch_size": 8,
+    }
+    stage = stage_of(fit, fit, dqn, training={"dqn": {"epochs": 5}})
+    epsilons = [stage.train_epoch(episode)["epsilon"] for episode in range(5)]
+    assert epsilons == pytest.approx([0.9, 0.7, 0.5, 0.3, 0.1])
+
+
+def test_the_target_network_is_a_copy_of_the_agent_synced_every_target_update_steps():
+    fit = fusion_inputs(200, seed=0)
+    dqn = {
+        "gamma": 0.5,
+        "target_update": 3,
+        "steps_per_episode": 32,
+        "updates_per_episode": 4,
+        "batch_size": 8,
+    }
+    stage = stage_of(fit, fit, dqn)
+    initial = copy.deepcopy(stage.target.state_dict())
+    after_update = []
+    step = stage.step
+
+    def recording(loss):
+        step(loss)
+        after_update.append(copy.deepcopy(stage.model.state_dict()))
+
+    stage.step = recording
+    stage.train_epoch(0)
+    assert len(after_update) == 4 and stage.updates == 4
+
+    def same(a, b):
+        return all(torch.equal(a[key], b[key]) for key in a)
+
+    assert same(stage.target.state_dict(), after_update[2])  # synced after the 3rd update, not since
+    assert not same(stage.target.state_dict(), after_update[3]) and not same(initial, after_update[2])
+
+
+def test_a_distilled_episode_weighs_q_value_distillation_by_alpha_and_agreement():
+    fit = fusion_inputs(200, seed=0)
+    # The teacher's base models decide the opposite of the student's on every graph, whatever α.
+    teacher_inputs = fit | {"anomaly": 1 - fit["anomaly"], "p_attack": 1 - fit["p_attack"]}
+    dqn = {"steps_per_episode": 64, "updates_per_episode": 4, "batch_size": 16}
+    totals = {}
+    for weighting in ("uniform", "agreement"):
+        stage = stage_of(fit, fit, dqn | {"kd_weighting": weighting}, variant="student_kd",
+                         distillation={"alpha": 0.25})  # fmt: skip
+        stage.teacher = copy.deepcopy(stage.model).eval()  # a different agent of the same shape
+        with torch.no_grad():
+            for parameter in stage.teacher.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        stage.teacher_inputs = teacher_inputs
+        totals[weighting] = stage.train_epoch(0)
+    uniform, agreement = totals["uniform"], totals["agreement"]
+    assert uniform["train_kd_weight"] == 1.0 and agreement["train_kd_weight"] == 0.0
+    assert agreement["train_kd"] == 0.0 and uniform["train_kd"] > 0
+    # loss = α·kd + (1 − α)·td per update, so also for the episode's means.
+    expected = 0.25 * uniform["train_kd"] + 0.75 * uniform["train_td"]
+    assert uniform["train_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_learnt_policy_that_only_ties_the_best_constant_is_not_kept():
+    # The scripted agent picks α = 1 for every graph: the GAT's decision, exactly the best constant's reward.
+    fit = scripted_inputs(200, vgae_right=6, gat_right=9, agent_right=True)
+    stop = scripted_inputs(40, vgae_right=8, gat_right=7, agent_right=True)
+    for inputs in (fit, stop):
+        inputs["state"][:, 0] = NUM_ACTIONS - 1
+    stage = dqn_training.DQNStage(ScriptedAgent(), fit, stop, settings(0), torch.device("cpu"))
+    chosen = fusion_policy.fall_back_unless_better(stage)
+    assert chosen["best_fixed"] == "fixed_alpha_1"
+    assert chosen["val_reward_learnt"] == chosen["val_reward_fixed_alpha_1"]
+    assert chosen["policy"] == "fixed_alpha_1"  # kept only if above
+    # Cross-fitted: the copies' rewards are those of α = 1 on every fit and stop graph.
+    both = held_out.joined(fit, stop)
+    tied = stage.reward(torch.full_like(both["label"], NUM_ACTIONS - 1), both)
+    chosen = fusion_policy.fall_back_unless_better(stage, tied)
+    assert chosen["cross_fit_reward_learnt"] == chosen["fit_stop_reward_best_fixed"]
+    assert chosen["policy"] == "fixed_alpha_1"
