@@ -208,6 +208,20 @@ def test_evaluate_takes_the_config_then_set_then_flags_and_the_models_of_the_see
     assert calls[-1]["seed"] == 5 and "batch_size" not in calls[-1]
 
 
+def test_baselines_take_the_fpr_targets_of_the_config_then_set_then_the_flag(tmp_path, monkeypatch):
+    from kdgat.evaluation import baselines
+
+    calls = []
+    monkeypatch.setattr(baselines, "baselines_files", lambda **kwargs: calls.append(kwargs) or {})
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"evaluation": {"fpr_targets": [0.1], "batch_size": 8}}))
+    base = ["baselines", "--config", str(config), "--dataset", "x", "--data", "d", "--out", "o"]
+    assert main(base) == 0 and calls[-1]["fpr_targets"] == [0.1]
+    assert main([*base, "--set", "fpr_targets=[0.2]"]) == 0 and calls[-1]["fpr_targets"] == [0.2]
+    assert main([*base, "--set", "fpr_targets=[0.2]", "--fpr-targets", "0.3"]) == 0
+    assert calls[-1]["fpr_targets"] == [0.3] and calls[-1]["train"] == "d/train.pt"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
