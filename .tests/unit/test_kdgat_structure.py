@@ -13,7 +13,7 @@ PACKAGE = SRC / "kdgat"
 # The command line on top (it makes the wrappers' calls); what the wrappers call; the stores and scoring they build
 # on; everything else (formats, graphs, models, presets, losses, runtime, files, chain, tracking) is the bottom
 # layer. A module never imports one of a higher layer.
-ENTRY = ("kdgat.cli",)
+ENTRY = ("kdgat.cli", "kdgat.__main__")  # `python -m kdgat` is the same command
 TOP = ("kdgat.preprocess", "kdgat.training", "kdgat.evaluation")
 MIDDLE = ("kdgat.graph_store", "kdgat.model_store", "kdgat.inference", "kdgat.synthetic")
 MAX_LINES = 500
