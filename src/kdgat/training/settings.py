@@ -55,6 +55,15 @@ def _section(cls, options: Mapping[str, Any] | None, where: str):
     return cls(**options)
 
 
+def _mapping(options: Any, where: str) -> Mapping[str, Any]:
+    """A config block that must be a mapping (None: empty); anything else fails naming the block."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise SettingsError(f"{where}: expected a mapping, got {options!r}")
+    return options
+
+
 def _require(ok: bool, key: str, expected: str, value: Any) -> None:
     """Fail naming the config key, what it must be and what it was."""
     if not ok:
@@ -285,13 +294,13 @@ class StageSettings:
             raise SettingsError(f"unknown variant {variant!r} (kd_gat.variants); expected one of {VARIANTS}")
         top = {key: section.get(key, default) for key, default in SECTION_DEFAULTS.items()}
         preset = preset_of(variant, top["teacher_preset"], top["student_preset"])
-        training_sections = dict(section.get("training") or {})
+        training_sections = dict(_mapping(section.get("training"), "kd_gat.training"))
         reject_unknown_keys(training_sections, STAGES, "kd_gat.training")
         try:
             model = resolve_preset(preset, stage, section.get("presets"))
         except (KeyError, ValueError) as error:
             raise SettingsError(str(error).strip("'\"")) from None
-        training = dict(training_sections.get(stage) or {})
+        training = dict(_mapping(training_sections.get(stage), f"kd_gat.training.{stage}"))
         model, training, applied = _apply_overrides(model, training, overrides, stage, preset)
         return cls(
             stage=stage,
