@@ -7,14 +7,15 @@ workflow job gets (kd_gat.resources.threads), the chains (VGAE -> GAT -> DQN) of
   - ``original``: the original KD-GAT sizes (presets teacher and student) on the same dataset with every capture
     10 times as long (~10x the graphs), a few epochs each; teacher and student_kd.
 The CPU side runs next to the CUDA side (separate processes, one thread each; the CUDA chains one after another).
-Then the resume paths on CUDA: a run killed after its first epoch (KDGAT_KILL_AFTER_EPOCH) resumed on CUDA, a CPU
+Before them, ``python -m kdgat.runtime --check`` (the SLURM preflight's GPU check) must pass; after them, the
+resume paths on CUDA: a run killed after its first epoch (KDGAT_KILL_AFTER_EPOCH) resumed on CUDA, a CPU
 checkpoint resumed on CUDA (a job requeued onto a GPU node) and a CUDA checkpoint resumed on the CPU.
 
 Figures: the median over epochs of each stage's training throughput (history.csv ``graphs_per_s``; for the DQN,
 fusion windows per second) on CUDA against the CPU in the same run:
   BENCH gpu_<suite>_<variant>_<stage> value=<cuda>graphs/s baseline=<cpu>graphs/s ratio=<cuda/cpu> goal=info
-No goal: the demo's models are small enough that a GPU need not win. Exit 1 when a step fails, when a job that
-ran with ``auto`` did not run on CUDA, or when a resume did not resume. Without a usable CUDA device the script
+No goal: the demo's models are small enough that a GPU need not win. Exit 1 when the check or a step fails, when
+a job that ran with ``auto`` did not run on CUDA, or when a resume did not resume. Without a usable CUDA device the script
 prints a SKIP line and exits 0 (``make bench`` on a machine without a GPU); ``--cpu-trial`` runs it anyway with the
 CPU on both sides (to try the script itself).
 
@@ -215,6 +216,19 @@ def main() -> int:
         "checks": {},
         "failures": [],
     }
+    if cuda:
+        # The check the SLURM preflight runs on a GPU node, here where it must pass.
+        check = subprocess.run(
+            [sys.executable, "-m", "kdgat.runtime", "--check"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )
+        report["checks"]["runtime_check"] = check.stdout.strip().splitlines()
+        if check.returncode != 0:
+            report["failures"].append(
+                f"python -m kdgat.runtime --check exited {check.returncode}: {check.stdout}"
+            )
     try:
         scales = {SUITES[suite]["scale"] for suite in args.suites} | ({1} if not args.no_resume else set())
         data_of_scale = {scale: prepare_data(work, scale, log) for scale in sorted(scales)}
