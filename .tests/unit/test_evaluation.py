@@ -330,3 +330,52 @@ def test_gat_and_fusion_call_a_tie_at_one_half_normal_like_training():
     assert decisions["vgae"][1].tolist() == [0, 1, 1]
     _, _, fused = fuse(torch.tensor([20, 20, 20]), torch.zeros(3), torch.tensor([0.5, 0.51, 0.9]))
     assert fused.tolist() == decisions["gat"][1].tolist()
+
+
+def test_undefined_metrics_without_both_classes_and_refused_inputs():
+    only_normal = binary_metrics([0, 0, 0], [0.1, 0.2, 0.9], [0, 0, 1])
+    assert only_normal["mcc"] is None and "empty" in only_normal["undefined"]["mcc"]  # not sklearn's 0.0
+    assert detection_rate_at_fpr([0, 0, 0], [0.1, 0.2, 0.9], 0.05) is None
+    assert detection_rate_at_fpr([1, 1], [0.1, 0.2], 0.05) is None
+    # A NaN score is refused even where no threshold-free metric would read it (a split of one class).
+    with pytest.raises(ValueError, match="1 non-finite"):
+        binary_metrics([0, 0, 0], [0.1, np.nan, 0.3], [0, 0, 0])
+    with pytest.raises(ValueError, match="1 non-finite"):
+        detection_rate_at_fpr([0, 1, 0], [0.1, np.inf, 0.3], 0.05)
+    with pytest.raises(ValueError, match="empty split"):
+        binary_metrics([], [], [])
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        ((-0.1,), r"strictly between 0 and 1; got \[-0.1\]"),  # was numpy's "zero-size array to reduction"
+        ((0.05, 1.0), r"strictly between 0 and 1; got \[1.0\]"),  # was a detection rate of 1.0, silently
+        ((0.0,), r"strictly between 0 and 1; got \[0.0\]"),
+        (0.05, "must be a list of false-positive rates"),  # was "'float' object is not iterable"
+        (("0.05",), r"got \['0.05'\]"),
+    ],
+)
+def test_fpr_targets_outside_zero_one_are_refused_naming_them(targets, message):
+    with pytest.raises(ValueError, match=message):
+        binary_metrics(LABELS, SCORES, PREDS, fpr_targets=targets)
+    with pytest.raises(ValueError, match=message):
+        evaluate_scored_splits(_scored([0, 1], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9]), {}, fpr_targets=targets)
+
+
+def test_a_nan_score_is_refused_naming_the_split_and_column_not_turned_into_a_nan_threshold():
+    with pytest.raises(ValueError, match="1 non-finite"):
+        youden_threshold([0, 0, 0], [0.1, np.nan, 0.3])  # was a NaN threshold: every window normal
+    with pytest.raises(ValueError, match="differ in length"):
+        youden_threshold([0, 0, 1], [0.1, 0.3])
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    nan_val = val.assign(vgae_score=[1.0, np.nan, 3.0, 4.0])
+    with pytest.raises(ValueError, match="validation: vgae_score holds 1 non-finite"):
+        evaluate_scored_splits(nan_val, {"dos": val})
+    nan_gat = val.assign(gat_prob=[0.1, 0.2, np.nan, 0.9])
+    with pytest.raises(ValueError, match="test scenario 'dos': gat_prob holds 1 non-finite"):
+        evaluate_scored_splits(val, {"dos": nan_gat})
+    with pytest.raises(ValueError, match="test scenario 'dos' has no graphs"):
+        evaluate_scored_splits(val, {"dos": val.iloc[:0]})
+    with pytest.raises(ValueError, match="validation split is empty"):
+        evaluate_scored_splits(val.iloc[:0], {"dos": val})

@@ -342,6 +342,19 @@ def test_id_count_threshold_is_chosen_on_validation_and_reused_on_test():
     assert document["test_pooled"][ID_COUNTS]["f1"] == pytest.approx(expected["f1"])
 
 
+def test_baselines_report_the_fpr_targets_given_and_refuse_bad_ones_before_fitting():
+    rng = np.random.default_rng(3)
+    train, val = _capture(rng, 40), _capture(rng, 20)
+    document, _ = evaluate_baselines(train, val, {"dos": _capture(rng, 20)}, num_ids=4, fpr_targets=(0.2,))
+    for split in (document["val"], document["test"]["dos"], document["test_pooled"]):
+        for metrics in split.values():
+            assert [key for key in metrics if key.startswith("detection_rate")] == [
+                "detection_rate_at_fpr_0.2"
+            ]
+    with pytest.raises(ValueError, match=r"strictly between 0 and 1; got \[-0.1\]"):
+        evaluate_baselines(train, val, {"dos": val}, num_ids=4, fpr_targets=(-0.1,))
+
+
 def test_baselines_refuse_what_they_cannot_measure(tmp_path):
     rng = np.random.default_rng(5)
     train, val = _capture(rng, 20), _capture(rng, 10)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics
+from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets
 from kdgat.evaluation.thresholds import youden_threshold
 from kdgat.graphs import GraphArrays
 
@@ -133,6 +133,7 @@ def evaluate_baselines(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics of every baseline on validation, every test scenario and all test scenarios pooled, and one row
     per window (split, scenario, label, each baseline's score and decision)."""
+    fpr_targets = checked_fpr_targets(fpr_targets)
     if len(val) == 0:
         raise ValueError("the validation split is empty: the baselines' thresholds cannot be chosen")
     id_counts = IdCountBaseline(num_ids).fit(train, val)

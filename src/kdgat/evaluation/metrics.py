@@ -39,15 +39,45 @@ def confusion_counts(labels: Any, predictions: Any) -> dict[str, int]:
     }
 
 
+def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
+    """``fpr_targets`` as a tuple of floats, each a false-positive rate strictly between 0 and 1 (the schema's
+    ``evaluation.fpr_targets``); a ValueError naming what is wrong otherwise, before any scoring."""
+    if isinstance(fpr_targets, str | bytes) or not isinstance(fpr_targets, Sequence | np.ndarray):
+        raise ValueError(
+            f"fpr_targets must be a list of false-positive rates, e.g. [0.05, 0.01]; got {fpr_targets!r}"
+        )
+    bad = [
+        t
+        for t in fpr_targets
+        if isinstance(t, bool) or not isinstance(t, int | float | np.number) or not 0 < float(t) < 1
+    ]
+    if bad:
+        raise ValueError(f"fpr_targets must be false-positive rates strictly between 0 and 1; got {bad}")
+    return tuple(float(t) for t in fpr_targets)
+
+
+def finite_scores(scores: Any, size: int | None = None) -> np.ndarray:
+    """``scores`` as a flat float array; a ValueError when one is NaN or infinite or (with ``size``) when their
+    number is not ``size``."""
+    score = np.asarray(scores, dtype=float).reshape(-1)
+    if size is not None and score.size != size:
+        raise ValueError(f"labels ({size}) and scores ({score.size}) differ in length")
+    if not np.isfinite(score).all():
+        raise ValueError(f"scores contain {int((~np.isfinite(score)).sum())} non-finite values (NaN or inf)")
+    return score
+
+
 def detection_rate_at_fpr(labels: Any, scores: Any, max_fpr: float) -> float | None:
     """Highest true-positive rate reachable with a false-positive rate of at most ``max_fpr``.
 
     ``None`` when the ROC curve is undefined (only one class present).
     """
+    (max_fpr,) = checked_fpr_targets([max_fpr])
     y = as_binary(labels, "labels")
+    score = finite_scores(scores, y.size)
     if len(np.unique(y)) < 2:
         return None
-    fpr, tpr, _ = roc_curve(y, np.asarray(scores, dtype=float), drop_intermediate=False)
+    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 
@@ -63,6 +93,7 @@ def binary_metrics(
     ``scores`` are continuous (higher = more likely an attack) and feed the threshold-free metrics (ROC-AUC,
     PR-AUC, detection rate at a fixed FPR); ``predictions`` are the thresholded 0/1 decisions.
     """
+    fpr_targets = checked_fpr_targets(fpr_targets)
     y = as_binary(labels, "labels")
     pred = as_binary(predictions, "predictions")
     score = np.asarray(scores, dtype=float).reshape(-1)
@@ -72,8 +103,7 @@ def binary_metrics(
         )
     if y.size == 0:
         raise ValueError("cannot compute metrics on an empty split")
-    if not np.isfinite(score).all():
-        raise ValueError(f"scores contain {int((~np.isfinite(score)).sum())} non-finite values")
+    finite_scores(score)
 
     counts = confusion_counts(y, pred)
     tn, fp, fn, tp = counts["tn"], counts["fp"], counts["fn"], counts["tp"]

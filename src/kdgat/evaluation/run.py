@@ -20,7 +20,7 @@ import pandas as pd
 from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.markdown import summary_markdown
-from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics
+from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.speed import measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, stash_key
@@ -52,6 +52,19 @@ TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
 
 
 ALPHA_BINS = np.linspace(0.0, 1.0, 11)
+SCORED_NUMBERS = ("vgae_score", "gat_prob", "fusion_alpha", "fusion_score")
+
+
+def _check_scored(frame: pd.DataFrame, where: str) -> None:
+    """A ValueError naming the split and column when a score of ``frame`` is NaN or infinite (a diverged model):
+    a NaN VGAE score on validation would otherwise give a NaN threshold, one on test a window silently normal."""
+    missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{where}: scored table lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
+    for column in SCORED_NUMBERS:
+        bad = int((~np.isfinite(frame[column].to_numpy(float))).sum())
+        if bad:
+            raise ValueError(f"{where}: {column} holds {bad} non-finite values (NaN or inf) of {len(frame)}")
 
 
 def alpha_statistics(frame: pd.DataFrame) -> dict[str, Any]:
@@ -82,8 +95,14 @@ def evaluate_scored_splits(
     Returns the metrics document and one long table of per-window scores and decisions (column ``split``:
     ``val`` or ``test``; ``scenario``: ``val`` or the scenario name).
     """
+    fpr_targets = checked_fpr_targets(fpr_targets)
     if val.empty:
         raise ValueError("the validation split is empty: the VGAE threshold cannot be chosen")
+    _check_scored(val, "validation")
+    for scenario, frame in tests.items():
+        if frame.empty:
+            raise ValueError(f"test scenario {scenario!r} has no graphs")
+        _check_scored(frame, f"test scenario {scenario!r}")
     choice = youden_threshold(val["label"], val["vgae_score"])
     frames = []
 
@@ -110,8 +129,6 @@ def evaluate_scored_splits(
         "fusion_alpha": {"val": alpha_statistics(val)},
     }
     for scenario, frame in tests.items():
-        if frame.empty:
-            raise ValueError(f"test scenario {scenario!r} has no graphs")
         document["test"][scenario] = assess(frame, "test", scenario)
         document["fusion_alpha"][scenario] = alpha_statistics(frame)
     if tests:
@@ -203,6 +220,7 @@ def evaluate_files(
     missing = [name for name in EVALUATION_OUTPUTS if name not in outputs]
     if missing:
         raise ValueError(f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}; missing {missing}")
+    fpr_targets = checked_fpr_targets(fpr_targets)  # before minutes of scoring, not after
     inputs = {"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}
     for name, path in inputs.items():
         if not Path(path).is_file():

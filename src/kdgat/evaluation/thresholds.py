@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from kdgat.chain import DECISION_THRESHOLD
-from kdgat.evaluation.metrics import as_binary
+from kdgat.evaluation.metrics import as_binary, finite_scores
 
 GAT_THRESHOLD = DECISION_THRESHOLD
 SCORE_COLUMNS = ("label", "vgae_score", "gat_prob", "fusion_alpha", "fusion_score", "fusion_pred")
@@ -56,9 +56,9 @@ def youden_threshold(labels: Any, scores: Any) -> ThresholdChoice:
     score) and the reason says so.
     """
     y = as_binary(labels, "labels")
-    score = np.asarray(scores, dtype=float).reshape(-1)
     if y.size == 0:
         raise ValueError("cannot choose a threshold on an empty split")
+    score = finite_scores(scores, y.size)  # a NaN would give a NaN threshold: every window normal, silently
     if not (y == 1).any():
         return ThresholdChoice(
             float(np.nextafter(score.max(), np.inf)), None, "no attack windows: just above the highest score"
