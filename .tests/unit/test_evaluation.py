@@ -332,6 +332,26 @@ def test_gat_and_fusion_call_a_tie_at_one_half_normal_like_training():
     assert fused.tolist() == decisions["gat"][1].tolist()
 
 
+def test_detection_rate_counts_a_false_positive_rate_reached_exactly():
+    """'At most' the target FPR: a target that one false alarm reaches exactly (1 of 6 normals) counts it."""
+    m = binary_metrics(LABELS, SCORES, PREDS, fpr_targets=(1 / 6, 0.5))
+    assert m["detection_rate_at_fpr_0.166667"] == pytest.approx(0.75)  # the 0.70 normal allowed: 0.6 caught
+    assert m["detection_rate_at_fpr_0.5"] == pytest.approx(1.0)  # 3 false alarms (0.7, 0.45, 0.3): all caught
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(40, int), np.ones(20, int)]
+    scores = np.round(rng.random(60) + 0.4 * labels, 1)  # ties across the classes
+    targets = (0.025, 0.05, 0.1, 0.2, 0.3)  # 1, 2, 4, 8, 12 of the 40 normals
+    m = binary_metrics(labels, scores, (scores > 0.5).astype(int), fpr_targets=targets)
+    for target in targets:
+        expected = detection_rate_at_fpr(labels, scores, target)
+        assert m[f"detection_rate_at_fpr_{target:g}"] == pytest.approx(expected)
+        # By hand: the largest TPR over thresholds t (attack when score >= t) with FPR <= target.
+        reachable = [
+            (scores[labels == 1] >= t).mean() for t in scores if (scores[labels == 0] >= t).mean() <= target
+        ]
+        assert expected == pytest.approx(max(reachable, default=0.0))
+
+
 def test_undefined_metrics_without_both_classes_and_refused_inputs():
     only_normal = binary_metrics([0, 0, 0], [0.1, 0.2, 0.9], [0, 0, 1])
     assert only_normal["mcc"] is None and "empty" in only_normal["undefined"]["mcc"]  # not sklearn's 0.0
@@ -379,3 +399,72 @@ def test_a_nan_score_is_refused_naming_the_split_and_column_not_turned_into_a_na
         evaluate_scored_splits(val, {"dos": val.iloc[:0]})
     with pytest.raises(ValueError, match="validation split is empty"):
         evaluate_scored_splits(val.iloc[:0], {"dos": val})
+
+
+def test_test_labels_play_no_part_and_pooled_test_is_the_scenarios_decisions_together():
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    dos = _scored([0, 0, 1, 1], [2.5, 3.5, 10.0, 11.0], [0.4, 0.6, 0.7, 0.2], [0.1, 0.6, 0.7, 0.9])
+    clean = _scored([0, 0, 0], [0.5, 5.0, 12.0], [0.1, 0.7, 0.55], [0.1, 0.2, 0.6])
+    targets = (0.2, 0.5)
+    document, scores = evaluate_scored_splits(val, {"dos": dos, "clean": clean}, targets, gat_threshold=0.65)
+    # The same thresholds and test decisions whatever the test labels say (here: every one flipped).
+    flipped = {
+        name: frame.assign(label=1 - frame["label"]) for name, frame in {"dos": dos, "clean": clean}.items()
+    }
+    document_flipped, scores_flipped = evaluate_scored_splits(val, flipped, targets, gat_threshold=0.65)
+    assert document_flipped["thresholds"] == document["thresholds"]
+    assert document["thresholds"]["vgae"] == youden_threshold(val["label"], val["vgae_score"]).as_dict()
+    pred_columns = ["vgae_pred", "gat_pred", "fusion_pred"]
+    assert scores_flipped[pred_columns].equals(scores[pred_columns])
+    # The table's decisions are each model's own; the GAT's at the threshold given (0.65: only 0.7 flags).
+    assert scores.loc[scores["scenario"] == "dos", "gat_pred"].tolist() == [0, 0, 1, 0]
+    assert scores.loc[scores["scenario"] == "dos", "vgae_pred"].tolist() == [0, 1, 1, 1]
+    # Pooled test: every test window once, decided as in its scenario, so the confusion counts add up.
+    models = document["test_pooled"].keys()
+    assert set(models) == set(document["test"]["dos"]) == set(document["val"])
+    for model in models:
+        pooled = document["test_pooled"][model]["confusion_matrix"]
+        for cell in ("tn", "fp", "fn", "tp"):
+            per_scenario = [
+                document["test"][name][model]["confusion_matrix"][cell] for name in ("dos", "clean")
+            ]
+            assert pooled[cell] == sum(per_scenario), (model, cell)
+    # The FPR targets asked for, on every split.
+    asked = {"detection_rate_at_fpr_0.2", "detection_rate_at_fpr_0.5"}
+    for split in (document["val"], document["test"]["dos"], document["test_pooled"]):
+        for metrics in split.values():
+            assert {key for key in metrics if key.startswith("detection_rate")} == asked
+
+
+def test_fixed_alpha_models_call_a_fused_score_of_exactly_one_half_normal():
+    scored = pd.DataFrame(
+        {"label": [1, 1, 0], "vgae_score": [0.5, 0.4, 0.9], "gat_prob": [0.5, 0.6, 0.1],
+         "fusion_alpha": 0.5, "fusion_score": 0.5, "fusion_pred": 0}
+    )  # fmt: skip
+    decisions = model_decisions(scored, vgae_threshold=0.7)
+    assert decisions["fixed_alpha_0.5"][0].tolist() == [0.5, 0.5, 0.5]
+    for model in ("fixed_alpha_0", "fixed_alpha_0.5", "fixed_alpha_1"):
+        assert decisions[model][1][:2].tolist() == [0, int(model == "fixed_alpha_1")], model
+
+
+def test_evaluate_detector_reports_the_fpr_targets_it_is_given():
+    from kdgat.evaluation.run import evaluate_detector
+
+    graphs = [
+        Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), y=torch.tensor([i % 2]))
+        for i in range(8)
+    ]
+
+    def score(vgae, gat, dqn, graphs, batch_size, device):
+        labels = [int(g.y) for g in graphs]
+        ranked = np.linspace(0.1, 0.9, len(graphs)) if len(graphs) > 1 else np.array([0.5])
+        return _scored(labels, ranked, ranked, ranked)
+
+    document, _ = evaluate_detector(
+        _NodeModel(), _GraphModel(), torch.nn.Linear(2, 2), graphs, {"dos": graphs}, score_fn=score,
+        batch_size=4, fpr_targets=(0.25,), speed={"repeats": 1, "latency_runs": 1},
+    )  # fmt: skip
+    for split in (document["val"], document["test"]["dos"], document["test_pooled"]):
+        assert [key for key in split["gat"] if key.startswith("detection_rate")] == [
+            "detection_rate_at_fpr_0.25"
+        ]

@@ -342,6 +342,22 @@ def test_id_count_threshold_is_chosen_on_validation_and_reused_on_test():
     assert document["test_pooled"][ID_COUNTS]["f1"] == pytest.approx(expected["f1"])
 
 
+def test_the_id_count_regression_learns_from_training_windows_only():
+    """Fitted on train, its threshold on validation: the validation windows move the threshold, never the model."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(8)
+    train, val_a, val_b, test = (_capture(rng, n, overlap=True) for n in (60, 40, 20, 40))
+    on_a, on_b = IdCountBaseline(4).fit(train, val_a), IdCountBaseline(4).fit(train, val_b)
+    assert on_a.scores(test) == pytest.approx(on_b.scores(test), rel=1e-12, abs=1e-15)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=0))
+    reference.fit(messages_per_id(train, 4), train.y)
+    assert on_a.scores(test) == pytest.approx(reference.predict_proba(messages_per_id(test, 4))[:, 1])
+    assert on_a.threshold == youden_threshold(val_a.y, on_a.scores(val_a))
+
+
 def test_baselines_report_the_fpr_targets_given_and_refuse_bad_ones_before_fitting():
     rng = np.random.default_rng(3)
     train, val = _capture(rng, 40), _capture(rng, 20)
