@@ -122,8 +122,8 @@ def test_a_config_with_seeds_trains_its_first_seed(tmp_path, capsys):
         (["--override", "wings=2"], "sweep column 'wings' is neither a training setting"),
         (["--set", "epochs"], "--set expects KEY=VALUE, got 'epochs'"),
         (["--config", "no/such.yaml"], "settings file no/such.yaml does not exist"),
-        (["--set", "training.gat=3"], "kd_gat.training.gat: expected a mapping, got 3"),
-        (["--set", "training=3"], "kd_gat.training: expected a mapping, got 3"),
+        (["--set", "training.gat=3"], "kd_gat.training.gat: expected a mapping, got int"),
+        (["--set", "training=3"], "kd_gat.training: expected a mapping, got int"),
     ],
 )
 def test_bad_settings_fail_naming_the_key(args, message, tmp_path, stderr_text):

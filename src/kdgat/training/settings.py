@@ -36,13 +36,20 @@ def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where:
         raise SettingsError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
 
 
+def _mapping(options: Any, where: str) -> Mapping[str, Any]:
+    """A config block that must be a mapping (None: empty); anything else fails naming the block."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise SettingsError(f"{where}: expected a mapping, got {type(options).__name__}")
+    return options
+
+
 def _section(cls, options: Mapping[str, Any] | None, where: str):
     """A dataclass from a config mapping: missing keys take the dataclass defaults, unknown keys fail, and a value
     of the wrong type fails naming its key (the schema checks types too, but settings also come from the
     command line and from direct library calls)."""
-    if options is not None and not isinstance(options, Mapping):
-        raise SettingsError(f"{where}: expected a mapping, got {type(options).__name__}")
-    options = dict(options or {})
+    options = dict(_mapping(options, where))
     reject_unknown_keys(options, cls.__dataclass_fields__, where)
     for name, value in options.items():
         expected = type(cls.__dataclass_fields__[name].default)
@@ -53,15 +60,6 @@ def _section(cls, options: Mapping[str, Any] | None, where: str):
                 f"{where}.{name}: expected {expected.__name__}, got {value!r}{_yaml_hint(value, expected)}"
             )
     return cls(**options)
-
-
-def _mapping(options: Any, where: str) -> Mapping[str, Any]:
-    """A config block that must be a mapping (None: empty); anything else fails naming the block."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise SettingsError(f"{where}: expected a mapping, got {options!r}")
-    return options
 
 
 def _require(ok: bool, key: str, expected: str, value: Any) -> None:
