@@ -62,8 +62,10 @@ def first_seed(kd_gat: Any, where: str) -> int | None:
     return seeds[0]
 
 
-def thread_count(value: Any, where: str) -> int | None:
-    """A CPU thread count (``--threads`` or a resources key): None, or an integer >= 1."""
+def thread_count(flag: Any, configured: Any, key: str) -> int | None:
+    """The job's CPU threads: ``--threads`` when given, else the config's ``key``; None, or an integer >= 1
+    (a bad value fails naming where it came from)."""
+    value, where = (flag, "--threads") if flag is not None else (configured, key)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise UsageError(f"{where} must be an integer >= 1, got {value!r}")
     return value

@@ -219,10 +219,7 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     apply_assignments(section, args.set, "evaluation")
     for key in ("batch_size", "device", "fpr_targets", "stash_dir"):
         set_nested(section, (key,), getattr(args, key))
-    if args.threads is not None:
-        threads = thread_count(args.threads, "--threads")
-    else:
-        threads = thread_count(section.get("threads"), "evaluation.threads")
+    threads = thread_count(args.threads, section.get("threads"), "evaluation.threads")
     check_device(section.get("device"), "--device" if args.device is not None else "evaluation.device")
     options = library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS

@@ -282,10 +282,8 @@ def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     inputs = job_inputs(args, settings)
     outputs, checkpoint = job_outputs(args, settings)
     tracking = job_tracking(args, section, inputs["metadata"])
-    if args.threads is not None:
-        threads = thread_count(args.threads, "--threads")
-    else:
-        threads = thread_count((section.get("resources") or {}).get("threads"), "kd_gat.resources.threads")
+    configured = (section.get("resources") or {}).get("threads")
+    threads = thread_count(args.threads, configured, "kd_gat.resources.threads")
     if args.print_settings:
         print(json.dumps({"settings": settings.as_dict(), "inputs": inputs, "outputs": outputs,
                           "checkpoint": checkpoint, "threads": threads,
