@@ -71,6 +71,11 @@ class StepFailed(RuntimeError):
     pass
 
 
+def with_source(extra: dict | None = None) -> dict:
+    """This process's environment with the repository's src/ importable (the package need not be installed)."""
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), **(extra or {})}
+
+
 def kdgat(argv: list[str], log: Path, env: dict | None = None, expect: int = 0) -> float:
     """Run ``python -m kdgat *argv``, its output appended to ``log``; the wall seconds. Raises unless it exits
     with ``expect`` (-9: killed by SIGKILL)."""
@@ -82,7 +87,7 @@ def kdgat(argv: list[str], log: Path, env: dict | None = None, expect: int = 0) 
             [sys.executable, "-m", "kdgat", *argv],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})},
+            env=with_source(env),
             cwd=REPO,
         ).returncode
     if code != expect:
@@ -152,7 +157,7 @@ def run_chain(data: Path, chain: Path, device: str, suite: dict, log: Path) -> d
         pooled = document["test_pooled"]
         jobs[f"{variant}/evaluate"] = {
             "wall_s": round(seconds, 2),
-            "device": document.get("device") or document.get("speed", {}).get("device"),
+            "device": document["device"],
             "f1_pooled": {model: pooled[model]["f1"] for model in ("vgae", "gat", "fusion")},
         }
     return jobs
@@ -222,7 +227,7 @@ def main() -> int:
             [sys.executable, "-m", "kdgat.runtime", "--check"],
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            env=with_source(),
         )
         report["checks"]["runtime_check"] = check.stdout.strip().splitlines()
         if check.returncode != 0:
