@@ -88,6 +88,47 @@ def test_cache_between_workflows(tmp_path):
         assert (first / path).read_bytes() == (second / path).read_bytes()
 
 
+def test_cache_is_not_served_when_a_log_changes_role(tmp_path):
+    """Snakemake's cache key holds the contents of the inputs, sorted, not which input is which: a log moved from
+    training to test (same contents in all) must not be served the graphs of the other arrangement."""
+    data = REPO / "wrappers" / "build_graphs" / "test" / "data"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    runs = {}
+    for arrangement, (train_log, test_log) in {
+        "first": ("train_attack.csv", "test_attack.csv"),
+        "second": ("test_attack.csv", "train_attack.csv"),
+    }.items():
+        root = tmp_path / arrangement / "data"
+        (root / "train_01_attack_free").mkdir(parents=True)
+        (root / "test_01_dos").mkdir()
+        shutil.copy(data / "train_normal.csv", root / "train_01_attack_free" / "normal.csv")
+        shutil.copy(data / train_log, root / "train_01_attack_free" / train_log)
+        shutil.copy(data / test_log, root / "test_01_dos" / test_log)
+        config = {
+            "datasets": {"real": {"path": str(root)}},
+            "preprocess": {"window_size": 20, "stride": 20, "held_out": {"fusion": None}},
+        }
+        (tmp_path / arrangement / "config.yaml").write_text(yaml.safe_dump(config))
+        workdir = tmp_path / arrangement / "work"
+        workdir.mkdir()
+        run_snakemake(
+            "results/preprocess/real/metadata.json", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory",
+            str(workdir), "--configfile", str(tmp_path / arrangement / "config.yaml"), "--cores", "1", "--cache",
+            cwd=workdir, env={"SNAKEMAKE_OUTPUT_CACHE": str(cache)},
+        )  # fmt: skip
+        runs[arrangement] = (
+            root,
+            json.loads((workdir / "results/preprocess/real/metadata.json").read_text()),
+        )
+    root, meta = runs["second"]
+    # The second arrangement was built, not taken from the first one's cache entry.
+    assert meta["files"]["train"] == [
+        str(root / "train_01_attack_free" / name) for name in ("normal.csv", "test_attack.csv")
+    ]
+    assert meta["files"]["test"] == {"dos": [str(root / "test_01_dos" / "train_attack.csv")]}
+
+
 BAD_LINE = "1478198376.400000,03zz,8,00,00,00,00,00,00,00,00,R"
 
 

@@ -343,3 +343,21 @@ def test_a_small_positive_fraction_still_holds_out_a_block_and_each_capture_draw
     )
     draws = {tuple(info["held_out_blocks"]["val"]) for info in meta["split"]["per_file"].values()}
     assert len(draws) > 1  # four captures of one length: not one draw repeated
+
+
+def test_log_roles_name_each_part_relative_to_the_logs_folder(tmp_path):
+    """The preprocess rule's cache-key param: a log moved from training to test changes it, the same layout in
+    another folder does not (so the cache is still shared there)."""
+    from kdgat.layout import log_roles
+
+    def roles(root, train, test):
+        return log_roles([root / "train_01" / train], {"dos": [root / "test_01_dos" / test]}, {})
+
+    first = roles(tmp_path / "a", "x.csv", "y.csv")
+    assert first == {"train": ["train_01/x.csv"], "test": {"dos": ["test_01_dos/y.csv"]}}
+    assert roles(tmp_path / "elsewhere" / "b", "x.csv", "y.csv") == first
+    assert roles(tmp_path / "a", "y.csv", "x.csv") != first
+    fusion = log_roles(
+        ["r/train_01/x.csv"], {"dos": ["r/test_01_dos/y.csv"]}, {"fusion": ["r/fusion_01/z.csv"]}
+    )
+    assert fusion["fusion"] == ["fusion_01/z.csv"]

@@ -6,6 +6,7 @@ Kept free of heavy imports: the preprocess module calls it while Snakemake parse
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,6 +75,33 @@ def _refuse_unwritten(captures: dict, held_out: tuple[str, ...], given: str) -> 
             f"{'that split' if len(unwritten) == 1 else 'those splits'} (it writes {sorted(held_out) or 'none'}); "
             f"set preprocess.held_out.{unwritten[0]} (0 takes only these captures) or remove them"
         )
+
+
+def log_roles(
+    train: Iterable[str | Path], test: dict[str, Iterable[str | Path]], whole: dict[str, Iterable[str | Path]]
+) -> dict:
+    """Which log plays which part, as paths relative to the folder that holds them all: ``{"train": [...],
+    "test": {scenario: [...]}, <held-out split>: [...]}``. Snakemake's between-workflow cache keys a job on the
+    contents of its inputs *sorted*, not on which input is which, so the preprocess rule passes this as a param:
+    a log moved from training to test then changes the key, while the same layout elsewhere still shares it."""
+    train = [str(f) for f in train]
+    test = {name: [str(f) for f in logs] for name, logs in test.items()}
+    whole = {name: [str(f) for f in logs] for name, logs in whole.items()}
+    every = [
+        *train,
+        *(f for logs in test.values() for f in logs),
+        *(f for logs in whole.values() for f in logs),
+    ]
+    base = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in every]) if every else ""
+
+    def relative(files: list[str]) -> list[str]:
+        return [os.path.relpath(os.path.abspath(f), base) for f in files]
+
+    return {
+        "train": relative(train),
+        "test": {name: relative(logs) for name, logs in test.items()},
+        **{name: relative(logs) for name, logs in whole.items()},
+    }
 
 
 # Where the preprocess module's generate_can rule writes a synthetic dataset's logs (relative to the workdir).

@@ -1,5 +1,5 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
-from kdgat.layout import LayoutError, dataset_logs
+from kdgat.layout import LayoutError, dataset_logs, log_roles
 from snakemake.exceptions import WorkflowError
 
 
@@ -9,6 +9,12 @@ include: "../learned_resources.smk"
 def dataset_layout(dataset):
     """(training logs, {scenario: test logs}) of a dataset, from its synthetic, path or files entry."""
     return _layout(dataset)[:2]
+
+
+def roles_of_logs(wildcards):
+    """Param of build_graphs (part of the between-workflow cache's key): which log is training, test or a
+    held-out capture, by its path relative to the dataset's folder (kdgat.layout.log_roles)."""
+    return log_roles(*_layout(wildcards.dataset))
 
 
 def whole_captures(dataset):
