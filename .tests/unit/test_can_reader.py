@@ -153,6 +153,33 @@ BAD_INPUTS = {
         3,
         "finite number",
     ),
+    # CAN IDs are 11-bit or 29-bit: 8 hex digits can say more.
+    "ID above 29 bits": ("1.0,0316,1,05,R\n1.1,20000000,1,05,R\n", "hcrl_csv", 2, "above 0x1FFFFFFF"),
+    "4col ID above 29 bits": (
+        "timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n1.1,ffffffff,01,0\n",
+        "can_4col",
+        3,
+        "above 0x1FFFFFFF",
+    ),
+    "txt ID above 29 bits": (
+        "Timestamp: 1.0  ID: 3fffffff  000  DLC: 1  05\n",
+        "hcrl_txt",
+        1,
+        "above 0x1FFFFFFF",
+    ),
+    # More bytes than the DLC says (fewer: "DLC not matching bytes"): the extra byte is not dropped silently.
+    "more bytes than the DLC": (
+        "1.0,0316,2,05,21,R\n1.1,0316,2,05,21,33,R\n",
+        "hcrl_csv",
+        2,
+        "DLC does not match",
+    ),
+    "txt more bytes than the DLC": (
+        "Timestamp: 1.0  ID: 0350  000  DLC: 2  05 28 33\n",
+        "hcrl_txt",
+        1,
+        "DLC does not match",
+    ),
     "4col extra field": (
         "timestamp,arbitration_id,data_field,attack\n1.0,1a0,01,0\n1.1,1a0,01,0,1\n",
         "can_4col",
@@ -192,6 +219,22 @@ def test_skip_mode_drops_and_counts_bad_rows(tmp_path, case):
     assert messages.can_id[-1] == 0x123
     assert messages.payload[-1, 0] == 0xFF
     assert all("line" in example for example in messages.skipped_examples)
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        ("1.0,1fffffff,1,05,R\n", "hcrl_csv"),
+        ("timestamp,arbitration_id,data_field,attack\n1.0,1FFFFFFF,05,0\n", "can_4col"),
+        ("Timestamp: 1.0  ID: 1fffffff  000  DLC: 1  05\n", "hcrl_txt"),
+    ],
+)
+def test_the_largest_29_bit_id_is_read(tmp_path, text, fmt):
+    messages = read_can_file(write(tmp_path, "extended.log", text))
+    assert messages.fmt == fmt and messages.can_id.tolist() == [0x1FFFFFFF]
+    # Also on the exact path, which a bad row elsewhere in the file sends it to.
+    messages = read_can_file(write(tmp_path, "with_bad_row.log", text + "junk\n"), fmt=fmt, bad_rows="skip")
+    assert messages.can_id.tolist() == [0x1FFFFFFF] and messages.skipped_rows == 1
 
 
 @pytest.mark.parametrize("label", ["True", "true", "1.0", "False", "0.0", "yes"])

@@ -97,7 +97,18 @@ def test_hex_decoder_gives_the_numpy_decoders_values_and_dtypes(id_digits):
     assert compiled.decode_hex_columns(seven, pa.array(["00"] * 100))[0].dtype == np.int32
 
 
-@pytest.mark.parametrize("bad", [("0x1a0", "00"), ("1a0", "abc"), ("1a0", " ab"), ("", "00"), ("1g0", "00")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("0x1a0", "00"),
+        ("1a0", "abc"),
+        ("1a0", " ab"),
+        ("", "00"),
+        ("1g0", "00"),
+        ("000000123", "00"),  # 9 digits: more than an ID has, even when its value is small
+        ("1a0", "00" * 9),  # 9 bytes: more than a CAN frame carries
+    ],
+)
 def test_hex_decoder_leaves_anything_unusual_to_the_numpy_decoder(bad):
     ids, data = hex_columns(np.random.default_rng(0), 100, 3)
     ids[50], data[50] = bad
