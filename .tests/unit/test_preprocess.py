@@ -361,3 +361,45 @@ def test_log_roles_name_each_part_relative_to_the_logs_folder(tmp_path):
         ["r/train_01/x.csv"], {"dos": ["r/test_01_dos/y.csv"]}, {"fusion": ["r/fusion_01/z.csv"]}
     )
     assert fusion["fusion"] == ["fusion_01/z.csv"]
+
+
+def test_the_vocabulary_reaches_the_last_message_of_the_last_window_and_no_further(tmp_path):
+    """Window w covers messages w * stride .. w * stride + window_size: the last one, the target of the window's
+    last edge, is a node of the graph, so its ID is in the vocabulary; an ID after the last whole window, which no
+    graph holds, is not."""
+    messages = _one_id_capture(1050, unique_at=1000)  # 10 windows of 100 rows: messages 0..1000
+    messages.can_id[1030] = 0x7FC
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_can_file(messages, train, "hcrl_csv")
+    write_can_file(_one_id_capture(300), test, "hcrl_csv")
+    meta = preprocess_dataset(
+        "s", [train], {"t": [test]}, tmp_path / "out", window_size=100, stride=100, val_fraction=0.0
+    )
+    assert meta["counts"]["train"] == 10 and meta["counts"]["val"] == 0
+    vocab = json.loads((tmp_path / "out" / "vocab.json").read_text())["can_ids"]
+    assert set(vocab) == {"0x100", "0x200", "0x7fe"}
+
+
+@pytest.mark.parametrize(("window_size", "stride"), [(25, 10), (30, 10), (10, 10), (7, 3), (5, 7)])
+def test_no_two_windows_of_different_splits_share_more_than_one_message(window_size, stride):
+    """Purging, checked window pair by window pair: windows a < b (window w holds messages w * stride .. w * stride
+    + window_size) of two different splits share at most the one message that ends a, unless one is purged."""
+    for seed in range(5):
+        split, drawn = assign_windows(
+            40, {"val": 2, "fusion": 1}, 8, np.random.default_rng(seed), window_size, stride
+        )
+        role = np.full(40, "train", dtype=object)  # each window's split before purging: its block's
+        for name, blocks in drawn.items():
+            role[np.isin(np.arange(40) * 8 // 40, blocks)] = name
+        assert ((split == role) | (split == "")).all()
+        for a in range(40):
+            for b in range(a + 1, 40):
+                shared = a * stride + window_size - b * stride + 1  # messages both windows hold
+                if role[a] != role[b] and shared > 1:
+                    assert "" in (split[a], split[b]), (seed, a, b, role[a], role[b])
+        # Purging removes only what it must: a purged window shares more than one message with a later window
+        # of another split.
+        for a in np.flatnonzero(split == ""):
+            assert any(
+                role[b] != role[a] and a * stride + window_size - b * stride + 1 > 1 for b in range(a + 1, 40)
+            ), (seed, a)
