@@ -16,6 +16,23 @@ def bursts(times: np.ndarray, gap: float = 0.05) -> list[np.ndarray]:
     return np.split(times, np.flatnonzero(np.diff(times) > gap) + 1)
 
 
+def assert_real_frames(vehicle: Vehicle, slot: int, payload: np.ndarray) -> None:
+    """Every row of ``payload`` could be a frame the vehicle sends on ``slot``: its constant bytes, sensor bytes
+    within the signal's range (plus the noise), a valid checksum and nothing beyond the DLC."""
+    dlc = int(vehicle.dlc[slot])
+    assert np.all(payload[:, dlc:] == 0)
+    for b in range(dlc):
+        kind, values = vehicle.kinds[slot, b], payload[:, b].astype(int)
+        if kind == 0:
+            assert np.all(values == vehicle.constants[slot, b]), (slot, b)
+        elif kind == 2:
+            centre, amplitude = vehicle.signal_centre[slot, b], vehicle.signal_amplitude[slot, b]
+            assert np.all(np.abs(values - centre) <= amplitude + 6), (slot, b)
+        elif kind == 3:
+            others = payload[:, :dlc].astype(int).sum(axis=1) - values
+            assert np.all(values == others % 256), (slot, b)
+
+
 def test_same_seed_same_bytes_other_seed_other_traffic(tmp_path):
     options = {
         **OPTIONS,
@@ -69,6 +86,8 @@ def test_fuzzy_is_random_ids_every_0_5_ms():
     assert np.median(intervals) == pytest.approx(0.0005, abs=2e-5)
     fuzz_ids = messages.can_id[attack]
     assert fuzz_ids.max() < 0x800 and len(np.unique(fuzz_ids)) > 0.5 * len(fuzz_ids)
+    # Uniform over all 11 bits: each eighth of 0x000..0x7FF gets its share.
+    assert np.all(np.bincount(fuzz_ids >> 8, minlength=8) > 0.08 * len(fuzz_ids))
 
 
 @pytest.mark.parametrize("attack", ["gear", "rpm"])
@@ -87,6 +106,9 @@ def test_spoofing_repeats_one_existing_id_with_a_fixed_payload(attack):
     assert len(np.unique(messages.payload[first_burst], axis=0)) == 1
     real_dlc = np.unique(messages.dlc[(messages.can_id == spoofed[0]) & ~attack_rows])
     assert np.unique(messages.dlc[attack_rows]).tolist() == real_dlc.tolist()
+    slot = vehicle.gear_slot if attack == "gear" else vehicle.rpm_slot
+    assert spoofed[0] == vehicle.ids[slot]
+    assert_real_frames(vehicle, slot, messages.payload[attack_rows])
     # Only a moderate share of traffic: subtle, unlike DoS.
     assert 0.02 < attack_rows.mean() < 0.3
 
@@ -157,6 +179,7 @@ def test_dos_vehicle_floods_the_highest_priority_id_with_a_real_frozen_payload()
     first = injected & (messages.timestamp <= groups[0][-1])
     assert len(np.unique(messages.payload[first], axis=0)) == 1
     assert np.unique(messages.dlc[injected]).tolist() == [int(vehicle.dlc[0])]
+    assert_real_frames(vehicle, 0, messages.payload[injected])  # a frame of that ID, not zeros or another's
 
 
 def test_fuzzy_vehicle_spreads_random_payloads_over_the_vehicles_ids():
@@ -209,5 +232,8 @@ def test_replay_resends_recorded_frames_of_the_target_on_top_of_the_live_ones():
     }
     for t, p in zip(attacked.timestamp[replayed], attacked.payload[replayed], strict=True):
         assert (round(t, 6), bytes(p)) in recorded
+    # Only during the bursts (at most burst_s long): frames recorded before a burst, not until its end.
+    groups = bursts(attacked.timestamp[replayed])
+    assert len(groups) >= 3 and all(g[-1] - g[0] <= OPTIONS["burst_s"][1] + 0.03 for g in groups)
     # The live traffic is untouched: the attacked log is the clean one plus the replayed frames.
     assert len(attacked) == len(clean) + replayed.sum()
