@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import testkit
 import torch
 
-from kdgat.graph_store import load_graph_sets, load_graphs, save_graph_sets, save_graphs
+from kdgat import compiled
+from kdgat.files import save_torch
+from kdgat.graph_store import GRAPHS_FORMAT, load_graph_sets, load_graphs, save_graph_sets, save_graphs
 from kdgat.graphs import EDGE_FEATURES, GraphArrays, build_graphs, window_count
 
 
@@ -139,3 +142,39 @@ def test_loading_the_wrong_kind_of_file_is_a_clear_error(tmp_path):
     save_graph_sets({"a": GraphArrays.empty()}, tmp_path / "sets.pt")
     with pytest.raises(ValueError, match="expected a 'kdgat-graphs/1' file"):
         load_graphs(tmp_path / "sets.pt")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_a_log_shorter_than_a_window_is_one_window_with_positions_over_window_size(backend):
+    """A log of fewer rows than window_size makes one window of all its rows; positions are still divided by
+    W - 1 (the feature means the same in every window), not by the rows the window has."""
+    if backend == "compiled":
+        testkit.require(compiled.available(), "numba", "pip install -e '.[dev]' (pyproject.toml pins it)")
+    ids, payload = hand_window()  # 4 rows: last positions 2, 3 and none
+    graphs = build_graphs(
+        ids, payload, np.zeros(5, np.uint8), num_ids=4, window_size=10, stride=10, backend=backend
+    )
+    assert len(graphs) == 1 and graphs.edge_attr[:, 0].sum() == 4
+    np.testing.assert_allclose(graphs.x[:, 10], [2 / 9, 3 / 9, 0.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+@pytest.mark.parametrize("window_size", [257, 258, 300])
+def test_byte_means_of_wide_windows_do_not_overflow(backend, window_size):
+    """One ID sending 0xFF in every byte for a whole window: its byte means are exactly 1, also past the 257 rows
+    that the builders' 16-bit lane sums can hold."""
+    if backend == "compiled":
+        testkit.require(compiled.available(), "numba", "pip install -e '.[dev]' (pyproject.toml pins it)")
+    n = window_size + 1
+    payload = np.full((n, 8), 0xFF, dtype=np.uint8)
+    graphs = build_graphs(
+        np.zeros(n, np.int64), payload, np.zeros(n, np.uint8), 2, window_size, window_size, backend=backend
+    )
+    assert len(graphs) == 1
+    np.testing.assert_array_equal(graphs.x[:, 1:9], 1.0)
+
+
+def test_a_graph_file_missing_an_array_names_it(tmp_path):
+    save_torch({"format": GRAPHS_FORMAT, "x": torch.zeros(0, 11)}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"partial.pt: not a kdgat graph file \(missing edge_index"):
+        load_graphs(tmp_path / "partial.pt")
