@@ -237,3 +237,21 @@ def test_replay_resends_recorded_frames_of_the_target_on_top_of_the_live_ones():
     assert len(groups) >= 3 and all(g[-1] - g[0] <= OPTIONS["burst_s"][1] + 0.03 for g in groups)
     # The live traffic is untouched: the attacked log is the clean one plus the replayed frames.
     assert len(attacked) == len(clean) + replayed.sum()
+
+
+@pytest.mark.parametrize(
+    ("attack", "duration_s", "words"),
+    [("dos", 0.2, "gap_s=[0.5, 2.0]"), ("replay", 0.9, "replay_delay_s=1.0")],
+)
+def test_an_attack_file_that_would_hold_no_attack_is_an_error(tmp_path, attack, duration_s, words):
+    """Too short for its first burst (or, for replay, for a burst after the replay delay): an error naming the
+    entry, not a file called after an attack that holds none."""
+    entry = {"split": "test_01_x", "name": "x", "attack": attack, "duration_s": duration_s}
+    options = {"seed": 4, "num_ids": 30, "burst_s": [0.05, 0.3], "files": [entry]}
+    with pytest.raises(ValueError, match="attack") as error:
+        generate_file(options, 0, tmp_path / "x.csv")
+    assert "synthetic.files[0] (test_01_x/x)" in str(error.value) and words in str(error.value)
+    assert "injected no frame" in str(error.value) and not (tmp_path / "x.csv").exists()
+    # Long enough, the same entry gives a file with its attack.
+    long_enough = {**options, "files": [{**entry, "duration_s": 5.0}]}
+    assert generate_file(long_enough, 0, tmp_path / "x.csv").label.any()

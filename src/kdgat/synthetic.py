@@ -290,6 +290,20 @@ def generate_file(options: Mapping, file_index: int, path: str | Path) -> CanMes
     messages = generate_log(
         vehicle, float(entry["duration_s"]), attack, options, seed, file_index=file_index + 1
     )
+    if attack != "none" and not messages.label.any():
+        # A capture named after an attack that holds none would pass for one in every count and figure.
+        raise ValueError(
+            f"synthetic.files[{file_index}] ({entry.get('split')}/{entry.get('name')}): attack {attack!r} injected "
+            f"no frame in duration_s={entry['duration_s']} (the first burst starts after up to half of "
+            f"synthetic.gap_s={list(_option(options, 'gap_s'))}"
+            + (
+                f", and replay resends frames of synthetic.replay_delay_s={_option(options, 'replay_delay_s')} "
+                "earlier"
+                if attack == "replay"
+                else ""
+            )
+            + "); make duration_s longer"
+        )
     write_can_file(messages, path, fmt)
     log.info(
         "%s: %d messages (%d injected, attack %s) over %.1f s, format %s",
