@@ -60,7 +60,10 @@ def write_every_kind_of_output(root: Path) -> list[Path]:
     written += [log, messages_4col]
     outputs = {key: root / "pre" / name for key, name in [("train", "train.pt"), ("val", "val.pt"),
                ("test", "test.pt"), ("vocab", "vocab.json"), ("metadata", "metadata.json")]}  # fmt: skip
-    preprocess_dataset("d", [log], {"dos": [log]}, root / "pre", window_size=20, stride=20, outputs=outputs)
+    # The test log is the can_4col copy: one file cannot be both a training and a test log.
+    preprocess_dataset(
+        "d", [log], {"dos": [messages_4col]}, root / "pre", window_size=20, stride=20, outputs=outputs
+    )
     written += list(outputs.values())  # graphs, vocabulary, metadata
     graphs = toy_graphs(4, num_ids=20, seed=0)
     save_graphs(graphs, root / "graphs" / "train.pt")

@@ -403,3 +403,37 @@ def test_no_two_windows_of_different_splits_share_more_than_one_message(window_s
             assert any(
                 role[b] != role[a] and a * stride + window_size - b * stride + 1 > 1 for b in range(a + 1, 40)
             ), (seed, a)
+
+
+@pytest.mark.parametrize(
+    ("test_files", "held_out_files", "words"),
+    [
+        ({"dos": ["train.csv"]}, {}, "given in train and again in test scenario 'dos'"),
+        (
+            {"dos": ["test.csv"], "gear": ["./sub/../test.csv"]},
+            {},
+            "in test scenario 'dos' and again in test scenario 'gear'",
+        ),
+        ({"dos": ["test.csv"]}, {"fusion": ["train.csv"]}, "in train and again in held-out split 'fusion'"),
+        ({"dos": ["test.csv", "test.csv"]}, {}, "in test scenario 'dos' and again in test scenario 'dos'"),
+    ],
+)
+def test_a_log_given_twice_is_refused_before_anything_is_read(
+    tmp_path, monkeypatch, test_files, held_out_files, words
+):
+    """A training log among the test logs would score the model on windows it was trained on."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for name in ("train.csv", "test.csv"):
+        write_can_file(_one_id_capture(300), tmp_path / name, "hcrl_csv")
+    with pytest.raises(ValueError, match="a log can play one part once") as error:
+        preprocess_dataset(
+            "d",
+            ["train.csv"],
+            test_files,
+            tmp_path / "out",
+            held_out={"fusion": 0.0} if held_out_files else None,
+            held_out_files=held_out_files,
+        )
+    assert words in str(error.value) and "dataset 'd'" in str(error.value)
+    assert not (tmp_path / "out").exists()

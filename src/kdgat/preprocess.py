@@ -28,6 +28,7 @@ Outputs (the data contract the training and evaluation modules read):
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import time
@@ -199,6 +200,28 @@ def _unseen_ids(messages: CanMessages, vocabulary: np.ndarray, mask: np.ndarray 
     return set(np.setdiff1d(ids, vocabulary).tolist())
 
 
+def _refuse_repeated_logs(
+    dataset: str,
+    train_files: Sequence[str | Path],
+    test_files: Mapping[str, Sequence[str | Path]],
+    held_out_files: Mapping[str, Sequence[str | Path]],
+) -> None:
+    """A log given twice (the same file, however its path is written) is an error naming both places: in training
+    and test it would put training windows in the test set, twice in one split it would count them twice."""
+    seen: dict[str, str] = {}
+    parts = [("train", train_files), *((f"test scenario {s!r}", f) for s, f in test_files.items())]
+    parts += [(f"held-out split {name!r}", files) for name, files in held_out_files.items()]
+    for part, files in parts:
+        for path in files:
+            key = os.path.realpath(path)
+            if key in seen:
+                raise ValueError(
+                    f"dataset {dataset!r}: the log {str(path)!r} is given in {seen[key]} and again in {part}; "
+                    "a log can play one part once (training, one test scenario or one held-out split)"
+                )
+            seen[key] = part
+
+
 def preprocess_dataset(
     dataset: str,
     train_files: Sequence[str | Path],
@@ -259,6 +282,7 @@ def preprocess_dataset(
         for key, name in defaults.items()
     }
 
+    _refuse_repeated_logs(dataset, train_files, test_files, held_out_files)
     skipped: dict[str, int] = {}
     message_counts: dict[str, int] = {}
 
