@@ -153,6 +153,13 @@ BAD_INPUTS = {
         3,
         "finite number",
     ),
+    # Empty or too long fields are not read as zeros or cut short.
+    "empty CAN ID": ("1.0,0316,1,05,R\n1.1,,1,05,R\n", "hcrl_csv", 2, "CAN ID"),
+    "4col empty CAN ID": ("1.0,1a0,01,0\n1.1,,01,0\n", "can_4col", 2, "CAN ID"),
+    "9-digit CAN ID": ("1.0,000000316,1,05,R\n", "hcrl_csv", 1, "1 to 8 digits"),
+    "empty data byte": ("1.0,0316,2,05,,R\n", "hcrl_csv", 1, "data byte"),
+    "3-digit data byte": ("1.0,0316,1,005,R\n", "hcrl_csv", 1, "data byte"),
+    "txt 3-digit data byte": ("Timestamp: 1.0  ID: 0350  000  DLC: 1  005\n", "hcrl_txt", 1, "data byte"),
     # CAN IDs are 11-bit or 29-bit: 8 hex digits can say more.
     "ID above 29 bits": ("1.0,0316,1,05,R\n1.1,20000000,1,05,R\n", "hcrl_csv", 2, "above 0x1FFFFFFF"),
     "4col ID above 29 bits": (
