@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -437,3 +438,29 @@ def test_a_log_given_twice_is_refused_before_anything_is_read(
         )
     assert words in str(error.value) and "dataset 'd'" in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("fractions", "time_blocks", "message"),
+    [
+        ({"val": 1.0}, 10, "preprocess.val_fraction must be in [0, 1), got 1.0"),
+        ({"val": -0.1}, 10, "preprocess.val_fraction must be in [0, 1), got -0.1"),
+        ({"val": 0.2, "fusion": 1.0}, 10, "preprocess.held_out.fusion must be in [0, 1), got 1.0"),
+        ({"val": 0.2}, 1, "preprocess.time_blocks must be >= 2, got 1"),
+        ({"val": 0.5, "fusion": 0.5}, 10, "take 10 of preprocess.time_blocks=10 blocks"),
+    ],
+)
+def test_held_out_shares_outside_the_schemas_bounds_name_their_key(fractions, time_blocks, message):
+    # The schema bounds these for the workflow; the kdgat command and library callers reach this check.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        held_out_blocks(fractions, time_blocks)
+
+
+def test_the_wrappers_empty_fusion_captures_need_no_fusion_split(tmp_path):
+    """The build_graphs wrapper always passes held_out_files={"fusion": [...]}, empty when the rule has no fusion
+    captures: that is no whole capture, and no error when preprocess.held_out names no fusion split."""
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
+    write_can_file(_one_id_capture(300), test, "hcrl_csv")
+    meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "out", held_out_files={"fusion": []})
+    assert meta["split"]["whole_captures"] == {} and "fusion" not in meta["counts"]
