@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from kdgat import compiled
 from kdgat.can import can_4col, reader
 from kdgat.can.decode import timestamps
 from kdgat.can.messages import CanFormatError
@@ -107,3 +108,77 @@ def test_non_ascii_payload_is_one_bad_row_and_leaves_the_others_intact(tmp_path)
     assert messages.skipped_rows == 1
     assert messages.payload[:, :3].tolist() == [[1, 2, 0], [10, 11, 12]]
     assert messages.can_id.tolist() == [0x1A0, 0x2B0] and messages.label.tolist() == [0, 1]
+
+
+# Odd and malformed logs of every format: (name, text).
+ODD_LOGS = [
+    ("4col header in the middle", HEADER + "1.0,1a0,01,0\n" + HEADER + "2.0,2b0,0203,1\n"),
+    ("4col mixed line ends", HEADER + "1.0,1a0,01,0\r\n2.0,2b0,0203,1\n3.0,3c0,,0\r\n"),
+    ("4col blanks and tabs", HEADER + " 1.0,1a0,01,0\t\n2.0, 2b0 ,02, 1\n   \n3.0,3c0,03,0\n"),
+    ("4col signs and 0X", HEADER + "+1.0,0X1a0,01,0\n2.0,2b0,02,1\n"),
+    ("4col quotes", HEADER + '1.0,"1a0",01,0\n2.0,2b0,02,1\n'),
+    # One oddity per file: the compiled reader hands a whole file back at its first one.
+    ("4col empty CAN ID", HEADER + "1.0,,01,0\n2.0,1a0,01,0\n"),
+    ("4col 9-digit CAN ID", HEADER + "1.0,000000123,01,0\n2.0,1a0,01,0\n"),
+    ("4col 9-byte payload", HEADER + "1.0,1a0,010203040506070809,0\n2.0,1a0,01,0\n"),
+    ("4col odd payload", HEADER + "1.0,1a0,010,0\n2.0,1a0,01,0\n"),
+    ("4col IDs past 29 bits", HEADER + "1.0,1fffffff,01,0\n2.0,20000000,01,0\n3.0,1a0,01,0\n"),
+    ("4col trailing comma and NUL", HEADER + "1.0,1a0,01,0,\n2.0,1a0,01,0\x00\n3.0,1a0,01,1\n"),
+    ("4col BOM, no header", "\ufeff1.0,1a0,01,0\n2.0,2b0,02,1\n"),
+    ("4col duplicate timestamps", HEADER + "1.0,1a0,01,0\n1.0,1a0,01,0\n1.0,2b0,02,1\n"),
+    (
+        "4col odd timestamps",
+        HEADER + ".5,1a0,01,0\n5.,1a0,01,0\n1e5,1a0,01,0\nInfinity,1a0,01,0\n1_0,1a0,01,0\n",
+    ),
+    (
+        "csv header, then a header again",
+        "Timestamp,ID,DLC,D,Flag\n1.0,0316,2,05,21,R\nTimestamp,ID,DLC,D,Flag\n",
+    ),
+    (
+        "csv DLC and bytes disagree",
+        "1.0,0316,2,05,21,R\n2.0,0316,2,05,21,33,R\n3.0,0316,3,05,21,R\n4.0,0316,1,ff,T\n",
+    ),
+    (
+        "csv bad fields",
+        "1.0,0316,1,05,R\n2.0,0x316,1,05,R\n3.0,0316,1,005,R\n4.0,0316,08,05,R\n5.0,,1,05,R\n",
+    ),
+    ("csv blanks and CRLF", "1.0, 0316 , 2 , 05 , 21 , R\r\n2.0,0317,1,ff,T \r\n\r\n"),
+    (
+        "txt DLC and bytes disagree",
+        "Timestamp: 1.0  ID: 0350  000  DLC: 2  05 28 33\nTimestamp: 2.0  ID: 0350  000  DLC: 1  05\n",
+    ),
+    (
+        "txt tabs and 0x",
+        "Timestamp:\t1.0\tID:\t0350\t000\tDLC:\t1\t05\nTimestamp: 2.0  ID: 0x350  000  DLC: 1  05\n",
+    ),
+]
+
+
+@pytest.mark.parametrize("bad_rows", ["error", "skip"])
+@pytest.mark.parametrize(("name", "text"), ODD_LOGS, ids=[name for name, _ in ODD_LOGS])
+def test_every_path_reads_odd_logs_alike(tmp_path, monkeypatch, name, text, bad_rows):
+    """pyarrow's fast path, the compiled one and the exact line-by-line path give the same messages, skipped
+    counts and errors (word for word) on odd and malformed logs."""
+    path = tmp_path / "log.csv"
+    path.write_bytes(text.encode())
+
+    def read():
+        try:
+            m = read_can_file(path, bad_rows=bad_rows)
+        except CanFormatError as error:
+            return str(error)
+        return [
+            getattr(m, field).tolist() for field in ("timestamp", "can_id", "dlc", "payload", "label")
+        ] + [
+            m.skipped_rows,
+            m.skipped_examples,
+        ]
+
+    fast = read()
+    with monkeypatch.context() as patch:
+        patch.setattr(can_4col, "_COMPILED_MIN_BYTES", 0)
+        patch.setattr(compiled, "MIN_MESSAGES", 1)
+        with_compiled = read()
+    monkeypatch.setattr(reader, "_fast_parse", lambda *args: None)
+    exact = read()
+    assert fast == exact and with_compiled == exact
