@@ -464,3 +464,26 @@ def test_the_wrappers_empty_fusion_captures_need_no_fusion_split(tmp_path):
     write_can_file(_one_id_capture(300), test, "hcrl_csv")
     meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "out", held_out_files={"fusion": []})
     assert meta["split"]["whole_captures"] == {} and "fusion" not in meta["counts"]
+
+
+def test_two_synthetic_entries_of_one_file_are_refused_naming_both():
+    """Two synthetic.files entries with the same split and name would write one file: the workflow generated only
+    the first and fed it to build_graphs twice, the second attack silently lost."""
+    from kdgat.layout import LayoutError, dataset_logs
+
+    files = [
+        {"split": "train_01_attack_free", "name": "normal", "attack": "none", "duration_s": 1},
+        {"split": "test_01_dos", "name": "dos", "attack": "dos", "duration_s": 1},
+        {"split": "test_01_dos", "name": "dos", "attack": "fuzzy", "duration_s": 1},
+    ]
+    with pytest.raises(LayoutError) as error:
+        dataset_logs("lab", {"synthetic": {"files": files}})
+    assert str(error.value).startswith("datasets.lab.synthetic.files[2]: split 'test_01_dos' and name 'dos'")
+    assert "files[1]" in str(error.value)
+    files[2]["name"] = "fuzzy"
+    assert dataset_logs("lab", {"synthetic": {"files": files}})[1] == {
+        "dos": [
+            "resources/preprocess/lab/test_01_dos/dos.csv",
+            "resources/preprocess/lab/test_01_dos/fuzzy.csv",
+        ]
+    }

@@ -150,8 +150,16 @@ def dataset_logs(
     whole: dict[str, list[str]] = {}
     if synthetic:
         train, test = [], {}
-        for entry in synthetic:
+        written: dict[str, int] = {}
+        for index, entry in enumerate(synthetic):
             split, log = entry["split"], synthetic_log(dataset, entry["split"], entry["name"], synthetic_root)
+            if log in written:
+                # Both would be written to one file: one of them would be lost (the workflow generates the first).
+                raise LayoutError(
+                    f"{where}.synthetic.files[{index}]: split {split!r} and name {entry['name']!r} are those of "
+                    f"files[{written[log]}] too; each entry writes <split>/<name>.csv, so give it another name"
+                )
+            written[log] = index
             name = next((name for name in held_out if split.startswith(f"{name}_")), None)
             if split.startswith("train_"):
                 train.append(log)
