@@ -151,6 +151,11 @@ def test_benign_rate_increases_hit_the_event_ids_including_gear_and_rpm_and_keep
             assert intervals.min() > 0.4, (can_id, intervals.min())
             if intervals.min() < 0.6:
                 doubled.add(int(can_id))
+            # 1.5 times the rate, not twice: an extra message after every other periodic one gives half-period
+            # intervals in pairs (0.5, 0.5, 1, 0.5, 0.5, 1...), never three in a row.
+            short = np.concatenate(([0], (intervals < 0.75).astype(int), [0]))
+            runs = np.diff(np.flatnonzero(np.diff(short)))[::2]
+            assert runs.max(initial=0) <= 2, (can_id, runs.max())
             # Extra messages carry the live counter (+1 per message), unlike a spoof's frozen frame.
             counters = np.flatnonzero(vehicle.kinds[slot, : vehicle.dlc[slot]] == 1)
             steps = np.diff(messages.payload[rows][:, counters].astype(int), axis=0) % 256
@@ -255,3 +260,18 @@ def test_an_attack_file_that_would_hold_no_attack_is_an_error(tmp_path, attack, 
     # Long enough, the same entry gives a file with its attack.
     long_enough = {**options, "files": [{**entry, "duration_s": 5.0}]}
     assert generate_file(long_enough, 0, tmp_path / "x.csv").label.any()
+
+
+def test_masquerade_frames_keep_a_valid_checksum():
+    """Only the sensor values are forged: a target whose last byte is a checksum gets it recomputed."""
+    vehicle = next(
+        v
+        for v in (Vehicle(seed, 30) for seed in range(100))
+        if (v.kinds[v.target_slot, : v.dlc[v.target_slot]] == 3).any()
+    )
+    slot, dlc = vehicle.target_slot, int(vehicle.dlc[vehicle.target_slot])
+    messages = generate_log(vehicle, 3.0, "masquerade", {**OPTIONS, "benign_events_per_s": 0.0}, seed=12)
+    forged = messages.payload[messages.label == 1][:, :dlc].astype(int)
+    assert len(forged)
+    (checksum,) = np.flatnonzero(vehicle.kinds[slot, :dlc] == 3)
+    np.testing.assert_array_equal(forged[:, checksum], (forged.sum(axis=1) - forged[:, checksum]) % 256)
