@@ -126,7 +126,10 @@ def test_store_round_trip_and_contract(tmp_path):
     # Saving a list of Data gives the same graphs back.
     save_graphs(loaded, tmp_path / "again.pt")
     again = load_graphs(tmp_path / "again.pt")
-    assert all(torch.equal(a.edge_attr, b.edge_attr) for a, b in zip(loaded, again, strict=True))
+    assert graphs.y.any()  # labels of both kinds, so a lost label shows
+    for a, b in zip(loaded, again, strict=True):
+        for field in ("x", "edge_index", "edge_attr", "y"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), field
 
     save_graph_sets(
         {"dos": graphs.take([0, 1]), "gear": loaded[5:8], "empty": GraphArrays.empty()}, tmp_path / "test.pt"
