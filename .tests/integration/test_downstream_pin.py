@@ -57,7 +57,7 @@ LAB_CONFIG = {
                 "num_ids": 25,
                 "files": [
                     {"split": "train_01_attack_free", "name": "normal", "attack": "none", "duration_s": 0.5},
-                    {"split": "test_01_dos", "name": "dos", "attack": "dos", "duration_s": 0.5},
+                    {"split": "test_01_dos", "name": "dos", "attack": "dos", "duration_s": 4.0},
                 ],
             }
         }
