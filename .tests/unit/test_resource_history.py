@@ -624,3 +624,21 @@ def test_runs_made_with_other_params_are_named_in_a_warning(tmp_path):
     )
     (tmp_path / "benchmarks/train/c.tsv").unlink()
     assert estimator.estimate("runtime", PATTERN, {"dataset": "new"}, 120, input_size_mb=1.0).warnings == ()
+
+
+def test_run_without_a_recorded_input_size_is_not_undercut_by_the_line(tmp_path):
+    """A run made without --benchmark-extended cannot be placed against the line: fitted over the others only, the
+    line at a small input asked for less than that run used. Such a history gives the peak, and says why."""
+    for size, rss in [(1, 100.0), (2, 200.0), (3, 300.0)]:
+        write_runs(tmp_path / f"benchmarks/train/d{size}.tsv", [(60.0, rss)], input_mb=size)
+    write_runs(tmp_path / "benchmarks/train/plain.tsv", [(60.0, 5000.0)])  # size not recorded
+    estimator = history(tmp_path)
+    estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=2.5)
+    assert estimate.value == memory(5000.0, estimator.settings)
+    assert "1 of 4 run(s) recorded no input size" in estimate.explanation
+    # Only runs without sizes (plain benchmark files), the job's size known: the peak, not an error.
+    for size in (1, 2, 3):
+        (tmp_path / f"benchmarks/train/d{size}.tsv").unlink()
+    plain = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=900.0)
+    assert plain.value == memory(5000.0, estimator.settings)
+    assert "1 of 1 run(s) recorded no input size" in plain.explanation

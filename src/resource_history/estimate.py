@@ -14,8 +14,8 @@ and model and trains, where its peak is reached, so its `max_rss` is a whole job
 cannot fall below a full run's.
 
 From those runs the base figure is the peak (largest `max_rss` for memory, largest `s` for runtime), unless
-`size_scaling` is on, the job's input size is known, the runs record theirs (``--benchmark-extended``) at three or
-more different sizes, the line ``a + b * input_size_mb`` (least squares) rises (b > 0) and it predicts the runs
+`size_scaling` is on, the job's input size is known, every one of the runs recorded its own (``--benchmark-extended``:
+a run without one cannot be placed against a line fitted over the others) at three or more different sizes, the line ``a + b * input_size_mb`` (least squares) rises (b > 0) and it predicts the runs
 better than a constant does: each run left out in turn and predicted from the others by the line and by their
 mean, the line's mean absolute error is smaller. Then the base is the line at the job's input size, raised by the
 largest amount any run lay above it (as the peak covers every run, so does the raised line).
@@ -303,8 +303,13 @@ class ResourceHistory:
         if not self.settings.size_scaling or input_size_mb is None:
             return peak, how
         points = [(run.input_size_mb, getattr(run, measure)) for run in runs if run.input_size_mb is not None]
-        fit = size_fit(points)
-        if fit is None:
+        # A run without its size cannot be placed against a line fitted over the others, which could then ask
+        # for less than it used: the line is for histories whose every run recorded its size.
+        unsized = len(runs) - len(points)
+        fit = None if unsized else size_fit(points)
+        if unsized:
+            not_scaled = f"{unsized} of {len(runs)} run(s) recorded no input size"
+        elif fit is None:
             not_scaled = f"fewer than {MIN_FIT_SIZES} input sizes recorded"
         elif fit.slope <= 0:
             not_scaled = f"input-size line not used: slope {fit.slope:.3g} not positive"
