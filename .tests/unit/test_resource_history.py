@@ -321,6 +321,10 @@ def test_run_on_the_cpu_teaches_no_gpu_memory(tmp_path):
         (f'{{"{GPU_PEAK_KEY}": "lots"}}', f"{GPU_PEAK_KEY} 'lots' is neither null (CPU) nor a finite number"),
         (f'{{"{GPU_PEAK_KEY}": -5}}', "nor a finite number of MB >= 0"),
         (f'{{"{GPU_PEAK_KEY}": true}}', "nor a finite number"),
+        # JSON as Python reads it: NaN, Infinity, and an integer beyond any float (math.isfinite overflowed).
+        (f'{{"{GPU_PEAK_KEY}": NaN}}', f"{GPU_PEAK_KEY} nan is neither null"),
+        (f'{{"{GPU_PEAK_KEY}": Infinity}}', f"{GPU_PEAK_KEY} inf is neither null"),
+        (f'{{"{GPU_PEAK_KEY}": 1{"0" * 400}}}', f"{GPU_PEAK_KEY} 1{'0' * 39}... is neither null"),
     ],
 )
 def test_bad_gpu_record_falls_back_with_a_warning_naming_the_file(tmp_path, content, says):

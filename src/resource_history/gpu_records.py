@@ -35,10 +35,9 @@ def read_gpu_record(path: str | Path) -> list[BenchmarkRun]:
     if GPU_PEAK_KEY not in record:
         raise bad(f"has no {GPU_PEAK_KEY!r} key (written before GPU peaks were recorded?)")
     peak = record[GPU_PEAK_KEY]
-    if peak is not None and (
-        isinstance(peak, bool) or not isinstance(peak, int | float) or not math.isfinite(peak) or peak < 0
-    ):
-        raise bad(f"{GPU_PEAK_KEY} {peak!r} is neither null (CPU) nor a finite number of MB >= 0")
+    if peak is not None and not is_megabytes(peak):
+        shown = repr(peak) if len(repr(peak)) <= 40 else f"{repr(peak)[:40]}..."
+        raise bad(f"{GPU_PEAK_KEY} {shown} is neither null (CPU) nor a finite number of MB >= 0")
     return [
         BenchmarkRun(
             path=str(path),
@@ -49,3 +48,13 @@ def read_gpu_record(path: str | Path) -> list[BenchmarkRun]:
             gpu_peak_mb=None if peak is None else float(peak),
         )
     ]
+
+
+def is_megabytes(value) -> bool:
+    """A finite number >= 0 (JSON also reads NaN, Infinity, and integers too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int beyond any float: math.isfinite cannot convert it
+        return False
