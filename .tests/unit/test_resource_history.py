@@ -189,6 +189,28 @@ def test_margin_overhead_and_attempt(tmp_path):
     assert quick.estimate("runtime", PATTERN, {"dataset": "b"}, default=1, attempt=2).value == 10
 
 
+def test_rounding_up_ignores_float_noise(tmp_path):
+    """(100 + 300) x 1.1 is 440.00000000000006 in floats: the documented ceil gives 440, not 441."""
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(60.0, 100.0)])
+    assert (100 + 300) * 1.1 > 440
+    estimator = history(tmp_path, margin=1.1)
+    assert estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1).value == 440
+
+
+def test_a_rewritten_benchmark_file_is_read_again(tmp_path):
+    """Parsed files are cached per run of the workflow; a job that finished since rewrote its file, and the next
+    estimate (e.g. a retry's) must see the new run, not the cached old one."""
+    path = write_runs(tmp_path / "benchmarks/train/a.tsv", [(60.0, 100.0)])
+    estimator = history(tmp_path)
+    assert estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1).value == memory(
+        100.0, estimator.settings
+    )
+    write_runs(path, [(60.0, 2500.0)])
+    assert estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1).value == memory(
+        2500.0, estimator.settings
+    )
+
+
 # --- input-size scaling ---------------------------------------------------------------------------------------
 def test_memory_that_grows_with_input_is_scaled_to_the_new_input(tmp_path):
     # 30 MB + 25 MB per input MB, and a little noise: the peak (130) badly underestimates a 12 MB input.
@@ -364,6 +386,14 @@ def test_settings_defaults_are_the_schema_defaults():
         ({"benchmark_roots": "archive"}, "learned_resources.benchmark_roots must be a list of strings"),
         ({"enabled": "yes"}, "learned_resources.enabled must be true or false"),
         ({"gpu_overhead_mb": -1}, "learned_resources.gpu_overhead_mb must be an integer >= 0"),
+        ({"mem_overhead_mb": -1}, "learned_resources.mem_overhead_mb must be an integer >= 0"),
+        ({"min_runtime": 0}, "learned_resources.min_runtime must be an integer >= 1 (minutes), got 0"),
+        ({"min_history": 0}, "learned_resources.min_history must be an integer >= 1, got 0"),
+        (
+            {"benchmark_roots": []},
+            "learned_resources.benchmark_roots must be a non-empty list of directories",
+        ),
+        ({"size_scaling": "no"}, "learned_resources.size_scaling must be true or false, got 'no'"),
     ],
 )
 def test_bad_settings_name_the_key(options, says):

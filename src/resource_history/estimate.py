@@ -355,5 +355,5 @@ class ResourceHistory:
 
 
 def ceil(value: float) -> int:
-    """Rounded up, ignoring float noise: (100 + 300) * 1.3 is 520.0000000000001, and 520 is meant."""
+    """Rounded up, ignoring float noise: (100 + 300) * 1.1 is 440.00000000000006, and 440 is meant."""
     return math.ceil(round(value, 6))
