@@ -2,7 +2,8 @@
 
 The tiny workflow of test_learned_resources.py runs twice with the real Pitzer profile (plus the local timing
 override). The first job gets the rule's own mem_mb and runtime; the second the values learned from the benchmark
-file the first wrote inside its SLURM job, which sacct's ReqMem and Timelimit show.
+file the first wrote inside its SLURM job, which sacct's ReqMem and Timelimit show. A job killed at a learned
+memory that was too low is retried with twice the learned mem_mb and runtime.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from slurm.slurmkit import require_slurm, rule_of, run_on_slurm, sacct, submitted_job_ids
+from slurm.slurmkit import FAILED_STATES, require_slurm, rule_of, run_on_slurm, sacct, submitted_job_ids
+from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
 
 from resource_history import LearnedResourceSettings
 
@@ -56,3 +58,33 @@ def test_second_run_on_slurm_requests_the_learned_memory_and_time(tmp_path):
     assert second["ReqMem"] == f"{learned_mb}M"
     assert time_limit(second["JobID"]) == f"00:{learned_minutes:02d}:00"
     assert f"mem_mb={learned_mb} (learned from 1 run(s), same wildcards (dataset=a)" in second_run.stdout
+
+
+def test_job_killed_at_its_learned_memory_is_retried_with_twice_the_learned_values(tmp_path):
+    """History can be too low (an earlier run on less data): SLURM kills the job at its learned memory, and the
+    profile's retry asks for the learned mem_mb and runtime times the attempt, as documented, not the rule's own."""
+    require_slurm()
+    # Dataset a holds 30 x 40 = 1200 MB (plus Snakemake's own ~250 MB in the job); its history says 500 MB.
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"datasets": {"a": 30}, "learned_resources": LEARNING}))
+    benchmark = tmp_path / "benchmarks/hold_memory/a.tsv"
+    benchmark.parent.mkdir(parents=True)
+    record = BenchmarkRecord(running_time=100.0, max_rss=500.0, max_vms=500.0, max_uss=500.0, max_pss=500.0)
+    record.data_collected, record.io_in, record.io_out, record.cpu_time, record.cpu_usage = True, 0, 0, 1, 1
+    write_benchmark_records([record], str(benchmark), False)
+    settings = LearnedResourceSettings(**LEARNING)
+    learned_mb = math.ceil(round((500.0 + settings.mem_overhead_mb) * settings.margin, 6))
+    learned_minutes = max(settings.min_runtime, math.ceil(100.0 / 60 * settings.margin))
+    assert learned_mb < 1200 < 2 * learned_mb
+
+    run = run_on_slurm(tmp_path, FIXTURE, "--configfile", str(config))
+    rows = sacct(submitted_job_ids(run.stdout))
+    assert [rule_of(row) for row in rows] == ["hold_memory", "hold_memory"], rows
+    first, second = rows
+    assert first["State"].split()[0] in FAILED_STATES and first["ReqMem"] == f"{learned_mb}M", first
+    assert time_limit(first["JobID"]) == f"00:{learned_minutes:02d}:00"
+    assert second["State"] == "COMPLETED" and second["ReqMem"] == f"{2 * learned_mb}M", second
+    assert time_limit(second["JobID"]) == f"00:{2 * learned_minutes:02d}:00"
+    assert f"hold_memory (dataset=a), attempt 2: mem_mb={2 * learned_mb} (learned from 1 run(s)" in run.stdout
+    # The killed attempt wrote no benchmark; the one that succeeded recorded what the job really held.
+    assert pd.read_csv(benchmark, sep="\t")["max_rss"].max() > 1200
