@@ -75,7 +75,27 @@ def read_partitions(path: Path) -> dict:
     partitions = (document or {}).get("partitions") if isinstance(document, dict) else None
     if not isinstance(partitions, dict) or not partitions:
         raise PreflightError(f"partition file {path}: expected a mapping under 'partitions'")
+    for name, limits in partitions.items():
+        limits_problem(path, name, limits)
     return document
+
+
+def limits_problem(path: Path, name, limits) -> None:
+    """The keys the checks read, of the types the plugin needs (the plugin reads the file only when it submits)."""
+    where = f"partition file {path}: partitions.{name}"
+    if limits is None:
+        return
+    if not isinstance(limits, dict):
+        raise PreflightError(f"{where} must be a mapping of limits (max_gpu: 2, ...), got {limits!r}")
+    max_gpu = limits.get("max_gpu", 0)
+    if isinstance(max_gpu, bool) or not isinstance(max_gpu, int) or max_gpu < 0:
+        raise PreflightError(f"{where}.max_gpu must be a whole number of GPUs >= 0, got {max_gpu!r}")
+    for key in ("available_gpu_models", "available_constraints"):
+        value = limits.get(key)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(item, str) for item in value)
+        ):
+            raise PreflightError(f"{where}.{key} must be a list of names, got {value!r}")
 
 
 def gpu_flag(gpu_model: str) -> str:
@@ -372,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL  submission settings:\n{error}")
         failed = True
     if not args.no_gpu_node:
-        partition = args.gpu_partition or default_gpu_partition(read_partitions(args.partitions))
+        try:
+            partition = args.gpu_partition or default_gpu_partition(read_partitions(args.partitions))
+        except PreflightError as error:  # said above already, by the submission checks
+            print(f"FAIL  torch on a GPU node: no partition to run it on ({error})")
+            return 1
         if partition is None:
             print(f"FAIL  torch on a GPU node: no partition with max_gpu > 0 in {args.partitions}")
             return 1

@@ -336,3 +336,36 @@ def test_install_lines_name_the_torch_pyproject_pins(path):
 
 def test_the_install_docs_name_the_pin_at_all():
     assert torch_versions((PROFILE / "README.md").read_text())["exact"]
+
+
+@pytest.mark.parametrize(
+    ("partitions", "says"),
+    [
+        ("cpu: 5", "partitions.cpu must be a mapping of limits (max_gpu: 2, ...), got 5"),
+        ("gpu: {max_gpu: two}", "partitions.gpu.max_gpu must be a whole number of GPUs >= 0, got 'two'"),
+        ("gpu: {max_gpu: -1}", "partitions.gpu.max_gpu must be a whole number of GPUs >= 0, got -1"),
+        (
+            "gpu: {max_gpu: 2, available_gpu_models: v100}",
+            "partitions.gpu.available_gpu_models must be a list of names, got 'v100'",
+        ),
+        (
+            "gpu: {max_gpu: 2, available_constraints: [1]}",
+            "partitions.gpu.available_constraints must be a list of names, got [1]",
+        ),
+    ],
+)
+def test_a_malformed_partition_file_is_named_not_a_traceback(
+    min_job_age_300, tmp_path, capsys, partitions, says
+):
+    """The checks read the file before the plugin does: a limit of the wrong type was a bare TypeError or
+    AttributeError (inside the profile: "Couldn't parse config file: ... TypeError") that named no file or key."""
+    path = tmp_path / "partitions.yaml"
+    path.write_text(f"partitions:\n  {partitions}\n")
+    with pytest.raises(preflight.PreflightError) as error:
+        preflight.check_before_submission("pas0000", path, "v100", init_seconds=None)
+    assert str(error.value) == f"partition file {path}: {says}"
+    # The command line says so and exits 1, also where the GPU-node check needs the file (it raised there).
+    assert preflight.main(["--account", "pas0000", "--partitions", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL  submission settings:\npartition file {path}: {says}" in out
+    assert "FAIL  torch on a GPU node: no partition to run it on" in out
