@@ -369,3 +369,21 @@ def test_a_malformed_partition_file_is_named_not_a_traceback(
     out = capsys.readouterr().out
     assert f"FAIL  submission settings:\npartition file {path}: {says}" in out
     assert "FAIL  torch on a GPU node: no partition to run it on" in out
+
+
+def test_the_torch_check_runs_where_the_readme_says(min_job_age_300, tmp_path, capsys):
+    """README: `srun -p gpudebug --gpus=v100:1 python -m kdgat.runtime --check` (`--gpu-partition` to change):
+    the partition file's preflight.gpu_check_partition, not the first GPU partition the file lists."""
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text('#!/bin/sh\necho "srun $*"\n')
+    srun.chmod(0o755)
+    arguments = ["--account", "pas0000", "--partitions", str(PARTITION_FILE), "--python", "python"]
+    assert preflight.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "ok    torch on a GPU node of gpudebug:" in out
+    assert re.search(
+        r"^srun -A pas0000 -p gpudebug .*--gpus=v100:1 python -m kdgat\.runtime --check$", out, re.M
+    )
+    assert "`srun -p gpudebug --gpus=v100:1 python -m kdgat.runtime --check`" in README.read_text()
+    assert preflight.main([*arguments, "--gpu-partition", "gpu-exp"]) == 0
+    assert "srun -A pas0000 -p gpu-exp " in capsys.readouterr().out
