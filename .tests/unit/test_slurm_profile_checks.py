@@ -143,6 +143,28 @@ def test_jobs_go_to_the_partition_the_readme_names(threads, resources, partition
     assert partition_of(threads, **resources) == partition
 
 
+def test_learned_gpu_memory_is_no_request_to_slurm():
+    """README ("Learned GPU memory"): gpu_mem_mb is a figure to read; the plugin neither passes it to sbatch nor
+    uses it to choose a partition. 40 GB is more than any V100 here holds, and still changes nothing."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    def submission(**resources) -> str:
+        job = SimpleNamespace(
+            name="job", threads=4, resources=SlurmJobResources({"mem_mb": 3700, "runtime": 60, **resources})
+        )
+        params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": "rule", "workdir": "/w"}
+        params |= {"account": "-A pas0000", "partition": f"-p {partition_of(4, **resources)}"}
+        return f"{get_submit_command(job, params)} {set_gres_string(job)}"
+
+    plain = submission(**GPU)
+    assert "-p gpu " in plain and "--gpus=v100:1" in plain and "--mem 3700" in plain
+    assert submission(**GPU, gpu_mem_mb=40_000) == plain
+    assert "gpu_mem_mb" in flat_text(README) and "neither passes `gpu_mem_mb` to `sbatch`" in flat_text(
+        README
+    )
+
+
 def readme_recipe_for_32gb_gpus() -> dict:
     """The YAML block of profiles/slurm/README.md that requests the 32 GB V100s."""
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S) if "v100-32g" in b]
