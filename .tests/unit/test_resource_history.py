@@ -118,6 +118,30 @@ def test_pattern_finds_files_and_their_wildcards(tmp_path):
     assert {"dataset": "nested/c"} in [values for _, values in unconstrained]  # Snakemake's default `.+`
 
 
+def test_an_absolute_benchmark_path_is_read_where_it_is(tmp_path):
+    """A module imported with an absolute `prefix:` has absolute benchmark and output paths: they crashed the
+    resource function (ValueError from Path.relative_to) unless the working directory held them, when they matched
+    nothing. Read where they are, once however many roots there are."""
+    write_runs(tmp_path / "scratch/benchmarks/train/a.tsv", [(60.0, 700.0)])
+    for directory in ("work", "work/archive"):
+        (tmp_path / directory).mkdir(parents=True, exist_ok=True)
+    estimator = ResourceHistory(
+        LearnedResourceSettings(enabled=True, min_history=2, benchmark_roots=(".", "archive")),
+        workdir=tmp_path / "work",
+    )
+    pattern = f"{tmp_path}/scratch/benchmarks/train/{{dataset}}.tsv"
+    one_run = estimator.estimate("mem_mb", pattern, {"dataset": "a"}, default=4000)
+    assert (one_run.value, one_run.learned) == (4000, False)  # one run, not once per root
+    assert "1 run(s) with max_rss recorded in 1 benchmark file(s)" in one_run.explanation
+    single_root = history(tmp_path / "work")
+    learned = single_root.estimate("mem_mb", pattern, {"dataset": "a"}, default=4000)
+    assert learned.learned and learned.value == memory(700.0, single_root.settings)
+    assert learned.sources == (str(tmp_path / "scratch/benchmarks/train/a.tsv"),)
+
+
+# --- which history ---
+
+
 # --- which history --------------------------------------------------------------------------------------------
 def test_own_dataset_first_then_across_datasets(tmp_path):
     write_runs(tmp_path / "benchmarks/train/small.tsv", [(60.0, 100.0)])

@@ -198,9 +198,15 @@ class BenchmarkPattern:
         found = self.regex.fullmatch(relative_path)
         return None if found is None else found.groupdict()
 
+    @property
+    def absolute(self) -> bool:
+        """An absolute pattern (e.g. from a module's absolute `prefix:`) names the same files in every root."""
+        return os.path.isabs(self.text)
+
     def files(self, root: str | Path) -> list[tuple[Path, dict[str, str]]]:
-        """Files under `root` whose path relative to it matches the pattern, with their wildcard values."""
-        root = Path(root)
+        """Files under `root` whose path relative to it matches the pattern, with their wildcard values; for an
+        absolute pattern, the files it matches wherever `root` is."""
+        root = Path(os.sep) if self.absolute else Path(root)
         start = root / self.fixed_prefix
         if not self.names:
             path = root / self.text
@@ -209,7 +215,8 @@ class BenchmarkPattern:
         for directory, _, filenames in os.walk(start):
             for filename in filenames:
                 path = Path(directory) / filename
-                wildcards = self.match(path.relative_to(root).as_posix())
+                name = path.as_posix() if self.absolute else path.relative_to(root).as_posix()
+                wildcards = self.match(name)
                 if wildcards is not None:
                     found.append((path, wildcards))
         return sorted(found, key=lambda item: str(item[0]))

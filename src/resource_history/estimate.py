@@ -258,6 +258,8 @@ class ResourceHistory:
                 warnings.append(f"learned_resources.benchmark_roots: {directory} is not a directory; skipped")
                 continue
             files += pattern.files(directory)
+            if pattern.absolute:
+                break  # the same files again from every other root: their runs would count twice
         return files, warnings
 
     def runs(self, path: Path, measure: Measure) -> tuple[list[BenchmarkRun], str | None]:
