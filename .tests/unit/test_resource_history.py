@@ -217,7 +217,7 @@ def test_rounding_up_ignores_float_noise(tmp_path):
     """(100 + 300) x 1.1 is 440.00000000000006 in floats: the documented ceil gives 440, not 441."""
     write_runs(tmp_path / "benchmarks/train/a.tsv", [(60.0, 100.0)])
     assert (100 + 300) * 1.1 > 440
-    estimator = history(tmp_path, margin=1.1)
+    estimator = history(tmp_path, margin=1.1, mem_overhead_mb=300)
     assert estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1).value == 440
 
 
