@@ -206,8 +206,8 @@ class BenchmarkPattern:
     def files(self, root: str | Path) -> list[tuple[Path, dict[str, str]]]:
         """Files under `root` whose path relative to it matches the pattern, with their wildcard values; for an
         absolute pattern, the files it matches wherever `root` is."""
-        root = Path(os.sep) if self.absolute else Path(root)
-        start = root / self.fixed_prefix
+        root = Path(root)
+        start = root / self.fixed_prefix  # an absolute prefix replaces the root
         if not self.names:
             path = root / self.text
             return [(path, {})] if path.is_file() else []
