@@ -184,6 +184,28 @@ def test_a_metrics_scrape_never_sees_an_ended_job_without_its_simulations(tmp_pa
     registry.close()
 
 
+def test_a_job_that_starts_while_its_cancel_reads_it_queued_is_stopped_not_marked_cancelled(tmp_path):
+    """DELETE reads the job queued, and a job thread starts it before the cancel is written. Marking it cancelled
+    then (as the cancel of a queued job does) left it running on the cluster to its end, unseen, with its results
+    published: it must be cancelled as a running job is, by its runner."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=None, results=None, telemetry=None)
+    job, _ = registry.create("alice", "m:f", {}, 5)
+    runner_told_to_stop = manager._cancels.setdefault(job.id, threading.Event())  # what _run holds
+    read = registry.get
+
+    def read_then_the_job_starts(job_id, owner=None):
+        found = read(job_id, owner)
+        if owner is not None:  # the cancel's read: the job thread starts the job right after it
+            assert registry.start(job_id)
+        return found
+
+    registry.get = read_then_the_job_starts
+    assert manager.cancel(job.id, "alice", wait_s=0.1).status == "running"  # its runner records the end
+    assert runner_told_to_stop.is_set()
+    registry.close()
+
+
 # -- tracing ---------------------------------------------------------------------------------------------------------
 
 

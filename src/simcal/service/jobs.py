@@ -298,9 +298,7 @@ class JobManager:
         job = self.registry.get(job_id, owner)
         if job is None or job.status in ("succeeded", "failed", "cancelled"):
             return job
-        if job.status == "queued" and self.registry.finish(
-            job_id, "cancelled", error=f"cancelled by {owner}"
-        ):
+        if job.status == "queued" and self.registry.cancel_queued(job_id, f"cancelled by {owner}"):
             self._signal_end(job_id)
             log.info("job %s cancelled while queued", job_id)
             return self.registry.get(job_id)

@@ -205,6 +205,16 @@ class JobRegistry:
             )
         )
 
+    def cancel_queued(self, job_id: str, error: str) -> bool:
+        """queued → cancelled; False when the job is no longer queued (a job thread may have started it since it
+        was read: a running job is stopped by its runner, which records the end)."""
+        return bool(
+            self._write(
+                "UPDATE jobs SET status = 'cancelled', finished = ?, error = ? WHERE id = ? AND status = 'queued'",
+                (time.time(), error, job_id),
+            )
+        )
+
     def requeue(self, job_id: str) -> None:
         """running → queued after a graceful stop of the service (the interrupted attempt does not count)."""
         self._write(
