@@ -258,3 +258,74 @@ def test_seed_on_the_service_backend_is_checked_as_on_the_others(seed):
     with SimulationService(backend="service", backend_options={"url": URL}) as service:
         with pytest.raises(ContractError, match=rf"submit: seed must be a whole number >= 0, got {seed!r}"):
             service.submit(MODEL, {"a": 1.0}, seed=seed)
+
+
+# -- waiting, and a service that does not answer ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(15)
+def test_wait_past_its_timeout_raises_timeout_error_and_leaves_the_job_running():
+    handler = fake_service("running")
+    with client(handler) as api:
+        began = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"job job-1 is still running after 0.3 s"):
+            Job(api, "job-1").wait(timeout=0.3, poll_interval=0.05)
+    assert 0.3 <= time.monotonic() - began < 5
+    assert {method for method, _ in handler.seen} == {"GET"}  # the job goes on: nothing cancels it
+
+
+@pytest.mark.timeout(15)
+def test_a_service_job_past_wait_timeout_s_is_cancelled_and_the_error_names_it():
+    from simcal.service.remote import finish_job
+
+    handler = fake_service("running")
+    with client(handler) as api, pytest.raises(TimeoutError) as raised:
+        finish_job(Job(api, "job-1"), [], {"wait_timeout_s": 0.2, "poll_interval_s": 0.02})
+    assert "service job job-1 still running after calibration.backend.service.wait_timeout_s = 0.2 s" in str(
+        raised.value
+    )
+    assert handler.seen[-1] == ("DELETE", "/v1/jobs/job-1")
+
+
+def test_a_refused_connection_past_the_retries_names_the_request_and_a_500_is_not_retried():
+    from servicekit import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with SimulationClient(url, "sc_test-key", retries=2, backoff_s=0.001) as api:
+        with pytest.raises(ServiceUnavailable) as raised:
+            api.status("job-1")
+    assert str(raised.value).startswith(f"GET {url}/v1/jobs/job-1: no answer after 3 attempts (ConnectError")
+    assert raised.value.status is None
+    handler = answers(httpx.Response(500, text="Internal Server Error"))
+    with (
+        client(handler) as api,
+        pytest.raises(ServiceUnavailable, match="500 Internal Server Error") as raised,
+    ):
+        api.status("job-1")
+    assert raised.value.status == 500 and len(handler.seen) == 1
+
+
+def test_rows_of_keeps_the_tasks_rows_and_gives_a_task_without_rows_a_failure_row_naming_the_job():
+    from simcal.service.remote import rows_of
+    from simcal.tasks import plan_tasks
+
+    asked, unasked, missing = plan_tasks([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}], 1, seed=7)
+    frame = pd.DataFrame(
+        [
+            {
+                "param_id": t.param_id,
+                "replicate": t.replicate,
+                "seed": t.seed,
+                "y": t.params["a"],
+                "status": "ok",
+            }
+            for t in (asked, unasked)
+        ]
+    )
+    rows = rows_of(frame, [asked, missing], "job-1")
+    assert rows["param_id"].tolist() == [asked.param_id, missing.param_id]
+    assert rows["status"].tolist() == ["ok", "failed"]
+    assert rows["error"].iloc[1] == "InternalError: service job job-1 returned no rows for it"
+    other_seeds = frame.assign(seed=frame["seed"] + 1)
+    with pytest.raises(ContractError, match="service job job-1 planned other seeds than this run"):
+        rows_of(other_seeds, [asked], "job-1")
