@@ -533,6 +533,46 @@ def test_sync_answer_equals_the_job_results_and_failure_rows_are_rows(service):
     assert direct.loc[direct["status"] == "failed", "error"].str.contains("a must be >= 0").all()
 
 
+def test_sync_jobs_that_fail_or_are_cancelled_and_results_that_are_gone_answer_naming_the_job(service):
+    from simcal.service.client import RequestRejected, SimulationClient
+
+    failing = {"fn_ref": "simcal_models:always_fails", "parameter_sets": [{"a": 1.0}, {"a": 2.0}]}
+    # Cancelled before it ends (the module's service has one worker: a long batch would hold it after the cancel).
+    slow = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": [{"a": 1.0, "sleep_s": 5.0}]}
+    with service.http(service.keys["alice"]) as http:
+        failed = http.post("/v1/simulate/sync", json=failing)
+        (job,) = http.get("/v1/jobs", params={"limit": 1}).json()["jobs"]
+        assert failed.status_code == 422, failed.text
+        assert failed.json()["detail"] == f"job {job['job_id']} failed: {job['error']}"
+        assert "all 2 simulations of the timing probe failed" in job["error"]
+
+        before = {job["job_id"] for job in http.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]}
+        answers = []
+        waiting = threading.Thread(target=lambda: answers.append(http.post("/v1/simulate/sync", json=slow)))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not (new := [j for j in http.get("/v1/jobs").json()["jobs"] if j["job_id"] not in before]):
+            assert time.monotonic() < deadline, "the synchronous request made no job"
+            time.sleep(0.05)
+        (job,) = new
+        http.delete(f"/v1/jobs/{job['job_id']}")
+        waiting.join(30)
+        assert answers[0].status_code == 409, answers[0].text
+        assert answers[0].json()["detail"].startswith(f"job {job['job_id']} cancelled: cancelled by")
+
+        done = http.post("/v1/simulate/sync", json=SMALL)
+        job_id = done.headers["x-simcal-job-id"]
+        results_path = http.get(f"/v1/jobs/{job_id}").json()["results_path"]
+        os.unlink(results_path)
+        gone = http.get(f"/v1/jobs/{job_id}/results")
+        assert gone.status_code == 410
+        assert gone.json()["detail"] == f"the results of job {job_id} are gone from {results_path}"
+    with SimulationClient(service.url, service.keys["alice"]) as client:
+        with pytest.raises(RequestRejected, match=f"410 the results of job {job_id} are gone") as raised:
+            client.job(job_id).to_pandas()
+        assert raised.value.status == 410
+
+
 def test_client_raises_exceptions_named_after_the_problem(service):
     from simcal.service.client import (
         AuthenticationError,
@@ -637,7 +677,10 @@ def test_keys_added_while_running_work_without_a_restart(service):
 def test_jobs_cli_lists_shows_and_cancels(service):
     env = {**os.environ, "SIMCAL_API_KEY": service.keys["bob"]}
     with service.http(service.keys["bob"]) as http:
-        slow = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": [{"a": 1.0, "sleep_s": 30.0}]}
+        slow = {
+            "fn_ref": "simcal_models:counted_sleep",
+            "parameter_sets": [{"a": 1.0, "sleep_s": 5.0}],
+        }  # cancelled before its end
         job_id = submit(http, slow).json()["job_id"]
 
     def simcal(*args: str) -> str:
