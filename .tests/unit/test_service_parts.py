@@ -3,11 +3,15 @@ app in this process, on a LocalCluster of threads, collected by OpenTelemetry's 
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import shutil
 import sqlite3
 import threading
 import time
 
+import pandas as pd
 import pytest
 from servicekit import service_available
 
@@ -279,6 +283,86 @@ def test_spans_for_each_request_and_each_job_carry_the_key_name_never_the_key(tm
     assert job.links[0].context.span_id == submit.context.span_id  # the job links back to its request
     for span in spans:
         assert all(key not in str(value) for value in span.attributes.values())
+
+
+def test_a_job_finished_but_not_published_when_the_service_died_is_published_without_running_again(
+    tmp_path, monkeypatch
+):
+    """The service died between a job's last simulation (its file written, its parts gone) and the publishing. At
+    the next start the job is recovered, its file published as it is, and no simulation runs again."""
+    service_available()
+    from distributed import Client, LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.runner import simulate
+    from simcal.service.jobs import plan_request
+    from simcal.service.server import Service
+    from simcal.settings import SimulationSettings
+
+    count_file = tmp_path / "executions.txt"
+    count_file.touch()
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    body = {
+        "fn_ref": "simcal_models:counted_sleep",
+        "parameter_sets": [{"a": float(i), "sleep_s": 0.0} for i in range(4)],
+        "n_replicates": 2,
+        "settings": {"seed": 5},
+    }
+    plan = plan_request(body, config)
+    registry = JobRegistry(config.state_dir / "jobs.sqlite")
+    job, _ = registry.create("alice", plan.fn_ref, plan.request, plan.simulations)
+    assert registry.start(job.id)  # it was running when the service died
+    registry.close()
+    output = config.state_dir / "jobs" / job.id / "simulations.parquet"
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:  # what the dead service's job thread had done
+            simulate(plan.fn_ref, pd.DataFrame(plan.parameter_sets), output,
+                     SimulationSettings.from_config({"seed": 5, "replicates": 2}), client=client)  # fmt: skip
+        finished = pd.read_parquet(output)
+        assert len(count_file.read_text().split()) == 8
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            deadline = time.monotonic() + 60
+            while (info := http.get(f"/v1/jobs/{job.id}").json())["status"] != "succeeded":
+                assert info["status"] in ("queued", "running") and time.monotonic() < deadline, info
+                time.sleep(0.05)
+            published = pd.read_parquet(io.BytesIO(http.get(f"/v1/jobs/{job.id}/results").content))
+    assert info["progress"] == {"done": 8, "total": 8, "failed": 0}
+    assert len(count_file.read_text().split()) == 8  # nothing ran again
+    pd.testing.assert_frame_equal(published, finished)
+    assert not output.parent.exists()
+
+
+def test_publishing_writes_the_results_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A results file is replaced atomically: a copy that fails midway (a full disk) leaves the file published
+    before as it was and no partial file under the job's name; a published file is readable as a plain file is."""
+    from simcal.service import results as results_module
+    from simcal.service.results import LocalResults
+    from simcal.tables import current_umask
+
+    store = LocalResults(tmp_path / "results")
+    first, second = tmp_path / "first.parquet", tmp_path / "second.parquet"
+    pd.DataFrame({"y": range(1000)}).to_parquet(first)
+    pd.DataFrame({"y": range(5000)}).to_parquet(second)
+    published = store.publish(first, "job-1")
+    assert published == str(tmp_path / "results" / "job-1.parquet")
+    assert os.stat(published).st_mode & 0o777 == 0o666 & ~current_umask()
+    copy = shutil.copyfile
+
+    def disk_full_midway(source, target):
+        with open(source, "rb") as reading, open(target, "wb") as writing:
+            writing.write(reading.read()[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results_module.shutil, "copyfile", disk_full_midway)
+    with pytest.raises(OSError, match="No space left"):
+        store.publish(second, "job-1")
+    monkeypatch.setattr(results_module.shutil, "copyfile", copy)
+    assert pd.read_parquet(published)["y"].tolist() == list(range(1000))
+    assert sorted(path.name for path in (tmp_path / "results").iterdir()) == ["job-1.parquet"]
 
 
 # -- results store ---------------------------------------------------------------------------------------------------
