@@ -473,12 +473,15 @@ def test_readyz_refuses_a_scheduler_without_workers(service_factory):
         ("--max-job-attempts", "0", "--max-job-attempts 0: expected an integer >= 1"),
         ("--sync-timeout-s", "0", "--sync-timeout-s 0.0: expected a number > 0"),
         ("--rate", "-1", "--rate -1.0: expected a number > 0"),
+        ("--workers", "0", "--workers 0: expected an integer >= 1"),
+        ("--port", "99999", "argument --port: expected a TCP port number 0..65535, got '99999'"),
     ],
 )
 def test_serve_refuses_limits_that_would_stop_it_working(service_factory, option, value, words):
     broken = service_factory(option, value, start=False)
     done = subprocess.run(broken.command(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_serve_and_keys_name_a_state_dir_or_keys_file_they_cannot_use(service_factory, tmp_path):

@@ -22,6 +22,9 @@ PROBE_TIMEOUT_S = 5.0
 
 class Cluster:
     def __init__(self, scheduler: str | None, workers: int = 2, threads_per_worker: int = 1):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            # Checked with or without --scheduler: a LocalCluster of no worker would never be ready.
+            raise ValueError(f"--workers {workers!r}: expected an integer >= 1")
         self.scheduler, self.workers, self.threads_per_worker = scheduler, workers, threads_per_worker
         self.backend = "scheduler" if scheduler else "local"
         self._client: Any = None

@@ -32,6 +32,17 @@ DEFAULTS = {
 }
 
 
+def port_number(text: str) -> int:
+    """``--port``: a TCP port, 0 (any free one) to 65535; argparse names the option in its error."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number 0..65535, got {text!r}")
+    return port
+
+
 def serve(args: argparse.Namespace) -> int:
     from simcal.logs import configure
     from simcal.service.jobs import ServiceConfig
@@ -90,7 +101,7 @@ def add_serve(subparsers) -> None:
         "--state-dir; results as Parquet under --results. Needs the simcal[service] extra.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000)
     parser.add_argument("--api-keys-file", required=True, help="hashed API keys (made by `simcal keys add`)")
     parser.add_argument("--state-dir", required=True, help="job registry and running jobs' finished parts")
     parser.add_argument(
