@@ -474,6 +474,8 @@ def test_readyz_refuses_a_scheduler_without_workers(service_factory):
         ("--sync-timeout-s", "0", "--sync-timeout-s 0.0: expected a number > 0"),
         ("--rate", "-1", "--rate -1.0: expected a number > 0"),
         ("--workers", "0", "--workers 0: expected an integer >= 1"),
+        ("--allow-models", " , ", "--allow-models: expected at least one module prefix"),
+        ("--allow-models", "simcal models", "--allow-models: 'simcal models' is not a module name"),
         ("--port", "99999", "argument --port: expected a TCP port number 0..65535, got '99999'"),
     ],
 )

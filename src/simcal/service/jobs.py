@@ -85,6 +85,8 @@ class ServiceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} {value!r}: expected a number > 0")
+        if not self.allow_models:  # a service that refuses every model is a mistake, not a configuration
+            raise ValueError("--allow-models: expected at least one module prefix (e.g. simcal.models)")
         for prefix in self.allow_models:
             if not MODULE.fullmatch(prefix):
                 raise ValueError(f"--allow-models: {prefix!r} is not a module name (e.g. simcal.models)")
