@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
 import httpx
@@ -329,3 +330,44 @@ def test_rows_of_keeps_the_tasks_rows_and_gives_a_task_without_rows_a_failure_ro
     other_seeds = frame.assign(seed=frame["seed"] + 1)
     with pytest.raises(ContractError, match="service job job-1 planned other seeds than this run"):
         rows_of(other_seeds, [asked], "job-1")
+
+
+def test_an_interrupted_sweep_cancels_every_job_it_has_in_flight(tmp_path, monkeypatch):
+    """Two jobs are in flight when the driver is interrupted (Ctrl-C, SIGTERM) while it waits for the first: both
+    are cancelled on the service, not only the one it was waiting for."""
+    import functools
+
+    from simcal.progress import Progress
+    from simcal.runner import Cancelled, Simulator
+    from simcal.service import client as client_module
+    from simcal.service.remote import JOBS_IN_FLIGHT, run_on_service
+    from simcal.tasks import plan_tasks
+
+    interrupt = threading.Event()
+    sent, seen = [], []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if request.method == "POST":
+            sent.append(f"job-{len(sent) + 1}")
+            return httpx.Response(202, json={"job_id": sent[-1], "status": "queued"})
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"job_id": job_id, "status": "cancelled"})
+        interrupt.set()  # while the driver waits for its first job
+        return httpx.Response(200, json={"job_id": job_id, "status": "running"})
+
+    transport = httpx.MockTransport(handler)
+    monkeypatch.setattr(
+        client_module,
+        "SimulationClient",
+        functools.partial(SimulationClient, api_key="sc_test-key", backoff_s=0.001, transport=transport),
+    )
+    tasks = plan_tasks([{"a": float(i)} for i in range(300)], 1)  # three jobs' worth
+    options = {"url": URL, "poll_interval_s": 0.01}
+    with Simulator(MODEL, backend="service", backend_options=options, cancel=interrupt) as simulator:
+        progress = Progress(tmp_path / "sweep.parquet", "service")
+        with pytest.raises(Cancelled):
+            run_on_service(simulator, tasks, progress, record=lambda chunk, rows: None)
+    assert len(sent) == JOBS_IN_FLIGHT == 2
+    assert {path for method, path in seen if method == "DELETE"} == {"/v1/jobs/job-1", "/v1/jobs/job-2"}
