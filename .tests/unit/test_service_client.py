@@ -371,3 +371,37 @@ def test_an_interrupted_sweep_cancels_every_job_it_has_in_flight(tmp_path, monke
             run_on_service(simulator, tasks, progress, record=lambda chunk, rows: None)
     assert len(sent) == JOBS_IN_FLIGHT == 2
     assert {path for method, path in seen if method == "DELETE"} == {"/v1/jobs/job-1", "/v1/jobs/job-2"}
+
+
+def test_a_model_the_service_refuses_costs_the_others_nothing_and_its_simulations_raise_why():
+    """One flush sends a job per model; when the service refused one model (403: outside its --allow-models), the
+    models after it were dropped unsent, and their result() said the service "was closed first". Now the others are
+    sent all the same, and the refused model's simulations raise the service's reason whenever they are gathered."""
+    from simcal.service.client import PermissionDenied
+
+    refused = "simcal_models:series"
+    posted = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            fn_ref = json.loads(request.content)["fn_ref"]
+            posted.append(fn_ref)
+            if fn_ref == refused:
+                return httpx.Response(403, json={"detail": f"fn_ref {fn_ref!r} is not allowed"})
+            return httpx.Response(202, json={"job_id": f"job-{len(posted)}", "status": "queued"})
+        return httpx.Response(200, json={"job_id": "job-1", "status": "running"})
+
+    with client(handler) as api, SimulationService(backend="service", client=api) as service:
+        first = service.submit(MODEL, {"a": 1.0})
+        no = service.submit(refused, {"a": 1.0})
+        later = service.submit("simcal_models:fails_for_negative", {"a": 1.0})
+        with pytest.raises(PermissionDenied, match="not allowed"):
+            service.flush()
+        assert posted == [MODEL, refused, "simcal_models:fails_for_negative"]
+        assert first.job is not None and later.job is not None
+        assert not later.done() and no.done()  # the refused one can no longer end otherwise
+        with pytest.raises(PermissionDenied, match=f"fn_ref '{refused}' is not allowed"):
+            no.result()  # the service's reason, not "closed first"
+        with pytest.raises(PermissionDenied, match="not allowed"):
+            service.gather([first, no])
+        assert len(posted) == 3  # refused once, not sent again with every flush

@@ -210,6 +210,9 @@ def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd
     waits for each job once."""
     for service in {id(f.service): f.service for f in futures}.values():
         service.flush()
+    refused = [f for f in futures if f.send_error is not None]
+    if refused:
+        raise refused[0].send_error
     unsent = [f for f in futures if f.job is None]
     if unsent:
         raise ContractError(
@@ -231,14 +234,15 @@ class ServiceSimulationFuture:
     def __init__(self, service: SimulationService, model_ref: str, task: SimTask):
         self.service, self.model_ref, self.task = service, model_ref, task
         self.job: _ServiceJob | None = None
+        self.send_error: Exception | None = None  # why the service did not take its job (see flush)
         self.cancelled = False
 
     def done(self) -> bool:
         """Whether it has ended: sends the queue, then asks the service about its job. Also True once it can no
         longer end otherwise, as a Dask backend's future is done (cancelled) once its client is closed: when it
-        was cancelled, or its ``SimulationService`` was closed before its rows were fetched; ``result()`` then
-        says why it has no rows."""
-        if self.cancelled:
+        was cancelled, the service refused its job, or its ``SimulationService`` was closed before its rows were
+        fetched; ``result()`` then says why it has no rows."""
+        if self.cancelled or self.send_error is not None:
             return True
         self.service.flush()
         return self.job is None or self.job.done()  # None: close() dropped it unsent
@@ -255,7 +259,12 @@ class ServiceSimulationFuture:
             self.job.cancel_if_unwanted()
 
     def __repr__(self) -> str:
-        state = "cancelled" if self.cancelled else "queued" if self.job is None else f"job {self.job.job.id}"
+        state = (
+            "cancelled" if self.cancelled
+            else "refused" if self.send_error is not None
+            else "queued" if self.job is None
+            else f"job {self.job.job.id}"
+        )  # fmt: skip
         return (
             f"<ServiceSimulationFuture {self.model_ref} param_id={self.task.param_id} "
             f"replicate={self.task.replicate} seed={self.task.seed} {state}>"
@@ -365,13 +374,22 @@ class SimulationService:
         for future in queued:
             by_model.setdefault(future.model_ref, []).append(future)
         options = checked_options(self.backend_options)
+        refused: Exception | None = None
         for model_ref, futures in by_model.items():
             tasks = list({f.task.key: f.task for f in futures}.values())
-            job = _ServiceJob(
-                send_tasks(self.client, model_ref, tasks, self.settings), tasks, futures, options
-            )
+            try:
+                job = send_tasks(self.client, model_ref, tasks, self.settings)
+            except Exception as error:  # noqa: BLE001 - raised below, once the other models are sent
+                # Their result() raises it too (not "never sent"); one model refused loses no other's simulations.
+                for future in futures:
+                    future.send_error = error
+                refused = refused or error
+                continue
+            service_job = _ServiceJob(job, tasks, futures, options)
             for future in futures:
-                future.job = job
+                future.job = service_job
+        if refused is not None:
+            raise refused
 
     def forget(self, future: ServiceSimulationFuture) -> None:
         if future in self._queued:
