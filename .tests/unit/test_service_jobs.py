@@ -24,6 +24,7 @@ from simcal.calibrate import calibrate
 from simcal.models.sir import observe
 from simcal.runner import read_results, simulate
 from simcal.service.client import SimulationClient
+from simcal.tasks import plan_tasks
 
 SIR = "simcal.models.sir:simulate"
 SLEEP = "simcal_models:counted_sleep"
@@ -470,11 +471,11 @@ def test_two_hundred_jobs_from_twenty_clients_lose_no_job_and_no_row(service):
                 for n in range(per_client)
             ]
             results = []
-            for job in jobs:
+            for n, job in enumerate(jobs):
                 if stop.is_set():
                     break
                 job.wait(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.2)
-                results.append((job.id, job.to_pandas()))
+                results.append((job.id, job.to_pandas(), index, n))
             return results
 
     began = time.monotonic()
@@ -487,12 +488,17 @@ def test_two_hundred_jobs_from_twenty_clients_lose_no_job_and_no_row(service):
         finally:
             stop.set()  # a client that overran stops polling, so the test ends by itself
     elapsed = time.monotonic() - began
-    assert len(collected) == per_client * clients and len({job_id for job_id, _ in collected}) == len(
+    assert len(collected) == per_client * clients and len({job_id for job_id, *_ in collected}) == len(
         collected
     )
-    for job_id, frame in collected:
+    for job_id, frame, index, n in collected:
         assert len(frame) == 4 and set(frame["status"]) == {"ok"}, job_id
         assert frame[KEYS].drop_duplicates().shape[0] == 4
+        # Its own simulations, not another job's: its parameter values and the seeds its settings plan.
+        planned = plan_tasks([{"a": float(index)}, {"a": 100.0 + n}], 2, seed=n)
+        assert sorted(zip(frame["param_id"], frame["replicate"], frame["seed"], strict=True)) == sorted(
+            task.key for task in planned
+        ), job_id
     # One job per client submission, all succeeded: nothing lost, nothing doubled by retries.
     with SimulationClient(service.url, service.keys["load-0"]) as api:
         assert [j["status"] for j in api.jobs(limit=1000)] == ["succeeded"] * per_client
