@@ -336,6 +336,44 @@ def test_a_job_finished_but_not_published_when_the_service_died_is_published_wit
     assert not output.parent.exists()
 
 
+def test_a_job_whose_results_cannot_be_published_fails_with_the_storage_error_and_keeps_its_file(tmp_path):
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service.server import Service
+
+    key = add_key(tmp_path / "keys", "alice")
+    results = tmp_path / "results"
+    body = {
+        "fn_ref": "simcal.models.sir:simulate",
+        "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 10}],
+    }
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(
+            ServiceConfig(state_dir=tmp_path / "state"),
+            tmp_path / "keys",
+            scheduler=cluster.scheduler_address,
+            results=str(results),
+        )
+        results.rmdir()
+        results.write_text("")  # the results volume is broken: not a directory any more
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while (info := http.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline, info
+                time.sleep(0.05)
+    assert info["status"] == "failed" and info["results_path"] is None
+    assert (
+        info["error"].startswith(("FileExistsError", "NotADirectoryError")) and str(results) in info["error"]
+    )
+    output = tmp_path / "state" / "jobs" / job_id / "simulations.parquet"
+    assert set(pd.read_parquet(output)["status"]) == {"ok"}  # the finished file stays: resubmit it
+    assert not output.with_name(output.name + ".partial").exists()
+
+
 def test_publishing_writes_the_results_file_whole_or_not_at_all(tmp_path, monkeypatch):
     """A results file is replaced atomically: a copy that fails midway (a full disk) leaves the file published
     before as it was and no partial file under the job's name; a published file is readable as a plain file is."""
