@@ -405,3 +405,15 @@ def test_a_model_the_service_refuses_costs_the_others_nothing_and_its_simulation
         with pytest.raises(PermissionDenied, match="not allowed"):
             service.gather([first, no])
         assert len(posted) == 3  # refused once, not sent again with every flush
+
+
+def test_the_service_backend_takes_its_key_from_the_environment_only(monkeypatch):
+    """A key in the workflow's config would end up in git and in logs: calibration.backend.service has no place
+    for it, and without SIMCAL_API_KEY the backend says what to set."""
+    with pytest.raises(ContractError, match=r"calibration.backend.service: unknown keys \['api_key'\]"):
+        SimulationService(backend="service", backend_options={"url": URL, "api_key": "sc_test-key"})
+    monkeypatch.delenv("SIMCAL_API_KEY", raising=False)
+    with SimulationService(backend="service", backend_options={"url": URL}) as service:
+        service.submit(MODEL, {"a": 1.0})
+        with pytest.raises(ValueError, match="no API key: pass api_key or set SIMCAL_API_KEY"):
+            service.flush()
