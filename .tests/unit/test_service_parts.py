@@ -188,6 +188,24 @@ def test_a_metrics_scrape_never_sees_an_ended_job_without_its_simulations(tmp_pa
     registry.close()
 
 
+def test_waits_on_an_ended_job_are_answered_at_once_and_leave_nothing_behind(tmp_path):
+    """A long-lived service sees many jobs: a wait on a job that had ended (a synchronous request retried with its
+    Idempotency-Key after the job finished) kept a set event per call in the manager for ever."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=None, results=None, telemetry=None)
+    job, _ = registry.create("alice", "m:f", {}, 1)
+    assert registry.start(job.id)
+    waiting = manager.ended(job.id)  # a synchronous request waiting while the job runs
+    assert not waiting.is_set()
+    manager._finish(job.id, "succeeded", done=1)
+    manager._signal_end(job.id)
+    assert waiting.is_set()
+    for _ in range(3):
+        assert manager.ended(job.id).is_set() and manager.wait(job.id, 0)
+    assert manager._ended == {}
+    registry.close()
+
+
 def test_a_job_that_starts_while_its_cancel_reads_it_queued_is_stopped_not_marked_cancelled(tmp_path):
     """DELETE reads the job queued, and a job thread starts it before the cancel is written. Marking it cancelled
     then (as the cancel of a queued job does) left it running on the cluster to its end, unseen, with its results

@@ -346,11 +346,16 @@ class JobManager:
         return self.work_dir(job_id) / "simulations.parquet"
 
     def _ended_event(self, job_id: str) -> threading.Event:
+        # Registered before the registry is read: a job ending in between sets it (_signal_end).
         with self._lock:
             event = self._ended.setdefault(job_id, threading.Event())
         job = self.registry.get(job_id)
         if job is not None and job.status in ("succeeded", "failed", "cancelled"):
             event.set()
+            # Ended already: nothing would pop it, and a long-lived service sees many such waits.
+            with self._lock:
+                if self._ended.get(job_id) is event:
+                    del self._ended[job_id]
         return event
 
     def _finish(self, job_id: str, status: str, *, done: int, **fields) -> None:
