@@ -417,3 +417,13 @@ def test_the_service_backend_takes_its_key_from_the_environment_only(monkeypatch
         service.submit(MODEL, {"a": 1.0})
         with pytest.raises(ValueError, match="no API key: pass api_key or set SIMCAL_API_KEY"):
             service.flush()
+
+
+@pytest.mark.parametrize("replicate", [-1, 1.5, "0", True])
+def test_replicate_on_the_service_backend_is_checked_before_anything_is_queued(replicate):
+    with SimulationService(backend="service", backend_options={"url": URL}) as service:
+        with pytest.raises(
+            ContractError, match=rf"submit: replicate must be a whole number >= 0, got {replicate!r}"
+        ):
+            service.submit(MODEL, {"a": 1.0}, replicate=replicate)
+        assert service._queued == []
