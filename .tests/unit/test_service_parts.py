@@ -421,6 +421,48 @@ def test_publishing_writes_the_results_file_whole_or_not_at_all(tmp_path, monkey
     assert sorted(path.name for path in (tmp_path / "results").iterdir()) == ["job-1.parquet"]
 
 
+def test_the_service_reconnects_when_its_scheduler_comes_back_after_its_client_gave_up(monkeypatch):
+    """A Dask client gives up reconnecting after its connect timeout (10 s) and closes. The service held that
+    closed client for ever: not ready, every later job failed, until someone restarted the pod (its liveness probe
+    passes). A scheduler Deployment restarted, or rescheduled to another node, is back after longer than that."""
+    from distributed import LocalCluster
+    from servicekit import free_port
+
+    from simcal.service import cluster as cluster_module
+    from simcal.service.cluster import Cluster
+
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")  # the client gives up sooner: a shorter test
+    monkeypatch.setattr(cluster_module, "RETRY_S", 0.2)
+    port = free_port()
+
+    def scheduler() -> LocalCluster:
+        return LocalCluster(
+            n_workers=1, processes=False, scheduler_port=port, host="127.0.0.1", dashboard_address=None
+        )
+
+    def wait_until(check, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"{what}: {cluster.readiness()}"
+            time.sleep(0.1)
+
+    first = scheduler()
+    cluster = Cluster(f"tcp://127.0.0.1:{port}")
+    cluster.start()
+    try:
+        wait_until(lambda: cluster.readiness()[0], "ready")
+        first.close()
+        wait_until(lambda: cluster._client.status == "closed", "the client gives up")
+        assert not cluster.readiness()[0]
+        with scheduler():
+            wait_until(lambda: cluster.readiness()[0], "ready again once the scheduler is back")
+            assert (
+                cluster.client(timeout=5).submit(sum, [1, 2]).result(timeout=30) == 3
+            )  # jobs get a live one
+    finally:
+        cluster.close()
+
+
 # -- results store ---------------------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from simcal.backends import dask_client
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+CONNECT_TIMEOUT = "10s"  # how long the client tries to reach (or reach again) the scheduler before it closes
 PROBE_TIMEOUT_S = 5.0
 
 
@@ -39,16 +40,25 @@ class Cluster:
 
     def _connect(self) -> None:
         """Connect (retrying), then hold the client until ``close``: it is closed in the thread that opened it
-        (distributed's Client keeps a context variable that only that thread's context can reset)."""
+        (distributed's Client keeps a context variable that only that thread's context can reset). A client that
+        closes meanwhile (it gives up reconnecting after ``CONNECT_TIMEOUT``: the scheduler was gone longer) is
+        replaced by a new connection, retried until the scheduler is back."""
         try:
-            if self._open():
-                self._stop.wait()
+            while self._open():
+                while not self._stop.wait(RETRY_S) and self._client.status != "closed":
+                    pass
+                if self._stop.is_set():
+                    return
+                self._ready.clear()
+                self.last_error = "the connection was lost; reconnecting"
+                log.warning("lost the Dask scheduler %s; reconnecting", self.describe())
+                self._stack.close()
         finally:
             self._stack.close()
 
     def _open(self) -> bool:
         options = (
-            {"address": self.scheduler, "timeout": "10s"}
+            {"address": self.scheduler, "timeout": CONNECT_TIMEOUT}
             if self.scheduler
             else {"workers": self.workers, "threads_per_worker": self.threads_per_worker}
         )
