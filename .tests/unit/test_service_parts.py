@@ -463,6 +463,67 @@ def test_the_service_reconnects_when_its_scheduler_comes_back_after_its_client_g
         cluster.close()
 
 
+def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it_is_back(
+    tmp_path, monkeypatch
+):
+    """A job running when the scheduler went away for longer than the client waits (a scheduler pod restarted)
+    hung on the dead client's futures until no_worker_timeout_s (30 min), then failed, its parts unused. It is
+    queued again (no attempt counted) and resumes from its parts on the new connection."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+    from servicekit import free_port
+
+    from simcal.service import cluster as cluster_module
+    from simcal.service.server import Service
+
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(cluster_module, "RETRY_S", 0.2)
+    port = free_port()
+
+    def scheduler() -> LocalCluster:
+        return LocalCluster(
+            n_workers=1, processes=False, scheduler_port=port, host="127.0.0.1", dashboard_address=None
+        )
+
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(
+        state_dir=tmp_path / "state", allow_models=("simcal_models",), progress_seconds=0.1
+    )
+    body = {
+        "fn_ref": "simcal_models:counted_sleep",
+        "parameter_sets": [{"a": float(i), "sleep_s": 0.2} for i in range(30)],
+        "settings": {"batch_size": 1},
+    }
+    first = scheduler()
+    service = Service(config, tmp_path / "keys", scheduler=f"tcp://127.0.0.1:{port}")
+    with TestClient(service.app) as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+
+        def job() -> dict:
+            return http.get(f"/v1/jobs/{job_id}").json()
+
+        deadline = time.monotonic() + 60
+        while job()["progress"]["done"] < 3:
+            assert time.monotonic() < deadline, job()
+            time.sleep(0.05)
+        first.close()
+        while service.cluster._client.status != "closed":  # the client gave up: the scheduler is lost
+            assert time.monotonic() < deadline, service.cluster.readiness()
+            time.sleep(0.05)
+        with scheduler():
+            deadline = time.monotonic() + 60
+            while (info := job())["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline, info
+                time.sleep(0.1)
+    assert info["status"] == "succeeded", info
+    assert info["resumed"] >= 3 and info["progress"] == {"done": 30, "total": 30, "failed": 0}
+    reopened = JobRegistry(tmp_path / "state" / "jobs.sqlite")
+    assert reopened.get(job_id).attempts == 1  # the interruption was not the job's fault
+    reopened.close()
+
+
 # -- results store ---------------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from simcal.backends import dask_client
@@ -33,6 +35,7 @@ class Cluster:
         self._stop = threading.Event()
         self._stack = contextlib.ExitStack()
         self.last_error: str | None = None
+        self.on_lost: Callable[[], None] | None = None  # called when a connection that was up is lost
         self._thread = threading.Thread(target=self._connect, name="simcal-dask-connect", daemon=True)
 
     def start(self) -> None:
@@ -52,6 +55,11 @@ class Cluster:
                 self._ready.clear()
                 self.last_error = "the connection was lost; reconnecting"
                 log.warning("lost the Dask scheduler %s; reconnecting", self.describe())
+                if self.on_lost is not None:
+                    try:
+                        self.on_lost()
+                    except Exception:  # never lose the connect thread
+                        log.exception("the handler of the lost connection failed")
                 self._stack.close()
         finally:
             self._stack.close()
@@ -86,7 +94,11 @@ class Cluster:
         """The connected client (waits for the connection)."""
         if not self._ready.wait(timeout):
             raise TimeoutError(f"no connection to the Dask scheduler {self.describe()}: {self.last_error}")
-        return self._client
+        client = self._client
+        if client.status != "running":  # reconnecting, or closed and about to be replaced: not for a new job
+            time.sleep(min(timeout or RETRY_S, RETRY_S))
+            raise TimeoutError(f"the connection to the Dask scheduler {self.describe()} is {client.status}")
+        return client
 
     def readiness(self) -> tuple[bool, str, int]:
         """(ready, reason, workers): the scheduler is reachable and at least one worker is connected."""

@@ -234,6 +234,7 @@ class JobManager:
         )  # fmt: skip
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._cancels: dict[str, threading.Event] = {}
+        self._running: set[str] = set()  # jobs whose runner is running (see connection_lost)
         self._ended: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -295,6 +296,14 @@ class JobManager:
                 "job %s queued: %s, %d simulations (key %s)", job.id, plan.fn_ref, plan.simulations, owner
             )
         return job, created
+
+    def connection_lost(self) -> None:
+        """The cluster lost its scheduler (``Cluster.on_lost``): the running jobs' runners wait on futures of a dead
+        client, so they are interrupted; each is queued again and resumes from its parts once reconnected."""
+        with self._lock:
+            events = [self._cancels[job_id] for job_id in self._running if job_id in self._cancels]
+        for event in events:
+            event.set()
 
     def cancel(self, job_id: str, owner: str, wait_s: float = 10.0):
         job = self.registry.get(job_id, owner)
@@ -410,9 +419,12 @@ class JobManager:
             self.registry.finish(job_id, "cancelled", error="cancelled by request")
             self._signal_end(job_id)
             return
+        with self._lock:
+            self._running.add(job_id)
         job = self.registry.get(job_id)
         request = job.request
         output = self.output_of(job_id)
+        requeued = False
         attributes = {
             "simcal.job_id": job_id,
             "simcal.fn_ref": job.fn_ref,
@@ -461,6 +473,8 @@ class JobManager:
                         "job %s interrupted by the service's shutdown; it resumes at the next start", job_id
                     )
                     return
+                if requeued := self._requeue_if_connection_lost(job_id, client):
+                    return
                 progress = self.live_progress(job)
                 self._finish(
                     job_id,
@@ -474,6 +488,8 @@ class JobManager:
                     "job %s cancelled after %d of %d simulations", job_id, progress["done"], job.simulations
                 )
             except Exception as error:  # noqa: BLE001 - a failed job is a status with its reason
+                if requeued := self._requeue_if_connection_lost(job_id, client):
+                    return
                 message = f"{type(error).__name__}: {error}"
                 progress = self.live_progress(job)
                 self._finish(
@@ -483,5 +499,24 @@ class JobManager:
                 self.telemetry.error(span, message)
                 log.error("job %s failed: %s", job_id, message)
             finally:
-                if not self._stopping.is_set():
-                    self._signal_end(job_id)
+                if not requeued:  # else its next run may have started already: its state is that run's
+                    with self._lock:
+                        self._running.discard(job_id)
+                    if not self._stopping.is_set():
+                        self._signal_end(job_id)
+
+    def _requeue_if_connection_lost(self, job_id: str, client) -> bool:
+        """Queue a job whose run ended because the Dask client lost its scheduler again, without counting the
+        attempt; it resumes from its parts once the cluster has reconnected. False when the client is fine."""
+        if client.status == "running" or self._stopping.is_set():
+            return False
+        self.registry.requeue(job_id)
+        with self._lock:  # before it is queued: its next run must get a new cancel event; its waiters wait on
+            self._running.discard(job_id)
+            self._cancels.pop(job_id, None)
+        self._queue.put(job_id)
+        log.warning(
+            "job %s interrupted: the connection to the Dask scheduler was lost (%s); it resumes from its parts once "
+            "reconnected", job_id, client.status,
+        )  # fmt: skip
+        return True

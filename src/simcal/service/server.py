@@ -39,6 +39,7 @@ class Service:
         self.cluster = Cluster(scheduler, workers=workers)
         self.telemetry = telemetry if telemetry is not None else Telemetry.from_environment()
         self.manager = JobManager(config, self.registry, self.cluster, self.results, self.telemetry)
+        self.cluster.on_lost = self.manager.connection_lost
         self.limiter = RateLimiter(config.rate, config.burst)
         self.app = create_app(
             config, self.manager, self.keyring, self.limiter, self.telemetry, self.cluster, self.lifespan
