@@ -464,7 +464,7 @@ def test_the_service_reconnects_when_its_scheduler_comes_back_after_its_client_g
 
 
 def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it_is_back(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, caplog
 ):
     """A job running when the scheduler went away for longer than the client waits (a scheduler pod restarted)
     hung on the dead client's futures until no_worker_timeout_s (30 min), then failed, its parts unused. It is
@@ -519,6 +519,9 @@ def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it
                 time.sleep(0.1)
     assert info["status"] == "succeeded", info
     assert info["resumed"] >= 3 and info["progress"] == {"done": 30, "total": 30, "failed": 0}
+    # Queued again once: until the cluster has a running client again, the job waits for it (no retry loop).
+    interrupted = [r for r in caplog.records if f"job {job_id} interrupted: the connection" in r.getMessage()]
+    assert len(interrupted) == 1, [r.getMessage() for r in interrupted]
     reopened = JobRegistry(tmp_path / "state" / "jobs.sqlite")
     assert reopened.get(job_id).attempts == 1  # the interruption was not the job's fault
     reopened.close()
