@@ -527,6 +527,73 @@ def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it
     reopened.close()
 
 
+def test_a_job_whose_runs_keep_losing_the_scheduler_fails_at_max_job_attempts(tmp_path, monkeypatch):
+    """Requeued without counting an attempt on every loss, a job whose own simulations bring the scheduler down
+    would run and be requeued for ever. The losses count as service deaths do: at --max-job-attempts it fails,
+    naming the reason and the limit; its finished simulations stay in its directory."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+    from servicekit import free_port
+
+    from simcal.service import cluster as cluster_module
+    from simcal.service.server import Service
+
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(cluster_module, "RETRY_S", 0.2)
+    port = free_port()
+
+    def scheduler() -> LocalCluster:
+        return LocalCluster(
+            n_workers=1, processes=False, scheduler_port=port, host="127.0.0.1", dashboard_address=None
+        )
+
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(
+        state_dir=tmp_path / "state",
+        allow_models=("simcal_models",),
+        progress_seconds=0.1,
+        max_job_attempts=2,
+    )
+    body = {
+        "fn_ref": "simcal_models:counted_sleep",
+        "parameter_sets": [{"a": float(i), "sleep_s": 0.2} for i in range(60)],
+        "settings": {"batch_size": 1},
+    }
+    service = Service(config, tmp_path / "keys", scheduler=f"tcp://127.0.0.1:{port}")
+    deadline = time.monotonic() + 120
+
+    def wait(condition, what) -> None:
+        while not condition():
+            assert time.monotonic() < deadline, what()
+            time.sleep(0.05)
+
+    with TestClient(service.app) as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        cluster = scheduler()
+        job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+
+        def job() -> dict:
+            return http.get(f"/v1/jobs/{job_id}").json()
+
+        for _lost in range(2):  # the scheduler lost during two runs of the job
+            done_before = job()["progress"]["done"]
+            wait(
+                lambda b=done_before: job()["status"] == "running" and job()["progress"]["done"] >= b + 3, job
+            )
+            cluster.close()
+            wait(lambda: service.cluster._client.status == "closed", service.cluster.readiness)
+            cluster = scheduler()
+        wait(lambda: job()["status"] not in ("queued", "running"), job)
+        info = job()
+        cluster.close()
+    assert info["status"] == "failed", info
+    assert "lost during 2 run(s) of this job" in info["error"], info
+    assert "--max-job-attempts 2" in info["error"], info
+    assert 3 <= info["progress"]["done"] < 60, info
+    assert list((tmp_path / "state").rglob("*.partial")), "its finished simulations were not kept"
+
+
 # -- results store ---------------------------------------------------------------------------------------------------
 
 

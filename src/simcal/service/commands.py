@@ -129,7 +129,7 @@ def add_serve(subparsers) -> None:
         "--max-job-attempts",
         type=int,
         default=DEFAULTS["max_job_attempts"],
-        help="a job running when the service died this many times is failed instead of resumed",
+        help="a job running when the service died, or the scheduler was lost, this many times is failed instead of resumed",
     )
     limits.add_argument("--max-simulations", type=int, default=DEFAULTS["max_simulations"], help="per job")
     limits.add_argument(

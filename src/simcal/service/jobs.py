@@ -44,6 +44,7 @@ REQUEST_SETTINGS = (
 FN_REF = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z]\w*")
 MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 RESULT_KEYS = ["param_id", "replicate", "seed"]
+REQUEUED = "requeued"  # what JobManager._after_lost_connection says of a job it queued again
 
 
 class RequestRefused(Exception):
@@ -235,6 +236,7 @@ class JobManager:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._cancels: dict[str, threading.Event] = {}
         self._running: set[str] = set()  # jobs whose runner is running (see connection_lost)
+        self._scheduler_losses: dict[str, int] = {}  # job -> runs of it that ended with the scheduler lost
         self._ended: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -473,7 +475,11 @@ class JobManager:
                         "job %s interrupted by the service's shutdown; it resumes at the next start", job_id
                     )
                     return
-                if requeued := self._requeue_if_connection_lost(job_id, client):
+                lost = self._after_lost_connection(job_id, client)
+                if requeued := lost == REQUEUED:
+                    return
+                if lost is not None:
+                    self._fail(job_id, job, span, lost)
                     return
                 progress = self.live_progress(job)
                 self._finish(
@@ -488,28 +494,43 @@ class JobManager:
                     "job %s cancelled after %d of %d simulations", job_id, progress["done"], job.simulations
                 )
             except Exception as error:  # noqa: BLE001 - a failed job is a status with its reason
-                if requeued := self._requeue_if_connection_lost(job_id, client):
+                lost = self._after_lost_connection(job_id, client)
+                if requeued := lost == REQUEUED:
                     return
-                message = f"{type(error).__name__}: {error}"
-                progress = self.live_progress(job)
-                self._finish(
-                    job_id, "failed", done=progress["done"], failed=progress["failed"], error=message
-                )
-                self.telemetry.set(span, **{"simcal.status": "failed"})
-                self.telemetry.error(span, message)
-                log.error("job %s failed: %s", job_id, message)
+                self._fail(job_id, job, span, lost or f"{type(error).__name__}: {error}")
             finally:
                 if not requeued:  # else its next run may have started already: its state is that run's
                     with self._lock:
                         self._running.discard(job_id)
+                        self._scheduler_losses.pop(job_id, None)
                     if not self._stopping.is_set():
                         self._signal_end(job_id)
 
-    def _requeue_if_connection_lost(self, job_id: str, client) -> bool:
-        """Queue a job whose run ended because the Dask client lost its scheduler again, without counting the
-        attempt; it resumes from its parts once the cluster has reconnected. False when the client is fine."""
+    def _fail(self, job_id: str, job, span, message: str) -> None:
+        progress = self.live_progress(job)
+        self._finish(job_id, "failed", done=progress["done"], failed=progress["failed"], error=message)
+        self.telemetry.set(span, **{"simcal.status": "failed"})
+        self.telemetry.error(span, message)
+        log.error("job %s failed: %s", job_id, message)
+
+    def _after_lost_connection(self, job_id: str, client) -> str | None:
+        """For a run that ended with its Dask client no longer running (the scheduler was lost): REQUEUED when the
+        job was queued again, without counting an attempt, to resume from its parts once the cluster has
+        reconnected; the reason to fail it instead when the scheduler was lost during ``max_job_attempts`` of its
+        runs (as a service death counts: it may be what brings the scheduler down). None when the client is fine
+        or the service is stopping."""
         if client.status == "running" or self._stopping.is_set():
-            return False
+            return None
+        with self._lock:
+            losses = self._scheduler_losses[job_id] = self._scheduler_losses.get(job_id, 0) + 1
+        if losses >= self.config.max_job_attempts:
+            with self._lock:
+                self._scheduler_losses.pop(job_id, None)
+            return (
+                f"the connection to the Dask scheduler was lost during {losses} run(s) of this job (it may be what "
+                f"brings the scheduler down); not queued again (--max-job-attempts {self.config.max_job_attempts}); "
+                "its finished simulations stay in its directory"
+            )
         self.registry.requeue(job_id)
         with self._lock:  # before it is queued: its next run must get a new cancel event; its waiters wait on
             self._running.discard(job_id)
@@ -519,4 +540,4 @@ class JobManager:
             "job %s interrupted: the connection to the Dask scheduler was lost (%s); it resumes from its parts once "
             "reconnected", job_id, client.status,
         )  # fmt: skip
-        return True
+        return REQUEUED
