@@ -4,6 +4,7 @@ between-workflow cache, and on a real-layout dataset directory with bad rows."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -86,6 +87,20 @@ def test_cache_between_workflows(tmp_path):
     for name in OUTPUTS:
         path = f"results/preprocess/tiny_hcrl/{name}"
         assert (first / path).read_bytes() == (second / path).read_bytes()
+    # A newer library (here: a comment added to kdgat/graphs.py, as a fix would change it) is not served the
+    # older one's graphs: the rule's library_code param (kdgat.layout.preprocess_code_digest) changes the key.
+    newer = tmp_path / "newer" / "kdgat"
+    shutil.copytree(REPO / "src" / "kdgat", newer, ignore=shutil.ignore_patterns("__pycache__"))
+    with (newer / "graphs.py").open("a", encoding="utf-8") as graphs:
+        graphs.write("\n# a fix of the graph builder\n")
+    third = tmp_path / "third"
+    third.mkdir()
+    run_snakemake(
+        "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(third), "--cores", "2", "--cache",
+        cwd=third, env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(newer.parent), os.environ.get("PYTHONPATH")]))},
+    )  # fmt: skip
+    assert "tiny_hcrl: " in (third / "logs/preprocess/build_graphs/tiny_hcrl.log").read_text()
+    assert len(list(cache.iterdir())) == 2 * 2 * len(OUTPUTS)
 
 
 def test_cache_is_not_served_when_a_log_changes_role(tmp_path):

@@ -364,6 +364,49 @@ def test_log_roles_name_each_part_relative_to_the_logs_folder(tmp_path):
     assert fusion["fusion"] == ["fusion_01/z.csv"]
 
 
+def test_the_preprocess_code_digest_covers_every_module_build_graphs_runs_and_follows_their_code(tmp_path):
+    """The preprocess rule's other cache-key param: every kdgat module the build_graphs wrapper imports (but
+    logging) is in kdgat.layout.PREPROCESS_CODE (a module added to the chain and left out would let a cache serve
+    graphs of older code), and a change to one of their files changes the digest, a change elsewhere does not."""
+    import importlib
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import kdgat
+    from kdgat.layout import PREPROCESS_CODE, preprocess_code_digest
+
+    wrapper = (Path(__file__).parents[2] / "wrappers" / "build_graphs" / "wrapper.py").read_text()
+    imports = "\n".join(
+        line for line in wrapper.splitlines() if line.startswith(("from kdgat", "import kdgat"))
+    )
+    listed = subprocess.run(
+        [sys.executable, "-c", f"{imports}\nimport sys\nprint(*sorted(m for m in sys.modules if m.startswith('kdgat')))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    package = Path(kdgat.__file__).parent
+    covered = {(package / name) for name in PREPROCESS_CODE}
+    for module in set(listed) - {"kdgat", "kdgat.logs"}:
+        file = Path(importlib.import_module(module).__file__)
+        assert file in covered or file.parent in covered, f"{module} ({file}) is not in PREPROCESS_CODE"
+    assert {"kdgat.graphs", "kdgat.can.reader", "kdgat.preprocess"} <= set(listed)
+
+    copy = tmp_path / "kdgat"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = preprocess_code_digest(copy)
+    assert before == preprocess_code_digest(package) == preprocess_code_digest()
+    (copy / "training" / "dqn.py").write_text("# not preprocessing\n", encoding="utf-8")
+    assert preprocess_code_digest(copy) == before
+    for changed in ("graphs.py", "can/hcrl_csv.py"):
+        path = copy / changed
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# a fix\n")
+        assert preprocess_code_digest(copy) != before, changed
+        path.write_bytes(original)
+    assert preprocess_code_digest(copy) == before
+
+
 def test_the_vocabulary_reaches_the_last_message_of_the_last_window_and_no_further(tmp_path):
     """Window w covers messages w * stride .. w * stride + window_size: the last one, the target of the window's
     last edge, is a node of the graph, so its ID is in the vocabulary; an ID after the last whole window, which no

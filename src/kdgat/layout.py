@@ -6,6 +6,7 @@ Kept free of heavy imports: the preprocess module calls it while Snakemake parse
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -102,6 +103,34 @@ def log_roles(
         "test": {name: relative(logs) for name, logs in test.items()},
         **{name: relative(logs) for name, logs in whole.items()},
     }
+
+
+# The library modules whose code decides what build_graphs writes (what its wrapper imports, transitively, less
+# logging), relative to the kdgat package; a folder stands for the .py files in it.
+PREPROCESS_CODE = (
+    "can",
+    "chain.py",
+    "compiled.py",
+    "files.py",
+    "graph_store.py",
+    "graphs.py",
+    "layout.py",
+    "preprocess.py",
+)
+
+
+def preprocess_code_digest(package: str | Path | None = None) -> str:
+    """A digest of the source of the modules in PREPROCESS_CODE (of ``package``, the installed kdgat by default).
+    The between-workflow cache keys a job on its rule's wrapper, params and inputs, and on the conda environment
+    only under ``--sdm conda``: without this param, graphs built by an older library (a reader or graph bug fixed
+    since) would be served to a newer one."""
+    package = Path(package) if package is not None else Path(__file__).parent
+    digest = hashlib.blake2b(digest_size=16)
+    for name in PREPROCESS_CODE:
+        path = package / name
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 # Where the preprocess module's generate_can rule writes a synthetic dataset's logs (relative to the workdir).

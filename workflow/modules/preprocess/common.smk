@@ -1,5 +1,5 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
-from kdgat.layout import LayoutError, dataset_logs, log_roles
+from kdgat.layout import LayoutError, dataset_logs, log_roles, preprocess_code_digest
 from snakemake.exceptions import WorkflowError
 
 
