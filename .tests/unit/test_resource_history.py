@@ -139,7 +139,18 @@ def test_an_absolute_benchmark_path_is_read_where_it_is(tmp_path):
     assert learned.sources == (str(tmp_path / "scratch/benchmarks/train/a.tsv"),)
 
 
-# --- which history ---
+def test_a_benchmark_file_counts_once_however_many_roots_reach_it(tmp_path):
+    """One run, reached through a root listed twice and through a link to its folder, is one run toward
+    min_history, not three (the value stays the default until a second run is recorded)."""
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(60.0, 700.0)])
+    (tmp_path / "mirror").symlink_to(tmp_path, target_is_directory=True)
+    estimator = history(tmp_path, min_history=2, benchmark_roots=(".", ".", "mirror"))
+    one_run = estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000)
+    assert (one_run.value, one_run.learned) == (4000, False), one_run.explanation
+    assert "1 run(s) with max_rss recorded in 1 benchmark file(s)" in one_run.explanation
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(60.0, 700.0), (61.0, 650.0)])
+    two_runs = estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000)
+    assert two_runs.learned and two_runs.value == memory(700.0, estimator.settings)
 
 
 # --- which history --------------------------------------------------------------------------------------------

@@ -251,15 +251,19 @@ class ResourceHistory:
 
     # -- history --------------------------------------------------------------------------------------------------
     def history_files(self, pattern: BenchmarkPattern) -> tuple[list[tuple[Path, dict]], list[str]]:
-        files, warnings = [], []
+        """Every benchmark file of ``pattern`` under the roots, each once: a root listed twice, reached through a
+        link, or an absolute pattern (the same files from every root) would count its runs twice toward
+        min_history."""
+        files, warnings, seen = [], [], set()
         for root in self.settings.benchmark_roots:
             directory = self.workdir / root
             if not directory.is_dir():
                 warnings.append(f"learned_resources.benchmark_roots: {directory} is not a directory; skipped")
                 continue
-            files += pattern.files(directory)
-            if pattern.absolute:
-                break  # the same files again from every other root: their runs would count twice
+            for path, values in pattern.files(directory):
+                if (real := os.path.realpath(path)) not in seen:
+                    seen.add(real)
+                    files.append((path, values))
         return files, warnings
 
     def runs(self, path: Path, measure: Measure) -> tuple[list[BenchmarkRun], str | None]:
