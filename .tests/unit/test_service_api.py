@@ -716,6 +716,14 @@ def test_jobs_cli_lists_shows_and_cancels(service):
         env={k: v for k, v in env.items() if k != "SIMCAL_API_KEY"},
     )
     assert wrong.returncode == 1 and "401 invalid API key" in wrong.stderr and "sc_wrong" not in wrong.stderr
+    for limit in ("0", "1001", "ten"):  # the API's range, named as the option (not FastAPI's 422 list)
+        refused = subprocess.run(
+            [venv_bin("simcal"), "jobs", "list", "--url", service.url, "--limit", limit],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert f"argument --limit: expected a whole number from 1 to 1000, got '{limit}'" in refused.stderr
+    assert len(json.loads(simcal("list", "--limit", "1", "--json"))) == 1
 
 
 def test_spans_reach_the_otlp_endpoint_with_the_key_name_and_no_key(service, collector):

@@ -219,6 +219,18 @@ def jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def job_list_limit(text: str) -> int:
+    """``--limit`` of ``simcal jobs list``: the API's own range (GET /v1/jobs takes 1 to 1000), checked here so that
+    a wrong value is named as the option, not answered with the API's validation list."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
+    return value
+
+
 def add_jobs(subparsers) -> None:
     parser = subparsers.add_parser("jobs", help="list, show and cancel jobs of a simulation service")
     commands = parser.add_subparsers(dest="jobs_command", required=True)
@@ -235,7 +247,9 @@ def add_jobs(subparsers) -> None:
     listing.add_argument(
         "--status", default=None, choices=["queued", "running", "succeeded", "failed", "cancelled"]
     )
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument(
+        "--limit", type=job_list_limit, default=100, help="at most this many jobs, 1 to 1000"
+    )
     listing.add_argument("--json", action="store_true")
     for name, text in (("show", "a job's status as JSON"), ("cancel", "cancel a job (its Dask tasks too)")):
         command = commands.add_parser(name, parents=[common], help=text)
