@@ -213,6 +213,25 @@ def test_every_job_gets_the_queue_identity_image_env_and_secret_mount(gpu):
     assert without_identity.spec.template.spec.containers[0].image == "registry/image:cpu"
 
 
+def test_completing_a_job_twice_changes_nothing():
+    """The kubernetes executor sends the same body again after re-authenticating (HTTP 401), and this
+    executor after a transient error: a second copy of a variable, volume or mount would be refused with
+    422 (duplicate volume name) or shadow the first."""
+    completion = JobCompletion(
+        queue_name="team-queue",
+        workload_identity=True,
+        gpu_container_image="registry/image:cu130",
+        env={"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true"},
+        secret_volumes=[SecretVolume("dask-tls", "/etc/dask-tls"), SecretVolume("other", "/etc/other")],
+    )
+    once = completion.apply(stock_job(gpu=True)).to_dict()
+    twice = completion.apply(completion.apply(stock_job(gpu=True))).to_dict()
+    assert twice == once
+    pod = once["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["workdir", "secret-0", "secret-1"]
+    assert [m["name"] for m in pod["containers"][0]["volume_mounts"]] == ["workdir", "secret-0", "secret-1"]
+
+
 def dry_run_without_cluster(tmp_path, k8s_extra: bool) -> subprocess.CompletedProcess:
     # No kubeconfig anywhere: KUBECONFIG points nowhere and HOME has no ~/.kube.
     env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path)}

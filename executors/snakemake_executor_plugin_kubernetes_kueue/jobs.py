@@ -45,24 +45,31 @@ class JobCompletion:
         requests = (container.resources.requests or {}) if container.resources else {}
         if self.gpu_container_image and any(name in requests for name in GPU_RESOURCES):
             container.image = self.gpu_container_image
+        # Idempotent: the kubernetes executor sends the same body again after re-authenticating, and this
+        # executor after a transient error; a second copy of a variable or volume would be refused (422).
         container.env = [
-            *(container.env or []),
+            *(variable for variable in container.env or [] if variable.name not in self.env),
             *(kubernetes.client.V1EnvVar(name=name, value=value) for name, value in self.env.items()),
         ]
-        for index, volume in enumerate(self.secret_volumes):
-            name = f"secret-{index}"
-            template.spec.volumes = [
-                *(template.spec.volumes or []),
-                # Optional: a run that never needs the Secret (no calibration) still starts without it.
+        names = {f"secret-{index}": volume for index, volume in enumerate(self.secret_volumes)}
+        template.spec.volumes = [
+            *(volume for volume in template.spec.volumes or [] if volume.name not in names),
+            # Optional: a run that never needs the Secret (no calibration) still starts without it.
+            *(
                 kubernetes.client.V1Volume(
                     name=name,
                     secret=kubernetes.client.V1SecretVolumeSource(secret_name=volume.secret, optional=True),
-                ),
-            ]
-            container.volume_mounts = [
-                *(container.volume_mounts or []),
-                kubernetes.client.V1VolumeMount(name=name, mount_path=volume.path, read_only=True),
-            ]
+                )
+                for name, volume in names.items()
+            ),
+        ] or None
+        container.volume_mounts = [
+            *(mount for mount in container.volume_mounts or [] if mount.name not in names),
+            *(
+                kubernetes.client.V1VolumeMount(name=name, mount_path=volume.path, read_only=True)
+                for name, volume in names.items()
+            ),
+        ] or None
         return job
 
 
