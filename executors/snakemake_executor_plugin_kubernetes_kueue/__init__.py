@@ -13,6 +13,9 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   ``container-image``; ``--kubernetes-kueue-env`` and ``--kubernetes-kueue-secret-volumes`` add plain
   environment variables and read-only Secret mounts (e.g. the Dask TLS certificates) to every pod;
 * pods do not pip-install the storage plugin at start (the image carries it), so they need no package index;
+* API calls answered 429 or 5xx are sent again (``executor.KueueExecutor._kubernetes_retry``); a job whose
+  status cannot be read stays watched instead of being lost, a deleted Job fails its job, and a refused
+  create names the Job, the queue and the fix (``executor.KueueExecutor.check_active_jobs``, ``jobs``);
 * every setting is checked before any Job is submitted (queue, namespace, service account, storage account):
   a wrong one stops the run with a message naming the setting and the fix. A LocalQueue must exist and be
   active (Kueue's ``Active`` condition). The storage account is checked earlier too, while the Snakefile is

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import kubernetes.client
 import kubernetes.config
 import snakemake_executor_plugin_kubernetes as kubernetes_plugin
@@ -19,7 +21,7 @@ from .checks import (
     check_workload_identity_annotations,
     parse_env,
 )
-from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi
+from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi, describe_api_error, is_transient
 
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 GPU_IMAGE_UNSET = (
@@ -27,6 +29,10 @@ GPU_IMAGE_UNSET = (
     "If its torch is a CPU build, each GPU Job stops at its start (device: auto); set "
     f"kubernetes-kueue-gpu-container-image in {PROFILE} to the CUDA image (profiles/k8s/Containerfile)"
 )
+# Waits before each new try of a call the API server answered with a transient error (429, 5xx); a
+# Retry-After it sends wins, up to MAX_RETRY_AFTER_S. The last try's error goes to the kubernetes executor.
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)
+MAX_RETRY_AFTER_S = 30.0
 
 
 class KueueExecutor(kubernetes_plugin.Executor):
@@ -61,6 +67,61 @@ class KueueExecutor(kubernetes_plugin.Executor):
     @kubeapi.setter
     def kubeapi(self, api):
         self._kubeapi = SafeLogCoreApi(api)
+
+    def _kubernetes_retry(self, func):
+        # The kubernetes executor tries a failed call once more only after a 401 (re-authentication) or a
+        # lost connection (after 5 minutes); any other error stops the run (a pod list, a Job's creation) or
+        # loses the job (a status read: see check_active_jobs). A busy API server answers 429 or 5xx for a
+        # moment: those calls are tried again here first.
+        return super()._kubernetes_retry(lambda: self._retry_transient(func))
+
+    def _retry_transient(self, func):
+        for delay in RETRY_DELAYS_S:
+            try:
+                return func()
+            except ApiException as error:
+                if not is_transient(error):
+                    raise
+                wait = _retry_after(error, delay)
+                self.logger.warning(
+                    f"kubernetes-kueue: the Kubernetes API server answered {describe_api_error(error)}; "
+                    f"trying again in {wait:g} s"
+                )
+                time.sleep(wait)
+        return func()
+
+    async def check_active_jobs(self, active_jobs):
+        async for job in super().check_active_jobs(active_jobs):
+            yield job
+        # The kubernetes executor skips a job whose status read failed without yielding or reporting it, so
+        # Snakemake would wait for it for ever. Such a job is kept active or failed here, saying why.
+        for job in active_jobs:
+            error = self.batchapi.status_errors.pop(job.external_jobid, None)
+            if error is None:
+                continue
+            where = f"Job {self.namespace}/{job.external_jobid}"
+            if is_transient(error):
+                self.logger.warning(
+                    f"kubernetes-kueue: the status of {where} could not be read ({describe_api_error(error)}); "
+                    "it is read again at the next status check"
+                )
+                yield job
+                continue
+            if isinstance(error, ApiException) and error.status == 404:
+                msg = (
+                    f"kubernetes-kueue: {where} no longer exists (HTTP 404): it was deleted before it finished "
+                    "(kubectl delete, a cleanup or the TTL controller); the job fails, and Snakemake runs it "
+                    "again if it has retries left"
+                )
+            else:  # 403 (RBAC), or 401 after re-authenticating: no later read would succeed either
+                msg = (
+                    f"kubernetes-kueue: reading the status of {where} failed with "
+                    f"{describe_api_error(error)}; the driver needs get on jobs/status in namespace "
+                    f"{self.namespace!r} (profiles/k8s/rbac.yaml). The Job may still run: "
+                    f"kubectl -n {self.namespace} delete job {job.external_jobid}"
+                )
+            self.logger.error(msg)
+            self.report_job_error(job, msg=msg)
 
     def _check_local_settings(self, settings) -> JobCompletion:
         namespace = check_name(
@@ -166,3 +227,11 @@ class KueueExecutor(kubernetes_plugin.Executor):
             f"{error.status} {error.reason}; the driver needs get/list on {resource} "
             "(profiles/k8s/rbac.yaml)"
         )
+
+
+def _retry_after(error: ApiException, default: float) -> float:
+    """The server's Retry-After (seconds, as Kubernetes sends it), capped; else ``default``."""
+    try:
+        return min(float((error.headers or {}).get("Retry-After")), MAX_RETRY_AFTER_S)
+    except (TypeError, ValueError):
+        return default

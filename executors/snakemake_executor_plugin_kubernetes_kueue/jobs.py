@@ -8,16 +8,48 @@ so none of the plugin's code is repeated here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import kubernetes.client
+import urllib3
 from kubernetes.client.rest import ApiException
+from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import SecretVolume
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
+# Answers of a busy or restarting API server (priority and fairness, etcd leader changes, a restart, a
+# timeout): the same request may be sent again. Any other error will not go away by asking again.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What a refused create means for this executor's Jobs, by HTTP status.
+CREATE_REFUSAL_FIXES = {
+    400: "the Job is malformed",
+    403: "the driver needs create on jobs in namespace {namespace} (profiles/k8s/rbac.yaml)",
+    404: "does namespace {namespace} exist? (kubectl get namespace {namespace}; profiles/k8s/namespace.yaml)",
+    409: "a Job of that name exists and this run did not create it: kubectl -n {namespace} describe job {name}",
+    422: "the Job is invalid, or an admission webhook (Kueue's) refused it",
+}
+
+
+def describe_api_error(error: Exception) -> str:
+    """``HTTP 403 Forbidden: <the API server's message>``, or the connection error, for messages."""
+    if not isinstance(error, ApiException):
+        return f"{type(error).__name__}: {error}"
+    try:
+        message = json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        message = (error.body or "").strip()[:500]
+    return f"HTTP {error.status} {error.reason}: {message}"
+
+
+def is_transient(error: Exception) -> bool:
+    """True for errors that asking again may cure: busy or restarting server, lost connection."""
+    if isinstance(error, ApiException):
+        return error.status in TRANSIENT_STATUSES
+    return isinstance(error, urllib3.exceptions.HTTPError)
 
 
 @dataclass
@@ -74,14 +106,45 @@ class JobCompletion:
 
 
 class CompletingBatchApi:
-    """``BatchV1Api`` whose ``create_namespaced_job`` completes the Job first; everything else passes through."""
+    """``BatchV1Api`` whose ``create_namespaced_job`` completes the Job first and says why a refused one was
+    refused, and which remembers why a Job's status could not be read; everything else passes through."""
 
     def __init__(self, api: kubernetes.client.BatchV1Api, completion: JobCompletion) -> None:
         self._api = api
         self._completion = completion
+        self._sent: set[str] = set()
+        # The error of the last failed status read, by Job name, until a read succeeds (see the executor's
+        # check_active_jobs: the kubernetes executor drops such a job from its active list).
+        self.status_errors: dict[str, Exception] = {}
 
     def create_namespaced_job(self, namespace, body, **kwargs):
-        return self._api.create_namespaced_job(namespace, self._completion.apply(body), **kwargs)
+        job = self._completion.apply(body)
+        name = job.metadata.name
+        sent_before = name in self._sent
+        self._sent.add(name)
+        try:
+            return self._api.create_namespaced_job(namespace, job, **kwargs)
+        except ApiException as error:
+            if error.status == 409 and sent_before:
+                # An earlier try of this very create reached the server (its answer was a 504 or got lost).
+                # Names are unique to the run (the kubernetes executor hashes a per-run uuid4 into them).
+                return self._api.read_namespaced_job(name, namespace)
+            if error.status not in CREATE_REFUSAL_FIXES:
+                raise  # 401: the kubernetes executor re-authenticates; transient ones are tried again
+            fix = CREATE_REFUSAL_FIXES[error.status].format(namespace=namespace, name=name)
+            raise WorkflowError(
+                f"kubernetes-kueue: the API server refused Job {namespace}/{name} (Kueue LocalQueue "
+                f"{self._completion.queue_name}) with {describe_api_error(error)}; {fix}"
+            ) from None
+
+    def read_namespaced_job_status(self, name, namespace, **kwargs):
+        try:
+            status = self._api.read_namespaced_job_status(name, namespace, **kwargs)
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            self.status_errors[name] = error
+            raise
+        self.status_errors.pop(name, None)
+        return status
 
     def __getattr__(self, name):
         return getattr(self._api, name)

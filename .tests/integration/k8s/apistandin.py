@@ -31,10 +31,15 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   kubelet's eviction manager does (phase ``Failed``, reason ``Evicted``, container ``ContainerStatusUnknown``
   137); a Job's conditions follow ``backoffLimit: 0`` (``FailureTarget``/``Failed``, ``Complete``);
 * ``GET .../log?previous=true`` on a container that never restarted answers HTTP 400 "previous terminated
-  container ... not found", as the real API server does for every ``restartPolicy: Never`` pod.
+  container ... not found", as the real API server does for every ``restartPolicy: Never`` pod;
+* a deleted Job or pod answers 404 from then on; a running pod deleted through the API is killed, and its Job
+  (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server does
+  (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403), with apimachinery's
+  ``Status`` body.
 
 It does not emulate scheduling, node placement, image pulls, RBAC, ClusterQueue quotas per flavor, a
-ClusterQueue's namespaceSelector, or GPU device plugins.
+ClusterQueue's namespaceSelector, Kueue evicting or preempting an admitted Job, watches and paged lists
+(which the executors do not use), or GPU device plugins.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class Pod:
     process: subprocess.Popen
     started: str = field(default_factory=_now)
     ended_by: str = ""  # "" while it runs or exits on its own; "deleted" or "evicted" when killed for it
+    removed: bool = False  # deleted through the API: no longer listed, its log no longer served
 
     def exit_code(self) -> int | None:
         code = self.process.poll()
@@ -92,6 +98,37 @@ class JobRecord:
     admitted: bool = False
     pod: Pod | None = None
     start_error: str = ""
+    deleted: bool = False  # deleted through the API: 404 from then on (kept here for the tests' assertions)
+
+
+# The Status objects the API server answers these codes with (reason, message), as apimachinery writes them.
+FAILURE_STATUS = {
+    403: (
+        "Forbidden",
+        'User "snakemake-driver" cannot {verb} resource "{resource}" in the namespace "{namespace}"',
+    ),
+    429: ("TooManyRequests", "Too many requests, please try again later."),
+    500: ("InternalError", "Internal error occurred: etcdserver: leader changed"),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    504: (
+        "Timeout",
+        "the server was unable to return a response in the time allotted, but may still be processing the request",
+    ),
+}
+VERBS = {"GET": "get", "POST": "create", "DELETE": "delete"}
+
+
+@dataclass
+class InjectedFailure:
+    """The next ``times`` calls ``method`` on ``resource`` (``jobs``, ``jobs/status``, ``pods``, ``pods/log``...)
+    answer ``status``. ``processed``: the request takes effect first (a 504 after the write reached etcd)."""
+
+    method: str
+    resource: str
+    status: int
+    times: int = 1
+    retry_after: int | None = None
+    processed: bool = False
 
 
 @dataclass
@@ -124,6 +161,9 @@ class ApiStandIn:
     deleted_secrets: list[str] = field(default_factory=list)
     secret_keys: dict[str, set[str]] = field(default_factory=dict)
     log_requests: list[dict] = field(default_factory=list)
+    failures: list[InjectedFailure] = field(default_factory=list)
+    requests: list[tuple[str, str, dict]] = field(default_factory=list)  # (method, path, query) of every call
+    answered_failures: list[tuple[str, str, int]] = field(default_factory=list)
     max_seen_running: int = 0
 
     def __post_init__(self) -> None:
@@ -183,6 +223,22 @@ class ApiStandIn:
                 elif document["kind"] == "Secret":
                     self.secrets[meta["name"]] = copy.deepcopy(document)
         return self
+
+    def fail_next(self, method: str, resource: str, status: int, **how) -> ApiStandIn:
+        """Answer the next call(s) with an error the real API server gives (see ``InjectedFailure``)."""
+        assert status in FAILURE_STATUS, f"no Status known for HTTP {status}"
+        with self._lock:
+            self.failures.append(InjectedFailure(method, resource, status, **how))
+        return self
+
+    def take_failure(self, method: str, resource: str) -> InjectedFailure | None:
+        with self._lock:
+            for failure in self.failures:
+                if (failure.method, failure.resource) == (method, resource) and failure.times > 0:
+                    failure.times -= 1
+                    self.answered_failures.append((method, resource, failure.status))
+                    return failure
+        return None
 
     # ---- validation ------------------------------------------------------------------------------
     def problems(self, job: dict) -> list[str]:
@@ -496,13 +552,64 @@ def _status(code: int, message: str, reason: str) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     api: ApiStandIn
+    _failure: InjectedFailure | None = None
 
     def log_message(self, *args) -> None:  # keep the test output quiet
         pass
 
-    def _send(self, code: int, body: dict | bytes, content_type: str = "application/json") -> None:
+    def _resource(self) -> str:
+        """The RBAC resource of the request: ``jobs``, ``jobs/status``, ``pods``, ``pods/log``, ``secrets``..."""
+        parts, _ = self._route()
+        if "namespaces" not in parts:
+            return ""
+        rest = parts[parts.index("namespaces") + 2 :]
+        return "/".join(rest[::2]) if rest else ""
+
+    def _take_failure(self) -> bool:
+        """True when an injected failure has been answered and the request must not take effect."""
+        path, query = urllib.parse.urlparse(self.path)[2:5:2]
+        with self.api._lock:
+            self.api.requests.append((self.command, path, urllib.parse.parse_qs(query)))
+        failure = self.api.take_failure(self.command, self._resource())
+        self._failure = None
+        if failure is None:
+            return False
+        if failure.processed:
+            self._failure = failure  # the request takes effect; the failure replaces its answer
+            return False
+        if self.headers.get("Content-Length"):
+            self._body()
+        self._send_failure(failure)
+        return True
+
+    def _send_failure(self, failure: InjectedFailure) -> None:
+        reason, message = FAILURE_STATUS[failure.status]
+        parts, _ = self._route()
+        message = message.format(
+            verb=VERBS.get(self.command, self.command.lower()),
+            resource=self._resource(),
+            namespace=self._namespace(parts),
+        )
+        body, headers = _status(failure.status, message, reason), {}
+        if failure.retry_after is not None:
+            headers["Retry-After"] = str(failure.retry_after)
+            body["details"] = {"retryAfterSeconds": failure.retry_after}
+        self._send(failure.status, body, headers=headers)
+
+    def _send(
+        self,
+        code: int,
+        body: dict | bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            return self._send_failure(failure)
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -521,6 +628,8 @@ class _Handler(BaseHTTPRequestHandler):
         return parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
 
     def do_POST(self) -> None:
+        if self._take_failure():
+            return
         parts, _ = self._route()
         body, api, namespace = self._body(), self.api, self._namespace(parts)
         with api._lock:
@@ -544,7 +653,7 @@ class _Handler(BaseHTTPRequestHandler):
             api.rejected.append(Rejection(name, problems))
             message = f"Job.batch {name!r} is invalid: " + "; ".join(problems)
             return self._send(422, _status(422, message, "Invalid"))
-        if name in api.jobs:
+        if name in api.jobs and not api.jobs[name].deleted:
             return self._send(409, _status(409, f'jobs.batch "{name}" already exists', "AlreadyExists"))
         labels = body["metadata"].setdefault("labels", {})
         if QUEUE_LABEL not in labels and f"{namespace}/default" in api.local_queues:
@@ -554,12 +663,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(201, body)
 
     def do_GET(self) -> None:
+        if self._take_failure():
+            return
         parts, query = self._route()
         api = self.api
         with api._lock:
             if "jobs" in parts and parts.index("jobs") + 1 < len(parts):
                 name = parts[parts.index("jobs") + 1]
-                if name not in api.jobs:
+                if name not in api.jobs or api.jobs[name].deleted:
                     return self._send(404, _status(404, f'jobs.batch "{name}" not found', "NotFound"))
                 return self._send(200, api.job_with_status(name))
             if parts[-1] == "log":
@@ -567,7 +678,9 @@ class _Handler(BaseHTTPRequestHandler):
             if parts[-1] == "pods":
                 selector = query.get("labelSelector", [""])[0]
                 job_name = selector.split("=", 1)[1] if selector.startswith("job-name=") else ""
-                items = api.pod_objects(job_name)
+                record = api.jobs.get(job_name)
+                listed = record is not None and not record.deleted and record.pod and not record.pod.removed
+                items = api.pod_objects(job_name) if listed else []
                 return self._send(
                     200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
                 )
@@ -605,6 +718,8 @@ class _Handler(BaseHTTPRequestHandler):
         api.log_requests.append({"pod": pod_name, **{k: v[0] for k, v in query.items()}})
         try:
             record, pod = api.find_pod(pod_name)
+            if pod.removed:
+                raise KeyError(pod_name)
         except KeyError:
             return self._send(404, _status(404, f'pods "{pod_name}" not found', "NotFound"))
         if query.get("previous", ["false"])[0].lower() == "true":
@@ -615,19 +730,38 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, (pod.workdir / "pod.log").read_bytes(), "text/plain")
 
     def do_DELETE(self) -> None:
+        if self._take_failure():
+            return
         parts, _ = self._route()
         if self.headers.get("Content-Length"):
             self._body()
         api = self.api
+        # Deleted Jobs and pods answer 404 from now on, as in the API; the records (and pod logs) are kept for
+        # the tests' assertions.
         with api._lock:
             if "secrets" in parts:
                 api.secrets.pop(parts[-1], None)
                 api.deleted_secrets.append(parts[-1])
             elif "jobs" in parts:
                 record = api.jobs.get(parts[-1])
-                if record and record.pod and record.pod.exit_code() is None:
-                    api._kill(record.pod, "deleted")  # deleting a running Job kills its pod
-            # Pods are kept (with their logs) for the test's assertions; the executors only need a 200.
+                if record is None or record.deleted:
+                    return self._send(404, _status(404, f'jobs.batch "{parts[-1]}" not found', "NotFound"))
+                record.deleted = True
+                if record.pod:
+                    record.pod.removed = True  # the garbage collector deletes a deleted Job's pods
+                    if record.pod.exit_code() is None:
+                        api._kill(record.pod, "deleted")
+            elif "pods" in parts:
+                try:
+                    record, pod = api.find_pod(parts[-1])
+                    if pod.removed:
+                        raise KeyError(parts[-1])
+                except KeyError:
+                    return self._send(404, _status(404, f'pods "{parts[-1]}" not found', "NotFound"))
+                # A running pod is killed; with backoffLimit: 0 its Job then fails (a deleted pod counts as failed).
+                if pod.exit_code() is None:
+                    api._kill(pod, "deleted")
+                pod.removed = True
         self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
 
 

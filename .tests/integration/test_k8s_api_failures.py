@@ -1,0 +1,292 @@
+"""The kubernetes-kueue executor when the API server fails as a real one does, against the stand-in.
+
+The stand-in answers chosen calls with the errors of a real API server (429 with Retry-After from priority
+and fairness, 500 on an etcd leader change, 503 while it restarts, 504 after a write that still took effect,
+403 from RBAC) and deletes Jobs and pods as the API does. The executor runs its real submission and status
+loop (the kubernetes executor's `run_job` path and `check_active_jobs`) over HTTP with the real client;
+only Snakemake's scheduler is replaced by a recorder of the callbacks it would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import kubernetes.client
+import pytest
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from throttler import Throttler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
+from apistandin import ApiStandIn  # noqa: E402
+from harness import pod_path, profile_manifests  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "executors"))
+from snakemake_executor_plugin_kubernetes_kueue.executor import KueueExecutor  # noqa: E402
+from snakemake_executor_plugin_kubernetes_kueue.jobs import JobCompletion  # noqa: E402
+
+NAMESPACE = "snakemake"
+QUEUE = "jobs"
+
+
+class Recorder:
+    """Snakemake's side of the executor: the scheduler's callbacks, the jobs' error logs, the logger."""
+
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+        self.failed: list[str] = []
+        self.job_errors: dict[str, str] = {}
+        self.logged: list[tuple[str, str]] = []
+
+    def logger(self) -> SimpleNamespace:
+        return SimpleNamespace(
+            **{
+                level: (lambda message, level=level: self.logged.append((level, str(message))))
+                for level in ("debug", "info", "warning", "error")
+            }
+        )
+
+    def job(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, log_error=lambda msg=None, **_: self.job_errors.update({name: msg}))
+
+    def messages(self, level: str) -> list[str]:
+        return [message for logged_level, message in self.logged if logged_level == level]
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    api = ApiStandIn(pods_root=tmp_path / "pods", pod_path=pod_path()).start()
+    api.add_objects(
+        [
+            *profile_manifests("kueue/resourceflavors.yaml", "kueue/clusterqueue.yaml"),
+            {"kind": "LocalQueue", "metadata": {"name": QUEUE, "namespace": NAMESPACE}, "spec": {"clusterQueue": "snakemake"}},
+        ]
+    )  # fmt: skip
+    configuration = kubernetes.client.Configuration()
+    configuration.host = api.url
+    monkeypatch.setattr(kubernetes.client.Configuration, "_default", configuration)
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def executor(cluster, tmp_path):
+    """The executor as after its start-up (settings checked, API objects wrapped), bound to the stand-in."""
+    recorder = Recorder()
+    executor = object.__new__(KueueExecutor)
+    executor.completion = JobCompletion(queue_name=QUEUE)
+    executor.batchapi = kubernetes.client.BatchV1Api()
+    executor.kubeapi = kubernetes.client.CoreV1Api()
+    executor.namespace = NAMESPACE
+    executor.lock = threading.Lock()
+    executor.status_rate_limiter = Throttler(rate_limit=100, period=1)
+    executor.logger = recorder.logger()
+    executor.log_path = tmp_path / "kubernetes-logs"
+    executor.log_path.mkdir()
+    executor.workflow = SimpleNamespace(
+        executor_settings=SimpleNamespace(omit_job_cleanup=False),
+        scheduler=SimpleNamespace(
+            finish_callback=lambda job: recorder.finished.append(job.name),
+            error_callback=lambda job: recorder.failed.append(job.name),
+        ),
+    )
+    executor.recorder = recorder
+    return executor
+
+
+def job_body(name: str, script: str) -> kubernetes.client.V1Job:
+    """A Job as the kubernetes executor builds it (one container `snakemake`, backoffLimit 0)."""
+    container = kubernetes.client.V1Container(
+        name="snakemake",
+        image="registry/image:cpu",
+        command=["/bin/sh"],
+        args=["-c", script],
+        resources=kubernetes.client.V1ResourceRequirements(requests={"cpu": "100m", "memory": "64M"}),
+    )
+    pod = kubernetes.client.V1PodSpec(containers=[container], restart_policy="Never")
+    return kubernetes.client.V1Job(
+        metadata=kubernetes.client.V1ObjectMeta(name=name, labels={"app": "snakemake"}),
+        spec=kubernetes.client.V1JobSpec(
+            backoff_limit=0, template=kubernetes.client.V1PodTemplateSpec(spec=pod)
+        ),
+    )
+
+
+def submit(executor, name: str, script: str = "true") -> SubmittedJobInfo:
+    """What the kubernetes executor's run_job does to submit a Job: create it through _kubernetes_retry."""
+    body = job_body(name, script)
+    executor._kubernetes_retry(lambda: executor.batchapi.create_namespaced_job(NAMESPACE, body))
+    return SubmittedJobInfo(job=executor.recorder.job(name), external_jobid=name)
+
+
+def check_round(executor, active: list[SubmittedJobInfo]) -> list[SubmittedJobInfo]:
+    """One round of Snakemake's status loop (RemoteExecutor._wait_for_jobs): the jobs still active."""
+
+    async def collect():
+        return [job async for job in executor.check_active_jobs(active)]
+
+    return asyncio.run(collect())
+
+
+def run_until_settled(executor, active: list[SubmittedJobInfo], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while active:
+        assert time.monotonic() < deadline, f"still active: {[j.external_jobid for j in active]}"
+        active = check_round(executor, active)
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("resource", ["pods", "jobs/status"])
+@pytest.mark.parametrize("status, answers, waits", [(503, 2, ["1 s", "2 s"]), (429, 4, ["1 s"])])
+def test_a_busy_api_server_is_asked_again_after_a_wait(cluster, executor, resource, status, answers, waits):
+    """A 503 (restart) or 429 (priority and fairness) on the pod list or a status read: the kubernetes
+    executor stops the whole run (pods) or loses the job (status) on the first one that reaches it; here the
+    call is sent again after a wait, and the job finishes once. The client (urllib3) itself repeats a 429
+    carrying Retry-After three times; the fourth reaches the executor, which waits the Retry-After too."""
+    job = submit(executor, "blip", "true")
+    cluster.fail_next("GET", resource, status, times=answers, retry_after=1 if status == 429 else None)
+    run_until_settled(executor, [job])
+    assert executor.recorder.finished == ["blip"] and executor.recorder.failed == []
+    assert cluster.answered_failures == [("GET", resource, status)] * answers
+    warnings = executor.recorder.messages("warning")
+    assert [w.rsplit("trying again in ", 1)[1] for w in warnings] == waits
+    assert all(
+        w.startswith(f"kubernetes-kueue: the Kubernetes API server answered HTTP {status} ") for w in warnings
+    )
+
+
+def test_a_status_read_that_keeps_failing_neither_loses_the_job_nor_stops_the_run(cluster, executor):
+    """The kubernetes executor logs a failed status read and drops the job from its active list without
+    reporting it: Snakemake would wait for it for ever. Here it stays active and finishes normally."""
+    job = submit(executor, "status-blip", "true")
+    cluster.fail_next("GET", "jobs/status", 500, times=4)  # all the tries of one status check
+    assert check_round(executor, [job]) == [job]
+    run_until_settled(executor, [job])
+    assert executor.recorder.finished == ["status-blip"] and executor.recorder.failed == []
+    assert cluster.answered_failures == [("GET", "jobs/status", 500)] * 4
+    retries = [
+        w.rsplit("trying again in ", 1)[1] for w in executor.recorder.messages("warning") if "again in" in w
+    ]
+    assert retries == ["1 s", "2 s", "4 s"]
+    (kept,) = [w for w in executor.recorder.messages("warning") if "could not be read" in w]
+    assert kept == (
+        f"kubernetes-kueue: the status of Job {NAMESPACE}/status-blip could not be read (HTTP 500 "
+        "Internal Server Error: Internal error occurred: etcdserver: leader changed); it is read again at the "
+        "next status check"
+    )
+
+
+def test_a_retry_after_is_waited_but_capped():
+    from kubernetes.client.rest import ApiException
+    from snakemake_executor_plugin_kubernetes_kueue.executor import MAX_RETRY_AFTER_S, _retry_after
+
+    def answer(retry_after):
+        error = ApiException(status=429, reason="Too Many Requests")
+        error.headers = {} if retry_after is None else {"Retry-After": retry_after}
+        return error
+
+    assert MAX_RETRY_AFTER_S == 30
+    assert [_retry_after(answer(value), 2.0) for value in ("5", "120", None, "soon")] == [5, 30, 2, 2]
+
+
+def test_the_executor_neither_watches_nor_pages(cluster, executor):
+    """Its calls carry no watch, resourceVersion, limit or continue: 410 Gone (an expired resourceVersion)
+    and continue tokens of paged lists cannot reach it (the README says so)."""
+    jobs = [submit(executor, "plain-ok", "true"), submit(executor, "plain-fails", "exit 3")]
+    run_until_settled(executor, jobs)
+    assert executor.recorder.finished == ["plain-ok"] and executor.recorder.failed == ["plain-fails"]
+    methods = {method for method, _, _ in cluster.requests}
+    assert methods == {"POST", "GET", "DELETE"}
+    assert not [
+        q for _, _, q in cluster.requests if {"watch", "resourceVersion", "limit", "continue"} & set(q)
+    ]
+
+
+def test_a_job_deleted_from_outside_fails_its_job_naming_it(cluster, executor):
+    job = submit(executor, "deleted", "sleep 60")
+    wait_for_pod(cluster, "deleted")
+    kubernetes.client.BatchV1Api().delete_namespaced_job("deleted", NAMESPACE)  # kubectl delete job deleted
+    run_until_settled(executor, [job])
+    assert executor.recorder.failed == ["deleted"] and executor.recorder.finished == []
+    message = executor.recorder.job_errors["deleted"]
+    assert message.startswith(f"kubernetes-kueue: Job {NAMESPACE}/deleted no longer exists (HTTP 404)")
+    assert "Snakemake runs it again if it has retries left" in message
+
+
+def test_a_status_read_refused_by_rbac_fails_the_job_with_the_rule_to_add(cluster, executor):
+    job = submit(executor, "forbidden", "sleep 60")
+    cluster.fail_next("GET", "jobs/status", 403, times=100)
+    run_until_settled(executor, [job])
+    assert executor.recorder.failed == ["forbidden"]
+    message = executor.recorder.job_errors["forbidden"]
+    assert message.startswith(
+        f"kubernetes-kueue: reading the status of Job {NAMESPACE}/forbidden failed with HTTP 403 Forbidden: "
+        f'User "snakemake-driver" cannot get resource "jobs/status" in the namespace "{NAMESPACE}"'
+    )
+    assert "profiles/k8s/rbac.yaml" in message and f"kubectl -n {NAMESPACE} delete job forbidden" in message
+
+
+def test_a_pod_deleted_from_outside_fails_its_job(cluster, executor):
+    job = submit(executor, "pod-deleted", "sleep 60")
+    pod = wait_for_pod(cluster, "pod-deleted")
+    kubernetes.client.CoreV1Api().delete_namespaced_pod(pod, NAMESPACE)  # kubectl delete pod
+    run_until_settled(executor, [job])
+    assert executor.recorder.failed == ["pod-deleted"] and executor.recorder.finished == []
+    assert "kubectl describe job pod-deleted" in executor.recorder.job_errors["pod-deleted"]
+
+
+def test_a_create_whose_answer_was_lost_is_not_refused_as_already_existing(cluster, executor):
+    """A 504 after the Job reached etcd: the create is sent again, the server answers 409 AlreadyExists, and
+    the Job this run created is taken as created (one Job, which runs)."""
+    cluster.fail_next("POST", "jobs", 504, processed=True)
+    job = submit(executor, "lost-answer", "true")
+    assert [j["metadata"]["name"] for j in cluster.submitted] == ["lost-answer", "lost-answer"]
+    assert list(cluster.jobs) == ["lost-answer"]
+    run_until_settled(executor, [job])
+    assert executor.recorder.finished == ["lost-answer"]
+
+
+@pytest.mark.parametrize(
+    "refusal, expected",
+    [
+        (
+            403,
+            'HTTP 403 Forbidden: User "snakemake-driver" cannot create resource "jobs" in the namespace '
+            f'"{NAMESPACE}"; the driver needs create on jobs in namespace {NAMESPACE} (profiles/k8s/rbac.yaml)',
+        ),
+        (
+            None,
+            "HTTP 422 Unprocessable Entity: Job.batch 'refused' is invalid: container snakemake: no memory",
+        ),
+    ],
+)
+def test_a_refused_create_names_the_job_queue_status_and_fix(cluster, executor, refusal, expected):
+    body = job_body("refused", "true")
+    if refusal is None:  # the stand-in's own check: Kueue could not count a pod without a memory request
+        body.spec.template.spec.containers[0].resources.requests.pop("memory")
+    else:
+        cluster.fail_next("POST", "jobs", refusal)
+    with pytest.raises(WorkflowError) as refused:
+        executor._kubernetes_retry(lambda: executor.batchapi.create_namespaced_job(NAMESPACE, body))
+    message = str(refused.value)
+    assert message.startswith(
+        f"kubernetes-kueue: the API server refused Job {NAMESPACE}/refused (Kueue LocalQueue {QUEUE}) with "
+    )
+    assert expected in message
+    assert cluster.jobs == {}
+
+
+def wait_for_pod(cluster, job_name: str, seconds: float = 20) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with cluster._lock:
+            record = cluster.jobs.get(job_name)
+            if record and record.pod and record.pod.exit_code() is None:
+                return record.pod.name
+        time.sleep(0.1)
+    raise AssertionError(f"{job_name} has no running pod")
