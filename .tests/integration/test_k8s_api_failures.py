@@ -290,3 +290,78 @@ def wait_for_pod(cluster, job_name: str, seconds: float = 20) -> str:
                 return record.pod.name
         time.sleep(0.1)
     raise AssertionError(f"{job_name} has no running pod")
+
+
+# ---- the checks before the first Job (KueueExecutor._check_cluster_objects) ----------------------------------
+def start_up_settings(workload_identity: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(
+        namespace=NAMESPACE,
+        queue_name=QUEUE,
+        workload_identity=workload_identity,
+        service_account_name="snakemake-jobs",
+    )
+
+
+def service_account(annotations: dict[str, str]) -> dict:
+    return {
+        "kind": "ServiceAccount",
+        "metadata": {"name": "snakemake-jobs", "namespace": NAMESPACE, "annotations": annotations},
+    }
+
+
+def test_a_missing_or_unannotated_service_account_stops_the_start(cluster, executor):
+    from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
+
+    with pytest.raises(SettingError) as missing:
+        executor._check_cluster_objects(start_up_settings())
+    assert str(missing.value).startswith(
+        f"kubernetes-kueue-service-account-name: ServiceAccount 'snakemake-jobs' does not exist in namespace "
+        f"'{NAMESPACE}': apply profiles/k8s/serviceaccount.yaml"
+    )
+    cluster.add_objects([service_account({})])
+    with pytest.raises(SettingError) as unannotated:
+        executor._check_cluster_objects(start_up_settings())
+    assert str(unannotated.value).startswith(
+        f"kubernetes-kueue-service-account-name: ServiceAccount {NAMESPACE}/snakemake-jobs has no "
+        "azure.workload.identity/client-id annotation"
+    )
+    cluster.add_objects([service_account({"azure.workload.identity/client-id": "6f1c1c5e-client"})])
+    executor._check_cluster_objects(start_up_settings())
+    executor._check_cluster_objects(start_up_settings(workload_identity=False))
+
+
+@pytest.mark.parametrize("resource, verbs", [("localqueues", "get/list"), ("serviceaccounts", "get")])
+def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(cluster, executor, resource, verbs):
+    from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
+
+    cluster.add_objects([service_account({"azure.workload.identity/client-id": "6f1c1c5e-client"})])
+    cluster.fail_next("GET", resource, 403)
+    with pytest.raises(SettingError) as refused:
+        executor._check_cluster_objects(start_up_settings())
+    assert str(refused.value) == (
+        f"kubernetes-kueue: reading {resource} in namespace '{NAMESPACE}' failed with HTTP 403 Forbidden: "
+        f'User "snakemake-driver" cannot get resource "{resource}" in the namespace "{NAMESPACE}"; the driver '
+        f"needs {verbs} on {resource} (profiles/k8s/rbac.yaml)"
+    )
+
+
+@pytest.mark.parametrize("resource", ["localqueues", "serviceaccounts"])
+def test_a_busy_server_at_start_up_is_asked_again_and_not_blamed_on_rbac(cluster, executor, resource):
+    from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
+
+    cluster.add_objects([service_account({"azure.workload.identity/client-id": "6f1c1c5e-client"})])
+    cluster.fail_next("GET", resource, 503, times=2)
+    executor._check_cluster_objects(start_up_settings())
+    assert [w.rsplit("trying again in ", 1)[1] for w in executor.recorder.messages("warning")] == [
+        "1 s",
+        "2 s",
+    ]
+    cluster.fail_next("GET", resource, 503, times=4)  # longer than the tries: the run stops, saying why
+    with pytest.raises(SettingError) as busy:
+        executor._check_cluster_objects(start_up_settings())
+    message = str(busy.value)
+    assert message.startswith(
+        f"kubernetes-kueue: reading {resource} in namespace '{NAMESPACE}' failed with HTTP 503 Service "
+        "Unavailable: the server is currently unable to handle the request; "
+    )
+    assert "rbac" not in message and message.endswith("the API server is busy or restarting: run again later")

@@ -188,10 +188,12 @@ class KueueExecutor(kubernetes_plugin.Executor):
         if settings.workload_identity:
             account = settings.service_account_name
             try:
-                found = kubernetes.client.CoreV1Api().read_namespaced_service_account(account, namespace)
+                found = self._retry_transient(
+                    lambda: kubernetes.client.CoreV1Api().read_namespaced_service_account(account, namespace)
+                )
             except ApiException as error:
                 if error.status != 404:
-                    raise self._api_error(error, "serviceaccounts", namespace) from None
+                    raise self._api_error(error, "serviceaccounts", "get", namespace) from None
                 raise SettingError(
                     f"kubernetes-kueue-service-account-name: ServiceAccount {account!r} does not exist in "
                     f"namespace {namespace!r}: apply profiles/k8s/serviceaccount.yaml (with your identity's "
@@ -203,7 +205,11 @@ class KueueExecutor(kubernetes_plugin.Executor):
         """The namespace's LocalQueues by name, each with the status Kueue reports for it."""
         api = kubernetes.client.CustomObjectsApi()
         try:
-            listed = api.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, "localqueues")
+            listed = self._retry_transient(
+                lambda: api.list_namespaced_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, namespace, "localqueues"
+                )
+            )
         except urllib3.exceptions.HTTPError as error:
             raise SettingError(
                 f"kubernetes-kueue: the Kubernetes API server at {api.api_client.configuration.host} cannot "
@@ -217,15 +223,25 @@ class KueueExecutor(kubernetes_plugin.Executor):
                     f"{SUPPORTED_KUEUE}, as profiles/k8s/README.md says (install order, step 2), "
                     "before running with --executor kubernetes-kueue"
                 ) from None
-            raise self._api_error(error, "localqueues", namespace) from None
+            raise self._api_error(error, "localqueues", "get/list", namespace) from None
         return {item["metadata"]["name"]: item for item in listed.get("items", [])}
 
     @staticmethod
-    def _api_error(error: ApiException, resource: str, namespace: str) -> SettingError:
+    def _api_error(error: ApiException, resource: str, verbs: str, namespace: str) -> SettingError:
+        if error.status == 403:
+            fix = f"the driver needs {verbs} on {resource} (profiles/k8s/rbac.yaml)"
+        elif error.status == 401:
+            fix = (
+                "the cluster refused the kubeconfig's credentials: renew them "
+                "(`az aks get-credentials -g <group> -n <cluster>`, `kubectl config current-context`)"
+            )
+        elif is_transient(error):
+            fix = "the API server is busy or restarting: run again later"
+        else:
+            fix = "see the API server's message"
         return SettingError(
-            f"kubernetes-kueue: reading {resource} in namespace {namespace!r} failed with HTTP "
-            f"{error.status} {error.reason}; the driver needs get/list on {resource} "
-            "(profiles/k8s/rbac.yaml)"
+            f"kubernetes-kueue: reading {resource} in namespace {namespace!r} failed with "
+            f"{describe_api_error(error)}; {fix}"
         )
 
 
