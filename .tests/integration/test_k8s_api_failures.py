@@ -365,3 +365,51 @@ def test_a_busy_server_at_start_up_is_asked_again_and_not_blamed_on_rbac(cluster
         "Unavailable: the server is currently unable to handle the request; "
     )
     assert "rbac" not in message and message.endswith("the API server is busy or restarting: run again later")
+
+
+# ---- a Job Kueue does not admit --------------------------------------------------------------------------------
+def test_a_job_kueue_keeps_suspended_is_reported_with_the_queues_state(cluster, executor, monkeypatch):
+    """The ClusterQueue is stopped after the start-up check (an administrator's `stopPolicy: Hold`): Kueue
+    admits nothing, and the kubernetes executor would wait in silence. The executor says so, at most once
+    per ADMISSION_WAIT_REPORT_S, with Kueue's reason; once the queue runs again the Job runs and finishes."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    assert executor_module.ADMISSION_WAIT_REPORT_S == 600  # the README's "10 minutes"
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 1.0)
+    with cluster._lock:
+        cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"] = "Hold"
+    job = submit(executor, "held", "true")
+    started, active = time.monotonic(), [job]
+    while time.monotonic() - started < 3.5:
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    assert active == [job] and executor.recorder.finished == []
+    reports = [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
+    assert len(reports) in (2, 3), reports  # after 1 s, then each further second, not at every check
+    assert reports[0].startswith(
+        f"kubernetes-kueue: Job {NAMESPACE}/held has waited 0.0 min for Kueue to admit it from LocalQueue "
+        f"{QUEUE} (suspended, no pod yet). kubernetes-kueue-queue-name: Kueue LocalQueue {NAMESPACE}/{QUEUE} is "
+        "inactive (Active=False, reason ClusterQueueIsInactive"
+    )
+    assert reports[0].endswith(
+        f"`kubectl -n {NAMESPACE} describe workload <name>` say why it waits (e.g. insufficient unused quota)"
+    )
+    with cluster._lock:
+        del cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"]
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["held"]
+
+
+def test_a_job_waiting_on_an_active_queue_is_reported_as_waiting_for_quota(cluster, executor, monkeypatch):
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.5)
+    cluster.admit_delay = 2.0  # the quota is taken for a while
+    job = submit(executor, "queued", "true")
+    run_until_settled(executor, [job])
+    (report,) = [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w][:1]
+    assert (
+        f"LocalQueue {NAMESPACE}/{QUEUE} is active: other Jobs hold the quota, or this one asks for more than its "
+        "ClusterQueue has or covers." in report
+    )
+    assert executor.recorder.finished == ["queued"]

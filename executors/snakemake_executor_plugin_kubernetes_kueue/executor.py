@@ -33,6 +33,8 @@ GPU_IMAGE_UNSET = (
 # Retry-After it sends wins, up to MAX_RETRY_AFTER_S. The last try's error goes to the kubernetes executor.
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 MAX_RETRY_AFTER_S = 30.0
+# A Job suspended this long (Kueue has not admitted it) is reported, and again after as long each time.
+ADMISSION_WAIT_REPORT_S = 600.0
 
 
 class KueueExecutor(kubernetes_plugin.Executor):
@@ -91,8 +93,11 @@ class KueueExecutor(kubernetes_plugin.Executor):
         return func()
 
     async def check_active_jobs(self, active_jobs):
+        waiting = []
         async for job in super().check_active_jobs(active_jobs):
+            waiting.append(job)
             yield job
+        self._report_long_admission_waits(waiting)
         # The kubernetes executor skips a job whose status read failed without yielding or reporting it, so
         # Snakemake would wait for it for ever. Such a job is kept active or failed here, saying why.
         for job in active_jobs:
@@ -122,6 +127,41 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 )
             self.logger.error(msg)
             self.report_job_error(job, msg=msg)
+
+    def _report_long_admission_waits(self, active_jobs) -> None:
+        """Say which Jobs Kueue has kept suspended for long, and what the LocalQueue's state says about why.
+
+        The kubernetes executor sees a suspended Job as merely active, so a Job Kueue never admits (the queue
+        was stopped, or it asks for more than the ClusterQueue has) would wait in silence for ever.
+        """
+        now, watch, queue_state = time.monotonic(), self.batchapi, None
+        for job in active_jobs:
+            name = job.external_jobid
+            since = watch.suspended_since.get(name)
+            if since is None or now - watch.admission_reported.get(name, since) < ADMISSION_WAIT_REPORT_S:
+                continue
+            watch.admission_reported[name] = now
+            queue = self.completion.queue_name
+            queue_state = queue_state or self._queue_state(queue)  # one LocalQueue read per status check
+            self.logger.warning(
+                f"kubernetes-kueue: Job {self.namespace}/{name} has waited {(now - since) / 60:.1f} min for "
+                f"Kueue to admit it from LocalQueue {queue} (suspended, no pod yet). "
+                f"{queue_state} `kubectl -n {self.namespace} get workloads` and `kubectl -n "
+                f"{self.namespace} describe workload <name>` say why it waits (e.g. insufficient unused quota)"
+            )
+
+    def _queue_state(self, queue: str) -> str:
+        try:
+            queues = self._local_queues(self.namespace)
+            if queue not in queues:
+                return f"The LocalQueue {self.namespace}/{queue} no longer exists, so Kueue admits nothing."
+            check_local_queue_active(queues[queue], self.namespace)
+        except SettingError as error:
+            return f"{error}."
+        return (
+            f"The LocalQueue {self.namespace}/{queue} is active: other Jobs hold the quota, or this one asks for "
+            "more than its ClusterQueue has or covers."
+        )
 
     def _check_local_settings(self, settings) -> JobCompletion:
         namespace = check_name(

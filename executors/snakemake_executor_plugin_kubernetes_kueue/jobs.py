@@ -9,6 +9,7 @@ so none of the plugin's code is repeated here.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import kubernetes.client
@@ -116,6 +117,10 @@ class CompletingBatchApi:
         # The error of the last failed status read, by Job name, until a read succeeds (see the executor's
         # check_active_jobs: the kubernetes executor drops such a job from its active list).
         self.status_errors: dict[str, Exception] = {}
+        # Since when (time.monotonic()) each Job has been read suspended, i.e. waiting for Kueue's admission,
+        # and when the executor last said so.
+        self.suspended_since: dict[str, float] = {}
+        self.admission_reported: dict[str, float] = {}
 
     def create_namespaced_job(self, namespace, body, **kwargs):
         job = self._completion.apply(body)
@@ -144,6 +149,10 @@ class CompletingBatchApi:
             self.status_errors[name] = error
             raise
         self.status_errors.pop(name, None)
+        if status.spec is not None and status.spec.suspend:
+            self.suspended_since.setdefault(name, time.monotonic())
+        else:
+            self.suspended_since.pop(name, None)
         return status
 
     def __getattr__(self, name):
