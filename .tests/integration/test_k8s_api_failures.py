@@ -207,6 +207,39 @@ def test_the_executor_neither_watches_nor_pages(cluster, executor):
     ]
 
 
+def rbac_request(method: str, path: str) -> tuple[str, str, str]:
+    """(API group, resource[/subresource], verb) of a namespaced request, as RBAC authorizes it."""
+    parts = path.strip("/").split("/")
+    group = "" if parts[0] == "api" else parts[1]
+    rest = parts[parts.index("namespaces") + 2 :]
+    resource = "/".join(rest[::2])
+    verb = {"POST": "create", "DELETE": "delete"}.get(method) or ("get" if len(rest) > 1 else "list")
+    return group, resource, verb
+
+
+def test_the_driver_role_grants_every_call_the_executor_makes(cluster, executor):
+    """Every request of the start-up checks, a submit, status checks, a failed pod's log and the clean-ups,
+    as the stand-in received them, is allowed by profiles/k8s/rbac.yaml's Role (else: 403 on a real cluster)."""
+    from harness import profile_manifests
+
+    cluster.add_objects([service_account({"azure.workload.identity/client-id": "6f1c1c5e-client"})])
+    executor._check_cluster_objects(start_up_settings())
+    jobs = [submit(executor, "rbac-ok", "true"), submit(executor, "rbac-fails", "exit 3")]
+    run_until_settled(executor, jobs)
+    assert executor.recorder.failed == ["rbac-fails"]
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    allowed = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    made = {rbac_request(method, path) for method, path, _ in cluster.requests}
+    assert {("batch", "jobs/status", "get"), ("", "pods/log", "get"), ("", "serviceaccounts", "get")} <= made
+    assert made <= allowed, made - allowed
+
+
 def test_a_job_deleted_from_outside_fails_its_job_naming_it(cluster, executor):
     job = submit(executor, "deleted", "sleep 60")
     wait_for_pod(cluster, "deleted")
