@@ -273,6 +273,20 @@ def test_a_pod_deleted_from_outside_fails_its_job(cluster, executor):
     assert "kubectl describe job pod-deleted" in executor.recorder.job_errors["pod-deleted"]
 
 
+def test_the_log_of_a_pod_deleted_before_it_was_read_says_why(cluster, executor):
+    """The kubernetes executor lists a failed Job's pod, then reads its log: a pod deleted in between (by a
+    person, or the node's eviction clean-up) answers 404. The job still fails normally, with the reason as
+    its log instead of an error that stops the run."""
+    submit(executor, "gone", "exit 3")
+    pod = wait_for_pod(cluster, "gone", running=False)
+    kubernetes.client.CoreV1Api().delete_namespaced_pod(pod, NAMESPACE)
+    log = executor.kubeapi.read_namespaced_pod_log(pod, NAMESPACE, container="snakemake", previous=True)
+    assert log == (
+        f"[kubernetes-kueue] the log of pod {NAMESPACE}/{pod} could not be read (HTTP 404 Not Found: pods "
+        f'"{pod}" not found); see `kubectl -n {NAMESPACE} describe pod {pod}`'
+    )
+
+
 def test_a_create_whose_answer_was_lost_is_not_refused_as_already_existing(cluster, executor):
     """A 504 after the Job reached etcd: the create is sent again, the server answers 409 AlreadyExists, and
     the Job this run created is taken as created (one Job, which runs)."""
@@ -314,15 +328,16 @@ def test_a_refused_create_names_the_job_queue_status_and_fix(cluster, executor, 
     assert cluster.jobs == {}
 
 
-def wait_for_pod(cluster, job_name: str, seconds: float = 20) -> str:
+def wait_for_pod(cluster, job_name: str, seconds: float = 20, running: bool = True) -> str:
+    """The name of the Job's pod once it runs (running=True) or once it has ended."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with cluster._lock:
             record = cluster.jobs.get(job_name)
-            if record and record.pod and record.pod.exit_code() is None:
+            if record and record.pod and (record.pod.exit_code() is None) == running:
                 return record.pod.name
         time.sleep(0.1)
-    raise AssertionError(f"{job_name} has no running pod")
+    raise AssertionError(f"{job_name} has no {'running' if running else 'ended'} pod")
 
 
 # ---- the checks before the first Job (KueueExecutor._check_cluster_objects) ----------------------------------

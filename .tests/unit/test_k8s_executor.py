@@ -162,9 +162,9 @@ def test_env_and_secret_volume_settings_are_parsed_or_refused():
             SecretVolume.parse(bad)
 
 
-def stock_job(gpu: bool) -> kubernetes.client.V1Job:
+def stock_job(gpu: bool, gpu_resource: str = "nvidia.com/gpu") -> kubernetes.client.V1Job:
     """A Job shaped as snakemake-executor-plugin-kubernetes 0.5.1 builds it (labels, pod spec, resources)."""
-    requests = {"cpu": "950m", "memory": "2048M", **({"nvidia.com/gpu": "1"} if gpu else {})}
+    requests = {"cpu": "950m", "memory": "2048M", **({gpu_resource: "1"} if gpu else {})}
     container = kubernetes.client.V1Container(
         name="snakemake",
         image="registry/image:cpu",
@@ -211,6 +211,14 @@ def test_every_job_gets_the_queue_identity_image_env_and_secret_mount(gpu):
     without_identity = JobCompletion(queue_name="q").apply(stock_job(gpu))
     assert WORKLOAD_IDENTITY_LABEL not in without_identity.spec.template.metadata.labels
     assert without_identity.spec.template.spec.containers[0].image == "registry/image:cpu"
+
+
+@pytest.mark.parametrize("gpu_resource", ["nvidia.com/gpu", "amd.com/gpu"])
+def test_a_job_requesting_either_vendors_gpu_runs_the_gpu_image(gpu_resource):
+    """The kubernetes executor requests nvidia.com/gpu or amd.com/gpu (gpu_manufacturer)."""
+    completion = JobCompletion(queue_name="q", gpu_container_image="registry/image:gpu")
+    job = completion.apply(stock_job(gpu=True, gpu_resource=gpu_resource))
+    assert job.spec.template.spec.containers[0].image == "registry/image:gpu"
 
 
 def test_completing_a_job_twice_changes_nothing():

@@ -179,8 +179,7 @@ class SafeLogCoreApi:
         except ApiException as error:
             return (
                 f"[kubernetes-kueue] the log of pod {namespace}/{name} could not be read "
-                f"(HTTP {error.status} {error.reason}: {(error.body or '').strip()[:500]}); "
-                f"see `kubectl -n {namespace} describe pod {name}`"
+                f"({describe_api_error(error)}); see `kubectl -n {namespace} describe pod {name}`"
             )
 
     def __getattr__(self, name):
