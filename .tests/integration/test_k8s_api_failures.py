@@ -308,7 +308,7 @@ def test_a_create_whose_answer_was_lost_is_not_refused_as_already_existing(clust
         ),
         (
             None,
-            "HTTP 422 Unprocessable Entity: Job.batch 'refused' is invalid: container snakemake: no memory",
+            'HTTP 422 Unprocessable Entity: Job.batch "refused" is invalid: container snakemake: no memory',
         ),
     ],
 )

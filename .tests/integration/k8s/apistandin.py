@@ -651,7 +651,8 @@ class _Handler(BaseHTTPRequestHandler):
         problems = api.problems(body)
         if problems:
             api.rejected.append(Rejection(name, problems))
-            message = f"Job.batch {name!r} is invalid: " + "; ".join(problems)
+            # apimachinery's NewInvalid: the name in double quotes (Go's %q), then the field errors.
+            message = f'Job.batch "{name}" is invalid: ' + "; ".join(problems)
             return self._send(422, _status(422, message, "Invalid"))
         if name in api.jobs and not api.jobs[name].deleted:
             return self._send(409, _status(409, f'jobs.batch "{name}" already exists', "AlreadyExists"))
