@@ -57,7 +57,15 @@ class FakeDns:
 @pytest.fixture(autouse=True)
 def real_driver(monkeypatch):
     """No Azurite short-cut and no proxy: the storage plugin would contact <account>.blob.core.windows.net."""
-    for name in ("AZURITE_CONNECTION_STRING", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for name in (
+        "AZURITE_CONNECTION_STRING",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -128,6 +136,17 @@ def test_where_the_account_is_not_resolved_here_nothing_is_looked_up(monkeypatch
     dns = FakeDns()
     check_default_storage_account(workflow, resolve=dns)
     assert dns.asked == []
+
+
+def test_a_proxy_that_the_blob_endpoint_bypasses_does_not_skip_the_lookup(monkeypatch):
+    """NO_PROXY covering *.blob.core.windows.net: the storage plugin connects directly, so local DNS must know
+    the account, and an unknown one is refused as without a proxy."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", ".blob.core.windows.net")
+    dns = FakeDns(login_microsoftonline_com="ok")
+    with pytest.raises(WorkflowError, match="there is no Azure storage account 'mylab46'"):
+        check_default_storage_account(driver_workflow("mylab46"), resolve=dns)
+    assert dns.asked == ["mylab46.blob.core.windows.net", CONTROL_HOST]
 
 
 def test_the_main_workflow_checks_the_account_while_it_is_parsed(tmp_path):
