@@ -298,6 +298,20 @@ def test_a_create_whose_answer_was_lost_is_not_refused_as_already_existing(clust
     assert executor.recorder.finished == ["lost-answer"]
 
 
+def test_a_create_sent_again_after_re_authenticating_still_knows_its_own_job(cluster, executor):
+    """A 504 after the write, then a 401 (an expired token): the kubernetes executor re-authenticates, which
+    replaces its BatchV1Api, and sends the create again. The 409 is still this run's own Job."""
+    from kubernetes.client.rest import ApiException
+
+    cluster.fail_next("POST", "jobs", 504, processed=True)
+    body = job_body("reauthenticated", "true")
+    with pytest.raises(ApiException):
+        executor.batchapi.create_namespaced_job(NAMESPACE, body)
+    executor.batchapi = kubernetes.client.BatchV1Api()  # as _reauthenticate_and_retry does
+    created = executor.batchapi.create_namespaced_job(NAMESPACE, body)
+    assert created.metadata.name == "reauthenticated" and list(cluster.jobs) == ["reauthenticated"]
+
+
 @pytest.mark.parametrize(
     "refusal, expected",
     [

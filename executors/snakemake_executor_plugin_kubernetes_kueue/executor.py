@@ -60,7 +60,10 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     @batchapi.setter
     def batchapi(self, api):
+        previous = self.__dict__.get("_batchapi")
         self._batchapi = CompletingBatchApi(api, self.completion)
+        if previous is not None:  # re-authenticated: what is known about the run's Jobs stays known
+            self._batchapi.carry_over(previous)
 
     @property
     def kubeapi(self):

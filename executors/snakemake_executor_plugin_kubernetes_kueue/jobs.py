@@ -122,6 +122,14 @@ class CompletingBatchApi:
         self.suspended_since: dict[str, float] = {}
         self.admission_reported: dict[str, float] = {}
 
+    def carry_over(self, previous: CompletingBatchApi) -> None:
+        """Keep the Jobs' state of the wrapper this one replaces (the kubernetes executor makes a new
+        ``BatchV1Api`` when it re-authenticates after a 401)."""
+        self._sent = previous._sent
+        self.status_errors = previous.status_errors
+        self.suspended_since = previous.suspended_since
+        self.admission_reported = previous.admission_reported
+
     def create_namespaced_job(self, namespace, body, **kwargs):
         job = self._completion.apply(body)
         name = job.metadata.name
