@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import kubernetes.client
+import kubernetes.config
 import pytest
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -310,6 +311,30 @@ def test_a_create_sent_again_after_re_authenticating_still_knows_its_own_job(clu
     executor.batchapi = kubernetes.client.BatchV1Api()  # as _reauthenticate_and_retry does
     created = executor.batchapi.create_namespaced_job(NAMESPACE, body)
     assert created.metadata.name == "reauthenticated" and list(cluster.jobs) == ["reauthenticated"]
+
+
+@pytest.mark.parametrize("resource", ["jobs/status", "jobs"])
+def test_an_expired_token_is_renewed_without_kubectl(cluster, executor, tmp_path, monkeypatch, resource):
+    """A 401 (the token of the kubeconfig expired): the credentials are loaded again, as at the start, and
+    the call is sent again. The kubernetes executor also runs `kubectl get nodes` there, which a driver
+    without kubectl (the image of profiles/k8s/Containerfile) cannot: FileNotFoundError stopped the run."""
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig.yaml", NAMESPACE)
+    # What KUBECONFIG named when the kubernetes package was imported (it reads the variable then).
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no kubectl
+    method = "POST" if resource == "jobs" else "GET"
+    cluster.fail_next(method, resource, 401)
+    job = submit(executor, "renewed", "true")
+    run_until_settled(executor, [job])
+    assert executor.recorder.finished == ["renewed"]
+    assert cluster.answered_failures == [(method, resource, 401)]
+    assert list(cluster.jobs) == ["renewed"]
+    assert any(
+        "answered 401 Unauthorized: loading the credentials again" in m
+        for m in executor.recorder.messages("info")
+    )
 
 
 @pytest.mark.parametrize(

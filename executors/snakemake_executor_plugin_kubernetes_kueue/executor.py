@@ -80,6 +80,18 @@ class KueueExecutor(kubernetes_plugin.Executor):
         # moment: those calls are tried again here first.
         return super()._kubernetes_retry(lambda: self._retry_transient(func))
 
+    def _reauthenticate_and_retry(self, func=None):
+        # The kubernetes executor's version reloads only a kubeconfig (a driver inside the cluster has none)
+        # and runs `kubectl get nodes` (not in the image; the driver's Role may not list nodes), and either
+        # failure stops the run. Here the credentials are loaded as at the start, kubeconfig or in-cluster.
+        self.logger.info(
+            "kubernetes-kueue: the API server answered 401 Unauthorized: loading the credentials again"
+        )
+        self._load_credentials()
+        self.kubeapi = kubernetes.client.CoreV1Api()
+        self.batchapi = kubernetes.client.BatchV1Api()
+        return func() if func else None
+
     def _retry_transient(self, func):
         for delay in RETRY_DELAYS_S:
             try:

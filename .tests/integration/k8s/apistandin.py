@@ -103,6 +103,7 @@ class JobRecord:
 
 # The Status objects the API server answers these codes with (reason, message), as apimachinery writes them.
 FAILURE_STATUS = {
+    401: ("Unauthorized", "Unauthorized"),  # an expired token: the body says no more
     403: (
         "Forbidden",
         'User "snakemake-driver" cannot {verb} resource "{resource}" in the namespace "{namespace}"',
