@@ -337,6 +337,26 @@ def test_an_expired_token_is_renewed_without_kubectl(cluster, executor, tmp_path
     )
 
 
+def test_a_driver_inside_the_cluster_renews_its_credentials_from_its_service_account(
+    executor, tmp_path, monkeypatch
+):
+    """No kubeconfig: the credentials come from the pod's ServiceAccount token and CA, at the start and after
+    a 401 alike (the API server address is the in-cluster one, https only, so this checks the loading)."""
+    import kubernetes.config.incluster_config as incluster
+
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "none"))
+    (tmp_path / "token").write_text("service-account-token")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    executor._reauthenticate_and_retry()
+    configuration = executor.batchapi.api_client.configuration
+    assert configuration.host == "https://10.0.0.1:443"
+    assert configuration.api_key["authorization"] == "bearer service-account-token"  # as the client writes it
+
+
 @pytest.mark.parametrize(
     "refusal, expected",
     [
