@@ -142,6 +142,16 @@ def run_until_settled(executor, active: list[SubmittedJobInfo], seconds: float =
         time.sleep(0.2)
 
 
+def test_a_status_check_before_the_start_up_has_finished_is_harmless():
+    """RemoteExecutor starts its status loop in __init__, before __post_init__ (the cluster checks, then the
+    API objects): a first round, with no job yet, must not touch them. Reading them there raised
+    AttributeError in that thread, which ended it: no status was ever read again and the run hung."""
+    executor = object.__new__(KueueExecutor)  # as during __post_init__: no batchapi, no kubeapi yet
+    executor.logger = Recorder().logger()
+    executor.status_rate_limiter = Throttler(rate_limit=100, period=1)
+    assert check_round(executor, []) == []
+
+
 @pytest.mark.parametrize("resource", ["pods", "jobs/status"])
 @pytest.mark.parametrize("status, answers, waits", [(503, 2, ["1 s", "2 s"]), (429, 4, ["1 s"])])
 def test_a_busy_api_server_is_asked_again_after_a_wait(cluster, executor, resource, status, answers, waits):
@@ -364,6 +374,11 @@ def test_a_driver_inside_the_cluster_renews_its_credentials_from_its_service_acc
             403,
             'HTTP 403 Forbidden: User "snakemake-driver" cannot create resource "jobs" in the namespace '
             f'"{NAMESPACE}"; the driver needs create on jobs in namespace {NAMESPACE} (profiles/k8s/rbac.yaml)',
+        ),
+        (
+            404,
+            f'HTTP 404 Not Found: namespaces "{NAMESPACE}" not found; does namespace {NAMESPACE} exist? (kubectl '
+            f"get namespace {NAMESPACE}; profiles/k8s/namespace.yaml)",
         ),
         (
             None,

@@ -149,6 +149,9 @@ class KueueExecutor(kubernetes_plugin.Executor):
         The kubernetes executor sees a suspended Job as merely active, so a Job Kueue never admits (the queue
         was stopped, or it asks for more than the ClusterQueue has) would wait in silence for ever.
         """
+        if not active_jobs:
+            # Snakemake's status loop starts before __post_init__ has wrapped the API objects: nothing to read.
+            return
         now, watch, queue_state = time.monotonic(), self.batchapi, None
         for job in active_jobs:
             name = job.external_jobid

@@ -108,6 +108,7 @@ FAILURE_STATUS = {
         "Forbidden",
         'User "snakemake-driver" cannot {verb} resource "{resource}" in the namespace "{namespace}"',
     ),
+    404: ("NotFound", 'namespaces "{namespace}" not found'),  # a create in a namespace that does not exist
     429: ("TooManyRequests", "Too many requests, please try again later."),
     500: ("InternalError", "Internal error occurred: etcdserver: leader changed"),
     503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
