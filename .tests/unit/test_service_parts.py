@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -421,57 +422,13 @@ def test_publishing_writes_the_results_file_whole_or_not_at_all(tmp_path, monkey
     assert sorted(path.name for path in (tmp_path / "results").iterdir()) == ["job-1.parquet"]
 
 
-def test_the_service_reconnects_when_its_scheduler_comes_back_after_its_client_gave_up(monkeypatch):
-    """A Dask client gives up reconnecting after its connect timeout (10 s) and closes. The service held that
-    closed client for ever: not ready, every later job failed, until someone restarted the pod (its liveness probe
-    passes). A scheduler Deployment restarted, or rescheduled to another node, is back after longer than that."""
-    from distributed import LocalCluster
-    from servicekit import free_port
-
-    from simcal.service import cluster as cluster_module
-    from simcal.service.cluster import Cluster
-
-    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")  # the client gives up sooner: a shorter test
-    monkeypatch.setattr(cluster_module, "RETRY_S", 0.2)
-    port = free_port()
-
-    def scheduler() -> LocalCluster:
-        return LocalCluster(
-            n_workers=1, processes=False, scheduler_port=port, host="127.0.0.1", dashboard_address=None
-        )
-
-    def wait_until(check, what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, f"{what}: {cluster.readiness()}"
-            time.sleep(0.1)
-
-    first = scheduler()
-    cluster = Cluster(f"tcp://127.0.0.1:{port}")
-    cluster.start()
-    try:
-        wait_until(lambda: cluster.readiness()[0], "ready")
-        first.close()
-        wait_until(lambda: cluster._client.status == "closed", "the client gives up")
-        assert not cluster.readiness()[0]
-        with scheduler():
-            wait_until(lambda: cluster.readiness()[0], "ready again once the scheduler is back")
-            assert (
-                cluster.client(timeout=5).submit(sum, [1, 2]).result(timeout=30) == 3
-            )  # jobs get a live one
-    finally:
-        cluster.close()
-
-
-def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it_is_back(
-    tmp_path, monkeypatch, caplog
-):
-    """A job running when the scheduler went away for longer than the client waits (a scheduler pod restarted)
-    hung on the dead client's futures until no_worker_timeout_s (30 min), then failed, its parts unused. It is
-    queued again (no attempt counted) and resumes from its parts on the new connection."""
+@pytest.fixture
+def restartable_scheduler(tmp_path, monkeypatch):
+    """A Dask scheduler on a fixed loopback port that a test stops and starts again (a scheduler pod restarted),
+    and services connected to it whose Dask client gives up after 1 s (10 s in production): ``start()`` a
+    scheduler, ``address``, ``service(**settings)`` connected to it, ``key`` (alice's)."""
     service_available()
     from distributed import LocalCluster
-    from fastapi.testclient import TestClient
     from servicekit import free_port
 
     from simcal.service import cluster as cluster_module
@@ -481,42 +438,87 @@ def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it
     monkeypatch.setattr(cluster_module, "RETRY_S", 0.2)
     port = free_port()
 
-    def scheduler() -> LocalCluster:
+    def start() -> LocalCluster:
         return LocalCluster(
             n_workers=1, processes=False, scheduler_port=port, host="127.0.0.1", dashboard_address=None
         )
 
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(
-        state_dir=tmp_path / "state", allow_models=("simcal_models",), progress_seconds=0.1
+    address = f"tcp://127.0.0.1:{port}"
+
+    def service(**settings) -> Service:
+        config = ServiceConfig(
+            state_dir=tmp_path / "state", allow_models=("simcal_models",), progress_seconds=0.1, **settings
+        )
+        return Service(config, tmp_path / "keys", scheduler=address)
+
+    return SimpleNamespace(
+        start=start, service=service, address=address, key=add_key(tmp_path / "keys", "alice")
     )
-    body = {
+
+
+def sleeps(count: int) -> dict:
+    """A job of ``count`` simulations of 0.2 s, one per batch (so that parts are finished as it goes)."""
+    return {
         "fn_ref": "simcal_models:counted_sleep",
-        "parameter_sets": [{"a": float(i), "sleep_s": 0.2} for i in range(30)],
+        "parameter_sets": [{"a": float(i), "sleep_s": 0.2} for i in range(count)],
         "settings": {"batch_size": 1},
     }
-    first = scheduler()
-    service = Service(config, tmp_path / "keys", scheduler=f"tcp://127.0.0.1:{port}")
+
+
+def wait_until(condition, what, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.05)
+
+
+def test_the_service_reconnects_when_its_scheduler_comes_back_after_its_client_gave_up(restartable_scheduler):
+    """A Dask client gives up reconnecting after its connect timeout (10 s) and closes. The service held that
+    closed client for ever: not ready, every later job failed, until someone restarted the pod (its liveness probe
+    passes). A scheduler Deployment restarted, or rescheduled to another node, is back after longer than that."""
+    from simcal.service.cluster import Cluster
+
+    first = restartable_scheduler.start()
+    cluster = Cluster(restartable_scheduler.address)
+    cluster.start()
+    try:
+        wait_until(lambda: cluster.readiness()[0], cluster.readiness)
+        first.close()
+        wait_until(lambda: cluster._client.status == "closed", cluster.readiness)
+        assert not cluster.readiness()[0]
+        with restartable_scheduler.start():
+            wait_until(lambda: cluster.readiness()[0], cluster.readiness)
+            assert (
+                cluster.client(timeout=5).submit(sum, [1, 2]).result(timeout=30) == 3
+            )  # jobs get a live one
+    finally:
+        cluster.close()
+
+
+def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it_is_back(
+    tmp_path, restartable_scheduler, caplog
+):
+    """A job running when the scheduler went away for longer than the client waits (a scheduler pod restarted)
+    hung on the dead client's futures until no_worker_timeout_s (30 min), then failed, its parts unused. It is
+    queued again (no attempt counted) and resumes from its parts on the new connection."""
+    from fastapi.testclient import TestClient
+
+    first = restartable_scheduler.start()
+    service = restartable_scheduler.service()
     with TestClient(service.app) as http:
-        http.headers["Authorization"] = f"Bearer {key}"
-        job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+        http.headers["Authorization"] = f"Bearer {restartable_scheduler.key}"
+        job_id = http.post("/v1/simulate", json=sleeps(30)).json()["job_id"]
 
         def job() -> dict:
             return http.get(f"/v1/jobs/{job_id}").json()
 
-        deadline = time.monotonic() + 60
-        while job()["progress"]["done"] < 3:
-            assert time.monotonic() < deadline, job()
-            time.sleep(0.05)
+        wait_until(lambda: job()["progress"]["done"] >= 3, job)
         first.close()
-        while service.cluster._client.status != "closed":  # the client gave up: the scheduler is lost
-            assert time.monotonic() < deadline, service.cluster.readiness()
-            time.sleep(0.05)
-        with scheduler():
-            deadline = time.monotonic() + 60
-            while (info := job())["status"] in ("queued", "running"):
-                assert time.monotonic() < deadline, info
-                time.sleep(0.1)
+        # the client gave up: the scheduler is lost
+        wait_until(lambda: service.cluster._client.status == "closed", service.cluster.readiness)
+        with restartable_scheduler.start():
+            wait_until(lambda: job()["status"] not in ("queued", "running"), job)
+            info = job()
     assert info["status"] == "succeeded", info
     assert info["resumed"] >= 3 and info["progress"] == {"done": 30, "total": 30, "failed": 0}
     # Queued again once: until the cluster has a running client again, the job waits for it (no retry loop).
@@ -527,64 +529,32 @@ def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it
     reopened.close()
 
 
-def test_a_job_whose_runs_keep_losing_the_scheduler_fails_at_max_job_attempts(tmp_path, monkeypatch):
+def test_a_job_whose_runs_keep_losing_the_scheduler_fails_at_max_job_attempts(
+    tmp_path, restartable_scheduler
+):
     """Requeued without counting an attempt on every loss, a job whose own simulations bring the scheduler down
     would run and be requeued for ever. The losses count as service deaths do: at --max-job-attempts it fails,
     naming the reason and the limit; its finished simulations stay in its directory."""
-    service_available()
-    from distributed import LocalCluster
     from fastapi.testclient import TestClient
-    from servicekit import free_port
 
-    from simcal.service import cluster as cluster_module
-    from simcal.service.server import Service
-
-    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")
-    monkeypatch.setattr(cluster_module, "RETRY_S", 0.2)
-    port = free_port()
-
-    def scheduler() -> LocalCluster:
-        return LocalCluster(
-            n_workers=1, processes=False, scheduler_port=port, host="127.0.0.1", dashboard_address=None
-        )
-
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(
-        state_dir=tmp_path / "state",
-        allow_models=("simcal_models",),
-        progress_seconds=0.1,
-        max_job_attempts=2,
-    )
-    body = {
-        "fn_ref": "simcal_models:counted_sleep",
-        "parameter_sets": [{"a": float(i), "sleep_s": 0.2} for i in range(60)],
-        "settings": {"batch_size": 1},
-    }
-    service = Service(config, tmp_path / "keys", scheduler=f"tcp://127.0.0.1:{port}")
-    deadline = time.monotonic() + 120
-
-    def wait(condition, what) -> None:
-        while not condition():
-            assert time.monotonic() < deadline, what()
-            time.sleep(0.05)
-
+    service = restartable_scheduler.service(max_job_attempts=2)
     with TestClient(service.app) as http:
-        http.headers["Authorization"] = f"Bearer {key}"
-        cluster = scheduler()
-        job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+        http.headers["Authorization"] = f"Bearer {restartable_scheduler.key}"
+        cluster = restartable_scheduler.start()
+        job_id = http.post("/v1/simulate", json=sleeps(60)).json()["job_id"]
 
         def job() -> dict:
             return http.get(f"/v1/jobs/{job_id}").json()
 
         for _lost in range(2):  # the scheduler lost during two runs of the job
             done_before = job()["progress"]["done"]
-            wait(
+            wait_until(
                 lambda b=done_before: job()["status"] == "running" and job()["progress"]["done"] >= b + 3, job
             )
             cluster.close()
-            wait(lambda: service.cluster._client.status == "closed", service.cluster.readiness)
-            cluster = scheduler()
-        wait(lambda: job()["status"] not in ("queued", "running"), job)
+            wait_until(lambda: service.cluster._client.status == "closed", service.cluster.readiness)
+            cluster = restartable_scheduler.start()
+        wait_until(lambda: job()["status"] not in ("queued", "running"), job)
         info = job()
         cluster.close()
     assert info["status"] == "failed", info
