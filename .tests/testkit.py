@@ -158,3 +158,14 @@ class SlurmJobResources(dict):
 def flat_text(path: Path) -> str:
     """A document's text with every run of whitespace as one space: a claim reads the same however it is wrapped."""
     return " ".join(Path(path).read_text().split())
+
+
+def role_grants(role: dict) -> set[tuple[str, str, str]]:
+    """Every (API group, resource, verb) a Kubernetes Role's rules grant."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

@@ -21,6 +21,7 @@ import kubernetes.config
 import pytest
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from testkit import role_grants
 from throttler import Throttler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
@@ -239,13 +240,7 @@ def test_the_driver_role_grants_every_call_the_executor_makes(cluster, executor)
     run_until_settled(executor, jobs)
     assert executor.recorder.failed == ["rbac-fails"]
     (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
-    allowed = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    allowed = role_grants(role)
     made = {rbac_request(method, path) for method, path, _ in cluster.requests}
     assert {("batch", "jobs/status", "get"), ("", "pods/log", "get"), ("", "serviceaccounts", "get")} <= made
     assert made <= allowed, made - allowed

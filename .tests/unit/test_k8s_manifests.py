@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from snakemake_executor_plugin_kubernetes_kueue.checks import SUPPORTED_KUEUE
-from testkit import REPO, flat_text, venv_bin
+from testkit import REPO, flat_text, role_grants, venv_bin
 
 K8S = REPO / "profiles" / "k8s"
 KUBERNETES_VERSION = "1.33.0"
@@ -375,13 +375,7 @@ def test_job_pods_run_as_a_workload_identity_service_account_with_no_secret():
 
 def test_the_driver_role_allows_exactly_what_the_executor_checks_and_does():
     (role,) = by_kind("Role")
-    allowed = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    allowed = role_grants(role)
     needed = {
         ("kueue.x-k8s.io", "localqueues", "list"),
         ("", "serviceaccounts", "get"),
