@@ -14,6 +14,7 @@ from testkit import REPO, run_snakemake
 
 from kdgat.graph_store import load_graph_sets, load_graphs
 from kdgat.graphs import window_count
+from kdgat.layout import preprocess_code_digest
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +102,15 @@ def test_cache_between_workflows(tmp_path):
     )  # fmt: skip
     assert "tiny_hcrl: " in (third / "logs/preprocess/build_graphs/tiny_hcrl.log").read_text()
     assert len(list(cache.iterdir())) == 2 * 2 * len(OUTPUTS)
+    # Where the older code built the graphs, the newer code reruns the step (Snakemake's params trigger).
+    rerun = run_snakemake(
+        "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(first), "--cores", "1", "--dry-run",
+        cwd=first, env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(newer.parent), os.environ.get("PYTHONPATH")]))},
+    )  # fmt: skip
+    assert re.search(r"preprocess_build_graphs\s+2", rerun.stdout), rerun.stdout[-3000:]
+    before, now = preprocess_code_digest(), preprocess_code_digest(newer)
+    assert "Params have changed since last execution" in rerun.stdout, rerun.stdout[-3000:]
+    assert f"before: '{before}' now: '{now}'" in rerun.stdout, rerun.stdout[-3000:]  # library_code's values
 
 
 def test_cache_is_not_served_when_a_log_changes_role(tmp_path):
