@@ -33,6 +33,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_final(http, job_id: str, timeout: float = 120) -> dict:
+    """Poll ``GET /v1/jobs/{job_id}`` (an httpx client or FastAPI's TestClient) until the job has ended; its
+    status. Fails naming the job when it has not ended within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = http.get(f"/v1/jobs/{job_id}").json()
+        if info["status"] in ("succeeded", "failed", "cancelled"):
+            return info
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not end: {info}")
+
+
 def make_keys(path: Path, *names: str) -> dict[str, str]:
     from simcal.service.keys import add_key
 

@@ -24,7 +24,7 @@ import pandas as pd
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servicekit import OtlpReceiver, free_port
+from servicekit import OtlpReceiver, free_port, wait_final
 from testkit import REPO, venv_bin
 
 SIR = "simcal.models.sir:simulate"
@@ -71,16 +71,6 @@ def idle(service_factory):
 
 def submit(http: httpx.Client, body=SMALL, **kwargs) -> httpx.Response:
     return http.post("/v1/simulate", json=body, **kwargs)
-
-
-def wait_final(http: httpx.Client, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = http.get(f"/v1/jobs/{job_id}").json()
-        if info["status"] in ("succeeded", "failed", "cancelled"):
-            return info
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end: {info}")
 
 
 # -- the options as docs/service.md states them ------------------------------------------------------------------

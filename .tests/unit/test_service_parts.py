@@ -14,12 +14,17 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from servicekit import service_available
+from servicekit import service_available, wait_final
 
 from simcal.service.jobs import JobManager, ServiceConfig
 from simcal.service.keys import KeyRing, KeysFileError, add_key, hash_key, read_keys
 from simcal.service.limits import RateLimiter, retry_after_header
 from simcal.service.registry import JobRegistry
+
+ONE_SIR_SIMULATION = {  # a job of one short SIR simulation
+    "fn_ref": "simcal.models.sir:simulate",
+    "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 10}],
+}
 
 # -- keys ----------------------------------------------------------------------------------------------------------
 
@@ -265,10 +270,6 @@ def test_spans_for_each_request_and_each_job_carry_the_key_name_never_the_key(tm
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     key = add_key(tmp_path / "keys", "alice")
-    body = {
-        "fn_ref": "simcal.models.sir:simulate",
-        "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 10}],
-    }
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
         service = Service(
             ServiceConfig(state_dir=tmp_path / "state"),
@@ -278,11 +279,8 @@ def test_spans_for_each_request_and_each_job_carry_the_key_name_never_the_key(tm
         )
         with TestClient(service.app) as http:
             http.headers["Authorization"] = f"Bearer {key}"
-            job_id = http.post("/v1/simulate", json=body).json()["job_id"]
-            deadline = time.monotonic() + 60
-            while http.get(f"/v1/jobs/{job_id}").json()["status"] != "succeeded":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            job_id = http.post("/v1/simulate", json=ONE_SIR_SIMULATION).json()["job_id"]
+            assert wait_final(http, job_id, timeout=60)["status"] == "succeeded"
             assert http.get("/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
     spans = exporter.get_finished_spans()
     by_name = {}
@@ -344,10 +342,8 @@ def test_a_job_finished_but_not_published_when_the_service_died_is_published_wit
         service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
         with TestClient(service.app) as http:
             http.headers["Authorization"] = f"Bearer {key}"
-            deadline = time.monotonic() + 60
-            while (info := http.get(f"/v1/jobs/{job.id}").json())["status"] != "succeeded":
-                assert info["status"] in ("queued", "running") and time.monotonic() < deadline, info
-                time.sleep(0.05)
+            info = wait_final(http, job.id, timeout=60)
+            assert info["status"] == "succeeded", info
             published = pd.read_parquet(io.BytesIO(http.get(f"/v1/jobs/{job.id}/results").content))
     assert info["progress"] == {"done": 8, "total": 8, "failed": 0}
     assert len(count_file.read_text().split()) == 8  # nothing ran again
@@ -364,10 +360,6 @@ def test_a_job_whose_results_cannot_be_published_fails_with_the_storage_error_an
 
     key = add_key(tmp_path / "keys", "alice")
     results = tmp_path / "results"
-    body = {
-        "fn_ref": "simcal.models.sir:simulate",
-        "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 10}],
-    }
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
         service = Service(
             ServiceConfig(state_dir=tmp_path / "state"),
@@ -379,11 +371,8 @@ def test_a_job_whose_results_cannot_be_published_fails_with_the_storage_error_an
         results.write_text("")  # the results volume is broken: not a directory any more
         with TestClient(service.app) as http:
             http.headers["Authorization"] = f"Bearer {key}"
-            job_id = http.post("/v1/simulate", json=body).json()["job_id"]
-            deadline = time.monotonic() + 60
-            while (info := http.get(f"/v1/jobs/{job_id}").json())["status"] in ("queued", "running"):
-                assert time.monotonic() < deadline, info
-                time.sleep(0.05)
+            job_id = http.post("/v1/simulate", json=ONE_SIR_SIMULATION).json()["job_id"]
+            info = wait_final(http, job_id, timeout=60)
     assert info["status"] == "failed" and info["results_path"] is None
     assert (
         info["error"].startswith(("FileExistsError", "NotADirectoryError")) and str(results) in info["error"]
@@ -517,8 +506,7 @@ def test_a_job_running_when_the_scheduler_is_lost_resumes_from_its_parts_once_it
         # the client gave up: the scheduler is lost
         wait_until(lambda: service.cluster._client.status == "closed", service.cluster.readiness)
         with restartable_scheduler.start():
-            wait_until(lambda: job()["status"] not in ("queued", "running"), job)
-            info = job()
+            info = wait_final(http, job_id, timeout=60)
     assert info["status"] == "succeeded", info
     assert info["resumed"] >= 3 and info["progress"] == {"done": 30, "total": 30, "failed": 0}
     # Queued again once: until the cluster has a running client again, the job waits for it (no retry loop).
@@ -554,8 +542,7 @@ def test_a_job_whose_runs_keep_losing_the_scheduler_fails_at_max_job_attempts(
             cluster.close()
             wait_until(lambda: service.cluster._client.status == "closed", service.cluster.readiness)
             cluster = restartable_scheduler.start()
-        wait_until(lambda: job()["status"] not in ("queued", "running"), job)
-        info = job()
+        info = wait_final(http, job_id, timeout=60)
         cluster.close()
     assert info["status"] == "failed", info
     assert "lost during 2 run(s) of this job" in info["error"], info
