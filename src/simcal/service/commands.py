@@ -32,15 +32,20 @@ DEFAULTS = {
 }
 
 
-def port_number(text: str) -> int:
-    """``--port``: a TCP port, 0 (any free one) to 65535; argparse names the option in its error."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port number 0..65535, got {text!r}")
-    return port
+def whole_number_in(low: int, high: int, expected: str):
+    """An argparse type: a whole number from ``low`` to ``high``; out of range or not a number, argparse names the
+    option and the error says ``expected <expected>, got <text>``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -101,7 +106,7 @@ def add_serve(subparsers) -> None:
         "--state-dir; results as Parquet under --results. Needs the simcal[service] extra.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=port_number, default=8000)
+    parser.add_argument("--port", type=whole_number_in(0, 65535, "a TCP port number 0..65535"), default=8000)
     parser.add_argument("--api-keys-file", required=True, help="hashed API keys (made by `simcal keys add`)")
     parser.add_argument("--state-dir", required=True, help="job registry and running jobs' finished parts")
     parser.add_argument(
@@ -219,18 +224,6 @@ def jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def job_list_limit(text: str) -> int:
-    """``--limit`` of ``simcal jobs list``: the API's own range (GET /v1/jobs takes 1 to 1000), checked here so that
-    a wrong value is named as the option, not answered with the API's validation list."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
-    return value
-
-
 def add_jobs(subparsers) -> None:
     parser = subparsers.add_parser("jobs", help="list, show and cancel jobs of a simulation service")
     commands = parser.add_subparsers(dest="jobs_command", required=True)
@@ -248,7 +241,11 @@ def add_jobs(subparsers) -> None:
         "--status", default=None, choices=["queued", "running", "succeeded", "failed", "cancelled"]
     )
     listing.add_argument(
-        "--limit", type=job_list_limit, default=100, help="at most this many jobs, 1 to 1000"
+        "--limit",
+        # the API's own range (GET /v1/jobs takes 1 to 1000), named as the option, not as the API's validation list
+        type=whole_number_in(1, 1000, "a whole number from 1 to 1000"),
+        default=100,
+        help="at most this many jobs, 1 to 1000",
     )
     listing.add_argument("--json", action="store_true")
     for name, text in (("show", "a job's status as JSON"), ("cancel", "cancel a job (its Dask tasks too)")):
