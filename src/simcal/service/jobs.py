@@ -523,9 +523,7 @@ class JobManager:
             return None
         with self._lock:
             losses = self._scheduler_losses[job_id] = self._scheduler_losses.get(job_id, 0) + 1
-        if losses >= self.config.max_job_attempts:
-            with self._lock:
-                self._scheduler_losses.pop(job_id, None)
+        if losses >= self.config.max_job_attempts:  # the run's end (_run's finally) forgets its count
             return (
                 f"the connection to the Dask scheduler was lost during {losses} run(s) of this job (it may be what "
                 f"brings the scheduler down); not queued again (--max-job-attempts {self.config.max_job_attempts}); "
