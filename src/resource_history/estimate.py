@@ -312,7 +312,7 @@ class ResourceHistory:
         # A run without its size cannot be placed against a line fitted over the others, which could then ask
         # for less than it used: the line is for histories whose every run recorded its size.
         unsized = len(runs) - len(points)
-        fit = size_fit(points)
+        fit = None if unsized else size_fit(points)  # (a leave-one-out fit: not made for nothing)
         if unsized:
             not_scaled = f"{unsized} of {len(runs)} run(s) recorded no input size"
         elif fit is None:
