@@ -60,10 +60,11 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     @batchapi.setter
     def batchapi(self, api):
-        previous = self.__dict__.get("_batchapi")
-        self._batchapi = CompletingBatchApi(api, self.completion)
-        if previous is not None:  # re-authenticated: what is known about the run's Jobs stays known
-            self._batchapi.carry_over(previous)
+        wrapper = self.__dict__.get("_batchapi")
+        if wrapper is None:
+            self._batchapi = CompletingBatchApi(api, self.completion)
+        else:  # re-authenticated: the same wrapper, and what it knows of the run's Jobs, around the new client
+            wrapper.use(api)
 
     @property
     def kubeapi(self):

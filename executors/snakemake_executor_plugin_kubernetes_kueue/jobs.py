@@ -122,13 +122,10 @@ class CompletingBatchApi:
         self.suspended_since: dict[str, float] = {}
         self.admission_reported: dict[str, float] = {}
 
-    def carry_over(self, previous: CompletingBatchApi) -> None:
-        """Keep the Jobs' state of the wrapper this one replaces (the kubernetes executor makes a new
-        ``BatchV1Api`` when it re-authenticates after a 401)."""
-        self._sent = previous._sent
-        self.status_errors = previous.status_errors
-        self.suspended_since = previous.suspended_since
-        self.admission_reported = previous.admission_reported
+    def use(self, api: kubernetes.client.BatchV1Api) -> None:
+        """Send through ``api`` from now on (the kubernetes executor makes a new ``BatchV1Api`` when it
+        re-authenticates after a 401); what this wrapper knows of the run's Jobs stays."""
+        self._api = api
 
     def create_namespaced_job(self, namespace, body, **kwargs):
         job = self._completion.apply(body)
