@@ -7,6 +7,7 @@ Kept free of heavy imports: the preprocess module calls it while Snakemake parse
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Iterable
@@ -85,17 +86,13 @@ def log_roles(
     "test": {scenario: [...]}, <held-out split>: [...]}``. Snakemake's between-workflow cache keys a job on the
     contents of its inputs *sorted*, not on which input is which, so the preprocess rule passes this as a param:
     a log moved from training to test then changes the key, while the same layout elsewhere still shares it."""
-    train = [str(f) for f in train]
-    test = {name: [str(f) for f in logs] for name, logs in test.items()}
-    whole = {name: [str(f) for f in logs] for name, logs in whole.items()}
-    every = [
-        *train,
-        *(f for logs in test.values() for f in logs),
-        *(f for logs in whole.values() for f in logs),
-    ]
+    train = list(train)
+    test = {name: list(logs) for name, logs in test.items()}
+    whole = {name: list(logs) for name, logs in whole.items()}
+    every = [*train, *itertools.chain(*test.values(), *whole.values())]
     base = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in every]) if every else ""
 
-    def relative(files: list[str]) -> list[str]:
+    def relative(files: list) -> list[str]:
         return [os.path.relpath(os.path.abspath(f), base) for f in files]
 
     return {
