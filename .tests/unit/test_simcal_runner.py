@@ -307,6 +307,22 @@ def test_a_failing_sweep_with_a_fixed_batch_size_stops_after_its_first_batches(t
     assert kept == 4
 
 
+def test_a_failing_sweep_of_a_single_parameter_set_stops_after_its_first_batch(tmp_path, client):
+    """With one parameter set planned, its first batch failing entirely is enough to stop (there is no second
+    set to wait for): the other replicates are not started."""
+    count = tmp_path / "count"
+    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
+    with pytest.raises(
+        TooManyFailures,
+        match=r"all 2 simulations of the first batch \(run first as a fail-fast probe\) failed, so the other 38",
+    ):
+        simulate(
+            "simcal_models:always_fails", table(1), tmp_path / "out",
+            {"batch_size": 2, "replicates": 40, "max_failed_fraction": 0.5}, client=client,
+        )  # fmt: skip
+    assert len(count.read_text().split()) == 2
+
+
 def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_path, client):
     summary = simulate(
         "simcal_models:crashes_for_three", table(8), tmp_path / "out",
