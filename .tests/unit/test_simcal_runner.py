@@ -371,6 +371,32 @@ def test_a_hung_simulation_times_out_and_the_others_are_kept(tmp_path, client, m
     client.wait_for_workers(2, timeout=60)
 
 
+THREAD_WORKER_SWEEP = """
+import sys
+import pandas as pd
+from simcal.runner import simulate
+if __name__ == "__main__":
+    params = pd.DataFrame({"a": [0, 1, 2], "sleep_s": [0.0, 0.0, 3.0]})
+    simulate("simcal_models:counted_sleep", params, sys.argv[1], {"batch_size": 3, "timeout_s": 0.5,
+             "max_failed_fraction": 0.5}, backend="local", backend_options={"processes": False}, threads=1)
+"""
+
+
+def test_a_simulation_stuck_past_its_timeout_in_a_thread_worker_never_ends_the_driver(tmp_path):
+    """Thread workers run in the driver's own process: the watchdog must not end it when a simulation ignores
+    its interrupt (native code); the interrupt lands once the call returns, and the simulation is a timeout row."""
+    script, output = tmp_path / "sweep.py", tmp_path / "out.parquet"
+    script.write_text(THREAD_WORKER_SWEEP)
+    done = subprocess.run(
+        [sys.executable, str(script), str(output)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{SRC}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = read_results(output).sort_values("a")
+    assert list(result["status"]) == ["ok", "ok", "timeout"]
+    assert result["error"].iloc[2] == "SimulationTimeout: ran longer than timeout_s = 0.5 s"
+
+
 def test_batches_end_ok_in_error_or_lost_and_only_errors_are_blamed(client):
     from distributed import wait
 
