@@ -456,6 +456,18 @@ def test_changed_replicates_or_seed_reuse_exactly_the_matching_simulations(tmp_p
     assert not set(read_results(out)["seed"]) & set(previous["seed"])
 
 
+def test_parts_of_another_model_are_discarded_and_its_simulations_run_again(tmp_path, client):
+    """The same parameter table, replicates and seeds give the same keys whatever the model: only the model in
+    the resume record tells another model's finished simulations apart, and none of them may reach the output."""
+    params, out = table(3), tmp_path / "out"
+    simulate("simcal_models:noisy_line", params, out, {"batch_size": 2}, client=client)
+    leave_as_parts(out, "simcal_models:noisy_line")
+    summary = simulate("simcal_models:counted_sleep", params, out, {"batch_size": 2}, client=client)
+    assert (summary.skipped, summary.executed) == (0, 3)
+    result = read_results(out)
+    assert len(result) == 3 and sorted(result["y"]) == [0.0, 1.0, 2.0]
+
+
 def test_a_truncated_part_is_discarded_and_redone(tmp_path, client):
     params = pd.DataFrame({"a": [1.0, -1.0, 2.0, 3.0]})
     with pytest.raises(TooManyFailures):
