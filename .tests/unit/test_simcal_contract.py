@@ -309,6 +309,8 @@ def test_settings_name_what_is_wrong():
         ("seed", -3, "an integer >= 0 or null"),
         ("allowed_failures", 1.5, "an integer >= 0"),
         ("batch_size", "big", 'an integer >= 1 or "auto"'),
+        ("batch_size", 0, 'an integer >= 1 or "auto"'),  # not a silent "auto"
+        ("batch_size", False, 'an integer >= 1 or "auto"'),
         ("common_random_numbers", "yes", "true or false"),
     ]:
         with pytest.raises(ContractError, match=rf"simulation settings: {key} must be {re.escape(expected)}"):

@@ -47,7 +47,7 @@ class SimulationSettings:
                 "more than 'allowed_failures' times"
             )
         reject_unknown_keys(options, cls.__dataclass_fields__, WHERE)
-        if options.get("batch_size") in ("auto", 0):
+        if options.get("batch_size") == "auto":
             options["batch_size"] = None
         settings = cls(**options)
         settings.check()
