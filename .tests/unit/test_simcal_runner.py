@@ -397,6 +397,25 @@ def test_a_simulation_stuck_past_its_timeout_in_a_thread_worker_never_ends_the_d
     assert result["error"].iloc[2] == "SimulationTimeout: ran longer than timeout_s = 0.5 s"
 
 
+def test_a_timeout_report_naming_no_simulation_of_its_batch_costs_nothing(tmp_path, client, monkeypatch):
+    """A timeout report whose index and param_id name no simulation of the batch it is keyed by (never sent by
+    simcal's own workers) cancels that batch; it runs again and every simulation ends ok, not in a loop."""
+    import simcal.runner
+
+    monkeypatch.setattr(simcal.runner.secrets, "token_hex", lambda _: "stalereport")
+    client.log_event(
+        "simcal-timeout", {"batch": "simcal-batch-stalereport-0", "index": 7, "param_id": "none"}
+    )
+    settings = SimulationSettings(batch_size=2, timeout_s=30)
+    tasks = plan_tasks(table(2).assign(sleep_s=0.5).to_dict("records"), 1)
+    store = PartStore(tmp_path / "out", plan_manifest("simcal_models:counted_sleep", tasks, settings))
+    with Simulator("simcal_models:counted_sleep", settings, client=client) as simulator:
+        summary = simulator.run(tasks, store)
+    store.finalize()
+    assert (summary.executed, summary.failed) == (2, 0)
+    assert list(read_results(tmp_path / "out")["status"]) == ["ok", "ok"]
+
+
 def test_batches_end_ok_in_error_or_lost_and_only_errors_are_blamed(client):
     from distributed import wait
 

@@ -564,7 +564,14 @@ class _Execution:
         index = int(event.get("index", -1))
         culprit = unit.tasks[index] if 0 <= index < len(unit.tasks) else None
         if culprit is None or culprit.param_id != event.get("param_id"):
-            self._failed(unit, RuntimeError("timeout report does not match its batch"))
+            # Never sent by simcal's workers. The batch was cancelled: run it again under a new key, which no
+            # report names (_failed would look this report up again, and again, for ever).
+            log.warning(
+                "a timeout report names no simulation of batch %s (%s); running its %d simulations again",
+                unit.key, dict(event), len(unit.tasks),
+            )  # fmt: skip
+            unit.key = self.simulator.new_key()
+            self._submit(unit)
             return
         log.error(
             "simulation param_id %s replicate %d (%s) ran past timeout_s and was stopped with its worker",
