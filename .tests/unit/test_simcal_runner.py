@@ -517,6 +517,9 @@ def test_rerun_failed_runs_only_the_failed_simulations_again(tmp_path, client):
                     client=client)  # fmt: skip
     assert (kept.skipped, kept.executed) == (4, 0)  # failed rows are results: kept, not run again
     assert len(count.read_text().split()) == 4
+    # `simcal status` counts the resumed failures among the failed, not only those of this run.
+    info = json.loads((tmp_path / "out.progress.json").read_text())
+    assert (info["done"], info["total"], info["failed"]) == (4, 4, 4), info
     leave_as_parts(tmp_path / "out", "simcal_models:always_fails")
     again = simulate(
         "simcal_models:always_fails", params, tmp_path / "out",
