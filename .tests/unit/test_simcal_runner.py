@@ -634,6 +634,27 @@ def test_scheduler_backend_uses_an_existing_scheduler_and_leaves_it_running(tmp_
             assert len(again.scheduler_info()["workers"]) == 1
 
 
+def test_a_crash_on_an_existing_scheduler_that_reruns_tasks_names_both_limits(tmp_path):
+    """An existing scheduler keeps its own allowed-failures (here 1): it reruns a batch whose worker died before
+    simcal hears of the death, so the crash row names that limit next to simulation.allowed_failures."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster:
+            simulate(
+                "simcal_models:crashes_for_three", table(4), tmp_path / "out",
+                {"batch_size": 1, "max_failed_fraction": 0.5}, backend="scheduler",
+                backend_options={"address": cluster.scheduler_address},
+            )  # fmt: skip
+    result = read_results(tmp_path / "out").sort_values("a")
+    assert list(result["status"]) == ["ok", "ok", "ok", "crashed"]
+    error = result["error"].iloc[3]
+    assert (
+        "limit: simulation.allowed_failures = 0; each time the scheduler had first rerun it per its " in error
+    )
+    assert "distributed.scheduler.allowed-failures = 1;" in error
+
+
 def test_scheduler_backend_without_address_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     with pytest.raises(ContractError, match="DASK_SCHEDULER_ADDRESS"):
