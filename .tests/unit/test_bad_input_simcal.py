@@ -4,6 +4,7 @@ what was expected, before anything runs, and nothing is written."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from simcal import api, targets
 from simcal.analyze import analyze
 from simcal.calibrate import check_observed_columns, parse_targets
 from simcal.contract import ContractError
-from simcal.design import parse_bounds
+from simcal.design import parse_bounds, write_design
 from simcal.observed import generate_observed, read_observed
 from simcal.runner import simulate
 from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
@@ -34,6 +35,21 @@ def test_a_sweeps_misspelt_or_out_of_bounds_fixed_value_is_named_as_fixed_not_as
     with pytest.raises(ContractError, match=r"^fixed parameters: parameter 'population' = -5 is below"):
         simulate(SIR, table, output, fixed_params={"population": -5})
     assert not output.exists() and not (tmp_path / "out.parquet.partial").exists()
+
+
+def test_a_design_refuses_a_reserved_parameter_name_and_a_bad_seed_naming_them(tmp_path):
+    """The design is the sweep's parameter table: a parameter named like a result column would only be refused
+    by the simulate rule after it, naming a generated file; a seed numpy refuses would name nothing."""
+    output = tmp_path / "design.csv"
+    with pytest.raises(ContractError, match=r"^design parameters: parameter names \['seed'\] are reserved"):
+        write_design({"seed": {"low": 0, "high": 1}, "beta": {"low": 0, "high": 1}}, 4, output)
+    for seed in (-1, 1.5, "7", True, None):
+        with pytest.raises(
+            ContractError, match=rf"^design seed must be an integer >= 0, got {re.escape(repr(seed))}$"
+        ):
+            write_design({"beta": {"low": 0, "high": 1}}, 4, output, seed=seed)
+    assert not output.exists()
+    assert len(write_design({"beta": {"low": 0, "high": 1}}, 4, output, seed=np.int64(3))) == 4
 
 
 def test_the_service_names_a_misspelt_fixed_value_as_fixed(tmp_path):

@@ -17,6 +17,7 @@ from scipy.stats import qmc
 from simcal.contract import ContractError
 from simcal.files import write_table
 from simcal.space import Choice, Integer, ParameterSpace, space_of
+from simcal.tables import reject_reserved
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,14 @@ def sample_design(
     """``n`` parameter sets within the bounds (checked against ``model_ref``'s declared space when given)."""
     if not (isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1):
         raise ContractError(f"{where}: the number of parameter sets n must be an integer >= 1, got {n!r}")
+    if not (isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0):
+        # numpy's own error for such a seed names nothing
+        raise ContractError(f"design seed must be an integer >= 0, got {seed!r}")
+    # The design is a sweep's parameter table, which refuses these names: say so before writing it.
+    reject_reserved(parameters if isinstance(parameters, Mapping) else {}, where)
     space = space_of(model_ref) if model_ref else None
     bounds = parse_bounds(parameters, where, space, model_ref or "the model")
-    return Design(bounds, kind, seed).draw(int(n))
+    return Design(bounds, kind, int(seed)).draw(int(n))
 
 
 def write_design(
