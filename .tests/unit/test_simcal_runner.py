@@ -603,6 +603,26 @@ def test_no_worker_watchdog_fails_with_a_clear_message(tmp_path):
     assert info["state"] == "failed" and "NoWorkers" in info["message"]
 
 
+def test_no_worker_timeout_counts_only_time_with_simulations_waiting(tmp_path):
+    """Between two runs of one Simulator (a calibration's rounds) nothing waits: an adaptive cluster may have no
+    worker then, for longer than no_worker_timeout_s, and the next run still waits that long for one."""
+    settings = SimulationSettings(batch_size=1, no_worker_timeout_s=3)
+    rounds = [plan_tasks([{"a": float(i)} for i in range(first, first + 2)], 1) for first in (0, 2)]
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+        Simulator("simcal_models:noisy_line", settings, client=client) as simulator,
+    ):
+        store = PartStore(tmp_path / "out", plan_manifest("simcal_models:noisy_line", rounds[0], settings))
+        assert simulator.run(rounds[0], store).executed == 2
+        cluster.scale(0)
+        while client.nthreads():  # until the worker has left
+            time.sleep(0.05)
+        time.sleep(4)  # idle, with no worker, for longer than no_worker_timeout_s
+        threading.Timer(1.0, cluster.scale, args=(1,)).start()  # the next run's worker comes within 1 s
+        assert simulator.run(rounds[1], store).executed == 2
+
+
 def test_local_backend_starts_and_closes_its_own_cluster_and_counts_deaths_itself(tmp_path):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     summary = simulate(

@@ -440,6 +440,8 @@ class _Execution:
         progress.batch_size = self.simulator.batch_size
         self.completed = as_completed()
         progress.submitted()
+        # Simulations wait from now: time without a worker before (between a calibration's rounds) is not counted.
+        self.simulator._last_worker_seen = time.monotonic()
         for unit in units:
             self._submit(unit)
         poll = self.POLL_S[0]
