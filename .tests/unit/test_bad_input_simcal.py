@@ -12,6 +12,7 @@ import pytest
 
 from simcal import api, targets
 from simcal.analyze import analyze
+from simcal.backends import slurm_cluster_kwargs, slurm_scaling
 from simcal.calibrate import check_observed_columns, parse_targets
 from simcal.contract import ContractError
 from simcal.design import parse_bounds, write_design
@@ -50,6 +51,29 @@ def test_a_design_refuses_a_reserved_parameter_name_and_a_bad_seed_naming_them(t
             write_design({"beta": {"low": 0, "high": 1}}, 4, output, seed=seed)
     assert not output.exists()
     assert len(write_design({"beta": {"low": 0, "high": 1}}, 4, output, seed=np.int64(3))) == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"adaptive": True}, r"adaptive True: expected \{minimum_jobs, maximum_jobs\}"),
+        ({"adaptive": {"max_jobs": 3}}, r"adaptive: unknown keys \['max_jobs'\]"),
+        ({"adaptive": {"minimum_jobs": "two"}}, r"adaptive.minimum_jobs 'two': expected a whole number >= 0"),
+        ({"jobs": "many"}, r"jobs 'many': expected a whole number >= 1"),
+        ({"cores": "four"}, r"cores 'four': expected a whole number >= 1"),
+        ({"processes": 0}, r"processes 0: expected a whole number >= 1"),
+        ({"gpus": -1}, r"gpus -1: expected a whole number >= 0"),
+        ({"job_extra_directives": "--exclusive"}, r"job_extra_directives '--exclusive': expected a list"),
+        ({"worker_extra_args": "--nthreads 2"}, r"worker_extra_args '--nthreads 2': expected a list"),
+        ({"job_script_prologue": "module load x"}, r"job_script_prologue 'module load x': expected a list"),
+    ],
+)
+def test_slurm_backend_options_of_the_wrong_kind_are_named(options, named):
+    """The module's schema checks these; the simulate wrapper and the library alone must too, instead of a
+    traceback or a job script of one directive per character."""
+    with pytest.raises(ContractError, match=rf"^calibration.backend.slurm.{named}"):
+        slurm_scaling(options)
+        slurm_cluster_kwargs(options)
 
 
 def test_the_service_names_a_misspelt_fixed_value_as_fixed(tmp_path):

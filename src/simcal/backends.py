@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from simcal.contract import ContractError
+from simcal.contract import ContractError, is_whole_number, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,26 @@ def worker_lifetime(options: Mapping[str, Any]) -> tuple[int, int]:
     return int(lifetime), int(stagger)
 
 
+def _whole_number(
+    options: Mapping[str, Any], key: str, default: int, minimum: int, where: str = WHERE_SLURM
+) -> int:
+    """A whole-number option (the module's schema checks it too; the wrapper and the library alone do not)."""
+    value = options.get(key)
+    if value is None:
+        return default
+    if not is_whole_number(value, minimum):
+        raise ContractError(f"{where}.{key} {value!r}: expected a whole number >= {minimum}")
+    return int(value)
+
+
+def _lines(options: Mapping[str, Any], key: str) -> list[str]:
+    """A list-of-strings option; a single string would otherwise become one line per character."""
+    value = options.get(key) or []
+    if not isinstance(value, list | tuple):
+        raise ContractError(f"{WHERE_SLURM}.{key} {value!r}: expected a list of strings")
+    return [str(line) for line in value]
+
+
 def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None) -> dict[str, Any]:
     """Keyword arguments for ``dask_jobqueue.SLURMCluster`` from the ``slurm`` backend options.
 
@@ -143,9 +163,9 @@ def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None
     if options.get("queue") and options.get("partition") and options["queue"] != options["partition"]:
         raise ContractError(f"{WHERE_SLURM}: give either 'queue' or 'partition', not two different ones")
     kwargs: dict[str, Any] = {
-        "cores": int(options.get("cores", 1)),
+        "cores": _whole_number(options, "cores", 1, 1),
         "memory": str(options.get("memory", "4GB")),
-        "processes": int(options.get("processes", 1)),
+        "processes": _whole_number(options, "processes", 1, 1),
         "walltime": str(options.get("walltime", "01:00:00")),
     }
     if job_name:
@@ -159,9 +179,9 @@ def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None
     # Workers whose scheduler vanished (the driver was killed) exit after this many seconds instead of holding
     # their allocation until the walltime.
     kwargs["death_timeout"] = options.get("death_timeout") or 60
-    directives = [str(d) for d in options.get("job_extra_directives") or []]
-    worker_args = [str(a) for a in options.get("worker_extra_args") or []]
-    gpus = int(options.get("gpus") or 0)
+    directives = _lines(options, "job_extra_directives")
+    worker_args = _lines(options, "worker_extra_args")
+    gpus = _whole_number(options, "gpus", 0, 0)
     if gpus:
         # One GPU resource per worker process, so tasks asking resources={"GPU": 1} never share a device.
         directives.append(f"--gpus-per-node={gpus}")
@@ -171,7 +191,7 @@ def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None
     kwargs["job_extra_directives"] = directives
     kwargs["worker_extra_args"] = worker_args
     if options.get("job_script_prologue"):
-        kwargs["job_script_prologue"] = [str(line) for line in options["job_script_prologue"]]
+        kwargs["job_script_prologue"] = _lines(options, "job_script_prologue")
     return kwargs
 
 
@@ -179,16 +199,21 @@ def slurm_scaling(options: Mapping[str, Any]) -> dict[str, int]:
     """Adaptive bounds ``{"minimum_jobs": a, "maximum_jobs": b}``; a fixed ``jobs: n`` is adaptive between n and
     n, so that jobs retiring at their lifetime are replaced."""
     adaptive = options.get("adaptive")
+    if adaptive is not None and not isinstance(adaptive, Mapping):
+        raise ContractError(
+            f"{WHERE_SLURM}.adaptive {adaptive!r}: expected {{minimum_jobs, maximum_jobs}} or null"
+        )
     if adaptive:
-        minimum, maximum = int(adaptive.get("minimum_jobs", 0)), int(adaptive.get("maximum_jobs", 1))
+        where = f"{WHERE_SLURM}.adaptive"
+        reject_unknown_keys(adaptive, ("minimum_jobs", "maximum_jobs"), where)
+        minimum = _whole_number(adaptive, "minimum_jobs", 0, 0, where)
+        maximum = _whole_number(adaptive, "maximum_jobs", 1, 0, where)
         if not 0 <= minimum <= maximum or maximum < 1:
             raise ContractError(
                 f"{WHERE_SLURM}.adaptive {dict(adaptive)}: need 0 <= minimum_jobs <= maximum_jobs and maximum_jobs >= 1"
             )
         return {"minimum_jobs": minimum, "maximum_jobs": maximum}
-    jobs = int(options.get("jobs", 1))
-    if jobs < 1:
-        raise ContractError(f"{WHERE_SLURM}.jobs {jobs}: need at least one worker job")
+    jobs = _whole_number(options, "jobs", 1, 1)
     return {"minimum_jobs": jobs, "maximum_jobs": jobs}
 
 
