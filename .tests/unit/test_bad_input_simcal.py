@@ -12,7 +12,7 @@ import pytest
 
 from simcal import api, targets
 from simcal.analyze import analyze
-from simcal.backends import slurm_cluster_kwargs, slurm_scaling
+from simcal.backends import dask_client, slurm_cluster_kwargs, slurm_scaling
 from simcal.calibrate import check_observed_columns, parse_targets
 from simcal.contract import ContractError
 from simcal.design import parse_bounds, write_design
@@ -74,6 +74,23 @@ def test_slurm_backend_options_of_the_wrong_kind_are_named(options, named):
     with pytest.raises(ContractError, match=rf"^calibration.backend.slurm.{named}"):
         slurm_scaling(options)
         slurm_cluster_kwargs(options)
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "named"),
+    [
+        ("local", {"worker": 4}, r"local: unknown keys \['worker'\]"),
+        ("local", {"processes": "false"}, r"local.processes 'false': expected true or false"),
+        ("local", {"workers": 0}, r"local.workers 0: expected a whole number >= 1"),
+        ("local", {"threads_per_worker": 1.5}, r"local.threads_per_worker 1.5: expected a whole number >= 1"),
+        ("scheduler", {"adress": "tcp://127.0.0.1:9"}, r"scheduler: unknown keys \['adress'\]"),
+    ],
+)
+def test_local_and_scheduler_backend_options_are_checked_before_a_cluster_starts(backend, options, named):
+    """A misspelt option was ignored (the default used instead) and the text 'false' read as true."""
+    with pytest.raises(ContractError, match=rf"^calibration.backend.{named}"):
+        with dask_client(backend, options):
+            pass
 
 
 def test_the_service_names_a_misspelt_fixed_value_as_fixed(tmp_path):

@@ -70,6 +70,9 @@ SLURM_OPTIONS = {
     "adaptive", "worker_extra_args", "job_cpu", "job_mem", "death_timeout", "lifetime", "lifetime_stagger",
 }  # fmt: skip
 WHERE_SLURM = "calibration.backend.slurm"
+LOCAL_OPTIONS = ("workers", "threads_per_worker", "processes", "dashboard_address", "memory_limit")
+WHERE_LOCAL = "calibration.backend.local"
+SCHEDULER_OPTIONS = ("address", "timeout")
 
 
 def walltime_seconds(walltime: str) -> int:
@@ -315,6 +318,7 @@ def dask_client(
     with contextlib.ExitStack() as stack:
         stack.enter_context(close_on_signals())
         if backend == "scheduler":
+            reject_unknown_keys(options, SCHEDULER_OPTIONS, "calibration.backend.scheduler")
             address = scheduler_address(options)
             # Connecting never owns the cluster: closing the client leaves the scheduler and workers running.
             # TLS and credentials come from Dask's own configuration (distributed.comm.tls.*), as for any client.
@@ -323,14 +327,18 @@ def dask_client(
         else:
             with dask.config.set(scheduler_config):
                 if backend == "local":
-                    workers = int(options.get("workers") or max(1, threads))
-                    processes = bool(options.get("processes", True))
+                    reject_unknown_keys(options, LOCAL_OPTIONS, WHERE_LOCAL)
+                    workers = _whole_number(options, "workers", max(1, threads), 1, WHERE_LOCAL)
+                    threads_per_worker = _whole_number(options, "threads_per_worker", 1, 1, WHERE_LOCAL)
+                    processes = options.get("processes", True)
+                    if not isinstance(processes, bool):  # bool("false") is True
+                        raise ContractError(f"{WHERE_LOCAL}.processes {processes!r}: expected true or false")
                     # Worker processes talk TCP on loopback only; thread workers use in-process comms.
                     where = {"host": "127.0.0.1"} if processes else {}
                     cluster = stack.enter_context(
                         LocalCluster(
                             n_workers=workers,
-                            threads_per_worker=int(options.get("threads_per_worker", 1)),
+                            threads_per_worker=threads_per_worker,
                             processes=processes,
                             dashboard_address=options.get("dashboard_address", "127.0.0.1:0"),
                             memory_limit=options.get("memory_limit", "auto"),
