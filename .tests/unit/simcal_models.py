@@ -7,6 +7,7 @@ with well-behaved simulations.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -68,6 +69,20 @@ def crashes_for_three(params, seed):
     if params["a"] == 3:
         os._exit(11)
     return {"y": float(params["a"]), "pid": os.getpid()}
+
+
+def exits_for_two(params, seed):
+    """Calls sys.exit when a == 2: a raise (of SystemExit), not a crash."""
+    if params["a"] == 2:
+        sys.exit(3)
+    return {"y": float(params["a"])}
+
+
+def interrupts_for_two(params, seed):
+    """Raises KeyboardInterrupt when a == 2 (a model's own, e.g. from a library's signal handling)."""
+    if params["a"] == 2:
+        raise KeyboardInterrupt("stopped by the model")
+    return {"y": float(params["a"])}
 
 
 def counted_crash(params, seed):

@@ -249,6 +249,26 @@ def test_failures_become_rows_and_threshold_decides(tmp_path, client):
     )  # finished parts kept for a rerun
 
 
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        ("simcal_models:exits_for_two", "SystemExit: 3"),
+        ("simcal_models:interrupts_for_two", "KeyboardInterrupt: stopped by the model"),
+    ],
+)
+def test_a_model_that_calls_sys_exit_or_raises_keyboard_interrupt_is_a_failed_row(
+    tmp_path, client, model, error
+):
+    """Both are raised, not crashes: a failed row with the error, not a dead worker recorded as crashed (with a
+    message blaming native code) after the batch was split and rerun."""
+    summary = simulate(
+        model, table(4), tmp_path / "out", {"batch_size": 4, "max_failed_fraction": 0.5}, client=client
+    )
+    result = read_results(tmp_path / "out").sort_values("a")
+    assert list(result["status"]) == ["ok", "ok", "failed", "ok"] and summary.batches == 1
+    assert result["error"].iloc[2] == error
+
+
 def test_a_sweep_whose_whole_probe_fails_stops_at_once(tmp_path, client, monkeypatch):
     count = tmp_path / "count"
     client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))

@@ -265,7 +265,9 @@ def _simulate(model, model_ref: str, params: dict[str, Any], seed: int) -> tuple
             )
         frame = normalise_output(output, model_ref)
         return "ok", None, (frame if len(frame) else None)
-    except Exception as exc:  # noqa: BLE001 - any model error is a result row
+    # Any model error is a result row; SystemExit and KeyboardInterrupt too (raised by the model in its worker
+    # thread, they would end the worker process and read as a crash). SimulationTimeout is left to the caller.
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001
         return "failed", f"{type(exc).__name__}: {exc}", None
 
 
