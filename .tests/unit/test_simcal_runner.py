@@ -507,6 +507,24 @@ def test_parts_of_another_model_are_discarded_and_its_simulations_run_again(tmp_
     assert len(result) == 3 and sorted(result["y"]) == [0.0, 1.0, 2.0]
 
 
+def test_an_output_path_that_is_a_directory_of_other_files_is_refused_and_kept(tmp_path, client):
+    """Older versions wrote the output as a directory of Parquet parts, which the single file replaces; any other
+    directory at the output path is someone's data: refused before anything runs, never deleted."""
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ContractError, match=rf"^{mine}: the output is a directory holding other files than"):
+        simulate("simcal_models:noisy_line", table(2), mine, {"batch_size": 1}, client=client)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert not (tmp_path / "results.partial").exists()
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    table(1).to_parquet(legacy / "part-0.parquet")
+    simulate("simcal_models:noisy_line", table(2), legacy, {"batch_size": 1}, client=client)
+    assert legacy.is_file() and len(read_results(legacy)) == 2
+
+
 def test_a_truncated_part_is_discarded_and_redone(tmp_path, client):
     params = pd.DataFrame({"a": [1.0, -1.0, 2.0, 3.0]})
     with pytest.raises(TooManyFailures):

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simcal.contract import ContractError
 from simcal.tables import atomic_write
 from simcal.tasks import SimTask, simulation_key
 from simcal.worker import FAILED_STATUSES
@@ -48,6 +49,13 @@ class PartStore:
 
     def __init__(self, output: str | Path, manifest: Mapping[str, Any], rerun_failed: bool = False):
         self.output = Path(output)
+        if self.output.is_dir() and not all(
+            p.is_file() and p.suffix == ".parquet" for p in self.output.iterdir()
+        ):  # finalize replaces only the directory of parts older versions wrote: anything else is not ours
+            raise ContractError(
+                f"{self.output}: the output is a directory holding other files than the Parquet parts older "
+                "versions wrote there; the output is one Parquet file: give another path, or move the directory"
+            )
         self.partial = self.output.with_name(self.output.name + ".partial")
         self.manifest = dict(manifest)
         self.planned: dict[Key, SimTask] = {}
