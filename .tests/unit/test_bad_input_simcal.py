@@ -93,6 +93,39 @@ def test_local_and_scheduler_backend_options_are_checked_before_a_cluster_starts
             pass
 
 
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (
+            {"fixed_params": ["days"]},
+            r"fixed parameters: expected a mapping of names to values, got list \['days'\]",
+        ),
+        (
+            {"settings": "replicates: 2"},
+            r"simulation settings: expected a mapping of names to values, got str",
+        ),
+        (
+            {"backend_options": ["workers", 2]},
+            r"calibration.backend.local: expected a mapping of names to values",
+        ),
+        (
+            {"parameters": [{"beta": 0.3}]},
+            r"parameter table: expected a file path \(.csv, .tsv or .parquet\) or a ",
+        ),
+    ],
+    ids=["fixed", "settings", "backend_options", "parameters"],
+)
+def test_a_sweeps_inputs_of_the_wrong_kind_are_named(tmp_path, given, named):
+    """A wrapper's params come from YAML: a string or a list where a mapping belongs was a bare ValueError
+    ('dictionary update sequence element #0 ...') or TypeError naming nothing."""
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n")
+    arguments = {"parameters": table, **given}
+    with pytest.raises(ContractError, match=rf"^{named}"):
+        simulate(SIR, output=tmp_path / "out.parquet", **arguments)
+    assert not (tmp_path / "out.parquet.partial").exists()
+
+
 def test_the_service_names_a_misspelt_fixed_value_as_fixed(tmp_path):
     body = {"fn_ref": SIR, "parameter_sets": [{"beta": 0.3, "gamma": 0.1}], "fixed": {"populaton": 100}}
     with pytest.raises(RequestRefused, match=r"^fixed: 'populaton' is not a parameter"):

@@ -24,6 +24,18 @@ class ContractError(ValueError):
     """A model, target or parameter table does not follow the simulation contract."""
 
 
+def mapping_of(value: Any, where: str) -> dict[str, Any]:
+    """``value`` (None for none) as a dict, or fail naming ``where``: a wrapper's params come from YAML, where a
+    string or a list may stand where a mapping belongs."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ContractError(
+            f"{where}: expected a mapping of names to values, got {type(value).__name__} {value!r}"
+        )
+    return dict(value)
+
+
 def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where: str) -> None:
     """Fail naming the config section and its unknown keys (the schema catches them too, but the library
     is also called directly)."""

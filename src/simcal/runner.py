@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
-from simcal.contract import ContractError, resolve_callable
+from simcal.contract import ContractError, mapping_of, resolve_callable
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
@@ -135,7 +135,8 @@ class Simulator:
         resolve_callable(model_ref)  # a bad reference fails here, before any cluster starts
         self.model_ref = model_ref
         self.settings = settings or SimulationSettings()
-        self.backend, self.backend_options, self.threads = backend, dict(backend_options or {}), threads
+        self.backend, self.threads = backend, threads
+        self.backend_options = mapping_of(backend_options, f"calibration.backend.{backend}")
         self._client = client
         self._stack = contextlib.ExitStack()
         self.batch_size = self.settings.batch_size
@@ -707,7 +708,7 @@ def _planned_parameter_sets(
     row_name: RowName | None = None,
 ) -> tuple[list[dict[str, Any]], str, RowName]:
     """``planned_parameter_sets`` with what messages call the table and how they name its rows."""
-    fixed = dict(fixed_params or {})
+    fixed = mapping_of(fixed_params, "fixed parameters")
     check_fixed_values(fixed, "fixed parameters")
     table, where, row_name = parameter_table(parameters, where, row_name)
     both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))
@@ -739,6 +740,7 @@ def simulate(
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
     resolve_callable(model_ref)
+    mapping_of(backend_options, f"calibration.backend.{backend}")  # before the parts directory is made
     sets, where, row_name = _planned_parameter_sets(parameters, fixed_params)
     check_fixed(model_ref, dict(fixed_params or {}))  # named as fixed, not as the table's first row
     # A misspelt column or an out-of-bounds value stops here, naming the row as every message about a row does

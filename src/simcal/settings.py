@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from simcal.contract import ContractError, reject_unknown_keys
+from simcal.contract import ContractError, mapping_of, reject_unknown_keys
 
 WHERE = "simulation settings"
 
@@ -38,7 +38,7 @@ class SimulationSettings:
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> SimulationSettings:
-        options = dict(options or {})
+        options = mapping_of(options, WHERE)
         if "retries" in options:
             raise ContractError(
                 f"{WHERE}: 'retries' was removed (remove it from the config). A model's exceptions are failure rows "

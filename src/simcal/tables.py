@@ -52,6 +52,11 @@ def parameter_table(
         where = where or "parameter DataFrame"
         row_name = row_name or dataframe_row_name(parameters.index)
         return check_parameter_table(parameters, where, row_name), where, row_name
+    if not isinstance(parameters, str | os.PathLike):
+        raise ContractError(
+            f"parameter table: expected a file path (.csv, .tsv or .parquet) or a DataFrame, got "
+            f"{type(parameters).__name__}"
+        )
     path = Path(parameters)
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     try:
