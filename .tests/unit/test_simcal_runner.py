@@ -116,6 +116,14 @@ def test_automatic_batch_size_packs_many_cheap_simulations_per_task(tmp_path, cl
     assert len(read_results(tmp_path / "out")) == 4000
 
 
+def test_the_automatic_batch_size_stays_within_max_batch_size(tmp_path, client):
+    summary = simulate(
+        "simcal_models:noisy_line", table(4000), tmp_path / "out", {"max_batch_size": 20}, client=client
+    )
+    assert summary.batch_size == 20  # a cheap model and 4000 simulations would take far more per task
+    assert len(read_results(tmp_path / "out")) == 4000
+
+
 def test_batch_size_is_chosen_for_each_run_from_the_probes_timing(tmp_path, client):
     """A calibration runs rounds of different sizes on one Simulator: each round gets its own batch size, from
     the first round's timing probe (the first round is larger than the probe, so it also runs batches)."""
