@@ -124,6 +124,16 @@ def test_the_automatic_batch_size_stays_within_max_batch_size(tmp_path, client):
     assert len(read_results(tmp_path / "out")) == 4000
 
 
+def test_the_automatic_batch_size_aims_at_target_task_seconds(tmp_path, client):
+    """Simulations of at least 0.02 s and tasks of 0.05 s: at most round(0.05 / 0.02) = 2 per task (the default
+    target, 0.3 s, would pack about 15)."""
+    params = table(200).assign(sleep_s=0.02)
+    summary = simulate(
+        "simcal_models:counted_sleep", params, tmp_path / "out", {"target_task_seconds": 0.05}, client=client
+    )
+    assert 1 <= summary.batch_size <= 2 and len(read_results(tmp_path / "out")) == 200
+
+
 def test_batch_size_is_chosen_for_each_run_from_the_probes_timing(tmp_path, client):
     """A calibration runs rounds of different sizes on one Simulator: each round gets its own batch size, from
     the first round's timing probe (the first round is larger than the probe, so it also runs batches)."""
