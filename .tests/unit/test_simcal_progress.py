@@ -140,3 +140,16 @@ def test_each_planned_round_adds_to_the_total_and_the_eta_covers_the_rounds_plan
     progress.report(force=True)
     info = written(progress)  # rate = 8 done here / 4 s = 2 per s
     assert (info["total"], info["done"], info["failed"], info["rate_per_s"]) == (10, 10, 1, 2.0)
+
+
+def test_status_as_json_gives_each_sweeps_record_with_its_current_state(tmp_path, capsys):
+    """`simcal status --json` prints the records themselves, with the state made current (here: stopped)."""
+    progress = Progress(tmp_path / "a.parquet", "slurm", every_s=5)
+    progress.plan(8, 3, 1)
+    progress.report(force=True)
+    record = json.loads((tmp_path / "a.parquet.progress.json").read_text()) | {"pid": finished_pid()}
+    (tmp_path / "a.parquet.progress.json").write_text(json.dumps(record))
+    assert main(["status", "--json", str(tmp_path / "a.parquet")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0]["state"] == "stopped"
+    assert (rows[0]["done"], rows[0]["total"], rows[0]["failed"], rows[0]["backend"]) == (3, 8, 1, "slurm")
