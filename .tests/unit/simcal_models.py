@@ -33,6 +33,13 @@ def fails_for_negative(params, seed):
     return {"y": float(params["a"])}
 
 
+def fails_for_negative_until_fixed(params, seed):
+    """fails_for_negative until SIMCAL_TEST_FIXED is set in the worker's environment (the model "fixed")."""
+    if params["a"] < 0 and not os.environ.get("SIMCAL_TEST_FIXED"):
+        raise ValueError(f"a must be >= 0, got {params['a']}")
+    return {"y": float(params["a"])}
+
+
 def always_fails(params, seed):
     """Raises for every parameter set; counts its calls in the file named by SIMCAL_TEST_COUNT (if set)."""
     count_file = os.environ.get("SIMCAL_TEST_COUNT")

@@ -584,6 +584,24 @@ def test_rerun_failed_runs_only_the_failed_simulations_again(tmp_path, client):
     assert (again.skipped, again.executed) == (0, 4) and len(count.read_text().split()) == 8
 
 
+def test_rerun_failed_replaces_the_failed_rows_of_a_part_that_also_holds_finished_ones(tmp_path, client):
+    """One part holding two finished and two failed simulations: after the fix, the rerun keeps the two, runs the
+    two again, and the output holds each simulation once (never its old failed row next to its new one)."""
+    model, out, params = "simcal_models:fails_for_negative_until_fixed", tmp_path / "out", table(4, -2.0)
+    settings = {"batch_size": 4, "max_failed_fraction": 1.0}
+    simulate(model, params, out, settings, client=client)
+    assert sorted(read_results(out)["status"]) == ["failed", "failed", "ok", "ok"]
+    leave_as_parts(out, model)
+    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_FIXED", "1"))
+    try:
+        again = simulate(model, params, out, {**settings, "rerun_failed": True}, client=client)
+    finally:
+        client.run(lambda: os.environ.pop("SIMCAL_TEST_FIXED", None))
+    assert (again.skipped, again.executed) == (2, 2)
+    result = read_results(out)
+    assert sorted(result["a"]) == [-2.0, -1.0, 0.0, 1.0] and (result["status"] == "ok").all()
+
+
 # -- progress, watchdog and backends ---------------------------------------------------------------------------
 
 
