@@ -497,6 +497,15 @@ def test_a_fusion_that_picks_the_better_input_of_each_seed_holds_the_floor():
     assert not floors.set_index(["model", "check"]).loc[("fusion", "fusion_vs_inputs"), "passed"]
 
 
+def test_an_f1_equal_to_flagging_every_window_is_not_above_chance():
+    # Flagging every window scores exactly chance_f1(share); the floor demands more, not as much (F1 computed by
+    # a metric may land one ulp either side of chance_f1, so the boundary is pinned with the value itself).
+    chance = chance_f1(20 / 50)
+    floors = floor_table(_floor_rows({"gat": [chance] * 3, "vgae": [chance + 0.01] * 3, "fusion": [0.9] * 3}))
+    passed = floors[floors["check"] == "f1_above_chance"].set_index("model")["passed"]
+    assert not passed["gat"] and passed["vgae"] and passed["fusion"]
+
+
 @pytest.mark.parametrize("n_attack", [0, 50])
 def test_scenarios_with_one_class_have_no_floor(n_attack):
     table = _floor_rows({"gat": [0.0] * 3, "vgae": [0.0] * 3, "fusion": [0.0] * 3}, n_attack=n_attack)
