@@ -169,6 +169,32 @@ def test_jobs_of_one_invocation_share_a_parent_and_a_retry_continues_its_run(dat
     assert [m.step for m in client.get_metric_history(retried.info.run_id, "val_loss")] == [1, 2, 3]
 
 
+def test_a_retry_resumed_from_a_checkpoint_logs_each_epoch_once(data, tmp_path, invocation, monkeypatch):
+    import kdgat.training.loop as loop
+
+    store = tmp_path / "mlruns"
+    tracking = {"backend": "mlflow", "uri": str(store)}
+    checkpoint = tmp_path / "a" / "checkpoint.pt"
+
+    def node_failure(pid, sig):  # the loop's SIGKILL test hook, as an exception so the test process lives
+        raise RuntimeError("node failure after the checkpoint of epoch 2")
+
+    monkeypatch.setattr(loop.os, "kill", node_failure)
+    monkeypatch.setenv(loop.KILL_AFTER_EPOCH_ENV, "2")
+    with pytest.raises(RuntimeError, match="node failure"):
+        train(data, tmp_path / "a", tracking, checkpoint=checkpoint)
+    monkeypatch.delenv(loop.KILL_AFTER_EPOCH_ENV)
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (first,) = children(client)
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "val_loss")] == [1, 2]
+
+    train(data, tmp_path / "a", tracking, checkpoint=checkpoint)  # resumes after epoch 2, continues the run
+    (run,) = children(client)
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    # Epochs 1 and 2 come back from the checkpoint; the run already holds them, so they are not logged again.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3]
+
+
 def test_an_unreachable_server_costs_one_warning_and_the_job_goes_on(data, tmp_path, invocation, caplog):
     port = free_port()  # nothing listens there: connections are refused
     tracking = {"backend": "mlflow", "uri": f"http://127.0.0.1:{port}"}
