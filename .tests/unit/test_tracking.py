@@ -359,6 +359,46 @@ def test_a_job_tracked_on_a_server_and_jobs_starting_together_end_under_one_pare
     }
 
 
+def test_a_job_that_created_a_second_parent_ends_under_the_first_and_deletes_its_own(tmp_path, invocation):
+    # Against a server two jobs starting at once may each create a parent. Made deterministic here: another job's
+    # parent with a smaller run id appears after this job started under its own; at its end the job moves under
+    # the canonical one (the smallest id) and deletes the parent it created.
+    settings = TrackingSettings.from_config({"backend": "mlflow", "uri": str(tmp_path / "mlruns")})
+    job = StageSettings.from_config(SECTION, "vgae", "teacher").as_dict()
+    tracker = MlflowTracker(settings, job, {"model": str(tmp_path / "model.pt")})
+    tracker.start()
+    own = tracker.parent_id
+    assert own is not None and tracker.created_parent == own
+    client = MlflowClient(tracking_uri=settings.tracking_uri())
+    tags = {"kdgat.role": "invocation", "kdgat.invocation": invocation}
+    for _ in range(200):  # run ids are random: make parents until one sorts before this job's own
+        other = client.create_run(tracker.experiment_id, tags=tags).info.run_id
+        if other < own:
+            break
+        client.delete_run(other)
+    assert other < own
+    tracker.end("FINISHED")
+    assert not tracker.disabled
+    run = client.get_run(tracker.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == other
+    assert client.get_run(own).info.lifecycle_stage == "deleted"
+    assert client.get_run(other).info.lifecycle_stage == "active"
+
+
+def test_a_deleted_experiment_is_named_in_the_one_warning_and_the_job_goes_on(
+    data, tmp_path, invocation, caplog
+):
+    store = tmp_path / "mlruns"
+    tracking = {"backend": "mlflow", "uri": str(store), "experiment": "gone"}
+    client = MlflowClient(tracking_uri=TrackingSettings.from_config(tracking).tracking_uri())
+    client.delete_experiment(client.create_experiment("gone"))
+    with caplog.at_level(logging.WARNING, logger="kdgat.tracking"):
+        out = train(data, tmp_path / "job", tracking)
+    assert out["model"].exists()
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "kdgat.tracking"]
+    assert "experiment 'gone' is deleted (restore it or choose another name)" in warning
+
+
 README_SIZE = "<!-- mlflow-size -->"
 
 
