@@ -238,6 +238,13 @@ def test_baselines_take_the_fpr_targets_of_the_config_then_set_then_the_flag(tmp
         (["train", "dqn", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
         (["train", "dqn", "--set", "device=cuda0"], "kd_gat.device must be auto, cpu, cuda or cuda:N, got 'cuda0'"),
         (["evaluate", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        # A flag that lands under a config value that is no mapping (a traceback before).
+        (["train", "dqn", "--set", "training=5", "--epochs", "3"],
+         "kd_gat.training is 5, not a mapping: a flag sets kd_gat.training.dqn.epochs"),
+        (["train", "dqn", "--set", "training.dqn=[1]", "--lr", "0.1"],
+         "kd_gat.training.dqn is [1], not a mapping: a flag sets kd_gat.training.dqn.lr"),
+        (["train", "dqn", "--set", "tracking=5", "--tracking", "mlflow"], "kd_gat.tracking must be a mapping, got 5"),
+        (["train", "dqn", "--set", "tracking=[1]"], "kd_gat.tracking must be a mapping, got [1]"),
     ],
 )  # fmt: skip
 def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(args, message, tmp_path, stderr_text):
@@ -262,6 +269,15 @@ def test_an_unreadable_settings_file_or_log_is_named(tmp_path, stderr_text):
     (tmp_path / "a_file").write_text("")
     assert main([*args, "--log", str(tmp_path / "a_file" / "job.log")]) == 2  # no folder can be made there
     assert f"--log {tmp_path / 'a_file' / 'job.log'} cannot be written" in stderr_text()
+    assert "Traceback" not in stderr_text()
+
+
+def test_a_workflow_config_whose_kd_gat_is_no_mapping_is_named_by_evaluate(tmp_path, stderr_text):
+    config = tmp_path / "config.yaml"
+    config.write_text("kd_gat: 5\nevaluation: {}\n")  # evaluate reads kd_gat.tracking beside its own section
+    args = ["evaluate", "--config", str(config), "--dataset", "x", "--variant", "teacher", "--seed", "1"]
+    assert main([*args, "--data", str(tmp_path), "--chain", "c", "--out", str(tmp_path / "o")]) == 2
+    assert f"{config}: config key 'kd_gat' must be a mapping" in stderr_text()
     assert "Traceback" not in stderr_text()
 
 

@@ -52,6 +52,14 @@ def read_section(path: str | os.PathLike | None, section: str) -> tuple[dict, di
     return copy.deepcopy(dict(data)), {}
 
 
+def kd_gat_key(config: Mapping[str, Any], key: str, path) -> Any:
+    """``kd_gat.<key>`` of a workflow config read by :func:`read_section` for another section (None when absent)."""
+    kd_gat = config.get("kd_gat")
+    if kd_gat is not None and not isinstance(kd_gat, Mapping):
+        raise UsageError(f"{path}: config key 'kd_gat' must be a mapping")
+    return (kd_gat or {}).get(key)
+
+
 def first_seed(kd_gat: Any, where: str) -> int | None:
     """The first of ``kd_gat.seeds`` (a one-job command's default seed), None where the config names none."""
     seeds = kd_gat.get("seeds") if isinstance(kd_gat, Mapping) else None
@@ -114,13 +122,18 @@ def apply_assignments(section: dict, assignments: Iterable[str], where: str) -> 
     return section
 
 
-def set_nested(section: dict, keys: tuple[str, ...], value: Any) -> None:
-    """``section[k1][k2]... = value`` when ``value`` is not None (a flag that was not given)."""
+def set_nested(section: dict, keys: tuple[str, ...], value: Any, where: str) -> None:
+    """``section[k1][k2]... = value`` when ``value`` is not None (a flag that was not given); ``where`` names
+    ``section`` in the error for a config that holds something else than a mapping on the way."""
     if value is None:
         return
     node = section
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            path = ".".join((where, *keys[: depth + 1]))
+            raise UsageError(f"{path} is {child!r}, not a mapping: a flag sets {'.'.join((where, *keys))}")
+        node = child
     node[keys[-1]] = value
 
 
@@ -142,8 +155,10 @@ def add_tracking_options(parser, what: str):
 
 def tracking_settings(section: Mapping | None, args, tags: Mapping[str, Any]) -> TrackingSettings:
     """kd_gat.tracking with the command's tracking flags on top."""
+    if section is not None and not isinstance(section, Mapping):
+        raise UsageError(f"kd_gat.tracking must be a mapping, got {section!r}")
     options = dict(section or {})
     for key, value in (("backend", args.tracking), ("uri", args.tracking_uri), ("experiment", args.experiment),
                        ("model", getattr(args, "track_model", None))):  # fmt: skip
-        set_nested(options, (key,), value)
+        set_nested(options, (key,), value, "kd_gat.tracking")
     return TrackingSettings.from_config(options, tags=tags)

@@ -16,6 +16,7 @@ from kdgat.cli.config import (
     apply_assignments,
     check_device,
     first_seed,
+    kd_gat_key,
     parse_pair,
     read_section,
     required,
@@ -155,7 +156,7 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
     section, config = read_section(args.config, "preprocess")
     apply_assignments(section, args.set, "preprocess")
     for key in ("window_size", "stride", "val_fraction", "time_blocks", "seed", "bad_rows"):
-        set_nested(section, (key,), getattr(args, key))
+        set_nested(section, (key,), getattr(args, key), "preprocess")
     train, test, whole_captures = dataset_logs(args, section, config)
     spec = (config.get("datasets") or {}).get(args.dataset) or {}
     options = library_options(
@@ -218,7 +219,7 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     section, config = read_section(args.config, "evaluation")
     apply_assignments(section, args.set, "evaluation")
     for key in ("batch_size", "device", "fpr_targets", "stash_dir"):
-        set_nested(section, (key,), getattr(args, key))
+        set_nested(section, (key,), getattr(args, key), "evaluation")
     threads = thread_count(args.threads, section.get("threads"), "evaluation.threads")
     check_device(section.get("device"), "--device" if args.device is not None else "evaluation.device")
     options = library_options(
@@ -245,7 +246,7 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
         variant=args.variant,
         seed=seed,
         threads=threads,
-        tracking=tracking_settings((config.get("kd_gat") or {}).get("tracking"), args, {}),
+        tracking=tracking_settings(kd_gat_key(config, "tracking", args.config), args, {}),
         **options,
     )
 
@@ -320,7 +321,7 @@ def run_baselines(args: argparse.Namespace, callbacks=()) -> dict:
 
     section, _ = read_section(args.config, "evaluation")
     apply_assignments(section, args.set, "evaluation")
-    set_nested(section, ("fpr_targets",), args.fpr_targets)
+    set_nested(section, ("fpr_targets",), args.fpr_targets, "evaluation")
     # The section's other keys are the evaluate rules'; a key neither knows fails, naming it, as in `evaluate`.
     library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS

@@ -183,10 +183,10 @@ def stage_settings(args: argparse.Namespace) -> tuple[StageSettings, dict]:
     elif (seed := first_seed(section, "kd_gat")) is not None:
         section["seed"] = seed
     section.pop("seeds", None)  # the workflow trains every seed; one job trains one
-    set_nested(section, ("device",), args.device)
+    set_nested(section, ("device",), args.device, "kd_gat")
     check_device(section.get("device"), "--device" if args.device is not None else "kd_gat.device")
     for name in TRAINING_KEYS:
-        set_nested(section, ("training", args.stage, name), getattr(args, name))
+        set_nested(section, ("training", args.stage, name), getattr(args, name), "kd_gat")
     if args.preset:
         section["teacher_preset" if args.variant == TEACHER else "student_preset"] = args.preset
     overrides = dict(parse_assignment(text, "--override") for text in args.override)
