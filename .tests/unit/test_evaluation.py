@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,11 +24,12 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
 
+import kdgat
 from kdgat.evaluation.metrics import binary_metrics, detection_rate_at_fpr
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.run import evaluate_files, evaluate_scored_splits
 from kdgat.evaluation.speed import measure_inference_speed
-from kdgat.evaluation.stash import ResultStash, stash_key
+from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import pooled_table, variant_summary
 from kdgat.evaluation.thresholds import model_decisions, youden_threshold
 from kdgat.files import write_json
@@ -230,6 +233,50 @@ def test_an_empty_stash_dir_switches_the_result_stash_off(tmp_path, monkeypatch,
     # Off again, with that entry (same inputs and params) on disk: recomputed, not restored, nothing stashed.
     assert evaluate("") == set(outputs.values())
     assert "evaluating tiny/teacher" in caplog.text and "stash" not in caplog.text
+
+
+def test_the_library_code_digest_changes_with_any_module_of_the_package(tmp_path):
+    package = tmp_path / "kdgat"
+    shutil.copytree(Path(kdgat.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert library_code_digest(package) == library_code_digest()  # the installed package by default
+    before = library_code_digest(package)
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "graphs.cpython-311.pyc").write_bytes(b"compiled")  # not source
+    assert library_code_digest(package) == before
+    for module in ("evaluation/metrics.py", "inference.py", "models/gat.py"):
+        path = package / module
+        text = path.read_text()
+        path.write_text(text + "\n# changed\n")
+        assert library_code_digest(package) != before, module
+        path.write_text(text)
+    assert library_code_digest(package) == before
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_another_library_release_recomputes_instead_of_restoring_from_the_stash(
+    tmp_path, monkeypatch, caplog
+):
+    import kdgat.evaluation.run as run
+
+    caplog.set_level("INFO", logger="kdgat")
+    outputs = {name: tmp_path / "out" / f"{name}{suffix}" for name, suffix in
+               (("metrics", ".json"), ("scores", ".parquet"), ("roc", ".svg"), ("pr", ".svg"),
+                ("confusion", ".svg"))}  # fmt: skip
+    inputs = tiny_evaluation_inputs(tmp_path)
+
+    def evaluate():
+        caplog.clear()
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu",
+            speed={"repeats": 1, "latency_runs": 1, "max_graphs": 4}, stash_dir=tmp_path / "stash",
+        )  # fmt: skip
+        return caplog.text
+
+    assert "committed results to the stash" in evaluate()
+    assert "restored tiny/teacher seed None from the result stash" in evaluate()  # same code: restored
+    monkeypatch.setattr(run, "library_code_digest", lambda: "a-later-release", raising=False)
+    log = evaluate()
+    assert "evaluating tiny/teacher" in log and "restored" not in log
 
 
 def test_fixed_alpha_models_score_the_weighted_mean_and_decide_above_one_half():

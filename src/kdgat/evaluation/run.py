@@ -23,7 +23,7 @@ from kdgat.evaluation.markdown import summary_markdown
 from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.speed import measure_inference_speed
-from kdgat.evaluation.stash import ResultStash, stash_key
+from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import (
     alpha_summary,
     distillation_summary,
@@ -233,16 +233,15 @@ def evaluate_files(
         "device": device,
         "fpr_targets": list(fpr_targets),
         "speed": dict(speed or {}),
-        # bump when the evaluation's outputs change meaning (2: GAT decision p > 0.5, was >=; 3: fixed-α models, α
-        # statistics, seed)
-        "version": 3,
+        # The code that computed an entry: another release recomputes instead of restoring its numbers.
+        "library_code": library_code_digest(),
     }
     stash = ResultStash(stash_dir) if stash_dir else None
     stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in EVALUATION_OUTPUTS}
     key = stash_key(inputs, params) if stash else None
     if stash and stash.restore(key, stash_names):
         log.info(
-            "restored %s/%s seed %s from the result stash %s (inputs and params unchanged)",
+            "restored %s/%s seed %s from the result stash %s (inputs, params and library code unchanged)",
             dataset,
             variant,
             seed,

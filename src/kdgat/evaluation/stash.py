@@ -27,6 +27,17 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def library_code_digest(package: str | os.PathLike | None = None) -> str:
+    """A digest of the source of every module of ``package`` (the installed kdgat by default). An entry holds
+    numbers the code computed: a release that changes how (a metric, a threshold, the fused score) must not be
+    served the older release's entries from a stash it shares (``results/evaluation/.stash`` by default)."""
+    package = Path(package) if package is not None else Path(__file__).parents[1]
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(package.rglob("*.py")):
+        digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def stash_key(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]) -> str:
     """A key that changes whenever an input's content or a parameter changes (not on mtime or path moves)."""
     digest = hashlib.sha256()
