@@ -329,6 +329,25 @@ def test_negative_binomial_tends_to_the_poisson_without_losing_digits():
     assert np.isfinite(negbin_log_likelihood(counts, means, 1e-3)).all()
 
 
+@pytest.mark.parametrize("dispersion", [1e3, 99_999.0, 100_001.0, 1e6, 1e9])
+def test_the_negative_binomial_is_exact_where_its_large_dispersion_series_takes_over(dispersion):
+    """For a whole count c, Γ(c + k) / Γ(k) is the product of k + i over i < c: the log-likelihood written with
+    that exact product (a sum of log1p terms, no cancelling gammaln) is the reference. scipy's nbinom loses digits
+    at large k itself, so it cannot check the Stirling series the code uses past k = 1e5 to 1e-9."""
+    counts = np.array([0.0, 1, 7, 250, 2_000, 10_000])
+    means = np.array([0.5, 1.5, 7.5, 180.0, 2_300.0, 12_500.0])
+    rising = np.array([math.fsum(np.log1p(np.arange(int(c)) / dispersion)) for c in counts])
+    expected = (
+        rising
+        - np.array([math.lgamma(c + 1.0) for c in counts])
+        - (dispersion + counts) * np.log1p(means / dispersion)
+        + counts * np.log(means)
+    )
+    np.testing.assert_allclose(
+        negbin_log_likelihood(counts, means, dispersion), expected, rtol=1e-12, atol=1e-9
+    )
+
+
 def test_count_targets_use_the_replicate_mean_and_floor_it():
     observed = pd.DataFrame({"day": [0, 1], "incidence": [2, 0]})
     simulated = pd.DataFrame({"replicate": [0, 0, 1, 1], "day": [0, 1, 0, 1], "incidence": [1, 0, 3, 0]})
@@ -341,6 +360,14 @@ def test_count_targets_use_the_replicate_mean_and_floor_it():
     )
     assert negbin_nll(simulated, observed, "incidence", dispersion=4.0) == pytest.approx(
         -stats.nbinom.logpmf(2, 4.0, 4.0 / 6.0) - stats.nbinom.logpmf(0, 4.0, 4.0 / 4.001)
+    )
+    # the floor lifts only a mean below it: means (1, 0) with min_mean 0.5 are scored as (1, 0.5), not shifted
+    lower = simulated.assign(incidence=[0, 0, 2, 0])
+    assert poisson_nll(lower, observed, "incidence", min_mean=0.5) == pytest.approx(
+        -stats.poisson.logpmf(2, 1.0) - stats.poisson.logpmf(0, 0.5)
+    )
+    assert negbin_nll(lower, observed, "incidence", dispersion=4.0, min_mean=0.5) == pytest.approx(
+        -stats.nbinom.logpmf(2, 4.0, 4.0 / 5.0) - stats.nbinom.logpmf(0, 4.0, 4.0 / 4.5)
     )
     dead = simulated.assign(incidence=0)  # expected 0 where 2 were seen: large but finite, thanks to min_mean
     assert poisson_nll(dead, observed, "incidence") == pytest.approx(-stats.poisson.logpmf(2, 1e-3) + 1e-3)
