@@ -386,6 +386,29 @@ def test_a_declared_space_with_bounds_that_bound_nothing_or_everything_is_refuse
 
 
 @pytest.mark.parametrize(
+    "value, message",
+    [
+        (1.5, r"'x' = 1.5 is above its upper bound 1.0 \(real in \[0.0, 1.0\], required\)"),
+        (-0.5, r"'x' = -0.5 is below its lower bound 0.0"),
+        (math.inf, r"'x' = inf is not finite"),
+        (math.nan, r"'x' = nan is not finite"),
+        (True, r"'x' = True is not a number"),
+    ],
+)
+def test_a_declared_space_refuses_values_outside_its_bounds_naming_the_parameter(value, message):
+    """Every bound of a declared parameter holds, the upper one too (the SIR model declares none), and a value
+    that is no finite number is refused rather than compared with the bounds (NaN would pass both)."""
+    space = ParameterSpace(x=Real(low=0.0, high=1.0))
+    with pytest.raises(ContractError, match=rf"^the sets, set 3: parameter {message}"):
+        space.check({"x": value}, "the sets, set 3")
+    space.check({"x": 1.0}, "the sets, set 3")  # the bounds are inclusive
+    with pytest.raises(
+        ContractError, match=r"calibration.parameters.x: bound 2.0 is above its upper bound 1.0"
+    ):
+        parse_bounds({"x": {"low": 0.5, "high": 2.0}}, space=space)
+
+
+@pytest.mark.parametrize(
     "function, options, observed, message",
     [
         ("negbin_nll", {"dispersion": math.inf}, None, r"dispersion must be a finite number > 0, got inf"),
