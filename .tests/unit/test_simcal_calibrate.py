@@ -86,6 +86,9 @@ def test_designs_stay_in_bounds_and_repeat_with_the_seed():
 def test_integer_parameters_get_every_whole_number_of_their_range():
     design = sample_design({"days": {"low": 10, "high": 13, "integer": True}}, 64, "sobol", seed=2)
     assert design["days"].dtype == np.int64 and set(design["days"]) == {10, 11, 12, 13}
+    # evenly: 64 Sobol points put 16 in each quarter of the unit interval, so each whole number gets a quarter
+    # (rounding low + u (high - low) would give the ends half a share each)
+    assert design["days"].value_counts().to_dict() == {10: 16, 11: 16, 12: 16, 13: 16}
     # a parameter the model declares an Integer is sampled as one without saying so
     declared = sample_design({"days": {"low": 10, "high": 13}}, 8, "sobol", seed=2, model_ref=SIR)
     assert declared["days"].dtype == np.int64
