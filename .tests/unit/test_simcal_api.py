@@ -32,6 +32,24 @@ def test_service_rows_match_the_sweep_and_every_outcome_is_a_row(tmp_path):
         ordered = rows.sort_values(["param_id", "replicate"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(ordered[columns], sweep[columns])
 
+        # With common random numbers too: every parameter set gets replicate r's seed, in submit as in a sweep.
+        common = {**settings, "common_random_numbers": True}
+        shared = gather(
+            [
+                submit(
+                    "simcal_models:noisy_line", {"a": a}, replicate=r, client=service.client, settings=common
+                )
+                for a in (1.0, 2.0)
+                for r in (0, 1)
+            ]
+        )
+        simulate("simcal_models:noisy_line", pd.DataFrame({"a": [1.0, 2.0]}), tmp_path / "common", common,
+                 client=service.client)  # fmt: skip
+        common_sweep = read_results(tmp_path / "common")
+        ordered = shared.sort_values(["param_id", "replicate"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(ordered[columns], common_sweep[columns])
+        assert (shared.groupby("replicate")["seed"].nunique() == 1).all()
+
         outcomes = service.gather(
             [
                 service.submit("simcal_models:fails_for_negative", {"a": -1.0}),
