@@ -3,6 +3,7 @@ what was expected, before anything runs, and nothing is written."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -21,6 +22,7 @@ from simcal.runner import simulate
 from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
 from simcal.space import Choice, Integer, ParameterSpace, Real
 from simcal.tables import read_parameter_table
+from simcal.visualize import visualize
 
 SIR = "simcal.models.sir:simulate"
 
@@ -442,3 +444,33 @@ def test_target_options_and_observed_data_that_give_every_set_a_nan_loss_are_ref
         simulated = pd.DataFrame({"replicate": [0, 0], "day": [0, 1], "cases": [1.0, 2.0]})
         with pytest.raises(ValueError, match=message):
             getattr(targets, function)(simulated, frame, "cases", **options)
+
+
+@pytest.mark.parametrize(
+    "simulated, observed, named",
+    [
+        ("cases", "incidence", r"simulations.parquet: the simulations have no column\(s\) \['incidence'\]"),
+        ("incidence", "cases", r"observed.csv: the observed data have no column\(s\) \['incidence'\]"),
+    ],
+)
+def test_the_calibration_page_names_a_plot_column_the_outputs_or_the_observed_data_lack(
+    tmp_path, simulated, observed, named
+):
+    """plot.column defaults to the SIR model's incidence: for another model the page named neither the file nor
+    the setting (the simulations' side failed inside Arrow, listing the file's schema)."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], simulated: [1.0, 2.0]}
+    )
+    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], observed: [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
+    trials = pd.DataFrame(
+        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
+    )
+    trials.to_parquet(tmp_path / "trials.parquet")
+    best = {"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}, "phase": "design"}
+    (tmp_path / "best.json").write_text(json.dumps(best))
+    (tmp_path / "summary.json").write_text("{}")
+    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    with pytest.raises(ContractError, match=rf"{named} to plot; set plot.column and plot.on"):
+        visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html")
+    assert not (tmp_path / "page.html").exists()

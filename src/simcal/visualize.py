@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pa_dataset
 
 from simcal.contract import ContractError
 from simcal.observed import read_observed
@@ -136,6 +137,15 @@ def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     return f"<table><tr><td><b>{header[0]}</b></td><td><b>{header[1]}</b></td></tr>{cells}</table>"
 
 
+def _require_plot_columns(path: str | Path, what: str, columns: list[str], wanted: Sequence[str]) -> None:
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise ContractError(
+            f"{path}: the {what} have no column(s) {missing} to plot; set plot.column and plot.on to columns of "
+            f"the model's output and the observed data ({what}: {columns})"
+        )
+
+
 def _write_pictures(pictures: dict[str, bytes], png_paths: dict[str, str | Path] | None) -> None:
     for name, path in (png_paths or {}).items():
         if name not in pictures:
@@ -160,7 +170,12 @@ def visualize(
     trials = pd.read_parquet(trials_path)
     best = json.loads(Path(best_path).read_text())
     summary = json.loads(Path(summary_path).read_text())
-    observed = read_observed(observed_path, [on, column])
+    observed = read_observed(observed_path)
+    _require_plot_columns(observed_path, "observed data", list(observed.columns), [on, column])
+    # Read for the best set's rows only; a plot column the model does not output would fail there as an Arrow
+    # error listing the file's schema, naming neither the file nor the setting.
+    names = pa_dataset.dataset(simulations_path, format="parquet").schema.names
+    _require_plot_columns(simulations_path, "simulations", names, ["param_id", "status", on, column])
     simulations = pd.read_parquet(
         simulations_path,
         filters=[("param_id", "==", best["param_id"])],
@@ -242,12 +257,8 @@ def visualize_sweep(
     pictures = {"outputs": png_bytes(sweep_outputs_figure(table, parameter_names))}
     if column and on:
         simulations = pd.read_parquet(simulations_path)
-        missing = [c for c in (column, on, "param_id", "status", *parameter_names) if c not in simulations]
-        if missing:
-            raise ContractError(
-                f"{simulations_path}: the simulations have no column(s) {missing} to plot; set plot.column and "
-                f"plot.on to columns of the model's output ({list(simulations.columns)})"
-            )
+        wanted = [column, on, "param_id", "status", *parameter_names]
+        _require_plot_columns(simulations_path, "simulations", list(simulations.columns), wanted)
         pictures["series"] = png_bytes(sweep_series_figure(simulations, parameter_names, column, on))
     _write_pictures(pictures, png_paths)
     titles = {"Outputs against each parameter": pictures["outputs"]}
