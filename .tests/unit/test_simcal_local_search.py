@@ -212,6 +212,22 @@ def test_the_floor_scan_spreads_its_points_along_the_floor():
     assert abs(direction @ np.array([1.0, 0.9]) / np.hypot(1.0, 0.9)) > 0.999  # along the floor's direction
 
 
+@pytest.mark.parametrize("count, expected", [(1, [1]), (3, [-1, 1, 2]), (5, [-2, -1, 1, 2, 3])])
+def test_an_odd_floor_scan_stays_within_its_span_too(count, expected):
+    """An odd count puts its extra point on one side, at the same spacing: its farthest point reaches SCAN_SPAN
+    radii, not past it (dividing by the smaller side's count put a scan of 3 at twice the span)."""
+    along = np.linspace(0.5, 0.7, 7)
+    floor = np.column_stack([along, 0.9 * along + 0.05])
+    points = np.vstack([floor + [0.0, 0.004], floor - [0.0, 0.006], floor + [0.0, 0.015]])
+    losses = valley(points)
+    best, radius = points[np.argmin(losses)], 0.05
+    scan = floor_scan(points, losses, radius, count)
+    # the flattest axis, signed as the scan runs (its step onto the floor is across it, so it adds nothing here)
+    axis = floor_scan(points, losses, radius, 2)[1] - floor_scan(points, losses, radius, 2)[0]
+    steps = (scan - best) @ (axis / np.linalg.norm(axis)) / (SCAN_SPAN * radius)
+    np.testing.assert_allclose(steps, np.array(expected) / max(expected), atol=1e-9)
+
+
 def test_the_floor_scan_needs_enough_points_for_a_fit():
     points = np.array([[0.5, 0.5], [0.6, 0.5], [0.5, 0.6]])
     assert floor_scan(points, np.array([1.0, 2.0, 3.0]), 0.1, 10).shape == (0, 2)

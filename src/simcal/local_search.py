@@ -198,7 +198,7 @@ def floor_scan(
     eigenvalues, axes, along, curved = principal_axes(points, losses, best, radius)
     flattest = int(np.argmin(eigenvalues))
     onto_floor = across(axes, np.where(curved, along, 0.0), flattest)  # as the probes step onto it
-    below = count // 2
-    steps = np.r_[np.arange(-below, 0), np.arange(1, count - below + 1)] / max(below, 1)
+    below, above = count // 2, count - count // 2  # an odd count has its extra point above the best
+    steps = np.r_[np.arange(-below, 0), np.arange(1, above + 1)] / above  # the farther side ends at the span
     offsets = span * radius * steps
     return np.clip(best + onto_floor + offsets[:, None] * axes[:, flattest], 0.0, 1.0)
