@@ -9,7 +9,16 @@ import pytest
 from simcal.calibrate import CalibrationSettings
 from simcal.contract import ContractError
 from simcal.design import parse_bounds
-from simcal.local_search import SCAN_SPAN, TrustRegion, fit_quadratic, floor_scan, floor_weights, into_box
+from simcal.local_search import (
+    MAX_RADIUS,
+    MIN_RADIUS,
+    SCAN_SPAN,
+    TrustRegion,
+    fit_quadratic,
+    floor_scan,
+    floor_weights,
+    into_box,
+)
 
 
 def test_the_fit_recovers_a_quadratics_gradient_and_hessian():
@@ -69,6 +78,56 @@ def test_the_radius_halves_after_a_round_without_progress():
     assert region.radius == first  # the first round has nothing to compare with
     region.propose(points, losses)  # no better point since: halve
     assert region.radius == pytest.approx(first / 2)
+
+
+def test_the_trust_radius_starts_within_its_limits_and_never_shrinks_below_the_smallest():
+    """The start spans the points from the best, capped at MAX_RADIUS (points spread over the whole box) and at
+    least 4 MIN_RADIUS (points bunched together); rounds without progress halve it down to MIN_RADIUS, not 0."""
+    wide = np.array([[0.5, 0.5], [0.0, 0.0], [1.0, 1.0]])
+    assert TrustRegion.around(wide, np.array([1.0, 2.0, 3.0])).radius == MAX_RADIUS
+    bunched = np.array([[0.5, 0.5], [0.5001, 0.5], [0.5, 0.5001]])
+    region = TrustRegion.around(bunched, np.array([1.0, 2.0, 3.0]))
+    assert region.radius == 4 * MIN_RADIUS
+    for _ in range(5):
+        region.propose(bunched, np.array([1.0, 2.0, 3.0]))
+    assert region.radius == MIN_RADIUS
+
+
+def bowl_points(centre: np.ndarray, count: int) -> np.ndarray:
+    return centre + 0.02 * np.random.default_rng(3).standard_normal((count, 2))
+
+
+def test_the_step_is_the_models_minimum_cut_to_the_trust_radius():
+    """A bowl whose minimum lies far off along the diagonal: each axis's step is clipped to the radius, and the
+    step as a whole is cut to it too (not radius times the square root of the number of parameters)."""
+    points = bowl_points(np.array([0.3, 0.3]), 12)
+    losses = (points - [0.9, 0.9]) ** 2 @ [1.0, 2.0]  # principal axes: the unit axes
+    step = TrustRegion(radius=0.05).propose(points, losses)[0] - points[np.argmin(losses)]
+    np.testing.assert_allclose(step, [0.05 / np.sqrt(2)] * 2, atol=1e-4)
+
+
+@pytest.mark.parametrize("count, fitted", [(6, False), (7, True)])
+def test_a_fit_needs_one_point_more_than_a_quadratic_has_terms(count, fitted):
+    """Six terms in two parameters: with six points the round only probes along the unit axes (four points), with
+    seven it takes the fitted step and probes the fit's axes (five points)."""
+    points = bowl_points(np.array([0.5, 0.5]), count)
+    losses = ((points - [0.52, 0.49]) ** 2).sum(axis=1)
+    proposals = TrustRegion(radius=0.1).propose(points, losses)
+    assert len(proposals) == (5 if fitted else 4)
+
+
+def test_probes_step_onto_the_floor_only_along_curved_axes():
+    """Across an axis without curvature (the loss a plain slope along u1) the model has no minimum: the probes
+    along the curved axis keep the best point's u1, while the main step goes down the slope by the radius."""
+    points = bowl_points(np.array([0.5, 0.5]), 12)
+    losses = 100 * (points[:, 0] - 0.5) ** 2 + 5 * points[:, 1]
+    best = points[np.argmin(losses)]
+    proposals = TrustRegion(radius=0.1).propose(points, losses)
+    probes = proposals[1:].reshape(2, 2, 2)  # (axis, side, coordinate)
+    curved = np.argmax(np.abs(probes[:, 0, 0] - probes[:, 1, 0]))  # the pair half a radius apart along u0
+    np.testing.assert_allclose(probes[curved, :, 1], best[1], atol=1e-6)
+    step = proposals[0] - best  # down the slope (and onto the floor across u0), a radius long
+    assert step[1] < -0.05 and np.linalg.norm(step) == pytest.approx(0.1)
 
 
 def test_the_unit_coordinates_invert_the_bounds():
