@@ -886,6 +886,11 @@ def test_sweep_summary_has_one_row_per_parameter_set():
     }
     everything, _ = summarize_sweep(sweep_frame(), ["a"])  # default: every numeric output, mean and max
     assert {"t_mean_mean", "y_max_sd"} <= set(everything.columns) and "a_mean_mean" not in everything
+    # a flag column (bool) is no output to average unless named; a failure without its error text still counts
+    flagged = sweep_frame().assign(extinct=lambda f: f["y"].fillna(0) > 5, error=None)
+    flagged_table, flagged_summary = summarize_sweep(flagged, ["a"])
+    assert not [c for c in flagged_table.columns if c.startswith("extinct")]
+    assert flagged_summary["most_common_errors"] == {"unknown error": 1}
     with pytest.raises(ContractError, match=r"the simulations file has no column\(s\) \['z'\]"):
         summarize_sweep(sweep_frame(), ["a"], ["z"])
     with pytest.raises(ContractError, match=r"sweep columns \['error'\] are not numeric"):
