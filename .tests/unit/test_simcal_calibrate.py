@@ -304,6 +304,10 @@ def test_the_total_loss_is_the_weighted_sum_of_the_targets():
     targets[1].options["min_mean"] = 0.0
     row = losses_for([frame.assign(y=0.0)], pd.DataFrame({"day": [0], "y": [4]}), targets).iloc[0]
     assert row["loss_nll"] == math.inf and math.isnan(row["loss"])
+    # with weight 0 the same target is recorded but not scored (0 x inf would be NaN: a failed set to the sampler)
+    targets[1].weight = 0.0
+    row = losses_for([frame.assign(y=0.0)], pd.DataFrame({"day": [0], "y": [4]}), targets).iloc[0]
+    assert row["loss_nll"] == math.inf and row["loss"] == pytest.approx(0.5 * 16.0)
 
 
 @pytest.mark.parametrize("dispersion", [0.05, 1.0, 10.0, 1e3, 99_999.0, 100_001.0, 1e6])

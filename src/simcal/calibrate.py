@@ -242,7 +242,8 @@ def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list
                     f"{type(error).__name__}: {error}"
                 ) from error
             row[f"loss_{target.name}"] = value
-            total += target.weight * value
+            if target.weight:  # a weight-0 target is recorded, not scored: 0 x inf or 0 x NaN would be NaN
+                total += target.weight * value
         row["loss"] = total if math.isfinite(total) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
