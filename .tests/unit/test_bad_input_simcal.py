@@ -201,6 +201,18 @@ def test_a_generators_misspelt_option_is_named_and_nothing_is_written(tmp_path):
     assert not output.exists()
 
 
+@pytest.mark.parametrize("dispersion", [0, -1.0, math.nan, math.inf, "ten"])
+def test_a_generators_negative_binomial_dispersion_that_is_no_positive_number_is_named(tmp_path, dispersion):
+    """numpy said 'n <= 0', 'p <= 0, p > 1 or p contains NaNs' or a ufunc error: none named the option."""
+    output = tmp_path / "observed.csv"
+    with pytest.raises(ValueError, match=rf"^dispersion must be a finite number > 0, got {dispersion!r}$"):
+        generate_observed(
+            "simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1}, output,
+            options={"noise": "negbin", "dispersion": dispersion},
+        )  # fmt: skip
+    assert not output.exists()
+
+
 def test_the_calibrations_fixed_values_are_named_as_fixed_when_observed_data_are_generated(tmp_path):
     output = tmp_path / "observed.csv"
     with pytest.raises(ContractError, match=r"^calibration.fixed: 'populaton' is not a parameter"):

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from simcal.space import Integer, ParameterSpace, Real
+from simcal.targets import check_count_options
 
 SPACE = ParameterSpace(
     beta=Real(low=0.0, description="transmission rate per day"),
@@ -178,6 +179,8 @@ def observe(
     processes = {"stochastic": simulate, "mean_field": mean_field}
     if process not in processes:
         raise ValueError(f"process {process!r} is unknown; expected one of {sorted(processes)}")
+    if noise == "negbin":  # numpy's own message for a bad n is 'n <= 0', naming no option
+        check_count_options(dispersion=dispersion)
     truth = processes[process](params, seed)
     rng = np.random.default_rng([seed, 1])
     mean = truth["incidence"].to_numpy(dtype=float)
