@@ -341,16 +341,21 @@ def test_the_mse_targets_leave_out_a_missing_observation_and_the_likelihoods_ref
             [{"function": "simcal.targets:poisson_nll", "column": "y", "weight": math.inf}],
             r"targets\[0\].weight",
         ),
+        (  # every total would be 0: the whole budget spent on a constant
+            [{"function": "simcal.targets:poisson_nll", "column": "y", "weight": 0}] * 2,
+            r"calibration.targets: every weight is 0; at least one target needs a weight > 0",
+        ),
     ],
 )
 def test_targets_that_are_not_a_list_or_weigh_against_the_fit_are_named(targets_spec, message):
     """One target written without its list is named as such (not as its first key or letter); a negative weight
-    would have the calibration minimise towards a worse fit of that target."""
+    would have the calibration minimise towards a worse fit of that target. Weight 0 is allowed beside a weighted
+    target (recorded, not scored)."""
     with pytest.raises(ContractError, match=message):
         parse_targets(targets_spec)
-    assert (
-        parse_targets([{"function": "simcal.targets:poisson_nll", "column": "y", "weight": 0}])[0].weight == 0
-    )
+    scored = {"name": "fit", "function": "simcal.targets:poisson_nll", "column": "y"}
+    watched = {"name": "watch", "function": "simcal.targets:poisson_nll", "column": "y", "weight": 0}
+    assert [t.weight for t in parse_targets([scored, watched])] == [1.0, 0.0]
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,13 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
             raise ContractError(f"{where}.weight: expected a finite number >= 0, got {weight!r}")
         parsed.append(Target(name, reference, function, spec, float(weight)))
+    if not any(
+        t.weight for t in parsed
+    ):  # a weight-0 target is recorded only: the total would be 0 everywhere
+        raise ContractError(
+            "calibration.targets: every weight is 0; at least one target needs a weight > 0 (a target of weight 0 "
+            "is recorded in the trials table but not part of the loss)"
+        )
     names = [t.name for t in parsed]
     if len(set(names)) != len(names):
         raise ContractError(f"calibration.targets: names must differ (column loss_<name>), got {names}")
