@@ -295,6 +295,12 @@ def test_submit_names_a_nan_parameter_as_submitted():
         ({"seed": 1.5}, r"^submit: seed must be a whole number >= 0, got 1.5$"),
         ({"replicate": -1}, r"^submit: replicate must be a whole number >= 0, got -1$"),
         ({"replicate": True}, r"^submit: replicate must be a whole number >= 0, got True$"),
+        # 2**64 failed only as the simulation's row ('cannot be stored: OverflowError'); 2**32 ran, unlike in a sweep
+        (
+            {"seed": 2**32},
+            r"^submit: seed must be below 2\*\*32 \(as every seed of a sweep is\), got 4294967296$",
+        ),
+        ({"seed": 2.0**64}, r"^submit: seed must be below 2\*\*32 .*got 1.8446744073709552e\+19$"),
     ],
 )
 def test_submit_refuses_a_negative_or_fractional_seed_or_replicate(keywords, message):

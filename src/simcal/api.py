@@ -108,6 +108,10 @@ def _task(
     reject_reserved(params, "submit(params)")
     _check_whole_number("replicate", replicate)
     _check_whole_number("seed", seed)
+    if (
+        seed is not None and seed >= 2**32
+    ):  # a sweep's seeds lie below; a model may hand them to a 32-bit seeder
+        raise ContractError(f"submit: seed must be below 2**32 (as every seed of a sweep is), got {seed!r}")
     try:
         plain = canonical_params(params)
     except ContractError as error:
