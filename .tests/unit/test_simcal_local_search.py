@@ -4,10 +4,11 @@ valley that the starting points do not reach, and the settings that turn it on."
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from simcal.calibrate import CalibrationSettings
-from simcal.contract import ContractError
+from simcal.calibrate import CalibrationSettings, local_search
+from simcal.contract import ContractError, param_id
 from simcal.design import parse_bounds
 from simcal.local_search import (
     MAX_RADIUS,
@@ -291,3 +292,37 @@ def test_the_floor_scan_needs_enough_points_for_a_fit():
     points = np.array([[0.5, 0.5], [0.6, 0.5], [0.5, 0.6]])
     assert floor_scan(points, np.array([1.0, 2.0, 3.0]), 0.1, 10).shape == (0, 2)
     assert floor_scan(np.random.default_rng(0).random((9, 2)), np.arange(9.0), 0.1, 0).shape == (0, 2)
+
+
+class RecordedRounds:
+    """Stands in for the calibration's rounds (simcal.calibrate._Rounds): scores each parameter set on the spot,
+    with the trial rows _Rounds gives, and records every batch it was asked to simulate."""
+
+    fixed: dict = {}
+
+    def __init__(self):
+        self.asked: list[list[dict]] = []
+
+    def run(self, proposals, replicates, labels, fail_fast=False):
+        self.asked.append(proposals)
+        return pd.DataFrame(
+            [{**labels, "param_id": param_id(p), "replicates": replicates, **p, "loss": float((p["n"] - 2) ** 2),
+              "replicates_ok": replicates, "replicates_failed": 0} for p in proposals]
+        )  # fmt: skip
+
+
+def test_the_local_rounds_stop_when_nothing_new_lies_within_the_radius(caplog):
+    """A whole-number parameter of three values, all refined: every point within the trust radius rounds to one
+    of them, so the search stops at once, saying so, instead of running its rounds on nothing."""
+    caplog.set_level("INFO", logger="simcal.calibrate")
+    settings = CalibrationSettings.from_config(
+        {"rounds": 0, "refine": {"top_k": 3, "replicates": 8, "rounds": 4}}
+    )
+    rounds = RecordedRounds()
+    trials = [
+        rounds.run([{"n": 1}, {"n": 2}, {"n": 3}], 8, {"round": 1, "phase": "refine", "method": "refine"})
+    ]
+    rounds.asked.clear()
+    local_search(rounds, parse_bounds({"n": {"low": 1, "high": 3, "integer": True}}), trials, settings, 0.0)
+    assert rounds.asked == [] and len(trials) == 1
+    assert "local search: converged after 0 rounds (nothing new within the trust radius)" in caplog.text
