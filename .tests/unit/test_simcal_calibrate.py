@@ -916,6 +916,13 @@ def test_sweep_page_shows_outputs_and_series(tmp_path):
     with pytest.raises(ContractError, match=r"have no column\(s\) \['incidence'\] to plot; set plot.column"):
         visualize_sweep(tmp_path / "sweep.parquet", tmp_path / "table.parquet", tmp_path / "summary.json", ["a"],
                         tmp_path / "other.html", column="incidence", on="t")  # fmt: skip
+    # every simulation failed (max_failed_fraction 1): failure rows have no outputs, and no setting would help
+    failed = sweep_frame().assign(status="failed", error="boom").drop(columns=["t", "y"])
+    failed.drop_duplicates(["param_id", "replicate"]).to_parquet(tmp_path / "failed.parquet")
+    with pytest.raises(ContractError, match=r"failed.parquet: every simulation failed, so there are no outputs "
+                       r"\['y', 't'\] to plot$"):  # fmt: skip
+        visualize_sweep(tmp_path / "failed.parquet", tmp_path / "table.parquet", tmp_path / "summary.json", ["a"],
+                        tmp_path / "failed.html", column="y", on="t")  # fmt: skip
 
 
 def test_optuna_is_pinned_alike_everywhere_and_installed_at_that_version():

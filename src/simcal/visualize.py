@@ -137,12 +137,17 @@ def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     return f"<table><tr><td><b>{header[0]}</b></td><td><b>{header[1]}</b></td></tr>{cells}</table>"
 
 
-def _require_plot_columns(path: str | Path, what: str, columns: list[str], wanted: Sequence[str]) -> None:
+def _require_plot_columns(
+    path: str | Path, what: str, columns: list[str], wanted: Sequence[str], nothing_succeeded: bool = False
+) -> None:
     missing = [c for c in wanted if c not in columns]
+    if missing and nothing_succeeded:  # failure rows carry no outputs: no setting would help
+        raise ContractError(f"{path}: every simulation failed, so there are no outputs {missing} to plot")
     if missing:
+        source = "the model's output" if what == "simulations" else f"the {what}"
         raise ContractError(
             f"{path}: the {what} have no column(s) {missing} to plot; set plot.column and plot.on to columns of "
-            f"the model's output and the observed data ({what}: {columns})"
+            f"{source} ({columns})"
         )
 
 
@@ -258,7 +263,8 @@ def visualize_sweep(
     if column and on:
         simulations = pd.read_parquet(simulations_path)
         wanted = [column, on, "param_id", "status", *parameter_names]
-        _require_plot_columns(simulations_path, "simulations", list(simulations.columns), wanted)
+        failed = "status" in simulations and not simulations["status"].eq("ok").any()
+        _require_plot_columns(simulations_path, "simulations", list(simulations.columns), wanted, failed)
         pictures["series"] = png_bytes(sweep_series_figure(simulations, parameter_names, column, on))
     _write_pictures(pictures, png_paths)
     titles = {"Outputs against each parameter": pictures["outputs"]}
