@@ -105,6 +105,19 @@ def test_a_cancelled_simulation_is_a_row_and_a_closed_service_says_so():
         late.result()
 
 
+@pytest.mark.timeout(60)
+def test_a_future_gathered_twice_gives_its_rows_twice():
+    """gather([f, f]) waited until it had an outcome per list entry but kept one per future: it never returned."""
+    with SimulationService(backend="local", threads=1) as service:
+        future = service.submit("simcal_models:noisy_line", {"a": 1.0})
+        other = service.submit("simcal_models:noisy_line", {"a": 2.0})
+        rows = service.gather([future, other, future])
+    assert rows["a"].tolist() == [1.0, 2.0, 1.0] and (rows["status"] == "ok").all()
+    pd.testing.assert_frame_equal(
+        rows.iloc[[2]].reset_index(drop=True), rows.iloc[[0]].reset_index(drop=True)
+    )
+
+
 def test_thread_workers_run_but_warn_what_they_give_up(caplog):
     with caplog.at_level("WARNING", logger="simcal.backends"):
         with SimulationService(backend="local", backend_options={"processes": False}) as service:

@@ -175,6 +175,8 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
             f"{closed[0]!r} cannot be gathered: its Dask client is {closed[0].client.status} (a SimulationService "
             "closes the cluster it started on leaving its `with` block; gather inside it)"
         )
+    # A future listed twice is waited for once (gather shows its rows twice).
+    futures = list({id(f): f for f in futures}.values())
     outcome: dict[int, pd.DataFrame] = {}
     timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
     while len(outcome) < len(futures):
