@@ -365,6 +365,13 @@ def test_count_targets_use_the_replicate_mean_and_floor_it():
     assert poisson_nll(simulated, observed, "incidence", min_mean=1e-12) == pytest.approx(
         -stats.poisson.logpmf(2, 2.0)
     )
+    # without a floor, 0 observed where 0 is expected is certain (0 log 0 = 0), not a NaN loss
+    assert poisson_nll(simulated, observed, "incidence", min_mean=0.0) == pytest.approx(
+        -stats.poisson.logpmf(2, 2.0)
+    )
+    assert negbin_nll(simulated, observed, "incidence", dispersion=4.0, min_mean=0.0) == pytest.approx(
+        -stats.nbinom.logpmf(2, 4.0, 4.0 / 6.0)
+    )
     assert negbin_nll(simulated, observed, "incidence", dispersion=4.0) == pytest.approx(
         -stats.nbinom.logpmf(2, 4.0, 4.0 / 6.0) - stats.nbinom.logpmf(0, 4.0, 4.0 / 4.001)
     )
