@@ -16,7 +16,7 @@ from simcal.analyze import analyze
 from simcal.backends import dask_client, slurm_cluster_kwargs, slurm_scaling
 from simcal.calibrate import check_observed_columns, parse_targets
 from simcal.contract import ContractError
-from simcal.design import parse_bounds, write_design
+from simcal.design import parse_bounds, sample_design, write_design
 from simcal.observed import generate_observed, read_observed
 from simcal.runner import simulate
 from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
@@ -48,7 +48,8 @@ def test_a_design_refuses_a_reserved_parameter_name_and_a_bad_seed_naming_them(t
         write_design({"seed": {"low": 0, "high": 1}, "beta": {"low": 0, "high": 1}}, 4, output)
     for seed in (-1, 1.5, "7", True, None):
         with pytest.raises(
-            ContractError, match=rf"^design seed must be an integer >= 0, got {re.escape(repr(seed))}$"
+            ContractError,
+            match=rf"^design parameters: the design's seed must be a whole number >= 0, got {re.escape(repr(seed))}$",
         ):
             write_design({"beta": {"low": 0, "high": 1}}, 4, output, seed=seed)
     assert not output.exists()
@@ -210,6 +211,20 @@ def test_a_generators_negative_binomial_dispersion_that_is_no_positive_number_is
             "simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1}, output,
             options={"noise": "negbin", "dispersion": dispersion},
         )  # fmt: skip
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "7", True])
+def test_a_design_or_generator_seed_that_is_no_whole_number_is_named(tmp_path, seed):
+    """numpy said 'expected non-negative integer' (or '1.5 cannot be used to seed'), naming no setting; int() took
+    the generator's '7' and 7.9 silently."""
+    with pytest.raises(
+        ContractError, match=rf"^design parameters: the design's seed must be .*got {seed!r}$"
+    ):
+        sample_design({"x": {"low": 0, "high": 1}}, 4, "sobol", seed)
+    output = tmp_path / "observed.csv"
+    with pytest.raises(ContractError, match=rf"^observed.seed must be a whole number >= 0, got {seed!r}$"):
+        generate_observed("simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1}, output, seed=seed)
     assert not output.exists()
 
 

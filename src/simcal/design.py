@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
-from simcal.contract import ContractError
+from simcal.contract import ContractError, is_whole_number
 from simcal.files import write_table
 from simcal.space import Choice, Integer, ParameterSpace, space_of
 from simcal.tables import reject_reserved
@@ -161,9 +161,8 @@ def sample_design(
     """``n`` parameter sets within the bounds (checked against ``model_ref``'s declared space when given)."""
     if not (isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1):
         raise ContractError(f"{where}: the number of parameter sets n must be an integer >= 1, got {n!r}")
-    if not (isinstance(seed, int | np.integer) and not isinstance(seed, bool) and seed >= 0):
-        # numpy's own error for such a seed names nothing
-        raise ContractError(f"design seed must be an integer >= 0, got {seed!r}")
+    if not is_whole_number(seed, 0):  # numpy's own words, 'expected non-negative integer', name no setting
+        raise ContractError(f"{where}: the design's seed must be a whole number >= 0, got {seed!r}")
     # The design is a sweep's parameter table, which refuses these names: say so before writing it.
     reject_reserved(parameters if isinstance(parameters, Mapping) else {}, where)
     space = space_of(model_ref) if model_ref else None
