@@ -228,6 +228,24 @@ def test_a_design_or_generator_seed_that_is_no_whole_number_is_named(tmp_path, s
     assert not output.exists()
 
 
+def test_observed_data_without_rows_are_named_whether_read_or_generated(tmp_path):
+    """A header-only file, and a generator returning an empty table or a dict, fail naming the file or the
+    generator; nothing is written."""
+    (tmp_path / "header.csv").write_text("day,cases\n")
+    with pytest.raises(ContractError, match=r"header.csv: the observed data have no rows$"):
+        read_observed(tmp_path / "header.csv")
+    output = tmp_path / "observed.csv"
+    with pytest.raises(
+        ContractError, match=r"generator 'simcal_models:empty_for_odd' returned DataFrame \(empty\)"
+    ):
+        generate_observed("simcal_models:empty_for_odd", {"a": 1}, output)
+    with pytest.raises(
+        ContractError, match=r"'simcal_models:noisy_line' returned dict; expected a non-empty pandas"
+    ):
+        generate_observed("simcal_models:noisy_line", {"a": 1}, output)
+    assert not output.exists()
+
+
 def test_the_calibrations_fixed_values_are_named_as_fixed_when_observed_data_are_generated(tmp_path):
     output = tmp_path / "observed.csv"
     with pytest.raises(ContractError, match=r"^calibration.fixed: 'populaton' is not a parameter"):
