@@ -556,10 +556,11 @@ def test_a_cpu_checkpoint_resumes_where_the_gradient_scaler_is_enabled(graphs, t
 TASK_LOSS = {"vgae": "train_task_loss", "gat": "train_ce", "dqn": "train_td"}  # history columns
 
 
-def train_student(stage, graphs, fusion_data, teachers, alpha=0.7):
-    """A student_kd `stage` distilled from `teachers` with weight `alpha`: (model, fit result, ...)."""
+def train_student(stage, graphs, fusion_data, teachers, alpha=0.7, temperature=2.0):
+    """A student_kd `stage` distilled from `teachers` with weight `alpha` (and `temperature`): (model, fit result,
+    ...)."""
     train, val = graphs
-    distillation = {"alpha": alpha, "temperature": 2.0}
+    distillation = {"alpha": alpha, "temperature": temperature}
     if stage == "vgae":
         student = settings("vgae", variant="student_kd", vgae_loss=LOSS, distillation=distillation)
         return vgae_training.train(train, val, NUM_IDS, student, teacher=teachers["vgae"])
@@ -599,6 +600,31 @@ def test_the_vgae_students_latent_projection_learns_with_it(graphs, fusion_data,
     [(stage, initial)] = stages
     for name, value in stage.projection.state_dict().items():
         assert not torch.equal(value, initial[name]), name
+
+
+@pytest.mark.parametrize("stage", ["vgae", "gat", "dqn"])
+def test_a_teacher_handed_over_in_training_mode_is_frozen_in_eval_mode(stage, graphs, fusion_data, teachers):
+    """kdgat.distillation.freeze, at all three stages: the teacher only gives targets, in eval mode and without
+    gradients. A teacher still in training mode (dropout on; the VGAE samples z and updates its batch-norm
+    statistics) gives the student exactly the targets of the same teacher in eval mode, and comes out unchanged."""
+    in_training = copy.deepcopy(teachers[stage]).train().requires_grad_(True)
+    weights = copy.deepcopy(in_training.state_dict())
+    in_eval = copy.deepcopy(in_training).eval()
+    from_eval, *_ = train_student(stage, graphs, fusion_data, teachers | {stage: in_eval})
+    from_training, *_ = train_student(stage, graphs, fusion_data, teachers | {stage: in_training})
+    assert not in_training.training
+    assert not any(parameter.requires_grad for parameter in in_training.parameters())
+    assert all(torch.equal(value, weights[name]) for name, value in in_training.state_dict().items())
+    assert same_weights(from_training, from_eval)
+
+
+def test_the_gat_student_learns_from_soft_targets_at_the_configured_temperature(
+    graphs, fusion_data, teachers
+):
+    """kd_gat.distillation.temperature reaches the GAT's distillation loss: another temperature, another student."""
+    reference, *_ = train_student("gat", graphs, fusion_data, teachers, temperature=2.0)
+    hotter, *_ = train_student("gat", graphs, fusion_data, teachers, temperature=8.0)
+    assert not same_weights(reference, hotter)
 
 
 # -- settings a job would fail on later: refused up front, naming the config key --------------------------------
