@@ -427,15 +427,17 @@ def changed(value):
 
 @pytest.mark.parametrize(
     ("stage", "changing"),
-    [("vgae", "train"), ("vgae", "val"), ("vgae", "teacher"), ("gat", "train"), ("gat", "teacher")]
-    + [("gat", "vgae"), ("dqn", "train"), ("dqn", "val"), ("dqn", "teacher")],
+    [("vgae", "train"), ("vgae", "val"), ("vgae", "teacher"), ("gat", "train"), ("gat", "val")]
+    + [("gat", "teacher"), ("gat", "vgae"), ("dqn", "train"), ("dqn", "val"), ("dqn", "teacher")]
+    + [("dqn", "teacher_inputs")],
 )
 def test_a_checkpoint_is_resumed_only_on_the_inputs_it_was_written_on(
     graphs, fusion_data, teachers, stage, changing, tmp_path, monkeypatch, caplog
 ):
-    """Other graphs (fusion inputs for the DQN), another teacher, or another VGAE drawing the GAT's curriculum:
-    training starts afresh; the inputs the checkpoint was written on: it resumes."""
-    variant = "student_kd" if changing == "teacher" else "teacher"
+    """Other graphs (fusion inputs for the DQN), another teacher (or the teacher's own fusion inputs), or another
+    VGAE drawing the GAT's curriculum: training starts afresh; the inputs the checkpoint was written on: it
+    resumes."""
+    variant = "student_kd" if changing in ("teacher", "teacher_inputs") else "teacher"
     train, val = fusion_data if stage == "dqn" else graphs
     inputs = {"train": train, "val": val, "teacher": teachers[stage] if variant == "student_kd" else None}
     if stage == "vgae":
@@ -477,7 +479,13 @@ def test_a_checkpoint_is_resumed_only_on_the_inputs_it_was_written_on(
     assert again["resumed_from"] == 1  # the same inputs: resumed
 
 
-def test_a_checkpoint_of_another_model_format_is_not_resumed(graphs, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize(
+    ("format_name", "other"),
+    [("MODEL_FORMAT", "kdgat-model/99"), ("CHECKPOINT_FORMAT", "kdgat-checkpoint/99")],
+)
+def test_a_checkpoint_of_another_model_or_checkpoint_format_is_not_resumed(
+    graphs, format_name, other, tmp_path, monkeypatch, caplog
+):
     train, val = graphs
     gat_settings = settings("gat")
 
@@ -485,7 +493,7 @@ def test_a_checkpoint_of_another_model_format_is_not_resumed(graphs, tmp_path, m
         return gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint)
 
     checkpoint = crashed_checkpoint(monkeypatch, gat_training.GATStage, run, tmp_path)
-    monkeypatch.setattr(training_loop, "MODEL_FORMAT", "kdgat-model/99")  # the layout changed since
+    monkeypatch.setattr(training_loop, format_name, other)  # the layout changed since
     with caplog.at_level(logging.WARNING, logger="kdgat.training"):
         _, result, *_ = run(checkpoint)
     assert result["resumed_from"] is None and len(result["history"]) == TRAINING["epochs"]
