@@ -428,3 +428,33 @@ def test_a_learnt_policy_that_only_ties_the_best_constant_is_not_kept():
     chosen = fusion_policy.fall_back_unless_better(stage, tied)
     assert chosen["cross_fit_reward_learnt"] == chosen["fit_stop_reward_best_fixed"]
     assert chosen["policy"] == "fixed_alpha_1"
+
+
+def test_the_teacher_rates_each_graph_from_the_state_its_own_base_models_give_it():
+    """kdgat.training.dqn: the teacher's Q-row for a graph is computed from the teacher's own fusion inputs for
+    that graph (its own VGAE and GAT), never from the student's state of it."""
+    fit = fusion_inputs(200, seed=0)
+    teacher_inputs = fit | {"state": fit["state"] + 100.0}  # told apart from the student's states at a glance
+    section = {"seed": 0, "device": "cpu", "student_preset": "demo_student", "distillation": {"alpha": 0.5},
+               "dqn": {"steps_per_episode": 64, "updates_per_episode": 4, "batch_size": 16}}  # fmt: skip
+    student = StageSettings.from_config(section, "dqn", "student_kd")
+    teacher = QNetwork(**dict(student.model))
+    seen = []
+    teacher.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
+    stage = dqn_training.DQNStage(
+        QNetwork(**dict(student.model)), fit, fit, student, torch.device("cpu"), (teacher, teacher_inputs)
+    )
+    stage.train_epoch(0)
+    assert len(seen) == 4  # one Q-row batch per update
+    for states in seen:
+        assert (states[:, None] == teacher_inputs["state"][None]).all(dim=2).any(dim=1).all()  # its own rows
+
+
+def test_the_agent_standardises_states_with_the_statistics_of_its_fit_states():
+    """QNetwork: the state is standardised with the mean and spread of the training (fit) states, which
+    model.pt carries; the stop states, here shifted, play no part."""
+    fit, stop = fusion_inputs(200, seed=0), fusion_inputs(100, seed=1)
+    stop["state"] = stop["state"] + 5.0
+    model, *_ = dqn_training.train(fit, stop, settings(0, epochs=2))
+    assert torch.allclose(model.state_mean, fit["state"].mean(dim=0))
+    assert torch.allclose(model.state_std, fit["state"].std(dim=0, unbiased=False))
