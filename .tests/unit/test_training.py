@@ -12,10 +12,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from torch_geometric.data import Batch
 
 from kdgat.graph_store import save_graphs
 from kdgat.models import GAT, QNetwork
-from kdgat.models.vgae import ERROR_TERMS
+from kdgat.models.vgae import ERROR_TERMS, vgae_loss
 from kdgat.runtime import select_device
 from kdgat.testing import toy_graphs
 from kdgat.training import dqn as dqn_training
@@ -140,6 +141,48 @@ def test_vgae_anomaly_error_is_calibrated_on_normal_validation_windows(graphs, t
     for i, term in enumerate(ERROR_TERMS):  # each term's statistics over the normal validation windows
         assert float(trained_vgae.error_mean[i]) == pytest.approx(errors[term].mean(), rel=1e-4)
         assert float(trained_vgae.error_std[i]) == pytest.approx(errors[term].std(), rel=1e-3)
+
+
+def test_the_vgae_learns_from_the_normal_training_graphs_alone(graphs):
+    """kdgat.training.vgae: trained on the normal training graphs only; the attacks among them change nothing."""
+    train, val = graphs
+    normal = [g for g in train if int(g.y) == 0]
+    assert len(normal) < len(train)
+    two_epochs = settings("vgae", training={"epochs": 2}, vgae_loss=LOSS)
+    from_all, _, metrics, _ = vgae_training.train(train, val, NUM_IDS, two_epochs)
+    from_normal, *_ = vgae_training.train(normal, val, NUM_IDS, two_epochs)
+    assert metrics["train_graphs"] == len(normal)
+    assert same_weights(from_all, from_normal)  # incl. the calibration buffers
+
+
+def test_the_vgae_stops_early_on_its_loss_over_the_normal_validation_graphs(graphs):
+    """kdgat.training.vgae: early stopping watches the VGAE loss on normal validation graphs (attacks excluded)."""
+    train, val = graphs
+    one_batch = settings("vgae", training={"epochs": 1, "batch_size": 256}, vgae_loss=LOSS)
+    model, result, *_ = vgae_training.train(train, val, NUM_IDS, one_batch)
+    normal = Batch.from_data_list([g for g in val if int(g.y) == 0])
+    assert normal.num_graphs < len(val)
+    with torch.no_grad():
+        out = model.eval()(normal.x, normal.edge_index)
+        expected = float(vgae_loss(model, out, normal.x, normal.edge_index, **LOSS)["loss"])
+    assert result["history"][0]["val_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(("val_normals", "source"), [(1, "training normals"), (2, "validation normals")])
+def test_the_anomaly_error_statistics_come_from_the_training_normals_below_two_validation_normals(
+    graphs, val_normals, source
+):
+    """kdgat.training.vgae: each term's mean and spread come from the normal validation graphs, or from the
+    training normals when validation holds fewer than two (one graph has no spread)."""
+    train, val = graphs
+    few = [g for g in val if int(g.y) == 0][:val_normals] + [g for g in val if int(g.y) == 1]
+    model, _, metrics, _ = vgae_training.train(train, few, NUM_IDS, settings("vgae", vgae_loss=LOSS))
+    assert metrics["error_statistics_from"] == source
+    normals = [g for g in (train if source == "training normals" else few) if int(g.y) == 0]
+    errors = graph_errors(model, normals, 64, "cpu")
+    for i, term in enumerate(ERROR_TERMS):
+        assert float(model.error_mean[i]) == pytest.approx(errors[term].mean(), rel=1e-4)
+        assert float(model.error_std[i]) == pytest.approx(errors[term].std(), rel=1e-3)
 
 
 def toy_fusion_inputs(n: int, generator: torch.Generator) -> dict:
