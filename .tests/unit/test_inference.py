@@ -189,3 +189,27 @@ def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path
     # One bin per DQN action; docs/models.md says "21 bins", so both the literal and the constant are checked.
     assert len(default["alpha_histogram"]) == 21 == NUM_ACTIONS
     assert {"val_agrees_with_gat", "val_f1_alpha_0", "val_f1_alpha_0.5", "val_f1_alpha_1"} <= set(default)
+
+
+@pytest.mark.parametrize("bad_file", ["fit", "stop"])
+def test_a_dqn_graph_file_outside_the_vocabulary_is_named(chain, tmp_path, bad_file):
+    """The DQN's fit and stop files are checked against metadata.json like the VGAE's and GAT's train and val
+    files: a CAN-ID index the base models have no embedding for fails naming the file, not as an IndexError deep in
+    the VGAE."""
+    root, outputs = chain
+    data = root / "graphs"
+    save_graphs(toy_graphs(30, num_ids=40, seed=4), tmp_path / "bad.pt")  # indices up to 39, num_ids is 20
+    files = {"fit": data / "val.pt", "stop": data / "val.pt"} | {bad_file: tmp_path / "bad.pt"}
+    out = {name: tmp_path / f"dqn.{name}" for name in ("model", "metrics", "history")}
+    with pytest.raises(
+        ValueError, match=r"bad\.pt: graph \d+ has a CAN-ID index >= num_ids=20 \(metadata\.json\)"
+    ):
+        dqn.run(
+            **files,
+            metadata=data / "metadata.json",
+            settings=stage_settings("teacher", "dqn"),
+            outputs=out,
+            vgae=outputs("teacher", "vgae")["model"],
+            gat=outputs("teacher", "gat")["model"],
+        )
+    assert not out["model"].exists()
