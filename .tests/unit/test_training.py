@@ -383,6 +383,13 @@ def test_graphs_breaking_the_contract_are_rejected():
     graphs[1].x = graphs[1].x[:, :5]
     with pytest.raises(ValueError, match=r"graph 1 has x of shape .* expected \[N, 11\]"):
         check_graphs(graphs, 20, "train.pt")
+    # A label other than 0/1: the VGAE took it for an attack, silently; the GAT crashed on an IndexError.
+    graphs = toy_graphs(3, num_ids=20, seed=0)
+    graphs[2].y = torch.tensor([2])
+    with pytest.raises(
+        ValueError, match=r"val.pt: graph 2 has the label y=2, expected 0 \(normal\) or 1 \(attack\)"
+    ):
+        check_graphs(graphs, 20, "val.pt")
 
 
 # -- resuming: what must survive a crash, and checkpoints that must not be resumed ------------------------------

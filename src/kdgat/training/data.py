@@ -57,6 +57,11 @@ def check_graphs(graphs, num_ids: int, where: str) -> None:
             )
         if graph.y is None or graph.y.numel() != 1:
             raise ValueError(f"{where}: graph {index} needs a graph label y of shape [1]")
+        if int(graph.y.view(-1)[0]) not in (0, 1):
+            raise ValueError(
+                f"{where}: graph {index} has the label y={int(graph.y.view(-1)[0])}, expected 0 (normal) or 1 "
+                "(attack)"
+            )
 
 
 def load_training_data(train, val, metadata, check: bool = True) -> tuple[list, list, int]:
