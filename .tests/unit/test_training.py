@@ -452,6 +452,22 @@ def test_early_stopping_carries_across_a_resume(graphs, tmp_path, monkeypatch):
     assert same_weights(resumed, reference)  # the best epoch's weights, written before the crash
 
 
+def test_a_job_killed_after_its_early_stop_does_not_train_on_when_resumed(graphs, tmp_path):
+    """Killed after the checkpoint of the epoch that stopped it early (e.g. while writing its outputs), the rerun
+    resumes into a stopped run: no further epoch, the same model."""
+    train, val = graphs
+    quick = settings("gat", training={"epochs": 15, "lr": 0.2, "patience": 3})
+    checkpoint = tmp_path / "last.pt"
+    stopped_model, stopped, *_ = gat_training.train(train, val, NUM_IDS, quick, checkpoint)
+    epochs = len(stopped["history"])
+    assert (
+        epochs < 15 and checkpoint.exists()
+    )  # train() leaves the checkpoint; run() drops it after the outputs
+    resumed_model, resumed, *_ = gat_training.train(train, val, NUM_IDS, quick, checkpoint)
+    assert resumed["resumed_from"] == epochs - 1 and len(resumed["history"]) == epochs
+    assert same_weights(resumed_model, stopped_model)
+
+
 def crashed_checkpoint(monkeypatch, stage_class, run, tmp_path, name="last.pt"):
     """The checkpoint `run(checkpoint)` leaves when it dies during its third epoch."""
     checkpoint = tmp_path / name
