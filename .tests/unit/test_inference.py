@@ -146,6 +146,33 @@ def test_load_model_rejects_other_files(tmp_path):
         load_model(tmp_path / "old.pt")
 
 
+def drop_a_weight(payload):
+    payload["state_dict"].pop(next(iter(payload["state_dict"])))
+
+
+def add_an_unknown_argument(payload):
+    payload["config"]["width"] = 3
+
+
+def drop_the_kind(payload):
+    del payload["kind"]
+
+
+@pytest.mark.parametrize("damage", [drop_a_weight, add_an_unknown_argument, drop_the_kind])
+def test_a_model_file_that_does_not_fit_its_class_is_named(chain, tmp_path, damage):
+    """A model.pt of the right format tag whose arguments or weights do not fit the model (a layout changed without
+    a format bump, a damaged copy) fails naming the file, not with torch's or Python's message alone."""
+    _, outputs = chain
+    payload = torch.load(outputs("teacher", "gat")["model"], weights_only=True)
+    damage(payload)
+    torch.save(payload, tmp_path / "model.pt")
+    fits_not = (
+        r"a kd_gat model file of format .* whose gat arguments or weights do not fit this version's GAT"
+    )
+    with pytest.raises(ValueError, match=rf"model\.pt: ({fits_not}|unknown model kind None)"):
+        load_model(tmp_path / "model.pt")
+
+
 def test_score_graphs_contract(chain):
     _, outputs = chain
     models = [load_model(outputs("teacher", stage)["model"]) for stage in ("vgae", "gat", "dqn")]

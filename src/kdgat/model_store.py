@@ -52,9 +52,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
             + f" (expected format {MODEL_FORMAT!r}, found {found!r})"
             + ("; retrain it with this version of the catalog" if older else "")
         )
-    kind = payload["kind"]
+    kind = payload.get("kind")
     if kind not in MODEL_CLASSES:
         raise ValueError(f"{path}: unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
-    model = MODEL_CLASSES[kind](**payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = MODEL_CLASSES[kind](**payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # missing entries, arguments, weights
+        why = " ".join(f"{type(error).__name__}: {error}".split())  # load_state_dict's message spans lines
+        raise ValueError(
+            f"{path}: a kd_gat model file of format {MODEL_FORMAT!r} whose {kind} arguments or weights do not fit "
+            f"this version's {MODEL_CLASSES[kind].__name__} ({why[:500]}); retrain it with this version"
+        ) from error
     return model.to(select_device(device) if isinstance(device, str) else device).eval()
