@@ -15,7 +15,7 @@ import torch
 from torch_geometric.data import Batch
 
 from kdgat.graph_store import save_graphs
-from kdgat.models import GAT, QNetwork
+from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.models.vgae import ERROR_TERMS, vgae_loss
 from kdgat.runtime import select_device
 from kdgat.testing import toy_graphs
@@ -183,6 +183,34 @@ def test_the_anomaly_error_statistics_come_from_the_training_normals_below_two_v
     for i, term in enumerate(ERROR_TERMS):
         assert float(model.error_mean[i]) == pytest.approx(errors[term].mean(), rel=1e-4)
         assert float(model.error_std[i]) == pytest.approx(errors[term].std(), rel=1e-3)
+
+
+def youden_j(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return predictions[labels == 1].mean() - predictions[labels == 0].mean()
+
+
+@pytest.mark.parametrize(
+    ("errors", "labels"),
+    [
+        ([0.1, 0.2, 0.3, 0.4, 0.15, 0.5], [0, 0, 1, 1, 0, 1]),  # separable
+        ([0.1, 0.3, 0.2, 0.4, 0.25, 0.05], [0, 0, 1, 1, 1, 0]),  # overlapping
+    ],
+)
+def test_the_youden_threshold_is_optimal_under_the_vgaes_own_rule_error_above_threshold(errors, labels):
+    """The VGAE calls a window an attack when its anomaly error is above the threshold (calibrated anomaly > 0.5,
+    the one fused-score rule). The threshold reaches the best Youden's J any cut of the validation errors reaches
+    under that rule; sklearn's ROC threshold itself (meant for score >= t) lies on the lowest attack it counts,
+    which the rule then calls normal."""
+    errors, labels = np.array(errors, dtype=np.float32), np.array(labels)
+    threshold, method = vgae_training.fit_threshold(errors, labels)
+    assert method == "youden_j"
+    cuts = np.concatenate([[errors.min() - 1], errors])
+    best = max(youden_j(labels, (errors > cut).astype(float)) for cut in cuts)
+    assert youden_j(labels, (errors > threshold).astype(float)) == pytest.approx(best)
+    model = VGAE(NUM_IDS)
+    model.anomaly_threshold.fill_(threshold)
+    calibrated = model.calibrated_anomaly(torch.from_numpy(errors)).numpy()
+    assert np.array_equal(calibrated > 0.5, errors > threshold)
 
 
 def toy_fusion_inputs(n: int, generator: torch.Generator) -> dict:

@@ -57,13 +57,18 @@ def graph_errors(model: VGAE, graphs, batch_size: int, device) -> dict[str, np.n
 
 
 def fit_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
-    """Validation threshold on the reconstruction error (see module docstring)."""
+    """Validation threshold on the reconstruction error (see module docstring). The VGAE calls an error above the
+    threshold an attack (calibrated anomaly > 0.5); sklearn's ROC threshold t counts errors >= t, so the threshold
+    lies halfway between t and the highest error below it."""
     if len(np.unique(labels)) == 2:
         fpr, tpr, thresholds = roc_curve(labels, errors)
         best = int(np.argmax(tpr - fpr))
-        threshold = float(thresholds[best])
-        if np.isfinite(threshold) and threshold > 0:
-            return threshold, "youden_j"
+        cut = float(thresholds[best])
+        below = errors[errors < cut]
+        if np.isfinite(cut) and below.size:  # J > 0: some normal error lies below the cut
+            threshold = (cut + float(below.max())) / 2
+            if threshold > 0:
+                return threshold, "youden_j"
     normal = errors[labels == 0] if (labels == 0).any() else errors
     return max(float(np.percentile(normal, 95)), 1e-12), "normal_p95"
 
@@ -179,6 +184,7 @@ def train(
     errors = val_errors["anomaly_error"]
     threshold, method = fit_threshold(errors, stage.val_labels)
     model.anomaly_threshold.fill_(threshold)
+    threshold = float(model.anomaly_threshold)  # the float32 value the model decides with
     predictions = (errors > threshold).astype(int)
     metrics = base_metrics(settings, model, result, started, device)
     metrics |= validation_metrics(stage.val_labels, predictions, errors)
