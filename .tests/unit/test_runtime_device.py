@@ -54,11 +54,19 @@ def cuda_build(
 ) -> None:
     """Make torch look like a CUDA build of `flavour` on a machine with one GPU of `capability`, whose
     nvidia-smi reports `driver`. The arch list is the build's own, there with or without a usable driver
-    (torch 2.13's get_arch_list asks only whether torch was compiled with CUDA)."""
+    (torch 2.13's get_arch_list asks only whether torch was compiled with CUDA). Asked about a GPU index it does
+    not have, it fails as torch does (get_device_properties: AssertionError "Invalid device id")."""
+
+    def get_device_capability(index=0):
+        if not 0 <= index < 1:
+            raise AssertionError("Invalid device id")
+        return capability
+
     monkeypatch.setattr(torch.version, "cuda", {"cu126": "12.6", "cu130": "13.0"}[flavour])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if available else 0)
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: BUILD_ARCHS[flavour])
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
     monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: capability)
     monkeypatch.setattr(runtime, "driver_from_nvidia_smi", lambda: driver)
 
@@ -158,6 +166,25 @@ def test_a_build_with_the_gpus_architecture_trains_on_it(no_gpu_env, flavour, ca
     no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert select_device("auto") == torch.device("cuda")
     assert select_device("cuda") == torch.device("cuda")
+
+
+@pytest.mark.parametrize("spec", ["cuda:1", "cuda:7"])
+def test_a_gpu_index_the_job_does_not_have_names_the_config_key_and_the_gpus_it_has(no_gpu_env, spec):
+    """A job holding one GPU sees it as cuda:0 (the batch system renumbers what it gives from 0); cuda:1 failed
+    with torch's bare AssertionError("Invalid device id")."""
+    cuda_build(no_gpu_env, "cu130", H100)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(GPUUnusableError, match=rf"device '{spec}' requested \(config kd_gat\.device / evaluation"
+                       r"\.device\) but this job sees 1 GPU \(cuda:0\)"):  # fmt: skip
+        select_device(spec)
+    assert select_device("cuda:0") == torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "CPU"])
+def test_a_device_torch_does_not_know_names_the_config_key(spec):
+    with pytest.raises(ValueError, match=rf"device '{spec}' \(config kd_gat\.device / evaluation\.device\): "
+                       r"expected auto, cpu, cuda or cuda:N"):  # fmt: skip
+        select_device(spec)
 
 
 CU126_INSTALL = f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126"

@@ -192,7 +192,8 @@ def select_device(spec: str = "auto") -> torch.device:
     """`auto` picks CUDA when torch can use a GPU, else CPU; `cpu`, `cuda`, `cuda:1` are taken literally.
 
     A job that holds a GPU (held_gpus) must use it: with `auto`, a torch that cannot run on that GPU raises
-    GPUUnusableError at once instead of training on the CPU. `cpu` runs on the CPU anywhere.
+    GPUUnusableError at once instead of training on the CPU. `cpu` runs on the CPU anywhere. A GPU index the job
+    does not see (GPUUnusableError) or a device torch does not know (ValueError) fails naming the setting.
     """
     if spec in (None, "", "auto"):
         held = held_gpus()
@@ -208,12 +209,25 @@ def select_device(spec: str = "auto") -> torch.device:
             f"this job holds a GPU ({held or 'torch sees one'}) and the device is 'auto', but {problem}. "
             f"To run on the CPU on purpose, set device: cpu (config kd_gat.device / evaluation.device)."
         )
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError as error:  # torch's message names no setting
+        raise ValueError(
+            f"device {spec!r} (config kd_gat.device / evaluation.device): expected auto, cpu, cuda or cuda:N "
+            f"({error})"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise GPUUnusableError(
                 f"device {spec!r} requested (config kd_gat.device / evaluation.device) but CUDA is not "
                 f"available: {cuda_problem()}"
+            )
+        count = torch.cuda.device_count()
+        if (device.index or 0) >= count:  # torch would fail on it with a bare "Invalid device id"
+            raise GPUUnusableError(
+                f"device {spec!r} requested (config kd_gat.device / evaluation.device) but this job sees "
+                f"{count} GPU{'s' if count != 1 else ''} (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}); "
+                f"a batch system numbers the GPUs it gives a job from 0 ({held_gpus() or 'no GPU held'})"
             )
         problem = cuda_problem(device.index or 0)
         if problem:
