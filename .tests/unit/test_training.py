@@ -279,6 +279,22 @@ def test_early_stopping_stops_when_validation_loss_stalls(graphs):
     assert metrics["epochs_run"] == len(result["history"])
 
 
+@pytest.mark.parametrize("stage", ["vgae", "gat"])
+def test_a_diverged_training_stops_naming_the_stage_epoch_and_learning_rate(stage, graphs, tmp_path):
+    """Weights gone to NaN (a learning rate far too high: at the first epoch here) stop the job at that epoch,
+    naming the setting to change, instead of with sklearn's bare "Input contains NaN."; no checkpoint is written
+    of NaN weights."""
+    train, val = graphs
+    loss = {"vgae_loss": LOSS} if stage == "vgae" else {}
+    diverging = settings(stage, training={"lr": 1e8, "grad_clip": 1e30}, **loss)
+    module = vgae_training if stage == "vgae" else gat_training
+    checkpoint = tmp_path / "last.pt"
+    with pytest.raises(ValueError, match=rf"{stage}\[teacher\] epoch 1: the validation loss is nan: training "
+                       rf"diverged; lower kd_gat\.training\.{stage}\.lr \(1e\+08\)"):  # fmt: skip
+        module.train(train, val, NUM_IDS, diverging, checkpoint)
+    assert not checkpoint.exists()
+
+
 def test_gat_training_on_attack_free_graphs_only_warns_that_it_learns_one_class(graphs, caplog):
     train, val = graphs
     normal = [graph for graph in train if int(graph.y) == 0]

@@ -170,6 +170,7 @@ def train(
         checkpoint=checkpoint,
         name=f"gat[{settings.variant}]",
         callbacks=callbacks,
+        divergence_fix=f"lower kd_gat.training.gat.lr ({float(settings.training.lr):g})",
     )
     # Resume only on the same graphs, teacher and (when it draws the curriculum) VGAE.
     inputs = {"train": train_graphs, "val": val_graphs, "teacher": teacher}

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -107,6 +108,8 @@ class LoopSettings:
     name: str = "train"
     min_delta: float = 0.0
     callbacks: Sequence[EpochCallback] = field(default_factory=tuple)
+    # What the error of a diverged run (a validation loss that is not finite) tells the user to change.
+    divergence_fix: str = "lower the learning rate"
 
 
 def fingerprint(settings: dict, **inputs) -> str:
@@ -189,6 +192,11 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
         train = stage.train_epoch(epoch)
         train_seconds = time.perf_counter() - started
         val = stage.validate()
+        if not math.isfinite(val["val_loss"]):  # NaN weights never recover: stop before they are checkpointed
+            raise ValueError(
+                f"{loop.name} epoch {epoch + 1}: the validation loss is {val['val_loss']}: training diverged; "
+                f"{loop.divergence_fix}"
+            )
         seconds = time.perf_counter() - started
         epoch_seconds.append(seconds)
 

@@ -55,9 +55,12 @@ def validation_metrics(labels, predictions, scores=None, prefix: str = "val_") -
 
 
 def auc_or_nan(labels, scores) -> float:
-    """ROC AUC, or NaN (null in metrics.json) when the split has a single class."""
-    labels = np.asarray(labels)
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+    """ROC AUC, or NaN (null in metrics.json) when the split has a single class or a score is not finite (a
+    diverged model, which the epoch loop then stops on: kdgat.training.loop.fit)."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    if len(np.unique(labels)) != 2 or not np.isfinite(scores).all():
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
 
 
 class StageBase:

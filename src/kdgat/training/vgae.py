@@ -170,6 +170,7 @@ def train(
         checkpoint=checkpoint,
         name=f"vgae[{settings.variant}]",
         callbacks=callbacks,
+        divergence_fix=f"lower kd_gat.training.vgae.lr ({float(settings.training.lr):g})",
     )
     # Resume only on the same graphs and teacher.
     inputs = {"train": train_graphs, "val": val_graphs, "teacher": teacher}
