@@ -62,3 +62,34 @@ def test_an_unknown_model_argument_of_a_custom_preset_names_its_config_key():
     section = {"presets": custom, "student_preset": "mine"}
     with pytest.raises(SettingsError, match=r"kd_gat\.presets\.mine\.gat: unknown model arguments"):
         StageSettings.from_config(section, "gat", "student")
+
+
+@pytest.mark.parametrize(
+    ("stage", "arguments", "message"),
+    [
+        ("vgae", {"hidden_dims": 64}, r"hidden_dims: expected a non-empty list of integers >= 1, got 64"),
+        ("vgae", {"hidden_dims": []}, r"hidden_dims: expected a non-empty list of integers >= 1, got \[\]"),
+        ("vgae", {"hidden_dims": [64, 30], "heads": 4}, r"hidden_dims: expected widths divisible by heads=4"),
+        ("vgae", {"logvar_clamp": 0}, r"logvar_clamp: expected a number > 0, got 0"),
+        ("gat", {"hidden": 0}, r"hidden: expected an integer >= 1, got 0"),
+        ("gat", {"heads": 2.5}, r"heads: expected an integer >= 1, got 2\.5"),
+        ("gat", {"num_layers": True}, r"num_layers: expected an integer >= 1, got True"),
+        ("dqn", {"dropout": 1.5}, r"dropout: expected a number in \[0, 1\), got 1\.5"),
+        ("dqn", {"dropout": "0.1"}, r"dropout: expected a number in \[0, 1\), got '0\.1'"),
+    ],
+)
+def test_a_custom_preset_value_the_model_cannot_take_names_its_config_key(stage, arguments, message):
+    """Refused while the workflow is parsed, naming kd_gat.presets.<name>.<stage>.<key>, instead of a TypeError or
+    torch error inside the training job after its data is read."""
+    custom = {"mine": {**PRESETS["demo_student"], stage: {**PRESETS["demo_student"][stage], **arguments}}}
+    with pytest.raises(ValueError, match=rf"kd_gat\.presets\.mine\.{stage}\.{message}"):
+        resolve_preset("mine", stage, custom)
+    section = {"presets": custom, "student_preset": "mine"}
+    with pytest.raises(SettingsError, match=rf"kd_gat\.presets\.mine\.{stage}\.{message}"):
+        StageSettings.from_config(section, stage, "student")
+
+
+def test_a_sweep_column_value_the_model_cannot_take_names_the_column():
+    with pytest.raises(SettingsError, match=r"sweep column 'hidden': expected an integer >= 1, got 0"):
+        StageSettings.from_config({}, "gat", "student", overrides={"hidden": 0})
+    assert StageSettings.from_config({}, "gat", "student", overrides={"hidden": 8}).model["hidden"] == 8

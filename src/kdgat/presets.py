@@ -95,6 +95,41 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
+# Arguments that count something (a width, heads, layers): whole numbers >= 1.
+COUNT_ARGUMENTS = {"embedding_dim", "latent_dim", "heads", "hidden", "num_layers", "fc_hidden", "fc_layers"}
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def argument_problems(stage: str, arguments: dict) -> list[tuple[str, str, object]]:
+    """(argument, what it must be, its value) for each value the ``stage`` model cannot take, checked without
+    building it (torch is not imported while the workflow is parsed)."""
+    problems = []
+    for key, value in arguments.items():
+        if key in COUNT_ARGUMENTS and not _count(value):
+            problems.append((key, "an integer >= 1", value))
+        elif key == "hidden_dims" and not (
+            isinstance(value, list | tuple) and value and all(map(_count, value))
+        ):
+            problems.append((key, "a non-empty list of integers >= 1", value))
+        elif key == "dropout" and not (_number(value) and 0 <= value < 1):
+            problems.append((key, "a number in [0, 1)", value))
+        elif key == "logvar_clamp" and not (_number(value) and value > 0):
+            problems.append((key, "a number > 0", value))
+    if stage == "vgae" and not problems:
+        # The first encoder layer and every decoder layer split their width over the heads (kdgat.models.vgae).
+        heads, widths = arguments.get("heads", 1), arguments.get("hidden_dims", ())
+        if any(width % heads for width in widths):
+            problems.append(("hidden_dims", f"widths divisible by heads={heads}", widths))
+    return problems
+
+
 def resolve_preset(name: str, stage: str, custom: dict | None = None) -> dict:
     """Architecture keyword arguments of `stage` in preset `name`; `custom` (config) presets take precedence."""
     if stage not in STAGES:
@@ -111,4 +146,6 @@ def resolve_preset(name: str, stage: str, custom: dict | None = None) -> dict:
             f"kd_gat.presets.{name}.{stage}: unknown model arguments {unknown}; "
             f"known: {list(MODEL_ARGUMENTS[stage])}"
         )
+    for key, expected, value in argument_problems(stage, arguments):
+        raise ValueError(f"kd_gat.presets.{name}.{stage}.{key}: expected {expected}, got {value!r}")
     return copy.deepcopy(arguments)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdgat.chain import STAGES, STUDENT_KD, VARIANTS, preset_of
-from kdgat.presets import resolve_preset
+from kdgat.presets import argument_problems, resolve_preset
 
 
 class SettingsError(ValueError):
@@ -297,7 +297,8 @@ class StageSettings:
         try:
             model = resolve_preset(preset, stage, section.get("presets"))
         except (KeyError, ValueError) as error:
-            raise SettingsError(str(error).strip("'\"")) from None
+            # str() of a KeyError quotes its message; args[0] is the message itself.
+            raise SettingsError(str(error.args[0]) if isinstance(error, KeyError) else str(error)) from None
         training = dict(_mapping(training_sections.get(stage), f"kd_gat.training.{stage}"))
         model, training, applied = _apply_overrides(model, training, overrides, stage, preset)
         return cls(
@@ -382,4 +383,7 @@ def _apply_overrides(model: dict, training: dict, overrides, stage: str, preset:
                 f"sweep column {key!r} is neither a training setting {list(TRAINING_KEYS)} nor an argument of "
                 f"the {stage} model of preset {preset!r} {sorted(model)}"
             )
+    for key, expected, value in argument_problems(stage, model):
+        if key in applied:
+            raise SettingsError(f"sweep column {key!r}: expected {expected}, got {value!r}")
     return model, training, applied
