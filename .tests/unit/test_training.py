@@ -434,6 +434,13 @@ def test_graphs_breaking_the_contract_are_rejected():
         ValueError, match=r"val.pt: graph 2 has the label y=2, expected 0 \(normal\) or 1 \(attack\)"
     ):
         check_graphs(graphs, 20, "val.pt")
+    # A NaN feature made every loss NaN: the job then blamed the learning rate (a diverged run).
+    graphs = toy_graphs(3, num_ids=20, seed=0)
+    graphs[1].x[0, 4] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"train.pt: graph 1 has node features that are not finite \(NaN or inf\)"
+    ):
+        check_graphs(graphs, 20, "train.pt")
 
 
 # -- resuming: what must survive a crash, and checkpoints that must not be resumed ------------------------------

@@ -51,6 +51,8 @@ def check_graphs(graphs, num_ids: int, where: str) -> None:
             raise ValueError(
                 f"{where}: graph {index} has x of shape {tuple(graph.x.shape)}, expected [N, {NODE_FEATURES}]"
             )
+        if not torch.isfinite(graph.x).all():  # one NaN makes every loss NaN, which reads as a diverged run
+            raise ValueError(f"{where}: graph {index} has node features that are not finite (NaN or inf)")
         if graph.x.size(0) and int(graph.x[:, 0].max()) >= num_ids:
             raise ValueError(
                 f"{where}: graph {index} has a CAN-ID index >= num_ids={num_ids} (metadata.json)"
