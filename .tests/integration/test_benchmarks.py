@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from benchlines import parse, problems
 from testkit import REPO
 
 from kdgat.can.reader import read_can_file
@@ -25,16 +26,11 @@ from kdgat.synthetic import Vehicle, generate_log
 
 pytestmark = pytest.mark.integration
 
-NUMBER = r"-?(?:\d+(?:\.\d+)?|inf)"
-BENCH_LINE = re.compile(
-    rf"^BENCH (?P<name>\S+) value=(?P<value>{NUMBER})(?P<unit>[^\s\d]*) baseline=(?P<baseline>{NUMBER})"
-    rf"(?P=unit) ratio=(?P<ratio>{NUMBER}) goal=(?P<goal>info|[<>]=\d+(?:\.\d+)?\S*)$"
-)
-
 
 def bench_lines(script: str, *options: str) -> dict[str, dict[str, str]]:
     """Run a benchmark in its --quick sizes (or with ``options``); it must succeed and every line starting with
-    BENCH be well formed. Returns those lines by name. (The benchmarks run one after the other: side by side they
+    BENCH be well formed, its ratio that of its value and baseline and its goal pointing the way better goes
+    (benchlines.problems). Returns those lines by name. (The benchmarks run one after the other: side by side they
     took longer.)"""
     proc = subprocess.run(
         [sys.executable, f"bench/{script}", *(options or ["--quick"])],
@@ -47,9 +43,10 @@ def bench_lines(script: str, *options: str) -> dict[str, dict[str, str]]:
     lines = {}
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH"):
-            match = BENCH_LINE.match(line)
-            assert match, f"malformed BENCH line: {line!r}"
-            lines[match["name"]] = match.groupdict()
+            fields = parse(line)
+            assert fields, f"malformed BENCH line: {line!r}"
+            assert not problems(fields), (line, problems(fields))
+            lines[fields["name"]] = fields
     return lines
 
 
