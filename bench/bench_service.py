@@ -1,8 +1,9 @@
 """Benchmark of the simulation service (`simcal serve`) against the runner called directly, on the same warm cluster.
 
 One LocalCluster (2 worker processes on 127.0.0.1) in this process, and a `simcal serve` subprocess connected to it
-with --scheduler (default settings: 8 jobs at a time). Both contenders run the very same runner on the very same
-workers, in turns, and every service answer is checked against the direct rows.
+with --scheduler, running ``--max-concurrent-jobs`` jobs at a time (8, the service's default). Both contenders run
+the very same runner on the very same workers, in turns, and every service answer is checked against the direct
+rows.
 
 1. One batch (8 SIR parameter sets x 4 replicates): `simcal.runner.simulate(..., client=...)` and reading its file,
    vs the same batch through the service: (a) `SimulationClient.submit` + `wait` + `to_pandas` (the path of the
@@ -131,7 +132,27 @@ def bench_load(client: Client, service: ServiceProcess, workdir: Path, clients: 
                results["service"] / results["direct"], ">=0.5")  # fmt: skip
 
 
-def main() -> None:
+def service_process(workdir: Path, scheduler_address: str, args: argparse.Namespace) -> ServiceProcess:
+    """`simcal serve` on the benchmark's cluster, not yet started: a key for the batch comparison and one per load
+    client, no rate limit in the way, ``--max-concurrent-jobs`` jobs at a time."""
+    keys = make_keys(workdir / "keys", "bench", *[f"load-{i}" for i in range(args.clients)])
+    service = ServiceProcess(
+        workdir,
+        workdir / "keys",
+        "--scheduler",
+        scheduler_address,
+        "--rate",
+        "1000",
+        "--burst",
+        "1000",
+        "--max-concurrent-jobs",
+        str(args.max_concurrent_jobs),
+    )
+    service.keys = keys
+    return service
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -140,7 +161,11 @@ def main() -> None:
     parser.add_argument("--jobs-per-client", type=int, default=10)
     parser.add_argument("--max-concurrent-jobs", type=int, default=8, help="the service's (8: its default)")
     parser.add_argument("--skip-batch", action="store_true", help="only the load comparison")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_arguments()
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         cluster = LocalCluster(
@@ -151,22 +176,11 @@ def main() -> None:
             dashboard_address="127.0.0.1:0",
         )
         with cluster, Client(cluster) as client:
-            keys = make_keys(workdir / "keys", "bench", *[f"load-{i}" for i in range(args.clients)])
-            service = ServiceProcess(
-                workdir,
-                workdir / "keys",
-                "--scheduler",
-                cluster.scheduler_address,
-                "--rate",
-                "1000",
-                "--burst",
-                "1000",
-            )
-            service.keys = keys
+            service = service_process(workdir, cluster.scheduler_address, args)
             service.start()
             try:
                 if not args.skip_batch:
-                    with SimulationClient(service.url, keys["bench"]) as api:
+                    with SimulationClient(service.url, service.keys["bench"]) as api:
                         bench_one_batch(client, api, workdir, args.repeats)
                 bench_load(client, service, workdir, args.clients, args.jobs_per_client)
             finally:

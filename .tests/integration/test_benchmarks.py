@@ -115,6 +115,23 @@ def test_bench_latency_times_the_student_against_the_teacher_in_the_same_run():
     assert 0 < float(pair["value"]) and 0 < float(pair["baseline"]) and alone["goal"] == "<=3.0ms"
 
 
+def test_bench_service_runs_the_service_with_the_concurrency_it_is_given(tmp_path, monkeypatch):
+    """``--max-concurrent-jobs`` reaches `simcal serve` (it used to be parsed and dropped: the service ran its
+    default of 8 jobs at a time whatever the option said), on the benchmark's cluster, one key per load client."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from bench_service import parse_arguments, service_process
+
+    from simcal.cli import parser
+
+    args = parse_arguments(["--max-concurrent-jobs", "3", "--clients", "2"])
+    service = service_process(tmp_path, "tcp://127.0.0.1:8786", args)
+    command = service.command()
+    assert Path(command[0]).name == "simcal" and command[1] == "serve", command
+    served = parser().parse_args(command[1:])
+    assert (served.max_concurrent_jobs, served.scheduler) == (3, "tcp://127.0.0.1:8786")
+    assert sorted(service.keys) == ["bench", "load-0", "load-1"]
+
+
 def test_bench_preprocess_measures_the_original_in_the_same_run():
     """Besides the raw-read comparison, the original preprocessing and ours on the same prefix of the file."""
     lines = bench_lines("bench_preprocess.py")
