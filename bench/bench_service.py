@@ -39,6 +39,8 @@ from simcal.runner import read_results, simulate  # noqa: E402
 from simcal.service.client import SimulationClient  # noqa: E402
 
 SIR = "simcal.models.sir:simulate"
+BUDGET_S = 5.0  # the source design's budget for submitting a batch
+ADDED_GOAL_S = 0.2  # what the service may add to a batch, in seconds: a goal on the value, not on the ratio
 KEYS = ["param_id", "replicate"]
 
 
@@ -47,6 +49,11 @@ def bench_line(name: str, value: float, baseline: float, unit: str, ratio: float
         f"BENCH {name} value={value:.3f}{unit} baseline={baseline:.3f}{unit} ratio={ratio:.2f} goal={goal}",
         flush=True,
     )
+
+
+def added_time_line(name: str, added: float) -> None:
+    """The seconds the service adds to one batch, against the budget (the baseline column, not a measurement)."""
+    bench_line(f"service_batch_{name}_added", added, BUDGET_S, "s", added / BUDGET_S, f"<={ADDED_GOAL_S}s")
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -93,7 +100,7 @@ def bench_one_batch(client: Client, api: SimulationClient, workdir: Path, repeat
             f"{', '.join(f'{t - d:+.3f}' for t, d in zip(times, direct_s, strict=True))})",
             flush=True,
         )
-        bench_line(f"service_batch_{name}_added", added, 5.0, "s", added / 5.0, "<=0.2")
+        added_time_line(name, added)
 
 
 def bench_load(client: Client, service: ServiceProcess, workdir: Path, clients: int, per_client: int) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from benchlines import parse, problems
+from benchlines import goal_met, parse, problems
 from testkit import REPO
 
 from kdgat.can.reader import read_can_file
@@ -130,6 +130,19 @@ def test_bench_service_runs_the_service_with_the_concurrency_it_is_given(tmp_pat
     served = parser().parse_args(command[1:])
     assert (served.max_concurrent_jobs, served.scheduler) == (3, "tcp://127.0.0.1:8786")
     assert sorted(service.keys) == ["bench", "load-0", "load-1"]
+
+
+@pytest.mark.parametrize("added, met", [(0.05, True), (0.5, False)])
+def test_bench_service_sets_its_added_time_goal_on_the_seconds(added, met, capsys, monkeypatch):
+    """The goal of 0.2 s added per batch applies to the added seconds: printed without its unit it read as a goal on
+    the ratio to the 5 s budget, which 0.5 s added (ratio 0.10) met."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from bench_service import added_time_line
+
+    added_time_line("sync", added)
+    fields = parse(capsys.readouterr().out)
+    assert fields and not problems(fields), fields
+    assert goal_met(fields) is met
 
 
 def test_bench_preprocess_measures_the_original_in_the_same_run():
