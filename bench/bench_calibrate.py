@@ -37,7 +37,8 @@ For every observed-data seed:
 - The trivial baseline, measured beside it: the same budget with Sobol points only (sampler sobol), first sampler
   seed.
 - A check of the optimiser alone: the same calibration of the deterministic mean-field SIR (no Monte Carlo noise,
-  one replicate, no refine) against a dense vectorised grid of the same Poisson likelihood.
+  one replicate; the refine step's local search and scan too, with 2 replicates that change nothing) against a
+  dense vectorised grid of the same Poisson likelihood.
 - With ``--floor-seed S``, also the noise floor: the same grid search with master seed S (another set of 32
   replicates). How far its best fit lies from the first one says how precisely the data and 32 replicates define
   "the best fit" at all. Off by default (it doubles the run time).

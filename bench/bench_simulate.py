@@ -240,7 +240,7 @@ def bench_throughput(
         f"# {label}: {model} ({1e3 * per_sim:.3f} ms per simulation on a worker), {threads} worker processes, "
         f"best of {repeats}: {n} simulations: runner {best[('runner', n)]:.2f} s, hand-batched "
         f"{best[('hand', n)]:.2f} s; {n_each} simulations: runner {best[('runner', n_each)]:.2f} s, one task each "
-        f"{best[('each', n_each)]:.2f} s"
+        f"{best[('each', n_each)]:.2f} s (best of {len(times[('each', n_each)])})"
     )
     ours, each = best[("runner", n_each)], best[("each", n_each)]
     goal = ">=10" if model == CHEAP else "info"
