@@ -61,10 +61,11 @@ def test_bench_simulate_measures_every_part():
         "simulate_realistic_8_vs_hand_batched", "simulate_3_one_job_vs_3_jobs",
     ]  # fmt: skip
     assert all(float(line["value"]) > 0 and float(line["baseline"]) > 0 for line in lines.values()), lines
-    assert (
-        lines["simulate_overhead_warm"]["goal"] == "<=0.2s"
-        and lines["simulate_overhead_cold"]["goal"] == "<=2s"
-    )
+    # the goals bench/RESULTS.md states: overhead 0.2 s warm, 2 s cold; 10x one task each (cheap model) and one
+    # job against a job per simulation; within 1.2x the hand-batched floor
+    assert [line["goal"] for line in lines.values()] == [
+        "<=0.2s", "info", "<=2s", "info", ">=10", "<=1.2", "info", "<=1.2", ">=10",
+    ]  # fmt: skip
 
 
 def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
@@ -78,10 +79,15 @@ def test_bench_calibrate_compares_with_the_grid_on_the_same_simulations():
         "calibrate_gamma_interval_halfwidth_median",
         "calibrate_nll_above_grid_worst",
     }
+    goals = {name: line["goal"] for name, line in lines.items() if "_error_" in name}
+    assert goals == {
+        name: "info" if name.endswith("mean_field") else "<=5%" for name in goals
+    }  # within 5% of the grid's best fit
     # no calibration may end further above the grid's best than a 95% likelihood-ratio test can see
     assert lines["calibrate_nll_above_grid_worst"]["goal"] == "<=1.92NLL"
     # the grid's best is the minimum of the function it searched: no calibration ends below it
     assert lines["calibrate_runs_below_grid"]["goal"] == "<=0"
+    assert lines["calibrate_simulations_worst"]["goal"] == "<=2000sims"
     # 32 Sobol points and 1 round of 16, 4 replicates each, then the top 8 again with 32 replicates, one round of
     # local search (the quadratic's minimum and two sets per parameter) and a floor scan of 2 sets, with 32
     expected = 32 * 4 + 16 * 4 + 8 * (32 - 4) + 5 * 32 + 2 * 32
@@ -149,6 +155,11 @@ def test_bench_preprocess_measures_the_original_in_the_same_run():
     """Besides the raw-read comparison, the original preprocessing and ours on the same prefix of the file."""
     lines = bench_lines("bench_preprocess.py")
     assert list(lines) == ["preprocess_end_to_end", "preprocess_throughput", "preprocess_vs_original"]
+    # within 2x of pyarrow's raw read, the same as a throughput
+    assert (lines["preprocess_end_to_end"]["goal"], lines["preprocess_throughput"]["goal"]) == (
+        "<=2",
+        ">=0.500",
+    )
     original = lines["preprocess_vs_original"]
     assert original["unit"] == "msg/s" and original["goal"] == ">=50"
     assert float(original["value"]) > 0 and float(original["baseline"]) > 0
