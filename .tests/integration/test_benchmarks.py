@@ -231,16 +231,50 @@ def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_run(tmp_path)
     assert all(check == {"resumed_from_epoch": 1, "device": "cpu"} for check in checks.values()), checks
 
 
+def documented_options(script: str) -> set[str]:
+    """The options the documents' commands give ``bench/<script>``: in a quoted command, those after the script's
+    path, and those of the `(defaults: `...`)` that follows it."""
+    documents = subprocess.run(
+        ["git", "ls-files", "*.md"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    options = set()
+    for document in documents:
+        # inline code only: fenced blocks are outputs, and their backticks would pair the spans wrongly
+        text = re.sub(r"^```.*?^```", "", Path(REPO, document).read_text(), flags=re.S | re.M)
+        for span in re.finditer(r"`([^`]+)`(?:\s*\(defaults: [^`)]*`([^`]+)`)?", text):
+            command, defaults = span.groups()
+            if f"bench/{script}" in command:
+                after = command.split(f"bench/{script}", 1)[1] + " " + (defaults or "")
+                options.update(re.findall(r"(?<![\w-])--[a-z][a-z-]*", after))
+    return options
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in Path(REPO, "bench").glob("bench_*.py")))
 def test_every_benchmark_explains_its_options_without_running(script):
-    """`--help` prints the options RESULTS.md's commands use and measures nothing (bench_train_gat used to ignore
-    its arguments and run)."""
+    """`--help` prints the options the documents' commands use (RESULTS.md's commands and their defaults) and
+    measures nothing (bench_train_gat used to ignore its arguments and run)."""
     proc = subprocess.run(
         [sys.executable, f"bench/{script}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("usage:"), proc.stdout[:500]
     assert not re.search(r"^BENCH ", proc.stdout, re.M), "it ran the benchmark"
+    offered = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", proc.stdout))
+    assert documented_options(script) <= offered, documented_options(script) - offered
+
+
+def test_the_documents_commands_of_the_benchmarks_are_found():
+    """What the --help test compares: the options of RESULTS.md's commands, each section's defaults included."""
+    assert documented_options("bench_preprocess.py") >= {"--repeats"}
+    assert documented_options("bench_service.py") >= {"--repeats", "--clients", "--max-concurrent-jobs"}
+    assert documented_options("bench_simulate.py") >= {"--cheap-sims", "--jobs", "--overhead-repeats"}
+    assert documented_options("bench_calibrate.py") >= {
+        "--observed-seeds",
+        "--rounds",
+        "--refine-rounds",
+        "--scan",
+    }
+    assert documented_options("bench_train_gpu.py") == {"--keep", "--out", "--suites"}
 
 
 def test_make_bench_runs_every_script_and_fails_at_the_end(tmp_path):
