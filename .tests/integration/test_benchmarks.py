@@ -1,7 +1,8 @@
-"""The simulate, calibrate and preprocess benchmarks run to the end in their ``--quick`` sizes and print every BENCH
-line they promise, well formed; the preprocess benchmark's re-implementation of the original DQN-Fusion
-preprocessing builds the same windows and node sets as ours; ``make bench`` runs every benchmark even when one
-fails, names the failures and exits non-zero."""
+"""The simulate, calibrate and preprocess benchmarks run to the end in their ``--quick`` sizes (latency, evaluate and
+service in small ones) and print every BENCH line they promise, well formed and consistent with its own figures;
+the preprocess benchmark's re-implementation of the original DQN-Fusion preprocessing builds the same windows and
+node sets as ours; ``make bench`` runs every benchmark even when one fails, names the failures and exits
+non-zero."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from benchlines import goal_met, parse, problems
+from servicekit import service_available
 from testkit import REPO
 
 from kdgat.can.reader import read_can_file
@@ -119,6 +121,30 @@ def test_bench_latency_times_the_student_against_the_teacher_in_the_same_run():
     pair, alone = lines["latency_student_vs_teacher"], lines["latency_student"]
     assert pair["value"] == alone["value"] and pair["unit"] == "ms" and pair["goal"] == "<=0.5"
     assert 0 < float(pair["value"]) and 0 < float(pair["baseline"]) and alone["goal"] == "<=3.0ms"
+
+
+def test_bench_evaluate_prints_both_lines_with_their_goals():
+    """At small sizes: restoring from the stash against computing (goal: a tenth of it) and every metric against
+    one roc_auc_score (goal: within 10x), both well formed and consistent (bench_lines)."""
+    lines = bench_lines("bench_evaluate.py", "--graphs", "16", "--windows", "20000", "--repeats", "1")
+    assert list(lines) == ["evaluation_restore", "evaluation_metrics"]
+    assert [line["goal"] for line in lines.values()] == ["<=0.1", "<=10"]
+    assert all(float(line["baseline"]) > 0 for line in lines.values()), lines
+
+
+def test_bench_service_prints_every_line_with_its_goal():
+    """At small sizes (2 clients of one job, 2 jobs at a time): the seconds the service adds to a batch, twice
+    (goal 0.2 s, on the value), and its job rate against the direct one (goal at least half), well formed and
+    consistent (bench_lines)."""
+    service_available()
+    options = ("--repeats", "1", "--clients", "2", "--jobs-per-client", "1", "--max-concurrent-jobs", "2")
+    lines = bench_lines("bench_service.py", *options)
+    assert list(lines) == [
+        "service_batch_submit_wait_added", "service_batch_sync_added", "service_load_jobs_per_s",
+    ]  # fmt: skip
+    assert [line["goal"] for line in lines.values()] == ["<=0.2s", "<=0.2s", ">=0.5"]
+    load = lines["service_load_jobs_per_s"]
+    assert float(load["value"]) > 0 and float(load["baseline"]) > 0, load
 
 
 def test_bench_service_runs_the_service_with_the_concurrency_it_is_given(tmp_path, monkeypatch):
