@@ -1,8 +1,8 @@
-"""The simulate, calibrate and preprocess benchmarks run to the end in their ``--quick`` sizes (latency, evaluate and
-service in small ones) and print every BENCH line they promise, well formed and consistent with its own figures;
-the preprocess benchmark's re-implementation of the original DQN-Fusion preprocessing builds the same windows and
-node sets as ours; ``make bench`` runs every benchmark even when one fails, names the failures and exits
-non-zero."""
+"""The simulate, calibrate and preprocess benchmarks run to the end in their ``--quick`` sizes (latency, evaluate,
+service and train_gat in small ones) and print every BENCH line they promise, well formed and consistent with its
+own figures; the preprocess benchmark's re-implementation of the original DQN-Fusion preprocessing builds the same
+windows and node sets as ours; ``make bench`` runs every benchmark even when one fails, names the failures and
+exits non-zero."""
 
 from __future__ import annotations
 
@@ -130,6 +130,16 @@ def test_bench_evaluate_prints_both_lines_with_their_goals():
     assert list(lines) == ["evaluation_restore", "evaluation_metrics"]
     assert [line["goal"] for line in lines.values()] == ["<=0.1", "<=10"]
     assert all(float(line["baseline"]) > 0 for line in lines.values()), lines
+
+
+def test_bench_train_gat_compares_the_training_loop_with_bare_pyg():
+    """One round: the catalog's loop against the bare PyG loop in graphs/s (goal: at least 0.9 of it), well formed
+    and consistent (bench_lines)."""
+    lines = bench_lines("bench_train_gat.py", "--rounds", "1")
+    assert list(lines) == ["train_gat"]
+    line = lines["train_gat"]
+    assert line["unit"] == "graphs/s" and line["goal"] == ">=0.9"
+    assert float(line["value"]) > 0 and float(line["baseline"]) > 0, line
 
 
 def test_bench_service_prints_every_line_with_its_goal():
