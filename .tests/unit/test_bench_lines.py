@@ -4,6 +4,7 @@ pointing the way worse goes or in another unit; and every BENCH line the documen
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -86,3 +87,19 @@ def test_every_bench_line_the_documents_quote_is_well_formed_and_consistent():
     assert not wrong, "\n".join(
         f"{d}:{n}: {t}\n    {p or 'not a BENCH line'}" for (d, n, t), p in wrong.items()
     )
+
+
+def test_the_whole_suites_figures_are_those_of_its_verbatim_output():
+    """bench/RESULTS.md's reference run of `make bench`: the number of scripts and the total it states are those of
+    the run's quoted output (a script's "took" line each, and make's own total)."""
+    section = (
+        (REPO / "bench" / "RESULTS.md").read_text().split("## The whole suite", 1)[1].split("\n## ", 1)[0]
+    )
+    output = section.split("```", 2)[1]
+    took = [int(s) for s in re.findall(r"^# bench/bench_\w+\.py took (\d+) s$", output, re.M)]
+    total = int(re.search(r"^# make bench: all scripts took (\d+) s", output, re.M)[1])
+    stated = re.search(r"\*\*All (\w+) scripts took (\d+) s", section)
+    assert stated, "the section no longer states the suite's time as '**All <n> scripts took <t> s'"
+    numbers = {"seven": 7, "eight": 8, "nine": 9, "ten": 10}
+    assert (numbers[stated[1]], int(stated[2])) == (len(took), total)
+    assert abs(sum(took) - total) <= len(took)  # each script's whole seconds, rounded down
