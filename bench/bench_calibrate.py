@@ -56,7 +56,7 @@ floor if asked for (info), the most NLL any calibration's best fit lies above th
 95% likelihood-ratio rise of one parameter: no test at that level could tell the two fits apart; baseline column:
 the same for Sobol points alone), how many calibrations ended below the grid's
 best (goal 0; baseline column: all runs), and the most simulations any calibration used (baseline column: the
-grid's count).
+grids' median count).
 """
 
 from __future__ import annotations
