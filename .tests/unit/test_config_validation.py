@@ -58,6 +58,31 @@ def test_wrong_key_or_value_names_the_key_and_what_was_expected(
     assert f"['{section}']" in proc.stdout, proc.stdout
 
 
+def _with(config: dict, path: tuple[str, ...], value) -> dict:
+    """A deep copy of ``config`` with the key at ``path`` set to ``value``."""
+    copy = yaml.safe_load(yaml.safe_dump(config))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        # numpy's generators refuse a negative seed only once a job runs, with no key named
+        (("preprocess", "seed"), -1, "-1 is less than the minimum of 0"),
+        (("datasets", "synth_hcrl", "synthetic", "seed"), -3, "-3 is less than the minimum of 0"),
+    ],
+)
+def test_a_nested_value_out_of_range_names_its_key(tmp_path: Path, path: tuple, value, expected: str) -> None:
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, path, value), tmp_path)
+    assert proc.returncode != 0
+    assert expected in proc.stdout, proc.stdout
+    assert "On instance" + "".join(f"[{key!r}]" for key in path) in proc.stdout, proc.stdout
+
+
 def _with_dataset(name: str, entry: dict) -> dict:
     return {**DEFAULT_CONFIG, "datasets": {**DEFAULT_CONFIG["datasets"], name: entry}}
 
