@@ -74,6 +74,11 @@ def _with(config: dict, path: tuple[str, ...], value) -> dict:
         # numpy's generators refuse a negative seed only once a job runs, with no key named
         (("preprocess", "seed"), -1, "-1 is less than the minimum of 0"),
         (("datasets", "synth_hcrl", "synthetic", "seed"), -3, "-3 is less than the minimum of 0"),
+        # results/calibration/.. is results/: the calibration's outputs would land among every other module's
+        (("calibration", "name"), "..", "'..' does not match"),
+        (("calibration", "name"), ".", "'.' does not match"),
+        # an empty prefix made the training rules read /<dataset>/train.pt
+        (("kd_gat", "data_prefix"), "", "'' should be non-empty"),
     ],
 )
 def test_a_nested_value_out_of_range_names_its_key(tmp_path: Path, path: tuple, value, expected: str) -> None:
