@@ -4,7 +4,10 @@ against pyproject.toml (the release the wrapper installs, and the versions pypro
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
+import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -319,3 +322,85 @@ def test_module_names_its_wrappers_through_catalog_wrapper(snakefile: Path) -> N
     for reference in references:
         match = re.fullmatch(r'catalog_wrapper\("(\w+)"\)', reference.strip())
         assert match and (REPO / "wrappers" / match.group(1) / "wrapper.py").is_file(), reference
+
+
+# -- every module rule hands its wrapper what meta.yaml names, under those names ----------------------------------
+RULE_NAMES = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    workflow = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        storage_settings=StorageSettings(),
+        config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+        snakefile=Path(sys.argv[2]),
+    )._workflow
+    print(json.dumps({
+        rule.name: {
+            "wrapper": rule.wrapper,
+            **{section: [*getattr(rule, section)._names] or [0] * bool(len(getattr(rule, section)))
+               for section in ("input", "output", "params")},
+        }
+        for rule in workflow.rules
+        if rule.wrapper
+    }))
+"""
+# Params a rule sets for Snakemake, not for its wrapper: part of the between-workflow cache key of build_graphs.
+NOT_FOR_THE_WRAPPER = {"build_graphs": {"roles_of_logs", "library_code"}}
+# What meta.yaml names and a rule leaves out on purpose; anything else a rule leaves out fails (a dropped
+# file_index= would make every synthetic file a copy of the first: the wrapper's default is 0).
+DISTILLED = {"teacher"}
+LEFT_OUT = {
+    # only the student_kd rules distil from a teacher
+    **{
+        f"kd_gat_train_{stage}_{variant}": {"input": DISTILLED}
+        for stage in ("vgae", "gat")
+        for variant in ("teacher", "student")
+    },
+    **{
+        f"kd_gat_train_dqn_{variant}": {"input": {"teacher_dqn", "teacher_gat", "teacher_vgae"}}
+        for variant in ("teacher", "student")
+    },
+    "kd_gat_train_gat_sweep": {"input": DISTILLED},
+    # the summary over all datasets has no training curves (summarize_dataset draws them per dataset)
+    "evaluation_summarize": {"input": {"history"}, "output": {"curves"}, "params": {"history_keys", "title"}},
+}
+
+
+def test_every_module_rule_gives_its_wrapper_what_meta_yaml_names(tmp_path: Path) -> None:
+    # A misspelt or dropped param (stride= as strid=) is otherwise never noticed: the wrapper takes its default.
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["kd_gat"]["sweep"] |= {"enabled": True, "table": str(REPO / "config/params.tsv")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-c", RULE_NAMES, "config.yaml", str(REPO / "workflow/Snakefile")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rules = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(LEFT_OUT) <= set(rules) and "preprocess_generate_can" in rules, sorted(rules)
+    problems = []
+    for name, rule in rules.items():
+        wrapper = Path(rule["wrapper"].removeprefix("file:"))
+        assert wrapper.parent == REPO / "wrappers", rule["wrapper"]
+        meta = yaml.safe_load((wrapper / "meta.yaml").read_text())
+        for section in SECTIONS:
+            declared = set(meta.get(section) or {})
+            given = set(rule[section])
+            if section == "params":
+                given -= NOT_FOR_THE_WRAPPER.get(wrapper.name, set())
+            problems += [
+                f"{name}: {section}.{key} is not in meta.yaml" for key in sorted(map(str, given - declared))
+            ]
+            left_out = LEFT_OUT.get(name, {}).get(section, set())
+            problems += [
+                f"{name}: meta.yaml's {section}.{key} is not given by the rule"
+                for key in sorted(map(str, declared - given - left_out))
+            ]
+            problems += [
+                f"{name}: LEFT_OUT names {section}.{key}, which it gives" for key in sorted(left_out & given)
+            ]
+    assert not problems, "\n".join(problems)
