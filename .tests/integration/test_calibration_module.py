@@ -92,6 +92,25 @@ def test_module_imported_downstream_runs_end_to_end_with_report(tmp_path):
     assert "calibration.html" in report and "history.png" in report and "series.png" in report
 
 
+def test_a_finished_sweep_and_calibration_moved_to_another_backend_are_not_rerun(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(SMALL_CONFIG))
+    snakefile = str(downstream(tmp_path, config))
+    targets = [
+        f"results/calibration/sir_small/{name}" for name in ("sweep/simulations.parquet", "trials.parquet")
+    ]
+    args = ("--snakefile", snakefile, "--directory", str(tmp_path), "--cores", "1", *targets)
+    run_snakemake(*args, cwd=tmp_path)
+    # where the simulations run decides none of their rows: neither the sweep nor the calibration reruns
+    config["calibration"]["backend"] = {"kind": "scheduler", "scheduler": {"address": "tcp://127.0.0.1:1"}}
+    downstream(tmp_path, config)
+    assert "Nothing to be done" in run_snakemake("-n", *args, cwd=tmp_path).stdout
+    # what does decide them still reruns the sweep
+    config["calibration"]["sweep"]["replicates"] = 3
+    downstream(tmp_path, config)
+    dry = run_snakemake("-n", *args, cwd=tmp_path).stdout
+    assert "params have changed since last execution:\n        calibration_simulate\n" in dry, dry[-3000:]
+
+
 def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):
     renamed = {"calibration": {**SMALL_CONFIG["calibration"], "calibrate": {"batch_size": 4}}}
     failed = run_snakemake(
