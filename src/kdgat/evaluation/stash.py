@@ -14,17 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kdgat.files import copy_file, json_safe, new_directory, publish_directory, write_json
+from kdgat.files import copy_file, file_sha256, json_safe, new_directory, publish_directory, write_json
 
 log = logging.getLogger(__name__)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def library_code_digest(package: str | os.PathLike | None = None) -> str:
@@ -42,7 +34,7 @@ def stash_key(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]
     """A key that changes whenever an input's content or a parameter changes (not on mtime or path moves)."""
     digest = hashlib.sha256()
     for name in sorted(inputs):
-        digest.update(f"{name}={file_digest(inputs[name])}\n".encode())
+        digest.update(f"{name}={file_sha256(inputs[name])}\n".encode())
     digest.update(json.dumps(json_safe(dict(params)), sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from kdgat.files import file_sha256
 from kdgat.tracking.runs import MlflowTracker, NullTracker
 from kdgat.tracking.settings import (
     BACKENDS,
@@ -43,7 +44,6 @@ from kdgat.tracking.settings import (
     TrackingError,
     TrackingSettings,
     ensure_invocation_environment,
-    file_sha256,
     flatten,
     is_file_store,
     job_key,

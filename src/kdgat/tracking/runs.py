@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kdgat import files
+from kdgat.files import file_sha256
 from kdgat.tracking.settings import (
     BATCH,
     COMMIT_ENV,
     INVOCATION_ENV,
     PARENT_ROLE,
     TrackingSettings,
-    file_sha256,
     flatten,
     is_file_store,
     job_key,

@@ -197,11 +197,3 @@ def retried(function, attempts: int = 3, pause: float = 0.2):
                 raise
             time.sleep(pause * (attempt + 1))
     return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
