@@ -1,14 +1,16 @@
 """The file-level chain (what the wrappers call): outputs on disk, load_model round trip, score_graphs columns."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 import torch
 
+from kdgat.files import file_sha256
 from kdgat.graph_store import save_graphs
 from kdgat.inference import score_graphs
-from kdgat.model_store import load_model
+from kdgat.model_store import load_model, trained_on
 from kdgat.models import GAT, NUM_ACTIONS, VGAE, QNetwork
 from kdgat.testing import toy_graphs
 from kdgat.training import dqn, gat, vgae
@@ -239,4 +241,37 @@ def test_a_dqn_graph_file_outside_the_vocabulary_is_named(chain, tmp_path, bad_f
             vgae=outputs("teacher", "vgae")["model"],
             gat=outputs("teacher", "gat")["model"],
         )
+    assert not out["model"].exists()
+
+
+@pytest.mark.parametrize("role", ["fit", "stop"])
+def test_the_dqn_refuses_the_graphs_its_base_models_trained_on(chain, tmp_path, role):
+    """The VGAE's and GAT's model.pt record the graph file they trained on; a fusion learnt from their outputs on
+    those graphs (near perfect there) would copy them, so the DQN stage refuses that file however it is named."""
+    root, outputs = chain
+    data = root / "graphs"
+    for variant in ("teacher", "student_kd"):
+        for stage in ("vgae", "gat"):
+            assert trained_on(outputs(variant, stage)["model"]) == file_sha256(data / "train.pt")
+    assert trained_on(outputs("teacher", "dqn")["model"]) is None
+    renamed = tmp_path / "held_out.pt"
+    shutil.copyfile(data / "train.pt", renamed)  # the content counts, not the name
+    files = {"fit": data / "val.pt", "stop": None} | {role: renamed}
+    out = {name: tmp_path / f"dqn.{name}" for name in ("model", "metrics", "history")}
+    teacher = {f"teacher_{stage}": outputs("teacher", stage)["model"] for stage in ("vgae", "gat", "dqn")}
+    with pytest.raises(ValueError) as refused:
+        dqn.run(
+            **files,
+            metadata=data / "metadata.json",
+            settings=stage_settings("student_kd", "dqn"),
+            outputs=out,
+            vgae=outputs("student_kd", "vgae")["model"],
+            gat=outputs("student_kd", "gat")["model"],
+            **teacher,
+        )
+    message = str(refused.value)
+    assert message.startswith(f"{renamed}: the {role} graphs are the graphs vgae (")
+    for name in ("vgae", "gat", "teacher_vgae", "teacher_gat"):
+        assert f"{name} (" in message
+    assert "kd_gat.dqn.fit_split" in message
     assert not out["model"].exists()

@@ -1,8 +1,9 @@
 """Saving and loading trained models (a kd_gat training stage's ``model.pt``).
 
 A file holds the format tag, the model kind (a stage of the chain: vgae, gat or dqn), the keyword arguments that
-rebuild the module, its weights and any extra plain values the stage records (the variant). Everything in it is
-plain data and tensors, so it loads with ``weights_only=True``. Writes are atomic (kdgat.files).
+rebuild the module, its weights and any extra plain values the stage records (the variant; for a VGAE or GAT,
+``trained_on``: the SHA-256 of its training graph file, which the DQN stage refuses to learn from). Everything in
+it is plain data and tensors, so it loads with ``weights_only=True``. Writes are atomic (kdgat.files).
 
 Bump ``MODEL_FORMAT`` when the layout changes; a reader then names the file it cannot read instead of guessing.
 History: 2 — the VGAE's decoder follows the original's layout, its anomaly threshold is on the weighted anomaly
@@ -38,6 +39,14 @@ def save_model(model: torch.nn.Module, kind: str, config: dict, path: str | os.P
         **json_safe(extra),
     }
     save_torch(payload, path)
+
+
+def trained_on(path: str | os.PathLike) -> str | None:
+    """The SHA-256 of the graph file a VGAE or GAT model.pt was trained on (``trained_on``, recorded by its
+    training stage); None for a DQN or a file written before it was recorded."""
+    payload = load_torch(path, f"a kd_gat model file (expected format {MODEL_FORMAT!r})")
+    digest = payload.get("trained_on") if isinstance(payload, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch_geometric.loader import DataLoader
 
 from kdgat.chain import NODE_FEATURES
-from kdgat.files import load_json
+from kdgat.files import file_sha256, load_json
 from kdgat.graph_store import load_graphs
+from kdgat.model_store import trained_on
 
 
 def load_graph_file(path: str | os.PathLike) -> list:
@@ -38,6 +41,25 @@ def load_num_ids(metadata: str | os.PathLike) -> int:
         return int(document["num_ids"])
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{path}: expected an integer 'num_ids' (vocabulary size incl. OOV)") from error
+
+
+def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, Any]) -> None:
+    """Refuse a graph file (``{role: path}``, e.g. the DQN's fit and stop graphs) that is the file one of
+    ``models`` (``{name: model.pt}``) was trained on: outputs on a model's own training graphs are near perfect,
+    and a fusion learnt from them copies that model (the kd_gat module gives held-out graphs: kd_gat.dqn.fit_split).
+    This also covers a direct library call or ``kdgat train dqn --fit``, which no schema checks.
+    Models that record no training file (older files) are not compared."""
+    recorded = {name: trained_on(path) for name, path in models.items() if path}
+    for role, path in graph_files.items():
+        if not path:
+            continue
+        digest = file_sha256(path)
+        trained = [f"{name} ({models[name]})" for name, seen in recorded.items() if seen == digest]
+        if trained:
+            raise ValueError(
+                f"{path}: the {role} graphs are the graphs {' and '.join(trained)} trained on; the DQN must learn "
+                "from graphs its base models did not train on (kd_gat.dqn.fit_split: fusion or val, never train)"
+            )
 
 
 def labels_of(graphs) -> np.ndarray:

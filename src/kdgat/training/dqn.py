@@ -42,7 +42,7 @@ from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
 from kdgat.runtime import seed_everything
 from kdgat.tracking import TrackingSettings, tracked_job
-from kdgat.training.data import check_graphs, load_graph_file, load_num_ids
+from kdgat.training.data import check_graphs, load_graph_file, load_num_ids, refuse_training_graphs
 from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
 from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit
@@ -442,6 +442,8 @@ def run(
             missing = [name for name, path in teachers.items() if not path]
             raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
         num_ids = load_num_ids(metadata)
+        base_models = {"vgae": vgae, "gat": gat, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
+        refuse_training_graphs({"fit": fit, "stop": stop}, base_models)
         fit_graphs = load_graph_file(fit)
         check_graphs(fit_graphs, num_ids, str(fit))
         stop_graphs = load_graph_file(stop) if stop else None

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from kdgat.files import write_json, write_table
+from kdgat.files import file_sha256, write_json, write_table
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
 from kdgat.runtime import grad_scaler, select_device
@@ -150,9 +150,11 @@ def write_outputs(
     result: dict,
     metrics: dict,
     checkpoint,
+    **recorded,
 ) -> None:
-    """model.pt, metrics.json and history.csv, each atomically; then drop the resume checkpoint."""
-    save_model(model, settings.stage, model_config, outputs["model"], variant=settings.variant)
+    """model.pt (with the ``recorded`` plain values), metrics.json and history.csv, each atomically; then drop the
+    resume checkpoint."""
+    save_model(model, settings.stage, model_config, outputs["model"], variant=settings.variant, **recorded)
     write_json(metrics, outputs["metrics"], sort_keys=True)
     write_table(pd.DataFrame(result["history"]), outputs["history"])
     discard_checkpoint(checkpoint)
@@ -200,6 +202,9 @@ def run_graph_stage(
         model, result, metrics, model_config = train_stage(
             train_graphs, val_graphs, num_ids, settings, checkpoint, *loaded, callbacks=(*callbacks, tracker)
         )
-        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+        # What the model learnt from, so that the DQN stage can refuse to fuse its outputs on those same graphs.
+        write_outputs(
+            outputs, settings, model, model_config, result, metrics, checkpoint, trained_on=file_sha256(train)
+        )
         tracker.log_outputs(metrics, outputs)
     return metrics
