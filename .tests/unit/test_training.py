@@ -783,3 +783,31 @@ def test_a_seed_may_be_any_integer_numpy_included():
     assert type(StageSettings.from_config({"seed": np.int64(7)}, "gat", "teacher").seed) is int
     with pytest.raises(SettingsError, match=r"kd_gat\.seed .* got 3\.0"):
         StageSettings.from_dict(settings("gat").as_dict() | {"seed": 3.0})
+
+
+def test_the_vgae_student_distils_on_the_latent_means_not_sampled_latents(graphs, trained_vgae, monkeypatch):
+    """vgae_kd_loss's latent term compares proj(μ_student) with μ_teacher: in training mode the student's z is a
+    sample around μ, which would add noise to what it is asked to match."""
+    from kdgat.distillation import LatentProjection
+
+    train, val = graphs
+    forwards, projected = [], []
+    vgae_forward, projection_forward = VGAE.forward, LatentProjection.forward
+
+    def recording_forward(self, *args, **kwargs):
+        out = vgae_forward(self, *args, **kwargs)
+        forwards.append((self.training, out))
+        return out
+
+    def recording_projection(self, latent):
+        projected.append(latent)
+        return projection_forward(self, latent)
+
+    monkeypatch.setattr(VGAE, "forward", recording_forward)
+    monkeypatch.setattr(LatentProjection, "forward", recording_projection)
+    one_epoch = settings("vgae", {"epochs": 1}, variant="student_kd", vgae_loss=LOSS)
+    vgae_training.train(train, val, NUM_IDS, one_epoch, teacher=copy.deepcopy(trained_vgae))
+    student_outputs = [out for training, out in forwards if training]
+    assert projected and len(projected) == len(student_outputs)
+    for latent, out in zip(projected, student_outputs, strict=True):
+        assert latent is out["mean"] and not torch.equal(out["z"], out["mean"])

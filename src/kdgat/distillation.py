@@ -55,7 +55,8 @@ def vgae_kd_loss(
     task_loss,
     alpha: float = 0.7,
 ) -> dict:
-    """α·(½·MSE(proj(z_s), z_t) + ½·MSE(recon_s, recon_t)) + (1−α)·task loss."""
+    """α·(½·MSE(proj(μ_s), μ_t) + ½·MSE(recon_s, recon_t)) + (1−α)·task loss, on the latent means μ (the
+    encoders' outputs before sampling: a sampled z would add noise to the target)."""
     latent = F.mse_loss(projected_student_latent, teacher_latent)
     reconstruction = F.mse_loss(student_features, teacher_features)
     kd = 0.5 * latent + 0.5 * reconstruction

@@ -5,7 +5,8 @@ Early stopping watches the VGAE loss on normal validation graphs. Afterwards the
 validation split: each reconstruction term's mean and standard deviation on its normal graphs (the training
 normals when validation holds fewer than two; see kdgat.models.vgae), then the threshold: Youden's J on the ROC of
 the graph anomaly error when validation has both classes, else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
-With a teacher (student_kd): α·(½·MSE(proj(z_s), z_t) + ½·MSE(recon_s, recon_t)) + (1−α)·VGAE loss.
+With a teacher (student_kd): α·(½·MSE(proj(μ_s), μ_t) + ½·MSE(recon_s, recon_t)) + (1−α)·VGAE loss, on the latent
+means μ (kdgat.distillation.vgae_kd_loss).
 """
 
 from __future__ import annotations
