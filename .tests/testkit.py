@@ -8,10 +8,12 @@ message saying which script brings the component up.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -169,3 +171,37 @@ def role_grants(role: dict) -> set[tuple[str, str, str]]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+PARSE_WORKFLOW = """
+import json, sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    workflow = api.workflow(
+        resource_settings=ResourceSettings(cores=int(sys.argv[3])),
+        storage_settings=StorageSettings(),
+        config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+        snakefile=Path(sys.argv[2]),
+    )._workflow
+"""
+
+
+def parsed_workflow(folder: Path, config: dict, report: str, cores: int = 1):
+    """What ``report`` prints as its last line, as JSON: Python run after Snakemake's API has parsed the main
+    workflow with ``config`` (written to ``folder``) into ``workflow``, without running anything. ``report`` is
+    indented as the body of the API's ``with`` block."""
+    import yaml
+
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    script = PARSE_WORKFLOW + textwrap.indent(textwrap.dedent(report), "    ")
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "config.yaml", str(REPO / "workflow/Snakefile"), str(cores)],
+        cwd=folder, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

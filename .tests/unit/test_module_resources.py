@@ -5,57 +5,35 @@ and 2 (the schema says which ones grow with the attempt)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from testkit import REPO
+from testkit import REPO, parsed_workflow
 
-DECLARED = r"""
-import json, sys
-from pathlib import Path
-from types import SimpleNamespace
+# Each rule's threads and its mem_mb, runtime and gpu at attempts 1 and 2, for one dataset and seed.
+RESOURCES = r"""
+wildcards = {"dataset": "synth_hcrl", "seed": "42"}
+job = SimpleNamespace(**wildcards, items=wildcards.items)
 
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+def value(resource, attempt, name):
+    if not resource.is_evaluable():
+        return resource.value
+    return resource.evaluate(job, input=[], threads=1, attempt=attempt, rulename=name).value
 
-with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-    workflow = api.workflow(
-        resource_settings=ResourceSettings(cores=64),
-        storage_settings=StorageSettings(),
-        config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
-        snakefile=Path(sys.argv[2]),
-    )._workflow
-    wildcards = {"dataset": "synth_hcrl", "seed": "42"}
-    job = SimpleNamespace(**wildcards, items=wildcards.items)
-
-    def value(resource, attempt, name):
-        if not resource.is_evaluable():
-            return resource.value
-        return resource.evaluate(job, input=[], threads=1, attempt=attempt, rulename=name).value
-
-    print(json.dumps({
-        rule.name: {
-            "threads": rule.resources["_cores"].value,
-            **{name: [value(rule.resources[name], attempt, rule.name) for attempt in (1, 2)]
-               for name in ("mem_mb", "runtime", "gpu") if name in rule.resources},
-        }
-        for rule in workflow.rules
-        if rule.name.startswith(("evaluation_evaluate_", "evaluation_baselines", "preprocess_build", "kd_gat_train_"))
-    }))
+print(json.dumps({
+    rule.name: {
+        "threads": rule.resources["_cores"].value,
+        **{name: [value(rule.resources[name], attempt, rule.name) for attempt in (1, 2)]
+           for name in ("mem_mb", "runtime", "gpu") if name in rule.resources},
+    }
+    for rule in workflow.rules
+    if rule.name.startswith(("evaluation_evaluate_", "evaluation_baselines", "preprocess_build", "kd_gat_train_"))
+}))
 """
 
 
 def declared(tmp_path: Path, config: dict) -> dict:
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [sys.executable, "-c", DECLARED, "config.yaml", str(REPO / "workflow/Snakefile")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return parsed_workflow(tmp_path, config, RESOURCES, cores=64)
 
 
 def test_evaluation_and_preprocess_jobs_ask_for_what_the_config_says(tmp_path: Path) -> None:

@@ -4,10 +4,7 @@ against pyproject.toml (the release the wrapper installs, and the versions pypro
 from __future__ import annotations
 
 import ast
-import json
 import re
-import subprocess
-import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -16,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 from packaging.requirements import Requirement
-from testkit import REPO
+from testkit import REPO, parsed_workflow
 from wrapperkit import MISSING, SECTIONS, signature_defaults, wrapper_reads
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -326,27 +323,15 @@ def test_module_names_its_wrappers_through_catalog_wrapper(snakefile: Path) -> N
 
 # -- every module rule hands its wrapper what meta.yaml names, under those names ----------------------------------
 RULE_NAMES = r"""
-import json, sys
-from pathlib import Path
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
-
-with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-    workflow = api.workflow(
-        resource_settings=ResourceSettings(cores=1),
-        storage_settings=StorageSettings(),
-        config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
-        snakefile=Path(sys.argv[2]),
-    )._workflow
-    print(json.dumps({
-        rule.name: {
-            "wrapper": rule.wrapper,
-            **{section: [*getattr(rule, section)._names] or [0] * bool(len(getattr(rule, section)))
-               for section in ("input", "output", "params")},
-        }
-        for rule in workflow.rules
-        if rule.wrapper
-    }))
+print(json.dumps({
+    rule.name: {
+        "wrapper": rule.wrapper,
+        **{section: [*getattr(rule, section)._names] or [0] * bool(len(getattr(rule, section)))
+           for section in ("input", "output", "params")},
+    }
+    for rule in workflow.rules
+    if rule.wrapper
+}))
 """
 # Params a rule sets for Snakemake, not for its wrapper: part of the between-workflow cache key of build_graphs.
 NOT_FOR_THE_WRAPPER = {"build_graphs": {"roles_of_logs", "library_code"}}
@@ -374,13 +359,7 @@ def test_every_module_rule_gives_its_wrapper_what_meta_yaml_names(tmp_path: Path
     # A misspelt or dropped param (stride= as strid=) is otherwise never noticed: the wrapper takes its default.
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     config["kd_gat"]["sweep"] |= {"enabled": True, "table": str(REPO / "config/params.tsv")}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [sys.executable, "-c", RULE_NAMES, "config.yaml", str(REPO / "workflow/Snakefile")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rules = json.loads(proc.stdout.strip().splitlines()[-1])
+    rules = parsed_workflow(tmp_path, config, RULE_NAMES)
     assert set(LEFT_OUT) <= set(rules) and "preprocess_generate_can" in rules, sorted(rules)
     problems = []
     for name, rule in rules.items():
