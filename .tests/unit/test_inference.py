@@ -220,6 +220,20 @@ def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path
     assert {"val_agrees_with_gat", "val_f1_alpha_0", "val_f1_alpha_0.5", "val_f1_alpha_1"} <= set(default)
 
 
+def run_dqn(chain, tmp_path, variant, **files):
+    """The DQN stage of ``variant`` on the chain's models and metadata, with the graph files (and teachers) given;
+    its outputs go to ``tmp_path`` as dqn.model, dqn.metrics and dqn.history."""
+    root, outputs = chain
+    return dqn.run(
+        **files,
+        metadata=root / "graphs" / "metadata.json",
+        settings=stage_settings(variant, "dqn"),
+        outputs={name: tmp_path / f"dqn.{name}" for name in ("model", "metrics", "history")},
+        vgae=outputs(variant, "vgae")["model"],
+        gat=outputs(variant, "gat")["model"],
+    )
+
+
 @pytest.mark.parametrize("bad_file", ["fit", "stop"])
 def test_a_dqn_graph_file_outside_the_vocabulary_is_named(chain, tmp_path, bad_file):
     """The DQN's fit and stop files are checked against metadata.json like the VGAE's and GAT's train and val
@@ -229,19 +243,11 @@ def test_a_dqn_graph_file_outside_the_vocabulary_is_named(chain, tmp_path, bad_f
     data = root / "graphs"
     save_graphs(toy_graphs(30, num_ids=40, seed=4), tmp_path / "bad.pt")  # indices up to 39, num_ids is 20
     files = {"fit": data / "val.pt", "stop": data / "val.pt"} | {bad_file: tmp_path / "bad.pt"}
-    out = {name: tmp_path / f"dqn.{name}" for name in ("model", "metrics", "history")}
     with pytest.raises(
         ValueError, match=r"bad\.pt: graph \d+ has a CAN-ID index >= num_ids=20 \(metadata\.json\)"
     ):
-        dqn.run(
-            **files,
-            metadata=data / "metadata.json",
-            settings=stage_settings("teacher", "dqn"),
-            outputs=out,
-            vgae=outputs("teacher", "vgae")["model"],
-            gat=outputs("teacher", "gat")["model"],
-        )
-    assert not out["model"].exists()
+        run_dqn(chain, tmp_path, "teacher", **files)
+    assert not (tmp_path / "dqn.model").exists()
 
 
 @pytest.mark.parametrize("role", ["fit", "stop"])
@@ -257,21 +263,12 @@ def test_the_dqn_refuses_the_graphs_its_base_models_trained_on(chain, tmp_path, 
     renamed = tmp_path / "held_out.pt"
     shutil.copyfile(data / "train.pt", renamed)  # the content counts, not the name
     files = {"fit": data / "val.pt", "stop": None} | {role: renamed}
-    out = {name: tmp_path / f"dqn.{name}" for name in ("model", "metrics", "history")}
     teacher = {f"teacher_{stage}": outputs("teacher", stage)["model"] for stage in ("vgae", "gat", "dqn")}
     with pytest.raises(ValueError) as refused:
-        dqn.run(
-            **files,
-            metadata=data / "metadata.json",
-            settings=stage_settings("student_kd", "dqn"),
-            outputs=out,
-            vgae=outputs("student_kd", "vgae")["model"],
-            gat=outputs("student_kd", "gat")["model"],
-            **teacher,
-        )
+        run_dqn(chain, tmp_path, "student_kd", **files, **teacher)
     message = str(refused.value)
     assert message.startswith(f"{renamed}: the {role} graphs are the graphs vgae (")
     for name in ("vgae", "gat", "teacher_vgae", "teacher_gat"):
         assert f"{name} (" in message
     assert "kd_gat.dqn.fit_split" in message
-    assert not out["model"].exists()
+    assert not (tmp_path / "dqn.model").exists()
