@@ -92,7 +92,7 @@ def test_module_imported_downstream_runs_end_to_end_with_report(tmp_path):
     assert "calibration.html" in report and "history.png" in report and "series.png" in report
 
 
-def test_a_finished_sweep_and_calibration_moved_to_another_backend_are_not_rerun(tmp_path):
+def test_settings_that_decide_no_row_rerun_no_finished_sweep_or_calibration(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(SMALL_CONFIG))
     snakefile = str(downstream(tmp_path, config))
     targets = [
@@ -104,11 +104,23 @@ def test_a_finished_sweep_and_calibration_moved_to_another_backend_are_not_rerun
     config["calibration"]["backend"] = {"kind": "scheduler", "scheduler": {"address": "tcp://127.0.0.1:1"}}
     downstream(tmp_path, config)
     assert "Nothing to be done" in run_snakemake("-n", *args, cwd=tmp_path).stdout
-    # what does decide them still reruns the sweep
+    # nor do how often progress is written and how long the rule waits for a worker
+    config["calibration"]["simulation"] |= {"progress_seconds": 60, "no_worker_timeout_s": 30}
+    downstream(tmp_path, config)
+    dry = run_snakemake("-n", *args, cwd=tmp_path).stdout
+    assert "Nothing to be done" in dry, dry[-3000:]
+    # what does decide them still reruns the sweep, and the calibration too
     config["calibration"]["sweep"]["replicates"] = 3
     downstream(tmp_path, config)
     dry = run_snakemake("-n", *args, cwd=tmp_path).stdout
     assert "params have changed since last execution:\n        calibration_simulate\n" in dry, dry[-3000:]
+    config["calibration"]["simulation"]["timeout_s"] = 100
+    downstream(tmp_path, config)
+    dry = run_snakemake("-n", *args, cwd=tmp_path).stdout
+    assert (
+        "params have changed since last execution:\n        calibration_calibrate, calibration_simulate\n"
+        in dry
+    ), dry[-3000:]
 
 
 def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):

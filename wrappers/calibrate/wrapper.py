@@ -15,5 +15,15 @@ if __name__ == "__main__":
             simulations=snakemake.output.simulations,
             trials=snakemake.output.trials,
             threads=snakemake.threads,
-            **dict(snakemake.params.items()),
+            # monitoring: simulation settings that decide no row, which the calibration module keeps out of its
+            # rerun trigger; they join the other simulation settings here
+            simulation={
+                **(snakemake.params.get("simulation") or {}),
+                **snakemake.params.get("monitoring", {}),
+            },
+            **{
+                key: value
+                for key, value in snakemake.params.items()
+                if key not in ("simulation", "monitoring")
+            },
         )

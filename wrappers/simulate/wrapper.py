@@ -18,7 +18,8 @@ if __name__ == "__main__":
             model_ref=snakemake.params.model,
             parameters=snakemake.input[0],
             output=snakemake.output[0],
-            settings=snakemake.params.get("settings", {}),
+            # monitoring: settings that decide no row, which the calibration module keeps out of its rerun trigger
+            settings={**snakemake.params.get("settings", {}), **snakemake.params.get("monitoring", {})},
             backend=snakemake.params.get("backend", "local"),
             backend_options=snakemake.params.get("backend_options", {}),
             threads=snakemake.threads,
