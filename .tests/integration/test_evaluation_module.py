@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from evaluation.pipeline_run import CONFIG, DATASET, HERE, SEED, VARIANTS, shared_run
+from evaluation.pipeline_run import CONFIG, DATASET, HERE, SEED, VARIANTS, shared_run, tool_env
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score, roc_curve
 from testkit import run_snakemake
 
@@ -238,6 +238,30 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
     assert pd.read_csv(tmp_path / "results/evaluation/grp_b/summary.csv")["variant"].tolist() == list(
         VARIANTS
     )
+
+
+def test_a_finished_evaluation_is_not_rerun_when_its_stash_moves(pipeline, tmp_path):
+    workdir = tmp_path / "run"
+    # a copy, as the shared run's readers need it unchanged: copy2 keeps the mtimes, .snakemake the params
+    shutil.copytree(pipeline, workdir, symlinks=True)
+    targets = [f"results/evaluation/{DATASET}/seed_{SEED}/{variant}/metrics.json" for variant in VARIANTS]
+
+    def dry_run(evaluation: dict) -> str:
+        (tmp_path / "changed.yaml").write_text(yaml.safe_dump({"evaluation": evaluation}))
+        return run_snakemake(
+            "--snakefile", str(HERE / "pipeline.smk"), "--directory", str(workdir),
+            "--configfile", str(CONFIG), str(tmp_path / "changed.yaml"), "-n", *targets,
+            cwd=workdir, env=tool_env(),
+        ).stdout  # fmt: skip
+
+    # where finished results are stashed decides none of them
+    dry = dry_run({"stash_dir": "elsewhere/.stash"})
+    assert "Nothing to be done" in dry, dry[-3000:]
+    # what does decide them still reruns every evaluation
+    dry = dry_run({"fpr_targets": [0.1]})
+    rerun = re.search(r"params have changed since last execution:\n\s+(.+)\n", dry)
+    evaluations = {f"evaluation_evaluate_{variant}" for variant in VARIANTS}
+    assert rerun and evaluations <= set(rerun.group(1).split(", ")), dry[-3000:]
 
 
 def test_module_jobs_train_what_the_library_trains_from_the_same_config(pipeline, tmp_path):
