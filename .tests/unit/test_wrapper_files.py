@@ -412,6 +412,8 @@ def test_the_monitoring_param_reaches_the_library_with_the_simulation_settings(
     module, function = library.rsplit(".", 1)
     calls = []
     monkeypatch.setattr(importlib.import_module(module), function, lambda **kwargs: calls.append(kwargs))
+    # configure() would replace the test process's log handlers, which later tests of this worker inherit
+    monkeypatch.setattr("simcal.logs.configure", lambda path: None)
     params = {
         "model": "simcal.models.sir:simulate",
         section: {"replicates": 2, "timeout_s": 60},
