@@ -19,7 +19,7 @@ import math
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def source_digest(package: Path, files: Iterable[Path]) -> str:
+    """A digest of ``files`` (under ``package``) by their paths relative to it and their bytes: what a cache key
+    holds of the code that computed an entry."""
+    digest = hashlib.blake2b(digest_size=16)
+    for file in files:
+        digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()
 
 

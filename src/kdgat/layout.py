@@ -6,12 +6,13 @@ Kept free of heavy imports: the preprocess module calls it while Snakemake parse
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+
+from kdgat.files import source_digest
 
 LOG_SUFFIXES = (".csv", ".txt", ".log")
 DEFAULT_EXCLUDE = ("suppress", "masquerade")
@@ -122,12 +123,8 @@ def preprocess_code_digest(package: str | Path | None = None) -> str:
     only under ``--sdm conda``: without this param, graphs built by an older library (a reader or graph bug fixed
     since) would be served to a newer one."""
     package = Path(package) if package is not None else Path(__file__).parent
-    digest = hashlib.blake2b(digest_size=16)
-    for name in PREPROCESS_CODE:
-        path = package / name
-        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()
+    paths = [package / name for name in PREPROCESS_CODE]
+    return source_digest(package, [f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])])
 
 
 # Where the preprocess module's generate_can rule writes a synthetic dataset's logs (relative to the workdir).

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kdgat.files import copy_file, file_sha256, json_safe, new_directory, publish_directory, write_json
+from kdgat.files import (
+    copy_file,
+    file_sha256,
+    json_safe,
+    new_directory,
+    publish_directory,
+    source_digest,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +32,7 @@ def library_code_digest(package: str | os.PathLike | None = None) -> str:
     numbers the code computed: a release that changes how (a metric, a threshold, the fused score) must not be
     served the older release's entries from a stash it shares (``results/evaluation/.stash`` by default)."""
     package = Path(package) if package is not None else Path(__file__).parents[1]
-    digest = hashlib.blake2b(digest_size=16)
-    for file in sorted(package.rglob("*.py")):
-        digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return source_digest(package, sorted(package.rglob("*.py")))
 
 
 def stash_key(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]) -> str:
