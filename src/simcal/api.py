@@ -108,9 +108,8 @@ def _task(
     reject_reserved(params, "submit(params)")
     _check_whole_number("replicate", replicate)
     _check_whole_number("seed", seed)
-    if (
-        seed is not None and seed >= 2**32
-    ):  # a sweep's seeds lie below; a model may hand them to a 32-bit seeder
+    # A sweep's seeds lie below 2**32; a model may hand its seed to a 32-bit seeder.
+    if seed is not None and seed >= 2**32:
         raise ContractError(f"submit: seed must be below 2**32 (as every seed of a sweep is), got {seed!r}")
     try:
         plain = canonical_params(params)

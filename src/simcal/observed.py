@@ -28,9 +28,8 @@ def generate_observed(
     atomically (CSV, TSV or Parquet by the output's suffix). ``fixed``: the calibration's fixed parameters, checked
     and named as such (a typo there is not blamed on the true parameters)."""
     function = resolve_callable(generator, what="observed-data generator")
-    if not is_whole_number(
-        seed, 0
-    ):  # int() would take 7.9 as 7 and '7' as 7; numpy refuses -1 naming nothing
+    # int() would take 7.9 as 7 and '7' as 7; numpy refuses -1 naming nothing
+    if not is_whole_number(seed, 0):
         raise ContractError(f"observed.seed must be a whole number >= 0, got {seed!r}")
     check_fixed(generator, dict(fixed or {}), "calibration.fixed")
     true_params = {**dict(fixed or {}), **dict(true_params)}
