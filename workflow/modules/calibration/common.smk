@@ -1,11 +1,6 @@
-# Helpers of the calibration module (kept apart so that the Snakefile holds only rules).
-
-
-def where_it_runs(value):
-    """A params value of the backend: a function of ``output``, which Snakemake's params rerun trigger leaves out.
-    Where the simulations run decides none of their rows (each one's seed is its own), so moving a finished sweep or
-    calibration to another backend, or resizing its workers, reruns nothing."""
-    return lambda wildcards, output: value
+# Helpers of the calibration module (kept apart so that the Snakefile holds only rules). Where the simulations run
+# decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
+# so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
 
 
 # Simulation settings that decide no row: how often progress is written and how long the rule waits for a worker
@@ -20,5 +15,5 @@ def deciding_rows(simulation):
 
 def monitoring(simulation):
     """The MONITORING settings of calibration.simulation, as the ``monitoring`` param the simulate and calibrate
-    wrappers merge back: like where_it_runs, left out of the params rerun trigger."""
-    return where_it_runs({key: simulation[key] for key in MONITORING if key in simulation})
+    wrappers merge back: left out of the params rerun trigger (rerun.smk)."""
+    return not_a_rerun_trigger({key: simulation[key] for key in MONITORING if key in simulation})

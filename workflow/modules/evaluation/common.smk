@@ -60,10 +60,3 @@ _interpreter_bin = str(Path(sys.executable).parent)
 if _interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
     # (sets PATH for this process's local subprocesses; not a required input, so no `envvars:` assertion)
     os.environ.update(PATH=os.pathsep.join([_interpreter_bin, os.environ.get("PATH", "")]))
-
-
-def decides_no_result(value):
-    """A params value given as a function of ``output``, which Snakemake's params rerun trigger leaves out: for
-    settings that change no evaluation's results (where they are stashed), so changing one reruns nothing.
-    """
-    return lambda wildcards, output: value
