@@ -78,6 +78,16 @@ def crashes_for_three(params, seed):
     return {"y": float(params["a"]), "pid": os.getpid()}
 
 
+def crashes_late_for_three(params, seed):
+    """Kills its worker process 0.3 s in when a == 3; the others take 1.5 s, so on a worker of several threads
+    they are running beside it when it dies."""
+    if params["a"] == 3:
+        time.sleep(0.3)
+        os._exit(11)
+    time.sleep(1.5)
+    return {"y": float(params["a"]), "pid": os.getpid()}
+
+
 def exits_for_two(params, seed):
     """Calls sys.exit when a == 2: a raise (of SystemExit), not a crash."""
     if params["a"] == 2:
@@ -201,3 +211,24 @@ def default_index(params, seed):
 def int_and_str_keys(params, seed):
     """A dict of scalars whose keys 1 and "1" are the same name once made text."""
     return {1: params["a"], "1": params["a"] + 1.0}
+
+
+def misbehaves_alone(params, seed):
+    """For the isolated runs: ``how`` chooses what it does ("rows", "segfault", "exit", "hang", "memory" with
+    ``mib``); it first writes its process id to ``pid_file`` when given."""
+    if params.get("pid_file"):
+        Path(params["pid_file"]).write_text(str(os.getpid()))
+    how = params["how"]
+    if how == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    if how == "exit":
+        os._exit(11)
+    if how == "hang":
+        time.sleep(600)
+    if how == "memory":
+        held = np.ones(int(params["mib"]) * 2**17)  # float64: 8 bytes each, touched so that they count
+        time.sleep(600)
+        return {"held": float(held.sum())}
+    return pd.DataFrame({"t": [0, 1], "value": [seed % 7, params["a"]]})

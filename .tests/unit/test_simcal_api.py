@@ -128,17 +128,15 @@ def test_thread_workers_run_but_warn_what_they_give_up(caplog):
 
 def test_the_service_counts_worker_deaths_itself_like_a_sweep(tmp_path, monkeypatch):
     """With allowed_failures 1 a simulation that kills its worker every time is recorded as crashed after
-    1 + 1 + 1 deaths (a first death only makes it a suspect), as in a sweep; Dask's own allowed-failures is 0, so
-    the two limits do not multiply."""
+    1 + 1 + 1 deaths, as in a sweep: its worker's (which only makes it a suspect), then two of the process it runs
+    alone in. Dask's own allowed-failures is 0, so the two limits do not multiply."""
     count = tmp_path / "deaths"
     monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count))  # the service's worker processes inherit it
     with SimulationService(backend="local", threads=1, settings={"allowed_failures": 1}) as service:
         rows = service.gather([service.submit("simcal_models:counted_crash", {"a": 1})])
     assert list(rows["status"]) == ["crashed"]
     error = rows["error"].iloc[0]
-    assert (
-        "died 2 time(s) while this simulation was confirmed running" in error
-    )  # 3 deaths, the first a suspect's
-    assert "simulation.allowed_failures = 1" in error and "not counted: the first death" in error
+    assert "the process running it alone, after its worker died, exited with exit code 11" in error
+    assert "that process died 2 time(s) (limit: simulation.allowed_failures = 1;" in error
     assert "distributed.scheduler.allowed-failures" not in error
     assert len(count.read_text().split()) == 3

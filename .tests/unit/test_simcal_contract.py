@@ -367,16 +367,17 @@ def test_nested_values_in_a_dict_output_are_refused_naming_the_output():
 
 def test_a_batch_sent_as_columns_arrives_as_the_same_simulations():
     tasks = plan_tasks([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], replicates=2, seed=4)
-    sent = Batch(tasks, "simcal-batch-k", start_topic="topic")
+    sent = Batch(tasks, "simcal-batch-k", start_topic="topic", isolated=True)
     arrived = pickle.loads(pickle.dumps(sent))
-    assert (arrived.tasks, arrived.key, arrived.driver, arrived.start_topic) == (
+    assert (arrived.tasks, arrived.key, arrived.driver, arrived.start_topic, arrived.isolated) == (
         tasks,
         "simcal-batch-k",
         sent.driver,
         "topic",
+        True,
     )
     assert all(type(t) is SimTask for t in arrived.tasks) and len(pickle.loads(pickle.dumps(sent))) == 4
-    rows = run_batch("simcal_models:empty_for_odd", pickle.loads(pickle.dumps(sent)))
+    rows = run_batch("simcal_models:empty_for_odd", pickle.loads(pickle.dumps(sent)))  # run alone, isolated
     expected = run_batch("simcal_models:empty_for_odd", tasks)
     pd.testing.assert_frame_equal(rows.drop(columns="duration_s"), expected.drop(columns="duration_s"))
 

@@ -8,9 +8,9 @@ The same contract, seeds and failure rows as a sweep (``simcal.runner.simulate``
 
 ``submit`` and ``gather`` also exist as functions working on an existing ``distributed.Client`` (the default one
 of the session when none is given). Nothing is written to disk: a crashed worker or a timeout is a row, as in a
-sweep, but there is no resume. Worker deaths are counted as in a sweep: a cluster the service starts runs Dask
-with allowed-failures 0, and a simulation is recorded as crashed once it has killed the worker running it more than
-``settings.allowed_failures`` times.
+sweep, but there is no resume. Worker deaths are handled as in a sweep: a cluster the service starts runs Dask
+with allowed-failures 0; a simulation whose worker died runs again alone in a process of its own, and is recorded
+as crashed once that process has died more than ``settings.allowed_failures`` times.
 
 Backends: ``local``, ``slurm`` and ``scheduler`` (``simcal.backends``) run each simulation as a Dask task at once.
 ``service`` sends them to a simulation service (``simcal.service``; URL and key from ``SIMCAL_SERVICE_URL`` and
@@ -38,6 +38,7 @@ from simcal.contract import (
     replicate_seed,
     resolve_callable,
 )
+from simcal.isolate import SimulationCrashed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
@@ -55,21 +56,21 @@ class SimulationFuture:
     """
 
     __slots__ = (
-        "allowed_failures", "cancelled", "client", "deaths", "future", "key", "model_ref", "start_topic", "task",
-        "tasks", "timeout_s", "unconfirmed",
+        "allowed_failures", "cancelled", "client", "deaths", "future", "isolated", "key", "model_ref", "start_topic",
+        "task", "tasks", "timeout_s", "unconfirmed",
     )  # fmt: skip
 
     def __init__(self, client: Any, model_ref: str, task: SimTask, settings: SimulationSettings):
         self.client, self.model_ref, self.task, self.tasks = client, model_ref, task, [task]
         self.timeout_s, self.allowed_failures = settings.timeout_s, settings.allowed_failures
-        self.start_topic, self.deaths, self.unconfirmed = "", 0, 0
+        self.start_topic, self.deaths, self.unconfirmed, self.isolated = "", 0, 0, False
         self.key, self.future, self.cancelled = "", None, False
         self.start()
 
     def start(self) -> None:
         task = self.task
         self.key = f"simcal-sim-{_TOKEN}-{task.param_id}-{task.replicate}-{secrets.token_hex(4)}"
-        batch = Batch([task], self.key, start_topic=self.start_topic)
+        batch = Batch([task], self.key, start_topic=self.start_topic, isolated=self.isolated)
         self.future = self.client.submit(
             run_batch, self.model_ref, batch, None, self.timeout_s, key=self.key, pure=False
         )
@@ -199,14 +200,18 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
                 elif ended == "lost" and sim.unconfirmed + 1 < UNCONFIRMED_DEATHS:
                     sim.unconfirmed += 1  # its result vanished with a dead worker: run it again
                     sim.start()
-                elif not isinstance(value, KilledWorker):
+                elif not isinstance(value, KilledWorker | SimulationCrashed):
                     outcome[id(sim)] = failure_rows(sim.tasks, "failed", f"{type(value).__name__}: {value}")
                 else:
                     deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
-                    if deaths.verdict(sim, value) == "crashed":
+                    if isinstance(value, SimulationCrashed):
+                        verdict = deaths.isolated_verdict(sim)
+                    else:
+                        verdict = deaths.verdict(sim, value)
+                    if verdict == "crashed":
                         outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, value))
                     else:
-                        sim.start()  # a single simulation is never split: "split" and "retry" both run it again
+                        sim.start()  # a single simulation is never split: it runs again, isolated
     return outcome
 
 

@@ -6,21 +6,29 @@ from __future__ import annotations
 from concurrent.futures import CancelledError
 from typing import Any
 
+from simcal.isolate import SimulationCrashed
 from simcal.worker import TIMEOUT_TOPIC
 
 UNCONFIRMED_DEATHS = 3  # deaths without a start confirmation (a lost event) count as real after this many
+BYSTANDER_DEATHS = 10  # worker deaths an isolated simulation may live through before it is given up
 
 
 class Deaths:
-    """Decides what happens to a batch whose worker died (Dask's KilledWorker).
+    """Decides what happens to a batch whose worker died (Dask's KilledWorker), or whose isolated run crashed.
 
-    Dask blames every task assigned to a dying worker, also those only queued behind the one that killed it. So
-    the first death of a batch only makes it a suspect: it is rerun (split in halves if it holds several
-    simulations) with a ``start_topic``, so the worker confirms on the scheduler that it started it. A death
-    counts against a suspect only when it had started on the worker that died. Beyond ``allowed_failures``
-    counted deaths a suspect is split, and a single simulation is recorded as crashed.
+    Dask blames every task assigned to a dying worker: those only queued behind the one that killed it, and on a
+    worker of several threads those running beside it. So a death only makes a batch a suspect:
 
-    A unit is anything with ``tasks``, ``key``, ``start_topic``, ``deaths`` and ``unconfirmed`` attributes.
+    - a batch of several simulations is rerun (split in halves) with a ``start_topic``, so the worker confirms on
+      the scheduler that it started it; a death counts against it only when it had started on the worker that
+      died, and beyond ``allowed_failures`` counted deaths it is split again;
+    - a single simulation is rerun ``isolated``: alone, in a child process of the worker (``simcal.isolate``).
+      Only a death of that process (``SimulationCrashed``) counts against it; beyond ``allowed_failures`` of
+      those it is recorded as crashed. A death of the worker meanwhile is another simulation's doing: it is
+      rerun, at most ``BYSTANDER_DEATHS`` times.
+
+    A unit is anything with ``tasks``, ``key``, ``start_topic``, ``isolated``, ``deaths`` and ``unconfirmed``
+    attributes.
     """
 
     def __init__(self, client: Any, token: str, allowed_failures: int):
@@ -28,19 +36,29 @@ class Deaths:
         self.topic = f"simcal-start-{token}"
 
     def verdict(self, unit: Any, exc: BaseException) -> str:
-        """``retry`` (same simulations), ``split`` (halves) or ``crashed``; updates the unit's counters."""
+        """``retry`` (same simulations), ``split`` (halves) or ``crashed``, after its worker died; updates the
+        unit (its counters, and ``isolated`` for a single simulation's rerun)."""
+        if unit.isolated:  # its own process did not die (that would be SimulationCrashed): not its doing
+            unit.unconfirmed += 1
+            return "retry" if unit.unconfirmed < BYSTANDER_DEATHS else "crashed"
+        if len(unit.tasks) == 1:
+            unit.isolated, unit.unconfirmed = True, 0
+            return "retry"
         if not unit.start_topic:
             unit.start_topic = self.topic
-            return "split" if len(unit.tasks) > 1 else "retry"
+            return "split"
         worker = getattr(getattr(exc, "last_worker", None), "address", None)
         if not self.started(unit.key, worker):
             unit.unconfirmed += 1
             if unit.unconfirmed < UNCONFIRMED_DEATHS:
                 return "retry"
         unit.deaths += 1
-        if unit.deaths <= self.allowed:
-            return "retry"
-        return "split" if len(unit.tasks) > 1 else "crashed"
+        return "retry" if unit.deaths <= self.allowed else "split"
+
+    def isolated_verdict(self, unit: Any) -> str:
+        """``retry`` or ``crashed``, after the process running the unit alone died (SimulationCrashed)."""
+        unit.deaths += 1
+        return "retry" if unit.deaths <= self.allowed else "crashed"
 
     def started(self, key: str, worker: str | None) -> bool:
         try:
@@ -53,20 +71,19 @@ class Deaths:
         )
 
     def crash_error(self, unit: Any, exc: BaseException) -> str:
-        """The error of a simulation that killed the workers running it, naming the limits that were reached."""
+        """The error of a simulation recorded as crashed, naming what died and the limit that was reached."""
+        if isinstance(exc, SimulationCrashed):
+            return (
+                f"SimulationCrashed: {exc}; that process died {unit.deaths} time(s) (limit: "
+                f"simulation.allowed_failures = {self.allowed}; the death of the worker it shared, which only made it "
+                "a suspect, is not counted). A crash in native code, os._exit or the memory limit are the usual "
+                "causes"
+            )
         worker = getattr(getattr(exc, "last_worker", None), "address", "unknown")
-        dask_limit = getattr(exc, "allowed_failures", 0)
-        also = (
-            f"; each time the scheduler had first rerun it per its distributed.scheduler.allowed-failures = "
-            f"{dask_limit}"
-            if dask_limit
-            else ""
-        )
         return (
-            f"WorkerDied: the worker process died {unit.deaths} time(s) while this simulation was confirmed running "
-            f"on it (limit: simulation.allowed_failures = {self.allowed}{also}; not counted: the first death, which "
-            f"made it a suspect before starts were confirmed; last worker {worker}). A crash in native code, "
-            "os._exit or the worker's memory limit are the usual causes"
+            f"WorkerDied: its worker died {unit.unconfirmed} time(s) while it ran alone in a process of its own, "
+            f"which never died (limit: {BYSTANDER_DEATHS}; last worker {worker}): another simulation on that "
+            "worker, or the machine, ended the worker each time, so this one was never seen to finish"
         )
 
 

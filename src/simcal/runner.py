@@ -8,9 +8,11 @@ batch (``simcal.worker.run_batch``). Every planned simulation ends as rows in th
 - raised or broke the contract: status ``failed`` with the error;
 - ran past ``timeout_s``: status ``timeout``;
 - killed its worker (segfault, ``os._exit``, memory limit): the batch is split in halves, again and again, until
-  the simulation that kills its worker is alone; once it has killed the worker running it more than
-  ``allowed_failures`` times it is recorded with status ``crashed`` (see ``simcal.outcomes.Deaths``), and every
-  other simulation of the batch keeps its result.
+  the simulation that kills its worker is alone; a single simulation whose worker died runs again alone, in a
+  child process of the worker (``simcal.isolate``), so that on a worker of several threads the simulations that
+  merely ran beside the culprit are not blamed. Once its own process has died more than ``allowed_failures``
+  times it is recorded with status ``crashed`` (see ``simcal.outcomes.Deaths``), and every other simulation of
+  the batch keeps its result.
 
 The model never runs in the driver's process (unless the local backend is told to use threads, ``processes:
 false``). Progress goes to the log and to ``<output>.progress.json`` (see ``simcal status``).
@@ -43,6 +45,7 @@ import pandas as pd
 
 from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, mapping_of, resolve_callable
+from simcal.isolate import SimulationCrashed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
@@ -105,13 +108,14 @@ class _Unit:
     """A batch in flight: its simulations, the Dask key it runs under, a time budget (probe only), and what is
     known about the worker deaths it was involved in (see ``simcal.outcomes.Deaths``)."""
 
-    __slots__ = ("budget", "deaths", "key", "start_topic", "tasks", "unconfirmed")
+    __slots__ = ("budget", "deaths", "isolated", "key", "start_topic", "tasks", "unconfirmed")
 
     def __init__(
         self, tasks: Sequence[SimTask], key: str, budget: float | None = None, start_topic: str = ""
     ):
         self.tasks, self.key, self.budget, self.start_topic = list(tasks), key, budget, start_topic
         self.deaths = self.unconfirmed = 0
+        self.isolated = False
 
 
 class Simulator:
@@ -474,7 +478,7 @@ class _Execution:
         future = client.submit(
             run_batch,
             self.simulator.model_ref,
-            Batch(unit.tasks, unit.key, start_topic=unit.start_topic),
+            Batch(unit.tasks, unit.key, start_topic=unit.start_topic, isolated=unit.isolated),
             unit.budget,
             self.settings.timeout_s,
             key=unit.key,
@@ -531,7 +535,15 @@ class _Execution:
             self._timed_out(unit, reported[unit.key])
             return
         if isinstance(exc, KilledWorker):
+            was_isolated = unit.isolated
             verdict = self.simulator.deaths.verdict(unit, exc)
+            if unit.isolated and not was_isolated:
+                log.warning(
+                    "simulation param_id %s replicate %d: its worker died; running it again alone, in a process "
+                    "of its own, to see whether it was the cause", unit.tasks[0].param_id, unit.tasks[0].replicate,
+                )  # fmt: skip
+        elif isinstance(exc, SimulationCrashed):
+            verdict = self.simulator.deaths.isolated_verdict(unit)
         else:  # raised outside the simulations' own guard (e.g. results that cannot be sent back)
             verdict = "split" if len(unit.tasks) > 1 else "failed"
         if verdict == "retry":

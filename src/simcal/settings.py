@@ -20,10 +20,10 @@ class SimulationSettings:
     probe_seconds: float = 0.05
     max_batch_size: int = 100_000
     max_failed_fraction: float = 0.0
-    # Worker deaths a simulation may cause while it runs before it is recorded as crashed (see
-    # simcal.outcomes.Deaths: deaths of a batch are blamed only on the batch confirmed to be running, batches are
-    # split until the culprit is alone). Clusters simcal starts run Dask with allowed-failures 0 so that simcal
-    # does this counting; an existing scheduler first reruns tasks per its own distributed.scheduler.allowed-failures.
+    # Deaths a simulation may cause before it is recorded as crashed (see simcal.outcomes.Deaths: batches whose
+    # worker died are split until the culprit is alone, which then runs in a process of its own; only that
+    # process's deaths count). Clusters simcal starts run Dask with allowed-failures 0 so that simcal does this
+    # counting; an existing scheduler first reruns tasks per its own distributed.scheduler.allowed-failures.
     allowed_failures: int = 0
     timeout_s: float | None = (
         None  # a simulation running longer is stopped and recorded with status "timeout"
@@ -43,8 +43,8 @@ class SimulationSettings:
             raise ContractError(
                 f"{WHERE}: 'retries' was removed (remove it from the config). A model's exceptions are failure rows "
                 "and are never retried; a batch whose worker dies is run again in halves until the simulation that "
-                "kills its worker is alone, which is recorded as crashed once it has killed the worker running it "
-                "more than 'allowed_failures' times"
+                "kills its worker is alone; that one then runs in a process of its own and is recorded as crashed "
+                "once that process has died more than 'allowed_failures' times"
             )
         reject_unknown_keys(options, cls.__dataclass_fields__, WHERE)
         if options.get("batch_size") == "auto":

@@ -77,19 +77,26 @@ class Batch:
     walk costs more than the simulations. An object of this class is passed through untouched. ``key`` names
     the batch in timeout events; ``driver`` is (host, pid) of the process that planned it; a non-empty
     ``start_topic`` asks the worker to confirm to the scheduler that it started the batch (for batches suspected
-    of killing their worker, so a death can be blamed on the batch that was really running).
+    of killing their worker, so a death can be blamed on the batch that was really running); ``isolated`` asks
+    the worker to run the batch in a child process of its own (``simcal.isolate``).
     """
 
-    __slots__ = ("_columns", "_tasks", "driver", "key", "start_topic")
+    __slots__ = ("_columns", "_tasks", "driver", "isolated", "key", "start_topic")
 
     def __init__(
-        self, tasks: Sequence[SimTask], key: str = "", driver: tuple[str, int] = DRIVER, start_topic: str = ""
+        self,
+        tasks: Sequence[SimTask],
+        key: str = "",
+        driver: tuple[str, int] | None = DRIVER,
+        start_topic: str = "",
+        isolated: bool = False,
     ):
         self._tasks: list[SimTask] | None = list(tasks)
         self._columns: tuple[list, list, list, list] | None = None
         self.key = key
         self.driver = driver
         self.start_topic = start_topic
+        self.isolated = isolated
 
     @property
     def tasks(self) -> list[SimTask]:
@@ -110,10 +117,12 @@ class Batch:
     def __reduce__(self):
         # Sent as four columns and used as such on the worker: pickling and rebuilding a named tuple per
         # simulation costs more than the cheapest simulations.
-        return _rebuild_batch, (self.columns(), self.key, self.driver, self.start_topic)
+        return _rebuild_batch, (self.columns(), self.key, self.driver, self.start_topic, self.isolated)
 
 
-def _rebuild_batch(columns, key: str, driver: tuple[str, int], start_topic: str) -> Batch:
-    batch = Batch((), key, None if driver is None else tuple(driver), start_topic)
+def _rebuild_batch(
+    columns, key: str, driver: tuple[str, int] | None, start_topic: str, isolated: bool = False
+) -> Batch:
+    batch = Batch((), key, None if driver is None else tuple(driver), start_topic, isolated)
     batch._tasks, batch._columns = None, tuple(columns)
     return batch

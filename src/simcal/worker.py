@@ -42,7 +42,8 @@ FAILED_STATUSES = ("failed", "timeout", "crashed")
 _MODELS: dict[str, Any] = {}
 
 
-def _model(reference: str):
+def cached_model(reference: str):
+    """The model a reference names, imported once per process."""
     if reference not in _MODELS:
         _MODELS[reference] = resolve_callable(reference)
     return _MODELS[reference]
@@ -180,9 +181,13 @@ def run_batch(
     the simulations it did not reach have no rows. With ``timeout_s`` each simulation is stopped after that long.
     """
     batch = tasks if isinstance(tasks, Batch) else Batch(tasks, driver=None)
+    if batch.isolated:
+        from simcal.isolate import run_isolated
+
+        return run_isolated(model_ref, batch, time_budget_s, timeout_s, _current_worker())
     batch_key, driver, start_topic = batch.key, batch.driver, batch.start_topic
     try:
-        model = _model(model_ref)
+        model = cached_model(model_ref)
     except ContractError as error:  # e.g. the model's package is not installed on this worker
         where = f"on worker host {socket.gethostname()}: {error}"
         return failure_rows(batch.tasks, "failed", f"ContractError: {where}")

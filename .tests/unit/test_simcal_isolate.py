@@ -1,0 +1,160 @@
+"""A simulation run alone in a child process of its worker (``simcal.isolate``): its rows, or the way it died.
+
+These run ``run_isolated`` directly, in the test's process as the "worker"; the sweep-level tests (a worker of
+several threads, a simulation that kills its worker) are in test_simcal_runner.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from types import SimpleNamespace
+
+import dask
+import psutil
+import pytest
+
+from simcal.isolate import SimulationCrashed, run_isolated
+from simcal.outcomes import BYSTANDER_DEATHS, Deaths
+from simcal.tasks import Batch, plan_tasks
+from simcal.worker import run_batch
+
+MODEL = "simcal_models:misbehaves_alone"
+
+
+def batch(how: str, **params) -> Batch:
+    return Batch(plan_tasks([{"a": 2.5, "how": how, **params}], replicates=1, seed=3), "simcal-batch-x", None)
+
+
+def test_rows_made_alone_are_the_rows_made_on_the_worker():
+    alone = run_isolated(MODEL, batch("rows"), None, None, worker=None)
+    assert alone.drop(columns="duration_s").equals(run_batch(MODEL, batch("rows")).drop(columns="duration_s"))
+    assert list(alone["value"]) == [alone["seed"].iloc[0] % 7, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("exit", "exited with exit code 11"),
+        ("segfault", "was killed by signal SIGSEGV (Fatal Python error: Segmentation fault; in "),
+    ],
+)
+def test_a_process_that_dies_raises_saying_how(how, said):
+    with pytest.raises(
+        SimulationCrashed, match=r"the process running it alone, after its worker died, "
+    ) as error:
+        run_isolated(MODEL, batch(how), None, None, worker=None)
+    assert said in str(error.value)
+    if how == "segfault":  # faulthandler's report, naming the model's frame
+        assert "Segmentation fault" in str(error.value) and "misbehaves_alone" in str(error.value)
+
+
+def test_a_hang_past_the_timeout_is_a_timeout_row_and_the_process_is_ended(tmp_path):
+    pid_file = tmp_path / "pid"
+    began = time.monotonic()
+    rows = run_isolated(MODEL, batch("hang", pid_file=str(pid_file)), None, 1.0, worker=None)
+    assert time.monotonic() - began < 30
+    assert list(rows["status"]) == ["timeout"]
+    assert "ran longer than timeout_s = 1 s in a process of its own" in rows["error"].iloc[0]
+    assert (
+        not psutil.pid_exists(int(pid_file.read_text()))
+        or psutil.Process(int(pid_file.read_text())).status() == psutil.STATUS_ZOMBIE
+    )
+
+
+def test_a_process_past_the_workers_memory_limit_is_ended_as_the_nanny_would_end_the_worker():
+    worker = SimpleNamespace(memory_manager=SimpleNamespace(memory_limit=600 * 2**20))
+    with dask.config.set({"distributed.worker.memory.terminate": 0.5}):  # ends it past 300 MiB
+        with pytest.raises(SimulationCrashed, match=r"using more than the worker's memory limit \(300 MiB\)"):
+            run_isolated(MODEL, batch("memory", mib=800), None, 120.0, worker=worker)
+
+
+def test_the_child_ends_when_its_worker_dies(tmp_path):
+    pid_file = tmp_path / "pid"
+    worker = textwrap.dedent(f"""
+        from simcal.isolate import run_isolated
+        from simcal.tasks import Batch, plan_tasks
+        tasks = plan_tasks([{{"a": 1, "how": "hang", "pid_file": {str(pid_file)!r}}}], replicates=1)
+        run_isolated({MODEL!r}, Batch(tasks, "k", None), None, None, None)
+    """)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", worker], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
+            time.sleep(0.1)
+        child = psutil.Process(int(pid_file.read_text()))
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        child.wait(timeout=10)  # raises TimeoutExpired while it lives on, orphaned
+    finally:
+        parent.kill()
+
+
+class Unit(SimpleNamespace):
+    pass
+
+
+def unit(size: int) -> Unit:
+    return Unit(tasks=[object()] * size, key="k", start_topic="", isolated=False, deaths=0, unconfirmed=0)
+
+
+def test_a_single_simulation_whose_worker_died_is_isolated_and_only_its_own_deaths_count():
+    deaths = Deaths(client=None, token="t", allowed_failures=1)
+    single = unit(1)
+    assert deaths.verdict(single, RuntimeError("worker died")) == "retry" and single.isolated
+    # Its worker died again while it ran alone: not its doing, however often, up to the bystander limit.
+    for _ in range(BYSTANDER_DEATHS - 1):
+        assert deaths.verdict(single, RuntimeError("worker died")) == "retry"
+    assert single.deaths == 0
+    assert deaths.verdict(single, RuntimeError("worker died")) == "crashed"
+    error = deaths.crash_error(single, RuntimeError("worker died"))
+    assert f"its worker died {BYSTANDER_DEATHS} time(s) while it ran alone" in error and "never died" in error
+    # Its own process dying counts, up to allowed_failures.
+    own = unit(1)
+    deaths.verdict(own, RuntimeError("worker died"))
+    assert deaths.isolated_verdict(own) == "retry"
+    assert deaths.isolated_verdict(own) == "crashed" and own.deaths == 2
+    error = deaths.crash_error(
+        own, SimulationCrashed("the process running it alone ... exited with exit code 11")
+    )
+    assert "that process died 2 time(s) (limit: simulation.allowed_failures = 1;" in error
+
+
+def test_a_batch_of_several_is_split_never_isolated():
+    deaths = Deaths(client=None, token="t", allowed_failures=0)
+    several = unit(4)
+    assert deaths.verdict(several, RuntimeError("worker died")) == "split" and not several.isolated
+
+
+SLOW_IMPORT = """
+import time
+time.sleep({seconds})  # a heavy import (a big library, a compiled kernel)
+
+def quick(params, seed):
+    return {{"y": params["a"] * 2}}
+"""
+
+
+def test_the_timeout_counts_from_when_the_model_is_imported_not_from_the_process_start(tmp_path, monkeypatch):
+    (tmp_path / "slow_import_model.py").write_text(SLOW_IMPORT.format(seconds=1.5))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tasks = plan_tasks([{"a": 2.0}], replicates=1)
+    rows = run_isolated("slow_import_model:quick", Batch(tasks, "k", None), None, 0.5, worker=None)
+    assert list(rows["status"]) == ["ok"] and list(rows["y"]) == [4.0]
+
+
+def test_a_model_whose_import_hangs_is_a_timeout_row_naming_the_start_up(tmp_path, monkeypatch):
+    (tmp_path / "hung_import_model.py").write_text(SLOW_IMPORT.format(seconds=600))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("simcal.isolate.STARTUP_S", 3.0)
+    tasks = plan_tasks([{"a": 2.0}], replicates=1)
+    rows = run_isolated("hung_import_model:quick", Batch(tasks, "k", None), None, 0.5, worker=None)
+    assert list(rows["status"]) == ["timeout"]
+    assert "had not imported hung_import_model:quick after 3 s" in rows["error"].iloc[0]

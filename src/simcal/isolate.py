@@ -1,0 +1,190 @@
+"""Run a batch in a child process of the worker, so that only the batch's own crash can be blamed on it.
+
+On a worker process of several threads, a simulation that kills the process (a segfault, ``os._exit``, the memory
+limit) kills the simulations running in the other threads too, as often as they run beside it. A single
+simulation whose worker died is therefore run again here, alone in a process of its own (``python -m
+simcal.isolate``): if that process dies, the simulation killed it (``SimulationCrashed``); if the worker dies
+meanwhile, another simulation did. The worker's thread waits for the child and ends it past ``timeout_s`` (a
+``timeout`` row) or past the worker's memory limit (the nanny's own limit, which does not count child processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from simcal.tasks import Batch
+
+POLL_S = 0.05
+# Kept in a crash message: characters of the child's stderr (all of it goes to the worker's stderr) and the
+# innermost frames of a fatal error's report.
+STDERR_TAIL = 600
+FRAMES = 3
+STARTUP_S = 120.0  # for the child to start and import the model, before the simulation's timeout applies
+
+
+class SimulationCrashed(Exception):
+    """The process running a simulation alone died before it returned its rows."""
+
+
+def run_isolated(
+    model_ref: str, batch: Batch, time_budget_s: float | None, timeout_s: float | None, worker: Any
+) -> pd.DataFrame:
+    """The batch's rows, computed by ``run_batch`` in a child process; raises SimulationCrashed when it died."""
+    from simcal.worker import failure_rows
+
+    alone = Batch(batch.tasks, batch.key, driver=None)  # no start confirmation, no further isolation
+    with tempfile.TemporaryDirectory(prefix="simcal-isolated-") as scratch:
+        payload, result, stderr_path = (Path(scratch) / n for n in ("payload.pkl", "rows.pkl", "stderr.txt"))
+        started = Path(scratch) / "started"  # written by the child once its model is imported
+        payload.write_bytes(pickle.dumps((model_ref, alone, time_budget_s)))
+        # The child imports what the worker imports (its sys.path, made absolute), from the worker's directory.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
+        with open(stderr_path, "wb") as stderr:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "simcal.isolate", str(payload), str(result)],
+                stdin=subprocess.DEVNULL, stderr=stderr, env=env,
+            )  # fmt: skip
+            limit = timeout_s * len(alone) if timeout_s else None
+            ended = _wait(child, started, limit, _memory_limit(worker))
+        stderr_text = stderr_path.read_text(errors="replace")
+        if stderr_text:
+            sys.stderr.write(stderr_text)  # the model's own messages, as if it had run on the worker
+        if ended == "timeout":
+            return failure_rows(
+                batch.tasks,
+                "timeout",
+                f"SimulationTimeout: ran longer than timeout_s = {timeout_s:g} s in a process of its own "
+                "(run alone after its worker died), which was ended",
+            )
+        if ended == "start-up":
+            return failure_rows(
+                batch.tasks,
+                "timeout",
+                f"SimulationTimeout: the process to run it alone in (after its worker died) had not imported "
+                f"{model_ref} after {STARTUP_S:g} s, and was ended",
+            )
+        if child.returncode == 0 and result.exists():
+            return pickle.loads(result.read_bytes())
+        raise SimulationCrashed(_death(child.returncode, ended, stderr_text))
+
+
+def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memory_limit: int | None) -> str:
+    """``exited``, or why the child was ended: ``timeout`` (counted from when its model was imported, so that
+    the process's start-up is not the simulation's time), ``start-up`` or ``memory:<limit>``."""
+    launched = time.monotonic()
+    began = None
+    while child.poll() is None:
+        now = time.monotonic()
+        if began is None and started.exists():
+            began = now
+        if began is None and now - launched > STARTUP_S:
+            reason = "start-up"
+        elif timeout_s and began is not None and now - began > timeout_s:
+            reason = "timeout"
+        elif memory_limit and _rss(child.pid) > memory_limit:
+            reason = f"memory:{memory_limit}"
+        else:
+            time.sleep(POLL_S)
+            continue
+        child.kill()
+        child.wait()
+        return reason
+    return "exited"
+
+
+def _rss(pid: int) -> int:
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:  # ended meanwhile
+        return 0
+
+
+def _memory_limit(worker: Any) -> int | None:
+    """The memory at which the worker's nanny would end the worker: its limit times the terminate fraction."""
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if not limit:
+        return None
+    import dask
+
+    fraction = dask.config.get("distributed.worker.memory.terminate", False)
+    return int(limit * fraction) if fraction else None
+
+
+def _death(returncode: int, ended: str, stderr_text: str) -> str:
+    if ended.startswith("memory:"):
+        how = f"was ended for using more than the worker's memory limit ({int(ended[7:]) / 2**20:.0f} MiB)"
+    elif returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        how = f"was killed by signal {name}"
+    elif returncode == 0:
+        how = "exited without writing its rows"
+    else:
+        how = f"exited with exit code {returncode}"
+    said = _what_stderr_says(stderr_text)
+    return f"the process running it alone, after its worker died, {how}" + (f" ({said})" if said else "")
+
+
+def _what_stderr_says(text: str) -> str:
+    """faulthandler's error and the innermost frames of the crashing thread, else the end of stderr."""
+    lines = text.splitlines()
+    fatal = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error:")), None)
+    if fatal is None:
+        tail = " ".join(text[-STDERR_TAIL:].split())
+        return f"its stderr ends: {tail}" if tail else ""
+    current = next((i for i in range(fatal, len(lines)) if lines[i].startswith("Current thread")), None)
+    frames = [] if current is None else [line.strip() for line in lines[current + 1 : current + 1 + FRAMES]]
+    frames = [f for f in frames if f.startswith("File ")]
+    return "; ".join([lines[fatal].strip(), *(f"in {f[5:]}" for f in frames)])[:STDERR_TAIL]
+
+
+def _end_when_orphaned() -> None:
+    """A child whose worker died has nobody to report to: end it instead of finishing the simulation unseen."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(75)
+
+    threading.Thread(target=watch, name="simcal-isolated-orphan-watch", daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    import faulthandler
+
+    from simcal.contract import ContractError
+    from simcal.worker import cached_model, run_batch
+
+    faulthandler.enable()  # a segfault prints the model's Python stack to stderr, which the crash message quotes
+    _end_when_orphaned()
+    payload, result = Path(argv[0]), Path(argv[1])
+    model_ref, batch, time_budget_s = pickle.loads(payload.read_bytes())
+    with contextlib.suppress(ContractError):  # run_batch makes it the batch's failed rows
+        cached_model(model_ref)  # imported once, before the simulation's clock starts
+    result.with_name("started").touch()
+    rows = run_batch(model_ref, batch, time_budget_s)
+    partial = result.with_suffix(".partial")
+    partial.write_bytes(pickle.dumps(rows))
+    os.replace(partial, result)  # whole rows or none: a death while writing reads as a crash
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
