@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from slurm.slurmkit import ACCOUNT, LOCAL, node_memory_mb, require_slurm, wait_until
@@ -34,6 +35,7 @@ def write_config(workdir: Path, model: str, points: int, delay_s: float = 0.0, *
     fixed = {"population": 2000, "initial_infected": 5, "days": 30}
     if delay_s:
         fixed["delay_s"] = delay_s
+    fixed.update(overrides.pop("fixed", {}))
     slurm_options = {
         "account": ACCOUNT,
         "queue": "cpu",
@@ -150,6 +152,30 @@ def test_failing_sweep_leaves_no_workers(slurm, tmp_path):
     )
     assert stopped and sum(map(int, stopped.groups())) == 4, log[-2000:]
     assert "always_fails: refusing params" in log
+    assert_no_workers_left(job_name(tmp_path))
+
+
+def test_on_a_worker_job_of_two_threads_only_the_simulations_that_kill_it_are_crashed(slurm, tmp_path):
+    """A SLURM worker job is one process with `cores` threads: the simulation running beside a crasher dies with
+    it. Run alone in a process of its own afterwards, it finishes; only the crashers are recorded as crashed."""
+    crash_above = 0.36  # two of the eight design points (sobol, seed 0): the first and the last planned
+    write_config(
+        tmp_path, "sweep_models:crashes_late_for_high_beta", points=8, fixed={"crash_above_beta": crash_above},
+        slurm={"cores": 2, "jobs": 1}, simulation={"batch_size": 1, "max_failed_fraction": 0.5},
+    )  # fmt: skip
+    run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=600)
+    rows = pd.read_parquet(tmp_path / OUTPUT).drop_duplicates("param_id")
+    outcome = rows[["beta", "status", "error"]].to_string()  # shown when an assertion fails
+    crashed = rows["status"] == "crashed"
+    assert crashed.any() and (~crashed).sum() >= 4, outcome
+    assert (crashed == (rows["beta"] > crash_above)).all() and (rows.loc[~crashed, "status"] == "ok").all(), (
+        outcome
+    )
+    assert (
+        rows.loc[crashed, "error"].str.contains("exited with exit code 11; that process died 1 time").all()
+    ), outcome
+    log = (tmp_path / LOG).read_text()
+    assert "running it again alone, in a process of its own" in log and "--nthreads 2" in log, log[-2000:]
     assert_no_workers_left(job_name(tmp_path))
 
 
