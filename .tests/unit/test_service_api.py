@@ -440,6 +440,28 @@ def test_a_synchronous_caller_that_leaves_frees_the_server_and_the_job_goes_on(w
         assert any(job["progress"]["total"] == 5 and job["status"] == "queued" for job in jobs)
 
 
+def test_a_sync_request_past_the_services_timeout_raises_sync_timeout_naming_the_job_which_goes_on(waiting):
+    from simcal.service.client import SimulationClient, SyncTimeout
+
+    with SimulationClient(waiting.url, waiting.keys["alice"], retries=0) as client:
+        # The client waits 300 s by default; the service holds the request its --sync-timeout-s, 4 s.
+        with pytest.raises(SyncTimeout, match=r"504 job \w+ did not finish within 4 s; it goes on") as held:
+            client.simulate_sync(SIR, SMALL["parameter_sets"])
+        assert held.value.status == 504 and client.job(held.value.job_id).status()["status"] == "queued"
+        # A caller asking for less is answered after its own timeout, not the service's.
+        began = time.monotonic()
+        with pytest.raises(SyncTimeout, match="did not finish within 1 s") as asked:
+            client.simulate_sync(SIR, SMALL["parameter_sets"], timeout_s=1.0)
+        assert time.monotonic() - began < 3.5 and asked.value.job_id != held.value.job_id
+    with waiting.http(waiting.keys["alice"]) as http:
+        for bad in ("0", "-1", "soon", "nan"):
+            refused = http.post("/v1/simulate/sync", json=SMALL, params={"timeout_s": bad})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["detail"] == (
+                f"query parameter timeout_s={bad!r}: expected a number of seconds > 0"
+            )
+
+
 def test_readyz_refuses_a_scheduler_without_workers(service_factory):
     from distributed import LocalCluster
 
@@ -526,6 +548,19 @@ def test_sync_answer_equals_the_job_results_and_failure_rows_are_rows(service):
     pd.testing.assert_frame_equal(direct, queued)
     assert sorted(direct["status"]) == ["failed", "failed", "ok", "ok"]
     assert direct.loc[direct["status"] == "failed", "error"].str.contains("a must be >= 0").all()
+
+
+def test_a_sync_request_the_service_holds_longer_than_the_clients_timeout_is_answered(service):
+    """The client's read timeout (here 1 s, scaled down from its 60 s) must not cut a synchronous request the
+    service holds, up to its --sync-timeout-s, for a job that takes longer (2.5 s): no retry, one answer."""
+    from simcal.service.client import SimulationClient
+
+    slow = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": [{"a": 1.0, "sleep_s": 2.5}]}
+    with SimulationClient(service.url, service.keys["alice"], timeout=1.0, retries=0) as client:
+        began = time.monotonic()
+        table = client.simulate_sync(**slow)
+    assert time.monotonic() - began >= 2.5
+    assert table["status"].tolist() == ["ok"] and table["y"].tolist() == [1.0]
 
 
 def test_sync_jobs_that_fail_or_are_cancelled_and_results_that_are_gone_answer_naming_the_job(service):

@@ -427,3 +427,41 @@ def test_replicate_on_the_service_backend_is_checked_before_anything_is_queued(r
         ):
             service.submit(MODEL, {"a": 1.0}, replicate=replicate)
         assert service._queued == []
+
+
+# -- synchronous requests ---------------------------------------------------------------------------------------
+
+
+def parquet_answer() -> httpx.Response:
+    buffer = io.BytesIO()
+    pd.DataFrame({"status": ["ok"]}).to_parquet(buffer)
+    return httpx.Response(200, content=buffer.getvalue())
+
+
+def test_a_sync_request_asks_the_service_to_hold_it_no_longer_than_the_client_waits_for_the_answer():
+    from simcal.service.client import SYNC_TIMEOUT_S
+    from simcal.service.commands import DEFAULTS
+
+    assert (
+        SYNC_TIMEOUT_S == DEFAULTS["sync_timeout_s"]
+    )  # by default the client waits as long as the service holds
+    handler = answers(parquet_answer)
+    with client(handler, timeout=7.0) as sync_client:
+        sync_client.simulate_sync(MODEL, [{"a": 1.0}])
+        sync_client.simulate_sync(MODEL, [{"a": 1.0}], timeout_s=20)
+    for request, hold_s in zip(handler.seen, (SYNC_TIMEOUT_S, 20.0), strict=True):
+        assert float(request.url.params["timeout_s"]) == hold_s
+        assert request.extensions["timeout"]["read"] == hold_s + 7.0
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1.0, float("inf"), True, "300"])
+def test_a_sync_timeout_that_is_not_a_number_of_seconds_is_refused_naming_it(timeout_s):
+    handler = answers(parquet_answer)
+    with pytest.raises(
+        ValueError, match=f"sync_timeout_s must be a number of seconds > 0, got {timeout_s!r}"
+    ):
+        client(handler, sync_timeout_s=timeout_s)
+    with client(handler) as sync_client:
+        with pytest.raises(ValueError, match=f"timeout_s must be a number of seconds > 0, got {timeout_s!r}"):
+            sync_client.simulate_sync(MODEL, [{"a": 1.0}], timeout_s=timeout_s)
+    assert handler.seen == []

@@ -17,6 +17,7 @@ Retry-After), request body limit (413), model allow-list (403/422 naming fn_ref)
 # dependencies they name (Caller, JsonBody) are local to create_app.
 import json
 import logging
+import math
 import re
 import time
 from typing import Annotated, Any
@@ -242,20 +243,38 @@ def create_app(
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(describe(job), status_code=202, headers=headers)
 
+    def sync_hold_s(request: Request) -> float:
+        """How long a synchronous request waits for its job: the caller's ``timeout_s`` (how long it waits for the
+        answer), at most ``--sync-timeout-s``; so the caller hears 504 before its own timeout ends the request."""
+        asked = request.query_params.get("timeout_s")
+        if asked is None:
+            return config.sync_timeout_s
+        try:
+            seconds = float(asked)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise RequestRefused(
+                422, f"query parameter timeout_s={asked!r}: expected a number of seconds > 0"
+            )
+        return min(seconds, config.sync_timeout_s)
+
     @app.post("/v1/simulate/sync")
     async def simulate_sync(request: Request, body: JsonBody, owner: Caller):
+        hold_s = sync_hold_s(request)
+
         def accept():
             return manager.submit(owner, planned(body, sync=True), idempotency(request))[0]
 
         job = await run_in_threadpool(accept)
         ended = manager.ended(job.id)
-        deadline = time.monotonic() + config.sync_timeout_s
+        deadline = time.monotonic() + hold_s
         while not ended.is_set():
             if time.monotonic() >= deadline:
                 raise HTTPException(
                     504,
-                    f"job {job.id} did not finish within {config.sync_timeout_s:g} s; it goes on: "
-                    f"poll /v1/jobs/{job.id}",
+                    f"job {job.id} did not finish within {hold_s:g} s; it goes on: poll /v1/jobs/{job.id}",
+                    {"X-Simcal-Job-Id": job.id},
                 )
             if await request.is_disconnected():
                 log.info("job %s: its synchronous caller left; the job goes on", job.id)

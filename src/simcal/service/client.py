@@ -11,7 +11,12 @@ Answers 429 (honouring Retry-After in seconds, up to ``max_backoff_s``) and 503,
 with exponential backoff; every submission carries an ``Idempotency-Key``, the same on each retry, so a retried one
 never makes a second job. A URL without http:// or https:// and a host is refused at once. Other answers raise an
 exception named after the problem, with the service's explanation: ``AuthenticationError`` (401),
-``PermissionDenied`` (403), ``NotFound`` (404), ``RequestRejected`` (other 4xx: 413 too large, 422 invalid).
+``PermissionDenied`` (403), ``NotFound`` (404), ``RequestRejected`` (other 4xx: 413 too large, 422 invalid),
+``SyncTimeout`` (504: a synchronous request's job did not finish in time; it goes on).
+
+A synchronous request tells the service how long the client waits (``sync_timeout_s``, by default the service's
+default ``--sync-timeout-s``), and the client waits that long plus ``timeout`` for the answer: the service answers
+504 within the shorter of the two limits, before the client would give up on a request the service still holds.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from simcal.tables import atomic_write
 API_KEY_VARIABLE = "SIMCAL_API_KEY"
 URL_VARIABLE = "SIMCAL_SERVICE_URL"
 FINAL = ("succeeded", "failed", "cancelled")
+SYNC_TIMEOUT_S = 300.0  # the service's default --sync-timeout-s
 
 
 def ended_unsuccessfully(job_id: str, info: dict[str, Any]) -> str:
@@ -72,6 +78,16 @@ class ServiceUnavailable(ServiceError):
     """503 answers or connection errors went on past the retries."""
 
 
+class SyncTimeout(ServiceError, TimeoutError):
+    """504: a synchronous request's job did not finish in time; it goes on, as ``job_id`` (``client.job(job_id)``)."""
+
+    def __init__(
+        self, message: str, status: int | None = None, detail: Any = None, job_id: str | None = None
+    ):
+        super().__init__(message, status, detail)
+        self.job_id = job_id
+
+
 class JobFailed(ServiceError):
     """The job ended failed or cancelled; ``job`` is its last status."""
 
@@ -106,6 +122,13 @@ def checked_replicates(n_replicates: Any) -> int:
     return int(n_replicates)
 
 
+def checked_seconds(name: str, seconds: Any) -> float:
+    """``seconds`` as a float; a ValueError naming ``name`` unless it is a finite number > 0."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+    return float(seconds)
+
+
 def _detail(response) -> Any:
     try:
         return response.json().get("detail", response.text)
@@ -120,6 +143,7 @@ class SimulationClient:
         api_key: str | None = None,
         *,
         timeout: float = 60.0,
+        sync_timeout_s: float = SYNC_TIMEOUT_S,
         retries: int = 8,
         backoff_s: float = 0.25,
         max_backoff_s: float = 30.0,
@@ -134,6 +158,7 @@ class SimulationClient:
         if not api_key:
             raise ValueError(f"no API key: pass api_key or set {API_KEY_VARIABLE}")
         self.url = checked_url(url)
+        self.timeout, self.sync_timeout_s = timeout, checked_seconds("sync_timeout_s", sync_timeout_s)
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
         self._http = httpx.Client(
             base_url=self.url,
@@ -198,13 +223,15 @@ class SimulationClient:
             message += f" (check the API key, e.g. ${API_KEY_VARIABLE})"
         if status == 429:
             raise RateLimited(message, status, detail)
+        if status == 504:
+            raise SyncTimeout(message, status, detail, response.headers.get("x-simcal-job-id"))
         if status >= 500:
             raise ServiceUnavailable(message, status, detail)
         raise ERRORS.get(status, RequestRejected)(message, status, detail)
 
     # -- the API ----------------------------------------------------------------------------------------------
 
-    def _post_simulations(self, path, fn_ref, parameter_sets, n_replicates, settings, fixed):
+    def _post_simulations(self, path, fn_ref, parameter_sets, n_replicates, settings, fixed, **options):
         if isinstance(parameter_sets, pd.DataFrame):
             parameter_sets = parameter_sets.to_dict("records")
         body = {
@@ -217,7 +244,7 @@ class SimulationClient:
         if fixed:
             body["fixed"] = dict(fixed)
         # A fresh idempotency key per call: the retries of this call never make a second job.
-        return self._send("POST", path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        return self._send("POST", path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}, **options)
 
     def submit(
         self,
@@ -240,11 +267,20 @@ class SimulationClient:
         n_replicates: int = 1,
         settings: Mapping[str, Any] | None = None,
         fixed: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
     ) -> pd.DataFrame:
-        """Run a small job and return its rows at once (the service refuses large ones with 413)."""
+        """Run a small job and return its rows at once (the service refuses large ones with 413). Waits up to
+        ``timeout_s`` (None: the client's ``sync_timeout_s``) or the service's ``--sync-timeout-s``, whichever is
+        shorter, for the job; then raises ``SyncTimeout`` naming the job, which goes on."""
+        import httpx
+
+        hold_s = self.sync_timeout_s if timeout_s is None else checked_seconds("timeout_s", timeout_s)
         response = self._post_simulations(
-            "/v1/simulate/sync", fn_ref, parameter_sets, n_replicates, settings, fixed
-        )
+            "/v1/simulate/sync", fn_ref, parameter_sets, n_replicates, settings, fixed,
+            params={"timeout_s": hold_s},
+            # The service holds the request up to hold_s: wait that long, plus the usual timeout for the answer.
+            timeout=httpx.Timeout(self.timeout, read=hold_s + self.timeout),
+        )  # fmt: skip
         return pd.read_parquet(io.BytesIO(response.content))
 
     def job(self, job_id: str) -> Job:
