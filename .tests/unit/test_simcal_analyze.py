@@ -61,6 +61,7 @@ def test_the_best_and_top_k_come_from_the_refine_rows_with_hand_computed_statist
     # |0.33 - 0.3| / 0.3 = 0.1; |0.08 - 0.1| / 0.1 = 0.2 (the best lies below the truth: still positive);
     # |-2.5 - (-2)| / |-2| = 0.25 (a negative true value: still positive)
     assert summary["relative_error"] == pytest.approx({"beta": 0.1, "gamma": 0.2, "log10_rho": 0.25})
+    assert summary["true_params_left_out"] == {}
 
     # Top-3 sets b, f, h. The code takes the population std (ddof=0) of the k sets kept:
     # beta 0.33, 0.31, 0.35: mean 0.33, deviations 0, -0.02, 0.02, std sqrt(0.0008 / 3) (ddof=1 would be 0.02)
@@ -87,6 +88,24 @@ def test_the_best_and_top_k_come_from_the_refine_rows_with_hand_computed_statist
         10,
     )
     assert (summary["rounds"], summary["replicates_failed"]) == (5, 2)
+
+
+def test_true_parameters_without_a_relative_error_are_listed_with_why_and_logged(caplog):
+    """A true parameter that is not calibrated (a fixed one, or a misspelt name) or whose true value is 0 has no
+    relative error: the summary and the log say so rather than leaving it out silently."""
+    true_params = {"beta": 0.3, "gamma": 0.0, "population": 1000, "log10_rh": -2.0}
+    with caplog.at_level("WARNING", logger="simcal.analyze"):
+        _, _, summary = analyze(refined_trials(), NAMES, top_k=3, true_params=true_params)
+
+    assert summary["relative_error"] == pytest.approx({"beta": 0.1})
+    calibrated = "not calibrated (the calibrated parameters are ['beta', 'gamma', 'log10_rho'])"
+    assert summary["true_params_left_out"] == {
+        "gamma": "true value 0: its relative error is undefined",
+        "population": calibrated,
+        "log10_rh": calibrated,
+    }
+    for name, why in summary["true_params_left_out"].items():
+        assert f"true parameter {name!r} has no relative error: {why}" in caplog.text
 
 
 def test_a_parameter_set_proposed_again_in_a_later_round_counts_once_in_the_top_k():

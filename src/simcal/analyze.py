@@ -88,12 +88,28 @@ def analyze(
             str(r): None if pd.isna(v) else float(v) for r, v in per_round.cummin().ffill().items()
         }
     if true_params:
-        summary["relative_error"] = {
-            name: abs(best["params"][name] - float(value)) / abs(float(value))
-            for name, value in true_params.items()
-            if name in best["params"] and float(value) != 0
-        }
+        summary["relative_error"], summary["true_params_left_out"] = _relative_errors(
+            best["params"], true_params
+        )
     return best, top, summary
+
+
+def _relative_errors(
+    best_params: dict[str, Any], true_params: dict[str, float]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """(|best - true| / |true| per calibrated parameter, {name: why} for each true parameter that has none), the
+    latter also logged: a true parameter without an error is otherwise indistinguishable from one never given."""
+    errors, left_out = {}, {}
+    for name, value in true_params.items():
+        if name not in best_params:
+            left_out[name] = f"not calibrated (the calibrated parameters are {sorted(best_params)})"
+        elif float(value) == 0:
+            left_out[name] = "true value 0: its relative error is undefined"
+        else:
+            errors[name] = abs(best_params[name] - float(value)) / abs(float(value))
+    for name, why in left_out.items():
+        log.warning("true parameter %r has no relative error: %s", name, why)
+    return errors, left_out
 
 
 def analyze_files(
