@@ -119,6 +119,21 @@ def test_a_setting_the_schema_cannot_judge_is_named_before_any_job_runs(
     assert expected in proc.stdout, proc.stdout
 
 
+def test_held_out_shares_that_leave_no_block_for_training_are_refused_before_any_job_runs(
+    tmp_path: Path,
+) -> None:
+    """Each share is within the schema's [0, 1), their sum is not: refused while the workflow is parsed, naming
+    the keys and their sum, not by the first build_graphs job."""
+    preprocess = {**DEFAULT_CONFIG["preprocess"], "val_fraction": 0.6, "held_out": {"fusion": 0.4}}
+    proc = _dry_run_with({**DEFAULT_CONFIG, "preprocess": preprocess}, tmp_path)
+    assert proc.returncode != 0
+    assert (
+        "preprocess.val_fraction=0.6 + preprocess.held_out.fusion=0.4 (sum 1) take 6 + 4 = 10 of "
+        "preprocess.time_blocks=10 blocks of every training capture"
+    ) in proc.stdout, proc.stdout
+    assert "build_graphs" not in proc.stdout, proc.stdout  # no job was planned
+
+
 def test_the_test_scenarios_are_no_dqn_split(tmp_path: Path) -> None:
     # test.pt exists, but an agent that learns or stops on the scenarios it is scored on reports what it learnt:
     # refused by name (the schema), not as a split that does not exist.

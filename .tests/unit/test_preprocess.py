@@ -490,7 +490,19 @@ def test_a_log_given_twice_is_refused_before_anything_is_read(
         ({"val": -0.1}, 10, "preprocess.val_fraction must be in [0, 1), got -0.1"),
         ({"val": 0.2, "fusion": 1.0}, 10, "preprocess.held_out.fusion must be in [0, 1), got 1.0"),
         ({"val": 0.2}, 1, "preprocess.time_blocks must be >= 2, got 1"),
-        ({"val": 0.5, "fusion": 0.5}, 10, "take 10 of preprocess.time_blocks=10 blocks"),
+        (
+            {"val": 0.5, "fusion": 0.5},
+            10,
+            "preprocess.val_fraction=0.5 + preprocess.held_out.fusion=0.5 (sum 1) take 5 + 5 = 10 of "
+            "preprocess.time_blocks=10 blocks of every training capture (each positive share at least one); at "
+            "least one must stay for training",
+        ),
+        (  # shares below 1 whose blocks, one at least each, leave none
+            {"val": 0.2, "fusion": 0.0, "other": 0.1},
+            2,
+            "preprocess.val_fraction=0.2 + preprocess.held_out.other=0.1 (sum 0.3) take 1 + 1 = 2 of "
+            "preprocess.time_blocks=2 blocks",
+        ),
     ],
 )
 def test_held_out_shares_outside_the_schemas_bounds_name_their_key(fractions, time_blocks, message):

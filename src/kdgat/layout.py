@@ -17,6 +17,36 @@ from kdgat.files import source_digest
 LOG_SUFFIXES = (".csv", ".txt", ".log")
 DEFAULT_EXCLUDE = ("suppress", "masquerade")
 HELD_OUT_SPLITS = ("fusion",)  # the held-out splits preprocess.held_out may name (its schema)
+VAL = "val"
+
+
+def share_key(split: str) -> str:
+    """The config key of a held-out split's share of each training capture."""
+    return "preprocess.val_fraction" if split == VAL else f"preprocess.held_out.{split}"
+
+
+def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, int]:
+    """Blocks per capture for each held-out split (``VAL`` or a ``preprocess.held_out`` name):
+    ``round(fraction * time_blocks)``, at least one for a positive fraction, and at least one block left for
+    training. Here rather than in kdgat.preprocess: the preprocess module checks the shares while Snakemake parses
+    the workflow, before any job runs."""
+    if time_blocks < 2:
+        raise ValueError(f"preprocess.time_blocks must be >= 2, got {time_blocks}")
+    counts = {}
+    for name, fraction in fractions.items():
+        if not 0.0 <= float(fraction) < 1.0:
+            raise ValueError(f"{share_key(name)} must be in [0, 1), got {fraction}")
+        counts[name] = max(1, int(round(float(fraction) * time_blocks))) if fraction > 0 else 0
+    if sum(counts.values()) >= time_blocks:
+        taking = {name: fraction for name, fraction in fractions.items() if counts[name]}
+        shares = " + ".join(f"{share_key(name)}={fraction:g}" for name, fraction in taking.items())
+        blocks = " + ".join(str(counts[name]) for name in taking)
+        raise ValueError(
+            f"{shares} (sum {sum(map(float, taking.values())):g}) take {blocks} = {sum(counts.values())} of "
+            f"preprocess.time_blocks={time_blocks} blocks of every training capture (each positive share at "
+            "least one); at least one must stay for training: lower the shares or raise preprocess.time_blocks"
+        )
+    return counts
 
 
 def scenario_name(directory: str) -> str:

@@ -42,7 +42,7 @@ from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs, window_count
-from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, discover_layout, scenario_name  # noqa: F401 (re-exported)
+from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, VAL, discover_layout, held_out_blocks, scenario_name  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,6 @@ def group_test_files(
     return grouped
 
 
-VAL = "val"
 TRAIN = "train"
 PURGED = ""
 
@@ -124,25 +123,6 @@ def messages_after_last_window(num_messages: int, window_size: int, stride: int)
         return num_messages
     width = min(window_size, num_messages - 1)
     return num_messages - ((windows - 1) * stride + width + 1)
-
-
-def held_out_blocks(fractions: Mapping[str, float], time_blocks: int) -> dict[str, int]:
-    """Blocks per capture for each held-out split: ``round(fraction * time_blocks)``, at least one for a
-    positive fraction, and at least one block left for training."""
-    if time_blocks < 2:
-        raise ValueError(f"preprocess.time_blocks must be >= 2, got {time_blocks}")
-    counts = {}
-    for name, fraction in fractions.items():
-        if not 0.0 <= float(fraction) < 1.0:
-            key = "preprocess.val_fraction" if name == VAL else f"preprocess.held_out.{name}"
-            raise ValueError(f"{key} must be in [0, 1), got {fraction}")
-        counts[name] = max(1, int(round(float(fraction) * time_blocks))) if fraction > 0 else 0
-    if sum(counts.values()) >= time_blocks:
-        raise ValueError(
-            f"preprocess: the held-out splits take {sum(counts.values())} of preprocess.time_blocks={time_blocks} "
-            f"blocks per capture ({counts}); at least one must stay for training"
-        )
-    return counts
 
 
 def assign_windows(

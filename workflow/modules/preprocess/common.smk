@@ -1,9 +1,28 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
-from kdgat.layout import LayoutError, dataset_logs, log_roles, preprocess_code_digest
+from kdgat.layout import (
+    VAL,
+    LayoutError,
+    dataset_logs,
+    held_out_blocks,
+    log_roles,
+    preprocess_code_digest,
+)
 from snakemake.exceptions import WorkflowError
 
 
 include: "../learned_resources.smk"
+
+
+def check_held_out_shares():
+    """Shares of validation and the held-out splits that leave no block of a capture for training are named here,
+    with build_graphs' own check, not when the first build_graphs job fails."""
+    try:
+        held_out_blocks({VAL: PREPROCESS["val_fraction"], **HELD_OUT}, PREPROCESS["time_blocks"])
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
+
+
+check_held_out_shares()
 
 
 def dataset_layout(dataset):
