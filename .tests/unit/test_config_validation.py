@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,26 @@ def test_held_out_shares_that_leave_no_block_for_training_are_refused_before_any
         "preprocess.time_blocks=10 blocks of every training capture"
     ) in proc.stdout, proc.stdout
     assert "build_graphs" not in proc.stdout, proc.stdout  # no job was planned
+
+
+def test_a_config_without_datasets_runs_the_calibration_alone(tmp_path: Path) -> None:
+    """Only a calibration section: the CAN-IDS modules, which need datasets, are not loaded (the kd_gat module
+    refused the config before), and rule all asks for the calibration."""
+    proc = _dry_run_with({"calibration": DEFAULT_CONFIG["calibration"]}, tmp_path)
+    assert proc.returncode == 0, proc.stdout
+    jobs = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout, re.MULTILINE))
+    assert {"all", "calibration_calibrate", "calibration_analyze"} <= jobs, proc.stdout
+    assert all(job == "all" or job.startswith("calibration_") for job in jobs), jobs
+
+
+def test_can_ids_asked_for_without_datasets_is_refused_naming_both_keys(tmp_path: Path) -> None:
+    config = {"targets": {"can_ids": True}, "calibration": DEFAULT_CONFIG["calibration"]}
+    proc = _dry_run_with(config, tmp_path)
+    assert proc.returncode != 0
+    assert (
+        "targets.can_ids is true, but config key 'datasets' is missing or empty: name the datasets to train and "
+        "evaluate on, or set targets.can_ids to false (or leave it out) to run the calibration alone"
+    ) in proc.stdout, proc.stdout
 
 
 def test_the_test_scenarios_are_no_dqn_split(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 # Helpers shared by the main workflow: config validation and the final targets.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 from snakemake_executor_plugin_kubernetes_kueue.storage_account import check_default_storage_account
 
@@ -7,10 +8,29 @@ check_default_storage_account(workflow)
 validate(config, schema="../schemas/config.schema.yaml")
 
 
+# The preprocess, kd_gat and evaluation modules read config["datasets"]: loaded only when it names any.
+CAN_IDS_MODULES = bool(config.get("datasets"))
+
+
+def can_ids_wanted():
+    """targets.can_ids, where null (its default) means: when datasets names any. True without datasets is refused
+    here rather than by the kd_gat module, naming both keys and how to run the calibration alone."""
+    wanted = config["targets"]["can_ids"]
+    if wanted and not CAN_IDS_MODULES:
+        raise WorkflowError(
+            "targets.can_ids is true, but config key 'datasets' is missing or empty: name the datasets to train "
+            "and evaluate on, or set targets.can_ids to false (or leave it out) to run the calibration alone"
+        )
+    return CAN_IDS_MODULES if wanted is None else wanted
+
+
+CAN_IDS_TARGETS = can_ids_wanted()
+
+
 def get_final_targets(wildcards):
     """Everything `rule all` asks for, chosen by the `targets` switches in the config."""
     targets = []
-    if config["targets"]["can_ids"]:
+    if CAN_IDS_TARGETS:
         targets += rules.evaluation_all.input
     if config["targets"]["calibration"]:
         targets += rules.calibration_all.input
