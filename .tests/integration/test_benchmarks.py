@@ -29,11 +29,9 @@ from kdgat.synthetic import Vehicle, generate_log
 pytestmark = pytest.mark.integration
 
 
-def bench_lines(script: str, *options: str) -> dict[str, dict[str, str]]:
-    """Run a benchmark in its --quick sizes (or with ``options``); it must succeed and every line starting with
-    BENCH be well formed, its ratio that of its value and baseline and its goal pointing the way better goes
-    (benchlines.problems). Returns those lines by name. (The benchmarks run one after the other: side by side they
-    took longer.)"""
+def bench_output(script: str, *options: str) -> str:
+    """What a benchmark prints in its --quick sizes (or with ``options``); it must succeed. (The benchmarks run one
+    after the other: side by side they took longer.)"""
     proc = subprocess.run(
         [sys.executable, f"bench/{script}", *(options or ["--quick"])],
         cwd=REPO,
@@ -42,8 +40,19 @@ def bench_lines(script: str, *options: str) -> dict[str, dict[str, str]]:
         timeout=600,
     )
     assert proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    return proc.stdout
+
+
+def bench_lines(script: str, *options: str) -> dict[str, dict[str, str]]:
+    """Run a benchmark (bench_output); every line starting with BENCH must be well formed, its ratio that of its
+    value and baseline and its goal pointing the way better goes (benchlines.problems). Returns those lines by
+    name."""
+    return checked_bench_lines(bench_output(script, *options))
+
+
+def checked_bench_lines(output: str) -> dict[str, dict[str, str]]:
     lines = {}
-    for line in proc.stdout.splitlines():
+    for line in output.splitlines():
         if line.startswith("BENCH"):
             fields = parse(line)
             assert fields, f"malformed BENCH line: {line!r}"
@@ -67,6 +76,23 @@ def test_bench_simulate_measures_every_part():
     # job against a job per simulation; within 1.2x the hand-batched floor
     assert [line["goal"] for line in lines.values()] == [
         "<=0.2s", "info", "<=2s", "info", ">=10", "<=1.2", "info", "<=1.2", ">=10",
+    ]  # fmt: skip
+
+
+def test_bench_simulate_takes_every_throughput_contender_as_the_best_of_as_many_runs():
+    """The runner and both baselines each count as the best of --repeats runs: the cheap model's one task per
+    simulation used to run once while the runner got its best of 3, which favoured the runner in the ratio."""
+    sizes = ("--cheap-sims", "100", "--one-task-sims", "50", "--realistic-sims", "8")
+    output = bench_output("bench_simulate.py", "--only", "throughput", *sizes, "--repeats", "2")
+    for label in ("cheap", "realistic"):
+        (line,) = [line for line in output.splitlines() if line.startswith(f"# {label}: ")]
+        assert set(re.findall(r"best of (\d+)", line)) == {"2"}, line
+        runs = re.findall(r"(runner|hand-batched|one task each) \d+\.\d+ s \(best of (\d+)\)", line)
+        assert [name for name, _ in runs] == ["runner", "hand-batched", "runner", "one task each"], line
+        assert [count for _, count in runs] == ["2"] * 4, line
+    assert list(checked_bench_lines(output)) == [
+        "simulate_cheap_50_vs_one_task_each", "simulate_cheap_100_vs_hand_batched",
+        "simulate_realistic_8_vs_one_task_each", "simulate_realistic_8_vs_hand_batched",
     ]  # fmt: skip
 
 
