@@ -2,25 +2,35 @@
 
 A generated DoS capture (kdgat.synthetic) is written as can_4col at two sizes (the first 4M and all 16M
 messages) by a separate process. Each contender runs in its own fresh process on one core, and the process's peak
-resident memory comes from the kernel (``os.wait4``'s ``ru_maxrss``), its CPU time from the same rusage. (A child
-starts as a copy of this process and its peak counts that copy, so this process never holds the data.)
+resident memory comes from the kernel (``os.wait4``'s ``ru_maxrss``). (A child starts as a copy of this process and
+its peak counts that copy, so this process never holds the data.) Its CPU time is that of the contender's statement
+alone, taken in the process (``getrusage`` after its imports and after the statement): subtracting an idle
+process's CPU time instead, as before, left the imports' noise (0.1-0.3 s) in every figure, more than a small
+file's raw read (which then read as negative).
 
 * ours: ``kdgat.preprocess.preprocess_dataset`` on the file (read + validate, vocabulary, window graphs, split,
   save), the step the workflow's preprocess rule runs;
 * baseline: pyarrow's raw ``read_csv`` of the same file (the floor: parsing it at all);
-* idle: a process that imports the same modules and does nothing (what every process costs before any data);
+* idle: a process that imports the same modules and does nothing (the memory every process holds before any
+  data);
 * ours without numba (``KDGAT_COMPILED=0``) on the large file: the compiled loops must pay for their start-up
   (importing numba, loading the cached machine code) at this size.
 
 Memory must grow at most linearly: the peak above the idle process, per message, may not be larger at 16M than
-at 4M (10% allowance for allocator noise), and the peak must stay under 4 GB.
+at 4M (10% allowance for allocator noise), and the peak must stay under 4 GB. Each run of ours prints what it
+made (from its metadata.json: messages read, windows, graphs per split, windows purged between the splits); the
+run without numba must make the same.
 
     .venv/bin/python bench/bench_preprocess_scale.py [--messages 16000000] [--small 4000000]
+
+Smaller sizes (``--messages 200000 --small 50000``, what .tests/integration/test_benchmarks.py runs) try the
+script in seconds; their figures measure nothing at scale.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -90,15 +100,44 @@ def can_4col_bytes(
     return b"timestamp,arbitration_id,data_field,attack\n" + rows[rows != 0].tobytes()
 
 
+TIMED = textwrap.dedent(
+    """
+    import resource
+    def cpu_seconds():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    began = cpu_seconds()
+    {statement}
+    with open({cpu_file!r}, "w") as cpu_file:
+        cpu_file.write(str(cpu_seconds() - began))
+    """
+)
+
+
 def measure(contender: str, path: Path, out: Path) -> tuple[float, float]:
-    """CPU seconds and peak RSS (MB) of a fresh process running ``contender`` on ``path``."""
-    code = f"{ONE_CORE}\npath, out = {str(path)!r}, {str(out)!r}\n{CONTENDERS[contender]}\n"
+    """CPU seconds of ``contender``'s statement on ``path`` (after the imports) and peak RSS (MB) of the fresh
+    process running it."""
+    cpu_file = out.parent / "cpu_seconds.txt"
+    timed = TIMED.format(statement=CONTENDERS[contender], cpu_file=str(cpu_file))
+    code = f"{ONE_CORE}\npath, out = {str(path)!r}, {str(out)!r}\n{timed}"
     environment = {**os.environ, "KDGAT_COMPILED": "0" if contender == "ours_numpy" else "1"}
     process = subprocess.Popen([sys.executable, "-c", code], env=environment)
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{contender} on {path} failed (exit status {os.waitstatus_to_exitcode(status)})")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return float(cpu_file.read_text()), usage.ru_maxrss / 1024
+
+
+def what_ours_made(out: Path) -> str:
+    """What the last run of ours wrote, from its metadata.json: messages, windows, graphs per split, purged
+    windows."""
+    metadata = json.loads((out / "metadata.json").read_text())
+    (split,) = metadata["split"]["per_file"].values()
+    counts = metadata["counts"]
+    return (
+        f"{metadata['messages']['total']} messages read, {split['windows']} windows: {counts['train']} train "
+        f"+ {counts['val']} val graphs, {split['purged_windows']} windows purged"
+    )
 
 
 def write_captures(messages_wanted: int, small: int, folder: Path) -> None:
@@ -148,26 +187,29 @@ def main() -> None:
         sizes = {int(path.stem.split("_")[1]): path for path in tmp.glob("dos_*.csv")}
         small, large = min(sizes), max(sizes)
         out = tmp / "out"
-        idle_cpu, idle_mb = measure("idle", sizes[small], out)
+        _, idle_mb = measure("idle", sizes[small], out)
         results = {}
         for count, path in sorted(sizes.items()):
             raw_cpu, raw_mb = measure("raw", path, out)
             ours_cpu, ours_mb = measure("ours", path, out)
-            results[count] = (raw_cpu - idle_cpu, raw_mb, ours_cpu - idle_cpu, ours_mb)
+            made = what_ours_made(out)
+            results[count] = (raw_cpu, raw_mb, ours_cpu, ours_mb)
             print(
-                f"# {count} messages ({path.stat().st_size / 1e6:.0f} MB): ours {ours_cpu - idle_cpu:.2f} s CPU, "
-                f"peak {ours_mb:.0f} MB; pyarrow raw read {raw_cpu - idle_cpu:.2f} s CPU, peak {raw_mb:.0f} MB; "
-                f"above the idle process ({idle_mb:.0f} MB, {idle_cpu:.2f} s): ours "
-                f"{(ours_mb - idle_mb) * 1e6 / count:.0f} bytes/message"
+                f"# {count} messages ({path.stat().st_size / 1e6:.0f} MB): ours {ours_cpu:.2f} s CPU, "
+                f"peak {ours_mb:.0f} MB ({made}); pyarrow raw read {raw_cpu:.2f} s CPU, peak {raw_mb:.0f} MB; "
+                f"above the idle process ({idle_mb:.0f} MB): ours {(ours_mb - idle_mb) * 1e6 / count:.0f} "
+                "bytes/message"
             )
         numpy_cpu, numpy_mb = measure("ours_numpy", sizes[large], out)
-        numpy_cpu -= idle_cpu
+        if what_ours_made(out) != made:  # the same step: only the loops that run it differ
+            raise SystemExit(f"without numba: {what_ours_made(out)}; with: {made}")
         print(
-            f"# {large} messages without numba (KDGAT_COMPILED=0): {numpy_cpu:.2f} s CPU, peak {numpy_mb:.0f} MB"
+            f"# {large} messages without numba (KDGAT_COMPILED=0): {numpy_cpu:.2f} s CPU, peak {numpy_mb:.0f} MB "
+            f"({what_ours_made(out)})"
         )
     raw_cpu, raw_mb, ours_cpu, ours_mb = results[large]
     per_message = {count: (results[count][3] - idle_mb) * 1e6 / count for count in results}
-    print("# CPU seconds exclude the idle process's start-up (imports); one core each")
+    print("# CPU seconds of the step alone, in its process after the imports; one core each")
     print(
         f"BENCH preprocess_scale_throughput value={large / ours_cpu:.0f}msg/s baseline={large / raw_cpu:.0f}msg/s "
         f"ratio={raw_cpu / ours_cpu:.3f} goal=info"

@@ -1,8 +1,8 @@
 """The simulate, calibrate and preprocess benchmarks run to the end in their ``--quick`` sizes (latency, evaluate,
-service and train_gat in small ones) and print every BENCH line they promise, well formed and consistent with its
-own figures; the preprocess benchmark's re-implementation of the original DQN-Fusion preprocessing builds the same
-windows and node sets as ours; ``make bench`` runs every benchmark even when one fails, names the failures and
-exits non-zero."""
+service, train_gat and preprocess_scale in small ones) and print every BENCH line they promise, well formed and
+consistent with its own figures (preprocess_scale also with what its runs made); the preprocess benchmark's
+re-implementation of the original DQN-Fusion preprocessing builds the same windows and node sets as ours; ``make
+bench`` runs every benchmark even when one fails, names the failures and exits non-zero."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from testkit import REPO
 
 from kdgat.can.reader import read_can_file
 from kdgat.can.writer import write_can_file
-from kdgat.graphs import build_graphs
+from kdgat.graphs import build_graphs, window_count
 from kdgat.preprocess import to_index
 from kdgat.synthetic import Vehicle, generate_log
 
@@ -229,6 +229,47 @@ def test_bench_preprocess_measures_the_original_in_the_same_run():
     assert float(original["ratio"]) == pytest.approx(
         float(original["value"]) / float(original["baseline"]), rel=0.01, abs=0.05
     )
+
+
+SCALE_RUN = re.compile(
+    r"# (?P<messages>\d+) messages \(\d+ MB\): ours (?P<cpu>\S+) s CPU, peak (?P<peak>\d+) MB "
+    r"\((?P<read>\d+) messages read, (?P<windows>\d+) windows: (?P<train>\d+) train \+ (?P<val>\d+) val graphs, "
+    r"(?P<purged>\d+) windows purged\); pyarrow raw read (?P<raw_cpu>\S+) s CPU, peak \d+ MB; above the idle "
+    r"process \(\d+ MB\): ours (?P<per_message>\d+) bytes/message"
+)
+
+
+def test_bench_preprocess_scale_reports_what_its_runs_made():
+    """At small sizes (200k and 50k messages): every CPU figure positive (they subtracted an idle process's CPU
+    time, whose noise made a 50k raw read -0.16 s), each run of ours read every message of its file and made a
+    graph of every window it did not purge, and the BENCH lines carry the large file's figures."""
+    output = bench_output("bench_preprocess_scale.py", "--messages", "200000", "--small", "50000")
+    cpu_figures = re.findall(r"(-?\d+\.\d+) s CPU", output)
+    assert len(cpu_figures) == 5 and all(float(cpu) > 0 for cpu in cpu_figures), output
+    runs = {int(run["messages"]): run for run in map(re.Match.groupdict, SCALE_RUN.finditer(output))}
+    assert sorted(runs) == [50_000, 200_000], output
+    for messages, run in runs.items():
+        assert int(run["read"]) == messages, run
+        assert int(run["windows"]) == window_count(messages, 100, 100), run
+        assert int(run["train"]) + int(run["val"]) + int(run["purged"]) == int(run["windows"]), run
+        assert int(run["val"]) > 0 and int(run["train"]) > int(run["val"]), run
+    large, small = runs[200_000], runs[50_000]
+    # the run without numba made what the run with it made on the large file (ours on each file, then it)
+    made = re.findall(r"\((\d+ messages read, [^)]*)\)", output)
+    assert len(made) == 3 and made[1] == made[2] and made[1].startswith("200000 "), made
+    lines = checked_bench_lines(output)
+    assert list(lines) == [
+        "preprocess_scale_throughput", "preprocess_scale_compiled_vs_numpy", "preprocess_scale_peak_memory",
+        "preprocess_scale_memory_growth",
+    ]  # fmt: skip
+    assert [line["goal"] for line in lines.values()] == ["info", "<=1", "<=4096MB", "<=1.1"]
+    assert lines["preprocess_scale_compiled_vs_numpy"]["value"] == large["cpu"]
+    assert lines["preprocess_scale_peak_memory"]["value"] == large["peak"]
+    growth = lines["preprocess_scale_memory_growth"]
+    assert (growth["value"], growth["baseline"]) == (large["per_message"], small["per_message"])
+    throughput = lines["preprocess_scale_throughput"]
+    assert float(throughput["value"]) == pytest.approx(200_000 / float(large["cpu"]), rel=0.05)
+    assert float(throughput["baseline"]) == pytest.approx(200_000 / float(large["raw_cpu"]), rel=0.5)
 
 
 def test_bench_preprocess_survives_a_raw_read_below_getrusages_resolution(monkeypatch):
