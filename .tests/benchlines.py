@@ -20,7 +20,7 @@ BENCH_LINE = re.compile(
 # Which way is better, by unit: a time, a share, a size, a loss or a count of runs or simulations is better lower,
 # a rate higher. A unit missing here is a problem of the line until it is added.
 LOWER_IS_BETTER = {"s", "ms", "%", "MB", "B/msg", "NLL", "runs", "sims"}
-HIGHER_IS_BETTER = {"msg/s", "graphs/s", "/s"}
+HIGHER_IS_BETTER = {"msg/s", "graphs/s", "windows/s", "/s"}
 
 
 def parse(line: str) -> dict[str, str] | None:

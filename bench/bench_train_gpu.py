@@ -11,9 +11,10 @@ Before them, ``python -m kdgat.runtime --check`` (the SLURM preflight's GPU chec
 resume paths on CUDA: a run killed after its first epoch (KDGAT_KILL_AFTER_EPOCH) resumed on CUDA, a CPU
 checkpoint resumed on CUDA (a job requeued onto a GPU node) and a CUDA checkpoint resumed on the CPU.
 
-Figures: the median over epochs of each stage's training throughput (history.csv ``graphs_per_s``; for the DQN,
-fusion windows per second) on CUDA against the CPU in the same run:
-  BENCH gpu_<suite>_<variant>_<stage> value=<cuda>graphs/s baseline=<cpu>graphs/s ratio=<cuda/cpu> goal=info
+Figures: the median over epochs of each stage's training throughput (history.csv ``graphs_per_s``, which for the
+DQN counts fusion windows: STAGE_UNITS) on CUDA against the CPU in the same run:
+  BENCH gpu_<suite>_<variant>_<stage> value=<cuda><unit> baseline=<cpu><unit> ratio=<cuda/cpu> goal=info
+with unit graphs/s for the VGAE and GAT, windows/s for the DQN.
 No goal: the demo's models are small enough that a GPU need not win. Exit 1 when the check or a step fails, when
 a job that ran with ``auto`` did not run on CUDA, or when a resume did not resume. Without a usable CUDA device the script
 prints a SKIP line and exits 0 (``make bench`` on a machine without a GPU); ``--cpu-trial`` runs it anyway with the
@@ -50,6 +51,9 @@ SEED = 42
 THREADS = 1  # kd_gat.resources.threads: what a workflow job gets
 VARIANTS = ("teacher", "student_kd", "student")
 STAGES = ("vgae", "gat", "dqn")
+# What each stage's history.csv graphs_per_s counts: window graphs, or for the DQN fusion windows (the VGAE's and
+# GAT's outputs on a window, one step of an episode).
+STAGE_UNITS = {"vgae": "graphs/s", "gat": "graphs/s", "dqn": "windows/s"}
 # The original KD-GAT sizes need no more epochs than it takes to measure a steady throughput.
 SUITES = {
     "demo": {"scale": 1, "variants": VARIANTS, "sets": []},
@@ -179,6 +183,15 @@ def checkpoint_resume(data: Path, work: Path, log: Path, first: dict, second: di
     return {"resumed_from_epoch": metrics["resumed_from_epoch"], "device": metrics["device"]}
 
 
+def throughput_line(suite: str, variant: str, stage: str, value: float, baseline: float) -> str:
+    """The BENCH line of one stage: CUDA's throughput against the CPU's, in the unit the stage counts."""
+    unit = STAGE_UNITS[stage]
+    return (
+        f"BENCH gpu_{suite}_{variant}_{stage} value={value:.0f}{unit} baseline={baseline:.0f}{unit} "
+        f"ratio={value / baseline:.2f} goal=info"
+    )
+
+
 def save(report: dict, path: Path | None) -> None:
     """Write the report so far (after each suite and check: a run cut by a time limit keeps what it measured)."""
     if path:
@@ -263,11 +276,7 @@ def main() -> int:
                     continue
                 variant, stage = job.split("/")
                 value, baseline = cuda_job["median_graphs_per_s"], sides["cpu"][job]["median_graphs_per_s"]
-                print(
-                    f"BENCH gpu_{suite}_{variant}_{stage} value={value:.0f}graphs/s baseline={baseline:.0f}graphs/s "
-                    f"ratio={value / baseline:.2f} goal=info",
-                    flush=True,
-                )
+                print(throughput_line(suite, variant, stage, value, baseline), flush=True)
         if not args.no_resume:
             gpu = {}  # the process's own environment: the GPU visible
             for name, first, second in (

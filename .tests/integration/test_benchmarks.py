@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from benchlines import goal_met, parse, problems
+from benchlines import goal_met, parse, problems, recorded
 from servicekit import service_available
 from testkit import REPO
 
@@ -333,6 +333,24 @@ def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_run(tmp_path)
     checks = json.loads(report.read_text())["checks"]
     assert sorted(checks) == ["cpu_to_cuda", "cuda_to_cpu", "cuda_to_cuda"]
     assert all(check == {"resumed_from_epoch": 1, "device": "cpu"} for check in checks.values()), checks
+
+
+def test_bench_train_gpu_labels_each_stage_with_the_unit_it_counts(monkeypatch):
+    """The DQN's throughput counts fusion windows, not graphs (its lines said graphs/s): each stage's line carries
+    its unit, well formed (benchlines), and so do the lines the documents quote."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from bench_train_gpu import STAGES, throughput_line
+
+    units = {stage: parse(throughput_line("demo", "teacher", stage, 2000.0, 1000.0)) for stage in STAGES}
+    assert {stage: fields["unit"] for stage, fields in units.items()} == {
+        "vgae": "graphs/s", "gat": "graphs/s", "dqn": "windows/s",
+    }  # fmt: skip
+    assert all(not problems(fields) and fields["ratio"] == "2.00" for fields in units.values()), units
+    quoted = [fields for _, _, fields in recorded(Path(REPO, "bench", "RESULTS.md").read_text())]
+    quoted = [fields for fields in quoted if fields and fields["name"].startswith("gpu_")]
+    assert len(quoted) == 15, quoted
+    for fields in quoted:
+        assert fields["unit"] == units[fields["name"].rsplit("_", 1)[1]]["unit"], fields
 
 
 def documented_options(script: str) -> set[str]:
