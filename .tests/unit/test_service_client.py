@@ -368,9 +368,64 @@ def test_an_interrupted_sweep_cancels_every_job_it_has_in_flight(tmp_path, monke
     with Simulator(MODEL, backend="service", backend_options=options, cancel=interrupt) as simulator:
         progress = Progress(tmp_path / "sweep.parquet", "service")
         with pytest.raises(Cancelled):
-            run_on_service(simulator, tasks, progress, record=lambda chunk, rows: None)
+            run_on_service(simulator, tasks, tasks, progress, record=lambda chunk, rows: None)
     assert len(sent) == JOBS_IN_FLIGHT == 2
     assert {path for method, path in seen if method == "DELETE"} == {"/v1/jobs/job-1", "/v1/jobs/job-2"}
+
+
+def test_a_rerun_cuts_the_same_jobs_from_the_plan_and_sends_them_with_the_same_keys(tmp_path, monkeypatch):
+    """The jobs are cut from the whole plan, not from what is left: after the first job of 10 sets x 30 replicates
+    (120 simulations) finished, the rerun sends the second job (90) as before, with the same Idempotency-Key (a
+    killed run's job is taken up), not the 180 left as one new job. Another output file gives other keys."""
+    import functools
+
+    from simcal.progress import Progress
+    from simcal.runner import Cancelled, Simulator
+    from simcal.service import client as client_module
+    from simcal.service.remote import run_on_service, service_chunks
+    from simcal.tasks import plan_tasks
+
+    interrupt = threading.Event()
+    posts: list[tuple[str, dict]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            posts.append((request.headers["idempotency-key"], json.loads(request.content)))
+            return httpx.Response(202, json={"job_id": f"job-{len(posts)}", "status": "queued"})
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"job_id": "job", "status": "cancelled"})
+        interrupt.set()  # stop while waiting for the first job: what was sent is what matters here
+        return httpx.Response(200, json={"job_id": "job", "status": "running"})
+
+    monkeypatch.setattr(
+        client_module,
+        "SimulationClient",
+        functools.partial(
+            SimulationClient, api_key="sc_test-key", backoff_s=0.001, transport=httpx.MockTransport(handler)
+        ),
+    )
+    plan = plan_tasks([{"a": float(i)} for i in range(10)], 30)
+    chunks = service_chunks(plan)
+    assert [len(c) for c in chunks] == [120, 90, 90]
+
+    def sent(remaining, output: str) -> list[tuple[str, dict]]:
+        posts.clear()
+        interrupt.clear()
+        options = {"url": URL, "poll_interval_s": 0.01}
+        with Simulator(MODEL, backend="service", backend_options=options, cancel=interrupt) as simulator:
+            with pytest.raises(Cancelled):
+                run_on_service(simulator, plan, remaining, Progress(tmp_path / "s.parquet", "service"),
+                               record=lambda chunk, rows: None, output=output)  # fmt: skip
+        return list(posts)
+
+    first = sent(plan, "/results/sweep.parquet")
+    rerun = sent(chunks[1] + chunks[2], "/results/sweep.parquet")
+    assert rerun[0] == first[1]  # the same request of 3 sets x 30, under the same key
+    assert len(rerun[0][1]["parameter_sets"]) == 3 and rerun[0][1]["n_replicates"] == 30
+    assert len({key for key, _ in first + rerun}) == 3  # three jobs, three keys
+    elsewhere = sent(plan, "/results/other.parquet")
+    assert [body for _, body in elsewhere] == [body for _, body in first]
+    assert not {key for key, _ in elsewhere} & {key for key, _ in first}
 
 
 def test_a_model_the_service_refuses_costs_the_others_nothing_and_its_simulations_raise_why():

@@ -9,7 +9,10 @@ while the cluster lives on.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -261,6 +264,59 @@ def test_a_large_sweep_goes_as_several_jobs_whose_rows_an_interruption_keeps(
     assert 3 <= len(sent) <= 5, sent
     events = sorted([(job["submitted"], 1) for job in sent] + [(job["finished"], -1) for job in sent])
     assert max(itertools.accumulate(change for _, change in events)) == 2, events
+
+
+KILLED_SWEEP = """
+import sys
+import pandas as pd
+from simcal.runner import simulate
+table = pd.DataFrame({"a": [5000.0 + i for i in range(40)], "sleep_s": 0.25})
+simulate("simcal_models:counted_sleep", table, sys.argv[1], {"seed": 4}, backend="service",
+         backend_options={"poll_interval_s": 0.1})
+"""
+
+
+def test_a_sweep_killed_outright_is_taken_up_by_its_rerun_which_waits_for_the_job_still_running(
+    service, client, tmp_path, remote, count_file, caplog
+):
+    """SIGKILL cancels nothing: the job runs on. The rerun sends the same request with the same key (output file
+    and request), the service answers with the running job, and the rerun waits for it: every simulation runs once.
+    Run again once that job has ended, the same request makes a new job (an ended job is never reused)."""
+    table = pd.DataFrame({"a": [5000.0 + i for i in range(40)], "sleep_s": 0.25})
+    output = tmp_path / "sweep.parquet"
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        before = {job["job_id"] for job in api.jobs(limit=1000)}
+        driver = subprocess.Popen(
+            [sys.executable, "-c", KILLED_SWEEP, str(output)],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        try:
+            first = wait_for(
+                lambda: [j["job_id"] for j in api.jobs(limit=1000) if j["job_id"] not in before],
+                60,
+                "its job",
+            )
+            wait_for(lambda: executions(count_file, 5000, 5040) >= 2, 60, "the job to run simulations")
+        finally:
+            driver.kill()
+            driver.wait()
+        assert api.job(first[0]).status()["status"] in ("queued", "running")
+        caplog.set_level(logging.INFO, logger="simcal")
+        simulate(SLEEP, table, output, {"seed": 4}, backend="service", backend_options=remote)
+        assert [j["job_id"] for j in api.jobs(limit=1000) if j["job_id"] not in before] == first
+        assert f"still running job {first[0]}" in caplog.text
+        assert settled_executions(client, count_file, 5000, 5040) == 40  # each simulation once
+        swept = read_results(output)
+        assert len(swept) == 40 and (swept["status"] == "ok").all()
+
+        output.unlink()  # a deliberate rerun: the ended job's rows are not reused
+        simulate(SLEEP, table, output, {"seed": 4}, backend="service", backend_options=remote)
+        new = [
+            j["job_id"] for j in api.jobs(limit=1000) if j["job_id"] not in before and j["job_id"] != first[0]
+        ]
+        assert len(new) == 1 and f"not reused: {first[0]} (succeeded)" in caplog.text
+        assert settled_executions(client, count_file, 5000, 5040) == 80
+        pd.testing.assert_frame_equal(rows(read_results(output)), rows(swept))
 
 
 @pytest.mark.parametrize(

@@ -231,8 +231,9 @@ class Simulator:
 
             # Each finished service job's rows go into the parts at once (what an interruption keeps).
             run_on_service(
-                self, remaining, progress, _Execution(self, store, summary, collect, progress)._record
-            )
+                self, tasks, remaining, progress, _Execution(self, store, summary, collect, progress)._record,
+                str(Path(store.output).resolve()),
+            )  # fmt: skip
         elif remaining:
             execution = _Execution(self, store, summary, collect, progress)
             fail_fast = fail_fast and self.settings.max_failed_fraction < 1

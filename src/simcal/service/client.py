@@ -231,7 +231,9 @@ class SimulationClient:
 
     # -- the API ----------------------------------------------------------------------------------------------
 
-    def _post_simulations(self, path, fn_ref, parameter_sets, n_replicates, settings, fixed, **options):
+    def _post_simulations(
+        self, path, fn_ref, parameter_sets, n_replicates, settings, fixed, idempotency_key=None, **options
+    ):
         if isinstance(parameter_sets, pd.DataFrame):
             parameter_sets = parameter_sets.to_dict("records")
         body = {
@@ -243,8 +245,9 @@ class SimulationClient:
             body["settings"] = dict(settings)
         if fixed:
             body["fixed"] = dict(fixed)
-        # A fresh idempotency key per call: the retries of this call never make a second job.
-        return self._send("POST", path, json=body, headers={"Idempotency-Key": uuid.uuid4().hex}, **options)
+        # The caller's key, or a fresh one per call: the retries of this call never make a second job.
+        key = idempotency_key or uuid.uuid4().hex
+        return self._send("POST", path, json=body, headers={"Idempotency-Key": key}, **options)
 
     def submit(
         self,
@@ -253,12 +256,19 @@ class SimulationClient:
         n_replicates: int = 1,
         settings: Mapping[str, Any] | None = None,
         fixed: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
-        """Queue a job: every parameter set × ``n_replicates`` through ``fn_ref`` on the service's cluster."""
-        info = self._post_simulations(
-            "/v1/simulate", fn_ref, parameter_sets, n_replicates, settings, fixed
-        ).json()
-        return Job(self, info["job_id"], info)
+        """Queue a job: every parameter set × ``n_replicates`` through ``fn_ref`` on the service's cluster.
+
+        With ``idempotency_key`` (1 to 128 printable ASCII characters) a request the service has seen with that key
+        before returns the job it made then (``job.replayed`` is True), whatever its status."""
+        response = self._post_simulations(
+            "/v1/simulate", fn_ref, parameter_sets, n_replicates, settings, fixed, idempotency_key
+        )
+        info = response.json()
+        job = Job(self, info["job_id"], info)
+        job.replayed = response.headers.get("idempotent-replayed") == "true"
+        return job
 
     def simulate_sync(
         self,
@@ -329,6 +339,9 @@ class Job:
     def __init__(self, client: SimulationClient, job_id: str, info: Mapping[str, Any] | None = None):
         self.client, self.id = client, job_id
         self.info = dict(info or {})
+        self.replayed = (
+            False  # submit: the service returned the job an earlier request with the same key made
+        )
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.info.get('status', 'unknown')}>"

@@ -8,11 +8,21 @@ the failure threshold and the final file are the local runner's. The service's U
 never from the config; options (``calibration.backend.service``): ``url`` (overrides the variable),
 ``poll_interval_s``, ``wait_timeout_s`` (per job). An interrupted driver (Ctrl-C, SIGTERM from Snakemake) cancels
 its running jobs; the rows of the finished ones are in its parts.
+
+A driver killed outright (SIGKILL, a lost node) cancels nothing: its jobs run on. Each job is sent with an
+idempotency key derived from the output file and the job's request (``job_key``), and the jobs are cut from the
+whole plan, not from what is left, so the rerun sends the very same requests: the service answers each with the
+job still queued or running from the killed run, and the rerun waits for that job instead of running its
+simulations again. A job of the same key that has ended (succeeded, failed or cancelled) is never reused: its rows
+may predate a fix on the service, so the rerun sends the request again under the next key of a chain
+(``job_key(..., after=job id)``), the same chain for every rerun.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -52,21 +62,25 @@ def request_settings(settings: Any) -> dict[str, Any]:
 
 def run_on_service(
     simulator: Any,
-    tasks: Sequence[SimTask],
+    planned: Sequence[SimTask],
+    remaining: Sequence[SimTask],
     progress: Any,
     record: Callable[[Sequence[SimTask], pd.DataFrame], None],
+    output: str | None = None,
 ) -> None:
-    """Run ``tasks`` as jobs of the service, handing each job's rows (a row per simulation at least) to ``record``
-    as soon as that job has finished.
+    """Run ``remaining`` (of the run's ``planned`` simulations) as jobs of the service, handing each job's rows (a
+    row per simulation at least) to ``record`` as soon as that job has finished.
 
-    A large sweep goes as several jobs (``service_chunks``), at most ``JOBS_IN_FLIGHT`` at a time, so an
-    interrupted or failed run has recorded every finished job's rows in its parts and the rerun sends only the
-    rest; the jobs still running are cancelled.
+    A large sweep goes as several jobs (``service_chunks`` of the whole plan, so that a rerun cuts the same jobs),
+    at most ``JOBS_IN_FLIGHT`` at a time, so an interrupted or failed run has recorded every finished job's rows in
+    its parts and the rerun sends only the rest; the jobs still running are cancelled. ``output`` (the sweep's
+    file) scopes the jobs' idempotency keys (see the module's docstring); without it each job gets a fresh key.
     """
     from simcal.service.client import SimulationClient
 
     options = checked_options(simulator.backend_options)
-    pending = service_chunks(tasks)
+    left = {task.key for task in remaining}
+    pending = [kept for chunk in service_chunks(planned) if (kept := [t for t in chunk if t.key in left])]
     running: list[tuple[Any, list[SimTask]]] = []
 
     def between_polls() -> None:
@@ -78,7 +92,7 @@ def run_on_service(
             while pending or running:
                 while pending and len(running) < JOBS_IN_FLIGHT:
                     chunk = pending.pop(0)
-                    job = send_tasks(client, simulator.model_ref, chunk, simulator.settings)
+                    job = send_tasks(client, simulator.model_ref, chunk, simulator.settings, output)
                     running.append((job, chunk))
                     progress.dashboard = f"{client.url}/v1/jobs/{job.id}"
                     progress.submitted()
@@ -117,20 +131,52 @@ def checked_options(backend_options: Any) -> dict[str, Any]:
     return options
 
 
-def send_tasks(client: Any, model_ref: str, tasks: Sequence[SimTask], settings: Any) -> Any:
-    """Queue ``tasks`` as one job of the service (a ``simcal.service.client.Job``).
+def send_tasks(
+    client: Any, model_ref: str, tasks: Sequence[SimTask], settings: Any, output: str | None = None
+) -> Any:
+    """Queue ``tasks`` as one job of the service (a ``simcal.service.client.Job``). With ``output`` (a sweep's
+    file), take up instead the job still queued or running that an earlier run (killed) sent with the same key;
+    without it (``submit``/``gather``) the job is always new.
 
     The job asks for every parameter set of ``tasks`` x (their highest replicate + 1), with the seed settings, so
     the service plans the same (param_id, replicate, seed) as this side; ``rows_of`` keeps the ones asked for.
     """
+    from simcal.service.client import FINAL
+
     parameter_sets = list({task.param_id: task.params for task in tasks}.values())
     replicates = max(task.replicate for task in tasks) + 1
-    job = client.submit(model_ref, parameter_sets, replicates, request_settings(settings))
-    log.info(
-        "sent %d parameter sets x %d replicates to the simulation service %s as job %s",
-        len(parameter_sets), replicates, client.url, job.id,
-    )  # fmt: skip
+    request = (model_ref, parameter_sets, replicates, request_settings(settings))
+    key = None if output is None else job_key(output, *request)
+    ended = []
+    while True:
+        job = client.submit(*request, idempotency_key=key)
+        if not (job.replayed and job.info.get("status") in FINAL):
+            break
+        ended.append(f"{job.id} ({job.info['status']})")
+        key = job_key(output, *request, after=job.id)  # an ended job is never reused: the chain's next key
+    if job.replayed:
+        log.info(
+            "the simulation service %s is still running job %s for these %d parameter sets x %d replicates, sent "
+            "by an earlier run that was killed; waiting for it instead of sending them again",
+            client.url, job.id, len(parameter_sets), replicates,
+        )  # fmt: skip
+    else:
+        log.info(
+            "sent %d parameter sets x %d replicates to the simulation service %s as job %s%s",
+            len(parameter_sets), replicates, client.url, job.id,
+            f" (earlier runs' jobs of this request, not reused: {', '.join(ended)})" if ended else "",
+        )  # fmt: skip
     return job
+
+
+def job_key(
+    output: str, model_ref: str, parameter_sets: list, replicates: int, settings: dict, after: str = ""
+) -> str:
+    """The idempotency key of a job: a digest of the sweep's output file and the job's request (and, in a chain,
+    of the ended job it follows), the same in every run that sends this request for this output."""
+    request = [output, model_ref, parameter_sets, replicates, settings, after]
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=repr).encode()).hexdigest()
+    return f"simcal-job-{digest[:48]}"
 
 
 def finish_job(
