@@ -24,6 +24,8 @@ from .checks import (
 from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi, describe_api_error, is_transient
 
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
+# Kueue labels each Job's Workload with the Job's uid (pkg/controller/constants: JobUIDLabel).
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 GPU_IMAGE_UNSET = (
     "kubernetes-kueue-gpu-container-image is not set: Jobs that request a GPU run container-image {image!r}. "
     "If its torch is a CPU build, each GPU Job stops at its start (device: auto); set "
@@ -114,6 +116,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
             waiting.append(job)
             yield job
         self._report_long_admission_waits(waiting)
+        self._report_evictions(waiting)
         # The kubernetes executor skips a job whose status read failed without yielding or reporting it, so
         # Snakemake would wait for it for ever. Such a job is kept active or failed here, saying why.
         for job in active_jobs:
@@ -168,6 +171,65 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 f"{queue_state} `kubectl -n {self.namespace} get workloads` and `kubectl -n "
                 f"{self.namespace} describe workload <name>` say why it waits (e.g. insufficient unused quota)"
             )
+
+    def _report_evictions(self, active_jobs) -> None:
+        """Say, once per eviction, that Kueue took back a running Job, with its Workload's reason and message.
+
+        A Job Kueue evicts or preempts is suspended and requeued, not failed: the kubernetes executor keeps
+        it active (its deleted pod is not listed, see SafeLogCoreApi) and it runs again once readmitted.
+        """
+        if not active_jobs:
+            return
+        watch = self.batchapi
+        for job in active_jobs:
+            name = job.external_jobid
+            if name in watch.suspended_again:
+                watch.suspended_again.discard(name)
+                self.logger.warning(self._eviction_report(name, watch.job_uids.get(name, "")))
+
+    def _eviction_report(self, name: str, uid: str) -> str:
+        where = f"Job {self.namespace}/{name}"
+        outcome = (
+            "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake "
+            "does not count this as a failure"
+        )
+        api = kubernetes.client.CustomObjectsApi()
+        try:
+            listed = self._retry_transient(
+                lambda: api.list_namespaced_custom_object(
+                    KUEUE_GROUP,
+                    KUEUE_VERSION,
+                    self.namespace,
+                    "workloads",
+                    label_selector=f"{JOB_UID_LABEL}={uid}",
+                )
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            return (
+                f"kubernetes-kueue: {where} was running and Kueue suspended it again (evicted or preempted; its "
+                f"Workload could not be read: {describe_api_error(error)}). {outcome}"
+            )
+        for workload in listed.get("items", []):
+            conditions = {c["type"]: c for c in (workload.get("status") or {}).get("conditions") or []}
+            evicted, preempted = conditions.get("Evicted", {}), conditions.get("Preempted", {})
+            if evicted.get("status") != "True":
+                # Admitted again since: Evicted is reset, but Requeued keeps the eviction's reason and message.
+                evicted = conditions.get("Requeued", {})
+            if not evicted:
+                continue
+            reason = evicted.get("reason", "")
+            if preempted.get("status") == "True":
+                reason += f" ({preempted.get('reason', '')})"
+            workload_name = workload["metadata"]["name"]
+            return (
+                f"kubernetes-kueue: Kueue evicted {where} (Workload {workload_name}, reason {reason}: "
+                f"{evicted.get('message', '')}). {outcome}; `kubectl -n {self.namespace} describe workload "
+                f"{workload_name}` shows its conditions"
+            )
+        return (
+            f"kubernetes-kueue: {where} was running and is suspended again, and its Workload shows no eviction "
+            f"(suspended by hand?). {outcome}"
+        )
 
     def _queue_state(self, queue: str) -> str:
         try:

@@ -121,6 +121,11 @@ class CompletingBatchApi:
         # and when the executor last said so.
         self.suspended_since: dict[str, float] = {}
         self.admission_reported: dict[str, float] = {}
+        # Jobs read running (admitted) since they were last read suspended; a Job read suspended again after
+        # that was taken back by Kueue (an eviction or preemption), which the executor reports once.
+        self.job_uids: dict[str, str] = {}
+        self.admitted: set[str] = set()
+        self.suspended_again: set[str] = set()
 
     def use(self, api: kubernetes.client.BatchV1Api) -> None:
         """Send through ``api`` from now on (the kubernetes executor makes a new ``BatchV1Api`` when it
@@ -154,10 +159,16 @@ class CompletingBatchApi:
             self.status_errors[name] = error
             raise
         self.status_errors.pop(name, None)
+        if status.metadata is not None and status.metadata.uid:
+            self.job_uids[name] = status.metadata.uid
         if status.spec is not None and status.spec.suspend:
             self.suspended_since.setdefault(name, time.monotonic())
+            if name in self.admitted:
+                self.admitted.discard(name)
+                self.suspended_again.add(name)
         else:
             self.suspended_since.pop(name, None)
+            self.admitted.add(name)
         return status
 
     def __getattr__(self, name):
@@ -165,7 +176,16 @@ class CompletingBatchApi:
 
 
 class SafeLogCoreApi:
-    """``CoreV1Api`` that reads a failed pod's own log instead of its previous container's.
+    """``CoreV1Api`` that reads a failed pod's own log instead of its previous container's, and does not
+    list pods being deleted.
+
+    When Kueue evicts or preempts a Job it suspends it, and the Job controller deletes its pod: the pod stays
+    listed (``deletionTimestamp`` set) while it stops, its container ends with 143 (SIGTERM), and once the
+    Job is admitted again its new pod is listed next to it. The kubernetes executor would fail the job on
+    that exit code, or stop the whole run on its ``assert len(pods.items) <= 1``. A pod being deleted is
+    not counted as the Job's failure by the Job controller when the suspension deleted it (it removes the
+    pod's tracking finalizer first), and is counted in the Job's ``status.failed`` when anything else
+    deleted it, which the kubernetes executor reads: either way the Job's status says what happened.
 
     The kubernetes executor asks for ``previous=True``. Its Jobs run with ``restartPolicy: Never``, so no
     container ever restarts, and the API server answers HTTP 400 "previous terminated container ... not
@@ -176,6 +196,13 @@ class SafeLogCoreApi:
 
     def __init__(self, api: kubernetes.client.CoreV1Api) -> None:
         self._api = api
+
+    def list_namespaced_pod(self, namespace, **kwargs):
+        pods = self._api.list_namespaced_pod(namespace, **kwargs)
+        pods.items = [
+            pod for pod in pods.items if pod.metadata is None or pod.metadata.deletion_timestamp is None
+        ]
+        return pods
 
     def read_namespaced_pod_log(self, name, namespace, **kwargs):
         kwargs["previous"] = False

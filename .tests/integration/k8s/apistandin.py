@@ -37,9 +37,26 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403), with apimachinery's
   ``Status`` body.
 
+* Kueue's Workloads (``kueue.x-k8s.io/v1beta2``, get and list, ``labelSelector`` ``key=value``): one per Job,
+  named ``job-<job>-<hash>``, labelled ``kueue.x-k8s.io/job-uid`` with the Job's uid and owned by the Job,
+  with the ``QuotaReserved`` and ``Admitted`` conditions Kueue 0.19 writes on admission (``admission``
+  names the ClusterQueue);
+* Kueue evicting an admitted Job (``evict_workload()``, ``preempt()``), in Kueue 0.19's order
+  (pkg/workload/evict, pkg/controller/jobframework/reconciler.go): the Workload gets ``Evicted`` (and, when
+  preempted, ``Preempted``) True; Kueue suspends the Job (``spec.suspend``, ``status.startTime`` cleared);
+  the Job controller removes its tracking finalizer from the pod before deleting it, so the pod is not
+  counted in ``status.failed`` (``active`` 0, ``terminating`` 1, ``Suspended`` True) and stays listed with
+  a ``deletionTimestamp`` while it stops (SIGTERM, SIGKILL after the grace period; then exit 143 or 137
+  for ``terminated_pod_listed_s`` seconds); Kueue then writes ``Requeued`` (True when preempted),
+  ``QuotaReserved`` False (reason ``Pending``, the eviction's message), ``Admitted`` False and drops the
+  admission. After ``readmit_after_s`` the Workload is admitted again (``Evicted``/``Preempted`` False,
+  reason ``QuotaReserved``, message ``Previously: ...``), the Job resumed (``Suspended`` False,
+  ``JobResumed``) and a new pod started, possibly while the old one is still listed, as in Kubernetes.
+
 It does not emulate scheduling, node placement, image pulls, RBAC, ClusterQueue quotas per flavor, a
-ClusterQueue's namespaceSelector, Kueue evicting or preempting an admitted Job, watches and paged lists
-(which the executors do not use), or GPU device plugins.
+ClusterQueue's namespaceSelector, Kueue choosing what to preempt (a test names the Job), priorities,
+requeue backoff (``requeueState``), admission checks, watches and paged lists (which the executors do not
+use), or GPU device plugins.
 """
 
 from __future__ import annotations
@@ -48,6 +65,7 @@ import argparse
 import base64
 import copy
 import datetime
+import hashlib
 import json
 import os
 import secrets as random_names
@@ -56,6 +74,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -69,6 +88,22 @@ WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
 CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
 STANDIN_TENANT = "11111111-2222-3333-4444-555555555555"
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # Kueue pkg/controller/constants: JobUIDLabel
+# Kueue 0.19 apis/kueue/v1beta2/workload_types.go: condition types, and the Evicted reason of a preemption.
+WORKLOAD_EVICTED, WORKLOAD_PREEMPTED, WORKLOAD_REQUEUED = "Evicted", "Preempted", "Requeued"
+WORKLOAD_QUOTA_RESERVED, WORKLOAD_ADMITTED = "QuotaReserved", "Admitted"
+EVICTED_BY_PREEMPTION = "Preempted"  # WorkloadEvictedByPreemption
+# Why Kueue preempted a Workload (the Preempted condition's reason), and how its message says it
+# (pkg/scheduler/preemption: HumanReadablePreemptionReasons).
+PREEMPTION_REASONS = {
+    "InClusterQueue": "prioritization in the ClusterQueue",
+    "InCohortReclamation": "reclamation within the cohort",
+    "InCohortFairSharing": "Fair Sharing within the cohort",
+    "InCohortReclaimWhileBorrowing": "reclamation within the cohort while borrowing",
+}
+# Seconds the kubelet waits after SIGTERM before SIGKILL (a pod's default terminationGracePeriodSeconds).
+GRACE_PERIOD_S = 30
 
 
 def _now() -> str:
@@ -84,6 +119,9 @@ class Pod:
     started: str = field(default_factory=_now)
     ended_by: str = ""  # "" while it runs or exits on its own; "deleted" or "evicted" when killed for it
     removed: bool = False  # deleted through the API: no longer listed, its log no longer served
+    deletion_timestamp: str = ""  # set when the Job controller deletes it (its Job was suspended)
+    stopping_since: float = 0.0  # time.monotonic() of that deletion: SIGKILL after the grace period
+    exited_at: float = 0.0  # time.monotonic() when its process was first seen ended
 
     def exit_code(self) -> int | None:
         code = self.process.poll()
@@ -99,6 +137,11 @@ class JobRecord:
     pod: Pod | None = None
     start_error: str = ""
     deleted: bool = False  # deleted through the API: 404 from then on (kept here for the tests' assertions)
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    workload: dict = field(default_factory=dict)
+    stopping: list[Pod] = field(default_factory=list)  # pods deleted by a suspension, listed until gone
+    readmit_at: float = 0.0  # time.monotonic() before which an evicted Workload is not admitted again
+    resumed: str = ""  # when the Job was last unsuspended after an eviction (its Suspended=False condition)
 
 
 # The Status objects the API server answers these codes with (reason, message), as apimachinery writes them.
@@ -167,6 +210,9 @@ class ApiStandIn:
     requests: list[tuple[str, str, dict]] = field(default_factory=list)  # (method, path, query) of every call
     answered_failures: list[tuple[str, str, int]] = field(default_factory=list)
     max_seen_running: int = 0
+    # How long a pod stopped by a suspension stays listed after its container ended (the kubelet's status
+    # report, then its final delete): the window in which a client sees its exit code 143.
+    terminated_pod_listed_s: float = 1.0
 
     def __post_init__(self) -> None:
         self.pods_root = Path(self.pods_root)
@@ -200,8 +246,9 @@ class ApiStandIn:
             self._server.server_close()
         with self._lock:
             for record in self.jobs.values():
-                if record.pod and record.pod.exit_code() is None:
-                    self._kill(record.pod, "deleted")
+                for pod in [*record.stopping, record.pod]:
+                    if pod is not None and pod.exit_code() is None:
+                        self._kill(pod, "deleted")
 
     def write_kubeconfig(self, path: Path, namespace: str) -> Path:
         text = KUBECONFIG_TEMPLATE.read_text().format(server=self.url, namespace=namespace)
@@ -314,10 +361,14 @@ class ApiStandIn:
         # Kueue admits suspended Workloads in creation order while the quota has room.
         while not self._stopping.wait(0.2):
             with self._lock:
+                self._stop_deleted_pods()
                 for name, record in sorted(self.jobs.items(), key=lambda item: item[1].created):
-                    if record.admitted or not self.admissible(record):
+                    if record.admitted or record.deleted or not self.admissible(record):
                         continue
-                    if time.monotonic() - record.created < self.admit_delay:
+                    if (
+                        time.monotonic() - record.created < self.admit_delay
+                        or time.monotonic() < record.readmit_at
+                    ):
                         continue
                     if self.max_running and self.running() >= self.max_running:
                         break
@@ -404,7 +455,10 @@ class ApiStandIn:
         log.close()
         record.pod = Pod(name=workdir.name, job=name, workdir=workdir, process=process)
         record.admitted = True
+        if record.manifest["spec"]["suspend"] and record.workload["status"].get("conditions"):
+            record.resumed = _now()  # readmitted after an eviction: the Job controller resumes it
         record.manifest["spec"]["suspend"] = False
+        self._reserve_quota(record)
 
     def _kill(self, pod: Pod, reason: str) -> None:
         pod.ended_by = reason
@@ -421,12 +475,147 @@ class ApiStandIn:
             assert pod is not None and pod.exit_code() is None, f"{job_name} has no running pod"
             self._kill(pod, "evicted")
 
+    # ---- Kueue's Workloads and evictions ---------------------------------------------------------
+    def _new_workload(self, name: str, record: JobRecord) -> dict:
+        """The Workload Kueue's job reconciler creates for a new Job (jobframework.ConstructWorkload)."""
+        digest = hashlib.sha256(f"{record.uid}/batch/v1/Job".encode()).hexdigest()[:5]
+        template = copy.deepcopy(record.manifest["spec"]["template"])
+        return {
+            "apiVersion": KUEUE_API,
+            "kind": "Workload",
+            "metadata": {
+                "name": f"job-{name}-{digest}",
+                "namespace": record.namespace,
+                "uid": str(uuid.uuid4()),
+                "labels": {JOB_UID_LABEL: record.uid},
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": record.uid,
+                     "controller": True, "blockOwnerDeletion": True}
+                ],
+            },
+            "spec": {
+                "queueName": self.queue_of(record),
+                "active": True,
+                "podSets": [{"name": "main", "count": 1, "template": template}],
+            },
+            "status": {},
+        }  # fmt: skip
+
+    def _cluster_queue_of(self, record: JobRecord) -> str:
+        queue = self.local_queues[f"{record.namespace}/{self.queue_of(record)}"]
+        return (queue.get("spec") or {}).get("clusterQueue", "")
+
+    def _reserve_quota(self, record: JobRecord) -> None:
+        """Kueue's admission (workload.SetQuotaReservation, then SyncAdmittedCondition)."""
+        status, now = record.workload["status"], _now()
+        cluster_queue = self._cluster_queue_of(record)
+        status["admission"] = {
+            "clusterQueue": cluster_queue,
+            "podSetAssignments": [{"name": "main", "count": 1}],
+        }
+        conditions = status.setdefault("conditions", [])
+        _set_condition(conditions, WORKLOAD_QUOTA_RESERVED, "True", "QuotaReserved",
+                       f"Quota reserved in ClusterQueue {cluster_queue}", now)  # fmt: skip
+        for kind in (WORKLOAD_EVICTED, WORKLOAD_PREEMPTED):  # resetActiveCondition
+            previous = _find_condition(conditions, kind)
+            if previous and previous["status"] == "True":
+                _set_condition(
+                    conditions, kind, "False", "QuotaReserved", f"Previously: {previous['message']}", now
+                )
+        _set_condition(conditions, WORKLOAD_ADMITTED, "True", "Admitted", "The workload is admitted", now)
+
+    def preempt(self, job_name: str, reason: str = "InClusterQueue", readmit_after_s: float = 0.0) -> None:
+        """Kueue's scheduler preempting the Job's admitted Workload for another one (``reason``: why)."""
+        assert reason in PREEMPTION_REASONS, f"Kueue has no preemption reason {reason!r}"
+        preemptor = str(uuid.uuid4())
+        message = (
+            f"Preempted to accommodate a workload (UID: {preemptor}, JobUID: {uuid.uuid4()}) due to "
+            f"{PREEMPTION_REASONS[reason]}; preemptor path: /snakemake; preemptee path: /snakemake"
+        )
+        self.evict_workload(
+            job_name, EVICTED_BY_PREEMPTION, message, readmit_after_s, preemption_reason=reason
+        )
+
+    def evict_workload(
+        self,
+        job_name: str,
+        reason: str,
+        message: str,
+        readmit_after_s: float = 0.0,
+        preemption_reason: str = "",
+    ) -> None:
+        """Kueue evicting the Job's admitted Workload (reason: ``Preempted``, ``PodsReadyTimeout``,
+        ``ClusterQueueStopped``...), then the Job controller and Kueue's job reconciler reacting to it."""
+        with self._lock:
+            record = self.jobs[job_name]
+            assert record.admitted and record.pod is not None, f"{job_name} has no admitted Workload"
+            now, conditions = _now(), record.workload["status"]["conditions"]
+            # The scheduler (preemption) or a controller: evict.Evict / SetPreemptedCondition.
+            _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
+            if preemption_reason:
+                _set_condition(conditions, WORKLOAD_PREEMPTED, "True", preemption_reason, message, now)
+            # The job reconciler: stopJob suspends the Job; the Job controller deletes its pod.
+            record.manifest["spec"]["suspend"] = True
+            record.admitted, record.resumed = False, ""
+            pod, record.pod = record.pod, None
+            if pod.exit_code() is None:
+                pod.deletion_timestamp, pod.stopping_since, pod.ended_by = now, time.monotonic(), "suspended"
+                try:
+                    os.killpg(pod.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                record.stopping.append(pod)
+            # The job reconciler, once the Job is no longer active: requeue and release the quota
+            # (Requeued is True only for a preemption or node failures), then SyncAdmittedCondition.
+            requeued = "True" if reason in (EVICTED_BY_PREEMPTION, "NodeFailures") else "False"
+            _set_condition(conditions, WORKLOAD_REQUEUED, requeued, reason, message, now)
+            _set_condition(conditions, WORKLOAD_QUOTA_RESERVED, "False", "Pending", message, now)
+            record.workload["status"].pop("admission", None)
+            _set_condition(
+                conditions,
+                WORKLOAD_ADMITTED,
+                "False",
+                "NoReservation",
+                "The workload has no reservation",
+                now,
+            )
+            record.readmit_at = time.monotonic() + readmit_after_s
+
+    def _stop_deleted_pods(self) -> None:
+        """The kubelet: SIGKILL after the grace period; a stopped pod is gone a moment after it ended."""
+        now = time.monotonic()
+        for record in self.jobs.values():
+            for pod in list(record.stopping):
+                if pod.exit_code() is None:
+                    if now - pod.stopping_since >= GRACE_PERIOD_S:
+                        os.killpg(pod.process.pid, signal.SIGKILL)
+                    continue
+                pod.exited_at = pod.exited_at or now
+                if now - pod.exited_at >= self.terminated_pod_listed_s:
+                    record.stopping.remove(pod)
+
+    def workloads(self, namespace: str, selector: str = "") -> list[dict]:
+        key, _, value = selector.partition("=")
+        return [
+            copy.deepcopy(record.workload)
+            for record in self.jobs.values()
+            if not record.deleted  # the garbage collector deletes a deleted Job's Workload
+            and record.namespace == namespace
+            and (not selector or record.workload["metadata"]["labels"].get(key) == value)
+        ]
+
     # ---- API objects -----------------------------------------------------------------------------
     def job_with_status(self, name: str) -> dict:
         record = self.jobs[name]
         job = copy.deepcopy(record.manifest)
+        job["metadata"]["uid"] = record.uid
         code = record.pod.exit_code() if record.pod else None
         now = _now()
+        resumed = (
+            [_condition("Suspended", "JobResumed", "Job resumed", record.resumed, "False")]
+            if record.resumed
+            else []
+        )
         if record.start_error or code not in (None, 0):
             reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
             status = {
@@ -438,10 +627,15 @@ class ApiStandIn:
                 ],
             }
         elif record.pod is None:
-            # Suspended by Kueue: no pods until its Workload is admitted.
+            # Suspended by Kueue: no pods until its Workload is admitted. A pod deleted by the suspension is
+            # counted as terminating, not failed (the Job controller removed its tracking finalizer first).
             status = {"conditions": [_condition("Suspended", "JobSuspended", "Job suspended", now)]}
+            if record.stopping:
+                status.update(terminating=len(record.stopping), ready=0)
         elif code is None:
-            status = {"active": 1, "startTime": record.pod.started}
+            status = {"active": 1, "startTime": record.pod.started, "conditions": resumed}
+            if record.stopping:
+                status["terminating"] = len(record.stopping)
         else:
             status = {
                 "succeeded": 1,
@@ -456,26 +650,34 @@ class ApiStandIn:
 
     def pod_objects(self, job_name: str) -> list[dict]:
         record = self.jobs.get(job_name)
-        if record is None or record.pod is None:
+        if record is None:
             return []
-        pod = record.pod
-        return [
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": pod.name,
-                    "namespace": record.namespace,
-                    "labels": {"job-name": job_name},
-                },
-                "status": _pod_status(pod, record.manifest["spec"]["template"]["spec"]["containers"][0]),
-            }
-        ]
+        container = record.manifest["spec"]["template"]["spec"]["containers"][0]
+        listed = [pod for pod in [*record.stopping, record.pod] if pod is not None and not pod.removed]
+        objects = []
+        for pod in sorted(listed, key=lambda pod: pod.name):  # the API server lists by name
+            metadata = {"name": pod.name, "namespace": record.namespace, "labels": {"job-name": job_name}}
+            if pod.deletion_timestamp:
+                metadata.update(
+                    deletionTimestamp=pod.deletion_timestamp, deletionGracePeriodSeconds=GRACE_PERIOD_S
+                )
+            else:
+                metadata["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": metadata,
+                    "status": _pod_status(pod, container),
+                }
+            )
+        return objects
 
     def find_pod(self, pod_name: str) -> tuple[JobRecord, Pod]:
         for record in self.jobs.values():
-            if record.pod and record.pod.name == pod_name:
-                return record, record.pod
+            for pod in [*record.stopping, *([record.pod] if record.pod else [])]:
+                if pod.name == pod_name:
+                    return record, pod
         raise KeyError(pod_name)
 
     def pod_logs(self) -> dict[str, str]:
@@ -495,15 +697,34 @@ def _translate(value: str, mounts: dict[str, Path]) -> str:
     return value
 
 
-def _condition(kind: str, reason: str, message: str, when: str) -> dict:
+def _condition(kind: str, reason: str, message: str, when: str, status: str = "True") -> dict:
     return {
         "type": kind,
-        "status": "True",
+        "status": status,
         "reason": reason,
         "message": message,
         "lastProbeTime": when,
         "lastTransitionTime": when,
     }
+
+
+def _find_condition(conditions: list[dict], kind: str) -> dict | None:
+    return next((condition for condition in conditions if condition["type"] == kind), None)
+
+
+def _set_condition(
+    conditions: list[dict], kind: str, status: str, reason: str, message: str, when: str
+) -> None:
+    """apimachinery's meta.SetStatusCondition: the transition time changes only with the status."""
+    previous = _find_condition(conditions, kind)
+    if previous is None:
+        conditions.append(
+            {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": when}
+        )
+        return
+    if previous["status"] != status:
+        previous["lastTransitionTime"] = when
+    previous.update(status=status, reason=reason, message=message)
 
 
 def _pod_status(pod: Pod, container: dict) -> dict:
@@ -662,8 +883,10 @@ class _Handler(BaseHTTPRequestHandler):
         if QUEUE_LABEL not in labels and f"{namespace}/default" in api.local_queues:
             labels[QUEUE_LABEL] = "default"  # Kueue's LocalQueueDefaulting
         body["spec"]["suspend"] = True  # Kueue's webhook suspends every Job it manages
-        api.jobs[name] = JobRecord(manifest=body, namespace=namespace, created=time.monotonic())
-        return self._send(201, body)
+        record = JobRecord(manifest=body, namespace=namespace, created=time.monotonic())
+        record.workload = api._new_workload(name, record)
+        api.jobs[name] = record
+        return self._send(201, {**body, "metadata": {**body["metadata"], "uid": record.uid}})
 
     def do_GET(self) -> None:
         if self._take_failure():
@@ -682,13 +905,14 @@ class _Handler(BaseHTTPRequestHandler):
                 selector = query.get("labelSelector", [""])[0]
                 job_name = selector.split("=", 1)[1] if selector.startswith("job-name=") else ""
                 record = api.jobs.get(job_name)
-                listed = record is not None and not record.deleted and record.pod and not record.pod.removed
-                items = api.pod_objects(job_name) if listed else []
+                items = api.pod_objects(job_name) if record is not None and not record.deleted else []
                 return self._send(
                     200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
                 )
             if "localqueues" in parts:
                 return self._local_queues(parts)
+            if "workloads" in parts:
+                return self._workloads(parts, query)
             if "serviceaccounts" in parts and parts[-1] != "serviceaccounts":
                 key = f"{self._namespace(parts)}/{parts[-1]}"
                 if key not in api.service_accounts:
@@ -715,6 +939,23 @@ class _Handler(BaseHTTPRequestHandler):
             message = f'localqueues.kueue.x-k8s.io "{parts[-1]}" not found'
             return self._send(404, _status(404, message, "NotFound"))
         return self._send(200, api.local_queue_with_status(f"{namespace}/{parts[-1]}"))
+
+    def _workloads(self, parts: list[str], query: dict) -> None:
+        api, namespace = self.api, self._namespace(parts)
+        if not api.serves_kueue or parts[:3] != ["apis", "kueue.x-k8s.io", "v1beta2"]:
+            return self._send(
+                404, _status(404, "the server could not find the requested resource", "NotFound")
+            )
+        items = api.workloads(namespace, query.get("labelSelector", [""])[0])
+        if parts[-1] == "workloads":
+            return self._send(
+                200, {"apiVersion": KUEUE_API, "kind": "WorkloadList", "metadata": {}, "items": items}
+            )
+        found = [item for item in items if item["metadata"]["name"] == parts[-1]]
+        if not found:
+            message = f'workloads.kueue.x-k8s.io "{parts[-1]}" not found'
+            return self._send(404, _status(404, message, "NotFound"))
+        return self._send(200, found[0])
 
     def _pod_log(self, pod_name: str, query: dict) -> None:
         api = self.api
@@ -750,10 +991,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if record is None or record.deleted:
                     return self._send(404, _status(404, f'jobs.batch "{parts[-1]}" not found', "NotFound"))
                 record.deleted = True
-                if record.pod:
-                    record.pod.removed = True  # the garbage collector deletes a deleted Job's pods
-                    if record.pod.exit_code() is None:
-                        api._kill(record.pod, "deleted")
+                for pod in [*record.stopping, record.pod]:
+                    if pod is not None:
+                        pod.removed = True  # the garbage collector deletes a deleted Job's pods
+                        if pod.exit_code() is None:
+                            api._kill(pod, "deleted")
             elif "pods" in parts:
                 try:
                     record, pod = api.find_pod(parts[-1])

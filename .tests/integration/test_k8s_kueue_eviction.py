@@ -1,0 +1,243 @@
+"""Kueue taking back an admitted, running Job (preemption or eviction), against the stand-in.
+
+The stand-in does what Kueue 0.19 and the Kubernetes Job controller do (see its docstring); the expected
+values below are Kueue v0.19.2's, named by their source: apis/kueue/v1beta2/workload_types.go (condition
+types and reasons), pkg/scheduler/preemption/preemption.go (preemptionMessage, HumanReadablePreemptionReasons),
+pkg/workload/workload.go (SetQuotaReservation, UnsetQuotaReservationWithCondition), pkg/workload/
+admissionchecks.go (SyncAdmittedCondition), pkg/controller/jobframework/reconciler.go (the eviction branch)
+and pkg/controller/jobs/job/job_controller.go (Stop); and Kubernetes' pkg/controller/job/job_controller.go
+(manageJob and deleteJobPods for a suspended Job, ensureJobConditionStatus's JobSuspended/JobResumed).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import kubernetes.client
+import kubernetes_validate
+import pytest
+from testkit import role_grants
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
+import test_k8s_api_failures as api_failures  # noqa: E402
+from apistandin import KUBERNETES_VERSION  # noqa: E402
+from harness import profile_manifests  # noqa: E402
+from test_k8s_api_failures import NAMESPACE, check_round, rbac_request, submit, wait_for_pod  # noqa: E402
+
+# The same stand-in cluster and executor as the API-failure tests (pytest finds fixtures by these names).
+cluster, executor = api_failures.cluster, api_failures.executor
+
+# pkg/scheduler/preemption/preemption.go, preemptionMessage for reason InClusterQueue (the preemptor's UIDs
+# and the cohort paths are the cluster's).
+PREEMPTION_MESSAGE = re.compile(
+    r"Preempted to accommodate a workload \(UID: [0-9a-f-]{36}, JobUID: [0-9a-f-]{36}\) due to "
+    r"prioritization in the ClusterQueue; preemptor path: \S+; preemptee path: \S+"
+)
+
+
+def rerun_script(marker: Path, stops_in_s: float = 0.0) -> str:
+    """Runs for a minute the first time (long enough to be preempted), succeeds at once when run again.
+    With ``stops_in_s``, SIGTERM makes it take that long to stop (as a program saving a checkpoint)."""
+    trap = f"trap 'sleep {stops_in_s}; exit 143' TERM; " if stops_in_s else ""
+    return f"{trap}test -e {marker} && exit 0; touch {marker}; sleep 60"
+
+
+def workload_of(job: kubernetes.client.V1Job) -> dict:
+    (workload,) = (
+        kubernetes.client.CustomObjectsApi()
+        .list_namespaced_custom_object(
+            "kueue.x-k8s.io",
+            "v1beta2",
+            NAMESPACE,
+            "workloads",
+            label_selector=f"kueue.x-k8s.io/job-uid={job.metadata.uid}",
+        )
+        .get("items")
+    )
+    return workload
+
+
+def conditions(workload: dict) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in workload["status"]["conditions"]}
+
+
+def wait(condition, seconds: float = 20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_the_standin_preempts_and_readmits_a_running_job_as_kueue_and_the_job_controller_do(
+    cluster, tmp_path
+):
+    batch, core = kubernetes.client.BatchV1Api(), kubernetes.client.CoreV1Api()
+    name, marker = "preempted", tmp_path / "ran-once"
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {"kueue.x-k8s.io/queue-name": "jobs"}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "snakemake",
+                            "image": "x",
+                            "command": ["/bin/sh", "-c", rerun_script(marker)],
+                            "resources": {"requests": {"cpu": "100m", "memory": "64M"}},
+                        }
+                    ],
+                }
+            },
+        },
+    }
+    batch.create_namespaced_job(NAMESPACE, body)
+    first_pod = wait_for_pod(cluster, name)
+    job = batch.read_namespaced_job_status(name, NAMESPACE)
+    workload = workload_of(job)
+    assert workload["metadata"]["name"].startswith(f"job-{name}-")
+    (owner,) = workload["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "Job",
+        name,
+        job.metadata.uid,
+        True,
+    )
+    assert workload["status"]["admission"]["clusterQueue"] == "snakemake"
+    assert conditions(workload) == {
+        "QuotaReserved": ("True", "QuotaReserved", "Quota reserved in ClusterQueue snakemake"),
+        "Admitted": ("True", "Admitted", "The workload is admitted"),
+    }
+
+    cluster.terminated_pod_listed_s = 30.0  # keep the stopped pod listed, to look at it
+    cluster.preempt(name, "InClusterQueue", readmit_after_s=3600)
+    evicted = conditions(workload_of(job))
+    message = evicted["Evicted"][2]
+    assert PREEMPTION_MESSAGE.fullmatch(message), message
+    assert evicted == {
+        "Evicted": ("True", "Preempted", message),  # WorkloadEvicted, WorkloadEvictedByPreemption
+        "Preempted": ("True", "InClusterQueue", message),  # WorkloadPreempted, InClusterQueueReason
+        "Requeued": ("True", "Preempted", message),  # True for a preemption (reconciler.go)
+        # UnadmittedWorkloadsObservability is off by default in 0.19: the reason is WorkloadPending.
+        "QuotaReserved": ("False", "Pending", message),
+        "Admitted": ("False", "NoReservation", "The workload has no reservation"),
+    }
+    assert "admission" not in workload_of(job)["status"]
+    # The Job: suspended by Kueue (startTime cleared); its pod deleted by the Job controller without being
+    # counted as failed (its tracking finalizer removed first).
+    suspended = batch.read_namespaced_job_status(name, NAMESPACE)
+    assert suspended.spec.suspend is True and suspended.status.start_time is None
+    assert (suspended.status.failed, suspended.status.active, suspended.status.terminating) == (None, None, 1)
+    assert [(c.type, c.status, c.reason) for c in suspended.status.conditions] == [
+        ("Suspended", "True", "JobSuspended")
+    ]
+    (stopping,) = core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items
+    assert stopping.metadata.name == first_pod and stopping.metadata.deletion_timestamp is not None
+    assert not stopping.metadata.finalizers and stopping.metadata.deletion_grace_period_seconds == 30
+    # SIGTERM ends the shell: exit 143, as a real container that does not trap it.
+    terminated = wait(
+        lambda: (
+            core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items[0].status.container_statuses[0].state.terminated
+        )
+    )  # fmt: skip
+    assert (terminated.exit_code, terminated.reason) == (143, "Error")
+    for document in (cluster.job_with_status(name), *cluster.pod_objects(name)):
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+    # Readmitted: the reset conditions keep what happened; the Job resumes with a new pod, which succeeds.
+    cluster.jobs[name].readmit_at = 0.0
+    second_pod = wait_for_pod(cluster, name, running=False)
+    assert second_pod != first_pod
+    readmitted = conditions(workload_of(job))
+    assert readmitted == {
+        "Evicted": ("False", "QuotaReserved", f"Previously: {message}"),
+        "Preempted": ("False", "QuotaReserved", f"Previously: {message}"),
+        "Requeued": ("True", "Preempted", message),
+        "QuotaReserved": ("True", "QuotaReserved", "Quota reserved in ClusterQueue snakemake"),
+        "Admitted": ("True", "Admitted", "The workload is admitted"),
+    }
+    # The old pod may still be listed next to the new one (no pod replacement policy waits for it).
+    listed = {
+        p.metadata.name for p in core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items
+    }
+    assert listed == {first_pod, second_pod}
+    done = wait(lambda: batch.read_namespaced_job_status(name, NAMESPACE).status.succeeded and batch.read_namespaced_job_status(name, NAMESPACE))  # fmt: skip
+    assert done.status.failed is None
+
+
+@pytest.mark.parametrize(
+    "readmit_after_s, stops_in_s, symptom",
+    [
+        (4.0, 0.0, "exit 143"),  # the stopped pod's exit code, listed while the Job waits for readmission
+        (0.5, 2.0, "two pods"),  # readmitted while the old pod still stops: the new one is listed next to it
+    ],
+)
+def test_a_preempted_job_is_readmitted_and_succeeds_with_the_eviction_logged_once(
+    cluster, executor, tmp_path, readmit_after_s, stops_in_s, symptom
+):
+    """The kubernetes executor fails a job whose listed pod ended non-zero, and stops the run (an assert)
+    when two pods are listed: a preempted Job shows either. Here the job stays active, runs again and succeeds, and the
+    eviction is logged once, with the Workload's reason and message, however many status checks see it."""
+    name = "preempted"
+    job = submit(executor, name, rerun_script(tmp_path / "ran-once", stops_in_s))
+    wait_for_pod(cluster, name)
+    assert check_round(executor, [job]) == [job]  # read running: admitted
+    cluster.terminated_pod_listed_s = 3.0
+    cluster.preempt(name, "InClusterQueue", readmit_after_s=readmit_after_s)
+    record = cluster.jobs[name]
+    seen, active, deadline = set(), [job], time.monotonic() + 30
+    while active:
+        assert time.monotonic() < deadline, "still active"
+        with cluster._lock:
+            if len(cluster.pod_objects(name)) == 2:
+                seen.add("two pods")
+            elif any(pod.exit_code() == 143 for pod in record.stopping):
+                seen.add("exit 143")
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    assert symptom in seen
+    assert executor.recorder.finished == [name] and executor.recorder.failed == []
+    workload = record.workload["metadata"]["name"]
+    (requeued,) = [c for c in record.workload["status"]["conditions"] if c["type"] == "Requeued"]
+    message = requeued["message"]  # Requeued keeps the eviction's message after the readmission
+    assert PREEMPTION_MESSAGE.fullmatch(message)
+    assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [
+        f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} (Workload {workload}, reason Preempted "
+        f"(InClusterQueue): {message}). Its pod was stopped; the Job runs again from its start once Kueue admits "
+        f"it again, and Snakemake does not count this as a failure; `kubectl -n {NAMESPACE} describe workload "
+        f"{workload}` shows its conditions"
+    ]
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    made = {rbac_request(method, path) for method, path, _ in cluster.requests}
+    assert ("kueue.x-k8s.io", "workloads", "list") in made
+    assert made <= role_grants(role), made - role_grants(role)
+
+
+def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(cluster, executor, tmp_path):
+    name = "evicted"
+    job = submit(executor, name, rerun_script(tmp_path / "ran-once"))
+    wait_for_pod(cluster, name)
+    assert check_round(executor, [job]) == [job]
+    cluster.evict_workload(name, "PodsReadyTimeout", "Exceeded the PodsReady timeout snakemake/evicted", 1.0)
+    cluster.fail_next("GET", "workloads", 403)
+    active = [job]
+    while active:
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    assert executor.recorder.finished == [name] and executor.recorder.failed == []
+    (report,) = [w for w in executor.recorder.messages("warning") if "suspended it again" in w]
+    assert report == (
+        f"kubernetes-kueue: Job {NAMESPACE}/{name} was running and Kueue suspended it again (evicted or "
+        'preempted; its Workload could not be read: HTTP 403 Forbidden: User "snakemake-driver" cannot get '
+        f'resource "workloads" in the namespace "{NAMESPACE}"). Its pod was stopped; the Job runs again from '
+        "its start once Kueue admits it again, and Snakemake does not count this as a failure"
+    )
