@@ -222,12 +222,18 @@ def test_a_preempted_job_is_readmitted_and_succeeds_with_the_eviction_logged_onc
     assert made <= role_grants(role), made - role_grants(role)
 
 
-def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(cluster, executor, tmp_path):
+def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(
+    cluster, executor, tmp_path, monkeypatch
+):
+    """Also: a Job waiting for readmission after its eviction gets the long admission-wait report."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.5)
     name = "evicted"
     job = submit(executor, name, rerun_script(tmp_path / "ran-once"))
     wait_for_pod(cluster, name)
     assert check_round(executor, [job]) == [job]
-    cluster.evict_workload(name, "PodsReadyTimeout", "Exceeded the PodsReady timeout snakemake/evicted", 1.0)
+    cluster.evict_workload(name, "PodsReadyTimeout", "Exceeded the PodsReady timeout snakemake/evicted", 1.5)
     cluster.fail_next("GET", "workloads", 403)
     active = [job]
     while active:
@@ -241,3 +247,11 @@ def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(cluste
         f'resource "workloads" in the namespace "{NAMESPACE}"). Its pod was stopped; the Job runs again from '
         "its start once Kueue admits it again, and Snakemake does not count this as a failure"
     )
+    assert [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
+
+
+def test_the_profiles_cluster_queue_neither_preempts_nor_shares_a_cohort():
+    """profiles/k8s/README.md: the profile's own queue never preempts its Jobs (a preempted Job loses its work)."""
+    (queue,) = profile_manifests("kueue/clusterqueue.yaml")
+    assert queue["spec"]["preemption"] == {"withinClusterQueue": "Never", "reclaimWithinCohort": "Never"}
+    assert "cohortName" not in queue["spec"]

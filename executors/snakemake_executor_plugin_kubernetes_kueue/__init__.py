@@ -16,6 +16,10 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
 * API calls answered 429 or 5xx are sent again (``executor.KueueExecutor._kubernetes_retry``); a job whose
   status cannot be read stays watched instead of being lost, a deleted Job fails its job, and a refused
   create names the Job, the queue and the fix (``executor.KueueExecutor.check_active_jobs``, ``jobs``);
+* a Job Kueue preempts or evicts (it suspends the Job, whose pod is deleted) stays active and runs again once
+  readmitted, instead of failing on the stopped pod's exit code or stopping the run on two listed pods
+  (``jobs.SafeLogCoreApi``); the eviction is logged once, with the Workload's reason and message
+  (``executor.KueueExecutor._report_evictions``);
 * every setting is checked before any Job is submitted (queue, namespace, service account, storage account):
   a wrong one stops the run with a message naming the setting and the fix. A LocalQueue must exist and be
   active (Kueue's ``Active`` condition). The storage account is checked earlier too, while the Snakefile is
