@@ -206,7 +206,7 @@ def test_k8s_profile_retries_failed_and_evicted_jobs_and_completes(tmp_path, azu
     first, retry = by_rule["make_table"]
     assert _pod(first)["containers"][0]["resources"]["requests"]["memory"] == "2048M"
     assert _pod(retry)["containers"][0]["resources"]["requests"]["memory"] == "4096M"
-    (killed,) = api.pod_objects(first["metadata"]["name"])
+    (killed,) = api.pod_objects(first["metadata"]["name"], removed_too=True)
     assert killed["status"]["phase"] == "Failed"
     assert killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
     assert killed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
@@ -214,7 +214,7 @@ def test_k8s_profile_retries_failed_and_evicted_jobs_and_completes(tmp_path, azu
     assert reads and all(r.get("previous", "false").lower() == "false" for r in reads), reads
 
     # The evicted pod, reported as the kubelet reports it, failed its job, which ran again.
-    (evicted,) = api.pod_objects(by_rule[GPU_RULE][0]["metadata"]["name"])
+    (evicted,) = api.pod_objects(by_rule[GPU_RULE][0]["metadata"]["name"], removed_too=True)
     assert (evicted["status"]["phase"], evicted["status"]["reason"]) == ("Failed", "Evicted")
 
     # One Secret per run, deleted at the end, holding names only: no storage credential travels in it.

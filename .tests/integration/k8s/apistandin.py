@@ -648,12 +648,18 @@ class ApiStandIn:
         job["status"] = status
         return job
 
-    def pod_objects(self, job_name: str) -> list[dict]:
+    def pod_objects(self, job_name: str, removed_too: bool = False) -> list[dict]:
+        """The Job's pods as the API lists them; with ``removed_too`` also those the garbage collector has
+        removed since (a test's look back at how a finished run's pods ended)."""
         record = self.jobs.get(job_name)
         if record is None:
             return []
         container = record.manifest["spec"]["template"]["spec"]["containers"][0]
-        listed = [pod for pod in [*record.stopping, record.pod] if pod is not None and not pod.removed]
+        listed = [
+            pod
+            for pod in [*record.stopping, record.pod]
+            if pod is not None and (removed_too or not pod.removed)
+        ]
         objects = []
         for pod in sorted(listed, key=lambda pod: pod.name):  # the API server lists by name
             metadata = {"name": pod.name, "namespace": record.namespace, "labels": {"job-name": job_name}}
