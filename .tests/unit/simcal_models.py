@@ -215,10 +215,18 @@ def int_and_str_keys(params, seed):
 
 def misbehaves_alone(params, seed):
     """For the isolated runs: ``how`` chooses what it does ("rows", "segfault", "exit", "hang", "memory" with
-    ``mib``); it first writes its process id to ``pid_file`` when given."""
+    ``mib``, "external": waits for a program of its own, which holds ``mib`` and whose process id it writes to
+    ``external_pid_file``); it first writes its process id to ``pid_file`` when given."""
     if params.get("pid_file"):
         Path(params["pid_file"]).write_text(str(os.getpid()))
     how = params["how"]
+    if how == "external":  # as a model that runs a simulator binary does
+        import subprocess
+
+        hold = f"import time; held = b'x' * ({int(params.get('mib', 0))} * 2**20); time.sleep(600)"  # touched
+        program = subprocess.Popen([sys.executable, "-c", hold])
+        Path(params["external_pid_file"]).write_text(str(program.pid))
+        program.wait()
     if how == "segfault":
         import ctypes
 

@@ -66,6 +66,26 @@ def test_a_hang_past_the_timeout_is_a_timeout_row_and_the_process_is_ended(tmp_p
     )
 
 
+def ended(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def wait_until_ended(pid: int, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not ended(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return ended(pid)
+
+
+def test_a_hang_past_the_timeout_ends_the_programs_the_model_started_too(tmp_path):
+    """A model that runs a simulator binary: ending only the Python process left the binary running on the node
+    for ever (reported as a timeout all the same)."""
+    external = tmp_path / "external"
+    rows = run_isolated(MODEL, batch("external", external_pid_file=str(external)), None, 1.0, worker=None)
+    assert list(rows["status"]) == ["timeout"]
+    assert wait_until_ended(int(external.read_text())), "the model's program outlived the ended simulation"
+
+
 def test_a_process_past_the_workers_memory_limit_is_ended_as_the_nanny_would_end_the_worker():
     worker = SimpleNamespace(memory_manager=SimpleNamespace(memory_limit=600 * 2**20))
     with dask.config.set({"distributed.worker.memory.terminate": 0.5}):  # ends it past 300 MiB
@@ -73,12 +93,13 @@ def test_a_process_past_the_workers_memory_limit_is_ended_as_the_nanny_would_end
             run_isolated(MODEL, batch("memory", mib=800), None, 120.0, worker=worker)
 
 
-def test_the_child_ends_when_its_worker_dies(tmp_path):
-    pid_file = tmp_path / "pid"
+def test_the_child_ends_when_its_worker_dies_and_so_does_the_program_its_model_started(tmp_path):
+    pid_file, external = tmp_path / "pid", tmp_path / "external"
     worker = textwrap.dedent(f"""
         from simcal.isolate import run_isolated
         from simcal.tasks import Batch, plan_tasks
-        tasks = plan_tasks([{{"a": 1, "how": "hang", "pid_file": {str(pid_file)!r}}}], replicates=1)
+        params = {{"a": 1, "how": "external", "pid_file": {str(pid_file)!r}, "external_pid_file": {str(external)!r}}}
+        tasks = plan_tasks([params], replicates=1)
         run_isolated({MODEL!r}, Batch(tasks, "k", None), None, None, None)
     """)
     parent = subprocess.Popen(
@@ -86,13 +107,16 @@ def test_the_child_ends_when_its_worker_dies(tmp_path):
     )
     try:
         deadline = time.monotonic() + 60
-        while not pid_file.exists() or not pid_file.read_text():
+        while not external.exists() or not external.read_text():
             assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
             time.sleep(0.1)
         child = psutil.Process(int(pid_file.read_text()))
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
         child.wait(timeout=10)  # raises TimeoutExpired while it lives on, orphaned
+        assert wait_until_ended(int(external.read_text())), (
+            "the model's program outlived its orphaned process"
+        )
     finally:
         parent.kill()
 

@@ -52,9 +52,10 @@ def run_isolated(
         # The child imports what the worker imports (its sys.path, made absolute), from the worker's directory.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
         with open(stderr_path, "wb") as stderr:
+            # A process group of its own: what the model starts (a simulator binary) is ended with it.
             child = subprocess.Popen(
                 [sys.executable, "-m", "simcal.isolate", str(payload), str(result)],
-                stdin=subprocess.DEVNULL, stderr=stderr, env=env,
+                stdin=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
             )  # fmt: skip
             limit = timeout_s * len(alone) if timeout_s else None
             ended = _wait(child, started, limit, _memory_limit(worker))
@@ -98,10 +99,16 @@ def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memor
         else:
             time.sleep(POLL_S)
             continue
-        child.kill()
+        _end_group(child.pid)
         child.wait()
         return reason
     return "exited"
+
+
+def _end_group(pid: int) -> None:
+    """Kill the process group ``pid`` leads: the child and whatever the model started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _rss(pid: int) -> int:
@@ -161,6 +168,7 @@ def _end_when_orphaned() -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
+        _end_group(os.getpgrp())  # with what the model started
         os._exit(75)
 
     threading.Thread(target=watch, name="simcal-isolated-orphan-watch", daemon=True).start()
