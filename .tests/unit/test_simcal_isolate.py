@@ -93,6 +93,19 @@ def test_a_process_past_the_workers_memory_limit_is_ended_as_the_nanny_would_end
             run_isolated(MODEL, batch("memory", mib=800), None, 120.0, worker=worker)
 
 
+def test_the_memory_of_the_programs_the_model_started_counts_against_the_workers_limit(tmp_path):
+    """The memory a simulator binary holds is the simulation's: only the child's own was counted, so a binary
+    past the limit ran on (here until the timeout) while the node ran out of memory."""
+    worker = SimpleNamespace(memory_manager=SimpleNamespace(memory_limit=600 * 2**20))
+    external = tmp_path / "external"
+    with dask.config.set({"distributed.worker.memory.terminate": 0.5}):  # ends it past 300 MiB
+        with pytest.raises(SimulationCrashed, match=r"using more than the worker's memory limit \(300 MiB\)"):
+            run_isolated(
+                MODEL, batch("external", mib=500, external_pid_file=str(external)), None, 15.0, worker=worker
+            )
+    assert wait_until_ended(int(external.read_text()))
+
+
 def test_the_child_ends_when_its_worker_dies_and_so_does_the_program_its_model_started(tmp_path):
     pid_file, external = tmp_path / "pid", tmp_path / "external"
     worker = textwrap.dedent(f"""

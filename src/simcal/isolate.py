@@ -112,12 +112,19 @@ def _end_group(pid: int) -> None:
 
 
 def _rss(pid: int) -> int:
+    """The memory of the child and of the programs its model started (a simulator binary's is the simulation's)."""
     import psutil
 
     try:
-        return psutil.Process(pid).memory_info().rss
+        child = psutil.Process(pid)
+        processes = [child, *child.children(recursive=True)]
     except psutil.Error:  # ended meanwhile
         return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total
 
 
 def _memory_limit(worker: Any) -> int | None:
