@@ -216,7 +216,8 @@ def int_and_str_keys(params, seed):
 def misbehaves_alone(params, seed):
     """For the isolated runs: ``how`` chooses what it does ("rows", "segfault", "exit", "hang", "memory" with
     ``mib``, "external": waits for a program of its own, which holds ``mib`` and whose process id it writes to
-    ``external_pid_file``); it first writes its process id to ``pid_file`` when given."""
+    ``external_pid_file``, "shout": writes ``mib`` MiB of lines to stderr, then exits with code 11); it first writes
+    its process id to ``pid_file`` when given."""
     if params.get("pid_file"):
         Path(params["pid_file"]).write_text(str(os.getpid()))
     how = params["how"]
@@ -231,6 +232,13 @@ def misbehaves_alone(params, seed):
         import ctypes
 
         ctypes.string_at(0)  # reads address 0: SIGSEGV
+    if how == "shout":
+        line = ("the model says a lot " * 49)[:1023] + "\n"  # 1 KiB
+        for _ in range(int(params["mib"]) * 1024):
+            sys.stderr.write(line)
+        sys.stderr.write("its last words\n")
+        sys.stderr.flush()
+        os._exit(11)
     if how == "exit":
         os._exit(11)
     if how == "hang":

@@ -53,6 +53,38 @@ def test_a_process_that_dies_raises_saying_how(how, said):
         assert "Segmentation fault" in str(error.value) and "misbehaves_alone" in str(error.value)
 
 
+def test_a_model_that_writes_a_lot_to_stderr_has_it_passed_on_without_the_worker_holding_it(monkeypatch):
+    """All of the child's stderr reaches the worker's, and the crash message quotes its end; the worker must not
+    read it whole into memory (a verbose model's gigabytes would push the worker past its own memory limit)."""
+    import tracemalloc
+
+    class Counted:
+        def __init__(self):
+            self.chars, self.end = 0, ""
+
+        def write(self, text):
+            self.chars += len(text)
+            self.end = (self.end + text)[-100:]
+
+        def flush(self):
+            pass
+
+    worker_stderr = Counted()
+    monkeypatch.setattr(sys, "stderr", worker_stderr)
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            SimulationCrashed, match=r"exited with exit code 11 \(its stderr ends: .*its last words"
+        ):
+            run_isolated(MODEL, batch("shout", mib=64), None, None, worker=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert worker_stderr.chars == 64 * 2**20 + len("its last words\n")
+    assert worker_stderr.end.endswith("its last words\n")
+    assert peak < 16 * 2**20, f"the worker held {peak / 2**20:.0f} MiB of the child's stderr"
+
+
 def test_a_hang_past_the_timeout_is_a_timeout_row_and_the_process_is_ended(tmp_path):
     pid_file = tmp_path / "pid"
     began = time.monotonic()

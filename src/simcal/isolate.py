@@ -10,6 +10,7 @@ meanwhile, another simulation did. The worker's thread waits for the child and e
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import pickle
@@ -31,6 +32,9 @@ POLL_S = 0.05
 # innermost frames of a fatal error's report.
 STDERR_TAIL = 600
 FRAMES = 3
+# The end of the child's stderr that is read for the crash message (faulthandler's report comes last); the rest
+# is passed on in chunks of the same size, never held whole (a verbose model writes gigabytes).
+STDERR_READ = 256 * 1024
 STARTUP_S = 120.0  # for the child to start and import the model, before the simulation's timeout applies
 
 
@@ -59,9 +63,7 @@ def run_isolated(
             )  # fmt: skip
             limit = timeout_s * len(alone) if timeout_s else None
             ended = _wait(child, started, limit, _memory_limit(worker))
-        stderr_text = stderr_path.read_text(errors="replace")
-        if stderr_text:
-            sys.stderr.write(stderr_text)  # the model's own messages, as if it had run on the worker
+        stderr_text = _pass_on(stderr_path)
         if ended == "timeout":
             return failure_rows(
                 batch.tasks,
@@ -79,6 +81,19 @@ def run_isolated(
         if child.returncode == 0 and result.exists():
             return pickle.loads(result.read_bytes())
         raise SimulationCrashed(_death(child.returncode, ended, stderr_text))
+
+
+def _pass_on(stderr_path: Path) -> str:
+    """Write the child's stderr to the worker's (the model's own messages, as if it had run on the worker), chunk by
+    chunk; return its last ``STDERR_READ`` bytes."""
+    # Incremental: a character that a chunk's end cuts in two is decoded whole.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with open(stderr_path, "rb") as stderr:
+        while chunk := stderr.read(STDERR_READ):
+            sys.stderr.write(decoder.decode(chunk))
+        sys.stderr.write(decoder.decode(b"", final=True))
+        stderr.seek(max(0, stderr.tell() - STDERR_READ))
+        return stderr.read().decode(errors="replace")
 
 
 def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memory_limit: int | None) -> str:
