@@ -123,6 +123,35 @@ def test_a_retried_submission_carries_the_same_idempotency_key_and_a_new_one_ano
     assert second and second != first
 
 
+def test_a_job_made_by_a_lost_answer_of_this_very_submission_is_not_taken_for_an_earlier_runs():
+    """A POST whose answer is lost (a read timeout) may have made the job; the retry, same key, is answered with it
+    (Idempotent-Replayed), and a short job may have ended meanwhile. That job is this call's own: send_tasks must
+    use it, not take it for a killed run's ended job and send the simulations again under the chain's next key."""
+    from simcal.service.remote import send_tasks
+    from simcal.settings import SimulationSettings
+    from simcal.tasks import plan_tasks
+
+    made = {"job_id": "job-1", "status": "succeeded"}
+    lost = answers(
+        httpx.ReadTimeout("the answer was lost"),
+        httpx.Response(202, json=made, headers=REPLAYED),
+        httpx.Response(202, json={"job_id": "job-2", "status": "queued"}),  # a second job: what must not be
+    )
+    with client(lost) as api:
+        job = send_tasks(
+            api, MODEL, plan_tasks([{"a": 1.0}], 2), SimulationSettings(), "/results/sweep.parquet"
+        )
+    assert job.id == "job-1" and not job.replayed
+    assert len(lost.seen) == 2, [request.headers["idempotency-key"] for request in lost.seen]
+    # The retry of a request that never reached the service (no connection) is answered by an earlier run's job.
+    earlier = answers(httpx.ConnectError("refused"), httpx.Response(202, json=made, headers=REPLAYED))
+    with client(earlier) as api:
+        assert api.submit(MODEL, [{"a": 1.0}], idempotency_key="k").replayed
+
+
+REPLAYED = {"Idempotent-Replayed": "true"}
+
+
 # -- downloads --------------------------------------------------------------------------------------------------
 
 

@@ -192,8 +192,11 @@ class SimulationClient:
         time.sleep(delay)
 
     def _send(self, method: str, path: str, **kwargs):
+        """The checked response; its ``reached_before`` tells whether an earlier attempt of this call may have
+        reached the service (its answer was lost), so that what the service made then is this call's own."""
         import httpx
 
+        reached_before = False
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
@@ -205,11 +208,13 @@ class SimulationClient:
                     raise ServiceUnavailable(
                         f"{method} {self.url}{path}: no answer after {self.retries + 1} attempts ({error!r})"
                     ) from error
+                reached_before |= not isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
                 self._pause(attempt)
                 continue
             if response.status_code in (429, 503) and not last:
                 self._pause(attempt, response.headers.get("retry-after"))
                 continue
+            response.reached_before = reached_before
             return self._checked(method, path, response)
         raise AssertionError("unreachable")
 
@@ -261,13 +266,16 @@ class SimulationClient:
         """Queue a job: every parameter set × ``n_replicates`` through ``fn_ref`` on the service's cluster.
 
         With ``idempotency_key`` (1 to 128 printable ASCII characters) a request the service has seen with that key
-        before returns the job it made then (``job.replayed`` is True), whatever its status."""
+        before returns the job it made then (``job.replayed`` is True), whatever its status. When an attempt of
+        this very call may have made the job (its answer was lost), the job is taken as this call's own
+        (``job.replayed`` is False)."""
         response = self._post_simulations(
             "/v1/simulate", fn_ref, parameter_sets, n_replicates, settings, fixed, idempotency_key
         )
         info = response.json()
         job = Job(self, info["job_id"], info)
-        job.replayed = response.headers.get("idempotent-replayed") == "true"
+        replayed = response.headers.get("idempotent-replayed") == "true"
+        job.replayed = replayed and not response.reached_before
         return job
 
     def simulate_sync(
