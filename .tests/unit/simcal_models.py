@@ -214,7 +214,7 @@ def int_and_str_keys(params, seed):
 
 
 def misbehaves_alone(params, seed):
-    """For the isolated runs: ``how`` chooses what it does ("rows", "segfault", "exit", "hang", "memory" with
+    """For the isolated runs: ``how`` chooses what it does ("rows", "segfault", "exit" with ``code``, "hang", "memory" with
     ``mib``, "external": waits for a program of its own, which holds ``mib`` and whose process id it writes to
     ``external_pid_file``, "shout": writes ``mib`` MiB of lines to stderr, then exits with code 11); it first writes
     its process id to ``pid_file`` when given."""
@@ -240,7 +240,7 @@ def misbehaves_alone(params, seed):
         sys.stderr.flush()
         os._exit(11)
     if how == "exit":
-        os._exit(11)
+        os._exit(int(params.get("code", 11)))
     if how == "hang":
         time.sleep(600)
     if how == "memory":

@@ -37,17 +37,19 @@ def test_rows_made_alone_are_the_rows_made_on_the_worker():
 
 
 @pytest.mark.parametrize(
-    ("how", "said"),
+    ("how", "params", "said"),
     [
-        ("exit", "exited with exit code 11"),
-        ("segfault", "was killed by signal SIGSEGV (Fatal Python error: Segmentation fault; in "),
+        ("exit", {}, "exited with exit code 11"),
+        # Native code ending the process with status 0 (C's exit(0), a Fortran STOP) is no success: no rows.
+        ("exit", {"code": 0}, "exited without writing its rows"),
+        ("segfault", {}, "was killed by signal SIGSEGV (Fatal Python error: Segmentation fault; in "),
     ],
 )
-def test_a_process_that_dies_raises_saying_how(how, said):
+def test_a_process_that_dies_raises_saying_how(how, params, said):
     with pytest.raises(
         SimulationCrashed, match=r"the process running it alone, after its worker died, "
     ) as error:
-        run_isolated(MODEL, batch(how), None, None, worker=None)
+        run_isolated(MODEL, batch(how, **params), None, None, worker=None)
     assert said in str(error.value)
     if how == "segfault":  # faulthandler's report, naming the model's frame
         assert "Segmentation fault" in str(error.value) and "misbehaves_alone" in str(error.value)
