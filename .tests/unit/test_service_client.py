@@ -152,6 +152,51 @@ def test_a_job_made_by_a_lost_answer_of_this_very_submission_is_not_taken_for_an
 REPLAYED = {"Idempotent-Replayed": "true"}
 
 
+def keyed_service():
+    """A handler standing for the service's job registry: a new key makes a queued job, a known key with the same
+    request is answered with its job (Idempotent-Replayed), with another request refused (422), as the service does."""
+    jobs: dict[str, tuple[dict, str]] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        key, body = request.headers["idempotency-key"], json.loads(request.content)
+        if key not in jobs:
+            jobs[key] = (body, f"job-{len(jobs) + 1}")
+            return httpx.Response(202, json={"job_id": jobs[key][1], "status": "queued"})
+        if jobs[key][0] != body:
+            return httpx.Response(
+                422, json={"detail": f"Idempotency-Key {key!r} was used for a different request"}
+            )
+        return httpx.Response(202, json={"job_id": jobs[key][1], "status": "running"}, headers=REPLAYED)
+
+    handler.jobs = jobs
+    return handler
+
+
+def test_a_rerun_that_changed_anything_of_a_job_sends_it_as_a_new_job():
+    """The key covers the whole request: a rerun after a change of the model, a parameter, the replicates or a
+    setting (timeout_s: the service would stop other simulations) is a new job, neither the killed run's job nor
+    a request the service refuses for reusing its key; the same request again is the killed run's job."""
+    from simcal.service.remote import send_tasks
+    from simcal.settings import SimulationSettings
+    from simcal.tasks import plan_tasks
+
+    output, settings = "/results/sweep.parquet", SimulationSettings()
+    handler = keyed_service()
+    with client(handler) as api:
+        first = send_tasks(api, MODEL, plan_tasks([{"a": 1.0}], 2), settings, output)
+        again = send_tasks(api, MODEL, plan_tasks([{"a": 1.0}], 2), settings, output)
+        assert again.id == first.id and again.replayed
+        changed = [
+            send_tasks(api, "simcal_models:counted_sleep", plan_tasks([{"a": 1.0}], 2), settings, output),
+            send_tasks(api, MODEL, plan_tasks([{"a": 2.0}], 2), settings, output),
+            send_tasks(api, MODEL, plan_tasks([{"a": 1.0}], 3), settings, output),
+            send_tasks(api, MODEL, plan_tasks([{"a": 1.0}], 2), SimulationSettings(timeout_s=5.0), output),
+            send_tasks(api, MODEL, plan_tasks([{"a": 1.0}], 2), SimulationSettings(seed=7), output),
+        ]
+    assert not any(job.replayed for job in changed)
+    assert len({first.id, *(job.id for job in changed)}) == 6 == len(handler.jobs)
+
+
 # -- downloads --------------------------------------------------------------------------------------------------
 
 
