@@ -55,6 +55,21 @@ def test_a_process_that_dies_raises_saying_how(how, params, said):
         assert "Segmentation fault" in str(error.value) and "misbehaves_alone" in str(error.value)
 
 
+def test_the_child_works_in_the_workers_own_directory_not_in_the_systems_temporary_one(tmp_path, monkeypatch):
+    """A worker given a local directory of its own (Dask's --local-directory, where /tmp is small, full or not
+    writable) runs the child's files there, where Dask purges what a dead worker left; here the system's
+    temporary directory does not exist, as when a job's TMPDIR has been removed."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    local = tmp_path / "worker-local"
+    local.mkdir()
+    worker = SimpleNamespace(local_directory=str(local), memory_manager=None)
+    rows = run_isolated(MODEL, batch("rows"), None, None, worker=worker)
+    assert set(rows["status"]) == {"ok"} and len(rows) == 2  # the model's table of two rows
+    assert not list(local.iterdir())  # the child's files went with it
+
+
 def test_a_model_that_writes_a_lot_to_stderr_has_it_passed_on_without_the_worker_holding_it(monkeypatch):
     """All of the child's stderr reaches the worker's, and the crash message quotes its end; the worker must not
     read it whole into memory (a verbose model's gigabytes would push the worker past its own memory limit)."""

@@ -49,7 +49,10 @@ def run_isolated(
     from simcal.worker import failure_rows
 
     alone = Batch(batch.tasks, batch.key, driver=None)  # no start confirmation, no further isolation
-    with tempfile.TemporaryDirectory(prefix="simcal-isolated-") as scratch:
+    # In the worker's own directory when it has one: set where /tmp will not do, and cleared by Dask's next worker
+    # there once this one has died (this clean-up then never runs).
+    where = getattr(worker, "local_directory", None)
+    with tempfile.TemporaryDirectory(prefix="simcal-isolated-", dir=where) as scratch:
         payload, result, stderr_path = (Path(scratch) / n for n in ("payload.pkl", "rows.pkl", "stderr.txt"))
         started = Path(scratch) / "started"  # written by the child once its model is imported
         payload.write_bytes(pickle.dumps((model_ref, alone, time_budget_s)))
