@@ -158,11 +158,14 @@ def test_the_memory_of_the_programs_the_model_started_counts_against_the_workers
 def test_the_child_ends_when_its_worker_dies_and_so_does_the_program_its_model_started(tmp_path):
     pid_file, external = tmp_path / "pid", tmp_path / "external"
     worker = textwrap.dedent(f"""
+        from types import SimpleNamespace
         from simcal.isolate import run_isolated
         from simcal.tasks import Batch, plan_tasks
         params = {{"a": 1, "how": "external", "pid_file": {str(pid_file)!r}, "external_pid_file": {str(external)!r}}}
         tasks = plan_tasks([params], replicates=1)
-        run_isolated({MODEL!r}, Batch(tasks, "k", None), None, None, None)
+        # The worker's own directory, which Dask clears after a dead worker (the system's would keep the files).
+        worker = SimpleNamespace(local_directory={str(tmp_path)!r}, memory_manager=None)
+        run_isolated({MODEL!r}, Batch(tasks, "k", None), None, None, worker)
     """)
     parent = subprocess.Popen(
         [sys.executable, "-c", worker], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
