@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import time
 
@@ -156,6 +157,7 @@ def keyed_service():
     """A handler standing for the service's job registry: a new key makes a queued job, a known key with the same
     request is answered with its job (Idempotent-Replayed), with another request refused (422), as the service does."""
     jobs: dict[str, tuple[dict, str]] = {}
+    statuses: dict[str, str] = {}  # a job's status, "running" unless set
 
     def handler(request: httpx.Request) -> httpx.Response:
         key, body = request.headers["idempotency-key"], json.loads(request.content)
@@ -166,10 +168,39 @@ def keyed_service():
             return httpx.Response(
                 422, json={"detail": f"Idempotency-Key {key!r} was used for a different request"}
             )
-        return httpx.Response(202, json={"job_id": jobs[key][1], "status": "running"}, headers=REPLAYED)
+        job_id = jobs[key][1]
+        return httpx.Response(
+            202, json={"job_id": job_id, "status": statuses.get(job_id, "running")}, headers=REPLAYED
+        )
 
-    handler.jobs = jobs
+    handler.jobs, handler.statuses = jobs, statuses
     return handler
+
+
+@pytest.mark.parametrize("ended", ["succeeded", "failed", "cancelled"])
+def test_a_killed_runs_job_that_has_ended_in_any_way_is_sent_again_as_a_new_job_and_so_on(ended, caplog):
+    """An ended job is never reused (docs/service.md: cancel a running job to make the rerun start it afresh): the
+    request goes again under the next key of a chain, and a later rerun walks the same chain to its job."""
+    from simcal.service.remote import send_tasks
+    from simcal.settings import SimulationSettings
+    from simcal.tasks import plan_tasks
+
+    def send():
+        return send_tasks(
+            api, MODEL, plan_tasks([{"a": 1.0}], 2), SimulationSettings(), "/results/sweep.parquet"
+        )
+
+    handler = keyed_service()
+    caplog.set_level(logging.INFO, logger="simcal")
+    with client(handler) as api:
+        killed_runs = send()
+        handler.statuses[killed_runs.id] = ended
+        rerun = send()
+        assert rerun.id != killed_runs.id and not rerun.replayed
+        assert f"not reused: {killed_runs.id} ({ended})" in caplog.text
+        later = send()  # the rerun was killed in its turn: its job, still running, is taken up
+        assert later.id == rerun.id and later.replayed
+    assert len(handler.jobs) == 2
 
 
 def test_a_rerun_that_changed_anything_of_a_job_sends_it_as_a_new_job():
