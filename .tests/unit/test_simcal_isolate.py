@@ -239,11 +239,13 @@ def test_the_timeout_counts_from_when_the_model_is_imported_not_from_the_process
     assert list(rows["status"]) == ["ok"] and list(rows["y"]) == [4.0]
 
 
-def test_a_model_whose_import_hangs_is_a_timeout_row_naming_the_start_up(tmp_path, monkeypatch):
+@pytest.mark.timeout(60)  # without the start-up limit the import would hang for 600 s
+@pytest.mark.parametrize("timeout_s", [0.5, None])  # the start-up limit applies without a timeout_s too
+def test_a_model_whose_import_hangs_is_a_timeout_row_naming_the_start_up(tmp_path, monkeypatch, timeout_s):
     (tmp_path / "hung_import_model.py").write_text(SLOW_IMPORT.format(seconds=600))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr("simcal.isolate.STARTUP_S", 3.0)
     tasks = plan_tasks([{"a": 2.0}], replicates=1)
-    rows = run_isolated("hung_import_model:quick", Batch(tasks, "k", None), None, 0.5, worker=None)
+    rows = run_isolated("hung_import_model:quick", Batch(tasks, "k", None), None, timeout_s, worker=None)
     assert list(rows["status"]) == ["timeout"]
     assert "had not imported hung_import_model:quick after 3 s" in rows["error"].iloc[0]
