@@ -142,6 +142,15 @@ def test_a_process_past_the_workers_memory_limit_is_ended_as_the_nanny_would_end
             run_isolated(MODEL, batch("memory", mib=800), None, 120.0, worker=worker)
 
 
+def test_a_worker_whose_nanny_never_ends_it_for_memory_has_its_child_never_ended_for_memory_either():
+    """distributed.worker.memory.terminate false: the nanny lets the worker grow, so the child is not held to a
+    stricter rule (here it runs into its timeout instead)."""
+    worker = SimpleNamespace(memory_manager=SimpleNamespace(memory_limit=300 * 2**20))
+    with dask.config.set({"distributed.worker.memory.terminate": False}):
+        rows = run_isolated(MODEL, batch("memory", mib=500), None, 3.0, worker=worker)
+    assert list(rows["status"]) == ["timeout"]
+
+
 def test_the_memory_of_the_programs_the_model_started_counts_against_the_workers_limit(tmp_path):
     """The memory a simulator binary holds is the simulation's: only the child's own was counted, so a binary
     past the limit ran on (here until the timeout) while the node ran out of memory."""
