@@ -129,7 +129,7 @@ def once_across_workers(
 
 
 @contextmanager
-def dask_client(n_workers: int) -> Iterator:
+def dask_client(n_workers: int, threads_per_worker: int = 1) -> Iterator:
     """A client of a LocalCluster of worker processes on loopback, with Dask's allowed-failures at 0 as in the
     clusters simcal starts (so a worker death reaches simcal's own count at once)."""
     import dask
@@ -138,13 +138,28 @@ def dask_client(n_workers: int) -> Iterator:
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         with LocalCluster(
             n_workers=n_workers,
-            threads_per_worker=1,
+            threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
         ) as cluster:
             with Client(cluster) as connected:
                 yield connected
+
+
+def wait_for(
+    check: Callable[[], object], timeout_s: float = 20.0, what: str = "the condition", interval_s: float = 0.1
+):
+    """``check()``'s first truthy value, polled every ``interval_s``; fails naming ``what`` after ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
 class SlurmJobResources(dict):

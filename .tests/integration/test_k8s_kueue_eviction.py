@@ -19,7 +19,7 @@ from pathlib import Path
 import kubernetes.client
 import kubernetes_validate
 import pytest
-from testkit import role_grants
+from testkit import role_grants, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 import test_k8s_api_failures as api_failures  # noqa: E402
@@ -62,16 +62,6 @@ def workload_of(job: kubernetes.client.V1Job) -> dict:
 
 def conditions(workload: dict) -> dict[str, tuple[str, str, str]]:
     return {c["type"]: (c["status"], c["reason"], c["message"]) for c in workload["status"]["conditions"]}
-
-
-def wait(condition, seconds: float = 20.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def test_the_standin_preempts_and_readmits_a_running_job_as_kueue_and_the_job_controller_do(
@@ -144,7 +134,7 @@ def test_the_standin_preempts_and_readmits_a_running_job_as_kueue_and_the_job_co
     assert stopping.metadata.name == first_pod and stopping.metadata.deletion_timestamp is not None
     assert not stopping.metadata.finalizers and stopping.metadata.deletion_grace_period_seconds == 30
     # SIGTERM ends the shell: exit 143, as a real container that does not trap it.
-    terminated = wait(
+    terminated = wait_for(
         lambda: (
             core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items[0].status.container_statuses[0].state.terminated
         )
@@ -170,7 +160,7 @@ def test_the_standin_preempts_and_readmits_a_running_job_as_kueue_and_the_job_co
         p.metadata.name for p in core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={name}").items
     }
     assert listed == {first_pod, second_pod}
-    done = wait(lambda: batch.read_namespaced_job_status(name, NAMESPACE).status.succeeded and batch.read_namespaced_job_status(name, NAMESPACE))  # fmt: skip
+    done = wait_for(lambda: batch.read_namespaced_job_status(name, NAMESPACE).status.succeeded and batch.read_namespaced_job_status(name, NAMESPACE))  # fmt: skip
     assert done.status.failed is None
 
 

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import kubernetes.client
 import pytest
 from kubernetes.client.rest import ApiException
+from testkit import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 from apistandin import QUEUE_LABEL, ApiStandIn  # noqa: E402
@@ -67,16 +68,6 @@ def job(name: str, script: str, queue: str | None = "jobs") -> dict:
             "template": {"spec": {"containers": [container], "restartPolicy": "Never"}},
         },
     }
-
-
-def wait_for(condition, seconds: float = 20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def pods(core, name):

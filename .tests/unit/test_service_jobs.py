@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from distributed import Client
-from testkit import dask_client
+from testkit import dask_client, wait_for
 
 from simcal.calibrate import calibrate
 from simcal.models.sir import observe
@@ -81,16 +81,6 @@ def rows(frame: pd.DataFrame) -> pd.DataFrame:
 def executions(count_file: Path, low: float = float("-inf"), high: float = float("inf")) -> int:
     """counted_sleep simulations run so far with low <= a < high."""
     return sum(low <= float(line) < high for line in count_file.read_text().split())
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def simcal_tasks(client: Client) -> dict[str, str]:

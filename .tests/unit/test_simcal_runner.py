@@ -309,21 +309,13 @@ def test_a_failing_sweep_stops_early_with_one_worker_thread_and_a_slow_model(tmp
     """One worker thread and a model slower than probe_seconds: the timing probe covers a single simulation, so
     one more simulation, of another parameter set, runs before the rule decides; it then stops at once."""
     count = tmp_path / "count"
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with (
-            LocalCluster(
-                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as one_thread,
-        ):
-            one_thread.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
-            with pytest.raises(
-                TooManyFailures, match=r"all 2 simulations of the timing probe failed"
-            ) as error:
-                simulate(
-                    "simcal_models:fails_slowly", table(20), tmp_path / "out", {"max_failed_fraction": 0.5},
-                    client=one_thread,
-                )  # fmt: skip
+    with dask_client(1, threads_per_worker=1) as one_thread:
+        one_thread.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
+        with pytest.raises(TooManyFailures, match=r"all 2 simulations of the timing probe failed") as error:
+            simulate(
+                "simcal_models:fails_slowly", table(20), tmp_path / "out", {"max_failed_fraction": 0.5},
+                client=one_thread,
+            )  # fmt: skip
     assert "a=0.0" in str(error.value) and "a=1.0" in str(error.value)  # two parameter sets, both failed
     assert len(count.read_text().split()) == 2  # not the 20
 
@@ -384,17 +376,11 @@ def test_on_a_worker_of_several_threads_only_the_simulation_that_kills_it_is_rec
     """Two threads per worker process: the simulations running beside the crasher die with it, each time it runs
     there. A single simulation whose worker died is therefore run again in a process of its own, and only a death
     of that process blames it."""
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with (
-            LocalCluster(
-                n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as two_threads,
-        ):
-            summary = simulate(
-                "simcal_models:crashes_late_for_three", table(4).iloc[[3, 0, 1, 2]], tmp_path / "out",
-                {"batch_size": 1, "max_failed_fraction": 0.5}, client=two_threads,
-            )  # fmt: skip
+    with dask_client(1, threads_per_worker=2) as two_threads:
+        summary = simulate(
+            "simcal_models:crashes_late_for_three", table(4).iloc[[3, 0, 1, 2]], tmp_path / "out",
+            {"batch_size": 1, "max_failed_fraction": 0.5}, client=two_threads,
+        )  # fmt: skip
     result = read_results(tmp_path / "out").sort_values("a")
     outcome = result[["a", "status", "error"]].to_string()  # shown when an assertion fails
     assert list(result["status"]) == ["ok", "ok", "ok", "crashed"] and summary.failed == 1, outcome
