@@ -57,13 +57,14 @@ class SimulationFuture:
 
     __slots__ = (
         "allowed_failures", "cancelled", "client", "deaths", "future", "isolated", "key", "model_ref", "start_topic",
-        "task", "tasks", "timeout_s", "unconfirmed",
+        "task", "tasks", "timeout_s", "unconfirmed", "bystander_deaths",
     )  # fmt: skip
 
     def __init__(self, client: Any, model_ref: str, task: SimTask, settings: SimulationSettings):
         self.client, self.model_ref, self.task, self.tasks = client, model_ref, task, [task]
         self.timeout_s, self.allowed_failures = settings.timeout_s, settings.allowed_failures
         self.start_topic, self.deaths, self.unconfirmed, self.isolated = "", 0, 0, False
+        self.bystander_deaths = 0
         self.key, self.future, self.cancelled = "", None, False
         self.start()
 

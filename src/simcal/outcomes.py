@@ -27,7 +27,8 @@ class Deaths:
       those it is recorded as crashed. A death of the worker meanwhile is another simulation's doing: it is
       rerun, at most ``BYSTANDER_DEATHS`` times.
 
-    A unit is anything with ``tasks``, ``key``, ``start_topic``, ``isolated``, ``deaths`` and ``unconfirmed``
+    A unit is anything with ``tasks``, ``key``, ``start_topic``, ``isolated``, ``deaths``, ``unconfirmed`` and
+    ``bystander_deaths`` (its own count, so that lost results, counted in ``unconfirmed``, do not use it up)
     attributes.
     """
 
@@ -39,10 +40,10 @@ class Deaths:
         """``retry`` (same simulations), ``split`` (halves) or ``crashed``, after its worker died; updates the
         unit (its counters, and ``isolated`` for a single simulation's rerun)."""
         if unit.isolated:  # its own process did not die (that would be SimulationCrashed): not its doing
-            unit.unconfirmed += 1
-            return "retry" if unit.unconfirmed < BYSTANDER_DEATHS else "crashed"
+            unit.bystander_deaths += 1
+            return "retry" if unit.bystander_deaths < BYSTANDER_DEATHS else "crashed"
         if len(unit.tasks) == 1:
-            unit.isolated, unit.unconfirmed = True, 0
+            unit.isolated = True
             return "retry"
         if not unit.start_topic:
             unit.start_topic = self.topic
@@ -81,7 +82,7 @@ class Deaths:
             )
         worker = getattr(getattr(exc, "last_worker", None), "address", "unknown")
         return (
-            f"WorkerDied: its worker died {unit.unconfirmed} time(s) while it ran alone in a process of its own, "
+            f"WorkerDied: its worker died {unit.bystander_deaths} time(s) while it ran alone in a process of its own, "
             f"which never died (limit: {BYSTANDER_DEATHS}; last worker {worker}): another simulation on that "
             "worker, or the machine, ended the worker each time, so this one was never seen to finish"
         )

@@ -108,13 +108,15 @@ class _Unit:
     """A batch in flight: its simulations, the Dask key it runs under, a time budget (probe only), and what is
     known about the worker deaths it was involved in (see ``simcal.outcomes.Deaths``)."""
 
-    __slots__ = ("budget", "deaths", "isolated", "key", "start_topic", "tasks", "unconfirmed")
+    __slots__ = (
+        "budget", "bystander_deaths", "deaths", "isolated", "key", "start_topic", "tasks", "unconfirmed",
+    )  # fmt: skip
 
     def __init__(
         self, tasks: Sequence[SimTask], key: str, budget: float | None = None, start_topic: str = ""
     ):
         self.tasks, self.key, self.budget, self.start_topic = list(tasks), key, budget, start_topic
-        self.deaths = self.unconfirmed = 0
+        self.deaths = self.unconfirmed = self.bystander_deaths = 0
         self.isolated = False
 
 
