@@ -38,11 +38,11 @@ PREEMPTION_MESSAGE = re.compile(
 )
 
 
-def rerun_script(marker: Path, stops_in_s: float = 0.0) -> str:
-    """Runs for a minute the first time (long enough to be preempted), succeeds at once when run again.
+def rerun_script(marker: Path, stops_in_s: float = 0.0, rerun_s: float = 0.0) -> str:
+    """Runs for a minute the first time (long enough to be preempted), succeeds after ``rerun_s`` when run again.
     With ``stops_in_s``, SIGTERM makes it take that long to stop (as a program saving a checkpoint)."""
     trap = f"trap 'sleep {stops_in_s}; exit 143' TERM; " if stops_in_s else ""
-    return f"{trap}test -e {marker} && exit 0; touch {marker}; sleep 60"
+    return f"{trap}test -e {marker} && sleep {rerun_s} && exit 0; touch {marker}; sleep 60"
 
 
 def workload_of(job: kubernetes.client.V1Job) -> dict:
@@ -167,8 +167,10 @@ def test_the_standin_preempts_and_readmits_a_running_job_as_kueue_and_the_job_co
 @pytest.mark.parametrize(
     "readmit_after_s, stops_in_s, symptom",
     [
-        (4.0, 0.0, "exit 143"),  # the stopped pod's exit code, listed while the Job waits for readmission
-        (0.5, 2.0, "two pods"),  # readmitted while the old pod still stops: the new one is listed next to it
+        # Each state lasts 6-8 s, so that a status check sees it also on a loaded machine (a 2 s window was missed
+        # in CI, with two test workers busy).
+        (8.0, 0.0, "exit 143"),  # the stopped pod's exit code, listed while the Job waits for readmission
+        (0.5, 8.0, "two pods"),  # readmitted while the old pod still stops: the new one is listed next to it
     ],
 )
 def test_a_preempted_job_is_readmitted_and_succeeds_with_the_eviction_logged_once(
@@ -178,21 +180,27 @@ def test_a_preempted_job_is_readmitted_and_succeeds_with_the_eviction_logged_onc
     when two pods are listed: a preempted Job shows either. Here the job stays active, runs again and succeeds, and the
     eviction is logged once, with the Workload's reason and message, however many status checks see it."""
     name = "preempted"
-    job = submit(executor, name, rerun_script(tmp_path / "ran-once", stops_in_s))
+    # The rerun takes 4 s: the Job cannot end before a status check has seen the state under test.
+    job = submit(executor, name, rerun_script(tmp_path / "ran-once", stops_in_s, rerun_s=4.0))
     wait_for_pod(cluster, name)
     assert check_round(executor, [job]) == [job]  # read running: admitted
-    cluster.terminated_pod_listed_s = 3.0
+    cluster.terminated_pod_listed_s = 6.0
     cluster.preempt(name, "InClusterQueue", readmit_after_s=readmit_after_s)
     record = cluster.jobs[name]
-    seen, active, deadline = set(), [job], time.monotonic() + 30
-    while active:
-        assert time.monotonic() < deadline, "still active"
+    seen, active, deadline = set(), [job], time.monotonic() + 60
+
+    def look() -> None:
         with cluster._lock:
             if len(cluster.pod_objects(name)) == 2:
                 seen.add("two pods")
             elif any(pod.exit_code() == 143 for pod in record.stopping):
                 seen.add("exit 143")
+
+    while active:
+        assert time.monotonic() < deadline, "still active"
+        look()
         active = check_round(executor, active)
+        look()  # also what the status check may have just read
         time.sleep(0.1)
     assert symptom in seen
     assert executor.recorder.finished == [name] and executor.recorder.failed == []
