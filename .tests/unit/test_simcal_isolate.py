@@ -214,7 +214,7 @@ def unit(size: int) -> Unit:
 def test_a_single_simulation_whose_worker_died_is_isolated_and_only_its_own_deaths_count():
     deaths = Deaths(client=None, token="t", allowed_failures=1)
     single = unit(1)
-    assert deaths.verdict(single, RuntimeError("worker died")) == "retry" and single.isolated
+    assert deaths.verdict(single, RuntimeError("worker died")) == "isolate" and single.isolated
     # Its worker died again while it ran alone: not its doing, however often, up to the bystander limit.
     single.unconfirmed = (
         2  # two lost results meanwhile (the runner's count): they leave the bystander count alone

@@ -36,6 +36,7 @@ FRAMES = 3
 # is passed on in chunks of the same size, never held whole (a verbose model writes gigabytes).
 STDERR_READ = 256 * 1024
 STARTUP_S = 120.0  # for the child to start and import the model, before the simulation's timeout applies
+STARTED = "started"  # the file the child writes beside its rows once the model is imported
 
 
 class SimulationCrashed(Exception):
@@ -54,7 +55,7 @@ def run_isolated(
     where = getattr(worker, "local_directory", None)
     with tempfile.TemporaryDirectory(prefix="simcal-isolated-", dir=where) as scratch:
         payload, result, stderr_path = (Path(scratch) / n for n in ("payload.pkl", "rows.pkl", "stderr.txt"))
-        started = Path(scratch) / "started"  # written by the child once its model is imported
+        started = Path(scratch) / STARTED
         payload.write_bytes(pickle.dumps((model_ref, alone, time_budget_s)))
         # The child imports what the worker imports (its sys.path, made absolute), from the worker's directory.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
@@ -65,7 +66,8 @@ def run_isolated(
                 stdin=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
             )  # fmt: skip
             limit = timeout_s * len(alone) if timeout_s else None
-            ended = _wait(child, started, limit, _memory_limit(worker))
+            memory_limit = _memory_limit(worker)
+            ended = _wait(child, started, limit, memory_limit)
         stderr_text = _pass_on(stderr_path)
         if ended == "timeout":
             return failure_rows(
@@ -83,7 +85,7 @@ def run_isolated(
             )
         if child.returncode == 0 and result.exists():
             return pickle.loads(result.read_bytes())
-        raise SimulationCrashed(_death(child.returncode, ended, stderr_text))
+        raise SimulationCrashed(_death(child.returncode, ended, memory_limit, stderr_text))
 
 
 def _pass_on(stderr_path: Path) -> str:
@@ -101,7 +103,7 @@ def _pass_on(stderr_path: Path) -> str:
 
 def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memory_limit: int | None) -> str:
     """``exited``, or why the child was ended: ``timeout`` (counted from when its model was imported, so that
-    the process's start-up is not the simulation's time), ``start-up`` or ``memory:<limit>``."""
+    the process's start-up is not the simulation's time), ``start-up`` or ``memory``."""
     launched = time.monotonic()
     began = None
     while child.poll() is None:
@@ -113,7 +115,7 @@ def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memor
         elif timeout_s and began is not None and now - began > timeout_s:
             reason = "timeout"
         elif memory_limit and _rss(child.pid) > memory_limit:
-            reason = f"memory:{memory_limit}"
+            reason = "memory"
         else:
             time.sleep(POLL_S)
             continue
@@ -156,9 +158,9 @@ def _memory_limit(worker: Any) -> int | None:
     return int(limit * fraction) if fraction else None
 
 
-def _death(returncode: int, ended: str, stderr_text: str) -> str:
-    if ended.startswith("memory:"):
-        how = f"was ended for using more than the worker's memory limit ({int(ended[7:]) / 2**20:.0f} MiB)"
+def _death(returncode: int, ended: str, memory_limit: int | None, stderr_text: str) -> str:
+    if ended == "memory":
+        how = f"was ended for using more than the worker's memory limit ({memory_limit / 2**20:.0f} MiB)"
     elif returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -211,7 +213,7 @@ def main(argv: list[str]) -> int:
     model_ref, batch, time_budget_s = pickle.loads(payload.read_bytes())
     with contextlib.suppress(ContractError):  # run_batch makes it the batch's failed rows
         cached_model(model_ref)  # imported once, before the simulation's clock starts
-    result.with_name("started").touch()
+    result.with_name(STARTED).touch()
     rows = run_batch(model_ref, batch, time_budget_s)
     partial = result.with_suffix(".partial")
     partial.write_bytes(pickle.dumps(rows))

@@ -37,14 +37,14 @@ class Deaths:
         self.topic = f"simcal-start-{token}"
 
     def verdict(self, unit: Any, exc: BaseException) -> str:
-        """``retry`` (same simulations), ``split`` (halves) or ``crashed``, after its worker died; updates the
-        unit (its counters, and ``isolated`` for a single simulation's rerun)."""
+        """``retry`` (same simulations), ``isolate`` (a single simulation, from now on run alone), ``split``
+        (halves) or ``crashed``, after its worker died; updates the unit's counters and ``isolated``."""
         if unit.isolated:  # its own process did not die (that would be SimulationCrashed): not its doing
             unit.bystander_deaths += 1
             return "retry" if unit.bystander_deaths < BYSTANDER_DEATHS else "crashed"
         if len(unit.tasks) == 1:
             unit.isolated = True
-            return "retry"
+            return "isolate"
         if not unit.start_topic:
             unit.start_topic = self.topic
             return "split"

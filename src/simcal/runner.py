@@ -538,18 +538,17 @@ class _Execution:
             self._timed_out(unit, reported[unit.key])
             return
         if isinstance(exc, KilledWorker):
-            was_isolated = unit.isolated
             verdict = self.simulator.deaths.verdict(unit, exc)
-            if unit.isolated and not was_isolated:
-                log.warning(
-                    "simulation param_id %s replicate %d: its worker died; running it again alone, in a process "
-                    "of its own, to see whether it was the cause", unit.tasks[0].param_id, unit.tasks[0].replicate,
-                )  # fmt: skip
         elif isinstance(exc, SimulationCrashed):
             verdict = self.simulator.deaths.isolated_verdict(unit)
         else:  # raised outside the simulations' own guard (e.g. results that cannot be sent back)
             verdict = "split" if len(unit.tasks) > 1 else "failed"
-        if verdict == "retry":
+        if verdict == "isolate":
+            log.warning(
+                "simulation param_id %s replicate %d: its worker died; running it again alone, in a process of its "
+                "own, to see whether it was the cause", unit.tasks[0].param_id, unit.tasks[0].replicate,
+            )  # fmt: skip
+        if verdict in ("retry", "isolate"):
             unit.key = self.simulator.new_key()
             self._submit(unit)
         elif verdict == "split":

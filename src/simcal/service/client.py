@@ -347,9 +347,8 @@ class Job:
     def __init__(self, client: SimulationClient, job_id: str, info: Mapping[str, Any] | None = None):
         self.client, self.id = client, job_id
         self.info = dict(info or {})
-        self.replayed = (
-            False  # submit: the service returned the job an earlier request with the same key made
-        )
+        # Set by submit: the service returned the job an earlier request with the same key made.
+        self.replayed = False
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.info.get('status', 'unknown')}>"
