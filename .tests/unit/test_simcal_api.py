@@ -138,5 +138,6 @@ def test_the_service_counts_worker_deaths_itself_like_a_sweep(tmp_path, monkeypa
     error = rows["error"].iloc[0]
     assert "the process running it alone, after its worker died, exited with exit code 11" in error
     assert "that process died 2 time(s) (limit: simulation.allowed_failures = 1;" in error
+    assert "the death of the worker it shared, which only made it a suspect, is not counted" in error
     assert "distributed.scheduler.allowed-failures" not in error
     assert len(count.read_text().split()) == 3
