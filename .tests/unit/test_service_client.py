@@ -203,6 +203,26 @@ def test_a_killed_runs_job_that_has_ended_in_any_way_is_sent_again_as_a_new_job_
     assert len(handler.jobs) == 2
 
 
+def test_a_service_that_answers_every_key_with_an_ended_job_stops_the_sweep_with_a_bounded_chain():
+    """A broken service (one that replays an ended job for any key) would make the chain walk for ever: after
+    MAX_ENDED_JOBS links the sweep stops, naming the service and the last job, having made no job."""
+    from simcal.service.remote import MAX_ENDED_JOBS, send_tasks
+    from simcal.settings import SimulationSettings
+    from simcal.tasks import plan_tasks
+
+    seen = []
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["idempotency-key"])
+        job = {"job_id": f"job-{len(seen)}", "status": "succeeded"}
+        return httpx.Response(202, json=job, headers=REPLAYED)
+
+    with client(broken) as api, pytest.raises(ContractError) as raised:
+        send_tasks(api, MODEL, plan_tasks([{"a": 1.0}], 2), SimulationSettings(), "/results/sweep.parquet")
+    assert len(seen) == MAX_ENDED_JOBS == len(set(seen))  # each a new key of the chain, then no more
+    assert api.url in str(raised.value) and f"job-{MAX_ENDED_JOBS} (succeeded)" in str(raised.value)
+
+
 def test_a_rerun_that_changed_anything_of_a_job_sends_it_as_a_new_job():
     """The key covers the whole request: a rerun after a change of the model, a parameter, the replicates or a
     setting (timeout_s: the service would stop other simulations) is a new job, neither the killed run's job nor

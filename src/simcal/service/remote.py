@@ -43,6 +43,9 @@ OPTIONS = ("url", "poll_interval_s", "wait_timeout_s")
 MAX_JOBS = 10
 MIN_JOB_SIMULATIONS = 100
 JOBS_IN_FLIGHT = 2
+# Each link of a job's key chain is one earlier run, killed, whose job then ended; far more than any rerun history,
+# so that a service that answers every new key with an ended job stops the sweep instead of looping.
+MAX_ENDED_JOBS = 100
 # Settings the service's runner needs to plan and run the same simulations; max_failed_fraction is left to the
 # local run (the service job must return every row, failed ones too).
 FORWARDED = (
@@ -153,6 +156,12 @@ def send_tasks(
         if not (job.replayed and job.info.get("status") in FINAL):
             break
         ended.append(f"{job.id} ({job.info['status']})")
+        if len(ended) >= MAX_ENDED_JOBS:
+            raise ContractError(
+                f"the simulation service {client.url} answered {len(ended)} new keys of one request in a row with "
+                f"an ended job (last: {ended[-1]}); a service replays a job only for the key that made it, so this "
+                "one is broken or shares its job registry with another; no new job was made"
+            )
         key = job_key(output, *request, after=job.id)  # an ended job is never reused: the chain's next key
     if job.replayed:
         log.info(
