@@ -51,7 +51,9 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   ``QuotaReserved`` False (reason ``Pending``, the eviction's message), ``Admitted`` False and drops the
   admission. After ``readmit_after_s`` the Workload is admitted again (``Evicted``/``Preempted`` False,
   reason ``QuotaReserved``, message ``Previously: ...``), the Job resumed (``Suspended`` False,
-  ``JobResumed``) and a new pod started, possibly while the old one is still listed, as in Kubernetes.
+  ``JobResumed``, ``status.startTime`` the time of this resume, as the Job controller resets it) and a new
+  pod started, possibly while the old one is still listed, as in Kubernetes. A Job evicted and readmitted
+  between two reads therefore reads running both times, with another ``startTime``.
 
 It does not emulate scheduling, node placement, image pulls, RBAC, ClusterQueue quotas per flavor, a
 ClusterQueue's namespaceSelector, Kueue choosing what to preempt (a test names the Job), priorities,
@@ -142,6 +144,7 @@ class JobRecord:
     stopping: list[Pod] = field(default_factory=list)  # pods deleted by a suspension, listed until gone
     readmit_at: float = 0.0  # time.monotonic() before which an evicted Workload is not admitted again
     resumed: str = ""  # when the Job was last unsuspended after an eviction (its Suspended=False condition)
+    started: str = ""  # its status.startTime: set anew on each resume, cleared when Kueue suspends it
 
 
 # The Status objects the API server answers these codes with (reason, message), as apimachinery writes them.
@@ -455,6 +458,8 @@ class ApiStandIn:
         log.close()
         record.pod = Pod(name=workdir.name, job=name, workdir=workdir, process=process)
         record.admitted = True
+        # Kubernetes' Job controller (syncJob) sets startTime to the time of every resume, not only the first.
+        record.started = record.pod.started
         if record.manifest["spec"]["suspend"] and record.workload["status"].get("conditions"):
             record.resumed = _now()  # readmitted after an eviction: the Job controller resumes it
         record.manifest["spec"]["suspend"] = False
@@ -556,7 +561,7 @@ class ApiStandIn:
                 _set_condition(conditions, WORKLOAD_PREEMPTED, "True", preemption_reason, message, now)
             # The job reconciler: stopJob suspends the Job; the Job controller deletes its pod.
             record.manifest["spec"]["suspend"] = True
-            record.admitted, record.resumed = False, ""
+            record.admitted, record.resumed, record.started = False, "", ""
             pod, record.pod = record.pod, None
             if pod.exit_code() is None:
                 pod.deletion_timestamp, pod.stopping_since, pod.ended_by = now, time.monotonic(), "suspended"
@@ -633,7 +638,7 @@ class ApiStandIn:
             if record.stopping:
                 status.update(terminating=len(record.stopping), ready=0)
         elif code is None:
-            status = {"active": 1, "startTime": record.pod.started, "conditions": resumed}
+            status = {"active": 1, "conditions": resumed}
             if record.stopping:
                 status["terminating"] = len(record.stopping)
         else:
@@ -645,6 +650,8 @@ class ApiStandIn:
                     _condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", now),
                 ],
             }  # fmt: skip
+        if record.started:  # running, or finished: a finished Job keeps the start of its last run
+            status["startTime"] = record.started
         job["status"] = status
         return job
 
