@@ -25,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 import test_k8s_api_failures as api_failures  # noqa: E402
 from apistandin import KUBERNETES_VERSION  # noqa: E402
 from harness import profile_manifests  # noqa: E402
-from test_k8s_api_failures import NAMESPACE, check_round, rbac_request, submit, wait_for_pod  # noqa: E402
+from test_k8s_api_failures import (  # noqa: E402
+    NAMESPACE,
+    check_round,
+    rbac_request,
+    run_until_settled,
+    submit,
+    wait_for_pod,
+)
 
 # The same stand-in cluster and executor as the API-failure tests (pytest finds fixtures by these names).
 cluster, executor = api_failures.cluster, api_failures.executor
@@ -58,6 +65,22 @@ def workload_of(job: kubernetes.client.V1Job) -> dict:
         .get("items")
     )
     return workload
+
+
+def preemption_report(record, name: str, reason: str = "Preempted (InClusterQueue)") -> str:
+    """The executor's report of the preemption (reason InClusterQueue) of the stand-in's Job ``record``. Read
+    once the Workload is admitted again, ``reason`` is Requeued's alone: Preempted is False by then (reason
+    QuotaReserved), and the message still says why (prioritization in the ClusterQueue)."""
+    workload = record.workload["metadata"]["name"]
+    (requeued,) = [c for c in record.workload["status"]["conditions"] if c["type"] == "Requeued"]
+    message = requeued["message"]  # Requeued keeps the eviction's message after the readmission
+    assert PREEMPTION_MESSAGE.fullmatch(message)
+    return (
+        f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} (Workload {workload}, reason {reason}: "
+        f"{message}). Its pod was stopped; the Job runs again from its start once Kueue admits "
+        f"it again, and Snakemake does not count this as a failure; `kubectl -n {NAMESPACE} describe workload "
+        f"{workload}` shows its conditions"
+    )
 
 
 def conditions(workload: dict) -> dict[str, tuple[str, str, str]]:
@@ -204,20 +227,45 @@ def test_a_preempted_job_is_readmitted_and_succeeds_with_the_eviction_logged_onc
         time.sleep(0.1)
     assert symptom in seen
     assert executor.recorder.finished == [name] and executor.recorder.failed == []
-    workload = record.workload["metadata"]["name"]
-    (requeued,) = [c for c in record.workload["status"]["conditions"] if c["type"] == "Requeued"]
-    message = requeued["message"]  # Requeued keeps the eviction's message after the readmission
-    assert PREEMPTION_MESSAGE.fullmatch(message)
     assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [
-        f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} (Workload {workload}, reason Preempted "
-        f"(InClusterQueue): {message}). Its pod was stopped; the Job runs again from its start once Kueue admits "
-        f"it again, and Snakemake does not count this as a failure; `kubectl -n {NAMESPACE} describe workload "
-        f"{workload}` shows its conditions"
+        preemption_report(record, name)
     ]
     (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
     made = {rbac_request(method, path) for method, path, _ in cluster.requests}
     assert ("kueue.x-k8s.io", "workloads", "list") in made
     assert made <= role_grants(role), made - role_grants(role)
+
+
+def test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_the_new_start_time(
+    cluster, executor, tmp_path
+):
+    """Kueue preempts the Job and admits it again before the next status check (the profile checks every
+    10 s): no read sees it suspended, and the kubernetes executor sees a job that still runs. The Job
+    controller gave the resumed Job a new status.startTime: that is how the eviction is found, and it is
+    logged once, as one seen suspended is; the job runs again and succeeds."""
+    batch, name = kubernetes.client.BatchV1Api(), "readmitted"
+    # The rerun takes 6 s: the status check after the readmission reads the new run, not its end (a finished
+    # Job would keep the new start time too).
+    marker = tmp_path / "ran-once"
+    job = submit(executor, name, rerun_script(marker, rerun_s=6.0))
+    first_pod = wait_for_pod(cluster, name)
+    # The first run has left its mark, so the run after the preemption is the short one (a busy machine may
+    # start the shell late).
+    wait_for(marker.exists, what="the first run's mark")
+    assert check_round(executor, [job]) == [job]  # read running, with its first start time
+    first_start = batch.read_namespaced_job_status(name, NAMESPACE).status.start_time
+    # Readmitted 1.5 s after the preemption: startTime has whole seconds, so the new one differs for sure.
+    cluster.preempt(name, "InClusterQueue", readmit_after_s=1.5)
+    assert wait_for_pod(cluster, name) != first_pod  # readmitted and running again, no status check between
+    readmitted = batch.read_namespaced_job_status(name, NAMESPACE)
+    assert not readmitted.spec.suspend and readmitted.status.start_time > first_start
+    run_until_settled(executor, [job], seconds=60)
+    assert executor.recorder.finished == [name] and executor.recorder.failed == []
+    warnings = executor.recorder.messages("warning")
+    assert [w for w in warnings if "evicted" in w] == [
+        preemption_report(cluster.jobs[name], name, "Preempted")
+    ]
+    assert not [w for w in warnings if "suspended" in w]  # nothing else said about it (e.g. "by hand")
 
 
 def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(

@@ -3,6 +3,7 @@ installing it never breaks a `snakemake` call: without a kubeconfig, and without
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from snakemake_executor_plugin_kubernetes_kueue.checks import (
 from snakemake_executor_plugin_kubernetes_kueue.jobs import (
     QUEUE_LABEL,
     WORKLOAD_IDENTITY_LABEL,
+    CompletingBatchApi,
     JobCompletion,
 )
 from testkit import REPO
@@ -238,6 +240,47 @@ def test_completing_a_job_twice_changes_nothing():
     pod = once["spec"]["template"]["spec"]
     assert [v["name"] for v in pod["volumes"]] == ["workdir", "secret-0", "secret-1"]
     assert [m["name"] for m in pod["containers"][0]["volume_mounts"]] == ["workdir", "secret-0", "secret-1"]
+
+
+class StatusReads:
+    """A ``BatchV1Api`` whose status reads of one Job answer ``(suspended, startTime in seconds)`` in turn."""
+
+    def __init__(self, reads: list[tuple[bool, int | None]]) -> None:
+        self._reads = iter(reads)
+
+    def read_namespaced_job_status(self, name, namespace, **kwargs):
+        suspended, start_s = next(self._reads)
+        started = (
+            None if start_s is None else datetime.datetime(2025, 1, 1, 12, 0, start_s, tzinfo=datetime.UTC)
+        )
+        return kubernetes.client.V1Job(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace, uid="job-uid"),
+            spec=kubernetes.client.V1JobSpec(
+                suspend=suspended, template=kubernetes.client.V1PodTemplateSpec()
+            ),
+            status=kubernetes.client.V1JobStatus(start_time=started),
+        )
+
+
+@pytest.mark.parametrize(
+    "reads, reported",
+    [
+        ([(True, None), (False, 0), (False, 0)], [None, None, None]),  # admitted, then runs on
+        ([(False, 0), (False, 9)], [None, True]),  # taken back and readmitted between two reads
+        ([(False, 0), (True, None), (False, 9)], [None, False, None]),  # seen suspended: once, not again
+        ([(False, None), (False, 0), (False, 0)], [None, None, None]),  # startTime set after the first read
+        ([(False, 0), (False, None), (False, 9)], [None, None, True]),  # resumed, startTime not set yet
+    ],
+)
+def test_a_job_taken_back_is_seen_suspended_or_by_its_new_start_time(reads, reported):
+    """The Job controller sets status.startTime anew each time a Job is resumed: a Job read running with
+    another start than at its last running read was evicted and readmitted between the two."""
+    api = CompletingBatchApi(StatusReads(reads), JobCompletion(queue_name="q"))
+    seen = []
+    for _ in reads:
+        api.read_namespaced_job_status("job", "ns")
+        seen.append(api.taken_back.pop("job", None))  # as the executor takes it to report it
+    assert seen == reported
 
 
 def dry_run_without_cluster(tmp_path, k8s_extra: bool) -> subprocess.CompletedProcess:

@@ -177,18 +177,22 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
         A Job Kueue evicts or preempts is suspended and requeued, not failed: the kubernetes executor keeps
         it active (its deleted pod is not listed, see SafeLogCoreApi) and it runs again once readmitted.
+        A status check sees it suspended, or, when Kueue admitted it again in between, with a new
+        ``status.startTime`` (see CompletingBatchApi.read_namespaced_job_status).
         """
         if not active_jobs:
             return
         watch = self.batchapi
         for job in active_jobs:
             name = job.external_jobid
-            if name in watch.suspended_again:
-                watch.suspended_again.discard(name)
-                self.logger.warning(self._eviction_report(name, watch.job_uids.get(name, "")))
+            if name in watch.taken_back:
+                resumed = watch.taken_back.pop(name)
+                self.logger.warning(self._eviction_report(name, watch.job_uids.get(name, ""), resumed))
 
-    def _eviction_report(self, name: str, uid: str) -> str:
+    def _eviction_report(self, name: str, uid: str, resumed: bool = False) -> str:
         where = f"Job {self.namespace}/{name}"
+        # What the status reads saw: the Job suspended, or (resumed) running again with a new start time.
+        resumed_since = "was suspended and resumed since the last status check (its status.startTime changed)"
         outcome = (
             "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake "
             "does not count this as a failure"
@@ -205,8 +209,9 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 )
             )
         except (ApiException, urllib3.exceptions.HTTPError) as error:
+            taken = f"it {resumed_since}" if resumed else "Kueue suspended it again"
             return (
-                f"kubernetes-kueue: {where} was running and Kueue suspended it again (evicted or preempted; its "
+                f"kubernetes-kueue: {where} was running and {taken} (evicted or preempted; its "
                 f"Workload could not be read: {describe_api_error(error)}). {outcome}"
             )
         for workload in listed.get("items", []):
@@ -226,9 +231,10 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 f"{evicted.get('message', '')}). {outcome}; `kubectl -n {self.namespace} describe workload "
                 f"{workload_name}` shows its conditions"
             )
+        state = resumed_since if resumed else "is suspended again"
         return (
-            f"kubernetes-kueue: {where} was running and is suspended again, and its Workload shows no eviction "
-            f"(suspended by hand?). {outcome}"
+            f"kubernetes-kueue: {where} was running and {state}, and its Workload shows no eviction (suspended "
+            f"by hand?). {outcome}"
         )
 
     def _queue_state(self, queue: str) -> str:

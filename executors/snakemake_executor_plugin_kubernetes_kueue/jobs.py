@@ -8,6 +8,7 @@ so none of the plugin's code is repeated here.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from dataclasses import dataclass, field
@@ -125,7 +126,12 @@ class CompletingBatchApi:
         # that was taken back by Kueue (an eviction or preemption), which the executor reports once.
         self.job_uids: dict[str, str] = {}
         self.admitted: set[str] = set()
-        self.suspended_again: set[str] = set()
+        # The status.startTime of each Job's last read while not suspended. The Job controller sets it anew
+        # each time the Job is resumed, so another one means that Kueue took the Job back and admitted it
+        # again between two reads, which then never saw it suspended.
+        self.start_times: dict[str, datetime.datetime] = {}
+        # Jobs taken back since the executor last reported them: True when only the new startTime showed it.
+        self.taken_back: dict[str, bool] = {}
 
     def use(self, api: kubernetes.client.BatchV1Api) -> None:
         """Send through ``api`` from now on (the kubernetes executor makes a new ``BatchV1Api`` when it
@@ -163,13 +169,25 @@ class CompletingBatchApi:
             self.job_uids[name] = status.metadata.uid
         if status.spec is not None and status.spec.suspend:
             self.suspended_since.setdefault(name, time.monotonic())
+            self.start_times.pop(name, None)  # Kueue clears it; the resume sets a new one
             if name in self.admitted:
                 self.admitted.discard(name)
-                self.suspended_again.add(name)
+                self.taken_back[name] = False
         else:
             self.suspended_since.pop(name, None)
             self.admitted.add(name)
+            self._note_start(name, status.status.start_time if status.status is not None else None)
         return status
+
+    def _note_start(self, name: str, started: datetime.datetime | None) -> None:
+        if started is None:  # resumed a moment ago: the Job controller has not set it yet
+            return
+        previous = self.start_times.get(name)
+        self.start_times[name] = started
+        if previous is not None and started != previous:
+            # Suspended and resumed since the last read. The API gives whole seconds: a readmission within
+            # the second of the previous start goes unseen.
+            self.taken_back.setdefault(name, True)
 
     def __getattr__(self, name):
         return getattr(self._api, name)
