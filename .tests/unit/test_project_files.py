@@ -261,6 +261,33 @@ def test_every_repository_file_named_in_docs_and_code_exists() -> None:
     assert not missing, f"named but not in the repository: {missing}"
 
 
+# A test named in text: a function name that starts with test_ and a letter (not a path, not a file's name).
+TEST_NAME = re.compile(r"(?<![\w./-])(test_[a-z]\w*)(?!\w*\.\w)")
+# Names of that form that are not tests: the metrics' split `test_pooled`, variables, a shell variable, a Snakemake
+# function. In the tests' own code only names of four or more words count (their docstrings cite tests; their
+# variables are short).
+NOT_TESTS = {"test_pooled", "test_only", "test_scenario_of_file", "test_sets", "test_started"}
+
+
+def test_every_test_named_in_docs_and_code_exists() -> None:
+    """A claim that names its check (README, docs, RESULTS.md, docstrings, comments) names a test that exists: a
+    renamed or deleted test leaves no citation behind that no check stands behind any more."""
+    defined = set()
+    for path in (REPO / ".tests").rglob("*.py"):
+        defined |= set(re.findall(r"^\s*(?:async )?def (test_\w+)", path.read_text(), re.MULTILINE))
+        defined.add(path.stem)
+    named, missing = 0, []
+    for name, number, match in _matches_in_tracked_text(TEST_NAME):
+        test = match.group(1)
+        if test in NOT_TESTS or (name.startswith(".tests/") and test.count("_") < 4):
+            continue
+        named += 1
+        if test not in defined:
+            missing.append(f"{name}:{number}: {test}")
+    assert named >= 300, f"the pattern found only {named} test names: is it still matching?"
+    assert not missing, f"named but no test has that name: {missing}"
+
+
 def test_catalog_file_puts_report_directly_under_usage() -> None:
     # The catalog scraper reads settings["usage"]["report"], not the nested form in its docs.
     usage = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
