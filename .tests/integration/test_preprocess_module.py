@@ -281,6 +281,37 @@ def test_whole_fusion_captures_from_synthetic_files_and_from_folders(tmp_path, r
         config["datasets"].pop("real", None)
 
 
+def test_adding_a_synthetic_file_generates_only_it(tmp_path):
+    """Each generate_can job's parameters hold its own file, not the dataset's list: after a run, a file added to
+    the list is the one file Snakemake plans to generate (with the list in every job's parameters, the params
+    rerun trigger planned them all again)."""
+    config = yaml.safe_load((DOWNSTREAM / "config.yaml").read_text())
+    workdir = tmp_path / "run"
+
+    def snakemake(*args):
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        logs = [  # every synthetic file, as targets: the generators alone
+            f"resources/preprocess/{dataset}/{entry['split']}/{entry['name']}.csv"
+            for dataset, spec in config["datasets"].items()
+            for entry in spec["synthetic"]["files"]
+        ]
+        return run_snakemake(
+            *args, *logs, "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
+        )  # fmt: skip
+
+    snakemake()
+    generated = sum(len(spec["synthetic"]["files"]) for spec in config["datasets"].values())
+    assert len(list((workdir / "resources" / "preprocess").rglob("*.csv"))) == generated
+    config["datasets"]["tiny_hcrl"]["synthetic"]["files"].append(
+        {"split": "test_03_rpm", "name": "rpm", "attack": "rpm", "duration_s": 0.5}
+    )
+    planned = snakemake("-n").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", planned, re.M))  # the job-count table of the dry run
+    assert counts.get("preprocess_generate_can") == "1", planned
+    assert "resources/preprocess/tiny_hcrl/test_03_rpm/rpm.csv" in planned
+
+
 def test_shipped_whole_fusion_captures_come_last_and_the_blocks_only_experiment_drops_them(
     tmp_path,
 ):

@@ -45,6 +45,20 @@ def test_same_seed_same_bytes_other_seed_other_traffic(tmp_path):
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
 
 
+def test_a_file_given_its_own_entry_is_the_same_file_as_from_the_whole_list(tmp_path):
+    """The workflow gives each generate_can job only its own entry (test_adding_a_synthetic_file_generates_only_it):
+    the bytes are those of the same entry at the same index of the whole list."""
+    files = [
+        {"split": "train_01_attack_free", "name": "normal", "attack": "none", "duration_s": 0.5},
+        {"split": "test_01_dos", "name": "dos", "attack": "dos", "duration_s": 1.0},
+    ]
+    generate_file({**OPTIONS, "files": files}, 1, tmp_path / "listed.csv")
+    generate_file(OPTIONS, 1, tmp_path / "own.csv", entry=files[1])
+    generate_file(OPTIONS, 0, tmp_path / "other_index.csv", entry=files[1])
+    assert (tmp_path / "listed.csv").read_bytes() == (tmp_path / "own.csv").read_bytes()
+    assert (tmp_path / "own.csv").read_bytes() != (tmp_path / "other_index.csv").read_bytes()  # index counts
+
+
 def test_vehicle_ids_periods_and_normal_rate():
     vehicle = Vehicle(seed=1, num_ids=40)
     assert len(np.unique(vehicle.ids)) == 40 and 0 not in vehicle.ids

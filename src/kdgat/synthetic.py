@@ -273,16 +273,21 @@ def file_name(entry: Mapping, fmt: str) -> str:
     return f"{entry['split']}/{entry['name']}.csv"
 
 
-def generate_file(options: Mapping, file_index: int, path: str | Path) -> CanMessages:
+def generate_file(
+    options: Mapping, file_index: int, path: str | Path, entry: Mapping | None = None
+) -> CanMessages:
     """Write file number ``file_index`` of a dataset's ``synthetic:`` block (``options``) to ``path``.
 
     The vehicle comes from ``options['seed']`` (the same for every file of the dataset); the file's own traffic
-    from the seed and its index, so each file can be generated on its own (one job per file).
+    from the seed and its index, so each file can be generated on its own (one job per file). The file is
+    ``options['files'][file_index]``, or ``entry`` when given: the workflow gives each job only its own entry,
+    so that adding a file to the list changes no other job's parameters (Snakemake would regenerate them all).
     """
-    files = _option(options, "files")
-    if not 0 <= file_index < len(files):
-        raise ValueError(f"synthetic.files has {len(files)} entries, there is no entry {file_index}")
-    entry = files[file_index]
+    if entry is None:
+        files = _option(options, "files")
+        if not 0 <= file_index < len(files):
+            raise ValueError(f"synthetic.files has {len(files)} entries, there is no entry {file_index}")
+        entry = files[file_index]
     seed = int(_option(options, "seed"))
     fmt = str(_option(options, "format"))
     vehicle = Vehicle(seed, int(_option(options, "num_ids")))

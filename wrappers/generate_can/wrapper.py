@@ -12,4 +12,5 @@ with failure_logged("generate_can"):
         options=snakemake.params.options,
         file_index=int(snakemake.params.get("file_index", 0)),
         path=snakemake.output[0],
+        entry=snakemake.params.get("entry"),
     )

@@ -55,6 +55,16 @@ def _layout(dataset):
         raise WorkflowError(str(error)) from None
 
 
+def synthetic_options(wildcards):
+    # Each generate_can job's parameters leave out the other files: adding one regenerates no other.
+    block = DATASETS[wildcards.dataset]["synthetic"]
+    return {key: value for key, value in block.items() if key != "files"}
+
+
+def synthetic_entry(wildcards):
+    return DATASETS[wildcards.dataset]["synthetic"]["files"][synthetic_entry_index(wildcards)]
+
+
 def synthetic_entry_index(wildcards):
     entries = (DATASETS[wildcards.dataset].get("synthetic") or {}).get("files", [])
     for index, entry in enumerate(entries):
