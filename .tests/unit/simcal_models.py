@@ -213,10 +213,36 @@ def int_and_str_keys(params, seed):
     return {1: params["a"], "1": params["a"] + 1.0}
 
 
+def running_alone() -> bool:
+    """Whether this is the process simcal.isolate runs a single simulation in (``python -m simcal.isolate payload
+    rows report-fd``), not a worker."""
+    return Path(sys.argv[0]).parts[-2:] == ("simcal", "isolate.py")
+
+
+def block_the_rows_file() -> None:
+    """In the process running it alone: put a directory where that process writes its rows first (the rows path,
+    its second argument, with the suffix .partial), so that its own write fails (IsADirectoryError), as it
+    would on a full disk, although the model returns fine."""
+    Path(sys.argv[2]).with_suffix(".partial").mkdir()
+
+
+def blocks_its_rows_for_three(params, seed):
+    """When a == 3: kills its worker process (like crashes_for_three), and when run alone, returns fine but blocks
+    the file its rows are written to (block_the_rows_file), appending a line to ``count_file`` each time."""
+    if params["a"] == 3:
+        if not running_alone():
+            os._exit(11)
+        with open(params["count_file"], "a") as handle:
+            handle.write("alone\n")
+        block_the_rows_file()
+    return {"y": float(params["a"])}
+
+
 def misbehaves_alone(params, seed):
     """For the isolated runs: ``how`` chooses what it does ("rows", "segfault", "exit" with ``code``, "hang", "memory" with
     ``mib``, "external": waits for a program of its own, which holds ``mib`` and whose process id it writes to
-    ``external_pid_file``, "shout": writes ``mib`` MiB of lines to stderr, then exits with code 11); it first writes
+    ``external_pid_file``, "shout": writes ``mib`` MiB of lines to stderr, then exits with code 11, "block_rows": returns
+    rows but first blocks the file they are written to, see block_the_rows_file); it first writes
     its process id to ``pid_file`` when given."""
     if params.get("pid_file"):
         Path(params["pid_file"]).write_text(str(os.getpid()))
@@ -239,6 +265,8 @@ def misbehaves_alone(params, seed):
         sys.stderr.write("its last words\n")
         sys.stderr.flush()
         os._exit(11)
+    if how == "block_rows":
+        block_the_rows_file()
     if how == "exit":
         os._exit(int(params.get("code", 11)))
     if how == "hang":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import dask
 import psutil
 import pytest
 
-from simcal.isolate import SimulationCrashed, run_isolated
+from simcal.isolate import IsolationFailed, SimulationCrashed, run_isolated
 from simcal.outcomes import BYSTANDER_DEATHS, Deaths
 from simcal.tasks import Batch, plan_tasks
 from simcal.worker import run_batch
@@ -68,6 +69,40 @@ def test_the_child_works_in_the_workers_own_directory_not_in_the_systems_tempora
     rows = run_isolated(MODEL, batch("rows"), None, None, worker=worker)
     assert set(rows["status"]) == {"ok"} and len(rows) == 2  # the model's table of two rows
     assert not list(local.iterdir())  # the child's files went with it
+
+
+def test_a_worker_whose_directory_cannot_hold_the_scratch_directory_raises_isolation_failed_naming_it(
+    tmp_path,
+):
+    """The worker's own failure (here its local directory is a file; a full disk or a removed directory alike) is
+    no crash of the simulation: it escaped as a plain OSError, which the driver recorded as the model's failure."""
+    local = tmp_path / "worker-local"
+    local.write_text("not a directory")
+    worker = SimpleNamespace(local_directory=str(local), memory_manager=None)
+    with pytest.raises(IsolationFailed) as error:
+        run_isolated(MODEL, batch("rows"), None, None, worker=worker)
+    said = str(error.value)
+    assert (
+        f"could not run it alone in a process of its own on worker host {socket.gethostname()} (in {local})"
+        in said
+    )
+    assert "NotADirectoryError" in said
+
+
+def test_a_child_that_cannot_write_its_rows_raises_isolation_failed_not_a_crash(tmp_path):
+    """The model returned fine, but the child could not write its rows (a directory stands where it writes them,
+    as real an OSError as a full disk's): that child exited with a traceback and was taken for a crash."""
+    local = tmp_path / "worker-local"
+    local.mkdir()
+    worker = SimpleNamespace(local_directory=str(local), memory_manager=None)
+    with pytest.raises(IsolationFailed) as error:
+        run_isolated(MODEL, batch("block_rows"), None, None, worker=worker)
+    said = str(error.value)
+    assert (
+        f"on worker host {socket.gethostname()} (in {local}): its process could not write its rows to "
+        in said
+    )
+    assert "rows.partial: IsADirectoryError: [Errno 21] Is a directory" in said
 
 
 def test_a_model_that_writes_a_lot_to_stderr_has_it_passed_on_without_the_worker_holding_it(monkeypatch):

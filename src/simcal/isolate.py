@@ -6,6 +6,13 @@ simulation whose worker died is therefore run again here, alone in a process of 
 simcal.isolate``): if that process dies, the simulation killed it (``SimulationCrashed``); if the worker dies
 meanwhile, another simulation did. The worker's thread waits for the child and ends it past ``timeout_s`` (a
 ``timeout`` row) or past the worker's memory limit (the nanny's own limit, which does not count child processes).
+
+What fails around the model is not the model's doing, and raises ``IsolationFailed`` instead (the driver runs the
+simulation alone again, a few times, then records it as failed, not crashed): on the worker, making the scratch
+directory, writing the payload or starting the child (a full disk, a removed directory, no process to be had);
+in the child, reading the payload or writing the rows. The child reports such a failure to its worker through a
+pipe (its file descriptor is the child's third argument), not by an exit code, which a model's ``os._exit`` could
+use too, nor by a file in the scratch directory, which a full disk, the usual cause, would not let it write.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,36 +47,81 @@ STARTUP_S = 120.0  # for the child to start and import the model, before the sim
 STARTED = "started"  # the file the child writes beside its rows once the model is imported
 
 
+REPORT_BYTES = (
+    4096  # at most this much of a harness failure's report, written at once (PIPE_BUF: not interleaved)
+)
+
+
 class SimulationCrashed(Exception):
     """The process running a simulation alone died before it returned its rows."""
+
+
+class IsolationFailed(Exception):
+    """The simulation could not be run alone, for the worker's reasons (its disk, its process table), not the
+    model's: the message names the worker's host, the directory and the OSError."""
 
 
 def run_isolated(
     model_ref: str, batch: Batch, time_budget_s: float | None, timeout_s: float | None, worker: Any
 ) -> pd.DataFrame:
-    """The batch's rows, computed by ``run_batch`` in a child process; raises SimulationCrashed when it died."""
-    from simcal.worker import failure_rows
-
-    alone = Batch(batch.tasks, batch.key, driver=None)  # no start confirmation, no further isolation
+    """The batch's rows, computed by ``run_batch`` in a child process; raises SimulationCrashed when it died, and
+    IsolationFailed when the worker or the child could not do their own part (an OSError outside the model)."""
     # In the worker's own directory when it has one: set where /tmp will not do, and cleared by Dask's next worker
     # there once this one has died (this clean-up then never runs).
     where = getattr(worker, "local_directory", None)
+    try:
+        return _run_isolated(model_ref, batch, time_budget_s, timeout_s, worker, where)
+    except OSError as error:  # the model runs in the child: whatever fails here is the worker's
+        raise IsolationFailed(_isolation_failure(where, f"{type(error).__name__}: {error}")) from error
+
+
+def _isolation_failure(where: str | None, what: str) -> str:
+    # Not gettempdir(): it raises when no temporary directory is usable, which may be the failure itself.
+    directory = where or tempfile.tempdir or "the system's temporary directory"
+    return (
+        f"could not run it alone in a process of its own on worker host {socket.gethostname()} (in {directory}): "
+        f"{what}"
+    )
+
+
+def _run_isolated(
+    model_ref: str,
+    batch: Batch,
+    time_budget_s: float | None,
+    timeout_s: float | None,
+    worker: Any,
+    where: str | None,
+) -> pd.DataFrame:
+    from simcal.worker import failure_rows
+
+    alone = Batch(batch.tasks, batch.key, driver=None)  # no start confirmation, no further isolation
     with tempfile.TemporaryDirectory(prefix="simcal-isolated-", dir=where) as scratch:
         payload, result, stderr_path = (Path(scratch) / n for n in ("payload.pkl", "rows.pkl", "stderr.txt"))
         started = Path(scratch) / STARTED
         payload.write_bytes(pickle.dumps((model_ref, alone, time_budget_s)))
         # The child imports what the worker imports (its sys.path, made absolute), from the worker's directory.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
-        with open(stderr_path, "wb") as stderr:
-            # A process group of its own: what the model starts (a simulator binary) is ended with it.
-            child = subprocess.Popen(
-                [sys.executable, "-m", "simcal.isolate", str(payload), str(result)],
-                stdin=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
-            )  # fmt: skip
-            limit = timeout_s * len(alone) if timeout_s else None
-            memory_limit = _memory_limit(worker)
-            ended = _wait(child, started, limit, memory_limit)
+        report_read, report_write = os.pipe()
+        try:
+            with open(stderr_path, "wb") as stderr:
+                try:
+                    # A process group of its own: what the model starts (a simulator binary) is ended with it.
+                    child = subprocess.Popen(
+                        [sys.executable, "-m", "simcal.isolate", str(payload), str(result), str(report_write)],
+                        stdin=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True,
+                        pass_fds=(report_write,),
+                    )  # fmt: skip
+                finally:
+                    os.close(report_write)  # the child's copy only: read() then ends when the child has
+                limit = timeout_s * len(alone) if timeout_s else None
+                memory_limit = _memory_limit(worker)
+                ended = _wait(child, started, limit, memory_limit)
+            report = _read_report(report_read) if ended == "exited" else ""
+        finally:
+            os.close(report_read)
         stderr_text = _pass_on(stderr_path)
+        if report:
+            raise IsolationFailed(_isolation_failure(where, f"its process {report}"))
         if ended == "timeout":
             return failure_rows(
                 batch.tasks,
@@ -86,6 +139,16 @@ def run_isolated(
         if child.returncode == 0 and result.exists():
             return pickle.loads(result.read_bytes())
         raise SimulationCrashed(_death(child.returncode, ended, memory_limit, stderr_text))
+
+
+def _read_report(report_read: int) -> str:
+    """What the exited child reported of a harness failure of its own ("" when none): it writes its report at
+    once, before it exits; not waiting for more, as a program its model started might hold the pipe open."""
+    os.set_blocking(report_read, False)
+    try:
+        return os.read(report_read, REPORT_BYTES).decode(errors="replace")
+    except BlockingIOError:
+        return ""
 
 
 def _pass_on(stderr_path: Path) -> str:
@@ -201,6 +264,15 @@ def _end_when_orphaned() -> None:
     threading.Thread(target=watch, name="simcal-isolated-orphan-watch", daemon=True).start()
 
 
+def _harness_failed(report_fd: int, what: str, error: OSError) -> int:
+    """Report an OSError of the child's own work (not the model's) to the worker, and say it on stderr too."""
+    message = f"could not {what}: {type(error).__name__}: {error}"
+    os.write(report_fd, message.encode()[:REPORT_BYTES])
+    with contextlib.suppress(OSError):  # stderr is a file in the scratch directory, maybe on the full disk
+        print(f"simcal.isolate: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
 def main(argv: list[str]) -> int:
     import faulthandler
 
@@ -209,15 +281,25 @@ def main(argv: list[str]) -> int:
 
     faulthandler.enable()  # a segfault prints the model's Python stack to stderr, which the crash message quotes
     _end_when_orphaned()
-    payload, result = Path(argv[0]), Path(argv[1])
-    model_ref, batch, time_budget_s = pickle.loads(payload.read_bytes())
+    payload, result, report_fd = Path(argv[0]), Path(argv[1]), int(argv[2])
+    os.set_inheritable(report_fd, False)  # not for the programs the model starts
+    try:
+        model_ref, batch, time_budget_s = pickle.loads(payload.read_bytes())
+    except OSError as error:
+        return _harness_failed(report_fd, f"read its payload {payload}", error)
     with contextlib.suppress(ContractError):  # run_batch makes it the batch's failed rows
         cached_model(model_ref)  # imported once, before the simulation's clock starts
-    result.with_name(STARTED).touch()
-    rows = run_batch(model_ref, batch, time_budget_s)
+    try:
+        result.with_name(STARTED).touch()
+    except OSError as error:
+        return _harness_failed(report_fd, f"write {result.with_name(STARTED)}", error)
+    rows = pickle.dumps(run_batch(model_ref, batch, time_budget_s))
     partial = result.with_suffix(".partial")
-    partial.write_bytes(pickle.dumps(rows))
-    os.replace(partial, result)  # whole rows or none: a death while writing reads as a crash
+    try:
+        partial.write_bytes(rows)
+        os.replace(partial, result)  # whole rows or none: a death while writing reads as a crash
+    except OSError as error:
+        return _harness_failed(report_fd, f"write its rows to {partial}", error)
     return 0
 
 
