@@ -141,3 +141,23 @@ def test_the_service_counts_worker_deaths_itself_like_a_sweep(tmp_path, monkeypa
     assert "the death of the worker it shared, which only made it a suspect, is not counted" in error
     assert "distributed.scheduler.allowed-failures" not in error
     assert len(count.read_text().split()) == 3
+
+
+def test_a_simulation_the_worker_cannot_run_alone_is_a_failed_row_as_in_a_sweep(tmp_path):
+    """Its worker dies, so it runs alone, where the process running it cannot write its rows (a directory in their
+    place): the isolation failed, not the model, so it is run alone again, ISOLATION_FAILURES times in all, then
+    its row is failed saying so (gather gave up at the first such failure; before, it recorded a crash)."""
+    from simcal.outcomes import ISOLATION_FAILURES
+
+    count = tmp_path / "alone"
+    with SimulationService(backend="local", threads=1) as service:
+        params = {"a": 3, "count_file": str(count)}
+        rows = service.gather([service.submit("simcal_models:blocks_its_rows_for_three", params)])
+    assert list(rows["status"]) == ["failed"]
+    error = rows["error"].iloc[0]
+    assert error.startswith(
+        "IsolationFailed: could not run it alone in a process of its own on worker host "
+    ), error
+    assert "IsADirectoryError" in error and f"so {ISOLATION_FAILURES} time(s), the limit" in error, error
+    assert "The model itself was not seen to fail" in error, error
+    assert count.read_text().split() == ["alone"] * ISOLATION_FAILURES

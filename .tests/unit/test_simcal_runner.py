@@ -33,6 +33,7 @@ from simcal.backends import (
     worker_lifetime,
 )
 from simcal.contract import ContractError
+from simcal.outcomes import ISOLATION_FAILURES
 from simcal.runner import (
     NoWorkers,
     PartStore,
@@ -369,6 +370,40 @@ def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_pa
     )
     assert expected in crashed["error"].iloc[0], outcome
     assert (result.loc[result["a"] != 3, "status"] == "ok").all(), outcome
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_a_simulation_the_worker_cannot_run_alone_is_failed_not_crashed_and_rerun_failed_runs_it_again(
+    tmp_path, client
+):
+    """Its worker dies (a == 3), so it is run alone; there the model returns fine, but the process running it
+    cannot write its rows (a directory stands in their place: as real an OSError as a full disk's). The isolation
+    failed, not the model: it is run alone again, ISOLATION_FAILURES times in all, then recorded as failed saying
+    so (it was recorded as crashed, its own death), and a rerun with rerun_failed runs it again."""
+    count = tmp_path / "alone"
+    params = table(6).assign(count_file=str(count))
+    settings = {"batch_size": 6, "max_failed_fraction": 0.2}
+    model, out = "simcal_models:blocks_its_rows_for_three", tmp_path / "out"
+    summary = simulate(model, params, out, settings, client=client)
+    result = read_results(out).sort_values("a")
+    outcome = result[["a", "status", "error"]].to_string()  # shown when an assertion fails
+    assert len(result) == 6 and summary.failed == 1, outcome
+    assert (result.loc[result["a"] != 3, "status"] == "ok").all(), outcome
+    failed = result[result["a"] == 3]
+    assert list(failed["status"]) == ["failed"], outcome
+    error = failed["error"].iloc[0]
+    assert error.startswith(
+        "IsolationFailed: could not run it alone in a process of its own on worker host "
+    ), error
+    assert "its process could not write its rows to " in error and "IsADirectoryError" in error, error
+    assert f"so {ISOLATION_FAILURES} time(s), the limit" in error, error
+    assert "The model itself was not seen to fail" in error, error
+    assert count.read_text().split() == ["alone"] * ISOLATION_FAILURES  # run alone again, then given up
+    client.wait_for_workers(2, timeout=60)
+    leave_as_parts(out, model)
+    again = simulate(model, params, out, {**settings, "rerun_failed": True}, client=client)
+    assert (again.skipped, again.executed) == (5, 1)
+    assert count.read_text().split() == ["alone"] * 2 * ISOLATION_FAILURES
     client.wait_for_workers(2, timeout=60)
 
 

@@ -38,7 +38,7 @@ from simcal.contract import (
     replicate_seed,
     resolve_callable,
 )
-from simcal.isolate import SimulationCrashed
+from simcal.isolate import IsolationFailed, SimulationCrashed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
@@ -57,14 +57,14 @@ class SimulationFuture:
 
     __slots__ = (
         "allowed_failures", "cancelled", "client", "deaths", "future", "isolated", "key", "model_ref", "start_topic",
-        "task", "tasks", "timeout_s", "unconfirmed", "bystander_deaths",
+        "task", "tasks", "timeout_s", "unconfirmed", "bystander_deaths", "isolation_failures",
     )  # fmt: skip
 
     def __init__(self, client: Any, model_ref: str, task: SimTask, settings: SimulationSettings):
         self.client, self.model_ref, self.task, self.tasks = client, model_ref, task, [task]
         self.timeout_s, self.allowed_failures = settings.timeout_s, settings.allowed_failures
         self.start_topic, self.deaths, self.unconfirmed, self.isolated = "", 0, 0, False
-        self.bystander_deaths = 0
+        self.bystander_deaths = self.isolation_failures = 0
         self.key, self.future, self.cancelled = "", None, False
         self.start()
 
@@ -201,6 +201,15 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
                 elif ended == "lost" and sim.unconfirmed + 1 < UNCONFIRMED_DEATHS:
                     sim.unconfirmed += 1  # its result vanished with a dead worker: run it again
                     sim.start()
+                elif isinstance(value, IsolationFailed):
+                    # The worker's fault, not the simulation's: run it alone again, a few times.
+                    deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
+                    if deaths.isolation_verdict(sim) == "failed":
+                        outcome[id(sim)] = failure_rows(
+                            sim.tasks, "failed", deaths.isolation_error(sim, value)
+                        )
+                    else:
+                        sim.start()
                 elif not isinstance(value, KilledWorker | SimulationCrashed):
                     outcome[id(sim)] = failure_rows(sim.tasks, "failed", f"{type(value).__name__}: {value}")
                 else:

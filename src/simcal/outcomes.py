@@ -6,11 +6,15 @@ from __future__ import annotations
 from concurrent.futures import CancelledError
 from typing import Any
 
-from simcal.isolate import SimulationCrashed
+from simcal.isolate import IsolationFailed, SimulationCrashed
 from simcal.worker import TIMEOUT_TOPIC
 
 UNCONFIRMED_DEATHS = 3  # deaths without a start confirmation (a lost event) count as real after this many
 BYSTANDER_DEATHS = 10  # worker deaths an isolated simulation may live through before it is given up
+# Tries to run a simulation alone that may fail for the worker's reasons (IsolationFailed: its disk full, no process
+# to be had) before it is recorded as failed: another worker, or the same one freed, may do; a cluster whose every
+# worker is out of disk must not have it rerun for ever.
+ISOLATION_FAILURES = 3
 
 
 class Deaths:
@@ -25,11 +29,13 @@ class Deaths:
     - a single simulation is rerun ``isolated``: alone, in a child process of the worker (``simcal.isolate``).
       Only a death of that process (``SimulationCrashed``) counts against it; beyond ``allowed_failures`` of
       those it is recorded as crashed. A death of the worker meanwhile is another simulation's doing: it is
-      rerun, at most ``BYSTANDER_DEATHS`` times.
+      rerun, at most ``BYSTANDER_DEATHS`` times. When it could not be run alone at all (``IsolationFailed``: the
+      worker's disk or process table, not the model), it is rerun alone, and after ``ISOLATION_FAILURES`` such
+      tries recorded as failed (``rerun_failed`` runs it again), never as crashed.
 
-    A unit is anything with ``tasks``, ``key``, ``start_topic``, ``isolated``, ``deaths``, ``unconfirmed`` and
-    ``bystander_deaths`` (its own count, so that lost results, counted in ``unconfirmed``, do not use it up)
-    attributes.
+    A unit is anything with ``tasks``, ``key``, ``start_topic``, ``isolated``, ``deaths``, ``unconfirmed``,
+    ``bystander_deaths`` (its own count, so that lost results, counted in ``unconfirmed``, do not use it up) and
+    ``isolation_failures`` attributes.
     """
 
     def __init__(self, client: Any, token: str, allowed_failures: int):
@@ -60,6 +66,20 @@ class Deaths:
         """``retry`` or ``crashed``, after the process running the unit alone died (SimulationCrashed)."""
         unit.deaths += 1
         return "retry" if unit.deaths <= self.allowed else "crashed"
+
+    def isolation_verdict(self, unit: Any) -> str:
+        """``retry`` or ``failed``, after the unit could not be run alone (IsolationFailed): not counted as a death."""
+        unit.isolation_failures += 1
+        return "retry" if unit.isolation_failures < ISOLATION_FAILURES else "failed"
+
+    @staticmethod
+    def isolation_error(unit: Any, exc: IsolationFailed) -> str:
+        """The error of a simulation recorded as failed because it could not be run alone."""
+        return (
+            f"IsolationFailed: {exc}; so {unit.isolation_failures} time(s), the limit (it was run alone because its "
+            "worker had died). The model itself was not seen to fail: the worker's disk, directory or process table "
+            "failed around it; once they are fixed, a rerun with simulation.rerun_failed: true runs it again"
+        )
 
     def started(self, key: str, worker: str | None) -> bool:
         try:

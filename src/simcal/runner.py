@@ -12,7 +12,8 @@ batch (``simcal.worker.run_batch``). Every planned simulation ends as rows in th
   child process of the worker (``simcal.isolate``), so that on a worker of several threads the simulations that
   merely ran beside the culprit are not blamed. Once its own process has died more than ``allowed_failures``
   times it is recorded with status ``crashed`` (see ``simcal.outcomes.Deaths``), and every other simulation of
-  the batch keeps its result.
+  the batch keeps its result. When the worker could not run it alone (``IsolationFailed``: a full disk, no process
+  to be had), it is tried again, and then recorded as ``failed`` saying so, not as crashed.
 
 The model never runs in the driver's process (unless the local backend is told to use threads, ``processes:
 false``). Progress goes to the log and to ``<output>.progress.json`` (see ``simcal status``).
@@ -45,7 +46,7 @@ import pandas as pd
 
 from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, mapping_of, resolve_callable
-from simcal.isolate import SimulationCrashed
+from simcal.isolate import IsolationFailed, SimulationCrashed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
@@ -109,14 +110,15 @@ class _Unit:
     known about the worker deaths it was involved in (see ``simcal.outcomes.Deaths``)."""
 
     __slots__ = (
-        "budget", "bystander_deaths", "deaths", "isolated", "key", "start_topic", "tasks", "unconfirmed",
+        "budget", "bystander_deaths", "deaths", "isolated", "isolation_failures", "key", "start_topic", "tasks",
+        "unconfirmed",
     )  # fmt: skip
 
     def __init__(
         self, tasks: Sequence[SimTask], key: str, budget: float | None = None, start_topic: str = ""
     ):
         self.tasks, self.key, self.budget, self.start_topic = list(tasks), key, budget, start_topic
-        self.deaths = self.unconfirmed = self.bystander_deaths = 0
+        self.deaths = self.unconfirmed = self.bystander_deaths = self.isolation_failures = 0
         self.isolated = False
 
 
@@ -541,6 +543,14 @@ class _Execution:
             verdict = self.simulator.deaths.verdict(unit, exc)
         elif isinstance(exc, SimulationCrashed):
             verdict = self.simulator.deaths.isolated_verdict(unit)
+        elif isinstance(exc, IsolationFailed):
+            # The worker's fault, not the simulation's: run it alone again, maybe on another worker.
+            verdict = self.simulator.deaths.isolation_verdict(unit)
+            if verdict == "retry":
+                log.warning(
+                    "simulation param_id %s replicate %d: %s; running it alone again",
+                    unit.tasks[0].param_id, unit.tasks[0].replicate, exc,
+                )  # fmt: skip
         else:  # raised outside the simulations' own guard (e.g. results that cannot be sent back)
             verdict = "split" if len(unit.tasks) > 1 else "failed"
         if verdict == "isolate":
@@ -569,6 +579,8 @@ class _Execution:
             task = unit.tasks[0]
             if verdict == "crashed":
                 status, error = "crashed", self.simulator.deaths.crash_error(unit, exc)
+            elif isinstance(exc, IsolationFailed):
+                status, error = "failed", self.simulator.deaths.isolation_error(unit, exc)
             else:
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
             log.error(
