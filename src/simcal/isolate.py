@@ -47,9 +47,8 @@ STARTUP_S = 120.0  # for the child to start and import the model, before the sim
 STARTED = "started"  # the file the child writes beside its rows once the model is imported
 
 
-REPORT_BYTES = (
-    4096  # at most this much of a harness failure's report, written at once (PIPE_BUF: not interleaved)
-)
+# At most this much of a harness failure's report, written at once (PIPE_BUF: never interleaved).
+REPORT_BYTES = 4096
 
 
 class SimulationCrashed(Exception):
