@@ -71,6 +71,15 @@ def test_the_child_works_in_the_workers_own_directory_not_in_the_systems_tempora
     assert not list(local.iterdir())  # the child's files went with it
 
 
+def isolation_failure(local, function: str) -> str:
+    """The message of the IsolationFailed that running ``function`` alone raises on a worker whose local directory
+    is ``local``."""
+    worker = SimpleNamespace(local_directory=str(local), memory_manager=None)
+    with pytest.raises(IsolationFailed) as error:
+        run_isolated(MODEL, batch(function), None, None, worker=worker)
+    return str(error.value)
+
+
 def test_a_worker_whose_directory_cannot_hold_the_scratch_directory_raises_isolation_failed_naming_it(
     tmp_path,
 ):
@@ -78,10 +87,7 @@ def test_a_worker_whose_directory_cannot_hold_the_scratch_directory_raises_isola
     no crash of the simulation: it escaped as a plain OSError, which the driver recorded as the model's failure."""
     local = tmp_path / "worker-local"
     local.write_text("not a directory")
-    worker = SimpleNamespace(local_directory=str(local), memory_manager=None)
-    with pytest.raises(IsolationFailed) as error:
-        run_isolated(MODEL, batch("rows"), None, None, worker=worker)
-    said = str(error.value)
+    said = isolation_failure(local, "rows")
     assert (
         f"could not run it alone in a process of its own on worker host {socket.gethostname()} (in {local})"
         in said
@@ -94,10 +100,7 @@ def test_a_child_that_cannot_write_its_rows_raises_isolation_failed_not_a_crash(
     as real an OSError as a full disk's): that child exited with a traceback and was taken for a crash."""
     local = tmp_path / "worker-local"
     local.mkdir()
-    worker = SimpleNamespace(local_directory=str(local), memory_manager=None)
-    with pytest.raises(IsolationFailed) as error:
-        run_isolated(MODEL, batch("block_rows"), None, None, worker=worker)
-    said = str(error.value)
+    said = isolation_failure(local, "block_rows")
     assert (
         f"on worker host {socket.gethostname()} (in {local}): its process could not write its rows to "
         in said
