@@ -18,7 +18,7 @@ from kdgat.graph_store import save_graphs
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.models.vgae import ERROR_TERMS, vgae_loss
 from kdgat.runtime import select_device
-from kdgat.testing import toy_graphs
+from kdgat.testing import TinyStage, toy_graphs
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
 from kdgat.training import loop as training_loop
@@ -279,6 +279,48 @@ def test_early_stopping_stops_when_validation_loss_stalls(graphs):
     assert metrics["epochs_run"] == len(result["history"])
 
 
+class ScriptedStage(TinyStage):
+    """A stage whose validation losses are `val_losses`, one per epoch; epoch n (from 1) leaves every weight = n."""
+
+    def __init__(self, val_losses):
+        super().__init__()
+        self.val_losses = list(val_losses)
+        self.epochs_run = 0
+
+    def train_epoch(self, epoch):
+        self.epochs_run = epoch + 1
+        with torch.no_grad():  # in place, as an optimiser step changes them
+            for parameter in self.model.parameters():
+                parameter.fill_(self.epochs_run)
+        return {"graphs": 1}
+
+    def validate(self):
+        return {"val_loss": self.val_losses[self.epochs_run - 1]}
+
+
+@pytest.mark.parametrize(
+    ("val_losses", "patience", "min_delta", "best"),
+    [
+        ([3.0, 1.0, 2.0, 1.5, 1.0, 0.5, 0.1], 3, 0.0, 2),  # no better loss in 3 epochs: stops after epoch 5
+        ([3.0, 1.0, 1.0, 1.0, 0.1], 2, 0.0, 2),  # an equal loss is no improvement: stops after epoch 4
+        ([3.0, 2.8, 2.6, 2.55, 1.0], 3, 0.5, 1),  # gains under min_delta do not count: stops after 4
+    ],
+)
+def test_training_stops_patience_epochs_after_its_best_and_keeps_the_best_epochs_weights(
+    val_losses, patience, min_delta, best
+):
+    """kdgat.training.loop.fit: an epoch improves when its validation loss is below the best by more than min_delta;
+    after `patience` epochs without one training stops, and the model keeps the weights of its best epoch
+    (best_epoch counts from 1, as history.csv's epoch)."""
+    stage = ScriptedStage(val_losses)
+    loop = training_loop.LoopSettings(epochs=len(val_losses), patience=patience, min_delta=min_delta)
+    result = training_loop.fit(stage, loop, "fingerprint")
+    assert [row["epoch"] for row in result["history"]] == list(range(1, best + patience + 1))
+    assert (result["best_epoch"], result["best_val_loss"]) == (best, val_losses[best - 1])
+    assert result["history"][best - 1]["val_loss"] == result["best_val_loss"]
+    assert all(torch.all(parameter == best) for parameter in stage.model.parameters())
+
+
 @pytest.mark.parametrize("stage", ["vgae", "gat"])
 def test_a_diverged_training_stops_naming_the_stage_epoch_and_learning_rate(stage, graphs, tmp_path):
     """Weights gone to NaN (a learning rate far too high: at the first epoch here) stop the job at that epoch,
@@ -312,7 +354,7 @@ KILLED_RUN = textwrap.dedent(
     import json, sys
     import torch
     torch.set_num_threads(1)
-    from kdgat.testing import toy_graphs
+    from kdgat.testing import TinyStage, toy_graphs
     from kdgat.training import gat
     from kdgat.training.settings import StageSettings
     checkpoint, out = sys.argv[1], sys.argv[2]
