@@ -485,6 +485,54 @@ def test_graphs_breaking_the_contract_are_rejected():
         check_graphs(graphs, 20, "train.pt")
 
 
+def test_a_can_id_index_is_accepted_below_num_ids_and_refused_from_num_ids_on():
+    """The vocabulary holds num_ids indices, 0 to num_ids - 1 (the OOV index included)."""
+    from kdgat.training.data import check_graphs
+
+    graphs = toy_graphs(3, num_ids=20, seed=0)
+    highest = max(int(graph.x[:, 0].max()) for graph in graphs)
+    check_graphs(graphs, highest + 1, "train.pt")
+    with pytest.raises(ValueError, match=rf"has a CAN-ID index >= num_ids={highest}"):
+        check_graphs(graphs, highest, "train.pt")
+
+
+def test_a_training_job_checks_its_validation_graphs_and_refuses_an_empty_graph_file(tmp_path):
+    from kdgat.training.data import load_training_data
+
+    files = {name: tmp_path / f"{name}.pt" for name in ("train", "val")}
+    save_graphs(toy_graphs(4, num_ids=NUM_IDS, seed=0), files["train"])
+    val = toy_graphs(4, num_ids=NUM_IDS, seed=1)
+    val[3].y = torch.tensor([2])
+    save_graphs(val, files["val"])
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({"num_ids": NUM_IDS}))
+    with pytest.raises(ValueError, match=rf"{files['val']}: graph 3 has the label y=2"):
+        load_training_data(files["train"], files["val"], metadata)
+    save_graphs([], files["val"])
+    with pytest.raises(ValueError, match=rf"{files['val']}: contains no graphs"):
+        load_training_data(files["train"], files["val"], metadata)
+
+
+def test_the_dqn_refuses_graphs_a_base_model_was_trained_on(tmp_path):
+    """kdgat.training.data.refuse_training_graphs: a fit or stop graph file that is one a base model recorded as
+    its training file is refused, naming both; other files, and models that record none, pass."""
+    from kdgat.files import file_sha256
+    from kdgat.model_store import save_model
+    from kdgat.training.data import refuse_training_graphs
+
+    train, held_out = tmp_path / "train.pt", tmp_path / "fusion.pt"
+    save_graphs(toy_graphs(4, num_ids=NUM_IDS, seed=0), train)
+    save_graphs(toy_graphs(4, num_ids=NUM_IDS, seed=1), held_out)
+    gat, older = tmp_path / "gat.pt", tmp_path / "older.pt"
+    save_model(GAT(NUM_IDS), "gat", {"num_ids": NUM_IDS}, gat, trained_on=file_sha256(train))
+    save_model(GAT(NUM_IDS), "gat", {"num_ids": NUM_IDS}, older)  # records no training file
+    refuse_training_graphs({"fit": held_out, "stop": None}, {"gat": gat, "vgae": older, "teacher_gat": None})
+    with pytest.raises(
+        ValueError, match=rf"{train}: the stop graphs are the graphs gat \({gat}\) trained on"
+    ):
+        refuse_training_graphs({"fit": held_out, "stop": train}, {"gat": gat, "vgae": older})
+
+
 # -- resuming: what must survive a crash, and checkpoints that must not be resumed ------------------------------
 @pytest.fixture(scope="module")
 def teachers(graphs, trained_vgae):
