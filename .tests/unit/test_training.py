@@ -213,6 +213,41 @@ def test_the_youden_threshold_is_optimal_under_the_vgaes_own_rule_error_above_th
     assert np.array_equal(calibrated > 0.5, errors > threshold)
 
 
+@pytest.mark.parametrize(
+    ("errors", "labels"),
+    [
+        ([0.1, 0.5, 0.2, 0.4, 0.3, 0.25, 0.35], [0, 0, 0, 0, 0, 0, 0]),  # validation without attacks
+        ([0.3, 0.4, 0.35, 0.5, 0.1, 0.2], [0, 0, 0, 0, 1, 1]),  # no cut flags attacks more than normals
+    ],
+)
+def test_without_a_youden_cut_the_threshold_is_the_95th_percentile_of_the_normal_errors(errors, labels):
+    errors, labels = np.array(errors), np.array(labels)
+    threshold, method = vgae_training.fit_threshold(errors, labels)
+    assert method == "normal_p95"
+    assert threshold == pytest.approx(np.percentile(errors[labels == 0], 95))
+
+
+def test_graph_errors_are_those_of_eval_mode_whatever_mode_the_model_is_in(graphs, trained_vgae):
+    """kdgat.training.vgae.graph_errors: deterministic (z = μ, no dropout) and the model left in its mode."""
+    _, val = graphs
+    in_training = copy.deepcopy(trained_vgae).train()
+    expected = graph_errors(copy.deepcopy(trained_vgae).eval(), val, 16, "cpu")
+    errors = graph_errors(in_training, val, 16, "cpu")
+    assert in_training.training
+    for term in ERROR_TERMS:
+        assert np.allclose(errors[term], expected[term], rtol=1e-5, atol=0)
+
+
+def test_the_vgaes_per_epoch_val_auc_scores_the_anomaly_error_calibration_fits(graphs):
+    """history.csv's val_auc of an epoch standardises the error terms by their statistics on the normal validation
+    graphs, as the calibration after training does: after one epoch (the best) it is the final val_auc."""
+    train, val = graphs
+    one_epoch = settings("vgae", training={"epochs": 1}, vgae_loss=LOSS)
+    _, result, metrics, _ = vgae_training.train(train, val, NUM_IDS, one_epoch)
+    assert metrics["error_statistics_from"] == "validation normals"
+    assert result["history"][0]["val_auc"] == pytest.approx(metrics["val_auc"], abs=1e-9)
+
+
 def toy_fusion_inputs(n: int, generator: torch.Generator) -> dict:
     """Fusion inputs (kdgat.inference.fusion_inputs) of `n` made-up graphs: the GAT mostly right."""
     label = torch.randint(0, 2, (n,), generator=generator)
@@ -277,6 +312,46 @@ def test_early_stopping_stops_when_validation_loss_stalls(graphs):
     _, result, metrics, _ = gat_training.train(train, val, NUM_IDS, frozen)
     assert len(result["history"]) < 10
     assert metrics["epochs_run"] == len(result["history"])
+
+
+def test_gat_validation_is_deterministic_the_loss_it_stops_on_is_the_one_reported(graphs):
+    """The GAT validates in eval mode (no dropout): after one epoch (the best) the history's validation loss and
+    AUC are metrics.json's."""
+    train, val = graphs
+    _, result, metrics, _ = gat_training.train(train, val, NUM_IDS, settings("gat", training={"epochs": 1}))
+    for name in ("val_loss", "val_auc"):
+        assert result["history"][0][name] == pytest.approx(metrics[name], rel=1e-6), name
+
+
+@pytest.mark.parametrize(("setting", "value"), [("grad_clip", 1e-3), ("weight_decay", 0.5)])
+def test_each_optimisation_setting_reaches_the_optimiser(graphs, setting, value):
+    """kd_gat.training.<stage>.grad_clip and weight_decay change the training: another value, another model."""
+    train, val = graphs
+    one_epoch = settings("gat", training={"epochs": 1})
+    reference, *_ = gat_training.train(train, val, NUM_IDS, one_epoch)
+    other, *_ = gat_training.train(
+        train, val, NUM_IDS, settings("gat", training={"epochs": 1, setting: value})
+    )
+    assert not same_weights(reference, other)
+
+
+def test_the_training_batches_are_shuffled_by_the_seed(graphs):
+    """The loader shuffles the training graphs with a generator of kd_gat.seed: from the same weights, one epoch
+    on another seed's batches ends elsewhere, on the same seed's at the same weights."""
+    train, val = graphs
+    torch.manual_seed(0)
+    model = GAT(NUM_IDS, **settings("gat").model)
+
+    def one_epoch(seed):
+        stage = gat_training.GATStage(
+            copy.deepcopy(model), train, val, settings("gat", seed=seed), torch.device("cpu")
+        )
+        torch.manual_seed(0)  # the same dropout draws
+        stage.train_epoch(0)
+        return stage.model
+
+    assert same_weights(one_epoch(5), one_epoch(5))
+    assert not same_weights(one_epoch(5), one_epoch(6))
 
 
 class ScriptedStage(TinyStage):
