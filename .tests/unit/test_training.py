@@ -112,8 +112,11 @@ def test_gat_resumes_after_a_crash_with_the_same_result(graphs, trained_vgae, tm
             gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint, vgae=trained_vgae)
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
 
-    resumed, result, *_ = gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint, vgae=trained_vgae)
+    resumed, result, resumed_metrics, _ = gat_training.train(
+        train, val, NUM_IDS, gat_settings, checkpoint, vgae=trained_vgae
+    )
     assert result["resumed_from"] == 1
+    assert (metrics["resumed_from_epoch"], resumed_metrics["resumed_from_epoch"]) == (None, 2)  # epochs done
     assert same_weights(resumed, reference)
     assert losses(result["history"]) == losses(reference_result["history"])
 
@@ -533,6 +536,11 @@ def test_bad_preprocess_files_give_clear_errors(tmp_path):
         run()
     with pytest.raises(ValueError, match="settings for the gat stage were given to the vgae stage"):
         vgae_training.run(**inputs, outputs=outputs, settings=settings("gat"))
+    without_history = {name: path for name, path in outputs.items() if name != "history"}
+    with pytest.raises(ValueError, match=r"the vgae stage needs the outputs .*; missing \['history'\]"):
+        vgae_training.run(**inputs, outputs=without_history, settings=settings("vgae", vgae_loss=LOSS))
+    with pytest.raises(ValueError, match="the GAT curriculum needs the trained VGAE of the same variant"):
+        gat_training.train([], [], NUM_IDS, settings("gat", curriculum=CURRICULUM))
 
 
 def test_graphs_breaking_the_contract_are_rejected():
