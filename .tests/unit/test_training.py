@@ -137,6 +137,26 @@ def test_gat_history_logs_each_epochs_curriculum_draw(graphs, trained_vgae):
         assert row["train_attack_share"] == pytest.approx(attacks / (attacks + row["curriculum_normals"]))
 
 
+def test_the_curriculum_draws_with_the_runs_seed(graphs, trained_vgae, monkeypatch):
+    """kdgat.curriculum: each epoch's sample comes from a generator seeded by (kd_gat.seed, epoch): the same seed
+    draws the same sample, another seed another one."""
+    train, val = graphs
+    samples = []
+    original = gat_training.GATStage.epoch_sample
+
+    def recorded(self, epoch):
+        indices, draw = original(self, epoch)
+        samples.append(sorted(indices.tolist()))
+        return indices, draw
+
+    monkeypatch.setattr(gat_training.GATStage, "epoch_sample", recorded)
+    for seed in (5, 5, 6):
+        half = CURRICULUM | {"start_ratio": 0.5, "end_ratio": 0.5}  # a draw from the pool, never all of it
+        one_epoch = settings("gat", training={"epochs": 1}, curriculum=half, seed=seed)
+        gat_training.train(train, val, NUM_IDS, one_epoch, vgae=trained_vgae)
+    assert samples[0] == samples[1] and samples[0] != samples[2]
+
+
 def test_vgae_anomaly_error_is_calibrated_on_normal_validation_windows(graphs, trained_vgae):
     _, val = graphs
     normal_val = [g for g in val if int(g.y) == 0]
