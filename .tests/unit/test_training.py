@@ -346,6 +346,23 @@ def test_gat_validation_is_deterministic_the_loss_it_stops_on_is_the_one_reporte
         assert result["history"][0][name] == pytest.approx(metrics[name], rel=1e-6), name
 
 
+def test_gat_validation_loss_is_the_mean_over_graphs_when_they_fill_several_batches(graphs):
+    """The GAT's validation loss, which early stopping compares, is the mean cross-entropy over every validation
+    graph, also when they take more than one batch (predict's batches hold at least 256 graphs: 300 here, so the
+    last batch holds 44); a mean of the batch means would weigh the last batch's graphs 5.8 times as much."""
+    train, _ = graphs
+    val = toy_graphs(300, num_ids=NUM_IDS, seed=3)
+    torch.manual_seed(0)
+    model = GAT(NUM_IDS, **settings("gat").model)
+    stage = gat_training.GATStage(model, train, val, settings("gat"), torch.device("cpu"))
+    probs, loss = stage.predict(val)
+    whole = Batch.from_data_list(val)
+    with torch.no_grad():
+        logits = model.eval()(whole.x, whole.edge_index, whole.batch).float()
+    assert len(probs) == 300
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, whole.y.view(-1))), rel=1e-5)
+
+
 @pytest.mark.parametrize(("setting", "value"), [("grad_clip", 1e-3), ("weight_decay", 0.5)])
 def test_each_optimisation_setting_reaches_the_optimiser(graphs, setting, value):
     """kd_gat.training.<stage>.grad_clip and weight_decay change the training: another value, another model."""
