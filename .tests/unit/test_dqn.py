@@ -64,6 +64,16 @@ def test_replay_buffer_wraps_around():
     assert set(sample[0].tolist()) <= {2, 3, 4, 5} and torch.equal(sample[1], sample[0])
 
 
+def test_replay_buffer_samples_only_the_transitions_pushed():
+    buffer = ReplayBuffer(10)
+    pushed = torch.tensor([5, 6, 7])
+    buffer.push(pushed, pushed, pushed.float(), pushed + 1, torch.zeros(3))
+    sample = buffer.sample(200, torch.Generator().manual_seed(0))
+    assert buffer.size == 3
+    assert set(sample[0].tolist()) == {5, 6, 7}  # never an empty slot of the 7 not yet filled
+    assert torch.equal(sample[1], sample[0]) and torch.equal(sample[3], sample[0] + 1)
+
+
 def test_double_dqn_target_uses_online_argmax_in_eval_mode_and_target_values():
     torch.manual_seed(0)
     online = QNetwork(state_dim=2, hidden=8, num_layers=1, dropout=0.5).train()
@@ -107,6 +117,22 @@ def test_early_stopping_holds_out_5_of_20_contiguous_blocks_of_the_fit_graphs():
     ]
     assert [length for _, length in runs] == [10] * 5
     assert all(start % 10 == 0 for start, _ in runs)  # each run is one of the 20 blocks of 200 / 20 rows
+
+
+def test_early_stop_rows_hold_out_at_least_one_block_and_refuse_what_holds_out_nothing_or_everything():
+    # A share below one block in 20 still holds out one whole block: early stopping never watches an empty set.
+    held = early_stop_rows(200, 0.01)
+    assert int(held.sum()) == 200 // HOLDOUT_BLOCKS and bool(held.view(HOLDOUT_BLOCKS, -1).all(dim=1).any())
+    # The share must lie in (0, 1): 0 would hold out nothing (and then one block regardless), 1 everything.
+    for share in (0.0, -0.25, 1.0):
+        with pytest.raises(ValueError, match=r"early_stop_share must lie in \(0, 1\)"):
+            early_stop_rows(100, share)
+    # One graph cannot be split into fit and stop graphs.
+    with pytest.raises(ValueError, match="at least 2 graphs"):
+        early_stop_rows(1, 0.25)
+    # Fewer graphs than blocks: still some graphs held out, and some left to learn from.
+    for count in range(2, 2 * HOLDOUT_BLOCKS):
+        assert 0 < int(early_stop_rows(count, 0.25).sum()) < count, count
 
 
 def test_epsilon_decays_linearly():
