@@ -61,13 +61,14 @@ def beats_both_inputs(inputs: dict, actions: torch.Tensor) -> tuple[bool, dict]:
     return scores["fusion"] >= max(scores["vgae"], scores["gat"]) + MARGIN, scores
 
 
-def settings(seed: int, epochs: int = 60, variant: str = "teacher") -> StageSettings:
+def settings(seed: int, epochs: int = 60, variant: str = "teacher", **dqn) -> StageSettings:
+    rl = {"steps_per_episode": 256, "updates_per_episode": 8, "batch_size": 64, "buffer_size": 5000} | dqn
     config = {
         "teacher_preset": "demo_teacher",
         "seed": seed,
         "device": "cpu",
         "training": {"dqn": {"epochs": epochs, "lr": 0.003, "patience": epochs, "weight_decay": 0.0}},
-        "dqn": {"steps_per_episode": 256, "updates_per_episode": 8, "batch_size": 64, "buffer_size": 5000},
+        "dqn": rl,
     }
     return StageSettings.from_config(config, "dqn", variant)
 
@@ -227,6 +228,39 @@ def test_each_graph_is_judged_by_a_copy_that_never_saw_it():
         assert 0.2 < len(stop) / (len(learn) + len(stop)) < 0.3  # early_stop_share of the training folds
 
 
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_each_copy_early_stops_on_early_stop_share_of_its_training_folds(share):
+    shares = []
+
+    def train_copy(learn, stop):
+        shares.append(len(stop) / (len(learn) + len(stop)))
+        return lambda rows: torch.zeros(len(rows))
+
+    held_out.cross_fitted_rewards(400, 4, share, train_copy)
+    assert shares == pytest.approx([share] * 4, abs=1 / held_out.HOLDOUT_BLOCKS)  # to a block of 20
+
+
+def test_the_copies_are_cut_by_keep_folds_and_early_stop_on_early_stop_share(monkeypatch):
+    """kdgat.training.dqn.train: the agent learns from the fit graphs and stops on the stop graphs; then one copy
+    per fold of kd_gat.dqn.keep_folds learns from the other folds of fit + stop, kd_gat.dqn.early_stop_share of
+    their blocks held out for its early stopping."""
+    fit, stop = fusion_inputs(200, seed=0), fusion_inputs(100, seed=1)
+    fitted = []
+    fit_agent = dqn_training.fit_agent
+
+    def recording(train_inputs, val_inputs, *args):
+        fitted.append((len(train_inputs["label"]), len(val_inputs["label"])))
+        return fit_agent(train_inputs, val_inputs, *args)
+
+    monkeypatch.setattr(dqn_training, "fit_agent", recording)
+    dqn_training.train(fit, stop, settings(0, epochs=2, keep_folds=3, early_stop_share=0.5))
+    agent, *copies = fitted
+    assert agent == (200, 100) and len(copies) == 3
+    for learn, held in copies:
+        assert learn + held == 200  # the two other folds of the 300 fit + stop graphs
+        assert held / (learn + held) == pytest.approx(0.5, abs=1 / held_out.HOLDOUT_BLOCKS)
+
+
 def test_the_keep_decision_is_cross_fitted_when_given(monkeypatch):
     # The scripted agent is right on every stop graph: judged there alone it is kept. Its cross-fitted rewards
     # (a copy trained without each graph) say otherwise, and then the better input replaces it.
@@ -311,6 +345,41 @@ def test_a_distilled_agent_is_cross_fitted_with_the_teachers_rows_of_the_same_gr
     assert -1.0 <= metrics["cross_fit_reward_learnt"] <= 1.0
 
 
+def test_the_copies_of_a_distilled_agent_learn_from_its_teacher_on_the_teachers_rows_of_fit_and_stop():
+    """With keep_folds, each copy of a distilled agent is distilled from the same teacher, which rates every graph
+    from its own fusion inputs: ``teacher_inputs`` for the fit graphs, ``teacher_val_inputs`` for the stop graphs
+    (the copies learn from both)."""
+    fit, stop = fusion_inputs(200, seed=0), fusion_inputs(100, seed=1)
+    own = {
+        name: inputs | {"state": inputs["state"] + 100.0} for name, inputs in (("fit", fit), ("stop", stop))
+    }
+    teacher = QNetwork().eval()
+    seen = []
+    teacher.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
+    distilled = settings(0, epochs=2, variant="student_kd", keep_folds=3)
+    dqn_training.train(
+        fit, stop, distilled, teacher=teacher, teacher_inputs=own["fit"], teacher_val_inputs=own["stop"]
+    )
+
+    def rows_of(states: torch.Tensor, inputs: dict) -> torch.Tensor:
+        return (states[:, None] == inputs["state"][None]).all(dim=2).any(dim=1)
+
+    states = torch.cat(seen)
+    assert (rows_of(states, own["fit"]) | rows_of(states, own["stop"])).all()  # the teacher's own rows only
+    assert rows_of(states, own["stop"]).any()  # the copies learnt from stop graphs too, from this teacher
+
+
+def test_teacher_inputs_of_other_graphs_are_refused():
+    fit = fusion_inputs(200, seed=0)
+    student = settings(0, variant="student_kd")
+    for count in (150, 250):
+        teacher = (QNetwork(**dict(student.model)), fusion_inputs(count, seed=1))
+        with pytest.raises(ValueError, match="the teacher's fusion inputs must cover the same graphs"):
+            dqn_training.DQNStage(
+                QNetwork(**dict(student.model)), fit, fit, student, torch.device("cpu"), teacher
+            )
+
+
 def stage_of(
     fit: dict, stop: dict, dqn: dict, model=None, variant="teacher", **config
 ) -> dqn_training.DQNStage:
@@ -357,6 +426,59 @@ def test_an_episode_explores_at_the_scheduled_epsilon():
     stage = stage_of(fit, fit, dqn, training={"dqn": {"epochs": 5}})
     epsilons = [stage.train_epoch(episode)["epsilon"] for episode in range(5)]
     assert epsilons == pytest.approx([0.9, 0.7, 0.5, 0.3, 0.1])
+
+
+def test_each_episode_acts_epsilon_greedily_at_its_scheduled_epsilon():
+    # The scripted agent's greedy action is 3 for every graph; the buffer never holds a batch: no update.
+    steps, episodes = 400, 5
+    fit = fusion_inputs(200, seed=0)
+    fit["state"][:, 0] = 3
+    dqn = {"eps_start": 0.9, "eps_end": 0.1, "steps_per_episode": steps, "updates_per_episode": 1,
+           "batch_size": 4096, "buffer_size": 4096}  # fmt: skip
+    stage = stage_of(fit, fit, dqn, model=ScriptedAgent(), training={"dqn": {"epochs": episodes}})
+    for episode in range(episodes):
+        epsilon = stage.train_epoch(episode)["epsilon"]
+        actions = stage.buffer.action[episode * steps : (episode + 1) * steps]
+        # ε of the actions uniform over the 21 actions: greedy share 1 − ε + ε/21 (0.14 at ε = 0.9).
+        greedy = float((actions == 3).float().mean())
+        assert greedy == pytest.approx(1 - epsilon + epsilon / NUM_ACTIONS, abs=0.08), episode
+
+
+def test_an_episode_is_a_stream_whose_last_graph_has_no_next_graph():
+    fit = fusion_inputs(200, seed=0)
+    dqn = {"gamma": 0.5, "steps_per_episode": 32, "updates_per_episode": 1, "batch_size": 8}
+    stage = stage_of(fit, fit, dqn)
+    stage.train_epoch(0)
+    buffer = stage.buffer
+    assert buffer.size == 32
+    assert torch.equal(
+        buffer.next_index[:31], buffer.index[1:32]
+    )  # each graph's next: the episode's next graph
+    # The last graph has none (its target is the reward alone): not the episode's first, which its next_index holds.
+    assert buffer.done[:32].tolist() == [0.0] * 31 + [1.0]
+
+
+def test_a_buffer_that_holds_one_batch_is_learnt_from():
+    # kd_gat.dqn.batch_size may equal buffer_size (the settings accept it): the first full batch is sampled.
+    fit = fusion_inputs(200, seed=0)
+    dqn = {"steps_per_episode": 16, "updates_per_episode": 3, "batch_size": 16, "buffer_size": 16}
+    stage = stage_of(fit, fit, dqn)
+    before = copy.deepcopy(stage.model.state_dict())
+    metrics = stage.train_epoch(0)
+    assert stage.updates == 3 and "train_loss" in metrics
+    assert any(not torch.equal(before[key], value) for key, value in stage.model.state_dict().items())
+
+
+def test_early_stopping_watches_the_class_balanced_reward_of_the_greedy_policy():
+    # 9 normals per attack. The scripted agent's α = 0 trusts the VGAE, which calls every graph normal: right on
+    # every normal (+1), a miss on every attack (−miss_cost).
+    count, miss_cost = 100, 3.0
+    inputs = {"state": torch.zeros(count, STATE_DIM), "anomaly": torch.full((count,), 0.1),
+              "p_attack": torch.full((count,), 0.9), "label": (torch.arange(count) % 10 == 0).long()}  # fmt: skip
+    stage = stage_of(inputs, inputs, {"miss_cost": miss_cost}, model=ScriptedAgent())
+    validated = stage.validate()
+    assert validated["val_reward"] == pytest.approx((1.0 - miss_cost) / 2)  # not the plain mean, 0.9 − 0.1·3
+    assert validated["val_loss"] == -validated["val_reward"]  # the loop minimises the loss
 
 
 def test_the_target_network_is_a_copy_of_the_agent_synced_every_target_update_steps():
@@ -458,3 +580,20 @@ def test_the_agent_standardises_states_with_the_statistics_of_its_fit_states():
     model, *_ = dqn_training.train(fit, stop, settings(0, epochs=2))
     assert torch.allclose(model.state_mean, fit["state"].mean(dim=0))
     assert torch.allclose(model.state_std, fit["state"].std(dim=0, unbiased=False))
+
+
+def test_the_policy_report_compares_the_decisions_with_each_base_models_own():
+    """fusion_policy.policy_report on a policy that copies the GAT (α = 1): it agrees with the GAT's decision
+    (p(attack) > 0.5) on every graph, with the VGAE's (anomaly > 0.5) where the two decide alike."""
+    inputs = fusion_inputs(300, seed=0)
+    labels = inputs["label"].numpy()
+    gat, vgae = (inputs["p_attack"] > 0.5).long(), (inputs["anomaly"] > 0.5).long()
+    alike = float((gat == vgae).float().mean())
+    assert 0 < alike < 1  # the inputs disagree on some graphs
+    report = fusion_policy.policy_report(torch.ones(300), gat, inputs)
+    assert report["val_agrees_with_gat"] == 1.0
+    assert report["val_agrees_with_vgae"] == pytest.approx(alike)
+    assert report["val_gat_f1"] == pytest.approx(f1_score(labels, gat.numpy()))
+    assert report["val_vgae_f1"] == pytest.approx(f1_score(labels, vgae.numpy()))
+    assert report["val_gat_f1"] != pytest.approx(report["val_vgae_f1"])
+    assert report["alpha_histogram"] == [0] * (NUM_ACTIONS - 1) + [300]
