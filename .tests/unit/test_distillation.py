@@ -59,6 +59,34 @@ def test_q_value_kd_loss():
     assert float(parts["kd"]) == pytest.approx(4.0) and float(parts["td"]) == 1.0
 
 
+def test_each_kd_loss_trains_the_student_on_both_of_its_terms():
+    """The gradient of each loss is α·∇(distillation term) + (1−α)·∇(task loss): neither term is cut off."""
+    torch.manual_seed(0)
+    alpha = 0.3
+    student, teacher, labels = (
+        torch.randn(4, 2, requires_grad=True),
+        torch.randn(4, 2),
+        torch.tensor([0, 1, 1, 0]),
+    )
+
+    def grad(loss):
+        return torch.autograd.grad(loss, student)[0]
+
+    expected = alpha * grad(soft_target_kl(student, teacher, 2.0)) + (1 - alpha) * grad(
+        F.cross_entropy(student, labels)
+    )
+    assert torch.allclose(grad(gat_kd_loss(student, teacher, labels, 2.0, alpha)["loss"]), expected)
+
+    def task():  # a stand-in task loss of the student (its TD loss, its VGAE loss)
+        return student.pow(2).sum()
+
+    expected = alpha * grad(F.mse_loss(student, teacher)) + (1 - alpha) * grad(task())
+    assert torch.allclose(grad(q_value_kd_loss(student, teacher, task(), alpha)["loss"]), expected)
+    # The VGAE's two distillation terms, ½ each, are here the same MSE (latent and reconstruction alike).
+    parts = vgae_kd_loss(student, teacher, student, teacher, task(), alpha)
+    assert torch.allclose(grad(parts["loss"]), expected)
+
+
 def test_freeze_puts_teacher_in_eval_without_gradients():
     teacher = freeze(GAT(10, embedding_dim=2, hidden=4, heads=1, num_layers=1))
     assert not teacher.training
