@@ -56,6 +56,22 @@ def test_sample_changes_between_epochs_and_is_reproducible():
     assert np.array_equal(first, curriculum.sample(difficulty, labels, 0))
 
 
+def test_the_seed_sets_the_draw_and_each_sample_is_sorted_without_repeats():
+    labels, difficulty = dataset()
+    draws = [Curriculum(epochs=3, seed=seed).sample(difficulty, labels, 0) for seed in (0, 1)]
+    assert not np.array_equal(*draws)  # another seed, another sample of the same epoch
+    for indices in draws:
+        assert (np.diff(indices) > 0).all()  # sorted, no graph twice
+
+
+def test_a_training_set_of_one_class_is_used_whole():
+    curriculum = Curriculum(epochs=3)
+    for label in (0, 1):
+        labels = np.full(50, label)
+        draw = curriculum.draw(np.linspace(0, 1, 50), labels, 1)
+        assert draw.indices.tolist() == list(range(50)), label
+
+
 def test_pool_smaller_than_the_ratio_asks_is_used_whole_and_never_topped_up():
     labels, difficulty = dataset(normals=100, attacks=40)
     curriculum = Curriculum(epochs=1, start_ratio=2, end_ratio=2, start_percentile=90, end_percentile=90)
@@ -160,3 +176,5 @@ def test_bad_settings_name_the_config_section():
         Curriculum(epochs=3, end_percentile=120)
     with pytest.raises(ValueError, match=r"ratios must be > 0 \(config kd_gat.curriculum\)"):
         Curriculum(epochs=3, start_ratio=0)
+    with pytest.raises(ValueError, match=r"ratios must be > 0 \(config kd_gat.curriculum\)"):
+        Curriculum(epochs=3, end_ratio=0)
