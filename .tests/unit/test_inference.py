@@ -220,6 +220,24 @@ def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path
     assert {"val_agrees_with_gat", "val_f1_alpha_0", "val_f1_alpha_0.5", "val_f1_alpha_1"} <= set(default)
 
 
+def test_without_a_stop_file_the_dqn_stops_on_early_stop_share_of_the_fit_graphs(chain, tmp_path):
+    root, outputs = chain
+    data = root / "graphs"
+    held_half = KD_GAT | {"dqn": RL | {"early_stop_share": 0.5}}
+    metrics = dqn.run(
+        fit=data / "val.pt",
+        metadata=data / "metadata.json",
+        settings=StageSettings.from_config(held_half, "dqn", "teacher").as_dict(),
+        outputs={name: tmp_path / f"dqn.{name}" for name in ("model", "metrics", "history")},
+        vgae=outputs("teacher", "vgae")["model"],
+        gat=outputs("teacher", "gat")["model"],
+    )
+    assert metrics["fit_graphs"] + metrics["stop_graphs"] == 50
+    # Half the 20 contiguous blocks of the 50 fit graphs are held out, each block 2 or 3 graphs.
+    held_blocks = 0.5 * 20
+    assert held_blocks * (50 // 20) <= metrics["stop_graphs"] <= held_blocks * (50 // 20 + 1)
+
+
 def run_dqn(chain, tmp_path, variant, **files):
     """The DQN stage of ``variant`` on the chain's models and metadata, with the graph files (and teachers) given;
     its outputs go to ``tmp_path`` as dqn.model, dqn.metrics and dqn.history."""
