@@ -167,6 +167,14 @@ def test_a_missing_parquet_file_is_named_as_missing(tmp_path):
         read_observed(tmp_path / "observed.parquet")
 
 
+def test_observed_data_without_a_column_asked_for_are_named_with_the_file(tmp_path):
+    path = tmp_path / "observed.csv"
+    path.write_text("day,cases\n0,1\n")
+    assert list(read_observed(path, ["day", "cases"]).columns) == ["day", "cases"]
+    with pytest.raises(ContractError, match=r"observed.csv: observed data have no column\(s\) \['deaths'\]"):
+        read_observed(path, ["day", "deaths"])
+
+
 @pytest.mark.parametrize("low, high", [(0.0, math.inf), (-math.inf, 1.0), (math.nan, 1.0)])
 def test_bounds_must_be_finite(low, high):
     with pytest.raises(
@@ -270,6 +278,7 @@ def test_the_calibrations_fixed_values_are_named_as_fixed_when_observed_data_are
         ("mean_replicate_mse", "day,cases\n0,1\n0,2\n", r"2 rows that share their day \(first at day 0\)"),
         ("poisson_nll", "day,cases\n0,1\n1,2.5\n", r"must hold counts .* found 2.5 at day 1"),
         ("negbin_nll", "day,cases\n0,1\n1,-2\n", r"must hold counts .* found -2 at day 1"),
+        ("poisson_nll", "day,cases\n0,0\n1,-1\n", r"must hold counts .* found -1 at day 1"),
     ],
 )
 def test_observed_data_the_built_in_targets_cannot_use_are_refused_before_anything_runs(

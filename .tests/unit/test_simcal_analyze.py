@@ -145,3 +145,15 @@ def test_a_round_whose_every_set_failed_carries_the_best_so_far():
     _, _, summary = analyze(pd.DataFrame(rows, columns=columns), ["beta"], top_k=1)
     assert summary["best_loss_by_round"] == {"0": None, "1": 4.0, "2": 4.0, "3": 4.0, "4": 3.0}
     json.dumps(summary, allow_nan=False)  # null, not NaN, in the summary file
+
+
+def test_the_summary_counts_every_failed_replicate_of_every_trial():
+    trials = refined_trials()
+    counts = ["replicates_ok", "replicates_failed"]
+    # whole numbers, missing where nothing came back, as calibrate writes them
+    trials[counts] = trials[counts].astype("Int64")
+    trials.loc[trials["param_id"] == "e", counts] = (1, 1)
+    trials.loc[len(trials)] = (11, 4, "refine", "local", "i", 5, 0.36, 0.13, -2.9, np.nan, pd.NA, pd.NA)
+    _, _, summary = analyze(trials, NAMES, top_k=3)
+    # c: 2 failed in the design, e: 1 in the search, i: nothing came back (no count)
+    assert summary["replicates_failed"] == 2 + 1

@@ -100,6 +100,42 @@ def test_integer_parameters_get_every_whole_number_of_their_range():
         sample_design({"days": {"low": 10, "high": 12.5}}, 4, model_ref=SIR)
 
 
+def test_another_seed_draws_another_design():
+    bounds = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.01, "high": 1.0, "log": True}}
+    for kind in ("sobol", "lhs", "random"):
+        first, other = (sample_design(bounds, 16, kind, seed=seed) for seed in (5, 6))
+        assert not first.equals(other), kind
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"low": 0.1, "high": 0.6},
+        {"low": 0.01, "high": 1.0, "log": True},
+        {"low": 10, "high": 13, "integer": True},
+        {"low": 1, "high": 1000, "log": True, "integer": True},
+    ],
+)
+def test_unit_coordinates_are_the_inverse_of_scale(spec):
+    """The local search works in unit coordinates of the refined sets and scales its proposals back: a set's unit
+    coordinate must scale back to the set itself, and the ends of the unit interval to the bounds."""
+    (bound,) = parse_bounds({"x": spec})
+    if bound.integer:
+        values = np.arange(bound.low, bound.high + 1)
+    else:
+        values = np.linspace(bound.low, bound.high, 11)
+    units = bound.unit(values)
+    assert ((units >= 0) & (units <= 1)).all()
+    np.testing.assert_allclose(bound.scale(units), values, rtol=1e-12)
+    np.testing.assert_allclose(bound.scale(np.array([0.0, 1.0])), [bound.low, bound.high], rtol=1e-12)
+    if bound.integer and not bound.log:
+        # each whole number sits in the middle of its share of the unit interval: a step of less than half a share
+        # either way keeps it
+        share = 1.0 / (bound.high - bound.low + 1)
+        for step in (-0.49 * share, 0.49 * share):
+            assert (bound.scale(units + step) == values).all()
+
+
 def test_later_sobol_rounds_continue_one_sequence():
     bounds = parse_bounds(BOUNDS)
     settings = CalibrationSettings.from_config(
@@ -255,6 +291,18 @@ def test_generated_observed_data_check_the_true_parameters(tmp_path):
         generate_observed("simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1}, tmp_path / "o.xlsx", 7)
 
 
+def test_generated_observed_data_are_the_generators_output_at_the_seed_with_the_fixed_values(tmp_path):
+    fixed, true = {"days": 12}, {"beta": 0.3, "gamma": 0.1}
+    made = {}
+    for seed in (3, 4):
+        made[seed] = generate_observed(
+            "simcal.models.sir:observe", true, tmp_path / f"{seed}.csv", seed, fixed=fixed
+        )
+    for seed, observed in made.items():
+        pd.testing.assert_frame_equal(observed, observe({**fixed, **true}, seed))
+    assert not made[3].equals(made[4])
+
+
 def test_written_designs_are_checked_against_the_model(tmp_path):
     design = write_design(BOUNDS, 8, tmp_path / "design.tsv", seed=3, model=SIR)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "design.tsv", sep="\t"), design)
@@ -308,6 +356,24 @@ def test_the_total_loss_is_the_weighted_sum_of_the_targets():
     targets[1].weight = 0.0
     row = losses_for([frame.assign(y=0.0)], pd.DataFrame({"day": [0], "y": [4]}), targets).iloc[0]
     assert row["loss_nll"] == math.inf and row["loss"] == pytest.approx(0.5 * 16.0)
+
+
+def test_the_replicate_mean_targets_use_the_mean_of_every_replicate():
+    """Three replicates, skewed so that their mean and median differ: the expected value is the mean."""
+    observed = pd.DataFrame({"day": [0, 1], "incidence": [3, 1]})
+    per_day = {0: [0.0, 1.0, 8.0], 1: [1.0, 1.0, 4.0]}  # replicates 0, 1, 2
+    simulated = pd.DataFrame(
+        [(r, day, values[r]) for day, values in per_day.items() for r in range(3)],
+        columns=["replicate", "day", "incidence"],
+    )
+    mean = np.array([np.mean(per_day[0]), np.mean(per_day[1])])
+    seen = observed["incidence"].to_numpy()
+    assert replicate_mean_mse(simulated, observed, "incidence") == pytest.approx(np.mean((mean - seen) ** 2))
+    expected = -stats.poisson.logpmf(seen, mean).sum()
+    assert poisson_nll(simulated, observed, "incidence") == pytest.approx(expected)
+    assert negbin_nll(simulated, observed, "incidence", dispersion=3.0) == pytest.approx(
+        -stats.nbinom.logpmf(seen, 3.0, 3.0 / (3.0 + mean)).sum()
+    )
 
 
 @pytest.mark.parametrize("dispersion", [0.05, 1.0, 10.0, 1e3, 99_999.0, 100_001.0, 1e6])
