@@ -25,6 +25,7 @@ from simcal.calibrate import (
     _search,
     calibrate,
     calibrate_files,
+    local_search,
     losses_for,
     parse_targets,
     top_parameter_sets,
@@ -809,6 +810,41 @@ def test_local_search_rounds_add_new_sets_at_the_refine_replicates(tmp_path, cli
     assert first["beta"].between(0.1, 0.6).all() and first["gamma"].between(0.03, 0.3).all()
     for name, width in (("beta", 0.5), ("gamma", 0.27)):
         assert ((first[name] - best[name]).abs() <= MAX_RADIUS * width + 1e-9).all()
+
+
+class BowlRounds:
+    """A stand-in for the calibration's rounds: each parameter set's loss is its squared distance from (0.5, 0.5),
+    computed at once (the search's own bookkeeping is under test here, not the simulations)."""
+
+    fixed: dict = {}
+
+    def run(self, proposals, replicates, labels, fail_fast=False):
+        rows = [
+            {**labels, "param_id": f"set-{p['a']:.12g}-{p['b']:.12g}", "replicates": replicates, **p,
+             "loss": (p["a"] - 0.5) ** 2 + (p["b"] - 0.5) ** 2}
+            for p in proposals
+        ]  # fmt: skip
+        return pd.DataFrame(rows)
+
+
+def test_the_trust_radius_is_carried_from_round_to_round_and_halved_by_a_round_without_gain(caplog):
+    """simcal.local_search: a round that finds nothing better halves the radius for the next. Starting at the
+    loss's minimum, no round can gain, so each round's radius is half the last (rebuilding the region every round
+    from the points' spread, which the far refine points keep the same, passed the other tests)."""
+    caplog.set_level(logging.INFO, logger="simcal.calibrate")
+    bounds = parse_bounds(
+        {"a": {"low": 0.0, "high": 1.0}, "b": {"low": 0.0, "high": 1.0}}, "calibration.parameters"
+    )
+    start = [{"a": 0.5, "b": 0.5}, {"a": 0.3, "b": 0.6}, {"a": 0.6, "b": 0.35}]
+    rounds = BowlRounds()
+    trials = [rounds.run(start, 32, {"round": 2, "phase": "refine", "method": "refine"})]
+    settings = CalibrationSettings.from_config({"rounds": 0, "refine": {"top_k": 3, "rounds": 3}})
+    local_search(rounds, bounds, trials, settings, began=0.0)
+    radii = [float(r) for r in re.findall(r"\(local, radius ([0-9.e-]+)\)", caplog.text)]
+    assert len(radii) == 3, caplog.text
+    assert radii[1] == pytest.approx(radii[0] / 2, rel=0.01)  # the log prints 3 digits
+    assert radii[2] == pytest.approx(radii[0] / 4, rel=0.01)
+    assert min(pd.concat(trials)["loss"]) == 0.0  # the start was the minimum: no round found better
 
 
 def test_the_floor_scan_ends_the_refine_step_at_its_replicates(tmp_path, client):
