@@ -160,6 +160,32 @@ def test_registry_keeps_jobs_across_reopening_and_recovers_interrupted_ones(tmp_
         JobRegistry(path)
 
 
+def test_a_retried_idempotency_key_answers_each_owner_with_its_own_job(tmp_path):
+    """Keys are per API key: bob retrying the key alice used first gets bob's job back, never alice's."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    alices, _ = registry.create("alice", "m:f", {"x": 1}, 4, idempotency_key="k1")
+    bobs, _ = registry.create("bob", "m:f", {"x": 2}, 4, idempotency_key="k1")
+    for owner, job in (("bob", bobs), ("alice", alices)):
+        again, created = registry.create(owner, "m:f", {"x": 1}, 4, idempotency_key="k1")
+        assert not created and again.id == job.id and again.owner == owner
+    registry.close()
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_request_of_as_many_simulations_as_the_limit_is_accepted_and_one_more_is_refused(tmp_path, sync):
+    """--max-simulations / --sync-max-simulations are the most a job / a synchronous request may have."""
+    from simcal.service.jobs import RequestRefused, plan_request
+
+    config = ServiceConfig(state_dir=tmp_path, max_simulations=6, sync_max_simulations=4)
+    limit = config.sync_max_simulations if sync else config.max_simulations
+    body = {**ONE_SIR_SIMULATION, "n_replicates": limit}
+    assert plan_request(body, config, sync=sync).simulations == limit
+    with pytest.raises(
+        RequestRefused, match=f"= {limit + 1} simulations; this service takes at most {limit}"
+    ):
+        plan_request({**body, "n_replicates": limit + 1}, config, sync=sync)
+
+
 def test_a_metrics_scrape_never_sees_an_ended_job_without_its_simulations(tmp_path):
     """The registry marks the job ended before the total can grow; a scrape in between once read a succeeded job
     with 0 simulations. The scrape waits until both are written, never sees one without the other."""
