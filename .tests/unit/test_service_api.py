@@ -249,6 +249,25 @@ def test_jobs_of_one_key_are_invisible_to_another(service):
         assert alice.get(f"/v1/jobs/{job_id}").status_code == 200
 
 
+def test_the_results_of_one_keys_job_are_invisible_to_another(service):
+    with service.http(service.keys["alice"]) as alice, service.http(service.keys["bob"]) as bob:
+        job_id = submit(alice).json()["job_id"]
+        assert wait_final(alice, job_id)["status"] == "succeeded"
+        assert alice.get(f"/v1/jobs/{job_id}/results").status_code == 200
+        assert bob.get(f"/v1/jobs/{job_id}/results").status_code == 404
+
+
+def test_a_replayed_submission_leaves_its_job_to_run_once_to_its_end(service):
+    """The replay answers with the job made the first time, and nothing else: the job runs once and succeeds."""
+    with service.http(service.keys["alice"]) as alice:
+        first = submit(alice, headers={"Idempotency-Key": "replayed-while-it-runs"}).json()
+        again = submit(alice, headers={"Idempotency-Key": "replayed-while-it-runs"}).json()
+        assert again["job_id"] == first["job_id"]
+        ended = wait_final(alice, first["job_id"])
+    assert ended["status"] == "succeeded", ended
+    assert ended["progress"] == {"done": 2, "total": 2, "failed": 0}
+
+
 def test_rate_limit_per_key_answers_429_with_retry_after(idle):
     with idle.http(idle.keys["carol"]) as carol, idle.http(idle.keys["dave"]) as dave:
         codes = [carol.get("/v1/jobs").status_code for _ in range(6)]
@@ -280,6 +299,22 @@ def test_oversized_bodies_are_refused_with_413_declared_or_streamed(service):
         streamed = http.post("/v1/simulate", content=chunks(), headers={"content-type": "application/json"})
         assert streamed.status_code == 413, streamed.text
         assert http.get("/v1/jobs").status_code == 200  # the service is fine afterwards
+
+
+def test_a_body_of_exactly_the_size_limit_is_accepted_declared_or_streamed(service):
+    """--request-max-bytes is the most a body may have: one of exactly that size is no 413."""
+    text = json.dumps(SMALL)
+    payload = (text + " " * (MAX_BYTES - len(text))).encode()  # JSON allows trailing whitespace
+    assert len(payload) == MAX_BYTES
+    with service.http(service.keys["alice"]) as http:
+        declared = http.post("/v1/simulate", content=payload, headers={"content-type": "application/json"})
+        assert declared.status_code == 202, declared.text
+        streamed = http.post(
+            "/v1/simulate",
+            content=iter([payload[:4096], payload[4096:]]),
+            headers={"content-type": "application/json"},
+        )
+        assert streamed.status_code == 202, streamed.text
 
 
 def test_too_many_simulations_are_refused_with_413_naming_the_count(service):
@@ -372,6 +407,21 @@ def test_a_retried_submission_with_the_same_idempotency_key_makes_one_job(servic
             "/v1/simulate/sync", json={**SMALL, "n_replicates": 1}, headers={"Idempotency-Key": "retry-1"}
         )
         assert sync.status_code == 422 and "different request" in sync.json()["detail"]
+
+
+def test_only_a_replayed_submission_says_so_and_a_key_of_128_characters_is_taken(service):
+    """Idempotent-Replayed marks the answer of a retry only; the client may send keys of 1 to 128 characters."""
+    with service.http(service.keys["alice"]) as alice:
+        key = "k" * 128
+        first = submit(alice, headers={"Idempotency-Key": key})
+        assert first.status_code == 202, first.text
+        assert "idempotent-replayed" not in first.headers  # a new job, not a replay
+        again = submit(alice, headers={"Idempotency-Key": key})
+        assert (
+            again.headers["idempotent-replayed"] == "true"
+            and again.json()["job_id"] == first.json()["job_id"]
+        )
+        assert submit(alice, headers={"Idempotency-Key": key + "k"}).status_code == 422
 
 
 def test_the_key_is_checked_before_the_body_is_read(service):
@@ -651,6 +701,17 @@ def test_job_list_is_newest_first_cut_at_limit_and_filtered_by_status(service):
         assert listed(status="succeeded", limit=2) == [third, first]
         failed = http.get("/v1/jobs", params={"status": "failed"}).json()["jobs"]
         assert {job["status"] for job in failed} == {"failed"} and listed(status="failed")[0] == second
+
+
+def test_a_job_list_of_an_unknown_status_is_refused_naming_the_statuses(service):
+    with service.http(service.keys["alice"]) as http:
+        answer = http.get("/v1/jobs", params={"status": "done"})
+    assert answer.status_code == 422, answer.text
+    assert "status 'done'" in answer.json()["detail"]
+    assert all(
+        status in answer.json()["detail"]
+        for status in ("queued", "running", "succeeded", "failed", "cancelled")
+    )
 
 
 def test_without_scheduler_serve_starts_a_local_cluster_of_workers_processes_on_loopback(service_factory):
