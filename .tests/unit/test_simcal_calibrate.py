@@ -30,7 +30,7 @@ from simcal.calibrate import (
     parse_targets,
     top_parameter_sets,
 )
-from simcal.contract import ContractError, replicate_seed
+from simcal.contract import ContractError, param_id, replicate_seed
 from simcal.design import Design, parse_bounds, sample_design, write_design
 from simcal.local_search import MAX_RADIUS
 from simcal.models.sir import SPACE, mean_field_curves, observe
@@ -814,13 +814,14 @@ def test_local_search_rounds_add_new_sets_at_the_refine_replicates(tmp_path, cli
 
 class BowlRounds:
     """A stand-in for the calibration's rounds: each parameter set's loss is its squared distance from (0.5, 0.5),
-    computed at once (the search's own bookkeeping is under test here, not the simulations)."""
+    computed at once (the search's own bookkeeping is under test here, not the simulations), with the param_id
+    the real rounds give it (the search leaves out the sets it has seen by their param_id)."""
 
     fixed: dict = {}
 
     def run(self, proposals, replicates, labels, fail_fast=False):
         rows = [
-            {**labels, "param_id": f"set-{p['a']:.12g}-{p['b']:.12g}", "replicates": replicates, **p,
+            {**labels, "param_id": param_id({**self.fixed, **p}), "replicates": replicates, **p,
              "loss": (p["a"] - 0.5) ** 2 + (p["b"] - 0.5) ** 2}
             for p in proposals
         ]  # fmt: skip
