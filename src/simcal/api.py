@@ -38,7 +38,6 @@ from simcal.contract import (
     replicate_seed,
     resolve_callable,
 )
-from simcal.isolate import IsolationFailed, SimulationCrashed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
@@ -168,7 +167,6 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
     """The rows of simulations running on Dask (none of them cancelled)."""
     from distributed import wait
     from distributed.client import FuturesCancelledError
-    from distributed.scheduler import KilledWorker
 
     closed = [f for f in futures if f.client.status != "running"]
     if closed:
@@ -201,25 +199,19 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
                 elif ended == "lost" and sim.unconfirmed + 1 < UNCONFIRMED_DEATHS:
                     sim.unconfirmed += 1  # its result vanished with a dead worker: run it again
                     sim.start()
-                elif isinstance(value, IsolationFailed):
-                    # The worker's fault, not the simulation's: run it alone again, a few times.
+                else:
                     deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
-                    if deaths.isolation_verdict(sim) == "failed":
+                    verdict = deaths.judge(sim, value)
+                    if verdict is None:
+                        outcome[id(sim)] = failure_rows(
+                            sim.tasks, "failed", f"{type(value).__name__}: {value}"
+                        )
+                    elif verdict == "crashed":
+                        outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, value))
+                    elif verdict == "failed":  # it could not be run alone (IsolationFailed), a few times
                         outcome[id(sim)] = failure_rows(
                             sim.tasks, "failed", deaths.isolation_error(sim, value)
                         )
-                    else:
-                        sim.start()
-                elif not isinstance(value, KilledWorker | SimulationCrashed):
-                    outcome[id(sim)] = failure_rows(sim.tasks, "failed", f"{type(value).__name__}: {value}")
-                else:
-                    deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
-                    if isinstance(value, SimulationCrashed):
-                        verdict = deaths.isolated_verdict(sim)
-                    else:
-                        verdict = deaths.verdict(sim, value)
-                    if verdict == "crashed":
-                        outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, value))
                     else:
                         sim.start()  # a single simulation is never split: it runs again, isolated
     return outcome

@@ -42,6 +42,20 @@ class Deaths:
         self.client, self.allowed = client, allowed_failures
         self.topic = f"simcal-start-{token}"
 
+    def judge(self, unit: Any, exc: BaseException) -> str | None:
+        """The verdict on a unit whose batch ended with ``exc``, for the sweep and for submit/gather alike: a worker
+        death (``verdict``), a death of the process running it alone (``isolated_verdict``) or a failure to run it
+        alone (``isolation_verdict``); None for any other error, which is the caller's to record."""
+        from distributed.scheduler import KilledWorker
+
+        if isinstance(exc, KilledWorker):
+            return self.verdict(unit, exc)
+        if isinstance(exc, SimulationCrashed):
+            return self.isolated_verdict(unit)
+        if isinstance(exc, IsolationFailed):
+            return self.isolation_verdict(unit)
+        return None
+
     def verdict(self, unit: Any, exc: BaseException) -> str:
         """``retry`` (same simulations), ``isolate`` (a single simulation, from now on run alone), ``split``
         (halves) or ``crashed``, after its worker died; updates the unit's counters and ``isolated``."""

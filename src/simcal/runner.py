@@ -46,7 +46,7 @@ import pandas as pd
 
 from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, mapping_of, resolve_callable
-from simcal.isolate import IsolationFailed, SimulationCrashed
+from simcal.isolate import IsolationFailed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
@@ -539,20 +539,15 @@ class _Execution:
         if unit.key in reported:
             self._timed_out(unit, reported[unit.key])
             return
-        if isinstance(exc, KilledWorker):
-            verdict = self.simulator.deaths.verdict(unit, exc)
-        elif isinstance(exc, SimulationCrashed):
-            verdict = self.simulator.deaths.isolated_verdict(unit)
-        elif isinstance(exc, IsolationFailed):
-            # The worker's fault, not the simulation's: run it alone again, maybe on another worker.
-            verdict = self.simulator.deaths.isolation_verdict(unit)
-            if verdict == "retry":
-                log.warning(
-                    "simulation param_id %s replicate %d: %s; running it alone again",
-                    unit.tasks[0].param_id, unit.tasks[0].replicate, exc,
-                )  # fmt: skip
-        else:  # raised outside the simulations' own guard (e.g. results that cannot be sent back)
+        verdict = self.simulator.deaths.judge(unit, exc)
+        if verdict is None:  # raised outside the simulations' guard (e.g. rows that cannot be sent back)
             verdict = "split" if len(unit.tasks) > 1 else "failed"
+        elif verdict == "retry" and isinstance(exc, IsolationFailed):
+            # The worker's fault, not the simulation's: run it alone again, maybe on another worker.
+            log.warning(
+                "simulation param_id %s replicate %d: %s; running it alone again",
+                unit.tasks[0].param_id, unit.tasks[0].replicate, exc,
+            )  # fmt: skip
         if verdict == "isolate":
             log.warning(
                 "simulation param_id %s replicate %d: its worker died; running it again alone, in a process of its "
