@@ -3,12 +3,14 @@ the state shown for sweeps whose process is gone or that stopped reporting."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +155,103 @@ def test_status_as_json_gives_each_sweeps_record_with_its_current_state(tmp_path
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["state"] == "stopped"
     assert (rows[0]["done"], rows[0]["total"], rows[0]["failed"], rows[0]["backend"]) == (3, 8, 1, "slurm")
+
+
+def test_the_file_is_rewritten_at_most_every_every_s_unless_forced(tmp_path, clock):
+    """``progress_seconds`` (``every_s``) spaces the rewrites: the first report writes at once, a later one only
+    once ``every_s`` has passed since the last write (not since the last call), and a forced one always."""
+    every_s = 30.0  # not the default of 5 s: the setting must be the one obeyed
+    progress = Progress(tmp_path / "sims.parquet", "local", every_s=every_s)
+    progress.plan(10, 0, 0)
+    progress.report()
+    assert written(progress)["done"] == 0
+
+    clock.now += every_s - 1
+    progress.advance(1)
+    progress.report()
+    assert written(progress)["done"] == 0  # too soon after the last write: not rewritten
+    clock.now += 1  # every_s after the last write, 1 s after the skipped call
+    progress.report()
+    assert written(progress)["done"] == 1
+    progress.advance(1)
+    progress.report()
+    assert written(progress)["done"] == 1
+    progress.report(force=True)
+    assert written(progress)["done"] == 2
+
+
+def test_a_sweep_on_another_host_is_stale_only_after_missing_several_of_its_own_rewrites(tmp_path, clock):
+    """A sweep reporting every 10 minutes is not stale between two of its rewrites; once it has missed many of them
+    it is."""
+    every_s = 600.0
+    progress = Progress(tmp_path / "slow.parquet", "slurm", every_s=every_s)
+    progress.plan(4, 0, 0)
+    progress.report(force=True)
+    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere"}
+    progress.path.write_text(json.dumps(elsewhere))
+    clock.now += every_s - 1  # its next rewrite is not even due yet
+    assert read_progress(progress.path)["state"] == "running"
+    clock.now += 10 * every_s  # ten rewrites missed
+    assert read_progress(progress.path)["state"] == "stale"
+
+
+def test_a_sweep_whose_process_this_user_may_not_signal_is_running_not_stopped(tmp_path, monkeypatch):
+    """On a shared machine another user's sweep runs in a process that exists but that we may not signal: it is
+    shown as running, not as stopped."""
+    progress = Progress(tmp_path / "theirs.parquet", "local")
+    progress.plan(4, 1, 0)
+    progress.report(force=True)
+
+    def not_yours(pid, signal):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(progress_module.os, "kill", not_yours)
+    assert read_progress(progress.path)["state"] == "running"
+
+
+def test_simcal_status_shows_each_count_rate_and_eta_in_its_own_column(tmp_path, clock, capsys):
+    output = tmp_path / "sims.parquet"
+    progress = Progress(output, "local")
+    progress.dashboard = "http://scheduler:8787/status"
+    progress.plan(10, 4, 1)  # 4 resumed, 1 of them failed
+    progress.submitted()
+    clock.now += 4
+    progress.advance(2, failed=1)
+    progress.report(force=True)
+    # done = 4 + 2, failed = 1 + 1; rate = 2 done here / 4 s = 0.5 per s; ETA = (10 - 6) / 0.5 = 8 s
+    assert main(["status", str(output)]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    cells = dict(zip(header.split(), row.split(), strict=True))
+    assert cells.pop("UPDATED")
+    assert cells == {
+        "STATE": "running", "DONE": "6", "TOTAL": "10", "FAILED": "2", "RATE/S": "0.5", "ETA": "8s",
+        "BACKEND": "local", "OUTPUT": str(output), "DASHBOARD": "http://scheduler:8787/status",
+    }  # fmt: skip
+
+    progress.finish("finished")
+    assert main(["status", str(output)]) == 0
+    cells = dict(zip(*(line.split() for line in capsys.readouterr().out.splitlines()), strict=True))
+    assert (cells["STATE"], cells["ETA"]) == ("finished", "-")  # nothing left to estimate
+
+
+def test_a_rewrite_that_fails_leaves_the_last_record_whole_and_the_sweep_going(tmp_path, monkeypatch, caplog):
+    """A disk that fills up during a rewrite: the reader still sees the previous complete record (never half of
+    the new one), no temporary is left, and the sweep is not failed over its progress file."""
+    progress = Progress(tmp_path / "sims.parquet", "local")
+    progress.plan(10, 0, 0)
+    progress.report(force=True)
+    write_text = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", disk_full)
+        progress.advance(3)
+        progress.report(force=True)  # raises nothing
+    assert "cannot write" in caplog.text and "No space left" in caplog.text
+    assert read_progress(progress.path)["done"] == 0  # the last complete record
+    assert list(tmp_path.iterdir()) == [progress.path]
+    progress.report(force=True)  # space again: the next rewrite has the count
+    assert read_progress(progress.path)["done"] == 3
