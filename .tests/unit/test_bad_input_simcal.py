@@ -40,6 +40,20 @@ def test_a_sweeps_misspelt_or_out_of_bounds_fixed_value_is_named_as_fixed_not_as
     assert not output.exists() and not (tmp_path / "out.parquet.partial").exists()
 
 
+def test_a_sweeps_table_without_a_required_parameter_is_refused_naming_its_first_line(tmp_path):
+    """A column the model requires missing from the table: refused before any cluster starts, not run as one
+    failed simulation per row."""
+    table = tmp_path / "params.csv"
+    table.write_text("beta,days\n0.2,30\n0.3,30\n")
+    output = tmp_path / "out.parquet"
+    with pytest.raises(
+        ContractError,
+        match=rf"params.csv, line 2: required parameter\(s\) \['gamma'\] of {re.escape(SIR)} have no value",
+    ):
+        simulate(SIR, table, output)
+    assert not output.exists() and not (tmp_path / "out.parquet.partial").exists()
+
+
 def test_a_design_refuses_a_reserved_parameter_name_and_a_bad_seed_naming_them(tmp_path):
     """The design is the sweep's parameter table: a parameter named like a result column would only be refused
     by the simulate rule after it, naming a generated file; a seed numpy refuses would name nothing."""
@@ -441,6 +455,7 @@ def test_bound_flags_must_be_booleans_and_the_parameters_a_mapping(parameters, m
         (Real(low=1.0, high=0.5), r"parameter 'x': low 1.0 is above high 0.5"),
         (Integer(low=math.nan), r"parameter 'x': low must be a number or None, got nan"),
         (Real(high="1"), r"parameter 'x': high must be a number or None, got '1'"),
+        (Real(low=True), r"parameter 'x': low must be a number or None, got True"),
         (Choice(options=()), r"parameter 'x': a Choice needs at least one option"),
     ],
 )
