@@ -29,7 +29,13 @@ from simcal.contract import (
     resolve_callable,
 )
 from simcal.runner import SimTask, SimulationSettings, plan_tasks, run_batch, simulate
-from simcal.tables import read_parameter_table, write_json, write_text
+from simcal.tables import (
+    check_fixed_values,
+    check_parameter_table,
+    read_parameter_table,
+    write_json,
+    write_text,
+)
 from simcal.tasks import Batch
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -172,7 +178,10 @@ def test_seeds_derived_for_a_whole_plan_at_once_equal_numpys_seed_sequence(maste
     assert replicate_seeds(pids[:3], [0, 1]) == [[replicate_seed(p, r) for r in (0, 1)] for p in pids[:3]]
 
 
-@pytest.mark.parametrize(("name", "sep"), [("p.csv", ","), ("p.tsv", "\t"), ("p.parquet", None)])
+@pytest.mark.parametrize(
+    ("name", "sep"),
+    [("p.csv", ","), ("p.tsv", "\t"), ("p.parquet", None), ("p.csv.gz", ","), ("p.tsv.gz", "\t")],
+)
 def test_parameter_tables_in_three_formats(tmp_path, name, sep):
     frame = pd.DataFrame({"beta": [0.1, 0.2], "gamma": [0.05, 0.1]})
     path = tmp_path / name
@@ -190,6 +199,58 @@ def test_parameter_table_errors_name_file_line_and_column(tmp_path):
         read_parameter_table(path)
     with pytest.raises(ContractError, match="unknown parameter table format '.json'"):
         read_parameter_table(tmp_path / "p.json")
+
+
+def test_a_parameter_table_without_rows_or_columns_is_refused_naming_it(tmp_path):
+    header_only = tmp_path / "p.csv"
+    header_only.write_text("beta,gamma\n")
+    with pytest.raises(
+        ContractError, match=rf"^{re.escape(str(header_only))}: the parameter table has no rows"
+    ):
+        read_parameter_table(header_only)
+    with pytest.raises(
+        ContractError, match=r"^parameter DataFrame: the parameter table has no rows or no columns"
+    ):
+        simulate("simcal_models:noisy_line", pd.DataFrame(index=[0, 1]), tmp_path / "o")
+    assert not (tmp_path / "o.partial").exists()
+
+
+def test_a_file_that_is_no_table_of_its_kind_is_named_not_a_reader_error(tmp_path):
+    """A CSV saved under a Parquet name: the reader's own error would name neither the file nor what it is."""
+    path = tmp_path / "p.parquet"
+    path.write_text("beta,gamma\n0.1,0.2\n")
+    with pytest.raises(ContractError, match=rf"^{re.escape(str(path))}: cannot read the parameter table \("):
+        read_parameter_table(path)
+
+
+def test_an_infinite_number_in_a_column_that_also_holds_words_is_refused_naming_its_row():
+    """A column of mixed values (object dtype) is not checked as numbers, yet an infinite value in it is refused."""
+    table = pd.DataFrame({"a": [0.5, np.inf, "x"]}, index=[10, 11, 12])
+    with pytest.raises(
+        ContractError,
+        match=r"^params, row 2 \(index label 11\): column 'a' is inf; parameter values must be finite",
+    ):
+        check_parameter_table(table, "params")
+
+
+def test_every_column_a_batch_adds_next_to_the_models_outputs_is_a_reserved_parameter_name():
+    """A parameter named like a column simcal writes for each simulation would be overwritten by it (or overwrite
+    it): each such column, found in a batch's rows, is refused as a table's column and as a fixed value."""
+    tasks = plan_tasks([{"a": 1.0}], replicates=1)
+    rows = run_batch(
+        "simcal_models:indexed_series_in_dict", tasks
+    )  # a dict with a table: every column simcal adds
+    assert (rows["status"] == "ok").all(), rows["error"]
+    models_own = {"day", "cases", "total"}  # the Series' index and name, the scalar's key
+    added = set(rows.columns) - set(tasks[0].params) - models_own
+    assert {"param_id", "seed", "status"} <= added  # the rows are simcal's, not only the model's
+    for name in sorted(added):
+        with pytest.raises(ContractError, match=rf"^params\.csv: parameter names \['{name}'\] are reserved"):
+            check_parameter_table(pd.DataFrame({"a": [1.0], name: [1]}), "params.csv")
+        with pytest.raises(
+            ContractError, match=rf"^fixed parameters: parameter names \['{name}'\] are reserved"
+        ):
+            check_fixed_values({name: 1}, "fixed parameters")
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:
