@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from simcal.isolate import IsolationFailed, SimulationCrashed, run_isolated
-from simcal.outcomes import BYSTANDER_DEATHS, Deaths
+from simcal.outcomes import BYSTANDER_DEATHS, UNCONFIRMED_DEATHS, Deaths
 from simcal.tasks import Batch, plan_tasks
 from simcal.worker import run_batch
 
@@ -279,6 +279,61 @@ def test_a_batch_of_several_is_split_never_isolated():
     deaths = Deaths(client=None, token="t", allowed_failures=0)
     several = unit(4)
     assert deaths.verdict(several, RuntimeError("worker died")) == "split" and not several.isolated
+
+
+class StartEvents:
+    """A scheduler's event log as ``Client.get_events`` gives it: the start confirmations sent on each topic."""
+
+    def __init__(self, **by_topic: list[dict]):
+        self.by_topic = by_topic
+
+    def get_events(self, topic: str) -> list[tuple[float, dict]]:
+        return [(0.0, message) for message in self.by_topic.get(topic, [])]
+
+
+def died_on(worker: str) -> SimpleNamespace:
+    """What Dask's KilledWorker tells of the worker that died."""
+    return SimpleNamespace(last_worker=SimpleNamespace(address=worker))
+
+
+def deaths_seeing(allowed_failures: int, *started: dict) -> Deaths:
+    deaths = Deaths(client=None, token="t", allowed_failures=allowed_failures)
+    deaths.client = StartEvents(**{deaths.topic: list(started)})
+    return deaths
+
+
+def test_a_batch_confirmed_started_on_the_worker_that_died_is_retried_allowed_failures_times_then_split():
+    allowed = 2
+    deaths = deaths_seeing(allowed, {"batch": "k", "worker": "tcp://w1"})
+    several = unit(4)
+    assert deaths.verdict(several, died_on("tcp://w1")) == "split"  # first asked to confirm its start
+    assert several.start_topic == deaths.topic
+    verdicts = [deaths.verdict(several, died_on("tcp://w1")) for _ in range(allowed + 1)]
+    assert verdicts == ["retry"] * allowed + ["split"] and several.deaths == allowed + 1
+
+
+@pytest.mark.parametrize(
+    "started",
+    [
+        [],  # its start confirmation was lost, or it never started
+        [{"batch": "k", "worker": "tcp://w2"}],  # it started, but on another worker than the one that died
+        [{"batch": "other", "worker": "tcp://w1"}],  # another batch started on the worker that died
+    ],
+    ids=["no-confirmation", "other-worker", "other-batch"],
+)
+def test_a_death_not_confirmed_on_the_batch_and_worker_counts_only_after_several(started):
+    """Dask blames every batch assigned to a dying worker: a death without a start confirmation of this batch on
+    that worker is not counted, until UNCONFIRMED_DEATHS of them (a lost event) count as one."""
+    deaths = deaths_seeing(0, *started)
+    several = unit(4)
+    several.start_topic = deaths.topic
+    for _ in range(UNCONFIRMED_DEATHS - 1):
+        assert deaths.verdict(several, died_on("tcp://w1")) == "retry"
+    assert several.deaths == 0
+    assert (
+        deaths.verdict(several, died_on("tcp://w1")) == "split"
+    )  # allowed_failures = 0: the first counted one
+    assert several.deaths == 1
 
 
 SLOW_IMPORT = """
