@@ -255,3 +255,15 @@ def test_a_rewrite_that_fails_leaves_the_last_record_whole_and_the_sweep_going(t
     assert list(tmp_path.iterdir()) == [progress.path]
     progress.report(force=True)  # space again: the next rewrite has the count
     assert read_progress(progress.path)["done"] == 3
+
+
+def test_status_of_a_directory_finds_the_sweeps_in_its_subdirectories(tmp_path):
+    """`simcal status results/` shows every sweep under it, as a workflow nests them (results/<module>/<name>)."""
+    outputs = [tmp_path / "top.parquet", tmp_path / "simulation" / "sir" / "sweep.parquet"]
+    for output in outputs:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        progress = Progress(output, "local")
+        progress.plan(2, 0, 0)
+        progress.report(force=True)
+    assert find_progress_files([tmp_path]) == sorted(Path(f"{output}.progress.json") for output in outputs)
+    assert find_progress_files([outputs[1]]) == [Path(f"{outputs[1]}.progress.json")]  # an output by its name
