@@ -117,7 +117,10 @@ def test_nvidia_visible_devices_all_counts_where_the_driver_device_exists(tmp_pa
         ("sm_90a", H100, True),
         ("sm_90a", (10, 0), False),
         ("sm_100f", (10, 3), True),
+        ("sm_80", H100, False),  # binary code runs within its major version only
+        ("sm_100a", (10, 3), False),  # arch-specific code: that exact version, not its family
         ("compute_70", A100, True),
+        ("compute_80", A100, True),  # PTX of the GPU's own version
         ("compute_90", A100, False),
         ("not-an-arch", V100, False),
     ],
@@ -131,6 +134,22 @@ def test_only_the_cu126_builds_carry_volta_kernels():
     assert not any(arch_runs_on(a, V100) for a in BUILD_ARCHS["cu130"])
     for gpu in (A100, H100):
         assert any(arch_runs_on(a, gpu) for a in BUILD_ARCHS["cu130"])
+
+
+def test_the_install_command_names_cu130_for_every_gpu_it_has_kernels_for_else_cu126():
+    # cu126 ends with torch 2.14: only a GPU the cu130 builds have no kernels for (Volta) is sent there.
+    cu130 = {divmod(cc, 10) for cc in release_capabilities("13.0")}
+    for capability in sorted(cu130 | {divmod(cc, 10) for cc in release_capabilities("12.6")}):
+        flavour = "cu130" if capability in cu130 else "cu126"
+        assert runtime.install_command(capability).endswith(f"/whl/{flavour}"), capability
+
+
+def test_the_last_torch_release_with_cu126_builds_is_pinned_as_it_is(monkeypatch):
+    # It has a cu126 build of its own: the command installs that very release, not the newest of its series.
+    release = f"{runtime.LAST_TORCH_WITH_CU126}.1"
+    monkeypatch.setattr(torch, "__version__", f"{release}+cu130")
+    expected = f"pip install torch=={release} --index-url https://download.pytorch.org/whl/cu126"
+    assert runtime.install_command(V100) == expected
 
 
 def test_cpu_wheel_on_a_slurm_gpu_job_stops_with_the_fix(no_gpu_env):
@@ -205,6 +224,59 @@ def test_cuda_build_without_a_usable_driver_names_the_build(no_gpu_env):
     assert "Fix: update the NVIDIA driver (driver 580 or newer)" in message
     assert f"or install the CUDA 12.6 build, which needs driver 525 or newer: {CU126_INSTALL}" in message
     assert "whl/cu130" not in message
+
+
+def test_a_build_without_the_gpus_kernels_says_so_even_where_the_driver_is_too_old(no_gpu_env):
+    # torch cannot ask the GPU without a usable driver; nvidia-smi's capability shows the build cannot run on it.
+    cuda_build(no_gpu_env, "cu130", V100, available=False, driver="535.104.05")
+    message = refusal_holding_gpu(no_gpu_env)
+    assert "has no kernels for this GPU: compute capability 7.0 (sm_70)" in message
+    assert "which the build has kernels for" not in message
+    assert CU126_INSTALL in message
+
+
+def test_device_cuda_where_torch_has_no_cuda_names_the_build_and_the_fix(no_gpu_env):
+    for spec in ("cuda", "cuda:0"):
+        with pytest.raises(GPUUnusableError) as error:
+            select_device(spec)
+        message = str(error.value)
+        requested = f"device '{spec}' requested (config kd_gat.device / evaluation.device)"
+        assert f"{requested} but CUDA is not available" in message
+        assert f"torch {torch.__version__} (torch.version.cuda=None) is a CPU-only build" in message
+        assert "Install a CUDA build: pip install" in message
+
+
+def two_gpus(monkeypatch, capabilities: list[tuple[int, int]]) -> None:
+    """After cuda_build: the job holds one GPU of each of `capabilities`, cuda:0 the first."""
+
+    def get_device_capability(index=0):
+        if not 0 <= index < len(capabilities):
+            raise AssertionError("Invalid device id")
+        return capabilities[index]
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: f"GPU {capabilities[index]}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+
+
+def test_device_cuda_n_is_checked_against_gpu_n(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", H100)
+    two_gpus(no_gpu_env, [H100, V100])
+    assert select_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(GPUUnusableError, match=r"device 'cuda:1' requested but .* compute capability 7\.0"):
+        select_device("cuda:1")
+
+
+def test_check_lists_every_gpu_torch_sees(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", V100)
+    two_gpus(no_gpu_env, [V100, A100])
+    out = io.StringIO()
+    assert runtime.check(out) == 1  # cuda:0, which device auto takes, is a V100 the cu130 build cannot run on
+    shown = out.getvalue()
+    for index, (major, minor) in enumerate([V100, A100]):
+        assert f"cuda:{index}: GPU {(major, minor)}, compute capability {major}.{minor}" in shown
+    assert "FAIL: this job holds a GPU (CUDA_VISIBLE_DEVICES=0,1)" in shown
 
 
 def test_cuda_build_on_a_node_without_driver_or_nvidia_smi_blames_the_driver(no_gpu_env):
