@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import os
+import re
 import stat
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from testkit import REPO
 
 from kdgat import files
@@ -37,7 +41,7 @@ SYNTHETIC = {
 }
 
 
-@pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
+@pytest.fixture(params=[0o022, 0o027, 0o002], ids=["umask022", "umask027", "umask002"])
 def umask(request):
     previous = os.umask(request.param)
     yield request.param
@@ -108,18 +112,102 @@ def test_every_output_is_readable_as_the_umask_allows(umask, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == {"f1": 0.5}
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+@pytest.mark.parametrize("failure", [RuntimeError("disk full"), KeyboardInterrupt("disk full")])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, failure):
     target = tmp_path / "metrics.json"
     files.write_json({"version": 1}, target)
 
     def broken(temporary):
         temporary.write_text("half")
-        raise RuntimeError("disk full")
+        raise failure
 
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(type(failure), match="disk full"):
         files.atomic_write(target, broken)
     assert json.loads(target.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_file_is_on_disk_before_it_is_renamed_into_place_and_the_rename_after(tmp_path, monkeypatch):
+    """What atomic_write and publish_directory flush, by inode: the file's data before the rename makes it visible
+    (a crash then leaves the old file or the whole new one), the directory holding the name after it."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(descriptor):
+        events.append(("fsync", os.fstat(descriptor).st_ino))
+        fsync(descriptor)
+
+    def recorded_replace(source, target):
+        events.append(("replace", Path(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    target = files.write_text("new", tmp_path / "out" / "metrics.json")
+    written = [("fsync", target.stat().st_ino), ("replace", target), ("fsync", target.parent.stat().st_ino)]
+    assert events == written
+
+    events.clear()
+    staging = files.new_directory(tmp_path / "stash", prefix=".key.")
+    entry = tmp_path / "stash" / "key"
+    assert files.publish_directory(staging, entry)
+    assert events == [("replace", entry), ("fsync", entry.parent.stat().st_ino)]
+
+
+def test_a_temporary_file_of_another_writer_is_never_taken(tmp_path, monkeypatch):
+    # Another writer's temporary file for the same target, in the middle of being written: a new name is drawn.
+    target = tmp_path / "metrics.json"
+    theirs = tmp_path / ".metrics.json.aaaaaaaaaaaa.tmp"
+    theirs.write_text("another writer's half")
+    names = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    monkeypatch.setattr(files.secrets, "token_hex", lambda size: next(names))
+    files.write_text("mine", target)
+    assert target.read_text() == "mine" and theirs.read_text() == "another writer's half"
+
+
+def test_publish_directory_moves_the_first_writers_entry_in_and_drops_a_later_one(tmp_path):
+    entry = tmp_path / "stash" / "key"
+    staged = []
+    for text in ("first", "second"):
+        staging = files.new_directory(entry.parent, prefix=".key.")
+        (staging / "metrics.json").write_text(text)
+        staged.append(staging)
+    assert files.publish_directory(staged[0], entry) is True
+    # The entry exists: another writer published first.
+    assert files.publish_directory(staged[1], entry) is False
+    assert (entry / "metrics.json").read_text() == "first"
+    assert not staged[0].exists() and not staged[1].exists()
+    assert [p.name for p in entry.parent.iterdir()] == ["key"]
+
+
+def test_exclusive_lock_keeps_out_every_other_holder_until_released(tmp_path):
+    lock = tmp_path / ".kdgat.lock"
+
+    def can_take() -> bool:
+        with open(lock) as other:  # another open file: to flock, another process
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return True
+
+    with files.exclusive_lock(lock):
+        assert lock.exists() and not can_take()
+    assert can_take()
+
+
+def test_load_torch_names_the_file_it_cannot_load_and_runs_no_code_from_it(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        files.load_torch(tmp_path / "missing.pt", "a graph file")
+    truncated = tmp_path / "truncated.pt"
+    files.save_torch({"x": torch.ones(3)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    # Beyond tensors and plain containers a file could make torch.load run code: refused like a broken file.
+    pickled = files.save_torch({"x": Fraction(1, 3)}, tmp_path / "pickled.pt")
+    for path in (truncated, pickled):
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a graph file \("):
+            files.load_torch(path, "a graph file")
 
 
 # Calls that write a file or move one into place: only kdgat/files.py may make them.
