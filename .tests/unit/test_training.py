@@ -5,6 +5,7 @@ import copy
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -14,10 +15,11 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+from kdgat.files import save_torch
 from kdgat.graph_store import save_graphs
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.models.vgae import ERROR_TERMS, vgae_loss
-from kdgat.runtime import select_device
+from kdgat.runtime import restore_rng_state, rng_state, seed_everything, select_device
 from kdgat.testing import TinyStage, toy_graphs
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
@@ -654,6 +656,44 @@ def test_the_dqn_refuses_graphs_a_base_model_was_trained_on(tmp_path):
 
 
 # -- resuming: what must survive a crash, and checkpoints that must not be resumed ------------------------------
+@pytest.fixture
+def global_rng():
+    """The test may reseed the global random streams: later tests get them back as they were."""
+    before = rng_state()
+    yield
+    restore_rng_state(before)
+
+
+def draws(loader_generator: torch.Generator) -> dict:
+    """One number from each random stream a training run, or code it calls, may draw from."""
+    return {
+        "python": random.random(),
+        "numpy": np.random.random(),  # noqa: NPY002 (the legacy global state third-party code uses)
+        "torch": torch.rand(1).item(),
+        "loader": torch.rand(1, generator=loader_generator).item(),
+    }
+
+
+def test_seed_everything_seeds_every_global_random_stream(global_rng):
+    seed = 1234
+    seed_everything(seed)
+    drawn = draws(torch.Generator())
+    assert drawn["python"] == random.Random(seed).random()
+    assert drawn["numpy"] == np.random.RandomState(seed).random_sample()  # noqa: NPY002
+    assert drawn["torch"] == torch.rand(1, generator=torch.Generator().manual_seed(seed)).item()
+
+
+def test_a_checkpoints_rng_state_resumes_every_random_stream(global_rng, tmp_path):
+    seed_everything(3)  # the interrupted run
+    loader = torch.Generator().manual_seed(3)
+    checkpoint = save_torch({"rng": rng_state(loader)}, tmp_path / "last.pt")  # as fit() saves it each epoch
+    expected = draws(loader)
+    seed_everything(99)  # the resumed process: every stream elsewhere
+    loader.manual_seed(99)
+    restore_rng_state(training_loop.read_checkpoint(checkpoint, "gat")["rng"], loader)
+    assert draws(loader) == expected
+
+
 @pytest.fixture(scope="module")
 def teachers(graphs, trained_vgae):
     """A VGAE, GAT and DQN to distil from (the GAT and DQN untrained: any teacher gives a distillation term)."""
