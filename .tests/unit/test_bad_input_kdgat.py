@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,6 +168,10 @@ def test_the_yaml_hint_names_every_number_yaml_reads_as_text_and_its_advice_give
             r"^datasets.lab: no test scenarios; give .* `files.test`",
         ),
         (
+            {"files": {"train": ["a.csv"], "test": {"dos": []}}},  # a scenario without a log is none
+            r"^datasets.lab: no test scenarios; give .* `files.test`",
+        ),
+        (
             {
                 "synthetic": {
                     "files": [{"split": "train_01_x", "name": "n"}, {"split": "fusion_01_x", "name": "n"}]
@@ -195,6 +200,22 @@ def test_whole_fusion_captures_are_refused_when_no_fusion_split_is_written(tmp_p
     with pytest.raises(LayoutError, match=r"^--path: <split>_\*/ folders "):
         dataset_logs("lab", {"path": str(tmp_path)}, held_out=(), path_name="--path")
     assert dataset_logs("lab", {"path": str(tmp_path)}, held_out=["fusion"])[2]["fusion"]
+
+
+def test_a_dataset_folder_leaves_out_the_logs_preprocess_exclude_names(tmp_path):
+    logs = {"train_01_x": ["normal.csv", "suppress.csv"], "test_01_dos": ["dos.csv", "masquerade_dos.csv"],
+            "fusion_01_x": ["normal.csv", "suppress.csv"]}  # fmt: skip
+    for folder, names in logs.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            write(tmp_path / folder, name, HCRL_ROWS)
+
+    for exclude in ([], ["suppress"], ["masquerade", "suppress"]):
+        train, test, whole = dataset_logs("lab", {"path": str(tmp_path)}, ["fusion"], exclude)
+        found = [*train, *(f for files in test.values() for f in files), *whole["fusion"]]
+        kept = {f"{folder}/{name}" for folder, names in logs.items() for name in names}
+        kept = {log for log in kept if not any(word in log for word in exclude)}
+        assert {str(Path(f).relative_to(tmp_path)) for f in found} == kept, exclude
 
 
 def test_two_test_folders_of_one_scenario_are_one_scenario_with_both_logs(tmp_path):
