@@ -44,7 +44,14 @@ def test_the_compiled_quantile_and_epidemic_match_the_numpy_ones():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("params", [{"beta": 0.3, "gamma": 0.1}, {"beta": 0.9, "gamma": 0.05, "days": 60}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"beta": 0.3, "gamma": 0.1},
+        {"beta": 0.9, "gamma": 0.05, "days": 60},
+        {"beta": 0.6, "gamma": 0.2, "population": 2_000, "initial_infected": 40, "days": 50},
+    ],
+)
 def test_each_day_is_the_quantile_of_that_days_uniforms(params):
     """The stream contract behind common random numbers: day d's counts depend on the seed only through the
     uniforms (d, 0) and (d, 1), so every parameter set reads the same uniforms for the same day."""
@@ -69,6 +76,38 @@ def test_a_larger_beta_never_infects_fewer_on_the_first_day():
             sir.simulate({"beta": b, "gamma": 0.1, "days": 1}, seed)["incidence"][0] for b in (0.2, 0.3, 0.5)
         ]
         assert first == sorted(first), (seed, first)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"beta": 0.3, "gamma": 0.1},
+        {"beta": 0.8, "gamma": 0.3, "population": 500, "initial_infected": 25, "days": 40},
+    ],
+)
+def test_the_mean_field_is_the_chain_binomials_recursion_on_expected_values(params):
+    """mean_field: each day's new infections and recoveries are the expected values of that day's two binomials
+    (n p) given the day before, at the parameters given (population and initial_infected included)."""
+    p = sir.SPACE.complete(params)
+    run = sir.mean_field(params, 0)
+    assert run["day"].tolist() == list(range(p["days"]))
+    susceptible, infected = p["population"] - p["initial_infected"], p["initial_infected"]
+    for new, prevalence in zip(run["incidence"], run["prevalence"], strict=True):
+        assert new == pytest.approx(susceptible * (1 - np.exp(-p["beta"] * infected / p["population"])))
+        recoveries = infected + new - prevalence
+        assert recoveries == pytest.approx(infected * (1 - np.exp(-p["gamma"])))
+        susceptible, infected = susceptible - new, prevalence
+    assert run["incidence"].sum() > 0.1 * p["population"]  # an epidemic took off
+
+
+def test_more_initially_infected_than_people_is_refused_and_all_of_them_is_not():
+    for model in (sir.simulate, sir.mean_field):
+        with pytest.raises(ValueError, match=r"initial_infected \(101\) exceeds population \(100\)"):
+            model({"beta": 0.3, "gamma": 0.1, "population": 100, "initial_infected": 101}, 1)
+        everyone = model(
+            {"beta": 0.3, "gamma": 0.1, "population": 100, "initial_infected": 100, "days": 5}, 1
+        )
+        assert (everyone["incidence"] == 0).all()  # nobody left to infect
 
 
 def numpy_sampler_epidemic(beta: float, seed: int, gamma: float = 0.1, days: int = 100) -> np.ndarray:
