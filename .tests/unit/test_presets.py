@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import pytest
@@ -93,3 +94,27 @@ def test_a_sweep_column_value_the_model_cannot_take_names_the_column():
     with pytest.raises(SettingsError, match=r"sweep column 'hidden': expected an integer >= 1, got 0"):
         StageSettings.from_config({}, "gat", "student", overrides={"hidden": 0})
     assert StageSettings.from_config({}, "gat", "student", overrides={"hidden": 8}).model["hidden"] == 8
+
+
+def test_a_custom_preset_replaces_the_built_in_one_of_the_same_name():
+    """config/README.md: a name in kd_gat.presets replaces a built-in preset of the same name."""
+    mine = {**PRESETS["demo_student"]["gat"], "hidden": PRESETS["demo_student"]["gat"]["hidden"] + 4}
+    custom = {"demo_student": {**PRESETS["demo_student"], "gat": mine}}
+    assert resolve_preset("demo_student", "gat", custom) == mine != PRESETS["demo_student"]["gat"]
+    section = {"presets": custom, "student_preset": "demo_student"}
+    assert StageSettings.from_config(section, "gat", "student").model == mine
+
+
+def test_no_dropout_is_a_value_a_preset_may_take():
+    custom = {"mine": {**PRESETS["demo_student"], "dqn": {**PRESETS["demo_student"]["dqn"], "dropout": 0}}}
+    assert resolve_preset("mine", "dqn", custom)["dropout"] == 0  # [0, 1): 0 switches dropout off
+
+
+def test_changing_resolved_arguments_leaves_the_preset_as_it_was():
+    """The settings apply sweep overrides to what resolve_preset returns: that must not reach PRESETS, which every
+    later job of the same process reads."""
+    shipped = copy.deepcopy(PRESETS["demo_teacher"]["vgae"])
+    arguments = resolve_preset("demo_teacher", "vgae")
+    arguments["hidden_dims"].append(8)
+    arguments["latent_dim"] += 1
+    assert resolve_preset("demo_teacher", "vgae") == shipped == PRESETS["demo_teacher"]["vgae"]
