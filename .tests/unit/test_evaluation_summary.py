@@ -39,11 +39,12 @@ from kdgat.evaluation.summary import (
     pooled_table,
     scenario_summary,
     scenario_table,
+    summary_table,
     variant_summary,
     verdict,
     with_margins,
 )
-from kdgat.evaluation.thresholds import youden_threshold
+from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS, youden_threshold
 from kdgat.files import write_json
 from kdgat.graphs import GraphArrays, build_graphs
 
@@ -531,6 +532,15 @@ def test_markdown_lists_every_missed_floor():
     assert f"{len(floors) - len(missed)} of {len(floors)} checks pass" in markdown
     for _, r in missed.iterrows():
         assert f"| ds | teacher | {r['scenario']} | {r['model']} | {r['check']} |" in markdown
+    # Each miss shows what was measured and the floor it fell below: the fusion's 0.7 against the GAT's 0.9
+    # less the tolerance; rpm's ROC-AUC 0.55 against AUC_FLOOR.
+    assert f"| dos | fusion | fusion_vs_inputs | 0.700 | {0.9 - FUSION_TOLERANCE:.3f} |" in markdown
+    for model in ("vgae", "gat", "fusion"):
+        assert f"| rpm | {model} | roc_auc | 0.550 | {AUC_FLOOR:.3f} |" in markdown
+    passed = summary_markdown(variants, floors=floors[floors["passed"]])
+    kept = len(floors) - len(missed)
+    assert f"{kept} of {kept} checks pass" in passed
+    assert "Every miss is a finding:\n\nnone.\n" in passed and "| check |" not in passed
 
 
 # -- the report's tables, checked cell by cell on two scenarios ----------------------------------------------
@@ -622,6 +632,48 @@ def test_report_gives_each_scenarios_roc_auc_over_seeds(two_scenarios):
     assert f"| ds | dos | {UNKNOWN_ID} | 1.000 ± 0.000 |" in section
 
 
+def test_the_roc_auc_table_leaves_out_the_fixed_alpha_fusions_and_the_f1_table_keeps_them(two_scenarios):
+    documents, baselines = two_scenarios
+    scenarios = scenario_summary(scenario_table(documents, [baselines]))
+    gat = scenarios[scenarios["model"] == "gat"]
+    scenarios = pd.concat([scenarios, *(gat.assign(model=model) for model in FIXED_ALPHA_MODELS)])
+    markdown = summary_markdown(
+        variant_summary(documents, pooled_table(documents, [baselines])), scenarios=scenarios
+    )
+    f1, roc_auc = markdown.split("## F1 per test scenario")[1].split("## ROC-AUC per test scenario")
+    for model in FIXED_ALPHA_MODELS:
+        assert f"| ds | dos | {model} |" in f1 and f"| {model} |" not in roc_auc
+    assert "| ds | dos | gat |" in roc_auc and f"| ds | dos | {UNKNOWN_ID} |" in roc_auc
+
+
+def test_the_teacher_vs_students_table_shows_each_models_f1_its_size_and_latency():
+    def row(variant, seeds, total, f1s, halves, latency):
+        models = ("vgae", "gat", "fusion")
+        return {"dataset": "ds", "variant": variant, "seeds": seeds, "params_total": total,
+                "latency_ms_fusion": latency, "f1_best_baseline": 0.5,
+                **{f"f1_{m}": f for m, f in zip(models, f1s, strict=True)},
+                **{f"f1_{m}_ci": h for m, h in zip(models, halves, strict=True)}}  # fmt: skip
+
+    variants = summary_table(
+        [
+            row("teacher", 3, 12_000, (0.61, 0.72, 0.83), (0.01, 0.02, 0.03), 1.5),
+            row("student", 2, 3_000, (0.64, 0.75, 0.86), (0.04, 0.05, 0.06), 0.25),
+        ]
+    )
+    markdown = summary_markdown(variants)
+    assert markdown.startswith("Test metrics over 2, 3 seed(s) per variant")
+    section = markdown.split("## Teacher vs students")[1]
+    assert (
+        "| ds | teacher | 3 | 12,000 | 100.0% | 0.610 ± 0.010 | 0.720 ± 0.020 | 0.830 ± 0.030 | 0.500 | 1.50 |"
+        in section
+    )
+    # the student has a quarter of the teacher's parameters
+    assert (
+        "| ds | student | 2 | 3,000 | 25.0% | 0.640 ± 0.040 | 0.750 ± 0.050 | 0.860 ± 0.060 | 0.500 | 0.25 |"
+        in section
+    )
+
+
 def test_fusion_section_counts_both_comparisons_and_says_why_they_differ():
     # The better input changes with the seed: per seed the fusion (a copy of the GAT) loses 0.2 on seed 2, but
     # its mean equals the better of the two means (the GAT's 0.833), so it holds the floor.
@@ -642,6 +694,22 @@ def test_fusion_section_counts_both_comparisons_and_says_why_they_differ():
     low, high = np.mean(gains) - _t_half(gains), np.mean(gains) + _t_half(gains)
     interval_text = f"-0.067 [{low:+.3f}, {high:+.3f}]"
     assert f"| ds | teacher | dos | 0.833 | 0.900 | {interval_text} | 0.833 | +0.000 |" in section
+
+
+def test_the_fusion_section_counts_a_small_loss_within_the_tolerance_as_not_worse():
+    better = [0.9] * 3
+    table = pd.concat(
+        [
+            _floor_rows({"gat": better, "vgae": [0.7] * 3, "fusion": [0.9 - FUSION_TOLERANCE / 2] * 3}),
+            _floor_rows(
+                {"gat": better, "vgae": [0.7] * 3, "fusion": [0.9 - 2 * FUSION_TOLERANCE] * 3}, scenario="rpm"
+            ),
+        ]
+    )
+    section = summary_markdown(pd.DataFrame(columns=["seeds"]), fusion=fusion_summary(table))
+    assert "above both inputs (interval above 0) in 0 of 2" in section
+    assert f"within {FUSION_TOLERANCE} of the better input or above it in 1.\n" in section
+    assert f"The fusion is within {FUSION_TOLERANCE} of it or above it in 1 of 2 cells." in section
 
 
 @pytest.mark.parametrize("seeds, named", [((1, 2, 3), "seeds 1, 2, 3"), ((2,), "seed 2")])
@@ -729,6 +797,27 @@ def test_distillation_pairs_the_variants_by_seed_and_compares_the_teacher_too():
     row = kd.loc["teacher − student_kd"]
     assert row["n"] == 3 and row["mean"] == pytest.approx(teacher["mean"])
     assert row["low"] == pytest.approx(teacher["low"]) and row["verdict"] == verdict(teacher)
+
+
+def test_the_distillation_section_shows_each_interval_from_low_to_high_and_what_it_says():
+    """An interval that contains 0 is no gain, whatever the sign of the mean; one above 0 is."""
+    per_seed = {
+        "teacher": [(1, 0.99), (2, 0.97), (3, 0.98)],
+        "student_kd": [(1, 0.9), (2, 0.8), (3, 0.85)],
+        "student": [(1, 0.85), (2, 0.6), (3, 0.9)],
+    }
+    kd = distillation_summary(_pooled(per_seed))
+    markdown = summary_markdown(pd.DataFrame(columns=["seeds"]), distillation=kd)
+    section = markdown.split("## Did distillation help?")[1]
+    f1 = {variant: dict(values) for variant, values in per_seed.items()}
+    for compared, first, second, claim in (
+        ("student_kd − student", "student_kd", "student", "no measurable difference"),  # +0.05, +0.2, −0.05
+        ("teacher − student_kd", "teacher", "student_kd", "better"),  # +0.09, +0.17, +0.13
+    ):
+        stats = interval([f1[first][seed] - f1[second][seed] for seed in (1, 2, 3)])
+        assert stats["low"] < stats["high"]
+        text = f"{stats['mean']:+.3f} [{stats['low']:+.3f}, {stats['high']:+.3f}]"
+        assert f"| ds | gat | {compared} | {text} | 3 | {claim} (the interval" in section
 
 
 def _summarize(tmp_path, metrics, baselines=()):
