@@ -25,6 +25,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
 
 import kdgat
+from kdgat.chain import MODEL_TITLES
 from kdgat.evaluation.metrics import binary_metrics, detection_rate_at_fpr
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.run import evaluate_files, evaluate_scored_splits
@@ -363,6 +364,93 @@ def test_plots_are_written_as_svg(tmp_path):
     bad.write_text("epoch,note\nfirst,abc\n")
     with pytest.raises(ValueError, match="bad.csv: training history has no numeric columns"):
         plot_training_curves({("teacher", "gat"): bad}, tmp_path / "x.svg")
+
+
+def _drawn(monkeypatch) -> list:
+    """The figures the plots module draws, kept instead of written."""
+    import kdgat.evaluation.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: figures.append(figure))
+    return figures
+
+
+# Six windows, each model ranking them differently (so each model's curve is its own).
+CURVE_LABELS = [0, 0, 0, 1, 1, 1]
+CURVE_SCORES = {
+    "vgae_score": [1.0, 4.0, 2.0, 3.0, 5.0, 6.0],
+    "gat_prob": [0.1, 0.2, 0.7, 0.6, 0.3, 0.9],
+    "fusion_score": [0.5, 0.1, 0.2, 0.9, 0.8, 0.4],
+}
+
+
+def _curve_frames(test_labels):
+    val = _scored(CURVE_LABELS, *CURVE_SCORES.values()).assign(split="val")
+    test = _scored(test_labels, *(v[::-1] for v in CURVE_SCORES.values())).assign(split="test")
+    return pd.concat([val, test], ignore_index=True)
+
+
+@pytest.mark.parametrize("split, test_labels", [("test", CURVE_LABELS), ("val", [0] * 6)])
+def test_roc_and_pr_curves_are_each_models_own_score_on_test_or_else_validation(
+    monkeypatch, split, test_labels
+):
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    figures = _drawn(monkeypatch)
+    scores = _curve_frames(test_labels)
+    plot_roc(scores, "roc.svg")
+    plot_pr(scores, "pr.svg")
+    frame = scores[scores["split"] == split]
+    for figure, curve in zip(figures, (roc_curve, precision_recall_curve), strict=True):
+        axis = figure.axes[0]
+        assert ("validation" in axis.get_title()) == (split == "val")
+        lines = axis.get_lines()
+        for model, column in (("vgae", "vgae_score"), ("gat", "gat_prob"), ("fusion", "fusion_score")):
+            first, second, _ = curve(frame["label"], frame[column])
+            x, y = (
+                (first, second) if curve is roc_curve else (second, first)
+            )  # ROC: fpr, tpr; PR: recall, precision
+            line = next(line for line in lines if line.get_label().startswith(MODEL_TITLES[model] + " ("))
+            np.testing.assert_allclose(line.get_xdata(), x)
+            np.testing.assert_allclose(line.get_ydata(), y)
+
+
+def test_confusion_size_and_training_pictures_plot_the_numbers_they_name(monkeypatch, tmp_path):
+    figures = _drawn(monkeypatch)
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    test = _scored(
+        [0, 1, 0, 1, 1], [1.5, 3.5, 2.0, 5.0, 0.5], [0.3, 0.7, 0.6, 0.9, 0.2], [0.7, 0.7, 0.6, 0.9, 0.2]
+    )
+    document, _ = evaluate_scored_splits(val, {"dos": test})
+    plot_confusion(document, "cm.svg")
+    shown = [np.asarray(axis.get_images()[0].get_array()) for axis in figures[0].axes]
+    pooled = document["test_pooled"]
+    assert [m.tolist() for m in shown] == [
+        pooled[m]["confusion_matrix"]["matrix"] for m in ("vgae", "gat", "fusion")
+    ]
+    assert shown[0].tolist() != np.asarray(document["val"]["vgae"]["confusion_matrix"]["matrix"]).tolist()
+
+    # the students' rows in the other dataset order: each bar must still stand over its own dataset
+    table = pd.DataFrame(
+        {"dataset": ["a", "b", "b", "a"], "variant": ["teacher", "teacher", "student", "student"],
+         "params_total": [9000, 8000, 800, 900], "f1_fusion": [0.9, 0.8, 0.6, 0.7], "f1_gat": [0.1] * 4,
+         "latency_ms_fusion": [3.0, 2.0, 0.5, 1.0]}
+    )  # fmt: skip
+    plot_size_f1(table, "size.svg")
+    in_order = table.set_index(["dataset", "variant"]).loc[[("a", "teacher"), ("a", "student"), ("b", "teacher"),
+                                                            ("b", "student")]]  # fmt: skip
+    for axis, column in zip(figures[1].axes, ("params_total", "f1_fusion", "latency_ms_fusion"), strict=True):
+        bars = sorted(axis.patches, key=lambda bar: bar.get_x())
+        assert len({bar.get_x() for bar in bars}) == 4  # side by side, none hidden behind another
+        assert [bar.get_height() for bar in bars] == in_order[column].tolist()
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss,val_f1,val_graphs_per_s\n1,1.0,0.5,480\n2,0.5,0.8,510\n")
+    plot_training_curves({("teacher", "gat"): history}, "curves.svg")
+    plotted = {
+        line.get_label(): line.get_ydata().tolist() for axis in figures[2].axes for line in axis.get_lines()
+    }
+    assert plotted == {"train_loss": [1.0, 0.5], "val_f1": [0.5, 0.8]}  # throughput is no training curve
 
 
 def test_gat_and_fusion_call_a_tie_at_one_half_normal_like_training():
