@@ -52,7 +52,15 @@ from simcal.targets import (
     poisson_nll,
     replicate_mean_mse,
 )
-from simcal.visualize import visualize, visualize_sweep
+from simcal.visualize import (
+    fit_figure,
+    history_figure,
+    loss_figure,
+    sweep_outputs_figure,
+    sweep_series_figure,
+    visualize,
+    visualize_sweep,
+)
 
 BOUNDS = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
 POISSON = [
@@ -1033,6 +1041,55 @@ def test_sweep_page_shows_outputs_and_series(tmp_path):
                        r"\['y', 't'\] to plot$"):  # fmt: skip
         visualize_sweep(tmp_path / "failed.parquet", tmp_path / "table.parquet", tmp_path / "summary.json", ["a"],
                         tmp_path / "failed.html", column="y", on="t")  # fmt: skip
+
+
+def test_the_sweep_pictures_plot_each_outputs_mean_and_sd_and_colour_the_series_by_the_first_parameter():
+    frame = sweep_frame().assign(b=lambda f: 10.0 - f["a"])
+    table, _ = summarize_sweep(frame, ["a", "b"], ["y"], ["sum"])
+    figure = sweep_outputs_figure(table, ["a", "b"])
+    for axis, name in zip(figure.axes, ("a", "b"), strict=True):
+        assert axis.get_ylabel() == "y_sum"
+        segments = axis.containers[0].lines[2][0].get_segments()  # the error bars, one per parameter set
+        drawn = sorted((s[0][0], s[0][1], s[1][1]) for s in segments if len(s))  # none without a spread
+        with_spread = table.dropna(subset=["y_sum_sd"])
+        expected = sorted(
+            zip(with_spread[name], with_spread["y_sum_mean"] - with_spread["y_sum_sd"],
+                with_spread["y_sum_mean"] + with_spread["y_sum_sd"], strict=True)
+        )  # fmt: skip
+        assert drawn == pytest.approx(expected)
+    series = sweep_series_figure(frame, ["b", "a"], "y", "t")
+    assert series.axes[-1].get_ylabel() == "b"  # the colour bar
+    curves = {tuple(line.get_ydata()) for line in series.axes[0].get_lines()}
+    ok = frame[frame["status"] == "ok"]
+    assert curves == {tuple(runs.groupby("t")["y"].mean()) for _, runs in ok.groupby("param_id")}
+
+
+def test_the_calibration_pictures_show_the_best_sets_replicates_the_running_best_and_the_best_values():
+    days = [0, 1, 2]
+    sims = pd.DataFrame(
+        [{"param_id": pid, "replicate": r, "day": d, "incidence": base + r + d, "status": "ok"}
+         for pid, base in (("best", 10.0), ("other", 50.0)) for r in (0, 1, 2) for d in days]
+        + [{"param_id": "best", "replicate": 3, "day": d, "incidence": 1e6, "status": "failed"} for d in days]
+    )  # fmt: skip
+    observed = pd.DataFrame({"day": days, "incidence": [11.0, 12.0, 13.0]})
+    best = {"param_id": "best", "params": {"beta": 0.3, "gamma": 0.1}}
+    lines = {
+        line.get_label(): line for line in fit_figure(sims, observed, best, "incidence", "day").axes[0].lines
+    }
+    mine = sims[(sims["param_id"] == "best") & (sims["status"] == "ok")].groupby("day")["incidence"].mean()
+    np.testing.assert_allclose(lines["replicate mean"].get_ydata(), mine.to_numpy())
+    np.testing.assert_allclose(lines["observed"].get_ydata(), observed["incidence"])
+
+    trials = pd.DataFrame(
+        {"trial": range(6), "round": [0, 0, 0, 1, 1, 1], "loss": [5.0, np.inf, 3.0, 4.0, 1.0, 2.0],
+         "beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "gamma": [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]}
+    )  # fmt: skip
+    history = {line.get_label(): line for line in history_figure(trials).axes[0].lines}
+    assert history["best so far"].get_ydata().tolist() == [5.0, 5.0, 3.0, 3.0, 1.0, 1.0]
+    loss = loss_figure(trials, ["beta", "gamma"], best)
+    for axis, name in zip(loss.axes[:2], ("beta", "gamma"), strict=True):  # then the colour bar
+        marker = next(line for line in axis.lines if line.get_label() == "best")
+        assert list(marker.get_xdata()) == [best["params"][name]] * 2
 
 
 def test_optuna_is_pinned_alike_everywhere_and_installed_at_that_version():
