@@ -1092,6 +1092,32 @@ def test_the_calibration_pictures_show_the_best_sets_replicates_the_running_best
         assert list(marker.get_xdata()) == [best["params"][name]] * 2
 
 
+@pytest.mark.parametrize(
+    ("phase", "said"), [("refine", "chosen from the refine step"), ("design", "chosen from all trials")]
+)
+def test_the_calibration_page_says_where_the_best_set_was_chosen_from(tmp_path, phase, said):
+    """analyze chooses the best among the refined sets when there was a refine step, else among every trial; the
+    page says which, from best.json's phase."""
+    sims = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    sims.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
+    trials = pd.DataFrame(
+        {"trial": [0], "round": 0, "phase": phase, "param_id": "p", "beta": 0.3, "loss": 1.0}
+    )
+    trials.to_parquet(tmp_path / "trials.parquet")
+    best = {"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}, "phase": phase}
+    (tmp_path / "best.json").write_text(json.dumps(best))
+    (tmp_path / "summary.json").write_text("{}")
+    inputs = [
+        tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv", "best.json")
+    ]
+    visualize(*inputs, tmp_path / "summary.json", ["beta"], tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text()
+    assert f"(parameter set p, {said})." in page and page.count("chosen from") == 1
+
+
 def test_optuna_is_pinned_alike_everywhere_and_installed_at_that_version():
     """The calibration figures in bench/RESULTS.md hold for one Optuna version (TPE changes between releases)."""
     import tomllib

@@ -197,9 +197,9 @@ def visualize(
         "Loss against each parameter": pictures["loss"],
         "Optimization history": pictures["history"],
     }
-    chosen = "refine step" if best.get("phase") == "refine" else "all trials"
+    chosen = "the refine step" if best.get("phase") == "refine" else "all trials"
     intro = (
-        f"<p>Best loss {best['loss']:.6g} (parameter set {html.escape(best['param_id'])}, chosen from the "
+        f"<p>Best loss {best['loss']:.6g} (parameter set {html.escape(best['param_id'])}, chosen from "
         f"{chosen}).</p>\n" + _table(best["params"], ("parameter", "best value"))
     )
     return write_text(render_page(title, intro, titles, summary), html_path)
