@@ -156,10 +156,14 @@ def test_workload_identity_needs_a_real_client_id():
 
 def test_env_and_secret_volume_settings_are_parsed_or_refused():
     assert parse_env(["A=1", "B_2=x=y"]) == {"A": "1", "B_2": "x=y"}
-    with pytest.raises(SettingError, match="kubernetes-kueue-env"):
-        parse_env(["no-equals"])
+    for bad in ("no-equals", "NO_EQUALS"):  # a well-formed name without "=" is no NAME=VALUE either
+        with pytest.raises(SettingError, match="kubernetes-kueue-env"):
+            parse_env([bad])
     assert SecretVolume.parse("dask-tls:/etc/dask-tls/") == SecretVolume("dask-tls", "/etc/dask-tls")
-    for bad in ("dask-tls", "dask-tls:relative", "Bad_Name:/x"):
+    # A Secret's name is a DNS subdomain: at most 253 characters (a longer one only fails at the first Job).
+    longest = ".".join(["a" * 63] * 4)[:253]
+    assert SecretVolume.parse(f"{longest}:/x").secret == longest
+    for bad in ("dask-tls", "dask-tls:relative", "Bad_Name:/x", f"{longest}a:/x"):
         with pytest.raises(SettingError, match="kubernetes-kueue-secret-volumes"):
             SecretVolume.parse(bad)
 
@@ -304,26 +308,38 @@ def test_installed_executor_breaks_no_snakemake_call_without_kubeconfig(tmp_path
     assert "make_table" in dry.stdout
 
 
-@pytest.mark.parametrize("gpu_image", [None, "registry/image:cu130"])
-def test_an_unset_gpu_image_is_warned_about_before_any_job(gpu_image):
+def executor_before_the_cluster(warnings: list[str], storage: str | None = None, envvars: dict | None = None):
+    """The executor with only what its local checks read (no cluster): logger, workflow, job envvars."""
     from snakemake_executor_plugin_kubernetes_kueue.executor import KueueExecutor
 
-    warnings = []
-    executor = KueueExecutor.__new__(KueueExecutor)  # no cluster: only the local checks run
+    executor = KueueExecutor.__new__(KueueExecutor)
     executor.logger = SimpleNamespace(warning=warnings.append)
     executor.workflow = SimpleNamespace(
-        storage_settings=SimpleNamespace(default_storage_provider=None),
+        storage_settings=SimpleNamespace(default_storage_provider=storage),
         remote_execution_settings=SimpleNamespace(container_image="registry/image:cpu"),
+        spawned_job_args_factory=SimpleNamespace(envvars=lambda: dict(envvars or {})),
     )
-    settings = SimpleNamespace(
+    return executor
+
+
+def local_settings(**changes) -> SimpleNamespace:
+    settings = dict(
         namespace="snakemake",
         queue_name="snakemake",
         workload_identity=False,
-        gpu_container_image=gpu_image,
+        service_account_name=None,
+        gpu_container_image="registry/image:cu130",
         env=[],
         secret_volumes=[],
     )
-    completion = executor._check_local_settings(settings)
+    return SimpleNamespace(**{**settings, **changes})
+
+
+@pytest.mark.parametrize("gpu_image", [None, "registry/image:cu130"])
+def test_an_unset_gpu_image_is_warned_about_before_any_job(gpu_image):
+    warnings = []
+    executor = executor_before_the_cluster(warnings)
+    completion = executor._check_local_settings(local_settings(gpu_container_image=gpu_image))
     assert completion.gpu_container_image == gpu_image
     if gpu_image:
         assert warnings == []
@@ -331,3 +347,60 @@ def test_an_unset_gpu_image_is_warned_about_before_any_job(gpu_image):
         (warning,) = warnings
         assert warning.startswith("kubernetes-kueue-gpu-container-image is not set: Jobs that request a GPU")
         assert "'registry/image:cpu'" in warning and "profiles/k8s/config.yaml" in warning
+
+
+def test_every_setting_reaches_the_jobs():
+    """What the profile sets (identity, image, env, Secret mounts) is what every Job gets, not the default."""
+    settings = local_settings(
+        queue_name="team-queue",
+        workload_identity=True,
+        service_account_name="snakemake-jobs",
+        env=["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=true", "A=x=y"],
+        secret_volumes=[SecretVolume("dask-tls", "/etc/dask-tls")],
+    )
+    completion = executor_before_the_cluster([])._check_local_settings(settings)
+    assert completion == JobCompletion(
+        queue_name=settings.queue_name,
+        workload_identity=True,
+        gpu_container_image=settings.gpu_container_image,
+        env=parse_env(settings.env),
+        secret_volumes=settings.secret_volumes,
+    )
+
+
+def test_workload_identity_without_a_service_account_stops_before_any_job():
+    executor = executor_before_the_cluster([])
+    with pytest.raises(SettingError, match=r"^kubernetes-kueue-service-account-name is not set: workload"):
+        executor._check_local_settings(local_settings(workload_identity=True))
+    assert executor._check_local_settings(local_settings(workload_identity=False)).workload_identity is False
+
+
+def test_the_azure_storage_account_the_jobs_get_is_checked_before_any_job():
+    """Also for a Snakefile that does not call check_default_storage_account: the account the jobs would get."""
+    account = "SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"
+    malformed = executor_before_the_cluster([], storage="azure", envvars={account: "https://x.blob"})
+    with pytest.raises(SettingError, match=f"^{account}: 'https://x.blob' is not an Azure storage account"):
+        malformed._check_local_settings(local_settings())
+    with pytest.raises(SettingError, match=f"^{account} is empty or not set"):
+        executor_before_the_cluster([], storage="azure")._check_local_settings(local_settings())
+    executor_before_the_cluster([], storage="azure", envvars={account: "acct1"})._check_local_settings(
+        local_settings()
+    )
+    # Another default storage: the variable is not used, so not required.
+    executor_before_the_cluster([], storage="s3")._check_local_settings(local_settings())
+
+
+def test_busy_servers_and_lost_connections_are_transient_refusals_are_not():
+    """README: a call answered with 429 or 5xx (busy or restarting server) is sent again; a status read that
+    lost its connection keeps its job watched. A refusal (4xx) would be refused again."""
+    from kubernetes.client.rest import ApiException
+    from snakemake_executor_plugin_kubernetes_kueue.jobs import is_transient
+    from urllib3.exceptions import MaxRetryError, ProtocolError
+
+    for status in (429, 500, 502, 503, 504):
+        assert is_transient(ApiException(status=status)), status
+    for status in (400, 401, 403, 404, 409, 422):
+        assert not is_transient(ApiException(status=status)), status
+    assert is_transient(MaxRetryError(None, "/apis/batch/v1", "connection refused"))
+    assert is_transient(ProtocolError("Connection aborted.", ConnectionResetError()))
+    assert not is_transient(ValueError("not an API error"))
