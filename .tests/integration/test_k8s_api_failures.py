@@ -206,6 +206,39 @@ def test_a_retry_after_is_waited_but_capped():
     assert [_retry_after(answer(value), 2.0) for value in ("5", "120", None, "soon")] == [5, 30, 2, 2]
 
 
+def test_a_retry_after_wins_over_the_executors_own_wait(monkeypatch):
+    """README: a 429 or 5xx is sent again after 1, 2 and 4 s, or after the server's Retry-After (at most
+    MAX_RETRY_AFTER_S). Each wait is the one of its own answer; the sleep is recorded, not slept."""
+    from kubernetes.client.rest import ApiException
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    def answer(status, retry_after=None):
+        error = ApiException(
+            status=status, reason="Too Many Requests" if status == 429 else "Service Unavailable"
+        )
+        error.headers = {} if retry_after is None else {"Retry-After": str(int(retry_after))}
+        return error
+
+    own = executor_module.RETRY_DELAYS_S
+    answers = [answer(429, own[0] + 6), answer(429, executor_module.MAX_RETRY_AFTER_S * 4), answer(503)]
+    waited = []
+    monkeypatch.setattr(executor_module.time, "sleep", waited.append)
+    recorder = Recorder()
+    executor = object.__new__(KueueExecutor)
+    executor.logger = recorder.logger()
+
+    def call():
+        if answers:
+            raise answers.pop(0)
+        return "answered"
+
+    assert executor._retry_transient(call) == "answered"
+    assert waited == [own[0] + 6, executor_module.MAX_RETRY_AFTER_S, own[2]]
+    assert [w.rsplit("trying again in ", 1)[1] for w in recorder.messages("warning")] == [
+        f"{wait:g} s" for wait in waited
+    ]
+
+
 def test_the_executor_neither_watches_nor_pages(cluster, executor):
     """Its calls carry no watch, resourceVersion, limit or continue: 410 Gone (an expired resourceVersion)
     and continue tokens of paged lists cannot reach it (the README says so)."""
@@ -397,6 +430,24 @@ def test_a_refused_create_names_the_job_queue_status_and_fix(cluster, executor, 
     assert cluster.jobs == {}
 
 
+def test_a_create_meeting_a_job_this_run_did_not_create_is_refused_naming_it(cluster, executor):
+    """A 409 AlreadyExists is this run's own Job only when this run sent that create before (a lost
+    answer); a Job of that name created by anyone else is refused with the fix, and left as it is."""
+    kubernetes.client.BatchV1Api().create_namespaced_job(NAMESPACE, job_body("taken", "sleep 60"))
+    with pytest.raises(WorkflowError) as refused:
+        submit(executor, "taken", "true")
+    assert str(refused.value) == (
+        f"kubernetes-kueue: the API server refused Job {NAMESPACE}/taken (Kueue LocalQueue {QUEUE}) with HTTP 409 "
+        'Conflict: jobs.batch "taken" already exists; a Job of that name exists and this run did not create it: '
+        f"kubectl -n {NAMESPACE} describe job taken"
+    )
+    assert list(cluster.jobs) == ["taken"]
+    assert cluster.jobs["taken"].manifest["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "-c",
+        "sleep 60",
+    ]
+
+
 def wait_for_pod(cluster, job_name: str, seconds: float = 20, running: bool = True) -> str:
     """The name of the Job's pod once it runs (running=True) or once it has ended."""
     deadline = time.monotonic() + seconds
@@ -530,3 +581,28 @@ def test_a_job_waiting_on_an_active_queue_is_reported_as_waiting_for_quota(clust
         "ClusterQueue has or covers." in report
     )
     assert executor.recorder.finished == ["queued"]
+
+
+def test_a_job_whose_local_queue_was_deleted_is_reported_as_such(cluster, executor, monkeypatch):
+    """The LocalQueue is deleted after the start-up check: Kueue admits nothing from it, and the report says
+    that the queue is gone (not that other Jobs hold the quota). Once it is back, the Job runs."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.5)
+    with cluster._lock:
+        local_queue = cluster.local_queues.pop(f"{NAMESPACE}/{QUEUE}")  # kubectl delete localqueue
+    job = submit(executor, "orphaned", "true")
+    started, active = time.monotonic(), [job]
+    while time.monotonic() - started < 1.5:
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    assert active == [job] and executor.recorder.finished == []
+    reports = [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
+    assert reports, "a Job suspended longer than ADMISSION_WAIT_REPORT_S was not reported"
+    assert (
+        f"LocalQueue {QUEUE} (suspended, no pod yet). The LocalQueue {NAMESPACE}/{QUEUE} no longer exists, so "
+        "Kueue admits nothing." in reports[0]
+    )
+    cluster.add_objects([local_queue])
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["orphaned"]
