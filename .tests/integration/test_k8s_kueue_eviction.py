@@ -301,3 +301,31 @@ def test_the_profiles_cluster_queue_neither_preempts_nor_shares_a_cohort():
     (queue,) = profile_manifests("kueue/clusterqueue.yaml")
     assert queue["spec"]["preemption"] == {"withinClusterQueue": "Never", "reclaimWithinCohort": "Never"}
     assert "cohortName" not in queue["spec"]
+
+
+def test_each_evicted_job_is_reported_with_its_own_workload(cluster, executor, tmp_path):
+    """Two running Jobs evicted, each with its own message: each report names that Job's Workload (found by
+    its job-uid label) and the message of its own eviction, not those of the other Job's."""
+    names = ("first", "second")
+    # The rerun takes 3 s: a status check reads each Job running again, not only its end.
+    jobs = [
+        submit(executor, name, rerun_script(tmp_path / f"{name}-ran-once", rerun_s=3.0)) for name in names
+    ]
+    for name in names:
+        wait_for_pod(cluster, name)
+        wait_for((tmp_path / f"{name}-ran-once").exists, what=f"the mark of {name}'s first run")
+    assert check_round(executor, jobs) == jobs  # both read running: admitted
+    messages = {name: f"Exceeded the PodsReady timeout {NAMESPACE}/{name}" for name in names}
+    for name in names:
+        cluster.evict_workload(name, "PodsReadyTimeout", messages[name], readmit_after_s=1.0)
+    run_until_settled(executor, jobs)
+    assert sorted(executor.recorder.finished) == sorted(names) and executor.recorder.failed == []
+    reports = [w for w in executor.recorder.messages("warning") if "evicted" in w]
+    assert len(reports) == len(names), reports
+    for name in names:
+        workload = cluster.jobs[name].workload["metadata"]["name"]
+        (report,) = [
+            r for r in reports if r.startswith(f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} ")
+        ]
+        assert f"(Workload {workload}, reason PodsReadyTimeout: {messages[name]})." in report
+        assert report.endswith(f"`kubectl -n {NAMESPACE} describe workload {workload}` shows its conditions")
