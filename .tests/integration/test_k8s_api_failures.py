@@ -303,6 +303,25 @@ def test_a_status_read_refused_by_rbac_fails_the_job_with_the_rule_to_add(cluste
     assert "profiles/k8s/rbac.yaml" in message and f"kubectl -n {NAMESPACE} delete job forbidden" in message
 
 
+def test_a_status_read_unauthorized_after_renewing_the_credentials_fails_the_job_as_refused(
+    cluster, executor, tmp_path, monkeypatch
+):
+    """A 401 even after the credentials were loaded again: no later read would succeed, so the job fails
+    saying the read was refused. The Job was not deleted, and the message does not claim it was."""
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig.yaml", NAMESPACE)
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    job = submit(executor, "unauthorized", "sleep 60")
+    cluster.fail_next("GET", "jobs/status", 401, times=100)
+    run_until_settled(executor, [job])
+    assert executor.recorder.failed == ["unauthorized"] and "unauthorized" in cluster.jobs
+    message = executor.recorder.job_errors["unauthorized"]
+    assert message.startswith(
+        f"kubernetes-kueue: reading the status of Job {NAMESPACE}/unauthorized failed with HTTP 401 Unauthorized"
+    )
+    assert "no longer exists" not in message
+    assert f"kubectl -n {NAMESPACE} delete job unauthorized" in message  # the Job may still run
+
+
 def test_a_pod_deleted_from_outside_fails_its_job(cluster, executor):
     job = submit(executor, "pod-deleted", "sleep 60")
     pod = wait_for_pod(cluster, "pod-deleted")
@@ -511,6 +530,22 @@ def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(cluster, e
         f'User "snakemake-driver" cannot get resource "{resource}" in the namespace "{NAMESPACE}"; the driver '
         f"needs {verbs} on {resource} (profiles/k8s/rbac.yaml)"
     )
+
+
+@pytest.mark.parametrize("resource", ["localqueues", "serviceaccounts"])
+def test_a_start_up_read_refused_as_unauthorized_names_the_credentials_not_rbac(cluster, executor, resource):
+    from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
+
+    cluster.add_objects([service_account({"azure.workload.identity/client-id": "6f1c1c5e-client"})])
+    cluster.fail_next("GET", resource, 401)
+    with pytest.raises(SettingError) as refused:
+        executor._check_cluster_objects(start_up_settings())
+    message = str(refused.value)
+    assert message.startswith(
+        f"kubernetes-kueue: reading {resource} in namespace '{NAMESPACE}' failed with HTTP 401 Unauthorized"
+    )
+    assert "rbac" not in message and "the cluster refused the kubeconfig's credentials: renew them" in message
+    assert cluster.answered_failures == [("GET", resource, 401)]  # not asked again: it would be refused again
 
 
 @pytest.mark.parametrize("resource", ["localqueues", "serviceaccounts"])
