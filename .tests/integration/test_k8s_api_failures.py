@@ -641,3 +641,31 @@ def test_a_job_whose_local_queue_was_deleted_is_reported_as_such(cluster, execut
     cluster.add_objects([local_queue])
     run_until_settled(executor, active)
     assert executor.recorder.finished == ["orphaned"]
+
+
+def test_a_job_is_no_longer_reported_as_waiting_once_kueue_admitted_it(cluster, executor, monkeypatch):
+    """The admission-wait report is about suspended Jobs only: once Kueue admitted the Job and its pod runs,
+    however long it runs, no status check says again that it waits for admission."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.3)
+    cluster.admit_delay = 1.0
+    job = submit(executor, "admitted-late", "sleep 3")
+
+    def reports() -> list[str]:
+        return [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
+
+    def has_pod() -> bool:  # admitted: the Job controller made its pod
+        with cluster._lock:
+            return cluster.jobs["admitted-late"].pod is not None
+
+    active, deadline = [job], time.monotonic() + 20
+    while not has_pod():
+        assert time.monotonic() < deadline, "never admitted"
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    before_admission = reports()
+    assert before_admission, "a Job suspended longer than ADMISSION_WAIT_REPORT_S was not reported"
+    run_until_settled(executor, active)  # the pod runs for 3 s: ten report periods
+    assert executor.recorder.finished == ["admitted-late"]
+    assert reports() == before_admission
