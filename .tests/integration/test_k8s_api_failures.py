@@ -499,6 +499,8 @@ def service_account(annotations: dict[str, str]) -> dict:
 def test_a_missing_or_unannotated_service_account_stops_the_start(cluster, executor):
     from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
 
+    # Without workload identity the ServiceAccount is not the executor's business: none is needed.
+    executor._check_cluster_objects(start_up_settings(workload_identity=False))
     with pytest.raises(SettingError) as missing:
         executor._check_cluster_objects(start_up_settings())
     assert str(missing.value).startswith(

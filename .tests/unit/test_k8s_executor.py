@@ -404,3 +404,27 @@ def test_busy_servers_and_lost_connections_are_transient_refusals_are_not():
     assert is_transient(MaxRetryError(None, "/apis/batch/v1", "connection refused"))
     assert is_transient(ProtocolError("Connection aborted.", ConnectionResetError()))
     assert not is_transient(ValueError("not an API error"))
+
+
+def test_an_api_error_is_told_with_the_servers_message_whatever_its_body():
+    """A Kubernetes Status body gives its message; a proxy in front of the API server (a 502 or 504) may
+    answer plain text, which is told as it is; a connection error by its type."""
+    import json
+
+    from kubernetes.client.rest import ApiException
+    from snakemake_executor_plugin_kubernetes_kueue.jobs import describe_api_error
+    from urllib3.exceptions import MaxRetryError
+
+    def answer(status, reason, body):
+        error = ApiException(status=status, reason=reason)
+        error.body = body
+        return error
+
+    message = 'jobs.batch "x" is forbidden: User "driver" cannot create resource "jobs"'
+    status = json.dumps({"kind": "Status", "status": "Failure", "message": message, "code": 403})
+    assert describe_api_error(answer(403, "Forbidden", status)) == f"HTTP 403 Forbidden: {message}"
+    text = "upstream connect error or disconnect/reset before headers"
+    assert describe_api_error(answer(502, "Bad Gateway", f"{text}\n")) == f"HTTP 502 Bad Gateway: {text}"
+    assert describe_api_error(answer(504, "Gateway Timeout", None)) == "HTTP 504 Gateway Timeout: "
+    lost = MaxRetryError(None, "/apis/batch/v1", "connection refused")
+    assert describe_api_error(lost) == f"MaxRetryError: {lost}"
