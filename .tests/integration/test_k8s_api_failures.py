@@ -318,7 +318,11 @@ def test_a_status_read_unauthorized_after_renewing_the_credentials_fails_the_job
     assert message.startswith(
         f"kubernetes-kueue: reading the status of Job {NAMESPACE}/unauthorized failed with HTTP 401 Unauthorized"
     )
-    assert "no longer exists" not in message
+    assert "no longer exists" not in message and "rbac" not in message  # not a missing permission
+    assert (
+        "the cluster refused the kubeconfig's credentials, also after loading them again: renew them"
+        in message
+    )
     assert f"kubectl -n {NAMESPACE} delete job unauthorized" in message  # the Job may still run
 
 

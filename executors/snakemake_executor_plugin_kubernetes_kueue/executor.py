@@ -31,6 +31,9 @@ GPU_IMAGE_UNSET = (
     "If its torch is a CPU build, each GPU Job stops at its start (device: auto); set "
     f"kubernetes-kueue-gpu-container-image in {PROFILE} to the CUDA image (profiles/k8s/Containerfile)"
 )
+# A 401: the API server did not accept who the driver is (an expired token, another cluster's kubeconfig).
+CREDENTIALS_REFUSED = "the cluster refused the kubeconfig's credentials"
+CREDENTIALS_FIX = "`az aks get-credentials -g <group> -n <cluster>`, `kubectl config current-context`"
 # Waits before each new try of a call the API server answered with a transient error (429, 5xx); a
 # Retry-After it sends wins, up to MAX_RETRY_AFTER_S. The last try's error goes to the kubernetes executor.
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
@@ -137,12 +140,19 @@ class KueueExecutor(kubernetes_plugin.Executor):
                     "(kubectl delete, a cleanup or the TTL controller); the job fails, and Snakemake runs it "
                     "again if it has retries left"
                 )
-            else:  # 403 (RBAC), or 401 after re-authenticating: no later read would succeed either
+            else:  # 403 (RBAC), 401 after re-authenticating, another refusal: no later read would succeed
+                if isinstance(error, ApiException) and error.status == 401:
+                    fix = f"{CREDENTIALS_REFUSED}, also after loading them again: renew them ({CREDENTIALS_FIX})"
+                elif isinstance(error, ApiException) and error.status == 403:
+                    fix = (
+                        f"the driver needs get on jobs/status in namespace {self.namespace!r} "
+                        "(profiles/k8s/rbac.yaml)"
+                    )
+                else:
+                    fix = "see the API server's message"
                 msg = (
-                    f"kubernetes-kueue: reading the status of {where} failed with "
-                    f"{describe_api_error(error)}; the driver needs get on jobs/status in namespace "
-                    f"{self.namespace!r} (profiles/k8s/rbac.yaml). The Job may still run: "
-                    f"kubectl -n {self.namespace} delete job {job.external_jobid}"
+                    f"kubernetes-kueue: reading the status of {where} failed with {describe_api_error(error)}; "
+                    f"{fix}. The Job may still run: kubectl -n {self.namespace} delete job {job.external_jobid}"
                 )
             self.logger.error(msg)
             self.report_job_error(job, msg=msg)
@@ -358,10 +368,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
         if error.status == 403:
             fix = f"the driver needs {verbs} on {resource} (profiles/k8s/rbac.yaml)"
         elif error.status == 401:
-            fix = (
-                "the cluster refused the kubeconfig's credentials: renew them "
-                "(`az aks get-credentials -g <group> -n <cluster>`, `kubectl config current-context`)"
-            )
+            fix = f"{CREDENTIALS_REFUSED}: renew them ({CREDENTIALS_FIX})"
         elif is_transient(error):
             fix = "the API server is busy or restarting: run again later"
         else:
