@@ -846,6 +846,22 @@ def test_a_checkpoint_is_resumed_only_on_the_inputs_it_was_written_on(
     assert again["resumed_from"] == 1  # the same inputs: resumed
 
 
+def test_a_gat_without_curriculum_resumes_whatever_vgae_it_is_given(graphs, teachers, tmp_path, monkeypatch):
+    """The VGAE draws only the curriculum: a GAT trained without one resumes its checkpoint when the VGAE was
+    retrained meanwhile (the workflow gives every GAT job its VGAE), instead of starting again."""
+    train, val = graphs
+    stage_settings = settings("gat", variant="teacher", curriculum={"enabled": False})
+
+    def run(checkpoint, vgae):
+        return gat_training.train(train, val, NUM_IDS, stage_settings, checkpoint, None, vgae)
+
+    checkpoint = crashed_checkpoint(
+        monkeypatch, gat_training.GATStage, lambda c: run(c, teachers["vgae"]), tmp_path
+    )
+    _, resumed, *_ = run(checkpoint, changed(teachers["vgae"]))
+    assert resumed["resumed_from"] == 1
+
+
 @pytest.mark.parametrize(
     ("format_name", "other"),
     [("MODEL_FORMAT", "kdgat-model/99"), ("CHECKPOINT_FORMAT", "kdgat-checkpoint/99")],
