@@ -577,6 +577,20 @@ def test_a_busy_server_at_start_up_is_asked_again_and_not_blamed_on_rbac(cluster
 
 
 # ---- a Job Kueue does not admit --------------------------------------------------------------------------------
+def admission_reports(executor) -> list[str]:
+    """The executor's warnings that a Job waits for Kueue to admit it."""
+    return [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
+
+
+def check_for(executor, active: list, seconds: float) -> list:
+    """Status checks every 0.1 s for ``seconds`` (as Snakemake's loop makes them); the Jobs still active."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    return active
+
+
 def test_a_job_kueue_keeps_suspended_is_reported_with_the_queues_state(cluster, executor, monkeypatch):
     """The ClusterQueue is stopped after the start-up check (an administrator's `stopPolicy: Hold`): Kueue
     admits nothing, and the kubernetes executor would wait in silence. The executor says so, at most once
@@ -588,12 +602,9 @@ def test_a_job_kueue_keeps_suspended_is_reported_with_the_queues_state(cluster, 
     with cluster._lock:
         cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"] = "Hold"
     job = submit(executor, "held", "true")
-    started, active = time.monotonic(), [job]
-    while time.monotonic() - started < 3.5:
-        active = check_round(executor, active)
-        time.sleep(0.1)
+    active = check_for(executor, [job], 3.5)
     assert active == [job] and executor.recorder.finished == []
-    reports = [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
+    reports = admission_reports(executor)
     assert len(reports) in (2, 3), reports  # after 1 s, then each further second, not at every check
     assert reports[0].startswith(
         f"kubernetes-kueue: Job {NAMESPACE}/held has waited 0.0 min for Kueue to admit it from LocalQueue "
@@ -616,7 +627,7 @@ def test_a_job_waiting_on_an_active_queue_is_reported_as_waiting_for_quota(clust
     cluster.admit_delay = 2.0  # the quota is taken for a while
     job = submit(executor, "queued", "true")
     run_until_settled(executor, [job])
-    (report,) = [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w][:1]
+    (report,) = admission_reports(executor)[:1]
     assert (
         f"LocalQueue {NAMESPACE}/{QUEUE} is active: other Jobs hold the quota, or this one asks for more than its "
         "ClusterQueue has or covers." in report
@@ -633,12 +644,9 @@ def test_a_job_whose_local_queue_was_deleted_is_reported_as_such(cluster, execut
     with cluster._lock:
         local_queue = cluster.local_queues.pop(f"{NAMESPACE}/{QUEUE}")  # kubectl delete localqueue
     job = submit(executor, "orphaned", "true")
-    started, active = time.monotonic(), [job]
-    while time.monotonic() - started < 1.5:
-        active = check_round(executor, active)
-        time.sleep(0.1)
+    active = check_for(executor, [job], 1.5)
     assert active == [job] and executor.recorder.finished == []
-    reports = [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
+    reports = admission_reports(executor)
     assert reports, "a Job suspended longer than ADMISSION_WAIT_REPORT_S was not reported"
     assert (
         f"LocalQueue {QUEUE} (suspended, no pod yet). The LocalQueue {NAMESPACE}/{QUEUE} no longer exists, so "
@@ -658,9 +666,6 @@ def test_a_job_is_no_longer_reported_as_waiting_once_kueue_admitted_it(cluster, 
     cluster.admit_delay = 1.0
     job = submit(executor, "admitted-late", "sleep 3")
 
-    def reports() -> list[str]:
-        return [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
-
     def has_pod() -> bool:  # admitted: the Job controller made its pod
         with cluster._lock:
             return cluster.jobs["admitted-late"].pod is not None
@@ -670,8 +675,8 @@ def test_a_job_is_no_longer_reported_as_waiting_once_kueue_admitted_it(cluster, 
         assert time.monotonic() < deadline, "never admitted"
         active = check_round(executor, active)
         time.sleep(0.1)
-    before_admission = reports()
+    before_admission = admission_reports(executor)
     assert before_admission, "a Job suspended longer than ADMISSION_WAIT_REPORT_S was not reported"
     run_until_settled(executor, active)  # the pod runs for 3 s: ten report periods
     assert executor.recorder.finished == ["admitted-late"]
-    assert reports() == before_admission
+    assert admission_reports(executor) == before_admission
