@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from torch.distributions import Normal
+from torch.distributions import kl_divergence as gaussian_kl
 from torch_geometric.data import Batch
 
 from kdgat import presets
@@ -147,3 +149,85 @@ def test_anomaly_error_is_two_sided_in_units_of_each_terms_normal_spread():
     # A term with no spread on normal windows is measured in units of 1e-8, not divided by 0.
     constant = {name: [0.5, 0.5] for name in ("feature_mse", "id_ce", "neighbour_bce")}
     assert error_statistics(constant) == ([0.5] * 3, [1e-8] * 3)
+
+
+def test_vgae_encoder_is_multi_head_in_its_first_layer_only_and_the_decoders_hidden_layers_in_all():
+    """The module docstring's layout and docs/models.md's one difference from the original that leaves the counts
+    unchanged (heads only split a layer's width, so the parameter-count tests cannot see them)."""
+    vgae = VGAE(20, embedding_dim=4, hidden_dims=(16, 8, 4), latent_dim=6, heads=2)
+    layout = {
+        part: [(conv.heads, conv.heads * conv.out_channels) for conv in convs]
+        for part, convs in (("encoder", vgae.encoder), ("decoder", vgae.decoder), ("out", [vgae.feature_out]))
+    }
+    assert layout == {
+        "encoder": [(2, 16), (1, 8), (1, 4)],
+        "decoder": [(2, 4), (2, 8)],  # reversed(hidden_dims) without its last, the encoder's first width
+        "out": [(1, 10)],
+    }
+
+
+def test_reparameterisation_samples_the_latent_gaussian_in_training_and_is_its_mean_in_eval():
+    """z = μ + ε·σ with σ = exp(½·log σ²) while training; z = μ in eval mode (deterministic scores)."""
+    vgae = VGAE(4, embedding_dim=2, hidden_dims=(4,), latent_dim=2)
+    mean = torch.tensor([0.3, -1.0]).repeat(20_000, 1)
+    sigma = torch.tensor([2.0, 0.5])
+    logvar = (sigma**2).log().repeat(20_000, 1)
+    torch.manual_seed(0)
+    z = vgae.train().reparameterize(mean, logvar)
+    # Standard errors of the sample mean and std: σ/√n ≈ 0.014 and σ/√(2n) ≈ 0.01 at most.
+    assert z.mean(dim=0).tolist() == pytest.approx(mean[0].tolist(), abs=0.06)
+    assert z.std(dim=0).tolist() == pytest.approx(sigma.tolist(), rel=0.03)
+    assert torch.equal(vgae.eval().reparameterize(mean, logvar), mean)
+
+
+def test_encoder_log_variance_is_clamped_on_both_sides():
+    graphs = toy_graphs(3, num_ids=20, seed=0)
+    batch = Batch.from_data_list(graphs)
+    vgae = VGAE(20, embedding_dim=4, hidden_dims=(8,), latent_dim=2, logvar_clamp=3.0).eval()
+    with torch.no_grad():
+        vgae.logvar_head.weight.zero_()
+        vgae.logvar_head.bias.copy_(torch.tensor([50.0, -50.0]))  # a diverging head, either way
+        _, logvar = vgae.encode(batch.x, batch.edge_index)
+    assert torch.equal(logvar, torch.tensor([3.0, -3.0]).expand(batch.num_nodes, 2))
+
+
+def test_dropout_acts_in_training_mode_only():
+    """Two training-mode passes differ by their dropout masks alone (no dropout: equal); eval mode is deterministic.
+    The encoders only: the VGAE's mean involves no sampling."""
+    batch = Batch.from_data_list(toy_graphs(4, num_ids=20, seed=1))
+    x, edge_index = batch.x, batch.edge_index
+    for dropout in (0.5, 0.0):
+        torch.manual_seed(0)
+        models = {
+            "vgae": (
+                VGAE(20, embedding_dim=4, hidden_dims=(16, 8), latent_dim=6, dropout=dropout),
+                lambda model: model.encode(x, edge_index)[0],
+            ),
+            "gat": (
+                GAT(20, embedding_dim=4, hidden=8, heads=2, dropout=dropout),
+                lambda model: model.embed(x, edge_index, batch.batch),
+            ),
+        }
+        with torch.no_grad():
+            for name, (model, encode) in models.items():
+                model.train()
+                assert torch.equal(encode(model), encode(model)) == (dropout == 0.0), (name, dropout)
+                model.eval()
+                assert torch.equal(encode(model), encode(model)), name
+
+
+def test_kl_divergence_equals_the_gaussians_closed_form_for_any_variance():
+    """KL(N(μ, σ²) ‖ N(0, 1)) per dimension, averaged, against torch.distributions' own closed form."""
+    generator = torch.Generator().manual_seed(0)
+    mean, logvar = torch.randn(5, 3, generator=generator), torch.randn(5, 3, generator=generator)
+    expected = gaussian_kl(Normal(mean, (0.5 * logvar).exp()), Normal(0.0, 1.0)).mean()
+    assert float(kl_divergence(mean, logvar)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_zero_anomaly_threshold_still_maps_errors_into_the_unit_interval():
+    """A threshold of 0 (normal validation errors all 0 at their 95th percentile) gives 0 for error 0 and about
+    1 above it, not NaN."""
+    vgae = VGAE(4, embedding_dim=2, hidden_dims=(4,), latent_dim=2)
+    vgae.anomaly_threshold.fill_(0.0)
+    scores = vgae.calibrated_anomaly(torch.tensor([0.0, 1e-3, 5.0]))
+    assert scores.tolist() == [0.0, 1.0, 1.0]
