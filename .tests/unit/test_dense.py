@@ -33,8 +33,11 @@ def randomise_norm_statistics(model: nn.Module, seed: int) -> None:
 def test_dense_layer_equals_gatconv_with_self_loops_repeats_and_isolated_nodes(heads):
     torch.manual_seed(heads)
     conv = GATConv(7, 5, heads=heads).eval()
+    with torch.no_grad():
+        conv.bias.uniform_(-1.0, 1.0)  # a fresh GATConv's bias is 0, which would hide a wrong fold of it
     norm = nn.BatchNorm1d(5 * heads).eval()
     randomise_norm_statistics(norm, heads)
+    norm.running_var[0] = 0.0  # a channel constant over the training data: batch norm divides by √eps
     x = torch.randn(6, 7)
     # A self-loop (GATConv replaces it by its own), a repeated edge (4 → 1), node 5 receives only its self-loop.
     edge_index = torch.tensor([[0, 1, 2, 3, 3, 4, 4], [1, 2, 0, 3, 0, 1, 1]])
@@ -42,6 +45,21 @@ def test_dense_layer_equals_gatconv_with_self_loops_repeats_and_isolated_nodes(h
     with torch.no_grad():
         assert torch.allclose(DenseGATLayer(conv)(x, mask), conv(x, edge_index), atol=1e-5)
         assert torch.allclose(DenseGATLayer(conv, norm)(x, mask), norm(conv(x, edge_index)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        GATConv(7, 5, heads=2, edge_dim=1),
+        GATConv(7, 5, heads=2, concat=False),
+        GATConv(7, 5, heads=2, residual=True),
+        GATConv((7, 6), 5, heads=2),
+    ],
+    ids=["edge features", "averaged heads", "residual", "bipartite"],
+)
+def test_dense_layer_refuses_a_gatconv_it_would_not_equal(conv):
+    with pytest.raises(ValueError, match="DenseGATLayer"):
+        DenseGATLayer(conv)
 
 
 @pytest.mark.parametrize(
