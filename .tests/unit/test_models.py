@@ -231,3 +231,10 @@ def test_a_zero_anomaly_threshold_still_maps_errors_into_the_unit_interval():
     vgae.anomaly_threshold.fill_(0.0)
     scores = vgae.calibrated_anomaly(torch.tensor([0.0, 1e-3, 5.0]))
     assert scores.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_error_statistics_of_one_normal_graph_measure_in_raw_units():
+    """One graph has no spread to standardise by: the docstring's std of 1, not the 1e-8 floor of a constant term
+    over several graphs (which would blow every deviation up by 10⁸)."""
+    one = {"feature_mse": [0.01], "id_ce": [2.0], "neighbour_bce": [0.3]}
+    assert error_statistics(one) == ([pytest.approx(0.01), 2.0, pytest.approx(0.3)], [1.0] * 3)
