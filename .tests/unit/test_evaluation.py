@@ -603,3 +603,138 @@ def test_evaluate_detector_reports_the_fpr_targets_it_is_given():
         assert [key for key in split["gat"] if key.startswith("detection_rate")] == [
             "detection_rate_at_fpr_0.25"
         ]
+
+
+def test_evaluate_detector_scores_each_split_on_its_own_graphs_with_the_batch_size_device_and_speed_given():
+    from kdgat.evaluation.run import evaluate_detector
+
+    def graphs(labels):
+        return [
+            Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), y=torch.tensor([y]))
+            for y in labels
+        ]
+
+    splits = {"val": [0, 1] * 4, "dos": [1, 1, 0, 1, 0, 1], "clean": [0, 0, 0]}
+    val, tests = graphs(splits["val"]), {name: graphs(splits[name]) for name in ("dos", "clean")}
+    calls = []
+
+    def score(vgae, gat, dqn, graphs, batch_size, device):
+        calls.append((batch_size, device))
+        labels = [int(g.y) for g in graphs]
+        return _scored(labels, np.linspace(0.1, 0.9, len(graphs)), [0.5] * len(graphs), [0.5] * len(graphs))
+
+    document, scores = evaluate_detector(
+        _NodeModel(), _GraphModel(), torch.nn.Linear(2, 2), val, tests, score_fn=score, batch_size=3,
+        device="cpu:0", speed={"repeats": 2, "latency_runs": 1},
+    )  # fmt: skip
+    for name, labels in splits.items():
+        assert scores.loc[scores["scenario"] == name, "label"].tolist() == labels, name
+        split = document["val"] if name == "val" else document["test"][name]
+        assert split["gat"]["n"] == len(labels) and split["gat"]["n_attack"] == sum(labels), name
+    assert document["test_pooled"]["gat"]["n"] == len(splits["dos"]) + len(splits["clean"])
+    # Every scoring, of the splits and of the speed measurement, with the batch size and device given.
+    assert len(calls) > 3 and set(calls) == {(3, "cpu:0")}
+    assert (document["speed"]["repeats"], document["speed"]["batch_size"]) == (2, 3)
+
+
+def _evaluation_outputs(folder) -> dict:
+    suffixes = {"metrics": ".json", "scores": ".parquet", "roc": ".svg", "pr": ".svg", "confusion": ".svg"}
+    return {name: folder / "out" / f"{name}{suffix}" for name, suffix in suffixes.items()}
+
+
+TINY_SPEED = {"repeats": 1, "latency_runs": 1, "max_graphs": 4}
+
+
+def _unrendered(monkeypatch) -> None:
+    """The evaluation's SVGs written as placeholders (rendering them is most of a tiny evaluation's time)."""
+    import matplotlib.pyplot as plt
+
+    import kdgat.evaluation.plots as plots
+
+    def placeholder(figure, path):
+        plt.close(figure)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("<svg/>")
+
+    monkeypatch.setattr(plots, "save_figure", placeholder)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_evaluate_files_scores_on_the_threads_and_batch_size_given_and_names_dataset_variant_seed(
+    tmp_path, monkeypatch
+):
+    import kdgat.inference
+
+    scored_with = []
+
+    def recording(*args, batch_size, device, **kwargs):
+        scored_with.append((torch.get_num_threads(), batch_size))
+        return score_graphs(*args, batch_size=batch_size, device=device, **kwargs)
+
+    score_graphs = kdgat.inference.score_graphs
+    monkeypatch.setattr(kdgat.inference, "score_graphs", recording)
+    _unrendered(monkeypatch)
+    threads = torch.get_num_threads() + 1  # one_torch_thread: 1 here, so 2 is the setting's doing
+    outputs = _evaluation_outputs(tmp_path)
+    document = evaluate_files(
+        **tiny_evaluation_inputs(tmp_path), outputs=outputs, dataset="tiny", variant="student_kd", seed=3,
+        batch_size=7, device="cpu", threads=threads, speed=TINY_SPEED,
+    )  # fmt: skip
+    assert scored_with and set(scored_with) == {(threads, 7)}
+    written = json.loads(outputs["metrics"].read_text())
+    for metrics in (document, written):
+        assert (metrics["dataset"], metrics["variant"], metrics["seed"]) == ("tiny", "student_kd", 3)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_stash_restores_no_evaluation_of_another_seed_variant_or_dataset(tmp_path, monkeypatch, caplog):
+    """The same model and graph files evaluated as another seed, variant or dataset are another evaluation:
+    restoring the first one's metrics.json would record its name and seed (two entries of one seed)."""
+    caplog.set_level("INFO", logger="kdgat")
+    _unrendered(monkeypatch)
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+    first = {"dataset": "tiny", "variant": "teacher", "seed": 1}
+    evaluate_files(
+        **inputs, outputs=outputs, **first, device="cpu", speed=TINY_SPEED, stash_dir=tmp_path / "s"
+    )
+    for change in ({"seed": 2}, {"variant": "student"}, {"dataset": "other"}):
+        caplog.clear()
+        named = first | change
+        document = evaluate_files(
+            **inputs, outputs=outputs, **named, device="cpu", speed=TINY_SPEED, stash_dir=tmp_path / "s"
+        )
+        assert "restored" not in caplog.text and "evaluating" in caplog.text, change
+        assert {key: document[key] for key in named} == named
+        assert {key: json.loads(outputs["metrics"].read_text())[key] for key in named} == named
+
+
+def test_evaluate_files_refuses_a_missing_output_or_input_before_loading_anything(tmp_path):
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+    settings = {"dataset": "tiny", "variant": "teacher", "device": "cpu"}
+    without_roc = {name: path for name, path in outputs.items() if name != "roc"}
+    with pytest.raises(ValueError, match=r"needs the outputs .*; missing \['roc'\]"):
+        evaluate_files(**inputs, outputs=without_roc, **settings)
+    Path(inputs["gat"]).unlink()
+    with pytest.raises(
+        FileNotFoundError, match=f"input 'gat' of the evaluation does not exist: {inputs['gat']}"
+    ):
+        evaluate_files(**inputs, outputs=outputs, **settings)
+    assert not (tmp_path / "out").exists()
+
+
+def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():
+    """docs/evaluation.md: α per split, test_pooled included; the fused decision is compared with the GAT's
+    (p > 0.5) and the VGAE-side one (calibrated score > 0.5), so a score of exactly one half is normal."""
+    from kdgat.evaluation.run import alpha_statistics
+
+    # Window 0: both inputs at one half (normal for both) and the fusion says normal: it agrees with both.
+    dos = _scored([0, 1, 1], [0.5, 0.9, 0.2], [0.5, 0.2, 0.8], [0.5, 0.7, 0.6]).assign(
+        fusion_alpha=[0.5, 0.0, 1.0]
+    )
+    clean = _scored([0, 0], [0.1, 0.5], [0.5, 0.3], [0.2, 0.4]).assign(fusion_alpha=[0.25, 0.5])
+    stats = alpha_statistics(dos)
+    assert (stats["agrees_with_gat"], stats["agrees_with_vgae"]) == pytest.approx((2 / 3, 2 / 3))
+    document, _ = evaluate_scored_splits(dos, {"dos": dos, "clean": clean})
+    pooled = document["fusion_alpha"]["test_pooled"]
+    assert pooled == alpha_statistics(pd.concat([dos, clean], ignore_index=True))
+    assert pooled["n"] == 5 and sum(pooled["counts"]) == 5
