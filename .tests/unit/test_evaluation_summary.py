@@ -393,6 +393,32 @@ def test_baselines_refuse_what_they_cannot_measure(tmp_path):
         )  # fmt: skip
 
 
+def test_baselines_files_writes_the_datasets_baselines_at_the_fpr_targets_given(tmp_path):
+    import json
+
+    from kdgat.graph_store import save_graph_sets, save_graphs
+
+    rng = np.random.default_rng(3)
+    train, val = _capture(rng, 40), _capture(rng, 20)
+    tests = {"counts": _capture(rng, 20), "unknown": _capture(rng, 20, oov=True)}
+    save_graphs(train, tmp_path / "train.pt")
+    save_graphs(val, tmp_path / "val.pt")
+    save_graph_sets(tests, tmp_path / "test.pt")
+    write_json({"num_ids": 4}, tmp_path / "metadata.json")
+    files = {name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}
+    metrics, scores = tmp_path / "out" / "baselines.json", tmp_path / "out" / "baseline_scores.parquet"
+    document = baselines_files(
+        **files, metadata=tmp_path / "metadata.json", metrics=metrics, scores=scores, dataset="ds",
+        fpr_targets=(0.2,),
+    )  # fmt: skip
+    expected, table = evaluate_baselines(train, val, tests, num_ids=4, fpr_targets=(0.2,))
+    assert json.loads(metrics.read_text()) == document == {"dataset": "ds", **expected}
+    assert {key for key in document["test_pooled"][ID_RATE] if key.startswith("detection_rate")} == {
+        "detection_rate_at_fpr_0.2"
+    }
+    pd.testing.assert_frame_equal(pd.read_parquet(scores), table)
+
+
 def test_scenario_table_refuses_baselines_without_the_scenario(documents):
     baselines = _baselines()
     baselines["test"] = {"fuzzy": baselines["test"]["dos"]}
