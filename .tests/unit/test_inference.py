@@ -11,7 +11,7 @@ from kdgat.files import file_sha256
 from kdgat.graph_store import save_graphs
 from kdgat.inference import score_graphs
 from kdgat.model_store import load_model, trained_on
-from kdgat.models import GAT, NUM_ACTIONS, VGAE, QNetwork
+from kdgat.models import GAT, LEARNT, NUM_ACTIONS, VGAE, QNetwork
 from kdgat.testing import toy_graphs
 from kdgat.training import dqn, gat, vgae
 from kdgat.training.settings import StageSettings
@@ -191,6 +191,25 @@ def test_score_graphs_contract(chain):
     assert ((alpha * 20) - (alpha * 20).round()).abs().max() < 1e-5  # one of the 21 actions
     # Batch size does not change the scores (eval mode, no batch-norm batch statistics).
     pd.testing.assert_frame_equal(scores, score_graphs(*models, graphs, batch_size=64), atol=1e-5)
+
+
+def test_score_graphs_scores_in_eval_mode_and_leaves_each_models_mode_as_it_was(chain):
+    """Models handed over in training mode (dropout, the VGAE's sampled z) score as in eval mode, deterministically,
+    and are handed back in training mode (training's callers go on training them)."""
+    _, outputs = chain
+    models = [load_model(outputs("teacher", stage)["model"]) for stage in ("vgae", "gat", "dqn")]
+    # The Q-network's own α (so its dropout counts), even where the stage fell back to a constant one.
+    models[2].fallback_action.fill_(LEARNT)
+    graphs = toy_graphs(30, num_ids=20, seed=5)
+    in_eval = score_graphs(*models, graphs, batch_size=16)
+    for model in models:
+        model.train()
+    torch.manual_seed(0)
+    in_training = score_graphs(*models, graphs, batch_size=16)
+    assert [model.training for model in models] == [True, True, True]
+    pd.testing.assert_frame_equal(in_training, in_eval)
+    with pytest.raises(ValueError, match="no graphs to score"):
+        score_graphs(*models, [], batch_size=16)
 
 
 def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path):
