@@ -130,12 +130,20 @@ def once_across_workers(
 
 @contextmanager
 def dask_client(n_workers: int, threads_per_worker: int = 1) -> Iterator:
-    """A client of a LocalCluster of worker processes on loopback, with Dask's allowed-failures at 0 as in the
-    clusters simcal starts (so a worker death reaches simcal's own count at once)."""
+    """A client of a LocalCluster of worker processes on loopback, with Dask's allowed-failures at 0 and the
+    lost-worker timeout as in the clusters simcal starts (a worker death reaches simcal's own count at once; a
+    worker a test ended is kept while its restart is slow under load, as a module-scoped cluster's next test needs).
+    """
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    from simcal.backends import LOCAL_LOST_WORKER_TIMEOUT
+
+    settings = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.deploy.lost-worker-timeout": LOCAL_LOST_WORKER_TIMEOUT,
+    }
+    with dask.config.set(settings):
         with LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,

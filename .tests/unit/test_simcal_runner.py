@@ -760,6 +760,24 @@ def test_local_backend_starts_and_closes_its_own_cluster_and_counts_deaths_itsel
     assert not leftover, f"worker processes left running: {leftover}"
 
 
+def test_a_local_cluster_waits_minutes_not_seconds_for_a_worker_restarting_after_a_death():
+    """Dask's LocalCluster drops a worker for good when its restarted process has not joined within
+    distributed.deploy.lost-worker-timeout, which it reads when the worker leaves (15 s by default). Crash isolation
+    ends workers on purpose; under load (CI, 2026-12-05) a restart took 15 s and the cluster went on one worker
+    short. The local backend holds a longer timeout for the cluster's whole life, and gives the old one back."""
+    from dask.utils import parse_timedelta
+
+    from simcal.backends import LOCAL_LOST_WORKER_TIMEOUT, dask_client
+
+    def lost_worker_timeout_s() -> float:
+        return parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+
+    before = lost_worker_timeout_s()
+    with dask_client("local", {"workers": 1}):
+        assert lost_worker_timeout_s() == parse_timedelta(LOCAL_LOST_WORKER_TIMEOUT) >= 60
+    assert lost_worker_timeout_s() == before
+
+
 def test_scheduler_backend_uses_an_existing_scheduler_and_leaves_it_running(tmp_path, monkeypatch):
     with LocalCluster(n_workers=1, processes=True, dashboard_address=":0") as cluster:
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)

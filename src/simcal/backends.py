@@ -70,6 +70,10 @@ SLURM_OPTIONS = {
     "adaptive", "worker_extra_args", "job_cpu", "job_mem", "death_timeout", "lifetime", "lifetime_stagger",
 }  # fmt: skip
 WHERE_SLURM = "calibration.backend.slurm"
+# A LocalCluster drops a worker for good when its restarted process has not joined within Dask's
+# distributed.deploy.lost-worker-timeout (15 s). Crash isolation ends workers on purpose, and on a loaded machine a
+# restart (a new Python, the model's imports) can take longer: the sweep would go on one worker short.
+LOCAL_LOST_WORKER_TIMEOUT = "300s"
 LOCAL_OPTIONS = ("workers", "threads_per_worker", "processes", "dashboard_address", "memory_limit")
 WHERE_LOCAL = "calibration.backend.local"
 SCHEDULER_OPTIONS = ("address", "timeout")
@@ -335,6 +339,10 @@ def dask_client(
                         raise ContractError(f"{WHERE_LOCAL}.processes {processes!r}: expected true or false")
                     # Worker processes talk TCP on loopback only; thread workers use in-process comms.
                     where = {"host": "127.0.0.1"} if processes else {}
+                    # Read when a worker leaves, so held for the cluster's life (not only while it starts).
+                    stack.enter_context(
+                        dask.config.set({"distributed.deploy.lost-worker-timeout": LOCAL_LOST_WORKER_TIMEOUT})
+                    )
                     cluster = stack.enter_context(
                         LocalCluster(
                             n_workers=workers,
