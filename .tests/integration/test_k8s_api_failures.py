@@ -398,6 +398,23 @@ def test_an_expired_token_is_renewed_without_kubectl(cluster, executor, tmp_path
     )
 
 
+def test_after_a_401_the_calls_carry_the_renewed_kubeconfigs_token(cluster, executor, tmp_path, monkeypatch):
+    """The API server stops accepting the driver's token while its Job runs (it expired; `az aks get-credentials`
+    wrote a new one into the kubeconfig): every call is answered 401 until one carries the new token. The
+    credentials loaded again must reach the API objects the executor calls: kept ones would send the old token."""
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig.yaml", NAMESPACE, token="token-before")
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    executor._reauthenticate_and_retry()  # the start-up's loading, from the kubeconfig
+    cluster.accepted_tokens = {"token-before"}
+    job = submit(executor, "rotated", "sleep 2")
+    assert check_round(executor, [job]) == [job]  # read with the first token
+    cluster.write_kubeconfig(kubeconfig, NAMESPACE, token="token-after")
+    cluster.accepted_tokens = {"token-after"}
+    run_until_settled(executor, [job])
+    assert executor.recorder.finished == ["rotated"] and executor.recorder.failed == []
+    assert ("GET", "jobs/status", 401) in cluster.answered_failures  # the old token was refused once
+
+
 def test_a_driver_inside_the_cluster_renews_its_credentials_from_its_service_account(
     executor, tmp_path, monkeypatch
 ):

@@ -212,6 +212,9 @@ class ApiStandIn:
     failures: list[InjectedFailure] = field(default_factory=list)
     requests: list[tuple[str, str, dict]] = field(default_factory=list)  # (method, path, query) of every call
     answered_failures: list[tuple[str, str, int]] = field(default_factory=list)
+    # Bearer tokens the API server accepts (None: anonymous calls on loopback, as by default). Any other
+    # credential is answered 401 Unauthorized, as the real server answers a token it no longer accepts.
+    accepted_tokens: set[str] | None = None
     max_seen_running: int = 0
     # How long a pod stopped by a suspension stays listed after its container ended (the kubelet's status
     # report, then its final delete): the window in which a client sees its exit code 143.
@@ -253,8 +256,9 @@ class ApiStandIn:
                     if pod is not None and pod.exit_code() is None:
                         self._kill(pod, "deleted")
 
-    def write_kubeconfig(self, path: Path, namespace: str) -> Path:
-        text = KUBECONFIG_TEMPLATE.read_text().format(server=self.url, namespace=namespace)
+    def write_kubeconfig(self, path: Path, namespace: str, token: str | None = None) -> Path:
+        user = "{}" if token is None else json.dumps({"token": token})  # YAML flow mapping
+        text = KUBECONFIG_TEMPLATE.read_text().format(server=self.url, namespace=namespace, user=user)
         Path(path).write_text(text)
         return Path(path)
 
@@ -806,6 +810,19 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = urllib.parse.urlparse(self.path)[2:5:2]
         with self.api._lock:
             self.api.requests.append((self.command, path, urllib.parse.parse_qs(query)))
+            accepted = self.api.accepted_tokens
+            if accepted is not None and self.headers.get("Authorization") not in {
+                f"Bearer {t}" for t in accepted
+            }:
+                self.api.answered_failures.append((self.command, self._resource(), 401))
+                refused = InjectedFailure(self.command, self._resource(), 401)
+            else:
+                refused = None
+        if refused is not None:
+            if self.headers.get("Content-Length"):
+                self._body()
+            self._send_failure(refused)
+            return True
         failure = self.api.take_failure(self.command, self._resource())
         self._failure = None
         if failure is None:
