@@ -31,9 +31,6 @@ GPU_IMAGE_UNSET = (
     "If its torch is a CPU build, each GPU Job stops at its start (device: auto); set "
     f"kubernetes-kueue-gpu-container-image in {PROFILE} to the CUDA image (profiles/k8s/Containerfile)"
 )
-# A 401: the API server did not accept who the driver is (an expired token, another cluster's kubeconfig).
-CREDENTIALS_REFUSED = "the cluster refused the kubeconfig's credentials"
-CREDENTIALS_FIX = "`az aks get-credentials -g <group> -n <cluster>`, `kubectl config current-context`"
 # Waits before each new try of a call the API server answered with a transient error (429, 5xx); a
 # Retry-After it sends wins, up to MAX_RETRY_AFTER_S. The last try's error goes to the kubernetes executor.
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
@@ -141,15 +138,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
                     "again if it has retries left"
                 )
             else:  # 403 (RBAC), 401 after re-authenticating, another refusal: no later read would succeed
-                if isinstance(error, ApiException) and error.status == 401:
-                    fix = f"{CREDENTIALS_REFUSED}, also after loading them again: renew them ({CREDENTIALS_FIX})"
-                elif isinstance(error, ApiException) and error.status == 403:
-                    fix = (
-                        f"the driver needs get on jobs/status in namespace {self.namespace!r} "
-                        "(profiles/k8s/rbac.yaml)"
-                    )
-                else:
-                    fix = "see the API server's message"
+                fix = refusal_fix(error, f"get on jobs/status in namespace {self.namespace!r}", reloaded=True)
                 msg = (
                     f"kubernetes-kueue: reading the status of {where} failed with {describe_api_error(error)}; "
                     f"{fix}. The Job may still run: kubectl -n {self.namespace} delete job {job.external_jobid}"
@@ -365,18 +354,28 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     @staticmethod
     def _api_error(error: ApiException, resource: str, verbs: str, namespace: str) -> SettingError:
-        if error.status == 403:
-            fix = f"the driver needs {verbs} on {resource} (profiles/k8s/rbac.yaml)"
-        elif error.status == 401:
-            fix = f"{CREDENTIALS_REFUSED}: renew them ({CREDENTIALS_FIX})"
-        elif is_transient(error):
-            fix = "the API server is busy or restarting: run again later"
-        else:
-            fix = "see the API server's message"
         return SettingError(
             f"kubernetes-kueue: reading {resource} in namespace {namespace!r} failed with "
-            f"{describe_api_error(error)}; {fix}"
+            f"{describe_api_error(error)}; {refusal_fix(error, f'{verbs} on {resource}')}"
         )
+
+
+def refusal_fix(error: Exception, permission: str, reloaded: bool = False) -> str:
+    """What to do about a call the API server answered with ``error``: grant ``permission`` (403, RBAC), renew the
+    credentials (401: an expired token, another cluster's kubeconfig; ``reloaded``: they were loaded again and still
+    refused), wait (busy or restarting), or read the server's message."""
+    status = getattr(error, "status", None)
+    if status == 403:
+        return f"the driver needs {permission} (profiles/k8s/rbac.yaml)"
+    if status == 401:
+        again = ", also after loading them again" if reloaded else ""
+        return (
+            f"the cluster refused the kubeconfig's credentials{again}: renew them "
+            "(`az aks get-credentials -g <group> -n <cluster>`, `kubectl config current-context`)"
+        )
+    if is_transient(error):
+        return "the API server is busy or restarting: run again later"
+    return "see the API server's message"
 
 
 def _retry_after(error: ApiException, default: float) -> float:
