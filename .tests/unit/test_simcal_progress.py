@@ -195,6 +195,20 @@ def test_a_sweep_on_another_host_is_stale_only_after_missing_several_of_its_own_
     assert read_progress(progress.path)["state"] == "stale"
 
 
+def test_a_sweep_rewriting_every_second_is_stale_only_after_a_minute(tmp_path, clock):
+    """Five missed rewrites of a fast sweep are a few seconds: a busy file system or a slow network share delays
+    that much, so a minute of silence is the least that counts as stale."""
+    progress = Progress(tmp_path / "fast.parquet", "slurm", every_s=1.0)
+    progress.plan(4, 0, 0)
+    progress.report(force=True)
+    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere"}
+    progress.path.write_text(json.dumps(elsewhere))
+    clock.now += 59  # 59 rewrites missed, but under a minute
+    assert read_progress(progress.path)["state"] == "running"
+    clock.now += 2
+    assert read_progress(progress.path)["state"] == "stale"
+
+
 def test_a_sweep_whose_process_this_user_may_not_signal_is_running_not_stopped(tmp_path, monkeypatch):
     """On a shared machine another user's sweep runs in a process that exists but that we may not signal: it is
     shown as running, not as stopped."""
@@ -209,10 +223,12 @@ def test_a_sweep_whose_process_this_user_may_not_signal_is_running_not_stopped(t
     assert read_progress(progress.path)["state"] == "running"
 
 
-def test_simcal_status_shows_each_count_rate_and_eta_in_its_own_column(tmp_path, clock, capsys):
+def test_simcal_status_shows_each_count_rate_and_eta_in_its_own_column(tmp_path, clock, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="simcal")
     output = tmp_path / "sims.parquet"
     progress = Progress(output, "local")
     progress.dashboard = "http://scheduler:8787/status"
+    progress.workers = 3
     progress.plan(10, 4, 1)  # 4 resumed, 1 of them failed
     progress.submitted()
     clock.now += 4
@@ -225,13 +241,20 @@ def test_simcal_status_shows_each_count_rate_and_eta_in_its_own_column(tmp_path,
     assert cells.pop("UPDATED")
     assert cells == {
         "STATE": "running", "DONE": "6", "TOTAL": "10", "FAILED": "2", "RATE/S": "0.5", "ETA": "8s",
-        "BACKEND": "local", "OUTPUT": str(output), "DASHBOARD": "http://scheduler:8787/status",
+        "BACKEND": "local", "WORKERS": "3", "OUTPUT": str(output), "DASHBOARD": "http://scheduler:8787/status",
     }  # fmt: skip
+    assert "ETA 8s, workers 3, dashboard http://scheduler:8787/status" in caplog.text
 
     progress.finish("finished")
     assert main(["status", str(output)]) == 0
     cells = dict(zip(*(line.split() for line in capsys.readouterr().out.splitlines()), strict=True))
     assert (cells["STATE"], cells["ETA"]) == ("finished", "-")  # nothing left to estimate
+
+    progress.workers = None  # not counted yet: before the first check of the cluster
+    progress.report(force=True)
+    assert main(["status", str(output)]) == 0
+    cells = dict(zip(*(line.split() for line in capsys.readouterr().out.splitlines()), strict=True))
+    assert cells["WORKERS"] == "-" and "workers unknown, dashboard" in caplog.text
 
 
 def test_a_rewrite_that_fails_leaves_the_last_record_whole_and_the_sweep_going(tmp_path, monkeypatch, caplog):

@@ -662,6 +662,7 @@ def test_progress_goes_to_the_log_and_to_a_json_file_that_simcal_status_reads(tm
     info = json.loads((tmp_path / "out.parquet.progress.json").read_text())
     assert info["state"] == "finished" and (info["done"], info["total"], info["failed"]) == (6, 6, 0)
     assert info["backend"] == "local" and info["dashboard"].startswith("http://127.0.0.1:")
+    assert info["workers"] == 2 and "workers 2, dashboard" in lines[-1]  # the module's cluster has two
     assert info["rate_per_s"] > 0
     # Outputs get a plain open()'s permissions (0666 less the umask), not mkstemp's 0600: the group can read them.
     expected = 0o666 & ~current_umask()
@@ -721,7 +722,7 @@ def test_no_worker_watchdog_fails_with_a_clear_message(tmp_path):
             )  # fmt: skip
         assert time.monotonic() - began < 30
     info = json.loads((tmp_path / "out.progress.json").read_text())
-    assert info["state"] == "failed" and "NoWorkers" in info["message"]
+    assert info["state"] == "failed" and "NoWorkers" in info["message"] and info["workers"] == 0
 
 
 def test_no_worker_timeout_counts_only_time_with_simulations_waiting(tmp_path):

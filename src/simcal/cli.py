@@ -45,7 +45,7 @@ def add_status(subparsers) -> None:
         "status",
         help="show running and finished simulation sweeps",
         description="Read <output>.progress.json files and print one line per sweep: state, done/total, failures, "
-        "rate, ETA, backend, last update, output and Dask dashboard.",
+        "rate, ETA, backend, connected workers, last update, output and Dask dashboard.",
     )
     parser.add_argument(
         "paths", nargs="*", default=["."], help="outputs, progress files or folders (searched recursively)"

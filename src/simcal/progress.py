@@ -84,9 +84,10 @@ class Progress:
         self.last = now
         eta = self.eta_s()
         log.info(
-            "simulations %d/%d (%.1f%%), %d failed, %.1f/s, ETA %s, dashboard %s",
+            "simulations %d/%d (%.1f%%), %d failed, %.1f/s, ETA %s, workers %s, dashboard %s",
             self.done, self.total, 100 * self.done / max(self.total, 1), self.failed, self.rate(),
-            f"{eta:.0f}s" if eta is not None else "unknown", self.dashboard or "unavailable",
+            f"{eta:.0f}s" if eta is not None else "unknown", "unknown" if self.workers is None else self.workers,
+            self.dashboard or "unavailable",
         )  # fmt: skip
         self.write()
 
@@ -179,6 +180,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         "RATE/S",
         "ETA",
         "BACKEND",
+        "WORKERS",
         "UPDATED",
         "OUTPUT",
         "DASHBOARD",
@@ -195,6 +197,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 f"{float(row.get('rate_per_s') or 0):.1f}",
                 "-" if eta is None else f"{float(eta):.0f}s",
                 str(row.get("backend")),
+                "-" if row.get("workers") is None else str(row.get("workers")),
                 str(row.get("updated")),
                 str(row.get("output")),
                 str(row.get("dashboard") or "-"),
