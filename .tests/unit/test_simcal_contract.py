@@ -201,6 +201,48 @@ def test_parameter_table_errors_name_file_line_and_column(tmp_path):
         read_parameter_table(tmp_path / "p.json")
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "named"),
+    [
+        # One field more than the header names: pandas took the first field as the row label, so beta was 0.1
+        # and gamma 7, every value one column to the left.
+        (
+            "p.csv",
+            "beta,gamma\n0.2,0.1,7\n0.3,0.1,8\n",
+            r"line 2: 3 fields, but the header \(line 1\) names 2",
+        ),
+        ("p.csv", "beta,beta\n0.2,0.3\n", r"line 1: column name\(s\) \['beta'\] appear more than once"),
+        ("p.tsv", ",beta\tgamma\n".replace(",", "\t") + "0\t0.2\t0.1\n", r"line 1: column 1 has no name"),
+        ("p.csv", "# sweep of beta\nbeta,gamma\n0.2,0.1\n", r"line 1: the header starts with '#'"),
+        (
+            "p.csv",
+            "beta;gamma\n0.2;0.1\n",
+            r"line 1: one column named 'beta;gamma': the file looks separated by ';'",
+        ),
+    ],
+    ids=["extra-field", "repeated-name", "unnamed-index", "comment-line", "semicolons"],
+)
+def test_a_header_pandas_would_silently_repair_is_refused_naming_the_line(tmp_path, name, text, named):
+    """pandas reads each of these without a word: values shifted a column, a parameter 'beta.1' or 'Unnamed: 0',
+    a parameter named after the comment, or one text parameter 'beta;gamma'. A model that declares no parameters
+    would have run with them."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ContractError, match=rf"^{re.escape(str(path))}, {named}"):
+        read_parameter_table(path)
+
+
+def test_a_dataframe_whose_column_names_are_equal_as_text_is_refused(tmp_path):
+    """Two columns 'a' broke the value checks with pandas' 'truth value of a Series is ambiguous'; columns '1' and
+    1 became one parameter '1', the first value lost."""
+    for columns in (["a", "a"], ["1", 1]):
+        with pytest.raises(
+            ContractError, match=r"^parameter DataFrame: column name\(s\) \['(a|1)'\] appear more than once"
+        ):
+            simulate("simcal_models:noisy_line", pd.DataFrame([[0.1, 0.2]], columns=columns), tmp_path / "o")
+    assert not (tmp_path / "o.partial").exists()
+
+
 def test_a_parameter_table_without_rows_or_columns_is_refused_naming_it(tmp_path):
     header_only = tmp_path / "p.csv"
     header_only.write_text("beta,gamma\n")

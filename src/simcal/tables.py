@@ -59,11 +59,11 @@ def parameter_table(
         )
     path = Path(parameters)
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    separator = {".csv": ",", ".csv.gz": ","}.get(suffix, "\t")
     try:
-        if suffix in {".csv", ".csv.gz"}:
-            table = pd.read_csv(path)
-        elif suffix in {".tsv", ".tsv.gz", ".tab", ".txt"}:
-            table = pd.read_csv(path, sep="\t")
+        if suffix in {".csv", ".csv.gz", ".tsv", ".tsv.gz", ".tab", ".txt"}:
+            table = pd.read_csv(path, sep=separator)
+            _check_header(path, table, separator)
         elif suffix in {".parquet", ".pq"}:
             table = pd.read_parquet(path)
         else:
@@ -82,6 +82,43 @@ def parameter_table(
 
 def _text_line(position: int) -> str:
     return f"line {position + 2}"  # the header is line 1
+
+
+def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
+    """Refuse a header pandas would silently repair or misread: more fields in the rows than names in the header
+    (pandas makes the first fields an index, shifting every value one column left), a repeated or empty name
+    (pandas renames them 'beta.1' and 'Unnamed: 1'), a comment line, or another separator than the file's."""
+    names = pd.read_csv(path, sep=separator, header=None, nrows=1, dtype=str, keep_default_na=False)
+    names = [str(name).strip() for name in names.iloc[0].tolist()] if len(names) else []
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise ContractError(
+                f"{path}, line 1: column {number} has no name (a DataFrame saved by to_csv() without "
+                "index=False keeps its row labels there); name it or remove the column"
+            )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ContractError(
+            f"{path}, line 1: column name(s) {repeated} appear more than once; give each parameter one column"
+        )
+    if names and names[0].startswith("#"):
+        raise ContractError(
+            f"{path}, line 1: the header starts with '#' ({names[0]!r}); comment lines are not supported, "
+            "remove them so that the header (the parameter names) is line 1"
+        )
+    if not isinstance(table.index, pd.RangeIndex):
+        raise ContractError(
+            f"{path}, line 2: {len(table.columns) + table.index.nlevels} fields, but the header (line 1) names "
+            f"{len(table.columns)} columns; give every column a name in the header, or remove the extra fields"
+        )
+    others = [
+        other for other in (",", ";", "\t") if len(names) == 1 and other != separator and other in names[0]
+    ]
+    if others:
+        raise ContractError(
+            f"{path}, line 1: one column named {names[0]!r}: the file looks separated by {others[0]!r}, but a "
+            f"{'CSV' if separator == ',' else 'TSV'} file's columns are separated by {separator!r}"
+        )
 
 
 def _parquet_row(position: int) -> str:
@@ -107,6 +144,14 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
     """
     if table.empty or len(table.columns) == 0:
         raise ContractError(f"{where}: the parameter table has no rows or no columns")
+    names = [str(column) for column in table.columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if (
+        repeated
+    ):  # one would overwrite the other in each parameter set (or, as the same label, break the checks)
+        raise ContractError(
+            f"{where}: column name(s) {repeated} appear more than once (as text); give each parameter one column"
+        )
     reject_reserved(table.columns, where)
     name = row_name or dataframe_row_name(table.index)
     for column in table.columns:
