@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
@@ -241,6 +242,23 @@ def test_a_dataframe_whose_column_names_are_equal_as_text_is_refused(tmp_path):
         ):
             simulate("simcal_models:noisy_line", pd.DataFrame([[0.1, 0.2]], columns=columns), tmp_path / "o")
     assert not (tmp_path / "o.partial").exists()
+
+
+@pytest.mark.parametrize("name", ["p.csv", "p.csv.gz"])
+def test_a_bad_row_after_a_blank_line_or_a_quoted_line_break_is_named_at_its_own_line(tmp_path, name):
+    """pandas skips blank lines and reads a quoted line break as part of a field: the row after one was named a
+    line too early (line 3 for the empty value on line 4), in the missing-value check and in the model's."""
+    path = tmp_path / name
+    text = 'beta,gamma\n\n0.2,0.1\n"0.3\n",0.1\n\n0.4,\n'  # the empty gamma is on line 7
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    with pytest.raises(ContractError, match=rf"^{re.escape(str(path))}, line 7: column 'gamma' is empty"):
+        read_parameter_table(path)
+    path = tmp_path / "q.csv"
+    path.write_text("beta,gamma\n0.2,0.1\n\n0.3,abc\n")
+    with pytest.raises(
+        ContractError, match=r"q\.csv, line 4: parameter 'gamma' = 'abc' is text, not a number"
+    ):
+        simulate("simcal.models.sir:simulate", path, tmp_path / "o.parquet")
 
 
 def test_a_parameter_table_without_rows_or_columns_is_refused_naming_it(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import math
 import numbers
@@ -76,12 +78,41 @@ def parameter_table(
         if isinstance(error, FileNotFoundError):  # pandas' Parquet reader names only the path
             raise ContractError(f"{path}: the parameter table file does not exist") from error
         raise ContractError(f"{path}: cannot read the parameter table ({error})") from error
-    row_name = _parquet_row if suffix in {".parquet", ".pq"} else _text_line
+    row_name = _parquet_row if suffix in {".parquet", ".pq"} else _text_lines(path, separator, len(table))
     return check_parameter_table(table, str(path), row_name), str(path), row_name
 
 
-def _text_line(position: int) -> str:
-    return f"line {position + 2}"  # the header is line 1
+def _text_lines(path: Path, separator: str, rows: int) -> RowName:
+    """A text file's rows named by the line each starts on (the header is line 1). pandas skips blank lines and
+    lets a quoted field span lines, so a row's line is found by reading the file once, at the first message that
+    needs it; when that reading does not find pandas' rows, a row is named as if no line were skipped."""
+    lines: list[int] | None = None
+
+    def row_name(position: int) -> str:
+        nonlocal lines
+        if lines is None:
+            lines = _data_lines(path, separator)
+            lines = lines if len(lines) == rows else []
+        return f"line {lines[position] if position < len(lines) else position + 2}"
+
+    return row_name
+
+
+def _data_lines(path: Path, separator: str) -> list[int]:
+    """The line on which each data record of a CSV or TSV file starts, blank lines skipped as pandas does."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    starts: list[int] = []
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as handle:
+            reader = csv.reader(handle, delimiter=separator)
+            previous = 0
+            for record in reader:
+                if record and (len(record) > 1 or record[0].strip()):
+                    starts.append(previous + 1)
+                previous = reader.line_num
+    except (OSError, csv.Error):
+        return []
+    return starts[1:]  # the first is the header
 
 
 def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
