@@ -58,6 +58,24 @@ def test_bad_model_reference_is_named(reference, expected):
     assert expected in str(error.value)
 
 
+def test_a_model_module_that_fails_on_import_is_named_with_its_error(tmp_path, monkeypatch):
+    """Only an ImportError was named: a module whose own code raised (a data file it reads at import, a typo)
+    ended the rule with a bare traceback that named neither the model reference nor what was wrong."""
+    (tmp_path / "fuzz_broken_model.py").write_text("raise RuntimeError('calibration.csv not found')\n")
+    (tmp_path / "fuzz_exiting_model.py").write_text("import sys\nsys.exit('usage: model.py FILE')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module, error in [
+        ("fuzz_broken_model", "RuntimeError: calibration.csv not found"),
+        ("fuzz_exiting_model", "SystemExit: usage: model.py FILE"),
+    ]:
+        with pytest.raises(
+            ContractError,
+            match=rf"^model reference '{module}:run': importing module '{module}' failed with {error}",
+        ):
+            simulate(f"{module}:run", pd.DataFrame({"beta": [0.2]}), tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet.partial").exists()
+
+
 def test_bad_reference_fails_before_any_cluster_starts(tmp_path):
     # The scheduler address is unreachable: reaching it would time out after 30 s instead of failing at once.
     started = time.perf_counter()

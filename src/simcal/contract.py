@@ -58,6 +58,14 @@ def resolve_callable(reference: str, what: str = "model") -> Callable:
         raise ContractError(
             f"{what} reference {reference!r}: cannot import module {module_name!r} ({error})"
         ) from error
+    except (
+        Exception,
+        SystemExit,
+    ) as error:  # the module's own code failed (a missing data file, a typo, ...)
+        raise ContractError(
+            f"{what} reference {reference!r}: importing module {module_name!r} failed with "
+            f"{type(error).__name__}: {error} (the traceback above shows where)"
+        ) from error
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
