@@ -416,6 +416,16 @@ def test_a_sweeps_fixed_values_that_cannot_be_parameters_are_named_as_fixed(tmp_
         )
 
 
+def test_a_fixed_value_left_out_is_refused_as_an_empty_cell_is(tmp_path):
+    """YAML's 'fixed: {c: }' gives None: it reached a model that declares no parameters as the value None, where
+    the same gap in the table is refused."""
+    with pytest.raises(ContractError, match=r"^fixed parameters: parameter 'c' has no value \(null\)"):
+        simulate(
+            "simcal_models:noisy_line", pd.DataFrame({"a": [1.0]}), tmp_path / "o", fixed_params={"c": None}
+        )
+    assert not (tmp_path / "o.partial").exists()
+
+
 def test_reserved_names_are_refused_in_every_input_naming_the_column(tmp_path):
     for parameters, fixed, expected in [
         (

@@ -234,6 +234,10 @@ def check_fixed_values(fixed: Mapping[str, Any], where: str) -> None:
     parameter."""
     reject_reserved(fixed, where)
     for key, value in fixed.items():
+        if value is None:  # YAML's 'days:' with the value left out; a table's empty cell is refused alike
+            raise ContractError(
+                f"{where}: parameter {str(key)!r} has no value (null); every parameter needs a value"
+            )
         try:
             to_plain(value, str(key))
         except ContractError as error:
