@@ -279,6 +279,20 @@ def test_a_bad_row_after_a_blank_line_or_a_quoted_line_break_is_named_at_its_own
         simulate("simcal.models.sir:simulate", path, tmp_path / "o.parquet")
 
 
+def test_a_word_read_as_a_missing_value_is_named_not_called_empty(tmp_path):
+    """A region 'NA' (North America) or a scenario 'None' is read by pandas as a missing value: the message said
+    the cell was empty, which the file contradicts."""
+    path = tmp_path / "p.csv"
+    path.write_text("beta,region\n0.2,EU\n0.3,NA\n")
+    with pytest.raises(
+        ContractError, match=r"p\.csv, line 3: column 'region' is 'NA', which is read as a missing"
+    ):
+        read_parameter_table(path)
+    path.write_text("beta,gamma\n0.2,0.1\n0.3,\n")  # a real gap is still called empty
+    with pytest.raises(ContractError, match=r"p\.csv, line 3: column 'gamma' is empty"):
+        read_parameter_table(path)
+
+
 def test_a_parameter_table_without_rows_or_columns_is_refused_naming_it(tmp_path):
     header_only = tmp_path / "p.csv"
     header_only.write_text("beta,gamma\n")

@@ -66,6 +66,7 @@ def parameter_table(
         if suffix in {".csv", ".csv.gz", ".tsv", ".tsv.gz", ".tab", ".txt"}:
             table = pd.read_csv(path, sep=separator)
             _check_header(path, table, separator)
+            _refuse_words_read_as_missing(path, table, separator)
         elif suffix in {".parquet", ".pq"}:
             table = pd.read_parquet(path)
         else:
@@ -150,6 +151,28 @@ def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
             f"{path}, line 1: one column named {names[0]!r}: the file looks separated by {others[0]!r}, but a "
             f"{'CSV' if separator == ',' else 'TSV'} file's columns are separated by {separator!r}"
         )
+
+
+def _refuse_words_read_as_missing(path: Path, table: pd.DataFrame, separator: str) -> None:
+    """pandas reads 'NA', 'None', 'null', 'nan', 'n/a' and the like as missing values: name the word instead of
+    calling the cell empty (a region 'NA' or a scenario 'None' is no gap in the table)."""
+    missing = table.isna()
+    if not missing.to_numpy().any():
+        return
+    text = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    if text.shape != table.shape:
+        return  # the checks that follow name the gap as empty
+    for number, column in enumerate(table.columns):
+        rows = missing[column].to_numpy().nonzero()[0]
+        if len(rows):
+            word = text.iloc[rows[0], number]
+            if word.strip():
+                line = _text_lines(path, separator, len(table))(int(rows[0]))
+                raise ContractError(
+                    f"{path}, {line}: column {column!r} is {word!r}, which is read as a missing value; every "
+                    "parameter needs a value (give a number, or spell the text another way)"
+                )
+            return
 
 
 def _parquet_row(position: int) -> str:
