@@ -58,10 +58,8 @@ def resolve_callable(reference: str, what: str = "model") -> Callable:
         raise ContractError(
             f"{what} reference {reference!r}: cannot import module {module_name!r} ({error})"
         ) from error
-    except (
-        Exception,
-        SystemExit,
-    ) as error:  # the module's own code failed (a missing data file, a typo, ...)
+    # The module's own code failed (a missing data file, a typo, an exit at import): name the reference.
+    except (Exception, SystemExit) as error:
         raise ContractError(
             f"{what} reference {reference!r}: importing module {module_name!r} failed with "
             f"{type(error).__name__}: {error} (the traceback above shows where)"

@@ -200,9 +200,8 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
         raise ContractError(f"{where}: the parameter table has no rows or no columns")
     names = [str(column) for column in table.columns]
     repeated = sorted({name for name in names if names.count(name) > 1})
-    if (
-        repeated
-    ):  # one would overwrite the other in each parameter set (or, as the same label, break the checks)
+    # One would overwrite the other in each parameter set (or, as the same label, break the checks).
+    if repeated:
         raise ContractError(
             f"{where}: column name(s) {repeated} appear more than once (as text); give each parameter one column"
         )
