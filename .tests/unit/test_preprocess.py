@@ -542,3 +542,14 @@ def test_two_synthetic_entries_of_one_file_are_refused_naming_both():
             "resources/preprocess/lab/test_01_dos/fuzzy.csv",
         ]
     }
+
+
+def test_training_files_without_a_normal_frame_are_refused_instead_of_an_empty_vocabulary(tmp_path):
+    """The vocabulary comes from normal frames only: training captures that hold none (every frame an attack, or
+    a label column read the wrong way round) would map every node to the OOV index, and train on it silently."""
+    attacks = dataclasses.replace(_one_id_capture(1001), label=np.ones(1001, dtype=np.uint8))
+    train = tmp_path / "all_attacks.csv"
+    write_can_file(attacks, train, "can_4col")
+    with pytest.raises(ValueError, match=r"dataset 'a': no frame .* is labelled normal .*all_attacks\.csv"):
+        preprocess_dataset("a", [train], {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,8 @@ shipped data and every figure measured on it, so it is left as it is (recorded i
 
 The CAN-ID vocabulary comes from the frames labelled normal in the *training* blocks only (attack frames and
 held-out blocks never add an ID, like the original's ``build_id_mapping_from_normal``): an ID an attacker
-invents, or one seen only in held-out or test traffic, maps to the out-of-vocabulary index.
+invents, or one seen only in held-out or test traffic, maps to the out-of-vocabulary index. Training files with
+no normal frame in their training blocks are refused (the vocabulary would be empty).
 
 Outputs (the data contract the training and evaluation modules read):
 
@@ -308,6 +309,13 @@ def preprocess_dataset(
         for m, split, width in zip(train_messages, assignments, widths, strict=True)
     ]
     vocabulary = build_vocabulary(train_messages, in_training)
+    if len(vocabulary) == 0:
+        # Every node would be the OOV index: graphs that tell no ID from another, trained on without a word.
+        raise ValueError(
+            f"dataset {dataset!r}: no frame in the training blocks of the training files is labelled normal "
+            f"({[str(p) for p in train_files]}), so the CAN-ID vocabulary, which comes from normal frames only, "
+            "would be empty; add an attack-free capture to the training files, or check their attack labels"
+        )
     num_ids = len(vocabulary) + 1
 
     def graphs_of(messages: CanMessages) -> GraphArrays:
