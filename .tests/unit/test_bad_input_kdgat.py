@@ -180,6 +180,11 @@ def test_the_yaml_hint_names_every_number_yaml_reads_as_text_and_its_advice_give
             r"^datasets.lab.synthetic.files: split 'fusion_01_x' is neither train_\*, test_\* nor a held-out split",
         ),
         ({"files": {"train": [], "test": {"dos": ["b.csv"]}}}, r"^datasets.lab: no training logs"),
+        (
+            # beside a scenario with logs, one without would vanish from test.pt (the rule passes logs only)
+            {"files": {"train": ["a.csv"], "test": {"dos": ["b.csv"], "fuzzy": []}}},
+            r"^datasets.lab.files.test.fuzzy: the test scenario has no logs; give at least one or remove it",
+        ),
     ],
 )
 def test_a_dataset_entry_without_one_usable_set_of_logs_is_named(spec, message):

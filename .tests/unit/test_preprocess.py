@@ -553,3 +553,20 @@ def test_training_files_without_a_normal_frame_are_refused_instead_of_an_empty_v
     with pytest.raises(ValueError, match=r"dataset 'a': no frame .* is labelled normal .*all_attacks\.csv"):
         preprocess_dataset("a", [train], {}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("test_logs", [["one_message.csv"], []], ids=["one-message log", "no log"])
+def test_a_test_scenario_without_a_window_is_refused_before_training(tmp_path, test_logs):
+    """A scenario whose logs hold no window (fewer than 2 messages, or none given) used to be written as an empty
+    scenario of test.pt: every model was trained, and only its evaluation failed."""
+    train = tmp_path / "train.csv"
+    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
+    write_can_file(_one_id_capture(300), tmp_path / "fine.csv", "hcrl_csv")
+    write_can_file(_one_id_capture(1), tmp_path / "one_message.csv", "hcrl_csv")
+    logs = [tmp_path / name for name in test_logs]
+    with pytest.raises(
+        ValueError, match=r"dataset 's': test scenario 'dos' gives no graphs: its logs"
+    ) as error:
+        preprocess_dataset("s", [train], {"fine": [tmp_path / "fine.csv"], "dos": logs}, tmp_path / "out")
+    assert all(f"'{log}': 1" in str(error.value) for log in logs)
+    assert not (tmp_path / "out").exists()

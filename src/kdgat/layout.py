@@ -240,6 +240,12 @@ def dataset_logs(
     else:
         train = [str(f) for f in files.get("train", [])]
         test = {name: [str(f) for f in logs] for name, logs in dict(files.get("test", {})).items()}
+        empty = [name for name, logs in test.items() if not logs]
+        if empty and any(test.values()):  # with no scenario of logs at all: "no test scenarios" below
+            # The workflow hands the preprocess step its scenarios by their logs: one without any would vanish.
+            raise LayoutError(
+                f"{where}.files.test.{empty[0]}: the test scenario has no logs; give at least one or remove it"
+            )
         whole = {
             name: [str(f) for f in files[name]]
             for name in dict.fromkeys((*held_out, *HELD_OUT_SPLITS))

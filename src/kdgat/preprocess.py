@@ -369,6 +369,13 @@ def preprocess_dataset(
             scenario_parts.append(graphs_of(messages))
             unseen_in_test[scenario] |= _unseen_ids(messages, vocabulary)
         test[scenario] = GraphArrays.concat(scenario_parts)
+        if len(test[scenario]) == 0:
+            # Else every model would be trained, and only its evaluation fail on the empty scenario.
+            sizes = {str(path): message_counts[str(path)] for path in files}
+            raise ValueError(
+                f"dataset {dataset!r}: test scenario {scenario!r} gives no graphs: its logs {sizes or '(none)'} "
+                "(messages per log) hold no window (a window needs at least 2 messages)"
+            )
         oov_nodes[scenario] = int((test[scenario].x[:, 0] == num_ids - 1).sum())
 
     for name in graph_splits:
