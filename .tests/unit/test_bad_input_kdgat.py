@@ -223,6 +223,31 @@ def test_a_dataset_folder_leaves_out_the_logs_preprocess_exclude_names(tmp_path)
         assert {str(Path(f).relative_to(tmp_path)) for f in found} == kept, exclude
 
 
+def test_compressed_logs_in_a_dataset_folder_are_refused_not_left_out(tmp_path):
+    # dos.csv.gz is no *.csv: the folder used to drop it (and a test folder holding only such logs, its scenario)
+    # without a word, while a compressed log given by name is refused (decompress it first).
+    logs = {
+        "train_01_x": ["normal.csv", "dos.csv.gz"],
+        "test_01_dos": ["dos.csv"],
+        "test_02_gear": ["gear.CSV.xz"],
+    }
+    for folder, names in logs.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            write(tmp_path / folder, name, HCRL_ROWS)
+    words = r"2 compressed CAN log\(s\) \(test_02_gear/gear.CSV.xz, train_01_x/dos.csv.gz\), which the readers do not"
+    with pytest.raises(
+        LayoutError, match=r"^datasets.lab.path: " + words + r" read: decompress them first \(e.g. unxz"
+    ):
+        dataset_logs("lab", {"path": str(tmp_path)})
+    # a compressed log whose name preprocess.exclude names is left out like any other
+    (tmp_path / "test_02_gear" / "gear.CSV.xz").rename(tmp_path / "test_02_gear" / "masquerade.csv.xz")
+    (tmp_path / "train_01_x" / "dos.csv.gz").unlink()
+    assert dataset_logs("lab", {"path": str(tmp_path)})[1] == {
+        "dos": [str(tmp_path / "test_01_dos" / "dos.csv")]
+    }
+
+
 def test_two_test_folders_of_one_scenario_are_one_scenario_with_both_logs(tmp_path):
     for folder, name in [("train_01_x", "t.csv"), ("test_01_dos", "a.csv"), ("test_02_dos", "b.csv")]:
         (tmp_path / folder).mkdir()

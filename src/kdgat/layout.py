@@ -62,6 +62,30 @@ def _logs(directory: Path, exclude: tuple[str, ...]) -> list[Path]:
     )
 
 
+# Compressed logs (dos.csv.gz) with the command that decompresses them: the readers refuse them, so a folder that
+# holds one must not leave it out as "not a log" without a word.
+COMPRESSED_SUFFIXES = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst": "unzstd", ".zip": "unzip"}
+
+
+def compressed_logs(
+    root: str | Path, splits: Iterable[str], exclude: Iterable[str] = DEFAULT_EXCLUDE
+) -> list[Path]:
+    """Compressed logs (``<name>.csv.gz`` and the like) under the ``<split>_*/`` folders of ``root``, for each split
+    name (``train``, ``test``, a held-out split); names containing a word of ``exclude`` are left out."""
+    root, exclude = Path(root), tuple(exclude)
+    return sorted(
+        p
+        for split in splits
+        for d in root.glob(f"{split}_*")
+        if d.is_dir()
+        for p in d.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in COMPRESSED_SUFFIXES
+        and Path(p.stem).suffix.lower() in LOG_SUFFIXES
+        and not any(word in p.name for word in exclude)
+    )
+
+
 def held_out_captures(
     root: str | Path, names: Iterable[str], exclude: Iterable[str] = DEFAULT_EXCLUDE
 ) -> dict[str, list[Path]]:
@@ -226,6 +250,14 @@ def dataset_logs(
                     f"of preprocess.held_out ({sorted(held_out)})"
                 )
     elif spec.get("path"):
+        compressed = compressed_logs(spec["path"], ("train", "test", *held_out, *HELD_OUT_SPLITS), exclude)
+        if compressed:
+            shown = ", ".join(str(f.relative_to(spec["path"])) for f in compressed[:3])
+            raise LayoutError(
+                f"{path_name or where + '.path'}: {len(compressed)} compressed CAN log(s) ({shown}"
+                f"{', ...' if len(compressed) > 3 else ''}), which the readers do not read: decompress them first "
+                f"(e.g. {COMPRESSED_SUFFIXES[compressed[0].suffix.lower()]} {compressed[0].name})"
+            )
         try:
             found_train, found_test = discover_layout(spec["path"], exclude=exclude)
         except FileNotFoundError as error:
