@@ -425,6 +425,15 @@ def test_missing_file(tmp_path):
         read_can_file(tmp_path / "nope.csv")
 
 
+def test_a_directory_given_as_a_log_is_called_a_directory_not_a_missing_file(tmp_path):
+    # A folder listed in datasets.<name>.files exists: "file not found" sent researchers looking for a typo.
+    (tmp_path / "train_01").mkdir()
+    with pytest.raises(
+        CanFormatError, match=r"train_01: a directory, not a CAN log file .*datasets.<name>.path"
+    ):
+        read_can_file(tmp_path / "train_01")
+
+
 def test_large_file_matches_row_by_row_parse(tmp_path):
     """The vectorised parser agrees with a plain Python parse on a few thousand random rows."""
     rng = np.random.default_rng(0)

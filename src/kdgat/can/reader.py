@@ -112,6 +112,10 @@ def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") 
 def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
     if bad_rows not in BAD_ROW_MODES:
         raise ValueError(f"preprocess.bad_rows must be one of {BAD_ROW_MODES}, got {bad_rows!r}")
+    if path.is_dir():  # e.g. a folder in datasets.<name>.files: it exists, so "file not found" would mislead
+        raise CanFormatError(
+            path, None, "a directory, not a CAN log file (a dataset folder goes in datasets.<name>.path)"
+        )
     if not path.is_file():
         raise CanFormatError(path, None, "file not found")
     if fmt == "auto":
