@@ -570,3 +570,16 @@ def test_a_test_scenario_without_a_window_is_refused_before_training(tmp_path, t
         preprocess_dataset("s", [train], {"fine": [tmp_path / "fine.csv"], "dos": logs}, tmp_path / "out")
     assert all(f"'{log}': 1" in str(error.value) for log in logs)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_window_longer_than_every_capture_names_the_window_settings(tmp_path):
+    """window_size larger than the captures: each gives one window, which training keeps, so validation gets none;
+    the message named only the count of windows, not the settings that made it or what to change."""
+    train = tmp_path / "short.csv"
+    write_can_file(_one_id_capture(500), train, "hcrl_csv")
+    message = (
+        r"give no val graphs \(1 training windows in all; windows per capture at preprocess.window_size=1000 and "
+        r"preprocess.stride=1000: short.csv: 1, too few to give every split a block .* smaller window_size and stride"
+    )
+    with pytest.raises(ValueError, match=message):
+        preprocess_dataset("w", [train], {}, tmp_path / "out", window_size=1000, stride=1000)

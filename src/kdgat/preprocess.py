@@ -203,6 +203,17 @@ def _refuse_repeated_logs(
             seen[key] = part
 
 
+def _too_few_windows(split_files: Mapping[str, dict], window_size: int, stride: int) -> str:
+    """Why a split that takes blocks got no window: the captures' windows at the window settings, named."""
+    counts = [f"{Path(path).name}: {info['windows']}" for path, info in split_files.items()]
+    shown = ", ".join(counts[:3]) + (", ..." if len(counts) > 3 else "")
+    return (
+        f"; windows per capture at preprocess.window_size={window_size} and preprocess.stride={stride}: {shown}, "
+        "too few to give every split a block (a capture needs one window for each split it feeds, training "
+        "included): use longer captures or a smaller window_size and stride"
+    )
+
+
 def preprocess_dataset(
     dataset: str,
     train_files: Sequence[str | Path],
@@ -354,7 +365,11 @@ def preprocess_dataset(
             raise ValueError(
                 f"dataset {dataset!r}: {source} give no {name} graphs "
                 f"({sum(f['windows'] for f in split_files.values())} training windows in all"
-                + ("" if blocks_per_split.get(name, 1) else f"; preprocess.held_out.{name} takes no blocks")
+                + (
+                    _too_few_windows(split_files, window_size, stride)
+                    if blocks_per_split.get(name, 1)
+                    else f"; preprocess.held_out.{name} takes no blocks"
+                )
                 + ")"
             )
 
