@@ -242,14 +242,25 @@ def test_a_misspelt_parameter_is_an_error_naming_it(tmp_path):
             None,
             r"calibration.parameters: parameter names \['status'\] are reserved",
         ),
+        (  # the refine step read the best sets' 'loss' back as the parameter and ran the model at that value
+            {"a": {"low": 0.0, "high": 2.0}, "loss": {"low": 0.0, "high": 0.5}},
+            None,
+            r"calibration.parameters: \['loss'\] would share a column of the trials table",
+        ),
+        (
+            {"a": {"low": 0.0, "high": 2.0}, "loss_y": {"low": 0.0, "high": 0.5}},
+            None,
+            r"calibration.parameters: \['loss_y'\] would share a column of the trials table .*'loss_y'",
+        ),
     ],
-    ids=["fixed-seed", "calibrated-status"],
+    ids=["fixed-seed", "calibrated-status", "calibrated-loss", "calibrated-loss-of-a-target"],
 )
 def test_reserved_names_are_refused_in_calibration_inputs_before_anything_runs(
     tmp_path, client, parameters, fixed, expected
 ):
     """A model that declares no parameters cannot catch them: a fixed ``seed`` would replace every simulation's
-    planned seed (all of them lost), a calibrated ``status`` would be overwritten by the simulations' status."""
+    planned seed (all of them lost), a calibrated ``status`` would be overwritten by the simulations' status, a
+    calibrated ``loss`` (or ``loss_<target>``) by the trials table's loss."""
     target = [{"name": "y", "function": "simcal_calibration_models:distance_to_one"}]
     with pytest.raises(ContractError, match=expected):
         calibrate("simcal_calibration_models:undeclared", pd.DataFrame({"x": [1]}), parameters, target,

@@ -70,6 +70,10 @@ BUILT_IN_TARGETS = {
     negbin_nll: True,
 }
 WHERE = "calibration.calibrate"
+# The trials table's own columns: a calibrated parameter of the same name would be overwritten in its rows (a
+# parameter 'loss' by the loss), and the refine step, reading the best sets back from them, would run the model there.
+TRIAL_COLUMNS = ("trial", "round", "phase", "method", "replicates", "loss")
+TRIAL_COLUMNS += ("replicates_ok", "replicates_failed")
 RENAMED = {"batch_size": "proposals_per_round"}
 
 
@@ -196,6 +200,17 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
     for index, target in enumerate(parsed):  # a misspelt or missing option fails now, not after round 0
         check_options(target.function, target.options, f"calibration.targets[{index}]", target.reference)
     return parsed
+
+
+def reject_trial_columns(bounds: Sequence[Bound], targets: Sequence[Target]) -> None:
+    """Calibrated parameters must not share a name with a column of the trials table (``loss_<target>`` too)."""
+    taken = {*TRIAL_COLUMNS, *(f"loss_{t.name}" for t in targets)}
+    clash = [b.name for b in bounds if b.name in taken]
+    if clash:
+        raise ContractError(
+            f"calibration.parameters: {clash} would share a column of the trials table with the calibration's own "
+            f"(taken: {sorted(taken)}); rename the parameter in the model and the config"
+        )
 
 
 def check_observed_columns(
@@ -487,6 +502,7 @@ def calibrate(
     bounds = check_model_parameters(model_ref, parameters, fixed)
     names = [b.name for b in bounds]
     parsed_targets = parse_targets(targets)
+    reject_trial_columns(bounds, parsed_targets)
     check_observed_columns(observed, parsed_targets)
     refine = settings.refine
     if refine.top_k and refine.replicates <= simulation.replicates:
