@@ -384,6 +384,32 @@ def test_the_mse_targets_leave_out_a_missing_observation_and_the_likelihoods_ref
         targets.poisson_nll(simulated, observed, "cases")
 
 
+@pytest.mark.parametrize("function", ["poisson_nll", "negbin_nll"])
+def test_a_simulated_series_that_stops_early_or_turns_nan_at_an_observed_day_has_no_likelihood(function):
+    """A likelihood is a sum over the observed days: over fewer days it was smaller than the true fit's over all
+    of them (the Poisson NLL of a series stopped after 4 of 10 days was 5.6 against 14.9 for an exact fit), so the
+    calibration steered towards parameter sets whose simulation stopped early or returned NaN. Such a set now gets
+    NaN, a failed trial."""
+    target = getattr(targets, function)
+    observed = pd.DataFrame({"day": range(10), "cases": list(range(10))})
+
+    def simulated(stop_second_at=10, nan_day=None, days=10):
+        frame = pd.DataFrame(
+            [{"replicate": r, "day": d, "cases": 2.0 * d} for r in (0, 1) for d in range(days)]
+        )
+        frame = frame[(frame["replicate"] == 0) | (frame["day"] < stop_second_at)].copy()
+        frame.loc[(frame["replicate"] == 1) & (frame["day"] == nan_day), "cases"] = math.nan
+        return frame
+
+    full = target(simulated(), observed, "cases")
+    assert math.isfinite(full)
+    assert target(simulated(days=15), observed, "cases") == full  # simulated days beyond the observed ones
+    assert math.isnan(target(simulated(stop_second_at=4), observed, "cases"))
+    assert math.isnan(target(simulated(nan_day=5), observed, "cases"))
+    stopped = simulated(days=4).assign(cases=lambda f: f["day"].astype(float))  # exact on the days it has
+    assert math.isnan(target(stopped, observed, "cases"))
+
+
 @pytest.mark.parametrize(
     "targets_spec, message",
     [

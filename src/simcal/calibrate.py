@@ -595,7 +595,8 @@ def _refuse_targets_without_a_loss(trials: list[pd.DataFrame]) -> None:
         raise ContractError(
             f"calibration targets gave no finite loss for any of the {int(scored.sum())} parameter set(s) whose "
             f"simulations succeeded (first: {table.loc[scored, 'param_id'].iloc[0]}): check that the simulated "
-            f"rows match the observed data on the targets' key columns (on) and that the outputs are numbers"
+            f"rows match the observed data on the targets' key columns (on), that the outputs are numbers, and for a "
+            f"count likelihood that every replicate has a value at every observed key"
         )
 
 

@@ -10,6 +10,11 @@ Built-ins:
 - ``mean_replicate_mse``: mean over replicates of each replicate's MSE (penalises replicate spread).
 - ``poisson_nll`` and ``negbin_nll``: negative log-likelihood of observed *counts* given the replicate mean as
   their expected value (a plug-in likelihood: the mean of the replicates stands for the model's expectation).
+
+The likelihoods need a simulated value in every replicate at every observed key: a replicate whose series stops
+early, or is NaN there, gives the parameter set the loss NaN (a failed trial) rather than a sum over fewer keys.
+The MSEs, being means, take each replicate over the keys it has. Simulated keys without an observation are left
+out.
 """
 
 from __future__ import annotations
@@ -94,6 +99,19 @@ def check_observed(
     _refuse_repeated_keys(observed, keys)
     if counts:
         _counts(_observed_series(observed, column, keys), column)
+
+
+def _covers(simulated: pd.DataFrame, observed: pd.Series, column: str, keys: list[str]) -> bool:
+    """Whether every replicate has a simulated value (not NaN) at every key with an observed value.
+
+    The likelihoods need it: a sum over the few days of a series that stopped early (or turned NaN) is smaller
+    than the true fit's over all of them.
+    """
+    wanted = observed.index[observed.notna().to_numpy()]
+    by = ["replicate", *keys] if "replicate" in simulated.columns else keys
+    present = simulated.loc[simulated[column].notna(), by].drop_duplicates()
+    replicates = simulated["replicate"].nunique() if "replicate" in simulated.columns else 1
+    return bool((present.groupby(keys).size().reindex(wanted).fillna(0) >= replicates).all())
 
 
 def _aligned(
@@ -203,7 +221,8 @@ def _count_nll(
 ) -> float:
     check_count_options(min_mean=min_mean)
     mean = _replicate_mean(simulated, observed, column, on)
-    if mean.empty:
+    keys = _keys(on)
+    if mean.empty or not _covers(simulated, _observed_series(observed, column, keys), column, keys):
         return float("nan")
     counts = _counts(mean["observed"], column)
     # A replicate mean of 0 where something was observed has likelihood 0; the floor keeps that loss finite (and
