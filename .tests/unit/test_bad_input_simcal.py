@@ -293,6 +293,14 @@ def test_the_calibrations_fixed_values_are_named_as_fixed_when_observed_data_are
         ("poisson_nll", "day,cases\n0,1\n1,2.5\n", r"must hold counts .* found 2.5 at day 1"),
         ("negbin_nll", "day,cases\n0,1\n1,-2\n", r"must hold counts .* found -2 at day 1"),
         ("poisson_nll", "day,cases\n0,0\n1,-1\n", r"must hold counts .* found -1 at day 1"),
+        # every loss was inf, so NaN: after the design the calibration blamed the key columns
+        ("replicate_mean_mse", "day,cases\n0,1\n1,inf\n", r"must hold finite numbers; found inf at day 1"),
+        # the observation matched no simulated row and was left out without a word
+        (
+            "mean_replicate_mse",
+            "day,cases\n0,1\n,2\n",
+            r"1 observed value\(s\) of 'cases' have an empty key column \(day\), .*row 2 of the data .*cases = 2$",
+        ),
     ],
 )
 def test_observed_data_the_built_in_targets_cannot_use_are_refused_before_anything_runs(
@@ -534,6 +542,9 @@ def test_a_declared_space_refuses_values_outside_its_bounds_naming_the_parameter
             {"day": [], "cases": []},
             r"'cases' has no values .*the observed data have no rows",
         ),
+        # these failed as a bare KeyError: 'day' and 'not enough values to unpack', naming no target
+        ("replicate_mean_mse", {"on": "cases"}, {"day": [0, 1], "cases": [1, 2]}, r"on must name the key"),
+        ("poisson_nll", {"on": []}, {"day": [0, 1], "cases": [1, 2]}, r"other than .* 'cases'; got \[\]"),
     ],
 )
 def test_target_options_and_observed_data_that_give_every_set_a_nan_loss_are_refused_before_anything_runs(

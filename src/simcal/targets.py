@@ -73,11 +73,17 @@ def check_observed(
     observed: pd.DataFrame, column: str, on: str | list[str] = "day", counts: bool = False
 ) -> None:
     """What the built-in targets need of the observed data, checked before any simulation runs: ``column``
-    holds numbers, each key of ``on`` has one row, and (``counts``: for a count likelihood) counts >= 0."""
+    holds finite numbers, each value has a key (``on``, other columns than ``column``) and each key one row, and
+    (``counts``: for a count likelihood) counts >= 0."""
     keys = _keys(on)
     missing = [c for c in [*keys, column] if c not in observed.columns]
     if missing:
         raise KeyError(f"observed data has no column(s) {missing}; it has {list(observed.columns)}")
+    if not keys or column in keys:  # failed with a bare KeyError or 'not enough values to unpack'
+        raise ValueError(
+            f"on must name the key column(s) that the simulated and observed rows are matched on (e.g. day), "
+            f"other than the compared column {column!r}; got {on!r}"
+        )
     values = observed[column]
     if not values.notna().any():  # every loss would be NaN, for every parameter set
         raise ValueError(
@@ -96,6 +102,21 @@ def check_observed(
                 f"observed column {column!r} must hold numbers; found {values.iloc[first]!r} at "
                 f"{_key_text(observed, keys, first)}"
             )
+    number = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    if np.isinf(number).any():  # every loss would be infinite, hence NaN, blamed on the key columns
+        first = int(np.flatnonzero(np.isinf(number))[0])
+        raise ValueError(
+            f"observed column {column!r} must hold finite numbers; found {number[first]} at "
+            f"{_key_text(observed, keys, first)}"
+        )
+    keyless = observed[keys].isna().any(axis=1).to_numpy() & values.notna().to_numpy()
+    if keyless.any():  # such an observation matches no simulated row: it was left out without a word
+        first = int(np.flatnonzero(keyless)[0])
+        raise ValueError(
+            f"{int(keyless.sum())} observed value(s) of {column!r} have an empty key column ({' or '.join(keys)}), "
+            f"so they match no simulated row; the first is row {first + 1} of the data (from 1, the header not "
+            f"counted), {column} = {number[first]:g}"
+        )
     _refuse_repeated_keys(observed, keys)
     if counts:
         _counts(_observed_series(observed, column, keys), column)
