@@ -419,6 +419,26 @@ def test_a_simulated_series_that_stops_early_or_turns_nan_at_an_observed_day_has
 
 
 @pytest.mark.parametrize(
+    "function", ["replicate_mean_mse", "mean_replicate_mse", "poisson_nll", "negbin_nll"]
+)
+def test_a_target_names_simulated_rows_that_repeat_a_day_within_a_replicate(function):
+    """A model returning a row per age group under the same day was scored on the groups' mean (or on twice the
+    days), silently, against one observed value per day."""
+    simulated = pd.DataFrame(
+        {"replicate": [0] * 4 + [1] * 4, "day": [0, 0, 1, 1] * 2, "age": ["young", "old"] * 4, "cases": 1.0}
+    )
+    observed = pd.DataFrame({"day": [0, 1], "cases": [2, 2]})
+    with pytest.raises(
+        ValueError,
+        match=r"^simulated data have 8 rows that share their replicate and day \(first at \['replicate', 'day'\] "
+        r"\[0, 0\]\); .* add the column that tells them apart to on",
+    ):
+        getattr(targets, function)(simulated, observed, "cases")
+    by_age = pd.DataFrame({"day": [0, 0, 1, 1], "age": ["young", "old"] * 2, "cases": 1})
+    assert getattr(targets, function)(simulated, by_age, "cases", on=["day", "age"]) >= 0.0
+
+
+@pytest.mark.parametrize(
     "targets_spec, message",
     [
         (

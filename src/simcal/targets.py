@@ -135,12 +135,27 @@ def _covers(simulated: pd.DataFrame, observed: pd.Series, column: str, keys: lis
     return bool((present.groupby(keys).size().reindex(wanted).fillna(0) >= replicates).all())
 
 
+def _refuse_repeated_simulated(simulated: pd.DataFrame, keys: list[str]) -> None:
+    """One simulated row per replicate and key: repeated rows (a model that returns a row per age group or region
+    under the same day) were averaged, or counted as more days, without a word."""
+    by = ["replicate", *keys] if "replicate" in simulated.columns else keys
+    repeated = simulated.duplicated(by, keep=False).to_numpy()
+    if repeated.any():
+        first = int(np.flatnonzero(repeated)[0])
+        raise ValueError(
+            f"simulated data have {int(repeated.sum())} rows that share their {' and '.join(by)} (first at "
+            f"{_key_text(simulated, by, first)}); a target needs one simulated value per {' and '.join(by)}: add the "
+            f"column that tells them apart to on (and to the observed data), or sum them in the model"
+        )
+
+
 def _aligned(
     simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str]
 ) -> pd.DataFrame:
     """Every simulated row (with its replicate) next to the observed value at the same key; unmatched rows dropped."""
     keys = _keys(on)
     _check_columns(simulated, observed, column, keys, replicate=True)
+    _refuse_repeated_simulated(simulated, keys)
     sim = simulated[["replicate", *keys, column]].rename(columns={column: "simulated"})
     return sim.join(_observed_series(observed, column, keys), on=keys, how="inner")
 
@@ -151,6 +166,7 @@ def _replicate_mean(
     """Per key present in both: the mean over replicates of the simulated column, and the observed value."""
     keys = _keys(on)
     _check_columns(simulated, observed, column, keys)
+    _refuse_repeated_simulated(simulated, keys)
     mean = simulated.groupby(keys, sort=False)[column].mean().rename("simulated")
     return pd.concat([mean, _observed_series(observed, column, keys)], axis=1, join="inner")
 
