@@ -197,6 +197,13 @@ def test_bounds_must_be_finite(low, high):
         parse_bounds({"slope": {"low": low, "high": high}})
 
 
+def test_integer_bounds_beyond_what_a_float_holds_exactly_are_named():
+    """Drawn through floats into int64, high 1e20 wrapped around to -2**63 and Optuna failed naming that value."""
+    with pytest.raises(ContractError, match=r"parameters.n: an integer parameter's bounds must lie within"):
+        parse_bounds({"n": {"low": 0, "high": 1e20, "integer": True}})
+    assert sample_design({"n": {"low": 0, "high": 2**53, "integer": True}}, 64)["n"].between(0, 2**53).all()
+
+
 def test_a_targets_misspelt_or_missing_option_fails_when_the_config_is_read():
     with pytest.raises(
         ContractError,

@@ -111,6 +111,10 @@ def parse_bounds(
             raise ContractError(
                 f"{where}.{name}: an integer parameter needs whole-number bounds, got {low}, {high}"
             )
+        if integer and max(abs(low), abs(high)) > 2**53:  # drawn as int64 through floats: 1e20 wrapped around
+            raise ContractError(
+                f"{where}.{name}: an integer parameter's bounds must lie within +-2**53, got {low:g}, {high:g}"
+            )
         bounds.append(Bound(str(name), low, high, log_scale, integer))
     return bounds
 
