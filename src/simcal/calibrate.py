@@ -72,8 +72,16 @@ BUILT_IN_TARGETS = {
 WHERE = "calibration.calibrate"
 # The trials table's own columns: a calibrated parameter of the same name would be overwritten in its rows (a
 # parameter 'loss' by the loss), and the refine step, reading the best sets back from them, would run the model there.
-TRIAL_COLUMNS = ("trial", "round", "phase", "method", "replicates", "loss")
-TRIAL_COLUMNS += ("replicates_ok", "replicates_failed")
+TRIAL_COLUMNS = (
+    "trial",
+    "round",
+    "phase",
+    "method",
+    "replicates",
+    "replicates_ok",
+    "replicates_failed",
+    "loss",
+)
 RENAMED = {"batch_size": "proposals_per_round"}
 
 
