@@ -1075,6 +1075,19 @@ def test_the_sweep_pictures_plot_each_outputs_mean_and_sd_and_colour_the_series_
     assert curves == {tuple(runs.groupby("t")["y"].mean()) for _, runs in ok.groupby("param_id")}
 
 
+def test_the_sweep_series_coloured_by_a_text_parameter_names_each_value_on_the_colour_bar():
+    """A sweep over regions or scenario names: the series picture failed inside matplotlib (could not convert
+    string to float) when the first parameter was text."""
+    frame = sweep_frame().assign(region=lambda f: f["param_id"].map({"p1": "south", "p2": "north"}))
+    series = sweep_series_figure(frame, ["region", "a"], "y", "t")
+    bar = series.axes[-1]
+    assert bar.get_ylabel() == "region"
+    assert [tick.get_text() for tick in bar.get_yticklabels()] == ["north", "south"]
+    lines = series.axes[0].get_lines()
+    assert len(lines) == 2  # p2 has one successful replicate: still drawn
+    assert len({tuple(line.get_color()) for line in lines}) == 2
+
+
 def test_the_calibration_pictures_show_the_best_sets_replicates_the_running_best_and_the_best_values():
     days = [0, 1, 2]
     sims = pd.DataFrame(

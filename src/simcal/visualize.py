@@ -229,17 +229,24 @@ def sweep_outputs_figure(table: pd.DataFrame, parameter_names: Sequence[str]):
 
 
 def sweep_series_figure(simulations: pd.DataFrame, parameter_names: Sequence[str], column: str, on: str):
-    """The replicate mean of ``column`` against ``on`` for every parameter set, coloured by the first parameter."""
+    """The replicate mean of ``column`` against ``on`` for every parameter set, coloured by the first parameter
+    (one colour per value, named on the colour bar, when it is text: a region, a scenario)."""
     ok = simulations[simulations["status"] == "ok"]
     figure, axis = plt.subplots(figsize=(7, 4))
     colour_by = parameter_names[0]
     curves = ok.groupby(["param_id", on], sort=True)[column].mean().unstack(level=0)
     values = ok.drop_duplicates("param_id").set_index("param_id")[colour_by]
+    labels = None
+    if not pd.api.types.is_numeric_dtype(values):  # a region or a scenario name: one colour per value
+        codes, labels = pd.factorize(values, sort=True)
+        values = pd.Series(codes, index=values.index)
     norm = matplotlib.colors.Normalize(values.min(), values.max())
     colours = matplotlib.colormaps["viridis"]
     for pid in curves.columns:
         axis.plot(curves.index, curves[pid], color=colours(norm(values[pid])), lw=1, alpha=0.8)
-    figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), ax=axis, label=colour_by)
+    bar = figure.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), ax=axis, label=colour_by)
+    if labels is not None:
+        bar.set_ticks(range(len(labels)), labels=[str(label) for label in labels])
     axis.set(xlabel=on, ylabel=f"{column} (replicate mean)", title=f"{column} for every parameter set")
     return figure
 
