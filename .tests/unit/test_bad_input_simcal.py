@@ -22,7 +22,7 @@ from simcal.runner import simulate
 from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
 from simcal.space import Choice, Integer, ParameterSpace, Real
 from simcal.tables import read_parameter_table
-from simcal.visualize import visualize
+from simcal.visualize import visualize, visualize_sweep
 
 SIR = "simcal.models.sir:simulate"
 
@@ -618,3 +618,28 @@ def test_the_calibration_page_names_a_plot_column_the_outputs_or_the_observed_da
     with pytest.raises(ContractError, match=rf"{named} to plot; set plot.column and plot.on"):
         visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html")
     assert not (tmp_path / "page.html").exists()
+
+
+def test_a_plot_column_of_text_is_named_with_its_file_on_both_pages(tmp_path):
+    """A model that outputs a label (a phase name, say) picked as plot.column: both pages failed inside pandas
+    ("dtype 'str' does not support operation 'mean'"), naming neither the file, the column nor the setting."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "phase": ["rise", "fall"]}
+    )
+    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], "phase": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
+    pd.DataFrame(
+        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
+    ).to_parquet(tmp_path / "trials.parquet")
+    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
+    (tmp_path / "summary.json").write_text("{}")
+    said = r"simulations.parquet: plot.column 'phase' of the simulations holds str values, not numbers"
+    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    with pytest.raises(ContractError, match=said):
+        visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html",
+                  column="phase")  # fmt: skip
+    pd.DataFrame({"param_id": ["p"], "beta": [0.3]}).to_parquet(tmp_path / "table.parquet")
+    with pytest.raises(ContractError, match=said):
+        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
+                        ["beta"], tmp_path / "sweep.html", column="phase", on="day")  # fmt: skip
+    assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()

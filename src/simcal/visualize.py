@@ -151,6 +151,15 @@ def _require_plot_columns(
         )
 
 
+def _require_numbers(path: str | Path, what: str, frame: pd.DataFrame, column: str) -> None:
+    """The plotted column must hold numbers: text failed inside pandas (no 'mean' for str), naming neither."""
+    if not pd.api.types.is_numeric_dtype(frame[column]):
+        raise ContractError(
+            f"{path}: plot.column {column!r} of the {what} holds {frame[column].dtype} values, not numbers; set "
+            f"plot.column to a numeric output"
+        )
+
+
 def _write_pictures(pictures: dict[str, bytes], png_paths: dict[str, str | Path] | None) -> None:
     for name, path in (png_paths or {}).items():
         if name not in pictures:
@@ -186,6 +195,8 @@ def visualize(
         filters=[("param_id", "==", best["param_id"])],
         columns=["param_id", "status", on, column],
     )
+    _require_numbers(observed_path, "observed data", observed, column)
+    _require_numbers(simulations_path, "simulations", simulations, column)
     pictures = {
         "fit": png_bytes(fit_figure(simulations, observed, best, column, on)),
         "loss": png_bytes(loss_figure(trials, parameter_names, best)),
@@ -272,6 +283,7 @@ def visualize_sweep(
         wanted = [column, on, "param_id", "status", *parameter_names]
         failed = "status" in simulations and not simulations["status"].eq("ok").any()
         _require_plot_columns(simulations_path, "simulations", list(simulations.columns), wanted, failed)
+        _require_numbers(simulations_path, "simulations", simulations, column)
         pictures["series"] = png_bytes(sweep_series_figure(simulations, parameter_names, column, on))
     _write_pictures(pictures, png_paths)
     titles = {"Outputs against each parameter": pictures["outputs"]}
