@@ -1075,6 +1075,27 @@ def test_the_sweep_pictures_plot_each_outputs_mean_and_sd_and_colour_the_series_
     assert curves == {tuple(runs.groupby("t")["y"].mean()) for _, runs in ok.groupby("param_id")}
 
 
+def test_the_sweep_summary_page_and_picture_say_how_many_sets_failed_outright(tmp_path):
+    """A set whose every replicate failed has NaN means: the outputs picture left it out and neither the summary
+    nor the page said how many sets that was (only the simulations' status counts)."""
+    failed_set = (
+        sweep_frame().query("param_id == 'p2'").assign(param_id="p3", a=3.0, status="failed", error="boom")
+    )
+    frame = pd.concat([sweep_frame(), failed_set.drop_duplicates("replicate")], ignore_index=True)
+    frame.to_parquet(tmp_path / "sweep.parquet")
+    table = summarize_sweep_files(tmp_path / "sweep.parquet", ["a"], tmp_path / "table.parquet",
+                                  tmp_path / "summary.json", ["y"], ["sum"])  # fmt: skip
+    assert list(table["replicates_ok"]) == [2, 1, 0]  # p2 lost one replicate, p3 both
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["parameter_sets"], summary["parameter_sets_failed"]) == (3, 1)
+    figure = sweep_outputs_figure(table, ["a"])
+    assert "1 of 3 parameter sets not drawn: every simulation of them failed" in figure.texts[-1].get_text()
+    visualize_sweep(tmp_path / "sweep.parquet", tmp_path / "table.parquet", tmp_path / "summary.json", ["a"],
+                    tmp_path / "sweep.html", column="y", on="t")  # fmt: skip
+    page = (tmp_path / "sweep.html").read_text()
+    assert "<tr><td>parameter sets with every simulation failed</td><td>1</td></tr>" in page
+
+
 def test_the_sweep_series_coloured_by_a_text_parameter_names_each_value_on_the_colour_bar():
     """A sweep over regions or scenario names: the series picture failed inside matplotlib (could not convert
     string to float) when the first parameter was text."""

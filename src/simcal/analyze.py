@@ -177,6 +177,8 @@ def summarize_sweep(
     errors = per_simulation.loc[per_simulation["status"] != "ok", "error"].fillna("unknown error")
     summary = {
         "parameter_sets": int(len(table)),
+        # sets with no successful replicate: a row of the table without outputs, and no point in the pictures
+        "parameter_sets_failed": int((table["replicates_ok"] == 0).sum()),
         "simulations": int(len(per_simulation)),
         "status": {str(k): int(v) for k, v in per_simulation["status"].value_counts().items()},
         "most_common_errors": {str(k): int(v) for k, v in errors.value_counts().head(5).items()},

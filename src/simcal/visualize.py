@@ -234,7 +234,11 @@ def sweep_outputs_figure(table: pd.DataFrame, parameter_names: Sequence[str]):
             axis.set(xlabel=name, ylabel=statistic[: -len("_mean")])
     if not means:
         axes[0][0].text(0.5, 0.5, "no numeric output to summarise", ha="center", va="center")
-    figure.suptitle("Outputs against each parameter (mean over replicates, ± 1 sd)")
+    title = "Outputs against each parameter (mean over replicates, ± 1 sd)"
+    failed = int((table["replicates_ok"] == 0).sum()) if "replicates_ok" in table else 0
+    if failed:  # their means are NaN: say so rather than leave them out silently
+        title += f"\n{failed} of {len(table)} parameter sets not drawn: every simulation of them failed"
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 
@@ -289,6 +293,11 @@ def visualize_sweep(
     titles = {"Outputs against each parameter": pictures["outputs"]}
     if "series" in pictures:
         titles[f"{column} against {on} for every parameter set"] = pictures["series"]
-    counts = {"parameter sets": summary.get("parameter_sets"), "simulations": summary.get("simulations")}
+    counts = {
+        "parameter sets": summary.get("parameter_sets"),
+        "parameter sets with every simulation failed": summary.get("parameter_sets_failed"),
+        "simulations": summary.get("simulations"),
+    }
+    counts = {k: v for k, v in counts.items() if v is not None}  # a summary written by an older simcal
     counts.update({f"status {k}": v for k, v in summary.get("status", {}).items()})
     return write_text(render_page(title, _table(counts, ("", "")), titles, summary), html_path)
