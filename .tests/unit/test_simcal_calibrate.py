@@ -1024,6 +1024,10 @@ def test_sweep_summary_has_one_row_per_parameter_set():
     flagged_table, flagged_summary = summarize_sweep(flagged, ["a"])
     assert not [c for c in flagged_table.columns if c.startswith("extinct")]
     assert flagged_summary["most_common_errors"] == {"unknown error": 1}
+    # a file without the error column at all (KeyError: 'error' before)
+    _, bare_summary = summarize_sweep(sweep_frame().drop(columns="error"), ["a"], ["y"])
+    assert bare_summary["most_common_errors"] == {"unknown error": 1}
+    assert bare_summary["status"] == {"ok": 3, "failed": 1}
     with pytest.raises(ContractError, match=r"the simulations file has no column\(s\) \['z'\]"):
         summarize_sweep(sweep_frame(), ["a"], ["z"])
     with pytest.raises(ContractError, match=r"sweep columns \['error'\] are not numeric"):

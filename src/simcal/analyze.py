@@ -174,7 +174,9 @@ def summarize_sweep(
         across.columns = [f"{name}_{'sd' if stat == 'std' else stat}" for name, stat in across.columns]
         table = table.join(across)
     table = table.reset_index()
-    errors = per_simulation.loc[per_simulation["status"] != "ok", "error"].fillna("unknown error")
+    # a file without the error column (written by hand, or by another tool) still has its failures counted
+    error_texts = per_simulation.get("error", pd.Series(None, per_simulation.index, object))
+    errors = error_texts[per_simulation["status"] != "ok"].fillna("unknown error")
     summary = {
         "parameter_sets": int(len(table)),
         # sets with no successful replicate: a row of the table without outputs, and no point in the pictures
