@@ -643,3 +643,16 @@ def test_a_plot_column_of_text_is_named_with_its_file_on_both_pages(tmp_path):
         visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
                         ["beta"], tmp_path / "sweep.html", column="phase", on="day")  # fmt: skip
     assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()
+
+
+def test_a_series_picture_asked_for_without_a_column_to_draw_names_the_settings(tmp_path):
+    """visualize_sweep with column null (no series) but a series PNG among the outputs said only "no picture
+    named 'series'", after drawing everything, naming neither the path nor the settings that left it out."""
+    table = pd.DataFrame({"param_id": ["p"], "beta": [0.3], "replicates_ok": [1]})
+    table.to_parquet(tmp_path / "table.parquet")
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(ContractError, match=r"the series picture \(.*series.png\) was asked for, but column=None "
+                       r"and on='day' name no series to draw; set both, or drop the series output"):  # fmt: skip
+        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
+                        ["beta"], tmp_path / "sweep.html", {"series": tmp_path / "series.png"}, column=None)  # fmt: skip
+    assert not (tmp_path / "sweep.html").exists()

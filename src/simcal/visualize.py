@@ -279,6 +279,11 @@ def visualize_sweep(
 ) -> Path:
     """The page of a plain sweep: outputs against each parameter and, when ``column`` and ``on`` are in the
     simulations, every parameter set's series. ``png_paths`` may ask for ``outputs`` and ``series``."""
+    if "series" in (png_paths or {}) and not (column and on):
+        raise ContractError(
+            f"the series picture ({png_paths['series']}) was asked for, but column={column!r} and on={on!r} "
+            f"name no series to draw; set both, or drop the series output"
+        )
     table = pd.read_parquet(table_path)
     summary = json.loads(Path(summary_path).read_text())
     pictures = {"outputs": png_bytes(sweep_outputs_figure(table, parameter_names))}
