@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -585,6 +587,26 @@ def test_atomic_write_fsyncs_the_file_before_renaming_it_and_the_directory_after
     events.clear()
     write_json({"a": 1}, tmp_path / "progress.json", durable=False)  # rewritten often: no fsync at all
     assert [e[0] for e in events] == ["replace"]
+
+
+def test_json_files_are_strict_json_with_null_for_nan_and_infinity(tmp_path):
+    """A summary of a sweep or calibration may hold NaN (the spread of one replicate, the range of no values):
+    Python's bare NaN is no JSON, and jq or a browser refuses the whole file over it."""
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    path = write_json(
+        {
+            "sd": float("nan"),
+            "range": [np.float64("inf"), -math.inf],
+            "count": np.int64(3),
+            7: np.bool_(True),
+        },
+        tmp_path / "summary.json",
+    )
+    document = json.loads(path.read_text(), parse_constant=refuse)
+    assert document == {"sd": None, "range": [None, None], "count": 3, "7": True}
 
 
 def test_the_module_schema_describes_every_simulation_setting():

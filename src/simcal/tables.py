@@ -355,12 +355,23 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def plain_json(value: Any) -> Any:
+    """``value`` as strict JSON holds it: numpy scalars as Python numbers, NaN and infinities as null (Python's
+    bare ``NaN`` is no JSON: jq, JavaScript and most other readers refuse the whole file), keys as strings."""
+    if isinstance(value, Mapping):
+        return {str(key): plain_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_json(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(data: Any, path: str | Path, durable: bool = True) -> Path:
-    return atomic_write(
-        path,
-        lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"),
-        durable,
-    )
+    text = json.dumps(plain_json(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text), durable)
 
 
 def write_text(text: str, path: str | Path) -> Path:
