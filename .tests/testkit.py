@@ -214,16 +214,16 @@ with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
 """
 
 
-def parsed_workflow(folder: Path, config: dict, report: str, cores: int = 1):
+def parsed_workflow(folder: Path, config: dict, report: str, cores: int = 1, snakefile: Path | None = None):
     """What ``report`` prints as its last line, as JSON: Python run after Snakemake's API has parsed the main
-    workflow with ``config`` (written to ``folder``) into ``workflow``, without running anything. ``report`` is
-    indented as the body of the API's ``with`` block."""
+    workflow (or ``snakefile``) with ``config`` (written to ``folder``) into ``workflow``, without running
+    anything. ``report`` is indented as the body of the API's ``with`` block."""
     import yaml
 
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     script = PARSE_WORKFLOW + textwrap.indent(textwrap.dedent(report), "    ")
     proc = subprocess.run(
-        [sys.executable, "-c", script, "config.yaml", str(REPO / "workflow/Snakefile"), str(cores)],
+        [sys.executable, "-c", script, "config.yaml", str(snakefile or REPO / "workflow/Snakefile"), str(cores)],
         cwd=folder, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]

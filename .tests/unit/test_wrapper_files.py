@@ -385,6 +385,78 @@ def test_every_module_rule_gives_its_wrapper_what_meta_yaml_names(tmp_path: Path
     assert not problems, "\n".join(problems)
 
 
+# Two instances of the kd_gat module under their own `prefix:`, and one without: the paths each training rule
+# gives its wrapper besides its outputs (the resume checkpoint, the benchmark the resume mark goes next to).
+TWO_PREFIXED_INSTANCES = """
+module kd_gat:
+    snakefile:
+        "{module}"
+    config:
+        config
+
+
+use rule * from kd_gat as kd_gat_*
+
+
+module run_a:
+    snakefile:
+        "{module}"
+    config:
+        config
+    prefix:
+        "run_a"
+
+
+use rule * from run_a as run_a_*
+
+
+module run_b:
+    snakefile:
+        "{module}"
+    config:
+        config
+    prefix:
+        "run_b"
+
+
+use rule * from run_b as run_b_*
+"""
+PLACED_PATHS = r"""
+wildcards = {"dataset": "synth_hcrl", "seed": "42"}
+print(json.dumps({
+    rule.name: {
+        "model": str(rule.output.model.apply_wildcards(wildcards)),
+        "benchmark": str(rule.benchmark.apply_wildcards(wildcards)),
+        "benchmark_param": rule.params.benchmark(wildcards, None),
+        "checkpoint": rule.params.checkpoint.format(**wildcards),
+    }
+    for rule in workflow.rules
+    if "_train_" in rule.name
+}))
+"""
+
+
+def test_prefixed_module_instances_keep_their_checkpoints_and_resume_marks_apart(tmp_path: Path) -> None:
+    # Snakemake moves a rule's outputs, log and benchmark behind the module's prefix, not its params: two instances
+    # (say, two configs) then resumed from and overwrote each other's checkpoints, and the resume mark went next
+    # to a benchmark file that no rule writes, so a resumed job's partial time was learned as its runtime.
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(TWO_PREFIXED_INSTANCES.format(module=REPO / "workflow/modules/kd_gat/Snakefile"))
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    rules = parsed_workflow(tmp_path, config, PLACED_PATHS, snakefile=snakefile)
+    assert len(rules) == 27, sorted(rules)
+    for name, paths in rules.items():
+        prefix = {"kd_gat": "", "run_a": "run_a/", "run_b": "run_b/"}[name.split("_train_")[0]]
+        stage, variant = name.split("_train_")[1].split("_", 1)
+        place = f"synth_hcrl/seed_42/{variant}/{stage}"
+        assert paths == {
+            "model": f"{prefix}results/kd_gat/{place}/model.pt",
+            "benchmark": f"{prefix}benchmarks/kd_gat/synth_hcrl/seed_42/{variant}/{stage}.tsv",
+            "benchmark_param": f"{prefix}benchmarks/kd_gat/synth_hcrl/seed_42/{variant}/{stage}.tsv",
+            "checkpoint": f"{prefix}checkpoints/kd_gat/{place}/last.pt",
+        }, name
+
+
 # -- the monitoring param joins the simulation settings the library gets -------------------------------------------
 class _Section(dict):
     """What a wrapper reads of snakemake.input/output/params/log: names as attributes, [0] the first value."""

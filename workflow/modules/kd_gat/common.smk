@@ -88,11 +88,24 @@ def settings(stage, variant):
     return lambda wildcards: stage_settings(stage, variant, int(wildcards.seed))
 
 
+def in_module(path):
+    """``path`` where this module's files go: behind the `prefix:` (or `replace_prefix:`) of the `module` statement
+    that imported it, as Snakemake places the rules' outputs, logs and benchmarks (but not their params), else
+    ``path`` itself. Two instances under different prefixes so keep their checkpoints apart."""
+    return workflow.modifier.path_modifier.replace_prefix(path)
+
+
+def checkpoint_of(pattern):
+    """The resume checkpoint of a training job: not an output, so placed by in_module."""
+    return in_module(pattern)
+
+
 def benchmark_of(pattern):
-    """The rule's benchmark file (``pattern``: its benchmark: line), for the wrapper's resume mark
-    (resource_history.resumed). A function of ``output``, which Snakemake's params rerun trigger leaves out:
-    adding it retrains nothing."""
-    return lambda wildcards, output: pattern.format(**wildcards)
+    """The rule's benchmark file (``pattern``: its benchmark: line, placed as Snakemake places that line), for the
+    wrapper's resume mark (resource_history.resumed). A function of ``output``, which Snakemake's params rerun
+    trigger leaves out: adding it retrains nothing."""
+    placed = in_module(pattern)
+    return lambda wildcards, output: placed.format(**wildcards)
 
 
 def tracking(stage, variant, sweep=False):
