@@ -590,6 +590,17 @@ def test_an_output_path_that_is_a_directory_of_other_files_is_refused_and_kept(t
     assert legacy.is_file() and len(read_results(legacy)) == 2
 
 
+@pytest.mark.parametrize("name", ["sims.csv", "sims.TSV", "sims.txt"])
+def test_an_output_named_as_delimited_text_is_refused_before_anything_runs(tmp_path, client, name):
+    """The simulate wrapper's output named sims.csv got Parquet bytes under that name: refused, naming the file."""
+    output = tmp_path / name
+    with pytest.raises(
+        ContractError, match=rf"^{output}: the simulations are written as Parquet, not as '\.\w+' text"
+    ):
+        simulate("simcal_models:noisy_line", table(2), output, {"batch_size": 1}, client=client)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_truncated_part_is_discarded_and_redone(tmp_path, client):
     params = pd.DataFrame({"a": [1.0, -1.0, 2.0, 3.0]})
     with pytest.raises(TooManyFailures):

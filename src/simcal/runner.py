@@ -46,6 +46,7 @@ import pandas as pd
 
 from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, mapping_of, resolve_callable
+from simcal.files import FORMATS
 from simcal.isolate import IsolationFailed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
@@ -760,6 +761,11 @@ def simulate(
     """
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
+    suffix = Path(output).suffix.lower()
+    if FORMATS.get(suffix):  # a delimited-text name would hold Parquet bytes that no CSV reader takes
+        raise ContractError(
+            f"{output}: the simulations are written as Parquet, not as {suffix!r} text: name the output *.parquet"
+        )
     resolve_callable(model_ref)
     mapping_of(backend_options, f"calibration.backend.{backend}")  # before the parts directory is made
     sets, where, row_name = _planned_parameter_sets(parameters, fixed_params)
