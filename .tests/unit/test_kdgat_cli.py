@@ -365,6 +365,21 @@ def test_a_gpu_the_job_holds_but_cannot_use_fails_loudly(tmp_path, monkeypatch, 
     assert not (tmp_path / "o").exists()  # stopped before any data was read or written
 
 
+def test_ctrl_c_is_a_message_saying_how_to_resume_not_a_traceback(tmp_path, monkeypatch, stderr_text):
+    def interrupted(**_):
+        raise KeyboardInterrupt  # where Ctrl-C lands: inside the library's epoch loop
+
+    import kdgat.training.vgae
+
+    monkeypatch.setattr(kdgat.training.vgae, "run", interrupted)
+    args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert main(args) == 130  # the shell's code for SIGINT
+    assert "kdgat train vgae: interrupted; run the same command again to resume" in stderr_text()
+    assert main([*args, "--no-checkpoint"]) == 130
+    assert stderr_text().rstrip().endswith("kdgat train vgae: interrupted")  # no checkpoint, no resume
+    assert "Traceback" not in stderr_text()
+
+
 def test_the_library_defaults_the_commands_use_are_the_schemas():
     """A key the config leaves out (the command sees the raw file, the workflow the validated config) means the
     same: the defaults of what each command passes on equal the module schemas' defaults."""

@@ -95,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         log.error("kdgat %s: %s", args.command, error)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: the files written so far are whole (kdgat.files), a training run keeps its last checkpoint.
+        resumes = args.command.startswith("train") and not args.no_checkpoint
+        again = "; run the same command again to resume from its checkpoint" if resumes else ""
+        log.error("kdgat %s: interrupted%s", args.command, again)
+        return 130
     except Exception as error:
         if _explained(error):
             # The library's message names the file, key or device: the error the workflow's rule log shows.
