@@ -306,6 +306,17 @@ def test_missing_inputs_name_the_option_and_missing_files_the_file(tmp_path, std
     assert "the teacher's gat model (student_kd) is needed: give --teacher-gat or --chain" in stderr_text()
 
 
+def test_an_out_that_is_a_file_or_a_checkpoint_that_is_a_folder_fails_before_training(tmp_path, stderr_text):
+    # Before, both trained first and then failed writing, naming a temporary file or none of the options.
+    (tmp_path / "a_file").write_text("")
+    args = ["train", "vgae", "--data", str(tmp_path), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a_file")]) == 2
+    assert f"--out {tmp_path / 'a_file'} is a file; give a folder" in stderr_text()
+    assert main([*args, "--out", str(tmp_path / "o"), "--checkpoint", str(tmp_path)]) == 2
+    assert f"--checkpoint {tmp_path} is a folder; give a file" in stderr_text()
+    assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.

@@ -263,8 +263,12 @@ def job_outputs(args: argparse.Namespace, settings: StageSettings) -> tuple[dict
         out = seed_chain(args, settings.seed) / args.variant / args.stage
     else:
         raise UsageError("where do the outputs go? give --out (or --chain)")
+    if out.exists() and not out.is_dir():  # found only after training, when model.pt is written, before
+        raise UsageError(f"{'--out' if args.out else 'the output folder'} {out} is a file; give a folder")
     outputs = {name: str(out / file) for name, file in OUTPUT_FILES.items()}
     checkpoint = None if args.no_checkpoint else (args.checkpoint or str(out / "last.pt"))
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        raise UsageError(f"--checkpoint {checkpoint} is a folder; give a file (default <out>/last.pt)")
     return outputs, checkpoint
 
 
