@@ -314,6 +314,12 @@ def test_an_out_that_is_a_file_or_a_checkpoint_that_is_a_folder_fails_before_tra
     assert f"--out {tmp_path / 'a_file'} is a file; give a folder" in stderr_text()
     assert main([*args, "--out", str(tmp_path / "o"), "--checkpoint", str(tmp_path)]) == 2
     assert f"--checkpoint {tmp_path} is a folder; give a file" in stderr_text()
+    # The checkpoint is removed after success: naming the job's own model.pt (or an input) would delete it.
+    out = tmp_path / "o"
+    assert main([*args, "--out", str(out), "--checkpoint", str(out / "model.pt")]) == 2
+    assert f"--checkpoint {out / 'model.pt'} is also the job's model file" in stderr_text()
+    assert main([*args, "--out", str(out), "--checkpoint", str(tmp_path / "val.pt")]) == 2
+    assert f"--checkpoint {tmp_path / 'val.pt'} is also the job's val file" in stderr_text()
     assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
 
 

@@ -272,6 +272,17 @@ def job_outputs(args: argparse.Namespace, settings: StageSettings) -> tuple[dict
     return outputs, checkpoint
 
 
+def check_checkpoint(checkpoint: str | None, inputs: dict, outputs: dict) -> None:
+    """The checkpoint is overwritten after every epoch and removed after success: it must not be one of the
+    job's own input or output files (``--checkpoint <out>/model.pt`` would delete the model just written)."""
+    if checkpoint is None:
+        return
+    mine = Path(checkpoint).resolve()
+    for name, path in (*inputs.items(), *outputs.items()):
+        if path is not None and Path(path).resolve() == mine:
+            raise UsageError(f"--checkpoint {checkpoint} is also the job's {name} file; give another path")
+
+
 def job_tracking(args: argparse.Namespace, section: dict, metadata: str) -> TrackingSettings:
     tags = {"kdgat.entry": f"kdgat {args.command}"}
     try:
@@ -285,6 +296,7 @@ def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     settings, section = stage_settings(args)
     inputs = job_inputs(args, settings)
     outputs, checkpoint = job_outputs(args, settings)
+    check_checkpoint(checkpoint, inputs, outputs)
     tracking = job_tracking(args, section, inputs["metadata"])
     configured = (section.get("resources") or {}).get("threads")
     threads = thread_count(args.threads, configured, "kd_gat.resources.threads")
