@@ -55,6 +55,16 @@ def test_running_sweeps_whose_process_is_gone_or_silent_are_marked(tmp_path, cap
         find_progress_files([tmp_path / "nothing.parquet"])
 
 
+@pytest.mark.parametrize(
+    "text", ["[1, 2]", '"done"', '{"state": "running", "every_s": null, "updated_epoch": 1}']
+)
+def test_status_names_a_progress_file_that_is_json_but_no_sweeps_record(tmp_path, capsys, text):
+    (tmp_path / "a.parquet.progress.json").write_text(text)  # a traceback before (AttributeError, TypeError)
+    assert main(["status", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read {tmp_path / 'a.parquet.progress.json'}: not a sweep's progress record" in err
+
+
 class FakeClock:
     """Stands in for the ``time`` module that simcal.progress uses: ``time()`` and ``monotonic()`` both read
     ``now``, which the test moves by hand."""
