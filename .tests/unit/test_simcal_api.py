@@ -91,6 +91,14 @@ def test_functions_work_on_an_existing_client_and_refuse_bad_input():
         SimulationService(backend="service", backend_options={"urll": "http://127.0.0.1:1"})
 
 
+@pytest.mark.parametrize("params", [[1, 2], None, "beta=0.3"])
+def test_params_that_are_no_mapping_are_refused_naming_params(params):
+    with pytest.raises(
+        ContractError, match=r"submit\(params\) must be a mapping of parameter names to values"
+    ):
+        submit("simcal.models.sir:simulate", params, client=object())  # refused before the client is used
+
+
 def test_a_cancelled_simulation_is_a_row_and_a_closed_service_says_so():
     """As on the service backend: cancel() gives a failed row saying so, and the others' rows still come back."""
     with SimulationService(backend="local", threads=1) as service:

@@ -106,6 +106,10 @@ def _check_whole_number(name: str, value: Any) -> None:
 def _task(
     fn_ref: str, params: Mapping[str, Any], seed: int | None, replicate: int, settings: SimulationSettings
 ) -> SimTask:
+    if not isinstance(params, Mapping):  # a list gave IndexError, None TypeError, neither naming params
+        raise ContractError(
+            f"submit(params) must be a mapping of parameter names to values, got {type(params).__name__}"
+        )
     reject_reserved(params, "submit(params)")
     _check_whole_number("replicate", replicate)
     _check_whole_number("seed", seed)
