@@ -99,6 +99,15 @@ def test_params_that_are_no_mapping_are_refused_naming_params(params):
         submit("simcal.models.sir:simulate", params, client=object())  # refused before the client is used
 
 
+def test_gather_of_one_future_or_of_something_else_says_what_it_takes():
+    service = SimulationService(backend="service", backend_options={"url": "http://127.0.0.1:1"})
+    future = service.submit("simcal.models.sir:simulate", {"beta": 0.3, "gamma": 0.1})  # queued, not sent
+    with pytest.raises(ContractError, match=r"gather takes a list of futures, got one: gather\(\[future\]\)"):
+        gather(future)  # 'object is not iterable' before
+    with pytest.raises(ContractError, match="gather takes the futures submit.. returns, got int 1"):
+        gather([future, 1])  # AttributeError: 'int' object has no attribute 'cancelled' before
+
+
 def test_a_cancelled_simulation_is_a_row_and_a_closed_service_says_so():
     """As on the service backend: cancel() gives a failed row saying so, and the others' rows still come back."""
     with SimulationService(backend="local", threads=1) as service:

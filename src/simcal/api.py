@@ -151,7 +151,15 @@ def submit(
 def gather(futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.DataFrame:
     """Wait for the simulations and return all their rows; a simulation that failed, timed out or killed its
     worker is a row with its status and error, never an exception."""
+    kinds = (SimulationFuture, ServiceSimulationFuture)
+    if isinstance(futures, kinds):
+        raise ContractError("gather takes a list of futures, got one: gather([future]) or future.result()")
     futures = list(futures)
+    wrong = [f for f in futures if not isinstance(f, kinds)]
+    if wrong:
+        raise ContractError(
+            f"gather takes the futures submit() returns, got {type(wrong[0]).__name__} {wrong[0]!r}"
+        )
     if not futures:
         return pd.DataFrame()
     outcome = {id(f): failure_rows([f.task], "failed", CANCELLED) for f in futures if f.cancelled}
