@@ -8,6 +8,9 @@ import argparse
 import inspect
 import io
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -395,6 +398,25 @@ def test_ctrl_c_is_a_message_saying_how_to_resume_not_a_traceback(tmp_path, monk
     assert main([*args, "--no-checkpoint"]) == 130
     assert stderr_text().rstrip().endswith("kdgat train vgae: interrupted")  # no checkpoint, no resume
     assert "Traceback" not in stderr_text()
+
+
+def test_sigterm_is_a_message_saying_how_to_resume_and_exit_status_143(tmp_path, monkeypatch, stderr_text):
+    """What SLURM sends at the walltime: the real signal, delivered inside the training run, ends the command with
+    one line and the shell's status for SIGTERM, and the default handler is back afterwards."""
+
+    def terminated(**_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises at the next bytecode; never reached
+        raise AssertionError("SIGTERM did not stop the run")
+
+    import kdgat.training.vgae
+
+    monkeypatch.setattr(kdgat.training.vgae, "run", terminated)
+    args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert main(args) == 143
+    assert "kdgat train vgae: stopped by SIGTERM; run the same command again to resume" in stderr_text()
+    assert "Traceback" not in stderr_text()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def test_the_library_defaults_the_commands_use_are_the_schemas():

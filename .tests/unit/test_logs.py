@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+from testkit import REPO
 
 from kdgat.logs import configure, failure_logged
 
@@ -29,3 +34,49 @@ def test_append_or_start_afresh(tmp_path, restore_logging):
     configure(log, append=False)
     logging.getLogger("kdgat").info("attempt 3")
     assert "attempt 1" not in log.read_text() and "attempt 3" in log.read_text()
+
+
+# A wrapper's job: an atomic write under way when SIGTERM arrives (SLURM's walltime, scancel, a pod's deletion).
+TERMINATED_JOB = """
+import sys, time
+from pathlib import Path
+from kdgat.files import atomic_write
+from kdgat.logs import configure, failure_logged
+
+folder = Path(sys.argv[1])
+configure(folder / "job.log")
+
+def slow_write(temporary):
+    temporary.write_bytes(b"half a checkpoint")
+    (folder / "writing").touch()
+    time.sleep(60)
+
+with failure_logged("GAT training"):
+    atomic_write(folder / "out" / "last.pt", slow_write)
+"""
+
+
+def test_sigterm_during_a_write_leaves_no_temporary_file_and_says_why_the_job_ended(tmp_path):
+    """Python's default for SIGTERM ends the process on the spot: the temporary file of a write under way stayed
+    beside the output for good, and the log said nothing. Inside failure_logged the write cleans up, the log names
+    the signal, and the exit status is the shell's for SIGTERM."""
+    job = subprocess.Popen(
+        [sys.executable, "-c", TERMINATED_JOB, str(tmp_path)], env={"PYTHONPATH": str(REPO / "src")}
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "writing").exists():
+        assert job.poll() is None and time.monotonic() < deadline, "the job never started writing"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) == 143
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .last.pt.<hex>.tmp, no last.pt
+    text = (tmp_path / "job.log").read_text()
+    assert "GAT training stopped by SIGTERM" in text and "resumes from the last checkpoint" in text
+    assert "Traceback" not in text
+
+
+def test_the_sigterm_handler_is_given_back_after_the_block(restore_logging):
+    before = signal.getsignal(signal.SIGTERM)
+    with failure_logged("a step"):
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +33,47 @@ def configure(
     root.setLevel(level)
 
 
+class Terminated(SystemExit):
+    """SIGTERM as an exception: what SLURM sends at the walltime or on scancel, and Kubernetes when it deletes a
+    pod. Its exit status is 143, the shell's for a process the signal ended."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def failure_logged(what: str, logger: str = "kdgat") -> Iterator[None]:
-    """Log an exception (with its traceback) as ``<what> failed``, then re-raise it unchanged."""
+def sigterm_as_exit() -> Iterator[None]:
+    """While the block runs, SIGTERM raises Terminated instead of ending the process on the spot, so that cleanup
+    runs: an atomic write in progress removes its temporary file (else a ``.<name>.<hex>.tmp`` stays beside the
+    output), and the log can say why the job ended. Only the main thread can take signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def failure_logged(what: str, logger: str = "kdgat") -> Iterator[None]:
+    """Log an exception (with its traceback) as ``<what> failed``, then re-raise it unchanged. A SIGTERM during
+    the block is logged as such (no traceback) and ends the process with status 143 (``sigterm_as_exit``)."""
+    try:
+        with sigterm_as_exit():
+            yield
+    except Terminated:
+        logging.getLogger(logger).error(
+            "%s stopped by SIGTERM (a walltime, scancel or pod deletion): what was written is whole, and a rerun "
+            "resumes from the last checkpoint",
+            what,
+        )
+        raise
     except BaseException:
         logging.getLogger(logger).exception("%s failed", what)
         raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ from kdgat.cli.config import UsageError
 from kdgat.cli.progress import MODES, ProgressBar, configure_logging, wants_bar
 from kdgat.cli.steps import add_baselines, add_evaluate, add_preprocess, add_summarize
 from kdgat.cli.train import add_parser as add_train
+from kdgat.logs import Terminated, sigterm_as_exit
 
 log = logging.getLogger("kdgat.cli")
 
@@ -91,16 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     callbacks = (ProgressBar(),) if bar else ()
     try:
-        args.handler(args, callbacks=callbacks)
+        with sigterm_as_exit():
+            args.handler(args, callbacks=callbacks)
     except UsageError as error:
         log.error("kdgat %s: %s", args.command, error)
         return 2
-    except KeyboardInterrupt:
-        # Ctrl-C: the files written so far are whole (kdgat.files), a training run keeps its last checkpoint.
+    except (KeyboardInterrupt, Terminated) as stop:
+        # Ctrl-C or SIGTERM (a walltime, scancel): the files written so far are whole (kdgat.files), a training
+        # run keeps its last checkpoint. The exit status is the shell's for the signal: 130 or 143.
         resumes = args.command.startswith("train") and not args.no_checkpoint
         again = "; run the same command again to resume from its checkpoint" if resumes else ""
-        log.error("kdgat %s: interrupted%s", args.command, again)
-        return 130
+        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped by SIGTERM"
+        log.error("kdgat %s: %s%s", args.command, how, again)
+        return 130 if isinstance(stop, KeyboardInterrupt) else 128 + signal.SIGTERM
     except Exception as error:
         if _explained(error):
             # The library's message names the file, key or device: the error the workflow's rule log shows.
