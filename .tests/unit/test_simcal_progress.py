@@ -205,6 +205,21 @@ def test_a_sweep_on_another_host_is_stale_only_after_missing_several_of_its_own_
     assert read_progress(progress.path)["state"] == "stale"
 
 
+@pytest.mark.parametrize("every_s", [20.0, 600.0])
+def test_a_sweep_on_another_host_is_stale_once_it_has_missed_five_of_its_rewrites(tmp_path, clock, every_s):
+    """docs/simulation.md: stale once it has missed five of its rewrites (and never before a minute): not a moment
+    before the fifth is missed, at once after it."""
+    progress = Progress(tmp_path / "slow.parquet", "slurm", every_s=every_s)
+    progress.plan(4, 0, 0)
+    progress.report(force=True)
+    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere"}
+    progress.path.write_text(json.dumps(elsewhere))
+    clock.now += 5 * every_s - 1
+    assert read_progress(progress.path)["state"] == "running"
+    clock.now += 2
+    assert read_progress(progress.path)["state"] == "stale"
+
+
 def test_a_sweep_rewriting_every_second_is_stale_only_after_a_minute(tmp_path, clock):
     """Five missed rewrites of a fast sweep are a few seconds: a busy file system or a slow network share delays
     that much, so a minute of silence is the least that counts as stale."""
