@@ -275,6 +275,31 @@ def test_a_single_simulation_whose_worker_died_is_isolated_and_only_its_own_deat
     assert "that process died 2 time(s) (limit: simulation.allowed_failures = 1;" in error
 
 
+def test_an_isolated_simulation_is_run_again_after_nine_deaths_of_its_worker_and_crashed_at_the_tenth():
+    """docs/simulation.md: a worker that dies while an isolated simulation runs is another's doing; after its 10th
+    such death (simcal.outcomes.BYSTANDER_DEATHS) the simulation is recorded as crashed, saying so. The number is
+    written out here: the test above counts up to the constant, whatever it is."""
+    deaths = Deaths(client=None, token="t", allowed_failures=0)
+    single = unit(1)
+    assert deaths.verdict(single, RuntimeError("worker died")) == "isolate"
+    verdicts = [deaths.verdict(single, RuntimeError("worker died")) for _ in range(10)]
+    assert verdicts == ["retry"] * 9 + ["crashed"]
+    assert "its worker died 10 time(s) while it ran alone" in deaths.crash_error(single, RuntimeError("died"))
+
+
+def test_a_simulation_that_cannot_be_run_alone_is_tried_three_times_in_all_then_failed():
+    """docs/simulation.md: when the isolation itself fails (IsolationFailed: the worker's disk or process table),
+    the simulation is run alone 3 times in all (simcal.outcomes.ISOLATION_FAILURES), then recorded as failed, not
+    crashed, and no death is counted. The number is written out: the runner's test counts up to the constant."""
+    deaths = Deaths(client=None, token="t", allowed_failures=0)
+    single = unit(1)
+    single.isolation_failures = 0
+    assert deaths.verdict(single, RuntimeError("worker died")) == "isolate"  # the first run alone
+    failure = IsolationFailed("cannot make the scratch directory")
+    assert [deaths.judge(single, failure) for _ in range(3)] == ["retry", "retry", "failed"]
+    assert single.deaths == 0 and "so 3 time(s), the limit" in deaths.isolation_error(single, failure)
+
+
 def test_a_batch_of_several_is_split_never_isolated():
     deaths = Deaths(client=None, token="t", allowed_failures=0)
     several = unit(4)
