@@ -703,6 +703,19 @@ def test_job_list_is_newest_first_cut_at_limit_and_filtered_by_status(service):
         assert {job["status"] for job in failed} == {"failed"} and listed(status="failed")[0] == second
 
 
+def test_simcal_jobs_list_shows_100_jobs_unless_told_otherwise():
+    """docs/service.md: ``simcal jobs list [--limit N]``, N from 1 to 1000 (test_jobs_cli_lists_shows_and_cancels),
+    100 by default, in the command and in the client it calls."""
+    import inspect
+
+    from simcal.cli import parser
+    from simcal.service.client import SimulationClient
+
+    listing = parser().parse_args(["jobs", "list", "--url", "http://127.0.0.1:1"])
+    assert listing.limit == 100
+    assert inspect.signature(SimulationClient.jobs).parameters["limit"].default == 100
+
+
 def test_a_job_list_of_an_unknown_status_is_refused_naming_the_statuses(service):
     with service.http(service.keys["alice"]) as http:
         answer = http.get("/v1/jobs", params={"status": "done"})

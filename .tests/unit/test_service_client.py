@@ -220,6 +220,7 @@ def test_a_service_that_answers_every_key_with_an_ended_job_stops_the_sweep_with
     with client(broken) as api, pytest.raises(ContractError) as raised:
         send_tasks(api, MODEL, plan_tasks([{"a": 1.0}], 2), SimulationSettings(), "/results/sweep.parquet")
     assert len(seen) == MAX_ENDED_JOBS == len(set(seen))  # each a new key of the chain, then no more
+    assert MAX_ENDED_JOBS == 100  # docs/service.md: "after 100 ended jobs in a row the sweep stops"
     assert api.url in str(raised.value) and f"job-{MAX_ENDED_JOBS} (succeeded)" in str(raised.value)
 
 

@@ -45,6 +45,25 @@ def test_keys_file_holds_salted_hashes_and_identifies_each_key(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the umask decides, as for any file
 
 
+def test_a_key_is_256_random_bits_stored_as_sha256_of_its_own_salt_and_the_key(tmp_path):
+    """docs/service.md, Security: a random 256-bit key per client, stored as ``<name> sha256$<salt>$<hash>``, the
+    SHA-256 of a per-key random salt and the key (computed here with hashlib, not with the module's own hash_key)."""
+    import base64
+    import hashlib
+
+    path = tmp_path / "keys"
+    keys = [add_key(path, f"user{i}") for i in range(3)]
+    for key, line in zip(keys, path.read_text().splitlines(), strict=True):
+        assert key.startswith("sc_")
+        random_part = base64.urlsafe_b64decode(key[3:] + "=" * (-len(key[3:]) % 4))
+        assert len(random_part) == 32  # 256 bits
+        name, entry = line.split(" ")
+        scheme, salt, digest = entry.split("$")
+        assert scheme == "sha256" and len(salt) == 32  # 16 random bytes of salt, per key
+        assert digest == hashlib.sha256(bytes.fromhex(salt) + key.encode()).hexdigest()
+    assert len({line.split("$")[1] for line in path.read_text().splitlines()}) == 3
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -124,6 +143,14 @@ def test_token_bucket_allows_bursts_then_the_rate_per_key():
 
 
 # -- registry --------------------------------------------------------------------------------------------------------
+
+
+def test_the_registry_writes_each_job_to_disk_before_the_answer(tmp_path):
+    """docs/service.md: the registry is SQLite with ``synchronous=FULL`` (and a WAL journal): a job the API accepted
+    is on disk before the answer. NORMAL, with WAL, may lose the last commits when the machine fails."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    assert registry._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert registry._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_registry_keeps_jobs_across_reopening_and_recovers_interrupted_ones(tmp_path):
