@@ -74,6 +74,21 @@ def test_429_is_retried_after_the_seconds_in_retry_after():
     assert time.monotonic() - began >= 1.0  # the backoff alone is milliseconds
 
 
+def test_a_retry_after_longer_than_the_clients_longest_backoff_is_cut_to_it():
+    """docs/service.md: 429 is retried after its Retry-After, at most max_backoff_s (30 s by default) later."""
+    import inspect
+
+    assert inspect.signature(SimulationClient).parameters["max_backoff_s"].default == 30.0
+    handler = answers(
+        httpx.Response(429, headers={"Retry-After": "60"}, json={"detail": "slow down"}), QUEUED
+    )
+    began = time.monotonic()
+    with client(handler, max_backoff_s=0.2) as api:
+        job = api.submit(MODEL, [{"a": 1.0}])
+    assert job.id == "job-1" and len(handler.seen) == 2
+    assert time.monotonic() - began < 5
+
+
 def test_503_is_retried_until_the_service_answers():
     handler = answers(
         httpx.Response(503), httpx.Response(503), httpx.Response(200, json={"status": "running"})
