@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
@@ -20,6 +21,7 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+from testkit import REPO
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
@@ -738,3 +740,69 @@ def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows
     pooled = document["fusion_alpha"]["test_pooled"]
     assert pooled == alpha_statistics(pd.concat([dos, clean], ignore_index=True))
     assert pooled["n"] == 5 and sum(pooled["counts"]) == 5
+
+
+def test_alpha_statistics_count_alpha_in_ten_bins_of_zero_to_one_the_last_one_closed():
+    """docs/evaluation.md: ``fusion_alpha`` holds, per split, a histogram of α over ten bins of [0, 1]."""
+    from kdgat.evaluation.run import alpha_statistics
+
+    alphas = [0.0, 0.05, 0.1, 0.55, 0.95, 1.0]
+    frame = _scored([0] * 6, [0.2] * 6, [0.2] * 6, [0.2] * 6).assign(fusion_alpha=alphas)
+    stats = alpha_statistics(frame)
+    assert stats["bins"] == pytest.approx([i / 10 for i in range(11)])
+    assert stats["counts"] == [2, 1, 0, 0, 0, 1, 0, 0, 0, 2]  # 0.1 opens the second bin, 1.0 is in the last
+    assert stats["mean"] == pytest.approx(sum(alphas) / len(alphas))
+
+
+def test_speed_is_the_median_of_the_batched_runs_and_of_the_single_window_runs(monkeypatch):
+    """docs/evaluation.md: ``graphs_per_s`` is the median of ``speed.repeats`` batched runs, ``latency_ms`` the
+    median of ``speed.latency_runs`` single-window runs: one slow run (a garbage collection) moves neither."""
+    import types
+
+    import kdgat.evaluation.speed as speed_module
+
+    clock = [0.0]  # seconds; only the detector's runs take time
+    monkeypatch.setattr(speed_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    durations = iter([9.0, 1.0, 2.0, 30.0, 0.1, 0.3, 0.5, 7.0])  # warm-up, 3 batched runs, 4 single windows
+
+    def score(vgae, gat, dqn, graphs, batch_size, device):
+        clock[0] += next(durations)
+
+    graphs = [
+        Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), y=torch.tensor([i % 2]))
+        for i in range(32)
+    ]
+    speed = measure_inference_speed(
+        _NodeModel(),
+        _GraphModel(),
+        torch.nn.Linear(2, 2),
+        graphs,
+        score,
+        batch_size=8,
+        repeats=3,
+        latency_runs=4,
+    )
+    assert speed["fusion"]["graphs_per_s"] == pytest.approx(32 / 2.0)  # median of 1, 2, 30 s (the mean: 11 s)
+    assert speed["fusion"]["latency_ms"] == pytest.approx(
+        400.0
+    )  # median of 0.1, 0.3, 0.5, 7 s (the mean: 2 s)
+
+
+def test_the_defaults_docs_evaluation_md_states_are_the_schemas():
+    """docs/evaluation.md names the FPR targets, the device, the seeds and the data prefix a config that leaves
+    them out gets: the module schemas' defaults."""
+    text = " ".join((REPO / "docs/evaluation.md").read_text().split())
+
+    def properties(module, section):
+        path = REPO / f"workflow/modules/{module}/schemas/config.schema.yaml"
+        return yaml.safe_load(path.read_text())["properties"][section]["properties"]
+
+    evaluation, kd_gat = properties("evaluation", "evaluation"), properties("kd_gat", "kd_gat")
+    assert "detection rate (TPR) at FPR 5 % / 1 % / 0.1 %" in text
+    assert evaluation["fpr_targets"]["default"] == [0.05, 0.01, 0.001]
+    assert "CUDA is used when present (`device: auto`" in text
+    assert evaluation["device"]["default"] == "auto"
+    assert "the seeds are `kd_gat.seeds` (default 42, 43, 44)" in text
+    assert kd_gat["seeds"]["default"] == [42, 43, 44]
+    assert "(default prefix `results/preprocess`)" in text
+    assert kd_gat["data_prefix"]["default"] == "results/preprocess"
