@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import t
+from testkit import REPO
 
 from kdgat.evaluation.baselines import (
     BASELINES,
@@ -897,3 +899,25 @@ def test_one_seed_is_reported_without_an_interval_as_n_a(tmp_path):
     text = _summarize(tmp_path, metrics)["summary.md"].read_text()
     assert "| ds | student_kd | 1 | 6 | n/a | 0.667 ± n/a | 1.000 ± n/a | 0.667 ± n/a | n/a |" in text
     assert "+0.000 [n/a]" in text and "one seed: no interval, no claim" in text
+
+
+def test_an_id_that_never_varied_in_training_scores_a_one_message_change_as_two():
+    """docs/evaluation.md: the id-rate score is the largest ``|count − mean| / (std + 0.5)`` over the window's IDs;
+    half a message keeps an ID whose count never varied in training from scoring a one-message change as
+    infinite: it scores 2."""
+    normal, shifted = [0, 0, 1, 1, 2], [0, 0, 0, 1, 2]  # one message of ID 1 turned into ID 0
+    train = _graphs(normal * 4 + [0], [0] * 21, num_ids=4)
+    val = _graphs(normal + shifted + normal + shifted + [0], [0] * 5 + [1] * 5 + [0] * 5 + [1] * 5 + [0], 4)
+    rule = IdRateBaseline(4).fit(train, val)
+    assert rule.std.tolist() == [0.0] * 4 and rule.mean.tolist() == [2.0, 2.0, 1.0, 0.0]
+    assert rule.scores(val).tolist() == pytest.approx([0.0, 2.0, 0.0, 2.0])
+
+
+def test_scenario_metrics_csv_has_the_columns_docs_evaluation_md_lists(tmp_path):
+    text = " ".join((REPO / "docs/evaluation.md").read_text().split())
+    listed = re.search(
+        r"`results/evaluation/scenario_metrics.csv` \| one row per [^|]*?model: `([^`]+)`", text
+    )
+    metrics = [_written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))]
+    written = pd.read_csv(_summarize(tmp_path, metrics)["scenarios.csv"])
+    assert len(written) > 0 and list(written.columns) == listed.group(1).split(", ")
