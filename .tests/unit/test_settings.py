@@ -144,3 +144,27 @@ def test_unknown_stage_or_variant_and_foreign_sections_fail():
         StageSettings.from_dict(values | {"dqn": {}})
     with pytest.raises(SettingsError, match=r"training settings: unknown keys \['presets'\]"):
         StageSettings.from_dict(values | {"presets": {}})
+
+
+def test_the_defaults_and_shipped_settings_docs_models_md_states_are_the_schemas_and_the_configs():
+    """docs/models.md names the DQN's defaults (schema) and the shipped config's curriculum and fusion split."""
+    text = " ".join((REPO / "docs/models.md").read_text().split())
+    dqn = schema_defaults(KD_GAT["dqn"]["properties"])
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert "5 of 20 contiguous blocks of the fit windows (`early_stop_share: 0.25`)" in text
+    assert dqn["early_stop_share"] == 0.25
+    assert "`kd_gat.dqn.keep_folds` (5)" in text and dqn["keep_folds"] == 5
+    assert "`false_alarm_cost` for a false alarm (both 1 by default)" in text
+    assert dqn["miss_cost"] == dqn["false_alarm_cost"] == 1.0
+    assert "`kd_gat.dqn.kd_weighting: agreement` (default)" in text and dqn["kd_weighting"] == "agreement"
+    assert "the schema's default, for a preprocess without a fusion split, is `val.pt`" in text
+    assert dqn["fit_split"] == "val" and dqn["gamma"] == 0.0  # "γ = 0"
+    assert "(25 → 50 in the shipped config)" in text
+    curriculum = config["kd_gat"]["curriculum"]
+    assert (curriculum["start_percentile"], curriculum["end_percentile"]) == (25.0, 50.0)
+    assert "`preprocess.held_out: {fusion: 0.3}`" in text and config["preprocess"]["held_out"] == {
+        "fusion": 0.3
+    }
+    assert "`kd_gat.dqn: {fit_split: fusion, stop_split: val}`" in text
+    shipped = config["kd_gat"]["dqn"]
+    assert (shipped["fit_split"], shipped["stop_split"], shipped["keep_folds"]) == ("fusion", "val", 5)
