@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -806,3 +807,39 @@ def test_the_defaults_docs_evaluation_md_states_are_the_schemas():
     assert kd_gat["seeds"]["default"] == [42, 43, 44]
     assert "(default prefix `results/preprocess`)" in text
     assert kd_gat["data_prefix"]["default"] == "results/preprocess"
+
+
+def test_a_half_written_stash_entry_is_never_restored(tmp_path, monkeypatch, caplog):
+    """docs/evaluation.md: entries are written to a temporary directory and renamed into place, so a half-written
+    entry is never used: a commit that fails half-way leaves nothing under its key, and an entry without its
+    completion mark or lacking an output restores nothing (the evaluation recomputes)."""
+    import kdgat.evaluation.stash as stash_module
+
+    out = {"metrics.json": tmp_path / "out" / "metrics.json", "scores.csv": tmp_path / "out" / "scores.csv"}
+    write_json({"f1": 0.9}, out["metrics.json"])
+    out["scores.csv"].write_text("label\n1\n")
+    target = {name: tmp_path / "restored" / name for name in out}
+    stash = ResultStash(tmp_path / "stash")
+    copies = []
+
+    def copy_then_fail(source, destination):
+        if copies:
+            raise OSError("disk full")
+        copies.append(destination)
+        shutil.copyfile(source, destination)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stash_module, "copy_file", copy_then_fail)
+        with pytest.raises(OSError, match="disk full"):
+            stash.commit("half", out)
+    assert copies and not stash.entry("half").exists()  # the one file copied is not under the key
+    assert not stash.restore("half", target)
+    unmarked = stash.entry("unmarked")  # what a writer into the entry itself leaves when it is killed
+    unmarked.mkdir(parents=True)
+    shutil.copyfile(out["metrics.json"], unmarked / "metrics.json")
+    assert not stash.restore("unmarked", {"metrics.json": target["metrics.json"]})
+    stash.commit("short", {"metrics.json": out["metrics.json"]})
+    with caplog.at_level(logging.WARNING):
+        assert not stash.restore("short", target)
+    assert "lacks some outputs; recomputing" in caplog.text
+    assert not any(path.exists() for path in target.values())
