@@ -319,7 +319,9 @@ def test_dqn_resumes_after_a_crash_with_the_same_result(fusion_data, tmp_path, m
     assert losses(result["history"]) == losses(reference_result["history"])
 
 
-def test_checkpoint_of_other_settings_is_not_resumed(graphs, tmp_path, monkeypatch):
+def test_checkpoint_of_other_settings_is_not_resumed(graphs, tmp_path, monkeypatch, caplog):
+    """Set aside with a warning naming it and why (README: "a checkpoint of other settings ... is set aside with a
+    warning"), and training starts afresh."""
     train, val = graphs
     checkpoint = tmp_path / "last.pt"
     with monkeypatch.context() as patch:
@@ -327,8 +329,12 @@ def test_checkpoint_of_other_settings_is_not_resumed(graphs, tmp_path, monkeypat
         with pytest.raises(RuntimeError):
             gat_training.train(train, val, NUM_IDS, settings("gat"), checkpoint)
     other = settings("gat", training={"lr": 0.001})
+    caplog.set_level(logging.WARNING)
     _, result, *_ = gat_training.train(train, val, NUM_IDS, other, checkpoint)
     assert result["resumed_from"] is None and len(result["history"]) == TRAINING["epochs"]
+    assert (
+        f"ignoring checkpoint {checkpoint} (it belongs to other settings, inputs or formats)" in caplog.text
+    )
 
 
 def test_early_stopping_stops_when_validation_loss_stalls(graphs):
