@@ -12,6 +12,7 @@ from kdgat.graph_store import save_graphs
 from kdgat.inference import score_graphs
 from kdgat.model_store import load_model, trained_on
 from kdgat.models import GAT, LEARNT, NUM_ACTIONS, VGAE, QNetwork
+from kdgat.models.vgae import ERROR_TERMS
 from kdgat.testing import toy_graphs
 from kdgat.training import dqn, gat, vgae
 from kdgat.training.settings import StageSettings
@@ -133,10 +134,13 @@ def test_load_model_rebuilds_the_saved_classes(chain):
     kinds = {"vgae": VGAE, "gat": GAT, "dqn": QNetwork}
     for stage, cls in kinds.items():
         assert isinstance(load_model(outputs("teacher", stage)["model"]), cls)
-    threshold = json.loads(outputs("teacher", "vgae")["metrics"].read_text())["anomaly_threshold"]
-    assert float(load_model(outputs("teacher", "vgae")["model"]).anomaly_threshold) == pytest.approx(
-        threshold
-    )
+    metrics = json.loads(outputs("teacher", "vgae")["metrics"].read_text())
+    vgae = load_model(outputs("teacher", "vgae")["model"])
+    assert float(vgae.anomaly_threshold) == pytest.approx(metrics["anomaly_threshold"])
+    # docs/models.md: each error term's normal mean and spread are stored in model.pt (not the buffers' 0 and 1)
+    for i, term in enumerate(ERROR_TERMS):
+        assert float(vgae.error_mean[i]) == pytest.approx(metrics["error_mean"][term]) != 0, term
+        assert float(vgae.error_std[i]) == pytest.approx(metrics["error_std"][term]) != 1, term
 
 
 def test_load_model_rejects_other_files(tmp_path):
