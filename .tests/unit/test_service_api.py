@@ -533,6 +533,10 @@ def test_readyz_refuses_a_scheduler_without_workers(service_factory):
     [
         ("--max-concurrent-jobs", "0", "--max-concurrent-jobs 0: expected an integer >= 1"),
         ("--max-job-attempts", "0", "--max-job-attempts 0: expected an integer >= 1"),
+        ("--max-simulations", "0", "--max-simulations 0: expected an integer >= 1"),
+        ("--sync-max-simulations", "0", "--sync-max-simulations 0: expected an integer >= 1"),
+        ("--burst", "0", "--burst 0: expected an integer >= 1"),
+        ("--request-max-bytes", "0", "--request-max-bytes 0: expected an integer >= 1"),
         ("--sync-timeout-s", "0", "--sync-timeout-s 0.0: expected a number > 0"),
         ("--rate", "-1", "--rate -1.0: expected a number > 0"),
         ("--workers", "0", "--workers 0: expected an integer >= 1"),
