@@ -53,6 +53,7 @@ from simcal.targets import (
     replicate_mean_mse,
 )
 from simcal.visualize import (
+    MAX_SUMMARY_ROWS,
     fit_figure,
     history_figure,
     loss_figure,
@@ -1098,6 +1099,19 @@ def test_the_sweep_summary_page_and_picture_say_how_many_sets_failed_outright(tm
                     tmp_path / "sweep.html", column="y", on="t")  # fmt: skip
     page = (tmp_path / "sweep.html").read_text()
     assert "<tr><td>parameter sets with every simulation failed</td><td>1</td></tr>" in page
+
+
+def test_the_sweep_outputs_picture_says_when_it_draws_only_some_of_the_summarised_outputs():
+    """The picture draws at most MAX_SUMMARY_ROWS statistics; the others were left out without a word."""
+    many = {f"y{i}_mean": [1.0, 2.0] for i in range(MAX_SUMMARY_ROWS + 2)}
+    table = pd.DataFrame({"param_id": ["p1", "p2"], "a": [0.0, 1.0], "replicates_ok": [2, 2], **many})
+    figure = sweep_outputs_figure(table, ["a"])
+    assert len(figure.axes) == MAX_SUMMARY_ROWS
+    title = figure.texts[-1].get_text()
+    assert f"the first {MAX_SUMMARY_ROWS} of {MAX_SUMMARY_ROWS + 2} summarised outputs drawn" in title
+    assert (
+        "drawn;" not in sweep_outputs_figure(table.iloc[:, :5], ["a"]).texts[-1].get_text()
+    )  # two: all drawn
 
 
 def test_the_sweep_series_coloured_by_a_text_parameter_names_each_value_on_the_colour_bar():

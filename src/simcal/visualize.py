@@ -221,7 +221,8 @@ MAX_SUMMARY_ROWS = 6  # statistics drawn in the sweep's outputs picture (the tab
 
 def sweep_outputs_figure(table: pd.DataFrame, parameter_names: Sequence[str]):
     """Each summarised output (mean over replicates, ± one standard deviation) against each parameter."""
-    means = [c for c in table.columns if c.endswith("_mean") and c not in parameter_names][:MAX_SUMMARY_ROWS]
+    summarised = [c for c in table.columns if c.endswith("_mean") and c not in parameter_names]
+    means = summarised[:MAX_SUMMARY_ROWS]
     rows, cols = max(1, len(means)), len(parameter_names)
     figure, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 2.8 * rows), squeeze=False)
     for row, statistic in enumerate(means):
@@ -238,6 +239,11 @@ def sweep_outputs_figure(table: pd.DataFrame, parameter_names: Sequence[str]):
     failed = int((table["replicates_ok"] == 0).sum()) if "replicates_ok" in table else 0
     if failed:  # their means are NaN: say so rather than leave them out silently
         title += f"\n{failed} of {len(table)} parameter sets not drawn: every simulation of them failed"
+    if len(summarised) > len(means):  # the rest would make the picture unreadable: say where they are
+        title += (
+            f"\nthe first {len(means)} of {len(summarised)} summarised outputs drawn; the table holds all "
+            "(choose them with columns and statistics)"
+        )
     figure.suptitle(title)
     figure.tight_layout()
     return figure
