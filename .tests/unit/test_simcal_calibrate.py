@@ -1037,6 +1037,25 @@ def test_sweep_summary_has_one_row_per_parameter_set():
         summarize_sweep(sweep_frame(), ["a"], ["y"], ["median"])
 
 
+def test_a_parameter_or_column_missing_from_the_files_is_named_with_the_file(tmp_path):
+    """A parameter name or output column the sweep or trials file lacks (a typo in parameter_names or columns):
+    the message names the file, not only 'the simulations file'."""
+    sweep_frame().to_parquet(tmp_path / "sweep.parquet")
+    with pytest.raises(
+        ContractError, match=rf"{re.escape(str(tmp_path / 'sweep.parquet'))} has no column\(s\) \['b'\]"
+    ):
+        summarize_sweep_files(
+            tmp_path / "sweep.parquet", ["b"], tmp_path / "table.parquet", tmp_path / "s.json"
+        )
+    trials = sweep_frame().assign(loss=1.0)
+    trials.to_parquet(tmp_path / "trials.parquet")
+    with pytest.raises(
+        ContractError, match=rf"{re.escape(str(tmp_path / 'trials.parquet'))} has no column\(s\) \['b'\]"
+    ):
+        analyze_files(tmp_path / "trials.parquet", ["b"], tmp_path / "best.json", tmp_path / "top.parquet",
+                      tmp_path / "summary.json")  # fmt: skip
+
+
 def test_sweep_page_shows_outputs_and_series(tmp_path):
     sweep_frame().to_parquet(tmp_path / "sweep.parquet")
     summarize_sweep_files(tmp_path / "sweep.parquet", ["a"], tmp_path / "table.parquet", tmp_path / "summary.json",

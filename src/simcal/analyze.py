@@ -32,6 +32,7 @@ def analyze(
     parameter_names: Sequence[str],
     top_k: int = 10,
     true_params: dict[str, float] | None = None,
+    source: str = "the trials table",
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """Return (best, top-k table, summary).
 
@@ -40,7 +41,7 @@ def analyze(
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
         raise ContractError(f"analyze: top_k must be an integer >= 1, got {top_k!r}")
-    _require_columns(trials, ["loss", "param_id", *parameter_names], "the trials table")
+    _require_columns(trials, ["loss", "param_id", *parameter_names], source)
     finite = trials[np.isfinite(trials["loss"].astype(float))]
     if finite.empty:
         raise ContractError("no trial has a finite loss: every simulation of every parameter set failed")
@@ -121,7 +122,9 @@ def analyze_files(
     top_k: int = 10,
     true_params: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    best, top, summary = analyze(pd.read_parquet(trials_path), parameter_names, top_k, true_params)
+    best, top, summary = analyze(
+        pd.read_parquet(trials_path), parameter_names, top_k, true_params, f"{trials_path}"
+    )
     write_parquet(top, top_k_path)
     write_json(best, best_path)
     write_json(summary, summary_path)
@@ -146,18 +149,19 @@ def summarize_sweep(
     parameter_names: Sequence[str],
     columns: Sequence[str] | None = None,
     statistics: Sequence[str] = ("mean", "max"),
+    source: str = "the simulations file",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per parameter set: its parameters, how many replicates succeeded, and for each output column and
     statistic (each replicate's rows reduced by it: ``mean``, ``sum``, ``max``, ``min`` or ``last``) the mean and
     standard deviation over the successful replicates. Returns (table, overall summary)."""
-    _require_columns(simulations, [*KEY_COLUMNS, "status", *parameter_names], "the simulations file")
+    _require_columns(simulations, [*KEY_COLUMNS, "status", *parameter_names], source)
     unknown = [s for s in statistics if s not in STATISTICS]
     if unknown:
         raise ContractError(f"sweep statistics {unknown} are unknown; expected some of {list(STATISTICS)}")
     if columns is None:
         columns = output_columns(simulations, parameter_names)
     else:
-        _require_columns(simulations, columns, "the simulations file")
+        _require_columns(simulations, columns, source)
         wrong = [c for c in columns if not pd.api.types.is_numeric_dtype(simulations[c])]
         if wrong:
             raise ContractError(f"sweep columns {wrong} are not numeric; only numbers can be summarised")
@@ -207,7 +211,9 @@ def summarize_sweep_files(
     statistics: Sequence[str] = ("mean", "max"),
 ) -> pd.DataFrame:
     """``summarize_sweep`` of a simulations file, written as Parquet (table) and JSON (summary)."""
-    table, summary = summarize_sweep(pd.read_parquet(simulations_path), parameter_names, columns, statistics)
+    table, summary = summarize_sweep(
+        pd.read_parquet(simulations_path), parameter_names, columns, statistics, f"{simulations_path}"
+    )
     write_parquet(table, table_path)
     write_json(summary, summary_path)
     log.info(
