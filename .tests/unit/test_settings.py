@@ -100,7 +100,15 @@ def test_sweep_row_overrides_training_or_model_arguments():
         ({"distillation": {"temp": 2}}, r"kd_gat.distillation: unknown keys \['temp'\]"),
         ({"curriculum": {"ratio": 2}}, r"kd_gat.curriculum: unknown keys \['ratio'\]"),
         ({"student_preset": "huge"}, r"unknown size preset 'huge'"),
-        ({"training": {"gat": {"epochs": 0}}}, r"kd_gat.training: epochs"),
+        ({"training": {"gat": {"epochs": 0}}}, r"kd_gat.training: epochs must be >= 1, got 0"),
+        ({"training": {"gat": {"batch_size": 0}}}, r"kd_gat.training: batch_size must be >= 1, got 0"),
+        ({"training": {"gat": {"patience": -2}}}, r"kd_gat.training: patience must be >= 1, got -2"),
+        ({"training": {"gat": {"lr": 0.0}}}, r"kd_gat.training: lr must be > 0, got 0.0"),
+        ({"training": {"gat": {"grad_clip": -1.0}}}, r"kd_gat.training: grad_clip must be > 0, got -1.0"),
+        (
+            {"training": {"gat": {"weight_decay": -0.1}}},
+            r"kd_gat.training: weight_decay must be >= 0, got -0.1",
+        ),
     ],
 )
 def test_bad_settings_name_the_config_key(config, message):

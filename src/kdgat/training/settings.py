@@ -92,10 +92,14 @@ class TrainingSettings:
     grad_clip: float = 1.0
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise SettingsError("kd_gat.training: epochs, batch_size and patience must be >= 1")
-        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0:
-            raise SettingsError("kd_gat.training: lr and grad_clip must be > 0, weight_decay >= 0")
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"kd_gat.training: {name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("lr", "grad_clip"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"kd_gat.training: {name} must be > 0, got {getattr(self, name)!r}")
+        if self.weight_decay < 0:
+            raise SettingsError(f"kd_gat.training: weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
 @dataclass(frozen=True)
