@@ -59,14 +59,19 @@ def _key_text(observed: pd.DataFrame, keys: list[str], position: int) -> str:
     return f"{keys[0]} {values[0]!r}" if len(keys) == 1 else f"{keys} {values}"
 
 
-def _refuse_repeated_keys(observed: pd.DataFrame, keys: list[str]) -> None:
-    repeated = observed.duplicated(keys, keep=False).to_numpy()
+def _refuse_repeated(frame: pd.DataFrame, keys: list[str], what: str, wanted: str) -> None:
+    """Refuse rows of ``frame`` that share their ``keys``, naming the first and saying what is ``wanted``."""
+    repeated = frame.duplicated(keys, keep=False).to_numpy()
     if repeated.any():
         first = int(np.flatnonzero(repeated)[0])
         raise ValueError(
-            f"observed data have {int(repeated.sum())} rows that share their {' and '.join(keys)} (first at "
-            f"{_key_text(observed, keys, first)}); each {' and '.join(keys)} needs one observed value"
+            f"{what} have {int(repeated.sum())} rows that share their {' and '.join(keys)} (first at "
+            f"{_key_text(frame, keys, first)}); {wanted}"
         )
+
+
+def _refuse_repeated_keys(observed: pd.DataFrame, keys: list[str]) -> None:
+    _refuse_repeated(observed, keys, "observed data", f"each {' and '.join(keys)} needs one observed value")
 
 
 def check_observed(
@@ -139,14 +144,11 @@ def _refuse_repeated_simulated(simulated: pd.DataFrame, keys: list[str]) -> None
     """One simulated row per replicate and key: repeated rows (a model that returns a row per age group or region
     under the same day) were averaged, or counted as more days, without a word."""
     by = ["replicate", *keys] if "replicate" in simulated.columns else keys
-    repeated = simulated.duplicated(by, keep=False).to_numpy()
-    if repeated.any():
-        first = int(np.flatnonzero(repeated)[0])
-        raise ValueError(
-            f"simulated data have {int(repeated.sum())} rows that share their {' and '.join(by)} (first at "
-            f"{_key_text(simulated, by, first)}); a target needs one simulated value per {' and '.join(by)}: add the "
-            f"column that tells them apart to on (and to the observed data), or sum them in the model"
-        )
+    _refuse_repeated(
+        simulated, by, "simulated data",
+        f"a target needs one simulated value per {' and '.join(by)}: add the column that tells them apart to on "
+        "(and to the observed data), or sum them in the model",
+    )  # fmt: skip
 
 
 def _aligned(
