@@ -332,6 +332,23 @@ def test_the_messages_no_window_reaches_are_counted(messages, window_size, strid
     assert messages_after_last_window(messages, window_size, stride) == left_out
 
 
+def test_the_shipped_split_holds_out_2_of_10_blocks_for_validation_and_3_for_the_fusion():
+    """docs/science.md, "Split": the shipped preprocess settings cut every training capture into 10 time blocks, 2
+    for validation, 3 for the fusion split and the other 5 for the VGAE and GAT, in windows of 100 rows."""
+    from pathlib import Path
+
+    import yaml
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text())
+    settings = shipped["preprocess"]
+    blocks = held_out_blocks(
+        {"val": settings["val_fraction"], **settings["held_out"]}, settings["time_blocks"]
+    )
+    assert settings["time_blocks"] == 10 and blocks == {"val": 2, "fusion": 3}
+    assert settings["time_blocks"] - sum(blocks.values()) == 5
+    assert settings["window_size"] == settings["stride"] == 100
+
+
 def test_a_small_positive_fraction_still_holds_out_a_block_and_each_capture_draws_its_own(tmp_path):
     assert held_out_blocks({"val": 0.01, "fusion": 0.0}, 10) == {"val": 1, "fusion": 0}
     captures = [tmp_path / f"train_{index}.csv" for index in range(4)]
