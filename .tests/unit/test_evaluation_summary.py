@@ -535,6 +535,16 @@ def test_an_f1_equal_to_flagging_every_window_is_not_above_chance():
     assert not passed["gat"] and passed["vgae"] and passed["fusion"]
 
 
+def test_the_floors_are_a_roc_auc_of_at_least_0_65_and_a_fusion_tolerance_of_0_005():
+    """docs/science.md: ROC-AUC ≥ 0.65 (a mean of exactly 0.65 passes, one just below misses) and fusion F1 ≥ the
+    better input's − 0.005."""
+    assert (AUC_FLOOR, FUSION_TOLERANCE) == (0.65, 0.005)
+    for auc, passes in ((0.65, True), (np.nextafter(0.65, 0.0), False)):
+        floors = floor_table(_floor_rows({"gat": [0.9], "vgae": [0.9], "fusion": [0.9]}, auc=auc))
+        passed = floors[floors["check"] == "roc_auc"].set_index("model")["passed"]
+        assert passed.tolist() == [passes] * 3, (auc, passed)
+
+
 @pytest.mark.parametrize("n_attack", [0, 50])
 def test_scenarios_with_one_class_have_no_floor(n_attack):
     table = _floor_rows({"gat": [0.0] * 3, "vgae": [0.0] * 3, "fusion": [0.0] * 3}, n_attack=n_attack)
