@@ -31,10 +31,6 @@ def status(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             unreadable += 1
             print(f"simcal status: cannot read {path}: {error}", file=sys.stderr)
-        except (AttributeError, TypeError) as error:  # valid JSON, but not the object a sweep writes
-            unreadable += 1
-            print(f"simcal status: cannot read {path}: not a sweep's progress record (a JSON object with "
-                  f"state, done, total, ...): {type(error).__name__}: {error}", file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
     elif rows:

@@ -149,12 +149,18 @@ def read_progress(path: Path) -> dict[str, Any]:
     """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
     ``stopped``; one not updated for a long while on another host is ``stale``."""
     info = json.loads(path.read_text())
-    if info.get("state") in ("running", "starting"):
-        age = time.time() - float(info.get("updated_epoch", 0))
-        if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", 0))):
-            info["state"] = "stopped"
-        elif age > max(60.0, 5 * float(info.get("every_s", 5))):
-            info["state"] = "stale"
+    try:
+        if info.get("state") in ("running", "starting"):
+            age = time.time() - float(info.get("updated_epoch", 0))
+            if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", 0))):
+                info["state"] = "stopped"
+            elif age > max(60.0, 5 * float(info.get("every_s", 5))):
+                info["state"] = "stale"
+    except (AttributeError, TypeError) as error:  # valid JSON, but not the object a sweep writes
+        raise ValueError(
+            f"not a sweep's progress record (a JSON object with state, done, total, ...): "
+            f"{type(error).__name__}: {error}"
+        ) from error
     return info
 
 
