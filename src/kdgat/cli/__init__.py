@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -105,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         again = "; run the same command again to resume from its checkpoint" if resumes else ""
         how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped by SIGTERM"
         log.error("kdgat %s: %s%s", args.command, how, again)
-        return 130 if isinstance(stop, KeyboardInterrupt) else 128 + signal.SIGTERM
+        return 130 if isinstance(stop, KeyboardInterrupt) else stop.code
     except Exception as error:
         if _explained(error):
             # The library's message names the file, key or device: the error the workflow's rule log shows.
