@@ -91,13 +91,9 @@ def settings(stage, variant):
 def in_module(path):
     """``path`` where this module's files go: behind the `prefix:` (or `replace_prefix:`) of the `module` statement
     that imported it, as Snakemake places the rules' outputs, logs and benchmarks (but not their params), else
-    ``path`` itself. Two instances under different prefixes so keep their checkpoints apart."""
+    ``path`` itself. Two instances under different prefixes so keep their checkpoints (params, not outputs) apart.
+    """
     return workflow.modifier.path_modifier.replace_prefix(path)
-
-
-def checkpoint_of(pattern):
-    """The resume checkpoint of a training job: not an output, so placed by in_module."""
-    return in_module(pattern)
 
 
 def benchmark_of(pattern):
