@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
                 f"{path}, line 1: column {number} has no name (a DataFrame saved by to_csv() without "
                 "index=False keeps its row labels there); name it or remove the column"
             )
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = _repeated(names)
     if repeated:
         raise ContractError(
             f"{path}, line 1: column name(s) {repeated} appear more than once; give each parameter one column"
@@ -151,6 +152,11 @@ def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
             f"{path}, line 1: one column named {names[0]!r}: the file looks separated by {others[0]!r}, but a "
             f"{'CSV' if separator == ',' else 'TSV'} file's columns are separated by {separator!r}"
         )
+
+
+def _repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 def _refuse_words_read_as_missing(path: Path, table: pd.DataFrame, separator: str) -> None:
@@ -198,8 +204,7 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
     """
     if table.empty or len(table.columns) == 0:
         raise ContractError(f"{where}: the parameter table has no rows or no columns")
-    names = [str(column) for column in table.columns]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = _repeated([str(column) for column in table.columns])
     # One would overwrite the other in each parameter set (or, as the same label, break the checks).
     if repeated:
         raise ContractError(
