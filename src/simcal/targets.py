@@ -127,6 +127,11 @@ def check_observed(
         _counts(_observed_series(observed, column, keys), column)
 
 
+def _per_replicate(simulated: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The columns that identify one simulated value: the replicate (when the rows have one) and the keys."""
+    return ["replicate", *keys] if "replicate" in simulated.columns else keys
+
+
 def _covers(simulated: pd.DataFrame, observed: pd.Series, column: str, keys: list[str]) -> bool:
     """Whether every replicate has a simulated value (not NaN) at every key with an observed value.
 
@@ -134,7 +139,7 @@ def _covers(simulated: pd.DataFrame, observed: pd.Series, column: str, keys: lis
     than the true fit's over all of them.
     """
     wanted = observed.index[observed.notna().to_numpy()]
-    by = ["replicate", *keys] if "replicate" in simulated.columns else keys
+    by = _per_replicate(simulated, keys)
     present = simulated.loc[simulated[column].notna(), by].drop_duplicates()
     replicates = simulated["replicate"].nunique() if "replicate" in simulated.columns else 1
     return bool((present.groupby(keys).size().reindex(wanted).fillna(0) >= replicates).all())
@@ -143,7 +148,7 @@ def _covers(simulated: pd.DataFrame, observed: pd.Series, column: str, keys: lis
 def _refuse_repeated_simulated(simulated: pd.DataFrame, keys: list[str]) -> None:
     """One simulated row per replicate and key: repeated rows (a model that returns a row per age group or region
     under the same day) were averaged, or counted as more days, without a word."""
-    by = ["replicate", *keys] if "replicate" in simulated.columns else keys
+    by = _per_replicate(simulated, keys)
     _refuse_repeated(
         simulated, by, "simulated data",
         f"a target needs one simulated value per {' and '.join(by)}: add the column that tells them apart to on "
