@@ -20,6 +20,7 @@ from scipy import stats
 
 from simcal.analyze import analyze_files, summarize_sweep, summarize_sweep_files
 from simcal.calibrate import (
+    TRIAL_COLUMNS,
     CalibrationSettings,
     Proposer,
     _search,
@@ -809,6 +810,14 @@ def test_refine_simulates_the_best_sets_again_with_more_replicates(refined):
     for _, row in refine.iterrows():
         expected = poisson_nll(sims[sims["param_id"] == row["param_id"]], observed, "incidence", "day")
         assert row["loss"] == pytest.approx(expected)
+
+
+def test_the_names_refused_for_calibrated_parameters_are_the_trials_tables_own_columns(refined):
+    """TRIAL_COLUMNS is written by hand: a column the trials table gains later must join it, or a parameter of
+    that name would be overwritten again (a parameter named 'loss' was)."""
+    _, trials = refined
+    own = set(trials.columns) - {"param_id", *BOUNDS} - {f"loss_{target['name']}" for target in POISSON}
+    assert own == set(TRIAL_COLUMNS)
 
 
 def test_local_search_rounds_add_new_sets_at_the_refine_replicates(tmp_path, client):
