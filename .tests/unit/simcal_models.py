@@ -21,6 +21,11 @@ def noisy_line(params, seed):
     return {"y": params["a"] * 2.0 + rng.normal(), "pid": os.getpid()}
 
 
+def echo_id(params, seed):
+    """The parameter 'id' as the model received it, as text (exact whatever its size)."""
+    return {"seen_id": str(params["id"])}
+
+
 def series(params, seed):
     """A small table per simulation."""
     rng = np.random.default_rng(seed)

@@ -432,6 +432,46 @@ def test_a_sweeps_fixed_values_that_cannot_be_parameters_are_named_as_fixed(tmp_
         )
 
 
+def test_whole_numbers_the_output_would_change_are_refused_naming_column_and_row(tmp_path):
+    """A seed or an ID beyond 2**53 next to a fractional number (pandas makes the column 64-bit floats) reached
+    the model and the output rounded (9007199254740993 as 9007199254740992); one beyond int64 passed the checks
+    and the sweep ran to its end, to fail writing the output (Arrow cannot put 2**64 - 1 and 3 in one column).
+    Each is refused before anything runs, naming the line or row and the column."""
+    path = tmp_path / "p.csv"
+    path.write_text(f"a,id\n0.5,{2**53 + 1}\n0.6,3.0\n")
+    with pytest.raises(
+        ContractError,
+        match=rf"p\.csv, line 2: column 'id' is {2**53 + 1}, a whole number beyond 2\*\*53 .* become {2**53}",
+    ):
+        simulate("simcal_models:noisy_line", path, tmp_path / "o")
+    mixed = pd.DataFrame({"a": [0.5, 0.6], "id": [3.5, 2**53 + 1]}, dtype=object)
+    with pytest.raises(
+        ContractError, match=r"row 2 \(index label 1\): column 'id' is 9007199254740993, a whole"
+    ):
+        simulate("simcal_models:noisy_line", mixed, tmp_path / "o")
+    for big in (
+        pd.DataFrame({"a": [0.5, 0.6], "id": np.array([3, 2**64 - 1], dtype=np.uint64)}),
+        pd.DataFrame({"a": [0.5, 0.6], "id": [3, 2**70]}, dtype=object),
+    ):
+        with pytest.raises(
+            ContractError,
+            match=r"row 2 \(index label 1\): column 'id' is \d+, a whole number beyond the 64-bit",
+        ):
+            simulate("simcal_models:noisy_line", big, tmp_path / "o")
+    with pytest.raises(
+        ContractError, match=r"^fixed parameters: parameter 'id' is 18446744073709551616, a whole"
+    ):
+        simulate(
+            "simcal_models:noisy_line", pd.DataFrame({"a": [1.0]}), tmp_path / "o", fixed_params={"id": 2**64}
+        )
+    assert not (tmp_path / "o.partial").exists()
+    # Whole numbers a column holds exactly are no problem: 2**53 + 1 among whole numbers, 2**53 + 2 among floats.
+    path.write_text(f"a,id\n0.5,{2**53 + 1}\n0.6,3\n")
+    assert read_parameter_table(path)["id"].tolist() == [2**53 + 1, 3]
+    path.write_text(f"a,id\n0.5,{2**53 + 2}\n0.6,3.0\n")
+    assert read_parameter_table(path)["id"].tolist() == [2**53 + 2, 3]
+
+
 def test_a_fixed_value_left_out_is_refused_as_an_empty_cell_is(tmp_path):
     """YAML's 'fixed: {c: }' gives None: it reached a model that declares no parameters as the value None, where
     the same gap in the table is refused."""

@@ -154,6 +154,17 @@ def test_batch_size_is_chosen_for_each_run_from_the_probes_timing(tmp_path, clie
     assert second.batches < 8000 / 100
 
 
+@pytest.mark.parametrize("dtype", ["int64", "Int64"])
+def test_whole_numbers_beyond_2_53_reach_the_model_and_the_output_exactly(tmp_path, client, dtype):
+    """Seeds and IDs beyond what a 64-bit float holds exactly (2**53 + 1), also in a nullable Int64 column and in
+    batches of one (each a part of its own), keep every digit in the parameters the model sees and in the output."""
+    big = 2**53 + 1
+    params = pd.DataFrame({"a": [0.5, 1.5], "id": pd.array([big, 3], dtype=dtype)})
+    simulate("simcal_models:echo_id", params, tmp_path / "o.parquet", {"batch_size": 1}, client=client)
+    result = read_results(tmp_path / "o.parquet").sort_values("a")
+    assert result["id"].tolist() == [big, 3] and result["seen_id"].tolist() == [str(big), "3"]
+
+
 def test_a_misspelt_parameter_column_stops_before_any_cluster_starts(tmp_path):
     params = pd.DataFrame({"beta": [0.3], "gamma": [0.1], "populaton": [1000]})
     with pytest.raises(ContractError, match=r"row 1.*populaton.*population"):

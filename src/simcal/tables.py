@@ -68,6 +68,7 @@ def parameter_table(
             table = pd.read_csv(path, sep=separator)
             _check_header(path, table, separator)
             _refuse_words_read_as_missing(path, table, separator)
+            _refuse_rounded_whole_numbers(path, table, separator)
         elif suffix in {".parquet", ".pq"}:
             table = pd.read_parquet(path)
         else:
@@ -181,6 +182,47 @@ def _refuse_words_read_as_missing(path: Path, table: pd.DataFrame, separator: st
             return
 
 
+def _refuse_rounded_whole_numbers(path: Path, table: pd.DataFrame, separator: str) -> None:
+    """pandas reads a column holding a fractional number as 64-bit floats, which hold whole numbers exactly only
+    up to 2**53: an ID or a seed 9007199254740993 written next to a 0.5 (or a 3.0) would reach the model and the
+    output as 9007199254740992. Name the first such value instead."""
+    suspects = [
+        number
+        for number, column in enumerate(table.columns)
+        if table[column].dtype.kind == "f" and (np.abs(table[column].to_numpy()) >= EXACT_FLOAT_LIMIT).any()
+    ]
+    if not suspects:
+        return
+    text = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    if text.shape != table.shape:
+        return
+    for number in suspects:
+        values = table.iloc[:, number].to_numpy()
+        for row in np.flatnonzero(np.abs(values) >= EXACT_FLOAT_LIMIT).tolist():
+            word = text.iloc[row, number].strip()
+            if word.lstrip("+-").isdigit() and int(word) != int(values[row]):
+                line = _text_lines(path, separator, len(table))(row)
+                raise ContractError(f"{path}, {line}: column {table.columns[number]!r} {_rounded(int(word))}")
+
+
+# Whole numbers beyond this are not all held exactly by a 64-bit float; those beyond int64 by no Parquet column.
+EXACT_FLOAT_LIMIT = 2**53
+INT64 = (-(2**63), 2**63 - 1)
+_BEYOND_INT64 = (
+    "a whole number beyond the 64-bit integers a Parquet column holds (-2**63 to 2**63 - 1); give an ID this "
+    "large as text"
+)
+
+
+def _rounded(value: int) -> str:
+    """What is wrong with a whole number that a column of 64-bit floats would round."""
+    return (
+        f"is {value}, a whole number beyond 2**53 in a column that also holds fractional numbers, which is stored "
+        f"as 64-bit floats: it would become {int(float(value))}; write the column's other values as whole numbers "
+        "(3, not 3.0), or the column as text"
+    )
+
+
 def _parquet_row(position: int) -> str:
     return f"row {position + 1}"
 
@@ -229,7 +271,7 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
 def _first_bad_value(values: pd.Series) -> tuple[int, str]:
     """The position of the first value ``to_plain`` would refuse, and what is wrong with it ('' when none is)."""
     kind = values.dtype.kind
-    if kind in "biu":  # whole numbers and booleans: always plain
+    if kind in "bi":  # signed whole numbers (64 bits at most) and booleans: always plain
         return 0, ""
     if kind == "f":  # NaN is refused before, as an empty value
         infinite = np.isinf(values.to_numpy(dtype=float))
@@ -237,14 +279,37 @@ def _first_bad_value(values: pd.Series) -> tuple[int, str]:
             position = int(infinite.nonzero()[0][0])
             return position, f"is {values.iloc[position]}; parameter values must be finite"
         return 0, ""
-    cells = values.tolist()  # dates, lists, mixed objects...: as parameter_sets will see them
-    if _plain_column(cells):
-        return 0, ""
+    # Dates, lists, mixed objects, unsigned whole numbers (2**63 and above cannot share a Parquet column with
+    # smaller ones)...: as parameter_sets will see them.
+    cells = values.tolist()
+    position, problem = _first_inexact_whole_number(cells)
+    if problem or _plain_column(cells):
+        return position, problem
     for position, value in enumerate(cells):
         try:
             to_plain(value)
         except ContractError:
             return position, _why_not_plain(value)
+    return 0, ""
+
+
+def _first_inexact_whole_number(cells: list[Any]) -> tuple[int, str]:
+    """The first whole number of a mixed column that the output cannot hold as given: one beyond int64, or one
+    beyond 2**53 beside a fractional number (the column is then stored as 64-bit floats); '' when none is."""
+    whole = [
+        (position, int(value))
+        for position, value in enumerate(cells)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    ]
+    if not whole:
+        return 0, ""
+    for position, value in whole:
+        if not INT64[0] <= value <= INT64[1]:
+            return position, f"is {value}, {_BEYOND_INT64}"
+    if any(isinstance(value, float | np.floating) for value in cells):
+        for position, value in whole:
+            if abs(value) > EXACT_FLOAT_LIMIT and int(float(value)) != value:
+                return position, _rounded(value)
     return 0, ""
 
 
@@ -266,9 +331,11 @@ def check_fixed_values(fixed: Mapping[str, Any], where: str) -> None:
                 f"{where}: parameter {str(key)!r} has no value (null); every parameter needs a value"
             )
         try:
-            to_plain(value, str(key))
+            plain = to_plain(value, str(key))
         except ContractError as error:
             raise ContractError(f"{where}: {error}") from error
+        if type(plain) is int and not INT64[0] <= plain <= INT64[1]:
+            raise ContractError(f"{where}: parameter {str(key)!r} is {plain}, {_BEYOND_INT64}")
 
 
 def parameter_sets(
