@@ -253,6 +253,35 @@ def test_a_header_pandas_would_silently_repair_is_refused_naming_the_line(tmp_pa
         read_parameter_table(path)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("p.csv", "beta,gamma\n0.1,0.2\n#0.3,0.4\n0.5,0.6\n", 3),  # beta became a column of text
+        ("p.csv", "beta,gamma\n0.1,0.2\n# dropped\n0.5,0.6\n", 3),  # 'gamma is empty', the cause unsaid
+        ("p.csv", "beta,gamma\n0.1,0.2\n# 0.3,0.4,old\n", 3),  # 'Expected 2 fields in line 3, saw 3'
+        ("p.tsv", "beta\tgamma\n\n0.1\t0.2\n  #0.3\t0.4\n", 4),
+        ("p.csv.gz", 'name,beta\n"A\n#x",0.2\n#B,0.3\n', 4),  # a quoted field's line is not a line's start
+    ],
+    ids=["same-fields", "fewer-fields", "more-fields", "tsv-indented", "gzip-after-a-quoted-line-break"],
+)
+def test_a_commented_out_parameter_set_is_refused_naming_its_line(tmp_path, name, text, line):
+    """A parameter set commented out with '#' was read as data: with as many fields as the header, its first value
+    was the text '#0.3', which made the whole column text (a model that declares no parameters ran with
+    beta = '0.1'); with fewer or more, the message named an empty value or pandas' tokenizer, not the comment.
+    Comment lines are refused like a '#' header is; a quoted value may start with '#'."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    with pytest.raises(
+        ContractError,
+        match=rf"^{re.escape(str(path))}, line {line}: the line starts with '#' .*comment lines are not supported",
+    ):
+        simulate("simcal_models:noisy_line", path, tmp_path / "o")
+    assert not (tmp_path / "o.partial").exists()
+    quoted = tmp_path / "q.csv"
+    quoted.write_text('name,beta\n"#A",0.2\n"B\n#x",0.3\n')
+    assert read_parameter_table(quoted)["name"].tolist() == ["#A", "B\n#x"]
+
+
 def test_a_dataframe_whose_column_names_are_equal_as_text_is_refused(tmp_path):
     """Two columns 'a' broke the value checks with pandas' 'truth value of a Series is ambiguous'; columns '1' and
     1 became one parameter '1', the first value lost."""

@@ -8,6 +8,7 @@ import json
 import math
 import numbers
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -65,6 +66,7 @@ def parameter_table(
     separator = {".csv": ",", ".csv.gz": ","}.get(suffix, "\t")
     try:
         if suffix in {".csv", ".csv.gz", ".tsv", ".tsv.gz", ".tab", ".txt"}:
+            _refuse_comment_lines(path, separator)
             table = pd.read_csv(path, sep=separator)
             _check_header(path, table, separator)
             _refuse_words_read_as_missing(path, table, separator)
@@ -116,6 +118,42 @@ def _data_lines(path: Path, separator: str) -> list[int]:
     except (OSError, csv.Error):
         return []
     return starts[1:]  # the first is the header
+
+
+_COMMENT_LINE = re.compile(r"^[ \t]*#", re.MULTILINE)
+
+
+def _refuse_comment_lines(path: Path, separator: str) -> None:
+    """Refuse a data line that starts with '#' (a parameter set commented out), naming it: pandas reads it as
+    data, the '#' making its first value text (a column of numbers became a column of text) or its missing
+    fields empty values. A '#' header is refused by ``_check_header``; a quoted value may start with '#'."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as handle:
+            if not _COMMENT_LINE.search(handle.read()):  # the usual case: one cheap pass, no csv parsing
+                return
+            handle.seek(0)
+            lines: list[str] = []  # the physical lines of the record being read
+
+            def physical() -> Iterable[str]:
+                for line in handle:
+                    lines.append(line)
+                    yield line
+
+            reader = csv.reader(physical(), delimiter=separator)
+            for number, _ in enumerate(reader):
+                first, start = lines[0], reader.line_num - len(lines) + 1
+                lines.clear()
+                if number and _COMMENT_LINE.match(first):
+                    shown = first.strip()
+                    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                    raise ContractError(
+                        f"{path}, line {start}: the line starts with '#' ({shown!r}); comment lines are not "
+                        "supported (pandas would read it as a parameter set), remove it (or quote a value that "
+                        "starts with '#')"
+                    )
+    except (OSError, csv.Error, EOFError):
+        return  # pandas' reader names what it cannot read
 
 
 def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
