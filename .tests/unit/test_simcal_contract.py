@@ -78,6 +78,82 @@ def test_a_model_module_that_fails_on_import_is_named_with_its_error(tmp_path, m
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
+MODEL_SIGNATURES = """
+import functools
+def one(params): return {}
+def three(params, seed, n): return {}
+def keyword_seed(params, *, seed): return {}
+def keywords(**options): return {}
+class Model:
+    def __call__(self, params, seed): return {}
+class Forgetful:
+    def __call__(self, params): return {}
+forgetful = Forgetful()
+def defaults(params, seed, n=1): return {}
+def varargs(*args, **kwargs): return {}
+def positional(params, seed, /, *rest): return {}
+model = Model()
+class Built:
+    def __init__(self, params, seed): pass
+partial = functools.partial(three, n=3)
+def supplies_n(function):
+    @functools.wraps(function)  # the wrapper gives the model its third argument
+    def wrapper(params, seed):
+        return function(params, seed, 5)
+    return wrapper
+@supplies_n
+def decorated(params, seed, n): return {}
+builtin = max
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "named"),
+    [
+        ("one", r"one\(params\) cannot be called as one\(params, seed\)"),
+        ("three", r"three\(params, seed, n\) cannot be called .*missing a required argument: 'n'"),
+        ("keyword_seed", r"keyword_seed\(params, \*, seed\) cannot be called"),
+        ("keywords", r"keywords\(\*\*options\) cannot be called"),
+        ("forgetful", r"forgetful\(params\) cannot be called"),
+        ("Model", r"Model\(\) cannot be called .*'Model' is a class, .*name an instance in the reference"),
+    ],
+)
+def test_a_model_that_cannot_take_params_and_seed_is_refused_when_imported(
+    tmp_path, monkeypatch, function, named
+):
+    """A model 'def f(params)' or 'def f(params, seed, n)' was imported without a word: every simulation became a
+    failed row holding a TypeError, and the probe stopped the sweep. Its signature is now checked where the
+    reference is resolved, before anything runs, naming the reference and the expected (params, seed)."""
+    (tmp_path / "fuzz_signatures.py").write_text(MODEL_SIGNATURES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        ContractError, match=rf"^model reference 'fuzz_signatures:{function}': {named}"
+    ) as error:
+        simulate(f"fuzz_signatures:{function}", pd.DataFrame({"beta": [0.2]}), tmp_path / "out.parquet")
+    assert "expected (params, seed)" in str(error.value)
+    assert not (tmp_path / "out.parquet.partial").exists()
+
+
+def test_models_python_can_call_with_params_and_seed_are_accepted_whatever_their_shape(tmp_path, monkeypatch):
+    """Defaults, *args/**kwargs, positional-only, an instance with __call__, a class built from (params, seed),
+    functools.partial, a decorator that supplies an argument, and a builtin whose signature Python cannot read."""
+    (tmp_path / "fuzz_signatures.py").write_text(MODEL_SIGNATURES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for function in (
+        "defaults",
+        "varargs",
+        "positional",
+        "model",
+        "Built",
+        "partial",
+        "decorated",
+        "builtin",
+    ):
+        assert callable(resolve_callable(f"fuzz_signatures:{function}"))
+    # Targets and generators take other arguments: only a model's signature is held to (params, seed).
+    assert callable(resolve_callable("fuzz_signatures:one", what="observed-data generator"))
+
+
 def test_bad_reference_fails_before_any_cluster_starts(tmp_path):
     # The scheduler address is unreachable: reaching it would time out after 30 s instead of failing at once.
     started = time.perf_counter()

@@ -46,7 +46,8 @@ def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where:
 
 
 def resolve_callable(reference: str, what: str = "model") -> Callable:
-    """Import ``"package.module:function"`` and return the callable, or fail naming the reference."""
+    """Import ``"package.module:function"`` and return the callable, or fail naming the reference. A ``model``
+    (the default ``what``) must also be callable as ``function(params, seed)`` (``check_model_signature``)."""
     if not isinstance(reference, str) or reference.count(":") != 1:
         raise ContractError(f"{what} reference {reference!r} must look like 'package.module:function'")
     module_name, attribute = reference.split(":")
@@ -75,7 +76,36 @@ def resolve_callable(reference: str, what: str = "model") -> Callable:
         raise ContractError(
             f"{what} reference {reference!r}: {attribute!r} is a {type(target).__name__}, not callable"
         )
+    if what == "model":
+        check_model_signature(target, reference)
     return target
+
+
+def check_model_signature(model: Callable, reference: str) -> None:
+    """Fail naming the reference when ``model`` cannot be called as ``model(params, seed)``, the way every
+    simulation calls it (two positional arguments): before anything runs, not as a TypeError in every row.
+    Defaults, ``*args`` and ``**kwargs`` are accepted as Python would; a decorated function is judged by its
+    wrapper's own signature (the wrapper may supply arguments), an object by its ``__call__``, a
+    ``functools.partial`` by what it leaves; a callable whose signature cannot be read (some builtins) is
+    accepted."""
+    try:
+        signature = inspect.signature(model, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError as error:
+        name = reference.rsplit(":", 1)[-1]
+        hint = (
+            f"; {name!r} is a class, so that call would make an instance: name an instance in the reference "
+            f"(model = {name}(), a module attribute)"
+            if inspect.isclass(model) and any("__call__" in vars(klass) for klass in model.__mro__)
+            else ", any other argument with a default"
+        )
+        raise ContractError(
+            f"model reference {reference!r}: {name}{signature} cannot be called as {name}(params, seed), the way "
+            f"every simulation calls a model ({error}); expected (params, seed){hint}"
+        ) from error
 
 
 def check_options(
