@@ -169,13 +169,15 @@ def _aligned(
 
 def _replicate_mean(
     simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str]
-) -> pd.DataFrame:
-    """Per key present in both: the mean over replicates of the simulated column, and the observed value."""
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Per key present in both: the mean over replicates of the simulated column, and the observed value; and
+    the whole observed series (indexed by the keys), for a target that needs more of it."""
     keys = _keys(on)
     _check_columns(simulated, observed, column, keys)
     _refuse_repeated_simulated(simulated, keys)
     mean = simulated.groupby(keys, sort=False)[column].mean().rename("simulated")
-    return pd.concat([mean, _observed_series(observed, column, keys)], axis=1, join="inner")
+    series = _observed_series(observed, column, keys)
+    return pd.concat([mean, series], axis=1, join="inner"), series
 
 
 def replicate_mean_mse(
@@ -184,7 +186,7 @@ def replicate_mean_mse(
     """MSE between the observed series and the mean over replicates (no penalty for replicate spread). A key
     whose observed value is missing (NaN) is left out, as in ``mean_replicate_mse``; the count likelihoods
     refuse it."""
-    mean = _replicate_mean(simulated, observed, column, on)
+    mean, _ = _replicate_mean(simulated, observed, column, on)
     if mean.empty:
         return float("nan")
     return float(np.mean((mean["simulated"] - mean["observed"]) ** 2))
@@ -264,9 +266,8 @@ def _count_nll(
     log_likelihood,
 ) -> float:
     check_count_options(min_mean=min_mean)
-    mean = _replicate_mean(simulated, observed, column, on)
-    keys = _keys(on)
-    if mean.empty or not _covers(simulated, _observed_series(observed, column, keys), column, keys):
+    mean, series = _replicate_mean(simulated, observed, column, on)
+    if mean.empty or not _covers(simulated, series, column, _keys(on)):
         return float("nan")
     counts = _counts(mean["observed"], column)
     # A replicate mean of 0 where something was observed has likelihood 0; the floor keeps that loss finite (and
