@@ -275,6 +275,23 @@ def test_observed_data_without_rows_are_named_whether_read_or_generated(tmp_path
     assert not output.exists()
 
 
+@pytest.mark.parametrize("name", ["observed.csv", "observed.parquet"])
+def test_a_generators_table_indexed_by_day_keeps_its_days(tmp_path, monkeypatch, name):
+    """A generator returning set_index("day") lost the days without a word (the table was written without its
+    index), so the calibration then said the observed data had no column 'day'. The index is kept as columns, as
+    a model's is."""
+    (tmp_path / "fuzz_generators.py").write_text(
+        "import pandas as pd\n"
+        "def indexed(params, seed):\n"
+        "    return pd.DataFrame({'day': [0, 1, 2], 'cases': [4, 5, 6]}).set_index('day')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    output = tmp_path / name
+    generate_observed("fuzz_generators:indexed", {"beta": 0.3}, output)
+    observed = read_observed(output, ["day", "cases"])
+    assert observed["day"].tolist() == [0, 1, 2] and observed["cases"].tolist() == [4, 5, 6]
+
+
 def test_the_calibrations_fixed_values_are_named_as_fixed_when_observed_data_are_generated(tmp_path):
     output = tmp_path / "observed.csv"
     with pytest.raises(ContractError, match=r"^calibration.fixed: 'populaton' is not a parameter"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from simcal.contract import ContractError, check_options, is_whole_number, resolve_callable
+from simcal.contract import ContractError, check_options, is_whole_number, output_table, resolve_callable
 from simcal.files import read_table, write_table
 from simcal.space import check_fixed, check_parameter_sets
 
@@ -26,7 +26,10 @@ def generate_observed(
 ) -> pd.DataFrame:
     """Call ``generator({**fixed, **true_params}, seed, **options)`` (a ``"module:function"``) and write its table
     atomically (CSV, TSV or Parquet by the output's suffix). ``fixed``: the calibration's fixed parameters, checked
-    and named as such (a typo there is not blamed on the true parameters)."""
+    and named as such (a typo there is not blamed on the true parameters).
+
+    The table's index is kept as columns, as a model's is (``contract.output_table``): a generator that returns
+    ``set_index("day")`` keeps its days."""
     function = resolve_callable(generator, what="observed-data generator")
     # int() would take 7.9 as 7 and '7' as 7; numpy refuses -1 naming nothing
     if not is_whole_number(seed, 0):
@@ -41,6 +44,7 @@ def generate_observed(
             f"observed-data generator {generator!r} returned {type(observed).__name__}"
             f"{' (empty)' if isinstance(observed, pd.DataFrame) else ''}; expected a non-empty pandas DataFrame"
         )
+    observed = output_table(observed)
     write_table(observed, output)
     log.info("wrote %d observed rows from %s (seed %d) to %s", len(observed), generator, seed, output)
     return observed
