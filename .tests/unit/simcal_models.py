@@ -26,6 +26,11 @@ def echo_id(params, seed):
     return {"seen_id": str(params["id"])}
 
 
+def as_observed(params, seed, **options):
+    """An observed-data generator without a declared space: one row per parameter, its value as the count."""
+    return pd.DataFrame({"day": range(len(params)), "cases": list(params.values())})
+
+
 def series(params, seed):
     """A small table per simulation."""
     rng = np.random.default_rng(seed)

@@ -292,6 +292,33 @@ def test_a_generators_table_indexed_by_day_keeps_its_days(tmp_path, monkeypatch,
     assert observed["day"].tolist() == [0, 1, 2] and observed["cases"].tolist() == [4, 5, 6]
 
 
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"true_params": None}, r"observed.true_params has no value \(null\)"),  # YAML 'true_params:'
+        (
+            {"true_params": [{"beta": 0.3}]},
+            r"observed.true_params: expected a mapping of names to values, got list",
+        ),
+        ({"options": ["poisson"]}, r"observed.options: expected a mapping of names to values, got list"),
+        ({"fixed": "days=20"}, r"calibration.fixed: expected a mapping of names to values, got str"),
+        ({"true_params": {"beta": math.nan}}, r"observed.true_params: parameter 'beta' is nan"),
+        ({"true_params": {"beta": None}}, r"observed.true_params: parameter 'beta' has no value \(null\)"),
+        ({"fixed": {"days": math.inf}}, r"calibration.fixed: parameter 'days' is inf"),
+    ],
+    ids=["null", "list", "options-list", "fixed-text", "nan", "value-left-out", "fixed-inf"],
+)
+def test_a_generators_settings_of_the_wrong_kind_or_without_a_value_are_named(tmp_path, settings, named):
+    """dict() of a list or None ended the rule with 'dictionary update sequence element #0 has length 1' or
+    ''NoneType' object is not iterable', naming no setting; a NaN, inf or null true or fixed value reached a
+    generator without a declared space, which wrote NaN observations without a word."""
+    output = tmp_path / "observed.csv"
+    arguments = {"true_params": {"a": 1.0}, **settings}
+    with pytest.raises(ContractError, match=rf"^{named}"):
+        generate_observed("simcal_models:as_observed", output=output, **arguments)
+    assert not output.exists()
+
+
 def test_the_calibrations_fixed_values_are_named_as_fixed_when_observed_data_are_generated(tmp_path):
     output = tmp_path / "observed.csv"
     with pytest.raises(ContractError, match=r"^calibration.fixed: 'populaton' is not a parameter"):

@@ -9,9 +9,17 @@ from typing import Any
 
 import pandas as pd
 
-from simcal.contract import ContractError, check_options, is_whole_number, output_table, resolve_callable
+from simcal.contract import (
+    ContractError,
+    check_options,
+    is_whole_number,
+    mapping_of,
+    output_table,
+    resolve_callable,
+)
 from simcal.files import read_table, write_table
 from simcal.space import check_fixed, check_parameter_sets
+from simcal.tables import check_fixed_values
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +42,22 @@ def generate_observed(
     # int() would take 7.9 as 7 and '7' as 7; numpy refuses -1 naming nothing
     if not is_whole_number(seed, 0):
         raise ContractError(f"observed.seed must be a whole number >= 0, got {seed!r}")
-    check_fixed(generator, dict(fixed or {}), "calibration.fixed")
-    true_params = {**dict(fixed or {}), **dict(true_params)}
+    # YAML gives None for 'true_params:' left empty, a list for '- beta: 0.3': name the setting, not dict().
+    fixed = mapping_of(fixed, "calibration.fixed")
+    if true_params is None:
+        raise ContractError(
+            "observed.true_params has no value (null); give the parameters the observed data are generated at"
+        )
+    true_params = mapping_of(true_params, "observed.true_params")
+    options = mapping_of(options, "observed.options")
+    # The values a parameter table refuses (NaN, inf, null, a list) made NaN observations without a word.
+    check_fixed_values(fixed, "calibration.fixed")
+    check_fixed_values(true_params, "observed.true_params")
+    check_fixed(generator, fixed, "calibration.fixed")
+    true_params = {**fixed, **true_params}
     check_parameter_sets(generator, [true_params], "observed.true_params", ["the true parameters"])
-    check_options(function, dict(options or {}), "observed.options", generator)
-    observed = function(true_params, int(seed), **dict(options or {}))
+    check_options(function, options, "observed.options", generator)
+    observed = function(true_params, int(seed), **options)
     if not isinstance(observed, pd.DataFrame) or observed.empty:
         raise ContractError(
             f"observed-data generator {generator!r} returned {type(observed).__name__}"
