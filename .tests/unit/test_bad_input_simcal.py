@@ -700,3 +700,37 @@ def test_a_series_picture_asked_for_without_a_column_to_draw_names_the_settings(
         visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
                         ["beta"], tmp_path / "sweep.html", {"series": tmp_path / "series.png"}, column=None)  # fmt: skip
     assert not (tmp_path / "sweep.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("names", "named"),
+    [
+        (["gama"], r"parameter_names \['gama'\] are not columns of the (trials|sweep table); it has \["),
+        ("beta", r"parameter_names: expected a list of parameter names, got str 'beta'"),  # YAML's 'beta'
+        ([], r"parameter_names: the list is empty"),
+    ],
+    ids=["misspelt", "a-scalar", "empty"],
+)
+def test_parameter_names_that_are_no_columns_or_no_list_are_named_on_both_pages(tmp_path, names, named):
+    """Both pages failed inside pandas or matplotlib: KeyError 'gama', KeyError 'b' (a YAML scalar read letter by
+    letter), 'Number of columns must be a positive integer, not 0', naming neither the file nor the setting."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
+    pd.DataFrame(
+        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
+    ).to_parquet(tmp_path / "trials.parquet")
+    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
+    (tmp_path / "summary.json").write_text("{}")
+    pd.DataFrame({"param_id": ["p"], "beta": [0.3], "replicates_ok": [1]}).to_parquet(
+        tmp_path / "table.parquet"
+    )
+    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    with pytest.raises(ContractError, match=named):
+        visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", names, tmp_path / "page.html")
+    with pytest.raises(ContractError, match=named):
+        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
+                        names, tmp_path / "sweep.html")  # fmt: skip
+    assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()

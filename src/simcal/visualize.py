@@ -160,6 +160,27 @@ def _require_numbers(path: str | Path, what: str, frame: pd.DataFrame, column: s
         )
 
 
+def _require_parameter_names(path: str | Path, what: str, columns: Sequence[str], names: Any) -> list[str]:
+    """``parameter_names`` as a list of columns of the ``what`` at ``path``: a YAML scalar ('beta', read as its
+    letters), an empty list or a misspelt name failed inside pandas or matplotlib, naming neither."""
+    if (
+        isinstance(names, str)
+        or not isinstance(names, Sequence)
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ContractError(
+            f"parameter_names: expected a list of parameter names, got {type(names).__name__} {names!r}"
+        )
+    if not names:
+        raise ContractError("parameter_names: the list is empty; name at least one parameter to plot against")
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise ContractError(
+            f"{path}: parameter_names {missing} are not columns of the {what}; it has {list(columns)}"
+        )
+    return list(names)
+
+
 def _write_pictures(pictures: dict[str, bytes], png_paths: dict[str, str | Path] | None) -> None:
     for name, path in (png_paths or {}).items():
         if name not in pictures:
@@ -183,6 +204,8 @@ def visualize(
     """Write the HTML page (and, if asked, each picture as its own PNG for ``snakemake --report``)."""
     trials = pd.read_parquet(trials_path)
     best = json.loads(Path(best_path).read_text())
+    parameter_names = _require_parameter_names(trials_path, "trials", list(trials.columns), parameter_names)
+    _require_parameter_names(best_path, "best parameters", list(best["params"]), parameter_names)
     summary = json.loads(Path(summary_path).read_text())
     observed = read_observed(observed_path)
     _require_plot_columns(observed_path, "observed data", list(observed.columns), [on, column])
@@ -291,6 +314,9 @@ def visualize_sweep(
             f"name no series to draw; set both, or drop the series output"
         )
     table = pd.read_parquet(table_path)
+    parameter_names = _require_parameter_names(
+        table_path, "sweep table", list(table.columns), parameter_names
+    )
     summary = json.loads(Path(summary_path).read_text())
     pictures = {"outputs": png_bytes(sweep_outputs_figure(table, parameter_names))}
     if column and on:
