@@ -316,8 +316,10 @@ def test_parameter_table_errors_name_file_line_and_column(tmp_path):
             "beta;gamma\n0.2;0.1\n",
             r"line 1: one column named 'beta;gamma': the file looks separated by ';'",
         ),
+        # 'beta, gamma' (a space after the comma): the model got ' gamma', and params.get("gamma", 0.1) its default.
+        ("p.csv", "beta, gamma\n0.2, 0.1\n", r"line 1: column name ' gamma' begins or ends with a space"),
     ],
-    ids=["extra-field", "repeated-name", "unnamed-index", "comment-line", "semicolons"],
+    ids=["extra-field", "repeated-name", "unnamed-index", "comment-line", "semicolons", "spaced-name"],
 )
 def test_a_header_pandas_would_silently_repair_is_refused_naming_the_line(tmp_path, name, text, named):
     """pandas reads each of these without a word: values shifted a column, a parameter 'beta.1' or 'Unnamed: 0',
@@ -398,6 +400,20 @@ def test_a_word_read_as_a_missing_value_is_named_not_called_empty(tmp_path):
     path.write_text("beta,gamma\n0.2,0.1\n0.3,\n")  # a real gap is still called empty
     with pytest.raises(ContractError, match=r"p\.csv, line 3: column 'gamma' is empty"):
         read_parameter_table(path)
+
+
+@pytest.mark.parametrize("name", ["p.csv", "p.tsv"])
+def test_a_value_of_spaces_only_is_refused_as_empty_naming_its_line(tmp_path, name):
+    """A row of blank cells typed with spaces (' , ') was read as text: a parameter set of ' ' values, and every
+    other value of its columns text too (a = '1', not 1), without a word."""
+    path = tmp_path / name
+    path.write_text("a,b\n1,2\n , \n3,4\n".replace(",", "," if name.endswith(".csv") else "\t"))
+    with pytest.raises(
+        ContractError, match=rf"{name}, line 3: column 'a' is ' ', only spaces; every parameter needs"
+    ):
+        read_parameter_table(path)
+    path.write_text("a,region\n1, EU\n".replace(",", "," if name.endswith(".csv") else "\t"))  # text is kept
+    assert read_parameter_table(path)["region"].tolist() == [" EU"]
 
 
 def test_a_parameter_table_without_rows_or_columns_is_refused_naming_it(tmp_path):

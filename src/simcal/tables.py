@@ -70,6 +70,7 @@ def parameter_table(
             table = pd.read_csv(path, sep=separator)
             _check_header(path, table, separator)
             _refuse_words_read_as_missing(path, table, separator)
+            _refuse_blank_values(path, table, separator)
             _refuse_rounded_whole_numbers(path, table, separator)
         elif suffix in {".parquet", ".pq"}:
             table = pd.read_parquet(path)
@@ -159,7 +160,8 @@ def _refuse_comment_lines(path: Path, separator: str) -> None:
 def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
     """Refuse a header pandas would silently repair or misread: more fields in the rows than names in the header
     (pandas makes the first fields an index, shifting every value one column left), a repeated or empty name
-    (pandas renames them 'beta.1' and 'Unnamed: 1'), a comment line, or another separator than the file's."""
+    (pandas renames them 'beta.1' and 'Unnamed: 1'), a comment line, another separator than the file's, or a
+    name with spaces around it (kept by pandas as part of the name)."""
     names = pd.read_csv(path, sep=separator, header=None, nrows=1, dtype=str, keep_default_na=False)
     names = [str(name).strip() for name in names.iloc[0].tolist()] if len(names) else []
     for number, name in enumerate(names, start=1):
@@ -191,6 +193,30 @@ def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
             f"{path}, line 1: one column named {names[0]!r}: the file looks separated by {others[0]!r}, but a "
             f"{'CSV' if separator == ',' else 'TSV'} file's columns are separated by {separator!r}"
         )
+    spaced = [column for column in table.columns if isinstance(column, str) and column != column.strip()]
+    if spaced:  # 'beta, gamma': the model got ' gamma', and params.get('gamma', default) its default
+        raise ContractError(
+            f"{path}, line 1: column name {spaced[0]!r} begins or ends with a space, which is part of the "
+            f"parameter's name (a model would get {spaced[0]!r}, not {spaced[0].strip()!r}); remove the spaces "
+            "around the names"
+        )
+
+
+def _refuse_blank_values(path: Path, table: pd.DataFrame, separator: str) -> None:
+    """A value of spaces only (a row ' , ' of blank cells) is read as text, which makes its whole column text
+    ('1' for 1): refuse it as the empty value it is, naming its line."""
+    for column in table.columns:
+        values = table[column]
+        if values.dtype.kind in "biufcmM":  # numbers, booleans, times: no text in them
+            continue
+        blank = values.map(lambda value: isinstance(value, str) and not value.strip()).to_numpy(dtype=bool)
+        if blank.any():
+            row = int(blank.nonzero()[0][0])
+            line = _text_lines(path, separator, len(table))(row)
+            raise ContractError(
+                f"{path}, {line}: column {column!r} is {values.iloc[row]!r}, only spaces; every parameter needs "
+                "a value"
+            )
 
 
 def _repeated(names: list[str]) -> list[str]:
