@@ -35,6 +35,7 @@ from simcal.runner import SimTask, SimulationSettings, plan_tasks, run_batch, si
 from simcal.tables import (
     check_fixed_values,
     check_parameter_table,
+    parameter_sets,
     read_parameter_table,
     write_json,
     write_text,
@@ -284,6 +285,19 @@ def test_parameter_tables_in_three_formats(tmp_path, name, sep):
     path = tmp_path / name
     frame.to_parquet(path) if sep is None else frame.to_csv(path, sep=sep, index=False)
     pd.testing.assert_frame_equal(read_parameter_table(path), frame)
+
+
+def test_a_float32_design_gives_the_values_and_param_ids_of_the_same_design_in_a_csv_file(tmp_path):
+    """A design saved as float32 (from numpy or torch) gave the model beta = 0.10000000149011612 and other
+    param_ids than the same design written as CSV (0.1), so neither the values nor a resume matched."""
+    frame = pd.DataFrame({"beta": [0.1, 0.3], "gamma": [0.05, 0.1]})
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    frame.astype(np.float32).to_parquet(tmp_path / "p.parquet")
+    text, narrow = (read_parameter_table(tmp_path / name) for name in ("p.csv", "p.parquet"))
+    assert narrow["beta"].tolist() == [0.1, 0.3] and narrow.dtypes.tolist() == [np.float64, np.float64]
+    planned = [plan_tasks(parameter_sets(table), 1) for table in (text, narrow)]
+    assert planned[0] == planned[1]
+    assert check_parameter_table(frame.astype(np.float16), "params")["gamma"].tolist() == [0.05, 0.1]
 
 
 def test_parameter_table_errors_name_file_line_and_column(tmp_path):

@@ -304,7 +304,8 @@ def dataframe_row_name(index: pd.Index) -> RowName:
 
 def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | None = None) -> pd.DataFrame:
     """Refuse an empty table, reserved column names, and missing, infinite or unsupported values (anything but
-    numbers, strings and booleans), naming ``where``, the row and column.
+    numbers, strings and booleans), naming ``where``, the row and column. A column of 32-bit (or 16-bit) floats
+    comes back as 64-bit floats of the shortest decimal that reads as each value (0.1, not 0.10000000149011612).
 
     ``row_name`` names a row in messages (see ``parameter_table``); by default a DataFrame's row and index label.
     """
@@ -329,6 +330,15 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
         position, problem = _first_bad_value(table[column])
         if problem:
             raise ContractError(f"{where}, {name(position)}: column {column!r} {problem}")
+    narrow = [
+        column
+        for column in table.columns
+        if table[column].dtype.kind == "f" and table[column].dtype.itemsize < 8
+    ]
+    if narrow:  # float32 0.1 (a design saved from numpy or torch) is 0.1 as written, not 0.10000000149011612
+        table = table.copy()
+        for column in narrow:
+            table[column] = table[column].to_numpy().astype(str).astype(np.float64)
     return table
 
 
