@@ -181,6 +181,21 @@ def test_a_missing_parquet_file_is_named_as_missing(tmp_path):
         read_observed(tmp_path / "observed.parquet")
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("day,cases\n0,1\n#1,2\n2,3\n", 3), ("# weekly counts\nday,cases\n0,1\n", 1)],
+    ids=["an-observation", "a-title"],
+)
+def test_an_observed_file_with_a_comment_line_is_refused_naming_the_line(tmp_path, text, line):
+    """An observation commented out was read as data: the day column became text, the up-front checks passed,
+    and the calibration ran its whole design to stop with 'no finite loss', never naming the line. A title
+    line made the header '# weekly counts'. Refused as in a parameter table."""
+    path = tmp_path / "observed.csv"
+    path.write_text(text)
+    with pytest.raises(ContractError, match=rf"observed.csv, line {line}: the line starts with '#'"):
+        read_observed(path, ["day", "cases"])
+
+
 def test_observed_data_without_a_column_asked_for_are_named_with_the_file(tmp_path):
     path = tmp_path / "observed.csv"
     path.write_text("day,cases\n0,1\n")

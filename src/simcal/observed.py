@@ -17,9 +17,9 @@ from simcal.contract import (
     output_table,
     resolve_callable,
 )
-from simcal.files import read_table, write_table
+from simcal.files import read_table, table_format, write_table
 from simcal.space import check_fixed, check_parameter_sets
-from simcal.tables import check_fixed_values
+from simcal.tables import check_fixed_values, refuse_comment_lines
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,12 @@ def generate_observed(
 
 
 def read_observed(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Observed data from CSV, TSV or Parquet; fails naming the file and any missing column."""
+    """Observed data from CSV, TSV or Parquet; fails naming the file and any missing column, and a line of a CSV
+    or TSV file that starts with '#' (an observation commented out), as a parameter table does: pandas reads it
+    as data, which made the day column text and every loss NaN after the design had run."""
+    separator = table_format(path)
+    if separator is not None:
+        refuse_comment_lines(Path(path), separator, header=True)
     observed = read_table(path, "observed data")
     if observed.empty:
         raise ContractError(f"{path}: the observed data have no rows")

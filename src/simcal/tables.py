@@ -66,7 +66,7 @@ def parameter_table(
     separator = {".csv": ",", ".csv.gz": ","}.get(suffix, "\t")
     try:
         if suffix in {".csv", ".csv.gz", ".tsv", ".tsv.gz", ".tab", ".txt"}:
-            _refuse_comment_lines(path, separator)
+            refuse_comment_lines(path, separator)
             table = pd.read_csv(path, sep=separator)
             _check_header(path, table, separator)
             _refuse_words_read_as_missing(path, table, separator)
@@ -124,10 +124,11 @@ def _data_lines(path: Path, separator: str) -> list[int]:
 _COMMENT_LINE = re.compile(r"^[ \t]*#", re.MULTILINE)
 
 
-def _refuse_comment_lines(path: Path, separator: str) -> None:
+def refuse_comment_lines(path: Path, separator: str, header: bool = False) -> None:
     """Refuse a data line that starts with '#' (a parameter set commented out), naming it: pandas reads it as
     data, the '#' making its first value text (a column of numbers became a column of text) or its missing
-    fields empty values. A '#' header is refused by ``_check_header``; a quoted value may start with '#'."""
+    fields empty values. A '#' header is refused by ``_check_header`` (with ``header``, here); a quoted value
+    may start with '#'. Also used for observed data."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as handle:
@@ -145,12 +146,12 @@ def _refuse_comment_lines(path: Path, separator: str) -> None:
             for number, _ in enumerate(reader):
                 first, start = lines[0], reader.line_num - len(lines) + 1
                 lines.clear()
-                if number and _COMMENT_LINE.match(first):
+                if (number or header) and _COMMENT_LINE.match(first):
                     shown = first.strip()
                     shown = shown if len(shown) <= 60 else shown[:57] + "..."
                     raise ContractError(
                         f"{path}, line {start}: the line starts with '#' ({shown!r}); comment lines are not "
-                        "supported (pandas would read it as a parameter set), remove it (or quote a value that "
+                        "supported (pandas would read it as data), remove it (or quote a value that "
                         "starts with '#')"
                     )
     except (OSError, csv.Error, EOFError):
