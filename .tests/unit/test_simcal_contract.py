@@ -605,6 +605,10 @@ def test_whole_numbers_the_output_would_change_are_refused_naming_column_and_row
     assert read_parameter_table(path)["id"].tolist() == [2**53 + 1, 3]
     path.write_text(f"a,id\n0.5,{2**53 + 2}\n0.6,3.0\n")
     assert read_parameter_table(path)["id"].tolist() == [2**53 + 2, 3]
+    # A column of whole numbers made floats by an empty cell: the empty cell is what is wrong.
+    path.write_text(f"a,id\n0.5,{2**53 + 1}\n0.6,\n")
+    with pytest.raises(ContractError, match=r"p\.csv, line 3: column 'id' is empty"):
+        read_parameter_table(path)
 
 
 def test_a_fixed_value_left_out_is_refused_as_an_empty_cell_is(tmp_path):

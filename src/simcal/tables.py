@@ -254,7 +254,9 @@ def _refuse_rounded_whole_numbers(path: Path, table: pd.DataFrame, separator: st
     suspects = [
         number
         for number, column in enumerate(table.columns)
-        if table[column].dtype.kind == "f" and (np.abs(table[column].to_numpy()) >= EXACT_FLOAT_LIMIT).any()
+        if table[column].dtype.kind == "f"
+        and (np.abs(table[column].to_numpy()) >= EXACT_FLOAT_LIMIT).any()
+        and not table[column].isna().any()  # floats because of an empty cell: named as empty, later
     ]
     if not suspects:
         return
