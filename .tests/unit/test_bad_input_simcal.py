@@ -212,6 +212,14 @@ def test_bounds_must_be_finite(low, high):
         parse_bounds({"slope": {"low": low, "high": high}})
 
 
+def test_bounds_whose_range_overflows_a_float_are_named_and_no_design_is_written(tmp_path):
+    """low -1e308, high 1e308 (meant as 'any value'): high - low overflows, and every value drawn was inf, written
+    into the design without a word (the sweep then refused the design file, not the setting)."""
+    with pytest.raises(ContractError, match=r"^design parameters.slope: high - low must be a finite number"):
+        write_design({"slope": {"low": -1e308, "high": 1e308}}, 4, tmp_path / "design.csv")
+    assert not (tmp_path / "design.csv").exists()
+
+
 def test_integer_bounds_beyond_what_a_float_holds_exactly_are_named():
     """Drawn through floats into int64, high 1e20 wrapped around to -2**63 and Optuna failed naming that value."""
     with pytest.raises(ContractError, match=r"parameters.n: an integer parameter's bounds must lie within"):

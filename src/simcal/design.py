@@ -91,6 +91,10 @@ def parse_bounds(
         log_scale, integer = bool(flags["log"]), bool(flags["integer"])
         if not (math.isfinite(low) and math.isfinite(high)):  # an infinite bound would draw inf or NaN values
             raise ContractError(f"{where}.{name}: low and high must be finite numbers, got {low}, {high}")
+        if not math.isfinite(high - low):  # -1e308..1e308: every drawn value was inf, the design unusable
+            raise ContractError(
+                f"{where}.{name}: high - low must be a finite number (at most about 1.8e308), got {low:g}, {high:g}"
+            )
         if not low < high or (log_scale and low <= 0):
             raise ContractError(
                 f"{where}.{name}: need low < high (and low > 0 when log: true), got {low}, {high}"
