@@ -30,7 +30,9 @@ from simcal.contract import (
     replicate_seed,
     replicate_seeds,
     resolve_callable,
+    resolve_model,
 )
+from simcal.observed import generate_observed
 from simcal.runner import SimTask, SimulationSettings, plan_tasks, run_batch, simulate
 from simcal.tables import (
     check_fixed_values,
@@ -81,6 +83,8 @@ def test_a_model_module_that_fails_on_import_is_named_with_its_error(tmp_path, m
 
 MODEL_SIGNATURES = """
 import functools
+import pandas as pd
+def observe(params, seed, noise): return pd.DataFrame({"day": [0], "cases": [1]})
 def one(params): return {}
 def three(params, seed, n): return {}
 def keyword_seed(params, *, seed): return {}
@@ -135,6 +139,22 @@ def test_a_model_that_cannot_take_params_and_seed_is_refused_when_imported(
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
+def test_a_calibration_refuses_a_model_that_cannot_take_params_and_seed_before_it_simulates(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "fuzz_signatures.py").write_text(MODEL_SIGNATURES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        ContractError, match=r"^model reference 'fuzz_signatures:one': one\(params\) cannot be"
+    ):
+        calibrate(
+            "fuzz_signatures:one", pd.DataFrame({"y": [1.0]}), {"a": {"low": 0.0, "high": 1.0}},
+            [{"function": "simcal_calibration_models:distance_to_one"}], tmp_path / "s.parquet",
+            tmp_path / "t.parquet",
+        )  # fmt: skip
+    assert not (tmp_path / "s.parquet.partial").exists()
+
+
 def test_models_python_can_call_with_params_and_seed_are_accepted_whatever_their_shape(tmp_path, monkeypatch):
     """Defaults, *args/**kwargs, positional-only, an instance with __call__, a class built from (params, seed),
     functools.partial, a decorator that supplies an argument, and a builtin whose signature Python cannot read."""
@@ -150,9 +170,14 @@ def test_models_python_can_call_with_params_and_seed_are_accepted_whatever_their
         "decorated",
         "builtin",
     ):
-        assert callable(resolve_callable(f"fuzz_signatures:{function}"))
-    # Targets and generators take other arguments: only a model's signature is held to (params, seed).
+        assert callable(resolve_model(f"fuzz_signatures:{function}"))
+    # Targets and generators take other arguments: only a model's signature is held to (params, seed). A
+    # generator with a required option is looked up as a model for its declared space, and must still run.
     assert callable(resolve_callable("fuzz_signatures:one", what="observed-data generator"))
+    observed = generate_observed(
+        "fuzz_signatures:observe", {"beta": 0.3}, tmp_path / "observed.csv", options={"noise": "none"}
+    )
+    assert observed.to_dict("list") == {"day": [0], "cases": [1]}
 
 
 def test_bad_reference_fails_before_any_cluster_starts(tmp_path):

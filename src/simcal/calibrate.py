@@ -36,7 +36,14 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from simcal.contract import ContractError, check_options, param_id, reject_unknown_keys, resolve_callable
+from simcal.contract import (
+    ContractError,
+    check_options,
+    param_id,
+    reject_unknown_keys,
+    resolve_callable,
+    resolve_model,
+)
 from simcal.design import Bound, Design, parse_bounds
 from simcal.local_search import TrustRegion, floor_scan
 from simcal.observed import read_observed
@@ -505,7 +512,7 @@ def calibrate(
         settings = CalibrationSettings.from_config(settings)
     if not isinstance(simulation, SimulationSettings):
         simulation = SimulationSettings.from_config(simulation)
-    resolve_callable(model_ref)
+    resolve_model(model_ref)  # a bad reference or signature fails here, before anything is written
     fixed = dict(fixed_params or {})
     bounds = check_model_parameters(model_ref, parameters, fixed)
     names = [b.name for b in bounds]

@@ -46,8 +46,7 @@ def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where:
 
 
 def resolve_callable(reference: str, what: str = "model") -> Callable:
-    """Import ``"package.module:function"`` and return the callable, or fail naming the reference. A ``model``
-    (the default ``what``) must also be callable as ``function(params, seed)`` (``check_model_signature``)."""
+    """Import ``"package.module:function"`` and return the callable, or fail naming the reference."""
     if not isinstance(reference, str) or reference.count(":") != 1:
         raise ContractError(f"{what} reference {reference!r} must look like 'package.module:function'")
     module_name, attribute = reference.split(":")
@@ -76,9 +75,16 @@ def resolve_callable(reference: str, what: str = "model") -> Callable:
         raise ContractError(
             f"{what} reference {reference!r}: {attribute!r} is a {type(target).__name__}, not callable"
         )
-    if what == "model":
-        check_model_signature(target, reference)
     return target
+
+
+def resolve_model(reference: str) -> Callable:
+    """``resolve_callable`` of a model, which must also be callable as ``model(params, seed)``
+    (``check_model_signature``). Other references resolved as ``what="model"`` (an observed-data generator whose
+    declared space is looked up) may take required options, so only the sweep and the calibration check."""
+    model = resolve_callable(reference)
+    check_model_signature(model, reference)
+    return model
 
 
 def check_model_signature(model: Callable, reference: str) -> None:

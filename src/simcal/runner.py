@@ -45,7 +45,7 @@ from typing import Any
 import pandas as pd
 
 from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
-from simcal.contract import ContractError, mapping_of, resolve_callable
+from simcal.contract import ContractError, mapping_of, resolve_model
 from simcal.files import FORMATS
 from simcal.isolate import IsolationFailed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
@@ -141,7 +141,7 @@ class Simulator:
         client: Any = None,
         cancel: threading.Event | None = None,
     ):
-        resolve_callable(model_ref)  # a bad reference fails here, before any cluster starts
+        resolve_model(model_ref)  # a bad reference or signature fails here, before any cluster starts
         self.model_ref = model_ref
         self.settings = settings or SimulationSettings()
         self.backend, self.threads = backend, threads
@@ -766,7 +766,7 @@ def simulate(
         raise ContractError(
             f"{output}: the simulations are written as Parquet, not as {suffix!r} text: name the output *.parquet"
         )
-    resolve_callable(model_ref)
+    resolve_model(model_ref)
     mapping_of(backend_options, f"calibration.backend.{backend}")  # before the parts directory is made
     sets, where, row_name = _planned_parameter_sets(parameters, fixed_params)
     check_fixed(model_ref, dict(fixed_params or {}))  # named as fixed, not as the table's first row
