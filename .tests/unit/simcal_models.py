@@ -286,3 +286,14 @@ def misbehaves_alone(params, seed):
         time.sleep(600)
         return {"held": float(held.sum())}
     return pd.DataFrame({"t": [0, 1], "value": [seed % 7, params["a"]]})
+
+
+def whole_beyond_2_53(params, seed):
+    """An output 'n' that is a whole number beyond what a 64-bit float holds exactly (an ID, a hash), in a dict or
+    a table, beside simulations whose 'n' is missing, fractional or that fail."""
+    kind = params["kind"]
+    if kind == "fails":
+        raise RuntimeError("no n")
+    if kind == "table":
+        return pd.DataFrame({"n": [2**53 + 3, 2**53 + 5]})
+    return {"n": {"dict": 2**53 + 1, "missing": None, "half": 1.5}[kind]}

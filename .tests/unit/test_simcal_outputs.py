@@ -8,6 +8,8 @@ table's index is kept as columns unless it holds just the row numbers.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -201,3 +203,36 @@ def test_repeated_names_are_renamed_by_the_output_prefix_rule():
         "output_x",
     ]
     assert unique_names(["a", "b"]) == ["a", "b"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_whole_number_outputs_beyond_2_53_keep_every_digit_beside_gaps_and_failures(
+    tmp_path, client, batch_size
+):
+    """An output beyond 2**53 (an ID) was rounded to the nearest float wherever a 64-bit float column took it: in a
+    batch with a failed simulation or a missing value (pandas widens to float64), and when reading the output
+    (an integer column with gaps). Every digit now reaches the output and read_results, as nullable Int64."""
+    table = pd.DataFrame({"kind": ["dict", "table", "missing", "fails"]})
+    settings = {"batch_size": batch_size, "max_failed_fraction": 0.5, "replicates": 1}
+    simulate("simcal_models:whole_beyond_2_53", table, tmp_path / "o", settings, client=client)
+    result = read_results(tmp_path / "o")
+    n = {kind: rows["n"].tolist() for kind, rows in result.groupby("kind")}
+    assert n["dict"] == [2**53 + 1] and n["table"] == [2**53 + 3, 2**53 + 5], n
+    assert pd.isna(n["missing"][0]) and pd.isna(n["fails"][0])
+    assert result["n"].dtype == "Int64"
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_whole_numbers_beyond_2_53_beside_fractions_are_kept_as_text_and_the_output_is_written(
+    tmp_path, client, batch_size, caplog
+):
+    """2**53 + 1 in one simulation and 1.5 in another: in one batch pandas rounded the first to a float; in two
+    batches every run stopped writing the output (Arrow refuses the lossy cast), after the whole sweep, for
+    ever. No float holds both exactly, so the column is stored as text, with a warning naming it, as a column
+    mixing numbers and text is."""
+    table = pd.DataFrame({"kind": ["dict", "half"]})
+    settings = {"batch_size": batch_size, "replicates": 1}
+    simulate("simcal_models:whole_beyond_2_53", table, tmp_path / "o", settings, client=client)
+    result = read_results(tmp_path / "o").set_index("kind")
+    assert result.loc["dict", "n"] == str(2**53 + 1) and float(result.loc["half", "n"]) == 1.5
+    assert re.search(r"output columns? \[?'n'.* (stored as text|hold values of different types)", caplog.text)

@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simcal.contract import ContractError
 from simcal.tables import atomic_write
 from simcal.tasks import SimTask, simulation_key
-from simcal.worker import FAILED_STATUSES
+from simcal.worker import EXACT_IN_FLOAT, FAILED_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class PartStore:
         wanted: Counter = Counter(self._owner[key] for key in self.planned if key in self._owner)
         parts = [p for p in self.parts() if wanted[p.name]]
         schemas = [pq.read_schema(p).remove_metadata() for p in parts]
-        unified = unify_schemas(schemas) if parts else pa.schema([])
+        unified = whole_numbers_as_text(unify_schemas(schemas), parts, schemas) if parts else pa.schema([])
 
         def write_single_file(tmp: Path) -> None:
             with pq.ParquetWriter(tmp, unified) as writer:
@@ -327,6 +328,38 @@ def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema(fields)
 
 
+def whole_numbers_as_text(unified: pa.Schema, parts: list[Path], schemas: list[pa.Schema]) -> pa.Schema:
+    """The unified schema, with text for a column that whole numbers beyond 2**53 in some parts and fractional
+    numbers in others made floats: no float holds the first exactly (Arrow refuses the cast, so the output could
+    never be written), and text keeps every digit of both, as for a column mixing numbers and text."""
+    fields = []
+    for field in unified:
+        whole_in = [
+            part
+            for part, schema in zip(parts, schemas, strict=True)
+            if field.name in schema.names and pa.types.is_integer(schema.field(field.name).type)
+        ]
+        if pa.types.is_floating(field.type) and any(_beyond_float(part, field.name) for part in whole_in):
+            log.warning(
+                "output column %r holds whole numbers beyond 2**53 in some simulations and fractional numbers in "
+                "others; stored as text, which keeps every digit of both",
+                field.name,
+            )
+            field = pa.field(field.name, pa.large_string())
+        fields.append(field)
+    return pa.schema(fields)
+
+
+def _beyond_float(part: Path, column: str) -> bool:
+    return _extreme(pq.read_table(part, columns=[column])[column]) > EXACT_IN_FLOAT
+
+
+def _extreme(column: pa.ChunkedArray) -> int:
+    """The largest magnitude in an integer column (0 when it holds none)."""
+    extremes = pc.min_max(column).as_py().values()
+    return max((abs(v) for v in extremes if v is not None), default=0)
+
+
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = [
         _cast(table[f.name], f) if f.name in table.column_names else pa.nulls(len(table), f.type)
@@ -361,5 +394,13 @@ def read_results(path: str | Path) -> pd.DataFrame:
     Rows come sorted by (param_id, replicate), keeping each simulation's own row order, so the result does not
     depend on which batch finished first.
     """
-    frame = pd.read_parquet(path)
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    for name in table.column_names:
+        # pandas reads an integer column with gaps as float64, rounding whole numbers beyond 2**53: those keep
+        # every digit as a nullable integer column instead (the others stay float64, as pandas reads them)
+        column = table[name]
+        if pa.types.is_integer(column.type) and column.null_count and _extreme(column) > EXACT_IN_FLOAT:
+            kind = "UInt64" if pa.types.is_unsigned_integer(column.type) else "Int64"
+            frame[name] = pd.array(column.to_pylist(), dtype=kind)
     return frame.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)

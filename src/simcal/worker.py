@@ -430,7 +430,60 @@ def _assemble(records, frames, frame_keys) -> pd.DataFrame:
     if records:
         parts.append(pd.DataFrame.from_records(records))
     result = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return order_columns(result)
+    return order_columns(_whole_numbers_kept(result, records, frames, frame_keys))
+
+
+EXACT_IN_FLOAT = 2**53  # a 64-bit float holds every whole number up to this, and not every one beyond it
+
+
+def _whole_numbers_kept(result: pd.DataFrame, records, frames, frame_keys) -> pd.DataFrame:
+    """The batch's rows with every digit of whole numbers beyond 2**53 (an ID, a hash) that pandas put into a
+    float column: beside a missing value or a failed simulation's row (then the column becomes nullable Int64), or
+    beside a fractional number, where no numeric type holds both (then it stays as the values were, and
+    ``part_table`` stores it as text, naming it)."""
+    for column in result.columns:
+        values = result[column]
+        if isinstance(values, pd.DataFrame) or values.dtype.kind != "f":
+            continue
+        if (
+            not np.nanmax(np.abs(values.to_numpy(dtype="float64", na_value=np.nan)), initial=0)
+            >= EXACT_IN_FLOAT
+        ):
+            continue  # a rounded whole number is still at least 2**53: none was rounded
+        given = _given_values(column, records, frames, frame_keys)
+        if not any(_beyond_float(value) for value in given):
+            continue
+        whole = all(_missing(value) or _is_whole(value) for value in given)
+        try:
+            result[column] = pd.array(given, dtype="Int64") if whole else pd.Series(given, dtype=object)
+        except (OverflowError, TypeError, ValueError):  # beyond int64 too: as the values were
+            result[column] = pd.Series(given, dtype=object)
+    return result
+
+
+def _given_values(column: str, records, frames, frame_keys) -> list[Any]:
+    """The column's values as the model (or the parameters) gave them, in ``_assemble``'s row order."""
+    values: list[Any] = []
+    for frame, keys in zip(frames, frame_keys, strict=True):
+        held = frame[column] if column in frame.columns else None
+        if isinstance(held, pd.Series):
+            values.extend(held.tolist())
+        else:
+            values.extend([keys.get(column)] * len(frame))
+    values.extend(record.get(column) for record in records)
+    return values
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _beyond_float(value: Any) -> bool:
+    return _is_whole(value) and abs(int(value)) > EXACT_IN_FLOAT
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
