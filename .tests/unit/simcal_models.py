@@ -297,3 +297,8 @@ def whole_beyond_2_53(params, seed):
     if kind == "table":
         return pd.DataFrame({"n": [2**53 + 3, 2**53 + 5]})
     return {"n": {"dict": 2**53 + 1, "missing": None, "half": 1.5}[kind]}
+
+
+def params_only(params):
+    """A model written without the seed argument every simulation passes."""
+    return {"y": 1.0}

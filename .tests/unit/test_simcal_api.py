@@ -178,3 +178,17 @@ def test_a_simulation_the_worker_cannot_run_alone_is_a_failed_row_as_in_a_sweep(
     assert "IsADirectoryError" in error and f"so {ISOLATION_FAILURES} time(s), the limit" in error, error
     assert "The model itself was not seen to fail" in error, error
     assert count.read_text().split() == ["alone"] * ISOLATION_FAILURES
+
+
+def test_a_model_that_cannot_take_params_and_seed_is_refused_by_submit_on_every_backend():
+    """submit() resolved the reference but not its signature: a model without the seed argument went to a
+    worker (or to the simulation service) and came back as a failed row with a TypeError. It is refused at
+    submit, as a sweep refuses it, before any client or service is used."""
+    expected = (
+        r"simcal_models:params_only.: params_only\(params\) cannot be called as params_only\(params, seed\)"
+    )
+    with pytest.raises(ContractError, match=expected):
+        submit("simcal_models:params_only", {"a": 1}, client=object())
+    with SimulationService(backend="service", backend_options={"url": "http://127.0.0.1:1"}) as service:
+        with pytest.raises(ContractError, match=expected):
+            service.submit("simcal_models:params_only", {"a": 1})

@@ -36,7 +36,7 @@ from simcal.contract import (
     is_whole_number,
     param_id,
     replicate_seed,
-    resolve_callable,
+    resolve_model,
 )
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
@@ -140,7 +140,7 @@ def submit(
     replicate) exactly as in a sweep with the same settings."""
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
-    resolve_callable(fn_ref)  # a bad reference fails here, not on a worker
+    resolve_model(fn_ref)  # a bad reference or signature fails here, not on a worker
     if client is None:
         from distributed import default_client
 
@@ -376,7 +376,7 @@ class SimulationService:
             return submit(
                 fn_ref, params, seed, replicate=replicate, client=self.client, settings=self.settings
             )
-        resolve_callable(fn_ref)
+        resolve_model(fn_ref)
         task = _task(fn_ref, params, None, replicate, self.settings)
         _check_whole_number("seed", seed)  # as on the other backends, before comparing it with the service's
         if seed is not None and int(seed) != task.seed:
