@@ -30,6 +30,7 @@ from snakemake_executor_plugin_kubernetes_kueue.jobs import (
 from testkit import REPO
 
 sys.path.insert(0, str(REPO / ".tests" / "integration" / "k8s"))
+from apistandin import ApiStandIn  # noqa: E402
 from harness import snakemake_command  # noqa: E402
 
 TINY = ".tests/integration/k8s/Snakefile"
@@ -244,6 +245,73 @@ def test_completing_a_job_twice_changes_nothing():
     pod = once["spec"]["template"]["spec"]
     assert [v["name"] for v in pod["volumes"]] == ["workdir", "secret-0", "secret-1"]
     assert [m["name"] for m in pod["containers"][0]["volume_mounts"]] == ["workdir", "secret-0", "secret-1"]
+
+
+class RecordingBatchApi:
+    """A ``BatchV1Api`` that keeps the Job it is asked to create, as the API server receives it."""
+
+    def create_namespaced_job(self, namespace, body, **kwargs):
+        self.sent = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            **kubernetes.client.ApiClient().sanitize_for_serialization(body),
+        }
+        return body
+
+
+def job_sent_for(resources: dict, completion: JobCompletion) -> dict:
+    """The Job the kubernetes executor 0.5.1 builds (its own ``run_job``) for a job with these resources, as this
+    executor completes and sends it."""
+    import snakemake_executor_plugin_kubernetes as stock
+
+    recorder = RecordingBatchApi()
+    executor = SimpleNamespace(
+        format_job_exec=lambda job: "python -m snakemake",
+        run_namespace="run",
+        container_image="registry/image:cpu",
+        persistent_volumes=[],
+        logger=SimpleNamespace(debug=lambda *a: None, info=lambda *a: None, error=lambda *a: None),
+        secret_envvars={},
+        k8s_cpu_scalar=0.95,
+        k8s_service_account_name="snakemake-jobs",
+        privileged=False,
+        workflow=SimpleNamespace(deployment_settings=SimpleNamespace(deployment_method=set())),
+        _kubernetes_retry=lambda call: call(),
+        namespace="snakemake",
+        report_job_submission=lambda info: None,
+        batchapi=CompletingBatchApi(recorder, completion),
+    )
+    job = SimpleNamespace(resources={"_cores": 1, **resources}, jobid=1, attempt=1, is_containerized=False)
+    stock.Executor.run_job(executor, job)
+    return recorder.sent
+
+
+def api_problems(job: dict, tmp_path) -> list[str]:
+    """What the API stand-in refuses in a Job: the Kubernetes OpenAPI schema (strict) and the GPU limit rule."""
+    return ApiStandIn(pods_root=tmp_path / "pods", pod_path=os.environ["PATH"]).problems(job)
+
+
+@pytest.mark.parametrize("manufacturer, resource", [("nvidia", "nvidia.com/gpu"), ("amd", "amd.com/gpu")])
+def test_a_gpu_rule_without_scale_0_still_sends_a_job_the_api_accepts(tmp_path, manufacturer, resource):
+    """A researcher copies a GPU rule's set-resources and leaves out `scale: 0`: the kubernetes executor then
+    requests the GPU without a limit, which the API server refuses ("Limit must be set for non overcommitable
+    resources"), stopping the run. The GPU's limit is added; CPU and memory keep their requests only."""
+    completion = JobCompletion(queue_name="snakemake", gpu_container_image="registry/image:cu130")
+    job = job_sent_for({"mem_mb": 2048, "gpu": 1, "gpu_manufacturer": manufacturer}, completion)
+    assert api_problems(job, tmp_path) == []
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {resource: "1"}
+    assert container["resources"]["requests"][resource] == "1"
+    assert container["image"] == "registry/image:cu130"
+    with_scale_0 = job_sent_for(
+        {"mem_mb": 2048, "gpu": 1, "gpu_manufacturer": manufacturer, "scale": 0}, completion
+    )
+    assert api_problems(with_scale_0, tmp_path) == []
+    assert with_scale_0["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
+        "cpu": "1000m",
+        "memory": "2048M",
+        resource: "1",
+    }
 
 
 class StatusReads:

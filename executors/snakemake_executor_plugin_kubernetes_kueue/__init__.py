@@ -10,7 +10,7 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
 * a failed pod's log is read without ``previous=True`` (see ``jobs.SafeLogCoreApi``): a failed Job fails
   that one job, which Snakemake retries, instead of aborting the run;
 * Jobs that request a GPU run ``--kubernetes-kueue-gpu-container-image`` (the CUDA build), others the run's
-  ``container-image``; ``--kubernetes-kueue-env`` and ``--kubernetes-kueue-secret-volumes`` add plain
+  ``container-image``; a GPU request gets the equal limit Kubernetes requires, also without ``scale: 0``; ``--kubernetes-kueue-env`` and ``--kubernetes-kueue-secret-volumes`` add plain
   environment variables and read-only Secret mounts (e.g. the Dask TLS certificates) to every pod;
 * pods do not pip-install the storage plugin at start (the image carries it), so they need no package index;
 * API calls answered 429 or 5xx are sent again (``executor.KueueExecutor._kubernetes_retry``); a job whose

@@ -77,7 +77,12 @@ class JobCompletion:
         template.metadata.labels = {**(template.metadata.labels or {}), **pod_labels}
         container = template.spec.containers[0]
         requests = (container.resources.requests or {}) if container.resources else {}
-        if self.gpu_container_image and any(name in requests for name in GPU_RESOURCES):
+        gpus = {name: requests[name] for name in GPU_RESOURCES if name in requests}
+        if gpus:
+            # The API server refuses an extended resource requested without an equal limit ("Limit must be set
+            # for non overcommitable resources"); the kubernetes executor writes limits only with `scale: 0`.
+            container.resources.limits = {**(container.resources.limits or {}), **gpus}
+        if self.gpu_container_image and gpus:
             container.image = self.gpu_container_image
         # Idempotent: the kubernetes executor sends the same body again after re-authenticating, and this
         # executor after a transient error; a second copy of a variable or volume would be refused (422).
