@@ -314,6 +314,17 @@ def test_a_gpu_rule_without_scale_0_still_sends_a_job_the_api_accepts(tmp_path, 
     }
 
 
+def test_a_rule_given_0_gpus_runs_the_cpu_image(tmp_path):
+    """`gpu: 0` (say, an evaluation rule moved to the CPU in a later profile) still makes the kubernetes executor
+    write an nvidia.com/gpu request, of 0: that Job asks for no GPU and runs container-image, not the CUDA one."""
+    completion = JobCompletion(queue_name="snakemake", gpu_container_image="registry/image:cu130")
+    job = job_sent_for({"mem_mb": 2048, "gpu": 0, "gpu_manufacturer": "nvidia", "scale": 0}, completion)
+    assert api_problems(job, tmp_path) == []
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry/image:cpu"
+    one = job_sent_for({"mem_mb": 2048, "gpu": 1, "gpu_manufacturer": "nvidia", "scale": 0}, completion)
+    assert one["spec"]["template"]["spec"]["containers"][0]["image"] == "registry/image:cu130"
+
+
 class StatusReads:
     """A ``BatchV1Api`` whose status reads of one Job answer ``(suspended, startTime in seconds)`` in turn."""
 

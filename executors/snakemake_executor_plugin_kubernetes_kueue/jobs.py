@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import kubernetes.client
 import urllib3
 from kubernetes.client.rest import ApiException
+from kubernetes.utils import parse_quantity
 from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import SecretVolume
@@ -82,7 +83,8 @@ class JobCompletion:
             # The API server refuses an extended resource requested without an equal limit ("Limit must be set
             # for non overcommitable resources"); the kubernetes executor writes limits only with `scale: 0`.
             container.resources.limits = {**(container.resources.limits or {}), **gpus}
-        if self.gpu_container_image and gpus:
+        # `gpu: 0` (a rule moved to the CPU in a later profile) still writes a request, of 0 GPUs: a CPU Job.
+        if self.gpu_container_image and any(parse_quantity(count) > 0 for count in gpus.values()):
             container.image = self.gpu_container_image
         # Idempotent: the kubernetes executor sends the same body again after re-authenticating, and this
         # executor after a transient error; a second copy of a variable or volume would be refused (422).
