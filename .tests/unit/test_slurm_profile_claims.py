@@ -351,6 +351,19 @@ def test_the_profile_renders_without_sbatch_and_with_the_checks_on(render):
     assert rendered["executor"] == "slurm"
 
 
+@pytest.mark.parametrize("value", ["false", "0", "no", "disabled"])
+def test_a_checks_switch_other_than_on_or_off_is_refused(render, value):
+    """README ("Parameters"): `off` skips the checks. A researcher who writes another word for it would
+    otherwise get the checks anyway, without a word; `OFF` and ` on ` are read as meant."""
+    with pytest.raises(
+        yte.exceptions.YteError, match=rf"SNAKEMAKE_SLURM_CHECKS='{value}': expected on or off"
+    ):
+        render(OSC_PROJECT="pas1234", SNAKEMAKE_SLURM_CHECKS=value)
+    for meant in ("OFF", " on ", "Off"):
+        rendered, _ = render(OSC_PROJECT="pas1234", SNAKEMAKE_SLURM_CHECKS=meant)
+        assert rendered["executor"] == "slurm"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Memory per core (README "Memory") and the values the README names
 # ---------------------------------------------------------------------------------------------------------------
