@@ -259,18 +259,24 @@ class RecordingBatchApi:
         return body
 
 
-def job_sent_for(resources: dict, completion: JobCompletion) -> dict:
-    """The Job the kubernetes executor 0.5.1 builds (its own ``run_job``) for a job with these resources, as this
-    executor completes and sends it."""
-    import snakemake_executor_plugin_kubernetes as stock
+def kueue_executor(completion: JobCompletion, warnings: list[str] | None = None):
+    """The executor with what its run_job and the kubernetes executor's read (no cluster): its Jobs go to a
+    RecordingBatchApi, ``executor.batchapi._api``."""
+    from snakemake_executor_plugin_kubernetes_kueue.executor import KueueExecutor
 
-    recorder = RecordingBatchApi()
-    executor = SimpleNamespace(
+    def quiet(*args):
+        return None
+
+    executor = KueueExecutor.__new__(KueueExecutor)
+    attributes = dict(
+        completion=completion,
         format_job_exec=lambda job: "python -m snakemake",
         run_namespace="run",
         container_image="registry/image:cpu",
         persistent_volumes=[],
-        logger=SimpleNamespace(debug=lambda *a: None, info=lambda *a: None, error=lambda *a: None),
+        logger=SimpleNamespace(
+            debug=quiet, info=quiet, error=quiet, warning=quiet if warnings is None else warnings.append
+        ),
         secret_envvars={},
         k8s_cpu_scalar=0.95,
         k8s_service_account_name="snakemake-jobs",
@@ -279,11 +285,22 @@ def job_sent_for(resources: dict, completion: JobCompletion) -> dict:
         _kubernetes_retry=lambda call: call(),
         namespace="snakemake",
         report_job_submission=lambda info: None,
-        batchapi=CompletingBatchApi(recorder, completion),
     )
-    job = SimpleNamespace(resources={"_cores": 1, **resources}, jobid=1, attempt=1, is_containerized=False)
-    stock.Executor.run_job(executor, job)
-    return recorder.sent
+    for name, value in attributes.items():
+        setattr(executor, name, value)
+    executor.batchapi = RecordingBatchApi()  # wrapped by the executor in its CompletingBatchApi
+    return executor
+
+
+def job_sent_for(resources: dict, completion: JobCompletion, rule: str = "rule", executor=None) -> dict:
+    """The Job the kubernetes executor 0.5.1 builds (its own ``run_job``) for a job with these resources, as this
+    executor checks, completes and sends it."""
+    executor = executor or kueue_executor(completion)
+    job = SimpleNamespace(
+        name=rule, resources={"_cores": 1, **resources}, jobid=1, attempt=1, is_containerized=False
+    )
+    executor.run_job(job)
+    return executor.batchapi._api.sent
 
 
 def api_problems(job: dict, tmp_path) -> list[str]:
@@ -323,6 +340,60 @@ def test_a_rule_given_0_gpus_runs_the_cpu_image(tmp_path):
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry/image:cpu"
     one = job_sent_for({"mem_mb": 2048, "gpu": 1, "gpu_manufacturer": "nvidia", "scale": 0}, completion)
     assert one["spec"]["template"]["spec"]["containers"][0]["image"] == "registry/image:cu130"
+
+
+@pytest.mark.parametrize(
+    "resources, given",
+    [({"gpu": 1}, "is not set"), ({"gpu": 1, "gpu_manufacturer": "nvida"}, "is 'nvida', not nvidia or amd")],
+)
+def test_a_gpu_without_a_known_manufacturer_stops_naming_the_rule_and_the_fix(resources, given):
+    """The kubernetes executor refuses such a job with "GPU requested but no manufacturer set", naming neither
+    the rule nor where to set it; the run stops at that job."""
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"))
+    with pytest.raises(WorkflowError) as refused:
+        job_sent_for(resources, executor.completion, rule="kd_gat_train_new", executor=executor)
+    assert str(refused.value) == (
+        f"rule kd_gat_train_new: resource gpu=1 but gpu_manufacturer {given}: the Job would not know which GPU "
+        "to request. Set them together, e.g. under set-resources in profiles/k8s/config.yaml: "
+        "kd_gat_train_new: {gpu: 1, gpu_manufacturer: nvidia, scale: 0}"
+    )
+    assert not hasattr(executor.batchapi._api, "sent")
+    sent = job_sent_for({"gpu": 1, "gpu_manufacturer": "NVIDIA"}, executor.completion)
+    assert sent["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
+
+
+def test_a_misspelt_resource_is_named_once_per_rule_and_the_job_still_runs():
+    """Snakemake accepts any resource name, and the kubernetes executor ignores those it does not read: `gpus: 1`
+    would run a GPU rule on the CPU without a word. Names close to one it reads are warned about, once per rule;
+    a workflow's own resources (gpu_mem_mb, group_slot) and other executors' (slurm_partition) are not."""
+    warnings = []
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"), warnings)
+    resources = {
+        "mem_mb": 2048,
+        "gpus": 1,
+        "mem_gb": 16,
+        "cpus": 4,
+        "gpu_mem_mb": 300,
+        "group_slot": 1,
+        "slurm_partition": "gpu",
+        "runtime": 60,
+    }
+    for _ in range(2):
+        sent = job_sent_for(resources, executor.completion, rule="train", executor=executor)
+    assert sent["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "950m",
+        "memory": "2048M",
+    }
+    prefix = "kubernetes-kueue: rule train: resource"
+    suffix = "is not read by the kubernetes-kueue executor, so its Jobs ask for nothing of it; did you mean"
+    assert warnings == [
+        f"{prefix} 'gpus' {suffix} 'gpu'?",
+        f"{prefix} 'mem_gb' {suffix} 'mem_mb' (in MB; or 'mem' with its unit, e.g. '16G')?",
+        f"{prefix} 'cpus' {suffix} the rule's threads (threads: or --set-threads), which set the Job's CPU "
+        "request?",
+    ]
 
 
 class StatusReads:

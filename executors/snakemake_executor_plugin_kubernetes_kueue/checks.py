@@ -5,7 +5,9 @@ Pure Python (no kubernetes client), so the rules are unit-tested on their own.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Kubernetes object names of namespaces, LocalQueues and ServiceAccounts are DNS-1123 labels/subdomains; the
@@ -150,3 +152,51 @@ def check_workload_identity_annotations(
             f"placeholder {WORKLOAD_IDENTITY_CLIENT_ID} of profiles/k8s/serviceaccount.yaml: {fix}"
         )
     return client_id
+
+
+# Resources the kubernetes executor (0.5.1, run_job) turns into the Job, and those Snakemake itself sets or derives.
+READ_RESOURCES = ("mem_mb", "disk_mb", "gpu", "gpu_manufacturer", "scale", "machine_type")
+SNAKEMAKE_RESOURCES = ("_cores", "_nodes", "tmpdir", "mem", "mem_mib", "disk", "disk_mib", "runtime")
+# Other words for a CPU count: on Kubernetes the Job's CPU request is the rule's threads.
+CPU_WORDS = frozenset({"cpu", "cpus", "cores", "ncpus", "ncores", "num_cpus", "cpus_per_task"})
+GPU_MANUFACTURERS = ("nvidia", "amd")
+
+
+def check_gpu_manufacturer(rule: str, resources: Mapping) -> None:
+    """A job with a `gpu` resource needs `gpu_manufacturer` nvidia or amd; the kubernetes executor refuses it
+    otherwise, in words that name neither the rule nor where to set it."""
+    if "gpu" not in resources:
+        return
+    manufacturer = resources.get("gpu_manufacturer")
+    if isinstance(manufacturer, str) and manufacturer.lower() in GPU_MANUFACTURERS:
+        return
+    given = "is not set" if not manufacturer else f"is {manufacturer!r}, not nvidia or amd"
+    raise SettingError(
+        f"rule {rule}: resource gpu={resources['gpu']} but gpu_manufacturer {given}: the Job would not know "
+        f"which GPU to request. Set them together, e.g. under set-resources in {PROFILE}: "
+        f"{rule}: {{gpu: 1, gpu_manufacturer: nvidia, scale: 0}}"
+    )
+
+
+def unread_resource_warnings(rule: str, resources: Mapping) -> list[str]:
+    """Resources of a job that look like a misspelt one the executor reads (`gpus` for `gpu`, `mem_gb` for
+    `mem_mb`): Snakemake accepts any name, and the Job would silently ask for nothing of it. Names far from
+    every resource read (a workflow's own, another executor's) are not mentioned."""
+    warnings = []
+    for name in resources:
+        if name in READ_RESOURCES or name in SNAKEMAKE_RESOURCES:
+            continue
+        if name.lower() in CPU_WORDS:
+            meant = "the rule's threads (threads: or --set-threads), which set the Job's CPU request"
+        else:
+            close = difflib.get_close_matches(name, READ_RESOURCES + SNAKEMAKE_RESOURCES, n=1, cutoff=0.8)
+            if not close:
+                continue
+            meant = f"{close[0]!r}"
+            if close[0].endswith("_mb"):
+                meant += f" (in MB; or {close[0][:-3]!r} with its unit, e.g. '16G')"
+        warnings.append(
+            f"rule {rule}: resource {name!r} is not read by the kubernetes-kueue executor, so its Jobs ask for "
+            f"nothing of it; did you mean {meant}?"
+        )
+    return warnings

@@ -15,11 +15,13 @@ from .checks import (
     PROFILE,
     SUPPORTED_KUEUE,
     SettingError,
+    check_gpu_manufacturer,
     check_local_queue_active,
     check_name,
     check_storage_account,
     check_workload_identity_annotations,
     parse_env,
+    unread_resource_warnings,
 )
 from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi, describe_api_error, is_transient
 
@@ -53,6 +55,19 @@ class KueueExecutor(kubernetes_plugin.Executor):
             raise WorkflowError(str(error)) from None
         # Only now the kubernetes executor starts: it creates the run's Secret and, from here on, Jobs.
         super().__post_init__()
+
+    def run_job(self, job):
+        resources = dict(job.resources)
+        try:
+            check_gpu_manufacturer(job.name, resources)
+        except SettingError as error:
+            raise WorkflowError(str(error)) from None
+        warned = self.__dict__.setdefault("_resource_warnings", set())
+        for warning in unread_resource_warnings(job.name, resources):
+            if warning not in warned:  # once per rule and name, not per job
+                warned.add(warning)
+                self.logger.warning(f"kubernetes-kueue: {warning}")
+        super().run_job(job)
 
     # The kubernetes executor assigns these (also when it re-authenticates); wrapping them here is how it
     # submits completed Jobs and reads logs safely, without a copy of its code.
