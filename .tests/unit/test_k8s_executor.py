@@ -499,6 +499,37 @@ def test_an_unset_gpu_image_is_warned_about_before_any_job(gpu_image):
         assert "'registry/image:cpu'" in warning and "profiles/k8s/config.yaml" in warning
 
 
+@pytest.mark.parametrize(
+    "image, pinned",
+    [
+        ("ghcr.io/kd-gat/snakemake-gpu-catalog", False),
+        ("ghcr.io/kd-gat/snakemake-gpu-catalog:latest", False),
+        ("localhost:5000/snakemake-gpu-catalog", False),  # a registry's port is no tag
+        ("localhost:5000/snakemake-gpu-catalog:snakemake-9.27.1-cu130", True),
+        ("ghcr.io/kd-gat/snakemake-gpu-catalog@sha256:" + "0" * 64, True),
+    ],
+)
+def test_an_image_without_a_tag_is_warned_about_before_any_job(image, pinned):
+    """README: the pods' Snakemake must be the driver's. An image without a tag pulls :latest, whatever that is
+    today, and Kubernetes accepts it without a word."""
+    for setting, changes in (
+        ("kubernetes-kueue-gpu-container-image", {"gpu_container_image": image}),
+        ("container-image", {}),
+    ):
+        warnings = []
+        executor = executor_before_the_cluster(warnings)
+        if not changes:
+            executor.workflow.remote_execution_settings.container_image = image
+        executor._check_local_settings(local_settings(**changes))
+        if pinned:
+            assert warnings == []
+        else:
+            (warning,) = warnings
+            assert warning.startswith(
+                f"{setting} {image!r} has no tag (or is :latest): each pod runs whatever"
+            )
+
+
 def test_every_setting_reaches_the_jobs():
     """What the profile sets (identity, image, env, Secret mounts) is what every Job gets, not the default."""
     settings = local_settings(

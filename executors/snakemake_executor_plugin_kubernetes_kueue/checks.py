@@ -154,6 +154,22 @@ def check_workload_identity_annotations(
     return client_id
 
 
+def unpinned_image_warning(setting: str, image: str | None) -> str | None:
+    """An image without a tag or digest (or tagged latest) runs whatever was pushed last: the pods' Snakemake
+    and library may then differ from the driver's, which plans the DAG the pods execute."""
+    if not image:
+        return None
+    last = image.rsplit("/", 1)[-1]  # a registry's :port is not a tag
+    name, colon, tag = last.partition(":")
+    if "@" in last or (colon and tag and tag != "latest"):
+        return None
+    return (
+        f"{setting} {image!r} has no tag (or is :latest): each pod runs whatever image was pushed last, whose "
+        "Snakemake and library may not be the driver's; pin it, as profiles/k8s/config.yaml does "
+        "(:snakemake-<version>-<variant>) or by digest (@sha256:...)"
+    )
+
+
 # Resources the kubernetes executor (0.5.1, run_job) turns into the Job, and those Snakemake itself sets or derives.
 READ_RESOURCES = ("mem_mb", "disk_mb", "gpu", "gpu_manufacturer", "scale", "machine_type")
 SNAKEMAKE_RESOURCES = ("_cores", "_nodes", "tmpdir", "mem", "mem_mib", "disk", "disk_mib", "runtime")

@@ -21,6 +21,7 @@ from .checks import (
     check_storage_account,
     check_workload_identity_annotations,
     parse_env,
+    unpinned_image_warning,
     unread_resource_warnings,
 )
 from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi, describe_api_error, is_transient
@@ -293,6 +294,13 @@ class KueueExecutor(kubernetes_plugin.Executor):
             self.logger.warning(
                 GPU_IMAGE_UNSET.format(image=self.workflow.remote_execution_settings.container_image)
             )
+        for setting, image in (
+            ("container-image", self.workflow.remote_execution_settings.container_image),
+            ("kubernetes-kueue-gpu-container-image", settings.gpu_container_image),
+        ):
+            warning = unpinned_image_warning(setting, image)
+            if warning:
+                self.logger.warning(warning)
         return JobCompletion(
             queue_name=queue,
             workload_identity=settings.workload_identity,
