@@ -549,6 +549,26 @@ def test_every_setting_reaches_the_jobs():
     )
 
 
+def test_a_mapping_under_kubernetes_kueue_env_reaches_no_pod(tmp_path):
+    """Environment variables are a mapping almost everywhere else (a pod's env, docker compose), but Snakemake's
+    profile parser passes a mapping on only for its own keys (set-resources, config, ...): under
+    kubernetes-kueue-env it is dropped before the executor sees it, so profiles/k8s/config.yaml warns."""
+    import yaml
+    from snakemake.cli import parse_args
+    from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+    profile = yaml.safe_load((REPO / "profiles" / "k8s" / "config.yaml").read_text())
+    plugin = ExecutorPluginRegistry().get_plugin("kubernetes-kueue")
+    for env, reaches in (({"A": "1"}, []), (["A=1"], ["A=1"])):
+        directory = tmp_path / type(env).__name__
+        directory.mkdir()
+        (directory / "config.yaml").write_text(yaml.safe_dump({**profile, "kubernetes-kueue-env": env}))
+        _, args = parse_args(["--profile", str(directory)])
+        assert plugin.get_settings(args).env == reaches
+    comment = " ".join((REPO / "profiles" / "k8s" / "config.yaml").read_text().split())
+    assert "Snakemake's profile parser drops a mapping (NAME: VALUE) here without a word" in comment
+
+
 def test_workload_identity_without_a_service_account_stops_before_any_job():
     executor = executor_before_the_cluster([])
     with pytest.raises(SettingError, match=r"^kubernetes-kueue-service-account-name is not set: workload"):
