@@ -165,6 +165,76 @@ def test_learned_gpu_memory_is_no_request_to_slurm():
     )
 
 
+def load_resource_names():
+    spec = importlib.util.spec_from_file_location("slurm_resource_names", PROFILE / "resource_names.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_misspelt_resource_is_warned_about_once_per_rule_when_its_job_is_submitted(monkeypatch):
+    """The plugin ignores resource names it does not read: the README's 32 GB recipe with `slurm_partiton`
+    lands on `gpu` (16 GB cards) without a word. The profile's hook on run_job_pre names such a resource; the
+    catalog's own (gpu_mem_mb, group_slot) and every name the plugin reads pass."""
+    recipe = {"gpu": 1, "gpu_model": "v100", "constraint": "v100-32g"}
+    assert partition_of(4, **recipe, slurm_partiton="gpu-exp") == "gpu"  # the typo's silent effect
+    monkeypatch.setattr(plugin.Executor, "run_job_pre", plugin.Executor.run_job_pre)  # put back afterwards
+    load_resource_names().install()
+    warnings, submitted = [], []
+    # printjob: the base executor's, which run_job_pre calls
+    executor = SimpleNamespace(
+        logger=SimpleNamespace(warning=warnings.append), printjob=lambda job: job.log_info()
+    )
+    resources = {
+        **recipe,
+        "slurm_partiton": "gpu-exp",
+        "gpus": 1,
+        "cpus": 4,
+        "mem_mb": 3700,
+        "runtime": 60,
+        "slurm_account": "pas0000",
+        "gpu_mem_mb": 300,
+        "group_slot": 1,
+    }
+    for _ in range(2):
+        job = SimpleNamespace(name="train", resources=resources, log_info=lambda: submitted.append("train"))
+        plugin.Executor.run_job_pre(executor, job)
+    assert submitted == ["train", "train"]  # the plugin's own run_job_pre still runs
+    said = "is not read by the slurm plugin, so no job asks SLURM for it; did you mean"
+    assert warnings == [
+        f"profiles/slurm: rule train: resource 'slurm_partiton' {said} 'slurm_partition'?",
+        f"profiles/slurm: rule train: resource 'gpus' {said} 'gpu'?",
+        f"profiles/slurm: rule train: resource 'cpus' {said} the rule's threads (threads: or --set-threads), "
+        "which the plugin asks SLURM for?",
+    ]
+
+
+def test_the_profile_installs_the_resource_name_warning_where_jobs_are_submitted(tmp_path):
+    script = (
+        "import sys\n"
+        "from snakemake.cli import parse_args\n"
+        "import snakemake_executor_plugin_slurm as plugin\n"
+        "parse_args(sys.argv[1:])\n"
+        "print('warns:', getattr(plugin.Executor.run_job_pre, 'warns_about_resource_names', False))\n"
+    )
+    env = {
+        **os.environ,
+        "PATH": fake_slurm_commands(tmp_path / "bin", 300),
+        "OSC_PROJECT": "pas0000",
+        "SNAKEMAKE_SCRATCH": str(tmp_path / "scratch"),
+        "SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--profile", str(PROFILE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert "warns: True" in result.stdout, result.stdout + result.stderr[-3000:]
+
+
 def readme_recipe_for_32gb_gpus() -> dict:
     """The YAML block of profiles/slurm/README.md that requests the 32 GB V100s."""
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S) if "v100-32g" in b]
