@@ -186,6 +186,36 @@ def test_history_roots_add_earlier_runs(tmp_path):
     assert both.value == memory(700.0, estimator.settings) and len(both.sources) == 2
 
 
+# A kd_gat benchmark path as Snakemake 9.27.1 gives it to the resource functions under profiles/k8s
+# (default-storage-provider azure, default-storage-prefix az://snakemake/kd-gat): its local copy of the blob.
+REMOTE_PATTERN = (
+    ".snakemake/storage/azure/snakemake/kd-gat/benchmarks/kd_gat/{dataset}/seed_{seed}/teacher/vgae.tsv"
+)
+
+
+def test_history_in_remote_storage_is_learned_from_where_it_was_copied_and_named_until_then(tmp_path):
+    """profiles/k8s/README.md, "Learned resources": the driver of a Kubernetes run never downloads the benchmark
+    files its Jobs write into Blob storage, so nothing is learned, and the explanation says why, until the blobs
+    are copied (az storage blob download-batch keeps their names under its destination) into a root."""
+    job = {"dataset": "a", "seed": "1"}
+    missing = history(tmp_path, benchmark_roots=(".", "history")).estimate(
+        "mem_mb", REMOTE_PATTERN, job, 4000
+    )
+    assert (missing.value, missing.learned) == (4000, False)
+    assert "Snakemake's local copy of a file in remote storage" in missing.explanation
+    assert "profiles/k8s/README.md 'Learned resources'" in missing.explanation
+    blob = "kd-gat/benchmarks/kd_gat/a/seed_1/teacher/vgae.tsv"  # its name in the container `snakemake`
+    write_runs(tmp_path / "history/.snakemake/storage/azure/snakemake" / blob, [(60.0, 700.0)])
+    estimator = history(tmp_path, benchmark_roots=(".", "history"))
+    copied = estimator.estimate("mem_mb", REMOTE_PATTERN, job, 4000)
+    assert (copied.value, copied.learned) == (memory(700.0, estimator.settings), True)
+    local = history(tmp_path).estimate("mem_mb", PATTERN, {"dataset": "a"}, 4000)  # no hint for a local path
+    assert "remote storage" not in local.explanation
+    readme = " ".join((REPO / "profiles/k8s/README.md").read_text().split())
+    assert "--destination history/.snakemake/storage/azure/snakemake" in readme
+    assert "`benchmark_roots: [., history]`" in readme
+
+
 def test_min_history_keeps_the_default_until_enough_runs(tmp_path):
     write_runs(tmp_path / "benchmarks/train/a.tsv", [(60.0, 100.0)])
     few = history(tmp_path, min_history=2).estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000)

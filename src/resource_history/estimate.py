@@ -78,6 +78,15 @@ MIN_FIT_SIZES = 3
 SIZE_FACTOR = 2.0
 SIZE_FLOOR_MB = 1.0  # inputs below a megabyte count as one: 0.01 MB against 0 MB is no larger job
 SHOWN_SOURCES = 4
+# Under a default storage provider (profiles/k8s) a rule's benchmark path is Snakemake's local copy of the file in
+# remote storage, .snakemake/storage/<provider>/<bucket>/<prefix>/..., which a driver whose jobs run elsewhere never
+# fills: its history is found only where the files were copied.
+STORAGE_COPIES = ".snakemake/storage/"
+REMOTE_HINT = (
+    " (Snakemake's local copy of a file in remote storage, which a run whose jobs write it elsewhere never "
+    "downloads: copy the rule's files from the storage into a directory of learned_resources.benchmark_roots "
+    "under this path, profiles/k8s/README.md 'Learned resources')"
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,8 @@ class ResourceHistory:
                 why = "; ".join(refused)
             elif not files:
                 why = f"no {measure.files} history in {self.roots_text()} for {parsed.display}"
+                if parsed.text.startswith(STORAGE_COPIES):
+                    why += REMOTE_HINT
             else:
                 why = (
                     f"{recorded} run(s) with {measure.column} recorded in {len(files)} {measure.files} file(s) of "
