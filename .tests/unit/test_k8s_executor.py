@@ -364,6 +364,29 @@ def test_a_gpu_without_a_known_manufacturer_stops_naming_the_rule_and_the_fix(re
     assert sent["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
 
 
+@pytest.mark.parametrize("count", ["one", "v100:1", "1.5"])
+def test_a_gpu_count_that_is_no_whole_number_stops_naming_the_rule(count):
+    """Snakemake keeps a string resource as it is (`gpu: v100:1`, a SLURM habit); the kubernetes executor would
+    send it as the nvidia.com/gpu quantity, which the API server refuses, and this executor's image choice would
+    stop on it with a traceback."""
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    executor = kueue_executor(
+        JobCompletion(queue_name="snakemake", gpu_container_image="registry/image:cu130")
+    )
+    with pytest.raises(WorkflowError) as refused:
+        job_sent_for({"gpu": count, "gpu_manufacturer": "nvidia"}, executor.completion, "eval", executor)
+    assert str(refused.value).startswith(
+        f"rule eval: resource gpu={count!r} is not a whole number of GPUs (0 or more): Kubernetes requests whole "
+        "devices, e.g. set-resources in profiles/k8s/config.yaml: eval: {gpu: 1"
+    )
+    assert not hasattr(executor.batchapi._api, "sent")
+    quoted = job_sent_for({"gpu": "2", "gpu_manufacturer": "nvidia"}, executor.completion)  # gpu: "2" in YAML
+    assert quoted["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
+        "nvidia.com/gpu": "2"
+    }
+
+
 def test_a_misspelt_resource_is_named_once_per_rule_and_the_job_still_runs():
     """Snakemake accepts any resource name, and the kubernetes executor ignores those it does not read: `gpus: 1`
     would run a GPU rule on the CPU without a word. Names close to one it reads are warned about, once per rule;

@@ -10,11 +10,13 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
 * a failed pod's log is read without ``previous=True`` (see ``jobs.SafeLogCoreApi``): a failed Job fails
   that one job, which Snakemake retries, instead of aborting the run;
 * Jobs that request a GPU run ``--kubernetes-kueue-gpu-container-image`` (the CUDA build), others the run's
-  ``container-image``; a GPU request gets the equal limit Kubernetes requires, also without ``scale: 0``; ``--kubernetes-kueue-env`` and ``--kubernetes-kueue-secret-volumes`` add plain
+  ``container-image`` (``gpu: 0`` is a CPU Job); a GPU request gets the equal limit Kubernetes requires, also
+  without ``scale: 0``; ``--kubernetes-kueue-env`` and ``--kubernetes-kueue-secret-volumes`` add plain
   environment variables and read-only Secret mounts (e.g. the Dask TLS certificates) to every pod;
-* a job with ``gpu`` but no ``gpu_manufacturer`` nvidia or amd stops the run naming its rule and the fix, and a
+* a job with ``gpu`` but no ``gpu_manufacturer`` nvidia or amd, or a ``gpu`` that is no whole number, stops the
+  run naming its rule and the fix, and a
   resource that looks like a misspelt one the executor reads (``gpus``, ``mem_gb``) is warned about once per rule
-  (``checks.check_gpu_manufacturer``, ``checks.unread_resource_warnings``);
+  (``checks.check_gpu_request``, ``checks.unread_resource_warnings``);
 * pods do not pip-install the storage plugin at start (the image carries it), so they need no package index;
 * API calls answered 429 or 5xx are sent again (``executor.KueueExecutor._kubernetes_retry``); a job whose
   status cannot be read stays watched instead of being lost, a deleted Job fails its job, and a refused

@@ -178,11 +178,19 @@ CPU_WORDS = frozenset({"cpu", "cpus", "cores", "ncpus", "ncores", "num_cpus", "c
 GPU_MANUFACTURERS = ("nvidia", "amd")
 
 
-def check_gpu_manufacturer(rule: str, resources: Mapping) -> None:
-    """A job with a `gpu` resource needs `gpu_manufacturer` nvidia or amd; the kubernetes executor refuses it
-    otherwise, in words that name neither the rule nor where to set it."""
+def check_gpu_request(rule: str, resources: Mapping) -> None:
+    """A job's `gpu` must be a whole number (Kubernetes counts devices) and needs `gpu_manufacturer` nvidia or
+    amd; the kubernetes executor refuses a missing manufacturer in words that name neither the rule nor where to
+    set it, and sends any count on to an API server that refuses it."""
     if "gpu" not in resources:
         return
+    count = resources["gpu"]
+    whole = isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    if not (whole or (isinstance(count, str) and count.strip().isdigit())):
+        raise SettingError(
+            f"rule {rule}: resource gpu={count!r} is not a whole number of GPUs (0 or more): Kubernetes requests "
+            f"whole devices, e.g. set-resources in {PROFILE}: {rule}: {{gpu: 1, gpu_manufacturer: nvidia, scale: 0}}"
+        )
     manufacturer = resources.get("gpu_manufacturer")
     if isinstance(manufacturer, str) and manufacturer.lower() in GPU_MANUFACTURERS:
         return

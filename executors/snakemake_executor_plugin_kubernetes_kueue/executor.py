@@ -15,7 +15,7 @@ from .checks import (
     PROFILE,
     SUPPORTED_KUEUE,
     SettingError,
-    check_gpu_manufacturer,
+    check_gpu_request,
     check_local_queue_active,
     check_name,
     check_storage_account,
@@ -60,7 +60,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
     def run_job(self, job):
         resources = dict(job.resources)
         try:
-            check_gpu_manufacturer(job.name, resources)
+            check_gpu_request(job.name, resources)
         except SettingError as error:
             raise WorkflowError(str(error)) from None
         warned = self.__dict__.setdefault("_resource_warnings", set())

@@ -84,7 +84,7 @@ class JobCompletion:
             # for non overcommitable resources"); the kubernetes executor writes limits only with `scale: 0`.
             container.resources.limits = {**(container.resources.limits or {}), **gpus}
         # `gpu: 0` (a rule moved to the CPU in a later profile) still writes a request, of 0 GPUs: a CPU Job.
-        if self.gpu_container_image and any(parse_quantity(count) > 0 for count in gpus.values()):
+        if self.gpu_container_image and any(_positive(count) for count in gpus.values()):
             container.image = self.gpu_container_image
         # Idempotent: the kubernetes executor sends the same body again after re-authenticating, and this
         # executor after a transient error; a second copy of a variable or volume would be refused (422).
@@ -112,6 +112,14 @@ class JobCompletion:
             ),
         ] or None
         return job
+
+
+def _positive(quantity) -> bool:
+    """A GPU count above 0; one that is no quantity at all counts as a request (the API server refuses it)."""
+    try:
+        return parse_quantity(quantity) > 0
+    except ValueError:
+        return True
 
 
 class CompletingBatchApi:
