@@ -555,6 +555,35 @@ def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(cluster, e
     )
 
 
+@pytest.mark.parametrize("refused", [None, 403])
+def test_a_profile_without_a_namespace_is_told_so_whatever_the_cluster_answers(cluster, executor, refused):
+    """Without kubernetes-kueue-namespace the Jobs go to the kubernetes executor's default namespace, `default`:
+    there the LocalQueue is missing, or (rbac.yaml's Role is the profile namespace's) the read is refused, and
+    either message alone would send the researcher to apply localqueue.yaml or widen the Role."""
+    from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
+
+    if refused:
+        cluster.fail_next("GET", "localqueues", refused)
+    settings = SimpleNamespace(**{**vars(start_up_settings()), "namespace": "default"})
+    with pytest.raises(SettingError) as stopped:
+        executor._check_cluster_objects(settings)
+    message = str(stopped.value)
+    first = (
+        "failed with HTTP 403"
+        if refused
+        else f"Kueue LocalQueue '{QUEUE}' does not exist in namespace 'default'"
+    )
+    assert first in message
+    assert message.endswith(
+        ". Note: kubernetes-kueue-namespace is 'default', the kubernetes executor's default when it is not set; "
+        "set it in profiles/k8s/config.yaml to the namespace that holds the LocalQueue (snakemake with "
+        "profiles/k8s/namespace.yaml)"
+    )
+    executor._check_cluster_objects(
+        start_up_settings(workload_identity=False)
+    )  # the profile's namespace: no note
+
+
 @pytest.mark.parametrize("resource", ["localqueues", "serviceaccounts"])
 def test_a_start_up_read_refused_as_unauthorized_names_the_credentials_not_rbac(cluster, executor, resource):
     from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError

@@ -38,6 +38,8 @@ GPU_IMAGE_UNSET = (
 # Retry-After it sends wins, up to MAX_RETRY_AFTER_S. The last try's error goes to the kubernetes executor.
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 MAX_RETRY_AFTER_S = 30.0
+# The kubernetes executor's namespace when kubernetes-kueue-namespace is not set.
+UNSET_NAMESPACE = "default"
 # A Job suspended this long (Kueue has not admitted it) is reported, and again after as long each time.
 ADMISSION_WAIT_REPORT_S = 600.0
 
@@ -323,6 +325,20 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 ) from None
 
     def _check_cluster_objects(self, settings) -> None:
+        try:
+            self._check_queue_and_service_account(settings)
+        except SettingError as error:
+            if settings.namespace != UNSET_NAMESPACE:
+                raise
+            # A profile without kubernetes-kueue-namespace runs in the kubernetes executor's default namespace,
+            # where the LocalQueue is missing or the driver's Role (rbac.yaml) grants nothing: say that first.
+            raise SettingError(
+                f"{error}. Note: kubernetes-kueue-namespace is {UNSET_NAMESPACE!r}, the kubernetes executor's "
+                f"default when it is not set; set it in {PROFILE} to the namespace that holds the LocalQueue "
+                "(snakemake with profiles/k8s/namespace.yaml)"
+            ) from None
+
+    def _check_queue_and_service_account(self, settings) -> None:
         namespace, queue = settings.namespace, settings.queue_name
         queues = self._local_queues(namespace)
         if queue not in queues:
