@@ -37,6 +37,33 @@ def driver_workflow(account: str | None, provider: str | None = "azure", mode=Ex
     )
 
 
+@pytest.mark.parametrize(
+    "prefix, container",
+    [
+        ("az://KD_GAT/run1", "KD_GAT"),
+        ("az://kd_gat/run1", "kd_gat"),
+        ("az://kd--gat", "kd--gat"),
+        ("az://kd-gat-/run1", "kd-gat-"),
+        ("az://kd/run1", "kd"),
+    ],
+)
+def test_a_malformed_container_in_the_storage_prefix_stops_the_parse_naming_it(prefix, container):
+    """Azure refuses such a container with HTTP 400 (InvalidResourceName) only when Snakemake first reads the
+    storage, from deep inside the SDK; the rule is Azure's "Naming and Referencing Containers, Blobs, and
+    Metadata"."""
+    workflow = driver_workflow("acct1")
+    workflow.storage_settings.default_storage_prefix = prefix
+    with pytest.raises(WorkflowError) as refused:
+        check_default_storage_account(workflow, resolve=FakeDns(acct1_blob_core_windows_net="found"))
+    assert str(refused.value).startswith(
+        f"default-storage-prefix {prefix!r}: {container!r} is not an Azure blob container name (3-63 lowercase "
+        "letters, digits and single hyphens, starting and ending with a letter or digit)"
+    )
+    for good in ("az://kd-gat/run1", "az://snakemake", "az://" + "a" * 63 + "/x", "az://0ab/x"):
+        workflow.storage_settings.default_storage_prefix = good
+        assert check_default_storage_account(workflow, resolve=FakeDns(acct1_blob_core_windows_net="found"))
+
+
 class FakeDns:
     """getaddrinfo with fixed answers per host: an exception to raise, "hang", or else an address."""
 

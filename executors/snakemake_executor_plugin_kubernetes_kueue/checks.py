@@ -16,6 +16,9 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Azure: storage account names are 3-24 characters, lowercase letters and digits only.
 STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+# Azure: blob container names are 3-63 characters, lowercase letters, digits and single hyphens, starting and
+# ending with a letter or digit ("Naming and Referencing Containers, Blobs, and Metadata").
+STORAGE_CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WORKLOAD_IDENTITY_CLIENT_ID = "azure.workload.identity/client-id"
 # The placeholder client id in profiles/k8s/serviceaccount.yaml: never a real identity.
@@ -93,6 +96,21 @@ def check_storage_account(value: str | None) -> str:
             "see `az storage account list --query [].name`"
         )
     return value
+
+
+def check_storage_container(prefix: str | None) -> str | None:
+    """The blob container of default-storage-prefix (az://<container>/<path>); Azure refuses a malformed one
+    with HTTP 400 only when Snakemake first reads the storage, deep inside the SDK."""
+    if not prefix or not prefix.startswith("az://"):
+        return None  # Snakemake itself refuses a prefix without the az:// scheme
+    container = prefix.removeprefix("az://").split("/", 1)[0]
+    if not STORAGE_CONTAINER.match(container):
+        raise SettingError(
+            f"default-storage-prefix {prefix!r}: {container!r} is not an Azure blob container name (3-63 "
+            "lowercase letters, digits and single hyphens, starting and ending with a letter or digit), "
+            f"e.g. az://kd-gat/run1; set default-storage-prefix in {PROFILE} (or --default-storage-prefix)"
+        )
+    return container
 
 
 # Fixes for the reasons Kueue gives a LocalQueue's Active=False condition (Kueue's LocalQueue controller).

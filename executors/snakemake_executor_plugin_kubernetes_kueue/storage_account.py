@@ -7,8 +7,8 @@ that names neither the setting nor the fix. The workflow calls ``check_default_s
 while it is parsed (workflow/rules/common.smk), which is the earliest point where the storage settings are
 known and nothing has touched the storage yet.
 
-Checked without any credential: that the account name is set and well formed, and that
-``<account>.blob.core.windows.net`` exists in DNS. Not checked: the data-plane role (Storage Blob Data
+Checked without any credential: that the account name is set and well formed, that default-storage-prefix
+names a well-formed blob container, and that ``<account>.blob.core.windows.net`` exists in DNS. Not checked: the data-plane role (Storage Blob Data
 Contributor) of the driver's login or of the pods' identity, which needs a token; profiles/k8s/README.md
 says what a missing role looks like.
 """
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import ExecMode
 
-from .checks import SettingError, check_storage_account
+from .checks import SettingError, check_storage_account, check_storage_container
 
 # The endpoint snakemake-storage-plugin-azure 0.4 builds from the account name (public Azure cloud only).
 BLOB_HOST = "{account}.blob.core.windows.net"
@@ -58,6 +58,7 @@ def check_default_storage_account(
     settings = workflow.storage_registry.default_storage_provider.settings
     try:
         account = check_storage_account(settings.account_name)
+        check_storage_container(workflow.storage_settings.default_storage_prefix)
     except SettingError as error:
         raise WorkflowError(str(error)) from None
     host = BLOB_HOST.format(account=account)
