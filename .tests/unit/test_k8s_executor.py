@@ -577,17 +577,15 @@ def test_a_mapping_under_kubernetes_kueue_env_reaches_no_pod(tmp_path):
     profile parser passes a mapping on only for its own keys (set-resources, config, ...): under
     kubernetes-kueue-env it is dropped before the executor sees it, so profiles/k8s/config.yaml warns."""
     import yaml
-    from snakemake.cli import parse_args
-    from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+    from snakemake.profiles import ProfileConfigFileParser
 
     profile = yaml.safe_load((REPO / "profiles" / "k8s" / "config.yaml").read_text())
-    plugin = ExecutorPluginRegistry().get_plugin("kubernetes-kueue")
-    for env, reaches in (({"A": "1"}, []), (["A=1"], ["A=1"])):
-        directory = tmp_path / type(env).__name__
-        directory.mkdir()
-        (directory / "config.yaml").write_text(yaml.safe_dump({**profile, "kubernetes-kueue-env": env}))
-        _, args = parse_args(["--profile", str(directory)])
-        assert plugin.get_settings(args).env == reaches
+    for env, reaches in (({"A": "1"}, None), (["A=1"], ["A=1"])):
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({**profile, "kubernetes-kueue-env": env}))
+        with open(tmp_path / "config.yaml") as stream:
+            arguments = ProfileConfigFileParser().parse(stream)
+        assert arguments.get("kubernetes-kueue-env") == reaches
+        assert arguments["kubernetes-kueue-queue-name"] == "snakemake"  # the rest of the profile arrives
     comment = " ".join((REPO / "profiles" / "k8s" / "config.yaml").read_text().split())
     assert "Snakemake's profile parser drops a mapping (NAME: VALUE) here without a word" in comment
 
