@@ -6,7 +6,9 @@ must be read, and the ``optional``/``default`` a meta.yaml states must be what t
 Recognised reads (``S`` is ``snakemake.input``, ``.output`` or ``.params``, or a local alias ``x = S``):
 ``S.name``, ``S["name"]``, ``S[0]`` (positional), ``S.get("name"[, default])``, and keys computed from a
 literal tuple or a library constant in a comprehension or ``for`` loop (``S.get(f"teacher_{n}") for n in
-("a", "b")``). ``S.get("name", S[0])`` reads ``name`` with a positional fallback. Any other use of ``S``
+("a", "b")``). ``S.get("name", S[0])`` reads ``name`` with a positional fallback. ``configure_wrapper(what, snakemake.log,
+snakemake.params, PARAMS)`` reads none: it checks the names a rule gives against ``PARAMS`` (``Reads.known_params``,
+a literal tuple assigned at the top of the file). Any other use of ``S``
 (``**S``, ``S.items()``, ``dict(S)``) hands the whole section to the library: then the names must be
 keyword parameters of the library function it is passed to, and the defaults are that function's defaults.
 """
@@ -41,6 +43,8 @@ class Reads:
     sections: dict[str, dict[str | int, Read]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
     # Sections handed over whole: section -> the library callables they are passed to (may be empty)
     passed_whole: dict[str, list] = field(default_factory=dict)
+    # The params the wrapper tells configure_wrapper it takes (None: it does not call it)
+    known_params: list | None = None
 
     def read(self, section: str, key: str | int) -> Read:
         return self.sections[section].setdefault(key, Read())
@@ -63,6 +67,17 @@ class _Walker(ast.NodeVisitor):
         self.scopes: list[dict[str, list[str]]] = []  # loop variable -> the keys it takes
         self.handled: set[int] = set()  # ids of section expressions consumed by a recognised read
         self.alias_sources: set[int] = set()
+        self.constants: dict[str, object] = {}  # top-level NAME = <literal>
+        for node in tree.body:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
+                try:
+                    self.constants[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 for alias in node.names:
@@ -186,6 +201,21 @@ class _Walker(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
+        if isinstance(func, ast.Name) and func.id == "configure_wrapper":
+            arguments = node.args + [keyword.value for keyword in node.keywords]
+            for argument in arguments:
+                if self.section(argument):
+                    self.handled.add(id(argument))
+            known = node.args[3] if len(node.args) > 3 else None
+            known = next((k.value for k in node.keywords if k.arg == "known"), known)
+            if isinstance(known, ast.Name) and known.id in self.constants:
+                self.reads.known_params = list(self.constants[known.id])
+            elif known is not None:
+                raise self.fail(known, "configure_wrapper's known params must be a literal tuple or its name")
+            for argument in arguments:
+                if not self.section(argument):
+                    self.visit(argument)
+            return
         if isinstance(func, ast.Attribute) and func.attr == "get" and self.section(func.value):
             section = self.section(func.value)
             self.handled.add(id(func.value))

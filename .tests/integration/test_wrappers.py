@@ -243,3 +243,33 @@ def test_wrapper(wrapper: str, test_rules, family_workdir) -> None:
     )
     if wrapper in EXPECTATIONS:
         EXPECTATIONS[wrapper](workdir, logs)
+
+
+# -- a researcher's own rule, as the README's "Reuse it" shows one -------------------------------------------------
+OWN_RULE = """
+rule design:
+    output:
+        "design.csv",
+    params:
+        parameters={{"beta": {{"low": 0.1, "high": 0.6}}}},
+        n=4,
+        seeds=3,
+        code_version=2,
+    wrapper:
+        "file:{wrapper}"
+"""
+
+
+def test_a_rule_without_log_and_with_a_misspelt_param_runs_and_warns_on_stderr(tmp_path: Path) -> None:
+    # Every wrapper read snakemake.log[0]: a rule without `log:` died with a bare IndexError. A misspelt param
+    # (seeds= for seed=) was ignored without a word, and sample_design, which hands its params to the library, died
+    # on one set only to trigger reruns (code_version=).
+    (tmp_path / "Snakefile").write_text(OWN_RULE.format(wrapper=REPO / "wrappers" / "sample_design"))
+    proc = run_snakemake("--cores", "1", cwd=tmp_path)
+    assert len(pd.read_csv(tmp_path / "design.csv")) == 4
+    warnings = [line for line in proc.stdout.splitlines() if " WARNING simcal: params." in line]
+    assert len(warnings) == 2, proc.stdout[-4000:]
+    assert "params.seeds is not a param of the sample_design wrapper" in warnings[0]
+    assert "did you mean 'seed'?" in warnings[0] and "parameters, n, kind, seed, model" in warnings[0]
+    assert "params.code_version" in warnings[1] and "no known param is close" in warnings[1]
+    assert "IndexError" not in proc.stdout

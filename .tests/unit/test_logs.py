@@ -11,7 +11,7 @@ import time
 import pytest
 from testkit import REPO
 
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure, configure_wrapper, failure_logged
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -41,7 +41,7 @@ TERMINATED_JOB = """
 import sys, time
 from pathlib import Path
 from kdgat.files import atomic_write
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure, configure_wrapper, failure_logged
 
 folder = Path(sys.argv[1])
 configure(folder / "job.log")
@@ -80,3 +80,36 @@ def test_the_sigterm_handler_is_given_back_after_the_block(restore_logging):
     with failure_logged("a step"):
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_each_param_it_does_not_take(
+    capsys, restore_logging
+):
+    # Snakemake's params: a list whose named items are also keys (a rule's `params: 1, setings={}`)
+    class Params(list):
+        def __init__(self, positional, named):
+            super().__init__([*positional, *named.values()])
+            self.named = named
+
+        def keys(self):
+            return self.named.keys()
+
+    params = Params(["x"], {"options": {}, "setings": {}, "file_index": 1})
+    configure_wrapper("generate_can", [], params, ("options", "file_index", "settings"))
+    logging.getLogger("kdgat.synthetic").info("wrote one file")
+    err = capsys.readouterr().err
+    assert "INFO kdgat.synthetic: wrote one file" in err
+    warnings = [line for line in err.splitlines() if " WARNING kdgat: " in line]
+    assert len(warnings) == 2, err
+    assert "params.setings is not a param of the generate_can wrapper" in warnings[0]
+    assert "did you mean 'settings'?" in warnings[0] and "reads: options, file_index, settings" in warnings[0]
+    assert "params has 1 item(s) without a name" in warnings[1]
+
+
+def test_a_wrapper_with_a_log_logs_there_and_stays_quiet_about_params_it_takes(
+    tmp_path, capsys, restore_logging
+):
+    configure_wrapper("generate_can", [str(tmp_path / "job.log")], {"options": {}}, ("options",))
+    logging.getLogger("kdgat").info("started")
+    assert (tmp_path / "job.log").read_text().endswith("INFO kdgat: started\n")
+    assert capsys.readouterr().err == ""

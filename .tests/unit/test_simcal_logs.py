@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure, configure_wrapper, failure_logged
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -19,3 +19,14 @@ def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
     text = log.read_text()
     assert "INFO simcal.runner: 12/24 done" in text and "chatter" not in text
     assert "ERROR simcal: simulate failed" in text and "KeyboardInterrupt" in text
+
+
+def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_a_misspelt_param(capsys, restore_logging):
+    # a rule without `log:` (snakemake.log is empty) and `params: replicate=4` for `replicates`
+    configure_wrapper("simulate", [], {"model": "m:f", "replicate": 4}, ("model", "replicates", "settings"))
+    logging.getLogger("simcal.runner").info("12/24 done")
+    err = capsys.readouterr().err
+    assert "INFO simcal.runner: 12/24 done" in err
+    (warning,) = [line for line in err.splitlines() if " WARNING simcal: " in line]
+    assert "params.replicate is not a param of the simulate wrapper" in warning
+    assert "did you mean 'replicates'?" in warning and "reads: model, replicates, settings" in warning

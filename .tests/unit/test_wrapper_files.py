@@ -54,6 +54,11 @@ def test_meta_yaml_follows_the_schema_and_says_where_the_wrapper_lives(folder: P
             assert section == "params" or "default" not in meta[section][key], f"{section}.{key}: default"
 
 
+# Params a wrapper takes and does not read, which its meta.yaml declares so that a rule may set them without a
+# warning: the between-workflow cache key of build_graphs (its meta.yaml's notes).
+NOT_FOR_THE_WRAPPER = {"build_graphs": {"roles_of_logs", "library_code"}}
+
+
 @pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
 def test_meta_yaml_declares_exactly_what_the_wrapper_reads(folder: Path) -> None:
     meta = yaml.safe_load((folder / "meta.yaml").read_text())
@@ -66,11 +71,12 @@ def test_meta_yaml_declares_exactly_what_the_wrapper_reads(folder: Path) -> None
             f"reads {section}.{key} but meta.yaml does not declare it" for key in read if key not in declared
         ]
         library = reads.passed_whole.get(section)
+        taken_unread = NOT_FOR_THE_WRAPPER.get(folder.name, set()) if section == "params" else set()
         if library is None:
             problems += [
                 f"meta.yaml declares {section}.{key} but the wrapper never reads it"
                 for key in declared
-                if key not in read
+                if key not in read and key not in taken_unread
             ]
             accepted = {}
         else:  # the section is handed to library functions: their keyword parameters are what it takes
@@ -80,7 +86,7 @@ def test_meta_yaml_declares_exactly_what_the_wrapper_reads(folder: Path) -> None
             problems += [
                 f"meta.yaml declares {section}.{key}, which neither the wrapper nor {[f.__name__ for f in library]} reads"
                 for key in declared
-                if key not in read and key not in accepted
+                if key not in read and key not in accepted and key not in taken_unread
             ]
         for key, entry in declared.items():
             meta_optional = entry.get("optional", False) or "default" in entry
@@ -109,6 +115,16 @@ def test_meta_yaml_declares_exactly_what_the_wrapper_reads(folder: Path) -> None
                     f"params.{key}: meta.yaml states a default {entry['default']!r} the wrapper does not have"
                 )
     assert not problems, f"{ids(folder)}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
+def test_the_params_a_wrapper_warns_about_are_the_ones_meta_yaml_does_not_name(folder: Path) -> None:
+    # Remote users get wrapper.py alone, so the names it checks a rule's params against are written in it (PARAMS);
+    # a param added to meta.yaml and not there would be logged as unknown, one left there would never be.
+    meta = yaml.safe_load((folder / "meta.yaml").read_text())
+    assert wrapper_reads(folder / "wrapper.py").known_params == list(meta.get("params") or {}), (
+        f"{ids(folder)}: PARAMS in wrapper.py must list meta.yaml's params, in its order"
+    )
 
 
 def _plain(value):
@@ -206,6 +222,14 @@ def test_the_reader_of_wrappers_sees_every_kind_of_read(tmp_path: Path) -> None:
     }
     assert [f.__name__ for f in reads.passed_whole["params"]] == ["dumps"]
     assert "input" not in reads.passed_whole
+    assert reads.known_params is None
+    wrapper.write_text(
+        "PARAMS = ('x', 'y')\n"
+        "configure_wrapper('w', snakemake.log, snakemake.params, PARAMS)\n"
+        "print(snakemake.params.x)\n"
+    )
+    reads = wrapper_reads(wrapper)
+    assert reads.known_params == ["x", "y"] and reads.passed_whole == {}  # the check reads no param
 
 
 # -- one wrapper style (CONTRIBUTING.md, "Wrapper conventions") -----------------------------------------------------
@@ -215,7 +239,8 @@ OLD_STYLE: set[str] = set()
 
 
 def style_problems(wrapper: Path) -> list[str]:
-    """How wrapper.py departs from: docstring, __author__/__license__, imports, configure(log), one library call."""
+    """How wrapper.py departs from: docstring, __author__/__license__, imports, PARAMS, configure_wrapper(...), one
+    library call."""
     tree = ast.parse(wrapper.read_text())
     body = list(tree.body)
     problems = []
@@ -224,7 +249,7 @@ def style_problems(wrapper: Path) -> list[str]:
     assigned = {
         t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
     }
-    problems += [f"no {name}" for name in ("__author__", "__license__") if name not in assigned]
+    problems += [f"no {name}" for name in ("__author__", "__license__", "PARAMS") if name not in assigned]
     imported = {
         alias.asname or alias.name: node.module
         for node in body
@@ -239,7 +264,7 @@ def style_problems(wrapper: Path) -> list[str]:
         and not (
             isinstance(node, ast.Assign)
             and assigned
-            & {"__author__", "__license__"}
+            & {"__author__", "__license__", "PARAMS"}
             & {t.id for t in node.targets if isinstance(t, ast.Name)}
         )
     ]
@@ -250,9 +275,12 @@ def style_problems(wrapper: Path) -> list[str]:
     ):
         steps = steps[0].body  # a wrapper that starts Dask workers guards its body
     shape = [ast.unparse(node).split("\n")[0] for node in steps]
-    if len(steps) != 2 or shape[0] != "configure(snakemake.log[0])":
+    if len(steps) != 2 or not re.fullmatch(
+        r"configure_wrapper\('\w+', snakemake\.log, snakemake\.params, PARAMS\)", shape[0]
+    ):
         problems.append(
-            f"the body must be configure(snakemake.log[0]) then one `with failure_logged(...)`: {shape}"
+            "the body must be configure_wrapper(<name>, snakemake.log, snakemake.params, PARAMS) then one "
+            f"`with failure_logged(...)`: {shape}"
         )
     else:
         block = steps[1]
@@ -265,7 +293,7 @@ def style_problems(wrapper: Path) -> list[str]:
             isinstance(block.body[0], ast.Expr) and isinstance(block.body[0].value, ast.Call)
         ):
             problems.append("`with failure_logged(...)` must hold exactly one library call")
-    for helper in ("configure", "failure_logged"):
+    for helper in ("configure_wrapper", "failure_logged"):
         if imported.get(helper) not in {"kdgat.logs", "simcal.logs"}:
             problems.append(f"{helper} must come from kdgat.logs or simcal.logs")
     return problems
@@ -285,11 +313,13 @@ GUARDED = """\"\"\"Snakemake wrapper: a sweep on Dask.\"\"\"
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure_wrapper, failure_logged
 from simcal.runner import simulate
 
+PARAMS = ()
+
 if __name__ == "__main__":
-    configure(snakemake.log[0])
+    configure_wrapper("simulate", snakemake.log, snakemake.params, PARAMS)
     with failure_logged("simulate"):
         simulate(parameters=snakemake.input[0], output=snakemake.output[0])
 """
@@ -333,8 +363,6 @@ print(json.dumps({
     if rule.wrapper
 }))
 """
-# Params a rule sets for Snakemake, not for its wrapper: part of the between-workflow cache key of build_graphs.
-NOT_FOR_THE_WRAPPER = {"build_graphs": {"roles_of_logs", "library_code"}}
 # What meta.yaml names and a rule leaves out on purpose; anything else a rule leaves out fails (a dropped
 # file_index= would make every synthetic file a copy of the first: the wrapper's default is 0).
 DISTILLED = {"teacher"}
@@ -369,8 +397,6 @@ def test_every_module_rule_gives_its_wrapper_what_meta_yaml_names(tmp_path: Path
         for section in SECTIONS:
             declared = set(meta.get(section) or {})
             given = set(rule[section])
-            if section == "params":
-                given -= NOT_FOR_THE_WRAPPER.get(wrapper.name, set())
             problems += [
                 f"{name}: {section}.{key} is not in meta.yaml" for key in sorted(map(str, given - declared))
             ]

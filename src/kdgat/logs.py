@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -31,6 +32,41 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def configure_wrapper(what: str, logs: Sequence, params: Sequence = (), known: Iterable[str] = ()) -> None:
+    """A wrapper's set-up, from its rule's ``snakemake.log`` and ``snakemake.params``: every record to the first
+    log (stderr when the rule has no ``log:``, as ``configure(None)``), then a WARNING for each param the wrapper
+    does not read, naming the ones it knows (``known``: its meta.yaml's params) and the closest. A warning, not an
+    error: a rule may set a param only so that changing it reruns the job. ``params`` is a list that names its
+    items through ``keys()`` (Snakemake's), so that a positional item, which no wrapper reads, is counted too."""
+    configure(logs[0] if len(logs) else None)
+    for message in unknown_params(what, params, tuple(known)):
+        logging.getLogger(__name__.split(".")[0]).warning(message)
+
+
+def unknown_params(what: str, params: Sequence, known: tuple[str, ...]) -> list[str]:
+    """The warnings of ``configure_wrapper``: one per name in ``params`` that is not in ``known``, one for
+    positional items."""
+    names = list(params.keys()) if hasattr(params, "keys") else []
+    reads = ", ".join(known) or "none"
+    messages = []
+    for name in names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        guess = f"did you mean {close[0]!r}?" if close else "no known param is close"
+        messages.append(
+            f"params.{name} is not a param of the {what} wrapper, which ignores it ({guess}); {what} reads: "
+            f"{reads}. A param set only to make a change rerun the job may stay."
+        )
+    positional = len(params) - len(names)
+    if positional > 0:
+        messages.append(
+            f"params has {positional} item(s) without a name, which the {what} wrapper ignores: it reads params "
+            f"by name ({reads}), e.g. `params: n=8`."
+        )
+    return messages
 
 
 class Terminated(SystemExit):

@@ -4,14 +4,18 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from simcal.analyze import analyze_files
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure_wrapper, failure_logged
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("parameter_names", "top_k", "true_params")
+
+configure_wrapper("analyze_calibration", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("analyze_calibration"):
     analyze_files(
         trials_path=snakemake.input.get("trials", snakemake.input[0]),
         best_path=snakemake.output.best,
         top_k_path=snakemake.output.top_k,
         summary_path=snakemake.output.summary,
-        **dict(snakemake.params.items()),
+        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
     )

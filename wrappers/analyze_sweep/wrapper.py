@@ -4,13 +4,17 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from simcal.analyze import summarize_sweep_files
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure_wrapper, failure_logged
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("parameter_names", "columns", "statistics")
+
+configure_wrapper("analyze_sweep", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("analyze_sweep"):
     summarize_sweep_files(
         simulations_path=snakemake.input.get("simulations", snakemake.input[0]),
         table_path=snakemake.output.table,
         summary_path=snakemake.output.summary,
-        **dict(snakemake.params.items()),
+        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
     )

@@ -3,10 +3,27 @@
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.preprocess import preprocess_dataset
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = (
+    "dataset",
+    "test_scenario_of_file",
+    "format",
+    "bad_rows",
+    "window_size",
+    "stride",
+    "val_fraction",
+    "time_blocks",
+    "held_out",
+    "seed",
+    "roles_of_logs",
+    "library_code",
+)
+
+configure_wrapper("build_graphs", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("build_graphs"):
     preprocess_dataset(
         dataset=snakemake.params.get("dataset", "dataset"),

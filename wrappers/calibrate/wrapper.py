@@ -4,11 +4,25 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from simcal.calibrate import calibrate_files
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure_wrapper, failure_logged
+
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = (
+    "model",
+    "parameters",
+    "targets",
+    "settings",
+    "simulation",
+    "monitoring",
+    "fixed",
+    "backend",
+    "backend_options",
+)
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
 if __name__ == "__main__":
-    configure(snakemake.log[0])
+    configure_wrapper("calibrate", snakemake.log, snakemake.params, PARAMS)
     with failure_logged("calibrate"):
         calibrate_files(
             observed=snakemake.input.get("observed", snakemake.input[0]),
@@ -24,6 +38,6 @@ if __name__ == "__main__":
             **{
                 key: value
                 for key, value in snakemake.params.items()
-                if key not in ("simulation", "monitoring")
+                if key in PARAMS and key not in ("simulation", "monitoring")
             },
         )

@@ -5,9 +5,13 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from kdgat.evaluation.baselines import baselines_files
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure_wrapper, failure_logged
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("dataset", "fpr_targets")
+
+configure_wrapper("evaluate_baselines", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("evaluate_baselines"):
     baselines_files(
         train=snakemake.input.train,

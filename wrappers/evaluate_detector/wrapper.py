@@ -4,9 +4,23 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure_wrapper, failure_logged
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = (
+    "dataset",
+    "variant",
+    "seed",
+    "batch_size",
+    "device",
+    "fpr_targets",
+    "speed",
+    "stash_dir",
+    "tracking",
+)
+
+configure_wrapper("evaluate_detector", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("evaluate_detector"):
     evaluate_files(
         vgae=snakemake.input.vgae,
@@ -16,5 +30,5 @@ with failure_logged("evaluate_detector"):
         test=snakemake.input.test,
         outputs={name: snakemake.output[name] for name in EVALUATION_OUTPUTS},
         threads=snakemake.threads,
-        **dict(snakemake.params.items()),
+        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
     )

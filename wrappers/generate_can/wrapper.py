@@ -3,10 +3,14 @@
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.synthetic import generate_file
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("options", "file_index", "entry")
+
+configure_wrapper("generate_can", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("generate_can"):
     generate_file(
         options=snakemake.params.options,

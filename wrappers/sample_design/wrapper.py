@@ -4,8 +4,14 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from simcal.design import write_design
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure_wrapper, failure_logged
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("parameters", "n", "kind", "seed", "model")
+
+configure_wrapper("sample_design", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("sample_design"):
-    write_design(output=snakemake.output[0], **dict(snakemake.params.items()))
+    write_design(
+        output=snakemake.output[0], **{key: value for key, value in snakemake.params.items() if key in PARAMS}
+    )

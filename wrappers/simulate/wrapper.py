@@ -7,12 +7,16 @@ rerun. Everything else is ``simcal.runner.simulate``.
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure_wrapper, failure_logged
 from simcal.runner import simulate
+
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("model", "settings", "monitoring", "backend", "backend_options", "fixed")
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
 if __name__ == "__main__":
-    configure(snakemake.log[0])
+    configure_wrapper("simulate", snakemake.log, snakemake.params, PARAMS)
     with failure_logged("simulate"):
         simulate(
             model_ref=snakemake.params.model,

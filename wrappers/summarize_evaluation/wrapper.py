@@ -4,9 +4,13 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from kdgat.evaluation.run import summarize_files
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure_wrapper, failure_logged
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("history_keys", "title")
+
+configure_wrapper("summarize_evaluation", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("summarize_evaluation"):
     summarize_files(
         metrics=list(snakemake.input.metrics),

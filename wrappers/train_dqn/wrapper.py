@@ -3,11 +3,15 @@
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-from kdgat.logs import configure, failure_logged
+from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.training import dqn
 from resource_history import mark_if_resumed
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("settings", "checkpoint", "tracking", "benchmark")
+
+configure_wrapper("train_dqn", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("train_dqn"):
     # Snakemake's benchmark of a resumed job covers only the epochs run now: a mark next to it keeps that time
     # out of the learned runtime (resource_history.resumed); a job that started afresh drops an old mark.

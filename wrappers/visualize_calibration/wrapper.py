@@ -3,10 +3,14 @@
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-from simcal.logs import configure, failure_logged
+from simcal.logs import configure_wrapper, failure_logged
 from simcal.visualize import visualize
 
-configure(snakemake.log[0])
+# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
+# name a rule gives is logged as a warning.
+PARAMS = ("parameter_names", "column", "on", "title")
+
+configure_wrapper("visualize_calibration", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("visualize_calibration"):
     visualize(
         trials_path=snakemake.input.trials,
@@ -20,5 +24,5 @@ with failure_logged("visualize_calibration"):
             for name in ("fit", "loss", "history")
             if snakemake.output.get(name)
         },
-        **dict(snakemake.params.items()),
+        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
     )
