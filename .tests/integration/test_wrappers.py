@@ -273,3 +273,40 @@ def test_a_rule_without_log_and_with_a_misspelt_param_runs_and_warns_on_stderr(t
     assert "did you mean 'seed'?" in warnings[0] and "parameters, n, kind, seed, model" in warnings[0]
     assert "params.code_version" in warnings[1] and "no known param is close" in warnings[1]
     assert "IndexError" not in proc.stdout
+
+
+ONE_FILE_EACH = """
+rule build_graphs:
+    input:
+        train="{data}/train_attack.csv",
+        test="{data}/test_attack.csv",
+    output:
+        train="graphs/train.pt",
+        val="graphs/val.pt",
+        test="graphs/test.pt",
+        vocab="graphs/vocab.json",
+        metadata="graphs/metadata.json",
+    params:
+        test_scenario_of_file="attack",
+        window_size=10,
+        stride=10,
+        val_fraction=0.25,
+    wrapper:
+        "file:{wrapper}"
+"""
+
+
+def test_build_graphs_takes_one_file_and_one_scenario_given_as_plain_strings(tmp_path: Path) -> None:
+    # Snakemake hands a named input or param of one value as that value: list() of it made each character a
+    # training file, and zip() paired the scenario's letters with the test file's characters.
+    from kdgat.graph_store import load_graph_sets
+
+    (tmp_path / "Snakefile").write_text(
+        ONE_FILE_EACH.format(
+            data=REPO / "wrappers/build_graphs/test/data", wrapper=REPO / "wrappers/build_graphs"
+        )
+    )
+    run_snakemake("--cores", "1", cwd=tmp_path)
+    assert list(load_graph_sets(tmp_path / "graphs/test.pt")) == ["attack"]
+    metadata = json.loads((tmp_path / "graphs/metadata.json").read_text())
+    assert [Path(path).name for path in metadata["files"]["train"]] == ["train_attack.csv"], metadata["files"]

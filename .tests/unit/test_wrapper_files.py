@@ -533,3 +533,47 @@ def test_the_monitoring_param_reaches_the_library_with_the_simulation_settings(
         "no_worker_timeout_s": 30,
     }
     assert "monitoring" not in kwargs
+
+
+# -- a rule's items of one value ------------------------------------------------------------------------------------
+def test_one_value_is_a_list_of_one_and_names_pair_with_files_or_are_refused_naming_both() -> None:
+    from kdgat.rule_items import listed, paired
+
+    # Snakemake gives `train="a.csv"` as the string: list() of it was one "file" per character
+    assert listed("data/a.csv") == ["data/a.csv"] and listed(Path("a.csv")) == [Path("a.csv")]
+    assert listed(["a.csv", "b.csv"]) == ["a.csv", "b.csv"] and listed(None) == []
+    keys = {"names_key": "params.test_scenario_of_file", "files_key": "input.test"}
+    assert paired("attack", "t.csv", **keys) == [("attack", "t.csv")]
+    assert paired(["dos", "fuzzy"], ["d.csv", "f.csv"], **keys) == [("dos", "d.csv"), ("fuzzy", "f.csv")]
+    with pytest.raises(ValueError) as error:
+        paired([], ["d.csv"], **keys)
+    assert str(error.value) == (
+        "input.test has 1 file(s) and params.test_scenario_of_file 0 name(s) []: give one name per file, in the "
+        "same order"
+    )
+
+
+def test_summarize_evaluation_hands_one_metrics_file_over_whole(tmp_path, monkeypatch) -> None:
+    # A rule summarising one evaluation gives `metrics="…/metrics.json"`, which Snakemake hands over as the string:
+    # list() of it gave the library one "file" per character.
+    import runpy
+    from types import SimpleNamespace
+
+    import kdgat.evaluation.run
+
+    calls = []
+    monkeypatch.setattr(kdgat.evaluation.run, "summarize_files", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
+    outputs = {name: str(tmp_path / name) for name in ("csv", "markdown", "chart", "scenarios")}
+    snakemake = SimpleNamespace(
+        input=_Section(metrics="results/toy/metrics.json"),
+        output=_Section(outputs),
+        params=_Section(),
+        log=_Section(),
+        threads=1,
+    )
+    runpy.run_path(
+        str(REPO / "wrappers/summarize_evaluation/wrapper.py"), {"snakemake": snakemake}, "__main__"
+    )
+    (kwargs,) = calls
+    assert kdgat.evaluation.run._paths(kwargs["metrics"]) == ["results/toy/metrics.json"]

@@ -5,6 +5,7 @@ __license__ = "MIT"
 
 from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.preprocess import preprocess_dataset
+from kdgat.rule_items import listed, paired
 
 # The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
 # name a rule gives is logged as a warning.
@@ -27,13 +28,13 @@ configure_wrapper("build_graphs", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("build_graphs"):
     preprocess_dataset(
         dataset=snakemake.params.get("dataset", "dataset"),
-        train_files=list(snakemake.input.get("train", [])),
-        test_files=list(
-            zip(
-                snakemake.params.get("test_scenario_of_file", []),
-                snakemake.input.get("test", []),
-                strict=True,
-            )
+        # listed/paired: a named input or param of one value is that value, not a list of one
+        train_files=listed(snakemake.input.get("train", [])),
+        test_files=paired(
+            snakemake.params.get("test_scenario_of_file", []),
+            snakemake.input.get("test", []),
+            names_key="params.test_scenario_of_file",
+            files_key="input.test",
         ),
         fmt=snakemake.params.get("format", "auto"),
         bad_rows=snakemake.params.get("bad_rows", "error"),
@@ -42,7 +43,7 @@ with failure_logged("build_graphs"):
         val_fraction=float(snakemake.params.get("val_fraction", 0.2)),
         time_blocks=int(snakemake.params.get("time_blocks", 10)),
         held_out=dict(snakemake.params.get("held_out", {})),
-        held_out_files={"fusion": list(snakemake.input.get("held_out_fusion", []))},
+        held_out_files={"fusion": listed(snakemake.input.get("held_out_fusion", []))},
         seed=int(snakemake.params.get("seed", 42)),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
         | {"fusion": snakemake.output.get("fusion")},

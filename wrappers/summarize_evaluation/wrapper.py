@@ -13,7 +13,7 @@ PARAMS = ("history_keys", "title")
 configure_wrapper("summarize_evaluation", snakemake.log, snakemake.params, PARAMS)
 with failure_logged("summarize_evaluation"):
     summarize_files(
-        metrics=list(snakemake.input.metrics),
+        metrics=snakemake.input.metrics,  # one path or several (summarize_files)
         baselines=snakemake.input.get("baselines", []),
         csv=snakemake.output.csv,
         markdown=snakemake.output.markdown,
