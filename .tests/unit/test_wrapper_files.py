@@ -577,3 +577,28 @@ def test_summarize_evaluation_hands_one_metrics_file_over_whole(tmp_path, monkey
     )
     (kwargs,) = calls
     assert kdgat.evaluation.run._paths(kwargs["metrics"]) == ["results/toy/metrics.json"]
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "section"),
+    [("simulate", "settings"), ("simulate", "monitoring"), ("calibrate", "simulation"), ("calibrate", "monitoring")],
+)  # fmt: skip
+def test_a_string_for_the_simulation_settings_fails_naming_the_param(wrapper, section, tmp_path, monkeypatch):
+    # `settings="replicates: 2"` (YAML written as a string) died as "TypeError: 'str' object is not a mapping"
+    import runpy
+    from types import SimpleNamespace
+
+    from simcal.contract import ContractError
+
+    monkeypatch.setattr("simcal.logs.configure", lambda path: None)  # keep the test process's log handlers
+    snakemake = SimpleNamespace(
+        input=_Section(observed=str(tmp_path / "in.csv")),
+        output=_Section(simulations=str(tmp_path / "sims.parquet"), trials=str(tmp_path / "trials.parquet")),
+        params=_Section(model="simcal.models.sir:simulate", **{section: "replicates: 2"}),
+        log=_Section(),
+        threads=1,
+    )
+    with pytest.raises(
+        ContractError, match=rf"^params\.{section}: expected a mapping .* got str 'replicates: 2'"
+    ):
+        runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")

@@ -4,6 +4,7 @@ __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
 from simcal.calibrate import calibrate_files
+from simcal.contract import mapping_of
 from simcal.logs import configure_wrapper, failure_logged
 
 # The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
@@ -30,10 +31,11 @@ if __name__ == "__main__":
             trials=snakemake.output.trials,
             threads=snakemake.threads,
             # monitoring: simulation settings that decide no row, which the calibration module keeps out of its
-            # rerun trigger; they join the other simulation settings here
+            # rerun trigger; they join the other simulation settings here (mapping_of: a string or list given for a
+            # mapping fails naming the param, not as `**` of a str)
             simulation={
-                **(snakemake.params.get("simulation") or {}),
-                **snakemake.params.get("monitoring", {}),
+                **mapping_of(snakemake.params.get("simulation"), "params.simulation"),
+                **mapping_of(snakemake.params.get("monitoring", {}), "params.monitoring"),
             },
             **{
                 key: value

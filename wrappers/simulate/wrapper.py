@@ -7,6 +7,7 @@ rerun. Everything else is ``simcal.runner.simulate``.
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
+from simcal.contract import mapping_of
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.runner import simulate
 
@@ -23,7 +24,11 @@ if __name__ == "__main__":
             parameters=snakemake.input[0],
             output=snakemake.output[0],
             # monitoring: settings that decide no row, which the calibration module keeps out of its rerun trigger
-            settings={**snakemake.params.get("settings", {}), **snakemake.params.get("monitoring", {})},
+            # mapping_of: a string or list given for a mapping fails naming the param, not as `**` of a str
+            settings={
+                **mapping_of(snakemake.params.get("settings", {}), "params.settings"),
+                **mapping_of(snakemake.params.get("monitoring", {}), "params.monitoring"),
+            },
             backend=snakemake.params.get("backend", "local"),
             backend_options=snakemake.params.get("backend_options", {}),
             threads=snakemake.threads,
