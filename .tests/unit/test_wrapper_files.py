@@ -602,3 +602,51 @@ def test_a_string_for_the_simulation_settings_fails_naming_the_param(wrapper, se
         ContractError, match=rf"^params\.{section}: expected a mapping .* got str 'replicates: 2'"
     ):
         runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+
+
+def test_a_whole_number_param_is_not_rounded_and_a_wrong_type_is_named() -> None:
+    # int() made `window_size=10.5` a silent 10 and `file_index="first"` "invalid literal for int()", naming no param
+    from kdgat.rule_items import integer, number
+
+    assert (
+        integer(10, "params.window_size") == 10 and integer(10.0, "params.window_size") == 10
+    )  # schema's integer
+    with pytest.raises(ValueError, match=r"^params\.window_size: expected an integer, got float 10\.5$"):
+        integer(10.5, "params.window_size")
+    with pytest.raises(ValueError, match=r"^params\.file_index: expected an integer, got str 'first'$"):
+        integer("first", "params.file_index")
+    with pytest.raises(ValueError, match=r"^params\.seed: expected an integer, got bool True$"):
+        integer(True, "params.seed")
+    assert number(1, "params.val_fraction") == 1.0 and number(0.25, "params.val_fraction") == 0.25
+    with pytest.raises(ValueError, match=r"^params\.val_fraction: expected a number, got str '0\.2'$"):
+        number("0.2", "params.val_fraction")
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "param", "value"),
+    [("build_graphs", "window_size", 10.5), ("build_graphs", "time_blocks", 4.9), ("generate_can", "file_index", 1.9)],
+)  # fmt: skip
+def test_the_kdgat_wrappers_refuse_a_fractional_whole_number_param(
+    wrapper, param, value, monkeypatch
+) -> None:
+    import runpy
+    from types import SimpleNamespace
+
+    import kdgat.preprocess
+    import kdgat.synthetic
+
+    calls = []
+    monkeypatch.setattr(kdgat.preprocess, "preprocess_dataset", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(kdgat.synthetic, "generate_file", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
+    outputs = {name: f"{name}.out" for name in ("train", "val", "test", "vocab", "metadata")}
+    snakemake = SimpleNamespace(
+        input=_Section(train="train.csv"),
+        output=_Section(outputs),
+        params=_Section(options={}, **{param: value}),
+        log=_Section(),
+        threads=1,
+    )
+    with pytest.raises(ValueError, match=rf"^params\.{param}: expected an integer, got float {value}$"):
+        runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert calls == []

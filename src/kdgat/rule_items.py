@@ -4,6 +4,7 @@ characters."""
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Any
 
@@ -28,3 +29,20 @@ def paired(names: Any, files: Any, *, names_key: str, files_key: str) -> list[tu
             f"per file, in the same order"
         )
     return list(zip(names, files, strict=True))
+
+
+def integer(value: Any, where: str) -> int:
+    """``value`` if it is a whole number (an int, a numpy integer or a float such as 10.0, as JSON Schema's
+    ``integer`` allows; not a bool), else fail naming ``where``: ``int()`` would make 10.5 a silent 10 and fail on
+    "ten" without naming the param."""
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise ValueError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def number(value: Any, where: str) -> float:
+    """``value`` as a float if it is a real number (not a bool), else fail naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+    return float(value)

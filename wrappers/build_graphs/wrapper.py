@@ -5,7 +5,7 @@ __license__ = "MIT"
 
 from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.preprocess import preprocess_dataset
-from kdgat.rule_items import listed, paired
+from kdgat.rule_items import integer, listed, number, paired
 
 # The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
 # name a rule gives is logged as a warning.
@@ -38,13 +38,13 @@ with failure_logged("build_graphs"):
         ),
         fmt=snakemake.params.get("format", "auto"),
         bad_rows=snakemake.params.get("bad_rows", "error"),
-        window_size=int(snakemake.params.get("window_size", 100)),
-        stride=int(snakemake.params.get("stride", 100)),
-        val_fraction=float(snakemake.params.get("val_fraction", 0.2)),
-        time_blocks=int(snakemake.params.get("time_blocks", 10)),
+        window_size=integer(snakemake.params.get("window_size", 100), "params.window_size"),
+        stride=integer(snakemake.params.get("stride", 100), "params.stride"),
+        val_fraction=number(snakemake.params.get("val_fraction", 0.2), "params.val_fraction"),
+        time_blocks=integer(snakemake.params.get("time_blocks", 10), "params.time_blocks"),
         held_out=dict(snakemake.params.get("held_out", {})),
         held_out_files={"fusion": listed(snakemake.input.get("held_out_fusion", []))},
-        seed=int(snakemake.params.get("seed", 42)),
+        seed=integer(snakemake.params.get("seed", 42), "params.seed"),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
         | {"fusion": snakemake.output.get("fusion")},
     )
