@@ -650,3 +650,39 @@ def test_the_kdgat_wrappers_refuse_a_fractional_whole_number_param(
     with pytest.raises(ValueError, match=rf"^params\.{param}: expected an integer, got float {value}$"):
         runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "named"),
+    [("true_params", "beta=0.3,gamma=0.1", "observed.true_params"), ("options", ["noise", "poisson"], "observed.options"),
+     ("fixed", "days=60", "calibration.fixed")],
+)  # fmt: skip
+def test_generate_observed_names_a_param_given_as_a_string_or_list_for_a_mapping(
+    param, value, named, tmp_path, restore_logging
+):
+    # the wrapper hands its params to simcal.observed.generate_observed, whose dict() of them said only
+    # "dictionary update sequence element #0 has length 1; 2 is required"
+    import runpy
+    from types import SimpleNamespace
+
+    from simcal.contract import ContractError
+
+    params = {
+        "generator": "simcal.models.sir:observe",
+        "true_params": {"beta": 0.3, "gamma": 0.1},
+        param: value,
+    }
+    snakemake = SimpleNamespace(
+        input=_Section(),
+        output=_Section(observed=str(tmp_path / "observed.csv")),
+        params=_Section(params),
+        log=_Section(log=str(tmp_path / "observed.log")),
+        threads=1,
+    )
+    with pytest.raises(
+        ContractError, match=rf"^{re.escape(named)}: expected a mapping of names to values, got"
+    ):
+        runpy.run_path(
+            str(REPO / "wrappers/generate_observed/wrapper.py"), {"snakemake": snakemake}, "__main__"
+        )
+    assert not (tmp_path / "observed.csv").exists()
