@@ -7,8 +7,8 @@ Recognised reads (``S`` is ``snakemake.input``, ``.output`` or ``.params``, or a
 ``S.name``, ``S["name"]``, ``S[0]`` (positional), ``S.get("name"[, default])``, and keys computed from a
 literal tuple or a library constant in a comprehension or ``for`` loop (``S.get(f"teacher_{n}") for n in
 ("a", "b")``). ``S.get("name", S[0])`` reads ``name`` with a positional fallback. ``configure_wrapper(what, snakemake.log,
-snakemake.params, PARAMS)`` reads none: it checks the names a rule gives against ``PARAMS`` (``Reads.known_params``,
-a literal tuple assigned at the top of the file). Any other use of ``S``
+{"input": snakemake.input, ...}, TAKES)`` reads none: it checks the names a rule gives against ``TAKES``
+(``Reads.takes``, a literal dict of tuples assigned at the top of the file). Any other use of ``S``
 (``**S``, ``S.items()``, ``dict(S)``) hands the whole section to the library: then the names must be
 keyword parameters of the library function it is passed to, and the defaults are that function's defaults.
 """
@@ -43,8 +43,8 @@ class Reads:
     sections: dict[str, dict[str | int, Read]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
     # Sections handed over whole: section -> the library callables they are passed to (may be empty)
     passed_whole: dict[str, list] = field(default_factory=dict)
-    # The params the wrapper tells configure_wrapper it takes (None: it does not call it)
-    known_params: list | None = None
+    # What the wrapper tells configure_wrapper it takes, per section (None: it does not call it)
+    takes: dict[str, list] | None = None
 
     def read(self, section: str, key: str | int) -> Read:
         return self.sections[section].setdefault(key, Read())
@@ -202,19 +202,18 @@ class _Walker(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         if isinstance(func, ast.Name) and func.id == "configure_wrapper":
+            # it reads no name: it checks the names a rule gives against the wrapper's TAKES
             arguments = node.args + [keyword.value for keyword in node.keywords]
             for argument in arguments:
-                if self.section(argument):
-                    self.handled.add(id(argument))
-            known = node.args[3] if len(node.args) > 3 else None
-            known = next((k.value for k in node.keywords if k.arg == "known"), known)
-            if isinstance(known, ast.Name) and known.id in self.constants:
-                self.reads.known_params = list(self.constants[known.id])
-            elif known is not None:
-                raise self.fail(known, "configure_wrapper's known params must be a literal tuple or its name")
-            for argument in arguments:
-                if not self.section(argument):
-                    self.visit(argument)
+                for sub in ast.walk(argument):
+                    if self.section(sub):
+                        self.handled.add(id(sub))
+            takes = node.args[3] if len(node.args) > 3 else None
+            takes = next((k.value for k in node.keywords if k.arg == "takes"), takes)
+            if isinstance(takes, ast.Name) and isinstance(self.constants.get(takes.id), dict):
+                self.reads.takes = {key: list(value) for key, value in self.constants[takes.id].items()}
+            elif takes is not None:
+                raise self.fail(takes, "configure_wrapper's takes must be a literal dict or its name")
             return
         if isinstance(func, ast.Attribute) and func.attr == "get" and self.section(func.value):
             section = self.section(func.value)

@@ -271,7 +271,7 @@ def test_a_rule_without_log_and_with_a_misspelt_param_runs_and_warns_on_stderr(t
     assert len(warnings) == 2, proc.stdout[-4000:]
     assert "params.seeds is not a param of the sample_design wrapper" in warnings[0]
     assert "did you mean 'seed'?" in warnings[0] and "parameters, n, kind, seed, model" in warnings[0]
-    assert "params.code_version" in warnings[1] and "no known param is close" in warnings[1]
+    assert "params.code_version" in warnings[1] and "no name it takes in params is close" in warnings[1]
     assert "IndexError" not in proc.stdout
 
 

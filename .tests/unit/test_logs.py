@@ -82,34 +82,72 @@ def test_the_sigterm_handler_is_given_back_after_the_block(restore_logging):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+class Section(list):
+    """Snakemake's input/output/params: a list whose named items are also keys, a named file list being several."""
+
+    def __init__(self, positional=(), **named):
+        items = [*positional]
+        for value in named.values():
+            items += value if isinstance(value, list) and not isinstance(value, str) else [value]
+        super().__init__(items)
+        self.named = named
+
+    def keys(self):
+        return self.named.keys()
+
+    def get(self, name, default=None):
+        return self.named.get(name, default)
+
+
 def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_each_param_it_does_not_take(
     capsys, restore_logging
 ):
-    # Snakemake's params: a list whose named items are also keys (a rule's `params: 1, setings={}`)
-    class Params(list):
-        def __init__(self, positional, named):
-            super().__init__([*positional, *named.values()])
-            self.named = named
-
-        def keys(self):
-            return self.named.keys()
-
-    params = Params(["x"], {"options": {}, "setings": {}, "file_index": 1})
-    configure_wrapper("generate_can", [], params, ("options", "file_index", "settings"))
+    # `params: 1, setings={}` besides the params generate_can takes
+    params = Section(["x"], options={}, setings={}, file_index=1)
+    takes = {"output": (0,), "params": ("options", "file_index", "settings")}
+    configure_wrapper("generate_can", [], {"output": Section(["a.csv"]), "params": params}, takes)
     logging.getLogger("kdgat.synthetic").info("wrote one file")
     err = capsys.readouterr().err
     assert "INFO kdgat.synthetic: wrote one file" in err
     warnings = [line for line in err.splitlines() if " WARNING kdgat: " in line]
     assert len(warnings) == 2, err
-    assert "params.setings is not a param of the generate_can wrapper" in warnings[0]
-    assert "did you mean 'settings'?" in warnings[0] and "reads: options, file_index, settings" in warnings[0]
+    assert "params.setings is not a param of the generate_can wrapper, which ignores it" in warnings[0]
+    assert (
+        "did you mean 'settings'?" in warnings[0]
+        and "takes params: options, file_index, settings" in warnings[0]
+    )
     assert "params has 1 item(s) without a name" in warnings[1]
 
 
-def test_a_wrapper_with_a_log_logs_there_and_stays_quiet_about_params_it_takes(
+def test_a_misspelt_optional_input_and_unnamed_inputs_are_warned_of(capsys, restore_logging):
+    # train_gat with `vage=` for its optional VGAE (the curriculum then runs without it), and build_graphs given
+    # its CAN logs without names (it then found "no training files")
+    takes = {"input": ("train", "val", "metadata", "vgae", "teacher"), "output": ("model",)}
+    rule = {
+        "input": Section(train="t.pt", val="v.pt", metadata="m.json", vage="vgae.pt"),
+        "output": Section(),
+    }
+    configure_wrapper("train_gat", [], rule, takes)
+    rule = {"input": Section(["a.csv", "b.csv"], test=["c.csv", "d.csv"])}
+    configure_wrapper("build_graphs", [], rule, {"input": ("train", "test", "held_out_fusion")})
+    warnings = [line for line in capsys.readouterr().err.splitlines() if " WARNING kdgat: " in line]
+    assert len(warnings) == 2, warnings
+    assert (
+        "input.vage is not an input of the train_gat wrapper, which ignores it (did you mean 'vgae'?)"
+        in (warnings[0])
+    )
+    assert (
+        "input has 2 item(s) without a name, which the build_graphs wrapper ignores: it takes input by name "
+        in (warnings[1])
+    )
+
+
+def test_a_wrapper_with_a_log_logs_there_and_stays_quiet_about_what_it_takes(
     tmp_path, capsys, restore_logging
 ):
-    configure_wrapper("generate_can", [str(tmp_path / "job.log")], {"options": {}}, ("options",))
+    takes = {"input": ("trials", 0), "output": (0,), "params": ("options",)}
+    rule = {"input": Section(["t.parquet"]), "output": Section(["o.csv"]), "params": Section(options={})}
+    configure_wrapper("generate_can", [str(tmp_path / "job.log")], rule, takes)
     logging.getLogger("kdgat").info("started")
     assert (tmp_path / "job.log").read_text().endswith("INFO kdgat: started\n")
     assert capsys.readouterr().err == ""

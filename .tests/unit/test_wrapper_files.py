@@ -118,12 +118,19 @@ def test_meta_yaml_declares_exactly_what_the_wrapper_reads(folder: Path) -> None
 
 
 @pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
-def test_the_params_a_wrapper_warns_about_are_the_ones_meta_yaml_does_not_name(folder: Path) -> None:
-    # Remote users get wrapper.py alone, so the names it checks a rule's params against are written in it (PARAMS);
-    # a param added to meta.yaml and not there would be logged as unknown, one left there would never be.
+def test_the_names_a_wrapper_warns_about_are_the_ones_meta_yaml_does_not_name(folder: Path) -> None:
+    # Remote users get wrapper.py alone, so the names it checks a rule's inputs, outputs and params against are
+    # written in it (TAKES); a name added to meta.yaml and not there would be logged as unknown, one left there
+    # would never be. A section read by position, or by name with the first item as fallback, lists 0 too.
     meta = yaml.safe_load((folder / "meta.yaml").read_text())
-    assert wrapper_reads(folder / "wrapper.py").known_params == list(meta.get("params") or {}), (
-        f"{ids(folder)}: PARAMS in wrapper.py must list meta.yaml's params, in its order"
+    reads = wrapper_reads(folder / "wrapper.py")
+    expected = {}
+    for section in SECTIONS:
+        expected[section] = list(meta.get(section) or {})
+        if any(read.has_fallback for read in reads.sections[section].values()):
+            expected[section].append(0)
+    assert reads.takes == expected, (
+        f"{ids(folder)}: TAKES in wrapper.py must list meta.yaml's names, in its order"
     )
 
 
@@ -222,14 +229,15 @@ def test_the_reader_of_wrappers_sees_every_kind_of_read(tmp_path: Path) -> None:
     }
     assert [f.__name__ for f in reads.passed_whole["params"]] == ["dumps"]
     assert "input" not in reads.passed_whole
-    assert reads.known_params is None
+    assert reads.takes is None
     wrapper.write_text(
-        "PARAMS = ('x', 'y')\n"
-        "configure_wrapper('w', snakemake.log, snakemake.params, PARAMS)\n"
+        "TAKES = {'input': (0,), 'params': ('x', 'y')}\n"
+        "configure_wrapper('w', snakemake.log, {'input': snakemake.input, 'params': snakemake.params}, TAKES)\n"
         "print(snakemake.params.x)\n"
     )
     reads = wrapper_reads(wrapper)
-    assert reads.known_params == ["x", "y"] and reads.passed_whole == {}  # the check reads no param
+    assert reads.takes == {"input": [0], "params": ["x", "y"]}
+    assert reads.passed_whole == {}  # the check reads no section
 
 
 # -- one wrapper style (CONTRIBUTING.md, "Wrapper conventions") -----------------------------------------------------
@@ -239,7 +247,7 @@ OLD_STYLE: set[str] = set()
 
 
 def style_problems(wrapper: Path) -> list[str]:
-    """How wrapper.py departs from: docstring, __author__/__license__, imports, PARAMS, configure_wrapper(...), one
+    """How wrapper.py departs from: docstring, __author__/__license__, imports, TAKES, configure_wrapper(...), one
     library call."""
     tree = ast.parse(wrapper.read_text())
     body = list(tree.body)
@@ -249,7 +257,7 @@ def style_problems(wrapper: Path) -> list[str]:
     assigned = {
         t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
     }
-    problems += [f"no {name}" for name in ("__author__", "__license__", "PARAMS") if name not in assigned]
+    problems += [f"no {name}" for name in ("__author__", "__license__", "TAKES") if name not in assigned]
     imported = {
         alias.asname or alias.name: node.module
         for node in body
@@ -264,7 +272,7 @@ def style_problems(wrapper: Path) -> list[str]:
         and not (
             isinstance(node, ast.Assign)
             and assigned
-            & {"__author__", "__license__", "PARAMS"}
+            & {"__author__", "__license__", "TAKES"}
             & {t.id for t in node.targets if isinstance(t, ast.Name)}
         )
     ]
@@ -276,10 +284,13 @@ def style_problems(wrapper: Path) -> list[str]:
         steps = steps[0].body  # a wrapper that starts Dask workers guards its body
     shape = [ast.unparse(node).split("\n")[0] for node in steps]
     if len(steps) != 2 or not re.fullmatch(
-        r"configure_wrapper\('\w+', snakemake\.log, snakemake\.params, PARAMS\)", shape[0]
+        r"configure_wrapper\('\w+', snakemake\.log, \{'input': snakemake\.input, 'output': snakemake\.output, "
+        r"'params': snakemake\.params\}, TAKES\)",
+        shape[0],
     ):
         problems.append(
-            "the body must be configure_wrapper(<name>, snakemake.log, snakemake.params, PARAMS) then one "
+            "the body must be configure_wrapper(<name>, snakemake.log, {<section>: snakemake.<section>}, TAKES) "
+            "then one "
             f"`with failure_logged(...)`: {shape}"
         )
     else:
@@ -316,10 +327,15 @@ __license__ = "MIT"
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.runner import simulate
 
-PARAMS = ()
+TAKES = {"input": (0,), "output": (0,), "params": ()}
 
 if __name__ == "__main__":
-    configure_wrapper("simulate", snakemake.log, snakemake.params, PARAMS)
+    configure_wrapper(
+        "simulate",
+        snakemake.log,
+        {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+        TAKES,
+    )
     with failure_logged("simulate"):
         simulate(parameters=snakemake.input[0], output=snakemake.output[0])
 """

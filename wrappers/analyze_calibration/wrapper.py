@@ -6,16 +6,25 @@ __license__ = "MIT"
 from simcal.analyze import analyze_files
 from simcal.logs import configure_wrapper, failure_logged
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("parameter_names", "top_k", "true_params")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("trials", 0),
+    "output": ("best", "top_k", "summary"),
+    "params": ("parameter_names", "top_k", "true_params"),
+}
 
-configure_wrapper("analyze_calibration", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "analyze_calibration",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("analyze_calibration"):
     analyze_files(
         trials_path=snakemake.input.get("trials", snakemake.input[0]),
         best_path=snakemake.output.best,
         top_k_path=snakemake.output.top_k,
         summary_path=snakemake.output.summary,
-        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
     )

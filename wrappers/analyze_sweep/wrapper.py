@@ -6,15 +6,24 @@ __license__ = "MIT"
 from simcal.analyze import summarize_sweep_files
 from simcal.logs import configure_wrapper, failure_logged
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("parameter_names", "columns", "statistics")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("simulations", 0),
+    "output": ("table", "summary"),
+    "params": ("parameter_names", "columns", "statistics"),
+}
 
-configure_wrapper("analyze_sweep", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "analyze_sweep",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("analyze_sweep"):
     summarize_sweep_files(
         simulations_path=snakemake.input.get("simulations", snakemake.input[0]),
         table_path=snakemake.output.table,
         summary_path=snakemake.output.summary,
-        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
     )

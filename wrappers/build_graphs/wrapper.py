@@ -7,24 +7,33 @@ from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.preprocess import preprocess_dataset
 from kdgat.rule_items import integer, listed, number, paired
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = (
-    "dataset",
-    "test_scenario_of_file",
-    "format",
-    "bad_rows",
-    "window_size",
-    "stride",
-    "val_fraction",
-    "time_blocks",
-    "held_out",
-    "seed",
-    "roles_of_logs",
-    "library_code",
-)
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("train", "test", "held_out_fusion"),
+    "output": ("train", "val", "test", "vocab", "metadata", "fusion"),
+    "params": (
+        "dataset",
+        "test_scenario_of_file",
+        "format",
+        "bad_rows",
+        "window_size",
+        "stride",
+        "val_fraction",
+        "time_blocks",
+        "held_out",
+        "seed",
+        "roles_of_logs",
+        "library_code",
+    ),
+}
 
-configure_wrapper("build_graphs", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "build_graphs",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("build_graphs"):
     preprocess_dataset(
         dataset=snakemake.params.get("dataset", "dataset"),

@@ -7,23 +7,32 @@ from simcal.calibrate import calibrate_files
 from simcal.contract import mapping_of
 from simcal.logs import configure_wrapper, failure_logged
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = (
-    "model",
-    "parameters",
-    "targets",
-    "settings",
-    "simulation",
-    "monitoring",
-    "fixed",
-    "backend",
-    "backend_options",
-)
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("observed", 0),
+    "output": ("simulations", "trials"),
+    "params": (
+        "model",
+        "parameters",
+        "targets",
+        "settings",
+        "simulation",
+        "monitoring",
+        "fixed",
+        "backend",
+        "backend_options",
+    ),
+}
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
 if __name__ == "__main__":
-    configure_wrapper("calibrate", snakemake.log, snakemake.params, PARAMS)
+    configure_wrapper(
+        "calibrate",
+        snakemake.log,
+        {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+        TAKES,
+    )
     with failure_logged("calibrate"):
         calibrate_files(
             observed=snakemake.input.get("observed", snakemake.input[0]),
@@ -40,6 +49,6 @@ if __name__ == "__main__":
             **{
                 key: value
                 for key, value in snakemake.params.items()
-                if key in PARAMS and key not in ("simulation", "monitoring")
+                if key in TAKES["params"] and key not in ("simulation", "monitoring")
             },
         )

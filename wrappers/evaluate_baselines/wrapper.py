@@ -7,11 +7,20 @@ __license__ = "MIT"
 from kdgat.evaluation.baselines import baselines_files
 from kdgat.logs import configure_wrapper, failure_logged
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("dataset", "fpr_targets")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("train", "val", "test", "metadata"),
+    "output": ("metrics", "scores"),
+    "params": ("dataset", "fpr_targets"),
+}
 
-configure_wrapper("evaluate_baselines", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "evaluate_baselines",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("evaluate_baselines"):
     baselines_files(
         train=snakemake.input.train,

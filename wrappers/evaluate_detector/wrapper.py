@@ -6,21 +6,30 @@ __license__ = "MIT"
 from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
 from kdgat.logs import configure_wrapper, failure_logged
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = (
-    "dataset",
-    "variant",
-    "seed",
-    "batch_size",
-    "device",
-    "fpr_targets",
-    "speed",
-    "stash_dir",
-    "tracking",
-)
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("vgae", "gat", "dqn", "val", "test"),
+    "output": ("metrics", "scores", "roc", "pr", "confusion"),
+    "params": (
+        "dataset",
+        "variant",
+        "seed",
+        "batch_size",
+        "device",
+        "fpr_targets",
+        "speed",
+        "stash_dir",
+        "tracking",
+    ),
+}
 
-configure_wrapper("evaluate_detector", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "evaluate_detector",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("evaluate_detector"):
     evaluate_files(
         vgae=snakemake.input.vgae,
@@ -30,5 +39,5 @@ with failure_logged("evaluate_detector"):
         test=snakemake.input.test,
         outputs={name: snakemake.output[name] for name in EVALUATION_OUTPUTS},
         threads=snakemake.threads,
-        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
     )

@@ -7,11 +7,20 @@ from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.rule_items import integer
 from kdgat.synthetic import generate_file
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("options", "file_index", "entry")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": (),
+    "output": (0,),
+    "params": ("options", "file_index", "entry"),
+}
 
-configure_wrapper("generate_can", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "generate_can",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("generate_can"):
     generate_file(
         options=snakemake.params.options,

@@ -6,12 +6,22 @@ __license__ = "MIT"
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.observed import generate_observed
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("generator", "true_params", "seed", "options", "fixed")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": (),
+    "output": (0,),
+    "params": ("generator", "true_params", "seed", "options", "fixed"),
+}
 
-configure_wrapper("generate_observed", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "generate_observed",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("generate_observed"):
     generate_observed(
-        output=snakemake.output[0], **{key: value for key, value in snakemake.params.items() if key in PARAMS}
+        output=snakemake.output[0],
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
     )

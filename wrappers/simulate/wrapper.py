@@ -11,13 +11,22 @@ from simcal.contract import mapping_of
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.runner import simulate
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("model", "settings", "monitoring", "backend", "backend_options", "fixed")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": (0,),
+    "output": (0,),
+    "params": ("model", "settings", "monitoring", "backend", "backend_options", "fixed"),
+}
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
 if __name__ == "__main__":
-    configure_wrapper("simulate", snakemake.log, snakemake.params, PARAMS)
+    configure_wrapper(
+        "simulate",
+        snakemake.log,
+        {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+        TAKES,
+    )
     with failure_logged("simulate"):
         simulate(
             model_ref=snakemake.params.model,

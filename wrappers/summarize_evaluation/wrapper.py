@@ -6,11 +6,20 @@ __license__ = "MIT"
 from kdgat.evaluation.run import summarize_files
 from kdgat.logs import configure_wrapper, failure_logged
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("history_keys", "title")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("metrics", "baselines", "history"),
+    "output": ("csv", "markdown", "scenarios", "chart", "curves"),
+    "params": ("history_keys", "title"),
+}
 
-configure_wrapper("summarize_evaluation", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "summarize_evaluation",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("summarize_evaluation"):
     summarize_files(
         metrics=snakemake.input.metrics,  # one path or several (summarize_files)

@@ -7,11 +7,20 @@ from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.training import vgae
 from resource_history import mark_if_resumed
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("settings", "checkpoint", "tracking", "benchmark")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("train", "val", "metadata", "teacher"),
+    "output": ("model", "metrics", "history"),
+    "params": ("settings", "checkpoint", "tracking", "benchmark"),
+}
 
-configure_wrapper("train_vgae", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "train_vgae",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("train_vgae"):
     # Snakemake's benchmark of a resumed job covers only the epochs run now: a mark next to it keeps that time
     # out of the learned runtime (resource_history.resumed); a job that started afresh drops an old mark.

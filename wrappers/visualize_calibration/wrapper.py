@@ -6,11 +6,20 @@ __license__ = "MIT"
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.visualize import visualize
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("parameter_names", "column", "on", "title")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("trials", "simulations", "observed", "best", "summary"),
+    "output": ("html", "fit", "loss", "history"),
+    "params": ("parameter_names", "column", "on", "title"),
+}
 
-configure_wrapper("visualize_calibration", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "visualize_calibration",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("visualize_calibration"):
     visualize(
         trials_path=snakemake.input.trials,
@@ -24,5 +33,5 @@ with failure_logged("visualize_calibration"):
             for name in ("fit", "loss", "history")
             if snakemake.output.get(name)
         },
-        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
     )

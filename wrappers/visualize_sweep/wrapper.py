@@ -6,11 +6,20 @@ __license__ = "MIT"
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.visualize import visualize_sweep
 
-# The params this wrapper takes, as its meta.yaml names them (.tests/unit/test_wrapper_files.py): any other
-# name a rule gives is logged as a warning.
-PARAMS = ("parameter_names", "column", "on", "title")
+# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
+# first item): an input, output or param a rule names otherwise is logged as a warning.
+TAKES = {
+    "input": ("simulations", "table", "summary"),
+    "output": ("html", "outputs", "series"),
+    "params": ("parameter_names", "column", "on", "title"),
+}
 
-configure_wrapper("visualize_sweep", snakemake.log, snakemake.params, PARAMS)
+configure_wrapper(
+    "visualize_sweep",
+    snakemake.log,
+    {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
+    TAKES,
+)
 with failure_logged("visualize_sweep"):
     visualize_sweep(
         simulations_path=snakemake.input.simulations,
@@ -20,5 +29,5 @@ with failure_logged("visualize_sweep"):
         png_paths={
             name: snakemake.output.get(name) for name in ("outputs", "series") if snakemake.output.get(name)
         },
-        **{key: value for key, value in snakemake.params.items() if key in PARAMS},
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
     )
