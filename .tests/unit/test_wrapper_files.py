@@ -595,6 +595,32 @@ def test_summarize_evaluation_hands_one_metrics_file_over_whole(tmp_path, monkey
     assert kdgat.evaluation.run._paths(kwargs["metrics"]) == ["results/toy/metrics.json"]
 
 
+def test_summarize_evaluation_takes_one_history_key_given_as_a_string(tmp_path, monkeypatch) -> None:
+    # `history_keys="teacher/vgae"` beside one history.csv: list() of it made 12 keys, and the library refused them
+    # as "history_keys (12) must name every history.csv (1)"
+    import runpy
+    from types import SimpleNamespace
+
+    import kdgat.evaluation.run
+
+    calls = []
+    monkeypatch.setattr(kdgat.evaluation.run, "summarize_files", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
+    outputs = {name: str(tmp_path / name) for name in ("csv", "markdown", "chart", "scenarios", "curves")}
+    snakemake = SimpleNamespace(
+        input=_Section(metrics="m.json", history="out/vgae/history.csv"),
+        output=_Section(outputs),
+        params=_Section(history_keys="teacher/vgae"),
+        log=_Section(),
+        threads=1,
+    )
+    runpy.run_path(
+        str(REPO / "wrappers/summarize_evaluation/wrapper.py"), {"snakemake": snakemake}, "__main__"
+    )
+    (kwargs,) = calls
+    assert list(kwargs["history_keys"]) == ["teacher/vgae"]
+
+
 @pytest.mark.parametrize(
     ("wrapper", "section"),
     [("simulate", "settings"), ("simulate", "monitoring"), ("calibrate", "simulation"), ("calibrate", "monitoring")],

@@ -5,6 +5,7 @@ __license__ = "MIT"
 
 from kdgat.evaluation.run import summarize_files
 from kdgat.logs import configure_wrapper, failure_logged
+from kdgat.rule_items import listed
 
 # What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
 # first item): an input, output or param a rule names otherwise is logged as a warning.
@@ -29,7 +30,7 @@ with failure_logged("summarize_evaluation"):
         chart=snakemake.output.chart,
         scenarios=snakemake.output.scenarios,
         histories=snakemake.input.get("history", []),
-        history_keys=snakemake.params.get("history_keys", []),
+        history_keys=listed(snakemake.params.get("history_keys", [])),  # one key given as a string is one key
         curves=snakemake.output.get("curves"),
         title=snakemake.params.get("title", ""),
     )
