@@ -1065,6 +1065,35 @@ def test_a_parameter_or_column_missing_from_the_files_is_named_with_the_file(tmp
                       tmp_path / "summary.json")  # fmt: skip
 
 
+def test_one_parameter_name_given_as_a_string_is_one_name(tmp_path):
+    """A rule's `parameter_names="beta"` (one calibrated or swept parameter) was read as the columns b, e, t, a by
+    the analyze_* and visualize_* wrappers' library calls."""
+    sweep = sweep_frame().rename(columns={"a": "beta"})
+    sweep.to_parquet(tmp_path / "sweep.parquet")
+    table = summarize_sweep_files(tmp_path / "sweep.parquet", "beta", tmp_path / "table.parquet",
+                                  tmp_path / "summary.json", "y", "sum")  # fmt: skip
+    assert {"beta", "y_sum_mean", "y_sum_sd"} <= set(table.columns) and "t_sum_mean" not in table
+    visualize_sweep(tmp_path / "sweep.parquet", tmp_path / "table.parquet", tmp_path / "summary.json", "beta",
+                    tmp_path / "sweep.html", column="y", on="t")  # fmt: skip
+    assert_self_contained_page((tmp_path / "sweep.html").read_text(), 2)
+    trials = pd.DataFrame({"trial": [0, 1], "round": 0, "phase": "design", "param_id": ["p", "q"],
+                           "beta": [0.3, 0.5], "loss": [1.0, 2.0]})  # fmt: skip
+    trials.to_parquet(tmp_path / "trials.parquet")
+    analyze_files(tmp_path / "trials.parquet", "beta", tmp_path / "best.json", tmp_path / "top.parquet",
+                  tmp_path / "calibration.json")  # fmt: skip
+    assert json.loads((tmp_path / "best.json").read_text())["params"] == {"beta": 0.3}
+    sims = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    sims.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
+    inputs = [
+        tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv", "best.json")
+    ]
+    visualize(*inputs, tmp_path / "calibration.json", "beta", tmp_path / "page.html")
+    assert_self_contained_page((tmp_path / "page.html").read_text(), 3)
+
+
 def test_sweep_page_shows_outputs_and_series(tmp_path):
     sweep_frame().to_parquet(tmp_path / "sweep.parquet")
     summarize_sweep_files(tmp_path / "sweep.parquet", ["a"], tmp_path / "table.parquet", tmp_path / "summary.json",

@@ -113,6 +113,12 @@ def _relative_errors(
     return errors, left_out
 
 
+def _names(value: str | Sequence[str]) -> list[str]:
+    """A wrapper param that lists names, one name given as a string being a list of one (a rule's
+    ``parameter_names="beta"`` was read as the columns b, e, t, a)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def analyze_files(
     trials_path: str | Path,
     parameter_names: Sequence[str],
@@ -123,7 +129,7 @@ def analyze_files(
     true_params: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     best, top, summary = analyze(
-        pd.read_parquet(trials_path), parameter_names, top_k, true_params, f"{trials_path}"
+        pd.read_parquet(trials_path), _names(parameter_names), top_k, true_params, f"{trials_path}"
     )
     write_parquet(top, top_k_path)
     write_json(best, best_path)
@@ -212,7 +218,11 @@ def summarize_sweep_files(
 ) -> pd.DataFrame:
     """``summarize_sweep`` of a simulations file, written as Parquet (table) and JSON (summary)."""
     table, summary = summarize_sweep(
-        pd.read_parquet(simulations_path), parameter_names, columns, statistics, f"{simulations_path}"
+        pd.read_parquet(simulations_path),
+        _names(parameter_names),
+        None if columns is None else _names(columns),
+        _names(statistics),
+        f"{simulations_path}",
     )
     write_parquet(table, table_path)
     write_json(summary, summary_path)

@@ -202,6 +202,8 @@ def visualize(
     title: str = "Calibration",
 ) -> Path:
     """Write the HTML page (and, if asked, each picture as its own PNG for ``snakemake --report``)."""
+    # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
+    parameter_names = [parameter_names] if isinstance(parameter_names, str) else list(parameter_names)
     trials = pd.read_parquet(trials_path)
     best = json.loads(Path(best_path).read_text())
     parameter_names = _require_parameter_names(trials_path, "trials", list(trials.columns), parameter_names)
@@ -308,6 +310,8 @@ def visualize_sweep(
 ) -> Path:
     """The page of a plain sweep: outputs against each parameter and, when ``column`` and ``on`` are in the
     simulations, every parameter set's series. ``png_paths`` may ask for ``outputs`` and ``series``."""
+    # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
+    parameter_names = [parameter_names] if isinstance(parameter_names, str) else list(parameter_names)
     if "series" in (png_paths or {}) and not (column and on):
         raise ContractError(
             f"the series picture ({png_paths['series']}) was asked for, but column={column!r} and on={on!r} "
