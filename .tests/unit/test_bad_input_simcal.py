@@ -729,14 +729,18 @@ def test_a_series_picture_asked_for_without_a_column_to_draw_names_the_settings(
     ("names", "named"),
     [
         (["gama"], r"parameter_names \['gama'\] are not columns of the (trials|sweep table); it has \["),
-        ("beta", r"parameter_names: expected a list of parameter names, got str 'beta'"),  # YAML's 'beta'
+        (
+            3,
+            r"parameter_names: expected a list of parameter names, got int 3",
+        ),  # YAML's 3 ('beta' is one name)
         ([], r"parameter_names: the list is empty"),
     ],
-    ids=["misspelt", "a-scalar", "empty"],
+    ids=["misspelt", "a-number", "empty"],
 )
 def test_parameter_names_that_are_no_columns_or_no_list_are_named_on_both_pages(tmp_path, names, named):
-    """Both pages failed inside pandas or matplotlib: KeyError 'gama', KeyError 'b' (a YAML scalar read letter by
-    letter), 'Number of columns must be a positive integer, not 0', naming neither the file nor the setting."""
+    """Both pages failed inside pandas or matplotlib: KeyError 'gama', TypeError for a number, 'Number of columns
+    must be a positive integer, not 0', naming neither the file nor the setting. (One name given as a string is
+    one name: test_one_parameter_name_given_as_a_string_is_one_name.)"""
     simulations = pd.DataFrame(
         {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
     )

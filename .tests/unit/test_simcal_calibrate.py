@@ -1092,6 +1092,16 @@ def test_one_parameter_name_given_as_a_string_is_one_name(tmp_path):
     ]
     visualize(*inputs, tmp_path / "calibration.json", "beta", tmp_path / "page.html")
     assert_self_contained_page((tmp_path / "page.html").read_text(), 3)
+    # Neither a name nor a list of names (YAML's 3) is named, not a TypeError from inside the library.
+    for names, what in ((3, "parameter_names"), (["y", 2], "columns")):
+        with pytest.raises(ContractError, match=rf"^{what}: expected a name or a list of names, got \w+ "):
+            summarize_sweep_files(tmp_path / "sweep.parquet", names if what == "parameter_names" else "beta",
+                                  tmp_path / "t.parquet", tmp_path / "s.json", names if what == "columns" else "y")  # fmt: skip
+    with pytest.raises(
+        ContractError, match=r"^parameter_names: expected a name or a list of names, got int 3"
+    ):
+        analyze_files(tmp_path / "trials.parquet", 3, tmp_path / "b.json", tmp_path / "t.parquet",
+                      tmp_path / "c.json")  # fmt: skip
 
 
 def test_sweep_page_shows_outputs_and_series(tmp_path):

@@ -113,10 +113,14 @@ def _relative_errors(
     return errors, left_out
 
 
-def _names(value: str | Sequence[str]) -> list[str]:
+def _names(value: Any, what: str) -> list[str]:
     """A wrapper param that lists names, one name given as a string being a list of one (a rule's
-    ``parameter_names="beta"`` was read as the columns b, e, t, a)."""
-    return [value] if isinstance(value, str) else list(value)
+    ``parameter_names="beta"`` was read as the columns b, e, t, a); anything else (a number) is named."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and all(isinstance(name, str) for name in value):
+        return list(value)
+    raise ContractError(f"{what}: expected a name or a list of names, got {type(value).__name__} {value!r}")
 
 
 def analyze_files(
@@ -129,7 +133,11 @@ def analyze_files(
     true_params: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     best, top, summary = analyze(
-        pd.read_parquet(trials_path), _names(parameter_names), top_k, true_params, f"{trials_path}"
+        pd.read_parquet(trials_path),
+        _names(parameter_names, "parameter_names"),
+        top_k,
+        true_params,
+        f"{trials_path}",
     )
     write_parquet(top, top_k_path)
     write_json(best, best_path)
@@ -219,9 +227,9 @@ def summarize_sweep_files(
     """``summarize_sweep`` of a simulations file, written as Parquet (table) and JSON (summary)."""
     table, summary = summarize_sweep(
         pd.read_parquet(simulations_path),
-        _names(parameter_names),
-        None if columns is None else _names(columns),
-        _names(statistics),
+        _names(parameter_names, "parameter_names"),
+        None if columns is None else _names(columns, "columns"),
+        _names(statistics, "statistics"),
         f"{simulations_path}",
     )
     write_parquet(table, table_path)

@@ -161,8 +161,9 @@ def _require_numbers(path: str | Path, what: str, frame: pd.DataFrame, column: s
 
 
 def _require_parameter_names(path: str | Path, what: str, columns: Sequence[str], names: Any) -> list[str]:
-    """``parameter_names`` as a list of columns of the ``what`` at ``path``: a YAML scalar ('beta', read as its
-    letters), an empty list or a misspelt name failed inside pandas or matplotlib, naming neither."""
+    """``parameter_names`` as a list of columns of the ``what`` at ``path`` (callers make one name given as a
+    string a list of one): a number, an empty list or a misspelt name failed inside pandas or matplotlib, naming
+    neither."""
     if (
         isinstance(names, str)
         or not isinstance(names, Sequence)
@@ -203,7 +204,7 @@ def visualize(
 ) -> Path:
     """Write the HTML page (and, if asked, each picture as its own PNG for ``snakemake --report``)."""
     # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
-    parameter_names = [parameter_names] if isinstance(parameter_names, str) else list(parameter_names)
+    parameter_names = [parameter_names] if isinstance(parameter_names, str) else parameter_names
     trials = pd.read_parquet(trials_path)
     best = json.loads(Path(best_path).read_text())
     parameter_names = _require_parameter_names(trials_path, "trials", list(trials.columns), parameter_names)
@@ -311,7 +312,7 @@ def visualize_sweep(
     """The page of a plain sweep: outputs against each parameter and, when ``column`` and ``on`` are in the
     simulations, every parameter set's series. ``png_paths`` may ask for ``outputs`` and ``series``."""
     # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
-    parameter_names = [parameter_names] if isinstance(parameter_names, str) else list(parameter_names)
+    parameter_names = [parameter_names] if isinstance(parameter_names, str) else parameter_names
     if "series" in (png_paths or {}) and not (column and on):
         raise ContractError(
             f"the series picture ({png_paths['series']}) was asked for, but column={column!r} and on={on!r} "
