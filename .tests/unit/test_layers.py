@@ -71,6 +71,13 @@ def test_library_never_imports_snakemake_or_the_other_library(library: str) -> N
     assert not offences, "\n".join(offences)
 
 
+def test_what_both_libraries_share_imports_only_the_standard_library() -> None:
+    """wrapper_rules (the check of a rule's names that kdgat's and simcal's wrappers share) may not bring one
+    library, Snakemake or any other package into the other."""
+    files = sorted((REPO / "src" / "wrapper_rules").rglob("*.py"))
+    modules = {module for path in files for module in imported_modules(path, package_of(path))}
+    assert files and {top(module) for module in modules} <= set(sys.stdlib_module_names) | {"__future__"}
+
 WRAPPERS = sorted((REPO / "wrappers").glob("*/wrapper.py"))
 
 
