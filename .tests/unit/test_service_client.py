@@ -315,6 +315,22 @@ def test_a_url_without_http_and_a_host_is_refused_at_once(url):
     assert time.monotonic() - began < 1.0
 
 
+def test_a_key_read_with_its_newline_is_sent_without_it():
+    handler = answers(QUEUED)
+    api = SimulationClient(URL, " sc_test-key\n", transport=httpx.MockTransport(handler))
+    with api:
+        api.status("job-1")
+    assert handler.seen[0].headers["authorization"] == "Bearer sc_test-key"
+
+
+@pytest.mark.parametrize("key", ["sc_test key", "sc_test\nkey", "sc_tést-key", "sc_test\x00key"])
+def test_a_key_no_header_can_carry_is_refused_at_once_without_showing_it(key):
+    """Sent, httpx refuses the header on each of the retries, and its error quotes the header: the key."""
+    with pytest.raises(ValueError, match=r"API key \(api_key or \$SIMCAL_API_KEY\) has a space") as refused:
+        SimulationClient(URL, key)
+    assert "sc_t" not in str(refused.value)
+
+
 def test_an_unsupported_protocol_is_not_retried():
     handler = answers(httpx.UnsupportedProtocol("Request URL has an unsupported protocol"))
     with client(handler) as api, pytest.raises(httpx.UnsupportedProtocol):

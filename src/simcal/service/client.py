@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ API_KEY_VARIABLE = "SIMCAL_API_KEY"
 URL_VARIABLE = "SIMCAL_SERVICE_URL"
 FINAL = ("succeeded", "failed", "cancelled")
 SYNC_TIMEOUT_S = 300.0  # the service's default --sync-timeout-s
+KEY = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry of a key, as one word
 
 
 def ended_unsuccessfully(job_id: str, info: dict[str, Any]) -> str:
@@ -114,6 +116,21 @@ def checked_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def checked_key(api_key: str | None) -> str:
+    """``api_key`` without the whitespace around it (a key read from a file keeps its newline); a ValueError, which
+    never shows the key, when there is none or it holds what no key has (a header could not carry it: the request
+    would fail, retried, with the key in the error)."""
+    api_key = (api_key or "").strip()
+    if not api_key:
+        raise ValueError(f"no API key: pass api_key or set {API_KEY_VARIABLE}")
+    if not KEY.fullmatch(api_key):
+        raise ValueError(
+            f"the API key (api_key or ${API_KEY_VARIABLE}) has a space, a control or a non-ASCII character "
+            "inside: a key is one word of printable ASCII, as `simcal keys add` printed it"
+        )
+    return api_key
+
+
 def checked_replicates(n_replicates: Any) -> int:
     """``n_replicates`` as an int; a ValueError unless it is a whole number >= 1 (2.0 is 2; 2.5 and True are
     refused rather than sent as 2 and 1)."""
@@ -154,9 +171,7 @@ class SimulationClient:
         url = url or os.environ.get(URL_VARIABLE)
         if not url:
             raise ValueError(f"no service URL: pass url or set {URL_VARIABLE}")
-        api_key = api_key or os.environ.get(API_KEY_VARIABLE)
-        if not api_key:
-            raise ValueError(f"no API key: pass api_key or set {API_KEY_VARIABLE}")
+        api_key = checked_key(api_key or os.environ.get(API_KEY_VARIABLE))
         self.url = checked_url(url)
         self.timeout, self.sync_timeout_s = timeout, checked_seconds("sync_timeout_s", sync_timeout_s)
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
