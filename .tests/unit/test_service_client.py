@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 import time
 
@@ -329,6 +330,28 @@ def test_a_key_no_header_can_carry_is_refused_at_once_without_showing_it(key):
     with pytest.raises(ValueError, match=r"API key \(api_key or \$SIMCAL_API_KEY\) has a space") as refused:
         SimulationClient(URL, key)
     assert "sc_t" not in str(refused.value)
+
+
+JOB = "88628f459588466fa72de3fc64b11039"
+
+
+@pytest.mark.parametrize(
+    "job_id", [f"{JOB}/results", f"{JOB}?status=x", f"{JOB}#", f"{URL}/v1/jobs/{JOB}", f" {JOB}", "", "../"]
+)
+@pytest.mark.parametrize("call", ["status", "cancel", "job", "to_pandas"])
+def test_a_job_id_that_is_not_one_word_is_refused_naming_it_before_anything_is_sent(job_id, call):
+    """Put into the path as it was, ``<id>/results`` read the Parquet file as the job's status (a UTF-8 error)
+    and ``<id>?x`` another request's answer."""
+    handler = answers(QUEUED)
+    with (
+        client(handler) as api,
+        pytest.raises(ValueError, match=rf"job id {re.escape(repr(job_id))}: expected"),
+    ):
+        if call == "to_pandas":
+            Job(api, job_id).to_pandas()
+        else:
+            getattr(api, call)(job_id)
+    assert handler.seen == []
 
 
 def test_an_unsupported_protocol_is_not_retried():

@@ -40,6 +40,7 @@ API_KEY_VARIABLE = "SIMCAL_API_KEY"
 URL_VARIABLE = "SIMCAL_SERVICE_URL"
 FINAL = ("succeeded", "failed", "cancelled")
 SYNC_TIMEOUT_S = 300.0  # the service's default --sync-timeout-s
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 KEY = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry of a key, as one word
 
 
@@ -129,6 +130,18 @@ def checked_key(api_key: str | None) -> str:
             "inside: a key is one word of printable ASCII, as `simcal keys add` printed it"
         )
     return api_key
+
+
+def job_path(job_id: Any) -> str:
+    """The API path of a job; a ValueError naming ``job_id`` unless it is one word of letters, digits, ``-`` and
+    ``_``: a slash, ``?`` or ``#`` in it would make the request ask for something else (``<id>/results`` read the
+    results as the job's status)."""
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise ValueError(
+            f"job id {job_id!r}: expected the id of a job as `simcal jobs list` shows it (32 hex characters), "
+            "not a path or URL"
+        )
+    return f"/v1/jobs/{job_id}"
 
 
 def checked_replicates(n_replicates: Any) -> int:
@@ -317,6 +330,7 @@ class SimulationClient:
         return pd.read_parquet(io.BytesIO(response.content))
 
     def job(self, job_id: str) -> Job:
+        job_path(job_id)
         return Job(self, job_id)
 
     def jobs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -324,16 +338,16 @@ class SimulationClient:
         return self._send("GET", "/v1/jobs", params=params).json()["jobs"]
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._send("GET", f"/v1/jobs/{job_id}").json()
+        return self._send("GET", job_path(job_id)).json()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._send("DELETE", f"/v1/jobs/{job_id}").json()
+        return self._send("DELETE", job_path(job_id)).json()
 
     def download(self, job_id: str, handle: BinaryIO) -> None:
         """Write the job's results into ``handle``; a transfer cut short is started again from the beginning."""
         import httpx
 
-        path = f"/v1/jobs/{job_id}/results"
+        path = job_path(job_id) + "/results"
         for attempt in range(self.retries + 1):
             handle.seek(0)
             handle.truncate()
