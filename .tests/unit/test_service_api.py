@@ -543,6 +543,10 @@ def test_readyz_refuses_a_scheduler_without_workers(service_factory):
         ("--allow-models", " , ", "--allow-models: expected at least one module prefix"),
         ("--allow-models", "simcal models", "--allow-models: 'simcal models' is not a module name"),
         ("--port", "99999", "argument --port: expected a TCP port number 0..65535, got '99999'"),
+        # A file, and a directory even root cannot write to: named as --results, not --state-dir, and refused at
+        # the start rather than failing every job once its simulations have run.
+        ("--results", "/dev/null", "--results /dev/null: cannot write results there"),
+        ("--results", "/sys", "--results /sys: cannot write results there"),
     ],
 )
 def test_serve_refuses_limits_that_would_stop_it_working(service_factory, option, value, words):

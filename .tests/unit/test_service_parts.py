@@ -464,6 +464,20 @@ def test_publishing_writes_the_results_file_whole_or_not_at_all(tmp_path, monkey
     assert sorted(path.name for path in (tmp_path / "results").iterdir()) == ["job-1.parquet"]
 
 
+def test_a_relative_results_directory_gives_results_paths_that_hold_from_anywhere(tmp_path, monkeypatch):
+    """results_path is shown to clients and kept in the registry: relative, it named the file from the service's
+    working directory only (a restart from elsewhere answered 410 for results that were there)."""
+    from simcal.service.results import LocalResults
+
+    made = tmp_path / "made.parquet"
+    pd.DataFrame({"y": [1.0]}).to_parquet(made)
+    monkeypatch.chdir(tmp_path)
+    published = LocalResults("results").publish(made, "job-1")
+    assert published == str(tmp_path / "results" / "job-1.parquet")
+    monkeypatch.chdir(tmp_path.parent)
+    assert LocalResults(tmp_path / "results").exists(published)
+
+
 @pytest.fixture
 def restartable_scheduler(tmp_path, monkeypatch):
     """A Dask scheduler on a fixed loopback port that a test stops and starts again (a scheduler pod restarted),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -28,8 +29,17 @@ class ResultsError(ValueError):
 
 class LocalResults:
     def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Absolute: results_path is shown to clients and kept in the registry across restarts from elsewhere.
+        self.directory = Path(directory).absolute()
+        try:  # a directory the service cannot write to would fail every job after all of its simulations ran
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".simcal-write-check-"):
+                pass
+        except OSError as error:
+            raise ResultsError(
+                f"--results {self.directory}: cannot write results there ({error.strerror or error}); "
+                "expected a directory this service can write to"
+            ) from error
 
     def publish(self, path: Path, job_id: str) -> str:
         target = self.directory / f"{job_id}.parquet"
