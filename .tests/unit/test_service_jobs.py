@@ -416,6 +416,7 @@ def test_cancel_stops_the_job_and_cancels_its_dask_tasks(service, client, count_
         cancelled = job.cancel()
         assert cancelled["status"] == "cancelled" and time.monotonic() - began < 10
         assert cancelled["error"] == "cancelled by request"
+        assert not (service.state_dir / "jobs" / job.id).exists()  # its parts: nothing would ever read them
         at_cancel = executions(count_file, 0, 40)  # this job's values of a only
         # Nothing of the job is left on the scheduler: queued batches never start, running ones are forgotten.
         wait_for(lambda: not simcal_tasks(client), 10, "the job's tasks to leave the scheduler")

@@ -287,6 +287,20 @@ def test_a_job_that_starts_while_its_cancel_reads_it_queued_is_stopped_not_marke
     registry.close()
 
 
+def test_a_queued_job_cancelled_leaves_no_parts_of_an_earlier_run_behind(tmp_path):
+    """A job queued again (its run interrupted by a stop of the service) has parts in its directory; cancelled
+    before it runs again, they would stay under --state-dir for ever, as a cancelled running job's did."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=None, results=None, telemetry=None)
+    job, _ = registry.create("alice", "m:f", {}, 5)
+    parts = manager.output_of(job.id).with_name("simulations.parquet.partial")
+    parts.mkdir(parents=True)
+    pd.DataFrame({"y": [1.0]}).to_parquet(parts / "part-0.parquet")
+    assert manager.cancel(job.id, "alice").status == "cancelled"
+    assert not manager.work_dir(job.id).exists()
+    registry.close()
+
+
 # -- tracing ---------------------------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ into ``<state dir>/jobs/<job id>/simulations.parquet``; its finished batches wai
 like any sweep's. So a job has the wrapper's contract, seeds, failure rows and batching, and a job interrupted by
 the service's death resumes from its finished parts when the service starts again (``JobRegistry.recover``).
 The finished file is then published to the results store (a directory, or Azure Blob). The work directory of a
-job that failed is kept (its parts hold the rows of the failed simulations, for inspection); the others are removed.
+job that failed is kept (its parts hold the rows of the failed simulations, for inspection); those of jobs that
+succeeded or were cancelled are removed.
 """
 
 from __future__ import annotations
@@ -312,6 +313,7 @@ class JobManager:
         if job is None or job.status in ("succeeded", "failed", "cancelled"):
             return job
         if job.status == "queued" and self.registry.cancel_queued(job_id, f"cancelled by {owner}"):
+            self._discard_work(job_id)  # the parts of a run interrupted before (a job queued again)
             self._signal_end(job_id)
             log.info("job %s cancelled while queued", job_id)
             return self.registry.get(job_id)
@@ -419,6 +421,7 @@ class JobManager:
             return  # still queued: it starts at the next start of the service
         if client is None or not self.registry.start(job_id):  # cancelled while it waited
             self.registry.finish(job_id, "cancelled", error="cancelled by request")
+            self._discard_work(job_id)
             self._signal_end(job_id)
             return
         with self._lock:
@@ -467,7 +470,7 @@ class JobManager:
                     "job %s succeeded: %d simulations (%d failed, %d resumed) in %.2f s",
                     job_id, done, failed, resumed, time.perf_counter() - began,
                 )  # fmt: skip
-                shutil.rmtree(self.work_dir(job_id), ignore_errors=True)
+                self._discard_work(job_id)
             except Cancelled:
                 if self._stopping.is_set():
                     self.registry.requeue(job_id)
@@ -490,6 +493,7 @@ class JobManager:
                     error="cancelled by request",
                 )
                 self.telemetry.set(span, **{"simcal.status": "cancelled"})
+                self._discard_work(job_id)
                 log.info(
                     "job %s cancelled after %d of %d simulations", job_id, progress["done"], job.simulations
                 )
@@ -505,6 +509,11 @@ class JobManager:
                         self._scheduler_losses.pop(job_id, None)
                     if not self._stopping.is_set():
                         self._signal_end(job_id)
+
+    def _discard_work(self, job_id: str) -> None:
+        """Remove the work directory of a job that succeeded or was cancelled: nothing reads it again (an ended job
+        is never run again; a cancelled one's parts would stay under --state-dir for ever)."""
+        shutil.rmtree(self.work_dir(job_id), ignore_errors=True)
 
     def _fail(self, job_id: str, job, span, message: str) -> None:
         progress = self.live_progress(job)
