@@ -19,6 +19,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -352,6 +353,22 @@ def test_a_job_id_that_is_not_one_word_is_refused_naming_it_before_anything_is_s
         else:
             getattr(api, call)(job_id)
     assert handler.seen == []
+
+
+def test_numpy_values_are_sent_as_numbers_and_a_nan_or_infinite_one_is_refused_naming_it():
+    """numpy scalars (a value taken from an array) failed the request with 'Object of type int64 is not JSON
+    serializable'; a NaN (a table's missing value) with 'Out of range float values are not JSON compliant'."""
+    handler = answers(QUEUED)
+    with client(handler) as api:
+        api.submit(MODEL, [{"a": np.float32(0.5), "n": np.int64(20)}], settings={"seed": np.int64(3)})
+        sent = json.loads(handler.seen[0].content)
+        assert sent["parameter_sets"] == [{"a": 0.5, "n": 20}] and sent["settings"] == {"seed": 3}
+        table = pd.DataFrame({"a": [1.0, np.nan]})
+        with pytest.raises(ValueError, match=r"parameter_sets\[1\]: 'a' is nan: expected a finite number"):
+            api.submit(MODEL, table)
+        with pytest.raises(ValueError, match=r"fixed: 'n' is inf: expected a finite number"):
+            api.simulate_sync(MODEL, [{"a": 1.0}], fixed={"n": float("inf")})
+    assert len(handler.seen) == 1
 
 
 def test_an_unsupported_protocol_is_not_retried():

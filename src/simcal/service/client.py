@@ -22,6 +22,7 @@ default ``--sync-timeout-s``), and the client waits that long plus ``timeout`` f
 from __future__ import annotations
 
 import io
+import math
 import os
 import random
 import re
@@ -31,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pandas as pd
 
 from simcal.contract import is_whole_number
@@ -142,6 +144,22 @@ def job_path(job_id: Any) -> str:
             "not a path or URL"
         )
     return f"/v1/jobs/{job_id}"
+
+
+def json_values(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` as JSON carries them, numpy scalars as Python's (a table's int64 failed the request with 'Object of
+    type int64 is not JSON serializable'); a ValueError naming ``where`` and the name for a NaN or an infinite
+    number, which JSON cannot carry (it failed with 'Out of range float values are not JSON compliant')."""
+    plain = {}
+    for name, value in values.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(
+                f"{where}: {name!r} is {value}: expected a finite number (a missing value of a table is NaN)"
+            )
+        plain[name] = value
+    return plain
 
 
 def checked_replicates(n_replicates: Any) -> int:
@@ -271,13 +289,16 @@ class SimulationClient:
             parameter_sets = parameter_sets.to_dict("records")
         body = {
             "fn_ref": fn_ref,
-            "parameter_sets": list(parameter_sets),
+            "parameter_sets": [
+                json_values(values, f"parameter_sets[{index}]") if isinstance(values, Mapping) else values
+                for index, values in enumerate(parameter_sets)
+            ],
             "n_replicates": checked_replicates(n_replicates),
         }
         if settings:
-            body["settings"] = dict(settings)
+            body["settings"] = json_values(settings, "settings")
         if fixed:
-            body["fixed"] = dict(fixed)
+            body["fixed"] = json_values(fixed, "fixed")
         # The caller's key, or a fresh one per call: the retries of this call never make a second job.
         key = idempotency_key or uuid.uuid4().hex
         return self._send("POST", path, json=body, headers={"Idempotency-Key": key}, **options)
