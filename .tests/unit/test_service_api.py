@@ -547,6 +547,11 @@ def test_readyz_refuses_a_scheduler_without_workers(service_factory):
         # the start rather than failing every job once its simulations have run.
         ("--results", "/dev/null", "--results /dev/null: cannot write results there"),
         ("--results", "/sys", "--results /sys: cannot write results there"),
+        (
+            "--scheduler",
+            "localhost",
+            "--scheduler 'localhost' (or $DASK_SCHEDULER_ADDRESS): missing port number",
+        ),
     ],
 )
 def test_serve_refuses_limits_that_would_stop_it_working(service_factory, option, value, words):

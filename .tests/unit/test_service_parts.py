@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -490,6 +491,25 @@ def test_a_relative_results_directory_gives_results_paths_that_hold_from_anywher
     assert published == str(tmp_path / "results" / "job-1.parquet")
     monkeypatch.chdir(tmp_path.parent)
     assert LocalResults(tmp_path / "results").exists(published)
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("notahost", "missing port number in address 'notahost'"),
+        ("tcp://127.0.0.1:99999", "port 99999 outside 1..65535"),
+        ("http://127.0.0.1:8787", "unknown protocol 'http'"),  # the dashboard's URL
+        ("scheduler:abc", "invalid literal for int()"),
+    ],
+)
+def test_a_scheduler_address_dask_could_never_connect_to_is_refused_naming_it(address, words):
+    """Taken, it was retried for ever: the service never ready, the reason only in /readyz."""
+    from simcal.service.cluster import Cluster
+
+    with pytest.raises(ValueError, match=rf"--scheduler '{re.escape(address)}' .*: .*{re.escape(words)}"):
+        Cluster(address)
+    for fine in ("tcp://127.0.0.1:8786", "tls://dask-scheduler:8786", "localhost:8786", "tcp://[::1]:8786"):
+        assert Cluster(fine).scheduler == fine
 
 
 @pytest.fixture

@@ -23,11 +23,34 @@ CONNECT_TIMEOUT = "10s"  # how long the client tries to reach (or reach again) t
 PROBE_TIMEOUT_S = 5.0
 
 
+def checked_scheduler(address: str) -> None:
+    """A ValueError naming ``address`` unless Dask could ever connect to it: a known protocol, and a host and a port
+    1..65535 (a malformed address was retried for ever, the service never ready, its reason only in /readyz)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in backends:
+            raise ValueError(f"unknown protocol {scheme!r} (Dask's are {', '.join(sorted(backends))})")
+        if scheme != "inproc":
+            _, port = parse_host_port(location)
+            if not 0 < port <= 65535:
+                raise ValueError(f"port {port} outside 1..65535")
+    except ValueError as error:
+        raise ValueError(
+            f"--scheduler {address!r} (or $DASK_SCHEDULER_ADDRESS): {error}; expected a Dask scheduler address "
+            "such as tcp://host:8786"
+        ) from None
+
+
 class Cluster:
     def __init__(self, scheduler: str | None, workers: int = 2, threads_per_worker: int = 1):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             # Checked with or without --scheduler: a LocalCluster of no worker would never be ready.
             raise ValueError(f"--workers {workers!r}: expected an integer >= 1")
+        if scheduler:
+            checked_scheduler(scheduler)
         self.scheduler, self.workers, self.threads_per_worker = scheduler, workers, threads_per_worker
         self.backend = "scheduler" if scheduler else "local"
         self._client: Any = None
