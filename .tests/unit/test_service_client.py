@@ -304,6 +304,37 @@ def test_a_download_cut_short_every_time_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
 
 
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ("running", "cancelling: still running, its batches on the workers are cancelled first"),
+        ("succeeded", "succeeded: it had ended, so nothing was cancelled"),
+        ("cancelled", "cancelled"),
+    ],
+)
+def test_simcal_jobs_cancel_says_whether_the_job_is_still_stopping_or_had_ended(
+    monkeypatch, capsys, status, said
+):
+    """DELETE answers after 10 s at most with the job as it is then: a large job still stopping printed a bare
+    '<id> running', as if the cancel had been ignored (found cancelling a running 100 000-simulation job)."""
+    from simcal.cli import main
+    from simcal.service import client as client_module
+
+    job_id = "b6436e68b0b64ec6a8a99f83fe034b00"
+    handler = answers(httpx.Response(200, json={"job_id": job_id, "status": status}))
+    plain = client_module.SimulationClient
+    monkeypatch.setattr(
+        client_module,
+        "SimulationClient",
+        lambda url, key: plain(url, key, transport=httpx.MockTransport(handler)),
+    )
+    assert main(["jobs", "cancel", job_id, "--url", URL, "--api-key", "sc_test-key"]) == 0
+    assert handler.seen[0].method == "DELETE"
+    assert capsys.readouterr().out.strip() == f"{job_id} {said}" + (
+        f"; `simcal jobs show {job_id}` says when it is cancelled" if status == "running" else ""
+    )
+
+
 # -- refused before sending ---------------------------------------------------------------------------------------
 
 

@@ -205,6 +205,20 @@ def format_jobs(jobs: list[dict]) -> str:
     )
 
 
+def cancel_outcome(job: dict) -> str:
+    """What ``simcal jobs cancel`` says of the job the service answered with: the service waits 10 s for a running
+    job to stop, and a bare '<id> running' read as if the cancel had been ignored."""
+    status = job["status"]
+    if status in ("queued", "running"):
+        return (
+            f"{job['job_id']} cancelling: still {status}, its batches on the workers are cancelled first; "
+            f"`simcal jobs show {job['job_id']}` says when it is cancelled"
+        )
+    if status in ("succeeded", "failed"):
+        return f"{job['job_id']} {status}: it had ended, so nothing was cancelled"
+    return f"{job['job_id']} {status}"
+
+
 def jobs(args: argparse.Namespace) -> int:
     from simcal.service.client import ServiceError, SimulationClient
 
@@ -217,7 +231,7 @@ def jobs(args: argparse.Namespace) -> int:
                 print(json.dumps(client.status(args.job_id), indent=2))
             else:
                 job = client.cancel(args.job_id)
-                print(f"{job['job_id']} {job['status']}")
+                print(cancel_outcome(job))
     except (ServiceError, ValueError) as error:
         print(f"simcal jobs: {error}", file=sys.stderr)
         return 1
