@@ -116,6 +116,16 @@ def test_429_past_the_retries_raises_rate_limited_with_the_reason():
     assert len(handler.seen) == 3
 
 
+def test_a_url_with_a_path_the_service_has_no_call_under_is_named_as_the_likely_mistake():
+    """The service at http://host:8000 and the client given http://host:8000/v1: every call was a bare
+    '404 Not Found' (FastAPI's answer for a path it has no route for), whatever the call."""
+    handler = answers(httpx.Response(404, json={"detail": "Not Found"}))
+    api = SimulationClient(f"{URL}/v1/", "sc_test-key", transport=httpx.MockTransport(handler))
+    with api, pytest.raises(NotFound, match=rf"is {URL}/v1 the service's own address, without /v1"):
+        api.jobs()
+    assert str(handler.seen[0].url) == f"{URL}/v1/v1/jobs?limit=100"
+
+
 def test_a_rejected_request_is_not_retried_and_its_reason_reaches_the_caller():
     handler = answers(httpx.Response(422, json={"detail": "parameter_sets: 'a' is missing"}))
     with client(handler) as api, pytest.raises(RequestRejected) as raised:

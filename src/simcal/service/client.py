@@ -272,6 +272,11 @@ class SimulationClient:
         message = f"{method} {self.url}{path}: {status} {detail}"
         if status == 401:
             message += f" (check the API key, e.g. ${API_KEY_VARIABLE})"
+        if status == 404 and detail == "Not Found":  # no such route: a job it lacks, the service names
+            message += (
+                f" (no such call: is {self.url} the service's own address, without /v1 or another path? "
+                f"url or ${URL_VARIABLE})"
+            )
         if status == 429:
             raise RateLimited(message, status, detail)
         if status == 504:
