@@ -291,6 +291,9 @@ def test_oversized_bodies_are_refused_with_413_declared_or_streamed(service):
     with service.http(service.keys["alice"]) as http:
         declared = http.post("/v1/simulate", content=payload, headers={"content-type": "application/json"})
         assert declared.status_code == 413 and str(MAX_BYTES) in declared.json()["detail"]
+        # What was too large, and what to do: a bare 'at most 20000 bytes' told neither.
+        assert f"request body of {len(payload)} bytes is over" in declared.json()["detail"]
+        assert "--request-max-bytes): send the parameter sets as several jobs" in declared.json()["detail"]
 
         def chunks():  # no Content-Length: the limit applies while the body is read
             for start in range(0, len(payload), 4096):
@@ -298,6 +301,7 @@ def test_oversized_bodies_are_refused_with_413_declared_or_streamed(service):
 
         streamed = http.post("/v1/simulate", content=chunks(), headers={"content-type": "application/json"})
         assert streamed.status_code == 413, streamed.text
+        assert f"request body of more than {MAX_BYTES} bytes is over" in streamed.json()["detail"]
         assert http.get("/v1/jobs").status_code == 200  # the service is fine afterwards
 
 

@@ -53,8 +53,11 @@ class BodyLimit:
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
-    def _message(self) -> str:
-        return f"request body too large: this service takes at most {self.max_bytes} bytes"
+    def _message(self, size: str) -> str:
+        return (
+            f"request body of {size} bytes is over this service's limit of {self.max_bytes} bytes "
+            "(its --request-max-bytes): send the parameter sets as several jobs, and values shared by all in fixed"
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -62,7 +65,9 @@ class BodyLimit:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
+            await JSONResponse({"detail": self._message(length.decode())}, status_code=413)(
+                scope, receive, send
+            )
             return
         received = 0
 
@@ -72,7 +77,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise HTTPException(413, self._message())
+                    raise HTTPException(413, self._message(f"more than {self.max_bytes}"))
             return message
 
         await self.app(scope, limited_receive, send)
