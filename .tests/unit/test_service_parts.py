@@ -46,6 +46,17 @@ def test_keys_file_holds_salted_hashes_and_identifies_each_key(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the umask decides, as for any file
 
 
+def test_simcal_keys_add_refuses_an_empty_name_and_makes_one_up_only_when_it_is_left_out(tmp_path, capsys):
+    """``--name "$NAME"`` with NAME unset added a key under a made-up name; the name is what logs show."""
+    from simcal.cli import main
+
+    path = tmp_path / "keys"
+    assert main(["keys", "add", "--file", str(path), "--name", ""]) == 2
+    assert "key name '' must match" in capsys.readouterr().err and not path.exists()
+    assert main(["keys", "add", "--file", str(path)]) == 0
+    assert [entry.name for entry in read_keys(path)][0].startswith("key-")
+
+
 def test_a_key_is_256_random_bits_stored_as_sha256_of_its_own_salt_and_the_key(tmp_path):
     """docs/service.md, Security: a random 256-bit key per client, stored as ``<name> sha256$<salt>$<hash>``, the
     SHA-256 of a per-key random salt and the key (computed here with hashlib, not with the module's own hash_key)."""

@@ -155,7 +155,8 @@ def keys(args: argparse.Namespace) -> int:
 
     try:
         if args.keys_command == "add":
-            name = args.name or f"key-{os.urandom(3).hex()}"
+            # Only a left-out --name gets a made-up one: --name "" (an unset variable) is refused as a name.
+            name = f"key-{os.urandom(3).hex()}" if args.name is None else args.name
             key = add_key(args.file, name)
             print(key)
             print(
