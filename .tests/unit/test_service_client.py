@@ -712,6 +712,42 @@ def test_the_service_backend_takes_its_key_from_the_environment_only(monkeypatch
             service.flush()
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        (
+            "poll_interval_s",
+            -1,
+            "a number of seconds > 0, got -1",
+        ),  # was: 'sleep length must be non-negative'
+        ("poll_interval_s", 0, "a number of seconds > 0, got 0"),  # was: taken as 1 s
+        ("poll_interval_s", None, "a number of seconds > 0, got None"),
+        ("wait_timeout_s", "ten", "a number of seconds > 0 or null (no limit), got 'ten'"),
+        (
+            "wait_timeout_s",
+            0,
+            "a number of seconds > 0 or null (no limit), got 0",
+        ),  # was: sent, then cancelled
+        ("wait_timeout_s", float("nan"), "a number of seconds > 0 or null (no limit), got nan"),
+        ("url", 8000, "a URL such as http://host:8000 or null, got 8000"),
+    ],
+)
+def test_service_backend_options_are_checked_naming_them_before_anything_is_sent(
+    tmp_path, monkeypatch, option, value, expected
+):
+    from simcal.runner import simulate
+
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", URL)  # nothing answers there: the refusal comes first
+    monkeypatch.setenv("SIMCAL_API_KEY", "sc_test-key")
+    where = rf"calibration\.backend\.service\.{option}: expected {re.escape(expected)}"
+    with pytest.raises(ContractError, match=where):
+        SimulationService(backend="service", backend_options={option: value})
+    with pytest.raises(ContractError, match=where):
+        simulate(MODEL, pd.DataFrame({"a": [1.0]}), tmp_path / "sweep.parquet", backend="service",
+                 backend_options={option: value})  # fmt: skip
+    assert not (tmp_path / "sweep.parquet").exists()
+
+
 @pytest.mark.parametrize("replicate", [-1, 1.5, "0", True])
 def test_replicate_on_the_service_backend_is_checked_before_anything_is_queued(replicate):
     with SimulationService(backend="service", backend_options={"url": URL}) as service:

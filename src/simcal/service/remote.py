@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -129,8 +130,23 @@ def service_chunks(tasks: Sequence[SimTask]) -> list[list[SimTask]]:
 
 
 def checked_options(backend_options: Any) -> dict[str, Any]:
+    """The options, checked before anything is sent (the workflow's schema checks them too, a script's
+    ``backend_options`` only here): a bad value failed once a job was queued ('sleep length must be
+    non-negative'), and ``poll_interval_s: 0`` was taken as 1 s."""
     options = dict(backend_options or {})
     reject_unknown_keys(options, OPTIONS, WHERE)
+    url = options.get("url")
+    if url is not None and not isinstance(url, str):
+        raise ContractError(f"{WHERE}.url: expected a URL such as http://host:8000 or null, got {url!r}")
+    for name in ("poll_interval_s", "wait_timeout_s"):
+        value = options.get(name)
+        if name in options and not (value is None and name == "wait_timeout_s"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ContractError(
+                    f"{WHERE}.{name}: expected a number of seconds > 0"
+                    + (" or null (no limit)" if name == "wait_timeout_s" else "")
+                    + f", got {value!r}"
+                )
     return options
 
 
@@ -198,7 +214,7 @@ def finish_job(
     """
     from simcal.service.client import FINAL, ended_unsuccessfully
 
-    poll_s = float(options.get("poll_interval_s") or 1.0)
+    poll_s = float(options.get("poll_interval_s", 1.0))
     wait_timeout_s = options.get("wait_timeout_s")
     began = time.monotonic()
     try:
