@@ -381,6 +381,35 @@ def test_spans_for_each_request_and_each_job_carry_the_key_name_never_the_key(tm
         assert all(key not in str(value) for value in span.attributes.values())
 
 
+def test_a_registry_on_a_full_disk_answers_503_saying_so_and_no_traceback(tmp_path):
+    """Found with a real service under a file size limit: once the registry could not grow, each submission
+    answered '500 Internal Server Error' (the client does not retry a 500) and logged a traceback. The registry is
+    full here as on a full disk, to SQLite: its pages are capped at the number it has (SQLITE_FULL)."""
+    service_available()
+    from fastapi.testclient import TestClient
+
+    from simcal.service.server import Service
+
+    key = add_key(tmp_path / "keys", "alice")
+    service = Service(ServiceConfig(state_dir=tmp_path / "state"), tmp_path / "keys")
+    http = TestClient(service.app)  # no lifespan: no job thread nor Dask, the API and the registry only
+    http.headers["Authorization"] = f"Bearer {key}"
+    assert http.post("/v1/simulate", json=ONE_SIR_SIMULATION).status_code == 202
+    registry = service.registry
+    with registry._lock:
+        pages = registry._db.execute("PRAGMA page_count").fetchone()[0]
+        registry._db.execute(f"PRAGMA max_page_count = {pages}")
+    sets = [{"beta": 0.3, "gamma": 0.1, "days": days} for days in range(1, 900)]
+    answer = http.post("/v1/simulate", json={**ONE_SIR_SIMULATION, "parameter_sets": sets})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "10", answer.text
+    assert answer.json()["detail"] == (
+        "the service cannot use its job registry (database or disk is full): its disk may be full or failing; "
+        "retry later"
+    )
+    assert len(http.get("/v1/jobs").json()["jobs"]) == 1  # the service goes on answering
+    registry.close()
+
+
 def test_a_job_finished_but_not_published_when_the_service_died_is_published_without_running_again(
     tmp_path, monkeypatch
 ):

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+import sqlite3
 import time
 from typing import Annotated, Any
 
@@ -174,6 +175,22 @@ def create_app(
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, error: RequestRefused):
         return JSONResponse({"detail": error.message}, status_code=error.status)
+
+    @app.exception_handler(sqlite3.Error)
+    async def registry_unusable(request: Request, error: sqlite3.Error):
+        # A full or failing disk under --state-dir: a passing condition to the caller (503, retried), not a 500
+        # with nothing but 'Internal Server Error'.
+        log.error(
+            "%s %s: the job registry %s: %s", request.method, request.url.path, manager.registry.path, error
+        )
+        return JSONResponse(
+            {
+                "detail": f"the service cannot use its job registry ({error}): its disk may be full or "
+                "failing; retry later"
+            },
+            status_code=503,
+            headers={"Retry-After": "10"},
+        )
 
     def caller(request: Request) -> str:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
