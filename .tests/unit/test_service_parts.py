@@ -410,6 +410,23 @@ def test_a_registry_on_a_full_disk_answers_503_saying_so_and_no_traceback(tmp_pa
     registry.close()
 
 
+def test_a_second_service_on_a_state_dir_in_use_is_refused_naming_the_first(tmp_path):
+    """Found with two real 'simcal serve' on one --state-dir: the second took the first's running job for one
+    interrupted by a death, queued it again and ran it too, both writing its parts."""
+    service_available()
+    from simcal.service.server import Service
+
+    add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state")
+    first = Service(config, tmp_path / "keys")
+    with pytest.raises(ValueError, match=rf"--state-dir {tmp_path / 'state'} is in use by another simcal serve "
+                       rf"\(pid {os.getpid()}, in serve.lock\): one service per state directory"):  # fmt: skip
+        Service(config, tmp_path / "keys")
+    first.registry.close()
+    first._state_lock.close()  # as its lifespan's end, or the end of its process, does
+    Service(config, tmp_path / "keys").registry.close()
+
+
 def test_a_job_finished_but_not_published_when_the_service_died_is_published_without_running_again(
     tmp_path, monkeypatch
 ):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
+import os
 from pathlib import Path
 
 from simcal.service.app import create_app
@@ -16,6 +19,35 @@ from simcal.service.results import results_store
 from simcal.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+
+STATE_LOCK = "serve.lock"
+
+
+def lock_state_dir(state_dir: Path):
+    """Hold ``<state_dir>/serve.lock`` (an exclusive flock, released when the process ends, however it ends) and
+    write this process's id into it; a ValueError naming the other process when one holds it. Two services on one
+    state directory would each take the other's running jobs for interrupted ones at their start and run them
+    again, into the same parts."""
+    handle = open(state_dir / STATE_LOCK, "a+")  # noqa: SIM115 - held open for the life of the service
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EAGAIN, errno.EACCES):
+            handle.close()
+            raise
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ValueError(
+            f"--state-dir {state_dir} is in use by another simcal serve (pid {holder}, in {STATE_LOCK}): one "
+            "service per state directory; stop that one or give this one another --state-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 class Service:
@@ -33,6 +65,7 @@ class Service:
     ):
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = lock_state_dir(config.state_dir)
         self.keyring = KeyRing(keys_file)  # a missing or malformed keys file stops the start, naming the line
         self.registry = JobRegistry(config.state_dir / "jobs.sqlite")
         self.results = results_store(results, config.state_dir, azure_account_url)
@@ -61,6 +94,7 @@ class Service:
             self.cluster.close()
             self.registry.close()
             self.telemetry.shutdown()
+            self._state_lock.close()
 
 
 def serve(service: Service, host: str, port: int) -> None:
