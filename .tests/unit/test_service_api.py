@@ -426,6 +426,11 @@ def test_only_a_replayed_submission_says_so_and_a_key_of_128_characters_is_taken
             and again.json()["job_id"] == first.json()["job_id"]
         )
         assert submit(alice, headers={"Idempotency-Key": key + "k"}).status_code == 422
+        # A space is printable ASCII too, and refused: the answer said only 'printable ASCII characters'.
+        spaced = submit(alice, headers={"Idempotency-Key": "sweep 1"})
+        assert spaced.status_code == 422 and spaced.json()["detail"] == (
+            "Idempotency-Key 'sweep 1': expected 1 to 128 printable ASCII characters, no space"
+        )
 
 
 def test_the_key_is_checked_before_the_body_is_read(service):

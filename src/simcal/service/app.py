@@ -253,7 +253,9 @@ def create_app(
     def idempotency(request: Request) -> str | None:
         key = request.headers.get("idempotency-key")
         if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-            raise RequestRefused(422, "Idempotency-Key: 1 to 128 printable ASCII characters")
+            raise RequestRefused(
+                422, f"Idempotency-Key {key[:140]!r}: expected 1 to 128 printable ASCII characters, no space"
+            )
         return key
 
     @app.post("/v1/simulate", status_code=202)

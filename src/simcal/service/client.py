@@ -319,7 +319,7 @@ class SimulationClient:
     ) -> Job:
         """Queue a job: every parameter set × ``n_replicates`` through ``fn_ref`` on the service's cluster.
 
-        With ``idempotency_key`` (1 to 128 printable ASCII characters) a request the service has seen with that key
+        With ``idempotency_key`` (1 to 128 printable ASCII characters, no space) a request the service has seen with that key
         before returns the job it made then (``job.replayed`` is True), whatever its status. When an attempt of
         this very call may have made the job (its answer was lost), the job is taken as this call's own
         (``job.replayed`` is False)."""
