@@ -199,6 +199,25 @@ def test_registry_keeps_jobs_across_reopening_and_recovers_interrupted_ones(tmp_
         JobRegistry(path)
 
 
+def test_a_clock_stepped_back_neither_reorders_the_job_list_nor_makes_a_duration_negative(
+    tmp_path, monkeypatch
+):
+    """GET /v1/jobs is newest first; ordered by submission time, a job made after the clock stepped back an hour
+    (NTP after a suspended VM) came after the older ones, and a running job showed a negative duration_s."""
+    from simcal.service import registry as registry_module
+
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    older, _ = registry.create("alice", "m:f", {}, 1)
+    assert registry.start(older.id)
+    now = time.time()
+    monkeypatch.setattr(registry_module.time, "time", lambda: now - 3600.0)
+    newer, _ = registry.create("alice", "m:f", {}, 1)
+    assert [job.id for job in registry.list("alice")] == [newer.id, older.id]
+    assert [job.id for job in registry.list("alice", limit=1)] == [newer.id]
+    assert registry.get(older.id).describe()["duration_s"] == 0.0
+    registry.close()
+
+
 def test_a_retried_idempotency_key_answers_each_owner_with_its_own_job(tmp_path):
     """Keys are per API key: bob retrying the key alice used first gets bob's job back, never alice's."""
     registry = JobRegistry(tmp_path / "jobs.sqlite")

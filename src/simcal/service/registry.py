@@ -78,7 +78,7 @@ class Job:
         if self.started is None:
             return None
         end = self.finished if self.finished is not None else (now or time.time())
-        return round(end - self.started, 3)
+        return round(max(0.0, end - self.started), 3)  # never negative, whatever the clock did meanwhile
 
     def describe(self, progress: dict[str, int] | None = None) -> dict[str, Any]:
         """The job as the API shows it; ``progress`` overrides the stored counts while it runs."""
@@ -186,7 +186,10 @@ class JobRegistry:
             sql, args = sql + " AND status = ?", [*args, status]
         with self._lock:
             rows = self._db.execute(
-                sql + " ORDER BY submitted DESC, rowid DESC LIMIT ?", (*args, limit)
+                # In the order jobs were made (rowid), not by their clock times: a clock stepped back (NTP after a
+                # suspended VM) put a new job behind older ones, and out of `simcal jobs list --limit 1`.
+                sql + " ORDER BY rowid DESC LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return [Job.from_row(row) for row in rows]
 
