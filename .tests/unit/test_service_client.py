@@ -412,6 +412,28 @@ def test_numpy_values_are_sent_as_numbers_and_a_nan_or_infinite_one_is_refused_n
     assert len(handler.seen) == 1
 
 
+def test_an_https_url_of_a_service_without_tls_fails_at_once_saying_so():
+    """A real HTTP server on loopback asked over https://: the handshake fails the same way every time, and was
+    retried with backoff for nearly a minute before 'no answer after 9 attempts'."""
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        began = time.monotonic()
+        with SimulationClient(url, "sc_test-key") as api:
+            for call in (lambda: api.status("job-1"), lambda: Job(api, "job-1").to_pandas()):
+                with pytest.raises(
+                    ServiceUnavailable, match=r"the TLS handshake failed .*; not retried: check"
+                ):
+                    call()
+        assert time.monotonic() - began < 5
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_an_unsupported_protocol_is_not_retried():
     handler = answers(httpx.UnsupportedProtocol("Request URL has an unsupported protocol"))
     with client(handler) as api, pytest.raises(httpx.UnsupportedProtocol):

@@ -26,6 +26,7 @@ import math
 import os
 import random
 import re
+import ssl
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -237,6 +238,19 @@ class SimulationClient:
             delay = min(self.max_backoff_s, max(delay, float(retry_after)))
         time.sleep(delay)
 
+    def _refuse_tls_failure(self, method: str, path: str, error: Exception) -> None:
+        """Raise ServiceUnavailable at once for a TLS handshake that cannot succeed (an https:// URL of an http://
+        service, a certificate not trusted): retried, it cost every attempt's backoff, nearly a minute."""
+        cause = error
+        while cause is not None and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None or isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):  # a connection cut
+            return
+        raise ServiceUnavailable(
+            f"{method} {self.url}{path}: the TLS handshake failed ({cause}); not retried: check the URL's "
+            "scheme (a service without TLS answers https:// this way) and the service's certificate"
+        ) from error
+
     def _send(self, method: str, path: str, **kwargs):
         """The checked response; its ``reached_before`` tells whether an earlier attempt of this call may have
         reached the service (its answer was lost), so that what the service made then is this call's own."""
@@ -250,6 +264,7 @@ class SimulationClient:
             except httpx.UnsupportedProtocol:
                 raise  # a wrong URL, not a passing failure: retrying cannot help
             except httpx.TransportError as error:
+                self._refuse_tls_failure(method, path, error)
                 if last:
                     raise ServiceUnavailable(
                         f"{method} {self.url}{path}: no answer after {self.retries + 1} attempts ({error!r})"
@@ -391,6 +406,7 @@ class SimulationClient:
             except httpx.UnsupportedProtocol:
                 raise  # a wrong URL, not a passing failure: retrying cannot help
             except httpx.TransportError as error:
+                self._refuse_tls_failure("GET", path, error)
                 if attempt == self.retries:
                     raise ServiceUnavailable(f"GET {self.url}{path}: no answer ({error!r})") from error
                 self._pause(attempt)
