@@ -588,6 +588,26 @@ def test_serve_and_keys_name_a_state_dir_or_keys_file_they_cannot_use(service_fa
     assert done.returncode == 2 and f"{tmp_path}: cannot read the keys file" in done.stderr, done.stderr
 
 
+def test_serve_on_a_port_in_use_stops_at_once_naming_it_before_anything_starts(service_factory):
+    """uvicorn's own bind failed only after the service had logged 'ready to take jobs', recovered its registry
+    and started its job threads and its LocalCluster; then it exited 3 with uvicorn's log line."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broken = service_factory(start=False)
+        done = subprocess.run(
+            broken.command("--port", str(port)), capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"simcal serve: --host 127.0.0.1 --port {port}: cannot listen there (Address already in use)" in (
+        done.stderr
+    )
+    assert "ready to take jobs" not in done.stderr and "LocalCluster" not in done.stderr
+
+
 def test_sync_answers_parquet_with_the_job_id(service):
     with service.http(service.keys["alice"]) as http:
         answer = http.post("/v1/simulate/sync", json=SMALL)

@@ -53,7 +53,7 @@ def serve(args: argparse.Namespace) -> int:
     from simcal.service.jobs import ServiceConfig
     from simcal.service.keys import KeysFileError
     from simcal.service.results import ResultsError
-    from simcal.service.server import Service
+    from simcal.service.server import Service, listening_socket
     from simcal.service.server import serve as run
 
     configure(None)
@@ -71,6 +71,7 @@ def serve(args: argparse.Namespace) -> int:
             rate=args.rate,
             burst=args.burst,
         )
+        sock = listening_socket(args.host, args.port)
         service = Service(
             config,
             args.api_keys_file,
@@ -93,7 +94,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    run(service, args.host, args.port)
+    run(service, sock)
     return 0
 
 

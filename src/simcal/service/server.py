@@ -7,6 +7,7 @@ import errno
 import fcntl
 import logging
 import os
+import socket
 from pathlib import Path
 
 from simcal.service.app import create_app
@@ -97,9 +98,28 @@ class Service:
             self._state_lock.close()
 
 
-def serve(service: Service, host: str, port: int) -> None:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The socket the service will listen on, bound before anything starts: a port in use (another service) then
+    stops ``simcal serve`` naming it, where uvicorn's own bind failed only once the service had logged that it was
+    ready, recovered its registry and started its job threads and its cluster (exit 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn decides
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ValueError(
+            f"--host {host} --port {port}: cannot listen there ({error.strerror or error})"
+        ) from None
+    return sock
+
+
+def serve(service: Service, sock: socket.socket) -> None:
     import uvicorn
 
     # log_config=None: uvicorn logs through the handlers simcal.logs set up; its access log shows the request line
     # only (no header, so never a key).
-    uvicorn.run(service.app, host=host, port=port, log_config=None, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(service.app, log_config=None, timeout_graceful_shutdown=30)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a way to stop it, not an error
+        uvicorn.Server(config).run(sockets=[sock])
