@@ -404,12 +404,17 @@ def test_numpy_values_are_sent_as_numbers_and_a_nan_or_infinite_one_is_refused_n
         api.submit(MODEL, [{"a": np.float32(0.5), "n": np.int64(20)}], settings={"seed": np.int64(3)})
         sent = json.loads(handler.seen[0].content)
         assert sent["parameter_sets"] == [{"a": 0.5, "n": 20}] and sent["settings"] == {"seed": 3}
+        api.submit(
+            MODEL, [{"a": 1.0}], fixed=[("n", np.int64(2))], settings=[("seed", 1)]
+        )  # pairs, as dict() takes
+        sent = json.loads(handler.seen[1].content)
+        assert sent["fixed"] == {"n": 2} and sent["settings"] == {"seed": 1}
         table = pd.DataFrame({"a": [1.0, np.nan]})
         with pytest.raises(ValueError, match=r"parameter_sets\[1\]: 'a' is nan: expected a finite number"):
             api.submit(MODEL, table)
         with pytest.raises(ValueError, match=r"fixed: 'n' is inf: expected a finite number"):
             api.simulate_sync(MODEL, [{"a": 1.0}], fixed={"n": float("inf")})
-    assert len(handler.seen) == 1
+    assert len(handler.seen) == 2
 
 
 def test_an_https_url_of_a_service_without_tls_fails_at_once_saying_so():

@@ -316,9 +316,9 @@ class SimulationClient:
             "n_replicates": checked_replicates(n_replicates),
         }
         if settings:
-            body["settings"] = json_values(settings, "settings")
+            body["settings"] = json_values(dict(settings), "settings")
         if fixed:
-            body["fixed"] = json_values(fixed, "fixed")
+            body["fixed"] = json_values(dict(fixed), "fixed")
         # The caller's key, or a fresh one per call: the retries of this call never make a second job.
         key = idempotency_key or uuid.uuid4().hex
         return self._send("POST", path, json=body, headers={"Idempotency-Key": key}, **options)
