@@ -332,6 +332,24 @@ def test_a_queued_job_cancelled_leaves_no_parts_of_an_earlier_run_behind(tmp_pat
     registry.close()
 
 
+def test_a_queued_job_of_a_model_taken_off_the_allow_list_since_is_failed_not_run(tmp_path):
+    """Found with a real service: a job running when it was stopped resumed after a restart with a narrower
+    --allow-models and ran the model taken off the list to its end."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=None, results=None, telemetry=None)
+    job, _ = registry.create("alice", "simcal_models:noisy_line", {}, 5)  # accepted by a service allowing it
+    waiting = manager.ended(job.id)
+    manager._run(job.id)  # the service now allows simcal.models only
+    failed = registry.get(job.id)
+    assert failed.status == "failed" and waiting.is_set()
+    assert failed.error == (
+        "not run: fn_ref 'simcal_models:noisy_line' is not allowed: this service runs only models under "
+        "simcal.models (its --allow-models) (checked again as it was to start: the service's --allow-models or "
+        "models changed since it was accepted)"
+    )
+    registry.close()
+
+
 # -- tracing ---------------------------------------------------------------------------------------------------------
 
 

@@ -414,6 +414,8 @@ class JobManager:
         return None
 
     def _run(self, job_id: str) -> None:
+        if self._refused_now(job_id):
+            return
         with self._lock:
             cancel = self._cancels.setdefault(job_id, threading.Event())
         client = self._client_for(job_id, cancel)
@@ -509,6 +511,26 @@ class JobManager:
                         self._scheduler_losses.pop(job_id, None)
                     if not self._stopping.is_set():
                         self._signal_end(job_id)
+
+    def _refused_now(self, job_id: str) -> bool:
+        """Fail a queued job whose model this service would refuse now (restarted with other --allow-models, or
+        the model's module gone): its request was checked when it was accepted, and a job queued again across a
+        restart ran a model taken off the allow-list."""
+        job = self.registry.get(job_id)
+        if job is None or job.status != "queued":
+            return False
+        try:
+            check_fn_ref(job.fn_ref, self.config.allow_models)
+        except RequestRefused as refused:
+            message = (
+                f"not run: {refused.message} (checked again as it was to start: the service's --allow-models or "
+                "models changed since it was accepted)"
+            )
+            if self.registry.finish(job_id, "failed", error=message):
+                log.error("job %s failed: %s", job_id, message)
+            self._signal_end(job_id)
+            return True
+        return False
 
     def _discard_work(self, job_id: str) -> None:
         """Remove the work directory of a job that succeeded or was cancelled: nothing reads it again (an ended job
