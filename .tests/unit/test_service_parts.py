@@ -218,6 +218,27 @@ def test_a_clock_stepped_back_neither_reorders_the_job_list_nor_makes_a_duration
     registry.close()
 
 
+def test_a_jobs_status_and_the_job_list_do_not_parse_the_jobs_requests(tmp_path, monkeypatch):
+    """Every GET /v1/jobs/{id} (a client polls each second) and GET /v1/jobs parsed each job's whole request: 0.36 s
+    per poll of a real job of 400 000 parameter sets. Only the runner and a replayed submission read it."""
+    from simcal.service import registry as registry_module
+
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    request = {"parameter_sets": [{"beta": 0.1 + i * 1e-6} for i in range(1000)], "n_replicates": 2}
+    made, _ = registry.create("alice", "m:f", request, 2000)
+    parsed = []
+    loads = registry_module.json.loads
+    monkeypatch.setattr(registry_module.json, "loads", lambda text: parsed.append(len(text)) or loads(text))
+    assert registry.get(made.id).describe()["progress"]["total"] == 2000
+    assert [job.describe()["job_id"] for job in registry.list("alice")] == [made.id]
+    assert parsed == []
+    job = registry.get(made.id)
+    assert (
+        job.request == request and job.request is job.request and len(parsed) == 1
+    )  # parsed once, when read
+    registry.close()
+
+
 def test_a_retried_idempotency_key_answers_each_owner_with_its_own_job(tmp_path):
     """Keys are per API key: bob retrying the key alice used first gets bob's job back, never alice's."""
     registry = JobRegistry(tmp_path / "jobs.sqlite")
