@@ -31,7 +31,7 @@ import kdgat
 from kdgat.chain import MODEL_TITLES
 from kdgat.evaluation.metrics import binary_metrics, detection_rate_at_fpr
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
-from kdgat.evaluation.run import evaluate_files, evaluate_scored_splits
+from kdgat.evaluation.run import evaluate_detector, evaluate_files, evaluate_scored_splits
 from kdgat.evaluation.speed import measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import pooled_table, variant_summary
@@ -723,6 +723,42 @@ def test_evaluate_files_refuses_a_missing_output_or_input_before_loading_anythin
     ):
         evaluate_files(**inputs, outputs=outputs, **settings)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"speed": {"repeat": 2}}, r"speed settings \['repeat'\] are unknown; expected some of \['repeats'"),
+        (
+            {"speed": {"latency_runs": 0}},
+            r"speed settings must be positive integers; got \{'latency_runs': 0\}",
+        ),
+        ({"batch_size": 0}, r"batch_size must be a positive integer \(graphs per inference batch\); got 0"),
+    ],
+)
+def test_a_mistyped_speed_setting_or_batch_size_stops_the_evaluation_before_any_model_is_loaded(
+    tmp_path, monkeypatch, setting, message
+):
+    """A typo in evaluation.speed (a wrapper or library user has no schema) used to surface as a TypeError of
+    measure_inference_speed after every split was scored; a batch size of 0 as torch's DataLoader error."""
+    import kdgat.model_store
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before the settings were checked")
+
+    monkeypatch.setattr(kdgat.model_store, "load_model", never)
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        evaluate_files(**inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", **setting)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_detector_checks_its_speed_settings_before_scoring():
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the settings were checked")
+
+    with pytest.raises(ValueError, match=r"speed settings \['repeat'\] are unknown"):
+        evaluate_detector(None, None, None, ["graph"], {}, score_fn=never, speed={"repeat": 2})
 
 
 def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():

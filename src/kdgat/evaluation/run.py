@@ -22,7 +22,7 @@ from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.markdown import summary_markdown
 from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
-from kdgat.evaluation.speed import measure_inference_speed
+from kdgat.evaluation.speed import checked_speed, measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import (
     alpha_summary,
@@ -53,6 +53,15 @@ TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
 
 ALPHA_BINS = np.linspace(0.0, 1.0, 11)
 SCORED_NUMBERS = ("vgae_score", "gat_prob", "fusion_alpha", "fusion_score")
+
+
+def checked_batch_size(batch_size: Any) -> int:
+    """``batch_size`` (``evaluation.batch_size``) as a positive integer; a ValueError naming it otherwise."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(
+            f"batch_size must be a positive integer (graphs per inference batch); got {batch_size!r}"
+        )
+    return int(batch_size)
 
 
 def _check_scored(frame: pd.DataFrame, where: str) -> None:
@@ -158,6 +167,8 @@ def evaluate_detector(
     speed: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score one trained detector (VGAE, GAT, DQN) on validation and every test scenario and evaluate it."""
+    batch_size, speed = checked_batch_size(batch_size), checked_speed(speed)  # before scoring, not after
+    fpr_targets = checked_fpr_targets(fpr_targets)
     if score_fn is None:
         from kdgat.inference import score_graphs as score_fn
     if not val_graphs:
@@ -220,7 +231,9 @@ def evaluate_files(
     missing = [name for name in EVALUATION_OUTPUTS if name not in outputs]
     if missing:
         raise ValueError(f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}; missing {missing}")
-    fpr_targets = checked_fpr_targets(fpr_targets)  # before minutes of scoring, not after
+    # before minutes of scoring, not after
+    fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
+    batch_size = checked_batch_size(batch_size)
     inputs = {"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}
     for name, path in inputs.items():
         if not Path(path).is_file():

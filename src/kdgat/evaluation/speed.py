@@ -5,11 +5,30 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+SPEED_SETTINGS = ("repeats", "latency_runs", "max_graphs")
+
+
+def checked_speed(speed: Mapping[str, Any] | None) -> dict[str, int]:
+    """``speed`` (``evaluation.speed``) as a dict of positive integers named in ``SPEED_SETTINGS``; a ValueError
+    naming an unknown key or a bad value, so a typo stops the evaluation before minutes of scoring, not after."""
+    speed = dict(speed or {})
+    unknown = sorted(set(speed) - set(SPEED_SETTINGS))
+    if unknown:
+        raise ValueError(f"speed settings {unknown} are unknown; expected some of {list(SPEED_SETTINGS)}")
+    bad = {
+        key: value
+        for key, value in speed.items()
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+    }
+    if bad:
+        raise ValueError(f"speed settings must be positive integers; got {bad}")
+    return {key: int(value) for key, value in speed.items()}
 
 
 def _forward_on_batch(model: Any, batch: Any) -> Any:
