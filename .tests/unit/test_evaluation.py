@@ -761,6 +761,49 @@ def test_evaluate_detector_checks_its_speed_settings_before_scoring():
         evaluate_detector(None, None, None, ["graph"], {}, score_fn=never, speed={"repeat": 2})
 
 
+def _other_model_files(folder, inputs, mistake):
+    """``inputs`` with the model files of one of the mistakes below, and what the refusal must say."""
+    if mistake == "swapped":
+        return {
+            **inputs,
+            "vgae": inputs["gat"],
+            "gat": inputs["vgae"],
+        }, rf"{inputs['gat']}: given as the vgae model"
+    if mistake == "gat_vocabulary":
+        save_model(GAT(num_ids=10), "gat", {"num_ids": 10}, folder / "gat10.pt")
+        return {
+            **inputs,
+            "gat": str(folder / "gat10.pt"),
+        }, r"vgae.pt knows 20 CAN-ID indices but .*gat10.pt knows 10"
+    if mistake == "graph_vocabulary":
+        vgae_config = {"num_ids": 10, "hidden_dims": (8, 4), "latent_dim": 4}
+        vgae = VGAE(**vgae_config)
+        vgae.anomaly_threshold.fill_(1.0)
+        save_model(vgae, "vgae", vgae_config, folder / "vgae10.pt")
+        save_model(GAT(num_ids=10), "gat", {"num_ids": 10}, folder / "gat10.pt")
+        changed = {**inputs, "vgae": str(folder / "vgae10.pt"), "gat": str(folder / "gat10.pt")}
+        return changed, rf"{inputs['val']}: a graph holds CAN-ID index 1\d, outside the 10 indices of"
+    save_model(QNetwork(), "dqn", {}, folder / "dqn_student.pt", variant="student")
+    return (
+        {**inputs, "dqn": str(folder / "dqn_student.pt")},
+        r"dqn_student.pt: a dqn model trained as variant 'student', evaluated as variant 'teacher'",
+    )
+
+
+@pytest.mark.parametrize("mistake", ["swapped", "gat_vocabulary", "graph_vocabulary", "other_variant"])
+def test_model_files_that_are_not_one_detector_for_the_graphs_are_refused_naming_the_file(tmp_path, mistake):
+    """Swapped model inputs, a VGAE and a GAT of different vocabularies, graphs of another preprocess run (an
+    AttributeError or torch's 'index out of range in self', naming no file, before) and a model of another variant
+    (silently reported as this variant before)."""
+    inputs, message = _other_model_files(tmp_path, tiny_evaluation_inputs(tmp_path), mistake)
+    with pytest.raises(ValueError, match=message):
+        evaluate_files(
+            **inputs, outputs=_evaluation_outputs(tmp_path), dataset="tiny", variant="teacher", device="cpu",
+            speed=TINY_SPEED,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():
     """docs/evaluation.md: α per split, test_pooled included; the fused decision is compared with the GAT's
     (p > 0.5) and the VGAE-side one (calibrated score > 0.5), so a score of exactly one half is normal."""

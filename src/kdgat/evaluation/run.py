@@ -197,6 +197,52 @@ def evaluate_detector(
     return document, scores
 
 
+def check_detector_files(
+    models: Mapping[str, Any],
+    paths: Mapping[str, str | os.PathLike],
+    variant: str,
+    graphs: Mapping[str | os.PathLike, Sequence[Any]],
+) -> None:
+    """A ValueError naming the file when the three loaded models (``{"vgae": ..., "gat": ..., "dqn": ...}``) are
+    not one detector for these graphs: a model file of another stage given for a stage (swapped inputs), a model
+    trained as another variant than ``variant`` (the variant its model.pt records), or a VGAE and a GAT of
+    different vocabularies, or graphs (``{path: graphs}``) holding a CAN-ID index outside the models' vocabulary
+    (checkpoints of another preprocess run). Without this check torch fails with an IndexError or an
+    AttributeError that names no file, or the numbers of a mixed detector are reported under one variant."""
+    from kdgat.files import load_torch
+    from kdgat.model_store import MODEL_CLASSES
+    from kdgat.models.vgae import ID_COLUMN
+
+    for name, model in models.items():
+        if not isinstance(model, MODEL_CLASSES[name]):
+            found = next((kind for kind, cls in MODEL_CLASSES.items() if isinstance(model, cls)), "unknown")
+            raise ValueError(
+                f"{paths[name]}: given as the {name} model of the detector, but it is a {found} model file"
+            )
+    for name in models:
+        payload = load_torch(paths[name], "a kd_gat model file")
+        recorded = payload.get("variant") if isinstance(payload, dict) else None
+        if recorded is not None and recorded != variant:
+            raise ValueError(
+                f"{paths[name]}: a {name} model trained as variant {recorded!r}, evaluated as variant {variant!r}; "
+                "give the three model files of one variant"
+            )
+    vocabularies = {"vgae": models["vgae"].num_ids, "gat": models["gat"].embedding.num_embeddings}
+    if vocabularies["vgae"] != vocabularies["gat"]:
+        raise ValueError(
+            f"{paths['vgae']} knows {vocabularies['vgae']} CAN-ID indices but {paths['gat']} knows "
+            f"{vocabularies['gat']}: models of different vocabularies (preprocess metadata num_ids) are no detector"
+        )
+    for path, graph_list in graphs.items():
+        largest = max((int(g.x[:, ID_COLUMN].max()) for g in graph_list if g.num_nodes), default=-1)
+        if largest >= vocabularies["vgae"]:
+            raise ValueError(
+                f"{path}: a graph holds CAN-ID index {largest}, outside the {vocabularies['vgae']} indices of "
+                f"{paths['vgae']} and {paths['gat']}: the models were trained on another vocabulary "
+                "(preprocess metadata num_ids); evaluate them on the graphs of their own preprocess run"
+            )
+
+
 def evaluate_files(
     *,
     vgae: str | os.PathLike,
@@ -283,6 +329,7 @@ def evaluate_files(
             ) from error
     val_graphs = load_graphs(val)
     test_sets = load_graph_sets(test)
+    check_detector_files(models, inputs, variant, {val: val_graphs, test: sum(test_sets.values(), [])})
     document, scores = evaluate_detector(
         models["vgae"],
         models["gat"],
