@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -892,6 +893,58 @@ def test_baselines_without_what_the_summary_reads_are_named_with_their_path(tmp_
     path = _written(tmp_path, "baselines.json", baselines)
     with pytest.raises(ValueError, match=rf"{path}: baselines lack \[.*{key}"):
         _summarize(tmp_path, [metrics], [path])
+
+
+def _edited(document, edit):
+    """``document`` after one hand edit: ``(dotted key, value)``, the value ``...`` deleting the key."""
+    document = json.loads(json.dumps(document))  # _document's blocks are one object: edit one of them only
+    *parents, last = edit[0].split(".")
+    block = document
+    for part in parents:
+        block = block[part]
+    if edit[1] is ...:
+        del block[last]
+    else:
+        block[last] = edit[1]
+    return document
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("test.dos.gat.f1", ...), r"test\.dos\.gat lacks \['f1'\] \(a metrics file edited by hand\?\)"),
+        (("test_pooled.fusion.n_attack", ...), r"test_pooled\.fusion lacks \['n_attack'\]"),
+        (("test.dos.gat", None), r"test\.dos\.gat must be the model's metrics; found None"),
+        (("test.dos.gat.f1", "0.9"), r"test\.dos\.gat holds \{'f1': '0\.9'\}; expected numbers"),
+        (("test", {}), r"the metrics' 'test' holds no test scenario"),
+        (("parameters.total", ...), r"metrics lack \['parameters\.total'\]"),
+        (("speed.fusion.latency_ms", "fast"), r"\{'speed\.fusion\.latency_ms': 'fast'\} must be numbers"),
+        (("seed", "1"), r"seed '1' must be an integer \(the training seed\) or absent"),
+        (
+            ("variant", "teacher_big"),
+            r"variant 'teacher_big' is not one of \['teacher', 'student_kd', 'student'\]",
+        ),
+    ],
+)
+def test_a_metrics_json_edited_by_hand_is_refused_naming_the_file_and_the_block(tmp_path, edit, message):
+    """A dropped metric used to become NaN silently (one seed fewer in every interval); a null block, a quoted
+    number, an empty test, a missing parameter count or a string seed a traceback naming no file; an unknown
+    variant was left out of the chart."""
+    path = _written(tmp_path, "metrics.json", _edited(_document("teacher", 1, PERFECT, HALF, PERFECT), edit))
+    with pytest.raises(ValueError, match=rf"{path}: .*{message}"):
+        _summarize(tmp_path, [path])
+
+
+def test_a_baselines_json_edited_by_hand_is_refused_naming_the_file_and_the_block(tmp_path):
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    path = _written(tmp_path, "baselines.json", _edited(_baselines(), (f"test.dos.{ID_RATE}.f1", ...)))
+    with pytest.raises(ValueError, match=rf"{path}: test\.dos\.{ID_RATE} lacks \['f1'\]"):
+        _summarize(tmp_path, [metrics], [path])
+
+
+def test_a_summary_of_no_metrics_is_refused_with_a_message(tmp_path):
+    with pytest.raises(ValueError, match=r"no metrics\.json given"):
+        _summarize(tmp_path, [])
 
 
 def test_one_seed_evaluated_twice_is_refused_naming_both_files(tmp_path):

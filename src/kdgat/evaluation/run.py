@@ -25,6 +25,7 @@ from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_
 from kdgat.evaluation.speed import checked_speed, measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import (
+    SCENARIO_COLUMNS,
     alpha_summary,
     distillation_summary,
     floor_table,
@@ -370,7 +371,11 @@ def seeds_text(documents: Sequence[Mapping]) -> str:
 # What the summaries read from each metrics.json and baselines.json (dotted: nested keys).
 METRICS_KEYS = (
     "dataset", "variant", "test", "test_pooled", "parameters", "speed.fusion.latency_ms", "speed.fusion.graphs_per_s",
+    *(f"parameters.{name}" for name in ("vgae", "gat", "dqn", "total")),
 )  # fmt: skip
+# What the summaries read from each model's metrics in a "test" scenario and in "test_pooled": numbers, or null
+# where a metric is undefined (metrics.py).
+METRIC_NUMBERS = tuple(SCENARIO_COLUMNS[SCENARIO_COLUMNS.index("model") + 1 :])
 BASELINES_KEYS = ("dataset", "test", "test_pooled", *(f"test_pooled.{name}" for name in BASELINES))
 
 
@@ -390,6 +395,56 @@ def _loaded(path, keys: Sequence[str], what: str, hint: str) -> dict[str, Any]:
     missing = [key for key in keys if _lookup(document, key) is None]
     if missing:
         raise ValueError(f"{path}: {what} lack {missing} ({hint})")
+    return document
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_metric_blocks(path, document: Mapping[str, Any], what: str) -> None:
+    """A ValueError naming ``path`` and the block when ``test`` holds no scenario, or when a model's metrics in a
+    test scenario or in ``test_pooled`` are not a mapping holding every one of ``METRIC_NUMBERS`` as a number or
+    null (a file edited by hand: a dropped column became NaN, a null block or a quoted number a traceback)."""
+    test = document["test"]
+    if not isinstance(test, Mapping) or not test:
+        raise ValueError(
+            f"{path}: the {what}' 'test' holds no test scenario ({test!r}); expected one per scenario"
+        )
+    blocks = {f"test.{scenario}": models for scenario, models in test.items()}
+    for where, models in {**blocks, "test_pooled": document["test_pooled"]}.items():
+        if not isinstance(models, Mapping) or not models:
+            raise ValueError(f"{path}: {where} must map each model to its metrics; found {models!r}")
+        for model, metrics in models.items():
+            if not isinstance(metrics, Mapping):
+                raise ValueError(f"{path}: {where}.{model} must be the model's metrics; found {metrics!r}")
+            missing = [key for key in METRIC_NUMBERS if key not in metrics]
+            if missing:
+                raise ValueError(f"{path}: {where}.{model} lacks {missing} (a metrics file edited by hand?)")
+            bad = {
+                key: metrics[key]
+                for key in METRIC_NUMBERS
+                if not (metrics[key] is None or _is_number(metrics[key]))
+            }
+            if bad:
+                raise ValueError(
+                    f"{path}: {where}.{model} holds {bad}; expected numbers (null where undefined)"
+                )
+
+
+def _checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``document`` (a loaded metrics.json) after the checks the summaries rely on; a ValueError naming ``path``."""
+    if document["variant"] not in VARIANTS:
+        raise ValueError(f"{path}: variant {document['variant']!r} is not one of {list(VARIANTS)}")
+    seed = document.get("seed")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
+        raise ValueError(f"{path}: seed {seed!r} must be an integer (the training seed) or absent")
+    numbers = [*(f"parameters.{n}" for n in ("vgae", "gat", "dqn", "total")), "speed.fusion.latency_ms",
+               "speed.fusion.graphs_per_s"]  # fmt: skip
+    bad = {key: _lookup(document, key) for key in numbers if not _is_number(_lookup(document, key))}
+    if bad:
+        raise ValueError(f"{path}: {bad} must be numbers")
+    _check_metric_blocks(path, document, "metrics")
     return document
 
 
@@ -421,12 +476,15 @@ def summarize_files(
         raise ValueError(
             f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
         )
+    if not metrics:
+        raise ValueError("no metrics.json given: the summary is over the evaluations' metrics.json files")
     documents = []
     evaluated: dict[tuple[Any, Any, Any], str | os.PathLike] = {}
     for path in metrics:
         document = _loaded(
             path, METRICS_KEYS, "metrics", "the summary needs test results; it never falls back to validation"
         )
+        _checked_metrics(path, document)
         key = (document["dataset"], document["variant"], document.get("seed"))
         if key in evaluated:
             # Two evaluations of one seed would count as two seeds and narrow every interval.
@@ -435,15 +493,16 @@ def summarize_files(
             )
         evaluated[key] = path
         documents.append(document)
-    baseline_documents = [
-        _loaded(
+    baseline_documents = []
+    for path in baselines:
+        document = _loaded(
             path,
             BASELINES_KEYS,
             "baselines",
             "written by an older version? rerun the evaluation_baselines rule",
         )
-        for path in baselines
-    ]
+        _check_metric_blocks(path, document, "baselines")
+        baseline_documents.append(document)
     per_scenario = scenario_table(documents, baseline_documents)
     pooled = pooled_table(documents, baseline_documents)
     table = variant_summary(documents, pooled)
