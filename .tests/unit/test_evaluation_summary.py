@@ -947,6 +947,85 @@ def test_a_summary_of_no_metrics_is_refused_with_a_message(tmp_path):
         _summarize(tmp_path, [])
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("test.dos.fusion.n", 77), r"{b} and {a} are evaluations of dataset 'ds' on different test sets"),
+        (("test.fuzzy", None), r"{b} and {a} are evaluations of dataset 'ds' on different test sets"),
+    ],
+)
+def test_evaluations_of_one_dataset_on_different_test_sets_are_refused_naming_both(tmp_path, edit, message):
+    """A test.pt rebuilt between two evaluations (another window count, another scenario) used to be summarised
+    as seeds of one experiment: every interval mixed windows, and a scenario's interval had fewer seeds."""
+    first = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    second = _document("teacher", 2, PERFECT, HALF, PERFECT)
+    if edit[0] == "test.fuzzy":
+        second["test"]["fuzzy"] = second["test"]["dos"]
+    else:
+        second = _edited(second, edit)
+        for model in second["test"]["dos"].values():
+            model["n"] = 77
+    second = _written(tmp_path, "b.json", second)
+    with pytest.raises(ValueError, match=message.format(a=first, b=second)):
+        _summarize(tmp_path, [first, second])
+
+
+def _stale(baselines):
+    for model in baselines["test"]["dos"].values():
+        model["n"] = 999
+    return baselines
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (lambda: [_baselines(), _baselines()], r"{1} and {0} are both baselines of dataset 'ds': give one"),
+        (lambda: [{**_baselines(), "dataset": "other"}], r"{0}: baselines of dataset 'other', of which no metrics"),
+        (lambda: [_stale(_baselines())], r"{0}: the baselines of dataset "
+         r"'ds' were computed on another test set than .*a\.json .*'dos': \(999, 20\)"),
+    ],
+)  # fmt: skip
+def test_baselines_of_another_test_set_or_dataset_or_given_twice_are_refused_naming_the_file(
+    tmp_path, given, message
+):
+    """A baselines.json of a rebuilt test.pt gave margins over other windows; two of one dataset let the last one
+    win; one of another dataset only was ignored, every margin n/a."""
+    metrics = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    paths = [_written(tmp_path, f"baselines{i}.json", document) for i, document in enumerate(given())]
+    with pytest.raises(ValueError, match=message.format(*paths)):
+        _summarize(tmp_path, [metrics], paths)
+
+
+def test_baselines_given_for_some_evaluated_datasets_only_are_refused(tmp_path):
+    documents = [
+        _document("teacher", 1, PERFECT, HALF, PERFECT),
+        _document("teacher", 1, PERFECT, HALF, PERFECT),
+    ]
+    documents[1]["dataset"] = "other"
+    metrics = [_written(tmp_path, f"{i}.json", document) for i, document in enumerate(documents)]
+    with pytest.raises(ValueError, match=r"no baselines\.json given for the evaluated datasets \['other'\]"):
+        _summarize(tmp_path, metrics, [_written(tmp_path, "baselines.json", _baselines())])
+
+
+def test_two_datasets_with_equal_scenario_names_keep_their_own_rows_and_baselines(tmp_path):
+    documents, baselines = [], []
+    for dataset, scores in (("a", PERFECT), ("b", HALF)):
+        documents.append(
+            _written(
+                tmp_path,
+                f"{dataset}.json",
+                {**_document("teacher", 1, scores, scores, scores), "dataset": dataset},
+            )
+        )
+        baselines.append(
+            _written(tmp_path, f"baselines_{dataset}.json", {**_baselines(), "dataset": dataset})
+        )
+    table = pd.read_csv(_summarize(tmp_path, documents, baselines)["scenarios.csv"])
+    fusion = table[table["model"] == "fusion"].set_index("dataset")["f1"]
+    assert fusion.to_dict() == {"a": 1.0, "b": pytest.approx(2 / 3)}
+    assert table.groupby(["dataset", "scenario"]).size().to_dict() == {("a", "dos"): 6, ("b", "dos"): 6}
+
+
 def test_one_seed_evaluated_twice_is_refused_naming_both_files(tmp_path):
     first = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     second = _written(tmp_path, "b.json", _document("teacher", 1, HALF, HALF, HALF))

@@ -448,6 +448,59 @@ def _checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
     return document
 
 
+def _test_set(document: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{scenario: (windows, attack windows)}`` of a metrics.json or baselines.json (its first model's counts)."""
+    return {
+        scenario: next(((m.get("n"), m.get("n_attack")) for m in models.values()), (None, None))
+        for scenario, models in document["test"].items()
+    }
+
+
+def _check_one_test_set_per_dataset(
+    metrics: Sequence[tuple[Any, Mapping]], baselines: Sequence[tuple[Any, Mapping]]
+):
+    """A ValueError naming the files when the evaluations and baselines of one dataset were not computed on one
+    test set (other scenarios, or other window counts: a test.pt rebuilt between them, results of a partial run
+    mixed with older ones), when two baselines.json are of one dataset, or when baselines are given for some of the
+    evaluated datasets and not others (or for a dataset no metrics.json is of). Their margins and intervals would
+    compare different windows, or silently have no baseline."""
+    reference: dict[Any, tuple[Any, dict]] = {}
+    for path, document in metrics:
+        dataset, tests = document["dataset"], _test_set(document)
+        first, expected = reference.setdefault(dataset, (path, tests))
+        if tests != expected:
+            raise ValueError(
+                f"{path} and {first} are evaluations of dataset {dataset!r} on different test sets "
+                f"({{scenario: (windows, attack windows)}}: {tests} and {expected}); was test.pt rebuilt between "
+                "them? rerun the older evaluations"
+            )
+    given: dict[Any, Any] = {}
+    for path, document in baselines:
+        dataset = document["dataset"]
+        if dataset in given:
+            raise ValueError(
+                f"{path} and {given[dataset]} are both baselines of dataset {dataset!r}: give one"
+            )
+        if dataset not in reference:
+            raise ValueError(
+                f"{path}: baselines of dataset {dataset!r}, of which no metrics.json was given "
+                f"(datasets evaluated: {sorted(reference)})"
+            )
+        given[dataset] = path
+        first, expected = reference[dataset]
+        tests = {scenario: counts for scenario, counts in _test_set(document).items() if scenario in expected}
+        if tests != {scenario: counts for scenario, counts in expected.items() if scenario in tests}:
+            raise ValueError(
+                f"{path}: the baselines of dataset {dataset!r} were computed on another test set than {first} "
+                f"({{scenario: (windows, attack windows)}}: {tests} and {expected}); rerun the baselines"
+            )
+    without = sorted(set(reference) - set(given))
+    if baselines and without:
+        raise ValueError(
+            f"no baselines.json given for the evaluated datasets {without} (given for {sorted(given)})"
+        )
+
+
 def summarize_files(
     *,
     metrics: Sequence[str | os.PathLike],
@@ -503,6 +556,9 @@ def summarize_files(
         )
         _check_metric_blocks(path, document, "baselines")
         baseline_documents.append(document)
+    _check_one_test_set_per_dataset(
+        list(zip(metrics, documents, strict=True)), list(zip(baselines, baseline_documents, strict=True))
+    )
     per_scenario = scenario_table(documents, baseline_documents)
     pooled = pooled_table(documents, baseline_documents)
     table = variant_summary(documents, pooled)
