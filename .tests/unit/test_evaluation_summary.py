@@ -1026,6 +1026,31 @@ def test_two_datasets_with_equal_scenario_names_keep_their_own_rows_and_baseline
     assert table.groupby(["dataset", "scenario"]).size().to_dict() == {("a", "dos"): 6, ("b", "dos"): 6}
 
 
+def test_a_scenario_name_with_a_pipe_keeps_every_markdown_table_row_its_columns(tmp_path):
+    """A "|" in a scenario name ended its cell and shifted the rest of the row (GitHub-flavoured Markdown)."""
+    document = _document("teacher", 1, PERFECT, HALF, PERFECT)
+    document["test"] = {"dos|fuzzy": document["test"]["dos"]}
+    text = _summarize(tmp_path, [_written(tmp_path, "metrics.json", document)])["summary.md"].read_text()
+    assert "dos\\|fuzzy" in text
+    for table in re.findall(r"(?:^\|.*\|$\n?)+", text, flags=re.MULTILINE):
+        columns = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
+        assert len(columns) == 1, table
+
+
+def test_a_model_without_any_scenario_with_attacks_has_no_worst_scenario_written_as_n_a(documents):
+    """Every scenario attack-free: the worst-scenario cells read 'n/a', not pandas' 'nan'."""
+    clean = json.loads(json.dumps(documents))
+    for document in clean:
+        for metrics in document["test"]["dos"].values():
+            metrics["n_attack"] = 0
+    per_scenario, pooled = scenario_table(clean), pooled_table(clean)
+    text = summary_markdown(variant_summary(clean, pooled), models=model_summary(per_scenario, pooled))
+    assert "nan" not in text
+    assert re.search(
+        r"\| ds \| teacher \| gat \| [^|]+ \| [^|]+ \| n/a \(n/a\) \| [^|]+ \| n/a \(n/a\) \|", text
+    )
+
+
 def test_one_seed_evaluated_twice_is_refused_naming_both_files(tmp_path):
     first = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     second = _written(tmp_path, "b.json", _document("teacher", 1, HALF, HALF, HALF))

@@ -24,6 +24,11 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _scenario(name: Any) -> str:
+    """A scenario's name; "n/a" where there is none (no scenario with attack windows has a worst F1)."""
+    return "n/a" if name is None or (isinstance(name, float) and math.isnan(name)) else str(name)
+
+
 def _plus_minus(mean: float, half: float, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
@@ -69,7 +74,8 @@ def _per_scenario(scenarios: pd.DataFrame, metric: str, models: Sequence[str] | 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table (no extra dependency such as ``tabulate``); columns whose every cell is
     a number (or n/a) are right-aligned."""
-    rows = [[str(cell) for cell in row] for row in rows]
+    # A "|" in a cell (a scenario named "dos|fuzzy") would end the cell: GitHub-flavoured Markdown escapes it.
+    rows = [[str(cell).replace("|", "\\|") for cell in row] for row in rows]
     number = re.compile(r"^(n/a|[-+−]?[\d.,]+(%| ±.*| \[.*\])?)$")
     numeric = [bool(rows) and all(number.match(row[i]) for row in rows) for i in range(len(headers))]
     lines = [
@@ -155,10 +161,11 @@ def summary_markdown(
                         r["model"],
                         _plus_minus(r["f1_mean"], r["f1_half"]),
                         _plus_minus(r["roc_auc_mean"], r["roc_auc_half"]),
-                        f"{r['worst_scenario']} ({_plus_minus(r['worst_f1_mean'], r['worst_f1_half'])})",
+                        f"{_scenario(r['worst_scenario'])} "
+                        f"({_plus_minus(r['worst_f1_mean'], r['worst_f1_half'])})",
                         _plus_minus(r["margin_mean"], r["margin_half"]),
                         f"{_plus_minus(r['smallest_margin_mean'], r['smallest_margin_half'])} "
-                        f"({r['smallest_margin_scenario']})",
+                        f"({_scenario(r['smallest_margin_scenario'])})",
                     ]
                     for _, r in models.iterrows()
                 ),
