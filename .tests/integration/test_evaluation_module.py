@@ -319,3 +319,20 @@ def test_module_jobs_train_what_the_library_trains_from_the_same_config(pipeline
             assert all(torch.equal(mine[name], module[name]) for name in module)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_module_alone_checks_the_datasets_variants_and_seeds_it_evaluates_naming_the_key(tmp_path):
+    """Without the kd_gat module, whose schema checks kd_gat.seeds, the evaluation module's own check
+    (kdgat.evaluation.targets, test_the_evaluation_targets_refuse_what_cannot_be_evaluated_naming_the_key) runs at
+    parse time: seeds [] used to fail with an IndexError in the Snakefile."""
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({"datasets": {"tiny_eval": {}}, "kd_gat": {"seeds": []}})
+    )
+    proc = run_snakemake(
+        "-n", "--snakefile", str(HERE / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+        cwd=tmp_path, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "config key 'kd_gat.seeds' must be a non-empty list of distinct integers" in proc.stdout, (
+        proc.stdout[-3000:]
+    )

@@ -40,7 +40,11 @@ def test_kd_gat_schema_enums_are_the_chains():
 def test_default_seeds_are_the_chains():
     kd_gat = schema("kd_gat")["properties"]["kd_gat"]["properties"]
     assert kd_gat["seeds"]["default"] == list(DEFAULT_SEEDS)
-    assert "from kdgat.chain import DEFAULT_SEEDS" in (MODULES / "evaluation" / "common.smk").read_text()
+    # The evaluation module's seeds come from kdgat.evaluation.targets, whose default is the chain's.
+    from kdgat.evaluation.targets import configured_seeds
+
+    assert "SEEDS = configured_seeds(config)" in (MODULES / "evaluation" / "common.smk").read_text()
+    assert configured_seeds({}) == list(DEFAULT_SEEDS)
 
 
 def test_preprocess_schema_formats_are_the_registered_ones():

@@ -804,6 +804,49 @@ def test_model_files_that_are_not_one_detector_for_the_graphs_are_refused_naming
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"kd_gat": {"seeds": []}}, r"config key 'kd_gat\.seeds' must be a non-empty list .*; got \[\]"),
+        ({"kd_gat": {"seeds": 42}}, r"config key 'kd_gat\.seeds' must be a non-empty list .*; got 42"),
+        ({"kd_gat": {"seeds": [7, 7]}}, r"config key 'kd_gat\.seeds' .*; \[7\] appear twice"),
+        (
+            {"kd_gat": {"seeds": ["x", 4.5, True]}},
+            r"config key 'kd_gat\.seeds' .*; \['x', 4\.5, True\] are not",
+        ),
+        ({"kd_gat": {"variants": []}}, r"config key 'kd_gat\.variants' must list the variants to evaluate"),
+        ({"kd_gat": {"variants": "teacher"}}, r"config key 'kd_gat\.variants' must list .*; got 'teacher'"),
+        ({"datasets": "tiny"}, r"config key 'datasets' must map each dataset name .*; got 'tiny'"),
+    ],
+)
+def test_the_evaluation_targets_refuse_what_cannot_be_evaluated_naming_the_key(config, message):
+    """The evaluation module used alone (no kd_gat schema) failed on seeds [] with an IndexError and on ['x'] with
+    int()'s ValueError, evaluated seeds [7, 7] as two seeds of one file, had nothing to summarise with variants [],
+    and evaluated datasets 't', 'i', 'n', 'y' for datasets: tiny."""
+    from kdgat.evaluation.targets import configured_datasets, configured_seeds, configured_variants
+
+    config = {"datasets": {"tiny": {}}, **config}
+    with pytest.raises(ValueError, match=message):
+        configured_datasets(config), configured_variants(config), configured_seeds(config)
+
+
+def test_the_evaluation_targets_of_a_valid_config():
+    from kdgat.evaluation.targets import configured_datasets, configured_seeds, configured_variants
+
+    config = {
+        "datasets": {"a": {}, "b": {}},
+        "kd_gat": {"variants": ["student", "teacher"], "seeds": [3, "4"]},
+    }
+    assert configured_datasets(config) == ["a", "b"] and configured_datasets({"datasets": ["c"]}) == ["c"]
+    assert configured_variants(config) == ["teacher", "student"]  # the chain's order
+    assert configured_seeds(config) == [3, 4]
+    assert configured_seeds({}) == [42, 43, 44] and configured_variants({}) == [
+        "teacher",
+        "student_kd",
+        "student",
+    ]
+
+
 def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():
     """docs/evaluation.md: α per split, test_pooled included; the fused decision is compared with the GAT's
     (p > 0.5) and the VGAE-side one (calibrated score > 0.5), so a score of exactly one half is normal."""

@@ -4,7 +4,8 @@ import re
 import sys
 from pathlib import Path
 
-from kdgat.chain import DEFAULT_SEEDS, STAGES, VARIANTS as ALL_VARIANTS, evaluation_rule
+from kdgat.chain import STAGES, evaluation_rule
+from kdgat.evaluation.targets import configured_datasets, configured_seeds, configured_variants
 from kdgat.tracking import TrackingSettings
 
 EVALUATION = config["evaluation"]
@@ -24,33 +25,10 @@ DATA = config.get("kd_gat", {}).get("data_prefix", "results/preprocess").rstrip(
 TRACKING = TrackingSettings.from_config(config.get("kd_gat", {}).get("tracking"))
 
 
-def configured_datasets():
-    datasets = config.get("datasets")
-    if not datasets:
-        raise ValueError(
-            "config key 'datasets' is missing or empty: the evaluation module evaluates every dataset named there"
-        )
-    return list(datasets)
-
-
-def configured_variants():
-    variants = list(config.get("kd_gat", {}).get("variants", ALL_VARIANTS))
-    unknown = sorted(set(variants) - set(ALL_VARIANTS))
-    if unknown:
-        raise ValueError(
-            f"config key 'kd_gat.variants' has unknown variants {unknown}; expected {list(ALL_VARIANTS)}"
-        )
-    return [v for v in ALL_VARIANTS if v in variants]
-
-
-def configured_seeds():
-    """kd_gat.seeds (validated by the kd_gat module's schema); its default when the kd_gat section is absent."""
-    return [int(seed) for seed in config.get("kd_gat", {}).get("seeds", DEFAULT_SEEDS)]
-
-
-DATASETS = configured_datasets()
-VARIANTS = configured_variants()
-SEEDS = configured_seeds()
+# Checked here, naming the config key: the preprocess and kd_gat schemas do not run when this module is used alone.
+DATASETS = configured_datasets(config)
+VARIANTS = configured_variants(config)
+SEEDS = configured_seeds(config)
 REPORT = "../../report"
 
 

@@ -1,0 +1,66 @@
+"""What the evaluation module evaluates: the datasets, variants and seeds its config names, checked at parse time.
+
+The module can be used without the preprocess and kd_gat modules (``module evaluation:`` beside trained models),
+so the schemas that check ``datasets`` and ``kd_gat.seeds`` there may never run: a mistake must stop the parse
+naming the config key, not become a traceback, an empty run or a wrong set of jobs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from kdgat.chain import DEFAULT_SEEDS, VARIANTS
+
+
+def configured_datasets(config: Mapping[str, Any]) -> list[str]:
+    """The dataset names of ``config["datasets"]`` (a mapping of name to settings, or a list of names)."""
+    datasets = config.get("datasets")
+    if not datasets:
+        raise ValueError(
+            "config key 'datasets' is missing or empty: the evaluation module evaluates every dataset named there"
+        )
+    # A string is no list of names: list("tiny") would evaluate datasets "t", "i", "n", "y".
+    if not isinstance(datasets, Mapping | list | tuple) or not all(
+        isinstance(name, str) for name in datasets
+    ):
+        raise ValueError(
+            f"config key 'datasets' must map each dataset name to its settings (or list the names); got {datasets!r}"
+        )
+    return list(datasets)
+
+
+def configured_variants(config: Mapping[str, Any]) -> list[str]:
+    """``kd_gat.variants`` in the chain's order (all of them when absent)."""
+    variants = config.get("kd_gat", {}).get("variants", VARIANTS)
+    if isinstance(variants, str) or not variants:
+        raise ValueError(
+            f"config key 'kd_gat.variants' must list the variants to evaluate, some of {list(VARIANTS)}; "
+            f"got {variants!r}"
+        )
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(
+            f"config key 'kd_gat.variants' has unknown variants {unknown}; expected {list(VARIANTS)}"
+        )
+    return [v for v in VARIANTS if v in variants]
+
+
+def configured_seeds(config: Mapping[str, Any]) -> list[int]:
+    """``kd_gat.seeds`` as integers (its default when absent): a non-empty list of distinct whole numbers."""
+    seeds = config.get("kd_gat", {}).get("seeds", DEFAULT_SEEDS)
+    expected = "a non-empty list of distinct integers, each the seed of one training"
+    if not isinstance(seeds, list | tuple) or not seeds:
+        raise ValueError(f"config key 'kd_gat.seeds' must be {expected}; got {seeds!r}")
+    bad = [seed for seed in seeds if isinstance(seed, bool) or not re.fullmatch(r"\d+", str(seed))]
+    if bad:
+        raise ValueError(f"config key 'kd_gat.seeds' must be {expected}; {bad} are not")
+    seeds = [int(seed) for seed in seeds]
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(
+            f"config key 'kd_gat.seeds' must be {expected}; {repeated} appear twice (one evaluation would count "
+            "as two seeds)"
+        )
+    return seeds
