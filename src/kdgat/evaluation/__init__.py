@@ -6,6 +6,8 @@
 * ``stash``: results kept across a failed Snakemake group job;
 * ``summary``: the teacher-vs-students table;
 * ``plots``: report figures;
+* ``inputs``: checks of what an evaluation and a summary are given (model files, metrics.json, baselines.json);
+* ``targets``: the datasets, variants and seeds the evaluation module's config names;
 * ``run``: scoring a detector and the file-level entry points the wrappers call (``evaluate_files``,
   ``summarize_files``).
 """

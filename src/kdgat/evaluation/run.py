@@ -18,14 +18,21 @@ import numpy as np
 import pandas as pd
 
 from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
-from kdgat.evaluation.baselines import BASELINES
+from kdgat.evaluation.inputs import (
+    BASELINES_KEYS,
+    METRICS_KEYS,
+    check_detector_files,
+    check_metric_blocks,
+    check_one_test_set_per_dataset,
+    checked_metrics,
+    loaded_document,
+)
 from kdgat.evaluation.markdown import summary_markdown
 from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.speed import checked_speed, measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import (
-    SCENARIO_COLUMNS,
     alpha_summary,
     distillation_summary,
     floor_table,
@@ -198,52 +205,6 @@ def evaluate_detector(
     return document, scores
 
 
-def check_detector_files(
-    models: Mapping[str, Any],
-    paths: Mapping[str, str | os.PathLike],
-    variant: str,
-    graphs: Mapping[str | os.PathLike, Sequence[Any]],
-) -> None:
-    """A ValueError naming the file when the three loaded models (``{"vgae": ..., "gat": ..., "dqn": ...}``) are
-    not one detector for these graphs: a model file of another stage given for a stage (swapped inputs), a model
-    trained as another variant than ``variant`` (the variant its model.pt records), or a VGAE and a GAT of
-    different vocabularies, or graphs (``{path: graphs}``) holding a CAN-ID index outside the models' vocabulary
-    (checkpoints of another preprocess run). Without this check torch fails with an IndexError or an
-    AttributeError that names no file, or the numbers of a mixed detector are reported under one variant."""
-    from kdgat.files import load_torch
-    from kdgat.model_store import MODEL_CLASSES
-    from kdgat.models.vgae import ID_COLUMN
-
-    for name, model in models.items():
-        if not isinstance(model, MODEL_CLASSES[name]):
-            found = next((kind for kind, cls in MODEL_CLASSES.items() if isinstance(model, cls)), "unknown")
-            raise ValueError(
-                f"{paths[name]}: given as the {name} model of the detector, but it is a {found} model file"
-            )
-    for name in models:
-        payload = load_torch(paths[name], "a kd_gat model file")
-        recorded = payload.get("variant") if isinstance(payload, dict) else None
-        if recorded is not None and recorded != variant:
-            raise ValueError(
-                f"{paths[name]}: a {name} model trained as variant {recorded!r}, evaluated as variant {variant!r}; "
-                "give the three model files of one variant"
-            )
-    vocabularies = {"vgae": models["vgae"].num_ids, "gat": models["gat"].embedding.num_embeddings}
-    if vocabularies["vgae"] != vocabularies["gat"]:
-        raise ValueError(
-            f"{paths['vgae']} knows {vocabularies['vgae']} CAN-ID indices but {paths['gat']} knows "
-            f"{vocabularies['gat']}: models of different vocabularies (preprocess metadata num_ids) are no detector"
-        )
-    for path, graph_list in graphs.items():
-        largest = max((int(g.x[:, ID_COLUMN].max()) for g in graph_list if g.num_nodes), default=-1)
-        if largest >= vocabularies["vgae"]:
-            raise ValueError(
-                f"{path}: a graph holds CAN-ID index {largest}, outside the {vocabularies['vgae']} indices of "
-                f"{paths['vgae']} and {paths['gat']}: the models were trained on another vocabulary "
-                "(preprocess metadata num_ids); evaluate them on the graphs of their own preprocess run"
-            )
-
-
 def evaluate_files(
     *,
     vgae: str | os.PathLike,
@@ -368,139 +329,6 @@ def seeds_text(documents: Sequence[Mapping]) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-# What the summaries read from each metrics.json and baselines.json (dotted: nested keys).
-METRICS_KEYS = (
-    "dataset", "variant", "test", "test_pooled", "parameters", "speed.fusion.latency_ms", "speed.fusion.graphs_per_s",
-    *(f"parameters.{name}" for name in ("vgae", "gat", "dqn", "total")),
-)  # fmt: skip
-# What the summaries read from each model's metrics in a "test" scenario and in "test_pooled": numbers, or null
-# where a metric is undefined (metrics.py).
-METRIC_NUMBERS = tuple(SCENARIO_COLUMNS[SCENARIO_COLUMNS.index("model") + 1 :])
-BASELINES_KEYS = ("dataset", "test", "test_pooled", *(f"test_pooled.{name}" for name in BASELINES))
-
-
-def _lookup(document: Mapping[str, Any], dotted: str) -> Any:
-    """``document["a"]["b"]`` for ``"a.b"``; None where a level is missing."""
-    value: Any = document
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def _loaded(path, keys: Sequence[str], what: str, hint: str) -> dict[str, Any]:
-    """The JSON document at ``path``; a ValueError naming it and every one of ``keys`` it lacks."""
-    document = load_json(path)
-    missing = [key for key in keys if _lookup(document, key) is None]
-    if missing:
-        raise ValueError(f"{path}: {what} lack {missing} ({hint})")
-    return document
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_metric_blocks(path, document: Mapping[str, Any], what: str) -> None:
-    """A ValueError naming ``path`` and the block when ``test`` holds no scenario, or when a model's metrics in a
-    test scenario or in ``test_pooled`` are not a mapping holding every one of ``METRIC_NUMBERS`` as a number or
-    null (a file edited by hand: a dropped column became NaN, a null block or a quoted number a traceback)."""
-    test = document["test"]
-    if not isinstance(test, Mapping) or not test:
-        raise ValueError(
-            f"{path}: the {what}' 'test' holds no test scenario ({test!r}); expected one per scenario"
-        )
-    blocks = {f"test.{scenario}": models for scenario, models in test.items()}
-    for where, models in {**blocks, "test_pooled": document["test_pooled"]}.items():
-        if not isinstance(models, Mapping) or not models:
-            raise ValueError(f"{path}: {where} must map each model to its metrics; found {models!r}")
-        for model, metrics in models.items():
-            if not isinstance(metrics, Mapping):
-                raise ValueError(f"{path}: {where}.{model} must be the model's metrics; found {metrics!r}")
-            missing = [key for key in METRIC_NUMBERS if key not in metrics]
-            if missing:
-                raise ValueError(f"{path}: {where}.{model} lacks {missing} (a metrics file edited by hand?)")
-            bad = {
-                key: metrics[key]
-                for key in METRIC_NUMBERS
-                if not (metrics[key] is None or _is_number(metrics[key]))
-            }
-            if bad:
-                raise ValueError(
-                    f"{path}: {where}.{model} holds {bad}; expected numbers (null where undefined)"
-                )
-
-
-def _checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``document`` (a loaded metrics.json) after the checks the summaries rely on; a ValueError naming ``path``."""
-    if document["variant"] not in VARIANTS:
-        raise ValueError(f"{path}: variant {document['variant']!r} is not one of {list(VARIANTS)}")
-    seed = document.get("seed")
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
-        raise ValueError(f"{path}: seed {seed!r} must be an integer (the training seed) or absent")
-    numbers = [*(f"parameters.{n}" for n in ("vgae", "gat", "dqn", "total")), "speed.fusion.latency_ms",
-               "speed.fusion.graphs_per_s"]  # fmt: skip
-    bad = {key: _lookup(document, key) for key in numbers if not _is_number(_lookup(document, key))}
-    if bad:
-        raise ValueError(f"{path}: {bad} must be numbers")
-    _check_metric_blocks(path, document, "metrics")
-    return document
-
-
-def _test_set(document: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{scenario: (windows, attack windows)}`` of a metrics.json or baselines.json (its first model's counts)."""
-    return {
-        scenario: next(((m.get("n"), m.get("n_attack")) for m in models.values()), (None, None))
-        for scenario, models in document["test"].items()
-    }
-
-
-def _check_one_test_set_per_dataset(
-    metrics: Sequence[tuple[Any, Mapping]], baselines: Sequence[tuple[Any, Mapping]]
-):
-    """A ValueError naming the files when the evaluations and baselines of one dataset were not computed on one
-    test set (other scenarios, or other window counts: a test.pt rebuilt between them, results of a partial run
-    mixed with older ones), when two baselines.json are of one dataset, or when baselines are given for some of the
-    evaluated datasets and not others (or for a dataset no metrics.json is of). Their margins and intervals would
-    compare different windows, or silently have no baseline."""
-    reference: dict[Any, tuple[Any, dict]] = {}
-    for path, document in metrics:
-        dataset, tests = document["dataset"], _test_set(document)
-        first, expected = reference.setdefault(dataset, (path, tests))
-        if tests != expected:
-            raise ValueError(
-                f"{path} and {first} are evaluations of dataset {dataset!r} on different test sets "
-                f"({{scenario: (windows, attack windows)}}: {tests} and {expected}); was test.pt rebuilt between "
-                "them? rerun the older evaluations"
-            )
-    given: dict[Any, Any] = {}
-    for path, document in baselines:
-        dataset = document["dataset"]
-        if dataset in given:
-            raise ValueError(
-                f"{path} and {given[dataset]} are both baselines of dataset {dataset!r}: give one"
-            )
-        if dataset not in reference:
-            raise ValueError(
-                f"{path}: baselines of dataset {dataset!r}, of which no metrics.json was given "
-                f"(datasets evaluated: {sorted(reference)})"
-            )
-        given[dataset] = path
-        first, expected = reference[dataset]
-        tests = {scenario: counts for scenario, counts in _test_set(document).items() if scenario in expected}
-        if tests != {scenario: counts for scenario, counts in expected.items() if scenario in tests}:
-            raise ValueError(
-                f"{path}: the baselines of dataset {dataset!r} were computed on another test set than {first} "
-                f"({{scenario: (windows, attack windows)}}: {tests} and {expected}); rerun the baselines"
-            )
-    without = sorted(set(reference) - set(given))
-    if baselines and without:
-        raise ValueError(
-            f"no baselines.json given for the evaluated datasets {without} (given for {sorted(given)})"
-        )
-
-
 def summarize_files(
     *,
     metrics: Sequence[str | os.PathLike],
@@ -534,10 +362,10 @@ def summarize_files(
     documents = []
     evaluated: dict[tuple[Any, Any, Any], str | os.PathLike] = {}
     for path in metrics:
-        document = _loaded(
+        document = loaded_document(
             path, METRICS_KEYS, "metrics", "the summary needs test results; it never falls back to validation"
         )
-        _checked_metrics(path, document)
+        checked_metrics(path, document)
         key = (document["dataset"], document["variant"], document.get("seed"))
         if key in evaluated:
             # Two evaluations of one seed would count as two seeds and narrow every interval.
@@ -548,15 +376,15 @@ def summarize_files(
         documents.append(document)
     baseline_documents = []
     for path in baselines:
-        document = _loaded(
+        document = loaded_document(
             path,
             BASELINES_KEYS,
             "baselines",
             "written by an older version? rerun the evaluation_baselines rule",
         )
-        _check_metric_blocks(path, document, "baselines")
+        check_metric_blocks(path, document, "baselines")
         baseline_documents.append(document)
-    _check_one_test_set_per_dataset(
+    check_one_test_set_per_dataset(
         list(zip(metrics, documents, strict=True)), list(zip(baselines, baseline_documents, strict=True))
     )
     per_scenario = scenario_table(documents, baseline_documents)
