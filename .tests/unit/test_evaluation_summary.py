@@ -1051,6 +1051,24 @@ def test_a_model_without_any_scenario_with_attacks_has_no_worst_scenario_written
     )
 
 
+def test_two_history_files_under_one_key_are_refused_before_anything_is_written(tmp_path):
+    """history_keys repeating 'teacher/vgae' drew the second file's curves in the panel and dropped the first."""
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    second.write_text("epoch,loss\n1,9.0\n2,8.0\n")
+    outputs = {
+        name: tmp_path / "out" / name for name in ("summary.csv", "summary.md", "size.svg", "scenarios.csv")
+    }
+    with pytest.raises(ValueError, match=rf"history key 'teacher/vgae' names both {first} and {second}"):
+        summarize_files(
+            metrics=[metrics], csv=outputs["summary.csv"], markdown=outputs["summary.md"], chart=outputs["size.svg"],
+            scenarios=outputs["scenarios.csv"], histories=[first, second],
+            history_keys=["teacher/vgae", "teacher/vgae"], curves=tmp_path / "out" / "curves.svg",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_seed_evaluated_twice_is_refused_naming_both_files(tmp_path):
     first = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     second = _written(tmp_path, "b.json", _document("teacher", 1, HALF, HALF, HALF))

@@ -357,6 +357,19 @@ def summarize_files(
         raise ValueError(
             f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
         )
+    keyed: dict[tuple[str, str], str | os.PathLike] = {}
+    for key, path in zip(history_keys, histories, strict=True):
+        variant, _, stage = key.partition("/")
+        if variant not in VARIANTS or stage not in STAGES:
+            raise ValueError(f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}")
+        if (variant, stage) in keyed:
+            # one panel per key: the second file would replace the first without a word
+            raise ValueError(
+                f"history key {key!r} names both {keyed[(variant, stage)]} and {path}: one file per key"
+            )
+        keyed[(variant, stage)] = path
+    if curves is not None and not keyed:
+        raise ValueError("training curves were asked for but no history.csv was given")
     if not metrics:
         raise ValueError("no metrics.json given: the summary is over the evaluations' metrics.json files")
     documents = []
@@ -414,15 +427,5 @@ def summarize_files(
     write_text(f"{heading}\n\n{text}" if title else text, markdown)
     plot_size_f1(table, chart, title, seeds=seeds)
     if curves is not None:
-        keyed = {}
-        for key, path in zip(history_keys, histories, strict=True):
-            variant, _, stage = key.partition("/")
-            if variant not in VARIANTS or stage not in STAGES:
-                raise ValueError(
-                    f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}"
-                )
-            keyed[(variant, stage)] = path
-        if not keyed:
-            raise ValueError("training curves were asked for but no history.csv was given")
         plot_training_curves(keyed, curves, title)
     return table
