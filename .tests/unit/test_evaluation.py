@@ -456,6 +456,20 @@ def test_confusion_size_and_training_pictures_plot_the_numbers_they_name(monkeyp
     assert plotted == {"train_loss": [1.0, 0.5], "val_f1": [0.5, 0.8]}  # throughput is no training curve
 
 
+def test_a_one_epoch_training_history_is_drawn_as_visible_points(monkeypatch, tmp_path):
+    """A line through a single point renders nothing: the panel of a one-epoch run was empty but for its legend."""
+    figures = _drawn(monkeypatch)
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss,val_f1\n1,1.0,0.5\n")
+    plot_training_curves({("teacher", "gat"): history}, "curves.svg")
+    lines = [line for axis in figures[0].axes for line in axis.get_lines()]
+    assert {line.get_label(): line.get_ydata().tolist() for line in lines} == {
+        "train_loss": [1.0],
+        "val_f1": [0.5],
+    }
+    assert all(line.get_marker() not in (None, "None", "", " ") for line in lines)
+
+
 def test_gat_and_fusion_call_a_tie_at_one_half_normal_like_training():
     """One decision rule for p(attack): > 0.5 in evaluation, in the fusion (and so in training's DQN reward) and in
     the GAT's per-epoch validation; the VGAE keeps >= its validation threshold (the ROC convention)."""

@@ -153,15 +153,25 @@ def plot_training_curves(
             x_name = next((c for c in ("epoch", "episode", "step") if c in history.columns), None)
             x = history[x_name] if x_name else history.index
             losses, scores = _history_columns(history, x_name)
+            # A line through one point draws nothing: a one-epoch history shows its points as markers.
+            marker = "o" if len(history) == 1 else None
             for column in losses:
-                axis.plot(x, history[column], "-", label=column, lw=1.2)
+                axis.plot(x, history[column], "-", label=column, lw=1.2, marker=marker)
             axis.set_xlabel(x_name or "row")
             axis.set_ylabel("loss" if losses else "")
             handles, labels = axis.get_legend_handles_labels()
             if scores:
                 twin = axis.twinx()
                 for k, column in enumerate(scores):
-                    twin.plot(x, history[column], "--", color=f"C{len(losses) + k}", label=column, lw=1.2)
+                    twin.plot(
+                        x,
+                        history[column],
+                        "--",
+                        color=f"C{len(losses) + k}",
+                        label=column,
+                        lw=1.2,
+                        marker=marker,
+                    )
                 twin.set_ylim(-0.02, 1.02)
                 twin.set_ylabel("validation score")
                 more_handles, more_labels = twin.get_legend_handles_labels()
