@@ -861,6 +861,34 @@ def test_the_evaluation_targets_of_a_valid_config():
     ]
 
 
+@pytest.mark.parametrize("scenarios", [{}, {"val": 1}, {"test_pooled": 1, "dos": 2}])
+def test_a_test_file_without_scenarios_or_with_a_scenario_named_like_a_split_is_refused_naming_it(
+    tmp_path, scenarios
+):
+    """A test.pt with no scenario gave a metrics.json without test results (refused only later by the summary);
+    a scenario named 'val' or 'test_pooled' silently replaced that split's fusion_alpha entry (or lost its own)."""
+    inputs = tiny_evaluation_inputs(tmp_path)
+    save_graph_sets(
+        {name: toy_graphs(10, num_ids=20, seed=seed) for name, seed in scenarios.items()}, tmp_path / "t.pt"
+    )
+    reserved = [name for name in scenarios if name in ("val", "test_pooled")]
+    message = (
+        f"a test scenario is named '{reserved[0]}', which metrics.json keeps for"
+        if reserved
+        else "holds no test"
+    )
+    with pytest.raises(ValueError, match=rf"{tmp_path / 't.pt'}: {message}"):
+        evaluate_files(
+            **{**inputs, "test": str(tmp_path / "t.pt")}, outputs=_evaluation_outputs(tmp_path), dataset="tiny",
+            variant="teacher", device="cpu", speed=TINY_SPEED,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    if reserved:  # the library call the file-level one makes refuses it too
+        scored = _scored([0, 1], [1.0, 2.0], [0.2, 0.8], [0.2, 0.8])
+        with pytest.raises(ValueError, match=rf"a test scenario is named '{reserved[0]}'"):
+            evaluate_scored_splits(scored, {name: scored for name in scenarios})
+
+
 def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():
     """docs/evaluation.md: α per split, test_pooled included; the fused decision is compared with the GAT's
     (p > 0.5) and the VGAE-side one (calibrated score > 0.5), so a score of exactly one half is normal."""

@@ -61,6 +61,7 @@ TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
 
 ALPHA_BINS = np.linspace(0.0, 1.0, 11)
 SCORED_NUMBERS = ("vgae_score", "gat_prob", "fusion_alpha", "fusion_score")
+RESERVED_SCENARIOS = {"val": "the validation split", "test_pooled": "all test scenarios pooled"}
 
 
 def checked_batch_size(batch_size: Any) -> int:
@@ -117,6 +118,12 @@ def evaluate_scored_splits(
         raise ValueError("the validation split is empty: the VGAE threshold cannot be chosen")
     _check_scored(val, "validation")
     for scenario, frame in tests.items():
+        if scenario in RESERVED_SCENARIOS:
+            # fusion_alpha keys the splits and the scenarios alike: one would silently replace the other
+            raise ValueError(
+                f"a test scenario is named {scenario!r}, which metrics.json keeps for "
+                f"{RESERVED_SCENARIOS[scenario]}; rename its test folder"
+            )
         if frame.empty:
             raise ValueError(f"test scenario {scenario!r} has no graphs")
         _check_scored(frame, f"test scenario {scenario!r}")
@@ -291,6 +298,16 @@ def evaluate_files(
             ) from error
     val_graphs = load_graphs(val)
     test_sets = load_graph_sets(test)
+    if not test_sets:
+        raise ValueError(
+            f"{test}: holds no test scenario; the evaluation reports test results (never validation's)"
+        )
+    reserved = sorted(set(test_sets) & set(RESERVED_SCENARIOS))
+    if reserved:
+        raise ValueError(
+            f"{test}: a test scenario is named {reserved[0]!r}, which metrics.json keeps for "
+            f"{RESERVED_SCENARIOS[reserved[0]]}; rename its test folder"
+        )
     check_detector_files(models, inputs, variant, {val: val_graphs, test: sum(test_sets.values(), [])})
     document, scores = evaluate_detector(
         models["vgae"],
