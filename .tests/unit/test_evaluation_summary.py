@@ -422,6 +422,30 @@ def test_baselines_files_writes_the_datasets_baselines_at_the_fpr_targets_given(
     pd.testing.assert_frame_equal(pd.read_parquet(scores), table)
 
 
+@pytest.mark.parametrize("mistake", ["smaller_vocabulary", "no_scenario"])
+def test_baselines_files_name_the_file_of_another_vocabulary_or_without_test_scenarios(tmp_path, mistake):
+    """Metadata of another preprocess run failed with 'a graph holds a CAN-ID index outside [0, 2)', naming no file;
+    a test.pt without scenarios wrote a baselines.json without test results, refused only later by the summary."""
+    from kdgat.graph_store import save_graph_sets, save_graphs
+
+    rng = np.random.default_rng(3)
+    save_graphs(_capture(rng, 40), tmp_path / "train.pt")
+    save_graphs(_capture(rng, 20), tmp_path / "val.pt")
+    save_graph_sets({} if mistake == "no_scenario" else {"dos": _capture(rng, 20)}, tmp_path / "test.pt")
+    write_json({"num_ids": 2 if mistake == "smaller_vocabulary" else 4}, tmp_path / "metadata.json")
+    message = (
+        rf"{tmp_path / 'train.pt'}: a graph holds CAN-ID index 2, outside the 2 of {tmp_path / 'metadata.json'}"
+        if mistake == "smaller_vocabulary"
+        else rf"{tmp_path / 'test.pt'}: holds no test scenario"
+    )
+    with pytest.raises(ValueError, match=message):
+        baselines_files(
+            **{name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}, metadata=tmp_path / "metadata.json",
+            metrics=tmp_path / "out" / "baselines.json", scores=tmp_path / "out" / "scores.parquet", dataset="ds",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_scenario_table_refuses_baselines_without_the_scenario(documents):
     baselines = _baselines()
     baselines["test"] = {"fuzzy": baselines["test"]["dos"]}

@@ -192,13 +192,18 @@ def baselines_files(
         num_ids = int(load_json(metadata)["num_ids"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{metadata}: expected preprocess metadata with an integer 'num_ids'") from error
-    document, table = evaluate_baselines(
-        load_graph_arrays(train),
-        load_graph_arrays(val),
-        load_graph_set_arrays(test),
-        num_ids,
-        fpr_targets,
-    )
+    splits = [(train, load_graph_arrays(train)), (val, load_graph_arrays(val))]
+    tests = load_graph_set_arrays(test)
+    if not tests:
+        raise ValueError(f"{test}: holds no test scenario; the baselines report test results")
+    for path, graphs in [*splits, (test, GraphArrays.concat(list(tests.values())))]:
+        largest = int(graphs.x[:, 0].max()) if len(graphs.x) else -1
+        if largest >= num_ids:
+            raise ValueError(
+                f"{path}: a graph holds CAN-ID index {largest}, outside the {num_ids} of {metadata} (num_ids): "
+                "graphs and metadata of different preprocess runs"
+            )
+    document, table = evaluate_baselines(splits[0][1], splits[1][1], tests, num_ids, fpr_targets)
     document = {"dataset": dataset, **document}
     log.info(
         "%s baselines, pooled test F1: %s",
