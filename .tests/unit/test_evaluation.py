@@ -889,6 +889,26 @@ def test_a_test_file_without_scenarios_or_with_a_scenario_named_like_a_split_is_
             evaluate_scored_splits(scored, {name: scored for name in scenarios})
 
 
+def test_a_stash_dir_that_cannot_hold_the_stash_stops_the_evaluation_before_scoring(tmp_path, monkeypatch):
+    """A file where evaluation.stash_dir points failed with FileExistsError when the finished results were
+    committed: after the whole evaluation, failing the job (and, in a group job, costing every sibling its outputs)."""
+    import kdgat.model_store
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was loaded before the stash was checked")
+
+    monkeypatch.setattr(kdgat.model_store, "load_model", never)
+    (tmp_path / "stash").write_text("not a directory")
+    with pytest.raises(
+        ValueError, match=rf"stash_dir {tmp_path / 'stash'}: cannot hold the result stash \(File exists\)"
+    ):
+        evaluate_files(
+            **tiny_evaluation_inputs(tmp_path), outputs=_evaluation_outputs(tmp_path), dataset="tiny",
+            variant="teacher", device="cpu", stash_dir=tmp_path / "stash",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():
     """docs/evaluation.md: α per split, test_pooled included; the fused decision is compared with the GAT's
     (p > 0.5) and the VGAE-side one (calibrated score > 0.5), so a score of exactly one half is normal."""

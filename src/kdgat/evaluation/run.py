@@ -265,6 +265,8 @@ def evaluate_files(
         "library_code": library_code_digest(),
     }
     stash = ResultStash(stash_dir) if stash_dir else None
+    if stash:
+        stash.prepare()
     stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in EVALUATION_OUTPUTS}
     key = stash_key(inputs, params) if stash else None
     if stash and stash.restore(key, stash_names):
