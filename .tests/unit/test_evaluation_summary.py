@@ -1093,6 +1093,17 @@ def test_two_history_files_under_one_key_are_refused_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
+def test_seeds_of_one_variant_with_models_of_different_sizes_are_refused_naming_both(tmp_path):
+    """A preset changed between seeds (a partial rerun): the summary reported the first seed's size and averaged
+    the F1 of different models over 'seeds'."""
+    first = _written(tmp_path, "a.json", _document("student", 1, PERFECT, HALF, PERFECT))
+    bigger = _document("student", 2, PERFECT, HALF, PERFECT)
+    bigger["parameters"] = {"vgae": 10, "gat": 20, "dqn": 3, "total": 33}
+    second = _written(tmp_path, "b.json", bigger)
+    with pytest.raises(ValueError, match=rf"{second} and {first} are ds/student models of different sizes"):
+        _summarize(tmp_path, [first, second])
+
+
 def test_one_seed_evaluated_twice_is_refused_naming_both_files(tmp_path):
     first = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     second = _written(tmp_path, "b.json", _document("teacher", 1, HALF, HALF, HALF))

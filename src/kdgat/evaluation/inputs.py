@@ -193,3 +193,18 @@ def check_one_test_set_per_dataset(
         raise ValueError(
             f"no baselines.json given for the evaluated datasets {without} (given for {sorted(given)})"
         )
+
+
+def check_one_model_size_per_variant(metrics: Sequence[tuple[Any, Mapping]]) -> None:
+    """A ValueError naming two files when the seeds of one dataset and variant evaluated models of different
+    sizes (``parameters``): a preset changed between seeds (a partial rerun after editing kd_gat.teacher_preset,
+    say). The summary reports one size per variant and its F1 over seeds: it would average different models."""
+    first: dict[tuple[Any, Any], tuple[Any, Any]] = {}
+    for path, document in metrics:
+        key = (document["dataset"], document["variant"])
+        reference, parameters = first.setdefault(key, (path, document["parameters"]))
+        if document["parameters"] != parameters:
+            raise ValueError(
+                f"{path} and {reference} are {key[0]}/{key[1]} models of different sizes ({document['parameters']} "
+                f"and {parameters} parameters): the seeds of one variant must share its preset; rerun the older ones"
+            )

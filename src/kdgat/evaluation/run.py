@@ -23,6 +23,7 @@ from kdgat.evaluation.inputs import (
     METRICS_KEYS,
     check_detector_files,
     check_metric_blocks,
+    check_one_model_size_per_variant,
     check_one_test_set_per_dataset,
     checked_metrics,
     loaded_document,
@@ -416,6 +417,7 @@ def summarize_files(
         )
         check_metric_blocks(path, document, "baselines")
         baseline_documents.append(document)
+    check_one_model_size_per_variant(list(zip(metrics, documents, strict=True)))
     check_one_test_set_per_dataset(
         list(zip(metrics, documents, strict=True)), list(zip(baselines, baseline_documents, strict=True))
     )
