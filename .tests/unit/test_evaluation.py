@@ -553,6 +553,19 @@ def test_a_nan_score_is_refused_naming_the_split_and_column_not_turned_into_a_na
         evaluate_scored_splits(val.iloc[:0], {"dos": val})
 
 
+@pytest.mark.parametrize(("split", "label"), [("val", 2), ("dos", 2), ("dos", -1)])
+def test_a_label_other_than_zero_or_one_is_refused_naming_the_split(split, label):
+    """Multi-class labels (an attack class id) were refused by metrics.as_binary with a message naming neither the
+    validation split nor the scenario."""
+    good = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    bad = good.assign(label=[0, 0, 1, label])
+    where = "validation" if split == "val" else "test scenario 'dos'"
+    with pytest.raises(
+        ValueError, match=rf"{where}: label holds \[{label}\]; expected 0 \(normal\) or 1 \(attack\)"
+    ):
+        evaluate_scored_splits(bad if split == "val" else good, {"dos": bad if split == "dos" else good})
+
+
 def test_test_labels_play_no_part_and_pooled_test_is_the_scenarios_decisions_together():
     val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
     dos = _scored([0, 0, 1, 1], [2.5, 3.5, 10.0, 11.0], [0.4, 0.6, 0.7, 0.2], [0.1, 0.6, 0.7, 0.9])

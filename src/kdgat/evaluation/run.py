@@ -80,6 +80,12 @@ def _check_scored(frame: pd.DataFrame, where: str) -> None:
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{where}: scored table lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
+    labels = set(pd.unique(frame["label"]).tolist()) - {0, 1}
+    if labels:
+        # metrics.as_binary would refuse them too, naming neither the split nor the scenario
+        raise ValueError(
+            f"{where}: label holds {sorted(labels, key=str)[:5]}; expected 0 (normal) or 1 (attack) for every window"
+        )
     for column in SCORED_NUMBERS:
         bad = int((~np.isfinite(frame[column].to_numpy(float))).sum())
         if bad:
