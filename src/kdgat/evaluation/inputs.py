@@ -142,7 +142,7 @@ def checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
     return document
 
 
-def test_set(document: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+def scenario_counts(document: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{scenario: (windows, attack windows)}`` of a metrics.json or baselines.json (its first model's counts)."""
     return {
         scenario: next(((m.get("n"), m.get("n_attack")) for m in models.values()), (None, None))
@@ -160,7 +160,7 @@ def check_one_test_set_per_dataset(
     compare different windows, or silently have no baseline."""
     reference: dict[Any, tuple[Any, dict]] = {}
     for path, document in metrics:
-        dataset, tests = document["dataset"], test_set(document)
+        dataset, tests = document["dataset"], scenario_counts(document)
         first, expected = reference.setdefault(dataset, (path, tests))
         if tests != expected:
             raise ValueError(
@@ -182,7 +182,9 @@ def check_one_test_set_per_dataset(
             )
         given[dataset] = path
         first, expected = reference[dataset]
-        tests = {scenario: counts for scenario, counts in test_set(document).items() if scenario in expected}
+        tests = {
+            scenario: counts for scenario, counts in scenario_counts(document).items() if scenario in expected
+        }
         if tests != {scenario: counts for scenario, counts in expected.items() if scenario in tests}:
             raise ValueError(
                 f"{path}: the baselines of dataset {dataset!r} were computed on another test set than {first} "
