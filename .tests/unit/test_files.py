@@ -8,7 +8,11 @@ import fcntl
 import json
 import os
 import re
+import signal
+import socket
 import stat
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -195,6 +199,83 @@ def test_exclusive_lock_keeps_out_every_other_holder_until_released(tmp_path):
     with files.exclusive_lock(lock):
         assert lock.exists() and not can_take()
     assert can_take()
+
+
+def test_output_lock_refuses_a_second_holder_naming_the_output_pid_and_host_then_is_gone(umask, tmp_path):
+    target = tmp_path / "out" / "model.pt"
+    lock = files.lock_path(target)
+    with files.output_lock(target, "training output"):
+        assert lock.parent == target.parent and lock.name == ".model.pt.lock"
+        assert mode(lock) == 0o666 & ~umask  # as readable by the group as the outputs beside it
+        assert lock.read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+        # Another open file description is, to flock, another process.
+        expected = f"{target}: another process (pid {os.getpid()} on host {socket.gethostname()}) is writing "
+        with pytest.raises(files.OutputInUse, match=re.escape(expected)), files.output_lock(target):
+            pass
+        assert lock.exists()  # the refused one leaves the holder's lock alone
+    assert not lock.exists() and not target.parent.exists()  # a job that wrote nothing leaves no folder
+    with pytest.raises(RuntimeError), files.output_lock(target):
+        files.write_text("half", target)
+        raise RuntimeError("the job failed")
+    assert not lock.exists() and target.exists()  # released on failure; the folder keeps what was written
+
+
+def test_output_lock_takes_a_stale_lock_file_and_never_an_unlinked_one(tmp_path, monkeypatch):
+    target = tmp_path / "model.pt"
+    lock = files.lock_path(target)
+    lock.write_text("4242 node-that-died\n")  # left by a SIGKILLed job: flock died with it
+    with files.output_lock(target):
+        assert lock.read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+
+    # The race a removed-on-release lock file must survive: between this process's open() and its flock(), the
+    # holder releases (removing the file) and a third process creates a new one. Locking the opened, unlinked
+    # inode would let the third in beside it: the path's inode is checked and the new file locked instead.
+    real_flock = fcntl.flock
+    raced = []
+
+    def flock_after_a_release(descriptor, operation):
+        if not raced:
+            raced.append(True)
+            lock.unlink()
+            lock.write_text("")
+        return real_flock(descriptor, operation)
+
+    monkeypatch.setattr(files.fcntl, "flock", flock_after_a_release)
+    with files.output_lock(target):
+        monkeypatch.setattr(files.fcntl, "flock", real_flock)
+        assert raced and lock.read_text().startswith(f"{os.getpid()} ")
+        with pytest.raises(files.OutputInUse), files.output_lock(target):
+            pass
+
+
+HOLDER = """
+import sys, time
+from kdgat import files
+from kdgat.logs import failure_logged
+with failure_logged("holder"), files.output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_holder_ended_by_a_signal_leaves_the_output_free(signum, tmp_path):
+    """SIGTERM (a walltime, scancel; a wrapper's failure_logged turns it into an exception) removes the lock file;
+    SIGKILL (the OOM killer, a node failure) leaves it, stale but free: flock died with the process."""
+    target = tmp_path / "model.pt"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(files.OutputInUse, match=f"pid {holder.pid} on host"), files.output_lock(target):
+            pass
+        holder.send_signal(signum)
+        assert holder.wait(timeout=30) == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert files.lock_path(target).exists() == (signum == signal.SIGKILL)
+    with files.output_lock(target):
+        assert files.lock_path(target).read_text().startswith(f"{os.getpid()} ")
 
 
 def test_load_torch_names_the_file_it_cannot_load_and_runs_no_code_from_it(tmp_path):

@@ -6,9 +6,11 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -515,6 +517,101 @@ def test_killed_training_process_resumes_from_its_last_epoch(tmp_path):
     assert resumed["resumed_from"] == 1  # 0-based: epochs 1 and 2 were done, it went on with epoch 3
     assert all(torch.equal(reference["state"][k], resumed["state"][k]) for k in reference["state"])
     assert losses(resumed["history"]) == losses(reference["history"])
+
+
+HELD_RUN = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from kdgat.training import vgae
+    from kdgat.training.settings import StageSettings
+    data, out = Path(sys.argv[1]), Path(sys.argv[2])
+
+    class HoldAfterFirstEpoch:  # keeps the job running until the test says go
+        def epoch_ended(self, row, epochs, stopped_early):
+            if row["epoch"] == 1:
+                (data / "started").write_text("")
+                deadline = time.monotonic() + 120
+                while not (data / "go").exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+    training = {"epochs": 3, "batch_size": 16, "lr": 0.005, "weight_decay": 1e-4, "patience": 10, "grad_clip": 1.0}
+    config = {"teacher_preset": "demo_student", "seed": 3, "device": "cpu", "training": {"vgae": training},
+              "curriculum": {"enabled": False}}
+    vgae.run(train=data / "train.pt", val=data / "val.pt", metadata=data / "metadata.json",
+             settings=StageSettings.from_config(config, "vgae", "teacher"),
+             outputs={"model": out / "model.pt", "metrics": out / "metrics.json", "history": out / "history.csv"},
+             checkpoint=out / "last.pt", callbacks=(HoldAfterFirstEpoch(),))
+    """
+)
+
+
+def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes_intact(graphs, tmp_path):
+    """Two real processes, as when a user runs `kdgat train` by hand on the output a workflow job is writing: the
+    second fails while the first is still training, naming the output, the first's PID and host; the first ends
+    with whole outputs and no checkpoint or lock file left."""
+    import socket
+
+    from kdgat.model_store import load_model
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    save_graphs(graphs[0], data / "train.pt")
+    save_graphs(graphs[1], data / "val.pt")
+    (data / "metadata.json").write_text(json.dumps({"num_ids": NUM_IDS}))
+    (tmp_path / "held.py").write_text(HELD_RUN)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    first = subprocess.Popen([sys.executable, str(tmp_path / "held.py"), str(data), str(out)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (data / "started").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The first holds the output, mid-training.
+        assert (data / "started").exists() and first.poll() is None
+        second = subprocess.run(
+            [sys.executable, "-m", "kdgat", "train", "vgae", "--data", str(data), "--out", str(out),
+             "--device", "cpu", "--preset", "demo_student", "--epochs", "1", "--set", "curriculum.enabled=false",
+             "--progress", "lines"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert first.poll() is None  # the second has ended while the first still trains: it did not wait
+        assert second.returncode == 1, second.stderr
+        assert (
+            f"{out / 'model.pt'}: another process (pid {first.pid} on host {socket.gethostname()}) is writing "
+            "this training output now" in second.stderr
+        )
+        assert "Traceback" not in second.stderr
+    finally:
+        (data / "go").write_text("")
+        first.wait(timeout=120)
+    assert first.returncode == 0
+    assert sorted(path.name for path in out.iterdir()) == ["history.csv", "metrics.json", "model.pt"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["resumed_from_epoch"] is None  # the first's own, whole run
+    assert len((out / "history.csv").read_text().splitlines()) == 1 + 3
+    load_model(out / "model.pt")
+
+
+@pytest.mark.parametrize("stage", ["vgae", "gat", "dqn"])
+def test_every_stage_refuses_an_output_or_checkpoint_another_job_holds_before_reading_inputs(stage, tmp_path):
+    from kdgat.files import OutputInUse, output_lock
+
+    module = {"vgae": vgae_training, "gat": gat_training, "dqn": dqn_training}[stage]
+    missing = str(tmp_path / "missing.pt")  # read only after the locks: never reached
+    read = (
+        {"fit": missing, "vgae": missing, "gat": missing}
+        if stage == "dqn"
+        else {"train": missing, "val": missing}
+    )
+    inputs = {"metadata": missing} | read
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    for held in (outputs["model"], checkpoint):
+        with output_lock(held), pytest.raises(OutputInUse, match=re.escape(f"{held}: another process")):
+            module.run(**inputs, settings=settings(stage), outputs=outputs, checkpoint=checkpoint)
+    with pytest.raises(FileNotFoundError):  # and free, the same call goes on to read them
+        module.run(**inputs, settings=settings(stage), outputs=outputs, checkpoint=checkpoint)
 
 
 def test_select_device():

@@ -4,17 +4,18 @@ writing a stage's outputs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from kdgat.files import file_sha256, write_json, write_table
+from kdgat.files import file_sha256, output_lock, write_json, write_table
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
 from kdgat.runtime import grad_scaler, select_device
@@ -120,6 +121,19 @@ def prepare_job(
     return settings
 
 
+@contextlib.contextmanager
+def job_lock(outputs: Mapping, checkpoint: str | os.PathLike | None) -> Iterator[None]:
+    """Hold the locks of the job's model output and resume checkpoint (kdgat.files.output_lock) for the block: a
+    second job writing either at the same time (another workflow sharing the output through an absolute path, the
+    ``kdgat`` command run by hand) stops at once with a message naming the file and the holder, before it reads
+    or writes anything; the locks go with the job, however it ends."""
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(output_lock(outputs["model"], "training output"))
+        if checkpoint:
+            locks.enter_context(output_lock(checkpoint, "training checkpoint"))
+        yield
+
+
 def reset_gpu_peak(device: torch.device) -> None:
     """Start measuring the job's GPU memory peak now (the file-level ``run`` of every stage, before any data is
     read); off CUDA there is nothing to measure."""
@@ -196,7 +210,7 @@ def run_graph_stage(
     job up, load the train/val graphs and the ``models`` files (None where not given), call ``train_stage(train,
     val, num_ids, settings, checkpoint, *models, callbacks=...)``, write the outputs; returns the metrics."""
     settings = prepare_job(settings, stage, outputs, threads)
-    with tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+    with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
         loaded = [load_model(path) if path else None for path in models]
         model, result, metrics, model_config = train_stage(
