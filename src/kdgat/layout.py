@@ -54,17 +54,27 @@ def scenario_name(directory: str) -> str:
     return re.sub(r"^test_\d+_", "", directory) or directory
 
 
-def _logs(directory: Path, exclude: tuple[str, ...]) -> list[Path]:
-    return sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and p.suffix.lower() in LOG_SUFFIXES and not any(word in p.name for word in exclude)
-    )
-
-
 # Compressed logs (dos.csv.gz) with the command that decompresses them: the readers refuse them, so a folder that
 # holds one must not leave it out as "not a log" without a word.
 COMPRESSED_SUFFIXES = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst": "unzstd", ".zip": "unzip"}
+
+
+def _logs(directory: Path, exclude: tuple[str, ...], compressed: bool = False) -> list[Path]:
+    """The CAN logs under ``directory`` (``*.csv``, ``*.txt``, ``*.log``), or with ``compressed`` the compressed
+    ones (``*.csv.gz`` and the like), sorted; names containing a word of ``exclude`` are left out."""
+
+    def is_log(path: Path) -> bool:
+        if compressed:
+            if path.suffix.lower() not in COMPRESSED_SUFFIXES:
+                return False
+            path = Path(path.stem)
+        return path.suffix.lower() in LOG_SUFFIXES
+
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and is_log(p) and not any(word in p.name for word in exclude)
+    )
 
 
 def compressed_logs(
@@ -78,11 +88,7 @@ def compressed_logs(
         for split in splits
         for d in root.glob(f"{split}_*")
         if d.is_dir()
-        for p in d.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in COMPRESSED_SUFFIXES
-        and Path(p.stem).suffix.lower() in LOG_SUFFIXES
-        and not any(word in p.name for word in exclude)
+        for p in _logs(d, exclude, compressed=True)
     )
 
 
