@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
+from testkit import REPO
 
 from kdgat.can.reader import read_can_file
 from kdgat.can.writer import write_can_file
-from kdgat.synthetic import VEHICLE_ID_ATTACKS, Vehicle, generate_file, generate_log
+from kdgat.layout import scenario_name
+from kdgat.synthetic import DEFAULTS, VEHICLE_ID_ATTACKS, Vehicle, _bursts, generate_file, generate_log
 
 OPTIONS = {"seed": 4, "num_ids": 30, "burst_s": [0.05, 0.3], "gap_s": [0.2, 0.5], "spoof_interval_ms": 4.0}
+# The two datasets of the demo, whose design docs/science.md ("The data, designed first") describes.
+SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["datasets"]
+
+
+def shipped(name: str) -> tuple[dict, Vehicle]:
+    options = SHIPPED[name]["synthetic"]
+    return options, Vehicle(options["seed"], options["num_ids"])
 
 
 def bursts(times: np.ndarray, gap: float = 0.05) -> list[np.ndarray]:
@@ -94,7 +104,8 @@ def test_dos_is_id_zero_with_zero_payload_every_0_3_ms_in_several_bursts():
 
 
 def test_fuzzy_is_random_ids_every_0_5_ms():
-    messages = generate_log(Vehicle(3, 30), 3.0, "fuzzy", OPTIONS, seed=3)
+    vehicle = Vehicle(3, 30)
+    messages = generate_log(vehicle, 3.0, "fuzzy", OPTIONS, seed=3)
     attack = messages.label == 1
     intervals = np.concatenate([np.diff(g) for g in bursts(messages.timestamp[attack])])
     assert np.median(intervals) == pytest.approx(0.0005, abs=2e-5)
@@ -102,6 +113,8 @@ def test_fuzzy_is_random_ids_every_0_5_ms():
     assert fuzz_ids.max() < 0x800 and len(np.unique(fuzz_ids)) > 0.5 * len(fuzz_ids)
     # Uniform over all 11 bits: each eighth of 0x000..0x7FF gets its share.
     assert np.all(np.bincount(fuzz_ids >> 8, minlength=8) > 0.08 * len(fuzz_ids))
+    # So almost every frame carries an ID the vehicle never sends, periodic or diagnostic (docs/science.md).
+    assert np.isin(fuzz_ids, np.concatenate([vehicle.ids, vehicle.rare_ids])).mean() < 0.05
 
 
 @pytest.mark.parametrize("attack", ["gear", "rpm"])
@@ -256,6 +269,10 @@ def test_replay_resends_recorded_frames_of_the_target_on_top_of_the_live_ones():
     assert len(groups) >= 3 and all(g[-1] - g[0] <= OPTIONS["burst_s"][1] + 0.03 for g in groups)
     # The live traffic is untouched: the attacked log is the clean one plus the replayed frames.
     assert len(attacked) == len(clean) + replayed.sum()
+    # So during a burst the ID's rate is doubled: as many replayed frames as live ones (one either way at the ends).
+    for group in groups:
+        during = (clean.timestamp >= group[0]) & (clean.timestamp <= group[-1]) & live
+        assert abs(len(group) - during.sum()) <= 1, (len(group), during.sum())
 
 
 @pytest.mark.parametrize(
@@ -289,3 +306,102 @@ def test_masquerade_frames_keep_a_valid_checksum():
     assert len(forged)
     (checksum,) = np.flatnonzero(vehicle.kinds[slot, :dlc] == 3)
     np.testing.assert_array_equal(forged[:, checksum], (forged.sum(axis=1) - forged[:, checksum]) % 256)
+
+
+def test_the_shipped_datasets_are_the_vehicles_and_attack_families_docs_science_describes():
+    """docs/science.md: synth_hcrl (30 IDs, HCRL CSV) trains on normal + dos, fuzzy, gear, rpm and tests those and
+    the held-out family dos_vehicle_unseen; synth_cantt (45 IDs, can-train-and-test CSV) trains on normal +
+    dos_vehicle, fuzzy_vehicle, masquerade, rpm and tests those and replay_unseen and fuzzy_unseen; the fusion
+    captures are one per training capture, twice as long, with the same attacks; the vehicles have counters,
+    checksums and smooth sensor signals, benign rate bursts and rare diagnostic IDs; DoS every 0.3 ms, fuzzing
+    every 0.5 ms, replay of frames 1 s old."""
+    designed = {
+        "synth_hcrl": (
+            30,
+            "hcrl_csv",
+            {"dos", "fuzzy", "gear", "rpm"},
+            {"dos_vehicle_unseen": "dos_vehicle"},
+        ),
+        "synth_cantt": (
+            45,
+            "can_4col",  # can-train-and-test's column layout (kdgat.can.can_4col)
+            {"dos_vehicle", "fuzzy_vehicle", "masquerade", "rpm"},
+            {"replay_unseen": "replay", "fuzzy_unseen": "fuzzy"},
+        ),
+    }
+    assert set(SHIPPED) == set(designed)
+    for name, (num_ids, fmt, trained, unseen) in designed.items():
+        options, vehicle = shipped(name)
+        assert options["num_ids"] == num_ids and options["format"] == SHIPPED[name]["format"] == fmt
+
+        def split(prefix: str, files=options["files"]) -> list[dict]:
+            return [entry for entry in files if entry["split"].startswith(prefix)]
+
+        assert {entry["attack"] for entry in split("train_")} == {"none"} | trained, name
+        scenarios = {scenario_name(entry["split"]): entry["attack"] for entry in split("test_")}
+        assert scenarios == {attack: attack for attack in trained} | unseen, name
+        assert not set(unseen.values()) & trained  # held out: no training capture shows the family
+        doubled = sorted((entry["attack"], 2 * entry["duration_s"]) for entry in split("train_"))
+        assert sorted((entry["attack"], entry["duration_s"]) for entry in split("fusion_")) == doubled, name
+        assert all((vehicle.kinds == kind).any() for kind in (1, 2, 3)), name  # counter, sensor, checksum
+        settings = DEFAULTS | options
+        assert settings["benign_events_per_s"] > 0 and settings["rare_ids_per_s"] > 0, name
+        assert (settings["dos_interval_ms"], settings["fuzzy_interval_ms"], settings["replay_delay_s"]) == (
+            0.3,
+            0.5,
+            1.0,
+        ), name
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_bursts_last_0_15_to_1_s_0_4_to_1_2_s_apart_but_the_capture_end_cuts_the_last(name):
+    """docs/science.md: attacks come in bursts of 0.15-1 s, 0.4-1.2 s apart (the first within 0.2-0.6 s of the
+    start); the last one of a capture is cut short where the capture ends, down to a few milliseconds."""
+    options, _ = shipped(name)
+    cut_short = 0
+    for draw in range(300):
+        found = np.array(_bursts(10.0, options, np.random.default_rng(draw)))
+        starts, ends = found[:, 0], found[:, 1]
+        lengths, gaps = ends - starts, starts[1:] - ends[:-1]
+        assert np.all((lengths[:-1] >= 0.15 - 1e-9) & (lengths[:-1] <= 1.0 + 1e-9)), draw
+        assert lengths[-1] <= 1.0 + 1e-9 and (lengths[-1] >= 0.15 - 1e-9 or ends[-1] == 10.0), draw
+        assert np.all((gaps >= 0.4 - 1e-9) & (gaps <= 1.2 + 1e-9)) and 0.2 <= starts[0] <= 0.6, draw
+        cut_short += lengths[-1] < 0.15
+    assert cut_short > 0
+
+
+@pytest.mark.parametrize(("name", "interval_ms"), [("synth_hcrl", 2.0), ("synth_cantt", 4.0)])
+def test_shipped_spoofing_adds_a_frozen_frame_every_2_or_4_ms_to_the_ids_own_10_ms_traffic(name, interval_ms):
+    """docs/science.md: gear/rpm spoofing every 2 ms (synth_hcrl) / 4 ms (synth_cantt); docs/models.md: the RPM
+    spoof adds its frames to the RPM ID's own 10 ms traffic, which goes on."""
+    options, vehicle = shipped(name)
+    assert vehicle.periods_ms[vehicle.rpm_slot] == 10.0
+    messages = generate_log(vehicle, 3.0, "rpm", options, seed=options["seed"])
+    injected = messages.label == 1
+    groups = bursts(messages.timestamp[injected])
+    assert np.median(np.concatenate([np.diff(g) for g in groups])) == pytest.approx(
+        interval_ms / 1000, rel=0.05
+    )
+    first = injected & (messages.timestamp <= groups[0][-1])
+    assert len(np.unique(messages.payload[first], axis=0)) == 1
+    live = (messages.can_id == vehicle.ids[vehicle.rpm_slot]) & ~injected
+    during = live & (messages.timestamp >= groups[0][0]) & (messages.timestamp <= groups[0][-1])
+    expected = (groups[0][-1] - groups[0][0]) / 0.010
+    assert during.sum() >= expected - 2  # the live frames go on beside the spoofed ones
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_dos_vehicle_floods_the_lowest_periodic_id_with_a_frozen_payload_where_its_live_frames_vary(
+    name,
+):
+    """docs/science.md: dos_vehicle floods the highest-priority (lowest) of the vehicle's periodic IDs with a frozen
+    real payload, so what gives it away besides the rate is that frozen payload: the ID's live frames vary."""
+    options, vehicle = shipped(name)
+    messages = generate_log(vehicle, 3.0, "dos_vehicle", options, seed=options["seed"])
+    injected = messages.label == 1
+    flooded = int(vehicle.ids.min())
+    assert set(np.unique(messages.can_id[injected]).tolist()) == {flooded}
+    first = injected & (messages.timestamp <= bursts(messages.timestamp[injected])[0][-1])
+    assert len(np.unique(messages.payload[first], axis=0)) == 1
+    live = (messages.can_id == flooded) & ~injected
+    assert len(np.unique(messages.payload[live], axis=0)) > 1  # not frozen: a sensor signal or counter moves

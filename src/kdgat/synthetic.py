@@ -18,7 +18,8 @@ tiny datasets scale them down). The HCRL Car-Hacking attacks:
 Attacks that the CAN IDs alone cannot reveal (every injected frame carries an ID of the vehicle's own traffic, so
 "the window holds an ID never seen in normal traffic" does not find them):
 
-* ``dos_vehicle``: flooding with the vehicle's highest-priority (lowest) ID and a frozen real payload of it, every
+* ``dos_vehicle``: flooding with the highest-priority (lowest) of the vehicle's periodic IDs (a rare diagnostic ID
+  may be lower still) and a frozen real payload of it, every
   ``dos_interval_ms`` (the HCRL survival data set floods with the lowest ID);
 * ``fuzzy_vehicle``: random payloads on IDs drawn uniformly from the vehicle's own IDs, every
   ``fuzzy_interval_ms`` (can-train-and-test's targeted fuzzing);
@@ -82,7 +83,7 @@ class Vehicle:
         if not 25 <= num_ids <= 60:
             raise ValueError(f"synthetic.num_ids must be between 25 and 60, got {num_ids}")
         rng = np.random.default_rng([seed, 0xCA17])
-        # Distinct IDs in 0x001..0x7FF; 0x000 is reserved for the DoS attack.
+        # Distinct IDs in 0x010..0x7EF; 0x000 is reserved for the DoS attack.
         ids = rng.choice(np.arange(0x010, 0x7F0), size=num_ids + 6, replace=False)
         self.ids = np.sort(ids[:num_ids]).astype(np.int32)
         self.rare_ids = ids[num_ids:].astype(np.int32)  # benign diagnostic IDs, seldom sent
