@@ -227,6 +227,68 @@ def test_baselines_take_the_fpr_targets_of_the_config_then_set_then_the_flag(tmp
     assert calls[-1]["fpr_targets"] == [0.3] and calls[-1]["train"] == "d/train.pt"
 
 
+def test_a_list_option_given_twice_keeps_every_value_not_the_last_only(tmp_path, monkeypatch):
+    """`--train a.csv --train b.csv` (or --test, --metrics, --baselines, --history, --fpr-targets twice): argparse
+    kept the last list only, so a training log or an evaluation was left out without a word."""
+    import functools
+
+    from kdgat import preprocess
+    from kdgat.evaluation import baselines
+    from kdgat.evaluation import run as evaluation_run
+
+    calls = {}
+
+    def recording(name, function):
+        @functools.wraps(function)  # the commands read the signatures
+        def record(**kwargs):
+            calls[name] = kwargs
+            return {}
+
+        return record
+
+    monkeypatch.setattr(
+        preprocess, "preprocess_dataset", recording("preprocess", preprocess.preprocess_dataset)
+    )
+    monkeypatch.setattr(
+        evaluation_run, "summarize_files", recording("summarize", evaluation_run.summarize_files)
+    )
+    monkeypatch.setattr(
+        evaluation_run, "evaluate_files", recording("evaluate", evaluation_run.evaluate_files)
+    )
+    monkeypatch.setattr(baselines, "baselines_files", recording("baselines", baselines.baselines_files))
+    for name in ("g.csv", "v.csv"):
+        (tmp_path / name).write_text("epoch\n")
+    out = str(tmp_path / "o")
+    assert main(["preprocess", "--dataset", "x", "--train", "a.csv", "--train", "b.csv", "c.csv",
+                 "--test", "dos=d.csv", "--test", "rpm=e.csv", "--out", out]) == 0  # fmt: skip
+    assert calls["preprocess"]["train_files"] == ["a.csv", "b.csv", "c.csv"]
+    assert calls["preprocess"]["test_files"] == [("dos", "d.csv"), ("rpm", "e.csv")]
+    history = [f"teacher/gat={tmp_path / 'g.csv'}", f"teacher/vgae={tmp_path / 'v.csv'}"]
+    assert main(["summarize", "--metrics", "m1.json", "--metrics", "m2.json", "--baselines", "b1.json",
+                 "--baselines", "b2.json", "--history", history[0], "--history", history[1], "--out", out]) == 0  # fmt: skip
+    assert calls["summarize"]["metrics"] == ["m1.json", "m2.json"]
+    assert calls["summarize"]["baselines"] == ["b1.json", "b2.json"]
+    assert calls["summarize"]["history_keys"] == ["teacher/gat", "teacher/vgae"]
+    evaluate = [
+        "evaluate",
+        "--dataset",
+        "x",
+        "--variant",
+        "teacher",
+        "--chain",
+        "c",
+        "--data",
+        "d",
+        "--out",
+        out,
+    ]
+    assert main([*evaluate, "--fpr-targets", "0.1", "--fpr-targets", "0.05", "--tracking", "none"]) == 0
+    assert calls["evaluate"]["fpr_targets"] == [0.1, 0.05]
+    baseline = ["baselines", "--dataset", "x", "--data", "d", "--out", out]
+    assert main([*baseline, "--fpr-targets", "0.1", "--fpr-targets", "0.05"]) == 0
+    assert calls["baselines"]["fpr_targets"] == [0.1, 0.05]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

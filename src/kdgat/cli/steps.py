@@ -94,10 +94,14 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
         help="dataset folder laid out like HCRL/KD-GAT (train_*/, test_NN_<scenario>/; fusion_*/ as fusion captures)",
     )
     parser.add_argument(
-        "--train", nargs="+", metavar="FILE", help="training logs (attack-free and with attacks)"
+        "--train",
+        nargs="+",
+        action="extend",
+        metavar="FILE",
+        help="training logs (attack-free and with attacks)",
     )
-    parser.add_argument("--test", nargs="+", default=[], metavar="SCENARIO=FILE", help="test logs with their "
-                        "scenario; a scenario may have several files")  # fmt: skip
+    parser.add_argument("--test", nargs="+", action="extend", default=[], metavar="SCENARIO=FILE",
+                        help="test logs with their scenario; a scenario may have several files")  # fmt: skip
     parser.add_argument("--format", help="log format: auto (sniffed per file) or a registered format name "
                         "(datasets.<name>.format)")  # fmt: skip
     parser.add_argument("--bad-rows", choices=("error", "skip"), help="a malformed row fails the step or is "
@@ -205,8 +209,8 @@ def add_evaluate(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", help="test scenarios' graphs (default <data>/test.pt)")
     parser.add_argument("--batch-size", type=int, help="graphs per inference batch (evaluation.batch_size)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (evaluation.device)")
-    parser.add_argument("--fpr-targets", type=float, nargs="+", help="false-positive rates at which the "
-                        "detection rate is reported (evaluation.fpr_targets)")  # fmt: skip
+    parser.add_argument("--fpr-targets", type=float, nargs="+", action="extend", help="false-positive rates at "
+                        "which the detection rate is reported (evaluation.fpr_targets)")  # fmt: skip
     parser.add_argument("--stash-dir", help="result stash: an unchanged evaluation is restored from it, not "
                         "recomputed (evaluation.stash_dir)")  # fmt: skip
     add_tracking_options(parser, "metrics.json and the figures join the training runs of the models")
@@ -261,12 +265,13 @@ def add_summarize(subparsers, common: argparse.ArgumentParser) -> None:
         "(teacher vs students), scenario_metrics.csv (per scenario), summary.md, the size/F1/latency chart and, "
         "with --history, the training curves.",
     )
-    parser.add_argument("--metrics", nargs="+", required=True, metavar="FILE", help="metrics.json files of "
-                        "`kdgat evaluate` or the workflow's evaluate rules")  # fmt: skip
-    parser.add_argument("--baselines", nargs="+", default=[], metavar="FILE", help="baselines.json files of "
-                        "`kdgat baselines` or the workflow's baselines rule, reported beside the models")  # fmt: skip
-    parser.add_argument("--history", nargs="+", default=[], metavar="VARIANT/STAGE=FILE", help="training "
-                        "history.csv files to draw, each named by variant and stage, e.g. teacher/gat=history.csv")  # fmt: skip
+    parser.add_argument("--metrics", nargs="+", action="extend", required=True, metavar="FILE",
+                        help="metrics.json files of `kdgat evaluate` or the workflow's evaluate rules")  # fmt: skip
+    parser.add_argument("--baselines", nargs="+", action="extend", default=[], metavar="FILE", help="baselines.json "
+                        "files of `kdgat baselines` or the workflow's baselines rule, reported beside the models")  # fmt: skip
+    parser.add_argument("--history", nargs="+", action="extend", default=[], metavar="VARIANT/STAGE=FILE",
+                        help="training history.csv files to draw, each named by variant and stage, e.g. "
+                        "teacher/gat=history.csv")  # fmt: skip
     parser.add_argument("--out", required=True, help="folder for " + ", ".join(SUMMARY_FILES.values()))
     parser.add_argument("--title", default="", help="title of the charts")
     parser.set_defaults(handler=run_summarize, command="summarize")
@@ -310,8 +315,8 @@ def add_baselines(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="preprocess folder of the dataset (train.pt, val.pt, "
                         "test.pt, metadata.json)")  # fmt: skip
     parser.add_argument("--out", required=True, help="folder for " + ", ".join(BASELINE_FILES.values()))
-    parser.add_argument("--fpr-targets", type=float, nargs="+", help="false-positive rates at which the "
-                        "detection rate is reported (evaluation.fpr_targets)")  # fmt: skip
+    parser.add_argument("--fpr-targets", type=float, nargs="+", action="extend", help="false-positive rates at "
+                        "which the detection rate is reported (evaluation.fpr_targets)")  # fmt: skip
     parser.set_defaults(handler=run_baselines, command="baselines")
 
 
