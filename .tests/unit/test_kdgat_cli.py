@@ -388,6 +388,28 @@ def test_an_out_that_is_a_file_or_a_checkpoint_that_is_a_folder_fails_before_tra
     assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["preprocess", "--dataset", "x", "--train", "a.csv", "--test", "dos=b.csv"], "--out"),
+        (["evaluate", "--dataset", "x", "--variant", "teacher", "--chain", "c", "--data", "d"], "--out"),
+        (["evaluate", "--dataset", "x", "--variant", "teacher", "--chain", "c", "--out", "o"], "--data"),
+        (["baselines", "--dataset", "x", "--data", "d"], "--out"),
+        (["baselines", "--dataset", "x", "--out", "o"], "--data"),
+        (["summarize", "--metrics", "m.json"], "--out"),
+    ],
+)
+def test_a_folder_option_that_names_a_file_fails_at_once_naming_the_option(
+    command, option, tmp_path, stderr_text
+):
+    """Before, the command did its work (an evaluation: every scenario scored) and then failed writing, with
+    `FileExistsError: [Errno 17] File exists: 'o'` or, for --data, `Not a directory: 'd/metadata.json'`."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main([*command, option, str(a_file)]) == 2
+    assert f"{option} {a_file} is a file; give a folder" in stderr_text() and "Traceback" not in stderr_text()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.

@@ -137,6 +137,17 @@ def set_nested(section: dict, keys: tuple[str, ...], value: Any, where: str) -> 
     node[keys[-1]] = value
 
 
+def folder(value: str | os.PathLike | None, option: str) -> Path | None:
+    """A folder option's path (None when not given), refused at once when it names a file: the library would find
+    out only when it reads or writes there, after the work, with an OS error that names no option."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} is a file; give a folder")
+    return path
+
+
 def required(value, what: str, option: str):
     """An input the command cannot do without (a missing file is reported by the library, as in the workflow)."""
     if value is None:

@@ -16,6 +16,7 @@ from kdgat.cli.config import (
     apply_assignments,
     check_device,
     first_seed,
+    folder,
     kd_gat_key,
     parse_pair,
     read_section,
@@ -161,6 +162,7 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
     apply_assignments(section, args.set, "preprocess")
     for key in ("window_size", "stride", "val_fraction", "time_blocks", "seed", "bad_rows"):
         set_nested(section, (key,), getattr(args, key), "preprocess")
+    out = folder(args.out, "--out")
     train, test, whole_captures = dataset_logs(args, section, config)
     spec = (config.get("datasets") or {}).get(args.dataset) or {}
     options = library_options(
@@ -170,7 +172,6 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
         "preprocess",
         exclude=("fmt", "outputs", "held_out_files"),
     )
-    out = Path(args.out)
     return preprocess_dataset(
         dataset=args.dataset,
         train_files=train,
@@ -232,7 +233,8 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     seed = args.seed if args.seed is not None else first_seed(config.get("kd_gat"), "kd_gat")
     seed = DEFAULT_SEEDS[0] if seed is None else seed
     chain = Path(args.chain) / f"seed_{seed}" / args.variant if args.chain else None
-    data = Path(args.data) if args.data else None
+    data = folder(args.data, "--data")
+    out = folder(args.out, "--out")
 
     def pick(explicit, folder, *parts, what, option):
         value = explicit if explicit is not None else (str(folder.joinpath(*parts)) if folder else None)
@@ -240,7 +242,6 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
 
     models = {name: pick(getattr(args, name), chain, name, "model.pt", what=f"the {name} model",
                          option=f"--{name} or --chain") for name in ("vgae", "gat", "dqn")}  # fmt: skip
-    out = Path(args.out)
     return evaluate_files(
         **models,
         val=pick(args.val, data, "val.pt", what="the validation graphs", option="--val or --data"),
@@ -285,7 +286,7 @@ def run_summarize(args: argparse.Namespace, callbacks=()):
         variant, _, stage = key.partition("/")
         if variant not in VARIANTS or stage not in STAGES:
             raise UsageError(f"--history {key}=...: expected <variant>/<stage> with {VARIANTS} and {STAGES}")
-    out = Path(args.out)
+    out = folder(args.out, "--out")
     return summarize_files(
         metrics=list(args.metrics),
         baselines=list(args.baselines),
@@ -331,7 +332,7 @@ def run_baselines(args: argparse.Namespace, callbacks=()) -> dict:
     library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
     )
-    data, out = Path(args.data), Path(args.out)
+    data, out = folder(args.data, "--data"), folder(args.out, "--out")
     options = {"fpr_targets": section["fpr_targets"]} if "fpr_targets" in section else {}
     return baselines_files(
         **{name: str(data / f"{name}.pt") for name in ("train", "val", "test")},
