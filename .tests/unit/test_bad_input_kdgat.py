@@ -80,6 +80,24 @@ def test_window_settings_out_of_range_fail_before_any_log_is_read(tmp_path, opti
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # `kdgat preprocess --seed -1` failed with numpy's "expected non-negative integer", naming no setting.
+        ({"seed": -1}, "preprocess.seed must be an integer >= 0, got -1"),
+        ({"seed": 1.5}, "preprocess.seed must be an integer >= 0, got 1.5"),
+        # `--set held_out=0.3` was an AttributeError traceback ('float' object has no attribute 'items').
+        ({"held_out": 0.3}, r"preprocess.held_out must map each further held-out split to its share \(e.g. "),
+    ],
+)
+def test_a_bad_seed_or_held_out_setting_fails_naming_its_key_before_any_log_is_read(
+    tmp_path, options, message
+):
+    with pytest.raises(ValueError, match=message):
+        preprocess_dataset("d", [tmp_path / "never_read.csv"], {}, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_dataset_folder_without_test_scenarios_fails_at_once(tmp_path):
     # Otherwise every model is trained and evaluated, and only the summary fails (no test results).
     (tmp_path / "train_01_attack_free").mkdir()

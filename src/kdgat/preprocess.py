@@ -242,9 +242,14 @@ def preprocess_dataset(
     """
     started = time.perf_counter()
     # Checked before any log is read (the schema's bounds; the kdgat command and library callers bypass it).
-    for key, value, least in (("window_size", window_size, 2), ("stride", stride, 1)):
+    for key, value, least in (("window_size", window_size, 2), ("stride", stride, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
             raise ValueError(f"preprocess.{key} must be an integer >= {least}, got {value!r}")
+    if held_out is not None and not isinstance(held_out, Mapping):
+        raise ValueError(
+            f"preprocess.held_out must map each further held-out split to its share (e.g. {{fusion: 0.3}}), got "
+            f"{held_out!r}"
+        )
     test_files = group_test_files(test_files)
     if not train_files:
         raise ValueError(f"dataset {dataset!r}: no training files")
