@@ -410,6 +410,36 @@ def test_a_folder_option_that_names_a_file_fails_at_once_naming_the_option(
     assert f"{option} {a_file} is a file; give a folder" in stderr_text() and "Traceback" not in stderr_text()
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        # Wrote valid.pt and no fusion.pt, exit 0; the workflow's schema refuses the key.
+        ("held_out.valid=0.2", "preprocess.held_out: unknown splits ['valid']; known: ['fusion']"),
+        # Read letter by letter: every log whose name holds a d, an o or an s was left out.
+        (
+            "exclude=dos",
+            "preprocess.exclude must be a list of words (e.g. [suppress, masquerade]), got 'dos'",
+        ),
+    ],
+)
+def test_preprocess_settings_the_schema_refuses_are_refused_by_the_command(
+    setting, message, tmp_path, stderr_text
+):
+    args = [
+        "preprocess",
+        "--dataset",
+        "x",
+        "--train",
+        "a.csv",
+        "--test",
+        "dos=b.csv",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*args, "--set", setting]) == 2
+    assert message in stderr_text() and "Traceback" not in stderr_text()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.

@@ -155,6 +155,24 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
     return train, [(scenario, f) for scenario, files in test.items() for f in files], whole
 
 
+def check_preprocess_section(section: dict) -> None:
+    """What the preprocess schema holds the workflow's config to and the library takes more loosely: the held-out
+    split names it knows (another name would write <name>.pt that no rule reads, and no fusion.pt), and exclude as
+    a list of words (a string would be read letter by letter, leaving out every log with one of its letters)."""
+    from kdgat.layout import HELD_OUT_SPLITS
+
+    held_out = section.get("held_out")
+    if isinstance(held_out, dict):
+        unknown = sorted(set(held_out) - set(HELD_OUT_SPLITS))
+        if unknown:
+            raise UsageError(f"preprocess.held_out: unknown splits {unknown}; known: {list(HELD_OUT_SPLITS)}")
+    exclude = section.get("exclude")
+    if exclude is not None and not (isinstance(exclude, list) and all(isinstance(w, str) for w in exclude)):
+        raise UsageError(
+            f"preprocess.exclude must be a list of words (e.g. [suppress, masquerade]), got {exclude!r}"
+        )
+
+
 def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
     from kdgat.preprocess import preprocess_dataset
 
@@ -162,6 +180,7 @@ def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
     apply_assignments(section, args.set, "preprocess")
     for key in ("window_size", "stride", "val_fraction", "time_blocks", "seed", "bad_rows"):
         set_nested(section, (key,), getattr(args, key), "preprocess")
+    check_preprocess_section(section)
     out = folder(args.out, "--out")
     train, test, whole_captures = dataset_logs(args, section, config)
     spec = (config.get("datasets") or {}).get(args.dataset) or {}
