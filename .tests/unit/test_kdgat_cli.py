@@ -440,6 +440,31 @@ def test_preprocess_settings_the_schema_refuses_are_refused_by_the_command(
     assert message in stderr_text() and "Traceback" not in stderr_text()
 
 
+def test_evaluate_refuses_model_files_given_in_each_others_place(tmp_path, stderr_text):
+    """Before, `--vgae <the GAT's model.pt>` ran until the evaluation asked the model for VGAE scores:
+    "AttributeError: 'GAT' object has no attribute 'graph_errors'" with a traceback."""
+    from kdgat.model_store import save_model
+    from kdgat.models import GAT, QNetwork
+
+    gat, dqn = tmp_path / "gat.pt", tmp_path / "dqn.pt"
+    save_model(GAT(20), "gat", {"num_ids": 20}, gat)
+    save_model(QNetwork(), "dqn", {}, dqn)
+    args = [
+        "evaluate",
+        "--dataset",
+        "x",
+        "--variant",
+        "teacher",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*args, "--vgae", str(gat), "--gat", str(gat), "--dqn", str(dqn)]) == 1
+    assert f"{gat}: a kd_gat gat model, given where the vgae model is expected" in stderr_text()
+    assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.

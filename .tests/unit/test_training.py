@@ -758,6 +758,33 @@ def test_the_dqn_refuses_graphs_a_base_model_was_trained_on(tmp_path):
         refuse_training_graphs({"fit": held_out, "stop": train}, {"gat": gat, "vgae": older})
 
 
+def test_a_model_of_another_stage_given_in_its_place_is_refused_naming_the_file_and_both_kinds(tmp_path):
+    """`kdgat train dqn --vgae <gat model.pt> --gat <vgae model.pt>` (two files swapped) failed deep inside the
+    fusion inputs with "AttributeError: 'GAT' object has no attribute 'graph_errors'" and a traceback."""
+    from kdgat.model_store import save_model
+
+    fit, metadata, gat = tmp_path / "fusion.pt", tmp_path / "metadata.json", tmp_path / "gat.pt"
+    save_graphs(toy_graphs(8, num_ids=NUM_IDS, seed=0), fit)
+    metadata.write_text(json.dumps({"num_ids": NUM_IDS}))
+    save_model(GAT(NUM_IDS), "gat", {"num_ids": NUM_IDS}, gat)
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    wrong = rf"{gat}: a kd_gat gat model, given where the vgae model is expected"
+    with pytest.raises(ValueError, match=wrong):
+        dqn_training.run(
+            fit=fit, metadata=metadata, vgae=gat, gat=gat, settings=settings("dqn"), outputs=outputs
+        )
+    with pytest.raises(ValueError, match=wrong):  # the GAT stage's curriculum VGAE
+        gat_training.run(
+            train=fit, val=fit, metadata=metadata, vgae=gat, settings=settings("gat"), outputs=outputs
+        )
+    with pytest.raises(
+        ValueError, match=rf"{gat}: a kd_gat gat model, given where the vgae model is expected"
+    ):
+        vgae_training.run(train=fit, val=fit, metadata=metadata, teacher=gat, settings=settings("vgae"),
+                          outputs=outputs)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 # -- resuming: what must survive a crash, and checkpoints that must not be resumed ------------------------------
 @pytest.fixture
 def global_rng():

@@ -49,8 +49,8 @@ def trained_on(path: str | os.PathLike) -> str | None:
     return digest if isinstance(digest, str) else None
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The module saved by :func:`save_model`, in eval mode on ``device`` (``auto`` picks CUDA when present)."""
+def _payload(path: str | os.PathLike, kind: str | None = None) -> dict:
+    """The checked contents of a model.pt: its format, a known kind and, when ``kind`` is given, that kind."""
     payload = load_torch(path, f"a kd_gat model file (expected format {MODEL_FORMAT!r})")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -61,9 +61,28 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
             + f" (expected format {MODEL_FORMAT!r}, found {found!r})"
             + ("; retrain it with this version of the catalog" if older else "")
         )
-    kind = payload.get("kind")
-    if kind not in MODEL_CLASSES:
-        raise ValueError(f"{path}: unknown model kind {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+    found = payload.get("kind")
+    if found not in MODEL_CLASSES:
+        raise ValueError(f"{path}: unknown model kind {found!r}; expected one of {sorted(MODEL_CLASSES)}")
+    if kind is not None and found != kind:
+        # Two model files given in each other's place (--vgae and --gat swapped) would fail deep inside
+        # training or evaluation, naming a method the other stage's model lacks.
+        raise ValueError(f"{path}: a kd_gat {found} model, given where the {kind} model is expected")
+    return payload
+
+
+def check_kind(path: str | os.PathLike, kind: str) -> None:
+    """Raise ValueError naming ``path`` unless it is a kd_gat model.pt of ``kind`` (a stage of the chain)."""
+    _payload(path, kind)
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None
+) -> torch.nn.Module:
+    """The module saved by :func:`save_model`, in eval mode on ``device`` (``auto`` picks CUDA when present);
+    with ``kind``, a model of another stage is refused (ValueError naming the file and both kinds)."""
+    payload = _payload(path, kind)
+    kind = payload["kind"]
     try:
         model = MODEL_CLASSES[kind](**payload["config"])
         model.load_state_dict(payload["state_dict"])

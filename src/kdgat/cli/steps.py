@@ -261,6 +261,11 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
 
     models = {name: pick(getattr(args, name), chain, name, "model.pt", what=f"the {name} model",
                          option=f"--{name} or --chain") for name in ("vgae", "gat", "dqn")}  # fmt: skip
+    from kdgat.model_store import check_kind
+
+    for name, path in models.items():
+        if Path(path).is_file():  # a missing one is named by the evaluation, as in the workflow
+            check_kind(path, name)  # files given in each other's place: named here, not as a missing method
     return evaluate_files(
         **models,
         val=pick(args.val, data, "val.pt", what="the validation graphs", option="--val or --data"),

@@ -451,7 +451,7 @@ def run(
         if stop_graphs is not None:
             check_graphs(stop_graphs, num_ids, str(stop))
         device = resolve_device(settings)
-        vgae_model, gat_model = load_model(vgae), load_model(gat)
+        vgae_model, gat_model = load_model(vgae, kind="vgae"), load_model(gat, kind="gat")
 
         def inputs_of(vgae_model, gat_model) -> tuple[dict, dict]:
             fit_inputs = fusion_inputs(vgae_model, gat_model, fit_graphs, INFERENCE_BATCH_SIZE, device)
@@ -464,8 +464,10 @@ def run(
         train_inputs, val_inputs = inputs_of(vgae_model, gat_model)
         teacher, teacher_inputs, teacher_val_inputs = None, None, None
         if teacher_dqn:
-            teacher = load_model(teacher_dqn)
-            teacher_inputs, teacher_val_inputs = inputs_of(load_model(teacher_vgae), load_model(teacher_gat))
+            teacher = load_model(teacher_dqn, kind="dqn")
+            teacher_inputs, teacher_val_inputs = inputs_of(
+                load_model(teacher_vgae, kind="vgae"), load_model(teacher_gat, kind="gat")
+            )
         model, result, metrics, model_config = _train(
             train_inputs,
             val_inputs,

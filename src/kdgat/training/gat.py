@@ -206,5 +206,5 @@ def run(
     curriculum); ``teacher``: the teacher's GAT model.pt (student_kd)."""
     return run_graph_stage(
         "gat", _train, train=train, val=val, metadata=metadata, settings=settings, outputs=outputs,
-        checkpoint=checkpoint, models=(teacher, vgae), threads=threads, tracking=tracking, callbacks=callbacks,
+        checkpoint=checkpoint, models=((teacher, "gat"), (vgae, "vgae")), threads=threads, tracking=tracking, callbacks=callbacks,
     )  # fmt: skip

@@ -201,18 +201,19 @@ def run_graph_stage(
     settings: StageSettings | Mapping,
     outputs: Mapping[str, str | os.PathLike],
     checkpoint: str | os.PathLike | None,
-    models: Sequence[str | os.PathLike | None],
+    models: Sequence[tuple[str | os.PathLike | None, str]],
     threads: int | None,
     tracking: TrackingSettings | Mapping | None,
     callbacks: Sequence,
 ) -> dict:
     """The file-level job of a stage trained on the preprocess graph files (vgae, gat), in one tracked run: set the
-    job up, load the train/val graphs and the ``models`` files (None where not given), call ``train_stage(train,
-    val, num_ids, settings, checkpoint, *models, callbacks=...)``, write the outputs; returns the metrics."""
+    job up, load the train/val graphs and the ``models`` (``(file, kind)`` pairs; file None where not given, a
+    model of another kind refused), call ``train_stage(train, val, num_ids, settings, checkpoint, *models,
+    callbacks=...)``, write the outputs; returns the metrics."""
     settings = prepare_job(settings, stage, outputs, threads)
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
-        loaded = [load_model(path) if path else None for path in models]
+        loaded = [load_model(path, kind=kind) if path else None for path, kind in models]
         model, result, metrics, model_config = train_stage(
             train_graphs, val_graphs, num_ids, settings, checkpoint, *loaded, callbacks=(*callbacks, tracker)
         )

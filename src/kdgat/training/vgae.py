@@ -224,5 +224,5 @@ def run(
     history out. ``teacher``: the teacher's VGAE model.pt (student_kd); ``checkpoint``: where to resume from."""
     return run_graph_stage(
         "vgae", _train, train=train, val=val, metadata=metadata, settings=settings, outputs=outputs,
-        checkpoint=checkpoint, models=(teacher,), threads=threads, tracking=tracking, callbacks=callbacks,
+        checkpoint=checkpoint, models=((teacher, "vgae"),), threads=threads, tracking=tracking, callbacks=callbacks,
     )  # fmt: skip
