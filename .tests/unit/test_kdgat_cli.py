@@ -465,6 +465,25 @@ def test_evaluate_refuses_model_files_given_in_each_others_place(tmp_path, stder
     assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
 
 
+def test_summarize_refuses_a_history_panel_given_twice_or_a_missing_history_before_writing(
+    tmp_path, stderr_text
+):
+    """A second teacher/gat history replaced the first in the chart without a word; a missing history.csv was
+    found only after summary.csv, summary.md, scenario_metrics.csv and size_f1.svg were written."""
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    for path in (first, second):
+        path.write_text("epoch,train_loss\n1,0.5\n")
+    args = ["summarize", "--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--history", f"teacher/gat={first}", f"teacher/gat={second}"]) == 2
+    assert (
+        f"--history teacher/gat is given twice ({first}, {second}); one history.csv per panel"
+        in stderr_text()
+    )
+    assert main([*args, "--history", f"teacher/gat={first}", f"student/gat={tmp_path / 'missing.csv'}"]) == 2
+    assert f"--history student/gat={tmp_path / 'missing.csv'}: no such file" in stderr_text()
+    assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.

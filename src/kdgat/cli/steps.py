@@ -306,10 +306,20 @@ def run_summarize(args: argparse.Namespace, callbacks=()):
     from kdgat.evaluation.run import summarize_files
 
     histories = [parse_pair(text, "--history") for text in args.history]
-    for key, _ in histories:
+    given: dict[str, str] = {}
+    for key, path in histories:
         variant, _, stage = key.partition("/")
         if variant not in VARIANTS or stage not in STAGES:
             raise UsageError(f"--history {key}=...: expected <variant>/<stage> with {VARIANTS} and {STAGES}")
+        if key in given:  # the chart has one panel per variant and stage: the first would be dropped unsaid
+            raise UsageError(
+                f"--history {key} is given twice ({given[key]}, {path}); one history.csv per panel"
+            )
+        if not Path(
+            path
+        ).is_file():  # read after the tables are written: a missing one would leave half the outputs
+            raise UsageError(f"--history {key}={path}: no such file")
+        given[key] = path
     out = folder(args.out, "--out")
     return summarize_files(
         metrics=list(args.metrics),
