@@ -109,6 +109,19 @@ def test_a_dataset_folder_without_test_scenarios_fails_at_once(tmp_path):
         discover_layout(tmp_path)
 
 
+def test_a_dataset_path_that_names_a_log_file_is_called_a_file_not_missing(tmp_path):
+    # `kdgat preprocess --path train_01/normal.csv` (or datasets.<name>.path) said the directory "does not exist".
+    log = write(tmp_path, "normal.csv", HCRL_ROWS)
+    with pytest.raises(
+        LayoutError, match=rf"^datasets.lab.path: dataset directory {log} is a file, not a folder \("
+    ):
+        dataset_logs("lab", {"path": str(log)})
+    with pytest.raises(
+        LayoutError, match=rf"^datasets.lab.path: dataset directory {tmp_path / 'no'} does not exist"
+    ):
+        dataset_logs("lab", {"path": str(tmp_path / "no")})
+
+
 def test_no_training_logs_says_which_files_count_as_logs(tmp_path):
     (tmp_path / "train_01_attack_free").mkdir()
     write(tmp_path / "train_01_attack_free", "normal.csv.gz", "")

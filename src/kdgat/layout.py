@@ -109,7 +109,9 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
     """Training files (``train_*/``) and test scenarios (``test_*/``) of a dataset laid out like HCRL/KD-GAT."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset directory {root} does not exist")
+        # A log file given where its dataset's folder belongs exists: "does not exist" would send the user looking.
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"dataset directory {root} {what}")
     exclude = tuple(exclude)
     train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in _logs(d, exclude)]
     test: dict[str, list[Path]] = {}
