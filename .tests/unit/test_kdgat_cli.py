@@ -303,6 +303,9 @@ def test_a_list_option_given_twice_keeps_every_value_not_the_last_only(tmp_path,
         (["train", "dqn", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
         (["train", "dqn", "--set", "device=cuda0"], "kd_gat.device must be auto, cpu, cuda or cuda:N, got 'cuda0'"),
         (["evaluate", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        # torch's "batch_size should be a positive integer value, but got batch_size=0", after loading everything.
+        (["evaluate", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["evaluate", "--set", "batch_size=many"], "evaluation.batch_size must be an integer >= 1, got 'many'"),
         # A flag that lands under a config value that is no mapping (a traceback before).
         (["train", "dqn", "--set", "training=5", "--epochs", "3"],
          "kd_gat.training is 5, not a mapping: a flag sets kd_gat.training.dqn.epochs"),

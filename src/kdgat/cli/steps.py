@@ -246,6 +246,13 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
         set_nested(section, (key,), getattr(args, key), "evaluation")
     threads = thread_count(args.threads, section.get("threads"), "evaluation.threads")
     check_device(section.get("device"), "--device" if args.device is not None else "evaluation.device")
+    # The schema's minimum: torch would say it only after loading every model and graph, naming no key.
+    batch_size = section.get("batch_size")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        where = "--batch-size" if args.batch_size is not None else "evaluation.batch_size"
+        raise UsageError(f"{where} must be an integer >= 1, got {batch_size!r}")
     options = library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
     )
