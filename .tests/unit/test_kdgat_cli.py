@@ -303,6 +303,12 @@ def test_a_list_option_given_twice_keeps_every_value_not_the_last_only(tmp_path,
         (["train", "dqn", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
         (["train", "dqn", "--set", "device=cuda0"], "kd_gat.device must be auto, cpu, cuda or cuda:N, got 'cuda0'"),
         (["evaluate", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        # Accepted (exit 0), and metrics.json then held no detection rate at all; the schema's minItems is 1.
+        (["evaluate", "--set", "fpr_targets=[]"], "evaluation.fpr_targets is empty: give at least one false-posit"),
+        (["baselines", "--set", "fpr_targets=[]"], "evaluation.fpr_targets is empty: give at least one false-posit"),
+        # FileExistsError naming neither the option nor the key, after the whole evaluation.
+        (["evaluate", "--stash-dir", "a_file"], "--stash-dir a_file is a file; give a folder"),
+        (["evaluate", "--set", "stash_dir=a_file"], "evaluation.stash_dir a_file is a file; give a folder"),
         # torch's "batch_size should be a positive integer value, but got batch_size=0", after loading everything.
         (["evaluate", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
         (["evaluate", "--set", "batch_size=many"], "evaluation.batch_size must be an integer >= 1, got 'many'"),
@@ -315,12 +321,16 @@ def test_a_list_option_given_twice_keeps_every_value_not_the_last_only(tmp_path,
         (["train", "dqn", "--set", "tracking=[1]"], "kd_gat.tracking must be a mapping, got [1]"),
     ],
 )  # fmt: skip
-def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(args, message, tmp_path, stderr_text):
+def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(
+    args, message, tmp_path, monkeypatch, stderr_text
+):
     where = {
         "train": ["--data", str(tmp_path), "--vgae", "v", "--gat", "g"],
         "evaluate": ["--dataset", "x", "--variant", "teacher", "--data", str(tmp_path), "--chain", "c"],
         "baselines": ["--dataset", "x", "--data", str(tmp_path)],
     }[args[0]]
+    monkeypatch.chdir(tmp_path)
+    Path("a_file").write_text("")
     assert main([*args, *where, "--out", str(tmp_path / "o")]) == 2
     assert message in stderr_text() and "Traceback" not in stderr_text()
     assert not (tmp_path / "o").exists()

@@ -237,6 +237,13 @@ def add_evaluate(subparsers, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run_evaluate, command="evaluate")
 
 
+def check_fpr_targets(section: dict, args: argparse.Namespace) -> None:
+    """An empty list of false-positive rates (the schema's minItems: 1) would report no detection rate at all."""
+    if section.get("fpr_targets") == []:
+        where = "--fpr-targets" if args.fpr_targets is not None else "evaluation.fpr_targets"
+        raise UsageError(f"{where} is empty: give at least one false-positive rate (e.g. [0.05, 0.01])")
+
+
 def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     from kdgat.evaluation.run import evaluate_files
 
@@ -253,6 +260,9 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     ):
         where = "--batch-size" if args.batch_size is not None else "evaluation.batch_size"
         raise UsageError(f"{where} must be an integer >= 1, got {batch_size!r}")
+    check_fpr_targets(section, args)
+    if section.get("stash_dir"):  # "" or null: no stash
+        folder(section["stash_dir"], "--stash-dir" if args.stash_dir is not None else "evaluation.stash_dir")
     options = library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
     )
@@ -369,6 +379,7 @@ def run_baselines(args: argparse.Namespace, callbacks=()) -> dict:
     section, _ = read_section(args.config, "evaluation")
     apply_assignments(section, args.set, "evaluation")
     set_nested(section, ("fpr_targets",), args.fpr_targets, "evaluation")
+    check_fpr_targets(section, args)
     # The section's other keys are the evaluate rules'; a key neither knows fails, naming it, as in `evaluate`.
     library_options(
         evaluate_files, section, EVALUATION_WORKFLOW_KEYS, "evaluation", exclude=EVALUATION_ARGUMENTS
