@@ -497,6 +497,48 @@ def test_summarize_refuses_a_history_panel_given_twice_or_a_missing_history_befo
     assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
 
 
+def test_evaluate_refuses_data_of_another_preprocess_run_than_the_models(tmp_path, monkeypatch, stderr_text):
+    """`--data results/preprocess/a --chain results/kd_gat/b` scored b's models on a's graphs and exited 0: node
+    indices from another vocabulary, numbers without meaning. The models' trained_on digest names their train.pt."""
+    import functools
+
+    from kdgat.evaluation import run as evaluation_run
+    from kdgat.files import file_sha256
+    from kdgat.graph_store import save_graphs
+    from kdgat.model_store import save_model
+    from kdgat.models import GAT, VGAE, QNetwork
+    from kdgat.testing import toy_graphs
+
+    calls = []
+
+    @functools.wraps(evaluation_run.evaluate_files)  # the command reads its signature
+    def recording(**kwargs):
+        calls.append(kwargs)
+        return {}
+
+    monkeypatch.setattr(evaluation_run, "evaluate_files", recording)
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    save_graphs(toy_graphs(4, num_ids=20, seed=0), ours / "train.pt")
+    save_graphs(toy_graphs(4, num_ids=20, seed=1), theirs / "train.pt")
+    chain = tmp_path / "chain" / "seed_42" / "teacher"
+    digest = file_sha256(ours / "train.pt")
+    save_model(VGAE(20), "vgae", {"num_ids": 20}, chain / "vgae" / "model.pt", trained_on=digest)
+    save_model(GAT(20), "gat", {"num_ids": 20}, chain / "gat" / "model.pt", trained_on=digest)
+    save_model(QNetwork(), "dqn", {}, chain / "dqn" / "model.pt")
+    args = ["evaluate", "--dataset", "x", "--variant", "teacher", "--chain", str(tmp_path / "chain"),
+            "--out", str(tmp_path / "o"), "--tracking", "none"]  # fmt: skip
+    assert main([*args, "--data", str(theirs)]) == 2
+    assert (
+        f"the vgae model {chain / 'vgae' / 'model.pt'} was trained on another train.pt than {theirs / 'train.pt'}"
+        in stderr_text()
+    )
+    assert not calls
+    assert main([*args, "--data", str(ours)]) == 0 and calls[-1]["val"] == str(ours / "val.pt")
+    # Named one by one, other graphs are scored: the user says so.
+    assert main([*args, "--val", str(theirs / "val.pt"), "--test", str(theirs / "test.pt")]) == 0
+    assert len(calls) == 2 and "Traceback" not in stderr_text()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.

@@ -244,6 +244,31 @@ def check_fpr_targets(section: dict, args: argparse.Namespace) -> None:
         raise UsageError(f"{where} is empty: give at least one false-positive rate (e.g. [0.05, 0.01])")
 
 
+def check_trained_on_data(data: Path | None, models: dict) -> None:
+    """Graphs of --data scored by models trained on another preprocess output (--chain of another dataset, or the
+    dataset preprocessed again) would give numbers without meaning: the window graphs' node indices are that
+    output's vocabulary, and its validation and test windows need not be the ones the models never saw. The
+    VGAE and GAT record the SHA-256 of the train.pt they learnt from; it must be --data's."""
+    train = data / "train.pt" if data is not None else None
+    if train is None or not train.is_file():
+        return
+    from kdgat.files import file_sha256
+    from kdgat.model_store import trained_on
+
+    digest = None
+    for name in ("vgae", "gat"):
+        recorded = trained_on(models[name]) if Path(models[name]).is_file() else None
+        if recorded is None:  # a file written before the digest was recorded: nothing to compare
+            continue
+        digest = digest or file_sha256(train)
+        if recorded != digest:
+            raise UsageError(
+                f"the {name} model {models[name]} was trained on another train.pt than {train} (another dataset "
+                "or preprocess run), so the vocabulary and split of --data's graphs are not its own: give the "
+                "--data folder it was trained from, or --val and --test to score those graphs anyway"
+            )
+
+
 def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     from kdgat.evaluation.run import evaluate_files
 
@@ -283,6 +308,8 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     for name, path in models.items():
         if Path(path).is_file():  # a missing one is named by the evaluation, as in the workflow
             check_kind(path, name)  # files given in each other's place: named here, not as a missing method
+    if args.val is None and args.test is None:
+        check_trained_on_data(data, models)
     return evaluate_files(
         **models,
         val=pick(args.val, data, "val.pt", what="the validation graphs", option="--val or --data"),
