@@ -248,6 +248,24 @@ def test_output_lock_takes_a_stale_lock_file_and_never_an_unlinked_one(tmp_path,
             pass
 
 
+def test_output_lock_goes_on_when_a_folder_on_its_way_is_removed_meanwhile(tmp_path, monkeypatch):
+    """Another job that made a folder for its lock alone removes it when it ends: between this job's mkdir and its
+    open, the folder can be gone. Stand-in for that moment: the first mkdir finds a parent removed."""
+    target = tmp_path / "a" / "b" / "model.pt"
+    real_mkdir, calls = Path.mkdir, []
+
+    def mkdir_during_a_removal(self, *args, **kwargs):
+        if self == target.parent:
+            calls.append(self)
+            if len(calls) == 1:
+                raise FileNotFoundError(2, "No such file or directory", str(self.parent))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_during_a_removal)
+    with files.output_lock(target) as lock:
+        assert lock.exists() and len(calls) >= 2  # tried again, and then it went on
+
+
 HOLDER = """
 import sys, time
 from kdgat import files

@@ -235,15 +235,17 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
     # leaves no empty output folder behind).
     made = [folder for folder in (lock.parent, *lock.parent.parents) if not folder.exists()]
     while True:
-        lock.parent.mkdir(parents=True, exist_ok=True)
         try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
             writable = True
-        except PermissionError:  # left by another user of the group: lockable read-only, no PID written
-            descriptor = os.open(lock, os.O_RDONLY)
-            writable = False
-        except FileNotFoundError:  # its folder was removed in between (by a job that wrote nothing into it)
+        except FileNotFoundError:  # a folder on the way was removed in between (by a job that wrote nothing)
             continue
+        except PermissionError:
+            if not lock.exists():
+                raise  # a folder we may not write: the error names it
+            descriptor = os.open(lock, os.O_RDONLY)  # left by another user of the group: lockable read-only
+            writable = False
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
