@@ -266,6 +266,22 @@ def test_output_lock_goes_on_when_a_folder_on_its_way_is_removed_meanwhile(tmp_p
         assert lock.exists() and len(calls) >= 2  # tried again, and then it went on
 
 
+def test_output_lock_on_a_filesystem_without_flock_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    """Lustre mounted without `flock` answers flock() with ENOSYS: the job runs unprotected, and says so."""
+    import errno
+    import logging
+
+    def no_flock(descriptor, operation):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(files.fcntl, "flock", no_flock)
+    target = tmp_path / "model.pt"
+    with caplog.at_level(logging.WARNING, logger="kdgat.files"), files.output_lock(target):
+        files.write_text("whole", target)
+    assert f"{target}: cannot lock {files.lock_path(target)} (Function not implemented)" in caplog.text
+    assert target.read_text() == "whole" and not files.lock_path(target).exists()
+
+
 HOLDER = """
 import sys, time
 from kdgat import files

@@ -259,6 +259,8 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
             ) from None
         except OSError as error:
             os.close(descriptor)
+            with contextlib.suppress(OSError):
+                lock.unlink()  # it locks nothing: leave no file beside the output
             logging.getLogger("kdgat.files").warning(
                 "%s: cannot lock %s (%s); a second run writing this %s at the same time is not detected",
                 target, lock, error.strerror or error, what,
