@@ -177,7 +177,9 @@ def test_a_flag_wins_over_set_which_wins_over_the_config(tmp_path, capsys):
     assert teacher_preset["preset"] == "demo_teacher" and teacher_preset["variant"] == "teacher"
 
 
-def test_evaluate_takes_the_config_then_set_then_flags_and_the_models_of_the_seed(tmp_path, monkeypatch):
+def recorded_evaluations(monkeypatch) -> list[dict]:
+    """The keyword arguments of each evaluate_files call the command makes, which records them instead of
+    evaluating."""
     import functools
 
     from kdgat.evaluation import run as evaluation_run
@@ -190,6 +192,11 @@ def test_evaluate_takes_the_config_then_set_then_flags_and_the_models_of_the_see
         return {}
 
     monkeypatch.setattr(evaluation_run, "evaluate_files", recording)
+    return calls
+
+
+def test_evaluate_takes_the_config_then_set_then_flags_and_the_models_of_the_seed(tmp_path, monkeypatch):
+    calls = recorded_evaluations(monkeypatch)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "kd_gat": {"seeds": [7, 8]},
@@ -500,23 +507,14 @@ def test_summarize_refuses_a_history_panel_given_twice_or_a_missing_history_befo
 def test_evaluate_refuses_data_of_another_preprocess_run_than_the_models(tmp_path, monkeypatch, stderr_text):
     """`--data results/preprocess/a --chain results/kd_gat/b` scored b's models on a's graphs and exited 0: node
     indices from another vocabulary, numbers without meaning. The models' trained_on digest names their train.pt."""
-    import functools
 
-    from kdgat.evaluation import run as evaluation_run
     from kdgat.files import file_sha256
     from kdgat.graph_store import save_graphs
     from kdgat.model_store import save_model
     from kdgat.models import GAT, VGAE, QNetwork
     from kdgat.testing import toy_graphs
 
-    calls = []
-
-    @functools.wraps(evaluation_run.evaluate_files)  # the command reads its signature
-    def recording(**kwargs):
-        calls.append(kwargs)
-        return {}
-
-    monkeypatch.setattr(evaluation_run, "evaluate_files", recording)
+    calls = recorded_evaluations(monkeypatch)
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     save_graphs(toy_graphs(4, num_ids=20, seed=0), ours / "train.pt")
     save_graphs(toy_graphs(4, num_ids=20, seed=1), theirs / "train.pt")
