@@ -367,6 +367,15 @@ def test_plots_are_written_as_svg(tmp_path):
     bad.write_text("epoch,note\nfirst,abc\n")
     with pytest.raises(ValueError, match="bad.csv: training history has no numeric columns"):
         plot_training_curves({("teacher", "gat"): bad}, tmp_path / "x.svg")
+    # A metrics.json (or any table) given as a history was drawn as a chart of its numbers, exit 0.
+    (tmp_path / "metrics.json").write_text(json.dumps({"val": {"f1": 0.9}, "seed": 1}))
+    (tmp_path / "scores.csv").write_text("label,score\n0,0.1\n1,0.9\n")
+    for wrong in ("metrics.json", "scores.csv"):
+        with pytest.raises(
+            ValueError, match=rf"{wrong}: not a training history: no epoch, episode or step column"
+        ):
+            plot_training_curves({("teacher", "gat"): tmp_path / wrong}, tmp_path / "x.svg")
+    assert not (tmp_path / "x.svg").exists()
 
 
 def _drawn(monkeypatch) -> list:

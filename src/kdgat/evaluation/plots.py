@@ -99,11 +99,20 @@ def plot_confusion(document: Mapping[str, Any], path: str | os.PathLike, title: 
     save_figure(figure, path)
 
 
+TRAINING_AXES = ("epoch", "episode", "step")  # the x axis of a training curve, in the order looked for
+
+
 def read_history(path: str | os.PathLike) -> pd.DataFrame:
     try:
         history = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not a readable training history CSV ({error})") from error
+    # e.g. a metrics.json or a scores table given as a history
+    if not set(TRAINING_AXES) & set(history.columns):
+        raise ValueError(
+            f"{path}: not a training history: no epoch, episode or step column (columns: "
+            f"{list(history.columns)[:8]}); give the history.csv a training stage writes"
+        )
     numeric = history.select_dtypes("number")
     if numeric.empty:
         raise ValueError(
@@ -112,7 +121,7 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
     return history
 
 
-def _history_columns(history: pd.DataFrame, x_name: str | None) -> tuple[list[str], list[str]]:
+def _history_columns(history: pd.DataFrame, x_name: str) -> tuple[list[str], list[str]]:
     """Losses (left axis) and bounded validation scores such as AUC/F1/accuracy (right axis, [0, 1]).
 
     Throughput, timings and counts recorded in history.csv are left out: they are not training curves.
@@ -150,14 +159,14 @@ def plot_training_curves(
                 axis.set_axis_off()
                 continue
             history = read_history(source)
-            x_name = next((c for c in ("epoch", "episode", "step") if c in history.columns), None)
-            x = history[x_name] if x_name else history.index
+            x_name = next(c for c in TRAINING_AXES if c in history.columns)
+            x = history[x_name]
             losses, scores = _history_columns(history, x_name)
             # A line through one point draws nothing: a one-epoch history shows its points as markers.
             marker = "o" if len(history) == 1 else None
             for column in losses:
                 axis.plot(x, history[column], "-", label=column, lw=1.2, marker=marker)
-            axis.set_xlabel(x_name or "row")
+            axis.set_xlabel(x_name)
             axis.set_ylabel("loss" if losses else "")
             handles, labels = axis.get_legend_handles_labels()
             if scores:
