@@ -78,6 +78,7 @@ def test_what_both_libraries_share_imports_only_the_standard_library() -> None:
     modules = {module for path in files for module in imported_modules(path, package_of(path))}
     assert files and {top(module) for module in modules} <= set(sys.stdlib_module_names) | {"__future__"}
 
+
 WRAPPERS = sorted((REPO / "wrappers").glob("*/wrapper.py"))
 
 

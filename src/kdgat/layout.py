@@ -176,6 +176,7 @@ PREPROCESS_CODE = (
     "graphs.py",
     "layout.py",
     "preprocess.py",
+    "rule_items.py",
 )
 
 
