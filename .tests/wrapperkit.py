@@ -7,8 +7,9 @@ Recognised reads (``S`` is ``snakemake.input``, ``.output`` or ``.params``, or a
 ``S.name``, ``S["name"]``, ``S[0]`` (positional), ``S.get("name"[, default])``, and keys computed from a
 literal tuple or a library constant in a comprehension or ``for`` loop (``S.get(f"teacher_{n}") for n in
 ("a", "b")``). ``S.get("name", S[0])`` reads ``name`` with a positional fallback. ``configure_wrapper(what, snakemake.log,
-{"input": snakemake.input, ...}, TAKES)`` reads none: it checks the names a rule gives against ``TAKES``
-(``Reads.takes``, a literal dict of tuples assigned at the top of the file). Any other use of ``S``
+{"input": snakemake.input, ...}, TAKES, OPTIONAL)`` reads none: it checks the names a rule gives against
+``TAKES`` and ``OPTIONAL`` (``Reads.takes``, ``Reads.optional``: literal dicts of tuples assigned at the top of
+the file). Any other use of ``S``
 (``**S``, ``S.items()``, ``dict(S)``) hands the whole section to the library: then the names must be
 keyword parameters of the library function it is passed to, and the defaults are that function's defaults.
 """
@@ -43,8 +44,10 @@ class Reads:
     sections: dict[str, dict[str | int, Read]] = field(default_factory=lambda: {s: {} for s in SECTIONS})
     # Sections handed over whole: section -> the library callables they are passed to (may be empty)
     passed_whole: dict[str, list] = field(default_factory=dict)
-    # What the wrapper tells configure_wrapper it takes, per section (None: it does not call it)
+    # What the wrapper tells configure_wrapper it takes, and what of that a rule may leave out, per section (None:
+    # it does not call it)
     takes: dict[str, list] | None = None
+    optional: dict[str, list] | None = None
 
     def read(self, section: str, key: str | int) -> Read:
         return self.sections[section].setdefault(key, Read())
@@ -208,12 +211,14 @@ class _Walker(ast.NodeVisitor):
                 for sub in ast.walk(argument):
                     if self.section(sub):
                         self.handled.add(id(sub))
-            takes = node.args[3] if len(node.args) > 3 else None
-            takes = next((k.value for k in node.keywords if k.arg == "takes"), takes)
-            if isinstance(takes, ast.Name) and isinstance(self.constants.get(takes.id), dict):
-                self.reads.takes = {key: list(value) for key, value in self.constants[takes.id].items()}
-            elif takes is not None:
-                raise self.fail(takes, "configure_wrapper's takes must be a literal dict or its name")
+            for position, name in ((3, "takes"), (4, "optional")):
+                given = node.args[position] if len(node.args) > position else None
+                given = next((k.value for k in node.keywords if k.arg == name), given)
+                if isinstance(given, ast.Name) and isinstance(self.constants.get(given.id), dict):
+                    constant = self.constants[given.id]
+                    setattr(self.reads, name, {key: list(value) for key, value in constant.items()})
+                elif given is not None:
+                    raise self.fail(given, f"configure_wrapper's {name} must be the name of a literal dict")
             return
         if isinstance(func, ast.Attribute) and func.attr == "get" and self.section(func.value):
             section = self.section(func.value)

@@ -310,3 +310,63 @@ def test_build_graphs_takes_one_file_and_one_scenario_given_as_plain_strings(tmp
     assert list(load_graph_sets(tmp_path / "graphs/test.pt")) == ["attack"]
     metadata = json.loads((tmp_path / "graphs/metadata.json").read_text())
     assert [Path(path).name for path in metadata["files"]["train"]] == ["train_attack.csv"], metadata["files"]
+
+
+# Two rules that lack a name their wrapper needs: one without `log:` and with `optoins=` for `options=`, one with
+# its graphs given without names (which a warning says the wrapper ignores).
+RULES_LACKING_A_NAME = """
+rule synthetic:
+    output:
+        "can.csv",
+    params:
+        optoins={{"seed": 1}},
+        file_index=0,
+    wrapper:
+        "file:{wrappers}/generate_can"
+
+
+rule gat:
+    input:
+        "graphs/train.pt",
+        "graphs/val.pt",
+        metadata="graphs/metadata.json",
+    output:
+        model="gat/model.pt",
+        metrics="gat/metrics.json",
+        history="gat/history.csv",
+    log:
+        "logs/gat.log",
+    params:
+        settings={{}},
+    wrapper:
+        "file:{wrappers}/train_gat"
+"""
+
+
+def test_a_rule_without_a_name_the_wrapper_needs_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    # generate_can without `options` died on "AttributeError: 'Params' object has no attribute 'options'", and
+    # train_gat given its graphs by position warned that it ignored them, then died the same way on `train`.
+    (tmp_path / "Snakefile").write_text(RULES_LACKING_A_NAME.format(wrappers=REPO / "wrappers"))
+    (tmp_path / "graphs").mkdir()
+    for name in ("train.pt", "val.pt", "metadata.json"):
+        (tmp_path / "graphs" / name).write_text("never read")
+    proc = run_snakemake("--cores", "1", "--keep-going", "synthetic", "gat", cwd=tmp_path, check=False)
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    refusal = (
+        "generate_can wrapper: the rule gives no param 'options' (it takes params: options, file_index, entry; "
+        "'file_index' and 'entry' may be left out; is param 'optoins' a misspelt 'options'?)"
+    )
+    assert f" ERROR kdgat: {refusal}\n" in proc.stdout, proc.stdout[-4000:]
+    log = (tmp_path / "logs/gat.log").read_text()
+    assert (
+        " ERROR kdgat: train_gat wrapper: the rule gives no input 'train' or 'val' (it takes input: train, val, "
+        "metadata, vgae, teacher; 'vgae' and 'teacher' may be left out; 2 input item(s) have no name: name them, "
+        "e.g. `input: train=...`)\n"
+    ) in log
+    assert "WARNING kdgat: input has 2 item(s) without a name, which the train_gat wrapper ignores" in log
+    # refused in the set-up (exit status 2): no library call ran to fail (failure_logged's "<wrapper> failed"),
+    # no traceback
+    assert proc.stdout.count("non-zero exit status 2") == 2, proc.stdout[-4000:]
+    for text in (proc.stdout, log):
+        assert "AttributeError" not in text and "Traceback" not in text
+        assert "generate_can failed" not in text and "train_gat failed" not in text

@@ -12,6 +12,7 @@ import pytest
 from testkit import REPO
 
 from kdgat.logs import configure, configure_wrapper, failure_logged
+from wrapper_rules import RuleRefused, missing_items
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -105,7 +106,8 @@ def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_each_param_it_does_
     # `params: 1, setings={}` besides the params generate_can takes
     params = Section(["x"], options={}, setings={}, file_index=1)
     takes = {"output": (0,), "params": ("options", "file_index", "settings")}
-    configure_wrapper("generate_can", [], {"output": Section(["a.csv"]), "params": params}, takes)
+    optional = {"params": ("file_index", "settings")}
+    configure_wrapper("generate_can", [], {"output": Section(["a.csv"]), "params": params}, takes, optional)
     logging.getLogger("kdgat.synthetic").info("wrote one file")
     err = capsys.readouterr().err
     assert "INFO kdgat.synthetic: wrote one file" in err
@@ -121,17 +123,24 @@ def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_each_param_it_does_
 
 def test_a_misspelt_optional_input_and_unnamed_inputs_are_warned_of(capsys, restore_logging):
     # train_gat with `vage=` for its optional VGAE (the curriculum then runs without it), and build_graphs given
-    # its CAN logs without names (it then found "no training files")
+    # more CAN logs without names besides its named ones (it ignores them)
     takes = {"input": ("train", "val", "metadata", "vgae", "teacher"), "output": ("model",)}
     rule = {
         "input": Section(train="t.pt", val="v.pt", metadata="m.json", vage="vgae.pt"),
-        "output": Section(),
+        "output": Section(model="model.pt"),
     }
-    configure_wrapper("train_gat", [], rule, takes)
-    rule = {"input": Section(["a.csv", "b.csv"], test=["c.csv", "d.csv"])}
-    configure_wrapper("build_graphs", [], rule, {"input": ("train", "test", "held_out_fusion")})
-    warnings = [line for line in capsys.readouterr().err.splitlines() if " WARNING kdgat: " in line]
-    assert len(warnings) == 2, warnings
+    configure_wrapper("train_gat", [], rule, takes, {"input": ("vgae", "teacher")})
+    rule = {"input": Section(["a.csv", "b.csv"], train="t.csv", test=["c.csv", "d.csv"])}
+    configure_wrapper(
+        "build_graphs",
+        [],
+        rule,
+        {"input": ("train", "test", "held_out_fusion")},
+        {"input": ("held_out_fusion",)},
+    )
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if " WARNING kdgat: " in line]
+    assert len(warnings) == 2 and " ERROR " not in err, err
     assert (
         "input.vage is not an input of the train_gat wrapper, which ignores it (did you mean 'vgae'?)"
         in (warnings[0])
@@ -147,7 +156,71 @@ def test_a_wrapper_with_a_log_logs_there_and_stays_quiet_about_what_it_takes(
 ):
     takes = {"input": ("trials", 0), "output": (0,), "params": ("options",)}
     rule = {"input": Section(["t.parquet"]), "output": Section(["o.csv"]), "params": Section(options={})}
-    configure_wrapper("generate_can", [str(tmp_path / "job.log")], rule, takes)
+    configure_wrapper("generate_can", [str(tmp_path / "job.log")], rule, takes, {})
     logging.getLogger("kdgat").info("started")
     assert (tmp_path / "job.log").read_text().endswith("INFO kdgat: started\n")
     assert capsys.readouterr().err == ""
+
+
+# train_gat's names, as its wrapper.py writes them
+GAT_TAKES = {
+    "input": ("train", "val", "metadata", "vgae", "teacher"),
+    "output": ("model", "metrics", "history"),
+    "params": ("settings", "checkpoint", "tracking", "benchmark"),
+}
+GAT_OPTIONAL = {"input": ("vgae", "teacher"), "output": (), "params": ("checkpoint", "tracking", "benchmark")}
+GAT_OUTPUTS = Section(model="model.pt", metrics="metrics.json", history="history.csv")
+
+
+def test_a_rule_without_a_name_the_wrapper_needs_is_refused_naming_every_missing_one(
+    tmp_path, capsys, restore_logging
+):
+    # train_gat without `val` died on "AttributeError: 'InputFiles' object has no attribute 'val'" after set-up
+    rule = {
+        "input": Section(train="t.pt", metadata="m.json"),
+        "output": GAT_OUTPUTS,
+        "params": Section(settings={}),
+    }
+    with pytest.raises(RuleRefused) as refused:
+        configure_wrapper("train_gat", [str(tmp_path / "job.log")], rule, GAT_TAKES, GAT_OPTIONAL)
+    assert refused.value.code == 2
+    message = (
+        "train_gat wrapper: the rule gives no input 'val' (it takes input: train, val, metadata, vgae, teacher; "
+        "'vgae' and 'teacher' may be left out)"
+    )
+    assert str(refused.value) == message
+    assert (tmp_path / "job.log").read_text().endswith(f" ERROR kdgat: {message}\n")
+    assert capsys.readouterr().err == ""
+
+
+def test_positional_inputs_and_a_misspelt_param_are_refused_in_one_message(capsys, restore_logging):
+    # the files given without names (a warning said they were ignored) and `setings=`: every section that lacks
+    # a name is in the one message, with the given name that looks like a missing one misspelt
+    rule = {
+        "input": Section(["t.pt", "v.pt"], metadata="m.json"),
+        "output": GAT_OUTPUTS,
+        "params": Section(setings={}),
+    }
+    with pytest.raises(RuleRefused) as refused:
+        configure_wrapper("train_gat", [], rule, GAT_TAKES, GAT_OPTIONAL)
+    assert str(refused.value) == (
+        "train_gat wrapper: the rule gives no input 'train' or 'val' (it takes input: train, val, metadata, vgae, "
+        "teacher; 'vgae' and 'teacher' may be left out; 2 input item(s) have no name: name them, e.g. "
+        "`input: train=...`), and no param 'settings' (it takes params: settings, checkpoint, tracking, "
+        "benchmark; 'checkpoint', 'tracking' and 'benchmark' may be left out; is param 'setings' a misspelt "
+        "'settings'?)"
+    )
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" kdgat: ")[0].split()[-1] for line in lines] == ["WARNING", "WARNING", "ERROR"], lines
+
+
+def test_a_misspelt_required_input_is_named_with_the_name_it_needs():
+    # train_dqn's VGAE is required (train_gat's is optional: only warned of)
+    takes = {"input": ("fit", "stop", "metadata", "vgae", "gat")}
+    rule = {"input": Section(fit="f.pt", metadata="m.json", vage="vgae.pt", gat="gat.pt")}
+    assert missing_items("train_dqn", rule, takes, {"input": ("stop",)}) == (
+        "train_dqn wrapper: the rule gives no input 'vgae' (it takes input: fit, stop, metadata, vgae, gat; 'stop' "
+        "may be left out; is input 'vage' a misspelt 'vgae'?)"
+    )
+    rule["input"] = Section(fit="f.pt", metadata="m.json", vgae="vgae.pt", gat="gat.pt")
+    assert missing_items("train_dqn", rule, takes, {"input": ("stop",)}) is None

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from simcal.logs import configure, configure_wrapper, failure_logged
+from wrapper_rules import RuleRefused
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -24,10 +25,38 @@ def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
 def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_a_misspelt_param(capsys, restore_logging):
     # a rule without `log:` (snakemake.log is empty) and `params: replicate=4` for `replicates`
     takes = {"input": (0,), "params": ("model", "replicates", "settings")}
-    configure_wrapper("simulate", [], {"params": {"model": "m:f", "replicate": 4}}, takes)
+    rule = {"input": ["design.csv"], "params": {"model": "m:f", "replicate": 4}}
+    configure_wrapper("simulate", [], rule, takes, {"params": ("replicates", "settings")})
     logging.getLogger("simcal.runner").info("12/24 done")
     err = capsys.readouterr().err
     assert "INFO simcal.runner: 12/24 done" in err
     (warning,) = [line for line in err.splitlines() if " WARNING simcal: " in line]
     assert "params.replicate is not a param of the simulate wrapper" in warning
     assert "did you mean 'replicates'?" in warning and "takes params: model, replicates, settings" in warning
+
+
+@pytest.mark.parametrize(
+    ("takes", "refusal"),
+    [((0,), "no input (it takes input: one item, with or without a name)"),
+     (("observed", 0), "no input 'observed' (it takes input: observed (or else its first item, named or not))")],
+)  # fmt: skip
+def test_a_rule_without_a_needed_param_or_any_input_is_refused_before_anything_runs(
+    takes, refusal, tmp_path, restore_logging
+):
+    # simulate without `model` died on "AttributeError: 'Params' object has no attribute 'model'", and without
+    # its parameter table on a bare IndexError; a wrapper that reads its first item takes it under any name
+    rule = {"input": [], "output": ["sims.parquet"], "params": {"settings": {}}}
+    optional = {"params": ("settings",)}
+    wrapper_takes = {"input": takes, "output": (0,), "params": ("model", "settings")}
+    with pytest.raises(RuleRefused) as refused:
+        configure_wrapper("simulate", [str(tmp_path / "job.log")], rule, wrapper_takes, optional)
+    message = (
+        f"simulate wrapper: the rule gives {refusal}, and no param 'model' (it takes params: model, settings; "
+        "'settings' may be left out)"
+    )
+    assert str(refused.value) == message and refused.value.code == 2
+    assert f" ERROR simcal: {message}\n" in (tmp_path / "job.log").read_text()
+    rule |= {"input": {"design": "design.csv"}, "params": {"model": "m:f"}}
+    configure_wrapper(
+        "simulate", [str(tmp_path / "job.log")], rule, wrapper_takes, optional
+    )  # any name will do

@@ -134,6 +134,27 @@ def test_the_names_a_wrapper_warns_about_are_the_ones_meta_yaml_does_not_name(fo
     )
 
 
+@pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)
+def test_the_names_a_wrapper_lets_a_rule_leave_out_are_the_ones_meta_yaml_calls_optional(
+    folder: Path,
+) -> None:
+    # A rule that lacks a name of TAKES is refused before anything runs unless OPTIONAL (also written in wrapper.py,
+    # for remote users) lists it: a name optional in meta.yaml and missing there would refuse rules that the docs
+    # allow, a required one listed there would let a rule through to an AttributeError after set-up.
+    meta = yaml.safe_load((folder / "meta.yaml").read_text())
+    expected = {
+        section: [
+            key
+            for key, entry in (meta.get(section) or {}).items()
+            if entry.get("optional") or "default" in entry
+        ]
+        for section in SECTIONS
+    }
+    assert wrapper_reads(folder / "wrapper.py").optional == expected, (
+        f"{ids(folder)}: OPTIONAL in wrapper.py must list, per section, meta.yaml's optional names, in its order"
+    )
+
+
 def _plain(value):
     """Tuples as lists, so that a YAML default compares equal to a Python one."""
     return [_plain(v) for v in value] if isinstance(value, tuple | list) else value
@@ -229,14 +250,17 @@ def test_the_reader_of_wrappers_sees_every_kind_of_read(tmp_path: Path) -> None:
     }
     assert [f.__name__ for f in reads.passed_whole["params"]] == ["dumps"]
     assert "input" not in reads.passed_whole
-    assert reads.takes is None
+    assert reads.takes is None and reads.optional is None
     wrapper.write_text(
         "TAKES = {'input': (0,), 'params': ('x', 'y')}\n"
-        "configure_wrapper('w', snakemake.log, {'input': snakemake.input, 'params': snakemake.params}, TAKES)\n"
+        "OPTIONAL = {'input': (), 'params': ('y',)}\n"
+        "configure_wrapper('w', snakemake.log, {'input': snakemake.input, 'params': snakemake.params}, TAKES,\n"
+        "                  OPTIONAL)\n"
         "print(snakemake.params.x)\n"
     )
     reads = wrapper_reads(wrapper)
     assert reads.takes == {"input": [0], "params": ["x", "y"]}
+    assert reads.optional == {"input": [], "params": ["y"]}
     assert reads.passed_whole == {}  # the check reads no section
 
 
@@ -257,7 +281,9 @@ def style_problems(wrapper: Path) -> list[str]:
     assigned = {
         t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
     }
-    problems += [f"no {name}" for name in ("__author__", "__license__", "TAKES") if name not in assigned]
+    problems += [
+        f"no {name}" for name in ("__author__", "__license__", "TAKES", "OPTIONAL") if name not in assigned
+    ]
     imported = {
         alias.asname or alias.name: node.module
         for node in body
@@ -272,7 +298,7 @@ def style_problems(wrapper: Path) -> list[str]:
         and not (
             isinstance(node, ast.Assign)
             and assigned
-            & {"__author__", "__license__", "TAKES"}
+            & {"__author__", "__license__", "TAKES", "OPTIONAL"}
             & {t.id for t in node.targets if isinstance(t, ast.Name)}
         )
     ]
@@ -285,11 +311,12 @@ def style_problems(wrapper: Path) -> list[str]:
     shape = [ast.unparse(node).split("\n")[0] for node in steps]
     if len(steps) != 2 or not re.fullmatch(
         r"configure_wrapper\('\w+', snakemake\.log, \{'input': snakemake\.input, 'output': snakemake\.output, "
-        r"'params': snakemake\.params\}, TAKES\)",
+        r"'params': snakemake\.params\}, TAKES, OPTIONAL\)",
         shape[0],
     ):
         problems.append(
-            "the body must be configure_wrapper(<name>, snakemake.log, {<section>: snakemake.<section>}, TAKES) "
+            "the body must be configure_wrapper(<name>, snakemake.log, {<section>: snakemake.<section>}, TAKES, "
+            "OPTIONAL) "
             "then one "
             f"`with failure_logged(...)`: {shape}"
         )
@@ -328,6 +355,7 @@ from simcal.logs import configure_wrapper, failure_logged
 from simcal.runner import simulate
 
 TAKES = {"input": (0,), "output": (0,), "params": ()}
+OPTIONAL = {"input": (), "output": (), "params": ()}
 
 if __name__ == "__main__":
     configure_wrapper(
@@ -335,6 +363,7 @@ if __name__ == "__main__":
         snakemake.log,
         {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
         TAKES,
+        OPTIONAL,
     )
     with failure_logged("simulate"):
         simulate(parameters=snakemake.input[0], output=snakemake.output[0])
@@ -500,6 +529,10 @@ def test_prefixed_module_instances_keep_their_checkpoints_and_resume_marks_apart
 
 
 # -- the monitoring param joins the simulation settings the library gets -------------------------------------------
+# The params calibrate needs besides the model (simulate takes and warns of them); the library call is replaced.
+NEEDED_BY_CALIBRATE = {"parameters": {"beta": [0.1, 0.6]}, "targets": [{"column": "incidence"}]}
+
+
 class _Section(dict):
     """What a wrapper reads of snakemake.input/output/params/log: names as attributes, [0] the first value."""
 
@@ -530,6 +563,7 @@ def test_the_monitoring_param_reaches_the_library_with_the_simulation_settings(
     monkeypatch.setattr("simcal.logs.configure", lambda path: None)
     params = {
         "model": "simcal.models.sir:simulate",
+        **NEEDED_BY_CALIBRATE,
         section: {"replicates": 2, "timeout_s": 60},
         "monitoring": {"progress_seconds": 0.5, "no_worker_timeout_s": 30},
     }
@@ -636,7 +670,9 @@ def test_a_string_for_the_simulation_settings_fails_naming_the_param(wrapper, se
     snakemake = SimpleNamespace(
         input=_Section(observed=str(tmp_path / "in.csv")),
         output=_Section(simulations=str(tmp_path / "sims.parquet"), trials=str(tmp_path / "trials.parquet")),
-        params=_Section(model="simcal.models.sir:simulate", **{section: "replicates: 2"}),
+        params=_Section(
+            model="simcal.models.sir:simulate", **NEEDED_BY_CALIBRATE, **{section: "replicates: 2"}
+        ),
         log=_Section(),
         threads=1,
     )
@@ -683,9 +719,9 @@ def test_the_kdgat_wrappers_refuse_a_fractional_whole_number_param(
     monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
     outputs = {name: f"{name}.out" for name in ("train", "val", "test", "vocab", "metadata")}
     snakemake = SimpleNamespace(
-        input=_Section(train="train.csv"),
+        input=_Section(train="train.csv", test="test.csv"),
         output=_Section(outputs),
-        params=_Section(options={}, **{param: value}),
+        params=_Section(options={}, test_scenario_of_file="attack", **{param: value}),
         log=_Section(),
         threads=1,
     )

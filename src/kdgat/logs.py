@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from wrapper_rules import warn_unknown
+from wrapper_rules import check_rule
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -36,12 +36,18 @@ def configure(
 
 
 def configure_wrapper(
-    what: str, logs: Sequence, rule: Mapping[str, Sequence], takes: Mapping[str, Sequence[str | int]]
+    what: str,
+    logs: Sequence,
+    rule: Mapping[str, Sequence],
+    takes: Mapping[str, Sequence[str | int]],
+    optional: Mapping[str, Sequence[str]],
 ) -> None:
     """A wrapper's set-up: every record to the rule's first log (stderr when the rule has no ``log:``), then a
-    warning for each input, output or param of ``rule`` the wrapper does not take (``wrapper_rules.warn_unknown``)."""
+    warning for each input, output or param of ``rule`` the wrapper does not take, and a refusal
+    (``wrapper_rules.RuleRefused``, exit status 2, logged) of a rule that lacks one of ``takes`` that is not
+    ``optional`` (``wrapper_rules.check_rule``)."""
     configure(logs[0] if len(logs) else None)
-    warn_unknown(what, rule, takes, logging.getLogger("kdgat"))
+    check_rule(what, rule, takes, optional, logging.getLogger("kdgat"))
 
 
 class Terminated(SystemExit):

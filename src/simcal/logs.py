@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from wrapper_rules import warn_unknown
+from wrapper_rules import check_rule
 
 
 def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -34,12 +34,18 @@ def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> 
 
 
 def configure_wrapper(
-    what: str, logs: Sequence, rule: Mapping[str, Sequence], takes: Mapping[str, Sequence[str | int]]
+    what: str,
+    logs: Sequence,
+    rule: Mapping[str, Sequence],
+    takes: Mapping[str, Sequence[str | int]],
+    optional: Mapping[str, Sequence[str]],
 ) -> None:
     """A wrapper's set-up: every record to the rule's first log (stderr when the rule has no ``log:``), then a
-    warning for each input, output or param of ``rule`` the wrapper does not take (``wrapper_rules.warn_unknown``)."""
+    warning for each input, output or param of ``rule`` the wrapper does not take, and a refusal
+    (``wrapper_rules.RuleRefused``, exit status 2, logged) of a rule that lacks one of ``takes`` that is not
+    ``optional`` (``wrapper_rules.check_rule``)."""
     configure(logs[0] if len(logs) else None)
-    warn_unknown(what, rule, takes, logging.getLogger("simcal"))
+    check_rule(what, rule, takes, optional, logging.getLogger("simcal"))
 
 
 @contextlib.contextmanager

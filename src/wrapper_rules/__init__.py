@@ -1,7 +1,11 @@
 """What every wrapper checks of the rule that calls it, shared by the kdgat and simcal wrappers (which never
-import each other's library): the inputs, outputs and params the rule names that the wrapper does not take.
+import each other's library): the inputs, outputs and params the rule names that the wrapper does not take (a
+warning), and the ones it needs that the rule does not give (a refusal, before anything runs).
 
-A warning, not an error: a rule may set a param only so that changing it reruns the job."""
+A warning, not an error, for a name the wrapper does not take: a rule may set a param only so that changing
+it reruns the job. A refusal for a name it needs: else the job died after its set-up on ``AttributeError:
+'Params' object has no attribute 'options'``, or ran without a file the rule meant to give under another
+name."""
 
 from __future__ import annotations
 
@@ -9,6 +13,39 @@ import difflib
 import logging
 import os
 from collections.abc import Mapping, Sequence
+
+KIND = {"input": "input", "output": "output", "params": "param"}
+
+
+class RuleRefused(SystemExit):
+    """A rule that does not give a wrapper what it needs: the message is logged (to the rule's log, or
+    stderr), and the wrapper's process ends with status 2, a usage error, without a traceback (nothing of the
+    library ran, so there is none to read)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def check_rule(
+    what: str,
+    rule: Mapping[str, Sequence],
+    takes: Mapping[str, Sequence[str | int]],
+    optional: Mapping[str, Sequence[str]],
+    log: logging.Logger,
+) -> None:
+    """The names of a rule checked against the ``what`` wrapper's: a warning for each it does not take
+    (``warn_unknown``), then, when it lacks one the wrapper needs, the refusal (``missing_items``) logged as
+    an ERROR and raised as ``RuleRefused``. ``takes``: the wrapper's meta.yaml names per section (an int for
+    a position it reads); ``optional``: those of them a rule may leave out."""
+    warn_unknown(what, rule, takes, log)
+    message = missing_items(what, rule, takes, optional)
+    if message:
+        log.error(message)
+        raise RuleRefused(message)
 
 
 def warn_unknown(
@@ -21,6 +58,72 @@ def warn_unknown(
     for section, items in rule.items():
         for message in unknown_items(what, section, items, tuple(takes.get(section, ()))):
             log.warning(message)
+
+
+def missing_items(
+    what: str,
+    rule: Mapping[str, Sequence],
+    takes: Mapping[str, Sequence[str | int]],
+    optional: Mapping[str, Sequence[str]],
+) -> str | None:
+    """The refusal of a rule that lacks an input, output or param the ``what`` wrapper needs (a name in
+    ``takes`` and not in ``optional``, or its first item where ``takes`` holds 0), one message for every
+    section: the missing names, what the section takes, which of it may be left out, a given name that looks
+    like a missing one misspelt, and items given without a name. None when the rule gives all it needs."""
+    parts = []
+    for section, taken in takes.items():
+        items = rule.get(section, ())
+        names = list(items.keys()) if hasattr(items, "keys") else []
+        known = [key for key in taken if isinstance(key, str)]
+        may_lack = [key for key in known if key in optional.get(section, ())]
+        kind = KIND.get(section, section)
+        if any(isinstance(key, int) for key in taken):
+            # read by name with its first item standing in, or by position alone: any one item will do
+            if len(items):
+                continue
+            needed = [key for key in known if key not in may_lack]
+            missing = f"no {kind} {_listed(needed, 'or')}" if needed else f"no {kind}"
+            if known:
+                takes_what = f"{section}: {', '.join(known)} (or else its first item, named or not)"
+            else:
+                takes_what = f"{section}: one item, with or without a name"
+            parts.append(f"{missing} (it takes {takes_what})")
+            continue
+        lacking = [key for key in known if key not in may_lack and key not in names]
+        if not lacking:
+            continue
+        notes = [f"{_listed(may_lack, 'and')} may be left out"] if may_lack else []
+        strangers = [name for name in names if name not in known]
+        for key in lacking:
+            close = difflib.get_close_matches(key, strangers, n=1)
+            if close:
+                notes.append(f"is {kind} {close[0]!r} a misspelt {key!r}?")
+        unnamed = len(items) - _named_count(section, items, names)
+        if unnamed:
+            notes.append(
+                f"{unnamed} {kind} item(s) have no name: name them, e.g. `{section}: {lacking[0]}=...`"
+            )
+        parts.append(
+            f"no {kind} {_listed(lacking, 'or')} (it takes {section}: {', '.join(known)}"
+            + "".join(f"; {note}" for note in notes)
+            + ")"
+        )
+    return f"{what} wrapper: the rule gives " + ", and ".join(parts) if parts else None
+
+
+def _listed(names: Sequence[str], conjunction: str) -> str:
+    """'a', 'a' and 'b', 'a', 'b' and 'c' (or: with 'or')."""
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} {conjunction} {quoted[-1]}"
+
+
+def _named_count(section: str, items: Sequence, names: Sequence[str]) -> int:
+    """How many of ``items`` the names cover: a named input or output may be a list of files (its items), a
+    named param is one item."""
+    return sum(
+        1 if section == "params" or isinstance(items.get(name), str | os.PathLike) else len(items.get(name))
+        for name in names
+    )
 
 
 def unknown_items(what: str, section: str, items: Sequence, takes: tuple[str | int, ...]) -> list[str]:
@@ -43,14 +146,10 @@ def unknown_items(what: str, section: str, items: Sequence, takes: tuple[str | i
             f"{section}.{name} is not {kind} of the {what} wrapper, which ignores it ({guess}); {what} takes "
             f"{section}: {listing}.{rerun}"
         )
-    # a named input or output may be a list of files (its items), a named param is one item
-    named = sum(
-        1 if section == "params" or isinstance(items.get(name), str | os.PathLike) else len(items.get(name))
-        for name in names
-    )
-    if len(items) > named:
+    unnamed = len(items) - _named_count(section, items, names)
+    if unnamed:
         messages.append(
-            f"{section} has {len(items) - named} item(s) without a name, which the {what} wrapper ignores: it takes "
+            f"{section} has {unnamed} item(s) without a name, which the {what} wrapper ignores: it takes "
             f"{section} by name ({listing}), e.g. `{section}: {(known or ['name'])[0]}=...`."
         )
     return messages

@@ -7,11 +7,31 @@ from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.preprocess import preprocess_dataset
 from kdgat.rule_items import integer, listed, number, paired
 
-# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
-# first item): an input, output or param a rule names otherwise is logged as a warning.
+# What this wrapper takes, as its meta.yaml names it (0: it reads the first item), and what of it a rule may
+# leave out (meta.yaml's optional; .tests/unit/test_wrapper_files.py checks both): a name a rule gives that is
+# not in TAKES is logged as a warning; a rule that lacks a name of TAKES not in OPTIONAL is refused before
+# anything runs.
 TAKES = {
     "input": ("train", "test", "held_out_fusion"),
     "output": ("train", "val", "test", "vocab", "metadata", "fusion"),
+    "params": (
+        "dataset",
+        "test_scenario_of_file",
+        "format",
+        "bad_rows",
+        "window_size",
+        "stride",
+        "val_fraction",
+        "time_blocks",
+        "held_out",
+        "seed",
+        "roles_of_logs",
+        "library_code",
+    ),
+}
+OPTIONAL = {
+    "input": ("held_out_fusion",),
+    "output": ("fusion",),
     "params": (
         "dataset",
         "test_scenario_of_file",
@@ -33,6 +53,7 @@ configure_wrapper(
     snakemake.log,
     {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
     TAKES,
+    OPTIONAL,
 )
 with failure_logged("build_graphs"):
     preprocess_dataset(

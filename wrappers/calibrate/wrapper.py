@@ -7,8 +7,10 @@ from simcal.calibrate import calibrate_files
 from simcal.contract import mapping_of
 from simcal.logs import configure_wrapper, failure_logged
 
-# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
-# first item): an input, output or param a rule names otherwise is logged as a warning.
+# What this wrapper takes, as its meta.yaml names it (0: it reads the first item), and what of it a rule may
+# leave out (meta.yaml's optional; .tests/unit/test_wrapper_files.py checks both): a name a rule gives that is
+# not in TAKES is logged as a warning; a rule that lacks a name of TAKES not in OPTIONAL is refused before
+# anything runs.
 TAKES = {
     "input": ("observed", 0),
     "output": ("simulations", "trials"),
@@ -24,6 +26,11 @@ TAKES = {
         "backend_options",
     ),
 }
+OPTIONAL = {
+    "input": (),
+    "output": (),
+    "params": ("settings", "simulation", "monitoring", "fixed", "backend", "backend_options"),
+}
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
 if __name__ == "__main__":
@@ -32,6 +39,7 @@ if __name__ == "__main__":
         snakemake.log,
         {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
         TAKES,
+        OPTIONAL,
     )
     with failure_logged("calibrate"):
         calibrate_files(

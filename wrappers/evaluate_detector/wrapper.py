@@ -6,8 +6,10 @@ __license__ = "MIT"
 from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
 from kdgat.logs import configure_wrapper, failure_logged
 
-# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
-# first item): an input, output or param a rule names otherwise is logged as a warning.
+# What this wrapper takes, as its meta.yaml names it (0: it reads the first item), and what of it a rule may
+# leave out (meta.yaml's optional; .tests/unit/test_wrapper_files.py checks both): a name a rule gives that is
+# not in TAKES is logged as a warning; a rule that lacks a name of TAKES not in OPTIONAL is refused before
+# anything runs.
 TAKES = {
     "input": ("vgae", "gat", "dqn", "val", "test"),
     "output": ("metrics", "scores", "roc", "pr", "confusion"),
@@ -23,12 +25,18 @@ TAKES = {
         "tracking",
     ),
 }
+OPTIONAL = {
+    "input": (),
+    "output": (),
+    "params": ("seed", "batch_size", "device", "fpr_targets", "speed", "stash_dir", "tracking"),
+}
 
 configure_wrapper(
     "evaluate_detector",
     snakemake.log,
     {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
     TAKES,
+    OPTIONAL,
 )
 with failure_logged("evaluate_detector"):
     evaluate_files(

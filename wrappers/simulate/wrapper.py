@@ -11,12 +11,19 @@ from simcal.contract import mapping_of
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.runner import simulate
 
-# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
-# first item): an input, output or param a rule names otherwise is logged as a warning.
+# What this wrapper takes, as its meta.yaml names it (0: it reads the first item), and what of it a rule may
+# leave out (meta.yaml's optional; .tests/unit/test_wrapper_files.py checks both): a name a rule gives that is
+# not in TAKES is logged as a warning; a rule that lacks a name of TAKES not in OPTIONAL is refused before
+# anything runs.
 TAKES = {
     "input": (0,),
     "output": (0,),
     "params": ("model", "settings", "monitoring", "backend", "backend_options", "fixed"),
+}
+OPTIONAL = {
+    "input": (),
+    "output": (),
+    "params": ("settings", "monitoring", "backend", "backend_options", "fixed"),
 }
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
@@ -26,6 +33,7 @@ if __name__ == "__main__":
         snakemake.log,
         {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
         TAKES,
+        OPTIONAL,
     )
     with failure_logged("simulate"):
         simulate(

@@ -7,12 +7,19 @@ from kdgat.logs import configure_wrapper, failure_logged
 from kdgat.training import vgae
 from resource_history import mark_if_resumed
 
-# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
-# first item): an input, output or param a rule names otherwise is logged as a warning.
+# What this wrapper takes, as its meta.yaml names it (0: it reads the first item), and what of it a rule may
+# leave out (meta.yaml's optional; .tests/unit/test_wrapper_files.py checks both): a name a rule gives that is
+# not in TAKES is logged as a warning; a rule that lacks a name of TAKES not in OPTIONAL is refused before
+# anything runs.
 TAKES = {
     "input": ("train", "val", "metadata", "teacher"),
     "output": ("model", "metrics", "history"),
     "params": ("settings", "checkpoint", "tracking", "benchmark"),
+}
+OPTIONAL = {
+    "input": ("teacher",),
+    "output": (),
+    "params": ("checkpoint", "tracking", "benchmark"),
 }
 
 configure_wrapper(
@@ -20,6 +27,7 @@ configure_wrapper(
     snakemake.log,
     {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
     TAKES,
+    OPTIONAL,
 )
 with failure_logged("train_vgae"):
     # Snakemake's benchmark of a resumed job covers only the epochs run now: a mark next to it keeps that time

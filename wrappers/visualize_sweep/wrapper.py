@@ -6,12 +6,19 @@ __license__ = "MIT"
 from simcal.logs import configure_wrapper, failure_logged
 from simcal.visualize import visualize_sweep
 
-# What this wrapper takes, as its meta.yaml names it (.tests/unit/test_wrapper_files.py; 0: it reads the
-# first item): an input, output or param a rule names otherwise is logged as a warning.
+# What this wrapper takes, as its meta.yaml names it (0: it reads the first item), and what of it a rule may
+# leave out (meta.yaml's optional; .tests/unit/test_wrapper_files.py checks both): a name a rule gives that is
+# not in TAKES is logged as a warning; a rule that lacks a name of TAKES not in OPTIONAL is refused before
+# anything runs.
 TAKES = {
     "input": ("simulations", "table", "summary"),
     "output": ("html", "outputs", "series"),
     "params": ("parameter_names", "column", "on", "title"),
+}
+OPTIONAL = {
+    "input": (),
+    "output": ("outputs", "series"),
+    "params": ("column", "on", "title"),
 }
 
 configure_wrapper(
@@ -19,6 +26,7 @@ configure_wrapper(
     snakemake.log,
     {"input": snakemake.input, "output": snakemake.output, "params": snakemake.params},
     TAKES,
+    OPTIONAL,
 )
 with failure_logged("visualize_sweep"):
     visualize_sweep(
