@@ -650,3 +650,62 @@ def test_an_api_error_is_told_with_the_servers_message_whatever_its_body():
     assert describe_api_error(answer(504, "Gateway Timeout", None)) == "HTTP 504 Gateway Timeout: "
     lost = MaxRetryError(None, "/apis/batch/v1", "connection refused")
     assert describe_api_error(lost) == f"MaxRetryError: {lost}"
+
+
+@pytest.mark.parametrize(
+    "name, value, why",
+    [
+        (
+            "mem_mb",
+            0,
+            "requests no memory, so Kueue counts nothing of it against the ClusterQueue's quota and the pod is "
+            "placed as if it needed none",
+        ),
+        (
+            "disk_mb",
+            0,
+            "requests no ephemeral-storage, so Kueue counts nothing of it against the ClusterQueue's quota and "
+            "the pod is placed as if it needed none",
+        ),
+        ("mem_mb", -512, "is not a memory size in MB above 0 (the API server refuses a negative quantity)"),
+        ("mem_mb", "lots", "is not a memory size in MB above 0 (the API server refuses a negative quantity)"),
+    ],
+)
+def test_a_size_of_0_or_less_stops_naming_the_rule_and_the_resource(tmp_path, name, value, why):
+    """The kubernetes executor writes `mem_mb: 0` as a "0M" memory request, which the API server accepts and
+    Kueue counts as nothing against the ClusterQueue's memory quota (the stand-in, like the API server, accepts
+    that Job), and a negative one as "-512M", which the API server refuses without naming the rule. This
+    executor refuses both before any Job is sent, naming the rule, the resource and where to set it."""
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    completion = JobCompletion(queue_name="snakemake")
+    executor = kueue_executor(completion)
+    with pytest.raises(WorkflowError) as refused:
+        job_sent_for({"mem_mb": 2048, name: value}, completion, rule="evaluation_summary", executor=executor)
+    assert str(refused.value) == (
+        f"rule evaluation_summary: resource {name}={value!r} {why}. Set what the job needs, e.g. under "
+        f"set-resources in profiles/k8s/config.yaml: evaluation_summary: {{{name}: 4096}}"
+    )
+    assert not hasattr(executor.batchapi._api, "sent")
+    # What would have been sent: the API server takes the 0 and refuses the negative quantity.
+    kind = {"mem_mb": "memory", "disk_mb": "ephemeral-storage"}[name]
+    unchecked = {"apiVersion": "batch/v1", "kind": "Job", **job_sent_for({"mem_mb": 1}, completion)}
+    unchecked["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"][kind] = f"{value}M"
+    problems = api_problems(unchecked, tmp_path)
+    if value == 0:
+        assert problems == []
+    elif value == -512:
+        assert problems == [
+            f"container snakemake: resources.requests[{kind}]: Invalid value: '-512M': must be greater than or "
+            "equal to 0"
+        ]
+
+
+def test_the_smallest_size_above_0_is_sent_as_it_is(tmp_path):
+    """1 MB (and a quoted "2048", as YAML may give it) is a size the Job requests unchanged: no floor is added."""
+    completion = JobCompletion(queue_name="snakemake")
+    job = job_sent_for({"mem_mb": 1, "disk_mb": "2048", "scale": 0}, completion)
+    assert api_problems(job, tmp_path) == []
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "950m", "memory": "1M", "ephemeral-storage": "2048M"}
+    assert resources["limits"] == {"cpu": "1000m", "memory": "1M", "ephemeral-storage": "2048M"}

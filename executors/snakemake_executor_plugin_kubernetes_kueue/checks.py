@@ -6,6 +6,7 @@ Pure Python (no kubernetes client), so the rules are unit-tested on their own.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -218,6 +219,45 @@ def check_gpu_request(rule: str, resources: Mapping) -> None:
         f"which GPU to request. Set them together, e.g. under set-resources in {PROFILE}: "
         f"{rule}: {{gpu: 1, gpu_manufacturer: nvidia, scale: 0}}"
     )
+
+
+# Resources the kubernetes executor turns into a request of this Kubernetes resource ("{value}M").
+SIZE_RESOURCES = {"mem_mb": "memory", "disk_mb": "ephemeral-storage"}
+
+
+def check_size_requests(rule: str, resources: Mapping) -> None:
+    """A job's `mem_mb` and `disk_mb` must be numbers above 0. The kubernetes executor writes any value as the
+    request ("0M", "-5M"): the API server refuses a negative quantity (422, naming the container, not the rule),
+    and accepts 0, which Kueue counts as 0 against the ClusterQueue's quota, so the Job is admitted outside it
+    and the scheduler places the pod as if it needed no memory. No floor is guessed for it: the rule is named."""
+    for name, kind in SIZE_RESOURCES.items():
+        if name not in resources:
+            continue
+        value = resources[name]
+        size = _size(value)
+        if size is not None and size > 0:
+            continue
+        why = (
+            f"requests no {kind}, so Kueue counts nothing of it against the ClusterQueue's quota and the pod is "
+            "placed as if it needed none"
+            if size == 0
+            else f"is not a {kind} size in MB above 0 (the API server refuses a negative quantity)"
+        )
+        raise SettingError(
+            f"rule {rule}: resource {name}={value!r} {why}. Set what the job needs, e.g. under set-resources in "
+            f"{PROFILE}: {rule}: {{{name}: 4096}}"
+        )
+
+
+def _size(value) -> float | None:
+    """A finite number of MB (a quoted one too, as YAML may give it), or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return None
+    return size if math.isfinite(size) else None
 
 
 def unread_resource_warnings(rule: str, resources: Mapping) -> list[str]:

@@ -18,6 +18,7 @@ from .checks import (
     check_gpu_request,
     check_local_queue_active,
     check_name,
+    check_size_requests,
     check_storage_account,
     check_workload_identity_annotations,
     parse_env,
@@ -63,6 +64,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
         resources = dict(job.resources)
         try:
             check_gpu_request(job.name, resources)
+            check_size_requests(job.name, resources)
         except SettingError as error:
             raise WorkflowError(str(error)) from None
         warned = self.__dict__.setdefault("_resource_warnings", set())

@@ -82,6 +82,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import kubernetes_validate
+from kubernetes.utils.quantity import parse_quantity
 
 KUBERNETES_VERSION = "1.33.0"
 KUBECONFIG_TEMPLATE = Path(__file__).with_name("kubeconfig.template.yaml")
@@ -307,6 +308,20 @@ class ApiStandIn:
         for container in job.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             resources = container.get("resources") or {}
             requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+            for part, quantities in (("requests", requests), ("limits", limits)):
+                for name, value in quantities.items():
+                    # Kubernetes: a quantity must parse, and be 0 or more (ValidateResourceRequirements);
+                    # 0 is accepted.
+                    try:
+                        negative = parse_quantity(value) < 0
+                    except ValueError:
+                        found.append(f"container {container.get('name')}: {value!r} is no quantity")
+                        continue
+                    if negative:
+                        found.append(
+                            f"container {container.get('name')}: resources.{part}[{name}]: Invalid value: "
+                            f"{str(value)!r}: must be greater than or equal to 0"
+                        )
             for name, value in requests.items():
                 # Kubernetes: extended resources (vendor.com/x) cannot be overcommitted; limit == request.
                 if "/" in name and str(limits.get(name)) != str(value):
