@@ -179,6 +179,7 @@ def test_a_misspelt_resource_is_warned_about_once_per_rule_when_its_job_is_submi
     recipe = {"gpu": 1, "gpu_model": "v100", "constraint": "v100-32g"}
     assert partition_of(4, **recipe, slurm_partiton="gpu-exp") == "gpu"  # the typo's silent effect
     monkeypatch.setattr(plugin.Executor, "run_job_pre", plugin.Executor.run_job_pre)  # put back afterwards
+    monkeypatch.setattr(plugin, "set_gres_string", plugin.set_gres_string)
     load_resource_names().install()
     warnings, submitted = [], []
     # printjob: the base executor's, which run_job_pre calls
@@ -209,6 +210,37 @@ def test_a_misspelt_resource_is_warned_about_once_per_rule_when_its_job_is_submi
     ]
 
 
+def test_a_job_given_0_gpus_is_sent_no_gpu_model(monkeypatch):
+    """A rule moved to the CPU with `gpu: 0` that still carries the profile's `gpu_model` goes to a CPU
+    partition, but the plugin (2.8.0) sends it `--gpus=v100:0`: SLURM then records a GPU-typed request
+    (TresPerJob=gres:gpu:v100:0) and the job's steps see SLURM_GPUS=v100:0, which the jobstep plugin takes for a
+    GPU job. With the profile's hook it is sent what `gpu: 0` without a model is sent: no --gpus; GPU jobs and
+    a `gres` request are sent as before."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    def submission(**resources) -> str:
+        job = SimpleNamespace(
+            name="job", threads=4, resources=SlurmJobResources({"mem_mb": 3700, "runtime": 60, **resources})
+        )
+        params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": "rule", "workdir": "/w"}
+        params |= {"account": "-A pas0000", "partition": f"-p {partition_of(4, **resources)}"}
+        # plugin.set_gres_string: the name the plugin's run_job and array submission call
+        return f"{get_submit_command(job, params)}{plugin.set_gres_string(job)}"
+
+    moved = {**GPU, "gpu": 0}
+    assert partition_of(4, **moved) == "cpu"
+    assert set_gres_string(SimpleNamespace(resources=SlurmJobResources(moved))) == " --gpus=v100:0"
+    monkeypatch.setattr(plugin, "set_gres_string", plugin.set_gres_string)  # put back afterwards
+    load_resource_names().install()
+    load_resource_names().install()  # a second install wraps nothing twice
+    assert submission(**moved) == submission(gpu=0)
+    assert "--gpus" not in submission(**moved) and " --ntasks=1 --cpus-per-task=4 " in submission(**moved)
+    assert submission(**GPU).endswith(" --gpus=v100:1")
+    assert submission(**moved, gres="gpu:1").endswith(" --gres=gpu:1")
+    assert plugin.set_gres_string.__wrapped__ is set_gres_string
+
+
 def test_the_profile_installs_the_resource_name_warning_where_jobs_are_submitted(tmp_path):
     script = (
         "import sys\n"
@@ -216,6 +248,7 @@ def test_the_profile_installs_the_resource_name_warning_where_jobs_are_submitted
         "import snakemake_executor_plugin_slurm as plugin\n"
         "parse_args(sys.argv[1:])\n"
         "print('warns:', getattr(plugin.Executor.run_job_pre, 'warns_about_resource_names', False))\n"
+        "print('0 gpus, no model:', getattr(plugin.set_gres_string, 'drops_the_model_of_0_gpus', False))\n"
     )
     env = {
         **os.environ,
@@ -233,6 +266,7 @@ def test_the_profile_installs_the_resource_name_warning_where_jobs_are_submitted
         env=env,
     )
     assert "warns: True" in result.stdout, result.stdout + result.stderr[-3000:]
+    assert "0 gpus, no model: True" in result.stdout, result.stdout + result.stderr[-3000:]
 
 
 def readme_recipe_for_32gb_gpus() -> dict:

@@ -5,12 +5,19 @@ in a rule or in `set-resources` is ignored without a word: `slurm_partiton: gpu-
 32 GB V100 to `gpu`'s 16 GB cards. profile.yaml installs `install()` in the Snakemake process; each job is
 checked once when it is submitted (the plugin's `run_job_pre`, single and array jobs alike), each warning said
 once per rule and name. Names far from every resource read (a workflow's own) are not mentioned.
+
+`install()` also corrects one request of the plugin's: a job given `gpu: 0` that still carries a `gpu_model`
+(the profile's GPU type on a rule moved to the CPU) is sent `--gpus=<model>:0`, while `gpu: 0` without a model
+sends no `--gpus` at all and both choose a CPU partition. SLURM (22.05) accepts the zero count, but the job then
+holds a GPU-typed GRES request (`TresPerJob=gres:gpu:v100:0`) and its steps inherit `SLURM_GPUS=v100:0`; such a
+job gets no `--gpus`, as it would without the model.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 # What the plugin reads from a job's resources (snakemake_executor_plugin_slurm 2.8.0: job.resources.get(...)),
 # and what Snakemake itself sets or derives.
@@ -62,10 +69,47 @@ def warnings_for(rule: str, resources: Mapping) -> list[str]:
     return warnings
 
 
+def asks_for_no_gpu(count) -> bool:
+    """`gpu: 0` (Snakemake gives YAML's and the command line's 0 as an int)."""
+    return isinstance(count, int) and not isinstance(count, bool) and count == 0
+
+
+class _WithoutGpuModel:
+    """A job's resources with `gpu_model` left out; everything else read through."""
+
+    def __init__(self, resources) -> None:
+        self._resources = resources
+
+    def get(self, name, default=None):
+        return default if name == "gpu_model" else self._resources.get(name, default)
+
+    def __getattr__(self, name):
+        if name == "gpu_model":
+            raise AttributeError(name)
+        return getattr(self._resources, name)
+
+
+def no_gpus_without_gpu_count(set_gres_string):
+    """The plugin's ``set_gres_string``, except that a job asking for 0 GPUs gets no GPU model either."""
+
+    def wrapped(job) -> str:
+        if asks_for_no_gpu(job.resources.get("gpu")) and job.resources.get("gpu_model"):
+            job = SimpleNamespace(name=getattr(job, "name", None), resources=_WithoutGpuModel(job.resources))
+        return set_gres_string(job)
+
+    wrapped.drops_the_model_of_0_gpus = True
+    wrapped.__wrapped__ = set_gres_string
+    return wrapped
+
+
 def install() -> None:
-    """Make the slurm plugin's ``Executor.run_job_pre`` warn about misspelt resources first, then as before."""
+    """Make the slurm plugin's ``Executor.run_job_pre`` warn about misspelt resources first, then as before, and
+    its GPU request leave out the model of a job given 0 GPUs (``set_gres_string``, as the plugin's ``run_job``
+    and array submission call it)."""
     import snakemake_executor_plugin_slurm as plugin
 
+    if not getattr(plugin.set_gres_string, "drops_the_model_of_0_gpus", False):
+        plugin.set_gres_string = no_gpus_without_gpu_count(plugin.set_gres_string)
     original = plugin.Executor.run_job_pre
     if getattr(original, "warns_about_resource_names", False):
         return
