@@ -32,7 +32,7 @@ from resource_history import (
     resumed_reason,
     size_fit,
 )
-from resource_history.benchmarks import recorded_params
+from resource_history.benchmarks import LARGEST, recorded_params
 from resource_history.estimate import SIZE_FACTOR
 
 PATTERN = "benchmarks/train/{dataset}.tsv"
@@ -98,6 +98,19 @@ def test_reads_plain_and_extended_files(tmp_path):
         ("s\th:m:s\tmax_rss\n-1\t0:00:01\t5\n", 2, "s '-1' is not a finite number >= 0"),
         ("s\th:m:s\tmax_rss\n1\t0:00:01\tinf\n", 2, "max_rss 'inf' is not a finite number >= 0"),
         ("s\th:m:s\tmax_rss\n1\t0:00:01\tnan\n", 2, "max_rss 'nan' is not a finite number >= 0"),
+        # Finite, yet beyond any run: a learned figure from it would ask for the impossible.
+        (
+            "s\th:m:s\tmax_rss\n1\t0:00:01\t5\n1e308\t0:00:01\t5\n",
+            3,
+            "s '1e308' is more than any run records",
+        ),
+        ("s\th:m:s\tmax_rss\n1\t0:00:01\t1e308\n", 2, "max_rss '1e308' is more than any run records"),
+        (
+            "s\th:m:s\tmax_rss\tinput_size_mb\n1\t0:00:01\t5\t{'a': 1e308, 'b': 1e308}\n",
+            2,
+            "is not a dict of finite sizes >= 0 summing to at most 1e+12 MB",
+        ),
+        ("s\th:m:s\tmax_rss\tinput_size_mb\n1\t0:00:01\t5\t{'a': -3}\n", 2, "is not a dict of finite sizes"),
     ],
 )
 def test_bad_file_is_named_with_its_line(tmp_path, content, line, says):
@@ -338,6 +351,28 @@ def test_bad_file_falls_back_with_a_warning_naming_file_and_line(tmp_path):
     assert len(other.warnings) == 1  # still said: the bad file is left out
 
 
+@pytest.mark.parametrize(("resource", "column"), [("runtime", "s"), ("mem_mb", "max_rss")])
+def test_a_run_beyond_any_real_one_is_left_out_with_a_warning_naming_its_file(tmp_path, resource, column):
+    """A corrupt benchmark file with `s` or `max_rss` 1e308 (finite, so no parse error) made the learned runtime or
+    mem_mb a number hundreds of digits long. It is left out as an unreadable file is: the others are learned
+    from, and the warning names the file and line."""
+    corrupt = tmp_path / "benchmarks/train/a.tsv"
+    corrupt.parent.mkdir(parents=True)
+    fields = {"s": "600", "max_rss": "500", column: "1e308"}
+    corrupt.write_text(f"s\th:m:s\tmax_rss\n{fields['s']}\t0:10:00\t{fields['max_rss']}\n")
+    write_runs(tmp_path / "benchmarks/train/b.tsv", [(600.0, 500.0)])
+    estimate = history(tmp_path).estimate(resource, PATTERN, {"dataset": "a"}, default=120)
+    expected = (
+        math.ceil(600 / 60 * 1.3) if resource == "runtime" else memory(500.0, LearnedResourceSettings())
+    )
+    assert (estimate.value, estimate.learned) == (expected, True)
+    assert estimate.sources == (str(tmp_path / "benchmarks/train/b.tsv"),)
+    assert estimate.warnings == (
+        f"benchmark file {corrupt} line 2: {column} '1e308' is more than any run records (at most "
+        f"{LARGEST[column]:g}); left out of the history",
+    )
+
+
 def test_missing_root_is_named(tmp_path):
     estimate = history(tmp_path, benchmark_roots=("gone",)).estimate(
         "mem_mb", PATTERN, {"dataset": "a"}, 4000
@@ -412,6 +447,10 @@ def test_run_on_the_cpu_teaches_no_gpu_memory(tmp_path):
         (f'{{"{GPU_PEAK_KEY}": NaN}}', f"{GPU_PEAK_KEY} nan is neither null"),
         (f'{{"{GPU_PEAK_KEY}": Infinity}}', f"{GPU_PEAK_KEY} inf is neither null"),
         (f'{{"{GPU_PEAK_KEY}": 1{"0" * 400}}}', f"{GPU_PEAK_KEY} 1{'0' * 39}... is neither null"),
+        (
+            f'{{"{GPU_PEAK_KEY}": 1e308}}',
+            f"{GPU_PEAK_KEY} 1e+308 is more than any GPU holds (at most 1e+08 MB)",
+        ),
     ],
 )
 def test_bad_gpu_record_falls_back_with_a_warning_naming_the_file(tmp_path, content, says):

@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MISSING = {"NA", "-", ""}
+# Larger than any run records: a year of wall time; 100 TB of memory (the largest single machines hold tens of TB,
+# the largest GPUs a few hundred GB); an exabyte of input. A field beyond is corrupt (1e308, a misplaced byte
+# count), and a figure learned from it would ask for the impossible: its file is left out like any corrupt one.
+LARGEST = {"s": 366 * 24 * 3600.0, "max_rss": 1e8, "input_size_mb": 1e12}
+LARGEST_MB = LARGEST["max_rss"]
 
 
 class BenchmarkFileError(ValueError):
@@ -95,6 +100,10 @@ def number_or_missing(text: str, path, line: int, column: str) -> float | None:
         raise BenchmarkFileError(path, f"{column} {text!r} is not a number", line=line) from None
     if not math.isfinite(value) or value < 0:
         raise BenchmarkFileError(path, f"{column} {text!r} is not a finite number >= 0", line=line)
+    if column in LARGEST and value > LARGEST[column]:
+        raise BenchmarkFileError(
+            path, f"{column} {text!r} is more than any run records (at most {LARGEST[column]:g})", line=line
+        )
     return value
 
 
@@ -103,12 +112,20 @@ def input_size(text: str | None, path, line: int) -> float | None:
     if text is None or text.strip() in MISSING:
         return None
     try:
-        sizes = ast.literal_eval(text)
-        return float(sum(float(size) for size in sizes.values()))
-    except (ValueError, TypeError, SyntaxError, AttributeError):
+        sizes = [float(size) for size in ast.literal_eval(text).values()]
+    except (ValueError, TypeError, SyntaxError, AttributeError, OverflowError, MemoryError, RecursionError):
         raise BenchmarkFileError(
             path, f"input_size_mb {text!r} is not a dict of file sizes in MB", line=line
         ) from None
+    total = sum(sizes)
+    if not all(math.isfinite(size) and size >= 0 for size in sizes) or not total <= LARGEST["input_size_mb"]:
+        raise BenchmarkFileError(
+            path,
+            f"input_size_mb {text!r} is not a dict of finite sizes >= 0 summing to at most "
+            f"{LARGEST['input_size_mb']:g} MB",
+            line=line,
+        )
+    return float(total)
 
 
 def recorded_params(params: str | None, wildcards: str | None) -> str | None:

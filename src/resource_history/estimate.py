@@ -37,8 +37,9 @@ Runs recorded with other params than the job's cannot be left out: Snakemake eva
 its params. When the runs learned from recorded different params (--benchmark-extended, their own wildcard values
 set aside: resource_history.benchmarks.recorded_params), a warning says so and names two of their files.
 
-No usable run: the rule's configured value (`default`) unchanged. Unreadable files are left out with a warning
-that names the file and line.
+No usable run: the rule's configured value (`default`) unchanged. Unreadable files, and files holding a value
+beyond any run (resource_history.benchmarks.LARGEST: `s` = 1e308 would ask for a runtime hundreds of digits long),
+are left out with a warning that names the file and line.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from resource_history.benchmarks import BenchmarkFileError, BenchmarkRun
+from resource_history.benchmarks import LARGEST_MB, BenchmarkFileError, BenchmarkRun
 
 GPU_PEAK_KEY = "gpu_peak_mem_mb"
 KIND = "GPU record"
@@ -38,6 +38,8 @@ def read_gpu_record(path: str | Path) -> list[BenchmarkRun]:
     if peak is not None and not is_megabytes(peak):
         shown = repr(peak) if len(repr(peak)) <= 40 else f"{repr(peak)[:40]}..."
         raise bad(f"{GPU_PEAK_KEY} {shown} is neither null (CPU) nor a finite number of MB >= 0")
+    if peak is not None and peak > LARGEST_MB:
+        raise bad(f"{GPU_PEAK_KEY} {peak!r} is more than any GPU holds (at most {LARGEST_MB:g} MB)")
     return [
         BenchmarkRun(
             path=str(path),
