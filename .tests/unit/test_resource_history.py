@@ -253,6 +253,32 @@ def test_memory_not_recorded_keeps_the_default_but_runtime_learns(tmp_path):
     )
 
 
+def test_a_file_of_wall_times_only_teaches_runtime_and_says_memory_cannot_be_learned(tmp_path):
+    """Snakemake before 3.12.0 wrote benchmark files with only `s` and `h:m:s` (print(t, timedelta(seconds=t)));
+    they were refused as a whole, runtime included. Their runs now teach runtime; for mem_mb the configured value
+    stays and a warning names the file. Another header without max_rss is still no benchmark file."""
+    old = tmp_path / "benchmarks/train/a.tsv"
+    old.parent.mkdir(parents=True)
+    old.write_text("s\th:m:s\n900.2501\t0:15:00.250100\n")
+    (run,) = read_benchmark(old)
+    assert (run.seconds, run.max_rss_mb, run.memory_recorded, run.line) == (900.2501, None, False, 2)
+    estimator = history(tmp_path)
+    runtime = estimator.estimate("runtime", PATTERN, {"dataset": "a"}, default=120)
+    assert (runtime.value, runtime.learned, runtime.warnings) == (math.ceil(900.2501 / 60 * 1.3), True, ())
+    assert runtime.sources == (str(old),)
+    mem = estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000)
+    assert (mem.value, mem.learned) == (4000, False)
+    assert mem.warnings == (
+        f"benchmark file {old}: has only the 's' and 'h:m:s' columns (Snakemake before 3.12.0 measured no "
+        "memory), so mem_mb cannot be learned from it; its runtime is",
+    )
+    assert "0 run(s) with max_rss recorded in 1 benchmark file(s)" in mem.explanation
+    write_runs(tmp_path / "benchmarks/train/b.tsv", [(60.0, 200.0)])  # today's format, memory measured
+    wider = history(tmp_path).estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000)
+    assert wider.learned and wider.sources == (str(tmp_path / "benchmarks/train/b.tsv"),)
+    assert wider.warnings == mem.warnings
+
+
 # --- arithmetic -----------------------------------------------------------------------------------------------
 def test_margin_overhead_and_attempt(tmp_path):
     write_runs(tmp_path / "benchmarks/train/a.tsv", [(600.0, 1000.0)])

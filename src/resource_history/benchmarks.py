@@ -6,6 +6,9 @@ sample) are always there; with ``--benchmark-extended`` Snakemake adds ``input_s
 input files and their sizes in MB, and ``wildcards`` and ``params``, the job's as Python dict literals (a param
 Snakemake cannot show as a plain value appears as its repr, e.g. ``TrackingSettings(...)``). ``-`` is a value
 Snakemake could not give (None).
+
+Snakemake before 3.12.0 (2017) measured wall time only: its files have just the ``s`` and ``h:m:s`` columns. Their
+runs are read with ``memory_recorded`` False, so they teach runtime and, with a warning, no memory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ MISSING = {"NA", "-", ""}
 # count), and a figure learned from it would ask for the impossible: its file is left out like any corrupt one.
 LARGEST = {"s": 366 * 24 * 3600.0, "max_rss": 1e8, "input_size_mb": 1e12}
 LARGEST_MB = LARGEST["max_rss"]
+# The whole header of a file written by Snakemake before 3.12.0, which measured no memory.
+TIME_ONLY_HEADER = ["s", "h:m:s"]
 
 
 class BenchmarkFileError(ValueError):
@@ -49,6 +54,7 @@ class BenchmarkRun:
     input_size_mb: float | None  # sum over the job's input files; None without --benchmark-extended
     gpu_peak_mb: float | None = None  # the job's CUDA peak; benchmark files have none
     params: str | None = None  # recorded_params(): comparable text, None where not recorded
+    memory_recorded: bool = True  # False: a file with no max_rss column (Snakemake before 3.12.0)
 
 
 def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
@@ -60,7 +66,8 @@ def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
     if not lines or not lines[0].strip():
         raise BenchmarkFileError(path, "is empty (no header line)", line=1)
     header = lines[0].split("\t")
-    for column in ("s", "max_rss"):
+    time_only = header == TIME_ONLY_HEADER
+    for column in ("s",) if time_only else ("s", "max_rss"):
         if column not in header:
             raise BenchmarkFileError(path, f"the header has no {column!r} column: {lines[0]!r}", line=1)
     runs = []
@@ -81,9 +88,10 @@ def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
                 path=str(path),
                 line=number,
                 seconds=seconds,
-                max_rss_mb=number_or_missing(row["max_rss"], path, number, "max_rss"),
+                max_rss_mb=None if time_only else number_or_missing(row["max_rss"], path, number, "max_rss"),
                 input_size_mb=input_size(row.get("input_size_mb"), path, number),
                 params=recorded_params(row.get("params"), row.get("wildcards")),
+                memory_recorded=not time_only,
             )
         )
     if not runs:

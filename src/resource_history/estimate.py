@@ -37,6 +37,9 @@ Runs recorded with other params than the job's cannot be left out: Snakemake eva
 its params. When the runs learned from recorded different params (--benchmark-extended, their own wildcard values
 set aside: resource_history.benchmarks.recorded_params), a warning says so and names two of their files.
 
+A benchmark file with only the `s` and `h:m:s` columns (Snakemake before 3.12.0) teaches runtime; for `mem_mb` a
+warning names it, as memory cannot be learned from it.
+
 No usable run: the rule's configured value (`default`) unchanged. Unreadable files, and files holding a value
 beyond any run (resource_history.benchmarks.LARGEST: `s` = 1e308 would ask for a runtime hundreds of digits long),
 are left out with a warning that names the file and line.
@@ -289,7 +292,13 @@ class ResourceHistory:
                 self._parsed[key] = (measure.read(path), None)
             except BenchmarkFileError as error:
                 self._parsed[key] = ([], f"{error}; left out of the history")
-        return self._parsed[key]
+        runs, warning = self._parsed[key]
+        if measure.column == "max_rss" and runs and not all(run.memory_recorded for run in runs):
+            warning = (
+                f"benchmark file {path}: has only the 's' and 'h:m:s' columns (Snakemake before 3.12.0 measured "
+                "no memory), so mem_mb cannot be learned from it; its runtime is"
+            )
+        return runs, warning
 
     def scopes(self, pattern: BenchmarkPattern, files, wildcards: dict[str, str]):
         """(description, files) from the narrowest history to the widest, each a different set of files."""
