@@ -652,30 +652,36 @@ def test_an_api_error_is_told_with_the_servers_message_whatever_its_body():
     assert describe_api_error(lost) == f"MaxRetryError: {lost}"
 
 
+ZERO_WHY = (
+    "requests no {kind}, so Kueue counts nothing of it against the ClusterQueue's quota and the pod is placed as "
+    "if it needed none"
+)
+NOT_A_SIZE = "is not a {kind} size in MB above 0 (the API server refuses a negative quantity)"
+
+
 @pytest.mark.parametrize(
-    "name, value, why",
+    "name, value, why, api_says",
     [
+        ("mem_mb", 0, ZERO_WHY.format(kind="memory"), []),
+        ("disk_mb", 0, ZERO_WHY.format(kind="ephemeral-storage"), []),
         (
             "mem_mb",
-            0,
-            "requests no memory, so Kueue counts nothing of it against the ClusterQueue's quota and the pod is "
-            "placed as if it needed none",
+            -512,
+            NOT_A_SIZE.format(kind="memory"),
+            [
+                "container snakemake: resources.requests[memory]: Invalid value: '-512M': must be greater than or "
+                "equal to 0"
+            ],
         ),
-        (
-            "disk_mb",
-            0,
-            "requests no ephemeral-storage, so Kueue counts nothing of it against the ClusterQueue's quota and "
-            "the pod is placed as if it needed none",
-        ),
-        ("mem_mb", -512, "is not a memory size in MB above 0 (the API server refuses a negative quantity)"),
-        ("mem_mb", "lots", "is not a memory size in MB above 0 (the API server refuses a negative quantity)"),
+        ("mem_mb", "lots", NOT_A_SIZE.format(kind="memory"), ["container snakemake: 'lotsM' is no quantity"]),
     ],
 )
-def test_a_size_of_0_or_less_stops_naming_the_rule_and_the_resource(tmp_path, name, value, why):
-    """The kubernetes executor writes `mem_mb: 0` as a "0M" memory request, which the API server accepts and
-    Kueue counts as nothing against the ClusterQueue's memory quota (the stand-in, like the API server, accepts
-    that Job), and a negative one as "-512M", which the API server refuses without naming the rule. This
-    executor refuses both before any Job is sent, naming the rule, the resource and where to set it."""
+def test_a_size_of_0_or_less_stops_naming_the_rule_and_the_resource(tmp_path, name, value, why, api_says):
+    """The kubernetes executor writes `mem_mb: 0` as a "0M" memory request, which the API server accepts (so does
+    the stand-in) and Kueue counts as nothing against the ClusterQueue's memory quota, and a negative one as
+    "-512M", which the API server refuses without naming the rule. This executor refuses both before any Job is
+    sent, naming the rule, the resource and where to set it."""
+    import snakemake_executor_plugin_kubernetes as kubernetes_plugin
     from snakemake_interface_common.exceptions import WorkflowError
 
     completion = JobCompletion(queue_name="snakemake")
@@ -687,18 +693,17 @@ def test_a_size_of_0_or_less_stops_naming_the_rule_and_the_resource(tmp_path, na
         f"set-resources in profiles/k8s/config.yaml: evaluation_summary: {{{name}: 4096}}"
     )
     assert not hasattr(executor.batchapi._api, "sent")
-    # What would have been sent: the API server takes the 0 and refuses the negative quantity.
-    kind = {"mem_mb": "memory", "disk_mb": "ephemeral-storage"}[name]
-    unchecked = {"apiVersion": "batch/v1", "kind": "Job", **job_sent_for({"mem_mb": 1}, completion)}
-    unchecked["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"][kind] = f"{value}M"
-    problems = api_problems(unchecked, tmp_path)
-    if value == 0:
-        assert problems == []
-    elif value == -512:
-        assert problems == [
-            f"container snakemake: resources.requests[{kind}]: Invalid value: '-512M': must be greater than or "
-            "equal to 0"
-        ]
+    # The Job the kubernetes executor's own run_job sends for it, unchecked, and what the API server says of it.
+    unchecked = kueue_executor(completion)
+    job = SimpleNamespace(
+        name="evaluation_summary",
+        resources={"_cores": 1, "mem_mb": 2048, name: value},
+        jobid=1,
+        attempt=1,
+        is_containerized=False,
+    )
+    kubernetes_plugin.Executor.run_job(unchecked, job)
+    assert api_problems(unchecked.batchapi._api.sent, tmp_path) == api_says
 
 
 def test_the_smallest_size_above_0_is_sent_as_it_is(tmp_path):
