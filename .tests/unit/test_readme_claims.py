@@ -1,0 +1,179 @@
+"""Claims of README.md and CONTRIBUTING.md that no other test pinned: the modules' conventions, read from the
+parsed workflow, and numbers and defaults the text states, read from the code that sets them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from testkit import REPO, flat_text, parsed_workflow
+
+from kdgat.tracking.settings import TrackingSettings
+from resource_history.estimate import SIZE_FACTOR, SIZE_FLOOR_MB
+from resource_history.settings import LearnedResourceSettings
+
+README = REPO / "README.md"
+CONTRIBUTING = REPO / "CONTRIBUTING.md"
+MODULES = REPO / "workflow" / "modules"
+MODULE_NAMES = sorted(path.parent.name for path in MODULES.glob("*/Snakefile"))
+
+# Each rule's conda environment, log, benchmark, retries and mem_mb at attempts 1 and 2, for one dataset and seed.
+RULES = r"""
+wildcards = {"dataset": "synth_hcrl", "seed": "42"}
+job = SimpleNamespace(**wildcards, items=wildcards.items)
+
+def mem_mb(rule):
+    if "mem_mb" not in rule.resources:
+        return None
+    resource = rule.resources["mem_mb"]
+    if not resource.is_evaluable():
+        return [resource.value, resource.value]
+    return [resource.evaluate(job, input=[], threads=1, attempt=attempt, rulename=rule.name).value
+            for attempt in (1, 2)]
+
+print(json.dumps({
+    rule.name: {
+        "conda": rule.conda_env and str(rule.conda_env),
+        "log": [str(path) for path in rule.log],
+        "benchmark": rule.benchmark and str(rule.benchmark),
+        "retries": rule._restart_times,
+        "mem_mb": mem_mb(rule),
+    }
+    for rule in workflow.rules
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory) -> dict:
+    """The main workflow's rules with the demo config and the GAT sweep switched on (every rule there is)."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["kd_gat"]["sweep"] |= {"enabled": True, "table": str(REPO / "config/params.tsv")}
+    return parsed_workflow(tmp_path_factory.mktemp("rules"), config, RULES, cores=64)
+
+
+def module_of(name: str) -> str:
+    return next(module for module in MODULE_NAMES if name.startswith(f"{module}_"))
+
+
+def test_every_module_rule_has_conda_log_and_attempt_scaled_memory_under_its_modules_paths(rules) -> None:
+    """CONTRIBUTING.md: every rule has `conda: "../../envs/<env>.yaml"` and `log:`; `mem_mb` as a function of
+    `attempt`; paths `logs/<module>/...`, `benchmarks/<module>/...`."""
+    jobs = {name: rule for name, rule in rules.items() if name != "all" and not name.endswith("_all")}
+    assert len(jobs) >= 25 and {module_of(name) for name in jobs} == set(MODULE_NAMES), sorted(jobs)
+    problems = []
+    for name, rule in jobs.items():
+        module = module_of(name)
+        env = re.fullmatch(r"\.\./\.\./envs/(\w+)\.yaml", rule["conda"] or "")
+        if not env or not (REPO / "workflow" / "envs" / f"{env.group(1)}.yaml").is_file():
+            problems.append(f"{name}: conda {rule['conda']!r}")
+        # a notebook rule's `log: notebook=` is the executed notebook, a result beside the rule's outputs
+        logs = [
+            path
+            for path in rule["log"]
+            if not (path.startswith(f"results/{module}/") and path.endswith(".ipynb"))
+        ]
+        if not rule["log"] or not all(path.startswith(f"logs/{module}/") for path in logs):
+            problems.append(f"{name}: log {rule['log']}")
+        if rule["benchmark"] and not rule["benchmark"].startswith(f"benchmarks/{module}/"):
+            problems.append(f"{name}: benchmark {rule['benchmark']}")
+        if rule["mem_mb"] is None or not rule["mem_mb"][1] > rule["mem_mb"][0]:
+            problems.append(f"{name}: mem_mb at attempts 1 and 2 {rule['mem_mb']}")
+    assert not problems, problems
+
+
+def test_the_rules_with_a_benchmark_file_are_the_ones_the_readme_lists(rules) -> None:
+    """README.md, learned resources: "every rule with a `benchmark:` file (kd_gat training, evaluation, the synthetic
+    CAN generator, calibration's `simulate` and `calibrate`)"."""
+    text = flat_text(README)
+    assert (
+        "every rule with a `benchmark:` file (kd_gat training, evaluation, the synthetic CAN generator, "
+        "calibration's `simulate` and `calibrate`)"
+    ) in text
+    benchmarked = {name for name, rule in rules.items() if rule["benchmark"]}
+    # "evaluation": the heavy jobs of a dataset's group job, its evaluations and its baselines
+    listed = {name for name in rules if name.startswith(("kd_gat_train_", "evaluation_evaluate_"))} | {
+        "evaluation_baselines",
+        "preprocess_generate_can",
+        "calibration_simulate",
+        "calibration_calibrate",
+    }
+    assert benchmarked == listed
+
+
+def test_the_kd_gat_training_rules_retry_twice_with_a_benchmark(rules) -> None:
+    """README.md: the kd_gat training rules each have attempt-scaled memory, `retries: 2` and `benchmark:`."""
+    assert "attempt-scaled memory, `retries: 2`, `benchmark:`" in flat_text(README)
+    training = {name: rule for name, rule in rules.items() if name.startswith("kd_gat_train_")}
+    assert len(training) == 10, sorted(training)  # nine of the chain and the sweep's GAT
+    for name, rule in training.items():
+        assert rule["retries"] == 2 and rule["benchmark"], (name, rule)
+        assert rule["mem_mb"][1] == 2 * rule["mem_mb"][0], (name, rule)
+
+
+@pytest.mark.parametrize("module", MODULE_NAMES)
+def test_each_module_starts_with_rule_all_validates_its_schema_and_includes_the_wrappers(module: str) -> None:
+    """CONTRIBUTING.md: the first rule of a module is `rule all`; each module validates its part of the config
+    against `workflow/modules/<name>/schemas/config.schema.yaml`; every module has `include: "../wrappers.smk"`."""
+    text = (MODULES / module / "Snakefile").read_text()
+    assert re.findall(r"^(?:use )?rule (\w+)", text, re.MULTILINE)[0] == "all"
+    assert re.search(r'^validate\(config, schema="schemas/config\.schema\.yaml"\)$', text, re.MULTILINE)
+    assert (MODULES / module / "schemas" / "config.schema.yaml").is_file()
+    assert re.search(r'^include: "\.\./wrappers\.smk"$', text, re.MULTILINE)
+
+
+def test_the_input_size_limit_of_learned_resources_is_the_codes() -> None:
+    """README.md: a job whose input is more than 2 times (`SIZE_FACTOR`) the largest recorded input (1 MB if less)
+    does not learn from those runs."""
+    text = flat_text(README)
+    assert f"more than {SIZE_FACTOR:g} times (`SIZE_FACTOR`) the largest input" in text
+    assert f"({SIZE_FLOOR_MB:g} MB if less)" in text
+    assert f"is more than {SIZE_FACTOR:g} x the largest input" in text  # the log line it quotes
+
+
+def test_the_gpu_overhead_the_readme_states_is_the_default() -> None:
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    default = schema["properties"]["learned_resources"]["properties"]["gpu_overhead_mb"]["default"]
+    assert default == LearnedResourceSettings().gpu_overhead_mb
+    assert f"`gpu_overhead_mb` ({default}, for the CUDA context" in flat_text(README)
+
+
+def test_tracking_is_off_by_default_into_the_experiment_and_store_the_readme_names() -> None:
+    """README.md, experiment tracking: "Off by default", the experiment `kd_gat`, the default store
+    `results/mlruns`, `model.pt` by reference unless `tracking.model: copy`."""
+    text = flat_text(README)
+    settings = TrackingSettings.from_config(None)
+    schema = yaml.safe_load((MODULES / "kd_gat/schemas/config.schema.yaml").read_text())
+    defaults = {
+        key: value["default"]
+        for key, value in schema["properties"]["kd_gat"]["properties"]["tracking"]["properties"].items()
+        if key in ("backend", "uri", "experiment", "model")
+    }
+    assert defaults == {
+        "backend": "none",
+        "uri": "results/mlruns",
+        "experiment": "kd_gat",
+        "model": "reference",
+    }
+    assert (settings.backend, settings.uri, settings.experiment, settings.model) == tuple(
+        defaults[key] for key in ("backend", "uri", "experiment", "model")
+    )
+    assert "### Experiment tracking (MLflow) Off by default." in text
+    assert f"in the experiment `{settings.experiment}` (`tracking.experiment`)" in text
+    assert f"The default store is a directory, `{settings.uri}`" in text
+    assert "`model.pt` by reference (path and SHA-256 as tags; `tracking.model: copy` uploads it)" in text
+
+
+def test_the_bench_time_goal_is_the_makefiles() -> None:
+    """README.md: `make bench` prints the total and holds it to a goal of 15 minutes."""
+    seconds = int(re.search(r"\(goal: (\d+) s\)", (REPO / "Makefile").read_text()).group(1))
+    assert f"(goal: all of them within {seconds // 60} minutes on 2 cores)" in flat_text(README)
+    assert seconds % 60 == 0
+
+
+def test_every_folder_of_the_readme_layout_exists() -> None:
+    block = README.read_text().split("## Layout\n```\n", 1)[1].split("```", 1)[0]
+    folders = [line.split()[0] for line in block.splitlines() if line.strip()]
+    assert len(folders) >= 9, folders
+    assert [folder for folder in folders if not (REPO / folder.rstrip("/").split("<")[0]).is_dir()] == []
