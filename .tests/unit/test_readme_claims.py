@@ -3,11 +3,12 @@ parsed workflow, and numbers and defaults the text states, read from the code th
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 import yaml
-from testkit import REPO, flat_text, parsed_workflow
+from testkit import REPO, flat_text, import_required, parsed_workflow
 
 from kdgat.tracking.settings import TrackingSettings
 from resource_history.estimate import SIZE_FACTOR, SIZE_FLOOR_MB
@@ -177,3 +178,26 @@ def test_every_folder_of_the_readme_layout_exists() -> None:
     folders = [line.split()[0] for line in block.splitlines() if line.strip()]
     assert len(folders) >= 9, folders
     assert [folder for folder in folders if not (REPO / folder.rstrip("/").split("<")[0]).is_dir()] == []
+
+
+def test_mlflows_http_retries_are_bounded_unless_the_user_exported_them(monkeypatch) -> None:
+    """README.md: "MLflow's HTTP retries are bounded, `kdgat.tracking.HTTP_DEFAULTS`, unless you export its
+    `MLFLOW_HTTP_REQUEST_*` variables" (a job waits seconds, not MLflow's 7 retries of 120 s, for a dead server)."""
+    import_required("mlflow", "pip install 'snakemake-gpu-catalog[tracking]'")
+    from kdgat.tracking.settings import HTTP_DEFAULTS, mlflow_client
+
+    assert (
+        "`kdgat.tracking.HTTP_DEFAULTS`, unless you export its `MLFLOW_HTTP_REQUEST_*` variables"
+        in flat_text(README)
+    )
+    assert all(name.startswith("MLFLOW_HTTP_REQUEST_") for name in HTTP_DEFAULTS)
+    assert int(HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 3
+    assert int(HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"]) <= 30
+    for name in HTTP_DEFAULTS:  # set, then removed: monkeypatch restores what the test found
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # exported by the user: kept
+    mlflow_client(TrackingSettings.from_config({"backend": "mlflow", "uri": "http://127.0.0.1:9"}))
+    assert {name: os.environ[name] for name in HTTP_DEFAULTS} == HTTP_DEFAULTS | {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "7"
+    }
