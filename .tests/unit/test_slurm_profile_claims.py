@@ -438,3 +438,56 @@ def test_every_driver_minimum_in_the_readme_is_runtimes():
     assert len(paired) >= 4, paired
     for major, number in paired:
         assert runtime.MINIMUM_DRIVER[int(major)] == int(number), (major, number)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plugin versions, the test cluster's overrides, the memory figures (README introduction, "What the profile
+# sets", "Tested how")
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_every_plugin_version_the_readme_names_is_pyprojects_pin():
+    """ "snakemake-executor-plugin-slurm 2.8.0 (jobstep 0.6.1; both pinned in `pyproject.toml`)", and every later
+    "plugin 2.8.0" / "jobstep 0.6.1": a bumped pin leaves no sentence about the old version behind."""
+    pins = dict(
+        re.findall(
+            r'"(snakemake-executor-plugin-slurm(?:-jobstep)?)==([\d.]+)"',
+            (REPO / "pyproject.toml").read_text(),
+        )
+    )
+    plugin, jobstep = pins["snakemake-executor-plugin-slurm"], pins["snakemake-executor-plugin-slurm-jobstep"]
+    text = flat_text(README)
+    assert f"{plugin} (jobstep {jobstep}; both pinned in `pyproject.toml`" in text
+    plugins = re.findall(r"plugin ([\d]+\.[\d.]*\d)", text)
+    jobsteps = re.findall(r"jobstep ([\d]+\.[\d.]*\d)", text)
+    assert len(plugins) >= 3 and set(plugins) == {plugin}, plugins
+    assert len(jobsteps) >= 2 and set(jobsteps) == {jobstep}, jobsteps
+
+
+def test_the_test_clusters_profile_changes_the_three_timing_and_queue_keys_the_readme_names(render):
+    """ "`.tests/integration/slurm/profile`, which changes three timing and queue-size keys"."""
+    assert "`.tests/integration/slurm/profile`, which changes three timing and queue-size keys" in flat_text(
+        README
+    )
+    overrides = yaml.safe_load((REPO / ".tests/integration/slurm/profile/profile.yaml").read_text())
+    assert set(overrides) == {"jobs", "latency-wait", "slurm-init-seconds-before-status-checks"}
+    rendered, _ = render(OSC_PROJECT="pas1234")
+    assert all(overrides[key] < rendered[key] for key in overrides), (overrides, rendered)
+
+
+def test_the_memory_figures_the_readme_states_are_the_code_and_partition_files():
+    """`learned_resources.mem_overhead_mb`, 640; the `max_mem_mb: 177000` of `partitions.yaml` on both regular
+    nodes (40- and 48-core), 177000 / 48 = 3687.5."""
+    from resource_history.settings import LearnedResourceSettings
+
+    text = flat_text(README)
+    overhead = LearnedResourceSettings().mem_overhead_mb
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["learned_resources"]["properties"]["mem_overhead_mb"]["default"] == overhead
+    assert f"`learned_resources.mem_overhead_mb`, {overhead}, covers them)" in text
+    partitions = yaml.safe_load((PROFILE / "partitions.yaml").read_text())["partitions"]
+    regular = {partitions[name]["max_mem_mb"] for name in ("cpu", "cpu-exp")}
+    (max_mem,) = regular
+    assert f"`max_mem_mb: {max_mem}` of `partitions.yaml` rounds both nodes down" in text
+    assert f"{max_mem} / 48 = {max_mem / 48:g} MB is not OSC's memory per core" in text
+    assert max_mem <= 177.96 * 1000 and max_mem <= 177.98 * 1000
