@@ -1,5 +1,6 @@
 """profiles/k8s/README.md against the libraries it quotes: the NVIDIA driver minimums (kdgat.runtime), the
-storage plugin's retry timing (snakemake-interface-storage-plugins) and the Azure SDKs' error texts. An
+storage plugin's retry timing (snakemake-interface-storage-plugins), the Azure SDKs' error texts, the
+executor's API retry timing and the package versions the README names. An
 upgrade that changes one of them fails here instead of leaving the README wrong."""
 
 from __future__ import annotations
@@ -110,3 +111,35 @@ def test_the_azure_error_texts_the_readme_quotes_are_the_sdks():
         ChainedTokenCredential(NoLogin()).get_token("https://storage.azure.com/.default")
     chained = re.search(r'"(ChainedTokenCredential failed to retrieve a token)"', text)
     assert chained and str(failed.value).startswith(chained.group(1))
+
+
+def test_the_api_retry_timing_and_admission_report_interval_the_readme_states_are_the_executors():
+    """ "a call answered with 429 or 5xx is sent again after 1, 2 and 4 s (or the server's `Retry-After`, at most
+    30 s)"; "A Job Kueue keeps suspended for 10 minutes ... is reported then and every 10 minutes after"."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor
+
+    text = flat_text(README)
+    first, second, third = (f"{delay:g}" for delay in executor.RETRY_DELAYS_S)
+    assert len(executor.RETRY_DELAYS_S) == 3
+    assert (
+        f"is sent again after {first}, {second} and {third} s (or the server's `Retry-After`, "
+        f"at most {executor.MAX_RETRY_AFTER_S:g} s)"
+    ) in text
+    minutes = executor.ADMISSION_WAIT_REPORT_S / 60
+    assert f"suspended for {minutes:g} minutes" in text and f"every {minutes:g} minutes after" in text
+
+
+def test_the_package_versions_the_readme_names_are_the_pins_and_the_lock():
+    """The executor wraps snakemake-executor-plugin-kubernetes 0.5.1 ("pinned"); the Azure SDKs whose texts it
+    quotes are azure-storage-blob 12.31.1 and azure-identity 1.27.0, the versions of constraints.txt."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    lock = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (REPO / "constraints.txt").read_text(), re.M))
+    (pin,) = re.findall(r'"snakemake-executor-plugin-kubernetes==([\d.]+)"', pyproject)
+    text = flat_text(README)
+    stated = re.findall(r"snakemake-executor-plugin-kubernetes (\d[\d.]*\d)", text)
+    assert len(stated) >= 2 and set(stated) == {pin}, stated
+    assert f"snakemake-executor-plugin-kubernetes {pin}, pinned" in text
+    sdks = re.findall(r"(azure-storage-blob|azure-identity) (\d[\d.]*\d)", text)
+    assert len(sdks) >= 3, sdks
+    for package, version in sdks:  # "azure-identity 1.27" (minor only) reads as the lock's 1.27.x
+        assert lock[package] == version or lock[package].startswith(f"{version}."), (package, version)
