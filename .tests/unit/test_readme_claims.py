@@ -201,3 +201,83 @@ def test_mlflows_http_retries_are_bounded_unless_the_user_exported_them(monkeypa
     assert {name: os.environ[name] for name in HTTP_DEFAULTS} == HTTP_DEFAULTS | {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "7"
     }
+
+
+# Code that CONTRIBUTING.md and README.md name as `module.attribute` or `path.py::name`, beyond file names (which
+# test_every_repository_file_named_in_docs_and_code_exists checks): a rename leaves the recipe pointing nowhere.
+NAMED_CODE = [
+    "kdgat.logs:configure_wrapper",
+    "kdgat.logs:failure_logged",
+    "simcal.logs:configure_wrapper",
+    "simcal.logs:failure_logged",
+    "kdgat.synthetic:generate_file",
+    "resource_history:mark_if_resumed",
+    "resource_history:mark_resumed",
+    "resource_history:clear_mark",
+    "kdgat.chain:STAGES",
+    "kdgat.training.settings:StageSettings.from_config",
+    "kdgat.training.loop:LoopSettings.callbacks",
+    "kdgat.can.formats:REGISTRY",
+    "kdgat.can.messages:PROBLEMS",
+    "kdgat.can.messages:CanFormat",
+    "kdgat.can.hcrl_csv:sniff",
+    "kdgat.can.hcrl_csv:header",
+    "kdgat.can.hcrl_csv:parse",
+    "kdgat.can.hcrl_csv:FORMAT",
+    "simcal.backends:BACKENDS",
+    "simcal.backends:slurm_cluster",
+    "simcal.backends:slurm_cluster_kwargs",
+    "simcal.backends:slurm_scaling",
+    "simcal.backends:dask_client",
+    "kdgat.tracking:MlflowTracker",
+    "kdgat.tracking:HTTP_DEFAULTS",
+    "testkit:once_per_session",
+    "testkit:require",
+]
+
+
+def resolve(name: str) -> object:
+    import dataclasses
+    import importlib
+
+    module, _, attributes = name.partition(":")
+    value = importlib.import_module(module)
+    for attribute in attributes.split("."):
+        fields = (
+            {field.name for field in dataclasses.fields(value)} if dataclasses.is_dataclass(value) else set()
+        )
+        if attribute in fields:
+            return value
+        value = getattr(value, attribute)
+    return value
+
+
+@pytest.mark.parametrize("name", NAMED_CODE)
+def test_the_code_the_docs_name_exists(name: str) -> None:
+    attribute = name.partition(":")[2].split(".")[-1]
+    text = CONTRIBUTING.read_text() + README.read_text()
+    assert f"{attribute}" in text, f"{name} is no longer named in the docs: drop it from NAMED_CODE"
+    resolve(name)
+
+
+def test_every_path_and_name_pair_contributing_gives_exists() -> None:
+    """`training/loop.py::EpochCallback`, `kdgat/inference.py::fusion_inputs`, ... (a `<stage>` stands for each
+    stage of kdgat.chain.STAGES)."""
+    from kdgat.chain import STAGES
+
+    pairs = re.findall(r"`(?:src/)?(?:kdgat/)?([\w/<>]+)\.py::(\w+)`", CONTRIBUTING.read_text())
+    assert len(pairs) >= 4, pairs
+    for path, attribute in pairs:
+        for stage in STAGES if "<stage>" in path else [None]:
+            module = "kdgat." + path.replace("<stage>", stage or "").replace("/", ".")
+            resolve(f"{module}:{attribute}")
+
+
+def test_the_backend_kinds_of_the_calibration_schema_are_the_libraries() -> None:
+    """CONTRIBUTING.md, "Add a simulation backend": the name in `BACKENDS` and in `backend.kind`'s enum."""
+    from simcal.backends import BACKENDS, SERVICE_BACKEND
+
+    schema = yaml.safe_load((MODULES / "calibration/schemas/config.schema.yaml").read_text())
+    backend = schema["properties"]["calibration"]["properties"]["backend"]["properties"]
+    assert backend["kind"]["enum"] == [*BACKENDS, SERVICE_BACKEND]
+    assert set(BACKENDS) <= set(backend)  # an options object under backend.<name>
