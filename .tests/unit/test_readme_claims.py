@@ -281,3 +281,27 @@ def test_the_backend_kinds_of_the_calibration_schema_are_the_libraries() -> None
     backend = schema["properties"]["calibration"]["properties"]["backend"]["properties"]
     assert backend["kind"]["enum"] == [*BACKENDS, SERVICE_BACKEND]
     assert set(BACKENDS) <= set(backend)  # an options object under backend.<name>
+
+
+def makefile_recipe(target: str) -> str:
+    """The recipe lines of `target` in the Makefile, with $(VAR) replaced by the variables' defaults (?=, :=)."""
+    text = (REPO / "Makefile").read_text()
+    defaults = dict(re.findall(r"^(\w+) [?:]= (.+)$", text, re.M))
+    recipe = re.search(rf"^{target}:[^\n]*\n((?:\t[^\n]*\n)+)", text, re.M).group(1)
+    for _ in range(3):
+        recipe = re.sub(r"\$\((\w+)\)", lambda m: defaults.get(m.group(1), m.group(0)), recipe)
+    return recipe
+
+
+def test_the_make_targets_run_what_the_readme_says() -> None:
+    """README.md: `make demo` runs `.venv/bin/snakemake --cores 2`; `make test` runs pytest on two workers
+    ("across `make test`'s two workers"); `make venv` installs the exact versions of `constraints.txt`."""
+    text = flat_text(README)
+    demo = makefile_recipe("demo").strip()
+    assert f"(`{demo}`, what `make demo` runs" in text, demo
+    test = makefile_recipe("test")
+    workers = int(re.search(r"-n (\d+)", test).group(1))
+    number = {1: "one", 2: "two", 3: "three", 4: "four"}.get(workers, str(workers))
+    assert "python -m pytest" in test and f"across `make test`'s {number} workers" in text
+    assert "-c constraints.txt" in makefile_recipe(r"\$\(STAMP\)")
+    assert "`make venv` installs the exact versions in `constraints.txt`" in text
