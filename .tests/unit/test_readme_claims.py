@@ -331,3 +331,26 @@ def test_the_floor_counts_the_readme_states_are_the_floor_tests():
     assert f"Those are seeds {seeds[0]}-{seeds[-1]};" in text and seeds == list(
         range(seeds[0], seeds[-1] + 1)
     )
+
+
+# Measured figures README.md restates from the record that holds their runs: (README's words, the record, its
+# words). A rerun that changes the record must change the README too.
+RESTATED = [
+    ("within 5% in 283 of 300 runs on seeds 7-106", "bench/RESULTS.md", "283 of 300 (94%) within 5% of it"),
+    ("within 5% in 283 of 300 runs on seeds 7-106", "bench/RESULTS.md", "On every seed measured (7-106, 300 TPE"),
+    ("(29 of 30 on its default seeds;", "bench/RESULTS.md", "29 of 30 and 84 of 90"),
+    ("worst 13.7% in gamma", "bench/RESULTS.md", "gamma median 0.6%, worst 13.7%"),
+    ("every run within 1.92 NLL of the grid's best (worst 1.85)", "bench/RESULTS.md",
+     "within 1.92 NLL of the grid's best (worst 1.85)"),
+    ("still leave 4 of 120 runs 5-15% away", "bench/RESULTS.md", "still 4-5 of 120 end 5-15% away"),
+    ("pooled F1 0.860", "docs/science.md", "0.860"),
+    ("60 of 231 engineering floors are missed", "docs/science.md", "60 of 231 checks are missed"),
+    ("there every training job wrote a real peak, 68-342 MB", "profiles/slurm/README.md",
+     "68-94 MB at the demo's sizes, 94-342 MB at the original sizes"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("ours, record, theirs", RESTATED, ids=[f"{r}:{t[:30]}" for _, r, t in RESTATED])
+def test_a_figure_the_readme_restates_is_the_records(ours: str, record: str, theirs: str) -> None:
+    assert ours in flat_text(README)
+    assert theirs in flat_text(REPO / record)
