@@ -354,3 +354,29 @@ RESTATED = [
 def test_a_figure_the_readme_restates_is_the_records(ours: str, record: str, theirs: str) -> None:
     assert ours in flat_text(README)
     assert theirs in flat_text(REPO / record)
+
+
+def test_a_missing_component_skips_on_a_laptop_and_fails_in_ci(monkeypatch) -> None:
+    """CONTRIBUTING.md: tests that need a component CI installs use `testkit.require(...)`: they skip on a laptop and
+    fail in CI; README.md: skipped "with a message saying which script starts them"."""
+    import testkit
+
+    how = "scripts/slurm-up.sh starts it"
+
+    def outcome() -> BaseException | None:
+        # caught here, whatever it is: a skip raised where a failure belongs must fail this test, not skip it
+        try:
+            testkit.require(False, "SLURM", how)
+        except BaseException as raised:  # noqa: BLE001 - pytest's outcomes are BaseExceptions
+            return raised
+        return None
+
+    testkit.require(True, "SLURM", how)  # present: nothing happens
+    monkeypatch.setattr(testkit, "IN_CI", False)
+    on_a_laptop = outcome()
+    monkeypatch.setattr(testkit, "IN_CI", True)
+    in_ci = outcome()
+    assert isinstance(on_a_laptop, pytest.skip.Exception), on_a_laptop
+    assert "scripts/slurm-up.sh starts it" in str(on_a_laptop)
+    assert isinstance(in_ci, pytest.fail.Exception), in_ci
+    assert "CI must provide it: SLURM" in str(in_ci) and "scripts/slurm-up.sh starts it" in str(in_ci)
