@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -380,3 +381,19 @@ def test_a_missing_component_skips_on_a_laptop_and_fails_in_ci(monkeypatch) -> N
     assert "scripts/slurm-up.sh starts it" in str(on_a_laptop)
     assert isinstance(in_ci, pytest.fail.Exception), in_ci
     assert "CI must provide it: SLURM" in str(in_ci) and "scripts/slurm-up.sh starts it" in str(in_ci)
+
+
+def test_only_the_service_clients_tests_answer_with_a_mock_transport() -> None:
+    """README.md, "Testing": the simulation service runs for real; "only its client's own tests answer from httpx's
+    MockTransport (`.tests/unit/test_service_client.py`)"."""
+    assert (
+        "only its client's own tests answer from httpx's MockTransport (`.tests/unit/test_service_client.py`)"
+        in flat_text(README)
+    )
+    this = Path(__file__).resolve()
+    users = sorted(
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / ".tests").rglob("*.py")
+        if path.resolve() != this and "MockTransport" in path.read_text()
+    )
+    assert users == [".tests/unit/test_service_client.py"]
