@@ -397,3 +397,25 @@ def test_only_the_service_clients_tests_answer_with_a_mock_transport() -> None:
         if path.resolve() != this and "MockTransport" in path.read_text()
     )
     assert users == [".tests/unit/test_service_client.py"]
+
+
+def test_the_shipped_config_is_the_one_the_readme_describes() -> None:
+    """README.md: `make demo` runs the SIR calibration on a LocalCluster; "the demo uses `demo_teacher`/
+    `demo_student`"; "the shipped config holds out `fusion.pt` for it" (`kd_gat.dqn.fit_split`); the GAT sweep "is
+    switched on with `kd_gat.sweep.enabled`" (off in the demo); learned resources are "Opt-in"."""
+    text = flat_text(README)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    kd_gat = config["kd_gat"]
+    assert (kd_gat["teacher_preset"], kd_gat["student_preset"]) == ("demo_teacher", "demo_student")
+    assert "the demo uses `demo_teacher`/`demo_student`" in text
+    assert kd_gat["dqn"]["fit_split"] == "fusion"
+    assert "(`kd_gat.dqn.fit_split`; the shipped config holds out `fusion.pt` for it" in text
+    assert kd_gat["sweep"]["enabled"] is False and "is switched on with `kd_gat.sweep.enabled`" in text
+    assert config["calibration"]["backend"]["kind"] == "local"
+    assert "(synthetic CAN data + SIR calibration on a LocalCluster)" in text
+    assert config["calibration"]["model"] == "simcal.models.sir:simulate"
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    learned = schema["properties"]["learned_resources"]["properties"]["enabled"]["default"]
+    assert learned is False is LearnedResourceSettings().enabled
+    assert not config.get("learned_resources", {}).get("enabled", False)
+    assert "Opt-in (`learned_resources: {enabled: true}`" in text
