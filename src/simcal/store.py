@@ -18,7 +18,7 @@ import json
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,14 @@ class PartStore:
     given to ``expect``) are counted and written out.
     """
 
-    def __init__(self, output: str | Path, manifest: Mapping[str, Any], rerun_failed: bool = False):
+    def __init__(
+        self,
+        output: str | Path,
+        manifest: Mapping[str, Any],
+        rerun_failed: bool = False,
+        check: Callable[[], None] | None = None,
+    ):
+        """``check`` (e.g. a cancel check that raises) is called before each part is read back."""
         self.output = Path(output)
         if self.output.is_dir() and not all(
             p.is_file() and p.suffix == ".parquet" for p in self.output.iterdir()
@@ -83,10 +90,12 @@ class PartStore:
             "lost-*.parquet"
         ):  # written by older versions for dead workers' batches
             lost.unlink()
-        self._scan(rerun_failed)
+        self._scan(rerun_failed, check)
 
-    def _scan(self, rerun_failed: bool) -> None:
+    def _scan(self, rerun_failed: bool, check: Callable[[], None] | None = None) -> None:
         for part in self.parts():
+            if check is not None:
+                check()
             try:
                 table = pq.read_table(part, columns=[*KEY_FIELDS, "status", "error"]).to_pandas()
             except (OSError, *ARROW_ERRORS) as error:  # truncated by a crash, or not ours: redo its work

@@ -8,7 +8,7 @@ import operator
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from simcal.contract import canonical_param_sets, replicate_seeds
@@ -30,6 +30,8 @@ class SimTask(NamedTuple):
 
 simulation_key = operator.itemgetter(0, 1, 2)  # SimTask.key as a C function, for maps over many tasks
 _new_task = functools.partial(tuple.__new__, SimTask)  # SimTask(*fields) without its Python-level __new__
+# plan_tasks calls its check between chunks of this many parameter sets (or simulations, with many replicates).
+PLAN_CHUNK = 10_000
 
 
 def plan_tasks(
@@ -37,24 +39,42 @@ def plan_tasks(
     replicates: int,
     seed: int | None = None,
     common_random_numbers: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> list[SimTask]:
     """Every parameter set × replicate, with its stable id and seed. Duplicate parameter sets (the same param_id)
     are merged into the first, with one log line saying how many rows went into which param_id.
 
-    ``seed`` and ``common_random_numbers`` choose how seeds derive (see ``contract.replicate_seed``).
+    ``seed`` and ``common_random_numbers`` choose how seeds derive (see ``contract.replicate_seed``). ``check``
+    (e.g. a cancel check that raises) is called between chunks of ``PLAN_CHUNK`` parameter sets.
     """
+    check = check or _no_check
+    param_sets = param_sets if isinstance(param_sets, list) else list(param_sets)
     sets: dict[str, dict[str, Any]] = {}
-    identified = canonical_param_sets(param_sets)
+    identified: list[tuple[str, dict[str, Any]]] = []
+    for start in range(0, len(param_sets), PLAN_CHUNK):  # the same ids chunk by chunk (canonical_param_sets)
+        check()
+        identified.extend(canonical_param_sets(param_sets[start : start + PLAN_CHUNK]))
     for pid, plain in identified:
         sets.setdefault(pid, plain)  # a duplicate set keeps its first place
     if len(sets) < len(identified):
         _log_merged(identified, len(identified) - len(sets))
-    seeds = replicate_seeds(list(sets), range(replicates), seed, common_random_numbers)
-    return [
-        _new_task((pid, rep, rep_seed, plain))
-        for (pid, plain), set_seeds in zip(sets.items(), seeds, strict=True)
-        for rep, rep_seed in enumerate(set_seeds)
-    ]
+    items = list(sets.items())
+    per_chunk = max(1, PLAN_CHUNK // max(1, replicates))
+    tasks: list[SimTask] = []
+    for start in range(0, len(items), per_chunk):  # a set's seeds depend on its param_id alone
+        check()
+        chunk = items[start : start + per_chunk]
+        seeds = replicate_seeds([pid for pid, _ in chunk], range(replicates), seed, common_random_numbers)
+        tasks += [
+            _new_task((pid, rep, rep_seed, plain))
+            for (pid, plain), set_seeds in zip(chunk, seeds, strict=True)
+            for rep, rep_seed in enumerate(set_seeds)
+        ]
+    return tasks
+
+
+def _no_check() -> None:
+    pass
 
 
 def _log_merged(identified: list[tuple[str, dict[str, Any]]], merged: int, shown: int = 5) -> None:
