@@ -141,6 +141,37 @@ def test_failure_rows_and_the_threshold_are_the_same_through_the_service_backend
                  "max_failed_fraction": 0.0}, backend="service", backend_options=remote)  # fmt: skip
 
 
+def test_a_sweep_through_the_service_backend_says_the_service_chose_its_batches(tmp_path, remote, caplog):
+    """The driver never batches a service sweep (the service does): its last line says so, not "batch size 0"."""
+    caplog.set_level(logging.INFO, logger="simcal.runner")
+    table = pd.DataFrame({"beta": [0.2, 0.3], "gamma": [0.1, 0.1]})
+    simulate(SIR, table, tmp_path / "out.parquet", {"seed": 1}, backend="service", backend_options=remote)
+    (wrote,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote ")]
+    assert wrote.endswith("s, batches chosen by the service") and "batch size" not in wrote, wrote
+
+
+def test_a_failed_jobs_error_says_what_a_rerun_is_for_a_job_and_names_no_path_on_the_server(service):
+    """A job's error is read by its client: "finished simulations are kept in <the service's directory> for the
+    rerun" would name a path on the server and a rerun that never comes. It says what resubmitting does."""
+    from simcal.service.client import JobFailed
+    from simcal.service.jobs import RERUN
+
+    threshold = [{"a": -1.0}, {"a": 1.0}, {"a": 2.0}, {"a": 3.0}]
+    with SimulationClient(service.url, service.keys["alice"]) as api:
+        for model, sets, settings, words in (
+            ("simcal_models:fails_for_negative", threshold, {"batch_size": 2, "max_failed_fraction": 0.2},
+             "1 of 4 simulations failed"),
+            ("simcal_models:always_fails", [{"a": 1.0}, {"a": 2.0}], {"max_failed_fraction": 0.5},
+             "all 2 simulations of the timing probe failed"),
+        ):  # fmt: skip
+            job = api.submit(model, sets, settings=settings)
+            with pytest.raises(JobFailed):
+                job.wait(timeout=120, poll_interval=0.1)
+            error = job.status()["error"]
+            assert words in error and error.endswith(f". {RERUN}"), error
+            assert ".partial" not in error and str(service.state_dir) not in error, error
+
+
 def test_a_service_job_cancelled_on_the_service_fails_the_sweep_naming_the_job_and_keeps_no_output(
     service, tmp_path, remote
 ):

@@ -35,6 +35,7 @@ from simcal.backends import (
 from simcal.contract import ContractError
 from simcal.outcomes import ISOLATION_FAILURES
 from simcal.runner import (
+    Cancelled,
     NoWorkers,
     PartStore,
     SimulationSettings,
@@ -363,6 +364,59 @@ def test_a_failing_sweep_of_a_single_parameter_set_stops_after_its_first_batch(t
             {"batch_size": 2, "replicates": 40, "max_failed_fraction": 0.5}, client=client,
         )  # fmt: skip
     assert len(count.read_text().split()) == 2
+
+
+def test_failure_messages_say_where_the_finished_simulations_are_or_what_the_caller_says_a_rerun_is(
+    tmp_path, client
+):
+    """A plain sweep's TooManyFailures ends saying that its finished simulations are kept in its parts for the
+    rerun; a caller whose reruns are not that (the simulation service) gives its own sentence instead."""
+    params = pd.DataFrame({"a": [1.0, -1.0, 2.0, 3.0]})
+    settings = {"batch_size": 2, "max_failed_fraction": 0.2}
+    with pytest.raises(TooManyFailures) as threshold:
+        simulate("simcal_models:fails_for_negative", params, tmp_path / "bad", settings, client=client)
+    assert str(threshold.value).endswith(
+        f"Finished simulations are kept in {tmp_path / 'bad.partial'}; a rerun skips them (set "
+        "simulation.rerun_failed to run the failed ones again)."
+    )
+    with pytest.raises(TooManyFailures, match=r"of the timing probe failed") as probe:
+        simulate("simcal_models:always_fails", table(20), tmp_path / "probe", {"max_failed_fraction": 0.5},
+                 client=client)  # fmt: skip
+    assert str(probe.value).endswith(
+        f"Finished simulations are kept in {tmp_path / 'probe.partial'} for the rerun."
+    )
+
+    theirs = "Submit it again to run every simulation again."
+    with pytest.raises(TooManyFailures) as threshold:
+        simulate("simcal_models:fails_for_negative", params, tmp_path / "bad2", settings, client=client,
+                 rerun=theirs)  # fmt: skip
+    assert str(threshold.value).endswith(f"(a=-1.0). {theirs}") and ".partial" not in str(threshold.value)
+    with pytest.raises(TooManyFailures, match=r"of the timing probe failed") as probe:
+        simulate("simcal_models:always_fails", table(20), tmp_path / "probe2", {"max_failed_fraction": 0.5},
+                 client=client, rerun=theirs)  # fmt: skip
+    assert str(probe.value).endswith(f". {theirs}") and ".partial" not in str(probe.value)
+
+
+def test_a_cancel_while_a_large_sweep_is_planned_stops_it_within_a_second(tmp_path):
+    """Planning 200,000 simulations takes seconds (longer on a busy service): a cancel set meanwhile from another
+    thread is heard between chunks of the planning, not only once the simulations start. The sweep stops before
+    its parts directory is made, and before any cluster starts (none is given)."""
+    sets = pd.DataFrame({"beta": [0.1 + i * 1e-6 for i in range(200_000)], "gamma": 0.1})
+    cancel, set_at = threading.Event(), []
+
+    def cancel_soon() -> None:
+        time.sleep(0.3)
+        set_at.append(time.monotonic())
+        cancel.set()
+
+    canceller = threading.Thread(target=cancel_soon)
+    canceller.start()
+    with pytest.raises(Cancelled, match="the simulations of simcal.models.sir:simulate were cancelled"):
+        simulate("simcal.models.sir:simulate", sets, tmp_path / "out.parquet", cancel=cancel)
+    stopped = time.monotonic()
+    canceller.join()
+    assert stopped - set_at[0] < 1.0, f"stopped {stopped - set_at[0]:.1f} s after the cancel"
+    assert not (tmp_path / "out.parquet.partial").exists()
 
 
 def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_path, client):

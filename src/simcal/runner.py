@@ -30,6 +30,7 @@ them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -37,7 +38,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch, 
 log = logging.getLogger(__name__)
 
 PROBE_TASKS = 1000  # at most this many simulations in the timing probe (it stops after probe_seconds anyway)
+# Planning a sweep checks for a cancel between chunks of this many parameter sets or simulations (see simulate).
+CANCEL_CHUNK = 10_000
 
 __all__ = [
     "KEY_COLUMNS",
@@ -140,8 +143,10 @@ class Simulator:
         threads: int = 1,
         client: Any = None,
         cancel: threading.Event | None = None,
+        rerun: str | None = None,
     ):
         resolve_model(model_ref)  # a bad reference or signature fails here, before any cluster starts
+        self.rerun = rerun  # what a failure's message says of the finished simulations (see check_failures)
         self.model_ref = model_ref
         self.settings = settings or SimulationSettings()
         self.backend, self.threads = backend, threads
@@ -166,8 +171,7 @@ class Simulator:
         self.cancel_event.set()
 
     def check_cancelled(self) -> None:
-        if self.cancel_event.is_set():
-            raise Cancelled(f"the simulations of {self.model_ref} were cancelled")
+        _raise_if_cancelled(self.cancel_event, self.model_ref)
 
     def __enter__(self) -> Simulator:
         return self
@@ -368,7 +372,8 @@ class Simulator:
         )
         raise TooManyFailures(
             f"all {len(probed)} simulations of {probe} failed, so the other {len(remaining)} were not "
-            f"started. First errors: {examples}. Finished simulations are kept in {store.partial} for the rerun."
+            f"started. First errors: {examples}. "
+            + (self.rerun or f"Finished simulations are kept in {store.partial} for the rerun.")
         )
 
     def _worker_threads(self) -> int:
@@ -453,14 +458,19 @@ class _Execution:
         progress.submitted()
         # Simulations wait from now: time without a worker before (between a calibration's rounds) is not counted.
         self.simulator._last_worker_seen = time.monotonic()
+        cancel = self.simulator.cancel_event
         for unit in units:
+            if cancel.is_set():  # submitting many batches takes a while: what was submitted is cancelled
+                self._cancel_inflight()
             self._submit(unit)
         poll = self.POLL_S[0]
         while self.inflight:
-            if self.simulator.cancel_event.is_set():
+            if cancel.is_set():
                 self._cancel_inflight()
             ready = self.completed.next_batch(block=False)
             for future in ready:
+                if cancel.is_set():  # each finished batch is a part written: stop between them
+                    self._cancel_inflight()
                 self._handle(future)
             if not ready:
                 time.sleep(poll)
@@ -665,9 +675,11 @@ class _Execution:
         return frame
 
 
-def check_failures(store: PartStore, max_failed_fraction: float) -> tuple[int, int]:
+def check_failures(store: PartStore, max_failed_fraction: float, rerun: str | None = None) -> tuple[int, int]:
     """Raise TooManyFailures naming the count, the most common errors and a failing parameter set when the
-    threshold is exceeded."""
+    threshold is exceeded. Its last sentence says what becomes of the finished simulations: by default that they
+    are kept in the parts and a rerun skips them; ``rerun`` replaces it for a caller whose reruns are not that
+    (the simulation service: a failed job is not run again from its parts)."""
     total, errors = store.status_counts()
     failed = sum(errors.values())
     if total and failed / total > max_failed_fraction:
@@ -679,8 +691,12 @@ def check_failures(store: PartStore, max_failed_fraction: float) -> tuple[int, i
             first = f" First failure: param_id {task.param_id} replicate {task.replicate} ({_describe(task.params)})."
         raise TooManyFailures(
             f"{failed} of {total} simulations failed ({failed / total:.1%} > max_failed_fraction "
-            f"{max_failed_fraction:.1%}). Most common errors: {common}.{first} Finished simulations are kept in "
-            f"{store.partial}; a rerun skips them (set simulation.rerun_failed to run the failed ones again)."
+            f"{max_failed_fraction:.1%}). Most common errors: {common}.{first} "
+            + (
+                rerun
+                or f"Finished simulations are kept in {store.partial}; a rerun skips them (set "
+                "simulation.rerun_failed to run the failed ones again)."
+            )
         )
     if failed:
         log.warning(
@@ -693,14 +709,26 @@ def check_failures(store: PartStore, max_failed_fraction: float) -> tuple[int, i
 
 
 def plan_manifest(
-    model_ref: str, tasks: Sequence[SimTask], settings: SimulationSettings, **extra: Any
+    model_ref: str,
+    tasks: Sequence[SimTask],
+    settings: SimulationSettings,
+    *,
+    check: Callable[[], None] | None = None,
+    **extra: Any,
 ) -> dict:
-    """The resume record of a plan: the model, how seeds derive, and a digest of every simulation's key."""
-    # One update of the joined keys: the same digest as one update per key (BLAKE2b hashes a stream).
-    joined = "".join(
-        f"{pid}:{replicate}:{seed}|" for pid, replicate, seed in sorted(map(simulation_key, tasks))
-    )
-    digest = hashlib.blake2b(joined.encode(), digest_size=16)
+    """The resume record of a plan: the model, how seeds derive, and a digest of every simulation's key.
+    ``check`` (e.g. a cancel check that raises) is called between chunks of ``CANCEL_CHUNK`` keys."""
+    keys = sorted(map(simulation_key, tasks))
+    # One update per chunk of joined keys: the same digest as one update per key (BLAKE2b hashes a stream).
+    digest = hashlib.blake2b(digest_size=16)
+    for start in range(0, len(keys), CANCEL_CHUNK):
+        if check is not None:
+            check()
+        digest.update(
+            "".join(
+                f"{pid}:{replicate}:{seed}|" for pid, replicate, seed in keys[start : start + CANCEL_CHUNK]
+            ).encode()
+        )
     return {
         "model": model_ref,
         "simulations": len(tasks),
@@ -752,12 +780,15 @@ def simulate(
     fixed_params: Mapping[str, Any] | None = None,
     client: Any = None,
     cancel: threading.Event | None = None,
+    rerun: str | None = None,
 ) -> RunSummary:
     """Run every parameter set × replicate and write one Parquet file at ``output``.
 
     Raises TooManyFailures when more than ``max_failed_fraction`` of the simulations failed (the finished ones stay
-    in ``<output>.partial`` for the rerun), NoWorkers when the cluster has had no worker for too long, and
-    Cancelled once ``cancel`` is set (the finished simulations stay in the parts).
+    in ``<output>.partial`` for the rerun; ``rerun``, when given, is what the message says of them instead: see
+    ``check_failures``), NoWorkers when the cluster has had no worker for too long, and Cancelled once ``cancel``
+    is set (the finished simulations stay in the parts). A cancel takes effect while the sweep is planned too:
+    between its phases and between chunks of ``CANCEL_CHUNK`` parameter sets or simulations within them.
     """
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
@@ -768,20 +799,51 @@ def simulate(
         )
     resolve_model(model_ref)
     mapping_of(backend_options, f"calibration.backend.{backend}")  # before the parts directory is made
+    # Planning a large table takes seconds (more on a busy service): a cancel is heard between its phases and
+    # between chunks within them, not only once the simulations start.
+    check = functools.partial(_raise_if_cancelled, cancel, model_ref)
+    check()
     sets, where, row_name = _planned_parameter_sets(parameters, fixed_params)
+    check()
     check_fixed(model_ref, dict(fixed_params or {}))  # named as fixed, not as the table's first row
     # A misspelt column or an out-of-bounds value stops here, naming the row as every message about a row does
     # (a file's line, a DataFrame's row and index label), before any cluster starts.
-    check_parameter_sets(model_ref, sets, where, map(row_name, range(len(sets))))
-    tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers)
-    store = PartStore(output, plan_manifest(model_ref, tasks, settings), rerun_failed=settings.rerun_failed)
+    check_parameter_sets(model_ref, sets, where, _checked(map(row_name, range(len(sets))), check))
+    tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers, check)
+    manifest = plan_manifest(model_ref, tasks, settings, check=check)
+    check()
+    store = PartStore(output, manifest, rerun_failed=settings.rerun_failed, check=check)
     began = time.perf_counter()
-    with Simulator(model_ref, settings, backend, backend_options, threads, client, cancel) as simulator:
+    with Simulator(
+        model_ref, settings, backend, backend_options, threads, client, cancel, rerun
+    ) as simulator:
         summary = simulator.run(tasks, store, fail_fast=True)
-        check_failures(store, settings.max_failed_fraction)
+        check_failures(store, settings.max_failed_fraction, rerun)
         store.finalize()
     log.info(
-        "wrote %s: %d simulations (%d run now, %d resumed) in %.2f s, batch size %d",
-        output, summary.total, summary.executed, summary.skipped, time.perf_counter() - began, summary.batch_size,
+        "wrote %s: %d simulations (%d run now, %d resumed) in %.2f s, %s",
+        output, summary.total, summary.executed, summary.skipped, time.perf_counter() - began,
+        _batching(summary, backend),
     )  # fmt: skip
     return summary
+
+
+def _batching(summary: RunSummary, backend: str) -> str:
+    """How the sweep's simulations were batched, for its last log line: a service chose its own batches (the
+    summary's batch size is 0 there), which the driver does not know."""
+    if backend == SERVICE_BACKEND and summary.executed:
+        return "batches chosen by the service"
+    return f"batch size {summary.batch_size}"
+
+
+def _raise_if_cancelled(cancel: threading.Event | None, model_ref: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"the simulations of {model_ref} were cancelled")
+
+
+def _checked(items: Iterable[Any], check: Callable[[], None]) -> Iterator[Any]:
+    """``items``, calling ``check`` before each chunk of ``CANCEL_CHUNK`` of them (a loop over them hears a cancel)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, CANCEL_CHUNK)):
+        check()
+        yield from chunk

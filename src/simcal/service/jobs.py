@@ -46,6 +46,12 @@ FN_REF = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z]\w*")
 MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 RESULT_KEYS = ["param_id", "replicate", "seed"]
 REQUEUED = "requeued"  # what JobManager._after_lost_connection says of a job it queued again
+# What a failed job's error says of its finished simulations, instead of the sweep's "kept in <output>.partial; a
+# rerun skips them": a job is never run again from its parts, which are on the service's disk.
+RERUN = (
+    "A failed job is not resumed: submitting the request again runs every simulation again (settings."
+    "max_failed_fraction: 1 lets a job finish with its failed simulations as rows of the results)."
+)
 
 
 class RequestRefused(Exception):
@@ -460,6 +466,7 @@ class JobManager:
                         fixed_params=request["fixed"],
                         client=client,
                         cancel=cancel,
+                        rerun=RERUN,
                     )
                     resumed = summary.skipped
                 done, failed = result_counts(output)
