@@ -419,6 +419,36 @@ def test_a_cancel_while_a_large_sweep_is_planned_stops_it_within_a_second(tmp_pa
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
+def cancel_when(condition, cancel: threading.Event, set_at: list[float]) -> threading.Thread:
+    """A thread that sets ``cancel`` once ``condition()`` holds, noting when."""
+
+    def watch() -> None:
+        while not condition():
+            time.sleep(0.01)
+        set_at.append(time.monotonic())
+        cancel.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_cancel_during_the_timing_probe_stops_the_sweep_within_seconds(tmp_path, client):
+    """The probe's simulations here take 30 s each: a cancel set while they run cancels them on the scheduler
+    and the sweep stops at once, without waiting for them."""
+    count = tmp_path / "count"
+    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
+    sets = pd.DataFrame({"a": [float(i) for i in range(20)], "sleep_s": 30.0})
+    cancel, set_at = threading.Event(), []
+    began = time.monotonic()
+    cancel_when(lambda: time.monotonic() - began > 1.0, cancel, set_at)
+    with pytest.raises(Cancelled):
+        simulate("simcal_models:counted_sleep", sets, tmp_path / "out.parquet", client=client, cancel=cancel)
+    stopped = time.monotonic()
+    assert stopped - set_at[0] < 3.0, f"stopped {stopped - set_at[0]:.1f} s after the cancel"
+    assert not count.exists()  # no simulation of the probe had finished
+
+
 def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_path, client):
     summary = simulate(
         "simcal_models:crashes_for_three", table(8), tmp_path / "out",

@@ -458,19 +458,14 @@ class _Execution:
         progress.submitted()
         # Simulations wait from now: time without a worker before (between a calibration's rounds) is not counted.
         self.simulator._last_worker_seen = time.monotonic()
-        cancel = self.simulator.cancel_event
         for unit in units:
-            if cancel.is_set():  # submitting many batches takes a while: what was submitted is cancelled
-                self._cancel_inflight()
             self._submit(unit)
         poll = self.POLL_S[0]
         while self.inflight:
-            if cancel.is_set():
+            if self.simulator.cancel_event.is_set():
                 self._cancel_inflight()
             ready = self.completed.next_batch(block=False)
             for future in ready:
-                if cancel.is_set():  # each finished batch is a part written: stop between them
-                    self._cancel_inflight()
                 self._handle(future)
             if not ready:
                 time.sleep(poll)
