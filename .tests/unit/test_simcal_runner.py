@@ -419,6 +419,36 @@ def test_a_cancel_while_a_large_sweep_is_planned_stops_it_within_a_second(tmp_pa
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
+@pytest.mark.parametrize(
+    ("seed", "common"), [(None, False), (7, False), (7, True)], ids=["default", "seeded", "common"]
+)
+def test_planning_in_chunks_gives_the_same_tasks_and_calls_the_check_between_chunks(
+    monkeypatch, seed, common
+):
+    """plan_tasks works through chunks of PLAN_CHUNK parameter sets so that a cancel check runs between them: the
+    tasks (ids, seeds, duplicates merged into their first, across chunks too) are those planned in one go, and the
+    manifest's digest, built chunk by chunk as well, is the same."""
+    from simcal import runner, tasks
+
+    sets = [{"a": i % 7, "b": "x" if i % 2 else 1.5} for i in range(40)] + [{"a": 1.0, "b": "x"}]
+    whole = plan_tasks(sets, 3, seed, common)
+    manifest = plan_manifest("simcal_models:noisy_line", whole, SimulationSettings())
+    calls = []
+    monkeypatch.setattr(tasks, "PLAN_CHUNK", 4)
+    monkeypatch.setattr(runner, "CANCEL_CHUNK", 5)
+    chunked = plan_tasks(sets, 3, seed, common, check=lambda: calls.append(1))
+    assert chunked == whole and len({t.param_id for t in whole}) == 14
+    assert len(calls) == 11 + 14  # 41 sets in chunks of 4, then 14 sets (3 replicates each) one by one
+    calls.clear()
+    assert (
+        plan_manifest(
+            "simcal_models:noisy_line", chunked, SimulationSettings(), check=lambda: calls.append(1)
+        )
+        == manifest
+    )
+    assert len(calls) == 9  # 42 keys in chunks of 5
+
+
 def cancel_when(condition, cancel: threading.Event, set_at: list[float]) -> threading.Thread:
     """A thread that sets ``cancel`` once ``condition()`` holds, noting when."""
 
