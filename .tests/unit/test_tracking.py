@@ -95,6 +95,39 @@ def test_settings_name_the_key_they_reject():
     assert TrackingSettings(uri="http://127.0.0.1:5000").tracking_uri() == "http://127.0.0.1:5000"
 
 
+def test_settings_refuse_in_the_config_what_mlflow_would_refuse_only_in_the_job():
+    # MLflow's file store looks an experiment up by splicing its name into a filter string: a quote breaks it.
+    with pytest.raises(TrackingError, match=r"kd_gat.tracking.experiment \"it's\" has a single quote"):
+        TrackingSettings.from_config({"backend": "mlflow", "uri": "mlruns", "experiment": "it's"})
+    server = TrackingSettings.from_config({"backend": "mlflow", "uri": "http://h:5000", "experiment": "it's"})
+    assert server.experiment == "it's"  # a server looks names up properly
+    with pytest.raises(TrackingError, match=r"kd_gat.tracking.experiment is 501 characters long"):
+        TrackingSettings.from_config({"backend": "mlflow", "experiment": "x" * 501})
+    assert TrackingSettings.from_config({"backend": "none", "experiment": "x" * 501}).enabled is False
+
+
+def test_a_null_or_padded_uri_and_a_home_path_mean_the_store_a_user_expects(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    null = TrackingSettings.from_config({"backend": "mlflow", "uri": None})  # YAML `uri:` with no value
+    assert null.uri == "results/mlruns"
+    padded = TrackingSettings.from_config({"backend": "mlflow", "uri": " results/mlruns "})
+    assert padded.tracking_uri() == (tmp_path / "results" / "mlruns").as_uri()
+    home = TrackingSettings.from_config({"backend": "mlflow", "uri": "~/mlruns"})
+    assert home.tracking_uri() == (tmp_path / "home" / "mlruns").as_uri()
+
+
+def test_a_store_path_with_a_space_is_locked_where_its_runs_are(data, tmp_path, invocation, monkeypatch):
+    # The find-or-create lock must be in the store itself: its URI spells the space as %20.
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "my runs" / "mlruns"
+    train(data, tmp_path / "job", {"backend": "mlflow", "uri": str(store)})
+    assert (store / ".kdgat.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job", "my runs"]  # no "my%20runs" beside it
+    (run,) = children(MlflowClient(tracking_uri=store.as_uri()))
+    assert run.info.status == "FINISHED"
+
+
 def test_invocation_environment_is_made_once_and_kept(monkeypatch):
     environ = {}
     names = ensure_invocation_environment(REPO, environ)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from kdgat import files
 from kdgat.files import file_sha256
@@ -28,6 +27,7 @@ from kdgat.tracking.settings import (
     numeric,
     quoted,
     retried,
+    store_path,
 )
 
 log = logging.getLogger("kdgat.tracking")
@@ -269,7 +269,7 @@ class MlflowTracker:
         if not is_file_store(uri):
             yield
             return
-        root = Path(urlparse(uri).path if uri.startswith("file:") else uri)
+        root = store_path(uri)
         root.mkdir(parents=True, exist_ok=True)
         with files.exclusive_lock(root / ".kdgat.lock"):
             yield

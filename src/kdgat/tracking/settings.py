@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 BACKENDS = ("none", "mlflow")
 MODEL_ARTIFACT = ("reference", "copy")
@@ -43,6 +44,7 @@ HTTP_DEFAULTS = {
 # concurrent jobs (SQLite's locking is unreliable on NFS), so the catalog opts in for file stores only.
 FILE_STORE_OPT_IN = "MLFLOW_ALLOW_FILE_STORE"
 PARENT_ROLE = "invocation"
+EXPERIMENT_NAME_LIMIT = 500  # MLflow's longest experiment name
 BATCH = 100  # params / metrics per log_batch call (MLflow accepts at most 100 params per call)
 
 
@@ -71,6 +73,23 @@ class TrackingSettings:
             raise TrackingError(f"kd_gat.tracking.model must be one of {MODEL_ARTIFACT}, got {self.model!r}")
         if self.backend != "none" and (not str(self.uri).strip() or not str(self.experiment).strip()):
             raise TrackingError("kd_gat.tracking: uri and experiment must not be empty")
+        if self.backend != "none":
+            self._check_experiment()
+
+    def _check_experiment(self) -> None:
+        """What MLflow would refuse only inside the job (where tracking failures are a warning): the name's
+        length, and a quote in a file store's name (its lookup by name splices the name into a filter string)."""
+        name = str(self.experiment)
+        if len(name) > EXPERIMENT_NAME_LIMIT:
+            raise TrackingError(
+                f"kd_gat.tracking.experiment is {len(name)} characters long; MLflow takes at most "
+                f"{EXPERIMENT_NAME_LIMIT}"
+            )
+        if "'" in name and is_file_store(self.tracking_uri()):
+            raise TrackingError(
+                f"kd_gat.tracking.experiment {name!r} has a single quote, which MLflow's file store cannot look "
+                f"up (kd_gat.tracking.uri {self.uri!r}): remove it or use a tracking server"
+            )
 
     @classmethod
     def from_config(
@@ -81,7 +100,7 @@ class TrackingSettings:
             return dataclasses.replace(section, tags={**section.tags, **_strings(tags)})
         if section is not None and not isinstance(section, Mapping):
             raise TrackingError(f"kd_gat.tracking: expected a mapping, got {type(section).__name__}")
-        options = dict(section or {})
+        options = {key: value for key, value in (section or {}).items() if value is not None}  # null: default
         known = {name for name in cls.__dataclass_fields__ if name != "tags"}
         unknown = set(options) - known
         if unknown:
@@ -93,11 +112,11 @@ class TrackingSettings:
         return self.backend != "none"
 
     def tracking_uri(self) -> str:
-        """The URI for MLflow: a plain path becomes an absolute ``file:`` URI (jobs run in the workflow's
-        working directory, so a relative path means the same store for all of them)."""
-        uri = str(self.uri)
+        """The URI for MLflow: a plain path (``~`` expanded) becomes an absolute ``file:`` URI (jobs run in the
+        workflow's working directory, so a relative path means the same store for all of them)."""
+        uri = str(self.uri).strip()
         if is_file_store(uri) and not uri.startswith("file:"):
-            return Path(uri).resolve().as_uri()
+            return Path(uri).expanduser().resolve().as_uri()
         return uri
 
 
@@ -180,6 +199,11 @@ def mlflow_client(settings: TrackingSettings):
         # urllib3 logs each of MLflow's retries as a warning; the job's log gets one, from the tracker.
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     return MlflowClient(tracking_uri=uri)
+
+
+def store_path(uri: str) -> Path:
+    """The directory of a file store's URI (percent-escapes decoded: a space is ``%20`` in the URI)."""
+    return Path(url2pathname(urlparse(uri).path) if uri.startswith("file:") else uri)
 
 
 def quoted(value: str) -> str:
