@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 from evaluation.pipeline_run import DATASET, SEED, VARIANTS, shared_run
+from testkit import REPO
+
+from kdgat.chain import MODELS
 
 pytestmark = pytest.mark.integration
 EVALUATED = f"results/evaluation/{DATASET}/seed_{SEED}"
@@ -64,3 +68,59 @@ def test_report_includes_the_rule_graph(report):
     rules = {node["rule"] for data in graph["data"] if data["name"] == "node-data" for node in data["values"]}
     assert {f"evaluation_evaluate_{v}" for v in VARIANTS} | {"evaluation_summarize_dataset"} <= rules
     assert {"preprocess_build_graphs", "kd_gat_train_gat_teacher", "evaluation_explore"} <= rules
+
+
+CAPTIONS = REPO / "workflow" / "report"
+
+
+def caption(name: str) -> str:
+    return " ".join((CAPTIONS / f"{name}.rst").read_text().split())  # as one line, whatever the wrapping
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures the plot functions would save, kept open for inspection."""
+    from kdgat.evaluation import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: figures.append(figure))
+    return figures
+
+
+def test_curve_captions_say_when_the_figure_falls_back_to_validation(drawn):
+    """Each caption against the code that draws its figure: test windows of one class give a validation curve,
+    and a metrics.json without test scenarios a validation confusion matrix; the captions say so."""
+    from kdgat.evaluation import plots
+
+    scores = pd.DataFrame({
+        "split": ["test"] * 4 + ["val"] * 4,
+        "label": [1, 1, 1, 1, 0, 1, 0, 1],
+        "vgae_score": [0.1, 0.7, 0.3, 0.9] * 2, "gat_prob": [0.2, 0.8, 0.4, 0.6] * 2,
+        "fusion_score": [0.3, 0.9, 0.2, 0.7] * 2,
+    })  # fmt: skip
+    plots.plot_roc(scores, "roc.svg")
+    plots.plot_pr(scores, "pr.svg")
+    block = {model: {"confusion_matrix": {"matrix": [[1, 0], [0, 1]]}} for model in MODELS}
+    plots.plot_confusion({"val": block}, "confusion.svg")
+    roc, pr, confusion = drawn
+    assert "validation" in roc.axes[0].get_title() and "validation" in pr.axes[0].get_title()
+    assert "validation" in confusion._suptitle.get_text()
+    assert "(on validation when the test windows hold a single class)" in caption("roc")
+    assert "(on validation when the test windows hold a single class; the title says which)" in caption("pr")
+    assert "(on validation when there is no test scenario; the title says which)" in caption("confusion")
+
+
+def test_training_curves_caption_names_what_the_dashed_lines_are(drawn, tmp_path):
+    from kdgat.evaluation import plots
+
+    history = tmp_path / "history.csv"
+    pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "val_auc": [0.7, 0.8],
+                  "val_windows": [40, 40], "epoch_seconds": [3.0, 2.9]}).to_csv(history, index=False)  # fmt: skip
+    plots.plot_training_curves({("teacher", "vgae"): history}, "curves.svg")
+    (figure,) = drawn
+    lines = [line for axis in figure.axes for line in axis.get_lines()]
+    assert {line.get_label() for line in lines if line.get_linestyle() == "-"} == {"train_loss", "val_loss"}
+    assert {line.get_label() for line in lines if line.get_linestyle() == "--"} == {"val_auc"}
+    text = caption("training_curves")
+    assert "Solid lines are losses (left axis), dashed lines the validation scores that lie in [0, 1]" in text
+    assert "timings, throughput and other counts in ``history.csv`` are not drawn" in text
