@@ -228,6 +228,36 @@ def test_a_retry_resumed_from_a_checkpoint_logs_each_epoch_once(data, tmp_path, 
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3]
 
 
+def test_a_job_resumed_by_a_later_invocation_is_a_new_run_holding_every_epoch(
+    data, tmp_path, invocation, monkeypatch
+):
+    # Snakemake itself killed, then `snakemake --rerun-incomplete`: a new invocation key. The job resumes from its
+    # checkpoint in a new run that holds every epoch; the killed run is left as the kill left it.
+    import kdgat.training.loop as loop
+
+    store = tmp_path / "mlruns"
+    tracking = {"backend": "mlflow", "uri": str(store)}
+    checkpoint = tmp_path / "a" / "checkpoint.pt"
+
+    def node_failure(pid, sig):
+        raise RuntimeError("node failure after the checkpoint of epoch 2")
+
+    monkeypatch.setattr(loop.os, "kill", node_failure)
+    monkeypatch.setenv(loop.KILL_AFTER_EPOCH_ENV, "2")
+    with pytest.raises(RuntimeError, match="node failure"):
+        train(data, tmp_path / "a", tracking, checkpoint=checkpoint)
+    monkeypatch.delenv(loop.KILL_AFTER_EPOCH_ENV)
+    monkeypatch.setenv(INVOCATION_ENV, f"{invocation}-rerun")
+    train(data, tmp_path / "a", tracking, checkpoint=checkpoint)
+    client = MlflowClient(tracking_uri=store.as_uri())
+    by_invocation = {run.data.tags["kdgat.invocation"]: run for run in children(client)}
+    assert set(by_invocation) == {invocation, f"{invocation}-rerun"}
+    killed, resumed = by_invocation[invocation], by_invocation[f"{invocation}-rerun"]
+    assert killed.info.status == "FAILED" and resumed.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(killed.info.run_id, "val_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "val_loss")] == [1, 2, 3]
+
+
 def test_an_unreachable_server_costs_one_warning_and_the_job_goes_on(data, tmp_path, invocation, caplog):
     port = free_port()  # nothing listens there: connections are refused
     tracking = {"backend": "mlflow", "uri": f"http://127.0.0.1:{port}"}

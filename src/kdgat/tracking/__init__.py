@@ -13,7 +13,8 @@ jobs as an environment variable (the ``envvars:`` mechanism: inherited locally, 
 Secret on Kubernetes). The first job finds no parent with that key and creates it; later ones find it. In a file
 store, a lock file makes find-or-create atomic; against a server two jobs starting at once may both create one:
 each job adopts the parent with the smallest run id when it starts and again when it ends, and a job deletes the
-parent it created when it is not that one. A retried job (same invocation, same outputs) continues its own run.
+parent it created when it is not that one. A retried job (same invocation, same outputs) continues its own run; a job
+resumed by a later invocation is a new run (it logs the epochs restored from its checkpoint again).
 
 Tracking never breaks a job: the first failure (mlflow missing, server unreachable, store unwritable) is logged
 as one warning, and the job goes on untracked. Against an HTTP server, MLflow's retries are bounded
