@@ -272,6 +272,17 @@ def test_an_unreachable_server_costs_one_warning_and_the_job_goes_on(data, tmp_p
     assert json.loads(out["metrics"].read_text())["epochs_run"] == 3 and out["model"].stat().st_size > 0
 
 
+def test_a_misspelt_uri_scheme_is_named_in_the_one_warning(data, tmp_path, invocation, caplog):
+    with caplog.at_level(logging.WARNING):
+        out = train(data, tmp_path / "job", {"backend": "mlflow", "uri": "htps://mlflow.example.org"})
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (
+        "kd_gat.tracking.uri 'htps://mlflow.example.org': MLflow has no store for the scheme 'htps'"
+        in warning
+    )
+    assert "goes on without tracking" in warning and out["model"].exists()
+
+
 def test_an_evaluation_joins_the_run_of_the_model_it_evaluated(data, tmp_path, invocation, caplog):
     store = tmp_path / "mlruns"
     out = train(data, tmp_path / "job", {"backend": "mlflow", "uri": str(store)})

@@ -198,7 +198,16 @@ def mlflow_client(settings: TrackingSettings):
             os.environ.setdefault(name, value)
         # urllib3 logs each of MLflow's retries as a warning; the job's log gets one, from the tracker.
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    return MlflowClient(tracking_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as error:
+        if "unsupported URI" not in str(error):
+            raise
+        # MLflow's own message blames its model registry: name the setting and the scheme it does not know.
+        raise ValueError(
+            f"kd_gat.tracking.uri {settings.uri!r}: MLflow has no store for the scheme "
+            f"{urlparse(uri).scheme!r} (a path, file:, http:, https: or a database URI such as sqlite:)"
+        ) from error
 
 
 def store_path(uri: str) -> Path:
