@@ -459,6 +459,15 @@ def _t_half(values):
     return t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
 
 
+def test_a_scenario_table_without_rows_summarises_to_no_rows_with_every_column(documents):
+    """A scenario_metrics.csv holding only its header (no evaluation finished yet) crashed the notebook's
+    scenario_summary with KeyError 'dataset' (a merge of two frames without columns); it gives no rows, with the
+    columns of a full summary."""
+    full = scenario_summary(scenario_table(documents, [_baselines()]))
+    empty = scenario_summary(scenario_table(documents, [_baselines()]).iloc[0:0])
+    assert empty.empty and list(empty.columns) == list(full.columns)
+
+
 def test_scenario_summary_gives_each_cell_its_interval_over_seeds(documents):
     table = scenario_table(documents, [_baselines()])
     summary = scenario_summary(table).set_index(["variant", "scenario", "model"])

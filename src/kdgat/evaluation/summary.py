@@ -147,7 +147,9 @@ def _over_seeds(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFra
     for key, group in table.groupby(keys, sort=False):
         stats = interval(group[column])
         rows.append({**dict(zip(keys, key, strict=True)), **{f"{column}_{k}": v for k, v in stats.items()}})
-    return pd.DataFrame(rows)
+    # the columns named even without rows, so that merging the summaries of an empty table gives no rows, not an error
+    statistics = [f"{column}_{k}" for k in interval(pd.Series([], dtype=float))]
+    return pd.DataFrame(rows, columns=[*keys, *statistics])
 
 
 def _best_baseline(table: pd.DataFrame) -> pd.DataFrame:
