@@ -124,3 +124,25 @@ def test_training_curves_caption_names_what_the_dashed_lines_are(drawn, tmp_path
     text = caption("training_curves")
     assert "Solid lines are losses (left axis), dashed lines the validation scores that lie in [0, 1]" in text
     assert "timings, throughput and other counts in ``history.csv`` are not drawn" in text
+
+
+def test_calibration_captions_name_the_refine_trials_the_figures_draw():
+    """Both calibration figures draw the refine step's trials (more replicates, so losses on another scale) as
+    black crosses apart from the design and search trials; the captions said nothing of them."""
+    from simcal.visualize import history_figure, loss_figure
+
+    trials = pd.DataFrame({
+        "trial": [0, 1, 2, 3], "round": [0, 0, 1, 1], "phase": ["design", "design", "search", "refine"],
+        "beta": [0.2, 0.3, 0.25, 0.26], "loss": [3.0, 2.0, 1.5, 1.4],
+    })  # fmt: skip
+    for figure in (loss_figure(trials, ["beta"], {"params": {"beta": 0.26}}), history_figure(trials)):
+        crosses = [c for axis in figure.axes for c in axis.collections if c.get_label().startswith("refine")]
+        assert len(crosses) == 1 and crosses[0].get_offsets().shape == (1, 2)
+        assert tuple(crosses[0].get_facecolor()[0][:3]) == (0.0, 0.0, 0.0)
+    assert (
+        "the refine step's parameter sets, simulated again with more replicates, are black crosses"
+        in caption("calibration_loss")
+    )
+    assert "the refine step's trials (more replicates per set) are black crosses" in caption(
+        "calibration_history"
+    )
