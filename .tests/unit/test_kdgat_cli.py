@@ -537,6 +537,90 @@ def test_evaluate_refuses_data_of_another_preprocess_run_than_the_models(tmp_pat
     assert len(calls) == 2 and "Traceback" not in stderr_text()
 
 
+def test_train_refuses_models_of_another_preprocess_run_than_its_graphs(tmp_path, monkeypatch, stderr_text):
+    """`kdgat train gat --data a --vgae <b's VGAE>` and `train dqn --data a --chain b` trained on a's graphs with
+    models that learnt b's vocabulary and exited 0: same ID indices, other CAN IDs. Refused before training, naming
+    both files (the models' trained_on digest, or the vocabulary digest graph files and models record)."""
+    from kdgat.files import file_sha256
+    from kdgat.graph_store import save_graphs
+    from kdgat.model_store import save_model
+    from kdgat.models import GAT, VGAE
+    from kdgat.testing import toy_graphs
+    from kdgat.training import dqn
+
+    runs = []
+    monkeypatch.setattr(dqn, "run", lambda **kwargs: runs.append(kwargs) or {})
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for folder, seed in ((ours, 0), (theirs, 1)):
+        for split in ("train", "val", "fusion"):
+            save_graphs(toy_graphs(4, num_ids=20, seed=seed), folder / f"{split}.pt", vocabulary=folder.name)
+        (folder / "metadata.json").write_text(
+            json.dumps({"num_ids": 20, "vocabulary": {"digest": folder.name}})
+        )
+    chain = tmp_path / "chain" / "seed_42" / "teacher"
+    digest = file_sha256(ours / "train.pt")
+    save_model(
+        VGAE(20), "vgae", {"num_ids": 20}, chain / "vgae" / "model.pt", trained_on=digest, vocabulary="ours"
+    )
+    save_model(
+        GAT(20), "gat", {"num_ids": 20}, chain / "gat" / "model.pt", trained_on=digest, vocabulary="ours"
+    )
+    common = ["--chain", str(tmp_path / "chain"), "--tracking", "none", "--epochs", "1"]
+
+    out = tmp_path / "gat"
+    assert main(["train", "gat", "--data", str(theirs), "--out", str(out), *common]) == 1
+    assert f"{chain / 'vgae' / 'model.pt'} (vgae model) was trained on another train.pt than this job's" in (
+        stderr_text()
+    )
+    assert str(theirs / "train.pt") in stderr_text() and not out.exists()
+
+    assert main(["train", "dqn", "--data", str(theirs), "--out", str(tmp_path / "dqn"), *common]) == 2
+    assert f"{chain / 'vgae' / 'model.pt'} (--vgae) was trained on another train.pt than this job's" in (
+        stderr_text()
+    )
+    assert not runs
+    assert main(["train", "dqn", "--data", str(ours), "--out", str(tmp_path / "dqn"), *common]) == 0 and runs
+    # Without --data, the library call compares the vocabulary the graphs and models record.
+    with pytest.raises(
+        ValueError, match=r"fusion.pt \(fit\) and .*metadata.json \(metadata\) are of different"
+    ):
+        check_fit = {"fit": theirs / "fusion.pt"}
+        from kdgat.training.data import check_one_preprocess_run
+
+        check_one_preprocess_run(check_fit, {"vgae": chain / "vgae" / "model.pt"}, ours / "metadata.json")
+    with pytest.raises(ValueError, match=r"model.pt \(vgae\) and .*fusion.pt \(fit\) are of different"):
+        check_one_preprocess_run({"fit": theirs / "fusion.pt"}, {"vgae": chain / "vgae" / "model.pt"})
+    assert "Traceback" not in stderr_text()
+
+
+def test_baselines_refuse_a_test_file_of_another_preprocess_run(tmp_path, monkeypatch, stderr_text):
+    """A test.pt copied from another preprocess run (same number of IDs, another vocabulary) was scored without an
+    error; refused naming both files. Files that record no vocabulary (written before it was recorded) are scored,
+    with a warning saying they were not checked."""
+    from kdgat.evaluation import baselines
+    from kdgat.graph_store import save_graph_sets, save_graphs
+    from kdgat.testing import toy_graphs
+
+    calls = []
+    monkeypatch.setattr(baselines, "baselines_files", lambda **kwargs: calls.append(kwargs) or {})
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        save_graphs(toy_graphs(4, num_ids=20, seed=0), data / f"{split}.pt", vocabulary="ours")
+    save_graph_sets({"dos": toy_graphs(4, num_ids=20, seed=1)}, data / "test.pt", vocabulary="theirs")
+    (data / "metadata.json").write_text(json.dumps({"num_ids": 20, "vocabulary": {"digest": "ours"}}))
+    args = ["baselines", "--dataset", "x", "--data", str(data), "--out", str(tmp_path / "o")]
+    assert main(args) == 2 and not calls
+    assert (
+        f"{data / 'test.pt'} (test) and {data / 'metadata.json'} (metadata) are of different preprocess"
+        in (stderr_text())
+    )
+    save_graph_sets({"dos": toy_graphs(4, num_ids=20, seed=1)}, data / "test.pt")  # an older file
+    assert main(args) == 0 and calls
+    assert "not checked to be of one preprocess run" in stderr_text() and f"test {data / 'test.pt'}" in (
+        stderr_text()
+    )
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.
@@ -565,6 +649,11 @@ def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_pat
     metadata = json.loads(Path("out/metadata.json").read_text())
     assert metadata["files"]["fusion"] == ["resources/preprocess/syn/fusion_01_attack_free/none.csv"]
     assert list(metadata["files"]["test"]) == ["dos"]
+    # Every graph file records the run's vocabulary, which metadata.json names too (what the commands compare).
+    from kdgat.graph_store import graph_vocabulary
+
+    digests = {graph_vocabulary(f"out/{name}.pt") for name in ("train", "val", "test", "fusion")}
+    assert digests == {metadata["vocabulary"]["digest"]} and None not in digests
 
     config["datasets"]["syn"]["path"] = "resources/preprocess/syn"
     Path("config.yaml").write_text(yaml.safe_dump(config))

@@ -6,10 +6,16 @@ Writes are atomic and honour the umask (kdgat.files).
 
 ``train.pt``/``val.pt``: one graph list (:func:`save_graphs`, :func:`load_graphs`).
 ``test.pt``: scenario name -> graph list (:func:`save_graph_sets`, :func:`load_graph_sets`).
+
+Each file of one preprocess run records ``vocabulary``: the digest of its CAN-ID vocabulary
+(:func:`vocabulary_digest`), since node feature 0 is an index into it and graphs of two runs look alike. Readers
+compare it (:func:`graph_vocabulary`) before mixing files; a file written before it was recorded has none (None),
+and is read as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,9 +56,25 @@ def _load(path: str | Path, expected: str) -> dict:
     return payload
 
 
-def save_graphs(graphs, path: str | Path) -> None:
-    """Save a list of ``Data`` (or a :class:`GraphArrays`) atomically."""
-    save_torch({"format": GRAPHS_FORMAT, **_to_tensors(_as_arrays(graphs))}, path)
+def vocabulary_digest(can_ids) -> str:
+    """The digest of a CAN-ID vocabulary (its IDs in index order) that graph files and models record."""
+    return hashlib.sha256(",".join(str(int(i)) for i in can_ids).encode()).hexdigest()
+
+
+def _header(vocabulary: str | None) -> dict:
+    return {} if vocabulary is None else {"vocabulary": str(vocabulary)}
+
+
+def graph_vocabulary(path: str | Path) -> str | None:
+    """The vocabulary digest a graph file (either format) records; None for a file written before it was."""
+    payload = load_torch(Path(path), "a readable kdgat graph file (of the preprocess step; rebuild it)")
+    found = payload.get("vocabulary") if isinstance(payload, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def save_graphs(graphs, path: str | Path, vocabulary: str | None = None) -> None:
+    """Save a list of ``Data`` (or a :class:`GraphArrays`) atomically, with the vocabulary digest when given."""
+    save_torch({"format": GRAPHS_FORMAT, **_header(vocabulary), **_to_tensors(_as_arrays(graphs))}, path)
 
 
 def load_graph_arrays(path: str | Path) -> GraphArrays:
@@ -65,10 +87,10 @@ def load_graphs(path: str | Path) -> list:
     return load_graph_arrays(path).to_data_list()
 
 
-def save_graph_sets(mapping: Mapping[str, object], path: str | Path) -> None:
+def save_graph_sets(mapping: Mapping[str, object], path: str | Path, vocabulary: str | None = None) -> None:
     """Save ``{scenario: graphs}`` atomically (graphs: a list of ``Data`` or a :class:`GraphArrays`)."""
     sets = {str(name): _to_tensors(_as_arrays(graphs)) for name, graphs in mapping.items()}
-    save_torch({"format": GRAPH_SETS_FORMAT, "names": list(sets), "sets": sets}, path)
+    save_torch({"format": GRAPH_SETS_FORMAT, **_header(vocabulary), "names": list(sets), "sets": sets}, path)
 
 
 def load_graph_set_arrays(path: str | Path) -> dict[str, GraphArrays]:

@@ -2,7 +2,8 @@
 
 A file holds the format tag, the model kind (a stage of the chain: vgae, gat or dqn), the keyword arguments that
 rebuild the module, its weights and any extra plain values the stage records (the variant; for a VGAE or GAT,
-``trained_on``: the SHA-256 of its training graph file, which the DQN stage refuses to learn from). Everything in
+``trained_on``: the SHA-256 of its training graph file, which the DQN stage refuses to learn from; ``vocabulary``:
+the CAN-ID vocabulary digest its graphs record, kdgat.graph_store.vocabulary_digest). Everything in
 it is plain data and tensors, so it loads with ``weights_only=True``. Writes are atomic (kdgat.files).
 
 Bump ``MODEL_FORMAT`` when the layout changes; a reader then names the file it cannot read instead of guessing.
@@ -41,12 +42,17 @@ def save_model(model: torch.nn.Module, kind: str, config: dict, path: str | os.P
     save_torch(payload, path)
 
 
+def recorded(path: str | os.PathLike, key: str) -> str | None:
+    """A plain string a model.pt records beside its weights (``trained_on``, ``vocabulary``); None when absent."""
+    payload = load_torch(path, f"a kd_gat model file (expected format {MODEL_FORMAT!r})")
+    value = payload.get(key) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def trained_on(path: str | os.PathLike) -> str | None:
     """The SHA-256 of the graph file a VGAE or GAT model.pt was trained on (``trained_on``, recorded by its
     training stage); None for a DQN or a file written before it was recorded."""
-    payload = load_torch(path, f"a kd_gat model file (expected format {MODEL_FORMAT!r})")
-    digest = payload.get("trained_on") if isinstance(payload, dict) else None
-    return digest if isinstance(digest, str) else None
+    return recorded(path, "trained_on")
 
 
 def _payload(path: str | os.PathLike, kind: str | None = None) -> dict:

@@ -41,7 +41,7 @@ import numpy as np
 from kdgat.can.messages import CanMessages
 from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
-from kdgat.graph_store import save_graph_sets, save_graphs
+from kdgat.graph_store import save_graph_sets, save_graphs, vocabulary_digest
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs, window_count
 from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, VAL, discover_layout, held_out_blocks, scenario_name  # noqa: F401 (re-exported)
 
@@ -398,9 +398,12 @@ def preprocess_dataset(
             )
         oov_nodes[scenario] = int((test[scenario].x[:, 0] == num_ids - 1).sum())
 
+    digest = vocabulary_digest(
+        vocabulary
+    )  # recorded by every graph file, so that runs are never mixed unsaid
     for name in graph_splits:
-        save_graphs(splits[name], paths[name])
-    save_graph_sets(test, paths["test"])
+        save_graphs(splits[name], paths[name], vocabulary=digest)
+    save_graph_sets(test, paths["test"], vocabulary=digest)
     vocabulary_source = "frames labelled normal in the training blocks of the training captures"
     vocab = {
         "can_ids": {f"0x{int(i):03x}": index for index, i in enumerate(vocabulary.tolist())},
@@ -432,6 +435,7 @@ def preprocess_dataset(
         "vocabulary": {
             "source": vocabulary_source,
             "size": len(vocabulary),
+            "digest": digest,
             "oov_index": num_ids - 1,
             # distinct CAN IDs of each split that are not in the vocabulary (all map to the OOV index)
             "unseen_ids": {

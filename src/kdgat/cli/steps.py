@@ -413,6 +413,14 @@ def run_baselines(args: argparse.Namespace, callbacks=()) -> dict:
     )
     data, out = folder(args.data, "--data"), folder(args.out, "--out")
     options = {"fpr_targets": section["fpr_targets"]} if "fpr_targets" in section else {}
+    from kdgat.training.data import check_one_preprocess_run
+
+    try:  # a test.pt of another preprocess run: other CAN IDs under the same indices, scored without an error
+        check_one_preprocess_run(
+            {name: data / f"{name}.pt" for name in ("train", "val", "test")}, metadata=data / "metadata.json"
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return baselines_files(
         **{name: str(data / f"{name}.pt") for name in ("train", "val", "test")},
         metadata=str(data / "metadata.json"),

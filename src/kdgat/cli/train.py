@@ -283,6 +283,25 @@ def check_checkpoint(checkpoint: str | None, inputs: dict, outputs: dict) -> Non
             raise UsageError(f"--checkpoint {checkpoint} is also the job's {name} file; give another path")
 
 
+def check_data_run(args: argparse.Namespace, inputs: dict) -> None:
+    """The DQN job reads no train.pt, so its library call can only compare its models with each other and with the
+    graphs' vocabulary; with --data, the VGAE and GAT (and the teacher's) must also have been trained on
+    <data>/train.pt, as `kdgat evaluate --data` requires (a --chain of another dataset or preprocess run). The VGAE
+    and GAT stages compare their models with their own --train in the library call."""
+    if args.stage != "dqn" or not args.data:
+        return
+    from kdgat.training.data import check_one_preprocess_run
+
+    models = {
+        f"--{name.replace('_', '-')}": inputs.get(name)
+        for name in ("vgae", "gat", "teacher_vgae", "teacher_gat")
+    }
+    try:
+        check_one_preprocess_run({}, models, train=Path(args.data) / "train.pt")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def job_tracking(args: argparse.Namespace, section: dict, metadata: str) -> TrackingSettings:
     tags = {"kdgat.entry": f"kdgat {args.command}"}
     try:
@@ -306,6 +325,7 @@ def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
                           "tracking": dataclasses.asdict(tracking)},
                          indent=2, sort_keys=True, default=str))  # fmt: skip
         return {}
+    check_data_run(args, inputs)
     from kdgat.training import dqn, gat, vgae
 
     stage = {"vgae": vgae, "gat": gat, "dqn": dqn}[args.stage]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,8 +14,10 @@ from torch_geometric.loader import DataLoader
 
 from kdgat.chain import NODE_FEATURES
 from kdgat.files import file_sha256, load_json
-from kdgat.graph_store import load_graphs
-from kdgat.model_store import trained_on
+from kdgat.graph_store import graph_vocabulary, load_graphs
+from kdgat.model_store import recorded, trained_on
+
+log = logging.getLogger("kdgat.training")
 
 
 def load_graph_file(path: str | os.PathLike) -> list:
@@ -60,6 +63,84 @@ def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, 
                 f"{path}: the {role} graphs are the graphs {' and '.join(trained)} trained on; the DQN must learn "
                 "from graphs its base models did not train on (kd_gat.dqn.fit_split: fusion or val, never train)"
             )
+
+
+def _metadata_vocabulary(path) -> str | None:
+    try:
+        found = load_json(path).get("vocabulary", {}).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None  # a missing or bad metadata.json is named by the job when it reads num_ids
+    return found if isinstance(found, str) else None
+
+
+def check_one_preprocess_run(
+    graphs: Mapping[str, Any],
+    models: Mapping[str, Any] = {},  # noqa: B006 - read only
+    metadata: str | os.PathLike | None = None,
+    train: str | os.PathLike | None = None,
+) -> None:
+    """Refuse inputs of different preprocess runs (another dataset, or the dataset preprocessed again), before any
+    training: node feature 0 is an index into the run's CAN-ID vocabulary, so graphs of another run, or a model
+    trained on them, mean other IDs under the same indices and nothing fails. ``graphs`` and ``models`` map a role
+    (e.g. ``--fit``) to a file; the vocabulary digest each records (kdgat.graph_store.vocabulary_digest; a VGAE/GAT
+    model.pt records its training graphs') and ``metadata``'s ``vocabulary.digest`` must agree. With ``train`` (the
+    job's training graphs) every model that records ``trained_on`` must have been trained on that very file, and
+    models that record it must agree with each other. Files written before these were recorded cannot be checked:
+    a warning names them."""
+    seen: list[tuple[str, str, str]] = []  # (digest, role, path)
+    unchecked = []
+
+    def compare(role: str, path, digest: str | None) -> None:
+        if digest is None:
+            unchecked.append(f"{role} {path}")
+            return
+        for first, first_role, first_path in seen:
+            if first != digest:
+                raise ValueError(
+                    f"{path} ({role}) and {first_path} ({first_role}) are of different preprocess runs (another "
+                    f"dataset or the dataset preprocessed again): their CAN-ID vocabularies differ (digest "
+                    f"{digest[:12]} against {first[:12]}), so the same ID index means another CAN ID in each; give "
+                    "the files of one preprocess run"
+                )
+        seen.append((digest, role, str(path)))
+
+    if metadata and Path(metadata).is_file():
+        compare("metadata", metadata, _metadata_vocabulary(metadata))
+    for role, path in graphs.items():
+        if path and Path(path).is_file():  # a missing file is named where the job reads it
+            compare(role, path, graph_vocabulary(path))
+    present = {role: path for role, path in models.items() if path and Path(path).is_file()}
+    # role -> (path, SHA-256 of the train.pt it was trained on, vocabulary digest)
+    records = {
+        role: (path, recorded(path, "trained_on"), recorded(path, "vocabulary"))
+        for role, path in present.items()
+    }
+    learnt = {
+        role: (path, learnt_on) for role, (path, learnt_on, _) in records.items() if learnt_on is not None
+    }
+    expected = file_sha256(train) if train and Path(train).is_file() and learnt else None
+    for role, (path, learnt_on) in learnt.items():
+        if expected is not None and learnt_on != expected:
+            raise ValueError(
+                f"{path} ({role}) was trained on another train.pt than this job's {train} (another dataset or "
+                "preprocess run): its ID embeddings mean another vocabulary's IDs; give the model trained on "
+                "these graphs, or the graphs it was trained on"
+            )
+        first_role, (first_path, first) = next(iter(learnt.items()))
+        if learnt_on != first:
+            raise ValueError(
+                f"{path} ({role}) and {first_path} ({first_role}) were trained on different train.pt files "
+                "(another dataset or preprocess run); give models trained on one preprocess run"
+            )
+    for role, (path, learnt_on, vocabulary) in records.items():
+        if vocabulary is not None or learnt_on is None:  # an older VGAE/GAT is still checked by trained_on
+            compare(role, path, vocabulary)
+    if unchecked:
+        log.warning(
+            "not checked to be of one preprocess run (written before graph files and models recorded their "
+            "CAN-ID vocabulary; preprocess and train again to have them checked): %s",
+            ", ".join(unchecked),
+        )
 
 
 def labels_of(graphs) -> np.ndarray:

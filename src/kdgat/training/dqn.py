@@ -37,12 +37,19 @@ import torch
 import torch.nn.functional as F
 
 from kdgat.distillation import freeze, q_value_kd_loss
+from kdgat.graph_store import graph_vocabulary
 from kdgat.inference import fusion_inputs
 from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
 from kdgat.runtime import seed_everything
 from kdgat.tracking import TrackingSettings, tracked_job
-from kdgat.training.data import check_graphs, load_graph_file, load_num_ids, refuse_training_graphs
+from kdgat.training.data import (
+    check_graphs,
+    check_one_preprocess_run,
+    load_graph_file,
+    load_num_ids,
+    refuse_training_graphs,
+)
 from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
 from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit
@@ -444,6 +451,10 @@ def run(
             raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
         num_ids = load_num_ids(metadata)
         base_models = {"vgae": vgae, "gat": gat, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
+        # Models and graphs of different preprocess runs: other vocabularies under the same ID indices.
+        check_one_preprocess_run(
+            {"fit": fit, "stop": stop}, {**base_models, "teacher_dqn": teacher_dqn}, metadata
+        )
         refuse_training_graphs({"fit": fit, "stop": stop}, base_models)
         fit_graphs = load_graph_file(fit)
         check_graphs(fit_graphs, num_ids, str(fit))
@@ -478,6 +489,7 @@ def run(
             callbacks=(*callbacks, tracker),
             teacher_val_inputs=teacher_val_inputs,
         )
-        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint)
+        recorded = {"vocabulary": graph_vocabulary(fit)}  # the run whose graphs it learnt from
+        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint, **recorded)
         tracker.log_outputs(metrics, outputs)
     return metrics

@@ -16,11 +16,12 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from kdgat.files import file_sha256, output_lock, write_json, write_table
+from kdgat.graph_store import graph_vocabulary
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
 from kdgat.runtime import grad_scaler, select_device
 from kdgat.tracking import TrackingSettings, tracked_job
-from kdgat.training.data import load_training_data
+from kdgat.training.data import check_one_preprocess_run, load_training_data
 from kdgat.training.loop import Observers, discard_checkpoint
 from kdgat.training.settings import StageSettings, TrainingSettings
 
@@ -212,6 +213,9 @@ def run_graph_stage(
     callbacks=...)``, write the outputs; returns the metrics."""
     settings = prepare_job(settings, stage, outputs, threads)
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+        # A VGAE or teacher of another preprocess run: its ID indices would mean other IDs, and nothing would fail.
+        given = {f"{kind} model" if kind != stage else f"teacher {kind} model": path for path, kind in models}
+        check_one_preprocess_run({"train": train, "val": val}, given, metadata, train=train)
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
         loaded = [load_model(path, kind=kind) if path else None for path, kind in models]
         model, result, metrics, model_config = train_stage(
@@ -219,7 +223,15 @@ def run_graph_stage(
         )
         # What the model learnt from, so that the DQN stage can refuse to fuse its outputs on those same graphs.
         write_outputs(
-            outputs, settings, model, model_config, result, metrics, checkpoint, trained_on=file_sha256(train)
+            outputs,
+            settings,
+            model,
+            model_config,
+            result,
+            metrics,
+            checkpoint,
+            trained_on=file_sha256(train),
+            vocabulary=graph_vocabulary(train),
         )
         tracker.log_outputs(metrics, outputs)
     return metrics
