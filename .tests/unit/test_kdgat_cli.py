@@ -621,6 +621,23 @@ def test_baselines_refuse_a_test_file_of_another_preprocess_run(tmp_path, monkey
     )
 
 
+def test_a_checkpoint_path_holding_another_file_is_refused_not_deleted(tmp_path, stderr_text):
+    """`--checkpoint <another stage's model.pt>` (or any file that is no checkpoint) was set aside with a warning,
+    overwritten after the first epoch and deleted after success: the GAT's model.pt was lost. Refused, and kept."""
+    from kdgat.model_store import save_model
+    from kdgat.models import GAT
+
+    model, text = tmp_path / "gat" / "model.pt", tmp_path / "notes.pt"
+    save_model(GAT(20), "gat", {"num_ids": 20}, model)
+    text.write_text("my notes\n")
+    args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--tracking", "none"]
+    assert main([*args, "--checkpoint", str(model)]) == 2
+    assert f"--checkpoint {model} is a kd_gat gat model file, not a training checkpoint" in stderr_text()
+    assert main([*args, "--checkpoint", str(text)]) == 2
+    assert f"--checkpoint {text} is a file torch cannot read" in stderr_text()
+    assert model.is_file() and text.read_text() == "my notes\n" and not (tmp_path / "o").exists()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.
