@@ -638,6 +638,32 @@ def test_a_checkpoint_path_holding_another_file_is_refused_not_deleted(tmp_path,
     assert model.is_file() and text.read_text() == "my notes\n" and not (tmp_path / "o").exists()
 
 
+def test_train_refuses_an_out_over_its_inputs_and_a_model_of_another_variant(tmp_path, stderr_text):
+    """`train gat --out <chain>/seed_42/teacher/vgae` wrote the GAT over the VGAE it read, and `train vgae --variant
+    student_kd --teacher <a student's VGAE>` distilled from a student: both exited 0. Refused before training."""
+    from kdgat.model_store import save_model
+    from kdgat.models import VGAE
+
+    chain = tmp_path / "chain" / "seed_42"
+    for variant in ("teacher", "student"):
+        save_model(VGAE(20), "vgae", {"num_ids": 20}, chain / variant / "vgae" / "model.pt", variant=variant)
+    base = ["--data", str(tmp_path), "--chain", str(tmp_path / "chain"), "--tracking", "none"]
+    vgae = chain / "teacher" / "vgae"
+    assert main(["train", "gat", *base, "--out", str(vgae)]) == 2
+    assert f"the job's model file {vgae / 'model.pt'} is also its vgae input, which it would overwrite" in (
+        stderr_text()
+    )
+    student = chain / "student" / "vgae" / "model.pt"
+    out = ["--out", str(tmp_path / "o")]
+    assert main(["train", "vgae", *base, *out, "--variant", "student_kd", "--teacher", str(student)]) == 2
+    assert f"--teacher {student} is a student model; this job (student_kd vgae) needs the teacher's" in (
+        stderr_text()
+    )
+    assert main(["train", "gat", *base, *out, "--vgae", str(student)]) == 2
+    assert f"--vgae {student} is a student model; this job (teacher gat) needs the teacher's" in stderr_text()
+    assert not (tmp_path / "o").exists() and (vgae / "model.pt").is_file()
+
+
 def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_path, monkeypatch, stderr_text):
     # A synthetic dataset's fusion_NN_<what> file is a whole capture of the fusion split (kdgat.layout, as in the
     # preprocess module), never a test scenario; and a dataset giving its logs twice is refused, naming both.

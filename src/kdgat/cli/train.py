@@ -290,6 +290,36 @@ def check_checkpoint(checkpoint: str | None, inputs: dict, outputs: dict) -> Non
         )
 
 
+def check_model_inputs(args: argparse.Namespace, inputs: dict, outputs: dict) -> None:
+    """Two mistakes that gave a model without an error: an --out whose files are the job's inputs (`train gat --out
+    <chain>/seed_42/teacher/vgae` wrote the GAT over the VGAE it read), and a model of another variant (the
+    variant each model.pt records) where the job names whose it must be: --vgae/--gat of this --variant, --teacher*
+    of the teacher (a student's VGAE given to --teacher was distilled from without a word)."""
+    given = {name: Path(path).resolve() for name, path in inputs.items() if path is not None}
+    for output, path in outputs.items():
+        clash = next((name for name, other in given.items() if other == Path(path).resolve()), None)
+        if clash is not None:
+            where = "--out" if args.out else "the output folder"
+            raise UsageError(
+                f"{where} {Path(path).parent}: the job's {output} file {path} is also its {clash} input, which it "
+                "would overwrite; give another --out"
+            )
+    from kdgat.model_store import recorded
+
+    for name, path in inputs.items():
+        expected = (
+            TEACHER if name.startswith("teacher") else args.variant if name in ("vgae", "gat") else None
+        )
+        if expected is None or path is None or not Path(path).is_file():
+            continue  # a missing file is named where the job reads it
+        found = recorded(path, "variant")
+        if found is not None and found != expected:
+            option = f"--{name.replace('_', '-')}"
+            raise UsageError(
+                f"{option} {path} is a {found} model; this job ({args.variant} {args.stage}) needs the {expected}'s"
+            )
+
+
 def not_a_checkpoint(path: Path) -> str | None:
     """What the file at ``path`` is when it is not a resume checkpoint (kdgat.training.loop writes a dict with
     ``fingerprint`` and ``epoch``); None for a checkpoint, of these settings or others."""
@@ -340,6 +370,7 @@ def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     inputs = job_inputs(args, settings)
     outputs, checkpoint = job_outputs(args, settings)
     check_checkpoint(checkpoint, inputs, outputs)
+    check_model_inputs(args, inputs, outputs)
     tracking = job_tracking(args, section, inputs["metadata"])
     configured = (section.get("resources") or {}).get("threads")
     threads = thread_count(args.threads, configured, "kd_gat.resources.threads")
