@@ -1207,3 +1207,19 @@ def test_the_vgae_student_distils_on_the_latent_means_not_sampled_latents(graphs
     assert projected and len(projected) == len(student_outputs)
     for latent, out in zip(projected, student_outputs, strict=True):
         assert latent is out["mean"] and not torch.equal(out["z"], out["mean"])
+
+
+def test_more_threads_than_cpus_are_capped_with_a_warning_not_a_crash(monkeypatch, caplog):
+    """`kdgat train vgae --threads 10000` ended in a segmentation fault inside torch.set_num_threads; the job now
+    uses the CPUs it may use and says so."""
+    asked = []
+    monkeypatch.setattr(training_stage.torch, "set_num_threads", asked.append)
+    caplog.set_level(logging.WARNING)
+    settings = StageSettings.from_config({"device": "cpu"}, "vgae", "teacher")
+    outputs = {name: f"o/{name}" for name in training_stage.OUTPUTS}
+    available = len(os.sched_getaffinity(0))
+    training_stage.prepare_job(settings, "vgae", outputs, 10_000)
+    assert asked == [available]
+    assert f"threads=10000 is more than the {available} CPUs this job may use; using them" in caplog.text
+    training_stage.prepare_job(settings, "vgae", outputs, 1)
+    assert asked == [available, 1]

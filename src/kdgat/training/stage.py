@@ -116,6 +116,13 @@ def prepare_job(
     if missing:
         raise ValueError(f"the {stage} stage needs the outputs {list(OUTPUTS)}; missing {missing}")
     if threads:
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        # torch crashed (SIGSEGV) on --threads 10000; more threads than CPUs would only slow the job down
+        if int(threads) > available:
+            log.warning(
+                "threads=%s is more than the %d CPUs this job may use; using them", threads, available
+            )
+            threads = available
         torch.set_num_threads(int(threads))
     # A job given a GPU it cannot use stops here, within seconds, before any data is read.
     reset_gpu_peak(select_device(settings.device))
