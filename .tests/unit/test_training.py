@@ -1223,3 +1223,16 @@ def test_more_threads_than_cpus_are_capped_with_a_warning_not_a_crash(monkeypatc
     assert f"threads=10000 is more than the {available} CPUs this job may use; using them" in caplog.text
     training_stage.prepare_job(settings, "vgae", outputs, 1)
     assert asked == [available, 1]
+
+
+def test_validation_graphs_that_are_the_training_graphs_are_refused(tmp_path):
+    """`kdgat train vgae --val <data>/train.pt` early-stopped (and set the VGAE's anomaly threshold) on the graphs it
+    trained on, and exited 0; the stage refuses it before training."""
+    save_graphs(toy_graphs(6, num_ids=NUM_IDS), tmp_path / "train.pt")
+    (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": NUM_IDS}))
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    train = tmp_path / "train.pt"
+    with pytest.raises(ValueError, match=rf"{train}: the validation graphs are the training graphs {train}"):
+        vgae_training.run(train=train, val=train, metadata=tmp_path / "metadata.json",
+                          settings=settings("vgae", vgae_loss=LOSS), outputs=outputs)  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -225,6 +226,9 @@ def run_graph_stage(
         check_one_preprocess_run({"train": train, "val": val}, given, metadata, train=train)
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
         loaded = [load_model(path, kind=kind) if path else None for path, kind in models]
+        if Path(val).is_file() and Path(train).is_file() and file_sha256(val) == file_sha256(train):
+            # early stopping (and the VGAE's anomaly threshold) on the training graphs: a wrong model, exit 0
+            raise ValueError(f"{val}: the validation graphs are the training graphs {train}; give val.pt")
         model, result, metrics, model_config = train_stage(
             train_graphs, val_graphs, num_ids, settings, checkpoint, *loaded, callbacks=(*callbacks, tracker)
         )
