@@ -137,8 +137,9 @@ def check_one_preprocess_run(
             compare(role, path, vocabulary)
     if unchecked:
         log.warning(
-            "not checked to be of one preprocess run (written before graph files and models recorded their "
-            "CAN-ID vocabulary; preprocess and train again to have them checked): %s",
+            "not checked to be of one preprocess run (they record no CAN-ID vocabulary digest: written before "
+            "graph files, metadata.json and models recorded it, or not a preprocess output; preprocess and train "
+            "again to have them checked): %s",
             ", ".join(unchecked),
         )
 
