@@ -8,10 +8,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from wrapper_rules import check_rule
+from wrapper_rules import set_up
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -35,19 +35,9 @@ def configure(
     root.setLevel(level)
 
 
-def configure_wrapper(
-    what: str,
-    logs: Sequence,
-    rule: Mapping[str, Sequence],
-    takes: Mapping[str, Sequence[str | int]],
-    optional: Mapping[str, Sequence[str]],
-) -> None:
-    """A wrapper's set-up: every record to the rule's first log (stderr when the rule has no ``log:``), then a
-    warning for each input, output or param of ``rule`` the wrapper does not take, and a refusal
-    (``wrapper_rules.RuleRefused``, exit status 2, logged) of a rule that lacks one of ``takes`` that is not
-    ``optional`` (``wrapper_rules.check_rule``)."""
-    configure(logs[0] if len(logs) else None)
-    check_rule(what, rule, takes, optional, logging.getLogger("kdgat"))
+def configure_wrapper(what, logs, rule, takes, optional) -> None:
+    """``wrapper_rules.set_up`` with kdgat's ``configure`` and logger (what every kdgat wrapper starts with)."""
+    set_up(configure, logging.getLogger("kdgat"), what, logs, rule, takes, optional)
 
 
 class Terminated(SystemExit):

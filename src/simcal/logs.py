@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from wrapper_rules import check_rule
+from wrapper_rules import set_up
 
 
 def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -33,19 +33,9 @@ def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> 
         logging.getLogger(name).propagate = True
 
 
-def configure_wrapper(
-    what: str,
-    logs: Sequence,
-    rule: Mapping[str, Sequence],
-    takes: Mapping[str, Sequence[str | int]],
-    optional: Mapping[str, Sequence[str]],
-) -> None:
-    """A wrapper's set-up: every record to the rule's first log (stderr when the rule has no ``log:``), then a
-    warning for each input, output or param of ``rule`` the wrapper does not take, and a refusal
-    (``wrapper_rules.RuleRefused``, exit status 2, logged) of a rule that lacks one of ``takes`` that is not
-    ``optional`` (``wrapper_rules.check_rule``)."""
-    configure(logs[0] if len(logs) else None)
-    check_rule(what, rule, takes, optional, logging.getLogger("simcal"))
+def configure_wrapper(what, logs, rule, takes, optional) -> None:
+    """``wrapper_rules.set_up`` with simcal's ``configure`` and logger (what every simcal wrapper starts with)."""
+    set_up(configure, logging.getLogger("simcal"), what, logs, rule, takes, optional)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 KIND = {"input": "input", "output": "output", "params": "param"}
 
@@ -28,6 +28,23 @@ class RuleRefused(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+def set_up(
+    configure: Callable[[str | None], None],
+    log: logging.Logger,
+    what: str,
+    logs: Sequence,
+    rule: Mapping[str, Sequence],
+    takes: Mapping[str, Sequence[str | int]],
+    optional: Mapping[str, Sequence[str]],
+) -> None:
+    """A wrapper's set-up, for a library's ``configure_wrapper``: every record to the rule's first log through the
+    library's ``configure`` (stderr when the rule has no ``log:``), then a warning for each input, output or param
+    of ``rule`` the wrapper does not take, and a refusal (``RuleRefused``, exit status 2, logged) of a rule that
+    lacks one of ``takes`` that is not ``optional`` (``check_rule``)."""
+    configure(logs[0] if len(logs) else None)
+    check_rule(what, rule, takes, optional, log)
 
 
 def check_rule(
