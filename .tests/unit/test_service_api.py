@@ -825,8 +825,8 @@ def test_jobs_cli_lists_shows_and_cancels(service):
     with service.http(service.keys["bob"]) as http:
         slow = {
             "fn_ref": "simcal_models:counted_sleep",
-            "parameter_sets": [{"a": 1.0, "sleep_s": 5.0}],
-        }  # cancelled before its end
+            "parameter_sets": [{"a": 1.0, "sleep_s": 120.0}],
+        }  # cancelled before its end: long enough for three CLI starts on a loaded machine (5 s was not in CI)
         job_id = submit(http, slow).json()["job_id"]
 
     def simcal(*args: str) -> str:
