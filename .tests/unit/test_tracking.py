@@ -22,7 +22,7 @@ import torch
 from servicekit import free_port
 from testkit import REPO, import_required, require
 
-from kdgat.graph_store import save_graphs
+from kdgat.graph_store import save_graphs, vocabulary_digest
 from kdgat.testing import toy_graphs
 from kdgat.tracking import (
     COMMIT_ENV,
@@ -54,9 +54,13 @@ SECTION = {
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("graphs")
-    save_graphs(toy_graphs(60, num_ids=20, seed=1), folder / "train.pt")
-    save_graphs(toy_graphs(24, num_ids=20, seed=2), folder / "val.pt")
-    (folder / "metadata.json").write_text(json.dumps({"num_ids": 20, "dataset": "toy"}))
+    # one preprocess run's files, recording its vocabulary as preprocess writes them (an unrecorded one would add
+    # a warning of its own to the tests that count warnings)
+    vocabulary = vocabulary_digest(range(20))
+    save_graphs(toy_graphs(60, num_ids=20, seed=1), folder / "train.pt", vocabulary)
+    save_graphs(toy_graphs(24, num_ids=20, seed=2), folder / "val.pt", vocabulary)
+    metadata = {"num_ids": 20, "dataset": "toy", "vocabulary": {"digest": vocabulary}}
+    (folder / "metadata.json").write_text(json.dumps(metadata))
     return {name: str(folder / file) for name, file in
             (("train", "train.pt"), ("val", "val.pt"), ("metadata", "metadata.json"))}  # fmt: skip
 
