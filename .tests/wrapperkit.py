@@ -9,7 +9,8 @@ literal tuple or a library constant in a comprehension or ``for`` loop (``S.get(
 ("a", "b")``). ``S.get("name", S[0])`` reads ``name`` with a positional fallback. ``configure_wrapper(what, snakemake.log,
 {"input": snakemake.input, ...}, TAKES, OPTIONAL)`` reads none: it checks the names a rule gives against
 ``TAKES`` and ``OPTIONAL`` (``Reads.takes``, ``Reads.optional``: literal dicts of tuples assigned at the top of
-the file). Any other use of ``S``
+the file; an ``OPTIONAL`` section may be ``ALL``, imported from the library: every name of its ``TAKES``, which
+``Reads.optional`` lists). Any other use of ``S``
 (``**S``, ``S.items()``, ``dict(S)``) hands the whole section to the library: then the names must be
 keyword parameters of the library function it is passed to, and the defaults are that function's defaults.
 """
@@ -71,6 +72,7 @@ class _Walker(ast.NodeVisitor):
         self.handled: set[int] = set()  # ids of section expressions consumed by a recognised read
         self.alias_sources: set[int] = set()
         self.constants: dict[str, object] = {}  # top-level NAME = <literal>
+        self.dicts: dict[str, ast.Dict] = {}  # top-level NAME = {<key>: <literal or imported name>}
         for node in tree.body:
             if (
                 isinstance(node, ast.Assign)
@@ -80,7 +82,8 @@ class _Walker(ast.NodeVisitor):
                 try:
                     self.constants[node.targets[0].id] = ast.literal_eval(node.value)
                 except ValueError:
-                    pass
+                    if isinstance(node.value, ast.Dict):
+                        self.dicts[node.targets[0].id] = node.value
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 for alias in node.names:
@@ -202,6 +205,23 @@ class _Walker(ast.NodeVisitor):
             return
         self.generic_visit(node)
 
+    def _optional_with_all(self, node: ast.Dict) -> dict[str, list]:
+        """OPTIONAL with ``ALL`` (wrapper_rules.ALL, imported from the library) for a section: the names of that
+        section's TAKES; any other value must be a literal."""
+        from wrapper_rules import ALL
+
+        optional = {}
+        for key, value in zip(node.keys, node.values, strict=True):
+            section = ast.literal_eval(key)
+            if isinstance(value, ast.Name) and value.id in self.imports:
+                module, attribute = self.imports[value.id]
+                if getattr(importlib.import_module(module), attribute) != ALL or self.reads.takes is None:
+                    raise self.fail(value, f"OPTIONAL[{section!r}] must be a literal tuple or ALL")
+                optional[section] = [k for k in self.reads.takes.get(section, []) if isinstance(k, str)]
+            else:
+                optional[section] = list(ast.literal_eval(value))
+        return optional
+
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         if isinstance(func, ast.Name) and func.id == "configure_wrapper":
@@ -217,6 +237,8 @@ class _Walker(ast.NodeVisitor):
                 if isinstance(given, ast.Name) and isinstance(self.constants.get(given.id), dict):
                     constant = self.constants[given.id]
                     setattr(self.reads, name, {key: list(value) for key, value in constant.items()})
+                elif name == "optional" and isinstance(given, ast.Name) and given.id in self.dicts:
+                    self.reads.optional = self._optional_with_all(self.dicts[given.id])
                 elif given is not None:
                     raise self.fail(given, f"configure_wrapper's {name} must be the name of a literal dict")
             return

@@ -264,6 +264,45 @@ def test_the_reader_of_wrappers_sees_every_kind_of_read(tmp_path: Path) -> None:
     assert reads.passed_whole == {}  # the check reads no section
 
 
+def test_optional_all_makes_every_name_of_its_section_optional_and_no_other(tmp_path: Path) -> None:
+    """OPTIONAL = {"params": ALL}: a rule may leave out every param of TAKES (build_graphs' params are all
+    optional), and nothing else. The reader of wrappers lists the names ALL stands for, so meta.yaml is checked
+    against them; the check of a rule (wrapper_rules) needs every name a section does not make optional."""
+    from snakemake.iocontainers import Namedlist
+
+    from wrapper_rules import ALL, missing_items
+
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(
+        "from kdgat.logs import ALL, configure_wrapper\n"
+        "TAKES = {'input': ('train', 'extra', 0), 'params': ('seed', 'e')}\n"
+        "OPTIONAL = {'input': ('extra',), 'params': ALL}\n"
+        "configure_wrapper('w', snakemake.log, {'input': snakemake.input, 'params': snakemake.params}, TAKES,\n"
+        "                  OPTIONAL)\n"
+    )
+    assert wrapper_reads(wrapper).optional == {"input": ["extra"], "params": ["seed", "e"]}
+    wrapper.write_text(wrapper.read_text().replace("import ALL,", "import ALL, failure_logged,").replace(
+        "'params': ALL", "'params': failure_logged"
+    ))  # fmt: skip
+    with pytest.raises(AssertionError, match=r"OPTIONAL\['params'\] must be a literal tuple or ALL"):
+        wrapper_reads(wrapper)
+
+    takes = {"input": ("train", "extra"), "params": ("seed", "e")}
+    train = Namedlist(fromdict={"train": "t.csv"})
+    optional = {"input": ("extra",), "params": ALL}
+    assert missing_items("w", {"input": train, "params": Namedlist()}, takes, optional) is None
+    # ALL is for its own section only: the other sections need what they do not list
+    assert missing_items("w", {"input": Namedlist(), "params": Namedlist()}, takes, {"params": ALL}) == (
+        "w wrapper: the rule gives no input 'train' or 'extra' (it takes input: train, extra)"
+    )
+    assert missing_items(
+        "w", {"input": train, "params": Namedlist()}, takes, {"input": ALL, "params": ("e",)}
+    ) == ("w wrapper: the rule gives no param 'seed' (it takes params: seed, e; 'e' may be left out)")
+    # a bare string is neither ALL nor a list of names ('e' is in 'seed' as a substring): refused, not guessed
+    with pytest.raises(TypeError, match=r"OPTIONAL\['params'\] is 'seed': a tuple of names, or ALL"):
+        missing_items("w", {"input": train, "params": Namedlist()}, takes, {"params": "seed"})
+
+
 # -- one wrapper style (CONTRIBUTING.md, "Wrapper conventions") -----------------------------------------------------
 # Wrappers written before the style; each leaves this set when it is converted (the test fails while a converted
 # wrapper is still listed, so the set only shrinks).

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
 from wrapper_rules import set_up
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
 from wrapper_rules import set_up
 
 

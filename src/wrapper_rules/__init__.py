@@ -15,6 +15,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 KIND = {"input": "input", "output": "output", "params": "param"}
+# A wrapper's OPTIONAL for a section of which a rule may leave out every name (``OPTIONAL = {"params": ALL}``): the
+# names of its TAKES, without repeating them. Positions (0) are not names: a section read by position still needs
+# an item. Any other string there is refused (``optional_names``): ``"seed" in "seeds"`` is no way to test a name.
+ALL = "ALL"
 
 
 class RuleRefused(SystemExit):
@@ -92,7 +96,7 @@ def missing_items(
         items = rule.get(section, ())
         names = list(items.keys()) if hasattr(items, "keys") else []
         known = [key for key in taken if isinstance(key, str)]
-        may_lack = [key for key in known if key in optional.get(section, ())]
+        may_lack = optional_names(section, taken, optional)
         kind = KIND.get(section, section)
         if any(isinstance(key, int) for key in taken):
             # read by name with its first item standing in, or by position alone: any one item will do
@@ -126,6 +130,20 @@ def missing_items(
             + ")"
         )
     return f"{what} wrapper: the rule gives " + ", and ".join(parts) if parts else None
+
+
+def optional_names(
+    section: str, taken: Sequence[str | int], optional: Mapping[str, Sequence[str] | str]
+) -> list[str]:
+    """The names of ``taken`` (the section's TAKES) that a rule may leave out: all of them for ``ALL``, else those
+    ``optional`` lists for the section."""
+    known = [key for key in taken if isinstance(key, str)]
+    listed = optional.get(section, ())
+    if listed == ALL:
+        return known
+    if isinstance(listed, str):
+        raise TypeError(f"OPTIONAL[{section!r}] is {listed!r}: a tuple of names, or ALL (wrapper_rules.ALL)")
+    return [key for key in known if key in listed]
 
 
 def _listed(names: Sequence[str], conjunction: str) -> str:

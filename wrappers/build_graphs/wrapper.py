@@ -3,7 +3,7 @@
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
-from kdgat.logs import configure_wrapper, failure_logged
+from kdgat.logs import ALL, configure_wrapper, failure_logged
 from kdgat.preprocess import preprocess_dataset
 from kdgat.rule_items import integer, listed, number, paired
 
@@ -29,24 +29,7 @@ TAKES = {
         "library_code",
     ),
 }
-OPTIONAL = {
-    "input": ("held_out_fusion",),
-    "output": ("fusion",),
-    "params": (
-        "dataset",
-        "test_scenario_of_file",
-        "format",
-        "bad_rows",
-        "window_size",
-        "stride",
-        "val_fraction",
-        "time_blocks",
-        "held_out",
-        "seed",
-        "roles_of_logs",
-        "library_code",
-    ),
-}
+OPTIONAL = {"input": ("held_out_fusion",), "output": ("fusion",), "params": ALL}  # ALL: every param of TAKES
 
 configure_wrapper(
     "build_graphs",
