@@ -210,6 +210,63 @@ def test_a_misspelt_resource_is_warned_about_once_per_rule_when_its_job_is_submi
     ]
 
 
+def test_a_gpu_job_is_refused_before_submission_when_the_partition_file_has_no_gpu_partition(
+    monkeypatch, tmp_path
+):
+    """A partition file without GPU partitions passes the preflight (it cannot tell at profile load whether the
+    workflow's jobs ask for GPUs), and the plugin sends a GPU job that fits none of its partitions to the
+    cluster's default partition after one warning. The profile's hook on run_job_pre refuses that job before it
+    is submitted, naming the rule, the partition file and what to set; CPU jobs, a job that names its partition
+    and GPU jobs with a GPU partition in the file go on to the plugin's own run_job_pre."""
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition
+
+    cpu_only = tmp_path / "partitions.yaml"
+    cpu_only.write_text(yaml.safe_dump({"partitions": {"cpu": {"max_gpu": 0, "max_threads": 40}}}))
+    gpu_job = {"gpu": 1, "gpu_model": "v100", "mem_mb": 3700, "runtime": 60}
+    job = SimpleNamespace(name="kd_gat_train_gat_teacher", threads=4, resources=SlurmJobResources(gpu_job))
+    assert (
+        get_best_partition(read_partition_file(cpu_only), job, QuietLogger()) is None
+    )  # the plugin falls back
+    monkeypatch.setattr(plugin.Executor, "run_job_pre", plugin.Executor.run_job_pre)  # put back afterwards
+    monkeypatch.setattr(plugin, "set_gres_string", plugin.set_gres_string)
+    monkeypatch.delenv("SNAKEMAKE_SLURM_PARTITIONS", raising=False)
+    load_resource_names().install()
+    submitted = []
+
+    def submit(name: str, partition_file: Path, **resources) -> None:
+        executor = SimpleNamespace(
+            logger=QuietLogger(),
+            printjob=lambda job: submitted.append(job.name),
+            _partitions=read_partition_file(partition_file),
+            workflow=SimpleNamespace(executor_settings=SimpleNamespace(partition_config=partition_file)),
+        )
+        job = SimpleNamespace(name=name, threads=4, resources=SlurmJobResources(resources))
+        job.log_info = lambda: submitted.append(name)
+        plugin.Executor.run_job_pre(executor, job)
+
+    for rule, resources in [
+        ("kd_gat_train_gat_teacher", gpu_job),
+        ("gres_rule", {"gres": "gpu:v100:2", "mem_mb": 3700, "runtime": 60}),
+    ]:
+        with pytest.raises(WorkflowError) as refused:
+            submit(rule, cpu_only, **resources)
+        message = str(refused.value)
+        assert f"profiles/slurm: rule {rule} asks for " in message
+        no_gpu_partition = "has no partition with GPUs (max_gpu > 0 under partitions:; it has cpu)"
+        assert f"the partition file {cpu_only} {no_gpu_partition}" in message
+        assert (
+            "Nothing was submitted for it. Set SNAKEMAKE_SLURM_PARTITIONS to a partition file with a GPU"
+            in (message)
+        )
+        assert f"set-resources: {rule}: {{slurm_partition: <a GPU partition>}}" in message
+    assert "asks for 2 GPU(s)" in message and submitted == []
+    submit("cpu_rule", cpu_only, mem_mb=3700, runtime=60)
+    submit("cpu_rule_given_0_gpus", cpu_only, gpu=0, gpu_model="v100", mem_mb=3700, runtime=60)
+    submit("named", cpu_only, **gpu_job, slurm_partition="gpu")
+    submit("kd_gat_train_gat_teacher", PARTITION_FILE, **gpu_job)
+    assert submitted == ["cpu_rule", "cpu_rule_given_0_gpus", "named", "kd_gat_train_gat_teacher"]
+
+
 def test_a_job_given_0_gpus_is_sent_no_gpu_model(monkeypatch):
     """A rule moved to the CPU with `gpu: 0` that still carries the profile's `gpu_model` goes to a CPU
     partition, but the plugin (2.8.0) sends it `--gpus=v100:0`: SLURM then records a GPU-typed request

@@ -11,12 +11,19 @@ once per rule and name. Names far from every resource read (a workflow's own) ar
 sends no `--gpus` at all and both choose a CPU partition. SLURM (22.05) accepts the zero count, but the job then
 holds a GPU-typed GRES request (`TresPerJob=gres:gpu:v100:0`) and its steps inherit `SLURM_GPUS=v100:0`; such a
 job gets no `--gpus`, as it would without the model.
+
+`install()` also refuses, before it is submitted, a job that asks for a GPU (`gpu` > 0, or a `gres` of GPUs) and
+names no partition while the partition file the plugin chooses from has no partition with GPUs (`max_gpu` > 0):
+the plugin would find no partition for it, say so in one warning, and send it to the cluster's default partition
+(a CPU one), where SLURM refuses or holds it. The profile cannot see at load time which rules ask for a GPU (a
+later profile or the command line may add or remove them); here every job's resources are final.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 
 # What the plugin reads from a job's resources (snakemake_executor_plugin_slurm 2.8.0: job.resources.get(...)),
@@ -102,11 +109,43 @@ def no_gpus_without_gpu_count(set_gres_string):
     return wrapped
 
 
+def no_gpu_partition(
+    rule: str, gpus: int, named_partition, partitions: Sequence, partition_file
+) -> str | None:
+    """The refusal of a job of ``rule`` asking for ``gpus`` GPUs when ``partitions`` (the plugin's, read from
+    ``partition_file``) has none with GPUs and the job names no partition itself; None when it may go."""
+    if gpus <= 0 or named_partition or not partitions:
+        return None
+    if any(partition.limits.max_gpu > 0 for partition in partitions):
+        return None
+    names = ", ".join(partition.name for partition in partitions)
+    return (
+        f"profiles/slurm: rule {rule} asks for {gpus} GPU(s), but the partition file {partition_file} has no "
+        f"partition with GPUs (max_gpu > 0 under partitions:; it has {names}), so the slurm plugin would send "
+        f"the job to the cluster's default partition, where SLURM refuses or holds it. Nothing was submitted for "
+        f"it. Set SNAKEMAKE_SLURM_PARTITIONS to a partition file with a GPU partition (the profile's "
+        f"partitions.yaml, or generate-slurm-partition-config's output with max_gpu filled in), name one for the "
+        f"rule (set-resources: {rule}: {{slurm_partition: <a GPU partition>}}), or give it gpu: 0 to run it on CPUs."
+    )
+
+
+def partition_file_of(executor):
+    """The partition file the plugin read (its __post_init__: $SNAKEMAKE_SLURM_PARTITIONS unless the
+    slurm-partition-config setting is given)."""
+    settings = getattr(getattr(executor, "workflow", None), "executor_settings", None)
+    configured = getattr(settings, "partition_config", None)
+    return configured or os.environ.get("SNAKEMAKE_SLURM_PARTITIONS") or "(the partition file)"
+
+
 def install() -> None:
-    """Make the slurm plugin's ``Executor.run_job_pre`` warn about misspelt resources first, then as before, and
+    """Make the slurm plugin's ``Executor.run_job_pre`` warn about misspelt resources first, refuse a GPU job that no
+    partition of the partition file can take (``no_gpu_partition``, a WorkflowError that stops the run), then run as
+    before, and
     its GPU request leave out the model of a job given 0 GPUs (``set_gres_string``, as the plugin's ``run_job``
     and array submission call it)."""
     import snakemake_executor_plugin_slurm as plugin
+    from snakemake_executor_plugin_slurm.partitions import parse_gpu_requirements
+    from snakemake_interface_common.exceptions import WorkflowError
 
     if not getattr(plugin.set_gres_string, "drops_the_model_of_0_gpus", False):
         plugin.set_gres_string = no_gpus_without_gpu_count(plugin.set_gres_string)
@@ -120,6 +159,16 @@ def install() -> None:
             if warning not in said:
                 said.add(warning)
                 self.logger.warning(warning)
+        gpus, _ = parse_gpu_requirements(job)
+        refusal = no_gpu_partition(
+            job.name,
+            gpus,
+            job.resources.get("slurm_partition"),
+            getattr(self, "_partitions", None),
+            partition_file_of(self),
+        )
+        if refusal:
+            raise WorkflowError(refusal)
         return original(self, job)
 
     run_job_pre.warns_about_resource_names = True
