@@ -795,3 +795,126 @@ def test_blob_credentials_come_from_the_connection_string_or_else_the_default_id
         results_store("s3://bucket/prefix", tmp_path)
     assert isinstance(results_store(None, tmp_path), LocalResults)
     assert results_store(None, tmp_path).directory == tmp_path / "results"
+
+
+def _disk_full(registry: JobRegistry) -> None:
+    """The registry's disk is full, to SQLite: no free page left and its pages capped at the number it has, so any
+    write that needs a page fails with SQLITE_FULL, as a job's end does (its row is rewritten with its request,
+    whose overflow pages are new)."""
+    with registry._lock:
+        registry._db.execute("VACUUM")
+        pages = registry._db.execute("PRAGMA page_count").fetchone()[0]
+        registry._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def _space_back(registry: JobRegistry) -> None:
+    with registry._lock:
+        registry._db.execute(f"PRAGMA max_page_count = {2**31}")
+
+
+def _status_on_disk(path, job_id: str) -> str:
+    with sqlite3.connect(path) as db:  # another connection: what a restarted service would read
+        return db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+
+def test_a_job_end_a_full_disk_cannot_take_is_shown_at_once_and_written_once_space_is_back(tmp_path):
+    """A job whose end could not be written stayed 'running' until the service was restarted (docs/service.md
+    said so). Its end is now shown by every read at once and written, by a timer, once the disk takes it."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=0.05)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    job, _ = registry.create("alice", "m:f", big, 900)
+    other, _ = registry.create("alice", "m:f", big, 900)
+    assert registry.start(job.id)
+    _disk_full(registry)
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        registry.create("alice", "m:f", big, 900)  # the disk is full to SQLite, as the API's 503 test shows
+    discarded = []
+    assert registry.finish(job.id, "succeeded", done=900, failed=0, results_path="/r/x.parquet")
+    registry.when_saved(job.id, lambda: discarded.append(job.id))
+    assert registry.cancel_queued(other.id, "cancelled by alice")
+    assert _status_on_disk(registry.path, job.id) == "running"
+    assert _status_on_disk(registry.path, other.id) == "queued"
+    shown = registry.get(job.id, "alice")
+    assert (shown.status, shown.done, shown.failed, shown.results_path) == (
+        "succeeded",
+        900,
+        0,
+        "/r/x.parquet",
+    )
+    assert shown.finished is not None and shown.describe()["duration_s"] is not None
+    assert (
+        registry.get(other.id).status == "cancelled" and registry.get(other.id).error == "cancelled by alice"
+    )
+    assert [j.status for j in registry.list("alice")] == ["cancelled", "succeeded"]
+    assert [j.id for j in registry.list("alice", "succeeded")] == [job.id]
+    assert registry.list("alice", "running") == [] and registry.list("alice", "queued") == []
+    assert registry.counts() == {"queued": 0, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 1}
+    assert registry.queued() == [] and not registry.start(other.id)  # a cancelled job does not start
+    assert not registry.finish(job.id, "failed", error="late")  # nor does an ended job end again
+    time.sleep(0.3)  # the timer has tried again meanwhile: still full
+    assert _status_on_disk(registry.path, job.id) == "running" and discarded == []
+    assert sorted(registry.unsaved()) == sorted([job.id, other.id])
+    _space_back(registry)
+    deadline = time.monotonic() + 10
+    while registry.unsaved() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _status_on_disk(registry.path, job.id) == "succeeded" and discarded == [job.id]
+    assert _status_on_disk(registry.path, other.id) == "cancelled"
+    with sqlite3.connect(registry.path) as db:
+        assert db.execute("SELECT done, results_path FROM jobs WHERE id = ?", (job.id,)).fetchone() == (
+            900,
+            "/r/x.parquet",
+        )
+    assert registry.get(job.id).status == "succeeded"  # from disk now
+    registry.close()
+
+
+def test_a_job_that_ends_on_a_full_registry_disk_shows_it_and_a_restart_publishes_it_without_running_again(
+    tmp_path, monkeypatch
+):
+    """The service shows the job's real end (GET, list) while its registry disk is full, and keeps the job's
+    finished file until the end is written: a restart before then finds the job running, queues it again, and
+    publishes the file without running a simulation again."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service.server import Service
+
+    count_file = tmp_path / "executions.txt"
+    count_file.touch()
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    body = {  # 900 simulations (a row the registry rewrites over new pages), one of them of a second
+        "fn_ref": "simcal_models:counted_sleep",
+        "parameter_sets": [{"a": float(i), "sleep_s": 1.0 if i == 0 else 0.0} for i in range(900)],
+    }
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{job_id}").json()["status"] == "queued" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            _disk_full(service.registry)
+            info = wait_final(http, job_id, timeout=120)
+            listed = http.get("/v1/jobs").json()["jobs"]
+            assert _status_on_disk(service.registry.path, job_id) == "running"
+        # the service stopped with the end still not written (its registry closed on the full disk)
+        assert info["status"] == "succeeded", info
+        assert info["progress"] == {"done": 900, "total": 900, "failed": 0}
+        assert [(job["job_id"], job["status"]) for job in listed] == [(job_id, "succeeded")]
+        output = config.state_dir / "jobs" / job_id / "simulations.parquet"
+        finished = pd.read_parquet(output)  # kept for the restart
+        assert len(count_file.read_text().split()) == 900
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            info = wait_final(http, job_id, timeout=60)
+            published = pd.read_parquet(io.BytesIO(http.get(f"/v1/jobs/{job_id}/results").content))
+    assert info["status"] == "succeeded" and info["progress"]["done"] == 900, info
+    assert len(count_file.read_text().split()) == 900  # nothing ran again
+    pd.testing.assert_frame_equal(published, finished)
+    assert not output.parent.exists()

@@ -479,7 +479,9 @@ class JobManager:
                     "job %s succeeded: %d simulations (%d failed, %d resumed) in %.2f s",
                     job_id, done, failed, resumed, time.perf_counter() - began,
                 )  # fmt: skip
-                self._discard_work(job_id)
+                # Its finished file stays until its end is on disk: a restart before then publishes it again
+                # (the registry still says running) instead of running every simulation again.
+                self.registry.when_saved(job_id, lambda: self._discard_work(job_id))
             except Cancelled:
                 if self._stopping.is_set():
                     self.registry.requeue(job_id)

@@ -3,25 +3,43 @@
 A job is ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``. Every change is committed before
 the API answers (WAL journal, ``synchronous=FULL``): a job the API accepted survives a crash of the service, and a
 job found ``running`` at start-up was interrupted (see ``JobRegistry.recover``).
+
+A job's end that cannot be written (a full or failing disk under the state directory) is kept in memory: every read
+shows the job as it really ended, and the write is tried again at the registry's next write and every
+``retry_s`` seconds until it is on disk (``JobRegistry.when_saved`` runs what must wait for it).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
 SCHEMA_VERSION = 1
+RETRY_S = 5.0  # how often a job's end that could not be written is tried again
+# SQLite's primary result codes of a disk that is full or failing: a job's end is then kept in memory and retried.
+UNWRITABLE = (10, 13)  # SQLITE_IOERR, SQLITE_FULL
+ENDS = (
+    "UPDATE jobs SET status = ?, finished = ?, done = COALESCE(?, done), failed = COALESCE(?, failed), "
+    "resumed = COALESCE(?, resumed), results_path = COALESCE(?, results_path), error = ? "
+    "WHERE id = ? AND status IN ('queued', 'running')"
+)
+ENDS_QUEUED = ENDS.replace(
+    "status IN ('queued', 'running')", "status = 'queued'"
+)  # a cancel before it started
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -110,12 +128,18 @@ def _iso(epoch: float | None) -> str | None:
 
 
 class JobRegistry:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, retry_s: float = RETRY_S):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        # Jobs whose end could not be written: id -> the values of ENDS, and what waits until it is written.
+        self._unsaved: dict[str, tuple[Any, ...]] = {}
+        self._when_saved: dict[str, list[Callable[[], None]]] = {}
+        self._retry_s = retry_s
+        self._retry: threading.Timer | None = None
+        self._closed = False
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -129,17 +153,143 @@ class JobRegistry:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        try:
+            saved = self.save_unsaved()
+        except sqlite3.Error:  # closing goes on: the ends still unsaved are named below
+            log.exception("the job registry %s: writing the jobs' ends again failed", self.path)
+            saved = []
         with self._lock:
+            self._closed = True
+            if self._retry is not None:
+                self._retry.cancel()
+            for job_id, values in self._unsaved.items():
+                log.error(
+                    "job %s: its end (%s) is still not written to %s; the next start of the service queues it "
+                    "again (a job that succeeded is published again from its finished file, without running "
+                    "again; a failed or cancelled one runs again)", job_id, values[0], self.path,
+                )  # fmt: skip
             self._db.close()
+        _run_all(saved)
+
+    # -- jobs whose end is not written yet ----------------------------------------------------------------------
+
+    def unsaved(self) -> list[str]:
+        """The jobs whose end is shown but not yet written to disk."""
+        with self._lock:
+            return list(self._unsaved)
+
+    def when_saved(self, job_id: str, action: Callable[[], None]) -> None:
+        """Run ``action`` once the job's end is on disk: now, unless it is waiting to be written."""
+        with self._lock:
+            if job_id in self._unsaved:
+                self._when_saved.setdefault(job_id, []).append(action)
+                return
+        action()
+
+    def save_unsaved(self) -> list[Callable[[], None]]:
+        """Try again to write the ends that could not be written; the actions now due (run them outside the
+        lock). Called at each write and by a timer while any end is waiting."""
+        with self._lock:
+            return self._save_unsaved()
+
+    def _save_unsaved(self) -> list[Callable[[], None]]:
+        due: list[Callable[[], None]] = []
+        if self._closed:
+            return due
+        for job_id, values in list(self._unsaved.items()):
+            try:
+                self._db.execute(ENDS, (*values, job_id))
+            except sqlite3.Error as error:
+                if _unwritable(error):
+                    break  # still full: the timer or the next write tries again
+                raise
+            del self._unsaved[job_id]
+            due.extend(self._when_saved.pop(job_id, []))
+            log.info("job %s: its end (%s) is now written to %s", job_id, values[0], self.path)
+        return due
+
+    def _retry_later(self) -> None:
+        if self._closed or (self._retry is not None and self._retry.is_alive()):
+            return
+        self._retry = threading.Timer(self._retry_s, self._retry_now)
+        self._retry.daemon = True
+        self._retry.start()
+
+    def _retry_now(self) -> None:
+        with self._lock:
+            self._retry = None
+            try:
+                due = self._save_unsaved()
+            except sqlite3.Error:
+                log.exception("the job registry %s: writing the jobs' ends again failed", self.path)
+                due = []
+            if self._unsaved:
+                self._retry_later()
+        _run_all(due)
+
+    def _end(self, job_id: str, values: tuple[Any, ...], only_queued: bool = False) -> bool:
+        """Write a job's end (the values of ENDS) if it is queued (or running, unless ``only_queued``); False when
+        it was not. Where the disk cannot take it, the end is kept in memory, shown by every read, and written
+        later (``_save_unsaved``)."""
+        with self._lock:
+            due = self._save_unsaved()
+            if job_id in self._unsaved:
+                ended = False
+            else:
+                sql = ENDS_QUEUED if only_queued else ENDS
+                try:
+                    ended = bool(self._db.execute(sql, (*values, job_id)).rowcount)
+                except sqlite3.Error as error:
+                    if not _unwritable(error):
+                        raise
+                    row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                    ended = row is not None and row[0] in (
+                        ("queued",) if only_queued else ("queued", "running")
+                    )
+                    if ended:
+                        self._unsaved[job_id] = values
+                        self._retry_later()
+                        log.error(
+                            "job %s %s, but the job registry %s cannot be written (%s): the service shows it %s "
+                            "and writes it every %g s and at its next change until the disk takes it",
+                            job_id, values[0], self.path, error, values[0], self._retry_s,
+                        )  # fmt: skip
+        _run_all(due)
+        return ended
+
+    def _shown(self, job: Job) -> Job:
+        """The job as it is, with its end that is not written yet."""
+        values = self._unsaved.get(job.id)
+        if values is None:
+            return job
+        status, finished, done, failed, resumed, results_path, error = values
+        return replace(
+            job,
+            status=status,
+            finished=finished,
+            done=job.done if done is None else done,
+            failed=job.failed if failed is None else failed,
+            resumed=job.resumed if resumed is None else resumed,
+            results_path=results_path or job.results_path,
+            error=error,
+        )
+
+    # -- reads and writes ---------------------------------------------------------------------------------------
 
     def _one(self, sql: str, args: Iterable[Any] = ()) -> Job | None:
         with self._lock:
             row = self._db.execute(sql, tuple(args)).fetchone()
-        return None if row is None else Job.from_row(row)
+            return None if row is None else self._shown(Job.from_row(row))
 
-    def _write(self, sql: str, args: Iterable[Any] = ()) -> int:
+    def _write(self, sql: str, args: Iterable[Any] = (), job_id: str | None = None) -> int:
+        """Run a write (after the ends waiting to be written); 0 without running it for ``job_id`` whose end is
+        shown but not written (it has ended: no other change applies to it)."""
         with self._lock:
-            return self._db.execute(sql, tuple(args)).rowcount
+            due = self._save_unsaved()
+            ended = job_id is not None and job_id in self._unsaved
+            count = 0 if ended else self._db.execute(sql, tuple(args)).rowcount
+        _run_all(due)
+        return count
 
     def create(
         self,
@@ -154,6 +304,7 @@ class JobRegistry:
         whether it is new."""
         job_id = uuid.uuid4().hex
         with self._lock:
+            due = self._save_unsaved()
             try:
                 self._db.execute(
                     "INSERT INTO jobs (id, owner, idempotency_key, status, fn_ref, request, simulations, "
@@ -180,7 +331,9 @@ class JobRegistry:
                 row = self._db.execute(
                     "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, idempotency_key)
                 ).fetchone()
-        return Job.from_row(row), created
+            job = self._shown(Job.from_row(row))
+        _run_all(due)
+        return job, created
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         if owner is None:
@@ -189,21 +342,27 @@ class JobRegistry:
 
     def list(self, owner: str, status: str | None = None, limit: int = 100) -> list[Job]:
         sql, args = "SELECT * FROM jobs WHERE owner = ?", [owner]
-        if status is not None:
-            sql, args = sql + " AND status = ?", [*args, status]
         with self._lock:
+            if status is not None:  # as shown: a job whose end is not written has its end's status
+                ended = [job_id for job_id, values in self._unsaved.items() if values[0] == status]
+                others = list(self._unsaved)
+                sql = (
+                    f"{sql} AND ((status = ? AND id NOT IN ({','.join('?' * len(others))})) "
+                    f"OR id IN ({','.join('?' * len(ended))}))"
+                )
+                args = [*args, status, *others, *ended]
             rows = self._db.execute(
                 # In the order jobs were made (rowid), not by their clock times: a clock stepped back (NTP after a
                 # suspended VM) put a new job behind older ones, and out of `simcal jobs list --limit 1`.
                 sql + " ORDER BY rowid DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return [Job.from_row(row) for row in rows]
+            return [self._shown(Job.from_row(row)) for row in rows]
 
     def queued(self) -> list[str]:
         with self._lock:
             rows = self._db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY rowid").fetchall()
-        return [row[0] for row in rows]
+            return [row[0] for row in rows if row[0] not in self._unsaved]
 
     def start(self, job_id: str) -> bool:
         """queued → running (counts an attempt); False when the job is no longer queued (cancelled meanwhile)."""
@@ -212,24 +371,21 @@ class JobRegistry:
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, started = COALESCE(started, ?) "
                 "WHERE id = ? AND status = 'queued'",
                 (time.time(), job_id),
+                job_id,
             )
         )
 
     def cancel_queued(self, job_id: str, error: str) -> bool:
         """queued → cancelled; False when the job is no longer queued (a job thread may have started it since it
         was read: a running job is stopped by its runner, which records the end)."""
-        return bool(
-            self._write(
-                "UPDATE jobs SET status = 'cancelled', finished = ?, error = ? WHERE id = ? AND status = 'queued'",
-                (time.time(), error, job_id),
-            )
-        )
+        return self._end(job_id, ("cancelled", time.time(), None, None, None, None, error), only_queued=True)
 
     def requeue(self, job_id: str) -> None:
         """running → queued after a graceful stop of the service (the interrupted attempt does not count)."""
         self._write(
             "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0) WHERE id = ? AND status = 'running'",
             (job_id,),
+            job_id,
         )
 
     def finish(
@@ -243,16 +399,10 @@ class JobRegistry:
         results_path: str | None = None,
         error: str | None = None,
     ) -> bool:
-        """A queued or running job reaches a final status; False when it had one already."""
+        """A queued or running job reaches a final status; False when it had one already. Where the disk cannot take
+        it, the job shows its end at once and it is written later (``when_saved``)."""
         assert status in FINAL, status
-        return bool(
-            self._write(
-                "UPDATE jobs SET status = ?, finished = ?, done = COALESCE(?, done), failed = COALESCE(?, failed), "
-                "resumed = COALESCE(?, resumed), results_path = COALESCE(?, results_path), error = ? "
-                "WHERE id = ? AND status IN ('queued', 'running')",
-                (status, time.time(), done, failed, resumed, results_path, error, job_id),
-            )
-        )
+        return self._end(job_id, (status, time.time(), done, failed, resumed, results_path, error))
 
     def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
         """Jobs left ``running`` by a service that died: queued again to resume from their finished parts, or
@@ -281,5 +431,22 @@ class JobRegistry:
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
-        found = dict(rows)
-        return {status: int(found.get(status, 0)) for status in STATUSES}
+            found = {status: int(count) for status, count in rows}
+            for job_id, values in self._unsaved.items():
+                row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                found[row[0]] -= 1
+                found[values[0]] = found.get(values[0], 0) + 1
+        return {status: found.get(status, 0) for status in STATUSES}
+
+
+def _unwritable(error: sqlite3.Error) -> bool:
+    """SQLite's error of a disk that is full or failing (not a bug of the SQL)."""
+    return ((getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF) in UNWRITABLE
+
+
+def _run_all(actions: list[Callable[[], None]]) -> None:
+    for action in actions:
+        try:
+            action()
+        except Exception:  # noqa: BLE001 - one action's failure must not stop the others
+            log.exception("an action waiting for a job's end to be written failed")
