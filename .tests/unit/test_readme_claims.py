@@ -3,6 +3,7 @@ parsed workflow, and numbers and defaults the text states, read from the code th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -440,3 +441,66 @@ def test_the_overhead_benchmarks_hold_the_fixed_budget_the_readme_names() -> Non
     assert f"held against the issue's fixed {budget:g} s budget instead" in text
     assert "simulate also prints its measured bare-Dask baseline beside them" in text
     assert "_vs_bare_dask" in (REPO / "bench/bench_simulate.py").read_text()
+
+
+# -- docs/*.md and the wrappers' meta.yaml -------------------------------------------------------------------------
+# Figures, defaults and names the other docs state that no test of their area compared with the code.
+
+
+def meta_description(wrapper: str, key: str = "description") -> str:
+    meta = yaml.safe_load((REPO / "wrappers" / wrapper / "meta.yaml").read_text())
+    return " ".join(str(meta.get(key) or "").split())
+
+
+def test_the_numbers_and_choices_the_wrappers_meta_yaml_state_are_the_libraries() -> None:
+    """The descriptions and notes of wrappers/*/meta.yaml: generate_can's 25-60 IDs and its DoS / fuzzy intervals,
+    build_graphs' 11 node features and one edge feature, train_dqn's α grid, analyze_sweep's statistics, the design
+    kinds of sample_design and calibrate, train_vgae's default device and calibrate's renamed key."""
+    from kdgat.chain import EDGE_FEATURES, NODE_FEATURES
+    from kdgat.models.dqn import alphas
+    from kdgat.synthetic import DEFAULTS, Vehicle
+    from kdgat.training.settings import StageSettings
+    from simcal.analyze import STATISTICS
+    from simcal.calibrate import CalibrationSettings
+    from simcal.contract import ContractError
+    from simcal.design import DESIGNS
+
+    generate_can = meta_description("generate_can")
+    low, high = map(int, re.search(r"(\d+)-(\d+) periodic IDs", generate_can).groups())
+    for num_ids in (low, high):
+        Vehicle(0, num_ids)
+    for num_ids in (low - 1, high + 1):
+        with pytest.raises(ValueError, match="num_ids must be between"):
+            Vehicle(0, num_ids)
+    dos, fuzzy = map(float, re.search(r"DoS ID 0x000 every ([\d.]+) ms, fuzzy random IDs every ([\d.]+) ms",
+                                      generate_can).groups())  # fmt: skip
+    assert (dos, fuzzy) == (DEFAULTS["dos_interval_ms"], DEFAULTS["fuzzy_interval_ms"])
+
+    graphs = meta_description("build_graphs")
+    words = {"one": 1, "two": 2}
+    nodes, edges = re.search(
+        r"nodes = CAN IDs with (\w+) features, edges = [^,]+ with (\w+) feature", graphs
+    ).groups()
+    assert (int(words.get(nodes, nodes)), int(words.get(edges, edges))) == (NODE_FEATURES, EDGE_FEATURES)
+
+    grid = re.search(r"α ∈ \{0, ([\d.]+), …, 1\}", meta_description("train_dqn")).group(1)
+    values = alphas().tolist()
+    assert values[0] == 0.0 and values[-1] == 1.0 and values[1] == pytest.approx(float(grid))
+
+    statistics = re.search(r"reduced by ([\w, ]+) or (\w+)\)", meta_description("analyze_sweep")).groups()
+    assert [*statistics[0].split(", "), statistics[1]] == list(STATISTICS)
+
+    kinds = {"Sobol": "sobol", "Latin hypercube": "lhs", "random": "random"}
+    assert "scipy.stats.qmc Sobol or Latin hypercube, or random" in meta_description("sample_design")
+    assert "(Sobol, Latin hypercube or random, scipy.stats.qmc)" in meta_description("calibrate")
+    assert tuple(kinds.values()) == DESIGNS
+
+    assert "(settings.device auto)" in meta_description("train_vgae", "notes")
+    assert StageSettings.from_config({}, "vgae", "teacher").device == "auto"
+
+    renamed = re.search(
+        r"`settings\.(\w+)` was renamed `(\w+)`", meta_description("calibrate", "notes")
+    ).groups()
+    with pytest.raises(ContractError, match=rf"{renamed[0]} was renamed {renamed[1]}"):
+        CalibrationSettings.from_config({renamed[0]: 8})
+    assert renamed[1] in {field.name for field in dataclasses.fields(CalibrationSettings)}
