@@ -453,12 +453,13 @@ def meta_description(wrapper: str, key: str = "description") -> str:
 
 
 def test_the_numbers_and_choices_the_wrappers_meta_yaml_state_are_the_libraries() -> None:
-    """The descriptions and notes of wrappers/*/meta.yaml: generate_can's 25-60 IDs and its DoS / fuzzy intervals,
-    build_graphs' 11 node features and one edge feature, train_dqn's α grid, analyze_sweep's statistics, the design
-    kinds of sample_design and calibrate, train_vgae's default device and calibrate's renamed key."""
+    """The descriptions and notes of wrappers/*/meta.yaml: generate_can's 25-60 IDs, its DoS / fuzzy intervals and
+    its attacks, build_graphs' 11 node features and one edge feature, train_dqn's α grid, analyze_sweep's
+    statistics, the design kinds of sample_design and calibrate, train_vgae's default device and calibrate's renamed
+    key."""
     from kdgat.chain import EDGE_FEATURES, NODE_FEATURES
     from kdgat.models.dqn import alphas
-    from kdgat.synthetic import DEFAULTS, Vehicle
+    from kdgat.synthetic import ATTACKS, DEFAULTS, VEHICLE_ID_ATTACKS, Vehicle
     from kdgat.training.settings import StageSettings
     from simcal.analyze import STATISTICS
     from simcal.calibrate import CalibrationSettings
@@ -475,6 +476,9 @@ def test_the_numbers_and_choices_the_wrappers_meta_yaml_state_are_the_libraries(
     dos, fuzzy = map(float, re.search(r"DoS ID 0x000 every ([\d.]+) ms, fuzzy random IDs every ([\d.]+) ms",
                                       generate_can).groups())  # fmt: skip
     assert (dos, fuzzy) == (DEFAULTS["dos_interval_ms"], DEFAULTS["fuzzy_interval_ms"])
+    own = re.search(r"all carry the vehicle's own IDs \(([\w, ]+)\)", generate_can).group(1).split(", ")
+    assert (*VEHICLE_ID_ATTACKS, "none") == ("gear", "rpm", *own, "none")
+    assert set(ATTACKS) == {"none", "dos", "fuzzy", "gear", "rpm", *own}
 
     graphs = meta_description("build_graphs")
     words = {"one": 1, "two": 2}
