@@ -21,7 +21,8 @@ CONTRIBUTING = REPO / "CONTRIBUTING.md"
 MODULES = REPO / "workflow" / "modules"
 MODULE_NAMES = sorted(path.parent.name for path in MODULES.glob("*/Snakefile"))
 
-# Each rule's conda environment, log, benchmark, retries and mem_mb at attempts 1 and 2, for one dataset and seed.
+# Each rule's conda environment, log, benchmark, retries, mem_mb at attempts 1 and 2 (for one dataset and seed) and
+# outputs.
 RULES = r"""
 wildcards = {"dataset": "synth_hcrl", "seed": "42"}
 job = SimpleNamespace(**wildcards, items=wildcards.items)
@@ -42,6 +43,7 @@ print(json.dumps({
         "benchmark": rule.benchmark and str(rule.benchmark),
         "retries": rule._restart_times,
         "mem_mb": mem_mb(rule),
+        "output": [str(path) for path in rule.output],
     }
     for rule in workflow.rules
 }))
@@ -508,3 +510,75 @@ def test_the_numbers_and_choices_the_wrappers_meta_yaml_state_are_the_libraries(
     with pytest.raises(ContractError, match=rf"{renamed[0]} was renamed {renamed[1]}"):
         CalibrationSettings.from_config({renamed[0]: 8})
     assert renamed[1] in {field.name for field in dataclasses.fields(CalibrationSettings)}
+
+
+def evaluation_doc_paths() -> set[str]:
+    """The files of docs/evaluation.md's "What it writes" table: each row's first path in full, the others beside it,
+    `{a,b}` expanded; a folder ends in /."""
+    table = (
+        EVALUATION_DOC.read_text().split("## What it writes", 1)[1].split("\n\n", 1)[1].split("\n\n", 1)[0]
+    )
+    paths = set()
+    for row in table.splitlines()[2:]:
+        names = re.findall(r"`([^`]+)`", row.split("|")[1])
+        folder = names[0].rsplit("/", 1)[0]
+        for name in [names[0], *(f"{folder}/{name}" for name in names[1:])]:
+            braces = re.search(r"\{(\w+(?:,\w+)+)\}", name)
+            paths |= (
+                {name.replace(braces.group(0), part) for part in braces.group(1).split(",")}
+                if braces
+                else {name}
+            )
+    return paths
+
+
+EVALUATION_DOC = REPO / "docs/evaluation.md"
+
+
+def test_the_files_docs_evaluation_md_lists_are_the_evaluation_modules_outputs(rules) -> None:
+    """docs/evaluation.md, "What it writes": every output of the evaluation module's rules, and nothing else (the
+    variant of a rule's path written as `{variant}`, a folder standing for the files under it)."""
+    from kdgat.chain import VARIANTS
+
+    written = set()
+    for name, rule in rules.items():
+        if name.startswith("evaluation_"):
+            for path in rule["output"]:
+                path = re.sub(r"\{(\w+),[^}]*\}", r"{\1}", path)  # drop the wildcards' constraints
+                written.add(re.sub(rf"/({'|'.join(VARIANTS)})/", "/{variant}/", path))
+    listed = evaluation_doc_paths()
+    folders = {path for path in listed if path.endswith("/")}
+    assert len(listed) >= 15, listed
+    assert {path for path in written if not path.startswith(tuple(folders))} == listed - folders
+    assert all(any(path.startswith(folder) for path in written) for folder in folders), folders
+
+
+def test_the_group_job_and_the_floors_docs_evaluation_md_states_are_the_codes() -> None:
+    """docs/evaluation.md: the evaluations, baselines and dataset summary run as one submission (`group:
+    "evaluation"`), the summary over all datasets outside it; the floors are ROC-AUC ≥ 0.65 and fusion F1 ≥ the better
+    input's mean − 0.005 (kdgat.evaluation.summary), and a listed miss within 0.15 of its floor is not strict
+    (STRICT_MARGIN of the kd_gat module test)."""
+    import importlib.util
+
+    from kdgat.evaluation.summary import AUC_FLOOR, FUSION_TOLERANCE
+
+    text = flat_text(EVALUATION_DOC)
+    snakefile = (MODULES / "evaluation/Snakefile").read_text()
+    groups = {}
+    for block in re.split(r"\n(?=\s*(?:use )?rule\b)", snakefile)[1:]:
+        name = re.match(r"\s*(?:use )?rule (\w+)", block)  # the variants' rules are named in a loop: evaluate
+        group = re.search(r"^\s+group:\s*\n\s+\"(\w+)\"", block, re.M)
+        groups[name.group(1) if name else "evaluate"] = group and group.group(1)
+    assert 'run as one submission (`group: "evaluation"`;' in text
+    in_group = {name for name, group in groups.items() if group == "evaluation"}
+    assert in_group == {"evaluate", "baselines", "summarize_dataset"}, groups
+    assert groups.get("summarize") is None and groups.get("all") is None, groups
+
+    assert f"ROC-AUC ≥ {AUC_FLOOR:g} and F1 above that of flagging every window" in text
+    assert f"fusion F1 ≥ the better of the inputs' means − {FUSION_TOLERANCE:g}." in text
+    spec = importlib.util.spec_from_file_location(
+        "kd_gat_module_margin", REPO / ".tests/integration/test_kd_gat_module.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert f"A miss within {module.STRICT_MARGIN:g} of its floor is not strict" in text
