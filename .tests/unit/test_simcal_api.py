@@ -192,3 +192,39 @@ def test_a_model_that_cannot_take_params_and_seed_is_refused_by_submit_on_every_
     with SimulationService(backend="service", backend_options={"url": "http://127.0.0.1:1"}) as service:
         with pytest.raises(ContractError, match=expected):
             service.submit("simcal_models:params_only", {"a": 1})
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (
+            {"seed": 2**32},
+            r"submit: seed must be below 2\*\*32 \(as every seed of a sweep is\), got 4294967296",
+        ),
+        ({"seed": -1}, r"submit: seed must be a whole number >= 0, got -1"),
+        ({"seed": 0.5}, r"submit: seed must be a whole number >= 0, got 0.5"),
+        ({"replicate": -1}, r"submit: replicate must be a whole number >= 0, got -1"),
+        ({"replicate": 1.5}, r"submit: replicate must be a whole number >= 0, got 1.5"),
+    ],
+)
+def test_submit_refuses_a_seed_of_2_32_or_more_and_a_negative_or_fractional_seed_or_replicate(given, message):
+    """docs/simulation.md: "a negative or fractional `seed` or `replicate` is refused there too, and so is a `seed`
+    of 2**32 or more (every seed of a sweep lies below it)": refused before the client is used."""
+    with pytest.raises(ContractError, match=message):
+        submit("simcal_models:series", {"a": 1.0}, client=object(), **given)
+
+
+def test_submit_runs_the_largest_seed_a_sweep_can_have():
+    """The other side of the bound above: 2**32 - 1 reaches the model and the row."""
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        rows = gather(
+            [submit("simcal_models:series", {"a": 1.0}, seed=2**32 - 1, replicate=2, client=client)]
+        )
+    assert (
+        (rows["seed"] == 2**32 - 1).all()
+        and (rows["replicate"] == 2).all()
+        and (rows["status"] == "ok").all()
+    )
