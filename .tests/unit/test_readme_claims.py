@@ -582,3 +582,87 @@ def test_the_group_job_and_the_floors_docs_evaluation_md_states_are_the_codes() 
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert f"A miss within {module.STRICT_MARGIN:g} of its floor is not strict" in text
+
+
+SIMULATION_DOC = REPO / "docs/simulation.md"
+SERVICE_DOC = REPO / "docs/service.md"
+
+
+def test_the_names_docs_simulation_md_says_are_refused_are_the_ones_refused() -> None:
+    """docs/simulation.md: "Parameters named like the key or status columns (`param_id`, ...) are refused in every
+    input", and a calibrated parameter may not share a name with a column of the trials table (`trial`, ...,
+    `loss_<target>`, ...)."""
+    from simcal.calibrate import TRIAL_COLUMNS, parse_targets, reject_trial_columns
+    from simcal.contract import ContractError
+    from simcal.design import Bound
+    from simcal.tables import RESERVED_COLUMNS, reject_reserved
+
+    text = flat_text(SIMULATION_DOC)
+    reserved = re.search(
+        r"Parameters named like the key or status columns \(([^)]+)\) are refused", text
+    ).group(1)
+    reserved = re.findall(r"`(\w+)`", reserved)
+    assert set(reserved) == RESERVED_COLUMNS and len(reserved) == len(RESERVED_COLUMNS)
+    for name in reserved:
+        with pytest.raises(ContractError, match=rf"parameter names \['{name}'\] are reserved"):
+            reject_reserved([name, "beta"], "fixed")
+    reject_reserved(["beta", "output_seed"], "fixed")  # nothing else
+
+    trials = re.search(r"a column of the trials table either \(([^)]+)\)", text).group(1)
+    trials = re.findall(r"`([\w<>]+)`", trials)
+    assert "loss_<target>" in trials
+    assert {name for name in trials if "<" not in name} == set(TRIAL_COLUMNS)
+    poisson = {
+        "name": "incidence",
+        "function": "simcal.targets:poisson_nll",
+        "column": "incidence",
+        "on": "day",
+    }
+    targets = parse_targets([poisson])
+    for name in [*TRIAL_COLUMNS, "loss_incidence"]:
+        with pytest.raises(ContractError, match="would share a column of the trials table"):
+            reject_trial_columns([Bound(name=name, low=0.0, high=1.0)], targets)
+    reject_trial_columns([Bound(name="loss_other", low=0.0, high=1.0)], targets)
+
+
+def test_the_defaults_and_limits_docs_simulation_md_states_are_the_codes() -> None:
+    """docs/simulation.md: SLURM workers retire "by default 15% of the walltime, 20 s to 10 min, plus a stagger of
+    5% of it, at most 5 min, before its end"; a cancel is heard "between chunks of 10,000 parameter sets or
+    simulations"; the service backend sends "a large sweep as up to 10 jobs, two at a time"; a simulation is
+    crashed once its process died more than `allowed_failures` times "(default 0)"."""
+    from simcal import runner, tasks
+    from simcal.backends import worker_lifetime
+    from simcal.service import remote
+    from simcal.settings import SimulationSettings
+
+    text = flat_text(SIMULATION_DOC)
+    margin, low, high, stagger, most = map(
+        float,
+        re.search(
+            r"by default (\d+)% of the walltime, (\d+) s to (\d+) min, plus a stagger of (\d+)% of it, at most (\d+) "
+            r"min, before its end",
+            text,
+        ).groups(),
+    )
+    for walltime in (60, 600, 3600, 4 * 3600, 24 * 3600):
+        hours, rest = divmod(walltime, 3600)
+        spread = min(most * 60, stagger / 100 * walltime)
+        before = min(high * 60, max(low, margin / 100 * walltime))
+        expected = (int(walltime - before - spread), int(spread))
+        assert worker_lifetime({"walltime": f"{hours:02d}:{rest // 60:02d}:00"}) == expected, walltime
+
+    chunk = int(
+        re.search(r"between chunks of ([\d,]+) parameter sets or simulations", text).group(1).replace(",", "")
+    )
+    assert chunk == tasks.PLAN_CHUNK == runner.CANCEL_CHUNK
+    words = {"two": 2, "three": 3}
+    jobs, at_once = re.search(r"a large sweep as up to (\d+) jobs, (\w+) at a time", text).groups()
+    assert (int(jobs), words[at_once]) == (remote.MAX_JOBS, remote.JOBS_IN_FLIGHT)
+
+    assert "more than `allowed_failures` times (default 0)" in text
+    schema = yaml.safe_load((MODULES / "calibration/schemas/config.schema.yaml").read_text())
+    assert (
+        SimulationSettings().allowed_failures
+        == 0
+        == schema["$defs"]["simulation"]["properties"]["allowed_failures"]["default"]
+    )
