@@ -666,3 +666,72 @@ def test_the_defaults_and_limits_docs_simulation_md_states_are_the_codes() -> No
         == 0
         == schema["$defs"]["simulation"]["properties"]["allowed_failures"]["default"]
     )
+
+
+def test_the_defaults_limits_and_names_docs_service_md_states_are_the_codes() -> None:
+    """docs/service.md: the Dask client gives up "after 10 s"; a DELETE answers "after 10 s with the job still
+    `running`"; "Kubernetes' liveness probe (5 s)"; the `settings` a request may set; the `/metrics` families;
+    `simcal keys add` prints "(sc_...)"; the client's `sync_timeout_s` (300), `timeout` (60 s) and `max_backoff_s`
+    (30 s); a sweep through the service goes "as one job per 100 simulations (at most 10 jobs ...) ..., two jobs at a
+    time"; the job states of `GET /v1/jobs/{job_id}`."""
+    import inspect
+
+    import_required("fastapi", "pip install 'snakemake-gpu-catalog[service]'")
+    from dask.utils import parse_timedelta
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from simcal.service import remote
+    from simcal.service.app import ServiceMetrics
+    from simcal.service.client import SimulationClient
+    from simcal.service.cluster import CONNECT_TIMEOUT
+    from simcal.service.jobs import REQUEST_SETTINGS, JobManager
+    from simcal.service.keys import KEY_PREFIX
+    from simcal.service.registry import STATUSES
+
+    text = flat_text(SERVICE_DOC)
+    assert f"once the Dask client gives up (after {parse_timedelta(CONNECT_TIMEOUT):g} s)" in text
+    wait_s = inspect.signature(JobManager.cancel).parameters["wait_s"].default
+    assert f"or after {wait_s:g} s with the job still `running`" in text
+
+    deployment = yaml.safe_load((REPO / "profiles/k8s/service/deployment.yaml").read_text())
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if "livenessProbe" in c]
+    assert f"Kubernetes' liveness probe ({container['livenessProbe']['timeoutSeconds']} s)" in text
+
+    settings = re.search(r"`settings` may set ([^(]+) \(the `simulation` settings", text).group(1)
+    assert re.findall(r"`(\w+)`", settings) == list(REQUEST_SETTINGS)
+
+    class Stand:  # what the collector reads of a manager and a cluster: numbers, so only the names matter here
+        def counts_and_simulations(self):
+            return dict.fromkeys(STATUSES, 0), 0
+
+        def running_rate(self):
+            return 0.0
+
+        def readiness(self):
+            return True, "ready", 1
+
+    registry = CollectorRegistry()
+    registry.register(ServiceMetrics(Stand(), Stand()))
+    names = set(re.findall(r"^([a-z_]+)[{ ]", generate_latest(registry).decode(), re.M))  # the samples' names
+    listed = re.search(r"\| `GET /metrics` \| Prometheus text: ([^|]+)\|", SERVICE_DOC.read_text()).group(1)
+    assert {name.split("{")[0] for name in re.findall(r"`([\w{}]+)`", listed)} == names
+    assert "`simcal_jobs{status}`" in listed
+
+    assert f"prints the key once ({KEY_PREFIX}...)" in text
+    client = inspect.signature(SimulationClient).parameters
+    assert (
+        f"the client's `sync_timeout_s` ({client['sync_timeout_s'].default:g}, the service's default" in text
+    )
+    assert f"waits that long plus its `timeout` ({client['timeout'].default:g} s)" in text
+    assert f"at most the client's `max_backoff_s`, {client['max_backoff_s'].default:g} s, later" in text
+
+    per, most, at_once = re.search(
+        r"as one job per (\d+) simulations \(at most (\d+) jobs,.*?, (\w+) jobs at a time", text
+    ).groups()
+    assert (int(per), int(most), {"two": 2, "three": 3}[at_once]) == (
+        remote.MIN_JOB_SIMULATIONS,
+        remote.MAX_JOBS,
+        remote.JOBS_IN_FLIGHT,
+    )
+    states = re.search(r"\{status: ([\w\\|]+), progress", SERVICE_DOC.read_text()).group(1).split("\\|")
+    assert tuple(states) == STATUSES
