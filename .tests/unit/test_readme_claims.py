@@ -735,3 +735,57 @@ def test_the_defaults_limits_and_names_docs_service_md_states_are_the_codes() ->
     )
     states = re.search(r"\{status: ([\w\\|]+), progress", SERVICE_DOC.read_text()).group(1).split("\\|")
     assert tuple(states) == STATUSES
+
+
+# A command line's placeholders, as the docs write them, and a value the parser takes in their place.
+PLACEHOLDERS = {"S": "queued", "N": "10", "ID": "0123abcd", "DIR": "results"}
+
+
+def documented_command_lines(command: str) -> list[tuple[str, list[str]]]:
+    """Each `command ...` line of the code blocks of docs/*.md (not docs/science.md's), continuation lines joined,
+    the comment cut, each `[--opt VALUE | ...]` taken with its first value and each placeholder replaced."""
+    lines = []
+    for path in sorted((REPO / "docs").glob("*.md")):
+        if path.name == "science.md":
+            continue
+        for block in re.findall(r"^```\w*\n(.*?)^```", path.read_text(), re.M | re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if not line.startswith(f"{command} "):
+                    continue
+                line = re.sub(r"\s+#.*$", "", line)
+                line = re.sub(r"\[([^]|]+?)(?: \| [^]]*)?\]", r"\1", line)
+                words = [PLACEHOLDERS.get(word, word) for word in line.split()[1:]]
+                lines.append((f"{path.name}: {line}", words))
+    return lines
+
+
+def test_every_simcal_command_line_of_the_docs_is_one_the_simcal_command_takes() -> None:
+    """docs/service.md's `simcal keys add`, `simcal serve`, `simcal jobs list|show|cancel` and docs/simulation.md's
+    `simcal status` lines, parsed by the parser the `simcal` command runs: a renamed or dropped option fails."""
+    from simcal.cli import parser
+
+    lines = documented_command_lines("simcal")
+    assert {words[0] for _, words in lines} >= {"keys", "serve", "jobs", "status"}, lines
+    for line, words in lines:
+        try:
+            parser().parse_args(words)
+        except SystemExit as exit:
+            pytest.fail(f"{line}: the simcal command refuses it (exit {exit.code})")
+
+
+def test_the_targets_and_options_docs_models_md_names_in_its_commands_exist(rules) -> None:
+    """docs/models.md: "`snakemake preprocess_all` on the data branch, then `snakemake kd_gat_all`" (rules of the main
+    workflow) and "`kdgat train dqn --fit`" (an option of the `kdgat` command)."""
+    import argparse
+
+    from kdgat.cli import parser
+
+    text = flat_text(REPO / "docs/models.md")
+    targets = re.findall(r"`snakemake (\w+)`", text)
+    assert targets == ["preprocess_all", "kd_gat_all"] and set(targets) <= set(rules)
+    ((command, option),) = re.findall(r"`kdgat ([a-z ]+?) (--[a-z-]+)`", text)
+    action = parser()
+    for word in command.split():
+        (subcommands,) = (a for a in action._actions if isinstance(a, argparse._SubParsersAction))
+        action = subcommands.choices[word]
+    assert option in {name for a in action._actions for name in a.option_strings}, (command, option)
