@@ -789,3 +789,63 @@ def test_the_targets_and_options_docs_models_md_names_in_its_commands_exist(rule
         (subcommands,) = (a for a in action._actions if isinstance(a, argparse._SubParsersAction))
         action = subcommands.choices[word]
     assert option in {name for a in action._actions for name in a.option_strings}, (command, option)
+
+
+# The metric names of docs/evaluation.md and evaluate_detector's meta.yaml, and the keys binary_metrics writes.
+METRIC_KEYS = {
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "F1": "f1",
+    "specificity": "specificity",
+    "balanced accuracy": "balanced_accuracy",
+    "MCC": "mcc",
+    "FPR": "fpr",
+    "FNR": "fnr",
+    "ROC-AUC": "roc_auc",
+    "PR-AUC": "pr_auc",
+    "the confusion matrix": "confusion_matrix",
+}
+
+
+def listed_metrics(sentence: str) -> tuple[list[str], list[float]]:
+    """The metric keys a sentence lists ("accuracy, ..., detection rate ... at FPR 5 % / 1 % and the confusion
+    matrix") and the FPR targets of its detection rates, as fractions."""
+    names, rates = re.fullmatch(
+        r"(.+), detection rate(?: \(TPR\))? at FPR ([\d.% /]+) and the confusion matrix", sentence
+    ).groups()
+    words = [re.sub(r" \(.*\)$", "", word) for word in names.split(", ")]
+    targets = [float(rate.strip(" %")) / 100 for rate in rates.split("/")]
+    return [METRIC_KEYS[word] for word in words] + ["confusion_matrix"], targets
+
+
+def test_the_metrics_docs_evaluation_md_and_evaluate_detector_list_are_the_ones_computed() -> None:
+    """docs/evaluation.md, "Metrics": "accuracy, precision, recall, F1, ..., detection rate (TPR) at FPR 5 % / 1 % /
+    0.1 % and the confusion matrix", and "a metric that is undefined on a split (ROC-AUC on a scenario with only
+    normal windows ...) is `null`, and `undefined.<metric>` says why"; evaluate_detector's meta.yaml lists the same."""
+    from kdgat.evaluation.metrics import binary_metrics
+
+    schema = yaml.safe_load((MODULES / "evaluation/schemas/config.schema.yaml").read_text())
+    default_targets = schema["properties"]["evaluation"]["properties"]["fpr_targets"]["default"]
+    computed = binary_metrics([0, 1, 0, 1, 1], [0.1, 0.8, 0.4, 0.6, 0.3], [0, 1, 0, 1, 0], default_targets)
+    rates = {key for key in computed if key.startswith("detection_rate_at_fpr_")}
+    counts = {"n", "n_attack", "n_normal", "undefined"}
+
+    doc = re.search(
+        r"all test scenarios pooled: (.+? and the confusion matrix) \(attack = positive;",
+        flat_text(EVALUATION_DOC),
+    )
+    meta = re.search(
+        r"every test scenario: (.+? and the confusion matrix) per model",
+        meta_description("evaluate_detector"),
+    )
+    for sentence in (doc.group(1), meta.group(1)):
+        keys, targets = listed_metrics(sentence)
+        assert len(keys) == len(set(keys)) and set(keys) == set(computed) - rates - counts, sentence
+        assert targets == pytest.approx(default_targets)
+        assert rates == {f"detection_rate_at_fpr_{target:g}" for target in targets}
+
+    one_class = binary_metrics([0, 0, 0], [0.1, 0.2, 0.3], [0, 0, 1], default_targets)
+    assert one_class["roc_auc"] is None and "roc_auc" in one_class["undefined"]
+    nothing_flagged = binary_metrics([0, 1, 0], [0.1, 0.2, 0.3], [0, 0, 0], default_targets)
+    assert nothing_flagged["precision"] is None and "precision" in nothing_flagged["undefined"]
