@@ -21,8 +21,8 @@ CONTRIBUTING = REPO / "CONTRIBUTING.md"
 MODULES = REPO / "workflow" / "modules"
 MODULE_NAMES = sorted(path.parent.name for path in MODULES.glob("*/Snakefile"))
 
-# Each rule's conda environment, log, benchmark, retries, mem_mb at attempts 1 and 2 (for one dataset and seed) and
-# outputs.
+# Each rule's conda environment, log, benchmark, retries, mem_mb at attempts 1 and 2 (for one dataset and seed), inputs
+# and outputs.
 RULES = r"""
 wildcards = {"dataset": "synth_hcrl", "seed": "42"}
 job = SimpleNamespace(**wildcards, items=wildcards.items)
@@ -43,6 +43,7 @@ print(json.dumps({
         "benchmark": rule.benchmark and str(rule.benchmark),
         "retries": rule._restart_times,
         "mem_mb": mem_mb(rule),
+        "input": [str(path) for path in rule.input],
         "output": [str(path) for path in rule.output],
     }
     for rule in workflow.rules
@@ -849,3 +850,40 @@ def test_the_metrics_docs_evaluation_md_and_evaluate_detector_list_are_the_ones_
     assert one_class["roc_auc"] is None and "roc_auc" in one_class["undefined"]
     nothing_flagged = binary_metrics([0, 1, 0], [0.1, 0.2, 0.3], [0, 0, 0], default_targets)
     assert nothing_flagged["precision"] is None and "precision" in nothing_flagged["undefined"]
+
+
+def expanded(path: str) -> set[str]:
+    """`a/{b,c}/{d,e}.x` as its four paths (a `{name}` without a comma is a wildcard and stays)."""
+    braces = re.search(r"\{(\w+(?:\.\w+)*(?:,\w+(?:\.\w+)*)+)\}", path)
+    if not braces:
+        return {path}
+    return set().union(
+        *(expanded(path.replace(braces.group(0), part, 1)) for part in braces.group(1).split(","))
+    )
+
+
+def test_the_inputs_docs_evaluation_md_says_the_module_needs_are_the_ones_it_reads(rules) -> None:
+    """docs/evaluation.md, "Using it from your own workflow": "It needs `{kd_gat.data_prefix}/{dataset}/{train,val,
+    test}.pt` and `metadata.json` (default prefix `results/preprocess`) and `results/kd_gat/{dataset}/seed_{seed}/
+    {variant}/{vgae,gat,dqn}/{model.pt,history.csv}`": every input of its rules that no rule of it makes."""
+    from kdgat.chain import VARIANTS
+
+    text = flat_text(EVALUATION_DOC)
+    graphs, metadata, models = re.search(
+        r"It needs `([^`]+)` and `([^`]+)` \(default prefix `results/preprocess`\) and `([^`]+)`", text
+    ).groups()
+    folder = graphs.rsplit("/", 1)[0]
+    needed = expanded(graphs) | {f"{folder}/{metadata}"} | expanded(models)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    read = set()
+    for name, rule in rules.items():
+        if name.startswith("evaluation_"):
+            for path in rule["input"]:
+                if path.startswith("results/evaluation/"):
+                    continue  # made by the module itself
+                path = path.replace(
+                    config["kd_gat"].get("data_prefix", "results/preprocess"), "{kd_gat.data_prefix}"
+                )
+                path = re.sub(r"/seed_\d+/", "/seed_{seed}/", path)
+                read.add(re.sub(rf"/({'|'.join(VARIANTS)})/", "/{variant}/", path))
+    assert read == needed and len(needed) >= 10
