@@ -887,3 +887,20 @@ def test_the_inputs_docs_evaluation_md_says_the_module_needs_are_the_ones_it_rea
                 path = re.sub(r"/seed_\d+/", "/seed_{seed}/", path)
                 read.add(re.sub(rf"/({'|'.join(VARIANTS)})/", "/{variant}/", path))
     assert read == needed and len(needed) >= 10
+
+
+def test_the_models_docs_evaluation_md_lists_are_the_ones_the_summary_reports() -> None:
+    """docs/evaluation.md, "Models and baselines": "`model` in `scenario_metrics.csv` is one of" its bullets' names,
+    in the summary's order (kdgat.evaluation.summary.REPORTED_MODELS: the chain's, the fixed-α fusions, the
+    baselines); the floors apply to "VGAE, GAT and fusion"."""
+    from kdgat.chain import MODELS
+    from kdgat.evaluation.summary import FLOOR_MODELS, REPORTED_MODELS
+
+    section = EVALUATION_DOC.read_text().split("## Models and baselines", 1)[1].split("\n## ", 1)[0]
+    bullets = re.findall(r"^- (.+)$", section, re.M)  # each bullet's first line, its names before a colon
+    named = [name for bullet in bullets for name in re.findall(r"`(\w+(?:\.\d)?)`", bullet.split(":")[0])]
+    assert named == list(REPORTED_MODELS), named
+    assert (
+        FLOOR_MODELS == MODELS
+        and "F1 above that of flagging every window for VGAE, GAT and fusion" in flat_text(EVALUATION_DOC)
+    )
