@@ -904,3 +904,22 @@ def test_the_models_docs_evaluation_md_lists_are_the_ones_the_summary_reports() 
         FLOOR_MODELS == MODELS
         and "F1 above that of flagging every window for VGAE, GAT and fusion" in flat_text(EVALUATION_DOC)
     )
+
+
+def test_the_per_dataset_summary_draws_the_training_histories_of_the_first_seed(rules) -> None:
+    """docs/evaluation.md, "What it writes": the per-dataset summary is "the same per dataset, with the training
+    histories of the first seed" (`kd_gat.seeds`' first), of every variant and stage."""
+    from kdgat.chain import STAGES, VARIANTS
+
+    assert "| the same per dataset, with the training histories of the first seed |" in flat_text(
+        EVALUATION_DOC
+    )
+    seeds = yaml.safe_load((REPO / "config/config.yaml").read_text())["kd_gat"]["seeds"]
+    histories = [
+        path for path in rules["evaluation_summarize_dataset"]["input"] if path.endswith("history.csv")
+    ]
+    assert len(seeds) > 1 and sorted(histories) == sorted(
+        f"results/kd_gat/{{dataset}}/seed_{seeds[0]}/{variant}/{stage}/history.csv"
+        for variant in VARIANTS
+        for stage in STAGES
+    )
