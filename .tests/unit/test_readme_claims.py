@@ -923,3 +923,26 @@ def test_the_per_dataset_summary_draws_the_training_histories_of_the_first_seed(
         for variant in VARIANTS
         for stage in STAGES
     )
+
+
+def test_the_cache_keys_build_graphs_meta_yaml_says_the_preprocess_module_passes_are_passed() -> None:
+    """build_graphs' meta.yaml notes: "Suitable for `cache: True`"; "the preprocess module passes `roles_of_logs`,
+    kdgat.layout.log_roles" and "`library_code` (kdgat.layout.preprocess_code_digest)", params the wrapper does not
+    read; "(Snakemake refuses `benchmark:` on cached rules)": the cached rule has none."""
+    import ast
+
+    notes = meta_description("build_graphs", "notes")
+    passed = re.findall(r"`(\w+)`,? \(?(kdgat\.layout\.\w+)\)?", notes)
+    assert [name for name, _ in passed] == ["roles_of_logs", "library_code"], passed
+    snakefile = (MODULES / "preprocess/Snakefile").read_text()
+    block = snakefile.split("\nrule build_graphs:\n", 1)[1].split("\nrule ", 1)[0]
+    assert re.search(r"^    cache: True$", block, re.M) and "benchmark:" not in block
+    for name, function in passed:
+        resolve(function.replace("kdgat.layout.", "kdgat.layout:"))
+        assert re.search(rf"^        {name}=", block, re.M), name
+    # params the wrapper takes (TAKES: not warned of) but does not read: its library call never names them
+    wrapper = ast.parse((REPO / "wrappers/build_graphs/wrapper.py").read_text())
+    (body,) = [node for node in wrapper.body if isinstance(node, ast.With)]
+    read = {node.value for node in ast.walk(body) if isinstance(node, ast.Constant)}
+    read |= {node.attr for node in ast.walk(body) if isinstance(node, ast.Attribute)}
+    assert "dataset" in read and not {name for name, _ in passed} & read
