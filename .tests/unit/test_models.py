@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from testkit import REPO
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as gaussian_kl
 from torch_geometric.data import Batch
@@ -238,3 +239,24 @@ def test_error_statistics_of_one_normal_graph_measure_in_raw_units():
     over several graphs (which would blow every deviation up by 10⁸)."""
     one = {"feature_mse": [0.01], "id_ce": [2.0], "neighbour_bce": [0.3]}
     assert error_statistics(one) == ([pytest.approx(0.01), 2.0, pytest.approx(0.3)], [1.0] * 3)
+
+
+def test_the_size_table_of_docs_models_md_is_the_presets_at_the_originals_vocabulary():
+    """docs/models.md, "Sizes": the original's published counts "are its code at a vocabulary of **30 CAN IDs**; at
+    30 IDs ours are equal", and its table gives them per preset and stage."""
+    text = (REPO / "docs/models.md").read_text()
+    assert (
+        f"at a vocabulary of **{REFERENCE_NUM_IDS} CAN IDs**; at {REFERENCE_NUM_IDS} IDs ours are equal"
+        in " ".join(text.split())
+    )
+    rows = {}
+    for preset in ("teacher", "student"):
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| {preset} ")]
+        rows[preset] = [int(cell.strip().replace(",", "")) for cell in row.split("|")[2:5]]
+    counts = {
+        preset: [
+            count_parameters(BUILD[stage](resolve_preset(preset, stage))) for stage in ("vgae", "gat", "dqn")
+        ]
+        for preset in ("teacher", "student")
+    }
+    assert rows == counts
