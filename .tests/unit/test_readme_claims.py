@@ -946,3 +946,41 @@ def test_the_cache_keys_build_graphs_meta_yaml_says_the_preprocess_module_passes
     read = {node.value for node in ast.walk(body) if isinstance(node, ast.Constant)}
     read |= {node.attr for node in ast.walk(body) if isinstance(node, ast.Attribute)}
     assert "dataset" in read and not {name for name, _ in passed} & read
+
+
+@pytest.mark.parametrize(
+    "variable, endpoint, exported_to",
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://127.0.0.1:4319/v1/traces",
+            "http://127.0.0.1:4319/v1/traces",
+        ),
+    ],
+)
+def test_either_otlp_endpoint_variable_docs_service_md_names_turns_tracing_on(
+    monkeypatch, variable, endpoint, exported_to
+):
+    """docs/service.md, "Traces": "With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set,
+    ... exported over OTLP/HTTP ... Without an endpoint, no tracer exists": each variable alone, from the
+    environment the service reads, makes an OTLP/HTTP exporter to that endpoint; neither makes nothing."""
+    import_required("opentelemetry.sdk", "pip install 'snakemake-gpu-catalog[service]'")
+    from simcal.service.telemetry import ENDPOINT_VARIABLES, Telemetry
+
+    text = flat_text(SERVICE_DOC)
+    assert "With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set" in text
+    assert set(ENDPOINT_VARIABLES) == {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"}
+    for name in ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    off = Telemetry.from_environment()
+    assert not off.enabled and off.provider is None
+    monkeypatch.setenv(variable, endpoint)
+    on = Telemetry.from_environment()
+    try:
+        (processor,) = on.provider._active_span_processor._span_processors
+        exporter = processor.span_exporter
+        assert on.enabled and type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
+        assert exporter._endpoint == exported_to
+    finally:
+        on.shutdown()
