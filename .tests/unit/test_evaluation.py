@@ -239,6 +239,29 @@ def test_an_empty_stash_dir_switches_the_result_stash_off(tmp_path, monkeypatch,
     assert "evaluating tiny/teacher" in caplog.text and "stash" not in caplog.text
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_metrics_json_is_written_last_so_an_evaluation_that_fails_writing_leaves_none(tmp_path):
+    """evaluate_detector's meta.yaml: "Outputs are written atomically; metrics.json is written last": an evaluation
+    that cannot write its last picture (here a directory stands where the file goes) has written its scores and
+    leaves no metrics.json, so nothing takes it for finished; with the path free, all five are written."""
+    suffixes = {"metrics": ".json", "scores": ".parquet", "roc": ".svg", "pr": ".svg", "confusion": ".svg"}
+    outputs = {name: tmp_path / "out" / f"{name}{suffix}" for name, suffix in suffixes.items()}
+    outputs["confusion"].mkdir(parents=True)
+    inputs = tiny_evaluation_inputs(tmp_path)
+    run = dict(
+        dataset="tiny",
+        variant="teacher",
+        device="cpu",
+        speed={"repeats": 1, "latency_runs": 1, "max_graphs": 4},
+    )
+    with pytest.raises(OSError):
+        evaluate_files(**inputs, outputs=outputs, **run)
+    assert outputs["scores"].is_file() and outputs["roc"].is_file() and not outputs["metrics"].exists()
+    outputs["confusion"].rmdir()
+    evaluate_files(**inputs, outputs=outputs, **run)
+    assert all(path.is_file() for path in outputs.values())
+
+
 def test_the_library_code_digest_changes_with_any_module_of_the_package(tmp_path):
     package = tmp_path / "kdgat"
     shutil.copytree(Path(kdgat.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
