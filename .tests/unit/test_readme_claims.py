@@ -984,3 +984,25 @@ def test_either_otlp_endpoint_variable_docs_service_md_names_turns_tracing_on(
         assert exporter._endpoint == exported_to
     finally:
         on.shutdown()
+
+
+# Measured figures docs/models.md restates from docs/science.md's runs: (models.md's words, science.md's words). A
+# rerun recorded there that changes them must change models.md too.
+MODELS_RESTATED = [
+    ("(0.496 for the student)", "VGAE ROC-AUC on `replay_unseen` 0.496, 0.514, 0.522"),
+    ("3 of the 18 agents keep their learnt policy (all on synth_cantt;",
+     "3 kept their learnt policy (all on synth_cantt), 12 use a constant mid α (0.3-0.9) and 3 copy the GAT"),
+    ("within 0.005 of each seed's better input or above in 16 (docs/science.md's run of 2026-12-02 evening)",
+     "fusion within 0.005 of each seed's better input 16 → 17 of 33"),
+    ("gave 17 for the 16 and 13 (7 where an input ranks the attacks) for the α-transfer check's 12 (6)",
+     "misses the floor in 13 of 33 cells (7 of the 27 where an input ranks the attacks), one more than the shipped "
+     "choice's 12 (6)"),
+    ("on model seeds 45-47, never run before, 16 against the blocks-only config's 21",
+     "blocks only 21 fusion misses (15 where an input ranks the attacks), whole captures 16 (10)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("ours, theirs", MODELS_RESTATED, ids=[theirs[:30] for _, theirs in MODELS_RESTATED])
+def test_a_figure_docs_models_md_restates_is_docs_science_mds(ours: str, theirs: str) -> None:
+    assert ours in flat_text(REPO / "docs/models.md")
+    assert theirs in flat_text(REPO / "docs/science.md")
