@@ -1047,3 +1047,56 @@ def test_every_kdgat_and_simcal_name_of_the_docs_and_the_wrappers_meta_yaml_exis
                 break
             value = getattr(value, part)
     assert not missing, missing
+
+
+# Where a config key named in a doc lives: its top-level section's schema. Keys the docs name relative to their
+# section (`backend.local.processes` in docs/simulation.md) get the section's path in front.
+SCHEMA_OF = {
+    "kd_gat": MODULES / "kd_gat/schemas/config.schema.yaml",
+    "evaluation": MODULES / "evaluation/schemas/config.schema.yaml",
+    "calibration": MODULES / "calibration/schemas/config.schema.yaml",
+    "preprocess": MODULES / "preprocess/schemas/config.schema.yaml",
+    "learned_resources": REPO / "workflow/schemas/config.schema.yaml",
+}
+RELATIVE_KEYS = {
+    "evaluation.md": {"speed": "evaluation.speed"},
+    "simulation.md": {
+        "backend": "calibration.backend",
+        "observed": "calibration.observed",
+        "refine": "calibration.calibrate.refine",
+    },
+}
+
+
+def schema_node(schema: dict, node: dict, key: str) -> dict | None:
+    """The schema of `key` under `node`, following a `$ref` into the file's `$defs`."""
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return (node.get("properties") or {}).get(key)
+
+
+def test_every_config_key_the_docs_name_is_in_its_schema() -> None:
+    """A dotted config key in backticks in docs/models.md, evaluation.md, simulation.md and service.md
+    (`kd_gat.dqn.keep_folds`, `calibration.backend.service.url`, `backend.local.processes`, ...) is a key of its
+    section's schema: a renamed key leaves no doc naming the old one."""
+    named, missing = 0, []
+    for path in sorted((REPO / "docs").glob("*.md")):
+        if path.name == "science.md":
+            continue
+        relative = RELATIVE_KEYS.get(path.name, {})
+        sections = "|".join([*SCHEMA_OF, *relative])
+        for key in re.findall(rf"`((?:{sections})(?:\.\w+)+)", path.read_text()):
+            first, _, rest = key.partition(".")
+            if first in relative:
+                key = f"{relative[first]}.{rest}"
+            parts = key.split(".")
+            schema = yaml.safe_load(SCHEMA_OF[parts[0]].read_text())
+            node = schema
+            for part in parts:
+                node = schema_node(schema, node, part)
+                if node is None:
+                    missing.append(f"{path.name}: {key}")
+                    break
+            named += 1
+    assert named >= 20, named
+    assert not missing, missing
