@@ -1100,3 +1100,24 @@ def test_every_config_key_the_docs_name_is_in_its_schema() -> None:
             named += 1
     assert named >= 20, named
     assert not missing, missing
+
+
+def test_the_settings_the_wrappers_meta_yaml_name_are_settings_of_the_library() -> None:
+    """simulate's notes name `settings.max_failed_fraction` and `settings.no_worker_timeout_s`, calibrate's
+    `simulation.max_failed_fraction` (simcal.settings.SimulationSettings), generate_can's `options.seed`
+    (kdgat.synthetic's options) and train_dqn's `kd_gat.dqn.keep_folds` (the kd_gat schema)."""
+    from kdgat.synthetic import DEFAULTS
+    from simcal.settings import SimulationSettings
+
+    simulation = {field.name for field in dataclasses.fields(SimulationSettings)}
+    pattern = r"(?<![\w/])({}\.\w+)"
+    for wrapper, prefix in (("simulate", "settings"), ("calibrate", "simulation")):
+        text = f"{meta_description(wrapper)} {meta_description(wrapper, 'notes')}"
+        names = {name.split(".")[1] for name in re.findall(pattern.format(prefix), text)}
+        assert names and names <= simulation, (wrapper, names - simulation)
+    text = f"{meta_description('generate_can')} {meta_description('generate_can', 'notes')}"
+    options = {name.split(".")[1] for name in re.findall(pattern.format("options"), text)}
+    assert options == {"seed"} and options <= set(DEFAULTS)
+    assert "kd_gat.dqn.keep_folds folds" in meta_description("train_dqn")
+    schema = yaml.safe_load((MODULES / "kd_gat/schemas/config.schema.yaml").read_text())
+    assert "keep_folds" in schema["properties"]["kd_gat"]["properties"]["dqn"]["properties"]
