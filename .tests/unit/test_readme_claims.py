@@ -1,5 +1,6 @@
-"""Claims of README.md and CONTRIBUTING.md that no other test pinned: the modules' conventions, read from the
-parsed workflow, and numbers and defaults the text states, read from the code that sets them."""
+"""Claims of README.md, CONTRIBUTING.md, docs/models.md, evaluation.md, simulation.md, service.md and the wrappers'
+meta.yaml that no other test pinned: the modules' conventions, read from the parsed workflow, and numbers, defaults,
+names and commands the text states, read from the code that sets them."""
 
 from __future__ import annotations
 
