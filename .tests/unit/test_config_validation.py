@@ -162,3 +162,49 @@ def test_the_test_scenarios_are_no_dqn_split(tmp_path: Path) -> None:
     proc = _dry_run_with({**DEFAULT_CONFIG, "kd_gat": {**DEFAULT_CONFIG["kd_gat"], "dqn": dqn}}, tmp_path)
     assert proc.returncode != 0
     assert "stop_split" in proc.stdout and "writes no split" not in proc.stdout, proc.stdout
+
+
+def _with_sweep_table(tmp_path: Path, text: str | None) -> dict:
+    """The default config with the GAT sweep on over a table holding ``text`` (None: the table is a folder)."""
+    table = tmp_path / "sweep_table"
+    if text is None:
+        table.mkdir()
+    else:
+        table.write_text(text)
+    return _with(DEFAULT_CONFIG, ("kd_gat", "sweep"), {"enabled": True, "table": str(table)})
+
+
+def test_the_gat_sweep_is_part_of_rule_all_when_enabled(tmp_path: Path) -> None:
+    """kd_gat.sweep.enabled: true trained nothing under `snakemake` (rule all asked only for the evaluations,
+    which read no sweep model): one GAT per row of params.tsv (3) and dataset (2)."""
+    config = _with(
+        DEFAULT_CONFIG, ("kd_gat", "sweep"), {"enabled": True, "table": str(REPO / "config/params.tsv")}
+    )
+    proc = _dry_run_with(config, tmp_path)
+    assert proc.returncode == 0, proc.stdout
+    assert re.search(r"^kd_gat_train_gat_sweep\s+6$", proc.stdout, re.MULTILINE), proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # pandas took the first of three fields as the index: hidden=2, heads=5, the 8 lost
+        ("hidden\theads\n8\t2\t5\n", "line 2: 3 tab-separated fields, but the header (line 1) names 2"),
+        ("hidden\theads\n16\t4\n", None),  # the valid table the cases below break
+        ("hidden\theads\n8\t2\n16\t4\n8\t2\n", "line 4 repeats line 2 (hidden~8_heads~2)"),
+        ("hidden\thidden\n8\t16\n", "line 1: column ['hidden'] named twice"),
+        # spaces instead of tabs: one column, refused by name before the first sweep job
+        ("hidden heads\n8 2\n", "line 2: sweep column 'hidden heads' is neither a training setting"),
+        (None, "is not a file (expected a tab-separated table, one row per GAT)"),
+    ],
+)
+def test_a_sweep_table_that_pandas_would_misread_is_refused_naming_its_line(
+    tmp_path: Path, text: str | None, expected: str | None
+) -> None:
+    proc = _dry_run_with(_with_sweep_table(tmp_path, text), tmp_path)
+    if expected is None:
+        assert proc.returncode == 0, proc.stdout
+        return
+    assert proc.returncode != 0
+    assert f"kd_gat.sweep.table: {tmp_path / 'sweep_table'}" in proc.stdout, proc.stdout
+    assert expected in proc.stdout, proc.stdout

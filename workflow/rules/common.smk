@@ -31,6 +31,9 @@ def get_final_targets(wildcards):
     """Everything `rule all` asks for, chosen by the `targets` switches in the config."""
     targets = []
     if CAN_IDS_TARGETS:
+        # kd_gat's own targets too: the models the evaluations read, and the GAT sweep when kd_gat.sweep.enabled
+        # (which no evaluation reads, so evaluation_all alone left it out).
+        targets += rules.kd_gat_all.input
         targets += rules.evaluation_all.input
     if config["targets"]["calibration"]:
         targets += rules.calibration_all.input

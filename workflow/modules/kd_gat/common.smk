@@ -130,14 +130,68 @@ GPU_MEMORY = learned_gpu_memory("metrics")
 
 
 # The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).
+def read_sweep_table(path):
+    """The sweep table, refused naming the file and line where pandas would shift or merge rows silently: a row
+    with more or fewer tab-separated fields than the header (pandas takes the first of one too many as its index,
+    so every value lands in the column before its own), a column named twice or a row given twice (one
+    instance, one GAT, where two were meant)."""
+    where = f"kd_gat.sweep.table: {path}"
+    if not path.is_file():
+        raise WorkflowError(
+            f"{where} is not a file (expected a tab-separated table, one row per GAT)"
+            if path.exists()
+            else f"{where} does not exist (a tab-separated table)"
+        )
+    numbered = [
+        (number, line.split("\t"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.strip()
+    ]
+    if not numbered:
+        raise WorkflowError(f"{where} is empty (expected a header line of column names, then rows)")
+    header = numbered[0][1]
+    named_twice = sorted({name for name in header if header.count(name) > 1})
+    if named_twice:
+        raise WorkflowError(f"{where} line {numbered[0][0]}: column {named_twice} named twice")
+    for number, fields in numbered[1:]:
+        if len(fields) != len(header):
+            raise WorkflowError(
+                f"{where} line {number}: {len(fields)} tab-separated fields, but the header (line "
+                f"{numbered[0][0]}) names {len(header)}: {header}"
+            )
+    table = pd.read_csv(path, sep="\t")
+    table.index = [number for number, _ in numbered[1:]]  # each row's line in the file
+    return table
+
+
+def check_sweep_rows(table, path):
+    """Every row's settings, checked as the row's training job will get them, naming its line."""
+    seen = {}
+    # itertuples, as Paramspace names the instances: iterrows would make a row of ints and floats all floats
+    rows = table.itertuples(index=True)
+    for instance, (number, *values) in zip(SWEEP.instance_patterns, rows):
+        if instance in seen:
+            raise WorkflowError(
+                f"kd_gat.sweep.table: {path} line {number} repeats line {seen[instance]} ({instance}): one GAT "
+                "would be trained where two were meant; remove it or change a value"
+            )
+        seen[instance] = number
+        wildcards = {
+            name: "NA" if pd.isna(value) else str(value)
+            for name, value in zip(table.columns, values)
+        }
+        try:
+            stage_settings(
+                "gat", KD["sweep"]["variant"], SEEDS[0], overrides=SWEEP.instance(wildcards)
+            )
+        except ValueError as error:
+            raise WorkflowError(f"kd_gat.sweep.table: {path} line {number}: {error}") from None
+
+
 SWEEP = None
 if KD["sweep"]["enabled"]:
     table_path = Path(KD["sweep"]["table"])
-    if not table_path.exists():
-        raise FileNotFoundError(
-            f"kd_gat.sweep.table: {table_path} does not exist (a tab-separated table)"
-        )
-    table = pd.read_csv(table_path, sep="\t")
+    table = read_sweep_table(table_path)
     if KD["sweep"]["query"]:
         try:
             table = table.query(KD["sweep"]["query"])
@@ -150,6 +204,7 @@ if KD["sweep"]["enabled"]:
             f"kd_gat.sweep: no rows of {table_path} left after query {KD['sweep']['query']!r}"
         )
     SWEEP = Paramspace(table, filename_params="*")
+    check_sweep_rows(table, table_path)
 
 
 def sweep_targets():
