@@ -41,7 +41,12 @@ CONFIG_INTRO = """\
 `snakemake --configfile my.yaml`; keys you leave out take the defaults below. The whole config is validated once
 by the main workflow against `workflow/schemas/config.schema.yaml`, and each module validates the sections it
 reads against its own `workflow/modules/<name>/schemas/config.schema.yaml`, so a typo or a wrong type stops the
-run before any job starts, naming the key.
+run before any job starts; the main workflow's message starts with one line per bad key: its dotted name, the
+config file (or `--config`) that set it and what was expected
+(`.tests/unit/test_config_validation.py::test_a_config_the_schema_refuses_is_named_by_dotted_key_and_the_file_that_set_it`).
+`--config` reads the values inside a mapping as text (`--config 'kd_gat={seeds: [1]}'` gives the string `'1'`,
+which is refused): put nested numbers and booleans in a `--configfile`. A `--config` or `--configfile` mapping
+replaces only the keys it names; a list replaces the whole list.
 
 The tables below are generated from those schemas by `scripts/make_docs.py` (`make docs`); do not edit them by
 hand. `<name>` stands for a key you choose (a dataset name, a preset name); `[]` for the items of a list.

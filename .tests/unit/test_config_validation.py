@@ -12,7 +12,7 @@ from testkit import REPO, run_snakemake
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def _dry_run_with(config: dict, tmp_path: Path):
+def _dry_run_with(config: dict, tmp_path: Path, *extra: str):
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     return run_snakemake(
@@ -25,6 +25,7 @@ def _dry_run_with(config: dict, tmp_path: Path):
         str(configfile),
         "--cores",
         "1",
+        *extra,
         check=False,
         timeout=300,
     )
@@ -208,3 +209,37 @@ def test_a_sweep_table_that_pandas_would_misread_is_refused_naming_its_line(
     assert proc.returncode != 0
     assert f"kd_gat.sweep.table: {tmp_path / 'sweep_table'}" in proc.stdout, proc.stdout
     assert expected in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "extra", "expected"),
+    [
+        # Snakemake named it On instance['preprocess'] under a dump of the schema, and no file
+        (
+            _with(DEFAULT_CONFIG, ("preprocess", "windw_size"), 50),
+            (),
+            "config key preprocess.windw_size (set in {configfile}): an unknown key; preprocess takes "
+            "['bad_rows', 'exclude', 'held_out', 'mem_mb', 'runtime', 'seed', 'stride', 'time_blocks', "
+            "'val_fraction', 'window_size']",
+        ),
+        (
+            _with_dataset("lab/can", {"path": "data/lab"}),
+            (),
+            "config key datasets.lab/can (set in {configfile}): 'lab/can' does not match",
+        ),
+        # --config loads what is inside a mapping as text: the 1 the researcher wrote arrives as '1'
+        (
+            DEFAULT_CONFIG,
+            ("--config", "kd_gat={seeds: [1]}"),
+            "config key kd_gat.seeds[0] (set in --config): '1' is not of type 'integer'; --config reads every "
+            "value inside a mapping as text",
+        ),
+    ],
+)
+def test_a_config_the_schema_refuses_is_named_by_dotted_key_and_the_file_that_set_it(
+    tmp_path: Path, config: dict, extra: tuple, expected: str
+) -> None:
+    proc = _dry_run_with(config, tmp_path, *extra)
+    assert proc.returncode != 0
+    assert expected.format(configfile=tmp_path / "config.yaml") in proc.stdout, proc.stdout
+    assert "Error validating config file" in proc.stdout, proc.stdout  # Snakemake's own message is kept
