@@ -243,3 +243,23 @@ def test_a_config_the_schema_refuses_is_named_by_dotted_key_and_the_file_that_se
     assert proc.returncode != 0
     assert expected.format(configfile=tmp_path / "config.yaml") in proc.stdout, proc.stdout
     assert "Error validating config file" in proc.stdout, proc.stdout  # Snakemake's own message is kept
+
+
+def test_a_module_reused_alone_names_a_missing_required_key_and_the_file(tmp_path: Path) -> None:
+    """The README's "Reuse it": the module's own validation is the only one, so it gives the same first line."""
+    (tmp_path / "lab.yaml").write_text(
+        yaml.safe_dump(
+            {"datasets": {"lab": {"synthetic": {"files": [{"split": "train_01_normal", "name": "normal"}]}}}}
+        )
+    )
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        f'module preprocess:\n    snakefile:\n        "{REPO}/workflow/modules/preprocess/Snakefile"\n'
+        "    config:\n        config\n\n\nuse rule * from preprocess as lab_*\n"
+    )
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert (
+        "config key datasets.lab.synthetic.files[0].duration_s (set in lab.yaml): a required key is missing "
+        "from datasets.lab.synthetic.files[0]"
+    ) in proc.stdout, proc.stdout
