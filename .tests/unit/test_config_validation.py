@@ -263,3 +263,28 @@ def test_a_module_reused_alone_names_a_missing_required_key_and_the_file(tmp_pat
         "config key datasets.lab.synthetic.files[0].duration_s (set in lab.yaml): a required key is missing "
         "from datasets.lab.synthetic.files[0]"
     ) in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (("datasets", "lab"), "datasets.lab.files.train[1]: {folder} is a folder, not a CAN log file"),
+        (("calibration", "observed", "path"), "calibration.observed.path: {folder} is a folder, not a file"),
+    ],
+)
+def test_a_folder_where_a_file_is_expected_is_refused_naming_the_key(
+    tmp_path: Path, path: tuple, expected: str
+) -> None:
+    """Both were planned in the dry run and reached a job as a file to read."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = tmp_path / "normal.csv"
+    log.write_text("")
+    value = (
+        {"files": {"train": [str(log), str(folder)], "test": {"dos": [str(log) + ".test"]}}}
+        if path[0] == "datasets"
+        else str(folder)
+    )
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, path, value), tmp_path)
+    assert proc.returncode != 0
+    assert expected.format(folder=folder) in proc.stdout, proc.stdout

@@ -293,6 +293,14 @@ def dataset_logs(
             if files.get(name)
         }
         _refuse_unwritten(whole, held_out, f"{where}.files.<split>")
+        listed = [("train", train), *((f"test.{name}", logs) for name, logs in test.items()), *whole.items()]
+        for key, logs in listed:  # a folder would reach build_graphs as a log and fail there
+            folder = next((index for index, log in enumerate(logs) if Path(log).is_dir()), None)
+            if folder is not None:
+                raise LayoutError(
+                    f"{where}.files.{key}[{folder}]: {logs[folder]} is a folder, not a CAN log file (a folder of "
+                    "logs in train_*/ and test_*/ folders goes in `path`)"
+                )
     if not train:
         raise LayoutError(
             f"{where}: no training logs; give `synthetic.files`, a `path` with train_*/ folders, or `files.train`"
