@@ -288,3 +288,28 @@ def test_a_folder_where_a_file_is_expected_is_refused_naming_the_key(
     proc = _dry_run_with(_with(DEFAULT_CONFIG, path, value), tmp_path)
     assert proc.returncode != 0
     assert expected.format(folder=folder) in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        # planned in the dry run; the sample_design job failed on it
+        (
+            ("calibration", "parameters", "beta"),
+            {"low": 0.6, "high": 0.1},
+            "calibration.parameters.beta: need low < high (and low > 0 when log: true), got 0.6, 0.1",
+        ),
+        # one TPR column where two were meant
+        (
+            ("evaluation", "fpr_targets"),
+            [0.05, 0.05],
+            "config key evaluation.fpr_targets (set in {configfile}): [0.05, 0.05] has non-unique elements",
+        ),
+    ],
+)
+def test_a_setting_whose_parts_disagree_is_refused_before_any_job_runs(
+    tmp_path: Path, path: tuple, value, expected: str
+) -> None:
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, path, value), tmp_path)
+    assert proc.returncode != 0
+    assert expected.format(configfile=tmp_path / "config.yaml") in proc.stdout, proc.stdout

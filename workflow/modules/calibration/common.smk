@@ -1,6 +1,20 @@
 # Helpers of the calibration module (kept apart so that the Snakefile holds only rules). Where the simulations run
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
+from simcal.design import parse_bounds
+from snakemake.exceptions import WorkflowError
+
+
+def check_parameter_bounds():
+    """calibration.parameters as the sample_design and calibrate jobs read them (low < high, finite, low > 0 on a
+    log scale), refused here naming the parameter: the schema checks only that both are numbers."""
+    try:
+        parse_bounds(CAL["parameters"], "calibration.parameters")
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
+
+
+check_parameter_bounds()
 
 
 # Simulation settings that decide no row: how often progress is written and how long the rule waits for a worker
