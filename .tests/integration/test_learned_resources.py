@@ -148,6 +148,7 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
         r"^ *(?:local)?rule (\w+):\n((?: +\w.*\n)+)", dry.stdout, re.M
     )  # group members indented
     benchmarked = {rule for rule, fields in jobs if re.search(r"^ +benchmark: ", fields, re.M)}
+    assert "is a wildcard of no rule" not in dry.stdout  # the default match_wildcards name a real wildcard
     learning = set(re.findall(r"learned resources: (\w+)(?: \([^)]*\))?, attempt \d+: ", dry.stdout))
     assert {"kd_gat_train_gat_teacher", "evaluation_evaluate_teacher", "calibration_calibrate"} <= benchmarked
     assert benchmarked == learning
@@ -181,3 +182,18 @@ def test_every_benchmarked_rule_of_the_catalog_learns(tmp_path):
         str(config["kd_gat"]["resources"]["mem_mb"]),
         str(config["kd_gat"]["resources"]["runtime"]),
     )
+
+
+def test_a_misspelt_match_wildcard_is_warned_about_once_in_the_catalogs_dry_run(tmp_path):
+    """`match_wildcards: [datset]` matches no rule's wildcard: the dry run says so once, with the closest name,
+    instead of silently learning from every dataset's history."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["learned_resources"] = {"enabled": True, "match_wildcards": ["datset"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    dry = run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    said = re.findall(r"learned_resources\.match_wildcards: 'datset' is a wildcard of no rule.*", dry.stdout)
+    assert len(said) == 1, dry.stdout[-3000:]
+    assert "did you mean 'dataset'?" in said[0]

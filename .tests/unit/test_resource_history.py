@@ -806,3 +806,15 @@ def test_run_without_a_recorded_input_size_is_not_undercut_by_the_line(tmp_path)
     plain = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=900.0)
     assert plain.value == memory(5000.0, estimator.settings)
     assert "1 of 1 run(s) recorded no input size" in plain.explanation
+
+
+def test_a_match_wildcard_that_no_rule_has_is_warned_about_with_the_closest_name():
+    """A misspelt `match_wildcards` name would widen every history to all wildcard values without a word."""
+    settings = LearnedResourceSettings(match_wildcards=("datset", "seed", "capture"))
+    warnings = settings.unmatched_wildcards(["dataset", "seed", "variant", "dataset"])
+    assert len(warnings) == 2, warnings
+    assert "learned_resources.match_wildcards: 'datset' is a wildcard of no rule" in warnings[0]
+    assert "did you mean 'dataset'?" in warnings[0]
+    assert "'capture'" in warnings[1] and "did you mean" not in warnings[1]
+    assert "the rules' wildcards: dataset, seed, variant" in warnings[1]
+    assert LearnedResourceSettings().unmatched_wildcards(["dataset", "seed"]) == []

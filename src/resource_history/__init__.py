@@ -9,7 +9,7 @@ from resource_history.benchmarks import BenchmarkFileError, BenchmarkPattern, Be
 from resource_history.estimate import Estimate, ResourceHistory, SizeFit, size_fit
 from resource_history.gpu_records import GPU_PEAK_KEY, read_gpu_record
 from resource_history.resumed import clear_mark, mark_if_resumed, mark_resumed, resumed_reason
-from resource_history.settings import LearnedResourceSettings, SettingsError
+from resource_history.settings import LearnedResourceSettings, SettingsError, first_time
 
 __all__ = [
     "BenchmarkFileError",
@@ -22,6 +22,7 @@ __all__ = [
     "SettingsError",
     "SizeFit",
     "clear_mark",
+    "first_time",
     "mark_if_resumed",
     "mark_resumed",
     "read_benchmark",

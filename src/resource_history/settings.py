@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 WHERE = "learned_resources"
+_SAID: set[str] = set()
+
+
+def first_time(message: str) -> bool:
+    """True the first time this process is given ``message``: a log line said once per Snakemake run, however
+    many modules include the learned resources and however often Snakemake evaluates a job's resources."""
+    if message in _SAID:
+        return False
+    _SAID.add(message)
+    return True
 
 
 class SettingsError(ValueError):
@@ -74,6 +85,23 @@ class LearnedResourceSettings:
             is_integer(self.min_runtime) and self.min_runtime >= 1, "min_runtime", "an integer >= 1 (minutes)"
         )
         need(len(self.benchmark_roots) >= 1, "benchmark_roots", "a non-empty list of directories")
+
+    def unmatched_wildcards(self, wildcard_names: Iterable[str]) -> list[str]:
+        """One warning per name of `match_wildcards` that no rule of the workflow has as a wildcard
+        (`wildcard_names`: every rule's): a misspelt name (`datset`) would silently widen every history to all
+        wildcard values. Not an error: a name may belong to a rule a later module or a sweep adds."""
+        known = sorted(set(wildcard_names))
+        warnings = []
+        for name in self.match_wildcards:
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            warnings.append(
+                f"{WHERE}.match_wildcards: {name!r} is a wildcard of no rule of this workflow, so no history is "
+                f"matched on it ({hint}the rules' wildcards: {', '.join(known) or 'none'})"
+            )
+        return warnings
 
 
 def is_number(value: Any) -> bool:

@@ -7,14 +7,12 @@
 # Included by every module, so it works in a module imported on its own.
 import os
 
-from resource_history import LearnedResourceSettings, ResourceHistory
+from resource_history import LearnedResourceSettings, ResourceHistory, first_time
 from snakemake.logging import logger
 
 LEARNED_RESOURCES = ResourceHistory(
     LearnedResourceSettings.from_config(config.get("learned_resources"))
 )
-# One log line per job, resource and value: Snakemake evaluates resources several times per job.
-LEARNED_RESOURCES_REPORTED = set()
 
 
 def learned(resource, default, record=None):
@@ -26,6 +24,11 @@ def learned(resource, default, record=None):
         fallback = default(wildcards, attempt) if callable(default) else default
         if not LEARNED_RESOURCES.settings.enabled:
             return fallback
+        # Checked here, not at parse time: every module's rules exist once a job's resources are computed.
+        for warning in LEARNED_RESOURCES.settings.unmatched_wildcards(
+            name for rule in workflow.rules for name in rule.wildcard_names
+        ):
+            report_learned_once(logger.warning, warning)
         definition = workflow.get_rule(rulename)
         pattern = definition.benchmark if record is None else definition.output.get(record)
         if pattern is None or callable(pattern):
@@ -69,6 +72,7 @@ def input_size_mb_of(input):
 
 
 def report_learned_once(log, message):
-    if message not in LEARNED_RESOURCES_REPORTED:
-        LEARNED_RESOURCES_REPORTED.add(message)
+    # One log line per job, resource and value: Snakemake evaluates resources several times per job, and every
+    # module includes this file (a set per module would say a workflow-wide warning once per module).
+    if first_time(message):
         log(message)
