@@ -869,6 +869,105 @@ def test_a_job_end_a_full_disk_cannot_take_is_shown_at_once_and_written_once_spa
     registry.close()
 
 
+def test_a_job_end_kept_in_memory_is_written_by_the_registrys_next_write_and_by_close_as_it_was_shown(
+    tmp_path,
+):
+    """The module's promise: an end the disk could not take is written again at the registry's next write, of any
+    kind (a new job, a start, another job's end, a requeue), and by close(), not only by its timer (here too slow
+    to be the one); once on disk the job is the one every read showed meanwhile, its counts too."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+
+    def new_job() -> str:
+        return registry.create("alice", "m:f", big, 900)[0].id
+
+    def ended_on_a_full_disk(status: str, **fields) -> tuple[str, object]:
+        job_id = new_job()
+        assert registry.start(job_id)
+        _disk_full(registry)
+        assert registry.finish(job_id, status, **fields)
+        assert _status_on_disk(registry.path, job_id) == "running" and registry.unsaved() == [job_id]
+        _space_back(registry)
+        return job_id, registry.get(job_id)
+
+    queued = [new_job(), new_job()]
+    writes = {
+        "a new job": new_job,
+        "a start": lambda: registry.start(queued[0]),
+        "another job's end": lambda: registry.cancel_queued(queued[1], "cancelled by alice"),
+        "a requeue": lambda: registry.requeue(queued[0]),
+    }
+    ends = [
+        ("succeeded", {"done": 900, "failed": 0, "results_path": "/r/x.parquet"}),
+        ("failed", {"done": 899, "failed": 1, "error": "boom"}),
+        ("cancelled", {"error": "cancelled by request"}),  # its counts are the row's
+        ("succeeded", {"done": 900, "failed": 3, "resumed": 450, "results_path": "/r/y.parquet"}),
+    ]
+    for (what, write), (status, fields) in zip(writes.items(), ends, strict=True):
+        job_id, shown = ended_on_a_full_disk(status, **fields)
+        assert shown.status == status
+        write()
+        assert registry.unsaved() == [], what
+        assert _status_on_disk(registry.path, job_id) == status, what
+        assert registry.get(job_id) == shown, what  # read from disk now
+    job_id, shown = ended_on_a_full_disk("failed", done=10, failed=890, error="most failed")
+    registry.close()
+    reopened = JobRegistry(registry.path)
+    assert reopened.get(job_id) == shown
+    reopened.close()
+
+
+class _FailingDisk:
+    """The registry's connection on a failing disk: every UPDATE fails with SQLite's disk I/O error, an extended
+    code (SQLITE_IOERR_WRITE) as SQLite gives it, while reads go on; ``failing = False`` when the disk is back."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db, self.failing = db, True
+
+    def execute(self, sql: str, *args):
+        if self.failing and sql.lstrip().startswith("UPDATE"):
+            error = sqlite3.OperationalError("disk I/O error")
+            error.sqlite_errorcode, error.sqlite_errorname = sqlite3.SQLITE_IOERR_WRITE, "SQLITE_IOERR_WRITE"
+            raise error
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_job_end_a_failing_registry_disk_cannot_take_is_kept_too_and_a_running_job_is_not_cancelled_as_queued(
+    tmp_path,
+):
+    """The module's promise covers a failing disk (SQLITE_IOERR, whose errors carry extended codes) as well as a
+    full one: the end is shown at once and written once the disk takes it. And cancel_queued stays queued ->
+    cancelled there: a running job it cannot write is not shown cancelled (its runner stops it and records the
+    end), a queued one is."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)
+    ended, queued, running = (registry.create("alice", "m:f", {"i": i}, 1)[0].id for i in range(3))
+    assert registry.start(ended) and registry.start(running)
+    with registry._lock:
+        disk = registry._db = _FailingDisk(registry._db)
+    assert registry.finish(ended, "succeeded", done=1, failed=0, results_path="/r/x.parquet")
+    assert registry.cancel_queued(queued, "cancelled by alice")
+    assert not registry.cancel_queued(running, "cancelled by alice")
+    shown = {job_id: registry.get(job_id) for job_id in (ended, queued, running)}
+    assert [shown[job_id].status for job_id in (ended, queued, running)] == [
+        "succeeded",
+        "cancelled",
+        "running",
+    ]
+    assert sorted(registry.unsaved()) == sorted([ended, queued])
+    assert _status_on_disk(registry.path, ended) == "running"
+    disk.failing = False
+    registry.create("alice", "m:f", {"i": 3}, 1)  # the next write writes them first
+    assert registry.unsaved() == []
+    assert {job_id: _status_on_disk(registry.path, job_id) for job_id in shown} == {
+        job_id: job.status for job_id, job in shown.items()
+    }
+    assert {job_id: registry.get(job_id) for job_id in shown} == shown
+    registry.close()
+
+
 def test_a_job_that_ends_on_a_full_registry_disk_shows_it_and_a_restart_publishes_it_without_running_again(
     tmp_path, monkeypatch
 ):
