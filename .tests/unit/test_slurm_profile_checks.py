@@ -267,6 +267,30 @@ def test_a_gpu_job_is_refused_before_submission_when_the_partition_file_has_no_g
     assert submitted == ["cpu_rule", "cpu_rule_given_0_gpus", "named", "kd_gat_train_gat_teacher"]
 
 
+def test_the_gpu_refusal_names_the_partition_file_of_snakemake_slurm_partitions(monkeypatch, tmp_path):
+    """The README's way to give the plugin a partition file is `export SNAKEMAKE_SLURM_PARTITIONS=...` (the plugin
+    reads it when its slurm-partition-config setting is not given): the refusal of a GPU job names that file,
+    the one to fix."""
+    cpu_only = tmp_path / "my-partitions.yaml"
+    cpu_only.write_text(yaml.safe_dump({"partitions": {"cpu": {"max_gpu": 0, "max_threads": 40}}}))
+    monkeypatch.setattr(plugin.Executor, "run_job_pre", plugin.Executor.run_job_pre)  # put back afterwards
+    monkeypatch.setattr(plugin, "set_gres_string", plugin.set_gres_string)
+    monkeypatch.setenv("SNAKEMAKE_SLURM_PARTITIONS", str(cpu_only))
+    load_resource_names().install()
+    executor = SimpleNamespace(
+        logger=QuietLogger(),
+        printjob=lambda job: None,
+        _partitions=read_partition_file(cpu_only),
+        workflow=SimpleNamespace(executor_settings=SimpleNamespace(partition_config=None)),
+    )
+    resources = {"gpu": 1, "gpu_model": "v100", "mem_mb": 3700, "runtime": 60}
+    job = SimpleNamespace(name="train", threads=4, resources=SlurmJobResources(resources))
+    with pytest.raises(
+        WorkflowError, match=re.escape(f"the partition file {cpu_only} has no partition with GPUs")
+    ):
+        plugin.Executor.run_job_pre(executor, job)
+
+
 def test_a_job_given_0_gpus_is_sent_no_gpu_model(monkeypatch):
     """A rule moved to the CPU with `gpu: 0` that still carries the profile's `gpu_model` goes to a CPU
     partition, but the plugin (2.8.0) sends it `--gpus=v100:0`: SLURM then records a GPU-typed request
