@@ -449,6 +449,41 @@ def test_planning_in_chunks_gives_the_same_tasks_and_calls_the_check_between_chu
     assert len(calls) == 9  # 42 keys in chunks of 5
 
 
+@pytest.mark.parametrize("phase", ["check_parameter_sets", "plan_tasks", "plan_manifest", "PartStore"])
+def test_a_cancel_is_heard_within_each_phase_of_planning_not_only_after_it(tmp_path, monkeypatch, phase):
+    """simulate's promise: a cancel takes effect while a sweep is planned, between its phases and between chunks of
+    CANCEL_CHUNK parameter sets or simulations within them (PartStore: before each part of an earlier run it reads
+    back). A cancel set as a phase begins stops that phase itself, not only the sweep at the next phase (on a
+    large table, seconds later)."""
+    from simcal import runner, tasks
+
+    monkeypatch.setattr(runner, "CANCEL_CHUNK", 5)
+    monkeypatch.setattr(tasks, "PLAN_CHUNK", 5)
+    model, output = "simcal.models.sir:simulate", tmp_path / "out.parquet"
+    sets = pd.DataFrame({"beta": [0.1 + i / 100 for i in range(30)], "gamma": 0.1})
+    if phase == "PartStore":  # parts of an earlier run of the same sweep, for the rerun to read back
+        planned = plan_tasks(sets.to_dict("records"), 1)
+        earlier = PartStore(output, plan_manifest(model, planned, SimulationSettings()))
+        for task in planned[:3]:
+            row = {"param_id": task.param_id, "replicate": 0, "seed": task.seed, **task.params,
+                   "status": "ok", "error": None, "duration_s": 0.1}  # fmt: skip
+            earlier.write(pd.DataFrame([row]), [task])
+        assert len(earlier.parts()) == 3
+    cancel, finished = threading.Event(), []
+    original = getattr(runner, phase)
+
+    def cancelled_as_it_begins(*args, **kwargs):
+        cancel.set()
+        result = original(*args, **kwargs)
+        finished.append(phase)
+        return result
+
+    monkeypatch.setattr(runner, phase, cancelled_as_it_begins)
+    with pytest.raises(Cancelled, match=f"the simulations of {model} were cancelled"):
+        simulate(model, sets, output, cancel=cancel)
+    assert finished == [], f"{phase} went on to its end after the cancel"
+
+
 def cancel_when(condition, cancel: threading.Event, set_at: list[float]) -> threading.Thread:
     """A thread that sets ``cancel`` once ``condition()`` holds, noting when."""
 
