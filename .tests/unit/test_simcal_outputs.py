@@ -12,6 +12,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 from testkit import dask_client
@@ -19,7 +21,7 @@ from testkit import dask_client
 import simcal.runner
 import simcal.worker
 from simcal.contract import normalise_output, unique_names
-from simcal.runner import plan_tasks, read_results, run_batch, simulate
+from simcal.runner import PartStore, plan_tasks, read_results, run_batch, simulate
 from simcal.store import storage_problem
 from simcal.worker import storable_rows
 
@@ -236,3 +238,54 @@ def test_whole_numbers_beyond_2_53_beside_fractions_are_kept_as_text_and_the_out
     result = read_results(tmp_path / "o").set_index("kind")
     assert result.loc["dict", "n"] == str(2**53 + 1) and float(result.loc["half", "n"]) == 1.5
     assert re.search(r"output columns? \[?'n'.* (stored as text|hold values of different types)", caplog.text)
+
+
+def test_a_batch_keeps_whole_numbers_beyond_2_53_beside_gaps_and_failures_as_nullable_int64():
+    """run_batch's rows (what a worker returns): a whole number beyond 2**53 beside a missing value or a failed
+    simulation's row, which made pandas widen the column to float64, becomes a nullable Int64 column with every
+    digit, as the worker's docstring says, not Python objects."""
+    kinds = ["dict", "table", "missing", "fails"]
+    rows = run_batch("simcal_models:whole_beyond_2_53", plan_tasks([{"kind": kind} for kind in kinds], 1))
+    assert rows["n"].dtype == "Int64"
+    n = {kind: group["n"].tolist() for kind, group in rows.groupby("kind")}
+    assert n["dict"] == [2**53 + 1] and n["table"] == [2**53 + 3, 2**53 + 5], n
+    assert pd.isna(n["missing"][0]) and pd.isna(n["fails"][0])
+
+
+def test_read_results_keeps_every_digit_where_pandas_would_round_and_reads_the_rest_as_pandas(tmp_path):
+    """read_results differs from pandas' read only for an integer column with gaps holding a whole number beyond
+    2**53 in magnitude (pandas widens it to float64): that keeps every digit, negative ones too, and unsigned ones
+    beyond int64 (a 64-bit hash); every other column is as pandas reads it."""
+    path = tmp_path / "out.parquet"
+    hashes, debts = [2**64 - 1, None, 2**53 + 1], [-(2**53) - 1, None, 1]
+    pq.write_table(
+        pa.table({
+            "param_id": ["a", "b", "c"], "replicate": [0, 0, 0],
+            "hash": pa.array(hashes, pa.uint64()), "debt": pa.array(debts, pa.int64()),
+            "id": pa.array([2**53 + 1, 2**62 + 1, 3], pa.int64()),  # no gap: pandas keeps it int64
+            "small": pa.array([1, None, 3], pa.int64()),  # a gap, nothing beyond 2**53: float64 holds it
+        }),
+        path,
+    )  # fmt: skip
+    result, as_pandas = read_results(path), pd.read_parquet(path)
+    for name, given in [("hash", hashes), ("debt", debts)]:
+        assert [None if pd.isna(value) else int(value) for value in result[name]] == given, name
+    for name in ("param_id", "replicate", "id", "small"):
+        pd.testing.assert_series_equal(result[name], as_pandas[name])
+
+
+def test_large_floats_and_small_whole_numbers_beside_fractions_stay_floats_in_the_output(tmp_path):
+    """Only whole numbers beyond 2**53 (an integer column of a part) beside fractions make a column text: a float
+    column whose values are beyond 2**53 in one part (1e20, a rate) and fractional in another stays float64, and
+    so do small whole numbers (an integer column of a third part), which a float holds exactly."""
+    store = PartStore(tmp_path / "out", {"model": "m:f"})
+    values = [1e20, 1.5, 3]
+    tasks = plan_tasks([{"a": i} for i in range(len(values))], 1)
+    for task, x in zip(tasks, values, strict=True):
+        row = {"param_id": task.param_id, "replicate": 0, "seed": task.seed, "a": task.params["a"],
+               "x": x, "status": "ok", "error": None, "duration_s": 0.1}  # fmt: skip
+        store.write(pd.DataFrame([row]), [task])
+    store.expect(tasks)
+    store.finalize()
+    result = read_results(tmp_path / "out").sort_values("a")
+    assert result["x"].dtype == "float64" and result["x"].tolist() == values
