@@ -357,8 +357,17 @@ def test_parameter_table_errors_name_file_line_and_column(tmp_path):
         ),
         # 'beta, gamma' (a space after the comma): the model got ' gamma', and params.get("gamma", 0.1) its default.
         ("p.csv", "beta, gamma\n0.2, 0.1\n", r"line 1: column name ' gamma' begins or ends with a space"),
+        ("p.tsv", "beta \tgamma\n0.2\t0.1\n", r"line 1: column name 'beta ' begins or ends with a space"),
     ],
-    ids=["extra-field", "repeated-name", "unnamed-index", "comment-line", "semicolons", "spaced-name"],
+    ids=[
+        "extra-field",
+        "repeated-name",
+        "unnamed-index",
+        "comment-line",
+        "semicolons",
+        "spaced-name",
+        "name-spaced-after",
+    ],
 )
 def test_a_header_pandas_would_silently_repair_is_refused_naming_the_line(tmp_path, name, text, named):
     """pandas reads each of these without a word: values shifted a column, a parameter 'beta.1' or 'Unnamed: 0',
@@ -453,6 +462,14 @@ def test_a_value_of_spaces_only_is_refused_as_empty_naming_its_line(tmp_path, na
         read_parameter_table(path)
     path.write_text("a,region\n1, EU\n".replace(",", "," if name.endswith(".csv") else "\t"))  # text is kept
     assert read_parameter_table(path)["region"].tolist() == [" EU"]
+
+
+def test_a_value_of_several_spaces_is_refused_as_one_space_is(tmp_path):
+    """'only spaces': a cell typed as three spaces (a row of blank cells aligned by hand) is as empty as one."""
+    path = tmp_path / "p.csv"
+    path.write_text("a,b\n1,2\n3,   \n")
+    with pytest.raises(ContractError, match=r"p\.csv, line 3: column 'b' is '   ', only spaces"):
+        read_parameter_table(path)
 
 
 def test_a_parameter_table_without_rows_or_columns_is_refused_naming_it(tmp_path):
@@ -634,6 +651,28 @@ def test_whole_numbers_the_output_would_change_are_refused_naming_column_and_row
     path.write_text(f"a,id\n0.5,{2**53 + 1}\n0.6,\n")
     with pytest.raises(ContractError, match=r"p\.csv, line 3: column 'id' is empty"):
         read_parameter_table(path)
+
+
+def test_negative_whole_numbers_the_output_would_change_are_refused_as_positive_ones_are(tmp_path):
+    """The whole numbers below -2**53 beside a fractional number (64-bit floats round them) and below -2**63 (no
+    Parquet integer holds them) are refused as their positive twins are, naming the line or row and the column;
+    a whole number beyond 2**53 that a float holds exactly (2**53 + 2) beside fractions is no problem."""
+    low = -(2**53) - 1
+    path = tmp_path / "p.csv"
+    path.write_text(f"a,id\n0.5,{low}\n0.6,3.0\n")
+    rounded = rf"column 'id' is {low}, a whole number beyond 2\*\*53 .* become {int(float(low))}"
+    with pytest.raises(ContractError, match=rf"p\.csv, line 2: {rounded}"):
+        read_parameter_table(path)
+    with pytest.raises(ContractError, match=rf"params, row 2 \(index label 1\): {rounded}"):
+        check_parameter_table(pd.DataFrame({"a": [0.5, 0.6], "id": [3.5, low]}, dtype=object), "params")
+    beyond = pd.DataFrame({"a": [0.5, 0.6], "id": [3, -(2**63) - 1]}, dtype=object)
+    with pytest.raises(
+        ContractError,
+        match=rf"params, row 2 \(index label 1\): column 'id' is {-(2**63) - 1}, a whole number beyond",
+    ):
+        check_parameter_table(beyond, "params")
+    exact = pd.DataFrame({"a": [0.5, 0.6], "id": [3.5, 2**53 + 2]}, dtype=object)
+    assert parameter_sets(check_parameter_table(exact, "params"))[1]["id"] == 2**53 + 2
 
 
 def test_a_fixed_value_left_out_is_refused_as_an_empty_cell_is(tmp_path):
