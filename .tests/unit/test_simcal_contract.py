@@ -33,7 +33,7 @@ from simcal.contract import (
     resolve_model,
 )
 from simcal.observed import generate_observed
-from simcal.runner import SimTask, SimulationSettings, plan_tasks, run_batch, simulate
+from simcal.runner import SimTask, SimulationSettings, Simulator, plan_tasks, run_batch, simulate
 from simcal.tables import (
     check_fixed_values,
     check_parameter_table,
@@ -100,6 +100,8 @@ def positional(params, seed, /, *rest): return {}
 model = Model()
 class Built:
     def __init__(self, params, seed): pass
+class Half:
+    def __init__(self, params): pass
 partial = functools.partial(three, n=3)
 def supplies_n(function):
     @functools.wraps(function)  # the wrapper gives the model its third argument
@@ -121,6 +123,11 @@ builtin = max
         ("keywords", r"keywords\(\*\*options\) cannot be called"),
         ("forgetful", r"forgetful\(params\) cannot be called"),
         ("Model", r"Model\(\) cannot be called .*'Model' is a class, .*name an instance in the reference"),
+        # A class without __call__: an instance would not be callable at all, so it is not what to name.
+        (
+            "Half",
+            r"Half\(params\) cannot be called .*expected \(params, seed\), any other argument with a default$",
+        ),
     ],
 )
 def test_a_model_that_cannot_take_params_and_seed_is_refused_when_imported(
@@ -153,6 +160,19 @@ def test_a_calibration_refuses_a_model_that_cannot_take_params_and_seed_before_i
             tmp_path / "t.parquet",
         )  # fmt: skip
     assert not (tmp_path / "s.parquet.partial").exists()
+
+
+def test_a_simulator_refuses_a_model_that_cannot_take_params_and_seed_before_any_cluster_starts(
+    tmp_path, monkeypatch
+):
+    """Simulator (public, and what the calibration's rounds run on) checks the model's signature itself when it is
+    made, before any cluster starts, as simulate and calibrate do."""
+    (tmp_path / "fuzz_signatures.py").write_text(MODEL_SIGNATURES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        ContractError, match=r"^model reference 'fuzz_signatures:one': one\(params\) cannot be"
+    ):
+        Simulator("fuzz_signatures:one")
 
 
 def test_models_python_can_call_with_params_and_seed_are_accepted_whatever_their_shape(tmp_path, monkeypatch):
