@@ -364,7 +364,7 @@ def test_a_gpu_without_a_known_manufacturer_stops_naming_the_rule_and_the_fix(re
     assert sent["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
 
 
-@pytest.mark.parametrize("count", ["one", "v100:1", "1.5"])
+@pytest.mark.parametrize("count", ["one", "v100:1", "1.5", -1, True])  # -1: not 0 or more; True: gpu: yes
 def test_a_gpu_count_that_is_no_whole_number_stops_naming_the_rule(count):
     """Snakemake keeps a string resource as it is (`gpu: v100:1`, a SLURM habit); the kubernetes executor would
     send it as the nvidia.com/gpu quantity, which the API server refuses, and this executor's image choice would
@@ -704,6 +704,21 @@ def test_a_size_of_0_or_less_stops_naming_the_rule_and_the_resource(tmp_path, na
     )
     kubernetes_plugin.Executor.run_job(unchecked, job)
     assert api_problems(unchecked.batchapi._api.sent, tmp_path) == api_says
+
+
+@pytest.mark.parametrize("value", [float("inf"), True], ids=["infinite", "yes"])
+def test_a_size_that_is_no_finite_number_stops_naming_the_rule_and_the_resource(value):
+    """check_size_requests: mem_mb and disk_mb must be numbers above 0; an infinite one (`.inf` in YAML) or a
+    boolean (`mem_mb: yes`) is not a size, whatever float() makes of it."""
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"))
+    with pytest.raises(WorkflowError) as refused:
+        job_sent_for({"mem_mb": value}, executor.completion, rule="evaluation_summary", executor=executor)
+    assert str(refused.value).startswith(
+        f"rule evaluation_summary: resource mem_mb={value!r} {NOT_A_SIZE.format(kind='memory')}. "
+    )
+    assert not hasattr(executor.batchapi._api, "sent")
 
 
 def test_the_smallest_size_above_0_is_sent_as_it_is(tmp_path):
