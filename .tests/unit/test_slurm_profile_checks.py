@@ -210,6 +210,20 @@ def test_a_misspelt_resource_is_warned_about_once_per_rule_when_its_job_is_submi
     ]
 
 
+def test_the_resources_snakemake_gives_every_job_pass_and_a_cpu_word_is_named_whatever_its_case():
+    """Snakemake itself gives every job _cores, _nodes, mem_mib and disk_mib (and mem_mb, disk_mb, tmpdir):
+    none of them is a misspelt name, however close mem_mib is to mem_mb, or every job of every rule would be
+    warned about. A CPU count is named whatever its case (`CPUs: 4`)."""
+    module = load_resource_names()
+    given = {"_cores": 4, "_nodes": 1, "mem_mb": 3815, "mem_mib": 3638, "disk_mb": 1000, "disk_mib": 954,
+             "tmpdir": "/tmp", "mem": "4 GB", "disk": "1 GB"}  # fmt: skip
+    assert module.warnings_for("train", given) == []
+    assert module.warnings_for("train", {**given, "CPUs": 4}) == [
+        "profiles/slurm: rule train: resource 'CPUs' is not read by the slurm plugin, so no job asks SLURM for it; "
+        "did you mean the rule's threads (threads: or --set-threads), which the plugin asks SLURM for?"
+    ]
+
+
 def test_a_gpu_job_is_refused_before_submission_when_the_partition_file_has_no_gpu_partition(
     monkeypatch, tmp_path
 ):
