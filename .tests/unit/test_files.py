@@ -282,6 +282,47 @@ def test_output_lock_on_a_filesystem_without_flock_warns_and_goes_on(tmp_path, m
     assert target.read_text() == "whole" and not files.lock_path(target).exists()
 
 
+def refuse_writing(monkeypatch) -> None:
+    """os.open as for a user who may not write the folder (the tests may run as root, who may write anything):
+    opening to write or create fails as open(2) does, with the path named; reading an existing file works."""
+    import errno
+
+    real_open = os.open
+
+    def open_read_only(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", open_read_only)
+
+
+def test_output_lock_takes_a_lock_file_another_user_left_read_only_and_keeps_its_holder_out(
+    tmp_path, monkeypatch
+):
+    """A stale lock file of another user of the group (0644: readable, not writable) is locked through a read-only
+    descriptor: the job goes on, and a second job writing the output is still refused."""
+    target = tmp_path / "model.pt"
+    lock = files.lock_path(target)
+    lock.write_text("4242 node-of-another-user\n")
+    refuse_writing(monkeypatch)
+    with files.output_lock(target) as held:
+        assert held == lock and lock.read_text() == "4242 node-of-another-user\n"  # not its file to write
+        with pytest.raises(files.OutputInUse, match=re.escape(f"{target}: another process")):
+            with files.output_lock(target):
+                pass
+
+
+def test_output_lock_in_a_folder_it_may_not_write_names_the_lock_it_cannot_create(tmp_path, monkeypatch):
+    """An unwritable output folder without a lock file: open(2)'s PermissionError, naming the lock path, not a
+    FileNotFoundError of a lock that was never there."""
+    target = tmp_path / "model.pt"
+    refuse_writing(monkeypatch)
+    with pytest.raises(PermissionError, match=re.escape(str(files.lock_path(target)))):
+        with files.output_lock(target):
+            pass
+
+
 HOLDER = """
 import sys, time
 from kdgat import files
