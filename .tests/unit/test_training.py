@@ -1236,3 +1236,53 @@ def test_validation_graphs_that_are_the_training_graphs_are_refused(tmp_path):
         vgae_training.run(train=train, val=train, metadata=tmp_path / "metadata.json",
                           settings=settings("vgae", vgae_loss=LOSS), outputs=outputs)  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_a_graph_stage_refuses_val_of_another_preprocess_run_and_records_its_training_vocabulary(
+    graphs, tmp_path
+):
+    """Validation graphs of another preprocess run (other CAN IDs under the same indices) early-stopped the model
+    without an error; refused naming both files. The model.pt a stage writes records its training graphs'
+    vocabulary digest, which the later stages compare with their graphs."""
+    from kdgat.graph_store import vocabulary_digest
+    from kdgat.model_store import recorded
+
+    train, val = graphs
+    ours, theirs = vocabulary_digest(range(NUM_IDS)), vocabulary_digest(reversed(range(NUM_IDS)))
+    inputs = {name: tmp_path / f"{name}.pt" for name in ("train", "val")} | {
+        "metadata": tmp_path / "metadata.json"
+    }
+    inputs["metadata"].write_text(json.dumps({"num_ids": NUM_IDS, "vocabulary": {"digest": ours}}))
+    save_graphs(train, inputs["train"], vocabulary=ours)
+    save_graphs(val, inputs["val"], vocabulary=theirs)
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    one_epoch = settings("vgae", training={"epochs": 1}, vgae_loss=LOSS)
+    message = rf"{inputs['val']} \(val\) and .* are of different preprocess runs"
+    with pytest.raises(ValueError, match=message):
+        vgae_training.run(**inputs, outputs=outputs, settings=one_epoch)
+    assert not (tmp_path / "out").exists()
+    save_graphs(val, inputs["val"], vocabulary=ours)
+    vgae_training.run(**inputs, outputs=outputs, settings=one_epoch)
+    assert recorded(outputs["model"], "vocabulary") == ours
+
+
+def test_models_trained_on_different_graphs_are_refused_and_unrecorded_ones_named(tmp_path, caplog):
+    """Without the job's train.pt (the DQN stage), a VGAE and a GAT that record different training graphs are still
+    refused, naming both; a model that records neither its training graphs nor a vocabulary cannot be checked,
+    and the warning names it."""
+    from kdgat.model_store import save_model
+    from kdgat.training.data import check_one_preprocess_run
+
+    models = {name: tmp_path / f"{name}.pt" for name in ("vgae", "gat", "older")}
+    save_model(VGAE(NUM_IDS), "vgae", {"num_ids": NUM_IDS}, models["vgae"], trained_on="a" * 64)
+    save_model(GAT(NUM_IDS), "gat", {"num_ids": NUM_IDS}, models["gat"], trained_on="b" * 64)
+    save_model(VGAE(NUM_IDS), "vgae", {"num_ids": NUM_IDS}, models["older"])
+    message = rf"{models['gat']} \(--gat\) and {models['vgae']} \(--vgae\) were trained on different train.pt"
+    with pytest.raises(ValueError, match=message):
+        check_one_preprocess_run({}, {"--vgae": models["vgae"], "--gat": models["gat"]})
+    caplog.set_level(logging.WARNING)
+    check_one_preprocess_run({}, {"--vgae": models["vgae"], "--older": models["older"]})
+    assert (
+        "not checked to be of one preprocess run" in caplog.text
+        and f"--older {models['older']}" in caplog.text
+    )
