@@ -319,6 +319,7 @@ def test_a_list_option_given_twice_keeps_every_value_not_the_last_only(tmp_path,
         # torch's "batch_size should be a positive integer value, but got batch_size=0", after loading everything.
         (["evaluate", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
         (["evaluate", "--set", "batch_size=many"], "evaluation.batch_size must be an integer >= 1, got 'many'"),
+        (["evaluate", "--set", "batch_size=true"], "evaluation.batch_size must be an integer >= 1, got True"),
         # A flag that lands under a config value that is no mapping (a traceback before).
         (["train", "dqn", "--set", "training=5", "--epochs", "3"],
          "kd_gat.training is 5, not a mapping: a flag sets kd_gat.training.dqn.epochs"),
@@ -440,6 +441,10 @@ def test_a_folder_option_that_names_a_file_fails_at_once_naming_the_option(
             "exclude=dos",
             "preprocess.exclude must be a list of words (e.g. [suppress, masquerade]), got 'dos'",
         ),
+        (
+            "exclude=[1, 2]",
+            "preprocess.exclude must be a list of words (e.g. [suppress, masquerade]), got [1, 2]",
+        ),
     ],
 )
 def test_preprocess_settings_the_schema_refuses_are_refused_by_the_command(
@@ -535,6 +540,11 @@ def test_evaluate_refuses_data_of_another_preprocess_run_than_the_models(tmp_pat
     # Named one by one, other graphs are scored: the user says so.
     assert main([*args, "--val", str(theirs / "val.pt"), "--test", str(theirs / "test.pt")]) == 0
     assert len(calls) == 2 and "Traceback" not in stderr_text()
+    # The GAT is checked as the VGAE is.
+    gat = chain / "gat" / "model.pt"
+    save_model(GAT(20), "gat", {"num_ids": 20}, gat, trained_on=file_sha256(theirs / "train.pt"))
+    assert main([*args, "--data", str(ours)]) == 2 and len(calls) == 2
+    assert f"the gat model {gat} was trained on another train.pt than {ours / 'train.pt'}" in stderr_text()
 
 
 def test_train_refuses_models_of_another_preprocess_run_than_its_graphs(tmp_path, monkeypatch, stderr_text):
@@ -580,6 +590,10 @@ def test_train_refuses_models_of_another_preprocess_run_than_its_graphs(tmp_path
     )
     assert not runs
     assert main(["train", "dqn", "--data", str(ours), "--out", str(tmp_path / "dqn"), *common]) == 0 and runs
+    # A student_kd DQN distils from the teacher's models: they too must have learnt --data's train.pt.
+    distilled = ["train", "dqn", "--variant", "student_kd", "--out", str(tmp_path / "kd"), *common]
+    assert main([*distilled, "--data", str(theirs)]) == 2 and len(runs) == 1
+    assert f"{chain / 'vgae' / 'model.pt'} (--teacher-vgae) was trained on another train.pt" in stderr_text()
     # Without --data, the library call compares the vocabulary the graphs and models record.
     with pytest.raises(
         ValueError, match=r"fusion.pt \(fit\) and .*metadata.json \(metadata\) are of different"
@@ -642,7 +656,7 @@ def test_train_refuses_an_out_over_its_inputs_and_a_model_of_another_variant(tmp
     """`train gat --out <chain>/seed_42/teacher/vgae` wrote the GAT over the VGAE it read, and `train vgae --variant
     student_kd --teacher <a student's VGAE>` distilled from a student: both exited 0. Refused before training."""
     from kdgat.model_store import save_model
-    from kdgat.models import VGAE
+    from kdgat.models import GAT, VGAE
 
     chain = tmp_path / "chain" / "seed_42"
     for variant in ("teacher", "student"):
@@ -661,6 +675,12 @@ def test_train_refuses_an_out_over_its_inputs_and_a_model_of_another_variant(tmp
     )
     assert main(["train", "gat", *base, *out, "--vgae", str(student)]) == 2
     assert f"--vgae {student} is a student model; this job (teacher gat) needs the teacher's" in stderr_text()
+    student_gat = chain / "student" / "gat" / "model.pt"
+    save_model(GAT(20), "gat", {"num_ids": 20}, student_gat, variant="student")
+    assert main(["train", "dqn", *base, *out, "--gat", str(student_gat)]) == 2
+    assert (
+        f"--gat {student_gat} is a student model; this job (teacher dqn) needs the teacher's" in stderr_text()
+    )
     assert not (tmp_path / "o").exists() and (vgae / "model.pt").is_file()
 
 
