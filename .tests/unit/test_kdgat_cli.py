@@ -535,6 +535,8 @@ def test_evaluate_refuses_data_of_another_preprocess_run_than_the_models(tmp_pat
         f"the vgae model {chain / 'vgae' / 'model.pt'} was trained on another train.pt than {theirs / 'train.pt'}"
         in stderr_text()
     )
+    # --val alone: the test graphs are still --data's.
+    assert main([*args, "--data", str(theirs), "--val", str(theirs / "val.pt")]) == 2
     assert not calls
     assert main([*args, "--data", str(ours)]) == 0 and calls[-1]["val"] == str(ours / "val.pt")
     # Named one by one, other graphs are scored: the user says so.

@@ -308,7 +308,8 @@ def run_evaluate(args: argparse.Namespace, callbacks=()) -> dict:
     for name, path in models.items():
         if Path(path).is_file():  # a missing one is named by the evaluation, as in the workflow
             check_kind(path, name)  # files given in each other's place: named here, not as a missing method
-    if args.val is None and args.test is None:
+    # Unless both are given, --data's own val.pt or test.pt is scored (--val alone scored another run's test.pt).
+    if args.val is None or args.test is None:
         check_trained_on_data(data, models)
     return evaluate_files(
         **models,
