@@ -863,6 +863,29 @@ def test_model_files_that_are_not_one_detector_for_the_graphs_are_refused_naming
     assert not (tmp_path / "out").exists()
 
 
+def test_a_graph_index_one_past_the_models_vocabulary_is_refused_and_the_last_index_is_not(tmp_path):
+    """The models know the CAN-ID indices 0 to num_ids - 1: a graph holding index num_ids is of another vocabulary
+    (an embedding lookup out of range), one holding num_ids - 1 is theirs."""
+    from kdgat.evaluation.inputs import check_detector_files
+    from kdgat.models.vgae import ID_COLUMN
+
+    num_ids = 20
+    vgae_config = {"num_ids": num_ids, "hidden_dims": (8, 4), "latent_dim": 4}
+    models = {"vgae": VGAE(**vgae_config), "gat": GAT(num_ids=num_ids), "dqn": QNetwork()}
+    configs = {"vgae": vgae_config, "gat": {"num_ids": num_ids}, "dqn": {}}
+    paths = {name: tmp_path / f"{name}.pt" for name in models}
+    for name, model in models.items():
+        save_model(model, name, configs[name], paths[name])
+    graphs = toy_graphs(4, num_ids=num_ids, seed=3)
+    graphs[1].x[0, ID_COLUMN] = num_ids - 1
+    check_detector_files(models, paths, "teacher", {"val.pt": graphs})
+    graphs[1].x[0, ID_COLUMN] = num_ids
+    with pytest.raises(
+        ValueError, match=rf"val\.pt: a graph holds CAN-ID index {num_ids}, outside the {num_ids} "
+    ):
+        check_detector_files(models, paths, "teacher", {"val.pt": graphs})
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
@@ -875,7 +898,13 @@ def test_model_files_that_are_not_one_detector_for_the_graphs_are_refused_naming
         ),
         ({"kd_gat": {"variants": []}}, r"config key 'kd_gat\.variants' must list the variants to evaluate"),
         ({"kd_gat": {"variants": "teacher"}}, r"config key 'kd_gat\.variants' must list .*; got 'teacher'"),
+        (
+            {"kd_gat": {"variants": ["teacher", "techer"]}},
+            r"config key 'kd_gat\.variants' has unknown variants \['techer'\]",
+        ),
         ({"datasets": "tiny"}, r"config key 'datasets' must map each dataset name .*; got 'tiny'"),
+        ({"datasets": [1, 2]}, r"config key 'datasets' must map each dataset name .*; got \[1, 2\]"),
+        ({"datasets": {}}, r"config key 'datasets' is missing or empty"),
     ],
 )
 def test_the_evaluation_targets_refuse_what_cannot_be_evaluated_naming_the_key(config, message):

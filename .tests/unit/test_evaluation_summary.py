@@ -953,6 +953,7 @@ def _edited(document, edit):
         (("parameters.total", ...), r"metrics lack \['parameters\.total'\]"),
         (("speed.fusion.latency_ms", "fast"), r"\{'speed\.fusion\.latency_ms': 'fast'\} must be numbers"),
         (("seed", "1"), r"seed '1' must be an integer \(the training seed\) or absent"),
+        (("seed", True), r"seed True must be an integer \(the training seed\) or absent"),
         (
             ("variant", "teacher_big"),
             r"variant 'teacher_big' is not one of \['teacher', 'student_kd', 'student'\]",
