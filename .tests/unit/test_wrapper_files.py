@@ -723,11 +723,14 @@ def test_a_string_for_the_simulation_settings_fails_naming_the_param(wrapper, se
 
 def test_a_whole_number_param_is_not_rounded_and_a_wrong_type_is_named() -> None:
     # int() made `window_size=10.5` a silent 10 and `file_index="first"` "invalid literal for int()", naming no param
+    import numpy as np
+
     from kdgat.rule_items import integer, number
 
     assert (
         integer(10, "params.window_size") == 10 and integer(10.0, "params.window_size") == 10
     )  # schema's integer
+    assert integer(np.int64(10), "params.window_size") == 10  # a numpy integer is a whole number
     with pytest.raises(ValueError, match=r"^params\.window_size: expected an integer, got float 10\.5$"):
         integer(10.5, "params.window_size")
     with pytest.raises(ValueError, match=r"^params\.file_index: expected an integer, got str 'first'$"):
@@ -737,6 +740,8 @@ def test_a_whole_number_param_is_not_rounded_and_a_wrong_type_is_named() -> None
     assert number(1, "params.val_fraction") == 1.0 and number(0.25, "params.val_fraction") == 0.25
     with pytest.raises(ValueError, match=r"^params\.val_fraction: expected a number, got str '0\.2'$"):
         number("0.2", "params.val_fraction")
+    with pytest.raises(ValueError, match=r"^params\.val_fraction: expected a number, got bool False$"):
+        number(False, "params.val_fraction")
 
 
 @pytest.mark.parametrize(
