@@ -220,6 +220,16 @@ def test_output_lock_refuses_a_second_holder_naming_the_output_pid_and_host_then
     assert not lock.exists() and target.exists()  # released on failure; the folder keeps what was written
 
 
+def test_output_lock_removes_only_the_folders_it_made_for_the_lock(tmp_path):
+    """An output folder that was there before the job (empty, made by Snakemake or the user) stays; the folders the
+    lock alone made below it go when the job wrote nothing."""
+    given = tmp_path / "given"
+    given.mkdir()
+    with files.output_lock(given / "a" / "b" / "model.pt"):
+        assert (given / "a" / "b").is_dir()
+    assert given.is_dir() and list(given.iterdir()) == []
+
+
 def test_output_lock_takes_a_stale_lock_file_and_never_an_unlinked_one(tmp_path, monkeypatch):
     target = tmp_path / "model.pt"
     lock = files.lock_path(target)
