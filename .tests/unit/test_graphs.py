@@ -181,3 +181,13 @@ def test_a_graph_file_missing_an_array_names_it(tmp_path):
     save_torch({"format": GRAPHS_FORMAT, "x": torch.zeros(0, 11)}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match=r"partial.pt: not a kdgat graph file \(missing edge_index"):
         load_graphs(tmp_path / "partial.pt")
+
+
+def test_the_vocabulary_digest_is_of_the_ids_in_index_order():
+    """Node feature 0 is an index into the vocabulary: the same CAN IDs in another order map the indices to other
+    IDs, so their digests differ; the same IDs in the same order agree whatever integer type holds them."""
+    from kdgat.graph_store import vocabulary_digest
+
+    ids = [0x0A0, 0x1F1, 0x2B0]
+    assert vocabulary_digest(ids) != vocabulary_digest(list(reversed(ids)))
+    assert vocabulary_digest(ids) == vocabulary_digest(np.array(ids, dtype=np.int64))
