@@ -1223,6 +1223,9 @@ def test_more_threads_than_cpus_are_capped_with_a_warning_not_a_crash(monkeypatc
     assert f"threads=10000 is more than the {available} CPUs this job may use; using them" in caplog.text
     training_stage.prepare_job(settings, "vgae", outputs, 1)
     assert asked == [available, 1]
+    caplog.clear()
+    training_stage.prepare_job(settings, "vgae", outputs, available)  # as many as it may use: nothing to say
+    assert asked == [available, 1, available] and "CPUs this job may use" not in caplog.text
 
 
 def test_validation_graphs_that_are_the_training_graphs_are_refused(tmp_path):
