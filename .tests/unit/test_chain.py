@@ -47,6 +47,21 @@ def test_default_seeds_are_the_chains():
     assert configured_seeds({}) == list(DEFAULT_SEEDS)
 
 
+def test_the_evaluation_seeds_stop_at_the_schemas_maximum_naming_the_key():
+    """The evaluation module used alone has no kd_gat schema: configured_seeds took 2**32, which the schema refuses
+    and numpy's generators too, once a job runs."""
+    from kdgat.evaluation.targets import MAX_SEED, configured_seeds
+
+    seeds = schema("kd_gat")["properties"]["kd_gat"]["properties"]["seeds"]["items"]
+    assert (seeds["minimum"], seeds["maximum"]) == (0, MAX_SEED)
+    assert configured_seeds({"kd_gat": {"seeds": [0, MAX_SEED]}}) == [0, MAX_SEED]
+    with pytest.raises(
+        ValueError,
+        match=rf"^config key 'kd_gat.seeds' must be .* up to {MAX_SEED}; \[{MAX_SEED + 1}\] are above$",
+    ):
+        configured_seeds({"kd_gat": {"seeds": [3, MAX_SEED + 1]}})
+
+
 def test_preprocess_schema_formats_are_the_registered_ones():
     dataset = schema("preprocess")["$defs"]["dataset"]["properties"]
     assert dataset["format"]["enum"] == ["auto", *FORMATS]

@@ -13,6 +13,10 @@ from typing import Any
 
 from kdgat.chain import DEFAULT_SEEDS, VARIANTS
 
+# The largest seed, as the kd_gat schema's kd_gat.seeds.items.maximum (numpy's generators take seeds below 2**32);
+# .tests/unit/test_chain.py checks that the two agree.
+MAX_SEED = 2**32 - 1
+
 
 def configured_datasets(config: Mapping[str, Any]) -> list[str]:
     """The dataset names of ``config["datasets"]`` (a mapping of name to settings, or a list of names)."""
@@ -48,7 +52,8 @@ def configured_variants(config: Mapping[str, Any]) -> list[str]:
 
 
 def configured_seeds(config: Mapping[str, Any]) -> list[int]:
-    """``kd_gat.seeds`` as integers (its default when absent): a non-empty list of distinct whole numbers."""
+    """``kd_gat.seeds`` as integers (its default when absent): a non-empty list of distinct whole numbers from 0
+    to ``MAX_SEED``, as the kd_gat schema has them (the evaluation module used alone has no schema to check them)."""
     seeds = config.get("kd_gat", {}).get("seeds", DEFAULT_SEEDS)
     expected = "a non-empty list of distinct integers, each the seed of one training"
     if not isinstance(seeds, list | tuple) or not seeds:
@@ -57,6 +62,11 @@ def configured_seeds(config: Mapping[str, Any]) -> list[int]:
     if bad:
         raise ValueError(f"config key 'kd_gat.seeds' must be {expected}; {bad} are not")
     seeds = [int(seed) for seed in seeds]
+    too_large = [seed for seed in seeds if seed > MAX_SEED]
+    if too_large:
+        raise ValueError(
+            f"config key 'kd_gat.seeds' must be {expected} up to {MAX_SEED}; {too_large} are above"
+        )
     repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
     if repeated:
         raise ValueError(
