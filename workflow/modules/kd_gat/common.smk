@@ -11,8 +11,8 @@ from snakemake.utils import Paramspace
 
 KD = config["kd_gat"]
 DATASETS = list(config.get("datasets") or {})
-if not DATASETS:
-    raise ValueError(
+if not DATASETS:  # a WorkflowError, as every config mistake a module refuses (not a ValueError)
+    raise WorkflowError(
         "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there"
     )
 VARIANTS = [variant for variant in ALL_VARIANTS if variant in KD["variants"]]
