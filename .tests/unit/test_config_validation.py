@@ -336,3 +336,38 @@ def test_a_setting_whose_parts_disagree_is_refused_before_any_job_runs(
     proc = _dry_run_with(_with(DEFAULT_CONFIG, path, value), tmp_path)
     assert proc.returncode != 0
     assert expected.format(configfile=tmp_path / "config.yaml") in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # its module imports here and lacks the function: refused, with the closest name
+        (
+            "simcal.models.sir:simulat",
+            "calibration.model: 'simcal.models.sir:simulat': module simcal.models.sir has no 'simulat' "
+            "(did you mean 'simulate'?)",
+        ),
+        (
+            "simcal.models.sir:simulate.x",
+            "calibration.model: 'simcal.models.sir:simulate.x': simcal.models.sir:simulate has no 'x'",
+        ),
+        # not of the form package.module:function: the schema refuses it
+        ("simcal.models.sir.simulate", "'simcal.models.sir.simulate' does not match"),
+    ],
+)
+def test_a_model_whose_function_its_module_lacks_is_refused_before_any_job_runs(
+    tmp_path: Path, model: str, expected: str
+) -> None:
+    """A misspelt function passed the dry run and failed only inside the job."""
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, ("calibration", "model"), model), tmp_path)
+    assert proc.returncode != 0
+    assert expected in proc.stdout, proc.stdout
+
+
+def test_a_model_whose_module_does_not_import_here_is_left_to_the_job(tmp_path: Path) -> None:
+    """The model may live only in the jobs' environment (a conda env, a container): the dry run plans it and the job
+    checks it (simcal.contract.resolve_callable names what it cannot import)."""
+    config = _with(DEFAULT_CONFIG, ("calibration", "model"), "lab_models_only_in_the_jobs_env:simulate")
+    proc = _dry_run_with(config, tmp_path)
+    assert proc.returncode == 0, proc.stdout
+    assert "calibration.model" not in proc.stdout, proc.stdout
