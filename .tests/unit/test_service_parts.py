@@ -1017,3 +1017,105 @@ def test_a_job_that_ends_on_a_full_registry_disk_shows_it_and_a_restart_publishe
     assert len(count_file.read_text().split()) == 900  # nothing ran again
     pd.testing.assert_frame_equal(published, finished)
     assert not output.parent.exists()
+
+
+def test_a_job_whose_start_a_full_registry_disk_cannot_take_stays_queued_and_starts_once_space_is_back(
+    tmp_path, monkeypatch, caplog
+):
+    """queued -> running failing on a full registry disk raised in the job thread, and the job stayed queued, run
+    by no thread, until a restart. It now stays queued (nothing of it runs: its parts would go to the same full
+    disk), saying so in the log, and starts once the disk takes writes again, without a restart."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service.server import Service
+
+    count_file = tmp_path / "executions.txt"
+    count_file.touch()
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(
+        state_dir=tmp_path / "state", allow_models=("simcal_models",), max_concurrent_jobs=1
+    )
+
+    def body(
+        first: float, sleep_s: float
+    ) -> dict:  # 900 simulations: a row the registry rewrites over new pages
+        sets = [{"a": first + i, "sleep_s": sleep_s if i == 0 else 0.0} for i in range(900)]
+        return {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets}
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http, caplog.at_level("INFO", logger="simcal.service"):
+            http.headers["Authorization"] = f"Bearer {key}"
+            service.registry._retry_s = 0.05  # (5 s in a service)
+            first = http.post("/v1/simulate", json=body(0.0, 1.0)).json()["job_id"]
+            second = http.post("/v1/simulate", json=body(1000.0, 0.0)).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{first}").json()["status"] == "queued" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            _disk_full(service.registry)  # while the first runs: the second's start cannot be written
+            assert wait_final(http, first, timeout=60)["status"] == "succeeded"
+            time.sleep(1.0)  # the job thread has tried to start the second meanwhile, more than once
+            assert http.get(f"/v1/jobs/{second}").json()["status"] == "queued"
+            assert _status_on_disk(service.registry.path, second) == "queued"
+            assert (
+                len(count_file.read_text().split()) == 900
+            )  # the first job's simulations, none of the second's
+            waiting = [r for r in caplog.records if second in r.getMessage() and r.levelname == "ERROR"]
+            assert [r.getMessage() for r in waiting] == [
+                f"job {second} cannot start: the job registry {service.registry.path} cannot be written "
+                "(database or disk is full); it stays queued and starts once the disk takes writes (tried again "
+                "every 0.05 s)"
+            ]
+            assert not [r for r in caplog.records if "unexpected error in the job thread" in r.getMessage()]
+            _space_back(service.registry)
+            info = wait_final(http, second, timeout=60)
+        assert info["status"] == "succeeded" and info["progress"] == {
+            "done": 900,
+            "total": 900,
+            "failed": 0,
+        }, info
+    assert _status_on_disk(config.state_dir / "jobs.sqlite", second) == "succeeded"
+    assert len(count_file.read_text().split()) == 1800
+    assert any(
+        f"job {second}: the job registry takes writes again; starting it" == r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_job_waiting_to_start_on_a_full_registry_disk_can_be_cancelled_and_stays_queued_through_a_stop(
+    tmp_path,
+):
+    """While its start waits for the disk, the job is queued as far as anyone can tell: a DELETE cancels it (the
+    cancel kept in memory, as an end is, and its runner gives up), and a stop of the service leaves it queued for
+    the next start. The runner never reaches the cluster's client: a stand-in for the cluster gives one."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=0.05)
+    cluster = SimpleNamespace(client=lambda timeout: "a connected client")
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=cluster, results=None, telemetry=None)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    cancelled, stopped = (
+        registry.create("alice", "simcal.models.sir:simulate", big, 900)[0].id for _ in range(2)
+    )
+    _disk_full(registry)
+    runners = {
+        job_id: threading.Thread(target=manager._run, args=(job_id,)) for job_id in (cancelled, stopped)
+    }
+    for runner in runners.values():
+        runner.start()
+    time.sleep(0.5)
+    assert all(runner.is_alive() for runner in runners.values())  # waiting, not dead with the disk's error
+    assert [registry.get(job_id).status for job_id in runners] == ["queued", "queued"]
+    waiting = manager.ended(cancelled)
+    assert manager.cancel(cancelled, "alice").status == "cancelled"
+    runners[cancelled].join(5)
+    assert not runners[cancelled].is_alive() and waiting.is_set()
+    assert registry.get(cancelled).error == "cancelled by alice" and registry.unsaved() == [cancelled]
+    manager.stop(timeout=5)
+    runners[stopped].join(5)
+    assert not runners[stopped].is_alive() and registry.get(stopped).status == "queued"
+    _space_back(registry)
+    registry.close()
+    assert _status_on_disk(registry.path, cancelled) == "cancelled"  # close() wrote the kept cancel
+    assert _status_on_disk(registry.path, stopped) == "queued"

@@ -17,6 +17,7 @@ import logging
 import queue
 import re
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from simcal.contract import ContractError, resolve_callable
 from simcal.progress import progress_path
 from simcal.runner import Cancelled, planned_parameter_sets, simulate
+from simcal.service.registry import unwritable
 from simcal.settings import SimulationSettings
 from simcal.space import check_fixed, check_parameter_sets
 from simcal.tasks import plan_tasks
@@ -427,7 +429,10 @@ class JobManager:
         client = self._client_for(job_id, cancel)
         if client is None and self._stopping.is_set():
             return  # still queued: it starts at the next start of the service
-        if client is None or not self.registry.start(job_id):  # cancelled while it waited
+        started = client is not None and self._start(job_id, cancel)
+        if started is None:
+            return  # the service stops while the start waits for the registry's disk: still queued
+        if not started:  # cancelled while it waited
             self.registry.finish(job_id, "cancelled", error="cancelled by request")
             self._discard_work(job_id)
             self._signal_end(job_id)
@@ -520,6 +525,36 @@ class JobManager:
                         self._scheduler_losses.pop(job_id, None)
                     if not self._stopping.is_set():
                         self._signal_end(job_id)
+
+    def _start(self, job_id: str, cancel: threading.Event) -> bool | None:
+        """``registry.start``, waiting while the registry's disk cannot take it (full or failing): the job stays
+        queued, nothing of it runs (its parts would go to the same disk), and the start is tried again every
+        ``retry_s`` until the disk takes it. False when the job is no longer queued (cancelled: a cancel of a
+        queued job is kept in memory, as an end is) or its runner was told to stop; None when the service stops
+        meanwhile (the job stays queued and starts at the next start)."""
+        waited = False
+        while True:
+            try:
+                started = self.registry.start(job_id)
+            except sqlite3.Error as error:
+                if not unwritable(error):
+                    raise
+                if not waited:
+                    log.error(
+                        "job %s cannot start: the job registry %s cannot be written (%s); it stays queued and "
+                        "starts once the disk takes writes (tried again every %g s)",
+                        job_id, self.registry.path, error, self.registry.retry_s,
+                    )  # fmt: skip
+                    waited = True
+                cancel.wait(self.registry.retry_s)
+                if self._stopping.is_set():
+                    return None
+                if cancel.is_set():
+                    return False
+                continue
+            if waited and started:
+                log.info("job %s: the job registry takes writes again; starting it", job_id)
+            return started
 
     def _refused_now(self, job_id: str) -> bool:
         """Fail a queued job whose model this service would refuse now (restarted with other --allow-models, or

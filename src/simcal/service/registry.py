@@ -6,7 +6,9 @@ job found ``running`` at start-up was interrupted (see ``JobRegistry.recover``).
 
 A job's end that cannot be written (a full or failing disk under the state directory) is kept in memory: every read
 shows the job as it really ended, and the write is tried again at the registry's next write and every
-``retry_s`` seconds until it is on disk (``JobRegistry.when_saved`` runs what must wait for it).
+``retry_s`` seconds until it is on disk (``JobRegistry.when_saved`` runs what must wait for it). A start that cannot
+be written raises (``unwritable`` tells the disk's errors): the job stays queued, and its job thread tries again every
+``retry_s`` seconds (``JobManager._start``).
 """
 
 from __future__ import annotations
@@ -152,6 +154,11 @@ class JobRegistry:
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    @property
+    def retry_s(self) -> float:
+        """How often a write the disk could not take is tried again (a job's end here, a start by the job thread)."""
+        return self._retry_s
+
     def close(self) -> None:
         try:
             saved = self.save_unsaved()
@@ -200,7 +207,7 @@ class JobRegistry:
             try:
                 self._db.execute(ENDS, (*values, job_id))
             except sqlite3.Error as error:
-                if _unwritable(error):
+                if unwritable(error):
                     break  # still full: the timer or the next write tries again
                 raise
             del self._unsaved[job_id]
@@ -240,7 +247,7 @@ class JobRegistry:
                 try:
                     ended = bool(self._db.execute(sql, (*values, job_id)).rowcount)
                 except sqlite3.Error as error:
-                    if not _unwritable(error):
+                    if not unwritable(error):
                         raise
                     row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
                     ended = row is not None and row[0] in (
@@ -439,7 +446,7 @@ class JobRegistry:
         return {status: found.get(status, 0) for status in STATUSES}
 
 
-def _unwritable(error: sqlite3.Error) -> bool:
+def unwritable(error: sqlite3.Error) -> bool:
     """SQLite's error of a disk that is full or failing (not a bug of the SQL)."""
     return ((getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF) in UNWRITABLE
 
