@@ -6,7 +6,7 @@ Most answers here come from ``httpx.MockTransport`` (the client's ``transport=``
 made to answer 429 then 200, or to cut a transfer in the middle. A cut transfer is a stream raising
 ``httpx.RemoteProtocolError`` midway, which is what httpx raises over a real socket when the peer closes before
 Content-Length bytes have come. The rows, seeds and cancels of real jobs are tested against a running service in
-test_service_jobs.py.
+test_service_jobs.py; docs/service.md's client example runs against one here, as written.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from testkit import REPO
 
 from simcal.api import SimulationService
 from simcal.contract import ContractError
@@ -821,3 +822,31 @@ def test_a_sync_timeout_that_is_not_a_number_of_seconds_is_refused_naming_it(tim
         with pytest.raises(ValueError, match=f"timeout_s must be a number of seconds > 0, got {timeout_s!r}"):
             sync_client.simulate_sync(MODEL, [{"a": 1.0}], timeout_s=timeout_s)
     assert handler.seen == []
+
+
+def test_the_docs_client_example_runs_as_written_against_a_real_service(service_factory):
+    """docs/service.md's Python client example, run as written (only its URL is this service's port, and
+    ``api_key`` a key of its keys file) against ``simcal serve`` on loopback with its own LocalCluster."""
+    section = (REPO / "docs" / "service.md").read_text().split("\n## Client\n", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    assert example.count('"http://127.0.0.1:8000"') == 1
+    service = service_factory("--workers", "1")
+    names = {"api_key": service.keys["alice"]}
+    exec(compile(example.replace("http://127.0.0.1:8000", service.url), "docs/service.md", "exec"), names)
+    from simcal.models.sir import simulate
+
+    assert names["job"].info["status"] == "succeeded"
+    assert names["job"].info["progress"] == {"done": 8, "total": 8, "failed": 0}
+    for table, params, replicates in (
+        (names["table"], {"beta": 0.3, "gamma": 0.1}, 8),
+        (names["small"], {"beta": 0.2, "gamma": 0.1}, 1),
+    ):
+        assert (
+            sorted(table["replicate"].unique()) == list(range(replicates)) and (table["status"] == "ok").all()
+        )
+        assert (table["beta"] == params["beta"]).all() and (table["gamma"] == params["gamma"]).all()
+        for (_, seed), rows in table.groupby(["replicate", "seed"]):  # each replicate is the model's own run
+            expected = simulate(params, int(seed))
+            pd.testing.assert_frame_equal(
+                rows[list(expected)].reset_index(drop=True), expected, check_dtype=False
+            )
