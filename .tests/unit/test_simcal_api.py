@@ -253,3 +253,37 @@ def test_the_example_of_docs_simulation_md_runs_and_gives_a_sweeps_rows(tmp_path
         sweep.sort_values(["param_id", "replicate", "day"]).reset_index(drop=True)[columns],
         check_dtype=False,  # values: a sweep file reads text back as str with NaN, gather gives str with NA
     )
+
+
+@pytest.mark.parametrize(
+    "model, parameters",
+    [
+        ("simcal_models:fails_for_negative", {"a": [-1.0, 1.0, 2.0]}),  # error text beside missing errors
+        ("simcal_models:type_changes", {"a": [1, 2]}),  # a number in one simulation, text in the other
+        (
+            "simcal_models:whole_beyond_2_53",
+            {"kind": ["dict", "missing", "fails", "table"]},
+        ),  # Int64 with gaps
+        ("simcal_models:whole_beyond_2_53", {"kind": ["dict", "half", "fails"]}),  # beside a fraction: text
+    ],
+)
+def test_gather_gives_the_dtypes_and_missing_values_read_results_gives_for_the_same_rows(
+    tmp_path, model, parameters
+):
+    """gather gave text columns (status, error) as pandas' nullable "string" with <NA> where read_results gives
+    "str" with NaN, kept a column mixing numbers and text as objects (the sweep stores it as text), rounded whole
+    numbers beyond 2**53 beside a failed row to floats, and put outputs of a later simulation after the status
+    columns: the same rows, built both ways, are now equal, dtypes and column order included."""
+    table = pd.DataFrame(parameters)
+    settings = {"seed": 5, "max_failed_fraction": 1.0}
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        gathered = gather(
+            [submit(model, row, client=client, settings=settings) for row in table.to_dict("records")]
+        )
+        simulate(model, table, tmp_path / "sweep.parquet", settings, client=client)
+    swept = read_results(tmp_path / "sweep.parquet")
+    ordered = gathered.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ordered.drop(columns="duration_s"), swept.drop(columns="duration_s"))

@@ -289,3 +289,31 @@ def test_large_floats_and_small_whole_numbers_beside_fractions_stay_floats_in_th
     store.finalize()
     result = read_results(tmp_path / "out").sort_values("a")
     assert result["x"].dtype == "float64" and result["x"].tolist() == values
+
+
+def test_read_results_puts_the_status_columns_last_whichever_part_comes_first(tmp_path):
+    """The output's schema lists first the columns of its first part: when that part held only a failed
+    simulation (no outputs), read_results gave the outputs of the others after status, error and duration_s,
+    unlike the rows docs/simulation.md lists (and unlike gather's, for the same rows)."""
+    store = PartStore(tmp_path / "out", {"model": "m:f"})
+    failed, fine = plan_tasks([{"a": -1.0}, {"a": 1.0}], 1)
+    store.write(simcal.worker.failure_rows([failed], "failed", "ValueError: no"), [failed], prefix="a")
+    row = {"param_id": fine.param_id, "replicate": 0, "seed": fine.seed, "a": 1.0, "y": 2.0, "status": "ok",
+           "error": None, "duration_s": 0.1}  # fmt: skip
+    store.write(pd.DataFrame([row]), [fine])  # part-<hash>.parquet, after a-<hash>.parquet
+    store.expect([failed, fine])
+    assert pq.read_schema(store.finalize()).names[-1] == "y"  # the file keeps the first part's order
+    result = read_results(tmp_path / "out")
+    assert list(result.columns) == [
+        "param_id",
+        "replicate",
+        "seed",
+        "a",
+        "y",
+        "status",
+        "error",
+        "duration_s",
+    ]
+    ordered = result.sort_values("a")
+    assert ordered["status"].tolist() == ["failed", "ok"] and ordered["y"].isna().tolist() == [True, False]
+    assert ordered["y"].iloc[1] == 2.0

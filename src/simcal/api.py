@@ -41,6 +41,7 @@ from simcal.contract import (
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
+from simcal.store import gathered_frame
 from simcal.tables import reject_reserved
 from simcal.tasks import Batch, SimTask
 from simcal.worker import failure_rows, run_batch
@@ -149,8 +150,9 @@ def submit(
 
 
 def gather(futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.DataFrame:
-    """Wait for the simulations and return all their rows; a simulation that failed, timed out or killed its
-    worker is a row with its status and error, never an exception."""
+    """Wait for the simulations and return all their rows, in the order of ``futures``, with the columns and
+    dtypes ``read_results`` gives a sweep's rows; a simulation that failed, timed out or killed its worker is a
+    row with its status and error, never an exception."""
     kinds = (SimulationFuture, ServiceSimulationFuture)
     if isinstance(futures, kinds):
         raise ContractError("gather takes a list of futures, got one: gather([future]) or future.result()")
@@ -169,7 +171,8 @@ def gather(futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.
         outcome.update(_gather_from_service(remote))
     if len(remote) < len(live):
         outcome.update(_gather_from_dask([f for f in live if not isinstance(f, ServiceSimulationFuture)]))
-    return pd.concat([outcome[id(f)] for f in futures], ignore_index=True)
+    # Typed as read_results gives a sweep's rows (text as "str" with NaN, mixed columns as text, ...)
+    return gathered_frame([outcome[id(f)] for f in futures])
 
 
 CANCELLED = "Cancelled: SimulationFuture.cancel() was called before its rows were gathered"

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from simcal.contract import ContractError
 from simcal.tables import atomic_write
 from simcal.tasks import SimTask, simulation_key
-from simcal.worker import EXACT_IN_FLOAT, FAILED_STATUSES
+from simcal.worker import EXACT_IN_FLOAT, FAILED_STATUSES, KEY_COLUMNS, STATUS_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,9 @@ def unify_schemas(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def whole_numbers_as_text(unified: pa.Schema, parts: list[Path], schemas: list[pa.Schema]) -> pa.Schema:
+def whole_numbers_as_text(
+    unified: pa.Schema, parts: Sequence[Path | pa.Table], schemas: list[pa.Schema]
+) -> pa.Schema:
     """The unified schema, with text for a column that whole numbers beyond 2**53 in some parts and fractional
     numbers in others made floats: no float holds the first exactly (Arrow refuses the cast, so the output could
     never be written), and text keeps every digit of both, as for a column mixing numbers and text."""
@@ -359,8 +361,10 @@ def whole_numbers_as_text(unified: pa.Schema, parts: list[Path], schemas: list[p
     return pa.schema(fields)
 
 
-def _beyond_float(part: Path, column: str) -> bool:
-    return _extreme(pq.read_table(part, columns=[column])[column]) > EXACT_IN_FLOAT
+def _beyond_float(part: Path | pa.Table, column: str) -> bool:
+    """Whether a part (a file, or a table in memory) holds a whole number beyond 2**53 in ``column``."""
+    values = part[column] if isinstance(part, pa.Table) else pq.read_table(part, columns=[column])[column]
+    return _extreme(values) > EXACT_IN_FLOAT
 
 
 def _extreme(column: pa.ChunkedArray) -> int:
@@ -398,12 +402,18 @@ def _as_text(value: Any) -> str:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """The simulation dataset written by ``simulate`` (one Parquet file) as a DataFrame.
+    """The simulation dataset written by ``simulate`` (one Parquet file) as a DataFrame (see ``results_frame``).
 
     Rows come sorted by (param_id, replicate), keeping each simulation's own row order, so the result does not
     depend on which batch finished first.
     """
-    table = pq.read_table(path)
+    frame = results_frame(pq.read_table(path))
+    return frame.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)
+
+
+def results_frame(table: pa.Table) -> pd.DataFrame:
+    """Rows of simulations as a DataFrame, typed as ``read_results`` and ``simcal.api.gather`` both give them: text
+    as pandas' default ``str`` dtype with NaN where missing, the status columns last."""
     frame = table.to_pandas()
     for name in table.column_names:
         # pandas reads an integer column with gaps as float64, rounding whole numbers beyond 2**53: those keep
@@ -412,4 +422,33 @@ def read_results(path: str | Path) -> pd.DataFrame:
         if pa.types.is_integer(column.type) and column.null_count and _extreme(column) > EXACT_IN_FLOAT:
             kind = "UInt64" if pa.types.is_unsigned_integer(column.type) else "Int64"
             frame[name] = pd.array(column.to_pylist(), dtype=kind)
-    return frame.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)
+    # The parts' unified schema lists first the columns of whichever part came first (a failed simulation's
+    # part has no outputs): key columns first and status columns last whatever the order of the parts.
+    first = [c for c in KEY_COLUMNS if c in frame.columns]
+    last = [c for c in STATUS_COLUMNS if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first and c not in last] + last]
+
+
+def gathered_frame(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of simulations run without a sweep (``simcal.api.gather``), in order, converted as a sweep's parts
+    are and typed as ``read_results`` gives them: a column whose values change type between simulations becomes
+    text, whole numbers beyond 2**53 keep every digit (beside fractions: as text), with the same warnings."""
+    tables, run = [], []
+    for frame in [*frames, None]:  # consecutive frames with the same columns and dtypes are converted at once
+        if run and (frame is None or not _same_columns(frame, run[0])):
+            table, as_text = part_table(pd.concat(run, ignore_index=True) if len(run) > 1 else run[0])
+            if as_text:
+                log.warning("output columns %s hold values of different types; stored as text", as_text)
+            tables.append(table.replace_schema_metadata(None))
+            run = []
+        if frame is not None:
+            run.append(frame)
+    schemas = [t.schema for t in tables]
+    unified = whole_numbers_as_text(unify_schemas(schemas), tables, schemas)
+    return results_frame(
+        pa.concat_tables([t if t.schema == unified else conform(t, unified) for t in tables])
+    )
+
+
+def _same_columns(frame: pd.DataFrame, other: pd.DataFrame) -> bool:
+    return frame.columns.equals(other.columns) and frame.dtypes.equals(other.dtypes)
