@@ -315,3 +315,24 @@ def test_status_of_a_directory_finds_the_sweeps_in_its_subdirectories(tmp_path):
         progress.report(force=True)
     assert find_progress_files([tmp_path]) == sorted(Path(f"{output}.progress.json") for output in outputs)
     assert find_progress_files([outputs[1]]) == [Path(f"{outputs[1]}.progress.json")]  # an output by its name
+
+
+def test_a_stopped_or_stale_sweep_has_no_eta_in_the_table_or_the_json(tmp_path, capsys):
+    """A killed sweep kept the ETA of its last rewrite: `simcal status` showed "stopped ... ETA 11s" (and a stale one
+    its ETA too), an estimate of an end that will never come; like a finished sweep, it has none."""
+    progress = Progress(tmp_path / "killed.parquet", "local", every_s=5)
+    progress.plan(40, 0, 0)
+    progress.submitted()
+    progress.advance(19)
+    progress.report(force=True)
+    record = json.loads(progress.path.read_text())
+    assert record["eta_s"] is not None  # running: it has one
+    progress.path.write_text(json.dumps(record | {"pid": finished_pid()}))
+    silent = record | {"host": socket.gethostname() + "-elsewhere", "updated_epoch": time.time() - 3600}
+    (tmp_path / "silent.parquet.progress.json").write_text(json.dumps(silent))
+    assert main(["status", "--json", str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["state"], row["eta_s"]) for row in rows] == [("stopped", None), ("stale", None)]
+    assert main(["status", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [dict(zip(lines[0].split(), line.split(), strict=True))["ETA"] for line in lines[1:]] == ["-", "-"]

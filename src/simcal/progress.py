@@ -147,7 +147,7 @@ def find_progress_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def read_progress(path: Path) -> dict[str, Any]:
     """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
-    ``stopped``; one not updated for a long while on another host is ``stale``."""
+    ``stopped``; one not updated for a long while on another host is ``stale``; neither has an ETA."""
     info = json.loads(path.read_text())
     try:
         if info.get("state") in ("running", "starting"):
@@ -156,6 +156,10 @@ def read_progress(path: Path) -> dict[str, Any]:
                 info["state"] = "stopped"
             elif age > max(60.0, 5 * float(info.get("every_s", 5))):
                 info["state"] = "stale"
+            if info["state"] in ("stopped", "stale"):
+                info["eta_s"] = (
+                    None  # the last estimate of a sweep no longer running, as a finished one has none
+                )
     except (AttributeError, TypeError) as error:  # valid JSON, but not the object a sweep writes
         raise ValueError(
             f"not a sweep's progress record (a JSON object with state, done, total, ...): "
