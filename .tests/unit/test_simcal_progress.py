@@ -336,3 +336,45 @@ def test_a_stopped_or_stale_sweep_has_no_eta_in_the_table_or_the_json(tmp_path, 
     assert main(["status", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [dict(zip(lines[0].split(), line.split(), strict=True))["ETA"] for line in lines[1:]] == ["-", "-"]
+
+
+def test_status_shows_each_sweep_once_however_many_of_its_paths_name_it(tmp_path, capsys):
+    """`simcal status results/*` matches an output and its progress file, and a folder holds the output named next
+    to it: each sweep was listed once per path naming it (three rows for one sweep here)."""
+    output = tmp_path / "sweep.parquet"
+    progress = Progress(output, "local")
+    progress.plan(4, 0, 0)
+    progress.report(force=True)
+    paths = [output, progress.path, tmp_path, Path(f"{tmp_path}/../{tmp_path.name}/sweep.parquet")]
+    assert find_progress_files(paths) == [progress.path]
+    assert main(["status", *map(str, paths)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # the header and one sweep
+
+
+def test_a_path_without_a_sweep_is_named_and_hides_none_of_the_others(tmp_path, capsys):
+    """A glob (`simcal status results/*/*`) names files that are no sweep's (a log, a table): the first of them
+    stopped the command with status 2 before any sweep was shown. Each is named, the sweeps are shown, and the
+    status is still 2."""
+    outputs = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for output in outputs:
+        progress = Progress(output, "local")
+        progress.plan(4, 0, 0)
+        progress.report(force=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a sweep")
+    assert main(["status", str(outputs[0]), str(notes), str(tmp_path / "gone.parquet"), str(outputs[1])]) == 2
+    captured = capsys.readouterr()
+    assert [line.split()[-1] for line in captured.out.splitlines()[1:]] == [
+        "-",
+        "-",
+    ]  # two sweeps, no dashboard
+    assert [line.split()[-2] for line in captured.out.splitlines()[1:]] == list(map(str, outputs))
+    assert captured.err.splitlines() == [
+        f"simcal status: {notes}: no sweep progress here (neither notes.txt.progress.json nor a directory)",
+        f"simcal status: {tmp_path / 'gone.parquet'}: no sweep progress here "
+        "(neither gone.parquet.progress.json nor a directory)",
+    ]
+    assert main(["status", str(notes)]) == 2 and "no sweeps found" not in capsys.readouterr().err
+    missing = []
+    assert find_progress_files([notes, outputs[1]], missing) == [Path(f"{outputs[1]}.progress.json")]
+    assert missing == [f"{notes}: no sweep progress here (neither notes.txt.progress.json nor a directory)"]

@@ -19,11 +19,10 @@ from simcal.service.commands import add_jobs, add_keys, add_serve
 
 
 def status(args: argparse.Namespace) -> int:
-    try:
-        files = find_progress_files(args.paths)
-    except FileNotFoundError as error:
-        print(f"simcal status: {error}", file=sys.stderr)
-        return 2
+    missing: list[str] = []  # a path without a sweep is named, and hides none of the others' (as ls does)
+    files = find_progress_files(args.paths, missing)
+    for problem in missing:
+        print(f"simcal status: {problem}", file=sys.stderr)
     rows, unreadable = [], 0
     for path in files:
         try:
@@ -35,9 +34,10 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, sort_keys=True))
     elif rows:
         print(format_table(rows))
-    else:
+    elif not missing:
         print("no sweeps found", file=sys.stderr)
-    return 1 if unreadable else 0  # the readable ones are shown; a script still learns that one was not
+    # The readable ones are shown; a script still learns that a path had no sweep (2) or a file was unreadable (1)
+    return 2 if missing else 1 if unreadable else 0
 
 
 def add_status(subparsers) -> None:

@@ -126,23 +126,30 @@ class Progress:
             log.warning("cannot write %s: %s", self.path, error)
 
 
-def find_progress_files(paths: Iterable[str | Path]) -> list[Path]:
+def find_progress_files(paths: Iterable[str | Path], missing: list[str] | None = None) -> list[Path]:
     """Progress files named by ``paths``: a progress file, an output (its ``.progress.json``), or a directory
-    (searched recursively)."""
-    found: list[Path] = []
+    (searched recursively); each once, where it was first found. A path with none raises FileNotFoundError, or,
+    when ``missing`` is a list, adds what it would have said to it (the other paths are still searched)."""
+    found: dict[
+        Path, Path
+    ] = {}  # by the file's resolved path: a folder and an output in it name one file twice
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(path.rglob(f"*{SUFFIX}")))
+            named = sorted(path.rglob(f"*{SUFFIX}"))
         elif path.name.endswith(SUFFIX) and path.exists():
-            found.append(path)
+            named = [path]
         elif progress_path(path).exists():
-            found.append(progress_path(path))
+            named = [progress_path(path)]
         else:
-            raise FileNotFoundError(
-                f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
-            )
-    return found
+            problem = f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
+            if missing is None:
+                raise FileNotFoundError(problem)
+            missing.append(problem)
+            named = []
+        for file in named:
+            found.setdefault(file.resolve(), file)
+    return list(found.values())
 
 
 def read_progress(path: Path) -> dict[str, Any]:
