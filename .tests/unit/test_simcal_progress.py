@@ -16,7 +16,7 @@ import pytest
 
 import simcal.progress as progress_module
 from simcal.cli import main
-from simcal.progress import Progress, find_progress_files, format_table, read_progress
+from simcal.progress import Progress, find_progress_files, format_rate, format_table, read_progress
 
 
 def finished_pid() -> int:
@@ -378,3 +378,23 @@ def test_a_path_without_a_sweep_is_named_and_hides_none_of_the_others(tmp_path, 
     missing = []
     assert find_progress_files([notes, outputs[1]], missing) == [Path(f"{outputs[1]}.progress.json")]
     assert missing == [f"{notes}: no sweep progress here (neither notes.txt.progress.json nor a directory)"]
+
+
+def test_a_sweep_of_hours_long_simulations_has_a_rate_not_rounded_to_zero(tmp_path, clock, capsys, caplog):
+    """One simulation an hour is 0.000278/s: the file rounded it to 3 decimals (0.0), and the table and the log
+    showed 0.0/s beside an ETA of 90 hours computed from that very rate."""
+    caplog.set_level(logging.INFO, logger="simcal.progress")
+    progress = Progress(tmp_path / "slow.parquet", "slurm")
+    progress.plan(100, 0, 0)
+    progress.submitted()
+    clock.now += 3 * 3600
+    progress.advance(3)
+    progress.report(force=True)
+    # rate = 3 / 10800 s = 0.0002778 per s; ETA = 97 / rate = 349200 s
+    info = written(progress)
+    assert info["rate_per_s"] == pytest.approx(3 / 10800, rel=1e-3) and info["eta_s"] == pytest.approx(349200)
+    assert "0.00028/s, ETA 349200s" in caplog.text
+    assert main(["status", str(progress.path)]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert dict(zip(header.split(), row.split(), strict=True))["RATE/S"] == "0.00028"
+    assert [format_rate(r) for r in (0.0, 0.05, 0.1, 2.0, 1234.56)] == ["0.0", "0.05", "0.1", "2.0", "1234.6"]

@@ -84,8 +84,8 @@ class Progress:
         self.last = now
         eta = self.eta_s()
         log.info(
-            "simulations %d/%d (%.1f%%), %d failed, %.1f/s, ETA %s, workers %s, dashboard %s",
-            self.done, self.total, 100 * self.done / max(self.total, 1), self.failed, self.rate(),
+            "simulations %d/%d (%.1f%%), %d failed, %s/s, ETA %s, workers %s, dashboard %s",
+            self.done, self.total, 100 * self.done / max(self.total, 1), self.failed, format_rate(self.rate()),
             f"{eta:.0f}s" if eta is not None else "unknown", "unknown" if self.workers is None else self.workers,
             self.dashboard or "unavailable",
         )  # fmt: skip
@@ -105,7 +105,8 @@ class Progress:
             "done": self.done,
             "total": self.total,
             "failed": self.failed,
-            "rate_per_s": round(self.rate(), 3),
+            # 4 significant digits: hours-long simulations run at 0.0003/s, which 3 decimals made 0
+            "rate_per_s": float(f"{self.rate():.4g}"),
             "eta_s": None if eta is None or self.state != "running" else round(eta, 1),
             "backend": self.backend,
             "dashboard": self.dashboard,
@@ -187,6 +188,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def format_rate(per_s: float) -> str:
+    """A rate for people: one decimal, or two significant digits below 0.1 (never 0.0 for a slow sweep)."""
+    return f"{per_s:.1f}" if per_s >= 0.1 or per_s == 0 else f"{per_s:.2g}"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of sweeps, one line each."""
     header = [
@@ -211,7 +217,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 str(row.get("done")),
                 str(row.get("total")),
                 str(row.get("failed")),
-                f"{float(row.get('rate_per_s') or 0):.1f}",
+                format_rate(float(row.get("rate_per_s") or 0)),
                 "-" if eta is None else f"{float(eta):.0f}s",
                 str(row.get("backend")),
                 "-" if row.get("workers") is None else str(row.get("workers")),
