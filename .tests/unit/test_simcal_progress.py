@@ -56,13 +56,37 @@ def test_running_sweeps_whose_process_is_gone_or_silent_are_marked(tmp_path, cap
 
 
 @pytest.mark.parametrize(
-    "text", ["[1, 2]", '"done"', '{"state": "running", "every_s": null, "updated_epoch": 1}']
+    "text",
+    [
+        "[1, 2]",
+        '"done"',
+        '{"state": "running", "every_s": null, "updated_epoch": 1}',
+        # A ValueError (float('soon')) out of the table, after every record had been read: a traceback, no table
+        '{"state": "finished", "eta_s": "soon"}',
+        '{"state": "finished", "rate_per_s": "fast"}',
+        '{"state": "finished", "done": NaN}',  # Python's json reads NaN: the table showed "nan"
+        '{"state": "finished", "total": true}',
+    ],
 )
 def test_status_names_a_progress_file_that_is_json_but_no_sweeps_record(tmp_path, capsys, text):
     (tmp_path / "a.parquet.progress.json").write_text(text)  # a traceback before (AttributeError, TypeError)
     assert main(["status", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert f"cannot read {tmp_path / 'a.parquet.progress.json'}: not a sweep's progress record" in err
+
+
+def test_a_count_that_is_no_number_is_named_and_a_pid_no_system_has_is_a_stopped_sweep(tmp_path, capsys):
+    """The message names the key and its value; a pid beyond any the system can have (os.kill raised
+    OverflowError: a traceback) is a process that is gone."""
+    path = tmp_path / "a.parquet.progress.json"
+    path.write_text('{"state": "finished", "eta_s": "soon"}')
+    with pytest.raises(ValueError, match=r"progress record .*: eta_s is 'soon', not a number"):
+        read_progress(path)
+    progress = Progress(tmp_path / "b.parquet", "local")
+    progress.plan(4, 0, 0)
+    progress.report(force=True)
+    progress.path.write_text(json.dumps(json.loads(progress.path.read_text()) | {"pid": 2**40}))
+    assert read_progress(progress.path)["state"] == "stopped"
 
 
 class FakeClock:

@@ -153,10 +153,32 @@ def find_progress_files(paths: Iterable[str | Path], missing: list[str] | None =
     return list(found.values())
 
 
+NOT_A_RECORD = "not a sweep's progress record (a JSON object with state, done, total, ...)"
+NUMBERS = (
+    "done",
+    "total",
+    "failed",
+    "rate_per_s",
+    "eta_s",
+    "updated_epoch",
+    "every_s",
+    "workers",
+    "batch_size",
+    "pid",
+)
+
+
 def read_progress(path: Path) -> dict[str, Any]:
     """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
-    ``stopped``; one not updated for a long while on another host is ``stale``; neither has an ETA."""
+    ``stopped``; one not updated for a long while on another host is ``stale``; neither has an ETA. Raises
+    ValueError for a file that is not a sweep's record (not JSON, not an object, a count that is no number)."""
     info = json.loads(path.read_text())
+    if not isinstance(info, dict):
+        raise ValueError(f"{NOT_A_RECORD}: a JSON {type(info).__name__}")
+    for key in NUMBERS:  # the table formats them as numbers: text there was a traceback
+        value = info.get(key)
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            raise ValueError(f"{NOT_A_RECORD}: {key} is {value!r}, not a number")
     try:
         if info.get("state") in ("running", "starting"):
             age = time.time() - float(info.get("updated_epoch", 0))
@@ -166,13 +188,10 @@ def read_progress(path: Path) -> dict[str, Any]:
                 info["state"] = "stale"
             if info["state"] in ("stopped", "stale"):
                 info["eta_s"] = (
-                    None  # the last estimate of a sweep no longer running, as a finished one has none
+                    None  # the last estimate of a sweep no longer running: a finished one has none
                 )
     except (AttributeError, TypeError) as error:  # valid JSON, but not the object a sweep writes
-        raise ValueError(
-            f"not a sweep's progress record (a JSON object with state, done, total, ...): "
-            f"{type(error).__name__}: {error}"
-        ) from error
+        raise ValueError(f"{NOT_A_RECORD}: {type(error).__name__}: {error}") from error
     return info
 
 
@@ -181,7 +200,7 @@ def _alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: beyond any pid the system can have
         return False
     except PermissionError:
         return True
