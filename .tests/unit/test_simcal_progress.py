@@ -91,13 +91,14 @@ def test_a_count_that_is_no_number_is_named_and_a_pid_no_system_has_is_a_stopped
 
 class FakeClock:
     """Stands in for the ``time`` module that simcal.progress uses: ``time()`` and ``monotonic()`` both read
-    ``now``, which the test moves by hand."""
+    ``now``, which the test moves by hand (``time()`` plus ``wall_step``, a step of the wall clock alone)."""
 
     def __init__(self, now: float):
         self.now = now
+        self.wall_step = 0.0
 
     def time(self) -> float:
-        return self.now
+        return self.now + self.wall_step
 
     def monotonic(self) -> float:
         return self.now
@@ -422,3 +423,21 @@ def test_a_sweep_of_hours_long_simulations_has_a_rate_not_rounded_to_zero(tmp_pa
     header, row = capsys.readouterr().out.splitlines()
     assert dict(zip(header.split(), row.split(), strict=True))["RATE/S"] == "0.00028"
     assert [format_rate(r) for r in (0.0, 0.05, 0.1, 2.0, 1234.56)] == ["0.0", "0.05", "0.1", "2.0", "1234.6"]
+
+
+@pytest.mark.parametrize("step", [-3600.0, 3600.0])
+def test_a_step_of_the_wall_clock_during_a_sweep_leaves_its_rate_and_eta_alone(tmp_path, clock, step):
+    """The rate counted time on the wall clock: NTP setting it back an hour mid-sweep made the elapsed time
+    negative, so the rate was 2 / 1e-9 s (ETA 0 s); forward an hour, a rate 900 times too low. It counts on the
+    monotonic clock; the record's times (updated, updated_epoch) stay wall-clock times, as other hosts read them."""
+    progress = Progress(tmp_path / "sims.parquet", "local")
+    progress.plan(10, 0, 0)
+    progress.submitted()
+    clock.now += 4
+    clock.wall_step = step
+    progress.advance(2)
+    # rate = 2 done / 4 s = 0.5 per s; ETA = (10 - 2) / 0.5 = 16 s
+    assert (progress.rate(), progress.eta_s()) == (pytest.approx(0.5), pytest.approx(16.0))
+    progress.report(force=True)
+    info = written(progress)
+    assert (info["rate_per_s"], info["eta_s"], info["updated_epoch"]) == (0.5, 16.0, 1004.0 + step)

@@ -46,7 +46,9 @@ class Progress:
         self.total = self.done = self.failed = 0
         self.done_here = 0  # simulations finished by this process (the rate ignores resumed ones)
         self.started = time.time()
-        self.first_submit: float | None = None  # the rate counts from here, not from the cluster's start
+        # The rate counts from here, not from the cluster's start, on the monotonic clock: a step of the wall
+        # clock (NTP, a VM resumed) made it huge (ETA 0) or tiny
+        self.first_submit: float | None = None
         self.last = -math.inf
         self.state, self.message = "starting", None
         self.dashboard: str | None = None
@@ -66,12 +68,12 @@ class Progress:
 
     def submitted(self) -> None:
         if self.first_submit is None:
-            self.first_submit = time.time()
+            self.first_submit = time.monotonic()
 
     def rate(self) -> float:
         if self.first_submit is None:
             return 0.0
-        return self.done_here / max(time.time() - self.first_submit, 1e-9)
+        return self.done_here / max(time.monotonic() - self.first_submit, 1e-9)
 
     def eta_s(self) -> float | None:
         rate = self.rate()
