@@ -441,3 +441,23 @@ def test_a_step_of_the_wall_clock_during_a_sweep_leaves_its_rate_and_eta_alone(t
     progress.report(force=True)
     info = written(progress)
     assert (info["rate_per_s"], info["eta_s"], info["updated_epoch"]) == (0.5, 16.0, 1004.0 + step)
+
+
+def test_a_progress_file_that_cannot_be_written_is_warned_about_once_not_at_every_rewrite(tmp_path, caplog):
+    """A directory where the progress file should be (or a read-only one): every rewrite logged the same warning,
+    every 5 s for the whole sweep (9 in a 6 s sweep rewriting every second). Once, then once more if the error
+    changes, and a line when it is written again."""
+    caplog.set_level(logging.INFO, logger="simcal.progress")
+    progress = Progress(tmp_path / "sims.parquet", "local")
+    progress.path.mkdir()  # os.replace onto it fails with IsADirectoryError, naming a new temporary each time
+    progress.plan(10, 0, 0)
+    for _ in range(5):
+        progress.advance(1)
+        progress.report(force=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot write" in warnings[0] and "Is a directory" in warnings[0], warnings
+    assert "the sweep goes on" in warnings[0]
+    progress.path.rmdir()
+    progress.report(force=True)
+    assert read_progress(progress.path)["done"] == 5
+    assert f"{progress.path} is written again" in caplog.text

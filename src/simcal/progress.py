@@ -54,6 +54,7 @@ class Progress:
         self.dashboard: str | None = None
         self.workers: int | None = None
         self.batch_size: int | None = None
+        self.write_error: str | None = None  # the kind of error the last write failed with (None: it did not)
 
     def plan(self, total: int, already_done: int, already_failed: int) -> None:
         self.total += total
@@ -126,7 +127,18 @@ class Progress:
         try:
             write_json(self.snapshot(), self.path, durable=False)  # rewritten every few seconds anyway
         except OSError as error:  # progress is a convenience: never fail a sweep over it
-            log.warning("cannot write %s: %s", self.path, error)
+            # Once per kind of error (its message names a new temporary each time), not at every rewrite: a
+            # day's sweep logged it some 17000 times
+            kind = f"{type(error).__name__} {error.errno}"
+            if kind != self.write_error:
+                log.warning(
+                    "cannot write %s: %s (the sweep goes on; tried again every rewrite)", self.path, error
+                )
+            self.write_error = kind
+            return
+        if self.write_error is not None:
+            log.info("%s is written again", self.path)
+            self.write_error = None
 
 
 def find_progress_files(paths: Iterable[str | Path], missing: list[str] | None = None) -> list[Path]:
