@@ -20,7 +20,7 @@ from testkit import dask_client
 
 import simcal.runner
 import simcal.worker
-from simcal.contract import normalise_output, unique_names
+from simcal.contract import ContractError, normalise_output, unique_names
 from simcal.runner import PartStore, plan_tasks, read_results, run_batch, simulate
 from simcal.store import storage_problem
 from simcal.worker import storable_rows
@@ -317,3 +317,18 @@ def test_read_results_puts_the_status_columns_last_whichever_part_comes_first(tm
     ordered = result.sort_values("a")
     assert ordered["status"].tolist() == ["failed", "ok"] and ordered["y"].isna().tolist() == [True, False]
     assert ordered["y"].iloc[1] == 2.0
+
+
+def test_read_results_of_a_table_no_sweep_wrote_names_the_file_and_what_it_lacks(tmp_path):
+    """A calibration's trials table (or any other Parquet file) given to read_results: KeyError: 'param_id'
+    before, naming neither the file nor what was expected."""
+    path = tmp_path / "trials.parquet"
+    pq.write_table(pa.table({"trial": [0, 1], "round": [0, 0], "loss": [1.5, 0.5]}), path)
+    with pytest.raises(
+        ContractError,
+        match=re.escape(
+            f"{path}: not a simulation dataset written by simulate (no param_id or replicate column; it has "
+            "trial, round, loss)"
+        ),
+    ):
+        read_results(path)

@@ -407,7 +407,15 @@ def read_results(path: str | Path) -> pd.DataFrame:
     Rows come sorted by (param_id, replicate), keeping each simulation's own row order, so the result does not
     depend on which batch finished first.
     """
-    frame = results_frame(pq.read_table(path))
+    table = pq.read_table(path)
+    missing = [name for name in ("param_id", "replicate") if name not in table.column_names]
+    if missing:  # a KeyError naming only the column before (e.g. for a calibration's trials table)
+        shown = ", ".join(table.column_names[:8]) + (", ..." if table.num_columns > 8 else "")
+        raise ContractError(
+            f"{path}: not a simulation dataset written by simulate (no {' or '.join(missing)} column; it has "
+            f"{shown or 'no columns'})"
+        )
+    frame = results_frame(table)
     return frame.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)
 
 
