@@ -461,3 +461,29 @@ def test_a_progress_file_that_cannot_be_written_is_warned_about_once_not_at_ever
     progress.report(force=True)
     assert read_progress(progress.path)["done"] == 5
     assert f"{progress.path} is written again" in caplog.text
+
+
+def test_the_sweeps_of_two_workflow_directories_are_told_apart_by_where_their_outputs_are(
+    tmp_path, monkeypatch, capsys
+):
+    """A workflow gives its sweep a path relative to its own directory (results/sim.parquet): `simcal status run1
+    run2` showed two rows with the same OUTPUT, and --json two records with the same "output". The table shows
+    the output where this reader finds it, and each record says which progress file it was read from."""
+    for run in ("run1", "run2"):
+        (tmp_path / run / "results").mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / run)
+        progress = Progress("results/sim.parquet", "local")
+        progress.plan(10, 3, 0)
+        progress.finish("finished")
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "run1", "run2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    outputs = [dict(zip(lines[0].split(), line.split(), strict=True))["OUTPUT"] for line in lines[1:]]
+    assert outputs == ["run1/results/sim.parquet", "run2/results/sim.parquet"]
+    assert main(["status", "--json", "run1", "run2"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["output"] for r in records] == ["results/sim.parquet"] * 2  # as the sweep was given it
+    assert [r["progress_file"] for r in records] == [
+        "run1/results/sim.parquet.progress.json",
+        "run2/results/sim.parquet.progress.json",
+    ]

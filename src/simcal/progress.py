@@ -206,6 +206,9 @@ def read_progress(path: Path) -> dict[str, Any]:
                 )
     except (AttributeError, TypeError) as error:  # valid JSON, but not the object a sweep writes
         raise ValueError(f"{NOT_A_RECORD}: {type(error).__name__}: {error}") from error
+    # Where this reader finds it: "output" is the path the sweep was given, relative to its own working directory
+    # (a workflow's results/...), the same for the sweeps of two workflow directories
+    info["progress_file"] = str(path)
     return info
 
 
@@ -224,6 +227,12 @@ def _alive(pid: int) -> bool:
 def format_rate(per_s: float) -> str:
     """A rate for people: one decimal, or two significant digits below 0.1 (never 0.0 for a slow sweep)."""
     return f"{per_s:.1f}" if per_s >= 0.1 or per_s == 0 else f"{per_s:.2g}"
+
+
+def _output_here(row: dict[str, Any]) -> str:
+    """The output as the reader finds it (next to its progress file), else as the sweep named it."""
+    found = str(row.get("progress_file") or "")
+    return found[: -len(SUFFIX)] if found.endswith(SUFFIX) else str(row.get("output"))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -255,7 +264,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 str(row.get("backend")),
                 "-" if row.get("workers") is None else str(row.get("workers")),
                 str(row.get("updated")),
-                str(row.get("output")),
+                _output_here(row),
                 str(row.get("dashboard") or "-"),
             ]
         )
