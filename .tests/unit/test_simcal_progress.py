@@ -487,3 +487,27 @@ def test_the_sweeps_of_two_workflow_directories_are_told_apart_by_where_their_ou
         "run1/results/sim.parquet.progress.json",
         "run2/results/sim.parquet.progress.json",
     ]
+
+
+def test_status_says_why_a_sweep_failed_below_the_table(tmp_path, capsys):
+    """docs/simulation.md: a failed calibration's progress file "(`simcal status`) says `failed` with the error";
+    the table said `failed` and nothing more, the error was only in --json. Each message follows the table, one
+    line per sweep, its first line cut at 300 characters."""
+    failed = Progress(tmp_path / "a.parquet", "local")
+    failed.plan(10, 0, 0)
+    failed.finish(
+        "failed", "TooManyFailures: 4 of 10 simulations failed (40.0% > max_failed_fraction 10.0%)."
+    )
+    long = Progress(tmp_path / "b.parquet", "local")
+    long.plan(10, 0, 0)
+    long.finish("failed", "RuntimeError: " + "x" * 400 + "\nTraceback-like second line")
+    fine = Progress(tmp_path / "c.parquet", "local")
+    fine.plan(10, 0, 0)
+    fine.finish("finished")
+    assert main(["status", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["failed", "failed", "finished"] and lines[4] == ""
+    assert lines[5:] == [
+        f"{tmp_path / 'a.parquet'}: TooManyFailures: 4 of 10 simulations failed (40.0% > max_failed_fraction 10.0%).",
+        f"{tmp_path / 'b.parquet'}: RuntimeError: {'x' * 286} ...",
+    ]

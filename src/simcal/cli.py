@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from simcal.progress import find_progress_files, format_table, read_progress
+from simcal.progress import find_progress_files, format_messages, format_table, read_progress
 from simcal.service.commands import add_jobs, add_keys, add_serve
 
 
@@ -34,6 +34,9 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, sort_keys=True))
     elif rows:
         print(format_table(rows))
+        messages = format_messages(rows)  # why a sweep failed: the table has no room for it
+        if messages:
+            print("\n" + "\n".join(messages))
     elif not missing:
         print("no sweeps found", file=sys.stderr)
     # The readable ones are shown; a script still learns that a path had no sweep (2) or a file was unreadable (1)

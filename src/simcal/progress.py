@@ -235,6 +235,19 @@ def _output_here(row: dict[str, Any]) -> str:
     return found[: -len(SUFFIX)] if found.endswith(SUFFIX) else str(row.get("output"))
 
 
+def format_messages(rows: list[dict[str, Any]], width: int = 300) -> list[str]:
+    """``<output>: <message>`` for each sweep whose record has one (why a sweep failed), its first line cut at
+    ``width`` characters: the table has no room for it (--json gives it whole)."""
+    lines = []
+    for row in rows:
+        message = str(row.get("message") or "").strip()
+        if message:
+            first = message.splitlines()[0]
+            cut = first if len(first) <= width and first == message else first[:width].rstrip() + " ..."
+            lines.append(f"{_output_here(row)}: {cut}")
+    return lines
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of sweeps, one line each."""
     header = [
