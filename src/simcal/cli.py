@@ -48,7 +48,9 @@ def add_status(subparsers) -> None:
         "status",
         help="show running and finished simulation sweeps",
         description="Read <output>.progress.json files and print one line per sweep: state, done/total, failures, "
-        "rate, ETA, backend, connected workers, last update, output and Dask dashboard.",
+        "rate, ETA, backend, connected workers, last update, output and Dask dashboard; then why each failed sweep "
+        "failed. Exit status 1: a progress file could not be read; 2: a path holds no sweep's progress (the others "
+        "are shown either way).",
     )
     parser.add_argument(
         "paths", nargs="*", default=["."], help="outputs, progress files or folders (searched recursively)"
