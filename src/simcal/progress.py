@@ -145,9 +145,8 @@ def find_progress_files(paths: Iterable[str | Path], missing: list[str] | None =
     """Progress files named by ``paths``: a progress file, an output (its ``.progress.json``), or a directory
     (searched recursively); each once, where it was first found. A path with none raises FileNotFoundError, or,
     when ``missing`` is a list, adds what it would have said to it (the other paths are still searched)."""
-    found: dict[
-        Path, Path
-    ] = {}  # by the file's resolved path: a folder and an output in it name one file twice
+    # By the file's resolved path: a folder and an output in it name one file twice
+    found: dict[Path, Path] = {}
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -200,10 +199,8 @@ def read_progress(path: Path) -> dict[str, Any]:
                 info["state"] = "stopped"
             elif age > max(60.0, 5 * float(info.get("every_s", 5))):
                 info["state"] = "stale"
-            if info["state"] in ("stopped", "stale"):
-                info["eta_s"] = (
-                    None  # the last estimate of a sweep no longer running: a finished one has none
-                )
+            if info["state"] in ("stopped", "stale"):  # its last estimate: like a finished sweep, it has none
+                info["eta_s"] = None
     except (AttributeError, TypeError) as error:  # valid JSON, but not the object a sweep writes
         raise ValueError(f"{NOT_A_RECORD}: {type(error).__name__}: {error}") from error
     # Where this reader finds it: "output" is the path the sweep was given, relative to its own working directory

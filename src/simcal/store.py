@@ -446,7 +446,7 @@ def gathered_frame(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
         if run and (frame is None or not _same_columns(frame, run[0])):
             table, as_text = part_table(pd.concat(run, ignore_index=True) if len(run) > 1 else run[0])
             if as_text:
-                log.warning("output columns %s hold values of different types; stored as text", as_text)
+                log.warning("output columns %s hold values of different types; given as text", as_text)
             tables.append(table.replace_schema_metadata(None))
             run = []
         if frame is not None:
