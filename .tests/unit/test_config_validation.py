@@ -288,6 +288,24 @@ def test_the_kd_gat_module_reused_without_datasets_is_refused_naming_the_key(tmp
     assert "ValueError" not in proc.stdout, proc.stdout
 
 
+def test_the_evaluation_module_reused_without_datasets_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """The same for the evaluation module imported alone: its ValueError becomes a WorkflowError naming the key."""
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"kd_gat": {"seeds": [3]}}))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        f'module evaluation:\n    snakefile:\n        "{REPO}/workflow/modules/evaluation/Snakefile"\n'
+        "    config:\n        config\n\n\nuse rule * from evaluation as lab_*\n"
+    )
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    first, message = proc.stdout.splitlines()[:2]
+    assert first.startswith("WorkflowError in file ") and "/evaluation/common.smk" in first, first
+    assert message == (
+        "config key 'datasets' is missing or empty: the evaluation module evaluates every dataset named there"
+    )
+    assert "ValueError" not in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize(
     ("path", "expected"),
     [

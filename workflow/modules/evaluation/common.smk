@@ -7,6 +7,7 @@ from pathlib import Path
 from kdgat.chain import STAGES, evaluation_rule
 from kdgat.evaluation.targets import configured_datasets, configured_seeds, configured_variants
 from kdgat.tracking import TrackingSettings
+from snakemake.exceptions import WorkflowError
 
 EVALUATION = config["evaluation"]
 
@@ -26,9 +27,13 @@ TRACKING = TrackingSettings.from_config(config.get("kd_gat", {}).get("tracking")
 
 
 # Checked here, naming the config key: the preprocess and kd_gat schemas do not run when this module is used alone.
-DATASETS = configured_datasets(config)
-VARIANTS = configured_variants(config)
-SEEDS = configured_seeds(config)
+# A WorkflowError, as every config mistake a module refuses (the library raises ValueError: it knows no Snakemake).
+try:
+    DATASETS = configured_datasets(config)
+    VARIANTS = configured_variants(config)
+    SEEDS = configured_seeds(config)
+except ValueError as error:
+    raise WorkflowError(str(error)) from None
 REPORT = "../../report"
 
 
