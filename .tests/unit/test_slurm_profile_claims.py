@@ -476,7 +476,7 @@ def test_the_test_clusters_profile_changes_the_three_timing_and_queue_keys_the_r
 
 
 def test_the_memory_figures_the_readme_states_are_the_code_and_partition_files():
-    """`learned_resources.mem_overhead_mb`, 640; the `max_mem_mb: 177000` of `partitions.yaml` on both regular
+    """`learned_resources.mem_overhead_mb`, 900; the `max_mem_mb: 177000` of `partitions.yaml` on both regular
     nodes (40- and 48-core), 177000 / 48 = 3687.5."""
     from resource_history.settings import LearnedResourceSettings
 

@@ -35,7 +35,7 @@ class LearnedResourceSettings:
     benchmark_roots: tuple[str, ...] = (".",)
     match_wildcards: tuple[str, ...] = ("dataset",)
     size_scaling: bool = True
-    mem_overhead_mb: int = 640
+    mem_overhead_mb: int = 900
     gpu_overhead_mb: int = 500
     min_runtime: int = 5
 
