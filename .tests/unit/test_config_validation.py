@@ -265,44 +265,38 @@ def test_a_module_reused_alone_names_a_missing_required_key_and_the_file(tmp_pat
     ) in proc.stdout, proc.stdout
 
 
-def test_the_kd_gat_module_reused_without_datasets_is_refused_naming_the_key(tmp_path: Path) -> None:
-    """A downstream Snakefile importing kd_gat (the README's "Reuse it") with no `datasets` in its config got a
-    ValueError (Snakemake prints the error's type and the line that raised it): a WorkflowError naming the key
-    now, like every other config mistake the modules refuse at parse time."""
+@pytest.mark.parametrize(
+    ("module", "first_line", "message"),
+    [
+        (
+            "kd_gat",
+            r'WorkflowError in file .*/kd_gat/common\.smk", line 15:',
+            "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there",
+        ),
+        (
+            "evaluation",
+            r'WorkflowError in file .*/evaluation/common\.smk", line \d+:',
+            "config key 'datasets' is missing or empty: the evaluation module evaluates every dataset named there",
+        ),
+    ],
+)
+def test_a_module_reused_without_datasets_is_refused_naming_the_key(
+    tmp_path: Path, module: str, first_line: str, message: str
+) -> None:
+    """A downstream Snakefile importing kd_gat or evaluation (the README's "Reuse it") with no `datasets` in its
+    config got a ValueError (Snakemake prints the error's type and the line that raised it): a WorkflowError
+    naming the key now, like every other config mistake the modules refuse at parse time."""
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"kd_gat": {"seeds": [3]}}))
     (tmp_path / "Snakefile").write_text(
         'configfile: "lab.yaml"\n\n\n'
-        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
-        "    config:\n        config\n\n\nuse rule * from kd_gat as lab_*\n"
+        f'module {module}:\n    snakefile:\n        "{REPO}/workflow/modules/{module}/Snakefile"\n'
+        f"    config:\n        config\n\n\nuse rule * from {module} as lab_*\n"
     )
     proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
     assert proc.returncode != 0
-    first, message = proc.stdout.splitlines()[:2]
-    assert first.startswith("WorkflowError in file ") and first.endswith('/kd_gat/common.smk", line 15:'), (
-        first
-    )
-    assert (
-        message
-        == "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there"
-    )
-    assert "ValueError" not in proc.stdout, proc.stdout
-
-
-def test_the_evaluation_module_reused_without_datasets_is_refused_naming_the_key(tmp_path: Path) -> None:
-    """The same for the evaluation module imported alone: its ValueError becomes a WorkflowError naming the key."""
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"kd_gat": {"seeds": [3]}}))
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "lab.yaml"\n\n\n'
-        f'module evaluation:\n    snakefile:\n        "{REPO}/workflow/modules/evaluation/Snakefile"\n'
-        "    config:\n        config\n\n\nuse rule * from evaluation as lab_*\n"
-    )
-    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
-    assert proc.returncode != 0
-    first, message = proc.stdout.splitlines()[:2]
-    assert first.startswith("WorkflowError in file ") and "/evaluation/common.smk" in first, first
-    assert message == (
-        "config key 'datasets' is missing or empty: the evaluation module evaluates every dataset named there"
-    )
+    first, said = proc.stdout.splitlines()[:2]
+    assert re.fullmatch(first_line, first), first
+    assert said == message
     assert "ValueError" not in proc.stdout, proc.stdout
 
 
