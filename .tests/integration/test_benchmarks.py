@@ -312,10 +312,12 @@ def test_original_graph_creation_builds_our_windows_and_node_sets(tmp_path, monk
         assert graph.x.shape[1] == 11 and graph.edge_attr.shape[1] == 23, g
 
 
-def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_run(tmp_path):
+def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_and_chain_run(tmp_path, monkeypatch):
     """bench/bench_train_gpu.py (the GPU figures in bench/RESULTS.md and profiles/slurm/README.md): without a GPU
     `make bench` gets a SKIP line and exit 0; --cpu-trial runs its resume checks through `python -m kdgat` with
-    the CPU on both sides: each run killed after epoch 1 (SIGKILL) resumes from that epoch."""
+    the CPU on both sides: each run killed after epoch 1 (SIGKILL) resumes from that epoch. Its chain (train and
+    evaluate one variant, read what each job recorded) runs on the CPU too: on a lent GPU it is the part that
+    runs longest, and it once stopped there on a key the evaluation did not write."""
     # Every GPU hidden, the container runtime's variable too (a GPU container sets NVIDIA_VISIBLE_DEVICES, which
     # would count as a held GPU torch cannot see, and `auto` would refuse the CPU).
     hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
@@ -326,13 +328,31 @@ def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_run(tmp_path)
     assert skipped.stdout.startswith("SKIP bench_train_gpu: torch cannot use a GPU here")
     report = tmp_path / "report.json"
     trial = subprocess.run(
-        [sys.executable, "bench/bench_train_gpu.py", "--cpu-trial", "--suites", "--out", str(report)],
+        [
+            sys.executable, "bench/bench_train_gpu.py", "--cpu-trial", "--suites", "--out", str(report),
+            "--keep", str(tmp_path / "work"),
+        ],
         cwd=REPO, env=hidden, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert trial.returncode == 0, trial.stdout + trial.stderr[-6000:]
     checks = json.loads(report.read_text())["checks"]
     assert sorted(checks) == ["cpu_to_cuda", "cuda_to_cpu", "cuda_to_cuda"]
     assert all(check == {"resumed_from_epoch": 1, "device": "cpu"} for check in checks.values()), checks
+
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    from bench_train_gpu import STAGES, run_chain
+
+    for name, value in hidden.items():
+        monkeypatch.setenv(name, value)
+    epochs = ["training.vgae.epochs=2", "training.gat.epochs=2", "training.dqn.epochs=2"]
+    suite = {"variants": ("student",), "sets": epochs}
+    jobs = run_chain(tmp_path / "work" / "data_x1", tmp_path / "chain", "cpu", suite, tmp_path / "chain.log")
+    assert sorted(jobs) == sorted([f"student/{stage}" for stage in STAGES] + ["student/evaluate"])
+    assert {job["device"] for job in jobs.values()} == {"cpu"}, jobs
+    for stage in STAGES:
+        job = jobs[f"student/{stage}"]
+        assert job["epochs_run"] == 2 and job["median_graphs_per_s"] > 0 and job["num_parameters"] > 0, job
+    assert sorted(jobs["student/evaluate"]["f1_pooled"]) == ["fusion", "gat", "vgae"]
 
 
 def test_bench_train_gpu_labels_each_stage_with_the_unit_it_counts(monkeypatch):

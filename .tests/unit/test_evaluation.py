@@ -722,7 +722,7 @@ def _unrendered(monkeypatch) -> None:
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_evaluate_files_scores_on_the_threads_and_batch_size_given_and_names_dataset_variant_seed(
+def test_evaluate_files_scores_on_the_threads_and_batch_size_given_and_names_dataset_variant_seed_device(
     tmp_path, monkeypatch
 ):
     import kdgat.inference
@@ -746,6 +746,7 @@ def test_evaluate_files_scores_on_the_threads_and_batch_size_given_and_names_dat
     written = json.loads(outputs["metrics"].read_text())
     for metrics in (document, written):
         assert (metrics["dataset"], metrics["variant"], metrics["seed"]) == ("tiny", "student_kd", 3)
+        assert metrics["device"] == "cpu"  # where it ran, read by bench/bench_train_gpu.py
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -329,7 +329,8 @@ def evaluate_files(
         fpr_targets=fpr_targets,
         speed=speed,
     )
-    document = {"dataset": dataset, "variant": variant, "seed": seed, **document}
+    # Where it ran (speed.device too, but speed is about timing): a job given `auto` shows it used the GPU.
+    document = {"dataset": dataset, "variant": variant, "seed": seed, "device": str(torch_device), **document}
     title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}{'' if seed is None else f' seed {seed}'}:"
     write_table(scores, outputs["scores"])
     plot_roc(scores, outputs["roc"], title)
