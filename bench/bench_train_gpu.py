@@ -7,7 +7,10 @@ workflow job gets (kd_gat.resources.threads), the chains (VGAE -> GAT -> DQN) of
   - ``original``: the original KD-GAT sizes (presets teacher and student) on the same dataset with every capture
     10 times as long (~10x the graphs), a few epochs each; teacher and student_kd.
 The CPU side runs next to the CUDA side (separate processes, one thread each; the CUDA chains one after another).
-Before them, ``python -m kdgat.runtime --check`` (the SLURM preflight's GPU check) must pass; after them, the
+Before them, ``python -m kdgat.runtime --check`` (the SLURM preflight's GPU check) must pass, and
+``select_device`` in a fresh process must pick or refuse as a job needs (device_choices: ``auto`` with and
+without a GPU, a GPU held that torch cannot see, ``cuda`` without one, a GPU index past those seen, ``cpu`` on a
+GPU node); after them, the
 resume paths on CUDA: a run killed after its first epoch (KDGAT_KILL_AFTER_EPOCH) resumed on CUDA, a CPU
 checkpoint resumed on CUDA (a job requeued onto a GPU node) and a CUDA checkpoint resumed on the CPU.
 
@@ -183,6 +186,39 @@ def checkpoint_resume(data: Path, work: Path, log: Path, first: dict, second: di
     return {"resumed_from_epoch": metrics["resumed_from_epoch"], "device": metrics["device"]}
 
 
+# A job's view of the GPUs: none at all, and one held (the container runtime's variable) that torch cannot see.
+NO_GPU = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
+HELD_BUT_HIDDEN = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "0"}
+
+
+def device_choices(expected: str) -> dict:
+    """``select_device`` in a fresh process, the way a job calls it: what it picks or why it refuses, with the
+    outcome each case must have. ``expected``: what ``auto`` picks with the process's own GPUs (cuda or cpu)."""
+    beyond = f"cuda:{torch.cuda.device_count()}"  # one past the GPUs this process sees (cuda:0 without CUDA)
+    cases = {
+        "auto": ("auto", {}, expected),
+        "auto_without_gpu": ("auto", NO_GPU, "cpu"),
+        "auto_holding_a_gpu_torch_cannot_see": ("auto", HELD_BUT_HIDDEN, "GPUUnusableError"),
+        "cuda_without_gpu": ("cuda", NO_GPU, "GPUUnusableError"),
+        "cuda_index_beyond_the_gpus_seen": (beyond, {}, "GPUUnusableError"),
+        "cpu_holding_a_gpu": ("cpu", {"CUDA_VISIBLE_DEVICES": "0"}, "cpu"),
+    }
+    program = (
+        "import sys\nfrom kdgat.runtime import GPUUnusableError, select_device\n"
+        "try:\n    print(select_device(sys.argv[1]).type)\n"
+        "except GPUUnusableError as error:\n    print('GPUUnusableError:', error)\n"
+    )
+    results = {}
+    for name, (spec, env, want) in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-c", program, spec], capture_output=True, text=True, env=with_source(env)
+        )
+        said = (done.stdout.strip().splitlines() or [done.stderr.strip()[-500:]])[-1]
+        results[name] = {"spec": spec, "env": env, "expected": want, "said": said}
+        results[name]["ok"] = done.returncode == 0 and said.split(":")[0] == want
+    return results
+
+
 def throughput_line(suite: str, variant: str, stage: str, value: float, baseline: float) -> str:
     """The BENCH line of one stage: CUDA's throughput against the CPU's, in the unit the stage counts."""
     unit = STAGE_UNITS[stage]
@@ -221,7 +257,7 @@ def main() -> int:
     expected = "cuda" if cuda else "cpu"
     # The CPU side and a CPU checkpoint: no GPU visible to the process (the NVIDIA runtime's variable too, else a
     # GPU container's NVIDIA_VISIBLE_DEVICES=all counts as a held GPU and `auto` refuses the CPU).
-    no_gpu = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
+    no_gpu = NO_GPU
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_train_gpu_"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "kdgat.log"
@@ -247,6 +283,14 @@ def main() -> int:
             report["failures"].append(
                 f"python -m kdgat.runtime --check exited {check.returncode}: {check.stdout}"
             )
+    # Before minutes of training: the device each kind of job gets, or the refusal it must get.
+    report["checks"]["device_choice"] = device_choices(expected)
+    for name, case in report["checks"]["device_choice"].items():
+        if not case["ok"]:
+            report["failures"].append(
+                f"device choice {name}: expected {case['expected']}, got {case['said']}"
+            )
+    save(report, args.out)
     try:
         scales = {SUITES[suite]["scale"] for suite in args.suites} | ({1} if not args.no_resume else set())
         data_of_scale = {scale: prepare_data(work, scale, log) for scale in sorted(scales)}

@@ -336,8 +336,18 @@ def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_and_chain_run
     )  # fmt: skip
     assert trial.returncode == 0, trial.stdout + trial.stderr[-6000:]
     checks = json.loads(report.read_text())["checks"]
+    choices = checks.pop("device_choice")
     assert sorted(checks) == ["cpu_to_cuda", "cuda_to_cpu", "cuda_to_cuda"]
     assert all(check == {"resumed_from_epoch": 1, "device": "cpu"} for check in checks.values()), checks
+    # Without a GPU: auto picks the CPU unless a GPU is held, cuda is refused, cpu runs anywhere.
+    assert {name: (case["said"].split(":")[0], case["ok"]) for name, case in choices.items()} == {
+        "auto": ("cpu", True),
+        "auto_without_gpu": ("cpu", True),
+        "auto_holding_a_gpu_torch_cannot_see": ("GPUUnusableError", True),
+        "cuda_without_gpu": ("GPUUnusableError", True),
+        "cuda_index_beyond_the_gpus_seen": ("GPUUnusableError", True),
+        "cpu_holding_a_gpu": ("cpu", True),
+    }
 
     monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
     from bench_train_gpu import STAGES, run_chain
