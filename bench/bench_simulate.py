@@ -30,6 +30,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -278,6 +279,20 @@ def snakemake_bin() -> str:
     return str(candidate) if candidate.exists() else "snakemake"
 
 
+def snakemake_startup() -> str:
+    """What starting Snakemake costs here, which both sides pay once: where SLURM is installed but its controller
+    does not answer, snakemake-executor-plugin-slurm's import waits ~10 s on `scontrol show config` (seen here
+    with the local SLURM down: the one job took 14 s instead of 5)."""
+    began = time.perf_counter()
+    subprocess.run([snakemake_bin(), "--version"], env=ENV, capture_output=True, check=True)
+    text = f"snakemake --version {time.perf_counter() - began:.1f} s"
+    if shutil.which("scontrol"):
+        began = time.perf_counter()
+        answered = subprocess.run(["scontrol", "show", "config"], capture_output=True).returncode == 0
+        text += f", scontrol show config {time.perf_counter() - began:.1f} s ({'answered' if answered else 'failed'})"
+    return text
+
+
 def bench_snakemake_jobs(workdir: Path, jobs: int) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     parameter_table(REALISTIC, jobs).to_csv(workdir / "params.csv", index=False)
@@ -316,6 +331,7 @@ def bench_snakemake_jobs(workdir: Path, jobs: int) -> None:
         )  # fmt: skip
         return time.perf_counter() - began
 
+    startup = snakemake_startup()
     one = run("sweep.parquet")
     many = run("per_simulation.parquet")
     ran_on_dask(workdir, "sweep.parquet", jobs)
@@ -329,7 +345,7 @@ def bench_snakemake_jobs(workdir: Path, jobs: int) -> None:
     print(
         f"# {jobs} simulations of {REALISTIC}: one simulate job {one:.1f} s (LocalCluster of 2 workers, as its log "
         f"and progress file show); {jobs} one-simulation jobs + 1 concatenation {many:.1f} s "
-        f"({many / (jobs + 1):.2f} s/job), snakemake --cores 2"
+        f"({many / (jobs + 1):.2f} s/job), snakemake --cores 2; {startup}"
     )
     bench_line(f"simulate_{jobs}_one_job_vs_{jobs}_jobs", one, many, "s", many / one, ">=10")
 
