@@ -71,6 +71,21 @@ def test_library_never_imports_snakemake_or_the_other_library(library: str) -> N
     assert not offences, "\n".join(offences)
 
 
+def test_no_package_of_the_library_imports_snakemake() -> None:
+    """Every package under src/ (kdgat and simcal above; resource_history, config_messages, wrapper_rules, and any
+    added later): what the workflow needs from Snakemake stays in the .smk files that call the library."""
+    packages = sorted(path.parent.name for path in (REPO / "src").glob("*/__init__.py"))
+    assert {"kdgat", "simcal", "resource_history", "config_messages", "wrapper_rules"} <= set(packages)
+    offences = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for package in packages
+        for path in library_files(package)
+        for module, line in imported_modules(path, package_of(path)).items()
+        if top(module) == "snakemake"
+    ]
+    assert not offences, "\n".join(offences)
+
+
 def test_what_both_libraries_share_imports_only_the_standard_library() -> None:
     """wrapper_rules (the check of a rule's names that kdgat's and simcal's wrappers share) may not bring one
     library, Snakemake or any other package into the other."""

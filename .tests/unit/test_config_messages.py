@@ -1,0 +1,118 @@
+"""config_messages.config_problem on jsonschema's own errors: the dotted key, where it was set, what was expected.
+
+The workflow runs that show the same lines through Snakemake are in test_config_validation.py; these name every
+branch without a Snakemake run.
+"""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import yaml
+
+from config_messages import config_problem
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "kd_gat": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["seeds"],
+            "properties": {
+                "seeds": {"type": "array", "items": {"type": "integer"}},
+                "epochs": {"type": "integer"},
+            },
+        },
+        "datasets": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[a-z_]+$"},
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string"}}},
+            },
+        },
+    },
+}
+
+
+def problem_of(config):
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config))
+    assert error is not None, config
+    return error
+
+
+def configfile(tmp_path, name, config):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_wrong_type_names_the_dotted_key_and_the_file_that_set_that_value(tmp_path):
+    good = configfile(tmp_path, "base.yaml", {"kd_gat": {"seeds": [1], "epochs": 3}})
+    bad = configfile(tmp_path, "site.yaml", {"kd_gat": {"seeds": [1], "epochs": "three"}})
+    config = {"kd_gat": {"seeds": [1], "epochs": "three"}}
+    line = config_problem(problem_of(config), [good, bad, bad], {})
+    assert line == f"config key kd_gat.epochs (set in {bad}): 'three' is not of type 'integer'"
+
+
+def test_a_list_item_is_named_with_its_index():
+    config = {"datasets": {"lab": {"files": ["a.csv", 7]}}}
+    line = config_problem(problem_of(config), [], {})
+    assert line.startswith("config key datasets.lab.files[1] (set in no config file or --config: a default")
+    assert line.endswith("7 is not of type 'string'")
+
+
+def test_an_unknown_key_is_named_with_the_keys_its_mapping_takes(tmp_path):
+    config = {"kd_gat": {"seeds": [1], "epoch": 3}}
+    file = configfile(tmp_path, "config.yaml", config)
+    line = config_problem(problem_of(config), [file], {})
+    assert line == (
+        f"config key kd_gat.epoch (set in {file}): an unknown key; kd_gat takes ['epochs', 'seeds']"
+    )
+
+
+def test_an_unknown_top_level_key_set_on_the_command_line_names_the_top_level():
+    config = {"kd_gatt": {"seeds": [1]}}
+    line = config_problem(problem_of(config), [], {"kd_gatt": {"seeds": [1]}})
+    assert (
+        line
+        == "config key kd_gatt (set in --config): an unknown key; the top level takes ['datasets', 'kd_gat']"
+    )
+
+
+def test_a_missing_required_key_names_the_files_that_give_its_mapping(tmp_path):
+    config = {"kd_gat": {"epochs": 3}}
+    file = configfile(tmp_path, "config.yaml", config)
+    other = configfile(tmp_path, "other.yaml", {"datasets": {}})
+    line = config_problem(problem_of(config), [file, other], {})
+    assert line == f"config key kd_gat.seeds (set in {file}): a required key is missing from kd_gat"
+    # Every file that gives the mapping is named, not only the one whose mapping equals the merged one.
+    earlier = configfile(tmp_path, "earlier.yaml", {"kd_gat": {"epochs": 2}})
+    line = config_problem(problem_of(config), [earlier, file], {})
+    assert line.startswith(f"config key kd_gat.seeds (set in {earlier}, {file}): ")
+
+
+def test_a_name_refused_by_the_schema_is_named_as_the_key():
+    config = {"datasets": {"Lab-1": {"files": []}}}
+    line = config_problem(problem_of(config), [], {"datasets": {"Lab-1": {"files": []}}})
+    assert line.startswith("config key datasets.Lab-1 (set in --config): ")
+    assert line.endswith("(a name not allowed there)")
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_a_nested_value_from_the_command_line_that_became_text_gets_the_configfile_hint(value):
+    """--config kd_gat='{epochs: 1}' gives the text '1': the line says why and what to do instead."""
+    config = {"kd_gat": {"seeds": [1], "epochs": value}}
+    line = config_problem(problem_of(config), [], {"kd_gat": {"seeds": [1], "epochs": value}})
+    assert "--config reads every value inside a mapping as text" in line
+    assert line.endswith("set nested numbers and booleans in a --configfile")
+
+
+def test_an_unreadable_config_file_is_not_named_and_does_not_raise(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kd_gat: [unclosed\n")
+    config = {"kd_gat": {"seeds": [1], "epochs": "x"}}
+    line = config_problem(problem_of(config), [broken, tmp_path / "missing.yaml"], {})
+    assert line.startswith("config key kd_gat.epochs (set in no config file or --config")

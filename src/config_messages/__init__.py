@@ -1,0 +1,93 @@
+"""One line per bad config key, for a config that fails its JSON schema: the key's dotted name, the config file(s)
+or ``--config`` that set it, and what was expected. Snakemake's own message names the key only as
+``On instance['a']['b']`` after a dump of the schema. Pure Python: workflow/modules/config_check.smk calls it with
+jsonschema's error, the workflow's config files and its ``--config`` overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def config_problem(problem, configfiles, overrides) -> str:
+    """One line for a config that fails the schema: the dotted key, the config file(s) or --config that set it
+    (none: a default) and what was expected."""
+    path = list(problem.absolute_path)
+    expected = problem.message
+    if problem.validator == "additionalProperties":
+        known = sorted(problem.schema.get("properties", {}))
+        keys = [path + [name] for name in sorted(set(problem.instance) - set(known))]
+        expected = f"an unknown key; {_dotted(path) or 'the top level'} takes {known}"
+    elif problem.validator == "required":
+        present = problem.instance if isinstance(problem.instance, dict) else {}
+        keys = [path + [name] for name in problem.validator_value if name not in present]
+        expected = f"a required key is missing from {_dotted(path) or 'the config'}"
+    elif "propertyNames" in problem.relative_schema_path:  # a name, judged as the instance
+        keys = [path + [problem.instance]]
+        expected = f"{problem.message} (a name not allowed there)"
+    else:
+        keys = [path]
+    lines = []
+    for key in keys:
+        dotted = _dotted(key)
+        # the files that gave the refused value (a name refused: every file naming it)
+        # (a required key: every file giving the mapping it is missing from)
+        looked_up = path if problem.validator == "required" else key
+        culprit = (
+            (lambda value: value is not _MISSING)
+            if looked_up != path or problem.validator == "required"
+            else (lambda value: value == problem.instance)
+        )
+        sources = [
+            str(file) for file in _unique_files(configfiles) if culprit(_value(_load(file), looked_up))
+        ]
+        from_cli = culprit(_value(overrides, looked_up))
+        if from_cli:
+            sources.append("--config")
+        where = ", ".join(sources) or "no config file or --config: a default, or the Snakefile"
+        hint = ""
+        if from_cli and len(key) > 1 and isinstance(problem.instance, str) and problem.validator == "type":
+            hint = (
+                "; --config reads every value inside a mapping as text (kd_gat='{seeds: [1]}' gives '1'): set "
+                "nested numbers and booleans in a --configfile"
+            )
+        lines.append(f"config key {dotted or '(the whole config)'} (set in {where}): {expected}{hint}")
+    return "\n".join(lines)
+
+
+_MISSING = object()
+
+
+def _dotted(key):
+    """datasets.lab.synthetic.files[0] from ['datasets', 'lab', 'synthetic', 'files', 0]."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in key).lstrip(".")
+
+
+def _unique_files(files):
+    seen = set()
+    for file in files:
+        resolved = Path(file).resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            yield file
+
+
+def _load(file):
+    try:
+        return yaml.safe_load(Path(file).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _value(data, key):
+    """The value at ``key`` (a list of names and indexes) in ``data``, or _MISSING."""
+    for part in key:
+        if isinstance(part, int) and isinstance(data, list) and part < len(data):
+            data = data[part]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return _MISSING
+    return data
