@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -338,6 +339,8 @@ def main() -> int:
                     )
     except StepFailed as error:
         report["failures"].append(str(error))
+    except Exception:  # noqa: BLE001 (a lent GPU's minutes are scarce: keep what ran and say where it broke)
+        report["failures"].append(f"the script itself failed:\n{traceback.format_exc()}")
     save(report, args.out)
     for failure in report["failures"]:
         print(f"FAIL {failure}", file=sys.stderr)

@@ -365,6 +365,36 @@ def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_and_chain_run
     assert sorted(jobs["student/evaluate"]["f1_pooled"]) == ["fusion", "gat", "vgae"]
 
 
+def test_bench_train_gpu_keeps_its_report_when_a_step_breaks_unexpectedly(tmp_path, monkeypatch):
+    """A lent GPU's minutes are scarce: an error the script did not foresee (a KeyError, as once) still leaves the
+    report with what ran before it (the device choices) and the traceback, and exit 1."""
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    import bench_train_gpu
+
+    def broken(*args, **kwargs):
+        raise KeyError("device")
+
+    for name, value in {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(bench_train_gpu, "prepare_data", broken)
+    report = tmp_path / "report.json"
+    argv = [
+        "bench_train_gpu.py",
+        "--cpu-trial",
+        "--suites",
+        "--out",
+        str(report),
+        "--keep",
+        str(tmp_path / "w"),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench_train_gpu.main() == 1
+    written = json.loads(report.read_text())
+    assert [failure.splitlines()[0] for failure in written["failures"]] == ["the script itself failed:"]
+    assert "KeyError: 'device'" in written["failures"][0]
+    assert all(case["ok"] for case in written["checks"]["device_choice"].values())
+
+
 def test_bench_train_gpu_labels_each_stage_with_the_unit_it_counts(monkeypatch):
     """The DQN's throughput counts fusion windows, not graphs (its lines said graphs/s): each stage's line carries
     its unit, well formed (benchlines), and so do the lines the documents quote."""
