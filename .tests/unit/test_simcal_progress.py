@@ -6,12 +6,14 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import simcal.progress as progress_module
@@ -36,8 +38,10 @@ def test_running_sweeps_whose_process_is_gone_or_silent_are_marked(tmp_path, cap
 
     gone = json.loads((tmp_path / "a.parquet.progress.json").read_text()) | {"pid": finished_pid()}
     (tmp_path / "b.parquet.progress.json").write_text(json.dumps(gone))
-    silent = gone | {"host": socket.gethostname() + "-elsewhere", "updated_epoch": time.time() - 3600}
+    an_hour_ago = time.time() - 3600
+    silent = gone | {"host": socket.gethostname() + "-elsewhere", "updated_epoch": an_hour_ago}
     (tmp_path / "c.parquet.progress.json").write_text(json.dumps(silent))
+    os.utime(tmp_path / "c.parquet.progress.json", (an_hour_ago, an_hour_ago))  # and last written then
     states = [read_progress(p)["state"] for p in find_progress_files([tmp_path])]
     assert states == ["running", "stopped", "stale"]
 
@@ -113,6 +117,13 @@ def clock(monkeypatch) -> FakeClock:
 
 def written(progress: Progress) -> dict:
     return json.loads(progress.path.read_text())
+
+
+def as_if_from_another_host(progress: Progress, clock: FakeClock) -> None:
+    """Makes ``progress``'s file another host's, written at ``clock``'s time: its host, and the modification time
+    that a shared file system gives it at the write (from which a reader on another host counts its age)."""
+    progress.path.write_text(json.dumps(written(progress) | {"host": socket.gethostname() + "-elsewhere"}))
+    os.utime(progress.path, (clock.time(), clock.time()))
 
 
 def test_rate_counts_from_the_first_submit_and_only_simulations_run_here(tmp_path, clock, caplog):
@@ -222,8 +233,7 @@ def test_a_sweep_on_another_host_is_stale_only_after_missing_several_of_its_own_
     progress = Progress(tmp_path / "slow.parquet", "slurm", every_s=every_s)
     progress.plan(4, 0, 0)
     progress.report(force=True)
-    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere"}
-    progress.path.write_text(json.dumps(elsewhere))
+    as_if_from_another_host(progress, clock)
     clock.now += every_s - 1  # its next rewrite is not even due yet
     assert read_progress(progress.path)["state"] == "running"
     clock.now += 10 * every_s  # ten rewrites missed
@@ -237,8 +247,7 @@ def test_a_sweep_on_another_host_is_stale_once_it_has_missed_five_of_its_rewrite
     progress = Progress(tmp_path / "slow.parquet", "slurm", every_s=every_s)
     progress.plan(4, 0, 0)
     progress.report(force=True)
-    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere"}
-    progress.path.write_text(json.dumps(elsewhere))
+    as_if_from_another_host(progress, clock)
     clock.now += 5 * every_s - 1
     assert read_progress(progress.path)["state"] == "running"
     clock.now += 2
@@ -251,8 +260,7 @@ def test_a_sweep_rewriting_every_second_is_stale_only_after_a_minute(tmp_path, c
     progress = Progress(tmp_path / "fast.parquet", "slurm", every_s=1.0)
     progress.plan(4, 0, 0)
     progress.report(force=True)
-    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere"}
-    progress.path.write_text(json.dumps(elsewhere))
+    as_if_from_another_host(progress, clock)
     clock.now += 59  # 59 rewrites missed, but under a minute
     assert read_progress(progress.path)["state"] == "running"
     clock.now += 2
@@ -353,8 +361,10 @@ def test_a_stopped_or_stale_sweep_has_no_eta_in_the_table_or_the_json(tmp_path, 
     record = json.loads(progress.path.read_text())
     assert record["eta_s"] is not None  # running: it has one
     progress.path.write_text(json.dumps(record | {"pid": finished_pid()}))
-    silent = record | {"host": socket.gethostname() + "-elsewhere", "updated_epoch": time.time() - 3600}
+    an_hour_ago = time.time() - 3600
+    silent = record | {"host": socket.gethostname() + "-elsewhere", "updated_epoch": an_hour_ago}
     (tmp_path / "silent.parquet.progress.json").write_text(json.dumps(silent))
+    os.utime(tmp_path / "silent.parquet.progress.json", (an_hour_ago, an_hour_ago))  # and last written then
     assert main(["status", "--json", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(row["state"], row["eta_s"]) for row in rows] == [("stopped", None), ("stale", None)]
@@ -511,3 +521,103 @@ def test_status_says_why_a_sweep_failed_below_the_table(tmp_path, capsys):
         f"{tmp_path / 'a.parquet'}: TooManyFailures: 4 of 10 simulations failed (40.0% > max_failed_fraction 10.0%).",
         f"{tmp_path / 'b.parquet'}: RuntimeError: {'x' * 286} ...",
     ]
+
+
+SWEEP = """
+import sys, time
+from pathlib import Path
+Path("/proc/self/comm").write_text(sys.argv[2])  # a name with spaces and parentheses, as /proc/<pid>/stat shows it
+from simcal.progress import Progress
+progress = Progress(sys.argv[1], "local", every_s=5)
+progress.plan(10, 3, 0)
+progress.report(force=True)
+print("reported", flush=True)
+time.sleep(120)
+"""
+
+
+def start_sweep(output: Path, name: str) -> subprocess.Popen:
+    """A real process that writes a running sweep's progress file for ``output``, then waits to be killed."""
+    sweep = subprocess.Popen(
+        [sys.executable, "-c", SWEEP, str(output), name],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert sweep.stdout.readline() == "reported\n"
+    return sweep
+
+
+def test_a_dead_sweeps_pid_taken_by_another_process_is_stopped_not_running(tmp_path, capsys):
+    """PID reuse: a sweep died and the system gave its PID to another process, so the PID alone (os.kill(pid, 0))
+    said the dead sweep was running, for as long as that process lived. The record names the sweep's process by
+    its PID and its start (/proc/<pid>/stat, which psutil reads too); a live process with that PID but another
+    start is not the sweep. A record written before the start was recorded is still judged by its PID."""
+    path = tmp_path / "a.parquet.progress.json"
+    # Its /proc/<pid>/stat reads "<pid> (sweep) 1 (2 x) S ...": the fields are counted from the last ")"
+    sweep = start_sweep(tmp_path / "a.parquet", "sweep) 1 (2 x")
+    others = []
+    try:
+        record = json.loads(path.read_text())
+        assert (record["pid"], read_progress(path)["state"]) == (sweep.pid, "running")
+        ticks = int(record["pid_start"].split("@")[0])  # the start that psutil computes from the same field
+        started = psutil.boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+        assert started == pytest.approx(psutil.Process(sweep.pid).create_time(), abs=0.02)
+        sweep.kill()
+        sweep.wait()
+        assert read_progress(path)["state"] == "stopped"
+
+        # The sweep's PID now belongs to another live process, started after the sweep
+        others.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        path.write_text(json.dumps(record | {"pid": others[0].pid}))
+        assert read_progress(path)["state"] == "stopped"
+        assert main(["status", "--json", str(path)]) == 0
+        assert [row["state"] for row in json.loads(capsys.readouterr().out)] == ["stopped"]
+
+        old = {key: value for key, value in record.items() if key != "pid_start"}  # a file from before
+        path.write_text(json.dumps(old | {"pid": others[0].pid}))
+        assert read_progress(path)["state"] == "running"
+        others[0].kill()
+        others[0].wait()
+        assert read_progress(path)["state"] == "stopped"
+    finally:
+        for process in [sweep, *others]:
+            process.kill()
+            process.wait()
+        sweep.stdout.close()
+
+
+def test_a_pid_start_that_is_no_string_is_named(tmp_path):
+    path = tmp_path / "a.parquet.progress.json"
+    path.write_text('{"state": "running", "pid": 1, "pid_start": 12}')
+    with pytest.raises(ValueError, match=r"progress record .*: pid_start is 12, not a string"):
+        read_progress(path)
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 3600.0])
+def test_a_sweep_on_another_host_whose_clock_is_off_is_aged_by_its_files_modification_time(tmp_path, skew):
+    """Clock skew: the age of another host's sweep was this host's clock minus the updated_epoch written on the
+    sweep's clock. A sweep whose clock was an hour behind was stale while it wrote every 5 s; an hour ahead, it
+    was running for an hour after it died. The age counts from the file's modification time as this host sees it
+    (stamped by the shared file system at the write), so the sweep's own clock plays no part."""
+    progress = Progress(tmp_path / "sims.parquet", "slurm", every_s=5)
+    progress.plan(10, 2, 0)
+    progress.report(force=True)
+    now = time.time()
+    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere", "updated_epoch": now + skew}
+    progress.path.write_text(json.dumps(elsewhere))  # just written: its sweep is alive
+    assert read_progress(progress.path)["state"] == "running"
+    os.utime(progress.path, (now - 600, now - 600))  # last written ten minutes ago: its sweep is silent
+    assert read_progress(progress.path)["state"] == "stale"
+
+
+def test_a_sweep_on_this_host_is_aged_on_this_hosts_clock_whatever_the_file_systems(tmp_path):
+    """On the sweep's own host, updated_epoch is on this host's clock: a sweep alive but silent for ten minutes is
+    stale, even where the file server's clock (the file's modification time) is an hour ahead."""
+    progress = Progress(tmp_path / "hung.parquet", "local", every_s=5)
+    progress.plan(10, 2, 0)
+    progress.report(force=True)
+    now = time.time()
+    progress.path.write_text(json.dumps(written(progress) | {"updated_epoch": now - 600}))
+    os.utime(progress.path, (now + 3000, now + 3000))
+    assert read_progress(progress.path)["state"] == "stale"

@@ -1,7 +1,9 @@
 """Progress of a running sweep: log lines for people, ``<output>.progress.json`` for programs (``simcal status``).
 
 The JSON file is rewritten atomically every ``progress_seconds`` while the sweep runs and once more when it
-ends (state ``finished`` or ``failed`` with the message), so a reader never sees a half-written file.
+ends (state ``finished`` or ``failed`` with the message), so a reader never sees a half-written file. It names the
+sweep's process by its host, its PID and its start (``pid_start``): a PID alone may belong to another process by
+the time it is read.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class Progress:
             "every_s": self.every_s,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "pid_start": process_start(os.getpid()),
         }
 
     def write(self) -> None:
@@ -183,19 +186,32 @@ NUMBERS = (
 
 def read_progress(path: Path) -> dict[str, Any]:
     """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
-    ``stopped``; one not updated for a long while on another host is ``stale``; neither has an ETA. Raises
-    ValueError for a file that is not a sweep's record (not JSON, not an object, a count that is no number)."""
-    info = json.loads(path.read_text())
+    ``stopped``; one not updated for a long while is ``stale``; neither has an ETA. Raises ValueError for a file
+    that is not a sweep's record (not JSON, not an object, a count that is no number).
+
+    The process is the record's PID with the record's start (``pid_start``), so a live process that has since
+    been given a dead sweep's PID is not taken for it; a record without a start (written before it was
+    recorded, or where /proc is not) is judged by its PID alone. Silence is counted on one clock: on the sweep's
+    host, this host's clock since ``updated_epoch``; from another host, this host's clock since the file's
+    modification time as this host sees it (a shared file system stamps it at the write), because the sweep's
+    host's clock may be off from this one's by any amount."""
+    with path.open("rb") as file:  # the time of the very file read, not of a rewrite that replaced it since
+        text, modified = file.read(), os.fstat(file.fileno()).st_mtime
+    info = json.loads(text)
     if not isinstance(info, dict):
         raise ValueError(f"{NOT_A_RECORD}: a JSON {type(info).__name__}")
     for key in NUMBERS:  # the table formats them as numbers: text there was a traceback
         value = info.get(key)
         if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
             raise ValueError(f"{NOT_A_RECORD}: {key} is {value!r}, not a number")
+    start = info.get("pid_start")
+    if start is not None and not isinstance(start, str):
+        raise ValueError(f"{NOT_A_RECORD}: pid_start is {start!r}, not a string")
     try:
         if info.get("state") in ("running", "starting"):
-            age = time.time() - float(info.get("updated_epoch", 0))
-            if info.get("host") == socket.gethostname() and not _alive(int(info.get("pid", 0))):
+            here = info.get("host") == socket.gethostname()
+            age = time.time() - (float(info.get("updated_epoch", 0)) if here else modified)
+            if here and not _alive(int(info.get("pid", 0)), start):
                 info["state"] = "stopped"
             elif age > max(60.0, 5 * float(info.get("every_s", 5))):
                 info["state"] = "stale"
@@ -209,16 +225,38 @@ def read_progress(path: Path) -> dict[str, Any]:
     return info
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as ``<clock ticks after boot>@<boot id>`` (field 22 of /proc/<pid>/stat and
+    /proc/sys/kernel/random/boot_id): with the PID, it names one process of a host for as long as the host runs.
+    None where /proc does not say (another system, a process gone or hidden from this user)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    # Field 2, the command's name in parentheses, may itself hold spaces and parentheses: fields 3 on follow the
+    # last ")"
+    fields = stat[stat.rindex(b")") + 1 :].split()
+    return f"{int(fields[19])}@{boot}"
+
+
+def _alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` runs, and is the one that started at ``start`` (when given and /proc says)."""
     if pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # OverflowError: beyond any pid the system can have
         return False
-    except PermissionError:
+    except PermissionError:  # another user's: it runs
+        pass
+    if start is None:
         return True
-    return True
+    now = process_start(pid)
+    return now is None or now == start  # None: not to be told (hidden, or ended just now): as the PID says
 
 
 def format_rate(per_s: float) -> str:
