@@ -49,7 +49,9 @@ def add_status(subparsers) -> None:
         help="show running and finished simulation sweeps",
         description="Read <output>.progress.json files and print one line per sweep: state, done/total, failures, "
         "rate, ETA, backend, connected workers, last update, output and Dask dashboard; then why each failed sweep "
-        "failed. Exit status 1: a progress file could not be read; 2: a path holds no sweep's progress (the others "
+        "failed. A running sweep is shown stopped when its process (PID and start) is gone from this host, and stale "
+        "when another host's has gone five of its rewrite intervals (and at least a minute) without rewriting its "
+        "progress file, counted on this host's clock from the file's modification time. Exit status 1: a progress file could not be read; 2: a path holds no sweep's progress (the others "
         "are shown either way).",
     )
     parser.add_argument(
