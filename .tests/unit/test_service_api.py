@@ -823,10 +823,15 @@ def test_keys_added_while_running_work_without_a_restart(service):
 def test_jobs_cli_lists_shows_and_cancels(service):
     env = {**os.environ, "SIMCAL_API_KEY": service.keys["bob"]}
     with service.http(service.keys["bob"]) as http:
+        # Cancelled before its end: 2 minutes on the one worker, long enough for three CLI starts on a loaded
+        # machine (5 s was not in CI), in half-second batches, as a batch already running when its job is
+        # cancelled runs to its end (docs/service.md): one simulation of 120 s held the worker 2 minutes after the
+        # cancel, and the next test's job waited for it.
         slow = {
             "fn_ref": "simcal_models:counted_sleep",
-            "parameter_sets": [{"a": 1.0, "sleep_s": 120.0}],
-        }  # cancelled before its end: long enough for three CLI starts on a loaded machine (5 s was not in CI)
+            "parameter_sets": [{"a": float(i), "sleep_s": 0.5} for i in range(240)],
+            "settings": {"batch_size": 1},
+        }
         job_id = submit(http, slow).json()["job_id"]
 
     def simcal(*args: str) -> str:
