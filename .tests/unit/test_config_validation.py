@@ -376,10 +376,77 @@ def test_a_model_whose_function_its_module_lacks_is_refused_before_any_job_runs(
     assert expected in proc.stdout, proc.stdout
 
 
-def test_a_model_whose_module_does_not_import_here_is_left_to_the_job(tmp_path: Path) -> None:
-    """The model may live only in the jobs' environment (a conda env, a container): the dry run plans it and the job
-    checks it (simcal.contract.resolve_callable names what it cannot import)."""
-    config = _with(DEFAULT_CONFIG, ("calibration", "model"), "lab_models_only_in_the_jobs_env:simulate")
+@pytest.mark.parametrize(
+    ("path", "reference"),
+    [
+        (("calibration", "model"), "lab_models_only_in_the_jobs_env:simulate"),
+        (("calibration", "observed", "generator"), "lab_generators_only_in_the_jobs_env:observe"),
+    ],
+)
+def test_a_model_whose_module_does_not_import_here_is_left_to_the_job(
+    tmp_path: Path, path: tuple, reference: str
+) -> None:
+    """The model or generator may live only in the jobs' environment (a conda env, a container): the dry run plans
+    it and the job checks it (simcal.contract.resolve_callable names what it cannot import and the key:
+    test_a_job_meeting_a_module_the_dry_run_could_not_import_names_the_config_key)."""
+    config = _with(DEFAULT_CONFIG, path, reference)
+    if path[-1] == "generator":  # options only its signature could judge: left to the job as well
+        config["calibration"]["observed"]["options"] = {"only_the_jobs_generator_takes": 1}
     proc = _dry_run_with(config, tmp_path)
     assert proc.returncode == 0, proc.stdout
     assert "calibration.model" not in proc.stdout, proc.stdout
+    assert "calibration.observed" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (
+            ("calibration", "observed", "generator"),
+            "simcal.models.sir:observ",
+            "calibration.observed.generator: 'simcal.models.sir:observ': module simcal.models.sir has no 'observ' "
+            "(did you mean 'observe'?)",
+        ),
+        # not of the form package.module:function: the schema refuses it, as it does a model
+        (
+            ("calibration", "observed", "generator"),
+            "simcal.models.sir.observe",
+            "'simcal.models.sir.observe' does not match",
+        ),
+        (
+            ("calibration", "observed", "options"),
+            {"nois": "negbin"},
+            "calibration.observed.options: simcal.models.sir:observe has no option 'nois' (did you mean 'noise'?)",
+        ),
+        (
+            ("calibration", "observed", "true_params"),
+            {"beta": 0.3, "gama": 0.1},
+            "calibration.observed.true_params, the true parameters: 'gama' is not a parameter of "
+            "simcal.models.sir:observe (did you mean 'gamma'?)",
+        ),
+        (
+            ("calibration", "observed", "path"),
+            "data/observed.xlsx",
+            "calibration.observed.path: data/observed.xlsx: unknown table format '.xlsx'",
+        ),
+    ],
+)
+def test_observed_settings_the_jobs_would_refuse_are_refused_before_any_job_runs(
+    tmp_path: Path, path: tuple, value, expected: str
+) -> None:
+    """Each passed the dry run and failed only inside the generate_observed or calibrate job."""
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, path, value), tmp_path)
+    assert proc.returncode != 0
+    assert expected in proc.stdout, proc.stdout
+    assert "Building DAG of jobs" not in proc.stdout, proc.stdout  # refused while the workflow was parsed
+
+
+def test_an_observed_file_that_does_not_exist_stops_the_dry_run_as_a_missing_input(tmp_path: Path) -> None:
+    """Not refused while parsing (a rule of an importing workflow may make it, a storage provider hold it), but no
+    job starts: Snakemake names the file as the calibrate rule's missing input."""
+    proc = _dry_run_with(
+        _with(DEFAULT_CONFIG, ("calibration", "observed", "path"), "data/observed.csv"), tmp_path
+    )
+    assert proc.returncode != 0
+    assert "Missing input files for rule calibration_calibrate" in proc.stdout, proc.stdout
+    assert "        data/observed.csv\n" in proc.stdout, proc.stdout

@@ -45,6 +45,21 @@ def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where:
         raise ContractError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
 
 
+# The key of the calibration workflow's config that names each kind of reference. The workflow checks a reference
+# while it is parsed only where its module imports in the Snakemake process (simcal.config_checks); one that imports
+# nowhere is met first by a job, whose message then names the key too.
+CONFIG_KEYS = {"model": "calibration.model", "observed-data generator": "calibration.observed.generator"}
+
+
+def _set_by(what: str) -> str:
+    key = CONFIG_KEYS.get(what)
+    return (
+        f"; in the calibration workflow {key} names it, and its module must import where the jobs run"
+        if key
+        else ""
+    )
+
+
 def resolve_callable(reference: str, what: str = "model") -> Callable:
     """Import ``"package.module:function"`` and return the callable, or fail naming the reference."""
     if not isinstance(reference, str) or reference.count(":") != 1:
@@ -56,13 +71,13 @@ def resolve_callable(reference: str, what: str = "model") -> Callable:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ContractError(
-            f"{what} reference {reference!r}: cannot import module {module_name!r} ({error})"
+            f"{what} reference {reference!r}: cannot import module {module_name!r} ({error}){_set_by(what)}"
         ) from error
     # The module's own code failed (a missing data file, a typo, an exit at import): name the reference.
     except (Exception, SystemExit) as error:
         raise ContractError(
             f"{what} reference {reference!r}: importing module {module_name!r} failed with "
-            f"{type(error).__name__}: {error} (the traceback above shows where)"
+            f"{type(error).__name__}: {error} (the traceback above shows where){_set_by(what)}"
         ) from error
     target: Any = module
     for part in attribute.split("."):

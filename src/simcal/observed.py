@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +42,7 @@ def generate_observed(
     # int() would take 7.9 as 7 and '7' as 7; numpy refuses -1 naming nothing
     if not is_whole_number(seed, 0):
         raise ContractError(f"observed.seed must be a whole number >= 0, got {seed!r}")
-    # YAML gives None for 'true_params:' left empty, a list for '- beta: 0.3': name the setting, not dict().
-    fixed = mapping_of(fixed, "calibration.fixed")
-    if true_params is None:
-        raise ContractError(
-            "observed.true_params has no value (null); give the parameters the observed data are generated at"
-        )
-    true_params = mapping_of(true_params, "observed.true_params")
-    options = mapping_of(options, "observed.options")
-    # The values a parameter table refuses (NaN, inf, null, a list) made NaN observations without a word.
-    check_fixed_values(fixed, "calibration.fixed")
-    check_fixed_values(true_params, "observed.true_params")
-    check_fixed(generator, fixed, "calibration.fixed")
-    true_params = {**fixed, **true_params}
-    check_parameter_sets(generator, [true_params], "observed.true_params", ["the true parameters"])
-    check_options(function, options, "observed.options", generator)
+    true_params, options = check_generation(generator, function, true_params, options, fixed)
     observed = function(true_params, int(seed), **options)
     if not isinstance(observed, pd.DataFrame) or observed.empty:
         raise ContractError(
@@ -67,6 +53,56 @@ def generate_observed(
     write_table(observed, output)
     log.info("wrote %d observed rows from %s (seed %d) to %s", len(observed), generator, seed, output)
     return observed
+
+
+def check_generation(
+    generator: str,
+    function: Callable | None,
+    true_params: Any,
+    options: Any,
+    fixed: Any,
+    key: str = "observed",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The generator's settings as ``generate_observed`` uses them, ``({**fixed, **true_params}, options)``, or
+    fail naming the setting (``key``: the observed section's name, ``calibration.observed`` in the workflow's
+    parse-time check, simcal.config_checks). ``function``: the generator, None where its module does not import
+    (the parse-time check): then only what needs no generator is checked."""
+    # YAML gives None for 'true_params:' left empty, a list for '- beta: 0.3': name the setting, not dict().
+    fixed = mapping_of(fixed, "calibration.fixed")
+    if true_params is None:
+        raise ContractError(
+            f"{key}.true_params has no value (null); give the parameters the observed data are generated at"
+        )
+    true_params = mapping_of(true_params, f"{key}.true_params")
+    options = mapping_of(options, f"{key}.options")
+    # The values a parameter table refuses (NaN, inf, null, a list) made NaN observations without a word.
+    check_fixed_values(fixed, "calibration.fixed")
+    check_fixed_values(true_params, f"{key}.true_params")
+    if function is not None:
+        check_fixed(generator, fixed, "calibration.fixed")
+        check_parameter_sets(
+            generator, [{**fixed, **true_params}], f"{key}.true_params", ["the true parameters"]
+        )
+        check_options(function, options, f"{key}.options", generator)
+    return {**fixed, **true_params}, options
+
+
+def check_observed_path(path: Any, key: str = "calibration.observed.path") -> None:
+    """A file of observed data the calibrate and visualize jobs can read, or fail naming ``key``: a folder, or a
+    name whose suffix is no table format (``simcal.files.FORMATS``). A file that does not exist is not refused
+    here: a rule of the importing workflow may make it, or a storage provider hold it (Snakemake's own dry run
+    names it as a missing input when nothing does)."""
+    if not isinstance(path, str) or not path.strip():
+        raise ContractError(
+            f"{key}: {path!r} names no file; give a CSV, TSV or Parquet file of observed data, or null to "
+            "generate them with calibration.observed.generator"
+        )
+    if Path(path).is_dir():  # it would reach the calibrate job as its input table
+        raise ContractError(f"{key}: {path} is a folder, not a file of observed data")
+    try:
+        table_format(path)
+    except ContractError as error:
+        raise ContractError(f"{key}: {error}") from None
 
 
 def read_observed(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:

@@ -1,9 +1,7 @@
 # Helpers of the calibration module (kept apart so that the Snakefile holds only rules). Where the simulations run
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
-import difflib
-import importlib
-
+from simcal.config_checks import check_model, check_observed
 from simcal.design import parse_bounds
 from snakemake.exceptions import WorkflowError
 
@@ -20,30 +18,19 @@ def check_parameter_bounds():
 check_parameter_bounds()
 
 
-def check_model_function():
-    """calibration.model's function, refused here naming the key (and the closest name) when its module
-    imports in this process and lacks it: a misspelt name passed the dry run and failed only inside the job.
-    The schema checks the form "package.module:function". A module that does not import here (it may live
-    only in the jobs' environment) is left to the job, which names what it cannot import."""
-    reference = CAL["model"]
-    module_name, attribute = reference.split(":")
+def check_references_and_observed():
+    """calibration.model and calibration.observed, checked by the library (simcal.config_checks) as far as this
+    process can: a misspelt function, a generator option its signature lacks or a true parameter its declared
+    space lacks passed the dry run and failed only inside a job. A module that does not import here (it may live
+    only in the jobs' environment) is left to the job, which names the key too."""
     try:
-        target = importlib.import_module(module_name)
-    except (Exception, SystemExit):
-        return
-    where, walked = f"module {module_name}", []
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            names = [name for name in dir(target) if not name.startswith("_")]
-            closest = difflib.get_close_matches(part, names, n=1)
-            hint = f" (did you mean {closest[0]!r}?)" if closest else ""
-            raise WorkflowError(f"calibration.model: {reference!r}: {where} has no {part!r}{hint}")
-        target = getattr(target, part)
-        walked.append(part)
-        where = f"{module_name}:{'.'.join(walked)}"
+        check_model(CAL["model"])
+        check_observed(CAL["observed"], CAL["fixed"])
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
 
 
-check_model_function()
+check_references_and_observed()
 
 
 # Simulation settings that decide no row: how often progress is written and how long the rule waits for a worker

@@ -1,0 +1,312 @@
+"""The calibration config's references and observed data, checked by the library (simcal.config_checks) while the
+calibration module is parsed: each mistake a job would meet later is one line naming the dotted key, and what the
+Snakemake process cannot judge (a module that does not import there) is left to the job, whose message names the
+key too. The dry runs that show the module calling these checks are in test_config_validation.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from testkit import REPO, run_snakemake
+
+from simcal.config_checks import check_model, check_observed, importable_function
+from simcal.contract import ContractError, resolve_callable
+from simcal.observed import generate_observed
+from simcal.space import check_fixed
+
+GENERATED = {
+    "path": None,
+    "generator": "simcal.models.sir:observe",
+    "true_params": {"beta": 0.3, "gamma": 0.1},
+    "seed": 7,
+    "options": {"noise": "poisson"},
+}
+FIXED = {"population": 10000, "initial_infected": 10, "days": 100}
+
+# A generator module of the lab's own: one without a declared space, one whose import raises, one that exits.
+LAB_MODULES = {
+    "calobs_lab_generators": (
+        "import pandas as pd\n"
+        "rate = 0.5\n"
+        "def observe(params, seed, scale=1.0):\n"
+        "    return pd.DataFrame({'day': [0], 'cases': [1]})\n"
+        "def needs_noise(params, seed, noise):\n"
+        "    return pd.DataFrame({'day': [0], 'cases': [1]})\n"
+    ),
+    "calobs_lab_broken": "raise RuntimeError('calibration.csv not found')\n",
+    "calobs_lab_exiting": "import sys\nsys.exit('usage: lab.py FILE')\n",
+}
+
+
+@pytest.fixture
+def lab_modules(tmp_path, monkeypatch):
+    for name, text in LAB_MODULES.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def _observed(**changes):
+    return {**GENERATED, **changes}
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        (
+            "simcal.models.sir:observ",
+            "calibration.observed.generator: 'simcal.models.sir:observ': module simcal.models.sir has no 'observ' "
+            "(did you mean 'observe'?)",
+        ),
+        (
+            "simcal.models.sir:observe.x",
+            "calibration.observed.generator: 'simcal.models.sir:observe.x': simcal.models.sir:observe has no 'x'",
+        ),
+        (
+            "calobs_lab_generators:rate",
+            "calibration.observed.generator: 'calobs_lab_generators:rate' is a float, not a function; expected a "
+            "callable",
+        ),
+        (
+            "simcal.models.sir.observe",
+            "calibration.observed.generator: 'simcal.models.sir.observe' must look like 'package.module:function'",
+        ),
+    ],
+)
+def test_a_generator_its_module_lacks_is_refused_naming_the_key_and_the_closest_name(
+    lab_modules, reference, expected
+):
+    """The generator got no check while the workflow was parsed: a misspelt one failed only inside the
+    generate_observed job."""
+    with pytest.raises(ContractError) as error:
+        check_observed(_observed(generator=reference), FIXED)
+    assert str(error.value) == expected
+
+
+def test_the_model_and_the_generator_share_one_check(lab_modules):
+    """calibration.model gets the same words from the same code, under its own key."""
+    with pytest.raises(ContractError) as error:
+        check_model("simcal.models.sir:simulat")
+    assert str(error.value) == (
+        "calibration.model: 'simcal.models.sir:simulat': module simcal.models.sir has no 'simulat' "
+        "(did you mean 'simulate'?)"
+    )
+    with pytest.raises(ContractError, match=r"^calibration.model: 'calobs_lab_generators:rate' is a float"):
+        check_model("calobs_lab_generators:rate")
+    assert importable_function("simcal.models.sir:simulate", "calibration.model").__name__ == "simulate"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "lab_models_only_in_the_jobs_env:observe",  # no such module here
+        "calobs_lab_broken:observe",  # its import raises
+        "calobs_lab_exiting:observe",  # its import exits
+    ],
+)
+def test_a_reference_whose_module_does_not_import_here_is_left_to_the_job(lab_modules, reference):
+    """The module may import only in the jobs' environment (a conda env, a container): nothing is refused, not
+    even options and true parameters only its signature or declared space could judge."""
+    assert importable_function(reference, "calibration.model") is None
+    check_model(reference)
+    check_observed(
+        _observed(generator=reference, options={"anything": 1}, true_params={"whatever": 2.0}), FIXED
+    )
+
+
+@pytest.mark.parametrize(
+    ("what", "reference", "key"),
+    [
+        ("model", "lab_models_only_in_the_jobs_env:simulate", "calibration.model"),
+        ("model", "calobs_lab_broken:simulate", "calibration.model"),
+        ("observed-data generator", "calobs_lab_exiting:observe", "calibration.observed.generator"),
+    ],
+)
+def test_the_jobs_message_for_a_module_that_does_not_import_names_the_config_key(
+    lab_modules, what, reference, key
+):
+    """The parse-time check stays silent for these, so the job's message is the first the researcher sees."""
+    with pytest.raises(ContractError) as error:
+        resolve_callable(reference, what=what)
+    message = str(error.value)
+    assert message.startswith(f"{what} reference {reference!r}: "), message
+    assert message.endswith(
+        f"; in the calibration workflow {key} names it, and its module must import where the jobs run"
+    ), message
+
+
+def test_a_reference_the_calibration_config_does_not_set_names_no_config_key(lab_modules):
+    """A simulation service's fn_ref (simcal serve) is no key of the calibration workflow."""
+    with pytest.raises(ContractError) as error:
+        resolve_callable("lab_models_only_in_the_jobs_env:simulate", what="fn_ref")
+    assert "calibration." not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fixed", "expected"),
+    [
+        # an option the generator's signature does not take
+        (
+            {"options": {"nois": "poisson"}},
+            FIXED,
+            "calibration.observed.options: simcal.models.sir:observe has no option 'nois' (did you mean 'noise'?); "
+            "its options are ['noise', 'dispersion', 'process']",
+        ),
+        (
+            {"generator": "calobs_lab_generators:needs_noise", "options": {}},
+            FIXED,
+            "calibration.observed.options: calobs_lab_generators:needs_noise cannot take the options []: missing a "
+            "required argument: 'noise'",
+        ),
+        # a true parameter the generator's declared space does not have
+        (
+            {"true_params": {"beta": 0.3, "gama": 0.1}},
+            FIXED,
+            "calibration.observed.true_params, the true parameters: 'gama' is not a parameter of "
+            "simcal.models.sir:observe (did you mean 'gamma'?)",
+        ),
+        (
+            {"true_params": {"beta": 0.3}},
+            FIXED,
+            "calibration.observed.true_params, the true parameters: required parameter(s) ['gamma'] of "
+            "simcal.models.sir:observe have no value",
+        ),
+        (
+            {"true_params": {"beta": -0.3, "gamma": 0.1}},
+            FIXED,
+            "calibration.observed.true_params, the true parameters: parameter 'beta' = -0.3 is below its lower bound",
+        ),
+        # a fixed value the generator does not take is named as fixed, not as a true parameter
+        (
+            {},
+            {"populaton": 10000, "days": 100},
+            "calibration.fixed: 'populaton' is not a parameter of simcal.models.sir:observe (did you mean "
+            "'population'?)",
+        ),
+        # values no generator can use, judged without it
+        (
+            {"generator": "lab_models_only_in_the_jobs_env:observe", "true_params": {"beta": None}},
+            FIXED,
+            "calibration.observed.true_params: parameter 'beta' has no value (null); every parameter needs a value",
+        ),
+        (
+            {"generator": "lab_models_only_in_the_jobs_env:observe", "true_params": {"beta": float("nan")}},
+            FIXED,
+            "calibration.observed.true_params: parameter 'beta' is nan: parameter values must be finite",
+        ),
+    ],
+)
+def test_what_the_generate_observed_job_would_refuse_is_refused_naming_the_dotted_key(
+    lab_modules, changes, fixed, expected
+):
+    with pytest.raises(ContractError) as error:
+        check_observed(_observed(**changes), fixed)
+    assert str(error.value).startswith(expected), str(error.value)
+
+
+def test_the_job_refuses_the_same_settings_with_the_same_words(tmp_path):
+    """One check (observed.check_generation) serves the parse and the generate_observed job, which names the
+    observed section without its module's name, as it did before."""
+    output = tmp_path / "observed.csv"
+    with pytest.raises(ContractError) as at_parse:
+        check_observed(_observed(options={"nois": "poisson"}), FIXED)
+    with pytest.raises(ContractError) as in_job:
+        generate_observed("simcal.models.sir:observe", GENERATED["true_params"], output, options={"nois": 1})
+    assert str(at_parse.value) == "calibration." + str(in_job.value)
+    assert not output.exists()
+
+
+def test_settings_the_generator_takes_pass_whether_or_not_it_declares_a_space(lab_modules):
+    check_observed(GENERATED, FIXED)
+    # no declared space: any true parameter is the generator's to judge; its own option is taken
+    check_observed(
+        _observed(generator="calobs_lab_generators:observe", true_params={"r0": 3}, options={"scale": 2.0}),
+        FIXED,
+    )
+    check_fixed("simcal.models.sir:observe", FIXED, "calibration.fixed")
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("{folder}", "calibration.observed.path: {folder} is a folder, not a file of observed data"),
+        (
+            "data/observed.xlsx",
+            "calibration.observed.path: data/observed.xlsx: unknown table format '.xlsx'; expected one of "
+            "['.csv', '.parquet', '.pq', '.tab', '.tsv', '.txt']",
+        ),
+        (
+            "data/observed",
+            "calibration.observed.path: data/observed: unknown table format ''; expected one of ",
+        ),
+        (
+            "",
+            "calibration.observed.path: '' names no file; give a CSV, TSV or Parquet file of observed data, or null "
+            "to generate them with calibration.observed.generator",
+        ),
+    ],
+)
+def test_an_observed_path_no_job_could_read_is_refused_naming_the_key(tmp_path, path, expected):
+    """The calibrate and visualize jobs read the file by its suffix (simcal.files.table_format)."""
+    folder = tmp_path / "observed"
+    folder.mkdir()
+    with pytest.raises(ContractError) as error:
+        check_observed(_observed(path=path.format(folder=folder)), FIXED)
+    assert str(error.value).startswith(expected.format(folder=folder)), str(error.value)
+
+
+def test_with_a_path_the_unused_generator_is_not_judged_and_a_file_yet_to_be_made_passes(tmp_path):
+    """A rule of the importing workflow may make the file, or a storage provider hold it: not certainly wrong."""
+    check_observed(
+        _observed(path=str(tmp_path / "not_yet.csv"), generator="simcal.models.sir:observ", options={"x": 1}),
+        FIXED,
+    )
+
+
+def _calibration_only(model: str, generator: str) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["calibration"]
+    config["model"], config["observed"]["generator"] = model, generator
+    return {"calibration": config}
+
+
+@pytest.mark.parametrize(
+    ("model", "generator", "target", "log", "key"),
+    [
+        (
+            "lab_models_only_in_the_jobs_env:simulate",
+            "simcal.models.sir:observe",
+            "resources/calibration/sir/sweep_design.csv",
+            "logs/calibration/sir/sample_design.log",
+            "calibration.model",
+        ),
+        (
+            "simcal.models.sir:simulate",
+            "lab_generators_only_in_the_jobs_env:observe",
+            "resources/calibration/sir/observed.csv",
+            "logs/calibration/sir/generate_observed.log",
+            "calibration.observed.generator",
+        ),
+    ],
+)
+def test_a_job_meeting_a_module_the_dry_run_could_not_import_names_the_config_key(
+    tmp_path: Path, model, generator, target, log, key
+):
+    """The dry run plans it (the parse-time check is silent), and the job that first resolves the reference fails
+    naming the key, the reference and the module it cannot import."""
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(_calibration_only(model, generator)))
+    args = ["--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path)]
+    args += ["--configfile", str(configfile), "--cores", "1"]
+    dry = run_snakemake("-n", *args, target, check=False, timeout=300)
+    assert dry.returncode == 0, dry.stdout
+    run = run_snakemake(*args, target, check=False, timeout=300)
+    assert run.returncode != 0, run.stdout
+    text = (tmp_path / log).read_text()
+    module = generator.split(":")[0] if key.endswith("generator") else model.split(":")[0]
+    assert re.search(
+        rf"reference '{re.escape(model if key == 'calibration.model' else generator)}': cannot import module "
+        rf"'{module}' \(No module named '{module}'\); in the calibration workflow {re.escape(key)} names it",
+        text,
+    ), text

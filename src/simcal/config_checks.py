@@ -1,0 +1,76 @@
+"""The calibration workflow's config, checked while Snakemake parses the calibration module (its common.smk), so
+that a mistake a job would only meet later stops the dry run instead.
+
+Each check raises ``ContractError`` (a ValueError) in one line naming the dotted key, the value or file, and what
+was expected; the module turns it into a WorkflowError. Only what is certainly wrong is refused: a reference whose
+module does not import in the Snakemake process (it may import only in the jobs' environment) is left to the job,
+which names the key as well (``contract.CONFIG_KEYS``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from simcal.contract import ContractError
+from simcal.observed import check_generation, check_observed_path
+
+# What the schema allows for a "package.module:function" reference.
+REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def importable_function(reference: Any, key: str) -> Callable | None:
+    """The function ``reference`` ("package.module:function", the part after the colon may be dotted) names, or
+    None when its module does not import here (whatever its import raises). Fails naming ``key`` when the
+    reference has another form, or its module lacks a name of it (with the closest name the module has), or it
+    names something that is not callable: the jobs' ``contract.resolve_callable`` would refuse all three."""
+    if not isinstance(reference, str) or not REFERENCE.fullmatch(reference):
+        raise ContractError(f"{key}: {reference!r} must look like 'package.module:function'")
+    module_name, attribute = reference.split(":")
+    try:
+        target = importlib.import_module(module_name)
+    except (Exception, SystemExit):
+        return None
+    where, walked = f"module {module_name}", []
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            names = [name for name in dir(target) if not name.startswith("_")]
+            closest = difflib.get_close_matches(part, names, n=1)
+            hint = f" (did you mean {closest[0]!r}?)" if closest else ""
+            raise ContractError(f"{key}: {reference!r}: {where} has no {part!r}{hint}")
+        target = getattr(target, part)
+        walked.append(part)
+        where = f"{module_name}:{'.'.join(walked)}"
+    if not callable(target):
+        raise ContractError(
+            f"{key}: {reference!r} is a {type(target).__name__}, not a function; expected a callable"
+        )
+    return target
+
+
+def check_model(model: Any, key: str = "calibration.model") -> None:
+    """calibration.model: its form, and where its module imports here, the function it names."""
+    importable_function(model, key)
+
+
+def check_observed(
+    observed: Mapping[str, Any], fixed: Mapping[str, Any] | None, key: str = "calibration.observed"
+) -> None:
+    """calibration.observed as the jobs use it.
+
+    With ``path``: a file the calibrate and visualize jobs can read (``observed.check_observed_path``); the
+    generator and its settings are then unused and not judged. Without: the settings the generate_observed job
+    checks before it calls the generator (``observed.check_generation``), its true parameters' and the
+    calibration's fixed values whatever the generator; where the generator's module imports here, also the
+    generator itself (``importable_function``), the true and fixed parameters against its declared space and its
+    options against its signature."""
+    path = observed.get("path")
+    if path is not None:
+        check_observed_path(path, f"{key}.path")
+        return
+    generator = observed.get("generator")
+    function = importable_function(generator, f"{key}.generator")
+    check_generation(generator, function, observed.get("true_params"), observed.get("options"), fixed, key)
