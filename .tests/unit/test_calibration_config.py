@@ -15,7 +15,6 @@ from testkit import REPO, run_snakemake
 from simcal.config_checks import check_model, check_observed, importable_function
 from simcal.contract import ContractError, resolve_callable
 from simcal.observed import generate_observed
-from simcal.space import check_fixed
 
 GENERATED = {
     "path": None,
@@ -81,7 +80,7 @@ def test_a_generator_its_module_lacks_is_refused_naming_the_key_and_the_closest_
     """The generator got no check while the workflow was parsed: a misspelt one failed only inside the
     generate_observed job."""
     with pytest.raises(ContractError) as error:
-        check_observed(_observed(generator=reference), FIXED)
+        check_observed(_observed(generator=reference))
     assert str(error.value) == expected
 
 
@@ -111,9 +110,7 @@ def test_a_reference_whose_module_does_not_import_here_is_left_to_the_job(lab_mo
     even options and true parameters only its signature or declared space could judge."""
     assert importable_function(reference, "calibration.model") is None
     check_model(reference)
-    check_observed(
-        _observed(generator=reference, options={"anything": 1}, true_params={"whatever": 2.0}), FIXED
-    )
+    check_observed(_observed(generator=reference, options={"anything": 1}, true_params={"whatever": 2.0}))
 
 
 @pytest.mark.parametrize(
@@ -145,87 +142,94 @@ def test_a_reference_the_calibration_config_does_not_set_names_no_config_key(lab
 
 
 @pytest.mark.parametrize(
-    ("changes", "fixed", "expected"),
+    ("changes", "expected"),
     [
         # an option the generator's signature does not take
         (
             {"options": {"nois": "poisson"}},
-            FIXED,
             "calibration.observed.options: simcal.models.sir:observe has no option 'nois' (did you mean 'noise'?); "
             "its options are ['noise', 'dispersion', 'process']",
         ),
         (
             {"generator": "calobs_lab_generators:needs_noise", "options": {}},
-            FIXED,
             "calibration.observed.options: calobs_lab_generators:needs_noise cannot take the options []: missing a "
             "required argument: 'noise'",
         ),
-        # a true parameter the generator's declared space does not have
+        # a true parameter the generator's declared space does not have, or a value outside its bounds
         (
             {"true_params": {"beta": 0.3, "gama": 0.1}},
-            FIXED,
             "calibration.observed.true_params, the true parameters: 'gama' is not a parameter of "
             "simcal.models.sir:observe (did you mean 'gamma'?)",
         ),
         (
-            {"true_params": {"beta": 0.3}},
-            FIXED,
-            "calibration.observed.true_params, the true parameters: required parameter(s) ['gamma'] of "
-            "simcal.models.sir:observe have no value",
-        ),
-        (
             {"true_params": {"beta": -0.3, "gamma": 0.1}},
-            FIXED,
             "calibration.observed.true_params, the true parameters: parameter 'beta' = -0.3 is below its lower bound",
-        ),
-        # a fixed value the generator does not take is named as fixed, not as a true parameter
-        (
-            {},
-            {"populaton": 10000, "days": 100},
-            "calibration.fixed: 'populaton' is not a parameter of simcal.models.sir:observe (did you mean "
-            "'population'?)",
         ),
         # values no generator can use, judged without it
         (
             {"generator": "lab_models_only_in_the_jobs_env:observe", "true_params": {"beta": None}},
-            FIXED,
             "calibration.observed.true_params: parameter 'beta' has no value (null); every parameter needs a value",
         ),
         (
             {"generator": "lab_models_only_in_the_jobs_env:observe", "true_params": {"beta": float("nan")}},
-            FIXED,
             "calibration.observed.true_params: parameter 'beta' is nan: parameter values must be finite",
         ),
     ],
 )
 def test_what_the_generate_observed_job_would_refuse_is_refused_naming_the_dotted_key(
-    lab_modules, changes, fixed, expected
+    lab_modules, changes, expected
 ):
     with pytest.raises(ContractError) as error:
-        check_observed(_observed(**changes), fixed)
+        check_observed(_observed(**changes))
     assert str(error.value).startswith(expected), str(error.value)
 
 
-def test_the_job_refuses_the_same_settings_with_the_same_words(tmp_path):
+@pytest.mark.parametrize(
+    "changes",
+    [{"options": {"nois": "poisson"}}, {"true_params": {"beta": 0.3, "gama": 0.1}}],
+    ids=["option", "true-parameter"],
+)
+def test_the_job_refuses_the_same_settings_with_the_same_words(tmp_path, changes):
     """One check (observed.check_generation) serves the parse and the generate_observed job, which names the
     observed section without its module's name, as it did before."""
     output = tmp_path / "observed.csv"
+    settings = _observed(**changes)
     with pytest.raises(ContractError) as at_parse:
-        check_observed(_observed(options={"nois": "poisson"}), FIXED)
+        check_observed(settings)
     with pytest.raises(ContractError) as in_job:
-        generate_observed("simcal.models.sir:observe", GENERATED["true_params"], output, options={"nois": 1})
+        generate_observed(
+            settings["generator"], settings["true_params"], output, options=settings["options"], fixed=FIXED
+        )
     assert str(at_parse.value) == "calibration." + str(in_job.value)
     assert not output.exists()
 
 
+def test_the_calibrations_fixed_values_are_left_to_the_job_that_calls_the_generator(tmp_path):
+    """calibration.fixed serves the sweep too, which never calls the generator: a sweep of a lab model with a
+    fixed value the default generator does not take (test_slurm_dask.py's delay_s) must still parse. So must true
+    parameters that leave a required one to the fixed values. The generate_observed job still refuses both."""
+    check_observed(GENERATED)
+    check_observed(_observed(true_params={"beta": 0.3}))
+    output = tmp_path / "observed.csv"
+    with pytest.raises(
+        ContractError, match=r"^calibration.fixed: 'delay_s' is not a parameter of simcal.models"
+    ):
+        generate_observed(
+            "simcal.models.sir:observe", GENERATED["true_params"], output, fixed={"delay_s": 0.2}
+        )
+    with pytest.raises(
+        ContractError, match=r"required parameter\(s\) \['gamma'\] of simcal.models.sir:observe"
+    ):
+        generate_observed("simcal.models.sir:observe", {"beta": 0.3}, output, fixed=FIXED)
+    assert not output.exists()
+
+
 def test_settings_the_generator_takes_pass_whether_or_not_it_declares_a_space(lab_modules):
-    check_observed(GENERATED, FIXED)
+    check_observed(GENERATED)
     # no declared space: any true parameter is the generator's to judge; its own option is taken
     check_observed(
-        _observed(generator="calobs_lab_generators:observe", true_params={"r0": 3}, options={"scale": 2.0}),
-        FIXED,
+        _observed(generator="calobs_lab_generators:observe", true_params={"r0": 3}, options={"scale": 2.0})
     )
-    check_fixed("simcal.models.sir:observe", FIXED, "calibration.fixed")
 
 
 @pytest.mark.parametrize(
@@ -253,15 +257,14 @@ def test_an_observed_path_no_job_could_read_is_refused_naming_the_key(tmp_path, 
     folder = tmp_path / "observed"
     folder.mkdir()
     with pytest.raises(ContractError) as error:
-        check_observed(_observed(path=path.format(folder=folder)), FIXED)
+        check_observed(_observed(path=path.format(folder=folder)))
     assert str(error.value).startswith(expected.format(folder=folder)), str(error.value)
 
 
 def test_with_a_path_the_unused_generator_is_not_judged_and_a_file_yet_to_be_made_passes(tmp_path):
     """A rule of the importing workflow may make the file, or a storage provider hold it: not certainly wrong."""
     check_observed(
-        _observed(path=str(tmp_path / "not_yet.csv"), generator="simcal.models.sir:observ", options={"x": 1}),
-        FIXED,
+        _observed(path=str(tmp_path / "not_yet.csv"), generator="simcal.models.sir:observ", options={"x": 1})
     )
 
 

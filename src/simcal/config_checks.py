@@ -56,21 +56,21 @@ def check_model(model: Any, key: str = "calibration.model") -> None:
     importable_function(model, key)
 
 
-def check_observed(
-    observed: Mapping[str, Any], fixed: Mapping[str, Any] | None, key: str = "calibration.observed"
-) -> None:
+def check_observed(observed: Mapping[str, Any], key: str = "calibration.observed") -> None:
     """calibration.observed as the jobs use it.
 
     With ``path``: a file the calibrate and visualize jobs can read (``observed.check_observed_path``); the
-    generator and its settings are then unused and not judged. Without: the settings the generate_observed job
-    checks before it calls the generator (``observed.check_generation``), its true parameters' and the
-    calibration's fixed values whatever the generator; where the generator's module imports here, also the
-    generator itself (``importable_function``), the true and fixed parameters against its declared space and its
-    options against its signature."""
+    generator and its settings are then unused and not judged. Without: the observed section's own settings as the
+    generate_observed job checks them (``observed.check_generation``): the true parameters' values whatever the
+    generator, and where its module imports here, the generator itself (``importable_function``), the true
+    parameters' names and values against its declared space and the options against its signature. The
+    calibration's fixed values are left to the job: they serve the sweep too, which never calls the generator."""
     path = observed.get("path")
     if path is not None:
         check_observed_path(path, f"{key}.path")
         return
     generator = observed.get("generator")
     function = importable_function(generator, f"{key}.generator")
-    check_generation(generator, function, observed.get("true_params"), observed.get("options"), fixed, key)
+    check_generation(
+        generator, function, observed.get("true_params"), observed.get("options"), key=key, judge_fixed=False
+    )

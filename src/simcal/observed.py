@@ -18,7 +18,7 @@ from simcal.contract import (
     resolve_callable,
 )
 from simcal.files import read_table, table_format, write_table
-from simcal.space import check_fixed, check_parameter_sets
+from simcal.space import check_fixed, check_parameter_sets, space_of
 from simcal.tables import check_fixed_values, refuse_comment_lines
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,21 @@ def check_generation(
     function: Callable | None,
     true_params: Any,
     options: Any,
-    fixed: Any,
+    fixed: Any = None,
     key: str = "observed",
+    judge_fixed: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The generator's settings as ``generate_observed`` uses them, ``({**fixed, **true_params}, options)``, or
-    fail naming the setting (``key``: the observed section's name, ``calibration.observed`` in the workflow's
-    parse-time check, simcal.config_checks). ``function``: the generator, None where its module does not import
-    (the parse-time check): then only what needs no generator is checked."""
+    fail naming the setting (``key``: the observed section's name).
+
+    The workflow's parse-time check (simcal.config_checks) calls it with ``key="calibration.observed"``,
+    ``function`` None where the generator's module does not import there (then only what needs no generator is
+    judged) and ``judge_fixed=False``: it judges the observed section's own settings only, the true parameters'
+    names and values against the generator's declared space without asking for every required one.
+    calibration.fixed serves the sweep as well, which never calls the generator, so a fixed value the generator
+    does not take, or a required parameter only a fixed value could give, is left to the generate_observed job."""
     # YAML gives None for 'true_params:' left empty, a list for '- beta: 0.3': name the setting, not dict().
-    fixed = mapping_of(fixed, "calibration.fixed")
+    fixed = mapping_of(fixed, "calibration.fixed") if judge_fixed else {}
     if true_params is None:
         raise ContractError(
             f"{key}.true_params has no value (null); give the parameters the observed data are generated at"
@@ -79,10 +85,15 @@ def check_generation(
     check_fixed_values(fixed, "calibration.fixed")
     check_fixed_values(true_params, f"{key}.true_params")
     if function is not None:
-        check_fixed(generator, fixed, "calibration.fixed")
-        check_parameter_sets(
-            generator, [{**fixed, **true_params}], f"{key}.true_params", ["the true parameters"]
-        )
+        if judge_fixed:
+            check_fixed(generator, fixed, "calibration.fixed")
+            check_parameter_sets(
+                generator, [{**fixed, **true_params}], f"{key}.true_params", ["the true parameters"]
+            )
+        else:
+            space = space_of(generator)
+            if space is not None:
+                space.check_values(true_params, f"{key}.true_params, the true parameters", generator)
         check_options(function, options, f"{key}.options", generator)
     return {**fixed, **true_params}, options
 

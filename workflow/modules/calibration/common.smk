@@ -25,7 +25,7 @@ def check_references_and_observed():
     only in the jobs' environment) is left to the job, which names the key too."""
     try:
         check_model(CAL["model"])
-        check_observed(CAL["observed"], CAL["fixed"])
+        check_observed(CAL["observed"])
     except ValueError as error:
         raise WorkflowError(str(error)) from None
 
