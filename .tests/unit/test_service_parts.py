@@ -1119,3 +1119,197 @@ def test_a_job_waiting_to_start_on_a_full_registry_disk_can_be_cancelled_and_sta
     registry.close()
     assert _status_on_disk(registry.path, cancelled) == "cancelled"  # close() wrote the kept cancel
     assert _status_on_disk(registry.path, stopped) == "queued"
+
+
+def test_a_requeue_a_full_registry_disk_cannot_take_is_shown_queued_and_written_once_space_is_back(
+    tmp_path, caplog
+):
+    """running -> queued (a job whose worker or scheduler was lost, or stopped by a graceful stop) raised the
+    disk's error out of the job thread on a full registry disk: the job stayed 'running', run by no thread, until a
+    restart. The requeue is now kept in memory as an end is: every read shows the job queued, it starts only once
+    the requeue and its start are on disk (its parts would go to the same disk), and the requeue is written by the
+    registry's timer once the disk takes it, its interrupted attempt not counted."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=0.05)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    lost, cancelled = (registry.create("alice", "m:f", big, 900)[0].id for _ in range(2))
+    assert registry.start(lost) and registry.start(cancelled)
+    _disk_full(registry)
+    with caplog.at_level("ERROR", logger="simcal.service"):
+        registry.requeue(lost)
+        registry.requeue(cancelled)
+    assert [r.getMessage() for r in caplog.records if lost in r.getMessage()] == [
+        f"job {lost} goes back to the queue, but the job registry {registry.path} cannot be written (database or "
+        "disk is full): the service shows it queued, starts it only once the disk takes writes, and writes it "
+        "every 0.05 s and at its next change until the disk takes it"
+    ]
+    assert _status_on_disk(registry.path, lost) == "running"
+    shown = registry.get(lost, "alice")
+    assert (shown.status, shown.attempts) == ("queued", 0)
+    assert [j.status for j in registry.list("alice")] == ["queued", "queued"]
+    assert [j.id for j in registry.list("alice", "queued")] == [cancelled, lost]
+    assert registry.list("alice", "running") == []
+    assert registry.counts() == {"queued": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+    assert registry.queued() == [lost, cancelled] and sorted(registry.unsaved()) == sorted([lost, cancelled])
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        registry.start(lost)  # the job thread waits (JobManager._start): the job stays queued
+    assert registry.get(lost).status == "queued"
+    assert registry.cancel_queued(cancelled, "cancelled by alice")  # it is queued, as shown: a cancel ends it
+    assert registry.get(cancelled).status == "cancelled" and registry.queued() == [lost]
+    time.sleep(0.3)  # the timer has tried again meanwhile: still full
+    assert _status_on_disk(registry.path, lost) == "running"
+    _space_back(registry)
+    deadline = time.monotonic() + 10
+    while registry.unsaved() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert registry.unsaved() == []
+    assert _status_on_disk(registry.path, lost) == "queued" and registry.get(lost).attempts == 0
+    assert _status_on_disk(registry.path, cancelled) == "cancelled"
+    assert registry.start(lost) and registry.get(lost).attempts == 1
+    registry.close()
+
+
+def test_a_requeue_still_unwritten_when_the_service_stops_is_named_and_recovered_at_the_next_start(
+    tmp_path, caplog
+):
+    """A requeue the disk never took before close(): close names the job, and the next start finds it running and
+    queues it again (recover), so it is not lost; its interrupted run then counts as an attempt."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    _disk_full(registry)
+    registry.requeue(job_id)
+    with caplog.at_level("ERROR", logger="simcal.service"):
+        registry.close()
+    assert [r.getMessage() for r in caplog.records if "still not written" in r.getMessage()] == [
+        f"job {job_id}: its return to the queue is still not written to {registry.path}; the next start of the "
+        "service finds it running and queues it again, counting the interrupted run as an attempt"
+    ]
+    reopened = JobRegistry(registry.path)
+    assert reopened.recover(max_attempts=2) == ([job_id], [])
+    assert reopened.get(job_id).status == "queued" and reopened.get(job_id).attempts == 1
+    reopened.close()
+
+
+def test_recover_on_a_full_registry_disk_still_starts_the_service_which_serves_reads_and_runs_the_jobs_later(
+    tmp_path, monkeypatch
+):
+    """At start-up, the jobs found running were interrupted: recover queues them again (or fails those at
+    --max-job-attempts). On a full registry disk its first requeue raised, and the service did not start at all
+    (its lifespan failed), though it could serve every read. It now starts: the requeued job is shown queued and
+    runs nothing until the disk takes writes, then resumes; the failed one is shown failed; a submission gets 503
+    with Retry-After."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service.jobs import plan_request
+    from simcal.service.server import Service
+
+    count_file = tmp_path / "executions.txt"
+    count_file.touch()
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",), max_job_attempts=2)
+    body = {  # 900 simulations: a row the registry rewrites over new pages
+        "fn_ref": "simcal_models:counted_sleep",
+        "parameter_sets": [{"a": float(i), "sleep_s": 0.0} for i in range(900)],
+    }
+    plan = plan_request(body, config)
+    registry = JobRegistry(config.state_dir / "jobs.sqlite")
+    resumed, crashing = (
+        registry.create("alice", plan.fn_ref, plan.request, plan.simulations)[0].id for _ in "ab"
+    )
+    assert registry.start(resumed) and registry.start(crashing)  # running when the service died
+    registry._write("UPDATE jobs SET attempts = 2 WHERE id = ?", (crashing,))
+    registry.close()
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        service.registry._retry_s = 0.05  # (5 s in a service)
+        _disk_full(service.registry)  # full when the service starts
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            shown = {job["job_id"]: job for job in http.get("/v1/jobs").json()["jobs"]}
+            assert {job_id: shown[job_id]["status"] for job_id in (resumed, crashing)} == {
+                resumed: "queued",
+                crashing: "failed",
+            }
+            assert "the service stopped 2 time(s)" in shown[crashing]["error"]
+            refused = http.post("/v1/simulate", json=body)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "10", refused.text
+            time.sleep(1.0)  # a job thread has tried to start it meanwhile, more than once
+            assert http.get(f"/v1/jobs/{resumed}").json()["status"] == "queued"
+            assert count_file.read_text() == ""  # nothing ran
+            assert _status_on_disk(service.registry.path, resumed) == "running"
+            _space_back(service.registry)
+            info = wait_final(http, resumed, timeout=60)
+            assert len(http.get("/v1/jobs").json()["jobs"]) == 2  # the refused submission made no job
+    assert info["status"] == "succeeded" and info["progress"]["done"] == 900, info
+    assert len(count_file.read_text().split()) == 900
+    assert _status_on_disk(config.state_dir / "jobs.sqlite", crashing) == "failed"
+    assert _status_on_disk(config.state_dir / "jobs.sqlite", resumed) == "succeeded"
+
+
+def test_a_job_whose_scheduler_was_lost_on_a_full_registry_disk_goes_back_to_the_queue_not_stuck_running(
+    tmp_path,
+):
+    """The job thread's requeue after its scheduler was lost raised the disk's error: the job stayed 'running' on
+    disk and in every read, in no queue, and its waiters were told it had ended. It is now queued again (shown so,
+    in the job threads' queue) and its start waits for the disk. The lost client is a stand-in: only its status is
+    read."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=None, results=None, telemetry=None)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}
+    job_id = registry.create("alice", "simcal.models.sir:simulate", big, 900)[0].id
+    assert registry.start(job_id)
+    _disk_full(registry)
+    assert manager._after_lost_connection(job_id, SimpleNamespace(status="closed")) == "requeued"
+    assert manager._queue.get_nowait() == job_id
+    assert registry.get(job_id).status == "queued" and _status_on_disk(registry.path, job_id) == "running"
+    _space_back(registry)
+    registry.close()
+    assert _status_on_disk(registry.path, job_id) == "queued"
+
+
+def test_a_submission_on_a_full_registry_disk_gets_503_makes_no_job_and_its_retry_makes_one(tmp_path):
+    """A new job on a full registry disk: 503 with Retry-After (which the client retries, with its Idempotency-Key),
+    for a job and for a synchronous request, and no job half made (one INSERT, all or nothing). A retry of a
+    submission the service had already accepted gets its job (the key's row is read, nothing written), and once
+    space is back the retry makes the job, once."""
+    service_available()
+    from fastapi.testclient import TestClient
+
+    from simcal.service.server import Service
+
+    key = add_key(tmp_path / "keys", "alice")
+    service = Service(ServiceConfig(state_dir=tmp_path / "state"), tmp_path / "keys")
+    http = TestClient(service.app)  # no lifespan: no job thread nor Dask, the API and the registry only
+    http.headers["Authorization"] = f"Bearer {key}"
+    sets = [{"beta": 0.3, "gamma": 0.1, "days": days} for days in range(1, 900)]
+    accepted = http.post("/v1/simulate", json=ONE_SIR_SIMULATION, headers={"Idempotency-Key": "first"})
+    assert accepted.status_code == 202
+    _disk_full(service.registry)
+    for path in ("/v1/simulate", "/v1/simulate/sync"):
+        answer = http.post(
+            path,
+            json={**ONE_SIR_SIMULATION, "parameter_sets": sets},
+            headers={"Idempotency-Key": f"new-{path}"},
+        )
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "10", answer.text
+        assert "database or disk is full" in answer.json()["detail"]
+    replayed = http.post("/v1/simulate", json=ONE_SIR_SIMULATION, headers={"Idempotency-Key": "first"})
+    assert replayed.status_code == 202 and replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json()["job_id"] == accepted.json()["job_id"]
+    assert [job["job_id"] for job in http.get("/v1/jobs").json()["jobs"]] == [accepted.json()["job_id"]]
+    with sqlite3.connect(service.registry.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+    _space_back(service.registry)
+    body = {**ONE_SIR_SIMULATION, "parameter_sets": sets}
+    retried = [
+        http.post("/v1/simulate", json=body, headers={"Idempotency-Key": "new-/v1/simulate"}) for _ in "ab"
+    ]
+    assert [answer.status_code for answer in retried] == [202, 202]
+    assert retried[0].json()["job_id"] == retried[1].json()["job_id"]
+    assert len(http.get("/v1/jobs").json()["jobs"]) == 2
+    service.registry.close()
+    service._state_lock.close()

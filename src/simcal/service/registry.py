@@ -8,7 +8,10 @@ A job's end that cannot be written (a full or failing disk under the state direc
 shows the job as it really ended, and the write is tried again at the registry's next write and every
 ``retry_s`` seconds until it is on disk (``JobRegistry.when_saved`` runs what must wait for it). A start that cannot
 be written raises (``unwritable`` tells the disk's errors): the job stays queued, and its job thread tries again every
-``retry_s`` seconds (``JobManager._start``).
+``retry_s`` seconds (``JobManager._start``). A running job's return to the queue (``requeue``, and ``recover`` at
+start-up) that cannot be written is kept in memory as an end is: every read shows the job queued, it starts only once
+its return and its start are on disk, and the write is tried again in the same way; one still unwritten when the
+registry closes is found running, and queued again, by the next start's ``recover``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ ENDS = (
     "UPDATE jobs SET status = ?, finished = ?, done = COALESCE(?, done), failed = COALESCE(?, failed), "
     "resumed = COALESCE(?, resumed), results_path = COALESCE(?, results_path), error = ? "
     "WHERE id = ? AND status IN ('queued', 'running')"
+)
+# A running job back to the queue, ``? = 1`` not counting its interrupted attempt (a graceful stop, a lost scheduler),
+# 0 counting it (a death of the service, found by ``recover``).
+REQUEUE = (
+    "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - ?, 0) WHERE id = ? AND status = 'running'"
 )
 ENDS_QUEUED = ENDS.replace(
     "status IN ('queued', 'running')", "status = 'queued'"
@@ -139,6 +147,8 @@ class JobRegistry:
         # Jobs whose end could not be written: id -> the values of ENDS, and what waits until it is written.
         self._unsaved: dict[str, tuple[Any, ...]] = {}
         self._when_saved: dict[str, list[Callable[[], None]]] = {}
+        # Running jobs whose return to the queue could not be written: id -> REQUEUE's first value.
+        self._requeued: dict[str, int] = {}
         self._retry_s = retry_s
         self._retry: threading.Timer | None = None
         self._closed = False
@@ -175,15 +185,21 @@ class JobRegistry:
                     "again (a job that succeeded is published again from its finished file, without running "
                     "again; a failed or cancelled one runs again)", job_id, values[0], self.path,
                 )  # fmt: skip
+            for job_id in self._requeued:
+                log.error(
+                    "job %s: its return to the queue is still not written to %s; the next start of the service "
+                    "finds it running and queues it again, counting the interrupted run as an attempt",
+                    job_id, self.path,
+                )  # fmt: skip
             self._db.close()
         _run_all(saved)
 
     # -- jobs whose end is not written yet ----------------------------------------------------------------------
 
     def unsaved(self) -> list[str]:
-        """The jobs whose end is shown but not yet written to disk."""
+        """The jobs whose end, or return to the queue, is shown but not yet written to disk."""
         with self._lock:
-            return list(self._unsaved)
+            return [*self._unsaved, *self._requeued]
 
     def when_saved(self, job_id: str, action: Callable[[], None]) -> None:
         """Run ``action`` once the job's end is on disk: now, unless it is waiting to be written."""
@@ -213,7 +229,20 @@ class JobRegistry:
             del self._unsaved[job_id]
             due.extend(self._when_saved.pop(job_id, []))
             log.info("job %s: its end (%s) is now written to %s", job_id, values[0], self.path)
+        for job_id in list(self._requeued):
+            try:
+                self._save_requeue(job_id)
+            except sqlite3.Error as error:
+                if unwritable(error):
+                    break
+                raise
         return due
+
+    def _save_requeue(self, job_id: str) -> None:
+        """Write a job's return to the queue kept in memory; raises the disk's error."""
+        self._db.execute(REQUEUE, (self._requeued[job_id], job_id))
+        del self._requeued[job_id]
+        log.info("job %s: its return to the queue is now written to %s", job_id, self.path)
 
     def _retry_later(self) -> None:
         if self._closed or (self._retry is not None and self._retry.is_alive()):
@@ -230,7 +259,7 @@ class JobRegistry:
             except sqlite3.Error:
                 log.exception("the job registry %s: writing the jobs' ends again failed", self.path)
                 due = []
-            if self._unsaved:
+            if self._unsaved or self._requeued:
                 self._retry_later()
         _run_all(due)
 
@@ -243,7 +272,9 @@ class JobRegistry:
             if job_id in self._unsaved:
                 ended = False
             else:
-                sql = ENDS_QUEUED if only_queued else ENDS
+                # A job whose return to the queue is not written is queued, though running on disk: ENDS takes both.
+                requeued = job_id in self._requeued
+                sql = ENDS_QUEUED if only_queued and not requeued else ENDS
                 try:
                     ended = bool(self._db.execute(sql, (*values, job_id)).rowcount)
                 except sqlite3.Error as error:
@@ -251,7 +282,7 @@ class JobRegistry:
                         raise
                     row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
                     ended = row is not None and row[0] in (
-                        ("queued",) if only_queued else ("queued", "running")
+                        ("queued",) if only_queued and not requeued else ("queued", "running")
                     )
                     if ended:
                         self._unsaved[job_id] = values
@@ -261,11 +292,15 @@ class JobRegistry:
                             "and writes it every %g s and at its next change until the disk takes it",
                             job_id, values[0], self.path, error, values[0], self._retry_s,
                         )  # fmt: skip
+                if ended:
+                    self._requeued.pop(job_id, None)  # its end replaces its return to the queue
         _run_all(due)
         return ended
 
     def _shown(self, job: Job) -> Job:
         """The job as it is, with its end that is not written yet."""
+        if job.id in self._requeued:
+            return replace(job, status="queued", attempts=max(job.attempts - self._requeued[job.id], 0))
         values = self._unsaved.get(job.id)
         if values is None:
             return job
@@ -350,9 +385,10 @@ class JobRegistry:
     def list(self, owner: str, status: str | None = None, limit: int = 100) -> list[Job]:
         sql, args = "SELECT * FROM jobs WHERE owner = ?", [owner]
         with self._lock:
-            if status is not None:  # as shown: a job whose end is not written has its end's status
-                ended = [job_id for job_id, values in self._unsaved.items() if values[0] == status]
-                others = list(self._unsaved)
+            if status is not None:  # as shown: a job whose end or requeue is not written has its status
+                shown = self._shown_statuses()
+                ended = [job_id for job_id, shown_status in shown.items() if shown_status == status]
+                others = list(shown)
                 sql = (
                     f"{sql} AND ((status = ? AND id NOT IN ({','.join('?' * len(others))})) "
                     f"OR id IN ({','.join('?' * len(ended))}))"
@@ -366,13 +402,27 @@ class JobRegistry:
             ).fetchall()
             return [self._shown(Job.from_row(row)) for row in rows]
 
+    def _shown_statuses(self) -> dict[str, str]:
+        """The status shown of each job whose change is not written yet."""
+        return {
+            **{job_id: values[0] for job_id, values in self._unsaved.items()},
+            **dict.fromkeys(self._requeued, "queued"),
+        }
+
     def queued(self) -> list[str]:
         with self._lock:
-            rows = self._db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY rowid").fetchall()
-            return [row[0] for row in rows if row[0] not in self._unsaved]
+            rows = self._db.execute(
+                "SELECT id, status FROM jobs WHERE status IN ('queued', 'running') ORDER BY rowid"
+            ).fetchall()
+            shown = self._shown_statuses()
+            return [job_id for job_id, status in rows if shown.get(job_id, status) == "queued"]
 
     def start(self, job_id: str) -> bool:
-        """queued → running (counts an attempt); False when the job is no longer queued (cancelled meanwhile)."""
+        """queued → running (counts an attempt); False when the job is no longer queued (cancelled meanwhile). A job
+        whose return to the queue is not written yet starts once it is: the disk's error is raised until then."""
+        with self._lock:
+            if job_id in self._requeued:
+                self._save_requeue(job_id)  # raises while the disk cannot take it
         return bool(
             self._write(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, started = COALESCE(started, ?) "
@@ -387,13 +437,34 @@ class JobRegistry:
         was read: a running job is stopped by its runner, which records the end)."""
         return self._end(job_id, ("cancelled", time.time(), None, None, None, None, error), only_queued=True)
 
-    def requeue(self, job_id: str) -> None:
-        """running → queued after a graceful stop of the service (the interrupted attempt does not count)."""
-        self._write(
-            "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0) WHERE id = ? AND status = 'running'",
-            (job_id,),
-            job_id,
-        )
+    def requeue(self, job_id: str, count_attempt: bool = False) -> bool:
+        """running → queued: after a graceful stop of the service or a lost scheduler (the interrupted attempt does
+        not count), or a death of the service (``recover``: it counts). False when the job was not running. Where the
+        disk cannot take it, the job is shown queued at once and the change written later, as an end is."""
+        uncount = 0 if count_attempt else 1
+        with self._lock:
+            due = self._save_unsaved()
+            if job_id in self._unsaved or job_id in self._requeued:
+                requeued = False  # ended (its end not written yet), or queued already
+            else:
+                try:
+                    requeued = bool(self._db.execute(REQUEUE, (uncount, job_id)).rowcount)
+                except sqlite3.Error as error:
+                    if not unwritable(error):
+                        raise
+                    row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                    requeued = row is not None and row[0] == "running"
+                    if requeued:
+                        self._requeued[job_id] = uncount
+                        self._retry_later()
+                        log.error(
+                            "job %s goes back to the queue, but the job registry %s cannot be written (%s): the "
+                            "service shows it queued, starts it only once the disk takes writes, and writes it every "
+                            "%g s and at its next change until the disk takes it",
+                            job_id, self.path, error, self._retry_s,
+                        )  # fmt: skip
+        _run_all(due)
+        return requeued
 
     def finish(
         self,
@@ -428,10 +499,7 @@ class JobRegistry:
                     ),
                 )
                 failed.append(job_id)
-            else:
-                self._write(
-                    "UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'running'", (job_id,)
-                )
+            elif self.requeue(job_id, count_attempt=True):  # its death counted: it stays counted
                 resumed.append(job_id)
         return resumed, failed
 
@@ -439,10 +507,10 @@ class JobRegistry:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
             found = {status: int(count) for status, count in rows}
-            for job_id, values in self._unsaved.items():
+            for job_id, shown in self._shown_statuses().items():
                 row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
                 found[row[0]] -= 1
-                found[values[0]] = found.get(values[0], 0) + 1
+                found[shown] = found.get(shown, 0) + 1
         return {status: found.get(status, 0) for status in STATUSES}
 
 
