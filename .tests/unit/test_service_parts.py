@@ -1313,3 +1313,20 @@ def test_a_submission_on_a_full_registry_disk_gets_503_makes_no_job_and_its_retr
     assert len(http.get("/v1/jobs").json()["jobs"]) == 2
     service.registry.close()
     service._state_lock.close()
+
+
+def test_opening_a_registry_already_made_writes_nothing_to_it_so_a_full_disk_does_not_stop_the_start(
+    tmp_path,
+):
+    """Every open set the schema's version again (PRAGMA user_version), a write (a frame of its WAL journal) that a
+    full disk refuses before the service has read anything: only a new registry is written to now."""
+    path = tmp_path / "jobs.sqlite"
+    registry = JobRegistry(path)
+    job_id = registry.create("alice", "m:f", {}, 1)[0].id
+    registry.close()  # the last connection's close moves the journal into the file and removes it
+    assert not path.with_name("jobs.sqlite-wal").exists()
+    reopened = JobRegistry(path)
+    assert reopened.get(job_id).status == "queued" and reopened.queued() == [job_id]
+    assert path.with_name("jobs.sqlite-wal").stat().st_size == 0  # nothing written
+    assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == 1
+    reopened.close()

@@ -161,8 +161,9 @@ class JobRegistry:
                     f"{self.path}: job registry schema {version} is newer than this simcal knows "
                     f"({SCHEMA_VERSION}); run the newer simcal or another --state-dir"
                 )
-            self._db.executescript(SCHEMA)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.executescript(SCHEMA)  # IF NOT EXISTS: writes nothing to a registry already made
+            if version < SCHEMA_VERSION:  # only then: opening a registry on a full disk must not need a write
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @property
     def retry_s(self) -> float:
