@@ -1330,3 +1330,51 @@ def test_opening_a_registry_already_made_writes_nothing_to_it_so_a_full_disk_doe
     assert path.with_name("jobs.sqlite-wal").stat().st_size == 0  # nothing written
     assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == 1
     reopened.close()
+
+
+def test_a_graceful_stop_on_a_full_registry_disk_names_the_job_it_could_not_requeue_and_the_next_start_resumes_it(
+    tmp_path, monkeypatch, caplog
+):
+    """A graceful stop interrupts a running job and queues it again; on a full registry disk that requeue raised out
+    of the job thread ('unexpected error in the job thread', a traceback). It is now kept in memory, and the stop
+    names the job whose return to the queue is not written; the next start recovers it and it succeeds."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service.server import Service
+
+    count_file = tmp_path / "executions.txt"
+    count_file.touch()
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    body = {  # 900 simulations (a row the registry rewrites over new pages), one of them of two seconds
+        "fn_ref": "simcal_models:counted_sleep",
+        "parameter_sets": [{"a": float(i), "sleep_s": 2.0 if i == 0 else 0.0} for i in range(900)],
+    }
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with caplog.at_level("INFO", logger="simcal.service"):
+            with TestClient(service.app) as http:
+                http.headers["Authorization"] = f"Bearer {key}"
+                job_id = http.post("/v1/simulate", json=body).json()["job_id"]
+                deadline = time.monotonic() + 60
+                while (
+                    http.get(f"/v1/jobs/{job_id}").json()["status"] != "running"
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.02)
+                _disk_full(service.registry)
+            # the lifespan's end: a graceful stop, its registry closed on the full disk
+        assert not [r for r in caplog.records if "unexpected error in the job thread" in r.getMessage()]
+        assert [r.getMessage() for r in caplog.records if "still not written" in r.getMessage()] == [
+            f"job {job_id}: its return to the queue is still not written to {service.registry.path}; the next "
+            "start of the service finds it running and queues it again, counting the interrupted run as an attempt"
+        ]
+        assert _status_on_disk(service.registry.path, job_id) == "running"
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            info = wait_final(http, job_id, timeout=120)
+    assert info["status"] == "succeeded" and info["progress"]["done"] == 900, info
