@@ -2,7 +2,8 @@
 
 The test machine has the CPU wheel of torch and no GPU, so the CUDA side of torch is replaced function by function
 (torch.version.cuda, torch.cuda.is_available, get_device_capability, get_arch_list) with what a CUDA build reports
-on a V100 or an A100; the environment variables are the ones SLURM and the NVIDIA container runtime set.
+on a V100 or an A100; the environment variables are the ones SLURM and the NVIDIA container runtime set. Where
+the test is how nvidia-smi's answers are read, a script named nvidia-smi on PATH answers as the real one does.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ BUILD_ARCHS = {
     for flavour, version in {"cu126": "12.6", "cu130": "13.0"}.items()
 }
 VERSION = torch.__version__.split("+")[0]
-V100, A100, H100 = (7, 0), (8, 0), (9, 0)
+V100, A100, H100, B200 = (7, 0), (8, 0), (9, 0), (10, 0)
+# The functions that ask nvidia-smi, before any test replaces them.
+CAPABILITY_FROM_NVIDIA_SMI = runtime.capability_from_nvidia_smi
+DRIVER_FROM_NVIDIA_SMI = runtime.driver_from_nvidia_smi
+CU126_INSTALL = f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126"
+CU130_INSTALL = f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu130"
 
 
 @pytest.fixture
@@ -92,6 +98,13 @@ def refusal_holding_gpu(monkeypatch, visible: str = "0") -> str:
         ({"NVIDIA_VISIBLE_DEVICES": "void"}, None),
         ({"NVIDIA_VISIBLE_DEVICES": "none"}, None),
         ({"NVIDIA_VISIBLE_DEVICES": "all"}, None),  # no /dev/nvidiactl here: a CUDA image on a CPU node
+        # A SLURM job in a GPU container: CUDA_VISIBLE_DEVICES is what CUDA numbers the GPUs by, so it is named.
+        ({"CUDA_VISIBLE_DEVICES": "3", "NVIDIA_VISIBLE_DEVICES": "GPU-5f1c"}, "CUDA_VISIBLE_DEVICES=3"),
+        # A container given a GPU with CUDA hidden still holds it (device auto then stops, naming the variable).
+        (
+            {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "GPU-5f1c"},
+            "NVIDIA_VISIBLE_DEVICES=GPU-5f1c",
+        ),
     ],
 )
 def test_held_gpus_reads_what_slurm_and_the_container_runtime_set(variables, expected, monkeypatch, tmp_path):
@@ -156,8 +169,67 @@ def test_cpu_wheel_on_a_slurm_gpu_job_stops_with_the_fix(no_gpu_env):
     message = refusal_holding_gpu(no_gpu_env)
     assert "CUDA_VISIBLE_DEVICES=0" in message
     assert f"torch {torch.__version__} (torch.version.cuda=None)" in message
-    assert f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126" in message
+    # The GPU's capability is unknown (no nvidia-smi): both commands, each with the GPUs it is for.
+    assert f"{CU126_INSTALL} for a V100 (sm_70), {CU130_INSTALL} for an A100/H100" in message
     assert "device: cpu" in message
+
+
+def fake_nvidia_smi(monkeypatch, tmp_path, capability: str | None, driver: str | None) -> None:
+    """An nvidia-smi on PATH (and nothing else there) that answers --query-gpu as the real one does for two GPUs:
+    one value a line, a header line unless the format says noheader. `capability` None: a driver older than the
+    compute_cap field (470.x prints 'Field "compute_cap" is not a valid field to query.' and exits 2); `driver` None
+    too: no driver loaded (nvidia-smi "has failed because it couldn't communicate with the NVIDIA driver")."""
+    lines = {
+        "compute_cap": capability and f"printf '%s\\n%s\\n' {capability} {capability}",
+        "driver_version": driver and f"printf '%s\\n%s\\n' {driver} {driver}",
+    }
+    cases = []
+    for field, answer in lines.items():
+        if answer is None and driver is None:
+            answer = 'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9'
+        elif answer is None:
+            answer = f"echo 'Field \"{field}\" is not a valid field to query.'; exit 2"
+        else:
+            answer = f'[ "$2" = --format=csv,noheader ] || echo {field}; {answer}'
+        cases.append(f"  --query-gpu={field}) {answer} ;;")
+    script = tmp_path / "bin" / "nvidia-smi"
+    script.parent.mkdir(parents=True)
+    script.write_text('#!/bin/sh\ncase "$1" in\n' + "\n".join(cases) + "\n  *) exit 2 ;;\nesac\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(script.parent))
+    monkeypatch.setattr(runtime, "capability_from_nvidia_smi", CAPABILITY_FROM_NVIDIA_SMI)
+    monkeypatch.setattr(runtime, "driver_from_nvidia_smi", DRIVER_FROM_NVIDIA_SMI)
+
+
+def test_the_capability_and_driver_are_read_from_nvidia_smi(no_gpu_env, tmp_path):
+    # A CPU wheel in a container given a B200: only nvidia-smi knows which GPU it is.
+    fake_nvidia_smi(no_gpu_env, tmp_path, "10.0", "580.65.06")
+    no_gpu_env.setenv("NVIDIA_VISIBLE_DEVICES", "GPU-5f1c")
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("auto")
+    assert f"the GPU has compute capability 10.0. Install a CUDA build: {CU130_INSTALL}. To run" in str(
+        error.value
+    )
+    # A CUDA build that cannot reach the driver: the driver version is nvidia-smi's, whole.
+    cuda_build(no_gpu_env, "cu130", None, available=False)
+    fake_nvidia_smi(no_gpu_env, tmp_path / "old", "9.0", "535.104.05")
+    message = refusal_holding_gpu(no_gpu_env)
+    assert (
+        "(driver 580 or newer; nvidia-smi reports driver 535.104.05); the GPU has compute capability 9.0"
+        in message
+    )
+
+
+def test_what_nvidia_smi_cannot_tell_is_called_not_visible(no_gpu_env, tmp_path):
+    # A driver older than the compute_cap field: the driver is known, the capability is not.
+    cuda_build(no_gpu_env, "cu130", None, available=False)
+    fake_nvidia_smi(no_gpu_env, tmp_path, None, "470.82.01")
+    message = refusal_holding_gpu(no_gpu_env)
+    assert "nvidia-smi reports driver 470.82.01); the GPU's compute capability is not visible" in message
+    # No driver loaded: nvidia-smi fails, and neither is known.
+    fake_nvidia_smi(no_gpu_env, tmp_path / "none", None, None)
+    message = refusal_holding_gpu(no_gpu_env)
+    assert "no driver version is visible); the GPU's compute capability is not visible" in message
 
 
 def test_cpu_wheel_names_the_gpu_capability_nvidia_smi_reports(no_gpu_env):
@@ -174,6 +246,7 @@ def test_cu130_build_on_a_v100_stops_before_any_kernel(no_gpu_env):
     assert "torch.version.cuda=13.0" in message and "compute capability 7.0 (sm_70)" in message
     assert "sm_75 sm_80" in message  # what the build has
     assert f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126" in message
+    assert "whl/cu130" not in message  # the build it has already: no kernels for a V100
     # An explicit cuda device gets the same check.
     with pytest.raises(GPUUnusableError, match="sm_70"):
         select_device("cuda:0")
@@ -196,6 +269,10 @@ def test_a_gpu_index_the_job_does_not_have_names_the_config_key_and_the_gpus_it_
     with pytest.raises(GPUUnusableError, match=rf"device '{spec}' requested \(config kd_gat\.device / evaluation"
                        r"\.device\) but this job sees 1 GPU \(cuda:0\)"):  # fmt: skip
         select_device(spec)
+    with pytest.raises(
+        GPUUnusableError, match=r"numbers the GPUs it gives a job from 0 \(CUDA_VISIBLE_DEVICES=3\)$"
+    ):
+        select_device(spec)
     assert select_device("cuda:0") == torch.device("cuda", 0)
 
 
@@ -204,9 +281,6 @@ def test_a_device_torch_does_not_know_names_the_config_key(spec):
     with pytest.raises(ValueError, match=rf"device '{spec}' \(config kd_gat\.device / evaluation\.device\): "
                        r"expected auto, cpu, cuda or cuda:N"):  # fmt: skip
         select_device(spec)
-
-
-CU126_INSTALL = f"pip install torch=={VERSION} --index-url https://download.pytorch.org/whl/cu126"
 
 
 def test_cuda_build_without_a_usable_driver_names_the_build(no_gpu_env):
@@ -268,6 +342,18 @@ def test_device_cuda_n_is_checked_against_gpu_n(no_gpu_env):
         select_device("cuda:1")
 
 
+def test_a_gpu_index_past_two_gpus_names_both(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", H100)
+    two_gpus(no_gpu_env, [H100, A100])
+    with pytest.raises(GPUUnusableError) as error:
+        select_device("cuda:2")
+    assert str(error.value).endswith(
+        "but this job sees 2 GPUs (cuda:0 to cuda:1); a batch system numbers the GPUs it gives a job from 0 "
+        "(CUDA_VISIBLE_DEVICES=0,1)"
+    )
+    assert select_device("cuda:1") == torch.device("cuda", 1)
+
+
 def test_check_lists_every_gpu_torch_sees(no_gpu_env):
     cuda_build(no_gpu_env, "cu130", V100)
     two_gpus(no_gpu_env, [V100, A100])
@@ -306,14 +392,47 @@ def test_when_only_a_newer_driver_helps_no_install_command_is_offered(
 def test_a_driver_new_enough_that_still_shows_no_gpu_points_at_the_device_setup(no_gpu_env):
     cuda_build(no_gpu_env, "cu130", H100, available=False, driver="580.65.06")
     message = refusal_holding_gpu(no_gpu_env, "3")
+    assert f"torch {torch.__version__} (torch.version.cuda=13.0) cannot use CUDA here" in message
     assert "nvidia-smi reports driver 580.65.06, new enough for CUDA 13.0 builds" in message
+    assert "the GPU has compute capability 9.0, which the build has kernels for" in message
     assert "CUDA_VISIBLE_DEVICES names a GPU that `nvidia-smi -L` lists" in message
     assert "update the NVIDIA driver" not in message and "pip install" not in message
+
+
+def test_a_cuda_release_newer_than_the_driver_table_still_gets_its_message(no_gpu_env):
+    # A torch built with a CUDA major MINIMUM_DRIVER does not list yet: no minimum to compare the driver with.
+    cuda_build(no_gpu_env, "cu130", H100, available=False, driver="590.10.01")
+    no_gpu_env.setattr(torch.version, "cuda", "14.0")
+    message = refusal_holding_gpu(no_gpu_env)
+    assert (
+        "older than CUDA 14.0 builds need (a driver released for CUDA 14.0 or later; nvidia-smi reports "
+        "driver 590.10.01)" in message
+    )
+    assert (
+        "Fix: update the NVIDIA driver (a driver released for CUDA 14.0 or later). To run on the CPU"
+        in message
+    )
 
 
 def test_the_cu126_kernel_range_is_torchs_own():
     newest = max(release_capabilities("12.6"))
     assert runtime.NEWEST_CAPABILITY_OF_CU126 == divmod(newest, 10)
+
+
+def test_a_cu126_build_on_a_gpu_newer_than_its_kernels_is_sent_to_cu130(no_gpu_env):
+    cuda_build(no_gpu_env, "cu126", B200)
+    message = refusal_holding_gpu(no_gpu_env)
+    assert "has no kernels for this GPU: compute capability 10.0 (sm_100)" in message
+    assert f"Install a build that has them: {CU130_INSTALL}." in message
+    assert "whl/cu126" not in message
+
+
+def test_past_the_last_cu126_release_only_volta_is_sent_back_to_it(monkeypatch):
+    # torch 2.15 has no cu126 build: a V100 needs the 2.14 pin, an A100 or H100 the same release from cu130.
+    monkeypatch.setattr(torch, "__version__", "2.15.0+cpu")
+    cu130 = "pip install torch==2.15.0 --index-url https://download.pytorch.org/whl/cu130"
+    assert runtime.install_command(A100) == runtime.install_command(H100) == cu130
+    assert runtime.install_command(V100).startswith("pip install 'torch==2.14.*' ")
 
 
 def test_newer_torch_without_cu126_builds_points_to_the_last_one(no_gpu_env):
@@ -324,6 +443,19 @@ def test_newer_torch_without_cu126_builds_points_to_the_last_one(no_gpu_env):
     assert "pip install 'torch==2.14.*' --index-url https://download.pytorch.org/whl/cu126" in str(
         error.value
     )
+
+
+def test_auto_on_a_workstation_uses_the_gpu_torch_sees_or_stops(no_gpu_env):
+    # No CUDA_VISIBLE_DEVICES or NVIDIA_VISIBLE_DEVICES: every GPU of the machine is the process's.
+    cuda_build(no_gpu_env, "cu130", H100)
+    assert select_device("auto") == torch.device("cuda")
+    cuda_build(no_gpu_env, "cu130", V100)
+    with pytest.raises(GPUUnusableError, match=r"^this job holds a GPU \(torch sees one\) and the device is 'auto', "
+                       r"but torch .* has no kernels for this GPU: compute capability 7\.0"):  # fmt: skip
+        select_device("auto")
+    # Without a usable driver torch sees no GPU, and nothing is held: the CPU, as on a laptop.
+    cuda_build(no_gpu_env, "cu130", V100, available=False, driver="535.104.05")
+    assert select_device("auto") == torch.device("cpu")
 
 
 def test_explicit_cpu_runs_on_cpu_even_while_holding_a_gpu(no_gpu_env):
@@ -400,6 +532,39 @@ def run_check(**env):
         cwd=REPO,
         env=base | env,
     )
+
+
+def gpu_computing(monkeypatch, result: float | None = None) -> None:
+    """After cuda_build on a GPU the build can use: tensors made for CUDA are computed on the CPU, the same
+    numbers a working GPU gives, or filled with `result` (a GPU that computes wrongly)."""
+    ones = torch.ones
+
+    def ones_on(*size, device=None, **kwargs):
+        return ones(*size, **kwargs) if result is None else torch.full(size, result / 2 / size[0])
+
+    monkeypatch.setattr(torch, "ones", ones_on)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H100 80GB HBM3")
+
+
+def test_check_passes_on_a_gpu_the_build_can_use(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", H100)
+    gpu_computing(no_gpu_env)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    out = io.StringIO()
+    assert runtime.check(out) == 0
+    shown = out.getvalue()
+    assert "GPUs held by this process: CUDA_VISIBLE_DEVICES=0" in shown
+    assert "cuda:0: NVIDIA H100 80GB HBM3, compute capability 9.0" in shown
+    assert shown.endswith("OK: training with device auto would run on cuda\n")
+
+
+def test_check_fails_on_a_gpu_whose_test_kernel_computes_wrongly(no_gpu_env):
+    cuda_build(no_gpu_env, "cu130", H100)
+    gpu_computing(no_gpu_env, result=0.0)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    out = io.StringIO()
+    assert runtime.check(out) == 1
+    assert out.getvalue().endswith("FAIL: a test kernel on cuda returned 0.0, expected 16.0\n")
 
 
 def test_check_fails_on_a_held_gpu_the_cpu_wheel_cannot_use(no_gpu_env):
