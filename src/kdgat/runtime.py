@@ -191,9 +191,10 @@ def cuda_problem(index: int = 0) -> str | None:
 def select_device(spec: str = "auto") -> torch.device:
     """`auto` picks CUDA when torch can use a GPU, else CPU; `cpu`, `cuda`, `cuda:1` are taken literally.
 
-    A job that holds a GPU (held_gpus) must use it: with `auto`, a torch that cannot run on that GPU raises
-    GPUUnusableError at once instead of training on the CPU. `cpu` runs on the CPU anywhere. A GPU index the job
-    does not see (GPUUnusableError) or a device torch does not know (ValueError) fails naming the setting.
+    A job that holds a GPU (held_gpus; where no variable names one, a GPU torch sees) must use it: with `auto`, a
+    torch that cannot run on that GPU raises GPUUnusableError at once instead of training on the CPU. `cpu` runs
+    on the CPU anywhere. A GPU index the job does not see (GPUUnusableError) or a device torch does not know
+    (ValueError) fails naming the setting.
     """
     if spec in (None, "", "auto"):
         held = held_gpus()
