@@ -968,6 +968,22 @@ def test_a_job_end_a_failing_registry_disk_cannot_take_is_kept_too_and_a_running
     registry.close()
 
 
+def _counted_job(tmp_path, monkeypatch, first_sleep_s: float):
+    """For a service on a thread cluster of this process: the file its simulations count themselves in, a key,
+    the service's config, and a job of 900 simulations (a row the registry rewrites over new pages), the first
+    lasting ``first_sleep_s``."""
+    count_file = tmp_path / "executions.txt"
+    count_file.touch()
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    body = {
+        "fn_ref": "simcal_models:counted_sleep",
+        "parameter_sets": [{"a": float(i), "sleep_s": first_sleep_s if i == 0 else 0.0} for i in range(900)],
+    }
+    return count_file, key, config, body
+
+
 def test_a_job_that_ends_on_a_full_registry_disk_shows_it_and_a_restart_publishes_it_without_running_again(
     tmp_path, monkeypatch
 ):
@@ -980,15 +996,7 @@ def test_a_job_that_ends_on_a_full_registry_disk_shows_it_and_a_restart_publishe
 
     from simcal.service.server import Service
 
-    count_file = tmp_path / "executions.txt"
-    count_file.touch()
-    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
-    body = {  # 900 simulations (a row the registry rewrites over new pages), one of them of a second
-        "fn_ref": "simcal_models:counted_sleep",
-        "parameter_sets": [{"a": float(i), "sleep_s": 1.0 if i == 0 else 0.0} for i in range(900)],
-    }
+    count_file, key, config, body = _counted_job(tmp_path, monkeypatch, first_sleep_s=1.0)
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
         service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
         with TestClient(service.app) as http:
@@ -1344,15 +1352,7 @@ def test_a_graceful_stop_on_a_full_registry_disk_names_the_job_it_could_not_requ
 
     from simcal.service.server import Service
 
-    count_file = tmp_path / "executions.txt"
-    count_file.touch()
-    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
-    body = {  # 900 simulations (a row the registry rewrites over new pages), one of them of two seconds
-        "fn_ref": "simcal_models:counted_sleep",
-        "parameter_sets": [{"a": float(i), "sleep_s": 2.0 if i == 0 else 0.0} for i in range(900)],
-    }
+    count_file, key, config, body = _counted_job(tmp_path, monkeypatch, first_sleep_s=2.0)
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
         service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
         with caplog.at_level("INFO", logger="simcal.service"):
