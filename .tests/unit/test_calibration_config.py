@@ -12,7 +12,8 @@ import pytest
 import yaml
 from testkit import REPO, run_snakemake
 
-from simcal.config_checks import check_model, check_observed, importable_function
+from simcal.calibrate import parse_targets
+from simcal.config_checks import check_model, check_observed, check_targets, importable_function
 from simcal.contract import ContractError, resolve_callable
 from simcal.observed import generate_observed
 
@@ -313,3 +314,64 @@ def test_a_job_meeting_a_module_the_dry_run_could_not_import_names_the_config_ke
         rf"'{module}' \(No module named '{module}'\); in the calibration workflow {re.escape(key)} names it",
         text,
     ), text
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (
+            {"function": "simcal.targets:poisson_nl", "column": "incidence"},
+            "calibration.targets[1].function: 'simcal.targets:poisson_nl': module simcal.targets has no "
+            "'poisson_nl' (did you mean 'poisson_nll'?)",
+        ),
+        (
+            {"function": "simcal.targets:poisson_nll", "colum": "incidence"},
+            "calibration.targets[1]: simcal.targets:poisson_nll has no option 'colum' (did you mean 'column'?); "
+            "its options are ['column', 'on', 'min_mean']",
+        ),
+        (
+            {"function": "simcal.targets:negbin_nll", "column": "incidence", "dispersal": 5.0},
+            "calibration.targets[1]: simcal.targets:negbin_nll has no option 'dispersal' (did you mean "
+            "'dispersion'?)",
+        ),
+        (
+            {"function": "simcal.targets:poisson_nll"},
+            "calibration.targets[1]: simcal.targets:poisson_nll cannot take the options []: missing a required "
+            "argument: 'column'",
+        ),
+    ],
+)
+def test_a_target_the_calibrate_job_would_refuse_is_refused_at_parse(target, expected):
+    """A misspelt loss function or option failed the calibrate job (parse_targets) only after the design's sweep
+    had run: the parse check refuses it first, an option in the job's own words, a function with its closest
+    name (the job names the same key)."""
+    first = {"name": "other", "function": "simcal.targets:poisson_nll", "column": "other"}
+    spec = {"name": "incidence", "weight": 1.0, **target}
+    with pytest.raises(ContractError) as at_parse:
+        check_targets([first, spec])
+    with pytest.raises(ContractError) as in_the_job:
+        parse_targets([first, spec])
+    assert str(at_parse.value).startswith(expected)
+    if ".function" in expected:
+        assert str(in_the_job.value).startswith("calibration.targets[1].function reference")
+    else:
+        assert str(at_parse.value) == str(in_the_job.value)
+
+
+def test_targets_the_job_would_take_pass_and_one_whose_module_does_not_import_here_is_left_to_the_job():
+    check_targets(
+        [
+            {
+                "name": "incidence",
+                "function": "simcal.targets:poisson_nll",
+                "column": "incidence",
+                "on": "day",
+            },
+            {"name": "peak", "function": "simcal.targets:negbin_nll", "column": "peak", "dispersion": 5.0},
+            {"name": "lab", "function": "lab_losses_only_in_the_jobs_env:distance", "anything": 1},
+        ]
+    )
+    with pytest.raises(
+        ContractError, match=r"^calibration.targets\[0\].function: 'lab\.losses' must look like"
+    ):
+        check_targets([{"function": "lab.losses"}])

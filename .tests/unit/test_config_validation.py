@@ -429,6 +429,32 @@ def test_a_model_whose_module_does_not_import_here_is_left_to_the_job(
             "data/observed.xlsx",
             "calibration.observed.path: data/observed.xlsx: unknown table format '.xlsx'",
         ),
+        # the loss functions: refused by the calibrate job only after the design's sweep had run
+        (
+            ("calibration", "targets"),
+            [
+                {
+                    "name": "incidence",
+                    "function": "simcal.targets:poisson_nl",
+                    "column": "incidence",
+                    "on": "day",
+                }
+            ],
+            "calibration.targets[0].function: 'simcal.targets:poisson_nl': module simcal.targets has no "
+            "'poisson_nl' (did you mean 'poisson_nll'?)",
+        ),
+        (
+            ("calibration", "targets"),
+            [
+                {
+                    "name": "incidence",
+                    "function": "simcal.targets:poisson_nll",
+                    "colum": "incidence",
+                    "on": "day",
+                }
+            ],
+            "calibration.targets[0]: simcal.targets:poisson_nll has no option 'colum' (did you mean 'column'?)",
+        ),
     ],
 )
 def test_observed_settings_the_jobs_would_refuse_are_refused_before_any_job_runs(

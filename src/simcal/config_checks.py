@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simcal.contract import ContractError
+from simcal.contract import ContractError, check_options
 from simcal.observed import check_generation, check_observed_path
 
 # What the schema allows for a "package.module:function" reference.
@@ -74,3 +74,16 @@ def check_observed(observed: Mapping[str, Any], key: str = "calibration.observed
     check_generation(
         generator, function, observed.get("true_params"), observed.get("options"), key=key, judge_fixed=False
     )
+
+
+def check_targets(targets: Any, key: str = "calibration.targets") -> None:
+    """calibration.targets: each target's function (its form, and where its module imports here, that the module
+    has it) and the options the target gives it, checked against its signature as the calibrate job checks them
+    (``contract.check_options``): a misspelt loss function or option passed the dry run and failed only after
+    the design's sweep. The schema has checked that ``targets`` is a list of mappings with a ``function``."""
+    for index, spec in enumerate(targets):
+        where = f"{key}[{index}]"
+        function = importable_function(spec["function"], f"{where}.function")
+        if function is not None:
+            options = {k: v for k, v in spec.items() if k not in ("function", "name", "weight")}
+            check_options(function, options, where, spec["function"])
