@@ -499,11 +499,7 @@ def test_a_job_finished_but_not_published_when_the_service_died_is_published_wit
     from simcal.service.server import Service
     from simcal.settings import SimulationSettings
 
-    count_file = tmp_path / "executions.txt"
-    count_file.touch()
-    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    count_file, key, config = _counted_service(tmp_path, monkeypatch)
     body = {
         "fn_ref": "simcal_models:counted_sleep",
         "parameter_sets": [{"a": float(i), "sleep_s": 0.0} for i in range(4)],
@@ -968,15 +964,24 @@ def test_a_job_end_a_failing_registry_disk_cannot_take_is_kept_too_and_a_running
     registry.close()
 
 
-def _counted_job(tmp_path, monkeypatch, first_sleep_s: float):
-    """For a service on a thread cluster of this process: the file its simulations count themselves in, a key,
-    the service's config, and a job of 900 simulations (a row the registry rewrites over new pages), the first
-    lasting ``first_sleep_s``."""
+def _counted_service(tmp_path, monkeypatch, **options):
+    """For a service on a thread cluster of this process: the file its simulations count themselves in, a key
+    and the service's config (with ``options``)."""
     count_file = tmp_path / "executions.txt"
     count_file.touch()
     monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
     key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    return (
+        count_file,
+        key,
+        ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",), **options),
+    )
+
+
+def _counted_job(tmp_path, monkeypatch, first_sleep_s: float, **options):
+    """_counted_service's three, and a job of 900 simulations (a row the registry rewrites over new pages), the
+    first lasting ``first_sleep_s``."""
+    count_file, key, config = _counted_service(tmp_path, monkeypatch, **options)
     body = {
         "fn_ref": "simcal_models:counted_sleep",
         "parameter_sets": [{"a": float(i), "sleep_s": first_sleep_s if i == 0 else 0.0} for i in range(900)],
@@ -1039,13 +1044,7 @@ def test_a_job_whose_start_a_full_registry_disk_cannot_take_stays_queued_and_sta
 
     from simcal.service.server import Service
 
-    count_file = tmp_path / "executions.txt"
-    count_file.touch()
-    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(
-        state_dir=tmp_path / "state", allow_models=("simcal_models",), max_concurrent_jobs=1
-    )
+    count_file, key, config = _counted_service(tmp_path, monkeypatch, max_concurrent_jobs=1)
 
     def body(
         first: float, sleep_s: float
@@ -1214,15 +1213,7 @@ def test_recover_on_a_full_registry_disk_still_starts_the_service_which_serves_r
     from simcal.service.jobs import plan_request
     from simcal.service.server import Service
 
-    count_file = tmp_path / "executions.txt"
-    count_file.touch()
-    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",), max_job_attempts=2)
-    body = {  # 900 simulations: a row the registry rewrites over new pages
-        "fn_ref": "simcal_models:counted_sleep",
-        "parameter_sets": [{"a": float(i), "sleep_s": 0.0} for i in range(900)],
-    }
+    count_file, key, config, body = _counted_job(tmp_path, monkeypatch, first_sleep_s=0.0, max_job_attempts=2)
     plan = plan_request(body, config)
     registry = JobRegistry(config.state_dir / "jobs.sqlite")
     resumed, crashing = (
