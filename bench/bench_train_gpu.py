@@ -188,6 +188,8 @@ def checkpoint_resume(data: Path, work: Path, log: Path, first: dict, second: di
 
 
 # A job's view of the GPUs: none at all, and one held (the container runtime's variable) that torch cannot see.
+# NO_GPU is the CPU side's and a CPU checkpoint's: the NVIDIA runtime's variable too, else a GPU container's
+# NVIDIA_VISIBLE_DEVICES=all counts as a held GPU and `auto` refuses the CPU.
 NO_GPU = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
 HELD_BUT_HIDDEN = {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "0"}
 
@@ -256,9 +258,6 @@ def main() -> int:
         print("SKIP bench_train_gpu: torch cannot use a GPU here (python -m kdgat.runtime --check says why)")
         return 0
     expected = "cuda" if cuda else "cpu"
-    # The CPU side and a CPU checkpoint: no GPU visible to the process (the NVIDIA runtime's variable too, else a
-    # GPU container's NVIDIA_VISIBLE_DEVICES=all counts as a held GPU and `auto` refuses the CPU).
-    no_gpu = NO_GPU
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_train_gpu_"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "kdgat.log"
@@ -326,13 +325,13 @@ def main() -> int:
             gpu = {}  # the process's own environment: the GPU visible
             for name, first, second in (
                 ("cuda_to_cuda", gpu, gpu),
-                ("cpu_to_cuda", no_gpu, gpu),
-                ("cuda_to_cpu", gpu, no_gpu),
+                ("cpu_to_cuda", NO_GPU, gpu),
+                ("cuda_to_cpu", gpu, NO_GPU),
             ):
                 result = checkpoint_resume(data_of_scale[1], work, log, first, second, name)
                 report["checks"][name] = result
                 save(report, args.out)
-                want = "cpu" if second is no_gpu else expected
+                want = "cpu" if second is NO_GPU else expected
                 if result["resumed_from_epoch"] != 1 or not result["device"].startswith(want):
                     report["failures"].append(
                         f"resume {name}: {result}, expected resumed_from_epoch 1 on {want}"

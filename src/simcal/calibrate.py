@@ -43,6 +43,7 @@ from simcal.contract import (
     reject_unknown_keys,
     resolve_callable,
     resolve_model,
+    target_options,
 )
 from simcal.design import Bound, Design, parse_bounds
 from simcal.local_search import TrustRegion, floor_scan
@@ -193,15 +194,14 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
         where = f"calibration.targets[{index}]"
         if not isinstance(spec, Mapping) or "function" not in spec:
             raise ContractError(f"{where}: expected {{function: 'module:function', ...}}, got {spec!r}")
-        spec = dict(spec)
-        reference = spec.pop("function")
+        reference = spec["function"]
         function = resolve_callable(reference, what=f"{where}.function")
-        name = str(spec.pop("name", None) or f"target_{index}")
-        weight = spec.pop("weight", 1.0)
+        name = str(spec.get("name") or f"target_{index}")
+        weight = spec.get("weight", 1.0)
         # a negative weight would reward a worse fit to that target: the total is minimised
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
             raise ContractError(f"{where}.weight: expected a finite number >= 0, got {weight!r}")
-        parsed.append(Target(name, reference, function, spec, float(weight)))
+        parsed.append(Target(name, reference, function, target_options(spec), float(weight)))
     if not any(
         t.weight for t in parsed
     ):  # a weight-0 target is recorded only: the total would be 0 everywhere

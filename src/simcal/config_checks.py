@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simcal.contract import ContractError, check_options
+from simcal.contract import ContractError, check_options, target_options
 from simcal.observed import check_generation, check_observed_path
 
 # What the schema allows for a "package.module:function" reference.
@@ -85,5 +85,4 @@ def check_targets(targets: Any, key: str = "calibration.targets") -> None:
         where = f"{key}[{index}]"
         function = importable_function(spec["function"], f"{where}.function")
         if function is not None:
-            options = {k: v for k, v in spec.items() if k not in ("function", "name", "weight")}
-            check_options(function, options, where, spec["function"])
+            check_options(function, target_options(spec), where, spec["function"])

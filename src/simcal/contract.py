@@ -129,6 +129,16 @@ def check_model_signature(model: Callable, reference: str) -> None:
         ) from error
 
 
+# A calibration target's own keys (calibration.targets[i]); every other key is an option of its loss function.
+TARGET_KEYS = frozenset({"function", "name", "weight"})
+
+
+def target_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a calibration target gives its loss function: the target's keys other than TARGET_KEYS (read by
+    the calibrate job and by the check while the workflow is parsed, so the two cannot disagree)."""
+    return {key: value for key, value in spec.items() if key not in TARGET_KEYS}
+
+
 def check_options(
     function: Callable, options: Mapping[str, Any], where: str, reference: str, leading: int = 2
 ) -> None:
