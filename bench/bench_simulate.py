@@ -14,8 +14,10 @@ every baseline is measured in the same run:
    and a realistic one (bench/realistic_model.py: ten regional SIR epidemics, a year of daily counts, ~10 ms),
    against (a) ``client.map`` with one Dask task per simulation (for the cheap model on ``--one-task-sims`` of the
    ``--cheap-sims``: it pays ~1-2 ms of scheduling per task) and (b) hand-batched ``client.map`` (two chunks per
-   worker thread, no probe, no resumable parts, no progress: the floor). Every contender, baselines included,
-   counts as the best of ``--repeats`` runs, taking turns (one of each per round).
+   worker thread, no probe, no resumable parts, no progress: the floor). The baselines plan their simulations
+   with the runner's own ``plan_tasks`` (the same ids and seeds, as fast), so only running them is compared.
+   Every contender, baselines included, counts as the best of ``--repeats`` runs, taking turns (one of each per
+   round).
 3. One sweep as ONE Snakemake job (the simulate wrapper: a LocalCluster of 2 workers; the log and the progress file
    must show that the cluster ran it) against one Snakemake job per simulation (the cheapest such job: a Python
    process that runs one simulation and writes its Parquet file, no Dask) plus the job that concatenates them.
@@ -48,8 +50,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 from benchkit import cpu_seconds, load_average  # noqa: E402
 
-from simcal.contract import canonical_param_sets, replicate_seeds, resolve_callable  # noqa: E402
+from simcal.contract import resolve_callable  # noqa: E402
 from simcal.runner import simulate  # noqa: E402
+from simcal.tasks import plan_tasks  # noqa: E402
 
 CHEAP = "simcal.models.toy:noisy_linear"
 REALISTIC = "realistic_model:regional_sir"  # bench/ is on the path of workers and jobs
@@ -71,15 +74,11 @@ def parameter_table(model: str, n: int) -> pd.DataFrame:
 
 
 def simulation_items(model: str, n: int, replicates: int = 1) -> list:
-    """(model, params, seed, param_id, replicate) of every simulation, planned the fastest way simcal knows
-    (ids and seeds column by column, as the runner plans them), so the baselines pay no more for planning."""
-    sets = canonical_param_sets(parameter_table(model, n).to_dict("records"))
-    seeds = replicate_seeds([pid for pid, _ in sets], range(replicates))
-    return [
-        (model, params, seed, pid, r)
-        for (pid, params), set_seeds in zip(sets, seeds, strict=True)
-        for r, seed in enumerate(set_seeds)
-    ]
+    """(model, params, seed, param_id, replicate) of every simulation, planned as the runner plans them
+    (``plan_tasks``: ids and seeds column by column, the garbage collector paused), so the baselines pay no more
+    for planning."""
+    tasks = plan_tasks(parameter_table(model, n).to_dict("records"), replicates)
+    return [(model, params, seed, pid, r) for pid, r, seed, params in tasks]
 
 
 @functools.cache

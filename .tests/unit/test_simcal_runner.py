@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -447,6 +448,56 @@ def test_planning_in_chunks_gives_the_same_tasks_and_calls_the_check_between_chu
         == manifest
     )
     assert len(calls) == 9  # 42 keys in chunks of 5
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_planning_pauses_the_garbage_collector_and_leaves_it_as_it_was(monkeypatch, enabled):
+    """plan_tasks builds its plan with the cyclic garbage collector paused (its checks see it off), and leaves it
+    as it found it, also when a check raises (a cancel)."""
+    import gc
+
+    from simcal import tasks
+
+    monkeypatch.setattr(tasks, "PLAN_CHUNK", 2)  # 5 sets: 3 chunks to identify, 5 to seed (2 replicates each)
+    sets = [{"a": i} for i in range(5)]
+    seen = []
+
+    def cancel_at_the_third_check():
+        seen.append(gc.isenabled())
+        if len(seen) == 3:
+            raise Cancelled("cancelled")
+
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert len(plan_tasks(sets, 2, check=lambda: seen.append(gc.isenabled()))) == 10
+        assert seen == [False] * 8 and gc.isenabled() is enabled
+        seen.clear()
+        with pytest.raises(Cancelled):
+            plan_tasks(sets, 2, check=cancel_at_the_third_check)
+        assert seen == [False] * 3 and gc.isenabled() is enabled
+    finally:
+        gc.enable()
+
+
+def test_the_manifests_digest_is_that_of_the_set_of_simulations_whatever_their_order():
+    """The resume record's digest names the plan's simulations, not their order: the same for the tasks in any
+    order, another for a changed seed, replicate, parameter set or one simulation more."""
+    sets = [{"a": i, "b": "x" * (i % 3)} for i in range(30)]  # ids of one width, parameters of several
+    tasks = plan_tasks(sets, 3)
+    digest = plan_manifest("simcal_models:noisy_line", tasks, SimulationSettings())["plan"]
+    shuffled = list(tasks)
+    random.Random(5).shuffle(shuffled)
+    assert plan_manifest("simcal_models:noisy_line", shuffled, SimulationSettings())["plan"] == digest
+    first = tasks[0]
+    changed = [
+        [first._replace(seed=first.seed + 1), *tasks[1:]],
+        [first._replace(replicate=3), *tasks[1:]],
+        [first._replace(param_id=tasks[3].param_id), *tasks[1:]],
+        tasks[:-1],
+        [*tasks, first._replace(replicate=3)],
+    ]
+    digests = {plan_manifest("simcal_models:noisy_line", t, SimulationSettings())["plan"] for t in changed}
+    assert len(digests) == len(changed) and digest not in digests
 
 
 @pytest.mark.parametrize("phase", ["check_parameter_sets", "plan_tasks", "plan_manifest", "PartStore"])
