@@ -75,6 +75,19 @@ def counted_sleep(params, seed):
     return {"y": float(params["a"])}
 
 
+def sleeps_in_steps(params, seed):
+    """Sleeps sleep_s in steps of 10 ms (Python code between them: an interrupt is heard), then appends a line to
+    the file named by SIMCAL_TEST_COUNT."""
+    end = time.monotonic() + float(params["sleep_s"])
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    count_file = os.environ.get("SIMCAL_TEST_COUNT")
+    if count_file:
+        with open(count_file, "a") as handle:
+            handle.write(f"{params['a']}\n")
+    return {"y": float(params["a"])}
+
+
 def empty_for_odd(params, seed):
     """No events (an empty table) for odd a, one row per event otherwise."""
     count = 0 if int(params["a"]) % 2 else 2

@@ -825,8 +825,8 @@ def test_jobs_cli_lists_shows_and_cancels(service):
     with service.http(service.keys["bob"]) as http:
         # Cancelled before its end: 2 minutes on the one worker, long enough for three CLI starts on a loaded
         # machine (5 s was not in CI), in half-second batches, as a batch already running when its job is
-        # cancelled runs to its end (docs/service.md): one simulation of 120 s held the worker 2 minutes after the
-        # cancel, and the next test's job waited for it.
+        # cancelled is interrupted only between Python steps of its model (docs/service.md): one plain sleep of
+        # 120 s held the worker 2 minutes after the cancel, and the next test's job waited for it.
         slow = {
             "fn_ref": "simcal_models:counted_sleep",
             "parameter_sets": [{"a": float(i), "sleep_s": 0.5} for i in range(240)],

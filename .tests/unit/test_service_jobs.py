@@ -370,7 +370,7 @@ def settled_executions(
     client: Client, count_file: Path, low: float = float("-inf"), high: float = float("inf")
 ):
     """``executions`` once no runner batch is running or waiting on the cluster and the count has stopped moving
-    (a cancelled job's batch that had started runs to its end)."""
+    (a cancelled job's batch that had started is interrupted only once its model's native sleep returns)."""
 
     def settled():
         first = executions(count_file, low, high)

@@ -58,13 +58,22 @@ from simcal.space import check_fixed, check_parameter_sets
 from simcal.store import PartStore, read_results
 from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table
 from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
-from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, failure_rows, run_batch, storable_rows
+from simcal.worker import (
+    KEY_COLUMNS,
+    STATUS_COLUMNS,
+    failure_rows,
+    interrupt_batches,
+    run_batch,
+    storable_rows,
+)
 
 log = logging.getLogger(__name__)
 
 PROBE_TASKS = 1000  # at most this many simulations in the timing probe (it stops after probe_seconds anyway)
 # Planning a sweep checks for a cancel between chunks of this many parameter sets or simulations (see simulate).
 CANCEL_CHUNK = 10_000
+# How long a cancel waits for the workers to confirm that they interrupted its running batches.
+INTERRUPT_WAIT_S = 5.0
 
 __all__ = [
     "KEY_COLUMNS",
@@ -480,9 +489,15 @@ class _Execution:
 
     def _cancel_inflight(self) -> None:
         futures = [future for future, _ in self.inflight.values()]
+        keys = list(self.inflight)
         self.inflight.clear()
-        # force: the keys are this run's own; a batch already running on a worker finishes there unheard.
-        self.simulator.client.cancel(futures, force=True)
+        client = self.simulator.client
+        client.cancel(futures, force=True)  # force: the keys are this run's own
+        # Dask lets a running task run on: each worker interrupts the batches of these keys it is running. Not
+        # waited for longer than INTERRUPT_WAIT_S: a worker whose model holds the GIL in native code answers late.
+        asking = threading.Thread(target=_interrupt_on_workers, args=(client, keys), daemon=True)
+        asking.start()
+        asking.join(INTERRUPT_WAIT_S)
         self.progress.report(force=True)
         self.simulator.check_cancelled()
 
@@ -835,6 +850,18 @@ def _batching(summary: RunSummary, backend: str) -> str:
     if backend == SERVICE_BACKEND and summary.executed:
         return "batches chosen by the service"
     return f"batch size {summary.batch_size}"
+
+
+def _interrupt_on_workers(client: Any, keys: list[str]) -> None:
+    """Ask every worker to interrupt the batches of these keys (``simcal.worker.interrupt_batches``)."""
+    try:
+        client.run(interrupt_batches, keys, on_error="ignore")
+    except Exception as error:  # noqa: BLE001 - a cancel goes on without it: the batches then run to their end
+        log.warning(
+            "could not ask the workers to interrupt the cancelled batches (%s: %s)",
+            type(error).__name__,
+            error,
+        )
 
 
 def _raise_if_cancelled(cancel: threading.Event | None, model_ref: str) -> None:

@@ -147,6 +147,65 @@ def grace_seconds(timeout_s: float) -> float:
 WATCHDOG = Watchdog()
 
 
+class BatchCancelled(BaseException):
+    """Raised inside a batch whose sweep was cancelled (a BaseException, so ``except Exception`` in a model does
+    not swallow it)."""
+
+
+class BatchInterrupted(Exception):
+    """What a batch interrupted by its sweep's cancel raises instead of returning rows: its simulations are not
+    finished, and no part may record them as if they were."""
+
+
+class RunningBatches:
+    """The batches running in this process, by Dask key, so that a cancelled sweep can interrupt its own.
+
+    Dask cancels a task that waits, but lets a running one run to its end: a cancelled job of hour-long
+    simulations would hold its workers for hours. ``interrupt`` raises BatchCancelled in the batch's thread (heard
+    between two Python bytecodes of the model, as the timeout's interrupt: code in a native call runs on until it
+    returns). At most one interrupt is sent per batch; ``end`` takes back one not yet delivered, so that it never
+    lands in the task the thread runs next."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[str, list] = {}  # key -> [thread ident, interrupt sent]
+
+    def begin(self, key: str) -> None:
+        with self.lock:
+            self.running[key] = [threading.get_ident(), False]
+
+    def end(self, key: str) -> bool:
+        """Stop tracking the batch; True when it had been interrupted."""
+        with self.lock:
+            entry = self.running.pop(key, None)
+            if entry is None or not entry[1]:
+                return False
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(entry[0]), None)
+            return True
+
+    def interrupt(self, keys: Sequence[str]) -> int:
+        """Interrupt the batches of these keys running here; how many there were."""
+        sent = 0
+        with self.lock:
+            for key in keys:
+                entry = self.running.get(key)
+                if entry is not None and not entry[1]:
+                    entry[1] = True
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(entry[0]), ctypes.py_object(BatchCancelled)
+                    )
+                    sent += 1
+        return sent
+
+
+RUNNING_BATCHES = RunningBatches()
+
+
+def interrupt_batches(keys: Sequence[str]) -> int:
+    """Run on every worker by a sweep that was cancelled (``Client.run``): interrupt its batches running there."""
+    return RUNNING_BATCHES.interrupt(keys)
+
+
 def tell_scheduler(worker: Any, topic: str, message: dict[str, Any], timeout_s: float = 10.0) -> bool:
     """Log an event on the scheduler and wait until it is there (the worker may die right after)."""
     if worker is None:
@@ -179,8 +238,29 @@ def run_batch(
 
     With ``time_budget_s`` it stops once that much time has passed (the timing probe), having run at least one;
     the simulations it did not reach have no rows. With ``timeout_s`` each simulation is stopped after that long.
+    A batch that its cancelled sweep interrupts (``interrupt_batches``) raises BatchInterrupted.
     """
     batch = tasks if isinstance(tasks, Batch) else Batch(tasks, driver=None)
+    if not batch.key:  # run in process, not as a Dask task: no sweep can interrupt it by key
+        return _run_batch(model_ref, batch, time_budget_s, timeout_s)
+    # The interrupt may land anywhere from begin() on, even inside end(): each place is inside the outer try.
+    try:
+        RUNNING_BATCHES.begin(batch.key)
+        try:
+            rows = _run_batch(model_ref, batch, time_budget_s, timeout_s)
+        finally:
+            interrupted = RUNNING_BATCHES.end(batch.key)
+    except BatchCancelled:
+        RUNNING_BATCHES.end(batch.key)  # when it landed before end() had run
+        interrupted = True
+    if interrupted:
+        raise BatchInterrupted(f"batch {batch.key} was interrupted: its sweep was cancelled")
+    return rows
+
+
+def _run_batch(
+    model_ref: str, batch: Batch, time_budget_s: float | None, timeout_s: float | None
+) -> pd.DataFrame:
     if batch.isolated:
         from simcal.isolate import run_isolated
 

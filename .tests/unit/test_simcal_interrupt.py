@@ -1,0 +1,96 @@
+"""A cancelled sweep interrupts its batches running on a worker (simcal.worker.interrupt_batches), in process:
+the batch stops between two steps of its model, a batch run alone in a child process takes the child with it,
+and the thread goes on to its next task with no interrupt left over."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+import pytest
+
+from simcal.tasks import Batch, plan_tasks
+from simcal.worker import RUNNING_BATCHES, BatchInterrupted, interrupt_batches, run_batch
+
+MODEL = "simcal_models:sleeps_in_steps"
+
+
+def keyed_batch(key: str, sleep_s: float, count: int = 2, isolated: bool = False) -> Batch:
+    sets = [{"a": float(i), "sleep_s": sleep_s} for i in range(count)]
+    return Batch(plan_tasks(sets, replicates=1), key, driver=None, isolated=isolated)
+
+
+def run_in_thread(batches: list[Batch]) -> tuple[threading.Thread, list]:
+    """Run the batches one after another in one thread (as a worker thread runs its tasks); each outcome is
+    ("rows", table) or ("raised", exception)."""
+    outcomes: list = []
+
+    def work() -> None:
+        for batch in batches:
+            try:
+                outcomes.append(("rows", run_batch(MODEL, batch)))
+            except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+                outcomes.append(("raised", error))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread, outcomes
+
+
+def wait_until_running(key: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while key not in RUNNING_BATCHES.running:
+        assert time.monotonic() < deadline, f"batch {key} never started"
+        time.sleep(0.01)
+
+
+def test_an_interrupted_batch_stops_between_steps_and_its_thread_runs_the_next_batch_untouched():
+    thread, outcomes = run_in_thread([keyed_batch("sweep-a-1", 60.0), keyed_batch("sweep-b-1", 0.05)])
+    wait_until_running("sweep-a-1")
+    time.sleep(0.2)  # inside the model's loop
+    assert interrupt_batches(["sweep-a-1", "not-running-here"]) == 1
+    assert interrupt_batches(["sweep-a-1"]) == 0  # one interrupt per batch
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the interrupted batch ran on"
+    (first, error), (second, rows) = outcomes
+    assert first == "raised" and isinstance(error, BatchInterrupted) and "sweep-a-1" in str(error)
+    assert second == "rows" and list(rows["status"]) == ["ok", "ok"]  # no interrupt left over for it
+    assert RUNNING_BATCHES.running == {}
+
+
+def test_a_batch_without_a_key_is_not_tracked_and_a_finished_one_is_no_longer_interruptible():
+    rows = run_batch(MODEL, Batch(plan_tasks([{"a": 1.0, "sleep_s": 0.01}], 1), "", driver=None))
+    assert list(rows["status"]) == ["ok"] and RUNNING_BATCHES.running == {}
+    rows = run_batch(MODEL, keyed_batch("sweep-c-1", 0.01))
+    assert list(rows["status"]) == ["ok", "ok"] and interrupt_batches(["sweep-c-1"]) == 0
+
+
+def isolation_children(process: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for child in process.children():
+        try:
+            if "simcal.isolate" in child.cmdline():
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_an_interrupted_batch_run_alone_in_a_child_process_ends_the_child():
+    me = psutil.Process()
+    assert isolation_children(me) == []
+    thread, outcomes = run_in_thread([keyed_batch("sweep-d-1", 60.0, count=1, isolated=True)])
+    wait_until_running("sweep-d-1")
+    deadline = time.monotonic() + 30
+    while not isolation_children(me):
+        assert time.monotonic() < deadline, "the child process never started"
+        time.sleep(0.05)
+    (child,) = isolation_children(me)
+    time.sleep(0.5)
+    assert interrupt_batches(["sweep-d-1"]) == 1
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert outcomes[0][0] == "raised" and isinstance(outcomes[0][1], BatchInterrupted)
+    with pytest.raises(psutil.NoSuchProcess):
+        child.status()  # ended and reaped, not left to run its 60 s
