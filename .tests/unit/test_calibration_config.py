@@ -5,6 +5,7 @@ key too. The dry runs that show the module calling these checks are in test_conf
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from testkit import REPO, run_snakemake
 
 from simcal.calibrate import parse_targets
 from simcal.config_checks import check_model, check_observed, check_targets, importable_function
-from simcal.contract import ContractError, resolve_callable
+from simcal.contract import ContractError, resolve_callable, resolve_model
 from simcal.observed import generate_observed
 
 GENERATED = {
@@ -96,6 +97,95 @@ def test_the_model_and_the_generator_share_one_check(lab_modules):
     with pytest.raises(ContractError, match=r"^calibration.model: 'calobs_lab_generators:rate' is a float"):
         check_model("calobs_lab_generators:rate")
     assert importable_function("simcal.models.sir:simulate", "calibration.model").__name__ == "simulate"
+
+
+# Models of a lab's own, each of a shape a researcher writes: the first five cannot be called as (params, seed), the
+# rest can, as Python counts arguments.
+LAB_MODEL_SHAPES = """
+import functools
+def one(params): return {}
+def three(params, seed, n): return {}
+def keyword_seed(params, *, seed): return {}
+class Model:
+    def __call__(self, params, seed): return {}
+class Needs:
+    def __init__(self, config, params, seed): pass
+def defaults(params, seed, n=1): return {}
+def varargs(*args, **kwargs): return {}
+partial = functools.partial(three, n=3)
+model = Model()
+builtin = max
+"""
+
+
+@pytest.fixture
+def lab_model_shapes(tmp_path, monkeypatch):
+    (tmp_path / "calmodel_lab_shapes.py").write_text(LAB_MODEL_SHAPES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        ("one", "one(params) cannot be called as one(params, seed), the way every simulation calls a model"),
+        ("three", "three(params, seed, n) cannot be called as three(params, seed)"),
+        ("keyword_seed", "keyword_seed(params, *, seed) cannot be called as keyword_seed(params, seed)"),
+        ("Model", "Model() cannot be called as Model(params, seed)"),
+        ("Needs", "Needs(config, params, seed) cannot be called as Needs(params, seed)"),
+    ],
+)
+def test_a_model_that_cannot_take_params_and_seed_is_refused_at_parse_in_the_jobs_words(
+    lab_model_shapes, function, expected
+):
+    """The parse check took any callable: a model 'def f(params)' passed the dry run, and the sweep's job refused it
+    (contract.resolve_model) only once it ran. Now the dry run refuses it, under calibration.model, with the
+    signature and the expected (params, seed), in the words the job would use after its own prefix."""
+    reference = f"calmodel_lab_shapes:{function}"
+    with pytest.raises(ContractError) as at_parse:
+        check_model(reference)
+    with pytest.raises(ContractError) as in_the_job:
+        resolve_model(reference)
+    message = str(at_parse.value)
+    assert message.startswith(f"calibration.model: {reference!r}: {expected}"), message
+    assert "expected (params, seed)" in message, message
+    job = str(in_the_job.value)
+    assert job.startswith(f"model reference {reference!r}: "), job
+    assert message.removeprefix(f"calibration.model: {reference!r}: ") == job.removeprefix(
+        f"model reference {reference!r}: "
+    )
+    assert "calibration." not in job, job  # the job's library call names no config key
+
+
+@pytest.mark.parametrize("function", ["defaults", "varargs", "partial", "model", "builtin"])
+def test_models_python_can_call_as_params_and_seed_pass_at_parse(lab_model_shapes, function):
+    """Defaults, *args/**kwargs, functools.partial, an instance with __call__, a builtin without a readable
+    signature: the parse check refuses none of them, nor the catalog's own model."""
+    check_model(f"calmodel_lab_shapes:{function}")
+    check_model("simcal.models.sir:simulate")
+
+
+def test_a_model_that_cannot_take_params_and_seed_stops_the_dry_run_before_any_job(
+    lab_model_shapes, tmp_path
+):
+    """The calibration module's common.smk calls check_model while Snakemake parses: the dry run fails naming the
+    key and builds no DAG, where it used to plan every job of a sweep whose simulations would all fail."""
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(
+        yaml.safe_dump(_calibration_only("calmodel_lab_shapes:one", "simcal.models.sir:observe"))
+    )
+    python_path = os.pathsep.join(filter(None, [str(lab_model_shapes), os.environ.get("PYTHONPATH")]))
+    dry = run_snakemake(
+        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(configfile), "--cores", "1",
+        env={"PYTHONPATH": python_path}, check=False, timeout=300,
+    )  # fmt: skip
+    assert dry.returncode != 0, dry.stdout
+    assert (
+        "calibration.model: 'calmodel_lab_shapes:one': one(params) cannot be called as one(params, seed)"
+        in dry.stdout
+    ), dry.stdout
+    assert "Building DAG of jobs" not in dry.stdout, dry.stdout
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simcal.contract import ContractError, check_options, target_options
+from simcal.contract import ContractError, check_model_signature, check_options, target_options
 from simcal.observed import check_generation, check_observed_path
 
 # What the schema allows for a "package.module:function" reference.
@@ -52,8 +52,13 @@ def importable_function(reference: Any, key: str) -> Callable | None:
 
 
 def check_model(model: Any, key: str = "calibration.model") -> None:
-    """calibration.model: its form, and where its module imports here, the function it names."""
-    importable_function(model, key)
+    """calibration.model: its form, and where its module imports here, the function it names and that it can be
+    called as ``model(params, seed)``, by the check the sweep and the calibration make when they start
+    (``contract.check_model_signature``): a model ``def f(params)`` passed the dry run and failed in every
+    simulation."""
+    function = importable_function(model, key)
+    if function is not None:
+        check_model_signature(function, model, key)
 
 
 def check_observed(observed: Mapping[str, Any], key: str = "calibration.observed") -> None:

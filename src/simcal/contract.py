@@ -102,13 +102,15 @@ def resolve_model(reference: str) -> Callable:
     return model
 
 
-def check_model_signature(model: Callable, reference: str) -> None:
+def check_model_signature(model: Callable, reference: str, key: str | None = None) -> None:
     """Fail naming the reference when ``model`` cannot be called as ``model(params, seed)``, the way every
     simulation calls it (two positional arguments): before anything runs, not as a TypeError in every row.
     Defaults, ``*args`` and ``**kwargs`` are accepted as Python would; a decorated function is judged by its
     wrapper's own signature (the wrapper may supply arguments), an object by its ``__call__``, a
     ``functools.partial`` by what it leaves; a callable whose signature cannot be read (some builtins) is
-    accepted."""
+    accepted. The message starts "model reference '<reference>'", or with ``key`` (the config key that names the
+    model, for the check while the workflow is parsed) "<key>: '<reference>'", as the other parse-time messages
+    do."""
     try:
         signature = inspect.signature(model, follow_wrapped=False)
     except (TypeError, ValueError):
@@ -123,8 +125,9 @@ def check_model_signature(model: Callable, reference: str) -> None:
             if inspect.isclass(model) and any("__call__" in vars(klass) for klass in model.__mro__)
             else ", any other argument with a default"
         )
+        where = f"{key}: {reference!r}" if key else f"model reference {reference!r}"
         raise ContractError(
-            f"model reference {reference!r}: {name}{signature} cannot be called as {name}(params, seed), the way "
+            f"{where}: {name}{signature} cannot be called as {name}(params, seed), the way "
             f"every simulation calls a model ({error}); expected (params, seed){hint}"
         ) from error
 
