@@ -215,6 +215,43 @@ def test_bad_reference_fails_before_any_cluster_starts(tmp_path):
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
+@pytest.mark.parametrize(
+    ("module", "definition", "named"),
+    [
+        (
+            "lab_sweep_extra",
+            "def simulate(params, seed, extra): return {}",
+            r"simulate\(params, seed, extra\) cannot be called",
+        ),
+        (
+            "lab_sweep_class",
+            "class simulate:\n    def __init__(self, config, params, seed): pass",
+            r"simulate\(config, params, seed\) cannot be called",
+        ),
+    ],
+)
+def test_a_model_that_cannot_take_params_and_seed_fails_before_any_cluster_starts(
+    tmp_path, monkeypatch, module, definition, named
+):
+    """The job's check (resolve_model, simulate's first call) refuses a model 'def f(params, seed, extra)' or a class
+    needing constructor arguments before simulate reaches for a scheduler (here an unreachable one, which would take
+    30 s to give up) or makes its parts directory, in words that name no config key of the calibration workflow."""
+    (tmp_path / f"{module}.py").write_text(definition + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    started = time.perf_counter()
+    with pytest.raises(ContractError, match=rf"^model reference '{module}:simulate': {named}") as error:
+        simulate(
+            f"{module}:simulate",
+            pd.DataFrame({"beta": [0.2]}),
+            tmp_path / "out.parquet",
+            backend="scheduler",
+            backend_options={"address": "tcp://127.0.0.1:9"},
+        )
+    assert time.perf_counter() - started < 5
+    assert not (tmp_path / "out.parquet.partial").exists()
+    assert "calibration." not in str(error.value)
+
+
 def test_param_id_is_canonical():
     base = param_id({"a": 1.5, "b": 2})
     assert param_id({"b": 2, "a": 1.5}) == base  # key order
