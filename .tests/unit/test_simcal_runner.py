@@ -567,24 +567,31 @@ def test_a_cancel_during_the_timing_probe_stops_the_sweep_within_seconds(tmp_pat
     assert not count.exists()  # no simulation of the probe had finished
 
 
+def cancel_two_simulations_running(tmp_path, client, sleep_s: float, after_s: float) -> float:
+    """Sweep two simulations of ``sleep_s`` (in Python steps), one batch each, cancel it ``after_s`` in (both are
+    running then), see it raise Cancelled; returns when the cancel was set (time.monotonic)."""
+    sets = pd.DataFrame({"a": [0.0, 1.0], "sleep_s": sleep_s})
+    cancel, set_at = threading.Event(), []
+    began = time.monotonic()
+    cancel_when(lambda: time.monotonic() - began > after_s, cancel, set_at)
+    with pytest.raises(Cancelled):
+        simulate(
+            "simcal_models:sleeps_in_steps", sets, tmp_path / "out.parquet", {"batch_size": 1},
+            client=client, cancel=cancel,
+        )  # fmt: skip
+    return set_at[0]
+
+
 def test_a_cancel_interrupts_the_batches_running_on_the_workers_and_frees_them_at_once(tmp_path, client):
     """Dask lets a running task run to its end: a cancelled sweep interrupts its batches running on the workers
     (here two simulations of 60 s, one on each worker, in Python steps), so both workers take new work at once and
     neither simulation runs to its end."""
     count = tmp_path / "count"
     client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_COUNT", str(count)))
-    sets = pd.DataFrame({"a": [0.0, 1.0], "sleep_s": 60.0})
-    cancel, set_at = threading.Event(), []
-    began = time.monotonic()
-    cancel_when(lambda: time.monotonic() - began > 2.0, cancel, set_at)
-    with pytest.raises(Cancelled):
-        simulate(
-            "simcal_models:sleeps_in_steps", sets, tmp_path / "out.parquet", {"batch_size": 1},
-            client=client, cancel=cancel,
-        )  # fmt: skip
+    cancelled_at = cancel_two_simulations_running(tmp_path, client, sleep_s=60.0, after_s=2.0)
     for worker in client.scheduler_info()["workers"]:
         client.submit(time.monotonic, workers=[worker], pure=False).result(timeout=5)
-    assert time.monotonic() - set_at[0] < 8.0
+    assert time.monotonic() - cancelled_at < 8.0
     time.sleep(0.5)
     assert not count.exists()  # neither simulation ran to its end
 
@@ -596,16 +603,8 @@ def test_a_cancel_waits_for_the_workers_interrupt_at_most_interrupt_wait_s(tmp_p
 
     monkeypatch.setattr(runner, "INTERRUPT_WAIT_S", 0.5)
     monkeypatch.setattr(runner, "_interrupt_on_workers", lambda client, keys: time.sleep(30))
-    sets = pd.DataFrame({"a": [0.0, 1.0], "sleep_s": 2.0})
-    cancel, set_at = threading.Event(), []
-    began = time.monotonic()
-    cancel_when(lambda: time.monotonic() - began > 1.0, cancel, set_at)
-    with pytest.raises(Cancelled):
-        simulate(
-            "simcal_models:sleeps_in_steps", sets, tmp_path / "out.parquet", {"batch_size": 1},
-            client=client, cancel=cancel,
-        )  # fmt: skip
-    assert time.monotonic() - set_at[0] < 2.5
+    cancelled_at = cancel_two_simulations_running(tmp_path, client, sleep_s=2.0, after_s=1.0)
+    assert time.monotonic() - cancelled_at < 2.5
 
 
 def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_path, client):
