@@ -913,6 +913,44 @@ def test_a_job_end_kept_in_memory_is_written_by_the_registrys_next_write_and_by_
     reopened.close()
 
 
+def test_an_end_and_a_requeue_the_disk_cannot_take_are_kept_alike_and_logged_as_written_at_the_next_write(
+    tmp_path, caplog
+):
+    """A job's end and its return to the queue share one fallback (JobRegistry._write_or_keep). Each logged that it
+    would be written "at its next change", which an ended job never has: both are written at the registry's next
+    write, of any job, as the log now says, and each is logged once more when it is on disk."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    ended, requeued, queued = (registry.create("alice", "m:f", big, 900)[0].id for _ in range(3))
+    assert registry.start(ended) and registry.start(requeued)
+    _disk_full(registry)
+    with caplog.at_level("INFO", logger="simcal.service"):
+        assert registry.finish(ended, "succeeded", done=900, failed=0, results_path="/r/x.parquet")
+        assert registry.requeue(requeued)
+        assert registry.cancel_queued(queued, "cancelled by alice")
+        assert not registry.requeue(queued) and not registry.finish(ended, "failed")  # changed already
+        _space_back(registry)
+        registry.create("alice", "m:f", {}, 1)  # another job's write writes them first
+    where = f"the job registry {registry.path} cannot be written (database or disk is full)"
+    then = "and writes it every 3600 s and at the registry's next write until the disk takes it"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"job {ended} succeeded, but {where}: the service shows it succeeded {then}",
+        f"job {requeued} goes back to the queue, but {where}: the service shows it queued, starts it only once the "
+        f"disk takes writes, {then}",
+        f"job {queued} cancelled, but {where}: the service shows it cancelled {then}",
+        f"job {ended}: its end (succeeded) is now written to {registry.path}",
+        f"job {queued}: its end (cancelled) is now written to {registry.path}",
+        f"job {requeued}: its return to the queue is now written to {registry.path}",
+    ]
+    assert registry.unsaved() == []
+    assert [_status_on_disk(registry.path, job_id) for job_id in (ended, requeued, queued)] == [
+        "succeeded",
+        "queued",
+        "cancelled",
+    ]
+    registry.close()
+
+
 class _FailingDisk:
     """The registry's connection on a failing disk: every UPDATE fails with SQLite's disk I/O error, an extended
     code (SQLITE_IOERR_WRITE) as SQLite gives it, while reads go on; ``failing = False`` when the disk is back."""
@@ -1147,7 +1185,7 @@ def test_a_requeue_a_full_registry_disk_cannot_take_is_shown_queued_and_written_
     assert [r.getMessage() for r in caplog.records if lost in r.getMessage()] == [
         f"job {lost} goes back to the queue, but the job registry {registry.path} cannot be written (database or "
         "disk is full): the service shows it queued, starts it only once the disk takes writes, and writes it "
-        "every 0.05 s and at its next change until the disk takes it"
+        "every 0.05 s and at the registry's next write until the disk takes it"
     ]
     assert _status_on_disk(registry.path, lost) == "running"
     shown = registry.get(lost, "alice")

@@ -264,10 +264,43 @@ class JobRegistry:
                 self._retry_later()
         _run_all(due)
 
+    def _write_or_keep(
+        self,
+        job_id: str,
+        sql: str,
+        args: tuple[Any, ...],
+        on_disk: tuple[str, ...],
+        kept: dict[str, Any],
+        value: Any,
+        change: str,
+        shown: str,
+    ) -> bool:
+        """Write one job's change (``sql`` with ``args``, a conditional UPDATE; under the lock): whether it applied.
+        Where the disk cannot take it (``unwritable``), it applies if the job's status on disk is one of ``on_disk``
+        (those ``sql`` changes): it is then kept in memory (``kept[job_id] = value``), shown by every read, tried
+        again every ``retry_s`` and at the registry's next write (``_save_unsaved``), and logged, naming the
+        ``change`` and how the job is ``shown``. The one fallback of a job's end (``_end``) and of its return to the
+        queue (``requeue``)."""
+        try:
+            return bool(self._db.execute(sql, args).rowcount)
+        except sqlite3.Error as error:
+            if not unwritable(error):
+                raise
+            row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[0] not in on_disk:
+                return False
+            kept[job_id] = value
+            self._retry_later()
+            log.error(
+                "job %s %s, but the job registry %s cannot be written (%s): the service shows it %s and writes it "
+                "every %g s and at the registry's next write until the disk takes it",
+                job_id, change, self.path, error, shown, self._retry_s,
+            )  # fmt: skip
+            return True
+
     def _end(self, job_id: str, values: tuple[Any, ...], only_queued: bool = False) -> bool:
         """Write a job's end (the values of ENDS) if it is queued (or running, unless ``only_queued``); False when
-        it was not. Where the disk cannot take it, the end is kept in memory, shown by every read, and written
-        later (``_save_unsaved``)."""
+        it was not. Where the disk cannot take it, the end is kept in memory (``_write_or_keep``)."""
         with self._lock:
             due = self._save_unsaved()
             if job_id in self._unsaved:
@@ -275,24 +308,18 @@ class JobRegistry:
             else:
                 # A job whose return to the queue is not written is queued, though running on disk: ENDS takes both.
                 requeued = job_id in self._requeued
-                sql = ENDS_QUEUED if only_queued and not requeued else ENDS
-                try:
-                    ended = bool(self._db.execute(sql, (*values, job_id)).rowcount)
-                except sqlite3.Error as error:
-                    if not unwritable(error):
-                        raise
-                    row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                    ended = row is not None and row[0] in (
-                        ("queued",) if only_queued and not requeued else ("queued", "running")
-                    )
-                    if ended:
-                        self._unsaved[job_id] = values
-                        self._retry_later()
-                        log.error(
-                            "job %s %s, but the job registry %s cannot be written (%s): the service shows it %s "
-                            "and writes it every %g s and at its next change until the disk takes it",
-                            job_id, values[0], self.path, error, values[0], self._retry_s,
-                        )  # fmt: skip
+                queued_only = only_queued and not requeued
+                sql = ENDS_QUEUED if queued_only else ENDS
+                ended = self._write_or_keep(
+                    job_id,
+                    sql,
+                    (*values, job_id),
+                    ("queued",) if queued_only else ("queued", "running"),
+                    self._unsaved,
+                    values,
+                    values[0],
+                    values[0],
+                )
                 if ended:
                     self._requeued.pop(job_id, None)  # its end replaces its return to the queue
         _run_all(due)
@@ -448,22 +475,16 @@ class JobRegistry:
             if job_id in self._unsaved or job_id in self._requeued:
                 requeued = False  # ended (its end not written yet), or queued already
             else:
-                try:
-                    requeued = bool(self._db.execute(REQUEUE, (uncount, job_id)).rowcount)
-                except sqlite3.Error as error:
-                    if not unwritable(error):
-                        raise
-                    row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                    requeued = row is not None and row[0] == "running"
-                    if requeued:
-                        self._requeued[job_id] = uncount
-                        self._retry_later()
-                        log.error(
-                            "job %s goes back to the queue, but the job registry %s cannot be written (%s): the "
-                            "service shows it queued, starts it only once the disk takes writes, and writes it every "
-                            "%g s and at its next change until the disk takes it",
-                            job_id, self.path, error, self._retry_s,
-                        )  # fmt: skip
+                requeued = self._write_or_keep(
+                    job_id,
+                    REQUEUE,
+                    (uncount, job_id),
+                    ("running",),
+                    self._requeued,
+                    uncount,
+                    "goes back to the queue",
+                    "queued, starts it only once the disk takes writes,",
+                )
         _run_all(due)
         return requeued
 
