@@ -1188,6 +1188,8 @@ def test_a_requeue_a_full_registry_disk_cannot_take_is_shown_queued_and_written_
         "every 0.05 s and at the registry's next write until the disk takes it"
     ]
     assert _status_on_disk(registry.path, lost) == "running"
+    marked = sorted(path.name for path in registry.marks.iterdir())
+    assert marked == sorted([lost, cancelled])  # their runs do not count, should the service stop now
     shown = registry.get(lost, "alice")
     assert (shown.status, shown.attempts) == ("queued", 0)
     assert [j.status for j in registry.list("alice")] == ["queued", "queued"]
@@ -1209,6 +1211,7 @@ def test_a_requeue_a_full_registry_disk_cannot_take_is_shown_queued_and_written_
     assert registry.unsaved() == []
     assert _status_on_disk(registry.path, lost) == "queued" and registry.get(lost).attempts == 0
     assert _status_on_disk(registry.path, cancelled) == "cancelled"
+    assert list(registry.marks.iterdir()) == []  # neither is running on disk: a later death of either counts
     assert registry.start(lost) and registry.get(lost).attempts == 1
     registry.close()
 
@@ -1217,7 +1220,8 @@ def test_a_requeue_still_unwritten_when_the_service_stops_is_named_and_recovered
     tmp_path, caplog
 ):
     """A requeue the disk never took before close(): close names the job, and the next start finds it running and
-    queues it again (recover), so it is not lost; its interrupted run then counts as an attempt."""
+    queues it again (recover), so it is not lost; its interrupted run is not counted there either (it counted as
+    an attempt until the mark beside the registry said it does not), and the mark goes once that is written."""
     registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)
     big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}
     job_id = registry.create("alice", "m:f", big, 900)[0].id
@@ -1226,14 +1230,107 @@ def test_a_requeue_still_unwritten_when_the_service_stops_is_named_and_recovered
     registry.requeue(job_id)
     with caplog.at_level("ERROR", logger="simcal.service"):
         registry.close()
+    mark = tmp_path / "jobs.sqlite-requeued" / job_id
     assert [r.getMessage() for r in caplog.records if "still not written" in r.getMessage()] == [
         f"job {job_id}: its return to the queue is still not written to {registry.path}; the next start of the "
-        "service finds it running and queues it again, counting the interrupted run as an attempt"
+        f"service finds it running and queues it again, not counting the interrupted run ({mark} says so)"
     ]
+    assert mark.is_file()
     reopened = JobRegistry(registry.path)
     assert reopened.recover(max_attempts=2) == ([job_id], [])
-    assert reopened.get(job_id).status == "queued" and reopened.get(job_id).attempts == 1
+    assert reopened.get(job_id).status == "queued" and reopened.get(job_id).attempts == 0
+    assert not mark.exists()
     reopened.close()
+
+
+def test_where_the_mark_of_an_uncounted_run_cannot_be_made_either_the_log_says_the_next_start_counts_it(
+    tmp_path, caplog
+):
+    """The mark that a kept requeue's run does not count is a file beside the registry; where it cannot be made
+    (here a file stands where its directory goes: an OSError, as a full disk's ENOSPC is), the job is still kept
+    queued in memory, the log says that the next start would count the run, and it does; a mark left behind by a
+    requeue written after all is dropped by recover, so a later death of the job counts."""
+    path = tmp_path / "jobs.sqlite"
+    (tmp_path / "jobs.sqlite-requeued").write_text("")  # no directory can be made there
+    registry = JobRegistry(path, retry_s=3600)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    _disk_full(registry)
+    with caplog.at_level("ERROR", logger="simcal.service"):
+        assert registry.requeue(job_id) and registry.get(job_id).status == "queued"
+        registry.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"job {job_id}: that its interrupted run does not count cannot be recorded in ")
+        and m.endswith(
+            "if the service stops before its return to the queue is written, the next start counts the run as "
+            "an attempt"
+        )
+        for m in messages
+    ), messages
+    assert messages[-1] == (
+        f"job {job_id}: its return to the queue is still not written to {path}; the next start of the service "
+        "finds it running and queues it again, counting the interrupted run as an attempt (that it does not count "
+        "is not recorded)"
+    )
+    registry = JobRegistry(path)
+    assert registry.recover(max_attempts=2) == ([job_id], []) and registry.get(job_id).attempts == 1
+    registry.close()
+
+    (tmp_path / "jobs.sqlite-requeued").unlink()
+    (tmp_path / "jobs.sqlite-requeued").mkdir()
+    (tmp_path / "jobs.sqlite-requeued" / job_id).touch()  # left by a requeue written just before a crash
+    registry = JobRegistry(path)
+    assert registry.recover(max_attempts=2) == ([], [])  # queued on disk: its mark is stale
+    assert not (tmp_path / "jobs.sqlite-requeued" / job_id).exists()
+    assert registry.start(job_id) and registry.get(job_id).attempts == 2
+    registry.close()  # the service died during this run
+    registry = JobRegistry(path)
+    assert registry.recover(max_attempts=2) == ([], [job_id])
+    registry.close()
+
+
+def test_an_interruption_whose_requeue_was_never_written_is_counted_by_the_next_start_as_the_requeue_counted_it(
+    tmp_path,
+):
+    """A graceful stop (or a lost scheduler) queues a running job again without counting its run as an attempt. A
+    requeue still unwritten when the registry closed left the job running on disk, and the next start's recover
+    counted the run as a death of the service: a job that had died once and was then stopped gracefully was failed
+    at --max-job-attempts 2 ("the service stopped 2 time(s)"), after one death. The next start now counts it as the
+    requeue did: not at all, also when that start's own requeue waits for the disk again; once the requeue is
+    written, a death of a later run counts as any death does."""
+    path = tmp_path / "jobs.sqlite"
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    registry = JobRegistry(path, retry_s=3600)
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    registry.close()  # the service died while it ran
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([job_id], []) and registry.get(job_id).attempts == 1
+    assert registry.start(job_id) and registry.get(job_id).attempts == 2  # its second run
+    _disk_full(registry)
+    assert registry.requeue(job_id)  # a graceful stop: its run not counted
+    assert registry.get(job_id).attempts == 1
+    registry.close()  # the disk still full: the requeue is not written
+    assert _status_on_disk(path, job_id) == "running"
+
+    registry = JobRegistry(path, retry_s=3600)
+    _disk_full(registry)  # still full at the next start: recover's requeue waits too
+    assert registry.recover(max_attempts=2) == ([job_id], [])
+    assert (registry.get(job_id).status, registry.get(job_id).attempts) == ("queued", 1)
+    registry.close()
+    assert _status_on_disk(path, job_id) == "running"
+
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([job_id], [])  # the disk takes it now
+    assert _status_on_disk(path, job_id) == "queued" and registry.get(job_id).attempts == 1
+    assert registry.start(job_id) and registry.get(job_id).attempts == 2
+    registry.close()  # the service died during this run: a second death
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([], [job_id])
+    assert "the service stopped 2 time(s)" in registry.get(job_id).error
+    registry.close()
 
 
 def test_recover_on_a_full_registry_disk_still_starts_the_service_which_serves_reads_and_runs_the_jobs_later(
@@ -1399,7 +1496,8 @@ def test_a_graceful_stop_on_a_full_registry_disk_names_the_job_it_could_not_requ
         assert not [r for r in caplog.records if "unexpected error in the job thread" in r.getMessage()]
         assert [r.getMessage() for r in caplog.records if "still not written" in r.getMessage()] == [
             f"job {job_id}: its return to the queue is still not written to {service.registry.path}; the next "
-            "start of the service finds it running and queues it again, counting the interrupted run as an attempt"
+            "start of the service finds it running and queues it again, not counting the interrupted run "
+            f"({service.registry.marks / job_id} says so)"
         ]
         assert _status_on_disk(service.registry.path, job_id) == "running"
         service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
@@ -1407,3 +1505,6 @@ def test_a_graceful_stop_on_a_full_registry_disk_names_the_job_it_could_not_requ
             http.headers["Authorization"] = f"Bearer {key}"
             info = wait_final(http, job_id, timeout=120)
     assert info["status"] == "succeeded" and info["progress"]["done"] == 900, info
+    registry = JobRegistry(config.state_dir / "jobs.sqlite")
+    assert registry.get(job_id).attempts == 1  # its resumed run only: the stop's interruption not counted
+    registry.close()

@@ -11,14 +11,18 @@ be written raises (``unwritable`` tells the disk's errors): the job stays queued
 ``retry_s`` seconds (``JobManager._start``). A running job's return to the queue (``requeue``, and ``recover`` at
 start-up) that cannot be written is kept in memory as an end is: every read shows the job queued, it starts only once
 its return and its start are on disk, and the write is tried again in the same way; one still unwritten when the
-registry closes is found running, and queued again, by the next start's ``recover``.
+registry closes is found running, and queued again, by the next start's ``recover``. A return that does not count
+the interrupted run (``requeue``'s) is marked by an empty file named by the job in ``<registry>-requeued/`` while it
+is kept, so that ``recover`` does not count the run either (where the mark cannot be made, the log says so).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -149,6 +153,12 @@ class JobRegistry:
         self._when_saved: dict[str, list[Callable[[], None]]] = {}
         # Running jobs whose return to the queue could not be written: id -> REQUEUE's first value.
         self._requeued: dict[str, int] = {}
+        # Of those, the ones whose interrupted run does not count: an empty file each, named by the job, so that the
+        # next start's recover, which finds them running on disk, does not count the run either (``_mark``).
+        self.marks = self.path.with_name(self.path.name + "-requeued")
+        self._marked = _marks_in(self.marks)
+        with contextlib.suppress(OSError):  # made now, while the disk may take it; ``_mark`` tries again
+            self.marks.mkdir(exist_ok=True)
         self._retry_s = retry_s
         self._retry: threading.Timer | None = None
         self._closed = False
@@ -186,11 +196,19 @@ class JobRegistry:
                     "again (a job that succeeded is published again from its finished file, without running "
                     "again; a failed or cancelled one runs again)", job_id, values[0], self.path,
                 )  # fmt: skip
-            for job_id in self._requeued:
+            for job_id, uncount in self._requeued.items():
+                if not uncount:  # recover's, of a run the service's death interrupted
+                    counted = "counting its interruption, a death of the service, once as this start did"
+                elif job_id in self._marked:
+                    counted = f"not counting the interrupted run ({self.marks / job_id} says so)"
+                else:
+                    counted = (
+                        "counting the interrupted run as an attempt (that it does not count is not recorded)"
+                    )
                 log.error(
                     "job %s: its return to the queue is still not written to %s; the next start of the service "
-                    "finds it running and queues it again, counting the interrupted run as an attempt",
-                    job_id, self.path,
+                    "finds it running and queues it again, %s",
+                    job_id, self.path, counted,
                 )  # fmt: skip
             self._db.close()
         _run_all(saved)
@@ -228,6 +246,7 @@ class JobRegistry:
                     break  # still full: the timer or the next write tries again
                 raise
             del self._unsaved[job_id]
+            self._unmark(job_id)
             due.extend(self._when_saved.pop(job_id, []))
             log.info("job %s: its end (%s) is now written to %s", job_id, values[0], self.path)
         for job_id in list(self._requeued):
@@ -243,6 +262,7 @@ class JobRegistry:
         """Write a job's return to the queue kept in memory; raises the disk's error."""
         self._db.execute(REQUEUE, (self._requeued[job_id], job_id))
         del self._requeued[job_id]
+        self._unmark(job_id)
         log.info("job %s: its return to the queue is now written to %s", job_id, self.path)
 
     def _retry_later(self) -> None:
@@ -282,7 +302,7 @@ class JobRegistry:
         ``change`` and how the job is ``shown``. The one fallback of a job's end (``_end``) and of its return to the
         queue (``requeue``)."""
         try:
-            return bool(self._db.execute(sql, args).rowcount)
+            applied = bool(self._db.execute(sql, args).rowcount)
         except sqlite3.Error as error:
             if not unwritable(error):
                 raise
@@ -297,6 +317,39 @@ class JobRegistry:
                 job_id, change, self.path, error, shown, self._retry_s,
             )  # fmt: skip
             return True
+        if applied:
+            self._unmark(job_id)  # not running on disk any more
+        return applied
+
+    def _mark(self, job_id: str) -> None:
+        """Record that the run of a job whose return to the queue is kept in memory does not count: an empty file
+        (no page of the registry, which the disk refused; a name in a directory made when the disk took it), so that
+        recover does not count the run if the service stops before the return is written."""
+        if job_id in self._marked:
+            return
+        try:
+            self.marks.mkdir(exist_ok=True)
+            os.close(os.open(self.marks / job_id, os.O_WRONLY | os.O_CREAT, 0o644))
+            _sync_directory(self.marks)
+        except OSError as error:
+            log.error(
+                "job %s: that its interrupted run does not count cannot be recorded in %s either (%s): if the "
+                "service stops before its return to the queue is written, the next start counts the run as an "
+                "attempt", job_id, self.marks, error,
+            )  # fmt: skip
+            return
+        self._marked.add(job_id)
+
+    def _unmark(self, job_id: str) -> None:
+        """The job is no longer running on disk: its mark, if any, is dropped."""
+        if job_id not in self._marked:
+            return
+        try:
+            (self.marks / job_id).unlink(missing_ok=True)
+        except OSError as error:
+            log.error("job %s: its mark %s cannot be removed (%s)", job_id, self.marks / job_id, error)
+            return
+        self._marked.discard(job_id)
 
     def _end(self, job_id: str, values: tuple[Any, ...], only_queued: bool = False) -> bool:
         """Write a job's end (the values of ENDS) if it is queued (or running, unless ``only_queued``); False when
@@ -485,6 +538,8 @@ class JobRegistry:
                     "goes back to the queue",
                     "queued, starts it only once the disk takes writes,",
                 )
+                if uncount and job_id in self._requeued:  # kept: recover must not count the run either
+                    self._mark(job_id)
         _run_all(due)
         return requeued
 
@@ -506,22 +561,28 @@ class JobRegistry:
 
     def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
         """Jobs left ``running`` by a service that died: queued again to resume from their finished parts, or
-        failed with the reason once they were interrupted ``max_attempts`` times. Returns (resumed, failed)."""
+        failed with the reason once they were interrupted ``max_attempts`` times. A job whose return to the queue
+        (not counting its run: a graceful stop, a lost scheduler) was kept in memory when the service stopped, and
+        marked so (``_mark``), is queued again without counting that run. Returns (resumed, failed)."""
         resumed, failed = [], []
         with self._lock:
             rows = self._db.execute("SELECT id, attempts FROM jobs WHERE status = 'running'").fetchall()
+            for job_id in self._marked - {job_id for job_id, _ in rows}:
+                self._unmark(job_id)  # its return was written after all: a later death of it counts
         for job_id, attempts in rows:
-            if attempts >= max_attempts:
+            uncount = 1 if job_id in self._marked else 0
+            deaths = attempts - uncount
+            if deaths >= max_attempts:
                 self.finish(
                     job_id,
                     "failed",
                     error=(
-                        f"the service stopped {attempts} time(s) while this job was running (it may be what brings "
+                        f"the service stopped {deaths} time(s) while this job was running (it may be what brings "
                         f"the service down); not resumed again (--max-job-attempts {max_attempts})"
                     ),
                 )
                 failed.append(job_id)
-            elif self.requeue(job_id, count_attempt=True):  # its death counted: it stays counted
+            elif self.requeue(job_id, count_attempt=not uncount):  # a death counted stays counted
                 resumed.append(job_id)
         return resumed, failed
 
@@ -539,6 +600,23 @@ class JobRegistry:
 def unwritable(error: sqlite3.Error) -> bool:
     """SQLite's error of a disk that is full or failing (not a bug of the SQL)."""
     return ((getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF) in UNWRITABLE
+
+
+def _marks_in(directory: Path) -> set[str]:
+    """The jobs marked in ``directory`` (none where it is not one)."""
+    try:
+        return {entry.name for entry in directory.iterdir() if entry.is_file()}
+    except OSError:
+        return set()
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a name just made in ``directory`` survive a crash of the machine."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _run_all(actions: list[Callable[[], None]]) -> None:
