@@ -850,6 +850,7 @@ def test_a_job_end_a_full_disk_cannot_take_is_shown_at_once_and_written_once_spa
     time.sleep(0.3)  # the timer has tried again meanwhile: still full
     assert _status_on_disk(registry.path, job.id) == "running" and discarded == []
     assert sorted(registry.unsaved()) == sorted([job.id, other.id])
+    assert [mark.name for mark in registry.marks.iterdir()] == [job.id]  # its run ended; the other never ran
     _space_back(registry)
     deadline = time.monotonic() + 10
     while registry.unsaved() and time.monotonic() < deadline:
@@ -862,6 +863,7 @@ def test_a_job_end_a_full_disk_cannot_take_is_shown_at_once_and_written_once_spa
             "/r/x.parquet",
         )
     assert registry.get(job.id).status == "succeeded"  # from disk now
+    assert list(registry.marks.iterdir()) == []
     registry.close()
 
 
@@ -1264,8 +1266,7 @@ def test_where_the_mark_of_an_uncounted_run_cannot_be_made_either_the_log_says_t
     assert any(
         m.startswith(f"job {job_id}: that its interrupted run does not count cannot be recorded in ")
         and m.endswith(
-            "if the service stops before its return to the queue is written, the next start counts the run as "
-            "an attempt"
+            "if the service stops before its change is written, the next start counts the run as an attempt"
         )
         for m in messages
     ), messages
@@ -1330,6 +1331,40 @@ def test_an_interruption_whose_requeue_was_never_written_is_counted_by_the_next_
     registry = JobRegistry(path, retry_s=3600)
     assert registry.recover(max_attempts=2) == ([], [job_id])
     assert "the service stopped 2 time(s)" in registry.get(job_id).error
+    registry.close()
+
+
+def test_a_run_that_ended_but_whose_end_was_never_written_is_not_counted_by_the_next_start_as_a_death(
+    tmp_path, caplog
+):
+    """An end kept in memory shares the requeue's fallback, and had its gap: a job that succeeded while its
+    registry disk was full, its end still unwritten when the service stopped, was found running by the next start
+    and its run counted as a death of the service. After one real death, at --max-job-attempts 2, the job that had
+    succeeded (its finished file kept to be published again) was failed instead ("the service stopped 2
+    time(s)"). Its run ended: the next start queues it again without counting it, and it is published then."""
+    path = tmp_path / "jobs.sqlite"
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    registry = JobRegistry(path, retry_s=3600)
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    registry.close()  # the service died while it ran
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([job_id], [])
+    assert registry.start(job_id) and registry.get(job_id).attempts == 2
+    _disk_full(registry)
+    assert registry.finish(job_id, "succeeded", done=900, failed=0, results_path="/r/x.parquet")
+    with caplog.at_level("ERROR", logger="simcal.service"):
+        registry.close()  # its end not written
+    assert [r.getMessage() for r in caplog.records if "still not written" in r.getMessage()] == [
+        f"job {job_id}: its end (succeeded) is still not written to {path}; the next start of the service queues "
+        f"it again, not counting its run ({registry.marks / job_id} says so) (a job that succeeded is published "
+        "again from its finished file, without running again; a failed or cancelled one runs again)"
+    ]
+    assert _status_on_disk(path, job_id) == "running"
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([job_id], [])  # to be published from its finished file
+    assert (registry.get(job_id).status, registry.get(job_id).attempts) == ("queued", 1)
+    assert list(registry.marks.iterdir()) == []
     registry.close()
 
 

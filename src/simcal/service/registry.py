@@ -12,8 +12,9 @@ be written raises (``unwritable`` tells the disk's errors): the job stays queued
 start-up) that cannot be written is kept in memory as an end is: every read shows the job queued, it starts only once
 its return and its start are on disk, and the write is tried again in the same way; one still unwritten when the
 registry closes is found running, and queued again, by the next start's ``recover``. A return that does not count
-the interrupted run (``requeue``'s) is marked by an empty file named by the job in ``<registry>-requeued/`` while it
-is kept, so that ``recover`` does not count the run either (where the mark cannot be made, the log says so).
+the interrupted run (``requeue``'s), and a running job's end, kept in memory, is marked by an empty file named by
+the job in ``<registry>-requeued/``, so that ``recover`` does not count the run either (where the mark cannot be
+made, the log says so).
 """
 
 from __future__ import annotations
@@ -191,10 +192,15 @@ class JobRegistry:
             if self._retry is not None:
                 self._retry.cancel()
             for job_id, values in self._unsaved.items():
+                marked = (
+                    f", not counting its run ({self.marks / job_id} says so)"
+                    if job_id in self._marked
+                    else ""
+                )
                 log.error(
                     "job %s: its end (%s) is still not written to %s; the next start of the service queues it "
-                    "again (a job that succeeded is published again from its finished file, without running "
-                    "again; a failed or cancelled one runs again)", job_id, values[0], self.path,
+                    "again%s (a job that succeeded is published again from its finished file, without running "
+                    "again; a failed or cancelled one runs again)", job_id, values[0], self.path, marked,
                 )  # fmt: skip
             for job_id, uncount in self._requeued.items():
                 if not uncount:  # recover's, of a run the service's death interrupted
@@ -294,13 +300,16 @@ class JobRegistry:
         value: Any,
         change: str,
         shown: str,
+        uncounted: bool,
     ) -> bool:
         """Write one job's change (``sql`` with ``args``, a conditional UPDATE; under the lock): whether it applied.
         Where the disk cannot take it (``unwritable``), it applies if the job's status on disk is one of ``on_disk``
         (those ``sql`` changes): it is then kept in memory (``kept[job_id] = value``), shown by every read, tried
         again every ``retry_s`` and at the registry's next write (``_save_unsaved``), and logged, naming the
-        ``change`` and how the job is ``shown``. The one fallback of a job's end (``_end``) and of its return to the
-        queue (``requeue``)."""
+        ``change`` and how the job is ``shown``; a running job's run that the change does not count (``uncounted``:
+        an end, or a requeue after a graceful stop or a lost scheduler) is marked (``_mark``) for ``recover``, which
+        would find the job running on disk if the service stopped before the change is written. The one fallback of
+        a job's end (``_end``) and of its return to the queue (``requeue``)."""
         try:
             applied = bool(self._db.execute(sql, args).rowcount)
         except sqlite3.Error as error:
@@ -310,6 +319,8 @@ class JobRegistry:
             if row is None or row[0] not in on_disk:
                 return False
             kept[job_id] = value
+            if uncounted and row[0] == "running":
+                self._mark(job_id)
             self._retry_later()
             log.error(
                 "job %s %s, but the job registry %s cannot be written (%s): the service shows it %s and writes it "
@@ -322,9 +333,9 @@ class JobRegistry:
         return applied
 
     def _mark(self, job_id: str) -> None:
-        """Record that the run of a job whose return to the queue is kept in memory does not count: an empty file
-        (no page of the registry, which the disk refused; a name in a directory made when the disk took it), so that
-        recover does not count the run if the service stops before the return is written."""
+        """Record that the run of a running job whose change is kept in memory does not count: an empty file (no
+        page of the registry, which the disk refused; a name in a directory made when the disk took it), so that
+        recover does not count the run if the service stops before the change is written."""
         if job_id in self._marked:
             return
         try:
@@ -334,8 +345,8 @@ class JobRegistry:
         except OSError as error:
             log.error(
                 "job %s: that its interrupted run does not count cannot be recorded in %s either (%s): if the "
-                "service stops before its return to the queue is written, the next start counts the run as an "
-                "attempt", job_id, self.marks, error,
+                "service stops before its change is written, the next start counts the run as an attempt",
+                job_id, self.marks, error,
             )  # fmt: skip
             return
         self._marked.add(job_id)
@@ -372,6 +383,7 @@ class JobRegistry:
                     values,
                     values[0],
                     values[0],
+                    uncounted=True,  # its run ended: not a death of the service
                 )
                 if ended:
                     self._requeued.pop(job_id, None)  # its end replaces its return to the queue
@@ -537,9 +549,8 @@ class JobRegistry:
                     uncount,
                     "goes back to the queue",
                     "queued, starts it only once the disk takes writes,",
+                    uncounted=bool(uncount),
                 )
-                if uncount and job_id in self._requeued:  # kept: recover must not count the run either
-                    self._mark(job_id)
         _run_all(due)
         return requeued
 
@@ -561,9 +572,9 @@ class JobRegistry:
 
     def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
         """Jobs left ``running`` by a service that died: queued again to resume from their finished parts, or
-        failed with the reason once they were interrupted ``max_attempts`` times. A job whose return to the queue
-        (not counting its run: a graceful stop, a lost scheduler) was kept in memory when the service stopped, and
-        marked so (``_mark``), is queued again without counting that run. Returns (resumed, failed)."""
+        failed with the reason once they were interrupted ``max_attempts`` times. A job whose end, or return to the
+        queue not counting its run (a graceful stop, a lost scheduler), was kept in memory when the service stopped,
+        and marked so (``_mark``), is queued again without counting that run. Returns (resumed, failed)."""
         resumed, failed = [], []
         with self._lock:
             rows = self._db.execute("SELECT id, attempts FROM jobs WHERE status = 'running'").fetchall()
