@@ -1365,6 +1365,39 @@ def test_a_run_that_ended_but_whose_end_was_never_written_is_not_counted_by_the_
     assert registry.recover(max_attempts=2) == ([job_id], [])  # to be published from its finished file
     assert (registry.get(job_id).status, registry.get(job_id).attempts) == ("queued", 1)
     assert list(registry.marks.iterdir()) == []
+    assert registry.start(job_id)  # its publishing run: the service dies, a second death
+    registry.close()
+
+    registry = JobRegistry(path, retry_s=3600)
+    _disk_full(registry)  # recover's own end of it (a death, no run that ended) waits for the disk
+    assert registry.recover(max_attempts=2) == ([], [job_id]) and registry.get(job_id).status == "failed"
+    assert list(registry.marks.iterdir()) == []
+    registry.close()
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([], [job_id])  # still two deaths, not one
+    registry.close()
+
+
+def test_a_cancel_kept_of_a_job_that_recover_queued_on_a_full_disk_leaves_its_death_counted(tmp_path):
+    """A running job's end kept in memory marks its run as not counted, but a job that recover queued again on a
+    full disk (its requeue kept, counting the death) and that is cancelled meanwhile ran nothing since: its cancel
+    is no run's end, and the death stays counted at the next start."""
+    path = tmp_path / "jobs.sqlite"
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    registry = JobRegistry(path, retry_s=3600)
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    registry.close()  # the service died while it ran
+    registry = JobRegistry(path, retry_s=3600)
+    _disk_full(registry)
+    assert registry.recover(max_attempts=2) == ([job_id], []) and registry.unsaved() == [job_id]
+    assert registry.cancel_queued(job_id, "cancelled by alice") and registry.get(job_id).status == "cancelled"
+    assert list(registry.marks.iterdir()) == []
+    registry.close()  # neither written
+    registry = JobRegistry(path, retry_s=3600)
+    # Its cancel was lost with the service: it runs again, as docs/service.md says of an end not written.
+    assert registry.recover(max_attempts=2) == ([job_id], [])
+    assert registry.get(job_id).attempts == 1  # its one death, counted
     registry.close()
 
 

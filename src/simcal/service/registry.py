@@ -362,9 +362,12 @@ class JobRegistry:
             return
         self._marked.discard(job_id)
 
-    def _end(self, job_id: str, values: tuple[Any, ...], only_queued: bool = False) -> bool:
+    def _end(
+        self, job_id: str, values: tuple[Any, ...], only_queued: bool = False, uncounted: bool = True
+    ) -> bool:
         """Write a job's end (the values of ENDS) if it is queued (or running, unless ``only_queued``); False when
-        it was not. Where the disk cannot take it, the end is kept in memory (``_write_or_keep``)."""
+        it was not. Where the disk cannot take it, the end is kept in memory (``_write_or_keep``), a running job's
+        run marked as not counted unless the end is not that of a run (``uncounted``: recover's of a death)."""
         with self._lock:
             due = self._save_unsaved()
             if job_id in self._unsaved:
@@ -383,7 +386,8 @@ class JobRegistry:
                     values,
                     values[0],
                     values[0],
-                    uncounted=True,  # its run ended: not a death of the service
+                    # A job queued again in memory ran nothing since: its mark stays as its requeue left it.
+                    uncounted=uncounted and not requeued,
                 )
                 if ended:
                     self._requeued.pop(job_id, None)  # its end replaces its return to the queue
@@ -584,14 +588,13 @@ class JobRegistry:
             uncount = 1 if job_id in self._marked else 0
             deaths = attempts - uncount
             if deaths >= max_attempts:
-                self.finish(
-                    job_id,
-                    "failed",
-                    error=(
-                        f"the service stopped {deaths} time(s) while this job was running (it may be what brings "
-                        f"the service down); not resumed again (--max-job-attempts {max_attempts})"
-                    ),
+                error = (
+                    f"the service stopped {deaths} time(s) while this job was running (it may be what brings the "
+                    f"service down); not resumed again (--max-job-attempts {max_attempts})"
                 )
+                # Not a run that ended: a death, which a mark would uncount should the service stop before this end
+                # is written.
+                self._end(job_id, ("failed", time.time(), None, None, None, None, error), uncounted=False)
                 failed.append(job_id)
             elif self.requeue(job_id, count_attempt=not uncount):  # a death counted stays counted
                 resumed.append(job_id)
