@@ -154,8 +154,9 @@ class JobRegistry:
         self._when_saved: dict[str, list[Callable[[], None]]] = {}
         # Running jobs whose return to the queue could not be written: id -> REQUEUE's first value.
         self._requeued: dict[str, int] = {}
-        # Of those, the ones whose interrupted run does not count: an empty file each, named by the job, so that the
-        # next start's recover, which finds them running on disk, does not count the run either (``_mark``).
+        # Jobs running on disk whose kept change (an end, a requeue not counting the run) says their run does not
+        # count: an empty file each, named by the job, so that the next start's recover, which finds them running on
+        # disk, does not count the run either (``_mark``). The next start queues each of them again.
         self.marks = self.path.with_name(self.path.name + "-requeued")
         self._marked = _marks_in(self.marks)
         with contextlib.suppress(OSError):  # made now, while the disk may take it; ``_mark`` tries again
