@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from simcal.tables import fsync_directory
+
 log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -342,7 +344,7 @@ class JobRegistry:
         try:
             self.marks.mkdir(exist_ok=True)
             os.close(os.open(self.marks / job_id, os.O_WRONLY | os.O_CREAT, 0o644))
-            _sync_directory(self.marks)
+            fsync_directory(self.marks)
         except OSError as error:
             log.error(
                 "job %s: that its interrupted run does not count cannot be recorded in %s either (%s): if the "
@@ -623,15 +625,6 @@ def _marks_in(directory: Path) -> set[str]:
         return {entry.name for entry in directory.iterdir() if entry.is_file()}
     except OSError:
         return set()
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make a name just made in ``directory`` survive a crash of the machine."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _run_all(actions: list[Callable[[], None]]) -> None:
