@@ -607,6 +607,38 @@ def test_a_cancel_waits_for_the_workers_interrupt_at_most_interrupt_wait_s(tmp_p
     assert time.monotonic() - cancelled_at < 2.5
 
 
+def test_a_run_that_stops_on_an_error_interrupts_its_batches_running_on_the_workers(
+    tmp_path, client, monkeypatch
+):
+    """A sweep that stops on an error (here the first part write fails as on a full disk) leaves nothing of itself
+    running on a cluster that outlives it: its batch of a 60 s simulation, running on the other worker, is
+    interrupted within seconds (Dask would let it run on in its thread, beside the next work)."""
+    import errno
+
+    from simcal.store import PartStore
+
+    def disk_full(self, frame, tasks, prefix="part"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PartStore, "write", disk_full)
+    sets = pd.DataFrame({"a": [0.0, 1.0], "sleep_s": [0.5, 60.0]})
+    with pytest.raises(OSError, match="No space left"):
+        simulate(
+            "simcal_models:sleeps_in_steps", sets, tmp_path / "out.parquet", {"batch_size": 1}, client=client
+        )
+    deadline = time.monotonic() + 5
+    print("RUNNING", running_tasks(client))
+    while running := [key for keys in running_tasks(client).values() for key in keys]:
+        print("LOOP", time.monotonic() - deadline, running)
+        assert time.monotonic() < deadline, f"still running after the sweep stopped: {running}"
+        time.sleep(0.05)
+
+
+def running_tasks(client) -> dict[str, list[str]]:
+    """The keys each worker's threads are running now (a task Dask released runs on in its thread)."""
+    return client.run(lambda dask_worker: list(dask_worker.active_threads.values()))
+
+
 def test_a_simulation_that_kills_its_worker_is_isolated_and_the_rest_kept(tmp_path, client):
     summary = simulate(
         "simcal_models:crashes_for_three", table(8), tmp_path / "out",

@@ -469,25 +469,41 @@ class _Execution:
         progress.submitted()
         # Simulations wait from now: time without a worker before (between a calibration's rounds) is not counted.
         self.simulator._last_worker_seen = time.monotonic()
-        for unit in units:
-            self._submit(unit)
-        poll = self.POLL_S[0]
-        while self.inflight:
-            if self.simulator.cancel_event.is_set():
-                self._cancel_inflight()
-            ready = self.completed.next_batch(block=False)
-            for future in ready:
-                self._handle(future)
-            if not ready:
-                time.sleep(poll)
-                poll = min(poll * 2, self.POLL_S[1])
-            else:
-                poll = self.POLL_S[0]
-            if time.monotonic() >= self.next_check:
-                self._check()
+        try:
+            for unit in units:
+                self._submit(unit)
+            poll = self.POLL_S[0]
+            while self.inflight:
+                if self.simulator.cancel_event.is_set():
+                    self._cancel_inflight()
+                ready = self.completed.next_batch(block=False)
+                for future in ready:
+                    self._handle(future)
+                if not ready:
+                    time.sleep(poll)
+                    poll = min(poll * 2, self.POLL_S[1])
+                else:
+                    poll = self.POLL_S[0]
+                if time.monotonic() >= self.next_check:
+                    self._check()
+        except BaseException:
+            # A run that stops on an error (a full disk, too many failures, an interrupt) leaves nothing running
+            # on a cluster that outlives it (a scheduler's, the service's): whatever still holds its futures.
+            # A client already broken cannot cancel: the error that stopped the run is what counts.
+            with contextlib.suppress(Exception):
+                self._stop_inflight()
+            raise
         self.progress.report()
 
     def _cancel_inflight(self) -> None:
+        self._stop_inflight()
+        self.progress.report(force=True)
+        self.simulator.check_cancelled()
+
+    def _stop_inflight(self) -> None:
+        """Cancel the batches in flight on the scheduler and interrupt those running on the workers."""
+        if not self.inflight:
+            return
         futures = [future for future, _ in self.inflight.values()]
         keys = list(self.inflight)
         self.inflight.clear()
@@ -498,8 +514,6 @@ class _Execution:
         asking = threading.Thread(target=_interrupt_on_workers, args=(client, keys), daemon=True)
         asking.start()
         asking.join(INTERRUPT_WAIT_S)
-        self.progress.report(force=True)
-        self.simulator.check_cancelled()
 
     def _submit(self, unit: _Unit) -> None:
         client = self.simulator.client

@@ -12,6 +12,7 @@ succeeded or were cancelled are removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import queue
@@ -48,6 +49,20 @@ FN_REF = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z]\w*")
 MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 RESULT_KEYS = ["param_id", "replicate", "seed"]
 REQUEUED = "requeued"  # what JobManager._after_lost_connection says of a job it queued again
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, is a disk that is full (or over quota)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in FULL_DISK:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 # What a failed job's error says of its finished simulations, instead of the sweep's "kept in <output>.partial; a
 # rerun skips them": a job is never run again from its parts, which are on the service's disk.
 RERUN = (
@@ -246,6 +261,7 @@ class JobManager:
         self._cancels: dict[str, threading.Event] = {}
         self._running: set[str] = set()  # jobs whose runner is running (see connection_lost)
         self._scheduler_losses: dict[str, int] = {}  # job -> runs of it that ended with the scheduler lost
+        self._paused_by_disk: set[str] = set()  # jobs queued again by a full disk, until a run of them ends
         self._ended: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -517,12 +533,16 @@ class JobManager:
                 lost = self._after_lost_connection(job_id, client)
                 if requeued := lost == REQUEUED:
                     return
+                if lost is None and disk_full(error):
+                    requeued = self._paused_by_full_disk(job_id, error)
+                    return
                 self._fail(job_id, job, span, lost or f"{type(error).__name__}: {error}")
             finally:
                 if not requeued:  # else its next run may have started already: its state is that run's
                     with self._lock:
                         self._running.discard(job_id)
                         self._scheduler_losses.pop(job_id, None)
+                        self._paused_by_disk.discard(job_id)
                     if not self._stopping.is_set():
                         self._signal_end(job_id)
 
@@ -587,6 +607,33 @@ class JobManager:
         self.telemetry.set(span, **{"simcal.status": "failed"})
         self.telemetry.error(span, message)
         log.error("job %s failed: %s", job_id, message)
+
+    def _paused_by_full_disk(self, job_id: str, error: BaseException) -> bool:
+        """A run stopped by a full disk under --state-dir (its parts, its results file): not the job's fault, and
+        failing it would throw its finished simulations away. The job goes back to the queue, the run not counted,
+        and is put up to run again every ``retry_s``, resuming from its parts; while the disk stays full each try
+        stops the same way before any simulation runs (the plan's record is the first thing a run writes; logged
+        once, as an ERROR), or waits for its start to be written (``_start``). A cancel ends it. True: queued
+        again."""
+        self.registry.requeue(job_id)
+        with self._lock:  # before it is queued: its next run gets a new cancel event
+            self._running.discard(job_id)
+            self._cancels.pop(job_id, None)
+            first = job_id not in self._paused_by_disk
+            self._paused_by_disk.add(job_id)
+        self._retry_after_full_disk(job_id)
+        (log.error if first else log.debug)(
+            "job %s paused: the disk under --state-dir is full (%s: %s); it went back to the queue and resumes from "
+            "its finished simulations once the disk takes them (tried again every %g s)",
+            job_id, type(error).__name__, error, self.registry.retry_s,
+        )  # fmt: skip
+        return True
+
+    def _retry_after_full_disk(self, job_id: str) -> None:
+        if not self._stopping.is_set():
+            retry = threading.Timer(self.registry.retry_s, self._queue.put, (job_id,))
+            retry.daemon = True
+            retry.start()
 
     def _after_lost_connection(self, job_id: str, client) -> str | None:
         """For a run that ended with its Dask client no longer running (the scheduler was lost): REQUEUED when the
