@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -1292,6 +1293,18 @@ def test_where_the_mark_of_an_uncounted_run_cannot_be_made_either_the_log_says_t
     registry.close()
 
 
+def _job_that_died_once(tmp_path) -> tuple[Path, JobRegistry, str]:
+    """A registry whose job (900 parameter sets: its row spills over pages) was running when the service died;
+    the registry of the next start, not yet recovered: (its path, it, the job's id)."""
+    path = tmp_path / "jobs.sqlite"
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}
+    registry = JobRegistry(path, retry_s=3600)
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    registry.close()  # the service died while it ran
+    return path, JobRegistry(path, retry_s=3600), job_id
+
+
 def test_an_interruption_whose_requeue_was_never_written_is_counted_by_the_next_start_as_the_requeue_counted_it(
     tmp_path,
 ):
@@ -1301,13 +1314,7 @@ def test_an_interruption_whose_requeue_was_never_written_is_counted_by_the_next_
     at --max-job-attempts 2 ("the service stopped 2 time(s)"), after one death. The next start now counts it as the
     requeue did: not at all, also when that start's own requeue waits for the disk again; once the requeue is
     written, a death of a later run counts as any death does."""
-    path = tmp_path / "jobs.sqlite"
-    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
-    registry = JobRegistry(path, retry_s=3600)
-    job_id = registry.create("alice", "m:f", big, 900)[0].id
-    assert registry.start(job_id)
-    registry.close()  # the service died while it ran
-    registry = JobRegistry(path, retry_s=3600)
+    path, registry, job_id = _job_that_died_once(tmp_path)
     assert registry.recover(max_attempts=2) == ([job_id], []) and registry.get(job_id).attempts == 1
     assert registry.start(job_id) and registry.get(job_id).attempts == 2  # its second run
     _disk_full(registry)
@@ -1342,13 +1349,7 @@ def test_a_run_that_ended_but_whose_end_was_never_written_is_not_counted_by_the_
     and its run counted as a death of the service. After one real death, at --max-job-attempts 2, the job that had
     succeeded (its finished file kept to be published again) was failed instead ("the service stopped 2
     time(s)"). Its run ended: the next start queues it again without counting it, and it is published then."""
-    path = tmp_path / "jobs.sqlite"
-    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
-    registry = JobRegistry(path, retry_s=3600)
-    job_id = registry.create("alice", "m:f", big, 900)[0].id
-    assert registry.start(job_id)
-    registry.close()  # the service died while it ran
-    registry = JobRegistry(path, retry_s=3600)
+    path, registry, job_id = _job_that_died_once(tmp_path)
     assert registry.recover(max_attempts=2) == ([job_id], [])
     assert registry.start(job_id) and registry.get(job_id).attempts == 2
     _disk_full(registry)
@@ -1382,13 +1383,7 @@ def test_a_cancel_kept_of_a_job_that_recover_queued_on_a_full_disk_leaves_its_de
     """A running job's end kept in memory marks its run as not counted, but a job that recover queued again on a
     full disk (its requeue kept, counting the death) and that is cancelled meanwhile ran nothing since: its cancel
     is no run's end, and the death stays counted at the next start."""
-    path = tmp_path / "jobs.sqlite"
-    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
-    registry = JobRegistry(path, retry_s=3600)
-    job_id = registry.create("alice", "m:f", big, 900)[0].id
-    assert registry.start(job_id)
-    registry.close()  # the service died while it ran
-    registry = JobRegistry(path, retry_s=3600)
+    path, registry, job_id = _job_that_died_once(tmp_path)
     _disk_full(registry)
     assert registry.recover(max_attempts=2) == ([job_id], []) and registry.unsaved() == [job_id]
     assert registry.cancel_queued(job_id, "cancelled by alice") and registry.get(job_id).status == "cancelled"
