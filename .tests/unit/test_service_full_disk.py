@@ -120,6 +120,11 @@ def test_a_job_whose_disk_fills_while_it_runs_waits_queued_and_resumes_from_its_
                 if f"job {job} paused: the disk under --state-dir is full" in r.message
             ]
             assert len(paused) == 1 and paused[0].levelname == "ERROR", [r.message for r in caplog.records]
+            # Tries 0.2, 0.4, 0.8 s apart (the wait doubles): at most 3 in these 2 s, not one every 0.2 s.
+            tries = [
+                r for r in caplog.records if f"job {job} still paused: the disk is still full" in r.message
+            ]
+            assert len(tries) <= 3, [r.message for r in tries]
             os.unlink(filler)
             info = wait_final(http, job, timeout=120)
             assert info["status"] == "succeeded", info

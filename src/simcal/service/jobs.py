@@ -50,6 +50,7 @@ MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 RESULT_KEYS = ["param_id", "replicate", "seed"]
 REQUEUED = "requeued"  # what JobManager._after_lost_connection says of a job it queued again
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK_RETRY_MAX_S = 60.0  # the longest wait between tries of a job a full disk paused
 
 
 def disk_full(error: BaseException) -> bool:
@@ -261,7 +262,7 @@ class JobManager:
         self._cancels: dict[str, threading.Event] = {}
         self._running: set[str] = set()  # jobs whose runner is running (see connection_lost)
         self._scheduler_losses: dict[str, int] = {}  # job -> runs of it that ended with the scheduler lost
-        self._paused_by_disk: set[str] = set()  # jobs queued again by a full disk, until a run of them ends
+        self._paused_by_disk: dict[str, int] = {}  # job -> its runs a full disk stopped, until one ends
         self._ended: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -542,7 +543,7 @@ class JobManager:
                     with self._lock:
                         self._running.discard(job_id)
                         self._scheduler_losses.pop(job_id, None)
-                        self._paused_by_disk.discard(job_id)
+                        self._paused_by_disk.pop(job_id, None)
                     if not self._stopping.is_set():
                         self._signal_end(job_id)
 
@@ -611,29 +612,31 @@ class JobManager:
     def _paused_by_full_disk(self, job_id: str, error: BaseException) -> bool:
         """A run stopped by a full disk under --state-dir (its parts, its results file): not the job's fault, and
         failing it would throw its finished simulations away. The job goes back to the queue, the run not counted,
-        and is put up to run again every ``retry_s``, resuming from its parts; while the disk stays full each try
-        stops the same way before any simulation runs (the plan's record is the first thing a run writes; logged
-        once, as an ERROR), or waits for its start to be written (``_start``). A cancel ends it. True: queued
-        again."""
+        and is put up to run again after ``retry_s``, the wait doubling with each run the full disk stops, to at
+        most FULL_DISK_RETRY_MAX_S; it resumes from its parts. While the disk stays full each try stops the same way
+        before any simulation runs (the plan's record is the first thing a run writes), or waits for its start to be
+        written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel ends it. True:
+        queued again."""
         self.registry.requeue(job_id)
         with self._lock:  # before it is queued: its next run gets a new cancel event
             self._running.discard(job_id)
             self._cancels.pop(job_id, None)
-            first = job_id not in self._paused_by_disk
-            self._paused_by_disk.add(job_id)
-        self._retry_after_full_disk(job_id)
-        (log.error if first else log.debug)(
-            "job %s paused: the disk under --state-dir is full (%s: %s); it went back to the queue and resumes from "
-            "its finished simulations once the disk takes them (tried again every %g s)",
-            job_id, type(error).__name__, error, self.registry.retry_s,
-        )  # fmt: skip
-        return True
-
-    def _retry_after_full_disk(self, job_id: str) -> None:
+            stopped = self._paused_by_disk[job_id] = self._paused_by_disk.get(job_id, 0) + 1
+        wait_s = min(self.registry.retry_s * 2 ** (stopped - 1), FULL_DISK_RETRY_MAX_S)
         if not self._stopping.is_set():
-            retry = threading.Timer(self.registry.retry_s, self._queue.put, (job_id,))
+            retry = threading.Timer(wait_s, self._queue.put, (job_id,))
             retry.daemon = True
             retry.start()
+        if stopped == 1:
+            log.error(
+                "job %s paused: the disk under --state-dir is full (%s: %s); it went back to the queue and resumes "
+                "from its finished simulations once the disk takes them (tried again after %g s, the wait doubling "
+                "to at most %g s)",
+                job_id, type(error).__name__, error, wait_s, FULL_DISK_RETRY_MAX_S,
+            )  # fmt: skip
+        else:
+            log.info("job %s still paused: the disk is still full; next try in %g s", job_id, wait_s)
+        return True
 
     def _after_lost_connection(self, job_id: str, client) -> str | None:
         """For a run that ended with its Dask client no longer running (the scheduler was lost): REQUEUED when the
