@@ -135,3 +135,57 @@ def test_a_job_whose_disk_fills_while_it_runs_waits_queued_and_resumes_from_its_
             ran_after = count_file.read_text().split()[ran_before:]
             assert len(ran_after) == len(set(ran_after)) == 300 - info["resumed"], (len(ran_after), info)
             assert not [r for r in caplog.records if "unexpected error in the job thread" in r.message]
+
+
+def test_on_a_full_filesystem_the_registry_keeps_a_requeue_marks_it_reopens_and_the_next_start_counts_the_run_once(
+    small_disk, tmp_path
+):
+    """The registry's full-disk paths of test_service_parts.py, on a filesystem really full: a graceful stop's
+    requeue the disk refuses is kept in memory and marked (an empty file, which a full tmpfs still takes); the
+    registry reopens on the full disk (WAL and shared-memory files included) and its recover does not count the
+    interrupted run; once space is back the requeue is on disk, the mark gone, and a later death counts as any
+    death does (the job failed at the second)."""
+    from simcal.service.registry import JobRegistry
+
+    disk = small_disk(tmp_path / "state")
+    path = disk / "jobs.sqlite"
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # its row spills over pages
+    registry = JobRegistry(path, retry_s=3600)
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    registry.close()  # the service died while it ran: one death
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([job_id], []) and registry.get(job_id).attempts == 1
+    assert registry.start(job_id) and registry.get(job_id).attempts == 2
+    filler = fill(disk)
+    assert registry.requeue(job_id)  # a graceful stop, the disk full: kept in memory, its run not counted
+    assert (registry.get(job_id).status, registry.get(job_id).attempts) == ("queued", 1)
+    mark = registry.marks / job_id
+    assert mark.is_file()
+    registry.close()
+    assert status_on_disk(path, job_id) == "running"
+
+    registry = JobRegistry(path, retry_s=3600)  # the next start, the disk still full
+    assert registry.recover(max_attempts=2) == ([job_id], [])
+    assert (registry.get(job_id).status, registry.get(job_id).attempts) == ("queued", 1)
+    registry.close()
+
+    os.unlink(filler)
+    registry = JobRegistry(path, retry_s=3600)
+    registry.recover(max_attempts=2)
+    assert status_on_disk(path, job_id) == "queued" and registry.get(job_id).attempts == 1
+    assert not mark.exists()
+    assert registry.start(job_id)
+    registry.close()  # the service died during this run: the second death
+    registry = JobRegistry(path, retry_s=3600)
+    assert registry.recover(max_attempts=2) == ([], [job_id])
+    assert "the service stopped 2 time(s)" in registry.get(job_id).error
+    registry.close()
+
+
+def status_on_disk(path, job_id: str) -> str:
+    """The job's status as the registry's file holds it (a fresh connection, read only)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
