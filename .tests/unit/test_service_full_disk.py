@@ -1,7 +1,8 @@
 """The simulation service on a filesystem really full: a small tmpfs mounted for the test and filled until the
 kernel answers ENOSPC. test_service_parts.py makes the registry's disk full to SQLite alone (its page count
 capped); here the job's parts, its results file and the registry share one disk that is full for every writer, as
-under a real --state-dir. Mounting needs root (CI runs as root); elsewhere the tests say why they cannot run."""
+under a real --state-dir. Mounting needs root: CI runs as root, and there a refused mount fails the test
+(``testkit.require``); elsewhere the tests skip saying why."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 import pandas as pd
 import pytest
 from servicekit import service_available, wait_final
+from testkit import require
 
 from simcal.service.jobs import ServiceConfig
 from simcal.service.keys import add_key
@@ -30,8 +32,11 @@ def small_disk(tmp_path):
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)], capture_output=True, text=True
         )
-        if done.returncode != 0:
-            pytest.skip(f"a small filesystem cannot be mounted here (needs root): {done.stderr.strip()}")
+        require(
+            done.returncode == 0,
+            "a small filesystem to fill",
+            f"mounting a tmpfs needs root: {done.stderr.strip()}",
+        )
         mounted.append(where)
         return where
 
