@@ -168,28 +168,26 @@ def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memor
     the process's start-up is not the simulation's time), ``start-up`` or ``memory``."""
     launched = time.monotonic()
     began = None
+    exited = False
     try:
         while child.poll() is None:
             now = time.monotonic()
             if began is None and started.exists():
                 began = now
             if began is None and now - launched > STARTUP_S:
-                reason = "start-up"
-            elif timeout_s and began is not None and now - began > timeout_s:
-                reason = "timeout"
-            elif memory_limit and _rss(child.pid) > memory_limit:
-                reason = "memory"
-            else:
-                time.sleep(POLL_S)
-                continue
+                return "start-up"
+            if timeout_s and began is not None and now - began > timeout_s:
+                return "timeout"
+            if memory_limit and _rss(child.pid) > memory_limit:
+                return "memory"
+            time.sleep(POLL_S)
+        exited = True
+        return "exited"
+    finally:
+        # Ended for a reason, or the batch was interrupted (its sweep cancelled): the child must not run on.
+        if not exited:
             _end_group(child.pid)
             child.wait()
-            return reason
-    except BaseException:  # the batch was interrupted (its sweep cancelled): the child must not run on
-        _end_group(child.pid)
-        child.wait()
-        raise
-    return "exited"
 
 
 def _end_group(pid: int) -> None:
