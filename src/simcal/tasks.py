@@ -53,9 +53,8 @@ def plan_tasks(
     with collector_paused():
         param_sets = param_sets if isinstance(param_sets, list) else list(param_sets)
         identified: list[tuple[str, dict[str, Any]]] = []
-        for start in range(
-            0, len(param_sets), PLAN_CHUNK
-        ):  # the same ids chunk by chunk (canonical_param_sets)
+        # The same ids chunk by chunk (canonical_param_sets).
+        for start in range(0, len(param_sets), PLAN_CHUNK):
             check()
             identified.extend(canonical_param_sets(param_sets[start : start + PLAN_CHUNK]))
         sets = dict(identified)

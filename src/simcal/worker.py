@@ -49,6 +49,16 @@ def cached_model(reference: str):
     return _MODELS[reference]
 
 
+def interrupt_thread(ident: int, exception: type[BaseException]) -> None:
+    """Raise ``exception`` in the thread ``ident`` at its next Python bytecode (not inside a native call)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception))
+
+
+def take_back_interrupt(ident: int) -> None:
+    """Drop an interrupt sent to the thread ``ident`` and not yet delivered."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+
+
 class SimulationTimeout(BaseException):
     """Raised inside a simulation that ran past its timeout (a BaseException, so ``except Exception`` in a
     model does not swallow it)."""
@@ -95,7 +105,7 @@ class Watchdog:
             entry = self.running.pop(ident, None)
             fired = entry is not None and entry.fired_at is not None
             if fired:  # an interrupt sent but not yet delivered must not land in the next simulation
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+                take_back_interrupt(ident)
         return fired
 
     def _watch(self) -> None:
@@ -107,9 +117,7 @@ class Watchdog:
                 for ident, entry in self.running.items():
                     if entry.fired_at is None and now - entry.started > entry.timeout_s:
                         entry.fired_at = now
-                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                            ctypes.c_ulong(ident), ctypes.py_object(SimulationTimeout)
-                        )
+                        interrupt_thread(ident, SimulationTimeout)
                     elif entry.fired_at is not None and now - entry.fired_at > grace_seconds(entry.timeout_s):
                         stuck = entry
             if stuck is not None and self.may_exit:
@@ -180,7 +188,7 @@ class RunningBatches:
             entry = self.running.pop(key, None)
             if entry is None or not entry[1]:
                 return False
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(entry[0]), None)
+            take_back_interrupt(entry[0])
             return True
 
     def interrupt(self, keys: Sequence[str]) -> int:
@@ -191,9 +199,7 @@ class RunningBatches:
                 entry = self.running.get(key)
                 if entry is not None and not entry[1]:
                     entry[1] = True
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(entry[0]), ctypes.py_object(BatchCancelled)
-                    )
+                    interrupt_thread(entry[0], BatchCancelled)
                     sent += 1
         return sent
 
