@@ -88,6 +88,15 @@ def sleeps_in_steps(params, seed):
     return {"y": float(params["a"])}
 
 
+def counted_then_sleeps(params, seed):
+    """Appends a line to the file named by SIMCAL_TEST_COUNT as it starts (to count the simulations begun), then
+    sleeps sleep_s in one native call (an interrupt sent meanwhile waits until it returns)."""
+    with open(os.environ["SIMCAL_TEST_COUNT"], "a") as handle:
+        handle.write(f"{params['a']}\n")
+    time.sleep(float(params["sleep_s"]))
+    return {"y": float(params["a"])}
+
+
 def empty_for_odd(params, seed):
     """No events (an empty table) for odd a, one row per event otherwise."""
     count = 0 if int(params["a"]) % 2 else 2

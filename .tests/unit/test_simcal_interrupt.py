@@ -11,7 +11,14 @@ import psutil
 import pytest
 
 from simcal.tasks import Batch, plan_tasks
-from simcal.worker import RUNNING_BATCHES, BatchInterrupted, interrupt_batches, run_batch
+from simcal.worker import (
+    RUNNING_BATCHES,
+    WATCHDOG,
+    BatchInterrupted,
+    grace_seconds,
+    interrupt_batches,
+    run_batch,
+)
 
 MODEL = "simcal_models:sleeps_in_steps"
 
@@ -64,6 +71,55 @@ def test_a_batch_without_a_key_is_not_tracked_and_a_finished_one_is_no_longer_in
     assert list(rows["status"]) == ["ok"] and RUNNING_BATCHES.running == {}
     rows = run_batch(MODEL, keyed_batch("sweep-c-1", 0.01))
     assert list(rows["status"]) == ["ok", "ok"] and interrupt_batches(["sweep-c-1"]) == 0
+
+
+def wait_until_timed_out(timeout_s: float = 10.0) -> None:
+    """Until the watchdog has sent a simulation its timeout interrupt."""
+    deadline = time.monotonic() + timeout_s
+    while not any(entry.fired_at is not None for entry in list(WATCHDOG.running.values())):
+        assert time.monotonic() < deadline, "the simulation never timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("first", ["timeout", "cancel"])
+def test_a_cancel_stops_the_batch_even_when_its_simulation_times_out_at_the_same_time(
+    first, tmp_path, monkeypatch
+):
+    # A thread holds one pending interrupt: while the model sleeps in a native call, the cancel's and the
+    # timeout's wait together and the later replaces the earlier. Whichever is heard, the batch must stop.
+    count = tmp_path / "begun.txt"
+    monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count))
+    timeout_s, sleep_s = 0.2, 0.6
+    assert sleep_s < timeout_s + grace_seconds(
+        timeout_s
+    )  # the watchdog interrupts, it does not end the process
+    sets = [{"a": float(i), "sleep_s": sleep_s} for i in range(4)]
+    batch = Batch(plan_tasks(sets, replicates=1), "sweep-e-1", driver=None)
+    outcomes: list = []
+
+    def work() -> None:
+        try:
+            outcomes.append(
+                ("rows", run_batch("simcal_models:counted_then_sleeps", batch, timeout_s=timeout_s))
+            )
+        except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+            outcomes.append(("raised", error))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    wait_until_running("sweep-e-1")
+    if first == "timeout":
+        wait_until_timed_out()
+        assert interrupt_batches(["sweep-e-1"]) == 1
+    else:
+        time.sleep(0.05)  # inside the model's sleep
+        assert interrupt_batches(["sweep-e-1"]) == 1
+        wait_until_timed_out()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert outcomes[0][0] == "raised" and isinstance(outcomes[0][1], BatchInterrupted), outcomes
+    assert count.read_text().split() == ["0.0"], "the batch ran on past its cancel"
+    assert RUNNING_BATCHES.running == {} and WATCHDOG.running == {}
 
 
 def isolation_children(process: psutil.Process) -> list[psutil.Process]:

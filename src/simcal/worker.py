@@ -191,6 +191,11 @@ class RunningBatches:
             take_back_interrupt(entry[0])
             return True
 
+    def interrupted(self, key: str) -> bool:
+        """Whether the batch ``key`` was sent its interrupt (which a timeout's may have replaced or taken back)."""
+        entry = self.running.get(key)
+        return entry is not None and entry[1]
+
     def interrupt(self, keys: Sequence[str]) -> int:
         """Interrupt the batches of these keys running here; how many there were."""
         sent = 0
@@ -302,6 +307,9 @@ def _run_batch(
                 status, error, output = _simulate(model, model_ref, params, seed)
         except SimulationTimeout:
             WATCHDOG.end()  # the interrupt may have landed before end() ran: stop watching in any case
+            # A thread holds one pending interrupt: the timeout's may have replaced the cancel's, or taken it back.
+            if batch_key and RUNNING_BATCHES.interrupted(batch_key):
+                raise BatchCancelled from None
             status, error, output = (
                 "timeout",
                 f"SimulationTimeout: ran longer than timeout_s = {timeout_s:g} s",
