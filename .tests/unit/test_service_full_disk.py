@@ -1,5 +1,5 @@
-"""The simulation service on a filesystem really full: a small tmpfs mounted for the test and filled until the
-kernel answers ENOSPC. test_service_parts.py makes the registry's disk full to SQLite alone (its page count
+"""The simulation service on a filesystem really full: a small tmpfs, and a small ext4 on a loop device, mounted
+for the test and filled until the kernel answers ENOSPC. test_service_parts.py makes the registry's disk full to SQLite alone (its page count
 capped); here the job's parts, its results file and the registry share one disk that is full for every writer, as
 under a real --state-dir. Mounting needs root: CI runs as root, and there a refused mount fails the test
 (``testkit.require``); elsewhere the tests skip saying why."""
@@ -21,22 +21,33 @@ from simcal.service.jobs import ServiceConfig
 from simcal.service.keys import add_key
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """``mount(where)``: a filesystem of 32 MiB of its own (tmpfs) at ``where`` (made if missing), unmounted after
-    the test."""
+@pytest.fixture(params=["tmpfs", "ext4"])
+def small_disk(request, tmp_path):
+    """``mount(where)``: a filesystem of 32 MiB of its own at ``where`` (made if missing), unmounted after the test.
+    Twice: a tmpfs, and ext4 on a loop device, where a full disk also means no block for a directory to grow."""
     mounted = []
 
     def mount(where):
         where.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)], capture_output=True, text=True
-        )
+        if request.param == "tmpfs":
+            command = ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)]
+        else:
+            image = tmp_path / f"{where.name}.ext4"
+            with open(image, "wb") as handle:
+                handle.truncate(32 << 20)
+            made = subprocess.run(
+                ["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], capture_output=True, text=True
+            )
+            require(made.returncode == 0, "mkfs.ext4 (e2fsprogs)", made.stderr.strip() or "mkfs.ext4 failed")
+            command = ["mount", "-o", "loop", str(image), str(where)]
+        done = subprocess.run(command, capture_output=True, text=True)
         require(
             done.returncode == 0,
-            "a small filesystem to fill",
-            f"mounting a tmpfs needs root: {done.stderr.strip()}",
+            f"a small {request.param} filesystem to fill",
+            f"mounting it needs root (and a loop device for ext4): {done.stderr.strip()}",
         )
+        if request.param == "ext4":
+            (where / "lost+found").rmdir()  # mkfs's own directory, not the service's
         mounted.append(where)
         return where
 
@@ -146,7 +157,7 @@ def test_on_a_full_filesystem_the_registry_keeps_a_requeue_marks_it_reopens_and_
     small_disk, tmp_path
 ):
     """The registry's full-disk paths of test_service_parts.py, on a filesystem really full: a graceful stop's
-    requeue the disk refuses is kept in memory and marked (an empty file, which a full tmpfs still takes); the
+    requeue the disk refuses is kept in memory and marked (an empty file: an inode, which a full tmpfs or ext4 still gives); the
     registry reopens on the full disk (WAL and shared-memory files included) and its recover does not count the
     interrupted run; once space is back the requeue is on disk, the mark gone, and a later death counts as any
     death does (the job failed at the second)."""
