@@ -422,6 +422,29 @@ def test_baselines_files_writes_the_datasets_baselines_at_the_fpr_targets_given(
     pd.testing.assert_frame_equal(pd.read_parquet(scores), table)
 
 
+def test_baselines_json_is_written_last_so_a_job_that_fails_writing_leaves_none(tmp_path):
+    """evaluate_baselines' meta.yaml: "Outputs are written atomically; baselines.json is written last": a job that
+    cannot write its window scores (here a directory stands where the file goes) leaves no baselines.json, so
+    nothing takes it for finished; with the path free, both are written."""
+    from kdgat.graph_store import save_graph_sets, save_graphs
+
+    rng = np.random.default_rng(5)
+    save_graphs(_capture(rng, 40), tmp_path / "train.pt")
+    save_graphs(_capture(rng, 20), tmp_path / "val.pt")
+    save_graph_sets({"counts": _capture(rng, 20)}, tmp_path / "test.pt")
+    write_json({"num_ids": 4}, tmp_path / "metadata.json")
+    files = {name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}
+    metrics, scores = tmp_path / "out" / "baselines.json", tmp_path / "out" / "baseline_scores.parquet"
+    scores.mkdir(parents=True)
+    run = dict(**files, metadata=tmp_path / "metadata.json", metrics=metrics, scores=scores, dataset="ds")
+    with pytest.raises(OSError):
+        baselines_files(**run)
+    assert not metrics.exists()
+    scores.rmdir()
+    baselines_files(**run)
+    assert metrics.is_file() and scores.is_file()
+
+
 @pytest.mark.parametrize("mistake", ["smaller_vocabulary", "no_scenario"])
 def test_baselines_files_name_the_file_of_another_vocabulary_or_without_test_scenarios(tmp_path, mistake):
     """Metadata of another preprocess run failed with 'a graph holds a CAN-ID index outside [0, 2)', naming no file;
