@@ -174,6 +174,29 @@ def test_tracking_is_off_by_default_into_the_experiment_and_store_the_readme_nam
     assert "`model.pt` by reference (path and SHA-256 as tags; `tracking.model: copy` uploads it)" in text
 
 
+@pytest.mark.parametrize("backend", ["mlflow", "none"])
+def test_the_kd_gat_module_declares_the_set_mlflow_credentials_as_envvars(
+    backend, tmp_path, monkeypatch
+) -> None:
+    """README.md, "A shared MLflow server": "The kd_gat module declares those of them that are set as `envvars:`,
+    so every executor hands them to the jobs": the workflow Snakemake parses (which executors read) declares the
+    credential variable that is set, not the one set empty, beside the invocation key and commit that let a job
+    find its parent run; without tracking it declares none (a job then needs none of them)."""
+    from kdgat.tracking import COMMIT_ENV, INVOCATION_ENV
+    from kdgat.tracking.settings import CREDENTIAL_ENVS
+
+    assert "The kd_gat module declares those of them that are set as `envvars:`" in flat_text(README)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["kd_gat"]["tracking"] = {"backend": backend}
+    for name in CREDENTIAL_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "not-a-token")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "")  # set empty: not handed on
+    declared = parsed_workflow(tmp_path, config, "print(json.dumps(sorted(workflow.envvars)))")
+    expected = {INVOCATION_ENV, COMMIT_ENV, "MLFLOW_TRACKING_TOKEN"} if backend == "mlflow" else set()
+    assert set(declared) == expected
+
+
 def test_the_bench_time_goal_is_the_makefiles() -> None:
     """README.md: `make bench` prints the total and holds it to a goal of 15 minutes."""
     seconds = int(re.search(r"\(goal: (\d+) s\)", (REPO / "Makefile").read_text()).group(1))
