@@ -4,12 +4,14 @@ The shared tiny pipeline (preprocess -> kd_gat -> evaluation through the wrapper
 the default store, results/mlruns: one run per job with its settings, epochs, final metrics, artifacts and tags,
 under one parent run of the invocation. A Paramspace sweep run in a copy of that pipeline adds one run per
 instance, named and tagged by the instance, with the instance's values among its parameters.
+A dry run of a copy with the tracking section changed has nothing to do: tracking is no rerun trigger.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from evaluation.pipeline_run import CONFIG, DATASET, HERE, VARIANTS, shared_run, tool_env
+from evaluation.pipeline_run import CONFIG, DATASET, HERE, SEED, VARIANTS, shared_run, tool_env
 from testkit import REPO, import_required, run_snakemake
 
 from kdgat.chain import STAGES, SWEEP_RULE, training_rule
@@ -146,3 +148,37 @@ def test_a_paramspace_sweep_is_one_run_per_instance(pipeline, tmp_path):
         assert instance in folder.parts
         history = pd.read_csv(folder / "history.csv")
         assert len(client.get_metric_history(run.info.run_id, "train_loss")) == len(history)
+
+
+def test_changing_the_tracking_section_retrains_and_reevaluates_nothing(pipeline, tmp_path):
+    """kd_gat.tracking's description (config/README.md): "changing this section retrains nothing". The training
+    and evaluation rules get it as a TrackingSettings object, which Snakemake's params rerun trigger leaves out: a
+    dry run of the finished pipeline with tracking switched off, or pointed at another store, experiment and model
+    mode, has nothing to do, while a changed training setting still reruns its rules."""
+    workdir = tmp_path / "run"
+    # a copy, as the shared run's readers need it unchanged: copytree keeps the mtimes, .snakemake the params
+    shutil.copytree(pipeline, workdir, symlinks=True, ignore=shutil.ignore_patterns("mlruns", "report.html"))
+    targets = [f"results/evaluation/{DATASET}/seed_{SEED}/{variant}/metrics.json" for variant in VARIANTS]
+
+    def dry_run(kd_gat: dict) -> str:
+        (tmp_path / "changed.yaml").write_text(yaml.safe_dump({"kd_gat": kd_gat}))
+        return run_snakemake(
+            "--snakefile", str(HERE / "pipeline.smk"), "--directory", str(workdir),
+            "--configfile", str(CONFIG), str(tmp_path / "changed.yaml"), "-n", "kd_gat_all", *targets,
+            cwd=workdir, env=tool_env(),
+        ).stdout  # fmt: skip
+
+    for tracking in (
+        {"backend": "none"},
+        {"backend": "mlflow", "uri": "elsewhere/mlruns", "experiment": "another", "model": "copy"},
+    ):
+        dry = dry_run({"tracking": tracking})
+        assert "Nothing to be done" in dry, (tracking, dry[-3000:])
+    # what does decide the models still retrains them (the distilled student's GAT also as its teacher's changed)
+    dry = dry_run({"training": {"gat": {"epochs": 2, "batch_size": 32, "patience": 2, "lr": 0.01}}})
+    rerun = re.search(r"params have changed since last execution:\n\s+(.+)\n", dry)
+    assert rerun, dry[-3000:]
+    changed = set(rerun.group(1).split(", "))
+    assert {"kd_gat_train_gat_teacher", "kd_gat_train_gat_student"} <= changed, dry[-3000:]
+    planned = set(re.findall(r"^rule (\w+):$", dry, re.M))
+    assert {f"kd_gat_{training_rule('gat', variant)}" for variant in VARIANTS} <= planned, dry[-3000:]
