@@ -1,4 +1,5 @@
-"""profiles/slurm on the local SLURM when a run is interrupted: Ctrl-C of the driver, and a job past its time limit.
+"""profiles/slurm on the local SLURM when a run is interrupted: Ctrl-C of the driver, a job past its time limit, and
+a GPU job the profile refuses before submission while another job runs.
 
 Every run uses the real Pitzer profile plus the small local override (timing and queue-size keys only), as in
 test_slurm_profile.py.
@@ -128,3 +129,76 @@ def test_job_past_its_time_limit_is_retried_with_more_time_and_succeeds(slurm, t
     # The retry continued the killed attempt's work instead of starting over (the first ran past its minute).
     starts = re.findall(r"attempt starts after (\d+) s of work", (tmp_path / "attempts.txt").read_text())
     assert len(starts) == 2 and starts[0] == "0" and int(starts[1]) >= 55, starts
+
+
+REFUSED_GPU_JOB = """
+rule all:
+    input:
+        "slept.txt",
+        "gpu.txt",
+
+
+rule sleep_long:
+    output:
+        "slept.txt",
+    log:
+        "logs/sleep_long.log",
+    resources:
+        mem_mb=1000,
+        runtime=15,
+    shell:
+        "sleep 600 > {log} 2>&1 && touch {output}"
+
+
+rule quick:
+    output:
+        "quick.txt",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "touch {output}"
+
+
+rule on_gpu:
+    input:
+        "quick.txt",
+    output:
+        "gpu.txt",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=1,
+    shell:
+        "touch {output}"
+"""
+
+
+def test_a_gpu_job_refused_for_want_of_a_gpu_partition_stops_the_run_and_its_jobs_are_cancelled(
+    slurm, tmp_path
+):
+    """profiles/slurm/README.md: a GPU job with no GPU partition in the partition file "is refused just before it
+    is submitted, with the rule, the partition file and what to set ... The refusal stops the run, and Snakemake
+    cancels the jobs it had already submitted". Here a long CPU job runs when the GPU job becomes ready (after a
+    quick one), on a partition file with the CPU partition only."""
+    (tmp_path / "Snakefile").write_text(REFUSED_GPU_JOB)
+    cpu_only = tmp_path / "cpu-only.yaml"
+    cpu_only.write_text("partitions:\n  cpu:\n    max_gpu: 0\n    max_threads: 2\n")
+    proc = run_on_slurm(
+        tmp_path, tmp_path / "Snakefile", timeout=300, check=False, SNAKEMAKE_SLURM_PARTITIONS=str(cpu_only)
+    )
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    assert "profiles/slurm: rule on_gpu asks for " in proc.stdout, proc.stdout[-4000:]
+    assert f"the partition file {cpu_only} has no partition with GPUs" in proc.stdout, proc.stdout[-4000:]
+    found = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", proc.stdout)
+    submitted = dict(found)
+    assert sorted(submitted.values()) == ["quick", "sleep_long"], proc.stdout[-4000:]
+    (long_job,) = [job for job, rule in submitted.items() if rule == "sleep_long"]
+    try:
+        # the run ended before the long job could: it must not be left running until its time limit
+        wait_until(lambda: not job_states([long_job]), 30, f"job {long_job} to leave the queue")
+    finally:
+        subprocess.run(["scancel", *submitted], capture_output=True, timeout=30)  # a failed check leaves none
+    rows = sacct([long_job])
+    assert rows and all(row["State"].startswith("CANCELLED") for row in rows), rows
+    assert not (tmp_path / "slept.txt").exists() and not (tmp_path / "gpu.txt").exists()
