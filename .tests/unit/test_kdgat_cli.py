@@ -135,6 +135,35 @@ def test_bad_settings_fail_naming_the_key(args, message, tmp_path, stderr_text):
     assert "Traceback" not in stderr_text()  # the message is the whole story
 
 
+def test_train_writes_into_the_chain_without_out_and_evaluate_needs_out(capsys):
+    """README.md: "`kdgat train` without `--out` writes its outputs there [the --chain folder] too, `kdgat evaluate`
+    always needs its `--out`" (it once read as if both wrote into the chain)."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (
+        "`kdgat train` without `--out` writes its outputs there too, `kdgat evaluate` always needs its `--out`"
+        in (readme)
+    )
+    train = [
+        "train",
+        "gat",
+        "--data",
+        "d",
+        "--chain",
+        "c",
+        "--variant",
+        "student",
+        "--seed",
+        "5",
+        "--print-settings",
+    ]
+    assert main(train) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["model"] == "c/seed_5/student/gat/model.pt"
+    with pytest.raises(SystemExit) as refused:
+        main(["evaluate", "--dataset", "x", "--variant", "student", "--data", "d", "--chain", "c"])
+    assert refused.value.code == 2
+    assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
 def test_a_flag_wins_over_set_which_wins_over_the_config(tmp_path, capsys):
     """kd_gat section alone in the file: every setting the stage reads is given by the config and overridden by
     --set, and some of them by a flag too; and the DQN's inputs follow kd_gat.dqn's splits and the variant."""
