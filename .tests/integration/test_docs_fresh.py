@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from testkit import REPO, run_snakemake
+from testkit import REPO, flat_text, run_snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,8 @@ def test_config_reference_lists_every_key_with_type_default_and_description():
 
 def test_the_readmes_job_and_seed_counts_are_those_of_the_shipped_workflow(tmp_path):
     """README's "`make demo` ... N jobs, K seeds of every variant": N from a dry run of the shipped workflow and
-    config (Snakemake's job stats), K from kd_gat.seeds."""
+    config in an empty directory, as in a fresh clone (Snakemake's job stats), K from kd_gat.seeds; and its "nine
+    training rules per dataset and seed of `kd_gat.seeds`", one evaluation job per dataset, seed and variant."""
     stated = re.search(r"(\d+) jobs, (\d+) seeds of\s+every variant", (REPO / "README.md").read_text())
     assert stated, "README no longer states the demo's job count"
     dry = run_snakemake(
@@ -67,5 +68,15 @@ def test_the_readmes_job_and_seed_counts_are_those_of_the_shipped_workflow(tmp_p
     ).stdout  # fmt: skip
     totals = re.findall(r"^total\s+(\d+)$", dry, flags=re.MULTILINE)
     assert totals, dry[-3000:]
-    seeds = yaml.safe_load((REPO / "config/config.yaml").read_text())["kd_gat"]["seeds"]
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    seeds = config["kd_gat"]["seeds"]
     assert (int(stated[1]), int(stated[2])) == (int(totals[-1]), len(seeds)), (stated[0], totals)
+    assert "nine training rules per dataset and seed of `kd_gat.seeds`" in flat_text(REPO / "README.md")
+    stats = dry[dry.rindex("Job stats:") :]
+    counts = {name: int(count) for name, count in re.findall(r"^(\w+) +(\d+)$", stats, re.M)}
+    assert counts.pop("total") == sum(counts.values()), stats
+    per_dataset_and_seed = len(config["datasets"]) * len(seeds)
+    training = {name: count for name, count in counts.items() if name.startswith("kd_gat_train_")}
+    assert len(training) == 9 and set(training.values()) == {per_dataset_and_seed}, training
+    for variant in config["kd_gat"]["variants"]:
+        assert counts[f"evaluation_evaluate_{variant}"] == per_dataset_and_seed, counts

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO, flat_text, import_required, parsed_workflow, run_snakemake
+from testkit import REPO, flat_text, import_required, parsed_workflow
 
 from kdgat.tracking.settings import TrackingSettings
 from resource_history.estimate import SIZE_FACTOR, SIZE_FLOOR_MB
@@ -369,30 +369,6 @@ def test_the_floor_counts_the_readme_states_are_the_floor_tests():
         f"so it fails CI if it starts passing ({strict} of the {len(module.EXPECTED_MISSES)} listed)"
         in flat_text(REPO / "docs/science.md")
     )
-
-
-def test_make_demo_runs_the_jobs_the_readme_counts(tmp_path) -> None:
-    """README.md: `make demo` (the shipped config in a fresh clone) is "120 jobs, 3 seeds of every variant", and
-    kd_gat has "nine training rules per dataset and seed of `kd_gat.seeds`". A dry run of the shipped config in an
-    empty directory (no outputs yet, as in a fresh clone) counts them."""
-    text = flat_text(README)
-    jobs, seeds = map(int, re.search(r"\): (\d+) jobs, (\d+) seeds of every variant,", text).groups())
-    assert "nine training rules per dataset and seed of `kd_gat.seeds`" in text
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    proc = run_snakemake(
-        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", str(REPO / "config/config.yaml"),
-        "--cores", "2", cwd=tmp_path, timeout=300,
-    )  # fmt: skip
-    table = re.search(r"Job stats:\n.*?\n-+ +-+\n(.*?^total +\d+)$", proc.stdout, re.S | re.M)
-    assert table, proc.stdout[-3000:]
-    counts = {name: int(count) for name, count in re.findall(r"^(\w+) +(\d+)$", table.group(1), re.M)}
-    assert counts.pop("total") == sum(counts.values()) == jobs, table.group(1)
-    assert len(config["kd_gat"]["seeds"]) == seeds
-    per_dataset_and_seed = len(config["datasets"]) * seeds
-    training = {name: count for name, count in counts.items() if name.startswith("kd_gat_train_")}
-    assert len(training) == 9 and set(training.values()) == {per_dataset_and_seed}, training
-    for variant in config["kd_gat"]["variants"]:
-        assert counts[f"evaluation_evaluate_{variant}"] == per_dataset_and_seed, counts
 
 
 def test_the_floor_misses_docs_science_md_counts_by_reason_are_the_listed_ones() -> None:
