@@ -54,9 +54,26 @@ def interrupt_thread(ident: int, exception: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception))
 
 
+class _TakenBack(BaseException):
+    """What replaces an interrupt taken back by its own thread: heard at once and caught (take_back_interrupt)."""
+
+
 def take_back_interrupt(ident: int) -> None:
-    """Drop an interrupt sent to the thread ``ident`` and not yet delivered."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+    """Drop an interrupt sent to the thread ``ident`` and not yet delivered.
+
+    In its own thread (the watchdog's and the batches' end()), the interrupt is replaced by one that is heard at
+    once and caught here, not cleared: CPython 3.11 leaves its "an interrupt is pending" flag set after a clear
+    (PyThreadState_SetAsyncExc with NULL), and under that flag a thread that is traced or profiled
+    (sys.settrace, sys.setprofile, cProfile, coverage, a debugger) loops for ever at its next call."""
+    thread = ctypes.c_ulong(ident)
+    if ident == threading.get_ident():
+        try:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, ctypes.py_object(_TakenBack))
+            # Not reached: heard as the call above returns (cleared here were it not).
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, None)
+        except _TakenBack:
+            return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, None)
 
 
 class SimulationTimeout(BaseException):
