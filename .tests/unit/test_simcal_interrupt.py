@@ -18,6 +18,7 @@ from simcal.worker import (
     RUNNING_BATCHES,
     WATCHDOG,
     BatchInterrupted,
+    Watchdog,
     grace_seconds,
     interrupt_batches,
     run_batch,
@@ -153,6 +154,51 @@ def test_an_interrupted_batch_run_alone_in_a_child_process_ends_the_child():
     assert outcomes[0][0] == "raised" and isinstance(outcomes[0][1], BatchInterrupted)
     with pytest.raises(psutil.NoSuchProcess):
         child.status()  # ended and reaped, not left to run its 60 s
+
+
+def test_a_cancel_heard_as_a_simulation_returns_leaves_no_timeout_behind_for_the_threads_next_batch():
+    # A cancel heard in the few bytecodes where the watchdog watches a simulation that is not inside its guard (as
+    # the simulation returns, before the watchdog's end() has dropped it) left the thread watched: its timeout
+    # then struck the thread's next task, another sweep's batch here, and past the grace a worker process ended
+    # itself. The profile hook sends the cancel from the batch's own thread as the watchdog's end() is entered
+    # after the first simulation, so that it is heard there every time (a random moment hits it a few times in a
+    # hundred). The driver is this process: the watchdog never ends it.
+    here = (socket.gethostname(), os.getpid())
+    cancelled = Batch(plan_tasks([{"a": float(i), "sleep_s": 0.0} for i in range(5)], 1), "sweep-f-1", here)
+    after = Batch(plan_tasks([{"a": float(i), "sleep_s": 0.2} for i in range(3)], 1), "sweep-g-1", here)
+    ends: list = []
+
+    def cancel_as_the_first_simulation_returns(frame, event, arg) -> None:
+        if event == "call" and frame.f_code is Watchdog.end.__code__:
+            ends.append(frame)
+            if len(ends) == 1:
+                interrupt_batches(["sweep-f-1"])
+
+    outcomes: list = []
+
+    def work() -> None:
+        sys.setprofile(cancel_as_the_first_simulation_returns)
+        try:
+            run_batch(MODEL, cancelled, timeout_s=0.2)
+        except BatchInterrupted as error:
+            outcomes.append(("raised", error))
+        finally:
+            sys.setprofile(None)
+        outcomes.append(("watched after the cancel", threading.get_ident() in WATCHDOG.running))
+        try:
+            outcomes.append(("rows", run_batch(MODEL, after)))
+        except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+            outcomes.append(("raised", error))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert len(ends) >= 1 and outcomes[0][0] == "raised", outcomes
+    assert outcomes[1] == ("watched after the cancel", False), outcomes
+    kind, rows = outcomes[2]
+    assert kind == "rows" and list(rows["status"]) == ["ok", "ok", "ok"], outcomes
+    assert RUNNING_BATCHES.running == {} and WATCHDOG.running == {}
 
 
 def runs_profiled(timeout_s: float = 5.0) -> bool:

@@ -281,6 +281,13 @@ def run_batch(
     except BatchCancelled:
         RUNNING_BATCHES.end(batch.key)  # when it landed before end() had run
         interrupted = True
+        # Heard between the watchdog's begin() and the guard, or as the simulation returned (before the watchdog's
+        # end() dropped it), it left the thread watched: the timeout would strike the thread's next task, and past
+        # the grace end the worker process.
+        try:
+            WATCHDOG.end()
+        except SimulationTimeout:  # fired as it was being dropped (once per simulation): drop it now
+            WATCHDOG.end()
     if interrupted:
         raise BatchInterrupted(f"batch {batch.key} was interrupted: its sweep was cancelled")
     return rows
