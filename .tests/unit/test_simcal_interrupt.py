@@ -13,6 +13,7 @@ import time
 import psutil
 import pytest
 
+from simcal import worker
 from simcal.tasks import Batch, plan_tasks
 from simcal.worker import (
     RUNNING_BATCHES,
@@ -234,3 +235,56 @@ def test_after_a_cancel_or_a_timeout_a_profiled_thread_of_the_process_still_runs
         rows = run_batch(MODEL, batch, timeout_s=0.2)
         assert list(rows["status"]) == ["timeout"]
     assert runs_profiled(), f"a profiled thread hangs after the {taken_back_by}'s take-back"
+
+
+def test_a_cancel_heard_while_the_model_is_imported_stops_the_batch_and_leaves_the_model_importable(
+    tmp_path, monkeypatch
+):
+    # A batch imports its model first (once per worker process). A cancel heard inside that import left the
+    # model's package half imported in the worker for good (a submodule kept, its package dropped): every later
+    # batch of that model there, another job's too, failed. The package here takes a second to import, in Python
+    # steps, and its model reads a submodule by its dotted name, as packages commonly do.
+    package = tmp_path / "slow_import_model"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import time\n\n"
+        "import slow_import_model.values as _values\n\n"
+        "end = time.monotonic() + 1.0\n"
+        "while time.monotonic() < end:\n"
+        "    time.sleep(0.01)\n"
+    )
+    (package / "values.py").write_text("Y = 2.5\n")
+    (package / "model.py").write_text(
+        "import slow_import_model.values\n\n\n"
+        "def model(params, seed):\n"
+        "    return {'y': slow_import_model.values.Y}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reference = "slow_import_model.model:model"
+    sets = [{"a": 0.0}, {"a": 1.0}]
+    outcomes: list = []
+
+    def work() -> None:
+        for key in ("sweep-j-1", "sweep-k-1"):
+            try:
+                outcomes.append(("rows", run_batch(reference, Batch(plan_tasks(sets, 1), key, driver=None))))
+            except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+                outcomes.append(("raised", error))
+
+    thread = threading.Thread(target=work, daemon=True)
+    try:
+        thread.start()
+        wait_until_running("sweep-j-1")
+        time.sleep(0.3)  # inside the model's import
+        assert interrupt_batches(["sweep-j-1"]) == 1
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        (first, error), (second, rows) = outcomes
+        assert first == "raised" and isinstance(error, BatchInterrupted), outcomes
+        assert second == "rows", outcomes
+        assert list(rows["status"]) == ["ok", "ok"], rows[["status", "error"]].to_string()
+        assert list(rows["y"]) == [2.5, 2.5]
+    finally:
+        worker._MODELS.pop(reference, None)
+        for name in [name for name in sys.modules if name.split(".")[0] == "slow_import_model"]:
+            del sys.modules[name]

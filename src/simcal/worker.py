@@ -10,6 +10,7 @@ interrupted has its worker process ended (the driver reruns the rest of the batc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -188,16 +189,27 @@ class RunningBatches:
     Dask cancels a task that waits, but lets a running one run to its end: a cancelled job of hour-long
     simulations would hold its workers for hours. ``interrupt`` raises BatchCancelled in the batch's thread (heard
     between two Python bytecodes of the model, as the timeout's interrupt: code in a native call runs on until it
-    returns). At most one interrupt is sent per batch; ``end`` takes back one not yet delivered, so that it never
-    lands in the task the thread runs next."""
+    returns). Not while the batch imports its model (from ``begin`` to ``ready``): an import stopped half way
+    leaves the model's package half imported in the process for good, failing every later batch of it there; a
+    cancel heard meanwhile stops the batch at ``ready``. At most one interrupt is sent per batch; ``end`` takes back
+    one not yet delivered, so that it never lands in the task the thread runs next."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.running: dict[str, list] = {}  # key -> [thread ident, interrupt sent]
+        self.running: dict[str, list] = {}  # key -> [thread ident, interrupted, ready (interrupts are sent)]
 
     def begin(self, key: str) -> None:
         with self.lock:
-            self.running[key] = [threading.get_ident(), False]
+            self.running[key] = [threading.get_ident(), False, False]
+
+    def ready(self, key: str) -> None:
+        """From now on the batch's interrupt is sent to its thread; raises BatchCancelled at once when its sweep was
+        cancelled before."""
+        with self.lock:
+            entry = self.running[key]
+            entry[2] = True
+            if entry[1]:
+                raise BatchCancelled
 
     def end(self, key: str) -> bool:
         """Stop tracking the batch; True when it had been interrupted."""
@@ -205,7 +217,8 @@ class RunningBatches:
             entry = self.running.pop(key, None)
             if entry is None or not entry[1]:
                 return False
-            take_back_interrupt(entry[0])
+            if entry[2]:
+                take_back_interrupt(entry[0])
             return True
 
     def interrupted(self, key: str) -> bool:
@@ -221,7 +234,8 @@ class RunningBatches:
                 entry = self.running.get(key)
                 if entry is not None and not entry[1]:
                     entry[1] = True
-                    interrupt_thread(entry[0], BatchCancelled)
+                    if entry[2]:  # else heard at ready()
+                        interrupt_thread(entry[0], BatchCancelled)
                     sent += 1
         return sent
 
@@ -271,10 +285,16 @@ def run_batch(
     batch = tasks if isinstance(tasks, Batch) else Batch(tasks, driver=None)
     if not batch.key:  # run in process, not as a Dask task: no sweep can interrupt it by key
         return _run_batch(model_ref, batch, time_budget_s, timeout_s)
-    # The interrupt may land anywhere from begin() on, even inside end(): each place is inside the outer try.
+    # The interrupt may land anywhere from ready() on, even inside end(): each place is inside the outer try.
     try:
         RUNNING_BATCHES.begin(batch.key)
         try:
+            # The model imported (once a process) before an interrupt may land, see RunningBatches; one that
+            # cannot be imported makes the batch's failed rows (_run_batch). An isolated batch's child imports it.
+            if not batch.isolated:
+                with contextlib.suppress(ContractError):
+                    cached_model(model_ref)
+            RUNNING_BATCHES.ready(batch.key)
             rows = _run_batch(model_ref, batch, time_budget_s, timeout_s)
         finally:
             interrupted = RUNNING_BATCHES.end(batch.key)
