@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import subprocess
+import threading
 import time
 
 import pandas as pd
@@ -151,6 +152,53 @@ def test_a_job_whose_disk_fills_while_it_runs_waits_queued_and_resumes_from_its_
             ran_after = count_file.read_text().split()[ran_before:]
             assert len(ran_after) == len(set(ran_after)) == 300 - info["resumed"], (len(ran_after), info)
             assert not [r for r in caplog.records if "unexpected error in the job thread" in r.message]
+
+
+def test_a_cancel_heard_as_a_full_disk_stops_the_job_ends_it_cancelled_not_queued_again(
+    small_disk, tmp_path, monkeypatch
+):
+    """The job's parts cannot be written, and its owner cancels while the run stops its batches (a worker whose
+    model holds the GIL answers the interrupt late: here its call is held INTERRUPT_WAIT_S, 2 s). The run ended
+    as a full disk's pause: the job went back to the queue with its cancel dropped, the cancel answered "queued"
+    after 10 s, and the job ran again once space was back. It now ends cancelled, as the cancel asked."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal import runner
+    from simcal.service.server import Service
+
+    stopping_batches = threading.Event()
+
+    def answers_late(client, keys):
+        stopping_batches.set()
+        time.sleep(30)
+
+    monkeypatch.setattr(runner, "_interrupt_on_workers", answers_late)
+    monkeypatch.setattr(runner, "INTERRUPT_WAIT_S", 2.0)
+    disk = small_disk(tmp_path / "state" / "jobs")
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
+    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            service.registry._retry_s = 0.2  # (5 s in a service)
+            job = http.post("/v1/simulate", json=body).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < 20:
+                assert time.monotonic() < deadline, "the job never got going"
+                time.sleep(0.05)
+            filler = fill(disk)
+            assert stopping_batches.wait(30), "the full disk never stopped the run"
+            assert http.delete(f"/v1/jobs/{job}").json()["status"] == "cancelled"
+            os.unlink(filler)
+            time.sleep(1.0)  # a job queued again would have started by now (tried every 0.2 s)
+            info = http.get(f"/v1/jobs/{job}").json()
+            assert info["status"] == "cancelled" and info["error"] == "cancelled by request", info
+            assert not (tmp_path / "state" / "jobs" / job).exists()  # its parts removed, as a cancel's are
 
 
 def test_on_a_full_filesystem_the_registry_keeps_a_requeue_marks_it_reopens_and_the_next_start_counts_the_run_once(

@@ -342,9 +342,10 @@ class JobManager:
             self._signal_end(job_id)
             log.info("job %s cancelled while queued", job_id)
             return self.registry.get(job_id)
+        # Set under the lock: a run that a full disk stops sees it, or has given its event up (_paused_by_full_disk).
         with self._lock:
             event = self._cancels.setdefault(job_id, threading.Event())
-        event.set()
+            event.set()
         self.wait(job_id, wait_s)
         return self.registry.get(job_id)
 
@@ -517,25 +518,15 @@ class JobManager:
                 if lost is not None:
                     self._fail(job_id, job, span, lost)
                     return
-                progress = self.live_progress(job)
-                self._finish(
-                    job_id,
-                    "cancelled",
-                    done=progress["done"],
-                    failed=progress["failed"],
-                    error="cancelled by request",
-                )
-                self.telemetry.set(span, **{"simcal.status": "cancelled"})
-                self._discard_work(job_id)
-                log.info(
-                    "job %s cancelled after %d of %d simulations", job_id, progress["done"], job.simulations
-                )
+                self._cancelled(job_id, job, span)
             except Exception as error:  # noqa: BLE001 - a failed job is a status with its reason
                 lost = self._after_lost_connection(job_id, client)
                 if requeued := lost == REQUEUED:
                     return
                 if lost is None and disk_full(error):
-                    requeued = self._paused_by_full_disk(job_id, error)
+                    if requeued := self._paused_by_full_disk(job_id, error, cancel):
+                        return
+                    self._cancelled(job_id, job, span)  # cancelled as the full disk stopped the run
                     return
                 self._fail(job_id, job, span, lost or f"{type(error).__name__}: {error}")
             finally:
@@ -597,6 +588,19 @@ class JobManager:
             return True
         return False
 
+    def _cancelled(self, job_id: str, job, span) -> None:
+        progress = self.live_progress(job)
+        self._finish(
+            job_id,
+            "cancelled",
+            done=progress["done"],
+            failed=progress["failed"],
+            error="cancelled by request",
+        )
+        self.telemetry.set(span, **{"simcal.status": "cancelled"})
+        self._discard_work(job_id)
+        log.info("job %s cancelled after %d of %d simulations", job_id, progress["done"], job.simulations)
+
     def _discard_work(self, job_id: str) -> None:
         """Remove the work directory of a job that succeeded or was cancelled: nothing reads it again (an ended job
         is never run again; a cancelled one's parts would stay under --state-dir for ever)."""
@@ -609,19 +613,23 @@ class JobManager:
         self.telemetry.error(span, message)
         log.error("job %s failed: %s", job_id, message)
 
-    def _paused_by_full_disk(self, job_id: str, error: BaseException) -> bool:
+    def _paused_by_full_disk(self, job_id: str, error: BaseException, cancel: threading.Event) -> bool:
         """A run stopped by a full disk under --state-dir (its parts, its results file): not the job's fault, and
         failing it would throw its finished simulations away. The job goes back to the queue, the run not counted,
         and is put up to run again after ``retry_s``, the wait doubling with each run the full disk stops, to at
         most FULL_DISK_RETRY_MAX_S; it resumes from its parts. While the disk stays full each try stops the same way
         before any simulation runs (the plan's record is the first thing a run writes), or waits for its start to be
-        written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel ends it. True:
-        queued again."""
-        self.registry.requeue(job_id)
+        written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel ends it: one
+        heard while the run stopped (``cancel`` set, the service not stopping) before it is queued again, and False
+        is returned (the caller ends it cancelled); one heard later finds it queued, or sets the event its next run
+        takes. True: queued again."""
         with self._lock:  # before it is queued: its next run gets a new cancel event
+            if cancel.is_set() and not self._stopping.is_set():
+                return False
             self._running.discard(job_id)
             self._cancels.pop(job_id, None)
             stopped = self._paused_by_disk[job_id] = self._paused_by_disk.get(job_id, 0) + 1
+        self.registry.requeue(job_id)
         wait_s = min(self.registry.retry_s * 2 ** (stopped - 1), FULL_DISK_RETRY_MAX_S)
         if not self._stopping.is_set():
             retry = threading.Timer(wait_s, self._queue.put, (job_id,))
