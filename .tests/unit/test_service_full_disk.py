@@ -201,6 +201,50 @@ def test_a_cancel_heard_as_a_full_disk_stops_the_job_ends_it_cancelled_not_queue
             assert not (tmp_path / "state" / "jobs" / job).exists()  # its parts removed, as a cancel's are
 
 
+def test_a_job_paused_by_a_full_disk_for_hours_is_still_tried_again_and_resumes(
+    small_disk, tmp_path, monkeypatch
+):
+    """The wait before a paused job's next try is retry_s doubled with each try, at most FULL_DISK_RETRY_MAX_S. The
+    doubling overflowed a float at the 1025th try (some 17 hours of a full disk at the service's 5 s and 60 s):
+    OverflowError in the job thread ("unexpected error"), the job left queued with no next try, never resumed
+    until the service restarted. Here the job's count of pauses is set as those 17 hours leave it, and the
+    longest wait is 0.3 s."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service import jobs
+    from simcal.service.server import Service
+
+    monkeypatch.setattr(jobs, "FULL_DISK_RETRY_MAX_S", 0.3)
+    disk = small_disk(tmp_path / "state" / "jobs")
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
+    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            service.registry._retry_s = 5.0  # the service's
+            job = http.post("/v1/simulate", json=body).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < 20:
+                assert time.monotonic() < deadline, "the job never got going"
+                time.sleep(0.05)
+            with service.manager._lock:
+                service.manager._paused_by_disk[job] = 1024  # paused for some 17 hours already
+            filler = fill(disk)
+            deadline = time.monotonic() + 30
+            while http.get(f"/v1/jobs/{job}").json()["status"] != "queued":
+                assert time.monotonic() < deadline, "the full disk never paused the job"
+                time.sleep(0.05)
+            time.sleep(1.0)  # tried again meanwhile (every 0.3 s), the disk still full
+            os.unlink(filler)
+            info = wait_final(http, job, timeout=30)
+            assert info["status"] == "succeeded" and info["resumed"] >= 20, info
+
+
 def test_on_a_full_filesystem_the_registry_keeps_a_requeue_marks_it_reopens_and_the_next_start_counts_the_run_once(
     small_disk, tmp_path
 ):

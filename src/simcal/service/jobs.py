@@ -630,7 +630,8 @@ class JobManager:
             self._cancels.pop(job_id, None)
             stopped = self._paused_by_disk[job_id] = self._paused_by_disk.get(job_id, 0) + 1
         self.registry.requeue(job_id)
-        wait_s = min(self.registry.retry_s * 2 ** (stopped - 1), FULL_DISK_RETRY_MAX_S)
+        # The doubling capped: 2 ** 1024 is no float, the 1025th try's (some 17 hours at the service's 5 s and 60 s).
+        wait_s = min(self.registry.retry_s * 2 ** min(stopped - 1, 64), FULL_DISK_RETRY_MAX_S)
         if not self._stopping.is_set():
             retry = threading.Timer(wait_s, self._queue.put, (job_id,))
             retry.daemon = True
