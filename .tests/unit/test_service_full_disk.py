@@ -245,6 +245,55 @@ def test_a_job_paused_by_a_full_disk_for_hours_is_still_tried_again_and_resumes(
             assert info["status"] == "succeeded" and info["resumed"] >= 20, info
 
 
+def test_a_paused_job_is_not_planned_again_while_its_disk_stays_full(small_disk, tmp_path, monkeypatch):
+    """Each try of a job a full disk paused ran the whole job again up to its first write, planning every
+    simulation first (5 s for a job of 1,000,000 simulations, each try, for each paused job). A try now writes a
+    byte under the job's directory first and pauses again at once while the disk cannot take it; the job is
+    planned again once the disk takes writes, and resumes. ``simulate`` is the service's own, counted."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service import jobs
+    from simcal.service.server import Service
+
+    planned = []
+
+    def counted(*args, **kwargs):
+        planned.append(time.monotonic())
+        return simulate(*args, **kwargs)
+
+    simulate = jobs.simulate
+    monkeypatch.setattr(jobs, "simulate", counted)
+    disk = small_disk(tmp_path / "state" / "jobs")
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
+    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            service.registry._retry_s = 0.1  # tries 0.1, 0.2, 0.4, 0.8 s apart
+            job = http.post("/v1/simulate", json=body).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < 20:
+                assert time.monotonic() < deadline, "the job never got going"
+                time.sleep(0.05)
+            filler = fill(disk)
+            deadline = time.monotonic() + 30
+            while http.get(f"/v1/jobs/{job}").json()["status"] != "queued":
+                assert time.monotonic() < deadline, "the full disk never paused the job"
+                time.sleep(0.05)
+            paused_at = time.monotonic()
+            time.sleep(2.0)  # tried again three or four times meanwhile
+            assert [at for at in planned if at > paused_at] == []
+            os.unlink(filler)
+            info = wait_final(http, job, timeout=60)
+            assert info["status"] == "succeeded" and info["resumed"] >= 20, info
+            assert len(planned) == 2  # the first run, and the one once space was back
+
+
 def test_on_a_full_filesystem_the_registry_keeps_a_requeue_marks_it_reopens_and_the_next_start_counts_the_run_once(
     small_disk, tmp_path
 ):

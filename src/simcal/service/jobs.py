@@ -15,6 +15,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import queue
 import re
 import shutil
@@ -62,6 +63,22 @@ def disk_full(error: BaseException) -> bool:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return False
+
+
+def disk_takes_a_write(directory: Path) -> None:
+    """Write a byte to a file under ``directory`` and remove it: raises the disk's OSError (ENOSPC) when it is full."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / ".disk-probe"
+    try:
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(descriptor, b"\0")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 # What a failed job's error says of its finished simulations, instead of the sweep's "kept in <output>.partial; a
@@ -472,6 +489,10 @@ class JobManager:
                 resumed = 0
                 finished_before = output.exists() and not output.with_name(output.name + ".partial").exists()
                 if not finished_before:  # else: the service died after finishing it, before publishing
+                    with self._lock:
+                        paused = job_id in self._paused_by_disk
+                    if paused:  # a full disk's OSError pauses it again at once, before it plans (seconds)
+                        disk_takes_a_write(self.work_dir(job_id))
                     settings = SimulationSettings.from_config(
                         {
                             **request["settings"],
@@ -617,9 +638,9 @@ class JobManager:
         """A run stopped by a full disk under --state-dir (its parts, its results file): not the job's fault, and
         failing it would throw its finished simulations away. The job goes back to the queue, the run not counted,
         and is put up to run again after ``retry_s``, the wait doubling with each run the full disk stops, to at
-        most FULL_DISK_RETRY_MAX_S; it resumes from its parts. While the disk stays full each try stops the same way
-        before any simulation runs (the plan's record is the first thing a run writes), or waits for its start to be
-        written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel ends it: one
+        most FULL_DISK_RETRY_MAX_S; it resumes from its parts. While the disk stays full each try stops at a byte
+        written under the job's directory (``disk_takes_a_write``), before the job is planned again, or waits for
+        its start to be written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel ends it: one
         heard while the run stopped (``cancel`` set, the service not stopping) before it is queued again, and False
         is returned (the caller ends it cancelled); one heard later finds it queued, or sets the event its next run
         takes. True: queued again."""
