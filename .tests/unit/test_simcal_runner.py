@@ -627,9 +627,7 @@ def test_a_run_that_stops_on_an_error_interrupts_its_batches_running_on_the_work
             "simcal_models:sleeps_in_steps", sets, tmp_path / "out.parquet", {"batch_size": 1}, client=client
         )
     deadline = time.monotonic() + 5
-    print("RUNNING", running_tasks(client))
     while running := [key for keys in running_tasks(client).values() for key in keys]:
-        print("LOOP", time.monotonic() - deadline, running)
         assert time.monotonic() < deadline, f"still running after the sweep stopped: {running}"
         time.sleep(0.05)
 
