@@ -640,10 +640,10 @@ class JobManager:
         and is put up to run again after ``retry_s``, the wait doubling with each run the full disk stops, to at
         most FULL_DISK_RETRY_MAX_S; it resumes from its parts. While the disk stays full each try stops at a byte
         written under the job's directory (``disk_takes_a_write``), before the job is planned again, or waits for
-        its start to be written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel ends it: one
-        heard while the run stopped (``cancel`` set, the service not stopping) before it is queued again, and False
-        is returned (the caller ends it cancelled); one heard later finds it queued, or sets the event its next run
-        takes. True: queued again."""
+        its start to be written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel
+        ends it: one heard while the run stopped (``cancel`` set, the service not stopping), before the job is
+        queued again, returns False (the caller ends it cancelled); one heard later finds it queued, or sets the
+        event its next run takes. True: queued again."""
         with self._lock:  # before it is queued: its next run gets a new cancel event
             if cancel.is_set() and not self._stopping.is_set():
                 return False
