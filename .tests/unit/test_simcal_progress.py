@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -621,3 +622,48 @@ def test_a_sweep_on_this_host_is_aged_on_this_hosts_clock_whatever_the_file_syst
     progress.path.write_text(json.dumps(written(progress) | {"updated_epoch": now - 600}))
     os.utime(progress.path, (now + 3000, now + 3000))
     assert read_progress(progress.path)["state"] == "stale"
+
+
+def as_a_user_bound_by_permissions(argv: list[str]) -> list[str]:
+    """``argv`` run so that file permissions bind it: as it is, or under root without the capabilities that let
+    root read and enter any folder (setpriv, util-linux)."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
+
+
+def test_a_folder_this_user_may_not_search_is_named_not_skipped_and_hides_none_of_the_others(tmp_path):
+    """`simcal status results/` left out, without a word and with status 0, the sweeps of a folder below it that
+    the user may not enter (Path.rglob skips it), and `simcal status locked/out.parquet` stopped on a traceback
+    (PermissionError from is_dir()) before it showed the sweeps of the other paths. Each such folder or path is
+    named, the readable sweeps are shown, and the status is 1, as for a progress file that cannot be read."""
+    for output in (tmp_path / "open" / "a.parquet", tmp_path / "locked" / "b.parquet"):
+        output.parent.mkdir()
+        progress = Progress(output, "local")
+        progress.plan(4, 0, 0)
+        progress.finish("finished")
+    (tmp_path / "locked").chmod(0)
+    try:
+        runs = [
+            subprocess.run(
+                as_a_user_bound_by_permissions([sys.executable, "-m", "simcal.cli", "status", *paths]),
+                capture_output=True,
+                text=True,
+                env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+                timeout=120,
+            )
+            for paths in (
+                [str(tmp_path)],
+                [str(tmp_path / "locked" / "b.parquet"), str(tmp_path / "open" / "a.parquet")],
+            )
+        ]
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    for run, refused in zip(runs, [tmp_path / "locked", tmp_path / "locked" / "b.parquet"], strict=True):
+        assert run.returncode == 1, run.stderr
+        assert run.stderr.splitlines() == [f"simcal status: cannot search {refused}: Permission denied"]
+        assert [line.split()[-2] for line in run.stdout.splitlines()[1:]] == [
+            str(tmp_path / "open" / "a.parquet")
+        ]

@@ -20,10 +20,11 @@ from simcal.service.commands import add_jobs, add_keys, add_serve
 
 def status(args: argparse.Namespace) -> int:
     missing: list[str] = []  # a path without a sweep is named, and hides none of the others' (as ls does)
-    files = find_progress_files(args.paths, missing)
-    for problem in missing:
+    refused: list[str] = []  # so is a folder this user may not search (its sweeps would be left out unseen)
+    files = find_progress_files(args.paths, missing, refused)
+    for problem in missing + refused:
         print(f"simcal status: {problem}", file=sys.stderr)
-    rows, unreadable = [], 0
+    rows, unreadable = [], len(refused)
     for path in files:
         try:
             rows.append(read_progress(path))
@@ -37,7 +38,7 @@ def status(args: argparse.Namespace) -> int:
         messages = format_messages(rows)  # why a sweep failed: the table has no room for it
         if messages:
             print("\n" + "\n".join(messages))
-    elif not missing:
+    elif not missing and not refused:
         print("no sweeps found", file=sys.stderr)
     # The readable ones are shown; a script still learns that a path had no sweep (2) or a file was unreadable (1)
     return 2 if missing else 1 if unreadable else 0
@@ -51,7 +52,7 @@ def add_status(subparsers) -> None:
         "rate, ETA, backend, connected workers, last update, output and Dask dashboard; then why each failed sweep "
         "failed. A running sweep is shown stopped when its process (PID and start) is gone from this host, and stale "
         "when another host's has gone five of its rewrite intervals (and at least a minute) without rewriting its "
-        "progress file, counted on this host's clock from the file's modification time. Exit status 1: a progress file could not be read; 2: a path holds no sweep's progress (the others "
+        "progress file, counted on this host's clock from the file's modification time. Exit status 1: a progress file could not be read, or a folder searched (no permission); 2: a path holds no sweep's progress (the others "
         "are shown either way).",
     )
     parser.add_argument(

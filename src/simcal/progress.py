@@ -144,29 +144,60 @@ class Progress:
             self.write_error = None
 
 
-def find_progress_files(paths: Iterable[str | Path], missing: list[str] | None = None) -> list[Path]:
+def find_progress_files(
+    paths: Iterable[str | Path], missing: list[str] | None = None, unreadable: list[str] | None = None
+) -> list[Path]:
     """Progress files named by ``paths``: a progress file, an output (its ``.progress.json``), or a directory
     (searched recursively); each once, where it was first found. A path with none raises FileNotFoundError, or,
-    when ``missing`` is a list, adds what it would have said to it (the other paths are still searched)."""
+    when ``missing`` is a list, adds what it would have said to it (the other paths are still searched). A path
+    or a folder below a searched one that this user may not look into (no permission) raises its OSError, or,
+    when ``unreadable`` is a list, is named there: the sweeps in it are not silently left out."""
     # By the file's resolved path: a folder and an output in it name one file twice
     found: dict[Path, Path] = {}
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            named = sorted(path.rglob(f"*{SUFFIX}"))
-        elif path.name.endswith(SUFFIX) and path.exists():
-            named = [path]
-        elif progress_path(path).exists():
-            named = [progress_path(path)]
-        else:
-            problem = f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
-            if missing is None:
-                raise FileNotFoundError(problem)
-            missing.append(problem)
+        try:
+            if path.is_dir():
+                named = _search(path, unreadable)
+            elif path.name.endswith(SUFFIX) and path.exists():
+                named = [path]
+            elif progress_path(path).exists():
+                named = [progress_path(path)]
+            else:
+                problem = (
+                    f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
+                )
+                if missing is None:
+                    raise FileNotFoundError(problem)
+                missing.append(problem)
+                named = []
+        except FileNotFoundError:
+            raise
+        except OSError as error:  # a folder on the way this user may not enter: is_dir() and exists() raise
+            if unreadable is None:
+                raise
+            unreadable.append(f"cannot search {path}: {error.strerror or error}")
             named = []
         for file in named:
             found.setdefault(file.resolve(), file)
     return list(found.values())
+
+
+def _search(folder: Path, unreadable: list[str] | None) -> list[Path]:
+    """The progress files under ``folder``, sorted; a folder below it that cannot be listed raises, or is named in
+    ``unreadable`` (Path.rglob skipped it without a word, and the sweeps in it with it)."""
+
+    def refused(error: OSError) -> None:
+        if unreadable is None:
+            raise error
+        unreadable.append(f"cannot search {error.filename}: {error.strerror or error}")
+
+    return sorted(
+        Path(top, name)
+        for top, _, files in os.walk(folder, onerror=refused)
+        for name in files
+        if name.endswith(SUFFIX)
+    )
 
 
 NOT_A_RECORD = "not a sweep's progress record (a JSON object with state, done, total, ...)"
