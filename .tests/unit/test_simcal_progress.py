@@ -667,3 +667,46 @@ def test_a_folder_this_user_may_not_search_is_named_not_skipped_and_hides_none_o
         assert [line.split()[-2] for line in run.stdout.splitlines()[1:]] == [
             str(tmp_path / "open" / "a.parquet")
         ]
+
+
+def test_a_sweep_that_has_ended_shows_no_dashboard_its_cluster_took_with_it(tmp_path, capsys):
+    """A finished, failed or killed sweep kept the dashboard link of its closed cluster in the table and the JSON:
+    a link to nothing, or to whatever serves that port now (the next sweep's scheduler on 8787). A running sweep
+    and a stale one (its process may still run on its host) keep theirs."""
+    link = "http://scheduler:8787/status"
+    states = {}
+    for name in ("finished", "failed", "killed", "running", "silent"):
+        progress = Progress(tmp_path / f"{name}.parquet", "slurm", every_s=5)
+        progress.dashboard = link
+        progress.plan(4, 0, 0)
+        progress.report(force=True)
+        states[name] = progress
+    states["finished"].finish("finished")
+    states["failed"].finish("failed", "TooManyFailures: 4 of 4 simulations failed")
+    killed = json.loads(states["killed"].path.read_text())
+    states["killed"].path.write_text(json.dumps(killed | {"pid": finished_pid()}))
+    silent = states["silent"].path
+    an_hour_ago = time.time() - 3600
+    silent.write_text(
+        json.dumps(json.loads(silent.read_text()) | {"host": socket.gethostname() + "-elsewhere"})
+    )
+    os.utime(silent, (an_hour_ago, an_hour_ago))
+    assert main(["status", "--json", str(tmp_path)]) == 0
+    rows = {Path(row["output"]).stem: row for row in json.loads(capsys.readouterr().out)}
+    assert {name: (row["state"], row["dashboard"]) for name, row in rows.items()} == {
+        "failed": ("failed", None),
+        "finished": ("finished", None),
+        "killed": ("stopped", None),
+        "running": ("running", link),
+        "silent": ("stale", link),
+    }
+    assert main(["status", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = [dict(zip(lines[0].split(), line.split()[:11], strict=False)) for line in lines[1:6]]
+    assert [(row["STATE"], row["DASHBOARD"]) for row in table] == [
+        ("failed", "-"),
+        ("finished", "-"),
+        ("stopped", "-"),
+        ("running", link),
+        ("stale", link),
+    ]

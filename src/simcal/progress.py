@@ -215,9 +215,14 @@ NUMBERS = (
 )
 
 
+# States of a sweep whose process, and the Dask cluster it started, are gone.
+ENDED = ("finished", "failed", "stopped")
+
+
 def read_progress(path: Path) -> dict[str, Any]:
     """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
-    ``stopped``; one not updated for a long while is ``stale``; neither has an ETA. Raises ValueError for a file
+    ``stopped``; one not updated for a long while is ``stale``; neither has an ETA. A sweep that has ended
+    (``ENDED``) has no dashboard: its cluster is gone. Raises ValueError for a file
     that is not a sweep's record (not JSON, not an object, a count that is no number).
 
     The process is the record's PID with the record's start (``pid_start``), so a live process that has since
@@ -248,6 +253,10 @@ def read_progress(path: Path) -> dict[str, Any]:
                 info["state"] = "stale"
             if info["state"] in ("stopped", "stale"):  # its last estimate: like a finished sweep, it has none
                 info["eta_s"] = None
+        if info.get("state") in ENDED:
+            # The cluster closed with the sweep: its link leads nowhere, or to whatever serves that port now
+            # (the next sweep's dashboard on 8787)
+            info["dashboard"] = None
     except (AttributeError, TypeError) as error:  # valid JSON, but not the object a sweep writes
         raise ValueError(f"{NOT_A_RECORD}: {type(error).__name__}: {error}") from error
     # Where this reader finds it: "output" is the path the sweep was given, relative to its own working directory
