@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO, run_snakemake
+from testkit import REPO, run_snakemake, venv_bin
 
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
@@ -476,3 +478,34 @@ def test_an_observed_file_that_does_not_exist_stops_the_dry_run_as_a_missing_inp
     assert proc.returncode != 0
     assert "Missing input files for rule calibration_calibrate" in proc.stdout, proc.stdout
     assert "        data/observed.csv\n" in proc.stdout, proc.stdout
+
+
+def test_what_a_models_module_prints_at_import_stays_out_of_the_rulegraph(tmp_path: Path) -> None:
+    """The parse-time check imports calibration.model's module in the Snakemake process, whose stdout carries
+    `--rulegraph` (README: `snakemake --rulegraph | dot -Tsvg`): a module that printed a banner at import, from
+    Python or from native code, put it above `digraph` and dot refused the graph. Both go to stderr."""
+    package = tmp_path / "site"
+    package.mkdir()
+    (package / "banner_model.py").write_text(
+        "import os\n"
+        "print('banner from print')\n"
+        "os.write(1, b'banner from file descriptor 1\\n')\n"
+        "def model(params, seed):\n"
+        "    return {'y': 1.0}\n"
+    )
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(
+        yaml.safe_dump(_with(DEFAULT_CONFIG, ("calibration", "model"), "banner_model:model"))
+    )
+    proc = subprocess.run(
+        [venv_bin("snakemake"), "--rulegraph", "--snakefile", str(REPO / "workflow" / "Snakefile")]
+        + ["--directory", str(tmp_path), "--configfile", str(configfile)],
+        env=os.environ | {"PYTHONPATH": os.pathsep.join([str(package), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("digraph snakemake_dag {"), proc.stdout[:300]
+    assert "calibration_simulate" in proc.stdout  # the graph is whole, the calibration's rules in it
+    assert "banner from print\n" in proc.stderr and "banner from file descriptor 1\n" in proc.stderr

@@ -9,10 +9,13 @@ which names the key as well (``contract.CONFIG_KEYS``).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import os
 import re
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from simcal.contract import ContractError, check_model_signature, check_options, target_options
@@ -31,7 +34,8 @@ def importable_function(reference: Any, key: str) -> Callable | None:
         raise ContractError(f"{key}: {reference!r} must look like 'package.module:function'")
     module_name, attribute = reference.split(":")
     try:
-        target = importlib.import_module(module_name)
+        with _stdout_to_stderr():
+            target = importlib.import_module(module_name)
     except (Exception, SystemExit):
         return None
     where, walked = f"module {module_name}", []
@@ -49,6 +53,24 @@ def importable_function(reference: Any, key: str) -> Callable | None:
             f"{key}: {reference!r} is a {type(target).__name__}, not a function; expected a callable"
         )
     return target
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """What a user's module prints while it is imported goes to stderr, from Python (print) and from native code
+    (file descriptor 1): the Snakemake process's stdout carries ``--rulegraph``, ``--dag`` and ``--summary``, and
+    one banner line there broke ``snakemake --rulegraph | dot``."""
+    with contextlib.ExitStack() as stack:
+        # No file descriptor 1 or 2 (a daemon), or no sys.stdout: Python's prints alone are sent to stderr
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stdout.flush()
+            saved = os.dup(1)
+            stack.callback(os.close, saved)
+            os.dup2(2, 1)
+            stack.callback(os.dup2, saved, 1)
+            stack.callback(sys.stdout.flush)
+        stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+        yield
 
 
 def check_model(model: Any, key: str = "calibration.model") -> None:
