@@ -509,3 +509,40 @@ def test_what_a_models_module_prints_at_import_stays_out_of_the_rulegraph(tmp_pa
     assert proc.stdout.startswith("digraph snakemake_dag {"), proc.stdout[:300]
     assert "calibration_simulate" in proc.stdout  # the graph is whole, the calibration's rules in it
     assert "banner from print\n" in proc.stderr and "banner from file descriptor 1\n" in proc.stderr
+
+
+def test_a_model_in_a_lazy_submodule_that_does_not_import_here_is_left_to_the_job(tmp_path: Path) -> None:
+    """A package that imports its submodules when they are first asked for (a module `__getattr__`, as
+    lazy_loader's packages do) raised the submodule's ImportError from `hasattr` at parse: the dry run of
+    `package:models.sir` stopped on a ModuleNotFoundError traceback, though the jobs' environment, which has
+    the library the submodule needs, would run it. Like a module that does not import here, it is left to the
+    job; a name the package lacks is still refused."""
+    package = tmp_path / "site" / "lazy_package"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import importlib\n"
+        "def __getattr__(name):\n"
+        "    if name == 'models':\n"
+        "        return importlib.import_module('.models', __name__)\n"
+        "    raise AttributeError(name)\n"
+    )
+    (package / "models.py").write_text(
+        "import a_library_only_the_jobs_environment_has\ndef sir(params, seed):\n    return {}\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(package.parent), os.environ.get("PYTHONPATH", "")])}
+    runs = {}
+    for reference in ("lazy_package:models.sir", "lazy_package:modles.sir"):
+        configfile = tmp_path / "config.yaml"
+        configfile.write_text(yaml.safe_dump(_with(DEFAULT_CONFIG, ("calibration", "model"), reference)))
+        runs[reference] = run_snakemake(
+            "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(configfile), "--cores", "1", env=env, check=False, timeout=300,
+        )  # fmt: skip
+    left = runs["lazy_package:models.sir"]
+    assert left.returncode == 0, left.stdout
+    assert "calibration_simulate" in left.stdout and "ModuleNotFoundError" not in left.stdout
+    refused = runs["lazy_package:modles.sir"]
+    assert refused.returncode != 0
+    assert (
+        "calibration.model: 'lazy_package:modles.sir': module lazy_package has no 'modles'" in refused.stdout
+    )

@@ -25,9 +25,13 @@ from simcal.observed import check_generation, check_observed_path
 REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")
 
 
+_MISSING = object()
+
+
 def importable_function(reference: Any, key: str) -> Callable | None:
     """The function ``reference`` ("package.module:function", the part after the colon may be dotted) names, or
-    None when its module does not import here (whatever its import raises). Fails naming ``key`` when the
+    None when its module does not import here (whatever its import raises), nor a name of it that is imported when
+    asked for (a package's lazy submodule, through its module ``__getattr__``). Fails naming ``key`` when the
     reference has another form, or its module lacks a name of it (with the closest name the module has), or it
     names something that is not callable: the jobs' ``contract.resolve_callable`` would refuse all three."""
     if not isinstance(reference, str) or not REFERENCE.fullmatch(reference):
@@ -40,12 +44,17 @@ def importable_function(reference: Any, key: str) -> Callable | None:
         return None
     where, walked = f"module {module_name}", []
     for part in attribute.split("."):
-        if not hasattr(target, part):
+        try:
+            with _stdout_to_stderr():
+                found = getattr(target, part, _MISSING)
+        except (Exception, SystemExit):  # imported when asked for (a lazy submodule): it does not import here
+            return None
+        if found is _MISSING:
             names = [name for name in dir(target) if not name.startswith("_")]
             closest = difflib.get_close_matches(part, names, n=1)
             hint = f" (did you mean {closest[0]!r}?)" if closest else ""
             raise ContractError(f"{key}: {reference!r}: {where} has no {part!r}{hint}")
-        target = getattr(target, part)
+        target = found
         walked.append(part)
         where = f"{module_name}:{'.'.join(walked)}"
     if not callable(target):
