@@ -710,3 +710,23 @@ def test_a_sweep_that_has_ended_shows_no_dashboard_its_cluster_took_with_it(tmp_
         ("running", link),
         ("stale", link),
     ]
+
+
+def test_a_sweep_in_a_container_that_has_the_hosts_name_is_not_judged_by_this_hosts_pids(tmp_path):
+    """A container that shares the host's name (Docker's --network host, a pod's hostNetwork, unshare --pid) numbers
+    its processes apart: a live sweep there wrote PID 1, and `simcal status` on the host took it for this host's
+    PID 1, whose start differs, and showed a running sweep `stopped`. The record names its PID namespace; one of
+    another namespace is aged as another host's sweep is, by the file's modification time."""
+    progress = Progress(tmp_path / "contained.parquet", "local", every_s=5)
+    progress.plan(10, 0, 0)
+    progress.report(force=True)
+    record = json.loads(progress.path.read_text())
+    assert record["pid_namespace"] == os.readlink("/proc/self/ns/pid")
+    elsewhere = record | {"pid": 1, "pid_start": "1@another-boot", "pid_namespace": "pid:[1]"}
+    progress.path.write_text(json.dumps(elsewhere))
+    assert read_progress(progress.path)["state"] == "running"  # written just now
+    an_hour_ago = time.time() - 3600
+    os.utime(progress.path, (an_hour_ago, an_hour_ago))
+    assert read_progress(progress.path)["state"] == "stale"  # silent for an hour
+    progress.path.write_text(json.dumps(elsewhere | {"pid_namespace": record["pid_namespace"]}))
+    assert read_progress(progress.path)["state"] == "stopped"  # this namespace's PID 1 is not the sweep

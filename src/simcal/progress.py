@@ -124,6 +124,7 @@ class Progress:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "pid_start": process_start(os.getpid()),
+            "pid_namespace": pid_namespace(),
         }
 
     def write(self) -> None:
@@ -227,7 +228,8 @@ def read_progress(path: Path) -> dict[str, Any]:
 
     The process is the record's PID with the record's start (``pid_start``), so a live process that has since
     been given a dead sweep's PID is not taken for it; a record without a start (written before it was
-    recorded, or where /proc is not) is judged by its PID alone. Silence is counted on one clock: on the sweep's
+    recorded, or where /proc is not) is judged by its PID alone. A sweep of another PID namespace (a container
+    that has the host's name) is judged as one of another host: its PIDs are not this namespace's. Silence is counted on one clock: on the sweep's
     host, this host's clock since ``updated_epoch``; from another host, this host's clock since the file's
     modification time as this host sees it (a shared file system stamps it at the write), because the sweep's
     host's clock may be off from this one's by any amount."""
@@ -243,9 +245,14 @@ def read_progress(path: Path) -> dict[str, Any]:
     start = info.get("pid_start")
     if start is not None and not isinstance(start, str):
         raise ValueError(f"{NOT_A_RECORD}: pid_start is {start!r}, not a string")
+    space = info.get("pid_namespace")
+    if space is not None and not isinstance(space, str):
+        raise ValueError(f"{NOT_A_RECORD}: pid_namespace is {space!r}, not a string")
     try:
         if info.get("state") in ("running", "starting"):
-            here = info.get("host") == socket.gethostname()
+            # A container that shares the host's name (Docker's --network host, a pod's hostNetwork) numbers its
+            # processes apart: its PID 1 is not this host's. Its sweep is judged as another host's.
+            here = info.get("host") == socket.gethostname() and space in (None, pid_namespace())
             age = time.time() - (float(info.get("updated_epoch", 0)) if here else modified)
             if here and not _alive(int(info.get("pid", 0)), start):
                 info["state"] = "stopped"
@@ -263,6 +270,14 @@ def read_progress(path: Path) -> dict[str, Any]:
     # (a workflow's results/...), the same for the sweeps of two workflow directories
     info["progress_file"] = str(path)
     return info
+
+
+def pid_namespace() -> str | None:
+    """This process's PID namespace (``pid:[<inode>]``), or None where /proc does not say."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def process_start(pid: int) -> str | None:
