@@ -98,6 +98,35 @@ def test_a_bad_seed_or_held_out_setting_fails_naming_its_key_before_any_log_is_r
     assert not (tmp_path / "out").exists()
 
 
+FIVE_OUTPUTS = ("train", "val", "test", "vocab", "metadata")
+
+
+def test_an_output_for_a_split_held_out_does_not_name_fails_before_any_log_is_read(tmp_path):
+    # build_graphs' output.fusion without params.held_out: the library ignored the path, preprocessed the whole
+    # dataset, and the rule failed on Snakemake's MissingOutputException, which names no param.
+    outputs = {key: str(tmp_path / f"{key}.out") for key in (*FIVE_OUTPUTS, "fusion")}
+    with pytest.raises(ValueError) as error:
+        preprocess_dataset("d", [tmp_path / "never_read.csv"], {}, outputs=outputs)
+    assert str(error.value) == (
+        "dataset 'd': a path is given for the outputs ['fusion'], which are no split preprocess.held_out names (it "
+        "names []): give each a share there (0 takes whole captures only) or leave the output out"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_split_held_out_names_without_an_output_is_named_with_held_out(tmp_path):
+    # build_graphs' params.held_out={fusion: 0.2} without output.fusion: "give outputs or out_dir" named no setting
+    # a rule has.
+    outputs = {key: str(tmp_path / f"{key}.out") for key in FIVE_OUTPUTS}
+    with pytest.raises(ValueError) as error:
+        preprocess_dataset("d", [tmp_path / "never_read.csv"], {}, outputs=outputs, held_out={"fusion": 0.2})
+    assert str(error.value) == (
+        "preprocess_dataset: no path for the outputs ['fusion'] (give outputs or out_dir; each split "
+        "preprocess.held_out names, ['fusion'], is an output of its own)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_dataset_folder_without_test_scenarios_fails_at_once(tmp_path):
     # Otherwise every model is trained and evaluated, and only the summary fails (no test results).
     (tmp_path / "train_01_attack_free").mkdir()

@@ -271,9 +271,21 @@ def preprocess_dataset(
     defaults = {name: f"{name}.pt" for name in graph_splits}
     defaults |= {"test": "test.pt", "vocab": "vocab.json", "metadata": "metadata.json"}
     outputs = dict(outputs or {})
+    # A path for a split held_out does not name was never written: the rule that declared it (build_graphs'
+    # output.fusion without params.held_out) failed only after the whole run, on Snakemake's missing output.
+    unnamed = sorted(key for key, path in outputs.items() if path and key not in defaults)
+    if unnamed:
+        raise ValueError(
+            f"dataset {dataset!r}: a path is given for the outputs {unnamed}, which are no split "
+            f"preprocess.held_out names (it names {sorted(held_out)}): give each a share there (0 takes whole "
+            "captures only) or leave the output out"
+        )
     missing = [key for key in defaults if not outputs.get(key)]
     if missing and out_dir is None:
-        raise ValueError(f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir)")
+        raise ValueError(
+            f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir; each split "
+            f"preprocess.held_out names, {sorted(held_out)}, is an output of its own)"
+        )
     paths = {
         key: Path(outputs[key]) if outputs.get(key) else Path(out_dir) / name
         for key, name in defaults.items()
