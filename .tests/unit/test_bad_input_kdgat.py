@@ -377,3 +377,58 @@ def test_a_dataset_entry_keeps_the_order_of_its_logs(tmp_path):
         "fusion_01_v/m.csv",
         "fusion_02_w/k.csv",
     ]
+
+
+# -- teachers of the training stages --------------------------------------------------------------------------------
+TEACHERS_OF = {
+    "vgae": ("teacher",),
+    "gat": ("teacher",),
+    "dqn": ("teacher_dqn", "teacher_vgae", "teacher_gat"),
+}
+
+
+def _train_without_reading(tmp_path, stage: str, variant: str, teachers: dict):
+    """``<stage>.run`` as the train_<stage> wrapper calls it, on files that do not exist: only a check made before
+    anything is read can answer."""
+    from kdgat.training import dqn, gat, vgae
+    from kdgat.training.settings import StageSettings
+
+    settings = StageSettings.from_config({"device": "cpu"}, stage, variant).as_dict()
+    outputs = {name: str(tmp_path / "out" / name) for name in ("model", "metrics", "history")}
+    never = str(tmp_path / "never_read")
+    graphs = (
+        {"fit": never, "vgae": never, "gat": never}
+        if stage == "dqn"
+        else {"train": never, "val": never} | ({"vgae": None} if stage == "gat" else {})
+    )
+    run = {"vgae": vgae.run, "gat": gat.run, "dqn": dqn.run}[stage]
+    return run(metadata=never, settings=settings, outputs=outputs, **graphs, **teachers)
+
+
+@pytest.mark.parametrize("stage", list(TEACHERS_OF))
+def test_a_teacher_given_to_a_variant_that_distils_from_none_is_refused_before_anything_is_read(
+    tmp_path, stage
+):
+    # train_gat/train_vgae with input.teacher and the teacher variant's settings died at the first batch on
+    # "AttributeError: 'NoneType' object has no attribute 'temperature'" ('alpha' for the VGAE).
+    names = TEACHERS_OF[stage]
+    with pytest.raises(ValueError) as error:
+        _train_without_reading(tmp_path, stage, "student", {names[0]: str(tmp_path / "teacher.pt")})
+    assert str(error.value) == (
+        f"the {stage} stage of variant 'student' distils from no teacher, but ['{names[0]}'] is given: only "
+        "student_kd takes the teacher's models; leave it out, or give the settings of variant student_kd"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", list(TEACHERS_OF))
+def test_a_student_kd_stage_without_its_teacher_is_refused_before_anything_is_read(tmp_path, stage):
+    # train_gat/train_vgae of variant student_kd without input.teacher trained a plain student, and its
+    # metrics.json said "knowledge_distillation": true.
+    with pytest.raises(ValueError) as error:
+        _train_without_reading(tmp_path, stage, "student_kd", {})
+    assert str(error.value) == (
+        f"the {stage} stage of variant 'student_kd' distils from the teacher: give the teacher's models as "
+        f"{list(TEACHERS_OF[stage])}"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -57,6 +57,7 @@ from kdgat.training.settings import StageSettings
 from kdgat.training.stage import (
     StageBase,
     base_metrics,
+    check_teachers,
     job_lock,
     prepare_job,
     resolve_device,
@@ -444,6 +445,9 @@ def run(
     blocks held out of ``fit``, see ``early_stop_rows``). ``vgae``/``gat``: the same variant's model.pt files whose
     outputs the agent fuses; ``teacher_*``: the teacher's three model.pt files (student_kd, all or none)."""
     settings = prepare_job(settings, "dqn", outputs, threads)
+    check_teachers(
+        settings, {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
+    )
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
         teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
         if any(teachers.values()) and not all(teachers.values()):

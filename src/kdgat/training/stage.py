@@ -130,6 +130,25 @@ def prepare_job(
     return settings
 
 
+def check_teachers(settings: StageSettings, teachers: Mapping[str, str | os.PathLike | None]) -> None:
+    """Refuse teacher models where the variant distils from none, and their absence where it does, before anything
+    is read: ``teachers`` maps each input name (the train wrapper's input, the ``run`` argument) to its path or None.
+    A teacher given to the teacher variant died at the first batch on the settings' missing ``distillation``; a
+    student_kd stage without one trained a plain student whose metrics said ``knowledge_distillation: true``."""
+    given = [name for name, path in teachers.items() if path]
+    if settings.distillation is None and given:
+        raise ValueError(
+            f"the {settings.stage} stage of variant {settings.variant!r} distils from no teacher, but {given} "
+            f"{'is' if len(given) == 1 else 'are'} given: only student_kd takes the teacher's models; leave "
+            f"{'it' if len(given) == 1 else 'them'} out, or give the settings of variant student_kd"
+        )
+    if settings.distillation is not None and not given:
+        raise ValueError(
+            f"the {settings.stage} stage of variant {settings.variant!r} distils from the teacher: give the "
+            f"teacher's models as {list(teachers)}"
+        )
+
+
 @contextlib.contextmanager
 def job_lock(outputs: Mapping, checkpoint: str | os.PathLike | None) -> Iterator[None]:
     """Hold the locks of the job's model output and resume checkpoint (kdgat.files.output_lock) for the block: a
@@ -220,6 +239,7 @@ def run_graph_stage(
     model of another kind refused), call ``train_stage(train, val, num_ids, settings, checkpoint, *models,
     callbacks=...)``, write the outputs; returns the metrics."""
     settings = prepare_job(settings, stage, outputs, threads)
+    check_teachers(settings, {"teacher": next((path for path, kind in models if kind == stage), None)})
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
         # A VGAE or teacher of another preprocess run: its ID indices would mean other IDs, and nothing would fail.
         given = {f"{kind} model" if kind != stage else f"teacher {kind} model": path for path, kind in models}
