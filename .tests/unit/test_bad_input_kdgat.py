@@ -432,3 +432,15 @@ def test_a_student_kd_stage_without_its_teacher_is_refused_before_anything_is_re
         f"{list(TEACHERS_OF[stage])}"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gat_curriculum_without_its_vgae_is_refused_naming_the_input_before_anything_is_read(tmp_path):
+    # train_gat without input.vgae, on the default settings (curriculum on): "the GAT curriculum needs the trained
+    # VGAE of the same variant", after the graphs were loaded, naming neither the input nor the setting.
+    with pytest.raises(ValueError) as error:
+        _train_without_reading(tmp_path, "gat", "teacher", {})
+    assert str(error.value) == (
+        "the GAT curriculum (kd_gat.curriculum.enabled) draws on the trained VGAE of the same variant: give its "
+        "model.pt as vgae (the train_gat wrapper's input.vgae), or disable the curriculum"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -204,6 +204,13 @@ def run(
 ) -> dict:
     """File-level entry point (the train_gat wrapper). ``vgae``: the same variant's VGAE model.pt (needed for the
     curriculum); ``teacher``: the teacher's GAT model.pt (student_kd)."""
+    curriculum = StageSettings.from_dict(settings).curriculum
+    if vgae is None and curriculum is not None and curriculum.enabled:
+        # Checked before the graphs are read: _train's own check comes after they are loaded, naming no input.
+        raise ValueError(
+            "the GAT curriculum (kd_gat.curriculum.enabled) draws on the trained VGAE of the same variant: give its "
+            "model.pt as vgae (the train_gat wrapper's input.vgae), or disable the curriculum"
+        )
     return run_graph_stage(
         "gat", _train, train=train, val=val, metadata=metadata, settings=settings, outputs=outputs,
         checkpoint=checkpoint, models=((teacher, "gat"), (vgae, "vgae")), threads=threads, tracking=tracking, callbacks=callbacks,
