@@ -405,3 +405,18 @@ def test_shipped_dos_vehicle_floods_the_lowest_periodic_id_with_a_frozen_payload
     assert len(np.unique(messages.payload[first], axis=0)) == 1
     live = (messages.can_id == flooded) & ~injected
     assert len(np.unique(messages.payload[live], axis=0)) > 1  # not frozen: a sensor signal or counter moves
+
+
+@pytest.mark.parametrize(
+    "options", [{"seed": 1}, {"seed": 1, "files": [{"name": "normal", "duration_s": 1.0}]}]
+)
+def test_a_file_index_past_the_list_names_file_index_and_entry_and_writes_nothing(tmp_path, options):
+    # generate_can with options lacking files (or file_index past them) and no entry said only "synthetic.files has
+    # 0 entries, there is no entry 3", naming neither of the wrapper's params that fix it.
+    with pytest.raises(ValueError) as error:
+        generate_file(options, 3, tmp_path / "can.csv")
+    assert str(error.value) == (
+        f"synthetic.files has {len(options.get('files', []))} entries, there is no entry 3 (the file_index of the "
+        "file to write, counted from 0; or give that file itself as entry)"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -287,7 +287,11 @@ def generate_file(
     if entry is None:
         files = _option(options, "files")
         if not 0 <= file_index < len(files):
-            raise ValueError(f"synthetic.files has {len(files)} entries, there is no entry {file_index}")
+            # the generate_can wrapper's params: options.files, file_index and entry
+            raise ValueError(
+                f"synthetic.files has {len(files)} entries, there is no entry {file_index} (the file_index of the "
+                "file to write, counted from 0; or give that file itself as entry)"
+            )
         entry = files[file_index]
     seed = int(_option(options, "seed"))
     fmt = str(_option(options, "format"))
