@@ -125,6 +125,9 @@ def expect_evaluate_detector(workdir: Path, logs: list[Path]) -> None:
 
 def expect_evaluate_baselines(workdir: Path, logs: list[Path]) -> None:
     document = json.loads((workdir / "out/baselines/baselines.json").read_text())
+    # the rule gives no dataset: the name build_graphs' metadata.json records (it was "dataset", and
+    # summarize_evaluation refused those baselines next to the detector's metrics of "toy")
+    assert document["dataset"] == "toy"
     assert set(document["test"]["attack"]) == {
         "baseline_unknown_id",
         "baseline_id_counts",

@@ -422,6 +422,24 @@ def test_baselines_files_writes_the_datasets_baselines_at_the_fpr_targets_given(
     pd.testing.assert_frame_equal(pd.read_parquet(scores), table)
 
 
+def test_baselines_without_a_dataset_name_record_the_one_metadata_records(tmp_path):
+    """The evaluate_baselines wrapper without params.dataset recorded "dataset", and summarize_evaluation then
+    refused those baselines next to metrics of the dataset the graphs were built for."""
+    from kdgat.graph_store import save_graph_sets, save_graphs
+
+    rng = np.random.default_rng(0)
+    save_graphs(_capture(rng, 40), tmp_path / "train.pt")
+    save_graphs(_capture(rng, 20), tmp_path / "val.pt")
+    save_graph_sets({"counts": _capture(rng, 20)}, tmp_path / "test.pt")
+    files = {name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}
+    outputs = {"metrics": tmp_path / "out" / "baselines.json", "scores": tmp_path / "out" / "scores.parquet"}
+    write_json({"num_ids": 4, "dataset": "can-ü"}, tmp_path / "metadata.json")
+    assert baselines_files(**files, metadata=tmp_path / "metadata.json", **outputs)["dataset"] == "can-ü"
+    assert json.loads(outputs["metrics"].read_text())["dataset"] == "can-ü"
+    write_json({"num_ids": 4}, tmp_path / "metadata.json")  # metadata of an older release: no name
+    assert baselines_files(**files, metadata=tmp_path / "metadata.json", **outputs)["dataset"] == "dataset"
+
+
 def test_baselines_json_is_written_last_so_a_job_that_fails_writing_leaves_none(tmp_path):
     """evaluate_baselines' meta.yaml: "Outputs are written atomically; baselines.json is written last": a job that
     cannot write its window scores (here a directory stands where the file goes) leaves no baselines.json, so

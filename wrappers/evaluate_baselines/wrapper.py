@@ -37,6 +37,6 @@ with failure_logged("evaluate_baselines"):
         metadata=snakemake.input.metadata,
         metrics=snakemake.output.metrics,
         scores=snakemake.output.scores,
-        dataset=snakemake.params.get("dataset", "dataset"),
+        dataset=snakemake.params.get("dataset"),  # None: the name metadata.json records
         fpr_targets=snakemake.params.get("fpr_targets", [0.05, 0.01, 0.001]),
     )

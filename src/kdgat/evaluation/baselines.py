@@ -181,17 +181,23 @@ def baselines_files(
     metadata: str | os.PathLike,
     metrics: str | os.PathLike,
     scores: str | os.PathLike,
-    dataset: str,
+    dataset: str | None = None,
     fpr_targets: Sequence[float] = FPR_TARGETS,
 ) -> dict[str, Any]:
-    """Every baseline of one dataset from the preprocess outputs; writes baselines.json and the window scores."""
+    """Every baseline of one dataset from the preprocess outputs; writes baselines.json and the window scores.
+    ``dataset``: the name recorded in baselines.json; None takes the one ``metadata`` records (the preprocess run's
+    name, which evaluate_detector's metrics.json carries too), else ``"dataset"``."""
     from kdgat.files import load_json, write_json, write_table
     from kdgat.graph_store import load_graph_arrays, load_graph_set_arrays
 
     try:
-        num_ids = int(load_json(metadata)["num_ids"])
+        recorded = load_json(metadata)
+        num_ids = int(recorded["num_ids"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{metadata}: expected preprocess metadata with an integer 'num_ids'") from error
+    if dataset is None:
+        # A fixed "dataset" here made summarize_evaluation refuse the baselines of the dataset its metrics name.
+        dataset = str(recorded.get("dataset") or "dataset")
     splits = [(train, load_graph_arrays(train)), (val, load_graph_arrays(val))]
     tests = load_graph_set_arrays(test)
     if not tests:
