@@ -388,8 +388,8 @@ TEACHERS_OF = {
 
 
 def _train_without_reading(tmp_path, stage: str, variant: str, teachers: dict):
-    """``<stage>.run`` as the train_<stage> wrapper calls it, on files that do not exist: only a check made before
-    anything is read can answer."""
+    """``<stage>.run`` as the train_<stage> wrapper calls it, on files that do not exist (``teachers``, and any
+    other input given there, replace them): only a check made before anything is read can answer."""
     from kdgat.training import dqn, gat, vgae
     from kdgat.training.settings import StageSettings
 
@@ -399,10 +399,10 @@ def _train_without_reading(tmp_path, stage: str, variant: str, teachers: dict):
     graphs = (
         {"fit": never, "vgae": never, "gat": never}
         if stage == "dqn"
-        else {"train": never, "val": never} | ({"vgae": None} if stage == "gat" else {})
+        else {"train": never, "val": never} | ({"vgae": never} if stage == "gat" else {})
     )
     run = {"vgae": vgae.run, "gat": gat.run, "dqn": dqn.run}[stage]
-    return run(metadata=never, settings=settings, outputs=outputs, **graphs, **teachers)
+    return run(metadata=never, settings=settings, outputs=outputs, **(graphs | teachers))
 
 
 @pytest.mark.parametrize("stage", list(TEACHERS_OF))
@@ -438,7 +438,7 @@ def test_a_gat_curriculum_without_its_vgae_is_refused_naming_the_input_before_an
     # train_gat without input.vgae, on the default settings (curriculum on): "the GAT curriculum needs the trained
     # VGAE of the same variant", after the graphs were loaded, naming neither the input nor the setting.
     with pytest.raises(ValueError) as error:
-        _train_without_reading(tmp_path, "gat", "teacher", {})
+        _train_without_reading(tmp_path, "gat", "teacher", {"vgae": None})
     assert str(error.value) == (
         "the GAT curriculum (kd_gat.curriculum.enabled) draws on the trained VGAE of the same variant: give its "
         "model.pt as vgae (the train_gat wrapper's input.vgae), or disable the curriculum"
