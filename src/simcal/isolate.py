@@ -114,7 +114,7 @@ def _run_isolated(
                     os.close(report_write)  # the child's copy only: read() then ends when the child has
                 limit = timeout_s * len(alone) if timeout_s else None
                 memory_limit = _memory_limit(worker)
-                ended = _wait(child, started, limit, memory_limit)
+                ended = _wait(child, started, result, limit, memory_limit)
             report = _read_report(report_read) if ended == "exited" else ""
         finally:
             os.close(report_read)
@@ -135,7 +135,7 @@ def _run_isolated(
                 f"SimulationTimeout: the process to run it alone in (after its worker died) had not imported "
                 f"{model_ref} after {STARTUP_S:g} s, and was ended",
             )
-        if child.returncode == 0 and result.exists():
+        if (child.returncode == 0 or ended == "written") and result.exists():
             return pickle.loads(result.read_bytes())
         raise SimulationCrashed(_death(child.returncode, ended, memory_limit, stderr_text))
 
@@ -163,9 +163,12 @@ def _pass_on(stderr_path: Path) -> str:
         return stderr.read().decode(errors="replace")
 
 
-def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memory_limit: int | None) -> str:
-    """``exited``, or why the child was ended: ``timeout`` (counted from when its model was imported, so that
-    the process's start-up is not the simulation's time), ``start-up`` or ``memory``."""
+def _wait(
+    child: subprocess.Popen, started: Path, result: Path, timeout_s: float | None, memory_limit: int | None
+) -> str:
+    """``exited``, ``written`` (its rows were written, but past the timeout it was still exiting: ended), or why
+    the child was ended: ``timeout`` (counted from when its model was imported, so that the process's start-up is
+    not the simulation's time), ``start-up`` or ``memory``."""
     launched = time.monotonic()
     began = None
     exited = False
@@ -177,7 +180,8 @@ def _wait(child: subprocess.Popen, started: Path, timeout_s: float | None, memor
             if began is None and now - launched > STARTUP_S:
                 return "start-up"
             if timeout_s and began is not None and now - began > timeout_s:
-                return "timeout"
+                # Rows written: what runs on is the interpreter's exit (a model's atexit hook), not a simulation.
+                return "written" if result.exists() else "timeout"
             if memory_limit and _rss(child.pid) > memory_limit:
                 return "memory"
             time.sleep(POLL_S)
@@ -289,6 +293,8 @@ def main(argv: list[str]) -> int:
         model_ref, batch, time_budget_s = pickle.loads(payload.read_bytes())
     except OSError as error:
         return _harness_failed(report_fd, f"read its payload {payload}", error)
+    import simcal.store  # noqa: F401 - what run_batch imports for its first rows, before the clock starts too
+
     with contextlib.suppress(ContractError):  # run_batch makes it the batch's failed rows
         cached_model(model_ref)  # imported once, before the simulation's clock starts
     try:
