@@ -76,6 +76,44 @@ def fill(disk) -> os.PathLike:
     return filler
 
 
+@contextlib.contextmanager
+def job_under_way(tmp_path, retry_s: float, done: int):
+    """A service on a LocalCluster of one worker thread, its --state-dir tmp_path/"state", running a job of 300
+    simulations of 20 ms (``counted_sleep``, batches of 10); yields (http, service, job id) once ``done`` of them
+    are done. ``retry_s`` is the registry's wait before a paused job's next try (5 s in a service)."""
+    service_available()
+    from distributed import LocalCluster
+    from fastapi.testclient import TestClient
+
+    from simcal.service.server import Service
+
+    key = add_key(tmp_path / "keys", "alice")
+    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
+    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
+    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
+        with TestClient(service.app) as http:
+            http.headers["Authorization"] = f"Bearer {key}"
+            service.registry._retry_s = retry_s
+            job = http.post("/v1/simulate", json=body).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < done:
+                assert time.monotonic() < deadline, "the job never got going"
+                time.sleep(0.05)
+            yield http, service, job
+
+
+def wait_until_queued(http, job: str) -> None:
+    """Until the full disk has paused the running job (back in the queue); it runs until then."""
+    seen = set()
+    deadline = time.monotonic() + 30
+    while (status := http.get(f"/v1/jobs/{job}").json()["status"]) != "queued":
+        seen.add(status)
+        assert status == "running" and time.monotonic() < deadline, (status, seen)
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     "full",
     [
@@ -94,64 +132,39 @@ def test_a_job_whose_disk_fills_while_it_runs_waits_queued_and_resumes_from_its_
     its batches in flight ran on. It now goes back to the queue, saying why once, its batches stopped; it stays
     queued while the disk is full, running nothing (no run that could only lose its simulations), and once space
     is back resumes from its parts and succeeds with every simulation's row, each run once more at most."""
-    service_available()
-    from distributed import LocalCluster
-    from fastapi.testclient import TestClient
-
-    from simcal.service.server import Service
-
     disk = small_disk(tmp_path / "state" / "jobs" if full == "parts" else tmp_path / "state")
     count_file = tmp_path / "executions.txt"
     count_file.touch()
     monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count_file))  # the workers are threads of this process
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
-    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
-    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
-        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
-        with TestClient(service.app) as http, caplog.at_level("INFO", logger="simcal.service"):
-            http.headers["Authorization"] = f"Bearer {key}"
-            service.registry._retry_s = 0.2  # (5 s in a service)
-            job = http.post("/v1/simulate", json=body).json()["job_id"]
-            deadline = time.monotonic() + 60
-            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < 50:
-                assert time.monotonic() < deadline, "the job never got going"
-                time.sleep(0.05)
-            filler = fill(disk)
-            seen = set()
-            deadline = time.monotonic() + 30
-            while (status := http.get(f"/v1/jobs/{job}").json()["status"]) != "queued":
-                seen.add(status)
-                assert status == "running" and time.monotonic() < deadline, (status, seen)
-                time.sleep(0.05)
-            time.sleep(0.5)  # a batch running at the pause is interrupted, not run to its end
-            ran_at_pause = len(count_file.read_text().split())
-            time.sleep(1.5)  # tried again meanwhile (every 0.2 s), the disk still full
-            assert http.get(f"/v1/jobs/{job}").json()["status"] == "queued"
-            ran_before = len(count_file.read_text().split())
-            assert ran_before == ran_at_pause  # nothing ran while the disk was full
-            paused = [
-                r
-                for r in caplog.records
-                if f"job {job} paused: the disk under --state-dir is full" in r.message
-            ]
-            assert len(paused) == 1 and paused[0].levelname == "ERROR", [r.message for r in caplog.records]
-            # Tries 0.2, 0.4, 0.8 s apart (the wait doubles): at most 3 in these 2 s, not one every 0.2 s.
-            tries = [
-                r for r in caplog.records if f"job {job} still paused: the disk is still full" in r.message
-            ]
-            assert len(tries) <= 3, [r.message for r in tries]
-            os.unlink(filler)
-            info = wait_final(http, job, timeout=120)
-            assert info["status"] == "succeeded", info
-            assert info["resumed"] >= 50, info
-            rows = pd.read_parquet(io.BytesIO(http.get(f"/v1/jobs/{job}/results").content))
-            assert sorted(rows["a"]) == [float(i) for i in range(300)] and (rows["status"] == "ok").all()
-            # Once space is back, each simulation not in a part runs once: those kept are not run again.
-            ran_after = count_file.read_text().split()[ran_before:]
-            assert len(ran_after) == len(set(ran_after)) == 300 - info["resumed"], (len(ran_after), info)
-            assert not [r for r in caplog.records if "unexpected error in the job thread" in r.message]
+    with (
+        caplog.at_level("INFO", logger="simcal.service"),
+        job_under_way(tmp_path, retry_s=0.2, done=50) as (http, _, job),
+    ):
+        filler = fill(disk)
+        wait_until_queued(http, job)
+        time.sleep(0.5)  # a batch running at the pause is interrupted, not run to its end
+        ran_at_pause = len(count_file.read_text().split())
+        time.sleep(1.5)  # tried again meanwhile (every 0.2 s), the disk still full
+        assert http.get(f"/v1/jobs/{job}").json()["status"] == "queued"
+        ran_before = len(count_file.read_text().split())
+        assert ran_before == ran_at_pause  # nothing ran while the disk was full
+        paused = [
+            r for r in caplog.records if f"job {job} paused: the disk under --state-dir is full" in r.message
+        ]
+        assert len(paused) == 1 and paused[0].levelname == "ERROR", [r.message for r in caplog.records]
+        # Tries 0.2, 0.4, 0.8 s apart (the wait doubles): at most 3 in these 2 s, not one every 0.2 s.
+        tries = [r for r in caplog.records if f"job {job} still paused: the disk is still full" in r.message]
+        assert len(tries) <= 3, [r.message for r in tries]
+        os.unlink(filler)
+        info = wait_final(http, job, timeout=120)
+        assert info["status"] == "succeeded", info
+        assert info["resumed"] >= 50, info
+        rows = pd.read_parquet(io.BytesIO(http.get(f"/v1/jobs/{job}/results").content))
+        assert sorted(rows["a"]) == [float(i) for i in range(300)] and (rows["status"] == "ok").all()
+        # Once space is back, each simulation not in a part runs once: those kept are not run again.
+        ran_after = count_file.read_text().split()[ran_before:]
+        assert len(ran_after) == len(set(ran_after)) == 300 - info["resumed"], (len(ran_after), info)
+        assert not [r for r in caplog.records if "unexpected error in the job thread" in r.message]
 
 
 def test_a_cancel_heard_as_a_full_disk_stops_the_job_ends_it_cancelled_not_queued_again(
@@ -161,12 +174,7 @@ def test_a_cancel_heard_as_a_full_disk_stops_the_job_ends_it_cancelled_not_queue
     model holds the GIL answers the interrupt late: here its call is held INTERRUPT_WAIT_S, 2 s). The run ended
     as a full disk's pause: the job went back to the queue with its cancel dropped, the cancel answered "queued"
     after 10 s, and the job ran again once space was back. It now ends cancelled, as the cancel asked."""
-    service_available()
-    from distributed import LocalCluster
-    from fastapi.testclient import TestClient
-
     from simcal import runner
-    from simcal.service.server import Service
 
     stopping_batches = threading.Event()
 
@@ -177,28 +185,15 @@ def test_a_cancel_heard_as_a_full_disk_stops_the_job_ends_it_cancelled_not_queue
     monkeypatch.setattr(runner, "_interrupt_on_workers", answers_late)
     monkeypatch.setattr(runner, "INTERRUPT_WAIT_S", 2.0)
     disk = small_disk(tmp_path / "state" / "jobs")
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
-    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
-    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
-        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
-        with TestClient(service.app) as http:
-            http.headers["Authorization"] = f"Bearer {key}"
-            service.registry._retry_s = 0.2  # (5 s in a service)
-            job = http.post("/v1/simulate", json=body).json()["job_id"]
-            deadline = time.monotonic() + 60
-            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < 20:
-                assert time.monotonic() < deadline, "the job never got going"
-                time.sleep(0.05)
-            filler = fill(disk)
-            assert stopping_batches.wait(30), "the full disk never stopped the run"
-            assert http.delete(f"/v1/jobs/{job}").json()["status"] == "cancelled"
-            os.unlink(filler)
-            time.sleep(1.0)  # a job queued again would have started by now (tried every 0.2 s)
-            info = http.get(f"/v1/jobs/{job}").json()
-            assert info["status"] == "cancelled" and info["error"] == "cancelled by request", info
-            assert not (tmp_path / "state" / "jobs" / job).exists()  # its parts removed, as a cancel's are
+    with job_under_way(tmp_path, retry_s=0.2, done=20) as (http, _, job):
+        filler = fill(disk)
+        assert stopping_batches.wait(30), "the full disk never stopped the run"
+        assert http.delete(f"/v1/jobs/{job}").json()["status"] == "cancelled"
+        os.unlink(filler)
+        time.sleep(1.0)  # a job queued again would have started by now (tried every 0.2 s)
+        info = http.get(f"/v1/jobs/{job}").json()
+        assert info["status"] == "cancelled" and info["error"] == "cancelled by request", info
+        assert not (tmp_path / "state" / "jobs" / job).exists()  # its parts removed, as a cancel's are
 
 
 def test_a_job_paused_by_a_full_disk_for_hours_is_still_tried_again_and_resumes(
@@ -209,40 +204,20 @@ def test_a_job_paused_by_a_full_disk_for_hours_is_still_tried_again_and_resumes(
     OverflowError in the job thread ("unexpected error"), the job left queued with no next try, never resumed
     until the service restarted. Here the job's count of pauses is set as those 17 hours leave it, and the
     longest wait is 0.3 s."""
-    service_available()
-    from distributed import LocalCluster
-    from fastapi.testclient import TestClient
 
     from simcal.service import jobs
-    from simcal.service.server import Service
 
     monkeypatch.setattr(jobs, "FULL_DISK_RETRY_MAX_S", 0.3)
     disk = small_disk(tmp_path / "state" / "jobs")
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
-    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
-    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
-        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
-        with TestClient(service.app) as http:
-            http.headers["Authorization"] = f"Bearer {key}"
-            service.registry._retry_s = 5.0  # the service's
-            job = http.post("/v1/simulate", json=body).json()["job_id"]
-            deadline = time.monotonic() + 60
-            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < 20:
-                assert time.monotonic() < deadline, "the job never got going"
-                time.sleep(0.05)
-            with service.manager._lock:
-                service.manager._paused_by_disk[job] = 1024  # paused for some 17 hours already
-            filler = fill(disk)
-            deadline = time.monotonic() + 30
-            while http.get(f"/v1/jobs/{job}").json()["status"] != "queued":
-                assert time.monotonic() < deadline, "the full disk never paused the job"
-                time.sleep(0.05)
-            time.sleep(1.0)  # tried again meanwhile (every 0.3 s), the disk still full
-            os.unlink(filler)
-            info = wait_final(http, job, timeout=30)
-            assert info["status"] == "succeeded" and info["resumed"] >= 20, info
+    with job_under_way(tmp_path, retry_s=5.0, done=20) as (http, service, job):  # the service's retry_s
+        with service.manager._lock:
+            service.manager._paused_by_disk[job] = 1024  # paused for some 17 hours already
+        filler = fill(disk)
+        wait_until_queued(http, job)
+        time.sleep(1.0)  # tried again meanwhile (every 0.3 s), the disk still full
+        os.unlink(filler)
+        info = wait_final(http, job, timeout=30)
+        assert info["status"] == "succeeded" and info["resumed"] >= 20, info
 
 
 def test_a_paused_job_is_not_planned_again_while_its_disk_stays_full(small_disk, tmp_path, monkeypatch):
@@ -250,12 +225,8 @@ def test_a_paused_job_is_not_planned_again_while_its_disk_stays_full(small_disk,
     simulation first (5 s for a job of 1,000,000 simulations, each try, for each paused job). A try now writes a
     byte under the job's directory first and pauses again at once while the disk cannot take it; the job is
     planned again once the disk takes writes, and resumes. ``simulate`` is the service's own, counted."""
-    service_available()
-    from distributed import LocalCluster
-    from fastapi.testclient import TestClient
 
     from simcal.service import jobs
-    from simcal.service.server import Service
 
     planned = []
 
@@ -266,32 +237,16 @@ def test_a_paused_job_is_not_planned_again_while_its_disk_stays_full(small_disk,
     simulate = jobs.simulate
     monkeypatch.setattr(jobs, "simulate", counted)
     disk = small_disk(tmp_path / "state" / "jobs")
-    key = add_key(tmp_path / "keys", "alice")
-    config = ServiceConfig(state_dir=tmp_path / "state", allow_models=("simcal_models",))
-    sets = [{"a": float(i), "sleep_s": 0.02} for i in range(300)]
-    body = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": sets, "settings": {"batch_size": 10}}
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
-        service = Service(config, tmp_path / "keys", scheduler=cluster.scheduler_address)
-        with TestClient(service.app) as http:
-            http.headers["Authorization"] = f"Bearer {key}"
-            service.registry._retry_s = 0.1  # tries 0.1, 0.2, 0.4, 0.8 s apart
-            job = http.post("/v1/simulate", json=body).json()["job_id"]
-            deadline = time.monotonic() + 60
-            while http.get(f"/v1/jobs/{job}").json()["progress"]["done"] < 20:
-                assert time.monotonic() < deadline, "the job never got going"
-                time.sleep(0.05)
-            filler = fill(disk)
-            deadline = time.monotonic() + 30
-            while http.get(f"/v1/jobs/{job}").json()["status"] != "queued":
-                assert time.monotonic() < deadline, "the full disk never paused the job"
-                time.sleep(0.05)
-            paused_at = time.monotonic()
-            time.sleep(2.0)  # tried again three or four times meanwhile
-            assert [at for at in planned if at > paused_at] == []
-            os.unlink(filler)
-            info = wait_final(http, job, timeout=60)
-            assert info["status"] == "succeeded" and info["resumed"] >= 20, info
-            assert len(planned) == 2  # the first run, and the one once space was back
+    with job_under_way(tmp_path, retry_s=0.1, done=20) as (http, _, job):  # tries 0.1, 0.2, 0.4, 0.8 s apart
+        filler = fill(disk)
+        wait_until_queued(http, job)
+        paused_at = time.monotonic()
+        time.sleep(2.0)  # tried again three or four times meanwhile
+        assert [at for at in planned if at > paused_at] == []
+        os.unlink(filler)
+        info = wait_final(http, job, timeout=60)
+        assert info["status"] == "succeeded" and info["resumed"] >= 20, info
+        assert len(planned) == 2  # the first run, and the one once space was back
 
 
 def test_on_a_full_filesystem_the_registry_keeps_a_requeue_marks_it_reopens_and_the_next_start_counts_the_run_once(

@@ -33,7 +33,9 @@ def keyed_batch(key: str, sleep_s: float, count: int = 2, isolated: bool = False
     return Batch(plan_tasks(sets, replicates=1), key, driver=None, isolated=isolated)
 
 
-def run_in_thread(batches: list[Batch]) -> tuple[threading.Thread, list]:
+def run_in_thread(
+    batches: list[Batch], model: str = MODEL, timeout_s: float | None = None
+) -> tuple[threading.Thread, list]:
     """Run the batches one after another in one thread (as a worker thread runs its tasks); each outcome is
     ("rows", table) or ("raised", exception)."""
     outcomes: list = []
@@ -41,7 +43,7 @@ def run_in_thread(batches: list[Batch]) -> tuple[threading.Thread, list]:
     def work() -> None:
         for batch in batches:
             try:
-                outcomes.append(("rows", run_batch(MODEL, batch)))
+                outcomes.append(("rows", run_batch(model, batch, timeout_s=timeout_s)))
             except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
                 outcomes.append(("raised", error))
 
@@ -95,23 +97,11 @@ def test_a_cancel_stops_the_batch_even_when_its_simulation_times_out_at_the_same
     count = tmp_path / "begun.txt"
     monkeypatch.setenv("SIMCAL_TEST_COUNT", str(count))
     timeout_s, sleep_s = 0.2, 0.6
-    assert sleep_s < timeout_s + grace_seconds(
-        timeout_s
-    )  # the watchdog interrupts, it does not end the process
+    # The watchdog interrupts, it does not end the process:
+    assert sleep_s < timeout_s + grace_seconds(timeout_s)
     sets = [{"a": float(i), "sleep_s": sleep_s} for i in range(4)]
     batch = Batch(plan_tasks(sets, replicates=1), "sweep-e-1", driver=None)
-    outcomes: list = []
-
-    def work() -> None:
-        try:
-            outcomes.append(
-                ("rows", run_batch("simcal_models:counted_then_sleeps", batch, timeout_s=timeout_s))
-            )
-        except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
-            outcomes.append(("raised", error))
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
+    thread, outcomes = run_in_thread([batch], "simcal_models:counted_then_sleeps", timeout_s)
     wait_until_running("sweep-e-1")
     if first == "timeout":
         wait_until_timed_out()
