@@ -21,9 +21,10 @@ help:
 
 venv: $(STAMP)
 
-# Reinstall when the dependency list or the lock changes. constraints.txt holds the exact versions (make lock);
-# torch is pinned in pyproject.toml (a CPU wheel where one is on disk).
-$(STAMP): pyproject.toml constraints.txt
+# Reinstall when the dependency list, the lock or the set of packages changes (an editable install maps the
+# packages it found when installed: a package added later would not import). constraints.txt holds the exact
+# versions (make lock); torch is pinned in pyproject.toml (a CPU wheel where one is on disk).
+$(STAMP): pyproject.toml constraints.txt $(wildcard src/*/__init__.py executors/*/__init__.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
