@@ -286,7 +286,7 @@ def test_output_lock_on_a_filesystem_without_flock_warns_and_goes_on(tmp_path, m
 
     monkeypatch.setattr(files.fcntl, "flock", no_flock)
     target = tmp_path / "model.pt"
-    with caplog.at_level(logging.WARNING, logger="kdgat.files"), files.output_lock(target):
+    with caplog.at_level(logging.WARNING, logger="output_locks"), files.output_lock(target):
         files.write_text("whole", target)
     assert f"{target}: cannot lock {files.lock_path(target)} (Function not implemented)" in caplog.text
     assert target.read_text() == "whole" and not files.lock_path(target).exists()

@@ -1246,3 +1246,38 @@ def test_sigterm_closes_the_local_cluster_and_keeps_finished_parts(tmp_path):
     assert not alive, f"worker processes survived SIGTERM: {alive}"
     assert list(output.with_name("sweep.parquet.partial").glob("part-*.parquet"))
     assert json.loads(Path(f"{output}.progress.json").read_text())["state"] == "failed"
+
+
+def test_a_second_sweep_on_an_output_being_written_is_refused_and_the_first_keeps_every_row(tmp_path):
+    """Two sweeps writing one output at once (a notebook beside a Snakemake job, or a run started twice): the
+    second's plan deleted the first's parts (not in its plan), and the first then published what was left as
+    finished (150 rows of 400 in a run by hand). The second is now refused at its start, naming the output and
+    the holder; the first writes every row."""
+    from output_locks import OutputInUse
+
+    in_threads = {"backend": "local", "backend_options": {"processes": False, "workers": 1}}
+    output = tmp_path / "sweep.parquet"
+    first = pd.DataFrame({"a": [float(i) for i in range(40)], "sleep_s": 0.05})
+    outcome: list = []
+
+    def run_first() -> None:
+        try:
+            outcome.append(
+                simulate("simcal_models:counted_sleep", first, output, {"batch_size": 2}, **in_threads)
+            )
+        except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+            outcome.append(error)
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("sweep.parquet.partial/*.parquet")):
+        assert time.monotonic() < deadline and thread.is_alive(), outcome
+        time.sleep(0.05)
+    second = pd.DataFrame({"a": [100.0, 101.0], "sleep_s": 0.0})
+    with pytest.raises(OutputInUse, match=f"{output}: another process .* is writing this sweep output now"):
+        simulate("simcal_models:counted_sleep", second, output, {}, **in_threads)
+    thread.join(timeout=120)
+    assert not isinstance(outcome[0], Exception), outcome
+    rows = pd.read_parquet(output)
+    assert sorted(rows["a"]) == list(first["a"]) and (rows["status"] == "ok").all()

@@ -36,6 +36,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from output_locks import output_lock
 from simcal.contract import (
     ContractError,
     check_options,
@@ -526,42 +527,48 @@ def calibrate(
             f"({simulation.replicates}) for the refine step to add anything (or set refine.top_k: 0)"
         )
     manifest = calibration_manifest(model_ref, bounds, fixed, parsed_targets, observed, settings, simulation)
-    store = PartStore(simulations_output, manifest)
-    proposer = Proposer(bounds, settings)
-    trials: list[pd.DataFrame] = []
-    began = time.perf_counter()
-    # Everything up to finalize stays inside the block, so the progress file says failed (with the error) when
-    # the threshold stops the run, and says finished only once the simulations file exists.
-    with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
-        rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
-        stopped: TooManyFailures | None = None
-        where = ""
-        kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
-        try:
-            _search(rounds, proposer, trials, names, settings, simulation, began)
-        except _RoundStopped as stop:
-            trials.append(stop.table)
-            stopped = stop.error
-            where = f" The calibration stopped in round {stop.table['round'].iloc[0]}; no later round ran."
-        except Exception as error:
-            # A target that raises, no workers left, a lost scheduler: the rounds that finished are kept for the
-            # researcher (their simulations resume from the parts anyway), under the name a failed job keeps.
-            if trials:
-                write_parquet(_trials_table(trials), kept)
-                error.add_note(f"The trials table of the {len(trials)} round(s) that finished is in {kept}.")
-            raise
-        table = _trials_table(trials)
-        write_parquet(table, trials_output)
-        try:
-            if stopped is not None:
-                raise stopped
-            check_failures(store, simulation.max_failed_fraction)
-        except TooManyFailures as error:
-            write_parquet(table, kept)
-            raise TooManyFailures(f"{error}{where} The trials table so far is in {kept}.") from error
-        kept.unlink(missing_ok=True)
-        store.finalize()
-    return table
+    # One calibration at a time per simulations output (see simcal.runner.simulate).
+    with output_lock(simulations_output, "simulations output"):
+        store = PartStore(simulations_output, manifest)
+        proposer = Proposer(bounds, settings)
+        trials: list[pd.DataFrame] = []
+        began = time.perf_counter()
+        # Everything up to finalize stays inside the block, so the progress file says failed (with the error) when
+        # the threshold stops the run, and says finished only once the simulations file exists.
+        with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
+            rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
+            stopped: TooManyFailures | None = None
+            where = ""
+            kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
+            try:
+                _search(rounds, proposer, trials, names, settings, simulation, began)
+            except _RoundStopped as stop:
+                trials.append(stop.table)
+                stopped = stop.error
+                where = (
+                    f" The calibration stopped in round {stop.table['round'].iloc[0]}; no later round ran."
+                )
+            except Exception as error:
+                # A target that raises, no workers left, a lost scheduler: the rounds that finished are kept for the
+                # researcher (their simulations resume from the parts anyway), under the name a failed job keeps.
+                if trials:
+                    write_parquet(_trials_table(trials), kept)
+                    error.add_note(
+                        f"The trials table of the {len(trials)} round(s) that finished is in {kept}."
+                    )
+                raise
+            table = _trials_table(trials)
+            write_parquet(table, trials_output)
+            try:
+                if stopped is not None:
+                    raise stopped
+                check_failures(store, simulation.max_failed_fraction)
+            except TooManyFailures as error:
+                write_parquet(table, kept)
+                raise TooManyFailures(f"{error}{where} The trials table so far is in {kept}.") from error
+            kept.unlink(missing_ok=True)
+            store.finalize()
+        return table
 
 
 def _search(

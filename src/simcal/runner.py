@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from output_locks import output_lock
 from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, mapping_of, resolve_model
 from simcal.files import FORMATS
@@ -842,14 +843,17 @@ def simulate(
     tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers, check)
     manifest = plan_manifest(model_ref, tasks, settings, check=check)
     check()
-    store = PartStore(output, manifest, rerun_failed=settings.rerun_failed, check=check)
     began = time.perf_counter()
-    with Simulator(
-        model_ref, settings, backend, backend_options, threads, client, cancel, rerun
-    ) as simulator:
-        summary = simulator.run(tasks, store, fail_fast=True)
-        check_failures(store, settings.max_failed_fraction, rerun)
-        store.finalize()
+    # One sweep at a time per output: a second one's plan would delete the first's parts (not in its plan) while
+    # the first runs, and the first would then publish what was left as if finished.
+    with output_lock(output, "sweep output"):
+        store = PartStore(output, manifest, rerun_failed=settings.rerun_failed, check=check)
+        with Simulator(
+            model_ref, settings, backend, backend_options, threads, client, cancel, rerun
+        ) as simulator:
+            summary = simulator.run(tasks, store, fail_fast=True)
+            check_failures(store, settings.max_failed_fraction, rerun)
+            store.finalize()
     log.info(
         "wrote %s: %d simulations (%d run now, %d resumed) in %.2f s, %s",
         output, summary.total, summary.executed, summary.skipped, time.perf_counter() - began,

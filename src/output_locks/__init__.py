@@ -1,0 +1,99 @@
+"""The lock of an output file that one process writes at a time, shared by kdgat (training outputs and
+checkpoints) and simcal (a sweep's output and its parts): a second run writing the same output at once is refused
+at its start, naming the output and the holder, instead of the two overwriting or deleting each other's files.
+Standard library only, so that neither library brings the other in (.tests/unit/test_layers.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("output_locks")
+
+
+class OutputInUse(BlockingIOError):
+    """Another process holds the lock of an output (:func:`output_lock`): two jobs would write it at once."""
+
+
+def lock_path(target: str | os.PathLike) -> Path:
+    """The lock file of an output: hidden, beside it (``<folder>/.<name>.lock``)."""
+    target = Path(target)
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Hold the lock of ``target`` (a file about to be written) for the block, or raise :class:`OutputInUse` at
+    once, naming ``target`` and, when the holder has written them, its PID and host.
+
+    The lock is ``flock`` on :func:`lock_path`, so it dies with its holder (a SIGKILLed job leaves a stale file
+    that the next run simply takes). The file is created with 0o666 minus the umask like every output, holds
+    ``<pid> <host>``, and is removed on release (an exception, Ctrl-C or SIGTERM raised as an exception
+    included) while still locked; a process that opened it before the removal sees another inode at the path and
+    tries again, so two holders are impossible. A filesystem without ``flock`` (Lustre mounted ``noflock``)
+    gives no lock: a warning, and the block runs unprotected."""
+    lock = lock_path(target)
+    # Folders made for the lock alone are removed with it when the job wrote nothing into them (a failed run
+    # leaves no empty output folder behind).
+    made = [folder for folder in (lock.parent, *lock.parent.parents) if not folder.exists()]
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            writable = True
+        except FileNotFoundError:  # a folder on the way was removed in between (by a job that wrote nothing)
+            continue
+        except PermissionError:
+            if not lock.exists():
+                raise  # a folder we may not write: the error names it
+            descriptor = os.open(lock, os.O_RDONLY)  # left by another user of the group: lockable read-only
+            writable = False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 256, 0).decode("utf-8", "replace").split()
+            os.close(descriptor)
+            by = f" (pid {holder[0]} on host {holder[1]})" if len(holder) == 2 else ""
+            raise OutputInUse(
+                f"{target}: another process{by} is writing this {what} now (lock {lock}); two runs writing one "
+                f"{what} at once overwrite or delete each other's files. Wait for it to finish, or stop it and run "
+                "again"
+            ) from None
+        except OSError as error:
+            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                lock.unlink()  # it locks nothing: leave no file beside the output
+            log.warning(
+                "%s: cannot lock %s (%s); a second run writing this %s at the same time is not detected",
+                target, lock, error.strerror or error, what,
+            )  # fmt: skip
+            descriptor = None
+            break
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(descriptor)
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(descriptor)  # the last holder removed the file after we opened it: lock the new one
+    if descriptor is None:
+        yield lock
+        return
+    try:
+        if writable:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()  # before the lock goes: nobody else can hold this inode now
+        os.close(descriptor)
+        with contextlib.suppress(OSError):
+            for folder in made:  # deepest first; stops at the first that is not empty
+                folder.rmdir()
