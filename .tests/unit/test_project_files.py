@@ -338,3 +338,17 @@ def test_each_test_carries_its_xdist_group_and_the_scheduler_sees_it(request):
     assert group == ".tests/unit/test_project_files.py"
     if getattr(request.config.option, "loadgroup", False):  # set on xdist workers only
         assert request.node.nodeid.endswith(f"@{group}"), request.node.nodeid
+
+
+def test_make_venv_reinstalls_when_a_package_is_added() -> None:
+    """The venv's stamp depends on every package under src/ and executors/ (make's own database, ``make -pq``): an
+    editable install maps the packages it found when installed, so one added later imports only after a reinstall."""
+    database = subprocess.run(
+        ["make", "-pq", "-f", "Makefile"], cwd=REPO, capture_output=True, text=True, timeout=60
+    ).stdout
+    (line,) = [line for line in database.splitlines() if line.startswith(".venv/.installed-stamp:")]
+    prerequisites = set(line.split(":", 1)[1].split())
+    packages = {
+        str(p.relative_to(REPO)) for root in ("src", "executors") for p in (REPO / root).glob("*/__init__.py")
+    }
+    assert {"pyproject.toml", "constraints.txt"} | packages <= prerequisites, prerequisites
