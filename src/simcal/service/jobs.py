@@ -65,14 +65,21 @@ def disk_full(error: BaseException) -> bool:
     return False
 
 
+PROBE_BYTES = 64 * 1024  # more than the blocks a stopped try frees as it ends (its output's lock file, say)
+
+
 def disk_takes_a_write(directory: Path) -> None:
-    """Write a byte to a file under ``directory`` and remove it: raises the disk's OSError (ENOSPC) when it is full."""
+    """Write PROBE_BYTES to a file under ``directory`` and remove it: raises the disk's OSError (ENOSPC, EDQUOT)
+    when it is full. One byte was not enough: the block a stopped try freed as it ended took it, and each try
+    planned the job again."""
     directory.mkdir(parents=True, exist_ok=True)
     probe = directory / ".disk-probe"
     try:
         descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(descriptor, b"\0")
+            written = os.write(descriptor, bytes(PROBE_BYTES))
+            if written < PROBE_BYTES:  # a short write: the disk had room for no more
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(probe))
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
