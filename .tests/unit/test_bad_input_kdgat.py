@@ -444,3 +444,13 @@ def test_a_gat_curriculum_without_its_vgae_is_refused_naming_the_input_before_an
         "model.pt as vgae (the train_gat wrapper's input.vgae), or disable the curriculum"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_student_kd_dqn_with_only_some_of_its_teachers_models_is_refused_before_anything_is_read(tmp_path):
+    with pytest.raises(ValueError) as error:
+        _train_without_reading(tmp_path, "dqn", "student_kd", {"teacher_dqn": str(tmp_path / "teacher.pt")})
+    assert (
+        str(error.value)
+        == "DQN distillation needs all three teacher models; missing ['teacher_vgae', 'teacher_gat']"
+    )
+    assert list(tmp_path.iterdir()) == []

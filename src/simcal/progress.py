@@ -165,19 +165,17 @@ def find_progress_files(
             elif progress_path(path).exists():
                 named = [progress_path(path)]
             else:
-                problem = (
-                    f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
-                )
-                if missing is None:
-                    raise FileNotFoundError(problem)
-                missing.append(problem)
-                named = []
-        except FileNotFoundError:
-            raise
+                named = None
         except OSError as error:  # a folder on the way this user may not enter: is_dir() and exists() raise
             if unreadable is None:
                 raise
             unreadable.append(f"cannot search {path}: {error.strerror or error}")
+            named = []
+        if named is None:
+            problem = f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
+            if missing is None:
+                raise FileNotFoundError(problem)
+            missing.append(problem)
             named = []
         for file in named:
             found.setdefault(file.resolve(), file)

@@ -445,14 +445,12 @@ def run(
     blocks held out of ``fit``, see ``early_stop_rows``). ``vgae``/``gat``: the same variant's model.pt files whose
     outputs the agent fuses; ``teacher_*``: the teacher's three model.pt files (student_kd, all or none)."""
     settings = prepare_job(settings, "dqn", outputs, threads)
-    check_teachers(
-        settings, {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
-    )
+    teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
+    check_teachers(settings, teachers)
+    if any(teachers.values()) and not all(teachers.values()):
+        missing = [name for name, path in teachers.items() if not path]
+        raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
-        teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
-        if any(teachers.values()) and not all(teachers.values()):
-            missing = [name for name, path in teachers.items() if not path]
-            raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
         num_ids = load_num_ids(metadata)
         base_models = {"vgae": vgae, "gat": gat, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
         # Models and graphs of different preprocess runs: other vocabularies under the same ID indices.

@@ -645,7 +645,7 @@ class JobManager:
         """A run stopped by a full disk under --state-dir (its parts, its results file): not the job's fault, and
         failing it would throw its finished simulations away. The job goes back to the queue, the run not counted,
         and is put up to run again after ``retry_s``, the wait doubling with each run the full disk stops, to at
-        most FULL_DISK_RETRY_MAX_S; it resumes from its parts. While the disk stays full each try stops at a byte
+        most FULL_DISK_RETRY_MAX_S; it resumes from its parts. While the disk stays full each try stops at a probe
         written under the job's directory (``disk_takes_a_write``), before the job is planned again, or waits for
         its start to be written (``_start``). Logged as an ERROR the first time, then one INFO line a try. A cancel
         ends it: one heard while the run stopped (``cancel`` set, the service not stopping), before the job is
