@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from simcal.models.sir import SPACE, mean_field
+from simcal.targets import poisson_nll
 
 
 @SPACE.declare
@@ -33,3 +36,10 @@ def distance_to_one_four_times(simulated, observed, **options):
     if SCORED["parameter_sets"] > 4:
         raise ValueError("cannot score a fifth parameter set")
     return distance_to_one(simulated, observed)
+
+
+def poisson_nll_after_a_pause(simulated, observed, pause_s=0.5, **options):
+    """``poisson_nll`` after ``pause_s`` seconds: the scoring of a round that takes longer than the progress
+    file's rewrite interval (as a slow target or sampler does between a calibration's rounds)."""
+    time.sleep(pause_s)
+    return poisson_nll(simulated, observed, **options)

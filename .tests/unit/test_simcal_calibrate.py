@@ -4,10 +4,13 @@ cluster, its analysis and pages, and the plain sweep's summary and page."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
 import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -741,6 +744,44 @@ def test_observed_keys_that_match_no_simulated_row_stop_the_calibration_after_th
     assert str(kept) in caught.value.__notes__[0]
     trials = pd.read_parquet(kept)
     assert list(trials["phase"]) == ["design"] * 4 and (trials["replicates_ok"] == 1).all()
+
+
+def test_the_progress_file_stays_fresh_while_a_round_is_scored_between_simulations(tmp_path, client):
+    """Between a calibration's rounds no simulation comes back (the targets score, the sampler proposes): the
+    progress file is still rewritten every progress_seconds, so `simcal status` on another host does not call a
+    busy calibration stale. Here each round's scoring takes 8 x 0.5 s, the file is rewritten every 0.5 s."""
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 20}, 7, process="mean_field")
+    target = {**POISSON[0], "function": "simcal_calibration_models:poisson_nll_after_a_pause", "pause_s": 0.5}
+    output = tmp_path / "s.parquet"
+    seen: list[tuple[float, float, str]] = []  # (when read, the record's updated_epoch, its state)
+    done = threading.Event()
+
+    def watch() -> None:
+        path = Path(f"{output}.progress.json")
+        while not done.wait(0.05):
+            with contextlib.suppress(OSError, ValueError):  # not written yet
+                record = json.loads(path.read_text())
+                seen.append((time.monotonic(), record["updated_epoch"], record["state"]))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        calibrate(
+            "simcal.models.sir:mean_field", observed, BOUNDS, [target], output, tmp_path / "trials.parquet",
+            {"initial_points": 8, "rounds": 1, "proposals_per_round": 8, "refine": {"top_k": 0}},
+            {"replicates": 1, "progress_seconds": 0.5}, fixed_params={"days": 20}, client=client,
+        )  # fmt: skip
+    finally:
+        done.set()
+        watcher.join()
+    assert json.loads(Path(f"{output}.progress.json").read_text())["state"] == "finished"
+    running = [(when, updated) for when, updated, state in seen if state == "running"]
+    changes = [
+        when for (when, updated), (_, before) in zip(running[1:], running, strict=False) if updated != before
+    ]
+    gaps = np.diff([running[0][0], *changes, running[-1][0]])
+    assert running[-1][0] - running[0][0] > 8  # both rounds were scored while the file said running
+    assert gaps.max() < 2.0, f"the progress file went {gaps.max():.1f} s without a rewrite while running"
 
 
 @pytest.mark.parametrize("batch_size", ["auto", 2])

@@ -8,13 +8,15 @@ the time it is read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,9 @@ class Progress:
         self.workers: int | None = None
         self.batch_size: int | None = None
         self.write_error: str | None = None  # the kind of error the last write failed with (None: it did not)
+        # One write at a time (the sweep's and kept_fresh's thread), and none of a running state after finish
+        self._lock = threading.RLock()
+        self._written = -math.inf  # when the file was last written, on the monotonic clock
 
     def plan(self, total: int, already_done: int, already_failed: int) -> None:
         self.total += total
@@ -97,8 +102,32 @@ class Progress:
         self.write()
 
     def finish(self, state: str, message: str | None = None) -> None:
-        self.state, self.message = state, message
-        self.write()
+        with self._lock:
+            self.state, self.message = state, message
+            self.write()
+
+    @contextlib.contextmanager
+    def kept_fresh(self) -> Iterator[Progress]:
+        """Rewrite the file from a thread whenever it is ``every_s`` old while the block runs and the sweep is
+        starting or running. The sweep itself writes only as simulations come back: between a calibration's
+        rounds (the targets, the sampler's next proposals) and while the results are merged, minutes may pass
+        without one, and a reader on another host would call the sweep ``stale``."""
+        stop = threading.Event()
+
+        def rewrite() -> None:
+            while not stop.wait(self.every_s / 2):
+                with self._lock:
+                    fresh = time.monotonic() - self._written < self.every_s
+                    if self.state in ("starting", "running") and not fresh:
+                        self.write()
+
+        thread = threading.Thread(target=rewrite, name=f"progress {self.path.name}", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
 
     def snapshot(self) -> dict[str, Any]:
         now = time.time()
@@ -128,6 +157,11 @@ class Progress:
         }
 
     def write(self) -> None:
+        with self._lock:
+            self._written = time.monotonic()
+            self._write()
+
+    def _write(self) -> None:
         try:
             write_json(self.snapshot(), self.path, durable=False)  # rewritten every few seconds anyway
         except OSError as error:  # progress is a convenience: never fail a sweep over it

@@ -282,6 +282,9 @@ class Simulator:
     def _progress_for(self, store: PartStore) -> Progress:
         if self.progress is None or self.progress.output != str(store.output):
             self.progress = Progress(store.output, self.backend, self.settings.progress_seconds)
+            # Fresh while the simulator is open, through the rounds' targets and the final merge too; stopped
+            # after __exit__ has written the end
+            self._stack.enter_context(self.progress.kept_fresh())
             self._counted = set()
         return self.progress
 
