@@ -14,7 +14,7 @@ import pytest
 from simcal import api, targets
 from simcal.analyze import analyze
 from simcal.backends import dask_client, slurm_cluster_kwargs, slurm_scaling
-from simcal.calibrate import check_observed_columns, parse_targets
+from simcal.calibrate import calibrate, check_observed_columns, parse_targets
 from simcal.contract import ContractError
 from simcal.design import parse_bounds, sample_design, write_design
 from simcal.observed import generate_observed, read_observed
@@ -108,6 +108,38 @@ def test_local_and_scheduler_backend_options_are_checked_before_a_cluster_starts
     with pytest.raises(ContractError, match=rf"^calibration.backend.{named}"):
         with dask_client(backend, options):
             pass
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "named"),
+    [
+        ("locall", {}, r"calibration backend 'locall' is unknown; expected one of \['local', 'slurm'"),
+        ("local", {"worker": 4}, r"calibration.backend.local: unknown keys \['worker'\]"),
+        ("slurm", {"walltime": "1h"}, r"calibration.backend.slurm.walltime '1h': expected HH:MM:SS"),
+        ("slurm", {"adaptive": 3}, r"calibration.backend.slurm.adaptive 3: expected"),
+        ("scheduler", {}, r"calibration backend scheduler: no address"),
+        ("service", {"urll": "http://127.0.0.1:9"}, r"calibration.backend.service: unknown keys \['urll'\]"),
+    ],
+)
+@pytest.mark.parametrize("run", ["sweep", "calibration"])
+def test_a_bad_backend_stops_a_sweep_or_a_calibration_before_it_writes_anything(
+    tmp_path, monkeypatch, run, backend, options, named
+):
+    """Checked only as the cluster started, a bad backend left the output's parts directory (its manifest) and a
+    progress file saying failed behind, which a later `simcal status` listed as a sweep."""
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n")
+    with pytest.raises(ContractError, match=rf"^{named}"):
+        if run == "sweep":
+            simulate(SIR, table, tmp_path / "out.parquet", backend=backend, backend_options=options)
+        else:
+            calibrate(
+                SIR, pd.DataFrame({"day": [1], "incidence": [3]}), {"beta": {"low": 0.1, "high": 0.6}},
+                [{"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}],
+                tmp_path / "out.parquet", tmp_path / "trials.parquet", backend=backend, backend_options=options,
+            )  # fmt: skip
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.csv"]
 
 
 @pytest.mark.parametrize(

@@ -291,6 +291,45 @@ def worker_count(client) -> int:
         return 0
 
 
+def local_cluster_shape(options: Mapping[str, Any], threads: int = 1) -> tuple[int, int, bool]:
+    """(workers, threads per worker, processes) of the ``local`` backend's options."""
+    reject_unknown_keys(options, LOCAL_OPTIONS, WHERE_LOCAL)
+    workers = _whole_number(options, "workers", max(1, threads), 1, WHERE_LOCAL)
+    threads_per_worker = _whole_number(options, "threads_per_worker", 1, 1, WHERE_LOCAL)
+    processes = options.get("processes", True)
+    if not isinstance(processes, bool):  # bool("false") is True
+        raise ContractError(f"{WHERE_LOCAL}.processes {processes!r}: expected true or false")
+    return workers, threads_per_worker, processes
+
+
+def check_backend(
+    backend: str, options: Mapping[str, Any] | None = None, threads: int = 1, client: Any = None
+) -> None:
+    """Every check of a backend and its options that starts nothing: the name, unknown or malformed options, a
+    scheduler's address. A sweep makes them before it writes anything, so a bad backend leaves no parts directory
+    or progress file behind; ``dask_client`` makes them again as it starts a cluster, for its own callers. With a
+    ``client`` given, only the name is checked: the options would start nothing."""
+    if backend not in (*BACKENDS, SERVICE_BACKEND):
+        raise ContractError(
+            f"calibration backend {backend!r} is unknown; expected one of {[*BACKENDS, SERVICE_BACKEND]}"
+        )
+    if client is not None:
+        return
+    options = dict(options or {})
+    if backend == SERVICE_BACKEND:
+        from simcal.service.remote import checked_options  # only where the service backend is asked for
+
+        checked_options(options)
+    elif backend == "local":
+        local_cluster_shape(options, threads)
+    elif backend == "slurm":
+        slurm_scaling(options)
+        slurm_cluster_kwargs(options)
+    else:
+        reject_unknown_keys(options, SCHEDULER_OPTIONS, "calibration.backend.scheduler")
+        scheduler_address(options)
+
+
 @contextlib.contextmanager
 def dask_client(
     backend: str = "local",
@@ -331,12 +370,7 @@ def dask_client(
         else:
             with dask.config.set(scheduler_config):
                 if backend == "local":
-                    reject_unknown_keys(options, LOCAL_OPTIONS, WHERE_LOCAL)
-                    workers = _whole_number(options, "workers", max(1, threads), 1, WHERE_LOCAL)
-                    threads_per_worker = _whole_number(options, "threads_per_worker", 1, 1, WHERE_LOCAL)
-                    processes = options.get("processes", True)
-                    if not isinstance(processes, bool):  # bool("false") is True
-                        raise ContractError(f"{WHERE_LOCAL}.processes {processes!r}: expected true or false")
+                    workers, threads_per_worker, processes = local_cluster_shape(options, threads)
                     # Worker processes talk TCP on loopback only; thread workers use in-process comms.
                     where = {"host": "127.0.0.1"} if processes else {}
                     # Read when a worker leaves, so held for the cluster's life (not only while it starts).

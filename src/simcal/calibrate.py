@@ -37,9 +37,11 @@ import optuna
 import pandas as pd
 
 from output_locks import output_lock
+from simcal.backends import check_backend
 from simcal.contract import (
     ContractError,
     check_options,
+    mapping_of,
     param_id,
     reject_unknown_keys,
     resolve_callable,
@@ -514,6 +516,7 @@ def calibrate(
     if not isinstance(simulation, SimulationSettings):
         simulation = SimulationSettings.from_config(simulation)
     resolve_model(model_ref)  # a bad reference or signature fails here, before anything is written
+    check_backend(backend, mapping_of(backend_options, f"calibration.backend.{backend}"), threads, client)
     fixed = dict(fixed_params or {})
     bounds = check_model_parameters(model_ref, parameters, fixed)
     names = [b.name for b in bounds]

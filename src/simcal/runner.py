@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from output_locks import output_lock
-from simcal.backends import SERVICE_BACKEND, dashboard, dask_client, worker_count
+from simcal.backends import SERVICE_BACKEND, check_backend, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, mapping_of, resolve_model
 from simcal.files import FORMATS
 from simcal.isolate import IsolationFailed
@@ -832,7 +832,8 @@ def simulate(
             f"{output}: the simulations are written as Parquet, not as {suffix!r} text: name the output *.parquet"
         )
     resolve_model(model_ref)
-    mapping_of(backend_options, f"calibration.backend.{backend}")  # before the parts directory is made
+    # The backend and its options before the parts directory or the progress file is made
+    check_backend(backend, mapping_of(backend_options, f"calibration.backend.{backend}"), threads, client)
     # Planning a large table takes seconds (more on a busy service): a cancel is heard between its phases and
     # between chunks within them, not only once the simulations start.
     check = functools.partial(_raise_if_cancelled, cancel, model_ref)
