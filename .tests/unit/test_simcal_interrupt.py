@@ -278,3 +278,24 @@ def test_a_cancel_heard_while_the_model_is_imported_stops_the_batch_and_leaves_t
         worker._MODELS.pop(reference, None)
         for name in [name for name in sys.modules if name.split(".")[0] == "slow_import_model"]:
             del sys.modules[name]
+
+
+def test_a_model_whose_import_fails_is_imported_once_per_batch_and_its_batch_becomes_failed_rows(
+    tmp_path, monkeypatch
+):
+    # The batch imports its model before a cancel may land; an import that failed there was tried again when the
+    # batch ran, doubling whatever the module did before it failed (loading data, say).
+    (tmp_path / "fails_on_import.py").write_text(
+        f"with open({str(tmp_path / 'imports')!r}, 'a') as counter:\n"
+        "    counter.write('x')\n"
+        "raise RuntimeError('no data file')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tasks = plan_tasks([{"a": 0.0}, {"a": 1.0}], replicates=1)
+    rows = run_batch("fails_on_import:model", Batch(tasks, "sweep-m-1", driver=None))
+    assert list(rows["status"]) == ["failed", "failed"]
+    assert (
+        "importing module 'fails_on_import' failed with RuntimeError: no data file" in rows["error"].iloc[0]
+    )
+    assert (tmp_path / "imports").read_text() == "x"
+    assert interrupt_batches(["sweep-m-1"]) == 0  # ended: no longer interruptible

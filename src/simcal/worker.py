@@ -10,14 +10,13 @@ interrupted has its worker process ended (the driver reruns the rest of the batc
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -290,12 +289,14 @@ def run_batch(
         RUNNING_BATCHES.begin(batch.key)
         try:
             # The model imported (once a process) before an interrupt may land, see RunningBatches; one that
-            # cannot be imported makes the batch's failed rows (_run_batch). An isolated batch's child imports it.
-            if not batch.isolated:
-                with contextlib.suppress(ContractError):
-                    cached_model(model_ref)
+            # cannot be imported makes the batch's failed rows, without a second try. An isolated batch's child
+            # imports it.
+            model = None if batch.isolated else _model_or_error(model_ref)
             RUNNING_BATCHES.ready(batch.key)
-            rows = _run_batch(model_ref, batch, time_budget_s, timeout_s)
+            if isinstance(model, ContractError):
+                rows = _import_failure_rows(batch, model)
+            else:
+                rows = _run_batch(model_ref, batch, time_budget_s, timeout_s)
         finally:
             interrupted = RUNNING_BATCHES.end(batch.key)
     except BatchCancelled:
@@ -313,6 +314,19 @@ def run_batch(
     return rows
 
 
+def _model_or_error(model_ref: str) -> Callable[..., Any] | ContractError:
+    """The model, or the error that stopped its import (e.g. its package is not installed on this worker)."""
+    try:
+        return cached_model(model_ref)
+    except ContractError as error:
+        return error
+
+
+def _import_failure_rows(batch: Batch, error: ContractError) -> pd.DataFrame:
+    where = f"on worker host {socket.gethostname()}: {error}"
+    return failure_rows(batch.tasks, "failed", f"ContractError: {where}")
+
+
 def _run_batch(
     model_ref: str, batch: Batch, time_budget_s: float | None, timeout_s: float | None
 ) -> pd.DataFrame:
@@ -321,11 +335,9 @@ def _run_batch(
 
         return run_isolated(model_ref, batch, time_budget_s, timeout_s, _current_worker())
     batch_key, driver, start_topic = batch.key, batch.driver, batch.start_topic
-    try:
-        model = cached_model(model_ref)
-    except ContractError as error:  # e.g. the model's package is not installed on this worker
-        where = f"on worker host {socket.gethostname()}: {error}"
-        return failure_rows(batch.tasks, "failed", f"ContractError: {where}")
+    model = _model_or_error(model_ref)
+    if isinstance(model, ContractError):
+        return _import_failure_rows(batch, model)
     worker = _current_worker() if timeout_s or start_topic else None
     if start_topic and worker is not None:
         tell_scheduler(worker, start_topic, {"batch": batch_key, "worker": worker.address})
