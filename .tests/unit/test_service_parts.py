@@ -1219,6 +1219,37 @@ def test_a_requeue_a_full_registry_disk_cannot_take_is_shown_queued_and_written_
     registry.close()
 
 
+def test_a_requeue_marks_removal_is_made_durable_like_its_making(tmp_path, monkeypatch):
+    """The mark's directory is fsynced after the mark is removed, as after it is made: a removal lost to a power
+    loss brings the mark back, and the job's next run, should the service die in it too, would not count."""
+    from simcal.service import registry as registry_module
+
+    synced: list[tuple[str, list[str]]] = []
+    real = registry_module.fsync_directory
+
+    def recorded(directory):
+        synced.append((Path(directory).name, sorted(path.name for path in Path(directory).iterdir())))
+        real(directory)
+
+    monkeypatch.setattr(registry_module, "fsync_directory", recorded)
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=0.05)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # its row spills over pages
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    _disk_full(registry)
+    registry.requeue(job_id)
+    marks = [(name, names) for name, names in synced if name == registry.marks.name]
+    assert marks == [(registry.marks.name, [job_id])]  # made, and its name made durable
+    _space_back(registry)
+    deadline = time.monotonic() + 10
+    while registry.unsaved() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert registry.unsaved() == [] and not (registry.marks / job_id).exists()
+    marks = [(name, names) for name, names in synced if name == registry.marks.name]
+    assert marks == [(registry.marks.name, [job_id]), (registry.marks.name, [])]  # removed, durably
+    registry.close()
+
+
 def test_a_requeue_still_unwritten_when_the_service_stops_is_named_and_recovered_at_the_next_start(
     tmp_path, caplog
 ):

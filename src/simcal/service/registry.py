@@ -360,6 +360,9 @@ class JobRegistry:
             return
         try:
             (self.marks / job_id).unlink(missing_ok=True)
+            # Durable like the change that ended the run: a mark back after a power loss would not count the
+            # job's next run if it died there too
+            fsync_directory(self.marks)
         except OSError as error:
             log.error("job %s: its mark %s cannot be removed (%s)", job_id, self.marks / job_id, error)
             return
