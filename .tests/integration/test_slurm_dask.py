@@ -217,19 +217,30 @@ def test_no_worker_watchdog_fails_the_rule_when_no_job_starts(slurm, tmp_path):
 
 
 def test_terminated_sweep_leaves_no_workers(slurm, tmp_path):
+    """SIGTERM to every process of the driver, as SLURM sends it at the driver job's time limit or scancel: the
+    sweep stops mid-way (its rule's own process closes the cluster, cancelling the worker jobs) instead of running
+    on. A SIGTERM to Snakemake alone is no test of this: Snakemake waits for its running jobs to finish, and the
+    sweep then closed its cluster as on success (it did so here, a minute later)."""
     write_config(tmp_path, "sweep_models:slow_sir", points=32, delay_s=3)
     run = start_snakemake(tmp_path)
     try:
         name = job_name(tmp_path)
         wait_until(lambda: bool(queued(name, "RUNNING")), 120, "a running Dask worker job")
         time.sleep(3)  # let the sweep get going
-        run.send_signal(signal.SIGTERM)
+        os.killpg(run.pid, signal.SIGTERM)  # snakemake and the rule's process, a session of their own
         assert run.wait(timeout=120) != 0
     finally:
         if run.poll() is None:
-            run.kill()
-    # Terminated before the end (finished parts may stay for a resume; the rule did not complete).
-    assert "(100%) done" not in (tmp_path / "console.txt").read_text()
+            os.killpg(run.pid, signal.SIGKILL)
+    # Terminated before the end: the sweep's output was never written (its finished parts stay for a resume).
+    assert not (tmp_path / OUTPUT).exists()
+    log = (tmp_path / LOG).read_text()
+    assert (
+        "simulate stopped by SIGTERM (a walltime, scancel or pod deletion): its Dask cluster was closed"
+        in log
+    )
+    assert "Traceback" not in log, log[-3000:]
+    assert "Finished jobid: 1 (Rule: calibration_simulate)" not in (tmp_path / "console.txt").read_text()
     assert_no_workers_left(name)
 
 

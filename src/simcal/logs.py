@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from simcal.backends import Terminated
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
 from wrapper_rules import set_up
 
@@ -41,9 +43,18 @@ def configure_wrapper(what, logs, rule, takes, optional) -> None:
 
 @contextlib.contextmanager
 def failure_logged(what: str, logger: str = "simcal") -> Iterator[None]:
-    """Log an exception (with its traceback) as ``<what> failed``, then re-raise it unchanged."""
+    """Log an exception (with its traceback) as ``<what> failed``, then re-raise it unchanged. A termination
+    signal heard while a Dask cluster was open (``backends.close_on_signals``: the cluster has been closed, its
+    SLURM worker jobs cancelled, by the time it gets here) is one line saying so, no traceback."""
     try:
         yield
+    except Terminated as stop:
+        logging.getLogger(logger).error(
+            "%s stopped by %s (a walltime, scancel or pod deletion): its Dask cluster was closed (worker jobs "
+            "cancelled), and a rerun resumes from the simulations it finished",
+            what, signal.Signals(stop.code - 128).name,
+        )  # fmt: skip
+        raise
     except BaseException:
         logging.getLogger(logger).exception("%s failed", what)
         raise
