@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from simcal.contract import ContractError, is_whole_number, reject_unknown_keys
+from simcal.contract import ContractError, is_whole_number, mapping_of, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -305,17 +305,17 @@ def local_cluster_shape(options: Mapping[str, Any], threads: int = 1) -> tuple[i
 def check_backend(
     backend: str, options: Mapping[str, Any] | None = None, threads: int = 1, client: Any = None
 ) -> None:
-    """Every check of a backend and its options that starts nothing: the name, unknown or malformed options, a
-    scheduler's address. A sweep makes them before it writes anything, so a bad backend leaves no parts directory
-    or progress file behind; ``dask_client`` makes them again as it starts a cluster, for its own callers. With a
-    ``client`` given, only the name is checked: the options would start nothing."""
+    """Every check of a backend and its options that starts nothing: the name, options that are no mapping,
+    unknown or malformed options, a scheduler's address. A sweep makes them before it writes anything, so a bad
+    backend leaves no parts directory or progress file behind; ``dask_client`` makes them before it starts a
+    cluster. With a ``client`` given, the options are not read further: they would start nothing."""
     if backend not in (*BACKENDS, SERVICE_BACKEND):
         raise ContractError(
             f"calibration backend {backend!r} is unknown; expected one of {[*BACKENDS, SERVICE_BACKEND]}"
         )
+    options = mapping_of(options, f"calibration.backend.{backend}")
     if client is not None:
         return
-    options = dict(options or {})
     if backend == SERVICE_BACKEND:
         from simcal.service.remote import checked_options  # only where the service backend is asked for
 
@@ -345,23 +345,19 @@ def dask_client(
     import dask
     from distributed import Client, LocalCluster
 
-    options = dict(options or {})
     if backend == SERVICE_BACKEND:
         raise ContractError(
             "calibration backend 'service' has no Dask client here: its simulations run on the simulation "
             "service (simcal.service); only Simulator.run and simulate send work there"
         )
-    if backend not in BACKENDS:
-        raise ContractError(
-            f"calibration backend {backend!r} is unknown; expected one of {[*BACKENDS, SERVICE_BACKEND]}"
-        )
+    check_backend(backend, options, threads)  # the name and every option, before anything starts
+    options = dict(options or {})
     scheduler_config = (
         {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": allowed_failures}
     )
     with contextlib.ExitStack() as stack:
         stack.enter_context(close_on_signals())
         if backend == "scheduler":
-            reject_unknown_keys(options, SCHEDULER_OPTIONS, "calibration.backend.scheduler")
             address = scheduler_address(options)
             # Connecting never owns the cluster: closing the client leaves the scheduler and workers running.
             # TLS and credentials come from Dask's own configuration (distributed.comm.tls.*), as for any client.

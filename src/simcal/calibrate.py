@@ -41,7 +41,6 @@ from simcal.backends import check_backend
 from simcal.contract import (
     ContractError,
     check_options,
-    mapping_of,
     param_id,
     reject_unknown_keys,
     resolve_callable,
@@ -516,7 +515,7 @@ def calibrate(
     if not isinstance(simulation, SimulationSettings):
         simulation = SimulationSettings.from_config(simulation)
     resolve_model(model_ref)  # a bad reference or signature fails here, before anything is written
-    check_backend(backend, mapping_of(backend_options, f"calibration.backend.{backend}"), threads, client)
+    check_backend(backend, backend_options, threads, client)
     fixed = dict(fixed_params or {})
     bounds = check_model_parameters(model_ref, parameters, fixed)
     names = [b.name for b in bounds]

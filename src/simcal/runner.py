@@ -833,7 +833,7 @@ def simulate(
         )
     resolve_model(model_ref)
     # The backend and its options before the parts directory or the progress file is made
-    check_backend(backend, mapping_of(backend_options, f"calibration.backend.{backend}"), threads, client)
+    check_backend(backend, backend_options, threads, client)
     # Planning a large table takes seconds (more on a busy service): a cancel is heard between its phases and
     # between chunks within them, not only once the simulations start.
     check = functools.partial(_raise_if_cancelled, cancel, model_ref)
