@@ -204,7 +204,8 @@ def run(
 ) -> dict:
     """File-level entry point (the train_gat wrapper). ``vgae``: the same variant's VGAE model.pt (needed for the
     curriculum); ``teacher``: the teacher's GAT model.pt (student_kd)."""
-    curriculum = StageSettings.from_dict(settings).curriculum
+    settings = StageSettings.from_dict(settings)  # parsed once here; run_graph_stage takes it as it is
+    curriculum = settings.curriculum
     if vgae is None and curriculum is not None and curriculum.enabled:
         # Checked before the graphs are read: _train's own check comes after they are loaded, naming no input.
         raise ValueError(
