@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from simcal.models.sir import SPACE, mean_field
@@ -35,6 +37,16 @@ def distance_to_one_four_times(simulated, observed, **options):
     SCORED["parameter_sets"] += 1
     if SCORED["parameter_sets"] > 4:
         raise ValueError("cannot score a fifth parameter set")
+    return distance_to_one(simulated, observed)
+
+
+def distance_to_one_then_sigterm(simulated, observed, **options):
+    """``distance_to_one`` for the first four parameter sets, then SIGTERM to this process (the driver), as a
+    walltime or ``scancel`` sends it mid-run. Reset ``SCORED`` before use."""
+    SCORED["parameter_sets"] += 1
+    if SCORED["parameter_sets"] > 4:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in the main thread before this ends
     return distance_to_one(simulated, observed)
 
 

@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster
 from scipy import stats
 
 from simcal.analyze import analyze_files, summarize_sweep, summarize_sweep_files
+from simcal.backends import Terminated
 from simcal.calibrate import (
     TRIAL_COLUMNS,
     CalibrationSettings,
@@ -37,6 +38,7 @@ from simcal.calibrate import (
 from simcal.contract import ContractError, param_id, replicate_seed
 from simcal.design import Design, parse_bounds, sample_design, write_design
 from simcal.local_search import MAX_RADIUS
+from simcal.logs import failure_logged
 from simcal.models.sir import SPACE, mean_field_curves, observe
 from simcal.observed import generate_observed
 from simcal.runner import TooManyFailures, read_results
@@ -683,6 +685,32 @@ def test_a_target_that_fails_mid_run_keeps_the_finished_rounds_trials(tmp_path, 
     assert list(trials["phase"]) == ["design"] * 4 and trials["loss"].notna().all(), trials
     progress = json.loads((tmp_path / "s.parquet.progress.json").read_text())
     assert progress["state"] == "failed" and str(kept) in progress["message"], progress
+
+
+def test_a_calibration_stopped_by_sigterm_keeps_the_finished_rounds_trials(tmp_path, caplog):
+    """SIGTERM mid-run (a walltime, scancel or pod deletion) is not an Exception but simcal's Terminated: the
+    trials of the rounds that finished are still kept, as for any other error, and the rule's one-line log of the
+    stop says where."""
+    settings = {"initial_points": 4, "rounds": 3, "proposals_per_round": 4, "refine": {"top_k": 0}}
+    simcal_calibration_models.SCORED["parameter_sets"] = 0
+    with pytest.raises(Terminated) as caught, failure_logged("calibrate"):
+        calibrate(
+            "simcal_calibration_models:undeclared", pd.DataFrame({"y": [1.0]}), {"a": {"low": 0.0, "high": 1.0}},
+            [{"function": "simcal_calibration_models:distance_to_one_then_sigterm"}], tmp_path / "s.parquet",
+            tmp_path / "trials.parquet", settings, {"replicates": 1}, backend="local",
+            backend_options={"workers": 1, "processes": False},
+        )  # fmt: skip
+    assert not (tmp_path / "trials.parquet").exists()
+    kept = tmp_path / "trials.failed.parquet"
+    assert caught.value.__notes__ == [f"The trials table of the 1 round(s) that finished is in {kept}."]
+    trials = pd.read_parquet(kept)
+    assert list(trials["phase"]) == ["design"] * 4 and trials["loss"].notna().all(), trials
+    stops = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "simcal" and "stopped by SIGTERM" in r.getMessage()
+    ]
+    assert len(stops) == 1 and stops[0].endswith(f"is in {kept}."), stops
 
 
 class ScriptedRounds:

@@ -37,7 +37,7 @@ import optuna
 import pandas as pd
 
 from output_locks import output_lock
-from simcal.backends import check_backend
+from simcal.backends import Terminated, check_backend
 from simcal.contract import (
     ContractError,
     check_options,
@@ -507,8 +507,8 @@ def calibrate(
 
     The trials table is written even when too many simulations failed (TooManyFailures is raised after it), and
     then also kept as ``<trials>.failed.parquet``, a name that Snakemake's clean-up of a failed job's outputs
-    leaves alone. Any other error of a round (a target that raises, no workers) keeps the finished rounds' trials
-    there too, and says so in a note on the error.
+    leaves alone. Any other error of a round (a target that raises, no workers) and a stop by SIGTERM or Ctrl-C
+    keep the finished rounds' trials there too, and say so in a note on the error.
     """
     if not isinstance(settings, CalibrationSettings):
         settings = CalibrationSettings.from_config(settings)
@@ -550,9 +550,10 @@ def calibrate(
                 where = (
                     f" The calibration stopped in round {stop.table['round'].iloc[0]}; no later round ran."
                 )
-            except Exception as error:
-                # A target that raises, no workers left, a lost scheduler: the rounds that finished are kept for the
-                # researcher (their simulations resume from the parts anyway), under the name a failed job keeps.
+            except (Exception, Terminated, KeyboardInterrupt) as error:
+                # A target that raises, no workers left, a lost scheduler, SIGTERM (a walltime, scancel or pod
+                # deletion) or Ctrl-C: the rounds that finished are kept for the researcher (their simulations
+                # resume from the parts anyway), under the name a failed job keeps.
                 if trials:
                     write_parquet(_trials_table(trials), kept)
                     error.add_note(

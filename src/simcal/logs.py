@@ -49,10 +49,12 @@ def failure_logged(what: str, logger: str = "simcal") -> Iterator[None]:
     try:
         yield
     except Terminated as stop:
+        # The notes say where a calibration's trials so far are kept.
+        notes = "".join(f" {note}" for note in getattr(stop, "__notes__", ()))
         logging.getLogger(logger).error(
             "%s stopped by %s (a walltime, scancel or pod deletion): its Dask cluster was closed (worker jobs "
-            "cancelled), and a rerun resumes from the simulations it finished",
-            what, signal.Signals(stop.code - 128).name,
+            "cancelled), and a rerun resumes from the simulations it finished.%s",
+            what, signal.Signals(stop.code - 128).name, notes,
         )  # fmt: skip
         raise
     except BaseException:
