@@ -47,6 +47,29 @@ def test_keys_file_holds_salted_hashes_and_identifies_each_key(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the umask decides, as for any file
 
 
+def test_a_presented_key_is_compared_with_every_entry_whichever_matches(tmp_path, monkeypatch):
+    """docs/service.md: a presented key is compared with every entry before the answer is known, so the time the
+    check takes tells neither which entry matched nor whether one did."""
+    from simcal.service import keys as keys_module
+
+    path = tmp_path / "keys"
+    presented = [add_key(path, name) for name in ("alice", "bob", "carol")]
+    digests = [entry.digest for entry in read_keys(path)]
+    ring = KeyRing(path)
+    compared = []
+    real = keys_module.hmac.compare_digest
+
+    def counted(given, stored):
+        compared.append(stored)
+        return real(given, stored)
+
+    monkeypatch.setattr(keys_module.hmac, "compare_digest", counted)
+    for key, name in zip([*presented, "sc_not_a_key"], ["alice", "bob", "carol", None], strict=True):
+        compared.clear()
+        assert ring.identify(key) == name
+        assert compared == digests, name
+
+
 def test_simcal_keys_add_refuses_an_empty_name_and_makes_one_up_only_when_it_is_left_out(tmp_path, capsys):
     """``--name "$NAME"`` with NAME unset added a key under a made-up name; the name is what logs show."""
     from simcal.cli import main

@@ -709,6 +709,18 @@ def test_whole_numbers_the_output_would_change_are_refused_naming_column_and_row
         read_parameter_table(path)
 
 
+def test_the_ends_of_the_64_bit_integers_are_taken_in_a_table_and_as_fixed_values():
+    """docs/simulation.md refuses whole numbers beyond the 64-bit integers of a Parquet column (-2**63 to
+    2**63 - 1): the ends themselves are IDs such a column holds exactly, and are taken as given."""
+    ends = {"low": -(2**63), "high": 2**63 - 1}
+    check_fixed_values(ends, "fixed parameters")
+    table = pd.DataFrame({"a": [0.5, 0.6], "low": [3, -(2**63)], "high": [3, 2**63 - 1]}, dtype=object)
+    assert parameter_sets(check_parameter_table(table, "params"))[1] == {"a": 0.6, **ends}
+    for beyond in (2**63, -(2**63) - 1):
+        with pytest.raises(ContractError, match=rf"^fixed parameters: parameter 'id' is {beyond}, a whole"):
+            check_fixed_values({"id": beyond}, "fixed parameters")
+
+
 def test_negative_whole_numbers_the_output_would_change_are_refused_as_positive_ones_are(tmp_path):
     """The whole numbers below -2**53 beside a fractional number (64-bit floats round them) and below -2**63 (no
     Parquet integer holds them) are refused as their positive twins are, naming the line or row and the column;

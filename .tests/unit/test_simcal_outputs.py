@@ -193,6 +193,16 @@ def test_index_levels_are_named_and_never_overwrite_a_column():
     ) == ["step", "y"]
 
 
+def test_row_labels_of_a_sliced_table_are_kept_as_the_index_column():
+    """Only row numbers starting at 0 are dropped (docs/simulation.md): a table sliced by position, such as a
+    series without its burn-in (``frame.iloc[3:]``), keeps pandas' RangeIndex 3, 4, ..., labels that mean
+    something (the days), whatever the type of index holds them."""
+    series = pd.DataFrame({"y": [0.0, 1.0, 2.0, 3.0, 4.0]})
+    assert normalise_output(series.iloc[3:]).to_dict("list") == {"index": [3, 4], "y": [3.0, 4.0]}
+    assert normalise_output({"late": series.iloc[3:]})["index"].tolist() == [3, 4]
+    assert list(normalise_output(series.iloc[:2]).columns) == ["y"]  # 0, 1: the rows' own numbers
+
+
 def test_repeated_names_are_renamed_by_the_output_prefix_rule():
     dict_output = normalise_output({1: 1.0, "1": 2.0, "t": pd.DataFrame({"x": [1]})})
     assert dict_output.to_dict("list") == {"x": [1], "table": ["t"], "1": [1.0], "output_1": [2.0]}

@@ -48,6 +48,7 @@ from simcal.runner import (
     simulate,
 )
 from simcal.tables import current_umask
+from simcal.worker import FAILED_STATUSES, failure_rows
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -941,6 +942,53 @@ def test_rerun_failed_replaces_the_failed_rows_of_a_part_that_also_holds_finishe
     assert (again.skipped, again.executed) == (2, 2)
     result = read_results(out)
     assert sorted(result["a"]) == [-2.0, -1.0, 0.0, 1.0] and (result["status"] == "ok").all()
+
+
+def ok_rows(tasks) -> pd.DataFrame:
+    """The rows of finished simulations, one each, as a batch of them returns them."""
+    return pd.DataFrame(
+        [
+            {"param_id": t.param_id, "replicate": t.replicate, "seed": t.seed, **t.params, "y": 1.0,
+             "status": "ok", "error": None, "duration_s": 0.1}
+            for t in tasks
+        ]
+    )  # fmt: skip
+
+
+def test_rerun_failed_runs_again_the_simulations_that_timed_out_or_crashed_too(tmp_path):
+    """config/README.md: rerun_failed runs again the simulations that "failed, timed out or crashed"; after a fix
+    (or a longer timeout_s) a timeout or a crash deserves its rerun as much as an exception does."""
+    tasks = plan_tasks([{"a": float(i)} for i in range(4)], 1)
+    store = PartStore(tmp_path / "out", {"model": "m:f"})
+    rows = [ok_rows(tasks[:1])] + [
+        failure_rows([task], status, f"{status} here")
+        for task, status in zip(tasks[1:], FAILED_STATUSES, strict=True)
+    ]
+    store.write(pd.concat(rows, ignore_index=True), tasks)
+    again = PartStore(tmp_path / "out", {"model": "m:f"}, rerun_failed=True)
+    assert again.not_done(tasks) == tasks[1:]  # the ok one is kept, every failed status runs again
+    kept = PartStore(tmp_path / "out", {"model": "m:f"})
+    assert kept.not_done(tasks) == tasks[1:] and kept.error_of(tasks[1]) is None
+
+
+def test_a_part_whose_rows_all_failed_is_gone_after_rerun_failed_so_a_later_resume_keeps_the_new_rows(
+    tmp_path,
+):
+    """rerun_failed leaves no failed row in the parts: a rerun that is interrupted after redoing a simulation in a
+    batch of another size, and resumed without rerun_failed, must find its new row, not the old failed one of a
+    part read first (parts are read in name order)."""
+    tasks = plan_tasks([{"a": 0.0}, {"a": 1.0}], 1)
+    store = PartStore(tmp_path / "out", {"model": "m:f"})
+    store.write(failure_rows(tasks, "failed", "boom"), tasks, prefix="earlier")  # named to be read first
+    rerun = PartStore(tmp_path / "out", {"model": "m:f"}, rerun_failed=True)
+    assert rerun.not_done(tasks) == tasks
+    rerun.write(ok_rows(tasks[:1]), tasks[:1])  # interrupted here, the second not run yet
+    resumed = PartStore(tmp_path / "out", {"model": "m:f"})
+    assert resumed.not_done(tasks) == tasks[1:]
+    assert resumed.error_of(tasks[0]) is None
+    resumed.expect(tasks[:1])
+    resumed.finalize()
+    assert read_results(tmp_path / "out")["status"].tolist() == ["ok"]
 
 
 # -- progress, watchdog and backends ---------------------------------------------------------------------------
