@@ -279,11 +279,12 @@ def test_unknown_id_rule_and_id_count_regression_on_separable_windows():
         IdCountBaseline(4).fit(_capture(rng, 5, attack=False), val)
 
 
-def _rate_capture(rng, n_windows, attack_every=0, double=1, forge=False, flood=False):
+def _rate_capture(rng, n_windows, attack_every=0, double=1, forge=False, flood=False, silent=False):
     """Windows of 20 messages: ID 1 four times at fixed positions, the rest IDs 0 and 2 at random. Every
     ``attack_every``-th window is an attack: ID 1 sent ``double`` times as often (replay or injection at its own
     payload), or, with ``forge``, at its own rate with other payload bytes (masquerade), or, with ``flood``, ID 2
-    in every other slot (a DoS of another ID)."""
+    in every other slot (a DoS of another ID), or, with ``silent``, not at all: its slots go to IDs 0 and 2 (a
+    suppressed ID)."""
     ids, payloads, labels = [], [], []
     for w in range(n_windows):
         hit = attack_every and w % attack_every == attack_every - 1
@@ -291,6 +292,8 @@ def _rate_capture(rng, n_windows, attack_every=0, double=1, forge=False, flood=F
         if hit and flood:
             window[1::2] = 2
         window[:: 20 // (4 * (double if hit and not forge else 1))] = 1
+        if hit and silent:
+            window[window == 1] = [0, 2, 0, 2]
         payload = np.zeros((20, 8), np.uint8)
         if hit and forge:
             payload[window == 1] = 255
@@ -323,6 +326,24 @@ def test_id_rate_rule_flags_an_ids_rate_it_never_saw_attacked_and_is_blind_to_fo
     assert rule.scores(replay) == pytest.approx(expected)
     with pytest.raises(ValueError, match="two normal windows"):
         IdRateBaseline(4).fit(_capture(rng, 2, attack=True), val)
+
+
+def test_id_rate_rule_is_two_sided_and_ranks_an_id_gone_silent_above_every_normal_window():
+    """The score is |count − mean| / (std + half a message), both directions: a frequency detector is the
+    baseline for suppression as well as injection, so a window whose ID 1 (4 messages in every normal window)
+    falls silent is 4 / 0.5 from its attack-free rate, as far as one with 4 extra messages of it."""
+    rng = np.random.default_rng(5)
+    train = _rate_capture(rng, 60, attack_every=3, flood=True)
+    val = _rate_capture(rng, 30, attack_every=3, double=2)
+    rule = IdRateBaseline(4).fit(train, val)
+    assert rule.std[1] == 0.0  # ID 1 never varied in training
+    silent = _rate_capture(rng, 10, 1, silent=True)
+    assert (messages_per_id(silent, 4)[:, 1] == 0).all()
+    assert rule.scores(silent) == pytest.approx(np.full(10, 4 / RATE_STD_FLOOR))
+    # Ranked above every normal window (ROC-AUC 1), which a one-sided score, blind to the drop, is not.
+    suppression = _rate_capture(rng, 30, attack_every=3, silent=True)
+    document, _ = evaluate_baselines(train, val, {"suppression": suppression}, num_ids=4)
+    assert document["test"]["suppression"][ID_RATE]["roc_auc"] == pytest.approx(1.0)
 
 
 def test_id_count_threshold_is_chosen_on_validation_and_reused_on_test():

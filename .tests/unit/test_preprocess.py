@@ -323,6 +323,45 @@ def test_a_message_shared_with_a_held_out_window_adds_no_id_to_the_vocabulary(tm
     assert meta["vocabulary"]["unseen_ids"]["val"] == 1
 
 
+def test_a_held_out_splits_unseen_ids_are_those_of_its_own_windows(tmp_path):
+    """metadata.json's vocabulary.unseen_ids.<split> counts the IDs outside the vocabulary in that split's windows
+    only: an attack ID in a training block is out of the vocabulary but not validation's, and one in a
+    validation block is."""
+    options = dict(window_size=100, stride=100, time_blocks=10, val_fraction=0.2, seed=1)
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_can_file(_one_id_capture(300), test, "hcrl_csv")
+    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
+    first = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "first", **options)
+    (blocks,) = [info["held_out_blocks"]["val"] for info in first["split"]["per_file"].values()]
+    assert first["vocabulary"]["unseen_ids"]["val"] == 0
+    # One block per window (1001 messages, 10 windows): an injected frame mid-block stays inside its window.
+    for block, unseen in ((next(b for b in range(10) if b not in blocks), 0), (blocks[0], 1)):
+        capture = _one_id_capture(1001)
+        capture.can_id[block * 100 + 50], capture.label[block * 100 + 50] = 0x7FD, 1
+        write_can_file(capture, train, "hcrl_csv")
+        meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / f"block_{block}", **options)
+        assert meta["split"]["per_file"][str(train)]["held_out_blocks"]["val"] == blocks
+        vocab = json.loads((tmp_path / f"block_{block}" / "vocab.json").read_text())["can_ids"]
+        assert set(vocab) == {"0x100", "0x200"}
+        assert meta["vocabulary"]["unseen_ids"]["val"] == unseen, block
+
+
+def test_metadata_counts_the_nodes_at_the_oov_index_per_split_and_test_scenario(tmp_path):
+    """metadata.json's oov_nodes are the nodes whose ID is out of the vocabulary (index num_ids - 1), per split
+    and per test scenario: here the one test window that holds an ID never seen in training."""
+    options = dict(window_size=100, stride=100, time_blocks=10, val_fraction=0.2, seed=1)
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
+    write_can_file(_one_id_capture(300, unique_at=150), test, "hcrl_csv")
+    meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "out", **options)
+    oov = meta["num_ids"] - 1
+    graphs = {name: load_graphs(tmp_path / "out" / f"{name}.pt") for name in ("train", "val")}
+    graphs |= {"t": load_graph_sets(tmp_path / "out" / "test.pt")["t"]}
+    counted = {name: sum(int((g.x[:, 0] == oov).sum()) for g in found) for name, found in graphs.items()}
+    assert counted == {"train": 0, "val": 0, "t": 1}
+    assert meta["oov_nodes"] == {"train": 0, "val": 0, "test": {"t": 1}}
+
+
 @pytest.mark.parametrize(
     ("messages", "window_size", "stride", "left_out"),
     [(1199, 100, 100, 98), (1001, 100, 100, 0), (50, 100, 100, 0), (1, 100, 100, 1), (260, 100, 50, 9)],

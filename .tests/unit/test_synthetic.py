@@ -370,6 +370,16 @@ def test_shipped_bursts_last_0_15_to_1_s_0_4_to_1_2_s_apart_but_the_capture_end_
     assert cut_short > 0
 
 
+def test_burst_lengths_are_drawn_log_uniformly_from_burst_s():
+    """The module docstring: a burst's length is log-uniform over burst_s (short bursts as likely per decade as
+    long ones), so over [0.01, 1] s half of them last under 0.1 s, the geometric mean, not the midpoint."""
+    found = np.array(_bursts(3000.0, {"burst_s": [0.01, 1.0], "gap_s": [0.5, 0.5]}, np.random.default_rng(3)))
+    lengths = (found[:, 1] - found[:, 0])[:-1]  # the last is cut short by the capture end
+    assert len(lengths) > 3000 and lengths.min() >= 0.01 and lengths.max() <= 1.0
+    quartiles = np.quantile(np.log10(lengths), [0.25, 0.5, 0.75])
+    assert quartiles == pytest.approx([-1.5, -1.0, -0.5], abs=0.06)
+
+
 @pytest.mark.parametrize(("name", "interval_ms"), [("synth_hcrl", 2.0), ("synth_cantt", 4.0)])
 def test_shipped_spoofing_adds_a_frozen_frame_every_2_or_4_ms_to_the_ids_own_10_ms_traffic(name, interval_ms):
     """docs/science.md: gear/rpm spoofing every 2 ms (synth_hcrl) / 4 ms (synth_cantt); docs/models.md: the RPM
