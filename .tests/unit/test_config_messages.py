@@ -64,6 +64,16 @@ def test_a_list_item_is_named_with_its_index():
     assert line.endswith("7 is not of type 'string'")
 
 
+def test_a_list_item_is_named_with_the_file_that_set_it_when_another_files_list_is_shorter(tmp_path):
+    """A later config file replaces a list as a whole: an earlier file's shorter list has no item at the refused
+    index, so it set nothing there (not an IndexError, which would hide the config's problem in a traceback)."""
+    base = configfile(tmp_path, "base.yaml", {"datasets": {"lab": {"files": ["a.csv"]}}})
+    site = configfile(tmp_path, "site.yaml", {"datasets": {"lab": {"files": ["a.csv", 7]}}})
+    config = {"datasets": {"lab": {"files": ["a.csv", 7]}}}
+    line = config_problem(problem_of(config), [base, site], {"datasets": {"lab": {"files": []}}})
+    assert line == f"config key datasets.lab.files[1] (set in {site}): 7 is not of type 'string'"
+
+
 def test_an_unknown_key_is_named_with_the_keys_its_mapping_takes(tmp_path):
     config = {"kd_gat": {"seeds": [1], "epoch": 3}}
     file = configfile(tmp_path, "config.yaml", config)

@@ -652,6 +652,45 @@ def test_an_api_error_is_told_with_the_servers_message_whatever_its_body():
     assert describe_api_error(lost) == f"MaxRetryError: {lost}"
 
 
+class LogReads:
+    """A ``CoreV1Api`` whose log reads answer ``answer`` (an exception is raised), keeping what each asked for."""
+
+    def __init__(self, answer) -> None:
+        self.answer, self.asked = answer, []
+
+    def read_namespaced_pod_log(self, name, namespace, **kwargs):
+        self.asked.append(kwargs)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_a_failed_pods_own_log_is_read_and_a_refused_read_becomes_the_log_instead_of_stopping_the_run():
+    """jobs.SafeLogCoreApi: the kubernetes executor asks for previous=True, which the API server answers with 400
+    for a container that never restarted (restartPolicy Never), and any error of that read stops the whole run.
+    The current container's log is asked for; a 400 even then (a container that never started) becomes the
+    job's log, so that only this job fails, and Snakemake retries it."""
+    import json
+
+    from kubernetes.client.rest import ApiException
+    from snakemake_executor_plugin_kubernetes_kueue.jobs import SafeLogCoreApi
+
+    read = LogReads("MemoryError\n")
+    log = SafeLogCoreApi(read).read_namespaced_pod_log("pod-1", "ns", container="snakemake", previous=True)
+    assert log == "MemoryError\n"
+    assert read.asked == [{"container": "snakemake", "previous": False}]
+    message = 'container "snakemake" in pod "pod-1" is waiting to start: ContainerCreating'
+    refused = ApiException(status=400, reason="Bad Request")
+    refused.body = json.dumps({"kind": "Status", "status": "Failure", "message": message, "code": 400})
+    log = SafeLogCoreApi(LogReads(refused)).read_namespaced_pod_log(
+        "pod-1", "ns", container="snakemake", previous=True
+    )
+    assert log == (
+        f"[kubernetes-kueue] the log of pod ns/pod-1 could not be read (HTTP 400 Bad Request: {message}); see "
+        "`kubectl -n ns describe pod pod-1`"
+    )
+
+
 ZERO_WHY = (
     "requests no {kind}, so Kueue counts nothing of it against the ClusterQueue's quota and the pod is placed as "
     "if it needed none"

@@ -162,6 +162,18 @@ def test_a_wrapper_with_a_log_logs_there_and_stays_quiet_about_what_it_takes(
     assert capsys.readouterr().err == ""
 
 
+def test_a_rule_with_several_logs_has_the_wrapper_log_to_the_first(tmp_path, capsys, restore_logging):
+    """wrapper_rules.set_up: every record goes to the rule's first log; a rule may name more (say, a tool's own
+    log after the wrapper's), which the wrapper leaves to whatever writes them."""
+    takes = {"input": ("trials", 0), "output": (0,), "params": ("options",)}
+    rule = {"input": Section(["t.parquet"]), "output": Section(["o.csv"]), "params": Section(options={})}
+    first, second = tmp_path / "job.log", tmp_path / "tool.log"
+    configure_wrapper("generate_can", [str(first), str(second)], rule, takes, {})
+    logging.getLogger("kdgat").info("started")
+    assert first.read_text().endswith("INFO kdgat: started\n")
+    assert not second.exists() and capsys.readouterr().err == ""
+
+
 # train_gat's names, as its wrapper.py writes them
 GAT_TAKES = {
     "input": ("train", "val", "metadata", "vgae", "teacher"),

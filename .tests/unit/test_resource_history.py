@@ -362,6 +362,19 @@ def test_fit_needs_three_sizes_and_compares_leave_one_out():
     assert line.constant_error == pytest.approx((15 + 0 + 15) / 3) and line.cover == pytest.approx(0.0)
 
 
+def test_a_line_that_predicts_the_runs_only_as_well_as_a_constant_is_not_used(tmp_path):
+    """estimate's docstring: the line is used when its leave-one-out error is smaller than a constant's. At a tie
+    the input size explains nothing the peak does not: the job gets the peak, not the line (here lower)."""
+    for size, rss in [(1, 1000.0), (2, 1100.0), (3, 1800.0)]:
+        write_runs(tmp_path / f"benchmarks/train/d{size}.tsv", [(60.0, rss)], input_mb=size)
+    tie = size_fit([(1, 1000.0), (2, 1100.0), (3, 1800.0)])
+    assert tie.slope > 0 and tie.fit_error == tie.constant_error == 500.0 and not tie.better
+    estimator = history(tmp_path)
+    estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=2.5)
+    assert estimate.value == memory(1800.0, estimator.settings) > memory(tie.at(2.5), estimator.settings)
+    assert "input-size line not better: leave-one-out error 500.0 vs 500.0" in estimate.explanation
+
+
 # --- bad files and settings -----------------------------------------------------------------------------------
 def test_bad_file_falls_back_with_a_warning_naming_file_and_line(tmp_path):
     bad = tmp_path / "benchmarks/train/a.tsv"
