@@ -93,6 +93,21 @@ def test_slurm_backend_options_of_the_wrong_kind_are_named(options, named):
         slurm_cluster_kwargs(options)
 
 
+def test_an_adaptive_minimum_above_its_maximum_is_refused_before_any_job_is_submitted():
+    """The schema checks each of minimum_jobs and maximum_jobs alone and cannot compare them; slurm_scaling, which
+    runs before the SLURMCluster starts, must refuse a minimum above the maximum, given or left at 1."""
+    for adaptive in ({"minimum_jobs": 3, "maximum_jobs": 2}, {"minimum_jobs": 2}):
+        with pytest.raises(
+            ContractError,
+            match=r"^calibration.backend.slurm.adaptive \{.*\}: need 0 <= minimum_jobs <= maximum_jobs",
+        ):
+            slurm_scaling({"adaptive": adaptive})
+    assert slurm_scaling({"adaptive": {"minimum_jobs": 2, "maximum_jobs": 2}}) == {
+        "minimum_jobs": 2,
+        "maximum_jobs": 2,
+    }
+
+
 @pytest.mark.parametrize(
     ("backend", "options", "named"),
     [

@@ -387,6 +387,17 @@ def test_an_unreadable_settings_file_or_log_is_named(tmp_path, stderr_text):
     assert "Traceback" not in stderr_text()
 
 
+def test_the_log_file_is_appended_to_so_a_rerun_keeps_the_earlier_attempts_record(tmp_path, stderr_text):
+    """--log "also append[s] the log to FILE (as the workflow's rule log)": the run that resumes a killed training
+    must not wipe the log of the attempt it resumes."""
+    log = tmp_path / "job.log"
+    args = ["train", "vgae", "--out", str(tmp_path / "o"), "--print-settings", "--log", str(log)]
+    assert main(args) == 2
+    assert main(args) == 2
+    said = [line for line in log.read_text().splitlines() if "metadata.json is needed" in line]
+    assert len(said) == 2, log.read_text()
+
+
 def test_a_workflow_config_whose_kd_gat_is_no_mapping_is_named_by_evaluate(tmp_path, stderr_text):
     config = tmp_path / "config.yaml"
     config.write_text("kd_gat: 5\nevaluation: {}\n")  # evaluate reads kd_gat.tracking beside its own section

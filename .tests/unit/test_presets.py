@@ -105,6 +105,20 @@ def test_a_custom_preset_replaces_the_built_in_one_of_the_same_name():
     assert StageSettings.from_config(section, "gat", "student").model == mine
 
 
+def test_a_dropout_of_one_is_refused_in_a_preset_and_a_sweep_column():
+    """Dropout is a number in [0, 1) (kdgat.presets.argument_problems): torch takes 1 and then drops every unit
+    while training, so a model trained at 1 would learn nothing, and no error would say so."""
+    custom = {"mine": {**PRESETS["demo_student"], "gat": {**PRESETS["demo_student"]["gat"], "dropout": 1}}}
+    with pytest.raises(
+        ValueError, match=r"kd_gat\.presets\.mine\.gat\.dropout: expected a number in \[0, 1\), got 1$"
+    ):
+        resolve_preset("mine", "gat", custom)
+    with pytest.raises(
+        SettingsError, match=r"sweep column 'dropout': expected a number in \[0, 1\), got 1\.0"
+    ):
+        StageSettings.from_config({}, "dqn", "student", overrides={"dropout": 1.0})
+
+
 def test_no_dropout_is_a_value_a_preset_may_take():
     custom = {"mine": {**PRESETS["demo_student"], "dqn": {**PRESETS["demo_student"]["dqn"], "dropout": 0}}}
     assert resolve_preset("mine", "dqn", custom)["dropout"] == 0  # [0, 1): 0 switches dropout off

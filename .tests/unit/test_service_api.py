@@ -257,6 +257,22 @@ def test_the_results_of_one_keys_job_are_invisible_to_another(service):
         assert bob.get(f"/v1/jobs/{job_id}/results").status_code == 404
 
 
+def test_the_results_of_a_job_still_queued_or_running_are_refused_with_409(service):
+    """docs/service.md: GET /v1/jobs/{job_id}/results answers 409 until the job has succeeded, for a job still on
+    its way as for one that failed or was cancelled (a job on its way has no results file to look for yet)."""
+    slow = {"fn_ref": "simcal_models:counted_sleep", "parameter_sets": [{"a": 1.0, "sleep_s": 3.0}]}
+    with service.http(service.keys["alice"]) as alice:
+        job_id = submit(alice, slow).json()["job_id"]
+        try:
+            early = alice.get(f"/v1/jobs/{job_id}/results")
+        finally:
+            alice.delete(f"/v1/jobs/{job_id}")  # frees the module's one worker for the next tests
+    assert early.status_code == 409, early.text
+    assert re.fullmatch(
+        rf"job {job_id} is (queued|running): results exist once it has succeeded", early.json()["detail"]
+    )
+
+
 def test_a_replayed_submission_leaves_its_job_to_run_once_to_its_end(service):
     """The replay answers with the job made the first time, and nothing else: the job runs once and succeeds."""
     with service.http(service.keys["alice"]) as alice:

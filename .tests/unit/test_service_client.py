@@ -28,6 +28,7 @@ from simcal.api import SimulationService
 from simcal.contract import ContractError
 from simcal.service.client import (
     Job,
+    JobFailed,
     NotFound,
     RateLimited,
     RequestRejected,
@@ -306,6 +307,20 @@ def test_a_download_cut_short_is_started_again_and_the_file_is_complete(tmp_path
     assert pd.read_parquet(path)["y"].tolist() == list(range(200))
 
 
+def test_a_download_answered_503_or_429_is_retried_and_the_file_is_complete(tmp_path):
+    """docs/service.md: 429 and 503 are retried, and a job's results are downloaded through the same client (a
+    service whose registry disk is full answers 503 with Retry-After for a while)."""
+    body = parquet_bytes()
+    handler = answers(
+        httpx.Response(503, json={"detail": "retry later"}),
+        httpx.Response(429, json={"detail": "slow down"}),
+        lambda: httpx.Response(200, content=body),
+    )
+    with client(handler) as api:
+        path = Job(api, "job-1").to_parquet(tmp_path / "rows.parquet")
+    assert path.read_bytes() == body and len(handler.seen) == 3
+
+
 def test_a_download_cut_short_every_time_leaves_no_file(tmp_path):
     body = parquet_bytes()
     handler = answers(lambda: httpx.Response(200, stream=CutShort(body)))
@@ -539,6 +554,20 @@ def test_wait_past_its_timeout_raises_timeout_error_and_leaves_the_job_running()
             Job(api, "job-1").wait(timeout=0.3, poll_interval=0.05)
     assert 0.3 <= time.monotonic() - began < 5
     assert {method for method, _ in handler.seen} == {"GET"}  # the job goes on: nothing cancels it
+
+
+@pytest.mark.timeout(15)
+def test_wait_raises_job_failed_for_a_cancelled_job_as_for_a_failed_one():
+    """Job.wait: JobFailed when the job failed or was cancelled. Polled on, a cancelled job would end the wait with a
+    TimeoutError, which says the job is still going on."""
+    cancelled = {"job_id": "job-1", "status": "cancelled", "error": "cancelled by request"}
+    handler = answers(httpx.Response(200, json=cancelled))
+    with (
+        client(handler) as api,
+        pytest.raises(JobFailed, match="^job job-1 cancelled: cancelled by request$") as raised,
+    ):
+        Job(api, "job-1").wait(timeout=2, poll_interval=0.01)
+    assert raised.value.job == cancelled and len(handler.seen) == 1
 
 
 @pytest.mark.timeout(15)
