@@ -304,20 +304,34 @@ def _one_id_capture(num_messages: int, unique_at: int | None = None):
     )
 
 
+# One time block per window: 1001 messages make 10 windows of 100 and 10 blocks, 2 of them held out for validation.
+ONE_BLOCK_PER_WINDOW = dict(window_size=100, stride=100, time_blocks=10, val_fraction=0.2, seed=1)
+
+
+def _preprocess_blocks(tmp_path, train_capture, test_capture, out: str) -> dict:
+    """The metadata of preprocess_dataset over one training and one test capture, ONE_BLOCK_PER_WINDOW."""
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_can_file(train_capture, train, "hcrl_csv")
+    write_can_file(test_capture, test, "hcrl_csv")
+    return preprocess_dataset("s", [train], {"t": [test]}, tmp_path / out, **ONE_BLOCK_PER_WINDOW)
+
+
+def _validation_blocks(meta: dict) -> list[int]:
+    (blocks,) = [info["held_out_blocks"]["val"] for info in meta["split"]["per_file"].values()]
+    return blocks
+
+
 def test_a_message_shared_with_a_held_out_window_adds_no_id_to_the_vocabulary(tmp_path):
     """With stride = window_size a training window's last message is the first of the next window: when that
     window is held out, an ID only there is held out's (unseen in validation), not the vocabulary's."""
-    options = dict(window_size=100, stride=100, time_blocks=10, val_fraction=0.2, seed=1)
-    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
-    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
-    write_can_file(_one_id_capture(300), test, "hcrl_csv")
-    first = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "first", **options)
-    (blocks,) = [info["held_out_blocks"]["val"] for info in first["split"]["per_file"].values()]
+    first = _preprocess_blocks(tmp_path, _one_id_capture(1001), _one_id_capture(300), "first")
+    blocks = _validation_blocks(first)
     after_training = [b for b in blocks if b > 0 and b - 1 not in blocks]
     assert after_training  # the case exists for this seed: a validation block right after a training one
-    boundary = after_training[0] * 100  # one block per window here: 1001 messages, 10 windows, 10 blocks
-    write_can_file(_one_id_capture(1001, unique_at=boundary), train, "hcrl_csv")
-    meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "second", **options)
+    boundary = after_training[0] * 100
+    meta = _preprocess_blocks(
+        tmp_path, _one_id_capture(1001, unique_at=boundary), _one_id_capture(300), "second"
+    )
     vocab = json.loads((tmp_path / "second" / "vocab.json").read_text())["can_ids"]
     assert "0x7fe" not in vocab and set(vocab) == {"0x100", "0x200"}
     assert meta["vocabulary"]["unseen_ids"]["val"] == 1
@@ -327,20 +341,15 @@ def test_a_held_out_splits_unseen_ids_are_those_of_its_own_windows(tmp_path):
     """metadata.json's vocabulary.unseen_ids.<split> counts the IDs outside the vocabulary in that split's windows
     only: an attack ID in a training block is out of the vocabulary but not validation's, and one in a
     validation block is."""
-    options = dict(window_size=100, stride=100, time_blocks=10, val_fraction=0.2, seed=1)
-    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
-    write_can_file(_one_id_capture(300), test, "hcrl_csv")
-    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
-    first = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "first", **options)
-    (blocks,) = [info["held_out_blocks"]["val"] for info in first["split"]["per_file"].values()]
+    first = _preprocess_blocks(tmp_path, _one_id_capture(1001), _one_id_capture(300), "first")
+    blocks = _validation_blocks(first)
     assert first["vocabulary"]["unseen_ids"]["val"] == 0
-    # One block per window (1001 messages, 10 windows): an injected frame mid-block stays inside its window.
+    # An injected frame mid-block stays inside its window.
     for block, unseen in ((next(b for b in range(10) if b not in blocks), 0), (blocks[0], 1)):
         capture = _one_id_capture(1001)
         capture.can_id[block * 100 + 50], capture.label[block * 100 + 50] = 0x7FD, 1
-        write_can_file(capture, train, "hcrl_csv")
-        meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / f"block_{block}", **options)
-        assert meta["split"]["per_file"][str(train)]["held_out_blocks"]["val"] == blocks
+        meta = _preprocess_blocks(tmp_path, capture, _one_id_capture(300), f"block_{block}")
+        assert _validation_blocks(meta) == blocks
         vocab = json.loads((tmp_path / f"block_{block}" / "vocab.json").read_text())["can_ids"]
         assert set(vocab) == {"0x100", "0x200"}
         assert meta["vocabulary"]["unseen_ids"]["val"] == unseen, block
@@ -349,11 +358,7 @@ def test_a_held_out_splits_unseen_ids_are_those_of_its_own_windows(tmp_path):
 def test_metadata_counts_the_nodes_at_the_oov_index_per_split_and_test_scenario(tmp_path):
     """metadata.json's oov_nodes are the nodes whose ID is out of the vocabulary (index num_ids - 1), per split
     and per test scenario: here the one test window that holds an ID never seen in training."""
-    options = dict(window_size=100, stride=100, time_blocks=10, val_fraction=0.2, seed=1)
-    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
-    write_can_file(_one_id_capture(1001), train, "hcrl_csv")
-    write_can_file(_one_id_capture(300, unique_at=150), test, "hcrl_csv")
-    meta = preprocess_dataset("s", [train], {"t": [test]}, tmp_path / "out", **options)
+    meta = _preprocess_blocks(tmp_path, _one_id_capture(1001), _one_id_capture(300, unique_at=150), "out")
     oov = meta["num_ids"] - 1
     graphs = {name: load_graphs(tmp_path / "out" / f"{name}.pt") for name in ("train", "val")}
     graphs |= {"t": load_graph_sets(tmp_path / "out" / "test.pt")["t"]}
