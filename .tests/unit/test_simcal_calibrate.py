@@ -63,6 +63,7 @@ from simcal.visualize import (
     fit_figure,
     history_figure,
     loss_figure,
+    render_page,
     sweep_outputs_figure,
     sweep_series_figure,
     visualize,
@@ -1008,6 +1009,19 @@ def assert_self_contained_page(page: str, pictures: int) -> None:
     for data in images:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing fetched
+
+
+def test_text_from_the_data_is_shown_as_text_on_the_page():
+    """The page's title, picture names and summary come from the data (parameter, column and target names, a
+    model's error messages): markup in them is escaped, never run as HTML in the researcher's browser."""
+    page = render_page(
+        "fit of a<b & c", "<p>intro</p>", {"x</h2><script>bad()</script>": b"\x89PNG"},
+        {"error": "</pre><script>alert(1)</script>"},
+    )  # fmt: skip
+    assert "<script>" not in page and "<p>intro</p>" in page  # the intro is the page's own HTML
+    assert "<title>fit of a&lt;b &amp; c</title>" in page
+    assert "x&lt;/h2&gt;&lt;script&gt;bad()&lt;/script&gt;" in page
+    assert "&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_calibration_is_deterministic_and_resumes_from_its_finished_simulations(tmp_path, client, caplog):

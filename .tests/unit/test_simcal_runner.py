@@ -7,6 +7,7 @@ whose worker dies is split at once and the tests stay short.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from simcal.backends import (
     close_on_signals,
     slurm_cluster_kwargs,
     slurm_scaling,
+    start_reaper,
     walltime_seconds,
     worker_lifetime,
 )
@@ -1218,8 +1220,35 @@ def test_worker_lifetime_is_shorter_than_the_walltime():
         ContractError, match=r"lifetime \(70 s\) \+ lifetime_stagger \(3 s\) .* walltime 00:01:00"
     ):
         worker_lifetime({"walltime": "00:01:00", "lifetime": 70})
+    # Retiring at the walltime itself is too late: SLURM ends the job as the worker begins to close.
+    assert worker_lifetime({"walltime": "00:01:00", "lifetime": 54, "lifetime_stagger": 5}) == (54, 5)
+    with pytest.raises(ContractError, match=r"lifetime \(55 s\) \+ lifetime_stagger \(5 s\) must be"):
+        worker_lifetime({"walltime": "00:01:00", "lifetime": 55, "lifetime_stagger": 5})
     with pytest.raises(ContractError, match=r"walltime '1h'"):
         walltime_seconds("1h")
+
+
+@pytest.mark.parametrize(("failures", "exit_code"), [(2, 0), (3, 1)])
+def test_the_reaper_cancels_the_worker_jobs_once_the_driver_is_gone_asking_scancel_up_to_three_times(
+    tmp_path, monkeypatch, failures, exit_code
+):
+    """simcal.reaper: when the driver's end of its pipe closes (however the driver ended), it runs scancel for the
+    run's job name and user, and asks again, up to three times, when scancel fails (a busy controller)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "scancel"
+    fake.parent.mkdir()
+    fake.write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n[ "$(wc -l < {calls})" -gt {failures} ] || exit 1\nexit 0\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    reaper = start_reaper("dask-worker-0a1b2c3d")
+    time.sleep(0.5)
+    assert reaper.poll() is None and not calls.exists()  # waits while the driver lives
+    reaper.stdin.close()  # the driver is gone
+    assert reaper.wait(timeout=30) == exit_code
+    asked = calls.read_text().splitlines()
+    assert asked == [f"--name dask-worker-0a1b2c3d --user {getpass.getuser()}"] * min(failures + 1, 3)
 
 
 def test_sigterm_becomes_an_exception_that_unwinds_the_block():
