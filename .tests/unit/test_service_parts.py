@@ -633,6 +633,7 @@ def test_a_relative_results_directory_gives_results_paths_that_hold_from_anywher
     [
         ("notahost", "missing port number in address 'notahost'"),
         ("tcp://127.0.0.1:99999", "port 99999 outside 1..65535"),
+        ("tcp://127.0.0.1:0", "port 0 outside 1..65535"),  # "any free port" for a server, none to connect to
         ("http://127.0.0.1:8787", "unknown protocol 'http'"),  # the dashboard's URL
         ("scheduler:abc", "invalid literal for int()"),
     ],
@@ -643,8 +644,26 @@ def test_a_scheduler_address_dask_could_never_connect_to_is_refused_naming_it(ad
 
     with pytest.raises(ValueError, match=rf"--scheduler '{re.escape(address)}' .*: .*{re.escape(words)}"):
         Cluster(address)
-    for fine in ("tcp://127.0.0.1:8786", "tls://dask-scheduler:8786", "localhost:8786", "tcp://[::1]:8786"):
+    for fine in ("tcp://127.0.0.1:8786", "tls://dask-scheduler:8786", "localhost:8786", "tcp://[::1]:8786",
+                 "tcp://127.0.0.1:1", "tcp://127.0.0.1:65535"):  # fmt: skip
         assert Cluster(fine).scheduler == fine
+
+
+def test_whole_number_options_take_both_ends_of_their_range_and_nothing_beyond():
+    """simcal serve --port 0..65535 (0: any free port) and simcal jobs list --limit 1..1000 (the API's range): the
+    ends are values a user may give, one past them is refused naming the range."""
+    import argparse
+
+    from simcal.service.commands import whole_number_in
+
+    for low, high in ((0, 65535), (1, 1000)):
+        parse = whole_number_in(low, high, f"a number {low}..{high}")
+        assert (parse(str(low)), parse(str(high))) == (low, high)
+        for beyond in (low - 1, high + 1):
+            with pytest.raises(
+                argparse.ArgumentTypeError, match=rf"^expected a number {low}..{high}, got '{beyond}'$"
+            ):
+                parse(str(beyond))
 
 
 @pytest.fixture
