@@ -334,7 +334,9 @@ def test_a_download_cut_short_every_time_leaves_no_file(tmp_path):
     ("status", "said"),
     [
         ("running", "cancelling: still running, its batches on the workers are cancelled first"),
+        ("queued", "cancelling: still queued, its batches on the workers are cancelled first"),
         ("succeeded", "succeeded: it had ended, so nothing was cancelled"),
+        ("failed", "failed: it had ended, so nothing was cancelled"),
         ("cancelled", "cancelled"),
     ],
 )
@@ -357,7 +359,7 @@ def test_simcal_jobs_cancel_says_whether_the_job_is_still_stopping_or_had_ended(
     assert main(["jobs", "cancel", job_id, "--url", URL, "--api-key", "sc_test-key"]) == 0
     assert handler.seen[0].method == "DELETE"
     assert capsys.readouterr().out.strip() == f"{job_id} {said}" + (
-        f"; `simcal jobs show {job_id}` says when it is cancelled" if status == "running" else ""
+        f"; `simcal jobs show {job_id}` says when it is cancelled" if status in ("queued", "running") else ""
     )
 
 
