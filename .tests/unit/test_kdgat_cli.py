@@ -19,7 +19,7 @@ from testkit import REPO, pretend_cpu_wheel
 
 from kdgat.cli import main, parser
 from kdgat.cli.config import DEVICE_PATTERN, WORKFLOW_SECTIONS
-from kdgat.cli.progress import ProgressBar
+from kdgat.cli.progress import ProgressBar, wants_bar
 from kdgat.tracking import TrackingSettings
 from kdgat.training.settings import StageSettings
 
@@ -851,6 +851,19 @@ def test_the_library_defaults_the_commands_use_are_the_schemas():
     assert {key: getattr(TrackingSettings(), key) for key in tracking} == {
         k: s["default"] for k, s in tracking.items()
     }
+
+
+def test_a_bar_is_drawn_only_on_a_terminal_unless_asked_for():
+    """kdgat.cli.progress: without a terminal (a pipe, a batch job's output file) there is no bar, whose carriage
+    returns would fill the job's log; --progress bar or lines decides whatever the stream is."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wants_bar("auto", Terminal()) and not wants_bar("auto", io.StringIO())
+    assert wants_bar("bar", io.StringIO()) and not wants_bar("lines", Terminal())
+    assert not wants_bar("auto", object())  # a stream that cannot tell is no terminal
 
 
 def test_the_progress_bar_shows_epochs_and_batches_with_rate_and_eta():
