@@ -31,20 +31,25 @@ def distance_to_one(simulated, observed, **options):
 SCORED = {"parameter_sets": 0}
 
 
-def distance_to_one_four_times(simulated, observed, **options):
-    """``distance_to_one`` for the first four parameter sets it scores (in the driver), then it raises: a target
-    that breaks after the design. Reset ``SCORED`` before use."""
+def past_the_design() -> bool:
+    """Counts the parameter set being scored (in the driver); True from the fifth on, after a design of four.
+    Reset ``SCORED`` before use."""
     SCORED["parameter_sets"] += 1
-    if SCORED["parameter_sets"] > 4:
+    return SCORED["parameter_sets"] > 4
+
+
+def distance_to_one_four_times(simulated, observed, **options):
+    """``distance_to_one`` for the first four parameter sets it scores, then it raises: a target that breaks
+    after the design."""
+    if past_the_design():
         raise ValueError("cannot score a fifth parameter set")
     return distance_to_one(simulated, observed)
 
 
 def distance_to_one_then_sigterm(simulated, observed, **options):
     """``distance_to_one`` for the first four parameter sets, then SIGTERM to this process (the driver), as a
-    walltime or ``scancel`` sends it mid-run. Reset ``SCORED`` before use."""
-    SCORED["parameter_sets"] += 1
-    if SCORED["parameter_sets"] > 4:
+    walltime or ``scancel`` sends it mid-run."""
+    if past_the_design():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises in the main thread before this ends
     return distance_to_one(simulated, observed)
