@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -1072,6 +1073,12 @@ def _stale(baselines):
     return baselines
 
 
+def _with_fuzzy(document):
+    """``document`` with a second test scenario, fuzzy, of the same windows as dos."""
+    document["test"]["fuzzy"] = copy.deepcopy(document["test"]["dos"])
+    return document
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [
@@ -1079,17 +1086,30 @@ def _stale(baselines):
         (lambda: [{**_baselines(), "dataset": "other"}], r"{0}: baselines of dataset 'other', of which no metrics"),
         (lambda: [_stale(_baselines())], r"{0}: the baselines of dataset "
          r"'ds' were computed on another test set than .*a\.json .*'dos': \(999, 20\)"),
+        (lambda: [_with_fuzzy(_baselines())], r"{0}: the baselines of dataset "
+         r"'ds' were computed on another test set than .*a\.json .*'fuzzy': \(50, 20\)"),
     ],
 )  # fmt: skip
 def test_baselines_of_another_test_set_or_dataset_or_given_twice_are_refused_naming_the_file(
     tmp_path, given, message
 ):
-    """A baselines.json of a rebuilt test.pt gave margins over other windows; two of one dataset let the last one
-    win; one of another dataset only was ignored, every margin n/a."""
+    """A baselines.json of a rebuilt test.pt gave margins over other windows (or of another scenario the
+    evaluations do not have); two of one dataset let the last one win; one of another dataset only was ignored,
+    every margin n/a."""
     metrics = _written(tmp_path, "a.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     paths = [_written(tmp_path, f"baselines{i}.json", document) for i, document in enumerate(given())]
     with pytest.raises(ValueError, match=message.format(*paths)):
         _summarize(tmp_path, [metrics], paths)
+
+
+def test_baselines_lacking_a_scenario_the_evaluations_have_are_refused_naming_the_file(tmp_path):
+    """Baselines of a test.pt that lacked a scenario left that scenario's margins n/a without a word."""
+    metrics = _written(tmp_path, "a.json", _with_fuzzy(_document("teacher", 1, PERFECT, HALF, PERFECT)))
+    baselines = _written(tmp_path, "baselines.json", _baselines())
+    with pytest.raises(
+        ValueError, match=rf"{baselines}: the baselines of dataset 'ds' were computed on another"
+    ):
+        _summarize(tmp_path, [metrics], [baselines])
 
 
 def test_baselines_given_for_some_evaluated_datasets_only_are_refused(tmp_path):
