@@ -177,6 +177,16 @@ def test_metadata_that_is_not_json_is_called_so(tmp_path):
         load_num_ids(write(tmp_path, "other.json", '{"dataset": "d"}'))
 
 
+def test_metadata_that_is_not_utf8_is_called_not_json_naming_the_file(tmp_path):
+    # A copy saved by an editor in Latin-1: Python's own UnicodeDecodeError names no file.
+    path = write(
+        tmp_path, "metadata.json", '{"dataset": "Fahrzeug Größe", "num_ids": 20}', encoding="latin-1"
+    )
+    with pytest.raises(ValueError) as error:
+        load_num_ids(path)
+    assert str(error.value).startswith(f"{path}: not valid JSON (not UTF-8 text: ")
+
+
 def test_an_unreadable_checkpoint_is_set_aside_not_a_failure_at_every_rerun(tmp_path, caplog):
     checkpoint = tmp_path / "last.pt"
     fit(TinyStage(), LoopSettings(epochs=1, patience=1, checkpoint=checkpoint), "f")

@@ -268,6 +268,18 @@ def test_blanks_around_fields_are_allowed(tmp_path):
     assert messages.label.tolist() == [1, 0]
 
 
+@pytest.mark.parametrize("prefix", ["0x", "0X"])
+def test_a_can_4col_id_may_carry_a_0x_prefix_in_either_case(tmp_path, prefix):
+    # can_4col's docstring: a hex ID, "0x" allowed; hex digits are case-blind, and so is the prefix.
+    path = write(
+        tmp_path, "prefixed.csv", f"{CAN_4COL.splitlines()[0]}\n1.0,{prefix}1A0,01,0\n1.1,{prefix}2b0,02,1\n"
+    )
+    messages = read_can_file(path)
+    assert messages.fmt == "can_4col"
+    assert messages.can_id.tolist() == [0x1A0, 0x2B0]
+    assert messages.skipped_rows == 0
+
+
 def test_the_error_counts_the_bad_rows_after_the_first(tmp_path):
     path = write(tmp_path, "bad.csv", "1.0,0316,1,05,R\n1.1,03zz,1,05,R\n1.2,0316,1,05,X\n1.3,0316\n")
     with pytest.raises(CanFormatError) as error:
@@ -358,12 +370,20 @@ def test_a_file_that_is_not_utf8_is_named_with_the_line_of_its_first_bad_byte(tm
     assert str(error.value).startswith(f"{path}, line 4: not a UTF-8 text file: byte 0xe9 in column 12 ")
 
 
+def zstd_frame(data: bytes) -> bytes:
+    """``data`` as one zstd frame holding a single raw (stored) block: the standard library has no zstd module.
+    Frame header: no flags, a 1 KiB window; block header: last block, raw, ``len(data)`` bytes (RFC 8878)."""
+    assert len(data) <= 1024
+    return b"\x28\xb5\x2f\xfd" + b"\x00\x00" + ((len(data) << 3) | 1).to_bytes(3, "little") + data
+
+
 @pytest.mark.parametrize(
     ("compress", "kind", "command"),
     [
         (gzip.compress, "gzip", "gunzip"),
         (bz2.compress, "bzip2", "bunzip2"),
         (lzma.compress, "xz", "unxz"),
+        (zstd_frame, "zstd", "unzstd"),
         (None, "zip", "unzip"),
     ],
 )

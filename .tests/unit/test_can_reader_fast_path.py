@@ -84,6 +84,18 @@ def test_a_header_ended_by_a_lone_cr_is_not_skipped_with_the_rows_after_it(tmp_p
     assert messages.label.tolist() == [0, 1, 0]
 
 
+def test_a_header_in_another_column_order_is_read_by_its_names_on_every_path(tmp_path, can_4col_path):
+    # The compiled reader takes the columns in the default order only; these rows would also pass it in file
+    # order (the payloads as 2- and 3-byte IDs, the 4-digit IDs as 2-byte payloads), all values wrong.
+    path = tmp_path / "log.csv"
+    path.write_text("timestamp,data_field,arbitration_id,attack\n1.0,0102,01a0,0\n2.0,0a0b0c,0316,1\n")
+    messages = read_can_file(path)
+    assert messages.can_id.tolist() == [0x1A0, 0x316]
+    assert messages.dlc.tolist() == [2, 3]
+    assert messages.payload[:, :3].tolist() == [[1, 2, 0], [10, 11, 12]]
+    assert messages.label.tolist() == [0, 1]
+
+
 def test_fast_and_exact_paths_agree(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     lines = [

@@ -376,6 +376,18 @@ def test_load_torch_names_the_file_it_cannot_load_and_runs_no_code_from_it(tmp_p
             files.load_torch(path, "a graph file")
 
 
+def test_json_outputs_hold_no_nan_or_infinity_only_null_and_plain_numbers(tmp_path):
+    # json.dumps would write NaN and Infinity, which no strict JSON reader (jq, JavaScript, ...) accepts.
+    metrics = {"f1": np.float32(0.5), "auc": float("nan"), "loss": float("inf"), 3: [np.float64("-inf"), 1]}
+    path = files.write_json(metrics, tmp_path / "metrics.json")
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in {path.read_text()!r}")
+
+    expected = {"f1": 0.5, "auc": None, "loss": None, "3": [None, 1]}
+    assert json.loads(path.read_text(), parse_constant=refuse) == expected
+
+
 # Calls that write a file or move one into place: only kdgat/files.py may make them.
 WRITING_ATTRIBUTES = {"savefig", "to_parquet", "to_csv", "write_text", "write_bytes", "replace", "rename",
                       "mkstemp", "mkdtemp", "NamedTemporaryFile", "copyfile", "save", "dump"}  # fmt: skip

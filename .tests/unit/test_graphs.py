@@ -191,3 +191,27 @@ def test_the_vocabulary_digest_is_of_the_ids_in_index_order():
     ids = [0x0A0, 0x1F1, 0x2B0]
     assert vocabulary_digest(ids) != vocabulary_digest(list(reversed(ids)))
     assert vocabulary_digest(ids) == vocabulary_digest(np.array(ids, dtype=np.int64))
+
+
+def test_vocabularies_whose_ids_run_together_alike_have_different_digests():
+    """Vocabularies of other IDs are other vocabularies, also where their decimal digits, written one after the
+    other, read the same: IDs 1 and 23 against 12 and 3, 0x100 and 0x7 (256, 7) against 0x19 and 0x43 (25, 67)."""
+    from kdgat.graph_store import vocabulary_digest
+
+    assert vocabulary_digest([1, 23]) != vocabulary_digest([12, 3])
+    assert vocabulary_digest([0x100, 0x7]) != vocabulary_digest([0x19, 0x43])
+
+
+def test_a_graph_file_records_its_vocabulary_digest_and_anything_else_there_reads_as_none(tmp_path):
+    from kdgat.graph_store import graph_vocabulary, vocabulary_digest
+
+    graphs = GraphArrays.empty()
+    digest = vocabulary_digest([0x0A0, 0x1F1])
+    save_graphs(graphs, tmp_path / "train.pt", vocabulary=digest)
+    save_graph_sets({"dos": graphs}, tmp_path / "test.pt", vocabulary=digest)
+    save_graphs(graphs, tmp_path / "older.pt")  # written before the digest was recorded
+    assert graph_vocabulary(tmp_path / "train.pt") == graph_vocabulary(tmp_path / "test.pt") == digest
+    assert graph_vocabulary(tmp_path / "older.pt") is None
+    # Not a digest (a file some other tool wrote): no vocabulary to compare, not a value to compare against.
+    save_torch({"format": GRAPHS_FORMAT, "vocabulary": 7}, tmp_path / "odd.pt")
+    assert graph_vocabulary(tmp_path / "odd.pt") is None

@@ -6,6 +6,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -80,6 +81,33 @@ def test_the_sigterm_handler_is_given_back_after_the_block(restore_logging):
     before = signal.getsignal(signal.SIGTERM)
     with failure_logged("a step"):
         assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_outside_the_main_thread_the_sigterm_handler_is_left_alone_and_a_failure_still_logged(
+    tmp_path, restore_logging
+):
+    # Only the main thread may set a signal handler (signal.signal raises ValueError elsewhere).
+    log = tmp_path / "job.log"
+    configure(log)
+    before = signal.getsignal(signal.SIGTERM)
+    seen = {}
+
+    def work():
+        try:
+            with failure_logged("scoring in a worker"):
+                seen["handler"] = signal.getsignal(signal.SIGTERM)
+                raise RuntimeError("bad scores")
+        except BaseException as error:  # what the block raised, as it left failure_logged
+            seen["error"] = error
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert seen["handler"] is before
+    assert type(seen["error"]) is RuntimeError and str(seen["error"]) == "bad scores"
+    assert "ERROR kdgat: scoring in a worker failed" in log.read_text()
     assert signal.getsignal(signal.SIGTERM) is before
 
 

@@ -158,9 +158,21 @@ def test_written_files_read_back_exactly(tmp_path, fmt):
     np.testing.assert_array_equal(back.dlc, messages.dlc)
     np.testing.assert_array_equal(back.payload, messages.payload)
     np.testing.assert_array_equal(back.label, messages.label)
-    np.testing.assert_allclose(back.timestamp, messages.timestamp, atol=1e-6)
+    # Microseconds, as the datasets write them. rtol=0: assert_allclose's default rtol (1e-7) alone allows 148 s
+    # at Unix times like these, so atol would check nothing.
+    np.testing.assert_allclose(back.timestamp, messages.timestamp, rtol=0, atol=1e-6)
     if fmt == "hcrl_csv":  # short DLCs exist, so the flag-shift case is exercised
         assert (messages.dlc < 8).any()
+
+
+def test_a_format_without_a_writer_is_refused_naming_the_setting_and_nothing_is_written(tmp_path):
+    # hcrl_txt can be read but not generated.
+    messages = generate_log(Vehicle(6, 30), 0.1, "none", OPTIONS, seed=6)
+    with pytest.raises(
+        ValueError, match=r"^synthetic.format must be one of \('hcrl_csv', 'can_4col'\), got 'hcrl_txt'$"
+    ):
+        write_can_file(messages, tmp_path / "log.txt", "hcrl_txt")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_benign_rate_increases_hit_the_event_ids_including_gear_and_rpm_and_keep_live_counters():
