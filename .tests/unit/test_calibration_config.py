@@ -99,6 +99,25 @@ def test_the_model_and_the_generator_share_one_check(lab_modules):
     assert importable_function("simcal.models.sir:simulate", "calibration.model").__name__ == "simulate"
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "simcal.models.sir:simulate:extra",
+        "simcal.models.sir:simulate x",
+        "simcal.models.sir:simulate.",
+        "simcal..models.sir:simulate",
+    ],
+)
+def test_a_reference_other_than_dotted_names_around_one_colon_is_refused_as_of_the_wrong_form(reference):
+    """The whole reference must look like 'package.module:function', as the schema's pattern says, not only its
+    start: a second colon would fail with Python's 'too many values to unpack', naming no key, a space would be
+    looked up in the module as part of the function's name, and an empty name between dots was looked up as ''
+    ("simcal.models.sir:simulate has no ''")."""
+    with pytest.raises(ContractError) as error:
+        check_model(reference)
+    assert str(error.value) == f"calibration.model: {reference!r} must look like 'package.module:function'"
+
+
 # Models of a lab's own, each of a shape a researcher writes: the first five cannot be called as (params, seed), the
 # rest can, as Python counts arguments.
 LAB_MODEL_SHAPES = """

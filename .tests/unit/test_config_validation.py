@@ -367,6 +367,7 @@ def test_a_setting_whose_parts_disagree_is_refused_before_any_job_runs(
         ),
         # not of the form package.module:function: the schema refuses it
         ("simcal.models.sir.simulate", "'simcal.models.sir.simulate' does not match"),
+        ("simcal.models.sir:simulate.", "'simcal.models.sir:simulate.' does not match"),
     ],
 )
 def test_a_model_whose_function_its_module_lacks_is_refused_before_any_job_runs(

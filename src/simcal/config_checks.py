@@ -22,7 +22,9 @@ from simcal.contract import ContractError, check_model_signature, check_options,
 from simcal.observed import check_generation, check_observed_path
 
 # What the schema allows for a "package.module:function" reference.
-REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")
+# Dotted names on both sides of the colon: no empty part ("pkg..mod", "mod:fn.")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+REFERENCE = re.compile(f"{_DOTTED}:{_DOTTED}")
 
 
 _MISSING = object()
