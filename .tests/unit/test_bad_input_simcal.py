@@ -221,6 +221,33 @@ def test_a_word_in_a_number_column_is_named_at_its_own_line_and_column(tmp_path,
         simulate(SIR, table, tmp_path / "out.parquet")
 
 
+CHOICE_MODEL = """
+from simcal.space import Choice, ParameterSpace, Real
+
+SPACE = ParameterSpace(mode=Choice(options=("fast", "slow")), rate=Real(low=0.0))
+
+
+@SPACE.declare
+def model(params, seed):
+    return {"y": params["rate"]}
+"""
+
+
+def test_a_word_in_a_number_column_is_named_at_its_own_line_beside_a_column_of_choices(tmp_path, monkeypatch):
+    """A declared Choice of words makes its column text by nature: it is no column of numbers holding a word. Taken
+    for one, its first row's 'fast' was the word found first, and the error blamed line 2's '0.1' of the number
+    column instead of line 4's 'abc'."""
+    (tmp_path / "choice_lab_model.py").write_text(CHOICE_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    table = tmp_path / "params.csv"
+    table.write_text("mode,rate\nfast,0.1\nslow,0.2\nfast,abc\n")
+    with pytest.raises(
+        ContractError, match=r"params.csv, line 4: parameter 'rate' = 'abc' is text, not a number"
+    ):
+        simulate("choice_lab_model:model", table, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet.partial").exists()
+
+
 def test_a_missing_parquet_file_is_named_as_missing(tmp_path):
     with pytest.raises(ContractError, match=r"params.parquet: the parameter table file does not exist"):
         read_parameter_table(tmp_path / "params.parquet")
@@ -622,6 +649,32 @@ def test_bound_flags_must_be_booleans_and_the_parameters_a_mapping(parameters, m
     with pytest.raises(ContractError, match=message):
         parse_bounds(parameters)
     assert parse_bounds({"a": {"low": 1, "high": 2, "log": np.bool_(False)}})[0].log is False
+
+
+@pytest.mark.parametrize(
+    "design", [parse_bounds, lambda parameters: sample_design(parameters, 4)], ids=["bounds", "design"]
+)
+def test_a_bound_with_a_key_of_another_name_is_refused_naming_it(design):
+    """A misspelt flag ('lgo' for 'log') would sample the parameter on a linear scale without a word: only low,
+    high, log and integer are taken."""
+    with pytest.raises(
+        ContractError,
+        match=r"parameters.gamma: expected \{low: number, high: number, log: bool, integer: bool\}, "
+        r"got \{'low': 0.01, 'high': 1.0, 'lgo': True\}",
+    ):
+        design({"gamma": {"low": 0.01, "high": 1.0, "lgo": True}})
+
+
+def test_a_parameter_the_model_declares_as_a_choice_cannot_be_given_bounds():
+    """Only numbers are calibrated or sampled: a Choice of the numbers 1, 2, 3 given bounds 1..3 would be sampled
+    as 2.37 and the like, every one of them refused by the model. The error says to fix it instead."""
+    space = ParameterSpace(level=Choice(options=(1, 2, 3)), rate=Real(low=0.0))
+    with pytest.raises(
+        ContractError,
+        match=r"^calibration.parameters.level: the model declares it as a choice \(one of \[1, 2, 3\], required\); "
+        r"only numbers can be calibrated or sampled: set it in fixed instead$",
+    ):
+        parse_bounds({"rate": {"low": 0.1, "high": 0.5}, "level": {"low": 1, "high": 3}}, space=space)
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,23 @@ def test_later_sobol_rounds_continue_one_sequence():
     assert proposer.later.balanced_block(8) and not proposer.later.balanced_block(12)
 
 
+def test_a_sobol_draw_is_a_balanced_block_only_at_a_power_of_two_from_a_multiple_of_it():
+    """simcal.design.Design: a Sobol draw of 2^m points keeps the sequence's balance only when it starts at a
+    multiple of 2^m (after 4 points, 4 more do and 8 do not); Latin hypercube and random designs have no blocks to
+    keep, so any draw of theirs is as good as another."""
+    bounds = parse_bounds(BOUNDS)
+    sobol = Design(bounds, "sobol", 4)
+    assert sobol.balanced_block(8) and not sobol.balanced_block(6)
+    sobol.draw(4)
+    assert sobol.balanced_block(4) and not sobol.balanced_block(8)
+    sobol.draw(4)
+    assert sobol.balanced_block(8) and not sobol.balanced_block(16)
+    for kind in ("lhs", "random"):
+        design = Design(bounds, kind, 4)
+        design.draw(3)
+        assert design.balanced_block(12) and design.balanced_block(8), kind
+
+
 def test_settings_name_the_setting_and_the_renamed_key():
     with pytest.raises(
         ContractError, match=r"calibration.calibrate.batch_size was renamed proposals_per_round"

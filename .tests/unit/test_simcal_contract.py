@@ -794,6 +794,34 @@ def test_settings_name_what_is_wrong():
     assert SimulationSettings.from_config({"batch_size": "auto", "seed": 3}).batch_size is None
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("replicates", 0, "an integer >= 1"),
+        ("target_task_seconds", 0, "a number > 0"),
+        ("probe_seconds", -0.05, "a number > 0"),
+        ("max_batch_size", 0, "an integer >= 1"),
+        ("max_failed_fraction", 1.5, "in [0, 1]"),
+        ("max_failed_fraction", math.nan, "in [0, 1]"),
+        ("timeout_s", math.inf, "a number > 0 or null"),
+        ("rerun_failed", "no", "true or false"),
+        ("no_worker_timeout_s", 0, "a number > 0"),
+        ("no_worker_timeout_s", math.inf, "a number > 0"),
+        ("progress_seconds", 0, "a number > 0"),
+        ("progress_seconds", math.nan, "a number > 0"),
+    ],
+)
+def test_each_simulation_setting_out_of_its_range_is_named_with_what_it_must_be(key, value, expected):
+    """config/README.md gives each calibration.simulation key its range: a value outside it is refused when the
+    settings are read, before anything runs, naming the key, what it must be and the value given. The test above
+    tries a few keys; this one every range the check holds (a non-finite number is no number of seconds)."""
+    with pytest.raises(
+        ContractError,
+        match=rf"^simulation settings: {key} must be {re.escape(expected)}, got {re.escape(repr(value))}$",
+    ):
+        SimulationSettings.from_config({key: value})
+
+
 def test_run_batch_turns_every_kind_of_output_into_rows():
     tasks = plan_tasks([{"a": 1}, {"a": 2}, {"a": 3}], replicates=1)
     empty = run_batch("simcal_models:empty_for_odd", tasks)

@@ -361,6 +361,25 @@ def test_a_death_not_confirmed_on_the_batch_and_worker_counts_only_after_several
     assert several.deaths == 1
 
 
+class LostEvents:
+    """A scheduler that refuses the event log or has lost it: ``Client.get_events`` raises."""
+
+    def get_events(self, topic: str) -> list[tuple[float, dict]]:
+        raise OSError("the scheduler's event log is gone")
+
+
+def test_a_death_whose_start_confirmations_cannot_be_read_counts_as_unconfirmed():
+    """simcal.outcomes.Deaths.started: with no events to read there is no confirmation, so the death counts as
+    unconfirmed (only UNCONFIRMED_DEATHS of them make one), not at once against a batch that may never have
+    started on the worker that died."""
+    deaths = Deaths(client=LostEvents(), token="t", allowed_failures=0)
+    several = unit(4)
+    several.start_topic = deaths.topic
+    for _ in range(UNCONFIRMED_DEATHS - 1):
+        assert deaths.verdict(several, died_on("tcp://w1")) == "retry"
+    assert several.deaths == 0 and several.unconfirmed == UNCONFIRMED_DEATHS - 1
+
+
 SLOW_IMPORT = """
 import time
 time.sleep({seconds})  # a heavy import (a big library, a compiled kernel)

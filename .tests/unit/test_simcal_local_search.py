@@ -3,6 +3,8 @@ valley that the starting points do not reach, and the settings that turn it on."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,6 +96,14 @@ def test_the_trust_radius_starts_within_its_limits_and_never_shrinks_below_the_s
     assert region.radius == MIN_RADIUS
 
 
+def test_the_start_radius_spans_only_the_points_with_a_finite_loss():
+    """TrustRegion.around: the radius spans the points with a finite loss from the best of them; a failed set (NaN)
+    or an infinite loss far away neither becomes the best nor widens the radius."""
+    points = np.array([[0.5, 0.5], [0.52, 0.5], [0.5, 0.53], [0.0, 0.0], [1.0, 1.0]])
+    region = TrustRegion.around(points, np.array([1.0, 2.0, 3.0, np.nan, np.inf]))
+    assert region.radius == pytest.approx(0.03) and region.best_loss == 1.0
+
+
 def bowl_points(centre: np.ndarray, count: int) -> np.ndarray:
     return centre + 0.02 * np.random.default_rng(3).standard_normal((count, 2))
 
@@ -115,6 +125,22 @@ def test_a_fit_needs_one_point_more_than_a_quadratic_has_terms(count, fitted):
     losses = ((points - [0.52, 0.49]) ** 2).sum(axis=1)
     proposals = TrustRegion(radius=0.1).propose(points, losses)
     assert len(proposals) == (5 if fitted else 4)
+
+
+def test_the_fit_uses_the_points_nearest_the_best_not_the_far_ones():
+    """principal_axes fits the quadratic to the 2 x term_count points nearest the best: points far away, on a
+    plateau whose loss lies among the near points' own (so the floor weights do not quiet them), leave the step at
+    the minimum of the bowl around the best."""
+    rng = np.random.default_rng(5)
+    minimum = np.array([0.53, 0.48])
+    near = np.array([0.5, 0.5]) + 0.02 * rng.standard_normal((12, 2))  # 2 x term_count(2)
+    near_losses = ((near - minimum) ** 2 * [1.0, 3.0]).sum(axis=1)
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    far = np.array([0.5, 0.5]) + 0.35 * np.column_stack([np.cos(angles), np.sin(angles)])
+    points = np.vstack([near, far])
+    losses = np.concatenate([near_losses, np.full(len(far), np.median(near_losses))])
+    stepped_to = TrustRegion(radius=0.1).propose(points, losses)[0]
+    np.testing.assert_allclose(stepped_to, minimum, atol=1e-6)
 
 
 def test_probes_step_onto_the_floor_only_along_curved_axes():
@@ -292,6 +318,31 @@ def test_the_floor_scan_needs_enough_points_for_a_fit():
     points = np.array([[0.5, 0.5], [0.6, 0.5], [0.5, 0.6]])
     assert floor_scan(points, np.array([1.0, 2.0, 3.0]), 0.1, 10).shape == (0, 2)
     assert floor_scan(np.random.default_rng(0).random((9, 2)), np.arange(9.0), 0.1, 0).shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    "count, failed, scanned", [(6, 0, 0), (7, 1, 0), (7, 0, 10)], ids=["six", "seven-one-failed", "seven"]
+)
+def test_the_floor_scan_needs_one_finite_point_more_than_a_quadratic_has_terms(count, failed, scanned):
+    """As the rounds' fit (test_a_fit_needs_one_point_more_than_a_quadratic_has_terms): six terms in two
+    parameters, so seven points with a finite loss; a failed set (NaN) does not count."""
+    points = bowl_points(np.array([0.5, 0.5]), count)
+    losses = ((points - [0.52, 0.49]) ** 2).sum(axis=1)
+    losses[:failed] = np.nan
+    assert floor_scan(points, losses, 0.1, 10).shape == (scanned, 2)
+
+
+def test_the_floor_scan_reaches_the_three_tenths_of_a_trust_radius_the_docs_state():
+    """config/README.md (refine.scan): "within 0.3 trust radii either side of the best set". The tests above
+    measure in SCAN_SPAN, whatever it is; this one holds the scan to the documented reach."""
+    readme = (Path(__file__).resolve().parents[2] / "config" / "README.md").read_text()
+    assert "within 0.3 trust radii either side of the best set" in readme
+    along = np.linspace(0.5, 0.7, 7)
+    floor = np.column_stack([along, 0.9 * along + 0.05])
+    points = np.vstack([floor + [0.0, 0.004], floor - [0.0, 0.006], floor + [0.0, 0.015]])
+    radius = 0.05
+    low, high = floor_scan(points, valley(points), radius, 2)  # one point either side, each at the full reach
+    assert np.linalg.norm(high - low) / 2 == pytest.approx(0.3 * radius)
 
 
 class RecordedRounds:

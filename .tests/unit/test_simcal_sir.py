@@ -25,6 +25,15 @@ def test_the_quantile_is_scipys_binomial_quantile():
         assert sir.binomial_quantile(u, n, p) == int(stats.binom.ppf(u, n, p)), (u, n, p)
 
 
+@pytest.mark.parametrize(
+    "u, n, p, expected", [(0.5, 1, 0.5, 0), (0.25, 2, 0.5, 0), (0.75, 2, 0.5, 1), (0.875, 3, 0.5, 2)]
+)
+def test_a_uniform_equal_to_a_cumulative_probability_gives_that_count_not_the_next(u, n, p, expected):
+    """The smallest k with P(X <= k) >= u: where u is exactly P(X <= k) (these are exact in floats), k itself. Random
+    uniforms (the test above) almost never fall on such a value."""
+    assert sir.binomial_quantile(u, n, p) == expected == int(stats.binom.ppf(u, n, p))
+
+
 def test_the_compiled_quantile_and_epidemic_match_the_numpy_ones():
     import_required("numba", "pip install -e '.[dev]' (pyproject.toml pins it)")
     from simcal.models._sir_kernel import quantile
@@ -42,6 +51,27 @@ def test_the_compiled_quantile_and_epidemic_match_the_numpy_ones():
         plain = sir.epidemic_counts(beta, gamma, population, infected, uniforms, compiled=False)
         for a, b in zip(compiled, plain, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_chooses_the_numba_or_the_numpy_chain_binomial_as_epidemic_counts_says(monkeypatch):
+    """epidemic_counts' ``compiled``: False runs the numpy arrays even where numba imports (else the test above
+    would compare the compiled epidemic with itself); True without numba is an ImportError naming the extra, not
+    a quiet fall back; None takes numpy when numba does not import."""
+    uniforms = np.random.default_rng(0).random((30, 2))
+    args = (0.4, 0.1, 1_000, 10, uniforms)
+    expected = sir._epidemic(*args, sir.binomial_quantile)
+
+    def kernel(*_):
+        raise AssertionError("the compiled chain binomial ran")
+
+    monkeypatch.setattr(sir, "_compiled_epidemic", lambda: kernel)
+    for got, want in zip(sir.epidemic_counts(*args, compiled=False), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(sir, "_compiled_epidemic", lambda: None)  # numba does not import
+    with pytest.raises(ImportError, match=r"the compiled chain binomial needs numba \(the 'fast' extra\)"):
+        sir.epidemic_counts(*args, compiled=True)
+    for got, want in zip(sir.epidemic_counts(*args), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize(
