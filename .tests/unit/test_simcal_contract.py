@@ -51,6 +51,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
     ("reference", "expected"),
     [
         ("no_colon_here", "must look like 'package.module:function'"),
+        # an empty name between dots was looked up as '' ("has no attribute 'simulate.'")
+        ("simcal.models.sir:simulate.", "must look like 'package.module:function'"),
+        ("simcal..models.sir:simulate", "must look like 'package.module:function'"),
         ("simcal.nonexistent_module:run", "cannot import module 'simcal.nonexistent_module'"),
         ("simcal.models.sir:missing", "has no attribute 'missing'"),
         ("simcal_models:not_callable", "is a int, not callable"),

@@ -13,19 +13,12 @@ import contextlib
 import difflib
 import importlib
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from simcal.contract import ContractError, check_model_signature, check_options, target_options
+from simcal.contract import REFERENCE, ContractError, check_model_signature, check_options, target_options
 from simcal.observed import check_generation, check_observed_path
-
-# What the schema allows for a "package.module:function" reference.
-# Dotted names on both sides of the colon: no empty part ("pkg..mod", "mod:fn.")
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-REFERENCE = re.compile(f"{_DOTTED}:{_DOTTED}")
-
 
 _MISSING = object()
 

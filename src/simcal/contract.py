@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import numbers
+import re
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -60,13 +61,17 @@ def _set_by(what: str) -> str:
     )
 
 
+# A "package.module:function" reference: dotted names around one colon, no empty part ("pkg..mod", "mod:fn.").
+# The calibration schema's pattern says the same.
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+REFERENCE = re.compile(f"{_DOTTED}:{_DOTTED}")
+
+
 def resolve_callable(reference: str, what: str = "model") -> Callable:
     """Import ``"package.module:function"`` and return the callable, or fail naming the reference."""
-    if not isinstance(reference, str) or reference.count(":") != 1:
+    if not isinstance(reference, str) or not REFERENCE.fullmatch(reference):
         raise ContractError(f"{what} reference {reference!r} must look like 'package.module:function'")
     module_name, attribute = reference.split(":")
-    if not module_name or not attribute:
-        raise ContractError(f"{what} reference {reference!r} must look like 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
