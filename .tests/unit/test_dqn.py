@@ -185,6 +185,8 @@ def test_weighted_q_value_kd_loss_averages_over_the_weighted_rows():
         ),
         ({"eps_start": 1.5}, r"kd_gat\.dqn\.eps_start must be in \[0, 1\], got 1\.5"),
         ({"eps_end": -0.1}, r"kd_gat\.dqn\.eps_end must be in \[0, 1\], got -0\.1"),
+        ({"keep_folds": 1}, r"kd_gat\.dqn\.keep_folds must be 0 or at least 2, got 1"),
+        ({"early_stop_share": 0.0}, r"kd_gat\.dqn\.early_stop_share must lie in \(0, 1\), got 0\.0"),
     ],
 )
 def test_dqn_settings_out_of_range_name_their_config_key(dqn, message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -191,6 +192,23 @@ def test_stash_restores_only_for_identical_inputs_and_params(tmp_path):
     model.write_bytes(b"weights-2")  # new content -> new key -> nothing to restore
     assert not stash.restore(stash_key({"model": model}, {"batch_size": 8}), {"metrics.json": out})
     assert not list((tmp_path / "stash").glob(".*"))  # no staging leftovers
+
+
+def test_the_stash_key_follows_contents_and_values_not_paths_or_the_order_they_are_given_in(tmp_path):
+    """stash_key: a key that changes with an input's content or a parameter, not on a path move (a results folder
+    moved to another disk still restores), nor with the order of the mappings it is given."""
+    model, graphs = tmp_path / "model.pt", tmp_path / "val.pt"
+    model.write_bytes(b"weights")
+    graphs.write_bytes(b"graphs")
+    moved = tmp_path / "moved" / "model.pt"
+    moved.parent.mkdir()
+    shutil.copyfile(model, moved)
+    params = {"batch_size": 8, "speed": {"repeats": 3, "latency_runs": 5}}
+    key = stash_key({"model": model, "val": graphs}, params)
+    assert stash_key({"model": moved, "val": graphs}, params) == key
+    reordered = {"speed": {"latency_runs": 5, "repeats": 3}, "batch_size": 8}
+    assert stash_key({"val": graphs, "model": model}, reordered) == key
+    assert stash_key({"model": graphs, "val": model}, params) != key  # each name's content counts
 
 
 def tiny_evaluation_inputs(folder):
@@ -488,6 +506,32 @@ def test_confusion_size_and_training_pictures_plot_the_numbers_they_name(monkeyp
     assert plotted == {"train_loss": [1.0, 0.5], "val_f1": [0.5, 0.8]}  # throughput is no training curve
 
 
+def test_confusion_matrices_without_test_results_are_validations_and_say_so(monkeypatch):
+    """plot_confusion: pooled test when the document has it, else validation, named in the title (as the ROC and PR
+    curves fall back)."""
+    figures = _drawn(monkeypatch)
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.6, 0.8, 0.4], [0.1, 0.2, 0.8, 0.9])
+    document, _ = evaluate_scored_splits(val, {})
+    assert "test_pooled" not in document
+    plot_confusion(document, "cm.svg")
+    shown = [np.asarray(axis.get_images()[0].get_array()).tolist() for axis in figures[0].axes]
+    assert shown == [document["val"][m]["confusion_matrix"]["matrix"] for m in ("vgae", "gat", "fusion")]
+    assert figures[0].get_suptitle().endswith("confusion matrices, validation")
+
+
+def test_a_history_without_losses_or_validation_scores_draws_its_numeric_columns(monkeypatch, tmp_path):
+    """_history_columns: a history with neither a loss nor a bounded val_ score (a hand-made one) draws its numeric
+    columns on the left axis instead of an empty panel."""
+    figures = _drawn(monkeypatch)
+    history = tmp_path / "history.csv"
+    history.write_text("episode,reward,epsilon\n1,0.5,1.0\n2,0.7,0.5\n")
+    plot_training_curves({("teacher", "dqn"): history}, "curves.svg")
+    plotted = {
+        line.get_label(): line.get_ydata().tolist() for axis in figures[0].axes for line in axis.get_lines()
+    }
+    assert plotted == {"reward": [0.5, 0.7], "epsilon": [1.0, 0.5]}
+
+
 def test_a_one_epoch_training_history_is_drawn_as_visible_points(monkeypatch, tmp_path):
     """A line through a single point renders nothing: the panel of a one-epoch run was empty but for its legend."""
     figures = _drawn(monkeypatch)
@@ -500,6 +544,19 @@ def test_a_one_epoch_training_history_is_drawn_as_visible_points(monkeypatch, tm
         "val_f1": [0.5],
     }
     assert all(line.get_marker() not in (None, "None", "", " ") for line in lines)
+
+
+def test_the_size_chart_draws_the_parameters_on_a_log_scale(monkeypatch):
+    """plot_size_f1: parameters (log scale): a teacher and a student hundreds of times smaller both stay visible."""
+    figures = _drawn(monkeypatch)
+    table = pd.DataFrame(
+        {"dataset": ["a", "a"], "variant": ["teacher", "student"], "params_total": [1_186_481, 90_729],
+         "f1_fusion": [0.9, 0.8], "latency_ms_fusion": [3.0, 1.0]}
+    )  # fmt: skip
+    plot_size_f1(table, "size.svg")
+    parameters, f1, latency = figures[0].axes
+    assert parameters.get_yscale() == "log"
+    assert f1.get_yscale() == latency.get_yscale() == "linear"
 
 
 def test_gat_and_fusion_call_a_tie_at_one_half_normal_like_training():
@@ -583,6 +640,16 @@ def test_a_nan_score_is_refused_naming_the_split_and_column_not_turned_into_a_na
         evaluate_scored_splits(val, {"dos": val.iloc[:0]})
     with pytest.raises(ValueError, match="validation split is empty"):
         evaluate_scored_splits(val.iloc[:0], {"dos": val})
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_score_is_refused_naming_the_split_and_column_like_a_nan(value):
+    """_check_scored: a score that is NaN or infinite (a diverged model) is refused naming the split and the
+    column, not left to the metrics, whose message names neither."""
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    infinite = val.assign(fusion_score=[0.1, value, 0.8, 0.9])
+    with pytest.raises(ValueError, match="test scenario 'dos': fusion_score holds 1 non-finite"):
+        evaluate_scored_splits(val, {"dos": infinite})
 
 
 @pytest.mark.parametrize(("split", "label"), [("val", 2), ("dos", 2), ("dos", -1)])
@@ -794,6 +861,11 @@ def test_evaluate_files_refuses_a_missing_output_or_input_before_loading_anythin
             r"speed settings must be positive integers; got \{'latency_runs': 0\}",
         ),
         ({"batch_size": 0}, r"batch_size must be a positive integer \(graphs per inference batch\); got 0"),
+        ({"speed": {"repeats": True}}, r"speed settings must be positive integers; got \{'repeats': True\}"),
+        (
+            {"batch_size": True},
+            r"batch_size must be a positive integer \(graphs per inference batch\); got True",
+        ),
     ],
 )
 def test_a_mistyped_speed_setting_or_batch_size_stops_the_evaluation_before_any_model_is_loaded(
@@ -819,6 +891,14 @@ def test_evaluate_detector_checks_its_speed_settings_before_scoring():
 
     with pytest.raises(ValueError, match=r"speed settings \['repeat'\] are unknown"):
         evaluate_detector(None, None, None, ["graph"], {}, score_fn=never, speed={"repeat": 2})
+
+
+def test_evaluate_detector_refuses_an_empty_validation_list_before_scoring_anything():
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the validation graphs were checked")
+
+    with pytest.raises(ValueError, match="the validation graph list is empty"):
+        evaluate_detector(None, None, None, [], {"dos": ["graph"]}, score_fn=never)
 
 
 def _other_model_files(folder, inputs, mistake):
@@ -897,6 +977,7 @@ def test_a_graph_index_one_past_the_models_vocabulary_is_refused_and_the_last_in
             {"kd_gat": {"seeds": ["x", 4.5, True]}},
             r"config key 'kd_gat\.seeds' .*; \['x', 4\.5, True\] are not",
         ),
+        ({"kd_gat": {"seeds": [3, -1]}}, r"config key 'kd_gat\.seeds' .*; \[-1\] are not"),
         ({"kd_gat": {"variants": []}}, r"config key 'kd_gat\.variants' must list the variants to evaluate"),
         ({"kd_gat": {"variants": "teacher"}}, r"config key 'kd_gat\.variants' must list .*; got 'teacher'"),
         (
@@ -984,6 +1065,24 @@ def test_a_stash_dir_that_cannot_hold_the_stash_stops_the_evaluation_before_scor
     assert not (tmp_path / "out").exists()
 
 
+def test_a_stash_dir_the_jobs_cannot_write_is_refused_naming_it(tmp_path, monkeypatch):
+    """ResultStash.prepare: a directory that exists but cannot be written is named before any evaluation (the
+    tests run as root, where every directory is writable: the permission check itself answers no here)."""
+    import kdgat.evaluation.stash as stash_module
+
+    locked = tmp_path / "locked"
+    access = os.access
+    monkeypatch.setattr(
+        stash_module.os, "access", lambda path, mode: False if Path(path) == locked else access(path, mode)
+    )
+    with pytest.raises(
+        ValueError, match=rf"stash_dir {locked}: cannot hold the result stash \(not writable\)"
+    ):
+        ResultStash(locked).prepare()
+    ResultStash(tmp_path / "open").prepare()
+    assert (tmp_path / "open").is_dir()
+
+
 def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():
     """docs/evaluation.md: α per split, test_pooled included; the fused decision is compared with the GAT's
     (p > 0.5) and the VGAE-side one (calibrated score > 0.5), so a score of exactly one half is normal."""
@@ -1046,6 +1145,27 @@ def test_speed_is_the_median_of_the_batched_runs_and_of_the_single_window_runs(m
     assert speed["fusion"]["latency_ms"] == pytest.approx(
         400.0
     )  # median of 0.1, 0.3, 0.5, 7 s (the mean: 2 s)
+
+
+def test_speed_is_measured_on_the_first_max_graphs_graphs_only():
+    """evaluation.speed.max_graphs: the batched runs score the first max_graphs graphs, the single-window runs
+    take theirs from those, and graphs_per_s counts them, not every graph given."""
+    graphs = [
+        Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), y=torch.tensor([i % 2]))
+        for i in range(32)
+    ]
+    scored = []
+
+    def score(vgae, gat, dqn, graphs, batch_size, device):
+        scored.append([id(graph) for graph in graphs])
+
+    speed = measure_inference_speed(
+        _NodeModel(), _GraphModel(), torch.nn.Linear(2, 2), graphs, score,
+        batch_size=8, repeats=2, latency_runs=3, max_graphs=10,
+    )  # fmt: skip
+    first = [id(graph) for graph in graphs[:10]]
+    assert speed["graphs"] == 10
+    assert scored == [first[:8], first, first, first[:1], first[1:2], first[2:3]]
 
 
 def test_the_defaults_docs_evaluation_md_states_are_the_schemas():

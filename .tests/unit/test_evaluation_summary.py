@@ -26,7 +26,7 @@ from kdgat.evaluation.baselines import (
     messages_per_id,
     unknown_id_scores,
 )
-from kdgat.evaluation.markdown import summary_markdown
+from kdgat.evaluation.markdown import markdown_table, summary_markdown
 from kdgat.evaluation.metrics import binary_metrics
 from kdgat.evaluation.run import summarize_files
 from kdgat.evaluation.summary import (
@@ -194,6 +194,18 @@ def test_alpha_section_shows_each_variants_distribution_over_every_seed():
     # 100 windows, mean α (0.8 + 0.62) / 2, medians per seed, 40 and 10 of 100 at the ends, summed histogram
     histogram = "[0.0,0.1):10 [0.6,0.7):50 [0.9,1.0]:40"
     assert f"| ds | teacher | 100 | 0.71 | 1.00, 0.62 | 0.400 | 0.100 | 1.000 | {histogram} |" in section
+
+
+def test_the_mean_alpha_is_over_every_test_window_so_a_seed_with_more_windows_weighs_more():
+    """alpha_summary: the fusion's α "on all test windows of every seed": 40 windows at α = 1 and 10 at α = 0 have
+    a mean α of 0.8, not the 0.5 of the two seeds' means."""
+    documents = [
+        _document("teacher", 1, PERFECT, HALF, PERFECT, alphas=np.ones(40)),
+        _document("teacher", 2, PERFECT, HALF, PERFECT, alphas=np.zeros(10)),
+    ]
+    alpha = alpha_summary(documents).iloc[0]
+    assert alpha["windows"] == 50
+    assert alpha["alpha_mean"] == pytest.approx(0.8)
 
 
 def _floor_documents(gat, vgae, fusion):
@@ -847,6 +859,29 @@ def test_the_fusion_section_counts_a_small_loss_within_the_tolerance_as_not_wors
     assert f"The fusion is within {FUSION_TOLERANCE} of it or above it in 1 of 2 cells." in section
 
 
+def test_a_fusion_exactly_the_tolerance_below_its_better_input_holds_the_floor_in_both_sections():
+    """The fusion section's count against the means is the floor's: fusion F1 ≥ the better of the inputs' means
+    − FUSION_TOLERANCE, so a fusion exactly the tolerance below it holds the floor and is counted in both."""
+    table = _floor_rows({"gat": [0.9], "vgae": [0.7], "fusion": [0.9 - FUSION_TOLERANCE]})
+    floors = floor_table(table)
+    assert floors.set_index("check").loc["fusion_vs_inputs", "passed"]
+    markdown = summary_markdown(pd.DataFrame(columns=["seeds"]), fusion=fusion_summary(table), floors=floors)
+    assert f"The fusion is within {FUSION_TOLERANCE} of it or above it in 1 of 1 cells." in markdown
+
+
+def test_markdown_tables_right_align_the_columns_of_numbers_only():
+    """markdown_table: a column whose every cell is a number, an interval or n/a is right-aligned ("---:"); a
+    column with any text stays left-aligned."""
+    table = markdown_table(
+        ["scenario", "F1", "share", "margin", "seeds", "verdict"],
+        [
+            ["dos", "0.900 ± 0.010", "25.0%", "+0.050 [+0.010, +0.090]", "3", "better"],
+            ["rpm", "n/a", "n/a", "-0.020 [n/a]", "1", "0.5"],
+        ],
+    )
+    assert table.splitlines()[1] == "|---|---:|---:|---:|---:|---|"
+
+
 @pytest.mark.parametrize("seeds, named", [((1, 2, 3), "seeds 1, 2, 3"), ((2,), "seed 2")])
 def test_the_summary_names_the_seeds_its_tables_are_over(tmp_path, seeds, named):
     metrics = []
@@ -1012,6 +1047,8 @@ def _edited(document, edit):
         (("test_pooled.fusion.n_attack", ...), r"test_pooled\.fusion lacks \['n_attack'\]"),
         (("test.dos.gat", None), r"test\.dos\.gat must be the model's metrics; found None"),
         (("test.dos.gat.f1", "0.9"), r"test\.dos\.gat holds \{'f1': '0\.9'\}; expected numbers"),
+        (("test.dos.gat.f1", True), r"test\.dos\.gat holds \{'f1': True\}; expected numbers"),
+        (("parameters.total", True), r"\{'parameters\.total': True\} must be numbers"),
         (("test", {}), r"the metrics' 'test' holds no test scenario"),
         (("parameters.total", ...), r"metrics lack \['parameters\.total'\]"),
         (("speed.fusion.latency_ms", "fast"), r"\{'speed\.fusion\.latency_ms': 'fast'\} must be numbers"),
@@ -1183,6 +1220,33 @@ def test_two_history_files_under_one_key_are_refused_before_anything_is_written(
             history_keys=["teacher/vgae", "teacher/vgae"], curves=tmp_path / "out" / "curves.svg",
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key", ["teacher/fusion", "teachers/vgae", "teacher"])
+def test_a_history_key_that_is_not_a_variant_and_a_stage_is_refused_before_anything_is_written(tmp_path, key):
+    """summarize_files: each history key is '<variant>/<stage>' of the chain; a key of another stage had no panel,
+    so its curves were dropped without a word."""
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n1,0.5\n2,0.4\n")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=rf"history key '{key}' must be '<variant>/<stage>'"):
+        summarize_files(
+            metrics=[metrics], csv=out / "summary.csv", markdown=out / "summary.md", chart=out / "size.svg",
+            scenarios=out / "scenarios.csv", histories=[history], history_keys=[key], curves=out / "curves.svg",
+        )  # fmt: skip
+    assert not out.exists()
+
+
+def test_training_curves_asked_for_without_a_history_are_refused_before_anything_is_written(tmp_path):
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"training curves were asked for but no history\.csv was given"):
+        summarize_files(
+            metrics=[metrics], csv=out / "summary.csv", markdown=out / "summary.md", chart=out / "size.svg",
+            scenarios=out / "scenarios.csv", curves=out / "curves.svg",
+        )  # fmt: skip
+    assert not out.exists()
 
 
 def test_seeds_of_one_variant_with_models_of_different_sizes_are_refused_naming_both(tmp_path):

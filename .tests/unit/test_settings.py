@@ -50,6 +50,31 @@ def test_top_level_defaults_are_the_schemas():
     assert SECTION_DEFAULTS == expected | {"seed": KD_GAT["seeds"]["default"][0]}
 
 
+@pytest.mark.parametrize(
+    ("stage", "section", "key", "value"),
+    [
+        ("gat", "distillation", "alpha", 0.0),
+        ("gat", "distillation", "alpha", 1.0),
+        ("vgae", "vgae_loss", "id_weight", 0.0),
+        ("vgae", "vgae_loss", "neighbour_weight", 0.0),
+        ("vgae", "vgae_loss", "kl_weight", 0.0),
+        ("gat", "curriculum", "start_percentile", 0.0),
+        ("gat", "curriculum", "end_percentile", 100.0),
+        ("dqn", "dqn", "gamma", 1.0),
+        ("dqn", "dqn", "eps_end", 0.0),
+    ],
+)
+def test_a_setting_at_an_inclusive_end_of_the_schemas_range_is_accepted(stage, section, key, value):
+    """The schema's minimum and maximum include their value: a setting there passes the schema, so the settings
+    take it too instead of failing the job the schema let through."""
+    bounds = KD_GAT[section]["properties"][key]
+    assert value in (bounds.get("minimum"), bounds.get("maximum"))
+    settings = StageSettings.from_config({section: {key: value}}, stage, "student_kd")
+    block = {"distillation": settings.distillation, "vgae_loss": settings.loss, "curriculum": settings.curriculum,
+             "dqn": settings.dqn}[section]  # fmt: skip
+    assert getattr(block, key) == value
+
+
 def test_each_stage_gets_only_what_it_uses():
     workflow = yaml.safe_load((REPO / "config/config.yaml").read_text())["kd_gat"]
     config = {key: value for key, value in workflow.items() if key != "seeds"} | {
