@@ -691,6 +691,81 @@ def test_a_failed_pods_own_log_is_read_and_a_refused_read_becomes_the_log_instea
     )
 
 
+class ConflictingBatchApi:
+    """A ``BatchV1Api`` whose creates are answered 409 AlreadyExists, keeping the names of the Jobs it is asked to
+    read."""
+
+    def __init__(self) -> None:
+        self.read = []
+
+    def create_namespaced_job(self, namespace, body, **kwargs):
+        import json
+
+        from kubernetes.client.rest import ApiException
+
+        conflict = ApiException(status=409, reason="Conflict")
+        message = f'jobs.batch "{body.metadata.name}" already exists'
+        conflict.body = json.dumps({"kind": "Status", "message": message, "code": 409})
+        raise conflict
+
+    def read_namespaced_job(self, name, namespace, **kwargs):
+        self.read.append(name)
+        return kubernetes.client.V1Job(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace)
+        )
+
+
+def test_a_409_is_this_runs_own_job_only_when_this_run_sent_that_create_before():
+    """jobs.CompletingBatchApi: a create whose answer was lost and is sent again meets 409 AlreadyExists for the Job
+    it made, which is read and taken as created; a 409 at a name's first create is a Job this run did not make, and
+    is refused with the fix, never taken over (it may run anything)."""
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    api = ConflictingBatchApi()
+    batch = CompletingBatchApi(api, JobCompletion(queue_name="team-queue"))
+    with pytest.raises(WorkflowError) as refused:
+        batch.create_namespaced_job("ns", stock_job(gpu=False))
+    assert str(refused.value) == (
+        "kubernetes-kueue: the API server refused Job ns/snakejob-x (Kueue LocalQueue team-queue) with HTTP 409 "
+        'Conflict: jobs.batch "snakejob-x" already exists; a Job of that name exists and this run did not create it: '
+        "kubectl -n ns describe job snakejob-x"
+    )
+    assert api.read == []
+    # The same create sent again (after a 504 whose Job reached the server): the 409 is this run's own Job.
+    created = batch.create_namespaced_job("ns", stock_job(gpu=False))
+    assert created.metadata.name == "snakejob-x" and api.read == ["snakejob-x"]
+
+
+class PodListing:
+    """A ``CoreV1Api`` whose pod listing answers these pods."""
+
+    def __init__(self, pods) -> None:
+        self.pods = pods
+
+    def list_namespaced_pod(self, namespace, **kwargs):
+        return kubernetes.client.V1PodList(items=list(self.pods))
+
+
+def test_a_pod_being_deleted_is_not_listed_next_to_the_jobs_new_pod():
+    """jobs.SafeLogCoreApi: the pod Kueue's eviction deletes stays listed while it stops (deletionTimestamp set),
+    next to the new pod of the readmitted Job; the kubernetes executor would fail the job on its exit code 143 or
+    stop the run on two pods. Only pods not being deleted are listed."""
+    from snakemake_executor_plugin_kubernetes_kueue.jobs import SafeLogCoreApi
+
+    stopping = kubernetes.client.V1Pod(
+        metadata=kubernetes.client.V1ObjectMeta(
+            name="job-old", deletion_timestamp=datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+        )
+    )
+    new = kubernetes.client.V1Pod(metadata=kubernetes.client.V1ObjectMeta(name="job-new"))
+    listed = SafeLogCoreApi(PodListing([stopping, new])).list_namespaced_pod(
+        "ns", label_selector="job-name=job"
+    )
+    assert [pod.metadata.name for pod in listed.items] == ["job-new"]
+    alone = SafeLogCoreApi(PodListing([stopping])).list_namespaced_pod("ns", label_selector="job-name=job")
+    assert alone.items == []
+
+
 ZERO_WHY = (
     "requests no {kind}, so Kueue counts nothing of it against the ClusterQueue's quota and the pod is placed as "
     "if it needed none"

@@ -7,7 +7,10 @@ Not covered: a real DNS lookup, and the Storage Blob Data Contributor role (noth
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -132,6 +135,28 @@ def test_dns_that_cannot_tell_only_warns(monkeypatch, dns):
     assert time.monotonic() - started < 3
     (warning,) = warnings
     assert warning.startswith("Could not check that the Azure storage account 'mylab44' exists")
+
+
+def test_a_lookup_that_never_answers_does_not_hold_up_the_end_of_the_process():
+    """getaddrinfo has no timeout of its own: the lookup runs in a daemon thread, so a resolver that never answers
+    costs the driver DNS_TIMEOUT_S and a warning, and never its exit (a thread left waiting would keep the process
+    alive until the resolver gave up)."""
+    script = (
+        "import threading\n"
+        "from snakemake_executor_plugin_kubernetes_kueue import storage_account\n"
+        "storage_account.DNS_TIMEOUT_S = 0.2\n"
+        "never = threading.Event()\n"
+        "print(storage_account.account_exists('mylab47', lambda host, port: never.wait(120)))\n"
+    )
+    path = os.pathsep.join(filter(None, [str(REPO / "executors"), os.environ.get("PYTHONPATH")]))
+    ended = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (ended.returncode, ended.stdout) == (0, "None\n"), ended.stderr
 
 
 @pytest.mark.parametrize("account", [None, "", "My_Lab", "mylab.blob.core.windows.net", "x" * 25])

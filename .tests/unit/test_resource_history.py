@@ -131,6 +131,15 @@ def test_pattern_finds_files_and_their_wildcards(tmp_path):
     assert {"dataset": "nested/c"} in [values for _, values in unconstrained]  # Snakemake's default `.+`
 
 
+def test_a_wildcard_named_twice_in_a_pattern_takes_one_value_in_both_places(tmp_path):
+    """As in Snakemake, `{dataset}` twice in one path is one value: a file whose two places differ is no file of the
+    pattern (it would be learned from as the first place's dataset)."""
+    for name in ("benchmarks/a/a.tsv", "benchmarks/a/b.tsv"):
+        write_runs(tmp_path / name, [(1.0, 1.0)])
+    found = BenchmarkPattern.parse("benchmarks/{dataset}/{dataset}.tsv").files(tmp_path)
+    assert found == [(tmp_path / "benchmarks/a/a.tsv", {"dataset": "a"})]
+
+
 def test_an_absolute_benchmark_path_is_read_where_it_is(tmp_path):
     """A module imported with an absolute `prefix:` has absolute benchmark and output paths: they crashed the
     resource function (ValueError from Path.relative_to) unless the working directory held them, when they matched
@@ -616,6 +625,20 @@ def test_resumed_run_is_left_out_of_runtime_but_not_memory(tmp_path):
     assert again.value == max(5, math.ceil(600 / 60 * 1.3)) and "left out" not in again.explanation
 
 
+def test_only_the_resumed_runs_of_the_files_learned_from_are_said_to_be_left_out(tmp_path):
+    """Dataset b learns its runtime from its own whole run: the resumed run of dataset a was never a candidate, so
+    the explanation does not count it as left out (it would for a job learning from every dataset)."""
+    resumed = write_runs(tmp_path / "benchmarks/train/a.tsv", [(600.0, 1000.0)])
+    write_runs(tmp_path / "benchmarks/train/b.tsv", [(3000.0, 900.0)])
+    mark_resumed(resumed, "resumed_from_epoch 7")
+    estimator = history(tmp_path)
+    own = estimator.estimate("runtime", PATTERN, {"dataset": "b"}, default=120)
+    assert own.value == math.ceil(3000 / 60 * 1.3) and "same wildcards (dataset=b)" in own.explanation
+    assert "left out" not in own.explanation
+    every = estimator.estimate("runtime", PATTERN, {"dataset": "new"}, default=120)
+    assert "left out 1 run(s) resumed from partial work" in every.explanation
+
+
 def test_mark_helpers_describe_the_run_the_benchmark_holds(tmp_path):
     benchmark = tmp_path / "benchmarks/train/a.tsv"
     assert resumed_reason(benchmark) is None
@@ -724,6 +747,21 @@ def test_runs_at_a_much_smaller_input_do_not_replace_the_configured_value(tmp_pa
     )
 
 
+def test_an_input_above_the_largest_recorded_but_not_twice_it_scales_the_peak_by_the_ratio(tmp_path):
+    """Larger than the largest input the runs recorded, but not SIZE_FACTOR times it: the peak times the ratio of the
+    inputs (as if the measure grew in proportion to the input), for memory and runtime alike."""
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(600.0, 900.0)] * 3, input_mb=4)
+    estimator = history(tmp_path)
+    scaled = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, 4000, input_size_mb=6.0)
+    assert scaled.learned and scaled.value == memory(900.0 * 1.5, estimator.settings)
+    assert (
+        "peak max_rss 900.0 x 1.50, the job's input 6.0 MB over the largest recorded 4.0 MB"
+        in scaled.explanation
+    )
+    runtime = estimator.estimate("runtime", PATTERN, {"dataset": "new"}, 30, input_size_mb=6.0)
+    assert runtime.value == math.ceil(600.0 * 1.5 / 60 * 1.3)
+
+
 def test_too_small_own_history_gives_way_to_a_wider_one(tmp_path):
     write_runs(tmp_path / "benchmarks/train/a.tsv", [(90.0, 900.0)], input_mb=5)
     write_runs(tmp_path / "benchmarks/train/b.tsv", [(600.0, 3000.0)], input_mb=40)
@@ -735,6 +773,20 @@ def test_too_small_own_history_gives_way_to_a_wider_one(tmp_path):
     assert (
         "not from same wildcards (dataset=a): the job's input of 30.0 MB is more than" in estimate.explanation
     )
+
+
+def test_a_scope_that_would_hold_the_same_files_as_a_narrower_one_is_not_tried_again(tmp_path):
+    """The scopes go from the job's own files to all of the rule's, each a different set of files: match_wildcards
+    naming every wildcard of the pattern (dataset, the default, for a pattern of {dataset} alone) adds no
+    'same (dataset=a)' scope, which would refuse the job's own runs a second time."""
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(90.0, 900.0)], input_mb=5)
+    write_runs(tmp_path / "benchmarks/train/b.tsv", [(600.0, 3000.0)], input_mb=40)
+    estimator = history(tmp_path)
+    assert estimator.settings.match_wildcards == ("dataset",)
+    estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000, input_size_mb=30.0)
+    assert estimate.learned and "all wildcard values" in estimate.explanation
+    assert estimate.explanation.count("the job's input of 30.0 MB is more than") == 1
+    assert "same (dataset=a)" not in estimate.explanation
 
 
 def test_input_size_line_below_zero_at_the_job_falls_back_to_the_peak(tmp_path):
@@ -776,6 +828,21 @@ def test_recorded_params_set_the_runs_own_wildcard_values_aside():
     assert "tracking" not in key("a", 1, 10)  # not a plain value: not compared, as Snakemake's params trigger
     assert recorded_params(None, None) is None and recorded_params("-", "-") is None
     assert recorded_params("not python", "{}") is None
+
+
+def test_a_wildcard_value_inside_a_longer_one_leaves_the_longer_one_whole():
+    """Wildcard values are set aside longest first: in a run of lr 1.5 and seed 1, the path's 1.5 is the lr, not the
+    seed followed by '.5'."""
+    recorded = recorded_params("{'out': 'results/1.5/seed_1/model.pt'}", repr({"lr": "1.5", "seed": "1"}))
+    assert recorded == repr([("out", "results/{wildcard}/seed_{wildcard}/model.pt")])
+
+
+def test_params_recorded_in_another_order_are_the_same_params():
+    """The recorded params compare equal for runs made with the same settings, whatever order their dict lists
+    them in (a rule whose params were reordered runs with the same settings)."""
+    assert recorded_params("{'epochs': 10, 'lr': 0.1}", None) == recorded_params(
+        "{'lr': 0.1, 'epochs': 10}", None
+    )
 
 
 def test_runs_made_with_other_params_are_named_in_a_warning(tmp_path):

@@ -629,6 +629,22 @@ def test_rows_of_keeps_the_tasks_rows_and_gives_a_task_without_rows_a_failure_ro
         rows_of(other_seeds, [asked], "job-1")
 
 
+def test_a_job_that_returned_no_rows_at_all_gives_each_task_a_failure_row_naming_the_job():
+    """rows_of: a task without rows gets a failure row saying so; a job that returned none at all planned no other
+    seeds (there are none to compare), so every task gets its failure row, not an error that stops the sweep."""
+    from simcal.service.remote import rows_of
+    from simcal.tasks import plan_tasks
+
+    tasks = plan_tasks([{"a": 1.0}, {"a": 2.0}], 1, seed=7)
+    empty = pd.DataFrame(
+        {"param_id": pd.Series(dtype=str), "replicate": pd.Series(dtype=int), "seed": pd.Series(dtype=int)}
+    )
+    rows = rows_of(empty, tasks, "job-1")
+    assert rows["param_id"].tolist() == [task.param_id for task in tasks]
+    assert rows["status"].tolist() == ["failed", "failed"]
+    assert set(rows["error"]) == {"InternalError: service job job-1 returned no rows for it"}
+
+
 def test_an_interrupted_sweep_cancels_every_job_it_has_in_flight(tmp_path, monkeypatch):
     """Two jobs are in flight when the driver is interrupted (Ctrl-C, SIGTERM) while it waits for the first: both
     are cancelled on the service, not only the one it was waiting for."""

@@ -415,6 +415,19 @@ def test_no_tracing_without_an_otlp_endpoint_and_an_exporter_with_one():
         on.shutdown()
 
 
+def test_traces_carry_the_service_name_otel_service_name_gives():
+    """telemetry: OTEL_SERVICE_NAME names the service in its traces (simcal-service when it is not set)."""
+    from simcal.service.telemetry import Telemetry
+
+    named = Telemetry.from_environment(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SERVICE_NAME": "lab-simulations"}
+    )
+    try:
+        assert named.provider.resource.attributes["service.name"] == "lab-simulations"
+    finally:
+        named.shutdown()
+
+
 def test_spans_for_each_request_and_each_job_carry_the_key_name_never_the_key(tmp_path):
     service_available()
     from distributed import LocalCluster
@@ -507,6 +520,53 @@ def test_a_second_service_on_a_state_dir_in_use_is_refused_naming_the_first(tmp_
     first.registry.close()
     first._state_lock.close()  # as its lifespan's end, or the end of its process, does
     Service(config, tmp_path / "keys").registry.close()
+
+
+def test_the_state_lock_names_this_service_alone_whatever_an_ended_one_left_in_it(tmp_path):
+    """lock_state_dir writes this process's id into serve.lock: the id a service that has ended left there (its lock
+    went with its process) is replaced, so a second service refused names the one that holds the lock, only."""
+    service_available()
+    from simcal.service.server import STATE_LOCK, lock_state_dir
+
+    (tmp_path / STATE_LOCK).write_text("4194000\n")
+    handle = lock_state_dir(tmp_path)
+    try:
+        assert (tmp_path / STATE_LOCK).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(
+            ValueError, match=rf"in use by another simcal serve \(pid {os.getpid()}, in serve\.lock\)"
+        ):
+            lock_state_dir(tmp_path)
+    finally:
+        handle.close()
+
+
+def test_the_service_listens_on_an_ipv6_host_over_ipv6_as_uvicorn_would(monkeypatch):
+    """listening_socket binds the socket uvicorn is handed: an IPv6 host (a colon in it) needs an AF_INET6 socket,
+    any other an AF_INET one."""
+    service_available()
+    import socket
+
+    from simcal.service import server
+
+    families = []
+
+    class Recorded:
+        def __init__(self, family, kind, protocol):
+            families.append(family)
+
+        def setsockopt(self, *option):
+            pass
+
+        def bind(self, address):
+            pass
+
+    names = ("AF_INET", "AF_INET6", "SOCK_STREAM", "IPPROTO_TCP", "SOL_SOCKET", "SO_REUSEADDR")
+    monkeypatch.setattr(
+        server, "socket", SimpleNamespace(socket=Recorded, **{name: getattr(socket, name) for name in names})
+    )
+    for host in ("::1", "::", "127.0.0.1", "0.0.0.0", "localhost"):
+        server.listening_socket(host, 8000)
+    assert families == [socket.AF_INET6, socket.AF_INET6, socket.AF_INET, socket.AF_INET, socket.AF_INET]
 
 
 def test_a_job_finished_but_not_published_when_the_service_died_is_published_without_running_again(
@@ -834,6 +894,24 @@ def test_blob_credentials_come_from_the_connection_string_or_else_the_default_id
         results_store("s3://bucket/prefix", tmp_path)
     assert isinstance(results_store(None, tmp_path), LocalResults)
     assert results_store(None, tmp_path).directory == tmp_path / "results"
+
+
+def test_a_connection_string_comes_before_an_account_url_and_the_flag_before_the_variables():
+    """results: the connection string (the Azurite emulator) first, else the account URL: --azure-account-url, then
+    AZURE_STORAGE_ACCOUNT_URL, then https://<AZURE_STORAGE_ACCOUNT>.blob.core.windows.net."""
+    service_available()
+    from simcal.service.results import blob_service
+
+    development = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    )
+    flag, variable = "https://flag.blob.core.windows.net", "https://variable.blob.core.windows.net"
+    emulator = blob_service(flag, {"AZURE_STORAGE_CONNECTION_STRING": development})
+    assert emulator.url.startswith("http://127.0.0.1:10000/devstoreaccount1")
+    assert blob_service(flag, {"AZURE_STORAGE_ACCOUNT_URL": variable}).url == f"{flag}/"
+    named = {"AZURE_STORAGE_ACCOUNT_URL": variable, "AZURE_STORAGE_ACCOUNT": "name"}
+    assert blob_service(None, named).url == f"{variable}/"
 
 
 def _disk_full(registry: JobRegistry) -> None:

@@ -808,3 +808,120 @@ def test_generate_observed_names_a_param_given_as_a_string_or_list_for_a_mapping
             str(REPO / "wrappers/generate_observed/wrapper.py"), {"snakemake": snakemake}, "__main__"
         )
     assert not (tmp_path / "observed.csv").exists()
+
+
+# -- what a wrapper hands its library -------------------------------------------------------------------------------
+def _run_wrapper(
+    wrapper: str, monkeypatch, library: str, inputs: dict, outputs: dict, params: dict, threads=1
+):
+    """Run the wrapper as Snakemake does (a `snakemake` global), its library call replaced: the keywords it got."""
+    import importlib
+    import runpy
+    from types import SimpleNamespace
+
+    module, function = library.rsplit(".", 1)
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), function, lambda **kwargs: calls.append(kwargs))
+    for logs in ("simcal.logs", "kdgat.logs"):  # keep the test process's log handlers
+        monkeypatch.setattr(f"{logs}.configure", lambda path: None)
+    snakemake = SimpleNamespace(
+        input=_Section(inputs),
+        output=_Section(outputs),
+        params=_Section(params),
+        log=_Section(),
+        threads=threads,
+    )
+    runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    (kwargs,) = calls
+    return kwargs
+
+
+# The wrappers that hand their params on by TAKES: the library call, and what a rule must give (inputs, outputs,
+# params).
+HANDS_PARAMS_ON = {
+    "analyze_calibration": (
+        "simcal.analyze.analyze_files", {"trials": "t.parquet"}, ("best", "top_k", "summary"),
+        {"parameter_names": ["beta"]},
+    ),
+    "analyze_sweep": (
+        "simcal.analyze.summarize_sweep_files", {"simulations": "s.parquet"}, ("table", "summary"),
+        {"parameter_names": ["beta"]},
+    ),
+    "generate_observed": (
+        "simcal.observed.generate_observed", {}, ("observed",),
+        {"generator": "simcal.models.sir:observe", "true_params": {"beta": 0.3}},
+    ),
+    "sample_design": ("simcal.design.write_design", {}, ("design",), {"parameters": {"beta": [0.1, 0.6]}, "n": 8}),
+    "visualize_calibration": (
+        "simcal.visualize.visualize",
+        {name: f"{name}.in" for name in ("trials", "simulations", "observed", "best", "summary")}, ("html",),
+        {"parameter_names": ["beta"]},
+    ),
+    "visualize_sweep": (
+        "simcal.visualize.visualize_sweep", {name: f"{name}.in" for name in ("simulations", "table", "summary")},
+        ("html",), {"parameter_names": ["beta"]},
+    ),
+    "evaluate_detector": (
+        "kdgat.evaluation.run.evaluate_files", {name: f"{name}.in" for name in ("vgae", "gat", "dqn", "val", "test")},
+        ("metrics", "scores", "roc", "pr", "confusion"), {"dataset": "synth", "variant": "teacher"},
+    ),
+    "calibrate": (
+        "simcal.calibrate.calibrate_files", {"observed": "observed.csv"}, ("simulations", "trials"),
+        {"model": "simcal.models.sir:simulate", **NEEDED_BY_CALIBRATE},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("wrapper", HANDS_PARAMS_ON)
+def test_a_param_the_wrapper_does_not_take_is_not_handed_to_the_library(wrapper, monkeypatch):
+    """A name a rule gives that is not in TAKES (meta.yaml's names) is logged as a warning and ignored
+    (test_logs.py); handed on to the library it would stop the job with "unexpected keyword argument 'colour'"."""
+    library, inputs, outputs, params = HANDS_PARAMS_ON[wrapper]
+    outputs = {name: f"{name}.out" for name in outputs}
+    kwargs = _run_wrapper(wrapper, monkeypatch, library, inputs, outputs, {**params, "colour": "blue"})
+    assert "colour" not in kwargs and {key: kwargs[key] for key in params} == params
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "pictures"),
+    [("visualize_calibration", ("fit", "loss", "history")), ("visualize_sweep", ("outputs", "series"))],
+)
+def test_a_visualize_rule_gets_the_pngs_it_names_and_no_other(wrapper, pictures, monkeypatch):
+    """meta.yaml: every PNG output is optional. One the rule does not name is not asked of the library (a None path
+    it would try to write); one it names is written where the rule says."""
+    library, inputs, _, params = HANDS_PARAMS_ON[wrapper]
+    alone = _run_wrapper(wrapper, monkeypatch, library, inputs, {"html": "page.html"}, params)
+    assert alone["png_paths"] == {}
+    first = {"html": "page.html", pictures[0]: f"{pictures[0]}.png"}
+    assert _run_wrapper(wrapper, monkeypatch, library, inputs, first, params)["png_paths"] == {
+        pictures[0]: f"{pictures[0]}.png"
+    }
+
+
+@pytest.mark.parametrize("wrapper", ["simulate", "calibrate", "evaluate_detector"])
+def test_the_rules_threads_reach_the_library(wrapper, monkeypatch):
+    """docs/simulation.md: the local backend is "a LocalCluster of the rule's threads"; the evaluation runs on them
+    too. The wrapper hands snakemake.threads on, whatever the library's default."""
+    if wrapper == "simulate":
+        library, inputs, outputs, params = (
+            "simcal.runner.simulate", {"parameters": "p.parquet"}, ("simulations",),
+            {"model": "simcal.models.sir:simulate"},
+        )  # fmt: skip
+    else:
+        library, inputs, outputs, params = HANDS_PARAMS_ON[wrapper]
+    outputs = {name: f"{name}.out" for name in outputs}
+    assert _run_wrapper(wrapper, monkeypatch, library, inputs, outputs, params, threads=3)["threads"] == 3
+
+
+def test_build_graphs_hands_one_file_given_as_a_string_over_whole(monkeypatch) -> None:
+    """Snakemake hands `train="data/train.csv"` over as the string: listed() makes it one file, not one per
+    character (the same for held_out_fusion; a test file pairs with its scenario name)."""
+    outputs = {name: f"{name}.out" for name in ("train", "val", "test", "vocab", "metadata")}
+    kwargs = _run_wrapper(
+        "build_graphs", monkeypatch, "kdgat.preprocess.preprocess_dataset",
+        {"train": "data/train.csv", "test": "data/attack.csv", "held_out_fusion": "data/fusion.csv"}, outputs,
+        {"test_scenario_of_file": "attack"},
+    )  # fmt: skip
+    assert kwargs["train_files"] == ["data/train.csv"]
+    assert kwargs["test_files"] == [("attack", "data/attack.csv")]
+    assert kwargs["held_out_files"] == {"fusion": ["data/fusion.csv"]}
