@@ -202,3 +202,22 @@ def test_dqn_settings_minimums_are_the_schemas():
     assert minimums == MINIMUMS_OF_DQN
     least = StageSettings.from_config({"dqn": MINIMUMS_OF_DQN}, "dqn", "student").dqn  # accepted
     assert {name: getattr(least, name) for name in MINIMUMS_OF_DQN} == MINIMUMS_OF_DQN
+
+
+def test_the_only_episode_of_a_one_episode_run_is_the_last_and_explores_at_eps_end():
+    """ε decays linearly over the episodes and the last one acts at eps_end: with one episode, that one."""
+    assert epsilon_at(0, 1, 1.0, 0.05) == pytest.approx(0.05)
+    assert epsilon_at(1, 2, 1.0, 0.05) == pytest.approx(0.05)
+
+
+def test_a_state_column_that_never_varies_is_standardised_without_dividing_by_zero():
+    """kdgat.training.dqn.standardise_states: a state column constant over the fit states gets a floor spread
+    (1e-6), so the agent's Q-values stay finite instead of 0/0."""
+    from kdgat.training.dqn import standardise_states
+
+    network = QNetwork(state_dim=3, hidden=8, num_layers=1)
+    states = torch.tensor([[0.0, 5.0, 1.0], [1.0, 5.0, 2.0], [2.0, 5.0, 4.0]])
+    standardise_states(network, states)
+    assert float(network.state_std[1]) == pytest.approx(1e-6)
+    assert torch.allclose(network.state_mean, states.mean(dim=0))
+    assert torch.isfinite(network.eval()(states)).all()

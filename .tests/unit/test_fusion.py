@@ -597,3 +597,40 @@ def test_the_policy_report_compares_the_decisions_with_each_base_models_own():
     assert report["val_vgae_f1"] == pytest.approx(f1_score(labels, vgae.numpy()))
     assert report["val_gat_f1"] != pytest.approx(report["val_vgae_f1"])
     assert report["alpha_histogram"] == [0] * (NUM_ACTIONS - 1) + [300]
+
+
+def test_an_episode_of_fit_graphs_of_one_class_draws_from_all_of_them():
+    """kdgat.training.dqn.DQNStage.episode_rows: episodes are half normal, half attack; fit graphs of one class
+    only (no attack to balance with) give a stream drawn from all of them instead of an error."""
+    count = 50
+    inputs = {"state": torch.zeros(count, STATE_DIM), "anomaly": torch.rand(count), "p_attack": torch.rand(count),
+              "label": torch.zeros(count, dtype=torch.long)}  # fmt: skip
+    rows = stage_of(inputs, inputs, {}).episode_rows(64)
+    assert len(rows) == 64 and 0 <= int(rows.min()) and int(rows.max()) < count
+    assert len(set(rows.tolist())) > 1
+
+
+def test_dqn_distillation_is_refused_without_both_the_teacher_agent_and_its_fusion_inputs():
+    """kdgat.training.dqn.train: the teacher's fusion inputs without its agent (or the reverse) is refused, not a
+    plain agent trained as if distilled."""
+    fit = fusion_inputs(60, seed=0)
+    with pytest.raises(
+        ValueError, match="DQN distillation needs both the teacher agent and its fusion inputs"
+    ):
+        dqn_training.train(fit, fit, settings(0, epochs=1), teacher_inputs=fit)
+    with pytest.raises(
+        ValueError, match="DQN distillation needs both the teacher agent and its fusion inputs"
+    ):
+        dqn_training.train(fit, fit, settings(0, epochs=1), teacher=QNetwork())
+
+
+def test_the_alpha_histogram_has_a_bin_for_every_action_even_those_the_policy_never_takes():
+    """fusion_policy.policy_report: metrics.json's alpha_histogram counts the stop graphs at each of the
+    NUM_ACTIONS α values, 0 for the α no graph got (here α = 0 and 0.5 only: the upper bins are all 0)."""
+    inputs = fusion_inputs(30, seed=0)
+    alpha = torch.cat([torch.zeros(20), torch.full((10,), 0.5)])
+    report = fusion_policy.policy_report(alpha, (inputs["p_attack"] > 0.5).long(), inputs)
+    expected = [0] * NUM_ACTIONS
+    expected[0], expected[NUM_ACTIONS // 2] = 20, 10
+    assert report["alpha_histogram"] == expected
+    assert report["val_alpha_mean"] == pytest.approx(1 / 6)

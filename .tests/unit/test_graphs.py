@@ -215,3 +215,52 @@ def test_a_graph_file_records_its_vocabulary_digest_and_anything_else_there_read
     # Not a digest (a file some other tool wrote): no vocabulary to compare, not a value to compare against.
     save_torch({"format": GRAPHS_FORMAT, "vocabulary": 7}, tmp_path / "odd.pt")
     assert graph_vocabulary(tmp_path / "odd.pt") is None
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_the_count_feature_is_zero_for_every_node_of_a_window_whose_nodes_occur_alike(backend):
+    """kdgat.graphs: the occurrence count is min-max normalised over the window's nodes, 0 when all are equal
+    (no spread to divide by)."""
+    if backend == "compiled":
+        testkit.require(compiled.available(), "numba", "pip install -e '.[dev]' (pyproject.toml pins it)")
+    # Messages 0 1 0 1 0 -> rows 0->1, 1->0, 0->1, 1->0: each of the two IDs is the source of 2 rows.
+    ids = np.array([0, 1, 0, 1, 0])
+    graphs = build_graphs(
+        ids,
+        np.zeros((5, 8), np.uint8),
+        np.zeros(5, np.uint8),
+        num_ids=3,
+        window_size=4,
+        stride=4,
+        backend=backend,
+    )
+    assert graphs.x[:, 0].tolist() == [0, 1]
+    assert graphs.x[:, 9].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(("window_size", "stride"), [(4, 0), (4, -1), (0, 4)])
+def test_a_window_size_or_stride_below_one_is_refused_naming_both(window_size, stride):
+    ids, payload = hand_window()
+    with pytest.raises(
+        ValueError, match=rf"window_size and stride must be >= 1, got {window_size} and {stride}"
+    ):
+        build_graphs(ids, payload, np.zeros(5), num_ids=4, window_size=window_size, stride=stride)
+
+
+def test_a_vocabulary_too_large_to_pack_edge_keys_into_64_bits_gives_the_same_graphs():
+    """The (window, source, target) edge keys and positions are packed into one int64 to be sorted; where that
+    needs more than 63 bits (here 2**31 IDs: 62 bits of key, 2 of position) they are sorted apart instead of
+    overflowing. The graphs are those of the same log in a small vocabulary, but for the ID index feature."""
+    ids, payload = hand_window()
+    label = np.array([0, 0, 0, 1, 0])
+    small = build_graphs(ids, payload, label, num_ids=4, window_size=4, stride=4, backend="numpy")
+    top = 2**31
+    large = build_graphs(ids + top - 3, payload, label, num_ids=top, window_size=4, stride=4, backend="numpy")
+    np.testing.assert_array_equal(large.x[:, 1:], small.x[:, 1:])
+    np.testing.assert_array_equal(large.edge_index, small.edge_index)
+    np.testing.assert_array_equal(large.edge_attr, small.edge_attr)
+    assert large.y.tolist() == small.y.tolist() == [1]
+    assert (large.node_ptr.tolist(), large.edge_ptr.tolist()) == (
+        small.node_ptr.tolist(),
+        small.edge_ptr.tolist(),
+    )

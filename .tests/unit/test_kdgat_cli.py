@@ -879,3 +879,24 @@ def test_the_progress_bar_shows_epochs_and_batches_with_rate_and_eta():
     assert "3/3" in text and "batch" in text  # the epoch's batches
     assert "epoch/s" in text or "s/epoch" in text  # the rate
     assert "<" in text  # elapsed<remaining: the ETA
+
+
+@pytest.mark.parametrize("saved", [{"epoch": 3}, {"fingerprint": "0123456789abcdef"}])
+def test_a_dict_without_both_the_fingerprint_and_epoch_of_a_checkpoint_is_refused_as_checkpoint(
+    saved, tmp_path, stderr_text
+):
+    """kdgat.cli.train.not_a_checkpoint: the loop's checkpoint is a dict with ``fingerprint`` and ``epoch``; a
+    dict holding one of them only is another file, refused and kept; one holding both is resumed from."""
+    import torch
+
+    from kdgat.cli.train import not_a_checkpoint
+
+    other = tmp_path / "state.pt"
+    torch.save(saved, other)
+    assert not_a_checkpoint(other) == "a file holding dict"
+    args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--tracking", "none"]
+    assert main([*args, "--checkpoint", str(other)]) == 2
+    assert f"--checkpoint {other} is a file holding dict, not a training checkpoint" in stderr_text()
+    assert torch.load(other, weights_only=False) == saved and not (tmp_path / "o").exists()
+    torch.save({"fingerprint": "0123456789abcdef", "epoch": 3}, other)
+    assert not_a_checkpoint(other) is None

@@ -1291,3 +1291,105 @@ def test_models_trained_on_different_graphs_are_refused_and_unrecorded_ones_name
         "not checked to be of one preprocess run" in caplog.text
         and f"--older {models['older']}" in caplog.text
     )
+
+
+class FailingAtEveryEpoch:
+    def __init__(self):
+        self.calls = 0
+
+    def epoch_ended(self, row, epochs, stopped_early):
+        self.calls += 1
+        raise RuntimeError("observer bug")
+
+
+def test_an_observer_that_raises_is_warned_about_once_and_never_called_again(caplog):
+    """kdgat.training.loop: an observer that raises is logged once and dropped, and training goes on."""
+    observer = FailingAtEveryEpoch()
+    stage = ScriptedStage([3.0, 2.0, 1.0])
+    loop = training_loop.LoopSettings(epochs=3, patience=5, callbacks=[observer])
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        result = training_loop.fit(stage, loop, "fingerprint")
+    assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
+    assert observer.calls == 1
+    failures = [r for r in caplog.records if "FailingAtEveryEpoch.epoch_ended failed" in r.getMessage()]
+    assert len(failures) == 1 and "training goes on without it" in failures[0].getMessage()
+
+
+def test_a_checkpoint_file_that_holds_no_training_checkpoint_is_set_aside_and_overwritten(tmp_path, caplog):
+    """A file torch reads but that is not the loop's dict (another tool's list, here) is warned about by name and
+    training starts afresh, replacing it after the first epoch."""
+    checkpoint = tmp_path / "last.pt"
+    torch.save([1, 2, 3], checkpoint)
+    loop = training_loop.LoopSettings(epochs=2, patience=5, checkpoint=checkpoint)
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        result = training_loop.fit(ScriptedStage([3.0, 2.0]), loop, "fingerprint")
+    assert (
+        f"ignoring checkpoint {checkpoint} (not a training checkpoint); training starts afresh" in caplog.text
+    )
+    assert result["resumed_from"] is None and len(result["history"]) == 2
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+
+
+def test_the_content_digest_tells_tensors_of_the_same_bytes_apart_by_shape_and_dtype():
+    """kdgat.training.loop.content_digest hashes a tensor's dtype, shape and bytes: a checkpoint written on
+    inputs of another shape or dtype, whatever their bytes, is not resumed."""
+    flat = torch.arange(6, dtype=torch.int32)
+    same_bytes = [flat, flat.view(2, 3), flat.view(3, 2), flat.view(torch.float32)]
+    assert len({training_loop.content_digest(tensor) for tensor in same_bytes}) == len(same_bytes)
+    again = torch.arange(6, dtype=torch.int32).view(2, 3)
+    assert training_loop.content_digest(again) == training_loop.content_digest(flat.view(2, 3))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_the_auc_of_scores_that_are_not_finite_is_nan_not_an_error(bad):
+    """kdgat.training.stage.auc_or_nan: NaN (null in metrics.json) where a score is not finite (a diverged model)
+    or the split holds one class; else the ROC AUC."""
+    assert np.isnan(training_stage.auc_or_nan([0, 1, 0, 1], [0.1, bad, 0.2, 0.3]))
+    assert np.isnan(training_stage.auc_or_nan([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert training_stage.auc_or_nan([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.7]) == 1.0
+
+
+def test_a_validation_split_of_attacks_only_takes_the_threshold_from_all_its_errors():
+    """kdgat.training.vgae.fit_threshold: without normal validation errors (and so no ROC) the 95th percentile is
+    taken over every validation error."""
+    errors, labels = np.array([0.2, 0.9, 0.4, 0.7, 0.3]), np.ones(5, dtype=int)
+    threshold, method = vgae_training.fit_threshold(errors, labels)
+    assert method == "normal_p95"
+    assert threshold == pytest.approx(np.percentile(errors, 95))
+
+
+def test_a_vgae_validated_on_attacks_only_early_stops_on_their_loss_and_calibrates_on_the_training_normals(
+    graphs,
+):
+    """kdgat.training.vgae: without normal validation graphs, early stopping watches the VGAE loss over all of
+    them, and the error statistics come from the training normals."""
+    train, val = graphs
+    attacks = [g for g in val if int(g.y) == 1]
+    one_batch = settings("vgae", training={"epochs": 1, "batch_size": 256}, vgae_loss=LOSS)
+    model, result, metrics, _ = vgae_training.train(train, attacks, NUM_IDS, one_batch)
+    batch = Batch.from_data_list(attacks)
+    with torch.no_grad():
+        out = model.eval()(batch.x, batch.edge_index)
+        expected = float(vgae_loss(model, out, batch.x, batch.edge_index, **LOSS)["loss"])
+    assert result["history"][0]["val_loss"] == pytest.approx(expected, rel=1e-5)
+    assert (metrics["error_statistics_from"], metrics["threshold_method"]) == (
+        "training normals",
+        "normal_p95",
+    )
+
+
+class EditingTheRow:
+    def epoch_ended(self, row, epochs, stopped_early):
+        row["val_loss"] = -1.0
+        row.pop("graphs")
+
+
+def test_an_observer_that_edits_the_row_it_is_shown_leaves_the_history_as_it_was():
+    """kdgat.training.loop: observers only observe; each is shown a copy of the epoch's history.csv row."""
+    result = training_loop.fit(
+        ScriptedStage([3.0, 2.0]),
+        training_loop.LoopSettings(epochs=2, patience=5, callbacks=[EditingTheRow()]),
+        "fp",
+    )
+    assert [(row["val_loss"], row["graphs"]) for row in result["history"]] == [(3.0, 1), (2.0, 1)]
+    assert result["best_val_loss"] == 2.0
