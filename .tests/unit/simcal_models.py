@@ -174,6 +174,13 @@ def hijacks_keys_table(params, seed):
     return pd.DataFrame(hijacks_keys(params, seed), index=[0])
 
 
+def names_status_columns(params, seed):
+    """Outputs named like the status columns only (no key column, no parameter), as a dict or, when the parameter
+    ``shape`` is "table", as a one-row DataFrame."""
+    outputs = {"status": "mine", "error": "none of yours", "duration_s": -1.0, "y": 1.0}
+    return pd.DataFrame(outputs, index=[0]) if params["shape"] == "table" else outputs
+
+
 def clashes_with_its_own_prefixed_name(params, seed):
     """An output named like a key column next to the name its renaming would give."""
     return {"seed": 1.0, "output_seed": 2.0, "y": float(params["a"])}

@@ -846,6 +846,67 @@ def test_run_batch_turns_every_kind_of_output_into_rows():
     )
 
 
+@pytest.mark.parametrize("shape", ["dict", "table"])
+def test_outputs_named_only_like_status_columns_get_the_prefix_and_never_replace_the_status(shape):
+    """A model whose outputs clash with no key column nor parameter, only with status, error and duration_s: they
+    are renamed output_<name> (a dict's and a table's alike), and the row's own status columns are simcal's."""
+    rows = run_batch("simcal_models:names_status_columns", plan_tasks([{"shape": shape}], replicates=1))
+    assert len(rows) == 1, rows
+    row = rows.iloc[0]
+    assert row["status"] == "ok" and pd.isna(row["error"]) and row["duration_s"] >= 0
+    assert (row["output_status"], row["output_error"], row["output_duration_s"], row["y"]) == (
+        "mine",
+        "none of yours",
+        -1.0,
+        1.0,
+    )
+
+
+def test_a_time_budget_stops_the_batch_after_the_simulation_that_used_it_up_having_run_at_least_one():
+    """run_batch with time_budget_s (the timing probe) stops once that much time has passed, having run at least one
+    simulation; the simulations it did not reach have no rows."""
+    tasks = plan_tasks([{"a": float(i)} for i in range(4)], replicates=1)
+    spent = run_batch("simcal_models:noisy_line", tasks, time_budget_s=0.0)
+    assert list(spent["a"]) == [0.0] and list(spent["status"]) == ["ok"]
+    assert list(run_batch("simcal_models:noisy_line", tasks, time_budget_s=600.0)["a"]) == [
+        0.0,
+        1.0,
+        2.0,
+        3.0,
+    ]
+    # The budget is the whole batch's, not each simulation's: simulations of 0.1 s each, a budget of 0.25 s.
+    slow = plan_tasks([{"a": float(i), "sleep_s": 0.1} for i in range(6)], replicates=1)
+    assert 1 <= len(run_batch("simcal_models:counted_sleep", slow, time_budget_s=0.25)) <= 3
+
+
+def test_the_key_columns_of_a_row_are_the_simulations_own_even_when_a_parameter_has_their_name():
+    """The key columns win over anything in the parameters (reserved names are refused on input anyway)."""
+    tasks = plan_tasks([{"a": 1.0, "param_id": "x", "replicate": 7, "seed": 99}], replicates=1)
+    rows = run_batch("simcal_models:noisy_line", tasks)
+    assert list(rows["status"]) == ["ok"]
+    assert rows[["param_id", "replicate", "seed"]].iloc[0].tolist() == [tasks[0].param_id, 0, tasks[0].seed]
+
+
+def test_a_model_is_imported_once_per_process_and_reused_by_its_later_batches(monkeypatch):
+    from simcal import worker
+
+    imported = []
+
+    def resolve(reference):
+        imported.append(reference)
+        return lambda params, seed: {"y": float(params["a"])}
+
+    monkeypatch.setattr(worker, "resolve_callable", resolve)
+    monkeypatch.setattr(worker, "_MODELS", {})
+    tasks = plan_tasks([{"a": 1.0}, {"a": 2.0}], replicates=1)
+    for key in ("sweep-once-1", "sweep-once-2", ""):  # keyed batches (as Dask runs them) and one in process
+        rows = run_batch("once_only:model", Batch(tasks, key, driver=None))
+        assert list(rows["y"]) == [1.0, 2.0] and list(rows["status"]) == ["ok", "ok"]
+    assert imported == ["once_only:model"]
+    assert worker.cached_model("once_only:model") is worker.cached_model("once_only:model")
+    assert imported == ["once_only:model"]
+
+
 def test_a_table_column_made_by_simcal_never_overwrites_an_output_of_that_name():
     """A dict holding tables gets a ``table`` column naming each one; a scalar output named ``table`` or a table's
     own ``table`` column is renamed ``output_table`` instead of being overwritten."""

@@ -18,7 +18,9 @@ from simcal.tasks import Batch, plan_tasks
 from simcal.worker import (
     RUNNING_BATCHES,
     WATCHDOG,
+    BatchCancelled,
     BatchInterrupted,
+    RunningBatches,
     Watchdog,
     grace_seconds,
     interrupt_batches,
@@ -78,6 +80,30 @@ def test_a_batch_without_a_key_is_not_tracked_and_a_finished_one_is_no_longer_in
     assert list(rows["status"]) == ["ok"] and RUNNING_BATCHES.running == {}
     rows = run_batch(MODEL, keyed_batch("sweep-c-1", 0.01))
     assert list(rows["status"]) == ["ok", "ok"] and interrupt_batches(["sweep-c-1"]) == 0
+
+
+def test_a_cancel_heard_before_the_batch_is_ready_sends_no_interrupt_and_stops_it_at_ready():
+    """A cancel heard while the batch imports its model (from begin to ready) is not sent to the thread then; ready()
+    raises it at once, so that none of the batch's simulations starts."""
+    batches = RunningBatches()
+    batches.begin("sweep-n-1")
+    assert batches.interrupt(["sweep-n-1"]) == 1  # no interrupt sent: it would land in this very thread
+    with pytest.raises(BatchCancelled):
+        batches.ready("sweep-n-1")
+    assert batches.end("sweep-n-1") is True and batches.running == {}
+
+
+def test_a_simulation_past_timeout_s_is_interrupted_within_a_watchdog_interval_not_later():
+    """The watchdog wakes every timeout_s / 4 (at most 0.5 s): a simulation running in Python code past timeout_s
+    becomes a timeout row within about that much, not after twice its timeout. (2 s: the 1.5 s between the latest
+    the watchdog should fire and twice the timeout leaves room for a busy machine.)"""
+    timeout_s = 2.0
+    batch = Batch(plan_tasks([{"a": 0.0, "sleep_s": 60.0}], replicates=1), "", driver=None)
+    rows = run_batch(MODEL, batch, timeout_s=timeout_s)
+    assert list(rows["status"]) == ["timeout"]
+    assert rows["error"].iloc[0] == "SimulationTimeout: ran longer than timeout_s = 2 s"
+    assert timeout_s <= rows["duration_s"].iloc[0] < 2 * timeout_s - 0.5, rows["duration_s"].iloc[0]
+    assert WATCHDOG.running == {}
 
 
 def wait_until_timed_out(timeout_s: float = 10.0) -> None:

@@ -117,6 +117,85 @@ def test_rows_the_driver_cannot_store_become_failed_rows_and_the_others_are_kept
     assert result.loc[[0.0, 3.0], "y"].notna().all() and "z" not in result.columns
 
 
+def raises_outside_the_guard_for_two(model_ref, tasks, time_budget_s=None, timeout_s=None):
+    """A batch that raises outside the simulations' guard (as rows that cannot be sent back would) whenever it
+    holds the simulation with a == 2."""
+    if any(task.params["a"] == 2.0 for task in tasks.tasks):
+        raise RuntimeError("rows that cannot be sent back")
+    return run_batch(model_ref, tasks, time_budget_s, timeout_s)
+
+
+def test_a_batch_that_raises_outside_the_guard_is_split_until_only_the_simulation_at_fault_fails(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(simcal.runner, "run_batch", raises_outside_the_guard_for_two)
+    params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
+        settings = {"batch_size": 4, "max_failed_fraction": 0.5}
+        summary = simulate("simcal_models:noisy_line", params, tmp_path / "out", settings, client=client)
+    result = read_results(tmp_path / "out").set_index("a").sort_index()
+    assert list(result["status"]) == ["ok", "ok", "failed", "ok"] and summary.failed == 1
+    assert result.loc[2.0, "error"] == "RuntimeError: rows that cannot be sent back"
+
+
+def drops_the_rows_of_two(model_ref, tasks, time_budget_s=None, timeout_s=None):
+    """A batch that returns no row at all for the simulation with a == 2 (never expected of simcal's workers)."""
+    rows = run_batch(model_ref, tasks, time_budget_s, timeout_s)
+    return rows[rows["a"] != 2.0]
+
+
+def test_a_simulation_its_batch_returned_no_rows_for_is_recorded_as_failed_not_lost(tmp_path, monkeypatch):
+    monkeypatch.setattr(simcal.runner, "run_batch", drops_the_rows_of_two)
+    params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
+        settings = {"batch_size": 4, "max_failed_fraction": 0.5}
+        summary = simulate("simcal_models:noisy_line", params, tmp_path / "out", settings, client=client)
+    result = read_results(tmp_path / "out").set_index("a").sort_index()
+    assert list(result["status"]) == ["ok", "ok", "failed", "ok"] and summary.failed == 1
+    assert result.loc[2.0, "error"] == "InternalError: the batch returned no rows for it"
+
+
+class FullDisk:
+    """A store whose writes raise ``errors`` in turn (None: the write succeeds)."""
+
+    def __init__(self, *errors):
+        self.errors, self.written = list(errors), []
+
+    def write(self, frame, tasks):
+        error = self.errors.pop(0)
+        if error is not None:
+            raise error
+        self.written.append(frame)
+
+
+@pytest.mark.parametrize(
+    "errors",
+    [
+        (OSError(28, "No space left on device"),),
+        (MemoryError(),),
+        (ValueError("rows Arrow refuses"), OSError(28, "No space left on device")),
+    ],
+    ids=["disk", "memory", "disk-after-rows-refused"],
+)
+def test_a_full_disk_while_storing_rows_stops_the_run_instead_of_recording_the_simulations_as_failed(errors):
+    """The disk or the machine, not the rows: the error stops the sweep (the rerun resumes), and no failed rows
+    are stored in place of simulations that may have succeeded."""
+    tasks = plan_tasks([{"a": 0.0}], 1)
+    frame = run_batch("simcal_models:noisy_line", tasks)
+    store = FullDisk(*errors, None, None)
+    simulator = simcal.runner.Simulator("simcal_models:noisy_line", client=object())
+    execution = simcal.runner._Execution(simulator, store, simcal.runner.RunSummary(), False, None)
+    with pytest.raises(type(errors[-1])):
+        execution._write(tasks, frame)
+    assert store.written == []
+
+
 def test_storable_rows_keeps_a_frame_that_can_be_stored_and_fails_every_simulation_when_it_must(monkeypatch):
     tasks = plan_tasks([{"a": 0.0}, {"a": 1.0}], 1)
     frame = run_batch("simcal_models:noisy_line", tasks)

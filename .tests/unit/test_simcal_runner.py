@@ -48,6 +48,7 @@ from simcal.runner import (
     plan_manifest,
     plan_tasks,
     read_results,
+    run_batch,
     simulate,
 )
 from simcal.tables import current_umask
@@ -139,6 +140,98 @@ def test_the_automatic_batch_size_aims_at_target_task_seconds(tmp_path, client):
         "simcal_models:counted_sleep", params, tmp_path / "out", {"target_task_seconds": 0.05}, client=client
     )
     assert 1 <= summary.batch_size <= 2 and len(read_results(tmp_path / "out")) == 200
+
+
+PROBE_SIZES: list[int] = []  # filled by counting_run_batch on in-process workers (pickled by reference)
+
+
+def counting_run_batch(model_ref, tasks, time_budget_s=None, timeout_s=None):
+    """run_batch, noting the size of each probe task (one with a time budget)."""
+    if time_budget_s is not None:
+        PROBE_SIZES.append(len(tasks))
+    return run_batch(model_ref, tasks, time_budget_s, timeout_s)
+
+
+@pytest.mark.parametrize(("threads", "probes"), [(3, 3), (12, 8)])
+def test_the_timing_probe_runs_one_task_per_worker_thread_up_to_8(tmp_path, monkeypatch, threads, probes):
+    import simcal.runner
+
+    PROBE_SIZES.clear()
+    monkeypatch.setattr(simcal.runner, "run_batch", counting_run_batch)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=threads, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        simulate("simcal_models:noisy_line", table(96), tmp_path / "out", client=client)
+    assert len(PROBE_SIZES) == probes and sum(PROBE_SIZES) == 96  # the probe's simulations shared out
+    assert len(read_results(tmp_path / "out")) == 96
+
+
+class RecordingStore:
+    """What _Execution asks of a store when it records rows: nothing failed, the rows kept in memory."""
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, frame, tasks):
+        self.written.append(frame)
+
+    def failed_among(self, tasks):
+        return 0
+
+
+class QuietProgress:
+    def advance(self, done, failed):
+        pass
+
+    def report(self, force=False):
+        pass
+
+
+def test_the_timing_probe_times_only_the_simulations_that_succeeded():
+    """A simulation that failed at once (or timed out) says nothing of how long the model takes: only the ok rows'
+    durations, one per simulation, choose the batch size."""
+    import simcal.runner
+
+    tasks = plan_tasks([{"a": float(i)} for i in range(4)], 1)
+    frame = failure_rows(tasks, "ok", [None] * 4).assign(
+        status=pd.array(["ok", "failed", "ok", "timeout"], dtype="string"), duration_s=[0.2, 1e-6, 0.4, 30.0]
+    )
+    frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # a second row of the first simulation
+    simulator = Simulator("simcal_models:noisy_line", client=object())
+    store = RecordingStore()
+    execution = simcal.runner._Execution(simulator, store, simcal.runner.RunSummary(), False, QuietProgress())
+    execution._finished(simcal.runner._Unit(tasks, "probe-key", budget=0.05), frame)
+    assert execution.probe_durations == [0.2, 0.4]
+    assert len(store.written) == 1 and len(store.written[0]) == 5  # the rows themselves are all recorded
+
+
+class FourThreads:
+    """A client whose workers have 4 threads in all (what _worker_threads asks a connected client)."""
+
+    def nthreads(self):
+        return {"tcp://w1": 2, "tcp://w2": 2}
+
+
+@pytest.mark.parametrize(
+    ("seconds_per_simulation", "simulations", "max_batch_size", "expected"),
+    [
+        (1e-6, 1000, 100_000, 125),  # cheap: at least two tasks per worker thread, 1000 / (2 * 4)
+        (1e-6, 1001, 100_000, 126),  # rounded up: 1001 / 8 = 125.1
+        (0.1, 1000, 100_000, 3),  # round(target_task_seconds 0.3 / 0.1)
+        (1e-6, 1000, 20, 20),  # never above max_batch_size
+        (None, 1000, 100_000, 1),  # the probe timed none (each crashed, timed out or failed): one per task
+    ],
+)
+def test_the_automatic_batch_size_aims_at_target_task_seconds_with_two_tasks_per_worker_thread_at_least(
+    seconds_per_simulation, simulations, max_batch_size, expected
+):
+    settings = SimulationSettings(target_task_seconds=0.3, max_batch_size=max_batch_size)
+    simulator = Simulator("simcal_models:noisy_line", settings, client=FourThreads())
+    simulator._seconds_per_simulation = seconds_per_simulation
+    assert simulator._auto_batch_size(simulations) == expected
 
 
 def test_batch_size_is_chosen_for_each_run_from_the_probes_timing(tmp_path, client):
@@ -371,6 +464,18 @@ def test_a_failing_sweep_of_a_single_parameter_set_stops_after_its_first_batch(t
     assert len(count.read_text().split()) == 2
 
 
+@pytest.mark.parametrize("batch_size", ["auto", 2])
+def test_a_probe_with_one_simulation_that_succeeded_never_stops_the_sweep(tmp_path, client, batch_size):
+    """Fail-fast needs every simulation of the probe to have failed: a probe (the timing probe, or the first batch
+    of a fixed batch size) where one of two parameter sets fails and the other succeeds lets the sweep run on."""
+    params = pd.DataFrame({"a": [1.0, -1.0, 2.0, -2.0, 3.0, 4.0]})
+    settings = {"batch_size": batch_size, "max_failed_fraction": 0.5}
+    summary = simulate("simcal_models:fails_for_negative", params, tmp_path / "out", settings, client=client)
+    result = read_results(tmp_path / "out").sort_values("a")
+    assert (summary.executed, summary.failed) == (6, 2)
+    assert list(result["status"]) == ["failed", "failed", "ok", "ok", "ok", "ok"]
+
+
 def test_failure_messages_say_where_the_finished_simulations_are_or_what_the_caller_says_a_rerun_is(
     tmp_path, client
 ):
@@ -400,6 +505,28 @@ def test_failure_messages_say_where_the_finished_simulations_are_or_what_the_cal
         simulate("simcal_models:always_fails", table(20), tmp_path / "probe2", {"max_failed_fraction": 0.5},
                  client=client, rerun=theirs)  # fmt: skip
     assert str(probe.value).endswith(f". {theirs}") and ".partial" not in str(probe.value)
+
+
+def test_too_many_failures_names_the_three_most_common_errors_with_their_counts_and_the_first_failure(
+    tmp_path,
+):
+    from simcal.runner import check_failures
+
+    tasks = plan_tasks([{"a": float(i)} for i in range(8)], 1)
+    errors = ["E: a"] * 3 + ["E: b"] * 2 + ["E: c", "E: d"]
+    store = PartStore(tmp_path / "out", {"model": "m:f"})
+    store.expect(tasks)
+    store.write(failure_rows(tasks[:7], "failed", errors), tasks[:7])
+    store.write(failure_rows(tasks[7:], "ok", [None]), tasks[7:])
+    with pytest.raises(TooManyFailures) as error:
+        check_failures(store, 0.5)
+    assert str(error.value).startswith(
+        "7 of 8 simulations failed (87.5% > max_failed_fraction 50.0%). Most common errors: 3x E: a; 2x E: b; "
+        "1x E: c. First failure: param_id "
+    ), str(error.value)
+    assert "E: d" not in str(error.value) and "replicate 0 (a=0.0). Finished simulations are kept in " in str(
+        error.value
+    )
 
 
 def test_a_cancel_while_a_large_sweep_is_planned_stops_it_within_a_second(tmp_path):
@@ -769,14 +896,18 @@ def test_a_simulation_stuck_past_its_timeout_in_a_thread_worker_never_ends_the_d
     assert result["error"].iloc[2] == "SimulationTimeout: ran longer than timeout_s = 0.5 s"
 
 
-def test_a_timeout_report_naming_no_simulation_of_its_batch_costs_nothing(tmp_path, client, monkeypatch):
+@pytest.mark.parametrize("index", [7, 0])
+def test_a_timeout_report_naming_no_simulation_of_its_batch_costs_nothing(
+    tmp_path, client, monkeypatch, index
+):
     """A timeout report whose index and param_id name no simulation of the batch it is keyed by (never sent by
-    simcal's own workers) cancels that batch; it runs again and every simulation ends ok, not in a loop."""
+    simcal's own workers) cancels that batch; it runs again and every simulation ends ok, not in a loop. An index
+    within the batch whose simulation has another param_id names none either: no simulation is blamed by index."""
     import simcal.runner
 
-    monkeypatch.setattr(simcal.runner.secrets, "token_hex", lambda _: "stalereport")
+    monkeypatch.setattr(simcal.runner.secrets, "token_hex", lambda _: f"stalereport{index}")
     client.log_event(
-        "simcal-timeout", {"batch": "simcal-batch-stalereport-0", "index": 7, "param_id": "none"}
+        "simcal-timeout", {"batch": f"simcal-batch-stalereport{index}-0", "index": index, "param_id": "none"}
     )
     settings = SimulationSettings(batch_size=2, timeout_s=30)
     tasks = plan_tasks(table(2).assign(sleep_s=0.5).to_dict("records"), 1)
@@ -802,6 +933,41 @@ def test_batches_end_ok_in_error_or_lost_and_only_errors_are_blamed(client):
     assert outcome == "error" and isinstance(error, ZeroDivisionError)
     outcome, error = settle(cancelled)  # Dask gave up on it: run again, not recorded as a failure
     assert outcome == "lost" and "cancelled" in f"{type(error).__name__} {error}".lower()
+
+
+def test_a_batch_whose_result_is_lost_again_and_again_is_run_again_a_few_times_then_recorded_as_failed(
+    tmp_path, monkeypatch
+):
+    """A lost batch (its result vanished, or Dask cancelled it on its own) did nothing wrong and is run again, but
+    not for ever: after UNCONFIRMED_DEATHS losses in a row it is recorded as failed with the error."""
+    from concurrent.futures import CancelledError
+
+    import simcal.runner
+    from simcal.outcomes import UNCONFIRMED_DEATHS
+
+    settled = []
+
+    def always_lost(future):
+        settled.append(future.key)
+        if len(settled) > 10:
+            raise AssertionError("a lost batch was run again and again")
+        return "lost", CancelledError("Dask cancelled the batch")
+
+    monkeypatch.setattr(simcal.runner, "settle", always_lost)
+    settings = {"batch_size": 1, "max_failed_fraction": 1.0}
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as in_process,
+    ):
+        summary = simulate(
+            "simcal_models:noisy_line", table(1), tmp_path / "out", settings, client=in_process
+        )
+    assert len(settled) == len(set(settled)) == UNCONFIRMED_DEATHS  # each time under a new key
+    result = read_results(tmp_path / "out")
+    assert (summary.executed, summary.failed) == (1, 1)
+    assert list(result["status"]) == ["failed"] and list(result["error"]) == [
+        "CancelledError: Dask cancelled the batch"
+    ]
 
 
 # -- resume: keyed by the plan, parts by their contents ------------------------------------------------------------
@@ -1090,6 +1256,27 @@ def test_no_worker_timeout_counts_only_time_with_simulations_waiting(tmp_path):
         assert simulator.run(rounds[1], store).executed == 2
 
 
+class NoWorkersConnected:
+    """A client whose scheduler has no worker (what worker_count asks)."""
+
+    def scheduler_info(self):
+        return {"workers": {}}
+
+
+def test_time_without_a_worker_counts_towards_no_worker_timeout_s_only_while_simulations_wait():
+    simulator = Simulator(
+        "simcal_models:noisy_line", SimulationSettings(no_worker_timeout_s=60), client=NoWorkersConnected()
+    )
+    simulator._last_worker_seen = time.monotonic() - 120  # no worker for two minutes, nothing waiting
+    assert simulator.check_workers(waiting=False) == 0  # nothing waits: not counted, the clock starts again
+    assert simulator.check_workers(waiting=True) == 0  # now simulations wait, but not for 60 s yet
+    simulator._last_worker_seen = time.monotonic() - 120
+    with pytest.raises(
+        NoWorkers, match=r"no Dask worker has been connected for 12\d s .*no_worker_timeout_s = 60"
+    ):
+        simulator.check_workers(waiting=True)
+
+
 def test_local_backend_starts_and_closes_its_own_cluster_and_counts_deaths_itself(tmp_path):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     summary = simulate(
@@ -1112,6 +1299,15 @@ def tracker(process: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
         return "multiprocessing.resource_tracker" in " ".join(process.cmdline())
     return False
+
+
+def test_the_cluster_a_simulator_starts_lets_no_task_cause_a_worker_death_before_simcal_hears_of_it():
+    """Clusters simcal starts run Dask with allowed-failures 0: every worker death reaches simcal at once, and only
+    simulation.allowed_failures counts (Dask's own reruns would kill more workers first)."""
+    settings = SimulationSettings(allowed_failures=2)
+    with Simulator("simcal_models:noisy_line", settings, backend_options={"processes": False}) as simulator:
+        allowed = simulator.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
+    assert allowed == 0
 
 
 def test_a_local_cluster_waits_minutes_not_seconds_for_a_worker_restarting_after_a_death():
