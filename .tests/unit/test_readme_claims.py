@@ -815,6 +815,24 @@ def test_the_defaults_limits_and_names_docs_service_md_states_are_the_codes() ->
     assert tuple(states) == STATUSES
 
 
+def test_the_full_disk_retry_waits_docs_service_md_states_are_the_services(tmp_path) -> None:
+    """docs/service.md, "Jobs, restarts and cancelling": a job's end, start or return to the queue that the registry's
+    disk cannot take is tried again "every 5 s"; a job paused by its own full disk is "tried again after 5 s, the wait
+    doubling with each try to at most a minute". Both from the registry the service opens (its default retry_s) and
+    jobs.FULL_DISK_RETRY_MAX_S."""
+    import_required("fastapi", "pip install 'snakemake-gpu-catalog[service]'")
+    from simcal.service.jobs import FULL_DISK_RETRY_MAX_S
+    from simcal.service.registry import JobRegistry
+
+    registry = JobRegistry(tmp_path / "jobs.sqlite")  # as server.Service opens it
+    retry_s = registry.retry_s
+    registry.close()
+    text = flat_text(SERVICE_DOC)
+    assert text.count(f"every {retry_s:g} s") == 3, retry_s  # an end, a start, a return to the queue
+    assert FULL_DISK_RETRY_MAX_S == 60.0
+    assert f"(tried again after {retry_s:g} s, the wait doubling with each try to at most a minute" in text
+
+
 # A command line's placeholders, as the docs write them, and a value the parser takes in their place.
 PLACEHOLDERS = {"S": "queued", "N": "10", "ID": "0123abcd", "DIR": "results"}
 

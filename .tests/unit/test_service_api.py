@@ -529,7 +529,7 @@ def test_a_sync_request_past_the_services_timeout_raises_sync_timeout_naming_the
             client.simulate_sync(SIR, SMALL["parameter_sets"], timeout_s=1.0)
         assert time.monotonic() - began < 3.5 and asked.value.job_id != held.value.job_id
     with waiting.http(waiting.keys["alice"]) as http:
-        for bad in ("0", "-1", "soon", "nan"):
+        for bad in ("0", "-1", "soon", "nan", "inf"):  # not a number of seconds > 0, nor a finite one
             refused = http.post("/v1/simulate/sync", json=SMALL, params={"timeout_s": bad})
             assert refused.status_code == 422, refused.text
             assert refused.json()["detail"] == (
@@ -783,6 +783,19 @@ def test_a_job_list_of_an_unknown_status_is_refused_naming_the_statuses(service)
         status in answer.json()["detail"]
         for status in ("queued", "running", "succeeded", "failed", "cancelled")
     )
+
+
+def test_a_job_list_takes_a_limit_of_1_to_1000_and_refuses_one_beyond(service):
+    """docs/service.md: ``GET /v1/jobs?limit=N`` with N from 1 to 1000 (``simcal jobs list --limit``'s range, which
+    the command checks before it asks): the ends are answered, one past them is refused with 422 naming limit."""
+    with service.http(service.keys["alice"]) as http:
+        for taken in (1, 1000):
+            answer = http.get("/v1/jobs", params={"limit": taken})
+            assert answer.status_code == 200 and len(answer.json()["jobs"]) <= taken, answer.text
+        for beyond in (0, 1001):
+            refused = http.get("/v1/jobs", params={"limit": beyond})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["detail"][0]["loc"] == ["query", "limit"], refused.text
 
 
 def test_without_scheduler_serve_starts_a_local_cluster_of_workers_processes_on_loopback(service_factory):

@@ -223,6 +223,42 @@ def test_registry_keeps_jobs_across_reopening_and_recovers_interrupted_ones(tmp_
         JobRegistry(path)
 
 
+def test_only_a_running_job_goes_back_to_the_queue(tmp_path):
+    """registry.requeue: running -> queued; False when the job was not running, which it leaves as it was: a queued
+    job is not counted as requeued, and an ended job never goes back to the queue (a final status is final)."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    queued, _ = registry.create("alice", "m:f", {}, 1)
+    ended, _ = registry.create("alice", "m:f", {}, 1)
+    assert not registry.requeue(queued.id)
+    assert registry.start(ended.id)
+    assert registry.finish(ended.id, "succeeded", done=1, failed=0)
+    assert not registry.requeue(ended.id)
+    assert (registry.get(queued.id).status, registry.get(queued.id).attempts) == ("queued", 0)
+    assert registry.get(ended.id).status == "succeeded" and registry.queued() == [queued.id]
+    registry.close()
+
+
+def test_a_job_queued_again_and_started_again_keeps_its_first_start(tmp_path, monkeypatch):
+    """registry.start: ``started = COALESCE(started, ?)``: a job that goes back to the queue (a graceful stop, a lost
+    scheduler, a death of the service) and starts again keeps the time it first started, so its ``started`` and
+    ``duration_s`` cover its whole run, resumed parts included; each start counts an attempt."""
+    from simcal.service import registry as registry_module
+
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    job, _ = registry.create("alice", "m:f", {}, 1)
+    now = time.time()
+    monkeypatch.setattr(registry_module.time, "time", lambda: now)
+    assert registry.start(job.id)
+    assert registry.requeue(job.id)
+    monkeypatch.setattr(registry_module.time, "time", lambda: now + 60.0)
+    assert registry.start(job.id)
+    again = registry.get(job.id)
+    assert again.started == now and again.attempts == 1  # the requeue did not count the first run
+    assert registry.finish(job.id, "succeeded", done=1, failed=0)
+    assert registry.get(job.id).describe()["duration_s"] == 60.0
+    registry.close()
+
+
 def test_a_clock_stepped_back_neither_reorders_the_job_list_nor_makes_a_duration_negative(
     tmp_path, monkeypatch
 ):
@@ -393,6 +429,91 @@ def test_a_queued_job_of_a_model_taken_off_the_allow_list_since_is_failed_not_ru
         "models changed since it was accepted)"
     )
     registry.close()
+
+
+def test_a_finished_jobs_counts_are_its_simulations_not_its_rows_and_every_status_but_ok_is_failed(tmp_path):
+    """jobs.result_counts, a finished job's ``progress: {done, failed}``: simulations (one per param_id, replicate
+    and seed, however many rows a model returns: a time series has one per day), and failed ones whatever their
+    failure status (failed, timeout, crashed: simcal.worker.FAILED_STATUSES)."""
+    from simcal.service.jobs import result_counts
+    from simcal.worker import FAILED_STATUSES
+
+    statuses = ["ok", *FAILED_STATUSES]  # one simulation of each
+    rows = pd.DataFrame(
+        {
+            "param_id": [f"p{i}" for i, _ in enumerate(statuses) for _day in range(3)],
+            "replicate": 0,
+            "seed": [i for i, _ in enumerate(statuses) for _day in range(3)],
+            "day": [day for _ in statuses for day in range(3)],
+            "status": [status for status in statuses for _day in range(3)],
+        }
+    )
+    rows.to_parquet(tmp_path / "simulations.parquet")
+    assert result_counts(tmp_path / "simulations.parquet") == (len(statuses), len(FAILED_STATUSES))
+
+
+def test_a_full_disk_is_found_through_the_errors_raised_from_it_or_while_handling_it():
+    """jobs.disk_full: ENOSPC or EDQUOT, on the error itself or on one it was raised from (``raise ... from``) or
+    while handling (a library that wraps the OSError without ``from``); another OSError is not a full disk, and a
+    chain that loops ends."""
+    from simcal.service.jobs import disk_full
+
+    def raised(outer_from, inner):
+        try:
+            try:
+                raise inner
+            except OSError as error:
+                if outer_from:
+                    raise RuntimeError("writing the part failed") from error
+                raise RuntimeError("writing the part failed")  # noqa: B904 - implicit chaining is the point
+        except RuntimeError as outer:
+            return outer
+
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        full = OSError(code, os.strerror(code))
+        assert disk_full(full)
+        assert disk_full(raised(True, OSError(code, os.strerror(code))))
+        assert disk_full(raised(False, OSError(code, os.strerror(code))))
+    assert not disk_full(raised(False, OSError(errno.EACCES, os.strerror(errno.EACCES))))
+    assert not disk_full(RuntimeError("boom"))
+    looped = RuntimeError("a")
+    looped.__context__ = RuntimeError("b")
+    looped.__context__.__context__ = looped
+    assert not disk_full(looped)
+
+
+def test_a_job_paused_by_a_full_disk_is_tried_again_after_retry_s_the_wait_doubling_to_at_most_a_minute(
+    tmp_path, monkeypatch
+):
+    """docs/service.md: a job whose own disk fills goes back to the queue (the run not counted) and is tried again
+    after 5 s (the registry's retry_s), the wait doubling with each try to at most a minute (FULL_DISK_RETRY_MAX_S);
+    each try puts the job back in the job threads' queue."""
+    from simcal.service import jobs
+
+    timers = []
+
+    class Timer:
+        def __init__(self, interval, function, args=()):
+            timers.append((interval, function, args))
+            self.daemon = False
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(jobs.threading, "Timer", Timer)
+    requeued = []
+    registry = SimpleNamespace(
+        retry_s=5.0, requeue=lambda job_id, count_attempt=False: requeued.append((job_id, count_attempt))
+    )
+    manager = JobManager(ServiceConfig(tmp_path), registry, cluster=None, results=None, telemetry=None)
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    for _ in range(7):
+        assert manager._paused_by_full_disk("job", full, threading.Event())
+    assert [interval for interval, _, _ in timers] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0]
+    assert requeued == [("job", False)] * 7  # back to the queue, the run not counted
+    _, put, args = timers[0]
+    put(*args)
+    assert manager._queue.get_nowait() == "job"
 
 
 # -- tracing ---------------------------------------------------------------------------------------------------------
@@ -1034,6 +1155,37 @@ def test_a_job_end_kept_in_memory_is_written_by_the_registrys_next_write_and_by_
     reopened = JobRegistry(registry.path)
     assert reopened.get(job_id) == shown
     reopened.close()
+
+
+def test_an_action_waiting_for_a_job_end_that_fails_does_not_stop_the_others_waiting_for_it(tmp_path, caplog):
+    """registry.py, ``_run_all``: one action's failure must not stop the others. Two waits on one job's end kept in
+    memory (``when_saved``); the first raises once the end is written: the second runs all the same, the write is
+    not undone, and the failure is logged."""
+    registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)
+    big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # spills its row over pages
+    job_id = registry.create("alice", "m:f", big, 900)[0].id
+    assert registry.start(job_id)
+    _disk_full(registry)
+    assert registry.finish(job_id, "succeeded", done=900, failed=0, results_path="/r/x.parquet")
+    ran = []
+
+    def broken():
+        ran.append("broken")
+        raise RuntimeError("the work directory is gone")
+
+    registry.when_saved(job_id, broken)
+    registry.when_saved(job_id, lambda: ran.append("discard"))
+    assert ran == [] and registry.unsaved() == [job_id]
+    _space_back(registry)
+    caplog.clear()  # the end kept in memory was logged
+    with caplog.at_level("ERROR", logger="simcal.service.registry"):
+        other = registry.create("alice", "m:f", {}, 1)[0]  # the registry's next write writes the end
+    assert other.status == "queued" and _status_on_disk(registry.path, job_id) == "succeeded"
+    assert ran == ["broken", "discard"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "an action waiting for a job's end to be written failed"
+    ]
+    registry.close()
 
 
 def test_an_end_and_a_requeue_the_disk_cannot_take_are_kept_alike_and_logged_as_written_at_the_next_write(
