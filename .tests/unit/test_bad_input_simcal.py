@@ -812,6 +812,55 @@ def test_a_plot_column_of_text_is_named_with_its_file_on_both_pages(tmp_path):
     assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()
 
 
+def test_an_observed_plot_column_of_text_is_named_with_the_observed_file(tmp_path):
+    """The observed side of plot.column holding text ("pending" for a week not yet reported) while the model's
+    output holds numbers: the page is refused naming the observed file and the setting, not drawn with text on
+    the y axis."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], "incidence": ["3", "pending"]}).to_csv(
+        tmp_path / "observed.csv", index=False
+    )
+    pd.DataFrame(
+        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
+    ).to_parquet(tmp_path / "trials.parquet")
+    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
+    (tmp_path / "summary.json").write_text("{}")
+    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    with pytest.raises(
+        ContractError,
+        match=r"observed.csv: plot.column 'incidence' of the observed data holds \w+ values, not numbers; set "
+        r"plot.column to a numeric output",
+    ):
+        visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html")
+    assert not (tmp_path / "page.html").exists()
+
+
+def test_a_parameter_name_missing_from_the_best_parameters_is_named_with_the_best_file(tmp_path):
+    """parameter_names naming a column of the trials that best.json has no value for (a best.json of another
+    analysis): named with best.json, not a KeyError from inside the loss picture."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    simulations.assign(beta=0.3, gamma=0.1).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
+    pd.DataFrame(
+        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "gamma": 0.1, "loss": 1.0}
+    ).to_parquet(tmp_path / "trials.parquet")
+    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
+    (tmp_path / "summary.json").write_text("{}")
+    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    with pytest.raises(
+        ContractError,
+        match=r"best.json: parameter_names \['gamma'\] are not columns of the best parameters; it has \['beta'\]",
+    ):
+        visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta", "gamma"],
+                  tmp_path / "page.html")  # fmt: skip
+    assert not (tmp_path / "page.html").exists()
+
+
 def test_a_series_picture_asked_for_without_a_column_to_draw_names_the_settings(tmp_path):
     """visualize_sweep with column null (no series) but a series PNG among the outputs said only "no picture
     named 'series'", after drawing everything, naming neither the path nor the settings that left it out."""

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from simcal.analyze import analyze, analyze_files
+from simcal.contract import ContractError
 
 TRIAL_COLUMNS = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "gamma", "log10_rho",
                  "loss", "replicates_ok", "replicates_failed"]  # fmt: skip
@@ -157,3 +158,45 @@ def test_the_summary_counts_every_failed_replicate_of_every_trial():
     _, _, summary = analyze(trials, NAMES, top_k=3)
     # c: 2 failed in the design, e: 1 in the search, i: nothing came back (no count)
     assert summary["replicates_failed"] == 2 + 1
+
+
+def test_a_tie_on_the_loss_goes_to_the_earlier_trial_whatever_the_row_order():
+    """Two refine rows with the same loss: the earlier trial is the best and ranks first in the top-k, also in a
+    trials table whose rows are not in trial order (tables concatenated or sorted by hand)."""
+    rows = [
+        (3, 1, "refine", "refine", "late", 5, 0.40, 2.0),
+        (0, 0, "design", "sobol", "late", 2, 0.40, 1.0),
+        (2, 1, "refine", "refine", "early", 5, 0.20, 2.0),
+        (1, 0, "design", "sobol", "early", 2, 0.20, 3.0),
+    ]
+    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
+    best, top, _ = analyze(pd.DataFrame(rows, columns=columns), ["beta"], top_k=2)
+    assert (best["param_id"], best["trial"], best["params"]) == ("early", 2, {"beta": 0.20})
+    assert list(top["param_id"]) == ["early", "late"] and list(top["trial"]) == [2, 3]
+
+
+def test_an_infinite_loss_is_not_a_finite_loss_in_the_analysis():
+    """The best, the top-k and the summary count only finite losses: +inf (a target that overflowed, in a table
+    not written by calibrate) is neither chosen nor counted, and a table of nothing else is refused."""
+    rows = [
+        (0, 0, "design", "sobol", "a", 2, 0.1, np.inf),
+        (1, 1, "search", "tpe", "b", 2, 0.2, 4.0),
+        (2, 1, "search", "tpe", "c", 2, 0.3, 6.0),
+    ]
+    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
+    best, top, summary = analyze(pd.DataFrame(rows, columns=columns), ["beta"], top_k=3)
+    assert best["param_id"] == "b" and list(top["param_id"]) == ["b", "c"]
+    assert (summary["trials"], summary["trials_with_finite_loss"]) == (3, 2)
+    assert summary["loss"] == {"min": 4.0, "median": 5.0, "max": 6.0}
+    assert summary["best_loss_by_round"] == {"0": None, "1": 4.0}  # round 0 had no finite loss
+    only_infinite = pd.DataFrame(rows[:1], columns=columns)
+    with pytest.raises(ContractError, match=r"^no trial has a finite loss"):
+        analyze(only_infinite, ["beta"], top_k=1)
+
+
+def test_without_top_k_ten_parameter_sets_are_kept_as_the_wrapper_documents():
+    """analyze_calibration's meta.yaml and config/README.md give top_k the default 10."""
+    rows = [(i, 0, "design", "sobol", f"p{i}", 2, 0.01 * i, float(i)) for i in range(12)]
+    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
+    _, top, _ = analyze(pd.DataFrame(rows, columns=columns), ["beta"])
+    assert list(top["param_id"]) == [f"p{i}" for i in range(10)]

@@ -27,7 +27,9 @@ from simcal.calibrate import (
     TRIAL_COLUMNS,
     CalibrationSettings,
     Proposer,
+    _new_parameter_sets,
     _search,
+    _trials_table,
     calibrate,
     calibrate_files,
     local_search,
@@ -899,6 +901,42 @@ def test_refine_simulates_the_best_sets_again_with_more_replicates(refined):
         assert row["loss"] == pytest.approx(expected)
 
 
+def test_with_the_refine_step_off_its_replicates_need_not_exceed_the_simulations(tmp_path, client):
+    """refine.replicates must exceed simulation.replicates only for a refine step that runs: with top_k 0 (the
+    error's own way out) a refine.replicates at or below the simulations' is no error, and nothing is refined."""
+    trials = small_calibration(tmp_path, 0, client, {"top_k": 0, "replicates": 2})
+    assert list(trials["phase"]) == ["design"] * 8 and (trials["replicates"] == 2).all()
+
+
+def test_the_trials_tables_replicate_counts_are_whole_numbers_missing_where_nothing_came_back():
+    """A round the failure threshold stopped has rows whose simulations never ran (no counts, only a NaN loss):
+    the counts stay whole numbers (nullable Int64), not floats with NaN, and the trials are numbered in order."""
+    design = pd.DataFrame({"round": 0, "phase": "design", "param_id": ["a", "b"], "loss": [1.0, 2.0],
+                           "replicates_ok": [2, 1], "replicates_failed": [0, 1]})  # fmt: skip
+    stopped = pd.DataFrame([
+        {"round": 1, "phase": "search", "param_id": "c", "loss": 3.0, "replicates_ok": 2, "replicates_failed": 0},
+        {"round": 1, "phase": "search", "param_id": "d", "loss": np.nan},  # nothing came back
+    ])  # fmt: skip
+    table = _trials_table([design, stopped])
+    assert list(table["trial"]) == [0, 1, 2, 3] and list(table.columns[:2]) == ["trial", "round"]
+    assert table["replicates_ok"].dtype == "Int64" and table["replicates_failed"].dtype == "Int64"
+    assert table["replicates_ok"].tolist() == [2, 1, 2, pd.NA]
+    assert table["replicates_failed"].tolist() == [0, 1, 0, pd.NA]
+
+
+def test_local_search_proposes_only_sets_not_simulated_yet_with_the_fixed_values_in_their_id():
+    """The refine rows' param_ids include the fixed values (days here): a local-search point at a refined set is
+    not proposed again (its replicates would be simulated anew under the same id), nor twice in one round."""
+    bounds = parse_bounds(BOUNDS)
+    refined = {b.name: b.scale(np.array([0.5]))[0].item() for b in bounds}
+    seen = {param_id({"days": 40, **refined})}
+    points = np.array([[0.5, 0.5], [0.25, 0.75], [0.25, 0.75]])
+    proposals = _new_parameter_sets(points, bounds, {"days": 40}, seen)
+    fresh = {b.name: b.scale(np.array([u]))[0].item() for b, u in zip(bounds, (0.25, 0.75), strict=True)}
+    assert proposals == [fresh]
+    assert seen == {param_id({"days": 40, **refined}), param_id({"days": 40, **fresh})}
+
+
 def test_the_names_refused_for_calibrated_parameters_are_the_trials_tables_own_columns(refined):
     """TRIAL_COLUMNS is written by hand: a column the trials table gains later must join it, or a parameter of
     that name would be overwritten again (a parameter named 'loss' was)."""
@@ -1146,6 +1184,27 @@ def test_sweep_summary_has_one_row_per_parameter_set():
         summarize_sweep(sweep_frame(), ["a"], ["y"], ["median"])
 
 
+def test_the_sweep_summary_lists_the_five_most_common_errors_most_frequent_first_with_their_counts():
+    """Seven distinct errors, error i on i + 1 simulations: the summary keeps the five most frequent, in order."""
+    rows = []
+    for index in range(7):
+        for replicate in range(index + 1):
+            rows.append({"param_id": f"p{index}", "replicate": replicate, "seed": replicate, "a": float(index),
+                         "status": "failed", "error": f"ValueError: case {index}", "y": np.nan})  # fmt: skip
+    rows.append(
+        {"param_id": "ok", "replicate": 0, "seed": 0, "a": 9.0, "status": "ok", "error": None, "y": 1.0}
+    )
+    _, summary = summarize_sweep(pd.DataFrame(rows), ["a"], ["y"])
+    assert list(summary["most_common_errors"].items()) == [
+        ("ValueError: case 6", 7),
+        ("ValueError: case 5", 6),
+        ("ValueError: case 4", 5),
+        ("ValueError: case 3", 4),
+        ("ValueError: case 2", 3),
+    ]
+    assert summary["status"] == {"failed": 28, "ok": 1}
+
+
 def test_a_parameter_or_column_missing_from_the_files_is_named_with_the_file(tmp_path):
     """A parameter name or output column the sweep or trials file lacks (a typo in parameter_names or columns):
     the message names the file, not only 'the simulations file'."""
@@ -1279,6 +1338,50 @@ def test_the_sweep_outputs_picture_says_when_it_draws_only_some_of_the_summarise
     assert (
         "drawn;" not in sweep_outputs_figure(table.iloc[:, :5], ["a"]).texts[-1].get_text()
     )  # two: all drawn
+
+
+def test_the_sweep_outputs_picture_draws_as_many_statistics_as_the_wrapper_documents():
+    """wrappers/visualize_sweep/meta.yaml promises the first 6 summarised statistics, in the table's order."""
+    from testkit import REPO
+
+    meta = (REPO / "wrappers" / "visualize_sweep" / "meta.yaml").read_text()
+    documented = int(re.search(r"the first (\d+) summarised statistics", " ".join(meta.split())).group(1))
+    many = {f"y{i}_mean": [1.0, 2.0] for i in range(documented + 2)}
+    table = pd.DataFrame({"param_id": ["p1", "p2"], "a": [0.0, 1.0], "replicates_ok": [2, 2], **many})
+    figure = sweep_outputs_figure(table, ["a"])
+    assert [axis.get_ylabel() for axis in figure.axes] == [f"y{i}" for i in range(documented)]
+    assert (
+        f"the first {documented} of {documented + 2} summarised outputs drawn" in figure.texts[-1].get_text()
+    )
+
+
+@pytest.mark.parametrize(("losses", "scale"), [([0.5, 2.0], "log"), ([0.0, 2.0], "linear")])
+def test_the_loss_axes_are_logarithmic_only_when_every_finite_loss_is_positive(losses, scale):
+    """A loss of exactly 0 (an MSE target fitted exactly) has no place on a log axis: both pictures stay linear."""
+    trials = pd.DataFrame({"trial": [0, 1, 2], "round": 0, "phase": "design", "param_id": ["a", "b", "c"],
+                           "beta": [0.1, 0.2, 0.3], "loss": [*losses, float("nan")]})  # fmt: skip
+    assert history_figure(trials).axes[0].get_yscale() == scale
+    best = {"param_id": "a", "params": {"beta": 0.1}}
+    assert loss_figure(trials, ["beta"], best).axes[0].get_yscale() == scale
+
+
+def test_a_sweep_picture_output_the_page_does_not_draw_is_named_with_the_pictures_it_has(tmp_path):
+    """png_paths naming a picture the sweep page does not draw (the calibration page's 'fit', say): a
+    ContractError naming it and the pictures there are, not a KeyError, and no page."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame(
+        {"param_id": ["p"], "beta": [0.3], "replicates_ok": [1], "incidence_mean_mean": [1.5]}
+    ).to_parquet(tmp_path / "table.parquet")
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(
+        ContractError, match=r"^no picture named 'fit'; the pictures are \['outputs', 'series'\]$"
+    ):
+        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
+                        ["beta"], tmp_path / "sweep.html", {"fit": tmp_path / "fit.png"})  # fmt: skip
+    assert not (tmp_path / "sweep.html").exists() and not (tmp_path / "fit.png").exists()
 
 
 def test_the_sweep_series_coloured_by_a_text_parameter_names_each_value_on_the_colour_bar():
