@@ -812,23 +812,30 @@ def test_a_plot_column_of_text_is_named_with_its_file_on_both_pages(tmp_path):
     assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()
 
 
+def _one_trial_calibration(tmp_path, params: dict, observed_incidence: list) -> list:
+    """A calibration's files for visualize: one trial and its simulation of ``params`` (incidence 1, 2 on days 0,
+    1), the observed incidence given, best.json naming beta only, an empty summary. The trials, simulations and
+    observed paths."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    simulations.assign(**params).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame({"day": [0, 1], "incidence": observed_incidence}).to_csv(
+        tmp_path / "observed.csv", index=False
+    )
+    pd.DataFrame(
+        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", **params, "loss": 1.0}
+    ).to_parquet(tmp_path / "trials.parquet")
+    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
+    (tmp_path / "summary.json").write_text("{}")
+    return [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+
+
 def test_an_observed_plot_column_of_text_is_named_with_the_observed_file(tmp_path):
     """The observed side of plot.column holding text ("pending" for a week not yet reported) while the model's
     output holds numbers: the page is refused naming the observed file and the setting, not drawn with text on
     the y axis."""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame({"day": [0, 1], "incidence": ["3", "pending"]}).to_csv(
-        tmp_path / "observed.csv", index=False
-    )
-    pd.DataFrame(
-        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
-    ).to_parquet(tmp_path / "trials.parquet")
-    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
-    (tmp_path / "summary.json").write_text("{}")
-    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    paths = _one_trial_calibration(tmp_path, {"beta": 0.3}, ["3", "pending"])
     with pytest.raises(
         ContractError,
         match=r"observed.csv: plot.column 'incidence' of the observed data holds \w+ values, not numbers; set "
@@ -841,17 +848,7 @@ def test_an_observed_plot_column_of_text_is_named_with_the_observed_file(tmp_pat
 def test_a_parameter_name_missing_from_the_best_parameters_is_named_with_the_best_file(tmp_path):
     """parameter_names naming a column of the trials that best.json has no value for (a best.json of another
     analysis): named with best.json, not a KeyError from inside the loss picture."""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    simulations.assign(beta=0.3, gamma=0.1).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
-    pd.DataFrame(
-        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "gamma": 0.1, "loss": 1.0}
-    ).to_parquet(tmp_path / "trials.parquet")
-    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
-    (tmp_path / "summary.json").write_text("{}")
-    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    paths = _one_trial_calibration(tmp_path, {"beta": 0.3, "gamma": 0.1}, [1, 2])
     with pytest.raises(
         ContractError,
         match=r"best.json: parameter_names \['gamma'\] are not columns of the best parameters; it has \['beta'\]",

@@ -101,16 +101,22 @@ def unchecked_run_batch(model_ref, tasks, time_budget_s=None, timeout_s=None):
     return frame
 
 
-def test_rows_the_driver_cannot_store_become_failed_rows_and_the_others_are_kept(tmp_path, monkeypatch):
-    monkeypatch.setattr(simcal.runner, "run_batch", unchecked_run_batch)
+def _four_simulations_in_one_batch(tmp_path, monkeypatch, batch_runner):
+    """A sweep of a = 0, 1, 2, 3 in one batch on a one-worker cluster whose batches ``batch_runner`` runs: the
+    rows by ``a`` and the run's summary."""
+    monkeypatch.setattr(simcal.runner, "run_batch", batch_runner)
     params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
     with (
         LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
         Client(cluster) as client,
     ):
         settings = {"batch_size": 4, "max_failed_fraction": 0.5}
-        simulate("simcal_models:noisy_line", params, tmp_path / "out", settings, client=client)
-    result = read_results(tmp_path / "out").set_index("a").sort_index()
+        summary = simulate("simcal_models:noisy_line", params, tmp_path / "out", settings, client=client)
+    return read_results(tmp_path / "out").set_index("a").sort_index(), summary
+
+
+def test_rows_the_driver_cannot_store_become_failed_rows_and_the_others_are_kept(tmp_path, monkeypatch):
+    result, _ = _four_simulations_in_one_batch(tmp_path, monkeypatch, unchecked_run_batch)
     assert list(result["status"]) == ["ok", "failed", "failed", "ok"]
     assert "output column 'z' holding complex128" in result.loc[1.0, "error"]
     assert "output column 'info' holding values of type dict" in result.loc[2.0, "error"]
@@ -128,15 +134,7 @@ def raises_outside_the_guard_for_two(model_ref, tasks, time_budget_s=None, timeo
 def test_a_batch_that_raises_outside_the_guard_is_split_until_only_the_simulation_at_fault_fails(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(simcal.runner, "run_batch", raises_outside_the_guard_for_two)
-    params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
-    with (
-        LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
-        Client(cluster) as client,
-    ):
-        settings = {"batch_size": 4, "max_failed_fraction": 0.5}
-        summary = simulate("simcal_models:noisy_line", params, tmp_path / "out", settings, client=client)
-    result = read_results(tmp_path / "out").set_index("a").sort_index()
+    result, summary = _four_simulations_in_one_batch(tmp_path, monkeypatch, raises_outside_the_guard_for_two)
     assert list(result["status"]) == ["ok", "ok", "failed", "ok"] and summary.failed == 1
     assert result.loc[2.0, "error"] == "RuntimeError: rows that cannot be sent back"
 
@@ -148,15 +146,7 @@ def drops_the_rows_of_two(model_ref, tasks, time_budget_s=None, timeout_s=None):
 
 
 def test_a_simulation_its_batch_returned_no_rows_for_is_recorded_as_failed_not_lost(tmp_path, monkeypatch):
-    monkeypatch.setattr(simcal.runner, "run_batch", drops_the_rows_of_two)
-    params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
-    with (
-        LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
-        Client(cluster) as client,
-    ):
-        settings = {"batch_size": 4, "max_failed_fraction": 0.5}
-        summary = simulate("simcal_models:noisy_line", params, tmp_path / "out", settings, client=client)
-    result = read_results(tmp_path / "out").set_index("a").sort_index()
+    result, summary = _four_simulations_in_one_batch(tmp_path, monkeypatch, drops_the_rows_of_two)
     assert list(result["status"]) == ["ok", "ok", "failed", "ok"] and summary.failed == 1
     assert result.loc[2.0, "error"] == "InternalError: the batch returned no rows for it"
 
