@@ -15,7 +15,7 @@ from testkit import REPO, run_snakemake
 
 from simcal.calibrate import parse_targets
 from simcal.config_checks import check_model, check_observed, check_targets, importable_function
-from simcal.contract import ContractError, resolve_callable, resolve_model
+from simcal.contract import REFERENCE, ContractError, resolve_callable, resolve_model
 from simcal.observed import generate_observed
 
 GENERATED = {
@@ -116,6 +116,18 @@ def test_a_reference_other_than_dotted_names_around_one_colon_is_refused_as_of_t
     with pytest.raises(ContractError) as error:
         check_model(reference)
     assert str(error.value) == f"calibration.model: {reference!r} must look like 'package.module:function'"
+
+
+def test_the_schema_refuses_the_references_the_library_refuses_with_the_same_pattern():
+    """simcal.contract.REFERENCE is the pattern of both "package.module:function" keys of the calibration schema,
+    so the dry run and the job refuse the same references."""
+    schema = yaml.safe_load((REPO / "workflow/modules/calibration/schemas/config.schema.yaml").read_text())
+    calibration = schema["properties"]["calibration"]["properties"]
+    patterns = [
+        calibration["model"]["pattern"],
+        calibration["observed"]["properties"]["generator"]["pattern"],
+    ]
+    assert patterns == [f"^{REFERENCE.pattern}$"] * 2
 
 
 # Models of a lab's own, each of a shape a researcher writes: the first five cannot be called as (params, seed), the

@@ -62,7 +62,7 @@ def _set_by(what: str) -> str:
 
 
 # A "package.module:function" reference: dotted names around one colon, no empty part ("pkg..mod", "mod:fn.").
-# The calibration schema's pattern says the same.
+# The calibration schema's two reference patterns are this one (test_calibration_config.py checks it).
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 REFERENCE = re.compile(f"{_DOTTED}:{_DOTTED}")
 
