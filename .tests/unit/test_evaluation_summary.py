@@ -890,11 +890,7 @@ def test_the_summary_names_the_seeds_its_tables_are_over(tmp_path, seeds, named)
             path = tmp_path / f"{seed}_{variant}.json"
             write_json(_document(variant, seed, PERFECT, HALF, PERFECT), path)
             metrics.append(path)
-    outputs = {name: tmp_path / name for name in ("summary.csv", "summary.md", "size.svg", "scenarios.csv")}
-    summarize_files(
-        metrics=metrics, csv=outputs["summary.csv"], markdown=outputs["summary.md"],
-        chart=outputs["size.svg"], scenarios=outputs["scenarios.csv"], title="ds",
-    )  # fmt: skip
+    outputs = _summarize(tmp_path, metrics)
     assert outputs["summary.md"].read_text().startswith(f"# ds evaluation summary over {named}\n")
     assert f"ds teacher vs students, {named}" in outputs["size.svg"].read_text()
 
@@ -990,11 +986,13 @@ def test_the_distillation_section_shows_each_interval_from_low_to_high_and_what_
         assert f"| ds | gat | {compared} | {text} | 3 | {claim} (the interval" in section
 
 
-def _summarize(tmp_path, metrics, baselines=()):
-    outputs = {name: tmp_path / name for name in ("summary.csv", "summary.md", "size.svg", "scenarios.csv")}
+def _summarize(folder, metrics, baselines=(), **histories):
+    """summarize_files writing its four tables and charts into ``folder``; ``histories``: its training-curve
+    arguments (histories, history_keys, curves). The outputs' paths by name."""
+    outputs = {name: folder / name for name in ("summary.csv", "summary.md", "size.svg", "scenarios.csv")}
     summarize_files(
         metrics=metrics, baselines=baselines, csv=outputs["summary.csv"], markdown=outputs["summary.md"],
-        chart=outputs["size.svg"], scenarios=outputs["scenarios.csv"], title="ds",
+        chart=outputs["size.svg"], scenarios=outputs["scenarios.csv"], title="ds", **histories,
     )  # fmt: skip
     return outputs
 
@@ -1210,16 +1208,13 @@ def test_two_history_files_under_one_key_are_refused_before_anything_is_written(
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     first.write_text("epoch,loss\n1,0.5\n2,0.4\n")
     second.write_text("epoch,loss\n1,9.0\n2,8.0\n")
-    outputs = {
-        name: tmp_path / "out" / name for name in ("summary.csv", "summary.md", "size.svg", "scenarios.csv")
-    }
+    out = tmp_path / "out"
     with pytest.raises(ValueError, match=rf"history key 'teacher/vgae' names both {first} and {second}"):
-        summarize_files(
-            metrics=[metrics], csv=outputs["summary.csv"], markdown=outputs["summary.md"], chart=outputs["size.svg"],
-            scenarios=outputs["scenarios.csv"], histories=[first, second],
-            history_keys=["teacher/vgae", "teacher/vgae"], curves=tmp_path / "out" / "curves.svg",
+        _summarize(
+            out, [metrics], histories=[first, second], history_keys=["teacher/vgae", "teacher/vgae"],
+            curves=out / "curves.svg",
         )  # fmt: skip
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("key", ["teacher/fusion", "teachers/vgae", "teacher"])
@@ -1231,10 +1226,7 @@ def test_a_history_key_that_is_not_a_variant_and_a_stage_is_refused_before_anyth
     history.write_text("epoch,loss\n1,0.5\n2,0.4\n")
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=rf"history key '{key}' must be '<variant>/<stage>'"):
-        summarize_files(
-            metrics=[metrics], csv=out / "summary.csv", markdown=out / "summary.md", chart=out / "size.svg",
-            scenarios=out / "scenarios.csv", histories=[history], history_keys=[key], curves=out / "curves.svg",
-        )  # fmt: skip
+        _summarize(out, [metrics], histories=[history], history_keys=[key], curves=out / "curves.svg")
     assert not out.exists()
 
 
@@ -1242,10 +1234,7 @@ def test_training_curves_asked_for_without_a_history_are_refused_before_anything
     metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=r"training curves were asked for but no history\.csv was given"):
-        summarize_files(
-            metrics=[metrics], csv=out / "summary.csv", markdown=out / "summary.md", chart=out / "size.svg",
-            scenarios=out / "scenarios.csv", curves=out / "curves.svg",
-        )  # fmt: skip
+        _summarize(out, [metrics], curves=out / "curves.svg")
     assert not out.exists()
 
 

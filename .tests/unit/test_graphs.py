@@ -9,7 +9,15 @@ import torch
 
 from kdgat import compiled
 from kdgat.files import save_torch
-from kdgat.graph_store import GRAPHS_FORMAT, load_graph_sets, load_graphs, save_graph_sets, save_graphs
+from kdgat.graph_store import (
+    GRAPHS_FORMAT,
+    graph_vocabulary,
+    load_graph_sets,
+    load_graphs,
+    save_graph_sets,
+    save_graphs,
+    vocabulary_digest,
+)
 from kdgat.graphs import EDGE_FEATURES, GraphArrays, build_graphs, window_count
 
 
@@ -186,8 +194,6 @@ def test_a_graph_file_missing_an_array_names_it(tmp_path):
 def test_the_vocabulary_digest_is_of_the_ids_in_index_order():
     """Node feature 0 is an index into the vocabulary: the same CAN IDs in another order map the indices to other
     IDs, so their digests differ; the same IDs in the same order agree whatever integer type holds them."""
-    from kdgat.graph_store import vocabulary_digest
-
     ids = [0x0A0, 0x1F1, 0x2B0]
     assert vocabulary_digest(ids) != vocabulary_digest(list(reversed(ids)))
     assert vocabulary_digest(ids) == vocabulary_digest(np.array(ids, dtype=np.int64))
@@ -196,15 +202,11 @@ def test_the_vocabulary_digest_is_of_the_ids_in_index_order():
 def test_vocabularies_whose_ids_run_together_alike_have_different_digests():
     """Vocabularies of other IDs are other vocabularies, also where their decimal digits, written one after the
     other, read the same: IDs 1 and 23 against 12 and 3, 0x100 and 0x7 (256, 7) against 0x19 and 0x43 (25, 67)."""
-    from kdgat.graph_store import vocabulary_digest
-
     assert vocabulary_digest([1, 23]) != vocabulary_digest([12, 3])
     assert vocabulary_digest([0x100, 0x7]) != vocabulary_digest([0x19, 0x43])
 
 
 def test_a_graph_file_records_its_vocabulary_digest_and_anything_else_there_reads_as_none(tmp_path):
-    from kdgat.graph_store import graph_vocabulary, vocabulary_digest
-
     graphs = GraphArrays.empty()
     digest = vocabulary_digest([0x0A0, 0x1F1])
     save_graphs(graphs, tmp_path / "train.pt", vocabulary=digest)

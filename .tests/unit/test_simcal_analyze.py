@@ -15,6 +15,8 @@ from simcal.contract import ContractError
 
 TRIAL_COLUMNS = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "gamma", "log10_rho",
                  "loss", "replicates_ok", "replicates_failed"]  # fmt: skip
+# A trials table of one parameter, beta, as several tests below write it.
+BETA_TRIALS = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
 NAMES = ["beta", "gamma", "log10_rho"]
 TRUE = {"beta": 0.3, "gamma": 0.1, "log10_rho": -2.0}
 
@@ -142,8 +144,7 @@ def test_a_round_whose_every_set_failed_carries_the_best_so_far():
         (3, 3, "search", "tpe", "d", 2, 0.40, 5.0),
         (4, 4, "search", "tpe", "e", 2, 0.50, 3.0),
     ]
-    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
-    _, _, summary = analyze(pd.DataFrame(rows, columns=columns), ["beta"], top_k=1)
+    _, _, summary = analyze(pd.DataFrame(rows, columns=BETA_TRIALS), ["beta"], top_k=1)
     assert summary["best_loss_by_round"] == {"0": None, "1": 4.0, "2": 4.0, "3": 4.0, "4": 3.0}
     json.dumps(summary, allow_nan=False)  # null, not NaN, in the summary file
 
@@ -169,8 +170,7 @@ def test_a_tie_on_the_loss_goes_to_the_earlier_trial_whatever_the_row_order():
         (2, 1, "refine", "refine", "early", 5, 0.20, 2.0),
         (1, 0, "design", "sobol", "early", 2, 0.20, 3.0),
     ]
-    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
-    best, top, _ = analyze(pd.DataFrame(rows, columns=columns), ["beta"], top_k=2)
+    best, top, _ = analyze(pd.DataFrame(rows, columns=BETA_TRIALS), ["beta"], top_k=2)
     assert (best["param_id"], best["trial"], best["params"]) == ("early", 2, {"beta": 0.20})
     assert list(top["param_id"]) == ["early", "late"] and list(top["trial"]) == [2, 3]
 
@@ -183,13 +183,12 @@ def test_an_infinite_loss_is_not_a_finite_loss_in_the_analysis():
         (1, 1, "search", "tpe", "b", 2, 0.2, 4.0),
         (2, 1, "search", "tpe", "c", 2, 0.3, 6.0),
     ]
-    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
-    best, top, summary = analyze(pd.DataFrame(rows, columns=columns), ["beta"], top_k=3)
+    best, top, summary = analyze(pd.DataFrame(rows, columns=BETA_TRIALS), ["beta"], top_k=3)
     assert best["param_id"] == "b" and list(top["param_id"]) == ["b", "c"]
     assert (summary["trials"], summary["trials_with_finite_loss"]) == (3, 2)
     assert summary["loss"] == {"min": 4.0, "median": 5.0, "max": 6.0}
     assert summary["best_loss_by_round"] == {"0": None, "1": 4.0}  # round 0 had no finite loss
-    only_infinite = pd.DataFrame(rows[:1], columns=columns)
+    only_infinite = pd.DataFrame(rows[:1], columns=BETA_TRIALS)
     with pytest.raises(ContractError, match=r"^no trial has a finite loss"):
         analyze(only_infinite, ["beta"], top_k=1)
 
@@ -197,6 +196,5 @@ def test_an_infinite_loss_is_not_a_finite_loss_in_the_analysis():
 def test_without_top_k_ten_parameter_sets_are_kept_as_the_wrapper_documents():
     """analyze_calibration's meta.yaml and config/README.md give top_k the default 10."""
     rows = [(i, 0, "design", "sobol", f"p{i}", 2, 0.01 * i, float(i)) for i in range(12)]
-    columns = ["trial", "round", "phase", "method", "param_id", "replicates", "beta", "loss"]
-    _, top, _ = analyze(pd.DataFrame(rows, columns=columns), ["beta"])
+    _, top, _ = analyze(pd.DataFrame(rows, columns=BETA_TRIALS), ["beta"])
     assert list(top["param_id"]) == [f"p{i}" for i in range(10)]

@@ -3,11 +3,10 @@ valley that the starting points do not reach, and the settings that turn it on."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from testkit import REPO
 
 from simcal.calibrate import CalibrationSettings, local_search
 from simcal.contract import ContractError, param_id
@@ -335,7 +334,7 @@ def test_the_floor_scan_needs_one_finite_point_more_than_a_quadratic_has_terms(c
 def test_the_floor_scan_reaches_the_three_tenths_of_a_trust_radius_the_docs_state():
     """config/README.md (refine.scan): "within 0.3 trust radii either side of the best set". The tests above
     measure in SCAN_SPAN, whatever it is; this one holds the scan to the documented reach."""
-    readme = (Path(__file__).resolve().parents[2] / "config" / "README.md").read_text()
+    readme = (REPO / "config" / "README.md").read_text()
     assert "within 0.3 trust radii either side of the best set" in readme
     along = np.linspace(0.5, 0.7, 7)
     floor = np.column_stack([along, 0.9 * along + 0.05])

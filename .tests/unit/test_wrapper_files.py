@@ -582,6 +582,31 @@ class _Section(dict):
         return list(self.values())[key] if isinstance(key, int) else super().__getitem__(key)
 
 
+def _run_wrapper(
+    wrapper: str, monkeypatch, library: str, inputs: dict, outputs: dict, params: dict, threads=1
+):
+    """Run the wrapper as Snakemake does (a `snakemake` global), its library call replaced: the keywords it got."""
+    import importlib
+    import runpy
+    from types import SimpleNamespace
+
+    module, function = library.rsplit(".", 1)
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), function, lambda **kwargs: calls.append(kwargs))
+    for logs in ("simcal.logs", "kdgat.logs"):  # keep the test process's log handlers
+        monkeypatch.setattr(f"{logs}.configure", lambda path: None)
+    snakemake = SimpleNamespace(
+        input=_Section(inputs),
+        output=_Section(outputs),
+        params=_Section(params),
+        log=_Section(),
+        threads=threads,
+    )
+    runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    (kwargs,) = calls
+    return kwargs
+
+
 @pytest.mark.parametrize(
     ("wrapper", "library", "section"),
     [("simulate", "simcal.runner.simulate", "settings"), ("calibrate", "simcal.calibrate.calibrate_files", "simulation")],
@@ -591,30 +616,15 @@ def test_the_monitoring_param_reaches_the_library_with_the_simulation_settings(
 ):
     # The calibration module passes progress_seconds and no_worker_timeout_s apart (as `monitoring`, kept out of the
     # params rerun trigger); dropping them in the wrapper would silently run with the defaults.
-    import importlib
-    import runpy
-    from types import SimpleNamespace
-
-    module, function = library.rsplit(".", 1)
-    calls = []
-    monkeypatch.setattr(importlib.import_module(module), function, lambda **kwargs: calls.append(kwargs))
-    # configure() would replace the test process's log handlers, which later tests of this worker inherit
-    monkeypatch.setattr("simcal.logs.configure", lambda path: None)
     params = {
         "model": "simcal.models.sir:simulate",
         **NEEDED_BY_CALIBRATE,
         section: {"replicates": 2, "timeout_s": 60},
         "monitoring": {"progress_seconds": 0.5, "no_worker_timeout_s": 30},
     }
-    snakemake = SimpleNamespace(
-        input=_Section(observed=str(tmp_path / "in.csv")),
-        output=_Section(simulations=str(tmp_path / "sims.parquet"), trials=str(tmp_path / "trials.parquet")),
-        params=_Section(params),
-        log=_Section(log=str(tmp_path / "wrapper.log")),
-        threads=2,
-    )
-    runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
-    (kwargs,) = calls
+    inputs = {"observed": str(tmp_path / "in.csv")}
+    outputs = {"simulations": str(tmp_path / "sims.parquet"), "trials": str(tmp_path / "trials.parquet")}
+    kwargs = _run_wrapper(wrapper, monkeypatch, library, inputs, outputs, params, threads=2)
     assert kwargs[section] == {
         "replicates": 2,
         "timeout_s": 60,
@@ -645,52 +655,24 @@ def test_one_value_is_a_list_of_one_and_names_pair_with_files_or_are_refused_nam
 def test_summarize_evaluation_hands_one_metrics_file_over_whole(tmp_path, monkeypatch) -> None:
     # A rule summarising one evaluation gives `metrics="…/metrics.json"`, which Snakemake hands over as the string:
     # list() of it gave the library one "file" per character.
-    import runpy
-    from types import SimpleNamespace
-
     import kdgat.evaluation.run
 
-    calls = []
-    monkeypatch.setattr(kdgat.evaluation.run, "summarize_files", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
     outputs = {name: str(tmp_path / name) for name in ("csv", "markdown", "chart", "scenarios")}
-    snakemake = SimpleNamespace(
-        input=_Section(metrics="results/toy/metrics.json"),
-        output=_Section(outputs),
-        params=_Section(),
-        log=_Section(),
-        threads=1,
-    )
-    runpy.run_path(
-        str(REPO / "wrappers/summarize_evaluation/wrapper.py"), {"snakemake": snakemake}, "__main__"
-    )
-    (kwargs,) = calls
+    kwargs = _run_wrapper(
+        "summarize_evaluation", monkeypatch, "kdgat.evaluation.run.summarize_files",
+        {"metrics": "results/toy/metrics.json"}, outputs, {},
+    )  # fmt: skip
     assert kdgat.evaluation.run._paths(kwargs["metrics"]) == ["results/toy/metrics.json"]
 
 
 def test_summarize_evaluation_takes_one_history_key_given_as_a_string(tmp_path, monkeypatch) -> None:
     # `history_keys="teacher/vgae"` beside one history.csv: list() of it made 12 keys, and the library refused them
     # as "history_keys (12) must name every history.csv (1)"
-    import runpy
-    from types import SimpleNamespace
-
-    import kdgat.evaluation.run
-
-    calls = []
-    monkeypatch.setattr(kdgat.evaluation.run, "summarize_files", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
     outputs = {name: str(tmp_path / name) for name in ("csv", "markdown", "chart", "scenarios", "curves")}
-    snakemake = SimpleNamespace(
-        input=_Section(metrics="m.json", history="out/vgae/history.csv"),
-        output=_Section(outputs),
-        params=_Section(history_keys="teacher/vgae"),
-        log=_Section(),
-        threads=1,
-    )
-    runpy.run_path(
-        str(REPO / "wrappers/summarize_evaluation/wrapper.py"), {"snakemake": snakemake}, "__main__"
-    )
-    (kwargs,) = calls
+    kwargs = _run_wrapper(
+        "summarize_evaluation", monkeypatch, "kdgat.evaluation.run.summarize_files",
+        {"metrics": "m.json", "history": "out/vgae/history.csv"}, outputs, {"history_keys": "teacher/vgae"},
+    )  # fmt: skip
     assert list(kwargs["history_keys"]) == ["teacher/vgae"]
 
 
@@ -811,31 +793,6 @@ def test_generate_observed_names_a_param_given_as_a_string_or_list_for_a_mapping
 
 
 # -- what a wrapper hands its library -------------------------------------------------------------------------------
-def _run_wrapper(
-    wrapper: str, monkeypatch, library: str, inputs: dict, outputs: dict, params: dict, threads=1
-):
-    """Run the wrapper as Snakemake does (a `snakemake` global), its library call replaced: the keywords it got."""
-    import importlib
-    import runpy
-    from types import SimpleNamespace
-
-    module, function = library.rsplit(".", 1)
-    calls = []
-    monkeypatch.setattr(importlib.import_module(module), function, lambda **kwargs: calls.append(kwargs))
-    for logs in ("simcal.logs", "kdgat.logs"):  # keep the test process's log handlers
-        monkeypatch.setattr(f"{logs}.configure", lambda path: None)
-    snakemake = SimpleNamespace(
-        input=_Section(inputs),
-        output=_Section(outputs),
-        params=_Section(params),
-        log=_Section(),
-        threads=threads,
-    )
-    runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
-    (kwargs,) = calls
-    return kwargs
-
-
 # The wrappers that hand their params on by TAKES: the library call, and what a rule must give (inputs, outputs,
 # params).
 HANDS_PARAMS_ON = {
