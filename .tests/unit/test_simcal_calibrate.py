@@ -214,11 +214,14 @@ def test_settings_name_the_setting_and_the_renamed_key():
             r"calibration.calibrate.refine: expected .*top_k: 0 turns the step off\), got False",
         ),
         ("sobol", r"calibration.calibrate: expected a mapping of settings, got 'sobol'"),
+        # the schema's minimum (2), whether or not the step runs: the library and the config say the same
+        ({"refine": {"top_k": 0, "replicates": 1}}, r"refine.replicates must be an integer >= 2, got 1"),
     ],
 )
 def test_settings_out_of_range_or_of_the_wrong_kind_are_named(options, message):
     """A seed the samplers cannot take fails when the settings are read, not inside Optuna or scipy once the
-    simulation store is open; ``refine: false`` is no way to turn the refine step off (it would mean its defaults)."""
+    simulation store is open; ``refine: false`` is no way to turn the refine step off (it would mean its defaults);
+    ``refine.replicates`` below 2 is refused as the schema refuses it, even with the step off."""
     with pytest.raises(ContractError, match=message):
         CalibrationSettings.from_config(options)
     assert CalibrationSettings.from_config({"seed": 2**32 - 1, "refine": None}).refine.top_k == 8

@@ -160,7 +160,8 @@ class CalibrationSettings:
         need(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32 - 1]")
         top_k, replicates = self.refine.top_k, self.refine.replicates
         need(_is_int(top_k) and top_k >= 0, "refine.top_k", top_k, "an integer >= 0 (0: no refine step)")
-        need(_is_int(replicates) and replicates >= 1, "refine.replicates", replicates, "an integer >= 1")
+        # >= 2 whether or not the step runs, as the schema says: it must exceed simulation.replicates (>= 1)
+        need(_is_int(replicates) and replicates >= 2, "refine.replicates", replicates, "an integer >= 2")
         local = self.refine.rounds
         need(_is_int(local) and local >= 0, "refine.rounds", local, "an integer >= 0 (0: no local search)")
         need(
