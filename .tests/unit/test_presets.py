@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 
 import pytest
 import torch
@@ -94,6 +95,22 @@ def test_a_sweep_column_value_the_model_cannot_take_names_the_column():
     with pytest.raises(SettingsError, match=r"sweep column 'hidden': expected an integer >= 1, got 0"):
         StageSettings.from_config({}, "gat", "student", overrides={"hidden": 0})
     assert StageSettings.from_config({}, "gat", "student", overrides={"hidden": 8}).model["hidden"] == 8
+
+
+def test_sweep_heads_that_do_not_divide_the_presets_widths_name_the_column():
+    """A column valid alone can break a rule between arguments: the VGAE splits each hidden width over its heads.
+    Refused when the settings are built, naming the column, not by the model inside the training job."""
+    widths = PRESETS["student"]["vgae"]["hidden_dims"]  # the student variant's default preset
+    heads = next(h for h in range(2, 20) if any(width % h for width in widths))
+    message = (
+        f"sweep columns ['heads']: the vgae model of preset 'student' then has hidden_dims {widths}, "
+        f"expected widths divisible by heads={heads}"
+    )
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        StageSettings.from_config({}, "vgae", "student", overrides={"heads": heads})
+    divisor = next(h for h in range(2, 20) if not any(width % h for width in widths))
+    fitting = StageSettings.from_config({}, "vgae", "student", overrides={"heads": divisor})
+    assert fitting.model["heads"] == divisor
 
 
 def test_a_custom_preset_replaces_the_built_in_one_of_the_same_name():
