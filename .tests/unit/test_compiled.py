@@ -248,6 +248,8 @@ def test_compiled_timestamps_are_pyarrows_doubles():
         digits = str(mantissa)
         point = int(rng.integers(0, len(digits)))
         stamps.append(digits[:point] + "." + digits[point:] if point else "0." + digits)
+    # the most decimals a plain timestamp has: 18 digits, 17 after the point
+    stamps += ["0." + "0" * (16 - k) + "1" * (k + 1) for k in range(16)]
     path_text = "".join(f"{stamp},1a0,00,0\n" for stamp in stamps).encode()
     text = np.frombuffer(path_text, dtype=np.uint8)
     timestamp = np.empty(len(stamps))
@@ -276,6 +278,7 @@ def test_compiled_timestamps_are_pyarrows_doubles():
         "-1.5,1a0,00,0",  # sign
         "1.,1a0,00,0",  # no decimals
         "12345678901234567.5,1a0,00,0",  # mantissa beyond 2^53
+        "0.0000000000000000001,1a0,00,0",  # 19 digits
         "1.5,1a0,abc,0",  # odd payload
         "1.5,1a0,000000000000000000,0",  # 9 bytes
         "1.5,123456789,00,0",  # 9-digit ID

@@ -132,9 +132,9 @@ _BIGGEST_EXACT_INTEGER = 1 << 53
 def _parse_can_4col(text, begin, nibble, powers, timestamp, can_id, payload, dlc, label):
     """Rows of a can_4col file from byte ``begin`` on, in the file's own column order, into the output arrays;
     returns the number of rows, or -1 at the first thing that is not plain (which pyarrow's reader and the
-    general decoders then handle). Plain: ``digits[.digits]`` timestamps whose digits make an integer below
-    2^53 with at most 22 decimals, 1-8 hex digit IDs, 0-16 hex digit payloads of whole bytes, flags 0 or 1,
-    ``\n`` or ``\r\n`` line ends, empty lines (skipped, as pyarrow's reader does)."""
+    general decoders then handle). Plain: ``digits[.digits]`` timestamps of at most 18 digits that make an integer
+    below 2^53 (so at most 17 decimals, each power of ten exact), 1-8 hex digit IDs, 0-16 hex digit payloads of
+    whole bytes, flags 0 or 1, ``\n`` or ``\r\n`` line ends, empty lines (skipped, as pyarrow's reader does)."""
     end = len(text)
     i = begin
     rows = 0
@@ -168,7 +168,7 @@ def _parse_can_4col(text, begin, nibble, powers, timestamp, can_id, payload, dlc
                 i += 1
             if decimals == 0:
                 return -1
-        if i >= end or text[i] != 44 or mantissa >= _BIGGEST_EXACT_INTEGER or decimals > 22:
+        if i >= end or text[i] != 44 or mantissa >= _BIGGEST_EXACT_INTEGER:
             return -1
         timestamp[rows] = float(mantissa) / powers[decimals]
         i += 1
