@@ -182,3 +182,14 @@ def test_changing_the_tracking_section_retrains_and_reevaluates_nothing(pipeline
     assert {"kd_gat_train_gat_teacher", "kd_gat_train_gat_student"} <= changed, dry[-3000:]
     planned = set(re.findall(r"^rule (\w+):$", dry, re.M))
     assert {f"kd_gat_{training_rule('gat', variant)}" for variant in VARIANTS} <= planned, dry[-3000:]
+
+
+def test_an_exported_invocation_key_the_tracking_searches_cannot_match_stops_the_dry_run(tmp_path):
+    """A quote in KDGAT_TRACKING_INVOCATION left every job with its own parent run and every retry with a new run,
+    without a word (kdgat.tracking.check_invocation_key): the workflow now refuses it while it is parsed."""
+    done = run_snakemake(
+        "-n", "kd_gat_all", "--snakefile", str(HERE / "pipeline.smk"), "--directory", str(tmp_path),
+        "--configfile", str(CONFIG), cwd=tmp_path, env=tool_env() | {INVOCATION_ENV: "it's"}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert f'kd_gat.tracking: {INVOCATION_ENV}="it\'s": an invocation key is 1-250 letters' in done.stdout

@@ -32,9 +32,13 @@ from kdgat.tracking import (
     TrackingError,
     TrackingSettings,
     ensure_invocation_environment,
+    is_file_store,
     log_evaluation,
+    numeric,
     source_commit,
+    tracked_job,
 )
+from kdgat.tracking.settings import flatten, retried
 from kdgat.training import vgae
 from kdgat.training.loop import LoopSettings, fit
 from kdgat.training.settings import StageSettings
@@ -110,6 +114,29 @@ def test_settings_refuse_in_the_config_what_mlflow_would_refuse_only_in_the_job(
     assert TrackingSettings.from_config({"backend": "none", "experiment": "x" * 501}).enabled is False
 
 
+def test_a_file_uri_is_used_as_written_and_only_a_plain_path_is_made_one(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert TrackingSettings(backend="mlflow", uri="file:///srv/mlruns").tracking_uri() == "file:///srv/mlruns"
+    assert TrackingSettings(backend="mlflow", uri="runs").tracking_uri() == (tmp_path / "runs").as_uri()
+
+
+def test_an_experiment_name_of_exactly_mlflows_limit_is_accepted():
+    name = "x" * 500  # MLflow's longest experiment name; 501 is refused (above)
+    assert TrackingSettings.from_config({"backend": "mlflow", "experiment": name}).experiment == name
+
+
+def test_an_empty_uri_is_refused_when_tracking_is_on():
+    with pytest.raises(TrackingError, match=r"kd_gat.tracking: uri and experiment must not be empty"):
+        TrackingSettings.from_config({"backend": "mlflow", "uri": "  "})
+    assert TrackingSettings.from_config({"backend": "none", "uri": ""}).enabled is False
+
+
+def test_a_windows_drive_path_is_a_file_store_and_a_server_or_database_is_not():
+    assert is_file_store(r"C:\runs\mlruns") and is_file_store("d:/mlruns")
+    assert is_file_store("results/mlruns") and is_file_store("file:///tmp/mlruns")
+    assert not is_file_store("http://127.0.0.1:5000") and not is_file_store("sqlite:///mlflow.db")
+
+
 def test_a_null_or_padded_uri_and_a_home_path_mean_the_store_a_user_expects(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -151,6 +178,45 @@ def test_the_mlflow_credentials_that_are_set_go_to_the_jobs():
     environ = {"MLFLOW_TRACKING_TOKEN": "secret", "MLFLOW_TRACKING_USERNAME": ""}
     names = ensure_invocation_environment(REPO, environ)
     assert set(names) == {INVOCATION_ENV, COMMIT_ENV, "MLFLOW_TRACKING_TOKEN"}  # an empty one is not set
+
+
+def test_a_source_commit_already_in_the_environment_is_kept_even_when_empty():
+    # A job inherits the main process's value; outside a git checkout that value is "" and must stay so.
+    environ = {INVOCATION_ENV: "mine", COMMIT_ENV: ""}
+    assert ensure_invocation_environment(REPO, environ) == (INVOCATION_ENV, COMMIT_ENV)
+    assert environ == {INVOCATION_ENV: "mine", COMMIT_ENV: ""}
+    environ = {COMMIT_ENV: "exported"}
+    ensure_invocation_environment(REPO, environ)
+    assert environ[COMMIT_ENV] == "exported"
+
+
+def test_params_leave_out_none_and_metrics_are_the_finite_numbers_with_booleans_as_0_and_1():
+    values = {"a": None, "b": {"c": 1, "d": None, "e": {"f": "x"}}}
+    assert flatten(values) == {"b.c": 1, "b.e.f": "x"}
+    row = {"loss": 0.5, "nan": float("nan"), "inf": float("inf"), "ninf": -float("inf"), "stopped": True,
+           "epoch": 3, "name": "gat", "none": None, "nested": {"ok": 2, "bad": float("nan")}}  # fmt: skip
+    assert numeric(row) == {"loss": 0.5, "stopped": 1.0, "epoch": 3.0, "nested.ok": 2.0}
+
+
+def test_a_search_that_fails_once_is_tried_again_and_one_that_keeps_failing_raises():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("meta.yaml read while another job rewrote it")
+        return ["run"]
+
+    assert retried(flaky, pause=0) == ["run"] and len(calls) == 2
+    calls.clear()
+
+    def broken():
+        calls.append(1)
+        raise OSError(f"failure {len(calls)}")
+
+    with pytest.raises(OSError, match="failure 3"):
+        retried(broken, pause=0)
+    assert len(calls) == 3
 
 
 def test_a_job_is_one_run_with_settings_epochs_final_metrics_and_artifacts(data, tmp_path, invocation):
@@ -461,6 +527,146 @@ def test_a_job_that_created_a_second_parent_ends_under_the_first_and_deletes_its
     assert run.data.tags["mlflow.parentRunId"] == other
     assert client.get_run(own).info.lifecycle_stage == "deleted"
     assert client.get_run(other).info.lifecycle_stage == "active"
+
+
+def tracker_of(tmp_path, model: str = "model.pt") -> MlflowTracker:
+    settings = TrackingSettings.from_config({"backend": "mlflow", "uri": str(tmp_path / "mlruns")})
+    job = StageSettings.from_config(SECTION, "vgae", "teacher").as_dict()
+    return MlflowTracker(settings, job, {"model": str(tmp_path / model)})
+
+
+def test_a_job_starting_among_parents_made_at_once_starts_under_the_smallest_run_id(
+    tmp_path, invocation, monkeypatch
+):
+    # Two parents of this invocation exist already (two jobs raced against a server): a starting job creates no
+    # third and is tagged with the canonical one from its start, not only when it ends.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the store is made here before a tracker opts in
+    tracker = tracker_of(tmp_path)
+    client = MlflowClient(tracking_uri=tracker.settings.tracking_uri())
+    experiment = client.create_experiment("kd_gat")
+    tags = {"kdgat.role": "invocation", "kdgat.invocation": invocation}
+    parents = {client.create_run(experiment, tags=tags).info.run_id for _ in range(2)}
+    tracker.start()
+    assert not tracker.disabled and tracker.created_parent is None
+    assert tracker.parent_id == min(parents)
+    assert client.get_run(tracker.run_id).data.tags["mlflow.parentRunId"] == min(parents)
+    assert len([run for run in runs(client) if run.data.tags.get("kdgat.role") == "invocation"]) == 2
+
+
+# Every character an exported key may hold, with a letter first.
+WIDEST_KEY = "paper_2026/run-3.a:b+c@d"
+
+
+def test_a_key_with_every_character_allowed_finds_its_parent_and_its_retrys_run(tmp_path, monkeypatch):
+    """The searches quote the key as it is: a retry of a failed job continues its run and a second job joins the
+    parent the first one made, for a key holding each punctuation mark an exported key may have."""
+    monkeypatch.setenv(INVOCATION_ENV, WIDEST_KEY)
+    first = tracker_of(tmp_path)
+    first.start()
+    first.end("FAILED")
+    retry, other = tracker_of(tmp_path), tracker_of(tmp_path, "other.pt")
+    retry.start()
+    other.start()
+    assert not (first.disabled or retry.disabled or other.disabled)
+    assert retry.run_id == first.run_id
+    assert first.parent_id == retry.parent_id == other.parent_id
+    assert retry.created_parent is None and other.created_parent is None
+
+
+@pytest.mark.parametrize("key", ["it's", "a\\b", "two words", "-leading-dash", "x" * 251])
+def test_an_exported_invocation_key_the_searches_cannot_match_is_refused_naming_the_variable(
+    tmp_path, monkeypatch, caplog, key
+):
+    """MLflow's search filters undo no escapes: with a quote or a backslash in the key a retry got a new run and
+    every job its own parent, without a word. The workflow refuses such a key while it is parsed; a job given one
+    anyway warns once and goes on untracked, as for any tracking failure."""
+    with pytest.raises(ValueError, match=rf"^{INVOCATION_ENV}=.*an invocation key is 1-250 letters, digits"):
+        ensure_invocation_environment(REPO, {INVOCATION_ENV: key})
+    environ = {INVOCATION_ENV: WIDEST_KEY}
+    ensure_invocation_environment(REPO, environ)
+    assert environ[INVOCATION_ENV] == WIDEST_KEY
+    monkeypatch.setenv(INVOCATION_ENV, key)
+    tracker = tracker_of(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="kdgat.tracking"):
+        tracker.start()
+    assert tracker.disabled and tracker.run_id is None
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert INVOCATION_ENV in warning and "the job goes on without tracking" in warning
+
+
+def test_the_parent_run_ends_finished_with_its_last_job(tmp_path, invocation):
+    tracker = tracker_of(tmp_path)
+    tracker.start()
+    client = MlflowClient(tracking_uri=tracker.settings.tracking_uri())
+    assert client.get_run(tracker.parent_id).info.status == "RUNNING"
+    tracker.end("FAILED")
+    parent, run = client.get_run(tracker.parent_id), client.get_run(tracker.run_id)
+    assert (parent.info.status, run.info.status) == ("FINISHED", "FAILED")
+    assert parent.info.end_time >= run.info.end_time
+
+
+def test_a_job_stopped_by_ctrl_c_ends_its_run_killed_and_the_interrupt_propagates(tmp_path, invocation):
+    tracking = {"backend": "mlflow", "uri": str(tmp_path / "mlruns")}
+    job = StageSettings.from_config(SECTION, "vgae", "teacher").as_dict()
+    with (
+        pytest.raises(KeyboardInterrupt),
+        tracked_job(tracking, job, {"model": str(tmp_path / "m.pt")}) as tracker,
+    ):
+        raise KeyboardInterrupt
+    client = MlflowClient(tracking_uri=tracker.settings.tracking_uri())
+    assert client.get_run(tracker.run_id).info.status == "KILLED"
+
+
+def test_an_experiment_another_job_creates_first_is_used_not_a_failure(tmp_path, invocation, monkeypatch):
+    # The experiment is missing when this job looks it up and exists when it creates it (another job was faster):
+    # MLflow refuses the second create; the job looks the name up again and tracks into that experiment.
+    import kdgat.tracking.runs as tracking_runs
+
+    real = tracking_runs.mlflow_client
+
+    class Raced:
+        def __init__(self, client):
+            self.client, self.lookups = client, 0
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def get_experiment_by_name(self, name):
+            self.lookups += 1
+            if self.lookups == 1:
+                self.client.create_experiment(name)  # the other job, between this lookup and this create
+                return None
+            return self.client.get_experiment_by_name(name)
+
+    monkeypatch.setattr(tracking_runs, "mlflow_client", lambda settings: Raced(real(settings)))
+    tracker = tracker_of(tmp_path)
+    tracker.start()
+    assert not tracker.disabled and tracker.client.lookups == 2
+    client = MlflowClient(tracking_uri=tracker.settings.tracking_uri())
+    assert tracker.experiment_id == client.get_experiment_by_name("kd_gat").experiment_id
+    assert client.get_run(tracker.run_id).info.experiment_id == tracker.experiment_id
+
+
+def test_an_evaluation_joins_the_latest_run_of_a_model_trained_twice(tmp_path, invocation, monkeypatch):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"the same model, trained by two invocations")
+    made = []
+    for key in ("first", "second"):
+        monkeypatch.setenv(INVOCATION_ENV, f"{invocation}-{key}")
+        tracker = tracker_of(tmp_path)
+        tracker.start()
+        tracker.log_outputs({}, {"model": model})
+        tracker.end("FINISHED")
+        made.append(tracker.run_id)
+    client = MlflowClient(tracking_uri=tracker.settings.tracking_uri())
+    first, second = (client.get_run(run_id) for run_id in made)
+    assert first.info.start_time < second.info.start_time
+    assert first.data.tags["kdgat.model_sha256"] == second.data.tags["kdgat.model_sha256"]
+    figure = tmp_path / "roc.svg"
+    figure.write_text("<svg/>")
+    tracking = {"backend": "mlflow", "uri": str(tmp_path / "mlruns")}
+    assert log_evaluation(tracking, {"gat": model}, {"roc": figure}) == [second.info.run_id]
+    assert client.list_artifacts(first.info.run_id, "evaluation") == []
 
 
 def test_a_deleted_experiment_is_named_in_the_one_warning_and_the_job_goes_on(

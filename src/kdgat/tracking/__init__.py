@@ -14,7 +14,9 @@ Secret on Kubernetes). The first job finds no parent with that key and creates i
 store, a lock file makes find-or-create atomic; against a server two jobs starting at once may both create one:
 each job adopts the parent with the smallest run id when it starts and again when it ends, and a job deletes the
 parent it created when it is not that one. A retried job (same invocation, same outputs) continues its own run; a job
-resumed by a later invocation is a new run (it logs the epochs restored from its checkpoint again).
+resumed by a later invocation is a new run (it logs the epochs restored from its checkpoint again). A user may
+export the key to group invocations: 1-250 letters, digits and ``. _ : + @ / -`` (``check_invocation_key``; MLflow's
+search filters undo no escapes, so a quote or a backslash would never match), refused while the workflow is parsed.
 
 Tracking never breaks a job: the first failure (mlflow missing, server unreachable, store unwritable) is logged
 as one warning, and the job goes on untracked. Against an HTTP server, MLflow's retries are bounded
@@ -44,6 +46,7 @@ from kdgat.tracking.settings import (
     MODEL_ARTIFACT,
     TrackingError,
     TrackingSettings,
+    check_invocation_key,
     ensure_invocation_environment,
     flatten,
     is_file_store,
@@ -68,6 +71,7 @@ __all__ = [
     "NullTracker",
     "TrackingError",
     "TrackingSettings",
+    "check_invocation_key",
     "ensure_invocation_environment",
     "flatten",
     "is_file_store",

@@ -20,12 +20,12 @@ from kdgat.tracking.settings import (
     INVOCATION_ENV,
     PARENT_ROLE,
     TrackingSettings,
+    check_invocation_key,
     flatten,
     is_file_store,
     job_key,
     mlflow_client,
     numeric,
-    quoted,
     retried,
     store_path,
 )
@@ -85,6 +85,8 @@ class MlflowTracker:
         uri = self.settings.tracking_uri()
         self.client = mlflow_client(self.settings)
         invocation = os.environ.get(INVOCATION_ENV, "").strip()
+        if invocation:
+            check_invocation_key(invocation)  # the filters below quote it as it is
         with self._store_lock(uri):
             self.experiment_id = self._experiment()
             if invocation:
@@ -193,7 +195,7 @@ class MlflowTracker:
         return retried(
             lambda: self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`kdgat.invocation` = '{quoted(invocation)}' "
+                filter_string=f"tags.`kdgat.invocation` = '{invocation}' "
                 f"and tags.`kdgat.role` = '{PARENT_ROLE}'",
             )
         )
@@ -227,7 +229,7 @@ class MlflowTracker:
         runs = retried(
             lambda: self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`kdgat.invocation` = '{quoted(invocation)}' "
+                filter_string=f"tags.`kdgat.invocation` = '{invocation}' "
                 f"and tags.`kdgat.job` = '{job_key(self.outputs)}'",
             )
         )

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -140,14 +141,30 @@ def source_commit(path: str | os.PathLike) -> str | None:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
+# What an exported invocation key may hold: MLflow's search filters compare a tag with a quoted literal and undo no
+# escapes, so a key with a quote or a backslash would never find its parent run or a retry's run.
+INVOCATION_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@/-]{0,249}")
+
+
+def check_invocation_key(key: str) -> None:
+    """Refuse an invocation key the tracking searches could not match, naming the variable."""
+    if not INVOCATION_KEY.fullmatch(key):
+        raise ValueError(
+            f"{INVOCATION_ENV}={key!r}: an invocation key is 1-250 letters, digits and . _ : + @ / - (starting "
+            "with a letter or digit); MLflow's search filters cannot match quotes, backslashes or blanks"
+        )
+
+
 def ensure_invocation_environment(source: str | os.PathLike, environ=None) -> tuple[str, ...]:
     """Put the invocation key and the source commit in the environment unless they are there already, and return
     their names with those of MLflow's credential variables that are set (for Snakemake's ``envvars:``, which
     every executor hands to the jobs: Kubernetes in their Secret). The main Snakemake process makes the key once
     per invocation; its jobs inherit it or get it exported, so they keep it; a user may export a key to group
-    invocations."""
+    invocations (refused here, while the workflow is parsed, unless ``check_invocation_key`` takes it)."""
     environ = os.environ if environ is None else environ
-    if not environ.get(INVOCATION_ENV):
+    if environ.get(INVOCATION_ENV):
+        check_invocation_key(environ[INVOCATION_ENV])
+    else:
         started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         environ[INVOCATION_ENV] = f"{started}-{uuid.uuid4().hex[:12]}"
     if COMMIT_ENV not in environ:
@@ -213,10 +230,6 @@ def mlflow_client(settings: TrackingSettings):
 def store_path(uri: str) -> Path:
     """The directory of a file store's URI (percent-escapes decoded: a space is ``%20`` in the URI)."""
     return Path(url2pathname(urlparse(uri).path) if uri.startswith("file:") else uri)
-
-
-def quoted(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def retried(function, attempts: int = 3, pause: float = 0.2):

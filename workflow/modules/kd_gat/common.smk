@@ -223,6 +223,11 @@ def sweep_targets():
 # Experiment tracking: every job of one invocation carries the main process's key (and the catalog's commit) in
 # its environment, so that its run finds the invocation's parent run (kdgat.tracking).
 if KD["tracking"]["backend"] != "none":
+    try:
+        TRACKING_ENVVARS = ensure_invocation_environment(workflow.current_basedir)
+    # an exported KDGAT_TRACKING_INVOCATION that the tracking searches could not match
+    except ValueError as error:
+        raise WorkflowError(f"kd_gat.tracking: {error}") from None
 
     envvars:
-        *ensure_invocation_environment(workflow.current_basedir),
+        *TRACKING_ENVVARS,
