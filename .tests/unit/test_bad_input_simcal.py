@@ -108,6 +108,34 @@ def test_an_adaptive_minimum_above_its_maximum_is_refused_before_any_job_is_subm
     }
 
 
+def test_an_adaptive_maximum_of_no_job_is_refused():
+    """maximum_jobs must be at least 1 (the schema's minimum): a cluster of at most no job never runs anything."""
+    with pytest.raises(
+        ContractError, match=r"^calibration.backend.slurm.adaptive \{.*\}: need .* and maximum_jobs >= 1"
+    ):
+        slurm_scaling({"adaptive": {"minimum_jobs": 0, "maximum_jobs": 0}})
+
+
+def test_a_zero_worker_lifetime_or_stagger_is_refused_naming_the_option():
+    """lifetime and lifetime_stagger must be positive durations; a zero one is named as such."""
+    for key in ("lifetime", "lifetime_stagger"):
+        with pytest.raises(
+            ContractError, match=rf"^calibration.backend.slurm.{key} '0s': must be a positive duration$"
+        ):
+            slurm_cluster_kwargs({key: "0s"})
+
+
+def test_queue_and_partition_name_one_partition():
+    """queue and partition are two names of SLURM's -p: two different ones are refused, the same one twice or
+    either alone is the job's partition."""
+    with pytest.raises(
+        ContractError, match=r"^calibration.backend.slurm: give either 'queue' or 'partition'"
+    ):
+        slurm_cluster_kwargs({"queue": "gpu", "partition": "cpu"})
+    assert slurm_cluster_kwargs({"queue": "gpu", "partition": "gpu"})["queue"] == "gpu"
+    assert slurm_cluster_kwargs({"partition": "cpu"})["queue"] == "cpu"
+
+
 @pytest.mark.parametrize(
     ("backend", "options", "named"),
     [
@@ -469,6 +497,9 @@ def test_the_up_front_check_lets_the_mse_targets_have_missing_fractional_or_hand
     parsed = parse_targets([{"name": "cases", "function": f"simcal.targets:{function}", "column": "cases"}])
     for cases in ([2.0, math.nan, 2.5], pd.Series([1, None, 3], dtype=object)):
         check_observed_columns(pd.DataFrame({"day": [0, 1, 2], "cases": cases}), parsed)
+    # a row with neither a key nor a value (a line of empty fields) holds no observation to lose: not refused as
+    # a value with an empty key
+    check_observed_columns(pd.DataFrame({"day": [0, 1, math.nan], "cases": [2.0, 2.5, math.nan]}), parsed)
 
 
 def test_observed_counts_in_an_object_column_are_numbers_and_a_word_is_named_before_a_number_as_text():
@@ -476,6 +507,22 @@ def test_observed_counts_in_an_object_column_are_numbers_and_a_word_is_named_bef
     check_observed_columns(pd.DataFrame({"day": [0, 1], "cases": pd.Series([1, 2], dtype=object)}), parsed)
     with pytest.raises(ContractError, match=r"must hold numbers; found 'x' at day 2$"):
         check_observed_columns(pd.DataFrame({"day": [0, 1, 2], "cases": ["1", "2", "x"]}), parsed)
+
+
+@pytest.mark.parametrize("blank_lines", [1, 2, 3])
+def test_any_number_of_lines_of_empty_fields_in_the_observed_data_is_left_out_alike(tmp_path, blank_lines):
+    """A CSV's trailing ``,`` lines hold neither a key nor a value: one or several are left out the same way (two
+    were refused as rows sharing "day nan"), by the up-front check and by the target itself."""
+    path = tmp_path / "observed.csv"
+    path.write_text("day,cases\n0,1\n1,2\n" + ",\n" * blank_lines)
+    observed = pd.read_csv(path)
+    assert len(observed) == 2 + blank_lines
+    check_observed_columns(
+        observed,
+        parse_targets([{"name": "c", "function": "simcal.targets:replicate_mean_mse", "column": "cases"}]),
+    )
+    simulated = pd.DataFrame({"replicate": [0, 0], "day": [0, 1], "cases": [2.0, 2.0]})
+    assert targets.replicate_mean_mse(simulated, observed, "cases") == pytest.approx(0.5)  # (1 + 0) / 2
 
 
 def test_a_target_called_directly_names_repeated_observed_keys():
@@ -724,6 +771,9 @@ def test_a_declared_space_refuses_values_outside_its_bounds_naming_the_parameter
         ("negbin_nll", {"dispersion": math.inf}, None, r"dispersion must be a finite number > 0, got inf"),
         ("negbin_nll", {"dispersion": "ten"}, None, r"dispersion must be a finite number > 0, got 'ten'"),
         ("poisson_nll", {"min_mean": math.nan}, None, r"min_mean must be a finite number >= 0, got nan"),
+        # a bool is no number (True would be a dispersion of 1, False a floor of 0), as a parameter's is not
+        ("negbin_nll", {"dispersion": True}, None, r"dispersion must be a finite number > 0, got True"),
+        ("poisson_nll", {"min_mean": False}, None, r"min_mean must be a finite number >= 0, got False"),
         (
             "replicate_mean_mse",
             {},

@@ -45,7 +45,15 @@ def _check_columns(
             raise KeyError(f"{name} data has no column(s) {missing}; it has {list(frame.columns)}")
 
 
+def _without_blank_rows(observed: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
+    """The observed rows less those with an empty key and no value (a CSV's trailing ``,`` lines): they match no
+    simulated row and say nothing, so any number of them is left out alike, not read as a repeated key."""
+    blank = observed[keys].isna().any(axis=1) & observed[column].isna()
+    return observed[~blank] if blank.any() else observed
+
+
 def _observed_series(observed: pd.DataFrame, column: str, keys: list[str]) -> pd.Series:
+    observed = _without_blank_rows(observed, column, keys)
     series = observed.set_index(keys)[column].rename("observed")
     if series.index.has_duplicates:
         _refuse_repeated_keys(observed, keys)
@@ -79,7 +87,8 @@ def check_observed(
 ) -> None:
     """What the built-in targets need of the observed data, checked before any simulation runs: ``column``
     holds finite numbers, each value has a key (``on``, other columns than ``column``) and each key one row, and
-    (``counts``: for a count likelihood) counts >= 0."""
+    (``counts``: for a count likelihood) counts >= 0. Rows with an empty key and no value (lines of empty fields)
+    are left out, by this check and by the targets."""
     keys = _keys(on)
     missing = [c for c in [*keys, column] if c not in observed.columns]
     if missing:
@@ -122,7 +131,7 @@ def check_observed(
             f"so they match no simulated row; the first is row {first + 1} of the data (from 1, the header not "
             f"counted), {column} = {number[first]:g}"
         )
-    _refuse_repeated_keys(observed, keys)
+    _refuse_repeated_keys(_without_blank_rows(observed, column, keys), keys)
     if counts:
         _counts(_observed_series(observed, column, keys), column)
 
