@@ -111,6 +111,26 @@ def test_a_lost_connection_is_retried():
     assert len(handler.seen) == 2
 
 
+def test_the_backoff_between_retries_doubles_from_backoff_s_up_to_max_backoff_s(monkeypatch):
+    """docs/service.md: 503 and connection errors are retried with exponential backoff, each pause at most
+    ``max_backoff_s``; a random factor of 0.5 to 1 spreads the clients (here 1: the pauses at their longest)."""
+    from simcal.service import client as client_module
+
+    def longest(low: float, high: float) -> float:
+        assert (low, high) == (0.5, 1.0)
+        return high
+
+    slept: list[float] = []
+    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    monkeypatch.setattr(client_module.random, "uniform", longest)
+    handler = answers(*[httpx.Response(503)] * 5, httpx.ConnectError("refused"), QUEUED)
+    with SimulationClient(
+        URL, "sc_test-key", backoff_s=1.0, max_backoff_s=5.0, transport=httpx.MockTransport(handler)
+    ) as api:
+        assert api.status("job-1")["status"] == "queued"
+    assert slept == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
 def test_429_past_the_retries_raises_rate_limited_with_the_reason():
     handler = answers(httpx.Response(429, json={"detail": "10 requests per minute"}))
     with client(handler, retries=2) as api, pytest.raises(RateLimited, match="429 10 requests per minute"):
@@ -137,9 +157,12 @@ def test_a_rejected_request_is_not_retried_and_its_reason_reaches_the_caller():
 
 
 def test_an_unknown_job_is_not_found_at_once():
+    """A 404 the service explains (a job it lacks) is its explanation alone: the hint of a wrong URL is for the
+    bare 'Not Found' of a path it has no call under."""
     handler = answers(httpx.Response(404, json={"detail": "no job job-9"}))
-    with client(handler) as api, pytest.raises(NotFound, match="no job job-9"):
+    with client(handler) as api, pytest.raises(NotFound) as raised:
         api.status("job-9")
+    assert str(raised.value) == f"GET {URL}/v1/jobs/job-9: 404 no job job-9"
     assert len(handler.seen) == 1
 
 
@@ -363,6 +386,68 @@ def test_simcal_jobs_cancel_says_whether_the_job_is_still_stopping_or_had_ended(
     )
 
 
+def mocked_jobs_command(monkeypatch, handler):
+    """``simcal.cli.main`` with its ``jobs`` command's client answered by ``handler``."""
+    from simcal.cli import main
+    from simcal.service import client as client_module
+
+    plain = client_module.SimulationClient
+    monkeypatch.setattr(
+        client_module,
+        "SimulationClient",
+        lambda url, key: plain(url, key, transport=httpx.MockTransport(handler)),
+    )
+    return main
+
+
+LISTED = {
+    "job_id": "b6436e68b0b64ec6a8a99f83fe034b00",
+    "status": "failed",
+    "progress": {"done": 7, "total": 9, "failed": 3},
+    "submitted": "2026-01-02T03:04:05Z",
+    "duration_s": 12.34,
+    "fn_ref": MODEL,
+}
+
+
+def test_simcal_jobs_list_asks_for_its_status_and_limit_and_prints_the_jobs_as_json_or_a_table(
+    monkeypatch, capsys
+):
+    """docs/service.md: ``simcal jobs list [--status S] [--limit N] [--json]``, a table of id, status,
+    done/total, failed, submitted, duration, fn_ref."""
+    handler = answers(lambda: httpx.Response(200, json={"jobs": [LISTED]}))
+    main = mocked_jobs_command(monkeypatch, handler)
+    common = ["--url", URL, "--api-key", "sc_test-key"]
+    assert main(["jobs", "list", "--status", "failed", "--limit", "7", "--json", *common]) == 0
+    assert dict(handler.seen[0].url.params) == {"status": "failed", "limit": "7"}
+    assert json.loads(capsys.readouterr().out) == [LISTED]
+    assert main(["jobs", "list", *common]) == 0
+    assert dict(handler.seen[1].url.params) == {"limit": "100"}
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["JOB", "STATUS", "DONE/TOTAL", "FAILED", "SUBMITTED", "DURATION", "FN_REF"]
+    assert row.split() == [LISTED["job_id"], "failed", "7/9", "3", "2026-01-02T03:04:05Z", "12.3s", MODEL]
+    starts = [[word.start() for word in re.finditer(r"\S+", line)] for line in (header, row)]
+    assert starts[0] == starts[1]  # each value under its column's name
+
+
+@pytest.mark.parametrize(
+    ("url", "key", "said"),
+    [
+        ("localhost:8765", "sc_test-key", "service URL 'localhost:8765' is not an http:// or https:// URL"),
+        (URL, None, "no API key: pass api_key or set SIMCAL_API_KEY"),
+    ],
+)
+def test_simcal_jobs_with_a_bad_url_or_no_key_says_so_and_exits_1_without_asking(
+    monkeypatch, capsys, url, key, said
+):
+    monkeypatch.delenv("SIMCAL_API_KEY", raising=False)
+    handler = answers(lambda: httpx.Response(200, json={"jobs": []}))
+    main = mocked_jobs_command(monkeypatch, handler)
+    assert main(["jobs", "list", "--url", url, *(["--api-key", key] if key else [])]) == 1
+    assert capsys.readouterr().err.startswith(f"simcal jobs: {said}")
+    assert handler.seen == []
+
+
 # -- refused before sending ---------------------------------------------------------------------------------------
 
 
@@ -396,12 +481,13 @@ JOB = "88628f459588466fa72de3fc64b11039"
 
 
 @pytest.mark.parametrize(
-    "job_id", [f"{JOB}/results", f"{JOB}?status=x", f"{JOB}#", f"{URL}/v1/jobs/{JOB}", f" {JOB}", "", "../"]
+    "job_id",
+    [f"{JOB}/results", f"{JOB}?status=x", f"{JOB}#", f"{URL}/v1/jobs/{JOB}", f" {JOB}", "", "../", ".", ".."],
 )
 @pytest.mark.parametrize("call", ["status", "cancel", "job", "to_pandas"])
 def test_a_job_id_that_is_not_one_word_is_refused_naming_it_before_anything_is_sent(job_id, call):
     """Put into the path as it was, ``<id>/results`` read the Parquet file as the job's status (a UTF-8 error)
-    and ``<id>?x`` another request's answer."""
+    and ``<id>?x`` another request's answer; httpx makes ``/v1/jobs/.`` the job list and ``/v1/jobs/..`` ``/v1``."""
     handler = answers(QUEUED)
     with (
         client(handler) as api,
@@ -457,10 +543,30 @@ def test_an_https_url_of_a_service_without_tls_fails_at_once_saying_so():
         server.server_close()
 
 
+def test_a_tls_connection_cut_midway_is_retried_as_a_lost_connection_not_refused_as_a_failed_handshake():
+    """Only a handshake that cannot succeed is refused at once: an SSL EOF (the peer closed the TLS connection, as
+    a restarting service does) is a connection cut, retried like any other."""
+    import ssl
+
+    cut = httpx.ReadError("EOF occurred in violation of protocol")
+    cut.__cause__ = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    handler = answers(cut, httpx.Response(200, json={"status": "running"}))
+    with client(handler) as api:
+        assert api.status("job-1")["status"] == "running"
+    assert len(handler.seen) == 2
+
+
 def test_an_unsupported_protocol_is_not_retried():
     handler = answers(httpx.UnsupportedProtocol("Request URL has an unsupported protocol"))
     with client(handler) as api, pytest.raises(httpx.UnsupportedProtocol):
         api.status("job-1")
+    assert len(handler.seen) == 1
+
+
+def test_a_download_over_an_unsupported_protocol_is_not_retried():
+    handler = answers(httpx.UnsupportedProtocol("Request URL has an unsupported protocol"))
+    with client(handler) as api, pytest.raises(httpx.UnsupportedProtocol):
+        Job(api, "job-1").to_pandas()
     assert len(handler.seen) == 1
 
 
@@ -556,6 +662,27 @@ def test_wait_past_its_timeout_raises_timeout_error_and_leaves_the_job_running()
             Job(api, "job-1").wait(timeout=0.3, poll_interval=0.05)
     assert 0.3 <= time.monotonic() - began < 5
     assert {method for method, _ in handler.seen} == {"GET"}  # the job goes on: nothing cancels it
+
+
+def test_wait_polls_no_later_than_its_timeout_when_the_poll_interval_is_longer(monkeypatch):
+    """Job.wait: TimeoutError after ``timeout`` seconds, not after the next whole ``poll_interval``: the last pause
+    is cut to what is left of the timeout (the clock here is the test's: no time passes but the pauses)."""
+    from simcal.service import client as client_module
+
+    clock = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(client_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(client_module.time, "sleep", sleep)
+    handler = fake_service("running")
+    with client(handler) as api, pytest.raises(TimeoutError, match="job job-1 is still running after 2.5 s"):
+        Job(api, "job-1").wait(timeout=2.5, poll_interval=1.0)
+    assert slept == [1.0, 1.0, 0.5] and clock[0] == 1002.5
+    assert len(handler.seen) == 4  # at 0, 1, 2 and 2.5 s
 
 
 @pytest.mark.timeout(15)

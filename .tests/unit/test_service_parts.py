@@ -830,6 +830,30 @@ def test_a_scheduler_address_dask_could_never_connect_to_is_refused_naming_it(ad
         assert Cluster(fine).scheduler == fine
 
 
+def test_an_in_process_scheduler_address_is_taken_without_a_port():
+    """inproc:// addresses (a scheduler in the same process) name no host and port; they are Dask's own and are
+    taken as they are."""
+    from distributed.comm.inproc import new_address
+
+    from simcal.service.cluster import Cluster
+
+    address = new_address()
+    assert Cluster(address).scheduler == address
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "2", True, None])
+def test_a_local_cluster_of_anything_but_a_whole_number_of_workers_from_one_is_refused(workers):
+    """Cluster(workers=...): an integer >= 1, checked with or without a scheduler; a bool is no count of workers."""
+    from simcal.service.cluster import Cluster
+
+    for scheduler in (None, "tcp://127.0.0.1:8786"):
+        with pytest.raises(
+            ValueError, match=rf"^--workers {re.escape(repr(workers))}: expected an integer >= 1$"
+        ):
+            Cluster(scheduler, workers=workers)
+    assert Cluster(None, workers=1).workers == 1
+
+
 def test_whole_number_options_take_both_ends_of_their_range_and_nothing_beyond():
     """simcal serve --port 0..65535 (0: any free port) and simcal jobs list --limit 1..1000 (the API's range): the
     ends are values a user may give, one past them is refused naming the range."""

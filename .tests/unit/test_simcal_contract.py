@@ -1038,6 +1038,16 @@ def test_duplicate_parameter_sets_are_merged_with_one_log_line(caplog):
     assert not caplog.records
 
 
+def test_the_merge_log_line_names_five_merged_groups_and_counts_the_others(caplog):
+    """One line however many sets were merged: the first five groups by param_id, then how many more."""
+    caplog.set_level(logging.INFO, logger="simcal")
+    tasks = plan_tasks([{"a": i} for i in range(7)] * 2, replicates=1)
+    assert len(tasks) == 7
+    (merged,) = [r.getMessage() for r in caplog.records if "merged" in r.getMessage()]
+    groups = ", ".join(f"param_id {task.param_id} (2 rows)" for task in tasks[:5])
+    assert merged == f"7 duplicate parameter set(s) merged into the first of each: {groups}, and 2 more"
+
+
 def test_dict_outputs_stack_tables_and_repeat_scalars():
     out = normalise_output({"curve": pd.DataFrame({"t": [0, 1]}), "peak": np.int64(7), "r0": 2.5})
     assert list(out["table"]) == ["curve", "curve"]

@@ -19,6 +19,7 @@ import dask
 import psutil
 import pytest
 
+from simcal import isolate
 from simcal.isolate import IsolationFailed, SimulationCrashed, run_isolated
 from simcal.outcomes import BYSTANDER_DEATHS, UNCONFIRMED_DEATHS, Deaths
 from simcal.tasks import Batch, plan_tasks
@@ -431,3 +432,38 @@ def test_a_model_whose_import_hangs_is_a_timeout_row_naming_the_start_up(tmp_pat
     rows = run_isolated("hung_import_model:quick", Batch(tasks, "k", None), None, timeout_s, worker=None)
     assert list(rows["status"]) == ["timeout"]
     assert "had not imported hung_import_model:quick after 3 s" in rows["error"].iloc[0]
+
+
+class PolledChild:
+    """Stands in for the child process that ``_wait`` polls: running for ``polls`` polls, then exited (0)."""
+
+    pid = 4_000_000  # never signalled: the test records _end_group's calls instead
+
+    def __init__(self, polls: int):
+        self.left, self.returncode = polls, None
+
+    def poll(self) -> int | None:
+        if self.left:
+            self.left -= 1
+            return None
+        self.returncode = 0
+        return 0
+
+    def wait(self) -> int | None:
+        return self.returncode
+
+
+def test_the_start_up_limit_ends_only_a_child_that_has_not_imported_its_model(tmp_path, monkeypatch):
+    """STARTUP_S is for the child to start and import the model: once it has (its ``started`` file), a simulation
+    that runs on past STARTUP_S is not ended (no timeout_s here: nothing ends it); before, it is."""
+    ended = []
+    monkeypatch.setattr(isolate, "_end_group", ended.append)
+    monkeypatch.setattr(isolate, "STARTUP_S", 0.01)  # the child runs for 4 polls, 0.2 s
+    started, result = tmp_path / isolate.STARTED, tmp_path / "rows.pkl"
+    started.touch()
+    assert (isolate._wait(PolledChild(4), started, result, None, None), ended) == ("exited", [])
+    started.unlink()
+    assert (isolate._wait(PolledChild(4), started, result, None, None), ended) == (
+        "start-up",
+        [PolledChild.pid],
+    )

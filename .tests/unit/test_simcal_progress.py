@@ -11,8 +11,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -411,6 +413,11 @@ def test_a_path_without_a_sweep_is_named_and_hides_none_of_the_others(tmp_path, 
         "(neither gone.parquet.progress.json nor a directory)",
     ]
     assert main(["status", str(notes)]) == 2 and "no sweeps found" not in capsys.readouterr().err
+    broken = tmp_path / "c.parquet.progress.json"
+    broken.write_text('{"state": "running", "done": 1')  # cut short: unreadable (1)
+    # A path without a sweep (2) outweighs an unreadable file (1), as ls's missing argument does its minor trouble.
+    assert main(["status", str(tmp_path), str(notes)]) == 2
+    assert "cannot read" in capsys.readouterr().err
     missing = []
     assert find_progress_files([notes, outputs[1]], missing) == [Path(f"{outputs[1]}.progress.json")]
     assert missing == [f"{notes}: no sweep progress here (neither notes.txt.progress.json nor a directory)"]
@@ -730,3 +737,122 @@ def test_a_sweep_in_a_container_that_has_the_hosts_name_is_not_judged_by_this_ho
     assert read_progress(progress.path)["state"] == "stale"  # silent for an hour
     progress.path.write_text(json.dumps(elsewhere | {"pid_namespace": record["pid_namespace"]}))
     assert read_progress(progress.path)["state"] == "stopped"  # this namespace's PID 1 is not the sweep
+
+
+def test_a_message_of_several_lines_shows_its_first_marked_cut_and_one_of_exactly_the_width_whole():
+    """format_messages: the first line of a message, cut at ``width`` characters; " ..." says that something was
+    left out, whether the cut was in the line or below it (the rest of a traceback), and only then."""
+    rows = [
+        {"progress_file": "a.parquet.progress.json", "message": "RuntimeError: boom\nTraceback, second line"},
+        {"progress_file": "b.parquet.progress.json", "message": "x" * 20},
+        {"progress_file": "c.parquet.progress.json", "message": "y" * 21},
+        {"progress_file": "d.parquet.progress.json", "message": None},
+    ]
+    assert progress_module.format_messages(rows, width=20) == [
+        "a.parquet: RuntimeError: boom ...",
+        f"b.parquet: {'x' * 20}",
+        f"c.parquet: {'y' * 20} ...",
+    ]
+
+
+def test_a_progress_file_that_fails_again_after_it_was_written_again_is_warned_about_again(tmp_path, caplog):
+    """Once per kind of error *while it lasts*: a write that succeeds ends it (one line saying so, not one at every
+    later rewrite), and the same error coming back later is warned about again."""
+    caplog.set_level(logging.INFO, logger="simcal.progress")
+    progress = Progress(tmp_path / "sims.parquet", "local")
+    progress.plan(10, 0, 0)
+    for _ in range(2):
+        progress.path.unlink(missing_ok=True)
+        progress.path.mkdir()  # os.replace onto it fails with IsADirectoryError
+        progress.report(force=True)
+        progress.report(force=True)
+        progress.path.rmdir()
+        progress.report(force=True)
+        progress.report(force=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("Is a directory" in w for w in warnings), warnings
+    assert caplog.text.count(f"{progress.path} is written again") == 2
+
+
+class SteppedEvent:
+    """Stands in for kept_fresh's stop event: each wait() of its thread returns only when the test calls step(),
+    which returns once the thread waits again (one rewrite check per step, no sleeping on either side)."""
+
+    made: list[SteppedEvent] = []
+
+    def __init__(self):
+        self.go, self.waiting, self.stopped = threading.Semaphore(0), threading.Semaphore(0), False
+        SteppedEvent.made.append(self)
+
+    def wait(self, timeout=None) -> bool:
+        self.waiting.release()
+        self.go.acquire()
+        return self.stopped
+
+    def set(self) -> None:
+        self.stopped = True
+        self.go.release()
+
+    def step(self) -> None:
+        self.go.release()
+        assert self.waiting.acquire(timeout=10)
+
+
+def test_kept_fresh_rewrites_a_running_sweeps_file_once_it_is_every_s_old_and_never_after_it_finished(
+    tmp_path, clock, monkeypatch
+):
+    """kept_fresh's thread rewrites the file only when it is ``every_s`` old (the sweep's own writes count) and
+    only while the sweep is starting or running: after finish(), the record written there is the last."""
+    SteppedEvent.made.clear()
+    fake = SimpleNamespace(Event=SteppedEvent, Thread=threading.Thread, RLock=threading.RLock)
+    monkeypatch.setattr(progress_module, "threading", fake)
+    progress = Progress(tmp_path / "a.parquet", "local", every_s=10)
+    progress.plan(10, 0, 0)
+    progress.report(force=True)  # written at 1000
+    with progress.kept_fresh():
+        (event,) = SteppedEvent.made
+        assert event.waiting.acquire(timeout=10)  # the thread waits for its first check
+        progress.path.unlink()
+        clock.now += 9  # 9 s old: fresh
+        event.step()
+        assert not progress.path.exists()
+        clock.now += 2  # 11 s old
+        event.step()
+        assert (written(progress)["state"], written(progress)["updated_epoch"]) == ("running", 1011.0)
+        progress.finish("finished")
+        progress.path.unlink()
+        clock.now += 60
+        event.step()
+        assert not progress.path.exists()
+
+
+def test_a_sweep_whose_process_start_this_host_cannot_tell_is_judged_by_its_pid(tmp_path, monkeypatch):
+    """_alive: where /proc does not say when the PID's process started (hidden from this user, or ended just now),
+    the PID decides: a live PID is a running sweep, not a stopped one."""
+    progress = Progress(tmp_path / "a.parquet", "local", every_s=5)
+    progress.plan(10, 0, 0)
+    progress.report(force=True)
+    progress.path.write_text(
+        json.dumps(written(progress) | {"pid": os.getpid(), "pid_start": "1@another-boot"})
+    )
+    assert read_progress(progress.path)["state"] == "stopped"  # /proc says: another start
+    monkeypatch.setattr(progress_module, "process_start", lambda pid: None)
+    assert read_progress(progress.path)["state"] == "running"
+
+
+@pytest.mark.parametrize("pid", [0, None])
+def test_a_running_record_of_this_host_whose_pid_is_zero_or_missing_is_stopped(tmp_path, pid):
+    """No process has PID 0 (os.kill(0, 0) would signal this reader's own process group and succeed)."""
+    progress = Progress(tmp_path / "a.parquet", "local", every_s=5)
+    progress.plan(10, 0, 0)
+    progress.report(force=True)
+    record = {key: value for key, value in written(progress).items() if key not in ("pid", "pid_start")}
+    progress.path.write_text(json.dumps(record | ({} if pid is None else {"pid": pid})))
+    assert read_progress(progress.path)["state"] == "stopped"
+
+
+def test_a_pid_namespace_that_is_no_string_is_named(tmp_path):
+    path = tmp_path / "a.parquet.progress.json"
+    path.write_text('{"state": "running", "pid": 1, "pid_namespace": 4026531836}')
+    with pytest.raises(ValueError, match=r"progress record .*: pid_namespace is 4026531836, not a string"):
+        read_progress(path)

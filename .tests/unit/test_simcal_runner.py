@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import stat
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import dask
 import pandas as pd
@@ -1424,6 +1426,64 @@ def test_worker_lifetime_is_shorter_than_the_walltime():
         walltime_seconds("1h")
 
 
+def test_a_walltime_in_days_counts_its_hours_minutes_and_seconds_too():
+    """SLURM's D-HH, D-HH:MM and D-HH:MM:SS: every part counts (a part dropped lets workers outlive the walltime)."""
+    assert walltime_seconds("1-02") == 86400 + 2 * 3600
+    assert walltime_seconds("1-02:03") == 86400 + 2 * 3600 + 3 * 60
+    assert walltime_seconds("1-02:03:04") == 86400 + 2 * 3600 + 3 * 60 + 4
+
+
+def test_each_worker_process_of_a_gpu_job_gets_at_least_one_gpu_resource():
+    """gpus per job split over the job's worker processes, never to 0: a worker with GPU=0 never runs a task that
+    asks resources={"GPU": 1}."""
+    for gpus, processes, each in ((1, 2, 1), (4, 2, 2), (2, 1, 2)):
+        args = slurm_cluster_kwargs({"gpus": gpus, "processes": processes})["worker_extra_args"]
+        assert args[args.index("--resources") + 1] == f"GPU={each}", (gpus, processes, args)
+    assert "--resources" not in slurm_cluster_kwargs({})["worker_extra_args"]
+
+
+def test_the_death_timeout_of_slurm_workers_is_the_configured_one_else_60_s():
+    """calibration.backend.slurm.death_timeout: seconds a worker whose scheduler vanished waits before it exits
+    (default 60)."""
+    assert slurm_cluster_kwargs({})["death_timeout"] == 60
+    assert slurm_cluster_kwargs({"death_timeout": 120})["death_timeout"] == 120
+
+
+def test_the_local_backend_runs_a_worker_per_thread_of_the_rule_unless_workers_is_given():
+    """calibration.backend.local: "workers defaults to the rule's threads" (at least one)."""
+    from simcal.backends import local_cluster_shape
+
+    assert local_cluster_shape({}, threads=3) == (3, 1, True)
+    assert local_cluster_shape({}, threads=0) == (1, 1, True)
+    assert local_cluster_shape({"workers": 2, "threads_per_worker": 4, "processes": False}, threads=3) == (
+        2,
+        4,
+        False,
+    )
+
+
+def test_the_scheduler_address_option_wins_over_dask_scheduler_address(monkeypatch):
+    """calibration.backend.scheduler.address, "null reads DASK_SCHEDULER_ADDRESS": the environment is the fallback."""
+    from simcal.backends import scheduler_address
+
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://from-the-environment:8786")
+    assert scheduler_address({"address": "tcp://from-the-config:8786"}) == "tcp://from-the-config:8786"
+    assert scheduler_address({"address": None}) == "tcp://from-the-environment:8786"
+
+
+def test_with_a_client_given_the_backend_name_is_checked_but_not_its_options():
+    """check_backend: with a client given, the options would start nothing and are not read further (a scheduler
+    backend needs no address then); the backend's name is still checked."""
+    from simcal.backends import check_backend
+
+    with pytest.raises(ContractError, match="no address"):
+        check_backend("scheduler", {"address": None})
+    check_backend("scheduler", {"address": None}, client=object())
+    check_backend("local", {"workers": 0}, client=object())
+    with pytest.raises(ContractError, match="'locall' is unknown"):
+        check_backend("locall", {}, client=object())
+
+
 @pytest.mark.parametrize(("failures", "exit_code"), [(2, 0), (3, 1)])
 def test_the_reaper_cancels_the_worker_jobs_once_the_driver_is_gone_asking_scancel_up_to_three_times(
     tmp_path, monkeypatch, failures, exit_code
@@ -1458,6 +1518,130 @@ def test_sigterm_becomes_an_exception_that_unwinds_the_block():
                 closed.append(True)
     assert closed == [True]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sighup_too_becomes_terminated_with_the_shells_exit_status_of_the_signal():
+    """Terminated is raised for SIGTERM and SIGHUP (a closed terminal or session ends the driver too), with the
+    status a shell gives a process that signal killed (128 + its number); the handler found is put back after."""
+
+    def ignored(signum, frame):  # were SIGHUP left alone, its default action would end pytest itself
+        pass
+
+    previous = signal.signal(signal.SIGHUP, ignored)
+    try:
+        with pytest.raises(Terminated) as caught:
+            with close_on_signals():
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(2)
+        assert caught.value.code == 128 + signal.SIGHUP
+        assert signal.getsignal(signal.SIGHUP) is ignored
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_the_reaper_runs_in_a_session_of_its_own_so_the_drivers_process_group_signal_spares_it():
+    """A SIGKILL or Ctrl-C sent to the driver's process group must not take the reaper with it: it is the one left
+    to cancel the worker jobs."""
+    reaper = start_reaper("dask-worker-0a1b2c3d")
+    try:
+        assert os.getsid(reaper.pid) == reaper.pid != os.getsid(0)
+    finally:
+        reaper.kill()
+        reaper.wait(timeout=30)
+        reaper.stdin.close()
+
+
+class FakeReaper:
+    """What slurm_cluster does with the reaper process: closes its stdin and waits for it."""
+
+    def __init__(self, job_name: str, events: list):
+        self.job_name, self.events, self.pid = job_name, events, 0
+        self.stdin = SimpleNamespace(close=lambda: events.append("reaper told"))
+
+    def wait(self, timeout=None):
+        self.events.append("reaper waited")
+        return 0
+
+
+def fake_slurm(monkeypatch) -> SimpleNamespace:
+    """dask_jobqueue.SLURMCluster and the reaper replaced by recorders: what slurm_cluster asked of them."""
+    import dask_jobqueue
+
+    from simcal import backends
+
+    seen = SimpleNamespace(kwargs=None, adapt=None, reaper=None, events=[])
+
+    class FakeSLURMCluster:
+        def __init__(self, **kwargs):
+            seen.kwargs = kwargs
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.events.append("cluster closed")
+
+        def adapt(self, **scaling):
+            seen.adapt = scaling
+
+        def job_script(self):
+            return "#!/bin/sh"
+
+    def reaper(job_name):
+        seen.reaper = FakeReaper(job_name, seen.events)
+        return seen.reaper
+
+    monkeypatch.setattr(dask_jobqueue, "SLURMCluster", FakeSLURMCluster)
+    monkeypatch.setattr(backends, "start_reaper", reaper)
+    return seen
+
+
+def test_a_slurm_cluster_names_its_jobs_as_its_reaper_cancels_them_and_tells_the_reaper_on_every_exit(
+    monkeypatch,
+):
+    """The reaper cancels the worker jobs by their name: the jobs must get the very name it was given
+    (dask-worker-<run id>). The cluster scales adaptively within slurm_scaling's bounds, and when the block ends,
+    also by an error, the cluster is closed, then the reaper is told (its stdin closed) and waited for."""
+    from simcal.backends import slurm_cluster
+
+    seen = fake_slurm(monkeypatch)
+    with pytest.raises(RuntimeError, match="the sweep failed"):
+        with slurm_cluster({"walltime": "00:30:00", "adaptive": {"minimum_jobs": 1, "maximum_jobs": 4}}):
+            assert seen.events == []
+            raise RuntimeError("the sweep failed")
+    assert re.fullmatch(r"dask-worker-[0-9a-f]{8}", seen.reaper.job_name)
+    assert seen.kwargs["job_name"] == seen.reaper.job_name
+    assert seen.adapt == {"minimum_jobs": 1, "maximum_jobs": 4}
+    assert seen.events == ["cluster closed", "reaper told", "reaper waited"]
+    with slurm_cluster({"jobs": 3}):
+        pass
+    assert seen.adapt == {"minimum_jobs": 3, "maximum_jobs": 3}  # replaced when they retire
+
+
+def test_the_slurm_backend_drops_a_retired_workers_job_from_the_plan_after_3_s_while_its_cluster_lives(
+    monkeypatch,
+):
+    """A retired worker's job leaves the adaptive plan after distributed.deploy.lost-worker-timeout; the slurm
+    backend holds it at 3 s (Dask's 15 s leaves the sweep a worker short for that long) while its cluster lives,
+    and gives the old value back."""
+    from dask.utils import parse_timedelta
+
+    from simcal import backends
+
+    seen = []
+
+    @contextlib.contextmanager
+    def cluster(options):
+        seen.append(parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")))
+        with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as local:
+            yield local
+
+    monkeypatch.setattr(backends, "slurm_cluster", cluster)
+    before = dask.config.get("distributed.deploy.lost-worker-timeout")
+    with backends.dask_client("slurm", {"walltime": "00:30:00"}):
+        assert parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")) == 3
+    assert seen == [3]
+    assert dask.config.get("distributed.deploy.lost-worker-timeout") == before
 
 
 RUN_SWEEP = """
