@@ -318,6 +318,39 @@ def test_compressed_logs_in_a_dataset_folder_are_refused_not_left_out(tmp_path):
     }
 
 
+def test_a_folders_logs_come_in_path_order_whatever_order_the_file_system_lists_them_in(tmp_path):
+    # kdgat.layout._logs: "sorted". The order of the logs decides the preprocessed data, so a folder (subfolders
+    # included) must give the same list on every file system; the names are created in neither sorted nor reverse
+    # order, so a listing in creation order (or its reverse, or a hash order) is not the sorted one.
+    names = ["k.csv", "b.txt", "sub/z.csv", "e.log", "a.csv", "sub/c.csv", "m.csv", "d.txt", "h.csv", "c.log"]
+    for folder in ("train_01_x", "test_01_dos"):
+        for name in names:
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            write(tmp_path / folder, name, HCRL_ROWS)
+    train, test = discover_layout(tmp_path)
+    expected = sorted(names)
+    assert [f.relative_to(tmp_path / "train_01_x").as_posix() for f in train] == expected
+    assert [f.relative_to(tmp_path / "test_01_dos").as_posix() for f in test["dos"]] == expected
+
+
+def test_compressed_logs_in_a_fusion_folder_are_refused_even_where_no_fusion_split_is_written(tmp_path):
+    # A fusion_*/ folder holding only compressed captures, with preprocess.held_out naming no fusion split: not
+    # left out as "not a log" without a word (its uncompressed captures would be refused), but named as compressed.
+    for folder, name in [
+        ("train_01_x", "normal.csv"),
+        ("test_01_dos", "dos.csv"),
+        ("fusion_01_x", "rpm.csv.gz"),
+    ]:
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder, name, HCRL_ROWS)
+    with pytest.raises(
+        LayoutError,
+        match=r"^datasets.lab.path: 1 compressed CAN log\(s\) \(fusion_01_x/rpm.csv.gz\), which the readers do not "
+        r"read: decompress them first \(e.g. gunzip rpm.csv.gz\)",
+    ):
+        dataset_logs("lab", {"path": str(tmp_path)}, held_out=())
+
+
 def test_two_test_folders_of_one_scenario_are_one_scenario_with_both_logs(tmp_path):
     for folder, name in [("train_01_x", "t.csv"), ("test_01_dos", "a.csv"), ("test_02_dos", "b.csv")]:
         (tmp_path / folder).mkdir()

@@ -9,7 +9,7 @@ import pytest
 
 from kdgat import compiled
 from kdgat.can import can_4col, reader
-from kdgat.can.decode import timestamps
+from kdgat.can.decode import block_size, dlc_values, timestamps
 from kdgat.can.messages import CanFormatError
 from kdgat.can.reader import read_can_file
 
@@ -38,6 +38,27 @@ def test_infinite_timestamps_parsed_by_the_csv_reader_are_bad():
     values, bad = timestamps(pa.array([1.0, float("inf"), float("-inf"), float("nan"), None]))
     assert bad.tolist() == [False, True, True, True, True]
     assert values[bad].tolist() == [0.0] * 4
+
+
+def test_a_field_that_is_not_a_data_length_code_is_bad_and_gets_0():
+    dlc, bad = dlc_values(pa.array(["0", "8", "9", "x", "", None]))
+    assert bad.tolist() == [False, False, True, True, True, True]
+    assert dlc.tolist() == [0, 8, 0, 0, 0, 0]
+
+
+def test_the_csv_reader_reads_a_file_of_up_to_256_mb_in_one_block(tmp_path):
+    """block_size: the file's size and one byte more (at least 1 MiB), up to 256 MiB: a file of up to 256 MB
+    comes as single chunks. Sparse files: nothing is written."""
+    path = tmp_path / "log.csv"
+    for size, expected in [
+        (10, 1 << 20),
+        (200 << 20, (200 << 20) + 1),
+        ((256 << 20) - 1, 256 << 20),
+        (300 << 20, 256 << 20),
+    ]:
+        with open(path, "wb") as handle:
+            handle.truncate(size)
+        assert block_size(path) == expected, size
 
 
 def test_the_fast_path_leaves_an_infinite_timestamp_to_the_exact_path(tmp_path):

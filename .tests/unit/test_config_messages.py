@@ -126,3 +126,23 @@ def test_an_unreadable_config_file_is_not_named_and_does_not_raise(tmp_path):
     config = {"kd_gat": {"seeds": [1], "epochs": "x"}}
     line = config_problem(problem_of(config), [broken, tmp_path / "missing.yaml"], {})
     assert line.startswith("config key kd_gat.epochs (set in no config file or --config")
+
+
+def test_a_mapping_missing_one_of_its_required_keys_is_named_for_that_key_only(tmp_path):
+    schema = {
+        "type": "object",
+        "properties": {"kd_gat": {"type": "object", "required": ["seeds", "epochs"]}},
+    }
+    config = {"kd_gat": {"epochs": 3}}
+    file = configfile(tmp_path, "config.yaml", config)
+    (problem,) = jsonschema.Draft202012Validator(schema).iter_errors(config)
+    line = config_problem(problem, [file], {})
+    assert line == f"config key kd_gat.seeds (set in {file}): a required key is missing from kd_gat"
+
+
+def test_a_top_level_value_from_the_command_line_gets_no_hint_about_values_inside_a_mapping():
+    """--config reads a top-level value as YAML: `kd_gat=text` is the text 'text' because it is text, not because
+    it sits in a mapping, so the hint for nested values would mislead."""
+    config = {"kd_gat": "text"}
+    line = config_problem(problem_of(config), [], {"kd_gat": "text"})
+    assert line == "config key kd_gat (set in --config): 'text' is not of type 'object'"

@@ -8,7 +8,7 @@ from torch_geometric.nn import GATConv
 
 from kdgat.inference import WindowDetector, fusion_inputs, score_graphs
 from kdgat.models import GAT, LEARNT, NUM_ACTIONS, VGAE, QNetwork
-from kdgat.models.dense import DenseGATLayer, attention_mask
+from kdgat.models.dense import DenseGATLayer, DenseMLP, attention_mask
 from kdgat.presets import resolve_preset
 from kdgat.testing import toy_graphs
 
@@ -60,6 +60,35 @@ def test_dense_layer_equals_gatconv_with_self_loops_repeats_and_isolated_nodes(h
 def test_dense_layer_refuses_a_gatconv_it_would_not_equal(conv):
     with pytest.raises(ValueError, match="DenseGATLayer"):
         DenseGATLayer(conv)
+
+
+@pytest.mark.parametrize(
+    "settings, eps",
+    [({"negative_slope": 0.9}, 1e-5), ({"bias": False}, 1e-5), ({}, 0.1)],
+    ids=["leaky relu slope", "no bias", "batch norm eps"],
+)
+def test_dense_layer_equals_a_gatconv_and_batch_norm_built_with_other_than_the_defaults(settings, eps):
+    # The layer takes every setting from the modules it is given, not PyG's or torch's defaults (slope 0.2, a
+    # bias, eps 1e-5), which the shipped models happen to use.
+    torch.manual_seed(5)
+    conv = GATConv(7, 5, heads=2, **settings).eval()
+    norm = nn.BatchNorm1d(10, eps=eps).eval()
+    randomise_norm_statistics(norm, 5)
+    norm.running_var[0] = 0.0  # where eps matters most
+    x = torch.randn(6, 7)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5], [1, 2, 0, 0, 1, 2]])
+    with torch.no_grad():
+        dense = DenseGATLayer(conv, norm)(x, attention_mask(edge_index, 6))
+        assert torch.allclose(dense, norm(conv(x, edge_index)), atol=1e-5)
+
+
+def test_dense_mlp_refuses_a_module_it_does_not_evaluate_naming_it():
+    # DenseMLP evaluates Linear / ReLU / LayerNorm / Dropout only: another module (an activation the head might
+    # gain) would be skipped silently, the detector's decisions no longer those of the trained model.
+    with pytest.raises(ValueError, match=r"^DenseMLP does not support Tanh$"):
+        DenseMLP(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+    steps = DenseMLP(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.5))).steps
+    assert [kind for kind, _ in steps] == ["linear", "relu"]
 
 
 @pytest.mark.parametrize(

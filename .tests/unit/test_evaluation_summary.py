@@ -869,6 +869,32 @@ def test_a_fusion_exactly_the_tolerance_below_its_better_input_holds_the_floor_i
     assert f"The fusion is within {FUSION_TOLERANCE} of it or above it in 1 of 1 cells." in markdown
 
 
+def test_a_fusion_exactly_the_tolerance_below_its_better_input_on_every_seed_is_counted_as_not_worse():
+    """The per-seed count is of cells with gain ≥ −FUSION_TOLERANCE: a fusion that loses exactly the tolerance
+    (F1 0 against 0.005, exact in binary subtraction) is within it."""
+    table = _floor_rows({"gat": [FUSION_TOLERANCE] * 2, "vgae": [0.0] * 2, "fusion": [0.0] * 2})
+    fusion = fusion_summary(table)
+    assert fusion["gain"].tolist() == [-FUSION_TOLERANCE]
+    section = summary_markdown(pd.DataFrame(columns=["seeds"]), fusion=fusion)
+    assert f"within {FUSION_TOLERANCE} of the better input or above it in 1.\n" in section
+
+
+def test_the_per_scenario_tables_put_the_variants_in_the_chains_order_whatever_order_the_rows_come_in():
+    """One column per variant, teacher, student_kd, student (kdgat.chain.VARIANTS), even when the metrics files,
+    and so the rows, come student first."""
+    scenarios = pd.DataFrame(
+        [
+            {"dataset": "ds", "scenario": "dos", "model": "gat", "variant": variant, "f1_mean": f1, "f1_half": 0.01,
+             "roc_auc_mean": f1, "roc_auc_half": 0.01}
+            for variant, f1 in (("student", 0.7), ("student_kd", 0.8), ("teacher", 0.9))
+        ]
+    )  # fmt: skip
+    markdown = summary_markdown(pd.DataFrame(columns=["seeds"]), scenarios=scenarios)
+    f1 = markdown.split("## F1 per test scenario")[1].split("## ROC-AUC per test scenario")[0]
+    assert "| dataset | scenario | model | teacher | student_kd | student |" in f1
+    assert "| ds | dos | gat | 0.900 ± 0.010 | 0.800 ± 0.010 | 0.700 ± 0.010 |" in f1
+
+
 def test_markdown_tables_right_align_the_columns_of_numbers_only():
     """markdown_table: a column whose every cell is a number, an interval or n/a is right-aligned ("---:"); a
     column with any text stays left-aligned."""

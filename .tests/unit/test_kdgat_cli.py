@@ -356,6 +356,14 @@ def test_a_list_option_given_twice_keeps_every_value_not_the_last_only(tmp_path,
          "kd_gat.training.dqn is [1], not a mapping: a flag sets kd_gat.training.dqn.lr"),
         (["train", "dqn", "--set", "tracking=5", "--tracking", "mlflow"], "kd_gat.tracking must be a mapping, got 5"),
         (["train", "dqn", "--set", "tracking=[1]"], "kd_gat.tracking must be a mapping, got [1]"),
+        # A boolean is no integer here, though Python's bool is one (True would be 1 thread, or seed 1).
+        (["train", "dqn", "--set", "seeds=[true]"], "kd_gat.seeds must be a list of integer seeds, got [True]"),
+        (["evaluate", "--set", "threads=true"], "evaluation.threads must be an integer >= 1, got True"),
+        # A --set that goes below a value which is no mapping (an AttributeError traceback otherwise).
+        (["evaluate", "--set", "speed=5", "--set", "speed.repeats=3"],
+         "--set speed.repeats: evaluation.speed is 5, not a mapping"),
+        (["preprocess", "--test", "dos="], "--test expects NAME=FILE, got 'dos='"),
+        (["summarize", "--history", "teacher/gnn=a_file"], "--history teacher/gnn=...: expected <variant>/<stage>"),
     ],
 )  # fmt: skip
 def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(
@@ -365,6 +373,8 @@ def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(
         "train": ["--data", str(tmp_path), "--vgae", "v", "--gat", "g"],
         "evaluate": ["--dataset", "x", "--variant", "teacher", "--data", str(tmp_path), "--chain", "c"],
         "baselines": ["--dataset", "x", "--data", str(tmp_path)],
+        "preprocess": ["--dataset", "x", "--train", "a.csv"],
+        "summarize": ["--metrics", "m.json"],
     }[args[0]]
     monkeypatch.chdir(tmp_path)
     Path("a_file").write_text("")
@@ -784,6 +794,7 @@ def test_a_gpu_the_job_holds_but_cannot_use_fails_loudly(tmp_path, monkeypatch, 
     assert main([*args, "--device", "cuda"]) == 1
     assert "GPUUnusableError" in stderr_text() and "device 'cuda' requested" in stderr_text()
     assert "Install a CUDA build: pip install torch==" in stderr_text()  # the command that fixes it
+    assert "Traceback" not in stderr_text()  # the message is the whole story (kdgat.cli._explained)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what SLURM sets for a job holding a GPU
     assert main([*args, "--device", "auto"]) == 1
     assert "this job holds a GPU (CUDA_VISIBLE_DEVICES=0)" in stderr_text()
@@ -900,3 +911,259 @@ def test_a_dict_without_both_the_fingerprint_and_epoch_of_a_checkpoint_is_refuse
     assert torch.load(other, weights_only=False) == saved and not (tmp_path / "o").exists()
     torch.save({"fingerprint": "0123456789abcdef", "epoch": 3}, other)
     assert not_a_checkpoint(other) is None
+
+
+def recorded_calls(monkeypatch, module, name: str) -> list[dict]:
+    """The keyword arguments of each call of ``module.name``, which records them instead of doing the work (its
+    signature kept: the commands read it)."""
+    import functools
+
+    calls = []
+
+    @functools.wraps(getattr(module, name))
+    def recording(**kwargs):
+        calls.append(kwargs)
+        return {}
+
+    monkeypatch.setattr(module, name, recording)
+    return calls
+
+
+def test_a_workflow_config_whose_section_is_no_mapping_is_refused_naming_the_key(tmp_path, stderr_text):
+    config = tmp_path / "config.yaml"
+    config.write_text("datasets: {}\nevaluation: [0.1, 0.2]\n")
+    args = ["baselines", "--config", str(config), "--dataset", "x", "--data", str(tmp_path), "--out", "o"]
+    assert main(args) == 2
+    assert f"{config}: config key 'evaluation' must be a mapping" in stderr_text()
+    assert "Traceback" not in stderr_text()
+
+
+def test_an_empty_settings_file_is_no_settings_and_a_file_of_no_mapping_or_no_yaml_is_named(
+    tmp_path, capsys, restore_logging
+):
+    args = ["train", "vgae", "--data", "d", "--out", "o", "--print-settings"]
+    assert main(args) == 0
+    without = json.loads(capsys.readouterr().out)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    assert main([*args, "--config", str(empty)]) == 0
+    assert json.loads(capsys.readouterr().out) == without
+    listed, broken = tmp_path / "list.yaml", tmp_path / "broken.yaml"
+    listed.write_text("- seeds\n- device\n")
+    broken.write_text("seeds: [1, 2\n")
+    assert main([*args, "--config", str(listed)]) == 2
+    assert f"settings file {listed}: expected a mapping, got list" in capsys.readouterr().err
+    assert main([*args, "--config", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"settings file {broken} is not valid YAML" in err and "Traceback" not in err
+
+
+def test_an_empty_seed_list_trains_the_default_seed(capsys):
+    """kdgat.cli.config.first_seed: an empty kd_gat.seeds names no seed (an IndexError otherwise)."""
+    from kdgat.chain import DEFAULT_SEEDS
+
+    args = ["train", "vgae", "--data", "d", "--out", "o", "--set", "seeds=[]", "--print-settings"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["seed"] == DEFAULT_SEEDS[0]
+
+
+def test_the_log_takes_info_records_and_its_file_may_be_in_a_folder_not_made_yet(tmp_path, restore_logging):
+    """kdgat.cli.progress.configure_logging: kdgat's records, INFO and up, to the stream and appended to --log,
+    whose folder (a rule's logs/ folder) is made."""
+    import logging
+
+    from kdgat.cli.progress import configure_logging
+
+    stream, log_file = io.StringIO(), tmp_path / "logs" / "train" / "job.log"
+    configure_logging(str(log_file), bar=False, stream=stream)
+    logging.getLogger("kdgat.training").info("epoch 1 done")
+    logging.getLogger("kdgat.training").debug("a detail")
+    assert "epoch 1 done" in stream.getvalue() and "a detail" not in stream.getvalue()
+    assert "epoch 1 done" in log_file.read_text() and "a detail" not in log_file.read_text()
+
+
+def test_an_interrupted_evaluation_says_so_without_promising_a_checkpoint(tmp_path, monkeypatch, stderr_text):
+    """Only a training run keeps a checkpoint to resume from; Ctrl-C in `kdgat evaluate` says it was interrupted."""
+    from kdgat.evaluation import run as evaluation_run
+
+    def interrupted(**_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation_run, "evaluate_files", interrupted)
+    args = ["evaluate", "--dataset", "x", "--variant", "teacher", "--chain", "c", "--data", "d", "--out", "o",
+            "--tracking", "none"]  # fmt: skip
+    assert main(args) == 130
+    assert stderr_text().rstrip().endswith("kdgat evaluate: interrupted")
+    assert "resume" not in stderr_text() and "Traceback" not in stderr_text()
+
+
+def test_a_library_os_error_is_one_line_naming_it_and_an_unexpected_error_keeps_its_traceback(
+    tmp_path, monkeypatch, stderr_text
+):
+    """kdgat.cli._explained: an OSError or ValueError names the file (as the workflow's rule log shows it), without a
+    traceback; any other exception is a bug, logged with its traceback."""
+    from kdgat.evaluation import baselines
+
+    def raising(error):
+        def call(**_):
+            raise error
+
+        return call
+
+    args = ["baselines", "--dataset", "x", "--data", "d", "--out", "o"]
+    denied = PermissionError(13, "Permission denied", "o/baselines.json")
+    monkeypatch.setattr(baselines, "baselines_files", raising(denied))
+    assert main(args) == 1
+    assert (
+        "kdgat baselines failed: PermissionError: [Errno 13] Permission denied: 'o/baselines.json'"
+        in stderr_text()
+    )
+    assert "Traceback" not in stderr_text()
+    monkeypatch.setattr(baselines, "baselines_files", raising(RuntimeError("a bug")))
+    assert main(args) == 1
+    assert "kdgat baselines failed" in stderr_text() and "Traceback" in stderr_text()
+    assert "RuntimeError: a bug" in stderr_text()
+
+
+def test_progress_is_auto_by_default_for_every_training_stage():
+    """--progress: "auto (default): a bar on an interactive terminal, lines otherwise"."""
+    for stage in ("vgae", "gat", "dqn"):
+        assert parser().parse_args(["train", stage, "--data", "d"]).progress == "auto", stage
+
+
+def test_summarize_draws_training_curves_only_when_given_histories(tmp_path, monkeypatch):
+    """ "with --history, the training curves": without one, summarize_files is asked for no curves (it refuses
+    curves without a history.csv)."""
+    from kdgat.evaluation import run as evaluation_run
+
+    calls = recorded_calls(monkeypatch, evaluation_run, "summarize_files")
+    out = tmp_path / "o"
+    assert main(["summarize", "--metrics", "m.json", "--out", str(out)]) == 0
+    assert calls[-1]["curves"] is None and calls[-1]["histories"] == []
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss\n1,0.5\n")
+    assert (
+        main(["summarize", "--metrics", "m.json", "--out", str(out), "--history", f"student/dqn={history}"])
+        == 0
+    )
+    assert calls[-1]["curves"] == str(out / "training_curves.svg")
+    assert calls[-1]["histories"] == [str(history)] and calls[-1]["history_keys"] == ["student/dqn"]
+
+
+def test_preprocess_takes_the_config_then_set_then_each_flag(tmp_path, monkeypatch):
+    from kdgat import preprocess
+
+    calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
+    config = tmp_path / "preprocess.yaml"
+    config.write_text(yaml.safe_dump({"window_size": 50, "stride": 25, "seed": 1, "val_fraction": 0.3}))
+    base = ["preprocess", "--config", str(config), "--dataset", "x", "--train", "a.csv", "--out", "o"]
+    assert main([*base, "--set", "stride=10", "--set", "seed=2"]) == 0
+    assert {key: calls[-1][key] for key in ("window_size", "stride", "seed", "val_fraction")} == {
+        "window_size": 50, "stride": 10, "seed": 2, "val_fraction": 0.3,
+    }  # fmt: skip
+    assert calls[-1]["fmt"] == "auto"
+    flags = ["--window-size", "20", "--stride", "5", "--val-fraction", "0.1", "--time-blocks", "4", "--seed", "3",
+             "--bad-rows", "skip", "--format", "hcrl_csv"]  # fmt: skip
+    assert main([*base, "--set", "seed=2", *flags]) == 0
+    assert {key: calls[-1][key] for key in ("window_size", "stride", "val_fraction", "time_blocks", "seed")} == {
+        "window_size": 20, "stride": 5, "val_fraction": 0.1, "time_blocks": 4, "seed": 3,
+    }  # fmt: skip
+    assert calls[-1]["bad_rows"] == "skip" and calls[-1]["fmt"] == "hcrl_csv"
+
+
+def test_a_section_holding_every_key_of_its_schema_is_taken_by_the_commands(tmp_path, monkeypatch):
+    """The workflow's config.yaml may set every key of the preprocess and evaluation sections (the rules'
+    resources among them): each is a library setting or a workflow key the command leaves to the workflow."""
+    from kdgat import preprocess
+    from kdgat.evaluation import baselines
+    from kdgat.evaluation import run as evaluation_run
+
+    calls = {
+        "preprocess": recorded_calls(monkeypatch, preprocess, "preprocess_dataset"),
+        "evaluate": recorded_calls(monkeypatch, evaluation_run, "evaluate_files"),
+        "baselines": recorded_calls(monkeypatch, baselines, "baselines_files"),
+    }
+    monkeypatch.chdir(tmp_path)
+    sections = {
+        module: {
+            key: spec["default"] for key, spec in schema(module)["properties"][module]["properties"].items()
+        }
+        for module in ("preprocess", "evaluation")
+    }
+    Path("config.yaml").write_text(yaml.safe_dump({"datasets": {}, **sections}))
+    common = ["--config", "config.yaml", "--dataset", "x", "--out", "o"]
+    assert main(["preprocess", *common, "--train", "a.csv"]) == 0
+    assert main(["evaluate", *common, "--variant", "teacher", "--chain", "c", "--data", "d"]) == 0
+    assert main(["baselines", *common, "--data", "d"]) == 0
+    assert all(len(made) == 1 for made in calls.values()), calls
+    assert calls["preprocess"][0]["window_size"] == sections["preprocess"]["window_size"]
+    assert calls["evaluate"][0]["batch_size"] == sections["evaluation"]["batch_size"]
+    assert calls["evaluate"][0]["threads"] == sections["evaluation"]["threads"]
+
+
+def test_a_held_out_split_set_to_null_takes_no_fusion_captures(tmp_path, monkeypatch, stderr_text):
+    """preprocess.held_out.fusion: "null (default) writes no fusion split; 0 takes no blocks, so fusion.pt holds only
+    the dataset's whole fusion captures": a fusion_NN folder beside a null share is refused, naming it."""
+    from kdgat import preprocess
+
+    calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
+    monkeypatch.chdir(tmp_path)
+    for folder in ("train_01_attack_free", "test_01_dos", "fusion_01_dos"):
+        Path("lab", folder).mkdir(parents=True)
+        Path("lab", folder, "a.csv").write_text("1.0,0316,1,05,R\n")
+    args = ["preprocess", "--dataset", "lab", "--path", "lab", "--out", "o"]
+    assert main([*args, "--set", "held_out.fusion=null"]) == 2 and not calls
+    assert (
+        "folders hold whole captures of ['fusion'], but preprocess.held_out does not write" in stderr_text()
+    )
+    assert main([*args, "--set", "held_out.fusion=0"]) == 0
+    assert calls[-1]["held_out_files"] == {"fusion": ["lab/fusion_01_dos/a.csv"]}
+
+
+def test_a_synthetic_dataset_not_generated_yet_is_named_before_preprocessing(
+    tmp_path, monkeypatch, stderr_text
+):
+    from kdgat import preprocess
+
+    calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
+    monkeypatch.chdir(tmp_path)
+    files = [
+        {"split": s, "name": "none", "attack": "none", "duration_s": 1} for s in ("train_01_a", "test_01_dos")
+    ]
+    Path("config.yaml").write_text(yaml.safe_dump({"datasets": {"syn": {"synthetic": {"files": files}}}}))
+    assert (
+        main(["preprocess", "--dataset", "syn", "--config", "config.yaml", "--out", "o"]) == 2 and not calls
+    )
+    assert "datasets.syn is synthetic and resources/preprocess/syn/" in stderr_text()
+    assert (
+        "was not generated yet (run the workflow's generate_can rules, or give --train/--test)"
+        in stderr_text()
+    )
+
+
+def test_evaluate_checks_the_gat_when_the_vgae_records_no_training_data(tmp_path, monkeypatch, stderr_text):
+    """check_trained_on_data: a model written before the digest was recorded has nothing to compare, and the other
+    model is still compared (a VGAE without a digest let a GAT of another preprocess run through)."""
+    from kdgat.files import file_sha256
+    from kdgat.graph_store import save_graphs
+    from kdgat.model_store import save_model
+    from kdgat.models import GAT, VGAE, QNetwork
+    from kdgat.testing import toy_graphs
+
+    calls = recorded_evaluations(monkeypatch)
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    save_graphs(toy_graphs(4, num_ids=20, seed=0), ours / "train.pt")
+    save_graphs(toy_graphs(4, num_ids=20, seed=1), theirs / "train.pt")
+    models = tmp_path / "models"
+    save_model(VGAE(20), "vgae", {"num_ids": 20}, models / "vgae.pt")  # no trained_on: an older file
+    save_model(
+        GAT(20), "gat", {"num_ids": 20}, models / "gat.pt", trained_on=file_sha256(theirs / "train.pt")
+    )
+    save_model(QNetwork(), "dqn", {}, models / "dqn.pt")
+    args = ["evaluate", "--dataset", "x", "--variant", "teacher", "--out", str(tmp_path / "o"), "--tracking",
+            "none", *(f"--{name}={models / name}.pt" for name in ("vgae", "gat", "dqn"))]  # fmt: skip
+    assert main([*args, "--data", str(ours)]) == 2 and not calls
+    assert f"the gat model {models / 'gat.pt'} was trained on another train.pt than {ours / 'train.pt'}" in (
+        stderr_text()
+    )
+    assert main([*args, "--data", str(theirs)]) == 0 and calls[-1]["gat"] == str(models / "gat.pt")

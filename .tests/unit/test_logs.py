@@ -13,7 +13,7 @@ import pytest
 from testkit import REPO
 
 from kdgat.logs import configure, configure_wrapper, failure_logged
-from wrapper_rules import RuleRefused, missing_items
+from wrapper_rules import RuleRefused, missing_items, unknown_items
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -264,3 +264,44 @@ def test_a_misspelt_required_input_is_named_with_the_name_it_needs():
     )
     rule["input"] = Section(fit="f.pt", metadata="m.json", vgae="vgae.pt", gat="gat.pt")
     assert missing_items("train_dqn", rule, takes, {"input": ("stop",)}) is None
+
+
+def test_a_section_read_by_position_is_refused_naming_only_the_names_it_cannot_do_without():
+    """A section read by name with its first item standing in (``takes`` holds 0): an empty one is refused naming
+    the names it needs, not those ``optional`` lets it leave out, and with no name when every one may be left
+    out."""
+    takes = {"input": ("trials", "extra", 0)}
+    empty = {"input": Section()}
+    assert missing_items("generate_can", empty, takes, {"input": ("extra",)}) == (
+        "generate_can wrapper: the rule gives no input 'trials' (it takes input: trials, extra (or else its first "
+        "item, named or not))"
+    )
+    assert missing_items("generate_can", empty, takes, {"input": ("trials", "extra")}) == (
+        "generate_can wrapper: the rule gives no input (it takes input: trials, extra (or else its first item, "
+        "named or not))"
+    )
+    assert (
+        missing_items("generate_can", {"input": Section(["t.parquet"])}, takes, {"input": ("extra",)}) is None
+    )
+
+
+def test_a_name_the_wrapper_takes_is_never_offered_as_a_misspelling_of_one_it_lacks():
+    # `vgae_val` is close to the missing `vgae`, but it is a name of its own, given rightly
+    rule = {"input": Section(vgae_val="v.pt")}
+    assert missing_items("w", rule, {"input": ("vgae", "vgae_val")}, {}) == (
+        "w wrapper: the rule gives no input 'vgae' (it takes input: vgae, vgae_val)"
+    )
+
+
+def test_only_a_param_the_wrapper_does_not_take_is_warned_of_with_the_note_that_it_may_stay_for_a_rerun():
+    """A rule may set a param only so that changing it reruns the job; an input or output the wrapper does not take
+    has no such use, and its warning does not suggest one."""
+    section = Section(train="t.pt", vage="v.pt")
+    assert unknown_items("train_gat", "input", section, ("train", "vgae")) == [
+        "input.vage is not an input of the train_gat wrapper, which ignores it (did you mean 'vgae'?); train_gat "
+        "takes input: train, vgae."
+    ]
+    assert unknown_items("train_gat", "params", Section(setings={}), ("settings",)) == [
+        "params.setings is not a param of the train_gat wrapper, which ignores it (did you mean 'settings'?); "
+        "train_gat takes params: settings. A param set only to make a change rerun the job may stay."
+    ]

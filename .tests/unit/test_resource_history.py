@@ -25,6 +25,7 @@ from resource_history import (
     ResourceHistory,
     SettingsError,
     clear_mark,
+    first_time,
     mark_if_resumed,
     mark_resumed,
     read_benchmark,
@@ -552,6 +553,21 @@ def test_bad_settings_name_the_key(options, says):
     with pytest.raises(SettingsError, match=None) as error:
         LearnedResourceSettings.from_config(options)
     assert says in str(error.value)
+
+
+def test_the_lowest_value_each_range_allows_is_accepted():
+    """The bounds the messages state are inclusive: margin >= 1, overheads >= 0, min_history and min_runtime >= 1."""
+    lowest = {"margin": 1.0, "min_history": 1, "mem_overhead_mb": 0, "gpu_overhead_mb": 0, "min_runtime": 1}
+    settings = LearnedResourceSettings.from_config(lowest)
+    assert {key: getattr(settings, key) for key in lowest} == lowest
+    assert LearnedResourceSettings.from_config({"margin": 1}).margin == 1  # an integer margin is a number too
+
+
+def test_a_log_line_is_said_the_first_time_only():
+    message = f"learned resources: a line of this test {id(object())}"
+    assert first_time(message) is True
+    assert first_time(message) is False and first_time(message) is False
+    assert first_time(f"{message} and another") is True
 
 
 @pytest.mark.parametrize(

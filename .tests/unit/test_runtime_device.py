@@ -8,10 +8,12 @@ the test is how nvidia-smi's answers are read, a script named nvidia-smi on PATH
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -468,6 +470,25 @@ def test_explicit_cpu_runs_on_cpu_even_while_holding_a_gpu(no_gpu_env):
 def test_no_gpu_held_and_no_cuda_means_cpu(no_gpu_env):
     assert select_device("auto") == torch.device("cpu")
     assert select_device(None) == torch.device("cpu")
+
+
+def test_mixed_precision_is_fp16_autocast_on_cuda_and_nothing_on_the_cpu():
+    # runtime.autocast: "fp16 autocast on CUDA (mixed precision), a no-op on CPU"; the README's "CUDA (with mixed
+    # precision)". Built, not entered: this machine may have no GPU (torch then warns that it disables it).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        on_cuda = runtime.autocast(torch.device("cuda"))
+    assert isinstance(on_cuda, torch.autocast)
+    assert (on_cuda.device, on_cuda.fast_dtype) == ("cuda", torch.float16)
+    assert isinstance(runtime.autocast(torch.device("cpu")), contextlib.nullcontext)
+
+
+def test_the_gradient_scaler_runs_only_with_a_cuda_device_even_where_torch_sees_a_gpu(monkeypatch):
+    # The scaler goes with fp16 autocast, which runs on CUDA only: a job with device cpu on a GPU node
+    # (select_device("cpu")) trains in fp32 and needs no loss scaling.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node, whatever this machine is
+    assert not runtime.grad_scaler(torch.device("cpu")).is_enabled()
+    assert runtime.grad_scaler(torch.device("cuda")).is_enabled()
 
 
 def test_training_with_device_auto_stops_on_a_gpu_it_cannot_use(no_gpu_env, tmp_path):
