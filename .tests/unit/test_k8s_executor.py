@@ -843,3 +843,355 @@ def test_the_smallest_size_above_0_is_sent_as_it_is(tmp_path):
     resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources["requests"] == {"cpu": "950m", "memory": "1M", "ephemeral-storage": "2048M"}
     assert resources["limits"] == {"cpu": "1000m", "memory": "1M", "ephemeral-storage": "2048M"}
+
+
+def api_error(status: int, headers: dict | None = None):
+    from kubernetes.client.rest import ApiException
+
+    error = ApiException(status=status, reason="Reason")
+    error.headers = headers
+    return error
+
+
+def test_a_busy_server_is_asked_again_after_its_capped_retry_after_or_the_delays_and_a_refusal_is_not(
+    monkeypatch,
+):
+    """README and executor.RETRY_DELAYS_S: a 429 or 5xx is sent again after 1, 2, 4 s, or after the server's
+    Retry-After, capped at MAX_RETRY_AFTER_S; a malformed Retry-After falls back to the delay. A refusal (403)
+    is raised at its first answer, without waiting."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as module
+
+    waits = []
+    monkeypatch.setattr(module.time, "sleep", waits.append)
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"))
+    answers = iter([api_error(429, {"Retry-After": "120"}), api_error(503, {"Retry-After": "soon"}), "done"])
+
+    def call():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert executor._retry_transient(call) == "done"
+    assert waits == [module.MAX_RETRY_AFTER_S, 2.0]
+    waits.clear()
+    answers = iter([api_error(500), api_error(502), api_error(504), "done"])
+    assert executor._retry_transient(call) == "done"
+    assert waits == [1.0, 2.0, 4.0]
+    waits.clear()
+    answers = iter([api_error(403), "done"])
+    with pytest.raises(Exception) as refused:
+        executor._retry_transient(call)
+    assert refused.value.status == 403 and waits == []
+
+
+class FailingStatusReads:
+    """A ``BatchV1Api`` whose status reads of each Job raise that Job's error."""
+
+    def __init__(self, errors: dict) -> None:
+        self.errors = errors
+
+    def read_namespaced_job_status(self, name, namespace, **kwargs):
+        raise self.errors[name]
+
+
+def status_check(executor, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """One status check of these Jobs: the names yielded (kept active), and the messages of those failed."""
+    import asyncio
+    import contextlib
+
+    failed = {}
+    executor.status_rate_limiter = contextlib.nullcontext()
+    executor.report_job_error = lambda job, msg=None, **kwargs: failed.setdefault(job.external_jobid, msg)
+    jobs = [SimpleNamespace(external_jobid=name) for name in names]
+
+    async def check():
+        return [job.external_jobid async for job in executor.check_active_jobs(jobs)]
+
+    return asyncio.run(check()), failed
+
+
+def test_a_job_whose_status_read_failed_is_kept_when_busy_and_failed_with_the_reason_otherwise():
+    """README: a job whose status cannot be read stays watched instead of being lost (the kubernetes executor
+    skips it without a word), a deleted Job (404) fails its job, and a refusal fails it with the fix: for a 401,
+    that the credentials were refused also after loading them again."""
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"))
+    executor.batchapi = FailingStatusReads(
+        {
+            "busy": api_error(503),
+            "deleted": api_error(404),
+            "refused": api_error(401),
+            "denied": api_error(403),
+        }
+    )
+    kept, failed = status_check(executor, ["busy", "deleted", "refused", "denied"])
+    assert kept == ["busy"]
+    assert failed["deleted"].startswith(
+        "kubernetes-kueue: Job snakemake/deleted no longer exists (HTTP 404): it was deleted before it finished"
+    )
+    assert failed["refused"] == (
+        "kubernetes-kueue: reading the status of Job snakemake/refused failed with HTTP 401 Reason: ; the cluster "
+        "refused the kubeconfig's credentials, also after loading them again: renew them (`az aks get-credentials "
+        "-g <group> -n <cluster>`, `kubectl config current-context`). The Job may still run: kubectl -n snakemake "
+        "delete job refused"
+    )
+    assert (
+        "; the driver needs get on jobs/status in namespace 'snakemake' (profiles/k8s/rbac.yaml). "
+        in (failed["denied"])
+    )
+    assert set(failed) == {"deleted", "refused", "denied"}
+    assert executor.batchapi.status_errors == {}
+
+
+class LocalQueueList:
+    """A ``CustomObjectsApi`` whose LocalQueue list answers ``answer`` (an exception is raised), counting reads."""
+
+    def __init__(self, answer) -> None:
+        self.answer, self.reads = answer, 0
+        self.api_client = SimpleNamespace(configuration=SimpleNamespace(host="https://aks.example:443"))
+
+    def __call__(self):
+        return self
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural, **kwargs):
+        assert (group, version, plural) == ("kueue.x-k8s.io", "v1beta2", "localqueues")
+        self.reads += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return {"items": list(self.answer)}
+
+
+def test_jobs_kueue_keeps_suspended_are_reported_after_10_minutes_with_one_queue_read_and_not_again_at_once(
+    monkeypatch,
+):
+    """README: a Job Kueue has not admitted for ADMISSION_WAIT_REPORT_S is reported, with what the LocalQueue's
+    state says (one LocalQueue read per status check), and again only after as long; a LocalQueue deleted
+    meanwhile is said to admit nothing."""
+    import time
+
+    queues = LocalQueueList([local_queue(active("True", "Ready", "Can submit new workloads"))])
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", queues)
+    warnings = []
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"), warnings)
+    long_ago = time.monotonic() - 700
+    executor.batchapi.suspended_since.update({"a": long_ago, "b": long_ago, "new": time.monotonic()})
+    jobs = [SimpleNamespace(external_jobid=name) for name in ("a", "b", "new")]
+    executor._report_long_admission_waits(jobs)
+    assert [warning.split(" has waited ")[0] for warning in warnings] == [
+        "kubernetes-kueue: Job snakemake/a",
+        "kubernetes-kueue: Job snakemake/b",
+    ]
+    assert "The LocalQueue snakemake/snakemake is active: other Jobs hold the quota" in warnings[0]
+    assert queues.reads == 1
+    executor._report_long_admission_waits(jobs)
+    assert len(warnings) == 2 and queues.reads == 1
+    queues.answer = []
+    executor.batchapi.admission_reported["a"] = long_ago
+    executor._report_long_admission_waits(jobs)
+    assert len(warnings) == 3
+    assert "The LocalQueue snakemake/snakemake no longer exists, so Kueue admits nothing." in warnings[2]
+
+
+class WorkloadList:
+    """A ``CustomObjectsApi`` whose Workload list answers these Workloads, keeping the label selectors asked."""
+
+    def __init__(self, workloads: list[dict]) -> None:
+        self.workloads, self.selectors = workloads, []
+
+    def __call__(self):
+        return self
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural, label_selector=None, **kwargs):
+        assert (group, version, namespace, plural) == ("kueue.x-k8s.io", "v1beta2", "snakemake", "workloads")
+        self.selectors.append(label_selector)
+        return {"items": self.workloads}
+
+
+def workload(*conditions: tuple[str, str, str, str]) -> dict:
+    return {
+        "metadata": {"name": "job-x-1a2b3"},
+        "status": {
+            "conditions": [
+                {"type": kind, "status": status, "reason": reason, "message": message}
+                for kind, status, reason, message in conditions
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "conditions, reason, message",
+    [
+        (
+            [
+                ("Evicted", "True", "Preempted", "Preempted to accommodate a workload (UID: w1)"),
+                ("Preempted", "True", "InClusterQueue", "Preempted to accommodate a workload (UID: w1)"),
+            ],
+            "Preempted (InClusterQueue)",
+            "Preempted to accommodate a workload (UID: w1)",
+        ),
+        (  # admitted again since: Evicted is reset, Requeued keeps the eviction's reason and message
+            [
+                ("Evicted", "False", "", ""),
+                ("Preempted", "False", "", ""),
+                ("Requeued", "True", "PodsReadyTimeout", "Exceeded the PodsReady timeout"),
+            ],
+            "PodsReadyTimeout",
+            "Exceeded the PodsReady timeout",
+        ),
+    ],
+)
+def test_an_eviction_is_logged_once_with_its_workloads_reason_and_message(
+    monkeypatch, conditions, reason, message
+):
+    """README: a Job Kueue evicts or preempts stays active; the eviction is logged once, with the reason and
+    message of the Workload Kueue labels with the Job's uid (and the preemption's reason when it preempted)."""
+    workloads = WorkloadList([workload(*conditions)])
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", workloads)
+    warnings = []
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"), warnings)
+    executor.batchapi.taken_back["job-x"] = False
+    executor.batchapi.job_uids["job-x"] = "uid-1"
+    jobs = [SimpleNamespace(external_jobid="job-x")]
+    executor._report_evictions(jobs)
+    executor._report_evictions(jobs)
+    assert warnings == [
+        f"kubernetes-kueue: Kueue evicted Job snakemake/job-x (Workload job-x-1a2b3, reason {reason}: {message}). "
+        "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not "
+        "count this as a failure; `kubectl -n snakemake describe workload job-x-1a2b3` shows its conditions"
+    ]
+    assert workloads.selectors == ["kueue.x-k8s.io/job-uid=uid-1"]
+
+
+class ServiceAccountRead:
+    """A ``CoreV1Api`` whose ServiceAccount reads answer ``answer`` (an exception is raised)."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    def __call__(self):
+        return self
+
+    def read_namespaced_service_account(self, name, namespace, **kwargs):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def cluster_check(monkeypatch, queues, account=None, **settings) -> str | None:
+    """The message of the SettingError the cluster checks stop with for this cluster, or None when they pass."""
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", LocalQueueList(queues))
+    monkeypatch.setattr(kubernetes.client, "CoreV1Api", ServiceAccountRead(account))
+    executor = executor_before_the_cluster([])
+    try:
+        executor._check_cluster_objects(local_settings(**settings))
+    except SettingError as error:
+        return str(error)
+    return None
+
+
+def test_a_missing_or_inactive_local_queue_or_a_cluster_without_kueue_stops_the_run_before_any_job(
+    monkeypatch,
+):
+    """README: a LocalQueue must exist and be active; the unset namespace ('default', the kubernetes executor's)
+    is named as the likely cause; a cluster that does not serve Kueue's API (404) is told to install Kueue."""
+    assert cluster_check(monkeypatch, [local_queue()]) is None
+    missing = cluster_check(monkeypatch, [], queue_name="team")
+    assert missing.startswith(
+        "kubernetes-kueue-queue-name: Kueue LocalQueue 'team' does not exist in namespace 'snakemake'; Kueue would "
+        "leave every Job suspended. Existing LocalQueues: none."
+    )
+    assert "Note:" not in missing
+    in_default = cluster_check(monkeypatch, [local_queue()], queue_name="team", namespace="default")
+    assert "Existing LocalQueues: ['snakemake']" in in_default
+    assert (
+        "Note: kubernetes-kueue-namespace is 'default', the kubernetes executor's default when it is not set"
+        in (in_default)
+    )
+    stopped = cluster_check(monkeypatch, [local_queue(active("False", "Stopped", "LocalQueue is stopped"))])
+    assert stopped.startswith("kubernetes-kueue-queue-name: Kueue LocalQueue snakemake/snakemake is inactive")
+    no_kueue = cluster_check(monkeypatch, api_error(404))
+    assert no_kueue.startswith("the cluster does not serve kueue.x-k8s.io/v1beta2: install Kueue")
+    denied = cluster_check(monkeypatch, api_error(403))
+    assert denied.startswith(
+        "kubernetes-kueue: reading localqueues in namespace 'snakemake' failed with HTTP 403"
+    )
+    assert denied.endswith("the driver needs get/list on localqueues (profiles/k8s/rbac.yaml)")
+
+
+def test_workload_identitys_service_account_must_exist_and_carry_a_real_client_id_before_any_job(monkeypatch):
+    def account(client_id):
+        return kubernetes.client.V1ServiceAccount(
+            metadata=kubernetes.client.V1ObjectMeta(
+                annotations={"azure.workload.identity/client-id": client_id}
+            )
+        )
+
+    identity = dict(workload_identity=True, service_account_name="snakemake-jobs")
+    assert cluster_check(monkeypatch, [local_queue()], account("abc"), **identity) is None
+    placeholder = cluster_check(monkeypatch, [local_queue()], account(PLACEHOLDER_CLIENT_ID), **identity)
+    assert placeholder.startswith(
+        "kubernetes-kueue-service-account-name: ServiceAccount snakemake/snakemake-jobs still carries the placeholder"
+    )
+    missing = cluster_check(monkeypatch, [local_queue()], api_error(404), **identity)
+    assert missing.startswith(
+        "kubernetes-kueue-service-account-name: ServiceAccount 'snakemake-jobs' does not exist in namespace "
+        "'snakemake'"
+    )
+
+
+def test_re_authenticating_keeps_what_the_wrapper_knows_of_the_runs_jobs_and_sends_the_call_again(
+    monkeypatch,
+):
+    """After a 401 the credentials are loaded again and the call is sent again through new clients; the Jobs
+    this run sent (a later 409 is its own), their suspension and eviction records stay."""
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"))
+    loads = []
+    executor._load_credentials = lambda: loads.append(1)
+    wrapper = executor.batchapi
+    wrapper.suspended_since["a"] = 1.0
+    assert executor._reauthenticate_and_retry(lambda: "answer") == "answer"
+    assert loads == [1]
+    assert executor.batchapi is wrapper and wrapper.suspended_since == {"a": 1.0}
+    assert isinstance(wrapper._api, kubernetes.client.BatchV1Api)
+    assert isinstance(executor.kubeapi._api, kubernetes.client.CoreV1Api)
+
+
+def test_credentials_come_from_the_kubeconfig_else_the_in_cluster_service_account(monkeypatch):
+    """A driver inside the cluster has no kubeconfig: the in-cluster service account is used; with neither, the
+    run stops saying where credentials come from."""
+    import kubernetes.config
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    def missing():
+        raise kubernetes.config.ConfigException("Invalid kube-config file. No configuration found.")
+
+    loaded = []
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", missing)
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda: loaded.append("in-cluster"))
+    executor = executor_before_the_cluster([])
+    executor._load_credentials()
+    assert loaded == ["in-cluster"]
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", missing)
+    with pytest.raises(
+        WorkflowError, match=r"^kubernetes-kueue: no cluster credentials: neither a kubeconfig"
+    ):
+        executor._load_credentials()
+
+
+def test_the_plugins_settings_pods_do_not_install_the_storage_plugin_and_the_queue_is_required():
+    """__init__: pods do not pip-install the storage plugin (the image carries it); otherwise the kubernetes
+    executor's common settings. The queue name is required; workload identity is off unless set."""
+    import dataclasses
+
+    import snakemake_executor_plugin_kubernetes as kubernetes_plugin
+    import snakemake_executor_plugin_kubernetes_kueue as plugin
+
+    assert plugin.common_settings.auto_deploy_default_storage_provider is False
+    assert dataclasses.replace(plugin.common_settings, auto_deploy_default_storage_provider=True) == (
+        dataclasses.replace(kubernetes_plugin.common_settings, auto_deploy_default_storage_provider=True)
+    )
+    fields = {f.name: f for f in dataclasses.fields(plugin.ExecutorSettings)}
+    assert fields["queue_name"].metadata["required"] is True
+    settings = plugin.ExecutorSettings(queue_name="snakemake")
+    assert settings.workload_identity is False and settings.env == [] and settings.secret_volumes == []
