@@ -11,7 +11,7 @@ import pandas as pd
 
 from kdgat.chain import MODELS, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
-from kdgat.evaluation.summary import AUC_FLOOR, FUSION_TOLERANCE, INTERVAL
+from kdgat.evaluation.summary import AUC_FLOOR, FUSION_TOLERANCE, INTERVAL, at_least
 
 # The per-scenario ROC-AUC table leaves out the fixed-α fusions: α = 0 and α = 1 rank windows as the VGAE
 # and the GAT do (scenario_metrics.csv has all of them).
@@ -193,8 +193,10 @@ def summary_markdown(
         )
     if fusion is not None and not fusion.empty:
         beaten = int((fusion["gain_low"] > 0).sum())
-        not_worse = int((fusion["gain"] >= -FUSION_TOLERANCE).sum())
-        holds_floor = int((fusion["fusion_f1"] >= fusion["better_of_means_f1"] - FUSION_TOLERANCE).sum())
+        not_worse = int(at_least(fusion["gain"], -FUSION_TOLERANCE).sum())
+        holds_floor = int(
+            at_least(fusion["fusion_f1"], fusion["better_of_means_f1"] - FUSION_TOLERANCE).sum()
+        )
         parts.append(
             "## Does the fusion earn its place?\n\nFusion F1 against the better of its two inputs (GAT, "
             "VGAE) per test scenario, compared two ways, which give two different counts:\n\n"
