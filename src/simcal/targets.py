@@ -131,7 +131,8 @@ def check_observed(
             f"so they match no simulated row; the first is row {first + 1} of the data (from 1, the header not "
             f"counted), {column} = {number[first]:g}"
         )
-    _refuse_repeated_keys(_without_blank_rows(observed, column, keys), keys)
+    observed = _without_blank_rows(observed, column, keys)
+    _refuse_repeated_keys(observed, keys)
     if counts:
         _counts(_observed_series(observed, column, keys), column)
 

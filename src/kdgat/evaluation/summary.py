@@ -389,6 +389,7 @@ def summary_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 # -- engineering floors ----------------------------------------------------------------------------------------------
 AUC_FLOOR = 0.65  # a random score's ROC-AUC on a test scenario (213-327 windows) has sd ≈ 0.04; its 3-seed mean ≈ 0.02
 FUSION_TOLERANCE = 0.005
+FLOOR_MODELS = ("vgae", "gat", "fusion")
 
 
 def at_least(value, floor):
@@ -396,9 +397,6 @@ def at_least(value, floor):
     against 0.9) gives a difference of -0.0050000000000000044, which must count as at the tolerance, the same in
     the floors and in both of the fusion section's counts (F1s that truly differ do so by far more than 1e-9)."""
     return value >= floor - 1e-9
-
-
-FLOOR_MODELS = ("vgae", "gat", "fusion")
 
 
 def chance_f1(attack_share: float) -> float:

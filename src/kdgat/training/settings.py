@@ -387,12 +387,14 @@ def _apply_overrides(model: dict, training: dict, overrides, stage: str, preset:
                 f"sweep column {key!r} is neither a training setting {list(TRAINING_KEYS)} nor an argument of "
                 f"the {stage} model of preset {preset!r} {sorted(model)}"
             )
-    # The preset passed these checks, so whatever fails now comes from the sweep's columns: its own value, or one
-    # the columns no longer fit (heads that do not divide the preset's hidden_dims).
-    for key, expected, value in argument_problems(stage, model):
+    # The preset passed these checks, so whatever fails now comes from the sweep's columns: a column's own value, or
+    # an argument the columns no longer fit (heads that do not divide the preset's hidden_dims).
+    problems = argument_problems(stage, model)
+    if problems:
+        key, expected, value = problems[0]
         if key in applied:
             raise SettingsError(f"sweep column {key!r}: expected {expected}, got {value!r}")
-        columns = sorted(key for key in applied if key in model)
+        columns = sorted(column for column in applied if column in model)
         raise SettingsError(
             f"sweep columns {columns}: the {stage} model of preset {preset!r} then has {key} {value!r}, "
             f"expected {expected}"
