@@ -474,3 +474,19 @@ def test_large_file_matches_row_by_row_parse(tmp_path):
     assert messages.dlc.tolist() == [e[1] for e in expected]
     assert messages.payload.tolist() == [e[2] for e in expected]
     assert messages.label.tolist() == [e[3] for e in expected]
+
+
+def test_blanks_around_a_can_4col_payload_count_no_bytes(tmp_path):
+    # Blanks around fields are allowed; the DLC is the number of hex byte pairs, never counting the blanks, and a
+    # payload with an odd number of hex digits stays a bad row however many blanks surround it.
+    path = write(
+        tmp_path, "blank_payload.csv", "1.0,1a0, 0102,0\n1.1,1a0,  0102 ,1\n1.2,1a0,\t0a0b0c\t\t,0\n"
+    )
+    messages = read_can_file(path, fmt="can_4col")
+    assert messages.dlc.tolist() == [2, 2, 3]
+    assert messages.payload[:, :3].tolist() == [[1, 2, 0], [1, 2, 0], [0x0A, 0x0B, 0x0C]]
+    assert messages.skipped_rows == 0
+    odd = write(tmp_path, "blank_odd_payload.csv", "1.0,1a0,0102,0\n1.1,1a0, 010,0\n")
+    with pytest.raises(CanFormatError, match="data_field is not a hex string") as error:
+        read_can_file(odd, fmt="can_4col")
+    assert error.value.line == 2

@@ -96,11 +96,12 @@ def _decode_id_and_data(id_strings, data):
     if bad_id.any():  # IDs written as 0x1A0 (rare, so only looked for when plain hex fails)
         can_id, bad_id = decode(pc.replace_substring_regex(id_strings, r"^\s*0[xX]", ""), 8, HEX_LUT)
     data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
-    payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+    # trimmed=True: no retry inside decode, since the DLC must come from the length without the blanks.
+    payload, bad_data = decode(data, 16, HEX_LUT, pad="right", trimmed=True)
     if bad_data.any():  # blanks around the payload are allowed
         data = pc.utf8_trim_whitespace(data)
         data_len = to_numpy(pc.binary_length(data), dtype=np.int64)
-        payload, bad_data = decode(data, 16, HEX_LUT, pad="right")
+        payload, bad_data = decode(data, 16, HEX_LUT, pad="right", trimmed=True)
     bad_data |= data_len % 2 == 1
     payload = payload.astype(np.uint8)
     if bad_data.any():
