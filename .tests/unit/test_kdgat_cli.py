@@ -777,6 +777,30 @@ def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_pat
     assert not Path("again").exists()
 
 
+def test_preprocess_refuses_test_or_train_logs_it_would_ignore_beside_path_or_a_config_entry(
+    tmp_path, monkeypatch, stderr_text
+):
+    # The logs come from --train/--test, or from --path, or from datasets.<name>: a --test beside --path (or a
+    # config entry) would be dropped, a --path beside --train ignored, so each is refused naming both flags.
+    from kdgat import preprocess
+
+    calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
+    monkeypatch.chdir(tmp_path)
+    for folder in ("train_01_attack_free", "test_01_dos"):
+        Path("lab", folder).mkdir(parents=True)
+        Path("lab", folder, "a.csv").write_text("1.0,0316,1,05,R\n")
+    Path("extra.csv").write_text("1.0,0316,1,05,R\n")
+    Path("config.yaml").write_text(yaml.safe_dump({"datasets": {"lab": {"path": "lab"}}}))
+    base = ["preprocess", "--dataset", "lab", "--out", "out"]
+    assert main([*base, "--path", "lab", "--test", "replay=extra.csv"]) == 2
+    assert "--test is given with --path" in stderr_text()
+    assert main([*base, "--config", "config.yaml", "--test", "replay=extra.csv"]) == 2
+    assert "--test is given with datasets.lab of --config" in stderr_text()
+    assert main([*base, "--path", "lab", "--train", "extra.csv", "--test", "replay=extra.csv"]) == 2
+    assert "--train and --path both name the logs" in stderr_text()
+    assert not calls and not Path("out").exists()
+
+
 def test_a_bad_path_flag_is_named_as_the_flag_not_as_a_config_key(tmp_path, monkeypatch, stderr_text):
     # --path overrides datasets.<name>: the message must not send the user to a config entry they never wrote.
     monkeypatch.chdir(tmp_path)

@@ -92,7 +92,8 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--path",
-        help="dataset folder laid out like HCRL/KD-GAT (train_*/, test_NN_<scenario>/; fusion_*/ as fusion captures)",
+        help="dataset folder laid out like HCRL/KD-GAT (train_*/, test_NN_<scenario>/; fusion_*/ as fusion "
+        "captures); not with --train or --test",
     )
     parser.add_argument(
         "--train",
@@ -102,7 +103,7 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
         help="training logs (attack-free and with attacks)",
     )
     parser.add_argument("--test", nargs="+", action="extend", default=[], metavar="SCENARIO=FILE",
-                        help="test logs with their scenario; a scenario may have several files")  # fmt: skip
+                        help="test logs with their scenario (with --train); a scenario may have several files")  # fmt: skip
     parser.add_argument("--format", help="log format: auto (sniffed per file) or a registered format name "
                         "(datasets.<name>.format)")  # fmt: skip
     parser.add_argument("--bad-rows", choices=("error", "skip"), help="a malformed row fails the step or is "
@@ -126,11 +127,19 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
     from kdgat.layout import dataset_logs as logs_of
 
     if args.train:
+        if args.path:  # one of the two would be ignored
+            raise UsageError("--train and --path both name the logs: give --train/--test or --path, not both")
         return list(args.train), [parse_pair(text, "--test") for text in args.test], {}
     spec = {"path": args.path} if args.path else dict((config.get("datasets") or {}).get(args.dataset) or {})
     if not (spec.get("path") or spec.get("files") or (spec.get("synthetic") or {}).get("files")):
         raise UsageError(f"no logs for dataset {args.dataset!r}: give --train/--test or --path, or a --config "
                          f"whose datasets.{args.dataset} names them")  # fmt: skip
+    if args.test:  # the folder or the config entry gives the test logs: these would be dropped unsaid
+        source = "--path" if args.path else f"datasets.{args.dataset} of --config"
+        raise UsageError(
+            f"--test is given with {source}, which gives the test logs (test_NN_<scenario>/ folders, files.test "
+            "or synthetic test_ files); --test goes with --train: give both, or leave --test out"
+        )
     held_out = [name for name, share in (section.get("held_out") or {}).items() if share is not None]
     try:
         train, test, whole = logs_of(
