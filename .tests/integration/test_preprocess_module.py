@@ -115,21 +115,24 @@ def test_cache_between_workflows(tmp_path):
 
 def test_cache_is_not_served_when_a_log_changes_role(tmp_path):
     """Snakemake's cache key holds the contents of the inputs, sorted, not which input is which: a log moved from
-    training to test (same contents in all) must not be served the graphs of the other arrangement."""
+    training to test (same contents in all), or two logs whose contents swap places under the same paths, must not
+    be served the graphs of the other arrangement."""
     data = REPO / "wrappers" / "build_graphs" / "test" / "data"
     cache = tmp_path / "cache"
     cache.mkdir()
     runs = {}
-    for arrangement, (train_log, test_log) in {
-        "first": ("train_attack.csv", "test_attack.csv"),
-        "second": ("test_attack.csv", "train_attack.csv"),
+    # arrangement: (training log's contents, its name), (test log's contents, its name)
+    for arrangement, ((train_log, train_name), (test_log, test_name)) in {
+        "first": (("train_attack.csv", "train_attack.csv"), ("test_attack.csv", "test_attack.csv")),
+        "second": (("test_attack.csv", "test_attack.csv"), ("train_attack.csv", "train_attack.csv")),
+        "swapped": (("test_attack.csv", "train_attack.csv"), ("train_attack.csv", "test_attack.csv")),
     }.items():
         root = tmp_path / arrangement / "data"
         (root / "train_01_attack_free").mkdir(parents=True)
         (root / "test_01_dos").mkdir()
         shutil.copy(data / "train_normal.csv", root / "train_01_attack_free" / "normal.csv")
-        shutil.copy(data / train_log, root / "train_01_attack_free" / train_log)
-        shutil.copy(data / test_log, root / "test_01_dos" / test_log)
+        shutil.copy(data / train_log, root / "train_01_attack_free" / train_name)
+        shutil.copy(data / test_log, root / "test_01_dos" / test_name)
         config = {
             "datasets": {"real": {"path": str(root)}},
             "preprocess": {"window_size": 20, "stride": 20, "held_out": {"fusion": None}},
@@ -152,6 +155,10 @@ def test_cache_is_not_served_when_a_log_changes_role(tmp_path):
         str(root / "train_01_attack_free" / name) for name in ("normal.csv", "test_attack.csv")
     ]
     assert meta["files"]["test"] == {"dos": [str(root / "test_01_dos" / "train_attack.csv")]}
+    # The swapped contents under the first arrangement's paths were built too (the fingerprints in roles_of_logs).
+    root, meta = runs["swapped"]
+    assert meta["files"]["test"] == {"dos": [str(root / "test_01_dos" / "test_attack.csv")]}
+    assert meta["files"]["test"] != runs["first"][1]["files"]["test"]
 
 
 BAD_LINE = "1478198376.400000,03zz,8,00,00,00,00,00,00,00,00,R"

@@ -644,3 +644,44 @@ def test_a_window_longer_than_every_capture_names_the_window_settings(tmp_path):
     )
     with pytest.raises(ValueError, match=message):
         preprocess_dataset("w", [train], {}, tmp_path / "out", window_size=1000, stride=1000)
+
+
+def test_log_fingerprints_follow_contents_not_paths_and_read_only_the_ends_of_a_long_log(
+    tmp_path, monkeypatch
+):
+    """roles_of_logs' contents (kdgat.layout.log_roles(contents=True)): two logs whose contents swap places under
+    the same paths change the cache key, the same logs in another folder do not, a log not on disk yet is ""; a log
+    longer than twice FINGERPRINT_BYTES is read at its two ends only (its size and both ends decide)."""
+    import kdgat.layout as layout
+
+    def roles(root, train_text, test_text):
+        for folder, text in (("train_01", train_text), ("test_01_dos", test_text)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / "log.csv").write_text(text)
+        return layout.log_roles(
+            [root / "train_01" / "log.csv"], {"dos": [root / "test_01_dos" / "log.csv"]}, {}, contents=True
+        )
+
+    first = roles(tmp_path / "a", "1.0,0316,1,05,R\n", "1.0,0316,1,06,T\n")
+    assert set(first["contents"]) == {"train_01/log.csv", "test_01_dos/log.csv"}
+    assert first["contents"]["train_01/log.csv"].startswith("16:")
+    assert roles(tmp_path / "elsewhere" / "b", "1.0,0316,1,05,R\n", "1.0,0316,1,06,T\n") == first
+    swapped = roles(tmp_path / "a", "1.0,0316,1,06,T\n", "1.0,0316,1,05,R\n")
+    assert {key: value for key, value in swapped.items() if key != "contents"} == layout.log_roles(
+        [tmp_path / "a" / "train_01" / "log.csv"], {"dos": [tmp_path / "a" / "test_01_dos" / "log.csv"]}, {}
+    )
+    assert swapped["contents"] != first["contents"]
+    assert layout.log_fingerprint(tmp_path / "not_yet.csv") == ""
+    monkeypatch.setattr(layout, "FINGERPRINT_BYTES", 4)
+    log = tmp_path / "long.csv"
+    log.write_bytes(b"head" + b"middle" + b"tail")
+    fingerprint = layout.log_fingerprint(log)
+    log.write_bytes(b"head" + b"MIDDLE" + b"tail")
+    assert layout.log_fingerprint(log) == fingerprint
+    for changed in (
+        b"HEAD" + b"middle" + b"tail",
+        b"head" + b"middle" + b"TAIL",
+        b"head" + b"middle!" + b"tail",
+    ):
+        log.write_bytes(changed)
+        assert layout.log_fingerprint(log) != fingerprint, changed

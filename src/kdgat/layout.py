@@ -6,6 +6,7 @@ Kept free of heavy imports: the preprocess module calls it while Snakemake parse
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -142,13 +143,41 @@ def _refuse_unwritten(captures: dict, held_out: tuple[str, ...], given: str) -> 
         )
 
 
+# How much of each end of a log its fingerprint reads (the whole log up to twice this).
+FINGERPRINT_BYTES = 1 << 20
+
+
+def log_fingerprint(path: str | Path) -> str:
+    """``<size>:<digest>`` of a log, the digest over its first and last MiB: cheap enough to take for every log
+    whenever the workflow is planned, and different for two captures unless they have the same size and the same
+    first and last MiB. ``""`` for a log not on disk yet (another rule writes it)."""
+    try:
+        size = os.path.getsize(path)
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            digest.update(handle.read(FINGERPRINT_BYTES))
+            if size > FINGERPRINT_BYTES:
+                handle.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+                digest.update(handle.read())
+    except FileNotFoundError:
+        return ""
+    return f"{size}:{digest.hexdigest()}"
+
+
 def log_roles(
-    train: Iterable[str | Path], test: dict[str, Iterable[str | Path]], whole: dict[str, Iterable[str | Path]]
+    train: Iterable[str | Path],
+    test: dict[str, Iterable[str | Path]],
+    whole: dict[str, Iterable[str | Path]],
+    contents: bool = False,
 ) -> dict:
     """Which log plays which part, as paths relative to the folder that holds them all: ``{"train": [...],
     "test": {scenario: [...]}, <held-out split>: [...]}``. Snakemake's between-workflow cache keys a job on the
     contents of its inputs *sorted*, not on which input is which, so the preprocess rule passes this as a param:
-    a log moved from training to test then changes the key, while the same layout elsewhere still shares it."""
+    a log moved from training to test then changes the key, while the same layout elsewhere still shares it.
+    ``contents``: add ``"contents": {path: log_fingerprint}``, so that two logs whose contents swap places under
+    the same paths (test_01_dos/ and test_02_fuzzy/ renamed into each other's names) change the key too; for
+    recorded logs only: a log another rule writes has no contents when the workflow is planned, and its key comes
+    from the job that writes it."""
     train = list(train)
     test = {name: list(logs) for name, logs in test.items()}
     whole = {name: list(logs) for name, logs in whole.items()}
@@ -158,11 +187,16 @@ def log_roles(
     def relative(files: list) -> list[str]:
         return [os.path.relpath(os.path.abspath(f), base) for f in files]
 
-    return {
+    roles = {
         "train": relative(train),
         "test": {name: relative(logs) for name, logs in test.items()},
         **{name: relative(logs) for name, logs in whole.items()},
     }
+    if contents:  # "contents" cannot be a split's name: preprocess.held_out takes HELD_OUT_SPLITS only
+        roles["contents"] = {
+            name: log_fingerprint(log) for name, log in zip(relative(every), every, strict=True)
+        }
+    return roles
 
 
 # The library modules whose code decides what build_graphs writes (what its wrapper imports, transitively, less

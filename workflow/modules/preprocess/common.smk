@@ -32,8 +32,10 @@ def dataset_layout(dataset):
 
 def roles_of_logs(wildcards):
     """Param of build_graphs (part of the between-workflow cache's key): which log is training, test or a
-    held-out capture, by its path relative to the dataset's folder (kdgat.layout.log_roles)."""
-    return log_roles(*_layout(wildcards.dataset))
+    held-out capture, by its path relative to the dataset's folder, and recorded logs' fingerprints
+    (kdgat.layout.log_roles); synthetic logs are generate_can's outputs, keyed by those jobs."""
+    recorded = not (DATASETS[wildcards.dataset].get("synthetic") or {}).get("files")
+    return log_roles(*_layout(wildcards.dataset), contents=recorded)
 
 
 def whole_captures(dataset):
