@@ -1104,6 +1104,34 @@ def test_a_baselines_json_edited_by_hand_is_refused_naming_the_file_and_the_bloc
         _summarize(tmp_path, [metrics], [path])
 
 
+@pytest.mark.parametrize("block", ["test_pooled", "test.dos"])
+@pytest.mark.parametrize("model", ["vgae", "gat", "fusion"])
+def test_a_metrics_json_without_a_chain_models_results_is_refused_naming_the_file_the_block_and_the_model(
+    tmp_path, block, model
+):
+    """A seed whose metrics.json lacks one of the chain's models used to be left out of that model's figures
+    silently: its F1 interval was over two seeds under a "3 seeds" heading, its fusion cell dropped."""
+    paths = [
+        _written(tmp_path, f"metrics_{seed}.json", _document("teacher", seed, PERFECT, HALF, PERFECT))
+        for seed in (1, 2, 3)
+    ]
+    path = _written(
+        tmp_path,
+        "metrics_2.json",
+        _edited(_document("teacher", 2, PERFECT, HALF, PERFECT), (f"{block}.{model}", ...)),
+    )
+    with pytest.raises(ValueError, match=rf"{path}: {re.escape(block)} lacks the results of \['{model}'\]"):
+        _summarize(tmp_path, paths)
+
+
+def test_a_baselines_json_without_a_baselines_results_in_a_scenario_is_refused_naming_the_file(tmp_path):
+    """It used to stop the summary with a bare KeyError naming neither the file nor the block."""
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    path = _written(tmp_path, "baselines.json", _edited(_baselines(), (f"test.dos.{ID_RATE}", ...)))
+    with pytest.raises(ValueError, match=rf"{path}: test\.dos lacks the results of \['{ID_RATE}'\]"):
+        _summarize(tmp_path, [metrics], [path])
+
+
 def test_a_summary_of_no_metrics_is_refused_with_a_message(tmp_path):
     with pytest.raises(ValueError, match=r"no metrics\.json given"):
         _summarize(tmp_path, [])

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kdgat.chain import VARIANTS
+from kdgat.chain import MODELS, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.summary import SCENARIO_COLUMNS
 from kdgat.files import load_json
@@ -96,10 +96,12 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def check_metric_blocks(path, document: Mapping[str, Any], what: str) -> None:
-    """A ValueError naming ``path`` and the block when ``test`` holds no scenario, or when a model's metrics in a
-    test scenario or in ``test_pooled`` are not a mapping holding every one of ``METRIC_NUMBERS`` as a number or
-    null (a file edited by hand: a dropped column became NaN, a null block or a quoted number a traceback)."""
+def check_metric_blocks(path, document: Mapping[str, Any], what: str, required: Sequence[str] = ()) -> None:
+    """A ValueError naming ``path`` and the block when ``test`` holds no scenario, when a test scenario or
+    ``test_pooled`` lacks one of ``required`` (the models the summary reads from every block: a seed without them
+    would silently be left out of their intervals), or when a model's metrics there are not a mapping holding
+    every one of ``METRIC_NUMBERS`` as a number or null (a file edited by hand: a dropped column became NaN, a
+    null block or a quoted number a traceback)."""
     test = document["test"]
     if not isinstance(test, Mapping) or not test:
         raise ValueError(
@@ -109,6 +111,9 @@ def check_metric_blocks(path, document: Mapping[str, Any], what: str) -> None:
     for where, models in {**blocks, "test_pooled": document["test_pooled"]}.items():
         if not isinstance(models, Mapping) or not models:
             raise ValueError(f"{path}: {where} must map each model to its metrics; found {models!r}")
+        absent = [model for model in required if model not in models]
+        if absent:
+            raise ValueError(f"{path}: {where} lacks the results of {absent} (a {what} file edited by hand?)")
         for model, metrics in models.items():
             if not isinstance(metrics, Mapping):
                 raise ValueError(f"{path}: {where}.{model} must be the model's metrics; found {metrics!r}")
@@ -138,7 +143,7 @@ def checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
     bad = {key: lookup(document, key) for key in numbers if not is_number(lookup(document, key))}
     if bad:
         raise ValueError(f"{path}: {bad} must be numbers")
-    check_metric_blocks(path, document, "metrics")
+    check_metric_blocks(path, document, "metrics", MODELS)
     return document
 
 

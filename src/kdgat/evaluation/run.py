@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
+from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.inputs import (
     BASELINES_KEYS,
     METRICS_KEYS,
@@ -422,7 +423,7 @@ def summarize_files(
             "baselines",
             "written by an older version? rerun the evaluation_baselines rule",
         )
-        check_metric_blocks(path, document, "baselines")
+        check_metric_blocks(path, document, "baselines", BASELINES)
         baseline_documents.append(document)
     check_one_model_size_per_variant(list(zip(metrics, documents, strict=True)))
     check_one_test_set_per_dataset(
