@@ -821,6 +821,25 @@ def test_the_teacher_vs_students_table_shows_each_models_f1_its_size_and_latency
     )
 
 
+def test_the_fusion_section_compares_the_cells_the_fusion_floor_checks_not_an_attack_free_scenario():
+    """An attack-free scenario (F1 0 after one false alarm, null without one) used to be a fusion cell
+    "within the tolerance of its better input" when every model raised an alarm, and no cell at all when none
+    did, so the section's count "against the means" differed from the fusion_vs_inputs floor it names."""
+    normal = np.zeros(20)
+    documents = []
+    for seed, scores in ((1, np.r_[0.9, np.zeros(19)]), (2, normal), (3, normal)):
+        document = _document("teacher", seed, PERFECT, HALF, HALF)
+        document["test"]["clean"] = {m: _metrics(normal, scores) for m in ("gat", "vgae", "fusion")}
+        documents.append(document)
+    table = scenario_table(documents)
+    fusion, floors = fusion_summary(table), floor_table(table)
+    checked = floors[floors["check"] == "fusion_vs_inputs"]
+    assert fusion["scenario"].tolist() == checked["scenario"].tolist() == ["dos"]
+    text = summary_markdown(variant_summary(documents, pooled_table(documents)), fusion=fusion, floors=floors)
+    assert "The fusion is within 0.005 of it or above it in 0 of 1 cells." in text
+    assert "above it in 0.\n" in text and "| ds | teacher | clean |" not in text
+
+
 def test_fusion_section_counts_both_comparisons_and_says_why_they_differ():
     # The better input changes with the seed: per seed the fusion (a copy of the GAT) loses 0.2 on seed 2, but
     # its mean equals the better of the two means (the GAT's 0.833), so it holds the floor.
@@ -1130,6 +1149,28 @@ def test_a_baselines_json_without_a_baselines_results_in_a_scenario_is_refused_n
     path = _written(tmp_path, "baselines.json", _edited(_baselines(), (f"test.dos.{ID_RATE}", ...)))
     with pytest.raises(ValueError, match=rf"{path}: test\.dos lacks the results of \['{ID_RATE}'\]"):
         _summarize(tmp_path, [metrics], [path])
+
+
+def test_evaluations_without_a_seed_are_summarised_as_one_seed_each_with_every_section(tmp_path):
+    """evaluate_detector's seed is optional (its metrics.json then records none): the summary of such files used
+    to stop with a pandas traceback in the distillation section, and the fusion section and the margins over the
+    baselines were dropped where no seed could be grouped on."""
+    paths = []
+    for variant in ("teacher", "student_kd", "student"):
+        document = _document(variant, 1, PERFECT, HALF, HALF)
+        del document["seed"]
+        paths.append(_written(tmp_path, f"{variant}.json", document))
+    outputs = _summarize(tmp_path, paths, [_written(tmp_path, "baselines.json", _baselines())])
+    text = outputs["summary.md"].read_text()
+    assert "| ds | gat | student_kd − student | +0.000 [n/a] | 1 | one seed: no interval, no claim |" in text
+    assert "| ds | teacher | dos | 0.667 | 1.000 | -0.333 [n/a] | 1.000 | -0.333 |" in text
+    best = _metrics(LABELS, np.r_[np.full(30, 0.4), np.full(10, 0.6), np.full(10, 0.4)])["f1"]
+    margin = 1.0 - max(1.0, best)  # the teacher's GAT against the best baseline (unknown ID: F1 1)
+    assert (
+        f"| ds | teacher | gat | 1.000 ± n/a | 1.000 ± n/a | dos (1.000 ± n/a) | {margin:.3f} ± n/a |" in text
+    )
+    floors = floor_table(pd.read_csv(outputs["scenarios.csv"]))
+    assert set(floors["seeds"]) == {1}
 
 
 def test_a_summary_of_no_metrics_is_refused_with_a_message(tmp_path):

@@ -66,6 +66,8 @@ def interval(values: Iterable[float]) -> dict[str, float]:
 
 
 def _metric_row(dataset, variant, seed, scenario, model, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    # no seed recorded: NaN (as the CSV reads back), which the summaries group and pair on like a seed
+    seed = math.nan if seed is None else seed
     row = {"dataset": dataset, "variant": variant, "seed": seed, "scenario": scenario, "model": model}
     for column in SCENARIO_COLUMNS[5:]:
         value = metrics.get(column)
@@ -153,10 +155,11 @@ def _over_seeds(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFra
 
 
 def _best_baseline(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset × variant × seed × scenario: the best of the trivial baselines' F1."""
+    """Per dataset × variant × seed × scenario: the best of the trivial baselines' F1 (a metrics.json may record
+    no seed: its rows are grouped, not dropped)."""
     baselines = table[table["model"].isin(BASELINES)]
     return (
-        baselines.groupby(["dataset", "variant", "seed", "scenario"], sort=False)["f1"]
+        baselines.groupby(["dataset", "variant", "seed", "scenario"], sort=False, dropna=False)["f1"]
         .max()
         .rename("best_baseline_f1")
         .reset_index()
@@ -223,12 +226,11 @@ def paired_difference(pooled: pd.DataFrame, better: str, worse: str, model: str)
     rows = []
     frame = pooled[pooled["model"] == model]
     for dataset, group in frame.groupby("dataset", sort=False):
-        a = group[group["variant"] == better].set_index("seed")["f1"]
-        b = group[group["variant"] == worse].set_index("seed")["f1"]
-        seeds = a.index.intersection(b.index)
-        if len(seeds) == 0:
+        # merged on the seed, which pairs two evaluations that record none (NaN) as one seed
+        paired = group[group["variant"] == better].merge(group[group["variant"] == worse], on="seed")
+        if paired.empty:
             continue
-        stats = interval((a[seeds] - b[seeds]).tolist())
+        stats = interval((paired["f1_x"] - paired["f1_y"]).tolist())
         rows.append(
             {
                 "dataset": dataset,
@@ -275,12 +277,14 @@ def fusion_summary(scenarios: pd.DataFrame) -> pd.DataFrame:
 
     Where the better input changes between seeds, the mean of the per-seed better inputs exceeds the better of
     the means, so ``gain`` ≤ ``margin_of_means``: a cell can hold the floor and still lose to its better input
-    seed by seed, never the reverse.
+    seed by seed, never the reverse. Scenarios with one class only have no row, as they have no floor.
     """
     chain = scenarios[scenarios["model"].isin(["fusion", "gat", "vgae"])]
     rows = []
     for key, group in chain.groupby(["dataset", "variant", "scenario"], sort=False):
-        per_seed = group.pivot_table(index="seed", columns="model", values="f1")
+        if not 0 < float((group["n_attack"] / group["n"]).iloc[0]) < 1:
+            continue  # one class only: no floor (floor_table), and F1 there counts false alarms
+        per_seed = group.pivot_table(index="seed", columns="model", values="f1", dropna=False)
         if not {"fusion", "gat", "vgae"} <= set(per_seed.columns):
             continue
         best_input = per_seed[["gat", "vgae"]].max(axis=1)
@@ -429,7 +433,7 @@ def floor_table(table: pd.DataFrame) -> pd.DataFrame:
         if not 0 < share < 1:
             continue
         means = group.groupby("model")[["f1", "roc_auc"]].mean()
-        seeds = int(group["seed"].nunique())
+        seeds = int(group["seed"].nunique(dropna=False))
 
         where = {"dataset": dataset, "variant": variant, "scenario": scenario, "seeds": seeds}
         for model in FLOOR_MODELS:
