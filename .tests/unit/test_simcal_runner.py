@@ -700,6 +700,38 @@ def test_a_cancel_during_the_timing_probe_stops_the_sweep_within_seconds(tmp_pat
     assert not count.exists()  # no simulation of the probe had finished
 
 
+def test_a_cancel_set_while_the_batches_are_being_submitted_stops_the_submitting(
+    tmp_path, client, monkeypatch
+):
+    """Submitting a large sweep's batches to the scheduler takes seconds (a minute for 100,000 batches of one on a
+    busy service): a cancel set meanwhile is heard between two submissions, so the sweep stops without sending the
+    rest of its batches, rather than once all of them are on the scheduler."""
+    from simcal import runner
+
+    submitted, cancel, set_at = [], threading.Event(), []
+    submit = runner._Execution._submit
+
+    def counting_submit(self, unit):
+        submitted.append(unit.key)
+        if len(submitted) == 5:
+            set_at.append(time.monotonic())
+            cancel.set()
+        submit(self, unit)
+
+    monkeypatch.setattr(runner._Execution, "_submit", counting_submit)
+    settings = {"batch_size": 1, "max_failed_fraction": 1}
+    with pytest.raises(Cancelled, match="the simulations of simcal_models:noisy_line were cancelled"):
+        simulate(
+            "simcal_models:noisy_line",
+            table(400),
+            tmp_path / "out.parquet",
+            settings,
+            client=client,
+            cancel=cancel,
+        )
+    assert len(submitted) == 5, f"{len(submitted)} of 400 batches submitted after the cancel set at the 5th"
+
+
 def cancel_two_simulations_running(tmp_path, client, sleep_s: float, after_s: float) -> float:
     """Sweep two simulations of ``sleep_s`` (in Python steps), one batch each, cancel it ``after_s`` in (both are
     running then), see it raise Cancelled; returns when the cancel was set (time.monotonic)."""

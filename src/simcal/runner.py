@@ -475,6 +475,9 @@ class _Execution:
         self.simulator._last_worker_seen = time.monotonic()
         try:
             for unit in units:
+                # Submitting 100,000 batches takes a minute: a cancel is heard between two of them.
+                if self.simulator.cancel_event.is_set():
+                    self._cancel_inflight()
                 self._submit(unit)
             poll = self.POLL_S[0]
             while self.inflight:
