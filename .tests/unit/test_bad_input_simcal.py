@@ -224,6 +224,29 @@ def test_the_service_names_a_misspelt_fixed_value_as_fixed(tmp_path):
         plan_request(body, ServiceConfig(state_dir=tmp_path))
 
 
+def test_the_service_refuses_a_fn_ref_that_cannot_be_called_as_a_model_before_accepting_the_job(tmp_path):
+    """A function of an allowed module that does not take (params, seed) was accepted (202) and its job failed
+    once it ran: the request is checked completely before it is accepted, as the sweep checks its model."""
+    body = {"fn_ref": "simcal.models.sir:epidemic_counts", "parameter_sets": [{"beta": 0.3, "gamma": 0.1}]}
+    with pytest.raises(RequestRefused) as refused:
+        plan_request(body, ServiceConfig(state_dir=tmp_path))
+    assert refused.value.status == 422
+    assert refused.value.message.startswith("fn_ref 'simcal.models.sir:epidemic_counts': ")
+    assert "cannot be called as epidemic_counts(params, seed)" in refused.value.message
+
+
+@pytest.mark.parametrize("fixed", [None, {"beta": 0.3, "gamma": 0.1}], ids=["alone", "with-fixed"])
+def test_the_service_names_empty_parameter_sets_as_parameter_sets(tmp_path, fixed):
+    """parameter_sets [{}] (replicates of fixed values, or of a model's defaults) was refused as 'request: the
+    parameter table has no rows or no columns', naming neither the field nor what to send instead."""
+    body = {"fn_ref": SIR, "parameter_sets": [{}, {}], "fixed": fixed, "n_replicates": 3}
+    with pytest.raises(RequestRefused) as refused:
+        plan_request(body, ServiceConfig(state_dir=tmp_path))
+    assert refused.value.status == 422
+    assert refused.value.message.startswith("parameter_sets[0]: an empty parameter set; ")
+    assert "parameter_sets: [{...}] with n_replicates" in refused.value.message
+
+
 def test_the_service_names_a_parameter_set_with_other_names_by_its_place_in_the_request(tmp_path):
     sets = [{"beta": 0.3, "gamma": 0.1}, {"beta": 0.2, "gamma": 0.1}, {"beta": 0.3}]
     with pytest.raises(

@@ -325,6 +325,21 @@ def test_a_request_of_as_many_simulations_as_the_limit_is_accepted_and_one_more_
         plan_request({**body, "n_replicates": limit + 1}, config, sync=sync)
 
 
+def test_a_synchronous_request_is_held_to_max_simulations_when_it_is_below_sync_max_simulations(tmp_path):
+    """A synchronous request makes a job: a service started with --max-simulations 3 (below the default
+    --sync-max-simulations, 1000) took synchronous requests of up to 1000 simulations, and a refused one was told to
+    submit it as a job, which is refused too."""
+    from simcal.service.jobs import RequestRefused, plan_request
+
+    config = ServiceConfig(state_dir=tmp_path, max_simulations=3)
+    body = {**ONE_SIR_SIMULATION, "n_replicates": 3}
+    assert plan_request(body, config, sync=True).simulations == 3
+    with pytest.raises(RequestRefused) as refused:
+        plan_request({**body, "n_replicates": 4}, config, sync=True)
+    assert refused.value.status == 413
+    assert refused.value.message.endswith("= 4 simulations; this service takes at most 3 per job")
+
+
 def test_a_metrics_scrape_never_sees_an_ended_job_without_its_simulations(tmp_path):
     """The registry marks the job ended before the total can grow; a scrape in between once read a succeeded job
     with 0 simulations. The scrape waits until both are written, never sees one without the other."""

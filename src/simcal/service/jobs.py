@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from simcal.contract import ContractError, resolve_callable
+from simcal.contract import ContractError, check_model_signature, resolve_callable
 from simcal.progress import progress_path
 from simcal.runner import Cancelled, planned_parameter_sets, simulate
 from simcal.service.registry import unwritable
@@ -158,8 +158,9 @@ def _allowed(module: str, prefixes: Sequence[str]) -> bool:
 
 
 def check_fn_ref(fn_ref: Any, prefixes: Sequence[str]) -> None:
-    """Refuse a malformed reference, one outside the allowed module prefixes (before anything is imported), and
-    one that resolves to a function defined elsewhere (a name a model module imported)."""
+    """Refuse a malformed reference, one outside the allowed module prefixes (before anything is imported), one
+    that resolves to a function defined elsewhere (a name a model module imported), and one that cannot be called
+    as ``model(params, seed)``."""
     if not isinstance(fn_ref, str) or not FN_REF.fullmatch(fn_ref):
         raise RequestRefused(422, f"fn_ref {fn_ref!r}: expected 'package.module:function'")
     module = fn_ref.split(":", 1)[0]
@@ -179,6 +180,10 @@ def check_fn_ref(fn_ref: Any, prefixes: Sequence[str]) -> None:
             403,
             f"fn_ref {fn_ref!r} is not allowed: it is defined in {defined_in}, not under {', '.join(prefixes)}",
         )
+    try:  # as the sweep checks its model: before the job is accepted, not as a failure once it runs
+        check_model_signature(function, fn_ref)
+    except ContractError as error:
+        raise RequestRefused(422, f"fn_ref {fn_ref!r}: {error}") from error
 
 
 def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = False) -> PlannedJob:
@@ -212,6 +217,12 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
     if not isinstance(sets, list) or not sets or not all(isinstance(s, Mapping) for s in sets):
         raise RequestRefused(422, "parameter_sets: expected a non-empty list of {name: value} objects")
     names = set(sets[0])
+    if not names:  # every set is then empty: the parameter table they make has no columns
+        raise RequestRefused(
+            422,
+            "parameter_sets[0]: an empty parameter set; every parameter set needs at least one {name: value} "
+            "(for replicates of one set of values, send it as parameter_sets: [{...}] with n_replicates)",
+        )
     for index, params in enumerate(sets):  # named by its place in the request, not as a table's row
         if set(params) != names:
             raise RequestRefused(
@@ -220,15 +231,18 @@ def plan_request(body: Mapping[str, Any], config: ServiceConfig, sync: bool = Fa
                 "every parameter set needs the same names (a value shared by all goes in fixed)",
             )
     fixed = _object(body, "fixed")
-    limit = config.sync_max_simulations if sync else config.max_simulations
+    # A synchronous request is a job too: --max-simulations below --sync-max-simulations limits it as well.
+    limit, per = config.max_simulations, "job"
+    if sync and config.sync_max_simulations < limit:
+        limit, per = config.sync_max_simulations, "synchronous request"
     # Counted before any table is built: an oversized request costs nothing more than its parsing.
     upper_bound = len(sets) * simulation.replicates
     if upper_bound > limit:
         raise RequestRefused(
             413,
             f"{len(sets)} parameter_sets x {simulation.replicates} n_replicates = {upper_bound} simulations; "
-            f"this service takes at most {limit} per {'synchronous request' if sync else 'job'}"
-            + ("; submit it as a job (POST /v1/simulate)" if sync else ""),
+            f"this service takes at most {limit} per {per}"
+            + ("; submit it as a job (POST /v1/simulate)" if per == "synchronous request" else ""),
         )
     try:
         # A bad value is named by its place in the request, not as a row of the table the sets become.
