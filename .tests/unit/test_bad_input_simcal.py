@@ -306,6 +306,28 @@ def test_a_missing_parquet_file_is_named_as_missing(tmp_path):
         read_observed(tmp_path / "observed.parquet")
 
 
+def test_a_parquet_tables_named_index_is_a_column_as_in_the_same_table_saved_as_csv(tmp_path):
+    """A design or observed data saved with ``set_index(...).to_parquet()``: pandas' Parquet reader made the named
+    index (a column of the file, as every other reader sees it) the row labels, so a parameter silently dropped
+    out of every parameter set (rows differing only in it merged into one), and observed data 'had no column'
+    'day'. The same table saved as CSV keeps the column; only an unnamed index of row labels is left out."""
+    design = pd.DataFrame({"beta": [0.2, 0.3, 0.4], "gamma": [0.1, 0.1, 0.1]})
+    design.set_index("beta").to_parquet(tmp_path / "design.parquet")
+    design.set_index("beta").to_csv(tmp_path / "design.csv")
+    from_parquet = read_parameter_table(tmp_path / "design.parquet")
+    assert from_parquet.to_dict("records") == read_parameter_table(tmp_path / "design.csv").to_dict("records")
+    assert sorted(from_parquet.columns) == ["beta", "gamma"]
+    assert from_parquet["beta"].tolist() == [0.2, 0.3, 0.4]
+    filtered = design[design["beta"] > 0.2]  # unnamed row labels 1, 2: not a column
+    filtered.to_parquet(tmp_path / "filtered.parquet")
+    read = read_parameter_table(tmp_path / "filtered.parquet")
+    assert read.to_dict("records") == filtered.to_dict("records")
+    observed = pd.DataFrame({"day": [0, 1, 2], "cases": [5, 7, 9]})
+    observed.set_index("day").to_parquet(tmp_path / "observed.parquet")
+    read = read_observed(tmp_path / "observed.parquet", ["day", "cases"])
+    assert read[["day", "cases"]].to_dict("records") == observed.to_dict("records")
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [("day,cases\n0,1\n#1,2\n2,3\n", 3), ("# weekly counts\nday,cases\n0,1\n", 1)],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from simcal.contract import ContractError
-from simcal.tables import atomic_write
+from simcal.tables import atomic_write, read_parquet_columns
 
 FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": "\t", ".parquet": None, ".pq": None}
 
@@ -24,7 +24,7 @@ def table_format(path: str | Path) -> str | None:
 def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     separator = table_format(path)
     try:
-        return pd.read_parquet(path) if separator is None else pd.read_csv(path, sep=separator)
+        return read_parquet_columns(path) if separator is None else pd.read_csv(path, sep=separator)
     except FileNotFoundError as error:  # pandas' Parquet reader names only the path
         raise ContractError(f"{path}: the {what} file does not exist") from error
     except (OSError, ValueError, pd.errors.ParserError) as error:

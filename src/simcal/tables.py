@@ -73,7 +73,7 @@ def parameter_table(
             _refuse_blank_values(path, table, separator)
             _refuse_rounded_whole_numbers(path, table, separator)
         elif suffix in {".parquet", ".pq"}:
-            table = pd.read_parquet(path)
+            table = read_parquet_columns(path)
         else:
             raise ContractError(
                 f"{path}: unknown parameter table format {suffix!r}; expected .csv, .tsv or .parquet"
@@ -86,6 +86,16 @@ def parameter_table(
         raise ContractError(f"{path}: cannot read the parameter table ({error})") from error
     row_name = _parquet_row if suffix in {".parquet", ".pq"} else _text_lines(path, separator, len(table))
     return check_parameter_table(table, str(path), row_name), str(path), row_name
+
+
+def read_parquet_columns(path: str | Path) -> pd.DataFrame:
+    """A Parquet file as a DataFrame of all its columns. pandas' reader makes an index that ``to_parquet()`` stored
+    (a design or observed data saved after ``set_index("day")``) the row labels again, which dropped that column
+    out of the table here, where every other reader of the file (and the same table saved as CSV) has it: a named
+    level comes back as a column; unnamed row labels (a filtered table's) are no column and are left out."""
+    table = pd.read_parquet(path)
+    named = [name for name in table.index.names if name is not None]
+    return (table.reset_index(level=named) if named else table).reset_index(drop=True)
 
 
 def _text_lines(path: Path, separator: str, rows: int) -> RowName:
