@@ -797,6 +797,29 @@ def test_settings_name_what_is_wrong():
     assert SimulationSettings.from_config({"batch_size": "auto", "seed": 3}).batch_size is None
 
 
+def test_settings_given_as_numpy_scalars_are_taken_as_the_numbers_and_booleans_they_are():
+    """Snakemake's Paramspace.instance gives numpy scalars: a rule taking its replicates or seed from a Paramspace
+    row was refused with 'replicates must be an integer >= 1, got np.int64(2)', while fixed values and
+    simcal.api.submit take them. They count as the Python values they hold, and are kept as those."""
+    settings = SimulationSettings.from_config(
+        {
+            "replicates": np.int64(2),
+            "seed": np.int64(3),
+            "batch_size": np.int32(5),
+            "allowed_failures": np.uint8(1),
+            "timeout_s": np.float32(60.0),
+            "common_random_numbers": np.bool_(True),
+        }
+    )
+    integers = (settings.replicates, settings.seed, settings.batch_size, settings.allowed_failures)
+    assert integers == (2, 3, 5, 1) and {type(value) for value in integers} == {int}
+    assert settings.timeout_s == 60.0 and settings.common_random_numbers is True
+    with pytest.raises(
+        ContractError, match=r"simulation settings: replicates must be an integer >= 1, got 2\.0"
+    ):
+        SimulationSettings.from_config({"replicates": np.float64(2.0)})  # a fraction's type is still refused
+
+
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from simcal.contract import ContractError, mapping_of, reject_unknown_keys
 
 WHERE = "simulation settings"
@@ -47,6 +49,11 @@ class SimulationSettings:
                 "once that process has died more than 'allowed_failures' times"
             )
         reject_unknown_keys(options, cls.__dataclass_fields__, WHERE)
+        # numpy scalars (what Snakemake's Paramspace.instance gives) count, and are kept, as the Python values they
+        # hold: np.int64(2) is an integer >= 1
+        options = {
+            key: value.item() if isinstance(value, np.generic) else value for key, value in options.items()
+        }
         if options.get("batch_size") == "auto":
             options["batch_size"] = None
         settings = cls(**options)
