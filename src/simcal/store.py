@@ -221,6 +221,7 @@ class PartStore:
         parts = [p for p in self.parts() if wanted[p.name]]
         schemas = [pq.read_schema(p).remove_metadata() for p in parts]
         unified = whole_numbers_as_text(unify_schemas(schemas), parts, schemas) if parts else pa.schema([])
+        unified = columns_in_order(unified)  # the output's own order, not whichever part came first
 
         def write_single_file(tmp: Path) -> None:
             with pq.ParquetWriter(tmp, unified) as writer:
@@ -371,6 +372,17 @@ def _extreme(column: pa.ChunkedArray) -> int:
     """The largest magnitude in an integer column (0 when it holds none)."""
     extremes = pc.min_max(column).as_py().values()
     return max((abs(v) for v in extremes if v is not None), default=0)
+
+
+def columns_in_order(schema: pa.Schema) -> pa.Schema:
+    """The columns in the order docs/simulation.md gives a sweep's output: key columns first, then the parameters
+    and outputs, status columns last. The parts' unified schema lists first the columns of whichever part came
+    first, and a part of failed simulations only has no outputs, which put them after status, error and
+    duration_s in the output file."""
+    first = [name for name in KEY_COLUMNS if name in schema.names]
+    last = [name for name in STATUS_COLUMNS if name in schema.names]
+    middle = [name for name in schema.names if name not in first and name not in last]
+    return pa.schema([schema.field(name) for name in first + middle + last])
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
