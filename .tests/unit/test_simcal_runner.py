@@ -49,6 +49,7 @@ from simcal.runner import (
     TooManyFailures,
     plan_manifest,
     plan_tasks,
+    planned_parameter_sets,
     read_results,
     run_batch,
     simulate,
@@ -1779,3 +1780,16 @@ def test_a_second_sweep_on_an_output_being_written_is_refused_and_the_first_keep
     assert not isinstance(outcome[0], Exception), outcome
     rows = pd.read_parquet(output)
     assert sorted(rows["a"]) == list(first["a"]) and (rows["status"] == "ok").all()
+
+
+def test_a_parameter_that_is_both_a_column_and_fixed_is_refused_naming_the_table_file(tmp_path):
+    """Every other message about a parameter table names its file; this one named neither the file nor where the
+    fixed values came from, so a workflow with several sweeps left the user to guess which table it meant."""
+    table = tmp_path / "design.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n")
+    with pytest.raises(
+        ContractError,
+        match=rf"^{re.escape(str(table))}: parameters \['gamma'\] are both columns of the parameter table and "
+        r"fixed parameters; give each in one place$",
+    ):
+        planned_parameter_sets(table, {"gamma": 0.2})

@@ -800,7 +800,8 @@ def _planned_parameter_sets(
     both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))
     if both:
         raise ContractError(
-            f"parameters {both} are both columns of the parameter table and fixed parameters; give each in one place"
+            f"{where}: parameters {both} are both columns of the parameter table and fixed parameters; give each "
+            "in one place"
         )
     sets = parameter_sets(table, where, row_name)
     return ([{**fixed, **row} for row in sets] if fixed else sets), where, row_name
