@@ -21,6 +21,18 @@ def noisy_line(params, seed):
     return {"y": params["a"] * 2.0 + rng.normal(), "pid": os.getpid()}
 
 
+_WARMED: set = set()
+
+
+def slow_first_call(params, seed):
+    """Cheap, but the first call of a run (``params["run"]``) in a process takes 0.3 s, as a numba model's first
+    call compiles it."""
+    if params["run"] not in _WARMED:
+        _WARMED.add(params["run"])
+        time.sleep(0.3)
+    return {"y": params["a"] * 2.0}
+
+
 def echo_id(params, seed):
     """The parameter 'id' as the model received it, as text (exact whatever its size)."""
     return {"seen_id": str(params["id"])}

@@ -885,21 +885,25 @@ def test_outputs_named_only_like_status_columns_get_the_prefix_and_never_replace
     )
 
 
-def test_a_time_budget_stops_the_batch_after_the_simulation_that_used_it_up_having_run_at_least_one():
-    """run_batch with time_budget_s (the timing probe) stops once that much time has passed, having run at least one
-    simulation; the simulations it did not reach have no rows."""
+def test_a_time_budget_counts_from_the_first_simulations_end_and_stops_the_batch_after_the_one_that_used_it_up():
+    """run_batch with time_budget_s (the timing probe) stops once that much time has passed since its first
+    simulation ended (that one pays the worker's one-time costs), having run a warm one after it; after a first
+    simulation that failed, since the batch began. The simulations it did not reach have no rows."""
     tasks = plan_tasks([{"a": float(i)} for i in range(4)], replicates=1)
     spent = run_batch("simcal_models:noisy_line", tasks, time_budget_s=0.0)
-    assert list(spent["a"]) == [0.0] and list(spent["status"]) == ["ok"]
+    assert list(spent["a"]) == [0.0, 1.0] and list(spent["status"]) == ["ok", "ok"]
+    failed = run_batch("simcal_models:always_fails", tasks, time_budget_s=0.0)
+    assert list(failed["a"]) == [0.0] and list(failed["status"]) == ["failed"]
     assert list(run_batch("simcal_models:noisy_line", tasks, time_budget_s=600.0)["a"]) == [
         0.0,
         1.0,
         2.0,
         3.0,
     ]
-    # The budget is the whole batch's, not each simulation's: simulations of 0.1 s each, a budget of 0.25 s.
+    # The budget is the whole batch's, not each simulation's: simulations of 0.1 s each, a budget of 0.25 s after
+    # the first.
     slow = plan_tasks([{"a": float(i), "sleep_s": 0.1} for i in range(6)], replicates=1)
-    assert 1 <= len(run_batch("simcal_models:counted_sleep", slow, time_budget_s=0.25)) <= 3
+    assert 2 <= len(run_batch("simcal_models:counted_sleep", slow, time_budget_s=0.25)) <= 4
 
 
 def test_the_key_columns_of_a_row_are_the_simulations_own_even_when_a_parameter_has_their_name():

@@ -127,6 +127,16 @@ def test_automatic_batch_size_packs_many_cheap_simulations_per_task(tmp_path, cl
     assert len(read_results(tmp_path / "out")) == 4000
 
 
+def test_a_models_slow_first_call_in_a_worker_does_not_make_batches_of_one(tmp_path, client):
+    """A model whose first call in a worker process is slow (numba compiling SIR took 0.38 s, warm 0.00075 s):
+    the probe timed that call alone, longer than probe_seconds, and chose batches of one simulation (99,999 tasks
+    for 100,000 simulations on the service). It now times the model warm."""
+    design = table(2000).assign(run=str(tmp_path))  # a new run: a first call in each worker process
+    summary = simulate("simcal_models:slow_first_call", design, tmp_path / "out", client=client)
+    assert summary.batch_size > 50, summary.batch_size
+    assert len(read_results(tmp_path / "out")) == 2000
+
+
 def test_the_automatic_batch_size_stays_within_max_batch_size(tmp_path, client):
     summary = simulate(
         "simcal_models:noisy_line", table(4000), tmp_path / "out", {"max_batch_size": 20}, client=client
@@ -195,7 +205,8 @@ class QuietProgress:
 
 def test_the_timing_probe_times_only_the_simulations_that_succeeded():
     """A simulation that failed at once (or timed out) says nothing of how long the model takes: only the ok rows'
-    durations, one per simulation, choose the batch size."""
+    durations, one per simulation, choose the batch size; the probe task's first simulation (the worker's one-time
+    costs) only where it is the only one."""
     import simcal.runner
 
     tasks = plan_tasks([{"a": float(i)} for i in range(4)], 1)
@@ -207,8 +218,12 @@ def test_the_timing_probe_times_only_the_simulations_that_succeeded():
     store = RecordingStore()
     execution = simcal.runner._Execution(simulator, store, simcal.runner.RunSummary(), False, QuietProgress())
     execution._finished(simcal.runner._Unit(tasks, "probe-key", budget=0.05), frame)
-    assert execution.probe_durations == [0.2, 0.4]
+    assert execution.probe_durations == [0.4]  # the first (0.2) not timed: the third ran warm
     assert len(store.written) == 1 and len(store.written[0]) == 5  # the rows themselves are all recorded
+    alone = frame.assign(status=pd.array(["ok", "failed", "failed", "timeout", "ok"], dtype="string"))
+    execution.probe_durations.clear()
+    execution._finished(simcal.runner._Unit(tasks, "probe-key-2", budget=0.05), alone)
+    assert execution.probe_durations == [0.2]
 
 
 class FourThreads:
