@@ -46,6 +46,9 @@ TORCH_CHECK = ["-m", "kdgat.runtime", "--check"]
 # SLURM's text (ESLURM_INVALID_ACCOUNT) when an account is unknown, not the user's, or not allowed on the partition:
 # "Invalid account or account/partition combination specified". Not "accounting/QOS policy" (job limits).
 ACCOUNT_REFUSAL = "invalid account"
+# SLURM's text (slurm_strerror of SLURM_COMMUNICATIONS_CONNECTION_ERROR and its kin) when no controller answers:
+# nothing about the settings can be learnt then, so no partition or account is blamed.
+CONTROLLER_DOWN = "unable to contact slurm controller"
 # How the profile's refusal starts, whichever check refuses.
 REFUSAL = (
     "profiles/slurm: no job submitted, these settings would fail "
@@ -310,6 +313,14 @@ def check_before_submission(
         errors = dict(
             zip(planned, pool.map(lambda probe: test_only(account, probe.flags), planned), strict=True)
         )
+    down = [error for error in errors.values() if error and CONTROLLER_DOWN in error.lower()]
+    if down:
+        problems.append(
+            f"SLURM's controller does not answer, so the account, partitions and GPU request cannot be checked "
+            f"(sbatch --test-only: {down[0]}). Fix: run again once `scontrol ping` reports the controller UP, or "
+            f"export SNAKEMAKE_SLURM_CHECKS=off to skip the checks (a dry run submits nothing)"
+        )
+        raise PreflightError("\n".join(f"- {problem}" for problem in problems))
     refused = {probe.partition for probe, error in errors.items() if error and probe.kind == "partition"}
     tried = {probe.partition: error for probe, error in errors.items() if probe.kind == "partition"}
     account_refused = {

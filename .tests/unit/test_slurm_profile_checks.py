@@ -608,3 +608,22 @@ def test_the_torch_check_runs_where_the_readme_says(min_job_age_300, tmp_path, c
     assert "`srun -p gpudebug --gpus=v100:1 python -m kdgat.runtime --check`" in README.read_text()
     assert preflight.main([*arguments, "--gpu-partition", "gpu-exp"]) == 0
     assert "srun -A pas0000 -p gpu-exp " in capsys.readouterr().out
+
+
+def test_a_controller_that_does_not_answer_is_named_once_not_blamed_on_every_partition(
+    min_job_age_300, tmp_path
+):
+    """SLURM installed but its controller down (a workstation with the client, a login node in maintenance): every
+    `sbatch --test-only` fails alike. That said 'partition ... is refused ... Fix: correct the partition file' for
+    each of the six partitions of a correct file; the refusal names the controller and the way past it instead."""
+    said = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+    sbatch = tmp_path / "bin" / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\necho "{said}" >&2\nexit 1\n')
+    sbatch.chmod(0o755)
+    with pytest.raises(preflight.PreflightError) as error:
+        preflight.check_before_submission("pas0000", PARTITION_FILE, "v100", init_seconds=None)
+    assert str(error.value) == (
+        f"- SLURM's controller does not answer, so the account, partitions and GPU request cannot be checked "
+        f"(sbatch --test-only: {said}). Fix: run again once `scontrol ping` reports the controller UP, or export "
+        f"SNAKEMAKE_SLURM_CHECKS=off to skip the checks (a dry run submits nothing)"
+    )
