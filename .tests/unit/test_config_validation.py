@@ -148,6 +148,40 @@ def test_a_config_without_datasets_runs_the_calibration_alone(tmp_path: Path) ->
     assert all(job == "all" or job.startswith("calibration_") for job in jobs), jobs
 
 
+def test_a_configfile_without_datasets_runs_the_calibration_alone_beside_the_shipped_config(
+    tmp_path: Path,
+) -> None:
+    """From the repository root the Snakefile's own `configfile: config/config.yaml` is loaded too, and
+    `--configfile my.yaml` is merged onto it: the demo's datasets stay, and a calibration-only file planned the
+    whole CAN-IDS chain (kd_gat training on GPUs included). The docs said such a config runs the calibration alone
+    and that keys left out take the schema's defaults; they now name --replace-workflow-config, which does that."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    own = tmp_path / "my.yaml"
+    own.write_text(yaml.safe_dump({"calibration": DEFAULT_CONFIG["calibration"]}))
+
+    def planned(*extra: str) -> set[str]:
+        proc = run_snakemake(
+            "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(own), "--cores", "1", *extra, check=False, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout
+        return set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout, re.MULTILINE))
+
+    assert "kd_gat_train_gat_teacher" in planned()  # merged onto the shipped config: its datasets stay
+    alone = planned("--replace-workflow-config")
+    assert {"all", "calibration_calibrate"} <= alone, alone
+    assert all(job == "all" or job.startswith("calibration_") for job in alone), alone
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (
+        "A config without `datasets` (say, only a `calibration` section, given as `snakemake --configfile my.yaml "
+        "--replace-workflow-config`) runs the calibration alone" in readme
+    )
+    config_readme = " ".join((REPO / "config" / "README.md").read_text().split())
+    assert "keys you leave out take the defaults below" not in config_readme
+    assert "add `--replace-workflow-config` to start from the defaults below instead" in config_readme
+
+
 def test_can_ids_asked_for_without_datasets_is_refused_naming_both_keys(tmp_path: Path) -> None:
     config = {"targets": {"can_ids": True}, "calibration": DEFAULT_CONFIG["calibration"]}
     proc = _dry_run_with(config, tmp_path)
