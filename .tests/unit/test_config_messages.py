@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from config_messages import config_problem
+from config_messages import config_problem, duplicate_keys
 
 SCHEMA = {
     "type": "object",
@@ -146,3 +146,23 @@ def test_a_top_level_value_from_the_command_line_gets_no_hint_about_values_insid
     config = {"kd_gat": "text"}
     line = config_problem(problem_of(config), [], {"kd_gat": "text"})
     assert line == "config key kd_gat (set in --config): 'text' is not of type 'object'"
+
+
+def test_a_key_given_twice_in_one_config_file_is_named_with_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys: a second `kd_gat:` section (a pasted block) dropped the first one's
+    seeds without a word, and the run trained other seeds than the file says. Every repeat is named, at any depth."""
+    file = tmp_path / "my.yaml"
+    file.write_text(
+        "kd_gat:\n  seeds: [1]\n  training: {gat: {epochs: 5, epochs: 6}}\ncalibration: {name: x}\n"
+        "kd_gat:\n  variants: [teacher]\n"
+    )
+    single = tmp_path / "single.yaml"
+    single.write_text("kd_gat: {seeds: [1]}\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kd_gat: [\n")
+    assert duplicate_keys([single, file, file, broken, tmp_path / "missing.yaml"]) == [
+        f"config key kd_gat is given twice in {file} (lines 1 and 5): YAML keeps only the last, the other is "
+        f"lost; give it once",
+        f"config key kd_gat.training.gat.epochs is given twice in {file} (lines 3 and 3): YAML keeps only the "
+        f"last, the other is lost; give it once",
+    ]

@@ -57,6 +57,41 @@ def config_problem(problem, configfiles, overrides) -> str:
     return "\n".join(lines)
 
 
+def duplicate_keys(configfiles) -> list[str]:
+    """One line per key given twice in one mapping of a config file: YAML (and so Snakemake) keeps the last and
+    drops the other without a word. Files that cannot be read or parsed are left to Snakemake."""
+    lines = []
+    for file in _unique_files(configfiles):
+        try:
+            document = yaml.compose(Path(file).read_text(), Loader=yaml.SafeLoader)
+        except (OSError, yaml.YAMLError):
+            continue
+        for key, first, again in _repeats(document, []):
+            lines.append(
+                f"config key {_dotted(key)} is given twice in {file} (lines {first} and {again}): YAML keeps only "
+                f"the last, the other is lost; give it once"
+            )
+    return lines
+
+
+def _repeats(node, path):
+    """(key, first line, repeated line) for every key given twice, in document order, each mapping's own first."""
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _repeats(item, [*path, index])
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in seen:
+                yield [*path, key.value], seen[key.value], key.start_mark.line + 1
+            else:
+                seen[key.value] = key.start_mark.line + 1
+    for key, value in node.value:
+        yield from _repeats(value, [*path, key.value] if isinstance(key, yaml.ScalarNode) else path)
+
+
 _MISSING = object()
 
 
