@@ -496,3 +496,34 @@ def test_targets_the_job_would_take_pass_and_one_whose_module_does_not_import_he
         ContractError, match=r"^calibration.targets\[0\].function: 'lab\.losses' must look like"
     ):
         check_targets([{"function": "lab.losses"}])
+
+
+@pytest.mark.parametrize(
+    ("section", "changes", "expected"),
+    [
+        # JSON Schema's integer takes 4.0; the simulate job's settings do not, after the design jobs had run
+        (
+            "simulation",
+            {"replicates": 4.0},
+            "calibration.simulation: simulation settings: replicates must be an integer >= 1, got 4.0",
+        ),
+        (
+            "sweep",
+            {"replicates": 2.0},
+            "calibration.sweep.replicates: simulation settings: replicates must be",
+        ),
+        ("calibrate", {"rounds": 6.0}, "calibration.calibrate.rounds must be an integer >= 0, got 6.0"),
+    ],
+)
+def test_a_whole_float_where_the_jobs_need_an_integer_stops_the_dry_run(tmp_path, section, changes, expected):
+    config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
+    config["calibration"][section].update(changes)
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    dry = run_snakemake(
+        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(configfile), "--cores", "1", check=False, timeout=300,
+    )  # fmt: skip
+    assert dry.returncode != 0, dry.stdout
+    assert expected in dry.stdout, dry.stdout
+    assert "Building DAG of jobs" not in dry.stdout, dry.stdout

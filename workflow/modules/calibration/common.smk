@@ -1,8 +1,10 @@
 # Helpers of the calibration module (kept apart so that the Snakefile holds only rules). Where the simulations run
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
+from simcal.calibrate import CalibrationSettings
 from simcal.config_checks import check_model, check_observed, check_targets
 from simcal.design import parse_bounds
+from simcal.settings import SimulationSettings
 from snakemake.exceptions import WorkflowError
 
 
@@ -33,6 +35,30 @@ def check_references_and_observed():
 
 
 check_references_and_observed()
+
+
+def check_job_settings():
+    """calibration.simulation (the sweep's with its replicates) and calibration.calibrate as the simulate and
+    calibrate jobs read them: the schema's integer takes 4.0, which the jobs refused only once the design jobs
+    had run."""
+    checks = [
+        ("calibration.simulation", SimulationSettings.from_config, CAL["simulation"]),
+        ("calibration.calibrate", CalibrationSettings.from_config, CAL["calibrate"]),
+    ]
+    if SWEEP["enabled"]:
+        sweep = {**CAL["simulation"], "replicates": SWEEP["replicates"]}
+        checks.append(("calibration.sweep.replicates", SimulationSettings.from_config, sweep))
+    for key, read, options in checks:
+        try:
+            read(dict(options))
+        except ValueError as error:
+            message = str(error)
+            raise WorkflowError(
+                message if message.startswith(key) else f"{key}: {message}"
+            ) from None
+
+
+check_job_settings()
 
 
 # Simulation settings that decide no row: how often progress is written and how long the rule waits for a worker
