@@ -142,6 +142,20 @@ def test_bad_settings_name_the_config_key(config, message):
 
 
 @pytest.mark.parametrize(
+    ("variant", "key"),
+    [("teacher", "teacher_preset"), ("student_kd", "student_preset"), ("student", "student_preset")],
+)
+def test_an_unknown_preset_names_the_key_of_the_variant_that_uses_it(variant, key):
+    """It said `config kd_gat.*_preset`, leaving the user to guess which of the two keys holds the bad name."""
+    with pytest.raises(SettingsError) as error:
+        StageSettings.from_config({key: "huge", "presets": {"mine": {}}}, "gat", variant)
+    assert str(error.value) == (
+        f"kd_gat.{key}: unknown size preset 'huge'; known: ['demo_student', 'demo_teacher', 'mine', 'student', "
+        f"'teacher'] (kd_gat.presets defines more)"
+    )
+
+
+@pytest.mark.parametrize(
     ("dqn", "message"),
     [
         ({"fit_split": "train"}, r"kd_gat.dqn.fit_split/stop_split: not `train`"),
