@@ -370,39 +370,13 @@ def test_large_floats_and_small_whole_numbers_beside_fractions_stay_floats_in_th
     assert result["x"].dtype == "float64" and result["x"].tolist() == values
 
 
-def test_read_results_puts_the_status_columns_last_whichever_part_comes_first(tmp_path):
-    """The output's schema lists first the columns of its first part: when that part held only a failed
-    simulation (no outputs), read_results gave the outputs of the others after status, error and duration_s,
-    unlike the rows docs/simulation.md lists (and unlike gather's, for the same rows)."""
-    store = PartStore(tmp_path / "out", {"model": "m:f"})
-    failed, fine = plan_tasks([{"a": -1.0}, {"a": 1.0}], 1)
-    store.write(simcal.worker.failure_rows([failed], "failed", "ValueError: no"), [failed], prefix="a")
-    row = {"param_id": fine.param_id, "replicate": 0, "seed": fine.seed, "a": 1.0, "y": 2.0, "status": "ok",
-           "error": None, "duration_s": 0.1}  # fmt: skip
-    store.write(pd.DataFrame([row]), [fine])  # part-<hash>.parquet, after a-<hash>.parquet
-    store.expect([failed, fine])
-    store.finalize()
-    result = read_results(tmp_path / "out")
-    assert list(result.columns) == [
-        "param_id",
-        "replicate",
-        "seed",
-        "a",
-        "y",
-        "status",
-        "error",
-        "duration_s",
-    ]
-    ordered = result.sort_values("a")
-    assert ordered["status"].tolist() == ["failed", "ok"] and ordered["y"].isna().tolist() == [True, False]
-    assert ordered["y"].iloc[1] == 2.0
-
-
-def test_the_output_file_lists_its_columns_in_the_documented_order_whichever_part_comes_first(tmp_path):
+def test_the_output_file_and_read_results_list_the_columns_in_the_documented_order_whichever_part_comes_first(
+    tmp_path,
+):
     """docs/simulation.md and the simulate wrapper's meta.yaml give the output's columns as param_id, replicate,
-    seed, the parameters, the outputs, status, error, duration_s. The file took the order of its first part, and
-    a part of failed simulations only (no outputs) put the outputs after duration_s for every reader that is not
-    read_results (pandas.read_parquet, polars, R's arrow, DuckDB)."""
+    seed, the parameters, the outputs, status, error, duration_s. The file took the order of its first part: when
+    that part held only a failed simulation (no outputs), the outputs came after duration_s for every reader
+    (pandas.read_parquet, polars, R's arrow, DuckDB), and for read_results until it reordered them."""
     store = PartStore(tmp_path / "out", {"model": "m:f"})
     failed, fine = plan_tasks([{"a": -1.0}, {"a": 1.0}], 1)
     store.write(simcal.worker.failure_rows([failed], "failed", "ValueError: no"), [failed], prefix="a")
@@ -410,19 +384,12 @@ def test_the_output_file_lists_its_columns_in_the_documented_order_whichever_par
            "error": None, "duration_s": 0.1}  # fmt: skip
     store.write(pd.DataFrame([row]), [fine])  # part-<hash>.parquet, after a-<hash>.parquet
     store.expect([failed, fine])
-    written = pd.read_parquet(store.finalize())
-    assert list(written.columns) == [
-        "param_id",
-        "replicate",
-        "seed",
-        "a",
-        "y",
-        "status",
-        "error",
-        "duration_s",
-    ]
-    assert written.sort_values("a")["y"].isna().tolist() == [True, False]
-    assert written.sort_values("a")["status"].tolist() == ["failed", "ok"]
+    documented = ["param_id", "replicate", "seed", "a", "y", "status", "error", "duration_s"]
+    for result in (pd.read_parquet(store.finalize()), read_results(tmp_path / "out")):
+        assert list(result.columns) == documented
+        ordered = result.sort_values("a")
+        assert ordered["status"].tolist() == ["failed", "ok"]
+        assert ordered["y"].isna().tolist() == [True, False] and ordered["y"].iloc[1] == 2.0
 
 
 def test_read_results_of_a_table_no_sweep_wrote_names_the_file_and_what_it_lacks(tmp_path):
