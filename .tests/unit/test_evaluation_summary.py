@@ -1143,6 +1143,31 @@ def test_a_metrics_json_without_a_chain_models_results_is_refused_naming_the_fil
         _summarize(tmp_path, paths)
 
 
+@pytest.mark.parametrize("block", ["test_pooled", "test.dos"])
+def test_seeds_of_one_variant_holding_different_models_are_refused_naming_both_files_and_the_block(
+    tmp_path, block
+):
+    """A fixed-alpha model (or any other beyond the chain's three) missing from one seed's metrics.json: its
+    interval was silently over the other seeds, under the variant's count of seeds."""
+    fixed = FIXED_ALPHA_MODELS[0]
+    documents = [_document("teacher", seed, PERFECT, HALF, PERFECT) for seed in (1, 2, 3)]
+    for document in documents:
+        for where in (document["test_pooled"], document["test"]["dos"]):
+            where[fixed] = where["gat"]
+    paths = [
+        _written(tmp_path, f"metrics_{seed}.json", d) for seed, d in zip((1, 2, 3), documents, strict=True)
+    ]
+    _summarize(tmp_path, paths)  # every seed holds it: summarised
+    lacking = _written(tmp_path, "metrics_3.json", _edited(documents[2], (f"{block}.{fixed}", ...)))
+    with pytest.raises(
+        ValueError,
+        match=rf"^{lacking} and {paths[0]} hold different models in {re.escape(block)} of ds/teacher ",
+    ):
+        _summarize(tmp_path, paths)
+    other = _document("student", 1, PERFECT, HALF, PERFECT)  # another variant need not hold the same models
+    _summarize(tmp_path, [*paths[:2], _written(tmp_path, "student.json", other)])
+
+
 def test_a_baselines_json_without_a_baselines_results_in_a_scenario_is_refused_naming_the_file(tmp_path):
     """It used to stop the summary with a bare KeyError naming neither the file nor the block."""
     metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))

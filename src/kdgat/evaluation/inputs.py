@@ -200,6 +200,31 @@ def check_one_test_set_per_dataset(
         )
 
 
+def check_one_set_of_models_per_variant(metrics: Sequence[tuple[Any, Mapping]]) -> None:
+    """A ValueError naming two files when the seeds of one dataset and variant hold different models in a test
+    block (a fixed-alpha model left out of one seed's metrics.json, say): the summary's interval of a model
+    missing from one seed would silently be over the others, under the variant's count of seeds."""
+
+    def models_by_block(document: Mapping) -> dict[str, set]:
+        blocks = {f"test.{name}": models for name, models in document["test"].items()}
+        return {
+            where: set(models) for where, models in {**blocks, "test_pooled": document["test_pooled"]}.items()
+        }
+
+    first: dict[tuple[Any, Any], tuple[Any, dict[str, set]]] = {}
+    for path, document in metrics:
+        key = (document["dataset"], document["variant"])
+        reference, expected = first.setdefault(key, (path, models_by_block(document)))
+        for where, models in models_by_block(document).items():
+            if where in expected and models != expected[where]:
+                raise ValueError(
+                    f"{path} and {reference} hold different models in {where} of {key[0]}/{key[1]} "
+                    f"({sorted(models)} and {sorted(expected[where])}): each seed's metrics.json must hold every "
+                    "model of its variant, or that model's interval is silently over fewer seeds; rerun the "
+                    "evaluation of the seed that lacks it"
+                )
+
+
 def check_one_model_size_per_variant(metrics: Sequence[tuple[Any, Mapping]]) -> None:
     """A ValueError naming two files when the seeds of one dataset and variant evaluated models of different
     sizes (``parameters``): a preset changed between seeds (a partial rerun after editing kd_gat.teacher_preset,

@@ -25,6 +25,7 @@ from kdgat.evaluation.inputs import (
     check_detector_files,
     check_metric_blocks,
     check_one_model_size_per_variant,
+    check_one_set_of_models_per_variant,
     check_one_test_set_per_dataset,
     checked_metrics,
     loaded_document,
@@ -426,6 +427,7 @@ def summarize_files(
         check_metric_blocks(path, document, "baselines", BASELINES)
         baseline_documents.append(document)
     check_one_model_size_per_variant(list(zip(metrics, documents, strict=True)))
+    check_one_set_of_models_per_variant(list(zip(metrics, documents, strict=True)))
     check_one_test_set_per_dataset(
         list(zip(metrics, documents, strict=True)), list(zip(baselines, baseline_documents, strict=True))
     )
