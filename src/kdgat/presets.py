@@ -130,13 +130,17 @@ def argument_problems(stage: str, arguments: dict) -> list[tuple[str, str, objec
     return problems
 
 
-def resolve_preset(name: str, stage: str, custom: dict | None = None) -> dict:
-    """Architecture keyword arguments of `stage` in preset `name`; `custom` (config) presets take precedence."""
+def resolve_preset(name: str, stage: str, custom: dict | None = None, key: str = "kd_gat.*_preset") -> dict:
+    """Architecture keyword arguments of `stage` in preset `name`; `custom` (config) presets take precedence.
+    `key`: the config key that gave `name` (kd_gat.teacher_preset, say), which an unknown name's message starts
+    with."""
     if stage not in STAGES:
         raise ValueError(f"unknown model stage {stage!r}; expected one of {STAGES}")
     presets = {**PRESETS, **(custom or {})}
     if name not in presets:
-        raise KeyError(f"unknown size preset {name!r} (config kd_gat.*_preset); known: {sorted(presets)}")
+        raise KeyError(
+            f"{key}: unknown size preset {name!r}; known: {sorted(presets)} (kd_gat.presets defines more)"
+        )
     if stage not in presets[name]:
         raise KeyError(f"size preset {name!r} has no {stage!r} section")
     arguments = presets[name][stage]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdgat.chain import STAGES, STUDENT_KD, TEACHER, VARIANTS, preset_of
-from kdgat.presets import PRESETS, argument_problems, resolve_preset
+from kdgat.presets import argument_problems, resolve_preset
 
 
 class SettingsError(ValueError):
@@ -298,14 +298,9 @@ class StageSettings:
         preset = preset_of(variant, top["teacher_preset"], top["student_preset"])
         training_sections = dict(_mapping(section.get("training"), "kd_gat.training"))
         reject_unknown_keys(training_sections, STAGES, "kd_gat.training")
-        known = sorted({**PRESETS, **(section.get("presets") or {})})
-        if preset not in known:
-            key = "teacher_preset" if variant == TEACHER else "student_preset"
-            raise SettingsError(
-                f"kd_gat.{key}: unknown size preset {preset!r}; known: {known} (kd_gat.presets defines more)"
-            )
+        key = "kd_gat.teacher_preset" if variant == TEACHER else "kd_gat.student_preset"
         try:
-            model = resolve_preset(preset, stage, section.get("presets"))
+            model = resolve_preset(preset, stage, section.get("presets"), key)
         except (KeyError, ValueError) as error:
             # str() of a KeyError quotes its message; args[0] is the message itself.
             raise SettingsError(str(error.args[0]) if isinstance(error, KeyError) else str(error)) from None
