@@ -96,6 +96,13 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def metric_blocks(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A metrics or baselines document's blocks of model results by the name a message gives them:
+    ``test.<scenario>`` for each test scenario, then ``test_pooled``."""
+    blocks = {f"test.{scenario}": models for scenario, models in document["test"].items()}
+    return {**blocks, "test_pooled": document["test_pooled"]}
+
+
 def check_metric_blocks(path, document: Mapping[str, Any], what: str, required: Sequence[str] = ()) -> None:
     """A ValueError naming ``path`` and the block when ``test`` holds no scenario, when a test scenario or
     ``test_pooled`` lacks one of ``required`` (the models the summary reads from every block: a seed without them
@@ -107,8 +114,7 @@ def check_metric_blocks(path, document: Mapping[str, Any], what: str, required: 
         raise ValueError(
             f"{path}: the {what}' 'test' holds no test scenario ({test!r}); expected one per scenario"
         )
-    blocks = {f"test.{scenario}": models for scenario, models in test.items()}
-    for where, models in {**blocks, "test_pooled": document["test_pooled"]}.items():
+    for where, models in metric_blocks(document).items():
         if not isinstance(models, Mapping) or not models:
             raise ValueError(f"{path}: {where} must map each model to its metrics; found {models!r}")
         absent = [model for model in required if model not in models]
@@ -206,10 +212,7 @@ def check_one_set_of_models_per_variant(metrics: Sequence[tuple[Any, Mapping]]) 
     missing from one seed would silently be over the others, under the variant's count of seeds."""
 
     def models_by_block(document: Mapping) -> dict[str, set]:
-        blocks = {f"test.{name}": models for name, models in document["test"].items()}
-        return {
-            where: set(models) for where, models in {**blocks, "test_pooled": document["test_pooled"]}.items()
-        }
+        return {where: set(models) for where, models in metric_blocks(document).items()}
 
     first: dict[tuple[Any, Any], tuple[Any, dict[str, set]]] = {}
     for path, document in metrics:

@@ -282,7 +282,7 @@ def fusion_summary(scenarios: pd.DataFrame) -> pd.DataFrame:
     chain = scenarios[scenarios["model"].isin(["fusion", "gat", "vgae"])]
     rows = []
     for key, group in chain.groupby(["dataset", "variant", "scenario"], sort=False):
-        if not 0 < float((group["n_attack"] / group["n"]).iloc[0]) < 1:
+        if not 0 < attack_share(group) < 1:
             continue  # one class only: no floor (floor_table), and F1 there counts false alarms
         per_seed = group.pivot_table(index="seed", columns="model", values="f1", dropna=False)
         if not {"fusion", "gat", "vgae"} <= set(per_seed.columns):
@@ -403,6 +403,11 @@ def at_least(value, floor):
     return value >= floor - 1e-9
 
 
+def attack_share(scenario_rows: pd.DataFrame) -> float:
+    """The share of attack windows of one test scenario (its rows all hold the scenario's own counts)."""
+    return float((scenario_rows["n_attack"] / scenario_rows["n"]).iloc[0])
+
+
 def chance_f1(attack_share: float) -> float:
     """The best F1 a score-blind detector reaches: flag every window (recall 1, precision = the attack share);
     any random flagging rate does worse."""
@@ -429,7 +434,7 @@ def floor_table(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     chain = table[table["model"].isin(FLOOR_MODELS)]
     for (dataset, variant, scenario), group in chain.groupby(["dataset", "variant", "scenario"], sort=False):
-        share = float((group["n_attack"] / group["n"]).iloc[0])
+        share = attack_share(group)
         if not 0 < share < 1:
             continue
         means = group.groupby("model")[["f1", "roc_auc"]].mean()
