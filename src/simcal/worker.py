@@ -279,7 +279,8 @@ def run_batch(
 
     With ``time_budget_s`` it stops once that much time has passed since the first simulation ended (the timing
     probe; since the batch began where that one failed), having run at least one and, when the first succeeded,
-    a second; the simulations it did not reach have no rows. With ``timeout_s`` each simulation is stopped after that long.
+    a second; the simulations it did not reach have no rows. With ``timeout_s`` each simulation is stopped after
+    that long.
     A batch that its cancelled sweep interrupts (``interrupt_batches``) raises BatchInterrupted.
     """
     batch = tasks if isinstance(tasks, Batch) else Batch(tasks, driver=None)
