@@ -373,7 +373,7 @@ def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(
         "train": ["--data", str(tmp_path), "--vgae", "v", "--gat", "g"],
         "evaluate": ["--dataset", "x", "--variant", "teacher", "--data", str(tmp_path), "--chain", "c"],
         "baselines": ["--dataset", "x", "--data", str(tmp_path)],
-        "preprocess": ["--dataset", "x", "--train", "a.csv"],
+        "preprocess": ["--dataset", "x", "--train", "a.csv", "--test", "dos=b.csv"],
         "summarize": ["--metrics", "m.json"],
     }[args[0]]
     monkeypatch.chdir(tmp_path)
@@ -777,7 +777,7 @@ def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_pat
     assert not Path("again").exists()
 
 
-def test_preprocess_refuses_test_or_train_logs_it_would_ignore_beside_path_or_a_config_entry(
+def test_preprocess_refuses_logs_it_would_ignore_beside_path_or_a_config_entry_and_train_without_test(
     tmp_path, monkeypatch, stderr_text
 ):
     # The logs come from --train/--test, or from --path, or from datasets.<name>: a --test beside --path (or a
@@ -798,6 +798,11 @@ def test_preprocess_refuses_test_or_train_logs_it_would_ignore_beside_path_or_a_
     assert "--test is given with datasets.lab of --config" in stderr_text()
     assert main([*base, "--path", "lab", "--train", "extra.csv", "--test", "replay=extra.csv"]) == 2
     assert "--train and --path both name the logs" in stderr_text()
+    # --train alone would write a test.pt of no scenario, which the workflow refuses for a dataset.
+    assert main([*base, "--train", "extra.csv"]) == 2
+    assert "--train is given without --test: give at least one test scenario as --test SCENARIO=FILE" in (
+        stderr_text()
+    )
     assert not calls and not Path("out").exists()
 
 
@@ -1080,7 +1085,19 @@ def test_preprocess_takes_the_config_then_set_then_each_flag(tmp_path, monkeypat
     calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
     config = tmp_path / "preprocess.yaml"
     config.write_text(yaml.safe_dump({"window_size": 50, "stride": 25, "seed": 1, "val_fraction": 0.3}))
-    base = ["preprocess", "--config", str(config), "--dataset", "x", "--train", "a.csv", "--out", "o"]
+    base = [
+        "preprocess",
+        "--config",
+        str(config),
+        "--dataset",
+        "x",
+        "--train",
+        "a.csv",
+        "--test",
+        "dos=b.csv",
+        "--out",
+        "o",
+    ]
     assert main([*base, "--set", "stride=10", "--set", "seed=2"]) == 0
     assert {key: calls[-1][key] for key in ("window_size", "stride", "seed", "val_fraction")} == {
         "window_size": 50, "stride": 10, "seed": 2, "val_fraction": 0.3,
@@ -1116,7 +1133,7 @@ def test_a_section_holding_every_key_of_its_schema_is_taken_by_the_commands(tmp_
     }
     Path("config.yaml").write_text(yaml.safe_dump({"datasets": {}, **sections}))
     common = ["--config", "config.yaml", "--dataset", "x", "--out", "o"]
-    assert main(["preprocess", *common, "--train", "a.csv"]) == 0
+    assert main(["preprocess", *common, "--train", "a.csv", "--test", "dos=b.csv"]) == 0
     assert main(["evaluate", *common, "--variant", "teacher", "--chain", "c", "--data", "d"]) == 0
     assert main(["baselines", *common, "--data", "d"]) == 0
     assert all(len(made) == 1 for made in calls.values()), calls

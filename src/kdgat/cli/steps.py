@@ -103,7 +103,8 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
         help="training logs (attack-free and with attacks)",
     )
     parser.add_argument("--test", nargs="+", action="extend", default=[], metavar="SCENARIO=FILE",
-                        help="test logs with their scenario (with --train); a scenario may have several files")  # fmt: skip
+                        help="test logs with their scenario (at least one with --train); a scenario may have "
+                        "several files")  # fmt: skip
     parser.add_argument("--format", help="log format: auto (sniffed per file) or a registered format name "
                         "(datasets.<name>.format)")  # fmt: skip
     parser.add_argument("--bad-rows", choices=("error", "skip"), help="a malformed row fails the step or is "
@@ -129,6 +130,13 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
     if args.train:
         if args.path:  # one of the two would be ignored
             raise UsageError("--train and --path both name the logs: give --train/--test or --path, not both")
+        if (
+            not args.test
+        ):  # the workflow refuses such a dataset (kdgat.layout): every model would train for nothing
+            raise UsageError(
+                "--train is given without --test: give at least one test scenario as --test SCENARIO=FILE (the "
+                "evaluation reads test.pt, which would hold no scenario)"
+            )
         return list(args.train), [parse_pair(text, "--test") for text in args.test], {}
     spec = {"path": args.path} if args.path else dict((config.get("datasets") or {}).get(args.dataset) or {})
     if not (spec.get("path") or spec.get("files") or (spec.get("synthetic") or {}).get("files")):
