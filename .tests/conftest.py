@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,9 @@ SERIAL_GROUPS = {
 # interactive allocation held during another test's scancel or time-limit retry made both time out in a trial).
 READ_THE_SHARED_PIPELINE_LATE = {"test_slurm_pipeline.py", "test_kdgat_cli_pipeline.py"}
 
+# A service's log line of a request answered with 2xx (left out of a failed test's report).
+ACCESS_OK = re.compile(r'uvicorn\.access: .*" 2\d\d$')
+
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the markers into group names
 def pytest_collection_modifyitems(config, items):
@@ -46,6 +50,20 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
     # A stable sort: xdist's workers run a group's tests in collection order.
     items.sort(key=lambda item: item.path.name in READ_THE_SHARED_PIPELINE_LATE)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that started services (``service_factory``) shows the end of each one's log in its report: the
+    service runs in a subprocess, and a failure under CI's load is otherwise seen only from the client's side."""
+    report = yield
+    factory = getattr(item, "funcargs", {}).get("service_factory")
+    if report.failed and factory is not None:
+        for number, service in enumerate(getattr(factory, "started", []), 1):
+            # Without the access lines of answered requests: a test polling a job writes ten a second.
+            lines = [line for line in service.log_text().splitlines() if not ACCESS_OK.search(line)]
+            report.sections.append((f"service {number} log ({service.log})", "\n".join(lines)[-12000:]))
+    return report
 
 
 @pytest.fixture(scope="session")

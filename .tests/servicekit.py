@@ -165,6 +165,7 @@ def services(tmp_path_factory):
             service.start()
         return service
 
+    make.started = started  # read by conftest's report hook: a failed test's report shows their logs
     try:
         yield make
     finally:
