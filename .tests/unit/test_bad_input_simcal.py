@@ -4,6 +4,7 @@ what was expected, before anything runs, and nothing is written."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 
@@ -18,7 +19,7 @@ from simcal.calibrate import calibrate, check_observed_columns, parse_targets
 from simcal.contract import ContractError
 from simcal.design import parse_bounds, sample_design, write_design
 from simcal.observed import generate_observed, read_observed
-from simcal.runner import simulate
+from simcal.runner import TooManyFailures, simulate
 from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
 from simcal.space import Choice, Integer, ParameterSpace, Real
 from simcal.tables import read_parameter_table
@@ -297,6 +298,33 @@ def test_a_word_in_a_number_column_is_named_at_its_own_line_beside_a_column_of_c
     ):
         simulate("choice_lab_model:model", table, tmp_path / "out.parquet")
     assert not (tmp_path / "out.parquet.partial").exists()
+
+
+UNDECLARED_MODEL = """
+def model(params, seed):
+    return {"y": params["rate"] * 0.5}
+"""
+
+
+def test_a_word_among_numbers_for_a_model_without_a_space_is_warned_of_at_its_line(
+    tmp_path, monkeypatch, caplog
+):
+    """Without a declared space nothing refuses the word, and the whole column reaches the model as text: every row
+    fails with the model's own TypeError, which does not say why. The log names the word's line and column; a
+    column of more words than numbers (IDs) is text on purpose and not warned of."""
+    (tmp_path / "undeclared_lab_model.py").write_text(UNDECLARED_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    table = tmp_path / "params.csv"
+    table.write_text("site,rate\n07,0.1\nB12,0.2\nC3,abc\n")
+    caplog.set_level(logging.WARNING, logger="simcal")
+    with pytest.raises(TooManyFailures):
+        simulate("undeclared_lab_model:model", table, tmp_path / "out.parquet", {"max_failed_fraction": 0.5})
+    warned = [r.getMessage() for r in caplog.records if "a word among numbers" in r.getMessage()]
+    assert len(warned) == 1, warned  # rate only: site, mostly words (07, B12, C3), is text on purpose
+    assert warned[0].startswith(
+        f"{table}, line 4: column 'rate' is 'abc', a word among numbers (2 of 3 values"
+    )
+    assert "undeclared_lab_model:model gets every value of it as text" in warned[0]
 
 
 def test_a_missing_parquet_file_is_named_as_missing(tmp_path):

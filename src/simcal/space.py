@@ -19,6 +19,7 @@ unchecked.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simcal.contract import ContractError, resolve_callable
+
+log = logging.getLogger(__name__)
 
 ATTRIBUTE = "parameter_space"
 _REQUIRED = object()
@@ -207,6 +210,8 @@ def check_parameter_sets(
     """
     space = space_of(model_ref)
     if space is None:
+        sets = sets if isinstance(sets, list) else list(sets)
+        _warn_of_numbers_read_as_text(sets, where, labels, model_ref)
         return
     sets = sets if isinstance(sets, list) else list(sets)
     word = _first_word_among_numbers(space, sets)
@@ -219,6 +224,36 @@ def check_parameter_sets(
     for index, params in enumerate(sets):
         label = next(names) if names is not None else f"parameter set {index}"
         space.check(params, f"{where}, {label}", model_ref)
+
+
+def _warn_of_numbers_read_as_text(
+    sets: list[Mapping[str, Any]], where: str, labels: Iterable[str] | None, model_ref: str
+) -> None:
+    """Log a warning for each column of numbers that one word turned into text, for a model without a declared space
+    (which would refuse the word, naming its row). A CSV column holding ``abc`` among numbers is read as text
+    throughout: the model gets '0.1' for 0.1 in every row and typically fails on each, which its errors do not
+    explain. A column of more words than numbers (IDs such as ``07``, ``B12`` and ``C3``) is taken as text on
+    purpose and not warned of."""
+    if not sets:
+        return
+    text_columns = [name for name, value in sets[0].items() if isinstance(value, str)]
+    named: list[str] | None = None
+    for name in text_columns:
+        values = [params.get(name) for params in sets]
+        numbers_in = sum(isinstance(value, str) and reads_as_number(value) for value in values)
+        if not len(values) / 2 < numbers_in < len(values):  # mostly words: a column of text (IDs) on purpose
+            continue
+        index = next(
+            i for i, value in enumerate(values) if not (isinstance(value, str) and reads_as_number(value))
+        )
+        if named is None:
+            named = list(labels) if labels is not None else [f"parameter set {i}" for i in range(len(sets))]
+        log.warning(
+            "%s, %s: column %r is %r, a word among numbers (%d of %d values read as numbers), so the whole column is "
+            "text: %s gets every value of it as text ('0.1', not 0.1); fix the value, or declare the model's "
+            "parameter space (simcal.space), which refuses it naming its row",
+            where, named[index], name, values[index], numbers_in, len(values), model_ref,
+        )  # fmt: skip
 
 
 def _first_word_among_numbers(space: ParameterSpace, sets: list[Mapping[str, Any]]) -> tuple[int, str] | None:
