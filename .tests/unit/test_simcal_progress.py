@@ -856,3 +856,27 @@ def test_a_pid_namespace_that_is_no_string_is_named(tmp_path):
     path.write_text('{"state": "running", "pid": 1, "pid_namespace": 4026531836}')
     with pytest.raises(ValueError, match=r"progress record .*: pid_namespace is 4026531836, not a string"):
         read_progress(path)
+
+
+def test_status_finds_the_sweeps_of_a_folder_reached_through_a_symbolic_link_and_each_once(
+    tmp_path, monkeypatch, capsys
+):
+    """`simcal status` in a workflow directory whose results/ is a link to scratch space (as on an HPC cluster)
+    said "no sweeps found" with status 0: the folder search did not follow links. A link back to a folder above
+    is searched once, not for ever."""
+    scratch, workflow = tmp_path / "scratch" / "results", tmp_path / "workflow"
+    scratch.mkdir(parents=True)
+    workflow.mkdir()
+    (workflow / "results").symlink_to(scratch, target_is_directory=True)
+    (scratch / "again").symlink_to(workflow, target_is_directory=True)  # a loop: results/again/results/...
+    progress = Progress(scratch / "sim.parquet", "local")
+    progress.plan(4, 0, 0)
+    progress.finish("finished")
+    monkeypatch.chdir(workflow)
+    assert find_progress_files(["."]) == [Path("results/sim.parquet.progress.json")]
+    assert main(["status"]) == 0
+    out, err = capsys.readouterr()
+    assert [(row[0], row[2], row[-2]) for row in map(str.split, out.splitlines()[1:])] == [
+        ("finished", "4", "results/sim.parquet")
+    ]  # STATE, TOTAL, OUTPUT
+    assert err == ""

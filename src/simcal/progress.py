@@ -225,12 +225,23 @@ def _search(folder: Path, unreadable: list[str] | None) -> list[Path]:
             raise error
         unreadable.append(f"cannot search {error.filename}: {error.strerror or error}")
 
-    return sorted(
-        Path(top, name)
-        for top, _, files in os.walk(folder, onerror=refused)
-        for name in files
-        if name.endswith(SUFFIX)
-    )
+    # Links are followed (a workflow's results/ is often a link to scratch space, whose sweeps were left out
+    # without a word); each folder is searched once, so a link to a folder above ends rather than loops.
+    seen: set[tuple[int, int]] = set()
+    found = []
+    for top, folders, files in os.walk(folder, onerror=refused, followlinks=True):
+        try:
+            info = os.stat(top)
+        except OSError as error:  # gone or closed to this user since it was listed
+            refused(error)
+            folders[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            folders[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        found.extend(Path(top, name) for name in files if name.endswith(SUFFIX))
+    return sorted(found)
 
 
 NOT_A_RECORD = "not a sweep's progress record (a JSON object with state, done, total, ...)"
