@@ -122,6 +122,23 @@ def test_a_cancelled_simulation_is_a_row_and_a_closed_service_says_so():
         late.result()
 
 
+def test_submit_after_the_service_closed_its_cluster_says_so_and_names_the_with_block():
+    """A later notebook cell's submit on a SimulationService whose `with` block had ended raised Dask's
+    ClosedClientError ("Client is closed. Can't send update-graph message"), naming neither the service nor the
+    `with` block, where gather of the same service's futures says both."""
+    with SimulationService(backend="local", backend_options={"processes": False}) as service:
+        rows = service.gather([service.submit("simcal_models:noisy_line", {"a": 1.0})])
+    assert rows["status"].tolist() == ["ok"]
+    closed = (
+        r"^submit\(\): its Dask client is closed \(a SimulationService closes the cluster it started on leaving "
+        r"its `with` block; submit inside it\)$"
+    )
+    with pytest.raises(ContractError, match=closed):
+        service.submit("simcal_models:noisy_line", {"a": 2.0})
+    with pytest.raises(ContractError, match=closed):
+        submit("simcal_models:noisy_line", {"a": 2.0}, client=service.client)
+
+
 @pytest.mark.timeout(60)
 def test_a_future_gathered_twice_gives_its_rows_twice():
     """gather([f, f]) waited until it had an outcome per list entry but kept one per future: it never returned."""

@@ -146,6 +146,11 @@ def submit(
         from distributed import default_client
 
         client = default_client()
+    if getattr(client, "status", None) in ("closing", "closed"):  # Dask's ClosedClientError named neither
+        raise ContractError(
+            f"submit(): its Dask client is {client.status} (a SimulationService closes the cluster it started on "
+            "leaving its `with` block; submit inside it)"
+        )
     return SimulationFuture(client, fn_ref, _task(fn_ref, params, seed, replicate, settings), settings)
 
 
