@@ -186,6 +186,20 @@ def test_a_bad_backend_stops_a_sweep_or_a_calibration_before_it_writes_anything(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["params.csv"]
 
 
+@pytest.mark.parametrize("threads", ["4", 2.5, None, -1, True])
+def test_threads_that_are_no_whole_number_are_named_before_a_cluster_starts(tmp_path, threads):
+    """SimulationService(threads=os.environ["SLURM_CPUS_PER_TASK"]) failed with TypeError: '>' not supported
+    between instances of 'str' and 'int', naming neither threads nor the value; -1 started one worker silently."""
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n")
+    named = rf"^threads {re.escape(repr(threads))}: expected a whole number of threads >= 0 "
+    with pytest.raises(ContractError, match=named):
+        api.SimulationService(backend="local", threads=threads).submit(SIR, {"beta": 0.2, "gamma": 0.1})
+    with pytest.raises(ContractError, match=named):
+        simulate(SIR, table, tmp_path / "out.parquet", threads=threads)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.csv"]
+
+
 @pytest.mark.parametrize(
     ("given", "named"),
     [

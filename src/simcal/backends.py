@@ -294,7 +294,12 @@ def worker_count(client) -> int:
 def local_cluster_shape(options: Mapping[str, Any], threads: int = 1) -> tuple[int, int, bool]:
     """(workers, threads per worker, processes) of the ``local`` backend's options."""
     reject_unknown_keys(options, LOCAL_OPTIONS, WHERE_LOCAL)
-    workers = _whole_number(options, "workers", max(1, threads), 1, WHERE_LOCAL)
+    if not is_whole_number(threads, 0):  # SimulationService(threads="4") failed inside max(), naming nothing
+        raise ContractError(
+            f"threads {threads!r}: expected a whole number of threads >= 0 (the local backend starts a worker per "
+            "thread, at least one, unless its workers option is given)"
+        )
+    workers = _whole_number(options, "workers", max(1, int(threads)), 1, WHERE_LOCAL)
     threads_per_worker = _whole_number(options, "threads_per_worker", 1, 1, WHERE_LOCAL)
     processes = options.get("processes", True)
     if not isinstance(processes, bool):  # bool("false") is True
