@@ -513,12 +513,16 @@ def test_numpy_values_are_sent_as_numbers_and_a_nan_or_infinite_one_is_refused_n
         )  # pairs, as dict() takes
         sent = json.loads(handler.seen[1].content)
         assert sent["fixed"] == {"n": 2} and sent["settings"] == {"seed": 1}
+        # float32 as written, as a sweep of the same design plans it (param_ids and seeds follow the values)
+        api.submit(MODEL, pd.DataFrame({"a": np.array([0.3], np.float32)}), fixed={"b": np.float32(0.1)})
+        sent = json.loads(handler.seen[2].content)
+        assert sent["parameter_sets"] == [{"a": 0.3}] and sent["fixed"] == {"b": 0.1}
         table = pd.DataFrame({"a": [1.0, np.nan]})
         with pytest.raises(ValueError, match=r"parameter_sets\[1\]: 'a' is nan: expected a finite number"):
             api.submit(MODEL, table)
         with pytest.raises(ValueError, match=r"fixed: 'n' is inf: expected a finite number"):
             api.simulate_sync(MODEL, [{"a": 1.0}], fixed={"n": float("inf")})
-    assert len(handler.seen) == 2
+    assert len(handler.seen) == 3
 
 
 def test_an_https_url_of_a_service_without_tls_fails_at_once_saying_so():

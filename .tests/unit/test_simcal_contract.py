@@ -384,6 +384,28 @@ def test_a_float32_design_gives_the_values_and_param_ids_of_the_same_design_in_a
     assert check_parameter_table(frame.astype(np.float16), "params")["gamma"].tolist() == [0.05, 0.1]
 
 
+def test_a_float32_value_given_to_submit_or_as_fixed_is_the_value_as_written_as_a_float32_column_gives():
+    """A float32 column of a design gives 0.3 as written, but the same float32 value given to submit() or as a
+    fixed value gave 0.30000001192092896: the same design got other param_ids and seeds there than in a sweep."""
+    from simcal.api import _task
+    from simcal.runner import planned_parameter_sets
+
+    column = pd.DataFrame(
+        {"beta": np.array([0.3], dtype=np.float32), "gamma": np.array([0.1], dtype=np.float16)}
+    )
+    (swept,) = plan_tasks(planned_parameter_sets(column, None), 1, seed=1)
+    assert swept.params == {"beta": 0.3, "gamma": 0.1}
+    given = {"beta": np.float32(0.3), "gamma": np.float16(0.1)}
+    single = _task("simcal.models.sir:simulate", given, None, 0, SimulationSettings(seed=1))
+    assert (single.param_id, single.seed, single.params) == (swept.param_id, swept.seed, swept.params)
+    (fixed,) = plan_tasks(planned_parameter_sets(column[["beta"]], {"gamma": np.float16(0.1)}), 1, seed=1)
+    assert (fixed.param_id, fixed.seed, fixed.params) == (swept.param_id, swept.seed, swept.params)
+    assert canonical_params({"beta": np.float32(0.3), "big": np.float64(0.30000001192092896)}) == {
+        "beta": 0.3,
+        "big": 0.30000001192092896,
+    }
+
+
 def test_parameter_table_errors_name_file_line_and_column(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("beta,gamma\n0.1,0.2\n0.3,\n")

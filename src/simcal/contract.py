@@ -186,6 +186,15 @@ def is_whole_number(value: Any, minimum: int = 0) -> bool:
     )
 
 
+def python_scalar(value: Any) -> Any:
+    """A numpy scalar as Python's (anything else as it is), a float16 or float32 one as written: 0.1, not
+    0.10000000149011612, as a float32 column of a parameter table gives it (tables.check_parameter_table), so that
+    submit(), fixed values and the service client's requests plan the param_ids and seeds a sweep of it plans."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return float(str(value))
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def to_plain(value: Any, key: str = "") -> Any:
     """Convert numpy scalars to Python ones so JSON and hashing see the same value whatever produced it."""
     kind = type(value)
@@ -195,8 +204,7 @@ def to_plain(value: Any, key: str = "") -> Any:
         if not math.isfinite(value):
             raise ContractError(f"parameter {key!r} is {value}: parameter values must be finite (no NaN/Inf)")
         return value
-    if isinstance(value, np.generic):
-        value = value.item()
+    value = python_scalar(value)
     if isinstance(value, bool | str) or value is None:
         return value
     if isinstance(value, numbers.Integral):

@@ -343,12 +343,19 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
         position, problem = _first_bad_value(table[column])
         if problem:
             raise ContractError(f"{where}, {name(position)}: column {column!r} {problem}")
+    return narrow_floats_as_written(table)
+
+
+def narrow_floats_as_written(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its float16 and float32 columns as 64-bit floats of the values as written: float32 0.1 (a
+    design saved from numpy or torch) is 0.1, not 0.10000000149011612 (contract.python_scalar does the same for
+    one value)."""
     narrow = [
         column
         for column in table.columns
         if table[column].dtype.kind == "f" and table[column].dtype.itemsize < 8
     ]
-    if narrow:  # float32 0.1 (a design saved from numpy or torch) is 0.1 as written, not 0.10000000149011612
+    if narrow:
         table = table.copy()
         for column in narrow:
             table[column] = table[column].to_numpy().astype(str).astype(np.float64)

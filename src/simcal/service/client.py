@@ -33,11 +33,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import pandas as pd
 
-from simcal.contract import is_whole_number
-from simcal.tables import atomic_write
+from simcal.contract import is_whole_number, python_scalar
+from simcal.tables import atomic_write, narrow_floats_as_written
 
 API_KEY_VARIABLE = "SIMCAL_API_KEY"
 URL_VARIABLE = "SIMCAL_SERVICE_URL"
@@ -148,13 +147,13 @@ def job_path(job_id: Any) -> str:
 
 
 def json_values(values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``values`` as JSON carries them, numpy scalars as Python's (a table's int64 failed the request with 'Object of
-    type int64 is not JSON serializable'); a ValueError naming ``where`` and the name for a NaN or an infinite
-    number, which JSON cannot carry (it failed with 'Out of range float values are not JSON compliant')."""
+    """``values`` as JSON carries them, numpy scalars as Python's (``python_scalar``: a float32 as written, as a
+    sweep plans it; a table's int64 failed the request with 'Object of type int64 is not JSON serializable'); a
+    ValueError naming ``where`` and the name for a NaN or an infinite number, which JSON cannot carry (it failed
+    with 'Out of range float values are not JSON compliant')."""
     plain = {}
     for name, value in values.items():
-        if isinstance(value, np.generic):
-            value = value.item()
+        value = python_scalar(value)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(
                 f"{where}: {name!r} is {value}: expected a finite number (a missing value of a table is NaN)"
@@ -305,8 +304,8 @@ class SimulationClient:
     def _post_simulations(
         self, path, fn_ref, parameter_sets, n_replicates, settings, fixed, idempotency_key=None, **options
     ):
-        if isinstance(parameter_sets, pd.DataFrame):
-            parameter_sets = parameter_sets.to_dict("records")
+        if isinstance(parameter_sets, pd.DataFrame):  # to_dict gives float32 0.3 as 0.30000001192092896
+            parameter_sets = narrow_floats_as_written(parameter_sets).to_dict("records")
         body = {
             "fn_ref": fn_ref,
             "parameter_sets": [
