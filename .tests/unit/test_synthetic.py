@@ -442,3 +442,30 @@ def test_a_file_index_past_the_list_names_file_index_and_entry_and_writes_nothin
         "file to write, counted from 0; or give that file itself as entry)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "entry", "message"),
+    [
+        ({**OPTIONS, "num_id": 25}, None, "synthetic: unknown key 'num_id' (did you mean 'num_ids'?); known: "),
+        ("seed: 1", None, "synthetic: expected a mapping of keys to values, got str 'seed: 1'"),
+        (OPTIONS, {"split": "train_01_attack_free", "name": "n", "duraton_s": 1.0},
+         "synthetic.files[0]: unknown key 'duraton_s' (did you mean 'duration_s'?); known: "),
+        (OPTIONS, "normal", "synthetic.files[0]: expected a mapping of keys to values, got str 'normal'"),
+        (OPTIONS, {"split": "train_01_attack_free", "name": "n"},
+         "synthetic.files[0].duration_s must be a number of seconds > 0, got None"),
+        (OPTIONS, {"split": "train_01_attack_free", "name": "n", "duration_s": -1},
+         "synthetic.files[0].duration_s must be a number of seconds > 0, got -1"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_or_malformed_block_of_the_generate_can_wrapper_is_named_and_writes_nothing(
+    tmp_path, options, entry, message
+):
+    """The generate_can wrapper hands params.options and params.entry to generate_file unchecked (the workflow's
+    schema checks only the config): `num_id: 25` was ignored without a word (30 IDs written), `duraton_s` died as
+    "KeyError: 'duration_s'", a string as "'str' object has no attribute 'get'", and duration_s -1 as numpy's
+    "lam < 0 or lam is NaN"."""
+    with pytest.raises(ValueError) as error:
+        generate_file(options, 0, tmp_path / "can.csv", entry=entry)
+    assert str(error.value).startswith(message)
+    assert list(tmp_path.iterdir()) == []

@@ -37,9 +37,12 @@ Everything is deterministic for a seed.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Mapping
+import numbers
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +73,26 @@ DEFAULTS = {
     "replay_delay_s": 1.0,
     "files": [],
 }
+
+
+# The keys of an entry of synthetic.files (the generate_can wrapper's params.entry).
+ENTRY_KEYS = ("split", "name", "attack", "duration_s")
+
+
+def _check_keys(block: Any, known: Iterable[str], where: str) -> None:
+    """Refuse a block that is no mapping, or holds a key ``known`` lacks, naming ``where`` and the closest known key:
+    the workflow's schema checks the config's blocks, but a wrapper's params reach the library unchecked, where a
+    misspelt key (num_id) was silently ignored and its default used."""
+    if not isinstance(block, Mapping):
+        raise ValueError(
+            f"{where}: expected a mapping of keys to values, got {type(block).__name__} {block!r}"
+        )
+    known = list(known)
+    for key in block:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}{guess}; known: {known}")
 
 
 def _option(options: Mapping, key: str):
@@ -284,6 +307,7 @@ def generate_file(
     ``options['files'][file_index]``, or ``entry`` when given: the workflow gives each job only its own entry,
     so that adding a file to the list changes no other job's parameters (Snakemake would regenerate them all).
     """
+    _check_keys(options, DEFAULTS, "synthetic")
     if entry is None:
         files = _option(options, "files")
         if not 0 <= file_index < len(files):
@@ -293,6 +317,11 @@ def generate_file(
                 "file to write, counted from 0; or give that file itself as entry)"
             )
         entry = files[file_index]
+    where = f"synthetic.files[{file_index}]"
+    _check_keys(entry, ENTRY_KEYS, where)
+    duration = entry.get("duration_s")
+    if isinstance(duration, bool) or not isinstance(duration, numbers.Real) or not duration > 0:
+        raise ValueError(f"{where}.duration_s must be a number of seconds > 0, got {duration!r}")
     seed = int(_option(options, "seed"))
     fmt = str(_option(options, "format"))
     vehicle = Vehicle(seed, int(_option(options, "num_ids")))
