@@ -198,3 +198,33 @@ def test_without_top_k_ten_parameter_sets_are_kept_as_the_wrapper_documents():
     rows = [(i, 0, "design", "sobol", f"p{i}", 2, 0.01 * i, float(i)) for i in range(12)]
     _, top, _ = analyze(pd.DataFrame(rows, columns=BETA_TRIALS), ["beta"])
     assert list(top["param_id"]) == [f"p{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    ("true_params", "message"),
+    [
+        ([0.3, 0.1], "analyze: true_params must map each parameter to its true value, e.g. {beta: 0.3}; got list "
+                     "[0.3, 0.1]"),
+        ("beta=0.3", "analyze: true_params must map each parameter to its true value, e.g. {beta: 0.3}; got str "
+                     "'beta=0.3'"),
+        ({"beta": "about 0.3"}, "analyze: true_params.beta (a calibrated parameter) must be a number, got str "
+                                "'about 0.3'"),
+        ({"beta": True}, "analyze: true_params.beta (a calibrated parameter) must be a number, got bool True"),
+    ],
+)  # fmt: skip
+def test_true_params_that_are_no_mapping_of_numbers_are_named_and_nothing_is_written(
+    tmp_path, true_params, message
+):
+    """The analyze_calibration wrapper hands params.true_params over as the rule gives it: a list died as
+    "'list' object has no attribute 'items'", a word as "could not convert string to float", True counted as 1. A
+    parameter held fixed may be a word (a categorical parameter): it is only listed as not calibrated."""
+    trials = tmp_path / "trials.parquet"
+    refined_trials().to_parquet(trials)
+    outputs = [tmp_path / "best.json", tmp_path / "top.parquet", tmp_path / "summary.json"]
+    with pytest.raises(ContractError) as error:
+        analyze_files(trials, NAMES, *outputs, true_params=true_params)
+    assert str(error.value) == message
+    assert not any(path.exists() for path in outputs)
+    best = analyze_files(trials, NAMES, *outputs, true_params={"beta": 0.3, "process": "stochastic"})
+    summary = json.loads(outputs[2].read_text())
+    assert best["params"]["beta"] == 0.33 and list(summary["true_params_left_out"]) == ["process"]

@@ -1470,3 +1470,38 @@ def test_optuna_is_pinned_alike_everywhere_and_installed_at_that_version():
         deps = yaml.safe_load((REPO / path).read_text())["dependencies"]
         pins[path] = next(d for d in deps if isinstance(d, str) and d.startswith("optuna ")).split()[1]
     assert set(pins.values()) == {f"=={optuna.__version__}"}, pins
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.TSV", "out.txt"])
+@pytest.mark.parametrize("output", ["simulations", "trials", "table", "top_k"])
+def test_a_parquet_output_named_as_delimited_text_is_refused_before_anything_runs(tmp_path, name, output):
+    """Like the simulate wrapper's output: calibrate's simulations and trials, analyze_sweep's table and
+    analyze_calibration's top_k named trials.csv got Parquet bytes ("PAR1...") under that name, the calibration's
+    after all its rounds. Refused naming the file, before any input is read or anything is written."""
+    path = tmp_path / name
+    others = {key: tmp_path / f"{key}.parquet" for key in ("simulations", "trials", "table", "top_k")}
+    paths = {**others, output: path}
+    holds = {"simulations": "simulations", "trials": "trials", "table": "parameter sets' summaries",
+             "top_k": "top-k parameter sets"}[output]  # fmt: skip
+    with pytest.raises(
+        ContractError,
+        match=rf"^{re.escape(str(path))}: the {re.escape(holds)} are written as Parquet, not as '\.\w+' text: "
+        r"name the output \*\.parquet$",
+    ):
+        if output in ("simulations", "trials"):
+            observed = tmp_path / "observed.parquet"
+            observe({"beta": 0.3, "gamma": 0.1, "days": 20}, 7).to_parquet(observed)
+            calibrate_files(observed, paths["simulations"], paths["trials"], model=SIR, parameters=BOUNDS,
+                            targets=POISSON, settings={"initial_points": 2, "rounds": 1, "proposals_per_round": 1,
+                            "refine": {"top_k": 0}}, simulation={"replicates": 1}, fixed={"days": 20},
+                            backend_options={"workers": 1, "processes": False})  # fmt: skip
+        elif output == "table":
+            summarize_sweep_files(
+                tmp_path / "sims.parquet", ["beta"], paths["table"], tmp_path / "summary.json"
+            )
+        else:
+            analyze_files(tmp_path / "trials.parquet", ["beta"], tmp_path / "best.json", paths["top_k"],
+                          tmp_path / "summary.json")  # fmt: skip
+    assert sorted(path.name for path in tmp_path.iterdir()) == (
+        ["observed.parquet"] if output in ("simulations", "trials") else []
+    )

@@ -4,7 +4,8 @@ set), written as Parquet + JSON."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from simcal.contract import ContractError
+from simcal.files import refuse_text_name
 from simcal.tables import write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ def analyze(
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
         raise ContractError(f"analyze: top_k must be an integer >= 1, got {top_k!r}")
+    _check_true_params(true_params)
     _require_columns(trials, ["loss", "param_id", *parameter_names], source)
     finite = trials[np.isfinite(trials["loss"].astype(float))]
     if finite.empty:
@@ -95,6 +98,18 @@ def analyze(
     return best, top, summary
 
 
+def _check_true_params(true_params: Any) -> None:
+    """Refuse true_params that are no mapping, naming it, before the analysis: a list died as "'list' object has
+    no attribute 'items'"."""
+    if true_params is None:
+        return
+    if not isinstance(true_params, Mapping):
+        raise ContractError(
+            f"analyze: true_params must map each parameter to its true value, e.g. {{beta: 0.3}}; got "
+            f"{type(true_params).__name__} {true_params!r}"
+        )
+
+
 def _relative_errors(
     best_params: dict[str, Any], true_params: dict[str, float]
 ) -> tuple[dict[str, float], dict[str, str]]:
@@ -103,7 +118,14 @@ def _relative_errors(
     errors, left_out = {}, {}
     for name, value in true_params.items():
         if name not in best_params:
+            # a parameter held fixed may be a word or a flag (a categorical one of the generator's space)
             left_out[name] = f"not calibrated (the calibrated parameters are {sorted(best_params)})"
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            # a word died as "could not convert string to float", True counted as 1
+            raise ContractError(
+                f"analyze: true_params.{name} (a calibrated parameter) must be a number, got "
+                f"{type(value).__name__} {value!r}"
+            )
         elif float(value) == 0:
             left_out[name] = "true value 0: its relative error is undefined"
         else:
@@ -132,6 +154,7 @@ def analyze_files(
     top_k: int = 10,
     true_params: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    refuse_text_name(top_k_path, "top-k parameter sets")
     best, top, summary = analyze(
         pd.read_parquet(trials_path),
         _names(parameter_names, "parameter_names"),
@@ -225,6 +248,7 @@ def summarize_sweep_files(
     statistics: Sequence[str] = ("mean", "max"),
 ) -> pd.DataFrame:
     """``summarize_sweep`` of a simulations file, written as Parquet (table) and JSON (summary)."""
+    refuse_text_name(table_path, "parameter sets' summaries")
     table, summary = summarize_sweep(
         pd.read_parquet(simulations_path),
         _names(parameter_names, "parameter_names"),

@@ -48,6 +48,7 @@ from simcal.contract import (
     target_options,
 )
 from simcal.design import Bound, Design, parse_bounds
+from simcal.files import refuse_text_name
 from simcal.local_search import TrustRegion, floor_scan
 from simcal.observed import read_observed
 from simcal.runner import (
@@ -513,6 +514,8 @@ def calibrate(
     """
     if not isinstance(settings, CalibrationSettings):
         settings = CalibrationSettings.from_config(settings)
+    refuse_text_name(simulations_output, "simulations")  # before the rounds, not after them
+    refuse_text_name(trials_output, "trials")
     if not isinstance(simulation, SimulationSettings):
         simulation = SimulationSettings.from_config(simulation)
     resolve_model(model_ref)  # a bad reference or signature fails here, before anything is written

@@ -21,6 +21,16 @@ def table_format(path: str | Path) -> str | None:
     return FORMATS[suffix]
 
 
+def refuse_text_name(path: str | Path, what: str) -> None:
+    """Refuse a Parquet output named as delimited text (.csv, .tsv, .tab, .txt), naming the file: it would hold
+    Parquet bytes that no CSV reader takes. ``what``: what the file holds, e.g. "simulations"."""
+    suffix = Path(path).suffix.lower()
+    if FORMATS.get(suffix):
+        raise ContractError(
+            f"{path}: the {what} are written as Parquet, not as {suffix!r} text: name the output *.parquet"
+        )
+
+
 def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     separator = table_format(path)
     try:

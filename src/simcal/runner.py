@@ -50,7 +50,7 @@ import pandas as pd
 from output_locks import output_lock
 from simcal.backends import SERVICE_BACKEND, check_backend, dashboard, dask_client, worker_count
 from simcal.contract import ContractError, mapping_of, resolve_model
-from simcal.files import FORMATS
+from simcal.files import refuse_text_name
 from simcal.isolate import IsolationFailed
 from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
 from simcal.progress import Progress
@@ -836,11 +836,7 @@ def simulate(
     """
     if not isinstance(settings, SimulationSettings):
         settings = SimulationSettings.from_config(settings)
-    suffix = Path(output).suffix.lower()
-    if FORMATS.get(suffix):  # a delimited-text name would hold Parquet bytes that no CSV reader takes
-        raise ContractError(
-            f"{output}: the simulations are written as Parquet, not as {suffix!r} text: name the output *.parquet"
-        )
+    refuse_text_name(output, "simulations")
     resolve_model(model_ref)
     # The backend and its options before the parts directory or the progress file is made
     check_backend(backend, backend_options, threads, client)
