@@ -882,3 +882,33 @@ def test_build_graphs_hands_one_file_given_as_a_string_over_whole(monkeypatch) -
     assert kwargs["train_files"] == ["data/train.csv"]
     assert kwargs["test_files"] == [("attack", "data/attack.csv")]
     assert kwargs["held_out_files"] == {"fusion": ["data/fusion.csv"]}
+
+
+@pytest.mark.parametrize(
+    ("held_out", "message"),
+    [
+        (["fusion"], r"^preprocess\.held_out must map each further held-out split to its share .* got \['fusion'\]$"),
+        (0.2, r"^preprocess\.held_out must map each further held-out split to its share .* got 0\.2$"),
+        ({"fusion": "0.2"}, r"^preprocess\.held_out\.fusion must be a number in \[0, 1\), got str '0\.2'$"),
+    ],
+)  # fmt: skip
+def test_build_graphs_names_params_held_out_given_as_no_mapping_of_shares(
+    held_out, message, monkeypatch
+) -> None:
+    """`held_out=["fusion"]` or `held_out=0.2` died as "dictionary update sequence element #0 has length 6; 2 is
+    required" and "'float' object is not iterable" (the wrapper's dict() ran before the library's check), and a
+    share given as the string "0.2" as "'>' not supported between instances of 'str' and 'int'"."""
+    import runpy
+    from types import SimpleNamespace
+
+    monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
+    outputs = {name: f"{name}.out" for name in ("train", "val", "test", "vocab", "metadata", "fusion")}
+    snakemake = SimpleNamespace(
+        input=_Section(train="train.csv", test="test.csv"),
+        output=_Section(outputs),
+        params=_Section(test_scenario_of_file="attack", held_out=held_out),
+        log=_Section(),
+        threads=1,
+    )
+    with pytest.raises(ValueError, match=message):
+        runpy.run_path(str(REPO / "wrappers/build_graphs/wrapper.py"), {"snakemake": snakemake}, "__main__")

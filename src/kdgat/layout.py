@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import numbers
 import os
 import re
 from collections.abc import Iterable
@@ -35,6 +36,11 @@ def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, 
         raise ValueError(f"preprocess.time_blocks must be >= 2, got {time_blocks}")
     counts = {}
     for name, fraction in fractions.items():
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+            # a wrapper's params are not schema-checked: "0.2" failed later as "'>' not supported ..."
+            raise ValueError(
+                f"{share_key(name)} must be a number in [0, 1), got {type(fraction).__name__} {fraction!r}"
+            )
         if not 0.0 <= float(fraction) < 1.0:
             raise ValueError(f"{share_key(name)} must be in [0, 1), got {fraction}")
         counts[name] = max(1, int(round(float(fraction) * time_blocks))) if fraction > 0 else 0

@@ -55,7 +55,7 @@ with failure_logged("build_graphs"):
         stride=integer(snakemake.params.get("stride", 100), "params.stride"),
         val_fraction=number(snakemake.params.get("val_fraction", 0.2), "params.val_fraction"),
         time_blocks=integer(snakemake.params.get("time_blocks", 10), "params.time_blocks"),
-        held_out=dict(snakemake.params.get("held_out", {})),
+        held_out=snakemake.params.get("held_out", {}),  # not dict(): the library names a wrong type
         held_out_files={"fusion": listed(snakemake.input.get("held_out_fusion", []))},
         seed=integer(snakemake.params.get("seed", 42), "params.seed"),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
