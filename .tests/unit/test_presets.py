@@ -91,6 +91,26 @@ def test_a_custom_preset_value_the_model_cannot_take_names_its_config_key(stage,
         StageSettings.from_config(section, stage, "student")
 
 
+@pytest.mark.parametrize(
+    ("presets", "message"),
+    [
+        ({"mine": {"vgae": None, "gat": {}, "dqn": {}}}, r"kd_gat\.presets\.mine\.vgae: expected a mapping of model arguments, got None"),
+        ({"mine": {"vgae": [8, 4], "gat": {}, "dqn": {}}}, r"kd_gat\.presets\.mine\.vgae: expected a mapping of model arguments, got \[8, 4\]"),
+        ({"mine": 3}, r"kd_gat\.presets\.mine: expected a mapping of vgae, gat and dqn model arguments, got 3"),
+        ({"mine": {"gat": {}, "dqn": {}}}, r"kd_gat\.presets\.mine: no 'vgae' section"),
+        ([{"mine": {}}], r"kd_gat\.presets: expected a mapping of preset names to their model arguments, got list"),
+    ],
+)  # fmt: skip
+def test_a_custom_preset_that_is_no_mapping_names_its_config_key_not_a_type_error(presets, message):
+    """A stage left empty in YAML (``vgae:`` with nothing after it is null), a preset or presets of the wrong shape:
+    refused naming the config key, as for a bad argument, not a TypeError traceback from the `kdgat` command."""
+    # resolve_preset raises KeyError for a missing preset or section, as before; SettingsError otherwise.
+    with pytest.raises((KeyError, ValueError), match=message):
+        resolve_preset("mine", "vgae", presets)
+    with pytest.raises(SettingsError, match=message):
+        StageSettings.from_config({"presets": presets, "teacher_preset": "mine"}, "vgae", "teacher")
+
+
 def test_a_sweep_column_value_the_model_cannot_take_names_the_column():
     with pytest.raises(SettingsError, match=r"sweep column 'hidden': expected an integer >= 1, got 0"):
         StageSettings.from_config({}, "gat", "student", overrides={"hidden": 0})

@@ -19,6 +19,7 @@ them (docs/models.md, "Edge features").
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 from kdgat.chain import STAGES
 
@@ -136,14 +137,29 @@ def resolve_preset(name: str, stage: str, custom: dict | None = None, key: str =
     with."""
     if stage not in STAGES:
         raise ValueError(f"unknown model stage {stage!r}; expected one of {STAGES}")
+    # The workflow's schema refuses these shapes; the `kdgat` command and direct library calls meet them here (a
+    # stage left empty in YAML, `vgae:` with nothing after it, is None).
+    if custom is not None and not isinstance(custom, Mapping):
+        raise ValueError(
+            "kd_gat.presets: expected a mapping of preset names to their model arguments, got "
+            f"{type(custom).__name__}"
+        )
     presets = {**PRESETS, **(custom or {})}
     if name not in presets:
         raise KeyError(
             f"{key}: unknown size preset {name!r}; known: {sorted(presets)} (kd_gat.presets defines more)"
         )
+    if not isinstance(presets[name], Mapping):
+        raise ValueError(
+            f"kd_gat.presets.{name}: expected a mapping of vgae, gat and dqn model arguments, got {presets[name]!r}"
+        )
     if stage not in presets[name]:
-        raise KeyError(f"size preset {name!r} has no {stage!r} section")
+        raise KeyError(f"kd_gat.presets.{name}: no {stage!r} section (a preset gives {', '.join(STAGES)})")
     arguments = presets[name][stage]
+    if not isinstance(arguments, Mapping):
+        raise ValueError(
+            f"kd_gat.presets.{name}.{stage}: expected a mapping of model arguments, got {arguments!r}"
+        )
     unknown = sorted(set(arguments) - set(MODEL_ARGUMENTS[stage]))
     if unknown:
         raise ValueError(
