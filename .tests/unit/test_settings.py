@@ -142,6 +142,25 @@ def test_bad_settings_name_the_config_key(config, message):
 
 
 @pytest.mark.parametrize(
+    ("stage", "config", "message"),
+    [
+        ("gat", {"training": {"gat": {"lr": float("nan")}}}, r"kd_gat.training: lr must be > 0, got nan"),
+        ("gat", {"training": {"gat": {"grad_clip": float("nan")}}}, r"kd_gat.training: grad_clip must be > 0, got nan"),
+        ("gat", {"training": {"gat": {"weight_decay": float("nan")}}}, r"kd_gat.training: weight_decay must be >= 0, got nan"),
+        ("gat", {"distillation": {"temperature": float("nan")}}, r"kd_gat.distillation: temperature must be > 0"),
+        ("dqn", {"dqn": {"miss_cost": float("nan")}}, r"kd_gat.dqn: miss_cost and false_alarm_cost must be > 0"),
+        ("dqn", {"dqn": {"false_alarm_cost": float("nan")}}, r"kd_gat.dqn: miss_cost and false_alarm_cost must be > 0"),
+    ],
+)  # fmt: skip
+def test_a_nan_setting_is_refused_naming_its_key(stage, config, message):
+    """NaN (`.nan` in YAML, `--lr nan` or `--grad-clip nan` on the command line) compares false with every bound,
+    so `value <= 0` let it through: the job then failed in torch naming no key (lr, weight_decay), or trained to a
+    NaN loss and blamed the learning rate (grad_clip, temperature), or trained with NaN rewards (the DQN's costs)."""
+    with pytest.raises(SettingsError, match=message):
+        StageSettings.from_config(config, stage, "student_kd")
+
+
+@pytest.mark.parametrize(
     ("variant", "key"),
     [("teacher", "teacher_preset"), ("student_kd", "student_preset"), ("student", "student_preset")],
 )

@@ -92,13 +92,14 @@ class TrainingSettings:
     grad_clip: float = 1.0
 
     def __post_init__(self):
+        # Each bound is written so that NaN, which compares false with everything, fails it.
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"kd_gat.training: {name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("lr", "grad_clip"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise SettingsError(f"kd_gat.training: {name} must be > 0, got {getattr(self, name)!r}")
-        if self.weight_decay < 0:
+        if not self.weight_decay >= 0:
             raise SettingsError(f"kd_gat.training: weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
@@ -110,7 +111,7 @@ class DistillationSettings:
     alpha: float = 0.7
 
     def __post_init__(self):
-        if self.temperature <= 0 or not 0 <= self.alpha <= 1:
+        if not self.temperature > 0 or not 0 <= self.alpha <= 1:  # NaN fails both
             raise SettingsError("kd_gat.distillation: temperature must be > 0 and alpha in [0, 1]")
 
 
@@ -210,7 +211,7 @@ class DQNSettings:
             _require(0 <= getattr(self, name) <= 1, f"kd_gat.dqn.{name}", "in [0, 1]", getattr(self, name))
         if not 0 <= self.gamma <= 1:
             raise SettingsError(f"kd_gat.dqn.gamma must lie in [0, 1], got {self.gamma}")
-        if self.miss_cost <= 0 or self.false_alarm_cost <= 0:
+        if not (self.miss_cost > 0 and self.false_alarm_cost > 0):  # NaN fails it
             raise SettingsError("kd_gat.dqn: miss_cost and false_alarm_cost must be > 0")
         if not 0 < self.early_stop_share < 1:
             raise SettingsError(
