@@ -291,6 +291,21 @@ def test_a_dqn_graph_file_outside_the_vocabulary_is_named(chain, tmp_path, bad_f
     assert not (tmp_path / "dqn.model").exists()
 
 
+def test_the_dqn_refuses_stop_graphs_that_are_its_fit_graphs(chain, tmp_path):
+    """`kdgat train dqn --fit F --stop F` (or a copy of F) early-stopped, and judged whether to keep the learnt policy,
+    on the graphs the agent learnt from, and exited 0; the settings refuse fit_split == stop_split, and the VGAE
+    and GAT stages refuse a val.pt that is their train.pt. The stage refuses it before training."""
+    root, _ = chain
+    fit = root / "graphs" / "val.pt"
+    copy = tmp_path / "stop.pt"
+    shutil.copyfile(fit, copy)  # the content counts, not the name
+    for stop in (fit, copy):
+        with pytest.raises(ValueError) as refused:
+            run_dqn(chain, tmp_path, "teacher", fit=fit, stop=stop)
+        assert str(refused.value).startswith(f"{stop}: the stop graphs are the fit graphs {fit}; ")
+        assert not (tmp_path / "dqn.model").exists()
+
+
 @pytest.mark.parametrize("role", ["fit", "stop"])
 def test_the_dqn_refuses_the_graphs_its_base_models_trained_on(chain, tmp_path, role):
     """The VGAE's and GAT's model.pt record the graph file they trained on; a fusion learnt from their outputs on

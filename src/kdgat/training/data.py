@@ -65,6 +65,19 @@ def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, 
             )
 
 
+def refuse_stop_graphs_that_are_the_fit_graphs(
+    fit: str | os.PathLike, stop: str | os.PathLike | None
+) -> None:
+    """The DQN's early stopping and its keep-or-fall-back judgement on the graphs it learnt from (``--stop`` the
+    ``--fit`` file or a copy) gave a wrong agent and exit 0, as a VGAE or GAT ``val.pt`` that is its ``train.pt``
+    would (refused by their stage); the settings refuse ``fit_split == stop_split`` for the same reason."""
+    if stop and file_sha256(stop) == file_sha256(fit):
+        raise ValueError(
+            f"{stop}: the stop graphs are the fit graphs {fit}; give another split (kd_gat.dqn.stop_split) or "
+            "none, to stop on blocks held out of the fit graphs"
+        )
+
+
 def _metadata_vocabulary(path) -> str | None:
     try:
         found = load_json(path).get("vocabulary", {}).get("digest")

@@ -48,6 +48,7 @@ from kdgat.training.data import (
     check_one_preprocess_run,
     load_graph_file,
     load_num_ids,
+    refuse_stop_graphs_that_are_the_fit_graphs,
     refuse_training_graphs,
 )
 from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
@@ -458,6 +459,7 @@ def run(
             {"fit": fit, "stop": stop}, {**base_models, "teacher_dqn": teacher_dqn}, metadata
         )
         refuse_training_graphs({"fit": fit, "stop": stop}, base_models)
+        refuse_stop_graphs_that_are_the_fit_graphs(fit, stop)
         fit_graphs = load_graph_file(fit)
         check_graphs(fit_graphs, num_ids, str(fit))
         stop_graphs = load_graph_file(stop) if stop else None
