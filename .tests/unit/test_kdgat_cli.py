@@ -9,6 +9,7 @@ import inspect
 import io
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -423,6 +424,27 @@ def test_the_commands_know_the_workflows_config_sections_and_devices():
     assert set(WORKFLOW_SECTIONS) == sections
     for module in ("kd_gat", "evaluation"):
         assert schema(module)["properties"][module]["properties"]["device"]["pattern"] == DEVICE_PATTERN
+
+
+def test_the_set_example_of_each_commands_help_is_a_key_of_its_own_section():
+    """`kdgat evaluate --help` (and preprocess, baselines) gave `--set training.gat.epochs=5` as its example, a key of
+    kd_gat that those sections refuse ("evaluation: unknown keys ['training']")."""
+    checked = set()
+    for name, command in COMMANDS.items():
+        (option,) = [a for a in command._actions if "--set" in a.option_strings] or [None]
+        if option is None:
+            continue
+        section = re.search(r"setting of the (\w+) section", option.help).group(1)
+        example = re.search(r"\(e\.g\. ([\w.]+)=\S+\)", option.help).group(1)
+        whole = schema(section)
+        node = whole["properties"][section]
+        for key in example.split("."):
+            if "$ref" in node:  # "#/$defs/<name>"
+                node = whole["$defs"][node["$ref"].rsplit("/", 1)[1]]
+            assert key in node["properties"], (" ".join(name), example)
+            node = node["properties"][key]
+        checked.add(section)
+    assert checked == {"preprocess", "kd_gat", "evaluation"}
 
 
 def test_missing_inputs_name_the_option_and_missing_files_the_file(tmp_path, stderr_text):
@@ -965,6 +987,38 @@ def test_a_workflow_config_whose_section_is_no_mapping_is_refused_naming_the_key
     assert main(args) == 2
     assert f"{config}: config key 'evaluation' must be a mapping" in stderr_text()
     assert "Traceback" not in stderr_text()
+
+
+@pytest.mark.parametrize(
+    ("command", "misspelt", "section"),
+    [
+        (["train", "vgae", "--data", "d", "--out", "o", "--print-settings"], "kdgat", "kd_gat"),
+        (
+            ["train", "gat", "--data", "d", "--out", "o", "--vgae", "v", "--print-settings"],
+            "kd_gatt",
+            "kd_gat",
+        ),
+        (["baselines", "--dataset", "x", "--data", "d", "--out", "o"], "evaluations", "evaluation"),
+    ],
+)
+def test_a_workflow_config_whose_section_is_misspelt_is_refused_not_read_as_defaults(
+    tmp_path, capsys, stderr_text, command, misspelt, section
+):
+    """A workflow config.yaml with `kdgat:` for `kd_gat:` (the workflow refuses the top-level key) trained with every
+    default, the full-size teacher preset on device auto, as if the file had no kd_gat section."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"datasets": {}, misspelt: {"device": "cpu"}}))
+    assert main([*command, "--config", str(config)]) == 2
+    assert (
+        f"{config}: no {section!r} section, but a top-level key {misspelt!r}: a misspelt {section!r}?"
+        in stderr_text()
+    )
+    assert "Traceback" not in stderr_text()
+    # Top-level keys of a downstream workflow's own, not like the section's name, are read past as before.
+    config.write_text(yaml.safe_dump({"datasets": {}, "my_analysis": {"plots": True}}))
+    assert (
+        main(["train", "vgae", "--data", "d", "--out", "o", "--print-settings", "--config", str(config)]) == 0
+    )
 
 
 def test_an_empty_settings_file_is_no_settings_and_a_file_of_no_mapping_or_no_yaml_is_named(

@@ -27,6 +27,12 @@ from kdgat.logs import Terminated, sigterm_as_exit
 log = logging.getLogger("kdgat.cli")
 
 SECTION_OF = {"preprocess": "preprocess", "train": "kd_gat", "evaluate": "evaluation"}
+# One --set example per config section, a key of that section (`--help` of evaluate once showed a kd_gat key).
+SET_EXAMPLE = {
+    "preprocess": "window_size=100",
+    "kd_gat": "training.gat.epochs=5",
+    "evaluation": "batch_size=128",
+}
 
 
 def common_options(section: str | None, threads: bool = True) -> argparse.ArgumentParser:
@@ -46,7 +52,7 @@ def common_options(section: str | None, threads: bool = True) -> argparse.Argume
             default=[],
             metavar="KEY=VALUE",
             help=f"override one setting of the {section} section, dotted for nested keys and read as YAML "
-            "(e.g. training.gat.epochs=5); repeatable, applied after --config",
+            f"(e.g. {SET_EXAMPLE[section]}); repeatable, applied after --config",
         )
         if threads:
             group.add_argument("--threads", type=int, help="CPU threads for torch (default: what the workflow gives "

@@ -4,6 +4,7 @@ command's own flags on top, in that order (a flag wins)."""
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -45,6 +46,14 @@ def read_section(path: str | os.PathLike | None, section: str) -> tuple[dict, di
     if not isinstance(data, Mapping):
         raise UsageError(f"settings file {path}: expected a mapping, got {type(data).__name__}")
     if any(key in data for key in WORKFLOW_SECTIONS):
+        others = [key for key in data if key not in WORKFLOW_SECTIONS and isinstance(key, str)]
+        misspelt = difflib.get_close_matches(section, others, n=1, cutoff=0.8)
+        if section not in data and misspelt:
+            # The workflow refuses an unknown top-level key; read past, it gave every default of the section.
+            raise UsageError(
+                f"{path}: no {section!r} section, but a top-level key {misspelt[0]!r}: a misspelt {section!r}? "
+                f"(the workflow's sections: {', '.join(WORKFLOW_SECTIONS)})"
+            )
         value = data.get(section)
         if value is not None and not isinstance(value, Mapping):
             raise UsageError(f"{path}: config key {section!r} must be a mapping")
