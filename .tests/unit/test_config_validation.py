@@ -305,8 +305,13 @@ def test_a_module_reused_alone_names_a_missing_required_key_and_the_file(tmp_pat
     ("module", "first_line", "message"),
     [
         (
+            "preprocess",
+            r'WorkflowError in file .*/preprocess/Snakefile", line \d+:',
+            "config key 'datasets' is missing or empty: preprocess builds the graphs of every dataset named there",
+        ),
+        (
             "kd_gat",
-            r'WorkflowError in file .*/kd_gat/common\.smk", line 15:',
+            r'WorkflowError in file .*/kd_gat/common\.smk", line \d+:',
             "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there",
         ),
         (
@@ -321,7 +326,8 @@ def test_a_module_reused_without_datasets_is_refused_naming_the_key(
 ) -> None:
     """A downstream Snakefile importing kd_gat or evaluation (the README's "Reuse it") with no `datasets` in its
     config got a ValueError (Snakemake prints the error's type and the line that raised it): a WorkflowError
-    naming the key now, like every other config mistake the modules refuse at parse time."""
+    naming the key now, like every other config mistake the modules refuse at parse time. The preprocess module
+    imported alone accepted it silently: a `dataset:` typo built nothing and the run said nothing to do."""
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"kd_gat": {"seeds": [3]}}))
     (tmp_path / "Snakefile").write_text(
         'configfile: "lab.yaml"\n\n\n'
@@ -334,6 +340,33 @@ def test_a_module_reused_without_datasets_is_refused_naming_the_key(
     assert re.fullmatch(first_line, first), first
     assert said == message
     assert "ValueError" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("datasets", "got"),
+    [("tiny", "'tiny'"), ([1, 2], r"\[1, 2\]"), ({"tiny": {}, 3: {}}, r"\{'tiny': \{\}, 3: \{\}\}")],
+)
+def test_the_kd_gat_module_reused_alone_refuses_datasets_that_are_not_names(
+    tmp_path: Path, datasets: object, got: str
+) -> None:
+    """The kd_gat module reads only the dataset names (graphs made elsewhere, kd_gat.data_prefix): given
+    `datasets: tiny` it trained the datasets 't', 'i', 'n' and 'y' (looking for results/preprocess/t/train.pt),
+    given [1, 2] the datasets '1' and '2'; the evaluation module refuses both, naming the key."""
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"datasets": datasets, "kd_gat": {"seeds": [3]}}))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
+        "    config:\n        config\n\n\nuse rule * from kd_gat as lab_*\n"
+    )
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0, proc.stdout
+    first, said = proc.stdout.splitlines()[:2]
+    assert re.fullmatch(r'WorkflowError in file .*/kd_gat/common\.smk", line \d+:', first), first
+    assert re.fullmatch(
+        rf"config key 'datasets' must map each dataset name to its settings \(or list the names\); got {got}",
+        said,
+    ), said
+    assert "train_vgae" not in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(

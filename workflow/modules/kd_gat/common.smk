@@ -4,17 +4,22 @@ from pathlib import Path
 
 import pandas as pd
 from kdgat.chain import STAGES, SWEEP_RULE, VARIANTS as ALL_VARIANTS, training_rule
+from kdgat.evaluation.targets import configured_datasets
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import StageSettings
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace
 
 KD = config["kd_gat"]
-DATASETS = list(config.get("datasets") or {})
-if not DATASETS:  # a WorkflowError, as every config mistake a module refuses (not a ValueError)
+# A WorkflowError, as every config mistake a module refuses (not a ValueError).
+if not config.get("datasets"):
     raise WorkflowError(
         "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there"
     )
+try:  # the names only (no schema checks them here): a string would be the datasets 't', 'i', 'n', 'y'
+    DATASETS = configured_datasets(config)
+except ValueError as error:
+    raise WorkflowError(str(error)) from None
 VARIANTS = [variant for variant in ALL_VARIANTS if variant in KD["variants"]]
 # Every variant is trained once per seed: the {seed} level of the paths (a student_kd distils from the teacher of
 # its own seed).
