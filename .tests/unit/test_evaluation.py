@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -998,6 +999,42 @@ def test_the_evaluation_targets_refuse_what_cannot_be_evaluated_naming_the_key(c
     config = {"datasets": {"tiny": {}}, **config}
     with pytest.raises(ValueError, match=message):
         configured_datasets(config), configured_variants(config), configured_seeds(config)
+
+
+@pytest.mark.parametrize("section", [None, [1], "teacher"])
+def test_a_kd_gat_key_that_maps_no_settings_is_refused_naming_it_not_an_attribute_error(section):
+    """The evaluation module used alone read `kd_gat:` with every setting commented out (None) with .get() and
+    stopped on an AttributeError ('NoneType' object has no attribute 'get') naming no key."""
+    from kdgat.evaluation.targets import configured_data_prefix, configured_seeds, configured_variants
+
+    config = {"datasets": {"tiny": {}}, "kd_gat": section}
+    for read in (configured_variants, configured_seeds, configured_data_prefix):
+        with pytest.raises(
+            ValueError,
+            match=rf"^config key 'kd_gat' must map its settings .*; got {re.escape(repr(section))}$",
+        ):
+            read(config)
+
+
+@pytest.mark.parametrize("prefix", ["", None, 5])
+def test_an_empty_or_non_text_data_prefix_is_refused_naming_the_key(prefix):
+    """The kd_gat schema refuses an empty kd_gat.data_prefix (the graphs would be looked up under /), but beside
+    the evaluation module alone nothing did: '' read /<dataset>/val.pt and 5 stopped on an AttributeError."""
+    from kdgat.evaluation.targets import configured_data_prefix
+
+    with pytest.raises(
+        ValueError,
+        match=rf"^config key 'kd_gat\.data_prefix' must be .*a non-empty path; got {re.escape(repr(prefix))}$",
+    ):
+        configured_data_prefix({"datasets": {"tiny": {}}, "kd_gat": {"data_prefix": prefix}})
+
+
+def test_the_data_prefix_of_a_valid_config():
+    from kdgat.evaluation.targets import configured_data_prefix
+
+    assert configured_data_prefix({}) == "results/preprocess"
+    assert configured_data_prefix({"kd_gat": {}}) == "results/preprocess"
+    assert configured_data_prefix({"kd_gat": {"data_prefix": "/data/graphs/"}}) == "/data/graphs"
 
 
 def test_the_evaluation_targets_of_a_valid_config():

@@ -35,9 +35,32 @@ def configured_datasets(config: Mapping[str, Any]) -> list[str]:
     return list(datasets)
 
 
+def kd_gat_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config["kd_gat"]`` ({} when absent): a ``kd_gat:`` key whose settings are all commented out is None, which
+    the kd_gat schema refuses, but that schema does not run beside the evaluation module alone."""
+    section = config.get("kd_gat", {})
+    if not isinstance(section, Mapping):
+        raise ValueError(
+            f"config key 'kd_gat' must map its settings (variants, seeds, data_prefix, ...) to values; got {section!r}"
+        )
+    return section
+
+
+def configured_data_prefix(config: Mapping[str, Any]) -> str:
+    """``kd_gat.data_prefix`` (results/preprocess when absent) without a trailing slash: a non-empty path, as the
+    kd_gat schema has it (an empty one would look the graphs up under /)."""
+    prefix = kd_gat_section(config).get("data_prefix", "results/preprocess")
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(
+            "config key 'kd_gat.data_prefix' must be the directory holding the preprocess outputs, a non-empty path; "
+            f"got {prefix!r}"
+        )
+    return prefix.rstrip("/")
+
+
 def configured_variants(config: Mapping[str, Any]) -> list[str]:
     """``kd_gat.variants`` in the chain's order (all of them when absent)."""
-    variants = config.get("kd_gat", {}).get("variants", VARIANTS)
+    variants = kd_gat_section(config).get("variants", VARIANTS)
     if isinstance(variants, str) or not variants:
         raise ValueError(
             f"config key 'kd_gat.variants' must list the variants to evaluate, some of {list(VARIANTS)}; "
@@ -54,7 +77,7 @@ def configured_variants(config: Mapping[str, Any]) -> list[str]:
 def configured_seeds(config: Mapping[str, Any]) -> list[int]:
     """``kd_gat.seeds`` as integers (its default when absent): a non-empty list of distinct whole numbers from 0
     to ``MAX_SEED``, as the kd_gat schema has them (the evaluation module used alone has no schema to check them)."""
-    seeds = config.get("kd_gat", {}).get("seeds", DEFAULT_SEEDS)
+    seeds = kd_gat_section(config).get("seeds", DEFAULT_SEEDS)
     expected = "a non-empty list of distinct integers, each the seed of one training"
     if not isinstance(seeds, list | tuple) or not seeds:
         raise ValueError(f"config key 'kd_gat.seeds' must be {expected}; got {seeds!r}")

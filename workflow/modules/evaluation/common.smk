@@ -5,7 +5,13 @@ import sys
 from pathlib import Path
 
 from kdgat.chain import STAGES, evaluation_rule
-from kdgat.evaluation.targets import configured_datasets, configured_seeds, configured_variants
+from kdgat.evaluation.targets import (
+    configured_data_prefix,
+    configured_datasets,
+    configured_seeds,
+    configured_variants,
+    kd_gat_section,
+)
 from kdgat.tracking import TrackingSettings
 from snakemake.exceptions import WorkflowError
 
@@ -19,11 +25,6 @@ include: "../learned_resources.smk"
 # rule's benchmarks call for.
 evaluation_mem_mb = learned("mem_mb", lambda wildcards, attempt: EVALUATION["mem_mb"] * attempt)
 evaluation_runtime = learned("runtime", EVALUATION["runtime"])
-# The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
-DATA = config.get("kd_gat", {}).get("data_prefix", "results/preprocess").rstrip("/")
-# Experiment tracking of the training jobs (kd_gat.tracking): an evaluation attaches its metrics and figures to
-# the runs of the models it evaluated. An object, so Snakemake leaves it out of the params rerun trigger.
-TRACKING = TrackingSettings.from_config(config.get("kd_gat", {}).get("tracking"))
 
 
 # Checked here, naming the config key: the preprocess and kd_gat schemas do not run when this module is used alone.
@@ -32,8 +33,13 @@ try:
     DATASETS = configured_datasets(config)
     VARIANTS = configured_variants(config)
     SEEDS = configured_seeds(config)
+    # The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
+    DATA = configured_data_prefix(config)
 except ValueError as error:
     raise WorkflowError(str(error)) from None
+# Experiment tracking of the training jobs (kd_gat.tracking): an evaluation attaches its metrics and figures to
+# the runs of the models it evaluated. An object, so Snakemake leaves it out of the params rerun trigger.
+TRACKING = TrackingSettings.from_config(kd_gat_section(config).get("tracking"))
 REPORT = "../../report"
 
 
