@@ -230,6 +230,44 @@ def test_missing_dataset_directory_names_the_config_key(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("entry", "key", "given"),
+    [
+        ({"path": "data/real"}, "datasets.real.path", "data/real"),
+        (
+            {
+                "files": {
+                    "train": ["data/real/train_01_attack_free/normal.csv"],
+                    "test": {"dos": ["/abs/dos.csv"]},
+                }
+            },
+            "datasets.real.files.train[0]",
+            "data/real/train_01_attack_free/normal.csv",
+        ),
+    ],
+)
+def test_a_relative_log_path_under_a_module_prefix_is_refused_naming_the_key(
+    tmp_path, real_layout, entry, key, given
+):
+    """The kd_gat docs tell a downstream workflow to import preprocess with the same `prefix:` as kd_gat. The
+    module read a relative datasets.<name>.path (or files) in the working directory while Snakemake looked for the
+    rule's inputs behind the prefix: a MissingInputException for runA/data/real/... although data/real held them."""
+    shutil.copytree(real_layout, tmp_path / "data" / "real")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**TINY, "datasets": {"real": entry}}))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "config.yaml"\n\n\n'
+        f'module preprocess:\n    snakefile:\n        "{REPO}/workflow/modules/preprocess/Snakefile"\n'
+        '    config:\n        config\n    prefix:\n        "runA"\n\n\nuse rule * from preprocess as a_*\n'
+    )
+    proc = run_snakemake("-n", "--cores", "1", "a_all", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0, proc.stdout
+    assert "MissingInputException" not in proc.stdout, proc.stdout
+    assert (
+        f"{key}: {given!r} is relative, and the preprocess module is imported with a `prefix:`, behind which "
+        f"Snakemake looks for it (runA/{given}): give an absolute path"
+    ) in proc.stdout, proc.stdout
+
+
 def test_whole_fusion_captures_from_synthetic_files_and_from_folders(tmp_path, real_layout):
     """A synthetic split fusion_NN_<what> and a fusion_*/ folder of a real layout are whole captures of the fusion
     split: with a share of 0 fusion.pt holds their windows and nothing else, the training captures keep all

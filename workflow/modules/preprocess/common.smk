@@ -25,6 +25,37 @@ def check_held_out_shares():
 check_held_out_shares()
 
 
+def check_log_paths_behind_prefix():
+    """A relative datasets.<name>.path or files entry, in a module imported with a `prefix:`: the logs are read in
+    the working directory here, while Snakemake looks for the rule's inputs behind the prefix (as for every
+    relative path of the module's rules), so it is named here, not as a missing input behind the prefix.
+    """
+    for dataset, spec in DATASETS.items():
+        files = spec.get("files") or {}
+        given = [(f"datasets.{dataset}.path", spec.get("path") or "")]
+        given += [
+            (f"datasets.{dataset}.files.{split}[{index}]", path)
+            for split, paths in files.items()
+            if split != "test"
+            for index, path in enumerate(paths)
+        ]
+        given += [
+            (f"datasets.{dataset}.files.test.{scenario}[{index}]", path)
+            for scenario, paths in (files.get("test") or {}).items()
+            for index, path in enumerate(paths)
+        ]
+        for key, path in given:
+            moved = workflow.modifier.path_modifier.replace_prefix(path) if path else path
+            if moved != path:
+                raise WorkflowError(
+                    f"{key}: {path!r} is relative, and the preprocess module is imported with a `prefix:`, behind "
+                    f"which Snakemake looks for it ({moved}): give an absolute path"
+                )
+
+
+check_log_paths_behind_prefix()
+
+
 def dataset_layout(dataset):
     """(training logs, {scenario: test logs}) of a dataset, from its synthetic, path or files entry."""
     return _layout(dataset)[:2]
