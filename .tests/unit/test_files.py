@@ -323,6 +323,36 @@ def test_output_lock_takes_a_lock_file_another_user_left_read_only_and_keeps_its
                 pass
 
 
+def test_a_job_taking_another_users_stale_lock_file_is_the_holder_a_second_job_is_told_of(
+    tmp_path, monkeypatch
+):
+    """A lock file another user of the group left when SIGKILLed (0644: only readable to us) in a folder we may
+    write: the job takes the lock and puts its own PID and host in the lock's place, so a second job is told of
+    the holder, not of the dead job (whose PID may be another process by now)."""
+    import errno
+
+    target = tmp_path / "model.pt"
+    lock = files.lock_path(target)
+    lock.write_text("4242 node-of-another-user\n")
+    real_open = os.open
+
+    def open_as_another_user(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR) and Path(path) == lock and lock.read_text().startswith("4242 "):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", open_as_another_user)
+    holder = f"(pid {os.getpid()} on host {socket.gethostname()})"
+    with files.output_lock(target):
+        assert lock.read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+        with pytest.raises(
+            files.OutputInUse, match=re.escape(f"{target}: another process {holder} is writing")
+        ):
+            with files.output_lock(target):
+                pass
+    assert not lock.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_output_lock_in_a_folder_it_may_not_write_names_the_lock_it_cannot_create(tmp_path, monkeypatch):
     """An unwritable output folder without a lock file: open(2)'s PermissionError, naming the lock path, not a
     FileNotFoundError of a lock that was never there."""

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +36,9 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
     that the next run simply takes). The file is created with 0o666 minus the umask like every output, holds
     ``<pid> <host>``, and is removed on release (an exception, Ctrl-C or SIGTERM raised as an exception
     included) while still locked; a process that opened it before the removal sees another inode at the path and
-    tries again, so two holders are impossible. A filesystem without ``flock`` (Lustre mounted ``noflock``)
-    gives no lock: a warning, and the block runs unprotected."""
+    tries again, so two holders are impossible. A stale file another user left (not ours to write) is locked,
+    then replaced by one of our own where the folder allows (:func:`_replace_stale_file`). A filesystem without
+    ``flock`` (Lustre mounted ``noflock``) gives no lock: a warning, and the block runs unprotected."""
     lock = lock_path(target)
     # Folders made for the lock alone are removed with it when the job wrote nothing into them (a failed run
     # leaves no empty output folder behind).
@@ -85,6 +87,8 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
     if descriptor is None:
         yield lock
         return
+    if not writable:
+        descriptor, writable = _replace_stale_file(lock, descriptor)
     try:
         if writable:
             os.ftruncate(descriptor, 0)
@@ -97,3 +101,30 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
         with contextlib.suppress(OSError):
             for folder in made:  # deepest first; stops at the first that is not empty
                 folder.rmdir()
+
+
+def _replace_stale_file(lock: Path, stale: int) -> tuple[int, bool]:
+    """Put a lock file of our own, locked and ours to write, in the place of the stale one another user left
+    (``stale``: its descriptor, locked by us, read-only), so that a second job is told of this holder and not of
+    the dead one, whose PID may be another process by now. Renamed over it in one step: a process that opened the
+    stale file meanwhile finds another inode at the path once it has the lock, and tries again. Where the folder
+    forbids it (no write permission, or the sticky bit), the read-only lock is kept: returns ``(descriptor,
+    writable)``."""
+    fresh = lock.with_name(f"{lock.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        descriptor = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError:
+        return stale, False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows this file yet
+        os.pwrite(
+            descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0
+        )  # whole before it is seen
+        os.replace(fresh, lock)
+    except OSError:
+        os.close(descriptor)
+        with contextlib.suppress(OSError):
+            fresh.unlink()
+        return stale, False
+    os.close(stale)
+    return descriptor, True
