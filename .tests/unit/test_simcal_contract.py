@@ -1014,6 +1014,34 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_atomic_writes_get_what_a_plain_open_gets_in_a_folder_whose_default_acl_shares_it(tmp_path):
+    """A project folder whose default ACL lets the project group (here gid 4321) read what is written in it, and
+    others nothing: there the ACL, not the umask, decides, as for a plain open() (and kdgat.files). A file made
+    0600 and then chmodded to 0666 less the umask was unreadable to the group under umask 077 and readable by
+    everybody under 022."""
+    import struct
+
+    def acl(entries):  # the kernel's xattr form: version 2, then (tag, permissions, id) per entry
+        return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+    anyone = 0xFFFFFFFF  # user owner 1, group owner 4, named group 8, mask 0x10, other 0x20
+    shared = acl([(1, 7, anyone), (4, 5, anyone), (8, 5, 4321), (0x10, 7, anyone), (0x20, 0, anyone)])
+    os.setxattr(tmp_path, "system.posix_acl_default", shared)
+    script = (
+        "import os, sys; os.umask(int(sys.argv[2], 8)); from simcal.tables import write_text; "
+        "write_text('x', sys.argv[1] + '/simcal.txt'); open(sys.argv[1] + '/plain.txt', 'w').close()"
+    )
+    for umask in ("077", "022"):
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), umask], check=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+        )  # fmt: skip
+        plain, written = tmp_path / "plain.txt", tmp_path / "simcal.txt"
+        assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o660, umask
+        access = "system.posix_acl_access"
+        assert os.getxattr(written, access) == os.getxattr(plain, access), umask
+
+
 def test_atomic_write_fsyncs_the_file_before_renaming_it_and_the_directory_after(tmp_path, monkeypatch):
     """A power loss right after the rename must find the new file's contents on disk: the temporary file is fsynced
     before os.replace, and the directory after it (so the new name is durable too)."""

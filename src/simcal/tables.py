@@ -9,7 +9,7 @@ import math
 import numbers
 import os
 import re
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -487,20 +487,30 @@ def fsync_directory(directory: str | Path) -> None:
         os.close(fd)
 
 
+def _new_temporary(path: Path) -> Path:
+    """An empty file beside ``path`` (hidden, never an existing one), created with mode 0666 as ``open()`` does."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = True) -> Path:
     """Call ``write(tmp)`` on a temporary name in the same directory, fsync it, then move it into place.
 
     Readers see the old file or the complete new one, never a partial one, even after a power loss; the file
-    gets the permissions a plain ``open()`` would (0666 less the umask), not mkstemp's 0600. ``durable=False``
-    skips the fsyncs for files that are rewritten often and worthless after a crash (progress reports).
+    gets the permissions a plain ``open()`` would (0666 less the umask, or what a folder's default ACL gives), not
+    mkstemp's 0600: it is created with mode 0666 and the kernel applies the umask or the ACL, as for ``open()``.
+    ``durable=False`` skips the fsyncs for files that are rewritten often and worthless after a crash (progress
+    reports).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temporary(path)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())
         write(tmp)
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
