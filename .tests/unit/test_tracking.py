@@ -328,6 +328,28 @@ def test_a_job_resumed_by_a_later_invocation_is_a_new_run_holding_every_epoch(
     assert [m.step for m in client.get_metric_history(resumed.info.run_id, "val_loss")] == [1, 2, 3]
 
 
+def test_a_finished_job_run_again_under_an_exported_key_is_a_new_run_and_the_first_stays_finished(
+    data, tmp_path, invocation, caplog
+):
+    # KDGAT_TRACKING_INVOCATION exported to group two invocations (README); the second trains the same job again
+    # with another epoch count. It continued the first run instead: set it RUNNING again, failed on the changed
+    # param and left it RUNNING with the first model's SHA-256, the new model untracked.
+    store = tmp_path / "mlruns"
+    tracking = {"backend": "mlflow", "uri": str(store)}
+    train(data, tmp_path / "a", tracking)
+    with caplog.at_level(logging.WARNING, logger="kdgat.tracking"):
+        out = train(data, tmp_path / "a", tracking, section={"training": {"vgae": {"epochs": 2}}})
+    assert [r.getMessage() for r in caplog.records if r.name == "kdgat.tracking"] == []
+    client = MlflowClient(tracking_uri=store.as_uri())
+    first, second = sorted(children(client), key=lambda run: run.info.start_time)
+    assert (first.info.status, second.info.status) == ("FINISHED", "FINISHED")
+    assert (first.data.params["training.epochs"], second.data.params["training.epochs"]) == ("3", "2")
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "val_loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(second.info.run_id, "val_loss")] == [1, 2]
+    assert second.data.tags["kdgat.model_sha256"] == hashlib.sha256(out["model"].read_bytes()).hexdigest()
+    assert first.data.tags["kdgat.model_sha256"] != second.data.tags["kdgat.model_sha256"]
+
+
 def test_an_unreachable_server_costs_one_warning_and_the_job_goes_on(data, tmp_path, invocation, caplog):
     port = free_port()  # nothing listens there: connections are refused
     tracking = {"backend": "mlflow", "uri": f"http://127.0.0.1:{port}"}

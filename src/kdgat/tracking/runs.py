@@ -91,7 +91,8 @@ class MlflowTracker:
             self.experiment_id = self._experiment()
             if invocation:
                 self.parent_id = self._find_or_create_parent(invocation)
-        run = self._previous_attempt(invocation) if invocation else None
+        params = {key: str(value)[:6000] for key, value in flatten(self.job).items()}
+        run = self._previous_attempt(invocation, params) if invocation else None
         if run is None:
             self.run_id = self.client.create_run(
                 self.experiment_id, run_name=self._run_name(), tags=self._tags(invocation)
@@ -102,7 +103,7 @@ class MlflowTracker:
             history = self.client.get_metric_history(self.run_id, "val_loss")
             self.logged_until = max((int(m.step) for m in history), default=0)
             log.info("tracking: continuing run %s of an earlier attempt of this job", self.run_id)
-        self._log_params(flatten(self.job))
+        self._log_params(params)
         log.info(
             "tracking: MLflow run %s in experiment %r at %s%s",
             self.run_id,
@@ -151,10 +152,10 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
         self.logged_until = max(self.logged_until, *(int(row["epoch"]) for row in rows))
 
-    def _log_params(self, values: Mapping[str, Any]) -> None:
+    def _log_params(self, values: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
-        params = [Param(key, str(value)[:6000]) for key, value in values.items()]
+        params = [Param(key, value) for key, value in values.items()]
         for start in range(0, len(params), BATCH):
             self.client.log_batch(self.run_id, params=params[start : start + BATCH])
 
@@ -225,7 +226,10 @@ class MlflowTracker:
             self.client.delete_run(self.created_parent)
         self.parent_id = canonical
 
-    def _previous_attempt(self, invocation: str):
+    def _previous_attempt(self, invocation: str, params: Mapping[str, str]):
+        """The run of an earlier attempt of this job: one that did not finish, with the same settings. A FINISHED
+        run (the job run again by a later invocation under an exported key) or one of other settings stays as it
+        is: this attempt is a new run."""
         runs = retried(
             lambda: self.client.search_runs(
                 [self.experiment_id],
@@ -233,7 +237,13 @@ class MlflowTracker:
                 f"and tags.`kdgat.job` = '{job_key(self.outputs)}'",
             )
         )
-        return min(runs, key=lambda run: run.info.run_id) if runs else None
+        attempts = [
+            run
+            for run in runs
+            if run.info.status != "FINISHED"
+            and all(run.data.params.get(key, value) == value for key, value in params.items())
+        ]
+        return min(attempts, key=lambda run: run.info.run_id) if attempts else None
 
     def _run_name(self) -> str:
         tags = self.settings.tags
