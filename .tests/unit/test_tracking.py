@@ -114,6 +114,15 @@ def test_settings_refuse_in_the_config_what_mlflow_would_refuse_only_in_the_job(
     assert TrackingSettings.from_config({"backend": "none", "experiment": "x" * 501}).enabled is False
 
 
+def test_a_home_path_of_an_unknown_user_is_refused_naming_the_key_not_a_traceback_in_the_job(tmp_path):
+    # `uri: ~mlruns` (meant: ~/mlruns) is the home of a user "mlruns": Path.expanduser raised RuntimeError inside
+    # the job, again in the tracker's warning, and the job failed with a traceback before it trained.
+    uri = "~no-such-user-kdgat/mlruns"
+    with pytest.raises(TrackingError, match=rf"kd_gat.tracking.uri '{uri}': no user 'no-such-user-kdgat'"):
+        TrackingSettings.from_config({"backend": "mlflow", "uri": uri})
+    assert TrackingSettings.from_config({"backend": "none", "uri": uri}).enabled is False
+
+
 def test_a_file_uri_is_used_as_written_and_only_a_plain_path_is_made_one(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert TrackingSettings(backend="mlflow", uri="file:///srv/mlruns").tracking_uri() == "file:///srv/mlruns"

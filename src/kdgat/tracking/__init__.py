@@ -124,7 +124,7 @@ def log_evaluation(
         log.warning(
             "experiment tracking (%s, %s) failed while attaching the evaluation: %s: %s; the outputs are written",
             settings.backend,
-            settings.tracking_uri(),
+            settings.shown_uri(),
             type(error).__name__,
             str(error).splitlines()[0] if str(error) else "",
         )

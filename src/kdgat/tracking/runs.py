@@ -70,7 +70,7 @@ class MlflowTracker:
             log.warning(
                 "experiment tracking (%s, %s) failed while %s: %s: %s; the job goes on without tracking",
                 self.settings.backend,
-                self.settings.tracking_uri(),
+                self.settings.shown_uri(),
                 what,
                 type(error).__name__,
                 str(error).splitlines()[0] if str(error) else "",

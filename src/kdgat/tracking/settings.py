@@ -75,6 +75,7 @@ class TrackingSettings:
         if self.backend != "none" and (not str(self.uri).strip() or not str(self.experiment).strip()):
             raise TrackingError("kd_gat.tracking: uri and experiment must not be empty")
         if self.backend != "none":
+            self.tracking_uri()  # a path whose ~ names no home is refused here, not inside the job
             self._check_experiment()
 
     def _check_experiment(self) -> None:
@@ -117,8 +118,25 @@ class TrackingSettings:
         workflow's working directory, so a relative path means the same store for all of them)."""
         uri = str(self.uri).strip()
         if is_file_store(uri) and not uri.startswith("file:"):
-            return Path(uri).expanduser().resolve().as_uri()
+            try:
+                path = Path(uri).expanduser()
+            except RuntimeError:  # ~name of no user, or ~ with no home directory
+                user = uri[1:].replace("\\", "/").split("/", 1)[0]
+                whose = (
+                    f"no user {user!r} (~{user} is that user's home; yours is ~/)"
+                    if user
+                    else "no home directory"
+                )
+                raise TrackingError(f"kd_gat.tracking.uri {self.uri!r}: {whose}") from None
+            return path.resolve().as_uri()
         return uri
+
+    def shown_uri(self) -> str:
+        """The URI for a message: ``tracking_uri()``, or the setting as written where that fails."""
+        try:
+            return self.tracking_uri()
+        except TrackingError:
+            return str(self.uri)
 
 
 def _strings(values: Mapping[str, Any] | None) -> dict[str, str]:
