@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,6 +139,16 @@ def test_an_empty_uri_is_refused_when_tracking_is_on():
     with pytest.raises(TrackingError, match=r"kd_gat.tracking: uri and experiment must not be empty"):
         TrackingSettings.from_config({"backend": "mlflow", "uri": "  "})
     assert TrackingSettings.from_config({"backend": "none", "uri": ""}).enabled is False
+
+
+@pytest.mark.parametrize("key, value", [("experiment", 2024), ("experiment", 1.5), ("uri", ["mlruns"])])
+def test_a_setting_that_is_no_string_is_refused_naming_the_key(key, value):
+    # YAML `experiment: 2024` is a number: `kdgat train --config` took it, and the job trained untracked after
+    # MLflow's warning "Invalid experiment name: 2024. Expects a string.", which names no setting.
+    with pytest.raises(
+        TrackingError, match=re.escape(f"kd_gat.tracking.{key} must be a string, got {value!r}")
+    ):
+        TrackingSettings.from_config({"backend": "mlflow", key: value})
 
 
 def test_a_windows_drive_path_is_a_file_store_and_a_server_or_database_is_not():

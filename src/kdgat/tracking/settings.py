@@ -68,6 +68,12 @@ class TrackingSettings:
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        # YAML `experiment: 2024` is a number, which MLflow would refuse only inside the job
+        for key, value, kinds in (("uri", self.uri, str | os.PathLike), ("experiment", self.experiment, str)):
+            if not isinstance(value, kinds):
+                raise TrackingError(
+                    f"kd_gat.tracking.{key} must be a string, got {value!r}: quote it in the YAML"
+                )
         if self.backend not in BACKENDS:
             raise TrackingError(f"kd_gat.tracking.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.model not in MODEL_ARTIFACT:
