@@ -136,6 +136,26 @@ def test_bad_settings_fail_naming_the_key(args, message, tmp_path, stderr_text):
     assert "Traceback" not in stderr_text()  # the message is the whole story
 
 
+def test_a_tracked_train_run_is_tagged_with_the_catalogs_commit_as_a_workflow_job_is(
+    tmp_path, capsys, monkeypatch
+):
+    """README: runs are tagged with the git commit, and `kdgat train` tracks the same way. The workflow puts the
+    commit in KDGAT_SOURCE_COMMIT for its jobs; the command, started by hand, tagged no commit at all."""
+    import subprocess
+
+    monkeypatch.delenv("KDGAT_SOURCE_COMMIT", raising=False)
+    argv = ["train", "vgae", "--variant", "teacher", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
+            "--tracking", "mlflow", "--tracking-uri", str(tmp_path / "mlruns"), "--print-settings"]  # fmt: skip
+    assert main(argv) == 0
+    tags = json.loads(capsys.readouterr().out)["tracking"]["tags"]
+    checkout = Path(__import__("kdgat").__file__).parent
+    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert tags["mlflow.source.git.commit"] == commit.stdout.strip() != ""
+    monkeypatch.setenv("KDGAT_SOURCE_COMMIT", "0123abcd")  # what a workflow job is given wins, as in the job
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["tracking"]["tags"]["mlflow.source.git.commit"] == "0123abcd"
+
+
 def test_train_writes_into_the_chain_without_out_and_evaluate_needs_out(capsys):
     """README.md: "`kdgat train` without `--out` writes its outputs there [the --chain folder] too, `kdgat evaluate`
     always needs its `--out`" (it once read as if both wrote into the chain)."""

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 from kdgat.chain import STAGES, STUDENT_KD, TEACHER, VARIANTS
@@ -23,7 +24,7 @@ from kdgat.cli.config import (
     thread_count,
     tracking_settings,
 )
-from kdgat.tracking import MODEL_ARTIFACT, TrackingSettings
+from kdgat.tracking import COMMIT_ENV, MODEL_ARTIFACT, TrackingSettings, source_commit
 from kdgat.training.settings import TRAINING_KEYS, StageSettings
 
 log = logging.getLogger("kdgat.cli")
@@ -362,7 +363,12 @@ def job_tracking(args: argparse.Namespace, section: dict, metadata: str) -> Trac
         tags["kdgat.dataset"] = json.loads(Path(metadata).read_text()).get("dataset")
     except (OSError, ValueError, AttributeError):
         pass  # the training job reports a bad metadata file itself
-    return tracking_settings(section.get("tracking"), args, tags)
+    tracking = tracking_settings(section.get("tracking"), args, tags)
+    if not tracking.enabled:
+        return tracking
+    # the catalog's commit, as a workflow job's run has it (the workflow exports it to its jobs in COMMIT_ENV)
+    commit = os.environ.get(COMMIT_ENV) or source_commit(Path(__file__).parent)
+    return TrackingSettings.from_config(tracking, tags={"mlflow.source.git.commit": commit})
 
 
 def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
