@@ -5,6 +5,7 @@ and 2 (the schema says which ones grow with the attempt)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -55,3 +56,37 @@ def test_evaluation_and_preprocess_jobs_ask_for_what_the_config_says(tmp_path: P
     assert rules["preprocess_build_graphs"]["runtime"] == [23, 46]
     training = [name for name in rules if name.startswith("kd_gat_train_")]
     assert len(training) == 9 and all(rules[name]["threads"] == 5 for name in training), sorted(training)
+
+
+LEARNED = r"""
+wildcards = {"dataset": "synth_hcrl", "seed": "42"}
+job = SimpleNamespace(**wildcards, items=wildcards.items)
+print(json.dumps({
+    name: workflow.get_rule(name).resources["mem_mb"].evaluate(
+        job, input=[], threads=1, attempt=1, rulename=name
+    ).value
+    for name in ("evaluation_baselines", "kd_gat_train_dqn_teacher")
+}))
+"""
+
+
+def test_every_module_learns_from_the_history_of_a_dataset_its_config_no_longer_lists(tmp_path: Path) -> None:
+    """README: a job without history of its own dataset learns from "all of the rule's files (other datasets)" in
+    the benchmark roots. The evaluation (and preprocess) modules constrain {dataset} to the datasets their config
+    lists, so a dataset's earlier runs in a root were no history of theirs ("no benchmark history in ...", the
+    configured value), where kd_gat learned from the same root."""
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    run = "300.00\t0:05:00\t3000.00\t1\t1\t1\t0\t0\t0\t1\n"
+    for path in (
+        "benchmarks/evaluation/can_old/baselines.tsv",
+        "benchmarks/kd_gat/can_old/seed_0/teacher/dqn.tsv",
+    ):
+        (tmp_path / path).parent.mkdir(parents=True)
+        (tmp_path / path).write_text(header + run)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["learned_resources"] = {"enabled": True}
+    learned = math.ceil((3000 + 900) * 1.3)
+    assert parsed_workflow(tmp_path, config, LEARNED) == {
+        "evaluation_baselines": learned,
+        "kd_gat_train_dqn_teacher": learned,
+    }

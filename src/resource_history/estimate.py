@@ -54,7 +54,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resource_history.benchmarks import BenchmarkFileError, BenchmarkPattern, BenchmarkRun, read_benchmark
+from resource_history.benchmarks import (
+    BenchmarkFileError,
+    BenchmarkPattern,
+    BenchmarkRun,
+    read_benchmark,
+    wildcard_at,
+)
 from resource_history.gpu_records import GPU_PEAK_KEY, read_gpu_record
 from resource_history.resumed import mark_path, resumed_reason
 from resource_history.settings import LearnedResourceSettings
@@ -174,7 +180,7 @@ class ResourceHistory:
                 f"learned resources: {resource!r} cannot be learned; expected one of {list(MEASURES)}"
             )
         measure = MEASURES[resource]
-        parsed = BenchmarkPattern.parse(pattern)
+        parsed = BenchmarkPattern.parse(any_value_of(pattern, self.settings.match_wildcards))
         files, warnings = self.history_files(parsed)
         wildcards = {name: str(wildcards[name]) for name in parsed.names if name in wildcards}
         runs_of, resumed = {}, {}
@@ -379,6 +385,21 @@ class ResourceHistory:
 
     def overhead_mb(self, resource: str) -> int:
         return self.settings.gpu_overhead_mb if resource == "gpu_mem_mb" else self.settings.mem_overhead_mb
+
+
+def any_value_of(pattern: str, names: tuple[str, ...]) -> str:
+    """`pattern` with the constraint of each wildcard of `names` (match_wildcards) widened to any value of one path
+    segment: the evaluation and preprocess modules constrain {dataset} to the datasets their config lists, and the
+    history is of every dataset, also of those a config no longer lists (README: "all of the rule's files")."""
+    parts, position = [], 0
+    while (start := pattern.find("{", position)) >= 0:
+        end, name, constraint = wildcard_at(pattern, start)
+        parts += [
+            pattern[position:start],
+            f"{{{name},[^/]+}}" if constraint and name in names else pattern[start:end],
+        ]
+        position = end
+    return "".join([*parts, pattern[position:]])
 
 
 def ceil(value: float) -> int:
