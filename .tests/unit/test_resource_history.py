@@ -176,6 +176,24 @@ def test_a_benchmark_file_counts_once_however_many_roots_reach_it(tmp_path):
     assert two_runs.learned and two_runs.value == memory(700.0, estimator.settings)
 
 
+def test_a_benchmark_file_under_a_linked_folder_is_found_and_a_link_loop_ends(tmp_path):
+    """A dataset's benchmark folder kept elsewhere (a link to scratch) holds the job's own file, which Snakemake
+    reads and writes through the link: it was not found ("no benchmark history"). A link back up the tree is
+    walked once, not forever."""
+    pattern = "benchmarks/kd/{dataset}/{stage}.tsv"
+    write_runs(tmp_path / "scratch/hcrl/vgae.tsv", [(60.0, 700.0)])
+    (tmp_path / "work/benchmarks/kd").mkdir(parents=True)
+    (tmp_path / "work/benchmarks/kd/hcrl").symlink_to(tmp_path / "scratch/hcrl", target_is_directory=True)
+    (tmp_path / "scratch/hcrl/loop").symlink_to(tmp_path / "work/benchmarks", target_is_directory=True)
+    estimator = history(tmp_path / "work")
+    estimate = estimator.estimate("mem_mb", pattern, {"dataset": "hcrl", "stage": "vgae"}, default=4000)
+    assert (estimate.value, estimate.learned) == (memory(700.0, estimator.settings), True), (
+        estimate.explanation
+    )
+    assert estimate.sources == (str(tmp_path / "work/benchmarks/kd/hcrl/vgae.tsv"),)
+    assert "same wildcards (dataset=hcrl, stage=vgae)" in estimate.explanation
+
+
 # --- which history --------------------------------------------------------------------------------------------
 def test_own_dataset_first_then_across_datasets(tmp_path):
     write_runs(tmp_path / "benchmarks/train/small.tsv", [(60.0, 100.0)])

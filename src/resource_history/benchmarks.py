@@ -236,8 +236,14 @@ class BenchmarkPattern:
         if not self.names:
             path = root / self.text
             return [(path, {})] if path.is_file() else []
-        found = []
-        for directory, _, filenames in os.walk(start):
+        found, walked = [], set()
+        # Through links, as Snakemake reads and writes the files (a dataset's folder linked to scratch); each
+        # folder once, so that a link back up the tree ends.
+        for directory, subdirectories, filenames in os.walk(start, followlinks=True):
+            if (real := os.path.realpath(directory)) in walked:
+                subdirectories.clear()
+                continue
+            walked.add(real)
             for filename in filenames:
                 path = Path(directory) / filename
                 name = path.as_posix() if self.absolute else path.relative_to(root).as_posix()
