@@ -616,6 +616,21 @@ def test_messages_show_the_pattern_without_constraints(tmp_path):
     assert "for benchmarks/train/{dataset}.tsv" in estimate.explanation
 
 
+def test_a_file_starting_with_a_blank_line_is_read_and_not_called_empty(tmp_path):
+    """Blank lines between runs were skipped, but one before the header made the whole file "empty (no header
+    line)" and left its runs out of the history; a file of blank lines only is still empty."""
+    path = tmp_path / "benchmarks/train/a.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n\ns\th:m:s\tmax_rss\n12.5\t0:00:12\t300.00\n")
+    assert [(run.line, run.seconds, run.max_rss_mb) for run in read_benchmark(path)] == [(4, 12.5, 300.0)]
+    path.write_text("\n\ns\th:m:s\tio_in\n1\t0:00:01\t3\n")
+    with pytest.raises(BenchmarkFileError, match="line 3: the header has no 'max_rss' column"):
+        read_benchmark(path)
+    path.write_text("\n  \n")
+    with pytest.raises(BenchmarkFileError, match="line 1: is empty"):
+        read_benchmark(path)
+
+
 def test_missing_value_dash_reads_as_not_recorded(tmp_path):
     """Snakemake writes a value it does not have (None) as `-` (BenchmarkRecord.to_tsv)."""
     record = BenchmarkRecord(running_time=30.0, max_rss=None, max_vms=None, max_uss=None, max_pss=None)

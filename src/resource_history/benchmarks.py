@@ -63,15 +63,19 @@ def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
     except (OSError, UnicodeDecodeError) as error:
         raise BenchmarkFileError(path, f"cannot be read ({error})") from None
     lines = text.splitlines()
-    if not lines or not lines[0].strip():
+    # Blank lines are skipped before the header as between runs (a file written by hand may start with one).
+    first = next((number for number, line in enumerate(lines) if line.strip()), None)
+    if first is None:
         raise BenchmarkFileError(path, "is empty (no header line)", line=1)
-    header = lines[0].split("\t")
+    header = lines[first].split("\t")
     time_only = header == TIME_ONLY_HEADER
     for column in ("s",) if time_only else ("s", "max_rss"):
         if column not in header:
-            raise BenchmarkFileError(path, f"the header has no {column!r} column: {lines[0]!r}", line=1)
+            raise BenchmarkFileError(
+                path, f"the header has no {column!r} column: {lines[first]!r}", line=first + 1
+            )
     runs = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines[first + 1 :], start=first + 2):
         if not line.strip():
             continue
         values = line.split("\t")
