@@ -1216,3 +1216,22 @@ def test_the_settings_the_wrappers_meta_yaml_name_are_settings_of_the_library() 
     assert "kd_gat.dqn.keep_folds folds" in meta_description("train_dqn")
     schema = yaml.safe_load((MODULES / "kd_gat/schemas/config.schema.yaml").read_text())
     assert "keep_folds" in schema["properties"]["kd_gat"]["properties"]["dqn"]["properties"]
+
+
+def test_the_folders_benchmark_roots_says_are_read_are_every_folder_the_history_is_read_from() -> None:
+    """config/README.md (from the schema) said of an earlier run's working directory "only their benchmarks/ folder
+    is read", but gpu_mem_mb is learned from the kd_gat training rules' GPU records, their metrics.json outputs
+    under results/kd_gat/, looked up in the same roots: a copy of benchmarks/ alone, as the docs asked, taught
+    no GPU memory (gpu_mem_mb stayed 0)."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    roots = " ".join(
+        schema["properties"]["learned_resources"]["properties"]["benchmark_roots"]["description"].split()
+    )
+    kd_gat = (MODULES / "kd_gat/common.smk").read_text()
+    assert (
+        'GPU_MEMORY = learned_gpu_memory("metrics")' in kd_gat
+    )  # the GPU record: the rules' `metrics` output
+    assert '"metrics": "json"' in kd_gat and "results/kd_gat/" in (MODULES / "kd_gat/Snakefile").read_text()
+    assert "only their benchmarks/ folder" not in roots
+    assert "results/kd_gat/.../metrics.json" in roots and "results/kd_gat/ for gpu_mem_mb" in roots
+    assert roots in flat_text(REPO / "config/README.md")
