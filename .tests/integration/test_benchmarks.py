@@ -169,6 +169,18 @@ def test_bench_train_gat_compares_the_training_loop_with_bare_pyg():
     assert float(line["value"]) > 0 and float(line["baseline"]) > 0, line
 
 
+def test_bench_cancel_times_a_cancelled_sweep_against_one_cancel_call_in_the_same_run():
+    """At a small size (600 batches): one line, its goal on the ratio to one cancel call, both figures
+    measured (not zero), each contender's round printed."""
+    output = bench_output("bench_cancel.py", "--sims", "600", "--done-before-cancel", "20", "--repeats", "1")
+    lines = checked_bench_lines(output)
+    assert list(lines) == ["cancel_600_batches_until_the_cluster_is_free"]
+    line = lines["cancel_600_batches_until_the_cluster_is_free"]
+    assert line["goal"] == "<=0.5" and float(line["value"]) > 0 and float(line["baseline"]) > 0, line
+    for contender in ("chunked", "one_call"):
+        assert re.search(rf"# round 1 {contender}: [\d.]+ s", output), output
+
+
 def test_bench_service_prints_every_line_with_its_goal():
     """At small sizes (2 clients of one job, 2 jobs at a time): the seconds the service adds to a batch, twice
     (goal 0.2 s, on the value), and its job rate against the direct one (goal at least half), well formed and
@@ -469,7 +481,13 @@ def test_make_bench_runs_every_script_and_fails_at_the_end(tmp_path):
     python.chmod(0o755)
     stamp = tmp_path / "stamp"
     stamp.touch()  # newer than the venv's prerequisites: make does not rebuild the venv
-    newest = max(Path(REPO, name).stat().st_mtime for name in ("pyproject.toml", "constraints.txt"))
+    # The Makefile's prerequisites of the stamp: the dependency files and every package's __init__.py
+    prerequisites = [Path(REPO, "pyproject.toml"), Path(REPO, "constraints.txt")]
+    prerequisites += [
+        *Path(REPO, "src").glob("*/__init__.py"),
+        *Path(REPO, "executors").glob("*/__init__.py"),
+    ]
+    newest = max(path.stat().st_mtime for path in prerequisites)
     os.utime(stamp, (newest + 60,) * 2)
     proc = subprocess.run(
         ["make", "-s", "bench", f"BIN={bin_dir}", f"STAMP={stamp}"],
