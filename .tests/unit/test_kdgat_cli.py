@@ -28,6 +28,10 @@ CONFIG = REPO / "config" / "config.yaml"
 MODULES = REPO / "workflow" / "modules"
 
 
+# A dataset's logs as the preprocess command takes them (files the tests' mocked library never reads)
+TINY_LOGS = ["--dataset", "x", "--train", "a.csv", "--test", "dos=b.csv"]
+
+
 def schema(module: str) -> dict:
     return yaml.safe_load((MODULES / module / "schemas" / "config.schema.yaml").read_text())
 
@@ -542,17 +546,7 @@ def test_a_folder_option_that_names_a_file_fails_at_once_naming_the_option(
 def test_preprocess_settings_the_schema_refuses_are_refused_by_the_command(
     setting, message, tmp_path, stderr_text
 ):
-    args = [
-        "preprocess",
-        "--dataset",
-        "x",
-        "--train",
-        "a.csv",
-        "--test",
-        "dos=b.csv",
-        "--out",
-        str(tmp_path / "o"),
-    ]
+    args = ["preprocess", *TINY_LOGS, "--out", str(tmp_path / "o")]
     assert main([*args, "--set", setting]) == 2
     assert message in stderr_text() and "Traceback" not in stderr_text()
 
@@ -1159,19 +1153,7 @@ def test_preprocess_takes_the_config_then_set_then_each_flag(tmp_path, monkeypat
     calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
     config = tmp_path / "preprocess.yaml"
     config.write_text(yaml.safe_dump({"window_size": 50, "stride": 25, "seed": 1, "val_fraction": 0.3}))
-    base = [
-        "preprocess",
-        "--config",
-        str(config),
-        "--dataset",
-        "x",
-        "--train",
-        "a.csv",
-        "--test",
-        "dos=b.csv",
-        "--out",
-        "o",
-    ]
+    base = ["preprocess", "--config", str(config), *TINY_LOGS, "--out", "o"]
     assert main([*base, "--set", "stride=10", "--set", "seed=2"]) == 0
     assert {key: calls[-1][key] for key in ("window_size", "stride", "seed", "val_fraction")} == {
         "window_size": 50, "stride": 10, "seed": 2, "val_fraction": 0.3,
