@@ -479,7 +479,9 @@ def test_a_killed_service_resumes_running_jobs_from_their_parts_or_fails_them_wi
     first_sets = [{"a": 1000.0 + i, "sleep_s": 0.25} for i in range(24)]
     with SimulationClient(restarting.url, restarting.keys["alice"]) as api:
         first = api.submit(SLEEP, first_sets, n_replicates=1, settings=settings)
-        second = api.submit(SLEEP, [{"a": 2000.0 + i, "sleep_s": 0.25} for i in range(20)], settings=settings)
+        # The second and fourth jobs run long enough (15 s, 10 s) to be seen running, and still run at the kill: at
+        # 3 s the second ended, under CI's load, before the test had read the first job's rows and began to look.
+        second = api.submit(SLEEP, [{"a": 2000.0 + i, "sleep_s": 1.0} for i in range(30)], settings=settings)
         wait_for(lambda: first.status()["progress"]["done"] >= 6, 60, "six simulations of the first job")
         assert second.status()["status"] == "queued"
         # A client waiting for the job through the crash and the restart: its refused connections are retried.
@@ -517,7 +519,7 @@ def test_a_killed_service_resumes_running_jobs_from_their_parts_or_fails_them_wi
 
         # A graceful stop (SIGTERM) queues a running job again without counting the interruption as an attempt:
         # after a stop and then a crash it has used one attempt of two, and resumes.
-        fourth = api.submit(SLEEP, [{"a": 4000.0 + i, "sleep_s": 0.25} for i in range(40)], settings=settings)
+        fourth = api.submit(SLEEP, [{"a": 4000.0 + i, "sleep_s": 0.5} for i in range(40)], settings=settings)
         wait_for(lambda: fourth.status()["status"] == "running" and fourth.info["progress"]["done"] >= 2, 60,
                  "the fourth job to run")  # fmt: skip
         restarting.stop()
