@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from output_locks import OutputInUse, lock_path, output_lock  # noqa: F401 - kdgat.files.output_lock, as before
+from output_locks import OutputInUse, lock_path, new_temporary, output_lock  # noqa: F401 - kdgat.files.output_lock, as before
 
 
 def _fsync(path: Path) -> None:
@@ -39,22 +39,11 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def _new_temporary(path: Path) -> Path:
-    """An empty file next to ``path``, created with 0o666 minus the umask (never an existing file)."""
-    while True:
-        candidate = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return candidate
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Call ``write(temporary_path)``, flush the result to disk and rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _new_temporary(path)
+    temporary = new_temporary(path)
     try:
         write(temporary)
         _fsync(temporary)

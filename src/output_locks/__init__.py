@@ -1,5 +1,5 @@
 """The lock of an output file that one process writes at a time, shared by kdgat (training outputs and
-checkpoints) and simcal (a sweep's output and its parts): a second run writing the same output at once is refused
+checkpoints) and simcal (a sweep's output and its parts), and the temporary file an output is written to first: a second run writing the same output at once is refused
 at its start, naming the output and the holder, instead of the two overwriting or deleting each other's files.
 Standard library only, so that neither library brings the other in (.tests/unit/test_layers.py)."""
 
@@ -103,6 +103,20 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
                 folder.rmdir()
 
 
+def new_temporary(path: str | os.PathLike) -> Path:
+    """An empty file beside ``path`` (hidden, never an existing one) that an output is written to before it is
+    renamed into place: created with mode 0666 as ``open()`` creates files, so the kernel applies the umask or the
+    folder's default ACL (mkstemp's 0600 would not). kdgat's and simcal's atomic writes share it."""
+    path = Path(path)
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+
+
 def _replace_stale_file(lock: Path, stale: int) -> tuple[int, bool]:
     """Put a lock file of our own, locked and ours to write, in the place of the stale one another user left
     (``stale``: its descriptor, locked by us, read-only), so that a second job is told of this holder and not of
@@ -117,9 +131,8 @@ def _replace_stale_file(lock: Path, stale: int) -> tuple[int, bool]:
         return stale, False
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows this file yet
-        os.pwrite(
-            descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0
-        )  # whole before it is seen
+        # Whole before it is seen
+        os.pwrite(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         os.replace(fresh, lock)
     except OSError:
         os.close(descriptor)

@@ -9,7 +9,6 @@ import math
 import numbers
 import os
 import re
-import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from output_locks import new_temporary
 from simcal.contract import ContractError, to_plain
 
 # Column names the runner writes next to the parameters: a parameter with one of these names would be
@@ -487,17 +487,6 @@ def fsync_directory(directory: str | Path) -> None:
         os.close(fd)
 
 
-def _new_temporary(path: Path) -> Path:
-    """An empty file beside ``path`` (hidden, never an existing one), created with mode 0666 as ``open()`` does."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-
-
 def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = True) -> Path:
     """Call ``write(tmp)`` on a temporary name in the same directory, fsync it, then move it into place.
 
@@ -509,7 +498,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temporary(path)
+    tmp = new_temporary(path)
     try:
         write(tmp)
         if durable:
