@@ -209,11 +209,10 @@ def check_parameter_sets(
     ``labels`` name each set in messages (e.g. "line 3"); by default "parameter set <i>" (0-based).
     """
     space = space_of(model_ref)
+    sets = sets if isinstance(sets, list) else list(sets)
     if space is None:
-        sets = sets if isinstance(sets, list) else list(sets)
         _warn_of_numbers_read_as_text(sets, where, labels, model_ref)
         return
-    sets = sets if isinstance(sets, list) else list(sets)
     word = _first_word_among_numbers(space, sets)
     if word is not None:  # named before any other row: see _first_word_among_numbers
         first, name = word
@@ -240,12 +239,11 @@ def _warn_of_numbers_read_as_text(
     named: list[str] | None = None
     for name in text_columns:
         values = [params.get(name) for params in sets]
-        numbers_in = sum(isinstance(value, str) and reads_as_number(value) for value in values)
+        numeric = [isinstance(value, str) and reads_as_number(value) for value in values]
+        numbers_in = sum(numeric)
         if not len(values) / 2 < numbers_in < len(values):  # mostly words: a column of text (IDs) on purpose
             continue
-        index = next(
-            i for i, value in enumerate(values) if not (isinstance(value, str) and reads_as_number(value))
-        )
+        index = numeric.index(False)
         if named is None:
             named = list(labels) if labels is not None else [f"parameter set {i}" for i in range(len(sets))]
         log.warning(

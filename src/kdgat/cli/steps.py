@@ -130,9 +130,8 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
     if args.train:
         if args.path:  # one of the two would be ignored
             raise UsageError("--train and --path both name the logs: give --train/--test or --path, not both")
-        if (
-            not args.test
-        ):  # the workflow refuses such a dataset (kdgat.layout): every model would train for nothing
+        # The workflow refuses such a dataset (kdgat.layout): every model would train for nothing.
+        if not args.test:
             raise UsageError(
                 "--train is given without --test: give at least one test scenario as --test SCENARIO=FILE (the "
                 "evaluation reads test.pt, which would hold no scenario)"
