@@ -71,9 +71,11 @@ def repo() -> Path:
     return REPO
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """Put the root logger back as it was after a test that configures logging (kdgat.logs, simcal.logs)."""
+    """Put the root logger back as it was after every test: one that configures logging (kdgat.logs, simcal.logs,
+    a CLI's main) left the root at INFO for the tests after it on the same worker, and a test that counted a
+    logger's records then saw INFO lines that it never sees alone (test_tracking, CI of stop 54)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
