@@ -659,6 +659,23 @@ class _Client:
         return None
 
 
+@pytest.mark.parametrize("replicate", [2**63, 2**64, 2.0**63])
+def test_submit_refuses_a_replicate_the_int64_replicate_column_cannot_hold(replicate):
+    """2**63 ran and came back as a uint64 column, 2**64 ran and then gather raised pyarrow's OverflowError, losing
+    the rows of every simulation gathered with it: refused at submit, before anything runs, naming the range."""
+    with pytest.raises(
+        ContractError,
+        match=rf"^submit: replicate must be a whole number from 0 to 2\*\*63 - 1 \(the rows' replicate column is "
+        rf"int64\), got {re.escape(repr(replicate))}$",
+    ):
+        api.submit(SIR, {"beta": 0.3, "gamma": 0.1}, client=_Client(), replicate=replicate)
+
+
+def test_submit_takes_the_largest_replicate_the_int64_replicate_column_holds():
+    future = api.submit(SIR, {"beta": 0.3, "gamma": 0.1}, client=_Client(), replicate=2**63 - 1)
+    assert future.task.replicate == 2**63 - 1
+
+
 @pytest.mark.parametrize("keywords", [{"seed": 7.0}, {"seed": np.float64(7.0)}, {"replicate": 2.0}])
 def test_submit_takes_a_whole_number_written_as_a_float(keywords):
     future = api.submit(SIR, {"beta": 0.3, "gamma": 0.1}, client=_Client(), **keywords)

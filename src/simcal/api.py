@@ -117,6 +117,12 @@ def _task(
     # A sweep's seeds lie below 2**32; a model may hand its seed to a 32-bit seeder.
     if seed is not None and seed >= 2**32:
         raise ContractError(f"submit: seed must be below 2**32 (as every seed of a sweep is), got {seed!r}")
+    # Beyond int64 the rows could not be gathered (pyarrow's OverflowError lost every row of that gather)
+    if replicate >= 2**63:
+        raise ContractError(
+            "submit: replicate must be a whole number from 0 to 2**63 - 1 (the rows' replicate column is int64), "
+            f"got {replicate!r}"
+        )
     try:
         plain = canonical_params(params)
     except ContractError as error:
