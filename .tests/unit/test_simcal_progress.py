@@ -880,3 +880,60 @@ def test_status_finds_the_sweeps_of_a_folder_reached_through_a_symbolic_link_and
         ("finished", "4", "results/sim.parquet")
     ]  # STATE, TOTAL, OUTPUT
     assert err == ""
+
+
+def test_status_of_a_folder_holding_no_sweep_names_it_and_exits_2(tmp_path, monkeypatch, capsys):
+    """docs/simulation.md and --help: 2 when a path holds no sweep's progress. A folder with none in it or below
+    said "no sweeps found" with status 0, so a script could not tell it from a folder of sweeps."""
+    empty = tmp_path / "empty"
+    (empty / "logs").mkdir(parents=True)
+    (empty / "logs" / "sim.log").write_text("not a sweep")
+    sweep = tmp_path / "sweeps" / "a.parquet"
+    sweep.parent.mkdir()
+    progress = Progress(sweep, "local")
+    progress.plan(4, 0, 0)
+    progress.finish("finished")
+    problem = f"{empty}: no sweep progress here (no file ending .progress.json in this folder or below)"
+    assert main(["status", str(empty)]) == 2
+    assert capsys.readouterr() == ("", f"simcal status: {problem}\n")
+    assert main(["status", str(empty), str(sweep.parent)]) == 2  # the other path's sweep is still shown
+    out, err = capsys.readouterr()
+    assert [row.split()[0] for row in out.splitlines()[1:]] == [
+        "finished"
+    ] and err == f"simcal status: {problem}\n"
+    monkeypatch.chdir(empty)  # `simcal status` with no path searches "."
+    assert main(["status"]) == 2
+    assert capsys.readouterr().err == (
+        "simcal status: .: no sweep progress here (no file ending .progress.json in this folder or below)\n"
+    )
+    with pytest.raises(FileNotFoundError, match=r"^.*empty: no sweep progress here \(no file ending"):
+        find_progress_files([empty])
+
+
+@pytest.mark.parametrize(
+    "text, missing",
+    [
+        ("{}", "state"),
+        ('{"foo": 1}', "state"),
+        ('{"state": null, "done": 1, "total": 2, "output": "a.parquet"}', "state"),
+        ('{"state": "running", "total": 2, "output": "a.parquet"}', "done"),
+        ('{"state": "finished", "done": 2, "output": "a.parquet"}', "total"),
+        ('{"state": "finished", "done": 2, "total": 2}', "output"),
+    ],
+)
+def test_a_json_object_without_a_sweeps_state_counts_or_output_is_named_not_shown_as_a_sweep(
+    tmp_path, capsys, text, missing
+):
+    """`{}` was shown as a sweep whose every column was None, with status 0: a phantom sweep. Every record a sweep
+    writes has its output, state, done and total; a file without them is named, with status 1 (unreadable)."""
+    path = tmp_path / "a.parquet.progress.json"
+    path.write_text(text)
+    assert main(["status", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[0] == (
+        f"simcal status: cannot read {path}: not a sweep's progress record (a JSON object with state, done, total, "
+        f"...): it has no {missing}"
+    )
+    with pytest.raises(ValueError, match=rf": it has no {missing}$"):
+        read_progress(path)

@@ -52,8 +52,10 @@ def add_status(subparsers) -> None:
         "rate, ETA, backend, connected workers, last update, output and Dask dashboard; then why each failed sweep "
         "failed. A running sweep is shown stopped when its process (PID and start) is gone from this host, and stale "
         "when another host's has gone five of its rewrite intervals (and at least a minute) without rewriting its "
-        "progress file, counted on this host's clock from the file's modification time. Exit status 1: a progress file could not be read, or a folder searched (no permission); 2: a path holds no sweep's progress (the others "
-        "are shown either way).",
+        "progress file, counted on this host's clock from the file's modification time. Exit status 1: a progress "
+        "file could not be read or is no sweep's record (such as {}), or a folder could not be searched (no "
+        "permission); 2: a path holds no sweep's progress (a folder with none in it or below, a file that is neither "
+        "an output nor a progress file); the others are shown either way.",
     )
     parser.add_argument(
         "paths", nargs="*", default=["."], help="outputs, progress files or folders (searched recursively)"

@@ -183,7 +183,8 @@ def find_progress_files(
     paths: Iterable[str | Path], missing: list[str] | None = None, unreadable: list[str] | None = None
 ) -> list[Path]:
     """Progress files named by ``paths``: a progress file, an output (its ``.progress.json``), or a directory
-    (searched recursively); each once, where it was first found. A path with none raises FileNotFoundError, or,
+    (searched recursively); each once, where it was first found. A path with none (a directory with none in it or
+    below included) raises FileNotFoundError, or,
     when ``missing`` is a list, adds what it would have said to it (the other paths are still searched). A path
     or a folder below a searched one that this user may not look into (no permission) raises its OSError, or,
     when ``unreadable`` is a list, is named there: the sweeps in it are not silently left out."""
@@ -191,9 +192,13 @@ def find_progress_files(
     found: dict[Path, Path] = {}
     for raw in paths:
         path = Path(raw)
+        folder = False
         try:
-            if path.is_dir():
-                named = _search(path, unreadable)
+            folder = path.is_dir()
+            if folder:
+                refused_before = len(unreadable or [])
+                # Empty: a path without a sweep, unless a folder below could not be searched (named already)
+                named = _search(path, unreadable) or (None if len(unreadable or []) == refused_before else [])
             elif path.name.endswith(SUFFIX) and path.exists():
                 named = [path]
             elif progress_path(path).exists():
@@ -206,7 +211,11 @@ def find_progress_files(
             unreadable.append(f"cannot search {path}: {error.strerror or error}")
             named = []
         if named is None:
-            problem = f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
+            problem = (
+                f"{path}: no sweep progress here (no file ending {SUFFIX} in this folder or below)"
+                if folder
+                else f"{path}: no sweep progress here (neither {progress_path(path).name} nor a directory)"
+            )
             if missing is None:
                 raise FileNotFoundError(problem)
             missing.append(problem)
@@ -258,6 +267,8 @@ NUMBERS = (
     "pid",
 )
 
+# What every record has held since the first: its output, its state and its counts (numbers: checked above)
+REQUIRED = {"state": str, "done": (int, float), "total": (int, float), "output": str}
 
 # States of a sweep whose process, and the Dask cluster it started, are gone.
 ENDED = ("finished", "failed", "stopped")
@@ -267,7 +278,8 @@ def read_progress(path: Path) -> dict[str, Any]:
     """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
     ``stopped``; one not updated for a long while is ``stale``; neither has an ETA. A sweep that has ended
     (``ENDED``) has no dashboard: its cluster is gone. Raises ValueError for a file
-    that is not a sweep's record (not JSON, not an object, a count that is no number).
+    that is not a sweep's record (not JSON, not an object, a count that is no number, no output, state, done or
+    total).
 
     The process is the record's PID with the record's start (``pid_start``), so a live process that has since
     been given a dead sweep's PID is not taken for it; a record without a start (written before it was
@@ -291,6 +303,9 @@ def read_progress(path: Path) -> dict[str, Any]:
     space = info.get("pid_namespace")
     if space is not None and not isinstance(space, str):
         raise ValueError(f"{NOT_A_RECORD}: pid_namespace is {space!r}, not a string")
+    for key, kind in REQUIRED.items():  # every record a sweep writes has them: {} was a sweep of Nones
+        if not isinstance(info.get(key), kind):
+            raise ValueError(f"{NOT_A_RECORD}: it has no {key}")
     try:
         if info.get("state") in ("running", "starting"):
             # A container that shares the host's name (Docker's --network host, a pod's hostNetwork) numbers its
