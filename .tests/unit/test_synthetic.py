@@ -175,6 +175,21 @@ def test_a_format_without_a_writer_is_refused_naming_the_setting_and_nothing_is_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("suffix", "kind"), [(".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz"), (".zst", "zstd"), (".zip", "zip")])  # fmt: skip
+def test_a_compressed_files_name_is_refused_naming_it_and_nothing_is_written(tmp_path, suffix, kind):
+    # An output named x.csv.gz got plain text under a gzip name; the readers take plain text only (they refuse
+    # compressed logs), so writing gzip would give a log nothing here can read: the name is refused instead.
+    messages = generate_log(Vehicle(6, 30), 0.1, "none", OPTIONS, seed=6)
+    path = tmp_path / f"x.csv{suffix}"
+    with pytest.raises(ValueError) as error:
+        write_can_file(messages, path, "hcrl_csv")
+    assert str(error.value) == (
+        f"{path}: a synthetic CAN log is written as plain text, but the name ends in {suffix!r}, a {kind}-compressed "
+        f"file's suffix (the CAN log readers refuse compressed logs): name it {tmp_path / 'x.csv'}"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_benign_rate_increases_hit_the_event_ids_including_gear_and_rpm_and_keep_live_counters():
     vehicle = Vehicle(4, 30)
     event_ids = vehicle.ids[vehicle.event_slots]
