@@ -231,6 +231,48 @@ def test_a_flag_wins_over_set_which_wins_over_the_config(tmp_path, capsys):
     assert teacher_preset["preset"] == "demo_teacher" and teacher_preset["variant"] == "teacher"
 
 
+@pytest.mark.parametrize(
+    ("flag", "override", "key"),
+    [(["--epochs", "3"], "epochs=5", "epochs"), (["--batch-size", "16"], "batch_size=8", "batch_size")],
+)
+def test_a_training_setting_given_by_its_flag_and_by_override_is_refused_naming_both(
+    flag, override, key, tmp_path, stderr_text
+):
+    # --override epochs=5 --epochs 3 trained 5 epochs without a word, though flags are said to win over settings.
+    args = ["train", "vgae", "--data", "d", "--out", str(tmp_path / "o"), "--print-settings"]
+    assert main([*args, *flag, "--override", override]) == 2
+    assert (
+        stderr_text()
+        .rstrip()
+        .endswith(
+            f"kdgat train vgae: {flag[0]} {flag[1]} and --override {override} both set kd_gat.training.vgae.{key}: "
+            "give one of them"
+        )
+    )
+    assert "Traceback" not in stderr_text()
+
+
+def test_one_setting_given_twice_by_override_is_refused_naming_both(tmp_path, stderr_text):
+    # --override epochs=5 --override epochs=3 trained 3 epochs without a word: the last one won.
+    args = ["train", "vgae", "--data", "d", "--out", str(tmp_path / "o"), "--print-settings"]
+    assert main([*args, "--override", "epochs=5", "--override", "epochs=3"]) == 2
+    assert (
+        stderr_text()
+        .rstrip()
+        .endswith(
+            "kdgat train vgae: --override epochs=5 and --override epochs=3 both set epochs: give one of them"
+        )
+    )
+
+
+def test_override_replaces_a_setting_of_set_as_a_sweep_column_replaces_the_config(capsys):
+    # A sweep row's value (what --override gives) replaces the config's, as in the workflow; --set is config.
+    args = ["train", "vgae", "--data", "d", "--out", "o", "--print-settings"]
+    assert main([*args, "--set", "training.vgae.epochs=5", "--override", "epochs=2", "--lr", "0.01"]) == 0
+    training = json.loads(capsys.readouterr().out)["settings"]["training"]
+    assert (training["epochs"], training["lr"]) == (2, 0.01)
+
+
 def recorded_evaluations(monkeypatch) -> list[dict]:
     """The keyword arguments of each evaluate_files call the command makes, which records them instead of
     evaluating."""
@@ -503,6 +545,26 @@ def test_an_out_that_is_a_file_or_a_checkpoint_that_is_a_folder_fails_before_tra
     assert main([*args, "--out", str(out), "--checkpoint", str(tmp_path / "val.pt")]) == 2
     assert f"--checkpoint {tmp_path / 'val.pt'} is also the job's val file" in stderr_text()
     assert "Traceback" not in stderr_text() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        (["--no-checkpoint", "--checkpoint", "ck.pt"], "argument --checkpoint: not allowed with argument --no-checkpoint"),
+        (["--checkpoint", "ck.pt", "--no-checkpoint"], "argument --no-checkpoint: not allowed with argument --checkpoint"),
+    ],
+    ids=["no-checkpoint-first", "checkpoint-first"],
+)  # fmt: skip
+def test_no_checkpoint_with_a_checkpoint_is_refused_naming_both_not_the_checkpoint_ignored(
+    pair, message, tmp_path, capsys
+):
+    # The pair trained without a checkpoint, ignoring the path given, so the run the user meant to resume could not.
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "vgae", "--data", "d", "--out", str(tmp_path / "o"), *pair, "--print-settings"])
+    assert refused.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.rstrip().endswith(f"kdgat train vgae: error: {message}") and captured.out == ""
+    assert "[--checkpoint CHECKPOINT | --no-checkpoint]" in COMMANDS[("train", "vgae")].format_usage()
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,9 @@ assert set(TRAINING_FLAGS) == set(TRAINING_KEYS)
 DESCRIPTION = """\
 Train one stage of one KD-GAT variant, exactly as the kd_gat module's rule does (the same library call, settings
 and outputs: model.pt, metrics.json, history.csv). Settings come from --config (the workflow's config.yaml, whose
-kd_gat section is used, or a file holding that section alone), then --set, then the flags below. Inputs are the
+kd_gat section is used, or a file holding that section alone), then --set, then the flags below; --override, a
+sweep row's value, replaces what --config and --set give, as a kd_gat.sweep column does, and a training setting
+given both by its flag and by --override (--epochs 3 --override epochs=5) is refused. Inputs are the
 preprocess files (--data DIR, or one by one) and, for later stages, the models of earlier ones (--chain DIR, the
 kd_gat results folder of the dataset laid out like the workflow's, or one by one).
 
@@ -88,11 +90,16 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
         help="folder for model.pt, metrics.json and history.csv (default with --chain: "
         "<chain>/seed_<seed>/<variant>/<stage>)",
     )
-    job.add_argument(
+    # One or the other: with both, the path given was ignored without a word.
+    checkpointing = job.add_mutually_exclusive_group()
+    checkpointing.add_argument(
         "--checkpoint",
-        help="resume checkpoint, written after every epoch and removed after success (default <out>/last.pt)",
+        help="resume checkpoint, written after every epoch and removed after success (default <out>/last.pt; "
+        "not with --no-checkpoint)",
     )
-    job.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint (no resume)")
+    checkpointing.add_argument(
+        "--no-checkpoint", action="store_true", help="write no checkpoint (no resume; not with --checkpoint)"
+    )
     job.add_argument(
         "--print-settings",
         action="store_true",
@@ -164,7 +171,8 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a sweep row's value: a training setting or a model argument of the preset (repeatable; what a "
-        "kd_gat.sweep table column does)",
+        "kd_gat.sweep table column does: it replaces the value of --config and --set; a training setting "
+        "given by its flag too is refused)",
     )
 
     tracking = add_tracking_options(parser, "the job is one MLflow run")
@@ -190,7 +198,20 @@ def stage_settings(args: argparse.Namespace) -> tuple[StageSettings, dict]:
         set_nested(section, ("training", args.stage, name), getattr(args, name), "kd_gat")
     if args.preset:
         section["teacher_preset" if args.variant == TEACHER else "student_preset"] = args.preset
-    overrides = dict(parse_assignment(text, "--override") for text in args.override)
+    overrides, given = {}, {}
+    for text in args.override:
+        key, value = parse_assignment(text, "--override")
+        if key in TRAINING_KEYS and getattr(args, key) is not None:
+            # The sweep row's value would silently replace the flag's: one setting named twice is a mistake.
+            flag = f"--{key.replace('_', '-')} {getattr(args, key)}"
+            raise UsageError(
+                f"{flag} and --override {text} both set kd_gat.training.{args.stage}.{key}: give one of them"
+            )
+        if key in overrides:  # the last one silently won
+            raise UsageError(
+                f"--override {given[key]} and --override {text} both set {key}: give one of them"
+            )
+        overrides[key], given[key] = value, text
     return StageSettings.from_config(section, args.stage, args.variant, overrides or None), section
 
 
