@@ -345,22 +345,23 @@ def test_a_rewritten_benchmark_file_is_read_again(tmp_path):
 
 # --- input-size scaling ---------------------------------------------------------------------------------------
 def test_memory_that_grows_with_input_is_scaled_to_the_new_input(tmp_path):
-    # 30 MB + 25 MB per input MB, and a little noise: the peak (130) badly underestimates a 12 MB input.
+    # 30 MB + 25 MB per input MB, and a little noise: the peak (130) badly underestimates an 8 MB input (the
+    # most the line is used for: SIZE_FACTOR x the largest recorded, 4 MB).
     for size, rss in [(1, 56.0), (2, 79.0), (3, 106.0), (4, 129.0)]:
         write_runs(tmp_path / f"benchmarks/train/d{size}.tsv", [(size * 30.0, rss)], input_mb=size)
     estimator = history(tmp_path)
-    scaled = estimator.estimate("mem_mb", PATTERN, {"dataset": "big"}, default=4000, input_size_mb=12.0)
+    scaled = estimator.estimate("mem_mb", PATTERN, {"dataset": "big"}, default=4000, input_size_mb=8.0)
     sizes, rss = numpy.array([1, 2, 3, 4]), numpy.array([56.0, 79.0, 106.0, 129.0])
     slope, intercept = numpy.polyfit(sizes, rss, 1)
     above = max(0.0, (rss - (intercept + slope * sizes)).max())  # the line raised to cover every run
-    assert scaled.value == memory(intercept + slope * 12.0 + above, estimator.settings)
-    assert "x input MB" in scaled.explanation and "at 12.0 MB" in scaled.explanation
-    runtime = estimator.estimate("runtime", PATTERN, {"dataset": "big"}, default=1, input_size_mb=12.0)
-    assert runtime.value == max(5, math.ceil(12 * 30.0 / 60 * 1.3))
+    assert scaled.value == memory(intercept + slope * 8.0 + above, estimator.settings)
+    assert "x input MB" in scaled.explanation and "at 8.0 MB" in scaled.explanation
+    runtime = estimator.estimate("runtime", PATTERN, {"dataset": "big"}, default=1, input_size_mb=8.0)
+    assert runtime.value == max(5, math.ceil(8 * 30.0 / 60 * 1.3))
     unknown_size = estimator.estimate("mem_mb", PATTERN, {"dataset": "big"}, default=4000)
     assert unknown_size.value == memory(129.0, estimator.settings)  # no size for the job: the peak
     off = history(tmp_path, size_scaling=False)
-    assert off.estimate("mem_mb", PATTERN, {"dataset": "big"}, 4000, input_size_mb=12.0).value == memory(
+    assert off.estimate("mem_mb", PATTERN, {"dataset": "big"}, 4000, input_size_mb=8.0).value == memory(
         129.0, off.settings
     )
 
@@ -838,14 +839,59 @@ def test_a_scope_that_would_hold_the_same_files_as_a_narrower_one_is_not_tried_a
     assert "same (dataset=a)" not in estimate.explanation
 
 
-def test_input_size_line_below_zero_at_the_job_falls_back_to_the_peak(tmp_path):
-    # max_rss = -100 + 50 x input MB exactly: at 1 MB the line says -50.
+def test_input_size_line_below_the_smallest_input_where_it_goes_below_zero_falls_back_to_the_peak(tmp_path):
+    # max_rss = -100 + 50 x input MB exactly: at 1 MB, below the smallest recorded input, the line says -50.
     for size in (3, 4, 5):
         write_runs(tmp_path / f"benchmarks/train/d{size}.tsv", [(60.0, -100.0 + 50 * size)], input_mb=size)
     estimator = history(tmp_path)
     estimate = estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=1.0)
     assert estimate.value == memory(150.0, estimator.settings)
-    assert "input-size line gives -50.0 at 1.0 MB: not used" in estimate.explanation
+    assert (
+        "(input-size line not used at 1 MB, outside the recorded 3-5 MB (up to 2 x the largest): not scaled)"
+        in estimate.explanation
+    )
+
+
+def test_input_size_line_is_used_only_between_the_smallest_and_size_factor_times_the_largest_input(tmp_path):
+    """Three runs at 10-30 KB fit a steep line (about 1100 MB per input MB): it holds between the smallest recorded
+    input and SIZE_FACTOR x the largest; a 10 MB job gets the configured value, not the line's 11 GB."""
+    runs = [(10 / 1024, 100.0), (20 / 1024, 115.0), (30 / 1024, 122.0)]
+    for size, rss in runs:
+        write_runs(tmp_path / f"benchmarks/train/d{size:.4f}.tsv", [(60.0, rss)], input_mb=size)
+    fit = size_fit([(float(size), rss) for size, rss in runs])
+    assert fit.better and fit.slope > 1000
+    estimator = history(tmp_path)
+
+    def estimate(size_mb: float):
+        return estimator.estimate("mem_mb", PATTERN, {"dataset": "new"}, default=4000, input_size_mb=size_mb)
+
+    smallest, largest = 10 / 1024, 30 / 1024
+    for size in (smallest, 20 / 1024, SIZE_FACTOR * largest):
+        inside = estimate(size)
+        assert inside.value == memory(fit.at(size), estimator.settings) and "x input MB" in inside.explanation
+    # Just beyond SIZE_FACTOR x the largest (still under the 1 MB floor): the peak, as without a line.
+    beyond = estimate(SIZE_FACTOR * largest * 1.01)
+    assert (
+        beyond.value
+        == memory(122.0, estimator.settings)
+        < memory(fit.at(SIZE_FACTOR * largest * 1.01), estimator.settings)
+    )
+    assert (
+        "input-size line not used at 0.0592 MB, outside the recorded 0.00977-0.0293 MB" in beyond.explanation
+    )
+    # Below the smallest: the peak, never less than a recorded run used.
+    below = estimate(smallest * 0.99)
+    assert (
+        below.value == memory(122.0, estimator.settings) > memory(fit.at(smallest * 0.99), estimator.settings)
+    )
+    assert "input-size line not used at 0.00967 MB" in below.explanation
+    # Far beyond: more than SIZE_FACTOR x the 1 MB floor, so not learned at all.
+    far = estimate(10.0)
+    assert (far.value, far.learned) == (4000, False)
+    assert (
+        "the job's input of 10.0 MB is more than 2 x the largest input its 3 run(s) recorded"
+        in far.explanation
+    )
 
 
 def test_falling_line_is_never_used_and_says_why(tmp_path):

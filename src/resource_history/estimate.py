@@ -17,8 +17,10 @@ From those runs the base figure is the peak (largest `max_rss` for memory, large
 `size_scaling` is on, the job's input size is known, every one of the runs recorded its own (``--benchmark-extended``:
 a run without one cannot be placed against a line fitted over the others) at three or more different sizes, the line ``a + b * input_size_mb`` (least squares) rises (b > 0) and it predicts the runs
 better than a constant does: each run left out in turn and predicted from the others by the line and by their
-mean, the line's mean absolute error is smaller. Then the base is the line at the job's input size, raised by the
-largest amount any run lay above it (as the peak covers every run, so does the raised line).
+mean, the line's mean absolute error is smaller. Then, for a job whose input lies between the smallest input the runs
+recorded and SIZE_FACTOR times the largest (no further: a line through runs at 10-30 KB says nothing about 10 MB),
+the base is the line at the job's input size, raised by the largest amount any run lay above it (as the peak covers
+every run, so does the raised line); outside that range, the job is treated as without a line.
 
 Without that line, a peak says nothing about a much larger input: with `size_scaling` on, a job whose input is
 more than SIZE_FACTOR (2) times the largest input the runs recorded (1 MB if less) does not learn from them (the next scope is
@@ -84,7 +86,8 @@ MEASURES = {
 }
 MIN_FIT_SIZES = 3
 # A peak learned at input size S stands for jobs up to SIZE_FACTOR x S (scaled by the ratio above S); beyond, a
-# constant model of the measure has nothing to say, and the configured value is safer than a guess.
+# constant model of the measure has nothing to say, and the configured value is safer than a guess. A fitted line
+# is not extrapolated further either (nor below the smallest recorded input).
 SIZE_FACTOR = 2.0
 SIZE_FLOOR_MB = 1.0  # inputs below a megabyte count as one: 0.01 MB against 0 MB is no larger job
 SHOWN_SOURCES = 4
@@ -339,6 +342,7 @@ class ResourceHistory:
         # A run without its size cannot be placed against a line fitted over the others, which could then ask
         # for less than it used: the line is for histories whose every run recorded its size.
         unsized = len(runs) - len(points)
+        sizes = [size for size, _ in points]
         fit = None if unsized else size_fit(points)  # (a leave-one-out fit: not made for nothing)
         if unsized:
             not_scaled = f"{unsized} of {len(runs)} run(s) recorded no input size"
@@ -351,6 +355,14 @@ class ResourceHistory:
                 f"input-size line not better: leave-one-out error {fit.fit_error:.1f} vs "
                 f"{fit.constant_error:.1f} for a constant, slope {fit.slope:.3g}"
             )
+        elif not min(sizes) <= input_size_mb <= SIZE_FACTOR * max(sizes):
+            # A line is known only where its runs were: three runs at 10-30 KB fit a slope of about 1 GB per MB,
+            # which asks 11 GB for a 10 MB job. Outside, the job gets what it would without a line (below the
+            # smallest input, the peak).
+            not_scaled = (
+                f"input-size line not used at {input_size_mb:.3g} MB, outside the recorded {min(sizes):.3g}-"
+                f"{max(sizes):.3g} MB (up to {SIZE_FACTOR:g} x the largest)"
+            )
         else:
             predicted = fit.at(input_size_mb)
             if predicted > 0:
@@ -362,7 +374,7 @@ class ResourceHistory:
             not_scaled = f"input-size line gives {predicted:.1f} at {input_size_mb:.1f} MB: not used"
         if not points:
             return peak, how + f" ({not_scaled}: not scaled)"
-        largest = max(size for size, _ in points)
+        largest = max(sizes)
         reference = max(largest, SIZE_FLOOR_MB)
         if input_size_mb > SIZE_FACTOR * reference:
             return None, (
