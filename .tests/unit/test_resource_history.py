@@ -123,6 +123,88 @@ def test_bad_file_is_named_with_its_line(tmp_path, content, line, says):
     assert says in str(error.value) and str(path) in str(error.value)
 
 
+def test_a_jsonl_benchmark_file_reads_as_the_same_runs_as_its_tsv(tmp_path):
+    """Snakemake writes a benchmark path ending in .jsonl as one JSON object per run (no header): the same fields,
+    numbers as numbers, NA as the string "NA", the extended format's dicts as JSON objects."""
+    params, wildcards = {"lr": 0.1, "out": "results/a/model.pt"}, {"dataset": "a"}
+    for extended in (None, 3):
+        runs = [(12.5, 300.0), (13.0, None)]
+        tsv, jsonl = (
+            read_benchmark(
+                write_runs(
+                    tmp_path / f"{kind}/a.{kind}", runs, input_mb=extended, params=params, wildcards=wildcards
+                )
+            )
+            for kind in ("tsv", "jsonl")
+        )
+        fields = [
+            (r.line, r.seconds, r.max_rss_mb, r.input_size_mb, r.params, r.memory_recorded) for r in tsv
+        ]
+        assert [
+            (r.line + 1, r.seconds, r.max_rss_mb, r.input_size_mb, r.params, r.memory_recorded) for r in jsonl
+        ] == fields  # line + 1: a JSONL file has no header line
+        assert jsonl[0].path == str(tmp_path / "jsonl/a.jsonl")
+    assert jsonl[0].input_size_mb == pytest.approx(3.0) and "results/{wildcard}/model.pt" in jsonl[0].params
+
+
+def test_a_rule_with_a_jsonl_benchmark_path_learns_from_it(tmp_path):
+    path = write_runs(tmp_path / "benchmarks/train/a.jsonl", [(600.0, 2500.0)], input_mb=1)
+    estimator = history(tmp_path)
+    pattern = "benchmarks/train/{dataset}.jsonl"
+    estimate = estimator.estimate("mem_mb", pattern, {"dataset": "a"}, default=1, input_size_mb=1.0)
+    assert (estimate.value, estimate.learned, estimate.warnings) == (
+        memory(2500.0, estimator.settings),
+        True,
+        (),
+    )
+    assert estimate.sources == (str(path),)
+    runtime = estimator.estimate("runtime", pattern, {"dataset": "a"}, default=1)
+    assert runtime.value == math.ceil(600.0 / 60 * 1.3)
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "says"),
+    [
+        ("", 1, "is empty (no runs)"),
+        ('{"s": 1, "max_rss": 5}\n{"s": 2, "max_rss": 5\n', 2, "is not JSON ("),
+        ('\n["s", 1]\n', 2, "is not a JSON object: '[\"s\", 1]'"),
+        ('{"h:m:s": "0:00:01", "max_rss": 5}\n', 1, "has no 's' field"),
+        ('{"s": 1, "h:m:s": "0:00:01"}\n', 1, "has no 'max_rss' field"),
+        ('{"s": 1, "max_rss": "lots"}\n', 1, "max_rss 'lots' is not a number"),
+        ('{"s": 1, "max_rss": true}\n', 1, "max_rss 'true' is not a number"),
+        ('{"s": "NA", "max_rss": 5}\n', 1, "'s' (wall seconds) field is empty"),
+        ('{"s": -1, "max_rss": 5}\n', 1, "s '-1' is not a finite number >= 0"),
+        ('{"s": 1, "max_rss": NaN}\n', 1, "max_rss 'nan' is not a finite number >= 0"),
+        ('{"s": 1e308, "max_rss": 5}\n', 1, "s '1e+308' is more than any run records"),
+        (
+            '{"s": 1, "max_rss": 5, "input_size_mb": [3]}\n',
+            1,
+            "input_size_mb '[3]' is not a dict of file sizes",
+        ),
+        ('{"s": 1, "max_rss": 5, "input_size_mb": {"a": -3}}\n', 1, "is not a dict of finite sizes"),
+    ],
+)
+def test_bad_jsonl_file_is_named_with_its_line(tmp_path, content, line, says):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(BenchmarkFileError) as error:
+        read_benchmark(path)
+    assert error.value.path == str(path) and error.value.line == line
+    assert says in str(error.value) and f"benchmark file {path} line {line}: " in str(error.value)
+
+
+def test_bad_jsonl_file_falls_back_with_a_warning_naming_file_and_line(tmp_path):
+    bad = write_runs(tmp_path / "benchmarks/train/a.jsonl", [(60.0, 200.0), (61.0, 210.0)])
+    bad.write_text(bad.read_text().replace('"max_rss": 210.0', '"max_rss": "many"'))
+    estimate = history(tmp_path).estimate(
+        "mem_mb", "benchmarks/train/{dataset}.jsonl", {"dataset": "a"}, 4000
+    )
+    assert (estimate.value, estimate.learned) == (4000, False)
+    assert estimate.warnings == (
+        f"benchmark file {bad} line 2: max_rss 'many' is not a number; left out of the history",
+    )
+
+
 def test_pattern_finds_files_and_their_wildcards(tmp_path):
     for name in ("benchmarks/train/a.tsv", "benchmarks/train/b.tsv", "benchmarks/train/nested/c.tsv"):
         write_runs(tmp_path / name, [(1.0, 1.0)])

@@ -7,6 +7,11 @@ input files and their sizes in MB, and ``wildcards`` and ``params``, the job's a
 Snakemake cannot show as a plain value appears as its repr, e.g. ``TrackingSettings(...)``). ``-`` is a value
 Snakemake could not give (None).
 
+A benchmark path ending in ``.jsonl`` Snakemake writes as JSON Lines instead: one JSON object per run, no header,
+the same fields, numbers as JSON numbers (``"NA"`` as above, ``null`` for None) and the dicts as JSON objects, read
+here as the same runs. A param Snakemake cannot write as JSON it writes as its ``str()``, a plain string, which is
+then compared as one.
+
 Snakemake before 3.12.0 (2017) measured wall time only: its files have just the ``s`` and ``h:m:s`` columns. Their
 runs are read with ``memory_recorded`` False, so they teach runtime and, with a warning, no memory.
 """
@@ -14,6 +19,7 @@ runs are read with ``memory_recorded`` False, so they teach runtime and, with a 
 from __future__ import annotations
 
 import ast
+import json
 import math
 import os
 import re
@@ -63,27 +69,10 @@ def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
     except (OSError, UnicodeDecodeError) as error:
         raise BenchmarkFileError(path, f"cannot be read ({error})") from None
     lines = text.splitlines()
-    # Blank lines are skipped before the header as between runs (a file written by hand may start with one).
-    first = next((number for number, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise BenchmarkFileError(path, "is empty (no header line)", line=1)
-    header = lines[first].split("\t")
-    time_only = header == TIME_ONLY_HEADER
-    for column in ("s",) if time_only else ("s", "max_rss"):
-        if column not in header:
-            raise BenchmarkFileError(
-                path, f"the header has no {column!r} column: {lines[first]!r}", line=first + 1
-            )
+    # Snakemake chooses the format by the path's suffix alone (snakemake.benchmark.write_benchmark_records).
+    rows = jsonl_rows(path, lines) if str(path).endswith(".jsonl") else tsv_rows(path, lines)
     runs = []
-    for number, line in enumerate(lines[first + 1 :], start=first + 2):
-        if not line.strip():
-            continue
-        values = line.split("\t")
-        if len(values) != len(header):
-            raise BenchmarkFileError(
-                path, f"{len(values)} fields where the header has {len(header)}", line=number
-            )
-        row = dict(zip(header, values, strict=True))
+    for number, row, time_only in rows:
         seconds = number_or_missing(row["s"], path, number, "s")
         if seconds is None:
             raise BenchmarkFileError(path, "the 's' (wall seconds) field is empty", line=number)
@@ -101,6 +90,63 @@ def read_benchmark(path: str | Path) -> list[BenchmarkRun]:
     if not runs:
         raise BenchmarkFileError(path, "has a header but no runs")
     return runs
+
+
+def tsv_rows(path, lines: list[str]):
+    """(line number, {column: text}, time only) of each run of a tab-separated file."""
+    # Blank lines are skipped before the header as between runs (a file written by hand may start with one).
+    first = next((number for number, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise BenchmarkFileError(path, "is empty (no header line)", line=1)
+    header = lines[first].split("\t")
+    time_only = header == TIME_ONLY_HEADER
+    for column in ("s",) if time_only else ("s", "max_rss"):
+        if column not in header:
+            raise BenchmarkFileError(
+                path, f"the header has no {column!r} column: {lines[first]!r}", line=first + 1
+            )
+    for number, line in enumerate(lines[first + 1 :], start=first + 2):
+        if not line.strip():
+            continue
+        values = line.split("\t")
+        if len(values) != len(header):
+            raise BenchmarkFileError(
+                path, f"{len(values)} fields where the header has {len(header)}", line=number
+            )
+        yield number, dict(zip(header, values, strict=True)), time_only
+
+
+def jsonl_rows(path, lines: list[str]):
+    """The same of a JSONL file: one JSON object per run, no header; its values as a TSV file writes them."""
+    if not any(line.strip() for line in lines):
+        raise BenchmarkFileError(path, "is empty (no runs)", line=1)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as error:
+            raise BenchmarkFileError(path, f"is not JSON ({error})", line=number) from None
+        if not isinstance(row, dict):
+            raise BenchmarkFileError(path, f"is not a JSON object: {line.strip()!r}", line=number)
+        for field in ("s", "max_rss"):
+            if field not in row:
+                raise BenchmarkFileError(path, f"has no {field!r} field: {line.strip()!r}", line=number)
+        yield number, {key: as_text(value) for key, value in row.items()}, False
+
+
+def as_text(value) -> str | None:
+    """A JSON value as the TSV writer shows it: None as "-", a dict (wildcards, params, input sizes) as Python's
+    literal; anything else that is no number (true, a list) as JSON, which the number parser then names."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return repr(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return json.dumps(value)
 
 
 def number_or_missing(text: str, path, line: int, column: str) -> float | None:
