@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy
@@ -277,6 +281,42 @@ def test_a_benchmark_file_under_a_linked_folder_is_found_and_a_link_loop_ends(tm
 
 
 # --- which history --------------------------------------------------------------------------------------------
+def test_a_history_folder_this_user_may_not_list_is_named_in_a_warning_not_skipped_silently(tmp_path):
+    """os.walk skipped a folder it could not list without a word: its runs (here the larger peak) were left out and
+    the job learned less memory than they used, where an unreadable file is named (simcal.progress names such a
+    folder too). Root lists every folder, so the estimate runs without the capabilities that let it."""
+    write_runs(tmp_path / "benchmarks/train/open/run.tsv", [(60.0, 100.0)])
+    write_runs(tmp_path / "benchmarks/train/locked/run.tsv", [(60.0, 900.0)])
+    child = (
+        "import sys; from pathlib import Path; from resource_history import LearnedResourceSettings, "
+        "ResourceHistory; e = ResourceHistory(LearnedResourceSettings(enabled=True), workdir=Path(sys.argv[1]))"
+        ".estimate('mem_mb', 'benchmarks/train/{dataset}/run.tsv', {'dataset': 'new'}, 4000); "
+        "print(e.value); print(*e.warnings, sep='\\n')"
+    )
+    argv = [sys.executable, "-c", child, str(tmp_path)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
+        argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
+    (tmp_path / "benchmarks/train/locked").chmod(0)
+    try:
+        run = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+            timeout=60,
+        )
+    finally:
+        (tmp_path / "benchmarks/train/locked").chmod(0o755)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        str(memory(100.0, LearnedResourceSettings())),
+        f"cannot search {tmp_path / 'benchmarks/train/locked'} (Permission denied): the files under it are left "
+        "out of the history",
+    ]
+
+
 def test_own_dataset_first_then_across_datasets(tmp_path):
     write_runs(tmp_path / "benchmarks/train/small.tsv", [(60.0, 100.0)])
     write_runs(tmp_path / "benchmarks/train/large.tsv", [(600.0, 900.0), (500.0, 800.0)])

@@ -278,9 +278,23 @@ class BenchmarkPattern:
         """An absolute pattern (e.g. from a module's absolute `prefix:`) names the same files in every root."""
         return os.path.isabs(self.text)
 
-    def files(self, root: str | Path) -> list[tuple[Path, dict[str, str]]]:
+    def files(
+        self, root: str | Path, unreadable: list[str] | None = None
+    ) -> list[tuple[Path, dict[str, str]]]:
         """Files under `root` whose path relative to it matches the pattern, with their wildcard values; for an
-        absolute pattern, the files it matches wherever `root` is."""
+        absolute pattern, the files it matches wherever `root` is. A folder below that cannot be listed raises, or
+        is named in ``unreadable`` (as simcal.progress does): os.walk skipped it, and its runs, without a word."""
+
+        def refused(error: OSError) -> None:
+            if isinstance(error, FileNotFoundError):
+                return  # not made yet (no run so far) or gone since it was listed: no history there
+            if unreadable is None:
+                raise error
+            unreadable.append(
+                f"cannot search {error.filename} ({error.strerror or error}): the files under it are left out "
+                "of the history"
+            )
+
         root = Path(root)
         start = root / self.fixed_prefix  # an absolute prefix replaces the root
         if not self.names:
@@ -289,7 +303,7 @@ class BenchmarkPattern:
         found, walked = [], set()
         # Through links, as Snakemake reads and writes the files (a dataset's folder linked to scratch); each
         # folder once, so that a link back up the tree ends.
-        for directory, subdirectories, filenames in os.walk(start, followlinks=True):
+        for directory, subdirectories, filenames in os.walk(start, onerror=refused, followlinks=True):
             if (real := os.path.realpath(directory)) in walked:
                 subdirectories.clear()
                 continue

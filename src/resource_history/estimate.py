@@ -284,7 +284,7 @@ class ResourceHistory:
             if not directory.is_dir():
                 warnings.append(f"learned_resources.benchmark_roots: {directory} is not a directory; skipped")
                 continue
-            for path, values in pattern.files(directory):
+            for path, values in pattern.files(directory, warnings):
                 if (real := os.path.realpath(path)) not in seen:
                     seen.add(real)
                     files.append((path, values))
