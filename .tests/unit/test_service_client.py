@@ -1028,3 +1028,19 @@ def test_the_docs_client_example_runs_as_written_against_a_real_service(service_
             pd.testing.assert_frame_equal(
                 rows[list(expected)].reset_index(drop=True), expected, check_dtype=False
             )
+
+
+def test_a_job_asks_for_every_replicate_up_to_the_highest_queued_one():
+    """docs/simulation.md: the service plans the seeds of replicates 0..N-1 as a sweep does, so a job holding only
+    replicate 999 of a set asks for 1,000 simulations of it (and keeps one row); the docs point such use to Dask."""
+    from simcal.service.remote import send_tasks
+    from simcal.settings import SimulationSettings
+    from simcal.tasks import plan_tasks
+
+    handler = keyed_service()
+    only_the_last = plan_tasks([{"a": 1.0}], 1000)[-1:]
+    assert [task.replicate for task in only_the_last] == [999]
+    with client(handler) as api:
+        send_tasks(api, MODEL, only_the_last, SimulationSettings(), "/results/sweep.parquet")
+    ((body, _),) = handler.jobs.values()
+    assert (body["parameter_sets"], body["n_replicates"]) == ([{"a": 1.0}], 1000)
