@@ -363,6 +363,73 @@ def test_output_lock_in_a_folder_it_may_not_write_names_the_lock_it_cannot_creat
             pass
 
 
+def open_as_another_users_private_file(monkeypatch, lock: Path) -> None:
+    """os.open as for a lock file another user left under umask 077 (0600: neither writable nor readable to us);
+    the tests may run as root, who may open anything, so open(2)'s refusal is given here."""
+    import errno
+
+    real_open = os.open
+
+    def refuse_the_lock(path, flags, *args, **kwargs):
+        if Path(path) == lock:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", refuse_the_lock)
+
+
+def test_a_stale_lock_file_another_user_left_unreadable_is_named_with_its_owner_and_what_to_do(
+    tmp_path, monkeypatch
+):
+    """A lock file of another user's killed job, left under umask 077 (0600): it can be neither locked nor read,
+    so the job stops before it writes anything, naming the lock, its owner, that no process on this host holds it,
+    and what to do; not a bare "Permission denied"."""
+    import pwd
+
+    target = tmp_path / "model.pt"
+    lock = files.lock_path(target)
+    lock.write_text("4242 node-that-died\n")
+    lock.chmod(0o600)
+    owner = pwd.getpwuid(lock.stat().st_uid).pw_name
+    open_as_another_users_private_file(monkeypatch, lock)
+    expected = (
+        f"{target}: its lock file {lock} belongs to user {owner} (uid {lock.stat().st_uid}), mode 0600, which this "
+        "user may not open, so this training output cannot be locked. No process on this host holds it: most "
+        "likely it is stale, left by a job of theirs that was killed (unless a job of theirs on another node writes "
+        f"this training output now). Ask {owner} whether such a job runs; if none does, remove it (rm {lock}) and "
+        "run again"
+    )
+    with pytest.raises(files.LockOfAnotherUser, match=f"^{re.escape(expected)}"):
+        with files.output_lock(target, "training output"):
+            target.write_text("written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lock.name]  # nothing written, the lock left alone
+
+
+def test_an_unreadable_lock_file_of_another_user_held_on_this_host_is_refused_naming_the_holder(
+    tmp_path, monkeypatch
+):
+    """The same 0600 lock file of another user, held now by a process on this host (its flock is listed in
+    /proc/locks): the output is in use, and the holder's PID is named."""
+    import pwd
+
+    target = tmp_path / "model.pt"
+    lock = files.lock_path(target)
+    lock.write_text("")
+    lock.chmod(0o600)
+    owner = pwd.getpwuid(lock.stat().st_uid).pw_name
+    with open(lock) as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        open_as_another_users_private_file(monkeypatch, lock)
+        expected = (
+            f"{target}: another process (pid {os.getpid()} on this host, of user {owner}) is writing this output "
+            f"now (lock {lock})"
+        )
+        with pytest.raises(files.OutputInUse, match=f"^{re.escape(expected)}"):
+            with files.output_lock(target):
+                target.write_text("written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lock.name]
+
+
 HOLDER = """
 import sys, time
 from kdgat import files

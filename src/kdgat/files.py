@@ -23,7 +23,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from output_locks import OutputInUse, lock_path, new_temporary, output_lock  # noqa: F401 - kdgat.files.output_lock, as before
+from output_locks import (  # noqa: F401 - kdgat.files.output_lock, as before
+    LockOfAnotherUser,
+    OutputInUse,
+    lock_path,
+    new_temporary,
+    output_lock,
+)
 
 
 def _fsync(path: Path) -> None:

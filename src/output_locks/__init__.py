@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import pwd
 import secrets
 import socket
 from collections.abc import Iterator
@@ -19,6 +20,12 @@ log = logging.getLogger("output_locks")
 
 class OutputInUse(BlockingIOError):
     """Another process holds the lock of an output (:func:`output_lock`): two jobs would write it at once."""
+
+
+class LockOfAnotherUser(PermissionError):
+    """The lock file of an output is another user's and not even readable to us (left under umask 077), so it can
+    be neither locked nor told apart from a held one (:func:`output_lock`): the message names its owner and what to
+    do."""
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -37,7 +44,9 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
     ``<pid> <host>``, and is removed on release (an exception, Ctrl-C or SIGTERM raised as an exception
     included) while still locked; a process that opened it before the removal sees another inode at the path and
     tries again, so two holders are impossible. A stale file another user left (not ours to write) is locked,
-    then replaced by one of our own where the folder allows (:func:`_replace_stale_file`). A filesystem without
+    then replaced by one of our own where the folder allows (:func:`_replace_stale_file`); one it may not even read
+    (0600, its umask 077) is refused with :class:`LockOfAnotherUser` naming it, its owner and what to do, or with
+    :class:`OutputInUse` when a process on this host holds it (:func:`_unopenable_lock`). A filesystem without
     ``flock`` (Lustre mounted ``noflock``) gives no lock: a warning, and the block runs unprotected."""
     lock = lock_path(target)
     # Folders made for the lock alone are removed with it when the job wrote nothing into them (a failed run
@@ -53,7 +62,15 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
         except PermissionError:
             if not lock.exists():
                 raise  # a folder we may not write: the error names it
-            descriptor = os.open(lock, os.O_RDONLY)  # left by another user of the group: lockable read-only
+            try:  # left by another user of the group: lockable read-only
+                descriptor = os.open(lock, os.O_RDONLY)
+            except FileNotFoundError:  # its holder released it in between
+                continue
+            except PermissionError:  # not even readable (another user's umask 077): it cannot be locked
+                refusal = _unopenable_lock(target, lock, what)
+                if refusal is None:  # its holder released it in between
+                    continue
+                raise refusal from None
             writable = False
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,3 +158,59 @@ def _replace_stale_file(lock: Path, stale: int) -> tuple[int, bool]:
         return stale, False
     os.close(stale)
     return descriptor, True
+
+
+def _unopenable_lock(target: str | os.PathLike, lock: Path, what: str) -> OSError | None:
+    """The error for a lock file this user may not even open (another user's, 0600): :class:`OutputInUse` when a
+    process on this host holds its ``flock``, else :class:`LockOfAnotherUser` (stale unless a job on another node
+    holds it, which cannot be told from here); ``None`` when it is gone (released in between)."""
+    try:
+        found = os.stat(lock)
+    except FileNotFoundError:
+        return None
+    try:
+        owner = pwd.getpwuid(found.st_uid).pw_name
+    except KeyError:  # a user this host does not know (a container, another site's directory service)
+        owner = f"uid {found.st_uid}"
+    holders = _holders_on_this_host(found)
+    if holders:
+        return OutputInUse(
+            f"{target}: another process (pid {holders[0]} on this host, of user {owner}) is writing this {what} now "
+            f"(lock {lock}); two runs writing one {what} at once overwrite or delete each other's files. Wait for it "
+            f"to finish, or ask {owner} to stop it, and run again"
+        )
+    if holders is None:
+        state = (
+            "Whether a job of theirs holds it cannot be told from here (this host does not list its locks): "
+            f"if none writes this {what} now, it is stale, left by a job that was killed."
+        )
+    else:
+        state = (
+            "No process on this host holds it: most likely it is stale, left by a job of theirs that was killed "
+            f"(unless a job of theirs on another node writes this {what} now)."
+        )
+    return LockOfAnotherUser(
+        f"{target}: its lock file {lock} belongs to user {owner} (uid {found.st_uid}), mode "
+        f"{found.st_mode & 0o7777:04o}, which this user may not open, so this {what} cannot be locked. {state} "
+        f"Ask {owner} whether such a job runs; if none does, remove it (rm {lock}) and run again. Lock files, like "
+        "outputs, are only as readable as their writer's umask allows: 027 or 002 lets the group take a stale one"
+    )
+
+
+def _holders_on_this_host(found: os.stat_result) -> list[int] | None:
+    """The PIDs of the processes on this host that hold a lock on the file ``found`` (from Linux's
+    ``/proc/locks``, which lists every process's locks whoever owns them), or ``None`` where that cannot be read.
+    A network filesystem's locks taken on other nodes are not listed."""
+    wanted = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            lines = table.readlines()
+    except OSError:
+        return None
+    holders = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 4647 fe:00:2165400 0 EOF"; a waiter's line has "->" after the number
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] != "->" and fields[5] == wanted and fields[4].lstrip("-").isdigit():
+            holders.append(int(fields[4]))
+    return holders
