@@ -550,6 +550,21 @@ def test_the_evaluation_group_size_stated_matches_the_config():
     assert profile()["resources"] == {"gpu": 1} and profile()["set-resource-scopes"] == {"gpu": "local"}
 
 
+def test_every_member_of_the_evaluation_group_names_the_gpu_manufacturer_of_its_evaluations():
+    """Snakemake refuses a group job whose jobs of one layer differ in a text resource, a missing one counting as 0
+    ("Resource gpu_manufacturer is a string but not all jobs in group require the same value"): the baselines run
+    in the evaluations' layer, the summary after them, so both name the evaluations' manufacturer (no GPU)."""
+    resources = profile()["set-resources"]
+    module = (REPO / "workflow" / "modules" / "evaluation" / "Snakefile").read_text()
+    others = {"baselines": "evaluation_baselines", "summarize_dataset": "evaluation_summarize_dataset"}
+    for rule in others:
+        assert re.search(rf'rule {rule}:(?:(?!\nrule ).)*group:\s+"evaluation"', module, re.S), rule
+    evaluations = [rule for rule in resources if rule.startswith("evaluation_evaluate_")]
+    assert evaluations and {resources[rule]["gpu_manufacturer"] for rule in evaluations} == {"nvidia"}
+    for rule in others.values():
+        assert resources.get(rule) == {"gpu_manufacturer": "nvidia"}, rule
+
+
 def test_gpu_rules_request_a_limited_nvidia_gpu():
     resources = profile()["set-resources"]
     for rule, settings in resources.items():
