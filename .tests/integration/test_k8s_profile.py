@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 from apistandin import QUEUE_LABEL, WORKLOAD_IDENTITY_LABEL, ApiStandIn  # noqa: E402
@@ -35,6 +39,7 @@ from harness import (  # noqa: E402
     azurite,  # noqa: F401 - fixture
     find_secrets,
     k8s_profile,
+    make_workspace,
     pod_path,
     profile_manifests,
     snakemake_command,
@@ -42,7 +47,7 @@ from harness import (  # noqa: E402
     workspace,  # noqa: F401 - fixture
 )
 from snakemake_executor_plugin_kubernetes_kueue.checks import SUPPORTED_KUEUE  # noqa: E402
-from testkit import run_snakemake  # noqa: E402
+from testkit import REPO, run_snakemake  # noqa: E402
 
 GPU_RULE = "kd_gat_train_vgae_teacher"  # the tiny pipeline's rule carrying a real GPU rule name
 OOM_BELOW_MB = 3000  # make_table's first attempt gets 2048 MB: killed; the retry gets 4096 MB
@@ -412,6 +417,62 @@ def test_a_wrong_storage_account_stops_the_run_before_the_storage_is_used(
     # Refused while the Snakefile was parsed: before the DAG (whose inventory would read the storage).
     assert "Building DAG of jobs" not in proc.stdout, proc.stdout[-3000:]
     assert api.submitted == [] and api.secret_keys == {}
+
+
+def documented_dry_run() -> tuple[dict[str, str], list[str]]:
+    """The dry run without an Azure account that profiles/k8s/README.md gives: its variables and its arguments."""
+    readme = (K8S_PROFILE / "README.md").read_text()
+    commands = re.findall(r"^\s*((?:\w+=\S+ )+snakemake --profile profiles/k8s -n .*)$", readme, re.M)
+    assert len(commands) == 1, f"profiles/k8s/README.md gives {len(commands)} dry runs without Azure, not one"
+    words = shlex.split(commands[0])
+    at = words.index("snakemake")
+    return dict(word.split("=", 1) for word in words[:at]), words[at + 1 :]
+
+
+# Set on a driver that runs the profile; a dry run without Azure starts with none of them.
+DRIVER_VARIABLES = [
+    "SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME",
+    "AZURITE_CONNECTION_STRING",
+    "DASK_SCHEDULER_ADDRESS",
+]
+
+
+def checkout_with_profile(tmp_path: Path) -> Path:
+    """A checkout in which the README's commands run as written (relative --profile profiles/k8s)."""
+    checkout = make_workspace(tmp_path / "checkout")
+    shutil.copytree(K8S_PROFILE, checkout / "profiles" / "k8s")
+    return checkout
+
+
+@pytest.mark.integration
+def test_the_documented_dry_run_without_an_azure_account_plans_every_job(tmp_path):
+    """The README's dry run, run as written from a checkout with no Azure variable, account or network: it plans
+    the whole default workflow with the profile's resources, one evaluation group job per dataset."""
+    env, args = documented_dry_run()
+    checkout = checkout_with_profile(tmp_path)
+    unset = [name for name in DRIVER_VARIABLES if name not in env]  # the command's own variables stay
+    proc = run_snakemake(*args, cwd=checkout, env=env, without=unset, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "This was a dry-run (flag -n)" in proc.stdout
+    datasets = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["datasets"]
+    assert proc.stdout.count("Group job evaluation (jobs in lexicogr. order):") == len(datasets)
+    assert "gpu=1, gpu_manufacturer=nvidia, scale=0" in proc.stdout  # the profile's set-resources apply
+    assert "ChainedTokenCredential" not in proc.stdout
+
+
+@pytest.mark.integration
+def test_a_dry_run_without_the_storage_account_stops_at_once_naming_the_variable(tmp_path):
+    """profiles/k8s/README.md: `snakemake --profile profiles/k8s -n` needs the account name as a run does."""
+    checkout = checkout_with_profile(tmp_path)
+    proc = run_snakemake(
+        "--profile", "profiles/k8s", "-n", cwd=checkout, without=DRIVER_VARIABLES, timeout=300, check=False
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert (
+        "The following required arguments are missing for plugin azure: --storage-azure-account-name (or "
+        "environment variable SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME)."
+    ) in proc.stdout
+    assert "Building DAG of jobs" not in proc.stdout
 
 
 @pytest.mark.integration
