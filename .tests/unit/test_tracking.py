@@ -361,7 +361,9 @@ def test_a_finished_job_run_again_under_an_exported_key_is_a_new_run_and_the_fir
         out = train(data, tmp_path / "a", tracking, section={"training": {"vgae": {"epochs": 2}}})
     # Warnings only: the INFO line naming each run is captured too when an earlier test left the root at INFO
     # (CI, stop 54), and the first train() runs outside the at_level block.
-    warned = [r.getMessage() for r in caplog.records if r.name == "kdgat.tracking" and r.levelno >= logging.WARNING]
+    warned = [
+        r.getMessage() for r in caplog.records if r.name == "kdgat.tracking" and r.levelno >= logging.WARNING
+    ]
     assert warned == []
     client = MlflowClient(tracking_uri=store.as_uri())
     first, second = sorted(children(client), key=lambda run: run.info.start_time)
