@@ -351,6 +351,58 @@ def test_compressed_logs_in_a_fusion_folder_are_refused_even_where_no_fusion_spl
         dataset_logs("lab", {"path": str(tmp_path)}, held_out=())
 
 
+def test_an_archive_of_logs_in_a_dataset_folder_is_refused_not_its_scenario_dropped(tmp_path):
+    # fuzzy.zip (an archive named without the .csv of the log inside, as downloads are) was no compressed *log*:
+    # the folder left it out, and test_02_fuzzy/ holding only it vanished as a scenario while the run went on.
+    logs = {"train_01_x": ["normal.csv"], "test_01_dos": ["dos.csv"], "test_02_fuzzy": ["fuzzy.zip"],
+            "test_03_gear": ["gear.tar.gz"]}  # fmt: skip
+    for folder, names in logs.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            write(tmp_path / folder, name, HCRL_ROWS)
+    with pytest.raises(
+        LayoutError,
+        match=r"^datasets.lab.path: 2 compressed CAN log\(s\) \(test_02_fuzzy/fuzzy.zip, test_03_gear/gear.tar.gz\), "
+        r"which the readers do not read: decompress them first \(e.g. unzip fuzzy.zip\)$",
+    ):
+        dataset_logs("lab", {"path": str(tmp_path)})
+
+
+def test_a_compressed_fusion_capture_is_named_once_where_held_out_names_fusion(tmp_path):
+    # The fusion_*/ folders were searched once for preprocess.held_out's fusion and again as a known held-out
+    # split: the message counted and listed each compressed capture twice.
+    for folder, name in [
+        ("train_01_x", "normal.csv"),
+        ("test_01_dos", "dos.csv"),
+        ("fusion_01_x", "rpm.csv.gz"),
+    ]:
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder, name, HCRL_ROWS)
+    with pytest.raises(
+        LayoutError,
+        match=r"^datasets.lab.path: 1 compressed CAN log\(s\) \(fusion_01_x/rpm.csv.gz\), which the readers do not "
+        r"read: decompress them first \(e.g. gunzip rpm.csv.gz\)$",
+    ):
+        dataset_logs("lab", {"path": str(tmp_path)}, held_out=["fusion"])
+
+
+def test_hidden_files_and_folders_in_a_dataset_folder_are_no_logs(tmp_path):
+    # JupyterLab's .ipynb_checkpoints/dos-checkpoint.csv copies and macOS's ._dos.csv resource files were read as
+    # logs: every capture opened in the editor counted twice (in training, or in its test scenario), and ._ files
+    # (not text) failed the run.
+    logs = {"train_01_x": ["normal.csv", ".ipynb_checkpoints/normal-checkpoint.csv", "._normal.csv"],
+            "test_01_dos": ["dos.csv", ".ipynb_checkpoints/dos-checkpoint.csv", ".hidden/old.csv"],
+            "fusion_01_x": ["rpm.csv", "._rpm.csv.gz"]}  # fmt: skip
+    for folder, names in logs.items():
+        for name in names:
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            write(tmp_path / folder, name, HCRL_ROWS)
+    train, test, whole = dataset_logs("lab", {"path": str(tmp_path)}, held_out=["fusion"])
+    assert train == [str(tmp_path / "train_01_x" / "normal.csv")]
+    assert test == {"dos": [str(tmp_path / "test_01_dos" / "dos.csv")]}
+    assert whole == {"fusion": [str(tmp_path / "fusion_01_x" / "rpm.csv")]}
+
+
 def test_two_test_folders_of_one_scenario_are_one_scenario_with_both_logs(tmp_path):
     for folder, name in [("train_01_x", "t.csv"), ("test_01_dos", "a.csv"), ("test_02_dos", "b.csv")]:
         (tmp_path / folder).mkdir()

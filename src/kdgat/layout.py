@@ -68,19 +68,25 @@ COMPRESSED_SUFFIXES = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst"
 
 def _logs(directory: Path, exclude: tuple[str, ...], compressed: bool = False) -> list[Path]:
     """The CAN logs under ``directory`` (``*.csv``, ``*.txt``, ``*.log``), or with ``compressed`` the compressed
-    ones (``*.csv.gz`` and the like), sorted; names containing a word of ``exclude`` are left out."""
+    ones (``*.csv.gz`` and the like, and archives such as ``dos.zip`` that name no log inside), sorted; names
+    containing a word of ``exclude`` are left out, and so are hidden files and folders (``.ipynb_checkpoints/``
+    copies, macOS ``._dos.csv`` files), which are no captures of their own."""
 
     def is_log(path: Path) -> bool:
         if compressed:
             if path.suffix.lower() not in COMPRESSED_SUFFIXES:
                 return False
-            path = Path(path.stem)
+            # dos.csv.gz, and an archive named for its capture (dos.zip, dos.tar.gz)
+            return Path(path.stem).suffix.lower() in (*LOG_SUFFIXES, "", ".tar")
         return path.suffix.lower() in LOG_SUFFIXES
+
+    def hidden(path: Path) -> bool:
+        return any(part.startswith(".") for part in path.relative_to(directory).parts)
 
     return sorted(
         p
         for p in directory.rglob("*")
-        if p.is_file() and is_log(p) and not any(word in p.name for word in exclude)
+        if p.is_file() and is_log(p) and not hidden(p) and not any(word in p.name for word in exclude)
     )
 
 
@@ -90,9 +96,10 @@ def compressed_logs(
     """Compressed logs (``<name>.csv.gz`` and the like) under the ``<split>_*/`` folders of ``root``, for each split
     name (``train``, ``test``, a held-out split); names containing a word of ``exclude`` are left out."""
     root, exclude = Path(root), tuple(exclude)
+    # dict.fromkeys: a split named twice (preprocess.held_out's fusion and a known split) is searched once
     return sorted(
         p
-        for split in splits
+        for split in dict.fromkeys(splits)
         for d in root.glob(f"{split}_*")
         if d.is_dir()
         for p in _logs(d, exclude, compressed=True)
