@@ -875,6 +875,39 @@ def test_preprocess_from_a_config_reads_the_dataset_as_the_workflow_does(tmp_pat
     assert not Path("again").exists()
 
 
+def test_preprocess_names_a_dataset_entry_of_the_wrong_shape_in_its_config_instead_of_a_traceback(
+    tmp_path, monkeypatch, stderr_text
+):
+    # The workflow's schema refuses these; the command read them unchecked: `train: a.csv` (a string, not a list)
+    # was read letter by letter ("files.train[1]: / is a folder"), `test: [b.csv]` and `files: [a.csv]` ended
+    # in "dictionary update sequence element #0 ..." or a Python traceback, `train:` left empty in another one.
+    from kdgat import preprocess
+
+    calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
+    monkeypatch.chdir(tmp_path)
+    Path("a.csv").write_text("1.0,0316,1,05,R\n")
+    Path("b.csv").write_text("1.0,0316,1,05,T\n")
+    cases = [
+        ({"files": {"train": "a.csv", "test": {"dos": ["b.csv"]}}},
+         "datasets.lab.files.train must be a list of log files, got str 'a.csv'"),
+        ({"files": {"train": None, "test": {"dos": ["b.csv"]}}},
+         "datasets.lab.files.train must be a list of log files, got NoneType None"),
+        ({"files": {"train": ["a.csv"], "test": ["b.csv"]}},
+         "datasets.lab.files.test must map each test scenario to a list of log files (e.g. {dos: [dos.csv]}), "
+         "got list ['b.csv']"),
+        ({"files": {"train": ["a.csv"], "test": {"dos": "b.csv"}}},
+         "datasets.lab.files.test.dos must be a list of log files, got str 'b.csv'"),
+        ({"files": ["a.csv"]}, "datasets.lab.files must be a mapping with train, test (and fusion), got list"),
+        ({"path": ["lab"]}, "datasets.lab.path must be a folder (a string), got list ['lab']"),
+        ("lab", "datasets.lab must be a mapping with one of synthetic, path or files, got str 'lab'"),
+    ]  # fmt: skip
+    for entry, message in cases:
+        Path("config.yaml").write_text(yaml.safe_dump({"datasets": {"lab": entry}}))
+        assert main(["preprocess", "--dataset", "lab", "--config", "config.yaml", "--out", "out"]) == 2, entry
+        assert f"kdgat preprocess: {message}" in stderr_text(), entry
+    assert not calls and not Path("out").exists()
+
+
 def test_preprocess_refuses_logs_it_would_ignore_beside_path_or_a_config_entry_and_train_without_test(
     tmp_path, monkeypatch, stderr_text
 ):
