@@ -370,6 +370,19 @@ def test_a_file_that_is_not_utf8_is_named_with_the_line_of_its_first_bad_byte(tm
     assert str(error.value).startswith(f"{path}, line 4: not a UTF-8 text file: byte 0xe9 in column 12 ")
 
 
+def test_auto_detection_of_a_utf16_log_says_it_is_not_utf8_not_an_unknown_format(tmp_path):
+    # A UTF-16 export (Excel's "Unicode text", PowerShell 5's `>`) was an "unknown CAN log format" whose line was
+    # shown as junk under auto detection, the default, while a named format said what is wrong and what to do.
+    path = tmp_path / "export.csv"
+    path.write_text("timestamp,arbitration_id,data_field,attack\n1.0,1a0,0011,0\n", encoding="utf-16")
+    expected = f"{path}, line 1: not a UTF-8 text file: byte 0xff in column 1 is not valid UTF-8 (save the file as UTF-8)"
+    for call in (detect_format, read_can_file, lambda p: read_can_file(p, fmt="can_4col")):
+        with pytest.raises(CanFormatError) as error:
+            call(path)
+        assert str(error.value) == expected
+        assert error.value.line == 1
+
+
 def zstd_frame(data: bytes) -> bytes:
     """``data`` as one zstd frame holding a single raw (stored) block: the standard library has no zstd module.
     Frame header: no flags, a 1 KiB window; block header: last block, raw, ``len(data)`` bytes (RFC 8878)."""

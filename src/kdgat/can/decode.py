@@ -105,6 +105,20 @@ def _not_utf8(path: Path, data: np.ndarray, newlines: np.ndarray) -> CanFormatEr
     return CanFormatError(path, None, "not a UTF-8 text file")
 
 
+def not_utf8_start(path: Path) -> CanFormatError | None:
+    """The error of :func:`read_lines` for a file whose first 64 KiB are not UTF-8 (a UTF-16 export, say), else
+    None: format detection reads the first lines leniently and would otherwise call such a file unknown."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    head = head[len(UTF8_BOM) :] if head.startswith(UTF8_BOM) else head
+    try:
+        codecs.utf_8_decode(head, "strict", False)  # not final: a character cut at the 64 KiB is no error
+    except UnicodeDecodeError:
+        data = np.frombuffer(head, dtype=np.uint8)
+        return _not_utf8(path, data, line_ends(data))
+    return None
+
+
 def decode(
     strings: pa.Array, max_len: int, lut: np.ndarray, pad: str = "left", trimmed: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kdgat.can.decode import first_line, leading_lines, read_lines, read_lines_fast
+from kdgat.can.decode import first_line, leading_lines, not_utf8_start, read_lines, read_lines_fast
 from kdgat.can.formats import FORMATS, REGISTRY
 from kdgat.can.messages import (
     BAD_ROW_MODES,
@@ -81,6 +81,9 @@ def detect_format(path: str | Path) -> str:
                 raise CanFormatError(path, None, "empty file (header only, no CAN messages)")
             if spec.sniff(lines[1][1]):
                 return name
+    not_utf8 = not_utf8_start(path)  # the lines were read leniently: say what is wrong, not "unknown format"
+    if not_utf8 is not None:
+        raise not_utf8
     raise CanFormatError(
         path,
         number,
