@@ -374,3 +374,49 @@ def test_a_rule_without_a_name_the_wrapper_needs_is_refused_before_anything_runs
     for text in (proc.stdout, log):
         assert "AttributeError" not in text and "Traceback" not in text
         assert "generate_can failed" not in text and "train_gat failed" not in text
+
+
+# A user's mistake that only the library can see: generate_can's output under a gzip name (with `log:`), and
+# sample_design's bounds the wrong way round (without `log:`).
+RULES_WITH_A_MISTAKE = """
+rule synthetic:
+    output:
+        "can.csv.gz",
+    log:
+        "logs/synthetic.log",
+    params:
+        options={{"seed": 1, "format": "hcrl_csv", "num_ids": 25,
+                  "files": [{{"split": "train_01_attack_free", "name": "normal", "duration_s": 1.0}}]}},
+    wrapper:
+        "file:{wrappers}/generate_can"
+
+
+rule design:
+    output:
+        "design.csv",
+    params:
+        parameters={{"beta": {{"low": 0.6, "high": 0.1}}}},
+        n=4,
+    wrapper:
+        "file:{wrappers}/sample_design"
+"""
+
+
+def test_a_user_mistake_ends_the_job_with_one_line_naming_it_and_no_traceback(tmp_path: Path) -> None:
+    # Both died with a Python traceback on the terminal and in the log, the mistake on its last line.
+    (tmp_path / "Snakefile").write_text(RULES_WITH_A_MISTAKE.format(wrappers=REPO / "wrappers"))
+    proc = run_snakemake("--cores", "1", "--keep-going", "synthetic", "design", cwd=tmp_path, check=False)
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    gz = (
+        "generate_can failed: can.csv.gz: a synthetic CAN log is written as plain text, but the name ends in "
+        "'.gz', a gzip-compressed file's suffix (the CAN log readers refuse compressed logs): name it can.csv"
+    )
+    bounds = "sample_design failed: design parameters.beta: need low < high (and low > 0 when log: true), got 0.6, 0.1"
+    assert f"\n{gz}\n" in proc.stdout, proc.stdout[-4000:]  # the wrapper's stderr, above the RuleException
+    assert f" ERROR simcal: {bounds}\n" in proc.stdout, proc.stdout[-4000:]  # no log: the record on stderr
+    assert proc.stdout.count("non-zero exit status 1") == 2 and "Traceback" not in proc.stdout, proc.stdout[
+        -4000:
+    ]
+    log = (tmp_path / "logs/synthetic.log").read_text()
+    assert log.endswith(f" ERROR kdgat: {gz}\n") and len(log.splitlines()) == 1, log
+    assert not (tmp_path / "can.csv.gz").exists() and not (tmp_path / "design.csv").exists()

@@ -1,4 +1,5 @@
-"""kdgat.logs: what a wrapper sets up — records to snakemake.log, a failure logged with its traceback, re-raised."""
+"""kdgat.logs: what a wrapper sets up — records to snakemake.log, a failure logged with its traceback, re-raised; a
+user's mistake (wrapper_rules.InputError) one logged line and exit status 1, without a traceback."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from testkit import REPO
 
 from kdgat.logs import configure, configure_wrapper, failure_logged
-from wrapper_rules import RuleRefused, missing_items, unknown_items
+from wrapper_rules import InputError, InputRefused, RuleRefused, missing_items, unknown_items
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -25,6 +26,97 @@ def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
     text = log.read_text()
     assert "INFO kdgat.training: epoch 1/3" in text
     assert "ERROR kdgat: GAT training failed" in text and "ValueError: bad graphs" in text
+
+
+def test_a_user_mistake_is_one_line_in_the_log_and_on_stderr_and_ends_with_status_1(
+    tmp_path, capsys, restore_logging
+):
+    from kdgat.can.writer import CanWriteError
+
+    log = tmp_path / "job.log"
+    configure(log)
+    message = "resources/x.csv.gz: a synthetic CAN log is written as plain text: name it resources/x.csv"
+    with pytest.raises(InputRefused) as ended, failure_logged("generate_can"):
+        raise CanWriteError(message)
+    assert ended.value.code == 1 and type(ended.value.error) is CanWriteError
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f" ERROR kdgat: generate_can failed: {message}"), lines
+    assert capsys.readouterr().err == f"generate_can failed: {message}\n"
+
+
+def test_a_user_mistake_without_a_log_is_said_once_on_stderr(capsys, restore_logging):
+    # a rule without `log:` logs to stderr already: the line is not printed a second time
+    from kdgat.rule_items import RuleItemError
+
+    configure(None)
+    with pytest.raises(InputRefused), failure_logged("generate_can"):
+        raise RuleItemError("params.file_index: expected an integer, got str 'one'")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(
+        " ERROR kdgat: generate_can failed: params.file_index: expected an integer, got str 'one'"
+    )
+
+
+# A wrapper's body, in a process of its own: what the terminal shows and the exit status are Python's at exit.
+FAILING_WRAPPER = """
+import sys
+from kdgat.logs import configure, failure_logged
+from kdgat.rule_items import integer
+
+configure(sys.argv[1])
+with failure_logged("generate_can"):
+    if sys.argv[2] == "mistake":
+        integer("one", "params.file_index")
+    raise KeyError("options")  # a bug
+"""
+
+
+@pytest.mark.parametrize("case", ["mistake", "bug"])
+def test_a_wrapper_ends_on_a_user_mistake_without_a_traceback_and_on_a_bug_with_one(case, tmp_path):
+    log = tmp_path / "job.log"
+    job = subprocess.run(
+        [sys.executable, "-c", FAILING_WRAPPER, str(log), case],
+        env={"PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    text = log.read_text()
+    assert job.returncode == 1 and job.stdout == ""
+    if case == "mistake":
+        line = "generate_can failed: params.file_index: expected an integer, got str 'one'"
+        assert job.stderr == f"{line}\n"
+        assert text.endswith(f" ERROR kdgat: {line}\n") and len(text.splitlines()) == 1, text
+    else:
+        assert job.stderr.startswith("Traceback (most recent call last):\n")
+        assert job.stderr.endswith("KeyError: 'options'\n")
+        assert " ERROR kdgat: generate_can failed\nTraceback (most recent call last):\n" in text
+        assert text.endswith("KeyError: 'options'\n")
+
+
+def test_the_libraries_errors_for_bad_input_are_input_errors_that_keep_their_own_base():
+    # failure_logged tells a mistake from a bug by class; code that catches ValueError etc. still catches them
+    from kdgat.can.messages import CanFormatError
+    from kdgat.can.writer import CanWriteError
+    from kdgat.cli.config import UsageError
+    from kdgat.layout import LayoutError
+    from kdgat.rule_items import RuleItemError
+    from kdgat.tracking.settings import TrackingError
+    from kdgat.training.settings import SettingsError
+    from output_locks import LockOfAnotherUser, OutputInUse
+    from resource_history.benchmarks import BenchmarkFileError
+    from resource_history.settings import SettingsError as LearnedResourcesError
+    from simcal.contract import ContractError
+
+    bases = {
+        CanFormatError: ValueError, CanWriteError: ValueError, UsageError: ValueError, LayoutError: ValueError,
+        RuleItemError: ValueError, TrackingError: ValueError, SettingsError: ValueError, ContractError: ValueError,
+        BenchmarkFileError: ValueError, LearnedResourcesError: ValueError, OutputInUse: BlockingIOError,
+        LockOfAnotherUser: PermissionError,
+    }  # fmt: skip
+    assert [error for error, base in bases.items() if not issubclass(error, base)] == []
+    assert [error for error in bases if not issubclass(error, InputError)] == []
 
 
 def test_append_or_start_afresh(tmp_path, restore_logging):

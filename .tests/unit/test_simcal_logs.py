@@ -1,4 +1,5 @@
-"""simcal.logs: what a wrapper sets up: records to snakemake.log, a failure logged with its traceback, re-raised."""
+"""simcal.logs: what a wrapper sets up: records to snakemake.log, a failure logged with its traceback, re-raised; a
+user's mistake (a ContractError) one logged line and exit status 1, without a traceback."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import logging
 
 import pytest
 
+from simcal.contract import ContractError
 from simcal.logs import configure, configure_wrapper, failure_logged
-from wrapper_rules import RuleRefused
+from wrapper_rules import InputRefused, RuleRefused
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -20,6 +22,30 @@ def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
     text = log.read_text()
     assert "INFO simcal.runner: 12/24 done" in text and "chatter" not in text
     assert "ERROR simcal: simulate failed" in text and "KeyboardInterrupt" in text
+
+
+def test_a_contract_error_is_one_line_in_the_log_and_on_stderr_and_ends_with_status_1(
+    tmp_path, capsys, restore_logging
+):
+    log = tmp_path / "job.log"
+    configure(log)
+    message = "design parameters.beta: need low < high (and low > 0 when log: true), got 0.6, 0.1"
+    with pytest.raises(InputRefused) as ended, failure_logged("sample_design"):
+        raise ContractError(message)
+    assert ended.value.code == 1 and type(ended.value.error) is ContractError
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f" ERROR simcal: sample_design failed: {message}"), lines
+    assert capsys.readouterr().err == f"sample_design failed: {message}\n"
+
+
+def test_a_bug_keeps_its_traceback_in_the_log_and_propagates_unchanged(tmp_path, restore_logging):
+    log = tmp_path / "job.log"
+    configure(log)
+    with pytest.raises(KeyError, match="beta"), failure_logged("sample_design"):
+        raise KeyError("beta")
+    text = log.read_text()
+    assert " ERROR simcal: sample_design failed\nTraceback (most recent call last):\n" in text
+    assert text.endswith("KeyError: 'beta'\n")
 
 
 def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_a_misspelt_param(capsys, restore_logging):

@@ -16,6 +16,8 @@ from packaging.requirements import Requirement
 from testkit import REPO, parsed_workflow
 from wrapperkit import MISSING, SECTIONS, signature_defaults, wrapper_reads
 
+from wrapper_rules import InputRefused
+
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 REPOSITORY = PROJECT["urls"]["Repository"]
 WRAPPERS = sorted(path.parent for path in (REPO / "wrappers").glob("*/wrapper.py"))
@@ -697,10 +699,12 @@ def test_a_string_for_the_simulation_settings_fails_naming_the_param(wrapper, se
         log=_Section(),
         threads=1,
     )
+    # a user's mistake ends the wrapper with status 1 (InputRefused), the ContractError its cause
     with pytest.raises(
-        ContractError, match=rf"^params\.{section}: expected a mapping .* got str 'replicates: 2'"
-    ):
+        InputRefused, match=rf"^params\.{section}: expected a mapping .* got str 'replicates: 2'"
+    ) as ended:
         runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert ended.value.code == 1 and type(ended.value.error) is ContractError
 
 
 def test_a_whole_number_param_is_not_rounded_and_a_wrong_type_is_named() -> None:
@@ -738,6 +742,7 @@ def test_the_kdgat_wrappers_refuse_a_fractional_whole_number_param(
 
     import kdgat.preprocess
     import kdgat.synthetic
+    from kdgat.rule_items import RuleItemError
 
     calls = []
     monkeypatch.setattr(kdgat.preprocess, "preprocess_dataset", lambda **kwargs: calls.append(kwargs))
@@ -751,8 +756,11 @@ def test_the_kdgat_wrappers_refuse_a_fractional_whole_number_param(
         log=_Section(),
         threads=1,
     )
-    with pytest.raises(ValueError, match=rf"^params\.{param}: expected an integer, got float {value}$"):
+    with pytest.raises(
+        InputRefused, match=rf"^params\.{param}: expected an integer, got float {value}$"
+    ) as ended:
         runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert ended.value.code == 1 and type(ended.value.error) is RuleItemError
     assert calls == []
 
 
@@ -784,11 +792,16 @@ def test_generate_observed_names_a_param_given_as_a_string_or_list_for_a_mapping
         threads=1,
     )
     with pytest.raises(
-        ContractError, match=rf"^{re.escape(named)}: expected a mapping of names to values, got"
-    ):
+        InputRefused, match=rf"^{re.escape(named)}: expected a mapping of names to values, got"
+    ) as ended:
         runpy.run_path(
             str(REPO / "wrappers/generate_observed/wrapper.py"), {"snakemake": snakemake}, "__main__"
         )
+    assert ended.value.code == 1 and type(ended.value.error) is ContractError
+    log = (tmp_path / "observed.log").read_text()
+    assert (
+        log.endswith(f" ERROR simcal: generate_observed failed: {ended.value}\n") and "Traceback" not in log
+    )
     assert not (tmp_path / "observed.csv").exists()
 
 

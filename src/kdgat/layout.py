@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kdgat.files import source_digest
+from wrapper_rules import InputError
 
 LOG_SUFFIXES = (".csv", ".txt", ".log")
 DEFAULT_EXCLUDE = ("suppress", "masquerade")
@@ -241,7 +242,7 @@ def preprocess_code_digest(package: str | Path | None = None) -> str:
 SYNTHETIC_ROOT = "resources/preprocess"
 
 
-class LayoutError(ValueError):
+class LayoutError(ValueError, InputError):
     """A dataset's config entry does not give a usable set of logs; the message names the config key."""
 
 

@@ -1,4 +1,5 @@
-"""Logging set-up for wrappers and scripts: kdgat's messages to one file, a failure logged before it propagates."""
+"""Logging set-up for wrappers and scripts: kdgat's messages to one file, a failure logged before it propagates (a
+user's mistake as one line that ends the process)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
-from wrapper_rules import set_up
+from wrapper_rules import InputError, refuse_input, set_up
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -70,8 +71,11 @@ def sigterm_as_exit() -> Iterator[None]:
 
 @contextlib.contextmanager
 def failure_logged(what: str, logger: str = "kdgat") -> Iterator[None]:
-    """Log an exception (with its traceback) as ``<what> failed``, then re-raise it unchanged. A SIGTERM during
-    the block is logged as such (no traceback) and ends the process with status 143 (``sigterm_as_exit``)."""
+    """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``) is
+    logged as the one line ``<what> failed: <message>``, also on stderr, and ends the process with status 1 and no
+    traceback (``wrapper_rules.refuse_input``). Any other exception is logged with its traceback as ``<what>
+    failed``, then re-raised unchanged. A SIGTERM during the block is logged as such (no traceback) and ends the
+    process with status 143 (``sigterm_as_exit``)."""
     try:
         with sigterm_as_exit():
             yield
@@ -82,6 +86,8 @@ def failure_logged(what: str, logger: str = "kdgat") -> Iterator[None]:
             what,
         )
         raise
+    except InputError as error:
+        refuse_input(what, error, logging.getLogger(logger))
     except BaseException:
         logging.getLogger(logger).exception("%s failed", what)
         raise

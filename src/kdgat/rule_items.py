@@ -8,6 +8,12 @@ import numbers
 import os
 from typing import Any
 
+from wrapper_rules import InputError
+
+
+class RuleItemError(ValueError, InputError):
+    """A rule's input or param that is not what the wrapper takes; the message names it (``params.file_index``)."""
+
 
 def listed(value: Any) -> list:
     """One item (a path, a name) as a list of one; a list or tuple as a list; None as an empty list."""
@@ -24,7 +30,7 @@ def paired(names: Any, files: Any, *, names_key: str, files_key: str) -> list[tu
     ``params.test_scenario_of_file`` and ``input.test``)."""
     names, files = listed(names), listed(files)
     if len(names) != len(files):
-        raise ValueError(
+        raise RuleItemError(
             f"{files_key} has {len(files)} file(s) and {names_key} {len(names)} name(s) {names!r}: give one name "
             f"per file, in the same order"
         )
@@ -37,12 +43,12 @@ def integer(value: Any, where: str) -> int:
     "ten" without naming the param."""
     whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not whole:
-        raise ValueError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        raise RuleItemError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
     return int(value)
 
 
 def number(value: Any, where: str) -> float:
     """``value`` as a float if it is a real number (not a bool), else fail naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        raise RuleItemError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
     return float(value)

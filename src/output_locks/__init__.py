@@ -1,7 +1,8 @@
 """The lock of an output file that one process writes at a time, shared by kdgat (training outputs and
 checkpoints) and simcal (a sweep's output and its parts), and the temporary file an output is written to first: a second run writing the same output at once is refused
 at its start, naming the output and the holder, instead of the two overwriting or deleting each other's files.
-Standard library only, so that neither library brings the other in (.tests/unit/test_layers.py)."""
+Standard library (and wrapper_rules, for the InputError its refusals are) only, so that neither library brings the
+other in (.tests/unit/test_layers.py)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from wrapper_rules import InputError
+
 log = logging.getLogger("output_locks")
 
 
-class OutputInUse(BlockingIOError):
+class OutputInUse(BlockingIOError, InputError):
     """Another process holds the lock of an output (:func:`output_lock`): two jobs would write it at once."""
 
 
-class LockOfAnotherUser(PermissionError):
+class LockOfAnotherUser(PermissionError, InputError):
     """The lock file of an output is another user's and not even readable to us (left under umask 077), so it can
     be neither locked nor told apart from a held one (:func:`output_lock`): the message names its owner and what to
     do."""

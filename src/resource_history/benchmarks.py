@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from wrapper_rules import InputError
+
 MISSING = {"NA", "-", ""}
 # Larger than any run records: a year of wall time; 100 TB of memory (the largest single machines hold tens of TB,
 # the largest GPUs a few hundred GB); an exabyte of input. A field beyond is corrupt (1e308, a misplaced byte
@@ -36,7 +38,7 @@ LARGEST_MB = LARGEST["max_rss"]
 TIME_ONLY_HEADER = ["s", "h:m:s"]
 
 
-class BenchmarkFileError(ValueError):
+class BenchmarkFileError(ValueError, InputError):
     """A benchmark file (or another record of a run, `kind`) that cannot be read; the message names the file and,
     where it applies, the line."""
 

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from wrapper_rules import InputError
+
 WHERE = "learned_resources"
 _SAID: set[str] = set()
 
@@ -21,7 +23,7 @@ def first_time(message: str) -> bool:
     return True
 
 
-class SettingsError(ValueError):
+class SettingsError(ValueError, InputError):
     """A `learned_resources` config value of the wrong type or range (the message names the key)."""
 
 

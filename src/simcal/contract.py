@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wrapper_rules import InputError
 
-class ContractError(ValueError):
+
+class ContractError(ValueError, InputError):
     """A model, target or parameter table does not follow the simulation contract."""
 
 

@@ -1,5 +1,5 @@
 """Logging set-up for wrappers and the CLI: simcal's messages to a file, Dask's chatter kept to warnings, and a
-failure logged before it propagates."""
+failure logged before it propagates (a user's mistake as one line that ends the process)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from simcal.backends import Terminated
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
-from wrapper_rules import set_up
+from wrapper_rules import InputError, refuse_input, set_up
 
 
 def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -43,7 +43,10 @@ def configure_wrapper(what, logs, rule, takes, optional) -> None:
 
 @contextlib.contextmanager
 def failure_logged(what: str, logger: str = "simcal") -> Iterator[None]:
-    """Log an exception (with its traceback) as ``<what> failed``, then re-raise it unchanged. A termination
+    """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``: a
+    ``ContractError`` and the like) is logged as the one line ``<what> failed: <message>``, also on stderr, and ends
+    the process with status 1 and no traceback (``wrapper_rules.refuse_input``). Any other exception is logged
+    with its traceback as ``<what> failed``, then re-raised unchanged. A termination
     signal heard while a Dask cluster was open (``backends.close_on_signals``: the cluster has been closed, its
     SLURM worker jobs cancelled, by the time it gets here) is one line saying so, no traceback."""
     try:
@@ -57,6 +60,8 @@ def failure_logged(what: str, logger: str = "simcal") -> Iterator[None]:
             what, signal.Signals(stop.code - 128).name, notes,
         )  # fmt: skip
         raise
+    except InputError as error:
+        refuse_input(what, error, logging.getLogger(logger))
     except BaseException:
         logging.getLogger(logger).exception("%s failed", what)
         raise

@@ -5,14 +5,20 @@ warning), and the ones it needs that the rule does not give (a refusal, before a
 A warning, not an error, for a name the wrapper does not take: a rule may set a param only so that changing
 it reruns the job. A refusal for a name it needs: else the job died after its set-up on ``AttributeError:
 'Params' object has no attribute 'options'``, or ran without a file the rule meant to give under another
-name."""
+name.
+
+Also the line between a user's mistake and a bug, for a wrapper's failure: ``InputError``, which the libraries' error
+classes for bad input mix in, ends the job with one logged line (``refuse_input``); anything else keeps its
+traceback."""
 
 from __future__ import annotations
 
 import difflib
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
 
 KIND = {"input": "input", "output": "output", "params": "param"}
 # A wrapper's OPTIONAL for a section of which a rule may leave out every name (``OPTIONAL = {"params": ALL}``): the
@@ -32,6 +38,47 @@ class RuleRefused(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class InputError(Exception):
+    """A user's mistake, not a bug: a config key, param, input file or output name that is wrong, with a message
+    that says which and what was expected. A marker that a library's error class mixes in beside its own base
+    (``class ContractError(ValueError, InputError)``), so code that catches the base still catches it; a wrapper's
+    ``failure_logged`` tells it from a bug by this class, never by its message (``refuse_input``)."""
+
+
+class InputRefused(SystemExit):
+    """An ``InputError`` at a wrapper's outermost frame: the process ends with status 1 and no traceback (there
+    is no code to read, only the input to fix). ``error``: the ``InputError``."""
+
+    def __init__(self, error: InputError) -> None:
+        super().__init__(1)
+        self.error = error
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+def refuse_input(what: str, error: InputError, log: logging.Logger) -> NoReturn:
+    """End a wrapper on a user's mistake: ``<what> failed: <message>`` as one ERROR record (no traceback) to the
+    rule's log, the same line on stderr (so the terminal shows it above Snakemake's RuleException) unless the log
+    already goes there, then ``InputRefused`` (exit status 1)."""
+    message = f"{what} failed: {error}"
+    log.error(message)
+    if not _logs_to_stderr(log):
+        print(message, file=sys.stderr, flush=True)
+    raise InputRefused(error) from error
+
+
+def _logs_to_stderr(log: logging.Logger) -> bool:
+    """Whether a record of ``log`` reaches stderr already (a rule without ``log:``): its own handlers and those of
+    the ancestors it propagates to."""
+    current: logging.Logger | None = log
+    while current is not None:
+        if any(type(h) is logging.StreamHandler and h.stream is sys.stderr for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 def set_up(

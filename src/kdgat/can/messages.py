@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from wrapper_rules import InputError
+
 BAD_ROW_MODES = ("error", "skip")
 
 # Problems a row can have; each format checks its own in its own order and the first one found is reported.
@@ -32,7 +34,7 @@ PROBLEMS = {
 ID_ABOVE_29_BITS = 11
 
 
-class CanFormatError(ValueError):
+class CanFormatError(ValueError, InputError):
     """A CAN log that cannot be read: names the file, the line (when there is one) and the problem."""
 
     def __init__(self, path: str | Path, line: int | None, problem: str):

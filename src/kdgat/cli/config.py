@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from kdgat.tracking import BACKENDS, TrackingSettings
+from wrapper_rules import InputError
 
 # The top-level keys of the workflow's config.yaml (those of its schemas): a file holding any of them is the
 # workflow's config, whose section a command reads (a section it leaves out takes the schemas' defaults).
@@ -23,7 +24,7 @@ WORKFLOW_SECTIONS = ("targets", "learned_resources", "datasets", "preprocess", "
 DEVICE_PATTERN = "^(auto|cpu|cuda(:[0-9]+)?)$"
 
 
-class UsageError(ValueError):
+class UsageError(ValueError, InputError):
     """A command-line mistake (bad option value, unreadable settings file); the message says which."""
 
 

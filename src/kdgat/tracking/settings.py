@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from wrapper_rules import InputError
+
 BACKENDS = ("none", "mlflow")
 MODEL_ARTIFACT = ("reference", "copy")
 DEFAULT_URI = "results/mlruns"
@@ -49,7 +51,7 @@ EXPERIMENT_NAME_LIMIT = 500  # MLflow's longest experiment name
 BATCH = 100  # params / metrics per log_batch call (MLflow accepts at most 100 params per call)
 
 
-class TrackingError(ValueError):
+class TrackingError(ValueError, InputError):
     """A kd_gat.tracking setting that is unknown or out of range; the message names the config key."""
 
 

@@ -21,9 +21,10 @@ from typing import Any
 
 from kdgat.chain import STAGES, STUDENT_KD, TEACHER, VARIANTS, preset_of
 from kdgat.presets import argument_problems, resolve_preset
+from wrapper_rules import InputError
 
 
-class SettingsError(ValueError):
+class SettingsError(ValueError, InputError):
     """A kd_gat setting that is unknown or out of range; the message names the config key."""
 
 
