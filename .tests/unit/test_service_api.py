@@ -537,6 +537,51 @@ def test_a_sync_request_past_the_services_timeout_raises_sync_timeout_naming_the
             )
 
 
+def test_a_graceful_stop_answers_a_waiting_synchronous_request_at_once_with_503_naming_its_job(
+    service_factory,
+):
+    """SIGTERM (a rolling restart) with a synchronous request waiting: uvicorn waited 30 s for it (its graceful
+    timeout, Kubernetes' default grace period before SIGKILL) and then answered a bare 500, without the job's id,
+    and only then queued the running jobs again. The caller hears 503 at once, naming its job, which stays queued
+    for the next start; the client's retry with the same Idempotency-Key then answers for that same job."""
+    stopping = service_factory("--scheduler", f"tcp://127.0.0.1:{free_port()}", start=False).start(
+        ready=False
+    )
+    answers = []
+
+    def wait_sync():
+        with stopping.http(stopping.keys["alice"]) as http:
+            answers.append(http.post("/v1/simulate/sync", json=SMALL, headers={"Idempotency-Key": "k1"}))
+
+    caller = threading.Thread(target=wait_sync)
+    caller.start()
+    with stopping.http(stopping.keys["alice"]) as http:
+        deadline = time.monotonic() + 10
+        while not http.get("/v1/jobs").json()["jobs"]:  # accepted, and its caller waiting
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    began = time.monotonic()
+    stopping.process.terminate()
+    caller.join(60)
+    stopping.process.wait(60)
+    assert time.monotonic() - began < 15
+    [answer] = answers
+    assert answer.status_code == 503, answer.text
+    job_id = answer.headers["x-simcal-job-id"]
+    assert answer.headers["retry-after"] == "10"
+    assert answer.json()["detail"] == (
+        f"the service is stopping; job {job_id} goes on when it starts again: poll /v1/jobs/{job_id}, or send "
+        "the request again with the same Idempotency-Key"
+    )
+    stopping.start(ready=False)
+    with stopping.http(stopping.keys["alice"]) as http:
+        assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+        again = http.post(
+            "/v1/simulate/sync", json=SMALL, headers={"Idempotency-Key": "k1"}, params={"timeout_s": 0.5}
+        )
+        assert again.status_code == 504 and again.headers["x-simcal-job-id"] == job_id
+
+
 def test_readyz_refuses_a_scheduler_without_workers(service_factory):
     from distributed import LocalCluster
 

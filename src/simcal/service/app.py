@@ -294,6 +294,13 @@ def create_app(
         ended = manager.ended(job.id)
         deadline = time.monotonic() + hold_s
         while not ended.is_set():
+            if manager.stop_asked.is_set():  # else uvicorn waits for it, then answers a bare 500
+                raise HTTPException(
+                    503,
+                    f"the service is stopping; job {job.id} goes on when it starts again: poll /v1/jobs/{job.id}, "
+                    "or send the request again with the same Idempotency-Key",
+                    {"X-Simcal-Job-Id": job.id, "Retry-After": "10"},
+                )
             if time.monotonic() >= deadline:
                 raise HTTPException(
                     504,

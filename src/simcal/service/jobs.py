@@ -304,6 +304,9 @@ class JobManager:
         self._ended: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        # Set the moment the service is asked to stop (SIGTERM, Ctrl-C: server.serve), before uvicorn waits for the
+        # requests in flight: a synchronous request stops waiting for its job (which goes on at the next start).
+        self.stop_asked = threading.Event()
         self._threads: list[threading.Thread] = []
         self._simulations_total = 0  # simulations of jobs ended since the service started (for /metrics)
 

@@ -121,5 +121,12 @@ def serve(service: Service, sock: socket.socket) -> None:
     # log_config=None: uvicorn logs through the handlers simcal.logs set up; its access log shows the request line
     # only (no header, so never a key).
     config = uvicorn.Config(service.app, log_config=None, timeout_graceful_shutdown=30)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # Before uvicorn waits for the requests in flight: the synchronous ones stop waiting for their jobs.
+            service.manager.stop_asked.set()
+            super().handle_exit(sig, frame)
+
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a way to stop it, not an error
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
