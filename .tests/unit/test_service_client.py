@@ -525,6 +525,36 @@ def test_numpy_values_are_sent_as_numbers_and_a_nan_or_infinite_one_is_refused_n
     assert len(handler.seen) == 3
 
 
+def test_a_value_json_cannot_carry_such_as_a_tables_date_is_refused_naming_it_before_anything_is_sent():
+    """A design table's date column (pandas Timestamps) or a Decimal failed the request inside httpx with 'Object
+    of type Timestamp is not JSON serializable', naming no parameter set or name; a parameter value is a number,
+    a string or a boolean, on the service as in a sweep."""
+    import datetime
+    import decimal
+
+    handler = answers(QUEUED)
+    with client(handler) as api:
+        table = pd.DataFrame({"a": [1.0, 2.0], "start": pd.to_datetime(["2020-03-01", "2020-03-02"])})
+        with pytest.raises(ValueError) as refused:
+            api.submit(MODEL, table)
+        assert str(refused.value) == (
+            "parameter_sets[0]: 'start' is a Timestamp (2020-03-01 00:00:00): expected a number, a string or a "
+            "boolean"
+        )
+        with pytest.raises(ValueError) as refused:
+            api.simulate_sync(MODEL, [{"a": 1.0}], fixed={"when": datetime.date(2020, 3, 1)})
+        assert (
+            str(refused.value)
+            == "fixed: 'when' is a date (2020-03-01): expected a number, a string or a boolean"
+        )
+        with pytest.raises(ValueError) as refused:
+            api.submit(MODEL, [{"a": 1.0}], settings={"timeout_s": decimal.Decimal("2.5")})
+        assert str(refused.value) == (
+            "settings: 'timeout_s' is a Decimal (2.5): expected a number, a string or a boolean"
+        )
+    assert handler.seen == []
+
+
 def test_an_https_url_of_a_service_without_tls_fails_at_once_saying_so():
     """A real HTTP server on loopback asked over https://: the handshake fails the same way every time, and was
     retried with backoff for nearly a minute before 'no answer after 9 attempts'."""
@@ -687,6 +717,27 @@ def test_wait_polls_no_later_than_its_timeout_when_the_poll_interval_is_longer(m
         Job(api, "job-1").wait(timeout=2.5, poll_interval=1.0)
     assert slept == [1.0, 1.0, 0.5] and clock[0] == 1002.5
     assert len(handler.seen) == 4  # at 0, 1, 2 and 2.5 s
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"poll_interval": -1}, "poll_interval must be a number of seconds > 0, got -1"),
+        ({"poll_interval": None}, "poll_interval must be a number of seconds > 0, got None"),
+        ({"poll_interval": "1"}, "poll_interval must be a number of seconds > 0, got '1'"),
+        ({"timeout": "600"}, "timeout must be a number of seconds >= 0 or None, got '600'"),
+        ({"timeout": -5}, "timeout must be a number of seconds >= 0 or None, got -5"),
+    ],
+)
+def test_wait_refuses_a_poll_interval_or_timeout_that_is_no_number_of_seconds_naming_it(options, message):
+    """Job.wait(poll_interval=-1) failed after a first request with 'sleep length must be non-negative', a timeout
+    of '600' (read from the environment) with "unsupported operand type(s) for +: 'float' and 'str'": neither named
+    the argument. Refused before anything is sent, naming it (as the service backend's poll_interval_s is)."""
+    handler = fake_service("running")
+    with client(handler) as api, pytest.raises(ValueError) as refused:
+        Job(api, "job-1").wait(**options)
+    assert str(refused.value) == message
+    assert handler.seen == []
 
 
 @pytest.mark.timeout(15)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import os
 import random
 import re
@@ -150,13 +151,19 @@ def json_values(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``values`` as JSON carries them, numpy scalars as Python's (``python_scalar``: a float32 as written, as a
     sweep plans it; a table's int64 failed the request with 'Object of type int64 is not JSON serializable'); a
     ValueError naming ``where`` and the name for a NaN or an infinite number, which JSON cannot carry (it failed
-    with 'Out of range float values are not JSON compliant')."""
+    with 'Out of range float values are not JSON compliant'), and for a value that is not a number, a string, a
+    boolean or None (a table's date)."""
     plain = {}
     for name, value in values.items():
         value = python_scalar(value)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(
                 f"{where}: {name!r} is {value}: expected a finite number (a missing value of a table is NaN)"
+            )
+        # A table's date (Timestamp), a Decimal: httpx failed with 'Object of type ... is not JSON serializable'.
+        if value is not None and not isinstance(value, bool | int | float | str):
+            raise ValueError(
+                f"{where}: {name!r} is a {type(value).__name__} ({value}): expected a number, a string or a boolean"
             )
         plain[name] = value
     return plain
@@ -172,7 +179,7 @@ def checked_replicates(n_replicates: Any) -> int:
 
 def checked_seconds(name: str, seconds: Any) -> float:
     """``seconds`` as a float; a ValueError naming ``name`` unless it is a finite number > 0."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < float("inf"):
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 < seconds < float("inf"):
         raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
     return float(seconds)
 
@@ -429,7 +436,14 @@ class Job:
 
     def wait(self, timeout: float | None = None, poll_interval: float = 1.0) -> dict[str, Any]:
         """Poll until the job ends; returns its status when it succeeded, raises JobFailed when it failed or was
-        cancelled, TimeoutError after ``timeout`` seconds (the job goes on)."""
+        cancelled, TimeoutError after ``timeout`` seconds (the job goes on). A ValueError naming ``poll_interval``
+        or ``timeout``, before anything is sent, unless each is a number of seconds (> 0; ``timeout`` >= 0 or
+        None)."""
+        poll_interval = checked_seconds("poll_interval", poll_interval)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not 0 <= timeout < math.inf
+        ):
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             info = self.status()
