@@ -7,10 +7,21 @@ import pytest
 import yaml
 from testkit import REPO
 
+from kdgat.can.formats import WRITE_FORMATS
 from kdgat.can.reader import read_can_file
 from kdgat.can.writer import write_can_file
 from kdgat.layout import scenario_name
-from kdgat.synthetic import DEFAULTS, VEHICLE_ID_ATTACKS, Vehicle, _bursts, generate_file, generate_log
+from kdgat.synthetic import (
+    ATTACKS,
+    DEFAULTS,
+    VEHICLE_ID_ATTACKS,
+    SyntheticError,
+    Vehicle,
+    _bursts,
+    file_name,
+    generate_file,
+    generate_log,
+)
 
 OPTIONS = {"seed": 4, "num_ids": 30, "burst_s": [0.05, 0.3], "gap_s": [0.2, 0.5], "spoof_interval_ms": 4.0}
 # The two datasets of the demo, whose design docs/science.md ("The data, designed first") describes.
@@ -484,3 +495,61 @@ def test_a_misspelt_or_malformed_block_of_the_generate_can_wrapper_is_named_and_
         generate_file(options, 0, tmp_path / "can.csv", entry=entry)
     assert str(error.value).startswith(message)
     assert list(tmp_path.iterdir()) == []
+
+
+class _Items(dict):
+    """snakemake.output/params/log as a wrapper reads them: names as attributes, [0] the first value."""
+
+    def __getattr__(self, name):
+        return self[name]
+
+    def __getitem__(self, key):
+        return list(self.values())[key] if isinstance(key, int) else super().__getitem__(key)
+
+
+@pytest.mark.parametrize(
+    ("options", "entry", "message"),
+    [
+        ({"num_ids": 99}, {}, "synthetic.num_ids must be between 25 and 60, got 99"),
+        ({"num_ids": "thirty"}, {}, "synthetic.num_ids must be an integer, got str 'thirty'"),
+        ({"seed": 1.5}, {}, "synthetic.seed must be an integer, got float 1.5"),
+        ({}, {"attack": "dso"}, f"synthetic attack must be one of {ATTACKS}, got 'dso'"),
+        ({}, {"duration_s": -1}, "synthetic.files[0].duration_s must be a number of seconds > 0, got -1"),
+        ({}, {"attack": "dos", "duration_s": 0.01}, "synthetic.files[0] (test_01_dos/n): attack 'dos' injected no "),
+        ({"num_id": 30}, {}, "synthetic: unknown key 'num_id' (did you mean 'num_ids'?); known: "),
+    ],
+)  # fmt: skip
+def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_it(
+    tmp_path, options, entry, message, restore_logging
+):
+    """A synthetic option or entry out of range reached the wrapper's failure_logged as a bare ValueError: a logged
+    traceback and Python's again on the terminal, for a message that already names the key. Now the user's mistake
+    (SyntheticError, still a ValueError) ends the job with status 1 and one ERROR line."""
+    import runpy
+    from types import SimpleNamespace
+
+    from wrapper_rules import InputRefused
+
+    snakemake = SimpleNamespace(
+        input=_Items(),
+        output=_Items(can=str(tmp_path / "can.csv")),
+        params=_Items(
+            options=options, entry={"split": "test_01_dos", "name": "n", "duration_s": 1.0} | entry
+        ),
+        log=_Items(log=str(tmp_path / "job.log")),
+        threads=1,
+    )
+    with pytest.raises(InputRefused) as ended:
+        runpy.run_path(str(REPO / "wrappers/generate_can/wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert ended.value.code == 1 and type(ended.value.error) is SyntheticError
+    assert isinstance(ended.value.error, ValueError)  # callers that catch ValueError still catch it
+    assert str(ended.value).startswith(message)
+    log = (tmp_path / "job.log").read_text()
+    assert log.endswith(f" ERROR kdgat: generate_can failed: {ended.value}\n") and "Traceback" not in log
+    assert not (tmp_path / "can.csv").exists()
+
+
+def test_a_synthetic_files_name_is_split_and_name_with_csv_in_every_written_format(tmp_path):
+    # file_name took the format and ignored it: both formats with a writer are comma-separated text
+    assert WRITE_FORMATS == ("hcrl_csv", "can_4col")
+    assert file_name({"split": "train_01_attack_free", "name": "drive"}) == "train_01_attack_free/drive.csv"

@@ -48,6 +48,7 @@ import numpy as np
 
 from kdgat.can.messages import CanMessages
 from kdgat.can.writer import write_can_file
+from wrapper_rules import InputError
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,17 @@ DEFAULTS = {
 ENTRY_KEYS = ("split", "name", "attack", "duration_s")
 
 
+class SyntheticError(ValueError, InputError):
+    """A dataset's ``synthetic:`` block (the generate_can wrapper's params.options, entry and file_index) that
+    cannot be generated: an unknown key, a value of the wrong type or out of range; the message names the key."""
+
+
 def _check_keys(block: Any, known: Iterable[str], where: str) -> None:
     """Refuse a block that is no mapping, or holds a key ``known`` lacks, naming ``where`` and the closest known key:
     the workflow's schema checks the config's blocks, but a wrapper's params reach the library unchecked, where a
     misspelt key (num_id) was silently ignored and its default used."""
     if not isinstance(block, Mapping):
-        raise ValueError(
+        raise SyntheticError(
             f"{where}: expected a mapping of keys to values, got {type(block).__name__} {block!r}"
         )
     known = list(known)
@@ -92,11 +98,22 @@ def _check_keys(block: Any, known: Iterable[str], where: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             guess = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown key {key!r}{guess}; known: {known}")
+            raise SyntheticError(f"{where}: unknown key {key!r}{guess}; known: {known}")
 
 
 def _option(options: Mapping, key: str):
     return options.get(key, DEFAULTS[key])
+
+
+def _whole(options: Mapping, key: str) -> int:
+    """An integer option (seed, num_ids), refused naming its key: ``int()`` turned 30.5 into 30 without a word and
+    failed on "thirty" naming no key."""
+    value = _option(options, key)
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    ):
+        raise SyntheticError(f"synthetic.{key} must be an integer, got {type(value).__name__} {value!r}")
+    return int(value)
 
 
 class Vehicle:
@@ -104,7 +121,7 @@ class Vehicle:
 
     def __init__(self, seed: int, num_ids: int):
         if not 25 <= num_ids <= 60:
-            raise ValueError(f"synthetic.num_ids must be between 25 and 60, got {num_ids}")
+            raise SyntheticError(f"synthetic.num_ids must be between 25 and 60, got {num_ids}")
         rng = np.random.default_rng([seed, 0xCA17])
         # Distinct IDs in 0x010..0x7EF; 0x000 is reserved for the DoS attack.
         ids = rng.choice(np.arange(0x010, 0x7F0), size=num_ids + 6, replace=False)
@@ -189,7 +206,7 @@ def generate_log(
 ) -> CanMessages:
     """One capture of ``duration_s`` seconds with ``attack`` (one of :data:`ATTACKS`) injected in bursts."""
     if attack not in ATTACKS:
-        raise ValueError(f"synthetic attack must be one of {ATTACKS}, got {attack!r}")
+        raise SyntheticError(f"synthetic attack must be one of {ATTACKS}, got {attack!r}")
     rng = np.random.default_rng([seed, file_index, 0xF11E])
     jitter_s = float(_option(options, "jitter_ms")) * rng.uniform(0.5, 1.5) / 1000.0
     rate_factor = rng.uniform(0.97, 1.03)
@@ -292,8 +309,9 @@ def generate_log(
     )
 
 
-def file_name(entry: Mapping, fmt: str) -> str:
-    """Relative path of one synthetic file: ``<split>/<name>.csv`` (split like ``train_01_attack_free``)."""
+def file_name(entry: Mapping) -> str:
+    """Relative path of one synthetic file: ``<split>/<name>.csv`` (split like ``train_01_attack_free``); ``.csv``
+    in every format, since each format with a writer (hcrl_csv, can_4col) is comma-separated text."""
     return f"{entry['split']}/{entry['name']}.csv"
 
 
@@ -312,7 +330,7 @@ def generate_file(
         files = _option(options, "files")
         if not 0 <= file_index < len(files):
             # the generate_can wrapper's params: options.files, file_index and entry
-            raise ValueError(
+            raise SyntheticError(
                 f"synthetic.files has {len(files)} entries, there is no entry {file_index} (the file_index of the "
                 "file to write, counted from 0; or give that file itself as entry)"
             )
@@ -321,17 +339,17 @@ def generate_file(
     _check_keys(entry, ENTRY_KEYS, where)
     duration = entry.get("duration_s")
     if isinstance(duration, bool) or not isinstance(duration, numbers.Real) or not duration > 0:
-        raise ValueError(f"{where}.duration_s must be a number of seconds > 0, got {duration!r}")
-    seed = int(_option(options, "seed"))
+        raise SyntheticError(f"{where}.duration_s must be a number of seconds > 0, got {duration!r}")
+    seed = _whole(options, "seed")
     fmt = str(_option(options, "format"))
-    vehicle = Vehicle(seed, int(_option(options, "num_ids")))
+    vehicle = Vehicle(seed, _whole(options, "num_ids"))
     attack = entry.get("attack", "none")
     messages = generate_log(
         vehicle, float(entry["duration_s"]), attack, options, seed, file_index=file_index + 1
     )
     if attack != "none" and not messages.label.any():
         # A capture named after an attack that holds none would pass for one in every count and figure.
-        raise ValueError(
+        raise SyntheticError(
             f"synthetic.files[{file_index}] ({entry.get('split')}/{entry.get('name')}): attack {attack!r} injected "
             f"no frame in duration_s={entry['duration_s']} (the first burst starts after up to half of "
             f"synthetic.gap_s={list(_option(options, 'gap_s'))}"
@@ -358,10 +376,9 @@ def generate_file(
 
 def generate_dataset(options: Mapping, out_dir: str | Path) -> list[Path]:
     """Write every file of a dataset's ``synthetic:`` block under ``out_dir``; returns the paths."""
-    fmt = str(_option(options, "format"))
     written = []
     for index, entry in enumerate(_option(options, "files")):
-        path = Path(out_dir) / file_name(entry, fmt)
+        path = Path(out_dir) / file_name(entry)
         generate_file(options, index, path)
         written.append(path)
     return written
