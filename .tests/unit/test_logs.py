@@ -100,7 +100,9 @@ def test_the_libraries_errors_for_bad_input_are_input_errors_that_keep_their_own
     from kdgat.can.messages import CanFormatError
     from kdgat.can.writer import CanWriteError
     from kdgat.cli.config import UsageError
-    from kdgat.layout import LayoutError
+    from kdgat.evaluation.metrics import EvaluationSettingsError
+    from kdgat.files import FileContentError
+    from kdgat.layout import LayoutError, PreprocessError
     from kdgat.rule_items import RuleItemError
     from kdgat.tracking.settings import TrackingError
     from kdgat.training.settings import SettingsError
@@ -113,7 +115,8 @@ def test_the_libraries_errors_for_bad_input_are_input_errors_that_keep_their_own
         CanFormatError: ValueError, CanWriteError: ValueError, UsageError: ValueError, LayoutError: ValueError,
         RuleItemError: ValueError, TrackingError: ValueError, SettingsError: ValueError, ContractError: ValueError,
         BenchmarkFileError: ValueError, LearnedResourcesError: ValueError, OutputInUse: BlockingIOError,
-        LockOfAnotherUser: PermissionError,
+        LockOfAnotherUser: PermissionError, PreprocessError: ValueError, FileContentError: ValueError,
+        EvaluationSettingsError: ValueError,
     }  # fmt: skip
     assert [error for error, base in bases.items() if not issubclass(error, base)] == []
     assert [error for error in bases if not issubclass(error, InputError)] == []

@@ -914,6 +914,8 @@ def test_build_graphs_names_params_held_out_given_as_no_mapping_of_shares(
     import runpy
     from types import SimpleNamespace
 
+    from kdgat.layout import PreprocessError
+
     monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
     outputs = {name: f"{name}.out" for name in ("train", "val", "test", "vocab", "metadata", "fusion")}
     snakemake = SimpleNamespace(
@@ -923,5 +925,88 @@ def test_build_graphs_names_params_held_out_given_as_no_mapping_of_shares(
         log=_Section(),
         threads=1,
     )
-    with pytest.raises(ValueError, match=message):
+    # a user's mistake ends the wrapper with status 1 (InputRefused), the PreprocessError (a ValueError) its cause
+    with pytest.raises(InputRefused, match=message) as ended:
         runpy.run_path(str(REPO / "wrappers/build_graphs/wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert ended.value.code == 1 and type(ended.value.error) is PreprocessError
+
+
+def _graph_and_model_stand_ins(tmp_path: Path) -> dict[str, Path]:
+    """Files a user may give in the wrong place: a text file named .pt, a graph file, a metadata.json."""
+    import json
+
+    from kdgat.graph_store import save_graph_sets, save_graphs
+    from kdgat.testing import toy_graphs
+
+    (tmp_path / "text.pt").write_text("not a torch file\n")
+    save_graphs(toy_graphs(4, seed=0), tmp_path / "val.pt")
+    save_graph_sets({"dos": toy_graphs(4, seed=1)}, tmp_path / "test.pt")
+    (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": 1000}))
+    (tmp_path / "broken.json").write_text("{not json\n")
+    (tmp_path / "partial.json").write_text(json.dumps({"dataset": "toy"}))
+    return {path.name: path for path in tmp_path.iterdir()}
+
+
+EVALUATION_OUTPUTS = ("metrics", "scores", "roc", "pr", "confusion")
+SUMMARY_OUTPUTS = ("csv", "markdown", "chart", "scenarios")
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "inputs", "params", "outputs", "error", "message"),
+    [
+        ("build_graphs", {"train": "val.pt", "test": "test.pt"}, {"test_scenario_of_file": "dos", "time_blocks": 1},
+         ("train", "val", "test", "vocab", "metadata"), "PreprocessError",
+         r"preprocess\.time_blocks must be >= 2, got 1"),
+        ("build_graphs", {"train": "val.pt", "test": "test.pt"}, {"test_scenario_of_file": "dos", "window_size": 1},
+         ("train", "val", "test", "vocab", "metadata"), "PreprocessError",
+         r"preprocess\.window_size must be an integer >= 2, got 1"),
+        ("evaluate_baselines", {"train": "text.pt", "val": "val.pt", "test": "test.pt", "metadata": "metadata.json"},
+         {}, ("metrics", "scores"), "FileContentError", r"{tmp}/text\.pt: not a readable kdgat graph file "),
+        ("evaluate_baselines", {"train": "val.pt", "val": "val.pt", "test": "val.pt", "metadata": "metadata.json"},
+         {}, ("metrics", "scores"), "FileContentError",
+         r"{tmp}/val\.pt: expected a 'kdgat-graph-sets/1' file, found 'kdgat-graphs/1'$"),
+        ("evaluate_baselines", {"train": "val.pt", "val": "val.pt", "test": "test.pt", "metadata": "broken.json"},
+         {}, ("metrics", "scores"), "FileContentError",
+         r"{tmp}/broken\.json: expected preprocess metadata with an integer 'num_ids'$"),
+        ("evaluate_detector", {"vgae": "val.pt", "gat": "val.pt", "dqn": "val.pt", "val": "val.pt", "test": "test.pt"},
+         {"dataset": "toy", "variant": "teacher"}, EVALUATION_OUTPUTS, "FileContentError",
+         r"{tmp}/val\.pt: cannot load the vgae model \(FileContentError: {tmp}/val\.pt: not a kd_gat model file "),
+        ("evaluate_detector", {"vgae": "val.pt", "gat": "val.pt", "dqn": "val.pt", "val": "val.pt", "test": "test.pt"},
+         {"dataset": "toy", "variant": "teacher", "fpr_targets": [5]}, EVALUATION_OUTPUTS, "EvaluationSettingsError",
+         r"^fpr_targets must be false-positive rates strictly between 0 and 1; got \[5\]$"),
+        ("evaluate_detector", {"vgae": "val.pt", "gat": "val.pt", "dqn": "val.pt", "val": "val.pt", "test": "test.pt"},
+         {"dataset": "toy", "variant": "teacher", "batch_size": 0}, EVALUATION_OUTPUTS, "EvaluationSettingsError",
+         r"^batch_size must be a positive integer \(graphs per inference batch\); got 0$"),
+        ("summarize_evaluation", {"metrics": "broken.json"}, {}, SUMMARY_OUTPUTS, "FileContentError",
+         r"^{tmp}/broken\.json: not valid JSON \(Expecting property name enclosed in double quotes at line 1\)$"),
+        ("summarize_evaluation", {"metrics": "partial.json"}, {}, SUMMARY_OUTPUTS, "FileContentError",
+         r"^{tmp}/partial\.json: metrics lack \['variant', 'test', "),
+        ("summarize_evaluation", {"metrics": "partial.json", "history": "text.pt"}, {"history_keys": "teacher/vgea"},
+         SUMMARY_OUTPUTS + ("curves",), "EvaluationSettingsError", r"^history key 'teacher/vgea' must be "),
+    ],
+)  # fmt: skip
+def test_a_wrong_file_or_setting_ends_the_kdgat_wrappers_with_one_line_naming_it(
+    wrapper, inputs, params, outputs, error, message, tmp_path, restore_logging
+):
+    """A file given in the wrong place (text where a graph file goes, graphs where a model or the test sets go, a
+    metrics.json that is no JSON or lacks its keys) or a setting out of range reached failure_logged as a bare
+    ValueError: a traceback in the log and again on the terminal for a message that already names the file or
+    setting. Now each is the user's mistake: status 1 and one ERROR line."""
+    import runpy
+    from types import SimpleNamespace
+
+    files = _graph_and_model_stand_ins(tmp_path)
+    snakemake = SimpleNamespace(
+        input=_Section({name: str(files[value]) for name, value in inputs.items()}),
+        output=_Section({name: str(tmp_path / "out" / name) for name in outputs}),
+        params=_Section(params),
+        log=_Section(log=str(tmp_path / "job.log")),
+        threads=1,
+    )
+    with pytest.raises(InputRefused, match=message.format(tmp=re.escape(str(tmp_path)))) as ended:
+        runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert ended.value.code == 1 and type(ended.value.error).__name__ == error
+    assert isinstance(ended.value.error, ValueError)  # callers that catch ValueError still catch it
+    log = (tmp_path / "job.log").read_text()
+    assert log.endswith(f" ERROR kdgat: {wrapper} failed: {ended.value}\n") and "Traceback" not in log
+    assert not (tmp_path / "out").exists()

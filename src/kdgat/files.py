@@ -30,6 +30,13 @@ from output_locks import (  # noqa: F401 - kdgat.files.output_lock, as before
     new_temporary,
     output_lock,
 )
+from wrapper_rules import InputError
+
+
+class FileContentError(ValueError, InputError):
+    """A file given as input that is not what it is given as: unreadable as JSON or torch, of another kind or format
+    (a graph file where a model is expected), or content that does not fit the other inputs; the message names the
+    file and what it should be."""
 
 
 def _fsync(path: Path) -> None:
@@ -109,9 +116,9 @@ def load_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+        raise FileContentError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON (not UTF-8 text: {error.reason})") from error
+        raise FileContentError(f"{path}: not valid JSON (not UTF-8 text: {error.reason})") from error
 
 
 def write_table(frame, path: str | os.PathLike) -> Path:
@@ -129,8 +136,8 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
 
 def load_torch(path: str | os.PathLike, what: str) -> Any:
     """A file written by :func:`save_torch` (tensors and plain containers only), loaded on the CPU. A file torch
-    cannot read (truncated, corrupted, not a torch file) raises ValueError naming it and ``what`` it should be:
-    torch's own message names no file."""
+    cannot read (truncated, corrupted, not a torch file) raises :class:`FileContentError` (a ValueError) naming it
+    and ``what`` it should be: torch's own message names no file."""
     import torch
 
     try:
@@ -138,7 +145,7 @@ def load_torch(path: str | os.PathLike, what: str) -> Any:
     except FileNotFoundError:
         raise
     except Exception as error:
-        raise ValueError(f"{path}: not {what} ({type(error).__name__}: {error})") from error
+        raise FileContentError(f"{path}: not {what} ({type(error).__name__}: {error})") from error
 
 
 def save_figure(figure, path: str | os.PathLike) -> Path:

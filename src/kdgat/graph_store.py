@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdgat.files import load_torch, save_torch
+from kdgat.files import FileContentError, load_torch, save_torch
 from kdgat.graphs import GraphArrays
 
 GRAPHS_FORMAT = "kdgat-graphs/1"
@@ -41,7 +41,7 @@ def _to_tensors(arrays: GraphArrays) -> dict[str, torch.Tensor]:
 def _from_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> GraphArrays:
     missing = [name for name in _FIELDS if name not in tensors]
     if missing:
-        raise ValueError(f"{path}: not a kdgat graph file (missing {', '.join(missing)})")
+        raise FileContentError(f"{path}: not a kdgat graph file (missing {', '.join(missing)})")
     return GraphArrays(**{name: tensors[name].numpy() for name in _FIELDS})
 
 
@@ -52,7 +52,7 @@ def _load(path: str | Path, expected: str) -> dict:
     )
     if not isinstance(payload, dict) or payload.get("format") != expected:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path}: expected a {expected!r} file, found {found!r}")
+        raise FileContentError(f"{path}: expected a {expected!r} file, found {found!r}")
     return payload
 
 

@@ -23,6 +23,11 @@ HELD_OUT_SPLITS = ("fusion",)  # the held-out splits preprocess.held_out may nam
 VAL = "val"
 
 
+class PreprocessError(ValueError, InputError):
+    """A preprocess setting (``preprocess.*``, a build_graphs param) or a set of logs that cannot give the splits
+    (a log given twice, no training logs, a split left without windows); the message names the key or the logs."""
+
+
 def share_key(split: str) -> str:
     """The config key of a held-out split's share of each training capture."""
     return "preprocess.val_fraction" if split == VAL else f"preprocess.held_out.{split}"
@@ -34,22 +39,22 @@ def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, 
     training. Here rather than in kdgat.preprocess: the preprocess module checks the shares while Snakemake parses
     the workflow, before any job runs."""
     if time_blocks < 2:
-        raise ValueError(f"preprocess.time_blocks must be >= 2, got {time_blocks}")
+        raise PreprocessError(f"preprocess.time_blocks must be >= 2, got {time_blocks}")
     counts = {}
     for name, fraction in fractions.items():
         if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
             # a wrapper's params are not schema-checked: "0.2" failed later as "'>' not supported ..."
-            raise ValueError(
+            raise PreprocessError(
                 f"{share_key(name)} must be a number in [0, 1), got {type(fraction).__name__} {fraction!r}"
             )
         if not 0.0 <= float(fraction) < 1.0:
-            raise ValueError(f"{share_key(name)} must be in [0, 1), got {fraction}")
+            raise PreprocessError(f"{share_key(name)} must be in [0, 1), got {fraction}")
         counts[name] = max(1, int(round(float(fraction) * time_blocks))) if fraction > 0 else 0
     if sum(counts.values()) >= time_blocks:
         taking = {name: fraction for name, fraction in fractions.items() if counts[name]}
         shares = " + ".join(f"{share_key(name)}={fraction:g}" for name, fraction in taking.items())
         blocks = " + ".join(str(counts[name]) for name in taking)
-        raise ValueError(
+        raise PreprocessError(
             f"{shares} (sum {sum(map(float, taking.values())):g}) take {blocks} = {sum(counts.values())} of "
             f"preprocess.time_blocks={time_blocks} blocks of every training capture (each positive share at "
             "least one); at least one must stay for training: lower the shares or raise preprocess.time_blocks"

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from kdgat.files import json_safe, load_torch, save_torch
+from kdgat.files import FileContentError, json_safe, load_torch, save_torch
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.runtime import select_device
 
@@ -61,7 +61,7 @@ def _payload(path: str | os.PathLike, kind: str | None = None) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         older = isinstance(found, str) and found.startswith("kdgat-model/")
-        raise ValueError(
+        raise FileContentError(
             f"{path}: "
             + ("a kd_gat model file of another format version" if older else "not a kd_gat model file")
             + f" (expected format {MODEL_FORMAT!r}, found {found!r})"
@@ -69,11 +69,13 @@ def _payload(path: str | os.PathLike, kind: str | None = None) -> dict:
         )
     found = payload.get("kind")
     if found not in MODEL_CLASSES:
-        raise ValueError(f"{path}: unknown model kind {found!r}; expected one of {sorted(MODEL_CLASSES)}")
+        raise FileContentError(
+            f"{path}: unknown model kind {found!r}; expected one of {sorted(MODEL_CLASSES)}"
+        )
     if kind is not None and found != kind:
         # Two model files given in each other's place (--vgae and --gat swapped) would fail deep inside
         # training or evaluation, naming a method the other stage's model lacks.
-        raise ValueError(f"{path}: a kd_gat {found} model, given where the {kind} model is expected")
+        raise FileContentError(f"{path}: a kd_gat {found} model, given where the {kind} model is expected")
     return payload
 
 
@@ -94,7 +96,7 @@ def load_model(
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:  # missing entries, arguments, weights
         why = " ".join(f"{type(error).__name__}: {error}".split())  # load_state_dict's message spans lines
-        raise ValueError(
+        raise FileContentError(
             f"{path}: a kd_gat model file of format {MODEL_FORMAT!r} whose {kind} arguments or weights do not fit "
             f"this version's {MODEL_CLASSES[kind].__name__} ({why[:500]}); retrain it with this version"
         ) from error

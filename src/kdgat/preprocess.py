@@ -43,7 +43,15 @@ from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs, vocabulary_digest
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs, window_count
-from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, VAL, discover_layout, held_out_blocks, scenario_name  # noqa: F401 (re-exported)
+from kdgat.layout import (  # noqa: F401 (re-exported)
+    DEFAULT_EXCLUDE,
+    LOG_SUFFIXES,
+    VAL,
+    PreprocessError,
+    discover_layout,
+    held_out_blocks,
+    scenario_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +204,7 @@ def _refuse_repeated_logs(
         for path in files:
             key = os.path.realpath(path)
             if key in seen:
-                raise ValueError(
+                raise PreprocessError(
                     f"dataset {dataset!r}: the log {str(path)!r} is given in {seen[key]} and again in {part}; "
                     "a log can play one part once (training, one test scenario or one held-out split)"
                 )
@@ -244,25 +252,25 @@ def preprocess_dataset(
     # Checked before any log is read (the schema's bounds; the kdgat command and library callers bypass it).
     for key, value, least in (("window_size", window_size, 2), ("stride", stride, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-            raise ValueError(f"preprocess.{key} must be an integer >= {least}, got {value!r}")
+            raise PreprocessError(f"preprocess.{key} must be an integer >= {least}, got {value!r}")
     if held_out is not None and not isinstance(held_out, Mapping):
-        raise ValueError(
+        raise PreprocessError(
             f"preprocess.held_out must map each further held-out split to its share (e.g. {{fusion: 0.3}}), got "
             f"{held_out!r}"
         )
     test_files = group_test_files(test_files)
     if not train_files:
-        raise ValueError(f"dataset {dataset!r}: no training files")
+        raise PreprocessError(f"dataset {dataset!r}: no training files")
     held_out = {
         name: share for name, share in (held_out or {}).items() if share is not None
     }  # null: no split
     clash = sorted({TRAIN, VAL, "test", "vocab", "metadata"} & set(held_out))
     if clash:
-        raise ValueError(f"preprocess.held_out: {clash} are reserved names (the other outputs use them)")
+        raise PreprocessError(f"preprocess.held_out: {clash} are reserved names (the other outputs use them)")
     held_out_files = {name: list(files) for name, files in (held_out_files or {}).items() if files}
     unknown = sorted(set(held_out_files) - set(held_out))
     if unknown:
-        raise ValueError(
+        raise PreprocessError(
             f"dataset {dataset!r}: whole captures are given for the held-out splits {unknown}, which "
             f"preprocess.held_out does not name (it names {sorted(held_out)}; a share of 0 takes whole captures only)"
         )
@@ -275,14 +283,14 @@ def preprocess_dataset(
     # output.fusion without params.held_out) failed only after the whole run, on Snakemake's missing output.
     unnamed = sorted(key for key, path in outputs.items() if path and key not in defaults)
     if unnamed:
-        raise ValueError(
+        raise PreprocessError(
             f"dataset {dataset!r}: a path is given for the outputs {unnamed}, which are no split "
             f"preprocess.held_out names (it names {sorted(held_out)}): give each a share there (0 takes whole "
             "captures only) or leave the output out"
         )
     missing = [key for key in defaults if not outputs.get(key)]
     if missing and out_dir is None:
-        raise ValueError(
+        raise PreprocessError(
             f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir; each split "
             f"preprocess.held_out names, {sorted(held_out)}, is an output of its own)"
         )
@@ -339,7 +347,7 @@ def preprocess_dataset(
     vocabulary = build_vocabulary(train_messages, in_training)
     if len(vocabulary) == 0:
         # Every node would be the OOV index: graphs that tell no ID from another, trained on without a word.
-        raise ValueError(
+        raise PreprocessError(
             f"dataset {dataset!r}: no frame in the training blocks of the training files is labelled normal "
             f"({[str(p) for p in train_files]}), so the CAN-ID vocabulary, which comes from normal frames only, "
             "would be empty; add an attack-free capture to the training files, or check their attack labels"
@@ -379,7 +387,7 @@ def preprocess_dataset(
             source = "the training files" + (
                 f" and the whole {name} captures" if name in held_out_files else ""
             )
-            raise ValueError(
+            raise PreprocessError(
                 f"dataset {dataset!r}: {source} give no {name} graphs "
                 f"({sum(f['windows'] for f in split_files.values())} training windows in all"
                 + (
@@ -404,7 +412,7 @@ def preprocess_dataset(
         if len(test[scenario]) == 0:
             # Else every model would be trained, and only its evaluation fail on the empty scenario.
             sizes = {str(path): message_counts[str(path)] for path in files}
-            raise ValueError(
+            raise PreprocessError(
                 f"dataset {dataset!r}: test scenario {scenario!r} gives no graphs: its logs {sizes or '(none)'} "
                 "(messages per log) hold no window (a window needs at least 2 messages)"
             )

@@ -187,25 +187,27 @@ def baselines_files(
     """Every baseline of one dataset from the preprocess outputs; writes baselines.json and the window scores.
     ``dataset``: the name recorded in baselines.json; None takes the one ``metadata`` records (the preprocess run's
     name, which evaluate_detector's metrics.json carries too), else ``"dataset"``."""
-    from kdgat.files import load_json, write_json, write_table
+    from kdgat.files import FileContentError, load_json, write_json, write_table
     from kdgat.graph_store import load_graph_arrays, load_graph_set_arrays
 
     try:
         recorded = load_json(metadata)
         num_ids = int(recorded["num_ids"])
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{metadata}: expected preprocess metadata with an integer 'num_ids'") from error
+        raise FileContentError(
+            f"{metadata}: expected preprocess metadata with an integer 'num_ids'"
+        ) from error
     if dataset is None:
         # A fixed "dataset" here made summarize_evaluation refuse the baselines of the dataset its metrics name.
         dataset = str(recorded.get("dataset") or "dataset")
     splits = [(train, load_graph_arrays(train)), (val, load_graph_arrays(val))]
     tests = load_graph_set_arrays(test)
     if not tests:
-        raise ValueError(f"{test}: holds no test scenario; the baselines report test results")
+        raise FileContentError(f"{test}: holds no test scenario; the baselines report test results")
     for path, graphs in [*splits, (test, GraphArrays.concat(list(tests.values())))]:
         largest = int(graphs.x[:, 0].max()) if len(graphs.x) else -1
         if largest >= num_ids:
-            raise ValueError(
+            raise FileContentError(
                 f"{path}: a graph holds CAN-ID index {largest}, outside the {num_ids} of {metadata} (num_ids): "
                 "graphs and metadata of different preprocess runs"
             )

@@ -1,7 +1,8 @@
 """Checks of what an evaluation and a summary are given, each naming the file at fault: the three model files of
 a detector against each other and the graphs (:func:`check_detector_files`), and the metrics.json and
 baselines.json files a summary reads (:func:`loaded_document`, :func:`checked_metrics`,
-:func:`check_metric_blocks`, :func:`check_one_test_set_per_dataset`).
+:func:`check_metric_blocks`, :func:`check_one_test_set_per_dataset`). Each refusal is a
+:class:`kdgat.files.FileContentError` (a ValueError): the files given are the user's to fix.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from kdgat.chain import MODELS, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.summary import SCENARIO_COLUMNS
-from kdgat.files import load_json
+from kdgat.files import FileContentError, load_json
 
 
 def check_detector_files(
@@ -35,27 +36,27 @@ def check_detector_files(
     for name, model in models.items():
         if not isinstance(model, MODEL_CLASSES[name]):
             found = next((kind for kind, cls in MODEL_CLASSES.items() if isinstance(model, cls)), "unknown")
-            raise ValueError(
+            raise FileContentError(
                 f"{paths[name]}: given as the {name} model of the detector, but it is a {found} model file"
             )
     for name in models:
         payload = load_torch(paths[name], "a kd_gat model file")
         recorded = payload.get("variant") if isinstance(payload, dict) else None
         if recorded is not None and recorded != variant:
-            raise ValueError(
+            raise FileContentError(
                 f"{paths[name]}: a {name} model trained as variant {recorded!r}, evaluated as variant {variant!r}; "
                 "give the three model files of one variant"
             )
     vocabularies = {"vgae": models["vgae"].num_ids, "gat": models["gat"].embedding.num_embeddings}
     if vocabularies["vgae"] != vocabularies["gat"]:
-        raise ValueError(
+        raise FileContentError(
             f"{paths['vgae']} knows {vocabularies['vgae']} CAN-ID indices but {paths['gat']} knows "
             f"{vocabularies['gat']}: models of different vocabularies (preprocess metadata num_ids) are no detector"
         )
     for path, graph_list in graphs.items():
         largest = max((int(g.x[:, ID_COLUMN].max()) for g in graph_list if g.num_nodes), default=-1)
         if largest >= vocabularies["vgae"]:
-            raise ValueError(
+            raise FileContentError(
                 f"{path}: a graph holds CAN-ID index {largest}, outside the {vocabularies['vgae']} indices of "
                 f"{paths['vgae']} and {paths['gat']}: the models were trained on another vocabulary "
                 "(preprocess metadata num_ids); evaluate them on the graphs of their own preprocess run"
@@ -88,7 +89,7 @@ def loaded_document(path, keys: Sequence[str], what: str, hint: str) -> dict[str
     document = load_json(path)
     missing = [key for key in keys if lookup(document, key) is None]
     if missing:
-        raise ValueError(f"{path}: {what} lack {missing} ({hint})")
+        raise FileContentError(f"{path}: {what} lack {missing} ({hint})")
     return document
 
 
@@ -111,28 +112,34 @@ def check_metric_blocks(path, document: Mapping[str, Any], what: str, required: 
     null block or a quoted number a traceback)."""
     test = document["test"]
     if not isinstance(test, Mapping) or not test:
-        raise ValueError(
+        raise FileContentError(
             f"{path}: the {what}' 'test' holds no test scenario ({test!r}); expected one per scenario"
         )
     for where, models in metric_blocks(document).items():
         if not isinstance(models, Mapping) or not models:
-            raise ValueError(f"{path}: {where} must map each model to its metrics; found {models!r}")
+            raise FileContentError(f"{path}: {where} must map each model to its metrics; found {models!r}")
         absent = [model for model in required if model not in models]
         if absent:
-            raise ValueError(f"{path}: {where} lacks the results of {absent} (a {what} file edited by hand?)")
+            raise FileContentError(
+                f"{path}: {where} lacks the results of {absent} (a {what} file edited by hand?)"
+            )
         for model, metrics in models.items():
             if not isinstance(metrics, Mapping):
-                raise ValueError(f"{path}: {where}.{model} must be the model's metrics; found {metrics!r}")
+                raise FileContentError(
+                    f"{path}: {where}.{model} must be the model's metrics; found {metrics!r}"
+                )
             missing = [key for key in METRIC_NUMBERS if key not in metrics]
             if missing:
-                raise ValueError(f"{path}: {where}.{model} lacks {missing} (a metrics file edited by hand?)")
+                raise FileContentError(
+                    f"{path}: {where}.{model} lacks {missing} (a metrics file edited by hand?)"
+                )
             bad = {
                 key: metrics[key]
                 for key in METRIC_NUMBERS
                 if not (metrics[key] is None or is_number(metrics[key]))
             }
             if bad:
-                raise ValueError(
+                raise FileContentError(
                     f"{path}: {where}.{model} holds {bad}; expected numbers (null where undefined)"
                 )
 
@@ -140,15 +147,15 @@ def check_metric_blocks(path, document: Mapping[str, Any], what: str, required: 
 def checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
     """``document`` (a loaded metrics.json) after the checks the summaries rely on; a ValueError naming ``path``."""
     if document["variant"] not in VARIANTS:
-        raise ValueError(f"{path}: variant {document['variant']!r} is not one of {list(VARIANTS)}")
+        raise FileContentError(f"{path}: variant {document['variant']!r} is not one of {list(VARIANTS)}")
     seed = document.get("seed")
     if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
-        raise ValueError(f"{path}: seed {seed!r} must be an integer (the training seed) or absent")
+        raise FileContentError(f"{path}: seed {seed!r} must be an integer (the training seed) or absent")
     numbers = [*(f"parameters.{n}" for n in ("vgae", "gat", "dqn", "total")), "speed.fusion.latency_ms",
                "speed.fusion.graphs_per_s"]  # fmt: skip
     bad = {key: lookup(document, key) for key in numbers if not is_number(lookup(document, key))}
     if bad:
-        raise ValueError(f"{path}: {bad} must be numbers")
+        raise FileContentError(f"{path}: {bad} must be numbers")
     check_metric_blocks(path, document, "metrics", MODELS)
     return document
 
@@ -174,7 +181,7 @@ def check_one_test_set_per_dataset(
         dataset, tests = document["dataset"], scenario_counts(document)
         first, expected = reference.setdefault(dataset, (path, tests))
         if tests != expected:
-            raise ValueError(
+            raise FileContentError(
                 f"{path} and {first} are evaluations of dataset {dataset!r} on different test sets "
                 f"({{scenario: (windows, attack windows)}}: {tests} and {expected}); was test.pt rebuilt between "
                 "them? rerun the older evaluations"
@@ -183,11 +190,11 @@ def check_one_test_set_per_dataset(
     for path, document in baselines:
         dataset = document["dataset"]
         if dataset in given:
-            raise ValueError(
+            raise FileContentError(
                 f"{path} and {given[dataset]} are both baselines of dataset {dataset!r}: give one"
             )
         if dataset not in reference:
-            raise ValueError(
+            raise FileContentError(
                 f"{path}: baselines of dataset {dataset!r}, of which no metrics.json was given "
                 f"(datasets evaluated: {sorted(reference)})"
             )
@@ -195,13 +202,13 @@ def check_one_test_set_per_dataset(
         first, expected = reference[dataset]
         tests = scenario_counts(document)
         if tests != expected:
-            raise ValueError(
+            raise FileContentError(
                 f"{path}: the baselines of dataset {dataset!r} were computed on another test set than {first} "
                 f"({{scenario: (windows, attack windows)}}: {tests} and {expected}); rerun the baselines"
             )
     without = sorted(set(reference) - set(given))
     if baselines and without:
-        raise ValueError(
+        raise FileContentError(
             f"no baselines.json given for the evaluated datasets {without} (given for {sorted(given)})"
         )
 
@@ -220,7 +227,7 @@ def check_one_set_of_models_per_variant(metrics: Sequence[tuple[Any, Mapping]]) 
         reference, expected = first.setdefault(key, (path, models_by_block(document)))
         for where, models in models_by_block(document).items():
             if where in expected and models != expected[where]:
-                raise ValueError(
+                raise FileContentError(
                     f"{path} and {reference} hold different models in {where} of {key[0]}/{key[1]} "
                     f"({sorted(models)} and {sorted(expected[where])}): each seed's metrics.json must hold every "
                     "model of its variant, or that model's interval is silently over fewer seeds; rerun the "
@@ -237,7 +244,7 @@ def check_one_model_size_per_variant(metrics: Sequence[tuple[Any, Mapping]]) -> 
         key = (document["dataset"], document["variant"])
         reference, parameters = first.setdefault(key, (path, document["parameters"]))
         if document["parameters"] != parameters:
-            raise ValueError(
+            raise FileContentError(
                 f"{path} and {reference} are {key[0]}/{key[1]} models of different sizes ({document['parameters']} "
                 f"and {parameters} parameters): the seeds of one variant must share its preset; rerun the older ones"
             )

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, roc_curve
 
+from wrapper_rules import InputError
+
 FPR_TARGETS = (0.05, 0.01, 0.001)
+
+
+class EvaluationSettingsError(ValueError, InputError):
+    """An evaluation setting or a summary's param that is not what it takes (``evaluation.fpr_targets``,
+    ``batch_size``, ``speed``, ``history_keys``); the message names it and what was expected."""
 
 
 def as_binary(values: Any, name: str) -> np.ndarray:
@@ -43,7 +50,7 @@ def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
     """``fpr_targets`` as a tuple of floats, each a false-positive rate strictly between 0 and 1 (the schema's
     ``evaluation.fpr_targets``); a ValueError naming what is wrong otherwise, before any scoring."""
     if isinstance(fpr_targets, str | bytes) or not isinstance(fpr_targets, Sequence | np.ndarray):
-        raise ValueError(
+        raise EvaluationSettingsError(
             f"fpr_targets must be a list of false-positive rates, e.g. [0.05, 0.01]; got {fpr_targets!r}"
         )
     bad = [
@@ -52,7 +59,9 @@ def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
         if isinstance(t, bool) or not isinstance(t, int | float | np.number) or not 0 < float(t) < 1
     ]
     if bad:
-        raise ValueError(f"fpr_targets must be false-positive rates strictly between 0 and 1; got {bad}")
+        raise EvaluationSettingsError(
+            f"fpr_targets must be false-positive rates strictly between 0 and 1; got {bad}"
+        )
     return tuple(float(t) for t in fpr_targets)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from kdgat.chain import MODEL_TITLES, MODELS, STAGES, VARIANT_TITLES, VARIANTS
-from kdgat.files import save_figure
+from kdgat.files import FileContentError, save_figure
 
 
 def _pyplot():
@@ -106,16 +106,16 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
     try:
         history = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a readable training history CSV ({error})") from error
+        raise FileContentError(f"{path}: not a readable training history CSV ({error})") from error
     # e.g. a metrics.json or a scores table given as a history
     if not set(TRAINING_AXES) & set(history.columns):
-        raise ValueError(
+        raise FileContentError(
             f"{path}: not a training history: no epoch, episode or step column (columns: "
             f"{list(history.columns)[:8]}); give the history.csv a training stage writes"
         )
     numeric = history.select_dtypes("number")
     if numeric.empty:
-        raise ValueError(
+        raise FileContentError(
             f"{path}: training history has no numeric columns (columns: {list(history.columns)})"
         )
     return history

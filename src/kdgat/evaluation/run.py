@@ -31,7 +31,7 @@ from kdgat.evaluation.inputs import (
     loaded_document,
 )
 from kdgat.evaluation.markdown import summary_markdown
-from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets
+from kdgat.evaluation.metrics import FPR_TARGETS, EvaluationSettingsError, binary_metrics, checked_fpr_targets
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.speed import checked_speed, measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
@@ -53,7 +53,8 @@ from kdgat.evaluation.thresholds import (
     model_decisions,
     youden_threshold,
 )
-from kdgat.files import load_json, write_json, write_table, write_text
+from kdgat.files import FileContentError, load_json, write_json, write_table, write_text
+from wrapper_rules import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ RESERVED_SCENARIOS = {"val": "the validation split", "test_pooled": "all test sc
 def checked_batch_size(batch_size: Any) -> int:
     """``batch_size`` (``evaluation.batch_size``) as a positive integer; a ValueError naming it otherwise."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(
+        raise EvaluationSettingsError(
             f"batch_size must be a positive integer (graphs per inference batch); got {batch_size!r}"
         )
     return int(batch_size)
@@ -304,18 +305,20 @@ def evaluate_files(
         try:
             models[name] = load_model(inputs[name], device=torch_device)
         except Exception as error:
-            raise ValueError(
+            # a file that is no model of this version is the user's to fix; anything else keeps its traceback
+            kind = FileContentError if isinstance(error, InputError) else ValueError
+            raise kind(
                 f"{inputs[name]}: cannot load the {name} model ({type(error).__name__}: {error})"
             ) from error
     val_graphs = load_graphs(val)
     test_sets = load_graph_sets(test)
     if not test_sets:
-        raise ValueError(
+        raise FileContentError(
             f"{test}: holds no test scenario; the evaluation reports test results (never validation's)"
         )
     reserved = sorted(set(test_sets) & set(RESERVED_SCENARIOS))
     if reserved:
-        raise ValueError(
+        raise FileContentError(
             f"{test}: a test scenario is named {reserved[0]!r}, which metrics.json keeps for "
             f"{RESERVED_SCENARIOS[reserved[0]]}; rename its test folder"
         )
@@ -383,24 +386,28 @@ def summarize_files(
     metrics, baselines, histories = (_paths(p) for p in (metrics, baselines, histories))
     history_keys = list(history_keys)
     if len(histories) != len(history_keys):
-        raise ValueError(
+        raise EvaluationSettingsError(
             f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
         )
     keyed: dict[tuple[str, str], str | os.PathLike] = {}
     for key, path in zip(history_keys, histories, strict=True):
         variant, _, stage = key.partition("/")
         if variant not in VARIANTS or stage not in STAGES:
-            raise ValueError(f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}")
+            raise EvaluationSettingsError(
+                f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}"
+            )
         if (variant, stage) in keyed:
             # one panel per key: the second file would replace the first without a word
-            raise ValueError(
+            raise EvaluationSettingsError(
                 f"history key {key!r} names both {keyed[(variant, stage)]} and {path}: one file per key"
             )
         keyed[(variant, stage)] = path
     if curves is not None and not keyed:
-        raise ValueError("training curves were asked for but no history.csv was given")
+        raise EvaluationSettingsError("training curves were asked for but no history.csv was given")
     if not metrics:
-        raise ValueError("no metrics.json given: the summary is over the evaluations' metrics.json files")
+        raise EvaluationSettingsError(
+            "no metrics.json given: the summary is over the evaluations' metrics.json files"
+        )
     documents = []
     evaluated: dict[tuple[Any, Any, Any], str | os.PathLike] = {}
     for path in metrics:
@@ -411,7 +418,7 @@ def summarize_files(
         key = (document["dataset"], document["variant"], document.get("seed"))
         if key in evaluated:
             # Two evaluations of one seed would count as two seeds and narrow every interval.
-            raise ValueError(
+            raise FileContentError(
                 f"{path} and {evaluated[key]} are both {key[0]}/{key[1]} seed {key[2]}: each seed is evaluated once"
             )
         evaluated[key] = path

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdgat.evaluation.metrics import EvaluationSettingsError
+
 SPEED_SETTINGS = ("repeats", "latency_runs", "max_graphs")
 
 
@@ -20,14 +22,16 @@ def checked_speed(speed: Mapping[str, Any] | None) -> dict[str, int]:
     speed = dict(speed or {})
     unknown = sorted(set(speed) - set(SPEED_SETTINGS))
     if unknown:
-        raise ValueError(f"speed settings {unknown} are unknown; expected some of {list(SPEED_SETTINGS)}")
+        raise EvaluationSettingsError(
+            f"speed settings {unknown} are unknown; expected some of {list(SPEED_SETTINGS)}"
+        )
     bad = {
         key: value
         for key, value in speed.items()
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
     }
     if bad:
-        raise ValueError(f"speed settings must be positive integers; got {bad}")
+        raise EvaluationSettingsError(f"speed settings must be positive integers; got {bad}")
     return {key: int(value) for key, value in speed.items()}
 
 
