@@ -262,6 +262,50 @@ def test_the_service_names_empty_parameter_sets_as_parameter_sets(tmp_path, fixe
     assert "parameter_sets: [{...}] with n_replicates" in refused.value.message
 
 
+SPACED = "column name ' gamma' begins or ends with a space, which is part of the parameter's name (a model would get"
+
+
+def test_a_parameter_name_with_spaces_around_it_is_refused_on_every_path_as_in_a_csv_header(tmp_path):
+    """' gamma' was refused in a CSV header only: a DataFrame, a fixed value and a service request of a model
+    without a declared space ran with it, and the model's params.get('gamma', default) got its default."""
+    model = "simcal_models:noisy_line"  # declares no parameter space: nothing else refuses the name
+    table = tmp_path / "p.csv"
+    table.write_text("a, gamma\n0.2,0.1\n")
+    with pytest.raises(ContractError, match=rf"^{re.escape(str(table))}, line 1: {re.escape(SPACED)}"):
+        simulate(model, table, tmp_path / "o.parquet")
+    frame = pd.DataFrame({"a": [0.2], " gamma": [0.1]})
+    with pytest.raises(ContractError, match=rf"^parameter DataFrame: {re.escape(SPACED)}"):
+        simulate(model, frame, tmp_path / "o.parquet")
+    with pytest.raises(
+        ContractError,
+        match=r"^fixed parameters: parameter name ' days' begins or ends with a space, which is part of",
+    ):
+        simulate(model, pd.DataFrame({"a": [0.2]}), tmp_path / "o.parquet", fixed_params={" days": 3})
+    config = ServiceConfig(state_dir=tmp_path, allow_models=("simcal_models",))
+    with pytest.raises(RequestRefused, match=rf"^request: {re.escape(SPACED)}") as refused:
+        plan_request({"fn_ref": model, "parameter_sets": [{"a": 0.2, " gamma": 0.1}]}, config)
+    assert refused.value.status == 422
+    assert not (tmp_path / "o.parquet.partial").exists()
+
+
+def test_an_empty_parameter_name_is_refused_on_every_path_naming_its_column(tmp_path):
+    """A CSV header's empty name is refused ('column 1 has no name'); a DataFrame column, a fixed value or a
+    request's parameter named '' reached the model as params['']."""
+    model = "simcal_models:noisy_line"
+    with pytest.raises(
+        ContractError, match=r"^parameter DataFrame: column 2 has no name \(''\); name it or remove it$"
+    ):
+        simulate(model, pd.DataFrame({"a": [0.2], "": [0.1]}), tmp_path / "o.parquet")
+    with pytest.raises(
+        ContractError, match=r"^fixed parameters: parameter 1 has no name \(' '\); name it or remove it$"
+    ):
+        simulate(model, pd.DataFrame({"a": [0.2]}), tmp_path / "o.parquet", fixed_params={" ": 3})
+    config = ServiceConfig(state_dir=tmp_path, allow_models=("simcal_models",))
+    with pytest.raises(RequestRefused, match=r"^request: column 2 has no name \(''\); name it or remove it$"):
+        plan_request({"fn_ref": model, "parameter_sets": [{"a": 0.2, "": 0.1}]}, config)
+    assert not (tmp_path / "o.parquet.partial").exists()
+
+
 def test_the_service_names_a_parameter_set_with_other_names_by_its_place_in_the_request(tmp_path):
     sets = [{"beta": 0.3, "gamma": 0.1}, {"beta": 0.2, "gamma": 0.1}, {"beta": 0.3}]
     with pytest.raises(

@@ -35,6 +35,22 @@ def reject_reserved(names: Iterable[Any], where: str) -> None:
         )
 
 
+def reject_unusable_names(names: Iterable[Any], where: str, what: str = "column") -> None:
+    """Fail naming the input and the first parameter name that is empty or has spaces around it (``what``:
+    "column" for a table, "parameter" for fixed values): the model gets the name as written (' gamma', not 'gamma'),
+    and its ``params.get('gamma', default)`` the default."""
+    for number, name in enumerate(names, start=1):
+        if not isinstance(name, str):
+            continue
+        if not name.strip():
+            raise ContractError(f"{where}: {what} {number} has no name ({name!r}); name it or remove it")
+        if name != name.strip():
+            raise ContractError(
+                f"{where}: {what} name {name!r} begins or ends with a space, which is part of the parameter's "
+                f"name (a model would get {name!r}, not {name.strip()!r}); remove the spaces around the names"
+            )
+
+
 RowName = Callable[[int], str]  # a row's position (from 0) -> how messages name it
 
 
@@ -204,13 +220,7 @@ def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
             f"{path}, line 1: one column named {names[0]!r}: the file looks separated by {others[0]!r}, but a "
             f"{'CSV' if separator == ',' else 'TSV'} file's columns are separated by {separator!r}"
         )
-    spaced = [column for column in table.columns if isinstance(column, str) and column != column.strip()]
-    if spaced:  # 'beta, gamma': the model got ' gamma', and params.get('gamma', default) its default
-        raise ContractError(
-            f"{path}, line 1: column name {spaced[0]!r} begins or ends with a space, which is part of the "
-            f"parameter's name (a model would get {spaced[0]!r}, not {spaced[0].strip()!r}); remove the spaces "
-            "around the names"
-        )
+    reject_unusable_names(table.columns, f"{path}, line 1")  # 'beta, gamma': the model got ' gamma'
 
 
 def _refuse_blank_values(path: Path, table: pd.DataFrame, separator: str) -> None:
@@ -316,7 +326,7 @@ def dataframe_row_name(index: pd.Index) -> RowName:
 
 
 def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | None = None) -> pd.DataFrame:
-    """Refuse an empty table, reserved column names, and missing, infinite or unsupported values (anything but
+    """Refuse an empty table, column names that are empty, have spaces around them or are reserved, and missing, infinite or unsupported values (anything but
     numbers, strings and booleans), naming ``where``, the row and column. A column of 32-bit (or 16-bit) floats
     comes back as 64-bit floats of the shortest decimal that reads as each value (0.1, not 0.10000000149011612).
 
@@ -330,6 +340,7 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
         raise ContractError(
             f"{where}: column name(s) {repeated} appear more than once (as text); give each parameter one column"
         )
+    reject_unusable_names(table.columns, where)
     reject_reserved(table.columns, where)
     name = row_name or dataframe_row_name(table.index)
     for column in table.columns:
@@ -415,9 +426,10 @@ def _why_not_plain(value: Any) -> str:
 
 
 def check_fixed_values(fixed: Mapping[str, Any], where: str) -> None:
-    """Refuse reserved names (``reject_reserved``) and fixed parameter values that are missing, infinite or of an
+    """Refuse empty, space-padded (``reject_unusable_names``) and reserved names (``reject_reserved``) and fixed parameter values that are missing, infinite or of an
     unsupported type, naming ``where`` (for example ``fixed parameters`` or ``calibration.fixed``) and the
     parameter."""
+    reject_unusable_names(fixed, where, "parameter")
     reject_reserved(fixed, where)
     for key, value in fixed.items():
         if value is None:  # YAML's 'days:' with the value left out; a table's empty cell is refused alike
