@@ -464,6 +464,22 @@ def test_the_key_is_checked_before_the_body_is_read(service):
         assert answer.status_code == 422 and "the request body is empty" in answer.json()["detail"]
 
 
+def test_a_deeply_nested_body_is_refused_with_422_not_a_500(service):
+    """JSON nested thousands of levels deep overflows the parser's recursion: a malformed body like any other (422
+    naming the problem), not a 500 with a RecursionError in the service's log."""
+    # Under MAX_BYTES: the parser, not the size limit, sees it.
+    nested = '{"fn_ref": ' + "[" * 9000 + "]" * 9000 + "}"
+    with service.http(service.keys["alice"]) as alice:
+        for path in ("/v1/simulate", "/v1/simulate/sync"):
+            answer = alice.post(path, content=nested.encode(), headers={"Content-Type": "application/json"})
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["detail"] == (
+                "the request body nests arrays or objects too deeply to be read; a request needs only a few "
+                "levels: {fn_ref, parameter_sets: [{name: value}, ...], n_replicates, settings, fixed}"
+            )
+    assert "RecursionError" not in service.log_text()
+
+
 @pytest.fixture(scope="module")
 def waiting(service_factory):
     """A service whose scheduler never answers: its jobs stay queued and synchronous requests wait 4 s."""

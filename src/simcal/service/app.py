@@ -226,6 +226,13 @@ def create_app(
             return json.loads(raw)
         except ValueError as error:
             raise RequestRefused(422, f"the request body is not JSON: {error}") from None
+        except RecursionError:
+            # Thousands of nested [ or {: malformed for this API, not a failure of the service (no 500).
+            raise RequestRefused(
+                422,
+                "the request body nests arrays or objects too deeply to be read; a request needs only a few "
+                "levels: {fn_ref, parameter_sets: [{name: value}, ...], n_replicates, settings, fixed}",
+            ) from None
 
     JsonBody = Annotated[Any, Depends(json_body)]
     # Endpoints declared with plain ``def`` share one thread pool (40 threads): the probes must not wait behind
