@@ -216,6 +216,7 @@ def test_readyz_names_the_unreachable_scheduler_and_jobs_wait_in_the_queue(idle)
 @pytest.mark.parametrize(
     "method, path",
     [
+        ("GET", "/v1/limits"),
         ("GET", "/v1/jobs"),
         ("GET", "/v1/jobs/0123456789abcdef0123456789abcdef"),
         ("GET", "/v1/jobs/0123456789abcdef0123456789abcdef/results"),

@@ -24,6 +24,7 @@ from distributed import Client
 from testkit import dask_client, wait_for
 
 from simcal.calibrate import calibrate
+from simcal.contract import ContractError
 from simcal.models.sir import observe
 from simcal.runner import read_results, simulate
 from simcal.service.client import SimulationClient
@@ -285,6 +286,98 @@ def test_a_large_sweep_goes_as_several_jobs_whose_rows_an_interruption_keeps(
     assert 3 <= len(sent) <= 5, sent
     events = sorted([(job["submitted"], 1) for job in sent] + [(job["finished"], -1) for job in sent])
     assert max(itertools.accumulate(change for _, change in events)) == 2, events
+
+
+@pytest.fixture(scope="module")
+def small_jobs(client, service_factory):
+    """A service on the same cluster that takes at most 40 simulations per job (fewer than a sweep's job of 100)."""
+    return service_factory(
+        "--scheduler", client.scheduler.address, "--allow-models", "simcal.models,simcal_models",
+        "--max-simulations", "40", "--rate", "1000", "--burst", "1000",
+    )  # fmt: skip
+
+
+def test_a_sweep_is_cut_into_jobs_within_the_services_max_simulations(
+    small_jobs, client, tmp_path, monkeypatch
+):
+    """100 sets x 3 replicates went as 3 jobs of about 100 simulations whatever the service's --max-simulations:
+    one started with 40 answered each with 413, which the researcher could not act on. The client reads the
+    service's limit and sends jobs that fit, still two at a time, with the same rows as the library."""
+    from simcal.service.remote import service_chunks
+
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_jobs.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_jobs.keys["alice"])
+    table = pd.DataFrame({"beta": [0.2 + i / 1000 for i in range(100)], "gamma": 0.1})
+    settings, fixed = {"seed": 5, "replicates": 3}, {"days": 5}
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        before = {job["job_id"] for job in api.jobs(limit=1000)}
+    simulate(SIR, table, tmp_path / "remote.parquet", settings, backend="service",
+             backend_options={"poll_interval_s": 0.1}, fixed_params=fixed)  # fmt: skip
+    simulate(SIR, table, tmp_path / "library.parquet", settings, client=client, fixed_params=fixed)
+    pd.testing.assert_frame_equal(
+        rows(read_results(tmp_path / "remote.parquet")), rows(read_results(tmp_path / "library.parquet"))
+    )
+    limits = {"max_simulations": 40, "sync_max_simulations": 40, "request_max_bytes": 16 << 20}
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        assert api.limits() == limits
+        sent = api.jobs(limit=1000)
+    # In the order sent (the list is newest first); only this sweep's (the module's other tests send none here).
+    totals = [job["progress"]["total"] for job in reversed(sent) if job["job_id"] not in before]
+    assert totals == [39, 36] * 4
+    sent = [job for job in sent if job["job_id"] not in before]
+    events = sorted([(job["submitted"], 1) for job in sent] + [(job["finished"], -1) for job in sent])
+    assert max(itertools.accumulate(change for _, change in events)) <= 2, events
+    # The same sweep and limit always cut the same jobs, whose keys derive from them: a killed sweep's rerun sends
+    # the same requests.
+    plan = plan_tasks(table.to_dict("records"), 3, seed=5)
+    first, again = service_chunks(plan, 40), service_chunks(list(plan), 40)
+    assert [[t.key for t in c] for c in first] == [[t.key for t in c] for c in again]
+    assert [len(chunk) for chunk in first] == [39, 36] * 4
+
+
+def test_a_parameter_set_with_more_replicates_than_the_services_max_simulations_is_refused_before_sending(
+    small_jobs, tmp_path, monkeypatch
+):
+    """A job holds every replicate of its sets: 50 replicates cannot fit in a job of 40, whatever the cut."""
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_jobs.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_jobs.keys["alice"])
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        before = len(api.jobs(limit=1000))
+    with pytest.raises(ContractError) as refused:
+        simulate(SIR, pd.DataFrame({"beta": [0.2], "gamma": [0.1]}), tmp_path / "o.parquet",
+                 {"seed": 1, "replicates": 50}, backend="service", backend_options={"poll_interval_s": 0.1})  # fmt: skip
+    assert str(refused.value) == (
+        f"the simulation service {small_jobs.url} takes at most 40 simulations per job (its --max-simulations), "
+        "fewer than the 50 replicates of one parameter set, and a job holds every replicate of its sets: lower "
+        "simulation.replicates to 40 or fewer, or start the service with a higher --max-simulations; nothing was "
+        "sent"
+    )
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        assert len(api.jobs(limit=1000)) == before
+
+
+def test_a_413_from_a_service_that_does_not_tell_its_limits_is_explained(small_jobs, tmp_path, monkeypatch):
+    """A service older than the client has no GET /v1/limits (404): the sweep is cut as before, and the 413 it then
+    answers names the limit and what to do, not a bare RequestRejected."""
+    from simcal.service.client import NotFound
+
+    def no_limits(self):
+        raise NotFound(f"GET {self.url}/v1/limits: 404 Not Found", 404, "Not Found")
+
+    monkeypatch.setattr(SimulationClient, "limits", no_limits, raising=False)  # the old client had none
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_jobs.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_jobs.keys["alice"])
+    table = pd.DataFrame({"beta": [0.3 + i / 1000 for i in range(100)], "gamma": 0.1})
+    with pytest.raises(ContractError) as refused:
+        simulate(SIR, table, tmp_path / "o.parquet", {"seed": 1, "replicates": 3}, backend="service",
+                 backend_options={"poll_interval_s": 0.1}, fixed_params={"days": 5})  # fmt: skip
+    assert str(refused.value) == (
+        f"the simulation service {small_jobs.url} refused a job of this sweep (34 parameter sets x 3 replicates) "
+        "as too large: 34 parameter_sets x 3 n_replicates = 102 simulations; this service takes at most 40 per "
+        "job; it does not tell its limits (no GET /v1/limits: a simcal serve older than this client), so the "
+        "sweep could not be cut into jobs that fit: update the service, or start it with a higher limit than the "
+        "one named. The rows of the jobs that had finished are kept for the rerun"
+    )
 
 
 KILLED_SWEEP = """

@@ -2,6 +2,7 @@
 
     POST   /v1/simulate               {fn_ref, parameter_sets, n_replicates, settings?, fixed?} -> 202 {job_id, ...}
     POST   /v1/simulate/sync          the same, answered with the results (Parquet); refused above a size
+    GET    /v1/limits                 {max_simulations, sync_max_simulations, request_max_bytes}: what a job may hold
     GET    /v1/jobs[?status=S]        the caller's jobs, newest first
     GET    /v1/jobs/{job_id}          {status, progress: {done, total, failed}, results_path?, error?, ...}
     GET    /v1/jobs/{job_id}/results  the Parquet file, streamed
@@ -324,6 +325,15 @@ def create_app(
                 409 if job.status == "cancelled" else 422, f"job {job.id} {job.status}: {job.error}"
             )
         return results_response(job)
+
+    @app.get("/v1/limits")
+    def limits(owner: Caller):
+        # What a client needs to cut a large sweep into jobs this service accepts (no 413 to act on afterwards).
+        return {
+            "max_simulations": config.max_simulations,
+            "sync_max_simulations": min(config.sync_max_simulations, config.max_simulations),
+            "request_max_bytes": config.request_max_bytes,
+        }
 
     @app.get("/v1/jobs")
     def list_jobs(

@@ -376,6 +376,12 @@ class SimulationClient:
         )  # fmt: skip
         return pd.read_parquet(io.BytesIO(response.content))
 
+    def limits(self) -> dict[str, int]:
+        """The service's limits: ``max_simulations`` per job, ``sync_max_simulations`` per synchronous request (the
+        lower of its two options) and ``request_max_bytes`` per request body. ``NotFound`` from a service too old
+        to tell them."""
+        return self._send("GET", "/v1/limits").json()
+
     def job(self, job_id: str) -> Job:
         job_path(job_id)
         return Job(self, job_id)

@@ -3,7 +3,8 @@
 ``Simulator.run`` (``simcal.runner``) sends its remaining simulations here when ``backend: service``: their
 parameter sets go to the service with the replicates and the seed settings, so the service plans the very same
 (param_id, replicate, seed) and runs them with the same runner. Only the rows of the simulations asked for are
-kept; they go into the local parts like any batch, job by job (a large sweep is sent as several jobs), so resume,
+kept; they go into the local parts like any batch, job by job (a large sweep is sent as several jobs, each within
+the simulations per job the service takes: its ``--max-simulations``, read from ``GET /v1/limits``), so resume,
 the failure threshold and the final file are the local runner's. The service's URL and key come from the environment (``SIMCAL_SERVICE_URL``, ``SIMCAL_API_KEY``),
 never from the config; options (``calibration.backend.service``): ``url`` (overrides the variable),
 ``poll_interval_s``, ``wait_timeout_s`` (per job). An interrupted driver (Ctrl-C, SIGTERM from Snakemake) cancels
@@ -31,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from simcal.contract import ContractError, reject_unknown_keys
+from simcal.contract import ContractError, is_whole_number, reject_unknown_keys
 from simcal.tasks import SimTask
 from simcal.worker import failure_rows
 
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 
 WHERE = "calibration.backend.service"
 OPTIONS = ("url", "poll_interval_s", "wait_timeout_s")
-# A sweep goes as up to MAX_JOBS jobs, JOBS_IN_FLIGHT at a time: each finished job's rows reach the local parts
-# at once (what an interruption keeps), while the next job already keeps the service's workers busy.
+# A sweep goes as up to MAX_JOBS jobs (more where the service's --max-simulations needs them), JOBS_IN_FLIGHT at a
+# time: each finished job's rows reach the local parts at once (what an interruption keeps), while the next job
+# already keeps the service's workers busy.
 MAX_JOBS = 10
 MIN_JOB_SIMULATIONS = 100
 JOBS_IN_FLIGHT = 2
@@ -75,16 +77,16 @@ def run_on_service(
     """Run ``remaining`` (of the run's ``planned`` simulations) as jobs of the service, handing each job's rows (a
     row per simulation at least) to ``record`` as soon as that job has finished.
 
-    A large sweep goes as several jobs (``service_chunks`` of the whole plan, so that a rerun cuts the same jobs),
-    at most ``JOBS_IN_FLIGHT`` at a time, so an interrupted or failed run has recorded every finished job's rows in
-    its parts and the rerun sends only the rest; the jobs still running are cancelled. ``output`` (the sweep's
+    A large sweep goes as several jobs (``service_chunks`` of the whole plan and the service's simulations per job,
+    so that a rerun cuts the same jobs), at most ``JOBS_IN_FLIGHT`` at a time, so an interrupted or failed run has
+    recorded every finished job's rows in its parts and the rerun sends only the rest; the jobs still running are
+    cancelled. ``output`` (the sweep's
     file) scopes the jobs' idempotency keys (see the module's docstring); without it each job gets a fresh key.
     """
-    from simcal.service.client import SimulationClient
+    from simcal.service.client import RequestRejected, SimulationClient
 
     options = checked_options(simulator.backend_options)
     left = {task.key for task in remaining}
-    pending = [kept for chunk in service_chunks(planned) if (kept := [t for t in chunk if t.key in left])]
     running: list[tuple[Any, list[SimTask]]] = []
 
     def between_polls() -> None:
@@ -92,11 +94,24 @@ def run_on_service(
         progress.report()
 
     with SimulationClient(options.get("url")) as client:
+        per_job = job_limit(client)
+        chunks = service_chunks(planned, per_job, f"the simulation service {client.url}")
+        if per_job is not None and len(chunks) > 1:
+            log.info(
+                "the simulation service %s takes at most %d simulations per job: the sweep goes as %d jobs",
+                client.url, per_job, len(chunks),
+            )  # fmt: skip
+        pending = [kept for chunk in chunks if (kept := [t for t in chunk if t.key in left])]
         try:
             while pending or running:
                 while pending and len(running) < JOBS_IN_FLIGHT:
                     chunk = pending.pop(0)
-                    job = send_tasks(client, simulator.model_ref, chunk, simulator.settings, output)
+                    try:
+                        job = send_tasks(client, simulator.model_ref, chunk, simulator.settings, output)
+                    except RequestRejected as error:
+                        if error.status != 413:
+                            raise
+                        raise ContractError(too_large(client.url, chunk, per_job, error.detail)) from None
                     running.append((job, chunk))
                     progress.dashboard = f"{client.url}/v1/jobs/{job.id}"
                     progress.submitted()
@@ -111,22 +126,71 @@ def run_on_service(
             raise
 
 
-def service_chunks(tasks: Sequence[SimTask]) -> list[list[SimTask]]:
+def job_limit(client: Any) -> int | None:
+    """The simulations per job the service takes (its ``--max-simulations``); None from a service too old to say
+    (no ``GET /v1/limits``), whose 413 is then explained by ``too_large``."""
+    from simcal.service.client import NotFound
+
+    try:
+        limit = client.limits().get("max_simulations")
+    except NotFound:
+        return None
+    return limit if is_whole_number(limit, 1) else None
+
+
+def service_chunks(
+    tasks: Sequence[SimTask], max_simulations: int | None = None, service: str = "the simulation service"
+) -> list[list[SimTask]]:
     """``tasks`` as one part per ``MIN_JOB_SIMULATIONS`` simulations (at most ``MAX_JOBS``, at most one per
     parameter set), each of whole parameter sets (a job asks for every replicate of its sets up to the highest
-    one), in shares as even as the sets' sizes allow: 10 sets of 30 go as 120, 90 and 90."""
+    one), in shares as even as the sets' sizes allow: 10 sets of 30 go as 120, 90 and 90. With
+    ``max_simulations`` (the service's per job), as many more parts as it takes for each job to hold at most that
+    many (sets x replicates, as the service counts); the same tasks and limit always give the same parts. A
+    ContractError naming ``service`` when one parameter set's replicates alone are more."""
     by_set: dict[str, list[SimTask]] = {}
     for task in tasks:
         by_set.setdefault(task.param_id, []).append(task)
+    asked = {param_id: max(task.replicate for task in group) + 1 for param_id, group in by_set.items()}
     jobs = max(1, min(MAX_JOBS, len(tasks) // MIN_JOB_SIMULATIONS, len(by_set)))
+    if max_simulations is not None and asked:
+        widest = max(asked.values())
+        if widest > max_simulations:
+            raise ContractError(
+                f"{service} takes at most {max_simulations} simulations per job (its --max-simulations), fewer "
+                f"than the {widest} replicates of one parameter set, and a job holds every replicate of its "
+                f"sets: lower simulation.replicates to {max_simulations} or fewer, or start the service with a "
+                f"higher --max-simulations; nothing was sent"
+            )
+        jobs = min(len(by_set), max(jobs, math.ceil(sum(asked.values()) / max_simulations)))
     chunks: list[list[SimTask]] = [[]]
-    done = 0
-    for group in by_set.values():
-        if len(chunks) < jobs and chunks[-1] and done >= len(tasks) * len(chunks) / jobs:
+    done = sets = replicates = 0
+    for param_id, group in by_set.items():
+        wider = max(replicates, asked[param_id])
+        over = max_simulations is not None and (sets + 1) * wider > max_simulations
+        if chunks[-1] and (over or (len(chunks) < jobs and done >= len(tasks) * len(chunks) / jobs)):
             chunks.append([])
+            sets, wider = 0, asked[param_id]
         chunks[-1].extend(group)
         done += len(group)
+        sets, replicates = sets + 1, wider
     return chunks
+
+
+def too_large(url: str, tasks: Sequence[SimTask], per_job: int | None, detail: Any) -> str:
+    """What a 413 to one of a sweep's jobs means and what to do (the researcher cut none of these jobs)."""
+    sets = len({task.param_id for task in tasks})
+    replicates = max(task.replicate for task in tasks) + 1
+    what = (
+        "it does not tell its limits (no GET /v1/limits: a simcal serve older than this client), so the sweep "
+        "could not be cut into jobs that fit: update the service, or start it with a higher limit than the one "
+        "named"
+        if per_job is None
+        else "start the service with a higher limit than the one named"
+    )
+    return (
+        f"the simulation service {url} refused a job of this sweep ({sets} parameter sets x {replicates} "
+        f"replicates) as too large: {detail}; {what}. The rows of the jobs that had finished are kept for the rerun"
+    )
 
 
 def checked_options(backend_options: Any) -> dict[str, Any]:
