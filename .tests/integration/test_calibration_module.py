@@ -139,10 +139,11 @@ def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):
         "results/calibration/sir_small/trials.parquet", cwd=tmp_path, check=False,
     )  # fmt: skip
     assert failed.returncode != 0
-    log = (tmp_path / "logs/calibration/sir_small/generate_observed.log").read_text()
-    # named as the fixed value it is, not as one of the observed data's true parameters
-    expected = "calibration.fixed: 'populaton' is not a parameter of simcal.models.sir:observe (did you mean"
-    assert expected in log
+    # named as the fixed value it is, against the model, while the workflow is parsed: no job runs
+    expected = "calibration.fixed: 'populaton' is not a parameter of simcal.models.sir:simulate (did you mean"
+    assert expected in failed.stdout, failed.stdout
+    assert "Building DAG of jobs" not in failed.stdout, failed.stdout
+    assert not (tmp_path / "logs/calibration/sir_small/generate_observed.log").exists()
     assert not (tmp_path / "results/calibration/sir_small/simulations.parquet.partial").exists()
 
 

@@ -14,7 +14,13 @@ import yaml
 from testkit import REPO, run_snakemake
 
 from simcal.calibrate import parse_targets
-from simcal.config_checks import check_model, check_observed, check_targets, importable_function
+from simcal.config_checks import (
+    check_model,
+    check_observed,
+    check_parameters,
+    check_targets,
+    importable_function,
+)
 from simcal.contract import REFERENCE, ContractError, resolve_callable, resolve_model
 from simcal.observed import generate_observed
 
@@ -527,3 +533,49 @@ def test_a_whole_float_where_the_jobs_need_an_integer_stops_the_dry_run(tmp_path
     assert dry.returncode != 0, dry.stdout
     assert expected in dry.stdout, dry.stdout
     assert "Building DAG of jobs" not in dry.stdout, dry.stdout
+
+
+@pytest.mark.parametrize(
+    ("fixed", "expected"),
+    [
+        (
+            {"beta": 0.2},
+            "calibration.fixed and calibration.parameters both name ['beta']: a parameter is either calibrated "
+            "or fixed; give it in one of them",
+        ),
+        (
+            {"populaton": 5000},
+            "calibration.fixed: 'populaton' is not a parameter of simcal.models.sir:simulate (did you mean "
+            "'population'?)",
+        ),
+    ],
+)
+def test_fixed_values_the_sweep_and_calibrate_jobs_would_refuse_stop_the_dry_run(tmp_path, fixed, expected):
+    """calibration.fixed naming a calibrated parameter, or a name the model's declared space lacks, passed the dry
+    run and the design job; the sweep's simulate job then failed with a traceback naming the design file."""
+    config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
+    config["calibration"]["fixed"].update(fixed)
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    dry = run_snakemake(
+        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(configfile), "--cores", "1", check=False, timeout=300,
+    )  # fmt: skip
+    assert dry.returncode != 0, dry.stdout
+    assert expected in dry.stdout, dry.stdout
+    assert "Building DAG of jobs" not in dry.stdout, dry.stdout
+
+
+def test_a_clash_of_fixed_and_calibrated_names_is_refused_also_for_a_model_that_does_not_import_here():
+    """The clash is the config's own: no model is needed to see it; a model that imports only in the jobs'
+    environment leaves the rest to the job."""
+    parameters = {"beta": {"low": 0.1, "high": 0.6}}
+    with pytest.raises(ContractError) as refused:
+        check_parameters("lab_models_only_in_the_jobs_env:simulate", parameters, {"beta": 0.2, "delay_s": 1})
+    assert str(refused.value) == (
+        "calibration.fixed and calibration.parameters both name ['beta']: a parameter is either calibrated or "
+        "fixed; give it in one of them"
+    )
+    check_parameters("lab_models_only_in_the_jobs_env:simulate", parameters, {"delay_s": 1})
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["calibration"]
+    check_parameters("simcal.models.sir:simulate", shipped["parameters"], shipped["fixed"])

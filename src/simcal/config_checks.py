@@ -87,6 +87,27 @@ def check_model(model: Any, key: str = "calibration.model") -> None:
         check_model_signature(function, model, key)
 
 
+def check_parameters(
+    model: Any, parameters: Mapping[str, Any], fixed: Mapping[str, Any], key: str = "calibration.model"
+) -> None:
+    """calibration.parameters with calibration.fixed, as the sweep's simulate job and the calibrate job check them:
+    a name both calibrated and fixed (the config's own mistake, whatever the model), and where the model imports
+    here, what ``calibrate.check_model_parameters`` refuses (a reserved name, a fixed name or value its declared
+    space lacks). Both passed the dry run and the design job; the sweep's simulate job then failed naming the
+    design file."""
+    both = sorted(set(map(str, fixed)) & set(map(str, parameters)))
+    if both:
+        raise ContractError(
+            f"calibration.fixed and calibration.parameters both name {both}: a parameter is either calibrated or "
+            "fixed; give it in one of them"
+        )
+    if importable_function(model, key) is not None:
+        # the jobs' own check; simcal.calibrate imports optuna and pandas, so only when it is needed
+        from simcal.calibrate import check_model_parameters
+
+        check_model_parameters(model, parameters, fixed)
+
+
 def check_observed(observed: Mapping[str, Any], key: str = "calibration.observed") -> None:
     """calibration.observed as the jobs use it.
 

@@ -2,7 +2,7 @@
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
 from simcal.calibrate import CalibrationSettings
-from simcal.config_checks import check_model, check_observed, check_targets
+from simcal.config_checks import check_model, check_observed, check_parameters, check_targets
 from simcal.design import parse_bounds
 from simcal.settings import SimulationSettings
 from snakemake.exceptions import WorkflowError
@@ -21,13 +21,14 @@ check_parameter_bounds()
 
 
 def check_references_and_observed():
-    """calibration.model, calibration.observed and calibration.targets, checked by the library
-    (simcal.config_checks) as far as this process can: a misspelt function or loss function, an option its
-    signature lacks or a true parameter its declared space lacks passed the dry run and failed only inside a job.
-    A module that does not import here (it may live only in the jobs' environment) is left to the job, which
-    names the key too."""
+    """calibration.model, calibration.parameters with calibration.fixed, calibration.observed and
+    calibration.targets, checked by the library (simcal.config_checks) as far as this process can: a misspelt
+    function or loss function, an option its signature lacks, a true parameter its declared space lacks or a
+    parameter both fixed and calibrated passed the dry run and failed only inside a job. A module that does not
+    import here (it may live only in the jobs' environment) is left to the job, which names the key too."""
     try:
         check_model(CAL["model"])
+        check_parameters(CAL["model"], CAL["parameters"], CAL["fixed"])
         check_observed(CAL["observed"])
         check_targets(CAL["targets"])
     except ValueError as error:
