@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from config_messages import config_problem, duplicate_keys
+from config_messages import config_problem, duplicate_keys, overridden_values
 
 SCHEMA = {
     "type": "object",
@@ -166,3 +166,21 @@ def test_a_key_given_twice_in_one_config_file_is_named_with_both_lines(tmp_path)
         f"config key kd_gat.training.gat.epochs is given twice in {file} (lines 3 and 3): YAML keeps only the "
         f"last, the other is lost; give it once",
     ]
+
+
+def test_a_config_file_value_that_config_replaces_is_named_with_both_values(tmp_path):
+    """Snakemake applies --config, and with it a profile's `config:` (profiles/k8s sets calibration.backend.kind:
+    scheduler), over every config file without a word: a config file's `kind: service` ran on the scheduler."""
+    shipped = tmp_path / "config.yaml"
+    shipped.write_text("calibration:\n  backend: {kind: local}\n  simulation: {replicates: 4}\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("calibration:\n  backend:\n    kind: service\n")
+    overrides = {"calibration": {"backend": {"kind": "scheduler"}, "simulation": {"replicates": 4}}}
+    assert overridden_values([shipped, mine], overrides) == [
+        f"config key calibration.backend.kind: {shipped} sets 'local', but --config (or a profile's config:) "
+        "sets 'scheduler', which is used",
+        f"config key calibration.backend.kind: {mine} sets 'service', but --config (or a profile's config:) "
+        "sets 'scheduler', which is used",
+    ]
+    assert overridden_values([mine], {"calibration": {"backend": {"kind": "service"}}}) == []
+    assert overridden_values([mine], {"targets": {"calibration": False}}) == []

@@ -614,3 +614,32 @@ def test_a_model_in_a_lazy_submodule_that_does_not_import_here_is_left_to_the_jo
     assert (
         "calibration.model: 'lazy_package:modles.sir': module lazy_package has no 'modles'" in refused.stdout
     )
+
+
+def test_a_config_file_value_replaced_by_config_is_warned_of_once_naming_both_values(tmp_path: Path) -> None:
+    """profiles/k8s's `config:` (a --config) replaced a config file's calibration.backend.kind without a word: the
+    README's `kind: service` for the workflow's Jobs ran on the Dask scheduler instead. Every module validates the
+    config; the warning is said once."""
+    config = {**DEFAULT_CONFIG, "targets": {"can_ids": False, "calibration": True}}
+    config["calibration"] = {**config["calibration"], "backend": {"kind": "service"}}
+    proc = _dry_run_with(config, tmp_path, "--config", "calibration={backend: {kind: scheduler}}")
+    assert proc.returncode == 0, proc.stdout
+    line = (
+        f"config key calibration.backend.kind: {tmp_path / 'config.yaml'} sets 'service', but --config (or a "
+        "profile's config:) sets 'scheduler', which is used"
+    )
+    assert proc.stdout.count(line) == 1, proc.stdout
+
+
+def test_the_workflows_own_config_file_replaced_by_a_profiles_config_is_not_warned_of(tmp_path: Path) -> None:
+    """The workflow's config/config.yaml (its `configfile:`) is what every profile's `config:` replaces, as the
+    profiles' READMEs say: only a file given with --configfile is named, else every k8s run would warn."""
+    (tmp_path / "config").mkdir()
+    config = {**DEFAULT_CONFIG, "targets": {"can_ids": False, "calibration": True}}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(
+        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+        "--config", "calibration={backend: {kind: scheduler}}", "--cores", "1", check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert "config key calibration.backend.kind" not in proc.stdout, proc.stdout

@@ -74,6 +74,31 @@ def duplicate_keys(configfiles) -> list[str]:
     return lines
 
 
+def overridden_values(configfiles, overrides) -> list[str]:
+    """One line per value a config file sets that ``--config`` replaces with another. Snakemake applies --config
+    over every config file without a word, and a profile's ``config:`` is a --config: profiles/k8s's
+    calibration.backend.kind replaced a config file's ``kind: service`` unseen. Lists are values, not merged."""
+    lines = []
+    for key, value in _leaves(overrides, []):
+        for file in _unique_files(configfiles):
+            given = _value(_load(file), key)
+            if given is not _MISSING and given != value:
+                lines.append(
+                    f"config key {_dotted(key)}: {file} sets {given!r}, but --config (or a profile's config:) sets "
+                    f"{value!r}, which is used"
+                )
+    return lines
+
+
+def _leaves(data, path):
+    """(key, value) of every value of ``data`` that is no mapping, a key being the list of names leading to it."""
+    if not isinstance(data, dict) or (path and not data):
+        yield path, data
+        return
+    for name, value in data.items():
+        yield from _leaves(value, [*path, name])
+
+
 def _repeats(node, path):
     """(key, first line, repeated line) for every key given twice, in document order, each mapping's own first."""
     if isinstance(node, yaml.SequenceNode):

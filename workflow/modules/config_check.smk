@@ -1,18 +1,28 @@
 # Config validation shared by the main workflow and every module: the module's schema, and on a refusal one line
 # per bad key before Snakemake's own message (its dotted name, the config file or --config that set it and what
 # was expected). Snakemake names the key only as On instance['a']['b'] after a dump of the schema.
-from config_messages import config_problem, duplicate_keys
+from config_messages import config_problem, duplicate_keys, overridden_values
 from jsonschema.exceptions import ValidationError
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 
 def validate_config(schema):
     """snakemake.utils.validate(config, schema), with ``schema`` relative to the including Snakefile; first a key
-    given twice in a config file, whose earlier value YAML drops without a word."""
+    given twice in a config file, whose earlier value YAML drops without a word; then a warning for each value of a
+    --configfile that --config (a profile's config: too) replaces."""
     repeated = duplicate_keys(workflow.configfiles)
     if repeated:
         raise WorkflowError("\n".join(repeated))
+    # a --configfile's value that --config or a profile's config: replaces, said once (every module validates
+    # too); not the workflow's own config/config.yaml, whose values the profiles' READMEs say they replace: a
+    # warning on every run of a profile would be noise
+    if not getattr(workflow, "catalog_overrides_named", False):
+        workflow.catalog_overrides_named = True
+        given = workflow.config_settings.configfiles
+        for line in overridden_values(given, dict(workflow.config_settings.config)):
+            logger.warning(line)
     try:
         validate(config, schema=schema)
     except WorkflowError as error:
