@@ -937,6 +937,26 @@ def test_preprocess_refuses_logs_it_would_ignore_beside_path_or_a_config_entry_a
     assert not calls and not Path("out").exists()
 
 
+def test_a_folder_given_to_train_or_test_points_to_the_path_flag_not_a_config_key(
+    tmp_path, monkeypatch, stderr_text
+):
+    # On the command line a dataset folder goes in --path; datasets.<name>.path only applies with --config.
+    monkeypatch.chdir(tmp_path)
+    for folder in ("train_01", "test_01_dos"):
+        Path("lab", folder).mkdir(parents=True)
+        Path("lab", folder, "a.csv").write_text("1.0,0316,1,05,R\n")
+    base = ["preprocess", "--dataset", "lab", "--out", "out"]
+    assert main([*base, "--train", "lab/train_01", "--test", "dos=lab/test_01_dos/a.csv"]) == 2
+    assert (
+        "kdgat preprocess: --train lab/train_01 is a folder, not a CAN log file: give --train/--test the log files, "
+        "or the dataset folder (train_*/, test_NN_<scenario>/) as --path instead of --train/--test"
+    ) in stderr_text()
+    assert main([*base, "--train", "lab/train_01/a.csv", "--test", "dos=lab/test_01_dos"]) == 2
+    assert "kdgat preprocess: --test dos=lab/test_01_dos is a folder, not a CAN log file: " in stderr_text()
+    assert "datasets.<name>.path" not in stderr_text()
+    assert not Path("out").exists()
+
+
 def test_a_bad_path_flag_is_named_as_the_flag_not_as_a_config_key(tmp_path, monkeypatch, stderr_text):
     # --path overrides datasets.<name>: the message must not send the user to a config entry they never wrote.
     monkeypatch.chdir(tmp_path)

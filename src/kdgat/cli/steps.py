@@ -100,7 +100,7 @@ def add_preprocess(subparsers, common: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         metavar="FILE",
-        help="training logs (attack-free and with attacks)",
+        help="training log files (attack-free and with attacks; a dataset folder goes in --path)",
     )
     parser.add_argument("--test", nargs="+", action="extend", default=[], metavar="SCENARIO=FILE",
                         help="test logs with their scenario (at least one with --train); a scenario may have "
@@ -136,7 +136,15 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
                 "--train is given without --test: give at least one test scenario as --test SCENARIO=FILE (the "
                 "evaluation reads test.pt, which would hold no scenario)"
             )
-        return list(args.train), [parse_pair(text, "--test") for text in args.test], {}
+        test = [parse_pair(text, "--test") for text in args.test]
+        given = [(f"--train {f}", f) for f in args.train] + [(f"--test {s}={f}", f) for s, f in test]
+        for flag, path in given:  # the reader's hint (datasets.<name>.path) is a config key, unknown here
+            if Path(path).is_dir():
+                raise UsageError(
+                    f"{flag} is a folder, not a CAN log file: give --train/--test the log files, or the dataset "
+                    "folder (train_*/, test_NN_<scenario>/) as --path instead of --train/--test"
+                )
+        return list(args.train), test, {}
     if args.path:
         spec = {"path": args.path}
     else:
