@@ -414,6 +414,31 @@ def test_a_compressed_log_is_refused_with_what_to_do(tmp_path, compress, kind, c
         assert str(error.value).startswith(expected)
 
 
+@pytest.mark.parametrize("bad_rows", ["error", "skip"])
+def test_a_wrong_forced_format_is_named_with_the_detected_one_instead_of_advising_skip(tmp_path, bad_rows):
+    # Every row of an HCRL CSV is bad as can_4col: "bad_rows: skip" would drop the whole file.
+    path = write(tmp_path, "hcrl.csv", HCRL_CSV)
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path, fmt="can_4col", bad_rows=bad_rows)
+    wrong = (
+        "as can_4col: the format is likely wrong; format detection reads this file as hcrl_csv: set the format to "
+        "auto or hcrl_csv (datasets.<name>.format; kdgat preprocess --format))"
+    )
+    said = {"error": "(4 more bad rows: every one of the first 5 rows is bad ", "skip": "("}[bad_rows]
+    assert str(error.value).endswith(said + wrong)
+    assert "bad_rows: skip" not in str(error.value)
+
+
+def test_rows_all_bad_in_an_unrecognised_file_do_not_advise_skipping_them(tmp_path):
+    path = write(tmp_path, "all_bad.csv", "x,0316,1,05,R\ny,0316,1,05,R\n")
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path, fmt="hcrl_csv")
+    assert str(error.value) == (
+        f"{path}, line 1: timestamp is not a finite number: 'x,0316,1,05,R' (1 more bad row: every one of the "
+        "first 2 rows is bad)"
+    )
+
+
 def test_every_row_bad_is_an_error_even_in_skip_mode(tmp_path):
     path = write(tmp_path, "all_bad.csv", "x,0316,1,05,R\ny,0316,1,05,R\n")
     with pytest.raises(CanFormatError, match="every one of the 2 rows is bad"):

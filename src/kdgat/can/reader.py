@@ -5,7 +5,9 @@ work in Python); a file with problems goes through the exact line-by-line path, 
 at ``\\n``, ``\\r\\n`` or a lone ``\\r`` on both paths. Blank lines carry no message and are ignored; every other
 line that is not a valid message (a timestamp that is not a finite number included) is a *bad row*. With
 ``bad_rows="error"`` the first one raises :class:`CanFormatError` naming the file, the line number and the problem;
-with ``bad_rows="skip"`` bad rows are dropped, counted in :attr:`CanMessages.skipped_rows` and logged.
+with ``bad_rows="skip"`` bad rows are dropped, counted in :attr:`CanMessages.skipped_rows` and logged. When every
+one of the first 100 rows is bad, the error does not advise skipping them; under a forced format (not ``auto``) that
+detection does not confirm, it says the format is likely wrong and names the one detection picks.
 
 Timestamps must not decrease from one message to the next (equal ones are fine: several frames can share a clock
 tick): windows follow file order, so an unsorted log would silently give wrong graphs. A decrease is an error in
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # Files from this size on give pyarrow's unused memory back after reading (see read_can_file).
 _RELEASE_AFTER_BYTES = 128 << 20
+
+# When every one of a file's first rows (up to this many) is bad, skipping bad rows is no advice: under a forced
+# format the format is likely wrong (see _all_bad).
+_ALL_BAD_ROWS = 100
 
 
 # Leading bytes of compressed files, with the command that decompresses them.
@@ -121,7 +127,8 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
         )
     if not path.is_file():
         raise CanFormatError(path, None, "file not found")
-    if fmt == "auto":
+    forced = fmt != "auto"
+    if not forced:
         fmt = detect_format(path)
     elif fmt not in REGISTRY:
         raise CanFormatError(
@@ -157,13 +164,19 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
         f"{path}, line {line_numbers[i]}: {PROBLEMS[int(problem[i])]}: {lines[int(i)].as_py()[:120]!r}"
         for i in bad[:5]
     ]
+    first = problem[:_ALL_BAD_ROWS]
+    all_bad = bool(len(first) and first.all())  # then skipping bad rows is no advice
+    wrong = _wrong_format(path, fmt) if all_bad and forced else ""
     if len(bad) and bad_rows == "error":
         i = int(bad[0])
-        more = (
-            f" ({len(bad) - 1} more bad rows; set preprocess.bad_rows: skip to drop them)"
-            if len(bad) > 1
-            else ""
-        )
+        more = f"{len(bad) - 1} more bad row{'s' if len(bad) > 2 else ''}"
+        if all_bad:
+            said = f"every one of the first {len(first)} rows is bad" + (
+                f" as {fmt}: {wrong}" if wrong else ""
+            )
+            more = f" ({more}: {said})" if len(bad) > 1 else f" ({said})"
+        else:
+            more = f" ({more}; set preprocess.bad_rows: skip to drop them)" if len(bad) > 1 else ""
         raise CanFormatError(
             path, int(line_numbers[i]), f"{PROBLEMS[int(problem[i])]}: {lines[i].as_py()[:120]!r}{more}"
         )
@@ -175,9 +188,27 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
         ts, can_id, dlc, payload, label = ts[keep], can_id[keep], dlc[keep], payload[keep], label[keep]
         line_numbers = line_numbers[keep]
         if len(ts) == 0:
-            raise CanFormatError(path, None, f"every one of the {len(bad)} rows is bad; first: {examples[0]}")
+            hint = f" (as {fmt}: {wrong})" if wrong else ""
+            raise CanFormatError(
+                path, None, f"every one of the {len(bad)} rows is bad; first: {examples[0]}{hint}"
+            )
     _check_order(path, ts, line_numbers)
     return _messages(path, fmt, ts, can_id, dlc, payload, label, int(len(bad)), examples)
+
+
+def _wrong_format(path: Path, fmt: str) -> str:
+    """For a forced format under which every one of the first rows is bad: that the format is likely wrong and
+    which one detection picks, or "" when detection picks the same one or none."""
+    try:
+        detected = detect_format(path)
+    except CanFormatError:  # not a known format either: the rows' problems say more than a guess
+        return ""
+    if detected == fmt:
+        return ""
+    return (
+        f"the format is likely wrong; format detection reads this file as {detected}: set the format to auto or "
+        f"{detected} (datasets.<name>.format; kdgat preprocess --format)"
+    )
 
 
 def _check_order(path: Path, ts: np.ndarray, line_numbers: np.ndarray) -> None:
