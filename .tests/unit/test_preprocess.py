@@ -100,6 +100,37 @@ def test_preprocess_outputs_follow_the_contract(dataset_dir, tmp_path):
     assert all(g.y.item() in (0, 1) for g in train)
 
 
+def test_metadata_records_the_format_read_from_each_log_beside_the_configured_one(tmp_path):
+    # With format auto, "format": "auto" alone does not say how each log was read.
+    vehicle = Vehicle(9, 25)
+    logs = {}
+    for index, (name, fmt) in enumerate(
+        (("normal", "hcrl_csv"), ("attack", "can_4col"), ("dos", "can_4col"))
+    ):
+        attack = "none" if name == "normal" else "dos"
+        logs[name] = tmp_path / f"{name}.csv"
+        write_can_file(
+            generate_log(vehicle, 0.6, attack, SYNTHETIC, seed=9, file_index=index), logs[name], fmt
+        )
+    meta = preprocess_dataset(
+        "v",
+        [logs["normal"], logs["attack"]],
+        {"dos": [logs["dos"]]},
+        tmp_path / "out",
+        window_size=50,
+        stride=50,
+    )
+    assert meta["format"] == "auto"
+    assert meta["format_read"] == {
+        "per_file": {
+            str(logs["normal"]): "hcrl_csv",
+            str(logs["attack"]): "can_4col",
+            str(logs["dos"]): "can_4col",
+        }
+    }
+    assert json.loads((tmp_path / "out" / "metadata.json").read_text())["format_read"] == meta["format_read"]
+
+
 def test_vocabulary_holds_only_normal_frames_of_the_training_blocks(tmp_path):
     """An ID seen only in attack frames, or only in a held-out block, is out of vocabulary."""
     vehicle = Vehicle(9, 25)

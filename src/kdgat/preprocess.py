@@ -22,8 +22,9 @@ Outputs (the data contract the training and evaluation modules read):
 * ``test.pt``: ``{scenario: graphs}`` (:func:`kdgat.graph_store.load_graph_sets`);
 * ``vocab.json``: ``{"can_ids": {"0x316": 0, ...}, "oov_index": k, "num_ids": k + 1, "source": ...}``;
 * ``metadata.json``: sizes, counts per split and scenario, attack fractions, the split (blocks held out per
-  capture, purged windows), the vocabulary's source and the unseen IDs per split, skipped bad rows per file, wall
-  time and peak memory of the step.
+  capture, purged windows), the vocabulary's source and the unseen IDs per split, the format as configured
+  (``format``, e.g. ``auto``) and the one each log was read in (``format_read.per_file``), skipped bad rows per
+  file, wall time and peak memory of the step.
 """
 
 from __future__ import annotations
@@ -302,9 +303,11 @@ def preprocess_dataset(
     _refuse_repeated_logs(dataset, train_files, test_files, held_out_files)
     skipped: dict[str, int] = {}
     message_counts: dict[str, int] = {}
+    formats_read: dict[str, str] = {}  # with fmt "auto", the format detected for each log
 
     def read(path) -> CanMessages:
         messages = read_can_file(path, fmt=fmt, bad_rows=bad_rows)
+        formats_read[str(path)] = messages.fmt
         skipped[str(path)] = messages.skipped_rows
         message_counts[str(path)] = len(messages)
         log.info(
@@ -442,7 +445,8 @@ def preprocess_dataset(
         "stride": stride,
         "val_fraction": val_fraction,
         "seed": seed,
-        "format": fmt,
+        "format": fmt,  # as configured (auto or a format's name); format_read says how each log was read
+        "format_read": {"per_file": formats_read},
         "bad_rows": bad_rows,
         "split": {
             "method": "time blocks",
