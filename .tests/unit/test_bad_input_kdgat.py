@@ -154,7 +154,7 @@ def test_a_dataset_path_that_names_a_log_file_is_called_a_file_not_missing(tmp_p
 def test_no_training_logs_says_which_files_count_as_logs(tmp_path):
     (tmp_path / "train_01_attack_free").mkdir()
     write(tmp_path / "train_01_attack_free", "normal.csv.gz", "")
-    with pytest.raises(FileNotFoundError, match=r"\*\.csv, \*\.txt, \*\.log; names containing \['suppress'"):
+    with pytest.raises(FileNotFoundError, match=r"\*\.csv, \*\.txt, \*\.log; paths containing \['suppress'"):
         discover_layout(tmp_path)
 
 
@@ -291,6 +291,18 @@ def test_a_dataset_folder_leaves_out_the_logs_preprocess_exclude_names(tmp_path)
         kept = {f"{folder}/{name}" for folder, names in logs.items() for name in names}
         kept = {log for log in kept if not any(word in log for word in exclude)}
         assert {str(Path(f).relative_to(tmp_path)) for f in found} == kept, exclude
+
+
+def test_preprocess_exclude_matches_folder_names_too_and_ignores_case(tmp_path):
+    # HCRL-style test_NN_masquerade/ folders hold generic file names; Masquerade.csv is the same attack.
+    for log in ("train_01_free/normal.csv", "train_02_x/Masquerade.csv", "test_01_dos/attack.csv",
+                "test_02_masquerade/attack.csv", "fusion_01_SUPPRESS/a.csv", "fusion_02_x/b.csv"):  # fmt: skip
+        (tmp_path / log).parent.mkdir(parents=True, exist_ok=True)
+        write(tmp_path, log, HCRL_ROWS)
+    train, test, whole = dataset_logs("lab", {"path": str(tmp_path)}, ["fusion"], ["masquerade", "Suppress"])
+    assert train == [str(tmp_path / "train_01_free" / "normal.csv")]
+    assert test == {"dos": [str(tmp_path / "test_01_dos" / "attack.csv")]}
+    assert whole == {"fusion": [str(tmp_path / "fusion_02_x" / "b.csv")]}
 
 
 def test_compressed_logs_in_a_dataset_folder_are_refused_not_left_out(tmp_path):

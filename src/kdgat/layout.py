@@ -74,9 +74,11 @@ COMPRESSED_SUFFIXES = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst"
 
 def _logs(directory: Path, exclude: tuple[str, ...], compressed: bool = False) -> list[Path]:
     """The CAN logs under ``directory`` (``*.csv``, ``*.txt``, ``*.log``), or with ``compressed`` the compressed
-    ones (``*.csv.gz`` and the like, and archives such as ``dos.zip`` that name no log inside), sorted; names
-    containing a word of ``exclude`` are left out, and so are hidden files and folders (``.ipynb_checkpoints/``
-    copies, macOS ``._dos.csv`` files), which are no captures of their own."""
+    ones (``*.csv.gz`` and the like, and archives such as ``dos.zip`` that name no log inside), sorted. A log whose
+    path relative to the dataset folder (``directory``'s parent: ``test_02_masquerade/attack.csv``) contains a word
+    of ``exclude``, in any case, is left out, and so are hidden files and folders (``.ipynb_checkpoints/`` copies,
+    macOS ``._dos.csv`` files), which are no captures of their own."""
+    words = tuple(word.lower() for word in exclude)
 
     def is_log(path: Path) -> bool:
         if compressed:
@@ -89,10 +91,14 @@ def _logs(directory: Path, exclude: tuple[str, ...], compressed: bool = False) -
     def hidden(path: Path) -> bool:
         return any(part.startswith(".") for part in path.relative_to(directory).parts)
 
+    def excluded(
+        path: Path,
+    ) -> bool:  # folder names count: HCRL's test_NN_masquerade/ hold generic file names
+        relative = path.relative_to(directory.parent).as_posix().lower()
+        return any(word in relative for word in words)
+
     return sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and is_log(p) and not hidden(p) and not any(word in p.name for word in exclude)
+        p for p in directory.rglob("*") if p.is_file() and is_log(p) and not hidden(p) and not excluded(p)
     )
 
 
@@ -100,7 +106,7 @@ def compressed_logs(
     root: str | Path, splits: Iterable[str], exclude: Iterable[str] = DEFAULT_EXCLUDE
 ) -> list[Path]:
     """Compressed logs (``<name>.csv.gz`` and the like) under the ``<split>_*/`` folders of ``root``, for each split
-    name (``train``, ``test``, a held-out split); names containing a word of ``exclude`` are left out."""
+    name (``train``, ``test``, a held-out split); paths containing a word of ``exclude`` are left out (see _logs)."""
     root, exclude = Path(root), tuple(exclude)
     # dict.fromkeys: a split named twice (preprocess.held_out's fusion and a known split) is searched once
     return sorted(
@@ -141,7 +147,7 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
     test = {name: files for name, files in test.items() if files}
     # What counts as a log, for the messages below.
     logs = f"CAN logs ({', '.join('*' + suffix for suffix in LOG_SUFFIXES)}"
-    logs += f"; names containing {list(exclude)} are left out)" if exclude else ")"
+    logs += f"; paths containing {list(exclude)}, in any case, are left out)" if exclude else ")"
     if not train:
         raise FileNotFoundError(f"dataset directory {root} has no {logs} under train_*/")
     if not test:
