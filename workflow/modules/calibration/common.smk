@@ -25,7 +25,8 @@ def check_references_and_observed():
     calibration.targets, checked by the library (simcal.config_checks) as far as this process can: a misspelt
     function or loss function, an option its signature lacks, a true parameter its declared space lacks or a
     parameter both fixed and calibrated passed the dry run and failed only inside a job. A module that does not
-    import here (it may live only in the jobs' environment) is left to the job, which names the key too."""
+    import here (it may live only in the jobs' environment) is left to the job, which names the key too.
+    """
     try:
         check_model(CAL["model"])
         check_parameters(CAL["model"], CAL["parameters"], CAL["fixed"])
