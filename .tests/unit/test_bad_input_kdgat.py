@@ -345,9 +345,13 @@ def test_a_folders_logs_come_in_path_order_whatever_order_the_file_system_lists_
     assert [f.relative_to(tmp_path / "test_01_dos").as_posix() for f in test["dos"]] == expected
 
 
-def test_compressed_logs_in_a_fusion_folder_are_refused_even_where_no_fusion_split_is_written(tmp_path):
-    # A fusion_*/ folder holding only compressed captures, with preprocess.held_out naming no fusion split: not
-    # left out as "not a log" without a word (its uncompressed captures would be refused), but named as compressed.
+@pytest.mark.parametrize("held_out", [(), ["fusion"]], ids=["no-fusion-split", "fusion-split"])
+def test_a_compressed_fusion_capture_is_refused_and_named_once_whether_or_not_a_fusion_split_is_written(
+    tmp_path, held_out
+):
+    # Without a fusion split in preprocess.held_out, a fusion_*/ folder holding only compressed captures was left
+    # out as "not a log" without a word (its uncompressed captures would be refused); with one, its folders were
+    # searched once for held_out's fusion and again as a known held-out split, naming each capture twice.
     for folder, name in [
         ("train_01_x", "normal.csv"),
         ("test_01_dos", "dos.csv"),
@@ -358,9 +362,9 @@ def test_compressed_logs_in_a_fusion_folder_are_refused_even_where_no_fusion_spl
     with pytest.raises(
         LayoutError,
         match=r"^datasets.lab.path: 1 compressed CAN log\(s\) \(fusion_01_x/rpm.csv.gz\), which the readers do not "
-        r"read: decompress them first \(e.g. gunzip rpm.csv.gz\)",
+        r"read: decompress them first \(e.g. gunzip rpm.csv.gz\)$",
     ):
-        dataset_logs("lab", {"path": str(tmp_path)}, held_out=())
+        dataset_logs("lab", {"path": str(tmp_path)}, held_out=held_out)
 
 
 def test_an_archive_of_logs_in_a_dataset_folder_is_refused_not_its_scenario_dropped(tmp_path):
@@ -378,24 +382,6 @@ def test_an_archive_of_logs_in_a_dataset_folder_is_refused_not_its_scenario_drop
         r"which the readers do not read: decompress them first \(e.g. unzip fuzzy.zip\)$",
     ):
         dataset_logs("lab", {"path": str(tmp_path)})
-
-
-def test_a_compressed_fusion_capture_is_named_once_where_held_out_names_fusion(tmp_path):
-    # The fusion_*/ folders were searched once for preprocess.held_out's fusion and again as a known held-out
-    # split: the message counted and listed each compressed capture twice.
-    for folder, name in [
-        ("train_01_x", "normal.csv"),
-        ("test_01_dos", "dos.csv"),
-        ("fusion_01_x", "rpm.csv.gz"),
-    ]:
-        (tmp_path / folder).mkdir()
-        write(tmp_path / folder, name, HCRL_ROWS)
-    with pytest.raises(
-        LayoutError,
-        match=r"^datasets.lab.path: 1 compressed CAN log\(s\) \(fusion_01_x/rpm.csv.gz\), which the readers do not "
-        r"read: decompress them first \(e.g. gunzip rpm.csv.gz\)$",
-    ):
-        dataset_logs("lab", {"path": str(tmp_path)}, held_out=["fusion"])
 
 
 def test_hidden_files_and_folders_in_a_dataset_folder_are_no_logs(tmp_path):
