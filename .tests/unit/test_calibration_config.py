@@ -396,6 +396,19 @@ def test_with_a_path_the_unused_generator_is_not_judged_and_a_file_yet_to_be_mad
     )
 
 
+def assert_dry_run_refuses(tmp_path: Path, config: dict, expected: str) -> None:
+    """A dry run of the workflow with ``config`` fails naming ``expected`` before building the DAG: no job runs."""
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    dry = run_snakemake(
+        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(configfile), "--cores", "1", check=False, timeout=300,
+    )  # fmt: skip
+    assert dry.returncode != 0, dry.stdout
+    assert expected in dry.stdout, dry.stdout
+    assert "Building DAG of jobs" not in dry.stdout, dry.stdout
+
+
 def _calibration_only(model: str, generator: str) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["calibration"]
     config["model"], config["observed"]["generator"] = model, generator
@@ -524,15 +537,7 @@ def test_targets_the_job_would_take_pass_and_one_whose_module_does_not_import_he
 def test_a_whole_float_where_the_jobs_need_an_integer_stops_the_dry_run(tmp_path, section, changes, expected):
     config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
     config["calibration"][section].update(changes)
-    configfile = tmp_path / "config.yaml"
-    configfile.write_text(yaml.safe_dump(config))
-    dry = run_snakemake(
-        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-        "--configfile", str(configfile), "--cores", "1", check=False, timeout=300,
-    )  # fmt: skip
-    assert dry.returncode != 0, dry.stdout
-    assert expected in dry.stdout, dry.stdout
-    assert "Building DAG of jobs" not in dry.stdout, dry.stdout
+    assert_dry_run_refuses(tmp_path, config, expected)
 
 
 @pytest.mark.parametrize(
@@ -555,15 +560,7 @@ def test_fixed_values_the_sweep_and_calibrate_jobs_would_refuse_stop_the_dry_run
     run and the design job; the sweep's simulate job then failed with a traceback naming the design file."""
     config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
     config["calibration"]["fixed"].update(fixed)
-    configfile = tmp_path / "config.yaml"
-    configfile.write_text(yaml.safe_dump(config))
-    dry = run_snakemake(
-        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-        "--configfile", str(configfile), "--cores", "1", check=False, timeout=300,
-    )  # fmt: skip
-    assert dry.returncode != 0, dry.stdout
-    assert expected in dry.stdout, dry.stdout
-    assert "Building DAG of jobs" not in dry.stdout, dry.stdout
+    assert_dry_run_refuses(tmp_path, config, expected)
 
 
 def test_a_clash_of_fixed_and_calibrated_names_is_refused_also_for_a_model_that_does_not_import_here():
