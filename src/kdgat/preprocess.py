@@ -44,15 +44,8 @@ from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs, vocabulary_digest
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs, window_count
-from kdgat.layout import (  # noqa: F401 (re-exported)
-    DEFAULT_EXCLUDE,
-    LOG_SUFFIXES,
-    VAL,
-    PreprocessError,
-    discover_layout,
-    held_out_blocks,
-    scenario_name,
-)
+from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, VAL, discover_layout, held_out_blocks, scenario_name  # noqa: F401 (re-exported)
+from kdgat.layout import PreprocessError as PreprocessError
 
 log = logging.getLogger(__name__)
 
