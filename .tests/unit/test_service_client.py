@@ -658,6 +658,17 @@ def test_a_job_is_cancelled_only_once_none_of_its_simulations_is_wanted():
     assert handler.seen.count(("DELETE", "/v1/jobs/job-1")) == 1
 
 
+def test_the_services_limits_are_asked_once_per_simulation_service_and_only_when_something_is_sent():
+    handler = fake_service()
+    with client(handler) as api, SimulationService(backend="service", client=api) as service:
+        service.flush()  # nothing queued: no request at all
+        assert handler.seen == []
+        service.submit(MODEL, {"a": 1.0}).done()
+        service.submit(MODEL, {"a": 2.0}).done()
+    assert handler.seen.count(("GET", "/v1/limits")) == 1
+    assert handler.seen.count(("POST", "/v1/simulate")) == 2
+
+
 def test_a_future_left_unsent_by_close_is_done_and_its_result_says_why(monkeypatch):
     monkeypatch.setenv("SIMCAL_API_KEY", "sc_test-key")
     with SimulationService(backend="service", backend_options={"url": URL}) as service:

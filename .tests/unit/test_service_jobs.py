@@ -335,6 +335,62 @@ def test_a_sweep_is_cut_into_jobs_within_the_services_max_simulations(
     assert [len(chunk) for chunk in first] == [39, 36] * 4
 
 
+def test_a_gather_of_more_simulations_than_the_services_max_simulations_goes_as_jobs_that_fit(
+    small_jobs, client, monkeypatch
+):
+    """submit/gather sent its queue as one job per model whatever the service's --max-simulations: 60 simulations
+    to a service that takes 40 were a bare 413. The queue is cut as a sweep's, with a Dask backend's rows."""
+    from simcal.api import SimulationService
+
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_jobs.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_jobs.keys["alice"])
+    calls = [({"beta": 0.4 + i / 1000, "gamma": 0.1, "days": 5}, r) for i in range(30) for r in (0, 1)]
+    settings = {"seed": 7}
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        before = {job["job_id"] for job in api.jobs(limit=1000)}
+    with SimulationService(
+        backend="service", backend_options={"poll_interval_s": 0.1}, settings=settings
+    ) as http:
+        served = http.gather([http.submit(SIR, params, replicate=r) for params, r in calls])
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        sent = [job for job in reversed(api.jobs(limit=1000)) if job["job_id"] not in before]
+    assert [job["progress"]["total"] for job in sent] == [30, 30]
+    with SimulationService(
+        backend="scheduler", backend_options={"address": client.scheduler.address}, settings=settings
+    ) as on_dask:
+        direct = on_dask.gather([on_dask.submit(SIR, params, replicate=r) for params, r in calls])
+    assert len(served[KEYS].drop_duplicates()) == 60  # every simulation's rows (a row per day of each)
+    columns = [c for c in direct.columns if c not in ("duration_s", "pid")]
+    pd.testing.assert_frame_equal(served[columns], direct[columns])
+
+
+def test_a_submitted_replicate_at_or_above_the_services_max_simulations_is_refused_before_sending(
+    small_jobs, monkeypatch
+):
+    """A job asks for every replicate up to the highest one submitted: replicate 40 of a set cannot fit in a job
+    of 40. The gather is refused naming the limit (the service's 413 said nothing the user could act on)."""
+    from simcal.api import SimulationService
+
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_jobs.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_jobs.keys["alice"])
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        before = len(api.jobs(limit=1000))
+    with SimulationService(backend="service") as http:
+        fits = http.submit(SIR, {"beta": 0.2, "gamma": 0.1}, replicate=39)
+        too_high = http.submit(SIR, {"beta": 0.3, "gamma": 0.1}, replicate=40)
+        with pytest.raises(ContractError) as refused:
+            http.gather([fits, too_high])
+        assert str(refused.value) == (
+            f"the simulation service {small_jobs.url} takes at most 40 simulations per job (its --max-simulations), "
+            "fewer than the 41 replicates of one parameter set, and a job holds every replicate of its sets: "
+            "submit no replicate above 39, or start the service with a higher --max-simulations; nothing was sent"
+        )
+        with pytest.raises(ContractError, match="submit no replicate above 39"):
+            fits.result()  # the model's queue goes as jobs cut together: none of it was sent
+    with SimulationClient(small_jobs.url, small_jobs.keys["alice"]) as api:
+        assert len(api.jobs(limit=1000)) == before
+
+
 def test_a_parameter_set_with_more_replicates_than_the_services_max_simulations_is_refused_before_sending(
     small_jobs, tmp_path, monkeypatch
 ):
@@ -479,7 +535,7 @@ def read_results_of_parts(parts: Path) -> pd.DataFrame:
 
 
 def test_submit_and_gather_on_the_service_backend_give_a_dask_backends_rows(service, client, remote):
-    """The notebook API over HTTP: queued until gathered, one job per model, the same rows, seeds and failure
+    """The notebook API over HTTP: queued until gathered, one job per model (a few simulations), the same rows, seeds and failure
     rows as the same calls on the service's own scheduler."""
     from simcal.api import SimulationService
     from simcal.contract import ContractError

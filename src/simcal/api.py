@@ -15,9 +15,10 @@ as crashed once that process has died more than ``settings.allowed_failures`` ti
 Backends: ``local``, ``slurm`` and ``scheduler`` (``simcal.backends``) run each simulation as a Dask task at once.
 ``service`` sends them to a simulation service (``simcal.service``; URL and key from ``SIMCAL_SERVICE_URL`` and
 ``SIMCAL_API_KEY``, options as ``calibration.backend.service``): submitted simulations wait until the first
-``gather``, ``result``, ``done`` or ``flush`` and then go as one job per model, whose rows are the same as a
-sweep's. The service derives every seed from ``settings`` (master seed, param_id, replicate), so an explicit
-``seed`` is accepted there only when it is that seed.
+``gather``, ``result``, ``done`` or ``flush`` and then go per model as the jobs a sweep of them would go as
+(within the service's ``--max-simulations`` per job), whose rows are the same as a sweep's. The service derives
+every seed from ``settings`` (master seed, param_id, replicate), so an explicit ``seed`` is accepted there only
+when it is that seed.
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd
 
 class ServiceSimulationFuture:
     """One simulation for the ``service`` backend: queued by ``SimulationService.submit``, sent with the others
-    of its model as one job at the first ``flush`` (which ``gather``, ``result`` and ``done`` call)."""
+    of its model at the first ``flush`` (which ``gather``, ``result`` and ``done`` call), in one of their jobs."""
 
     def __init__(self, service: SimulationService, model_ref: str, task: SimTask):
         self.service, self.model_ref, self.task = service, model_ref, task
@@ -362,6 +363,8 @@ class SimulationService:
         self._client = client
         self._stack = contextlib.ExitStack()
         self._queued: list[ServiceSimulationFuture] = []
+        self._per_job: int | None = None  # the service's --max-simulations, once asked (see _job_limit)
+        self._per_job_known = False
         if backend == SERVICE_BACKEND:
             from simcal.service.remote import checked_options
 
@@ -404,30 +407,56 @@ class SimulationService:
         return future
 
     def flush(self) -> None:
-        """Send the queued simulations of the ``service`` backend, one job per model (nothing to do otherwise)."""
-        from simcal.service.remote import checked_options, send_tasks
+        """Send the queued simulations of the ``service`` backend (nothing to do otherwise): per model, as the jobs
+        a sweep of them would go as (``service_chunks``), each within the service's simulations per job."""
+        from simcal.service.remote import checked_options, send_tasks, service_chunks
 
         queued, self._queued = self._queued, []
+        if not queued:
+            return
         by_model: dict[str, list[ServiceSimulationFuture]] = {}
         for future in queued:
             by_model.setdefault(future.model_ref, []).append(future)
         options = checked_options(self.backend_options)
         refused: Exception | None = None
+        try:
+            per_job = self._job_limit()
+        except Exception as error:
+            for future in queued:
+                future.send_error = error  # their result() raises it too, not "never sent"
+            raise
         for model_ref, futures in by_model.items():
             tasks = list({f.task.key: f.task for f in futures}.values())
             try:
-                job = send_tasks(self.client, model_ref, tasks, self.settings)
+                chunks = service_chunks(
+                    tasks,
+                    per_job,
+                    f"the simulation service {self.client.url}",
+                    "submit no replicate above {highest}",
+                )
+                for chunk in chunks:
+                    keys = {task.key for task in chunk}
+                    in_job = [f for f in futures if f.task.key in keys]
+                    job = send_tasks(self.client, model_ref, chunk, self.settings)
+                    service_job = _ServiceJob(job, chunk, in_job, options)
+                    for future in in_job:
+                        future.job = service_job
             except Exception as error:  # noqa: BLE001 - raised below, once the other models are sent
                 # Their result() raises it too (not "never sent"); one model refused loses no other's simulations.
                 for future in futures:
-                    future.send_error = error
+                    if future.job is None:
+                        future.send_error = error
                 refused = refused or error
-                continue
-            service_job = _ServiceJob(job, tasks, futures, options)
-            for future in futures:
-                future.job = service_job
         if refused is not None:
             raise refused
+
+    def _job_limit(self) -> int | None:
+        """The service's simulations per job (``GET /v1/limits``), asked once per ``SimulationService``."""
+        from simcal.service.remote import job_limit
+
+        if not self._per_job_known:
+            self._per_job, self._per_job_known = job_limit(self.client), True
+        return self._per_job
 
     def forget(self, future: ServiceSimulationFuture) -> None:
         if future in self._queued:

@@ -139,14 +139,19 @@ def job_limit(client: Any) -> int | None:
 
 
 def service_chunks(
-    tasks: Sequence[SimTask], max_simulations: int | None = None, service: str = "the simulation service"
+    tasks: Sequence[SimTask],
+    max_simulations: int | None = None,
+    service: str = "the simulation service",
+    fewer_replicates: str = "lower simulation.replicates to {limit} or fewer",
 ) -> list[list[SimTask]]:
     """``tasks`` as one part per ``MIN_JOB_SIMULATIONS`` simulations (at most ``MAX_JOBS``, at most one per
     parameter set), each of whole parameter sets (a job asks for every replicate of its sets up to the highest
     one), in shares as even as the sets' sizes allow: 10 sets of 30 go as 120, 90 and 90. With
     ``max_simulations`` (the service's per job), as many more parts as it takes for each job to hold at most that
     many (sets x replicates, as the service counts); the same tasks and limit always give the same parts. A
-    ContractError naming ``service`` when one parameter set's replicates alone are more."""
+    ContractError naming ``service`` when one parameter set's replicates alone are more, whose advice is
+    ``fewer_replicates`` (``{limit}``: the limit, ``{highest}``: the highest replicate that fits; a sweep's by
+    default, ``submit``'s from ``simcal.api``)."""
     by_set: dict[str, list[SimTask]] = {}
     for task in tasks:
         by_set.setdefault(task.param_id, []).append(task)
@@ -158,8 +163,8 @@ def service_chunks(
             raise ContractError(
                 f"{service} takes at most {max_simulations} simulations per job (its --max-simulations), fewer "
                 f"than the {widest} replicates of one parameter set, and a job holds every replicate of its "
-                f"sets: lower simulation.replicates to {max_simulations} or fewer, or start the service with a "
-                f"higher --max-simulations; nothing was sent"
+                f"sets: {fewer_replicates.format(limit=max_simulations, highest=max_simulations - 1)}, or start "
+                "the service with a higher --max-simulations; nothing was sent"
             )
         jobs = min(len(by_set), max(jobs, math.ceil(sum(asked.values()) / max_simulations)))
     chunks: list[list[SimTask]] = [[]]
