@@ -517,6 +517,17 @@ class _Items(dict):
         ({}, {"duration_s": -1}, "synthetic.files[0].duration_s must be a number of seconds > 0, got -1"),
         ({}, {"attack": "dos", "duration_s": 0.01}, "synthetic.files[0] (test_01_dos/n): attack 'dos' injected no "),
         ({"num_id": 30}, {}, "synthetic: unknown key 'num_id' (did you mean 'num_ids'?); known: "),
+        # float() failed on these naming no key; a 0 interval as "float division by zero", -1 as numpy's "lam < 0"
+        ({"jitter_ms": "fast"}, {}, "synthetic.jitter_ms must be a number >= 0, got str 'fast'"),
+        ({"rare_ids_per_s": -1}, {}, "synthetic.rare_ids_per_s must be a number >= 0, got int -1"),
+        ({"replay_delay_s": True}, {"attack": "replay"}, "synthetic.replay_delay_s must be a number > 0, got bool True"),
+        ({"dos_interval_ms": 0}, {"attack": "dos"}, "synthetic.dos_interval_ms must be a number > 0, got int 0"),
+        # an option only some attacks read is refused in a file without one too, not silently accepted
+        ({"spoof_interval_ms": "1ms"}, {}, "synthetic.spoof_interval_ms must be a number > 0, got str '1ms'"),
+        # a list of three died as "too many values to unpack", a bare number as "'float' object is not iterable"
+        ({"burst_s": [0.1, 0.5, 1.0]}, {"attack": "dos"},
+         "synthetic.burst_s must be a list of two numbers > 0 (low, high), got list [0.1, 0.5, 1.0]"),
+        ({"gap_s": 2.0}, {}, "synthetic.gap_s must be a list of two numbers > 0 (low, high), got float 2.0"),
     ],
 )  # fmt: skip
 def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_it(

@@ -116,6 +116,51 @@ def _whole(options: Mapping, key: str) -> int:
     return int(value)
 
 
+# The number options and whether each must be > 0 (else >= 0), as the workflow's config schema bounds them.
+NUMBER_OPTIONS = {
+    "jitter_ms": False,
+    "dos_interval_ms": True,
+    "fuzzy_interval_ms": True,
+    "spoof_interval_ms": True,
+    "rare_ids_per_s": False,
+    "benign_events_per_s": False,
+    "replay_delay_s": True,
+}
+RANGE_OPTIONS = ("burst_s", "gap_s")
+
+
+def _number(options: Mapping, key: str) -> float:
+    """A number option of :data:`NUMBER_OPTIONS`, refused naming its key and bound: ``float()`` failed on "fast"
+    naming no key, and a 0 interval died as "float division by zero"."""
+    value = _option(options, key)
+    positive = NUMBER_OPTIONS[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (value > 0 if positive else value >= 0)
+    ):
+        bound = "> 0" if positive else ">= 0"
+        raise SyntheticError(
+            f"synthetic.{key} must be a number {bound}, got {type(value).__name__} {value!r}"
+        )
+    return float(value)
+
+
+def _range(options: Mapping, key: str) -> tuple[float, float]:
+    """A [low, high] option (burst_s, gap_s) of two numbers > 0, refused naming its key: a list of three died as
+    "too many values to unpack", a bare number as "'float' object is not iterable"."""
+    value = _option(options, key)
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(not isinstance(v, bool) and isinstance(v, numbers.Real) and v > 0 for v in value)
+    ):
+        raise SyntheticError(
+            f"synthetic.{key} must be a list of two numbers > 0 (low, high), got {type(value).__name__} {value!r}"
+        )
+    return float(value[0]), float(value[1])
+
+
 class Vehicle:
     """The normal-traffic profile shared by every file of a dataset (IDs, periods, payload signals)."""
 
@@ -191,8 +236,8 @@ class Vehicle:
 
 
 def _bursts(duration_s: float, options: Mapping, rng: np.random.Generator) -> list[tuple[float, float]]:
-    low, high = (float(v) for v in _option(options, "burst_s"))
-    gap_low, gap_high = (float(v) for v in _option(options, "gap_s"))
+    low, high = _range(options, "burst_s")
+    gap_low, gap_high = _range(options, "gap_s")
     bursts, t = [], rng.uniform(gap_low, gap_high) * 0.5
     while t < duration_s:
         length = float(np.exp(rng.uniform(np.log(low), np.log(high))))
@@ -207,8 +252,14 @@ def generate_log(
     """One capture of ``duration_s`` seconds with ``attack`` (one of :data:`ATTACKS`) injected in bursts."""
     if attack not in ATTACKS:
         raise SyntheticError(f"synthetic attack must be one of {ATTACKS}, got {attack!r}")
+    # Every option checked before any is used: a file without an attack, or with another one, still refuses a
+    # mistake in an option only some attacks read.
+    for key in NUMBER_OPTIONS:
+        _number(options, key)
+    for key in RANGE_OPTIONS:
+        _range(options, key)
     rng = np.random.default_rng([seed, file_index, 0xF11E])
-    jitter_s = float(_option(options, "jitter_ms")) * rng.uniform(0.5, 1.5) / 1000.0
+    jitter_s = _number(options, "jitter_ms") * rng.uniform(0.5, 1.5) / 1000.0
     rate_factor = rng.uniform(0.97, 1.03)
     times, ids, payloads, labels = [], [], [], []
 
@@ -219,7 +270,7 @@ def generate_log(
         labels.append(np.full(len(t), label, dtype=np.uint8))
 
     # Normal periodic traffic, plus benign event-triggered extra messages of one ID.
-    events_per_s = float(_option(options, "benign_events_per_s"))
+    events_per_s = _number(options, "benign_events_per_s")
     num_events = rng.poisson(events_per_s * duration_s)
     event_slots = rng.choice(vehicle.event_slots, size=num_events)
     event_starts = rng.uniform(0, duration_s, num_events)
@@ -244,7 +295,7 @@ def generate_log(
             target_part = len(times)
         emit(t, can_id, vehicle.payload(slot, t, np.arange(len(t)), rng), 0)
 
-    rare_rate = float(_option(options, "rare_ids_per_s"))
+    rare_rate = _number(options, "rare_ids_per_s")
     num_rare = rng.poisson(rare_rate * duration_s)
     if num_rare:
         t = rng.uniform(0, duration_s, num_rare)
@@ -252,10 +303,10 @@ def generate_log(
         emit(t, rare_ids, rng.integers(0, 256, size=(num_rare, 8)).astype(np.uint8), 0)
 
     if attack != "none":
-        dos_step = float(_option(options, "dos_interval_ms")) / 1000.0
-        fuzzy_step = float(_option(options, "fuzzy_interval_ms")) / 1000.0
+        dos_step = _number(options, "dos_interval_ms") / 1000.0
+        fuzzy_step = _number(options, "fuzzy_interval_ms") / 1000.0
         target_times, target_payload = times[target_part], payloads[target_part].copy()
-        replay_delay = float(_option(options, "replay_delay_s"))
+        replay_delay = _number(options, "replay_delay_s")
         for start, end in _bursts(duration_s, options, rng):
             if attack == "dos":
                 t = np.arange(start, end, dos_step)
@@ -286,7 +337,7 @@ def generate_log(
                 )
             else:
                 slot = vehicle.rpm_slot if attack == "rpm" else vehicle.gear_slot
-                t = np.arange(start, end, float(_option(options, "spoof_interval_ms")) / 1000.0)
+                t = np.arange(start, end, _number(options, "spoof_interval_ms") / 1000.0)
                 t = t + rng.normal(0, jitter_s, len(t))
                 frozen = vehicle.payload(slot, np.array([start]), np.array([rng.integers(0, 256)]), rng)
                 emit(t, vehicle.ids[slot], np.repeat(frozen, len(t), axis=0), 1)
