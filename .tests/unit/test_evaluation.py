@@ -38,11 +38,12 @@ from kdgat.evaluation.speed import measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import pooled_table, variant_summary
 from kdgat.evaluation.thresholds import model_decisions, youden_threshold
-from kdgat.files import write_json
+from kdgat.files import FileContentError, write_json
 from kdgat.graph_store import save_graph_sets, save_graphs
 from kdgat.model_store import save_model
 from kdgat.models import GAT, VGAE, QNetwork, count_parameters, fuse
 from kdgat.testing import toy_graphs
+from wrapper_rules import InputError
 
 # 10 windows: 4 attacks. Scores are distinct so AUC can be counted by hand.
 LABELS = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
@@ -900,6 +901,25 @@ def test_evaluate_detector_refuses_an_empty_validation_list_before_scoring_anyth
 
     with pytest.raises(ValueError, match="the validation graph list is empty"):
         evaluate_detector(None, None, None, [], {"dos": ["graph"]}, score_fn=never)
+
+
+def test_an_empty_val_file_is_refused_naming_it_and_preprocess_val_fraction(tmp_path):
+    """preprocess.val_fraction: 0 writes an empty val.pt; evaluate_files then died on evaluate_detector's bare
+    ValueError "the validation graph list is empty", naming neither the file nor the key (a traceback in the
+    wrapper's log). Now it is the user's mistake (FileContentError, an InputError), before anything is scored."""
+    inputs = tiny_evaluation_inputs(tmp_path)
+    save_graphs([], tmp_path / "val.pt")
+    with pytest.raises(FileContentError) as error:
+        evaluate_files(
+            **inputs, outputs=_evaluation_outputs(tmp_path), dataset="tiny", variant="teacher", device="cpu",
+            speed=TINY_SPEED,
+        )  # fmt: skip
+    assert isinstance(error.value, InputError)
+    assert str(error.value) == (
+        f"{tmp_path / 'val.pt'}: holds no validation graph; the VGAE's threshold is chosen on validation windows, "
+        "so preprocess.val_fraction must be > 0 for the graphs an evaluation is given"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def _other_model_files(folder, inputs, mistake):

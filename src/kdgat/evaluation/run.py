@@ -311,6 +311,12 @@ def evaluate_files(
                 f"{inputs[name]}: cannot load the {name} model ({type(error).__name__}: {error})"
             ) from error
     val_graphs = load_graphs(val)
+    if not val_graphs:
+        # preprocess writes an empty val.pt for val_fraction 0; evaluate_detector's own refusal names no file or key
+        raise FileContentError(
+            f"{val}: holds no validation graph; the VGAE's threshold is chosen on validation windows, so "
+            "preprocess.val_fraction must be > 0 for the graphs an evaluation is given"
+        )
     test_sets = load_graph_sets(test)
     if not test_sets:
         raise FileContentError(
