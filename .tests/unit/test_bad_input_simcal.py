@@ -15,7 +15,7 @@ import pytest
 from simcal import api, targets
 from simcal.analyze import analyze
 from simcal.backends import dask_client, slurm_cluster_kwargs, slurm_scaling
-from simcal.calibrate import calibrate, check_observed_columns, parse_targets
+from simcal.calibrate import calibrate, check_model_parameters, check_observed_columns, parse_targets
 from simcal.contract import ContractError
 from simcal.design import parse_bounds, sample_design, write_design
 from simcal.observed import generate_observed, read_observed
@@ -304,6 +304,37 @@ def test_an_empty_parameter_name_is_refused_on_every_path_naming_its_column(tmp_
     with pytest.raises(RequestRefused, match=r"^request: column 2 has no name \(''\); name it or remove it$"):
         plan_request({"fn_ref": model, "parameter_sets": [{"a": 0.2, "": 0.1}]}, config)
     assert not (tmp_path / "o.parquet.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            " gamma",
+            "parameter name ' gamma' begins or ends with a space, which is part of the parameter's name",
+        ),
+        (
+            "gamma ",
+            "parameter name 'gamma ' begins or ends with a space, which is part of the parameter's name",
+        ),
+        ("", "parameter 2 has no name (''); name it or remove it"),
+    ],
+    ids=["leading-space", "trailing-space", "empty"],
+)
+def test_a_calibrated_or_designed_parameter_name_empty_or_with_spaces_around_it_is_refused_naming_the_key(
+    tmp_path, name, message
+):
+    """calibration.parameters and a design's bounds were checked for reserved names only, not as a table's columns
+    are: a model without a declared space was calibrated (or a design written) with ' gamma', and its
+    params.get('gamma', default) got the default."""
+    bounds = {"a": {"low": 0.0, "high": 2.0}, name: {"low": 0.0, "high": 1.0}}
+    with pytest.raises(ContractError) as refused:
+        check_model_parameters("simcal_calibration_models:undeclared", bounds, {})
+    assert str(refused.value).startswith(f"calibration.parameters: {message}")
+    with pytest.raises(ContractError) as refused:
+        write_design(bounds, 4, tmp_path / "design.csv")
+    assert str(refused.value).startswith(f"design parameters: {message}")
+    assert not (tmp_path / "design.csv").exists()
 
 
 def test_the_service_names_a_parameter_set_with_other_names_by_its_place_in_the_request(tmp_path):

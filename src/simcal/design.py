@@ -17,7 +17,7 @@ from scipy.stats import qmc
 from simcal.contract import ContractError, is_whole_number
 from simcal.files import write_table
 from simcal.space import Choice, Integer, ParameterSpace, space_of
-from simcal.tables import reject_reserved
+from simcal.tables import reject_reserved, reject_unusable_names
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,17 @@ def parse_bounds(
     space: ParameterSpace | None = None,
     model: str = "the model",
 ) -> list[Bound]:
-    """Bounds from ``{name: {low, high, log, integer}}``; with a declared ``space`` each name must be one of the
-    model's parameters, inside its declared bounds (an integer parameter gets integer bounds)."""
+    """Bounds from ``{name: {low, high, log, integer}}``; a name may not be empty or have spaces around it (as a
+    parameter table's column); with a declared ``space`` each name must be one of the model's parameters, inside
+    its declared bounds (an integer parameter gets integer bounds)."""
     if not isinstance(parameters, Mapping):
         raise ContractError(
             f"{where}: expected {{name: {{low: number, high: number}}, ...}}, got {parameters!r}"
         )
     if not parameters:
         raise ContractError(f"{where}: at least one parameter with low/high bounds is needed")
+    # as a table's columns: the model would get ' gamma' (or ''), and its params.get('gamma', default) the default
+    reject_unusable_names(parameters, where, "parameter")
     if space is not None:
         space.unknown(parameters, where, model)
     bounds = []
