@@ -37,18 +37,28 @@ def paired(names: Any, files: Any, *, names_key: str, files_key: str) -> list[tu
     return list(zip(names, files, strict=True))
 
 
-def integer(value: Any, where: str) -> int:
-    """``value`` if it is a whole number (an int, a numpy integer or a float such as 10.0, as JSON Schema's
-    ``integer`` allows; not a bool), else fail naming ``where``: ``int()`` would make 10.5 a silent 10 and fail on
-    "ten" without naming the param."""
+def is_integer(value: Any) -> bool:
+    """A whole number: an int, a numpy integer or a float such as 10.0, as JSON Schema's ``integer`` allows; not a
+    bool."""
     whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
-    if isinstance(value, bool) or not whole:
+    return whole and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (numpy's too); not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def integer(value: Any, where: str) -> int:
+    """``value`` if it is a whole number (:func:`is_integer`), else fail naming ``where``: ``int()`` would make 10.5
+    a silent 10 and fail on "ten" without naming the param."""
+    if not is_integer(value):
         raise RuleItemError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
     return int(value)
 
 
 def number(value: Any, where: str) -> float:
-    """``value`` as a float if it is a real number (not a bool), else fail naming ``where``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """``value`` as a float if it is a real number (:func:`is_number`), else fail naming ``where``."""
+    if not is_number(value):
         raise RuleItemError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
     return float(value)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import numbers
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ import numpy as np
 
 from kdgat.can.messages import CanMessages
 from kdgat.can.writer import write_can_file
+from kdgat.rule_items import is_integer, is_number
 from wrapper_rules import InputError
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,7 @@ def _whole(options: Mapping, key: str) -> int:
     """An integer option (seed, num_ids), refused naming its key: ``int()`` turned 30.5 into 30 without a word and
     failed on "thirty" naming no key."""
     value = _option(options, key)
-    if isinstance(value, bool) or not (
-        isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
-    ):
+    if not is_integer(value):
         raise SyntheticError(f"synthetic.{key} must be an integer, got {type(value).__name__} {value!r}")
     return int(value)
 
@@ -134,11 +132,7 @@ def _number(options: Mapping, key: str) -> float:
     naming no key, and a 0 interval died as "float division by zero"."""
     value = _option(options, key)
     positive = NUMBER_OPTIONS[key]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not (value > 0 if positive else value >= 0)
-    ):
+    if not is_number(value) or not (value > 0 if positive else value >= 0):
         bound = "> 0" if positive else ">= 0"
         raise SyntheticError(
             f"synthetic.{key} must be a number {bound}, got {type(value).__name__} {value!r}"
@@ -151,9 +145,7 @@ def _range(options: Mapping, key: str) -> tuple[float, float]:
     "too many values to unpack", a bare number as "'float' object is not iterable"."""
     value = _option(options, key)
     if not (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(not isinstance(v, bool) and isinstance(v, numbers.Real) and v > 0 for v in value)
+        isinstance(value, list | tuple) and len(value) == 2 and all(is_number(v) and v > 0 for v in value)
     ):
         raise SyntheticError(
             f"synthetic.{key} must be a list of two numbers > 0 (low, high), got {type(value).__name__} {value!r}"
@@ -389,7 +381,7 @@ def generate_file(
     where = f"synthetic.files[{file_index}]"
     _check_keys(entry, ENTRY_KEYS, where)
     duration = entry.get("duration_s")
-    if isinstance(duration, bool) or not isinstance(duration, numbers.Real) or not duration > 0:
+    if not is_number(duration) or not duration > 0:
         raise SyntheticError(f"{where}.duration_s must be a number of seconds > 0, got {duration!r}")
     seed = _whole(options, "seed")
     fmt = str(_option(options, "format"))
