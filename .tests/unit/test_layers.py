@@ -72,10 +72,12 @@ def test_library_never_imports_snakemake_or_the_other_library(library: str) -> N
 
 
 def test_no_package_of_the_library_imports_snakemake() -> None:
-    """Every package under src/ (kdgat and simcal above; resource_history, config_messages, wrapper_rules, and any
-    added later): what the workflow needs from Snakemake stays in the .smk files that call the library."""
+    """Every package under src/ (kdgat and simcal above; resource_history, config_messages, wrapper_rules,
+    output_locks, folder_walk, and any added later): what the workflow needs from Snakemake stays in the .smk files
+    that call the library."""
     packages = sorted(path.parent.name for path in (REPO / "src").glob("*/__init__.py"))
-    assert {"kdgat", "simcal", "resource_history", "config_messages", "wrapper_rules"} <= set(packages)
+    shared = {"resource_history", "config_messages", "wrapper_rules", "output_locks", "folder_walk"}
+    assert {"kdgat", "simcal"} | shared <= set(packages)
     offences = [
         f"{path.relative_to(REPO)}:{line} imports {module}"
         for package in packages
@@ -87,13 +89,14 @@ def test_no_package_of_the_library_imports_snakemake() -> None:
 
 
 def test_what_both_libraries_share_imports_only_the_standard_library() -> None:
-    """wrapper_rules (the check of a rule's names that kdgat's and simcal's wrappers share) and output_locks (the
-    lock of an output that one process writes at a time) may not bring one library, Snakemake or any other package
-    into the other. output_locks may import wrapper_rules (its refusals are wrapper_rules.InputError), never the
-    reverse."""
+    """wrapper_rules (the check of a rule's names that kdgat's and simcal's wrappers share), output_locks (the
+    lock of an output that one process writes at a time) and folder_walk (the walk of a folder tree that simcal and
+    resource_history share) may not bring one library, Snakemake or any other package into the other. output_locks
+    may import wrapper_rules (its refusals are wrapper_rules.InputError), never the reverse."""
     wrapper_rules = sorted((REPO / "src" / "wrapper_rules").rglob("*.py"))
     output_locks = sorted((REPO / "src" / "output_locks").rglob("*.py"))
-    for files, allowed in ((wrapper_rules, set()), (output_locks, {"wrapper_rules"})):
+    folder_walk = sorted((REPO / "src" / "folder_walk").rglob("*.py"))
+    for files, allowed in ((wrapper_rules, set()), (output_locks, {"wrapper_rules"}), (folder_walk, set())):
         modules = {top(module) for path in files for module in imported_modules(path, package_of(path))}
         assert files and modules <= set(sys.stdlib_module_names) | {"__future__"} | allowed, files
 

@@ -280,6 +280,26 @@ def test_a_benchmark_file_under_a_linked_folder_is_found_and_a_link_loop_ends(tm
     assert "same wildcards (dataset=hcrl, stage=vgae)" in estimate.explanation
 
 
+def test_a_benchmark_folder_bind_mounted_inside_the_tree_is_walked_once(tmp_path, monkeypatch):
+    """A folder bind-mounted a second time under the root has another real path, which os.path.realpath cannot
+    see through: its files were found twice, and one run counted twice toward min_history. A folder is known by
+    its (st_dev, st_ino), as simcal.progress knows it. The mount is simulated: os.stat gives the mount point the
+    identity of the folder it shows."""
+    write_runs(tmp_path / "benchmarks/train/a/run.tsv", [(60.0, 700.0)])
+    write_runs(tmp_path / "benchmarks/mirror/a/run.tsv", [(60.0, 700.0)])  # what the mount would show
+    train, mirror, real_stat = tmp_path / "benchmarks/train", tmp_path / "benchmarks/mirror", os.stat
+
+    def stat(path, *args, **kwargs):
+        return real_stat(train if os.fspath(path) == str(mirror) else path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    found = BenchmarkPattern.parse("benchmarks/{group}/{dataset}/run.tsv").files(tmp_path)
+    # One of the two paths, whichever the walk reaches first (the order of the folder's listing)
+    assert [(path.relative_to(tmp_path).parts[2:], values["dataset"]) for path, values in found] == [
+        (("a", "run.tsv"), "a")
+    ]
+
+
 # --- which history --------------------------------------------------------------------------------------------
 def test_a_history_folder_this_user_may_not_list_is_named_in_a_warning_not_skipped_silently(tmp_path):
     """os.walk skipped a folder it could not list without a word: its runs (here the larger peak) were left out and

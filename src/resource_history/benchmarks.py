@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from folder_walk import walk_once
 from wrapper_rules import InputError
 
 MISSING = {"NA", "-", ""}
@@ -302,14 +303,10 @@ class BenchmarkPattern:
         if not self.names:
             path = root / self.text
             return [(path, {})] if path.is_file() else []
-        found, walked = [], set()
+        found = []
         # Through links, as Snakemake reads and writes the files (a dataset's folder linked to scratch); each
-        # folder once, so that a link back up the tree ends.
-        for directory, subdirectories, filenames in os.walk(start, onerror=refused, followlinks=True):
-            if (real := os.path.realpath(directory)) in walked:
-                subdirectories.clear()
-                continue
-            walked.add(real)
+        # folder once, so that a link back up the tree ends and a bind-mounted one counts its runs once.
+        for directory, filenames in walk_once(start, refused):
             for filename in filenames:
                 path = Path(directory) / filename
                 name = path.as_posix() if self.absolute else path.relative_to(root).as_posix()

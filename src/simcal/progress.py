@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from folder_walk import walk_once
 from simcal.tables import write_json
 
 log = logging.getLogger(__name__)
@@ -236,19 +237,8 @@ def _search(folder: Path, unreadable: list[str] | None) -> list[Path]:
 
     # Links are followed (a workflow's results/ is often a link to scratch space, whose sweeps were left out
     # without a word); each folder is searched once, so a link to a folder above ends rather than loops.
-    seen: set[tuple[int, int]] = set()
     found = []
-    for top, folders, files in os.walk(folder, onerror=refused, followlinks=True):
-        try:
-            info = os.stat(top)
-        except OSError as error:  # gone or closed to this user since it was listed
-            refused(error)
-            folders[:] = []
-            continue
-        if (info.st_dev, info.st_ino) in seen:
-            folders[:] = []
-            continue
-        seen.add((info.st_dev, info.st_ino))
+    for top, files in walk_once(folder, refused):
         found.extend(Path(top, name) for name in files if name.endswith(SUFFIX))
     return sorted(found)
 
