@@ -13,7 +13,7 @@ import time
 import pytest
 from testkit import REPO
 
-from kdgat.logs import configure, configure_wrapper, failure_logged
+from kdgat.logs import Terminated, configure, configure_wrapper, failure_logged
 from wrapper_rules import InputError, InputRefused, RuleRefused, missing_items, unknown_items
 
 
@@ -170,6 +170,25 @@ def test_sigterm_during_a_write_leaves_no_temporary_file_and_says_why_the_job_en
     text = (tmp_path / "job.log").read_text()
     assert "GAT training stopped by SIGTERM" in text and "resumes from the last checkpoint" in text
     assert "Traceback" not in text
+
+
+def test_a_sigterm_in_the_block_is_one_line_naming_it_and_propagates_with_status_143(
+    tmp_path, capsys, restore_logging
+):
+    """sigterm_as_exit turns SIGTERM into Terminated: the log says the job was stopped by it and that what was
+    written is whole, without a traceback (a signal is no bug); the process ends with the shell's status for it."""
+    log = tmp_path / "job.log"
+    configure(log)
+    with pytest.raises(Terminated) as ended, failure_logged("GAT training", logger="kdgat.training"):
+        raise Terminated
+    assert ended.value.code == 143
+    lines = log.read_text().splitlines()
+    expected = (
+        " ERROR kdgat.training: GAT training stopped by SIGTERM (a walltime, scancel or pod deletion): what was "
+        "written is whole, and a rerun resumes from the last checkpoint"
+    )
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+    assert capsys.readouterr().err == ""
 
 
 def test_the_sigterm_handler_is_given_back_after_the_block(restore_logging):

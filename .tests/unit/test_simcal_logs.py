@@ -4,9 +4,11 @@ user's mistake (a ContractError) one logged line and exit status 1, without a tr
 from __future__ import annotations
 
 import logging
+import signal
 
 import pytest
 
+from simcal.backends import Terminated
 from simcal.contract import ContractError
 from simcal.logs import configure, configure_wrapper, failure_logged
 from wrapper_rules import InputRefused, RuleRefused
@@ -46,6 +48,34 @@ def test_a_bug_keeps_its_traceback_in_the_log_and_propagates_unchanged(tmp_path,
     text = log.read_text()
     assert " ERROR simcal: sample_design failed\nTraceback (most recent call last):\n" in text
     assert text.endswith("KeyError: 'beta'\n")
+
+
+@pytest.mark.parametrize(
+    ("signum", "notes"),
+    [(signal.SIGTERM, []), (signal.SIGHUP, ["The trials table ... is in t.failed.parquet."])],
+)
+def test_a_termination_signal_is_one_line_naming_that_signal_and_the_notes_and_propagates_unchanged(
+    tmp_path, capsys, restore_logging, signum, notes
+):
+    """backends.close_on_signals turns SIGTERM and SIGHUP into Terminated (exit status 128 + the signal): the log
+    names the signal it was, adds the notes (where a calibration's trials so far are kept), and has no
+    traceback; stderr says nothing more (the log is the record)."""
+    log = tmp_path / "job.log"
+    configure(log)
+    stop = Terminated(128 + signum)
+    for note in notes:
+        stop.add_note(note)
+    with pytest.raises(Terminated) as ended, failure_logged("simulate"):
+        raise stop
+    assert ended.value is stop and stop.code == 128 + signum
+    lines = log.read_text().splitlines()
+    expected = (
+        f" ERROR simcal: simulate stopped by {signum.name} (a walltime, scancel or pod deletion): its Dask cluster "
+        "was closed (worker jobs cancelled), and a rerun resumes from the simulations it finished."
+        + "".join(f" {note}" for note in notes)
+    )
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+    assert capsys.readouterr().err == ""
 
 
 def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_a_misspelt_param(capsys, restore_logging):

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import wrapper_rules
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
-from wrapper_rules import InputError, refuse_input, set_up
+from wrapper_rules import set_up
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -69,25 +70,17 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextlib.contextmanager
-def failure_logged(what: str, logger: str = "kdgat") -> Iterator[None]:
+def failure_logged(what: str, logger: str = "kdgat") -> contextlib.AbstractContextManager[None]:
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``) is
     logged as the one line ``<what> failed: <message>``, also on stderr, and ends the process with status 1 and no
     traceback (``wrapper_rules.refuse_input``). Any other exception is logged with its traceback as ``<what>
     failed``, then re-raised unchanged. A SIGTERM during the block is logged as such (no traceback) and ends the
-    process with status 143 (``sigterm_as_exit``)."""
-    try:
-        with sigterm_as_exit():
-            yield
-    except Terminated:
-        logging.getLogger(logger).error(
-            "%s stopped by SIGTERM (a walltime, scancel or pod deletion): what was written is whole, and a rerun "
-            "resumes from the last checkpoint",
-            what,
+    process with status 143 (``sigterm_as_exit``). The frame is ``wrapper_rules.failure_logged``, as simcal's."""
+
+    def stopped(stop: BaseException) -> str:
+        return (
+            f"{what} stopped by SIGTERM (a walltime, scancel or pod deletion): what was written is whole, and a rerun "
+            "resumes from the last checkpoint"
         )
-        raise
-    except InputError as error:
-        refuse_input(what, error, logging.getLogger(logger))
-    except BaseException:
-        logging.getLogger(logger).exception("%s failed", what)
-        raise
+
+    return wrapper_rules.failure_logged(what, logging.getLogger(logger), Terminated, stopped, sigterm_as_exit)

@@ -7,12 +7,12 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
+import wrapper_rules
 from simcal.backends import Terminated
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
-from wrapper_rules import InputError, refuse_input, set_up
+from wrapper_rules import set_up
 
 
 def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -41,27 +41,22 @@ def configure_wrapper(what, logs, rule, takes, optional) -> None:
     set_up(configure, logging.getLogger("simcal"), what, logs, rule, takes, optional)
 
 
-@contextlib.contextmanager
-def failure_logged(what: str, logger: str = "simcal") -> Iterator[None]:
+def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractContextManager[None]:
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``: a
     ``ContractError`` and the like) is logged as the one line ``<what> failed: <message>``, also on stderr, and ends
     the process with status 1 and no traceback (``wrapper_rules.refuse_input``). Any other exception is logged
     with its traceback as ``<what> failed``, then re-raised unchanged. A termination
     signal heard while a Dask cluster was open (``backends.close_on_signals``: the cluster has been closed, its
-    SLURM worker jobs cancelled, by the time it gets here) is one line saying so, no traceback."""
-    try:
-        yield
-    except Terminated as stop:
+    SLURM worker jobs cancelled, by the time it gets here) is one line saying so and naming the signal, no
+    traceback. The frame is ``wrapper_rules.failure_logged``, as kdgat's."""
+
+    def stopped(stop: BaseException) -> str:
         # The notes say where a calibration's trials so far are kept.
         notes = "".join(f" {note}" for note in getattr(stop, "__notes__", ()))
-        logging.getLogger(logger).error(
-            "%s stopped by %s (a walltime, scancel or pod deletion): its Dask cluster was closed (worker jobs "
-            "cancelled), and a rerun resumes from the simulations it finished.%s",
-            what, signal.Signals(stop.code - 128).name, notes,
-        )  # fmt: skip
-        raise
-    except InputError as error:
-        refuse_input(what, error, logging.getLogger(logger))
-    except BaseException:
-        logging.getLogger(logger).exception("%s failed", what)
-        raise
+        return (
+            f"{what} stopped by {signal.Signals(stop.code - 128).name} (a walltime, scancel or pod deletion): its "
+            "Dask cluster was closed (worker jobs cancelled), and a rerun resumes from the simulations it "
+            f"finished.{notes}"
+        )
+
+    return wrapper_rules.failure_logged(what, logging.getLogger(logger), Terminated, stopped)

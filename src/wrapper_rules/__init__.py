@@ -7,17 +7,18 @@ it reruns the job. A refusal for a name it needs: else the job died after its se
 'Params' object has no attribute 'options'``, or ran without a file the rule meant to give under another
 name.
 
-Also the line between a user's mistake and a bug, for a wrapper's failure: ``InputError``, which the libraries' error
-classes for bad input mix in, ends the job with one logged line (``refuse_input``); anything else keeps its
-traceback."""
+Also the line between a user's mistake and a bug, for a wrapper's failure (``failure_logged``, which kdgat's and
+simcal's ``failure_logged`` are): ``InputError``, which the libraries' error classes for bad input mix in, ends the
+job with one logged line (``refuse_input``); anything else keeps its traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NoReturn
 
 KIND = {"input": "input", "output": "output", "params": "param"}
@@ -68,6 +69,33 @@ def refuse_input(what: str, error: InputError, log: logging.Logger) -> NoReturn:
     if not _logs_to_stderr(log):
         print(message, file=sys.stderr, flush=True)
     raise InputRefused(error) from error
+
+
+@contextlib.contextmanager
+def failure_logged(
+    what: str,
+    log: logging.Logger,
+    stop: type[BaseException],
+    stopped: Callable[[BaseException], str],
+    guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Iterator[None]:
+    """A wrapper's outermost frame around its library call (a library's ``failure_logged`` says which ``stop`` and
+    ``guard``). The block runs inside ``guard()`` (kdgat's turns SIGTERM into its ``stop``). ``stop``, the library's
+    exception for a termination signal, is logged as the one ERROR line ``stopped(exception)`` (no traceback: a
+    signal is no bug) and re-raised. A user's mistake (``InputError``) ends the process with ``refuse_input``:
+    ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no traceback. Any other exception is logged
+    with its traceback as ``<what> failed``, then re-raised unchanged."""
+    try:
+        with guard():
+            yield
+    except stop as error:
+        log.error("%s", stopped(error))
+        raise
+    except InputError as error:
+        refuse_input(what, error, log)
+    except BaseException:
+        log.exception("%s failed", what)
+        raise
 
 
 def _logs_to_stderr(log: logging.Logger) -> bool:
