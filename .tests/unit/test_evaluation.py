@@ -654,6 +654,40 @@ def test_an_infinite_score_is_refused_naming_the_split_and_column_like_a_nan(val
         evaluate_scored_splits(val, {"dos": infinite})
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_diverged_model_is_refused_naming_its_file_the_evaluation_and_the_windows_before_any_metric(
+    tmp_path,
+):
+    """A GAT with NaN weights (a diverged run) ended the evaluation with a bare ValueError naming neither the model
+    file nor the dataset, variant and seed, and not a user's mistake (a traceback in the wrapper's log)."""
+    inputs = tiny_evaluation_inputs(tmp_path)
+    gat = GAT(num_ids=20)
+    with torch.no_grad():
+        for parameter in gat.parameters():
+            parameter.fill_(float("nan"))
+    save_model(gat, "gat", {"num_ids": 20}, tmp_path / "gat.pt")
+    with pytest.raises(InputError) as error:
+        evaluate_files(
+            **inputs, outputs=_evaluation_outputs(tmp_path), dataset="tiny", variant="teacher", seed=3,
+            device="cpu", speed=TINY_SPEED,
+        )  # fmt: skip
+    assert str(error.value) == (
+        f"{inputs['gat']} (tiny/teacher seed 3, the gat model): validation: gat_prob holds 20 non-finite values "
+        "(NaN or inf) of 20 windows: the GAT model's scores are not finite (a diverged training run?); no metric "
+        "computed"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("column", "model"), [("vgae_score", "VGAE"), ("fusion_alpha", "fusion (DQN)")])
+def test_non_finite_scores_name_the_model_they_come_from(column, model):
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    with pytest.raises(
+        InputError, match=rf"of 4 windows: the {re.escape(model)} model's scores are not finite"
+    ):
+        evaluate_scored_splits(val, {"dos": val.assign(**{column: [0.1, np.inf, 0.8, 0.9]})})
+
+
 @pytest.mark.parametrize(("split", "label"), [("val", 2), ("dos", 2), ("dos", -1)])
 def test_a_label_other_than_zero_or_one_is_refused_naming_the_split(split, label):
     """Multi-class labels (an attack class id) were refused by metrics.as_binary with a message naming neither the
@@ -899,8 +933,34 @@ def test_evaluate_detector_refuses_an_empty_validation_list_before_scoring_anyth
     def never(*args, **kwargs):
         raise AssertionError("scored before the validation graphs were checked")
 
-    with pytest.raises(ValueError, match="the validation graph list is empty"):
+    with pytest.raises(ValueError) as error:
         evaluate_detector(None, None, None, [], {"dos": ["graph"]}, score_fn=never)
+    # it said what was wrong, not what was expected
+    assert str(error.value) == (
+        "the validation graph list is empty; the VGAE's threshold is chosen on val.pt's graphs"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "what"),
+    [("vgae", [], "model.pt"), ("val", ["a.pt", "b.pt"], "val.pt"), ("test", "", "test.pt")],
+)
+def test_an_input_that_is_not_one_files_path_is_refused_naming_it_and_what_it_should_be(
+    tmp_path, name, value, what
+):
+    """A Snakemake input given as a list (none, or several files) failed as pathlib's "expected str, bytes or
+    os.PathLike object, not list", naming neither the input nor what it should be."""
+    inputs = {key: str(tmp_path / f"{key}.pt") for key in ("vgae", "gat", "dqn", "val", "test")}
+    with pytest.raises(InputError) as error:
+        evaluate_files(
+            **{**inputs, name: value},
+            outputs=_evaluation_outputs(tmp_path),
+            dataset="tiny",
+            variant="teacher",
+        )
+    assert (
+        str(error.value) == f"input {name!r} of the evaluation must be the path of one {what}; got {value!r}"
+    )
 
 
 def test_an_empty_val_file_is_refused_naming_it_and_preprocess_val_fraction(tmp_path):

@@ -20,8 +20,9 @@ FPR_TARGETS = (0.05, 0.01, 0.001)
 
 
 class EvaluationSettingsError(ValueError, InputError):
-    """An evaluation setting or a summary's param that is not what it takes (``evaluation.fpr_targets``,
-    ``batch_size``, ``speed``, ``history_keys``); the message names it and what was expected."""
+    """An evaluation setting, input or a summary's param that is not what it takes (``evaluation.fpr_targets``,
+    ``batch_size``, ``speed``, ``history_keys``, an input that is no file's path); the message names it and what
+    was expected."""
 
 
 def as_binary(values: Any, name: str) -> np.ndarray:

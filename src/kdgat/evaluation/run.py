@@ -28,6 +28,7 @@ from kdgat.evaluation.inputs import (
     check_one_set_of_models_per_variant,
     check_one_test_set_per_dataset,
     checked_metrics,
+    input_file,
     loaded_document,
 )
 from kdgat.evaluation.markdown import summary_markdown
@@ -50,6 +51,8 @@ from kdgat.evaluation.thresholds import (
     FIXED_ALPHA_MODELS,
     GAT_THRESHOLD,
     SCORE_COLUMNS,
+    SCORING_MODEL,
+    NonFiniteScoresError,
     model_decisions,
     youden_threshold,
 )
@@ -78,8 +81,8 @@ def checked_batch_size(batch_size: Any) -> int:
 
 
 def _check_scored(frame: pd.DataFrame, where: str) -> None:
-    """A ValueError naming the split and column when a score of ``frame`` is NaN or infinite (a diverged model):
-    a NaN VGAE score on validation would otherwise give a NaN threshold, one on test a window silently normal."""
+    """A ValueError naming the split and column when a score of ``frame`` is NaN or infinite (a diverged model: a
+    NonFiniteScoresError): a NaN VGAE score on validation would give a NaN threshold, one on test a normal window."""
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{where}: scored table lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
@@ -92,7 +95,12 @@ def _check_scored(frame: pd.DataFrame, where: str) -> None:
     for column in SCORED_NUMBERS:
         bad = int((~np.isfinite(frame[column].to_numpy(float))).sum())
         if bad:
-            raise ValueError(f"{where}: {column} holds {bad} non-finite values (NaN or inf) of {len(frame)}")
+            model, title = SCORING_MODEL[column]
+            raise NonFiniteScoresError(
+                f"{where}: {column} holds {bad} non-finite values (NaN or inf) of {len(frame)} windows: the "
+                f"{title} model's scores are not finite (a diverged training run?); no metric computed",
+                model,
+            )
 
 
 def alpha_statistics(frame: pd.DataFrame) -> dict[str, Any]:
@@ -197,7 +205,9 @@ def evaluate_detector(
     if score_fn is None:
         from kdgat.inference import score_graphs as score_fn
     if not val_graphs:
-        raise ValueError("the validation graph list is empty")
+        raise ValueError(
+            "the validation graph list is empty; the VGAE's threshold is chosen on val.pt's graphs"
+        )
     log.info("scoring %d validation graphs", len(val_graphs))
     val = score_fn(vgae, gat, dqn, list(val_graphs), batch_size=batch_size, device=device)
     tests = {}
@@ -259,7 +269,8 @@ def evaluate_files(
     # before minutes of scoring, not after
     fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
     batch_size = checked_batch_size(batch_size)
-    inputs = {"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}
+    given = {"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}
+    inputs = {name: input_file(path, name) for name, path in given.items()}
     for name, path in inputs.items():
         if not Path(path).is_file():
             raise FileNotFoundError(f"input {name!r} of the evaluation does not exist: {path}")
@@ -329,17 +340,24 @@ def evaluate_files(
             f"{RESERVED_SCENARIOS[reserved[0]]}; rename its test folder"
         )
     check_detector_files(models, inputs, variant, {val: val_graphs, test: sum(test_sets.values(), [])})
-    document, scores = evaluate_detector(
-        models["vgae"],
-        models["gat"],
-        models["dqn"],
-        val_graphs,
-        test_sets,
-        batch_size=batch_size,
-        device=torch_device,
-        fpr_targets=fpr_targets,
-        speed=speed,
-    )
+    try:
+        document, scores = evaluate_detector(
+            models["vgae"],
+            models["gat"],
+            models["dqn"],
+            val_graphs,
+            test_sets,
+            batch_size=batch_size,
+            device=torch_device,
+            fpr_targets=fpr_targets,
+            speed=speed,
+        )
+    except NonFiniteScoresError as error:
+        # the split and column alone name neither the evaluation nor the file to retrain
+        raise NonFiniteScoresError(
+            f"{inputs[error.model]} ({dataset}/{variant} seed {seed}, the {error.model} model): {error}",
+            error.model,
+        ) from None
     # Where it ran (speed.device too, but speed is about timing): a job given `auto` shows it used the GPU.
     document = {"dataset": dataset, "variant": variant, "seed": seed, "device": str(torch_device), **document}
     title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}{'' if seed is None else f' seed {seed}'}:"

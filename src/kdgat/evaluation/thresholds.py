@@ -22,9 +22,14 @@ from sklearn.metrics import roc_curve
 
 from kdgat.chain import DECISION_THRESHOLD
 from kdgat.evaluation.metrics import as_binary, finite_scores
+from wrapper_rules import InputError
 
 GAT_THRESHOLD = DECISION_THRESHOLD
 SCORE_COLUMNS = ("label", "vgae_score", "gat_prob", "fusion_alpha", "fusion_score", "fusion_pred")
+# The model each scored number comes from: its input's name (of evaluate_files) and title.
+SCORING_MODEL = {"vgae_score": ("vgae", "VGAE"), "gat_prob": ("gat", "GAT")} | dict.fromkeys(
+    ("fusion_alpha", "fusion_score"), ("dqn", "fusion (DQN)")
+)
 FIXED_ALPHAS = (0.0, 0.5, 1.0)
 
 
@@ -34,6 +39,15 @@ def fixed_alpha_model(alpha: float) -> str:
 
 
 FIXED_ALPHA_MODELS = tuple(fixed_alpha_model(alpha) for alpha in FIXED_ALPHAS)
+
+
+class NonFiniteScoresError(ValueError, InputError):
+    """Scores of a model that are NaN or infinite (a diverged training run), found before any metric is computed;
+    ``model`` is the model's input (vgae, gat or dqn), which evaluate_files names by its file."""
+
+    def __init__(self, message: str, model: str):
+        super().__init__(message)
+        self.model = model
 
 
 @dataclass(frozen=True)
