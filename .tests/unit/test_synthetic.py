@@ -18,6 +18,7 @@ from kdgat.synthetic import (
     SyntheticError,
     Vehicle,
     _bursts,
+    _range,
     file_name,
     generate_file,
     generate_log,
@@ -398,7 +399,9 @@ def test_shipped_bursts_last_0_15_to_1_s_0_4_to_1_2_s_apart_but_the_capture_end_
     options, _ = shipped(name)
     cut_short = 0
     for draw in range(300):
-        found = np.array(_bursts(10.0, options, np.random.default_rng(draw)))
+        found = np.array(
+            _bursts(10.0, _range(options, "burst_s"), _range(options, "gap_s"), np.random.default_rng(draw))
+        )
         starts, ends = found[:, 0], found[:, 1]
         lengths, gaps = ends - starts, starts[1:] - ends[:-1]
         assert np.all((lengths[:-1] >= 0.15 - 1e-9) & (lengths[:-1] <= 1.0 + 1e-9)), draw
@@ -411,7 +414,7 @@ def test_shipped_bursts_last_0_15_to_1_s_0_4_to_1_2_s_apart_but_the_capture_end_
 def test_burst_lengths_are_drawn_log_uniformly_from_burst_s():
     """The module docstring: a burst's length is log-uniform over burst_s (short bursts as likely per decade as
     long ones), so over [0.01, 1] s half of them last under 0.1 s, the geometric mean, not the midpoint."""
-    found = np.array(_bursts(3000.0, {"burst_s": [0.01, 1.0], "gap_s": [0.5, 0.5]}, np.random.default_rng(3)))
+    found = np.array(_bursts(3000.0, (0.01, 1.0), (0.5, 0.5), np.random.default_rng(3)))
     lengths = (found[:, 1] - found[:, 0])[:-1]  # the last is cut short by the capture end
     assert len(lengths) > 3000 and lengths.min() >= 0.01 and lengths.max() <= 1.0
     quartiles = np.quantile(np.log10(lengths), [0.25, 0.5, 0.75])
@@ -528,6 +531,10 @@ class _Items(dict):
         ({"burst_s": [0.1, 0.5, 1.0]}, {"attack": "dos"},
          "synthetic.burst_s must be a list of two numbers > 0 (low, high), got list [0.1, 0.5, 1.0]"),
         ({"gap_s": 2.0}, {}, "synthetic.gap_s must be a list of two numbers > 0 (low, high), got float 2.0"),
+        # low above high died as numpy's "high - low < 0", naming no key (and passed in a file without an attack)
+        ({"burst_s": [1.0, 0.05]}, {"attack": "dos"},
+         "synthetic.burst_s must be [low, high] with low <= high, got low 1.0 > high 0.05"),
+        ({"gap_s": [2, 0.5]}, {}, "synthetic.gap_s must be [low, high] with low <= high, got low 2 > high 0.5"),
     ],
 )  # fmt: skip
 def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_it(
@@ -558,6 +565,22 @@ def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_
     log = (tmp_path / "job.log").read_text()
     assert log.endswith(f" ERROR kdgat: generate_can failed: {ended.value}\n") and "Traceback" not in log
     assert not (tmp_path / "can.csv").exists()
+
+
+@pytest.mark.parametrize("attack", ["gear", "replay"])
+def test_generate_log_checks_each_synthetic_option_once(monkeypatch, attack):
+    """Every option was checked up front and again where it was read (spoof_interval_ms once per burst): one check
+    each, up front, so a mistake has one place to be reported from."""
+    import kdgat.synthetic as synthetic
+
+    checked = []
+    for name in ("_number", "_range"):
+        check = getattr(synthetic, name)
+        monkeypatch.setattr(
+            synthetic, name, lambda options, key, check=check: checked.append(key) or check(options, key)
+        )
+    generate_log(Vehicle(4, 30), 3.0, attack, OPTIONS, seed=4)
+    assert sorted(checked) == sorted([*synthetic.NUMBER_OPTIONS, *synthetic.RANGE_OPTIONS])
 
 
 def test_a_synthetic_files_name_is_split_and_name_with_csv_in_every_written_format(tmp_path):

@@ -141,8 +141,9 @@ def _number(options: Mapping, key: str) -> float:
 
 
 def _range(options: Mapping, key: str) -> tuple[float, float]:
-    """A [low, high] option (burst_s, gap_s) of two numbers > 0, refused naming its key: a list of three died as
-    "too many values to unpack", a bare number as "'float' object is not iterable"."""
+    """A [low, high] option (burst_s, gap_s) of two numbers > 0, low <= high, refused naming its key: a list of three
+    died as "too many values to unpack", a bare number as "'float' object is not iterable", a low above high as
+    numpy's "high - low < 0" (and passed in a file without an attack)."""
     value = _option(options, key)
     if not (
         isinstance(value, list | tuple) and len(value) == 2 and all(is_number(v) and v > 0 for v in value)
@@ -150,7 +151,12 @@ def _range(options: Mapping, key: str) -> tuple[float, float]:
         raise SyntheticError(
             f"synthetic.{key} must be a list of two numbers > 0 (low, high), got {type(value).__name__} {value!r}"
         )
-    return float(value[0]), float(value[1])
+    low, high = float(value[0]), float(value[1])
+    if low > high:
+        raise SyntheticError(
+            f"synthetic.{key} must be [low, high] with low <= high, got low {value[0]!r} > high {value[1]!r}"
+        )
+    return low, high
 
 
 class Vehicle:
@@ -227,9 +233,12 @@ class Vehicle:
         return self._with_checksum(slot, out).astype(np.uint8)
 
 
-def _bursts(duration_s: float, options: Mapping, rng: np.random.Generator) -> list[tuple[float, float]]:
-    low, high = _range(options, "burst_s")
-    gap_low, gap_high = _range(options, "gap_s")
+def _bursts(
+    duration_s: float, burst_s: tuple[float, float], gap_s: tuple[float, float], rng: np.random.Generator
+) -> list[tuple[float, float]]:
+    """(start, end) of every burst: lengths log-uniform over ``burst_s``, gaps uniform over ``gap_s`` (both checked
+    [low, high] ranges, see :func:`_range`)."""
+    (low, high), (gap_low, gap_high) = burst_s, gap_s
     bursts, t = [], rng.uniform(gap_low, gap_high) * 0.5
     while t < duration_s:
         length = float(np.exp(rng.uniform(np.log(low), np.log(high))))
@@ -244,14 +253,12 @@ def generate_log(
     """One capture of ``duration_s`` seconds with ``attack`` (one of :data:`ATTACKS`) injected in bursts."""
     if attack not in ATTACKS:
         raise SyntheticError(f"synthetic attack must be one of {ATTACKS}, got {attack!r}")
-    # Every option checked before any is used: a file without an attack, or with another one, still refuses a
+    # Every option checked once, before any is used: a file without an attack, or with another one, still refuses a
     # mistake in an option only some attacks read.
-    for key in NUMBER_OPTIONS:
-        _number(options, key)
-    for key in RANGE_OPTIONS:
-        _range(options, key)
+    number = {key: _number(options, key) for key in NUMBER_OPTIONS}
+    burst_s, gap_s = (_range(options, key) for key in RANGE_OPTIONS)
     rng = np.random.default_rng([seed, file_index, 0xF11E])
-    jitter_s = _number(options, "jitter_ms") * rng.uniform(0.5, 1.5) / 1000.0
+    jitter_s = number["jitter_ms"] * rng.uniform(0.5, 1.5) / 1000.0
     rate_factor = rng.uniform(0.97, 1.03)
     times, ids, payloads, labels = [], [], [], []
 
@@ -262,7 +269,7 @@ def generate_log(
         labels.append(np.full(len(t), label, dtype=np.uint8))
 
     # Normal periodic traffic, plus benign event-triggered extra messages of one ID.
-    events_per_s = _number(options, "benign_events_per_s")
+    events_per_s = number["benign_events_per_s"]
     num_events = rng.poisson(events_per_s * duration_s)
     event_slots = rng.choice(vehicle.event_slots, size=num_events)
     event_starts = rng.uniform(0, duration_s, num_events)
@@ -287,7 +294,7 @@ def generate_log(
             target_part = len(times)
         emit(t, can_id, vehicle.payload(slot, t, np.arange(len(t)), rng), 0)
 
-    rare_rate = _number(options, "rare_ids_per_s")
+    rare_rate = number["rare_ids_per_s"]
     num_rare = rng.poisson(rare_rate * duration_s)
     if num_rare:
         t = rng.uniform(0, duration_s, num_rare)
@@ -295,11 +302,11 @@ def generate_log(
         emit(t, rare_ids, rng.integers(0, 256, size=(num_rare, 8)).astype(np.uint8), 0)
 
     if attack != "none":
-        dos_step = _number(options, "dos_interval_ms") / 1000.0
-        fuzzy_step = _number(options, "fuzzy_interval_ms") / 1000.0
+        dos_step = number["dos_interval_ms"] / 1000.0
+        fuzzy_step = number["fuzzy_interval_ms"] / 1000.0
         target_times, target_payload = times[target_part], payloads[target_part].copy()
-        replay_delay = _number(options, "replay_delay_s")
-        for start, end in _bursts(duration_s, options, rng):
+        replay_delay = number["replay_delay_s"]
+        for start, end in _bursts(duration_s, burst_s, gap_s, rng):
             if attack == "dos":
                 t = np.arange(start, end, dos_step)
                 emit(t, 0, np.zeros((len(t), 8), dtype=np.uint8), 1)
@@ -329,7 +336,7 @@ def generate_log(
                 )
             else:
                 slot = vehicle.rpm_slot if attack == "rpm" else vehicle.gear_slot
-                t = np.arange(start, end, _number(options, "spoof_interval_ms") / 1000.0)
+                t = np.arange(start, end, number["spoof_interval_ms"] / 1000.0)
                 t = t + rng.normal(0, jitter_s, len(t))
                 frozen = vehicle.payload(slot, np.array([start]), np.array([rng.integers(0, 256)]), rng)
                 emit(t, vehicle.ids[slot], np.repeat(frozen, len(t), axis=0), 1)
