@@ -429,6 +429,22 @@ def test_a_wrong_forced_format_is_named_with_the_detected_one_instead_of_advisin
     assert "bad_rows: skip" not in str(error.value)
 
 
+def test_skipping_the_first_100_rows_of_a_wrong_forced_format_warns_naming_the_detected_one(tmp_path, caplog):
+    """Later rows that parse as the forced format made skip drop the first 100 rows (every one bad) with the bare
+    count, where the error of a wholly bad file names the format detection picks."""
+    rows = [f"{1 + i / 1000:.3f},0316,8,05,21,68,09,21,21,00,6f,R" for i in range(100)]
+    path = write(tmp_path, "mixed.csv", "\n".join([*rows, "2.0,1a0,0102,0", "2.1,1a0,0102,0"]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="kdgat.can.reader"):
+        messages = read_can_file(path, fmt="can_4col", bad_rows="skip")
+    assert (len(messages), messages.skipped_rows) == (2, 100)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        f"{path}: skipped 100 bad rows of 102 (every one of the first 100 rows is bad as can_4col: the format is "
+        "likely wrong; format detection reads this file as hcrl_csv: set the format to auto or hcrl_csv "
+        "(datasets.<name>.format; kdgat preprocess --format)); first: "
+    )
+
+
 def test_rows_all_bad_in_an_unrecognised_file_do_not_advise_skipping_them(tmp_path):
     path = write(tmp_path, "all_bad.csv", "x,0316,1,05,R\ny,0316,1,05,R\n")
     with pytest.raises(CanFormatError) as error:

@@ -7,7 +7,8 @@ line that is not a valid message (a timestamp that is not a finite number includ
 ``bad_rows="error"`` the first one raises :class:`CanFormatError` naming the file, the line number and the problem;
 with ``bad_rows="skip"`` bad rows are dropped, counted in :attr:`CanMessages.skipped_rows` and logged. When every
 one of the first 100 rows is bad, the error does not advise skipping them; under a forced format (not ``auto``) that
-detection does not confirm, it says the format is likely wrong and names the one detection picks.
+detection does not confirm, it says the format is likely wrong and names the one detection picks (so does the
+warning of ``skip`` when later rows parse).
 
 Timestamps must not decrease from one message to the next (equal ones are fine: several frames can share a clock
 tick): windows follow file order, so an unsorted log would silently give wrong graphs. A decrease is an error in
@@ -181,8 +182,15 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
             path, int(line_numbers[i]), f"{PROBLEMS[int(problem[i])]}: {lines[i].as_py()[:120]!r}{more}"
         )
     if len(bad):
+        # later rows that parse do not make a wrong forced format right: say so, as the error does
+        said = f" (every one of the first {len(first)} rows is bad as {fmt}: {wrong})" if wrong else ""
         log.warning(
-            "%s: skipped %d bad rows of %d; first: %s", path, len(bad), len(lines), "; ".join(examples)
+            "%s: skipped %d bad rows of %d%s; first: %s",
+            path,
+            len(bad),
+            len(lines),
+            said,
+            "; ".join(examples),
         )
         keep = problem == 0
         ts, can_id, dlc, payload, label = ts[keep], can_id[keep], dlc[keep], payload[keep], label[keep]
