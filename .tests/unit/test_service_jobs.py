@@ -436,6 +436,129 @@ def test_a_413_from_a_service_that_does_not_tell_its_limits_is_explained(small_j
     )
 
 
+def test_a_413_to_a_gather_from_a_service_that_does_not_tell_its_limits_is_explained_as_a_sweeps(
+    small_jobs, monkeypatch
+):
+    """submit/gather against a service without GET /v1/limits sends its queue as one job; the 413 that job gets was
+    a bare RequestRejected, while a sweep's was explained: the same explanation now, for the submitted
+    simulations."""
+    from simcal.api import SimulationService
+    from simcal.service.client import NotFound
+
+    def no_limits(self):
+        raise NotFound(f"GET {self.url}/v1/limits: 404 Not Found", 404, "Not Found")
+
+    monkeypatch.setattr(SimulationClient, "limits", no_limits, raising=False)  # the old client had none
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_jobs.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_jobs.keys["alice"])
+    with SimulationService(backend="service", settings={"seed": 7}) as http:
+        futures = [http.submit(SIR, {"beta": 0.5 + i / 1000, "gamma": 0.1, "days": 5}) for i in range(60)]
+        with pytest.raises(ContractError) as refused:
+            http.gather(futures)
+    assert str(refused.value) == (
+        f"the simulation service {small_jobs.url} refused a job of the submitted simulations (60 parameter sets x "
+        "1 replicates) as too large: 60 parameter_sets x 1 n_replicates = 60 simulations; this service takes at "
+        "most 40 per job; it does not tell its limits (no GET /v1/limits: a simcal serve older than this "
+        "client), so the submitted simulations could not be cut into jobs that fit: update the service, or start "
+        "it with a higher limit than the one named."
+    )
+
+
+@pytest.fixture(scope="module")
+def small_bodies(client, service_factory):
+    """A service on the same cluster that reads request bodies of at most 2000 bytes (a job of 100 SIR parameter
+    sets is about 4400)."""
+    return service_factory(
+        "--scheduler", client.scheduler.address, "--allow-models", "simcal.models,simcal_models",
+        "--request-max-bytes", "2000", "--rate", "1000", "--burst", "1000",
+    )  # fmt: skip
+
+
+def test_a_sweep_is_cut_into_jobs_whose_request_bodies_fit_the_services_request_max_bytes(
+    small_bodies, client, tmp_path, monkeypatch
+):
+    """100 sets x 2 replicates went as one job whatever the service's --request-max-bytes: its body of about 4400
+    bytes got a 413, explained but not avoided. The client reads the limit and cuts jobs whose bodies fit, the same
+    jobs for the same sweep and limits (their keys derive from them), with the library's rows."""
+    from simcal.runner import planned_parameter_sets
+    from simcal.service.client import request_body
+    from simcal.service.remote import RequestSize, request_settings, service_chunks
+    from simcal.settings import SimulationSettings
+
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_bodies.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_bodies.keys["alice"])
+    table = pd.DataFrame({"beta": [0.2 + i / 1000 for i in range(100)], "gamma": 0.1})
+    settings, fixed = {"seed": 5, "replicates": 2}, {"days": 5}
+    with SimulationClient(small_bodies.url, small_bodies.keys["alice"]) as api:
+        before = {job["job_id"] for job in api.jobs(limit=1000)}
+    simulate(SIR, table, tmp_path / "remote.parquet", settings, backend="service",
+             backend_options={"poll_interval_s": 0.1}, fixed_params=fixed)  # fmt: skip
+    simulate(SIR, table, tmp_path / "library.parquet", settings, client=client, fixed_params=fixed)
+    pd.testing.assert_frame_equal(
+        rows(read_results(tmp_path / "remote.parquet")), rows(read_results(tmp_path / "library.parquet"))
+    )
+    with SimulationClient(small_bodies.url, small_bodies.keys["alice"]) as api:
+        sent = [job for job in reversed(api.jobs(limit=1000)) if job["job_id"] not in before]
+    # The cut the sweep made, from its plan: each body as the client sends it is within the limit, and is what
+    # RequestSize adds up (the cut never encodes a whole job).
+    simulation = SimulationSettings.from_config(settings)
+    plan = plan_tasks(planned_parameter_sets(table, fixed), 2, seed=5)
+    chunks = service_chunks(plan, max_bytes=2000, size=RequestSize(SIR, simulation))
+    again = service_chunks(list(plan), max_bytes=2000, size=RequestSize(SIR, simulation))
+    assert [[t.key for t in c] for c in chunks] == [[t.key for t in c] for c in again]
+    assert [job["progress"]["total"] for job in sent] == [len(chunk) for chunk in chunks] == [68, 66, 66]
+    for chunk in chunks:
+        sets = list({task.param_id: task.params for task in chunk}.values())
+        body = request_body(SIR, sets, 2, request_settings(simulation))
+        assert len(body) == RequestSize(SIR, simulation).of_job(chunk) <= 2000
+
+
+def test_a_gather_whose_request_would_exceed_the_services_request_max_bytes_goes_as_jobs_that_fit(
+    small_bodies, monkeypatch
+):
+    """submit/gather cuts its queue as a sweep's: 100 simulations to a service reading 2000 bytes per request were
+    a bare 413; now every simulation's rows come back."""
+    from simcal.api import SimulationService
+
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_bodies.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_bodies.keys["alice"])
+    with SimulationClient(small_bodies.url, small_bodies.keys["alice"]) as api:
+        before = {job["job_id"] for job in api.jobs(limit=1000)}
+    with SimulationService(
+        backend="service", backend_options={"poll_interval_s": 0.1}, settings={"seed": 7}
+    ) as http:
+        served = http.gather(
+            [http.submit(SIR, {"beta": 0.4 + i / 1000, "gamma": 0.1, "days": 5}) for i in range(100)]
+        )
+    assert len(served[KEYS].drop_duplicates()) == 100 and (served["status"] == "ok").all()
+    with SimulationClient(small_bodies.url, small_bodies.keys["alice"]) as api:
+        sent = [job for job in reversed(api.jobs(limit=1000)) if job["job_id"] not in before]
+    assert [job["progress"]["total"] for job in sent] == [34, 33, 33]
+
+
+def test_a_parameter_set_whose_request_alone_is_over_the_services_request_max_bytes_is_refused_naming_it(
+    small_bodies, tmp_path, monkeypatch
+):
+    """A job holds whole parameter sets: one whose request alone is larger than the service reads cannot be sent
+    however the sweep is cut. Refused before anything is sent, naming the set and both sizes."""
+    monkeypatch.setenv("SIMCAL_SERVICE_URL", small_bodies.url)
+    monkeypatch.setenv("SIMCAL_API_KEY", small_bodies.keys["alice"])
+    with SimulationClient(small_bodies.url, small_bodies.keys["alice"]) as api:
+        before = len(api.jobs(limit=1000))
+    table = pd.DataFrame({"id": ["short", "x" * 2000]})
+    with pytest.raises(ContractError) as refused:
+        simulate("simcal_models:echo_id", table, tmp_path / "o.parquet", {"seed": 1, "replicates": 3},
+                 backend="service", backend_options={"poll_interval_s": 0.1})  # fmt: skip
+    assert str(refused.value) == (
+        f"the simulation service {small_bodies.url} reads request bodies of at most 2000 bytes (its "
+        "--request-max-bytes), fewer than the 2250 bytes of a request of parameter set param_id=0b301c9b8d1e8aa4 "
+        "alone (2009 bytes of them its values), and a job holds whole parameter sets: start the service with a "
+        "higher --request-max-bytes, or shorten that set's values; nothing was sent"
+    )
+    with SimulationClient(small_bodies.url, small_bodies.keys["alice"]) as api:
+        assert len(api.jobs(limit=1000)) == before
+
+
 KILLED_SWEEP = """
 import sys
 import pandas as pd

@@ -16,7 +16,8 @@ Backends: ``local``, ``slurm`` and ``scheduler`` (``simcal.backends``) run each 
 ``service`` sends them to a simulation service (``simcal.service``; URL and key from ``SIMCAL_SERVICE_URL`` and
 ``SIMCAL_API_KEY``, options as ``calibration.backend.service``): submitted simulations wait until the first
 ``gather``, ``result``, ``done`` or ``flush`` and then go per model as the jobs a sweep of them would go as
-(within the service's ``--max-simulations`` per job), whose rows are the same as a sweep's. The service derives
+(within the service's ``--max-simulations`` per job and ``--request-max-bytes`` per request), whose rows are the
+same as a sweep's. The service derives
 every seed from ``settings`` (master seed, param_id, replicate), so an explicit ``seed`` is accepted there only
 when it is that seed.
 """
@@ -363,8 +364,8 @@ class SimulationService:
         self._client = client
         self._stack = contextlib.ExitStack()
         self._queued: list[ServiceSimulationFuture] = []
-        self._per_job: int | None = None  # the service's --max-simulations, once asked (see _job_limit)
-        self._per_job_known = False
+        self._limits: Any = None  # the service's limits per job, once asked (see _job_limits)
+        self._limits_known = False
         if backend == SERVICE_BACKEND:
             from simcal.service.remote import checked_options
 
@@ -408,8 +409,15 @@ class SimulationService:
 
     def flush(self) -> None:
         """Send the queued simulations of the ``service`` backend (nothing to do otherwise): per model, as the jobs
-        a sweep of them would go as (``service_chunks``), each within the service's simulations per job."""
-        from simcal.service.remote import checked_options, send_tasks, service_chunks
+        a sweep of them would go as (``service_chunks``), each within the service's simulations and request bytes
+        per job."""
+        from simcal.service.remote import (
+            RequestSize,
+            ServiceLimits,
+            checked_options,
+            send_tasks,
+            service_chunks,
+        )
 
         queued, self._queued = self._queued, []
         if not queued:
@@ -420,7 +428,7 @@ class SimulationService:
         options = checked_options(self.backend_options)
         refused: Exception | None = None
         try:
-            per_job = self._job_limit()
+            limits = self._job_limits()
         except Exception as error:
             for future in queued:
                 future.send_error = error  # their result() raises it too, not "never sent"
@@ -428,16 +436,19 @@ class SimulationService:
         for model_ref, futures in by_model.items():
             tasks = list({f.task.key: f.task for f in futures}.values())
             try:
+                per_job, max_bytes = limits or ServiceLimits()
                 chunks = service_chunks(
                     tasks,
                     per_job,
                     f"the simulation service {self.client.url}",
                     "submit no replicate above {highest}",
+                    max_bytes=max_bytes,
+                    size=RequestSize(model_ref, self.settings),
                 )
                 for chunk in chunks:
                     keys = {task.key for task in chunk}
                     in_job = [f for f in futures if f.task.key in keys]
-                    job = send_tasks(self.client, model_ref, chunk, self.settings)
+                    job = send_tasks(self.client, model_ref, chunk, self.settings, limits=limits, sweep=False)
                     service_job = _ServiceJob(job, chunk, in_job, options)
                     for future in in_job:
                         future.job = service_job
@@ -450,13 +461,13 @@ class SimulationService:
         if refused is not None:
             raise refused
 
-    def _job_limit(self) -> int | None:
-        """The service's simulations per job (``GET /v1/limits``), asked once per ``SimulationService``."""
-        from simcal.service.remote import job_limit
+    def _job_limits(self) -> Any:
+        """The service's limits per job (``job_limits``: ``GET /v1/limits``), asked once per ``SimulationService``."""
+        from simcal.service.remote import job_limits
 
-        if not self._per_job_known:
-            self._per_job, self._per_job_known = job_limit(self.client), True
-        return self._per_job
+        if not self._limits_known:
+            self._limits, self._limits_known = job_limits(self.client), True
+        return self._limits
 
     def forget(self, future: ServiceSimulationFuture) -> None:
         if future in self._queued:

@@ -22,6 +22,7 @@ default ``--sync-timeout-s``), and the client waits that long plus ``timeout`` f
 from __future__ import annotations
 
 import io
+import json
 import math
 import numbers
 import os
@@ -184,6 +185,40 @@ def checked_seconds(name: str, seconds: Any) -> float:
     return float(seconds)
 
 
+# One encoder for every body: json.dumps with options builds a new one per call, which weighing a large sweep's
+# parameter sets one by one (simcal.service.remote.RequestSize) paid for each set.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as the client sends JSON: compact, UTF-8 (what the service's ``--request-max-bytes`` counts)."""
+    return _JSON.encode(value).encode()
+
+
+def request_body(
+    fn_ref: str,
+    parameter_sets: Sequence[Any],
+    n_replicates: Any,
+    settings: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The body of a simulation request, byte for byte as ``submit`` sends it: its length is what the service
+    compares with its ``request_max_bytes``. A ValueError for a value JSON cannot carry (``json_values``)."""
+    body = {
+        "fn_ref": fn_ref,
+        "parameter_sets": [
+            json_values(values, f"parameter_sets[{index}]") if isinstance(values, Mapping) else values
+            for index, values in enumerate(parameter_sets)
+        ],
+        "n_replicates": checked_replicates(n_replicates),
+    }
+    if settings:
+        body["settings"] = json_values(dict(settings), "settings")
+    if fixed:
+        body["fixed"] = json_values(dict(fixed), "fixed")
+    return json_bytes(body)
+
+
 def _detail(response) -> Any:
     try:
         return response.json().get("detail", response.text)
@@ -313,21 +348,12 @@ class SimulationClient:
     ):
         if isinstance(parameter_sets, pd.DataFrame):  # to_dict gives float32 0.3 as 0.30000001192092896
             parameter_sets = narrow_floats_as_written(parameter_sets).to_dict("records")
-        body = {
-            "fn_ref": fn_ref,
-            "parameter_sets": [
-                json_values(values, f"parameter_sets[{index}]") if isinstance(values, Mapping) else values
-                for index, values in enumerate(parameter_sets)
-            ],
-            "n_replicates": checked_replicates(n_replicates),
-        }
-        if settings:
-            body["settings"] = json_values(dict(settings), "settings")
-        if fixed:
-            body["fixed"] = json_values(dict(fixed), "fixed")
+        # Encoded here, not by httpx (whose encoding differs between versions): the bytes the service weighs.
+        body = request_body(fn_ref, parameter_sets, n_replicates, settings, fixed)
         # The caller's key, or a fresh one per call: the retries of this call never make a second job.
         key = idempotency_key or uuid.uuid4().hex
-        return self._send("POST", path, json=body, headers={"Idempotency-Key": key}, **options)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        return self._send("POST", path, content=body, headers=headers, **options)
 
     def submit(
         self,

@@ -4,7 +4,8 @@
 parameter sets go to the service with the replicates and the seed settings, so the service plans the very same
 (param_id, replicate, seed) and runs them with the same runner. Only the rows of the simulations asked for are
 kept; they go into the local parts like any batch, job by job (a large sweep is sent as several jobs, each within
-the simulations per job the service takes: its ``--max-simulations``, read from ``GET /v1/limits``), so resume,
+the simulations per job the service takes and with a request body within the bytes it reads: its
+``--max-simulations`` and ``--request-max-bytes``, read from ``GET /v1/limits``), so resume,
 the failure threshold and the final file are the local runner's. The service's URL and key come from the environment (``SIMCAL_SERVICE_URL``, ``SIMCAL_API_KEY``),
 never from the config; options (``calibration.backend.service``): ``url`` (overrides the variable),
 ``poll_interval_s``, ``wait_timeout_s`` (per job). An interrupted driver (Ctrl-C, SIGTERM from Snakemake) cancels
@@ -28,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -57,6 +58,46 @@ FORWARDED = (
 )  # fmt: skip
 
 
+class ServiceLimits(NamedTuple):
+    """What a job of the service may hold (``GET /v1/limits``); None where the service gave no usable number."""
+
+    max_simulations: int | None = None
+    request_max_bytes: int | None = None
+
+
+NO_LIMITS = ServiceLimits()  # told, but none usable (a 413 is then not put down to an old service)
+
+
+class RequestSize:
+    """The bytes of a job's request body (``simcal.service.client.request_body``) from its parts: the body without
+    parameter sets, plus each set's JSON and a comma between two, so that a sweep's cut adds sizes instead of
+    encoding every candidate job again."""
+
+    def __init__(self, model_ref: str, settings: Any):
+        self.model_ref, self.settings = model_ref, request_settings(settings)
+        self._empty: dict[int, int] = {}
+
+    def empty(self, replicates: int) -> int:
+        """The body of a job of no parameter set and ``replicates`` replicates."""
+        from simcal.service.client import request_body
+
+        if replicates not in self._empty:
+            self._empty[replicates] = len(request_body(self.model_ref, [], replicates, self.settings))
+        return self._empty[replicates]
+
+    def of_set(self, params: dict[str, Any], where: str = "parameter set") -> int:
+        """One parameter set's JSON; a ValueError naming ``where`` for a value JSON cannot carry."""
+        from simcal.service.client import json_bytes, json_values
+
+        return len(json_bytes(json_values(params, where)))
+
+    def of_job(self, tasks: Sequence[SimTask]) -> int:
+        """The body ``send_tasks`` sends for ``tasks``."""
+        sets = {task.param_id: task.params for task in tasks}
+        replicates = max(task.replicate for task in tasks) + 1
+        return self.empty(replicates) + sum(self.of_set(params) for params in sets.values()) + len(sets) - 1
+
+
 class ServiceJobFailed(RuntimeError):
     """The service's job ended failed or cancelled; the message names the job and its error."""
 
@@ -83,7 +124,7 @@ def run_on_service(
     cancelled. ``output`` (the sweep's
     file) scopes the jobs' idempotency keys (see the module's docstring); without it each job gets a fresh key.
     """
-    from simcal.service.client import RequestRejected, SimulationClient
+    from simcal.service.client import SimulationClient
 
     options = checked_options(simulator.backend_options)
     left = {task.key for task in remaining}
@@ -94,24 +135,24 @@ def run_on_service(
         progress.report()
 
     with SimulationClient(options.get("url")) as client:
-        per_job = job_limit(client)
-        chunks = service_chunks(planned, per_job, f"the simulation service {client.url}")
-        if per_job is not None and len(chunks) > 1:
+        limits = job_limits(client)
+        per_job, max_bytes = limits or ServiceLimits()
+        chunks = service_chunks(
+            planned, per_job, f"the simulation service {client.url}",
+            max_bytes=max_bytes, size=RequestSize(simulator.model_ref, simulator.settings),
+        )  # fmt: skip
+        if limits is not None and len(chunks) > 1:
             log.info(
-                "the simulation service %s takes at most %d simulations per job: the sweep goes as %d jobs",
-                client.url, per_job, len(chunks),
+                "the simulation service %s takes at most %s simulations and %s bytes per job: the sweep goes as "
+                "%d jobs",
+                client.url, limits.max_simulations, limits.request_max_bytes, len(chunks),
             )  # fmt: skip
         pending = [kept for chunk in chunks if (kept := [t for t in chunk if t.key in left])]
         try:
             while pending or running:
                 while pending and len(running) < JOBS_IN_FLIGHT:
                     chunk = pending.pop(0)
-                    try:
-                        job = send_tasks(client, simulator.model_ref, chunk, simulator.settings, output)
-                    except RequestRejected as error:
-                        if error.status != 413:
-                            raise
-                        raise ContractError(too_large(client.url, chunk, per_job, error.detail)) from None
+                    job = send_tasks(client, simulator.model_ref, chunk, simulator.settings, output, limits)
                     running.append((job, chunk))
                     progress.dashboard = f"{client.url}/v1/jobs/{job.id}"
                     progress.submitted()
@@ -126,16 +167,19 @@ def run_on_service(
             raise
 
 
-def job_limit(client: Any) -> int | None:
-    """The simulations per job the service takes (its ``--max-simulations``); None from a service too old to say
-    (no ``GET /v1/limits``), whose 413 is then explained by ``too_large``."""
+def job_limits(client: Any) -> ServiceLimits | None:
+    """What a job of the service may hold: simulations (its ``--max-simulations``) and request bytes (its
+    ``--request-max-bytes``); None from a service too old to say (no ``GET /v1/limits``), whose 413 is then
+    explained by ``too_large``."""
     from simcal.service.client import NotFound
 
     try:
-        limit = client.limits().get("max_simulations")
+        told = client.limits()
     except NotFound:
         return None
-    return limit if is_whole_number(limit, 1) else None
+    return ServiceLimits(
+        *(value if is_whole_number(value := told.get(name), 1) else None for name in ServiceLimits._fields)
+    )
 
 
 def service_chunks(
@@ -143,6 +187,8 @@ def service_chunks(
     max_simulations: int | None = None,
     service: str = "the simulation service",
     fewer_replicates: str = "lower simulation.replicates to {limit} or fewer",
+    max_bytes: int | None = None,
+    size: RequestSize | None = None,
 ) -> list[list[SimTask]]:
     """``tasks`` as one part per ``MIN_JOB_SIMULATIONS`` simulations (at most ``MAX_JOBS``, at most one per
     parameter set), each of whole parameter sets (a job asks for every replicate of its sets up to the highest
@@ -151,12 +197,34 @@ def service_chunks(
     many (sets x replicates, as the service counts); the same tasks and limit always give the same parts. A
     ContractError naming ``service`` when one parameter set's replicates alone are more, whose advice is
     ``fewer_replicates`` (``{limit}``: the limit, ``{highest}``: the highest replicate that fits; a sweep's by
-    default, ``submit``'s from ``simcal.api``)."""
+    default, ``submit``'s from ``simcal.api``).
+
+    With ``max_bytes`` (the service's request body limit) and ``size`` (the request's bytes), also as many parts
+    as it takes for each job's request body to hold at most that many bytes: a ContractError naming the parameter
+    set whose request alone is larger, and both sizes."""
     by_set: dict[str, list[SimTask]] = {}
     for task in tasks:
         by_set.setdefault(task.param_id, []).append(task)
     asked = {param_id: max(task.replicate for task in group) + 1 for param_id, group in by_set.items()}
     jobs = max(1, min(MAX_JOBS, len(tasks) // MIN_JOB_SIMULATIONS, len(by_set)))
+    weighed = max_bytes is not None and size is not None and bool(by_set)
+    if weighed:  # each set's JSON and the comma before it (none before a job's first set: see RequestSize)
+        set_bytes = {
+            param_id: size.of_set(group[0].params, f"parameter set param_id={param_id}") + 1
+            for param_id, group in by_set.items()
+        }
+        for param_id in by_set:
+            alone = size.empty(asked[param_id]) + set_bytes[param_id] - 1
+            if alone > max_bytes:
+                raise ContractError(
+                    f"{service} reads request bodies of at most {max_bytes} bytes (its --request-max-bytes), "
+                    f"fewer than the {alone} bytes of a request of parameter set param_id={param_id} alone "
+                    f"({set_bytes[param_id] - 1} bytes of them its values), and a job holds whole parameter sets: "
+                    "start the service with a higher --request-max-bytes, or shorten that set's values; nothing "
+                    "was sent"
+                )
+        room = max_bytes - size.empty(max(asked.values())) + 1
+        jobs = min(len(by_set), max(jobs, math.ceil(sum(set_bytes.values()) / max(1, room))))
     if max_simulations is not None and asked:
         widest = max(asked.values())
         if widest > max_simulations:
@@ -168,33 +236,41 @@ def service_chunks(
             )
         jobs = min(len(by_set), max(jobs, math.ceil(sum(asked.values()) / max_simulations)))
     chunks: list[list[SimTask]] = [[]]
-    done = sets = replicates = 0
+    done = sets = replicates = body = 0
     for param_id, group in by_set.items():
         wider = max(replicates, asked[param_id])
         over = max_simulations is not None and (sets + 1) * wider > max_simulations
+        if weighed:
+            over = over or size.empty(wider) + body + set_bytes[param_id] - 1 > max_bytes
         if chunks[-1] and (over or (len(chunks) < jobs and done >= len(tasks) * len(chunks) / jobs)):
             chunks.append([])
-            sets, wider = 0, asked[param_id]
+            sets, wider, body = 0, asked[param_id], 0
         chunks[-1].extend(group)
         done += len(group)
         sets, replicates = sets + 1, wider
+        body += set_bytes[param_id] if weighed else 0
     return chunks
 
 
-def too_large(url: str, tasks: Sequence[SimTask], per_job: int | None, detail: Any) -> str:
-    """What a 413 to one of a sweep's jobs means and what to do (the researcher cut none of these jobs)."""
+def too_large(
+    url: str, tasks: Sequence[SimTask], limits: ServiceLimits | None, detail: Any, sweep: bool
+) -> str:
+    """What a 413 to one of the jobs of a sweep (``sweep``) or of submitted simulations means and what to do (the
+    researcher cut none of these jobs); ``limits`` None: the service did not tell them."""
     sets = len({task.param_id for task in tasks})
     replicates = max(task.replicate for task in tasks) + 1
+    whose, so = ("this sweep", "the sweep") if sweep else ("the submitted simulations",) * 2
     what = (
-        "it does not tell its limits (no GET /v1/limits: a simcal serve older than this client), so the sweep "
+        f"it does not tell its limits (no GET /v1/limits: a simcal serve older than this client), so {so} "
         "could not be cut into jobs that fit: update the service, or start it with a higher limit than the one "
         "named"
-        if per_job is None
+        if limits is None
         else "start the service with a higher limit than the one named"
     )
+    kept = " The rows of the jobs that had finished are kept for the rerun" if sweep else ""
     return (
-        f"the simulation service {url} refused a job of this sweep ({sets} parameter sets x {replicates} "
-        f"replicates) as too large: {detail}; {what}. The rows of the jobs that had finished are kept for the rerun"
+        f"the simulation service {url} refused a job of {whose} ({sets} parameter sets x {replicates} "
+        f"replicates) as too large: {detail}; {what}.{kept}"
     )
 
 
@@ -220,16 +296,24 @@ def checked_options(backend_options: Any) -> dict[str, Any]:
 
 
 def send_tasks(
-    client: Any, model_ref: str, tasks: Sequence[SimTask], settings: Any, output: str | None = None
+    client: Any,
+    model_ref: str,
+    tasks: Sequence[SimTask],
+    settings: Any,
+    output: str | None = None,
+    limits: ServiceLimits | None = NO_LIMITS,
+    sweep: bool = True,
 ) -> Any:
     """Queue ``tasks`` as one job of the service (a ``simcal.service.client.Job``). With ``output`` (a sweep's
     file), take up instead the job still queued or running that an earlier run (killed) sent with the same key;
-    without it (``submit``/``gather``) the job is always new.
+    without it (``submit``/``gather``) the job is always new. A 413 is a ContractError saying what it means for
+    the jobs of a sweep (``sweep``) or of submitted simulations (``too_large``; ``limits``: what the service told
+    of them, the jobs were cut by; None: it told nothing, having no ``GET /v1/limits``).
 
     The job asks for every parameter set of ``tasks`` x (their highest replicate + 1), with the seed settings, so
     the service plans the same (param_id, replicate, seed) as this side; ``rows_of`` keeps the ones asked for.
     """
-    from simcal.service.client import FINAL
+    from simcal.service.client import FINAL, RequestRejected
 
     parameter_sets = list({task.param_id: task.params for task in tasks}.values())
     replicates = max(task.replicate for task in tasks) + 1
@@ -237,7 +321,12 @@ def send_tasks(
     key = None if output is None else job_key(output, *request)
     ended = []
     while True:
-        job = client.submit(*request, idempotency_key=key)
+        try:
+            job = client.submit(*request, idempotency_key=key)
+        except RequestRejected as error:
+            if error.status != 413:
+                raise
+            raise ContractError(too_large(client.url, tasks, limits, error.detail, sweep)) from None
         if not (job.replayed and job.info.get("status") in FINAL):
             break
         ended.append(f"{job.id} ({job.info['status']})")
