@@ -751,6 +751,39 @@ def test_wait_refuses_a_poll_interval_or_timeout_that_is_no_number_of_seconds_na
     assert handler.seen == []
 
 
+@pytest.mark.parametrize(
+    ("seconds", "options", "expected"),
+    [
+        (2, {}, 2.0),
+        (0, {"zero": True}, 0.0),
+        (None, {"none": True}, None),
+        (0, {}, "timeout must be a number of seconds > 0, got 0"),
+        (None, {}, "timeout must be a number of seconds > 0, got None"),
+        (-1, {"zero": True, "none": True}, "timeout must be a number of seconds >= 0 or None, got -1"),
+        (float("inf"), {"zero": True}, "timeout must be a number of seconds >= 0, got inf"),
+        (
+            float("nan"),
+            {"zero": True, "none": True},
+            "timeout must be a number of seconds >= 0 or None, got nan",
+        ),
+        (True, {"zero": True}, "timeout must be a number of seconds >= 0, got True"),
+    ],
+)
+def test_one_seconds_checker_takes_zero_and_none_only_where_the_caller_allows_them(
+    seconds, options, expected
+):
+    """Job.wait checked its timeout inline beside checked_seconds (a variant allowing 0 and None): one checker now
+    serves both, with the messages the callers gave before."""
+    from simcal.service.client import checked_seconds
+
+    if isinstance(expected, str):
+        with pytest.raises(ValueError) as refused:
+            checked_seconds("timeout", seconds, **options)
+        assert str(refused.value) == expected
+    else:
+        assert checked_seconds("timeout", seconds, **options) == expected
+
+
 @pytest.mark.timeout(15)
 def test_wait_raises_job_failed_for_a_cancelled_job_as_for_a_failed_one():
     """Job.wait: JobFailed when the job failed or was cancelled. Polled on, a cancelled job would end the wait with a

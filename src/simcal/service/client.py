@@ -178,10 +178,17 @@ def checked_replicates(n_replicates: Any) -> int:
     return int(n_replicates)
 
 
-def checked_seconds(name: str, seconds: Any) -> float:
-    """``seconds`` as a float; a ValueError naming ``name`` unless it is a finite number > 0."""
-    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 < seconds < float("inf"):
-        raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+def checked_seconds(name: str, seconds: Any, *, zero: bool = False, none: bool = False) -> float | None:
+    """``seconds`` as a float; a ValueError naming ``name`` unless it is a finite number > 0 (>= 0 with ``zero``),
+    or None where ``none`` allows it (returned as is)."""
+    if seconds is None and none:
+        return None
+    number = not isinstance(seconds, bool) and isinstance(seconds, numbers.Real)
+    if not number or not (0 <= seconds if zero else 0 < seconds) or not seconds < math.inf:
+        expected = ">= 0" if zero else "> 0"
+        raise ValueError(
+            f"{name} must be a number of seconds {expected}{' or None' if none else ''}, got {seconds!r}"
+        )
     return float(seconds)
 
 
@@ -472,10 +479,7 @@ class Job:
         or ``timeout``, before anything is sent, unless each is a number of seconds (> 0; ``timeout`` >= 0 or
         None)."""
         poll_interval = checked_seconds("poll_interval", poll_interval)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not 0 <= timeout < math.inf
-        ):
-            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        timeout = checked_seconds("timeout", timeout, zero=True, none=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             info = self.status()
