@@ -1,6 +1,8 @@
 """The single-window detector (dense layers) gives the same GAT layer outputs, DQN state and decisions as the
 batched PyG path it replaces at batch size one."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -121,6 +123,25 @@ def test_window_detector_matches_the_batched_path(preset, fallback):
             assert detection.attack == bool(expected["fusion_pred"][index])
     if fallback != LEARNT:
         assert (expected["fusion_alpha"] == fallback / (NUM_ACTIONS - 1)).all()
+
+
+def test_a_dqn_with_nan_weights_gives_nan_alpha_and_score_on_both_paths_not_action_zero():
+    """Both paths took argmax over the NaN Q-values of a diverged agent: action 0, a finite α of 0 and the VGAE's
+    decision, which the evaluation reported as the fusion's."""
+    torch.manual_seed(0)
+    vgae = VGAE(NUM_IDS, **resolve_preset("demo_student", "vgae"))
+    vgae.anomaly_threshold.fill_(0.3)
+    gat, dqn = GAT(NUM_IDS, **resolve_preset("demo_student", "gat")), QNetwork()
+    with torch.no_grad():
+        for parameter in dqn.parameters():
+            parameter.fill_(float("nan"))
+    graphs = toy_graphs(5, num_ids=NUM_IDS, seed=3)
+    scored = score_graphs(vgae, gat, dqn, graphs)
+    assert scored["fusion_alpha"].isna().all() and scored["fusion_score"].isna().all()
+    assert scored["fusion_pred"].tolist() == [0] * 5
+    assert scored[["vgae_score", "gat_prob"]].notna().all().all()  # the VGAE and the GAT are not at fault
+    detection = WindowDetector(vgae, gat, dqn)(graphs[0].x, graphs[0].edge_index)
+    assert math.isnan(detection.alpha) and math.isnan(detection.score) and detection.attack is False
 
 
 def test_window_detector_needs_a_calibrated_vgae():

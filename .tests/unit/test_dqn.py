@@ -33,6 +33,23 @@ def test_prediction_is_the_fused_score_above_one_half():
     assert fuse(torch.tensor([0, 20]), half, half)[2].tolist() == [0, 0]
 
 
+def test_a_state_with_non_finite_q_values_gets_no_action_and_a_nan_alpha_not_action_zero():
+    """argmax over NaN Q-values silently picked action 0: a diverged agent fused as one that trusts the VGAE alone,
+    with a finite score that no check could tell from a real choice."""
+    dqn = QNetwork().eval()
+    state = torch.zeros(3, 15)
+    state[1, 0] = float("nan")  # one window's Q-values are all NaN
+    with torch.no_grad():
+        actions, chosen = dqn.decide(state)
+    assert chosen.tolist() == [True, False, True]
+    assert torch.equal(actions, dqn.choose(state))
+    alpha, score, prediction = fuse(actions, torch.full((3,), 0.9), torch.full((3,), 0.8), chosen)
+    assert [torch.isnan(alpha).tolist(), torch.isnan(score).tolist()] == [[False, True, False]] * 2
+    assert prediction.tolist() == [1, 0, 1]
+    dqn.fallback_action.fill_(4)  # a fallback agent consults no Q-value: every state gets its action
+    assert [t.tolist() for t in dqn.decide(state)] == [[4, 4, 4], [True, True, True]]
+
+
 def test_reward_is_cost_sensitive_correctness_without_a_margin():
     anomaly, p_attack = torch.tensor([0.9, 0.9, 0.9]), torch.tensor([0.1, 0.1, 0.1])
     labels = torch.tensor([1, 1, 1])

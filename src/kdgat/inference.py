@@ -3,7 +3,8 @@
 `score_graphs` returns, per graph: label, vgae_error (the VGAE's anomaly error: how far the graph's feature MSE,
 ID cross-entropy and neighbour BCE lie from normal windows', see kdgat.models.vgae), vgae_score (that error calibrated to [0, 1): 0.5
 at the VGAE's validation threshold, see VGAE.calibrated_anomaly), gat_prob
-(p(attack)), fusion_alpha (α chosen by the DQN), fusion_score ((1−α)·vgae_score + α·gat_prob) and fusion_pred
+(p(attack)), fusion_alpha (α chosen by the DQN; NaN where its Q-values are not finite, a diverged agent, which
+kdgat.evaluation refuses), fusion_score ((1−α)·vgae_score + α·gat_prob) and fusion_pred
 (fusion_score > 0.5).
 """
 
@@ -86,9 +87,9 @@ def score_graphs(vgae, gat, dqn, graphs, batch_size: int = 256, device="cpu") ->
     inputs = fusion_inputs(vgae, gat, graphs, batch_size=batch_size, device=device)
     dqn_was_training = dqn.training
     dqn.eval().to(device)
-    actions = dqn.choose(inputs["state"].to(device)).cpu()
+    actions, chosen = (part.cpu() for part in dqn.decide(inputs["state"].to(device)))
     dqn.train(dqn_was_training)
-    alpha, score, pred = fuse(actions, inputs["anomaly"], inputs["p_attack"])
+    alpha, score, pred = fuse(actions, inputs["anomaly"], inputs["p_attack"], chosen)
     return pd.DataFrame(
         {
             "label": inputs["label"].numpy().astype(int),
@@ -207,8 +208,9 @@ class WindowDetector:
     def __call__(self, x: torch.Tensor, edge_index: torch.Tensor) -> Detection:
         state = self.state(x, edge_index)
         if self.fallback_action != LEARNT:
-            action = torch.tensor([self.fallback_action])
+            action, chosen = torch.tensor([self.fallback_action]), None
         else:
-            action = self.q_network(state).argmax().view(1)
-        alpha, score, prediction = fuse(action, state[7:8], state[9:10])  # the one decision rule
+            q_values = self.q_network(state)
+            action, chosen = q_values.argmax().view(1), torch.isfinite(q_values).all().view(1)
+        alpha, score, prediction = fuse(action, state[7:8], state[9:10], chosen)  # the one decision rule
         return Detection(float(alpha), float(score), bool(prediction))

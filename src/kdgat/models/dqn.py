@@ -17,9 +17,15 @@ def alphas(device=None) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, NUM_ACTIONS, device=device)
 
 
-def fuse(actions: torch.Tensor, anomaly: torch.Tensor, p_attack: torch.Tensor):
-    """(α, fused score, prediction) for action indices; the prediction is always fused score > 0.5."""
+def fuse(
+    actions: torch.Tensor, anomaly: torch.Tensor, p_attack: torch.Tensor, chosen: torch.Tensor | None = None
+):
+    """(α, fused score, prediction) for action indices; the prediction is always fused score > 0.5. ``chosen``
+    (booleans per action, :meth:`QNetwork.decide`'s): where False the agent chose nothing (its Q-values are not
+    finite), so α and the fused score are NaN (and the prediction normal) instead of a made-up action's."""
     alpha = alphas(anomaly.device)[actions]
+    if chosen is not None:
+        alpha = alpha.masked_fill(~chosen, float("nan"))
     score = (1.0 - alpha) * anomaly + alpha * p_attack
     return alpha, score, (score > DECISION_THRESHOLD).long()
 
@@ -58,10 +64,17 @@ class QNetwork(nn.Module):
 
     def choose(self, state: torch.Tensor) -> torch.Tensor:
         """The action of each state ([N, STATE_DIM] → [N]): the greedy one, or the fallback action when one is set."""
+        return self.decide(state)[0]
+
+    def decide(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(:meth:`choose`'s actions, whether each is a choice): False where the state's Q-values are not all finite
+        (a diverged agent), whose argmax is no choice (all NaN: action 0, α = 0, silently). For :func:`fuse`."""
         fallback = int(self.fallback_action)
         if fallback != LEARNT:
-            return torch.full(state.shape[:-1], fallback, dtype=torch.long, device=state.device)
-        return self(state).argmax(dim=-1)
+            actions = torch.full(state.shape[:-1], fallback, dtype=torch.long, device=state.device)
+            return actions, torch.ones_like(actions, dtype=torch.bool)
+        q_values = self(state)
+        return q_values.argmax(dim=-1), torch.isfinite(q_values).all(dim=-1)
 
 
 def fusion_reward(
