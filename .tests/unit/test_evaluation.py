@@ -655,26 +655,30 @@ def test_an_infinite_score_is_refused_naming_the_split_and_column_like_a_nan(val
 
 
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize(
+    ("name", "column", "title"), [("gat", "gat_prob", "GAT"), ("dqn", "fusion_alpha", "fusion (DQN)")]
+)
 def test_a_diverged_model_is_refused_naming_its_file_the_evaluation_and_the_windows_before_any_metric(
-    tmp_path,
+    tmp_path, name, column, title
 ):
     """A GAT with NaN weights (a diverged run) ended the evaluation with a bare ValueError naming neither the model
-    file nor the dataset, variant and seed, and not a user's mistake (a traceback in the wrapper's log)."""
+    file nor the dataset, variant and seed, and not a user's mistake (a traceback in the wrapper's log); a DQN with
+    NaN weights was not caught at all (argmax over NaN Q-values: α = 0 and finite fusion scores)."""
     inputs = tiny_evaluation_inputs(tmp_path)
-    gat = GAT(num_ids=20)
+    model, config = (GAT(num_ids=20), {"num_ids": 20}) if name == "gat" else (QNetwork(), {})
     with torch.no_grad():
-        for parameter in gat.parameters():
+        for parameter in model.parameters():
             parameter.fill_(float("nan"))
-    save_model(gat, "gat", {"num_ids": 20}, tmp_path / "gat.pt")
+    save_model(model, name, config, tmp_path / f"{name}.pt")
     with pytest.raises(InputError) as error:
         evaluate_files(
             **inputs, outputs=_evaluation_outputs(tmp_path), dataset="tiny", variant="teacher", seed=3,
             device="cpu", speed=TINY_SPEED,
         )  # fmt: skip
     assert str(error.value) == (
-        f"{inputs['gat']} (tiny/teacher seed 3, the gat model): validation: gat_prob holds 20 non-finite values "
-        "(NaN or inf) of 20 windows: the GAT model's scores are not finite (a diverged training run?); no metric "
-        "computed"
+        f"{inputs[name]} (tiny/teacher seed 3, the {name} model): validation: {column} holds 20 non-finite values "
+        f"(NaN or inf) of 20 windows: the {title} model's scores are not finite (a diverged training run?); no "
+        "metric computed"
     )
     assert not (tmp_path / "out").exists()
 
@@ -875,16 +879,17 @@ def test_the_stash_restores_no_evaluation_of_another_seed_variant_or_dataset(tmp
 
 
 def test_evaluate_files_refuses_a_missing_output_or_input_before_loading_anything(tmp_path):
+    """A missing input was a bare FileNotFoundError, not a user's mistake: the wrapper printed a traceback."""
     inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
     settings = {"dataset": "tiny", "variant": "teacher", "device": "cpu"}
     without_roc = {name: path for name, path in outputs.items() if name != "roc"}
     with pytest.raises(ValueError, match=r"needs the outputs .*; missing \['roc'\]"):
         evaluate_files(**inputs, outputs=without_roc, **settings)
     Path(inputs["gat"]).unlink()
-    with pytest.raises(
-        FileNotFoundError, match=f"input 'gat' of the evaluation does not exist: {inputs['gat']}"
-    ):
+    with pytest.raises(InputError) as error:
         evaluate_files(**inputs, outputs=outputs, **settings)
+    assert isinstance(error.value, FileNotFoundError)  # what callers caught before still catches it
+    assert str(error.value) == f"input 'gat' of the evaluation does not exist: {inputs['gat']}"
     assert not (tmp_path / "out").exists()
 
 
@@ -938,6 +943,20 @@ def test_evaluate_detector_refuses_an_empty_validation_list_before_scoring_anyth
     # it said what was wrong, not what was expected
     assert str(error.value) == (
         "the validation graph list is empty; the VGAE's threshold is chosen on val.pt's graphs"
+    )
+
+
+def test_evaluate_detector_refuses_no_test_scenario_like_evaluate_files_before_scoring_anything():
+    """evaluate_files refused a test.pt without scenarios, but evaluate_detector called directly returned a document
+    without test results."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the test scenarios were checked")
+
+    with pytest.raises(ValueError) as error:
+        evaluate_detector(None, None, None, ["graph"], {}, score_fn=never)
+    assert str(error.value) == (
+        "test_sets holds no test scenario; the evaluation reports test results (never validation's)"
     )
 
 

@@ -51,6 +51,7 @@ from kdgat.evaluation.summary import (
 from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS, youden_threshold
 from kdgat.files import write_json
 from kdgat.graphs import GraphArrays, build_graphs
+from wrapper_rules import InputError
 
 
 def test_interval_is_the_student_t_interval_over_seeds():
@@ -421,6 +422,8 @@ def test_baselines_refuse_what_they_cannot_measure(tmp_path):
         messages_per_id(train, 2)  # the floods carry index 2, not a column of a 2-ID table
     metadata = tmp_path / "metadata.json"
     metadata.write_text('{"vocab_size": 4}')
+    for split in ("train", "val", "test"):  # present: the metadata is read before any graph
+        (tmp_path / f"{split}.pt").touch()
     with pytest.raises(
         ValueError, match=f"{metadata}: expected preprocess metadata with an integer 'num_ids'"
     ):
@@ -428,6 +431,41 @@ def test_baselines_refuse_what_they_cannot_measure(tmp_path):
             train=tmp_path / "train.pt", val=tmp_path / "val.pt", test=tmp_path / "test.pt", metadata=metadata,
             metrics=tmp_path / "baselines.json", scores=tmp_path / "scores.parquet", dataset="ds",
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("train", [], "input 'train' of the baselines must be the path of one train.pt; got []"),
+        (
+            "val",
+            ["a.pt", "b.pt"],
+            "input 'val' of the baselines must be the path of one val.pt; got ['a.pt', 'b.pt']",
+        ),
+        (
+            "metadata",
+            None,
+            "input 'metadata' of the baselines must be the path of one metadata.json; got None",
+        ),
+        ("test", "missing.pt", "input 'test' of the baselines does not exist: missing.pt"),
+    ],
+)
+def test_a_baselines_input_that_is_no_files_path_or_no_file_is_refused_naming_it(
+    tmp_path, monkeypatch, name, value, message
+):
+    """A Snakemake input given as a list (none, or several files) failed as pathlib's "expected str, bytes or
+    os.PathLike object", a missing one as a bare FileNotFoundError: tracebacks naming no input."""
+    monkeypatch.chdir(tmp_path)  # "missing.pt" is missing from here
+    files = {split: tmp_path / f"{split}.pt" for split in ("train", "val", "test")}
+    for path in files.values():
+        path.touch()
+    files["metadata"] = write_json({"num_ids": 4}, tmp_path / "metadata.json")
+    with pytest.raises(InputError) as error:
+        baselines_files(
+            **{**files, name: value}, metrics=tmp_path / "baselines.json", scores=tmp_path / "scores.parquet"
+        )
+    assert str(error.value) == message
+    assert not (tmp_path / "baselines.json").exists()
 
 
 def test_baselines_files_writes_the_datasets_baselines_at_the_fpr_targets_given(tmp_path):

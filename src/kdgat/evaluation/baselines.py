@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets
+from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets, input_files
 from kdgat.evaluation.thresholds import youden_threshold
 from kdgat.graphs import GraphArrays
 
@@ -190,6 +190,8 @@ def baselines_files(
     from kdgat.files import FileContentError, load_json, write_json, write_table
     from kdgat.graph_store import load_graph_arrays, load_graph_set_arrays
 
+    given = {"train": train, "val": val, "test": test, "metadata": metadata}
+    train, val, test, metadata = input_files(given, "the baselines").values()
     try:
         recorded = load_json(metadata)
         num_ids = int(recorded["num_ids"])

@@ -13,22 +13,8 @@ from typing import Any
 
 from kdgat.chain import MODELS, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
-from kdgat.evaluation.metrics import EvaluationSettingsError
 from kdgat.evaluation.summary import SCENARIO_COLUMNS
 from kdgat.files import FileContentError, load_json
-
-# What each input of evaluate_files is.
-INPUT_FILES = {"vgae": "model.pt", "gat": "model.pt", "dqn": "model.pt", "val": "val.pt", "test": "test.pt"}
-
-
-def input_file(value: Any, name: str) -> str | os.PathLike:
-    """``value`` when it is one file's path (input ``name`` of evaluate_files); refused naming the input otherwise:
-    no file or a list of files failed as pathlib's "expected str, bytes or os.PathLike object", naming neither."""
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-        raise EvaluationSettingsError(
-            f"input {name!r} of the evaluation must be the path of one {INPUT_FILES[name]}; got {value!r}"
-        )
-    return value
 
 
 def check_detector_files(

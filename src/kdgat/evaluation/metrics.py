@@ -3,12 +3,16 @@
 
 Attack (1) is the positive class. Undefined metrics (e.g. ROC-AUC on a scenario that holds only normal traffic) are
 ``None`` and the reason is recorded under ``"undefined"``: a single-class scenario is a fact to report, not an error.
+Also the refusals of what an evaluation or the baselines are given (settings, input paths), below everything that
+checks them (kdgat.evaluation.inputs imports the baselines).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,38 @@ class EvaluationSettingsError(ValueError, InputError):
     """An evaluation setting, input or a summary's param that is not what it takes (``evaluation.fpr_targets``,
     ``batch_size``, ``speed``, ``history_keys``, an input that is no file's path); the message names it and what
     was expected."""
+
+
+class MissingInputError(FileNotFoundError, InputError):
+    """An input file of an evaluation or of the baselines that does not exist; the message names the input and path."""
+
+
+# What each input of evaluate_files and baselines_files is.
+INPUT_FILES = {
+    **dict.fromkeys(("vgae", "gat", "dqn"), "model.pt"),
+    **{split: f"{split}.pt" for split in ("train", "val", "test")},
+    "metadata": "metadata.json",
+}
+
+
+def input_file(value: Any, name: str, of: str = "the evaluation") -> str | os.PathLike:
+    """``value`` when it is one file's path (input ``name`` of ``of``); refused naming the input otherwise: no file
+    or a list of files failed as pathlib's "expected str, bytes or os.PathLike object", naming neither."""
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise EvaluationSettingsError(
+            f"input {name!r} of {of} must be the path of one {INPUT_FILES[name]}; got {value!r}"
+        )
+    return value
+
+
+def input_files(given: Mapping[str, Any], of: str) -> dict[str, str | os.PathLike]:
+    """:func:`input_file` of every input (``{name: value}``), then a :class:`MissingInputError` naming the first
+    that does not exist, before anything is loaded."""
+    paths = {name: input_file(value, name, of) for name, value in given.items()}
+    for name, path in paths.items():
+        if not Path(path).is_file():
+            raise MissingInputError(f"input {name!r} of {of} does not exist: {path}")
+    return paths
 
 
 def as_binary(values: Any, name: str) -> np.ndarray:

@@ -28,11 +28,16 @@ from kdgat.evaluation.inputs import (
     check_one_set_of_models_per_variant,
     check_one_test_set_per_dataset,
     checked_metrics,
-    input_file,
     loaded_document,
 )
 from kdgat.evaluation.markdown import summary_markdown
-from kdgat.evaluation.metrics import FPR_TARGETS, EvaluationSettingsError, binary_metrics, checked_fpr_targets
+from kdgat.evaluation.metrics import (
+    FPR_TARGETS,
+    EvaluationSettingsError,
+    binary_metrics,
+    checked_fpr_targets,
+    input_files,
+)
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.speed import checked_speed, measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
@@ -208,6 +213,11 @@ def evaluate_detector(
         raise ValueError(
             "the validation graph list is empty; the VGAE's threshold is chosen on val.pt's graphs"
         )
+    if not test_sets:
+        # evaluate_files refuses a test.pt without scenarios: a document without test results is no evaluation
+        raise ValueError(
+            "test_sets holds no test scenario; the evaluation reports test results (never validation's)"
+        )
     log.info("scoring %d validation graphs", len(val_graphs))
     val = score_fn(vgae, gat, dqn, list(val_graphs), batch_size=batch_size, device=device)
     tests = {}
@@ -269,11 +279,7 @@ def evaluate_files(
     # before minutes of scoring, not after
     fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
     batch_size = checked_batch_size(batch_size)
-    given = {"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}
-    inputs = {name: input_file(path, name) for name, path in given.items()}
-    for name, path in inputs.items():
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"input {name!r} of the evaluation does not exist: {path}")
+    inputs = input_files({"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}, "the evaluation")
     params = {
         "dataset": dataset,
         "variant": variant,
