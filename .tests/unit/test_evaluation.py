@@ -1249,6 +1249,22 @@ def test_alpha_statistics_count_alpha_in_ten_bins_of_zero_to_one_the_last_one_cl
     assert stats["mean"] == pytest.approx(sum(alphas) / len(alphas))
 
 
+def test_alpha_statistics_count_each_alpha_the_dqn_can_choose_in_its_own_bin():
+    """The DQN's α are float32 (kdgat.models.dqn.alphas, i / 20): α = 0.7 is 0.69999999 and α = 0.9 is 0.89999998,
+    which the float64 edges 0.7000000000000001 and 0.9 put one bin low: a DQN that always chose α = 0.9 showed
+    an "α ≥ 0.9" share of 0 in summary.md and a histogram of [0.8,0.9)."""
+    from kdgat.evaluation.run import alpha_statistics
+    from kdgat.models.dqn import alphas
+
+    chosen = alphas().numpy().astype(float)  # every α the agent can choose, as score_graphs records them
+    frame = _scored([0] * len(chosen), [0.2] * len(chosen), [0.2] * len(chosen), [0.2] * len(chosen)).assign(
+        fusion_alpha=chosen
+    )
+    assert alpha_statistics(frame)["counts"] == [2, 2, 2, 2, 2, 2, 2, 2, 2, 3]  # 0.95 and 1.0 with 0.9
+    at_09 = frame.assign(fusion_alpha=float(chosen[18]))
+    assert alpha_statistics(at_09)["counts"] == [0] * 9 + [len(chosen)]
+
+
 def test_speed_is_the_median_of_the_batched_runs_and_of_the_single_window_runs(monkeypatch):
     """docs/evaluation.md: ``graphs_per_s`` is the median of ``speed.repeats`` batched runs, ``latency_ms`` the
     median of ``speed.latency_runs`` single-window runs: one slow run (a garbage collection) moves neither."""

@@ -71,7 +71,8 @@ EVALUATION_OUTPUTS = ("metrics", "scores", "roc", "pr", "confusion")
 TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
 
 
-ALPHA_BINS = np.linspace(0.0, 1.0, 11)
+# Edges 0, 0.1, ..., 1 as the floats nearest to them (linspace's 0.7000000000000001 is not).
+ALPHA_BINS = np.arange(11) / 10
 SCORED_NUMBERS = ("vgae_score", "gat_prob", "fusion_alpha", "fusion_score")
 RESERVED_SCENARIOS = {"val": "the validation split", "test_pooled": "all test scenarios pooled"}
 
@@ -113,7 +114,8 @@ def alpha_statistics(frame: pd.DataFrame) -> dict[str, Any]:
     and how often the fused decision equals the GAT's (p > 0.5) and the VGAE-side one (calibrated score > 0.5)."""
     alpha = frame["fusion_alpha"].to_numpy(float)
     fused = frame["fusion_pred"].to_numpy()
-    counts, _ = np.histogram(alpha, bins=ALPHA_BINS)
+    # The DQN's α are float32 (i / 20: 0.9 is 0.89999998): rounded off, each counts in the bin it names.
+    counts, _ = np.histogram(alpha.round(6), bins=ALPHA_BINS)
     return {
         "n": int(len(alpha)),
         "bins": ALPHA_BINS.round(2).tolist(),
