@@ -247,16 +247,20 @@ def test_an_empty_stash_dir_switches_the_result_stash_off(tmp_path, monkeypatch,
         )  # fmt: skip
         return {p for p in tmp_path.rglob("*") if p.is_file()} - before
 
+    def stash_said() -> bool:
+        """Whether the evaluation's own lines speak of the stash (another may name tmp_path, *_stash_*)."""
+        return any("stash" in r.getMessage() for r in caplog.records if r.name.startswith("kdgat.evaluation"))
+
     # Off: only the declared outputs are written, and the evaluation is computed.
     assert evaluate("") == set(outputs.values())
-    assert "evaluating tiny/teacher" in caplog.text and "stash" not in caplog.text
+    assert "evaluating tiny/teacher" in caplog.text and not stash_said()
     # Control: a non-empty stash_dir commits an entry.
     written = evaluate(str(shipped_stash.relative_to(tmp_path)))
     assert any(p.name == "COMPLETE" and shipped_stash in p.parents for p in written)
     assert "committed results to the stash" in caplog.text
     # Off again, with that entry (same inputs and params) on disk: recomputed, not restored, nothing stashed.
     assert evaluate("") == set(outputs.values())
-    assert "evaluating tiny/teacher" in caplog.text and "stash" not in caplog.text
+    assert "evaluating tiny/teacher" in caplog.text and not stash_said()
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -1042,6 +1046,41 @@ def test_model_files_that_are_not_one_detector_for_the_graphs_are_refused_naming
             speed=TINY_SPEED,
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_graphs_of_another_preprocess_run_with_a_vocabulary_of_the_same_size_are_refused_naming_both_files(
+    tmp_path,
+):
+    """docs/evaluation.md: an evaluation refuses "a VGAE, GAT and graphs of different vocabularies". Only the
+    vocabularies' sizes were compared: models scored on the graphs of another preprocess run (another dataset of
+    as many CAN IDs, the same index meaning another ID) wrote a metrics.json of meaningless numbers, although every
+    graph file and model.pt records its run's vocabulary digest (and kdgat evaluate --data refuses them)."""
+    ours, theirs = "a" * 64, "b" * 64
+    inputs = tiny_evaluation_inputs(tmp_path)
+    vgae_config = {"num_ids": 20, "hidden_dims": (8, 4), "latent_dim": 4}
+    vgae = VGAE(**vgae_config)
+    vgae.anomaly_threshold.fill_(1.0)  # scoring refuses an uncalibrated VGAE
+    save_model(vgae, "vgae", vgae_config, inputs["vgae"], vocabulary=ours)
+    save_model(GAT(num_ids=20), "gat", {"num_ids": 20}, inputs["gat"], vocabulary=ours)
+    save_model(QNetwork(), "dqn", {}, inputs["dqn"], vocabulary=ours)
+    save_graphs(toy_graphs(20, num_ids=20, seed=1), inputs["val"], vocabulary=theirs)
+    save_graph_sets({"dos": toy_graphs(20, num_ids=20, seed=2)}, inputs["test"], vocabulary=theirs)
+    run = dict(
+        **inputs, outputs=_evaluation_outputs(tmp_path), dataset="tiny", variant="teacher", device="cpu",
+        speed=TINY_SPEED,
+    )  # fmt: skip
+    with pytest.raises(
+        FileContentError,
+        match=rf"{re.escape(inputs['vgae'])} \(vgae\) and {re.escape(inputs['val'])} \(val\) are of different "
+        r"preprocess runs",
+    ):
+        evaluate_files(**run)
+    assert not (tmp_path / "out").exists()
+    # the graphs of the models' own run are evaluated
+    save_graphs(toy_graphs(20, num_ids=20, seed=1), inputs["val"], vocabulary=ours)
+    save_graph_sets({"dos": toy_graphs(20, num_ids=20, seed=2)}, inputs["test"], vocabulary=ours)
+    assert evaluate_files(**run)["test"]["dos"]["fusion"]["n"] == 20
 
 
 def test_a_graph_index_one_past_the_models_vocabulary_is_refused_and_the_last_index_is_not(tmp_path):

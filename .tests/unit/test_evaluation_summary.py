@@ -559,6 +559,32 @@ def test_baselines_files_name_the_file_of_another_vocabulary_or_without_test_sce
     assert not (tmp_path / "out").exists()
 
 
+def test_baselines_refuse_a_test_file_of_another_preprocess_run_of_as_many_ids_naming_it(tmp_path):
+    """The baselines rule compared test.pt with metadata.json's num_ids only: the test graphs of another preprocess
+    run of as many CAN IDs (the same index meaning another ID) were scored, although each file records its run's
+    vocabulary digest and `kdgat baselines --data` refuses them (README)."""
+    from kdgat.graph_store import save_graph_sets, save_graphs
+
+    ours, theirs = "a" * 64, "b" * 64
+    rng = np.random.default_rng(3)
+    save_graphs(_capture(rng, 40), tmp_path / "train.pt", vocabulary=ours)
+    save_graphs(_capture(rng, 20), tmp_path / "val.pt", vocabulary=ours)
+    save_graph_sets({"dos": _capture(rng, 20)}, tmp_path / "test.pt", vocabulary=theirs)
+    write_json({"num_ids": 4, "vocabulary": {"digest": ours}}, tmp_path / "metadata.json")
+    run = dict(
+        **{name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}, metadata=tmp_path / "metadata.json",
+        metrics=tmp_path / "out" / "baselines.json", scores=tmp_path / "out" / "scores.parquet", dataset="ds",
+    )  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=rf"{re.escape(str(tmp_path / 'test.pt'))} \(test\) and .* are of different preprocess runs",
+    ):
+        baselines_files(**run)
+    assert not (tmp_path / "out").exists()
+    save_graph_sets({"dos": _capture(rng, 20)}, tmp_path / "test.pt", vocabulary=ours)
+    assert baselines_files(**run)["test"]["dos"][ID_RATE]["n"] == 20
+
+
 def test_scenario_table_refuses_baselines_without_the_scenario(documents):
     baselines = _baselines()
     baselines["test"] = {"fuzzy": baselines["test"]["dos"]}

@@ -202,6 +202,12 @@ def baselines_files(
     if dataset is None:
         # A fixed "dataset" here made summarize_evaluation refuse the baselines of the dataset its metrics name.
         dataset = str(recorded.get("dataset") or "dataset")
+    from kdgat.training.data import check_one_preprocess_run
+
+    try:  # a test.pt of another run of as many CAN IDs passes the num_ids check below, scored without an error
+        check_one_preprocess_run({"train": train, "val": val, "test": test}, metadata=metadata)
+    except ValueError as error:
+        raise FileContentError(str(error)) from None
     splits = [(train, load_graph_arrays(train)), (val, load_graph_arrays(val))]
     tests = load_graph_set_arrays(test)
     if not tests:

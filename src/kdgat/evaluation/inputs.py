@@ -28,7 +28,9 @@ def check_detector_files(
     trained as another variant than ``variant`` (the variant its model.pt records), or a VGAE and a GAT of
     different vocabularies, or graphs (``{path: graphs}``) holding a CAN-ID index outside the models' vocabulary
     (checkpoints of another preprocess run). Without this check torch fails with an IndexError or an
-    AttributeError that names no file, or the numbers of a mixed detector are reported under one variant."""
+    AttributeError that names no file, or the numbers of a mixed detector are reported under one variant. Graphs
+    and models of another preprocess run of as many CAN IDs are refused by their vocabulary digests
+    (``kdgat.training.data.check_one_preprocess_run``), naming both files."""
     from kdgat.files import load_torch
     from kdgat.model_store import MODEL_CLASSES
     from kdgat.models.vgae import ID_COLUMN
@@ -61,6 +63,14 @@ def check_detector_files(
                 f"{paths['vgae']} and {paths['gat']}: the models were trained on another vocabulary "
                 "(preprocess metadata num_ids); evaluate them on the graphs of their own preprocess run"
             )
+    from kdgat.training.data import check_one_preprocess_run
+
+    try:  # graphs of another run of as many CAN IDs: the same index means another ID, and nothing above fails
+        check_one_preprocess_run(
+            {name: paths[name] for name in ("val", "test") if name in paths}, {name: paths[name] for name in models}
+        )
+    except ValueError as error:
+        raise FileContentError(str(error)) from None
 
 
 # What the summaries read from each metrics.json and baselines.json (dotted: nested keys).
