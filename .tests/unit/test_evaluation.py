@@ -650,7 +650,7 @@ def test_a_nan_score_is_refused_naming_the_split_and_column_not_turned_into_a_na
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf])
 def test_an_infinite_score_is_refused_naming_the_split_and_column_like_a_nan(value):
-    """_check_scored: a score that is NaN or infinite (a diverged model) is refused naming the split and the
+    """check_scored: a score that is NaN or infinite (a diverged model) is refused naming the split and the
     column, not left to the metrics, whose message names neither."""
     val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
     infinite = val.assign(fusion_score=[0.1, value, 0.8, 0.9])

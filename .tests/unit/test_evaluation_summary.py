@@ -1418,6 +1418,25 @@ def test_a_history_key_that_is_not_a_variant_and_a_stage_is_refused_before_anyth
     assert not out.exists()
 
 
+@pytest.mark.parametrize("history", ["metrics.json", "broken.csv"])
+def test_a_history_that_is_no_training_history_is_refused_before_anything_is_written(tmp_path, history):
+    """A metrics.json given as a history (or a CSV that does not parse) was refused only after summary.csv,
+    summary.md, the scenario table and the size chart were written: `kdgat summarize` left four of its five
+    outputs, beside an older run's training_curves.svg, as if the summary had finished."""
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    (tmp_path / "broken.csv").write_text('epoch,note\n1,"unterminated\n')
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=rf"{tmp_path / history}: not a (readable )?training history"):
+        _summarize(
+            out,
+            [metrics],
+            histories=[tmp_path / history],
+            history_keys=["teacher/vgae"],
+            curves=out / "curves.svg",
+        )
+    assert not out.exists()
+
+
 def test_training_curves_asked_for_without_a_history_are_refused_before_anything_is_written(tmp_path):
     metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     out = tmp_path / "out"

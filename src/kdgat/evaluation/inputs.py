@@ -67,7 +67,8 @@ def check_detector_files(
 
     try:  # graphs of another run of as many CAN IDs: the same index means another ID, and nothing above fails
         check_one_preprocess_run(
-            {name: paths[name] for name in ("val", "test") if name in paths}, {name: paths[name] for name in models}
+            {name: paths[name] for name in ("val", "test") if name in paths},
+            {name: paths[name] for name in models},
         )
     except ValueError as error:
         raise FileContentError(str(error)) from None

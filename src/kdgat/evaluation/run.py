@@ -38,7 +38,14 @@ from kdgat.evaluation.metrics import (
     checked_fpr_targets,
     input_files,
 )
-from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
+from kdgat.evaluation.plots import (
+    plot_confusion,
+    plot_pr,
+    plot_roc,
+    plot_size_f1,
+    plot_training_curves,
+    read_history,
+)
 from kdgat.evaluation.speed import checked_speed, measure_inference_speed
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import (
@@ -56,8 +63,8 @@ from kdgat.evaluation.thresholds import (
     FIXED_ALPHA_MODELS,
     GAT_THRESHOLD,
     SCORE_COLUMNS,
-    SCORING_MODEL,
     NonFiniteScoresError,
+    check_scored,
     model_decisions,
     youden_threshold,
 )
@@ -73,7 +80,6 @@ TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
 
 # Edges 0, 0.1, ..., 1 as the floats nearest to them (linspace's 0.7000000000000001 is not).
 ALPHA_BINS = np.arange(11) / 10
-SCORED_NUMBERS = ("vgae_score", "gat_prob", "fusion_alpha", "fusion_score")
 RESERVED_SCENARIOS = {"val": "the validation split", "test_pooled": "all test scenarios pooled"}
 
 
@@ -84,29 +90,6 @@ def checked_batch_size(batch_size: Any) -> int:
             f"batch_size must be a positive integer (graphs per inference batch); got {batch_size!r}"
         )
     return int(batch_size)
-
-
-def _check_scored(frame: pd.DataFrame, where: str) -> None:
-    """A ValueError naming the split and column when a score of ``frame`` is NaN or infinite (a diverged model: a
-    NonFiniteScoresError): a NaN VGAE score on validation would give a NaN threshold, one on test a normal window."""
-    missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{where}: scored table lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
-    labels = set(pd.unique(frame["label"]).tolist()) - {0, 1}
-    if labels:
-        # metrics.as_binary would refuse them too, naming neither the split nor the scenario
-        raise ValueError(
-            f"{where}: label holds {sorted(labels, key=str)[:5]}; expected 0 (normal) or 1 (attack) for every window"
-        )
-    for column in SCORED_NUMBERS:
-        bad = int((~np.isfinite(frame[column].to_numpy(float))).sum())
-        if bad:
-            model, title = SCORING_MODEL[column]
-            raise NonFiniteScoresError(
-                f"{where}: {column} holds {bad} non-finite values (NaN or inf) of {len(frame)} windows: the "
-                f"{title} model's scores are not finite (a diverged training run?); no metric computed",
-                model,
-            )
 
 
 def alpha_statistics(frame: pd.DataFrame) -> dict[str, Any]:
@@ -141,7 +124,7 @@ def evaluate_scored_splits(
     fpr_targets = checked_fpr_targets(fpr_targets)
     if val.empty:
         raise ValueError("the validation split is empty: the VGAE threshold cannot be chosen")
-    _check_scored(val, "validation")
+    check_scored(val, "validation")
     for scenario, frame in tests.items():
         if scenario in RESERVED_SCENARIOS:
             # fusion_alpha keys the splits and the scenarios alike: one would silently replace the other
@@ -151,7 +134,7 @@ def evaluate_scored_splits(
             )
         if frame.empty:
             raise ValueError(f"test scenario {scenario!r} has no graphs")
-        _check_scored(frame, f"test scenario {scenario!r}")
+        check_scored(frame, f"test scenario {scenario!r}")
     choice = youden_threshold(val["label"], val["vgae_score"])
     frames = []
 
@@ -436,6 +419,9 @@ def summarize_files(
         keyed[(variant, stage)] = path
     if curves is not None and not keyed:
         raise EvaluationSettingsError("training curves were asked for but no history.csv was given")
+    if curves is not None:
+        for path in keyed.values():
+            read_history(path)  # a file that is no history is refused before any output is written, not after
     if not metrics:
         raise EvaluationSettingsError(
             "no metrics.json given: the summary is over the evaluations' metrics.json files"

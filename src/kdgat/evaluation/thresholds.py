@@ -25,6 +25,7 @@ from kdgat.evaluation.metrics import as_binary, finite_scores
 from wrapper_rules import InputError
 
 GAT_THRESHOLD = DECISION_THRESHOLD
+SCORED_NUMBERS = ("vgae_score", "gat_prob", "fusion_alpha", "fusion_score")
 SCORE_COLUMNS = ("label", "vgae_score", "gat_prob", "fusion_alpha", "fusion_score", "fusion_pred")
 # The model each scored number comes from: its input's name (of evaluate_files) and title.
 SCORING_MODEL = {"vgae_score": ("vgae", "VGAE"), "gat_prob": ("gat", "GAT")} | dict.fromkeys(
@@ -48,6 +49,29 @@ class NonFiniteScoresError(ValueError, InputError):
     def __init__(self, message: str, model: str):
         super().__init__(message)
         self.model = model
+
+
+def check_scored(frame: pd.DataFrame, where: str) -> None:
+    """A ValueError naming the split and column when a score of ``frame`` is NaN or infinite (a diverged model: a
+    NonFiniteScoresError): a NaN VGAE score on validation would give a NaN threshold, one on test a normal window."""
+    missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{where}: scored table lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
+    labels = set(pd.unique(frame["label"]).tolist()) - {0, 1}
+    if labels:
+        # metrics.as_binary would refuse them too, naming neither the split nor the scenario
+        raise ValueError(
+            f"{where}: label holds {sorted(labels, key=str)[:5]}; expected 0 (normal) or 1 (attack) for every window"
+        )
+    for column in SCORED_NUMBERS:
+        bad = int((~np.isfinite(frame[column].to_numpy(float))).sum())
+        if bad:
+            model, title = SCORING_MODEL[column]
+            raise NonFiniteScoresError(
+                f"{where}: {column} holds {bad} non-finite values (NaN or inf) of {len(frame)} windows: the "
+                f"{title} model's scores are not finite (a diverged training run?); no metric computed",
+                model,
+            )
 
 
 @dataclass(frozen=True)
