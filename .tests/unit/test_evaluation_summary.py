@@ -512,6 +512,33 @@ def test_baselines_without_a_dataset_name_record_the_one_metadata_records(tmp_pa
     assert baselines_files(**files, metadata=tmp_path / "metadata.json", **outputs)["dataset"] == "dataset"
 
 
+@pytest.mark.parametrize("train", ["attack_free", "one_normal_window"])
+def test_baselines_of_training_captures_they_cannot_be_fitted_on_are_refused_naming_train_pt(tmp_path, train):
+    """kd_gat trains on attack-free captures with a warning (a lab's own captures); the baselines rule then ended
+    with a traceback, "the id-count baseline needs normal and attack windows in the training split", naming no
+    file, and with it the dataset's group job."""
+    from kdgat.graph_store import save_graph_sets, save_graphs
+    from wrapper_rules import InputError
+
+    rng = np.random.default_rng(3)
+    windows = _capture(rng, 40, attack=False) if train == "attack_free" else _capture(rng, 2)
+    save_graphs(windows, tmp_path / "train.pt")
+    save_graphs(_capture(rng, 20), tmp_path / "val.pt")
+    save_graph_sets({"dos": _capture(rng, 20)}, tmp_path / "test.pt")
+    write_json({"num_ids": 4}, tmp_path / "metadata.json")
+    message = (
+        "every training window is normal: baseline_id_counts .* needs normal and attack windows"
+        if train == "attack_free"
+        else "1 normal training window: baseline_id_rate .* needs at least two"
+    )
+    with pytest.raises(InputError, match=rf"{re.escape(str(tmp_path / 'train.pt'))}: {message}"):
+        baselines_files(
+            **{name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}, metadata=tmp_path / "metadata.json",
+            metrics=tmp_path / "out" / "baselines.json", scores=tmp_path / "out" / "scores.parquet", dataset="ds",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_baselines_json_is_written_last_so_a_job_that_fails_writing_leaves_none(tmp_path):
     """evaluate_baselines' meta.yaml: "Outputs are written atomically; baselines.json is written last": a job that
     cannot write its window scores (here a directory stands where the file goes) leaves no baselines.json, so

@@ -219,6 +219,24 @@ def baselines_files(
                 f"{path}: a graph holds CAN-ID index {largest}, outside the {num_ids} of {metadata} (num_ids): "
                 "graphs and metadata of different preprocess runs"
             )
+    # Attack-free training captures are allowed upstream (kd_gat trains on them with a warning): name the file here
+    # rather than fail inside the fit, naming none.
+    labels = splits[0][1].y
+    if labels.size == 0:
+        raise FileContentError(
+            f"{train}: holds no training window; the baselines are fitted on the training split"
+        )
+    if len(np.unique(labels)) < 2:
+        raise FileContentError(
+            f"{train}: every training window is {'an attack' if labels[0] else 'normal'}: "
+            f"{ID_COUNTS} (a logistic regression) needs normal and attack windows in the training split; give "
+            "training captures with attacks"
+        )
+    if int((labels == 0).sum()) < 2:
+        raise FileContentError(
+            f"{train}: 1 normal training window: {ID_RATE} (each ID's attack-free rate) "
+            "needs at least two; give longer attack-free training captures"
+        )
     document, table = evaluate_baselines(splits[0][1], splits[1][1], tests, num_ids, fpr_targets)
     document = {"dataset": dataset, **document}
     log.info(
