@@ -72,6 +72,16 @@ def repo() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def no_slurm_profile_marker_after_the_test(monkeypatch):
+    """A test that renders profiles/slurm/profile.yaml in the test process sets SNAKEMAKE_SLURM_PROFILE (the
+    workflow then refuses evaluation.gpu in a group job): take it away afterwards, or a later test's Snakemake
+    would run as if under that profile."""
+    monkeypatch.setenv("SNAKEMAKE_SLURM_PROFILE", "recorded, so that teardown restores the original")
+    monkeypatch.delenv("SNAKEMAKE_SLURM_PROFILE")
+    yield
+
+
+@pytest.fixture(autouse=True)
 def restore_logging():
     """Put the root logger back as it was after every test: one that configures logging (kdgat.logs, simcal.logs,
     a CLI's main) left the root at INFO for the tests after it on the same worker, and a test that counted a

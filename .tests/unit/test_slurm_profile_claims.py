@@ -121,9 +121,12 @@ finally:
 """
 
 
-def dry_run_with_the_profile(workdir: Path, *configfiles: Path) -> subprocess.CompletedProcess:
-    """`snakemake -n --profile profiles/slurm` of the main workflow, no sbatch on PATH, checks not switched off.
-    --cores 64: a dry run caps every rule's threads at --cores (1 by default), a SLURM run does not."""
+def dry_run_with_the_profile(
+    workdir: Path, *configfiles: Path, later_profiles: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess:
+    """`snakemake -n --profile profiles/slurm` of the main workflow, no sbatch on PATH, checks not switched off,
+    `later_profiles` layered after it. --cores 64: a dry run caps every rule's threads at --cores (1 by
+    default), a SLURM run does not."""
     probe = workdir / "probe.py"
     probe.write_text(GROUP_PROBE)
     env = {name: value for name, value in os.environ.items() if name != "SNAKEMAKE_SLURM_CHECKS"}
@@ -139,6 +142,7 @@ def dry_run_with_the_profile(workdir: Path, *configfiles: Path) -> subprocess.Co
             str(probe),
             "--profile",
             str(PROFILE),
+            *(argument for later in later_profiles for argument in ("--profile", str(later))),
             "--snakefile",
             str(REPO / "workflow" / "Snakefile"),
             "--configfile",
@@ -239,6 +243,66 @@ def test_the_readmes_formula_holds_for_other_variants_seeds_and_sizes(tmp_path):
     assert len(groups) == len(merged_config(SHIPPED_CONFIG)["datasets"])
     for group in groups:
         assert {"members": len(group["members"]), "asked": group["asked"]} == expected, group
+
+
+def evaluation_gpu_config(directory: Path) -> Path:
+    config = directory / "gpu.yaml"
+    config.write_text("evaluation:\n  gpu: 1\n")
+    return config
+
+
+def test_evaluation_gpu_is_refused_in_the_dry_run_while_the_evaluations_share_the_group_job(tmp_path):
+    """README "Evaluation group": a GPU per member of the evaluation group job fails on SLURM, so the dry run
+    stops, naming the key, the group and where the way out is written."""
+    result = dry_run_with_the_profile(tmp_path, evaluation_gpu_config(tmp_path))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert (
+        "evaluation.gpu is 1, but under profiles/slurm rule evaluation_evaluate_teacher is in the group job "
+        "'evaluation' with evaluation_baselines, evaluation_evaluate_student, evaluation_evaluate_student_kd, "
+        "evaluation_summarize_dataset: inside a group job the slurm plugin asks srun for a GPU per member"
+    ) in output, output[-3000:]
+    assert "Set evaluation.gpu to 0" in output
+    assert "(profiles/slurm/README.md, Evaluation group)" in output
+
+
+def readme_gpu_evaluation_profile() -> str:
+    """The YAML block the README gives for evaluating on GPUs (Evaluation group)."""
+    text = README.read_text()
+    start = text.index("To evaluate on GPUs anyway")
+    block = text[
+        text.index("```yaml\n", start) + len("```yaml\n") : text.index(
+            "```", text.index("```yaml", start) + 7
+        )
+    ]
+    return "\n".join(line.removeprefix("    ") for line in block.splitlines()) + "\n"
+
+
+def test_the_readmes_gpu_evaluation_profile_keeps_synthetic_can_and_gives_each_evaluation_its_own_job(
+    tmp_path,
+):
+    """The later profile of the README, with evaluation.gpu: 1: the dry run passes, every synthetic CAN file is
+    still in the one synthetic_can job (a later `groups:` replaces the profile's mapping), and every evaluation is
+    a job of its own."""
+    overrides = tmp_path / "my-overrides"
+    overrides.mkdir()
+    (overrides / "profile.yaml").write_text(readme_gpu_evaluation_profile())
+    assert yaml.safe_load((overrides / "profile.yaml").read_text())["groups"]["preprocess_generate_can"] == (
+        "synthetic_can"
+    )
+    result = dry_run_with_the_profile(tmp_path, evaluation_gpu_config(tmp_path), later_profiles=(overrides,))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("GROUPS ")]
+    groups = json.loads(line.removeprefix("GROUPS "))
+    config = merged_config(SHIPPED_CONFIG)
+    (synthetic,) = [group for group in groups if group["group"] == ["synthetic_can"]]
+    assert set(synthetic["members"]) == {"preprocess_generate_can"}
+    assert sorted(synthetic["datasets"]) == sorted(config["datasets"])
+    evaluations = [group for group in groups if group["group"][0].startswith("eval_")]
+    assert len(evaluations) == len(config["datasets"]) * len(config["kd_gat"]["variants"]) * len(
+        config["kd_gat"]["seeds"]
+    )
+    assert {len(group["members"]) for group in evaluations} == {1}
 
 
 def test_without_sbatch_on_path_the_checks_are_skipped(shipped_groups, tmp_path):
