@@ -887,25 +887,65 @@ def test_preprocess_names_a_dataset_entry_of_the_wrong_shape_in_its_config_inste
     monkeypatch.chdir(tmp_path)
     Path("a.csv").write_text("1.0,0316,1,05,R\n")
     Path("b.csv").write_text("1.0,0316,1,05,T\n")
+    # Checked against the preprocess schema's datasets part, as the workflow checks it: the key, the file, what
+    # was expected.
+    where = "(set in config.yaml)"
     cases = [
         ({"files": {"train": "a.csv", "test": {"dos": ["b.csv"]}}},
-         "datasets.lab.files.train must be a list of log files, got str 'a.csv'"),
+         f"config key datasets.lab.files.train {where}: 'a.csv' is not of type 'array'"),
         ({"files": {"train": None, "test": {"dos": ["b.csv"]}}},
-         "datasets.lab.files.train must be a list of log files, got NoneType None"),
+         f"config key datasets.lab.files.train {where}: None is not of type 'array'"),
         ({"files": {"train": ["a.csv"], "test": ["b.csv"]}},
-         "datasets.lab.files.test must map each test scenario to a list of log files (e.g. {dos: [dos.csv]}), "
-         "got list ['b.csv']"),
+         f"config key datasets.lab.files.test {where}: ['b.csv'] is not of type 'object'"),
         ({"files": {"train": ["a.csv"], "test": {"dos": "b.csv"}}},
-         "datasets.lab.files.test.dos must be a list of log files, got str 'b.csv'"),
-        ({"files": ["a.csv"]}, "datasets.lab.files must be a mapping with train, test (and fusion), got list"),
-        ({"path": ["lab"]}, "datasets.lab.path must be a folder (a string), got list ['lab']"),
-        ("lab", "datasets.lab must be a mapping with one of synthetic, path or files, got str 'lab'"),
+         f"config key datasets.lab.files.test.dos {where}: 'b.csv' is not of type 'array'"),
+        ({"files": ["a.csv"]}, f"config key datasets.lab.files {where}: ['a.csv'] is not of type 'object'"),
+        ({"path": ["lab"]}, f"config key datasets.lab.path {where}: ['lab'] is not of type 'string'"),
+        ("lab", f"config key datasets.lab {where}: 'lab' is not of type 'object'"),
     ]  # fmt: skip
     for entry, message in cases:
         Path("config.yaml").write_text(yaml.safe_dump({"datasets": {"lab": entry}}))
         assert main(["preprocess", "--dataset", "lab", "--config", "config.yaml", "--out", "out"]) == 2, entry
         assert f"kdgat preprocess: {message}" in stderr_text(), entry
     assert not calls and not Path("out").exists()
+
+
+def test_preprocess_refuses_a_dataset_entry_the_preprocess_schema_refuses_naming_the_key_and_file(
+    tmp_path, monkeypatch, stderr_text
+):
+    # Shapes the hand-written check missed: a misspelt files key was ignored without a word (its logs left out of
+    # the run), an unknown entry key too, and a format outside the schema's enum failed only in the reader.
+    from kdgat import preprocess
+
+    calls = recorded_calls(monkeypatch, preprocess, "preprocess_dataset")
+    monkeypatch.chdir(tmp_path)
+    Path("a.csv").write_text("1.0,0316,1,05,R\n")
+    Path("b.csv").write_text("1.0,0316,1,05,T\n")
+    files = {"train": ["a.csv"], "test": {"dos": ["b.csv"]}}
+    cases = [
+        ({"files": {**files, "fusoin": ["b.csv"]}},
+         "config key datasets.lab.files.fusoin (set in config.yaml): an unknown key; datasets.lab.files takes "
+         "['fusion', 'test', 'train']"),
+        ({"files": files, "pth": "lab"},
+         "config key datasets.lab.pth (set in config.yaml): an unknown key; datasets.lab takes ['files', "
+         "'format', 'path', 'synthetic']"),
+        ({"files": files, "format": "hcrl"},
+         "config key datasets.lab.format (set in config.yaml): 'hcrl' is not one of ['auto', 'hcrl_csv', "
+         "'hcrl_txt', 'can_4col']"),
+    ]  # fmt: skip
+    for entry, message in cases:
+        Path("config.yaml").write_text(yaml.safe_dump({"datasets": {"lab": entry}}))
+        assert main(["preprocess", "--dataset", "lab", "--config", "config.yaml", "--out", "out"]) == 2, entry
+        assert f"kdgat preprocess: {message}" in stderr_text(), entry
+    assert not calls and not Path("out").exists()
+
+
+def test_the_preprocess_command_reads_the_preprocess_modules_own_schema():
+    # One schema for the workflow and the command: the command's file is the module's (a link in a checkout).
+    from kdgat.cli.steps import PREPROCESS_SCHEMA
+
+    module_schema = Path(__file__).parents[2] / "workflow" / "modules" / "preprocess" / "schemas"
+    assert PREPROCESS_SCHEMA.resolve() == (module_schema / "config.schema.yaml").resolve()
 
 
 def test_preprocess_refuses_logs_it_would_ignore_beside_path_or_a_config_entry_and_train_without_test(

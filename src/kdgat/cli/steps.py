@@ -149,7 +149,7 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
         spec = {"path": args.path}
     else:
         spec = (config.get("datasets") or {}).get(args.dataset) or {}
-        check_dataset_entry(args.dataset, spec)
+        check_dataset_entry(args.dataset, spec, args.config)
         spec = dict(spec)
     if not (spec.get("path") or spec.get("files") or (spec.get("synthetic") or {}).get("files")):
         raise UsageError(f"no logs for dataset {args.dataset!r}: give --train/--test or --path, or a --config "
@@ -184,40 +184,31 @@ def dataset_logs(args, section: dict, config: dict) -> tuple[list, list, dict]:
     return train, [(scenario, f) for scenario, files in test.items() for f in files], whole
 
 
-def check_dataset_entry(dataset: str, spec) -> None:
-    """The shapes the preprocess schema holds datasets.<name> to in the workflow (the command reads it unchecked):
-    a string where a list of logs belongs would be read letter by letter, other shapes fail with a traceback."""
-    where = f"datasets.{dataset}"
+# The preprocess module's config schema, which the workflow checks datasets.<name> with: a link to
+# workflow/modules/preprocess/schemas/config.schema.yaml (package data: a wheel holds the file itself).
+PREPROCESS_SCHEMA = Path(__file__).with_name("preprocess.schema.yaml")
 
-    def logs(value) -> bool:
-        return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
-    if not isinstance(spec, dict):
-        raise UsageError(f"{where} must be a mapping with one of synthetic, path or files, got "
-                         f"{type(spec).__name__} {spec!r}")  # fmt: skip
-    if not isinstance(spec.get("path", ""), str):
-        raise UsageError(f"{where}.path must be a folder (a string), got {type(spec['path']).__name__} "
-                         f"{spec['path']!r}")  # fmt: skip
-    if not isinstance(spec.get("synthetic") or {}, dict):
-        raise UsageError(f"{where}.synthetic must be a mapping, got {type(spec['synthetic']).__name__}")
-    files = spec.get("files") or {}
-    if not isinstance(files, dict):
-        raise UsageError(
-            f"{where}.files must be a mapping with train, test (and fusion), got {type(files).__name__}"
-        )
-    for key, value in files.items():
-        if key != "test" and not logs(value):
-            raise UsageError(
-                f"{where}.files.{key} must be a list of log files, got {type(value).__name__} {value!r}"
-            )
-    test = files.get("test", {})
-    if not isinstance(test, dict):
-        raise UsageError(f"{where}.files.test must map each test scenario to a list of log files (e.g. {{dos: "
-                         f"[dos.csv]}}), got {type(test).__name__} {test!r}")  # fmt: skip
-    for scenario, value in test.items():
-        if not logs(value):
-            raise UsageError(f"{where}.files.test.{scenario} must be a list of log files, got "
-                             f"{type(value).__name__} {value!r}")  # fmt: skip
+def check_dataset_entry(dataset: str, spec, config_file: str | Path | None = None) -> None:
+    """datasets.<dataset> of ``config_file`` against the preprocess schema's ``datasets`` part, as the workflow
+    checks it (the command reads the config unchecked otherwise: a string where a list of logs belongs would be
+    read letter by letter, other shapes fail with a traceback). The message names the dotted key, the file and
+    what was expected, as the workflow's does."""
+    import jsonschema
+    import yaml
+
+    from config_messages import config_problem
+
+    module = yaml.safe_load(PREPROCESS_SCHEMA.read_text())
+    schema = {
+        "type": "object",
+        "properties": {"datasets": module["properties"]["datasets"]},
+        "$defs": module["$defs"],
+    }
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problem = jsonschema.exceptions.best_match(validator.iter_errors({"datasets": {dataset: spec}}))
+    if problem is not None:
+        raise UsageError(config_problem(problem, [config_file] if config_file else [], {}))
 
 
 def check_preprocess_section(section: dict) -> None:
