@@ -300,6 +300,26 @@ def test_a_benchmark_folder_bind_mounted_inside_the_tree_is_walked_once(tmp_path
     ]
 
 
+def test_a_benchmark_root_that_is_a_bind_mount_of_another_counts_its_runs_once(tmp_path, monkeypatch):
+    """Two benchmark roots, one a bind mount of the other, reach the same files under two real paths, which
+    os.path.realpath cannot tell apart: one run counted twice toward min_history. A file is known by its
+    (st_dev, st_ino). The mount is simulated: os.stat gives every path under it the identity of the path it shows."""
+    write_runs(tmp_path / "work/benchmarks/train/a.tsv", [(60.0, 700.0)])
+    write_runs(tmp_path / "mount/benchmarks/train/a.tsv", [(60.0, 700.0)])  # what the mount would show
+    work, mount, real_stat = str(tmp_path / "work"), str(tmp_path / "mount"), os.stat
+
+    def stat(path, *args, **kwargs):
+        path = os.fspath(path)
+        shown = work + path[len(mount) :] if path == mount or path.startswith(mount + os.sep) else path
+        return real_stat(shown, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    estimator = history(tmp_path, min_history=2, benchmark_roots=("work", "mount"))
+    one_run = estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=4000)
+    assert (one_run.value, one_run.learned) == (4000, False), one_run.explanation
+    assert "1 run(s) with max_rss recorded in 1 benchmark file(s)" in one_run.explanation
+
+
 # --- which history --------------------------------------------------------------------------------------------
 def test_a_history_folder_this_user_may_not_list_is_named_in_a_warning_not_skipped_silently(tmp_path):
     """os.walk skipped a folder it could not list without a word: its runs (here the larger peak) were left out and

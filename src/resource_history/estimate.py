@@ -276,8 +276,9 @@ class ResourceHistory:
     # -- history --------------------------------------------------------------------------------------------------
     def history_files(self, pattern: BenchmarkPattern) -> tuple[list[tuple[Path, dict]], list[str]]:
         """Every benchmark file of ``pattern`` under the roots, each once: a root listed twice, reached through a
-        link, or an absolute pattern (the same files from every root) would count its runs twice toward
-        min_history."""
+        link or a bind mount, or an absolute pattern (the same files from every root) would count its runs twice
+        toward min_history. A file is known by its ``(st_dev, st_ino)``, as folder_walk knows a folder: a bind
+        mount gives it a second real path, which ``os.path.realpath`` cannot see through."""
         files, warnings, seen = [], [], set()
         for root in self.settings.benchmark_roots:
             directory = self.workdir / root
@@ -285,8 +286,8 @@ class ResourceHistory:
                 warnings.append(f"learned_resources.benchmark_roots: {directory} is not a directory; skipped")
                 continue
             for path, values in pattern.files(directory, warnings):
-                if (real := os.path.realpath(path)) not in seen:
-                    seen.add(real)
+                if (identity := file_identity(path)) not in seen:
+                    seen.add(identity)
                     files.append((path, values))
         return files, warnings
 
@@ -397,6 +398,16 @@ class ResourceHistory:
 
     def overhead_mb(self, resource: str) -> int:
         return self.settings.gpu_overhead_mb if resource == "gpu_mem_mb" else self.settings.mem_overhead_mb
+
+
+def file_identity(path: Path) -> tuple[int, int] | str:
+    """``(st_dev, st_ino)`` of the file; its real path when it cannot be looked at (gone since it was listed: its
+    reading is then warned about, once)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return info.st_dev, info.st_ino
 
 
 def any_value_of(pattern: str, names: tuple[str, ...]) -> str:
