@@ -882,6 +882,28 @@ def test_status_finds_the_sweeps_of_a_folder_reached_through_a_symbolic_link_and
     assert err == ""
 
 
+def test_status_shows_a_sweep_reached_through_a_bind_mount_once(tmp_path, monkeypatch, capsys):
+    """`simcal status results mnt/results`, where mnt/results is a bind mount of results, showed each sweep twice:
+    the two real paths of its file look like two files to Path.resolve(). A file is known by its (st_dev, st_ino).
+    The mount is simulated: os.stat gives every path under it the identity of the path it shows."""
+    results, mount = tmp_path / "results", tmp_path / "mnt" / "results"
+    for folder in (results, mount):
+        progress = Progress(folder / "sim.parquet", "local")  # the mount would show the same file
+        progress.plan(4, 0, 0)
+        progress.finish("finished")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        path = os.fspath(path)
+        under = path == str(mount) or path.startswith(f"{mount}{os.sep}")
+        return real_stat(str(results) + path[len(str(mount)) :] if under else path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    assert find_progress_files([results, mount]) == [results / "sim.parquet.progress.json"]
+    assert main(["status", str(results), str(mount)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # the header and one sweep
+
+
 def test_status_of_a_folder_holding_no_sweep_names_it_and_exits_2(tmp_path, monkeypatch, capsys):
     """docs/simulation.md and --help: 2 when a path holds no sweep's progress. A folder with none in it or below
     said "no sweeps found" with status 0, so a script could not tell it from a folder of sweeps."""

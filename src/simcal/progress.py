@@ -189,8 +189,9 @@ def find_progress_files(
     when ``missing`` is a list, adds what it would have said to it (the other paths are still searched). A path
     or a folder below a searched one that this user may not look into (no permission) raises its OSError, or,
     when ``unreadable`` is a list, is named there: the sweeps in it are not silently left out."""
-    # By the file's resolved path: a folder and an output in it name one file twice
-    found: dict[Path, Path] = {}
+    # By the file's (st_dev, st_ino): a folder and an output in it name one file twice, and a bind mount shows it
+    # under a second real path, which Path.resolve() cannot see through
+    found: dict[tuple[int, int] | Path, Path] = {}
     for raw in paths:
         path = Path(raw)
         folder = False
@@ -222,8 +223,17 @@ def find_progress_files(
             missing.append(problem)
             named = []
         for file in named:
-            found.setdefault(file.resolve(), file)
+            found.setdefault(_identity(file), file)
     return list(found.values())
+
+
+def _identity(file: Path) -> tuple[int, int] | Path:
+    """``(st_dev, st_ino)`` of the file; its resolved path when it is gone since it was found (reading it says so)."""
+    try:
+        info = os.stat(file)
+    except OSError:
+        return file.resolve()
+    return info.st_dev, info.st_ino
 
 
 def _search(folder: Path, unreadable: list[str] | None) -> list[Path]:
