@@ -4,11 +4,16 @@ user's mistake (a ContractError) one logged line and exit status 1, without a tr
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
+from testkit import REPO
 
-from simcal.backends import Terminated
+from simcal.backends import Terminated, close_on_signals
 from simcal.contract import ContractError
 from simcal.logs import configure, configure_wrapper, failure_logged
 from wrapper_rules import InputRefused, RuleRefused
@@ -76,6 +81,84 @@ def test_a_termination_signal_is_one_line_naming_that_signal_and_the_notes_and_p
     )
     assert len(lines) == 1 and lines[0].endswith(expected), lines
     assert capsys.readouterr().err == ""
+
+
+# A wrapper's job outside any Dask cluster (set-up, merging parts, writing the output): an atomic write under way
+# when SIGTERM arrives (SLURM's walltime, scancel, a pod's deletion).
+TERMINATED_JOB = """
+import sys, time
+from pathlib import Path
+from simcal.logs import configure, failure_logged
+from simcal.tables import atomic_write
+
+folder = Path(sys.argv[1])
+configure(folder / "job.log")
+
+def slow_write(temporary):
+    temporary.write_bytes(b"half a table")
+    (folder / "writing").touch()
+    time.sleep(60)
+
+with failure_logged("simulate"):
+    atomic_write(folder / "out" / "sim.parquet", slow_write)
+"""
+
+
+def test_sigterm_outside_a_dask_cluster_leaves_no_temporary_file_and_is_one_line_with_status_143(tmp_path):
+    """Only backends.close_on_signals (while a Dask cluster is open) caught SIGTERM: elsewhere Python's default
+    ended the process on the spot, the temporary file of a write under way stayed beside the output, and the log
+    said nothing. Inside failure_logged the write cleans up, the log names the signal, and the exit status is the
+    shell's for SIGTERM."""
+    job = subprocess.Popen(
+        [sys.executable, "-c", TERMINATED_JOB, str(tmp_path)], env={"PYTHONPATH": str(REPO / "src")}
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "writing").exists():
+        assert job.poll() is None and time.monotonic() < deadline, "the job never started writing"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) == 143
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .sim.parquet.<hex>.tmp
+    lines = (tmp_path / "job.log").read_text().splitlines()
+    expected = (
+        " ERROR simcal: simulate stopped by SIGTERM (a walltime, scancel or pod deletion) while no Dask cluster "
+        "was open: what was written is whole, and a rerun resumes from the simulations it finished, if any."
+    )
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+
+
+def test_a_dask_clusters_signal_handler_answers_inside_failure_logged_and_each_is_given_back(
+    tmp_path, restore_logging
+):
+    """failure_logged catches termination signals for the whole run; close_on_signals, around an open cluster,
+    puts its own handler on top and gives failure_logged's back after, which gives the original back: a SIGTERM
+    while the cluster is open says the cluster was closed."""
+    log = tmp_path / "job.log"
+    configure(log)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated) as ended, failure_logged("simulate"):
+        outer = signal.getsignal(signal.SIGTERM)
+        assert outer is not before
+        with close_on_signals():
+            assert signal.getsignal(signal.SIGTERM) is not outer
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # not reached: the handler raises at once
+    assert ended.value.code == 143 and signal.getsignal(signal.SIGTERM) is before
+    lines = log.read_text().splitlines()
+    assert (
+        len(lines) == 1
+        and "stopped by SIGTERM (a walltime, scancel or pod deletion): its Dask cluster was " in (lines[0])
+    ), lines
+    with pytest.raises(Terminated) as ended, failure_logged("simulate"):
+        with close_on_signals():
+            pass  # the cluster is closed: failure_logged's handler answers again
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert ended.value.code == 143 and signal.getsignal(signal.SIGTERM) is before
+    assert (
+        "simulate stopped by SIGTERM (a walltime, scancel or pod deletion) while no Dask cluster was open"
+        in (log.read_text().splitlines()[1])
+    )
 
 
 def test_a_wrapper_without_a_log_logs_to_stderr_and_warns_of_a_misspelt_param(capsys, restore_logging):

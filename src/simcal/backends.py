@@ -39,22 +39,32 @@ THREAD_WORKERS_WARNING = (
 
 
 class Terminated(SystemExit):
-    """Raised in the main thread when SIGTERM/SIGHUP arrives, so context managers close clusters."""
+    """Raised in the main thread when SIGTERM/SIGHUP arrives, so context managers close clusters and atomic writes
+    remove their temporary files; its code is 128 + the signal. ``cluster``: whether a Dask cluster was open (and
+    has been closed) when it arrived."""
+
+    cluster = True
 
 
 @contextlib.contextmanager
-def close_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """Turn termination signals into an exception while the block runs (only possible in the main thread).
+def close_on_signals(
+    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP), cluster: bool = True
+) -> Iterator[None]:
+    """Turn termination signals into an exception while the block runs (only possible in the main thread), then
+    give the handlers found back: blocks nest, the innermost one's handler answers.
 
     SLURM jobs of a SLURMCluster are cancelled by ``cluster.close()``; a scheduler that kills the rule with
-    SIGTERM would otherwise skip it and leave worker jobs running until their walltime.
+    SIGTERM would otherwise skip it and leave worker jobs running until their walltime. ``cluster=False``: the
+    block opens no cluster (a wrapper's whole run, ``logs.failure_logged``), which the exception says.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise Terminated(128 + signum)
+        stop = Terminated(128 + signum)
+        stop.cluster = cluster
+        raise stop
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import wrapper_rules
-from simcal.backends import Terminated
+from simcal.backends import Terminated, close_on_signals
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
 from wrapper_rules import set_up
 
@@ -45,18 +45,27 @@ def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractCont
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``: a
     ``ContractError`` and the like) is logged as the one line ``<what> failed: <message>``, also on stderr, and ends
     the process with status 1 and no traceback (``wrapper_rules.refuse_input``). Any other exception is logged
-    with its traceback as ``<what> failed``, then re-raised unchanged. A termination
-    signal heard while a Dask cluster was open (``backends.close_on_signals``: the cluster has been closed, its
-    SLURM worker jobs cancelled, by the time it gets here) is one line saying so and naming the signal, no
-    traceback. The frame is ``wrapper_rules.failure_logged``, as kdgat's."""
+    with its traceback as ``<what> failed``, then re-raised unchanged. A termination signal (SIGTERM, SIGHUP)
+    during the block is ``Terminated`` (``backends.close_on_signals``), so that an atomic write under way removes
+    its temporary file, then one line saying so and naming the signal, no traceback, and exit status 128 + the
+    signal (143 for SIGTERM). While a Dask cluster is open, its own handler answers: the cluster has been closed,
+    its SLURM worker jobs cancelled, by the time it gets here, which the line says. The frame is
+    ``wrapper_rules.failure_logged``, as kdgat's."""
 
     def stopped(stop: BaseException) -> str:
         # The notes say where a calibration's trials so far are kept.
         notes = "".join(f" {note}" for note in getattr(stop, "__notes__", ()))
+        name = signal.Signals(stop.code - 128).name
+        if not getattr(stop, "cluster", True):
+            return (
+                f"{what} stopped by {name} (a walltime, scancel or pod deletion) while no Dask cluster was open: "
+                f"what was written is whole, and a rerun resumes from the simulations it finished, if any.{notes}"
+            )
         return (
-            f"{what} stopped by {signal.Signals(stop.code - 128).name} (a walltime, scancel or pod deletion): its "
-            "Dask cluster was closed (worker jobs cancelled), and a rerun resumes from the simulations it "
-            f"finished.{notes}"
+            f"{what} stopped by {name} (a walltime, scancel or pod deletion): its Dask cluster was closed (worker "
+            f"jobs cancelled), and a rerun resumes from the simulations it finished.{notes}"
         )
 
-    return wrapper_rules.failure_logged(what, logging.getLogger(logger), Terminated, stopped)
+    return wrapper_rules.failure_logged(
+        what, logging.getLogger(logger), Terminated, stopped, lambda: close_on_signals(cluster=False)
+    )
