@@ -14,7 +14,7 @@ import pytest
 from testkit import REPO
 
 from kdgat.logs import Terminated, configure, configure_wrapper, failure_logged
-from wrapper_rules import InputError, InputRefused, RuleRefused, missing_items, unknown_items
+from wrapper_rules import InputError, InputRefused, RuleRefused, check_rule, missing_items, unknown_items
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -42,6 +42,54 @@ def test_a_user_mistake_is_one_line_in_the_log_and_on_stderr_and_ends_with_statu
     lines = log.read_text().splitlines()
     assert len(lines) == 1 and lines[0].endswith(f" ERROR kdgat: generate_can failed: {message}"), lines
     assert capsys.readouterr().err == f"generate_can failed: {message}\n"
+
+
+class Mistake(ValueError, InputError):
+    """A library's error class for bad input."""
+
+
+def test_a_refusal_raised_inside_the_block_is_not_logged_a_second_time_as_a_failure(
+    tmp_path, restore_logging
+):
+    """A nested failure_logged (or check_rule) logged its refusal and raised InputRefused or RuleRefused, both
+    SystemExit: the outer frame logged it again as "<what> failed" with a traceback, as if it were a bug."""
+    log = tmp_path / "job.log"
+    configure(log)
+    with pytest.raises(InputRefused) as ended, failure_logged("outer step"):
+        with failure_logged("inner step"):
+            raise Mistake("params.x: expected a number, got 'a'")
+    assert ended.value.code == 1
+    with pytest.raises(RuleRefused) as refused, failure_logged("outer step"):
+        check_rule("inner step", {"params": []}, {"params": ("x",)}, {}, logging.getLogger("kdgat"))
+    assert refused.value.code == 2
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(" ERROR kdgat: inner step failed: params.x: expected a number, got 'a'")
+    refusal = missing_items("inner step", {"params": []}, {"params": ("x",)}, {})
+    assert lines[1].endswith(f" ERROR kdgat: {refusal}"), lines
+
+
+@pytest.mark.parametrize("code", [0, None])
+def test_a_successful_exit_inside_the_block_passes_through_unlogged(tmp_path, restore_logging, code):
+    log = tmp_path / "job.log"
+    configure(log)
+    with pytest.raises(SystemExit) as ended, failure_logged("a step"):
+        sys.exit(code)
+    assert ended.value.code == code
+    assert log.read_text() == ""
+
+
+def test_an_exit_with_a_failure_status_inside_the_block_is_logged_with_its_traceback(
+    tmp_path, restore_logging
+):
+    log = tmp_path / "job.log"
+    configure(log)
+    with pytest.raises(SystemExit) as ended, failure_logged("a step"):
+        sys.exit(3)
+    assert ended.value.code == 3
+    text = log.read_text()
+    assert " ERROR kdgat: a step failed\nTraceback (most recent call last):\n" in text
+    assert text.endswith("SystemExit: 3\n")
 
 
 def test_a_user_mistake_without_a_log_is_said_once_on_stderr(capsys, restore_logging):

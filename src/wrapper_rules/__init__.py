@@ -83,7 +83,9 @@ def failure_logged(
     ``guard``). The block runs inside ``guard()`` (kdgat's turns SIGTERM into its ``stop``). ``stop``, the library's
     exception for a termination signal, is logged as the one ERROR line ``stopped(exception)`` (no traceback: a
     signal is no bug) and re-raised. A user's mistake (``InputError``) ends the process with ``refuse_input``:
-    ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no traceback. Any other exception is logged
+    ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no traceback. ``InputRefused`` and
+    ``RuleRefused`` from within (a nested frame, ``check_rule``) were logged where they were raised, and a
+    ``SystemExit`` with status 0 or None is no failure: they pass through unlogged. Any other exception is logged
     with its traceback as ``<what> failed``, then re-raised unchanged."""
     try:
         with guard():
@@ -93,6 +95,12 @@ def failure_logged(
         raise
     except InputError as error:
         refuse_input(what, error, log)
+    except (InputRefused, RuleRefused):
+        raise
+    except SystemExit as error:
+        if error.code not in (0, None):
+            log.exception("%s failed", what)
+        raise
     except BaseException:
         log.exception("%s failed", what)
         raise
