@@ -276,6 +276,37 @@ def test_a_service_that_answers_every_key_with_an_ended_job_stops_the_sweep_with
     assert api.url in str(raised.value) and f"job-{MAX_ENDED_JOBS} (succeeded)" in str(raised.value)
 
 
+@pytest.mark.parametrize("sweep", [True, False])
+def test_a_413_for_a_body_over_the_limit_names_one_set_and_replicate_singular_and_drops_the_fixed_advice(
+    sweep,
+):
+    """The service's 413 for a body over --request-max-bytes advises sending the sets as several jobs and values
+    shared by all in fixed: a sweep's jobs are cut by this client and carry no fixed (its fixed values are merged
+    into every set), nor do submitted simulations, so that advice cannot be followed and is left out. One set of
+    one replicate read "1 parameter sets x 1 replicates"."""
+    from simcal.service.app import BodyLimit
+    from simcal.service.remote import ServiceLimits, send_tasks
+    from simcal.settings import SimulationSettings
+    from simcal.tasks import plan_tasks
+
+    refused = answers(httpx.Response(413, json={"detail": BodyLimit(None, 2000)._message("4400")}))
+    with client(refused) as api, pytest.raises(ContractError) as raised:
+        send_tasks(
+            api, MODEL, plan_tasks([{"a": 1.0}], 1), SimulationSettings(), limits=ServiceLimits(40, 2000),
+            sweep=sweep,
+        )  # fmt: skip
+    whose, kept = (
+        ("this sweep", " The rows of the jobs that had finished are kept for the rerun")
+        if sweep
+        else ("the submitted simulations", "")
+    )
+    assert str(raised.value) == (
+        f"the simulation service {URL} refused a job of {whose} (1 parameter set x 1 replicate) as too large: "
+        "request body of 4400 bytes is over this service's limit of 2000 bytes (its --request-max-bytes); start "
+        f"the service with a higher limit than the one named.{kept}"
+    )
+
+
 def test_a_rerun_that_changed_anything_of_a_job_sends_it_as_a_new_job():
     """The key covers the whole request: a rerun after a change of the model, a parameter, the replicates or a
     setting (timeout_s: the service would stop other simulations) is a new job, neither the killed run's job nor

@@ -457,7 +457,7 @@ def test_a_413_to_a_gather_from_a_service_that_does_not_tell_its_limits_is_expla
             http.gather(futures)
     assert str(refused.value) == (
         f"the simulation service {small_jobs.url} refused a job of the submitted simulations (60 parameter sets x "
-        "1 replicates) as too large: 60 parameter_sets x 1 n_replicates = 60 simulations; this service takes at "
+        "1 replicate) as too large: 60 parameter_sets x 1 n_replicates = 60 simulations; this service takes at "
         "most 40 per job; it does not tell its limits (no GET /v1/limits: a simcal serve older than this "
         "client), so the submitted simulations could not be cut into jobs that fit: update the service, or start "
         "it with a higher limit than the one named."

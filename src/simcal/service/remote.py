@@ -252,13 +252,22 @@ def service_chunks(
     return chunks
 
 
+# Where the service's advice begins in its 413 for a body over --request-max-bytes (simcal.service.app.BodyLimit)
+SERVICE_BODY_ADVICE = ": send the parameter sets as several jobs"
+
+
 def too_large(
     url: str, tasks: Sequence[SimTask], limits: ServiceLimits | None, detail: Any, sweep: bool
 ) -> str:
     """What a 413 to one of the jobs of a sweep (``sweep``) or of submitted simulations means and what to do (the
-    researcher cut none of these jobs); ``limits`` None: the service did not tell them."""
+    researcher cut none of these jobs); ``limits`` None: the service did not tell them. The service's own advice
+    on an oversized body (send the sets as several jobs, values shared by all in ``fixed``) is for a client that
+    builds its requests, and is left out: this backend cuts the jobs itself and sends no ``fixed`` (a sweep's fixed
+    values are merged into every parameter set, and each submitted simulation carries its own)."""
     sets = len({task.param_id for task in tasks})
     replicates = max(task.replicate for task in tasks) + 1
+    if isinstance(detail, str):
+        detail = detail.partition(SERVICE_BODY_ADVICE)[0]
     whose, so = ("this sweep", "the sweep") if sweep else ("the submitted simulations",) * 2
     what = (
         f"it does not tell its limits (no GET /v1/limits: a simcal serve older than this client), so {so} "
@@ -269,8 +278,8 @@ def too_large(
     )
     kept = " The rows of the jobs that had finished are kept for the rerun" if sweep else ""
     return (
-        f"the simulation service {url} refused a job of {whose} ({sets} parameter sets x {replicates} "
-        f"replicates) as too large: {detail}; {what}.{kept}"
+        f"the simulation service {url} refused a job of {whose} ({sets} parameter set{'s' * (sets != 1)} x "
+        f"{replicates} replicate{'s' * (replicates != 1)}) as too large: {detail}; {what}.{kept}"
     )
 
 
