@@ -576,3 +576,16 @@ def test_a_clash_of_fixed_and_calibrated_names_is_refused_also_for_a_model_that_
     check_parameters("lab_models_only_in_the_jobs_env:simulate", parameters, {"delay_s": 1})
     shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["calibration"]
     check_parameters("simcal.models.sir:simulate", shipped["parameters"], shipped["fixed"])
+
+
+@pytest.mark.parametrize("key", ["columns", "statistics"])
+def test_a_sweep_setting_naming_one_thing_twice_stops_the_dry_run(tmp_path, key):
+    """analyze_sweep failed inside pandas on a name given twice ("Function names must be unique"), after the sweep
+    had run; the schema refuses it first."""
+    config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
+    config["calibration"]["sweep"][key] = ["max", "max"]
+    assert_dry_run_refuses(
+        tmp_path,
+        config,
+        f"config key calibration.sweep.{key} (set in {tmp_path / 'config.yaml'}): ['max', 'max'] has non-unique elements",
+    )

@@ -1187,6 +1187,42 @@ def test_sweep_summary_has_one_row_per_parameter_set():
         summarize_sweep(sweep_frame(), ["a"], ["y"], ["median"])
 
 
+def test_sweep_statistics_columns_or_parameter_names_given_twice_or_no_statistic_are_refused_naming_the_setting():
+    """`statistics: [sum, sum]`, `columns: [y, y]`, `parameter_names: [a, a]` (the schema does not refuse them) and an
+    empty list of statistics failed inside pandas (SpecificationError, "Duplicate column names found", "No objects to
+    concatenate"), naming no setting."""
+    for args, message in (
+        ((["a"], ["y"], ["sum", "sum"]), r"^sweep statistics name 'sum' twice; give each once"),
+        ((["a"], ["y", "y"]), r"^sweep columns name 'y' twice; give each once"),
+        ((["a", "a"], ["y"]), r"^parameter_names name 'a' twice; give each once"),
+        (
+            (["a"], ["y"], []),
+            r"^sweep statistics: the list is empty; give some of \['mean', 'sum', 'max', 'min', 'last'\]",
+        ),
+    ):
+        with pytest.raises(ContractError, match=message):
+            summarize_sweep(sweep_frame(), *args)
+
+
+def test_sweep_columns_naming_a_parameter_are_refused_pointing_at_the_renamed_output():
+    """A model output named like a parameter is stored as output_<name>; `columns: [a]` summarised the parameter a
+    itself (its own value, sd 0) as if it were the output, and listed it among the summary's outputs."""
+    frame = sweep_frame().assign(output_a=lambda f: f["y"] * 10)
+    with pytest.raises(
+        ContractError,
+        match=r"^sweep columns \['a'\] are parameters \(parameter_names\), not outputs; the model's output 'a' is "
+        r"stored as 'output_a'",
+    ):
+        summarize_sweep(frame, ["a"], ["a", "y"])
+    with pytest.raises(
+        ContractError, match=r"^sweep columns \['a'\] are parameters \(parameter_names\), not outputs$"
+    ):
+        summarize_sweep(sweep_frame(), ["a"], ["a"])
+    table, summary = summarize_sweep(frame, ["a"], ["output_a", "duration_s"], ["sum"])
+    assert summary["outputs"] == ["output_a", "duration_s"]
+    assert table.set_index("param_id").loc["p1", "output_a_sum_mean"] == 60.0  # sums 40 and 80
+
+
 def test_the_sweep_summary_lists_the_five_most_common_errors_most_frequent_first_with_their_counts():
     """Seven distinct errors, error i on i + 1 simulations: the summary keeps the five most frequent, in order."""
     rows = []

@@ -195,10 +195,18 @@ def summarize_sweep(
     unknown = [s for s in statistics if s not in STATISTICS]
     if unknown:
         raise ContractError(f"sweep statistics {unknown} are unknown; expected some of {list(STATISTICS)}")
+    if not statistics:  # pandas: "No objects to concatenate"
+        raise ContractError(f"sweep statistics: the list is empty; give some of {list(STATISTICS)}")
+    # a name given twice failed inside pandas (SpecificationError, "Duplicate column names found")
+    _refuse_repeated(statistics, "sweep statistics")
+    _refuse_repeated(parameter_names, "parameter_names")
+    if columns is not None:
+        _refuse_repeated(columns, "sweep columns")
     if columns is None:
         columns = output_columns(simulations, parameter_names)
     else:
         _require_columns(simulations, columns, source)
+        _refuse_parameters_as_outputs(simulations, columns, parameter_names)
         wrong = [c for c in columns if not pd.api.types.is_numeric_dtype(simulations[c])]
         if wrong:
             raise ContractError(f"sweep columns {wrong} are not numeric; only numbers can be summarised")
@@ -233,6 +241,26 @@ def summarize_sweep(
         "statistics": list(statistics),
     }
     return table, summary
+
+
+def _refuse_parameters_as_outputs(
+    simulations: pd.DataFrame, columns: Sequence[str], parameter_names: Sequence[str]
+) -> None:
+    """A column that is a parameter would be summarised as an output (its own value, sd 0); a model output of that
+    name is stored as ``output_<name>`` (docs/simulation.md), which the message names when the sweep has it."""
+    parameters = [c for c in columns if c in parameter_names]
+    if parameters:
+        renamed = [
+            f"'{c}' is stored as 'output_{c}'" for c in parameters if f"output_{c}" in simulations.columns
+        ]
+        hint = f"; the model's output {', '.join(renamed)}" if renamed else ""
+        raise ContractError(f"sweep columns {parameters} are parameters (parameter_names), not outputs{hint}")
+
+
+def _refuse_repeated(names: Sequence[str], what: str) -> None:
+    repeated = next((name for index, name in enumerate(names) if name in names[:index]), None)
+    if repeated is not None:
+        raise ContractError(f"{what} name {repeated!r} twice; give each once")
 
 
 def _plain(value: Any) -> Any:
