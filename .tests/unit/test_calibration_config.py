@@ -540,6 +540,19 @@ def test_a_whole_float_where_the_jobs_need_an_integer_stops_the_dry_run(tmp_path
     assert_dry_run_refuses(tmp_path, config, expected)
 
 
+def test_refine_replicates_not_above_the_simulation_replicates_stops_the_dry_run(tmp_path):
+    """simulation.replicates raised to refine.replicates (32, for less noise) passed the dry run; the calibrate job
+    refused it only after the observed-data and sweep jobs had run."""
+    config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
+    config["calibration"]["simulation"]["replicates"] = 32
+    assert_dry_run_refuses(
+        tmp_path,
+        config,
+        "calibration.calibrate.refine.replicates (32) must exceed simulation.replicates (32) for the refine step "
+        "to add anything (or set refine.top_k: 0)",
+    )
+
+
 @pytest.mark.parametrize(
     ("fixed", "expected"),
     [

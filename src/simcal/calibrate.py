@@ -176,6 +176,17 @@ class CalibrationSettings:
         need(not scan or top_k, "refine.scan", scan, "0 when refine.top_k is 0 (the scan starts from them)")
 
 
+def check_refine_replicates(settings: CalibrationSettings, simulation: SimulationSettings) -> None:
+    """The refine step's replicates exceed the rounds' (``simulation.replicates``), or it would add nothing: checked
+    by ``calibrate`` and, while the workflow is parsed, by the calibration module (before the sweep's jobs run)."""
+    refine = settings.refine
+    if refine.top_k and refine.replicates <= simulation.replicates:
+        raise ContractError(
+            f"{WHERE}.refine.replicates ({refine.replicates}) must exceed simulation.replicates "
+            f"({simulation.replicates}) for the refine step to add anything (or set refine.top_k: 0)"
+        )
+
+
 @dataclass
 class Target:
     name: str
@@ -526,12 +537,7 @@ def calibrate(
     parsed_targets = parse_targets(targets)
     reject_trial_columns(bounds, parsed_targets)
     check_observed_columns(observed, parsed_targets)
-    refine = settings.refine
-    if refine.top_k and refine.replicates <= simulation.replicates:
-        raise ContractError(
-            f"{WHERE}.refine.replicates ({refine.replicates}) must exceed simulation.replicates "
-            f"({simulation.replicates}) for the refine step to add anything (or set refine.top_k: 0)"
-        )
+    check_refine_replicates(settings, simulation)
     manifest = calibration_manifest(model_ref, bounds, fixed, parsed_targets, observed, settings, simulation)
     # One calibration at a time per simulations output (see simcal.runner.simulate).
     with output_lock(simulations_output, "simulations output"):

@@ -1,7 +1,7 @@
 # Helpers of the calibration module (kept apart so that the Snakefile holds only rules). Where the simulations run
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
-from simcal.calibrate import CalibrationSettings
+from simcal.calibrate import CalibrationSettings, check_refine_replicates
 from simcal.config_checks import check_model, check_observed, check_parameters, check_targets
 from simcal.design import parse_bounds
 from simcal.settings import SimulationSettings
@@ -58,6 +58,14 @@ def check_job_settings():
             raise WorkflowError(
                 message if message.startswith(key) else f"{key}: {message}"
             ) from None
+    # settings the calibrate job checks against each other, which it met only after the sweep's jobs
+    try:
+        check_refine_replicates(
+            CalibrationSettings.from_config(dict(CAL["calibrate"])),
+            SimulationSettings.from_config(dict(CAL["simulation"])),
+        )
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
 
 
 check_job_settings()
