@@ -903,6 +903,30 @@ def test_a_parameter_the_model_declares_as_a_choice_cannot_be_given_bounds():
         parse_bounds({"rate": {"low": 0.1, "high": 0.5}, "level": {"low": 1, "high": 3}}, space=space)
 
 
+def test_a_choice_of_flags_refuses_1_and_0_and_a_choice_of_numbers_refuses_true_and_false():
+    """Python's 1 == True let a CSV's 1/0 through a Choice of True/False (the model got 1, and `is True` was False),
+    and True/False through a Choice of the numbers 0/1, without a word."""
+    space = ParameterSpace(
+        vaccinate=Choice(default=False, options=(True, False)), level=Choice(options=(0, 1, 2))
+    )
+    for value in (1, 0, 1.0, np.int64(1)):
+        with pytest.raises(
+            ContractError,
+            match=rf"^here: parameter 'vaccinate' = {re.escape(repr(value))} is not one of \[True, False\]",
+        ):
+            space.check_values({"vaccinate": value}, "here")
+    for value in (True, np.bool_(False)):
+        with pytest.raises(
+            ContractError,
+            match=rf"^here: parameter 'level' = {re.escape(repr(value))} is not one of \[0, 1, 2\]",
+        ):
+            space.check_values({"level": value}, "here")
+    space.check(
+        {"vaccinate": np.bool_(True), "level": 1}, "here"
+    )  # a flag is a flag, a number a number (1.0 too)
+    space.check({"vaccinate": False, "level": 2.0}, "here")
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from simcal.contract import ContractError, resolve_callable
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,8 @@ class Choice(Parameter):
     kind: str = field(default="choice", init=False)
 
     def problem(self, value: Any) -> str | None:
-        if value not in self.options:
+        # Python's 1 == True: a flag is one only of flags, a number only of numbers (a CSV's 1/0 for True/False)
+        if not any(value == option and _is_flag(value) == _is_flag(option) for option in self.options):
             return f"{value!r} is not one of {list(self.options)}"
         return None
 
@@ -165,6 +168,10 @@ class ParameterSpace(Mapping[str, Parameter]):
         """The parameters with defaults filled in, after ``check``; for use inside the model itself."""
         self.check(params, where)
         return {**self.defaults, **params}
+
+
+def _is_flag(value: Any) -> bool:
+    return isinstance(value, bool | np.bool_)
 
 
 def _check_declaration(name: str, spec: Parameter) -> None:
