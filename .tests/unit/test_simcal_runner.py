@@ -1792,6 +1792,25 @@ def test_resume_after_a_crash_redoes_only_unfinished_batches(tmp_path, monkeypat
     assert not output.with_name("sweep.parquet.partial").exists()
 
 
+def test_a_finished_sweep_keeps_no_parts_so_a_changed_table_runs_every_simulation_again(
+    tmp_path, monkeypatch
+):
+    """docs/simulation.md "Resume": resume keeps the valid work of a run that did not finish; a finished sweep's
+    parts are merged and removed, so one more row means every simulation again (the cost the docs state)."""
+    output = tmp_path / "sweep.parquet"
+    for count, rows in (("first.count", 4), ("second.count", 5)):
+        monkeypatch.setenv("SIMCAL_TEST_COUNT", str(tmp_path / count))
+        summary = simulate(
+            "simcal_models:counted_sleep",
+            pd.DataFrame({"a": range(rows), "sleep_s": 0.0}),
+            output,
+            backend="local",
+        )
+        assert (summary.executed, summary.skipped) == (rows, 0)
+        assert len((tmp_path / count).read_text().split()) == rows
+        assert not output.with_name("sweep.parquet.partial").exists()
+
+
 def test_sigterm_closes_the_local_cluster_and_keeps_finished_parts(tmp_path):
     output = tmp_path / "sweep.parquet"
     proc = start_sweep(tmp_path, output, tmp_path / "count")

@@ -4,7 +4,8 @@ While running: ``<output>.partial/`` holds one Parquet part per finished batch, 
 holds (param_id, replicate, seed), written atomically and fsynced, plus ``_manifest.json`` describing the plan.
 A rerun keeps every finished simulation that belongs to its own plan (same model, same parameters, replicate and
 seed) and leaves the others out, so editing the parameter table or the settings never lets stale rows in. At the
-end the planned rows are streamed, under one schema, into the single file ``<output>``.
+end the planned rows are streamed, under one schema, into the single file ``<output>`` and the parts are removed:
+a finished sweep rerun with another plan (Snakemake removes the output first) runs every simulation again.
 
 Resume state is local: ``<output>.partial`` lives next to the output on the machine that runs the job. On
 Kubernetes with a remote default storage provider that is the pod's disk, so a restarted pod starts the sweep
