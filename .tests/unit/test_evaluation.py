@@ -1413,3 +1413,31 @@ def test_a_half_written_stash_entry_is_never_restored(tmp_path, monkeypatch, cap
         assert not stash.restore("short", target)
     assert "lacks some outputs; recomputing" in caplog.text
     assert not any(path.exists() for path in target.values())
+
+
+def test_a_stash_entry_left_without_its_completion_mark_is_replaced_by_the_next_commit(
+    tmp_path, monkeypatch, caplog
+):
+    """An entry folder without COMPLETE (a writer killed in it, a folder made by hand) is in the way of the rename:
+    the next commit replaces it, so a later run restores; a commit that still cannot publish says so (a warning,
+    None) instead of claiming an entry that restores nothing."""
+    import kdgat.evaluation.stash as stash_module
+
+    out = tmp_path / "out" / "metrics.json"
+    write_json({"f1": 0.9}, out)
+    stash = ResultStash(tmp_path / "stash")
+    stale = stash.entry("key")
+    stale.mkdir(parents=True)
+    (stale / "metrics.json").write_text('{"f1": 0.1')  # cut off mid-write, no COMPLETE
+    assert stash.commit("key", {"metrics.json": out}) == stale
+    out.unlink()
+    assert stash.restore("key", {"metrics.json": out})
+    assert json.loads(out.read_text()) == {"f1": 0.9}
+    assert sorted(p.name for p in (tmp_path / "stash").iterdir()) == [
+        "key"
+    ]  # nothing staged or set aside is left
+    monkeypatch.setattr(stash_module, "publish_directory", lambda staging, target: False)
+    with caplog.at_level(logging.WARNING, logger="kdgat"):
+        assert stash.commit("other", {"metrics.json": out}) is None
+    assert f"could not commit to the result stash {stash.entry('other')}" in caplog.text
+    assert not stash.restore("other", {"metrics.json": out})

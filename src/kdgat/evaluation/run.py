@@ -357,8 +357,8 @@ def evaluate_files(
     plot_pr(scores, outputs["pr"], title)
     plot_confusion(document, outputs["confusion"], title)
     write_json(document, outputs["metrics"])  # last: its presence means the evaluation finished
-    if stash:
-        log.info("committed results to the stash %s", stash.commit(key, stash_names))
+    if stash and (entry := stash.commit(key, stash_names)):  # None: commit logged why not
+        log.info("committed results to the stash %s", entry)
     log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
     return document
 

@@ -6,10 +6,13 @@ finished outputs here first restores them on the rerun instead of recomputing (s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import secrets
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -87,7 +90,11 @@ class ResultStash:
             copy_file(stored[name], target)
         return True
 
-    def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path:
+    def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
+        """Copy ``outputs`` into the entry ``key``: the entry, or None (with a warning) when none could be published.
+
+        An entry folder without its COMPLETE mark (a writer killed in it, a folder made by hand) would block the
+        rename forever and restore nothing: it is moved aside in one step and removed first."""
         entry = self.entry(key)
         if (entry / "COMPLETE").is_file():
             return entry
@@ -95,5 +102,15 @@ class ResultStash:
         for name, source in outputs.items():
             copy_file(source, staging / name)
         write_json({"outputs": sorted(outputs)}, staging / "COMPLETE", indent=None)
-        publish_directory(staging, entry)  # False: a concurrent writer won; its entry holds the same results
-        return entry
+        if entry.exists() and not (entry / "COMPLETE").is_file():
+            stale = self.root / f".{key}.stale.{secrets.token_hex(6)}"
+            with contextlib.suppress(OSError):  # a racing commit moved it first
+                os.replace(entry, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        # False with COMPLETE in place: a concurrent writer won; its entry holds the same results
+        if publish_directory(staging, entry) or (entry / "COMPLETE").is_file():
+            return entry
+        log.warning(
+            "could not commit to the result stash %s (something is in the way); a rerun recomputes", entry
+        )
+        return None
