@@ -1441,3 +1441,30 @@ def test_a_stash_entry_left_without_its_completion_mark_is_replaced_by_the_next_
         assert stash.commit("other", {"metrics.json": out}) is None
     assert f"could not commit to the result stash {stash.entry('other')}" in caplog.text
     assert not stash.restore("other", {"metrics.json": out})
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, monkeypatch, caplog):
+    """docs/evaluation.md: the key holds the device the evaluation runs on (metrics.json's `device`), so `auto`
+    that resolves to the CPU restores an entry computed with `cpu`, and a GPU's entry is not served to a CPU."""
+    import kdgat.evaluation.run as run
+    import kdgat.runtime
+
+    # auto resolves to the CPU here whether or not this host has a GPU
+    monkeypatch.setattr(kdgat.runtime, "select_device", lambda spec: torch.device("cpu"))
+    devices, real_key = [], run.stash_key
+    monkeypatch.setattr(
+        run, "stash_key", lambda inputs, params: devices.append(params["device"]) or real_key(inputs, params)
+    )
+    caplog.set_level("INFO", logger="kdgat")
+    outputs = {name: tmp_path / "out" / f"{name}{suffix}" for name, suffix in
+               (("metrics", ".json"), ("scores", ".parquet"), ("roc", ".svg"), ("pr", ".svg"),
+                ("confusion", ".svg"))}  # fmt: skip
+    inputs = tiny_evaluation_inputs(tmp_path)
+    for device in ("cpu", "auto"):
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device=device,
+            speed={"repeats": 1, "latency_runs": 1, "max_graphs": 4}, stash_dir=tmp_path / "stash",
+        )  # fmt: skip
+    assert devices == ["cpu", "cpu"]
+    assert "restored tiny/teacher seed None from the result stash" in caplog.text

@@ -265,12 +265,15 @@ def evaluate_files(
     fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
     batch_size = checked_batch_size(batch_size)
     inputs = input_files({"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}, "the evaluation")
+    from kdgat.runtime import select_device  # torch: not imported for summaries
+
+    torch_device = select_device(device)
     params = {
         "dataset": dataset,
         "variant": variant,
         "seed": seed,
         "batch_size": batch_size,
-        "device": device,
+        "device": str(torch_device),  # the one used, as metrics.json records it: `auto` is CPU or GPU
         "fpr_targets": list(fpr_targets),
         "speed": dict(speed or {}),
         # The code that computed an entry: another release recomputes instead of restoring its numbers.
@@ -296,11 +299,9 @@ def evaluate_files(
 
     from kdgat.graph_store import load_graph_sets, load_graphs
     from kdgat.model_store import load_model
-    from kdgat.runtime import select_device
 
     if threads:
         torch.set_num_threads(threads)
-    torch_device = select_device(device)
     log.info("evaluating %s/%s seed %s on %s", dataset, variant, seed, torch_device)
     models = {}
     for name in ("vgae", "gat", "dqn"):
