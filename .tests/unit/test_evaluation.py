@@ -964,6 +964,28 @@ def test_evaluate_detector_refuses_no_test_scenario_like_evaluate_files_before_s
     )
 
 
+def test_evaluate_detector_refuses_a_test_scenario_without_graphs_naming_it_before_scoring_anything():
+    """A scenario with no graphs died in fusion_inputs as "no graphs to score", naming no scenario, after
+    validation was scored; evaluate_scored_splits' refusal naming it was never reached."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the test scenarios were checked")
+
+    with pytest.raises(ValueError) as error:
+        evaluate_detector(None, None, None, ["graph"], {"dos": ["graph"], "fuzzy": []}, score_fn=never)
+    assert str(error.value) == "test scenario 'fuzzy' has no graphs"
+
+
+def test_a_test_file_with_a_scenario_without_graphs_is_refused_naming_the_file_and_scenario(tmp_path):
+    inputs = tiny_evaluation_inputs(tmp_path)
+    save_graph_sets({"dos": toy_graphs(4, num_ids=20, seed=2), "fuzzy": []}, inputs["test"])
+    with pytest.raises(FileContentError) as error:
+        evaluate_files(**inputs, outputs=_evaluation_outputs(tmp_path), dataset="tiny", variant="teacher")
+    assert (
+        str(error.value) == f"{inputs['test']}: test scenario 'fuzzy' holds no graph; it cannot be evaluated"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "value", "what"),
     [("vgae", [], "model.pt"), ("val", ["a.pt", "b.pt"], "val.pt"), ("test", "", "test.pt")],

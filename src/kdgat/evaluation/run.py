@@ -203,6 +203,9 @@ def evaluate_detector(
         raise ValueError(
             "test_sets holds no test scenario; the evaluation reports test results (never validation's)"
         )
+    empty = [scenario for scenario, graphs in test_sets.items() if not len(graphs)]
+    if empty:  # fusion_inputs' own refusal, after validation was scored, names no scenario
+        raise ValueError(f"test scenario {empty[0]!r} has no graphs")
     log.info("scoring %d validation graphs", len(val_graphs))
     val = score_fn(vgae, gat, dqn, list(val_graphs), batch_size=batch_size, device=device)
     tests = {}
@@ -331,6 +334,9 @@ def evaluate_files(
             f"{test}: a test scenario is named {reserved[0]!r}, which metrics.json keeps for "
             f"{RESERVED_SCENARIOS[reserved[0]]}; rename its test folder"
         )
+    empty = [scenario for scenario, graphs in test_sets.items() if not graphs]
+    if empty:
+        raise FileContentError(f"{test}: test scenario {empty[0]!r} holds no graph; it cannot be evaluated")
     check_detector_files(models, inputs, variant, {val: val_graphs, test: sum(test_sets.values(), [])})
     try:
         document, scores = evaluate_detector(
