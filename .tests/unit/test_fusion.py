@@ -634,3 +634,17 @@ def test_the_alpha_histogram_has_a_bin_for_every_action_even_those_the_policy_ne
     expected[0], expected[NUM_ACTIONS // 2] = 20, 10
     assert report["alpha_histogram"] == expected
     assert report["val_alpha_mean"] == pytest.approx(1 / 6)
+
+
+def test_a_diverged_agent_validates_to_no_alpha_and_a_nan_loss_and_says_its_q_values_are_not_finite(caplog):
+    """DQNStage.policy took argmax over NaN Q-values: a diverged agent validated as α = 0 (the VGAE alone) with a
+    finite loss, so training never stopped on it and its weights could be kept as the best epoch's."""
+    inputs = fusion_inputs(40, seed=0)
+    stage = stage_of(inputs, inputs, {})
+    with torch.no_grad():
+        for parameter in stage.model.parameters():
+            parameter.fill_(float("nan"))
+    with caplog.at_level("WARNING", logger="kdgat.training"):
+        val = stage.validate()
+    assert np.isnan(val["val_alpha"]) and np.isnan(val["val_loss"])  # the loop stops on a NaN validation loss
+    assert "dqn: the agent's Q-values are not finite on 40 of 40 stop graphs" in caplog.text

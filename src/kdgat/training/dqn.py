@@ -277,17 +277,18 @@ class DQNStage(StageBase):
     @torch.no_grad()
     def policy(self, inputs: dict) -> dict:
         self.model.eval()
-        actions = self.model.choose(inputs["state"])
-        alpha, score, prediction = fuse(actions, inputs["anomaly"], inputs["p_attack"])
-        return {
-            "alpha": alpha,
-            "score": score,
-            "prediction": prediction,
-            "reward": self.reward(actions, inputs),
-        }
+        actions, chosen = self.model.decide(inputs["state"])
+        alpha, score, prediction = fuse(actions, inputs["anomaly"], inputs["p_attack"], chosen)
+        # NaN where the agent chose nothing, not α = 0's reward: a diverged agent's validation loss is NaN (fit stops)
+        reward = self.reward(actions, inputs).masked_fill(~chosen, float("nan"))
+        return {"alpha": alpha, "score": score, "prediction": prediction, "reward": reward, "chosen": chosen}
 
     def validate(self) -> dict:
         out = self.policy(self.val_inputs)
+        if unchosen := int((~out["chosen"]).sum()):  # then the loop stops: "training diverged"
+            log.warning(
+                f"dqn: the agent's Q-values are not finite on {unchosen} of {len(out['chosen'])} stop graphs"
+            )
         labels = self.val_inputs["label"].cpu().numpy()
         metrics = validation_metrics(labels, out["prediction"].cpu().numpy(), out["score"].cpu().numpy())
         reward = balanced_mean(out["reward"], self.val_inputs["label"])
