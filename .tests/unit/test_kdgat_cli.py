@@ -518,7 +518,10 @@ def test_missing_inputs_name_the_option_and_missing_files_the_file(tmp_path, std
     assert "metadata.json is needed: give --metadata or --data" in stderr_text()
     args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"]
     assert main(args) == 1
-    assert f"{tmp_path}/metadata.json: missing (expected preprocess metadata with 'num_ids')" in stderr_text()
+    assert (
+        f"input 'metadata' of the training job does not exist: {tmp_path}/metadata.json (the preprocess "
+        "metadata.json with 'num_ids')" in stderr_text()
+    )
     assert main(["train", "gat", "--variant", "student_kd", "--data", "d", "--out", "o"]) == 2
     assert "the teacher's gat model (student_kd) is needed: give --teacher or --chain" in stderr_text()
     assert main(["train", "gat", "--data", "d", "--out", "o"]) == 2  # the curriculum needs the VGAE

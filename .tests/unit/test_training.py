@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from kdgat.files import save_torch
+from kdgat.files import FileContentError, save_torch
 from kdgat.graph_store import save_graphs
 from kdgat.models import GAT, VGAE, QNetwork
 from kdgat.models.vgae import ERROR_TERMS, vgae_loss
@@ -671,7 +671,7 @@ def test_bad_preprocess_files_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="metadata.json"):
         run()
     (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": "many"}))
-    with pytest.raises(ValueError, match="num_ids"):
+    with pytest.raises(FileContentError, match="num_ids"):
         run()
     (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": 5}))
     with pytest.raises(FileNotFoundError, match="train.pt"):
@@ -683,6 +683,42 @@ def test_bad_preprocess_files_give_clear_errors(tmp_path):
         vgae_training.run(**inputs, outputs=without_history, settings=settings("vgae", vgae_loss=LOSS))
     with pytest.raises(ValueError, match="the GAT curriculum needs the trained VGAE of the same variant"):
         gat_training.train([], [], NUM_IDS, settings("gat", curriculum=CURRICULUM))
+
+
+@pytest.mark.parametrize("missing", ["metadata", "train", "val"])
+def test_a_missing_training_input_is_the_users_mistake_named_with_its_path(tmp_path, missing):
+    """A bare FileNotFoundError made the training wrappers print a traceback for a path the user got wrong."""
+    from kdgat.training.data import load_training_data
+    from wrapper_rules import InputError
+
+    files = {
+        "train": tmp_path / "train.pt",
+        "val": tmp_path / "val.pt",
+        "metadata": tmp_path / "metadata.json",
+    }
+    save_graphs(toy_graphs(4, num_ids=NUM_IDS, seed=0), files["train"])
+    save_graphs(toy_graphs(4, num_ids=NUM_IDS, seed=1), files["val"])
+    files["metadata"].write_text(json.dumps({"num_ids": NUM_IDS}))
+    files[missing].unlink()
+    with pytest.raises(InputError) as error:
+        load_training_data(files["train"], files["val"], files["metadata"])
+    assert isinstance(error.value, FileNotFoundError)  # code catching that still does
+    assert str(error.value).startswith(
+        f"input {missing!r} of the training job does not exist: {files[missing]} ("
+    )
+
+
+def test_a_missing_dqn_input_is_the_users_mistake_named_with_its_path(tmp_path):
+    from wrapper_rules import InputError
+
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps({"num_ids": NUM_IDS}))
+    inputs = {name: str(tmp_path / f"{name}.pt") for name in ("fit", "vgae", "gat")}
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    with pytest.raises(
+        InputError, match=rf"^input 'vgae' of the training job does not exist: {inputs['vgae']} \("
+    ):
+        dqn_training.run(**inputs, metadata=metadata, settings=settings("dqn"), outputs=outputs)
 
 
 def test_graphs_breaking_the_contract_are_rejected():
@@ -734,7 +770,9 @@ def test_a_training_job_checks_its_validation_graphs_and_refuses_an_empty_graph_
     with pytest.raises(ValueError, match=rf"{files['val']}: graph 3 has the label y=2"):
         load_training_data(files["train"], files["val"], metadata)
     save_graphs([], files["val"])
-    with pytest.raises(ValueError, match=rf"{files['val']}: contains no graphs"):
+    with pytest.raises(
+        FileContentError, match=rf"{files['val']}: contains no graphs"
+    ):  # the user's, no traceback
         load_training_data(files["train"], files["val"], metadata)
 
 

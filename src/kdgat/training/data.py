@@ -13,37 +13,48 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kdgat.chain import NODE_FEATURES
-from kdgat.files import file_sha256, load_json
+from kdgat.files import FileContentError, file_sha256, load_json
 from kdgat.graph_store import graph_vocabulary, load_graphs
 from kdgat.model_store import recorded, trained_on
+from wrapper_rules import InputError
 
 log = logging.getLogger("kdgat.training")
+GRAPH_FILE = "a graph file of the preprocess step; kd_gat.data_prefix points at its outputs"
 
 
-def load_graph_file(path: str | os.PathLike) -> list:
-    """The graphs of one preprocess split file (train.pt or val.pt, see kdgat.graph_store); never empty."""
+class MissingTrainingInputError(FileNotFoundError, InputError):
+    """An input file of a training job that does not exist; the message names the input and its path."""
+
+
+def existing_input(path: str | os.PathLike, name: str, what: str) -> Path:
+    """``path`` (the training job's input ``name``, ``what`` it should be) when it is a file; refused naming both
+    otherwise, as the user's mistake (a wrapper prints one line, no traceback)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: missing graph file (kd_gat.data_prefix points at the preprocess outputs)"
-        )
+    if not path.is_file():
+        raise MissingTrainingInputError(f"input {name!r} of the training job does not exist: {path} ({what})")
+    return path
+
+
+def load_graph_file(path: str | os.PathLike, name: str = "graphs") -> list:
+    """The graphs of one preprocess split file (input ``name``: train.pt or val.pt, see kdgat.graph_store); never
+    empty."""
+    path = existing_input(path, name, GRAPH_FILE)
     graphs = load_graphs(path)
     if not graphs:
-        raise ValueError(f"{path}: contains no graphs")
+        raise FileContentError(f"{path}: contains no graphs")
     return graphs
 
 
 def load_num_ids(metadata: str | os.PathLike) -> int:
     """The CAN-ID vocabulary size (incl. the out-of-vocabulary index) from the preprocess metadata.json."""
-    path = Path(metadata)
-    try:
-        document = load_json(path)  # a truncated copy: ValueError naming the file
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{path}: missing (expected preprocess metadata with 'num_ids')") from error
+    path = existing_input(metadata, "metadata", "the preprocess metadata.json with 'num_ids'")
+    document = load_json(path)  # a truncated copy: ValueError naming the file
     try:
         return int(document["num_ids"])
     except (KeyError, ValueError, TypeError) as error:
-        raise ValueError(f"{path}: expected an integer 'num_ids' (vocabulary size incl. OOV)") from error
+        raise FileContentError(
+            f"{path}: expected an integer 'num_ids' (vocabulary size incl. OOV)"
+        ) from error
 
 
 def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, Any]) -> None:
@@ -52,11 +63,13 @@ def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, 
     and a fusion learnt from them copies that model (the kd_gat module gives held-out graphs: kd_gat.dqn.fit_split).
     This also covers a direct library call or ``kdgat train dqn --fit``, which no schema checks.
     Models that record no training file (older files) are not compared."""
-    recorded = {name: trained_on(path) for name, path in models.items() if path}
+    recorded = {
+        name: trained_on(existing_input(path, name, "a model.pt")) for name, path in models.items() if path
+    }
     for role, path in graph_files.items():
         if not path:
             continue
-        digest = file_sha256(path)
+        digest = file_sha256(existing_input(path, role, GRAPH_FILE))
         trained = [f"{name} ({models[name]})" for name, seen in recorded.items() if seen == digest]
         if trained:
             raise ValueError(
@@ -186,7 +199,7 @@ def check_graphs(graphs, num_ids: int, where: str) -> None:
 def load_training_data(train, val, metadata, check: bool = True) -> tuple[list, list, int]:
     """(train graphs, validation graphs, num_ids) from the three preprocess files a training job declares."""
     num_ids = load_num_ids(metadata)
-    train_graphs, val_graphs = load_graph_file(train), load_graph_file(val)
+    train_graphs, val_graphs = load_graph_file(train, "train"), load_graph_file(val, "val")
     if check:
         check_graphs(train_graphs, num_ids, str(train))
         check_graphs(val_graphs, num_ids, str(val))

@@ -461,9 +461,9 @@ def run(
         )
         refuse_training_graphs({"fit": fit, "stop": stop}, base_models)
         refuse_stop_graphs_that_are_the_fit_graphs(fit, stop)
-        fit_graphs = load_graph_file(fit)
+        fit_graphs = load_graph_file(fit, "fit")
         check_graphs(fit_graphs, num_ids, str(fit))
-        stop_graphs = load_graph_file(stop) if stop else None
+        stop_graphs = load_graph_file(stop, "stop") if stop else None
         if stop_graphs is not None:
             check_graphs(stop_graphs, num_ids, str(stop))
         device = resolve_device(settings)
