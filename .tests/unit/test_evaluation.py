@@ -1490,3 +1490,17 @@ def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, mo
         )  # fmt: skip
     assert devices == ["cpu", "cpu"]
     assert "restored tiny/teacher seed None from the result stash" in caplog.text
+
+
+def test_the_scores_table_columns_docs_evaluation_md_and_meta_yaml_list_are_the_ones_written():
+    """docs/evaluation.md said scores.parquet holds "every model's score and decision", but the fixed-α yardsticks
+    are only in metrics.json: both docs list the table's columns, which must be the ones written."""
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    _, scores = evaluate_scored_splits(val, {"dos": val})
+    (row,) = [
+        line for line in (REPO / "docs/evaluation.md").read_text().splitlines() if "/scores.parquet`" in line
+    ]
+    meta = yaml.safe_load((REPO / "wrappers/evaluate_detector/meta.yaml").read_text())
+    for text in (row.split("|")[2], meta["output"]["scores"]["description"]):
+        assert re.findall(r"`(\w+)`", text) == list(scores.columns), text
+        assert "fixed-α" in text and "metrics.json" in text  # where the yardsticks are instead
