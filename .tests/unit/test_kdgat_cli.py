@@ -21,6 +21,7 @@ from testkit import REPO, pretend_cpu_wheel
 from kdgat.cli import main, parser
 from kdgat.cli.config import DEVICE_PATTERN, WORKFLOW_SECTIONS
 from kdgat.cli.progress import ProgressBar, wants_bar
+from kdgat.cli.train import RESOURCE_KEYS
 from kdgat.tracking import TrackingSettings
 from kdgat.training.settings import StageSettings
 
@@ -252,6 +253,21 @@ def test_a_training_setting_given_by_its_flag_and_by_override_is_refused_naming_
     assert "Traceback" not in stderr_text()
 
 
+def test_train_dqn_batch_size_sets_the_transitions_per_update_the_dqn_stage_reads(tmp_path, capsys):
+    """The DQN stage updates its Q-network on kd_gat.dqn.batch_size replayed transitions and reads no
+    kd_gat.training.dqn.batch_size: `kdgat train dqn --batch-size 16` set that one, trained as before and its help
+    said "graphs per optimisation step"."""
+    args = ["train", "dqn", "--data", "d", "--vgae", "v", "--gat", "g", "--out", str(tmp_path / "o"),
+            "--tracking", "none", "--print-settings"]  # fmt: skip
+    assert main([*args, "--batch-size", "16"]) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["dqn"]["batch_size"] == 16 and settings["training"] == json.loads(
+        json.dumps(StageSettings.from_config({}, "dqn", "teacher").as_dict()["training"])
+    )
+    option = next(a for a in COMMANDS[("train", "dqn")]._actions if "--batch-size" in a.option_strings)
+    assert option.help == "transitions per update of the Q-network (kd_gat.dqn.batch_size)"
+
+
 def test_one_setting_given_twice_by_override_is_refused_naming_both(tmp_path, stderr_text):
     # --override epochs=5 --override epochs=3 trained 3 epochs without a word: the last one won.
     args = ["train", "vgae", "--data", "d", "--out", str(tmp_path / "o"), "--print-settings"]
@@ -401,6 +417,10 @@ def test_a_list_option_given_twice_keeps_every_value_not_the_last_only(tmp_path,
         (["baselines", "--set", "fpr_target=[0.1]"], "evaluation: unknown keys ['fpr_target']"),
         (["train", "dqn", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
         (["train", "dqn", "--set", "resources.threads=-1"], "kd_gat.resources.threads must be an integer >= 1, got -1"),
+        # An AttributeError traceback; a misspelt key (the schema's additionalProperties: false) gave torch's threads.
+        (["train", "dqn", "--set", "resources=4"], "kd_gat.resources must be a mapping, got 4"),
+        (["train", "dqn", "--set", "resources.thread=4"],
+         "kd_gat.resources: unknown keys ['thread']; known: ['mem_mb', 'runtime', 'threads']"),
         (["evaluate", "--threads", "-2"], "--threads must be an integer >= 1, got -2"),
         (["evaluate", "--set", "threads=many"], "evaluation.threads must be an integer >= 1, got 'many'"),
         (["train", "dqn", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
@@ -448,6 +468,11 @@ def test_bad_command_line_values_fail_at_once_naming_the_option_or_key(
     assert main([*args, *where, "--out", str(tmp_path / "o")]) == 2
     assert message in stderr_text() and "Traceback" not in stderr_text()
     assert not (tmp_path / "o").exists()
+
+
+def test_the_resources_keys_kdgat_train_accepts_are_the_kd_gat_schemas():
+    resources = schema("kd_gat")["properties"]["kd_gat"]["properties"]["resources"]
+    assert resources["additionalProperties"] is False and list(resources["properties"]) == list(RESOURCE_KEYS)
 
 
 def test_an_unreadable_settings_file_or_log_is_named(tmp_path, stderr_text):

@@ -30,6 +30,8 @@ from kdgat.training.settings import TRAINING_KEYS, StageSettings
 log = logging.getLogger("kdgat.cli")
 
 OUTPUT_FILES = {"model": "model.pt", "metrics": "metrics.json", "history": "history.csv"}
+# kd_gat.resources in the module's schema (workflow/modules/kd_gat/schemas/config.schema.yaml).
+RESOURCE_KEYS = ("threads", "mem_mb", "runtime")
 TRAINING_FLAGS = {
     "epochs": (int, "maximum epochs (DQN: episodes)"),
     "batch_size": (int, "graphs per optimisation step"),
@@ -39,6 +41,17 @@ TRAINING_FLAGS = {
     "grad_clip": (float, "maximum global gradient norm"),
 }
 assert set(TRAINING_FLAGS) == set(TRAINING_KEYS)
+# The DQN stage updates its Q-network on kd_gat.dqn.batch_size replayed transitions and reads no
+# kd_gat.training.dqn.batch_size: its --batch-size sets the one it reads (it set the other, changing nothing).
+DQN_BATCH_FLAG = (("dqn", "batch_size"), "transitions per update of the Q-network")
+
+
+def flag_setting(stage: str, name: str) -> tuple[tuple[str, ...], str]:
+    """The kd_gat keys a training flag sets for ``stage``, and what it means."""
+    if (stage, name) == ("dqn", "batch_size"):
+        return DQN_BATCH_FLAG
+    return ("training", stage, name), TRAINING_FLAGS[name][1]
+
 
 DESCRIPTION = """\
 Train one stage of one KD-GAT variant, exactly as the kd_gat module's rule does (the same library call, settings
@@ -161,9 +174,10 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
     settings.add_argument("--seed", type=int, help="seed (kd_gat.seed; default the first of kd_gat.seeds)")
     settings.add_argument("--device", help="auto, cpu, cuda or cuda:N (kd_gat.device); auto fails loudly on a GPU "
                           "this torch cannot use instead of training on the CPU")  # fmt: skip
-    for name, (kind, text) in TRAINING_FLAGS.items():
+    for name, (kind, _) in TRAINING_FLAGS.items():
+        keys, text = flag_setting(stage, name)
         settings.add_argument(
-            f"--{name.replace('_', '-')}", type=kind, help=f"{text} (kd_gat.training.{stage}.{name})"
+            f"--{name.replace('_', '-')}", type=kind, help=f"{text} (kd_gat.{'.'.join(keys)})"
         )
     settings.add_argument(
         "--override",
@@ -195,13 +209,17 @@ def stage_settings(args: argparse.Namespace) -> tuple[StageSettings, dict]:
     set_nested(section, ("device",), args.device, "kd_gat")
     check_device(section.get("device"), "--device" if args.device is not None else "kd_gat.device")
     for name in TRAINING_KEYS:
-        set_nested(section, ("training", args.stage, name), getattr(args, name), "kd_gat")
+        set_nested(section, flag_setting(args.stage, name)[0], getattr(args, name), "kd_gat")
     if args.preset:
         section["teacher_preset" if args.variant == TEACHER else "student_preset"] = args.preset
     overrides, given = {}, {}
     for text in args.override:
         key, value = parse_assignment(text, "--override")
-        if key in TRAINING_KEYS and getattr(args, key) is not None:
+        if (
+            key in TRAINING_KEYS
+            and getattr(args, key) is not None
+            and flag_setting(args.stage, key)[0] == ("training", args.stage, key)
+        ):
             # The sweep row's value would silently replace the flag's: one setting named twice is a mistake.
             flag = f"--{key.replace('_', '-')} {getattr(args, key)}"
             raise UsageError(
@@ -392,6 +410,21 @@ def job_tracking(args: argparse.Namespace, section: dict, metadata: str) -> Trac
     return TrackingSettings.from_config(tracking, tags={"mlflow.source.git.commit": commit})
 
 
+def configured_threads(section: dict) -> object:
+    """kd_gat.resources.threads, the job's threads without --threads. The section is checked as the schema does
+    (a mapping of these keys): `resources: 4` was an AttributeError traceback, `resources: {thread: 4}` left torch
+    its own thread count without a word."""
+    resources = section.get("resources")
+    if resources is None:
+        return None
+    if not isinstance(resources, dict):
+        raise UsageError(f"kd_gat.resources must be a mapping, got {resources!r}")
+    unknown = sorted(str(key) for key in resources if key not in RESOURCE_KEYS)
+    if unknown:
+        raise UsageError(f"kd_gat.resources: unknown keys {unknown}; known: {sorted(RESOURCE_KEYS)}")
+    return resources.get("threads")
+
+
 def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     settings, section = stage_settings(args)
     inputs = job_inputs(args, settings)
@@ -399,8 +432,7 @@ def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     check_checkpoint(checkpoint, inputs, outputs)
     check_model_inputs(args, inputs, outputs)
     tracking = job_tracking(args, section, inputs["metadata"])
-    configured = (section.get("resources") or {}).get("threads")
-    threads = thread_count(args.threads, configured, "kd_gat.resources.threads")
+    threads = thread_count(args.threads, configured_threads(section), "kd_gat.resources.threads")
     if args.print_settings:
         print(json.dumps({"settings": settings.as_dict(), "inputs": inputs, "outputs": outputs,
                           "checkpoint": checkpoint, "threads": threads,
