@@ -111,6 +111,21 @@ def test_a_custom_preset_that_is_no_mapping_names_its_config_key_not_a_type_erro
         StageSettings.from_config({"presets": presets, "teacher_preset": "mine"}, "vgae", "teacher")
 
 
+@pytest.mark.parametrize("stage", ["vgae", "gat", "dqn"])
+def test_a_custom_preset_without_every_stage_is_refused_for_each_stage_naming_what_is_missing(stage):
+    """The workflow's schema requires vgae, gat and dqn in every kd_gat.presets entry. `kdgat train vgae --set
+    presets.demo_teacher.vgae.latent_dim=4` (meant as a tweak) replaced demo_teacher by a preset of the model's
+    defaults plus latent_dim 4 and trained it without a word; the gat and dqn jobs failed only later."""
+    section = {"teacher_preset": "demo_teacher", "presets": {"demo_teacher": {"vgae": {"latent_dim": 4}}}}
+    message = (
+        "kd_gat.presets.demo_teacher: no 'gat' and 'dqn' sections (a preset gives vgae, gat and dqn; a name of a "
+        "built-in preset replaces it whole)"
+    )
+    with pytest.raises(SettingsError) as error:
+        StageSettings.from_config(section, stage, "teacher")
+    assert str(error.value) == message
+
+
 def test_a_sweep_column_value_the_model_cannot_take_names_the_column():
     with pytest.raises(SettingsError, match=r"sweep column 'hidden': expected an integer >= 1, got 0"):
         StageSettings.from_config({}, "gat", "student", overrides={"hidden": 0})

@@ -153,8 +153,15 @@ def resolve_preset(name: str, stage: str, custom: dict | None = None, key: str =
         raise ValueError(
             f"kd_gat.presets.{name}: expected a mapping of vgae, gat and dqn model arguments, got {presets[name]!r}"
         )
-    if stage not in presets[name]:
-        raise KeyError(f"kd_gat.presets.{name}: no {stage!r} section (a preset gives {', '.join(STAGES)})")
+    # Every stage, as the workflow's schema requires: `--set presets.demo_teacher.vgae.latent_dim=4` replaced
+    # demo_teacher by the model's defaults plus latent_dim and trained that VGAE without a word.
+    missing = [part for part in STAGES if part not in presets[name]]
+    if missing:
+        raise KeyError(
+            f"kd_gat.presets.{name}: no {' and '.join(map(repr, missing))} section{'s' * (len(missing) > 1)} "
+            f"(a preset gives {', '.join(STAGES[:-1])} and {STAGES[-1]}; a name of a built-in preset replaces it "
+            "whole)"
+        )
     arguments = presets[name][stage]
     if not isinstance(arguments, Mapping):
         raise ValueError(
