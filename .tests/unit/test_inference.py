@@ -197,6 +197,24 @@ def test_score_graphs_contract(chain):
     pd.testing.assert_frame_equal(scores, score_graphs(*models, graphs, batch_size=64), atol=1e-5)
 
 
+def test_score_graphs_names_a_can_id_index_outside_the_models_vocabulary(chain):
+    """Graphs of another preprocess run with more CAN IDs (docs/evaluation.md points to score_graphs for scoring
+    graphs): torch's bare "IndexError: index out of range in self" named neither the index nor the vocabulary."""
+    _, outputs = chain
+    models = [load_model(outputs("teacher", stage)["model"]) for stage in ("vgae", "gat", "dqn")]
+    graphs = toy_graphs(30, num_ids=40, seed=4)  # indices up to 39; the models know 20
+    largest = max(int(graph.x[:, 0].max()) for graph in graphs)
+    models[0].train()  # handed back as it was handed over: nothing is scored
+    with pytest.raises(ValueError) as error:
+        score_graphs(*models, graphs, batch_size=16)
+    assert [model.training for model in models] == [True, False, False] and largest >= 20
+    assert str(error.value) == (
+        f"a graph holds CAN-ID index {largest}, outside the 20 CAN-ID indices of the VGAE (20) and GAT (20): the "
+        "graphs are of another vocabulary than the models' (another dataset or preprocess run); score graphs of "
+        "the preprocess run the models were trained on"
+    )
+
+
 def test_score_graphs_scores_in_eval_mode_and_leaves_each_models_mode_as_it_was(chain):
     """Models handed over in training mode (dropout, the VGAE's sampled z) score as in eval mode, deterministically,
     and are handed back in training mode (training's callers go on training them)."""

@@ -36,11 +36,13 @@ def fusion_inputs(
           + GAT  [p(normal), p(attack), embedding mean, std, max, min, confidence 1 − H(p)/ln 2].
     """
     device = select_device(device) if isinstance(device, str) else device
+    graphs = list(graphs)
+    check_vocabulary(graphs, vgae.num_ids, gat.embedding.num_embeddings)
     vgae_was_training, gat_was_training = vgae.training, gat.training
     vgae.eval().to(device)
     gat.eval().to(device)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("state", "anomaly", "p_attack", "error", "label")}
-    for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
+    for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
         errors = vgae.graph_errors(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
         anomaly = vgae.calibrated_anomaly(errors["anomaly_error"])
@@ -77,6 +79,19 @@ def fusion_inputs(
     if not parts["state"]:
         raise ValueError("no graphs to score")
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def check_vocabulary(graphs: list, vgae_ids: int, gat_ids: int) -> None:
+    """A CAN-ID index the models have no embedding for (graphs of another preprocess run) fails naming it, before
+    any model is touched: torch's own IndexError names neither the index nor the vocabulary."""
+    known = min(vgae_ids, gat_ids)
+    largest = max((int(graph.x[:, ID_COLUMN].max()) for graph in graphs if graph.num_nodes), default=-1)
+    if largest >= known:
+        raise ValueError(
+            f"a graph holds CAN-ID index {largest}, outside the {known} CAN-ID indices of the VGAE ({vgae_ids}) and "
+            f"GAT ({gat_ids}): the graphs are of another vocabulary than the models' (another dataset or preprocess "
+            "run); score graphs of the preprocess run the models were trained on"
+        )
 
 
 @torch.no_grad()
