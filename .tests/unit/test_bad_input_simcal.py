@@ -18,10 +18,10 @@ from simcal.backends import dask_client, slurm_cluster_kwargs, slurm_scaling
 from simcal.calibrate import calibrate, check_model_parameters, check_observed_columns, parse_targets
 from simcal.contract import ContractError
 from simcal.design import parse_bounds, sample_design, write_design
-from simcal.observed import generate_observed, read_observed
+from simcal.observed import check_generation, generate_observed, read_observed
 from simcal.runner import TooManyFailures, simulate
 from simcal.service.jobs import RequestRefused, ServiceConfig, plan_request
-from simcal.space import Choice, Integer, ParameterSpace, Real
+from simcal.space import Choice, Integer, ParameterSpace, Real, check_fixed
 from simcal.tables import read_parameter_table
 from simcal.visualize import visualize, visualize_sweep
 
@@ -386,6 +386,53 @@ def test_a_word_in_a_number_column_is_named_at_its_own_line_beside_a_column_of_c
         ContractError, match=r"params.csv, line 4: parameter 'rate' = 'abc' is text, not a number"
     ):
         simulate("choice_lab_model:model", table, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet.partial").exists()
+
+
+INTEGER_MODEL = """
+from simcal.space import Integer, ParameterSpace
+
+SPACE = ParameterSpace(n=Integer(low=1), k=Integer(default=1, low=1))
+
+
+@SPACE.declare
+def model(params, seed):
+    return {"y": len(range(params["n"])) * len(range(params["k"])), "n_is": type(params["n"]).__name__}
+"""
+
+
+def test_a_whole_float_for_an_integer_parameter_reaches_the_model_as_an_int(tmp_path, monkeypatch):
+    """A column pandas read as floats (20.0 written so, or beside an empty cell elsewhere) passed the Integer check
+    and reached the model as a float, where range(params["n"]) failed every row. The declared type is the
+    contract: the model gets an int, from the table, from fixed values and from submit()."""
+    (tmp_path / "integer_lab_model.py").write_text(INTEGER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    table = tmp_path / "params.csv"
+    table.write_text("n\n2.0\n3\n")
+    simulate("integer_lab_model:model", table, tmp_path / "out.parquet", fixed_params={"k": 2.0})
+    out = pd.read_parquet(tmp_path / "out.parquet").sort_values("n")
+    assert out["status"].tolist() == ["ok", "ok"]
+    assert out["y"].tolist() == [4, 6]
+    assert out["n_is"].tolist() == ["int", "int"]
+    assert out["n"].dtype == np.int64
+    future = api.submit("integer_lab_model:model", {"n": np.float64(20.0)}, client=_Client())
+    assert future.task.params == {"n": 20} and type(future.task.params["n"]) is int
+    # calibration.fixed and an observed-data generator's true parameters
+    typed = check_fixed("integer_lab_model:model", {"k": 2.0}, "calibration.fixed")
+    assert typed == {"k": 2} and type(typed["k"]) is int
+    params, _ = check_generation("integer_lab_model:model", lambda p, s: None, {"n": 5.0}, {}, {"k": 3.0})
+    assert params == {"n": 5, "k": 3} and {type(v) for v in params.values()} == {int}
+
+
+def test_a_fractional_value_for_an_integer_parameter_is_refused_naming_its_line(tmp_path, monkeypatch):
+    (tmp_path / "integer_lab_model.py").write_text(INTEGER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    table = tmp_path / "params.csv"
+    table.write_text("n\n2\n20.5\n")
+    with pytest.raises(
+        ContractError, match=r"params.csv, line 3: parameter 'n' = 20.5 is not a whole number \(integer in"
+    ):
+        simulate("integer_lab_model:model", table, tmp_path / "out.parquet")
     assert not (tmp_path / "out.parquet.partial").exists()
 
 

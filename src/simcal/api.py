@@ -130,7 +130,8 @@ def _task(
     except ContractError as error:
         raise ContractError(f"submit(params): {error}") from error
     pid = param_id(plain, already_canonical=True)
-    check_parameter_sets(fn_ref, [plain], "submit(params)", [f"param_id {pid}"])
+    # An Integer's 20.0 reaches the model as 20 (the same param_id: 20.0 and 20 hash alike)
+    (plain,) = check_parameter_sets(fn_ref, [plain], "submit(params)", [f"param_id {pid}"])
     if seed is None:
         seed = replicate_seed(pid, replicate, settings.seed, settings.common_random_numbers)
     return SimTask(pid, int(replicate), int(seed), plain)

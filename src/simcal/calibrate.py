@@ -59,7 +59,7 @@ from simcal.runner import (
     check_failures,
     plan_tasks,
 )
-from simcal.space import space_of
+from simcal.space import check_fixed, space_of
 from simcal.tables import check_fixed_values, reject_reserved, write_parquet
 from simcal.targets import (
     check_count_options,
@@ -533,6 +533,8 @@ def calibrate(
     check_backend(backend, backend_options, threads, client)
     fixed = dict(fixed_params or {})
     bounds = check_model_parameters(model_ref, parameters, fixed)
+    # An Integer's 20.0 in calibration.fixed reaches the model as 20 (checked above, named as fixed)
+    fixed = dict(check_fixed(model_ref, fixed, "calibration.fixed"))
     names = [b.name for b in bounds]
     parsed_targets = parse_targets(targets)
     reject_trial_columns(bounds, parsed_targets)

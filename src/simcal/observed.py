@@ -84,18 +84,19 @@ def check_generation(
     # The values a parameter table refuses (NaN, inf, null, a list) made NaN observations without a word.
     check_fixed_values(fixed, "calibration.fixed")
     check_fixed_values(true_params, f"{key}.true_params")
+    params = {**fixed, **true_params}
     if function is not None:
         if judge_fixed:
             check_fixed(generator, fixed, "calibration.fixed")
-            check_parameter_sets(
-                generator, [{**fixed, **true_params}], f"{key}.true_params", ["the true parameters"]
+            (params,) = check_parameter_sets(
+                generator, [params], f"{key}.true_params", ["the true parameters"]
             )
         else:
             space = space_of(generator)
             if space is not None:
                 space.check_values(true_params, f"{key}.true_params, the true parameters", generator)
         check_options(function, options, f"{key}.options", generator)
-    return {**fixed, **true_params}, options
+    return dict(params), options
 
 
 def check_observed_path(path: Any, key: str = "calibration.observed.path") -> None:

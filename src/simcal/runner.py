@@ -857,8 +857,8 @@ def simulate(
     check()
     check_fixed(model_ref, dict(fixed_params or {}))  # named as fixed, not as the table's first row
     # A misspelt column or an out-of-bounds value stops here, naming the row as every message about a row does
-    # (a file's line, a DataFrame's row and index label), before any cluster starts.
-    check_parameter_sets(model_ref, sets, where, _checked(map(row_name, range(len(sets))), check))
+    # (a file's line, a DataFrame's row and index label), before any cluster starts. An Integer's 20.0 becomes 20.
+    sets = check_parameter_sets(model_ref, sets, where, _checked(map(row_name, range(len(sets))), check))
     tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers, check)
     manifest = plan_manifest(model_ref, tasks, settings, check=check)
     check()

@@ -12,8 +12,9 @@ A model module declares its space next to the function::
 
 ``space_of("package.module:function")`` finds it again. With a declared space a misspelt name (``populaton``), a
 value of the wrong type or outside the bounds, or a missing required parameter is an error naming the parameter
-(and the parameter set), instead of a parameter the model silently ignores. Models without a declaration are run
-unchecked.
+(and the parameter set), instead of a parameter the model silently ignores. The model gets each value as its declared
+type: an ``Integer`` written 20.0 (a CSV column pandas read as floats) as the int 20; 20.5 is refused. Models
+without a declaration are run unchecked.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class Parameter:
             return f"{value!r} is not finite"
         return self._bounds_problem(value)
 
+    def typed(self, value: Any) -> Any:
+        """``value`` (one ``problem`` took) as the declared type: unchanged here, see ``Integer``."""
+        return value
+
     def _bounds_problem(self, value: float) -> str | None:
         if self.low is not None and value < self.low:
             return f"{value!r} is below its lower bound {self.low}"
@@ -89,6 +94,12 @@ class Integer(Parameter):
         if not float(value).is_integer():
             return f"{value!r} is not a whole number"
         return None
+
+    def typed(self, value: Any) -> Any:
+        """A whole float (20.0: a CSV column pandas read as floats) as the int the model declared it takes."""
+        if isinstance(value, float | np.floating):
+            return int(value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -165,9 +176,25 @@ class ParameterSpace(Mapping[str, Parameter]):
             raise ContractError(f"{where}: required parameter(s) {missing} of {model} have no value")
 
     def complete(self, params: Mapping[str, Any], where: str = "parameters") -> dict[str, Any]:
-        """The parameters with defaults filled in, after ``check``; for use inside the model itself."""
+        """The parameters with defaults filled in, after ``check``, each value as its declared type (see
+        ``typed``); for use inside the model itself."""
         self.check(params, where)
-        return {**self.defaults, **params}
+        return {**self.defaults, **self.typed(params)}
+
+    def typed(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` (values ``check_values`` took) with each declared parameter's value as its declared type: a
+        whole float of an ``Integer`` parameter as an int (``range(params["n"])`` fails on 20.0)."""
+        return {name: self[name].typed(value) if name in self else value for name, value in params.items()}
+
+    def _typed_sets(self, sets: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """``typed`` of every set; a set with no value to change is kept as it is (no copy per row)."""
+        integers = [name for name, spec in self.items() if isinstance(spec, Integer)]
+        return [
+            self.typed(params)
+            if any(isinstance(params.get(name), float | np.floating) for name in integers)
+            else params
+            for params in sets
+        ]
 
 
 def _is_flag(value: Any) -> bool:
@@ -197,12 +224,17 @@ def space_of(model_ref: str) -> ParameterSpace | None:
     return space if isinstance(space, ParameterSpace) else None
 
 
-def check_fixed(model_ref: str, fixed: Mapping[str, Any], where: str = "fixed parameters") -> None:
+def check_fixed(
+    model_ref: str, fixed: Mapping[str, Any], where: str = "fixed parameters"
+) -> Mapping[str, Any]:
     """Fixed values against the model's declared space, named as fixed: merged into every parameter set, a
-    misspelt or out-of-bounds fixed value would otherwise be blamed on the table's first row."""
+    misspelt or out-of-bounds fixed value would otherwise be blamed on the table's first row. Returns them as
+    their declared types (``ParameterSpace.typed``)."""
     space = space_of(model_ref) if fixed else None
-    if space is not None:
-        space.check_values(fixed, where, model_ref)
+    if space is None:
+        return fixed
+    space.check_values(fixed, where, model_ref)
+    return space.typed(fixed)
 
 
 def check_parameter_sets(
@@ -210,8 +242,9 @@ def check_parameter_sets(
     sets: Iterable[Mapping[str, Any]],
     where: str = "parameter table",
     labels: Iterable[str] | None = None,
-) -> None:
-    """Check complete parameter sets (fixed values merged in) against the model's declared space.
+) -> list[Mapping[str, Any]]:
+    """Check complete parameter sets (fixed values merged in) against the model's declared space, and return them
+    with their values as the declared types (``ParameterSpace.typed``: what the model is to get).
 
     ``labels`` name each set in messages (e.g. "line 3"); by default "parameter set <i>" (0-based).
     """
@@ -219,7 +252,7 @@ def check_parameter_sets(
     sets = sets if isinstance(sets, list) else list(sets)
     if space is None:
         _warn_of_numbers_read_as_text(sets, where, labels, model_ref)
-        return
+        return sets
     word = _first_word_among_numbers(space, sets)
     if word is not None:  # named before any other row: see _first_word_among_numbers
         first, name = word
@@ -230,6 +263,7 @@ def check_parameter_sets(
     for index, params in enumerate(sets):
         label = next(names) if names is not None else f"parameter set {index}"
         space.check(params, f"{where}, {label}", model_ref)
+    return space._typed_sets(sets)
 
 
 def _warn_of_numbers_read_as_text(
