@@ -507,6 +507,31 @@ def test_an_observed_file_with_a_comment_line_is_refused_naming_the_line(tmp_pat
         read_observed(path, ["day", "cases"])
 
 
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (
+            lambda path: pd.DataFrame({"day": [0, 1], "cases": [3, 4]}).to_csv(path),
+            r"observed.csv, line 1: column 1 has no name \(a DataFrame saved by to_csv\(\) without index=False",
+        ),
+        (
+            lambda path: path.write_text("day,cases,cases\n0,3,4\n"),
+            r"observed.csv, line 1: column name\(s\) \['cases'\] appear more than once; give each variable one",
+        ),
+    ],
+    ids=["pandas-index-column", "a-name-twice"],
+)
+def test_an_observed_file_with_an_unnamed_or_repeated_column_is_refused_as_a_parameter_table_is(
+    tmp_path, write, message
+):
+    """A DataFrame saved by to_csv() without index=False came back with an 'Unnamed: 0' column, and a name given
+    twice as 'cases' and 'cases.1', without a word, though a parameter table refuses both."""
+    path = tmp_path / "observed.csv"
+    write(path)
+    with pytest.raises(ContractError, match=rf"^{re.escape(str(tmp_path))}/{message}"):
+        read_observed(path)
+
+
 def test_observed_data_without_a_column_asked_for_are_named_with_the_file(tmp_path):
     path = tmp_path / "observed.csv"
     path.write_text("day,cases\n0,1\n")

@@ -19,7 +19,7 @@ from simcal.contract import (
 )
 from simcal.files import read_table, table_format, write_table
 from simcal.space import check_fixed, check_parameter_sets, space_of
-from simcal.tables import check_fixed_values, refuse_comment_lines
+from simcal.tables import check_fixed_values, check_header, refuse_comment_lines
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,16 @@ def check_observed_path(path: Any, key: str = "calibration.observed.path") -> No
 def read_observed(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Observed data from CSV, TSV or Parquet; fails naming the file and any missing column, and a line of a CSV
     or TSV file that starts with '#' (an observation commented out), as a parameter table does: pandas reads it
-    as data, which made the day column text and every loss NaN after the design had run."""
+    as data, which made the day column text and every loss NaN after the design had run. A CSV or TSV header is
+    held to a parameter table's rules too (``check_header``): a column without a name (the index column that
+    ``to_csv()`` writes without ``index=False``, read as 'Unnamed: 0'), a name given twice, more fields in a row
+    than names in the header."""
     separator = table_format(path)
     if separator is not None:
         refuse_comment_lines(Path(path), separator, header=True)
     observed = read_table(path, "observed data")
+    if separator is not None:  # 'Unnamed: 0' (to_csv() without index=False), 'count.1', shifted values
+        check_header(Path(path), observed, separator, "variable")
     if observed.empty:
         raise ContractError(f"{path}: the observed data have no rows")
     missing = [c for c in columns or [] if c not in observed.columns]

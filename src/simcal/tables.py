@@ -84,7 +84,7 @@ def parameter_table(
         if suffix in {".csv", ".csv.gz", ".tsv", ".tsv.gz", ".tab", ".txt"}:
             refuse_comment_lines(path, separator)
             table = pd.read_csv(path, sep=separator)
-            _check_header(path, table, separator)
+            check_header(path, table, separator)
             _refuse_words_read_as_missing(path, table, separator)
             _refuse_blank_values(path, table, separator)
             _refuse_rounded_whole_numbers(path, table, separator)
@@ -153,7 +153,7 @@ _COMMENT_LINE = re.compile(r"^[ \t]*#", re.MULTILINE)
 def refuse_comment_lines(path: Path, separator: str, header: bool = False) -> None:
     """Refuse a data line that starts with '#' (a parameter set commented out), naming it: pandas reads it as
     data, the '#' making its first value text (a column of numbers became a column of text) or its missing
-    fields empty values. A '#' header is refused by ``_check_header`` (with ``header``, here); a quoted value
+    fields empty values. A '#' header is refused by ``check_header`` (with ``header``, here); a quoted value
     may start with '#'. Also used for observed data."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
@@ -184,11 +184,12 @@ def refuse_comment_lines(path: Path, separator: str, header: bool = False) -> No
         return  # pandas' reader names what it cannot read
 
 
-def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
+def check_header(path: Path, table: pd.DataFrame, separator: str, what: str = "parameter") -> None:
     """Refuse a header pandas would silently repair or misread: more fields in the rows than names in the header
     (pandas makes the first fields an index, shifting every value one column left), a repeated or empty name
     (pandas renames them 'beta.1' and 'Unnamed: 1'), a comment line, another separator than the file's, or a
-    name with spaces around it (kept by pandas as part of the name)."""
+    name with spaces around it (kept by pandas as part of the name). ``what``: what a column holds, for messages
+    (a parameter; the observed data's a variable)."""
     names = pd.read_csv(path, sep=separator, header=None, nrows=1, dtype=str, keep_default_na=False)
     names = [str(name).strip() for name in names.iloc[0].tolist()] if len(names) else []
     for number, name in enumerate(names, start=1):
@@ -200,12 +201,12 @@ def _check_header(path: Path, table: pd.DataFrame, separator: str) -> None:
     repeated = _repeated(names)
     if repeated:
         raise ContractError(
-            f"{path}, line 1: column name(s) {repeated} appear more than once; give each parameter one column"
+            f"{path}, line 1: column name(s) {repeated} appear more than once; give each {what} one column"
         )
     if names and names[0].startswith("#"):
         raise ContractError(
             f"{path}, line 1: the header starts with '#' ({names[0]!r}); comment lines are not supported, "
-            "remove them so that the header (the parameter names) is line 1"
+            f"remove them so that the header (the {what} names) is line 1"
         )
     if not isinstance(table.index, pd.RangeIndex):
         raise ContractError(
