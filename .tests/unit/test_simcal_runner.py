@@ -40,6 +40,7 @@ from simcal.backends import (
 )
 from simcal.contract import ContractError
 from simcal.outcomes import ISOLATION_FAILURES
+from simcal.progress import Progress, read_progress
 from simcal.runner import (
     Cancelled,
     NoWorkers,
@@ -1612,6 +1613,29 @@ def test_sigterm_becomes_an_exception_that_unwinds_the_block():
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+@pytest.mark.parametrize(
+    ("stop", "message"),
+    [
+        (Terminated(128 + signal.SIGTERM), "stopped by SIGTERM"),
+        (Terminated(128 + signal.SIGHUP), "stopped by SIGHUP"),
+        (KeyboardInterrupt(), "stopped by SIGINT (Ctrl-C)"),
+    ],
+    ids=["sigterm", "sighup", "ctrl-c"],
+)
+def test_a_sweep_stopped_by_a_signal_is_recorded_as_stopped_naming_the_signal_not_as_failed(
+    tmp_path, stop, message
+):
+    """A SIGKILLed sweep shows as stopped in simcal status; one stopped by SIGTERM (scancel, a walltime, a pod's
+    deletion) or Ctrl-C was recorded as failed with 'Terminated: 143', as if the sweep itself had gone wrong."""
+    out = tmp_path / "out.parquet"
+    with pytest.raises(type(stop)):
+        with Simulator("simcal_models:noisy_line", client=object()) as simulator:
+            simulator.progress = Progress(out, "local")  # what the first run of a sweep makes
+            raise stop
+    info = read_progress(tmp_path / "out.parquet.progress.json")
+    assert (info["state"], info["message"], info["dashboard"]) == ("stopped", message, None)
+
+
 def test_sighup_too_becomes_terminated_with_the_shells_exit_status_of_the_signal():
     """Terminated is raised for SIGTERM and SIGHUP (a closed terminal or session ends the driver too), with the
     status a shell gives a process that signal killed (128 + its number); the handler found is put back after."""
@@ -1822,7 +1846,9 @@ def test_sigterm_closes_the_local_cluster_and_keeps_finished_parts(tmp_path):
     gone, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, f"worker processes survived SIGTERM: {alive}"
     assert list(output.with_name("sweep.parquet.partial").glob("part-*.parquet"))
-    assert json.loads(Path(f"{output}.progress.json").read_text())["state"] == "failed"
+    # a stop, not a failure: simcal status shows it as it shows a SIGKILLed sweep
+    record = json.loads(Path(f"{output}.progress.json").read_text())
+    assert (record["state"], record["message"]) == ("stopped", "stopped by SIGTERM")
 
 
 def test_a_second_sweep_on_an_output_being_written_is_refused_and_the_first_keeps_every_row(tmp_path):

@@ -1,7 +1,8 @@
 """Progress of a running sweep: log lines for people, ``<output>.progress.json`` for programs (``simcal status``).
 
 The JSON file is rewritten atomically every ``progress_seconds`` while the sweep runs and once more when it
-ends (state ``finished`` or ``failed`` with the message), so a reader never sees a half-written file. It names the
+ends (state ``finished``; ``failed`` with the error; ``stopped`` with the signal that stopped it, SIGTERM,
+SIGHUP or Ctrl-C's SIGINT), so a reader never sees a half-written file. It names the
 sweep's process by its host, its PID and its start (``pid_start``): a PID alone may belong to another process by
 the time it is read.
 """
@@ -384,7 +385,7 @@ def _output_here(row: dict[str, Any]) -> str:
 
 
 def format_messages(rows: list[dict[str, Any]], width: int = 300) -> list[str]:
-    """``<output>: <message>`` for each sweep whose record has one (why a sweep failed), its first line cut at
+    """``<output>: <message>`` for each sweep whose record has one (why it failed or stopped), its first line cut at
     ``width`` characters: the table has no room for it (--json gives it whole)."""
     lines = []
     for row in rows:

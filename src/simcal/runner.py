@@ -37,6 +37,7 @@ import logging
 import math
 import operator
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -48,7 +49,14 @@ import numpy as np
 import pandas as pd
 
 from output_locks import output_lock
-from simcal.backends import SERVICE_BACKEND, check_backend, dashboard, dask_client, worker_count
+from simcal.backends import (
+    SERVICE_BACKEND,
+    Terminated,
+    check_backend,
+    dashboard,
+    dask_client,
+    worker_count,
+)
 from simcal.contract import ContractError, mapping_of, resolve_model
 from simcal.files import refuse_text_name
 from simcal.isolate import IsolationFailed
@@ -142,6 +150,16 @@ class _Unit:
         self.isolated = False
 
 
+def _signal_name(stop: BaseException) -> str:
+    """The signal a ``Terminated`` (code 128 + the signal) or a ``KeyboardInterrupt`` (SIGINT) stands for."""
+    if isinstance(stop, KeyboardInterrupt):
+        return "SIGINT (Ctrl-C)"
+    try:
+        return signal.Signals(int(stop.code) - 128).name
+    except (TypeError, ValueError):
+        return f"a signal (exit code {stop.code})"
+
+
 class Simulator:
     """One model on one Dask backend; the client starts on first need and lives until the ``with`` block ends.
 
@@ -195,10 +213,12 @@ class Simulator:
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
             if self.progress is not None:
+                notes = "".join(f" {note}" for note in getattr(exc, "__notes__", ()))
                 if exc is None:
                     self.progress.finish("finished")
+                elif isinstance(exc, Terminated | KeyboardInterrupt):  # a stop, as a SIGKILLed sweep's is
+                    self.progress.finish("stopped", f"stopped by {_signal_name(exc)}{notes}"[:2000])
                 else:
-                    notes = "".join(f" {note}" for note in getattr(exc, "__notes__", ()))
                     self.progress.finish("failed", f"{type(exc).__name__}: {exc}{notes}"[:2000])
         finally:
             self._stack.close()
