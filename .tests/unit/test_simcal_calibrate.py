@@ -1204,6 +1204,22 @@ def test_sweep_statistics_columns_or_parameter_names_given_twice_or_no_statistic
             summarize_sweep(sweep_frame(), *args)
 
 
+def test_the_last_statistic_is_each_replicates_last_row_even_when_that_is_missing():
+    """pandas' GroupBy.last skips NaN: a replicate whose last row's output is NaN got an earlier row's value as
+    its 'last'. It is the last row's value (documented as each replicate's rows reduced by last)."""
+    frame = sweep_frame()
+    frame.loc[(frame["param_id"] == "p1") & (frame["replicate"] == 1) & (frame["t"] == 1), "y"] = math.nan
+    table, _ = summarize_sweep(frame, ["a"], ["y"], ["last", "max"])
+    p1, p2 = table.set_index("param_id").loc["p1"], table.set_index("param_id").loc["p2"]
+    # p1: replicate 0 ends at 3, replicate 1 at NaN (not its earlier 2); the mean over replicates skips the NaN
+    assert (p1["y_last_mean"], p1["y_max_mean"]) == (3.0, 2.5)
+    assert np.isnan(p1["y_last_sd"])  # one replicate with a last value: no spread
+    assert p2["y_last_mean"] == 10.0
+    assert list(table.columns[-4:]) == ["y_last_mean", "y_last_sd", "y_max_mean", "y_max_sd"]
+    only_last, _ = summarize_sweep(frame, ["a"], ["y", "t"], ["last"])
+    assert only_last.set_index("param_id").loc["p1", ["y_last_mean", "t_last_mean"]].tolist() == [3.0, 1.0]
+
+
 def test_sweep_columns_naming_a_parameter_are_refused_pointing_at_the_renamed_output():
     """A model output named like a parameter is stored as output_<name>; `columns: [a]` summarised the parameter a
     itself (its own value, sd 0) as if it were the output, and listed it among the summary's outputs."""

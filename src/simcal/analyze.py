@@ -189,8 +189,9 @@ def summarize_sweep(
     source: str = "the simulations file",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per parameter set: its parameters, how many replicates succeeded, and for each output column and
-    statistic (each replicate's rows reduced by it: ``mean``, ``sum``, ``max``, ``min`` or ``last``) the mean and
-    standard deviation over the successful replicates. Returns (table, overall summary)."""
+    statistic (each replicate's rows reduced by it: ``mean``, ``sum``, ``max``, ``min`` or ``last``, the last row's
+    value even where that is NaN) the mean and standard deviation over the successful replicates. Returns (table,
+    overall summary)."""
     _require_columns(simulations, [*KEY_COLUMNS, "status", *parameter_names], source)
     unknown = [s for s in statistics if s not in STATISTICS]
     if unknown:
@@ -217,7 +218,7 @@ def summarize_sweep(
     table = sets.join(counts.groupby(per_simulation["param_id"]).sum().astype(int))
     ok = simulations[simulations["status"] == "ok"]
     if columns and len(ok):
-        reduced = ok.groupby(["param_id", "replicate"], sort=False)[list(columns)].agg(list(statistics))
+        reduced = _per_replicate(ok, list(columns), list(statistics))
         reduced.columns = [f"{column}_{statistic}" for column, statistic in reduced.columns]
         across = reduced.groupby(level="param_id").agg(["mean", "std"])
         across.columns = [f"{name}_{'sd' if stat == 'std' else stat}" for name, stat in across.columns]
@@ -241,6 +242,20 @@ def summarize_sweep(
         "statistics": list(statistics),
     }
     return table, summary
+
+
+def _per_replicate(ok: pd.DataFrame, columns: list[str], statistics: list[str]) -> pd.DataFrame:
+    """Each replicate's rows reduced by each statistic, columns (column, statistic). ``last`` is the replicate's
+    last row's value, NaN where that is NaN: pandas' own ``last`` skips NaN, giving an earlier row's value."""
+    keys = ["param_id", "replicate"]
+    others = [s for s in statistics if s != "last"]
+    grouped = ok.groupby(keys, sort=False)[columns]
+    reduced = grouped.agg(others) if others else pd.DataFrame(index=grouped.size().index)
+    if "last" in statistics:
+        last = ok.drop_duplicates(keys, keep="last").set_index(keys)[columns]
+        for column in columns:
+            reduced[(column, "last")] = last[column]  # aligned on (param_id, replicate)
+    return reduced[[(column, statistic) for column in columns for statistic in statistics]]
 
 
 def _refuse_parameters_as_outputs(
