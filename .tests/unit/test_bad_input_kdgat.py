@@ -547,3 +547,104 @@ def test_a_student_kd_dqn_with_only_some_of_its_teachers_models_is_refused_befor
         == "DQN distillation needs all three teacher models; missing ['teacher_vgae', 'teacher_gat']"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", list(TEACHERS_OF))
+def test_a_checkpoint_naming_a_job_file_or_a_file_that_is_no_checkpoint_is_refused_and_kept(tmp_path, stage):
+    # The train_<stage> wrappers' params.checkpoint naming the job's own val.pt (or another stage's model.pt) set
+    # it aside with a warning, overwrote it after the first epoch and deleted it after success: the input was lost.
+    # A file torch cannot read is a checkpoint cut short, set aside as before (test_an_unreadable_checkpoint_...).
+    from kdgat.files import FileContentError
+    from kdgat.model_store import save_model
+    from kdgat.models import GAT
+
+    notes, model = tmp_path / "notes.pt", tmp_path / "gat_model.pt"
+    torch.save({"my": "notes"}, notes)
+    save_model(GAT(20), "gat", {"num_ids": 20}, model)
+    never = str(tmp_path / "never_read")
+    with pytest.raises(FileContentError) as error:
+        _train_without_reading(tmp_path, stage, "teacher", {"checkpoint": never})
+    # every input is never_read here: the first the job names is the one the message names
+    first = "fit" if stage == "dqn" else "train"
+    assert str(error.value) == (
+        f"checkpoint {never} is also the job's {first} file; the checkpoint is overwritten after every epoch and "
+        "deleted after success: give another path"
+    )
+    with pytest.raises(FileContentError) as error:
+        _train_without_reading(tmp_path, stage, "teacher", {"checkpoint": str(tmp_path / "out" / "model")})
+    assert "is also the job's model file" in str(error.value)
+    for path, what in (
+        (notes, "a file holding dict"),
+        (model, "a kd_gat gat model file"),
+    ):
+        with pytest.raises(FileContentError) as error:
+            _train_without_reading(tmp_path, stage, "teacher", {"checkpoint": str(path)})
+        assert str(error.value) == (
+            f"checkpoint {path} is {what}, not a training checkpoint: the job would overwrite it after its first "
+            "epoch and delete it after success; give another path (or remove the file)"
+        )
+    assert torch.load(notes) == {"my": "notes"} and model.is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gat_model.pt", "notes.pt"]
+
+
+def _gat_settings_to_the_vgae_stage(tmp_path):
+    from kdgat.training import vgae
+    from kdgat.training.settings import StageSettings
+
+    settings = StageSettings.from_config({"device": "cpu"}, "gat", "teacher").as_dict()
+    outputs = {name: str(tmp_path / "out" / name) for name in ("model", "metrics", "history")}
+    never = str(tmp_path / "never_read")
+    return vgae.run(train=never, val=never, metadata=never, settings=settings, outputs=outputs)
+
+
+def _validation_graphs_that_are_the_training_graphs(tmp_path):
+    import json
+
+    from kdgat.training import vgae
+    from kdgat.training.settings import StageSettings
+
+    train = tmp_path / "train.pt"
+    save_graphs(toy_graphs(6, num_ids=20), train)
+    (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": 20}))
+    settings = StageSettings.from_config({"device": "cpu"}, "vgae", "teacher").as_dict()
+    outputs = {name: str(tmp_path / "out" / name) for name in ("model", "metrics", "history")}
+    return vgae.run(
+        train=train, val=train, metadata=tmp_path / "metadata.json", settings=settings, outputs=outputs
+    )
+
+
+def _a_device_torch_does_not_know(tmp_path):
+    from kdgat.runtime import select_device
+
+    return select_device("gpu")
+
+
+USER_MISTAKES_OF_TRAINING = {
+    "a teacher given to the student variant": lambda tmp_path: _train_without_reading(
+        tmp_path, "gat", "student", {"teacher": str(tmp_path / "teacher.pt")}
+    ),
+    "student_kd without its teacher": lambda tmp_path: _train_without_reading(
+        tmp_path, "vgae", "student_kd", {}
+    ),
+    "a gat curriculum without its vgae": lambda tmp_path: _train_without_reading(
+        tmp_path, "gat", "teacher", {"vgae": None}
+    ),
+    "a dqn with some of its teacher's models": lambda tmp_path: _train_without_reading(
+        tmp_path, "dqn", "student_kd", {"teacher_dqn": str(tmp_path / "teacher.pt")}
+    ),
+    "settings of another stage": _gat_settings_to_the_vgae_stage,
+    "validation graphs that are the training graphs": _validation_graphs_that_are_the_training_graphs,
+    "a device torch does not know": _a_device_torch_does_not_know,
+}
+
+
+@pytest.mark.parametrize("mistake", list(USER_MISTAKES_OF_TRAINING))
+def test_a_training_wrappers_refusal_of_a_users_mistake_is_an_input_error_not_a_traceback(tmp_path, mistake):
+    # The train_<stage> wrappers logged these refusals (meta.yaml: "refused before anything is read") with a Python
+    # traceback, as a bug: only an InputError ends a wrapper with its one line and exit status 1 (failure_logged).
+    from wrapper_rules import InputError
+
+    with pytest.raises(ValueError) as error:
+        USER_MISTAKES_OF_TRAINING[mistake](tmp_path)
+    assert isinstance(error.value, InputError), f"{type(error.value).__name__}: {error.value}"
+    assert not (tmp_path / "out").exists()

@@ -1144,11 +1144,11 @@ def test_the_progress_bar_shows_epochs_and_batches_with_rate_and_eta():
 def test_a_dict_without_both_the_fingerprint_and_epoch_of_a_checkpoint_is_refused_as_checkpoint(
     saved, tmp_path, stderr_text
 ):
-    """kdgat.cli.train.not_a_checkpoint: the loop's checkpoint is a dict with ``fingerprint`` and ``epoch``; a
+    """kdgat.training.loop.not_a_checkpoint: the loop's checkpoint is a dict with ``fingerprint`` and ``epoch``; a
     dict holding one of them only is another file, refused and kept; one holding both is resumed from."""
     import torch
 
-    from kdgat.cli.train import not_a_checkpoint
+    from kdgat.training.loop import not_a_checkpoint
 
     other = tmp_path / "state.pt"
     torch.save(saved, other)

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wrapper_rules import InputError
+
 # The values batch systems and container runtimes use for "no GPU here" (SLURM sets NoDevFiles when a GRES has no
 # device files; the NVIDIA container runtime takes void/none; -1 and "" hide every GPU from CUDA).
 NO_GPU_VALUES = {"", "-1", "nodevfiles", "none", "void"}
@@ -36,6 +38,10 @@ NEWEST_CAPABILITY_OF_CU126 = (9, 0)
 # drivers the toolkits ship with (560.28 for 12.6, 580.65 for 13.0) are newer; the wheels need only the
 # family's minimum.
 MINIMUM_DRIVER = {11: 450, 12: 525, 13: 580}
+
+
+class DeviceSettingError(ValueError, InputError):
+    """A device setting that names no device torch knows; the message names the config key."""
 
 
 class GPUUnusableError(RuntimeError):
@@ -213,7 +219,7 @@ def select_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as error:  # torch's message names no setting
-        raise ValueError(
+        raise DeviceSettingError(
             f"device {spec!r} (config kd_gat.device / evaluation.device): expected auto, cpu, cuda or cuda:N "
             f"({error})"
         ) from None

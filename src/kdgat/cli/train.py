@@ -321,6 +321,8 @@ def check_checkpoint(checkpoint: str | None, inputs: dict, outputs: dict) -> Non
     for name, path in (*inputs.items(), *outputs.items()):
         if path is not None and Path(path).resolve() == mine:
             raise UsageError(f"--checkpoint {checkpoint} is also the job's {name} file; give another path")
+    from kdgat.training.loop import not_a_checkpoint
+
     if mine.is_file() and (what := not_a_checkpoint(mine)) is not None:
         # The loop would set it aside with a warning, overwrite it after the first epoch and delete it after
         # success: another stage's model.pt given here was lost that way.
@@ -358,23 +360,6 @@ def check_model_inputs(args: argparse.Namespace, inputs: dict, outputs: dict) ->
             raise UsageError(
                 f"{option} {path} is a {found} model; this job ({args.variant} {args.stage}) needs the {expected}'s"
             )
-
-
-def not_a_checkpoint(path: Path) -> str | None:
-    """What the file at ``path`` is when it is not a resume checkpoint (kdgat.training.loop writes a dict with
-    ``fingerprint`` and ``epoch``); None for a checkpoint, of these settings or others."""
-    import torch
-
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)  # as the loop reads checkpoints
-    except Exception as error:
-        return f"a file torch cannot read ({type(error).__name__})"
-    if isinstance(saved, dict) and "fingerprint" in saved and "epoch" in saved:
-        return None
-    found = saved.get("format") if isinstance(saved, dict) else None
-    if isinstance(found, str) and found.startswith("kdgat-model/"):
-        return f"a kd_gat {saved.get('kind')} model file"
-    return f"a {found!r} file" if isinstance(found, str) else f"a file holding {type(saved).__name__}"
 
 
 def check_data_run(args: argparse.Namespace, inputs: dict) -> None:

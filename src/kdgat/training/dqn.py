@@ -53,7 +53,7 @@ from kdgat.training.data import (
 )
 from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
 from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
-from kdgat.training.loop import LoopSettings, fingerprint, fit
+from kdgat.training.loop import LoopSettings, fingerprint, fit, refuse_checkpoint_over_files
 from kdgat.training.settings import StageSettings
 from kdgat.training.stage import (
     StageBase,
@@ -449,9 +449,8 @@ def run(
     settings = prepare_job(settings, "dqn", outputs, threads)
     teachers = {"teacher_dqn": teacher_dqn, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
     check_teachers(settings, teachers)
-    if any(teachers.values()) and not all(teachers.values()):
-        missing = [name for name, path in teachers.items() if not path]
-        raise ValueError(f"DQN distillation needs all three teacher models; missing {missing}")
+    refuse_checkpoint_over_files(checkpoint, {"fit": fit, "stop": stop, "metadata": metadata, "vgae": vgae,
+                                              "gat": gat, **teachers, **outputs})  # fmt: skip
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
         num_ids = load_num_ids(metadata)
         base_models = {"vgae": vgae, "gat": gat, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}

@@ -26,7 +26,7 @@ from kdgat.runtime import autocast, seed_everything
 from kdgat.tracking import TrackingSettings
 from kdgat.training.data import labels_of, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.settings import StageSettings
+from kdgat.training.settings import SettingsError, StageSettings
 from kdgat.training.stage import (
     StageBase,
     base_metrics,
@@ -208,7 +208,7 @@ def run(
     curriculum = settings.curriculum
     if vgae is None and curriculum is not None and curriculum.enabled:
         # Checked before the graphs are read: _train's own check comes after they are loaded, naming no input.
-        raise ValueError(
+        raise SettingsError(
             "the GAT curriculum (kd_gat.curriculum.enabled) draws on the trained VGAE of the same variant: give its "
             "model.pt as vgae (the train_gat wrapper's input.vgae), or disable the curriculum"
         )

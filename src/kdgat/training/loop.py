@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 from torch_geometric.data import Data
 
-from kdgat.files import save_torch
+from kdgat.files import FileContentError, save_torch
 from kdgat.model_store import MODEL_FORMAT
 from kdgat.runtime import restore_rng_state, rng_state
 
@@ -257,6 +257,48 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     }
     observers.notify("fit_ended", result)
     return result
+
+
+UNREADABLE = "a file torch cannot read"
+
+
+def not_a_checkpoint(path: str | os.PathLike) -> str | None:
+    """What the file at ``path`` is when it is not a resume checkpoint (``fit`` writes a dict with ``fingerprint``
+    and ``epoch``); None for a checkpoint, of these settings or others."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)  # as read_checkpoint reads it
+    except Exception as error:
+        return f"{UNREADABLE} ({type(error).__name__})"
+    if isinstance(saved, dict) and "fingerprint" in saved and "epoch" in saved:
+        return None
+    found = saved.get("format") if isinstance(saved, dict) else None
+    if isinstance(found, str) and found.startswith("kdgat-model/"):
+        return f"a kd_gat {saved.get('kind')} model file"
+    return f"a {found!r} file" if isinstance(found, str) else f"a file holding {type(saved).__name__}"
+
+
+def refuse_checkpoint_over_files(
+    checkpoint: str | os.PathLike | None, files: Mapping[str, str | os.PathLike | None]
+) -> None:
+    """A job's checkpoint is overwritten after every epoch and deleted after success (``fit`` sets a file that is
+    no checkpoint aside with a warning): it may not be one of the job's ``files`` (input or output name -> path),
+    nor a file torch reads that is no checkpoint (another stage's model.pt), or that file is lost. A file torch
+    cannot read is most likely a checkpoint cut short: ``fit`` sets it aside, rather than failing every rerun."""
+    if checkpoint is None:
+        return
+    mine = Path(checkpoint).resolve()
+    for name, path in files.items():
+        if path is not None and Path(path).resolve() == mine:
+            raise FileContentError(
+                f"checkpoint {checkpoint} is also the job's {name} file; the checkpoint is overwritten after every "
+                "epoch and deleted after success: give another path"
+            )
+    what = not_a_checkpoint(mine) if mine.is_file() else None
+    if what is not None and not what.startswith(UNREADABLE):
+        raise FileContentError(
+            f"checkpoint {checkpoint} is {what}, not a training checkpoint: the job would overwrite it after its "
+            "first epoch and delete it after success; give another path (or remove the file)"
+        )
 
 
 def set_aside(name: str, path: Path, what: str, why: str) -> None:

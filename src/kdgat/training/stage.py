@@ -16,15 +16,15 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from kdgat.files import file_sha256, output_lock, write_json, write_table
+from kdgat.files import FileContentError, file_sha256, output_lock, write_json, write_table
 from kdgat.graph_store import graph_vocabulary
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
 from kdgat.runtime import grad_scaler, select_device
 from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import check_one_preprocess_run, load_training_data
-from kdgat.training.loop import Observers, discard_checkpoint
-from kdgat.training.settings import StageSettings, TrainingSettings
+from kdgat.training.loop import Observers, discard_checkpoint, refuse_checkpoint_over_files
+from kdgat.training.settings import SettingsError, StageSettings, TrainingSettings
 
 log = logging.getLogger("kdgat.training")
 
@@ -112,7 +112,7 @@ def prepare_job(
     """Typed settings of a file-level ``run`` (checked against its stage), torch's thread count, and the GPU check."""
     settings = StageSettings.from_dict(settings)
     if settings.stage != stage:
-        raise ValueError(f"settings for the {settings.stage} stage were given to the {stage} stage")
+        raise SettingsError(f"settings for the {settings.stage} stage were given to the {stage} stage")
     missing = [name for name in OUTPUTS if not outputs.get(name)]
     if missing:
         raise ValueError(f"the {stage} stage needs the outputs {list(OUTPUTS)}; missing {missing}")
@@ -134,16 +134,20 @@ def check_teachers(settings: StageSettings, teachers: Mapping[str, str | os.Path
     """Refuse teacher models where the variant distils from none, and their absence where it does, before anything
     is read: ``teachers`` maps each input name (the train wrapper's input, the ``run`` argument) to its path or None.
     A teacher given to the teacher variant died at the first batch on the settings' missing ``distillation``; a
-    student_kd stage without one trained a plain student whose metrics said ``knowledge_distillation: true``."""
+    student_kd stage without one trained a plain student whose metrics said ``knowledge_distillation: true``. The DQN's
+    three teacher models come together or not at all."""
     given = [name for name, path in teachers.items() if path]
     if settings.distillation is None and given:
-        raise ValueError(
+        raise SettingsError(
             f"the {settings.stage} stage of variant {settings.variant!r} distils from no teacher, but {given} "
             f"{'is' if len(given) == 1 else 'are'} given: only student_kd takes the teacher's models; leave "
             f"{'it' if len(given) == 1 else 'them'} out, or give the settings of variant student_kd"
         )
+    if given and len(given) < len(teachers):  # the DQN's three: its state is built from all of them
+        missing = [name for name in teachers if name not in given]
+        raise SettingsError(f"DQN distillation needs all three teacher models; missing {missing}")
     if settings.distillation is not None and not given:
-        raise ValueError(
+        raise SettingsError(
             f"the {settings.stage} stage of variant {settings.variant!r} distils from the teacher: give the "
             f"teacher's models as {list(teachers)}"
         )
@@ -240,15 +244,20 @@ def run_graph_stage(
     callbacks=...)``, write the outputs; returns the metrics."""
     settings = prepare_job(settings, stage, outputs, threads)
     check_teachers(settings, {"teacher": next((path for path, kind in models if kind == stage), None)})
+    given = {f"{kind} model" if kind != stage else f"teacher {kind} model": path for path, kind in models}
+    refuse_checkpoint_over_files(
+        checkpoint, {"train": train, "val": val, "metadata": metadata, **given, **outputs}
+    )
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
         # A VGAE or teacher of another preprocess run: its ID indices would mean other IDs, and nothing would fail.
-        given = {f"{kind} model" if kind != stage else f"teacher {kind} model": path for path, kind in models}
         check_one_preprocess_run({"train": train, "val": val}, given, metadata, train=train)
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
         loaded = [load_model(path, kind=kind) if path else None for path, kind in models]
         if Path(val).is_file() and Path(train).is_file() and file_sha256(val) == file_sha256(train):
             # early stopping (and the VGAE's anomaly threshold) on the training graphs: a wrong model, exit 0
-            raise ValueError(f"{val}: the validation graphs are the training graphs {train}; give val.pt")
+            raise FileContentError(
+                f"{val}: the validation graphs are the training graphs {train}; give val.pt"
+            )
         model, result, metrics, model_config = train_stage(
             train_graphs, val_graphs, num_ids, settings, checkpoint, *loaded, callbacks=(*callbacks, tracker)
         )
