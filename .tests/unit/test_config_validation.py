@@ -248,6 +248,27 @@ def test_a_sweep_table_that_pandas_would_misread_is_refused_naming_its_line(
 
 
 @pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("heads > 100", "kd_gat.sweep: no rows of {table} left after query 'heads > 100'"),
+        ("head > 1", "kd_gat.sweep.query 'head > 1' failed on {table}: name 'head' is not defined"),
+    ],
+)
+def test_a_sweep_query_that_fails_or_keeps_no_row_is_a_workflow_error_naming_the_key(
+    tmp_path: Path, query: str, expected: str
+) -> None:
+    """Both were ValueErrors, where every other config mistake the modules refuse is a WorkflowError."""
+    config = _with_sweep_table(tmp_path, "hidden\theads\n16\t4\n")
+    config = _with(config, ("kd_gat", "sweep", "query"), query)
+    proc = _dry_run_with(config, tmp_path)
+    assert proc.returncode != 0
+    first, said = proc.stdout.splitlines()[:2]
+    assert re.fullmatch(r'WorkflowError in file .*/kd_gat/common\.smk", line \d+:', first), first
+    assert said == expected.format(table=tmp_path / "sweep_table")
+    assert "ValueError" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
     ("config", "extra", "expected"),
     [
         # Snakemake named it On instance['preprocess'] under a dump of the schema, and no file
@@ -340,6 +361,90 @@ def test_a_module_reused_without_datasets_is_refused_naming_the_key(
     assert re.fullmatch(first_line, first), first
     assert said == message
     assert "ValueError" not in proc.stdout, proc.stdout
+
+
+def test_one_preprocess_module_feeds_two_kd_gat_modules_the_way_the_data_prefix_docs_say(
+    tmp_path: Path,
+) -> None:
+    """kd_gat.data_prefix's description (config/README.md) said a kd_gat module imported with a `prefix:` reads
+    the graphs of an unprefixed preprocess module given an absolute data_prefix: Snakemake matches paths as
+    written, so that dry run stopped with a MissingInputException. What it says now: `replace_prefix:` of the
+    module's own folders, and an absolute path only for graphs made outside the workflow."""
+    schema = yaml.safe_load((REPO / "workflow/modules/kd_gat/schemas/config.schema.yaml").read_text())
+    described = " ".join(schema["properties"]["kd_gat"]["properties"]["data_prefix"]["description"].split())
+    assert "give each of them a `replace_prefix:` of its own folders only" in described, described
+    assert "An absolute one is for graphs made outside the workflow" in described, described
+    folders = ["results/kd_gat/", "checkpoints/", "logs/", "benchmarks/"]
+    (tmp_path / "lab.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {
+                    "lab": {
+                        "synthetic": {
+                            "files": [
+                                {"split": "train_01_normal", "name": "normal", "duration_s": 0.5},
+                                {"split": "test_01_dos", "name": "dos", "attack": "dos", "duration_s": 1.0},
+                            ]
+                        }
+                    }
+                },
+                "kd_gat": {"seeds": [3]},
+            }
+        )
+    )
+    modules = [
+        f'module preprocess:\n    snakefile:\n        "{REPO}/workflow/modules/preprocess/Snakefile"\n'
+        "    config:\n        config\n\n\nuse rule * from preprocess as pre_*\n"
+    ]
+    for run in ("a", "b"):
+        moved = {folder: f"run_{run}/{folder}" for folder in folders}
+        modules.append(
+            f'module kd_{run}:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
+            f"    config:\n        config\n    replace_prefix:\n        {moved!r}\n\n\n"
+            f"use rule * from kd_{run} as {run}_*\n"
+        )
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        + "\n\n".join(modules)
+        + "\n\nrule all:\n    default_target: True\n    input:\n        rules.a_all.input,\n"
+        "        rules.b_all.input,\n"
+    )
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert (
+        jobs["pre_build_graphs"] == "1"
+        and jobs["a_train_vgae_teacher"] == jobs["b_train_vgae_teacher"] == "1"
+    )
+    assert "run_a/results/kd_gat/lab/seed_3/teacher/vgae/model.pt" in proc.stdout, proc.stdout
+    assert "run_b/results/kd_gat/lab/seed_3/teacher/vgae/model.pt" in proc.stdout, proc.stdout
+    assert "run_a/results/preprocess" not in proc.stdout and "run_b/results/preprocess" not in proc.stdout
+
+
+@pytest.mark.parametrize("module", ["preprocess", "kd_gat", "evaluation"])
+def test_a_module_reused_alone_names_a_misspelt_learned_resources_key_without_a_traceback(
+    tmp_path: Path, module: str
+) -> None:
+    """Only the main workflow's schema checks `learned_resources`; a module imported alone (the README's "Reuse
+    it") raised the library's SettingsError, printed with the library's frames (resource_history/settings.py),
+    where every other config mistake a module refuses is a WorkflowError naming the key."""
+    (tmp_path / "lab.yaml").write_text(
+        yaml.safe_dump(
+            {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3]}, "learned_resources": {"enable": True}}
+        )
+    )
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        f'module {module}:\n    snakefile:\n        "{REPO}/workflow/modules/{module}/Snakefile"\n'
+        f"    config:\n        config\n\n\nuse rule * from {module} as lab_*\n"
+    )
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    first, said = proc.stdout.splitlines()[:2]
+    assert re.fullmatch(r'WorkflowError in file .*/learned_resources\.smk", line \d+:', first), first
+    assert said.startswith("learned_resources: unknown key(s) ['enable']; expected some of ["), said
+    assert "resource_history" not in proc.stdout, proc.stdout
+    assert "SettingsError" not in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,17 @@
 import os
 
 from resource_history import LearnedResourceSettings, ResourceHistory, first_time
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-LEARNED_RESOURCES = ResourceHistory(
-    LearnedResourceSettings.from_config(config.get("learned_resources"))
-)
+# A WorkflowError naming the key, as every config mistake a module refuses: only the main workflow's schema checks
+# `learned_resources`, so in a module imported alone the library's SettingsError would be the message.
+try:
+    LEARNED_RESOURCES = ResourceHistory(
+        LearnedResourceSettings.from_config(config.get("learned_resources"))
+    )
+except ValueError as error:
+    raise WorkflowError(str(error)) from None
 
 
 def learned(resource, default, record=None):

@@ -201,11 +201,11 @@ if KD["sweep"]["enabled"]:
         try:
             table = table.query(KD["sweep"]["query"])
         except Exception as error:
-            raise ValueError(
+            raise WorkflowError(
                 f"kd_gat.sweep.query {KD['sweep']['query']!r} failed on {table_path}: {error}"
-            )
+            ) from None
     if table.empty:
-        raise ValueError(
+        raise WorkflowError(
             f"kd_gat.sweep: no rows of {table_path} left after query {KD['sweep']['query']!r}"
         )
     SWEEP = Paramspace(table, filename_params="*")
