@@ -532,6 +532,30 @@ def test_an_observed_file_with_an_unnamed_or_repeated_column_is_refused_as_a_par
         read_observed(path)
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("params.csv", "beta,gamma\n0,0.3,0.1\n1,0.4,0.2\n", 2),
+        ("params.tsv", "beta\tgamma\n\n0\t0.3\t0.1\n", 3),  # pandas skips the blank line 2
+        ("observed.csv", "day,cases\n0,1,5\n1,2,7\n", 2),
+    ],
+    ids=["parameters", "parameters-after-a-blank-line", "observed"],
+)
+def test_one_field_more_than_the_header_is_refused_even_when_the_extra_fields_count_from_0(
+    tmp_path, name, text, line
+):
+    """pandas takes the extra first fields as row labels; labels 0, 1, ... made the same index as no labels, so
+    every value was shifted a column left without a word (beta 0.3 read as 0.1...)."""
+    path = tmp_path / name
+    path.write_text(text)
+    read = read_observed if name.startswith("observed") else read_parameter_table
+    with pytest.raises(
+        ContractError,
+        match=rf"^{re.escape(str(path))}, line {line}: 3 fields, but the header \(line 1\) names 2 columns",
+    ):
+        read(path)
+
+
 def test_observed_data_without_a_column_asked_for_are_named_with_the_file(tmp_path):
     path = tmp_path / "observed.csv"
     path.write_text("day,cases\n0,1\n")

@@ -208,10 +208,13 @@ def check_header(path: Path, table: pd.DataFrame, separator: str, what: str = "p
             f"{path}, line 1: the header starts with '#' ({names[0]!r}); comment lines are not supported, "
             f"remove them so that the header (the {what} names) is line 1"
         )
-    if not isinstance(table.index, pd.RangeIndex):
+    # pandas takes a first row's extra fields as row labels; labels 0..n-1 make the same RangeIndex as none.
+    line, fields = _first_record(path, separator)
+    if not isinstance(table.index, pd.RangeIndex) or fields > len(table.columns):
         raise ContractError(
-            f"{path}, line 2: {len(table.columns) + table.index.nlevels} fields, but the header (line 1) names "
-            f"{len(table.columns)} columns; give every column a name in the header, or remove the extra fields"
+            f"{path}, line {line}: {max(fields, len(table.columns) + table.index.nlevels)} fields, but the header "
+            f"(line 1) names {len(table.columns)} columns; give every column a name in the header, or remove the "
+            "extra fields"
         )
     others = [
         other for other in (",", ";", "\t") if len(names) == 1 and other != separator and other in names[0]
@@ -222,6 +225,25 @@ def check_header(path: Path, table: pd.DataFrame, separator: str, what: str = "p
             f"{'CSV' if separator == ',' else 'TSV'} file's columns are separated by {separator!r}"
         )
     reject_unusable_names(table.columns, f"{path}, line 1")  # 'beta, gamma': the model got ' gamma'
+
+
+def _first_record(path: Path, separator: str) -> tuple[int, int]:
+    """The line on which the first data record of a CSV or TSV file starts (blank lines skipped, as pandas does)
+    and its number of fields; (2, 0) when there is none or the file cannot be read (pandas' reader names why)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as handle:
+            reader = csv.reader(handle, delimiter=separator)
+            previous, header = 0, True
+            for record in reader:
+                if record and (len(record) > 1 or record[0].strip()):
+                    if not header:
+                        return previous + 1, len(record)
+                    header = False
+                previous = reader.line_num
+    except (OSError, csv.Error, EOFError):
+        pass
+    return 2, 0
 
 
 def _refuse_blank_values(path: Path, table: pd.DataFrame, separator: str) -> None:
