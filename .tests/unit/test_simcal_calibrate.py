@@ -1220,6 +1220,21 @@ def test_the_last_statistic_is_each_replicates_last_row_even_when_that_is_missin
     assert only_last.set_index("param_id").loc["p1", ["y_last_mean", "t_last_mean"]].tolist() == [3.0, 1.0]
 
 
+def test_each_statistic_skips_missing_rows_and_is_missing_for_a_replicate_whose_every_row_is_missing():
+    """pandas' sum of a replicate whose output is NaN in every row is 0, which the mean over replicates counted as
+    a value (p1's y_sum_mean 2.0 from 4 and 0). It is NaN, as that replicate's mean, max and min are."""
+    frame = sweep_frame()
+    frame.loc[(frame["param_id"] == "p1") & (frame["replicate"] == 1), "y"] = math.nan
+    frame.loc[(frame["param_id"] == "p2") & (frame["t"] == 1), "y"] = math.nan
+    table, _ = summarize_sweep(frame, ["a"], ["y"], ["sum", "mean", "max", "min"])
+    p1, p2 = table.set_index("param_id").loc["p1"], table.set_index("param_id").loc["p2"]
+    # p1: replicate 0 (1, 3) alone has values, so every statistic is replicate 0's and has no spread
+    assert p1[["y_sum_mean", "y_mean_mean", "y_max_mean", "y_min_mean"]].tolist() == [4.0, 2.0, 3.0, 1.0]
+    assert p1[["y_sum_sd", "y_mean_sd", "y_max_sd", "y_min_sd"]].isna().all()
+    # p2: its one successful replicate (10, NaN) reduced over the row that has a value
+    assert p2[["y_sum_mean", "y_mean_mean", "y_max_mean", "y_min_mean"]].tolist() == [10.0, 10.0, 10.0, 10.0]
+
+
 def test_sweep_columns_naming_a_parameter_are_refused_pointing_at_the_renamed_output():
     """A model output named like a parameter is stored as output_<name>; `columns: [a]` summarised the parameter a
     itself (its own value, sd 0) as if it were the output, and listed it among the summary's outputs."""

@@ -189,9 +189,10 @@ def summarize_sweep(
     source: str = "the simulations file",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One row per parameter set: its parameters, how many replicates succeeded, and for each output column and
-    statistic (each replicate's rows reduced by it: ``mean``, ``sum``, ``max``, ``min`` or ``last``, the last row's
-    value even where that is NaN) the mean and standard deviation over the successful replicates. Returns (table,
-    overall summary)."""
+    statistic (each replicate's rows reduced by it: ``mean``, ``sum``, ``max`` or ``min`` of its rows that are not
+    NaN, NaN where every row is; or ``last``, the last row's value even where that is NaN) the mean and standard
+    deviation over the successful replicates, skipping replicates whose statistic is NaN. Returns (table, overall
+    summary)."""
     _require_columns(simulations, [*KEY_COLUMNS, "status", *parameter_names], source)
     unknown = [s for s in statistics if s not in STATISTICS]
     if unknown:
@@ -245,12 +246,18 @@ def summarize_sweep(
 
 
 def _per_replicate(ok: pd.DataFrame, columns: list[str], statistics: list[str]) -> pd.DataFrame:
-    """Each replicate's rows reduced by each statistic, columns (column, statistic). ``last`` is the replicate's
-    last row's value, NaN where that is NaN: pandas' own ``last`` skips NaN, giving an earlier row's value."""
+    """Each replicate's rows reduced by each statistic, columns (column, statistic). ``mean``, ``sum``, ``max``
+    and ``min`` skip NaN rows, and are NaN where every row is NaN: pandas' own ``sum`` of those is 0, which would
+    count as a value in the mean over replicates. ``last`` is the replicate's last row's value, NaN where that is
+    NaN: pandas' own ``last`` skips NaN, giving an earlier row's value."""
     keys = ["param_id", "replicate"]
-    others = [s for s in statistics if s != "last"]
+    others = [s for s in statistics if s not in ("last", "sum")]
     grouped = ok.groupby(keys, sort=False)[columns]
     reduced = grouped.agg(others) if others else pd.DataFrame(index=grouped.size().index)
+    if "sum" in statistics:
+        sums = grouped.sum(min_count=1)
+        for column in columns:
+            reduced[(column, "sum")] = sums[column]
     if "last" in statistics:
         last = ok.drop_duplicates(keys, keep="last").set_index(keys)[columns]
         for column in columns:
