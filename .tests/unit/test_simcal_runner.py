@@ -1636,6 +1636,23 @@ def test_a_sweep_stopped_by_a_signal_is_recorded_as_stopped_naming_the_signal_no
     assert (info["state"], info["message"], info["dashboard"]) == ("stopped", message, None)
 
 
+def test_a_cancelled_sweep_is_recorded_as_stopped_saying_it_was_cancelled_not_as_failed(tmp_path):
+    """A cancel (a service job's, Simulator.cancel) was recorded as failed with 'Cancelled: ...', as if the sweep
+    had gone wrong; like a stop by a signal, it is stopped, and a rerun resumes it."""
+    out = tmp_path / "out.parquet"
+    with pytest.raises(Cancelled):
+        with Simulator("simcal_models:noisy_line", client=object()) as simulator:
+            simulator.progress = Progress(out, "local")
+            simulator.cancel()
+            simulator.check_cancelled()
+    info = read_progress(tmp_path / "out.parquet.progress.json")
+    assert (info["state"], info["message"], info["dashboard"]) == (
+        "stopped",
+        "stopped by a cancel: the simulations of simcal_models:noisy_line were cancelled",
+        None,
+    )
+
+
 def test_sighup_too_becomes_terminated_with_the_shells_exit_status_of_the_signal():
     """Terminated is raised for SIGTERM and SIGHUP (a closed terminal or session ends the driver too), with the
     status a shell gives a process that signal killed (128 + its number); the handler found is put back after."""

@@ -50,7 +50,8 @@ def add_status(subparsers) -> None:
         help="show running and finished simulation sweeps",
         description="Read <output>.progress.json files and print one line per sweep: state, done/total, failures, "
         "rate, ETA, backend, connected workers, last update, output and Dask dashboard; then why each failed sweep "
-        "failed and which signal stopped a sweep stopped by one (SIGTERM, SIGHUP, Ctrl-C). A running sweep is shown "
+        "failed and which signal stopped a sweep stopped by one (SIGTERM, SIGHUP, Ctrl-C), or that it was cancelled. "
+        "A running sweep is shown "
         "stopped when its process (PID and start) is gone from this host, and stale "
         "when another host's has gone five of its rewrite intervals (and at least a minute) without rewriting its "
         "progress file, counted on this host's clock from the file's modification time. Exit status 1: a progress "

@@ -2,7 +2,7 @@
 
 The JSON file is rewritten atomically every ``progress_seconds`` while the sweep runs and once more when it
 ends (state ``finished``; ``failed`` with the error; ``stopped`` with the signal that stopped it, SIGTERM,
-SIGHUP or Ctrl-C's SIGINT), so a reader never sees a half-written file. It names the
+SIGHUP or Ctrl-C's SIGINT, or saying that it was cancelled), so a reader never sees a half-written file. It names the
 sweep's process by its host, its PID and its start (``pid_start``): a PID alone may belong to another process by
 the time it is read.
 """

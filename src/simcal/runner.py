@@ -218,6 +218,9 @@ class Simulator:
                     self.progress.finish("finished")
                 elif isinstance(exc, Terminated | KeyboardInterrupt):  # a stop, as a SIGKILLed sweep's is
                     self.progress.finish("stopped", f"stopped by {_signal_name(exc)}{notes}"[:2000])
+                # asked to stop (a service job's cancel): nothing went wrong either, and a rerun resumes
+                elif isinstance(exc, Cancelled):
+                    self.progress.finish("stopped", f"stopped by a cancel: {exc}{notes}"[:2000])
                 else:
                     self.progress.finish("failed", f"{type(exc).__name__}: {exc}{notes}"[:2000])
         finally:
