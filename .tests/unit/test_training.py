@@ -746,6 +746,38 @@ def test_graphs_breaking_the_contract_are_rejected():
         check_graphs(graphs, 20, "train.pt")
 
 
+def test_graphs_breaking_the_contract_are_refused_as_the_users_file_naming_it_not_as_a_bug():
+    """check_graphs: a graph file of another tool or run is the user's mistake, a FileContentError (an InputError:
+    the wrappers print one line, no traceback) naming the file and the graph; a negative CAN-ID index too (the
+    embedding refused it with an IndexError)."""
+    from kdgat.files import FileContentError
+    from kdgat.training.data import check_graphs
+    from wrapper_rules import InputError
+
+    graphs = toy_graphs(3, num_ids=20, seed=0)
+    graphs[2].y = torch.tensor([2])
+    with pytest.raises(FileContentError, match=r"^val.pt: graph 2 has the label y=2, expected 0") as raised:
+        check_graphs(graphs, 20, "val.pt")
+    assert isinstance(raised.value, InputError)
+    graphs = toy_graphs(3, num_ids=20, seed=0)
+    graphs[1].x[0, 0] = -3
+    with pytest.raises(
+        FileContentError,
+        match=r"^train.pt: graph 1 has a negative CAN-ID index -3, expected 0 to num_ids - 1 = 19 \(metadata.json\)$",
+    ):
+        check_graphs(graphs, 20, "train.pt")
+    for broken in ("shape", "nan", "id", "label"):
+        graphs = toy_graphs(3, num_ids=20, seed=0)
+        if broken == "shape":
+            graphs[0].x = graphs[0].x[:, :5]
+        elif broken == "nan":
+            graphs[0].x[0, 4] = float("nan")
+        elif broken == "label":
+            graphs[0].y = None
+        with pytest.raises(FileContentError, match=r"^train.pt: graph 0 "):
+            check_graphs(graphs, 10 if broken == "id" else 20, "train.pt")
+
+
 def test_a_can_id_index_is_accepted_below_num_ids_and_refused_from_num_ids_on():
     """The vocabulary holds num_ids indices, 0 to num_ids - 1 (the OOV index included)."""
     from kdgat.training.data import check_graphs

@@ -175,22 +175,32 @@ def labels_of(graphs) -> np.ndarray:
 
 
 def check_graphs(graphs, num_ids: int, where: str) -> None:
-    """Fail early and clearly on graphs that do not follow the preprocess contract."""
+    """Fail early and clearly on graphs that do not follow the preprocess contract: a FileContentError naming
+    ``where`` (the graph file) and the graph, as the user's mistake (a file of another tool or run), not a bug."""
     for index, graph in enumerate(graphs):
         if graph.x.dim() != 2 or graph.x.size(1) != NODE_FEATURES:
-            raise ValueError(
+            raise FileContentError(
                 f"{where}: graph {index} has x of shape {tuple(graph.x.shape)}, expected [N, {NODE_FEATURES}]"
             )
         if not torch.isfinite(graph.x).all():  # one NaN makes every loss NaN, which reads as a diverged run
-            raise ValueError(f"{where}: graph {index} has node features that are not finite (NaN or inf)")
+            raise FileContentError(
+                f"{where}: graph {index} has node features that are not finite (NaN or inf)"
+            )
         if graph.x.size(0) and int(graph.x[:, 0].max()) >= num_ids:
-            raise ValueError(
+            raise FileContentError(
                 f"{where}: graph {index} has a CAN-ID index >= num_ids={num_ids} (metadata.json)"
             )
+        if (
+            graph.x.size(0) and int(graph.x[:, 0].min()) < 0
+        ):  # an index the embedding refuses with a traceback
+            raise FileContentError(
+                f"{where}: graph {index} has a negative CAN-ID index {int(graph.x[:, 0].min())}, expected 0 to "
+                f"num_ids - 1 = {num_ids - 1} (metadata.json)"
+            )
         if graph.y is None or graph.y.numel() != 1:
-            raise ValueError(f"{where}: graph {index} needs a graph label y of shape [1]")
+            raise FileContentError(f"{where}: graph {index} needs a graph label y of shape [1]")
         if int(graph.y.view(-1)[0]) not in (0, 1):
-            raise ValueError(
+            raise FileContentError(
                 f"{where}: graph {index} has the label y={int(graph.y.view(-1)[0])}, expected 0 (normal) or 1 "
                 "(attack)"
             )
