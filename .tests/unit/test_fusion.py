@@ -636,6 +636,24 @@ def test_the_alpha_histogram_has_a_bin_for_every_action_even_those_the_policy_ne
     assert report["val_alpha_mean"] == pytest.approx(1 / 6)
 
 
+def test_the_policy_report_counts_graphs_without_an_alpha_apart_instead_of_crashing_on_them():
+    """fusion_policy.policy_report: where the agent's Q-values are not finite its α is NaN (QNetwork.decide), which
+    np.bincount refused with a numpy traceback; such graphs are counted in alpha_no_choice, outside the histogram
+    and the mean α."""
+    inputs = fusion_inputs(10, seed=0)
+    alpha = torch.full((10,), 0.5)
+    alpha[[3, 7]] = float("nan")
+    report = fusion_policy.policy_report(alpha, (inputs["p_attack"] > 0.5).long(), inputs)
+    expected = [0] * NUM_ACTIONS
+    expected[NUM_ACTIONS // 2] = 8
+    assert report["alpha_histogram"] == expected
+    assert report["alpha_no_choice"] == 2
+    assert report["val_alpha_mean"] == 0.5
+    nothing = fusion_policy.policy_report(torch.full((10,), float("nan")), torch.zeros(10).long(), inputs)
+    assert nothing["alpha_histogram"] == [0] * NUM_ACTIONS and nothing["alpha_no_choice"] == 10
+    assert np.isnan(nothing["val_alpha_mean"])
+
+
 def test_a_diverged_agent_validates_to_no_alpha_and_a_nan_loss_and_says_its_q_values_are_not_finite(caplog):
     """DQNStage.policy took argmax over NaN Q-values: a diverged agent validated as α = 0 (the VGAE alone) with a
     finite loss, so training never stopped on it and its weights could be kept as the best epoch's."""

@@ -97,16 +97,21 @@ def fall_back_unless_better(stage, cross_fitted: torch.Tensor | None = None) -> 
 
 def policy_report(alpha, prediction, inputs: dict, vgae_threshold: float = DECISION_THRESHOLD) -> dict:
     """What the policy learned, on the stop graphs: α histogram, agreement with each base model's own decision
-    and the F1 of fixed α (0: VGAE alone, 0.5, 1: GAT alone) through the same fused-score rule."""
+    and the F1 of fixed α (0: VGAE alone, 0.5, 1: GAT alone) through the same fused-score rule. A graph where the
+    agent chose nothing (α NaN: its Q-values are not finite, see QNetwork.decide) is counted in
+    ``alpha_no_choice``, outside the histogram and the mean α (NaN when no graph has an α)."""
     labels = inputs["label"].cpu().numpy()
     prediction = prediction.cpu().numpy()
     gat_pred = (inputs["p_attack"] > DECISION_THRESHOLD).long().cpu().numpy()
     vgae_pred = (inputs["anomaly"] > vgae_threshold).long().cpu().numpy()
+    alpha = alpha.cpu().numpy()
+    chosen = alpha[np.isfinite(alpha)]
     report = {
-        "val_alpha_mean": float(alpha.mean()),
+        "val_alpha_mean": float(chosen.mean()) if len(chosen) else float("nan"),
         "alpha_histogram": np.bincount(
-            (alpha.cpu().numpy() * (NUM_ACTIONS - 1)).round().astype(int), minlength=NUM_ACTIONS
+            (chosen * (NUM_ACTIONS - 1)).round().astype(int), minlength=NUM_ACTIONS
         ).tolist(),
+        "alpha_no_choice": len(alpha) - len(chosen),
         "val_agrees_with_gat": float((prediction == gat_pred).mean()),
         "val_agrees_with_vgae": float((prediction == vgae_pred).mean()),
         "val_gat_f1": validation_metrics(labels, gat_pred)["val_f1"],
