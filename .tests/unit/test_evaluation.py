@@ -1465,6 +1465,26 @@ def test_a_stash_entry_left_without_its_completion_mark_is_replaced_by_the_next_
     assert not stash.restore("other", {"metrics.json": out})
 
 
+def test_a_file_or_dangling_link_at_a_stash_entry_is_replaced_by_the_next_commit_and_nothing_is_left_aside(
+    tmp_path,
+):
+    """ResultStash.commit moved a plain file at an entry's path aside and left the .stale file behind (rmtree
+    removes folders only), and did not see a dangling link at all (the entry could never be published)."""
+    out = tmp_path / "out" / "metrics.json"
+    write_json({"f1": 0.9}, out)
+    stash = ResultStash(tmp_path / "stash")
+    stash.prepare()
+    stash.entry("file").write_text("in the way\n")
+    assert stash.commit("file", {"metrics.json": out}) == stash.entry("file")
+    assert sorted(p.name for p in (tmp_path / "stash").iterdir()) == ["file"]
+    stash.entry("link").symlink_to(tmp_path / "gone")
+    assert stash.commit("link", {"metrics.json": out}) == stash.entry("link")
+    assert sorted(p.name for p in (tmp_path / "stash").iterdir()) == ["file", "link"]
+    for key in ("file", "link"):
+        assert stash.restore(key, {"metrics.json": tmp_path / key / "metrics.json"})
+        assert json.loads((tmp_path / key / "metrics.json").read_text()) == {"f1": 0.9}
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, monkeypatch, caplog):
     """docs/evaluation.md: the key holds the device the evaluation runs on (metrics.json's `device`), so `auto`

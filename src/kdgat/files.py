@@ -199,6 +199,22 @@ def publish_directory(staging: str | os.PathLike, target: str | os.PathLike) -> 
     return True
 
 
+def discard(path: str | os.PathLike, prefix: str) -> None:
+    """Remove ``path``, whatever it is (a folder, a file, a link: a link's target is kept), by renaming it first to
+    a fresh name beginning with ``prefix`` in its folder, so no reader sees a half-removed folder at ``path``;
+    nothing happens when it is gone already (another writer discarded it first)."""
+    path = Path(path)
+    aside = path.parent / f"{prefix}{secrets.token_hex(6)}"
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:  # rmtree removes folders only
+        aside.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an advisory lock on ``path`` (created empty if missing) across processes, e.g. a shared store's

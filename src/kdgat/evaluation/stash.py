@@ -6,19 +6,17 @@ finished outputs here first restores them on the rerun instead of recomputing (s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import secrets
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kdgat.files import (
     copy_file,
+    discard,
     file_sha256,
     json_safe,
     new_directory,
@@ -93,8 +91,9 @@ class ResultStash:
     def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
         """Copy ``outputs`` into the entry ``key``: the entry, or None (with a warning) when none could be published.
 
-        An entry folder without its COMPLETE mark (a writer killed in it, a folder made by hand) would block the
-        rename forever and restore nothing: it is moved aside in one step and removed first."""
+        An entry without its COMPLETE mark (a folder a writer was killed in or made by hand, a plain file, a
+        dangling link) would block the rename forever and restore nothing: it is moved aside in one step and
+        removed, whatever it is, first."""
         entry = self.entry(key)
         if (entry / "COMPLETE").is_file():
             return entry
@@ -102,11 +101,8 @@ class ResultStash:
         for name, source in outputs.items():
             copy_file(source, staging / name)
         write_json({"outputs": sorted(outputs)}, staging / "COMPLETE", indent=None)
-        if entry.exists() and not (entry / "COMPLETE").is_file():
-            stale = self.root / f".{key}.stale.{secrets.token_hex(6)}"
-            with contextlib.suppress(OSError):  # a racing commit moved it first
-                os.replace(entry, stale)
-            shutil.rmtree(stale, ignore_errors=True)
+        if (entry.exists() or entry.is_symlink()) and not (entry / "COMPLETE").is_file():
+            discard(entry, prefix=f".{key}.stale.")  # nothing when a racing commit moved it first
         # False with COMPLETE in place: a concurrent writer won; its entry holds the same results
         if publish_directory(staging, entry) or (entry / "COMPLETE").is_file():
             return entry
