@@ -144,6 +144,25 @@ def test_a_dqn_with_nan_weights_gives_nan_alpha_and_score_on_both_paths_not_acti
     assert math.isnan(detection.alpha) and math.isnan(detection.score) and detection.attack is False
 
 
+def test_window_detector_copies_the_models_leaving_the_callers_in_their_mode_and_weights_unshared():
+    """WindowDetector's docstring says it copies the weights; it set the caller's models to eval mode (and moved
+    them to the CPU) in place, so a model still being trained went on without dropout."""
+    vgae = VGAE(NUM_IDS, **resolve_preset("demo_student", "vgae"))
+    vgae.anomaly_threshold.fill_(0.3)
+    gat, dqn = GAT(NUM_IDS, **resolve_preset("demo_student", "gat")), QNetwork()
+    graph = toy_graphs(1, num_ids=NUM_IDS, seed=3)[0]
+    vgae.train(), gat.train(), dqn.train()
+    detector = WindowDetector(vgae, gat, dqn)
+    assert [vgae.training, gat.training, dqn.training] == [True, True, True]
+    with torch.no_grad():
+        before = detector(graph.x, graph.edge_index)
+        for model in (vgae, gat, dqn):
+            for parameter in model.parameters():
+                parameter.add_(1.0)
+        after = detector(graph.x, graph.edge_index)
+    assert after == before
+
+
 def test_window_detector_needs_a_calibrated_vgae():
     vgae = VGAE(NUM_IDS, **resolve_preset("demo_student", "vgae"))
     gat, dqn = GAT(NUM_IDS, **resolve_preset("demo_student", "gat")), QNetwork()

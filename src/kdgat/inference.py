@@ -10,6 +10,7 @@ kdgat.evaluation refuses), fusion_score ((1−α)·vgae_score + α·gat_prob) an
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
@@ -132,12 +133,14 @@ class WindowDetector:
     Same state, α and decision as :func:`score_graphs` (checked by .tests/unit/test_dense.py), computed with the
     dense single-graph layers of kdgat.models.dense: at batch size one PyG's batching and message passing cost
     more than the arithmetic. The models' weights are copied when the detector is built: build it after training.
+    The caller's models are left as they are (their device, train or eval mode); the detector reads CPU copies.
     """
 
     def __init__(self, vgae: VGAE, gat: GAT, dqn):
         if torch.isnan(vgae.anomaly_threshold):
             raise RuntimeError("VGAE anomaly threshold is not calibrated (train it with kdgat.training.vgae)")
-        vgae, gat, dqn = vgae.eval().cpu(), gat.eval().cpu(), dqn.eval().cpu()
+        # Copies: .eval() and .cpu() change a module in place (a model still training would be left in eval mode).
+        vgae, gat, dqn = (copy.deepcopy(model).eval().cpu() for model in (vgae, gat, dqn))
         with torch.no_grad():
             self.num_ids = vgae.num_ids
             self.vgae_embedding = vgae.embedding.weight.detach().clone()
