@@ -830,6 +830,40 @@ def test_a_checkpoint_path_holding_another_file_is_refused_not_deleted(tmp_path,
     assert model.is_file() and text.read_text() == "my notes\n" and not (tmp_path / "o").exists()
 
 
+def test_a_default_checkpoint_path_holding_another_file_is_refused_naming_the_default_not_the_option(
+    tmp_path, stderr_text
+):
+    """Without --checkpoint, an unreadable <out>/last.pt (or a folder there) was refused as "--checkpoint ...",
+    an option the user never gave; the message names the default path and the ways on, and still refuses."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "last.pt").write_text("my notes\n")
+    args = ["train", "vgae", "--data", str(tmp_path), "--out", str(out), "--tracking", "none"]
+    assert main(args) == 2
+    assert (
+        stderr_text()
+        .rstrip()
+        .endswith(
+            f"kdgat train vgae: the default checkpoint path {out / 'last.pt'} (<out>/last.pt) is a file torch cannot "
+            "read (UnpicklingError), not a training checkpoint: the job would overwrite it after its first epoch and "
+            "delete it after success; remove it, pass --no-checkpoint, or give --checkpoint another path"
+        )
+    )
+    assert (out / "last.pt").read_text() == "my notes\n"
+    (out / "last.pt").unlink()
+    (out / "last.pt").mkdir()
+    assert main(args) == 2
+    assert (
+        stderr_text()
+        .rstrip()
+        .endswith(
+            f"kdgat train vgae: the default checkpoint path {out / 'last.pt'} (<out>/last.pt) is a folder; remove it, "
+            "pass --no-checkpoint, or give --checkpoint another path"
+        )
+    )
+    assert "--checkpoint " + str(out) not in stderr_text()
+
+
 def test_train_refuses_an_out_over_its_inputs_and_a_model_of_another_variant(tmp_path, stderr_text):
     """`train gat --out <chain>/seed_42/teacher/vgae` wrote the GAT over the VGAE it read, and `train vgae --variant
     student_kd --teacher <a student's VGAE>` distilled from a student: both exited 0. Refused before training."""

@@ -308,27 +308,45 @@ def job_outputs(args: argparse.Namespace, settings: StageSettings) -> tuple[dict
     outputs = {name: str(out / file) for name, file in OUTPUT_FILES.items()}
     checkpoint = None if args.no_checkpoint else (args.checkpoint or str(out / "last.pt"))
     if checkpoint is not None and Path(checkpoint).is_dir():
-        raise UsageError(f"--checkpoint {checkpoint} is a folder; give a file (default <out>/last.pt)")
+        raise UsageError(
+            f"{checkpoint_named(checkpoint, bool(args.checkpoint))} is a folder; "
+            + ("give a file (default <out>/last.pt)" if args.checkpoint else FIX_DEFAULT_CHECKPOINT)
+        )
     return outputs, checkpoint
 
 
-def check_checkpoint(checkpoint: str | None, inputs: dict, outputs: dict) -> None:
+# No --checkpoint was given: the user can only move what is at <out>/last.pt, or go without a checkpoint.
+FIX_DEFAULT_CHECKPOINT = "remove it, pass --no-checkpoint, or give --checkpoint another path"
+
+
+def checkpoint_named(checkpoint: str, given: bool) -> str:
+    """The checkpoint as a message names it: the option the user gave, or the default path they did not choose."""
+    return (
+        f"--checkpoint {checkpoint}" if given else f"the default checkpoint path {checkpoint} (<out>/last.pt)"
+    )
+
+
+def check_checkpoint(checkpoint: str | None, inputs: dict, outputs: dict, given: bool = True) -> None:
     """The checkpoint is overwritten after every epoch and removed after success: it must not be one of the
-    job's own input or output files (``--checkpoint <out>/model.pt`` would delete the model just written)."""
+    job's own input or output files (``--checkpoint <out>/model.pt`` would delete the model just written).
+    ``given``: whether the user gave ``--checkpoint`` (else it is the default <out>/last.pt, named as such)."""
     if checkpoint is None:
         return
+    named = checkpoint_named(checkpoint, given)
     mine = Path(checkpoint).resolve()
     for name, path in (*inputs.items(), *outputs.items()):
         if path is not None and Path(path).resolve() == mine:
-            raise UsageError(f"--checkpoint {checkpoint} is also the job's {name} file; give another path")
+            fix = "give another path" if given else FIX_DEFAULT_CHECKPOINT
+            raise UsageError(f"{named} is also the job's {name} file; {fix}")
     from kdgat.training.loop import not_a_checkpoint
 
     if mine.is_file() and (what := not_a_checkpoint(mine)) is not None:
         # The loop would set it aside with a warning, overwrite it after the first epoch and delete it after
         # success: another stage's model.pt given here was lost that way.
+        fix = "give another path (or remove the file)" if given else FIX_DEFAULT_CHECKPOINT
         raise UsageError(
-            f"--checkpoint {checkpoint} is {what}, not a training checkpoint: the job would overwrite it after its "
-            "first epoch and delete it after success; give another path (or remove the file)"
+            f"{named} is {what}, not a training checkpoint: the job would overwrite it after its first epoch and "
+            f"delete it after success; {fix}"
         )
 
 
@@ -414,7 +432,7 @@ def run_training(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     settings, section = stage_settings(args)
     inputs = job_inputs(args, settings)
     outputs, checkpoint = job_outputs(args, settings)
-    check_checkpoint(checkpoint, inputs, outputs)
+    check_checkpoint(checkpoint, inputs, outputs, given=bool(args.checkpoint))
     check_model_inputs(args, inputs, outputs)
     tracking = job_tracking(args, section, inputs["metadata"])
     threads = thread_count(args.threads, configured_threads(section), "kd_gat.resources.threads")
