@@ -64,6 +64,9 @@ def chain(tmp_path_factory):
             "checkpoint": root / "checkpoints" / variant / stage / "last.pt",
         }
 
+    def written(files):  # the outputs a stage writes; the checkpoint is passed on its own
+        return {name: path for name, path in files.items() if name != "checkpoint"}
+
     for variant in ("teacher", "student_kd"):
         kd = variant == "student_kd"
         out = {stage: outputs(variant, stage) for stage in ("vgae", "gat", "dqn")}
@@ -76,7 +79,7 @@ def chain(tmp_path_factory):
         vgae.run(
             **files,
             settings=stage_settings(variant, "vgae"),
-            outputs=out["vgae"],
+            outputs=written(out["vgae"]),
             checkpoint=out["vgae"]["checkpoint"],
             teacher=teacher["vgae"] if kd else None,
             threads=1,
@@ -84,7 +87,7 @@ def chain(tmp_path_factory):
         gat.run(
             **files,
             settings=stage_settings(variant, "gat"),
-            outputs=out["gat"],
+            outputs=written(out["gat"]),
             checkpoint=out["gat"]["checkpoint"],
             vgae=out["vgae"]["model"],
             teacher=teacher["gat"] if kd else None,
@@ -93,7 +96,7 @@ def chain(tmp_path_factory):
             fit=files["val"],
             metadata=files["metadata"],
             settings=stage_settings(variant, "dqn"),
-            outputs=out["dqn"],
+            outputs=written(out["dqn"]),
             checkpoint=out["dqn"]["checkpoint"],
             vgae=out["vgae"]["model"],
             gat=out["gat"]["model"],
