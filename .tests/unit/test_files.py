@@ -537,3 +537,22 @@ def test_nothing_but_kdgat_files_writes_output_files():
             ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno} open() for writing")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize(("name", "read"), [
+    ("scenario_metrics.tsv", lambda path: pd.read_csv(path, sep="\t")),
+    ("scenario_metrics.tab", lambda path: pd.read_csv(path, sep="\t")),
+    ("scores.PARQUET", pd.read_parquet),
+    ("summary.csv", pd.read_csv),
+])  # fmt: skip
+def test_a_kdgat_table_holds_the_format_its_name_says(tmp_path, name, read):
+    """summarize_evaluation's scenarios or csv output (and evaluate_detector's scores) named .tsv held commas,
+    and one named .PARQUET held CSV: a reader of that format got one column, or failed."""
+    from kdgat.evaluation.plots import read_history
+    from kdgat.files import write_table
+
+    table = pd.DataFrame({"epoch": [1, 2], "model": ["gat, jk", "vgae"], "loss": [0.5, 0.25]})
+    write_table(table, tmp_path / name)
+    pd.testing.assert_frame_equal(read(tmp_path / name), table)
+    if not name.lower().endswith(".parquet"):  # a history.csv written under that name is read back as written
+        pd.testing.assert_frame_equal(read_history(tmp_path / name), table)

@@ -121,11 +121,21 @@ def load_json(path: str | os.PathLike) -> Any:
         raise FileContentError(f"{path}: not valid JSON (not UTF-8 text: {error.reason})") from error
 
 
+TAB_SEPARATED = (".tsv", ".tab")
+
+
+def text_separator(path: str | os.PathLike) -> str:
+    """The separator of a text table named ``path``: a tab for ``.tsv`` and ``.tab``, else a comma."""
+    return "\t" if Path(path).suffix.lower() in TAB_SEPARATED else ","
+
+
 def write_table(frame, path: str | os.PathLike) -> Path:
-    """A pandas DataFrame as Parquet (``.parquet``) or CSV (anything else), without the index."""
-    if Path(path).suffix == ".parquet":
+    """A pandas DataFrame as Parquet (``.parquet``, any case), tab-separated text (``.tsv``, ``.tab``) or CSV
+    (anything else), without the index."""
+    if Path(path).suffix.lower() == ".parquet":
         return atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
-    return atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
+    separator = text_separator(path)
+    return atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, sep=separator))
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:

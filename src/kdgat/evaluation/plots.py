@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from kdgat.chain import MODEL_TITLES, MODELS, STAGES, VARIANT_TITLES, VARIANTS
-from kdgat.files import FileContentError, save_figure
+from kdgat.files import FileContentError, save_figure, text_separator
 
 
 def _pyplot():
@@ -104,7 +104,7 @@ TRAINING_AXES = ("epoch", "episode", "step")  # the x axis of a training curve, 
 
 def read_history(path: str | os.PathLike) -> pd.DataFrame:
     try:
-        history = pd.read_csv(path)
+        history = pd.read_csv(path, sep=text_separator(path))  # as write_table wrote it
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise FileContentError(f"{path}: not a readable training history CSV ({error})") from error
     # e.g. a metrics.json or a scores table given as a history
