@@ -1256,3 +1256,29 @@ def test_parameter_names_that_are_no_columns_or_no_list_are_named_on_both_pages(
         visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
                         names, tmp_path / "sweep.html")  # fmt: skip
     assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()
+
+
+@pytest.mark.parametrize("name", ["outputs.svg", "outputs.PDF", "outputs"])
+def test_a_picture_output_not_named_png_is_refused_before_anything_is_written(tmp_path, name):
+    """visualize_sweep's and visualize_calibration's picture outputs named .svg (as evaluate_detector's are) got
+    PNG bytes under that name, which a report or an SVG viewer shows broken: refused naming the file."""
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    pd.DataFrame(
+        {"param_id": ["p"], "beta": [0.3], "replicates_ok": [1], "incidence_mean_mean": [1.5]}
+    ).to_parquet(tmp_path / "table.parquet")
+    (tmp_path / "summary.json").write_text("{}")
+    picture = tmp_path / name
+    expected = re.escape(f"{picture}: the outputs picture is written as PNG: name the output *.png")
+    with pytest.raises(ContractError, match=f"^{expected}$"):
+        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
+                        ["beta"], tmp_path / "sweep.html", {"outputs": picture})  # fmt: skip
+    paths = _one_trial_calibration(tmp_path, {"beta": 0.3}, [1, 2])
+    expected = re.escape(f"{tmp_path / 'fit.svg'}: the fit picture is written as PNG: name the output *.png")
+    with pytest.raises(ContractError, match=f"^{expected}$"):
+        visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html",
+                  {"fit": tmp_path / "fit.svg"})  # fmt: skip
+    assert not picture.exists() and not (tmp_path / "fit.svg").exists()
+    assert not (tmp_path / "sweep.html").exists() and not (tmp_path / "page.html").exists()

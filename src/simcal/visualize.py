@@ -182,6 +182,14 @@ def _require_parameter_names(path: str | Path, what: str, columns: Sequence[str]
     return list(names)
 
 
+def _refuse_other_than_png(png_paths: dict[str, str | Path] | None) -> None:
+    """Refuse, before anything is drawn, a picture output whose name is not *.png: it would hold PNG bytes under
+    another suffix (.svg, as evaluate_detector's pictures are), which a report or a viewer shows broken."""
+    for name, path in (png_paths or {}).items():
+        if Path(path).suffix.lower() != ".png":
+            raise ContractError(f"{path}: the {name} picture is written as PNG: name the output *.png")
+
+
 def _write_pictures(pictures: dict[str, bytes], png_paths: dict[str, str | Path] | None) -> None:
     for name, path in (png_paths or {}).items():
         if name not in pictures:
@@ -203,6 +211,7 @@ def visualize(
     title: str = "Calibration",
 ) -> Path:
     """Write the HTML page (and, if asked, each picture as its own PNG for ``snakemake --report``)."""
+    _refuse_other_than_png(png_paths)
     # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
     parameter_names = [parameter_names] if isinstance(parameter_names, str) else parameter_names
     trials = pd.read_parquet(trials_path)
@@ -311,6 +320,7 @@ def visualize_sweep(
 ) -> Path:
     """The page of a plain sweep: outputs against each parameter and, when ``column`` and ``on`` are in the
     simulations, every parameter set's series. ``png_paths`` may ask for ``outputs`` and ``series``."""
+    _refuse_other_than_png(png_paths)
     # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
     parameter_names = [parameter_names] if isinstance(parameter_names, str) else parameter_names
     if "series" in (png_paths or {}) and not (column and on):
