@@ -553,7 +553,8 @@ def test_a_student_kd_dqn_with_only_some_of_its_teachers_models_is_refused_befor
 def test_a_checkpoint_naming_a_job_file_or_a_file_that_is_no_checkpoint_is_refused_and_kept(tmp_path, stage):
     # The train_<stage> wrappers' params.checkpoint naming the job's own val.pt (or another stage's model.pt) set
     # it aside with a warning, overwrote it after the first epoch and deleted it after success: the input was lost.
-    # A file torch cannot read is a checkpoint cut short, set aside as before (test_an_unreadable_checkpoint_...).
+    # A file torch cannot read is a checkpoint cut short, set aside as before
+    # (test_an_unreadable_checkpoint_is_set_aside_not_a_failure_at_every_rerun).
     from kdgat.files import FileContentError
     from kdgat.model_store import save_model
     from kdgat.models import GAT
