@@ -39,6 +39,11 @@ class FileContentError(ValueError, InputError):
     file and what it should be."""
 
 
+class MissingInputError(FileNotFoundError, InputError):
+    """An input file of a job (training, evaluation, baselines) that does not exist; the message names the input
+    and its path."""
+
+
 def _fsync(path: Path) -> None:
     try:
         descriptor = os.open(path, os.O_RDONLY)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, roc_curve
 
+from kdgat.files import MissingInputError
 from wrapper_rules import InputError
 
 FPR_TARGETS = (0.05, 0.01, 0.001)
@@ -27,10 +28,6 @@ class EvaluationSettingsError(ValueError, InputError):
     """An evaluation setting, input or a summary's param that is not what it takes (``evaluation.fpr_targets``,
     ``batch_size``, ``speed``, ``history_keys``, an input that is no file's path); the message names it and what
     was expected."""
-
-
-class MissingInputError(FileNotFoundError, InputError):
-    """An input file of an evaluation or of the baselines that does not exist; the message names the input and path."""
 
 
 # What each input of evaluate_files and baselines_files is.

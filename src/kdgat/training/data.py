@@ -13,17 +13,12 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kdgat.chain import NODE_FEATURES
-from kdgat.files import FileContentError, file_sha256, load_json
+from kdgat.files import FileContentError, MissingInputError, file_sha256, load_json
 from kdgat.graph_store import graph_vocabulary, load_graphs
 from kdgat.model_store import recorded, trained_on
-from wrapper_rules import InputError
 
 log = logging.getLogger("kdgat.training")
 GRAPH_FILE = "a graph file of the preprocess step; kd_gat.data_prefix points at its outputs"
-
-
-class MissingTrainingInputError(FileNotFoundError, InputError):
-    """An input file of a training job that does not exist; the message names the input and its path."""
 
 
 def existing_input(path: str | os.PathLike, name: str, what: str) -> Path:
@@ -31,7 +26,7 @@ def existing_input(path: str | os.PathLike, name: str, what: str) -> Path:
     otherwise, as the user's mistake (a wrapper prints one line, no traceback)."""
     path = Path(path)
     if not path.is_file():
-        raise MissingTrainingInputError(f"input {name!r} of the training job does not exist: {path} ({what})")
+        raise MissingInputError(f"input {name!r} of the training job does not exist: {path} ({what})")
     return path
 
 
