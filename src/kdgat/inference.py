@@ -82,11 +82,16 @@ def fusion_inputs(
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
+def largest_id_index(graphs) -> int:
+    """The largest CAN-ID index (node feature ID_COLUMN) of any node of ``graphs``; -1 when they hold no node."""
+    return max((int(graph.x[:, ID_COLUMN].max()) for graph in graphs if graph.num_nodes), default=-1)
+
+
 def check_vocabulary(graphs: list, vgae_ids: int, gat_ids: int) -> None:
     """A CAN-ID index the models have no embedding for (graphs of another preprocess run) fails naming it, before
     any model is touched: torch's own IndexError names neither the index nor the vocabulary."""
     known = min(vgae_ids, gat_ids)
-    largest = max((int(graph.x[:, ID_COLUMN].max()) for graph in graphs if graph.num_nodes), default=-1)
+    largest = largest_id_index(graphs)
     if largest >= known:
         raise ValueError(
             f"a graph holds CAN-ID index {largest}, outside the {known} CAN-ID indices of the VGAE ({vgae_ids}) and "

@@ -32,8 +32,8 @@ def check_detector_files(
     and models of another preprocess run of as many CAN IDs are refused by their vocabulary digests
     (``kdgat.training.data.check_one_preprocess_run``), naming both files."""
     from kdgat.files import load_torch
+    from kdgat.inference import largest_id_index
     from kdgat.model_store import MODEL_CLASSES
-    from kdgat.models.vgae import ID_COLUMN
 
     for name, model in models.items():
         if not isinstance(model, MODEL_CLASSES[name]):
@@ -56,7 +56,7 @@ def check_detector_files(
             f"{vocabularies['gat']}: models of different vocabularies (preprocess metadata num_ids) are no detector"
         )
     for path, graph_list in graphs.items():
-        largest = max((int(g.x[:, ID_COLUMN].max()) for g in graph_list if g.num_nodes), default=-1)
+        largest = largest_id_index(graph_list)
         if largest >= vocabularies["vgae"]:
             raise FileContentError(
                 f"{path}: a graph holds CAN-ID index {largest}, outside the {vocabularies['vgae']} indices of "
