@@ -331,6 +331,43 @@ def test_every_schema_property_has_a_description_and_a_default(schema_path: Path
     assert not missing, f"{schema_path.name}: properties without description/default: {missing}"
 
 
+# Keywords a schema node may hold besides the validating ones: annotations, which jsonschema ignores as it ignores
+# any unknown key. An unknown key is therefore no error there: it is text gone astray, e.g. a comma inside an
+# unquoted description of a YAML flow mapping, `{description: Shell lines (module load, venv)., type: array}`,
+# cuts the description at the comma and turns the rest into a key of its own.
+ANNOTATIONS = {"$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples"}
+
+
+def _schema_nodes(node, path="") -> Iterator[tuple[str, dict]]:
+    """Yield (path, node) for every schema node of a JSON schema tree (not for the values of `properties`,
+    `default` or `enum`, which are no schemas)."""
+    if not isinstance(node, dict):
+        return
+    yield path or "<root>", node
+    for container in ("properties", "patternProperties", "$defs", "dependentSchemas"):
+        for name, sub in (node.get(container) or {}).items():
+            yield from _schema_nodes(sub, f"{path}.{name}".lstrip("."))
+    for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames"):
+        yield from _schema_nodes(node.get(key), f"{path}[{key}]")
+    for key in ("allOf", "anyOf", "oneOf", "prefixItems"):
+        for index, sub in enumerate(node.get(key) or []):
+            yield from _schema_nodes(sub, f"{path}[{key}][{index}]")
+
+
+@pytest.mark.parametrize(
+    "schema_path",
+    sorted({*SCHEMAS, *(REPO / "src").rglob("*.schema.yaml"), REPO / "wrappers" / "meta.schema.yaml"}),
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_every_schema_node_holds_only_json_schema_keywords(schema_path: Path) -> None:
+    from jsonschema import Draft202012Validator
+
+    known = set(Draft202012Validator.VALIDATORS) | ANNOTATIONS | {"then", "else"}
+    schema = yaml.safe_load(schema_path.read_text())
+    stray = [f"{path}: {key!r}" for path, node in _schema_nodes(schema) for key in node if key not in known]
+    assert not stray, f"{schema_path.relative_to(REPO)}: keys that are no JSON Schema keyword: {stray}"
+
+
 def test_each_test_carries_its_xdist_group_and_the_scheduler_sees_it(request):
     """make test's two workers rely on .tests/conftest.py's groups (SLURM node, shared pipelines): under
     --dist loadgroup the group must reach the node id, which xdist's scheduler splits on."""
