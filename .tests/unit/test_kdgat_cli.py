@@ -1481,3 +1481,25 @@ def test_evaluate_checks_the_gat_when_the_vgae_records_no_training_data(tmp_path
         stderr_text()
     )
     assert main([*args, "--data", str(theirs)]) == 0 and calls[-1]["gat"] == str(models / "gat.pt")
+
+
+@pytest.mark.parametrize("stage", ["vgae", "gat", "dqn"])
+def test_the_default_path_each_train_input_option_states_is_the_path_it_reads(stage, capsys):
+    """`kdgat train --help` gives each input's default path; --print-settings shows the path the job reads. The
+    model options once said `<chain>/seed_<seed>/<variant>/vgae` (a folder) where model.pt in it is read."""
+    chain, data, seed, variant = "c", "d", 5, "student_kd"
+    argv = ["train", stage, "--data", data, "--chain", chain, "--variant", variant, "--seed", str(seed)]
+    assert main([*argv, "--print-settings"]) == 0
+    inputs = json.loads(capsys.readouterr().out)["inputs"]
+    stated = {}
+    for action in COMMANDS[("train", stage)]._actions:
+        match = re.search(r"\(default (<(?:chain|data)>/[^ );]+)", " ".join((action.help or "").split()))
+        if match and action.dest in inputs:
+            stated[action.dest] = match.group(1)
+    assert {"metadata", "vgae" if stage != "vgae" else "train"} <= set(stated), stated
+    settings = {"<chain>": chain, "<data>": data, "<seed>": str(seed), "<variant>": variant}
+    for name, default in stated.items():
+        for placeholder, value in settings.items():
+            default = default.replace(placeholder, value)
+        if "<" not in default:  # <kd_gat.dqn.fit_split> and the like depend on settings shown elsewhere
+            assert inputs[name] == default, f"--{name.replace('_', '-')}: help says {stated[name]}"

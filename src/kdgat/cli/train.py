@@ -143,7 +143,7 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
     if stage == "gat":
         inputs.add_argument(
             "--vgae",
-            help="the same variant's VGAE model.pt, which drives the curriculum (default <chain>/seed_<seed>/<variant>/vgae)",
+            help="the same variant's VGAE model.pt, which drives the curriculum (default <chain>/seed_<seed>/<variant>/vgae/model.pt)",
         )
     if stage == "dqn":
         inputs.add_argument(
@@ -156,15 +156,17 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
             "blocks held out of --fit)",
         )
         inputs.add_argument(
-            "--vgae", help="the same variant's VGAE model.pt (default <chain>/seed_<seed>/<variant>/vgae)"
+            "--vgae",
+            help="the same variant's VGAE model.pt (default <chain>/seed_<seed>/<variant>/vgae/model.pt)",
         )
         inputs.add_argument(
-            "--gat", help="the same variant's GAT model.pt (default <chain>/seed_<seed>/<variant>/gat)"
+            "--gat",
+            help="the same variant's GAT model.pt (default <chain>/seed_<seed>/<variant>/gat/model.pt)",
         )
         for name in ("dqn", "vgae", "gat"):
             inputs.add_argument(
                 f"--teacher-{name}",
-                help=f"student_kd only: the teacher's {name.upper()} model.pt (default <chain>/seed_<seed>/teacher/{name})",
+                help=f"student_kd only: the teacher's {name.upper()} model.pt (default <chain>/seed_<seed>/teacher/{name}/model.pt)",
             )
 
     settings = parser.add_argument_group("settings (override --config and --set)")
