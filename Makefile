@@ -16,7 +16,7 @@ help:
 	@echo "make test   - install into $(VENV) and run the whole test suite"
 	@echo "make bench  - run every benchmark under bench/ (prints BENCH lines)"
 	@echo "make lint   - ruff, snakefmt --check, snakemake --lint"
-	@echo "make docs   - regenerate docs/rulegraph.* from the workflow"
+	@echo "make docs   - regenerate docs/rulegraph.*, README.md's rule graph and config/README.md from the workflow"
 	@echo "make lock   - resolve the dependencies anew and write constraints.txt (what make venv installs)"
 
 venv: $(STAMP)
