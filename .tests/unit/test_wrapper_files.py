@@ -1010,3 +1010,27 @@ def test_a_wrong_file_or_setting_ends_the_kdgat_wrappers_with_one_line_naming_it
     log = (tmp_path / "job.log").read_text()
     assert log.endswith(f" ERROR kdgat: {wrapper} failed: {ended.value}\n") and "Traceback" not in log
     assert not (tmp_path / "out").exists()
+
+
+def test_simulate_meta_yaml_names_every_option_each_backend_accepts() -> None:
+    """wrappers/simulate/meta.yaml's backend_options text is what a wrapper user reads to set a backend; it once left
+    out options the code accepts (job_script_prologue, local_directory, log_directory, ...)."""
+    from simcal.backends import LOCAL_OPTIONS, SCHEDULER_OPTIONS, SLURM_OPTIONS
+    from simcal.service.remote import OPTIONS as SERVICE_OPTIONS
+
+    meta = yaml.safe_load((REPO / "wrappers" / "simulate" / "meta.yaml").read_text())
+    text = meta["params"]["backend_options"]["description"]
+    sections = dict(
+        re.findall(r"(local|slurm|scheduler|service): (.*?)(?=; (?:local|slurm|scheduler|service):|$)", text)
+    )
+    accepted = {
+        "local": LOCAL_OPTIONS,
+        "slurm": SLURM_OPTIONS,
+        "scheduler": SCHEDULER_OPTIONS,
+        "service": SERVICE_OPTIONS,
+    }
+    missing = {
+        backend: sorted(name for name in names if not re.search(rf"\b{name}\b", sections.get(backend, "")))
+        for backend, names in accepted.items()
+    }
+    assert not any(missing.values()), f"wrappers/simulate/meta.yaml backend_options leaves out {missing}"
