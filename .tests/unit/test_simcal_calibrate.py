@@ -1254,6 +1254,38 @@ def test_sweep_columns_naming_a_parameter_are_refused_pointing_at_the_renamed_ou
     assert table.set_index("param_id").loc["p1", "output_a_sum_mean"] == 60.0  # sums 40 and 80
 
 
+def test_parameter_names_that_leave_out_a_swept_parameter_are_refused_naming_it(tmp_path):
+    """Two sets that differ only in b, summarised with parameter_names [a]: two rows with the same a and no b, so
+    the sets looked alike. parameter_names are the sweep's parameter columns (wrappers/analyze_sweep/meta.yaml), and
+    an output cannot be told from a parameter by the file alone, so the summary is refused naming the column."""
+    frame = sweep_frame().assign(b=lambda f: f["a"], a=1.0)
+    frame.to_parquet(tmp_path / "sweep.parquet")
+    said = (
+        r"parameter sets param_id=p1 and param_id=p2 have the same parameter_names values \{'a': 1.0\}, so their "
+        r"rows of the summary would look alike: parameter_names \['a'\] leave out a swept parameter that tells "
+        r"them apart, one of the columns \['b'\]; give every parameter of the sweep"
+    )
+    with pytest.raises(ContractError, match=rf"^the simulations file: {said}"):
+        summarize_sweep(frame, ["a"], ["y"])
+    with pytest.raises(ContractError, match=rf"^{re.escape(str(tmp_path / 'sweep.parquet'))}: {said}"):
+        summarize_sweep_files(
+            tmp_path / "sweep.parquet", ["a"], tmp_path / "table.parquet", tmp_path / "s.json"
+        )
+    assert not (tmp_path / "table.parquet").exists() and not (tmp_path / "s.json").exists()
+    table, summary = summarize_sweep(frame, ["a", "b"], ["y"])
+    assert table[["param_id", "a", "b"]].values.tolist() == [["p1", 1.0, 1.0], ["p2", 1.0, 2.0]]
+    assert summary["parameters"]["b"] == {"min": 1.0, "max": 2.0}
+    with pytest.raises(
+        ContractError, match=r"values \{\}, so .* alike: parameter_names \[\] leave out .* columns \['b'\]"
+    ):
+        summarize_sweep(frame, [], ["y"])  # no name tells any two sets apart
+    with pytest.raises(ContractError, match=r"alike: no other column of the file tells them apart either"):
+        summarize_sweep(sweep_frame().assign(a=1.0), ["a"], ["y"])  # one set under two param_ids
+    # a fixed parameter left out (the same in every set) tells no sets apart, and is no reason to refuse
+    fixed_left_out, _ = summarize_sweep(sweep_frame().assign(c=3.0), ["a"], ["y"])
+    assert len(fixed_left_out) == 2
+
+
 def test_the_sweep_summary_lists_the_five_most_common_errors_most_frequent_first_with_their_counts():
     """Seven distinct errors, error i on i + 1 simulations: the summary keeps the five most frequent, in order."""
     rows = []

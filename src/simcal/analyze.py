@@ -214,6 +214,7 @@ def summarize_sweep(
             raise ContractError(f"sweep columns {wrong} are not numeric; only numbers can be summarised")
     per_simulation = simulations.drop_duplicates(["param_id", "replicate"])
     sets = per_simulation.drop_duplicates("param_id")[["param_id", *parameter_names]].set_index("param_id")
+    _refuse_sets_alike(simulations, sets, parameter_names, source)
     ok_flags = per_simulation["status"].eq("ok")
     counts = pd.DataFrame({"replicates_ok": ok_flags, "replicates_failed": ~ok_flags})
     table = sets.join(counts.groupby(per_simulation["param_id"]).sum().astype(int))
@@ -277,6 +278,43 @@ def _refuse_parameters_as_outputs(
         ]
         hint = f"; the model's output {', '.join(renamed)}" if renamed else ""
         raise ContractError(f"sweep columns {parameters} are parameters (parameter_names), not outputs{hint}")
+
+
+def _refuse_sets_alike(
+    simulations: pd.DataFrame, sets: pd.DataFrame, parameter_names: Sequence[str], source: str
+) -> None:
+    """Two parameter sets with the same values of ``parameter_names`` (a swept parameter left out of them) would be
+    two rows of the summary that look alike. The file cannot tell a parameter left out from an output (a
+    deterministic output too is constant within a set), so the message names the candidates: the columns constant
+    within each set that differ between the two, in the file's order (its parameters come before its outputs)."""
+    # no parameter_names at all tell no two sets apart (pandas finds no duplicates among rows of no columns)
+    alike = sets[sets.duplicated(keep=False)] if len(sets.columns) else sets.iloc[: 0 if len(sets) < 2 else 2]
+    if not len(alike):
+        return
+    first = alike.index[0]
+    second = alike.index[(alike == alike.loc[first]).all(axis=1).to_numpy()][1]
+    reserved = set(KEY_COLUMNS) | set(STATUS_COLUMNS) | set(parameter_names) | {"table"}
+    rows = simulations[simulations["param_id"].isin([first, second])]
+    others = [c for c in simulations.columns if c not in reserved]
+    constant = rows.groupby("param_id")[others].nunique(dropna=False).le(1).all()
+    firsts = rows.drop_duplicates("param_id").set_index("param_id")
+    apart = [c for c in others if constant[c] and not _same(firsts.at[first, c], firsts.at[second, c])]
+    values = {name: _plain(value) for name, value in alike.loc[first].items()}
+    raise ContractError(
+        f"{source}: parameter sets param_id={first} and param_id={second} have the same parameter_names values "
+        f"{values}, so their rows of the summary would look alike: "
+        + (
+            f"parameter_names {list(parameter_names)} leave out a swept parameter that tells them apart, one of "
+            f"the columns {apart}; give every parameter of the sweep (the design's columns and the fixed ones)"
+            if apart
+            else "no other column of the file tells them apart either (one parameter set under two param_ids?)"
+        )
+    )
+
+
+def _same(one: Any, other: Any) -> bool:
+    """Equal values, or both missing (a set whose every simulation failed has NaN outputs, which == says differ)."""
+    return bool(pd.isna(one) and pd.isna(other)) or bool(one == other)
 
 
 def _refuse_repeated(names: Sequence[str], what: str) -> None:
