@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -1170,3 +1171,65 @@ def test_a_job_asks_for_every_replicate_up_to_the_highest_queued_one():
         send_tasks(api, MODEL, only_the_last, SimulationSettings(), "/results/sweep.parquet")
     ((body, _),) = handler.jobs.values()
     assert (body["parameter_sets"], body["n_replicates"]) == ([{"a": 1.0}], 1000)
+
+
+def test_request_sizes_weighed_column_by_column_are_each_sets_json_and_cut_the_same_jobs():
+    """Weighing each parameter set by encoding it (json_values, then the client's JSON) cost about 10 us a set, 1 s
+    of a sweep of 100,000 sets before any job was sent. RequestSize.of_sets weighs a sweep's sets column by column
+    from each value's JSON text: the same bytes as encoding each set (numbers, flags, missing values, text with
+    escapes and characters beyond ASCII, a column mixing them), so the same jobs for every request_max_bytes; sets
+    it cannot weigh so are encoded one by one, naming a value JSON cannot carry as before."""
+    from simcal.service.client import request_body
+    from simcal.service.remote import MAX_JOBS, RequestSize, request_settings, service_chunks
+    from simcal.settings import SimulationSettings
+    from simcal.tasks import plan_tasks
+
+    class SetBySet(RequestSize):
+        """The weighing before: each set's JSON encoded."""
+
+        def of_sets(self, sets):
+            return {param_id: self.of_set(params) for param_id, params in sets.items()}
+
+    rng = np.random.default_rng(3)
+    numbers = [0.1, 1e-7, 1e16, 1e22, -0.0, 2.0, 5e-324, 1.7976931348623157e308, -3.25, float(np.pi)]
+    whole = [0, -1, 7, 2**53 + 1, -(2**63), 2**63 - 1]
+    text = ["", "a", "é", "日本", 'quote " and back\\slash', "line\nbreak\ttab", "\x01", "🙂", "</script>"]
+    mixed = [*numbers[:3], *whole[:3], *text[:4], True, False, None]
+    sets = [
+        {
+            "beta": rng.choice(numbers),
+            "n": int(rng.choice(whole)),
+            "flag": bool(rng.integers(2)),
+            "region": str(rng.choice(text)),
+            "anything": mixed[rng.integers(len(mixed))],
+            "gone": None,
+            "é ✓": float(rng.random()),
+        }  # fmt: skip
+        for _ in range(150)
+    ]
+    plan = plan_tasks(sets, 2, seed=1)
+    simulation = SimulationSettings.from_config({"seed": 1})
+    size, before = RequestSize(MODEL, simulation), SetBySet(MODEL, simulation)
+    by_set = {task.param_id: task.params for task in plan}
+    by_columns = RequestSize(MODEL, simulation)
+    by_columns.of_set = lambda params, where="": pytest.fail(f"{where} was encoded, not weighed by columns")
+    assert by_columns.of_sets(by_set) == before.of_sets(by_set)
+    assert len(set(size.of_sets(by_set).values())) > 20  # the sample weighs many different sizes
+    whole_body = len(request_body(MODEL, list(by_set.values()), 2, request_settings(simulation)))
+    largest_alone = max(size.of_job([task]) for task in plan if task.replicate == 1)
+    limits = sorted({largest_alone, whole_body, *rng.integers(largest_alone, whole_body, 40).tolist()})
+    for limit in limits:
+        cut = service_chunks(plan, max_bytes=limit, size=size)
+        assert [[t.key for t in c] for c in cut] == [
+            [t.key for t in c] for c in service_chunks(plan, max_bytes=limit, size=before)
+        ], limit
+        assert all(size.of_job(chunk) <= limit for chunk in cut)
+    assert len(service_chunks(plan, max_bytes=largest_alone, size=size)) > MAX_JOBS
+    # Sets of other names, numpy values and floats JSON cannot carry are encoded one by one, as before.
+    odd = {"p": {"a": np.float32(0.1), "b": np.int64(3)}, "q": {"a": 0.5}, "r": {"a": 1, "c": "x"}}
+    assert size.of_sets(odd) == before.of_sets(odd) == {"p": len('{"a":0.1,"b":3}'), "q": 9, "r": 15}
+    for bad in (math.nan, math.inf):
+        with pytest.raises(
+            ValueError, match=rf"^parameter set param_id=q: 'a' is {bad}: expected a finite number"
+        ):
+            size.of_sets({"p": {"a": 0.5}, "q": {"a": bad}})

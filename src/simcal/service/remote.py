@@ -27,10 +27,12 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from simcal.contract import ContractError, is_whole_number, reject_unknown_keys
@@ -91,11 +93,73 @@ class RequestSize:
 
         return len(json_bytes(json_values(params, where)))
 
+    def of_sets(self, sets: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """``of_set`` of each set (``{param_id: params}``), a ValueError naming its param_id for a value JSON cannot
+        carry. Sets that share their names and hold plain values (a sweep's, as ``plan_tasks`` gives them) are
+        weighed column by column from each value's JSON text, without encoding a set; any other goes set by set."""
+        by_columns = _json_sizes_by_columns(list(sets.values()))
+        if by_columns is not None:
+            return dict(zip(sets, by_columns, strict=True))
+        return {
+            param_id: self.of_set(params, f"parameter set param_id={param_id}")
+            for param_id, params in sets.items()
+        }
+
     def of_job(self, tasks: Sequence[SimTask]) -> int:
         """The body ``send_tasks`` sends for ``tasks``."""
         sets = {task.param_id: task.params for task in tasks}
         replicates = max(task.replicate for task in tasks) + 1
         return self.empty(replicates) + sum(self.of_set(params) for params in sets.values()) + len(sets) - 1
+
+
+# The JSON text of a value of each plain type but text, as the client's encoder writes it: ASCII, so its length is
+# its bytes. A float only where finite, as the encoder refuses the others (json_values names them).
+_ASCII_JSON: dict[type, Callable[[Any], str]] = {
+    float: float.__repr__,
+    int: int.__repr__,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda value: "null",
+}
+_encode_string = json.encoder.encode_basestring  # the client's encoder's, ensure_ascii=False
+
+
+def _json_size(value: Any) -> int:
+    """The bytes of a plain value's JSON text; text is sent as UTF-8."""
+    if type(value) is str:
+        return len(_encode_string(value).encode())
+    return len(_ASCII_JSON[type(value)](value))
+
+
+def _json_sizes_by_columns(sets: list[dict[str, Any]]) -> list[int] | None:
+    """The bytes of each set's compact JSON (``json_bytes``), or None unless every set is a dict of the same
+    names (text) holding values of a plain type, floats finite: the caller then weighs each set as it is
+    encoded, which also names a value JSON cannot carry."""
+    if not sets or type(sets[0]) is not dict or not sets[0]:
+        return None
+    names = sets[0].keys()
+    if any(type(name) is not str for name in names):
+        return None
+    if not all(type(params) is dict and params.keys() == names for params in sets):
+        return None
+    # "{" and "}", a comma between two values, and each name's JSON text and colon
+    sizes = np.full(len(sets), 1 + len(names) + sum(_json_size(name) + 1 for name in names), np.int64)
+    for name in names:
+        values = list(map(operator.itemgetter(name), sets))
+        kinds = set(map(type, values))
+        if not kinds <= {*_ASCII_JSON, str} or (float in kinds and not _all_finite(values)):
+            return None
+        if kinds == {str}:
+            lengths = map(len, map(str.encode, map(_encode_string, values)))
+        elif len(kinds) == 1:
+            lengths = map(len, map(_ASCII_JSON[kinds.pop()], values))
+        else:
+            lengths = map(_json_size, values)
+        sizes += np.fromiter(lengths, np.int64, len(values))
+    return sizes.tolist()
+
+
+def _all_finite(values: list[Any]) -> bool:
+    return bool(np.isfinite(np.array([value for value in values if type(value) is float], np.float64)).all())
 
 
 class ServiceJobFailed(RuntimeError):
@@ -209,12 +273,11 @@ def service_chunks(
     jobs = max(1, min(MAX_JOBS, len(tasks) // MIN_JOB_SIMULATIONS, len(by_set)))
     weighed = max_bytes is not None and size is not None and bool(by_set)
     if weighed:  # each set's JSON and the comma before it (none before a job's first set: see RequestSize)
-        set_bytes = {
-            param_id: size.of_set(group[0].params, f"parameter set param_id={param_id}") + 1
-            for param_id, group in by_set.items()
-        }
+        weights = size.of_sets({param_id: group[0].params for param_id, group in by_set.items()})
+        set_bytes = {param_id: weight + 1 for param_id, weight in weights.items()}
+        empty = {replicates: size.empty(replicates) for replicates in set(asked.values())}
         for param_id in by_set:
-            alone = size.empty(asked[param_id]) + set_bytes[param_id] - 1
+            alone = empty[asked[param_id]] + set_bytes[param_id] - 1
             if alone > max_bytes:
                 raise ContractError(
                     f"{service} reads request bodies of at most {max_bytes} bytes (its --request-max-bytes), "
@@ -223,7 +286,7 @@ def service_chunks(
                     "start the service with a higher --request-max-bytes, or shorten that set's values; nothing "
                     "was sent"
                 )
-        room = max_bytes - size.empty(max(asked.values())) + 1
+        room = max_bytes - empty[max(asked.values())] + 1
         jobs = min(len(by_set), max(jobs, math.ceil(sum(set_bytes.values()) / max(1, room))))
     if max_simulations is not None and asked:
         widest = max(asked.values())
@@ -241,7 +304,7 @@ def service_chunks(
         wider = max(replicates, asked[param_id])
         over = max_simulations is not None and (sets + 1) * wider > max_simulations
         if weighed:
-            over = over or size.empty(wider) + body + set_bytes[param_id] - 1 > max_bytes
+            over = over or empty[wider] + body + set_bytes[param_id] - 1 > max_bytes
         if chunks[-1] and (over or (len(chunks) < jobs and done >= len(tasks) * len(chunks) / jobs)):
             chunks.append([])
             sets, wider, body = 0, asked[param_id], 0
