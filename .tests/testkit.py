@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,62 @@ def parsed_workflow(folder: Path, config: dict, report: str, cores: int = 1, sna
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the small files of one simulated parameter set, as simcal's pages read them ------------------------------------
+
+
+def one_simulation_file(folder: Path, params: dict | None = None, outputs: dict | None = None) -> Path:
+    """``simulations.parquet``: parameter set p (``params``, beta 0.3 by default) simulated once (replicate 0, seed 1,
+    status ok) on days 0 and 1, with ``outputs`` (incidence 1.0 and 2.0 by default)."""
+    import pandas as pd
+
+    outputs = {"incidence": [1.0, 2.0]} if outputs is None else outputs
+    simulations = pd.DataFrame(
+        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], **outputs}
+    )
+    path = folder / "simulations.parquet"
+    simulations.assign(**({"beta": 0.3} if params is None else params)).to_parquet(path)
+    return path
+
+
+def one_set_sweep_files(
+    folder: Path, params: dict | None = None, outputs: dict | None = None, **table_columns: Any
+) -> list[Path]:
+    """A sweep of that one simulation, as visualize_sweep reads it: ``one_simulation_file``, its summary table
+    ``table.parquet`` (param_id p, ``params``, then ``table_columns``, each one value) and an empty
+    ``summary.json``. The three paths, visualize_sweep's inputs."""
+    import pandas as pd
+
+    simulations = one_simulation_file(folder, params, outputs)
+    params = {"beta": 0.3} if params is None else params
+    columns = {**params, **table_columns}
+    table = pd.DataFrame({"param_id": ["p"], **{name: [value] for name, value in columns.items()}})
+    table.to_parquet(folder / "table.parquet")
+    (folder / "summary.json").write_text("{}")
+    return [simulations, folder / "table.parquet", folder / "summary.json"]
+
+
+def one_trial_calibration_files(
+    folder: Path,
+    params: dict | None = None,
+    outputs: dict | None = None,
+    observed: dict | None = None,
+    phase: str = "design",
+) -> list[Path]:
+    """A calibration of that one simulation, as visualize reads it: ``one_simulation_file``, ``observed.csv`` on
+    days 0 and 1 (``observed``, incidence 1 and 2 by default), ``trials.parquet`` (trial 0 of ``phase``: p with
+    ``params``, loss 1), ``best.json`` (p of that phase, beta 0.3 alone) and an empty ``summary.json``. The
+    trials, simulations and observed paths, visualize's first three inputs."""
+    import pandas as pd
+
+    simulations = one_simulation_file(folder, params, outputs)
+    observed = {"incidence": [1, 2]} if observed is None else observed
+    pd.DataFrame({"day": [0, 1], **observed}).to_csv(folder / "observed.csv", index=False)
+    params = {"beta": 0.3} if params is None else params
+    trials = pd.DataFrame({"trial": [0], "round": 0, "phase": phase, "param_id": "p", **params, "loss": 1.0})
+    trials.to_parquet(folder / "trials.parquet")
+    best = {"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}, "phase": phase}
+    (folder / "best.json").write_text(json.dumps(best))
+    (folder / "summary.json").write_text("{}")
+    return [folder / "trials.parquet", simulations, folder / "observed.csv"]

@@ -3,7 +3,6 @@ what was expected, before anything runs, and nothing is written."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -11,6 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from testkit import one_set_sweep_files, one_trial_calibration_files
 
 from simcal import api, targets
 from simcal.analyze import analyze
@@ -1118,19 +1118,9 @@ def test_the_calibration_page_names_a_plot_column_the_outputs_or_the_observed_da
 ):
     """plot.column defaults to the SIR model's incidence: for another model the page named neither the file nor
     the setting (the simulations' side failed inside Arrow, listing the file's schema)."""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], simulated: [1.0, 2.0]}
+    paths = one_trial_calibration_files(
+        tmp_path, outputs={simulated: [1.0, 2.0]}, observed={observed: [1, 2]}
     )
-    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame({"day": [0, 1], observed: [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
-    trials = pd.DataFrame(
-        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
-    )
-    trials.to_parquet(tmp_path / "trials.parquet")
-    best = {"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}, "phase": "design"}
-    (tmp_path / "best.json").write_text(json.dumps(best))
-    (tmp_path / "summary.json").write_text("{}")
-    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
     with pytest.raises(ContractError, match=rf"{named} to plot; set plot.column and plot.on"):
         visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html")
     assert not (tmp_path / "page.html").exists()
@@ -1139,52 +1129,23 @@ def test_the_calibration_page_names_a_plot_column_the_outputs_or_the_observed_da
 def test_a_plot_column_of_text_is_named_with_its_file_on_both_pages(tmp_path):
     """A model that outputs a label (a phase name, say) picked as plot.column: both pages failed inside pandas
     ("dtype 'str' does not support operation 'mean'"), naming neither the file, the column nor the setting."""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "phase": ["rise", "fall"]}
-    )
-    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame({"day": [0, 1], "phase": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
-    pd.DataFrame(
-        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
-    ).to_parquet(tmp_path / "trials.parquet")
-    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
-    (tmp_path / "summary.json").write_text("{}")
+    phases = {"phase": ["rise", "fall"]}
+    paths = one_trial_calibration_files(tmp_path, outputs=phases, observed={"phase": [1, 2]})
     said = r"simulations.parquet: plot.column 'phase' of the simulations holds str values, not numbers"
-    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
     with pytest.raises(ContractError, match=said):
         visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html",
                   column="phase")  # fmt: skip
-    pd.DataFrame({"param_id": ["p"], "beta": [0.3]}).to_parquet(tmp_path / "table.parquet")
+    sweep = one_set_sweep_files(tmp_path, outputs=phases)
     with pytest.raises(ContractError, match=said):
-        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
-                        ["beta"], tmp_path / "sweep.html", column="phase", on="day")  # fmt: skip
+        visualize_sweep(*sweep, ["beta"], tmp_path / "sweep.html", column="phase", on="day")
     assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()
-
-
-def _one_trial_calibration(tmp_path, params: dict, observed_incidence: list) -> list:
-    """A calibration's files for visualize: one trial and its simulation of ``params`` (incidence 1, 2 on days 0,
-    1), the observed incidence given, best.json naming beta only, an empty summary. The trials, simulations and
-    observed paths."""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    simulations.assign(**params).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame({"day": [0, 1], "incidence": observed_incidence}).to_csv(
-        tmp_path / "observed.csv", index=False
-    )
-    pd.DataFrame(
-        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", **params, "loss": 1.0}
-    ).to_parquet(tmp_path / "trials.parquet")
-    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
-    (tmp_path / "summary.json").write_text("{}")
-    return [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
 
 
 def test_an_observed_plot_column_of_text_is_named_with_the_observed_file(tmp_path):
     """The observed side of plot.column holding text ("pending" for a week not yet reported) while the model's
     output holds numbers: the page is refused naming the observed file and the setting, not drawn with text on
     the y axis."""
-    paths = _one_trial_calibration(tmp_path, {"beta": 0.3}, ["3", "pending"])
+    paths = one_trial_calibration_files(tmp_path, observed={"incidence": ["3", "pending"]})
     with pytest.raises(
         ContractError,
         match=r"observed.csv: plot.column 'incidence' of the observed data holds \w+ values, not numbers; set "
@@ -1197,7 +1158,7 @@ def test_an_observed_plot_column_of_text_is_named_with_the_observed_file(tmp_pat
 def test_a_parameter_name_missing_from_the_best_parameters_is_named_with_the_best_file(tmp_path):
     """parameter_names naming a column of the trials that best.json has no value for (a best.json of another
     analysis): named with best.json, not a KeyError from inside the loss picture."""
-    paths = _one_trial_calibration(tmp_path, {"beta": 0.3, "gamma": 0.1}, [1, 2])
+    paths = one_trial_calibration_files(tmp_path, {"beta": 0.3, "gamma": 0.1})
     with pytest.raises(
         ContractError,
         match=r"best.json: parameter_names \['gamma'\] are not columns of the best parameters; it has \['beta'\]",
@@ -1210,13 +1171,12 @@ def test_a_parameter_name_missing_from_the_best_parameters_is_named_with_the_bes
 def test_a_series_picture_asked_for_without_a_column_to_draw_names_the_settings(tmp_path):
     """visualize_sweep with column null (no series) but a series PNG among the outputs said only "no picture
     named 'series'", after drawing everything, naming neither the path nor the settings that left it out."""
-    table = pd.DataFrame({"param_id": ["p"], "beta": [0.3], "replicates_ok": [1]})
-    table.to_parquet(tmp_path / "table.parquet")
-    (tmp_path / "summary.json").write_text("{}")
+    sweep = one_set_sweep_files(tmp_path, replicates_ok=1)
     with pytest.raises(ContractError, match=r"the series picture \(.*series.png\) was asked for, but column=None "
                        r"and on='day' name no series to draw; set both, or drop the series output"):  # fmt: skip
-        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
-                        ["beta"], tmp_path / "sweep.html", {"series": tmp_path / "series.png"}, column=None)  # fmt: skip
+        visualize_sweep(
+            *sweep, ["beta"], tmp_path / "sweep.html", {"series": tmp_path / "series.png"}, column=None
+        )
     assert not (tmp_path / "sweep.html").exists()
 
 
@@ -1236,25 +1196,12 @@ def test_parameter_names_that_are_no_columns_or_no_list_are_named_on_both_pages(
     """Both pages failed inside pandas or matplotlib: KeyError 'gama', TypeError for a number, 'Number of columns
     must be a positive integer, not 0', naming neither the file nor the setting. (One name given as a string is
     one name: test_one_parameter_name_given_as_a_string_is_one_name.)"""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
-    pd.DataFrame(
-        {"trial": [0], "round": 0, "phase": "design", "param_id": "p", "beta": 0.3, "loss": 1.0}
-    ).to_parquet(tmp_path / "trials.parquet")
-    (tmp_path / "best.json").write_text(json.dumps({"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}}))
-    (tmp_path / "summary.json").write_text("{}")
-    pd.DataFrame({"param_id": ["p"], "beta": [0.3], "replicates_ok": [1]}).to_parquet(
-        tmp_path / "table.parquet"
-    )
-    paths = [tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv")]
+    paths = one_trial_calibration_files(tmp_path)
+    sweep = one_set_sweep_files(tmp_path, replicates_ok=1)
     with pytest.raises(ContractError, match=named):
         visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", names, tmp_path / "page.html")
     with pytest.raises(ContractError, match=named):
-        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
-                        names, tmp_path / "sweep.html")  # fmt: skip
+        visualize_sweep(*sweep, names, tmp_path / "sweep.html")
     assert not (tmp_path / "page.html").exists() and not (tmp_path / "sweep.html").exists()
 
 
@@ -1262,20 +1209,12 @@ def test_parameter_names_that_are_no_columns_or_no_list_are_named_on_both_pages(
 def test_a_picture_output_not_named_png_is_refused_before_anything_is_written(tmp_path, name):
     """visualize_sweep's and visualize_calibration's picture outputs named .svg (as evaluate_detector's are) got
     PNG bytes under that name, which a report or an SVG viewer shows broken: refused naming the file."""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame(
-        {"param_id": ["p"], "beta": [0.3], "replicates_ok": [1], "incidence_mean_mean": [1.5]}
-    ).to_parquet(tmp_path / "table.parquet")
-    (tmp_path / "summary.json").write_text("{}")
+    sweep = one_set_sweep_files(tmp_path, replicates_ok=1, incidence_mean_mean=1.5)
     picture = tmp_path / name
     expected = re.escape(f"{picture}: the outputs picture is written as PNG: name the output *.png")
     with pytest.raises(ContractError, match=f"^{expected}$"):
-        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
-                        ["beta"], tmp_path / "sweep.html", {"outputs": picture})  # fmt: skip
-    paths = _one_trial_calibration(tmp_path, {"beta": 0.3}, [1, 2])
+        visualize_sweep(*sweep, ["beta"], tmp_path / "sweep.html", {"outputs": picture})
+    paths = one_trial_calibration_files(tmp_path)
     expected = re.escape(f"{tmp_path / 'fit.svg'}: the fit picture is written as PNG: name the output *.png")
     with pytest.raises(ContractError, match=f"^{expected}$"):
         visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html",

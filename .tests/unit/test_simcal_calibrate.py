@@ -20,6 +20,7 @@ import pytest
 import simcal_calibration_models
 from distributed import Client, LocalCluster
 from scipy import stats
+from testkit import one_set_sweep_files, one_simulation_file, one_trial_calibration_files
 
 from simcal.analyze import analyze_files, summarize_sweep, summarize_sweep_files
 from simcal.backends import Terminated
@@ -1343,10 +1344,7 @@ def test_one_parameter_name_given_as_a_string_is_one_name(tmp_path):
     analyze_files(tmp_path / "trials.parquet", "beta", tmp_path / "best.json", tmp_path / "top.parquet",
                   tmp_path / "calibration.json")  # fmt: skip
     assert json.loads((tmp_path / "best.json").read_text())["params"] == {"beta": 0.3}
-    sims = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    sims.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
+    one_simulation_file(tmp_path)
     pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
     inputs = [
         tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv", "best.json")
@@ -1470,19 +1468,11 @@ def test_the_loss_axes_are_logarithmic_only_when_every_finite_loss_is_positive(l
 def test_a_sweep_picture_output_the_page_does_not_draw_is_named_with_the_pictures_it_has(tmp_path):
     """png_paths naming a picture the sweep page does not draw (the calibration page's 'fit', say): a
     ContractError naming it and the pictures there are, not a KeyError, and no page."""
-    simulations = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    simulations.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame(
-        {"param_id": ["p"], "beta": [0.3], "replicates_ok": [1], "incidence_mean_mean": [1.5]}
-    ).to_parquet(tmp_path / "table.parquet")
-    (tmp_path / "summary.json").write_text("{}")
+    sweep = one_set_sweep_files(tmp_path, replicates_ok=1, incidence_mean_mean=1.5)
     with pytest.raises(
         ContractError, match=r"^no picture named 'fit'; the pictures are \['outputs', 'series'\]$"
     ):
-        visualize_sweep(tmp_path / "simulations.parquet", tmp_path / "table.parquet", tmp_path / "summary.json",
-                        ["beta"], tmp_path / "sweep.html", {"fit": tmp_path / "fit.png"})  # fmt: skip
+        visualize_sweep(*sweep, ["beta"], tmp_path / "sweep.html", {"fit": tmp_path / "fit.png"})
     assert not (tmp_path / "sweep.html").exists() and not (tmp_path / "fit.png").exists()
 
 
@@ -1533,22 +1523,8 @@ def test_the_calibration_pictures_show_the_best_sets_replicates_the_running_best
 def test_the_calibration_page_says_where_the_best_set_was_chosen_from(tmp_path, phase, said):
     """analyze chooses the best among the refined sets when there was a refine step, else among every trial; the
     page says which, from best.json's phase."""
-    sims = pd.DataFrame(
-        {"param_id": "p", "replicate": 0, "seed": 1, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
-    )
-    sims.assign(beta=0.3).to_parquet(tmp_path / "simulations.parquet")
-    pd.DataFrame({"day": [0, 1], "incidence": [1, 2]}).to_csv(tmp_path / "observed.csv", index=False)
-    trials = pd.DataFrame(
-        {"trial": [0], "round": 0, "phase": phase, "param_id": "p", "beta": 0.3, "loss": 1.0}
-    )
-    trials.to_parquet(tmp_path / "trials.parquet")
-    best = {"param_id": "p", "loss": 1.0, "params": {"beta": 0.3}, "phase": phase}
-    (tmp_path / "best.json").write_text(json.dumps(best))
-    (tmp_path / "summary.json").write_text("{}")
-    inputs = [
-        tmp_path / name for name in ("trials.parquet", "simulations.parquet", "observed.csv", "best.json")
-    ]
-    visualize(*inputs, tmp_path / "summary.json", ["beta"], tmp_path / "page.html")
+    paths = one_trial_calibration_files(tmp_path, phase=phase)
+    visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", ["beta"], tmp_path / "page.html")
     page = (tmp_path / "page.html").read_text()
     assert f"(parameter set p, {said})." in page and page.count("chosen from") == 1
 
