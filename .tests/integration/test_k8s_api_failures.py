@@ -326,13 +326,22 @@ def test_a_status_read_unauthorized_after_renewing_the_credentials_fails_the_job
     assert f"kubectl -n {NAMESPACE} delete job unauthorized" in message  # the Job may still run
 
 
-def test_a_pod_deleted_from_outside_fails_its_job(cluster, executor):
+def test_a_job_whose_pod_was_deleted_fails_naming_its_namespace_and_is_cleaned_up(cluster, executor):
+    """A running pod deleted from outside (`kubectl delete pod`, a node drain or upgrade) fails its Job, and
+    the status check lists no pod for it. The kubernetes executor's message for that case told to run
+    `kubectl delete job {j.external_jobid}` (its last line is no f-string), named no namespace, and the failed
+    Job stayed in the cluster; here the message names the Job in its namespace and the Job is deleted."""
     job = submit(executor, "pod-deleted", "sleep 60")
     pod = wait_for_pod(cluster, "pod-deleted")
     kubernetes.client.CoreV1Api().delete_namespaced_pod(pod, NAMESPACE)  # kubectl delete pod
     run_until_settled(executor, [job])
     assert executor.recorder.failed == ["pod-deleted"] and executor.recorder.finished == []
-    assert "kubectl describe job pod-deleted" in executor.recorder.job_errors["pod-deleted"]
+    message = executor.recorder.job_errors["pod-deleted"]
+    assert "{" not in message, message
+    assert message.startswith(f"kubernetes-kueue: Job {NAMESPACE}/pod-deleted failed and its pod is gone")
+    assert f"kubectl -n {NAMESPACE} get events --field-selector involvedObject.name=pod-deleted" in message
+    assert "the Job was deleted" in message and "Snakemake runs it again if it has retries left" in message
+    assert cluster.jobs["pod-deleted"].deleted
 
 
 def test_the_log_of_a_pod_deleted_before_it_was_read_says_why(cluster, executor):

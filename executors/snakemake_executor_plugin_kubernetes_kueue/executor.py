@@ -43,6 +43,10 @@ MAX_RETRY_AFTER_S = 30.0
 UNSET_NAMESPACE = "default"
 # A Job suspended this long (Kueue has not admitted it) is reported, and again after as long each time.
 ADMISSION_WAIT_REPORT_S = 600.0
+# How the kubernetes executor (0.5.1) begins its message for a failed Job whose pod it did not list (deleted while
+# it ran). Its last line is no f-string ("kubectl delete job {j.external_jobid}"), neither line names the
+# namespace, and it leaves that Job in the cluster.
+PODLESS_FAILURE_PREFIX = " For details, please issue:\n"
 
 
 class KueueExecutor(kubernetes_plugin.Executor):
@@ -129,6 +133,31 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 )
                 time.sleep(wait)
         return func()
+
+    def report_job_error(self, job_info, msg=None, **kwargs):
+        if msg is not None and msg.startswith(PODLESS_FAILURE_PREFIX):
+            msg = self._podless_failure(job_info.external_jobid)
+        # Snakemake appends "For further error details ..." right after the message.
+        if msg and not msg.endswith((" ", "\n")):
+            msg += ". "
+        super().report_job_error(job_info, msg=msg, **kwargs)
+
+    def _podless_failure(self, name: str) -> str:
+        """Delete a failed Job whose pod is gone, as the kubernetes executor deletes the others, and say why."""
+        if self.workflow.executor_settings.omit_job_cleanup:
+            removed = f"the Job is kept (omit-job-cleanup): kubectl -n {self.namespace} delete job {name}"
+        else:
+            try:
+                self._kubernetes_retry(lambda: self.safe_delete_job(name, ignore_not_found=True))
+                removed = "the Job was deleted"
+            except WorkflowError as error:
+                removed = f"deleting the Job failed ({error}): kubectl -n {self.namespace} delete job {name}"
+        return (
+            f"kubernetes-kueue: Job {self.namespace}/{name} failed and its pod is gone (deleted while it ran: "
+            "`kubectl delete pod`, a node drain or upgrade, a spot node's eviction), so its log is lost; "
+            f"{removed}. `kubectl -n {self.namespace} get events --field-selector involvedObject.name={name}` "
+            "may say why; Snakemake runs it again if it has retries left"
+        )
 
     async def check_active_jobs(self, active_jobs):
         waiting = []
