@@ -735,3 +735,31 @@ def test_a_job_is_no_longer_reported_as_waiting_once_kueue_admitted_it(cluster, 
     run_until_settled(executor, active)  # the pod runs for 3 s: ten report periods
     assert executor.recorder.finished == ["admitted-late"]
     assert admission_reports(executor) == before_admission
+
+
+def test_a_job_whose_image_cannot_be_pulled_is_reported_then_failed_and_deleted(
+    cluster, executor, monkeypatch
+):
+    """A wrong image tag, or a registry the cluster may not pull from: the kubelet retries the pull for ever, the
+    pod stays Pending and its Job active, holding its Kueue quota, and the kubernetes executor waits for it
+    without a word. The first status check that sees it says so once, naming the image; after
+    CONTAINER_START_GIVE_UP_S the job fails and its Job is deleted, so that the quota is freed."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    default = getattr(executor_module, "CONTAINER_START_GIVE_UP_S", None)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0, raising=False)
+    cluster.unpullable_images = {"registry/image:cpu"}
+    job = submit(executor, "unpullable", "true")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job] and executor.recorder.failed == []
+    warnings = [message for message in executor.recorder.messages("warning") if "cannot start" in message]
+    assert len(warnings) == 1, warnings  # once, not at every status check
+    assert warnings[0].startswith(f"kubernetes-kueue: the container of Job {NAMESPACE}/unpullable (pod ")
+    assert "registry/image:cpu" in warnings[0] and "--attach-acr" in warnings[0]
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == ["unpullable"] and executor.recorder.finished == []
+    message = executor.recorder.job_errors["unpullable"]
+    assert message.startswith(f"kubernetes-kueue: the container of Job {NAMESPACE}/unpullable (pod ")
+    assert "could not start for 0.0 min" in message and "registry/image:cpu" in message
+    assert "the Job was deleted" in message and cluster.jobs["unpullable"].deleted
+    assert default == 600  # the README's "10 minutes"

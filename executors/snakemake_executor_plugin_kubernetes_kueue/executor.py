@@ -43,6 +43,9 @@ MAX_RETRY_AFTER_S = 30.0
 UNSET_NAMESPACE = "default"
 # A Job suspended this long (Kueue has not admitted it) is reported, and again after as long each time.
 ADMISSION_WAIT_REPORT_S = 600.0
+# A Job's container the kubelet keeps waiting (its image cannot be pulled, a Secret it needs is missing) would
+# keep the Job active, and its Kueue quota held, for ever: it is reported at once, and its job fails after this.
+CONTAINER_START_GIVE_UP_S = 600.0
 # How the kubernetes executor (0.5.1) begins its message for a failed Job whose pod it did not list (deleted while
 # it ran). Its last line is no f-string ("kubectl delete job {j.external_jobid}"), neither line names the
 # namespace, and it leaves that Job in the cluster.
@@ -98,7 +101,10 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     @kubeapi.setter
     def kubeapi(self, api):
+        previous = self.__dict__.get("_kubeapi")
         self._kubeapi = SafeLogCoreApi(api)
+        if previous is not None:  # re-authenticated: the containers seen waiting, and since when, stay
+            self._kubeapi.stuck_containers = previous.stuck_containers
 
     def _kubernetes_retry(self, func):
         # The kubernetes executor tries a failed call once more only after a 401 (re-authentication) or a
@@ -144,24 +150,51 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     def _podless_failure(self, name: str) -> str:
         """Delete a failed Job whose pod is gone, as the kubernetes executor deletes the others, and say why."""
-        if self.workflow.executor_settings.omit_job_cleanup:
-            removed = f"the Job is kept (omit-job-cleanup): kubectl -n {self.namespace} delete job {name}"
-        else:
-            try:
-                self._kubernetes_retry(lambda: self.safe_delete_job(name, ignore_not_found=True))
-                removed = "the Job was deleted"
-            except WorkflowError as error:
-                removed = f"deleting the Job failed ({error}): kubectl -n {self.namespace} delete job {name}"
         return (
             f"kubernetes-kueue: Job {self.namespace}/{name} failed and its pod is gone (deleted while it ran: "
             "`kubectl delete pod`, a node drain or upgrade, a spot node's eviction), so its log is lost; "
-            f"{removed}. `kubectl -n {self.namespace} get events --field-selector involvedObject.name={name}` "
-            "may say why; Snakemake runs it again if it has retries left"
+            f"{self._delete_failed_job(name)}. `kubectl -n {self.namespace} get events --field-selector "
+            f"involvedObject.name={name}` may say why; Snakemake runs it again if it has retries left"
         )
+
+    def _delete_failed_job(self, name: str) -> str:
+        """Delete the Job of a failed job (unless omit-job-cleanup), saying what became of it."""
+        if self.workflow.executor_settings.omit_job_cleanup:
+            return f"the Job is kept (omit-job-cleanup): kubectl -n {self.namespace} delete job {name}"
+        try:
+            self._kubernetes_retry(lambda: self.safe_delete_job(name, ignore_not_found=True))
+        except WorkflowError as error:
+            return f"deleting the Job failed ({error}): kubectl -n {self.namespace} delete job {name}"
+        return "the Job was deleted"
+
+    def _gave_up_starting(self, job) -> bool:
+        """Report a Job whose container the kubelet keeps waiting, once per pod; fail it once that is hopeless."""
+        name = job.external_jobid
+        stuck = self.kubeapi.stuck_containers.get(name)
+        if stuck is None:
+            return False
+        if not stuck.hopeless(CONTAINER_START_GIVE_UP_S):
+            warned = self.__dict__.setdefault("_stuck_warned", set())
+            if (name, stuck.pod) not in warned:
+                warned.add((name, stuck.pod))
+                how = f"cannot start; its job fails if it still cannot in {CONTAINER_START_GIVE_UP_S / 60:g} min"
+                self.logger.warning(stuck.describe(self.namespace, name, how))
+            return False
+        del self.kubeapi.stuck_containers[name]
+        waited = (time.monotonic() - stuck.since) / 60
+        msg = (
+            stuck.describe(self.namespace, name, f"could not start for {waited:.1f} min")
+            + f"; {self._delete_failed_job(name)}, and Snakemake runs it again if it has retries left"
+        )
+        self.logger.error(msg)
+        self.report_job_error(job, msg=msg)
+        return True
 
     async def check_active_jobs(self, active_jobs):
         waiting = []
         async for job in super().check_active_jobs(active_jobs):
+            if self._gave_up_starting(job):
+                continue
             waiting.append(job)
             yield job
         self._report_long_admission_waits(waiting)

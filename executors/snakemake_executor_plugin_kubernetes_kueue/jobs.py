@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 from snakemake_interface_common.exceptions import WorkflowError
 
-from .checks import SecretVolume
+from .checks import PROFILE, SecretVolume
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
@@ -35,6 +35,48 @@ CREATE_REFUSAL_FIXES = {
     409: "a Job of that name exists and this run did not create it: kubectl -n {namespace} describe job {name}",
     422: "the Job is invalid, or an admission webhook (Kueue's) refused it",
 }
+
+
+# Why the kubelet keeps a container waiting when it cannot start without someone's help: its image cannot be
+# pulled (a wrong tag, a registry the cluster may not pull from) or its configuration names a missing Secret or
+# key. The kubelet tries again for ever; the pod stays Pending, its Job active and its Kueue quota held.
+STUCK_CONTAINER_FIXES = {
+    "ErrImagePull": "image",
+    "ImagePullBackOff": "image",
+    "InvalidImageName": "image",
+    "ErrImageNeverPull": "image",
+    "CreateContainerConfigError": "config",
+}
+# Of those, the reasons no further try can cure.
+HOPELESS_CONTAINER_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+STUCK_CONTAINER_FIX_TEXT = {
+    "image": "check that the image and its tag exist in the registry (container-image and "
+    f"kubernetes-kueue-gpu-container-image in {PROFILE}) and that the cluster may pull from it "
+    "(az aks update -g <group> -n <cluster> --attach-acr <registry>)",
+    "config": "a Secret or key the pod needs is missing: kubectl -n {namespace} describe pod {pod}",
+}
+
+
+@dataclass
+class StuckContainer:
+    """The container of a Job's pod that the kubelet keeps waiting, and since when (time.monotonic())."""
+
+    pod: str
+    reason: str
+    message: str
+    since: float
+
+    def hopeless(self, give_up_s: float) -> bool:
+        return self.reason in HOPELESS_CONTAINER_REASONS or time.monotonic() - self.since >= give_up_s
+
+    def describe(self, namespace: str, job: str, how: str) -> str:
+        fix = STUCK_CONTAINER_FIX_TEXT[STUCK_CONTAINER_FIXES[self.reason]].format(
+            namespace=namespace, pod=self.pod
+        )
+        return (
+            f"kubernetes-kueue: the container of Job {namespace}/{job} (pod {self.pod}) {how} "
+            f"({self.reason}: {self.message}); {fix}"
+        )
 
 
 def describe_api_error(error: Exception) -> str:
@@ -229,13 +271,38 @@ class SafeLogCoreApi:
 
     def __init__(self, api: kubernetes.client.CoreV1Api) -> None:
         self._api = api
+        # By Job name: the container the kubelet keeps waiting (STUCK_CONTAINER_FIXES), as last listed.
+        self.stuck_containers: dict[str, StuckContainer] = {}
 
     def list_namespaced_pod(self, namespace, **kwargs):
         pods = self._api.list_namespaced_pod(namespace, **kwargs)
         pods.items = [
             pod for pod in pods.items if pod.metadata is None or pod.metadata.deletion_timestamp is None
         ]
+        selector = kwargs.get("label_selector") or ""
+        if selector.startswith("job-name="):  # the kubernetes executor's listing of one Job's pods
+            self._note_stuck_container(selector.removeprefix("job-name="), pods.items)
         return pods
+
+    def _note_stuck_container(self, job: str, pods) -> None:
+        for pod in pods:
+            for status in (pod.status.container_statuses if pod.status else None) or []:
+                waiting = status.state.waiting if status.state else None
+                if (
+                    status.name == "snakemake"
+                    and waiting is not None
+                    and waiting.reason in STUCK_CONTAINER_FIXES
+                ):
+                    previous = self.stuck_containers.get(job)
+                    # ErrImagePull and ImagePullBackOff alternate: the same pod waits on since its first one.
+                    since = (
+                        previous.since if previous and previous.pod == pod.metadata.name else time.monotonic()
+                    )
+                    self.stuck_containers[job] = StuckContainer(
+                        pod.metadata.name, waiting.reason, waiting.message or "", since
+                    )
+                    return
+        self.stuck_containers.pop(job, None)
 
     def read_namespaced_pod_log(self, name, namespace, **kwargs):
         kwargs["previous"] = False

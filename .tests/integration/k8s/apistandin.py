@@ -32,6 +32,9 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   137); a Job's conditions follow ``backoffLimit: 0`` (``FailureTarget``/``Failed``, ``Complete``);
 * ``GET .../log?previous=true`` on a container that never restarted answers HTTP 400 "previous terminated
   container ... not found", as the real API server does for every ``restartPolicy: Never`` pod;
+* an image listed in ``unpullable_images`` (a wrong tag, a registry the cluster may not pull from) is never
+  pulled: the pod stays ``Pending`` with its container waiting, reason ``ErrImagePull`` then
+  ``ImagePullBackOff`` as the kubelet retries, and its Job stays active (holding its Kueue quota) for ever;
 * a deleted Job or pod answers 404 from then on; a running pod deleted through the API is killed, and its Job
   (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server does
   (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403), with apimachinery's
@@ -125,6 +128,8 @@ class Pod:
     deletion_timestamp: str = ""  # set when the Job controller deletes it (its Job was suspended)
     stopping_since: float = 0.0  # time.monotonic() of that deletion: SIGKILL after the grace period
     exited_at: float = 0.0  # time.monotonic() when its process was first seen ended
+    process_started: float = field(default_factory=time.monotonic)
+    unpulled_image: str = ""  # the image the kubelet cannot pull: the container never starts
 
     def exit_code(self) -> int | None:
         code = self.process.poll()
@@ -220,6 +225,7 @@ class ApiStandIn:
     # How long a pod stopped by a suspension stays listed after its container ended (the kubelet's status
     # report, then its final delete): the window in which a client sees its exit code 143.
     terminated_pod_listed_s: float = 1.0
+    unpullable_images: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.pods_root = Path(self.pods_root)
@@ -466,8 +472,13 @@ class ApiStandIn:
         workdir.mkdir(parents=True)
         env = self._pod_environment(record, workdir)
         log = open(workdir / "pod.log", "wb")  # noqa: SIM115 - the child process owns it
+        unpulled = container["image"] if container["image"] in self.unpullable_images else ""
+        # An image that cannot be pulled: a process that only waits stands for the pod that never starts.
+        command = (
+            ["sleep", "86400"] if unpulled else [*container.get("command", []), *container.get("args", [])]
+        )
         process = subprocess.Popen(
-            [*container.get("command", []), *container.get("args", [])],
+            command,
             cwd=workdir,
             env=env,
             stdout=log,
@@ -475,7 +486,9 @@ class ApiStandIn:
             start_new_session=True,
         )
         log.close()
-        record.pod = Pod(name=workdir.name, job=name, workdir=workdir, process=process)
+        record.pod = Pod(
+            name=workdir.name, job=name, workdir=workdir, process=process, unpulled_image=unpulled
+        )
         record.admitted = True
         # Kubernetes' Job controller (syncJob) sets startTime to the time of every resume, not only the first.
         record.started = record.pod.started
@@ -762,6 +775,21 @@ def _set_condition(
 def _pod_status(pod: Pod, container: dict) -> dict:
     code = pod.exit_code()
     base = {"name": container["name"], "image": container["image"], "imageID": "", "restartCount": 0}
+    if code is None and pod.unpulled_image:
+        # The kubelet alternates ErrImagePull (a try) and ImagePullBackOff (waiting for the next one).
+        tries = int(time.monotonic() - pod.process_started)
+        reason, message = (
+            ("ErrImagePull", f'rpc error: code = NotFound desc = failed to pull and unpack image "{pod.unpulled_image}": not found')
+            if tries % 2 == 0
+            else ("ImagePullBackOff", f'Back-off pulling image "{pod.unpulled_image}"')
+        )  # fmt: skip
+        waiting = {
+            **base,
+            "ready": False,
+            "started": False,
+            "state": {"waiting": {"reason": reason, "message": message}},
+        }
+        return {"phase": "Pending", "startTime": pod.started, "containerStatuses": [waiting]}
     if code is None:
         return {
             "phase": "Running",
@@ -1011,6 +1039,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise KeyError(pod_name)
         except KeyError:
             return self._send(404, _status(404, f'pods "{pod_name}" not found', "NotFound"))
+        if pod.unpulled_image and pod.exit_code() is None:
+            container = query.get("container", ["snakemake"])[0]
+            message = f'container "{container}" in pod "{pod_name}" is waiting to start: trying and failing to pull image'
+            return self._send(400, _status(400, message, "BadRequest"))
         if query.get("previous", ["false"])[0].lower() == "true":
             # restartPolicy: Never, so restartCount is always 0: there is no previous container.
             container = query.get("container", ["snakemake"])[0]
