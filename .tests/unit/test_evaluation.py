@@ -1422,9 +1422,9 @@ def test_a_half_written_stash_entry_is_never_restored(tmp_path, monkeypatch, cap
 
     with monkeypatch.context() as patch:
         patch.setattr(stash_module, "copy_file", copy_then_fail)
-        with pytest.raises(OSError, match="disk full"):
-            stash.commit("half", out)
+        assert stash.commit("half", out) is None  # a warning: the stash is a copy, never the job's failure
     assert copies and not stash.entry("half").exists()  # the one file copied is not under the key
+    assert not list((tmp_path / "stash").glob(".half.*"))  # nor left in a staging folder
     assert not stash.restore("half", target)
     unmarked = stash.entry("unmarked")  # what a writer into the entry itself leaves when it is killed
     unmarked.mkdir(parents=True)
@@ -1435,6 +1435,54 @@ def test_a_half_written_stash_entry_is_never_restored(tmp_path, monkeypatch, cap
         assert not stash.restore("short", target)
     assert "lacks some outputs; recomputing" in caplog.text
     assert not any(path.exists() for path in target.values())
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_evaluation_whose_stash_copy_fails_keeps_its_outputs_and_leaves_no_staging_folder(
+    tmp_path, monkeypatch, caplog
+):
+    """The stash is a copy kept for a rerun: a commit that cannot copy (the quota or the disk full once the five
+    outputs are written) failed the finished evaluation with OSError, so Snakemake deleted its outputs (and, in a
+    group job, every sibling's), and every rerun failed again the same way; the half-filled staging folder stayed
+    in the stash for good. Now: a warning, the evaluation succeeds, nothing is left in the stash. A stop by
+    SIGTERM while committing removes the staging folder too."""
+    import kdgat.evaluation.stash as stash_module
+    from kdgat.logs import Terminated
+
+    caplog.set_level("INFO", logger="kdgat")
+    _unrendered(monkeypatch)
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+    stash_dir = tmp_path / "stash"
+    copy_file = stash_module.copy_file
+    copied = []
+
+    def copy_then(failure):
+        def copy(source, destination):
+            if copied:
+                raise failure
+            copied.append(destination)
+            return copy_file(source, destination)
+
+        return copy
+
+    monkeypatch.setattr(stash_module, "copy_file", copy_then(OSError(122, "Disk quota exceeded")))
+    document = evaluate_files(
+        **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
+        stash_dir=stash_dir,
+    )  # fmt: skip
+    assert json.loads(outputs["metrics"].read_text()) == json.loads(json.dumps(document))
+    assert all(path.is_file() for path in outputs.values())
+    assert copied and list(stash_dir.iterdir()) == []  # no entry, no staging folder
+    assert "could not commit to the result stash" in caplog.text and "Disk quota exceeded" in caplog.text
+    assert "committed results to the stash" not in caplog.text
+
+    copied.clear()
+    monkeypatch.setattr(stash_module, "copy_file", copy_then(Terminated()))
+    with pytest.raises(Terminated):
+        ResultStash(stash_dir).commit(
+            "key", {"metrics.json": outputs["metrics"], "scores.parquet": outputs["scores"]}
+        )
+    assert copied and list(stash_dir.iterdir()) == []
 
 
 def test_a_stash_entry_left_without_its_completion_mark_is_replaced_by_the_next_commit(

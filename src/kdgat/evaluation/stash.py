@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,30 @@ class ResultStash:
 
         An entry without its COMPLETE mark (a folder a writer was killed in or made by hand, a plain file, a
         dangling link) would block the rename forever and restore nothing: it is moved aside in one step and
-        removed, whatever it is, first."""
+        removed, whatever it is, first.
+
+        The stash is only a copy for a rerun: a copy that fails (the quota or the disk full) is a warning and None,
+        never the failure of the finished job whose outputs are written; the staging folder goes however the
+        commit ends (SIGTERM included)."""
         entry = self.entry(key)
         if (entry / "COMPLETE").is_file():
             return entry
-        staging = new_directory(self.root, prefix=f".{key}.")
-        for name, source in outputs.items():
-            copy_file(source, staging / name)
-        write_json({"outputs": sorted(outputs)}, staging / "COMPLETE", indent=None)
+        staging = None
+        try:
+            staging = new_directory(self.root, prefix=f".{key}.")
+            for name, source in outputs.items():
+                copy_file(source, staging / name)
+            write_json({"outputs": sorted(outputs)}, staging / "COMPLETE", indent=None)
+        except BaseException as error:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            if not isinstance(error, OSError):
+                raise
+            log.warning(
+                "could not commit to the result stash %s (%s: %s); the outputs are written, a rerun recomputes",
+                entry, type(error).__name__, error,
+            )  # fmt: skip
+            return None
         if (entry.exists() or entry.is_symlink()) and not (entry / "COMPLETE").is_file():
             discard(entry, prefix=f".{key}.stale.")  # nothing when a racing commit moved it first
         # False with COMPLETE in place: a concurrent writer won; its entry holds the same results
