@@ -910,6 +910,85 @@ def test_training_wrapper_marks_a_resumed_run_and_clears_a_fresh_one(tmp_path, m
     assert resumed_reason(benchmark) is None and len(calls) == 2
 
 
+class Named(Section):
+    """A section of named items that Snakemake also lets a wrapper read by position."""
+
+    def __getitem__(self, key):
+        return list(self.values())[key] if isinstance(key, int) else super().__getitem__(key)
+
+
+class Positional(list):
+    """A rule's section of unnamed items as a wrapper reads it: by position, and without names."""
+
+    def get(self, name, default=None):
+        return default
+
+    def items(self):
+        return []
+
+
+@pytest.mark.parametrize("wrapper", ["simulate", "calibrate"])
+def test_simcal_wrappers_mark_a_run_resumed_from_finished_simulations_and_clear_a_fresh_one(
+    tmp_path, monkeypatch, wrapper
+):
+    """A sweep or calibration killed at its walltime resumes from the simulations in <output>.partial/, and its
+    benchmark then times only the rest: without a mark the simulate and calibrate rules (whose runtime is learned)
+    learned that short time and asked for too little at the next run. The wrapper, run as Snakemake runs it, with
+    the library call replaced: a run that resumed, then one that did not."""
+    import pandas as pd
+
+    import simcal.calibrate
+    import simcal.logs
+    import simcal.runner
+    from simcal.runner import RunSummary
+
+    def trials(resumed):
+        table = pd.DataFrame({"loss": [1.0]})
+        table.attrs["resumed_simulations"] = resumed
+        return table
+
+    calls = []
+    if wrapper == "simulate":
+        results = [RunSummary(total=8, executed=3, skipped=5), RunSummary(total=8, executed=8)]
+        monkeypatch.setattr(
+            simcal.runner, "simulate", lambda **kw: calls.append(kw) or results[len(calls) - 1]
+        )
+    else:
+        results = [trials(5), trials(0)]
+        monkeypatch.setattr(
+            simcal.calibrate, "calibrate_files", lambda **kw: calls.append(kw) or results[len(calls) - 1]
+        )
+    monkeypatch.setattr(simcal.logs, "configure", lambda log: None)  # leave pytest's log handlers alone
+    benchmark = tmp_path / "benchmarks/calibration/demo/run.tsv"
+    snakemake = type("Snakemake", (), {})()
+    if wrapper == "simulate":  # items by position
+        snakemake.input, snakemake.output = Positional(["design.csv"]), Positional(["out.parquet"])
+    else:
+        snakemake.input = Named(observed="observed.csv")
+        snakemake.output = Section(simulations="sims.parquet", trials="trials.parquet")
+    snakemake.params = Section(
+        model="simcal.models.sir:simulate", parameters={}, targets=[], benchmark=str(benchmark)
+    )
+    snakemake.log, snakemake.threads = [str(tmp_path / "log")], 1
+    code = compile((REPO / "wrappers" / wrapper / "wrapper.py").read_text(), wrapper, "exec")
+
+    exec(code, {"snakemake": snakemake, "__name__": "__main__"})
+    assert resumed_reason(benchmark) == "resumed_simulations 5"
+    exec(code, {"snakemake": snakemake, "__name__": "__main__"})
+    assert resumed_reason(benchmark) is None and len(calls) == 2
+    assert all("benchmark" not in call for call in calls)  # the wrapper's, not the library's
+
+
+def test_the_calibration_modules_simulate_and_calibrate_rules_pass_their_own_benchmark_path():
+    """Each rule's `benchmark` param is its `benchmark:` file, where the wrapper puts the mark."""
+    text = (REPO / "workflow/modules/calibration/Snakefile").read_text()
+    for rule in ("simulate", "calibrate"):
+        block = re.search(rf"^rule {rule}:\n(.*?)(?=^rule )", text, re.M | re.S).group(1)
+        directive = re.search(r"^\s+benchmark:\n\s+(.+)$", block, re.M).group(1).strip()
+        param = re.search(r"^\s+benchmark=benchmark_of\((.+)\),$", block, re.M)
+        assert param and param.group(1) == directive, rule
+
+
 def test_kd_gat_training_rules_pass_their_own_benchmark_path():
     """Each training rule's `benchmark` param is its `benchmark:` file, where the wrapper puts the mark."""
     text = (REPO / "workflow/modules/kd_gat/Snakefile").read_text()

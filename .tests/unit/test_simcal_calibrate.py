@@ -1088,6 +1088,13 @@ def test_calibration_is_deterministic_and_resumes_from_its_finished_simulations(
     second = small_calibration(tmp_path / "b", 2, client)
     pd.testing.assert_frame_equal(first, second)  # same seed: same proposals, same simulations, same losses
 
+    # Nothing resumed from an earlier run, though its refine step asks again for simulations of its own rounds
+    assert first.attrs["resumed_simulations"] == 0
+    keys = ["param_id", "replicate", "seed"]
+    finished_before = set(
+        map(tuple, read_results(tmp_path / "a/simulations.parquet")[keys].drop_duplicates().values)
+    )
+
     # Pretend the first calibration crashed after its simulations were written, then rerun with one more round.
     finished = tmp_path / "a/simulations.parquet"
     partial = tmp_path / "a/simulations.parquet.partial"
@@ -1107,6 +1114,9 @@ def test_calibration_is_deterministic_and_resumes_from_its_finished_simulations(
         == [f"resuming: 16 of 16 simulations already done in {partial}"]
         + [f"resuming: 8 of 8 simulations already done in {partial}"] * 2
     )
+    # What the calibrate wrapper marks its benchmark by: each simulation of the first run the third one planned
+    planned = set(map(tuple, read_results(tmp_path / "a/simulations.parquet")[keys].drop_duplicates().values))
+    assert third.attrs["resumed_simulations"] == len(finished_before & planned) > 0
 
 
 def test_calibration_draws_seeds_from_the_master_seed_and_common_random_numbers(tmp_path, client):

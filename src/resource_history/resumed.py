@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 SUFFIX = ".resumed"
 
@@ -46,13 +47,19 @@ def resumed_reason(benchmark_path: str | Path) -> str | None:
         return "resumed"
 
 
-def mark_if_resumed(benchmark_path: str | Path | None, result: Mapping, key: str) -> Mapping:
-    """Mark or clear `benchmark_path` by a job's `result`: it resumed where ``result[key]`` (where it resumed
-    from) is set; nothing without a benchmark path. Returns `result`, so that a wrapper's one library call can be
-    ``mark_if_resumed(path, run(...), key)``."""
+def mark_if_resumed(benchmark_path: str | Path | None, result: Any, key: str) -> Any:
+    """Mark or clear `benchmark_path` by a job's `result`: it resumed where its `key` (where it resumed from, or
+    how much it resumed) is set and not 0; nothing without a benchmark path. `key` is read as an item of a mapping,
+    an entry of a pandas DataFrame's ``attrs``, else an attribute. Returns `result`, so that a wrapper's one
+    library call can be ``mark_if_resumed(path, run(...), key)``."""
     if benchmark_path:
-        resumed_from = result.get(key)
-        if resumed_from is None:
+        if isinstance(result, Mapping):
+            resumed_from = result.get(key)
+        elif isinstance(getattr(result, "attrs", None), Mapping):
+            resumed_from = result.attrs.get(key)
+        else:
+            resumed_from = getattr(result, key, None)
+        if resumed_from is None or resumed_from == 0:
             clear_mark(benchmark_path)
         else:
             mark_resumed(benchmark_path, f"{key} {resumed_from}")

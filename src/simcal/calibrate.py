@@ -521,7 +521,8 @@ def calibrate(
     The trials table is written even when too many simulations failed (TooManyFailures is raised after it), and
     then also kept as ``<trials>.failed.parquet``, a name that Snakemake's clean-up of a failed job's outputs
     leaves alone. Any other error of a round (a target that raises, no workers) and a stop by SIGTERM or Ctrl-C
-    keep the finished rounds' trials there too, and say so in a note on the error.
+    keep the finished rounds' trials there too, and say so in a note on the error. The returned table's
+    ``attrs["resumed_simulations"]`` counts the simulations an earlier run had finished (read back from the parts).
     """
     if not isinstance(settings, CalibrationSettings):
         settings = CalibrationSettings.from_config(settings)
@@ -583,6 +584,8 @@ def calibrate(
                 raise TooManyFailures(f"{error}{where} The trials table so far is in {kept}.") from error
             kept.unlink(missing_ok=True)
             store.finalize()
+        # After the table is written (to_parquet would store attrs): what the calibrate wrapper marks its benchmark by
+        table.attrs["resumed_simulations"] = simulator.resumed
         return table
 
 

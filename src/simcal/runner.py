@@ -132,6 +132,11 @@ class RunSummary:
     batches: int = 0
     frames: list[pd.DataFrame] = field(default_factory=list)
 
+    @property
+    def resumed_simulations(self) -> int:
+        """The simulations a sweep found finished by an earlier run (resource_history.mark_if_resumed's key)."""
+        return self.skipped
+
 
 class _Unit:
     """A batch in flight: its simulations, the Dask key it runs under, a time budget (probe only), and what is
@@ -197,6 +202,9 @@ class Simulator:
         self._timeouts: TimeoutEvents | None = None
         self._deaths: Deaths | None = None
         self._counted: set[tuple[str, int, int]] = set()  # simulations already in the progress totals
+        # Simulations of this run found finished by an earlier one (its parts): not a calibration's refine round
+        # asking again for what this run simulated. A resumed job's benchmark times only the rest.
+        self.resumed = 0
         self._last_worker_seen = time.monotonic()
         self.cancel_event = cancel if cancel is not None else threading.Event()
 
@@ -264,6 +272,7 @@ class Simulator:
         new = [t for t in tasks if t.key not in counted] if counted else list(tasks)  # a calibration round
         counted.update(map(simulation_key, new))  # may repeat earlier ones
         already = [t for t in new if store.is_done(t)] if summary.skipped else []
+        self.resumed += len(already)
         progress.plan(len(new), len(already), store.failed_among(already))
         if summary.skipped:
             log.info(

@@ -60,6 +60,15 @@ def learned(resource, default, record=None):
     return evaluate
 
 
+def benchmark_of(pattern):
+    """The rule's benchmark file (``pattern``: its benchmark: line, placed behind the module's `prefix:` as
+    Snakemake places that line, but not params), for the wrapper's resume mark (resource_history.resumed): the
+    kd_gat training wrappers and the simulate and calibrate wrappers. A function of ``output``, which Snakemake's
+    params rerun trigger leaves out: adding it reruns nothing."""
+    placed = workflow.modifier.path_modifier.replace_prefix(pattern)
+    return lambda wildcards, output: placed.format(**wildcards)
+
+
 def learned_gpu_memory(record):
     """`gpu_mem_mb` for a GPU rule's resources (`**learned_gpu_memory("metrics")`), learned from the GPU peak its
     earlier runs wrote into the output `record`; 0 (nothing known) until a run on a GPU recorded one. Nothing at

@@ -3,6 +3,7 @@
 __author__ = "snakemake-gpu-catalog maintainers"
 __license__ = "MIT"
 
+from resource_history import mark_if_resumed
 from simcal.calibrate import calibrate_files
 from simcal.contract import mapping_of
 from simcal.logs import configure_wrapper, failure_logged
@@ -24,12 +25,13 @@ TAKES = {
         "fixed",
         "backend",
         "backend_options",
+        "benchmark",
     ),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("settings", "simulation", "monitoring", "fixed", "backend", "backend_options"),
+    "params": ("settings", "simulation", "monitoring", "fixed", "backend", "backend_options", "benchmark"),
 }
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
@@ -42,21 +44,27 @@ if __name__ == "__main__":
         OPTIONAL,
     )
     with failure_logged("calibrate"):
-        calibrate_files(
-            observed=snakemake.input.get("observed", snakemake.input[0]),
-            simulations=snakemake.output.simulations,
-            trials=snakemake.output.trials,
-            threads=snakemake.threads,
-            # monitoring: simulation settings that decide no row, which the calibration module keeps out of its
-            # rerun trigger; they join the other simulation settings here (mapping_of: a string or list given for a
-            # mapping fails naming the param, not as `**` of a str)
-            simulation={
-                **mapping_of(snakemake.params.get("simulation"), "params.simulation"),
-                **mapping_of(snakemake.params.get("monitoring", {}), "params.monitoring"),
-            },
-            **{
-                key: value
-                for key, value in snakemake.params.items()
-                if key in TAKES["params"] and key not in ("simulation", "monitoring")
-            },
+        # As the simulate wrapper: a resumed calibration's benchmark times only the simulations run now (the
+        # trials table's attrs count the simulations an earlier run finished).
+        mark_if_resumed(
+            snakemake.params.get("benchmark"),
+            calibrate_files(
+                observed=snakemake.input.get("observed", snakemake.input[0]),
+                simulations=snakemake.output.simulations,
+                trials=snakemake.output.trials,
+                threads=snakemake.threads,
+                # monitoring: simulation settings that decide no row, which the calibration module keeps out of its
+                # rerun trigger; they join the other simulation settings here (mapping_of: a string or list given for a
+                # mapping fails naming the param, not as `**` of a str)
+                simulation={
+                    **mapping_of(snakemake.params.get("simulation"), "params.simulation"),
+                    **mapping_of(snakemake.params.get("monitoring", {}), "params.monitoring"),
+                },
+                **{
+                    key: value
+                    for key, value in snakemake.params.items()
+                    if key in TAKES["params"] and key not in ("simulation", "monitoring", "benchmark")
+                },
+            ),
+            key="resumed_simulations",
         )

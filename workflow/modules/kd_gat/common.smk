@@ -101,14 +101,6 @@ def in_module(path):
     return workflow.modifier.path_modifier.replace_prefix(path)
 
 
-def benchmark_of(pattern):
-    """The rule's benchmark file (``pattern``: its benchmark: line, placed as Snakemake places that line), for the
-    wrapper's resume mark (resource_history.resumed). A function of ``output``, which Snakemake's params rerun
-    trigger leaves out: adding it retrains nothing."""
-    placed = in_module(pattern)
-    return lambda wildcards, output: placed.format(**wildcards)
-
-
 def tracking(stage, variant, sweep=False):
     """The params function of a training rule's experiment tracking: kd_gat.tracking plus the job's tags. A
     TrackingSettings object, which Snakemake leaves out of its params rerun trigger: tracking never retrains.
