@@ -288,3 +288,40 @@ def one_trial_calibration_files(
     (folder / "best.json").write_text(json.dumps(best))
     (folder / "summary.json").write_text("{}")
     return [folder / "trials.parquet", simulations, folder / "observed.csv"]
+
+
+TRAINING_OUTPUTS = {"model": "model.pt", "metrics": "metrics.json", "history": "history.csv"}
+
+
+def wrapper_refusal(wrapper: str, tmp_path: Path, capsys, inputs: dict, params: dict, outputs=None) -> str:
+    """The message with which ``wrappers/<wrapper>/wrapper.py``, run as Snakemake runs it (a ``snakemake`` global,
+    a rule log), refuses a user's mistake: exit status 1, the one ERROR line ``<wrapper> failed: <message>`` in
+    the log and the same line alone on stderr, no traceback, nothing written under ``tmp_path/out`` (where the
+    ``outputs``, by default a training job's, go)."""
+    import runpy
+    from types import SimpleNamespace
+
+    from snakemake.iocontainers import Namedlist
+
+    from wrapper_rules import InputRefused
+
+    log = tmp_path / "logs" / f"{wrapper}.log"
+    log.unlink(missing_ok=True)  # the log of this run alone (a wrapper's log set-up appends)
+    files = TRAINING_OUTPUTS if outputs is None else outputs
+    snakemake = SimpleNamespace(
+        input=Namedlist(fromdict={name: str(path) for name, path in inputs.items()}),
+        output=Namedlist(fromdict={name: str(tmp_path / "out" / file) for name, file in files.items()}),
+        params=Namedlist(fromdict=params),
+        log=Namedlist([str(log)]),
+        threads=1,
+    )
+    with pytest.raises(InputRefused) as ended:
+        runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert ended.value.code == 1
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert "Traceback" not in text and len(errors) == 1, text
+    message = errors[0].split(f" {wrapper} failed: ", 1)[1]
+    assert capsys.readouterr().err == f"{wrapper} failed: {message}\n"
+    assert not (tmp_path / "out").exists()
+    return message

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from testkit import wrapper_refusal
 
 from kdgat.can.messages import CanFormatError
 from kdgat.can.reader import detect_format, read_can_file
@@ -649,3 +650,60 @@ def test_a_training_wrappers_refusal_of_a_users_mistake_is_an_input_error_not_a_
         USER_MISTAKES_OF_TRAINING[mistake](tmp_path)
     assert isinstance(error.value, InputError), f"{type(error.value).__name__}: {error.value}"
     assert not (tmp_path / "out").exists()
+
+
+# -- what a training wrapper shows of a user's mistake ---------------------------------------------------------------
+def _dqn_inputs(tmp_path) -> dict:
+    """The train_dqn wrapper's inputs of one preprocess run (vocabulary digest 'ours'): a fit graph file held out
+    of the VGAE's and GAT's training file, which they record."""
+    import json
+
+    from kdgat.files import file_sha256
+    from kdgat.model_store import save_model
+    from kdgat.models import GAT, VGAE
+
+    data = tmp_path / "data"
+    save_graphs(toy_graphs(6, num_ids=20, seed=0), data / "train.pt", vocabulary="ours")
+    save_graphs(toy_graphs(6, num_ids=20, seed=1), data / "val.pt", vocabulary="ours")
+    (data / "metadata.json").write_text(json.dumps({"num_ids": 20, "vocabulary": {"digest": "ours"}}))
+    trained = {"trained_on": file_sha256(data / "train.pt"), "vocabulary": "ours"}
+    save_model(VGAE(20), "vgae", {"num_ids": 20}, data / "vgae.pt", **trained)
+    save_model(GAT(20), "gat", {"num_ids": 20}, data / "gat.pt", **trained)
+    return {
+        "fit": data / "val.pt",
+        "metadata": data / "metadata.json",
+        "vgae": data / "vgae.pt",
+        "gat": data / "gat.pt",
+    }
+
+
+def test_the_dqn_wrappers_refusal_of_graphs_it_must_not_learn_from_is_one_line_naming_both_files(
+    tmp_path, capsys
+):
+    # kdgat.training.data's refusals of graph files (of another preprocess run, the base models' training graphs,
+    # stop graphs that are the fit graphs) were plain ValueErrors: the train_dqn wrapper logged them as a bug,
+    # with a traceback, and Snakemake showed that traceback.
+    import shutil
+
+    from kdgat.training.settings import StageSettings
+
+    settings = StageSettings.from_config({"device": "cpu"}, "dqn", "teacher").as_dict()
+    inputs = _dqn_inputs(tmp_path)
+    copy = shutil.copyfile(inputs["fit"], tmp_path / "data" / "copy_of_val.pt")
+    message = wrapper_refusal("train_dqn", tmp_path, capsys, {**inputs, "stop": copy}, {"settings": settings})
+    assert message.startswith(
+        f"{copy}: the stop graphs are the fit graphs {inputs['fit']}; give another split"
+    )
+
+    train = tmp_path / "data" / "train.pt"
+    message = wrapper_refusal("train_dqn", tmp_path, capsys, {**inputs, "fit": train}, {"settings": settings})
+    assert message.startswith(f"{train}: the fit graphs are the graphs vgae ({inputs['vgae']}) and gat")
+
+    theirs = tmp_path / "data" / "theirs.pt"
+    save_graphs(toy_graphs(6, num_ids=20, seed=2), theirs, vocabulary="theirs")
+    message = wrapper_refusal(
+        "train_dqn", tmp_path, capsys, {**inputs, "fit": theirs}, {"settings": settings}
+    )
+    assert message.startswith(
+        f"{theirs} (fit) and {inputs['metadata']} (metadata) are of different preprocess runs"
+    )

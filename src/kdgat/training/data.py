@@ -57,7 +57,8 @@ def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, 
     ``models`` (``{name: model.pt}``) was trained on: outputs on a model's own training graphs are near perfect,
     and a fusion learnt from them copies that model (the kd_gat module gives held-out graphs: kd_gat.dqn.fit_split).
     This also covers a direct library call or ``kdgat train dqn --fit``, which no schema checks.
-    Models that record no training file (older files) are not compared."""
+    Models that record no training file (older files) are not compared. A refusal is a FileContentError naming
+    both files, the user's mistake (a wrapper prints one line, no traceback)."""
     recorded = {
         name: trained_on(existing_input(path, name, "a model.pt")) for name, path in models.items() if path
     }
@@ -67,7 +68,7 @@ def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, 
         digest = file_sha256(existing_input(path, role, GRAPH_FILE))
         trained = [f"{name} ({models[name]})" for name, seen in recorded.items() if seen == digest]
         if trained:
-            raise ValueError(
+            raise FileContentError(
                 f"{path}: the {role} graphs are the graphs {' and '.join(trained)} trained on; the DQN must learn "
                 "from graphs its base models did not train on (kd_gat.dqn.fit_split: fusion or val, never train)"
             )
@@ -78,9 +79,12 @@ def refuse_stop_graphs_that_are_the_fit_graphs(
 ) -> None:
     """The DQN's early stopping and its keep-or-fall-back judgement on the graphs it learnt from (``--stop`` the
     ``--fit`` file or a copy) gave a wrong agent and exit 0, as a VGAE or GAT ``val.pt`` that is its ``train.pt``
-    would (refused by their stage); the settings refuse ``fit_split == stop_split`` for the same reason."""
-    if stop and file_sha256(stop) == file_sha256(fit):
-        raise ValueError(
+    would (refused by their stage); the settings refuse ``fit_split == stop_split`` for the same reason. A
+    FileContentError names both files."""
+    if stop and file_sha256(existing_input(stop, "stop", GRAPH_FILE)) == file_sha256(
+        existing_input(fit, "fit", GRAPH_FILE)
+    ):
+        raise FileContentError(
             f"{stop}: the stop graphs are the fit graphs {fit}; give another split (kd_gat.dqn.stop_split) or "
             "none, to stop on blocks held out of the fit graphs"
         )
@@ -106,8 +110,8 @@ def check_one_preprocess_run(
     (e.g. ``--fit``) to a file; the vocabulary digest each records (kdgat.graph_store.vocabulary_digest; a VGAE/GAT
     model.pt records its training graphs') and ``metadata``'s ``vocabulary.digest`` must agree. With ``train`` (the
     job's training graphs) every model that records ``trained_on`` must have been trained on that very file, and
-    models that record it must agree with each other. Files written before these were recorded cannot be checked:
-    a warning names them."""
+    models that record it must agree with each other; a refusal is a FileContentError naming both files. Files
+    written before these were recorded cannot be checked: a warning names them."""
     seen: list[tuple[str, str, str]] = []  # (digest, role, path)
     unchecked = []
 
@@ -117,7 +121,7 @@ def check_one_preprocess_run(
             return
         for first, first_role, first_path in seen:
             if first != digest:
-                raise ValueError(
+                raise FileContentError(
                     f"{path} ({role}) and {first_path} ({first_role}) are of different preprocess runs (another "
                     f"dataset or the dataset preprocessed again): their CAN-ID vocabularies differ (digest "
                     f"{digest[:12]} against {first[:12]}), so the same ID index means another CAN ID in each; give "
@@ -142,14 +146,14 @@ def check_one_preprocess_run(
     expected = file_sha256(train) if train and Path(train).is_file() and learnt else None
     for role, (path, learnt_on) in learnt.items():
         if expected is not None and learnt_on != expected:
-            raise ValueError(
+            raise FileContentError(
                 f"{path} ({role}) was trained on another train.pt than this job's {train} (another dataset or "
                 "preprocess run): its ID embeddings mean another vocabulary's IDs; give the model trained on "
                 "these graphs, or the graphs it was trained on"
             )
         first_role, (first_path, first) = next(iter(learnt.items()))
         if learnt_on != first:
-            raise ValueError(
+            raise FileContentError(
                 f"{path} ({role}) and {first_path} ({first_role}) were trained on different train.pt files "
                 "(another dataset or preprocess run); give models trained on one preprocess run"
             )
