@@ -152,6 +152,7 @@ def test_the_libraries_errors_for_bad_input_are_input_errors_that_keep_their_own
     from kdgat.files import FileContentError
     from kdgat.layout import LayoutError, PreprocessError
     from kdgat.rule_items import RuleItemError
+    from kdgat.runtime import GPUUnusableError
     from kdgat.tracking.settings import TrackingError
     from kdgat.training.settings import SettingsError
     from output_locks import LockOfAnotherUser, OutputInUse
@@ -164,7 +165,7 @@ def test_the_libraries_errors_for_bad_input_are_input_errors_that_keep_their_own
         RuleItemError: ValueError, TrackingError: ValueError, SettingsError: ValueError, ContractError: ValueError,
         BenchmarkFileError: ValueError, LearnedResourcesError: ValueError, OutputInUse: BlockingIOError,
         LockOfAnotherUser: PermissionError, PreprocessError: ValueError, FileContentError: ValueError,
-        EvaluationSettingsError: ValueError,
+        EvaluationSettingsError: ValueError, GPUUnusableError: RuntimeError,
     }  # fmt: skip
     assert [error for error, base in bases.items() if not issubclass(error, base)] == []
     assert [error for error in bases if not issubclass(error, InputError)] == []

@@ -17,7 +17,7 @@ import warnings
 
 import pytest
 import torch
-from testkit import REPO, pretend_cpu_wheel
+from testkit import REPO, pretend_cpu_wheel, wrapper_refusal
 
 from kdgat import runtime
 from kdgat.evaluation.run import evaluate_files
@@ -39,6 +39,13 @@ BUILD_ARCHS = {
 }
 VERSION = torch.__version__.split("+")[0]
 V100, A100, H100, B200 = (7, 0), (8, 0), (9, 0), (10, 0)
+# What torch.cuda.get_device_name and nvidia-smi call each.
+GPU_NAMES = {
+    V100: "Tesla V100-SXM2-16GB",
+    A100: "NVIDIA A100-SXM4-40GB",
+    H100: "NVIDIA H100 80GB HBM3",
+    B200: "NVIDIA B200",
+}
 # The functions that ask nvidia-smi, before any test replaces them.
 CAPABILITY_FROM_NVIDIA_SMI = runtime.capability_from_nvidia_smi
 DRIVER_FROM_NVIDIA_SMI = runtime.driver_from_nvidia_smi
@@ -75,8 +82,12 @@ def cuda_build(
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if available else 0)
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: BUILD_ARCHS[flavour])
     monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_name", lambda index=0: GPU_NAMES[get_device_capability(index)]
+    )
     monkeypatch.setattr(runtime, "capability_from_nvidia_smi", lambda: capability)
     monkeypatch.setattr(runtime, "driver_from_nvidia_smi", lambda: driver)
+    monkeypatch.setattr(runtime, "name_from_nvidia_smi", lambda: GPU_NAMES.get(capability))
 
 
 def refusal_holding_gpu(monkeypatch, visible: str = "0") -> str:
@@ -505,6 +516,38 @@ def test_training_with_device_auto_stops_on_a_gpu_it_cannot_use(no_gpu_env, tmp_
             settings=settings,
             outputs={name: tmp_path / name for name in ("model", "metrics", "history")},
         )
+
+
+@pytest.mark.parametrize("wrapper", ["train_vgae", "evaluate_detector"])
+def test_a_wrapper_given_a_gpu_its_torch_cannot_run_ends_on_the_one_line_naming_the_gpu_and_the_builds_archs(
+    no_gpu_env, tmp_path, capsys, wrapper
+):
+    # GPUUnusableError was a RuntimeError: the wrappers logged it as a bug, with a traceback above the message that
+    # already says what to install. The job stops on the GPU before it reads an input.
+    cuda_build(no_gpu_env, "cu130", V100)
+    no_gpu_env.setenv("CUDA_VISIBLE_DEVICES", "0")  # what SLURM sets for a job holding a GPU
+    empty = tmp_path / "empty.pt"  # the evaluation refuses a missing input before it chooses the device
+    empty.touch()
+    if wrapper == "train_vgae":
+        settings = StageSettings.from_config({"device": "auto"}, "vgae", "teacher").as_dict()
+        inputs, params, outputs = (
+            dict.fromkeys(("train", "val", "metadata"), empty),
+            {"settings": settings},
+            None,
+        )
+    else:
+        inputs = dict.fromkeys(("vgae", "gat", "dqn", "val", "test"), empty)
+        params = {"dataset": "hcrl_sa", "variant": "teacher", "device": "auto"}
+        outputs = {name: f"{name}.{suffix}" for name, suffix in
+                   (("metrics", "json"), ("scores", "parquet"), ("roc", "svg"), ("pr", "svg"), ("confusion", "svg"))}  # fmt: skip
+    message = wrapper_refusal(wrapper, tmp_path, capsys, inputs, params, outputs)
+    assert message.startswith(
+        "this job holds a GPU (CUDA_VISIBLE_DEVICES=0) and the device is 'auto', but torch "
+    )
+    assert (
+        f"has no kernels for this GPU: compute capability 7.0 (sm_70) of the {GPU_NAMES[V100]}, the build has "
+        f"{' '.join(BUILD_ARCHS['cu130'])}. Install a build that has them: {CU126_INSTALL}"
+    ) in message
 
 
 def evaluate_empty_files(tmp_path, device: str) -> None:

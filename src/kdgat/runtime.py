@@ -44,8 +44,10 @@ class DeviceSettingError(ValueError, InputError):
     """A device setting that names no device torch knows; the message names the config key."""
 
 
-class GPUUnusableError(RuntimeError):
-    """The job holds a GPU (or asked for CUDA) but this torch build cannot run on it."""
+class GPUUnusableError(RuntimeError, InputError):
+    """The job holds a GPU (or asked for CUDA) but this torch build cannot run on it. The message names the GPU
+    and says what to install or set: a wrapper ends on it with that one line and exit status 1, no traceback
+    (there is no code to read, only the environment or the device setting to fix)."""
 
 
 def held_gpus(environ=None) -> str | None:
@@ -129,6 +131,23 @@ def capability_from_nvidia_smi() -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def name_from_nvidia_smi() -> str | None:
+    """The first visible GPU's name as nvidia-smi reports it (e.g. Tesla V100-SXM2-16GB); None if unknown."""
+    lines = (query_nvidia_smi("name") or "").strip().splitlines()
+    # nvidia-smi without a working driver prints its complaint ("NVIDIA-SMI has failed ...") on stdout
+    return lines[0].strip() if lines and "NVIDIA-SMI" not in lines[0] else None
+
+
+def gpu_name(index: int = 0) -> str | None:
+    """CUDA device ``index``'s name: torch's where it can ask the GPU, else nvidia-smi's; None if unknown."""
+    if torch.version.cuda is not None and torch.cuda.is_available():
+        try:
+            return torch.cuda.get_device_name(index)
+        except (AssertionError, RuntimeError):  # torch's answers for an index it does not see
+            return None
+    return name_from_nvidia_smi()
+
+
 def driver_from_nvidia_smi() -> str | None:
     """The NVIDIA driver version nvidia-smi reports (e.g. 535.104.05); None without nvidia-smi or answer."""
     match = re.match(r"\s*(\d+(?:\.\d+)*)", query_nvidia_smi("driver_version") or "")
@@ -183,9 +202,11 @@ def cuda_problem(index: int = 0) -> str | None:
     capability = tuple(torch.cuda.get_device_capability(index)) if available else capability_from_nvidia_smi()
     arch_list = torch.cuda.get_arch_list()
     if capability and not any(arch_runs_on(arch, capability) for arch in arch_list):
+        name = gpu_name(index)
         return (
             f"{build} has no kernels for this GPU: compute capability {capability[0]}.{capability[1]} "
-            f"(sm_{capability[0]}{capability[1]}), the build has {' '.join(arch_list) or 'none'}. "
+            f"(sm_{capability[0]}{capability[1]}){f' of the {name}' if name else ''}, the build has "
+            f"{' '.join(arch_list) or 'none'}. "
             f"Install a build that has them: {install_command(capability)}"
         )
     if not available:

@@ -23,6 +23,7 @@ from kdgat.cli.progress import MODES, ProgressBar, configure_logging, wants_bar
 from kdgat.cli.steps import add_baselines, add_evaluate, add_preprocess, add_summarize
 from kdgat.cli.train import add_parser as add_train
 from kdgat.logs import Terminated, sigterm_as_exit
+from wrapper_rules import InputError
 
 log = logging.getLogger("kdgat.cli")
 
@@ -122,11 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _explained(error: Exception) -> bool:
-    """Errors whose message is the whole story (bad input, settings or device), shown without a traceback."""
-    if isinstance(error, OSError | ValueError):
-        return True
-    runtime = sys.modules.get("kdgat.runtime")  # loaded whenever a device was chosen
-    return runtime is not None and isinstance(error, runtime.GPUUnusableError)
+    """Errors whose message is the whole story (bad input, settings or device: an InputError, as
+    kdgat.runtime.GPUUnusableError), shown without a traceback."""
+    return isinstance(error, OSError | ValueError | InputError)
 
 
 if __name__ == "__main__":
