@@ -707,3 +707,39 @@ def test_the_dqn_wrappers_refusal_of_graphs_it_must_not_learn_from_is_one_line_n
     assert message.startswith(
         f"{theirs} (fit) and {inputs['metadata']} (metadata) are of different preprocess runs"
     )
+
+
+@pytest.mark.parametrize(
+    ("stage", "argument", "value", "refusal"),
+    [
+        ("gat", "dropuot", 0.1, "unknown"),
+        ("gat", "dropout", 1.5, ".dropout: expected a number in [0, 1), got 1.5"),
+        ("vgae", "latent_dim", 0, ".latent_dim: expected an integer >= 1, got 0"),
+        ("dqn", "hidden", 2.5, ".hidden: expected an integer >= 1, got 2.5"),
+    ],
+)
+def test_model_arguments_of_a_training_wrappers_settings_are_refused_as_those_of_a_preset(
+    tmp_path, capsys, stage, argument, value, refusal
+):
+    # A hand-written params.settings (StageSettings.from_dict) reached the model's constructor unchecked: torch's
+    # traceback ("dropout probability has to be between 0 and 1", "unexpected keyword argument 'dropuot'"). The
+    # same mistake in a preset of the config (the workflow's module and the kdgat command) was one line: now both
+    # say the same, each naming where the arguments were given.
+    from kdgat.presets import MODEL_ARGUMENTS
+    from kdgat.training.settings import SettingsError, StageSettings
+
+    if refusal == "unknown":
+        refusal = f": unknown model arguments [{argument!r}]; known: {list(MODEL_ARGUMENTS[stage])}"
+    settings = StageSettings.from_config({"device": "cpu"}, stage, "teacher").as_dict()
+    settings["model"][argument] = value
+    never = tmp_path / "never_read"
+    graphs = {"fit": never, "vgae": never, "gat": never} if stage == "dqn" else {"train": never, "val": never}
+    inputs = {**graphs, "metadata": never, **({"vgae": never} if stage == "gat" else {})}
+    message = wrapper_refusal(f"train_{stage}", tmp_path, capsys, inputs, {"settings": settings})
+    assert message == f"training settings 'model'{refusal}"
+
+    preset = {part: StageSettings.from_config({}, part, "teacher").model for part in ("vgae", "gat", "dqn")}
+    preset[stage][argument] = value
+    with pytest.raises(SettingsError) as error:
+        StageSettings.from_config({"teacher_preset": "mine", "presets": {"mine": preset}}, stage, "teacher")
+    assert str(error.value) == f"kd_gat.presets.mine.{stage}{refusal}"

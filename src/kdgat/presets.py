@@ -167,12 +167,19 @@ def resolve_preset(name: str, stage: str, custom: dict | None = None, key: str =
         raise ValueError(
             f"kd_gat.presets.{name}.{stage}: expected a mapping of model arguments, got {arguments!r}"
         )
+    problem = model_argument_problem(stage, arguments, f"kd_gat.presets.{name}.{stage}")
+    if problem:
+        raise ValueError(problem)
+    return copy.deepcopy(arguments)
+
+
+def model_argument_problem(stage: str, arguments: Mapping, where: str) -> str | None:
+    """Why the ``stage`` model cannot take ``arguments`` (``where``: the config key or setting that gives them): an
+    unknown argument, naming the known ones, or the first value it cannot take, naming its key; None when it takes
+    them. The one message for a preset (the workflow's config, the kdgat command) and a training job's settings."""
     unknown = sorted(set(arguments) - set(MODEL_ARGUMENTS[stage]))
     if unknown:
-        raise ValueError(
-            f"kd_gat.presets.{name}.{stage}: unknown model arguments {unknown}; "
-            f"known: {list(MODEL_ARGUMENTS[stage])}"
-        )
+        return f"{where}: unknown model arguments {unknown}; known: {list(MODEL_ARGUMENTS[stage])}"
     for key, expected, value in argument_problems(stage, arguments):
-        raise ValueError(f"kd_gat.presets.{name}.{stage}.{key}: expected {expected}, got {value!r}")
-    return copy.deepcopy(arguments)
+        return f"{where}.{key}: expected {expected}, got {value!r}"
+    return None

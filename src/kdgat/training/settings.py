@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdgat.chain import STAGES, STUDENT_KD, TEACHER, VARIANTS, preset_of
-from kdgat.presets import argument_problems, resolve_preset
+from kdgat.presets import argument_problems, model_argument_problem, resolve_preset
 from wrapper_rules import InputError
 
 
@@ -275,6 +275,16 @@ class StageSettings:
                 f"unknown variant {self.variant!r} (kd_gat.variants); expected one of {VARIANTS}"
             )
         _seed(self.seed)
+        # A preset's arguments were checked as the preset was read; settings given whole (a training wrapper's
+        # params.settings, from_dict) reached the model's constructor, and torch's traceback, unchecked.
+        where = "training settings 'model'"
+        if not isinstance(self.model, Mapping):
+            raise SettingsError(
+                f"{where}: expected a mapping of the {self.stage} model's arguments, got {self.model!r}"
+            )
+        problem = model_argument_problem(self.stage, self.model, where)
+        if problem:
+            raise SettingsError(problem)
         needs = {"vgae": "loss", "gat": "curriculum", "dqn": "dqn"}
         for stage, name in needs.items():
             if (getattr(self, name) is not None) != (stage == self.stage):
