@@ -237,6 +237,43 @@ def test_score_graphs_scores_in_eval_mode_and_leaves_each_models_mode_as_it_was(
         score_graphs(*models, [], batch_size=16)
 
 
+def test_scoring_hands_the_callers_models_back_unmoved_and_in_each_submodules_mode_even_when_it_fails(
+    chain, monkeypatch
+):
+    """score_graphs and fusion_inputs moved the caller's models to the scoring device in place (``.to(device)``: a
+    model on the CPU scored on CUDA stayed on the GPU), set every submodule to the model's own mode afterwards (a
+    head frozen in eval mode came back training), and left them in eval mode when scoring failed part-way."""
+    from kdgat.models import VGAE
+
+    _, outputs = chain
+    models = [load_model(outputs("teacher", stage)["model"]) for stage in ("vgae", "gat", "dqn")]
+    for model in models:
+        model.train()
+    models[1].head.eval()  # a GAT whose classifier head the caller keeps frozen
+    modes = [[module.training for module in model.modules()] for model in models]
+    moved = []
+    to = torch.nn.Module.to
+    monkeypatch.setattr(
+        torch.nn.Module, "to", lambda module, *a, **k: moved.append(module) or to(module, *a, **k)
+    )
+    graphs = toy_graphs(30, num_ids=20, seed=5)
+    score_graphs(*models, graphs, batch_size=16)
+    assert [module for module in moved if any(module is model for model in models)] == []
+    assert [[module.training for module in model.modules()] for model in models] == modes
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("out of memory")  # as a GPU says it, part-way through the graphs
+
+    monkeypatch.setattr(VGAE, "graph_errors", fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        score_graphs(*models, graphs, batch_size=16)
+    assert [[module.training for module in model.modules()] for model in models] == modes
+    if torch.cuda.is_available():  # a GPU machine: scored there, the caller's CPU models stay on the CPU
+        monkeypatch.undo()
+        score_graphs(*models, graphs, batch_size=16, device="cuda")
+        assert {parameter.device.type for model in models for parameter in model.parameters()} == {"cpu"}
+
+
 def test_dqn_learns_from_the_fit_file_and_stops_on_the_stop_file(chain, tmp_path):
     root, outputs = chain
     data = root / "graphs"

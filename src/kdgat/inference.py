@@ -10,8 +10,11 @@ kdgat.evaluation refuses), fusion_score ((1−α)·vgae_score + α·gat_prob) an
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import pandas as pd
@@ -27,56 +30,82 @@ from kdgat.runtime import select_device
 __all__ = ["Detection", "WindowDetector", "fusion_inputs", "score_graphs"]
 
 
+def scoring_device(device) -> torch.device:
+    """``device`` (a setting such as ``auto``, or a torch.device) as the tensors on it name it: plain ``cuda`` is
+    the current GPU's index, so that a model already there is recognised (``cuda`` != ``cuda:0`` in torch)."""
+    device = select_device(device) if isinstance(device, str) else torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@contextlib.contextmanager
+def evaluated(device: torch.device, *models: torch.nn.Module) -> Iterator[list[torch.nn.Module]]:
+    """``models`` in eval mode on ``device`` for the block, the caller's models handed back as they came: a model
+    already on ``device`` is used itself and each of its submodules gets its train/eval mode back however the
+    block ends; a model elsewhere is scored as a copy on ``device`` (``.to()`` would move the caller's model: one on
+    the CPU scored on CUDA stayed on the GPU). Give models on ``device`` to save that copy on every call."""
+    modes = [(module, module.training) for model in models for module in model.modules()]
+    used = [
+        model
+        if all(t.device == device for t in itertools.chain(model.parameters(), model.buffers()))
+        else copy.deepcopy(model).to(device)
+        for model in models
+    ]
+    try:
+        yield [model.eval() for model in used]
+    finally:
+        for module, training in modes:
+            module.training = training  # each submodule's own: train(mode) would set them all alike
+
+
 @torch.no_grad()
 def fusion_inputs(
     vgae: VGAE, gat: GAT, graphs, batch_size: int = 256, device="cpu"
 ) -> dict[str, torch.Tensor]:
-    """Per-graph quantities the fusion needs, on CPU: the 15-D DQN state and its ingredients.
+    """Per-graph quantities the fusion needs, on CPU: the 15-D DQN state and its ingredients. The models score in
+    eval mode on ``device`` and are handed back unchanged (``evaluated``).
 
     State = VGAE [feature MSE, neighbour BCE, ID CE, z mean, z std, z max, z min, calibrated anomaly error]
           + GAT  [p(normal), p(attack), embedding mean, std, max, min, confidence 1 − H(p)/ln 2].
     """
-    device = select_device(device) if isinstance(device, str) else device
+    device = scoring_device(device)
     graphs = list(graphs)
     check_vocabulary(graphs, vgae.num_ids, gat.embedding.num_embeddings)
-    vgae_was_training, gat_was_training = vgae.training, gat.training
-    vgae.eval().to(device)
-    gat.eval().to(device)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("state", "anomaly", "p_attack", "error", "label")}
-    for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
-        batch = batch.to(device)
-        errors = vgae.graph_errors(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
-        anomaly = vgae.calibrated_anomaly(errors["anomaly_error"])
-        embedding = gat.embed(batch.x, batch.edge_index, batch.batch)
-        probs = torch.softmax(gat.head(embedding), dim=1)
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
-        state = torch.stack(
-            [
-                errors["feature_mse"],
-                errors["neighbour_bce"],
-                errors["id_ce"],
-                errors["z_mean"],
-                errors["z_std"],
-                errors["z_max"],
-                errors["z_min"],
-                anomaly,
-                probs[:, 0],
-                probs[:, 1],
-                embedding.mean(dim=1),
-                embedding.std(dim=1, unbiased=False),
-                embedding.max(dim=1).values,
-                embedding.min(dim=1).values,
-                1.0 - entropy / math.log(2.0),
-            ],
-            dim=1,
-        )
-        parts["state"].append(state.float().cpu())
-        parts["anomaly"].append(anomaly.float().cpu())
-        parts["p_attack"].append(probs[:, 1].float().cpu())
-        parts["error"].append(errors["anomaly_error"].float().cpu())
-        parts["label"].append(batch.y.view(-1).long().cpu())
-    vgae.train(vgae_was_training)
-    gat.train(gat_was_training)
+    with evaluated(device, vgae, gat) as (vgae, gat):
+        for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
+            batch = batch.to(device)
+            errors = vgae.graph_errors(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
+            anomaly = vgae.calibrated_anomaly(errors["anomaly_error"])
+            embedding = gat.embed(batch.x, batch.edge_index, batch.batch)
+            probs = torch.softmax(gat.head(embedding), dim=1)
+            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
+            state = torch.stack(
+                [
+                    errors["feature_mse"],
+                    errors["neighbour_bce"],
+                    errors["id_ce"],
+                    errors["z_mean"],
+                    errors["z_std"],
+                    errors["z_max"],
+                    errors["z_min"],
+                    anomaly,
+                    probs[:, 0],
+                    probs[:, 1],
+                    embedding.mean(dim=1),
+                    embedding.std(dim=1, unbiased=False),
+                    embedding.max(dim=1).values,
+                    embedding.min(dim=1).values,
+                    1.0 - entropy / math.log(2.0),
+                ],
+                dim=1,
+            )
+            parts["state"].append(state.float().cpu())
+            parts["anomaly"].append(anomaly.float().cpu())
+            parts["p_attack"].append(probs[:, 1].float().cpu())
+            parts["error"].append(errors["anomaly_error"].float().cpu())
+            parts["label"].append(batch.y.view(-1).long().cpu())
     if not parts["state"]:
         raise ValueError("no graphs to score")
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -103,13 +132,11 @@ def check_vocabulary(graphs: list, vgae_ids: int, gat_ids: int) -> None:
 @torch.no_grad()
 def score_graphs(vgae, gat, dqn, graphs, batch_size: int = 256, device="cpu") -> pd.DataFrame:
     """One row per graph (in input order): label, vgae_error, vgae_score, gat_prob, fusion_alpha, fusion_score,
-    fusion_pred."""
-    device = select_device(device) if isinstance(device, str) else device
+    fusion_pred. The models score in eval mode on ``device`` and are handed back unchanged (``evaluated``)."""
+    device = scoring_device(device)
     inputs = fusion_inputs(vgae, gat, graphs, batch_size=batch_size, device=device)
-    dqn_was_training = dqn.training
-    dqn.eval().to(device)
-    actions, chosen = (part.cpu() for part in dqn.decide(inputs["state"].to(device)))
-    dqn.train(dqn_was_training)
+    with evaluated(device, dqn) as (dqn,):
+        actions, chosen = (part.cpu() for part in dqn.decide(inputs["state"].to(device)))
     alpha, score, pred = fuse(actions, inputs["anomaly"], inputs["p_attack"], chosen)
     return pd.DataFrame(
         {
