@@ -727,11 +727,27 @@ def test_a_fusion_that_picks_the_better_input_of_each_seed_holds_the_floor():
 
 
 def test_an_f1_equal_to_flagging_every_window_is_not_above_chance():
-    # Flagging every window scores exactly chance_f1(share); the floor demands more, not as much (F1 computed by
-    # a metric may land one ulp either side of chance_f1, so the boundary is pinned with the value itself).
+    # Flagging every window scores exactly chance_f1(share); the floor demands more, not as much (an F1 computed
+    # by a metric one ulp above chance_f1:
+    # test_a_detector_that_flags_every_window_is_not_above_chance_whatever_the_rounding).
     chance = chance_f1(20 / 50)
     floors = floor_table(_floor_rows({"gat": [chance] * 3, "vgae": [chance + 0.01] * 3, "fusion": [0.9] * 3}))
     passed = floors[floors["check"] == "f1_above_chance"].set_index("model")["passed"]
+    assert not passed["gat"] and passed["vgae"] and passed["fusion"]
+
+
+@pytest.mark.parametrize("n, n_attack, seeds", [(10, 3, 1), (200, 6, 3), (50, 20, 3), (213, 50, 3)])
+def test_a_detector_that_flags_every_window_is_not_above_chance_whatever_the_rounding(n, n_attack, seeds):
+    # Its F1, 2·tp / (2·tp + fp) from binary_metrics, equals chance_f1(n_attack / n) but is computed another way,
+    # and its mean over seeds another again: on 3 attacks in 10 windows (one seed), and on 6 in 200 (the mean of
+    # 3 seeds), it came out one ulp above chance_f1, and a score-blind detector passed the floor.
+    labels = np.r_[np.zeros(n - n_attack, dtype=int), np.ones(n_attack, dtype=int)]
+    flag_all = binary_metrics(labels, np.ones(n), np.ones(n, dtype=int))["f1"]
+    rows = _floor_rows(
+        {"gat": [flag_all] * seeds, "vgae": [0.99] * seeds, "fusion": [0.99] * seeds}, n=n, n_attack=n_attack
+    )
+    passed = floor_table(rows).query("check == 'f1_above_chance'").set_index("model")["passed"]
+    assert flag_all == pytest.approx(chance_f1(n_attack / n))
     assert not passed["gat"] and passed["vgae"] and passed["fusion"]
 
 
