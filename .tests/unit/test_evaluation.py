@@ -137,6 +137,17 @@ def test_youden_threshold_ties_go_to_the_higher_threshold():
     assert choice.threshold == pytest.approx(0.4)
 
 
+def test_youden_threshold_ties_go_to_the_higher_threshold_when_float_rounding_splits_them():
+    # 10 attacks and 10 normals, scores 20, 19, ..., 1 (attack when >= t). t = 17: TPR 3/10, FPR 1/10; t = 13: TPR
+    # 5/10, FPR 3/10: J = 1/5 both, the best. In floats 0.3 - 0.1 = 0.19999999999999998 < 0.5 - 0.3 = 0.2, so
+    # the lower threshold won, with two more false alarms on validation for the same J.
+    labels = [0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    scores = np.arange(20, 0, -1, dtype=float)
+    choice = youden_threshold(labels, scores)
+    assert choice.youden_j == pytest.approx(0.2)
+    assert choice.threshold == 17.0
+
+
 def test_youden_threshold_with_one_class_only():
     only_normal = youden_threshold([0, 0, 0], [0.1, 0.5, 0.3])
     assert only_normal.threshold > 0.5 and only_normal.youden_j is None
