@@ -240,6 +240,15 @@ def test_the_youden_threshold_is_optimal_under_the_vgaes_own_rule_error_above_th
     assert np.array_equal(calibrated > 0.5, errors > threshold)
 
 
+def test_the_vgaes_youden_ties_go_to_the_higher_threshold_when_float_rounding_splits_them():
+    """Cuts at errors 17 and 13 have the same J = 1/5 (3/10 − 1/10 and 5/10 − 3/10), which floats tell apart by an
+    ulp: the higher cut (fewer false alarms) must win, as in the evaluation's youden_threshold."""
+    errors = np.arange(20, 0, -1, dtype=np.float64)
+    labels = np.array([0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    threshold, method = vgae_training.fit_threshold(errors, labels)
+    assert method == "youden_j" and threshold == 16.5  # halfway between the cut 17 and the error below it
+
+
 @pytest.mark.parametrize(
     ("errors", "labels"),
     [

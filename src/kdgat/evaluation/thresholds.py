@@ -104,15 +104,20 @@ def youden_threshold(labels: Any, scores: Any) -> ThresholdChoice:
     if not (y == 0).any():
         return ThresholdChoice(float(score.min()), None, "no normal windows: the lowest score")
     fpr, tpr, thresholds = roc_curve(y, score, drop_intermediate=False)
-    # J compared exactly, as tp·N − fp·P in integers: in floats two equal J can differ by an ulp (0.3 − 0.1 <
-    # 0.5 − 0.3), and the lower threshold won the tie. The rates are counts / N or P, so rint recovers the counts.
-    positives, negatives = int((y == 1).sum()), int((y == 0).sum())
+    # Index 0 is sklearn's "+inf" threshold (predict nothing); never a useful choice.
+    best = youden_best_index(y, fpr[1:], tpr[1:]) + 1
+    return ThresholdChoice(float(thresholds[best]), float(tpr[best] - fpr[best]), "Youden's J on validation")
+
+
+def youden_best_index(labels: np.ndarray, fpr: np.ndarray, tpr: np.ndarray) -> int:
+    """The index of the largest Youden's J = TPR − FPR of a ROC curve of 0/1 ``labels`` (sklearn's order, the
+    highest threshold first), the first of equal ones: the highest threshold wins a tie. J is compared exactly, as
+    tp·N − fp·P in integers: in floats two equal J can differ by an ulp (0.3 − 0.1 < 0.5 − 0.3) and the lower
+    threshold won. The rates are counts / P or N, so rint recovers the counts."""
+    positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
     true_positives = np.rint(tpr * positives).astype(np.int64)
     false_positives = np.rint(fpr * negatives).astype(np.int64)
-    # Index 0 is sklearn's "+inf" threshold (predict nothing); never a useful choice.
-    scaled_j = (true_positives * negatives - false_positives * positives)[1:]
-    best = int(np.argmax(scaled_j)) + 1  # argmax returns the first maximum = the highest threshold
-    return ThresholdChoice(float(thresholds[best]), float(tpr[best] - fpr[best]), "Youden's J on validation")
+    return int(np.argmax(true_positives * negatives - false_positives * positives))
 
 
 def model_decisions(

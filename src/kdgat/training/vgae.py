@@ -22,6 +22,7 @@ import torch
 from sklearn.metrics import roc_curve
 
 from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
+from kdgat.evaluation.thresholds import youden_best_index
 from kdgat.models import VGAE
 from kdgat.models.vgae import ERROR_TERMS, error_statistics, standardised_error, vgae_loss
 from kdgat.runtime import autocast, seed_everything
@@ -63,7 +64,7 @@ def fit_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
     lies halfway between t and the highest error below it."""
     if len(np.unique(labels)) == 2:
         fpr, tpr, thresholds = roc_curve(labels, errors)
-        best = int(np.argmax(tpr - fpr))
+        best = youden_best_index(labels, fpr, tpr)  # ties to the higher threshold, as the evaluation's
         cut = float(thresholds[best])
         below = errors[errors < cut]
         if np.isfinite(cut) and below.size:  # J > 0: some normal error lies below the cut
