@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from config_messages import config_problem, duplicate_keys, overridden_values
+from config_messages import config_location, config_problem, duplicate_keys, overridden_values
 
 SCHEMA = {
     "type": "object",
@@ -184,3 +184,48 @@ def test_a_config_file_value_that_config_replaces_is_named_with_both_values(tmp_
     ]
     assert overridden_values([mine], {"calibration": {"backend": {"kind": "service"}}}) == []
     assert overridden_values([mine], {"targets": {"calibration": False}}) == []
+
+
+def test_a_key_of_a_module_given_part_of_the_config_is_named_as_the_config_files_name_it(tmp_path):
+    """A downstream Snakefile imports a module with `config: config["lab"]`: its keys were named without `lab.` and
+    looked up at the top of the config files, so a key set in one was said to be set in none."""
+    file = configfile(tmp_path, "lab.yaml", {"lab": {"kd_gat": {"seeds": [1], "epochs": "three"}}})
+    config = {"kd_gat": {"seeds": [1], "epochs": "three"}}
+    line = config_problem(problem_of(config), [file], {}, prefix=["lab"], module="kd_gat")
+    assert line == (
+        f"config key lab.kd_gat.epochs (set in {file}; module kd_gat sees it as kd_gat.epochs): "
+        "'three' is not of type 'integer'"
+    )
+    unknown = {"kd_gat": {"seeds": [1], "epoch": 3}}
+    line = config_problem(problem_of(unknown), [file], {"lab": unknown}, prefix=["lab"], module="kd_gat")
+    assert line == (
+        "config key lab.kd_gat.epoch (set in --config; module kd_gat sees it as kd_gat.epoch): an unknown key; "
+        "lab.kd_gat takes ['epochs', 'seeds']"
+    )
+    line = config_problem(problem_of({"kd_gat": {}}), [file], {}, prefix=["lab"], module="kd_gat")
+    assert line.startswith(
+        f"config key lab.kd_gat.seeds (set in {file}; module kd_gat sees it as kd_gat.seeds): "
+    )
+    assert line.endswith("a required key is missing from lab.kd_gat")
+
+
+def test_a_key_of_a_module_given_a_mapping_built_in_the_snakefile_names_no_file(tmp_path):
+    """`config: {**config["lab"], ...}` is no part of the workflow's config: its keys cannot be looked up in the
+    config files, and saying "set in no config file" would send the reader to look for a default."""
+    file = configfile(tmp_path, "lab.yaml", {"kd_gat": {"seeds": [1], "epochs": "three"}})
+    config = {"kd_gat": {"seeds": [1], "epochs": "three"}}
+    line = config_problem(problem_of(config), [file], {}, prefix=None, module="kd_gat")
+    assert line == (
+        "config key kd_gat.epochs (of the config the importing workflow gives module kd_gat: a mapping that is no "
+        "part of the workflow's config, so no config file can be named): 'three' is not of type 'integer'"
+    )
+
+
+def test_the_location_of_a_modules_config_is_found_by_identity_or_not_at_all():
+    lab = {"kd_gat": {"seeds": [1]}}
+    shared = {"seeds": [2]}
+    workflow_config = {"labs": [{"name": "a"}, {"conf": lab}], "x": shared, "y": shared}
+    assert config_location(workflow_config, workflow_config) == []
+    assert config_location(workflow_config, lab) == ["labs", 1, "conf"]
+    assert config_location(workflow_config, dict(lab)) is None  # a copy: equal, not the same mapping
+    assert config_location(workflow_config, shared) is None  # a YAML alias: two places, neither named

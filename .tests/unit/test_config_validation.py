@@ -421,6 +421,41 @@ def test_one_preprocess_module_feeds_two_kd_gat_modules_the_way_the_data_prefix_
     assert "run_a/results/preprocess" not in proc.stdout and "run_b/results/preprocess" not in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (
+            'config["lab"]',
+            r"config key lab\.kd_gat\.epoch \(set in lab\.yaml; module kd_gat sees it as kd_gat\.epoch\): an "
+            r"unknown key; lab\.kd_gat takes",
+        ),
+        (
+            'dict(config["lab"])',
+            r"config key kd_gat\.epoch \(of the config the importing workflow gives module kd_gat: a mapping that "
+            r"is no part of the workflow's config, so no config file can be named\): an unknown key; kd_gat takes",
+        ),
+    ],
+)
+def test_a_module_reused_with_part_of_the_config_names_the_key_as_the_config_file_does(
+    tmp_path: Path, given: str, named: str
+) -> None:
+    """A downstream Snakefile importing the kd_gat module with `config: config["lab"]`: a misspelt key was named
+    kd_gat.epoch, "set in no config file or --config", where lab.yaml sets lab.kd_gat.epoch."""
+    (tmp_path / "lab.yaml").write_text(
+        yaml.safe_dump({"lab": {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3], "epoch": 3}}})
+    )
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
+        f"    config:\n        {given}\n\n\nuse rule * from kd_gat as lab_*\n"
+    )
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    said = proc.stdout.splitlines()[1]
+    assert re.fullmatch(named + r" \[.*'seeds'.*\]", said), said
+    assert "no config file or --config: a default" not in proc.stdout
+
+
 @pytest.mark.parametrize("module", ["preprocess", "kd_gat", "evaluation"])
 def test_a_module_reused_alone_names_a_misspelt_learned_resources_key_without_a_traceback(
     tmp_path: Path, module: str

@@ -1,7 +1,8 @@
 """One line per bad config key, for a config that fails its JSON schema: the key's dotted name, the config file(s)
 or ``--config`` that set it, and what was expected. Snakemake's own message names the key only as
 ``On instance['a']['b']`` after a dump of the schema. Pure Python: workflow/modules/config_check.smk calls it with
-jsonschema's error, the workflow's config files and its ``--config`` overrides.
+jsonschema's error, the workflow's config files and its ``--config`` overrides. A key of a module imported with
+``config: config["lab"]`` is named as those name it, lab.kd_gat.epochs (``config_location``).
 """
 
 from __future__ import annotations
@@ -11,33 +12,38 @@ from pathlib import Path
 import yaml
 
 
-def config_problem(problem, configfiles, overrides) -> str:
+def config_problem(problem, configfiles, overrides, prefix=(), module=None) -> str:
     """One line for a config that fails the schema: the dotted key, the config file(s) or --config that set it
-    (none: a default) and what was expected."""
+    (none: a default) and what was expected. ``prefix``: where the validated config sits in the workflow's config
+    (``config_location``), [] for the whole of it; None where it is no part of it (the importing workflow built it):
+    the key is then named as ``module`` sees it, and no file can be."""
     path = list(problem.absolute_path)
+    placed = [*(prefix or ()), *path]  # the key as the workflow's config files and --config name it
     expected = problem.message
     if problem.validator == "additionalProperties":
         known = sorted(problem.schema.get("properties", {}))
         keys = [path + [name] for name in sorted(set(problem.instance) - set(known))]
-        expected = f"an unknown key; {_dotted(path) or 'the top level'} takes {known}"
+        expected = f"an unknown key; {_dotted(placed) or 'the top level'} takes {known}"
     elif problem.validator == "required":
         present = problem.instance if isinstance(problem.instance, dict) else {}
         keys = [path + [name] for name in problem.validator_value if name not in present]
-        expected = f"a required key is missing from {_dotted(path) or 'the config'}"
+        expected = f"a required key is missing from {_dotted(placed) or 'the config'}"
     elif "propertyNames" in problem.relative_schema_path:  # a name, judged as the instance
         keys = [path + [problem.instance]]
         expected = f"{problem.message} (a name not allowed there)"
     else:
         keys = [path]
+    if prefix is None:
+        return "\n".join(_unplaced(key, expected, module) for key in keys)
     lines = []
     for key in keys:
-        dotted = _dotted(key)
+        dotted = _dotted([*prefix, *key])
         # the files that gave the refused value (a name refused: every file naming it)
         # (a required key: every file giving the mapping it is missing from)
-        looked_up = path if problem.validator == "required" else key
+        looked_up = [*prefix, *(path if problem.validator == "required" else key)]
         culprit = (
             (lambda value: value is not _MISSING)
-            if looked_up != path or problem.validator == "required"
+            if looked_up != placed or problem.validator == "required"
             else (lambda value: value == problem.instance)
         )
         sources = [
@@ -47,14 +53,49 @@ def config_problem(problem, configfiles, overrides) -> str:
         if from_cli:
             sources.append("--config")
         where = ", ".join(sources) or "no config file or --config: a default, or the Snakefile"
+        if prefix and module:
+            where += f"; module {module} sees it as {_dotted(key)}"
         hint = ""
-        if from_cli and len(key) > 1 and isinstance(problem.instance, str) and problem.validator == "type":
+        if (
+            from_cli
+            and len(prefix) + len(key) > 1
+            and isinstance(problem.instance, str)
+            and problem.validator == "type"
+        ):
             hint = (
                 "; --config reads every value inside a mapping as text (kd_gat='{seeds: [1]}' gives '1'): set "
                 "nested numbers and booleans in a --configfile"
             )
         lines.append(f"config key {dotted or '(the whole config)'} (set in {where}): {expected}{hint}")
     return "\n".join(lines)
+
+
+def config_location(workflow_config, validated):
+    """Where ``validated`` sits in ``workflow_config``, as a list of names and indexes: [] when it is the whole of
+    it, ["lab"] for a module imported with ``config: config["lab"]``. Found by identity, as Snakemake hands a
+    module the very mapping its ``config:`` names; None where it is no part of it (a copy, a mapping built in the
+    Snakefile) or sits in two places (a YAML alias), so that no key is named where it may not be."""
+    found = list(_locations(workflow_config, validated, []))
+    return found[0] if len(found) == 1 else None
+
+
+def _locations(data, wanted, path):
+    if data is wanted:
+        yield path
+        return
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for name, value in items:
+        if isinstance(value, dict | list):
+            yield from _locations(value, wanted, [*path, name])
+
+
+def _unplaced(key, expected, module):
+    """The line for a key of a config the importing workflow built: named as the module sees it."""
+    given = f"the config the importing workflow gives module {module}" if module else "the config given here"
+    return (
+        f"config key {_dotted(key) or '(the whole config)'} (of {given}: a mapping that is no part of the "
+        f"workflow's config, so no config file can be named): {expected}"
+    )
 
 
 def duplicate_keys(configfiles) -> list[str]:

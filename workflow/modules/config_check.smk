@@ -1,7 +1,7 @@
 # Config validation shared by the main workflow and every module: the module's schema, and on a refusal one line
 # per bad key before Snakemake's own message (its dotted name, the config file or --config that set it and what
 # was expected). Snakemake names the key only as On instance['a']['b'] after a dump of the schema.
-from config_messages import config_problem, duplicate_keys, overridden_values
+from config_messages import config_location, config_problem, duplicate_keys, overridden_values
 from jsonschema.exceptions import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
@@ -33,4 +33,8 @@ def validate_config(schema):
             raise
         configfiles = workflow.configfiles
         overrides = dict(workflow.config_settings.config)
-        raise WorkflowError(config_problem(problem, configfiles, overrides), error) from None
+        # A module imported with `config: config["lab"]` validates that mapping: its keys are named from the
+        # workflow's config (the outermost one, which the config files and --config fill), lab.kd_gat.epochs.
+        prefix = config_location(workflow.modifier_stack[0].globals["config"], config)
+        lines = config_problem(problem, configfiles, overrides, prefix, workflow.modifier.namespace)
+        raise WorkflowError(lines, error) from None
