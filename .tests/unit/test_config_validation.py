@@ -421,6 +421,22 @@ def test_one_preprocess_module_feeds_two_kd_gat_modules_the_way_the_data_prefix_
     assert "run_a/results/preprocess" not in proc.stdout and "run_b/results/preprocess" not in proc.stdout
 
 
+@pytest.mark.parametrize("prefix", ["./results/preprocess", "results//preprocess/"])
+def test_a_data_prefix_written_another_way_reads_the_preprocess_modules_outputs(
+    tmp_path: Path, prefix: str
+) -> None:
+    """kd_gat.data_prefix: ./results/preprocess got Snakemake's warning about the ./, then a missing input: the
+    training rules read ./results/preprocess/<dataset>/train.pt, which no rule writes."""
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, ("kd_gat", "data_prefix"), prefix), tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "starts with './'" not in proc.stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))
+    assert int(jobs["kd_gat_train_vgae_teacher"]) == len(DEFAULT_CONFIG["datasets"]) * len(
+        DEFAULT_CONFIG["kd_gat"]["seeds"]
+    )
+    assert int(jobs["preprocess_build_graphs"]) == len(DEFAULT_CONFIG["datasets"])
+
+
 @pytest.mark.parametrize(
     ("given", "named"),
     [

@@ -1208,6 +1208,35 @@ def test_the_data_prefix_of_a_valid_config():
     assert configured_data_prefix({"kd_gat": {"data_prefix": "/data/graphs/"}}) == "/data/graphs"
 
 
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("./results/preprocess", "results/preprocess"),
+        ("results//preprocess/", "results/preprocess"),
+        ("results/./preprocess", "results/preprocess"),
+        ("../shared/graphs", "../shared/graphs"),
+        ("/data/./graphs", "/data/graphs"),
+    ],
+)
+def test_the_data_prefix_is_normalized_as_snakemake_matches_paths_as_written(given, used):
+    """./results/preprocess/<dataset>/train.pt is no output of the preprocess module (results/preprocess/...):
+    Snakemake warned of the ./ and then stopped on a missing input."""
+    from kdgat.evaluation.targets import configured_data_prefix
+
+    assert configured_data_prefix({"kd_gat": {"data_prefix": given}}) == used
+
+
+@pytest.mark.parametrize("prefix", [".", "./", "results/.."])
+def test_a_data_prefix_that_is_the_working_directory_is_refused_naming_the_key(prefix):
+    from kdgat.evaluation.targets import configured_data_prefix
+
+    with pytest.raises(
+        ValueError,
+        match=rf"^config key 'kd_gat\.data_prefix' is {re.escape(repr(prefix))}, the working directory itself: ",
+    ):
+        configured_data_prefix({"kd_gat": {"data_prefix": prefix}})
+
+
 def test_the_evaluation_targets_of_a_valid_config():
     from kdgat.evaluation.targets import configured_datasets, configured_seeds, configured_variants
 

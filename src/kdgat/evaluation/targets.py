@@ -7,6 +7,7 @@ naming the config key, not become a traceback, an empty run or a wrong set of jo
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -47,15 +48,24 @@ def kd_gat_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def configured_data_prefix(config: Mapping[str, Any]) -> str:
-    """``kd_gat.data_prefix`` (results/preprocess when absent) without a trailing slash: a non-empty path, as the
-    kd_gat schema has it (an empty one would look the graphs up under /)."""
+    """``kd_gat.data_prefix`` (results/preprocess when absent), normalized (no ./, // or trailing slash): a
+    non-empty path, as the kd_gat schema has it (an empty one would look the graphs up under /). Snakemake matches
+    paths as written, so ./results/preprocess/x/train.pt was no output of the preprocess module (a missing input)."""
     prefix = kd_gat_section(config).get("data_prefix", "results/preprocess")
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(
             "config key 'kd_gat.data_prefix' must be the directory holding the preprocess outputs, a non-empty path; "
             f"got {prefix!r}"
         )
-    return prefix.rstrip("/")
+    normalized = posixpath.normpath(prefix).rstrip("/")
+    if (
+        normalized == "."
+    ):  # <dataset>/train.pt would be written ./<dataset>/train.pt: matched by no rule either
+        raise ValueError(
+            f"config key 'kd_gat.data_prefix' is {prefix!r}, the working directory itself: name the directory "
+            "holding the dataset folders (results/preprocess for the preprocess module's outputs)"
+        )
+    return normalized
 
 
 def configured_variants(config: Mapping[str, Any]) -> list[str]:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 from kdgat.chain import STAGES, SWEEP_RULE, VARIANTS as ALL_VARIANTS, training_rule
-from kdgat.evaluation.targets import configured_datasets
+from kdgat.evaluation.targets import configured_data_prefix, configured_datasets
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import StageSettings
 from snakemake.exceptions import WorkflowError
@@ -18,13 +18,14 @@ if not config.get("datasets"):
     )
 try:  # the names only (no schema checks them here): a string would be the datasets 't', 'i', 'n', 'y'
     DATASETS = configured_datasets(config)
+    # normalized: ./results/preprocess would match no output of the preprocess module (results/preprocess/...)
+    DATA = configured_data_prefix(config)
 except ValueError as error:
     raise WorkflowError(str(error)) from None
 VARIANTS = [variant for variant in ALL_VARIANTS if variant in KD["variants"]]
 # Every variant is trained once per seed: the {seed} level of the paths (a student_kd distils from the teacher of
 # its own seed).
 SEEDS = [int(seed) for seed in KD["seeds"]]
-DATA = KD["data_prefix"].rstrip("/")
 RESOURCES = KD["resources"]
 
 
