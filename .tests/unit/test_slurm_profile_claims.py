@@ -122,11 +122,15 @@ finally:
 
 
 def dry_run_with_the_profile(
-    workdir: Path, *configfiles: Path, later_profiles: tuple[Path, ...] = ()
+    workdir: Path,
+    *configfiles: Path,
+    later_profiles: tuple[Path, ...] = (),
+    targets: tuple[str, ...] = (),
+    snakefile: Path = REPO / "workflow" / "Snakefile",
 ) -> subprocess.CompletedProcess:
-    """`snakemake -n --profile profiles/slurm` of the main workflow, no sbatch on PATH, checks not switched off,
-    `later_profiles` layered after it. --cores 64: a dry run caps every rule's threads at --cores (1 by
-    default), a SLURM run does not."""
+    """`snakemake -n --profile profiles/slurm` of the main workflow (or `snakefile`) for `targets` (its default
+    target when none), no sbatch on PATH, checks not switched off, `later_profiles` layered after it. --cores 64: a
+    dry run caps every rule's threads at --cores (1 by default), a SLURM run does not."""
     probe = workdir / "probe.py"
     probe.write_text(GROUP_PROBE)
     env = {name: value for name, value in os.environ.items() if name != "SNAKEMAKE_SLURM_CHECKS"}
@@ -144,7 +148,7 @@ def dry_run_with_the_profile(
             str(PROFILE),
             *(argument for later in later_profiles for argument in ("--profile", str(later))),
             "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
+            str(snakefile),
             "--configfile",
             str(SHIPPED_CONFIG),
             *map(str, configfiles),
@@ -153,6 +157,7 @@ def dry_run_with_the_profile(
             "--dry-run",
             "--cores",
             "64",
+            *targets,
         ],
         capture_output=True,
         text=True,
@@ -264,6 +269,45 @@ def test_evaluation_gpu_is_refused_in_the_dry_run_while_the_evaluations_share_th
     ) in output, output[-3000:]
     assert "Set evaluation.gpu to 0" in output
     assert "(profiles/slurm/README.md, Evaluation group)" in output
+
+
+def refused_evaluation_gpu(result: subprocess.CompletedProcess, prefix: str) -> None:
+    """The dry run stopped on evaluation.gpu in the group job, the rules named as the workflow names them."""
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert (
+        f"evaluation.gpu is 1, but under profiles/slurm rule {prefix}evaluate_teacher is in the group job "
+        f"'evaluation' with {prefix}baselines, {prefix}evaluate_student, {prefix}evaluate_student_kd, "
+        f"{prefix}summarize_dataset: inside a group job the slurm plugin asks srun for a GPU per member"
+    ) in output, output[-3000:]
+
+
+@pytest.mark.parametrize("target", ["evaluation_all", "results/evaluation/summary.csv"])
+def test_evaluation_gpu_is_refused_for_a_target_other_than_all_that_needs_an_evaluation(tmp_path, target):
+    """The refusal ran in the input of `rule all` only: `snakemake evaluation_all` (or a summary file) under the
+    profile passed the dry run and submitted the group jobs that SLURM refuses."""
+    refused_evaluation_gpu(
+        dry_run_with_the_profile(tmp_path, evaluation_gpu_config(tmp_path), targets=(target,)), "evaluation_"
+    )
+
+
+def test_evaluation_gpu_is_not_refused_for_a_target_that_needs_no_evaluation(tmp_path):
+    result = dry_run_with_the_profile(tmp_path, evaluation_gpu_config(tmp_path), targets=("kd_gat_all",))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_evaluation_gpu_is_refused_for_the_evaluation_module_imported_alone(tmp_path):
+    """A downstream Snakefile importing only the evaluation module (its rules renamed lab_*) never reached the
+    check, which lived in the main workflow's common.smk."""
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        f'module evaluation:\n    snakefile:\n        "{REPO}/workflow/modules/evaluation/Snakefile"\n'
+        "    config:\n        config\n\n\nuse rule * from evaluation as lab_*\n"
+    )
+    result = dry_run_with_the_profile(
+        tmp_path, evaluation_gpu_config(tmp_path), targets=("lab_all",), snakefile=snakefile
+    )
+    refused_evaluation_gpu(result, "lab_")
 
 
 def readme_gpu_evaluation_profile() -> str:

@@ -14,6 +14,7 @@ from kdgat.evaluation.targets import (
 )
 from kdgat.tracking import TrackingSettings
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import ExecMode
 
 EVALUATION = config["evaluation"]
 
@@ -41,11 +42,56 @@ except ValueError as error:
 # the runs of the models it evaluated. An object, so Snakemake leaves it out of the params rerun trigger.
 TRACKING = TrackingSettings.from_config(kd_gat_section(config).get("tracking"))
 REPORT = "../../report"
+# The evaluation rules' names as the workflow knows them (behind the importing `use rule ... as` prefix).
+EVALUATION_RULES = {
+    workflow.modifier.modify_rulename(evaluation_rule(variant)) for variant in VARIANTS
+}
 
 
-# The notebook rule shells out to `papermill` (or `jupyter-nbconvert`); when Snakemake is started as
-# `.venv/bin/snakemake` without activating the venv they are not on PATH. Put the running interpreter's bin first.
-_interpreter_bin = str(Path(sys.executable).parent)
-if _interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
-    # (sets PATH for this process's local subprocesses; not a required input, so no `envvars:` assertion)
-    os.environ.update(PATH=os.pathsep.join([_interpreter_bin, os.environ.get("PATH", "")]))
+def refuse_gpu_evaluations_in_group_jobs():
+    """evaluation.gpu > 0 is refused under profiles/slurm (it sets SNAKEMAKE_SLURM_PROFILE; a dry run's executor
+    is Snakemake's dryrun, not slurm) while an evaluation rule shares its group with other rules, because inside
+    a group job the slurm jobstep asks srun for the sum of the members' GPUs, more than the job holds. Called
+    while the DAG is built, by every evaluation job's input (AfterTheGroupCheck), so for any target that
+    needs one, in the main workflow or wherever this module is imported: a later profile's `groups` have taken
+    effect then (Rule.group reads them), and no job is submitted yet; only on the driver (the jobs inherit the
+    variable)."""
+    if not (
+        EVALUATION["gpu"]
+        and os.environ.get("SNAKEMAKE_SLURM_PROFILE")
+        and workflow.exec_mode == ExecMode.DEFAULT
+    ):
+        return
+    for member in workflow.rules:
+        if member.name not in EVALUATION_RULES or member.group is None:
+            continue
+        others = sorted(
+            other.name
+            for other in workflow.rules
+            if other.group == member.group and other.name != member.name
+        )
+        if others:
+            raise WorkflowError(
+                f"evaluation.gpu is {EVALUATION['gpu']}, but under profiles/slurm rule {member.name} is in the "
+                f"group job {member.group!r} with {', '.join(others)}: inside a group job the slurm plugin asks "
+                f"srun for a GPU per member, more than the job holds, and SLURM refuses the job. Set "
+                f"evaluation.gpu to 0 (the evaluation runs on CPUs), or give the evaluation rules their own jobs "
+                f"with a later profile (profiles/slurm/README.md, Evaluation group)"
+            )
+
+
+class AfterTheGroupCheck:
+    """An input of the evaluation rules: ``pattern`` (Snakemake fills in its wildcards and the module's prefix, as
+    for a string), given once refuse_gpu_evaluations_in_group_jobs has passed. A callable, so that Snakemake calls
+    it while it builds the DAG, for every evaluation job any target needs; written as its pattern, so that a
+    listing of the rules' inputs shows the path."""
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+    def __call__(self, wildcards):
+        refuse_gpu_evaluations_in_group_jobs()
+        return self.pattern
+
+    def __str__(self):
+        return self.pattern
