@@ -90,3 +90,21 @@ def test_every_module_learns_from_the_history_of_a_dataset_its_config_no_longer_
         "evaluation_baselines": learned,
         "kd_gat_train_dqn_teacher": learned,
     }
+
+
+def test_the_evaluation_module_puts_the_running_interpreters_bin_on_path(tmp_path: Path, monkeypatch) -> None:
+    """The notebook rule shells out to papermill; `.venv/bin/snakemake` run without activating the venv must still
+    find it: parsing the evaluation module puts the interpreter's bin folder first on PATH (a refactoring once
+    dropped those lines unnoticed)."""
+    import os
+    import sys
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    first = parsed_workflow(
+        tmp_path, config, 'import os; print(json.dumps(os.environ["PATH"].split(os.pathsep)[0]))'
+    )
+    assert (
+        first == str(Path(sys.executable).parent)
+        and str(Path(sys.executable).parent) not in os.environ["PATH"]
+    )

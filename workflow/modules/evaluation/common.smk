@@ -48,6 +48,14 @@ EVALUATION_RULES = {
 }
 
 
+# The notebook rule shells out to `papermill` (or `jupyter-nbconvert`); when Snakemake is started as
+# `.venv/bin/snakemake` without activating the venv they are not on PATH. Put the running interpreter's bin first.
+_interpreter_bin = str(Path(sys.executable).parent)
+if _interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
+    # (sets PATH for this process's local subprocesses; not a required input, so no `envvars:` assertion)
+    os.environ.update(PATH=os.pathsep.join([_interpreter_bin, os.environ.get("PATH", "")]))
+
+
 def refuse_gpu_evaluations_in_group_jobs():
     """evaluation.gpu > 0 is refused under profiles/slurm (it sets SNAKEMAKE_SLURM_PROFILE; a dry run's executor
     is Snakemake's dryrun, not slurm) while an evaluation rule shares its group with other rules, because inside
