@@ -7,8 +7,9 @@ import re
 
 import pandas as pd
 import pytest
+import yaml
 from evaluation.pipeline_run import DATASET, SEED, VARIANTS, shared_run
-from testkit import REPO
+from testkit import REPO, run_snakemake
 
 from kdgat.chain import MODELS
 
@@ -146,3 +147,45 @@ def test_calibration_captions_name_the_refine_trials_the_figures_draw():
     assert "the refine step's trials (more replicates per set) are black crosses" in caption(
         "calibration_history"
     )
+
+
+CALIBRATION_REPORT_FILES = (
+    "calibration.html", "fit.png", "loss.png", "history.png", "sweep/sweep.html", "sweep/outputs.png",
+    "sweep/series.png",
+)  # fmt: skip
+
+
+def test_two_calibrations_in_one_report_are_told_apart_by_their_names(tmp_path):
+    """A downstream workflow importing the calibration module twice (two models, two `calibration.name`s): the
+    report listed eight items named fit.png, loss.png, ... under "Other", with the same captions, so nothing said
+    which fit was which. Each item is now filed and labelled under its calibration's name."""
+    names = ("sir_a", "sir_b")
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({name: {"calibration": {"name": name}} for name in names})
+    )
+    imports = "".join(
+        f'module {name}:\n    snakefile:\n        "{REPO}/workflow/modules/calibration/Snakefile"\n'
+        f"    config:\n        config[{name!r}]\n\n\nuse rule * from {name} as {name}_*\n\n\n"
+        for name in names
+    )
+    targets = "".join(f"        rules.{name}_all.input,\n" for name in names)
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "config.yaml"\n\n\n{imports}rule all:\n    default_target: True\n    input:\n{targets}'
+    )
+    # --report reads only the files it shows, so stand-ins for them spare running the calibrations
+    for name in names:
+        for relative in CALIBRATION_REPORT_FILES:
+            path = tmp_path / f"results/calibration/{name}/{relative}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"<html>{name}</html>" if path.suffix == ".html" else "")
+    run_snakemake("--report", "report.html", cwd=tmp_path)
+    report = (tmp_path / "report.html").read_text()
+    results, categories = embedded(report, "results"), embedded(report, "categories")
+    for category in ("Calibration", "Simulation sweep"):
+        assert set(categories[category]) == set(names), categories[category]
+        for name in names:
+            files = categories[category][name]
+            assert all(path.startswith(f"results/calibration/{name}/") for path in files), files
+            labels = [results[path]["labels"] for path in files]
+            assert all(label["calibration"] == name for label in labels), labels
+            assert len({label["figure"] for label in labels}) == len(files), labels
