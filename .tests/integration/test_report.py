@@ -189,3 +189,21 @@ def test_two_calibrations_in_one_report_are_told_apart_by_their_names(tmp_path):
             labels = [results[path]["labels"] for path in files]
             assert all(label["calibration"] == name for label in labels), labels
             assert len({label["figure"] for label in labels}) == len(files), labels
+
+
+def test_the_roc_caption_names_the_false_positive_rates_the_evaluation_was_given(tmp_path):
+    """The ROC caption said the detection rate is in metrics.json "at FPR 5 % / 1 % / 0.1 %" whatever
+    evaluation.fpr_targets held; it now names the rates the job was given."""
+    (tmp_path / "rates.yaml").write_text(yaml.safe_dump({"evaluation": {"fpr_targets": [0.1, 0.02]}}))
+    evaluated = tmp_path / "results/evaluation/synth_hcrl/seed_42/teacher"
+    evaluated.mkdir(parents=True)
+    for figure in ("roc", "pr", "confusion"):  # --report reads only the job's report items
+        (evaluated / f"{figure}.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    roc = str((evaluated / "roc.svg").relative_to(tmp_path))
+    run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(REPO / "config/config.yaml"), str(tmp_path / "rates.yaml"),
+        "--report", "report.html", roc, cwd=tmp_path,
+    )  # fmt: skip
+    text = " ".join(embedded((tmp_path / "report.html").read_text(), "results")[roc]["caption"].split())
+    assert "the detection rate at FPR 10 % / 2 % (evaluation.fpr_targets)" in re.sub(r"<[^>]+>", "", text)
