@@ -197,7 +197,7 @@ def slow_write(temporary):
     (folder / "writing").touch()
     time.sleep(60)
 
-with failure_logged("GAT training"):
+with failure_logged("GAT training", checkpoint=folder / "out" / "last.pt"):
     atomic_write(folder / "out" / "last.pt", slow_write)
 """
 
@@ -228,13 +228,17 @@ def test_a_sigterm_in_the_block_is_one_line_naming_it_and_propagates_with_status
     written is whole, without a traceback (a signal is no bug); the process ends with the shell's status for it."""
     log = tmp_path / "job.log"
     configure(log)
-    with pytest.raises(Terminated) as ended, failure_logged("GAT training", logger="kdgat.training"):
+    with (
+        pytest.raises(Terminated) as ended,
+        failure_logged("GAT training", logger="kdgat.training", checkpoint="ck/last.pt"),
+    ):
         raise Terminated
     assert ended.value.code == 143
     lines = log.read_text().splitlines()
     expected = (
         " ERROR kdgat.training: GAT training stopped by SIGTERM (a walltime, scancel or pod deletion): what was "
-        "written is whole, and a rerun resumes from the last checkpoint"
+        "written is whole, and a rerun resumes from the last checkpoint, ck/last.pt (from the start if none was "
+        "written)"
     )
     assert len(lines) == 1 and lines[0].endswith(expected), lines
     assert capsys.readouterr().err == ""

@@ -636,6 +636,65 @@ def test_the_monitoring_param_reaches_the_library_with_the_simulation_settings(
     assert "monitoring" not in kwargs
 
 
+# -- what a kdgat wrapper stopped by a signal says of the rerun ------------------------------------------------------
+TRAINING_FILES = {
+    "input": {"train": "train.pt", "val": "val.pt", "metadata": "metadata.json"},
+    "output": {"model": "model.pt", "metrics": "metrics.json", "history": "history.csv"},
+}
+BUILD_GRAPHS_FILES = {
+    "input": {"train": "train.csv", "test": "test.csv"},
+    "output": {name: f"{name}.out" for name in ("train", "val", "test", "vocab", "metadata")},
+}
+EVALUATION_FILES = {
+    "input": {name: f"{name}.pt" for name in ("vgae", "gat", "dqn", "val", "test")},
+    "output": {name: f"{name}.out" for name in ("metrics", "scores", "roc", "pr", "confusion")},
+}
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "library", "files", "params", "rerun"),
+    [
+        ("train_gat", "kdgat.training.gat.run", TRAINING_FILES, {"settings": {}, "checkpoint": "ck/last.pt"},
+         "a rerun resumes from the last checkpoint, ck/last.pt (from the start if none was written)"),
+        ("train_gat", "kdgat.training.gat.run", TRAINING_FILES, {"settings": {}}, "a rerun starts it again"),
+        ("build_graphs", "kdgat.preprocess.preprocess_dataset", BUILD_GRAPHS_FILES,
+         {"test_scenario_of_file": "attack"}, "a rerun starts it again"),
+        ("evaluate_detector", "kdgat.evaluation.run.evaluate_files", EVALUATION_FILES,
+         {"dataset": "toy", "variant": "large"}, "a rerun starts it again"),
+    ],
+)  # fmt: skip
+def test_a_kdgat_wrapper_stopped_by_sigterm_says_a_rerun_resumes_only_where_it_has_a_checkpoint(
+    wrapper, library, files, params, rerun, monkeypatch, caplog
+):
+    """Every kdgat wrapper said "a rerun resumes from the last checkpoint", also build_graphs, the evaluation and a
+    training rule without params.checkpoint, whose rerun starts the job again."""
+    import importlib
+    import runpy
+    from types import SimpleNamespace
+
+    from kdgat.logs import Terminated
+
+    def stopped(**kwargs):
+        raise Terminated
+
+    module, function = library.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), function, stopped)
+    monkeypatch.setattr("kdgat.logs.configure", lambda path: None)  # keep the test process's log handlers
+    snakemake = SimpleNamespace(
+        input=_Section(files["input"]),
+        output=_Section(files["output"]),
+        params=_Section(params),
+        log=_Section(),
+        threads=1,
+    )
+    with pytest.raises(Terminated):
+        runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
+    (line,) = [record.getMessage() for record in caplog.records if "stopped by" in record.getMessage()]
+    assert line.startswith(f"{wrapper} stopped by SIGTERM (") and line.endswith(
+        f"what was written is whole, and {rerun}"
+    )
+
+
 # -- a rule's items of one value ------------------------------------------------------------------------------------
 def test_one_value_is_a_list_of_one_and_names_pair_with_files_or_are_refused_naming_both() -> None:
     from kdgat.rule_items import listed, paired

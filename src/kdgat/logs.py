@@ -70,17 +70,27 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def failure_logged(what: str, logger: str = "kdgat") -> contextlib.AbstractContextManager[None]:
+def failure_logged(
+    what: str, logger: str = "kdgat", *, checkpoint: str | os.PathLike | None = None
+) -> contextlib.AbstractContextManager[None]:
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``) is
     logged as the one line ``<what> failed: <message>``, also on stderr, and ends the process with status 1 and no
     traceback (``wrapper_rules.refuse_input``). Any other exception is logged with its traceback as ``<what>
     failed``, then re-raised unchanged. A SIGTERM during the block is logged as such (no traceback) and ends the
-    process with status 143 (``sigterm_as_exit``). The frame is ``wrapper_rules.failure_logged``, as simcal's."""
+    process with status 143 (``sigterm_as_exit``); the line says that a rerun resumes from ``checkpoint`` where the
+    job has one (a training rule's ``params.checkpoint``), else that it starts the job again. The frame is
+    ``wrapper_rules.failure_logged``, as simcal's."""
 
     def stopped(stop: BaseException) -> str:
+        if checkpoint:
+            rerun = (
+                f"a rerun resumes from the last checkpoint, {checkpoint} (from the start if none was written)"
+            )
+        else:
+            rerun = "a rerun starts it again"
         return (
-            f"{what} stopped by SIGTERM (a walltime, scancel or pod deletion): what was written is whole, and a rerun "
-            "resumes from the last checkpoint"
+            f"{what} stopped by SIGTERM (a walltime, scancel or pod deletion): what was written is whole, and "
+            f"{rerun}"
         )
 
     return wrapper_rules.failure_logged(what, logging.getLogger(logger), Terminated, stopped, sigterm_as_exit)

@@ -29,7 +29,8 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("train_vgae"):
+# A SIGTERM's log line says a rerun resumes from the checkpoint only where the rule gives one.
+with failure_logged("train_vgae", checkpoint=snakemake.params.get("checkpoint")):
     # Snakemake's benchmark of a resumed job covers only the epochs run now: a mark next to it keeps that time
     # out of the learned runtime (resource_history.resumed); a job that started afresh drops an old mark.
     mark_if_resumed(
