@@ -1117,6 +1117,32 @@ def test_sigterm_is_a_message_saying_how_to_resume_and_exit_status_143(tmp_path,
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_sighup_is_a_message_saying_how_to_resume_and_exit_status_129(tmp_path, monkeypatch, stderr_text):
+    """What a closing terminal or ssh session sends: handled as SIGTERM is, one line naming SIGHUP and the shell's
+    status for it; the handler found before is back afterwards."""
+
+    def terminated(**_):
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)  # the handler raises at the next bytecode; never reached
+        raise AssertionError("SIGHUP did not stop the run")
+
+    def ignored(signum, frame):  # were SIGHUP left alone, its default action would end pytest itself
+        pass
+
+    import kdgat.training.vgae
+
+    monkeypatch.setattr(kdgat.training.vgae, "run", terminated)
+    previous = signal.signal(signal.SIGHUP, ignored)
+    try:
+        args = ["train", "vgae", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"]
+        assert main(args) == 128 + signal.SIGHUP
+        assert "kdgat train vgae: stopped by SIGHUP; run the same command again to resume" in stderr_text()
+        assert "Traceback" not in stderr_text()
+        assert signal.getsignal(signal.SIGHUP) is ignored
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_the_library_defaults_the_commands_use_are_the_schemas():
     """A key the config leaves out (the command sees the raw file, the workflow the validated config) means the
     same: the defaults of what each command passes on equal the module schemas' defaults."""

@@ -221,10 +221,30 @@ def test_sigterm_during_a_write_leaves_no_temporary_file_and_says_why_the_job_en
     assert "Traceback" not in text
 
 
+def test_sighup_during_a_write_leaves_no_temporary_file_and_says_why_the_job_ended(tmp_path):
+    """A closed terminal or ssh session sends SIGHUP to the Snakemake run in it and to its jobs. Only SIGTERM was
+    caught: Python's default for SIGHUP ended the process on the spot, the temporary file of a write under way
+    stayed beside the output and the log gave no reason. Now it is handled as SIGTERM is (as simcal's wrappers
+    do), with the shell's status for SIGHUP."""
+    job = subprocess.Popen(
+        [sys.executable, "-c", TERMINATED_JOB, str(tmp_path)], env={"PYTHONPATH": str(REPO / "src")}
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "writing").exists():
+        assert job.poll() is None and time.monotonic() < deadline, "the job never started writing"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGHUP)
+    assert job.wait(timeout=60) == 128 + signal.SIGHUP
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .last.pt.<hex>.tmp, no last.pt
+    text = (tmp_path / "job.log").read_text()
+    assert "GAT training stopped by SIGHUP (its terminal or ssh session closed)" in text
+    assert "Traceback" not in text
+
+
 def test_a_sigterm_in_the_block_is_one_line_naming_it_and_propagates_with_status_143(
     tmp_path, capsys, restore_logging
 ):
-    """sigterm_as_exit turns SIGTERM into Terminated: the log says the job was stopped by it and that what was
+    """termination_as_exit turns SIGTERM into Terminated: the log says the job was stopped by it and that what was
     written is whole, without a traceback (a signal is no bug); the process ends with the shell's status for it."""
     log = tmp_path / "job.log"
     configure(log)
@@ -244,11 +264,12 @@ def test_a_sigterm_in_the_block_is_one_line_naming_it_and_propagates_with_status
     assert capsys.readouterr().err == ""
 
 
-def test_the_sigterm_handler_is_given_back_after_the_block(restore_logging):
-    before = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_the_signal_handlers_are_given_back_after_the_block(signum, restore_logging):
+    before = signal.getsignal(signum)
     with failure_logged("a step"):
-        assert signal.getsignal(signal.SIGTERM) is not before
-    assert signal.getsignal(signal.SIGTERM) is before
+        assert signal.getsignal(signum) is not before
+    assert signal.getsignal(signum) is before
 
 
 def test_outside_the_main_thread_the_sigterm_handler_is_left_alone_and_a_failure_still_logged(

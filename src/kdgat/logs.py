@@ -44,30 +44,42 @@ def configure_wrapper(what, logs, rule, takes, optional) -> None:
 
 
 class Terminated(SystemExit):
-    """SIGTERM as an exception: what SLURM sends at the walltime or on scancel, and Kubernetes when it deletes a
-    pod. Its exit status is 143, the shell's for a process the signal ended."""
+    """A termination signal as an exception: SIGTERM, what SLURM sends at the walltime or on scancel, and
+    Kubernetes when it deletes a pod; SIGHUP, what a closing terminal or ssh session sends the Snakemake run in it
+    and its jobs. Its exit status is 128 + the signal (143 for SIGTERM), the shell's for a process the signal
+    ended."""
 
-    def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(128 + signum)
+        self.signal = signal.Signals(signum)
+
+
+# The signals turned into Terminated, each with what sends it (for the log line); simcal's wrappers take the same.
+TERMINATION_SIGNALS = {
+    signal.SIGTERM: "a walltime, scancel or pod deletion",
+    signal.SIGHUP: "its terminal or ssh session closed",
+}
 
 
 @contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """While the block runs, SIGTERM raises Terminated instead of ending the process on the spot, so that cleanup
-    runs: an atomic write in progress removes its temporary file (else a ``.<name>.<hex>.tmp`` stays beside the
-    output), and the log can say why the job ended. Only the main thread can take signals; elsewhere a no-op."""
+def termination_as_exit() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise Terminated instead of ending the process on the spot, so that
+    cleanup runs: an atomic write in progress removes its temporary file (else a ``.<name>.<hex>.tmp`` stays beside
+    the output), and the log can say why the job ended. Ctrl-C's SIGINT is Python's KeyboardInterrupt already. Only
+    the main thread can take signals; elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum, frame):
-        raise Terminated
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {signum: signal.signal(signum, terminate) for signum in TERMINATION_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def failure_logged(
@@ -76,10 +88,10 @@ def failure_logged(
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``) is
     logged as the one line ``<what> failed: <message>``, also on stderr, and ends the process with status 1 and no
     traceback (``wrapper_rules.refuse_input``). Any other exception is logged with its traceback as ``<what>
-    failed``, then re-raised unchanged. A SIGTERM during the block is logged as such (no traceback) and ends the
-    process with status 143 (``sigterm_as_exit``); the line says that a rerun resumes from ``checkpoint`` where the
-    job has one (a training rule's ``params.checkpoint``), else that it starts the job again. The frame is
-    ``wrapper_rules.failure_logged``, as simcal's."""
+    failed``, then re-raised unchanged. A SIGTERM or SIGHUP during the block is logged as such (no traceback) and
+    ends the process with status 128 + the signal (``termination_as_exit``); the line says that a rerun resumes
+    from ``checkpoint`` where the job has one (a training rule's ``params.checkpoint``), else that it starts the
+    job again. The frame is ``wrapper_rules.failure_logged``, as simcal's."""
 
     def stopped(stop: BaseException) -> str:
         if checkpoint:
@@ -88,9 +100,12 @@ def failure_logged(
             )
         else:
             rerun = "a rerun starts it again"
+        name = getattr(stop, "signal", signal.SIGTERM)
         return (
-            f"{what} stopped by SIGTERM (a walltime, scancel or pod deletion): what was written is whole, and "
-            f"{rerun}"
+            f"{what} stopped by {name.name} ({TERMINATION_SIGNALS.get(name, 'a signal')}): what was written is "
+            f"whole, and {rerun}"
         )
 
-    return wrapper_rules.failure_logged(what, logging.getLogger(logger), Terminated, stopped, sigterm_as_exit)
+    return wrapper_rules.failure_logged(
+        what, logging.getLogger(logger), Terminated, stopped, termination_as_exit
+    )

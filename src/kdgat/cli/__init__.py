@@ -22,7 +22,7 @@ from kdgat.cli.config import UsageError
 from kdgat.cli.progress import MODES, ProgressBar, configure_logging, wants_bar
 from kdgat.cli.steps import add_baselines, add_evaluate, add_preprocess, add_summarize
 from kdgat.cli.train import add_parser as add_train
-from kdgat.logs import Terminated, sigterm_as_exit
+from kdgat.logs import Terminated, termination_as_exit
 from wrapper_rules import InputError
 
 log = logging.getLogger("kdgat.cli")
@@ -99,17 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     callbacks = (ProgressBar(),) if bar else ()
     try:
-        with sigterm_as_exit():
+        with termination_as_exit():
             args.handler(args, callbacks=callbacks)
     except UsageError as error:
         log.error("kdgat %s: %s", args.command, error)
         return 2
     except (KeyboardInterrupt, Terminated) as stop:
-        # Ctrl-C or SIGTERM (a walltime, scancel): the files written so far are whole (kdgat.files), a training
-        # run keeps its last checkpoint. The exit status is the shell's for the signal: 130 or 143.
+        # Ctrl-C, SIGTERM (a walltime, scancel) or SIGHUP (a closed terminal): the files written so far are whole
+        # (kdgat.files), a training run keeps its last checkpoint. The exit status is the shell's for the signal:
+        # 130, 143 or 129.
         resumes = args.command.startswith("train") and not args.no_checkpoint
         again = "; run the same command again to resume from its checkpoint" if resumes else ""
-        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped by SIGTERM"
+        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else f"stopped by {stop.signal.name}"
         log.error("kdgat %s: %s%s", args.command, how, again)
         return 130 if isinstance(stop, KeyboardInterrupt) else stop.code
     except Exception as error:
