@@ -9,6 +9,7 @@ table's index is kept as columns unless it holds just the row numbers.
 from __future__ import annotations
 
 import re
+import signal
 
 import numpy as np
 import pandas as pd
@@ -390,6 +391,52 @@ def test_the_output_file_and_read_results_list_the_columns_in_the_documented_ord
         ordered = result.sort_values("a")
         assert ordered["status"].tolist() == ["failed", "ok"]
         assert ordered["y"].isna().tolist() == [True, False] and ordered["y"].iloc[1] == 2.0
+
+
+SIMULATIONS_IN_PARTS = 5  # one part each, and the manifest: 6 files to remove
+
+
+@pytest.mark.parametrize("removed_before_the_stop", range(1, SIMULATIONS_IN_PARTS + 1))
+def test_a_clean_up_stopped_after_the_output_is_published_leaves_the_resume_record_for_the_remaining_parts(
+    removed_before_the_stop, tmp_path, monkeypatch
+):
+    """finalize removes the parts once the output is published. A SIGTERM during that (thousands of parts on a
+    network filesystem) fails the job, and Snakemake deletes the output: the rerun must keep every part still on
+    disk. The folder went in one rmtree, in whatever order the directory lists: with _manifest.json gone first,
+    the rerun discarded every remaining part ("made by model unknown") and ran the whole sweep again. Every
+    point of interruption is tried."""
+    import os
+
+    from simcal.backends import Terminated
+
+    tasks = plan_tasks([{"a": float(i)} for i in range(SIMULATIONS_IN_PARTS)], 1)
+    store = PartStore(tmp_path / "out", {"model": "m:f"})
+    for task in tasks:
+        row = {"param_id": task.param_id, "replicate": 0, "seed": task.seed, "a": task.params["a"], "y": 1.0,
+               "status": "ok", "error": None, "duration_s": 0.1}  # fmt: skip
+        store.write(pd.DataFrame([row]), [task])
+    store.expect(tasks)
+    remove = os.unlink  # what Path.unlink and shutil.rmtree call
+    removed = []
+
+    def unlink_until_stopped(path, *args, **kwargs):
+        name = os.path.basename(path)
+        if name.startswith("part-") or name == "_manifest.json":
+            if len(removed) == removed_before_the_stop:
+                raise Terminated(128 + signal.SIGTERM)
+            removed.append(name)
+        return remove(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink_until_stopped)
+    with pytest.raises(Terminated):
+        store.finalize()
+    monkeypatch.setattr(os, "unlink", remove)
+    (tmp_path / "out").unlink()  # what Snakemake does with the outputs of a failed job
+    left = {part.name for part in store.parts()}
+    assert len(left) == len(tasks) - sum(name.startswith("part-") for name in removed)
+    rerun = PartStore(tmp_path / "out", {"model": "m:f"})
+    assert {part.name for part in rerun.parts()} == left, f"stopped after removing {removed}"
+    assert len(rerun.not_done(tasks)) == len(tasks) - len(left)
 
 
 def test_read_results_of_a_table_no_sweep_wrote_names_the_file_and_what_it_lacks(tmp_path):

@@ -239,8 +239,23 @@ class PartStore:
         if self.output.is_dir():  # a directory left by an older version of this code
             shutil.rmtree(self.output)
         atomic_write(self.output, write_single_file)
-        shutil.rmtree(self.partial)
+        self._remove_parts()
         return self.output
+
+    def _remove_parts(self) -> None:
+        """Remove ``<output>.partial``, its manifest last: a stop on the way (SIGTERM while thousands of parts go)
+        fails the job, Snakemake deletes the output, and the rerun must still find the manifest that keeps the
+        parts left (without it, they count as another model's and the whole sweep runs again)."""
+        manifest = self.partial / "_manifest.json"
+        for entry in self.partial.iterdir():
+            if entry == manifest:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        manifest.unlink(missing_ok=True)
+        self.partial.rmdir()
 
 
 def _keys(frame: pd.DataFrame):
