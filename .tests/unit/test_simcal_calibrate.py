@@ -711,6 +711,32 @@ def test_a_target_that_fails_mid_run_keeps_the_finished_rounds_trials(tmp_path, 
     assert progress["state"] == "failed" and str(kept) in progress["message"], progress
 
 
+def test_a_failed_table_of_an_earlier_run_is_gone_once_a_new_run_fails_before_any_round_finishes(
+    tmp_path, client
+):
+    """<trials>.failed.parquet stayed from an earlier failed run when a later one, with other settings, failed
+    before any round finished (and so wrote none): only a success removed it, and the researcher could take the
+    earlier run's trials for this run's. A run removes it when it starts."""
+    kept = tmp_path / "trials.failed.parquet"
+    target = [{"function": "simcal_calibration_models:distance_to_one_four_times"}]
+
+    def run(initial_points):
+        simcal_calibration_models.SCORED["parameter_sets"] = 0
+        with pytest.raises(ContractError, match=r"cannot score a fifth") as caught:
+            calibrate(
+                "simcal_calibration_models:undeclared", pd.DataFrame({"y": [1.0]}), {"a": {"low": 0.0, "high": 1.0}},
+                target, tmp_path / "s.parquet", tmp_path / "trials.parquet",
+                {"initial_points": initial_points, "rounds": 2, "proposals_per_round": 4, "refine": {"top_k": 0}},
+                {"replicates": 1}, client=client,
+            )  # fmt: skip
+        return getattr(caught.value, "__notes__", [])
+
+    assert run(initial_points=4) == [f"The trials table of the 1 round(s) that finished is in {kept}."]
+    assert len(pd.read_parquet(kept)) == 4  # the earlier run's design
+    assert run(initial_points=6) == []  # a design of six: the target fails within it
+    assert not kept.exists()
+
+
 def test_a_calibration_stopped_by_sigterm_keeps_the_finished_rounds_trials(tmp_path, caplog):
     """SIGTERM mid-run (a walltime, scancel or pod deletion) is not an Exception but simcal's Terminated: the
     trials of the rounds that finished are still kept, as for any other error, and the rule's one-line log of the

@@ -521,7 +521,8 @@ def calibrate(
     The trials table is written even when too many simulations failed (TooManyFailures is raised after it), and
     then also kept as ``<trials>.failed.parquet``, a name that Snakemake's clean-up of a failed job's outputs
     leaves alone. Any other error of a round (a target that raises, no workers) and a stop by SIGTERM or Ctrl-C
-    keep the finished rounds' trials there too, and say so in a note on the error. The returned table's
+    keep the finished rounds' trials there too, and say so in a note on the error. A run removes the file an
+    earlier failed run kept when it starts, so that it is never taken for this run's. The returned table's
     ``attrs["resumed_simulations"]`` counts the simulations an earlier run had finished (read back from the parts).
     """
     if not isinstance(settings, CalibrationSettings):
@@ -544,6 +545,10 @@ def calibrate(
     manifest = calibration_manifest(model_ref, bounds, fixed, parsed_targets, observed, settings, simulation)
     # One calibration at a time per simulations output (see simcal.runner.simulate).
     with output_lock(simulations_output, "simulations output"):
+        kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
+        if kept.exists():  # an earlier failed run's table: this run's failure writes its own, or none
+            kept.unlink()
+            log.info("removed %s, the trials an earlier failed calibration kept", kept)
         store = PartStore(simulations_output, manifest)
         proposer = Proposer(bounds, settings)
         trials: list[pd.DataFrame] = []
@@ -554,7 +559,6 @@ def calibrate(
             rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
             stopped: TooManyFailures | None = None
             where = ""
-            kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
             try:
                 _search(rounds, proposer, trials, names, settings, simulation, began)
             except _RoundStopped as stop:
@@ -582,7 +586,6 @@ def calibrate(
             except TooManyFailures as error:
                 write_parquet(table, kept)
                 raise TooManyFailures(f"{error}{where} The trials table so far is in {kept}.") from error
-            kept.unlink(missing_ok=True)
             store.finalize()
         # After the table is written (to_parquet would store attrs): what the calibrate wrapper marks its benchmark by
         table.attrs["resumed_simulations"] = simulator.resumed
