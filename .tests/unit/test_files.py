@@ -292,6 +292,54 @@ def test_output_lock_on_a_filesystem_without_flock_warns_and_goes_on(tmp_path, m
     assert target.read_text() == "whole" and not files.lock_path(target).exists()
 
 
+def test_the_holder_of_an_output_lock_removes_the_temporary_files_a_killed_writer_left_and_no_others(
+    tmp_path,
+):
+    """A writer killed by SIGKILL (the OOM killer, a node failure) before its rename leaves ``.<name>.<hex>.tmp``
+    beside the output for good: a sweep's is as big as the output. The next holder of the output's lock removes the
+    output's own, and nothing else that looks alike."""
+    from output_locks import new_temporary, output_lock
+
+    target = tmp_path / "sweep.parquet"
+    left = new_temporary(target)
+    left.write_bytes(b"half an output")
+    others = [
+        new_temporary(tmp_path / "other.parquet"),  # another output's
+        tmp_path / ".sweep.parquet.notatoken00.tmp",
+        tmp_path / ".sweep.parquet.0123456789ab.tmp.keep",
+        tmp_path / "sweep.parquet.0123456789ab.tmp",
+    ]
+    for other in others[1:]:
+        other.write_bytes(b"")
+    with output_lock(target, "sweep output"):
+        assert left.exists()  # only on request: a target written without its lock somewhere keeps them
+    with output_lock(target, "sweep output", stale_temporaries=True):
+        assert not left.exists()
+    assert all(other.exists() for other in others)
+
+
+def test_a_run_refused_by_the_output_lock_or_without_one_removes_no_temporary_file(tmp_path, monkeypatch):
+    """The lock is what makes a temporary file stale: while another run holds it, the file may be that run's write
+    under way; on a filesystem without flock nothing tells, so nothing is removed."""
+    import errno
+
+    from output_locks import OutputInUse, new_temporary, output_lock
+
+    target = tmp_path / "sweep.parquet"
+    with output_lock(target, "sweep output"):
+        under_way = new_temporary(target)
+        with pytest.raises(OutputInUse), output_lock(target, "sweep output", stale_temporaries=True):
+            pass
+        assert under_way.exists()
+
+    def no_flock(descriptor, operation):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(files.fcntl, "flock", no_flock)
+    with output_lock(target, "sweep output", stale_temporaries=True):
+        assert under_way.exists()
+
+
 def refuse_writing(monkeypatch) -> None:
     """os.open as for a user who may not write the folder (the tests may run as root, who may write anything):
     opening to write or create fails as open(2) does, with the path named; reading an existing file works."""

@@ -97,6 +97,19 @@ def test_same_seed_same_output_whatever_the_batching_and_order(tmp_path, client)
     assert first.groupby(["param_id", "replicate"])["seed"].nunique().eq(1).all()
 
 
+def test_a_sweep_removes_the_temporary_output_a_run_killed_while_publishing_left(tmp_path, client):
+    """SIGKILL (the OOM killer, a node failure) while finalize streams the parts into the output leaves
+    ``.<output>.<hex>.tmp``, as big as the output, which no later run removed. The next run holds the output's
+    lock, so no other run can be writing it: it removes the file."""
+    from output_locks import new_temporary
+
+    left = new_temporary(tmp_path / "out.parquet")
+    left.write_bytes(b"half an output")
+    simulate("simcal_models:series", table(2), tmp_path / "out.parquet", client=client)
+    assert not left.exists() and len(sims(read_results(tmp_path / "out.parquet"))) == 2
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_an_empty_table_is_a_row_with_its_parameters_on_the_probe_path(tmp_path, client):
     # batch_size auto: the timing probe runs first, on a worker.
     summary = simulate(

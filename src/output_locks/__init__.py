@@ -38,7 +38,9 @@ def lock_path(target: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+def output_lock(
+    target: str | os.PathLike, what: str = "output", *, stale_temporaries: bool = False
+) -> Iterator[Path]:
     """Hold the lock of ``target`` (a file about to be written) for the block, or raise :class:`OutputInUse` at
     once, naming ``target`` and, when the holder has written them, its PID and host.
 
@@ -50,7 +52,11 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
     then replaced by one of our own where the folder allows (:func:`_replace_stale_file`); one it may not even read
     (0600, its umask 077) is refused with :class:`LockOfAnotherUser` naming it, its owner and what to do, or with
     :class:`OutputInUse` when a process on this host holds it (:func:`_unopenable_lock`). A filesystem without
-    ``flock`` (Lustre mounted ``noflock``) gives no lock: a warning, and the block runs unprotected."""
+    ``flock`` (Lustre mounted ``noflock``) gives no lock: a warning, and the block runs unprotected.
+
+    ``stale_temporaries``: once the lock is held, remove the temporary files of ``target`` (:func:`new_temporary`)
+    that a killed holder left (SIGKILL: the OOM killer, a node failure), for a target that is only ever written
+    under this lock: no live writer can own one then. Without a lock, none is removed."""
     lock = lock_path(target)
     # Folders made for the lock alone are removed with it when the job wrote nothing into them (a failed run
     # leaves no empty output folder behind).
@@ -113,6 +119,8 @@ def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Pat
         if writable:
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        if stale_temporaries:
+            remove_temporaries(target)
         yield lock
     finally:
         with contextlib.suppress(OSError):
@@ -135,6 +143,34 @@ def new_temporary(path: str | os.PathLike) -> Path:
         except FileExistsError:
             continue
         return candidate
+
+
+def remove_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`new_temporary` made for ``path`` (``.<name>.<12 hex>.tmp`` beside it),
+    which a writer killed before its rename left (a sweep's is as big as its output); the removed ones are logged
+    and returned. Only for a caller that holds the lock of ``path`` (``output_lock(..., stale_temporaries=True)``),
+    or another writer's file under way would go."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        middle = entry.name[len(prefix) : -len(".tmp")]
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp") and _is_token(middle)):
+            continue
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+            log.info("removed %s, the temporary file of %s that a killed run left", entry.path, path)
+    return removed
+
+
+def _is_token(text: str) -> bool:
+    """Whether ``text`` is what ``secrets.token_hex(6)`` gives: 12 lowercase hex digits."""
+    return len(text) == 12 and all(character in "0123456789abcdef" for character in text)
 
 
 def _replace_stale_file(lock: Path, stale: int) -> tuple[int, bool]:

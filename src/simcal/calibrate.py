@@ -544,7 +544,7 @@ def calibrate(
     check_refine_replicates(settings, simulation)
     manifest = calibration_manifest(model_ref, bounds, fixed, parsed_targets, observed, settings, simulation)
     # One calibration at a time per simulations output (see simcal.runner.simulate).
-    with output_lock(simulations_output, "simulations output"):
+    with output_lock(simulations_output, "simulations output", stale_temporaries=True):
         kept = Path(trials_output).with_name(Path(trials_output).stem + ".failed.parquet")
         if kept.exists():  # an earlier failed run's table: this run's failure writes its own, or none
             kept.unlink()

@@ -896,8 +896,9 @@ def simulate(
     check()
     began = time.perf_counter()
     # One sweep at a time per output: a second one's plan would delete the first's parts (not in its plan) while
-    # the first runs, and the first would then publish what was left as if finished.
-    with output_lock(output, "sweep output"):
+    # the first runs, and the first would then publish what was left as if finished. Only a holder writes the
+    # output, so the holder removes the temporary file (as big as the output) of a run killed while publishing.
+    with output_lock(output, "sweep output", stale_temporaries=True):
         store = PartStore(output, manifest, rerun_failed=settings.rerun_failed, check=check)
         with Simulator(
             model_ref, settings, backend, backend_options, threads, client, cancel, rerun
