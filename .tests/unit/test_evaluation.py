@@ -1553,6 +1553,55 @@ def test_a_stash_entry_left_without_its_completion_mark_is_replaced_by_the_next_
     assert not stash.restore("other", {"metrics.json": out})
 
 
+def _left_by_killed_commits(stash_root: Path) -> list[Path]:
+    """What a commit killed by SIGKILL (the OOM killer, a node failure) leaves: its half-filled staging folder, or
+    an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""
+    staging = stash_root / f".{'a' * 32}.0123456789ab"
+    aside = stash_root / f".{'b' * 32}.stale.ba9876543210"
+    for folder in (staging, aside):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text('{"f1": 0.')
+    return [staging, aside]
+
+
+def test_a_commit_removes_the_staging_folders_killed_commits_left_in_the_stash(tmp_path):
+    """A killed commit's staging folder stayed in the stash for good (its clean-up runs only on an exception).
+    The next commit that finds no other commit under way removes them, and nothing else of the stash."""
+    out = tmp_path / "out" / "metrics.json"
+    write_json({"f1": 0.9}, out)
+    stash = ResultStash(tmp_path / "stash")
+    left = _left_by_killed_commits(stash.root)
+    others = [stash.root / ".keep", stash.root / f".{'c' * 32}.not-a-token"]
+    for other in others:
+        other.mkdir()
+    assert stash.commit("key", {"metrics.json": out}) == stash.entry("key")
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in others)
+    assert stash.restore("key", {"metrics.json": tmp_path / "restored.json"})
+
+
+def test_a_commit_while_another_is_under_way_leaves_every_staging_folder_alone(tmp_path):
+    """A staging folder is only stale when no commit is under way: one that another commit holds (its shared lock
+    on the stash folder) may be that commit's, and stays."""
+    import fcntl
+
+    out = tmp_path / "out" / "metrics.json"
+    write_json({"f1": 0.9}, out)
+    stash = ResultStash(tmp_path / "stash")
+    left = _left_by_killed_commits(stash.root)
+    under_way = os.open(
+        stash.root, os.O_RDONLY | os.O_DIRECTORY
+    )  # another commit's hold, as ResultStash takes it
+    try:
+        fcntl.flock(under_way, fcntl.LOCK_SH)
+        assert stash.commit("key", {"metrics.json": out}) == stash.entry("key")
+        assert all(path.exists() for path in left)
+    finally:
+        os.close(under_way)
+    assert stash.commit("other", {"metrics.json": out}) == stash.entry("other")
+    assert not any(path.exists() for path in left)
+
+
 def test_a_file_or_dangling_link_at_a_stash_entry_is_replaced_by_the_next_commit_and_nothing_is_left_aside(
     tmp_path,
 ):

@@ -6,12 +6,15 @@ finished outputs here first restores them on the rerun instead of recomputing (s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,10 @@ from kdgat.files import (
 )
 
 log = logging.getLogger(__name__)
+
+# What a commit makes beside the entries and removes however it ends, unless killed (SIGKILL: the OOM killer, a
+# node failure): its staging folder ``.<key>.<hex>`` and an entry moved aside, ``.<key>.stale.<hex>``.
+STAGING_NAME = re.compile(r"\..+\.(stale\.)?[0-9a-f]{12}")
 
 
 def library_code_digest(package: str | os.PathLike | None = None) -> str:
@@ -102,6 +109,10 @@ class ResultStash:
         entry = self.entry(key)
         if (entry / "COMPLETE").is_file():
             return entry
+        with self._committing():
+            return self._commit(key, entry, outputs)
+
+    def _commit(self, key: str, entry: Path, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
         staging = None
         try:
             staging = new_directory(self.root, prefix=f".{key}.")
@@ -127,3 +138,34 @@ class ResultStash:
             "could not commit to the result stash %s (something is in the way); a rerun recomputes", entry
         )
         return None
+
+    @contextlib.contextmanager
+    def _committing(self) -> Iterator[None]:
+        """Every commit holds a shared ``flock`` on the stash folder while its staging folder exists. One that
+        finds no other commit under way (the exclusive lock is free) first removes the staging folders that killed
+        commits left, which no live commit can own then. Where the folder cannot be locked (no ``flock`` on the
+        filesystem), nothing is removed."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another commit stages now, or no flock here: every folder stays
+                pass
+            else:
+                self._remove_left_staging()
+            with contextlib.suppress(OSError):
+                fcntl.flock(folder, fcntl.LOCK_SH)  # waits only for a commit removing left folders
+            yield
+        finally:
+            os.close(folder)
+
+    def _remove_left_staging(self) -> None:
+        for path in self.root.iterdir():
+            if STAGING_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                log.info("removed %s, the staging folder of a killed commit to the result stash", path)
