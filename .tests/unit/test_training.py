@@ -623,6 +623,30 @@ def test_every_stage_refuses_an_output_or_checkpoint_another_job_holds_before_re
         module.run(**inputs, settings=settings(stage), outputs=outputs, checkpoint=checkpoint)
 
 
+def test_a_stage_removes_the_temporary_files_a_killed_job_left_beside_its_model_and_checkpoint(tmp_path):
+    """A job killed by SIGKILL (the OOM killer, a node failure) while writing model.pt or its checkpoint leaves the
+    `.<name>.<12 hex>.tmp` atomic_write made, as big as a model; the next job, once it holds both locks, removes
+    them (only a holder of those locks writes them), and nothing else of the folders."""
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    left = [
+        tmp_path / "out" / ".model.x.0123456789ab.tmp",
+        tmp_path / "checkpoints" / ".last.pt.ba9876543210.tmp",
+    ]
+    kept = [tmp_path / "out" / ".metrics.x.0123456789ab.tmp", tmp_path / "checkpoints" / "notes.tmp"]
+    for path in left + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a model")
+    missing = str(tmp_path / "missing.pt")  # read after the locks: the job stops there
+    with pytest.raises(FileNotFoundError):
+        vgae_training.run(
+            train=missing, val=missing, metadata=missing, settings=settings("vgae"), outputs=outputs,
+            checkpoint=checkpoint,
+        )  # fmt: skip
+    assert [path.exists() for path in left] == [False, False]
+    assert [path.exists() for path in kept] == [True, True]
+
+
 def test_select_device():
     assert select_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"

@@ -158,11 +158,12 @@ def job_lock(outputs: Mapping, checkpoint: str | os.PathLike | None) -> Iterator
     """Hold the locks of the job's model output and resume checkpoint (kdgat.files.output_lock) for the block: a
     second job writing either at the same time (another workflow sharing the output through an absolute path, the
     ``kdgat`` command run by hand) stops at once with a message naming the file and the holder, before it reads
-    or writes anything; the locks go with the job, however it ends."""
+    or writes anything; the locks go with the job, however it ends. Holding them, it removes the temporary files of
+    model.pt and the checkpoint that a job killed while writing them left (SIGKILL: no clean-up ran)."""
     with contextlib.ExitStack() as locks:
-        locks.enter_context(output_lock(outputs["model"], "training output"))
+        locks.enter_context(output_lock(outputs["model"], "training output", stale_temporaries=True))
         if checkpoint:
-            locks.enter_context(output_lock(checkpoint, "training checkpoint"))
+            locks.enter_context(output_lock(checkpoint, "training checkpoint", stale_temporaries=True))
         yield
 
 
