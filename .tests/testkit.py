@@ -207,7 +207,7 @@ from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSet
 
 with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
     workflow = api.workflow(
-        resource_settings=ResourceSettings(cores=int(sys.argv[3])),
+        resource_settings=ResourceSettings(cores=int(sys.argv[3]), overwrite_resources=json.loads(sys.argv[4])),
         storage_settings=StorageSettings(),
         config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
         snakefile=Path(sys.argv[2]),
@@ -215,16 +215,25 @@ with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
 """
 
 
-def parsed_workflow(folder: Path, config: dict, report: str, cores: int = 1, snakefile: Path | None = None):
+def parsed_workflow(
+    folder: Path,
+    config: dict,
+    report: str,
+    cores: int = 1,
+    snakefile: Path | None = None,
+    set_resources: dict | None = None,
+):
     """What ``report`` prints as its last line, as JSON: Python run after Snakemake's API has parsed the main
     workflow (or ``snakefile``) with ``config`` (written to ``folder``) into ``workflow``, without running
-    anything. ``report`` is indented as the body of the API's ``with`` block."""
+    anything. ``report`` is indented as the body of the API's ``with`` block. ``set_resources``: rule -> resources,
+    as a profile's set-resources gives them."""
     import yaml
 
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     script = PARSE_WORKFLOW + textwrap.indent(textwrap.dedent(report), "    ")
+    snakefile = str(snakefile or REPO / "workflow/Snakefile")
     proc = subprocess.run(
-        [sys.executable, "-c", script, "config.yaml", str(snakefile or REPO / "workflow/Snakefile"), str(cores)],
+        [sys.executable, "-c", script, "config.yaml", snakefile, str(cores), json.dumps(set_resources or {})],
         cwd=folder, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 from testkit import REPO, parsed_workflow
 
@@ -108,3 +109,55 @@ def test_the_evaluation_module_puts_the_running_interpreters_bin_on_path(tmp_pat
         first == str(Path(sys.executable).parent)
         and str(Path(sys.executable).parent) not in os.environ["PATH"]
     )
+
+
+# The GPU request of every training and evaluation rule: what a job asks for (a resource of None is none).
+GPU_REQUESTS = r"""
+print(json.dumps({
+    rule.name: {
+        name: "<function>" if rule.resources[name].is_evaluable() else rule.resources[name].value
+        for name in ("gpu", "gpu_model", "gpu_mem_mb")
+        if name in rule.resources
+        and (rule.resources[name].is_evaluable() or rule.resources[name].value is not None)
+    }
+    for rule in workflow.rules
+    if rule.name.startswith(("evaluation_evaluate_", "kd_gat_train_"))
+}))
+"""
+# What profiles/slurm gives the training rules (for the GPU type) and profiles/k8s the evaluations, over the rules'
+# own requests.
+PROFILE_GPUS = {
+    "kd_gat_train_vgae_teacher": {"gpu": 1, "gpu_model": "v100"},
+    "kd_gat_train_dqn_student": {"gpu": 1, "gpu_model": "v100"},
+    "evaluation_evaluate_teacher": {"gpu": 1, "gpu_manufacturer": "nvidia"},
+}
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_jobs_that_run_on_the_cpu_by_the_config_ask_for_no_gpu(tmp_path: Path, device: str) -> None:
+    """kd_gat.device cpu: the training jobs asked for gpu=1 all the same (and, under profiles/slurm, for a V100),
+    so on SLURM they held a GPU they never used and waited in the GPU queue for it. Now a job that runs on the CPU
+    by the config asks for no GPU, also where a profile's set-resources gives its rule one."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["kd_gat"]["device"] = device
+    config["evaluation"]["device"] = device
+    config["learned_resources"] = {"enabled": True}  # would add gpu_mem_mb to GPU jobs
+    asked = parsed_workflow(tmp_path, config, GPU_REQUESTS, set_resources=PROFILE_GPUS)
+    training = [name for name in asked if name.startswith("kd_gat_train_")]
+    evaluations = [name for name in asked if name.startswith("evaluation_evaluate_")]
+    assert len(training) == 9 and len(evaluations) == 3, sorted(asked)
+    if device == "cpu":
+        assert all(asked[name] == {"gpu": 0} for name in training + evaluations), asked
+    else:  # each rule's own request, or the profile's where it gives one
+        for name in training:
+            assert asked[name]["gpu"] == 1 and "gpu_mem_mb" in asked[name], (name, asked[name])
+            assert ("gpu_model" in asked[name]) == (name in PROFILE_GPUS), (name, asked[name])
+        assert asked["evaluation_evaluate_teacher"] == {"gpu": 1}
+        assert asked["evaluation_evaluate_student"] == {"gpu": 0}  # evaluation.gpu of the shipped config
+
+
+def test_gpus_for_an_evaluation_on_the_cpu_are_refused_naming_both_keys(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["evaluation"] |= {"device": "cpu", "gpu": 1}
+    with pytest.raises(AssertionError, match="evaluation.gpu is 1, but evaluation.device is cpu"):
+        parsed_workflow(tmp_path, config, GPU_REQUESTS)

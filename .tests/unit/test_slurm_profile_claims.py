@@ -310,6 +310,23 @@ def test_evaluation_gpu_is_refused_for_the_evaluation_module_imported_alone(tmp_
     refused_evaluation_gpu(result, "lab_")
 
 
+def test_training_on_the_cpu_by_the_config_asks_slurm_for_no_gpu(tmp_path):
+    """The profile's set-resources give every training rule gpu=1 and the GPU type: with kd_gat.device cpu the
+    jobs held a V100 they never used (and waited in the GPU queue). The dry run shows each job's request."""
+    cpu = tmp_path / "cpu.yaml"
+    cpu.write_text("kd_gat:\n  device: cpu\n")
+    result = dry_run_with_the_profile(tmp_path, cpu, targets=("kd_gat_all",))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    requests = re.findall(
+        r"^rule (kd_gat_train_\w+):\n(?:\s+\w+:.*\n)*?\s+resources: (.*)$", result.stdout, re.M
+    )
+    config = merged_config(SHIPPED_CONFIG)
+    jobs = len(config["datasets"]) * len(config["kd_gat"]["seeds"]) * len(config["kd_gat"]["variants"]) * 3
+    assert len(requests) == jobs, requests  # a job per dataset, seed, variant and stage (VGAE, GAT, DQN)
+    for rule, resources in requests:
+        assert "gpu=0" in resources.split(", ") and "gpu_model" not in resources, (rule, resources)
+
+
 def readme_gpu_evaluation_profile() -> str:
     """The YAML block the README gives for evaluating on GPUs (Evaluation group)."""
     text = README.read_text()

@@ -41,6 +41,13 @@ except ValueError as error:
 # Experiment tracking of the training jobs (kd_gat.tracking): an evaluation attaches its metrics and figures to
 # the runs of the models it evaluated. An object, so Snakemake leaves it out of the params rerun trigger.
 TRACKING = TrackingSettings.from_config(kd_gat_section(config).get("tracking"))
+# evaluation.gpu asks for GPUs that evaluation.device cpu never uses: the job would hold them for nothing (on SLURM,
+# waiting in the GPU queue first).
+if EVALUATION["device"] == "cpu" and EVALUATION["gpu"]:
+    raise WorkflowError(
+        f"evaluation.gpu is {EVALUATION['gpu']}, but evaluation.device is cpu: the evaluation jobs would hold GPUs "
+        "they never use; set evaluation.gpu to 0, or evaluation.device to auto or cuda to evaluate on them"
+    )
 REPORT = "../../report"
 # The evaluation rules' names as the workflow knows them (behind the importing `use rule ... as` prefix).
 EVALUATION_RULES = {

@@ -3,7 +3,13 @@
 from pathlib import Path
 
 import pandas as pd
-from kdgat.chain import STAGES, SWEEP_RULE, VARIANTS as ALL_VARIANTS, training_rule
+from kdgat.chain import (
+    GPU_TRAINING_RULES,
+    STAGES,
+    SWEEP_RULE,
+    VARIANTS as ALL_VARIANTS,
+    training_rule,
+)
 from kdgat.evaluation.targets import configured_data_prefix, configured_datasets
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import StageSettings
@@ -123,8 +129,10 @@ include: "../learned_resources.smk"
 # kd_gat.resources, scaled by the attempt; with learned_resources.enabled, what the rule's benchmarks call for.
 mem_mb = learned("mem_mb", lambda wildcards, attempt: RESOURCES["mem_mb"] * attempt)
 runtime = learned("runtime", lambda wildcards, attempt: RESOURCES["runtime"] * attempt)
-# With learned_resources.enabled, also gpu_mem_mb: from the GPU peak the stage records in its metrics.json.
-GPU_MEMORY = learned_gpu_memory("metrics")
+# One GPU per training job, none with kd_gat.device cpu (the job trains on the CPU wherever it runs). With
+# learned_resources.enabled, GPU jobs also get gpu_mem_mb: from the GPU peak the stage records in its metrics.json.
+TRAINING_GPUS = 0 if KD["device"] == "cpu" else 1
+GPU_MEMORY = learned_gpu_memory("metrics") if TRAINING_GPUS else {}
 
 
 # The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).
