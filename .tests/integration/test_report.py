@@ -207,3 +207,38 @@ def test_the_roc_caption_names_the_false_positive_rates_the_evaluation_was_given
     )  # fmt: skip
     text = " ".join(embedded((tmp_path / "report.html").read_text(), "results")[roc]["caption"].split())
     assert "the detection rate at FPR 10 % / 2 % (evaluation.fpr_targets)" in re.sub(r"<[^>]+>", "", text)
+
+
+def test_the_size_f1_caption_names_the_variants_that_ran(tmp_path):
+    """The size/F1 caption said "for the teacher and the two students" whatever kd_gat.variants held; it now names
+    the variants the summary was made of."""
+    variants, seed = ["teacher", "student"], 7
+    (tmp_path / "variants.yaml").write_text(
+        yaml.safe_dump({"kd_gat": {"variants": variants, "seeds": [seed]}})
+    )
+    # --report reads only the report items of the jobs the target needs: stand-ins for those of the summary and the
+    # evaluations it reads
+    chart = tmp_path / "results/evaluation/size_f1.svg"
+    chart.parent.mkdir(parents=True)
+    chart.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    for name in ("summary.csv", "summary.md", "scenario_metrics.csv"):
+        (chart.parent / name).write_text("")
+    for dataset in yaml.safe_load((REPO / "config/config.yaml").read_text())["datasets"]:
+        for variant in variants:
+            evaluated = chart.parent / dataset / f"seed_{seed}" / variant
+            evaluated.mkdir(parents=True)
+            for figure in ("roc", "pr", "confusion"):
+                (evaluated / f"{figure}.svg").write_text(chart.read_text())
+    run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(REPO / "config/config.yaml"), str(tmp_path / "variants.yaml"),
+        "--report", "report.html", "results/evaluation/size_f1.svg", cwd=tmp_path,
+    )  # fmt: skip
+    text = " ".join(
+        embedded((tmp_path / "report.html").read_text(), "results")["results/evaluation/size_f1.svg"][
+            "caption"
+        ].split()
+    )
+    text = re.sub(r"<[^>]+>", "", text)
+    assert "for the variants that ran (kd_gat.variants: teacher, student) of each dataset" in text, text
+    assert "two students" not in text and "student_kd" not in text
