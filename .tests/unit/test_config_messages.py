@@ -229,3 +229,21 @@ def test_the_location_of_a_modules_config_is_found_by_identity_or_not_at_all():
     assert config_location(workflow_config, lab) == ["labs", 1, "conf"]
     assert config_location(workflow_config, dict(lab)) is None  # a copy: equal, not the same mapping
     assert config_location(workflow_config, shared) is None  # a YAML alias: two places, neither named
+
+
+def test_a_modules_own_refusal_names_its_key_behind_the_modules_place_in_the_config():
+    from config_messages import placed_message
+
+    keys = {"datasets": {}, "kd_gat": {}}
+    assert (
+        placed_message("config key 'datasets' is missing", ["lab"], keys)
+        == "config key 'lab.datasets' is missing"
+    )
+    assert (
+        placed_message("kd_gat.sweep.table: t.tsv line 3: bad", ["lab", "cfg"], keys)
+        == "lab.cfg.kd_gat.sweep.table: t.tsv line 3: bad"
+    )
+    # a message that starts with no key of the module's config, the whole config, a config built in the Snakefile
+    assert placed_message("expected a table: t.tsv", ["lab"], keys) == "expected a table: t.tsv"
+    assert placed_message("kd_gat.tracking: bad", [], keys) == "kd_gat.tracking: bad"
+    assert placed_message("kd_gat.tracking: bad", None, keys) == "kd_gat.tracking: bad"

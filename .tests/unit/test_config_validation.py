@@ -472,6 +472,46 @@ def test_a_module_reused_with_part_of_the_config_names_the_key_as_the_config_fil
     assert "no config file or --config: a default" not in proc.stdout
 
 
+LAB = {"lab": {}}  # one dataset
+
+
+@pytest.mark.parametrize(
+    ("lab", "said"),
+    [
+        (
+            {"kd_gat": {"seeds": [3]}},
+            "config key 'lab.datasets' is missing or empty: kd_gat trains one chain",
+        ),
+        (
+            {"datasets": LAB, "kd_gat": {"seeds": [3], "sweep": {"enabled": True, "table": "none.tsv"}}},
+            "lab.kd_gat.sweep.table: none.tsv does not exist (a tab-separated table)",
+        ),
+        (
+            {"datasets": LAB, "kd_gat": {"seeds": [3]}, "learned_resources": {"enable": True}},
+            "lab.learned_resources: unknown key(s) ['enable']; expected some of [",
+        ),
+        (
+            {"datasets": LAB, "kd_gat": {"seeds": [3], "data_prefix": "."}},
+            "config key 'lab.kd_gat.data_prefix' is '.', the working directory itself",
+        ),
+    ],
+)
+def test_a_module_reused_with_part_of_the_config_names_the_key_of_its_own_refusals_as_the_config_file_does(
+    tmp_path: Path, lab: dict, said: str
+) -> None:
+    """The refusals a module makes itself (not through its schema) named the key as the module sees it, datasets
+    or kd_gat.sweep.table, where the downstream workflow's lab.yaml sets lab.datasets, lab.kd_gat.sweep.table."""
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"lab": lab}))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
+        '    config:\n        config["lab"]\n\n\nuse rule * from kd_gat as lab_*\n'
+    )
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stdout.splitlines()[1].startswith(said), proc.stdout[-2000:]
+
+
 @pytest.mark.parametrize("module", ["preprocess", "kd_gat", "evaluation"])
 def test_a_module_reused_alone_names_a_misspelt_learned_resources_key_without_a_traceback(
     tmp_path: Path, module: str

@@ -7,6 +7,7 @@ jsonschema's error, the workflow's config files and its ``--config`` overrides. 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -77,6 +78,23 @@ def config_location(workflow_config, validated):
     Snakefile) or sits in two places (a YAML alias), so that no key is named where it may not be."""
     found = list(_locations(workflow_config, validated, []))
     return found[0] if len(found) == 1 else None
+
+
+def placed_message(message, prefix, keys) -> str:
+    """A module's own refusal ``message`` (not the schema's), with its config key named as the workflow's config
+    files name it: behind ``prefix`` (``config_location``), lab.kd_gat.sweep.table. The key is the one quoted after
+    "config key" (config key 'datasets' is missing) or the one the message starts with (kd_gat.sweep.table: ...),
+    this only where it starts with one of ``keys`` (the module's config). Unchanged for the whole config ([]) and
+    where no prefix is known (None: a config the importing workflow built)."""
+    if not prefix:
+        return message
+    quoted = re.match(r"config key '([^']+)'", message)
+    if quoted:
+        return f"{message[: quoted.start(1)]}{_dotted(prefix)}.{message[quoted.start(1) :]}"
+    leading = re.match(r"(\w+)[.: ]", message)
+    if leading and leading.group(1) in keys:
+        return f"{_dotted(prefix)}.{message}"
+    return message
 
 
 def _locations(data, wanted, path):

@@ -1,7 +1,13 @@
 # Config validation shared by the main workflow and every module: the module's schema, and on a refusal one line
 # per bad key before Snakemake's own message (its dotted name, the config file or --config that set it and what
 # was expected). Snakemake names the key only as On instance['a']['b'] after a dump of the schema.
-from config_messages import config_location, config_problem, duplicate_keys, overridden_values
+from config_messages import (
+    config_location,
+    config_problem,
+    duplicate_keys,
+    overridden_values,
+    placed_message,
+)
 from jsonschema.exceptions import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
@@ -38,3 +44,11 @@ def validate_config(schema):
         prefix = config_location(workflow.modifier_stack[0].globals["config"], config)
         lines = config_problem(problem, configfiles, overrides, prefix, workflow.modifier.namespace)
         raise WorkflowError(lines, error) from None
+
+
+def config_error(message):
+    """The WorkflowError of the module's own refusal of a config key (not the schema's), the key in ``message``
+    named as the workflow's config files name it: lab.kd_gat.sweep.table for a module imported with
+    `config: config["lab"]` (config_messages.placed_message)."""
+    prefix = config_location(workflow.modifier_stack[0].globals["config"], config)
+    return WorkflowError(placed_message(message, prefix, config))

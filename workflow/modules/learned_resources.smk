@@ -8,7 +8,6 @@
 import os
 
 from resource_history import LearnedResourceSettings, ResourceHistory, first_time
-from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 # A WorkflowError naming the key, as every config mistake a module refuses: only the main workflow's schema checks
@@ -18,7 +17,7 @@ try:
         LearnedResourceSettings.from_config(config.get("learned_resources"))
     )
 except ValueError as error:
-    raise WorkflowError(str(error)) from None
+    raise config_error(str(error)) from None
 
 
 def learned(resource, default, record=None):

@@ -5,7 +5,6 @@ from simcal.calibrate import CalibrationSettings, check_refine_replicates
 from simcal.config_checks import check_model, check_observed, check_parameters, check_targets
 from simcal.design import parse_bounds
 from simcal.settings import SimulationSettings
-from snakemake.exceptions import WorkflowError
 
 
 def check_parameter_bounds():
@@ -14,7 +13,7 @@ def check_parameter_bounds():
     try:
         parse_bounds(CAL["parameters"], "calibration.parameters")
     except ValueError as error:
-        raise WorkflowError(str(error)) from None
+        raise config_error(str(error)) from None
 
 
 check_parameter_bounds()
@@ -33,7 +32,7 @@ def check_references_and_observed():
         check_observed(CAL["observed"])
         check_targets(CAL["targets"])
     except ValueError as error:
-        raise WorkflowError(str(error)) from None
+        raise config_error(str(error)) from None
 
 
 check_references_and_observed()
@@ -55,7 +54,7 @@ def check_job_settings():
             read(dict(options))
         except ValueError as error:
             message = str(error)
-            raise WorkflowError(
+            raise config_error(
                 message if message.startswith(key) else f"{key}: {message}"
             ) from None
     # settings the calibrate job checks against each other, which it met only after the sweep's jobs
@@ -65,7 +64,7 @@ def check_job_settings():
             SimulationSettings.from_config(dict(CAL["simulation"])),
         )
     except ValueError as error:
-        raise WorkflowError(str(error)) from None
+        raise config_error(str(error)) from None
 
 
 check_job_settings()

@@ -13,7 +13,6 @@ from kdgat.evaluation.targets import (
     kd_gat_section,
 )
 from kdgat.tracking import TrackingSettings
-from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 EVALUATION = config["evaluation"]
@@ -37,14 +36,14 @@ try:
     # The preprocess outputs (val.pt, test.pt) live where the kd_gat module reads them: kd_gat.data_prefix.
     DATA = configured_data_prefix(config)
 except ValueError as error:
-    raise WorkflowError(str(error)) from None
+    raise config_error(str(error)) from None
 # Experiment tracking of the training jobs (kd_gat.tracking): an evaluation attaches its metrics and figures to
 # the runs of the models it evaluated. An object, so Snakemake leaves it out of the params rerun trigger.
 TRACKING = TrackingSettings.from_config(kd_gat_section(config).get("tracking"))
 # evaluation.gpu asks for GPUs that evaluation.device cpu never uses: the job would hold them for nothing (on SLURM,
 # waiting in the GPU queue first).
 if EVALUATION["device"] == "cpu" and EVALUATION["gpu"]:
-    raise WorkflowError(
+    raise config_error(
         f"evaluation.gpu is {EVALUATION['gpu']}, but evaluation.device is cpu: the evaluation jobs would hold GPUs "
         "they never use; set evaluation.gpu to 0, or evaluation.device to auto or cuda to evaluate on them"
     )
@@ -86,7 +85,7 @@ def refuse_gpu_evaluations_in_group_jobs():
             if other.group == member.group and other.name != member.name
         )
         if others:
-            raise WorkflowError(
+            raise config_error(
                 f"evaluation.gpu is {EVALUATION['gpu']}, but under profiles/slurm rule {member.name} is in the "
                 f"group job {member.group!r} with {', '.join(others)}: inside a group job the slurm plugin asks "
                 f"srun for a GPU per member, more than the job holds, and SLURM refuses the job. Set "

@@ -13,13 +13,12 @@ from kdgat.chain import (
 from kdgat.evaluation.targets import configured_data_prefix, configured_datasets
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import StageSettings
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace
 
 KD = config["kd_gat"]
 # A WorkflowError, as every config mistake a module refuses (not a ValueError).
 if not config.get("datasets"):
-    raise WorkflowError(
+    raise config_error(
         "config key 'datasets' is missing or empty: kd_gat trains one chain per dataset named there"
     )
 try:  # the names only (no schema checks them here): a string would be the datasets 't', 'i', 'n', 'y'
@@ -27,7 +26,7 @@ try:  # the names only (no schema checks them here): a string would be the datas
     # normalized: ./results/preprocess would match no output of the preprocess module (results/preprocess/...)
     DATA = configured_data_prefix(config)
 except ValueError as error:
-    raise WorkflowError(str(error)) from None
+    raise config_error(str(error)) from None
 VARIANTS = [variant for variant in ALL_VARIANTS if variant in KD["variants"]]
 # Every variant is trained once per seed: the {seed} level of the paths (a student_kd distils from the teacher of
 # its own seed).
@@ -44,7 +43,7 @@ def check_dqn_splits():
     for key in ("fit_split", "stop_split"):
         split = KD["dqn"][key]
         if split and split not in known:
-            raise WorkflowError(
+            raise config_error(
                 f"kd_gat.dqn.{key}: the preprocess module writes no split {split!r}; it writes {known} "
                 "besides train (preprocess.held_out names further splits)"
             )
@@ -143,7 +142,7 @@ def read_sweep_table(path):
     instance, one GAT, where two were meant)."""
     where = f"kd_gat.sweep.table: {path}"
     if not path.is_file():
-        raise WorkflowError(
+        raise config_error(
             f"{where} is not a file (expected a tab-separated table, one row per GAT)"
             if path.exists()
             else f"{where} does not exist (a tab-separated table)"
@@ -154,14 +153,14 @@ def read_sweep_table(path):
         if line.strip()
     ]
     if not numbered:
-        raise WorkflowError(f"{where} is empty (expected a header line of column names, then rows)")
+        raise config_error(f"{where} is empty (expected a header line of column names, then rows)")
     header = numbered[0][1]
     named_twice = sorted({name for name in header if header.count(name) > 1})
     if named_twice:
-        raise WorkflowError(f"{where} line {numbered[0][0]}: column {named_twice} named twice")
+        raise config_error(f"{where} line {numbered[0][0]}: column {named_twice} named twice")
     for number, fields in numbered[1:]:
         if len(fields) != len(header):
-            raise WorkflowError(
+            raise config_error(
                 f"{where} line {number}: {len(fields)} tab-separated fields, but the header (line "
                 f"{numbered[0][0]}) names {len(header)}: {header}"
             )
@@ -177,7 +176,7 @@ def check_sweep_rows(table, path):
     rows = table.itertuples(index=True)
     for instance, (number, *values) in zip(SWEEP.instance_patterns, rows):
         if instance in seen:
-            raise WorkflowError(
+            raise config_error(
                 f"kd_gat.sweep.table: {path} line {number} repeats line {seen[instance]} ({instance}): one GAT "
                 "would be trained where two were meant; remove it or change a value"
             )
@@ -191,7 +190,7 @@ def check_sweep_rows(table, path):
                 "gat", KD["sweep"]["variant"], SEEDS[0], overrides=SWEEP.instance(wildcards)
             )
         except ValueError as error:
-            raise WorkflowError(f"kd_gat.sweep.table: {path} line {number}: {error}") from None
+            raise config_error(f"kd_gat.sweep.table: {path} line {number}: {error}") from None
 
 
 SWEEP = None
@@ -202,11 +201,11 @@ if KD["sweep"]["enabled"]:
         try:
             table = table.query(KD["sweep"]["query"])
         except Exception as error:
-            raise WorkflowError(
+            raise config_error(
                 f"kd_gat.sweep.query {KD['sweep']['query']!r} failed on {table_path}: {error}"
             ) from None
     if table.empty:
-        raise WorkflowError(
+        raise config_error(
             f"kd_gat.sweep: no rows of {table_path} left after query {KD['sweep']['query']!r}"
         )
     SWEEP = Paramspace(table, filename_params="*")
@@ -233,7 +232,7 @@ if KD["tracking"]["backend"] != "none":
         TRACKING_ENVVARS = ensure_invocation_environment(workflow.current_basedir)
     # an exported KDGAT_TRACKING_INVOCATION that the tracking searches could not match
     except ValueError as error:
-        raise WorkflowError(f"kd_gat.tracking: {error}") from None
+        raise config_error(f"kd_gat.tracking: {error}") from None
 
     envvars:
         *TRACKING_ENVVARS,

@@ -7,7 +7,6 @@ from kdgat.layout import (
     log_roles,
     preprocess_code_digest,
 )
-from snakemake.exceptions import WorkflowError
 
 
 include: "../learned_resources.smk"
@@ -19,7 +18,7 @@ def check_held_out_shares():
     try:
         held_out_blocks({VAL: PREPROCESS["val_fraction"], **HELD_OUT}, PREPROCESS["time_blocks"])
     except ValueError as error:
-        raise WorkflowError(str(error)) from None
+        raise config_error(str(error)) from None
 
 
 check_held_out_shares()
@@ -47,7 +46,7 @@ def check_log_paths_behind_prefix():
         for key, path in given:
             moved = workflow.modifier.path_modifier.replace_prefix(path) if path else path
             if moved != path:
-                raise WorkflowError(
+                raise config_error(
                     f"{key}: {path!r} is relative, and the preprocess module is imported with a `prefix:`, behind "
                     f"which Snakemake looks for it ({moved}): give an absolute path"
                 )
@@ -85,7 +84,7 @@ def _layout(dataset):
     try:
         return dataset_logs(dataset, DATASETS[dataset], HELD_OUT, PREPROCESS["exclude"])
     except LayoutError as error:
-        raise WorkflowError(str(error)) from None
+        raise config_error(str(error)) from None
 
 
 def synthetic_options(wildcards):
@@ -103,7 +102,7 @@ def synthetic_entry_index(wildcards):
     for index, entry in enumerate(entries):
         if entry["split"] == wildcards.split and entry["name"] == wildcards.name:
             return index
-    raise WorkflowError(
+    raise config_error(
         f"datasets.{wildcards.dataset}.synthetic.files has no entry with split {wildcards.split!r} "
         f"and name {wildcards.name!r}"
     )
