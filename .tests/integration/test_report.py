@@ -242,3 +242,45 @@ def test_the_size_f1_caption_names_the_variants_that_ran(tmp_path):
     text = re.sub(r"<[^>]+>", "", text)
     assert "for the variants that ran (kd_gat.variants: teacher, student) of each dataset" in text, text
     assert "two students" not in text and "student_kd" not in text
+
+
+def workflow_description(tmp_path, name: str, overrides: dict) -> str:
+    """The report's workflow description (workflow/report/workflow.rst) for the shipped config with ``overrides``,
+    as plain text; the report is of kd_gat_all, whose jobs have no report items, so nothing needs to have run."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(folder),
+        "--configfile", str(REPO / "config/config.yaml"), str(folder / "overrides.yaml"),
+        "--report", "report.html", "kd_gat_all", cwd=folder,
+    )  # fmt: skip
+    html = (folder / "report.html").read_text()
+    match = re.search(r"workflow_desc\s*[=:]\s*(\".*?(?<!\\)\")", html, re.S)
+    assert match, "the report holds no workflow description"
+    return " ".join(re.sub(r"<[^>]+>", "", json.loads(match.group(1))).split())
+
+
+def test_the_reports_workflow_description_says_what_the_runs_config_is(tmp_path):
+    """workflow.rst said "Configuration: config/config.yaml" and described the CAN-IDS training whatever the run's
+    config was (another --configfile, targets.can_ids false). It now states the run's datasets, variants, seeds,
+    calibration and which targets are on."""
+    shipped = workflow_description(tmp_path, "shipped", {})
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    datasets = ", ".join(config["datasets"])
+    assert f"CAN-bus logs of the datasets {datasets} are turned into windowed graphs" in shipped, shipped
+    assert f"for the variants {', '.join(config['kd_gat']['variants'])} (" in shipped, shipped
+    assert f"once per seed ({', '.join(map(str, config['kd_gat']['seeds']))})" in shipped, shipped
+    assert f"calibrated on Dask as {config['calibration']['name']}" in shipped, shipped
+
+    other = workflow_description(
+        tmp_path,
+        "other",
+        {"targets": {"can_ids": False}, "kd_gat": {"seeds": [7]}, "calibration": {"name": "sir_b"}},
+    )
+    assert "No CAN-bus intrusion detector was trained or evaluated in this run (targets.can_ids)" in other, (
+        other
+    )
+    assert "windowed graphs" not in other and "once per seed" not in other, other
+    assert "calibrated on Dask as sir_b (results/calibration/sir_b/)" in other, other
+    assert "Snakemake gives this text that config, not the files it came from" in other
