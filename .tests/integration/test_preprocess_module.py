@@ -113,6 +113,39 @@ def test_cache_between_workflows(tmp_path):
     assert f"before: '{before}' now: '{now}'" in rerun.stdout, rerun.stdout[-3000:]  # library_code's values
 
 
+def test_cache_serves_no_graphs_of_an_older_generators_logs(tmp_path):
+    """A synthetic dataset's logs are generate_can's outputs: build_graphs' cache key holds those jobs' keys (their
+    wrapper and params), not the logs' contents. A newer generator (here: another draw of each file's traffic)
+    wrote other logs, and was served the graphs of the older one's, whose message counts its metadata.json showed
+    beside its own logs. generate_can's library_code param (kdgat.layout.synthetic_code_digest) changes the key."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    newer = tmp_path / "newer" / "kdgat"
+    shutil.copytree(REPO / "src" / "kdgat", newer, ignore=shutil.ignore_patterns("__pycache__"))
+    synthetic = newer / "synthetic.py"
+    assert "0xF11E" in synthetic.read_text()
+    synthetic.write_text(synthetic.read_text().replace("0xF11E", "0xF11F"))
+    pythonpath = os.pathsep.join(filter(None, [str(newer.parent), os.environ.get("PYTHONPATH")]))
+    workdirs = {
+        "older": (tmp_path / "older", {}),
+        "newer": (tmp_path / "newer_run", {"PYTHONPATH": pythonpath}),
+    }
+    for workdir, env in workdirs.values():
+        workdir.mkdir()
+        run_snakemake(
+            "results/preprocess/tiny_hcrl/train.pt", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory",
+            str(workdir), "--cores", "2", "--cache", cwd=workdir, env={"SNAKEMAKE_OUTPUT_CACHE": str(cache), **env},
+        )  # fmt: skip
+    older, newer_run = (workdir for workdir, _ in workdirs.values())
+    log = "resources/preprocess/tiny_hcrl/train_01_attack_free/normal.csv"
+    # the newer generator wrote other logs ...
+    assert (older / log).read_bytes() != (newer_run / log).read_bytes()
+    # ... and its graphs were built from them, not taken from the older logs' cache entry
+    assert "tiny_hcrl: " in (newer_run / "logs/preprocess/build_graphs/tiny_hcrl.log").read_text()
+    graphs = "results/preprocess/tiny_hcrl/train.pt"
+    assert (older / graphs).read_bytes() != (newer_run / graphs).read_bytes()
+
+
 def test_cache_is_not_served_when_a_log_changes_role(tmp_path):
     """Snakemake's cache key holds the contents of the inputs, sorted, not which input is which: a log moved from
     training to test (same contents in all), or two logs whose contents swap places under the same paths, must not

@@ -499,6 +499,44 @@ def test_the_preprocess_code_digest_covers_every_module_build_graphs_runs_and_fo
     assert preprocess_code_digest(copy) == before
 
 
+def test_the_synthetic_code_digest_covers_every_module_generate_can_runs_and_follows_their_code(tmp_path):
+    """generate_can's cache-key param: every kdgat module its wrapper imports (but logging) is in
+    kdgat.layout.SYNTHETIC_CODE, and a change to the generator changes the digest, one to the graph builder not."""
+    import importlib
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import kdgat
+    from kdgat.layout import SYNTHETIC_CODE, synthetic_code_digest
+
+    wrapper = (Path(__file__).parents[2] / "wrappers" / "generate_can" / "wrapper.py").read_text()
+    imports = "\n".join(
+        line for line in wrapper.splitlines() if line.startswith(("from kdgat", "import kdgat"))
+    )
+    listed = subprocess.run(
+        [sys.executable, "-c", f"{imports}\nimport sys\nprint(*sorted(m for m in sys.modules if m.startswith('kdgat')))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    package = Path(kdgat.__file__).parent
+    covered = {(package / name) for name in SYNTHETIC_CODE}
+    for module in set(listed) - {"kdgat", "kdgat.logs"}:
+        file = Path(importlib.import_module(module).__file__)
+        assert file in covered or file.parent in covered, f"{module} ({file}) is not in SYNTHETIC_CODE"
+    assert {"kdgat.synthetic", "kdgat.can.writer"} <= set(listed)
+
+    copy = tmp_path / "kdgat"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = synthetic_code_digest(copy)
+    assert before == synthetic_code_digest(package) == synthetic_code_digest()
+    (copy / "graphs.py").write_text("# not generating\n", encoding="utf-8")
+    assert synthetic_code_digest(copy) == before
+    path = copy / "synthetic.py"
+    path.write_bytes(path.read_bytes() + b"\n# a fix\n")
+    assert synthetic_code_digest(copy) != before
+
+
 def test_the_vocabulary_reaches_the_last_message_of_the_last_window_and_no_further(tmp_path):
     """Window w covers messages w * stride .. w * stride + window_size: the last one, the target of the window's
     last edge, is a node of the graph, so its ID is in the vocabulary; an ID after the last whole window, which no

@@ -244,8 +244,24 @@ def preprocess_code_digest(package: str | Path | None = None) -> str:
     The between-workflow cache keys a job on its rule's wrapper, params and inputs, and on the conda environment
     only under ``--sdm conda``: without this param, graphs built by an older library (a reader or graph bug fixed
     since) would be served to a newer one."""
+    return _code_digest(PREPROCESS_CODE, package)
+
+
+# The library modules whose code decides the logs generate_can writes (what its wrapper imports, transitively,
+# less logging), as in PREPROCESS_CODE.
+SYNTHETIC_CODE = ("can", "compiled.py", "files.py", "rule_items.py", "synthetic.py")
+
+
+def synthetic_code_digest(package: str | Path | None = None) -> str:
+    """A digest of the source of the modules in SYNTHETIC_CODE, for generate_can's params: the cache key of a
+    build_graphs job holds, for inputs another job writes, that job's key (its wrapper and params), never the
+    logs' contents, so without it a newer generator's graphs would be served from an older generator's logs."""
+    return _code_digest(SYNTHETIC_CODE, package)
+
+
+def _code_digest(names: Iterable[str], package: str | Path | None) -> str:
     package = Path(package) if package is not None else Path(__file__).parent
-    paths = [package / name for name in PREPROCESS_CODE]
+    paths = [package / name for name in names]
     return source_digest(package, [f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])])
 
 

@@ -14,12 +14,12 @@ from kdgat.synthetic import generate_file
 TAKES = {
     "input": (),
     "output": (0,),
-    "params": ("options", "file_index", "entry"),
+    "params": ("options", "file_index", "entry", "library_code"),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("file_index", "entry"),
+    "params": ("file_index", "entry", "library_code"),
 }
 
 configure_wrapper(

@@ -6,6 +6,7 @@ from kdgat.layout import (
     held_out_blocks,
     log_roles,
     preprocess_code_digest,
+    synthetic_code_digest,
 )
 
 
