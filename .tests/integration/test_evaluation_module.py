@@ -24,6 +24,7 @@ from kdgat.model_store import load_model
 from kdgat.training import dqn as dqn_training
 from kdgat.training import gat as gat_training
 from kdgat.training.settings import StageSettings
+from resource_history import restored_reason
 
 pytestmark = pytest.mark.integration
 
@@ -228,12 +229,16 @@ def test_one_group_job_per_dataset_and_finished_siblings_survive_a_failure(pipel
         for variant in VARIANTS:
             log = log_of(tmp_path, dataset, variant)
             metrics = evaluation_dir(tmp_path, variant, dataset) / "metrics.json"
+            benchmark = tmp_path / f"benchmarks/evaluation/{dataset}/seed_{SEED}/{variant}.tsv"
             if (dataset, variant) in stashed:
                 # reused, not recomputed: same bytes (speed figures would differ on a new measurement)
                 assert "restored" in log and "scoring" not in log, log
                 assert metrics.read_bytes() == stashed[dataset, variant]
+                # the copy's benchmark teaches learned resources nothing (resource_history.mark_restored)
+                assert benchmark.is_file() and "result stash entry" in restored_reason(benchmark)
             else:
                 assert "scoring" in log and "restored" not in log, log
+                assert restored_reason(benchmark) is None
     assert (tmp_path / "results/evaluation/grp_a/training_curves.svg").is_file()
     assert pd.read_csv(tmp_path / "results/evaluation/grp_b/summary.csv")["variant"].tolist() == list(
         VARIANTS

@@ -1661,3 +1661,81 @@ def test_the_scores_table_columns_docs_evaluation_md_and_meta_yaml_list_are_the_
     for text in (row.split("|")[2], meta["output"]["scores"]["description"]):
         assert re.findall(r"`(\w+)`", text) == list(scores.columns), text
         assert "fixed-α" in text and "metrics.json" in text  # where the yardsticks are instead
+
+
+class _Section(dict):
+    """snakemake.input/output/params as a wrapper reads them: by attribute, by name, and with get()."""
+
+    def __getattr__(self, name):
+        return self[name]
+
+
+def _record_benchmark(path: Path, seconds: float, max_rss_mb: float) -> None:
+    """The benchmark file Snakemake writes once a job succeeded (its own writer)."""
+    from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
+
+    record = BenchmarkRecord(running_time=seconds, max_rss=max_rss_mb, max_vms=max_rss_mb, max_uss=max_rss_mb)
+    record.max_pss, record.data_collected, record.io_in, record.io_out = max_rss_mb, True, 0, 0
+    record.cpu_time = record.cpu_usage = seconds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_benchmark_records([record], str(path), False)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_evaluation_restored_from_the_stash_teaches_learned_resources_neither_its_time_nor_its_memory(
+    tmp_path, monkeypatch
+):
+    """The wrapper run as Snakemake runs it, twice: a computed evaluation, then the same one restored from the
+    stash (its outputs deleted, as after a failed sibling of its group job). The restore copies five files, so its
+    benchmark's seconds and max_rss are no evaluation's: learned from, they gave the next evaluation of these
+    wildcards that computes (a retrained model) 5 minutes and 1.4 GB instead of what the computed run needed."""
+    import kdgat.logs
+    from resource_history import LearnedResourceSettings, ResourceHistory
+
+    _unrendered(monkeypatch)
+    monkeypatch.setattr(kdgat.logs, "configure", lambda log: None)  # leave pytest's log handlers alone
+    benchmark = tmp_path / "benchmarks/evaluation/tiny/seed_1/teacher.tsv"
+    outputs = _evaluation_outputs(tmp_path)
+    snakemake = type("Snakemake", (), {})()
+    snakemake.input = _Section(tiny_evaluation_inputs(tmp_path))
+    snakemake.output = _Section({name: str(path) for name, path in outputs.items()})
+    snakemake.params = _Section(
+        dataset="tiny", variant="teacher", seed=1, device="cpu", speed=TINY_SPEED,
+        stash_dir=str(tmp_path / "stash"), benchmark=str(benchmark),
+    )  # fmt: skip
+    snakemake.log, snakemake.threads = [str(tmp_path / "log")], 1
+    wrapper = REPO / "wrappers/evaluate_detector/wrapper.py"
+    code = compile(wrapper.read_text(), str(wrapper), "exec")
+    pattern = "benchmarks/evaluation/{dataset}/seed_{seed}/teacher.tsv"
+    wildcards = {"dataset": "tiny", "seed": "1"}
+    defaults = {"mem_mb": 8000, "runtime": 60}
+
+    def estimates():
+        history = ResourceHistory(LearnedResourceSettings(enabled=True), workdir=tmp_path)
+        return {
+            name: history.estimate(name, pattern, wildcards, default) for name, default in defaults.items()
+        }
+
+    exec(code, {"snakemake": snakemake})
+    computed_seconds, computed_mb = 1800.0, 6000.0
+    _record_benchmark(benchmark, computed_seconds, computed_mb)
+    learned = estimates()
+    assert all(estimate.learned for estimate in learned.values())
+    for output in outputs.values():
+        output.unlink()
+    exec(code, {"snakemake": snakemake})
+    assert json.loads(outputs["metrics"].read_text())["seed"] == 1  # restored
+    _record_benchmark(benchmark, 1.5, 180.0)  # what Snakemake records of the restore
+    after_restore = estimates()
+    for name, estimate in after_restore.items():
+        # nothing else to learn from: the configured value, not the restore's figures
+        assert (estimate.value, estimate.learned) == (defaults[name], False), estimate.describe()
+        assert "restored their outputs from earlier results" in estimate.explanation
+    # A run that computes again (another stash key: a retrained model) is learned from as before.
+    torch.manual_seed(1)
+    save_model(GAT(num_ids=20), "gat", {"num_ids": 20}, tmp_path / "gat.pt")
+    exec(code, {"snakemake": snakemake})
+    _record_benchmark(benchmark, computed_seconds, computed_mb)
+    assert {name: estimate.value for name, estimate in estimates().items()} == {
+        name: estimate.value for name, estimate in learned.items()
+    }

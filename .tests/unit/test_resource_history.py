@@ -31,9 +31,11 @@ from resource_history import (
     clear_mark,
     first_time,
     mark_if_resumed,
+    mark_restored,
     mark_resumed,
     read_benchmark,
     read_gpu_record,
+    restored_reason,
     resumed_reason,
     size_fit,
 )
@@ -871,6 +873,41 @@ def test_mark_helpers_describe_the_run_the_benchmark_holds(tmp_path):
     assert not mark.exists()
     mark_if_resumed(None, resumed, key="resumed_from_epoch")  # no benchmark: nothing to mark
     assert list(tmp_path.rglob("*.resumed")) == []
+
+
+def test_a_restored_run_is_left_out_of_memory_and_runtime_and_its_mark_describes_the_run_recorded(tmp_path):
+    """A job that copied its outputs from results kept earlier computed nothing: unlike a resumed run, its peak
+    memory is no job's either (the next evaluation that computes is given what a copy took)."""
+    own = write_runs(tmp_path / "benchmarks/train/a.tsv", [(2.0, 150.0)])
+    write_runs(tmp_path / "benchmarks/train/b.tsv", [(3000.0, 900.0)])
+    mark_restored(own, "restored from\nthe result stash entry x")
+    assert restored_reason(own) == "restored from the result stash entry x"  # one line
+    estimator = history(tmp_path)
+    for resource, base in (("mem_mb", 900.0), ("runtime", 3000.0)):
+        estimate = estimator.estimate(resource, PATTERN, {"dataset": "a"}, default=1)
+        assert estimate.sources == (str(tmp_path / "benchmarks/train/b.tsv"),), estimate.describe()
+        assert estimate.value == (
+            memory(base, estimator.settings) if resource == "mem_mb" else math.ceil(base / 60 * 1.3)
+        )
+        assert (
+            f"left out 1 run(s) that restored their outputs from earlier results and computed nothing ({own}"
+            ".restored: restored from the result stash entry x)"
+        ) in estimate.explanation
+    mark_restored(own, None)  # the next run computed its outputs: it is learned from again
+    mark_restored(None, "x")  # no benchmark: nothing to mark
+    assert restored_reason(own) is None and list(tmp_path.rglob("*.restored")) == []
+    assert estimator.estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1).value == memory(
+        150.0, estimator.settings
+    )
+
+
+def test_evaluation_rules_pass_their_own_benchmark_path():
+    """Each evaluation rule's `benchmark` param is its `benchmark:` file, where the wrapper puts a restore mark."""
+    text = (REPO / "workflow/modules/evaluation/Snakefile").read_text()
+    block = text.split("for variant in VARIANTS:", 1)[1].split("\nrule ", 1)[0]
+    directive = re.search(r"^\s+benchmark:\n\s+(.+)$", block, re.M)
+    param = re.search(r"^\s+benchmark=benchmark_of\((.+)\),$", block, re.M)
+    assert directive and param and param.group(1) == directive.group(1).strip()
 
 
 TRAINING_WRAPPERS = {"train_vgae": "vgae", "train_gat": "gat", "train_dqn": "dqn"}

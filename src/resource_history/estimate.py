@@ -12,6 +12,9 @@ A run whose benchmark file has a resume mark (``<benchmark>.resumed``, resource_
 `runtime`: its `s` covers only the part after resuming. Memory still learns from it: a resumed job loads its data
 and model and trains, where its peak is reached, so its `max_rss` is a whole job's; and the peak over the runs
 cannot fall below a full run's.
+A run whose benchmark file has a restore mark (``<benchmark>.restored``: the job copied its outputs from results
+kept earlier, kdgat's evaluation stash) is left out of `mem_mb` and `runtime` alike: it computed nothing, and its
+seconds and memory would give the next job that does compute (a retrained model) a fraction of what it needs.
 
 From those runs the base figure is the peak (largest `max_rss` for memory, largest `s` for runtime), unless
 `size_scaling` is on, the job's input size is known, every one of the runs recorded its own (``--benchmark-extended``:
@@ -64,7 +67,7 @@ from resource_history.benchmarks import (
     wildcard_at,
 )
 from resource_history.gpu_records import GPU_PEAK_KEY, read_gpu_record
-from resource_history.resumed import mark_path, resumed_reason
+from resource_history.resumed import mark_path, restored_mark_path, restored_reason, resumed_reason
 from resource_history.settings import LearnedResourceSettings
 
 
@@ -77,11 +80,14 @@ class Measure:
     files: str  # what the files are called in messages
     read: Callable[[Path], list[BenchmarkRun]]
     whole_runs_only: bool = False  # a resumed run's figure is partial: leave it out
+    computed_runs_only: bool = False  # a run that restored its outputs computed nothing: leave it out
 
 
 MEASURES = {
-    "mem_mb": Measure("max_rss_mb", "max_rss", "benchmark", read_benchmark),
-    "runtime": Measure("seconds", "s", "benchmark", read_benchmark, whole_runs_only=True),
+    "mem_mb": Measure("max_rss_mb", "max_rss", "benchmark", read_benchmark, computed_runs_only=True),
+    "runtime": Measure(
+        "seconds", "s", "benchmark", read_benchmark, whole_runs_only=True, computed_runs_only=True
+    ),
     "gpu_mem_mb": Measure("gpu_peak_mb", GPU_PEAK_KEY, "GPU record", read_gpu_record),
 }
 MIN_FIT_SIZES = 3
@@ -186,10 +192,14 @@ class ResourceHistory:
         parsed = BenchmarkPattern.parse(any_value_of(pattern, self.settings.match_wildcards))
         files, warnings = self.history_files(parsed)
         wildcards = {name: str(wildcards[name]) for name in parsed.names if name in wildcards}
-        runs_of, resumed = {}, {}
+        runs_of, resumed, restored = {}, {}, {}
         for path, _ in files:
             runs, warning = self.runs(path, measure)
             runs = [run for run in runs if getattr(run, measure.field) is not None]
+            if runs and measure.computed_runs_only:
+                reason = restored_reason(path)
+                if reason is not None:
+                    restored[path], runs = (len(runs), reason), []
             if runs and measure.whole_runs_only:
                 reason = resumed_reason(path)
                 if reason is not None:
@@ -208,7 +218,8 @@ class ResourceHistory:
                 continue
             chosen = scope, selected, runs, base, how
             break
-        left_out = self.resumed_text(resumed, [path for path, _ in files] if chosen is None else chosen[1])
+        candidates = [path for path, _ in files] if chosen is None else chosen[1]
+        left_out = self.resumed_text(resumed, candidates) + self.restored_text(restored, candidates)
         if chosen is None:
             recorded = sum(len(runs) for runs in runs_of.values())
             if refused:
@@ -243,6 +254,19 @@ class ResourceHistory:
             f"{narrower}; from {shown})"
         )
         return Estimate(resource, value, True, explanation, sources, tuple(warnings))
+
+    @staticmethod
+    def restored_text(restored: dict[Path, tuple[int, str]], paths: list[Path]) -> str:
+        """How many runs of `paths` were left out as restored, and the first one's mark and reason."""
+        marked = [path for path in paths if path in restored]
+        if not marked:
+            return ""
+        count = sum(restored[path][0] for path in marked)
+        return (
+            f"; left out {count} run(s) that restored their outputs from earlier results and computed nothing "
+            f"({restored_mark_path(marked[0])}: {restored[marked[0]][1]}"
+            + (f"; and {len(marked) - 1} more file(s))" if len(marked) > 1 else ")")
+        )
 
     @staticmethod
     def resumed_text(resumed: dict[Path, tuple[int, str]], paths: list[Path]) -> str:

@@ -5,6 +5,9 @@ and the attempt that resumes from its checkpoint records only the remaining time
 ``<benchmark>.resumed`` (a one-line reason) with `mark_resumed`, and removes it with `clear_mark` when it did not
 resume, so that the mark always describes the run the benchmark file holds (the next successful run overwrites
 that file). The estimator leaves marked runs out of learning `runtime` (resource_history.estimate).
+
+A job that restored its outputs from results kept earlier (kdgat's evaluation stash) writes
+``<benchmark>.restored`` with `mark_restored`: it computed nothing, so its run is left out of `mem_mb` too.
 """
 
 from __future__ import annotations
@@ -64,3 +67,37 @@ def mark_if_resumed(benchmark_path: str | Path | None, result: Any, key: str) ->
         else:
             mark_resumed(benchmark_path, f"{key} {resumed_from}")
     return result
+
+
+# A run that restored its outputs from results kept earlier (kdgat's evaluation stash) computed nothing: neither
+# its seconds nor its memory are a job's, so it is left out of every measure read from benchmark files.
+RESTORED_SUFFIX = ".restored"
+
+
+def restored_mark_path(benchmark_path: str | Path) -> Path:
+    return Path(f"{benchmark_path}{RESTORED_SUFFIX}")
+
+
+def mark_restored(benchmark_path: str | Path | None, restored_from: str | None) -> None:
+    """Say whether the run about to be recorded in `benchmark_path` restored its outputs (``restored_from``: from
+    where, one line) instead of computing them; None: it computed them, so a mark an earlier run left is dropped.
+    Nothing without a benchmark path."""
+    if not benchmark_path:
+        return
+    path = restored_mark_path(benchmark_path)
+    if restored_from is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(" ".join(str(restored_from).split()) + "\n")
+
+
+def restored_reason(benchmark_path: str | Path) -> str | None:
+    """Where the run the benchmark file holds restored its outputs from, or None when it computed them."""
+    path = restored_mark_path(benchmark_path)
+    if not path.exists():
+        return None
+    try:
+        return path.read_text().strip() or "restored"
+    except (OSError, UnicodeDecodeError):
+        return "restored"

@@ -62,7 +62,8 @@ def learned(resource, default, record=None):
 def benchmark_of(pattern):
     """The rule's benchmark file (``pattern``: its benchmark: line, placed behind the module's `prefix:` as
     Snakemake places that line, but not params), for the wrapper's resume mark (resource_history.resumed): the
-    kd_gat training wrappers and the simulate and calibrate wrappers. A function of ``output``, which Snakemake's
+    kd_gat training wrappers and the simulate and calibrate wrappers, and the evaluate_detector wrapper's restore
+    mark. A function of ``output``, which Snakemake's
     params rerun trigger leaves out: adding it reruns nothing."""
     placed = workflow.modifier.path_modifier.replace_prefix(pattern)
     return lambda wildcards, output: placed.format(**wildcards)

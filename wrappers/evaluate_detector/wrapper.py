@@ -5,6 +5,7 @@ __license__ = "MIT"
 
 from kdgat.evaluation.run import EVALUATION_OUTPUTS, evaluate_files
 from kdgat.logs import configure_wrapper, failure_logged
+from resource_history import mark_restored
 
 # What this wrapper takes, as its meta.yaml names it (0: it reads the first item), and what of it a rule may
 # leave out (meta.yaml's optional; .tests/unit/test_wrapper_files.py checks both): a name a rule gives that is
@@ -23,12 +24,13 @@ TAKES = {
         "speed",
         "stash_dir",
         "tracking",
+        "benchmark",
     ),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("seed", "batch_size", "device", "fpr_targets", "speed", "stash_dir", "tracking"),
+    "params": ("seed", "batch_size", "device", "fpr_targets", "speed", "stash_dir", "tracking", "benchmark"),
 }
 
 configure_wrapper(
@@ -39,6 +41,8 @@ configure_wrapper(
     OPTIONAL,
 )
 with failure_logged("evaluate_detector"):
+    # Snakemake's benchmark of a job restored from the result stash measures a copy of five files, no evaluation:
+    # a mark next to it keeps it out of learned resources (resource_history.resumed); a computed run drops it.
     evaluate_files(
         vgae=snakemake.input.vgae,
         gat=snakemake.input.gat,
@@ -47,5 +51,12 @@ with failure_logged("evaluate_detector"):
         test=snakemake.input.test,
         outputs={name: snakemake.output[name] for name in EVALUATION_OUTPUTS},
         threads=snakemake.threads,
-        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
+        record_restore=lambda entry: mark_restored(
+            snakemake.params.get("benchmark"), entry and f"restored from the result stash entry {entry}"
+        ),
+        **{
+            key: value
+            for key, value in snakemake.params.items()
+            if key in TAKES["params"] and key != "benchmark"
+        },
     )

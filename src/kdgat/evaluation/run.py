@@ -248,12 +248,14 @@ def evaluate_files(
     stash_dir: str | os.PathLike | None = None,
     threads: int | None = None,
     tracking: Any = None,
+    record_restore: Callable[[Path | None], Any] = lambda entry: None,
 ) -> dict[str, Any]:
     """Evaluate one variant of one dataset from files; write metrics.json, scores.parquet and three SVGs.
 
     With ``stash_dir``, finished outputs are also committed to a :class:`ResultStash` keyed by the contents of
     every input and the parameters, and restored from it (without recomputing) when the same evaluation is asked
-    for again, e.g. after a sibling in the same Snakemake group job failed and Snakemake deleted these outputs.
+    for again, e.g. after a sibling in the same Snakemake group job failed and Snakemake deleted these outputs;
+    ``record_restore`` is called with the entry restored from, or None once computed (the wrapper's mark).
     With ``tracking`` (``kd_gat.tracking``, kdgat.tracking), the outputs are also attached to the tracked training
     runs of the three models (:func:`kdgat.tracking.log_evaluation`).
     """
@@ -288,6 +290,7 @@ def evaluate_files(
     stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in EVALUATION_OUTPUTS}
     key = stash_key(inputs, params) if stash else None
     if stash and stash.restore(key, stash_names):
+        record_restore(stash.entry(key))  # a restore computed nothing: its benchmark is no evaluation's
         log.info(
             "restored %s/%s seed %s from the result stash %s (inputs, params and library code unchanged)",
             dataset,
@@ -364,6 +367,7 @@ def evaluate_files(
     plot_pr(scores, outputs["pr"], title)
     plot_confusion(document, outputs["confusion"], title)
     write_json(document, outputs["metrics"])  # last: its presence means the evaluation finished
+    record_restore(None)
     if stash and (entry := stash.commit(key, stash_names)):  # None: commit logged why not
         log.info("committed results to the stash %s", entry)
     log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
