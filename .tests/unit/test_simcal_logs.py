@@ -18,6 +18,11 @@ from simcal.contract import ContractError
 from simcal.logs import configure, configure_wrapper, failure_logged
 from wrapper_rules import InputRefused, RuleRefused
 
+CAUSES = {
+    signal.SIGTERM: "a walltime, scancel or pod deletion",
+    signal.SIGHUP: "its terminal or ssh session closed",
+}
+
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
     log = tmp_path / "logs" / "job.log"
@@ -63,7 +68,7 @@ def test_a_termination_signal_is_one_line_naming_that_signal_and_the_notes_and_p
     tmp_path, capsys, restore_logging, signum, notes
 ):
     """backends.close_on_signals turns SIGTERM and SIGHUP into Terminated (exit status 128 + the signal): the log
-    names the signal it was, adds the notes (where a calibration's trials so far are kept), and has no
+    names the signal it was and what usually sends it (SIGHUP was once said to come from a walltime), adds the notes (where a calibration's trials so far are kept), and has no
     traceback; stderr says nothing more (the log is the record)."""
     log = tmp_path / "job.log"
     configure(log)
@@ -75,7 +80,7 @@ def test_a_termination_signal_is_one_line_naming_that_signal_and_the_notes_and_p
     assert ended.value is stop and stop.code == 128 + signum
     lines = log.read_text().splitlines()
     expected = (
-        f" ERROR simcal: simulate stopped by {signum.name} (a walltime, scancel or pod deletion): its Dask cluster "
+        f" ERROR simcal: simulate stopped by {signum.name} ({CAUSES[signum]}): its Dask cluster "
         "was closed (worker jobs cancelled), and a rerun resumes from the simulations it finished."
         + "".join(f" {note}" for note in notes)
     )

@@ -55,10 +55,7 @@ class Terminated(SystemExit):
 
 
 # The signals turned into Terminated, each with what sends it (for the log line); simcal's wrappers take the same.
-TERMINATION_SIGNALS = {
-    signal.SIGTERM: "a walltime, scancel or pod deletion",
-    signal.SIGHUP: "its terminal or ssh session closed",
-}
+TERMINATION_SIGNALS = wrapper_rules.TERMINATION_CAUSES
 
 
 @contextlib.contextmanager

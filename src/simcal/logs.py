@@ -55,14 +55,15 @@ def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractCont
     def stopped(stop: BaseException) -> str:
         # The notes say where a calibration's trials so far are kept.
         notes = "".join(f" {note}" for note in getattr(stop, "__notes__", ()))
-        name = signal.Signals(stop.code - 128).name
+        stopped_by = signal.Signals(stop.code - 128)
+        name = f"{stopped_by.name} ({wrapper_rules.TERMINATION_CAUSES.get(stopped_by, 'a signal')})"
         if not getattr(stop, "cluster", True):
             return (
-                f"{what} stopped by {name} (a walltime, scancel or pod deletion) while no Dask cluster was open: "
+                f"{what} stopped by {name} while no Dask cluster was open: "
                 f"what was written is whole, and a rerun resumes from the simulations it finished, if any.{notes}"
             )
         return (
-            f"{what} stopped by {name} (a walltime, scancel or pod deletion): its Dask cluster was closed (worker "
+            f"{what} stopped by {name}: its Dask cluster was closed (worker "
             f"jobs cancelled), and a rerun resumes from the simulations it finished.{notes}"
         )
 

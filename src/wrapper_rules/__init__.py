@@ -17,11 +17,18 @@ import contextlib
 import difflib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NoReturn
 
 KIND = {"input": "input", "output": "output", "params": "param"}
+# The termination signals both libraries' wrappers turn into a clean stop, each with what usually sends it (for
+# the log line that says why a job ended).
+TERMINATION_CAUSES = {
+    signal.SIGTERM: "a walltime, scancel or pod deletion",
+    signal.SIGHUP: "its terminal or ssh session closed",
+}
 # A wrapper's OPTIONAL for a section of which a rule may leave out every name (``OPTIONAL = {"params": ALL}``): the
 # names of its TAKES, without repeating them. Positions (0) are not names: a section read by position still needs
 # an item. Any other string there is refused (``optional_names``): ``"seed" in "seeds"`` is no way to test a name.
