@@ -1117,6 +1117,34 @@ def test_a_checkpoint_of_another_model_or_checkpoint_format_is_not_resumed(
     assert f"ignoring checkpoint {checkpoint} (it belongs to other" in caplog.text
 
 
+def test_a_checkpoint_of_other_training_code_is_not_resumed_and_the_log_says_why(
+    graphs, tmp_path, monkeypatch, caplog
+):
+    """A job killed mid-training and rerun after an upgrade of the training or model code (a loss, a layer) starts
+    afresh, saying why in one line, instead of finishing the old code's weights with the new code."""
+    train, val = graphs
+    gat_settings = settings("gat")
+
+    def run(checkpoint):
+        return gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint)
+
+    checkpoint = crashed_checkpoint(monkeypatch, gat_training.GATStage, run, tmp_path)
+    # the code changed since; raising=False: before the fix the loop had no such digest (the test then fails below)
+    monkeypatch.setattr(training_loop, "training_code_digest", lambda: "a-later-release", raising=False)
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        _, result, *_ = run(checkpoint)
+    assert result["resumed_from"] is None and [row["epoch"] for row in result["history"]] == list(
+        range(1, TRAINING["epochs"] + 1)
+    )
+    ignored = [
+        record.getMessage() for record in caplog.records if "ignoring checkpoint" in record.getMessage()
+    ]
+    assert ignored == [
+        f"gat[teacher]: ignoring checkpoint {checkpoint} (it was written by other kdgat training or model "
+        "code); training starts afresh"
+    ]
+
+
 def rename_a_model_weight(state):
     model = state["stage"]["model"]
     model["renamed." + next(iter(model))] = model.pop(next(iter(model)))

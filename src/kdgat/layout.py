@@ -259,6 +259,17 @@ def synthetic_code_digest(package: str | Path | None = None) -> str:
     return _code_digest(SYNTHETIC_CODE, package)
 
 
+# The library code that decides what training computes (epochs, losses, layers, the curriculum), as in
+# PREPROCESS_CODE: a resume checkpoint written by other code is not resumed (kdgat.training.loop.fingerprint), or
+# an upgraded job would finish the old code's weights with the new code.
+TRAINING_CODE = ("curriculum.py", "distillation.py", "models", "training")
+
+
+def training_code_digest(package: str | Path | None = None) -> str:
+    """A digest of the source of the modules in TRAINING_CODE, part of every training checkpoint's fingerprint."""
+    return _code_digest(TRAINING_CODE, package)
+
+
 def _code_digest(names: Iterable[str], package: str | Path | None) -> str:
     package = Path(package) if package is not None else Path(__file__).parent
     paths = [package / name for name in names]

@@ -27,13 +27,14 @@ import torch
 from torch_geometric.data import Data
 
 from kdgat.files import FileContentError, save_torch
+from kdgat.layout import training_code_digest
 from kdgat.model_store import MODEL_FORMAT
 from kdgat.runtime import restore_rng_state, rng_state
 
 log = logging.getLogger("kdgat.training")
 
-# What fit() writes into a resume checkpoint; bump it when that changes. It and MODEL_FORMAT are part of every
-# fingerprint, so a checkpoint of an older layout is set aside instead of loaded.
+# What fit() writes into a resume checkpoint; bump it when that changes. It, MODEL_FORMAT and the training code's
+# digest are part of every fingerprint, so a checkpoint of an older layout or code is set aside instead of loaded.
 CHECKPOINT_FORMAT = "kdgat-checkpoint/1"
 
 # Test hook: SIGKILL this process right after the checkpoint of epoch N is written (a node failure stand-in).
@@ -114,10 +115,11 @@ class LoopSettings:
 
 def fingerprint(settings: dict, **inputs) -> str:
     """Identifies a training configuration: the settings, what it trains on (``inputs``: graphs, tensors, teacher
-    models; see :func:`content_digest`) and the model and checkpoint formats. A checkpoint from a different one is
-    not resumed."""
+    models; see :func:`content_digest`), the model and checkpoint formats and the code that trains
+    (:func:`kdgat.layout.training_code_digest`). A checkpoint from a different one is not resumed."""
     identity = {
         "formats": [MODEL_FORMAT, CHECKPOINT_FORMAT],
+        "code": training_code_digest(),
         "settings": settings,
         "inputs": {name: content_digest(value) for name, value in inputs.items()},
     }
@@ -168,9 +170,12 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     start_epoch = 0
     resumed_from = None
     checkpoint = Path(loop.checkpoint) if loop.checkpoint else None
+    code = training_code_digest()  # kept beside the fingerprint to say why a checkpoint is set aside
 
     saved = read_checkpoint(checkpoint, loop.name) if checkpoint is not None and checkpoint.exists() else None
-    if saved is not None and saved.get("fingerprint") != config_fingerprint:
+    if saved is not None and saved.get("code") != code:
+        set_aside(loop.name, checkpoint, "checkpoint", "it was written by other kdgat training or model code")
+    elif saved is not None and saved.get("fingerprint") != config_fingerprint:
         set_aside(loop.name, checkpoint, "checkpoint", "it belongs to other settings, inputs or formats")
     elif saved is not None and restore(stage, saved, checkpoint, loop.name):
         best_weights = saved["best_weights"]
@@ -233,6 +238,7 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
             save_torch(
                 {
                     "fingerprint": config_fingerprint,
+                    "code": code,
                     "epoch": epoch,
                     "stage": stage.state_dict(),
                     "best_weights": best_weights,
