@@ -1553,6 +1553,49 @@ def test_a_stash_entry_left_without_its_completion_mark_is_replaced_by_the_next_
     assert not stash.restore("other", {"metrics.json": out})
 
 
+def test_a_complete_stash_entry_lacking_an_output_is_replaced_by_the_next_commit(tmp_path, caplog):
+    """An entry marked COMPLETE without one of the outputs asked for (committed with another output suffix, or a
+    file purged from it) restored nothing, and the commit after the recompute kept it and returned it, so the
+    evaluation logged `committed results to the stash` while every rerun recomputed. The commit now replaces it."""
+    out = {"metrics.json": tmp_path / "out" / "metrics.json", "scores.csv": tmp_path / "out" / "scores.csv"}
+    write_json({"f1": 0.9}, out["metrics.json"])
+    out["scores.csv"].write_text("label\n1\n")
+    stash = ResultStash(tmp_path / "stash")
+    stash.commit("key", {"metrics.json": out["metrics.json"]})
+    target = {name: tmp_path / "restored" / name for name in out}
+    assert not stash.restore("key", target)  # lacks scores.csv: recomputed
+    with caplog.at_level(logging.INFO, logger="kdgat"):
+        assert stash.commit("key", out) == stash.entry("key")
+    assert f"replacing the result stash entry {stash.entry('key')}, which lacks some outputs" in caplog.text
+    assert stash.restore("key", target)
+    assert all(target[name].read_bytes() == out[name].read_bytes() for name in out)
+    assert sorted(p.name for p in stash.root.iterdir()) == ["key"]  # nothing set aside is left
+
+
+def test_a_stash_entry_replaced_while_it_is_restored_is_recomputed_not_a_failure(
+    tmp_path, monkeypatch, caplog
+):
+    """A commit may replace a complete entry that lacks its outputs while another job restores from it (for other
+    outputs): the reader, finding a file gone, recomputes instead of failing."""
+    import kdgat.evaluation.stash as stash_module
+
+    out = {"metrics.json": tmp_path / "out" / "metrics.json", "scores.csv": tmp_path / "out" / "scores.csv"}
+    write_json({"f1": 0.9}, out["metrics.json"])
+    out["scores.csv"].write_text("label\n1\n")
+    stash = ResultStash(tmp_path / "stash")
+    stash.commit("key", out)
+    copy_file = stash_module.copy_file
+
+    def copy_then_replace(source, destination):
+        copy_file(source, destination)
+        shutil.rmtree(stash.entry("key"))  # the concurrent commit moves the entry aside
+
+    monkeypatch.setattr(stash_module, "copy_file", copy_then_replace)
+    with caplog.at_level(logging.WARNING, logger="kdgat"):
+        assert not stash.restore("key", {name: tmp_path / "restored" / name for name in out})
+    assert f"stash entry {stash.entry('key')} was replaced while it was restored; recomputing" in caplog.text
+
+
 def _left_by_killed_commits(stash_root: Path) -> list[Path]:
     """What a commit killed by SIGKILL (the OOM killer, a node failure) leaves: its half-filled staging folder, or
     an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""

@@ -88,26 +88,35 @@ class ResultStash:
         entry = self.entry(key)
         if not (entry / "COMPLETE").is_file():
             return False
-        stored = {name: entry / name for name in outputs}
-        if not all(p.is_file() for p in stored.values()):
+        if not self._holds(entry, outputs):
             log.warning("stash entry %s lacks some outputs; recomputing", entry)
             return False
-        for name, target in outputs.items():
-            copy_file(stored[name], target)
+        try:
+            for name, target in outputs.items():
+                copy_file(entry / name, target)
+        except FileNotFoundError:  # a commit for other outputs replaced the entry meanwhile (see commit)
+            log.warning("stash entry %s was replaced while it was restored; recomputing", entry)
+            return False
         return True
+
+    @staticmethod
+    def _holds(entry: Path, outputs: Mapping[str, str | os.PathLike]) -> bool:
+        """Whether ``entry`` is complete and holds every one of ``outputs``."""
+        return (entry / "COMPLETE").is_file() and all((entry / name).is_file() for name in outputs)
 
     def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
         """Copy ``outputs`` into the entry ``key``: the entry, or None (with a warning) when none could be published.
 
         An entry without its COMPLETE mark (a folder a writer was killed in or made by hand, a plain file, a
-        dangling link) would block the rename forever and restore nothing: it is moved aside in one step and
+        dangling link), or a complete one lacking one of ``outputs`` (committed with another output suffix, a file
+        purged from it), would block the rename forever and restore nothing: it is moved aside in one step and
         removed, whatever it is, first.
 
         The stash is only a copy for a rerun: a copy that fails (the quota or the disk full) is a warning and None,
         never the failure of the finished job whose outputs are written; the staging folder goes however the
         commit ends (SIGTERM included)."""
         entry = self.entry(key)
-        if (entry / "COMPLETE").is_file():
+        if self._holds(entry, outputs):
             return entry
         with self._committing():
             return self._commit(key, entry, outputs)
@@ -129,10 +138,12 @@ class ResultStash:
                 entry, type(error).__name__, error,
             )  # fmt: skip
             return None
-        if (entry.exists() or entry.is_symlink()) and not (entry / "COMPLETE").is_file():
+        if (entry.exists() or entry.is_symlink()) and not self._holds(entry, outputs):
+            if (entry / "COMPLETE").is_file():
+                log.info("replacing the result stash entry %s, which lacks some outputs", entry)
             discard(entry, prefix=f".{key}.stale.")  # nothing when a racing commit moved it first
-        # False with COMPLETE in place: a concurrent writer won; its entry holds the same results
-        if publish_directory(staging, entry) or (entry / "COMPLETE").is_file():
+        # False with the outputs in place: a concurrent writer won; its entry holds the same results
+        if publish_directory(staging, entry) or self._holds(entry, outputs):
             return entry
         log.warning(
             "could not commit to the result stash %s (something is in the way); a rerun recomputes", entry
