@@ -258,27 +258,18 @@ class ResourceHistory:
     @staticmethod
     def restored_text(restored: dict[Path, tuple[int, str]], paths: list[Path]) -> str:
         """How many runs of `paths` were left out as restored, and the first one's mark and reason."""
-        marked = [path for path in paths if path in restored]
-        if not marked:
-            return ""
-        count = sum(restored[path][0] for path in marked)
-        return (
-            f"; left out {count} run(s) that restored their outputs from earlier results and computed nothing "
-            f"({restored_mark_path(marked[0])}: {restored[marked[0]][1]}"
-            + (f"; and {len(marked) - 1} more file(s))" if len(marked) > 1 else ")")
+        return _left_out_text(
+            restored,
+            paths,
+            "that restored their outputs from earlier results and computed nothing",
+            restored_mark_path,
         )
 
     @staticmethod
     def resumed_text(resumed: dict[Path, tuple[int, str]], paths: list[Path]) -> str:
         """How many runs of `paths` were left out as resumed, and the first one's mark and reason."""
-        marked = [path for path in paths if path in resumed]
-        if not marked:
-            return ""
-        count = sum(resumed[path][0] for path in marked)
-        return (
-            f"; left out {count} run(s) resumed from partial work, whose time covers only the rest "
-            f"({mark_path(marked[0])}: {resumed[marked[0]][1]}"
-            + (f"; and {len(marked) - 1} more file(s))" if len(marked) > 1 else ")")
+        return _left_out_text(
+            resumed, paths, "resumed from partial work, whose time covers only the rest", mark_path
         )
 
     @staticmethod
@@ -452,3 +443,14 @@ def any_value_of(pattern: str, names: tuple[str, ...]) -> str:
 def ceil(value: float) -> int:
     """Rounded up, ignoring float noise: (100 + 300) * 1.1 is 440.00000000000006, and 440 is meant."""
     return math.ceil(round(value, 6))
+
+
+def _left_out_text(marks: dict[Path, tuple[int, str]], paths: list[Path], why: str, mark_of) -> str:
+    """ "; left out N run(s) <why> (<first mark>: <its reason>; and M more file(s))" for the marked ones of `paths`."""
+    marked = [path for path in paths if path in marks]
+    if not marked:
+        return ""
+    count = sum(marks[path][0] for path in marked)
+    return f"; left out {count} run(s) {why} ({mark_of(marked[0])}: {marks[marked[0]][1]}" + (
+        f"; and {len(marked) - 1} more file(s))" if len(marked) > 1 else ")"
+    )

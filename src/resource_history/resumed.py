@@ -41,13 +41,7 @@ def clear_mark(benchmark_path: str | Path) -> None:
 
 def resumed_reason(benchmark_path: str | Path) -> str | None:
     """The reason in the benchmark file's mark, or None without one (or an unreadable one: "resumed")."""
-    path = mark_path(benchmark_path)
-    if not path.exists():
-        return None
-    try:
-        return path.read_text().strip() or "resumed"
-    except (OSError, UnicodeDecodeError):
-        return "resumed"
+    return _mark_text(mark_path(benchmark_path), "resumed")
 
 
 def mark_if_resumed(benchmark_path: str | Path | None, result: Any, key: str) -> Any:
@@ -94,10 +88,14 @@ def mark_restored(benchmark_path: str | Path | None, restored_from: str | None) 
 
 def restored_reason(benchmark_path: str | Path) -> str | None:
     """Where the run the benchmark file holds restored its outputs from, or None when it computed them."""
-    path = restored_mark_path(benchmark_path)
+    return _mark_text(restored_mark_path(benchmark_path), "restored")
+
+
+def _mark_text(path: Path, unreadable: str) -> str | None:
+    """A mark's one line; None without the mark; ``unreadable`` for an empty or unreadable one."""
     if not path.exists():
         return None
     try:
-        return path.read_text().strip() or "restored"
+        return path.read_text().strip() or unreadable
     except (OSError, UnicodeDecodeError):
-        return "restored"
+        return unreadable
