@@ -456,36 +456,58 @@ def test_log_roles_name_each_part_relative_to_the_logs_folder(tmp_path):
     assert fusion["fusion"] == ["fusion_01/z.csv"]
 
 
-def test_the_preprocess_code_digest_covers_every_module_build_graphs_runs_and_follows_their_code(tmp_path):
-    """The preprocess rule's other cache-key param: every kdgat module the build_graphs wrapper imports (but
-    logging) is in kdgat.layout.PREPROCESS_CODE (a module added to the chain and left out would let a cache serve
-    graphs of older code), and a change to one of their files changes the digest, a change elsewhere does not."""
+def kdgat_modules_outside(wrapper: str, code: tuple[str, ...]) -> tuple[list[str], set[str]]:
+    """The kdgat modules (but logging) that ``wrappers/<wrapper>/wrapper.py``'s kdgat imports load, in a fresh
+    interpreter, whose files are not among ``code`` (names of files and folders of the kdgat package, as in
+    kdgat.layout); and every kdgat module loaded."""
     import importlib
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
 
     import kdgat
-    from kdgat.layout import PREPROCESS_CODE, preprocess_code_digest
 
-    wrapper = (Path(__file__).parents[2] / "wrappers" / "build_graphs" / "wrapper.py").read_text()
+    source = (Path(__file__).parents[2] / "wrappers" / wrapper / "wrapper.py").read_text()
     imports = "\n".join(
-        line for line in wrapper.splitlines() if line.startswith(("from kdgat", "import kdgat"))
+        line for line in source.splitlines() if line.startswith(("from kdgat", "import kdgat"))
     )
     listed = subprocess.run(
         [sys.executable, "-c", f"{imports}\nimport sys\nprint(*sorted(m for m in sys.modules if m.startswith('kdgat')))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     package = Path(kdgat.__file__).parent
-    covered = {(package / name) for name in PREPROCESS_CODE}
-    for module in set(listed) - {"kdgat", "kdgat.logs"}:
+    covered = {(package / name) for name in code}
+    outside = []
+    for module in sorted(set(listed) - {"kdgat", "kdgat.logs"}):
         file = Path(importlib.import_module(module).__file__)
-        assert file in covered or file.parent in covered, f"{module} ({file}) is not in PREPROCESS_CODE"
-    assert {"kdgat.graphs", "kdgat.can.reader", "kdgat.preprocess"} <= set(listed)
+        if not (file in covered or file.parent in covered):
+            outside.append(f"{module} ({file})")
+    return outside, set(listed)
 
+
+def kdgat_copy(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import kdgat
+
+    package = Path(kdgat.__file__).parent
     copy = tmp_path / "kdgat"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return package, copy
+
+
+def test_the_preprocess_code_digest_covers_every_module_build_graphs_runs_and_follows_their_code(tmp_path):
+    """The preprocess rule's other cache-key param: every kdgat module the build_graphs wrapper imports (but
+    logging) is in kdgat.layout.PREPROCESS_CODE (a module added to the chain and left out would let a cache serve
+    graphs of older code), and a change to one of their files changes the digest, a change elsewhere does not."""
+    from kdgat.layout import PREPROCESS_CODE, preprocess_code_digest
+
+    outside, listed = kdgat_modules_outside("build_graphs", PREPROCESS_CODE)
+    assert not outside, f"not in PREPROCESS_CODE: {outside}"
+    assert {"kdgat.graphs", "kdgat.can.reader", "kdgat.preprocess"} <= listed
+
+    package, copy = kdgat_copy(tmp_path)
     before = preprocess_code_digest(copy)
     assert before == preprocess_code_digest(package) == preprocess_code_digest()
     (copy / "training" / "dqn.py").write_text("# not preprocessing\n", encoding="utf-8")
@@ -502,32 +524,13 @@ def test_the_preprocess_code_digest_covers_every_module_build_graphs_runs_and_fo
 def test_the_synthetic_code_digest_covers_every_module_generate_can_runs_and_follows_their_code(tmp_path):
     """generate_can's cache-key param: every kdgat module its wrapper imports (but logging) is in
     kdgat.layout.SYNTHETIC_CODE, and a change to the generator changes the digest, one to the graph builder not."""
-    import importlib
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import kdgat
     from kdgat.layout import SYNTHETIC_CODE, synthetic_code_digest
 
-    wrapper = (Path(__file__).parents[2] / "wrappers" / "generate_can" / "wrapper.py").read_text()
-    imports = "\n".join(
-        line for line in wrapper.splitlines() if line.startswith(("from kdgat", "import kdgat"))
-    )
-    listed = subprocess.run(
-        [sys.executable, "-c", f"{imports}\nimport sys\nprint(*sorted(m for m in sys.modules if m.startswith('kdgat')))"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    package = Path(kdgat.__file__).parent
-    covered = {(package / name) for name in SYNTHETIC_CODE}
-    for module in set(listed) - {"kdgat", "kdgat.logs"}:
-        file = Path(importlib.import_module(module).__file__)
-        assert file in covered or file.parent in covered, f"{module} ({file}) is not in SYNTHETIC_CODE"
-    assert {"kdgat.synthetic", "kdgat.can.writer"} <= set(listed)
+    outside, listed = kdgat_modules_outside("generate_can", SYNTHETIC_CODE)
+    assert not outside, f"not in SYNTHETIC_CODE: {outside}"
+    assert {"kdgat.synthetic", "kdgat.can.writer"} <= listed
 
-    copy = tmp_path / "kdgat"
-    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    package, copy = kdgat_copy(tmp_path)
     before = synthetic_code_digest(copy)
     assert before == synthetic_code_digest(package) == synthetic_code_digest()
     (copy / "graphs.py").write_text("# not generating\n", encoding="utf-8")
