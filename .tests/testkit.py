@@ -334,3 +334,18 @@ def wrapper_refusal(wrapper: str, tmp_path: Path, capsys, inputs: dict, params: 
     assert capsys.readouterr().err == f"{wrapper} failed: {message}\n"
     assert not (tmp_path / "out").exists()
     return message
+
+
+def signalled_mid_write(script: str, folder: Path, signum: int) -> int:
+    """Run ``script`` (Python, given ``folder`` as its argument) in a process of its own, send it ``signum`` once it
+    has made ``folder/writing`` (its sign of a write under way), and return its exit status."""
+    import signal
+    import time
+
+    job = subprocess.Popen([sys.executable, "-c", script, str(folder)], env={"PYTHONPATH": str(REPO / "src")})
+    deadline = time.monotonic() + 60
+    while not (folder / "writing").exists():
+        assert job.poll() is None and time.monotonic() < deadline, "the job never started writing"
+        time.sleep(0.05)
+    job.send_signal(signal.Signals(signum))
+    return job.wait(timeout=60)

@@ -8,10 +8,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
-from testkit import REPO
+from testkit import REPO, signalled_mid_write
 
 from kdgat.logs import Terminated, configure, configure_wrapper, failure_logged
 from wrapper_rules import InputError, InputRefused, RuleRefused, check_rule, missing_items, unknown_items
@@ -206,15 +205,7 @@ def test_sigterm_during_a_write_leaves_no_temporary_file_and_says_why_the_job_en
     """Python's default for SIGTERM ends the process on the spot: the temporary file of a write under way stayed
     beside the output for good, and the log said nothing. Inside failure_logged the write cleans up, the log names
     the signal, and the exit status is the shell's for SIGTERM."""
-    job = subprocess.Popen(
-        [sys.executable, "-c", TERMINATED_JOB, str(tmp_path)], env={"PYTHONPATH": str(REPO / "src")}
-    )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "writing").exists():
-        assert job.poll() is None and time.monotonic() < deadline, "the job never started writing"
-        time.sleep(0.05)
-    job.send_signal(signal.SIGTERM)
-    assert job.wait(timeout=60) == 143
+    assert signalled_mid_write(TERMINATED_JOB, tmp_path, signal.SIGTERM) == 143
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .last.pt.<hex>.tmp, no last.pt
     text = (tmp_path / "job.log").read_text()
     assert "GAT training stopped by SIGTERM" in text and "resumes from the last checkpoint" in text
@@ -226,15 +217,7 @@ def test_sighup_during_a_write_leaves_no_temporary_file_and_says_why_the_job_end
     caught: Python's default for SIGHUP ended the process on the spot, the temporary file of a write under way
     stayed beside the output and the log gave no reason. Now it is handled as SIGTERM is (as simcal's wrappers
     do), with the shell's status for SIGHUP."""
-    job = subprocess.Popen(
-        [sys.executable, "-c", TERMINATED_JOB, str(tmp_path)], env={"PYTHONPATH": str(REPO / "src")}
-    )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "writing").exists():
-        assert job.poll() is None and time.monotonic() < deadline, "the job never started writing"
-        time.sleep(0.05)
-    job.send_signal(signal.SIGHUP)
-    assert job.wait(timeout=60) == 128 + signal.SIGHUP
+    assert signalled_mid_write(TERMINATED_JOB, tmp_path, signal.SIGHUP) == 128 + signal.SIGHUP
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .last.pt.<hex>.tmp, no last.pt
     text = (tmp_path / "job.log").read_text()
     assert "GAT training stopped by SIGHUP (its terminal or ssh session closed)" in text

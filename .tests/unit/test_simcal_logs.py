@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from testkit import REPO
+from testkit import signalled_mid_write
 
 from simcal.backends import Terminated, close_on_signals
 from simcal.contract import ContractError
@@ -114,15 +112,7 @@ def test_sigterm_outside_a_dask_cluster_leaves_no_temporary_file_and_is_one_line
     ended the process on the spot, the temporary file of a write under way stayed beside the output, and the log
     said nothing. Inside failure_logged the write cleans up, the log names the signal, and the exit status is the
     shell's for SIGTERM."""
-    job = subprocess.Popen(
-        [sys.executable, "-c", TERMINATED_JOB, str(tmp_path)], env={"PYTHONPATH": str(REPO / "src")}
-    )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "writing").exists():
-        assert job.poll() is None and time.monotonic() < deadline, "the job never started writing"
-        time.sleep(0.05)
-    job.send_signal(signal.SIGTERM)
-    assert job.wait(timeout=60) == 143
+    assert signalled_mid_write(TERMINATED_JOB, tmp_path, signal.SIGTERM) == 143
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .sim.parquet.<hex>.tmp
     lines = (tmp_path / "job.log").read_text().splitlines()
     expected = (
