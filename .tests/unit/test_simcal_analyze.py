@@ -161,6 +161,26 @@ def test_the_summary_counts_every_failed_replicate_of_every_trial():
     assert summary["replicates_failed"] == 2 + 1
 
 
+def test_a_failed_simulation_of_a_set_simulated_again_counts_once_in_replicates_failed():
+    """replicates_failed counts distinct failed simulations (param_id × replicate). A set TPE proposes again, or
+    one the refine step simulates with more replicates, reads its first replicates back from the parts, failed
+    ones included (a calibration never reruns them): its rows repeat those failures."""
+    trials = refined_trials()
+    counts = ["replicates_ok", "replicates_failed"]
+    trials[counts] = trials[counts].astype("Int64")
+    # b's replicate 1 failed in the design; the refine step reads it back (5 replicates: 1 failed, 4 ok)
+    trials.loc[trials["param_id"] == "b", counts] = [(1, 1), (4, 1)]
+    # TPE proposes d again in round 2: the same two simulations, the same failed replicate
+    again = trials.loc[trials["param_id"] == "d"].iloc[[0]].assign(trial=11, round=2)
+    trials = pd.concat([trials, again], ignore_index=True)
+    trials.loc[(trials["param_id"] == "d") & (trials["phase"] == "search"), counts] = (1, 1)
+    # ... and the refine step a third time, with 3 new replicates of which one fails: 2 of d's 5 failed
+    trials.loc[(trials["param_id"] == "d") & (trials["phase"] == "refine"), counts] = (3, 2)
+    _, _, summary = analyze(trials, NAMES, top_k=3)
+    # c: 2 failed in the design; b: its replicate 1; d: its replicate of the search rows and one of the refine's
+    assert summary["replicates_failed"] == 2 + 1 + 2
+
+
 def test_a_tie_on_the_loss_goes_to_the_earlier_trial_whatever_the_row_order():
     """Two refine rows with the same loss: the earlier trial is the best and ranks first in the top-k, also in a
     trials table whose rows are not in trial order (tables concatenated or sorted by hand)."""

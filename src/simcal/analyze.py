@@ -82,7 +82,11 @@ def analyze(
         },
     }
     if "replicates_failed" in trials:
-        summary["replicates_failed"] = int(trials["replicates_failed"].fillna(0).sum())
+        # Distinct failed simulations (param_id × replicate). A set simulated again (the refine step's first
+        # replicates, a proposal repeated) reads them back from the parts, failed ones included (a calibration
+        # never reruns them): the set's row with the most replicates holds the failures of its other rows.
+        most_per_set = trials.groupby("param_id", sort=False)["replicates_failed"].max()
+        summary["replicates_failed"] = int(most_per_set.fillna(0).sum())
     if "round" in searched and len(searched):
         # Losses of the design and search rounds share a replicate count, so their running best is comparable. A
         # round whose every set failed carries the best so far (null before any finite loss), not a gap.
