@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import nbformat
 import pandas as pd
@@ -45,11 +46,13 @@ def test_notebook_tables_match_the_metrics(workdir):
             row = table[
                 (table["variant"] == variant) & (table["model"] == "gat") & (table["scenario"] == scenario)
             ]
-            # F1 on an attack-free scenario is 0 with false alarms and undefined (None -> NaN) without any.
-            f1 = document["test"][scenario]["gat"]["f1"]
-            assert row["f1_mean"].item() == pytest.approx(float("nan") if f1 is None else f1, nan_ok=True)
+            metrics = document["test"][scenario]["gat"]
             if scenario == "dos":
-                assert row["f1_n"].item() == 1
+                assert row["f1_mean"].item() == pytest.approx(metrics["f1"]) and row["f1_n"].item() == 1
+            else:  # attack-free: no F1 (0 after one false alarm, undefined without), its false-alarm rate instead
+                assert row["attack_free"].item() and row["f1_n"].item() == 0
+                assert math.isnan(row["f1_mean"].item())
+                assert row["false_alarm_rate_mean"].item() == pytest.approx(1 - metrics["specificity"])
     clean = table[table["scenario"] == "clean"]
     assert clean["roc_auc_mean"].isna().all()  # one class: no ROC curve
     assert (workdir / "results/evaluation/notebook/scenario_f1.svg").read_text().lstrip().startswith("<?xml")

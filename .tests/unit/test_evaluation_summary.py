@@ -1051,14 +1051,14 @@ def test_the_summary_names_the_seeds_its_tables_are_over(tmp_path, seeds, named)
     assert f"ds teacher vs students, {named}" in outputs["size.svg"].read_text()
 
 
-def _with_attack_free_scenario(document):
-    """``document`` with a test scenario ``clean`` of normal windows only, where every model raises one false
-    alarm: F1 0 (scikit-learn's), a count of false alarms rather than of detection."""
+def _with_attack_free_scenario(document, alarms=1):
+    """``document`` with a test scenario ``clean`` of normal windows only, where every model raises ``alarms``
+    false alarms: F1 0 (scikit-learn's) after one, a count of false alarms rather than of detection, and null
+    without one."""
     labels = np.zeros(50, dtype=int)
-    one_alarm = np.r_[0.9, np.full(49, 0.1)]
+    scores = np.r_[np.full(alarms, 0.9), np.full(50 - alarms, 0.1)]
     block = {
-        name: binary_metrics(labels, one_alarm, (one_alarm > 0.5).astype(int))
-        for name in document["test"]["dos"]
+        name: binary_metrics(labels, scores, (scores > 0.5).astype(int)) for name in document["test"]["dos"]
     }
     return {**document, "test": {**document["test"], "clean": block}}
 
@@ -1075,6 +1075,49 @@ def test_a_scenario_without_attack_windows_is_no_models_worst_scenario(documents
     only_clean = per_scenario[per_scenario["scenario"] == "clean"]
     models = model_summary(only_clean, pooled_table(documents, [baselines]))
     assert models["worst_scenario"].isna().all() and len(models) == 3 * 6
+
+
+def test_an_attack_free_scenario_shows_its_false_alarm_rate_over_every_seed_not_an_f1_over_some(documents):
+    """F1 on a scenario without attack windows is 0 after one false alarm and undefined without one, so its mean
+    over seeds was 0 over the seeds that raised an alarm ("0.000 ± n/a" from one of three seeds here). The
+    summary leaves that F1 (and its margin) out and gives the false-alarm rate (1 − specificity) over every seed;
+    the scenarios with attacks keep every figure."""
+    alarms = {1: 2, 2: 0, 3: 0}
+    with_clean = [_with_attack_free_scenario(d, alarms[d["seed"]]) for d in documents]
+    baselines = _with_attack_free_scenario(_baselines())
+    table = scenario_table(with_clean, [baselines])
+    clean_rows = table[table["scenario"] == "clean"]
+    chain_rows = clean_rows[~clean_rows["model"].isin(BASELINES)]
+    assert (chain_rows.groupby(["variant", "model"])["f1"].count() == 1).all()  # the trap: F1 on seed 1 only
+    summary = scenario_summary(table).set_index(["variant", "scenario", "model"])
+
+    clean = summary.xs("clean", level="scenario")
+    assert clean["attack_free"].all() and (clean["f1_n"] == 0).all()
+    assert clean["f1_mean"].isna().all() and clean["margin_mean"].isna().all()
+    for (variant, model), group in clean_rows.groupby(["variant", "model"]):
+        expected = interval(1 - group["specificity"])
+        assert expected["n"] == 3
+        assert clean.loc[(variant, model), "false_alarm_rate_n"] == 3
+        assert clean.loc[(variant, model), "false_alarm_rate_mean"] == pytest.approx(expected["mean"])
+        assert clean.loc[(variant, model), "false_alarm_rate_half"] == pytest.approx(
+            expected["half"], nan_ok=True
+        )
+
+    alone = scenario_summary(scenario_table(documents, [_baselines()])).set_index(
+        ["variant", "scenario", "model"]
+    )
+    dos = summary.xs("dos", level="scenario", drop_level=False)
+    assert not dos["attack_free"].any()
+    pd.testing.assert_frame_equal(dos[alone.columns], alone)
+
+    markdown = summary_markdown(
+        variant_summary(with_clean, pooled_table(with_clean)), scenarios=summary.reset_index()
+    )
+    f1 = markdown.split("## F1 per test scenario")[1].split("## ROC-AUC per test scenario")[0]
+    teacher_gat = clean.loc[("teacher", "gat")]
+    shown = f"FPR {teacher_gat['false_alarm_rate_mean']:.3f} ± {teacher_gat['false_alarm_rate_half']:.3f}"
+    assert f"| ds | clean | gat | {shown} |" in f1
+    assert "0.000 ± n/a" not in f1 and "false-alarm rate" in f1
 
 
 @pytest.mark.parametrize(

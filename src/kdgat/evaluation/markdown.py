@@ -51,16 +51,22 @@ def _interval_text(mean: float, low: float, high: float, digits: int = 3) -> str
     return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
+def _scenario_cell(row: pd.Series, metric: str) -> str:
+    """``metric``'s mean ± half-width; for F1 on a scenario without attack windows (``attack_free``), where
+    scenario_summary leaves F1 out, the false-alarm rate marked "FPR"."""
+    attack_free = row.get("attack_free")  # a table built by hand may lack it
+    if metric == "f1" and pd.notna(attack_free) and bool(attack_free):
+        return f"FPR {_plus_minus(row['false_alarm_rate_mean'], row['false_alarm_rate_half'])}"
+    return _plus_minus(row[f"{metric}_mean"], row[f"{metric}_half"])
+
+
 def _per_scenario(scenarios: pd.DataFrame, metric: str, models: Sequence[str] | None = None) -> str:
     """One row per dataset × scenario × model, one column per variant: ``metric``'s mean ± half-width over
     seeds."""
     if models is not None:
         scenarios = scenarios[scenarios["model"].isin(models)]
     wide = scenarios.assign(
-        cell=[
-            _plus_minus(m, h)
-            for m, h in zip(scenarios[f"{metric}_mean"], scenarios[f"{metric}_half"], strict=True)
-        ]
+        cell=[_scenario_cell(row, metric) for _, row in scenarios.iterrows()]
     ).pivot_table(
         index=["dataset", "scenario", "model"], columns="variant", values="cell", aggfunc="first", sort=False
     )
@@ -76,7 +82,8 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     a number (or n/a) are right-aligned."""
     # A "|" in a cell (a scenario named "dos|fuzzy") would end the cell: GitHub-flavoured Markdown escapes it.
     rows = [[str(cell).replace("|", "\\|") for cell in row] for row in rows]
-    number = re.compile(r"^(n/a|[-+−]?[\d.,]+(%| ±.*| \[.*\])?)$")
+    # "FPR 0.010 ± 0.005": the F1 table's cell of a scenario without attack windows, a number all the same
+    number = re.compile(r"^(FPR )?(n/a|[-+−]?[\d.,]+(%| ±.*| \[.*\])?)$")
     numeric = [bool(rows) and all(number.match(row[i]) for row in rows) for i in range(len(headers))]
     lines = [
         "| " + " | ".join(headers) + " |",
@@ -299,7 +306,9 @@ def summary_markdown(
         )
     if scenarios is not None and not scenarios.empty:
         parts.append(
-            "## F1 per test scenario\n\nMean ± half-width of the 95% t interval over seeds.\n\n"
+            "## F1 per test scenario\n\nMean ± half-width of the 95% t interval over seeds. A scenario without "
+            "attack windows has no F1 to show (0 after one false alarm, undefined without one): its cells give the "
+            "false-alarm rate instead (FPR, the share of its windows flagged), over every seed.\n\n"
             + _per_scenario(scenarios, "f1")
         )
         parts.append(

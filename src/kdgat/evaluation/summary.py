@@ -10,7 +10,8 @@ validation numbers. A figure over seeds is the mean and a two-sided 95% Student-
   with like);
 * :func:`variant_summary`: one row per dataset × variant: size, pooled-test F1 over seeds, latency;
 * :func:`scenario_summary`: one row per dataset × variant × test scenario × model: F1, ROC-AUC and the
-  margin over the best trivial baseline over seeds;
+  margin over the best trivial baseline over seeds (on a scenario without attack windows the false-alarm rate
+  instead of F1 and margin);
 * :func:`model_summary`: one row per dataset × variant × model: pooled F1 and ROC-AUC over seeds, the worst
   scenario, and the margin over the best trivial baseline (pooled, and on the scenario where it is smallest),
   each with its interval;
@@ -177,13 +178,19 @@ def with_margins(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def scenario_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset × variant × scenario × model: F1, ROC-AUC and margin over seeds (mean and interval)."""
+    """Per dataset × variant × scenario × model: F1, ROC-AUC, margin and false-alarm rate (1 − specificity) over
+    seeds (mean and interval), and ``attack_free``: the scenario has no attack windows. There F1 is 0 after one
+    false alarm and undefined without one, so its mean would be 0 over the seeds that raised an alarm: F1 and
+    margin are left out (NaN, n 0) and the false-alarm rate, over every seed, says how the model does."""
     keys = ["dataset", "variant", "scenario", "model"]
     table = with_margins(table)
+    table = table.assign(false_alarm_rate=1 - table["specificity"], attack_free=table["n_attack"].eq(0))
+    table.loc[table["attack_free"], ["f1", "margin"]] = math.nan
     out = _over_seeds(table, keys, "f1")
-    for column in ("roc_auc", "margin"):
+    for column in ("roc_auc", "margin", "false_alarm_rate"):
         out = out.merge(_over_seeds(table, keys, column), on=keys)
-    return out
+    attack_free = table.groupby(keys, sort=False)["attack_free"].all().reset_index()
+    return out.merge(attack_free, on=keys, how="left")
 
 
 def model_summary(scenarios: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
