@@ -13,7 +13,15 @@ import pytest
 from testkit import REPO, signalled_mid_write
 
 from kdgat.logs import Terminated, configure, configure_wrapper, failure_logged
-from wrapper_rules import InputError, InputRefused, RuleRefused, check_rule, missing_items, unknown_items
+from wrapper_rules import (
+    InputError,
+    InputRefused,
+    Interrupted,
+    RuleRefused,
+    check_rule,
+    missing_items,
+    unknown_items,
+)
 
 
 def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
@@ -222,6 +230,42 @@ def test_sighup_during_a_write_leaves_no_temporary_file_and_says_why_the_job_end
     text = (tmp_path / "job.log").read_text()
     assert "GAT training stopped by SIGHUP (its terminal or ssh session closed)" in text
     assert "Traceback" not in text
+
+
+# The same job as a terminal's foreground process, where Ctrl-C reaches it: a process started in the background
+# (the test run's own, in CI) would inherit SIGINT ignored, and Python then leaves it so.
+INTERRUPTED_JOB = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + TERMINATED_JOB
+
+
+def test_ctrl_c_during_a_write_leaves_no_temporary_file_and_is_one_line_with_status_130(tmp_path):
+    """Ctrl-C's SIGINT is Python's KeyboardInterrupt: the write cleaned up, but the log said "GAT training failed"
+    with a traceback, as for a bug, and Python ended the process by SIGINT. Now it is one line as for SIGTERM, and
+    the exit status is the shell's for SIGINT."""
+    assert signalled_mid_write(INTERRUPTED_JOB, tmp_path, signal.SIGINT) == 128 + signal.SIGINT
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .last.pt.<hex>.tmp, no last.pt
+    lines = (tmp_path / "job.log").read_text().splitlines()
+    expected = (
+        " ERROR kdgat: GAT training stopped by SIGINT (Ctrl-C): what was written is whole, and a rerun resumes "
+        f"from the last checkpoint, {tmp_path / 'out' / 'last.pt'} (from the start if none was written)"
+    )
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+
+
+def test_a_ctrl_c_in_a_nested_block_is_logged_once_and_ends_with_status_130(
+    tmp_path, capsys, restore_logging
+):
+    log = tmp_path / "job.log"
+    configure(log)
+    # KeyboardInterrupt too: one that got through would end the test run, not fail this test
+    with pytest.raises((Interrupted, KeyboardInterrupt)) as ended, failure_logged("outer step"):
+        with failure_logged("build_graphs"):
+            raise KeyboardInterrupt
+    assert type(ended.value) is Interrupted and ended.value.code == 130
+    assert type(ended.value.__cause__) is KeyboardInterrupt
+    lines = log.read_text().splitlines()
+    expected = " ERROR kdgat: build_graphs stopped by SIGINT (Ctrl-C): what was written is whole, and a rerun starts it again"
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+    assert capsys.readouterr().err == ""
 
 
 def test_a_sigterm_in_the_block_is_one_line_naming_it_and_propagates_with_status_143(

@@ -14,7 +14,7 @@ from testkit import signalled_mid_write
 from simcal.backends import Terminated, close_on_signals
 from simcal.contract import ContractError
 from simcal.logs import configure, configure_wrapper, failure_logged
-from wrapper_rules import InputRefused, RuleRefused
+from wrapper_rules import InputRefused, Interrupted, RuleRefused
 
 CAUSES = {
     signal.SIGTERM: "a walltime, scancel or pod deletion",
@@ -27,11 +27,11 @@ def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
     configure(log)
     logging.getLogger("simcal.runner").info("12/24 done")
     logging.getLogger("distributed.scheduler").info("chatter below warnings")
-    with pytest.raises(KeyboardInterrupt), failure_logged("simulate"):
-        raise KeyboardInterrupt  # a killed job is logged too, and still stops
+    with pytest.raises(MemoryError), failure_logged("simulate"):
+        raise MemoryError  # a job out of memory is logged too, and still stops
     text = log.read_text()
     assert "INFO simcal.runner: 12/24 done" in text and "chatter" not in text
-    assert "ERROR simcal: simulate failed" in text and "KeyboardInterrupt" in text
+    assert "ERROR simcal: simulate failed" in text and "MemoryError" in text
 
 
 def test_a_contract_error_is_one_line_in_the_log_and_on_stderr_and_ends_with_status_1(
@@ -120,6 +120,49 @@ def test_sigterm_outside_a_dask_cluster_leaves_no_temporary_file_and_is_one_line
         "was open: what was written is whole, and a rerun resumes from the simulations it finished, if any."
     )
     assert len(lines) == 1 and lines[0].endswith(expected), lines
+
+
+# The same job as a terminal's foreground process, where Ctrl-C reaches it: a process started in the background
+# (the test run's own, in CI) would inherit SIGINT ignored, and Python then leaves it so.
+INTERRUPTED_JOB = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + TERMINATED_JOB
+
+
+def test_ctrl_c_outside_a_dask_cluster_leaves_no_temporary_file_and_is_one_line_with_status_130(tmp_path):
+    """Ctrl-C's SIGINT is Python's KeyboardInterrupt: the write cleaned up, but the log said "simulate failed" with
+    a traceback, as for a bug, and Python ended the process by SIGINT. Now it is one line as for SIGTERM, and the
+    exit status is the shell's for SIGINT."""
+    assert signalled_mid_write(INTERRUPTED_JOB, tmp_path, signal.SIGINT) == 128 + signal.SIGINT
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no .sim.parquet.<hex>.tmp
+    lines = (tmp_path / "job.log").read_text().splitlines()
+    expected = (
+        " ERROR simcal: simulate stopped by SIGINT (Ctrl-C) while no Dask cluster was open: what was written is "
+        "whole, and a rerun resumes from the simulations it finished, if any."
+    )
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+
+
+def test_a_ctrl_c_while_a_dask_cluster_is_open_says_it_was_closed_with_the_notes_and_status_130(
+    tmp_path, capsys, restore_logging
+):
+    """A calibration adds where its trials so far are kept to a Ctrl-C as to a SIGTERM (calibrate.py); the
+    cluster's close_on_signals marks that a cluster was open, which failure_logged's own does not undo."""
+    log = tmp_path / "job.log"
+    configure(log)
+    note = "The trials table of the 2 round(s) that finished is in t.failed.parquet."
+    # KeyboardInterrupt too: one that got through would end the test run, not fail this test
+    with pytest.raises((Interrupted, KeyboardInterrupt)) as ended, failure_logged("calibrate"):
+        with close_on_signals():
+            interrupt = KeyboardInterrupt()
+            interrupt.add_note(note)
+            raise interrupt
+    assert type(ended.value) is Interrupted and ended.value.code == 130 and ended.value.__cause__ is interrupt
+    lines = log.read_text().splitlines()
+    expected = (
+        " ERROR simcal: calibrate stopped by SIGINT (Ctrl-C): its Dask cluster was closed (worker jobs cancelled), "
+        f"and a rerun resumes from the simulations it finished. {note}"
+    )
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+    assert capsys.readouterr().err == ""
 
 
 def test_a_dask_clusters_signal_handler_answers_inside_failure_logged_and_each_is_given_back(

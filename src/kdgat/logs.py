@@ -85,8 +85,9 @@ def failure_logged(
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``) is
     logged as the one line ``<what> failed: <message>``, also on stderr, and ends the process with status 1 and no
     traceback (``wrapper_rules.refuse_input``). Any other exception is logged with its traceback as ``<what>
-    failed``, then re-raised unchanged. A SIGTERM or SIGHUP during the block is logged as such (no traceback) and
-    ends the process with status 128 + the signal (``termination_as_exit``); the line says that a rerun resumes
+    failed``, then re-raised unchanged. A SIGTERM, SIGHUP or Ctrl-C (SIGINT) during the block is logged as such (no
+    traceback) and ends the process with status 128 + the signal (``termination_as_exit``,
+    ``wrapper_rules.Interrupted``); the line says that a rerun resumes
     from ``checkpoint`` where the job has one (a training rule's ``params.checkpoint``), else that it starts the
     job again. The frame is ``wrapper_rules.failure_logged``, as simcal's."""
 
@@ -97,11 +98,7 @@ def failure_logged(
             )
         else:
             rerun = "a rerun starts it again"
-        name = getattr(stop, "signal", signal.SIGTERM)
-        return (
-            f"{what} stopped by {name.name} ({TERMINATION_SIGNALS.get(name, 'a signal')}): what was written is "
-            f"whole, and {rerun}"
-        )
+        return f"{what} stopped by {wrapper_rules.stopped_by(stop)}: what was written is whole, and {rerun}"
 
     return wrapper_rules.failure_logged(
         what, logging.getLogger(logger), Terminated, stopped, termination_as_exit

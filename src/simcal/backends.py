@@ -55,7 +55,8 @@ def close_on_signals(
 
     SLURM jobs of a SLURMCluster are cancelled by ``cluster.close()``; a scheduler that kills the rule with
     SIGTERM would otherwise skip it and leave worker jobs running until their walltime. ``cluster=False``: the
-    block opens no cluster (a wrapper's whole run, ``logs.failure_logged``), which the exception says.
+    block opens no cluster (a wrapper's whole run, ``logs.failure_logged``), which the exception says, a Ctrl-C's
+    ``KeyboardInterrupt`` too.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -69,6 +70,12 @@ def close_on_signals(
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C stays Python's own exception; the innermost block marks it, so that its log line says whether a
+        # cluster was open (closed by now: the cluster's with-statements, inside the block, unwound first).
+        if not hasattr(interrupt, "cluster"):
+            interrupt.cluster = cluster
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

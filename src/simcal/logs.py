@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -48,15 +47,15 @@ def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractCont
     with its traceback as ``<what> failed``, then re-raised unchanged. A termination signal (SIGTERM, SIGHUP)
     during the block is ``Terminated`` (``backends.close_on_signals``), so that an atomic write under way removes
     its temporary file, then one line saying so and naming the signal, no traceback, and exit status 128 + the
-    signal (143 for SIGTERM). While a Dask cluster is open, its own handler answers: the cluster has been closed,
-    its SLURM worker jobs cancelled, by the time it gets here, which the line says. The frame is
-    ``wrapper_rules.failure_logged``, as kdgat's."""
+    signal (143 for SIGTERM). Ctrl-C (SIGINT, Python's ``KeyboardInterrupt``) ends so too, with status 130
+    (``wrapper_rules.Interrupted``). While a Dask cluster is open, its own handler answers: the cluster has been
+    closed, its SLURM worker jobs cancelled, by the time it gets here, which the line says (for a Ctrl-C,
+    ``close_on_signals`` marks whether one was open). The frame is ``wrapper_rules.failure_logged``, as kdgat's."""
 
     def stopped(stop: BaseException) -> str:
         # The notes say where a calibration's trials so far are kept.
         notes = "".join(f" {note}" for note in getattr(stop, "__notes__", ()))
-        stopped_by = signal.Signals(stop.code - 128)
-        name = f"{stopped_by.name} ({wrapper_rules.TERMINATION_CAUSES.get(stopped_by, 'a signal')})"
+        name = wrapper_rules.stopped_by(stop)
         if not getattr(stop, "cluster", True):
             return (
                 f"{what} stopped by {name} while no Dask cluster was open: "

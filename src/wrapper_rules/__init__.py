@@ -29,6 +29,8 @@ TERMINATION_CAUSES = {
     signal.SIGTERM: "a walltime, scancel or pod deletion",
     signal.SIGHUP: "its terminal or ssh session closed",
 }
+# Ctrl-C needs no handler: Python raises KeyboardInterrupt for it, which ``failure_logged`` turns into ``Interrupted``.
+STOP_CAUSES = {**TERMINATION_CAUSES, signal.SIGINT: "Ctrl-C"}
 # A wrapper's OPTIONAL for a section of which a rule may leave out every name (``OPTIONAL = {"params": ALL}``): the
 # names of its TAKES, without repeating them. Positions (0) are not names: a section read by position still needs
 # an item. Any other string there is refused (``optional_names``): ``"seed" in "seeds"`` is no way to test a name.
@@ -67,6 +69,23 @@ class InputRefused(SystemExit):
         return str(self.error)
 
 
+class Interrupted(SystemExit):
+    """Ctrl-C (SIGINT, Python's ``KeyboardInterrupt``) at a wrapper's outermost frame, logged there as one line: the
+    process ends with the shell's status for SIGINT, 130, without a traceback (a Ctrl-C is no bug)."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGINT)
+        self.signal = signal.SIGINT
+
+
+def stopped_by(stop: BaseException) -> str:
+    """The signal behind a wrapper's stop, with what usually sends it, as its log line names it: ``SIGTERM (a
+    walltime, scancel or pod deletion)`` for a library's exception for a termination signal (code 128 + the
+    signal), ``SIGINT (Ctrl-C)`` for a ``KeyboardInterrupt``."""
+    signum = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.Signals(stop.code - 128)
+    return f"{signum.name} ({STOP_CAUSES.get(signum, 'a signal')})"
+
+
 def refuse_input(what: str, error: InputError, log: logging.Logger) -> NoReturn:
     """End a wrapper on a user's mistake: ``<what> failed: <message>`` as one ERROR record (no traceback) to the
     rule's log, the same line on stderr (so the terminal shows it above Snakemake's RuleException) unless the log
@@ -89,20 +108,24 @@ def failure_logged(
     """A wrapper's outermost frame around its library call (a library's ``failure_logged`` says which ``stop`` and
     ``guard``). The block runs inside ``guard()`` (kdgat's turns SIGTERM into its ``stop``). ``stop``, the library's
     exception for a termination signal, is logged as the one ERROR line ``stopped(exception)`` (no traceback: a
-    signal is no bug) and re-raised. A user's mistake (``InputError``) ends the process with ``refuse_input``:
-    ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no traceback. ``InputRefused`` and
-    ``RuleRefused`` from within (a nested frame, ``check_rule``) were logged where they were raised, and a
-    ``SystemExit`` with status 0 or None is no failure: they pass through unlogged. Any other exception is logged
-    with its traceback as ``<what> failed``, then re-raised unchanged."""
+    signal is no bug) and re-raised. Ctrl-C's ``KeyboardInterrupt`` is a stop too: the one line
+    ``stopped(interrupt)``, then ``Interrupted`` (status 130, no traceback). A user's mistake (``InputError``) ends
+    the process with ``refuse_input``: ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no
+    traceback. ``InputRefused``, ``RuleRefused`` and ``Interrupted`` from within (a nested frame, ``check_rule``)
+    were logged where they were raised, and a ``SystemExit`` with status 0 or None is no failure: they pass through
+    unlogged. Any other exception is logged with its traceback as ``<what> failed``, then re-raised unchanged."""
     try:
         with guard():
             yield
     except stop as error:
         log.error("%s", stopped(error))
         raise
+    except KeyboardInterrupt as interrupt:
+        log.error("%s", stopped(interrupt))
+        raise Interrupted from interrupt
     except InputError as error:
         refuse_input(what, error, log)
-    except (InputRefused, RuleRefused):
+    except (InputRefused, RuleRefused, Interrupted):
         raise
     except SystemExit as error:
         if error.code not in (0, None):
