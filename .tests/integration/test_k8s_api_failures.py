@@ -344,6 +344,24 @@ def test_a_job_whose_pod_was_deleted_fails_naming_its_namespace_and_is_cleaned_u
     assert cluster.jobs["pod-deleted"].deleted
 
 
+def test_the_error_line_logged_for_a_job_whose_pod_was_deleted_is_its_message_with_the_namespace(
+    cluster, executor
+):
+    """Before it reports the job's error, the kubernetes executor logs its own line for a Job whose pod it did not
+    list: `Job pod-deleted failed. For details, please issue: ... kubectl delete job {j.external_jobid}.` (no
+    f-string), naming no namespace. That line is left out (stock_lines.StockLines), and the job's message is logged
+    in its place, once."""
+    job = submit(executor, "pod-deleted", "sleep 60")
+    pod = wait_for_pod(cluster, "pod-deleted")
+    kubernetes.client.CoreV1Api().delete_namespaced_pod(pod, NAMESPACE)  # kubectl delete pod
+    run_until_settled(executor, [job])
+    assert executor.recorder.failed == ["pod-deleted"]
+    logged = [message for level, message in executor.recorder.logged if level in ("warning", "error")]
+    assert len(logged) == 1, logged
+    assert logged[0].startswith(f"kubernetes-kueue: Job {NAMESPACE}/pod-deleted failed and its pod is gone")
+    assert "{" not in logged[0] and executor.recorder.job_errors["pod-deleted"].startswith(logged[0])
+
+
 def test_the_log_of_a_pod_deleted_before_it_was_read_says_why(cluster, executor):
     """The kubernetes executor lists a failed Job's pod, then reads its log: a pod deleted in between (by a
     person, or the node's eviction clean-up) answers 404. The job still fails normally, with the reason as

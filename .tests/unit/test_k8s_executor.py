@@ -308,6 +308,21 @@ def api_problems(job: dict, tmp_path) -> list[str]:
     return ApiStandIn(pods_root=tmp_path / "pods", pod_path=os.environ["PATH"]).problems(job)
 
 
+def test_the_kubernetes_executors_line_after_a_created_job_names_its_namespace():
+    """After each Job it creates, the kubernetes executor 0.5.1 logs `Get status with: kubectl describe job <name>`:
+    without `-n`, kubectl looks in its context's namespace, not the Job's, and answers NotFound. The line names the
+    namespace (stock_lines.StockLines); its other lines pass unchanged."""
+    completion = JobCompletion(queue_name="snakemake")
+    executor = kueue_executor(completion)
+    infos: list[str] = []
+    debugs: list[str] = []
+    executor.logger = SimpleNamespace(debug=debugs.append, info=infos.append, warning=None, error=None)
+    job_sent_for({"mem_mb": 1024}, completion, executor=executor)
+    name = executor.batchapi._api.sent["metadata"]["name"]
+    assert infos == [f"Get status with: kubectl -n snakemake describe job {name}"]
+    assert "Executing job: python -m snakemake" in debugs
+
+
 @pytest.mark.parametrize("manufacturer, resource", [("nvidia", "nvidia.com/gpu"), ("amd", "amd.com/gpu")])
 def test_a_gpu_rule_without_scale_0_still_sends_a_job_the_api_accepts(tmp_path, manufacturer, resource):
     """A researcher copies a GPU rule's set-resources and leaves out `scale: 0`: the kubernetes executor then

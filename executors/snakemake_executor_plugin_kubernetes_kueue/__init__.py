@@ -21,7 +21,9 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
 * API calls answered 429 or 5xx are sent again (``executor.KueueExecutor._kubernetes_retry``); a job whose
   status cannot be read stays watched instead of being lost, a deleted Job fails its job, and a refused
   create names the Job, the queue and the fix (``executor.KueueExecutor.check_active_jobs``, ``jobs``); a Job
-  whose pod was deleted while it ran fails naming its namespace and is deleted, and a container the kubelet
+  whose pod was deleted while it ran fails naming its namespace and is deleted (the kubernetes executor's own
+  log line for it, without the namespace, is replaced by that message, and its ``kubectl describe job`` hint
+  after each created Job gets ``-n``: ``stock_lines``), and a container the kubelet
   cannot start (an image it cannot pull, a missing Secret) is reported at once and fails its job after
   ``executor.CONTAINER_START_GIVE_UP_S`` instead of holding its quota for ever (``jobs.StuckContainer``);
 * a Job Kueue preempts or evicts (it suspends the Job, whose pod is deleted) stays active and runs again once

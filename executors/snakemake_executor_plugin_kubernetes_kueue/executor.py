@@ -26,6 +26,7 @@ from .checks import (
     unread_resource_warnings,
 )
 from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi, describe_api_error, is_transient
+from .stock_lines import PODLESS_FAILURE_PREFIX, StockLines
 
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 # Kueue labels each Job's Workload with the Job's uid (pkg/controller/constants: JobUIDLabel).
@@ -46,10 +47,6 @@ ADMISSION_WAIT_REPORT_S = 600.0
 # A Job's container the kubelet keeps waiting (its image cannot be pulled, a Secret it needs is missing) would
 # keep the Job active, and its Kueue quota held, for ever: it is reported at once, and its job fails after this.
 CONTAINER_START_GIVE_UP_S = 600.0
-# How the kubernetes executor (0.5.1) begins its message for a failed Job whose pod it did not list (deleted while
-# it ran). Its last line is no f-string ("kubectl delete job {j.external_jobid}"), neither line names the
-# namespace, and it leaves that Job in the cluster.
-PODLESS_FAILURE_PREFIX = " For details, please issue:\n"
 
 
 class KueueExecutor(kubernetes_plugin.Executor):
@@ -80,6 +77,15 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 warned.add(warning)
                 self.logger.warning(f"kubernetes-kueue: {warning}")
         super().run_job(job)
+
+    # Snakemake's executor base class assigns it: the kubernetes executor's own lines go through StockLines.
+    @property
+    def logger(self):
+        return self._logger
+
+    @logger.setter
+    def logger(self, logger):
+        self._logger = StockLines(logger, lambda: self.namespace)
 
     # The kubernetes executor assigns these (also when it re-authenticates); wrapping them here is how it
     # submits completed Jobs and reads logs safely, without a copy of its code.
@@ -143,6 +149,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
     def report_job_error(self, job_info, msg=None, **kwargs):
         if msg is not None and msg.startswith(PODLESS_FAILURE_PREFIX):
             msg = self._podless_failure(job_info.external_jobid)
+            self.logger.error(msg)  # in place of the kubernetes executor's line, which StockLines leaves out
         # Snakemake appends "For further error details ..." right after the message.
         if msg and not msg.endswith((" ", "\n")):
             msg += ". "
