@@ -28,10 +28,7 @@ def mark_resumed(benchmark_path: str | Path, reason: str) -> Path:
     reason = " ".join(str(reason).split())
     if not reason:
         raise ValueError(f"mark_resumed({str(benchmark_path)!r}): the reason is empty")
-    path = mark_path(benchmark_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(reason + "\n")
-    return path
+    return _write_mark(mark_path(benchmark_path), reason)
 
 
 def clear_mark(benchmark_path: str | Path) -> None:
@@ -78,17 +75,22 @@ def mark_restored(benchmark_path: str | Path | None, restored_from: str | None) 
     Nothing without a benchmark path."""
     if not benchmark_path:
         return
-    path = restored_mark_path(benchmark_path)
     if restored_from is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(" ".join(str(restored_from).split()) + "\n")
+        restored_mark_path(benchmark_path).unlink(missing_ok=True)
+    else:
+        _write_mark(restored_mark_path(benchmark_path), " ".join(str(restored_from).split()))
 
 
 def restored_reason(benchmark_path: str | Path) -> str | None:
     """Where the run the benchmark file holds restored its outputs from, or None when it computed them."""
     return _mark_text(restored_mark_path(benchmark_path), "restored")
+
+
+def _write_mark(path: Path, line: str) -> Path:
+    """Write a mark's one line beside its benchmark file (its folder made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(line + "\n")
+    return path
 
 
 def _mark_text(path: Path, unreadable: str) -> str | None:
