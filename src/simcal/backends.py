@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import wrapper_rules
 from simcal.contract import ContractError, is_whole_number, mapping_of, reject_unknown_keys
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class Terminated(SystemExit):
 
 @contextlib.contextmanager
 def close_on_signals(
-    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP), cluster: bool = True
+    signals: tuple[int, ...] = tuple(wrapper_rules.TERMINATION_CAUSES), cluster: bool = True
 ) -> Iterator[None]:
     """Turn termination signals into an exception while the block runs (only possible in the main thread), then
     give the handlers found back: blocks nest, the innermost one's handler answers.
