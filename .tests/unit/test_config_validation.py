@@ -11,6 +11,19 @@ import pytest
 import yaml
 from testkit import REPO, run_snakemake, venv_bin
 
+
+def dry_run_of_module(tmp_path: Path, lab: object, module: str, given: str = "config"):
+    """A downstream Snakefile's dry run (the README's "Reuse it"): ``lab`` in its lab.yaml, the catalog's
+    ``module`` imported with ``config: <given>`` and its rules used as ``lab_*``."""
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(lab))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        f'module {module}:\n    snakefile:\n        "{REPO}/workflow/modules/{module}/Snakefile"\n'
+        f"    config:\n        {given}\n\n\nuse rule * from {module} as lab_*\n"
+    )
+    return run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+
+
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
@@ -304,17 +317,11 @@ def test_a_config_the_schema_refuses_is_named_by_dotted_key_and_the_file_that_se
 
 def test_a_module_reused_alone_names_a_missing_required_key_and_the_file(tmp_path: Path) -> None:
     """The README's "Reuse it": the module's own validation is the only one, so it gives the same first line."""
-    (tmp_path / "lab.yaml").write_text(
-        yaml.safe_dump(
-            {"datasets": {"lab": {"synthetic": {"files": [{"split": "train_01_normal", "name": "normal"}]}}}}
-        )
+    proc = dry_run_of_module(
+        tmp_path,
+        {"datasets": {"lab": {"synthetic": {"files": [{"split": "train_01_normal", "name": "normal"}]}}}},
+        "preprocess",
     )
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "lab.yaml"\n\n\n'
-        f'module preprocess:\n    snakefile:\n        "{REPO}/workflow/modules/preprocess/Snakefile"\n'
-        "    config:\n        config\n\n\nuse rule * from preprocess as lab_*\n"
-    )
-    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
     assert proc.returncode != 0
     assert (
         "config key datasets.lab.synthetic.files[0].duration_s (set in lab.yaml): a required key is missing "
@@ -349,13 +356,7 @@ def test_a_module_reused_without_datasets_is_refused_naming_the_key(
     config got a ValueError (Snakemake prints the error's type and the line that raised it): a WorkflowError
     naming the key now, like every other config mistake the modules refuse at parse time. The preprocess module
     imported alone accepted it silently: a `dataset:` typo built nothing and the run said nothing to do."""
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"kd_gat": {"seeds": [3]}}))
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "lab.yaml"\n\n\n'
-        f'module {module}:\n    snakefile:\n        "{REPO}/workflow/modules/{module}/Snakefile"\n'
-        f"    config:\n        config\n\n\nuse rule * from {module} as lab_*\n"
-    )
-    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    proc = dry_run_of_module(tmp_path, {"kd_gat": {"seeds": [3]}}, module)
     assert proc.returncode != 0
     first, said = proc.stdout.splitlines()[:2]
     assert re.fullmatch(first_line, first), first
@@ -457,15 +458,8 @@ def test_a_module_reused_with_part_of_the_config_names_the_key_as_the_config_fil
 ) -> None:
     """A downstream Snakefile importing the kd_gat module with `config: config["lab"]`: a misspelt key was named
     kd_gat.epoch, "set in no config file or --config", where lab.yaml sets lab.kd_gat.epoch."""
-    (tmp_path / "lab.yaml").write_text(
-        yaml.safe_dump({"lab": {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3], "epoch": 3}}})
-    )
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "lab.yaml"\n\n\n'
-        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
-        f"    config:\n        {given}\n\n\nuse rule * from kd_gat as lab_*\n"
-    )
-    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    lab = {"lab": {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3], "epoch": 3}}}
+    proc = dry_run_of_module(tmp_path, lab, "kd_gat", given)
     assert proc.returncode != 0
     said = proc.stdout.splitlines()[1]
     assert re.fullmatch(named + r" \[.*'seeds'.*\]", said), said
@@ -501,13 +495,7 @@ def test_a_module_reused_with_part_of_the_config_names_the_key_of_its_own_refusa
 ) -> None:
     """The refusals a module makes itself (not through its schema) named the key as the module sees it, datasets
     or kd_gat.sweep.table, where the downstream workflow's lab.yaml sets lab.datasets, lab.kd_gat.sweep.table."""
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"lab": lab}))
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "lab.yaml"\n\n\n'
-        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
-        '    config:\n        config["lab"]\n\n\nuse rule * from kd_gat as lab_*\n'
-    )
-    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    proc = dry_run_of_module(tmp_path, {"lab": lab}, "kd_gat", 'config["lab"]')
     assert proc.returncode != 0
     assert proc.stdout.splitlines()[1].startswith(said), proc.stdout[-2000:]
 
@@ -519,17 +507,8 @@ def test_a_module_reused_alone_names_a_misspelt_learned_resources_key_without_a_
     """Only the main workflow's schema checks `learned_resources`; a module imported alone (the README's "Reuse
     it") raised the library's SettingsError, printed with the library's frames (resource_history/settings.py),
     where every other config mistake a module refuses is a WorkflowError naming the key."""
-    (tmp_path / "lab.yaml").write_text(
-        yaml.safe_dump(
-            {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3]}, "learned_resources": {"enable": True}}
-        )
-    )
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "lab.yaml"\n\n\n'
-        f'module {module}:\n    snakefile:\n        "{REPO}/workflow/modules/{module}/Snakefile"\n'
-        f"    config:\n        config\n\n\nuse rule * from {module} as lab_*\n"
-    )
-    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    lab = {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3]}, "learned_resources": {"enable": True}}
+    proc = dry_run_of_module(tmp_path, lab, module)
     assert proc.returncode != 0
     first, said = proc.stdout.splitlines()[:2]
     assert re.fullmatch(r'WorkflowError in file .*/learned_resources\.smk", line \d+:', first), first
@@ -548,13 +527,7 @@ def test_the_kd_gat_module_reused_alone_refuses_datasets_that_are_not_names(
     """The kd_gat module reads only the dataset names (graphs made elsewhere, kd_gat.data_prefix): given
     `datasets: tiny` it trained the datasets 't', 'i', 'n' and 'y' (looking for results/preprocess/t/train.pt),
     given [1, 2] the datasets '1' and '2'; the evaluation module refuses both, naming the key."""
-    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"datasets": datasets, "kd_gat": {"seeds": [3]}}))
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "lab.yaml"\n\n\n'
-        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
-        "    config:\n        config\n\n\nuse rule * from kd_gat as lab_*\n"
-    )
-    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    proc = dry_run_of_module(tmp_path, {"datasets": datasets, "kd_gat": {"seeds": [3]}}, "kd_gat")
     assert proc.returncode != 0, proc.stdout
     first, said = proc.stdout.splitlines()[:2]
     assert re.fullmatch(r'WorkflowError in file .*/kd_gat/common\.smk", line \d+:', first), first

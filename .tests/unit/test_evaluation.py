@@ -1366,35 +1366,36 @@ def test_alpha_statistics_count_each_alpha_the_dqn_can_choose_in_its_own_bin():
     assert alpha_statistics(at_09)["counts"] == [0] * 9 + [len(chosen)]
 
 
-def test_speed_is_the_median_of_the_batched_runs_and_of_the_single_window_runs(monkeypatch):
-    """docs/evaluation.md: ``graphs_per_s`` is the median of ``speed.repeats`` batched runs' throughputs,
-    ``latency_ms`` the median of ``speed.latency_runs`` single-window runs: one slow run (a garbage collection)
-    moves neither."""
+def _speed_on_a_fake_clock(monkeypatch, durations, repeats, latency_runs):
+    """measure_inference_speed on 32 small graphs where each scoring call takes the next of ``durations``
+    (seconds: the warm-up, then the batched runs, then the single windows) and nothing else takes time."""
     import types
 
     import kdgat.evaluation.speed as speed_module
 
-    clock = [0.0]  # seconds; only the detector's runs take time
+    clock = [0.0]
     monkeypatch.setattr(speed_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    durations = iter([9.0, 1.0, 2.0, 30.0, 0.1, 0.3, 0.5, 7.0])  # warm-up, 3 batched runs, 4 single windows
+    times = iter(durations)
 
     def score(vgae, gat, dqn, graphs, batch_size, device):
-        clock[0] += next(durations)
+        clock[0] += next(times)
 
     graphs = [
         Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), y=torch.tensor([i % 2]))
         for i in range(32)
     ]
-    speed = measure_inference_speed(
-        _NodeModel(),
-        _GraphModel(),
-        torch.nn.Linear(2, 2),
-        graphs,
-        score,
-        batch_size=8,
-        repeats=3,
-        latency_runs=4,
-    )
+    return measure_inference_speed(
+        _NodeModel(), _GraphModel(), torch.nn.Linear(2, 2), graphs, score,
+        batch_size=8, repeats=repeats, latency_runs=latency_runs,
+    )  # fmt: skip
+
+
+def test_speed_is_the_median_of_the_batched_runs_and_of_the_single_window_runs(monkeypatch):
+    """docs/evaluation.md: ``graphs_per_s`` is the median of ``speed.repeats`` batched runs' throughputs,
+    ``latency_ms`` the median of ``speed.latency_runs`` single-window runs: one slow run (a garbage collection)
+    moves neither."""
+    # warm-up, 3 batched runs, 4 single windows
+    speed = _speed_on_a_fake_clock(monkeypatch, [9.0, 1.0, 2.0, 30.0, 0.1, 0.3, 0.5, 7.0], 3, 4)
     assert speed["fusion"]["graphs_per_s"] == pytest.approx(32 / 2.0)  # median of 1, 2, 30 s (the mean: 11 s)
     assert speed["fusion"]["latency_ms"] == pytest.approx(
         400.0
@@ -1405,26 +1406,10 @@ def test_speed_with_an_even_number_of_repeats_is_the_median_of_the_runs_throughp
     """docs/evaluation.md: ``graphs_per_s`` is the median of the batched runs' throughputs, numpy's median with an
     even ``speed.repeats`` too: the mean of the two middle throughputs, not the sample over the two middle times'
     mean (their harmonic mean)."""
-    import types
-
-    import kdgat.evaluation.speed as speed_module
-
-    clock = [0.0]  # seconds; only the detector's runs take time
-    monkeypatch.setattr(speed_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     batched = [1.0, 2.0, 4.0, 30.0]
-    durations = iter([9.0, *batched, 0.1])  # warm-up, 4 batched runs, 1 single window
-
-    def score(vgae, gat, dqn, graphs, batch_size, device):
-        clock[0] += next(durations)
-
-    graphs = [
-        Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), y=torch.tensor([i % 2]))
-        for i in range(32)
-    ]
-    speed = measure_inference_speed(
-        _NodeModel(), _GraphModel(), torch.nn.Linear(2, 2), graphs, score,
-        batch_size=8, repeats=len(batched), latency_runs=1,
-    )  # fmt: skip
+    speed = _speed_on_a_fake_clock(
+        monkeypatch, [9.0, *batched, 0.1], len(batched), 1
+    )  # warm-up, batched, one
     throughputs = [32 / seconds for seconds in batched]
     assert speed["fusion"]["graphs_per_s"] == pytest.approx(float(np.median(throughputs)))
     from_median_time = 32 / float(np.median(batched))  # the two middle times' mean: a different figure here
