@@ -1067,7 +1067,9 @@ def test_a_scenario_without_attack_windows_is_no_models_worst_scenario(documents
     documents = [_with_attack_free_scenario(d) for d in documents]
     baselines = _with_attack_free_scenario(_baselines())
     per_scenario = scenario_table(documents, [baselines])
-    assert (per_scenario.loc[per_scenario["scenario"] == "clean", "f1"] == 0).all()  # the trap is armed
+    clean = per_scenario[per_scenario["scenario"] == "clean"]
+    # metrics.json's F1 there is 0 (one false alarm); the table leaves it out and says why
+    assert clean["attack_free"].all() and clean["f1"].isna().all()
     models = model_summary(per_scenario, pooled_table(documents, [baselines]))
     assert set(models["worst_scenario"]) == {"dos"}
     assert set(models["smallest_margin_scenario"]) == {"dos"}
@@ -1088,7 +1090,9 @@ def test_an_attack_free_scenario_shows_its_false_alarm_rate_over_every_seed_not_
     table = scenario_table(with_clean, [baselines])
     clean_rows = table[table["scenario"] == "clean"]
     chain_rows = clean_rows[~clean_rows["model"].isin(BASELINES)]
-    assert (chain_rows.groupby(["variant", "model"])["f1"].count() == 1).all()  # the trap: F1 on seed 1 only
+    # metrics.json's F1 was 0 on seed 1 and null on the others (the trap); scenario_metrics.csv leaves it out
+    assert all(d["test"]["clean"]["gat"]["f1"] == 0 for d in with_clean if d["seed"] == 1)
+    assert chain_rows["f1"].isna().all() and chain_rows["attack_free"].all()
     summary = scenario_summary(table).set_index(["variant", "scenario", "model"])
 
     clean = summary.xs("clean", level="scenario")
@@ -1118,6 +1122,39 @@ def test_an_attack_free_scenario_shows_its_false_alarm_rate_over_every_seed_not_
     shown = f"FPR {teacher_gat['false_alarm_rate_mean']:.3f} ± {teacher_gat['false_alarm_rate_half']:.3f}"
     assert f"| ds | clean | gat | {shown} |" in f1
     assert "0.000 ± n/a" not in f1 and "false-alarm rate" in f1
+
+
+def test_scenario_metrics_csv_rows_of_an_attack_free_scenario_give_the_false_alarm_rate_not_an_f1(tmp_path):
+    """scenario_metrics.csv kept each seed's raw F1 on a scenario without attack windows: 0 after one false alarm,
+    empty without one, so a mean over its rows (a reader's own summary, a spreadsheet) said 0 where F1 is
+    undefined. Such a row now says what it measures: ``attack_free``, F1 empty and ``false_alarm_rate`` (the
+    share of its windows flagged), the same as the summary's; rows with attack windows keep their F1."""
+    alarms = {1: 2, 2: 0, 3: 5}
+    metrics = [
+        _written(
+            tmp_path,
+            f"m{seed}.json",
+            _with_attack_free_scenario(_document("teacher", seed, PERFECT, HALF, HALF), n),
+        )
+        for seed, n in alarms.items()
+    ]
+    baselines = _written(tmp_path, "b.json", _with_attack_free_scenario(_baselines(), 3))
+    written = pd.read_csv(_summarize(tmp_path, metrics, [baselines])["scenarios.csv"])
+    assert list(written.columns[:7]) == ["dataset", "variant", "seed", "scenario", "model", "f1", "roc_auc"]
+    clean, dos = written[written["scenario"] == "clean"], written[written["scenario"] == "dos"]
+    assert len(clean) == 3 * 6 and clean["attack_free"].all() and clean["f1"].isna().all()
+    chain = clean[~clean["model"].isin(BASELINES)]
+    assert chain["false_alarm_rate"].tolist() == pytest.approx([alarms[seed] / 50 for seed in chain["seed"]])
+    assert clean.loc[clean["model"].isin(BASELINES), "false_alarm_rate"].tolist() == pytest.approx(
+        [3 / 50] * 9
+    )
+    assert not dos["attack_free"].any() and dos["f1"].notna().all()
+    expected = binary_metrics(LABELS, HALF, (HALF > 0.5).astype(int))
+    assert dos.loc[dos["model"] == "fusion", "f1"].tolist() == pytest.approx([expected["f1"]] * 3)
+    assert dos["false_alarm_rate"].tolist() == pytest.approx((1 - dos["specificity"]).tolist())
+    # The summary of the table as written reads the same figures.
+    summary = scenario_summary(written).set_index(["scenario", "model"]).loc[("clean", "gat")]
+    assert summary["f1_n"] == 0 and summary["false_alarm_rate_mean"] == pytest.approx(7 / 150)
 
 
 @pytest.mark.parametrize(

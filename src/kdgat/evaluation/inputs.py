@@ -13,7 +13,7 @@ from typing import Any
 
 from kdgat.chain import MODELS, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
-from kdgat.evaluation.summary import SCENARIO_COLUMNS
+from kdgat.evaluation.summary import METRIC_COLUMNS
 from kdgat.files import FileContentError, load_json
 
 
@@ -79,7 +79,7 @@ METRICS_KEYS = (
 )  # fmt: skip
 # What the summaries read from each model's metrics in a "test" scenario and in "test_pooled": numbers, or null
 # where a metric is undefined (metrics.py).
-METRIC_NUMBERS = tuple(SCENARIO_COLUMNS[SCENARIO_COLUMNS.index("model") + 1 :])
+METRIC_NUMBERS = tuple(METRIC_COLUMNS)
 BASELINES_KEYS = ("dataset", "test", "test_pooled", *(f"test_pooled.{name}" for name in BASELINES))
 
 

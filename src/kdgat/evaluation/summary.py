@@ -37,10 +37,16 @@ from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.thresholds import FIXED_ALPHA_MODELS
 
 REPORTED_MODELS = (*MODELS, *FIXED_ALPHA_MODELS, *BASELINES)
-SCENARIO_COLUMNS = [
-    "dataset", "variant", "seed", "scenario", "model", "f1", "roc_auc", "pr_auc", "precision", "recall",
-    "specificity", "n", "n_attack",
+# The metrics each row reads from a model's metrics (metrics.json, baselines.json), then what a row derives from
+# them: ``attack_free`` (the scenario has no attack window) and ``false_alarm_rate`` (the share of its normal
+# windows flagged, metrics' ``fpr``). On an attack-free row ``f1`` is left empty: with no attack window F1 is 0
+# after one false alarm and undefined without one (a count of false alarms, not of detection), so each seed's row
+# said 0 or nothing and a mean over them misled; its false_alarm_rate says how the model does there.
+METRIC_COLUMNS = [
+    "f1", "roc_auc", "pr_auc", "precision", "recall", "specificity", "n", "n_attack",
 ]  # fmt: skip
+DERIVED_COLUMNS = ["attack_free", "false_alarm_rate"]
+SCENARIO_COLUMNS = ["dataset", "variant", "seed", "scenario", "model", *METRIC_COLUMNS, *DERIVED_COLUMNS]
 CONFIDENCE = 0.95
 INTERVAL = "95% t interval over seeds (mean ± t(0.975, n−1)·sd/√n)"
 
@@ -70,9 +76,14 @@ def _metric_row(dataset, variant, seed, scenario, model, metrics: Mapping[str, A
     # no seed recorded: NaN (as the CSV reads back), which the summaries group and pair on like a seed
     seed = math.nan if seed is None else seed
     row = {"dataset": dataset, "variant": variant, "seed": seed, "scenario": scenario, "model": model}
-    for column in SCENARIO_COLUMNS[5:]:
+    for column in METRIC_COLUMNS:
         value = metrics.get(column)
         row[column] = math.nan if value is None else value
+    row["attack_free"] = row["n_attack"] == 0
+    if row["attack_free"]:
+        row["f1"] = math.nan  # undefined without an attack window: false_alarm_rate measures this row
+    specificity = row["specificity"]
+    row["false_alarm_rate"] = math.nan if math.isnan(specificity) else 1 - specificity
     return row
 
 
