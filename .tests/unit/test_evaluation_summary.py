@@ -513,30 +513,74 @@ def test_baselines_without_a_dataset_name_record_the_one_metadata_records(tmp_pa
 
 
 @pytest.mark.parametrize("train", ["attack_free", "one_normal_window"])
-def test_baselines_of_training_captures_they_cannot_be_fitted_on_are_refused_naming_train_pt(tmp_path, train):
-    """kd_gat trains on attack-free captures with a warning (a lab's own captures); the baselines rule then ended
-    with a traceback, "the id-count baseline needs normal and attack windows in the training split", naming no
-    file, and with it the dataset's group job."""
+def test_baselines_a_training_split_cannot_fit_are_not_applicable_and_the_others_computed(
+    tmp_path, caplog, train
+):
+    """kd_gat trains on attack-free captures with a warning (a lab's own captures); the baselines rule then stopped,
+    and with it the dataset's group job, although the unknown-ID rule needs no fitting and the rate rule only
+    normal windows. What the training split cannot fit (the regression without attack windows, the rate rule with
+    fewer than two normal ones) is now named not applicable with its reason (the log names train.pt); the others
+    are computed as from any training split, and the summary reads the file, saying so."""
     from kdgat.graph_store import save_graph_sets, save_graphs
-    from wrapper_rules import InputError
 
     rng = np.random.default_rng(3)
     windows = _capture(rng, 40, attack=False) if train == "attack_free" else _capture(rng, 2)
+    val, tests = _capture(rng, 20), {"dos": _capture(rng, 20)}
     save_graphs(windows, tmp_path / "train.pt")
-    save_graphs(_capture(rng, 20), tmp_path / "val.pt")
-    save_graph_sets({"dos": _capture(rng, 20)}, tmp_path / "test.pt")
-    write_json({"num_ids": 4}, tmp_path / "metadata.json")
-    message = (
-        "every training window is normal: baseline_id_counts .* needs normal and attack windows"
-        if train == "attack_free"
-        else "1 normal training window: baseline_id_rate .* needs at least two"
-    )
-    with pytest.raises(InputError, match=rf"{re.escape(str(tmp_path / 'train.pt'))}: {message}"):
-        baselines_files(
-            **{name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}, metadata=tmp_path / "metadata.json",
-            metrics=tmp_path / "out" / "baselines.json", scores=tmp_path / "out" / "scores.parquet", dataset="ds",
+    save_graphs(val, tmp_path / "val.pt")
+    save_graph_sets(tests, tmp_path / "test.pt")
+    write_json({"num_ids": 4, "dataset": "ds"}, tmp_path / "metadata.json")
+    out = {"metrics": tmp_path / "out" / "baselines.json", "scores": tmp_path / "out" / "scores.parquet"}
+    with caplog.at_level("WARNING"):
+        document = baselines_files(
+            **{name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")},
+            metadata=tmp_path / "metadata.json", **out,
         )  # fmt: skip
-    assert not (tmp_path / "out").exists()
+    skipped, fitted = (ID_COUNTS, ID_RATE) if train == "attack_free" else (ID_RATE, ID_COUNTS)
+    reason = (
+        "every training window is normal: a logistic regression needs normal and attack windows"
+        if train == "attack_free"
+        else "1 normal training window: each ID's attack-free rate needs at least two"
+    )
+    assert json.loads(out["metrics"].read_text()) == document
+    assert list(document["not_applicable"]) == [skipped]
+    assert document["not_applicable"][skipped].startswith(reason)
+    assert f"{tmp_path / 'train.pt'}: {skipped} not applicable: {reason}" in caplog.text
+    for block in (document["val"], document["test"]["dos"], document["test_pooled"]):
+        assert set(block) == {UNKNOWN_ID, fitted}
+    assert skipped not in document["thresholds"] and fitted in document["thresholds"]
+    # The others are what they are on their own: the unknown-ID rule's numbers need no training split at all.
+    scores = pd.read_parquet(out["scores"])
+    assert not [column for column in scores if column.startswith(skipped)]
+    dos = tests["dos"]
+    expected = binary_metrics(dos.y, *unknown_id_scores(dos, oov_index=3))
+    assert document["test"]["dos"][UNKNOWN_ID] == expected
+    # The summary reads it: no row of the baseline not applicable, the best baseline of the others, and the reason.
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    baselines = {
+        **document,
+        "test": {"dos": _baselines()["test"]["dos"]},
+        "test_pooled": _baselines()["test_pooled"],
+    }
+    for block in (baselines["test"]["dos"], baselines["test_pooled"]):
+        del block[skipped]
+    written = _summarize(tmp_path, [metrics], [_written(tmp_path, "b.json", baselines)])
+    table = pd.read_csv(written["scenarios.csv"])
+    assert set(table["model"]) & set(BASELINES) == {UNKNOWN_ID, fitted}
+    assert f"- ds: {skipped} ({document['not_applicable'][skipped]})" in written["summary.md"].read_text()
+
+
+def test_a_baselines_json_lacking_a_baseline_it_does_not_say_is_not_applicable_is_refused(tmp_path):
+    """Only a baseline named under not_applicable may be missing: another gap is a file edited by hand."""
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    baselines = _baselines()
+    del baselines["test"]["dos"][ID_COUNTS]  # the same block as test_pooled's
+    path = _written(tmp_path, "baselines.json", {**baselines, "not_applicable": {ID_RATE: "a reason"}})
+    with pytest.raises(InputError, match=rf"{path}: baselines lack \['test_pooled.{ID_COUNTS}'\]"):
+        _summarize(tmp_path, [metrics], [path])
+    path = _written(tmp_path, "baselines.json", {**baselines, "not_applicable": {"baseline_x": "a reason"}})
+    with pytest.raises(InputError, match=rf"{path}: not_applicable must map some of"):
+        _summarize(tmp_path, [metrics], [path])
 
 
 def test_baselines_json_is_written_last_so_a_job_that_fails_writing_leaves_none(tmp_path):

@@ -17,6 +17,11 @@
 
 All three read the graphs only (no model), so they are computed once per dataset. Messages per ID come from the
 edges: a node's messages are the rows where it is the source, and each edge carries its row count (edge feature 0).
+
+A baseline the training split cannot fit is *not applicable* rather than the end of the evaluation: on attack-free
+training captures (which kd_gat trains on) the regression has no attack to learn from, and with fewer than two
+normal training windows the rate rule has no rate. The unknown-ID rule needs no fitting. baselines.json then lacks
+that baseline's results and names it under ``not_applicable`` with its reason (:func:`not_applicable`).
 """
 
 from __future__ import annotations
@@ -124,6 +129,25 @@ class IdRateBaseline(_ValidationThresholdBaseline):
         return deviation.max(axis=1)
 
 
+def not_applicable(train_labels: np.ndarray) -> dict[str, str]:
+    """``{baseline: reason}`` for each baseline the training split's labels cannot fit (none for the unknown-ID rule,
+    which is not fitted)."""
+    reasons = {}
+    normal = int((train_labels == 0).sum())
+    if len(np.unique(train_labels)) < 2:
+        every = "an attack" if normal == 0 else "normal"
+        reasons[ID_COUNTS] = (
+            f"every training window is {every}: a logistic regression needs normal and attack windows in the "
+            "training split"
+        )
+    if normal < 2:
+        reasons[ID_RATE] = (
+            f"{normal} normal training window{'' if normal == 1 else 's'}: each ID's attack-free rate needs at "
+            "least two"
+        )
+    return reasons
+
+
 def evaluate_baselines(
     train: GraphArrays,
     val: GraphArrays,
@@ -132,20 +156,26 @@ def evaluate_baselines(
     fpr_targets: Sequence[float] = FPR_TARGETS,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics of every baseline on validation, every test scenario and all test scenarios pooled, and one row
-    per window (split, scenario, label, each baseline's score and decision)."""
+    per window (split, scenario, label, each baseline's score and decision). A baseline ``train`` cannot fit
+    (:func:`not_applicable`) has no results and no columns; the document's ``not_applicable`` gives its reason."""
     fpr_targets = checked_fpr_targets(fpr_targets)
     if len(val) == 0:
         raise ValueError("the validation split is empty: the baselines' thresholds cannot be chosen")
-    id_counts = IdCountBaseline(num_ids).fit(train, val)
-    id_rate = IdRateBaseline(num_ids).fit(train, val)
+    if len(train) == 0:
+        raise ValueError("the training split is empty: the baselines are fitted on it")
+    skipped = not_applicable(train.y)
+    fitted = {
+        name: baseline.fit(train, val)
+        for name, baseline in ((ID_COUNTS, IdCountBaseline(num_ids)), (ID_RATE, IdRateBaseline(num_ids)))
+        if name not in skipped
+    }
     oov_index = num_ids - 1
     rows = []
 
     def assess(graphs: GraphArrays, split: str, scenario: str) -> dict[str, Any]:
         decisions = {
             UNKNOWN_ID: unknown_id_scores(graphs, oov_index),
-            ID_COUNTS: id_counts.decide(graphs),
-            ID_RATE: id_rate.decide(graphs),
+            **{name: baseline.decide(graphs) for name, baseline in fitted.items()},
         }
         frame = pd.DataFrame({"split": split, "scenario": scenario, "label": graphs.y.astype(np.int64)})
         for name, (score, pred) in decisions.items():
@@ -156,9 +186,9 @@ def evaluate_baselines(
     document: dict[str, Any] = {
         "thresholds": {
             UNKNOWN_ID: "any CAN ID outside the vocabulary (normal frames of the training blocks)",
-            ID_COUNTS: id_counts.threshold.as_dict(),
-            ID_RATE: id_rate.threshold.as_dict(),
+            **{name: baseline.threshold.as_dict() for name, baseline in fitted.items()},
         },
+        "not_applicable": skipped,
         "val": assess(val, "val", "val"),
         "test": {},
     }
@@ -217,24 +247,15 @@ def baselines_files(
                 f"{path}: a graph holds CAN-ID index {largest}, outside the {num_ids} of {metadata} (num_ids): "
                 "graphs and metadata of different preprocess runs"
             )
-    # Attack-free training captures are allowed upstream (kd_gat trains on them with a warning): name the file here
-    # rather than fail inside the fit, naming none.
     labels = splits[0][1].y
     if labels.size == 0:
         raise FileContentError(
             f"{train}: holds no training window; the baselines are fitted on the training split"
         )
-    if len(np.unique(labels)) < 2:
-        raise FileContentError(
-            f"{train}: every training window is {'an attack' if labels[0] else 'normal'}: "
-            f"{ID_COUNTS} (a logistic regression) needs normal and attack windows in the training split; give "
-            "training captures with attacks"
-        )
-    if int((labels == 0).sum()) < 2:
-        raise FileContentError(
-            f"{train}: 1 normal training window: {ID_RATE} (each ID's attack-free rate) "
-            "needs at least two; give longer attack-free training captures"
-        )
+    # Attack-free training captures are allowed upstream (kd_gat trains on them with a warning): what the training
+    # split cannot fit is reported as not applicable, naming the file, and the other baselines are computed.
+    for name, reason in not_applicable(labels).items():
+        log.warning("%s: %s not applicable: %s", train, name, reason)
     document, table = evaluate_baselines(splits[0][1], splits[1][1], tests, num_ids, fpr_targets)
     document = {"dataset": dataset, **document}
     log.info(

@@ -1,6 +1,6 @@
 """Checks of what an evaluation and a summary are given, each naming the file at fault: the three model files of
 a detector against each other and the graphs (:func:`check_detector_files`), and the metrics.json and
-baselines.json files a summary reads (:func:`loaded_document`, :func:`checked_metrics`,
+baselines.json files a summary reads (:func:`loaded_document`, :func:`checked_metrics`, :func:`loaded_baselines`,
 :func:`check_metric_blocks`, :func:`check_one_test_set_per_dataset`). Each refusal is a
 :class:`kdgat.files.FileContentError` (a ValueError): the files given are the user's to fix.
 """
@@ -80,7 +80,7 @@ METRICS_KEYS = (
 # What the summaries read from each model's metrics in a "test" scenario and in "test_pooled": numbers, or null
 # where a metric is undefined (metrics.py).
 METRIC_NUMBERS = tuple(METRIC_COLUMNS)
-BASELINES_KEYS = ("dataset", "test", "test_pooled", *(f"test_pooled.{name}" for name in BASELINES))
+BASELINES_KEYS = ("dataset", "test", "test_pooled")  # and test_pooled.<each baseline applicable>
 
 
 def lookup(document: Mapping[str, Any], dotted: str) -> Any:
@@ -151,6 +151,34 @@ def check_metric_blocks(path, document: Mapping[str, Any], what: str, required: 
                 raise FileContentError(
                     f"{path}: {where}.{model} holds {bad}; expected numbers (null where undefined)"
                 )
+
+
+def applicable_baselines(path, document: Mapping[str, Any]) -> tuple[str, ...]:
+    """The baselines a baselines.json must hold results of: every one but those its ``not_applicable`` names (a
+    mapping of baseline to the reason the training split could not fit it; absent in older files: none). A
+    ValueError naming ``path`` when it is no such mapping."""
+    skipped = document.get("not_applicable") or {}
+    if (
+        not isinstance(skipped, Mapping)
+        or not set(skipped) <= set(BASELINES)
+        or not all(isinstance(reason, str) for reason in skipped.values())
+    ):
+        raise FileContentError(
+            f"{path}: not_applicable must map some of {list(BASELINES)} to the reason each is not applicable; "
+            f"found {skipped!r}"
+        )
+    return tuple(name for name in BASELINES if name not in skipped)
+
+
+def loaded_baselines(path) -> dict[str, Any]:
+    """The baselines.json at ``path`` after the checks the summaries rely on: what they read (``BASELINES_KEYS``
+    and the pooled results of every baseline applicable), each block's metrics; a ValueError naming ``path``."""
+    hint = "written by an older version? rerun the evaluation_baselines rule"
+    document = loaded_document(path, BASELINES_KEYS, "baselines", hint)
+    applicable = applicable_baselines(path, document)
+    loaded_document(path, [f"test_pooled.{name}" for name in applicable], "baselines", hint)
+    check_metric_blocks(path, document, "baselines", applicable)
+    return document
 
 
 def checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -101,9 +101,11 @@ def summary_markdown(
     fusion: pd.DataFrame | None = None,
     alpha: pd.DataFrame | None = None,
     floors: pd.DataFrame | None = None,
+    not_applicable: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """The whole summary as Markdown: teacher vs students, models and baselines, per scenario, distillation,
-    fusion, α, floors, and F1 and ROC-AUC per test scenario."""
+    fusion, α, floors, and F1 and ROC-AUC per test scenario. ``not_applicable``: per dataset, the baselines its
+    training split could not fit and why (baselines.json's ``not_applicable``), said where the baselines are."""
     seeds = sorted(set(variants["seeds"])) if not variants.empty else []
     parts = [
         f"Test metrics over {', '.join(map(str, seeds)) or 'no'} seed(s) per variant: mean ± half-width of the "
@@ -142,6 +144,16 @@ def summary_markdown(
             ),
         ),
     ]
+    skipped = [
+        f"- {dataset}: {name} ({reason})"
+        for dataset, reasons in (not_applicable or {}).items()
+        for name, reason in reasons.items()
+    ]
+    if skipped:
+        parts.append(
+            "## Trivial baselines not applicable\n\nThe training split could not fit these baselines, so they "
+            "have no results and the best baseline is the best of the others:\n\n" + "\n".join(skipped)
+        )
     if models is not None and not models.empty:
         parts.append(
             "## Every model against the trivial baselines\n\nPooled-test F1 and ROC-AUC, the scenario "

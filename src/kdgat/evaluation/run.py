@@ -18,16 +18,14 @@ import numpy as np
 import pandas as pd
 
 from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
-from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.inputs import (
-    BASELINES_KEYS,
     METRICS_KEYS,
     check_detector_files,
-    check_metric_blocks,
     check_one_model_size_per_variant,
     check_one_set_of_models_per_variant,
     check_one_test_set_per_dataset,
     checked_metrics,
+    loaded_baselines,
     loaded_document,
 )
 from kdgat.evaluation.markdown import summary_markdown
@@ -454,14 +452,7 @@ def summarize_files(
         documents.append(document)
     baseline_documents = []
     for path in baselines:
-        document = loaded_document(
-            path,
-            BASELINES_KEYS,
-            "baselines",
-            "written by an older version? rerun the evaluation_baselines rule",
-        )
-        check_metric_blocks(path, document, "baselines", BASELINES)
-        baseline_documents.append(document)
+        baseline_documents.append(loaded_baselines(path))
     check_one_model_size_per_variant(list(zip(metrics, documents, strict=True)))
     check_one_set_of_models_per_variant(list(zip(metrics, documents, strict=True)))
     check_one_test_set_per_dataset(
@@ -488,6 +479,7 @@ def summarize_files(
         fusion=fusion_summary(per_scenario),
         alpha=alpha_summary(documents),
         floors=floor_table(per_scenario),
+        not_applicable={d["dataset"]: d.get("not_applicable") or {} for d in baseline_documents},
     )
     seeds = seeds_text(documents)
     heading = f"# {title} evaluation summary over {seeds}" if seeds else f"# {title} evaluation summary"

@@ -119,7 +119,8 @@ def scenario_table(
                         f"baselines of {dataset} lack test scenario {scenario!r} (evaluated for {where})"
                     ) from None
                 for model in BASELINES:
-                    rows.append(_metric_row(dataset, variant, seed, scenario, model, baseline[model]))
+                    if model in baseline:  # a baseline the training split could not fit has no results
+                        rows.append(_metric_row(dataset, variant, seed, scenario, model, baseline[model]))
     table = pd.DataFrame(rows, columns=SCENARIO_COLUMNS)
     return _sorted(table)
 
@@ -135,7 +136,8 @@ def pooled_table(
         dataset, variant, seed = document["dataset"], document["variant"], document.get("seed")
         models = dict(pooled)
         if dataset in baseline_of:
-            models |= {m: baseline_of[dataset]["test_pooled"][m] for m in BASELINES}
+            baseline = baseline_of[dataset]["test_pooled"]
+            models |= {m: baseline[m] for m in BASELINES if m in baseline}
         rows += [_metric_row(dataset, variant, seed, "pooled", m, metrics) for m, metrics in models.items()]
     return _sorted(pd.DataFrame(rows, columns=SCENARIO_COLUMNS))
 
