@@ -1038,6 +1038,24 @@ def test_an_empty_val_file_is_refused_naming_it_and_preprocess_val_fraction(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_training_file_given_as_val_is_refused_naming_it_before_scoring(tmp_path):
+    """The VGAE's threshold is chosen on val.pt: a train.pt given in its place (graph files look alike) chose it on
+    the windows the models were fitted on, unsaid. The file records its split now; a file that records none
+    (written before) is scored as before."""
+    inputs = tiny_evaluation_inputs(tmp_path)
+    save_graphs(toy_graphs(20, num_ids=20, seed=1), tmp_path / "train.pt", split="train")
+    run = dict(
+        **{**inputs, "val": str(tmp_path / "train.pt")}, outputs=_evaluation_outputs(tmp_path), dataset="tiny",
+        variant="teacher", device="cpu", speed=TINY_SPEED,
+    )  # fmt: skip
+    with pytest.raises(FileContentError) as error:
+        evaluate_files(**run)
+    assert str(error.value).startswith(
+        f"{tmp_path / 'train.pt'}: given as the val split, but it holds the train split"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def _other_model_files(folder, inputs, mistake):
     """``inputs`` with the model files of one of the mistakes below, and what the refusal must say."""
     if mistake == "swapped":

@@ -656,6 +656,47 @@ def test_baselines_refuse_a_test_file_of_another_preprocess_run_of_as_many_ids_n
     assert baselines_files(**run)["test"]["dos"][ID_RATE]["n"] == 20
 
 
+@pytest.mark.parametrize("mistake", ["swapped", "val_as_train", "train_as_val", "older_files"])
+def test_baselines_refuse_train_and_val_files_given_in_each_others_place_naming_both(tmp_path, mistake):
+    """evaluate_baselines with train.pt and val.pt swapped ran: the regression was fitted on the validation windows
+    and its threshold chosen on the training ones, unsaid, since graph files did not record their split. Preprocess
+    now records it; a swap is refused naming both files, a file given as another split naming it. Files that record
+    no split (written before) are read as before."""
+    from kdgat.graph_store import graph_split, save_graph_sets, save_graphs
+
+    rng = np.random.default_rng(3)
+    older = mistake == "older_files"
+    splits = {"train": _capture(rng, 40), "val": _capture(rng, 20)}
+    for name, graphs in splits.items():
+        save_graphs(graphs, tmp_path / f"{name}.pt", split=None if older else name)
+    save_graph_sets({"dos": _capture(rng, 20)}, tmp_path / "test.pt", split=None if older else "test")
+    assert graph_split(tmp_path / "val.pt") == (None if older else "val")
+    write_json({"num_ids": 4}, tmp_path / "metadata.json")
+    train, val = tmp_path / "train.pt", tmp_path / "val.pt"
+    given = {
+        "swapped": {"train": val, "val": train},
+        "val_as_train": {"train": val, "val": val},
+        "train_as_val": {"train": train, "val": train},
+        "older_files": {"train": val, "val": train},
+    }[mistake]
+    run = dict(
+        **given, test=tmp_path / "test.pt", metadata=tmp_path / "metadata.json",
+        metrics=tmp_path / "out" / "baselines.json", scores=tmp_path / "out" / "scores.parquet",
+    )  # fmt: skip
+    if older:  # nothing to check: scored as before
+        assert baselines_files(**run)["test"]["dos"][ID_RATE]["n"] == 20
+        return
+    message = {
+        "swapped": f"{val} and {train} are swapped: {val} holds the val split and is given as train, {train} holds "
+        "the train split and is given as val",
+        "val_as_train": f"{val}: given as the train split, but it holds the val split",
+        "train_as_val": f"{train}: given as the val split, but it holds the train split",
+    }[mistake]
+    with pytest.raises(InputError, match=re.escape(message)):
+        baselines_files(**run)
+    assert not (tmp_path / "out").exists()
+
+
 def test_scenario_table_refuses_baselines_without_the_scenario(documents):
     baselines = _baselines()
     baselines["test"] = {"fuzzy": baselines["test"]["dos"]}

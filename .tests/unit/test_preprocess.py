@@ -11,7 +11,7 @@ import pytest
 
 from kdgat.can.messages import CanFormatError
 from kdgat.can.writer import write_can_file
-from kdgat.graph_store import load_graph_sets, load_graphs
+from kdgat.graph_store import graph_split, load_graph_sets, load_graphs
 from kdgat.preprocess import (
     assign_windows,
     discover_layout,
@@ -206,6 +206,10 @@ def test_whole_captures_fill_a_held_out_split_and_add_nothing_to_the_vocabulary(
             held_out={"fusion": share}, held_out_files={"fusion": [path]}, seed=4,
         )  # fmt: skip
         fusion = load_graphs(out / "fusion.pt")
+        # Each graph file records the split it holds (graph files look alike: a swap is refused by it).
+        assert {name: graph_split(out / f"{name}.pt") for name in ("train", "val", "fusion", "test")} == {
+            name: name for name in ("train", "val", "fusion", "test")
+        }
         assert meta["split"]["held_out_blocks_per_capture"]["fusion"] == blocks
         assert meta["split"]["whole_captures"] == {"fusion": [str(path)]}
         assert meta["files"]["fusion"] == [str(path)]

@@ -11,6 +11,11 @@ Each file of one preprocess run records ``vocabulary``: the digest of its CAN-ID
 (:func:`vocabulary_digest`), since node feature 0 is an index into it and graphs of two runs look alike. Readers
 compare it (:func:`graph_vocabulary`) before mixing files; a file written before it was recorded has none (None),
 and is read as before.
+
+Each file also records ``split``: the split it holds (``train``, ``val``, ``test`` or a held-out one such as
+``fusion``), since a train.pt and a val.pt look alike. :func:`check_graph_splits` refuses a file given as another
+split than the one it records (train.pt and val.pt swapped); a file written before it was recorded has none
+(unknown) and is not checked.
 """
 
 from __future__ import annotations
@@ -61,20 +66,65 @@ def vocabulary_digest(can_ids) -> str:
     return hashlib.sha256(",".join(str(int(i)) for i in can_ids).encode()).hexdigest()
 
 
-def _header(vocabulary: str | None) -> dict:
-    return {} if vocabulary is None else {"vocabulary": str(vocabulary)}
+def _header(vocabulary: str | None, split: str | None = None) -> dict:
+    if split is not None and not (isinstance(split, str) and split):
+        raise ValueError(
+            f"split must be the name of a split (train, val, test, fusion) or None; got {split!r}"
+        )
+    return {
+        **({} if vocabulary is None else {"vocabulary": str(vocabulary)}),
+        **({} if split is None else {"split": split}),
+    }
+
+
+def _recorded(path: str | Path, key: str) -> str | None:
+    payload = load_torch(Path(path), "a readable kdgat graph file (of the preprocess step; rebuild it)")
+    found = payload.get(key) if isinstance(payload, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def graph_vocabulary(path: str | Path) -> str | None:
     """The vocabulary digest a graph file (either format) records; None for a file written before it was."""
-    payload = load_torch(Path(path), "a readable kdgat graph file (of the preprocess step; rebuild it)")
-    found = payload.get("vocabulary") if isinstance(payload, dict) else None
-    return found if isinstance(found, str) else None
+    return _recorded(path, "vocabulary")
 
 
-def save_graphs(graphs, path: str | Path, vocabulary: str | None = None) -> None:
-    """Save a list of ``Data`` (or a :class:`GraphArrays`) atomically, with the vocabulary digest when given."""
-    save_torch({"format": GRAPHS_FORMAT, **_header(vocabulary), **_to_tensors(_as_arrays(graphs))}, path)
+def graph_split(path: str | Path) -> str | None:
+    """The split (train, val, test, fusion) a graph file records; None (unknown) for a file written before it was."""
+    return _recorded(path, "split")
+
+
+def check_graph_splits(given: Mapping[str, str | Path]) -> None:
+    """Refuse graph files given as another split than the one they record (``given``: ``{split: path}``), naming
+    both files of a swap (train.pt given as val and val.pt as train) or the one file given in another's place,
+    before anything is fitted or scored on them: graph files of two splits look alike and nothing else fails.
+    Refused: a file of one of the splits given, or of the training split, given as another. A held-out split
+    given as val (``fusion.pt`` to choose a threshold on other windows) is left to the caller, and a file that
+    records no split (written before it was recorded) is not checked."""
+    recorded = {role: graph_split(path) for role, path in given.items()}
+    wrong = {
+        role: found
+        for role, found in recorded.items()
+        if found is not None and found != role and (found in given or found == "train")
+    }
+    for role, found in wrong.items():
+        if found in given and recorded[found] == role:
+            raise FileContentError(
+                f"{given[role]} and {given[found]} are swapped: {given[role]} holds the {found} split and is given "
+                f"as {role}, {given[found]} holds the {role} split and is given as {found}; give each as its own split"
+            )
+    for role, found in wrong.items():
+        raise FileContentError(
+            f"{given[role]}: given as the {role} split, but it holds the {found} split (preprocess wrote it as "
+            f"{found}.pt); give the {role}.pt of the same preprocess run"
+        )
+
+
+def save_graphs(graphs, path: str | Path, vocabulary: str | None = None, split: str | None = None) -> None:
+    """Save a list of ``Data`` (or a :class:`GraphArrays`) atomically, with the vocabulary digest and the split
+    (train, val, a held-out split) when given."""
+    save_torch(
+        {"format": GRAPHS_FORMAT, **_header(vocabulary, split), **_to_tensors(_as_arrays(graphs))}, path
+    )
 
 
 def load_graph_arrays(path: str | Path) -> GraphArrays:
@@ -87,10 +137,14 @@ def load_graphs(path: str | Path) -> list:
     return load_graph_arrays(path).to_data_list()
 
 
-def save_graph_sets(mapping: Mapping[str, object], path: str | Path, vocabulary: str | None = None) -> None:
-    """Save ``{scenario: graphs}`` atomically (graphs: a list of ``Data`` or a :class:`GraphArrays`)."""
+def save_graph_sets(
+    mapping: Mapping[str, object], path: str | Path, vocabulary: str | None = None, split: str | None = None
+) -> None:
+    """Save ``{scenario: graphs}`` atomically (graphs: a list of ``Data`` or a :class:`GraphArrays`), with the
+    vocabulary digest and the split (test) when given."""
     sets = {str(name): _to_tensors(_as_arrays(graphs)) for name, graphs in mapping.items()}
-    save_torch({"format": GRAPH_SETS_FORMAT, **_header(vocabulary), "names": list(sets), "sets": sets}, path)
+    header = _header(vocabulary, split)
+    save_torch({"format": GRAPH_SETS_FORMAT, **header, "names": list(sets), "sets": sets}, path)
 
 
 def load_graph_set_arrays(path: str | Path) -> dict[str, GraphArrays]:

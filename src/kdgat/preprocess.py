@@ -418,8 +418,8 @@ def preprocess_dataset(
         vocabulary
     )  # recorded by every graph file, so that runs are never mixed unsaid
     for name in graph_splits:
-        save_graphs(splits[name], paths[name], vocabulary=digest)
-    save_graph_sets(test, paths["test"], vocabulary=digest)
+        save_graphs(splits[name], paths[name], vocabulary=digest, split=name)
+    save_graph_sets(test, paths["test"], vocabulary=digest, split="test")
     vocabulary_source = "frames labelled normal in the training blocks of the training captures"
     vocab = {
         "can_ids": {f"0x{int(i):03x}": index for index, i in enumerate(vocabulary.tolist())},

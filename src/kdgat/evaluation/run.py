@@ -301,7 +301,7 @@ def evaluate_files(
 
     import torch
 
-    from kdgat.graph_store import load_graph_sets, load_graphs
+    from kdgat.graph_store import check_graph_splits, load_graph_sets, load_graphs
     from kdgat.model_store import load_model
 
     if threads:
@@ -317,6 +317,7 @@ def evaluate_files(
             raise kind(
                 f"{inputs[name]}: cannot load the {name} model ({type(error).__name__}: {error})"
             ) from error
+    check_graph_splits({"val": val, "test": test})  # a train.pt given as val.pt would choose the threshold
     val_graphs = load_graphs(val)
     if not val_graphs:
         # preprocess writes an empty val.pt for val_fraction 0; evaluate_detector's own refusal names no file or key
