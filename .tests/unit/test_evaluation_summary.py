@@ -1164,6 +1164,24 @@ def test_a_scenario_without_attack_windows_is_no_models_worst_scenario(documents
     assert models["worst_scenario"].isna().all() and len(models) == 3 * 6
 
 
+def test_without_baselines_no_scenario_is_named_as_the_one_with_the_smallest_margin(documents):
+    """Without baselines no scenario has a margin, but model_summary named the first one as the scenario with the
+    smallest margin ("n/a (dos)" in summary.md, as if dos had one); with baselines it names the smallest."""
+    two = [{**d, "test": {**d["test"], "fuzzy": d["test"]["dos"]}} for d in documents]
+    alone = model_summary(scenario_table(two), pooled_table(two))
+    assert alone["smallest_margin_scenario"].isna().all() and alone["smallest_margin_mean"].isna().all()
+    assert set(alone["worst_scenario"]) == {"dos"}  # F1 has a lowest: the first of equal ones
+    markdown = summary_markdown(variant_summary(two, pooled_table(two)), models=alone)
+    assert "| n/a (n/a) |" in markdown and "n/a (dos)" not in markdown
+    baselines = _baselines()
+    baselines["test"] = {"dos": baselines["test"]["dos"], "fuzzy": baselines["test"]["dos"]}
+    compared = model_summary(scenario_table(two, [baselines]), pooled_table(two, [baselines]))
+    assert (
+        set(compared["smallest_margin_scenario"]) == {"dos"}
+        and compared["smallest_margin_mean"].notna().all()
+    )
+
+
 def test_an_attack_free_scenario_shows_its_false_alarm_rate_over_every_seed_not_an_f1_over_some(documents):
     """F1 on a scenario without attack windows is 0 after one false alarm and undefined without one, so its mean
     over seeds was 0 over the seeds that raised an alarm ("0.000 ± n/a" from one of three seeds here). The

@@ -206,6 +206,15 @@ def scenario_summary(table: pd.DataFrame) -> pd.DataFrame:
     return out.merge(attack_free, on=keys, how="left")
 
 
+def _lowest(group: pd.DataFrame, metric: str) -> Mapping[str, Any]:
+    """The row of ``group`` with the lowest ``<metric>_mean``; none (no scenario, NaN figures) where no row has one
+    (without baselines no scenario has a margin: naming the first one would say it has the smallest)."""
+    means = group[f"{metric}_mean"]
+    if means.isna().all():
+        return {"scenario": None, f"{metric}_mean": math.nan, f"{metric}_half": math.nan}
+    return group.loc[means.idxmin()]
+
+
 def model_summary(scenarios: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
     """Per dataset × variant × model: pooled F1/ROC-AUC over seeds, margins over baselines, and two
     scenarios: the worst (lowest mean F1 over seeds) and the one with the smallest mean margin, each with the
@@ -221,8 +230,7 @@ def model_summary(scenarios: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame
     per_scenario = scenario_summary(with_attacks) if not with_attacks.empty else pd.DataFrame(columns=keys)
     worst_rows = []
     for key, group in per_scenario.groupby(keys, sort=False):
-        worst = group.loc[group["f1_mean"].fillna(np.inf).idxmin()]
-        smallest = group.loc[group["margin_mean"].fillna(np.inf).idxmin()]
+        worst, smallest = _lowest(group, "f1"), _lowest(group, "margin")
         worst_rows.append(
             {
                 **dict(zip(keys, key, strict=True)),
