@@ -31,7 +31,7 @@ from torch_geometric.nn import global_mean_pool
 
 import kdgat
 from kdgat.chain import MODEL_TITLES
-from kdgat.evaluation.metrics import binary_metrics, detection_rate_at_fpr
+from kdgat.evaluation.metrics import EvaluationSettingsError, binary_metrics, detection_rate_at_fpr
 from kdgat.evaluation.plots import plot_confusion, plot_pr, plot_roc, plot_size_f1, plot_training_curves
 from kdgat.evaluation.run import evaluate_detector, evaluate_files, evaluate_scored_splits
 from kdgat.evaluation.speed import measure_inference_speed
@@ -639,6 +639,25 @@ def test_fpr_targets_outside_zero_one_are_refused_naming_them(targets, message):
         binary_metrics(LABELS, SCORES, PREDS, fpr_targets=targets)
     with pytest.raises(ValueError, match=message):
         evaluate_scored_splits(_scored([0, 1], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9]), {}, fpr_targets=targets)
+
+
+@pytest.mark.parametrize("targets", [(0.05, 0.01, 0.05), (0.1, 0.1000000001)])
+def test_fpr_targets_reported_under_one_name_are_refused_naming_both(targets):
+    """The schema refuses a rate given twice ("[0.05, 0.05] reports one column where two were meant"), but the
+    wrappers and the kdgat command take fpr_targets without it, and two distinct rates of one name (0.1 and
+    0.1000000001, both detection_rate_at_fpr_0.1) pass even the schema's uniqueItems: one column, the second
+    rate's value under the first one's name. Refused naming both, before any scoring."""
+    first, second = (t for t in targets if f"{t:g}" == f"{targets[-1]:g}")
+    message = re.escape(f"{first!r} and {second!r} are both reported as detection_rate_at_fpr_{second:g}")
+    with pytest.raises(EvaluationSettingsError, match=message):
+        binary_metrics(LABELS, SCORES, PREDS, fpr_targets=targets)
+    with pytest.raises(EvaluationSettingsError, match=message):
+        evaluate_scored_splits(_scored([0, 1], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9]), {}, fpr_targets=targets)
+    distinct = binary_metrics(LABELS, SCORES, PREDS, fpr_targets=(0.1, 0.01))
+    assert [key for key in distinct if key.startswith("detection_rate")] == [
+        "detection_rate_at_fpr_0.1",
+        "detection_rate_at_fpr_0.01",
+    ]
 
 
 def test_a_nan_score_is_refused_naming_the_split_and_column_not_turned_into_a_nan_threshold():

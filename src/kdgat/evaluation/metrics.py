@@ -96,7 +96,22 @@ def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
         raise EvaluationSettingsError(
             f"fpr_targets must be false-positive rates strictly between 0 and 1; got {bad}"
         )
-    return tuple(float(t) for t in fpr_targets)
+    # Each rate is one metric, detection_rate_at_fpr_<rate:g>: two rates of one name (0.05 twice, or 0.1 and
+    # 0.1000000001) were one column where two were meant, the last one's value under the first one's name.
+    names: dict[str, float] = {}
+    for target in (float(t) for t in fpr_targets):
+        if (name := detection_rate_key(target)) in names:
+            raise EvaluationSettingsError(
+                f"fpr_targets must name each false-positive rate once; {names[name]!r} and {target!r} are both "
+                f"reported as {name}"
+            )
+        names[name] = target
+    return tuple(names.values())
+
+
+def detection_rate_key(target: float) -> str:
+    """The metric that reports the detection rate at false-positive rate ``target``."""
+    return f"detection_rate_at_fpr_{target:g}"
 
 
 def finite_scores(scores: Any, size: int | None = None) -> np.ndarray:
@@ -199,7 +214,7 @@ def binary_metrics(
         "pr_auc": float(average_precision_score(y, score)) if n_pos else note("pr_auc", None, no_attacks),
     }
     for target in fpr_targets:
-        key = f"detection_rate_at_fpr_{target:g}"
+        key = detection_rate_key(target)
         metrics[key] = float(roc[1][roc[0] <= target + 1e-12].max()) if roc else note(key, None, one_class)
     metrics["confusion_matrix"] = {**counts, "matrix": [[tn, fp], [fn, tp]]}
     metrics["undefined"] = undefined
