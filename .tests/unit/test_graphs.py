@@ -266,3 +266,33 @@ def test_a_vocabulary_too_large_to_pack_edge_keys_into_64_bits_gives_the_same_gr
         small.node_ptr.tolist(),
         small.edge_ptr.tolist(),
     )
+
+
+def test_reading_a_graph_files_header_does_not_read_its_tensors(tmp_path):
+    """kdgat.graph_store: the vocabulary and split checks read a header string of files of gigabytes before the
+    files themselves are loaded; the tensors are mapped, not read (peak memory well under the file's size)."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "train.pt"
+    save_torch(
+        {"format": GRAPHS_FORMAT, "vocabulary": "v", "split": "train", "x": torch.ones(96 * 2**20)}, big
+    )
+    assert big.stat().st_size > 380 * 2**20
+    # VmHWM: the peak resident memory of this process's own address space (ru_maxrss would start at the peak
+    # of the pytest process that forked it)
+    probe = (
+        "import sys, torch\n"
+        "from kdgat.graph_store import graph_split, graph_vocabulary\n"
+        "def peak():\n"
+        "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+        "    return int(line.split()[1]) // 1024\n"
+        "before = peak()\n"
+        "found = graph_vocabulary(sys.argv[1]), graph_split(sys.argv[1])\n"
+        "print(found, peak() - before)\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe, str(big)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert shown[:2] == ["('v',", "'train')"]
+    assert int(shown[2]) < 100, f"reading the header grew peak memory by {shown[2]} MiB for a 384 MiB file"

@@ -149,14 +149,15 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda temporary: torch.save(obj, temporary))
 
 
-def load_torch(path: str | os.PathLike, what: str) -> Any:
+def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
     """A file written by :func:`save_torch` (tensors and plain containers only), loaded on the CPU. A file torch
     cannot read (truncated, corrupted, not a torch file) raises :class:`FileContentError` (a ValueError) naming it
-    and ``what`` it should be: torch's own message names no file."""
+    and ``what`` it should be: torch's own message names no file. ``mmap``: tensors are mapped, not read, so that
+    reading a header of a large file costs no more than the header (a tensor is read when it is used)."""
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
     except Exception as error:

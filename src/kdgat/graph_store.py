@@ -78,7 +78,10 @@ def _header(vocabulary: str | None, split: str | None = None) -> dict:
 
 
 def _recorded(path: str | Path, key: str) -> str | None:
-    payload = load_torch(Path(path), "a readable kdgat graph file (of the preprocess step; rebuild it)")
+    # mapped: a header string of a graph file of gigabytes is read before the file itself is loaded
+    payload = load_torch(
+        Path(path), "a readable kdgat graph file (of the preprocess step; rebuild it)", mmap=True
+    )
     found = payload.get(key) if isinstance(payload, dict) else None
     return found if isinstance(found, str) else None
 
