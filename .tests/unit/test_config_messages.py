@@ -247,3 +247,30 @@ def test_a_modules_own_refusal_names_its_key_behind_the_modules_place_in_the_con
     assert placed_message("expected a table: t.tsv", ["lab"], keys) == "expected a table: t.tsv"
     assert placed_message("kd_gat.tracking: bad", [], keys) == "kd_gat.tracking: bad"
     assert placed_message("kd_gat.tracking: bad", None, keys) == "kd_gat.tracking: bad"
+
+
+def test_every_key_a_modules_own_refusal_names_is_named_behind_the_modules_place_not_the_first_only():
+    """`config: config["lab"]`: the message named its first key lab.evaluation.gpu and the others as the module sees
+    them (evaluation.device, evaluation.gpu), which lab.yaml does not; a file name that looks dotted is left alone."""
+    from config_messages import placed_message
+
+    keys = {"evaluation": {"gpu": 1, "device": "cpu"}, "kd_gat": {"sweep": {}}, "datasets": {"lab": {}}}
+    said = placed_message(
+        "evaluation.gpu is 1, but evaluation.device is cpu: the evaluation jobs would hold GPUs; set evaluation.gpu "
+        "to 0, or evaluation.device to auto",
+        ["lab"],
+        keys,
+    )
+    assert said == (
+        "lab.evaluation.gpu is 1, but lab.evaluation.device is cpu: the evaluation jobs would hold GPUs; set "
+        "lab.evaluation.gpu to 0, or lab.evaluation.device to auto"
+    )
+    said = placed_message(
+        "config key 'kd_gat.sweep' reads kd_gat.tsv; see datasets.lab.files[0] and group 'evaluation'",
+        ["labs", 0],
+        keys,
+    )
+    assert said == (
+        "config key 'labs[0].kd_gat.sweep' reads kd_gat.tsv; see labs[0].datasets.lab.files[0] and group "
+        "'evaluation'"
+    )

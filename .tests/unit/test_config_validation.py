@@ -500,6 +500,19 @@ def test_a_module_reused_with_part_of_the_config_names_the_key_of_its_own_refusa
     assert proc.stdout.splitlines()[1].startswith(said), proc.stdout[-2000:]
 
 
+def test_every_key_of_a_modules_own_refusal_is_named_as_the_config_file_does(tmp_path: Path) -> None:
+    """The evaluation module imported with `config: config["lab"]` said "lab.evaluation.gpu is 1, but
+    evaluation.device is cpu: ...; set evaluation.gpu to 0, or evaluation.device to ...": only the first key was
+    named as lab.yaml names it."""
+    lab = {"datasets": LAB, "kd_gat": {"seeds": [3]}, "evaluation": {"device": "cpu", "gpu": 1}}
+    proc = dry_run_of_module(tmp_path, {"lab": lab}, "evaluation", 'config["lab"]')
+    assert proc.returncode != 0
+    said = proc.stdout.splitlines()[1]
+    assert said.startswith("lab.evaluation.gpu is 1, but lab.evaluation.device is cpu: "), said
+    named = re.findall(r"[\w.]*evaluation\.(?:gpu|device)", said)
+    assert len(named) == 4 and all(key.startswith("lab.evaluation.") for key in named), said
+
+
 @pytest.mark.parametrize("module", ["preprocess", "kd_gat", "evaluation"])
 def test_a_module_reused_alone_names_a_misspelt_learned_resources_key_without_a_traceback(
     tmp_path: Path, module: str

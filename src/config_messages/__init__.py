@@ -8,6 +8,7 @@ jsonschema's error, the workflow's config files and its ``--config`` overrides. 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -81,20 +82,36 @@ def config_location(workflow_config, validated):
 
 
 def placed_message(message, prefix, keys) -> str:
-    """A module's own refusal ``message`` (not the schema's), with its config key named as the workflow's config
-    files name it: behind ``prefix`` (``config_location``), lab.kd_gat.sweep.table. The key is the one quoted after
-    "config key" (config key 'datasets' is missing) or the one the message starts with (kd_gat.sweep.table: ...),
-    this only where it starts with one of ``keys`` (the module's config). Unchanged for the whole config ([]) and
-    where no prefix is known (None: a config the importing workflow built)."""
+    """A module's own refusal ``message`` (not the schema's), with every config key it names named as the workflow's
+    config files name it: behind ``prefix`` (``config_location``), lab.kd_gat.sweep.table. A key is one quoted after
+    "config key" (config key 'datasets' is missing), the one the message starts with where it is one of ``keys``
+    (the module's config: kd_gat.sweep.table: ...), and any other dotted name whose first two names are keys of
+    ``keys`` (... but evaluation.device is cpu; set evaluation.gpu to 0), not a file name such as kd_gat.tsv.
+    Unchanged for the whole config ([]) and where no prefix is known (None: a config the importing workflow built)."""
     if not prefix:
         return message
-    quoted = re.match(r"config key '([^']+)'", message)
-    if quoted:
-        return f"{message[: quoted.start(1)]}{_dotted(prefix)}.{message[quoted.start(1) :]}"
-    leading = re.match(r"(\w+)[.: ]", message)
-    if leading and leading.group(1) in keys:
-        return f"{_dotted(prefix)}.{message}"
-    return message
+    quoted = {match.start(1) for match in re.finditer(r"config key '([^']+)'", message)}
+
+    def placed(match):
+        name, start = match.group(1), match.start(1)
+        leading = start == 0 and name in keys and message[match.end(1) : match.end(1) + 1] in (".", ":", " ")
+        if start in quoted or leading or _names_a_key(keys, name, message[match.end(1) :]):
+            return f"{_dotted(prefix)}.{name}"
+        return name
+
+    return re.sub(r"(?<![\w./\\-])(\w+)", placed, message)
+
+
+def _names_a_key(keys, name, rest):
+    """Whether ``name`` followed by ``rest`` is a dotted key of the mapping ``keys``: evaluation.gpu where ``keys``
+    has an evaluation mapping holding gpu, datasets.lab.files[0] where datasets holds lab."""
+    section = keys.get(name) if isinstance(keys, Mapping) else None
+    following = re.match(r"\.(\w+)|\[(\d+)\]", rest)
+    if following is None:
+        return False
+    if following.group(1) is not None:
+        return isinstance(section, Mapping) and following.group(1) in section
+    return isinstance(section, list)
 
 
 def _locations(data, wanted, path):
