@@ -274,3 +274,27 @@ def test_every_key_a_modules_own_refusal_names_is_named_behind_the_modules_place
         "config key 'labs[0].kd_gat.sweep' reads kd_gat.tsv; see labs[0].datasets.lab.files[0] and group "
         "'evaluation'"
     )
+
+
+def test_a_key_of_a_mapping_built_of_parts_of_the_config_is_placed_from_the_part_that_holds_it(tmp_path):
+    """An intermediate module's `config: {"kd_gat": config["training"]}`: its kd_gat.epochs is lab.training.epochs
+    of the workflow's config; a mapping built anew names the module that built it."""
+    from config_messages import config_place
+
+    training = {"seeds": [1], "epochs": "three"}
+    workflow_config = {"lab": {"training": training}}
+    built = {"kd_gat": training}
+    assert config_place(workflow_config, workflow_config["lab"], ["training", "epochs"]) == (["lab"], 0)
+    assert config_place(workflow_config, built, ["kd_gat", "epochs"]) == (["lab", "training"], 1)
+    assert config_place(workflow_config, {"kd_gat": dict(training)}, ["kd_gat", "epochs"]) is None
+    file = configfile(tmp_path, "lab.yaml", workflow_config)
+    line = config_problem(problem_of(built), [file], {}, ["lab", "training"], "kd_gat", 1, "outer")
+    assert line == (
+        f"config key lab.training.epochs (set in {file}; module kd_gat sees it as kd_gat.epochs): 'three' is not of "
+        "type 'integer'"
+    )
+    line = config_problem(problem_of(built), [file], {}, None, "kd_gat", 0, "outer")
+    assert line == (
+        "config key kd_gat.epochs (of the config module outer gives module kd_gat: a mapping module outer built, no "
+        "part of the workflow's config, so no config file can be named): 'three' is not of type 'integer'"
+    )

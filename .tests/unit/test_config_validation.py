@@ -446,8 +446,13 @@ def test_a_data_prefix_written_another_way_reads_the_preprocess_modules_outputs(
             r"config key lab\.kd_gat\.epoch \(set in lab\.yaml; module kd_gat sees it as kd_gat\.epoch\): an "
             r"unknown key; lab\.kd_gat takes",
         ),
-        (
+        (  # a copy of it, whose kd_gat mapping is lab.yaml's lab.kd_gat
             'dict(config["lab"])',
+            r"config key lab\.kd_gat\.epoch \(set in lab\.yaml; module kd_gat sees it as kd_gat\.epoch\): an "
+            r"unknown key; lab\.kd_gat takes",
+        ),
+        (
+            '{"datasets": {"lab": {}}, "kd_gat": {"seeds": [3], "epoch": 3}}',
             r"config key kd_gat\.epoch \(of the config the importing workflow gives module kd_gat: a mapping that "
             r"is no part of the workflow's config, so no config file can be named\): an unknown key; kd_gat takes",
         ),
@@ -467,6 +472,57 @@ def test_a_module_reused_with_part_of_the_config_names_the_key_as_the_config_fil
 
 
 LAB = {"lab": {}}  # one dataset
+
+
+def dry_run_through_an_intermediate_module(tmp_path: Path, lab: dict, built: str):
+    """A downstream Snakefile importing its own module `outer` with `config: config["lab"]`, which imports the
+    catalog's kd_gat module with `config: <built>`, a mapping it builds (of parts of its config or anew)."""
+    (tmp_path / "outer").mkdir()
+    (tmp_path / "outer" / "Snakefile").write_text(
+        f'module kd_gat:\n    snakefile:\n        "{REPO}/workflow/modules/kd_gat/Snakefile"\n'
+        f"    config:\n        {built}\n\n\nuse rule * from kd_gat as kd_*\n"
+    )
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"lab": lab}))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\nmodule outer:\n    snakefile:\n        "outer/Snakefile"\n'
+        '    config:\n        config["lab"]\n\n\nuse rule * from outer as outer_*\n'
+    )
+    return run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("training", "built", "said"),
+    [
+        (  # the schema's refusal, of a mapping made of parts of the module's config
+            {"seeds": [3], "epoch": 3},
+            '{"datasets": config["datasets"], "kd_gat": config["training"]}',
+            r"config key lab\.training\.epoch \(set in lab\.yaml; module kd_gat sees it as kd_gat\.epoch\): an "
+            r"unknown key; lab\.training takes \[.*\]",
+        ),
+        (  # the module's own refusal, the same
+            {"seeds": [3], "sweep": {"enabled": True, "table": "none.tsv"}},
+            '{"datasets": config["datasets"], "kd_gat": config["training"]}',
+            r"lab\.training\.sweep\.table: none\.tsv does not exist \(a tab-separated table\)",
+        ),
+        (  # a mapping built anew: which module built it
+            {},
+            '{"datasets": config["datasets"], "kd_gat": {"seeds": [3], "epoch": 3}}',
+            r"config key kd_gat\.epoch \(of the config module outer gives module kd_gat: a mapping module outer "
+            r"built, no part of the workflow's config, so no config file can be named\): an unknown key; kd_gat "
+            r"takes \[.*\]",
+        ),
+    ],
+)
+def test_a_module_given_a_mapping_an_intermediate_module_built_names_the_key_from_its_parts(
+    tmp_path: Path, training: dict, built: str, said: str
+) -> None:
+    """A module importing the kd_gat module with a mapping it built of its own config's parts: a misspelt
+    lab.training.epoch was named kd_gat.epoch "of the config the importing workflow gives module kd_gat [...] no
+    config file can be named", though lab.yaml sets it, and the module's own refusals named kd_gat.sweep.table."""
+    proc = dry_run_through_an_intermediate_module(tmp_path, {"datasets": LAB, "training": training}, built)
+    assert proc.returncode != 0
+    line = proc.stdout.splitlines()[1]
+    assert re.fullmatch(said, line), line
 
 
 @pytest.mark.parametrize(

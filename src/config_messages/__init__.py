@@ -2,7 +2,8 @@
 or ``--config`` that set it, and what was expected. Snakemake's own message names the key only as
 ``On instance['a']['b']`` after a dump of the schema. Pure Python: workflow/modules/config_check.smk calls it with
 jsonschema's error, the workflow's config files and its ``--config`` overrides. A key of a module imported with
-``config: config["lab"]`` is named as those name it, lab.kd_gat.epochs (``config_location``).
+``config: config["lab"]`` is named as those name it, lab.kd_gat.epochs (``config_location``), and one of a
+mapping an intermediate module built of the config's parts from the part that holds it (``config_place``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from pathlib import Path
 import yaml
 
 
-def config_problem(problem, configfiles, overrides, prefix=(), module=None) -> str:
+def config_problem(problem, configfiles, overrides, prefix=(), module=None, depth=0, importer=None) -> str:
     """One line for a config that fails the schema: the dotted key, the config file(s) or --config that set it
     (none: a default) and what was expected. ``prefix``: where the validated config sits in the workflow's config
-    (``config_location``), [] for the whole of it; None where it is no part of it (the importing workflow built it):
-    the key is then named as ``module`` sees it, and no file can be."""
+    (``config_location``), [] for the whole of it; with ``depth``, where the part of it that holds the refused key
+    sits, standing for the first ``depth`` names of the key (``config_place``: a mapping an intermediate module
+    built of parts of the workflow's config); None where no part of it is in the workflow's config (a module, the
+    ``importer`` or the workflow itself, built it anew): the key is then named as ``module`` sees it, and no file
+    can be."""
     path = list(problem.absolute_path)
-    placed = [*(prefix or ()), *path]  # the key as the workflow's config files and --config name it
+    placed = [*(prefix or ()), *path[depth:]]  # the key as the workflow's config files and --config name it
     expected = problem.message
     if problem.validator == "additionalProperties":
         known = sorted(problem.schema.get("properties", {}))
@@ -36,13 +40,13 @@ def config_problem(problem, configfiles, overrides, prefix=(), module=None) -> s
     else:
         keys = [path]
     if prefix is None:
-        return "\n".join(_unplaced(key, expected, module) for key in keys)
+        return "\n".join(_unplaced(key, expected, module, importer) for key in keys)
     lines = []
     for key in keys:
-        dotted = _dotted([*prefix, *key])
+        dotted = _dotted([*prefix, *key[depth:]])
         # the files that gave the refused value (a name refused: every file naming it)
         # (a required key: every file giving the mapping it is missing from)
-        looked_up = [*prefix, *(path if problem.validator == "required" else key)]
+        looked_up = [*prefix, *(path if problem.validator == "required" else key)[depth:]]
         culprit = (
             (lambda value: value is not _MISSING)
             if looked_up != placed or problem.validator == "required"
@@ -55,7 +59,7 @@ def config_problem(problem, configfiles, overrides, prefix=(), module=None) -> s
         if from_cli:
             sources.append("--config")
         where = ", ".join(sources) or "no config file or --config: a default, or the Snakefile"
-        if prefix and module:
+        if (prefix or depth) and module:
             where += f"; module {module} sees it as {_dotted(key)}"
         hint = ""
         if (
@@ -81,25 +85,51 @@ def config_location(workflow_config, validated):
     return found[0] if len(found) == 1 else None
 
 
-def placed_message(message, prefix, keys) -> str:
+def config_place(workflow_config, validated, key):
+    """Where the key ``key`` (a list of names and indexes) of a module's config ``validated`` sits in
+    ``workflow_config``: (location, depth), the location (``config_location``) of ``validated`` itself (depth 0) or
+    else of the deepest mapping or list along ``key`` that is part of ``workflow_config``, standing for the first
+    ``depth`` names of ``key``. A module that imports another with a mapping it built, ``{"kd_gat":
+    config["training"]}`` in a module imported with ``config["lab"]``: kd_gat.epoch is (["lab", "training"], 1),
+    lab.training.epoch. None where no part of it is (every mapping along ``key`` built anew)."""
+    whole = config_location(workflow_config, validated)
+    if whole is not None:
+        return whole, 0
+    for depth in range(len(key), 0, -1):
+        part = _value(validated, key[:depth])
+        found = config_location(workflow_config, part) if isinstance(part, dict | list) else None
+        if found is not None:
+            return found, depth
+    return None
+
+
+def placed_message(message, prefix, keys, workflow_config=None) -> str:
     """A module's own refusal ``message`` (not the schema's), with every config key it names named as the workflow's
     config files name it: behind ``prefix`` (``config_location``), lab.kd_gat.sweep.table. A key is one quoted after
     "config key" (config key 'datasets' is missing), the one the message starts with where it is one of ``keys``
     (the module's config: kd_gat.sweep.table: ...), and any other dotted name whose first two names are keys of
     ``keys`` (... but evaluation.device is cpu; set evaluation.gpu to 0), not a file name such as kd_gat.tsv.
-    Unchanged for the whole config ([]) and where no prefix is known (None: a config the importing workflow built)."""
-    if not prefix:
+    Unchanged for the whole config ([]). Where no prefix is known (None: a config the importing workflow or an
+    intermediate module built), each key is named from the deepest part of it that ``workflow_config`` holds
+    (``config_place``), and left as it is where none."""
+    if prefix == [] or (prefix is None and workflow_config is None):
         return message
     quoted = {match.start(1) for match in re.finditer(r"config key '([^']+)'", message)}
 
     def placed(match):
-        name, start = match.group(1), match.start(1)
-        leading = start == 0 and name in keys and message[match.end(1) : match.end(1) + 1] in (".", ":", " ")
-        if start in quoted or leading or _names_a_key(keys, name, message[match.end(1) :]):
-            return f"{_dotted(prefix)}.{name}"
-        return name
+        dotted, start = match.group(1), match.start(1)
+        key = [int(index) if index else name for index, name in re.findall(r"\[(\d+)\]|([^.\[\]]+)", dotted)]
+        leading = (
+            start == 0 and key[0] in keys and message[match.end(1) : match.end(1) + 1] in (".", ":", " ")
+        )
+        if not (start in quoted or leading or _names_a_key(keys, key[0], dotted[len(key[0]) :])):
+            return dotted
+        if prefix is not None:
+            return f"{_dotted(prefix)}.{dotted}"
+        place = config_place(workflow_config, keys, key)
+        return dotted if place is None else _dotted([*place[0], *key[place[1] :]])
 
-    return re.sub(r"(?<![\w./\\-])(\w+)", placed, message)
+    return re.sub(r"(?<![\w./\\-])(\w+(?:\.\w+|\[\d+\])*)", placed, message)
 
 
 def _names_a_key(keys, name, rest):
@@ -124,12 +154,15 @@ def _locations(data, wanted, path):
             yield from _locations(value, wanted, [*path, name])
 
 
-def _unplaced(key, expected, module):
-    """The line for a key of a config the importing workflow built: named as the module sees it."""
-    given = f"the config the importing workflow gives module {module}" if module else "the config given here"
+def _unplaced(key, expected, module, importer=None):
+    """The line for a key of a config the importing workflow (or module ``importer``) built: named as the module
+    sees it."""
+    builder = f"module {importer}" if importer else "the importing workflow"
+    given = f"the config {builder} gives module {module}" if module else "the config given here"
+    built = f"a mapping module {importer} built, " if importer else "a mapping that is "
     return (
-        f"config key {_dotted(key) or '(the whole config)'} (of {given}: a mapping that is no part of the "
-        f"workflow's config, so no config file can be named): {expected}"
+        f"config key {_dotted(key) or '(the whole config)'} (of {given}: {built}no part of the workflow's config, "
+        f"so no config file can be named): {expected}"
     )
 
 

@@ -3,6 +3,7 @@
 # was expected). Snakemake names the key only as On instance['a']['b'] after a dump of the schema.
 from config_messages import (
     config_location,
+    config_place,
     config_problem,
     duplicate_keys,
     overridden_values,
@@ -40,15 +41,34 @@ def validate_config(schema):
         configfiles = workflow.configfiles
         overrides = dict(workflow.config_settings.config)
         # A module imported with `config: config["lab"]` validates that mapping: its keys are named from the
-        # workflow's config (the outermost one, which the config files and --config fill), lab.kd_gat.epochs.
-        prefix = config_location(workflow.modifier_stack[0].globals["config"], config)
-        lines = config_problem(problem, configfiles, overrides, prefix, workflow.modifier.namespace)
+        # workflow's config (the outermost one, which the config files and --config fill), lab.kd_gat.epochs; one
+        # given a mapping an intermediate module built of parts of it, from the part holding the key.
+        place = config_place(
+            workflow.modifier_stack[0].globals["config"], config, list(problem.absolute_path)
+        )
+        prefix, depth = place or (None, 0)
+        lines = config_problem(
+            problem,
+            configfiles,
+            overrides,
+            prefix,
+            workflow.modifier.namespace,
+            depth,
+            importing_module(),
+        )
         raise WorkflowError(lines, error) from None
+
+
+def importing_module():
+    """The name of the module that imports this one, None where the workflow itself does."""
+    stack = workflow.modifier_stack
+    return stack[-2].namespace if len(stack) > 2 else None
 
 
 def config_error(message):
     """The WorkflowError of the module's own refusal of a config key (not the schema's), the key in ``message``
     named as the workflow's config files name it: lab.kd_gat.sweep.table for a module imported with
     `config: config["lab"]` (config_messages.placed_message)."""
-    prefix = config_location(workflow.modifier_stack[0].globals["config"], config)
-    return WorkflowError(placed_message(message, prefix, config))
+    workflow_config = workflow.modifier_stack[0].globals["config"]
+    prefix = config_location(workflow_config, config)
+    return WorkflowError(placed_message(message, prefix, config, workflow_config))
