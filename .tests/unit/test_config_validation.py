@@ -438,6 +438,19 @@ def test_a_data_prefix_written_another_way_reads_the_preprocess_modules_outputs(
     assert int(jobs["preprocess_build_graphs"]) == len(DEFAULT_CONFIG["datasets"])
 
 
+def test_log_files_given_with_a_leading_dot_slash_are_read_without_snakemakes_warning(tmp_path: Path) -> None:
+    """datasets.<name>.files written ./can/train_01_normal/normal.csv got Snakemake's warning that the path starts
+    with './' on every run (once per rule and log); they are normalized as kd_gat.data_prefix is."""
+    for log in ("can/train_01_normal/normal.csv", "can/test_01_dos/dos.csv"):
+        (tmp_path / log).parent.mkdir(parents=True)
+        (tmp_path / log).write_text("")
+    files = {"train": ["./can/train_01_normal/normal.csv"], "test": {"dos": ["./can//test_01_dos/dos.csv"]}}
+    proc = dry_run_of_module(tmp_path, {"datasets": {"lab": {"files": files}}}, "preprocess")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "starts with './'" not in proc.stdout, proc.stdout
+    assert "input: can/train_01_normal/normal.csv, can/test_01_dos/dos.csv" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize(
     ("given", "named"),
     [

@@ -156,6 +156,12 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
     return train, test
 
 
+def _normalized(path) -> str:
+    """A log's path as given, without ./ and // (./data/a.csv is data/a.csv), as kd_gat.data_prefix is: Snakemake
+    warns of a relative input path starting with ./ on every run. A URL (az://container/dos.csv) is left as it is."""
+    return str(path) if "://" in str(path) else os.path.normpath(str(path))
+
+
 def _refuse_unwritten(captures: dict, held_out: tuple[str, ...], given: str) -> None:
     """Whole captures of a held-out split that preprocess.held_out does not write would be read by nothing: an
     error, as for synthetic files, not logs silently left out."""
@@ -365,8 +371,9 @@ def dataset_logs(
         _refuse_unwritten(captures, held_out, f"{path_name or where + '.path'}: <split>_*/ folders")
         whole = {name: [str(f) for f in logs] for name, logs in captures.items()}
     else:
-        train = [str(f) for f in files.get("train", [])]
-        test = {name: [str(f) for f in logs] for name, logs in dict(files.get("test", {})).items()}
+        # as written, less a ./ or //, which Snakemake warns of for every input path that has one
+        train = [_normalized(f) for f in files.get("train", [])]
+        test = {name: [_normalized(f) for f in logs] for name, logs in dict(files.get("test", {})).items()}
         empty = [name for name, logs in test.items() if not logs]
         if empty and any(test.values()):  # with no scenario of logs at all: "no test scenarios" below
             # The workflow hands the preprocess step its scenarios by their logs: one without any would vanish.
@@ -374,7 +381,7 @@ def dataset_logs(
                 f"{where}.files.test.{empty[0]}: the test scenario has no logs; give at least one or remove it"
             )
         whole = {
-            name: [str(f) for f in files[name]]
+            name: [_normalized(f) for f in files[name]]
             for name in dict.fromkeys((*held_out, *HELD_OUT_SPLITS))
             if files.get(name)
         }
