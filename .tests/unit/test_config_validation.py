@@ -799,6 +799,19 @@ def test_an_observed_file_that_does_not_exist_stops_the_dry_run_as_a_missing_inp
     assert "        data/observed.csv\n" in proc.stdout, proc.stdout
 
 
+def test_an_observed_path_given_with_a_leading_dot_slash_is_read_without_snakemakes_warning(
+    tmp_path: Path,
+) -> None:
+    """calibration.observed.path ./data/observed.csv got Snakemake's warning that the path starts with './' for each
+    rule reading it; it is normalized as kd_gat.data_prefix and datasets.<name>.files are."""
+    proc = _dry_run_with(
+        _with(DEFAULT_CONFIG, ("calibration", "observed", "path"), "./data//observed.csv"), tmp_path
+    )
+    assert "starts with './'" not in proc.stdout, proc.stdout
+    assert "Missing input files for rule calibration_calibrate" in proc.stdout, proc.stdout
+    assert "        data/observed.csv\n" in proc.stdout, proc.stdout
+
+
 def test_what_a_models_module_prints_at_import_stays_out_of_the_rulegraph(tmp_path: Path) -> None:
     """The parse-time check imports calibration.model's module in the Snakemake process, whose stdout carries
     `--rulegraph` (README: `snakemake --rulegraph | dot -Tsvg`): a module that printed a banner at import, from
