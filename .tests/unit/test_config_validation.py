@@ -451,6 +451,15 @@ def test_log_files_given_with_a_leading_dot_slash_are_read_without_snakemakes_wa
     assert "input: can/train_01_normal/normal.csv, can/test_01_dos/dos.csv" in proc.stdout, proc.stdout
 
 
+def test_cuda_evaluation_without_a_gpu_is_not_refused_on_a_laptop(tmp_path: Path) -> None:
+    """evaluation.device cuda with evaluation.gpu 0 is refused only where the jobs go to a cluster
+    (test_slurm_profile_claims.py): a local run's jobs see the machine's GPU whatever they ask for."""
+    config = _with(_with(DEFAULT_CONFIG, ("evaluation", "device"), "cuda"), ("evaluation", "gpu"), 0)
+    proc = _dry_run_with(config, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"^evaluation_evaluate_teacher\s+\d+$", proc.stdout, re.M), proc.stdout[-4000:]
+
+
 @pytest.mark.parametrize(
     ("given", "named"),
     [

@@ -27,6 +27,7 @@ from snakemake_executor_plugin_slurm.utils import set_gres_string
 from testkit import REPO, SlurmJobResources, flat_text
 
 from kdgat import runtime
+from kdgat.chain import evaluation_rule
 
 PROFILE = REPO / "profiles" / "slurm"
 README = PROFILE / "README.md"
@@ -616,3 +617,70 @@ def test_the_memory_figures_the_readme_states_are_the_code_and_partition_files()
     assert f"`max_mem_mb: {max_mem}` of `partitions.yaml` rounds both nodes down" in text
     assert f"{max_mem} / 48 = {max_mem / 48:g} MB is not OSC's memory per core" in text
     assert max_mem <= 177.96 * 1000 and max_mem <= 177.98 * 1000
+
+
+def cuda_evaluation_config(directory: Path) -> Path:
+    config = directory / "cuda.yaml"
+    config.write_text("evaluation:\n  device: cuda\n  gpu: 0\n")
+    return config
+
+
+def test_cuda_evaluation_without_a_gpu_is_refused_under_the_profile(tmp_path):
+    """evaluation.device cuda with evaluation.gpu 0: the profile gives the evaluation rules no GPU, so each job ran
+    on a CPU node and stopped where CUDA was missing, after its inputs had been trained for. The dry run stops."""
+    result = dry_run_with_the_profile(tmp_path, cuda_evaluation_config(tmp_path))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert (
+        "evaluation.device is cuda, but evaluation.gpu is 0: on slurm (profiles/slurm) rule evaluation_evaluate_"
+    ) in output, output[-3000:]
+    assert "Set evaluation.device to auto (CUDA where the job holds a GPU, else the CPU) or cpu" in output
+
+
+def test_cuda_evaluation_with_a_gpu_a_later_profile_gives_is_not_refused(tmp_path):
+    """A later profile's set-resources giving the evaluation rules a GPU (their own jobs, README's Evaluation
+    group) is what evaluation.device cuda needs: not refused."""
+    later = tmp_path / "own-jobs"
+    later.mkdir()
+    rules = [
+        f"evaluation_{evaluation_rule(variant)}"
+        for variant in merged_config(SHIPPED_CONFIG)["kd_gat"]["variants"]
+    ]
+    (later / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "set-resources": {rule: {"gpu": 1} for rule in rules},
+                "groups": {"preprocess_generate_can": "synthetic_can", **{rule: rule for rule in rules}},
+            }
+        )
+    )
+    result = dry_run_with_the_profile(tmp_path, cuda_evaluation_config(tmp_path), later_profiles=(later,))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_cuda_evaluation_without_a_gpu_is_refused_by_a_cluster_executor_without_the_profile(tmp_path):
+    """`--executor slurm` without profiles/slurm (no SNAKEMAKE_SLURM_PROFILE): the executor the run uses counts,
+    and the keys are named as the importing workflow's config file names them. No sbatch on PATH: nothing could be
+    submitted had the check let the run through."""
+    (tmp_path / "lab.yaml").write_text(
+        yaml.safe_dump(
+            {"lab": {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3]}, "evaluation": {"device": "cuda"}}}
+        )
+    )
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "lab.yaml"\n\n\nmodule evaluation:\n    snakefile:\n        "{REPO}/workflow/modules/evaluation/'
+        'Snakefile"\n    config:\n        config["lab"]\n\n\nuse rule * from evaluation as lab_*\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--executor", "slurm", "--jobs", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": path_without_slurm(tmp_path / "bin")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert (
+        "lab.evaluation.device is cuda, but lab.evaluation.gpu is 0: on the slurm executor rule lab_evaluate_"
+    ) in output, output[-3000:]

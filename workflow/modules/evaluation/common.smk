@@ -94,17 +94,69 @@ def refuse_gpu_evaluations_in_group_jobs():
             )
 
 
+# The executors that send a job to another machine, which holds a GPU only where the job asks for one.
+CLUSTER_EXECUTORS = ("slurm", "kubernetes-kueue", "kubernetes")
+
+
+def cluster_executor():
+    """The cluster this run sends its jobs to, as the messages name it: slurm under profiles/slurm (it sets
+    SNAKEMAKE_SLURM_PROFILE; a dry run's executor is Snakemake's dryrun), else the executor of CLUSTER_EXECUTORS
+    the run uses (--executor, a profile's executor:); None for a local run and inside a job (the driver checked).
+    """
+    if workflow.exec_mode != ExecMode.DEFAULT:
+        return None
+    if os.environ.get("SNAKEMAKE_SLURM_PROFILE"):
+        return "slurm (profiles/slurm)"
+    plugin = workflow.executor_plugin
+    name = plugin.cli_prefix if plugin is not None else None
+    return f"the {name} executor" if name in CLUSTER_EXECUTORS else None
+
+
+def asks_for_no_gpu(member):
+    """Whether rule ``member`` asks its cluster for no GPU: neither a gpu resource nor a gres naming one, after
+    the profiles' set-resources; a value computed per job is taken to ask for one."""
+    gpu, gres = member.resources.get("gpu"), member.resources.get("gres")
+    if gpu.is_evaluable() or gres.is_evaluable():
+        return False
+    return not gpu.value and "gpu" not in str(gres.value or "")
+
+
+def refuse_cuda_evaluations_without_a_gpu():
+    """evaluation.device cuda (or cuda:N) while an evaluation rule asks for no GPU (evaluation.gpu 0, and no profile's
+    set-resources gives one) is refused when the run goes to a cluster (cluster_executor): the job lands on a node
+    without a GPU and stops where CUDA is missing. On a laptop or workstation the job sees the machine's GPU
+    whatever it asks for, and that combination is how it runs there. Called while the DAG is built, like
+    refuse_gpu_evaluations_in_group_jobs, so that an executor given on the command line counts too.
+    """
+    if not EVALUATION["device"].startswith("cuda"):
+        return
+    cluster = cluster_executor()
+    if cluster is None:
+        return
+    for member in workflow.rules:
+        if member.name in EVALUATION_RULES and asks_for_no_gpu(member):
+            raise config_error(
+                f"evaluation.device is {EVALUATION['device']}, but evaluation.gpu is {EVALUATION['gpu']}: on "
+                f"{cluster} rule "
+                f"{member.name} asks for no GPU (nor does a profile's set-resources), so its jobs run on a node "
+                f"without one, where CUDA fails. Set evaluation.device to auto (CUDA where the job holds a GPU, "
+                f"else the CPU) or cpu, or evaluation.gpu to 1 (under profiles/slurm only once the evaluation "
+                f"rules have their own jobs: profiles/slurm/README.md, Evaluation group)"
+            )
+
+
 class AfterTheGroupCheck:
     """An input of the evaluation rules: ``pattern`` (Snakemake fills in its wildcards and the module's prefix, as
-    for a string), given once refuse_gpu_evaluations_in_group_jobs has passed. A callable, so that Snakemake calls
-    it while it builds the DAG, for every evaluation job any target needs; written as its pattern, so that a
-    listing of the rules' inputs shows the path."""
+    for a string), given once refuse_gpu_evaluations_in_group_jobs and refuse_cuda_evaluations_without_a_gpu have
+    passed. A callable, so that Snakemake calls it while it builds the DAG, for every evaluation job any target
+    needs; written as its pattern, so that a listing of the rules' inputs shows the path."""
 
     def __init__(self, pattern):
         self.pattern = pattern
 
     def __call__(self, wildcards):
         refuse_gpu_evaluations_in_group_jobs()
+        refuse_cuda_evaluations_without_a_gpu()
         return self.pattern
 
     def __str__(self):
