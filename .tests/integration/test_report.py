@@ -284,3 +284,44 @@ def test_the_reports_workflow_description_says_what_the_runs_config_is(tmp_path)
     assert "windowed graphs" not in other and "once per seed" not in other, other
     assert "calibrated on Dask as sir_b (results/calibration/sir_b/)" in other, other
     assert "Snakemake gives this text that config, not the files it came from" in other
+
+
+def test_two_prefixed_evaluation_modules_in_one_report_are_told_apart_by_their_labels(tmp_path):
+    """A downstream workflow importing the evaluation module twice, with `prefix:` a and b, for datasets of the
+    same names: every report item of one had the category, subcategory and labels of an item of the other, so the
+    report's tables showed two identical rows and nothing said which was which. They carry the module's name."""
+    config = {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3], "variants": ["teacher"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    names = ("eval_a", "eval_b")
+    imports = "".join(
+        f'module {name}:\n    snakefile:\n        "{REPO}/workflow/modules/evaluation/Snakefile"\n'
+        f"    config:\n        config\n    prefix:\n        {name!r}\n\n\nuse rule * from {name} as {name}_*\n\n\n"
+        for name in names
+    )
+    (tmp_path / "Snakefile").write_text(f'configfile: "config.yaml"\n\n\n{imports}')
+    # --report reads only the report items of the jobs the targets need: stand-ins for one evaluation per module,
+    # its inputs first (older), so that nothing would be rerun
+    figures = {}
+    for name in names:
+        inputs = [f"results/kd_gat/lab/seed_3/teacher/{stage}/model.pt" for stage in ("vgae", "gat", "dqn")]
+        inputs += [f"results/preprocess/lab/{split}.pt" for split in ("val", "test")]
+        for relative in inputs:
+            path = tmp_path / name / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+    for name in names:
+        evaluated = tmp_path / name / "results/evaluation/lab/seed_3/teacher"
+        evaluated.mkdir(parents=True)
+        for figure in ("roc", "pr", "confusion"):
+            (evaluated / f"{figure}.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+        for table in ("metrics.json", "scores.parquet"):
+            (evaluated / table).write_text("")
+        figures[name] = [str((evaluated / f"{figure}.svg").relative_to(tmp_path)) for figure in ("roc", "pr")]
+    targets = [path for paths in figures.values() for path in paths]
+    run_snakemake("--report", "report.html", *targets, cwd=tmp_path)
+    results = embedded((tmp_path / "report.html").read_text(), "results")
+    labels = {name: [results[path]["labels"] for path in figures[name]] for name in names}
+    for figure in range(2):  # the ROC curves (one category), the PR curves (another)
+        assert labels["eval_a"][figure] != labels["eval_b"][figure], labels
+    for name in names:
+        assert all(label["module"] == name for label in labels[name]), labels

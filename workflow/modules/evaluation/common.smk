@@ -48,6 +48,15 @@ if EVALUATION["device"] == "cpu" and EVALUATION["gpu"]:
         "they never use; set evaluation.gpu to 0, or evaluation.device to auto or cuda to evaluate on them"
     )
 REPORT = "../../report"
+# The report's items of a module imported with a `prefix:` (or a `replace_prefix:` moving its results) carry its
+# name as a label: two evaluation modules of one workflow evaluating datasets of the same names gave items of the
+# same category, subcategory and labels, which nothing told apart. None for a module whose results stay put.
+REPORT_LABELS = (
+    {"module": workflow.modifier.namespace}
+    if str(workflow.modifier.path_modifier.replace_prefix("results/evaluation/"))
+    != "results/evaluation/"
+    else {}
+)
 # The evaluation rules' names as the workflow knows them (behind the importing `use rule ... as` prefix).
 EVALUATION_RULES = {
     workflow.modifier.modify_rulename(evaluation_rule(variant)) for variant in VARIANTS
