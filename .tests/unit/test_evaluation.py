@@ -1745,6 +1745,37 @@ def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, mo
     assert "restored tiny/teacher seed None from the result stash" in caplog.text
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_stash_key_holds_the_hardware_the_speed_was_measured_on(tmp_path, monkeypatch, caplog):
+    """metrics.json's speed figures belong to the hardware that measured them, but the key held only the device
+    kind (`cuda`): an A100's throughput was restored on a V100 node as that node's. The key now holds the
+    hardware (kdgat.runtime.device_name, injected here): the same restores, another recomputes."""
+    import kdgat.runtime
+
+    hardware = ["NVIDIA A100-SXM4-40GB"]
+    monkeypatch.setattr(kdgat.runtime, "device_name", lambda device, threads=None: hardware[0], raising=False)
+    _unrendered(monkeypatch)
+    caplog.set_level("INFO", logger="kdgat")
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+
+    def evaluate() -> str:
+        caplog.clear()
+        for path in outputs.values():
+            path.unlink(missing_ok=True)  # what Snakemake does to the members of a failed group job
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
+            stash_dir=tmp_path / "stash",
+        )  # fmt: skip
+        return caplog.text
+
+    assert "committed results to the stash" in evaluate()
+    assert "restored tiny/teacher seed None from the result stash" in evaluate()  # same hardware
+    hardware[0] = "Tesla V100-SXM2-16GB"
+    log = evaluate()
+    assert "evaluating tiny/teacher" in log and "restored" not in log
+    assert len([entry for entry in (tmp_path / "stash").iterdir() if not entry.name.startswith(".")]) == 2
+
+
 def test_the_scores_table_columns_docs_evaluation_md_and_meta_yaml_list_are_the_ones_written():
     """docs/evaluation.md said scores.parquet holds "every model's score and decision", but the fixed-α yardsticks
     are only in metrics.json: both docs list the table's columns, which must be the ones written."""

@@ -647,3 +647,23 @@ def test_check_command_prints_the_arch_list_and_fails_without_a_gpu():
     assert hidden.returncode == 1, hidden.stdout + hidden.stderr
     assert f"torch.cuda.get_arch_list(): {torch.cuda.get_arch_list()}" in hidden.stdout
     assert "FAIL: no GPU is assigned to this process" in hidden.stdout
+
+
+def test_device_name_is_the_gpu_model_or_the_cpu_model_and_its_threads(tmp_path, monkeypatch):
+    """What the result stash's key holds of the hardware (docs/evaluation.md): CUDA's device `index` names its GPU
+    model (`cuda` alone is device 0), the CPU its model from /proc/cpuinfo and torch's thread count."""
+    models = {0: "NVIDIA A100-SXM4-40GB", 1: "Tesla V100-SXM2-16GB"}
+    monkeypatch.setattr(runtime, "gpu_name", lambda index=0: models.get(index))
+    assert runtime.device_name(torch.device("cuda")) == models[0]
+    assert runtime.device_name(torch.device("cuda:1")) == models[1]
+    assert runtime.device_name(torch.device("cuda:2")) == "GPU of unknown model"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7763 64-Core Processor\n"
+    )
+    assert runtime.cpu_name(cpuinfo) == "AMD EPYC 7763 64-Core Processor"
+    assert runtime.cpu_name(tmp_path / "missing")  # the platform's answer, never empty
+    monkeypatch.setattr(runtime, "cpu_name", lambda: "AMD EPYC 7763 64-Core Processor")
+    assert runtime.device_name(torch.device("cpu"), 8) == "AMD EPYC 7763 64-Core Processor, 8 threads"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert runtime.device_name(torch.device("cpu")) == "AMD EPYC 7763 64-Core Processor, 3 threads"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import random
 import re
 import shutil
@@ -213,6 +214,27 @@ def cuda_problem(index: int = 0) -> str | None:
         # The build fits the GPU (or the GPU is not visible at all): the driver is what is missing.
         return driver_problem(build, capability)
     return None
+
+
+def cpu_name(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model (``cpuinfo``'s first `model name`, e.g. AMD EPYC 7763 64-Core Processor), else what the
+    platform module reports, else `unknown CPU`."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: torch.device, threads: int | None = None) -> str:
+    """The hardware a speed measured on ``device`` is a figure of: the GPU's model for CUDA (e.g. NVIDIA H100 80GB
+    HBM3), the CPU's model and torch's thread count (``threads``, else torch's current count) for the CPU."""
+    if device.type == "cuda":
+        return gpu_name(device.index or 0) or "GPU of unknown model"
+    if device.type == "cpu":
+        return f"{cpu_name()}, {threads or torch.get_num_threads()} threads"
+    return device.type
 
 
 def select_device(spec: str = "auto") -> torch.device:
