@@ -1649,6 +1649,57 @@ def test_a_stash_entry_replaced_while_it_is_restored_is_recomputed_not_a_failure
     assert f"stash entry {stash.entry('key')} was replaced while it was restored; recomputing" in caplog.text
 
 
+def test_a_restore_takes_every_file_from_one_entry_when_a_replacement_lands_between_its_copies(
+    tmp_path, monkeypatch, caplog
+):
+    """An entry replaced between a restore's copies (the stash cleaned and refilled by another run of the same
+    evaluation, whose scores and timings differ) gave metrics.json from the old entry and the scores from the new:
+    a restore that claimed success with outputs of two evaluations. Now every copy is checked against the entry's
+    record: the restore is made again from the new entry, or, when entries keep changing, recomputed."""
+    import kdgat.evaluation.stash as stash_module
+
+    def evaluation(folder: str, f1: float) -> dict[str, Path]:
+        files = {
+            "scores.csv": tmp_path / folder / "scores.csv",
+            "metrics.json": tmp_path / folder / "metrics.json",
+        }
+        files["scores.csv"].parent.mkdir()
+        files["scores.csv"].write_text(f"label,score\n1,{f1}\n")
+        write_json({"f1": f1}, files["metrics.json"])
+        return files
+
+    runs = [evaluation(f"run{number}", f1) for number, f1 in enumerate((0.91, 0.92, 0.93))]
+    stash = ResultStash(tmp_path / "stash")
+    stash.commit("key", runs[0])
+    target = {name: tmp_path / "restored" / name for name in runs[0]}
+    copy_file, replacements = stash_module.copy_file, []
+
+    def copy_then_replace(source, destination):
+        copy_file(source, destination)
+        if Path(source).parent == stash.entry("key") and replacements:
+            shutil.rmtree(stash.entry("key"))  # cleaned, then committed again by another run
+            stash.commit("key", replacements.pop(0))
+
+    def restored_run() -> int | None:
+        """Which run every restored file comes from (None: they are not all one run's)."""
+        found = {
+            number for number, run in enumerate(runs) for name in target
+            if target[name].read_bytes() == run[name].read_bytes()
+        }  # fmt: skip
+        return found.pop() if len(found) == 1 else None
+
+    monkeypatch.setattr(stash_module, "copy_file", copy_then_replace)
+    replacements = [runs[1]]  # one replacement: restored again from the new entry
+    caplog.set_level("INFO", logger="kdgat")
+    assert stash.restore("key", target)
+    assert restored_run() == 1
+    assert "was replaced while it was restored; restoring again" in caplog.text
+    caplog.clear()
+    replacements = [runs[2], runs[0]] * 2  # a replacement after every copy, the one made again included
+    assert not stash.restore("key", target)
+    assert "was replaced while it was restored; recomputing" in caplog.text
+
+
 def _left_by_killed_commits(stash_root: Path) -> list[Path]:
     """What a commit killed by SIGKILL (the OOM killer, a node failure) leaves: its half-filled staging folder, or
     an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""

@@ -23,6 +23,7 @@ from kdgat.files import (
     discard,
     file_sha256,
     json_safe,
+    load_json,
     new_directory,
     publish_directory,
     source_digest,
@@ -85,24 +86,72 @@ class ResultStash:
         return self.root / key
 
     def restore(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> bool:
+        """Copy the entry ``key``'s files to ``outputs``, every one from the same entry: each copy must have the
+        digest the entry's COMPLETE mark recorded, so an entry replaced between two copies (a commit for other
+        outputs, a stash cleaned and refilled) is seen; the restore is then made again from the new entry once,
+        else the caller recomputes. False when nothing was restored."""
         entry = self.entry(key)
-        if not (entry / "COMPLETE").is_file():
-            return False
-        if not self._holds(entry, outputs):
-            log.warning("stash entry %s lacks some outputs; recomputing", entry)
-            return False
-        try:
-            for name, target in outputs.items():
-                copy_file(entry / name, target)
-        except FileNotFoundError:  # a commit for other outputs replaced the entry meanwhile (see commit)
-            log.warning("stash entry %s was replaced while it was restored; recomputing", entry)
-            return False
-        return True
+        digests = self._digests(entry, outputs, warn=True)
+        for again in (True, False):
+            if digests is None:
+                return False
+            problem = self._copy_checked(entry, digests, outputs)
+            if problem is None:
+                return True
+            replaced = self._digests(entry, outputs)
+            if again and replaced is not None:
+                log.info(
+                    "stash entry %s was replaced while it was restored; restoring again (%s)", entry, problem
+                )
+                digests = replaced
+                continue
+            log.warning("stash entry %s was replaced while it was restored; recomputing (%s)", entry, problem)
+        return False
 
     @staticmethod
-    def _holds(entry: Path, outputs: Mapping[str, str | os.PathLike]) -> bool:
+    def _copy_checked(entry: Path, digests: Mapping[str, str], outputs: Mapping[str, str | os.PathLike]):
+        """Copy each of ``outputs`` from ``entry`` and check it against ``digests``: None when all match, else what
+        went wrong."""
+        for name, target in outputs.items():
+            try:
+                copy_file(entry / name, target)
+                if file_sha256(target) == digests[name]:
+                    continue
+                problem = f"{name} is not the one its entry recorded"
+            except OSError as error:  # a file gone with the entry moved aside
+                problem = f"{name}: {type(error).__name__}: {error}"
+            return problem
+        return None
+
+    @staticmethod
+    def _digests(entry: Path, outputs: Mapping[str, str | os.PathLike], warn: bool = False) -> dict | None:
+        """The SHA-256 of each of ``outputs`` that the complete ``entry`` recorded; None when it is not complete,
+        cannot be read or lacks one of them."""
+        try:
+            digests = load_json(entry / "COMPLETE")["sha256"]
+            if all(isinstance(digests.get(name), str) and (entry / name).is_file() for name in outputs):
+                return digests
+        except (
+            FileNotFoundError,
+            NotADirectoryError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+        ) as error:
+            if warn and not isinstance(error, FileNotFoundError | NotADirectoryError):
+                log.warning(
+                    "stash entry %s cannot be read (%s: %s); recomputing", entry, type(error).__name__, error
+                )
+            return None
+        if warn:
+            log.warning("stash entry %s lacks some outputs; recomputing", entry)
+        return None
+
+    @classmethod
+    def _holds(cls, entry: Path, outputs: Mapping[str, str | os.PathLike]) -> bool:
         """Whether ``entry`` is complete and holds every one of ``outputs``."""
-        return (entry / "COMPLETE").is_file() and all((entry / name).is_file() for name in outputs)
+        return cls._digests(entry, outputs) is not None
 
     def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
         """Copy ``outputs`` into the entry ``key``: the entry, or None (with a warning) when none could be published.
@@ -125,9 +174,11 @@ class ResultStash:
         staging = None
         try:
             staging = new_directory(self.root, prefix=f".{key}.")
+            digests = {}
             for name, source in outputs.items():
                 copy_file(source, staging / name)
-            write_json({"outputs": sorted(outputs)}, staging / "COMPLETE", indent=None)
+                digests[name] = file_sha256(staging / name)
+            write_json({"outputs": sorted(outputs), "sha256": digests}, staging / "COMPLETE", indent=None)
         except BaseException as error:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
