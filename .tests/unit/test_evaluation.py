@@ -1700,6 +1700,45 @@ def test_a_restore_takes_every_file_from_one_entry_when_a_replacement_lands_betw
     assert "was replaced while it was restored; recomputing" in caplog.text
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_restore_cut_short_leaves_no_metrics_json(tmp_path, monkeypatch):
+    """metrics.json is written last, its presence meaning a finished evaluation, but a restore copied it first: a
+    restore that failed after it (the entry moved aside) left it beside missing scores, and one killed there left
+    it for good. An evaluation's restore now copies it last, and a restore that fails removes its copies."""
+    import kdgat.evaluation.stash as stash_module
+
+    _unrendered(monkeypatch)
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+    run = dict(dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED)
+    evaluate_files(**inputs, outputs=outputs, **run, stash_dir=tmp_path / "stash")
+    for path in outputs.values():
+        path.unlink()
+    copy_file, copied = stash_module.copy_file, []
+
+    def copy_and_note(source, target):
+        copied.append(Path(target))
+        return copy_file(source, target)
+
+    monkeypatch.setattr(stash_module, "copy_file", copy_and_note)
+    evaluate_files(**inputs, outputs=outputs, **run, stash_dir=tmp_path / "stash")
+    assert sorted(copied) == sorted(outputs.values())  # restored, not computed
+    assert copied[-1] == outputs["metrics"]
+
+    (entry,) = [path for path in (tmp_path / "stash").iterdir() if not path.name.startswith(".")]
+    restored = tmp_path / "restored"
+    names = {"metrics.json": restored / "metrics.json"}  # first, as the evaluation gave them before
+    names |= {path.name: restored / path.name for path in entry.iterdir() if path.name != "COMPLETE"}
+
+    def copy_then_remove(source, target):
+        copy_file(source, target)
+        if len(list(restored.iterdir())) == 2:
+            shutil.rmtree(entry)  # moved aside by a commit for other outputs, or cleaned by hand
+
+    monkeypatch.setattr(stash_module, "copy_file", copy_then_remove)
+    assert not ResultStash(tmp_path / "stash").restore(entry.name, names)
+    assert list(restored.iterdir()) == []
+
+
 def _left_by_killed_commits(stash_root: Path) -> list[Path]:
     """What a commit killed by SIGKILL (the OOM killer, a node failure) leaves: its half-filled staging folder, or
     an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""

@@ -286,7 +286,8 @@ def evaluate_files(
     stash = ResultStash(stash_dir) if stash_dir else None
     if stash:
         stash.prepare()
-    stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in EVALUATION_OUTPUTS}
+    order = sorted(EVALUATION_OUTPUTS, key="metrics".__eq__)  # metrics.json last, as written below
+    stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in order}
     key = stash_key(inputs, params) if stash else None
     if stash and stash.restore(key, stash_names):
         record_restore(stash.entry(key))  # a restore computed nothing: its benchmark is no evaluation's

@@ -110,9 +110,10 @@ class ResultStash:
 
     @staticmethod
     def _copy_checked(entry: Path, digests: Mapping[str, str], outputs: Mapping[str, str | os.PathLike]):
-        """Copy each of ``outputs`` from ``entry`` and check it against ``digests``: None when all match, else what
-        went wrong."""
-        for name, target in outputs.items():
+        """Copy each of ``outputs``, in their order, from ``entry`` and check it against ``digests``: None when all
+        match, else what went wrong, with the copies made removed (no output of a restore that failed is left for
+        a finished one: the caller lists its completion mark, metrics.json, last)."""
+        for done, (name, target) in enumerate(outputs.items()):
             try:
                 copy_file(entry / name, target)
                 if file_sha256(target) == digests[name]:
@@ -120,6 +121,9 @@ class ResultStash:
                 problem = f"{name} is not the one its entry recorded"
             except OSError as error:  # a file gone with the entry moved aside
                 problem = f"{name}: {type(error).__name__}: {error}"
+            for copied in list(outputs.values())[: done + 1]:
+                with contextlib.suppress(OSError):
+                    Path(copied).unlink(missing_ok=True)
             return problem
         return None
 
