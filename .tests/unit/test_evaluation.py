@@ -1739,6 +1739,36 @@ def test_a_restore_cut_short_leaves_no_metrics_json(tmp_path, monkeypatch):
     assert list(restored.iterdir()) == []
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_evaluations_of_one_key_with_other_output_formats_keep_each_its_own_stash_entry(
+    tmp_path, monkeypatch, caplog
+):
+    """Two workflows sharing a stash evaluate the same models with the same params, one writing scores.parquet,
+    the other scores.csv: each commit replaced the other's entry (it lacked its scores file), so every rerun of
+    either recomputed. The output names are in the key now: each keeps its entry and restores from it."""
+    _unrendered(monkeypatch)
+    caplog.set_level("INFO", logger="kdgat")
+    inputs = tiny_evaluation_inputs(tmp_path)
+    parquet, csv = _evaluation_outputs(tmp_path / "parquet"), _evaluation_outputs(tmp_path / "csv")
+    csv["scores"] = csv["scores"].with_suffix(".csv")
+
+    def evaluate(outputs) -> str:
+        caplog.clear()
+        for path in outputs.values():
+            path.unlink(missing_ok=True)  # what Snakemake does to the members of a failed group job
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
+            stash_dir=tmp_path / "stash",
+        )  # fmt: skip
+        return caplog.text
+
+    assert "committed results to the stash" in evaluate(parquet)
+    assert "committed results to the stash" in evaluate(csv)
+    for outputs in (parquet, csv, parquet):
+        assert "restored tiny/teacher seed None from the result stash" in evaluate(outputs)
+        assert all(path.is_file() for path in outputs.values())
+
+
 def _left_by_killed_commits(stash_root: Path) -> list[Path]:
     """What a commit killed by SIGKILL (the OOM killer, a node failure) leaves: its half-filled staging folder, or
     an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""

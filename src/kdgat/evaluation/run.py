@@ -283,12 +283,11 @@ def evaluate_files(
         # The code that computed an entry: another release recomputes instead of restoring its numbers.
         "library_code": library_code_digest(),
     }
-    stash = ResultStash(stash_dir) if stash_dir else None
-    if stash:
-        stash.prepare()
-    order = sorted(EVALUATION_OUTPUTS, key="metrics".__eq__)  # metrics.json last, as written below
+    stash = ResultStash(stash_dir).prepare() if stash_dir else None
+    # metrics.json last, as written below; the names (suffixes, formats) in the key: each set has its own entry
+    order = sorted(EVALUATION_OUTPUTS, key="metrics".__eq__)
     stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in order}
-    key = stash_key(inputs, params) if stash else None
+    key = stash_key(inputs, params | {"outputs": sorted(stash_names)}) if stash else None
     if stash and stash.restore(key, stash_names):
         record_restore(stash.entry(key))  # a restore computed nothing: its benchmark is no evaluation's
         log.info(

@@ -65,17 +65,17 @@ class ResultStash:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    def prepare(self) -> None:
-        """Create the stash directory now; a ValueError naming it when it cannot hold entries (a file is in the
-        way, no permission): found before minutes of evaluating, not when the finished results are committed,
-        where the failure would fail the job and, in a group job, cost every sibling its outputs."""
+    def prepare(self) -> ResultStash:
+        """Create the stash directory now (the stash returned); a ValueError naming it when it cannot hold entries (a
+        file is in the way, no permission): found before minutes of evaluating, not when the finished results are
+        committed, where the failure would fail the job and, in a group job, cost every sibling its outputs."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             problem = error.strerror or type(error).__name__
         else:
             if os.access(self.root, os.W_OK | os.X_OK):
-                return
+                return self
             problem = "not writable"
         raise ValueError(
             f"stash_dir {self.root}: cannot hold the result stash ({problem}); point evaluation.stash_dir at a "
