@@ -1769,6 +1769,41 @@ def test_evaluations_of_one_key_with_other_output_formats_keep_each_its_own_stas
         assert all(path.is_file() for path in outputs.values())
 
 
+def test_a_stash_entry_the_job_cannot_read_is_recomputed_and_replaced_not_a_failure(
+    tmp_path, monkeypatch, caplog
+):
+    """An entry another member of the project committed under umask 077 cannot be searched by the group: the
+    restore's look at it raised PermissionError and failed the job, and so did the commit after a recompute, so a
+    finished evaluation failed for its stash copy. Now it is recomputed (a warning naming the entry) and the commit
+    replaces the entry with one the group can read. (The tests may run as root, whom no mode stops: the folder
+    refuses a search here as the kernel refuses it to another user.)"""
+    out = {"metrics.json": tmp_path / "out" / "metrics.json", "scores.csv": tmp_path / "out" / "scores.csv"}
+    write_json({"f1": 0.9}, out["metrics.json"])
+    out["scores.csv"].write_text("label\n1\n")
+    stash = ResultStash(tmp_path / "stash")
+    stash.commit("key", out)
+    theirs, target = stash.entry("key"), {name: tmp_path / "restored" / name for name in out}
+
+    def unsearchable(method):
+        def refused(self, *args, **kwargs):
+            if self.parent == theirs:
+                raise PermissionError(13, "Permission denied", str(self))
+            return method(self, *args, **kwargs)
+
+        return refused
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "stat", unsearchable(Path.stat))
+        patch.setattr(Path, "open", unsearchable(Path.open))
+        with caplog.at_level(logging.WARNING, logger="kdgat"):
+            assert not stash.restore("key", target)
+        assert f"stash entry {theirs} cannot be read (PermissionError" in caplog.text
+        assert stash.commit("key", out) == theirs
+    assert stash.restore("key", target)
+    assert all(target[name].read_bytes() == out[name].read_bytes() for name in out)
+    assert sorted(p.name for p in stash.root.iterdir()) == ["key"]  # nothing set aside is left
+
+
 def _left_by_killed_commits(stash_root: Path) -> list[Path]:
     """What a commit killed by SIGKILL (the OOM killer, a node failure) leaves: its half-filled staging folder, or
     an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""

@@ -130,19 +130,13 @@ class ResultStash:
     @staticmethod
     def _digests(entry: Path, outputs: Mapping[str, str | os.PathLike], warn: bool = False) -> dict | None:
         """The SHA-256 of each of ``outputs`` that the complete ``entry`` recorded; None when it is not complete,
-        cannot be read or lacks one of them."""
+        cannot be read (another user's entry that the umask 077 kept from the group: a recompute, never the
+        failure of the job) or lacks one of them."""
         try:
             digests = load_json(entry / "COMPLETE")["sha256"]
             if all(isinstance(digests.get(name), str) and (entry / name).is_file() for name in outputs):
                 return digests
-        except (
-            FileNotFoundError,
-            NotADirectoryError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-        ) as error:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
             if warn and not isinstance(error, FileNotFoundError | NotADirectoryError):
                 log.warning(
                     "stash entry %s cannot be read (%s: %s); recomputing", entry, type(error).__name__, error
@@ -194,8 +188,9 @@ class ResultStash:
             )  # fmt: skip
             return None
         if (entry.exists() or entry.is_symlink()) and not self._holds(entry, outputs):
-            if (entry / "COMPLETE").is_file():
-                log.info("replacing the result stash entry %s, which lacks some outputs", entry)
+            with contextlib.suppress(OSError):  # an entry this user cannot search is replaced too
+                if (entry / "COMPLETE").is_file():
+                    log.info("replacing the result stash entry %s, which lacks some outputs", entry)
             discard(entry, prefix=f".{key}.stale.")  # nothing when a racing commit moved it first
         # False with the outputs in place: a concurrent writer won; its entry holds the same results
         if publish_directory(staging, entry) or self._holds(entry, outputs):
