@@ -1809,9 +1809,12 @@ def _left_by_killed_commits(stash_root: Path) -> list[Path]:
     an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""
     staging = stash_root / f".{'a' * 32}.0123456789ab"
     aside = stash_root / f".{'b' * 32}.stale.ba9876543210"
+    long_ago = os.stat(stash_root.parent).st_mtime - 2 * 3600  # killed earlier than a live commit's last copy
     for folder in (staging, aside):
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text('{"f1": 0.')
+        for path in (folder / "metrics.json", folder):
+            os.utime(path, (long_ago, long_ago))
     return [staging, aside]
 
 
@@ -1850,6 +1853,27 @@ def test_a_commit_while_another_is_under_way_leaves_every_staging_folder_alone(t
     finally:
         os.close(under_way)
     assert stash.commit("other", {"metrics.json": out}) == stash.entry("other")
+    assert not any(path.exists() for path in left)
+
+
+def test_a_commit_leaves_a_staging_folder_changed_lately_whatever_the_nodes_clock_says(tmp_path, monkeypatch):
+    """On NFS the flock that tells a commit no other is under way is the node's alone (the Linux client takes a
+    flock on a folder locally), so a commit removed the live staging folder of a commit on another node, and that
+    commit's entry was lost. A left folder now goes only once unchanged for an hour by the filesystem's clock; the
+    node's clock, here a day ahead of the file server's, plays no part."""
+    import time
+
+    out = tmp_path / "out" / "metrics.json"
+    write_json({"f1": 0.9}, out)
+    stash = ResultStash(tmp_path / "stash")
+    left = _left_by_killed_commits(stash.root)
+    other_node = stash.root / f".{'d' * 32}.0123456789ab"  # its copy under way: no lock of this node holds it
+    other_node.mkdir()
+    (other_node / "metrics.json").write_text('{"f1": 0.')
+    node_time = time.time
+    monkeypatch.setattr(time, "time", lambda: node_time() + 86400)
+    assert stash.commit("key", {"metrics.json": out}) == stash.entry("key")
+    assert other_node.is_dir() and (other_node / "metrics.json").is_file()
     assert not any(path.exists() for path in left)
 
 

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # What a commit makes beside the entries and removes however it ends, unless killed (SIGKILL: the OOM killer, a
 # node failure): its staging folder ``.<key>.<hex>`` and an entry moved aside, ``.<key>.stale.<hex>``.
 STAGING_NAME = re.compile(r"\..+\.(stale\.)?[0-9a-f]{12}")
+# How long such a folder must have been left unchanged, by the stash filesystem's own clock, before a commit
+# removes it: on NFS a flock on a folder is the node's alone, so a commit on another node may be under way in it.
+LEFT_FOR_S = 3600.0
 
 
 def library_code_digest(package: str | os.PathLike | None = None) -> str:
@@ -204,7 +207,8 @@ class ResultStash:
     def _committing(self) -> Iterator[None]:
         """Every commit holds a shared ``flock`` on the stash folder while its staging folder exists. One that
         finds no other commit under way (the exclusive lock is free) first removes the staging folders that killed
-        commits left, which no live commit can own then. Where the folder cannot be locked (no ``flock`` on the
+        commits left, which no live commit on this node can own then (and, for other nodes, only those left
+        unchanged for long: see ``_remove_left_staging``). Where the folder cannot be locked (no ``flock`` on the
         filesystem), nothing is removed."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -226,7 +230,33 @@ class ResultStash:
             os.close(folder)
 
     def _remove_left_staging(self) -> None:
+        """Remove the staging folders that killed commits left, those unchanged for ``LEFT_FOR_S`` seconds: the
+        flock that says no commit is under way is the node's alone on NFS (the Linux client takes a flock on a
+        folder locally), and a live commit touches its folder with every file it copies. Ages are measured on the
+        filesystem's clock (a fresh folder's mtime), which a node's clock may be minutes off."""
+        now = self._filesystem_now()
         for path in self.root.iterdir():
-            if STAGING_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            if not (STAGING_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink()):
+                continue
+            try:
+                changed = max([path.lstat().st_mtime] + [child.lstat().st_mtime for child in path.iterdir()])
+            except OSError:  # removed meanwhile
+                continue
+            if now is not None and now - changed >= LEFT_FOR_S:
                 shutil.rmtree(path, ignore_errors=True)
                 log.info("removed %s, the staging folder of a killed commit to the result stash", path)
+
+    def _filesystem_now(self) -> float | None:
+        """The time by the stash filesystem's clock: the mtime of a folder made for it (named as a staging
+        folder, so one left by a kill goes with them); None when none can be made."""
+        try:
+            probe = new_directory(self.root, prefix=".clock.")
+        except OSError:
+            return None
+        try:
+            return probe.stat().st_mtime
+        except OSError:
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.rmdir()
