@@ -1804,6 +1804,29 @@ def test_a_stash_entry_the_job_cannot_read_is_recomputed_and_replaced_not_a_fail
     assert sorted(p.name for p in stash.root.iterdir()) == ["key"]  # nothing set aside is left
 
 
+def test_a_stash_entry_whose_file_changed_after_its_commit_is_not_restored_and_is_replaced(tmp_path, caplog):
+    """A file of an entry cut short or changed after its commit (a copy of the stash interrupted, a hand edit) was
+    restored as it was, a truncated scores table beside a complete metrics.json. The restore now checks each copy
+    against the digest its entry recorded and recomputes; the commit after the recompute replaces the entry
+    (keeping it, and saying `committed`, would make every rerun recompute)."""
+    out = {"scores.csv": tmp_path / "out" / "scores.csv", "metrics.json": tmp_path / "out" / "metrics.json"}
+    out["scores.csv"].parent.mkdir()
+    out["scores.csv"].write_text("label,score\n1,0.9\n0,0.1\n")
+    write_json({"f1": 0.9}, out["metrics.json"])
+    stash = ResultStash(tmp_path / "stash")
+    entry = stash.commit("key", out)
+    (entry / "scores.csv").write_text("label,score\n1,0.9\n")  # cut short
+    target = {name: tmp_path / "restored" / name for name in out}
+    with caplog.at_level(logging.INFO, logger="kdgat"):
+        assert not stash.restore("key", target)
+        assert not any(path.exists() for path in target.values())
+        assert stash.commit("key", out) == entry
+    assert "scores.csv is not the one its entry recorded" in caplog.text
+    assert f"replacing the result stash entry {entry}" in caplog.text
+    assert stash.restore("key", target)
+    assert all(target[name].read_bytes() == out[name].read_bytes() for name in out)
+
+
 def _left_by_killed_commits(stash_root: Path) -> list[Path]:
     """What a commit killed by SIGKILL (the OOM killer, a node failure) leaves: its half-filled staging folder, or
     an entry it had moved aside and not yet removed (names as ResultStash.commit makes them)."""

@@ -94,19 +94,23 @@ class ResultStash:
         outputs, a stash cleaned and refilled) is seen; the restore is then made again from the new entry once,
         else the caller recomputes. False when nothing was restored."""
         entry = self.entry(key)
-        digests = self._digests(entry, outputs, warn=True)
+        mark = self._mark(entry, outputs, warn=True)
         for again in (True, False):
-            if digests is None:
+            if mark is None:
                 return False
-            problem = self._copy_checked(entry, digests, outputs)
+            problem = self._copy_checked(entry, mark["sha256"], outputs)
             if problem is None:
                 return True
-            replaced = self._digests(entry, outputs)
+            replaced = self._mark(entry, outputs)
+            # the same entry (one id per commit): a file changed since its commit, or the target's side failed
+            if replaced is not None and replaced["id"] == mark["id"]:
+                log.warning("stash entry %s cannot be restored; recomputing (%s)", entry, problem)
+                return False
             if again and replaced is not None:
                 log.info(
                     "stash entry %s was replaced while it was restored; restoring again (%s)", entry, problem
                 )
-                digests = replaced
+                mark = replaced
                 continue
             log.warning("stash entry %s was replaced while it was restored; recomputing (%s)", entry, problem)
         return False
@@ -131,14 +135,15 @@ class ResultStash:
         return None
 
     @staticmethod
-    def _digests(entry: Path, outputs: Mapping[str, str | os.PathLike], warn: bool = False) -> dict | None:
-        """The SHA-256 of each of ``outputs`` that the complete ``entry`` recorded; None when it is not complete,
-        cannot be read (another user's entry that the umask 077 kept from the group: a recompute, never the
-        failure of the job) or lacks one of them."""
+    def _mark(entry: Path, outputs: Mapping[str, str | os.PathLike], warn: bool = False) -> dict | None:
+        """The complete ``entry``'s mark: its ``id`` (one per commit) and the ``sha256`` of each of its files; None
+        when it is not complete, cannot be read (another user's entry that the umask 077 kept from the group: a
+        recompute, never the failure of the job) or lacks one of ``outputs``."""
         try:
-            digests = load_json(entry / "COMPLETE")["sha256"]
+            mark = load_json(entry / "COMPLETE")
+            digests, _ = mark["sha256"], mark["id"]
             if all(isinstance(digests.get(name), str) and (entry / name).is_file() for name in outputs):
-                return digests
+                return mark
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
             if warn and not isinstance(error, FileNotFoundError | NotADirectoryError):
                 log.warning(
@@ -150,23 +155,31 @@ class ResultStash:
         return None
 
     @classmethod
-    def _holds(cls, entry: Path, outputs: Mapping[str, str | os.PathLike]) -> bool:
-        """Whether ``entry`` is complete and holds every one of ``outputs``."""
-        return cls._digests(entry, outputs) is not None
+    def _holds(cls, entry: Path, outputs: Mapping[str, str | os.PathLike], verify: bool = False) -> bool:
+        """Whether ``entry`` is complete and holds every one of ``outputs`` (``verify``: each with the digest its
+        mark recorded, not a file cut short or changed since, which no restore would take)."""
+        mark = cls._mark(entry, outputs)
+        if mark is None or not verify:
+            return mark is not None
+        try:
+            return all(file_sha256(entry / name) == mark["sha256"][name] for name in outputs)
+        except OSError:
+            return False
 
     def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
         """Copy ``outputs`` into the entry ``key``: the entry, or None (with a warning) when none could be published.
 
         An entry without its COMPLETE mark (a folder a writer was killed in or made by hand, a plain file, a
         dangling link), or a complete one lacking one of ``outputs`` (committed with another output suffix, a file
-        purged from it), would block the rename forever and restore nothing: it is moved aside in one step and
-        removed, whatever it is, first.
+        purged from it) or holding one that differs from its recorded digest (cut short, changed by hand), would
+        block the rename forever and restore nothing: it is moved aside in one step and removed, whatever it is,
+        first.
 
         The stash is only a copy for a rerun: a copy that fails (the quota or the disk full) is a warning and None,
         never the failure of the finished job whose outputs are written; the staging folder goes however the
         commit ends (SIGTERM included)."""
         entry = self.entry(key)
-        if self._holds(entry, outputs):
+        if self._holds(entry, outputs, verify=True):
             return entry
         with self._committing():
             return self._commit(key, entry, outputs)
@@ -179,7 +192,8 @@ class ResultStash:
             for name, source in outputs.items():
                 copy_file(source, staging / name)
                 digests[name] = file_sha256(staging / name)
-            write_json({"outputs": sorted(outputs), "sha256": digests}, staging / "COMPLETE", indent=None)
+            mark = {"id": staging.name.rpartition(".")[2], "outputs": sorted(outputs), "sha256": digests}
+            write_json(mark, staging / "COMPLETE", indent=None)
         except BaseException as error:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -190,10 +204,11 @@ class ResultStash:
                 entry, type(error).__name__, error,
             )  # fmt: skip
             return None
-        if (entry.exists() or entry.is_symlink()) and not self._holds(entry, outputs):
+        if (entry.exists() or entry.is_symlink()) and not self._holds(entry, outputs, verify=True):
             with contextlib.suppress(OSError):  # an entry this user cannot search is replaced too
                 if (entry / "COMPLETE").is_file():
-                    log.info("replacing the result stash entry %s, which lacks some outputs", entry)
+                    log.info("replacing the result stash entry %s, which lacks some outputs or holds one "
+                             "changed since its commit", entry)  # fmt: skip
             discard(entry, prefix=f".{key}.stale.")  # nothing when a racing commit moved it first
         # False with the outputs in place: a concurrent writer won; its entry holds the same results
         if publish_directory(staging, entry) or self._holds(entry, outputs):
