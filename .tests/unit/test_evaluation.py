@@ -1978,6 +1978,34 @@ def test_the_stash_key_holds_the_hardware_the_speed_was_measured_on(tmp_path, mo
     assert len([entry for entry in (tmp_path / "stash").iterdir() if not entry.name.startswith(".")]) == 2
 
 
+def test_the_stash_key_holds_the_torch_build_that_computed_the_entry(tmp_path, monkeypatch, caplog):
+    """Speed figures (and last digits) belong to the torch build too: after an upgrade of torch or its CUDA an
+    entry of the old build was restored as the new one's. The key holds kdgat.runtime.torch_build (injected)."""
+    import kdgat.runtime
+
+    build = ["torch 2.13.0+cu126 CUDA 12.6"]
+    monkeypatch.setattr(kdgat.runtime, "torch_build", lambda: build[0])
+    _unrendered(monkeypatch)
+    caplog.set_level("INFO", logger="kdgat")
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+
+    def evaluate() -> str:
+        caplog.clear()
+        for path in outputs.values():
+            path.unlink(missing_ok=True)
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
+            stash_dir=tmp_path / "stash",
+        )  # fmt: skip
+        return caplog.text
+
+    assert "committed results to the stash" in evaluate()
+    assert "restored tiny/teacher seed None" in evaluate()  # same build
+    build[0] = "torch 2.13.0+cu118 CUDA 11.8"
+    log = evaluate()
+    assert "evaluating tiny/teacher" in log and "restored" not in log
+
+
 def test_the_scores_table_columns_docs_evaluation_md_and_meta_yaml_list_are_the_ones_written():
     """docs/evaluation.md said scores.parquet holds "every model's score and decision", but the fixed-α yardsticks
     are only in metrics.json: both docs list the table's columns, which must be the ones written."""

@@ -237,6 +237,12 @@ def device_name(device: torch.device, threads: int | None = None) -> str:
     return device.type
 
 
+def torch_build() -> str:
+    """The torch build that computes (and times) an evaluation: its version and CUDA version, e.g. 2.13.0+cu126
+    CUDA 12.6; another build can give other speed figures and, through other kernels, other last digits."""
+    return f"torch {torch.__version__} CUDA {torch.version.cuda}"
+
+
 def select_device(spec: str = "auto") -> torch.device:
     """`auto` picks CUDA when torch can use a GPU, else CPU; `cpu`, `cuda`, `cuda:1` are taken literally.
 

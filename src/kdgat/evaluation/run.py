@@ -268,7 +268,7 @@ def evaluate_files(
     fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
     batch_size = checked_batch_size(batch_size)
     inputs = input_files({"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}, "the evaluation")
-    from kdgat.runtime import device_name, select_device  # torch: not imported for summaries
+    from kdgat.runtime import device_name, select_device, torch_build  # torch: not imported for summaries
 
     torch_device = select_device(device)
     params = {
@@ -278,6 +278,7 @@ def evaluate_files(
         "batch_size": batch_size,
         "device": str(torch_device),  # the one used, as metrics.json records it: `auto` is CPU or GPU
         "hardware": device_name(torch_device, threads),  # what the speed figures were measured on
+        "torch": torch_build(),  # and with: an upgrade of torch or CUDA recomputes
         "fpr_targets": list(fpr_targets),
         "speed": dict(speed or {}),
         # The code that computed an entry: another release recomputes instead of restoring its numbers.
