@@ -460,10 +460,12 @@ def test_log_roles_name_each_part_relative_to_the_logs_folder(tmp_path):
     assert fusion["fusion"] == ["fusion_01/z.csv"]
 
 
-def kdgat_modules_outside(wrapper: str, code: tuple[str, ...]) -> tuple[list[str], set[str]]:
-    """The kdgat modules (but logging) that ``wrappers/<wrapper>/wrapper.py``'s kdgat imports load, in a fresh
-    interpreter, whose files are not among ``code`` (names of files and folders of the kdgat package, as in
-    kdgat.layout); and every kdgat module loaded."""
+def kdgat_modules_outside(
+    wrapper: str, code: tuple[str, ...], observers: tuple[str, ...] = ()
+) -> tuple[list[str], set[str]]:
+    """The kdgat modules (but logging, and ``observers``: packages that only watch the job) that
+    ``wrappers/<wrapper>/wrapper.py``'s kdgat imports load, in a fresh interpreter, whose files are not among
+    ``code`` (names of files and folders of the kdgat package, as in kdgat.layout); and every kdgat module loaded."""
     import importlib
     import subprocess
     import sys
@@ -483,6 +485,8 @@ def kdgat_modules_outside(wrapper: str, code: tuple[str, ...]) -> tuple[list[str
     covered = {(package / name) for name in code}
     outside = []
     for module in sorted(set(listed) - {"kdgat", "kdgat.logs"}):
+        if module.split(".")[:2] in [["kdgat", name] for name in observers]:
+            continue
         file = Path(importlib.import_module(module).__file__)
         if not (file in covered or file.parent in covered):
             outside.append(f"{module} ({file})")
@@ -542,6 +546,51 @@ def test_the_synthetic_code_digest_covers_every_module_generate_can_runs_and_fol
     path = copy / "synthetic.py"
     path.write_bytes(path.read_bytes() + b"\n# a fix\n")
     assert synthetic_code_digest(copy) != before
+
+
+@pytest.mark.parametrize("wrapper", ["train_vgae", "train_gat", "train_dqn"])
+def test_the_training_code_digest_covers_every_module_a_training_wrapper_runs(wrapper):
+    """A resume checkpoint is keyed on kdgat.layout.training_code_digest (kdgat.training.loop.fingerprint): every
+    kdgat module a training wrapper imports (but logging, and tracking, an observer of the epoch loop that never
+    changes what is trained) is in TRAINING_CODE, or an upgrade of, say, the device choice (runtime.py), the
+    chain's feature counts (chain.py) or the model file's reader (model_store.py) would finish an old checkpoint's
+    weights with new code."""
+    from kdgat.layout import TRAINING_CODE
+
+    outside, listed = kdgat_modules_outside(wrapper, TRAINING_CODE, observers=("tracking",))
+    assert not outside, f"not in TRAINING_CODE: {outside}"
+    assert {
+        "kdgat.runtime",
+        "kdgat.model_store",
+        "kdgat.training.loop",
+        f"kdgat.training.{wrapper[6:]}",
+    } <= listed
+
+
+def test_the_training_code_digest_follows_the_training_code_and_nothing_else(tmp_path):
+    """A change to a file the training code runs changes the digest; one to the CAN readers or the evaluation's
+    report, which training never imports, does not (a checkpoint survives an upgrade of those)."""
+    from kdgat.layout import training_code_digest
+
+    package, copy = kdgat_copy(tmp_path)
+    before = training_code_digest(copy)
+    assert before == training_code_digest(package) == training_code_digest()
+    for elsewhere in ("can/hcrl_csv.py", "evaluation/summary.py", "tracking/runs.py"):
+        (copy / elsewhere).write_text("# not training\n", encoding="utf-8")
+    assert training_code_digest(copy) == before
+    for changed in (
+        "runtime.py",
+        "chain.py",
+        "model_store.py",
+        "training/loop.py",
+        "evaluation/thresholds.py",
+    ):
+        path = copy / changed
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# a fix\n")
+        assert training_code_digest(copy) != before, changed
+        path.write_bytes(original)
+    assert training_code_digest(copy) == before
 
 
 def test_the_vocabulary_reaches_the_last_message_of_the_last_window_and_no_further(tmp_path):

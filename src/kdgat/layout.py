@@ -265,10 +265,29 @@ def synthetic_code_digest(package: str | Path | None = None) -> str:
     return _code_digest(SYNTHETIC_CODE, package)
 
 
-# The library code that decides what training computes (epochs, losses, layers, the curriculum), as in
-# PREPROCESS_CODE: a resume checkpoint written by other code is not resumed (kdgat.training.loop.fingerprint), or
-# an upgraded job would finish the old code's weights with the new code.
-TRAINING_CODE = ("curriculum.py", "distillation.py", "models", "training")
+# The library code that decides what training computes (epochs, losses, layers, the curriculum, the device, the
+# graphs and models it reads), as in PREPROCESS_CODE: what the training wrappers import, transitively, less logging
+# and tracking (an observer of the epoch loop). A resume checkpoint written by other code is not resumed
+# (kdgat.training.loop.fingerprint), or an upgraded job would finish the old code's weights with the new code.
+TRAINING_CODE = (
+    "chain.py",
+    "compiled.py",
+    "curriculum.py",
+    "distillation.py",
+    "evaluation/__init__.py",
+    "evaluation/metrics.py",
+    "evaluation/thresholds.py",
+    "files.py",
+    "graph_store.py",
+    "graphs.py",
+    "inference.py",
+    "layout.py",
+    "model_store.py",
+    "models",
+    "presets.py",
+    "runtime.py",
+    "training",
+)
 
 
 def training_code_digest(package: str | Path | None = None) -> str:
