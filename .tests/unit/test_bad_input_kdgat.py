@@ -743,3 +743,24 @@ def test_model_arguments_of_a_training_wrappers_settings_are_refused_as_those_of
     with pytest.raises(SettingsError) as error:
         StageSettings.from_config({"teacher_preset": "mine", "presets": {"mine": preset}}, stage, "teacher")
     assert str(error.value) == f"kd_gat.presets.mine.{stage}{refusal}"
+
+
+@pytest.mark.parametrize("stage", list(TEACHERS_OF))
+def test_a_training_run_without_one_of_its_outputs_is_an_input_error_naming_it(tmp_path, stage):
+    """prepare_job refused a run() without one of its outputs with a plain ValueError: a direct caller (the
+    wrappers check their rule's outputs first) got a traceback instead of the one line of an input error."""
+    from kdgat.logs import failure_logged
+    from kdgat.training.settings import StageSettings
+    from kdgat.training.stage import prepare_job
+    from wrapper_rules import InputError, InputRefused
+
+    settings = StageSettings.from_config({"device": "cpu"}, stage, "teacher")
+    outputs = {"model": str(tmp_path / "model.pt"), "metrics": str(tmp_path / "metrics.json"), "history": ""}
+    with pytest.raises(InputRefused) as ended, failure_logged(f"train_{stage}"):
+        prepare_job(settings, stage, outputs, None)
+    assert isinstance(ended.value.error, InputError) and isinstance(ended.value.error, ValueError)
+    assert str(ended.value) == (
+        f"the {stage} stage needs the outputs ['model', 'metrics', 'history'], a path each (the train_{stage} "
+        f"wrapper's output.<name>, kdgat.training.{stage}.run's outputs[<name>]); missing ['history']"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ import torch
 
 from kdgat.files import file_sha256
 from kdgat.graph_store import save_graphs
+from kdgat.inference import fusion_inputs as dqn_fusion_inputs
 from kdgat.inference import score_graphs
 from kdgat.model_store import load_model, trained_on
 from kdgat.models import GAT, LEARNT, NUM_ACTIONS, VGAE, QNetwork
@@ -386,3 +387,30 @@ def test_the_dqn_refuses_the_graphs_its_base_models_trained_on(chain, tmp_path, 
         assert f"{name} (" in message
     assert "kd_gat.dqn.fit_split" in message
     assert not (tmp_path / "dqn.model").exists()
+
+
+def test_graphs_the_models_cannot_score_are_the_users_mistake_named_with_their_file(chain):
+    """score_graphs and fusion_inputs refused no graphs and graphs of another vocabulary with a plain ValueError:
+    a direct caller (or a wrapper that did not check first) got a traceback, not the one line ``<what> failed:
+    <message>`` of an input error, and the message named no file."""
+    from kdgat.files import FileContentError
+    from kdgat.logs import failure_logged
+    from wrapper_rules import InputError, InputRefused
+
+    _, outputs = chain
+    models = [load_model(outputs("teacher", stage)["model"]) for stage in ("vgae", "gat", "dqn")]
+    with pytest.raises(FileContentError) as error:
+        score_graphs(*models, [], batch_size=16)
+    assert str(error.value) == "no graphs to score (the graphs argument is empty)"
+    with pytest.raises(InputRefused) as ended, failure_logged("evaluate_detector"):
+        score_graphs(*models, [], batch_size=16, source="graphs/test.pt")
+    assert isinstance(ended.value.error, InputError) and ended.value.code == 1
+    assert str(ended.value) == "graphs/test.pt: no graphs to score"
+    other_run = toy_graphs(30, num_ids=40, seed=4)
+    largest = max(int(graph.x[:, 0].max()) for graph in other_run)
+    with pytest.raises(InputRefused) as ended, failure_logged("train_dqn"):
+        dqn_fusion_inputs(*models[:2], other_run, 16, "cpu", source="graphs/val.pt")
+    assert isinstance(ended.value.error, FileContentError)
+    assert str(ended.value).startswith(
+        f"graphs/val.pt: a graph holds CAN-ID index {largest}, outside the 20 "
+    )

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.loader import DataLoader
 
+from kdgat.files import FileContentError
 from kdgat.models import GAT, LEARNT, VGAE, fuse
 from kdgat.models.dense import DenseGATLayer, DenseMLP, attention_mask
 from kdgat.models.vgae import ID_COLUMN
@@ -61,17 +62,22 @@ def evaluated(device: torch.device, *models: torch.nn.Module) -> Iterator[list[t
 
 @torch.no_grad()
 def fusion_inputs(
-    vgae: VGAE, gat: GAT, graphs, batch_size: int = 256, device="cpu"
+    vgae: VGAE, gat: GAT, graphs, batch_size: int = 256, device="cpu", source: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Per-graph quantities the fusion needs, on CPU: the 15-D DQN state and its ingredients. The models score in
-    eval mode on ``device`` and are handed back unchanged (``evaluated``).
+    eval mode on ``device`` and are handed back unchanged (``evaluated``). Graphs the models cannot score (none, or
+    of another vocabulary) are a FileContentError naming ``source``, the file they came from, when given.
 
     State = VGAE [feature MSE, neighbour BCE, ID CE, z mean, z std, z max, z min, calibrated anomaly error]
           + GAT  [p(normal), p(attack), embedding mean, std, max, min, confidence 1 − H(p)/ln 2].
     """
     device = scoring_device(device)
     graphs = list(graphs)
-    check_vocabulary(graphs, vgae.num_ids, gat.embedding.num_embeddings)
+    if not graphs:
+        raise FileContentError(
+            f"{source}: no graphs to score" if source else "no graphs to score (the graphs argument is empty)"
+        )
+    check_vocabulary(graphs, vgae.num_ids, gat.embedding.num_embeddings, source)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("state", "anomaly", "p_attack", "error", "label")}
     with evaluated(device, vgae, gat) as (vgae, gat):
         for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
@@ -106,8 +112,6 @@ def fusion_inputs(
             parts["p_attack"].append(probs[:, 1].float().cpu())
             parts["error"].append(errors["anomaly_error"].float().cpu())
             parts["label"].append(batch.y.view(-1).long().cpu())
-    if not parts["state"]:
-        raise ValueError("no graphs to score")
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
@@ -116,25 +120,30 @@ def largest_id_index(graphs) -> int:
     return max((int(graph.x[:, ID_COLUMN].max()) for graph in graphs if graph.num_nodes), default=-1)
 
 
-def check_vocabulary(graphs: list, vgae_ids: int, gat_ids: int) -> None:
-    """A CAN-ID index the models have no embedding for (graphs of another preprocess run) fails naming it, before
-    any model is touched: torch's own IndexError names neither the index nor the vocabulary."""
+def check_vocabulary(graphs: list, vgae_ids: int, gat_ids: int, source: str | None = None) -> None:
+    """A CAN-ID index the models have no embedding for (graphs of another preprocess run) fails naming it, and
+    ``source`` (the graphs' file) when given, before any model is touched: torch's own IndexError names neither
+    the index nor the vocabulary. A FileContentError: the user's mistake, one line in a wrapper's log."""
     known = min(vgae_ids, gat_ids)
     largest = largest_id_index(graphs)
     if largest >= known:
-        raise ValueError(
-            f"a graph holds CAN-ID index {largest}, outside the {known} CAN-ID indices of the VGAE ({vgae_ids}) and "
+        raise FileContentError(
+            (f"{source}: " if source else "")
+            + f"a graph holds CAN-ID index {largest}, outside the {known} CAN-ID indices of the VGAE ({vgae_ids}) and "
             f"GAT ({gat_ids}): the graphs are of another vocabulary than the models' (another dataset or preprocess "
             "run); score graphs of the preprocess run the models were trained on"
         )
 
 
 @torch.no_grad()
-def score_graphs(vgae, gat, dqn, graphs, batch_size: int = 256, device="cpu") -> pd.DataFrame:
+def score_graphs(
+    vgae, gat, dqn, graphs, batch_size: int = 256, device="cpu", source: str | None = None
+) -> pd.DataFrame:
     """One row per graph (in input order): label, vgae_error, vgae_score, gat_prob, fusion_alpha, fusion_score,
-    fusion_pred. The models score in eval mode on ``device`` and are handed back unchanged (``evaluated``)."""
+    fusion_pred. The models score in eval mode on ``device`` and are handed back unchanged (``evaluated``); graphs
+    they cannot score are refused as in :func:`fusion_inputs` (``source``: the graphs' file, named then)."""
     device = scoring_device(device)
-    inputs = fusion_inputs(vgae, gat, graphs, batch_size=batch_size, device=device)
+    inputs = fusion_inputs(vgae, gat, graphs, batch_size=batch_size, device=device, source=source)
     with evaluated(device, dqn) as (dqn,):
         actions, chosen = (part.cpu() for part in dqn.decide(inputs["state"].to(device)))
     alpha, score, pred = fuse(actions, inputs["anomaly"], inputs["p_attack"], chosen)

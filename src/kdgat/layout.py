@@ -285,6 +285,7 @@ TRAINING_CODE = (
     "model_store.py",
     "models",
     "presets.py",
+    "rule_items.py",
     "runtime.py",
     "training",
 )

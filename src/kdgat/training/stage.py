@@ -20,6 +20,7 @@ from kdgat.files import FileContentError, file_sha256, output_lock, write_json, 
 from kdgat.graph_store import graph_vocabulary
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
+from kdgat.rule_items import RuleItemError
 from kdgat.runtime import grad_scaler, select_device
 from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import check_one_preprocess_run, load_training_data
@@ -115,7 +116,10 @@ def prepare_job(
         raise SettingsError(f"settings for the {settings.stage} stage were given to the {stage} stage")
     missing = [name for name in OUTPUTS if not outputs.get(name)]
     if missing:
-        raise ValueError(f"the {stage} stage needs the outputs {list(OUTPUTS)}; missing {missing}")
+        raise RuleItemError(
+            f"the {stage} stage needs the outputs {list(OUTPUTS)}, a path each (the train_{stage} wrapper's "
+            f"output.<name>, kdgat.training.{stage}.run's outputs[<name>]); missing {missing}"
+        )
     if threads:
         available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         # torch crashed (SIGSEGV) on --threads 10000; more threads than CPUs would only slow the job down
