@@ -54,6 +54,7 @@ from kdgat.training.data import (
 from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
 from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit, refuse_checkpoint_over_files
+from kdgat.training.replay import ReplayBuffer
 from kdgat.training.settings import StageSettings
 from kdgat.training.stage import (
     StageBase,
@@ -70,53 +71,6 @@ log = logging.getLogger("kdgat.training")
 
 # Graphs per forward pass when the fusion inputs are computed (inference only: no effect on the result).
 INFERENCE_BATCH_SIZE = 256
-
-
-class ReplayBuffer:
-    """Ring buffer of transitions stored as graph indices (states are looked up from a precomputed table)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = int(capacity)
-        self.index = torch.zeros(self.capacity, dtype=torch.long)
-        self.action = torch.zeros(self.capacity, dtype=torch.long)
-        self.reward = torch.zeros(self.capacity)
-        self.next_index = torch.zeros(self.capacity, dtype=torch.long)
-        self.done = torch.zeros(self.capacity)
-        self.size = 0
-        self.position = 0
-
-    def push(self, index, action, reward, next_index, done) -> None:
-        for start in range(0, len(index), self.capacity):
-            chunk = slice(start, start + self.capacity)
-            count = len(index[chunk])
-            slots = (self.position + torch.arange(count)) % self.capacity
-            self.index[slots] = index[chunk]
-            self.action[slots] = action[chunk]
-            self.reward[slots] = reward[chunk]
-            self.next_index[slots] = next_index[chunk]
-            self.done[slots] = done[chunk]
-            self.position = int((self.position + count) % self.capacity)
-            self.size = min(self.size + count, self.capacity)
-
-    def sample(self, batch_size: int, generator: torch.Generator):
-        picks = torch.randint(0, self.size, (batch_size,), generator=generator)
-        return (
-            self.index[picks],
-            self.action[picks],
-            self.reward[picks],
-            self.next_index[picks],
-            self.done[picks],
-        )
-
-    def state_dict(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in ("index", "action", "reward", "next_index", "done", "size", "position")
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
 
 
 def double_dqn_targets(online, target, next_states, rewards, done, gamma: float) -> torch.Tensor:
