@@ -414,3 +414,55 @@ def test_graphs_the_models_cannot_score_are_the_users_mistake_named_with_their_f
     assert str(ended.value).startswith(
         f"graphs/val.pt: a graph holds CAN-ID index {largest}, outside the 20 "
     )
+
+
+def test_the_dqn_job_scores_its_base_models_on_its_device_without_copying_them(chain, monkeypatch, tmp_path):
+    """train_dqn loaded its VGAE and GAT (and the teacher's, student_kd: four models) on the CPU, so on a GPU
+    fusion_inputs scored a copy of each (``evaluated`` copies a model that is not on the scoring device). Here
+    the job's device is torch's "meta" device, where any model still on the CPU would be copied: every model
+    scored is on the device and ``evaluated`` hands it back itself, and the teacher agent is there too."""
+    from kdgat.inference import evaluated, scoring_device
+
+    root, outputs = chain
+    device = torch.device("meta")
+    scored = []
+
+    def spy(vgae_model, gat_model, graphs, batch_size, on, source=None):
+        with evaluated(scoring_device(on), vgae_model, gat_model) as used:
+            scored.append(
+                (vgae_model, gat_model, [a is b for a, b in zip(used, (vgae_model, gat_model), strict=True)])
+            )
+        count = len(graphs)
+        inputs = {
+            "state": torch.zeros(count, 15),
+            "anomaly": torch.zeros(count),
+            "p_attack": torch.zeros(count),
+        }
+        return inputs | {"error": torch.zeros(count), "label": torch.arange(count) % 2}
+
+    class Trained(Exception):
+        pass
+
+    def trained(*args, **kwargs):
+        teacher.append(args[4])
+        raise Trained
+
+    teacher = []
+    monkeypatch.setattr(dqn, "resolve_device", lambda settings: device)
+    monkeypatch.setattr(dqn, "fusion_inputs", spy)
+    monkeypatch.setattr(dqn, "_train", trained)
+    given = {f"teacher_{stage}": outputs("teacher", stage)["model"] for stage in ("vgae", "gat", "dqn")}
+    with pytest.raises(Trained):
+        dqn.run(
+            fit=root / "graphs" / "val.pt",
+            metadata=root / "graphs" / "metadata.json",
+            settings=stage_settings("student_kd", "dqn"),
+            outputs={name: tmp_path / f"{name}.out" for name in ("model", "metrics", "history")},
+            vgae=outputs("student_kd", "vgae")["model"],
+            gat=outputs("student_kd", "gat")["model"],
+            **given,
+        )
+    assert [not_copied for *_, not_copied in scored] == [[True, True], [True, True]]
+    models = [model for vgae_model, gat_model, _ in scored for model in (vgae_model, gat_model)]
+    assert len({id(model) for model in models}) == 4  # the student's two, then the teacher's two
+    assert {parameter.device for model in models + teacher for parameter in model.parameters()} == {device}

@@ -420,23 +420,24 @@ def run(
         if stop_graphs is not None:
             check_graphs(stop_graphs, num_ids, str(stop))
         device = resolve_device(settings)
-        vgae_model, gat_model = load_model(vgae, kind="vgae"), load_model(gat, kind="gat")
 
-        def inputs_of(vgae_model, gat_model) -> tuple[dict, dict]:
-            fit_inputs = fusion_inputs(vgae_model, gat_model, fit_graphs, INFERENCE_BATCH_SIZE, device)
+        def inputs_of(vgae: str | os.PathLike, gat: str | os.PathLike) -> tuple[dict, dict]:
+            # Loaded on the job's device: fusion_inputs would score a copy of a model that is elsewhere.
+            models = load_model(vgae, device, kind="vgae"), load_model(gat, device, kind="gat")
+            fit_inputs = fusion_inputs(*models, fit_graphs, INFERENCE_BATCH_SIZE, device, source=str(fit))
             if stop_graphs is not None:
-                stop_inputs = fusion_inputs(vgae_model, gat_model, stop_graphs, INFERENCE_BATCH_SIZE, device)
+                stop_inputs = fusion_inputs(
+                    *models, stop_graphs, INFERENCE_BATCH_SIZE, device, source=str(stop)
+                )
                 return fit_inputs, stop_inputs
             held = early_stop_rows(len(fit_graphs), float(settings.dqn.early_stop_share))
             return split_inputs(fit_inputs, held)
 
-        train_inputs, val_inputs = inputs_of(vgae_model, gat_model)
+        train_inputs, val_inputs = inputs_of(vgae, gat)
         teacher, teacher_inputs, teacher_val_inputs = None, None, None
         if teacher_dqn:
-            teacher = load_model(teacher_dqn, kind="dqn")
-            teacher_inputs, teacher_val_inputs = inputs_of(
-                load_model(teacher_vgae, kind="vgae"), load_model(teacher_gat, kind="gat")
-            )
+            teacher = load_model(teacher_dqn, device, kind="dqn")
+            teacher_inputs, teacher_val_inputs = inputs_of(teacher_vgae, teacher_gat)
         model, result, metrics, model_config = _train(
             train_inputs,
             val_inputs,
