@@ -318,6 +318,42 @@ def test_a_retry_resumed_from_a_checkpoint_logs_each_epoch_once(data, tmp_path, 
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3]
 
 
+def test_a_retry_that_trains_again_from_the_first_epoch_logs_each_epoch_once(
+    data, tmp_path, invocation, monkeypatch
+):
+    """A retry in the same invocation continues its run; one without a checkpoint to resume (none configured, or
+    one set aside) trains again from epoch 1, and logged epochs 1 and 2 a second time: MLflow keeps every value
+    logged at a step (a metric's history is along timestamp and step, nothing replaces), so the run's history read
+    1, 2, 1, 2, 3. The seeded retry computes the same epochs again: the run holds each once."""
+    import kdgat.training.loop as loop
+
+    store = tmp_path / "mlruns"
+    tracking = {"backend": "mlflow", "uri": str(store)}
+
+    def node_failure(pid, sig):  # the loop's SIGKILL test hook, as an exception so the test process lives
+        raise RuntimeError("node failure after epoch 2")
+
+    monkeypatch.setattr(loop.os, "kill", node_failure)
+    monkeypatch.setenv(loop.KILL_AFTER_EPOCH_ENV, "2")
+    with pytest.raises(RuntimeError, match="node failure"):
+        train(data, tmp_path / "a", tracking)  # no checkpoint: nothing to resume from
+    monkeypatch.delenv(loop.KILL_AFTER_EPOCH_ENV)
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (first,) = children(client)
+    before = {m.step: m.value for m in client.get_metric_history(first.info.run_id, "val_loss")}
+    assert sorted(before) == [1, 2]
+
+    outputs = train(data, tmp_path / "a", tracking)  # the retry starts again from epoch 1, in the same run
+    (run,) = children(client)
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    for key in ("val_loss", "train_loss", "seconds"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
+    history = pd.read_csv(outputs["history"])
+    logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+    assert logged == pytest.approx(dict(zip(history["epoch"], history["val_loss"], strict=True)))
+    assert {step: logged[step] for step in before} == pytest.approx(before)
+
+
 def test_a_job_resumed_by_a_later_invocation_is_a_new_run_holding_every_epoch(
     data, tmp_path, invocation, monkeypatch
 ):

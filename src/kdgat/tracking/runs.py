@@ -127,9 +127,17 @@ class MlflowTracker:
 
     # -- epoch loop hooks (kdgat.training.loop.EpochCallback) -------------------------------------------------
     def fit_started(self, name: str, first_epoch: int, epochs: int, history: list[dict]) -> None:
-        rows = [row for row in history if int(row["epoch"]) > self.logged_until]
-        if rows:
-            self._guard("logging the restored epochs", self._log_rows, rows)
+        if history:
+            self._guard("logging the restored epochs", self._log_rows, history)
+        if first_epoch < self.logged_until:
+            log.info(
+                "tracking: %s trains epochs %d-%d again (no checkpoint of them to resume); run %s holds them "
+                "already, from the earlier attempt, and they are not logged again",
+                name,
+                first_epoch + 1,
+                self.logged_until,
+                self.run_id,
+            )
 
     def epoch_ended(self, row: dict, epochs: int, stopped_early: bool) -> None:
         self._guard("logging an epoch", self._log_rows, [row])
@@ -139,8 +147,14 @@ class MlflowTracker:
 
     # -- MLflow calls -----------------------------------------------------------------------------------------
     def _log_rows(self, rows: list[dict]) -> None:
+        """Log each row's metrics at its epoch (the step), an epoch the run holds already excepted: MLflow keeps
+        every value logged at a step, so a retry that trains an epoch again (it restored no checkpoint of it) would
+        log it twice."""
         from mlflow.entities import Metric
 
+        rows = [row for row in rows if int(row["epoch"]) > self.logged_until]
+        if not rows:
+            return
         now = int(time.time() * 1000)
         metrics = [
             Metric(key, value, now, int(row["epoch"]))
