@@ -466,3 +466,20 @@ def test_the_dqn_job_scores_its_base_models_on_its_device_without_copying_them(c
     models = [model for vgae_model, gat_model, _ in scored for model in (vgae_model, gat_model)]
     assert len({id(model) for model in models}) == 4  # the student's two, then the teacher's two
     assert {parameter.device for model in models + teacher for parameter in model.parameters()} == {device}
+
+
+def test_a_negative_can_id_index_is_refused_naming_it_before_any_model_is_touched(chain):
+    """check_vocabulary looked at the largest index only: a graph with a negative one (not a preprocess output)
+    reached the embedding, an IndexError naming no file on the CPU and a device-side assert on CUDA."""
+    from kdgat.files import FileContentError
+
+    _, outputs = chain
+    models = [load_model(outputs("teacher", stage)["model"]) for stage in ("vgae", "gat", "dqn")]
+    graphs = toy_graphs(10, num_ids=20, seed=6)
+    graphs[3].x[1, 0] = -2
+    with pytest.raises(FileContentError) as error:
+        score_graphs(*models, graphs, batch_size=16, source="elsewhere/test.pt")
+    assert str(error.value) == (
+        "elsewhere/test.pt: a graph holds the negative CAN-ID index -2: node feature 0 is an index into the CAN-ID "
+        "vocabulary, 0 to 19; these are no graphs of the preprocess step"
+    )

@@ -121,10 +121,18 @@ def largest_id_index(graphs) -> int:
 
 
 def check_vocabulary(graphs: list, vgae_ids: int, gat_ids: int, source: str | None = None) -> None:
-    """A CAN-ID index the models have no embedding for (graphs of another preprocess run) fails naming it, and
-    ``source`` (the graphs' file) when given, before any model is touched: torch's own IndexError names neither
-    the index nor the vocabulary. A FileContentError: the user's mistake, one line in a wrapper's log."""
+    """A CAN-ID index the models have no embedding for (graphs of another preprocess run, or a negative one) fails
+    naming it, and ``source`` (the graphs' file) when given, before any model is touched: torch's own IndexError
+    names neither the index nor the vocabulary (and on CUDA a device-side assert ends the process). A
+    FileContentError: the user's mistake, one line in a wrapper's log."""
     known = min(vgae_ids, gat_ids)
+    smallest = min((int(graph.x[:, ID_COLUMN].min()) for graph in graphs if graph.num_nodes), default=0)
+    if smallest < 0:
+        raise FileContentError(
+            (f"{source}: " if source else "")
+            + f"a graph holds the negative CAN-ID index {smallest}: node feature {ID_COLUMN} is an index into the "
+            f"CAN-ID vocabulary, 0 to {known - 1}; these are no graphs of the preprocess step"
+        )
     largest = largest_id_index(graphs)
     if largest >= known:
         raise FileContentError(
