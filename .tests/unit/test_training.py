@@ -1259,14 +1259,15 @@ def test_the_vgae_students_latent_projection_learns_with_it(graphs, fusion_data,
 def test_a_teacher_handed_over_in_training_mode_is_frozen_in_eval_mode(stage, graphs, fusion_data, teachers):
     """kdgat.distillation.freeze, at all three stages: the teacher only gives targets, in eval mode and without
     gradients. A teacher still in training mode (dropout on; the VGAE samples z and updates its batch-norm
-    statistics) gives the student exactly the targets of the same teacher in eval mode, and comes out unchanged."""
+    statistics) gives the student exactly the targets of the same teacher in eval mode, and comes out unchanged:
+    its weights, its mode and its gradients (the stage freezes a copy of a caller's model, stage.frozen)."""
     in_training = copy.deepcopy(teachers[stage]).train().requires_grad_(True)
     weights = copy.deepcopy(in_training.state_dict())
     in_eval = copy.deepcopy(in_training).eval()
     from_eval, *_ = train_student(stage, graphs, fusion_data, teachers | {stage: in_eval})
     from_training, *_ = train_student(stage, graphs, fusion_data, teachers | {stage: in_training})
-    assert not in_training.training
-    assert not any(parameter.requires_grad for parameter in in_training.parameters())
+    assert all(module.training for module in in_training.modules())
+    assert all(parameter.requires_grad for parameter in in_training.parameters())
     assert all(torch.equal(value, weights[name]) for name, value in in_training.state_dict().items())
     assert same_weights(from_training, from_eval)
 
@@ -1524,3 +1525,34 @@ def test_an_observer_that_edits_the_row_it_is_shown_leaves_the_history_as_it_was
     )
     assert [(row["val_loss"], row["graphs"]) for row in result["history"]] == [(3.0, 1), (2.0, 1)]
     assert result["best_val_loss"] == 2.0
+
+
+def test_training_leaves_the_callers_teachers_and_curriculum_vgae_as_they_came(graphs, fusion_data, teachers):
+    """The stages froze the caller's teacher in place (eval mode and no gradients: a teacher its caller goes on
+    training stopped learning, silently) and moved it to the training device, and the GAT curriculum moved the
+    caller's VGAE there and set each of its modules to the model's mode. The job's own models (run(): loaded on
+    the device and frozen) are used as they are; a caller's are left as they came."""
+    train, val = graphs
+    given = {stage: copy.deepcopy(teachers[stage]).train() for stage in ("vgae", "gat", "dqn")}
+    curriculum_vgae = copy.deepcopy(teachers["vgae"]).train()
+    curriculum_vgae.encoder_norms.eval()  # batch-norm statistics the caller keeps fixed
+
+    def state(model):
+        return [module.training for module in model.modules()], [p.requires_grad for p in model.parameters()]
+
+    before = {name: state(model) for name, model in (*given.items(), ("curriculum", curriculum_vgae))}
+    one = {"epochs": 1}
+    vgae_training.train(
+        train, val, NUM_IDS, settings("vgae", one, "student_kd", vgae_loss=LOSS), teacher=given["vgae"]
+    )
+    gat_settings = settings("gat", one, "student_kd", curriculum=CURRICULUM)
+    gat_training.train(train, val, NUM_IDS, gat_settings, teacher=given["gat"], vgae=curriculum_vgae)
+    dqn_settings = settings("dqn", one, "student_kd", dqn=RL)
+    teacher_fusion = {"teacher_inputs": teachers["fusion"][0], "teacher_val_inputs": teachers["fusion"][1]}
+    dqn_training.train(*fusion_data, dqn_settings, teacher=given["dqn"], **teacher_fusion)
+    after = {name: state(model) for name, model in (*given.items(), ("curriculum", curriculum_vgae))}
+    assert after == before
+
+    device = torch.device("cpu")
+    job_teacher = training_stage.frozen(copy.deepcopy(teachers["gat"]), device)  # as run() loads it
+    assert training_stage.frozen(job_teacher, device) is job_teacher

@@ -60,6 +60,7 @@ from kdgat.training.stage import (
     StageBase,
     base_metrics,
     check_teachers,
+    frozen,
     job_lock,
     prepare_job,
     resolve_device,
@@ -119,7 +120,7 @@ class DQNStage(StageBase):
         self.distillation = settings.distillation
         if teacher_inputs is not None:
             teacher, inputs = teacher_inputs
-            self.teacher = freeze(teacher.to(device))
+            self.teacher = frozen(teacher, device)
             self.teacher_inputs = {k: v.to(device) for k, v in inputs.items()}
             if len(self.teacher_inputs["state"]) != len(self.train_inputs["state"]):
                 raise ValueError("the teacher's fusion inputs must cover the same graphs as the student's")
@@ -436,7 +437,7 @@ def run(
         train_inputs, val_inputs = inputs_of(vgae, gat)
         teacher, teacher_inputs, teacher_val_inputs = None, None, None
         if teacher_dqn:
-            teacher = load_model(teacher_dqn, device, kind="dqn")
+            teacher = freeze(load_model(teacher_dqn, device, kind="dqn"))  # as the stage uses it
             teacher_inputs, teacher_val_inputs = inputs_of(teacher_vgae, teacher_gat)
         model, result, metrics, model_config = _train(
             train_inputs,

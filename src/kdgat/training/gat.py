@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from kdgat.chain import DECISION_THRESHOLD
 from kdgat.curriculum import Curriculum
-from kdgat.distillation import freeze, gat_kd_loss
+from kdgat.distillation import gat_kd_loss
+from kdgat.inference import evaluated, scoring_device
 from kdgat.models import GAT
 from kdgat.runtime import autocast, seed_everything
 from kdgat.tracking import TrackingSettings
@@ -30,6 +31,7 @@ from kdgat.training.settings import SettingsError, StageSettings
 from kdgat.training.stage import (
     StageBase,
     base_metrics,
+    frozen,
     resolve_device,
     run_graph_stage,
     validation_metrics,
@@ -42,8 +44,10 @@ log = logging.getLogger("kdgat.training")
 def difficulty_scores(vgae, graphs, batch_size: int, device) -> np.ndarray:
     """How hard a graph is for the VGAE to reconstruct: its anomaly error, the two-sided standardised sum
     of its feature MSE, CAN-ID cross-entropy and neighbour-ID BCE (kdgat.models.vgae.standardised_error; no
-    loss weights). The original used feature MSE + 0.1·CAN-ID cross-entropy."""
-    return graph_errors(vgae.to(device), graphs, batch_size, device)["anomaly_error"]
+    loss weights). The original used feature MSE + 0.1·CAN-ID cross-entropy. The caller's VGAE stays where it is
+    (``evaluated``: scored itself when on ``device``, else a copy)."""
+    with evaluated(scoring_device(device), vgae) as (scorer,):
+        return graph_errors(scorer, graphs, batch_size, device)["anomaly_error"]
 
 
 class GATStage(StageBase):
@@ -59,7 +63,7 @@ class GATStage(StageBase):
         difficulty=None,
     ):
         super().__init__(model, settings, device)
-        self.teacher = freeze(teacher.to(device)) if teacher is not None else None
+        self.teacher = frozen(teacher, device) if teacher is not None else None
         self.distillation = settings.distillation
         self.batch_size = int(self.training.batch_size)
         self.train_graphs = list(train_graphs)

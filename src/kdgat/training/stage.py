@@ -5,6 +5,8 @@ writing a stage's outputs."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import logging
 import os
 import time
@@ -16,8 +18,10 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from kdgat.distillation import freeze
 from kdgat.files import FileContentError, file_sha256, output_lock, write_json, write_table
 from kdgat.graph_store import graph_vocabulary
+from kdgat.inference import scoring_device
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
 from kdgat.rule_items import RuleItemError
@@ -187,6 +191,19 @@ def gpu_peak_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_reserved(device) / 2**20
 
 
+def frozen(teacher: torch.nn.Module, device) -> torch.nn.Module:
+    """``teacher`` as a stage uses it, for its targets: on ``device``, in eval mode, without gradients
+    (kdgat.distillation.freeze). The model itself when it is so already (the training jobs load their models so),
+    else a copy made so: a caller's model keeps its device, its modules' modes and its gradients."""
+    device = scoring_device(device)
+    ready = (
+        not any(module.training for module in teacher.modules())
+        and not any(parameter.requires_grad for parameter in teacher.parameters())
+        and all(t.device == device for t in itertools.chain(teacher.parameters(), teacher.buffers()))
+    )
+    return teacher if ready else freeze(copy.deepcopy(teacher).to(device))
+
+
 def resolve_device(settings: StageSettings) -> torch.device:
     device = select_device(settings.device)
     log.info("device: %s", device)
@@ -257,7 +274,8 @@ def run_graph_stage(
         # A VGAE or teacher of another preprocess run: its ID indices would mean other IDs, and nothing would fail.
         check_one_preprocess_run({"train": train, "val": val}, given, metadata, train=train)
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
-        loaded = [load_model(path, kind=kind) if path else None for path, kind in models]
+        device = select_device(settings.device)  # loaded there and frozen: the stage uses them as they are
+        loaded = [freeze(load_model(path, device, kind=kind)) if path else None for path, kind in models]
         if Path(val).is_file() and Path(train).is_file() and file_sha256(val) == file_sha256(train):
             # early stopping (and the VGAE's anomaly threshold) on the training graphs: a wrong model, exit 0
             raise FileContentError(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
-from kdgat.distillation import LatentProjection, freeze, vgae_kd_loss
+from kdgat.distillation import LatentProjection, vgae_kd_loss
 from kdgat.evaluation.thresholds import youden_best_index
 from kdgat.models import VGAE
 from kdgat.models.vgae import ERROR_TERMS, error_statistics, standardised_error, vgae_loss
@@ -34,6 +34,7 @@ from kdgat.training.stage import (
     StageBase,
     auc_or_nan,
     base_metrics,
+    frozen,
     resolve_device,
     run_graph_stage,
     validation_metrics,
@@ -77,7 +78,7 @@ def fit_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
 
 class VGAEStage(StageBase):
     def __init__(self, model, train_graphs, val_graphs, settings, device, teacher=None):
-        self.teacher = freeze(teacher.to(device)) if teacher is not None else None
+        self.teacher = frozen(teacher, device) if teacher is not None else None
         self.projection = None
         if self.teacher is not None:
             self.projection = LatentProjection(model.latent_dim, self.teacher.latent_dim).to(device)
