@@ -483,3 +483,46 @@ def test_a_negative_can_id_index_is_refused_naming_it_before_any_model_is_touche
         "elsewhere/test.pt: a graph holds the negative CAN-ID index -2: node feature 0 is an index into the CAN-ID "
         "vocabulary, 0 to 19; these are no graphs of the preprocess step"
     )
+
+
+@pytest.mark.parametrize(("fit_count", "stop_count"), [(1, None), (6, 3)])
+def test_dqn_graphs_too_few_to_hold_out_or_cross_fit_are_refused_naming_the_files_before_scoring(
+    chain, tmp_path, fit_count, stop_count
+):
+    """One fit graph without a stop file, or fewer fit + stop graphs than two per fold of kd_gat.dqn.keep_folds,
+    was a plain ValueError from kdgat.training.held_out (the folds' only after the agent had trained): a traceback
+    in the train_dqn wrapper's log, naming no file."""
+    from kdgat.logs import failure_logged
+    from wrapper_rules import InputError, InputRefused
+
+    root, outputs = chain
+    fit = tmp_path / "fit.pt"
+    save_graphs(toy_graphs(fit_count, num_ids=20, seed=7), fit)
+    stop = None
+    if stop_count:
+        stop = tmp_path / "stop.pt"
+        save_graphs(toy_graphs(stop_count, num_ids=20, seed=8), stop)
+    with pytest.raises(InputRefused) as ended, failure_logged("train_dqn"):
+        dqn.run(
+            fit=fit,
+            stop=stop,
+            metadata=root / "graphs" / "metadata.json",
+            settings=stage_settings("teacher", "dqn"),
+            outputs={name: tmp_path / f"{name}.out" for name in ("model", "metrics", "history")},
+            vgae=outputs("teacher", "vgae")["model"],
+            gat=outputs("teacher", "gat")["model"],
+        )
+    assert isinstance(ended.value.error, InputError)
+    if stop is None:
+        assert str(ended.value) == (
+            f"{fit}: 1 graph: the DQN stops early on blocks held out of its fit graphs (no stop graphs given, "
+            "kd_gat.dqn.stop_split) and needs at least 2"
+        )
+    else:
+        assert str(ended.value) == (
+            f"kd_gat.dqn.keep_folds: 5 folds of the fit + stop graphs need at least 10 graphs; {fit} and {stop} "
+            "hold 9: lower keep_folds (0: no cross-fitting) or give more graphs"
+        )
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        ["fit.pt"] + (["stop.pt"] if stop else [])
+    )

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from kdgat.distillation import freeze, q_value_kd_loss
+from kdgat.files import FileContentError
 from kdgat.graph_store import graph_vocabulary
 from kdgat.inference import fusion_inputs
 from kdgat.model_store import load_model
@@ -55,7 +56,7 @@ from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better,
 from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit, refuse_checkpoint_over_files
 from kdgat.training.replay import ReplayBuffer
-from kdgat.training.settings import StageSettings
+from kdgat.training.settings import SettingsError, StageSettings
 from kdgat.training.stage import (
     StageBase,
     base_metrics,
@@ -380,6 +381,23 @@ def train(
 _train = train  # run() has a keyword argument named `train` (the train.pt file)
 
 
+def check_graph_counts(settings: StageSettings, fit, fit_count: int, stop, stop_graphs) -> None:
+    """Refuse, naming the files, before any model scores them: fit graphs too few to hold early-stopping blocks
+    out of (no stop file), or fit + stop graphs too few for kd_gat.dqn.keep_folds folds of at least 2 graphs."""
+    if stop_graphs is None and fit_count < 2:
+        raise FileContentError(
+            f"{fit}: {fit_count} graph: the DQN stops early on blocks held out of its fit graphs (no stop graphs "
+            "given, kd_gat.dqn.stop_split) and needs at least 2"
+        )
+    folds, pooled = int(settings.dqn.keep_folds), fit_count + len(stop_graphs or ())
+    if folds and pooled < 2 * folds:
+        given = f"{fit} and {stop} hold" if stop_graphs is not None else f"{fit} holds"
+        raise SettingsError(
+            f"kd_gat.dqn.keep_folds: {folds} folds of the fit + stop graphs need at least {2 * folds} graphs; "
+            f"{given} {pooled}: lower keep_folds (0: no cross-fitting) or give more graphs"
+        )
+
+
 def run(
     *,
     fit: str | os.PathLike,
@@ -425,6 +443,7 @@ def run(
         def inputs_of(vgae: str | os.PathLike, gat: str | os.PathLike) -> tuple[dict, dict]:
             # Loaded on the job's device: fusion_inputs would score a copy of a model that is elsewhere.
             models = load_model(vgae, device, kind="vgae"), load_model(gat, device, kind="gat")
+            check_graph_counts(settings, fit, len(fit_graphs), stop, stop_graphs)  # before any scoring
             fit_inputs = fusion_inputs(*models, fit_graphs, INFERENCE_BATCH_SIZE, device, source=str(fit))
             if stop_graphs is not None:
                 stop_inputs = fusion_inputs(

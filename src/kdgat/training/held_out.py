@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 import torch
 
+from kdgat.files import FileContentError
+from kdgat.training.settings import SettingsError
+
 # The fit file is cut into this many contiguous blocks of graphs; early_stop_share of them (evenly spaced) are
 # held out for early stopping.
 HOLDOUT_BLOCKS = 20
@@ -17,9 +20,11 @@ HOLDOUT_BLOCKS = 20
 def early_stop_rows(count: int, share: float) -> torch.Tensor:
     """Boolean mask over `count` graphs in file order: True for the graphs of the early-stopping blocks."""
     if not 0 < share < 1:
-        raise ValueError(f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {share}")
+        raise SettingsError(f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {share}")
     if count < 2:
-        raise ValueError(f"the DQN's fit graphs must hold at least 2 graphs to hold some out, got {count}")
+        raise FileContentError(
+            f"the DQN's fit graphs must hold at least 2 graphs to hold some out, got {count}"
+        )
     blocks = min(HOLDOUT_BLOCKS, count)
     block_of = torch.arange(count) * blocks // count
     # Block b is held out when the running count floor((b + 1)·share) steps up at it: evenly spaced blocks.
@@ -47,7 +52,7 @@ def take(inputs: dict, rows: torch.Tensor) -> dict:
 def contiguous_folds(count: int, folds: int) -> torch.Tensor:
     """Fold index of each of ``count`` graphs in file order: ``folds`` contiguous runs of (nearly) equal length."""
     if count < 2 * folds:
-        raise ValueError(
+        raise SettingsError(
             f"kd_gat.dqn.keep_folds: {folds} folds need at least {2 * folds} graphs, got {count}"
         )
     return torch.arange(count) * folds // count
