@@ -1556,3 +1556,32 @@ def test_training_leaves_the_callers_teachers_and_curriculum_vgae_as_they_came(g
     device = torch.device("cpu")
     job_teacher = training_stage.frozen(copy.deepcopy(teachers["gat"]), device)  # as run() loads it
     assert training_stage.frozen(job_teacher, device) is job_teacher
+
+
+def test_training_graphs_without_a_normal_one_and_a_diverged_curriculum_vgae_are_input_errors(
+    graphs, trained_vgae
+):
+    """Both were plain ValueErrors (a traceback in the train_vgae and train_gat wrappers' logs): training graphs
+    holding attacks only (the VGAE learns normal traffic), and a VGAE whose difficulty is not finite for the GAT
+    curriculum, refused only at the first epoch, naming no input. Now typed, naming the input, before any epoch."""
+    from wrapper_rules import InputError
+
+    train, val = graphs
+    attacks = [graph for graph in train if int(graph.y.view(-1)[0]) == 1]
+    with pytest.raises(FileContentError) as error:
+        vgae_training.train(attacks, val, NUM_IDS, settings("vgae", vgae_loss=LOSS))
+    assert str(error.value) == (
+        "the training graphs (the train input, train.pt) hold no normal (y = 0) graph: the VGAE learns what normal "
+        "traffic looks like; give training captures with attack-free windows"
+    )
+    diverged = copy.deepcopy(trained_vgae)
+    with torch.no_grad():
+        diverged.mean_head.weight.fill_(float("nan"))
+    with pytest.raises(FileContentError) as error:
+        gat_training.train(train, val, NUM_IDS, settings("gat", curriculum=CURRICULUM), vgae=diverged)
+    normals = sum(int(graph.y.view(-1)[0]) == 0 for graph in train)
+    assert isinstance(error.value, InputError) and str(error.value) == (
+        "the VGAE (the vgae input, which draws the curriculum: kd_gat.curriculum) gives "
+        f"{normals} of {normals} normal training graphs a difficulty (anomaly error) that is not finite: its "
+        "model.pt is a diverged run; train the VGAE again"
+    )

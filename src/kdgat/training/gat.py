@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from kdgat.chain import DECISION_THRESHOLD
 from kdgat.curriculum import Curriculum
 from kdgat.distillation import gat_kd_loss
+from kdgat.files import FileContentError
 from kdgat.inference import evaluated, scoring_device
 from kdgat.models import GAT
 from kdgat.runtime import autocast, seed_everything
@@ -167,6 +168,15 @@ def train(
             epochs=int(settings.training.epochs), seed=int(settings.seed), **settings.curriculum.schedule()
         )
         difficulty = difficulty_scores(vgae, train_graphs, int(settings.training.batch_size), device)
+        normal = difficulty[labels_of(train_graphs) == 0]
+        if not np.isfinite(
+            normal
+        ).all():  # Curriculum.draw's refusal would come at the first epoch, naming no input
+            raise FileContentError(
+                f"the VGAE (the vgae input, which draws the curriculum: kd_gat.curriculum) gives "
+                f"{int((~np.isfinite(normal)).sum())} of {len(normal)} normal training graphs a difficulty (anomaly "
+                "error) that is not finite: its model.pt is a diverged run; train the VGAE again"
+            )
     stage = GATStage(model, train_graphs, val_graphs, settings, device, teacher, curriculum, difficulty)
     loop = LoopSettings(
         epochs=int(settings.training.epochs),

@@ -23,6 +23,7 @@ from sklearn.metrics import roc_curve
 
 from kdgat.distillation import LatentProjection, vgae_kd_loss
 from kdgat.evaluation.thresholds import youden_best_index
+from kdgat.files import FileContentError
 from kdgat.models import VGAE
 from kdgat.models.vgae import ERROR_TERMS, error_statistics, standardised_error, vgae_loss
 from kdgat.runtime import autocast, seed_everything
@@ -89,7 +90,10 @@ class VGAEStage(StageBase):
         self.batch_size = int(self.training.batch_size)
         self.train_graphs = [g for g in train_graphs if int(g.y.view(-1)[0]) == 0]
         if not self.train_graphs:
-            raise ValueError("VGAE training needs normal (y = 0) training graphs; the train split has none")
+            raise FileContentError(
+                "the training graphs (the train input, train.pt) hold no normal (y = 0) graph: the VGAE learns "
+                "what normal traffic looks like; give training captures with attack-free windows"
+            )
         self.val_graphs = list(val_graphs)
         self.val_normal = [g for g in self.val_graphs if int(g.y.view(-1)[0]) == 0] or self.val_graphs
         self.val_labels = labels_of(self.val_graphs)
