@@ -18,6 +18,7 @@ from snakemake_executor_plugin_kubernetes_kueue.checks import (
     check_local_queue_active,
     check_name,
     check_storage_account,
+    check_storage_container,
     check_workload_identity_annotations,
     parse_env,
 )
@@ -45,6 +46,59 @@ def test_valid_names_pass(value):
 def test_bad_names_stop_with_the_setting_and_the_fix(value):
     with pytest.raises(SettingError, match=r"^kubernetes-kueue-queue-name.*: set it in config"):
         check_name(value, "kubernetes-kueue-queue-name", "Kueue LocalQueue", "set it in config")
+
+
+# What Kubernetes accepts for each kind of name (apimachinery validation; Kueue's webhook for the queue label), and
+# what it refuses: a namespace is a DNS-1123 label, a ServiceAccount a DNS-1123 subdomain (dots, up to 253), a
+# LocalQueue a DNS-1123 subdomain that is also a label value (up to 63).
+NAME_CASES = {
+    "namespace": (["snakemake", "team-1", "n" * 63], ["team.one", "n" * 64, "Team", "-ns", "ns-", "ns\n"]),
+    "Kueue LocalQueue": (
+        ["jobs", "team.gpu-queue", "q" * 63],
+        ["q" * 64, "Bad_Queue", "queue.", ".queue", "a..b", "a.-b", "queue\n"],
+    ),
+    "ServiceAccount": (
+        ["snakemake", "snakemake.workload-identity", "a." * 126 + "a"],
+        ["a." * 126 + "ab", "Snakemake", "sa_name", "sa.", "sa\n"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "what, value, valid",
+    [
+        pytest.param(what, value, valid, id=f"{what}-{len(value)}-{value[:20]!r}")
+        for what, (good, bad) in NAME_CASES.items()
+        for values, valid in ((good, True), (bad, False))
+        for value in values
+    ],
+)
+def test_each_kind_of_name_follows_the_rule_kubernetes_enforces_for_it(what, value, valid):
+    """A ServiceAccount named with dots (a DNS subdomain, as Kubernetes allows) was refused as if it had to be a
+    DNS label; a name with a trailing newline passed. Each name is held to its own kind's rule, whole."""
+    if valid:
+        assert check_name(value, "setting", what, "fix") == value
+        return
+    with pytest.raises(SettingError) as refused:
+        check_name(value, "setting", what, "fix")
+    longest = 253 if what == "ServiceAccount" else 63
+    assert str(refused.value).startswith(f"setting: {value!r} is not a valid {what} name (")
+    assert f"at most {longest} characters): fix" in str(refused.value)
+
+
+def test_env_secret_and_azure_names_are_matched_whole():
+    """Environment variable names follow the API server's rule (IsEnvVarName: dots and dashes are allowed), and
+    no name passes with a trailing newline."""
+    assert parse_env(["dask.config=1", "MY-VAR=x", "_X=y"]) == {"dask.config": "1", "MY-VAR": "x", "_X": "y"}
+    for bad in ("1ABC=x", "A B=x", "A\n=x", "=x"):
+        with pytest.raises(SettingError, match="kubernetes-kueue-env"):
+            parse_env([bad])
+    with pytest.raises(SettingError, match="kubernetes-kueue-secret-volumes"):
+        SecretVolume.parse("dask-tls\n:/etc/dask-tls")
+    with pytest.raises(SettingError, match="SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME"):
+        check_storage_account("devstoreaccount1\n")
+    with pytest.raises(SettingError, match="default-storage-prefix"):
+        check_storage_container("az://kd-gat\n/run1")
 
 
 def test_storage_account_names_follow_azures_rule():

@@ -11,16 +11,31 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Kubernetes object names of namespaces, LocalQueues and ServiceAccounts are DNS-1123 labels/subdomains; the
-# queue name is also a label value (kueue.x-k8s.io/queue-name), which caps it at 63 characters.
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# apimachinery's pkg/util/validation (IsDNS1123Label, IsDNS1123Subdomain, IsEnvVarName). Every pattern here is
+# matched against the whole value (fullmatch: "$" would let a trailing newline through).
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_TEXT = "lowercase letters, digits and '-', starting and ending with a letter or digit"
+_SUBDOMAIN_TEXT = (
+    "lowercase letters, digits, '-' and '.', each part between dots starting and ending alphanumeric"
+)
+# The rule of each kind of name check_name is given, as Kubernetes and Kueue enforce it: (pattern, longest, words).
+# A namespace is a DNS-1123 label (ValidateNamespaceName); a ServiceAccount a DNS-1123 subdomain
+# (ValidateServiceAccountName); a LocalQueue, a custom resource, a DNS-1123 subdomain, which Kueue's Job webhook
+# also requires of the label kueue.x-k8s.io/queue-name (jobframework.ValidateQueueName), whose value the API
+# server caps at 63 characters as every label value.
+NAME_RULES = {
+    "namespace": (DNS_LABEL, 63, _LABEL_TEXT),
+    "Kueue LocalQueue": (DNS_SUBDOMAIN, 63, _SUBDOMAIN_TEXT),
+    "ServiceAccount": (DNS_SUBDOMAIN, 253, _SUBDOMAIN_TEXT),
+}
 # Azure: storage account names are 3-24 characters, lowercase letters and digits only.
-STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+STORAGE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 # Azure: blob container names are 3-63 characters, lowercase letters, digits and single hyphens, starting and
 # ending with a letter or digit ("Naming and Referencing Containers, Blobs, and Metadata").
-STORAGE_CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+STORAGE_CONTAINER = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*")
+# The container's environment variable names the API server accepts (IsEnvVarName; a name need not suit a shell).
+ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 WORKLOAD_IDENTITY_CLIENT_ID = "azure.workload.identity/client-id"
 # The placeholder client id in profiles/k8s/serviceaccount.yaml: never a real identity.
 PLACEHOLDER_CLIENT_ID = "00000000-0000-0000-0000-000000000000"
@@ -44,7 +59,7 @@ class SecretVolume:
     @classmethod
     def parse(cls, text: str) -> SecretVolume:
         secret, _, path = text.partition(":")
-        if not DNS_SUBDOMAIN.match(secret) or len(secret) > 253 or not path.startswith("/"):
+        if not DNS_SUBDOMAIN.fullmatch(secret) or len(secret) > 253 or not path.startswith("/"):
             raise SettingError(
                 f"kubernetes-kueue-secret-volumes: {text!r} is not <secret-name>:<absolute mount path> "
                 "(for example dask-tls:/etc/dask-tls)"
@@ -60,7 +75,7 @@ def parse_env(items: list[str]) -> dict[str, str]:
     parsed = {}
     for item in items:
         name, equals, value = item.partition("=")
-        if not equals or not ENV_NAME.match(name):
+        if not equals or not ENV_NAME.fullmatch(name):
             raise SettingError(
                 f"kubernetes-kueue-env: {item!r} is not NAME=VALUE; secrets never go here "
                 "(they would be readable in the Job spec): use envvars or workload identity"
@@ -70,13 +85,14 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 def check_name(value: str | None, setting: str, what: str, fix: str) -> str:
-    """A namespace, LocalQueue or ServiceAccount name; a missing or malformed one stops the run."""
+    """A name of ``what`` (a key of NAME_RULES: namespace, LocalQueue, ServiceAccount); a missing or malformed
+    one stops the run."""
     if not value:
         raise SettingError(f"{setting} is not set: {fix}")
-    if len(value) > 63 or not DNS_LABEL.match(value):
+    pattern, longest, words = NAME_RULES[what]
+    if len(value) > longest or not pattern.fullmatch(value):
         raise SettingError(
-            f"{setting}: {value!r} is not a valid {what} name (lowercase letters, digits and '-', "
-            f"at most 63 characters, starting and ending with a letter or digit): {fix}"
+            f"{setting}: {value!r} is not a valid {what} name ({words}, at most {longest} characters): {fix}"
         )
     return value
 
@@ -90,7 +106,7 @@ def check_storage_account(value: str | None) -> str:
             "default-storage-prefix (Snakemake forwards either one to the jobs as "
             "SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME)"
         )
-    if not STORAGE_ACCOUNT.match(value):
+    if not STORAGE_ACCOUNT.fullmatch(value):
         raise SettingError(
             f"SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME: {value!r} is not an Azure storage account name "
             "(3-24 lowercase letters and digits; the name, not the URL): "
@@ -105,7 +121,7 @@ def check_storage_container(prefix: str | None) -> str | None:
     if not prefix or not prefix.startswith("az://"):
         return None  # Snakemake itself refuses a prefix without the az:// scheme
     container = prefix.removeprefix("az://").split("/", 1)[0]
-    if not STORAGE_CONTAINER.match(container):
+    if not STORAGE_CONTAINER.fullmatch(container):
         raise SettingError(
             f"default-storage-prefix {prefix!r}: {container!r} is not an Azure blob container name (3-63 "
             "lowercase letters, digits and single hyphens, starting and ending with a letter or digit), "
