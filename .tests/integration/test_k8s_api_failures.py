@@ -781,3 +781,59 @@ def test_a_job_whose_image_cannot_be_pulled_is_reported_then_failed_and_deleted(
     assert "could not start for 0.0 min" in message and "registry/image:cpu" in message
     assert "the Job was deleted" in message and cluster.jobs["unpullable"].deleted
     assert default == 600  # the README's "10 minutes"
+
+
+def submit_with_secret_env(executor, name: str, secret: str) -> SubmittedJobInfo:
+    """A Job whose environment comes from a Secret, as the kubernetes executor's every Job reads the run's."""
+    body = job_body(name, 'test "$TOKEN" = s3cret')
+    reference = kubernetes.client.V1SecretKeySelector(name=secret, key="token")
+    body.spec.template.spec.containers[0].env = [
+        kubernetes.client.V1EnvVar(
+            name="TOKEN", value_from=kubernetes.client.V1EnvVarSource(secret_key_ref=reference)
+        )
+    ]
+    executor._kubernetes_retry(lambda: executor.batchapi.create_namespaced_job(NAMESPACE, body))
+    return SubmittedJobInfo(job=executor.recorder.job(name), external_jobid=name)
+
+
+def test_a_job_whose_secret_is_missing_is_reported_then_failed_and_deleted(cluster, executor, monkeypatch):
+    """A Secret the pod's environment names is missing: the kubelet keeps the container waiting
+    (CreateContainerConfigError) and the Job active, as the stand-in now does instead of failing the Job at once.
+    The first status check that sees it says so once, with the kubelet's message; after CONTAINER_START_GIVE_UP_S
+    the job fails and its Job is deleted, so that its Kueue quota is freed."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0)
+    job = submit_with_secret_env(executor, "secretless", "snakemake-run")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job] and executor.recorder.failed == []
+    warnings = [message for message in executor.recorder.messages("warning") if "cannot start" in message]
+    assert len(warnings) == 1, warnings  # once, not at every status check
+    assert warnings[0].startswith(f"kubernetes-kueue: the container of Job {NAMESPACE}/secretless (pod ")
+    assert '(CreateContainerConfigError: secret "snakemake-run" not found)' in warnings[0]
+    assert f"a Secret or key the pod needs is missing: kubectl -n {NAMESPACE} describe pod " in warnings[0]
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == ["secretless"] and executor.recorder.finished == []
+    message = executor.recorder.job_errors["secretless"]
+    assert message.startswith(f"kubernetes-kueue: the container of Job {NAMESPACE}/secretless (pod ")
+    assert "could not start for" in message and 'secret "snakemake-run" not found' in message
+    assert "the Job was deleted" in message and cluster.jobs["secretless"].deleted
+
+
+def test_a_job_whose_secret_appears_before_the_give_up_runs(cluster, executor, monkeypatch):
+    """The kubelet tries again: a Secret created while the container waits (applied late) lets it start, and the
+    job finishes without a failure; only the one warning was logged."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    job = submit_with_secret_env(executor, "late-secret", "applied-late")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job]
+    cluster.add_objects(
+        [{"kind": "Secret", "metadata": {"name": "applied-late"}, "data": {"token": "czNjcmV0"}}]
+    )
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["late-secret"] and executor.recorder.failed == []
+    assert (
+        len([message for message in executor.recorder.messages("warning") if "cannot start" in message]) == 1
+    )

@@ -211,3 +211,37 @@ def test_the_executor_refuses_a_local_queue_that_kueue_reports_inactive(standin,
     fix = "apply profiles/k8s/kueue/resourceflavors.yaml" if queue == "orphan" else "kubectl get clusterqueue"
     assert fix in message and "or set kubernetes-kueue-queue-name in profiles/k8s/config.yaml" in message
     assert api.submitted == []
+
+
+def test_a_container_whose_secret_is_missing_waits_as_the_kubelet_keeps_it_and_starts_once_it_exists(standin):
+    """The kubelet does not fail a pod whose environment names a missing Secret (or key): the container waits
+    with reason CreateContainerConfigError and the kubelet's message, the pod stays Pending and the Job active,
+    and the container starts at a later try once the Secret is there."""
+    api, batch, core = standin
+    for name, key in (("no-secret", "token"), ("no-key", "other")):
+        manifest = job(name, 'test "$TOKEN" = s3cret')
+        reference = {"name": "run-secret" if name == "no-key" else "absent", "key": key}
+        manifest["spec"]["template"]["spec"]["containers"][0]["env"] = [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": reference}}
+        ]
+        batch.create_namespaced_job(NAMESPACE, manifest)
+    api.add_objects([{"kind": "Secret", "metadata": {"name": "run-secret"}, "data": {"token": "czNjcmV0"}}])
+    wait_for(lambda: all(pods(core, name) for name in ("no-secret", "no-key")))
+    time.sleep(1)  # several of the kubelet's tries
+    expected = {
+        "no-secret": 'secret "absent" not found',
+        "no-key": f"couldn't find key other in Secret {NAMESPACE}/run-secret",
+    }
+    for name, message in expected.items():
+        (pod,) = pods(core, name)
+        (container,) = pod.status.container_statuses
+        assert pod.status.phase == "Pending" and container.state.waiting is not None, name
+        assert (container.state.waiting.reason, container.state.waiting.message) == (
+            "CreateContainerConfigError",
+            message,
+        )
+        status = batch.read_namespaced_job_status(name, NAMESPACE).status
+        assert (status.active, status.failed, status.conditions) == (1, None, None), name
+    api.add_objects([{"kind": "Secret", "metadata": {"name": "absent"}, "data": {"token": "czNjcmV0"}}])
+    wait_for(lambda: batch.read_namespaced_job_status("no-secret", NAMESPACE).status.succeeded)
+    assert batch.read_namespaced_job_status("no-key", NAMESPACE).status.active == 1

@@ -35,6 +35,10 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
 * an image listed in ``unpullable_images`` (a wrong tag, a registry the cluster may not pull from) is never
   pulled: the pod stays ``Pending`` with its container waiting, reason ``ErrImagePull`` then
   ``ImagePullBackOff`` as the kubelet retries, and its Job stays active (holding its Kueue quota) for ever;
+* a container whose environment names a missing Secret, or a missing key of one, is not created: it waits with
+  reason ``CreateContainerConfigError`` and the kubelet's message (``secret "x" not found``, ``couldn't find key
+  k in Secret <namespace>/x``), its pod ``Pending`` and its Job active, and starts once the Secret exists, as the
+  kubelet tries again; a missing Secret volume that is not ``optional`` leaves it waiting ``ContainerCreating``;
 * a deleted Job or pod answers 404 from then on; a running pod deleted through the API is killed, and its Job
   (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server does
   (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403), with apimachinery's
@@ -130,10 +134,21 @@ class Pod:
     exited_at: float = 0.0  # time.monotonic() when its process was first seen ended
     process_started: float = field(default_factory=time.monotonic)
     unpulled_image: str = ""  # the image the kubelet cannot pull: the container never starts
+    # (reason, message) of the container's waiting state while the kubelet cannot create it (a missing Secret:
+    # CreateContainerConfigError; a missing Secret volume: ContainerCreating); it tries again until it can.
+    waiting: tuple[str, str] = ("", "")
 
     def exit_code(self) -> int | None:
         code = self.process.poll()
         return None if code is None else (128 - code if code < 0 else code)
+
+
+class ContainerWaits(Exception):
+    """The kubelet cannot create the container yet: its waiting state's reason and message. It tries again."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
 
 
 @dataclass
@@ -390,6 +405,7 @@ class ApiStandIn:
         while not self._stopping.wait(0.2):
             with self._lock:
                 self._stop_deleted_pods()
+                self._retry_waiting_containers()
                 for name, record in sorted(self.jobs.items(), key=lambda item: item[1].created):
                     if record.admitted or record.deleted or not self.admissible(record):
                         continue
@@ -402,7 +418,7 @@ class ApiStandIn:
                         break
                     try:
                         self._start_pod(name, record)
-                    except (KeyError, OSError) as error:  # a pod that cannot start fails its Job
+                    except OSError as error:  # a command that cannot run fails its Job
                         record.admitted, record.start_error = True, str(error)
                 self.max_seen_running = max(self.max_seen_running, self.running())
 
@@ -437,9 +453,8 @@ class ApiStandIn:
             if secret is None and volume["secret"].get("optional"):
                 continue
             if secret is None:
-                raise KeyError(
-                    f"secret {volume['secret']['secretName']} of volume {mount['name']} is missing"
-                )
+                # The kubelet cannot mount the volume (a FailedMount event): the container is not created.
+                raise ContainerWaits("ContainerCreating", "")
             target = workdir.parent / f"{workdir.name}-mounts" / mount["mountPath"].lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
             for key, value in (secret.get("data") or {}).items():
@@ -458,9 +473,13 @@ class ApiStandIn:
                 continue
             reference = variable["valueFrom"]["secretKeyRef"]
             secret = self.secrets.get(reference["name"])
-            if secret is None or reference["key"] not in (secret.get("data") or {}):
-                raise KeyError(
-                    f"secret {reference['name']}/{reference['key']} referenced by the pod is missing"
+            # The kubelet's makeEnvironmentVariables: the container waits, its Job stays active.
+            if secret is None:
+                raise ContainerWaits("CreateContainerConfigError", f'secret "{reference["name"]}" not found')
+            if reference["key"] not in (secret.get("data") or {}):
+                raise ContainerWaits(
+                    "CreateContainerConfigError",
+                    f"couldn't find key {reference['key']} in Secret {record.namespace}/{reference['name']}",
                 )
             env[variable["name"]] = base64.b64decode(secret["data"][reference["key"]]).decode()
         env.update(self._workload_identity_env(template, record.namespace, workdir))
@@ -470,24 +489,20 @@ class ApiStandIn:
         container = record.manifest["spec"]["template"]["spec"]["containers"][0]
         workdir = self.pods_root / f"{name}-{random_names.token_hex(3)}"
         workdir.mkdir(parents=True)
-        env = self._pod_environment(record, workdir)
-        log = open(workdir / "pod.log", "wb")  # noqa: SIM115 - the child process owns it
+        try:
+            env, waiting = self._pod_environment(record, workdir), ("", "")
+        except ContainerWaits as waits:
+            env, waiting = {"PATH": self.pod_path}, (waits.reason, waits.message)
         unpulled = container["image"] if container["image"] in self.unpullable_images else ""
-        # An image that cannot be pulled: a process that only waits stands for the pod that never starts.
-        command = (
-            ["sleep", "86400"] if unpulled else [*container.get("command", []), *container.get("args", [])]
-        )
-        process = subprocess.Popen(
-            command,
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        # An image that cannot be pulled, a container not created: a process that only waits stands for it.
+        process = _popen(["sleep", "86400"] if unpulled or waiting[0] else _command(container), workdir, env)
         record.pod = Pod(
-            name=workdir.name, job=name, workdir=workdir, process=process, unpulled_image=unpulled
+            name=workdir.name,
+            job=name,
+            workdir=workdir,
+            process=process,
+            unpulled_image=unpulled,
+            waiting=waiting,
         )
         record.admitted = True
         # Kubernetes' Job controller (syncJob) sets startTime to the time of every resume, not only the first.
@@ -496,6 +511,25 @@ class ApiStandIn:
             record.resumed = _now()  # readmitted after an eviction: the Job controller resumes it
         record.manifest["spec"]["suspend"] = False
         self._reserve_quota(record)
+
+    def _retry_waiting_containers(self) -> None:
+        """The kubelet's next try at a container it could not create: it starts once its Secret exists."""
+        for record in self.jobs.values():
+            pod = record.pod
+            if record.deleted or pod is None or not pod.waiting[0] or pod.exit_code() is not None:
+                continue
+            try:
+                env = self._pod_environment(record, pod.workdir)
+            except ContainerWaits as waits:
+                pod.waiting = (waits.reason, waits.message)
+                continue
+            pod.waiting = ("", "")
+            if pod.unpulled_image:
+                continue  # now it waits for its image only
+            os.killpg(pod.process.pid, signal.SIGKILL)
+            pod.process.wait()
+            container = record.manifest["spec"]["template"]["spec"]["containers"][0]
+            pod.process, pod.process_started = _popen(_command(container), pod.workdir, env), time.monotonic()
 
     def _kill(self, pod: Pod, reason: str) -> None:
         pod.ended_by = reason
@@ -670,7 +704,8 @@ class ApiStandIn:
             if record.stopping:
                 status.update(terminating=len(record.stopping), ready=0)
         elif code is None:
-            status = {"active": 1, "conditions": resumed}
+            # The API omits an empty list.
+            status = {"active": 1, **({"conditions": resumed} if resumed else {})}
             if record.stopping:
                 status["terminating"] = len(record.stopping)
         else:
@@ -735,6 +770,18 @@ class ApiStandIn:
             }
 
 
+def _command(container: dict) -> list[str]:
+    return [*container.get("command", []), *container.get("args", [])]
+
+
+def _popen(command: list[str], workdir: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The container's process, its output appended to the pod's log."""
+    with open(workdir / "pod.log", "ab") as log:
+        return subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 def _translate(value: str, mounts: dict[str, Path]) -> str:
     for mount_path, target in mounts.items():
         if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
@@ -772,9 +819,19 @@ def _set_condition(
     previous.update(status=status, reason=reason, message=message)
 
 
+def _waiting(pod: Pod, base: dict, reason: str, message: str = "") -> dict:
+    """A Pending pod whose container the kubelet has not started, and why."""
+    waiting = {"reason": reason, **({"message": message} if message else {})}
+    state = {**base, "ready": False, "started": False, "state": {"waiting": waiting}}
+    return {"phase": "Pending", "startTime": pod.started, "containerStatuses": [state]}
+
+
 def _pod_status(pod: Pod, container: dict) -> dict:
     code = pod.exit_code()
     base = {"name": container["name"], "image": container["image"], "imageID": "", "restartCount": 0}
+    # The kubelet mounts the volumes, pulls the image, then makes the container's configuration.
+    if code is None and pod.waiting[0] == "ContainerCreating":
+        return _waiting(pod, base, "ContainerCreating")
     if code is None and pod.unpulled_image:
         # The kubelet alternates ErrImagePull (a try) and ImagePullBackOff (waiting for the next one).
         tries = int(time.monotonic() - pod.process_started)
@@ -783,13 +840,9 @@ def _pod_status(pod: Pod, container: dict) -> dict:
             if tries % 2 == 0
             else ("ImagePullBackOff", f'Back-off pulling image "{pod.unpulled_image}"')
         )  # fmt: skip
-        waiting = {
-            **base,
-            "ready": False,
-            "started": False,
-            "state": {"waiting": {"reason": reason, "message": message}},
-        }
-        return {"phase": "Pending", "startTime": pod.started, "containerStatuses": [waiting]}
+        return _waiting(pod, base, reason, message)
+    if code is None and pod.waiting[0]:
+        return _waiting(pod, base, *pod.waiting)
     if code is None:
         return {
             "phase": "Running",
@@ -1039,9 +1092,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise KeyError(pod_name)
         except KeyError:
             return self._send(404, _status(404, f'pods "{pod_name}" not found', "NotFound"))
-        if pod.unpulled_image and pod.exit_code() is None:
+        if (pod.unpulled_image or pod.waiting[0]) and pod.exit_code() is None:
             container = query.get("container", ["snakemake"])[0]
-            message = f'container "{container}" in pod "{pod_name}" is waiting to start: trying and failing to pull image'
+            why = (
+                "trying and failing to pull image"
+                if pod.unpulled_image and pod.waiting[0] != "ContainerCreating"
+                else pod.waiting[0]
+            )
+            message = f'container "{container}" in pod "{pod_name}" is waiting to start: {why}'
             return self._send(400, _status(400, message, "BadRequest"))
         if query.get("previous", ["false"])[0].lower() == "true":
             # restartPolicy: Never, so restartCount is always 0: there is no previous container.
