@@ -837,3 +837,79 @@ def test_a_job_whose_secret_appears_before_the_give_up_runs(cluster, executor, m
     assert (
         len([message for message in executor.recorder.messages("warning") if "cannot start" in message]) == 1
     )
+
+
+def unschedulable_warnings(executor) -> list[str]:
+    return [w for w in executor.recorder.messages("warning") if "no node can hold its pod" in w]
+
+
+def test_a_pod_no_node_can_hold_is_reported_once_and_again_when_the_schedulers_message_changes(
+    cluster, executor, monkeypatch
+):
+    """Kueue admits the Job (its quota has room) but no node has the memory its pod asks: the pod stays
+    unscheduled, which the kubernetes executor waits on without a word. After UNSCHEDULABLE_REPORT_S the
+    executor says so once, naming the Job, the pod, the scheduler's message and what the pod asks; again only
+    when the message changes; and the job runs once a node fits (an autoscaler may add one), without failing."""
+    from snakemake_executor_plugin_kubernetes_kueue import pending
+
+    assert pending.UNSCHEDULABLE_REPORT_S == 120  # the README's "2 minutes"
+    monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.5)
+    cluster.node_allocatable = {"cpu": "16", "memory": "32M"}  # the Job asks 64M
+    job = submit(executor, "too-big", "true")
+    active = check_for(executor, [job], 0.3)
+    assert unschedulable_warnings(executor) == []  # not at once: an autoscaler may still add a node
+    active = check_for(executor, active, 1.5)
+    (warning,) = unschedulable_warnings(executor)
+    pod = cluster.jobs["too-big"].pod.name
+    message = (
+        "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption "
+        "victims found for incoming pod."
+    )
+    assert warning.startswith(
+        f"kubernetes-kueue: Kueue admitted Job {NAMESPACE}/too-big, but no node can hold its pod {pod} "
+        "(unschedulable for 0."
+    )
+    assert f"it asks cpu=100m, memory=64M): the scheduler says {message!r}" in warning
+    assert "kubernetes-kueue-unschedulable-timeout" in warning and "it waits for a node" in warning
+    cluster.nodes = 4  # a node alike was added: the scheduler's message changes
+    active = check_for(executor, active, 1.0)
+    assert (
+        len(unschedulable_warnings(executor)) == 2
+        and "0/4 nodes are available" in unschedulable_warnings(executor)[1]
+    )
+    active = check_for(executor, active, 1.0)
+    assert len(unschedulable_warnings(executor)) == 2  # the same message is not said again
+    cluster.node_allocatable = {"cpu": "16", "memory": "1Gi"}  # the autoscaler's bigger node
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["too-big"] and executor.recorder.failed == []
+
+
+def test_a_pod_unschedulable_past_the_timeout_fails_its_job_and_its_job_is_deleted(
+    cluster, executor, monkeypatch
+):
+    """With kubernetes-kueue-unschedulable-timeout set, a pod still unschedulable after that many minutes fails its
+    job, naming the scheduler's message, and its Job is deleted, so that its Kueue quota is freed."""
+    import dataclasses
+
+    from snakemake_executor_plugin_kubernetes_kueue import KueueSettings, pending
+
+    (setting,) = [f for f in dataclasses.fields(KueueSettings) if f.name == "unschedulable_timeout"]
+    assert (
+        setting.default is None and "Minutes a Job's pod may stay unschedulable" in setting.metadata["help"]
+    )
+    monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.3)
+    executor.workflow.executor_settings.unschedulable_timeout = 0.025  # minutes: 1.5 s
+    cluster.node_allocatable = {"memory": "32M"}
+    job = submit(executor, "never-fits", "true")
+    run_until_settled(executor, [job])
+    assert executor.recorder.failed == ["never-fits"] and executor.recorder.finished == []
+    (warning,) = unschedulable_warnings(executor)
+    assert "its job fails if it is still unschedulable after 0.025 min" in warning
+    error = executor.recorder.job_errors["never-fits"]
+    assert error.startswith(
+        f"kubernetes-kueue: Kueue admitted Job {NAMESPACE}/never-fits, but no node can hold"
+    )
+    assert (
+        "3 Insufficient memory" in error and "its job fails (kubernetes-kueue-unschedulable-timeout)" in error
+    )
+    assert "the Job was deleted" in error and cluster.jobs["never-fits"].deleted

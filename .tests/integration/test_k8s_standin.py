@@ -132,7 +132,7 @@ def test_oom_killed_and_evicted_pods_are_reported_as_the_api_reports_them(standi
     terminated = pod.status.container_statuses[0].state.terminated
     assert (pod.status.phase, pod.status.reason) == ("Failed", "Evicted")
     assert pod.status.message.startswith("The node was low on resource: memory.")
-    assert [c.type for c in pod.status.conditions] == ["DisruptionTarget"]
+    assert [c.type for c in pod.status.conditions] == ["DisruptionTarget", "PodScheduled"]
     assert (terminated.exit_code, terminated.reason) == (137, "ContainerStatusUnknown")
     assert batch.read_namespaced_job_status("evicted", NAMESPACE).status.failed == 1
 
@@ -245,3 +245,41 @@ def test_a_container_whose_secret_is_missing_waits_as_the_kubelet_keeps_it_and_s
     api.add_objects([{"kind": "Secret", "metadata": {"name": "absent"}, "data": {"token": "czNjcmV0"}}])
     wait_for(lambda: batch.read_namespaced_job_status("no-secret", NAMESPACE).status.succeeded)
     assert batch.read_namespaced_job_status("no-key", NAMESPACE).status.active == 1
+
+
+def test_a_pod_no_node_can_hold_stays_unscheduled_with_the_schedulers_condition_until_a_node_fits(standin):
+    """Kueue admits against its quota, not against single nodes: a pod asking more memory than any node has
+    stays Pending with the condition kube-scheduler writes (PodScheduled False, reason Unschedulable, its
+    FitError message, lastProbeTime null) and its Job active; once a node that fits is there (a cluster
+    autoscaler), it is placed and runs."""
+    api, batch, core = standin
+    api.nodes, api.node_allocatable = 2, {"cpu": "16", "memory": "32Gi"}
+    manifest = job("too-big", "true")
+    manifest["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] = "100Gi"
+    batch.create_namespaced_job(NAMESPACE, manifest)
+    (pod,) = wait_for(lambda: pods(core, "too-big"))
+    time.sleep(1)  # several of the scheduler's tries
+    (pod,) = pods(core, "too-big")
+    (condition,) = pod.status.conditions
+    assert (pod.status.phase, pod.status.container_statuses) == ("Pending", None)
+    assert (condition.type, condition.status, condition.reason, condition.last_probe_time) == (
+        "PodScheduled",
+        "False",
+        "Unschedulable",
+        None,
+    )
+    assert condition.message == (
+        "0/2 nodes are available: 2 Insufficient memory. preemption: 0/2 nodes are available: 2 No preemption "
+        "victims found for incoming pod."
+    )
+    first_transition = condition.last_transition_time
+    assert first_transition is not None
+    status = batch.read_namespaced_job_status("too-big", NAMESPACE).status
+    assert (status.active, status.failed, status.succeeded) == (1, None, None)
+    api.nodes = 3  # another node alike: the message changes, the transition time does not
+    wait_for(lambda: "0/3 nodes" in pods(core, "too-big")[0].status.conditions[0].message)
+    assert pods(core, "too-big")[0].status.conditions[0].last_transition_time == first_transition
+    api.node_allocatable = {"cpu": "16", "memory": "128Gi"}  # the autoscaler's bigger node
+    wait_for(lambda: batch.read_namespaced_job_status("too-big", NAMESPACE).status.succeeded)
+    (pod,) = pods(core, "too-big")
+    assert [(c.type, c.status) for c in pod.status.conditions] == [("PodScheduled", "True")]

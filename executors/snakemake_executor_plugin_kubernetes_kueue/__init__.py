@@ -25,7 +25,10 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   log line for it, without the namespace, is replaced by that message, and its ``kubectl describe job`` hint
   after each created Job gets ``-n``: ``stock_lines``), and a container the kubelet
   cannot start (an image it cannot pull, a missing Secret) is reported at once and fails its job after
-  ``executor.CONTAINER_START_GIVE_UP_S`` instead of holding its quota for ever (``jobs.StuckContainer``);
+  ``executor.CONTAINER_START_GIVE_UP_S`` instead of holding its quota for ever (``jobs.StuckContainer``); a pod
+  Kueue admitted but no node can hold (it asks more than one node has) is reported after
+  ``pending.UNSCHEDULABLE_REPORT_S`` with the scheduler's message and what it asks, again when that message
+  changes, and fails its job after ``--kubernetes-kueue-unschedulable-timeout`` minutes if set (``pending``);
 * a Job Kueue preempts or evicts (it suspends the Job, whose pod is deleted) stays active and runs again once
   readmitted, instead of failing on the stopped pod's exit code or stopping the run on two listed pods
   (``jobs.SafeLogCoreApi``); the eviction is logged once, with the Workload's reason and message
@@ -105,6 +108,14 @@ class KueueSettings(ExecutorSettingsBase):
             "help": "NAME=VALUE environment variables of every pod, as plain text in the Job spec "
             "(never secrets: those go through workload identity).",
             "nargs": "+",
+        },
+    )
+    unschedulable_timeout: Optional[int] = field(  # noqa: UP045
+        default=None,
+        metadata={
+            "help": "Minutes a Job's pod may stay unschedulable (no node can hold what it asks: PodScheduled=False, "
+            "reason Unschedulable) before its job fails and its Job is deleted. Unset: it waits, as a cluster "
+            "autoscaler may add a node; it is reported after 2 minutes and whenever the scheduler's message changes.",
         },
     )
     secret_volumes: list[SecretVolume] = field(

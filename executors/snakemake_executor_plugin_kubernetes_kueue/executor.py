@@ -25,7 +25,14 @@ from .checks import (
     unpinned_image_warning,
     unread_resource_warnings,
 )
-from .jobs import CompletingBatchApi, JobCompletion, SafeLogCoreApi, describe_api_error, is_transient
+from .jobs import (
+    CompletingBatchApi,
+    JobCompletion,
+    SafeLogCoreApi,
+    describe_api_error,
+    is_transient,
+    refusal_fix,
+)
 from .stock_lines import PODLESS_FAILURE_PREFIX, StockLines
 
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
@@ -109,8 +116,9 @@ class KueueExecutor(kubernetes_plugin.Executor):
     def kubeapi(self, api):
         previous = self.__dict__.get("_kubeapi")
         self._kubeapi = SafeLogCoreApi(api)
-        if previous is not None:  # re-authenticated: the containers seen waiting, and since when, stay
+        if previous is not None:  # re-authenticated: the containers seen waiting, the pods unscheduled, stay
             self._kubeapi.stuck_containers = previous.stuck_containers
+            self._kubeapi.unschedulable = previous.unschedulable
 
     def _kubernetes_retry(self, func):
         # The kubernetes executor tries a failed call once more only after a 401 (re-authentication) or a
@@ -189,10 +197,21 @@ class KueueExecutor(kubernetes_plugin.Executor):
             return False
         del self.kubeapi.stuck_containers[name]
         waited = (time.monotonic() - stuck.since) / 60
-        msg = (
-            stuck.describe(self.namespace, name, f"could not start for {waited:.1f} min")
-            + f"; {self._delete_failed_job(name)}, and Snakemake runs it again if it has retries left"
+        return self._fail_pending(
+            job, stuck.describe(self.namespace, name, f"could not start for {waited:.1f} min")
         )
+
+    def _gave_up_scheduling(self, job) -> bool:
+        """Report a Job's pod that no node can hold (pending.UnschedulableWatch); fail it after the timeout."""
+        minutes = getattr(self.workflow.executor_settings, "unschedulable_timeout", None)
+        verdict = self.kubeapi.unschedulable.verdict(self.namespace, job.external_jobid, minutes)
+        if verdict is not None and not verdict.give_up:
+            self.logger.warning(verdict.text)
+        return verdict is not None and verdict.give_up and self._fail_pending(job, verdict.text)
+
+    def _fail_pending(self, job, why: str) -> bool:
+        """Fail the job of a Job whose pod never ran, and delete the Job (freeing its Kueue quota)."""
+        msg = f"{why}; {self._delete_failed_job(job.external_jobid)}, and Snakemake runs it again if it has retries left"
         self.logger.error(msg)
         self.report_job_error(job, msg=msg)
         return True
@@ -200,7 +219,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
     async def check_active_jobs(self, active_jobs):
         waiting = []
         async for job in super().check_active_jobs(active_jobs):
-            if self._gave_up_starting(job):
+            if self._gave_up_starting(job) or self._gave_up_scheduling(job):
                 continue
             waiting.append(job)
             yield job
@@ -468,24 +487,6 @@ class KueueExecutor(kubernetes_plugin.Executor):
             f"kubernetes-kueue: reading {resource} in namespace {namespace!r} failed with "
             f"{describe_api_error(error)}; {refusal_fix(error, f'{verbs} on {resource}')}"
         )
-
-
-def refusal_fix(error: Exception, permission: str, reloaded: bool = False) -> str:
-    """What to do about a call the API server answered with ``error``: grant ``permission`` (403, RBAC), renew the
-    credentials (401: an expired token, another cluster's kubeconfig; ``reloaded``: they were loaded again and still
-    refused), wait (busy or restarting), or read the server's message."""
-    status = getattr(error, "status", None)
-    if status == 403:
-        return f"the driver needs {permission} (profiles/k8s/rbac.yaml)"
-    if status == 401:
-        again = ", also after loading them again" if reloaded else ""
-        return (
-            f"the cluster refused the kubeconfig's credentials{again}: renew them "
-            "(`az aks get-credentials -g <group> -n <cluster>`, `kubectl config current-context`)"
-        )
-    if is_transient(error):
-        return "the API server is busy or restarting: run again later"
-    return "see the API server's message"
 
 
 def _retry_after(error: ApiException, default: float) -> float:

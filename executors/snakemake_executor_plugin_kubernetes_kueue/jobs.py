@@ -20,6 +20,7 @@ from kubernetes.utils import parse_quantity
 from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import PROFILE, SecretVolume
+from .pending import UnschedulableWatch
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
@@ -95,6 +96,24 @@ def is_transient(error: Exception) -> bool:
     if isinstance(error, ApiException):
         return error.status in TRANSIENT_STATUSES
     return isinstance(error, urllib3.exceptions.HTTPError)
+
+
+def refusal_fix(error: Exception, permission: str, reloaded: bool = False) -> str:
+    """What to do about a call the API server answered with ``error``: grant ``permission`` (403, RBAC), renew the
+    credentials (401: an expired token, another cluster's kubeconfig; ``reloaded``: they were loaded again and still
+    refused), wait (busy or restarting), or read the server's message."""
+    status = getattr(error, "status", None)
+    if status == 403:
+        return f"the driver needs {permission} (profiles/k8s/rbac.yaml)"
+    if status == 401:
+        again = ", also after loading them again" if reloaded else ""
+        return (
+            f"the cluster refused the kubeconfig's credentials{again}: renew them "
+            "(`az aks get-credentials -g <group> -n <cluster>`, `kubectl config current-context`)"
+        )
+    if is_transient(error):
+        return "the API server is busy or restarting: run again later"
+    return "see the API server's message"
 
 
 @dataclass
@@ -273,6 +292,8 @@ class SafeLogCoreApi:
         self._api = api
         # By Job name: the container the kubelet keeps waiting (STUCK_CONTAINER_FIXES), as last listed.
         self.stuck_containers: dict[str, StuckContainer] = {}
+        # By Job name: its pod the scheduler cannot place on any node (PodScheduled=False, Unschedulable).
+        self.unschedulable = UnschedulableWatch()
 
     def list_namespaced_pod(self, namespace, **kwargs):
         pods = self._api.list_namespaced_pod(namespace, **kwargs)
@@ -282,6 +303,7 @@ class SafeLogCoreApi:
         selector = kwargs.get("label_selector") or ""
         if selector.startswith("job-name="):  # the kubernetes executor's listing of one Job's pods
             self._note_stuck_container(selector.removeprefix("job-name="), pods.items)
+            self.unschedulable.note(selector.removeprefix("job-name="), pods.items)
         return pods
 
     def _note_stuck_container(self, job: str, pods) -> None:

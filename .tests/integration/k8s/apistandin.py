@@ -39,6 +39,13 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   reason ``CreateContainerConfigError`` and the kubelet's message (``secret "x" not found``, ``couldn't find key
   k in Secret <namespace>/x``), its pod ``Pending`` and its Job active, and starts once the Secret exists, as the
   kubelet tries again; a missing Secret volume that is not ``optional`` leaves it waiting ``ContainerCreating``;
+* the scheduler, on ``nodes`` empty nodes alike of ``node_allocatable`` (none set: every pod fits): a pod that
+  asks more of a resource than one node has stays ``Pending`` and unscheduled, its Job active, with the condition
+  the scheduler writes (``PodScheduled`` ``False``, reason ``Unschedulable``, its FitError message such as ``0/3
+  nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption victims found
+  for incoming pod.``, ``lastProbeTime`` null, ``lastTransitionTime`` kept while it stays unschedulable), and is
+  placed once a node fits (a test changes the nodes, as a cluster autoscaler would); a placed pod carries
+  ``PodScheduled`` ``True``;
 * a deleted Job or pod answers 404 from then on; a running pod deleted through the API is killed, and its Job
   (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server does
   (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403), with apimachinery's
@@ -62,10 +69,10 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   pod started, possibly while the old one is still listed, as in Kubernetes. A Job evicted and readmitted
   between two reads therefore reads running both times, with another ``startTime``.
 
-It does not emulate scheduling, node placement, image pulls, RBAC, ClusterQueue quotas per flavor, a
-ClusterQueue's namespaceSelector, Kueue choosing what to preempt (a test names the Job), priorities,
-requeue backoff (``requeueState``), admission checks, watches and paged lists (which the executors do not
-use), or GPU device plugins.
+It does not emulate node placement beyond that fit (other pods' use of a node, taints, affinity), image pulls,
+RBAC, ClusterQueue quotas per flavor, a ClusterQueue's namespaceSelector, Kueue choosing what to preempt (a
+test names the Job), priorities, requeue backoff (``requeueState``), admission checks, watches and paged lists
+(which the executors do not use), or GPU device plugins.
 """
 
 from __future__ import annotations
@@ -137,6 +144,10 @@ class Pod:
     # (reason, message) of the container's waiting state while the kubelet cannot create it (a missing Secret:
     # CreateContainerConfigError; a missing Secret volume: ContainerCreating); it tries again until it can.
     waiting: tuple[str, str] = ("", "")
+    # The scheduler's message while no node can hold the pod, and since when (its condition's transition time).
+    unschedulable: str = ""
+    unschedulable_since: str = ""
+    scheduled_at: str = ""  # when it was bound to a node (PodScheduled True)
 
     def exit_code(self) -> int | None:
         code = self.process.poll()
@@ -241,6 +252,10 @@ class ApiStandIn:
     # report, then its final delete): the window in which a client sees its exit code 143.
     terminated_pod_listed_s: float = 1.0
     unpullable_images: set[str] = field(default_factory=set)
+    # The cluster's nodes, all alike and empty: what one node can hold (``{"memory": "64Gi"}``; a resource it
+    # does not list is unlimited, except an extended one such as nvidia.com/gpu, of which it has none).
+    nodes: int = 3
+    node_allocatable: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pods_root = Path(self.pods_root)
@@ -405,7 +420,7 @@ class ApiStandIn:
         while not self._stopping.wait(0.2):
             with self._lock:
                 self._stop_deleted_pods()
-                self._retry_waiting_containers()
+                self._retry_pending_pods()
                 for name, record in sorted(self.jobs.items(), key=lambda item: item[1].created):
                     if record.admitted or record.deleted or not self.admissible(record):
                         continue
@@ -486,24 +501,12 @@ class ApiStandIn:
         return env
 
     def _start_pod(self, name: str, record: JobRecord) -> None:
-        container = record.manifest["spec"]["template"]["spec"]["containers"][0]
+        """The Job controller creates the pod; the scheduler and the kubelet then try to run it (``_place``)."""
         workdir = self.pods_root / f"{name}-{random_names.token_hex(3)}"
         workdir.mkdir(parents=True)
-        try:
-            env, waiting = self._pod_environment(record, workdir), ("", "")
-        except ContainerWaits as waits:
-            env, waiting = {"PATH": self.pod_path}, (waits.reason, waits.message)
-        unpulled = container["image"] if container["image"] in self.unpullable_images else ""
-        # An image that cannot be pulled, a container not created: a process that only waits stands for it.
-        process = _popen(["sleep", "86400"] if unpulled or waiting[0] else _command(container), workdir, env)
-        record.pod = Pod(
-            name=workdir.name,
-            job=name,
-            workdir=workdir,
-            process=process,
-            unpulled_image=unpulled,
-            waiting=waiting,
-        )
+        # Until its container starts, a process that only waits stands for the pod (its Job is active).
+        waits = _popen(["sleep", "86400"], workdir, {"PATH": self.pod_path})
+        record.pod = Pod(name=workdir.name, job=name, workdir=workdir, process=waits)
         record.admitted = True
         # Kubernetes' Job controller (syncJob) sets startTime to the time of every resume, not only the first.
         record.started = record.pod.started
@@ -511,25 +514,68 @@ class ApiStandIn:
             record.resumed = _now()  # readmitted after an eviction: the Job controller resumes it
         record.manifest["spec"]["suspend"] = False
         self._reserve_quota(record)
+        self._place(record, record.pod)
 
-    def _retry_waiting_containers(self) -> None:
-        """The kubelet's next try at a container it could not create: it starts once its Secret exists."""
+    def unschedulable_message(self, record: JobRecord) -> str:
+        """The scheduler's FitError text for a pod no node can hold (framework.FitError.Error(), then the
+        DefaultPreemption plugin's), or "" when one of the ``nodes`` empty nodes of ``node_allocatable`` fits it."""
+        if not self.node_allocatable:
+            return ""
+        container = record.manifest["spec"]["template"]["spec"]["containers"][0]
+        requests = (container.get("resources") or {}).get("requests") or {}
+        short = sorted(
+            f"Insufficient {name}"
+            for name, value in requests.items()
+            if (
+                name in self.node_allocatable or "/" in name
+            )  # a node has no extended resource it does not list
+            and parse_quantity(value) > parse_quantity(self.node_allocatable.get(name, "0"))
+        )
+        if not short:
+            return ""
+        nodes = self.nodes
+        return (
+            f"0/{nodes} nodes are available: {', '.join(f'{nodes} {reason}' for reason in short)}. preemption: "
+            f"0/{nodes} nodes are available: {nodes} No preemption victims found for incoming pod."
+        )
+
+    def _place(self, record: JobRecord, pod: Pod) -> None:
+        """The scheduler binds the pod to a node that can hold it; that node's kubelet mounts its volumes, pulls
+        its image and makes its container's configuration, then starts it. Each step that cannot be done yet
+        leaves the pod waiting, and is tried again (``_retry_pending_pods``)."""
+        unfit = self.unschedulable_message(record)
+        if unfit:
+            # schedule_one.go handleSchedulingFailure: PodScheduled False, reason Unschedulable, the FitError;
+            # UpdatePodCondition keeps lastTransitionTime while the status stays False.
+            pod.unschedulable, pod.unschedulable_since = unfit, pod.unschedulable_since or _now()
+            return
+        pod.unschedulable, pod.scheduled_at = "", pod.scheduled_at or _now()
+        container = record.manifest["spec"]["template"]["spec"]["containers"][0]
+        pod.unpulled_image = container["image"] if container["image"] in self.unpullable_images else ""
+        try:
+            env, pod.waiting = self._pod_environment(record, pod.workdir), ("", "")
+        except ContainerWaits as waits:
+            pod.waiting = (waits.reason, waits.message)
+            return
+        if pod.unpulled_image:
+            return  # it waits for its image
+        try:
+            process = _popen(_command(container), pod.workdir, env)
+        except OSError as error:  # a command that cannot run fails its Job (StartError)
+            record.start_error = str(error)
+            self._kill(pod, "start error")
+            return
+        self._kill(pod, "")
+        pod.process, pod.process_started = process, time.monotonic()
+
+    def _retry_pending_pods(self) -> None:
+        """The scheduler's and the kubelet's next tries: a node that fits was added, a missing Secret created."""
         for record in self.jobs.values():
             pod = record.pod
-            if record.deleted or pod is None or not pod.waiting[0] or pod.exit_code() is not None:
+            if record.deleted or pod is None or pod.exit_code() is not None or record.start_error:
                 continue
-            try:
-                env = self._pod_environment(record, pod.workdir)
-            except ContainerWaits as waits:
-                pod.waiting = (waits.reason, waits.message)
-                continue
-            pod.waiting = ("", "")
-            if pod.unpulled_image:
-                continue  # now it waits for its image only
-            os.killpg(pod.process.pid, signal.SIGKILL)
-            pod.process.wait()
-            container = record.manifest["spec"]["template"]["spec"]["containers"][0]
-            pod.process, pod.process_started = _popen(_command(container), pod.workdir, env), time.monotonic()
+            if pod.unschedulable or pod.waiting[0]:
+                self._place(record, pod)
 
     def _kill(self, pod: Pod, reason: str) -> None:
         pod.ended_by = reason
@@ -743,11 +789,16 @@ class ApiStandIn:
                 )
             else:
                 metadata["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+            # The pod's spec is its Job's template's, with the node the scheduler bound it to.
+            spec = copy.deepcopy(record.manifest["spec"]["template"]["spec"])
+            if pod.scheduled_at:
+                spec["nodeName"] = "standin-node-0"
             objects.append(
                 {
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": metadata,
+                    "spec": spec,
                     "status": _pod_status(pod, container),
                 }
             )
@@ -827,6 +878,28 @@ def _waiting(pod: Pod, base: dict, reason: str, message: str = "") -> dict:
 
 
 def _pod_status(pod: Pod, container: dict) -> dict:
+    """The pod's status as the API shows it: the scheduler's PodScheduled condition (lastProbeTime null, as it
+    writes it), then the kubelet's part once the pod is on a node."""
+    if pod.unschedulable and pod.exit_code() is None:
+        unschedulable = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": pod.unschedulable,
+            "lastProbeTime": None,
+            "lastTransitionTime": pod.unschedulable_since,
+        }
+        return {"phase": "Pending", "conditions": [unschedulable], "qosClass": "Burstable"}
+    status = _kubelet_status(pod, container)
+    scheduled = {"type": "PodScheduled", "status": "True", "lastProbeTime": None}
+    status["conditions"] = [
+        *status.get("conditions", []),
+        {**scheduled, "lastTransitionTime": pod.scheduled_at},
+    ]
+    return status
+
+
+def _kubelet_status(pod: Pod, container: dict) -> dict:
     code = pod.exit_code()
     base = {"name": container["name"], "image": container["image"], "imageID": "", "restartCount": 0}
     # The kubelet mounts the volumes, pulls the image, then makes the container's configuration.
@@ -864,6 +937,8 @@ def _pod_status(pod: Pod, container: dict) -> dict:
             "reason": "ContainerStatusUnknown",
             "message": "The container could not be located when the pod was terminated",
         }
+    elif pod.ended_by == "start error":
+        terminated.update(exitCode=128, reason="StartError")
     elif code == 0:
         terminated["reason"] = "Completed"
     elif code == 137 and not pod.ended_by:
@@ -1092,6 +1167,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise KeyError(pod_name)
         except KeyError:
             return self._send(404, _status(404, f'pods "{pod_name}" not found', "NotFound"))
+        if pod.unschedulable and pod.exit_code() is None:
+            # No node, no kubelet to ask: the API server answers an empty log (pod.LogLocation without a host).
+            return self._send(200, b"", "text/plain")
         if (pod.unpulled_image or pod.waiting[0]) and pod.exit_code() is None:
             container = query.get("container", ["snakemake"])[0]
             why = (

@@ -1,0 +1,114 @@
+"""Pods Kueue admitted that no node can hold: the scheduler's PodScheduled=False condition, reason Unschedulable.
+
+Kueue admits a Job against its ClusterQueue's quota, which knows nothing of the size of single nodes: a Job asking
+more memory than any one node has is admitted, and its pod stays Pending, unscheduled, for ever; the kubernetes
+executor sees the Job as active and waits without a word. A cluster autoscaler may legitimately resolve it by
+adding a node, so the pod is not failed at once: it is reported once it has been unschedulable for
+``UNSCHEDULABLE_REPORT_S``, again only when the scheduler's message changes, and its job fails only after the
+``kubernetes-kueue-unschedulable-timeout`` minutes a profile may set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .checks import PROFILE
+
+# How long a pod is left unschedulable before it is reported: long enough for an autoscaler to add a node.
+UNSCHEDULABLE_REPORT_S = 120.0
+SETTING = "kubernetes-kueue-unschedulable-timeout"
+
+
+@dataclass
+class UnschedulablePod:
+    """A Job's pod the scheduler could not place: its name, the scheduler's message, what its container asks,
+    and since when (time.monotonic(): the driver's clock, not the API server's lastTransitionTime)."""
+
+    pod: str
+    message: str
+    requests: dict[str, str]
+    since: float
+
+
+@dataclass
+class Verdict:
+    """What to say about an unschedulable pod now, and whether its job fails."""
+
+    text: str
+    give_up: bool = False
+
+
+def _unschedulable_condition(pod):
+    for condition in (pod.status.conditions if pod.status else None) or []:
+        if (
+            condition.type == "PodScheduled"
+            and condition.status == "False"
+            and condition.reason == "Unschedulable"
+        ):
+            return condition
+    return None
+
+
+def _requests(pod) -> dict[str, str]:
+    containers = (pod.spec.containers if pod.spec else None) or []
+    for container in containers:
+        if container.name == "snakemake" and container.resources is not None:
+            return {name: str(value) for name, value in (container.resources.requests or {}).items()}
+    return {}
+
+
+@dataclass
+class UnschedulableWatch:
+    """The unschedulable pod of each Job, as the last pod listing showed it, and what was last said of it."""
+
+    pods: dict[str, UnschedulablePod] = field(default_factory=dict)
+    reported: dict[str, tuple[str, str]] = field(default_factory=dict)  # by Job: (pod, message) last reported
+
+    def note(self, job: str, pods) -> None:
+        """Called with each listing of the Job's pods (the kubernetes executor's, at every status check)."""
+        for pod in pods:
+            condition = _unschedulable_condition(pod)
+            if condition is None:
+                continue
+            previous = self.pods.get(job)
+            since = previous.since if previous and previous.pod == pod.metadata.name else time.monotonic()
+            self.pods[job] = UnschedulablePod(
+                pod.metadata.name, condition.message or "", _requests(pod), since
+            )
+            return
+        self.pods.pop(job, None)  # scheduled, gone or not yet created: a new spell is reported anew
+        self.reported.pop(job, None)
+
+    def verdict(self, namespace: str, job: str, give_up_min: float | None) -> Verdict | None:
+        """The warning due for the Job's unschedulable pod (after UNSCHEDULABLE_REPORT_S, then when the
+        scheduler's message changes), or its failure after ``give_up_min`` minutes; None when nothing is due."""
+        give_up_s = None if give_up_min is None else give_up_min * 60.0
+        pending = self.pods.get(job)
+        if pending is None:
+            return None
+        waited = time.monotonic() - pending.since
+        if give_up_s is not None and waited >= give_up_s:
+            del self.pods[job]
+            self.reported.pop(job, None)
+            return Verdict(self.describe(namespace, job, pending, waited, f"its job fails ({SETTING})"), True)
+        if waited < UNSCHEDULABLE_REPORT_S or self.reported.get(job) == (pending.pod, pending.message):
+            return None
+        self.reported[job] = (pending.pod, pending.message)
+        then = (
+            f"its job fails if it is still unschedulable after {give_up_s / 60:g} min ({SETTING})"
+            if give_up_s is not None
+            else f"it waits for a node for as long as it takes (set {SETTING} in {PROFILE} to fail it instead)"
+        )
+        return Verdict(self.describe(namespace, job, pending, waited, then))
+
+    @staticmethod
+    def describe(namespace: str, job: str, pending: UnschedulablePod, waited: float, then: str) -> str:
+        asks = ", ".join(f"{name}={value}" for name, value in sorted(pending.requests.items())) or "nothing"
+        return (
+            f"kubernetes-kueue: Kueue admitted Job {namespace}/{job}, but no node can hold its pod {pending.pod} "
+            f"(unschedulable for {waited / 60:.1f} min; it asks {asks}): the scheduler says "
+            f"{pending.message!r}. A cluster autoscaler may still add a node that fits; otherwise lower the "
+            f"rule's resources to what one node has (set-resources in {PROFILE}) or add a node pool that fits "
+            f"it (kubectl -n {namespace} describe pod {pending.pod}); {then}"
+        )
