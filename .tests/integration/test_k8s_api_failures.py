@@ -913,3 +913,15 @@ def test_a_pod_unschedulable_past_the_timeout_fails_its_job_and_its_job_is_delet
         "3 Insufficient memory" in error and "its job fails (kubernetes-kueue-unschedulable-timeout)" in error
     )
     assert "the Job was deleted" in error and cluster.jobs["never-fits"].deleted
+
+
+def test_a_pod_gone_before_its_delete_does_not_leave_its_job_behind(cluster, executor):
+    """The kubernetes executor's cleanup lists a finished Job's pods, deletes each, then the Job, all in one try:
+    a pod gone in between (the garbage collector, kubectl delete pod) answered 404, which ended the cleanup
+    before the Job's delete, and the Job stayed in the cluster. The pod's 404 is now what it means: gone."""
+    job = submit(executor, "pod-gone", "true")
+    cluster.fail_next("DELETE", "pods", 404)
+    run_until_settled(executor, [job])
+    assert executor.recorder.finished == ["pod-gone"] and executor.recorder.failed == []
+    assert cluster.answered_failures == [("DELETE", "pods", 404)]
+    assert cluster.jobs["pod-gone"].deleted, "the Job was left in the cluster"

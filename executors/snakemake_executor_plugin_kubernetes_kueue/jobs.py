@@ -326,6 +326,16 @@ class SafeLogCoreApi:
                     return
         self.stuck_containers.pop(job, None)
 
+    def delete_namespaced_pod(self, name, namespace, **kwargs):
+        # The kubernetes executor's safe_delete_job deletes each listed pod, then the Job, in one try: a pod gone
+        # in between (the garbage collector, kubectl delete pod) answered 404, which skipped the Job's delete.
+        try:
+            return self._api.delete_namespaced_pod(name, namespace, **kwargs)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return None
+
     def read_namespaced_pod_log(self, name, namespace, **kwargs):
         kwargs["previous"] = False
         try:

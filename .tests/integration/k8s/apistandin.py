@@ -186,7 +186,8 @@ FAILURE_STATUS = {
         "Forbidden",
         'User "snakemake-driver" cannot {verb} resource "{resource}" in the namespace "{namespace}"',
     ),
-    404: ("NotFound", 'namespaces "{namespace}" not found'),  # a create in a namespace that does not exist
+    # A create in a namespace that does not exist; a call on a named object gets '<kind> "<name>" not found'.
+    404: ("NotFound", 'namespaces "{namespace}" not found'),
     429: ("TooManyRequests", "Too many requests, please try again later."),
     500: ("InternalError", "Internal error occurred: etcdserver: leader changed"),
     503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
@@ -1014,6 +1015,10 @@ class _Handler(BaseHTTPRequestHandler):
             resource=self._resource(),
             namespace=self._namespace(parts),
         )
+        rest = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else []
+        if failure.status == 404 and len(rest) >= 2:  # a named object that is gone
+            kind = {"jobs": "jobs.batch"}.get(rest[-2], rest[-2])
+            message = f'{kind} "{rest[-1]}" not found'
         body, headers = _status(failure.status, message, reason), {}
         if failure.retry_after is not None:
             headers["Retry-After"] = str(failure.retry_after)
