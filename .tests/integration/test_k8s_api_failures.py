@@ -925,3 +925,18 @@ def test_a_pod_gone_before_its_delete_does_not_leave_its_job_behind(cluster, exe
     assert executor.recorder.finished == ["pod-gone"] and executor.recorder.failed == []
     assert cluster.answered_failures == [("DELETE", "pods", 404)]
     assert cluster.jobs["pod-gone"].deleted, "the Job was left in the cluster"
+
+
+def test_the_runs_secret_deleted_by_a_504_that_took_effect_ends_the_run_cleanly(cluster, executor):
+    """At shutdown the run's Secret is deleted. A 504 whose delete still reached etcd is sent again, as every
+    transient answer is, and meets 404: the kubernetes executor made that an error of the whole run, after its
+    last job had succeeded. The Secret is gone, which is what the delete was for."""
+    executor.run_namespace = "snakemake-run-secret"
+    executor.kubeapi.create_namespaced_secret(
+        NAMESPACE,
+        kubernetes.client.V1Secret(metadata=kubernetes.client.V1ObjectMeta(name=executor.run_namespace)),
+    )
+    cluster.fail_next("DELETE", "secrets", 504, processed=True)
+    executor.unregister_secret()
+    assert cluster.answered_failures == [("DELETE", "secrets", 504)]
+    assert executor.run_namespace in cluster.deleted_secrets and executor.run_namespace not in cluster.secrets

@@ -269,6 +269,16 @@ class CompletingBatchApi:
         return getattr(self._api, name)
 
 
+def _gone_is_deleted(delete):
+    """A delete whose object is already gone (404) has done what it was sent for."""
+    try:
+        return delete()
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        return None
+
+
 class SafeLogCoreApi:
     """``CoreV1Api`` that reads a failed pod's own log instead of its previous container's, and does not
     list pods being deleted.
@@ -329,12 +339,12 @@ class SafeLogCoreApi:
     def delete_namespaced_pod(self, name, namespace, **kwargs):
         # The kubernetes executor's safe_delete_job deletes each listed pod, then the Job, in one try: a pod gone
         # in between (the garbage collector, kubectl delete pod) answered 404, which skipped the Job's delete.
-        try:
-            return self._api.delete_namespaced_pod(name, namespace, **kwargs)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            return None
+        return _gone_is_deleted(lambda: self._api.delete_namespaced_pod(name, namespace, **kwargs))
+
+    def delete_namespaced_secret(self, name, namespace, **kwargs):
+        # The run's Secret, deleted at shutdown: a delete sent again after a 5xx whose write took effect (a 504)
+        # meets 404, which the kubernetes executor turned into an error of the whole run after its last job.
+        return _gone_is_deleted(lambda: self._api.delete_namespaced_secret(name, namespace, **kwargs))
 
     def read_namespaced_pod_log(self, name, namespace, **kwargs):
         kwargs["previous"] = False

@@ -46,10 +46,10 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   for incoming pod.``, ``lastProbeTime`` null, ``lastTransitionTime`` kept while it stays unschedulable), and is
   placed once a node fits (a test changes the nodes, as a cluster autoscaler would); a placed pod carries
   ``PodScheduled`` ``True``;
-* a deleted Job or pod answers 404 from then on; a running pod deleted through the API is killed, and its Job
-  (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server does
-  (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403), with apimachinery's
-  ``Status`` body.
+* a deleted Job, pod or Secret answers 404 from then on; a running pod deleted through the API is killed, and
+  its Job (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server
+  does (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403, 404), with
+  apimachinery's ``Status`` body.
 
 * Kueue's Workloads (``kueue.x-k8s.io/v1beta2``, get and list, ``labelSelector`` ``key=value``): one per Job,
   named ``job-<job>-<hash>``, labelled ``kueue.x-k8s.io/job-uid`` with the Job's uid and owned by the Job,
@@ -1198,11 +1198,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Length"):
             self._body()
         api = self.api
-        # Deleted Jobs and pods answer 404 from now on, as in the API; the records (and pod logs) are kept for
-        # the tests' assertions.
+        # Deleted Jobs, pods and Secrets answer 404 from now on, as in the API; the records (and pod logs) are kept
+        # for the tests' assertions.
         with api._lock:
             if "secrets" in parts:
-                api.secrets.pop(parts[-1], None)
+                if parts[-1] not in api.secrets:
+                    return self._send(404, _status(404, f'secrets "{parts[-1]}" not found', "NotFound"))
+                api.secrets.pop(parts[-1])
                 api.deleted_secrets.append(parts[-1])
             elif "jobs" in parts:
                 record = api.jobs.get(parts[-1])
