@@ -25,6 +25,7 @@ from .checks import (
     unpinned_image_warning,
     unread_resource_warnings,
 )
+from .evictions import KUEUE_GROUP, KUEUE_VERSION, eviction_report
 from .jobs import (
     CompletingBatchApi,
     JobCompletion,
@@ -35,9 +36,6 @@ from .jobs import (
 )
 from .stock_lines import PODLESS_FAILURE_PREFIX, StockLines
 
-KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
-# Kueue labels each Job's Workload with the Job's uid (pkg/controller/constants: JobUIDLabel).
-JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 GPU_IMAGE_UNSET = (
     "kubernetes-kueue-gpu-container-image is not set: Jobs that request a GPU run container-image {image!r}. "
     "If its torch is a CPU build, each GPU Job stops at its start (device: auto); set "
@@ -294,55 +292,10 @@ class KueueExecutor(kubernetes_plugin.Executor):
             name = job.external_jobid
             if name in watch.taken_back:
                 resumed = watch.taken_back.pop(name)
-                self.logger.warning(self._eviction_report(name, watch.job_uids.get(name, ""), resumed))
-
-    def _eviction_report(self, name: str, uid: str, resumed: bool = False) -> str:
-        where = f"Job {self.namespace}/{name}"
-        # What the status reads saw: the Job suspended, or (resumed) running again with a new start time.
-        resumed_since = "was suspended and resumed since the last status check (its status.startTime changed)"
-        outcome = (
-            "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake "
-            "does not count this as a failure"
-        )
-        api = kubernetes.client.CustomObjectsApi()
-        try:
-            listed = self._retry_transient(
-                lambda: api.list_namespaced_custom_object(
-                    KUEUE_GROUP,
-                    KUEUE_VERSION,
-                    self.namespace,
-                    "workloads",
-                    label_selector=f"{JOB_UID_LABEL}={uid}",
+                uid = watch.job_uids.get(name, "")
+                self.logger.warning(
+                    eviction_report(self.namespace, name, uid, resumed, self._retry_transient)
                 )
-            )
-        except (ApiException, urllib3.exceptions.HTTPError) as error:
-            taken = f"it {resumed_since}" if resumed else "Kueue suspended it again"
-            return (
-                f"kubernetes-kueue: {where} was running and {taken} (evicted or preempted; its "
-                f"Workload could not be read: {describe_api_error(error)}). {outcome}"
-            )
-        for workload in listed.get("items", []):
-            conditions = {c["type"]: c for c in (workload.get("status") or {}).get("conditions") or []}
-            evicted, preempted = conditions.get("Evicted", {}), conditions.get("Preempted", {})
-            if evicted.get("status") != "True":
-                # Admitted again since: Evicted is reset, but Requeued keeps the eviction's reason and message.
-                evicted = conditions.get("Requeued", {})
-            if not evicted:
-                continue
-            reason = evicted.get("reason", "")
-            if preempted.get("status") == "True":
-                reason += f" ({preempted.get('reason', '')})"
-            workload_name = workload["metadata"]["name"]
-            return (
-                f"kubernetes-kueue: Kueue evicted {where} (Workload {workload_name}, reason {reason}: "
-                f"{evicted.get('message', '')}). {outcome}; `kubectl -n {self.namespace} describe workload "
-                f"{workload_name}` shows its conditions"
-            )
-        state = resumed_since if resumed else "is suspended again"
-        return (
-            f"kubernetes-kueue: {where} was running and {state}, and its Workload shows no eviction (suspended "
-            f"by hand?). {outcome}"
-        )
 
     def _queue_state(self, queue: str) -> str:
         try:
