@@ -940,3 +940,34 @@ def test_the_runs_secret_deleted_by_a_504_that_took_effect_ends_the_run_cleanly(
     executor.unregister_secret()
     assert cluster.answered_failures == [("DELETE", "secrets", 504)]
     assert executor.run_namespace in cluster.deleted_secrets and executor.run_namespace not in cluster.secrets
+
+
+def register_run_secret(executor) -> str:
+    """The kubernetes executor's start: the run's Secret, named with its uuid4, holding the run's variables."""
+    executor.run_namespace, executor.secret_envvars = "0d4c8f5e-run-secret", {}
+    executor.envvars = lambda: {"SNAKEMAKE_STORAGE_AZURE_ACCOUNT_NAME": "devstoreaccount1"}
+    executor.register_secret()
+    return executor.run_namespace
+
+
+@pytest.mark.parametrize("status, processed", [(503, False), (429, False), (504, True)])
+def test_the_runs_secret_is_created_also_when_the_server_is_busy(cluster, executor, status, processed):
+    """The kubernetes executor creates the run's Secret outside its retries: a 429 or 503 at the start stopped the
+    run with a traceback. It is sent again; a 504 whose write took effect meets 409 AlreadyExists, its own."""
+    cluster.fail_next(
+        "POST", "secrets", status, processed=processed, retry_after=1 if status == 429 else None
+    )
+    name = register_run_secret(executor)
+    assert cluster.secret_keys[name] == {"snakemake_storage_azure_account_name"}
+    assert cluster.answered_failures[-1] == ("POST", "secrets", status)
+
+
+def test_a_refused_run_secret_names_the_permission_the_driver_needs(cluster, executor):
+    cluster.fail_next("POST", "secrets", 403)
+    with pytest.raises(WorkflowError) as refused:
+        register_run_secret(executor)
+    assert str(refused.value) == (
+        f"kubernetes-kueue: creating the run's Secret {NAMESPACE}/0d4c8f5e-run-secret failed with HTTP 403 "
+        f'Forbidden: User "snakemake-driver" cannot create resource "secrets" in the namespace "{NAMESPACE}"; '
+        f"the driver needs create on secrets in namespace '{NAMESPACE}' (profiles/k8s/rbac.yaml)"
+    )

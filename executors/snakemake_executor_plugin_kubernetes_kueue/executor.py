@@ -69,6 +69,20 @@ class KueueExecutor(kubernetes_plugin.Executor):
         # Only now the kubernetes executor starts: it creates the run's Secret and, from here on, Jobs.
         super().__post_init__()
 
+    def register_secret(self):
+        # The kubernetes executor creates the run's Secret once, outside its retries: a busy server's 429 or 5xx
+        # stopped the run with a traceback. Sent again here, a 409 means that an earlier try's write took effect
+        # (the Secret's name is the run's uuid4); another refusal names the fix.
+        try:
+            self._retry_transient(super().register_secret)
+        except ApiException as error:
+            if error.status != 409:
+                fix = refusal_fix(error, f"create on secrets in namespace {self.namespace!r}")
+                raise WorkflowError(
+                    f"kubernetes-kueue: creating the run's Secret {self.namespace}/{self.run_namespace} failed "
+                    f"with {describe_api_error(error)}; {fix}"
+                ) from None
+
     def run_job(self, job):
         resources = dict(job.resources)
         try:

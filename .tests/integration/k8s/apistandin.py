@@ -1064,6 +1064,9 @@ class _Handler(BaseHTTPRequestHandler):
         with api._lock:
             api.namespaces.add(namespace)
             if parts[-1] == "secrets":
+                if body["metadata"]["name"] in api.secrets:
+                    message = f'secrets "{body["metadata"]["name"]}" already exists'
+                    return self._send(409, _status(409, message, "AlreadyExists"))
                 api.secrets[body["metadata"]["name"]] = body
                 api.secret_keys[body["metadata"]["name"]] = set(body.get("data") or {})
                 return self._send(201, body)
