@@ -132,7 +132,7 @@ class Pod:
     name: str
     job: str
     workdir: Path
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None only while the stand-in creates it (under its lock)
     started: str = field(default_factory=_now)
     ended_by: str = ""  # "" while it runs or exits on its own; "deleted" or "evicted" when killed for it
     removed: bool = False  # deleted through the API: no longer listed, its log no longer served
@@ -505,9 +505,7 @@ class ApiStandIn:
         """The Job controller creates the pod; the scheduler and the kubelet then try to run it (``_place``)."""
         workdir = self.pods_root / f"{name}-{random_names.token_hex(3)}"
         workdir.mkdir(parents=True)
-        # Until its container starts, a process that only waits stands for the pod (its Job is active).
-        waits = _popen(["sleep", "86400"], workdir, {"PATH": self.pod_path})
-        record.pod = Pod(name=workdir.name, job=name, workdir=workdir, process=waits)
+        record.pod = Pod(name=workdir.name, job=name, workdir=workdir, process=None)  # _place gives it one
         record.admitted = True
         # Kubernetes' Job controller (syncJob) sets startTime to the time of every resume, not only the first.
         record.started = record.pod.started
@@ -549,7 +547,7 @@ class ApiStandIn:
             # schedule_one.go handleSchedulingFailure: PodScheduled False, reason Unschedulable, the FitError;
             # UpdatePodCondition keeps lastTransitionTime while the status stays False.
             pod.unschedulable, pod.unschedulable_since = unfit, pod.unschedulable_since or _now()
-            return
+            return self._hold(pod)
         pod.unschedulable, pod.scheduled_at = "", pod.scheduled_at or _now()
         container = record.manifest["spec"]["template"]["spec"]["containers"][0]
         pod.unpulled_image = container["image"] if container["image"] in self.unpullable_images else ""
@@ -557,17 +555,23 @@ class ApiStandIn:
             env, pod.waiting = self._pod_environment(record, pod.workdir), ("", "")
         except ContainerWaits as waits:
             pod.waiting = (waits.reason, waits.message)
-            return
+            return self._hold(pod)
         if pod.unpulled_image:
-            return  # it waits for its image
+            return self._hold(pod)  # it waits for its image
         try:
             process = _popen(_command(container), pod.workdir, env)
         except OSError as error:  # a command that cannot run fails its Job (StartError)
             record.start_error = str(error)
-            self._kill(pod, "start error")
-            return
-        self._kill(pod, "")
+            self._hold(pod)
+            return self._kill(pod, "start error")
+        if pod.process is not None:
+            self._kill(pod, "")  # the stand-in of the pod while it waited
         pod.process, pod.process_started = process, time.monotonic()
+
+    def _hold(self, pod: Pod) -> None:
+        """Until its container starts, a process that only waits stands for the pod (its Job is active)."""
+        if pod.process is None:
+            pod.process = _popen(["sleep", "86400"], pod.workdir, {"PATH": self.pod_path})
 
     def _retry_pending_pods(self) -> None:
         """The scheduler's and the kubelet's next tries: a node that fits was added, a missing Secret created."""
