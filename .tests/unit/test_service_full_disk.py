@@ -174,7 +174,7 @@ def test_a_cancel_heard_as_a_full_disk_stops_the_job_ends_it_cancelled_not_queue
     model holds the GIL answers the interrupt late: here its call is held INTERRUPT_WAIT_S, 2 s). The run ended
     as a full disk's pause: the job went back to the queue with its cancel dropped, the cancel answered "queued"
     after 10 s, and the job ran again once space was back. It now ends cancelled, as the cancel asked."""
-    from simcal import runner
+    from simcal import batch_execution
 
     stopping_batches = threading.Event()
 
@@ -182,8 +182,8 @@ def test_a_cancel_heard_as_a_full_disk_stops_the_job_ends_it_cancelled_not_queue
         stopping_batches.set()
         time.sleep(30)
 
-    monkeypatch.setattr(runner, "_interrupt_on_workers", answers_late)
-    monkeypatch.setattr(runner, "INTERRUPT_WAIT_S", 2.0)
+    monkeypatch.setattr(batch_execution, "_interrupt_on_workers", answers_late)
+    monkeypatch.setattr(batch_execution, "INTERRUPT_WAIT_S", 2.0)
     disk = small_disk(tmp_path / "state" / "jobs")
     with job_under_way(tmp_path, retry_s=0.2, done=20) as (http, _, job):
         filler = fill(disk)

@@ -19,6 +19,7 @@ import pytest
 from distributed import Client, LocalCluster
 from testkit import dask_client
 
+import simcal.batch_execution
 import simcal.runner
 import simcal.worker
 from simcal.contract import ContractError, normalise_output, unique_names
@@ -105,7 +106,7 @@ def unchecked_run_batch(model_ref, tasks, time_budget_s=None, timeout_s=None):
 def _four_simulations_in_one_batch(tmp_path, monkeypatch, batch_runner):
     """A sweep of a = 0, 1, 2, 3 in one batch on a one-worker cluster whose batches ``batch_runner`` runs: the
     rows by ``a`` and the run's summary."""
-    monkeypatch.setattr(simcal.runner, "run_batch", batch_runner)
+    monkeypatch.setattr(simcal.batch_execution, "run_batch", batch_runner)
     params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
     with (
         LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,

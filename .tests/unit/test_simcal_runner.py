@@ -181,10 +181,10 @@ def counting_run_batch(model_ref, tasks, time_budget_s=None, timeout_s=None):
 
 @pytest.mark.parametrize(("threads", "probes"), [(3, 3), (12, 8)])
 def test_the_timing_probe_runs_one_task_per_worker_thread_up_to_8(tmp_path, monkeypatch, threads, probes):
-    import simcal.runner
+    import simcal.batch_execution
 
     PROBE_SIZES.clear()
-    monkeypatch.setattr(simcal.runner, "run_batch", counting_run_batch)
+    monkeypatch.setattr(simcal.batch_execution, "run_batch", counting_run_batch)
     with (
         LocalCluster(
             n_workers=1, threads_per_worker=threads, processes=False, dashboard_address=None
@@ -592,14 +592,14 @@ def test_planning_in_chunks_gives_the_same_tasks_and_calls_the_check_between_chu
     """plan_tasks works through chunks of PLAN_CHUNK parameter sets so that a cancel check runs between them: the
     tasks (ids, seeds, duplicates merged into their first, across chunks too) are those planned in one go, and the
     manifest's digest, built chunk by chunk as well, is the same."""
-    from simcal import runner, tasks
+    from simcal import sweep_plan, tasks
 
     sets = [{"a": i % 7, "b": "x" if i % 2 else 1.5} for i in range(40)] + [{"a": 1.0, "b": "x"}]
     whole = plan_tasks(sets, 3, seed, common)
     manifest = plan_manifest("simcal_models:noisy_line", whole, SimulationSettings())
     calls = []
     monkeypatch.setattr(tasks, "PLAN_CHUNK", 4)
-    monkeypatch.setattr(runner, "CANCEL_CHUNK", 5)
+    monkeypatch.setattr(sweep_plan, "CANCEL_CHUNK", 5)
     chunked = plan_tasks(sets, 3, seed, common, check=lambda: calls.append(1))
     assert chunked == whole and len({t.param_id for t in whole}) == 14
     assert len(calls) == 11 + 14  # 41 sets in chunks of 4, then 14 sets (3 replicates each) one by one
@@ -669,9 +669,9 @@ def test_a_cancel_is_heard_within_each_phase_of_planning_not_only_after_it(tmp_p
     CANCEL_CHUNK parameter sets or simulations within them (PartStore: before each part of an earlier run it reads
     back). A cancel set as a phase begins stops that phase itself, not only the sweep at the next phase (on a
     large table, seconds later)."""
-    from simcal import runner, tasks
+    from simcal import runner, sweep_plan, tasks
 
-    monkeypatch.setattr(runner, "CANCEL_CHUNK", 5)
+    monkeypatch.setattr(sweep_plan, "CANCEL_CHUNK", 5)
     monkeypatch.setattr(tasks, "PLAN_CHUNK", 5)
     model, output = "simcal.models.sir:simulate", tmp_path / "out.parquet"
     sets = pd.DataFrame({"beta": [0.1 + i / 100 for i in range(30)], "gamma": 0.1})
@@ -766,9 +766,9 @@ def test_a_cancel_asks_dask_in_chunks_of_its_batches(tmp_path, client, monkeypat
     """Dask's scheduler handles one Client.cancel call in a time quadratic in its keys (30,000 batches of one: 78 s
     on this machine, against 13 s in calls of 500), during which no other task starts (the service's next job
     waited minutes). Every batch in flight is cancelled, DASK_CANCEL_CHUNK at a time."""
-    from simcal import runner
+    from simcal import batch_execution, runner
 
-    monkeypatch.setattr(runner, "DASK_CANCEL_CHUNK", 7)
+    monkeypatch.setattr(batch_execution, "DASK_CANCEL_CHUNK", 7)
     cancelled: list[list[str]] = []
     cancel_batches = client.cancel
     monkeypatch.setattr(
@@ -838,10 +838,10 @@ def test_a_cancel_interrupts_the_batches_running_on_the_workers_and_frees_them_a
 def test_a_cancel_waits_for_the_workers_interrupt_at_most_interrupt_wait_s(tmp_path, client, monkeypatch):
     """A worker that does not answer the interrupt (its model holding the GIL in native code) delays the cancel by
     INTERRUPT_WAIT_S at most."""
-    from simcal import runner
+    from simcal import batch_execution
 
-    monkeypatch.setattr(runner, "INTERRUPT_WAIT_S", 0.5)
-    monkeypatch.setattr(runner, "_interrupt_on_workers", lambda client, keys: time.sleep(30))
+    monkeypatch.setattr(batch_execution, "INTERRUPT_WAIT_S", 0.5)
+    monkeypatch.setattr(batch_execution, "_interrupt_on_workers", lambda client, keys: time.sleep(30))
     cancelled_at = cancel_two_simulations_running(tmp_path, client, sleep_s=2.0, after_s=1.0)
     assert time.monotonic() - cancelled_at < 2.5
 
@@ -1050,7 +1050,7 @@ def test_a_batch_whose_result_is_lost_again_and_again_is_run_again_a_few_times_t
     not for ever: after UNCONFIRMED_DEATHS losses in a row it is recorded as failed with the error."""
     from concurrent.futures import CancelledError
 
-    import simcal.runner
+    import simcal.batch_execution
     from simcal.outcomes import UNCONFIRMED_DEATHS
 
     settled = []
@@ -1061,7 +1061,7 @@ def test_a_batch_whose_result_is_lost_again_and_again_is_run_again_a_few_times_t
             raise AssertionError("a lost batch was run again and again")
         return "lost", CancelledError("Dask cancelled the batch")
 
-    monkeypatch.setattr(simcal.runner, "settle", always_lost)
+    monkeypatch.setattr(simcal.batch_execution, "settle", always_lost)
     settings = {"batch_size": 1, "max_failed_fraction": 1.0}
     with (
         LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,

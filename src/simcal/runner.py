@@ -31,64 +31,59 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import itertools
 import logging
 import math
-import operator
 import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from output_locks import output_lock
-from simcal.backends import (
-    SERVICE_BACKEND,
-    Terminated,
-    check_backend,
-    dashboard,
-    dask_client,
-    worker_count,
-)
-from simcal.contract import ContractError, mapping_of, resolve_model
+from simcal.backends import SERVICE_BACKEND, Terminated, check_backend, dask_client, worker_count
+
+# The batches in flight (batch_execution), why a sweep stops early (sweep_failures) and its plan (sweep_plan) live
+# in modules of their own; every name they had here is still importable from here. A test that patches one of
+# their constants or functions patches it where it is defined and used.
+from simcal.batch_execution import DASK_CANCEL_CHUNK, INTERRUPT_WAIT_S, RunSummary, _Execution, _Unit
+from simcal.contract import mapping_of, resolve_model
 from simcal.files import refuse_text_name
-from simcal.isolate import IsolationFailed
-from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
+from simcal.outcomes import Deaths, TimeoutEvents
 from simcal.progress import Progress
 from simcal.settings import SimulationSettings
 from simcal.space import check_fixed, check_parameter_sets
 from simcal.store import PartStore, read_results
-from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table
-from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
-from simcal.worker import (
-    KEY_COLUMNS,
-    STATUS_COLUMNS,
-    failure_rows,
-    interrupt_batches,
-    run_batch,
-    storable_rows,
+from simcal.sweep_failures import (
+    Cancelled,
+    NoWorkers,
+    TooManyFailures,
+    _describe,
+    _raise_if_cancelled,
+    check_failures,
 )
+from simcal.sweep_plan import (
+    CANCEL_CHUNK,
+    _checked,
+    _planned_parameter_sets,
+    plan_manifest,
+    planned_parameter_sets,
+)
+from simcal.tasks import Batch, SimTask, plan_tasks, simulation_key
+from simcal.worker import KEY_COLUMNS, STATUS_COLUMNS, run_batch
 
 log = logging.getLogger(__name__)
 
 PROBE_TASKS = 1000  # at most this many simulations in the timing probe (it stops after probe_seconds anyway)
-# Planning a sweep checks for a cancel between chunks of this many parameter sets or simulations (see simulate).
-CANCEL_CHUNK = 10_000
-# How long a cancel waits for the workers to confirm that they interrupted its running batches.
-INTERRUPT_WAIT_S = 5.0
-# Batches cancelled per Client.cancel call. Dask's scheduler (stimulus_cancel, distributed 2026.8) releases a call's
-# keys once per key it cancels, a time quadratic in the call's size: 30,000 queued batches took it 78 s in one call
-# and 13 s in calls of 500 (on this project's 2-core machine), during which no other job's task started.
-DASK_CANCEL_CHUNK = 500
 
 __all__ = [
+    "CANCEL_CHUNK",
+    "DASK_CANCEL_CHUNK",
+    "INTERRUPT_WAIT_S",
     "KEY_COLUMNS",
     "STATUS_COLUMNS",
     "Batch",
@@ -103,56 +98,11 @@ __all__ = [
     "check_failures",
     "plan_manifest",
     "plan_tasks",
+    "planned_parameter_sets",
     "read_results",
     "run_batch",
     "simulate",
 ]
-
-
-class TooManyFailures(RuntimeError):
-    """More simulations failed than the configured threshold allows (or every simulation of the probe did)."""
-
-
-class Cancelled(RuntimeError):
-    """The run was cancelled (``Simulator.cancel``): its Dask tasks were cancelled and nothing more is submitted.
-    Finished simulations stay in the parts, so a later run with the same plan resumes from them."""
-
-
-class NoWorkers(RuntimeError):
-    """No Dask worker has been connected for longer than ``no_worker_timeout_s`` while work was waiting."""
-
-
-@dataclass
-class RunSummary:
-    total: int = 0
-    executed: int = 0
-    skipped: int = 0
-    failed: int = 0
-    batch_size: int = 0
-    batches: int = 0
-    frames: list[pd.DataFrame] = field(default_factory=list)
-
-    @property
-    def resumed_simulations(self) -> int:
-        """The simulations a sweep found finished by an earlier run (resource_history.mark_if_resumed's key)."""
-        return self.skipped
-
-
-class _Unit:
-    """A batch in flight: its simulations, the Dask key it runs under, a time budget (probe only), and what is
-    known about the worker deaths it was involved in (see ``simcal.outcomes.Deaths``)."""
-
-    __slots__ = (
-        "budget", "bystander_deaths", "deaths", "isolated", "isolation_failures", "key", "start_topic", "tasks",
-        "unconfirmed",
-    )  # fmt: skip
-
-    def __init__(
-        self, tasks: Sequence[SimTask], key: str, budget: float | None = None, start_topic: str = ""
-    ):
-        self.tasks, self.key, self.budget, self.start_topic = list(tasks), key, budget, start_topic
-        self.deaths = self.unconfirmed = self.bystander_deaths = self.isolation_failures = 0
-        self.isolated = False
 
 
 def _signal_name(stop: BaseException) -> str:
@@ -478,382 +428,6 @@ def _no_worker_hint(backend: str, options: Mapping[str, Any]) -> str:
     return "the LocalCluster's workers keep dying; see the log for their errors (memory limit?)"
 
 
-def _describe(params: Mapping[str, Any], limit: int = 200) -> str:
-    text = ", ".join(f"{k}={v!r}" for k, v in params.items())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class _Execution:
-    """Batches in flight on the client: results into parts, dead workers and timeouts into split batches and rows."""
-
-    POLL_S = (0.001, 0.05)  # how often to look for finished batches: from quick to relaxed
-
-    def __init__(
-        self, simulator: Simulator, store: PartStore, summary: RunSummary, collect: bool, progress: Progress
-    ):
-        self.simulator, self.store, self.summary, self.collect, self.progress = (
-            simulator, store, summary, collect, progress
-        )  # fmt: skip
-        self.settings = simulator.settings
-        self.inflight: dict[str, tuple[Any, _Unit]] = {}
-        self.probe_durations: list[float] = []
-        self.next_check = 0.0
-
-    def run(self, units: list[_Unit]) -> None:
-        from distributed import as_completed
-
-        client = self.simulator.client
-        progress = self.progress
-        progress.dashboard = dashboard(client)
-        progress.batch_size = self.simulator.batch_size
-        self.completed = as_completed()
-        progress.submitted()
-        # Simulations wait from now: time without a worker before (between a calibration's rounds) is not counted.
-        self.simulator._last_worker_seen = time.monotonic()
-        try:
-            for unit in units:
-                # Submitting 100,000 batches takes a minute: a cancel is heard between two of them.
-                if self.simulator.cancel_event.is_set():
-                    self._cancel_inflight()
-                self._submit(unit)
-            poll = self.POLL_S[0]
-            while self.inflight:
-                if self.simulator.cancel_event.is_set():
-                    self._cancel_inflight()
-                ready = self.completed.next_batch(block=False)
-                for future in ready:
-                    if self.simulator.cancel_event.is_set():  # thousands may be ready: each is a round trip
-                        break  # the rest are still in flight: the cancel above, on the next turn, stops them
-                    self._handle(future)
-                if not ready:
-                    time.sleep(poll)
-                    poll = min(poll * 2, self.POLL_S[1])
-                else:
-                    poll = self.POLL_S[0]
-                if time.monotonic() >= self.next_check:
-                    self._check()
-        except BaseException:
-            # A run that stops on an error (a full disk, too many failures, an interrupt) leaves nothing running
-            # on a cluster that outlives it (a scheduler's, the service's): whatever still holds its futures.
-            # A client already broken cannot cancel: the error that stopped the run is what counts.
-            with contextlib.suppress(Exception):
-                self._stop_inflight()
-            raise
-        self.progress.report()
-
-    def _cancel_inflight(self) -> None:
-        self._stop_inflight()
-        self.progress.report(force=True)
-        self.simulator.check_cancelled()
-
-    def _stop_inflight(self) -> None:
-        """Cancel the batches in flight on the scheduler and interrupt those running on the workers."""
-        if not self.inflight:
-            return
-        futures = [future for future, _ in self.inflight.values()]
-        keys = list(self.inflight)
-        self.inflight.clear()
-        client = self.simulator.client
-        # The last submitted first: Dask runs them in submission order, so the running batches are cancelled last,
-        # once no queued one is left to take the worker their cancel frees (it would start after the interrupt).
-        for end in range(len(futures), 0, -DASK_CANCEL_CHUNK):  # force: the keys are this run's own
-            client.cancel(futures[max(0, end - DASK_CANCEL_CHUNK) : end], force=True)
-        # Dask lets a running task run on: each worker interrupts the batches of these keys it is running. Not
-        # waited for longer than INTERRUPT_WAIT_S: a worker whose model holds the GIL in native code answers late.
-        asking = threading.Thread(target=_interrupt_on_workers, args=(client, keys), daemon=True)
-        asking.start()
-        asking.join(INTERRUPT_WAIT_S)
-
-    def _submit(self, unit: _Unit) -> None:
-        client = self.simulator.client
-        future = client.submit(
-            run_batch,
-            self.simulator.model_ref,
-            Batch(unit.tasks, unit.key, start_topic=unit.start_topic, isolated=unit.isolated),
-            unit.budget,
-            self.settings.timeout_s,
-            key=unit.key,
-            pure=False,
-        )
-        self.inflight[unit.key] = (future, unit)
-        self.completed.add(future)
-
-    def _check(self) -> None:
-        self.next_check = time.monotonic() + 1.0
-        self.progress.workers = self.simulator.check_workers(waiting=bool(self.inflight))
-        events = self.simulator.timeout_events()
-        if events is not None and self.inflight:
-            reported = events.poll()
-            for key in [k for k in self.inflight if k in reported]:
-                future, unit = self.inflight.pop(key)
-                future.cancel()  # Dask would rerun it on another worker, where it would hang again
-                self._timed_out(unit, reported[key])
-        self.progress.report()
-
-    def _handle(self, future) -> None:
-        entry = self.inflight.pop(future.key, None)
-        if entry is None:  # cancelled after a timeout report: already handled
-            future.release()
-            return
-        _, unit = entry
-        if future.status not in (
-            "finished",
-            "error",
-            "cancelled",
-        ):  # its result was lost and is being recomputed
-            self.inflight[future.key] = entry
-            self.completed.add(future)
-            return
-        try:
-            outcome, value = settle(future)
-            if outcome == "ok":
-                self._finished(unit, value)
-            elif outcome == "lost" and unit.unconfirmed + 1 < UNCONFIRMED_DEATHS:
-                unit.unconfirmed += 1  # never blamed, but never retried for ever either
-                unit.key = self.simulator.new_key()
-                self._submit(unit)
-            else:
-                self._failed(unit, value)
-        finally:
-            future.release()
-
-    def _failed(self, unit: _Unit, exc: BaseException) -> None:
-        from distributed.scheduler import KilledWorker
-
-        events = self.simulator.timeout_events()
-        reported = events.poll() if events is not None else {}
-        if unit.key in reported:
-            self._timed_out(unit, reported[unit.key])
-            return
-        verdict = self.simulator.deaths.judge(unit, exc)
-        if verdict is None:  # raised outside the simulations' guard (e.g. rows that cannot be sent back)
-            verdict = "split" if len(unit.tasks) > 1 else "failed"
-        elif verdict == "retry" and isinstance(exc, IsolationFailed):
-            # The worker's fault, not the simulation's: run it alone again, maybe on another worker.
-            log.warning(
-                "simulation param_id %s replicate %d: %s; running it alone again",
-                unit.tasks[0].param_id, unit.tasks[0].replicate, exc,
-            )  # fmt: skip
-        if verdict == "isolate":
-            log.warning(
-                "simulation param_id %s replicate %d: its worker died; running it again alone, in a process of its "
-                "own, to see whether it was the cause", unit.tasks[0].param_id, unit.tasks[0].replicate,
-            )  # fmt: skip
-        if verdict in ("retry", "isolate"):
-            unit.key = self.simulator.new_key()
-            self._submit(unit)
-        elif verdict == "split":
-            half = len(unit.tasks) // 2
-            what = (
-                "its worker died"
-                if isinstance(exc, KilledWorker)
-                else f"it failed ({type(exc).__name__}: {exc})"
-            )
-            log.warning(
-                "a batch of %d simulations did not finish because %s; running it again in halves to isolate "
-                "the culprit", len(unit.tasks), what,
-            )  # fmt: skip
-            topic = unit.start_topic or self.simulator.deaths.topic
-            self._submit(self.simulator._unit(unit.tasks[:half], unit.budget, topic))
-            self._submit(self.simulator._unit(unit.tasks[half:], unit.budget, topic))
-        else:
-            task = unit.tasks[0]
-            if verdict == "crashed":
-                status, error = "crashed", self.simulator.deaths.crash_error(unit, exc)
-            elif isinstance(exc, IsolationFailed):
-                status, error = "failed", self.simulator.deaths.isolation_error(unit, exc)
-            else:
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
-            log.error(
-                "simulation param_id %s replicate %d (%s) %s: %s",
-                task.param_id, task.replicate, _describe(task.params), status, error,
-            )  # fmt: skip
-            self._record(unit.tasks, failure_rows(unit.tasks, status, error))
-
-    def _timed_out(self, unit: _Unit, event: Mapping[str, Any]) -> None:
-        index = int(event.get("index", -1))
-        culprit = unit.tasks[index] if 0 <= index < len(unit.tasks) else None
-        if culprit is None or culprit.param_id != event.get("param_id"):
-            # Never sent by simcal's workers. The batch was cancelled: run it again under a new key, which no
-            # report names (_failed would look this report up again, and again, for ever).
-            log.warning(
-                "a timeout report names no simulation of batch %s (%s); running its %d simulations again",
-                unit.key, dict(event), len(unit.tasks),
-            )  # fmt: skip
-            unit.key = self.simulator.new_key()
-            self._submit(unit)
-            return
-        log.error(
-            "simulation param_id %s replicate %d (%s) ran past timeout_s and was stopped with its worker",
-            culprit.param_id, culprit.replicate, _describe(culprit.params),
-        )  # fmt: skip
-        self._record([culprit], failure_rows([culprit], "timeout", timeout_error(dict(event))))
-        others = [t for i, t in enumerate(unit.tasks) if i != index]
-        if others:  # finished on the ended worker but never returned: run them again
-            self._submit(self.simulator._unit(others, unit.budget, unit.start_topic))
-
-    def _finished(self, unit: _Unit, frame: pd.DataFrame) -> None:
-        ran = set(
-            zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
-        )
-        if ran.issuperset(map(simulation_key, unit.tasks)):  # the usual case: every simulation made rows
-            done = unit.tasks
-        else:
-            done = [t for t in unit.tasks if t.key in ran]
-        if unit.budget is not None:
-            sims = frame.drop_duplicates(["param_id", "replicate", "seed"])
-            ok = sims[sims["status"] == "ok"]
-            # The probe's first simulation paid the worker's one-time costs (numba's compilation took 0.38 s of
-            # a 0.00075 s SIR): timed warm where the probe ran others.
-            first = unit.tasks[0]
-            warm = ok[~((ok["param_id"] == first.param_id) & (ok["replicate"] == first.replicate))]
-            self.probe_durations.extend((warm if len(warm) else ok)["duration_s"].tolist())
-        elif len(done) < len(unit.tasks):  # never expected: every task of a batch makes rows
-            missing = [t for t in unit.tasks if t.key not in ran]
-            self._record(
-                missing, failure_rows(missing, "failed", "InternalError: the batch returned no rows for it")
-            )
-        if done:
-            self._record(done, frame)
-
-    def _record(self, tasks: Sequence[SimTask], frame: pd.DataFrame) -> None:
-        frame = self._write(tasks, frame)
-        failed = self.store.failed_among(tasks)
-        self.summary.executed += len(tasks)
-        self.summary.failed += failed
-        self.summary.batches += 1
-        if self.collect:
-            self.summary.frames.append(frame)
-        self.progress.advance(len(tasks), failed)
-        self.progress.report()
-
-    def _write(self, tasks: Sequence[SimTask], frame: pd.DataFrame) -> pd.DataFrame:
-        """Store the rows as a part and return what was stored. The workers send only rows a part can hold; rows
-        that still cannot be stored (a service, an older worker) must not stop the sweep, nor every rerun of it:
-        the simulations at fault become failed rows, or failing that, every simulation of the batch does."""
-        try:
-            self.store.write(frame, tasks)
-            return frame
-        except (OSError, MemoryError):  # the disk or the machine, not the rows: stop, the rerun resumes
-            raise
-        except Exception as error:  # noqa: BLE001 - whatever pandas or Arrow refuse
-            log.error(
-                "the rows of %d simulation(s) could not be stored (%s: %s); the simulations at fault are "
-                "recorded as failed", len(tasks), type(error).__name__, error,
-            )  # fmt: skip
-        try:
-            frame = storable_rows(frame, tasks, self.simulator.model_ref)
-            self.store.write(frame, tasks)
-            return frame
-        except (OSError, MemoryError):
-            raise
-        except Exception as error:  # noqa: BLE001 - the rows themselves are unusable: keep the simulations
-            frame = failure_rows(
-                tasks, "failed", f"{type(error).__name__} while storing the simulation's rows: {error}"
-            )
-        self.store.write(frame, tasks)
-        return frame
-
-
-def check_failures(store: PartStore, max_failed_fraction: float, rerun: str | None = None) -> tuple[int, int]:
-    """Raise TooManyFailures naming the count, the most common errors and a failing parameter set when the
-    threshold is exceeded. Its last sentence says what becomes of the finished simulations: by default that they
-    are kept in the parts and a rerun skips them; ``rerun`` replaces it for a caller whose reruns are not that
-    (the simulation service: a failed job is not run again from its parts)."""
-    total, errors = store.status_counts()
-    failed = sum(errors.values())
-    if total and failed / total > max_failed_fraction:
-        common = "; ".join(f"{count}x {text}" for text, count in errors.most_common(3))
-        example = store.failures(limit=1)
-        first = ""
-        if example:
-            task, error = example[0]
-            first = f" First failure: param_id {task.param_id} replicate {task.replicate} ({_describe(task.params)})."
-        raise TooManyFailures(
-            f"{failed} of {total} simulations failed ({failed / total:.1%} > max_failed_fraction "
-            f"{max_failed_fraction:.1%}). Most common errors: {common}.{first} "
-            + (
-                rerun
-                or f"Finished simulations are kept in {store.partial}; a rerun skips them (set "
-                "simulation.rerun_failed to run the failed ones again)."
-            )
-        )
-    if failed:
-        log.warning(
-            "%d of %d simulations failed (within max_failed_fraction %.1f%%)",
-            failed,
-            total,
-            100 * max_failed_fraction,
-        )
-    return total, failed
-
-
-def plan_manifest(
-    model_ref: str,
-    tasks: Sequence[SimTask],
-    settings: SimulationSettings,
-    *,
-    check: Callable[[], None] | None = None,
-    **extra: Any,
-) -> dict:
-    """The resume record of a plan: the model, how seeds derive, and a digest of every simulation's key (the same
-    for the same simulations in any order). ``check`` (e.g. a cancel check that raises) is called between chunks
-    of ``CANCEL_CHUNK`` keys."""
-    count = len(tasks)
-    # Key columns sorted by numpy: sorting and formatting the key tuples in Python took twice as long.
-    pids = np.array([task[0] for task in tasks], dtype=str)
-    keys = np.empty(count, dtype=[("param_id", pids.dtype), ("replicate", np.int64), ("seed", np.int64)])
-    keys["param_id"] = pids
-    keys["replicate"] = np.fromiter(map(operator.itemgetter(1), tasks), dtype=np.int64, count=count)
-    keys["seed"] = np.fromiter(map(operator.itemgetter(2), tasks), dtype=np.int64, count=count)
-    keys = keys[np.lexsort((keys["seed"], keys["replicate"], pids))]
-    digest = hashlib.blake2b(digest_size=16)  # a key's bytes are one record: the same digest in any chunks
-    for start in range(0, count, CANCEL_CHUNK):
-        if check is not None:
-            check()
-        digest.update(keys[start : start + CANCEL_CHUNK].tobytes())
-    return {
-        "model": model_ref,
-        "simulations": len(tasks),
-        "plan": digest.hexdigest(),
-        "replicates": settings.replicates,
-        "seed": settings.seed,
-        "common_random_numbers": settings.common_random_numbers,
-        **extra,
-    }
-
-
-def planned_parameter_sets(
-    parameters: str | Path | pd.DataFrame,
-    fixed_params: Mapping[str, Any] | None,
-    where: str | None = None,
-    row_name: RowName | None = None,
-) -> list[dict[str, Any]]:
-    """Rows of the parameter table merged with the fixed parameters, refusing reserved names and clashes
-    (``where``, ``row_name``: how messages name a DataFrame and its rows, see ``parameter_table``)."""
-    return _planned_parameter_sets(parameters, fixed_params, where, row_name)[0]
-
-
-def _planned_parameter_sets(
-    parameters: str | Path | pd.DataFrame,
-    fixed_params: Mapping[str, Any] | None,
-    where: str | None = None,
-    row_name: RowName | None = None,
-) -> tuple[list[dict[str, Any]], str, RowName]:
-    """``planned_parameter_sets`` with what messages call the table and how they name its rows."""
-    fixed = mapping_of(fixed_params, "fixed parameters")
-    check_fixed_values(fixed, "fixed parameters")
-    table, where, row_name = parameter_table(parameters, where, row_name)
-    both = sorted(set(map(str, table.columns)) & set(map(str, fixed)))
-    if both:
-        raise ContractError(
-            f"{where}: parameters {both} are both columns of the parameter table and fixed parameters; give each "
-            "in one place"
-        )
-    sets = parameter_sets(table, where, row_name)
-    return ([{**fixed, **row} for row in sets] if fixed else sets), where, row_name
-
-
 def simulate(
     model_ref: str,
     parameters: str | Path | pd.DataFrame,
@@ -920,28 +494,3 @@ def _batching(summary: RunSummary, backend: str) -> str:
     if backend == SERVICE_BACKEND and summary.executed:
         return "batches chosen by the service"
     return f"batch size {summary.batch_size}"
-
-
-def _interrupt_on_workers(client: Any, keys: list[str]) -> None:
-    """Ask every worker to interrupt the batches of these keys (``simcal.worker.interrupt_batches``)."""
-    try:
-        client.run(interrupt_batches, keys, on_error="ignore")
-    except Exception as error:  # noqa: BLE001 - a cancel goes on without it: the batches then run to their end
-        log.warning(
-            "could not ask the workers to interrupt the cancelled batches (%s: %s)",
-            type(error).__name__,
-            error,
-        )
-
-
-def _raise_if_cancelled(cancel: threading.Event | None, model_ref: str) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled(f"the simulations of {model_ref} were cancelled")
-
-
-def _checked(items: Iterable[Any], check: Callable[[], None]) -> Iterator[Any]:
-    """``items``, calling ``check`` before each chunk of ``CANCEL_CHUNK`` of them (a loop over them hears a cancel)."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, CANCEL_CHUNK)):
-        check()
-        yield from chunk
