@@ -25,29 +25,40 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 
 from output_locks import output_lock
 from simcal.backends import Terminated, check_backend
-from simcal.contract import (
-    ContractError,
-    check_options,
-    param_id,
-    reject_unknown_keys,
-    resolve_callable,
-    resolve_model,
-    target_options,
+
+# The calibrate section's settings, the targets and losses, and the proposer live in modules of their own
+# (calibration_settings, calibration_targets, calibration_proposer); their names are still importable from here.
+from simcal.calibration_proposer import FAILED_LOSS, Proposer
+from simcal.calibration_settings import (
+    RENAMED,
+    SAMPLERS,
+    WHERE,
+    CalibrationSettings,
+    RefineSettings,
+    check_refine_replicates,
 )
-from simcal.design import Bound, Design, parse_bounds
+from simcal.calibration_targets import (
+    BUILT_IN_TARGETS,
+    TRIAL_COLUMNS,
+    Target,
+    check_observed_columns,
+    losses_for,
+    parse_targets,
+    reject_trial_columns,
+)
+from simcal.contract import ContractError, param_id, resolve_model
+from simcal.design import Bound, parse_bounds
 from simcal.files import refuse_text_name
 from simcal.local_search import TrustRegion, floor_scan
 from simcal.observed import read_observed
@@ -61,335 +72,8 @@ from simcal.runner import (
 )
 from simcal.space import check_fixed, space_of
 from simcal.tables import check_fixed_values, reject_reserved, write_parquet
-from simcal.targets import (
-    check_count_options,
-    check_observed,
-    mean_replicate_mse,
-    negbin_nll,
-    poisson_nll,
-    replicate_mean_mse,
-)
 
 log = logging.getLogger(__name__)
-
-SAMPLERS = ("tpe", "sobol", "lhs", "random")
-# The built-in targets, and whether they need counts in the observed column (checked before anything runs).
-BUILT_IN_TARGETS = {
-    replicate_mean_mse: False,
-    mean_replicate_mse: False,
-    poisson_nll: True,
-    negbin_nll: True,
-}
-WHERE = "calibration.calibrate"
-# The trials table's own columns: a calibrated parameter of the same name would be overwritten in its rows (a
-# parameter 'loss' by the loss), and the refine step, reading the best sets back from them, would run the model there.
-TRIAL_COLUMNS = (
-    "trial",
-    "round",
-    "phase",
-    "method",
-    "replicates",
-    "replicates_ok",
-    "replicates_failed",
-    "loss",
-)
-RENAMED = {"batch_size": "proposals_per_round"}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-@dataclass
-class RefineSettings:
-    """Re-simulate the ``top_k`` best parameter sets with ``replicates`` replicates (top_k 0: no refine step), then
-    ``rounds`` rounds of local search at those replicates (simcal.local_search; 1 + 2 x parameters sets each), then
-    ``scan`` parameter sets along the valley floor around the best (simcal.local_search.floor_scan; 0: none)."""
-
-    top_k: int = 8
-    replicates: int = 32
-    rounds: int = 0
-    scan: int = 0
-
-
-@dataclass
-class CalibrationSettings:
-    initial_design: str = "sobol"
-    initial_points: int = 32
-    sampler: str = "tpe"
-    rounds: int = 6
-    proposals_per_round: int = 16
-    seed: int = 1
-    refine: RefineSettings = field(default_factory=RefineSettings)
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any] | None) -> CalibrationSettings:
-        if options is not None and not isinstance(options, Mapping):
-            raise ContractError(f"{WHERE}: expected a mapping of settings, got {options!r}")
-        options = dict(options or {})
-        for old, new in RENAMED.items():
-            if old in options:
-                raise ContractError(
-                    f"{WHERE}.{old} was renamed {new} (the number of parameter sets proposed in each round after "
-                    f"the design); rename the key in your config"
-                )
-        reject_unknown_keys(options, {f.name for f in fields(cls)}, WHERE)
-        refine = options.pop("refine", None)
-        refine = {} if refine is None else refine
-        if not isinstance(refine, Mapping):  # refine: false would otherwise mean the defaults, refine on
-            raise ContractError(
-                f"{WHERE}.refine: expected {{top_k, replicates, rounds, scan}} (top_k: 0 turns the step off), got "
-                f"{refine!r}"
-            )
-        reject_unknown_keys(refine, {f.name for f in fields(RefineSettings)}, f"{WHERE}.refine")
-        settings = cls(**options, refine=RefineSettings(**refine))
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        def need(ok: bool, key: str, value: Any, expected: str) -> None:
-            if not ok:
-                raise ContractError(f"{WHERE}.{key} must be {expected}, got {value!r}")
-
-        need(self.initial_design in ("sobol", "lhs", "random"), "initial_design", self.initial_design,
-             "one of ['sobol', 'lhs', 'random']")  # fmt: skip
-        need(self.sampler in SAMPLERS, "sampler", self.sampler, f"one of {list(SAMPLERS)}")
-        for key in ("initial_points", "proposals_per_round"):
-            value = getattr(self, key)
-            need(_is_int(value) and value >= 1, key, value, "an integer >= 1")
-        need(_is_int(self.rounds) and self.rounds >= 0, "rounds", self.rounds, "an integer >= 0")
-        need(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32 - 1]")
-        top_k, replicates = self.refine.top_k, self.refine.replicates
-        need(_is_int(top_k) and top_k >= 0, "refine.top_k", top_k, "an integer >= 0 (0: no refine step)")
-        # >= 2 whether or not the step runs, as the schema says: it must exceed simulation.replicates (>= 1)
-        need(_is_int(replicates) and replicates >= 2, "refine.replicates", replicates, "an integer >= 2")
-        local = self.refine.rounds
-        need(_is_int(local) and local >= 0, "refine.rounds", local, "an integer >= 0 (0: no local search)")
-        need(
-            not local or top_k,
-            "refine.rounds",
-            local,
-            "0 when refine.top_k is 0 (the search starts from them)",
-        )
-        scan = self.refine.scan
-        need(_is_int(scan) and scan >= 0, "refine.scan", scan, "an integer >= 0 (0: no floor scan)")
-        need(not scan or top_k, "refine.scan", scan, "0 when refine.top_k is 0 (the scan starts from them)")
-
-
-def check_refine_replicates(settings: CalibrationSettings, simulation: SimulationSettings) -> None:
-    """The refine step's replicates exceed the rounds' (``simulation.replicates``), or it would add nothing: checked
-    by ``calibrate`` and, while the workflow is parsed, by the calibration module (before the sweep's jobs run)."""
-    refine = settings.refine
-    if refine.top_k and refine.replicates <= simulation.replicates:
-        raise ContractError(
-            f"{WHERE}.refine.replicates ({refine.replicates}) must exceed simulation.replicates "
-            f"({simulation.replicates}) for the refine step to add anything (or set refine.top_k: 0)"
-        )
-
-
-@dataclass
-class Target:
-    name: str
-    reference: str
-    function: Any
-    options: dict[str, Any]
-    weight: float = 1.0
-
-
-def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
-    # one target written without its list would otherwise be read key by key (or letter by letter)
-    if isinstance(targets, str | Mapping) or not isinstance(targets, Sequence):
-        raise ContractError(
-            f"calibration.targets: expected a list of {{function: 'module:function', ...}}, got {targets!r}"
-        )
-    if not targets:
-        raise ContractError("calibration.targets: at least one target is needed")
-    parsed = []
-    for index, spec in enumerate(targets):
-        where = f"calibration.targets[{index}]"
-        if not isinstance(spec, Mapping) or "function" not in spec:
-            raise ContractError(f"{where}: expected {{function: 'module:function', ...}}, got {spec!r}")
-        reference = spec["function"]
-        function = resolve_callable(reference, what=f"{where}.function")
-        name = str(spec.get("name") or f"target_{index}")
-        weight = spec.get("weight", 1.0)
-        # a negative weight would reward a worse fit to that target: the total is minimised
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
-            raise ContractError(f"{where}.weight: expected a finite number >= 0, got {weight!r}")
-        parsed.append(Target(name, reference, function, target_options(spec), float(weight)))
-    if not any(
-        t.weight for t in parsed
-    ):  # a weight-0 target is recorded only: the total would be 0 everywhere
-        raise ContractError(
-            "calibration.targets: every weight is 0; at least one target needs a weight > 0 (a target of weight 0 "
-            "is recorded in the trials table but not part of the loss)"
-        )
-    names = [t.name for t in parsed]
-    if len(set(names)) != len(names):
-        raise ContractError(f"calibration.targets: names must differ (column loss_<name>), got {names}")
-    for index, target in enumerate(parsed):  # a misspelt or missing option fails now, not after round 0
-        check_options(target.function, target.options, f"calibration.targets[{index}]", target.reference)
-    return parsed
-
-
-def reject_trial_columns(bounds: Sequence[Bound], targets: Sequence[Target]) -> None:
-    """Calibrated parameters must not share a name with a column of the trials table (``loss_<target>`` too)."""
-    taken = {*TRIAL_COLUMNS, *(f"loss_{t.name}" for t in targets)}
-    clash = [b.name for b in bounds if b.name in taken]
-    if clash:
-        raise ContractError(
-            f"calibration.parameters: {clash} would share a column of the trials table with the calibration's own "
-            f"(taken: {sorted(taken)}); rename the parameter in the model and the config"
-        )
-
-
-def check_observed_columns(
-    observed: pd.DataFrame, targets: list[Target], source: str = "observed data"
-) -> None:
-    """Targets that name their columns (options ``column`` and ``on``) find them in the observed data; for the
-    built-in targets the observed column also holds numbers (counts for a likelihood), one row per key."""
-    for target in targets:
-        counts = BUILT_IN_TARGETS.get(target.function)
-        on = target.options.get("on", "day" if counts is not None else [])  # "day": the built-ins' default
-        wanted = [target.options["column"]] if "column" in target.options else []
-        wanted += [on] if isinstance(on, str) else list(on)
-        missing = [c for c in wanted if c not in observed.columns]
-        if missing:
-            raise ContractError(
-                f"calibration target {target.name!r}: {source} have no column(s) {missing}; they have "
-                f"{list(observed.columns)}"
-            )
-        if counts is not None and "column" in target.options:
-            try:
-                if counts:  # dispersion and min_mean: a bad value would fail, or give NaN, after round 0
-                    check_count_options(
-                        **{k: target.options[k] for k in ("dispersion", "min_mean") if k in target.options}
-                    )
-                check_observed(observed, target.options["column"], on, counts)
-            except ValueError as error:
-                raise ContractError(f"calibration target {target.name!r}: {source}: {error}") from error
-
-
-def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list[Target]) -> pd.DataFrame:
-    """One row per param_id: each target's loss, the weighted total, and replicate counts."""
-    if not frames:
-        return pd.DataFrame(columns=["param_id", "loss", "replicates_ok", "replicates_failed"])
-    sims = pd.concat(frames, ignore_index=True)
-    rows = []
-    for pid, group in sims.groupby("param_id", sort=False):
-        ok = group[group["status"] == "ok"]
-        replicate_status = group.drop_duplicates("replicate")["status"]
-        row: dict[str, Any] = {
-            "param_id": pid,
-            "replicates_ok": int((replicate_status == "ok").sum()),
-            "replicates_failed": int((replicate_status != "ok").sum()),
-        }
-        total = 0.0
-        for target in targets:
-            try:
-                value = float(target.function(ok, observed, **target.options)) if len(ok) else float("nan")
-            except Exception as error:
-                raise ContractError(
-                    f"calibration target {target.name!r} ({target.reference}) failed on parameter set {pid}: "
-                    f"{type(error).__name__}: {error}"
-                ) from error
-            row[f"loss_{target.name}"] = value
-            if target.weight:  # a weight-0 target is recorded, not scored: 0 x inf or 0 x NaN would be NaN
-                total += target.weight * value
-        row["loss"] = total if math.isfinite(total) else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _distribution(bound: Bound) -> optuna.distributions.BaseDistribution:
-    if bound.integer:
-        return optuna.distributions.IntDistribution(int(bound.low), int(bound.high), log=bound.log)
-    return optuna.distributions.FloatDistribution(bound.low, bound.high, log=bound.log)
-
-
-# TPE splits the trials into good and bad by the rank of their loss only, so a failed set needs a loss that sorts
-# after every finite one, including those told later: a finite penalty (say the worst loss so far plus a margin)
-# can be overtaken, and Optuna cannot re-tell a finished trial. Optuna accepts +inf (it refuses only NaN).
-FAILED_LOSS = math.inf
-
-
-class Proposer:
-    """Where the next parameter sets come from: the design for round 0, then the chosen sampler.
-
-    Every loss is told to Optuna's study, the design points' too (as trials added to its history). TPE models only
-    completed trials (FAIL ones are ignored), so a parameter set without a finite loss (all its replicates failed,
-    or a target gave NaN) is told as completed with the loss +inf and the user attribute ``failed``: it ranks below
-    every finite loss, told before or after it, and TPE learns to avoid the region where simulations fail. Only the
-    sampler sees the penalty: the trials table keeps their loss NaN.
-    """
-
-    def __init__(self, bounds: list[Bound], settings: CalibrationSettings):
-        self.bounds, self.settings = bounds, settings
-        self.design = Design(bounds, settings.initial_design, settings.seed)
-        if settings.sampler == "tpe":
-            self.later = None
-        elif settings.sampler == settings.initial_design:
-            self.later = self.design  # one sequence: later rounds continue where the design stopped
-        else:  # another design kind: its own stream, seeded apart from the first
-            apart = int(np.random.SeedSequence([settings.seed, 1]).generate_state(1)[0])
-            self.later = Design(bounds, settings.sampler, apart)
-        sampler = optuna.samplers.TPESampler(
-            seed=settings.seed, n_startup_trials=0, multivariate=True, constant_liar=True
-        )
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(direction="minimize", sampler=sampler)
-        self.distributions = {b.name: _distribution(b) for b in bounds}
-        self.pending: dict[str, list] = {}
-
-    def ask(self, round_index: int) -> tuple[str, list[dict[str, Any]]]:
-        if round_index == 0:
-            points = self.design.draw(self.settings.initial_points)
-            return self.settings.initial_design, points.to_dict("records")
-        count = self.settings.proposals_per_round
-        if self.later is not None:
-            if not self.later.balanced_block(count):
-                log.info(
-                    "sobol: %d points after %d drawn is not a balanced block (use powers of two, with "
-                    "initial_points a multiple of proposals_per_round, for the best spread)",
-                    count, self.later.drawn,
-                )  # fmt: skip
-            return self.settings.sampler, self.later.draw(count).to_dict("records")
-        trials = [self.study.ask(self.distributions) for _ in range(count)]
-        proposals = [dict(t.params) for t in trials]
-        for trial, params in zip(trials, proposals, strict=True):
-            self.pending.setdefault(param_id(params), []).append(trial)
-        return "tpe", proposals
-
-    def tell(self, params: dict[str, Any], loss: float) -> None:
-        """The loss of one proposal. A parameter set the sampler proposed twice in a round is told once per
-        proposal, so each tell completes one of its asked trials (not all of them, and then a further trial)."""
-        key = param_id(params)
-        asked = self.pending.get(key, [])
-        trials = [asked.pop(0)] if asked else None
-        if not asked:
-            self.pending.pop(key, None)
-        if math.isfinite(loss):
-            self._tell(params, trials, loss)
-        else:
-            self._tell(params, trials, FAILED_LOSS, failed=True)
-
-    def _tell(self, params: dict[str, Any], trials: list | None, value: float, failed: bool = False) -> None:
-        complete = optuna.trial.TrialState.COMPLETE
-        if trials:
-            for trial in trials:
-                if failed:
-                    trial.set_user_attr("failed", True)
-                self.study.tell(trial, value, state=complete)
-        else:  # design points join the study's history so TPE learns from them
-            self.study.add_trial(
-                optuna.trial.create_trial(
-                    params=params,
-                    distributions=self.distributions,
-                    value=value,
-                    state=complete,
-                    user_attrs={"failed": True} if failed else None,
-                )
-            )
 
 
 class _Rounds:
@@ -762,10 +446,22 @@ def parameter_names(parameters: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
+    "BUILT_IN_TARGETS",
+    "FAILED_LOSS",
+    "RENAMED",
+    "SAMPLERS",
+    "TRIAL_COLUMNS",
+    "WHERE",
     "CalibrationSettings",
+    "Proposer",
     "RefineSettings",
+    "Target",
     "calibrate",
     "calibrate_files",
+    "check_observed_columns",
+    "check_refine_replicates",
     "losses_for",
     "parameter_names",
+    "parse_targets",
+    "reject_trial_columns",
 ]
