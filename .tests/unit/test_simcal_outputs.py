@@ -20,6 +20,7 @@ from distributed import Client, LocalCluster
 from testkit import dask_client
 
 import simcal.batch_execution
+import simcal.result_rows
 import simcal.runner
 import simcal.worker
 from simcal.contract import ContractError, normalise_output, unique_names
@@ -200,7 +201,9 @@ def test_storable_rows_keeps_a_frame_that_can_be_stored_and_fails_every_simulati
     )
     # Rows that each simulation could store alone but not together: every simulation fails, none is lost.
     monkeypatch.setattr(
-        simcal.worker, "storage_problem", lambda rows: "too many" if rows["param_id"].nunique() > 1 else None
+        simcal.result_rows,
+        "storage_problem",
+        lambda rows: "too many" if rows["param_id"].nunique() > 1 else None,
     )
     rows = storable_rows(frame, tasks, "m:f")
     assert len(rows) == 2 and set(rows["status"]) == {"failed"}
