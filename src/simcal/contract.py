@@ -2,6 +2,9 @@
 
 A model is any importable function ``"package.module:function"`` called as ``function(params, seed)`` that
 returns a pandas DataFrame or a dict of named tables (DataFrames) and scalars.
+
+The seeds (``simcal.seeds``), the normalisation of what a model returns (``simcal.model_outputs``) and the error
+(``simcal.contract_error``) live in modules of their own; every name they had here is still importable from here.
 """
 
 from __future__ import annotations
@@ -14,17 +17,22 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from wrapper_rules import InputError
-
-
-class ContractError(ValueError, InputError):
-    """A model, target or parameter table does not follow the simulation contract."""
+from simcal.contract_error import ContractError
+from simcal.model_outputs import (
+    OUTPUT_PREFIX,
+    TABLE_COLUMN,
+    normalise_output,
+    output_table,
+    rename_clashing,
+    scalar_output,
+    unique_names,
+)
+from simcal.seeds import replicate_seed, replicate_seeds
 
 
 def mapping_of(value: Any, where: str) -> dict[str, Any]:
@@ -320,278 +328,32 @@ def _canonical_by_columns(sets: list[Mapping[str, Any]]) -> list[tuple[str, dict
     return list(zip(ids, plains, strict=True))
 
 
-def replicate_seed(
-    pid: str, replicate: int, master_seed: int | None = None, common_random_numbers: bool = False
-) -> int:
-    """Seed of one replicate (0 <= seed < 2**32), independent of scheduling order and batching.
-
-    - No master seed, independent streams (the default): BLAKE2b of ``"<param_id>:<replicate>"``, the seeds every
-      earlier version of simcal gave, so existing results stay reproducible.
-    - With ``master_seed``: ``numpy.random.SeedSequence(entropy=(master_seed, param_id), spawn_key=(replicate,))``;
-      another master seed draws a fresh, independent set of replicates.
-    - ``common_random_numbers``: the seed depends on (master seed, replicate) only, so every parameter set sees
-      the same random numbers and differences between sets are not drowned in sampling noise (calibration).
-    """
-    return replicate_seeds([pid], [replicate], master_seed, common_random_numbers)[0][0]
-
-
-def replicate_seeds(
-    pids: Sequence[str],
-    replicates: Sequence[int],
-    master_seed: int | None = None,
-    common_random_numbers: bool = False,
-) -> list[list[int]]:
-    """``replicate_seed`` of every replicate of every parameter set, ``[[seed of (pid, r) for r] for pid]``: the
-    same integers, computed for all of them at once."""
-    replicates = [int(r) for r in replicates]
-    if master_seed is None and not common_random_numbers:
-        return [
-            [
-                int.from_bytes(hashlib.blake2b(f"{pid}:{r}".encode(), digest_size=8).digest(), "little")
-                % 2**32
-                for r in replicates
-            ]
-            for pid in pids
-        ]
-    master = 0 if master_seed is None else int(master_seed)
-    entropies = [master] if common_random_numbers else [(master, int(pid, 16)) for pid in pids]
-    if len(entropies) * len(replicates) < 64 or any(r < 0 or r > _MASK32 for r in replicates):
-        seeds = [  # few seeds (or a replicate number of several words): numpy's own SeedSequence
-            [int(np.random.SeedSequence(entropy, spawn_key=(r,)).generate_state(1, np.uint32)[0])
-             for r in replicates]
-            for entropy in entropies
-        ]  # fmt: skip
-    else:
-        seeds = _seed_sequence_states(master, None if common_random_numbers else entropies, replicates)
-    return seeds * len(pids) if common_random_numbers else seeds  # the same seeds for every parameter set
-
-
-# numpy.random.SeedSequence (numpy/random/bit_generator.pyx: the mixing of O'Neill's seed_seq_fe128) vectorised
-# over many entropies and replicates, so a sweep does not build a SeedSequence object per simulation. With a spawn
-# key the entropy words are padded to the pool size and mixed first, then each replicate's word is mixed in, then
-# one 32-bit word of state is drawn from the pool. The unit test compares every step's outcome with numpy's own
-# SeedSequence on many (master seed, param_id, replicate) triples.
-_POOL_SIZE = 4
-_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
-_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
-_MASK32 = 0xFFFFFFFF
-
-
-def _uint32_words(value: int) -> list[int]:
-    """How SeedSequence splits a non-negative integer into 32-bit words (least significant first; 0 is [0])."""
-    if value < 0:
-        raise ContractError(f"seed entropy {value} must be >= 0")
-    words = [value & _MASK32]
-    value >>= 32
-    while value:
-        words.append(value & _MASK32)
-        value >>= 32
-    return words
-
-
-# The arithmetic is on uint64 arrays holding 32-bit words: a product of two words fits, and masking keeps the
-# low 32 bits, which is what SeedSequence's uint32 arithmetic computes.
-def _hashmix(value: np.ndarray, hash_const: int) -> tuple[np.ndarray, int]:
-    value = value ^ np.uint64(hash_const)
-    hash_const = (hash_const * _MULT_A) & _MASK32
-    value = (value * np.uint64(hash_const)) & np.uint64(_MASK32)
-    return value ^ (value >> np.uint64(16)), hash_const
-
-
-def _mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    result = (np.uint64(_MIX_MULT_L) * x - np.uint64(_MIX_MULT_R) * y) & np.uint64(_MASK32)
-    return result ^ (result >> np.uint64(16))
-
-
-def _seed_sequence_states(
-    master: int, entropies: list[tuple[int, int]] | None, replicates: list[int]
-) -> list[list[int]]:
-    """``SeedSequence(entropy, spawn_key=(r,)).generate_state(1, np.uint32)[0]`` for every replicate r (each a
-    32-bit word), one list per entropy ``(master, param_id as an integer)``, or one list for ``master`` alone
-    when ``entropies`` is None."""
-    master_words = _uint32_words(master)
-    if entropies is None:
-        groups = [(np.array([master_words + [0] * (_POOL_SIZE - len(master_words))], dtype=np.uint64), None)]
-        rows_total = 1
-    else:
-        # A param_id is 64 bits: two words, or one when its high half is zero (SeedSequence drops leading zeros).
-        values = np.array([pid for _, pid in entropies], dtype=np.uint64)
-        low, high = values & np.uint64(_MASK32), values >> np.uint64(32)
-        groups = []
-        for two_words in (True, False):
-            rows = np.flatnonzero(high != 0 if two_words else high == 0)
-            if not len(rows):
-                continue
-            columns = [np.full(len(rows), w, dtype=np.uint64) for w in master_words] + [low[rows]]
-            if two_words:
-                columns.append(high[rows])
-            columns += [np.zeros(len(rows), dtype=np.uint64)] * (_POOL_SIZE - len(columns))
-            groups.append((np.stack(columns, axis=1), rows))
-        rows_total = len(entropies)
-    states: list[list[int]] = [[] for _ in range(rows_total)]
-    for table, rows in groups:
-        hash_const = _INIT_A
-        pool = []
-        for column in range(_POOL_SIZE):
-            mixed, hash_const = _hashmix(table[:, column], hash_const)
-            pool.append(mixed)
-        for source in range(_POOL_SIZE):
-            for target in range(_POOL_SIZE):
-                if source != target:
-                    mixed, hash_const = _hashmix(pool[source], hash_const)
-                    pool[target] = _mix(pool[target], mixed)
-        for column in range(_POOL_SIZE, table.shape[1]):
-            for target in range(_POOL_SIZE):
-                mixed, hash_const = _hashmix(table[:, column], hash_const)
-                pool[target] = _mix(pool[target], mixed)
-        # The replicate's word is mixed into each of the 4 pool words; a one-word state reads only the first.
-        mixed_replicates, _ = _hashmix(np.asarray(replicates, dtype=np.uint64), hash_const)
-        state = _mix(pool[0][:, None], mixed_replicates[None, :]) ^ np.uint64(_INIT_B)
-        state = (state * np.uint64((_INIT_B * _MULT_B) & _MASK32)) & np.uint64(_MASK32)
-        state ^= state >> np.uint64(16)
-        for row, seeds in zip(
-            range(rows_total) if rows is None else rows.tolist(), state.tolist(), strict=True
-        ):
-            states[row] = seeds
-    return states
-
-
-def scalar_output(value: Any, name: str, reference: str) -> Any:
-    """One value of a dict output as a plain scalar, or a ContractError naming the output and its shape."""
-    kind = type(value)
-    if kind is float or kind is int or kind is str or kind is bool or value is None:
-        return value
-    # numpy calls a dict or a set 0-dimensional, but Parquet would store it nested (a struct that no later part
-    # of another type can be merged with), so it is refused like an array.
-    if isinstance(value, Mapping | set | frozenset):
-        raise ContractError(
-            f"{reference} returned a {kind.__name__} for output {name!r}; the values of a dict output must be "
-            "scalars (numbers, strings, booleans) or DataFrames (give each inner value its own output, or return "
-            "a table)"
-        )
-    if isinstance(value, complex | np.complexfloating):
-        raise ContractError(
-            f"{reference} returned a complex number for output {name!r}, which Parquet cannot store; give its "
-            "real and imaginary parts (or its absolute value) outputs of their own"
-        )
-    if isinstance(value, np.generic):
-        return value.item()
-    if np.ndim(value) != 0:
-        raise ContractError(
-            f"{reference} returned a {type(value).__name__} of shape {np.shape(value)} for output {name!r}; "
-            "the values of a dict output must be scalars or DataFrames (put arrays into a DataFrame column)"
-        )
-    return value.item() if hasattr(value, "item") else value
-
-
-def normalise_output(result: Any, reference: str = "model") -> pd.DataFrame:
-    """Turn a model's return value into one long table.
-
-    A DataFrame keeps its columns (names as strings, see ``output_table``) and its index as columns unless that
-    holds just the row numbers. A dict may hold scalars (one column each, repeated on every row) and tables
-    (DataFrames or Series, stacked, with a ``table`` column naming each one).
-    """
-    if isinstance(result, pd.DataFrame):
-        return output_table(result)
-    if not isinstance(result, Mapping):
-        raise ContractError(
-            f"{reference} returned {type(result).__name__}; expected a pandas DataFrame or a dict"
-        )
-    tables: list[pd.DataFrame] = []
-    scalars: dict[str, Any] = {}
-    for name, value in zip(unique_names([str(k) for k in result]), result.values(), strict=True):
-        if isinstance(value, pd.DataFrame | pd.Series):
-            table = output_table(
-                value
-                if isinstance(value, pd.DataFrame)
-                else value.rename(str(value.name or "value")).to_frame()
-            )
-            if TABLE_COLUMN in table.columns:  # the table's own column of that name is kept, renamed
-                table = table.rename(columns=rename_clashing(list(table.columns), {TABLE_COLUMN}))
-            tables.append(table.assign(**{TABLE_COLUMN: name}))
-        else:
-            scalars[name] = scalar_output(value, name, reference)
-    frame = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(index=[0])
-    if scalars and frame.empty:  # only empty tables: the scalars still make one row
-        frame = pd.DataFrame(index=[0])
-    if scalars and len(frame.columns):  # a scalar named like a column of the tables must not overwrite it
-        renamed = rename_clashing(list(scalars), set(frame.columns))
-        if renamed:
-            scalars = {renamed.get(k, k): v for k, v in scalars.items()}
-    for name, value in scalars.items():
-        frame[name] = value
-    return frame
-
-
-def output_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """A table a model returned, as rows of the output: column names as unique strings (``unique_names``), and
-    the index as leading columns unless it holds just the row numbers 0, 1, 2, ... with no name.
-
-    An index is data a model means to return (the ``day`` of ``set_index("day")``, the keys of a ``groupby``), so
-    it is kept: each level under its name, or ``index`` (``level_<i>`` in a MultiIndex) when it has none. A level
-    named like a column is renamed the way clashing outputs are (``output_`` prefix); the column keeps its name.
-    """
-    columns = list(frame.columns)
-    # A set of the names rather than Index.is_unique, whose hash table costs more than many a simulation.
-    plain = all(type(c) is str for c in columns) and len(set(columns)) == len(columns)
-    names = columns if plain else unique_names([str(c) for c in columns])
-    index = frame.index
-    if _holds_row_numbers(index):
-        table = frame.reset_index(drop=True)
-        if names is not columns:
-            table.columns = names
-        return table
-    levels = unique_names(
-        [
-            str(level) if level is not None else ("index" if index.nlevels == 1 else f"level_{i}")
-            for i, level in enumerate(index.names)
-        ]
-    )
-    renamed = rename_clashing(levels, set(names))
-    levels = [renamed.get(level, level) for level in levels]
-    return frame.set_axis(names, axis=1).set_axis(index.set_names(levels), axis=0).reset_index()
-
-
-def _holds_row_numbers(index: pd.Index) -> bool:
-    """True for an unnamed index of the rows' own numbers 0..n-1 (what pandas gives a table by default)."""
-    if index.nlevels != 1 or index.name is not None:
-        return False
-    if type(index) is pd.RangeIndex:
-        return index.start == 0 and index.step == 1
-    return index.dtype.kind in "iu" and index.equals(pd.RangeIndex(len(index)))
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    """The names, each repeat of an earlier one renamed by the ``rename_clashing`` rule (``output_`` prefix until
-    it clashes with no other name): two outputs that share a name after ``str()`` (``x`` twice, or ``1`` and
-    ``"1"``) are both kept, the first under the name."""
-    if len(set(names)) == len(names):
-        return list(names)
-    every = set(names)
-    seen: set[str] = set()
-    unique = []
-    for name in names:
-        if name in seen:
-            name = rename_clashing([name], every | seen)[name]
-        seen.add(name)
-        unique.append(name)
-    return unique
-
-
-TABLE_COLUMN = "table"  # names each row's table when a dict output holds several
-OUTPUT_PREFIX = "output_"
-
-
-def rename_clashing(names: Sequence[str], reserved: Container[str]) -> dict[str, str]:
-    """``{name: new name}`` for each of ``names`` found in ``reserved``: the name with an ``output_`` prefix,
-    repeated until it clashes with nothing reserved, none of ``names`` and no new name given before it."""
-    taken = set(names)
-    renamed = {}
-    for name in names:
-        if name in reserved:
-            new = name
-            while new in reserved or new in taken:
-                new = OUTPUT_PREFIX + new
-            taken.add(new)
-            renamed[name] = new
-    return renamed
+__all__ = [
+    "CONFIG_KEYS",
+    "OUTPUT_PREFIX",
+    "REFERENCE",
+    "TABLE_COLUMN",
+    "TARGET_KEYS",
+    "ContractError",
+    "canonical_json",
+    "canonical_param_sets",
+    "canonical_params",
+    "check_model_signature",
+    "check_options",
+    "is_whole_number",
+    "mapping_of",
+    "normalise_output",
+    "output_table",
+    "param_id",
+    "python_scalar",
+    "reject_unknown_keys",
+    "rename_clashing",
+    "replicate_seed",
+    "replicate_seeds",
+    "resolve_callable",
+    "resolve_model",
+    "scalar_output",
+    "target_options",
+    "to_plain",
+    "unique_names",
+]
