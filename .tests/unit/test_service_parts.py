@@ -1533,16 +1533,16 @@ def test_a_requeue_a_full_registry_disk_cannot_take_is_shown_queued_and_written_
 def test_a_requeue_marks_removal_is_made_durable_like_its_making(tmp_path, monkeypatch):
     """The mark's directory is fsynced after the mark is removed, as after it is made: a removal lost to a power
     loss brings the mark back, and the job's next run, should the service die in it too, would not count."""
-    from simcal.service import registry as registry_module
+    from simcal.service import unsaved_changes  # where the marks are made and removed
 
     synced: list[tuple[str, list[str]]] = []
-    real = registry_module.fsync_directory
+    real = unsaved_changes.fsync_directory
 
     def recorded(directory):
         synced.append((Path(directory).name, sorted(path.name for path in Path(directory).iterdir())))
         real(directory)
 
-    monkeypatch.setattr(registry_module, "fsync_directory", recorded)
+    monkeypatch.setattr(unsaved_changes, "fsync_directory", recorded)
     registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=0.05)
     big = {"parameter_sets": [{"a": float(i)} for i in range(900)]}  # its row spills over pages
     job_id = registry.create("alice", "m:f", big, 900)[0].id
