@@ -34,10 +34,15 @@ class Bound:
     integer: bool = False
 
     def scale(self, unit: np.ndarray) -> np.ndarray:
-        """Points of the unit interval to parameter values (integers spread evenly over low..high)."""
+        """Points of the unit interval to parameter values. Integers: the floor of a value drawn over [low, high + 1),
+        uniformly or, with ``log``, log-uniformly, so that every whole number k gets the share of [k, k + 1): the
+        same share each, or log(k + 1) - log(k) of log(high + 1) - log(low) (rounding a draw over [low, high] gave
+        the two ends half a share each)."""
         if self.integer:
             if self.log:
-                values = np.round(np.exp(np.log(self.low) + unit * (np.log(self.high) - np.log(self.low))))
+                values = np.floor(
+                    np.exp(np.log(self.low) + unit * (np.log(self.high + 1) - np.log(self.low)))
+                )
             else:
                 values = np.floor(self.low + unit * (self.high - self.low + 1))
             return np.clip(values, self.low, self.high).astype(np.int64)
@@ -49,7 +54,11 @@ class Bound:
         """The inverse of ``scale``: parameter values to the unit interval (an integer to the middle of its
         share)."""
         values = np.asarray(values, dtype=float)
-        if self.log:
+        if self.log and self.integer:  # the middle of [k, k + 1) on the log scale
+            position = (np.log(values * (values + 1)) / 2 - np.log(self.low)) / (
+                np.log(self.high + 1) - np.log(self.low)
+            )
+        elif self.log:
             position = (np.log(values) - np.log(self.low)) / (np.log(self.high) - np.log(self.low))
         elif self.integer:
             position = (values - self.low + 0.5) / (self.high - self.low + 1)
