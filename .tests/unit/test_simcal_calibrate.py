@@ -18,9 +18,10 @@ import optuna
 import pandas as pd
 import pytest
 import simcal_calibration_models
+import yaml
 from distributed import Client, LocalCluster
 from scipy import stats
-from testkit import one_set_sweep_files, one_simulation_file, one_trial_calibration_files
+from testkit import REPO, one_set_sweep_files, one_simulation_file, one_trial_calibration_files
 
 from simcal.analyze import analyze_files, summarize_sweep, summarize_sweep_files
 from simcal.backends import Terminated
@@ -994,6 +995,28 @@ def test_the_names_refused_for_calibrated_parameters_are_the_trials_tables_own_c
     _, trials = refined
     own = set(trials.columns) - {"param_id", *BOUNDS} - {f"loss_{target['name']}" for target in POISSON}
     assert own == set(TRIAL_COLUMNS)
+
+
+def test_the_trials_columns_wrappers_calibrate_meta_yaml_lists_are_those_of_a_trials_file_in_its_order(
+    refined,
+):
+    """meta.yaml's trials output lists the columns in the order the file has them: it said loss_<target> and loss
+    came before replicates_ok and replicates_failed, which the file has first. "parameters" stands for the
+    calibrated parameters and "loss_<target>" for one column per target, in that place."""
+    out, _ = refined
+    meta = yaml.safe_load((REPO / "wrappers/calibrate/meta.yaml").read_text())
+    text = " ".join(meta["output"]["trials"]["description"].split())
+    inside = text[text.index("(") + 1 : text.rindex(")")]
+    listed = [item.split()[0] for item in re.sub(r"\([^()]*\)", "", inside).split(",")]
+    written = []
+    for column in pd.read_parquet(out / "trials.parquet").columns:
+        if column in BOUNDS:
+            column = "parameters"
+        elif column in {f"loss_{target['name']}" for target in POISSON}:
+            column = "loss_<target>"
+        if not written or written[-1] != column:
+            written.append(column)
+    assert listed == written, f"meta.yaml lists {listed}, the trials file has {written}"
 
 
 def test_local_search_rounds_add_new_sets_at_the_refine_replicates(tmp_path, client):
