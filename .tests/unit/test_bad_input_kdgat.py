@@ -540,6 +540,25 @@ def test_a_gat_curriculum_without_its_vgae_is_refused_naming_the_input_before_an
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gat_train_with_the_curriculum_on_and_no_vgae_is_an_input_error_naming_the_setting_and_argument():
+    """gat.train (a direct caller's; run() refuses it first) raised a plain ValueError "the GAT curriculum needs the
+    trained VGAE of the same variant": failure_logged reported it with a traceback, as a bug, naming neither the
+    setting nor the argument."""
+    from kdgat.logs import failure_logged
+    from kdgat.training import gat
+    from kdgat.training.settings import SettingsError, StageSettings
+    from wrapper_rules import InputRefused
+
+    settings = StageSettings.from_config({"device": "cpu", "curriculum": {"enabled": True}}, "gat", "teacher")
+    with pytest.raises(InputRefused) as ended, failure_logged("train_gat"):
+        gat.train(toy_graphs(4, num_ids=20), toy_graphs(2, num_ids=20), 20, settings)
+    assert isinstance(ended.value.error, SettingsError) and isinstance(ended.value.error, ValueError)
+    assert str(ended.value) == (
+        "the GAT curriculum (kd_gat.curriculum.enabled) needs the trained VGAE of the same variant: give it as "
+        "kdgat.training.gat.train's vgae, or disable the curriculum"
+    )
+
+
 def test_a_student_kd_dqn_with_only_some_of_its_teachers_models_is_refused_before_anything_is_read(tmp_path):
     with pytest.raises(ValueError) as error:
         _train_without_reading(tmp_path, "dqn", "student_kd", {"teacher_dqn": str(tmp_path / "teacher.pt")})

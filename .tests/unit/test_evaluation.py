@@ -968,42 +968,49 @@ def test_evaluate_detector_checks_its_speed_settings_before_scoring():
         evaluate_detector(None, None, None, ["graph"], {}, score_fn=never, speed={"repeat": 2})
 
 
-def test_evaluate_detector_refuses_an_empty_validation_list_before_scoring_anything():
+@pytest.mark.parametrize(
+    ("val_graphs", "test_sets", "message"),
+    [
+        (
+            [],
+            {"dos": ["graph"]},
+            "evaluate_detector's val_graphs is empty: the VGAE's threshold is chosen on the validation graphs "
+            "(val.pt's); give at least one",
+        ),
+        # evaluate_files refused a test.pt without scenarios, but evaluate_detector called directly returned a
+        # document without test results
+        (
+            ["graph"],
+            {},
+            "evaluate_detector's test_sets holds no test scenario: give {scenario: graphs} for at least one; the "
+            "evaluation reports test results (never validation's)",
+        ),
+        # a scenario with no graphs died in fusion_inputs as "no graphs to score", naming no scenario, after
+        # validation was scored
+        (
+            ["graph"],
+            {"dos": ["graph"], "fuzzy": []},
+            "evaluate_detector's test_sets['fuzzy'] has no graphs: every test scenario needs at least one",
+        ),
+    ],
+    ids=["no-validation-graph", "no-test-scenario", "scenario-without-graphs"],
+)
+def test_evaluate_detector_refuses_missing_graphs_as_an_input_error_naming_the_argument_before_scoring(
+    val_graphs, test_sets, message
+):
+    """These were plain ValueErrors: a direct caller's mistake ended failure_logged with a traceback (a bug's
+    report), and the message named no argument of evaluate_detector."""
+    from kdgat.logs import failure_logged
+    from wrapper_rules import InputRefused
+
     def never(*args, **kwargs):
-        raise AssertionError("scored before the validation graphs were checked")
+        raise AssertionError("scored before the graphs were checked")
 
-    with pytest.raises(ValueError) as error:
-        evaluate_detector(None, None, None, [], {"dos": ["graph"]}, score_fn=never)
-    # it said what was wrong, not what was expected
-    assert str(error.value) == (
-        "the validation graph list is empty; the VGAE's threshold is chosen on val.pt's graphs"
-    )
-
-
-def test_evaluate_detector_refuses_no_test_scenario_like_evaluate_files_before_scoring_anything():
-    """evaluate_files refused a test.pt without scenarios, but evaluate_detector called directly returned a document
-    without test results."""
-
-    def never(*args, **kwargs):
-        raise AssertionError("scored before the test scenarios were checked")
-
-    with pytest.raises(ValueError) as error:
-        evaluate_detector(None, None, None, ["graph"], {}, score_fn=never)
-    assert str(error.value) == (
-        "test_sets holds no test scenario; the evaluation reports test results (never validation's)"
-    )
-
-
-def test_evaluate_detector_refuses_a_test_scenario_without_graphs_naming_it_before_scoring_anything():
-    """A scenario with no graphs died in fusion_inputs as "no graphs to score", naming no scenario, after
-    validation was scored; evaluate_scored_splits' refusal naming it was never reached."""
-
-    def never(*args, **kwargs):
-        raise AssertionError("scored before the test scenarios were checked")
-
-    with pytest.raises(ValueError) as error:
-        evaluate_detector(None, None, None, ["graph"], {"dos": ["graph"], "fuzzy": []}, score_fn=never)
-    assert str(error.value) == "test scenario 'fuzzy' has no graphs"
+    with pytest.raises(InputRefused) as ended, failure_logged("evaluate_detector"):
+        evaluate_detector(None, None, None, val_graphs, test_sets, score_fn=never)
+    assert isinstance(ended.value.error, EvaluationSettingsError)
+    assert isinstance(ended.value.error, ValueError)  # callers that catch ValueError still do
+    assert str(ended.value) == message
 
 
 def test_a_test_file_with_a_scenario_without_graphs_is_refused_naming_the_file_and_scenario(tmp_path):

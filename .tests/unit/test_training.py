@@ -714,8 +714,6 @@ def test_bad_preprocess_files_give_clear_errors(tmp_path):
     without_history = {name: path for name, path in outputs.items() if name != "history"}
     with pytest.raises(ValueError, match=r"the vgae stage needs the outputs .*; missing \['history'\]"):
         vgae_training.run(**inputs, outputs=without_history, settings=settings("vgae", vgae_loss=LOSS))
-    with pytest.raises(ValueError, match="the GAT curriculum needs the trained VGAE of the same variant"):
-        gat_training.train([], [], NUM_IDS, settings("gat", curriculum=CURRICULUM))
 
 
 @pytest.mark.parametrize("missing", ["metadata", "train", "val"])

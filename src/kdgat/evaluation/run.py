@@ -192,18 +192,23 @@ def evaluate_detector(
     fpr_targets = checked_fpr_targets(fpr_targets)
     if score_fn is None:
         from kdgat.inference import score_graphs as score_fn
+    # Input errors naming the argument (evaluate_files names the file first): a direct caller gets one line.
     if not val_graphs:
-        raise ValueError(
-            "the validation graph list is empty; the VGAE's threshold is chosen on val.pt's graphs"
+        raise EvaluationSettingsError(
+            "evaluate_detector's val_graphs is empty: the VGAE's threshold is chosen on the validation graphs "
+            "(val.pt's); give at least one"
         )
     if not test_sets:
         # evaluate_files refuses a test.pt without scenarios: a document without test results is no evaluation
-        raise ValueError(
-            "test_sets holds no test scenario; the evaluation reports test results (never validation's)"
+        raise EvaluationSettingsError(
+            "evaluate_detector's test_sets holds no test scenario: give {scenario: graphs} for at least one; the "
+            "evaluation reports test results (never validation's)"
         )
     empty = [scenario for scenario, graphs in test_sets.items() if not len(graphs)]
     if empty:  # fusion_inputs' own refusal, after validation was scored, names no scenario
-        raise ValueError(f"test scenario {empty[0]!r} has no graphs")
+        raise EvaluationSettingsError(
+            f"evaluate_detector's test_sets[{empty[0]!r}] has no graphs: every test scenario needs at least one"
+        )
     log.info("scoring %d validation graphs", len(val_graphs))
     val = score_fn(vgae, gat, dqn, list(val_graphs), batch_size=batch_size, device=device)
     tests = {}

@@ -163,7 +163,10 @@ def train(
     curriculum, difficulty = None, None
     if settings.curriculum is not None and settings.curriculum.enabled:
         if vgae is None:
-            raise ValueError("the GAT curriculum needs the trained VGAE of the same variant")
+            raise SettingsError(
+                "the GAT curriculum (kd_gat.curriculum.enabled) needs the trained VGAE of the same variant: give "
+                "it as kdgat.training.gat.train's vgae, or disable the curriculum"
+            )
         curriculum = Curriculum(
             epochs=int(settings.training.epochs), seed=int(settings.seed), **settings.curriculum.schedule()
         )
