@@ -926,6 +926,44 @@ def test_a_checkpoints_rng_state_resumes_every_random_stream(global_rng, tmp_pat
     assert draws(loader) == expected
 
 
+@pytest.mark.parametrize(("saved_gpus", "seen_gpus"), [(2, 1), (4, 2), (1, 2)])
+def test_a_checkpoint_from_a_process_that_saw_another_number_of_gpus_restores_those_both_saw(
+    global_rng, monkeypatch, tmp_path, saved_gpus, seen_gpus
+):
+    """restore_rng_state called torch.cuda.set_rng_state_all with the checkpoint's per-GPU states: written by a
+    process that saw more GPUs than the resuming one, the first state beyond them raised (torch's
+    default_generators[index]) and the checkpoint was set aside as "does not fit the model", losing the run's
+    epochs. torch.cuda is faked here: each GPU's state is set through set_rng_state, which fails as torch's does
+    for a GPU the process does not see."""
+    restored = {}
+
+    def set_rng_state(new_state, device="cuda"):
+        index = torch.device(device).index if not isinstance(device, int) else device
+        if index >= seen_gpus:
+            raise IndexError("tuple index out of range")  # torch.cuda.default_generators[index]
+        restored[index] = new_state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: seen_gpus)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((8,), 99, dtype=torch.uint8)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)  # what set_rng_state_all calls
+    gpu_states = [torch.full((8,), index, dtype=torch.uint8) for index in range(saved_gpus)]
+    stage = TinyStage()
+    saved = {
+        "stage": stage.state_dict(),
+        **dict.fromkeys(("epoch", "best_val", "best_epoch", "bad_epochs"), 1),
+        "best_weights": stage.state_dict(),
+        "history": [],
+        "rng": {**rng_state(stage.loader_generator), "cuda": gpu_states},
+    }
+    assert training_loop.restore(stage, saved, tmp_path / "last.pt", "gat")  # resumed, not set aside
+    both = min(saved_gpus, seen_gpus)
+    assert sorted(restored) == list(range(both))
+    for index in range(both):
+        assert torch.equal(restored[index], gpu_states[index])
+
+
 @pytest.fixture(scope="module")
 def teachers(graphs, trained_vgae):
     """A VGAE, GAT and DQN to distil from (the GAT and DQN untrained: any teacher gives a distillation term)."""

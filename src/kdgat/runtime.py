@@ -325,7 +325,11 @@ def restore_rng_state(state: dict, loader_generator: torch.Generator | None = No
     np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the writing process saw. A process that sees fewer (a checkpoint written on a node
+        # with more GPUs visible) gets those of the GPUs both saw: set_rng_state_all would raise on the first GPU
+        # it lacks, and the checkpoint would be set aside; one that sees more keeps its own for the others.
+        for index, gpu_state in enumerate(list(state["cuda"])[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])
 
