@@ -1460,6 +1460,30 @@ def test_speed_with_an_even_number_of_repeats_is_the_median_of_the_runs_throughp
     assert float(np.median(throughputs)) != pytest.approx(from_median_time)
 
 
+def test_a_batched_run_the_clock_measures_as_0_s_gives_a_throughput_the_summaries_accept(
+    monkeypatch, tmp_path
+):
+    """docs/evaluation.md: a batched run under the clock's resolution counts as one tick of it. measure_inference_speed
+    wrote graphs_per_s null for it, and checked_metrics (every summary) then refused the metrics.json: "must be
+    numbers"."""
+    from kdgat.evaluation.inputs import checked_metrics
+    from kdgat.evaluation.speed import CLOCK_RESOLUTION_S
+    from kdgat.files import load_json
+
+    # warm-up, 3 batched runs, 1 single window: the clock sees two of the batched runs take no time
+    speed = _speed_on_a_fake_clock(monkeypatch, [1.0, 0.0, 0.0, 2.0, 0.5], 3, 1)
+    assert speed["fusion"]["graphs_per_s"] == pytest.approx(32 / CLOCK_RESOLUTION_S)  # the median: a 0 s run
+    val = _scored([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    document, _ = evaluate_scored_splits(val, {"dos": val})
+    metrics = {**document, "dataset": "ds", "variant": "teacher", "seed": 1, "speed": speed}
+    metrics |= {"parameters": {"vgae": 1, "gat": 2, "dqn": 3, "total": 6}}
+    path = write_json(metrics, tmp_path / "metrics.json")  # as evaluate_files writes it
+    written = load_json(path)
+    assert (
+        checked_metrics(path, written)["speed"]["fusion"]["graphs_per_s"] == speed["fusion"]["graphs_per_s"]
+    )
+
+
 def test_speed_is_measured_on_the_first_max_graphs_graphs_only():
     """evaluation.speed.max_graphs: the batched runs score the first max_graphs graphs, the single-window runs
     take theirs from those, and graphs_per_s counts them, not every graph given."""
