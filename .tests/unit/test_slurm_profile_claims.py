@@ -328,6 +328,34 @@ def test_training_on_the_cpu_by_the_config_asks_slurm_for_no_gpu(tmp_path):
         assert "gpu=0" in resources.split(", ") and "gpu_model" not in resources, (rule, resources)
 
 
+@pytest.mark.parametrize(("resource", "value"), [("gpu", 1), ("gpus", 2)])
+def test_a_profiles_set_resources_giving_a_grouped_evaluation_a_gpu_is_refused_naming_the_setting(
+    tmp_path, resource, value
+):
+    """The refusal keyed on evaluation.gpu only: a later profile whose set-resources gave an evaluation rule a GPU,
+    with evaluation.gpu 0, passed the dry run, and the group job's jobstep then asked srun for the members' GPUs
+    inside the job (Snakemake passes set-resources on to it), which SLURM refuses, as for evaluation.gpu."""
+    overrides = tmp_path / "my-overrides"
+    overrides.mkdir()
+    (overrides / "profile.yaml").write_text(
+        f"set-resources:\n  evaluation_evaluate_teacher:\n    {resource}: {value}\n"
+    )
+    no_gpu = tmp_path / "no_gpu.yaml"
+    no_gpu.write_text("evaluation:\n  gpu: 0\n")
+    result = dry_run_with_the_profile(tmp_path, no_gpu, later_profiles=(overrides,))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert (
+        f"set-resources gives rule evaluation_evaluate_teacher {resource}={value} (a profile's set-resources or "
+        "--set-resources), but under profiles/slurm the rule is in the group job 'evaluation' with "
+        "evaluation_baselines, evaluation_evaluate_student, evaluation_evaluate_student_kd, "
+        "evaluation_summarize_dataset: inside a group job the slurm plugin asks srun for a GPU per member, more "
+        f"than the job holds, and SLURM refuses the job. Remove {resource} from evaluation_evaluate_teacher's "
+        "set-resources (the evaluation runs on CPUs; evaluation.gpu is 0), or give the evaluation rules their own "
+        "jobs with a later profile (profiles/slurm/README.md, Evaluation group)"
+    ) in output, output[-3000:]
+
+
 def readme_gpu_evaluation_profile() -> str:
     """The YAML block the README gives for evaluating on GPUs (Evaluation group)."""
     text = README.read_text()

@@ -71,36 +71,70 @@ if _interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ.update(PATH=os.pathsep.join([_interpreter_bin, os.environ.get("PATH", "")]))
 
 
+# The resources the slurm jobstep reads for a job's `srun --gpus` (get_gpu_setting), in its order: the first it
+# finds set decides.
+SRUN_GPU_RESOURCES = ("gpus", "gpu", "nvidia_gpu")
+
+
+def srun_gpu_request(member):
+    """``(resource, value)`` when the jobs of rule ``member`` ask the slurm jobstep's srun for GPUs, after the
+    profiles' set-resources (a value computed per job is taken to ask for some); None when they ask for none.
+    """
+    for key in SRUN_GPU_RESOURCES:
+        resource = member.resources.get(key)
+        if resource.is_evaluable():
+            return key, "a value computed per job"
+        if resource.value is not None:
+            return (key, resource.value) if resource.value else None
+    return None
+
+
 def refuse_gpu_evaluations_in_group_jobs():
-    """evaluation.gpu > 0 is refused under profiles/slurm (it sets SNAKEMAKE_SLURM_PROFILE; a dry run's executor
-    is Snakemake's dryrun, not slurm) while an evaluation rule shares its group with other rules, because inside
-    a group job the slurm jobstep asks srun for the sum of the members' GPUs, more than the job holds. Called
-    while the DAG is built, by every evaluation job's input (AfterTheGroupCheck), so for any target that
-    needs one, in the main workflow or wherever this module is imported: a later profile's `groups` have taken
-    effect then (Rule.group reads them), and no job is submitted yet; only on the driver (the jobs inherit the
-    variable)."""
-    if not (
-        EVALUATION["gpu"]
-        and os.environ.get("SNAKEMAKE_SLURM_PROFILE")
-        and workflow.exec_mode == ExecMode.DEFAULT
-    ):
+    """An evaluation rule asking for a GPU (evaluation.gpu > 0, or a profile's set-resources giving it gpu, gpus or
+    nvidia_gpu) is refused under profiles/slurm (it sets SNAKEMAKE_SLURM_PROFILE; a dry run's executor is
+    Snakemake's dryrun, not slurm) while it shares its group with other rules, because inside a group job the
+    slurm jobstep asks srun for the sum of the members' GPUs, more than the job holds: the jobs' resources decide
+    that, set-resources included (Snakemake passes them on to the job), not where they came from. Called while
+    the DAG is built, by every evaluation job's input (AfterTheGroupCheck), so for any target that needs one, in
+    the main workflow or wherever this module is imported: a later profile's `groups` and `set-resources` have
+    taken effect then (Rule.group and Rule.resources read them), and no job is submitted yet; only on the driver
+    (the jobs inherit the variable)."""
+    if not (os.environ.get("SNAKEMAKE_SLURM_PROFILE") and workflow.exec_mode == ExecMode.DEFAULT):
         return
     for member in workflow.rules:
         if member.name not in EVALUATION_RULES or member.group is None:
+            continue
+        request = srun_gpu_request(member)
+        if request is None:
             continue
         others = sorted(
             other.name
             for other in workflow.rules
             if other.group == member.group and other.name != member.name
         )
-        if others:
+        if not others:
+            continue
+        why = (
+            "inside a group job the slurm plugin asks srun for a GPU per member, more than the job holds, and "
+            "SLURM refuses the job"
+        )
+        own_jobs = (
+            "give the evaluation rules their own jobs with a later profile (profiles/slurm/README.md, "
+            "Evaluation group)"
+        )
+        key, value = request
+        if key in workflow.resource_settings.overwrite_resources.get(member.name, {}):
             raise config_error(
-                f"evaluation.gpu is {EVALUATION['gpu']}, but under profiles/slurm rule {member.name} is in the "
-                f"group job {member.group!r} with {', '.join(others)}: inside a group job the slurm plugin asks "
-                f"srun for a GPU per member, more than the job holds, and SLURM refuses the job. Set "
-                f"evaluation.gpu to 0 (the evaluation runs on CPUs), or give the evaluation rules their own jobs "
-                f"with a later profile (profiles/slurm/README.md, Evaluation group)"
+                f"set-resources gives rule {member.name} {key}={value} (a profile's set-resources or "
+                f"--set-resources), but under profiles/slurm the rule is in the group job {member.group!r} with "
+                f"{', '.join(others)}: {why}. Remove {key} from {member.name}'s set-resources (the evaluation "
+                f"runs on CPUs; evaluation.gpu is {EVALUATION['gpu']}), or {own_jobs}"
             )
+        raise config_error(
+            f"evaluation.gpu is {EVALUATION['gpu']}, but under profiles/slurm rule {member.name} is in the "
+            f"group job {member.group!r} with {', '.join(others)}: {why}. Set evaluation.gpu to 0 (the "
+            f"evaluation runs on CPUs), or {own_jobs}"
+        )
 
 
 # The executors that send a job to another machine, which holds a GPU only where the job asks for one.
