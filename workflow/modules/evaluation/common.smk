@@ -156,8 +156,9 @@ def cluster_executor():
 
 
 def asks_for_no_gpu(member):
-    """Whether rule ``member`` asks its cluster for no GPU: neither a gpu resource nor a gres naming one, after
-    the profiles' set-resources; a value computed per job is taken to ask for one."""
+    """Whether the jobs of rule ``member`` ask their cluster for no GPU (neither a gpu resource nor a gres
+    naming one), after the profiles' set-resources; a value computed per job is taken to ask for one.
+    """
     gpu, gres = member.resources.get("gpu"), member.resources.get("gres")
     if gpu.is_evaluable() or gres.is_evaluable():
         return False
