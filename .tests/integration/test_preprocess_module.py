@@ -227,6 +227,9 @@ def write_config(tmp_path, root, bad_rows):
 def test_real_layout_bad_row_stops_with_file_and_line(tmp_path, real_layout):
     workdir = tmp_path / "error"
     workdir.mkdir()
+    # a second bad row: the refusal says how to skip them, naming the config key
+    with (real_layout / "train_01_attack_free" / "normal.csv").open("a") as log:
+        log.write(BAD_LINE + "\n")
     proc = run_snakemake(
         "preprocess_all", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory", str(workdir), "--cores", "1",
         "--configfile", str(write_config(tmp_path, real_layout, "error")), check=False,
@@ -234,6 +237,8 @@ def test_real_layout_bad_row_stops_with_file_and_line(tmp_path, real_layout):
     assert proc.returncode != 0
     log = (workdir / "logs/preprocess/build_graphs/real.log").read_text()
     assert "normal.csv, line 11: CAN ID is not a hexadecimal number" in log
+    # the module's user set preprocess.bad_rows, not the build_graphs wrapper's params.bad_rows
+    assert "(1 more bad row; set preprocess.bad_rows: skip to drop them)" in log, log
     assert not (workdir / "results/preprocess/real/metadata.json").exists()
 
 

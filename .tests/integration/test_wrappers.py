@@ -421,3 +421,43 @@ def test_a_user_mistake_ends_the_job_with_one_line_naming_it_and_no_traceback(tm
     log = (tmp_path / "logs/synthetic.log").read_text()
     assert log.endswith(f" ERROR kdgat: {gz}\n") and len(log.splitlines()) == 1, log
     assert not (tmp_path / "can.csv.gz").exists() and not (tmp_path / "design.csv").exists()
+
+
+BUILD_GRAPHS_WITH_A_BAD_PARAM = """
+rule build_graphs:
+    input:
+        train="{data}/train_attack.csv",
+        test="{data}/test_attack.csv",
+    output:
+        train="graphs/train.pt",
+        val="graphs/val.pt",
+        test="graphs/test.pt",
+        vocab="graphs/vocab.json",
+        metadata="graphs/metadata.json",
+    log:
+        "logs/build_graphs.log",
+    params:
+        test_scenario_of_file="attack",
+        window_size=10,
+        stride=10,
+        bad_rows="ignore",
+    wrapper:
+        "file:{wrapper}"
+"""
+
+
+def test_a_bad_build_graphs_param_is_one_line_naming_the_param_not_a_config_key(tmp_path: Path) -> None:
+    # params.bad_rows="ignore" died with the reader's ValueError traceback naming "preprocess.bad_rows", a config
+    # key a wrapper user does not have (and every other setting's message named preprocess.<key> too).
+    (tmp_path / "Snakefile").write_text(
+        BUILD_GRAPHS_WITH_A_BAD_PARAM.format(
+            data=REPO / "wrappers/build_graphs/test/data", wrapper=REPO / "wrappers/build_graphs"
+        )
+    )
+    proc = run_snakemake("--cores", "1", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "non-zero exit status 1" in proc.stdout, proc.stdout[-4000:]
+    log = (tmp_path / "logs/build_graphs.log").read_text()
+    line = "build_graphs failed: params.bad_rows must be one of ('error', 'skip'), got 'ignore'"
+    assert log.endswith(f" ERROR kdgat: {line}\n") and len(log.splitlines()) == 1, log
+    assert f"\n{line}\n" in proc.stdout and "Traceback" not in proc.stdout, proc.stdout[-4000:]
+    assert not (tmp_path / "graphs").exists()

@@ -20,6 +20,7 @@ from kdgat.preprocess import preprocess_dataset
 from kdgat.testing import TinyStage, toy_graphs
 from kdgat.training.data import load_num_ids
 from kdgat.training.loop import LoopSettings, fit
+from wrapper_rules import InputError
 
 HCRL_HEADER = "Timestamp,CAN ID,DLC,DATA0,DATA1,DATA2,DATA3,DATA4,DATA5,DATA6,DATA7,Flag\n"
 HCRL_ROWS = "1478198376.389427,0316,8,05,21,68,09,21,21,00,6f,R\n1478198376.390065,0260,2,19,21,T\n"
@@ -97,6 +98,33 @@ def test_a_bad_seed_or_held_out_setting_fails_naming_its_key_before_any_log_is_r
     with pytest.raises(ValueError, match=message):
         preprocess_dataset("d", [tmp_path / "never_read.csv"], {}, tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"window_size": 1}, "params.window_size must be an integer >= 2, got 1"),
+        ({"held_out": 0.3}, "params.held_out must map each further held-out split to its share (e.g. "),
+        ({"val_fraction": 1.5}, "params.val_fraction must be in [0, 1), got 1.5"),
+        ({"time_blocks": 1}, "params.time_blocks must be >= 2, got 1"),
+        # a ValueError of the reader, not an InputError: a traceback, naming the config key preprocess.bad_rows
+        ({"bad_rows": "ignore"}, "params.bad_rows must be one of ('error', 'skip'), got 'ignore'"),
+    ],
+)
+def test_a_bad_setting_given_as_a_wrapper_param_is_named_by_its_param_and_is_an_input_error(
+    tmp_path, options, message
+):
+    # The build_graphs wrapper passes setting_prefix="params": its user has params.window_size, no config key
+    # preprocess.window_size, which every message named.
+    with pytest.raises(InputError) as error:
+        preprocess_dataset(
+            "d", [tmp_path / "never_read.csv"], {}, tmp_path / "out", setting_prefix="params", **options
+        )
+    assert str(error.value).startswith(message), str(error.value)
+    assert "preprocess." not in str(error.value)
+    # the workflow and the kdgat command still name the config key
+    with pytest.raises(InputError, match=re.escape(message.replace("params.", "preprocess.", 1))):
+        preprocess_dataset("d", [tmp_path / "never_read.csv"], {}, tmp_path / "out", **options)
 
 
 FIVE_OUTPUTS = ("train", "val", "test", "vocab", "metadata")

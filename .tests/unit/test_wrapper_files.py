@@ -960,9 +960,9 @@ def test_build_graphs_hands_one_file_given_as_a_string_over_whole(monkeypatch) -
 @pytest.mark.parametrize(
     ("held_out", "message"),
     [
-        (["fusion"], r"^preprocess\.held_out must map each further held-out split to its share .* got \['fusion'\]$"),
-        (0.2, r"^preprocess\.held_out must map each further held-out split to its share .* got 0\.2$"),
-        ({"fusion": "0.2"}, r"^preprocess\.held_out\.fusion must be a number in \[0, 1\), got str '0\.2'$"),
+        (["fusion"], r"^params\.held_out must map each further held-out split to its share .* got \['fusion'\]$"),
+        (0.2, r"^params\.held_out must map each further held-out split to its share .* got 0\.2$"),
+        ({"fusion": "0.2"}, r"^params\.held_out\.fusion must be a number in \[0, 1\), got str '0\.2'$"),
     ],
 )  # fmt: skip
 def test_build_graphs_names_params_held_out_given_as_no_mapping_of_shares(
@@ -1016,10 +1016,10 @@ SUMMARY_OUTPUTS = ("csv", "markdown", "chart", "scenarios")
     [
         ("build_graphs", {"train": "val.pt", "test": "test.pt"}, {"test_scenario_of_file": "dos", "time_blocks": 1},
          ("train", "val", "test", "vocab", "metadata"), "PreprocessError",
-         r"preprocess\.time_blocks must be >= 2, got 1"),
+         r"params\.time_blocks must be >= 2, got 1"),
         ("build_graphs", {"train": "val.pt", "test": "test.pt"}, {"test_scenario_of_file": "dos", "window_size": 1},
          ("train", "val", "test", "vocab", "metadata"), "PreprocessError",
-         r"preprocess\.window_size must be an integer >= 2, got 1"),
+         r"params\.window_size must be an integer >= 2, got 1"),
         ("evaluate_baselines", {"train": "text.pt", "val": "val.pt", "test": "test.pt", "metadata": "metadata.json"},
          {}, ("metrics", "scores"), "FileContentError", r"{tmp}/text\.pt: not a readable kdgat graph file "),
         ("evaluate_baselines", {"train": "val.pt", "val": "val.pt", "test": "val.pt", "metadata": "metadata.json"},

@@ -6,12 +6,14 @@ Kept free of heavy imports: the preprocess module calls it while Snakemake parse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import numbers
 import os
 import re
 from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
 
 from kdgat.files import source_digest
@@ -28,9 +30,34 @@ class PreprocessError(ValueError, InputError):
     (a log given twice, no training logs, a split left without windows); the message names the key or the logs."""
 
 
+# What a message calls a preprocess setting: its config key (preprocess.window_size) in the workflow and the kdgat
+# command, the rule's param (params.window_size) in the build_graphs wrapper, whose user has no config key.
+SETTING_PREFIX: ContextVar[str] = ContextVar("preprocess_setting_prefix", default="preprocess")
+
+
+def setting_key(name: str) -> str:
+    """A preprocess setting (``window_size``, ``held_out.fusion``) as the caller names it."""
+    return f"{SETTING_PREFIX.get()}.{name}"
+
+
+def settings_named(function):
+    """``function`` takes ``setting_prefix`` ("preprocess", or "params" for a wrapper): its messages name the
+    settings under it (setting_key)."""
+
+    @functools.wraps(function)
+    def call(*args, setting_prefix: str = "preprocess", **kwargs):
+        token = SETTING_PREFIX.set(setting_prefix)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            SETTING_PREFIX.reset(token)
+
+    return call
+
+
 def share_key(split: str) -> str:
     """The config key of a held-out split's share of each training capture."""
-    return "preprocess.val_fraction" if split == VAL else f"preprocess.held_out.{split}"
+    return setting_key("val_fraction" if split == VAL else f"held_out.{split}")
 
 
 def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, int]:
@@ -39,7 +66,7 @@ def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, 
     training. Here rather than in kdgat.preprocess: the preprocess module checks the shares while Snakemake parses
     the workflow, before any job runs."""
     if time_blocks < 2:
-        raise PreprocessError(f"preprocess.time_blocks must be >= 2, got {time_blocks}")
+        raise PreprocessError(f"{setting_key('time_blocks')} must be >= 2, got {time_blocks}")
     counts = {}
     for name, fraction in fractions.items():
         if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
@@ -56,8 +83,8 @@ def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, 
         blocks = " + ".join(str(counts[name]) for name in taking)
         raise PreprocessError(
             f"{shares} (sum {sum(map(float, taking.values())):g}) take {blocks} = {sum(counts.values())} of "
-            f"preprocess.time_blocks={time_blocks} blocks of every training capture (each positive share at "
-            "least one); at least one must stay for training: lower the shares or raise preprocess.time_blocks"
+            f"{setting_key('time_blocks')}={time_blocks} blocks of every training capture (each positive share at "
+            f"least one); at least one must stay for training: lower the shares or raise {setting_key('time_blocks')}"
         )
     return counts
 

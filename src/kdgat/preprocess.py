@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdgat import layout
 from kdgat.can.messages import CanMessages
 from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
@@ -210,12 +211,14 @@ def _too_few_windows(split_files: Mapping[str, dict], window_size: int, stride: 
     counts = [f"{Path(path).name}: {info['windows']}" for path, info in split_files.items()]
     shown = ", ".join(counts[:3]) + (", ..." if len(counts) > 3 else "")
     return (
-        f"; windows per capture at preprocess.window_size={window_size} and preprocess.stride={stride}: {shown}, "
+        f"; windows per capture at {layout.setting_key('window_size')}={window_size} and "
+        f"{layout.setting_key('stride')}={stride}: {shown}, "
         "too few to give every split a block (a capture needs one window for each split it feeds, training "
         "included): use longer captures or a smaller window_size and stride"
     )
 
 
+@layout.settings_named
 def preprocess_dataset(
     dataset: str,
     train_files: Sequence[str | Path],
@@ -243,13 +246,14 @@ def preprocess_dataset(
     val, test, vocab, metadata`` and the further held-out names); a key it lacks goes to ``out_dir/<key>.pt|json``.
     """
     started = time.perf_counter()
+    held_out_key = layout.setting_key("held_out")  # preprocess.held_out, or the wrapper's params.held_out
     # Checked before any log is read (the schema's bounds; the kdgat command and library callers bypass it).
     for key, value, least in (("window_size", window_size, 2), ("stride", stride, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-            raise PreprocessError(f"preprocess.{key} must be an integer >= {least}, got {value!r}")
+            raise PreprocessError(f"{layout.setting_key(key)} must be an integer >= {least}, got {value!r}")
     if held_out is not None and not isinstance(held_out, Mapping):
         raise PreprocessError(
-            f"preprocess.held_out must map each further held-out split to its share (e.g. {{fusion: 0.3}}), got "
+            f"{held_out_key} must map each further held-out split to its share (e.g. {{fusion: 0.3}}), got "
             f"{held_out!r}"
         )
     test_files = group_test_files(test_files)
@@ -260,13 +264,13 @@ def preprocess_dataset(
     }  # null: no split
     clash = sorted({TRAIN, VAL, "test", "vocab", "metadata"} & set(held_out))
     if clash:
-        raise PreprocessError(f"preprocess.held_out: {clash} are reserved names (the other outputs use them)")
+        raise PreprocessError(f"{held_out_key}: {clash} are reserved names (the other outputs use them)")
     held_out_files = {name: list(files) for name, files in (held_out_files or {}).items() if files}
     unknown = sorted(set(held_out_files) - set(held_out))
     if unknown:
         raise PreprocessError(
             f"dataset {dataset!r}: whole captures are given for the held-out splits {unknown}, which "
-            f"preprocess.held_out does not name (it names {sorted(held_out)}; a share of 0 takes whole captures only)"
+            f"{held_out_key} does not name (it names {sorted(held_out)}; a share of 0 takes whole captures only)"
         )
     blocks_per_split = held_out_blocks({VAL: val_fraction, **held_out}, time_blocks)
     graph_splits = [TRAIN, VAL, *held_out]
@@ -279,14 +283,14 @@ def preprocess_dataset(
     if unnamed:
         raise PreprocessError(
             f"dataset {dataset!r}: a path is given for the outputs {unnamed}, which are no split "
-            f"preprocess.held_out names (it names {sorted(held_out)}): give each a share there (0 takes whole "
+            f"{held_out_key} names (it names {sorted(held_out)}): give each a share there (0 takes whole "
             "captures only) or leave the output out"
         )
     missing = [key for key in defaults if not outputs.get(key)]
     if missing and out_dir is None:
         raise PreprocessError(
             f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir; each split "
-            f"preprocess.held_out names, {sorted(held_out)}, is an output of its own)"
+            f"{held_out_key} names, {sorted(held_out)}, is an output of its own)"
         )
     paths = {
         key: Path(outputs[key]) if outputs.get(key) else Path(out_dir) / name
@@ -389,7 +393,7 @@ def preprocess_dataset(
                 + (
                     _too_few_windows(split_files, window_size, stride)
                     if blocks_per_split.get(name, 1)
-                    else f"; preprocess.held_out.{name} takes no blocks"
+                    else f"; {held_out_key}.{name} takes no blocks"
                 )
                 + ")"
             )

@@ -25,6 +25,7 @@ TAKES = {
         "time_blocks",
         "held_out",
         "seed",
+        "setting_prefix",
         "roles_of_logs",
         "library_code",
     ),
@@ -60,4 +61,6 @@ with failure_logged("build_graphs"):
         seed=integer(snakemake.params.get("seed", 42), "params.seed"),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
         | {"fusion": snakemake.output.get("fusion")},
+        # how a message names a setting: params.window_size, or the config key the preprocess module's came from
+        setting_prefix=snakemake.params.get("setting_prefix", "params"),
     )

@@ -34,6 +34,7 @@ from kdgat.can.messages import (
     CanFormatError,
     CanMessages,
 )
+from kdgat.layout import PreprocessError, setting_key
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def read_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") 
 
 def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
     if bad_rows not in BAD_ROW_MODES:
-        raise ValueError(f"preprocess.bad_rows must be one of {BAD_ROW_MODES}, got {bad_rows!r}")
+        raise PreprocessError(f"{setting_key('bad_rows')} must be one of {BAD_ROW_MODES}, got {bad_rows!r}")
     if path.is_dir():  # e.g. a folder in datasets.<name>.files: it exists, so "file not found" would mislead
         raise CanFormatError(
             path, None, "a directory, not a CAN log file (a dataset folder goes in datasets.<name>.path)"
@@ -177,7 +178,7 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
             )
             more = f" ({more}: {said})" if len(bad) > 1 else f" ({said})"
         else:
-            more = f" ({more}; set preprocess.bad_rows: skip to drop them)" if len(bad) > 1 else ""
+            more = f" ({more}; set {setting_key('bad_rows')}: skip to drop them)" if len(bad) > 1 else ""
         raise CanFormatError(
             path, int(line_numbers[i]), f"{PROBLEMS[int(problem[i])]}: {lines[i].as_py()[:120]!r}{more}"
         )
