@@ -783,7 +783,7 @@ def test_model_arguments_of_a_training_wrappers_settings_are_refused_as_those_of
     graphs = {"fit": never, "vgae": never, "gat": never} if stage == "dqn" else {"train": never, "val": never}
     inputs = {**graphs, "metadata": never, **({"vgae": never} if stage == "gat" else {})}
     message = wrapper_refusal(f"train_{stage}", tmp_path, capsys, inputs, {"settings": settings})
-    assert message == f"training settings 'model'{refusal}"
+    assert message == f"params.settings.model{refusal}"
 
     preset = {part: StageSettings.from_config({}, part, "teacher").model for part in ("vgae", "gat", "dqn")}
     preset[stage][argument] = value
@@ -811,3 +811,64 @@ def test_a_training_run_without_one_of_its_outputs_is_an_input_error_naming_it(t
         f"wrapper's output.<name>, kdgat.training.{stage}.run's outputs[<name>]); missing ['history']"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("stage", "change", "refusal", "config", "config_refusal"),
+    [
+        (
+            "vgae",
+            {"training": {"epochs": 0}},
+            "params.settings.training: epochs must be >= 1, got 0",
+            {"training": {"vgae": {"epochs": 0}}},
+            "kd_gat.training: epochs must be >= 1, got 0",
+        ),
+        (
+            "dqn",
+            {"dqn": {"gamma": 2.0}},
+            "params.settings.dqn.gamma must lie in [0, 1], got 2.0",
+            {"dqn": {"gamma": 2.0}},
+            "kd_gat.dqn.gamma must lie in [0, 1], got 2.0",
+        ),
+        (
+            "gat",
+            {"curriculum": {"end_ratio": 0.0}},
+            "params.settings.curriculum.end_ratio must be > 0, got 0.0",
+            {"curriculum": {"end_ratio": 0.0}},
+            "kd_gat.curriculum.end_ratio must be > 0, got 0.0",
+        ),
+        (
+            "vgae",
+            {"loss": {"kl_weight": -1.0}},
+            "params.settings.loss.kl_weight must be >= 0, got -1.0",
+            {"vgae_loss": {"kl_weight": -1.0}},
+            "kd_gat.vgae_loss.kl_weight must be >= 0, got -1.0",
+        ),
+        (
+            "gat",
+            {"seed": -1},
+            "params.settings.seed must be an integer in [0, 2**32 - 1], got -1",
+            {"seed": -1},
+            "kd_gat.seed (the workflow sets it from kd_gat.seeds) must be an integer in [0, 2**32 - 1], got -1",
+        ),
+    ],
+)
+def test_a_training_wrappers_hand_written_settings_are_refused_naming_params_settings_not_config_keys(
+    tmp_path, capsys, stage, change, refusal, config, config_refusal
+):
+    # A wrapper user's params.settings out of range was refused naming kd_gat.training, kd_gat.dqn.gamma,
+    # kd_gat.seed (the workflow sets it from kd_gat.seeds): config keys of a workflow the user does not run.
+    from kdgat.training.settings import SettingsError, StageSettings
+
+    settings = StageSettings.from_config({"device": "cpu"}, stage, "teacher").as_dict()
+    for key, value in change.items():
+        settings[key] = {**settings[key], **value} if isinstance(value, dict) else value
+    never = tmp_path / "never_read"
+    graphs = {"fit": never, "vgae": never, "gat": never} if stage == "dqn" else {"train": never, "val": never}
+    inputs = {**graphs, "metadata": never, **({"vgae": never} if stage == "gat" else {})}
+    message = wrapper_refusal(f"train_{stage}", tmp_path, capsys, inputs, {"settings": settings})
+    assert message == refusal
+    # the same mistake in the workflow's config is still named by its config key
+    with pytest.raises(SettingsError) as error:
+        StageSettings.from_config(config, stage, "teacher")
+    assert str(error.value) == config_refusal

@@ -208,7 +208,7 @@ def test_unknown_stage_or_variant_and_foreign_sections_fail():
     values = StageSettings.from_config({}, "gat", "teacher").as_dict()
     with pytest.raises(SettingsError, match="the gat stage does not take the 'dqn' settings"):
         StageSettings.from_dict(values | {"dqn": {}})
-    with pytest.raises(SettingsError, match=r"training settings: unknown keys \['presets'\]"):
+    with pytest.raises(SettingsError, match=r"params.settings: unknown keys \['presets'\]"):
         StageSettings.from_dict(values | {"presets": {}})
 
 
@@ -234,3 +234,12 @@ def test_the_defaults_and_shipped_settings_docs_models_md_states_are_the_schemas
     assert "`kd_gat.dqn: {fit_split: fusion, stop_split: val}`" in text
     shipped = config["kd_gat"]["dqn"]
     assert (shipped["fit_split"], shipped["stop_split"], shipped["keep_folds"]) == ("fusion", "val", 5)
+
+
+def test_settings_given_as_no_mapping_are_refused_naming_params_settings():
+    # params.settings="teacher" (a preset's name for the settings) died on dict()'s ValueError, a traceback
+    with pytest.raises(
+        SettingsError,
+        match=r"^params.settings: expected a mapping \(StageSettings.as_dict\(\)\), got 'teacher'$",
+    ):
+        StageSettings.from_dict("teacher")

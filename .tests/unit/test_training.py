@@ -1347,7 +1347,7 @@ def test_out_of_range_settings_name_their_config_key(section, message):
 def test_a_seed_may_be_any_integer_numpy_included():
     assert StageSettings.from_config({"seed": np.int64(7)}, "gat", "teacher").seed == 7
     assert type(StageSettings.from_config({"seed": np.int64(7)}, "gat", "teacher").seed) is int
-    with pytest.raises(SettingsError, match=r"kd_gat\.seed .* got 3\.0"):
+    with pytest.raises(SettingsError, match=r"^params\.settings\.seed .* got 3\.0$"):
         StageSettings.from_dict(settings("gat").as_dict() | {"seed": 3.0})
 
 

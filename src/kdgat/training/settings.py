@@ -16,6 +16,7 @@ import dataclasses
 import operator
 import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,18 @@ from wrapper_rules import InputError
 
 class SettingsError(ValueError, InputError):
     """A kd_gat setting that is unknown or out of range; the message names the config key."""
+
+
+# What a message calls a setting: its kd_gat config key (kd_gat.training) in settings built from the config
+# (from_config: the workflow, the kdgat command), its place in the settings a training wrapper is given
+# (params.settings.training) in settings read back by from_dict, whose giver has no config key.
+_GIVEN_AS: ContextVar[str | None] = ContextVar("settings_given_as", default=None)
+
+
+def _key(config_key: str, part: str) -> str:
+    """``config_key`` (kd_gat.dqn) as the settings' giver names it: itself, or params.settings.<part>."""
+    root = _GIVEN_AS.get()
+    return config_key if root is None else f"{root}.{part}"
 
 
 def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where: str) -> None:
@@ -96,12 +109,18 @@ class TrainingSettings:
         # Each bound is written so that NaN, which compares false with everything, fails it.
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
-                raise SettingsError(f"kd_gat.training: {name} must be >= 1, got {getattr(self, name)!r}")
+                raise SettingsError(
+                    f"{_key('kd_gat.training', 'training')}: {name} must be >= 1, got {getattr(self, name)!r}"
+                )
         for name in ("lr", "grad_clip"):
             if not getattr(self, name) > 0:
-                raise SettingsError(f"kd_gat.training: {name} must be > 0, got {getattr(self, name)!r}")
+                raise SettingsError(
+                    f"{_key('kd_gat.training', 'training')}: {name} must be > 0, got {getattr(self, name)!r}"
+                )
         if not self.weight_decay >= 0:
-            raise SettingsError(f"kd_gat.training: weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise SettingsError(
+                f"{_key('kd_gat.training', 'training')}: weight_decay must be >= 0, got {self.weight_decay!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -113,7 +132,9 @@ class DistillationSettings:
 
     def __post_init__(self):
         if not self.temperature > 0 or not 0 <= self.alpha <= 1:  # NaN fails both
-            raise SettingsError("kd_gat.distillation: temperature must be > 0 and alpha in [0, 1]")
+            raise SettingsError(
+                f"{_key('kd_gat.distillation', 'distillation')}: temperature must be > 0 and alpha in [0, 1]"
+            )
 
 
 @dataclass(frozen=True)
@@ -126,7 +147,7 @@ class VGAELossWeights:
 
     def __post_init__(self):
         for name, value in dataclasses.asdict(self).items():
-            _require(value >= 0, f"kd_gat.vgae_loss.{name}", ">= 0", value)
+            _require(value >= 0, f"{_key('kd_gat.vgae_loss', 'loss')}.{name}", ">= 0", value)
 
 
 @dataclass(frozen=True)
@@ -140,11 +161,12 @@ class CurriculumSettings:
     end_percentile: float = 50.0
 
     def __post_init__(self):
+        where = _key("kd_gat.curriculum", "curriculum")
         for name in ("start_ratio", "end_ratio"):
-            _require(getattr(self, name) > 0, f"kd_gat.curriculum.{name}", "> 0", getattr(self, name))
+            _require(getattr(self, name) > 0, f"{where}.{name}", "> 0", getattr(self, name))
         for name in ("start_percentile", "end_percentile"):
             value = getattr(self, name)
-            _require(0 <= value <= 100, f"kd_gat.curriculum.{name}", "in [0, 100]", value)
+            _require(0 <= value <= 100, f"{where}.{name}", "in [0, 100]", value)
 
     def schedule(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "enabled"}
@@ -197,39 +219,38 @@ class DQNSettings:
     stop_split: str = ""
 
     def __post_init__(self):
+        dqn = _key("kd_gat.dqn", "dqn")
         # The minimums of the module's config schema (workflow/modules/kd_gat/schemas/config.schema.yaml).
         for name, least in MINIMUMS_OF_DQN.items():
             value = getattr(self, name)
-            _require(value >= least, f"kd_gat.dqn.{name}", f"an integer >= {least}", value)
+            _require(value >= least, f"{dqn}.{name}", f"an integer >= {least}", value)
         _require(
             self.batch_size <= self.buffer_size,
-            "kd_gat.dqn.batch_size",
-            f"at most kd_gat.dqn.buffer_size ({self.buffer_size}; a larger batch is never drawn, so the agent "
+            f"{dqn}.batch_size",
+            f"at most {dqn}.buffer_size ({self.buffer_size}; a larger batch is never drawn, so the agent "
             "would not learn)",
             self.batch_size,
         )
         for name in ("eps_start", "eps_end"):
-            _require(0 <= getattr(self, name) <= 1, f"kd_gat.dqn.{name}", "in [0, 1]", getattr(self, name))
+            _require(0 <= getattr(self, name) <= 1, f"{dqn}.{name}", "in [0, 1]", getattr(self, name))
         if not 0 <= self.gamma <= 1:
-            raise SettingsError(f"kd_gat.dqn.gamma must lie in [0, 1], got {self.gamma}")
+            raise SettingsError(f"{dqn}.gamma must lie in [0, 1], got {self.gamma}")
         if not (self.miss_cost > 0 and self.false_alarm_cost > 0):  # NaN fails it
-            raise SettingsError("kd_gat.dqn: miss_cost and false_alarm_cost must be > 0")
+            raise SettingsError(f"{dqn}: miss_cost and false_alarm_cost must be > 0")
         if not 0 < self.early_stop_share < 1:
-            raise SettingsError(
-                f"kd_gat.dqn.early_stop_share must lie in (0, 1), got {self.early_stop_share}"
-            )
+            raise SettingsError(f"{dqn}.early_stop_share must lie in (0, 1), got {self.early_stop_share}")
         if self.keep_folds < 0 or self.keep_folds == 1:
-            raise SettingsError(f"kd_gat.dqn.keep_folds must be 0 or at least 2, got {self.keep_folds}")
+            raise SettingsError(f"{dqn}.keep_folds must be 0 or at least 2, got {self.keep_folds}")
         for split, why in NOT_DQN_SPLITS.items():
             if split in (self.fit_split, self.stop_split):
                 raise SettingsError(
-                    f"kd_gat.dqn.fit_split/stop_split: not `{split}`, {why}; use a held-out split such as `val`"
+                    f"{dqn}.fit_split/stop_split: not `{split}`, {why}; use a held-out split such as `val`"
                 )
         if not self.fit_split or self.fit_split == self.stop_split:
-            raise SettingsError("kd_gat.dqn.fit_split must name a split file and differ from stop_split")
+            raise SettingsError(f"{dqn}.fit_split must name a split file and differ from stop_split")
         if self.kd_weighting not in KD_WEIGHTINGS:
             raise SettingsError(
-                f"kd_gat.dqn.kd_weighting must be one of {KD_WEIGHTINGS}, got {self.kd_weighting!r}"
+                f"{dqn}.kd_weighting must be one of {KD_WEIGHTINGS}, got {self.kd_weighting!r}"
             )
 
 
@@ -272,12 +293,13 @@ class StageSettings:
             raise SettingsError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
         if self.variant not in VARIANTS:
             raise SettingsError(
-                f"unknown variant {self.variant!r} (kd_gat.variants); expected one of {VARIANTS}"
+                f"unknown variant {self.variant!r} ({_key('kd_gat.variants', 'variant')}); "
+                f"expected one of {VARIANTS}"
             )
         _seed(self.seed)
         # A preset's arguments were checked as the preset was read; settings given whole (a training wrapper's
         # params.settings, from_dict) reached the model's constructor, and torch's traceback, unchecked.
-        where = "training settings 'model'"
+        where = _key("training settings 'model'", "model")
         if not isinstance(self.model, Mapping):
             raise SettingsError(
                 f"{where}: expected a mapping of the {self.stage} model's arguments, got {self.model!r}"
@@ -348,13 +370,23 @@ class StageSettings:
         """The inverse of :meth:`as_dict` (what a training wrapper receives as ``params.settings``)."""
         if isinstance(values, StageSettings):
             return values
+        given_as = _GIVEN_AS.set("params.settings")  # a training wrapper's, not config keys
+        try:
+            return cls._from_dict(values)
+        finally:
+            _GIVEN_AS.reset(given_as)
+
+    @classmethod
+    def _from_dict(cls, values: Mapping[str, Any]) -> StageSettings:
+        if not isinstance(values, Mapping):
+            raise SettingsError(
+                f"params.settings: expected a mapping (StageSettings.as_dict()), got {values!r}"
+            )
         values = dict(values)
-        reject_unknown_keys(values, cls.__dataclass_fields__, "training settings")
+        reject_unknown_keys(values, cls.__dataclass_fields__, "params.settings")
         missing = [key for key in ("stage", "variant", "preset", "model") if key not in values]
         if missing:
-            raise SettingsError(
-                f"training settings lack {missing} (build them with StageSettings.from_config)"
-            )
+            raise SettingsError(f"params.settings lack {missing} (build them with StageSettings.from_config)")
         sections = {
             "training": TrainingSettings,
             "distillation": DistillationSettings,
@@ -364,7 +396,7 @@ class StageSettings:
         }
         for name, section_class in sections.items():
             if values.get(name) is not None:
-                values[name] = _section(section_class, values[name], f"training settings {name!r}")
+                values[name] = _section(section_class, values[name], f"params.settings.{name}")
         return cls(**values)
 
 
@@ -375,10 +407,8 @@ def _seed(value: Any) -> int:
     except TypeError:
         seed = None
     if seed is None or isinstance(value, bool) or not 0 <= seed < 2**32:
-        raise SettingsError(
-            f"kd_gat.seed (the workflow sets it from kd_gat.seeds) must be an integer in [0, 2**32 - 1], "
-            f"got {value!r}"
-        )
+        where = _key("kd_gat.seed (the workflow sets it from kd_gat.seeds)", "seed")
+        raise SettingsError(f"{where} must be an integer in [0, 2**32 - 1], got {value!r}")
     return seed
 
 
