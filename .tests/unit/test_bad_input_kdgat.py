@@ -872,3 +872,24 @@ def test_a_training_wrappers_hand_written_settings_are_refused_naming_params_set
     with pytest.raises(SettingsError) as error:
         StageSettings.from_config(config, stage, "teacher")
     assert str(error.value) == config_refusal
+
+
+@pytest.mark.parametrize("seed", ["one", 1.5, True])
+def test_evaluate_detector_refuses_a_seed_that_is_no_integer_before_it_scores(tmp_path, capsys, seed):
+    # params.seed="one" was written into metrics.json, and only summarize_evaluation, after every evaluation had
+    # run, refused the file ("seed 'one' must be an integer"). The inputs are never read: refused first.
+    from kdgat.evaluation.inputs import checked_metrics
+
+    never = tmp_path / "never_read"
+    inputs = dict.fromkeys(("vgae", "gat", "dqn", "val", "test"), never)
+    params = {"dataset": "d", "variant": "teacher", "seed": seed, "device": "cpu"}
+    outputs = {name: f"{name}.{suffix}" for name, suffix in
+               (("metrics", "json"), ("scores", "parquet"), ("roc", "svg"), ("pr", "svg"), ("confusion", "svg"))}  # fmt: skip
+    message = wrapper_refusal("evaluate_detector", tmp_path, capsys, inputs, params, outputs)
+    assert message == (
+        "seed must be an integer (the training seed of the models, recorded in metrics.json) or absent; "
+        f"got {type(seed).__name__} {seed!r}"
+    )
+    # the summary's check of a metrics.json holds the same rule
+    with pytest.raises(ValueError, match="must be an integer"):
+        checked_metrics("metrics.json", {"variant": "teacher", "seed": seed})

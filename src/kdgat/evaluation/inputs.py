@@ -7,12 +7,14 @@ baselines.json files a summary reads (:func:`loaded_document`, :func:`checked_me
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kdgat.chain import MODELS, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
+from kdgat.evaluation.metrics import EvaluationSettingsError
 from kdgat.evaluation.summary import METRIC_COLUMNS
 from kdgat.files import FileContentError, load_json
 
@@ -181,12 +183,28 @@ def loaded_baselines(path) -> dict[str, Any]:
     return document
 
 
+def is_seed(seed: Any) -> bool:
+    """A training seed as metrics.json records it: an integer, or None where no seed was given."""
+    return seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool))
+
+
+def checked_seed(seed: Any) -> int | None:
+    """evaluate_detector's ``seed`` before anything is scored: text or a float was written into metrics.json and
+    refused only by the summary over seeds (checked_metrics), after every evaluation had run."""
+    if not is_seed(seed):
+        raise EvaluationSettingsError(
+            f"seed must be an integer (the training seed of the models, recorded in metrics.json) or absent; "
+            f"got {type(seed).__name__} {seed!r}"
+        )
+    return None if seed is None else int(seed)
+
+
 def checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
     """``document`` (a loaded metrics.json) after the checks the summaries rely on; a ValueError naming ``path``."""
     if document["variant"] not in VARIANTS:
         raise FileContentError(f"{path}: variant {document['variant']!r} is not one of {list(VARIANTS)}")
     seed = document.get("seed")
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
+    if not is_seed(seed):
         raise FileContentError(f"{path}: seed {seed!r} must be an integer (the training seed) or absent")
     numbers = [*(f"parameters.{n}" for n in ("vgae", "gat", "dqn", "total")), "speed.fusion.latency_ms",
                "speed.fusion.graphs_per_s"]  # fmt: skip

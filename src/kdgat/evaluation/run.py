@@ -25,6 +25,7 @@ from kdgat.evaluation.inputs import (
     check_one_set_of_models_per_variant,
     check_one_test_set_per_dataset,
     checked_metrics,
+    checked_seed,
     loaded_baselines,
     loaded_document,
 )
@@ -271,7 +272,7 @@ def evaluate_files(
         raise ValueError(f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}; missing {missing}")
     # before minutes of scoring, not after
     fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
-    batch_size = checked_batch_size(batch_size)
+    batch_size, seed = checked_batch_size(batch_size), checked_seed(seed)
     inputs = input_files({"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}, "the evaluation")
     from kdgat.runtime import device_name, select_device, torch_build  # torch: not imported for summaries
 
