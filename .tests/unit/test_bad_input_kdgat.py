@@ -893,3 +893,18 @@ def test_evaluate_detector_refuses_a_seed_that_is_no_integer_before_it_scores(tm
     # the summary's check of a metrics.json holds the same rule
     with pytest.raises(ValueError, match="must be an integer"):
         checked_metrics("metrics.json", {"variant": "teacher", "seed": seed})
+
+
+def test_a_text_file_given_as_graphs_is_one_line_naming_it_without_torchs_advice_on_weights_only(tmp_path):
+    # metadata.json given as a training wrapper's input.val: the "one line" of the failure was twelve, torch's
+    # page on the weights_only default ending "Please file an issue ...", with the reason buried in it.
+    from kdgat.files import FileContentError
+
+    path = write(tmp_path, "metadata.json", '{"num_ids": 26}')
+    with pytest.raises(FileContentError) as error:
+        load_graphs(path)
+    message = str(error.value)
+    assert message == (
+        f"{path}: not a readable kdgat graph file (a 'kdgat-graphs/1' file of the preprocess step; rebuild it) "
+        "(UnpicklingError: Unsupported operand 123)"
+    )

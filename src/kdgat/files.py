@@ -161,7 +161,14 @@ def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
     except FileNotFoundError:
         raise
     except Exception as error:
-        raise FileContentError(f"{path}: not {what} ({type(error).__name__}: {error})") from error
+        why = str(error)
+        # torch's refusal of a file that is no torch file (JSON, CSV) is a page of advice on weights_only, written
+        # for code that loads pickles, and asks to file an issue: the unpickler's own reason is the line after it.
+        _, marker, reason = why.partition("WeightsUnpickler error:")
+        if marker:
+            why = next((line for line in reason.splitlines() if line.strip()), "")
+        why = " ".join(why.split())  # one line: the job's failure is one line in the log
+        raise FileContentError(f"{path}: not {what} ({type(error).__name__}: {why})") from error
 
 
 def save_figure(figure, path: str | os.PathLike) -> Path:
