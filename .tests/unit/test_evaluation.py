@@ -1959,7 +1959,7 @@ def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, mo
     import kdgat.runtime
 
     # auto resolves to the CPU here whether or not this host has a GPU
-    monkeypatch.setattr(kdgat.runtime, "select_device", lambda spec: torch.device("cpu"))
+    monkeypatch.setattr(kdgat.runtime, "select_device", lambda spec, setting: torch.device("cpu"))
     devices, real_key = [], run.stash_key
     monkeypatch.setattr(
         run, "stash_key", lambda inputs, params: devices.append(params["device"]) or real_key(inputs, params)

@@ -667,3 +667,36 @@ def test_device_name_is_the_gpu_model_or_the_cpu_model_and_its_threads(tmp_path,
     assert runtime.device_name(torch.device("cpu"), 8) == "AMD EPYC 7763 64-Core Processor, 8 threads"
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     assert runtime.device_name(torch.device("cpu")) == "AMD EPYC 7763 64-Core Processor, 3 threads"
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "where"),
+    [
+        ("train_vgae", "params.settings.device of a training wrapper"),
+        ("evaluate_detector", "params.device of evaluate_detector"),
+    ],
+)
+def test_a_wrappers_device_mistake_names_the_wrappers_param_beside_the_config_key(
+    no_gpu_env, tmp_path, capsys, wrapper, where
+):
+    # The message named "config kd_gat.device / evaluation.device" alone: a wrapper user has no such config, and
+    # had to guess that it means params.settings.device (training) or params.device (evaluate_detector).
+    empty = tmp_path / "empty.pt"  # the evaluation refuses a missing input before it chooses the device
+    empty.touch()
+    if wrapper == "train_vgae":
+        settings = StageSettings.from_config({}, "vgae", "teacher").as_dict() | {"device": "gpu"}
+        inputs, params, outputs = (
+            dict.fromkeys(("train", "val", "metadata"), empty),
+            {"settings": settings},
+            None,
+        )
+        config_key = "kd_gat.device in the workflow's config"
+    else:
+        inputs = dict.fromkeys(("vgae", "gat", "dqn", "val", "test"), empty)
+        params = {"dataset": "d", "variant": "teacher", "device": "gpu"}
+        outputs = {name: f"{name}.{suffix}" for name, suffix in
+                   (("metrics", "json"), ("scores", "parquet"), ("roc", "svg"), ("pr", "svg"), ("confusion", "svg"))}  # fmt: skip
+        config_key = "evaluation.device in the workflow's config"
+    message = wrapper_refusal(wrapper, tmp_path, capsys, inputs, params, outputs)
+    assert message.startswith(f"device 'gpu' ({config_key}, {where}, --device of kdgat "), message
+    assert "expected auto, cpu, cuda or cuda:N" in message

@@ -243,13 +243,27 @@ def torch_build() -> str:
     return f"torch {torch.__version__} CUDA {torch.version.cuda}"
 
 
-def select_device(spec: str = "auto") -> torch.device:
+# Where a job's device is set, as each of its callers names it, for the messages of select_device: a wrapper user
+# has neither config key, a workflow user neither param.
+TRAINING_DEVICE = (
+    "kd_gat.device in the workflow's config, params.settings.device of a training wrapper, "
+    "--device of kdgat train"
+)
+EVALUATION_DEVICE = (
+    "evaluation.device in the workflow's config, params.device of evaluate_detector, "
+    "--device of kdgat evaluate"
+)
+
+
+def select_device(
+    spec: str = "auto", setting: str = "config kd_gat.device / evaluation.device"
+) -> torch.device:
     """`auto` picks CUDA when torch can use a GPU, else CPU; `cpu`, `cuda`, `cuda:1` are taken literally.
 
     A job that holds a GPU (held_gpus; where no variable names one, a GPU torch sees) must use it: with `auto`, a
     torch that cannot run on that GPU raises GPUUnusableError at once instead of training on the CPU. `cpu` runs
     on the CPU anywhere. A GPU index the job does not see (GPUUnusableError) or a device torch does not know
-    (ValueError) fails naming the setting.
+    (ValueError) fails naming the setting, as ``setting`` says where it is set.
     """
     if spec in (None, "", "auto"):
         held = held_gpus()
@@ -263,25 +277,23 @@ def select_device(spec: str = "auto") -> torch.device:
             problem = cuda_problem()
         raise GPUUnusableError(
             f"this job holds a GPU ({held or 'torch sees one'}) and the device is 'auto', but {problem}. "
-            f"To run on the CPU on purpose, set device: cpu (config kd_gat.device / evaluation.device)."
+            f"To run on the CPU on purpose, set device: cpu ({setting})."
         )
     try:
         device = torch.device(spec)
     except RuntimeError as error:  # torch's message names no setting
         raise DeviceSettingError(
-            f"device {spec!r} (config kd_gat.device / evaluation.device): expected auto, cpu, cuda or cuda:N "
-            f"({error})"
+            f"device {spec!r} ({setting}): expected auto, cpu, cuda or cuda:N ({error})"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise GPUUnusableError(
-                f"device {spec!r} requested (config kd_gat.device / evaluation.device) but CUDA is not "
-                f"available: {cuda_problem()}"
+                f"device {spec!r} requested ({setting}) but CUDA is not available: {cuda_problem()}"
             )
         count = torch.cuda.device_count()
         if (device.index or 0) >= count:  # torch would fail on it with a bare "Invalid device id"
             raise GPUUnusableError(
-                f"device {spec!r} requested (config kd_gat.device / evaluation.device) but this job sees "
+                f"device {spec!r} requested ({setting}) but this job sees "
                 f"{count} GPU{'s' if count != 1 else ''} (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}); "
                 f"a batch system numbers the GPUs it gives a job from 0 ({held_gpus() or 'no GPU held'})"
             )

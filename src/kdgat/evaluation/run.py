@@ -274,9 +274,10 @@ def evaluate_files(
     fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
     batch_size, seed = checked_batch_size(batch_size), checked_seed(seed)
     inputs = input_files({"vgae": vgae, "gat": gat, "dqn": dqn, "val": val, "test": test}, "the evaluation")
-    from kdgat.runtime import device_name, select_device, torch_build  # torch: not imported for summaries
+    # torch: not imported for summaries
+    from kdgat.runtime import EVALUATION_DEVICE, device_name, select_device, torch_build
 
-    torch_device = select_device(device)
+    torch_device = select_device(device, EVALUATION_DEVICE)
     params = {
         "dataset": dataset,
         "variant": variant,

@@ -25,7 +25,7 @@ from kdgat.inference import scoring_device
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
 from kdgat.rule_items import RuleItemError
-from kdgat.runtime import grad_scaler, select_device
+from kdgat.runtime import TRAINING_DEVICE, grad_scaler, select_device
 from kdgat.tracking import TrackingSettings, tracked_job
 from kdgat.training.data import check_one_preprocess_run, load_training_data
 from kdgat.training.loop import Observers, discard_checkpoint, refuse_checkpoint_over_files
@@ -134,7 +134,7 @@ def prepare_job(
             threads = available
         torch.set_num_threads(int(threads))
     # A job given a GPU it cannot use stops here, within seconds, before any data is read.
-    reset_gpu_peak(select_device(settings.device))
+    reset_gpu_peak(select_device(settings.device, TRAINING_DEVICE))
     return settings
 
 
@@ -205,7 +205,7 @@ def frozen(teacher: torch.nn.Module, device) -> torch.nn.Module:
 
 
 def resolve_device(settings: StageSettings) -> torch.device:
-    device = select_device(settings.device)
+    device = select_device(settings.device, TRAINING_DEVICE)
     log.info("device: %s", device)
     return device
 
@@ -274,7 +274,8 @@ def run_graph_stage(
         # A VGAE or teacher of another preprocess run: its ID indices would mean other IDs, and nothing would fail.
         check_one_preprocess_run({"train": train, "val": val}, given, metadata, train=train)
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
-        device = select_device(settings.device)  # loaded there and frozen: the stage uses them as they are
+        # loaded there and frozen: the stage uses them as they are
+        device = select_device(settings.device, TRAINING_DEVICE)
         loaded = [freeze(load_model(path, device, kind=kind)) if path else None for path, kind in models]
         if Path(val).is_file() and Path(train).is_file() and file_sha256(val) == file_sha256(train):
             # early stopping (and the VGAE's anomaly threshold) on the training graphs: a wrong model, exit 0
