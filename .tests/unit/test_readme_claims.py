@@ -1235,3 +1235,15 @@ def test_the_folders_benchmark_roots_says_are_read_are_every_folder_the_history_
     assert "only their benchmarks/ folder" not in roots
     assert "results/kd_gat/.../metrics.json" in roots and "results/kd_gat/ for gpu_mem_mb" in roots
     assert roots in flat_text(REPO / "config/README.md")
+
+
+def test_generate_cans_meta_yaml_states_the_default_of_every_key_of_its_options() -> None:
+    """A user of the generate_can wrapper alone writes params.options from its meta.yaml: every key was listed
+    without the default the library takes when it is left out (seed 0, num_ids 30, ...), so an options block
+    without seed wrote seed 0's vehicle without a word."""
+    from kdgat.synthetic import DEFAULTS
+
+    meta = yaml.safe_load((REPO / "wrappers/generate_can/meta.yaml").read_text())
+    text = " ".join(meta["params"]["options"]["description"].split())
+    missing = [f"{key} ({value}" for key, value in DEFAULTS.items() if f"{key} ({value}" not in text]
+    assert not missing, missing
