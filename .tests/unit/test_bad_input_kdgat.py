@@ -908,3 +908,20 @@ def test_a_text_file_given_as_graphs_is_one_line_naming_it_without_torchs_advice
         f"{path}: not a readable kdgat graph file (a 'kdgat-graphs/1' file of the preprocess step; rebuild it) "
         "(UnpicklingError: Unsupported operand 123)"
     )
+
+
+def test_a_text_file_given_as_graphs_has_its_reason_named_also_where_only_its_header_is_read(tmp_path):
+    # The vocabulary and split checks read a graph file's header memory-mapped; torch maps only its zip format
+    # and refused a JSON with advice to torch.save the file with _use_new_zipfile_serialization, not the reason.
+    from kdgat.files import FileContentError
+    from kdgat.graph_store import graph_split
+
+    path = write(tmp_path, "metadata.json", '{"num_ids": 26}')
+    with pytest.raises(FileContentError) as error:
+        graph_split(path)
+    message = str(error.value)
+    assert (
+        message.startswith(f"{path}: not a readable kdgat graph file")
+        and "Unsupported operand 123" in message
+    )
+    assert "zipfile" not in message and "mmap" not in message

@@ -19,6 +19,7 @@ import math
 import os
 import secrets
 import shutil
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,9 @@ def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
     reading a header of a large file costs no more than the header (a tensor is read when it is used)."""
     import torch
 
+    # torch maps only its zip format; anything else (a legacy torch file, a JSON given as graphs) is read, so that
+    # its refusal gives the reason rather than advice to save with the zip format
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
