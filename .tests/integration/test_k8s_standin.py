@@ -283,3 +283,53 @@ def test_a_pod_no_node_can_hold_stays_unscheduled_with_the_schedulers_condition_
     wait_for(lambda: batch.read_namespaced_job_status("too-big", NAMESPACE).status.succeeded)
     (pod,) = pods(core, "too-big")
     assert [(c.type, c.status) for c in pod.status.conditions] == [("PodScheduled", "True")]
+
+
+def test_an_exception_in_the_admission_thread_fails_the_test_at_the_next_call_and_not_in_silence(standin):
+    """The admission loop is a daemon thread: an exception there ended it without a word, and Kueue's admissions
+    simply stopped (a readmission the test waited for never came). Now the exception is recorded; every API call
+    answers 500 naming it, and the test's next call into the stand-in raises it with its traceback."""
+    from apistandin import StandInThreadError
+
+    api, batch, _ = standin
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the admission loop")
+
+    api._retry_pending_pods = broken
+    wait_for(lambda: api.thread_errors, what="the admission thread's exception to be recorded")
+    with pytest.raises(ApiException) as answered:
+        batch.read_namespaced_job_status("anything", NAMESPACE)
+    assert answered.value.status == 500
+    assert (
+        "background thread failed" in answered.value.body
+        and "a bug in the admission loop" in answered.value.body
+    )
+    with pytest.raises(StandInThreadError, match="a bug in the admission loop") as raised:
+        api.add_objects([])
+    assert "Traceback" in str(raised.value) and "in broken" in str(raised.value)
+    api.stop()  # raised once already: the teardown does not raise it again
+
+
+def test_an_exception_in_a_request_handler_or_never_seen_by_the_test_is_raised_at_teardown(tmp_path):
+    """A handler thread's exception (socketserver printed it and went on), and one no later call met: stop(), at
+    the test's teardown, raises it."""
+    from apistandin import StandInThreadError
+
+    api = ApiStandIn(pods_root=tmp_path / "pods", pod_path=pod_path()).start()
+    api.add_objects([*profile_manifests(FLAVORS, CLUSTER_QUEUE), local_queue("jobs")])
+    configuration = kubernetes.client.Configuration()
+    configuration.host = api.url
+    batch = kubernetes.client.BatchV1Api(kubernetes.client.ApiClient(configuration))
+    batch.create_namespaced_job(NAMESPACE, job("handled", "true"))
+
+    def broken(name: str) -> dict:
+        raise KeyError(f"a bug in the handler for {name}")
+
+    api.job_with_status = broken
+    # The connection closes without an answer; the client sends the GET again and gets the 500 naming the error.
+    with pytest.raises(ApiException, match="a bug in the handler for handled") as answered:
+        batch.read_namespaced_job_status("handled", NAMESPACE)
+    assert answered.value.status == 500
+    with pytest.raises(StandInThreadError, match="a bug in the handler for handled"):
+        api.stop()

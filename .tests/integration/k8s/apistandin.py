@@ -69,6 +69,10 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   pod started, possibly while the old one is still listed, as in Kubernetes. A Job evicted and readmitted
   between two reads therefore reads running both times, with another ``startTime``.
 
+An exception in one of the stand-in's own threads (Kueue's admission loop, a request's handler) is never lost with
+its thread: it is recorded (``thread_errors``), every later API call answers 500 naming it, and the test's next call
+into the stand-in, or ``stop()`` at its teardown, raises it as ``StandInThreadError`` with its traceback.
+
 It does not emulate node placement beyond that fit (other pods' use of a node, taints, affinity), image pulls,
 RBAC, ClusterQueue quotas per flavor, a ClusterQueue's namespaceSelector, Kueue choosing what to preempt (a
 test names the Job), priorities, requeue backoff (``requeueState``), admission checks, watches and paged lists
@@ -87,8 +91,10 @@ import os
 import secrets as random_names
 import signal
 import subprocess
+import sys
 import threading
 import time
+import traceback
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -152,6 +158,11 @@ class Pod:
     def exit_code(self) -> int | None:
         code = self.process.poll()
         return None if code is None else (128 - code if code < 0 else code)
+
+
+class StandInThreadError(RuntimeError):
+    """A background thread of the stand-in (its admission loop, a request's handler) raised: the stand-in no longer
+    behaves as a cluster does, so the test that uses it fails with the thread's traceback."""
 
 
 class ContainerWaits(Exception):
@@ -264,6 +275,9 @@ class ApiStandIn:
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._stopping = threading.Event()
+        # The traceback of each exception a background thread raised, in order, and how many were raised already.
+        self.thread_errors: list[str] = []
+        self._raised_errors = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------
     @property
@@ -277,11 +291,40 @@ class ApiStandIn:
         class Handler(_Handler):
             api = standin
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server.standin = self
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        threading.Thread(target=self._admission_loop, daemon=True).start()
+        threading.Thread(target=self._guarded(self._server.serve_forever), daemon=True).start()
+        threading.Thread(target=self._guarded(self._admission_loop), daemon=True).start()
         return self
+
+    def _guarded(self, target):
+        """``target`` run in a thread: an exception it raises is recorded (``record_thread_error``), not lost with
+        the thread, which would leave Jobs unadmitted with nothing said."""
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException:
+                self.record_thread_error()
+
+        return run
+
+    def record_thread_error(self) -> None:
+        """Record the exception being handled in a background thread; the next call into the stand-in (through
+        the API or from the test) and ``stop()`` raise it as StandInThreadError."""
+        with self._lock:
+            self.thread_errors.append(
+                f"in thread {threading.current_thread().name}:\n{traceback.format_exc()}"
+            )
+
+    def check_threads(self) -> None:
+        """Raise StandInThreadError for exceptions of background threads not raised yet."""
+        with self._lock:
+            new = self.thread_errors[self._raised_errors :]
+            self._raised_errors = len(self.thread_errors)
+        if new:
+            raise StandInThreadError("the API stand-in's background thread failed " + "\n".join(new))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -293,6 +336,7 @@ class ApiStandIn:
                 for pod in [*record.stopping, record.pod]:
                     if pod is not None and pod.exit_code() is None:
                         self._kill(pod, "deleted")
+        self.check_threads()  # at the test's teardown at the latest
 
     def write_kubeconfig(self, path: Path, namespace: str, token: str | None = None) -> Path:
         user = "{}" if token is None else json.dumps({"token": token})  # YAML flow mapping
@@ -302,6 +346,7 @@ class ApiStandIn:
 
     def add_objects(self, documents: list[dict]) -> ApiStandIn:
         """Objects applied before the run (kubectl apply): Kueue's objects, ServiceAccounts, Secrets."""
+        self.check_threads()
         with self._lock:
             for document in documents:
                 meta = document["metadata"]
@@ -320,6 +365,7 @@ class ApiStandIn:
 
     def fail_next(self, method: str, resource: str, status: int, **how) -> ApiStandIn:
         """Answer the next call(s) with an error the real API server gives (see ``InjectedFailure``)."""
+        self.check_threads()
         assert status in FAILURE_STATUS, f"no Status known for HTTP {status}"
         with self._lock:
             self.failures.append(InjectedFailure(method, resource, status, **how))
@@ -592,6 +638,7 @@ class ApiStandIn:
 
     def evict(self, job_name: str) -> None:
         """Evict the Job's running pod, as the kubelet does on node pressure (or a drain)."""
+        self.check_threads()
         with self._lock:
             pod = self.jobs[job_name].pod
             assert pod is not None and pod.exit_code() is None, f"{job_name} has no running pod"
@@ -668,6 +715,7 @@ class ApiStandIn:
     ) -> None:
         """Kueue evicting the Job's admitted Workload (reason: ``Preempted``, ``PodsReadyTimeout``,
         ``ClusterQueueStopped``...), then the Job controller and Kueue's job reconciler reacting to it."""
+        self.check_threads()
         with self._lock:
             record = self.jobs[job_name]
             assert record.admitted and record.pod is not None, f"{job_name} has no admitted Workload"
@@ -818,6 +866,7 @@ class ApiStandIn:
 
     def pod_logs(self) -> dict[str, str]:
         """Every pod's combined output, by Job name (for assertions and for the secret scan)."""
+        self.check_threads()
         with self._lock:
             return {
                 name: (r.pod.workdir / "pod.log").read_text(errors="replace")
@@ -966,6 +1015,16 @@ def _status(code: int, message: str, reason: str) -> dict:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    standin: ApiStandIn
+
+    def handle_error(self, request, client_address) -> None:
+        """A request's handler raised (socketserver would print it and go on): recorded, so that the test fails. A
+        client that hung up is its own doing, not the stand-in's."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            self.standin.record_thread_error()
+
+
 class _Handler(BaseHTTPRequestHandler):
     api: ApiStandIn
     _failure: InjectedFailure | None = None
@@ -984,6 +1043,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _take_failure(self) -> bool:
         """True when an injected failure has been answered and the request must not take effect."""
         path, query = urllib.parse.urlparse(self.path)[2:5:2]
+        if self.api.thread_errors:
+            # A background thread failed: the stand-in is broken, and every call says so (the test's own next call
+            # into the stand-in, or its teardown, raises StandInThreadError).
+            if self.headers.get("Content-Length"):
+                self._body()
+            message = "the API stand-in's background thread failed: " + self.api.thread_errors[0]
+            self._send(500, _status(500, message, "InternalError"))
+            return True
         with self.api._lock:
             self.api.requests.append((self.command, path, urllib.parse.parse_qs(query)))
             accepted = self.api.accepted_tokens
