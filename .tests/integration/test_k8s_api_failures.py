@@ -971,3 +971,92 @@ def test_a_refused_run_secret_names_the_permission_the_driver_needs(cluster, exe
         f'Forbidden: User "snakemake-driver" cannot create resource "secrets" in the namespace "{NAMESPACE}"; '
         f"the driver needs create on secrets in namespace '{NAMESPACE}' (profiles/k8s/rbac.yaml)"
     )
+
+
+# The kubelet's waiting reasons (pkg/kubelet/images/types.go, container/sync_result.go, kuberuntime_container.go) that
+# keep a restartPolicy Never container waiting for ever, and a word of the fix the executor gives for each.
+NEVER_STARTING_REASONS = {
+    "ErrImagePull": "--attach-acr",
+    "ImagePullBackOff": "--attach-acr",
+    "InvalidImageName": "--attach-acr",
+    "ErrImageNeverPull": "--attach-acr",
+    "RegistryUnavailable": "cannot reach the image's registry",
+    "ImageInspectError": "cannot read the image it pulled",
+    "SignatureValidationFailed": "image policy refuses the image's signature",
+    "CreateContainerConfigError": "a Secret or key the pod needs is missing",
+    "CreateContainerError": "container runtime cannot create the container",
+    "PreCreateHookError": "CPUs, memory or devices (GPUs)",
+    "PreStartHookError": "CPUs, memory or devices (GPUs)",
+}
+
+
+@pytest.mark.parametrize("reason", sorted(NEVER_STARTING_REASONS))
+def test_every_waiting_reason_the_kubelet_never_gets_past_is_watched_with_its_own_fix(reason):
+    """Each such reason is noted when the kubernetes executor lists the Job's pods, and described with the fix for
+    it; RunContainerError and StartError end the container (its Job fails), and ContainerCreating is progress."""
+    from snakemake_executor_plugin_kubernetes_kueue.jobs import SafeLogCoreApi
+
+    def pod_list(waiting_reason: str) -> kubernetes.client.V1PodList:
+        waiting = kubernetes.client.V1ContainerStateWaiting(
+            reason=waiting_reason, message="the kubelet's message"
+        )
+        status = kubernetes.client.V1ContainerStatus(
+            name="snakemake",
+            image="registry/image:cpu",
+            image_id="",
+            ready=False,
+            restart_count=0,
+            state=kubernetes.client.V1ContainerState(waiting=waiting),
+        )
+        pod = kubernetes.client.V1Pod(
+            metadata=kubernetes.client.V1ObjectMeta(name="job-abcde"),
+            status=kubernetes.client.V1PodStatus(phase="Pending", container_statuses=[status]),
+        )
+        return kubernetes.client.V1PodList(items=[pod])
+
+    listed = {"answer": pod_list(reason)}
+    core = SafeLogCoreApi(SimpleNamespace(list_namespaced_pod=lambda namespace, **_: listed["answer"]))
+    core.list_namespaced_pod(NAMESPACE, label_selector="job-name=job")
+    stuck = core.stuck_containers["job"]
+    assert (stuck.pod, stuck.reason, stuck.message) == ("job-abcde", reason, "the kubelet's message")
+    described = stuck.describe(NAMESPACE, "job", "cannot start")
+    assert described.startswith(
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/job (pod job-abcde) cannot start ({reason}: the "
+        "kubelet's message); "
+    )
+    assert NEVER_STARTING_REASONS[reason] in described
+    assert "{" not in described  # every placeholder of the fix filled in
+    for progress in ("ContainerCreating", "PodInitializing", "RunContainerError"):
+        listed["answer"] = pod_list(progress)
+        core.list_namespaced_pod(NAMESPACE, label_selector="job-name=job")
+        assert "job" not in core.stuck_containers, progress
+
+
+def test_a_container_the_runtime_cannot_create_is_reported_then_failed_and_deleted(
+    cluster, executor, monkeypatch
+):
+    """CRI-O cannot create a container whose command is not in the image: the container waits, CreateContainerError,
+    and the kubelet tries again for ever, its Job active and its Kueue quota held. The executor says so once, with
+    CRI-O's message and the fix, and after CONTAINER_START_GIVE_UP_S fails the job and deletes its Job."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0)
+    cluster.container_runtime = "cri-o"
+    body = job_body("uncreatable", "true")
+    body.spec.template.spec.containers[0].command = ["/opt/missing/snakemake"]
+    executor._kubernetes_retry(lambda: executor.batchapi.create_namespaced_job(NAMESPACE, body))
+    job = SubmittedJobInfo(job=executor.recorder.job("uncreatable"), external_jobid="uncreatable")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job] and executor.recorder.failed == []
+    (warning,) = [message for message in executor.recorder.messages("warning") if "cannot start" in message]
+    assert warning.startswith(
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/uncreatable (pod uncreatable-"
+    )
+    assert "(CreateContainerError: container create failed: " in warning
+    assert 'exec: \\"/opt/missing/snakemake\\": executable file not found in $PATH"); ' in warning
+    assert "the container runtime cannot create the container; the events of `kubectl -n" in warning
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == ["uncreatable"] and executor.recorder.finished == []
+    message = executor.recorder.job_errors["uncreatable"]
+    assert "could not start for" in message and "CreateContainerError" in message
+    assert "the Job was deleted" in message and cluster.jobs["uncreatable"].deleted

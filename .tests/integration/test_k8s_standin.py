@@ -333,3 +333,37 @@ def test_an_exception_in_a_request_handler_or_never_seen_by_the_test_is_raised_a
     assert answered.value.status == 500
     with pytest.raises(StandInThreadError, match="a bug in the handler for handled"):
         api.stop()
+
+
+def test_a_command_the_image_lacks_waits_as_create_container_error_on_cri_o_and_fails_at_start_on_containerd(
+    standin,
+):
+    """CRI-O (with runc) resolves the command when it creates the container: one the image lacks leaves the container
+    waiting, CreateContainerError with CRI-O's message, the pod Pending and the Job active while the kubelet tries
+    again, and a log read answers 400 as for any waiting container. containerd creates it and fails it at its
+    start (StartError), which fails the Job."""
+    api, batch, core = standin
+    api.container_runtime = "cri-o"
+    manifest = job("uncreatable", "true")
+    manifest["spec"]["template"]["spec"]["containers"][0]["command"] = ["/opt/missing/snakemake"]
+    batch.create_namespaced_job(NAMESPACE, manifest)
+    wait_for(lambda: pods(core, "uncreatable"))
+    time.sleep(1)  # several of the kubelet's tries
+    (pod,) = pods(core, "uncreatable")
+    (container,) = pod.status.container_statuses
+    assert pod.status.phase == "Pending" and container.state.waiting.reason == "CreateContainerError"
+    message = container.state.waiting.message
+    assert message.startswith('container create failed: time="') and message.endswith(
+        ' level=error msg="runc create failed: unable to start container process: exec: \\"/opt/missing/snakemake\\": '
+        'executable file not found in $PATH"'
+    )
+    status = batch.read_namespaced_job_status("uncreatable", NAMESPACE).status
+    assert (status.active, status.failed) == (1, None)
+    with pytest.raises(ApiException) as refused:
+        core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE, container="snakemake")
+    assert refused.value.status == 400 and "is waiting to start: CreateContainerError" in refused.value.body
+
+    api.container_runtime = "containerd"
+    manifest["metadata"]["name"] = "started-and-failed"
+    batch.create_namespaced_job(NAMESPACE, manifest)
+    wait_for(lambda: batch.read_namespaced_job_status("started-and-failed", NAMESPACE).status.failed)

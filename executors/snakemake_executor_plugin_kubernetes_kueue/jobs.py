@@ -38,15 +38,24 @@ CREATE_REFUSAL_FIXES = {
 }
 
 
-# Why the kubelet keeps a container waiting when it cannot start without someone's help: its image cannot be
-# pulled (a wrong tag, a registry the cluster may not pull from) or its configuration names a missing Secret or
-# key. The kubelet tries again for ever; the pod stays Pending, its Job active and its Kueue quota held.
+# Why the kubelet keeps a container waiting when it cannot start without someone's help (the reasons of
+# pkg/kubelet/images/types.go, pkg/kubelet/container/sync_result.go and kuberuntime_container.go that leave a
+# container of a restartPolicy Never pod waiting): its image cannot be pulled or read, its configuration names a
+# missing Secret or key, or the container runtime or the node's resource managers refuse it. The kubelet tries again
+# for ever; the pod stays Pending, its Job active and its Kueue quota held. (RunContainerError and StartError end a
+# restartPolicy Never container, which fails its Job; ContainerCreating and PodInitializing are progress.)
 STUCK_CONTAINER_FIXES = {
     "ErrImagePull": "image",
     "ImagePullBackOff": "image",
     "InvalidImageName": "image",
     "ErrImageNeverPull": "image",
+    "RegistryUnavailable": "registry",
+    "ImageInspectError": "inspect",
+    "SignatureValidationFailed": "signature",
     "CreateContainerConfigError": "config",
+    "CreateContainerError": "create",
+    "PreCreateHookError": "node",
+    "PreStartHookError": "node",
 }
 # Of those, the reasons no further try can cure.
 HOPELESS_CONTAINER_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
@@ -54,7 +63,19 @@ STUCK_CONTAINER_FIX_TEXT = {
     "image": "check that the image and its tag exist in the registry (container-image and "
     f"kubernetes-kueue-gpu-container-image in {PROFILE}) and that the cluster may pull from it "
     "(az aks update -g <group> -n <cluster> --attach-acr <registry>)",
+    "registry": "the nodes cannot reach the image's registry (its host name in container-image or "
+    f"kubernetes-kueue-gpu-container-image in {PROFILE}, the cluster's egress, DNS or firewall, a private "
+    "endpoint): kubectl -n {namespace} describe pod {pod}",
+    "inspect": "the node's container runtime cannot read the image it pulled (a damaged image, or one built for "
+    "another platform: build it for linux/amd64 from profiles/k8s/Containerfile and push it again)",
+    "signature": "the node's image policy refuses the image's signature: sign the image, or use one the policy "
+    "accepts",
     "config": "a Secret or key the pod needs is missing: kubectl -n {namespace} describe pod {pod}",
+    "create": "the container runtime cannot create the container; the events of `kubectl -n {namespace} describe "
+    "pod {pod}` say why (a command the image lacks, a mount it cannot make, a runtime that times out)",
+    "node": "the node's kubelet cannot give the container the CPUs, memory or devices (GPUs) it asks (its CPU, "
+    "memory, topology or device manager): kubectl -n {namespace} describe pod {pod}, and the node's GPU "
+    "device plugin",
 }
 
 

@@ -39,6 +39,10 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   reason ``CreateContainerConfigError`` and the kubelet's message (``secret "x" not found``, ``couldn't find key
   k in Secret <namespace>/x``), its pod ``Pending`` and its Job active, and starts once the Secret exists, as the
   kubelet tries again; a missing Secret volume that is not ``optional`` leaves it waiting ``ContainerCreating``;
+* with ``container_runtime="cri-o"`` (CRI-O with runc), a container whose command is not in the image (not on the
+  pod's PATH) cannot be created: it waits with reason ``CreateContainerError`` and CRI-O's message (``container
+  create failed: ... exec: \\"x\\": executable file not found in $PATH``), its pod ``Pending`` and its Job active,
+  and the kubelet tries again; with containerd (the default, as on AKS) the same container fails at its start;
 * the scheduler, on ``nodes`` empty nodes alike of ``node_allocatable`` (none set: every pod fits): a pod that
   asks more of a resource than one node has stays ``Pending`` and unscheduled, its Job active, with the condition
   the scheduler writes (``PodScheduled`` ``False``, reason ``Unschedulable``, its FitError message such as ``0/3
@@ -89,6 +93,7 @@ import hashlib
 import json
 import os
 import secrets as random_names
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,6 +269,10 @@ class ApiStandIn:
     # report, then its final delete): the window in which a client sees its exit code 143.
     terminated_pod_listed_s: float = 1.0
     unpullable_images: set[str] = field(default_factory=set)
+    # The nodes' container runtime. containerd (AKS) creates a container whatever its command, and a command the
+    # image lacks fails it at its start (StartError, the Job fails); CRI-O with runc resolves the command when it
+    # creates the container, so there the container waits, CreateContainerError, and the kubelet tries again.
+    container_runtime: str = "containerd"
     # The cluster's nodes, all alike and empty: what one node can hold (``{"memory": "64Gi"}``; a resource it
     # does not list is unlimited, except an extended one such as nvidia.com/gpu, of which it has none).
     nodes: int = 3
@@ -604,6 +613,10 @@ class ApiStandIn:
             return self._hold(pod)
         if pod.unpulled_image:
             return self._hold(pod)  # it waits for its image
+        missing = self._command_missing_at_create(container, env)
+        if missing:
+            pod.waiting = ("CreateContainerError", missing)
+            return self._hold(pod)
         try:
             process = _popen(_command(container), pod.workdir, env)
         except OSError as error:  # a command that cannot run fails its Job (StartError)
@@ -613,6 +626,20 @@ class ApiStandIn:
         if pod.process is not None:
             self._kill(pod, "")  # the stand-in of the pod while it waited
         pod.process, pod.process_started = process, time.monotonic()
+
+    def _command_missing_at_create(self, container: dict, env: dict[str, str]) -> str:
+        """CRI-O's message when it cannot create the container because its command is not in the image (here: not
+        on the pod's PATH), as the kubelet shows it in the waiting state; "" when it can (or the runtime is
+        containerd, which finds out only at the start)."""
+        command = _command(container)
+        if self.container_runtime != "cri-o" or not command:
+            return ""
+        if shutil.which(command[0], path=env.get("PATH", "")) is not None:
+            return ""
+        return (
+            f'container create failed: time="{_now()}" level=error msg="runc create failed: unable to start '
+            f'container process: exec: \\"{command[0]}\\": executable file not found in $PATH"'
+        )
 
     def _hold(self, pod: Pod) -> None:
         """Until its container starts, a process that only waits stands for the pod (its Job is active)."""
