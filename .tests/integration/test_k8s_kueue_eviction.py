@@ -329,3 +329,107 @@ def test_each_evicted_job_is_reported_with_its_own_workload(cluster, executor, t
         ]
         assert f"(Workload {workload}, reason PodsReadyTimeout: {messages[name]})." in report
         assert report.endswith(f"`kubectl -n {NAMESPACE} describe workload {workload}` shows its conditions")
+
+
+# ---- a Workload Kueue deactivates ----------------------------------------------------------------------------------
+# pkg/controller/core/workload_controller.go (triggerDeactivation), pkg/workload/evict (Evict, IsEvictedByDeactivation)
+# and patching.ReasonWithCause: the Evicted condition of a Workload deactivated after too many PodsReady timeouts.
+DEACTIVATED_REASON = "DeactivatedDueToRequeuingLimitExceeded"
+DEACTIVATED_MESSAGE = "The workload is deactivated due to exceeding the maximum number of re-queuing retries"
+
+
+def test_the_standin_deactivates_a_workload_as_kueue_does_and_never_admits_it_again(cluster):
+    """waitForPodsReady with requeuingStrategy.backoffLimitCount: an admitted Job whose pod is never ready (its image
+    cannot be pulled) is evicted once too often, and Kueue deactivates its Workload: spec.active false, Evicted with
+    the deactivation's reason and message, the Job suspended and its quota released; it is never admitted again."""
+    batch, name = kubernetes.client.BatchV1Api(), "never-ready"
+    cluster.unpullable_images = {"registry/image:cpu"}
+    body = api_failures.job_body(name, "true")
+    body.metadata.labels["kueue.x-k8s.io/queue-name"] = "jobs"
+    batch.create_namespaced_job(NAMESPACE, body)
+    wait_for_pod(cluster, name)
+    job = batch.read_namespaced_job_status(name, NAMESPACE)
+    cluster.deactivate_workload(name, "RequeuingLimitExceeded")
+    workload = workload_of(job)
+    assert workload["spec"]["active"] is False and "admission" not in workload["status"]
+    assert conditions(workload) == {
+        "Evicted": ("True", DEACTIVATED_REASON, DEACTIVATED_MESSAGE),
+        "Requeued": ("False", DEACTIVATED_REASON, DEACTIVATED_MESSAGE),  # not a preemption: False
+        "QuotaReserved": ("False", "Pending", DEACTIVATED_MESSAGE),
+        "Admitted": ("False", "NoReservation", "The workload has no reservation"),
+    }  # DeactivationTarget is gone once the eviction is written
+    time.sleep(1.0)  # several admission rounds: the quota has room, but the Workload is inactive
+    suspended = batch.read_namespaced_job_status(name, NAMESPACE)
+    assert suspended.spec.suspend is True and suspended.status.active is None
+    assert cluster.jobs[name].pod is None and not cluster.jobs[name].admitted
+    kubernetes_validate.validate(cluster.job_with_status(name), KUBERNETES_VERSION, strict=True)
+
+
+def test_a_job_whose_workload_kueue_deactivated_fails_saying_why_and_is_deleted(
+    cluster, executor, monkeypatch
+):
+    """The kubernetes executor saw the deactivated Job as suspended, i.e. active, for ever, and this one reported an
+    eviction after which the Job 'runs again once Kueue admits it again', then every 10 minutes that other Jobs hold
+    the quota. Now the status check that sees it fails the job with Kueue's reason and message, and deletes the Job."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.3)
+    name = "never-ready"
+    cluster.unpullable_images = {"registry/image:cpu"}
+    job = submit(executor, name, "true")
+    wait_for_pod(cluster, name)
+    assert check_round(executor, [job]) == [job]  # admitted, its container waiting for its image
+    cluster.deactivate_workload(name, "RequeuingLimitExceeded")
+    active, deadline = [job], time.monotonic() + 10
+    while active:
+        assert time.monotonic() < deadline, "the deactivated Job is still active"
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    assert executor.recorder.failed == [name] and executor.recorder.finished == []
+    workload = cluster.jobs[name].workload["metadata"]["name"]
+    message = executor.recorder.job_errors[name]
+    assert message.startswith(
+        f"kubernetes-kueue: Kueue deactivated the Workload {workload} of Job {NAMESPACE}/{name} (reason "
+        f"{DEACTIVATED_REASON}: {DEACTIVATED_MESSAGE}), so it never admits the Job again, which would stay "
+        "suspended for ever: its pods were not all ready within Kueue's waitForPodsReady.timeout more often than "
+        "waitForPodsReady.requeuingStrategy.backoffLimitCount allows"
+    )
+    assert (
+        f"`kubectl -n {NAMESPACE} describe workload {workload}` shows its conditions; the Job was deleted"
+        in message
+    )
+    assert cluster.jobs[name].deleted
+    warnings = executor.recorder.messages("warning")
+    assert not [w for w in warnings if "evicted" in w or "for Kueue to admit it" in w], warnings
+
+
+def test_a_waiting_job_whose_workload_was_deactivated_by_hand_fails_at_the_next_workload_check(
+    cluster, executor, monkeypatch
+):
+    """A Job never admitted (its ClusterQueue is held) whose Workload someone deactivated (kubectl patch ...
+    spec.active=false): no eviction shows it, so the Workloads of suspended Jobs are read every DEACTIVATION_CHECK_S;
+    the check after the deactivation fails the job, naming the reason, and deletes the Job."""
+    from snakemake_executor_plugin_kubernetes_kueue import evictions
+
+    assert evictions.DEACTIVATION_CHECK_S == 60
+    monkeypatch.setattr(evictions, "DEACTIVATION_CHECK_S", 0.5)
+    with cluster._lock:
+        cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"] = "Hold"
+    name = "held"
+    job = submit(executor, name, "true")
+    assert check_round(executor, [job]) == [job]  # suspended: its Workload is read, and is active
+    lists = [p for m, p, _ in cluster.requests if p.endswith("/workloads")]
+    assert len(lists) == 1
+    cluster.deactivate_workload(name, cause="")
+    assert check_round(executor, [job]) == [job]  # read again only after DEACTIVATION_CHECK_S
+    assert len([p for m, p, _ in cluster.requests if p.endswith("/workloads")]) == 1
+    time.sleep(0.6)
+    assert check_round(executor, [job]) == []
+    assert executor.recorder.failed == [name]
+    workload = cluster.jobs[name].workload["metadata"]["name"]
+    assert executor.recorder.job_errors[name].startswith(
+        f"kubernetes-kueue: Kueue deactivated the Workload {workload} of Job {NAMESPACE}/{name} (reason Deactivated: "
+        "The workload is deactivated), so it never admits the Job again, which would stay suspended for ever: someone "
+        "set its spec.active to false (kubectl patch workload); "
+    )
+    assert cluster.jobs[name].deleted

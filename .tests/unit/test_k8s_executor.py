@@ -1078,7 +1078,7 @@ class WorkloadList:
 
 def workload(*conditions: tuple[str, str, str, str]) -> dict:
     return {
-        "metadata": {"name": "job-x-1a2b3"},
+        "metadata": {"name": "job-x-1a2b3", "labels": {"kueue.x-k8s.io/job-uid": "uid-1"}},
         "status": {
             "conditions": [
                 {"type": kind, "status": status, "reason": reason, "message": message}
@@ -1115,21 +1115,27 @@ def test_an_eviction_is_logged_once_with_its_workloads_reason_and_message(
 ):
     """README: a Job Kueue evicts or preempts stays active; the eviction is logged once, with the reason and
     message of the Workload Kueue labels with the Job's uid (and the preemption's reason when it preempted)."""
-    workloads = WorkloadList([workload(*conditions)])
+    other = {
+        **workload(("Evicted", "True", "Other", "another Job's eviction")),
+        "metadata": {"name": "job-y-9z8y7"},
+    }
+    workloads = WorkloadList([other, workload(*conditions)])
     monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", workloads)
     warnings = []
     executor = kueue_executor(JobCompletion(queue_name="snakemake"), warnings)
     executor.batchapi.taken_back["job-x"] = False
     executor.batchapi.job_uids["job-x"] = "uid-1"
     jobs = [SimpleNamespace(external_jobid="job-x")]
-    executor._report_evictions(jobs)
-    executor._report_evictions(jobs)
+    assert executor._review_workloads(jobs) == jobs
+    assert executor._review_workloads(jobs) == jobs
     assert warnings == [
         f"kubernetes-kueue: Kueue evicted Job snakemake/job-x (Workload job-x-1a2b3, reason {reason}: {message}). "
         "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not "
         "count this as a failure; `kubectl -n snakemake describe workload job-x-1a2b3` shows its conditions"
     ]
-    assert workloads.selectors == ["kueue.x-k8s.io/job-uid=uid-1"]
+    assert workloads.selectors == [
+        None
+    ]  # one list of the namespace's Workloads, found by their job-uid label
 
 
 class ServiceAccountRead:
@@ -1264,3 +1270,61 @@ def test_the_plugins_settings_pods_do_not_install_the_storage_plugin_and_the_que
     assert fields["queue_name"].metadata["required"] is True
     settings = plugin.ExecutorSettings(queue_name="snakemake")
     assert settings.workload_identity is False and settings.env == [] and settings.secret_volumes == []
+
+
+@pytest.mark.parametrize(
+    "active, conditions, expected",
+    [
+        (  # Kueue 0.19 after backoffLimitCount: spec.active false, then the eviction
+            False,
+            [
+                (
+                    "Evicted",
+                    "True",
+                    "DeactivatedDueToRequeuingLimitExceeded",
+                    "The workload is deactivated due to exceeding the maximum number of re-queuing retries",
+                )
+            ],
+            "reason DeactivatedDueToRequeuingLimitExceeded: The workload is deactivated due to exceeding the maximum "
+            "number of re-queuing retries), so it never admits the Job again, which would stay suspended for ever: "
+            "its pods were not all ready within Kueue's waitForPodsReady.timeout",
+        ),
+        (  # read between Kueue's spec.active update and its eviction: DeactivationTarget says why
+            False,
+            [
+                (
+                    "DeactivationTarget",
+                    "True",
+                    "MaximumExecutionTimeExceeded",
+                    "exceeding the maximum execution time",
+                )
+            ],
+            "reason DeactivatedDueToMaximumExecutionTimeExceeded: The workload is deactivated due to exceeding the "
+            "maximum execution time), so it never admits the Job again, which would stay suspended for ever: it ran "
+            "longer than its label kueue.x-k8s.io/max-exec-time-seconds allows",
+        ),
+        (  # someone's kubectl patch, read before Kueue's eviction
+            False,
+            [],
+            "reason Deactivated: The workload is deactivated), so it never admits the Job again, which would stay "
+            "suspended for ever: someone set its spec.active to false (kubectl patch workload)",
+        ),
+        # reactivated (spec.active true again): Evicted keeps the deactivation until the readmission, which comes
+        (True, [("Evicted", "True", "Deactivated", "The workload is deactivated")], None),
+        (None, [("Evicted", "True", "PodsReadyTimeout", "Exceeded the PodsReady timeout")], None),
+    ],
+)
+def test_a_deactivated_workload_is_told_from_its_spec_and_named_with_kueues_reason(
+    active, conditions, expected
+):
+    from snakemake_executor_plugin_kubernetes_kueue.evictions import deactivation_report
+
+    found = {**workload(*conditions), **({} if active is None else {"spec": {"active": active}})}
+    report = deactivation_report("snakemake", "job-x", found)
+    if expected is None:
+        assert report is None
+        return
+    assert report.startswith(
+        "kubernetes-kueue: Kueue deactivated the Workload job-x-1a2b3 of Job snakemake/job-x (" + expected
+    )
+    assert report.endswith("`kubectl -n snakemake describe workload job-x-1a2b3` shows its conditions")

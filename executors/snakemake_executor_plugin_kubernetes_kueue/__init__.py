@@ -33,9 +33,11 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
 * a Job Kueue preempts or evicts (it suspends the Job, whose pod is deleted) stays active and runs again once
   readmitted, instead of failing on the stopped pod's exit code or stopping the run on two listed pods
   (``jobs.SafeLogCoreApi``); the eviction is logged once, with the Workload's reason and message
-  (``executor.KueueExecutor._report_evictions``), also when Kueue readmitted the Job between two status
+  (``executor.KueueExecutor._review_workloads``), also when Kueue readmitted the Job between two status
   checks: its new ``status.startTime`` shows it (test_k8s_kueue_eviction.py,
-  ``test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_the_new_start_time``);
+  ``test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_the_new_start_time``); a Job whose
+  Workload Kueue deactivated (``spec.active: false``, e.g. after waitForPodsReady's backoffLimitCount), which it
+  never admits again, fails with Kueue's reason and message and is deleted (``evictions.WorkloadReview``);
 * every setting is checked before any Job is submitted (queue, namespace, service account, storage account):
   a wrong one stops the run with a message naming the setting and the fix. A LocalQueue must exist and be
   active (Kueue's ``Active`` condition). The storage account is checked earlier too, while the Snakefile is

@@ -25,7 +25,7 @@ from .checks import (
     unpinned_image_warning,
     unread_resource_warnings,
 )
-from .evictions import KUEUE_GROUP, KUEUE_VERSION, eviction_report
+from .evictions import KUEUE_GROUP, KUEUE_VERSION, WorkloadReview
 from .jobs import (
     CompletingBatchApi,
     JobCompletion,
@@ -231,12 +231,12 @@ class KueueExecutor(kubernetes_plugin.Executor):
     async def check_active_jobs(self, active_jobs):
         waiting = []
         async for job in super().check_active_jobs(active_jobs):
-            if self._gave_up_starting(job) or self._gave_up_scheduling(job):
-                continue
-            waiting.append(job)
+            if not (self._gave_up_starting(job) or self._gave_up_scheduling(job)):
+                waiting.append(job)
+        waiting = self._review_workloads(waiting)
+        for job in waiting:
             yield job
         self._report_long_admission_waits(waiting)
-        self._report_evictions(waiting)
         # The kubernetes executor skips a job whose status read failed without yielding or reporting it, so
         # Snakemake would wait for it for ever. Such a job is kept active or failed here, saying why.
         for job in active_jobs:
@@ -291,25 +291,29 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 f"{self.namespace} describe workload <name>` say why it waits (e.g. insufficient unused quota)"
             )
 
-    def _report_evictions(self, active_jobs) -> None:
-        """Say, once per eviction, that Kueue took back a running Job, with its Workload's reason and message.
+    def _review_workloads(self, active_jobs) -> list:
+        """Report, once per eviction, that Kueue took back a running Job, with its Workload's reason and message;
+        fail (and delete) a Job whose Workload Kueue deactivated; the jobs still active.
 
-        A Job Kueue evicts or preempts is suspended and requeued, not failed: the kubernetes executor keeps
-        it active (its deleted pod is not listed, see SafeLogCoreApi) and it runs again once readmitted.
-        A status check sees it suspended, or, when Kueue admitted it again in between, with a new
-        ``status.startTime`` (see CompletingBatchApi.read_namespaced_job_status).
+        A Job Kueue evicts or preempts is suspended and requeued, not failed: the kubernetes executor keeps it active
+        (its deleted pod is not listed, see SafeLogCoreApi) and it runs again once readmitted. A status check sees it
+        suspended, or, when Kueue admitted it again in between, with a new ``status.startTime`` (see
+        CompletingBatchApi.read_namespaced_job_status). A deactivated Workload (``spec.active: false``, e.g. after
+        waitForPodsReady's ``requeuingStrategy.backoffLimitCount``) is never admitted again: its Job would stay
+        suspended for ever, and the admission-wait report would blame the quota.
         """
         if not active_jobs:
-            return
-        watch = self.batchapi
-        for job in active_jobs:
-            name = job.external_jobid
-            if name in watch.taken_back:
-                resumed = watch.taken_back.pop(name)
-                uid = watch.job_uids.get(name, "")
-                self.logger.warning(
-                    eviction_report(self.namespace, name, uid, resumed, self._retry_transient)
-                )
+            return active_jobs
+        review = self.__dict__.setdefault("_workload_review", WorkloadReview())
+        names = [job.external_jobid for job in active_jobs]
+        reports, failures = review.review(self.namespace, names, self.batchapi, self._retry_transient)
+        for report in reports:
+            self.logger.warning(report)
+        return [
+            job
+            for job in active_jobs
+            if not (job.external_jobid in failures and self._fail_pending(job, failures[job.external_jobid]))
+        ]
 
     def _queue_state(self, queue: str) -> str:
         try:

@@ -73,6 +73,13 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   pod started, possibly while the old one is still listed, as in Kubernetes. A Job evicted and readmitted
   between two reads therefore reads running both times, with another ``startTime``.
 
+* Kueue deactivating a Workload (``deactivate_workload()``), in Kueue 0.19's order: ``spec.active`` false, then
+  ``Evicted`` True with reason ``DeactivatedDueToRequeuingLimitExceeded`` (waitForPodsReady with
+  ``requeuingStrategy.backoffLimitCount``: the pods were not ready in time once too often) or ``Deactivated`` (set
+  by hand) and Kueue's message (``The workload is deactivated due to exceeding the maximum number of re-queuing
+  retries``); an admitted Workload's Job is stopped as for an eviction (``Requeued`` False with that reason); the
+  Workload is never admitted again, and its Job stays suspended.
+
 An exception in one of the stand-in's own threads (Kueue's admission loop, a request's handler) is never lost with
 its thread: it is recorded (``thread_errors``), every later API call answers 500 naming it, and the test's next call
 into the stand-in, or ``stop()`` at its teardown, raises it as ``StandInThreadError`` with its traceback.
@@ -122,6 +129,14 @@ JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # Kueue pkg/controller/constants: JobU
 WORKLOAD_EVICTED, WORKLOAD_PREEMPTED, WORKLOAD_REQUEUED = "Evicted", "Preempted", "Requeued"
 WORKLOAD_QUOTA_RESERVED, WORKLOAD_ADMITTED = "QuotaReserved", "Admitted"
 EVICTED_BY_PREEMPTION = "Preempted"  # WorkloadEvictedByPreemption
+# Why Kueue deactivates a Workload itself (the DeactivationTarget condition's reason and message, from
+# workload_controller.go), and the Evicted reason of a deactivation (WorkloadDeactivated).
+WORKLOAD_REQUEUING_LIMIT_EXCEEDED = "RequeuingLimitExceeded"
+DEACTIVATION_TARGET_MESSAGES = {
+    WORKLOAD_REQUEUING_LIMIT_EXCEEDED: "exceeding the maximum number of re-queuing retries",
+    "MaximumExecutionTimeExceeded": "exceeding the maximum execution time",
+}
+WORKLOAD_DEACTIVATED = "Deactivated"
 # Why Kueue preempted a Workload (the Preempted condition's reason), and how its message says it
 # (pkg/scheduler/preemption: HumanReadablePreemptionReasons).
 PREEMPTION_REASONS = {
@@ -429,7 +444,10 @@ class ApiStandIn:
         return (record.manifest["metadata"].get("labels") or {}).get(QUEUE_LABEL, "")
 
     def admissible(self, record: JobRecord) -> bool:
+        """workload.IsAdmissible: an active Workload (spec.active not false) of an active LocalQueue."""
         key = f"{record.namespace}/{self.queue_of(record)}"
+        if record.workload.get("spec", {}).get("active", True) is False:
+            return False
         return key in self.local_queues and self.local_queue_active(key)[0] == "True"
 
     def cluster_queue_active(self, name: str) -> tuple[str, str, str]:
@@ -751,32 +769,69 @@ class ApiStandIn:
             _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
             if preemption_reason:
                 _set_condition(conditions, WORKLOAD_PREEMPTED, "True", preemption_reason, message, now)
-            # The job reconciler: stopJob suspends the Job; the Job controller deletes its pod.
-            record.manifest["spec"]["suspend"] = True
-            record.admitted, record.resumed, record.started = False, "", ""
-            pod, record.pod = record.pod, None
-            if pod.exit_code() is None:
-                pod.deletion_timestamp, pod.stopping_since, pod.ended_by = now, time.monotonic(), "suspended"
-                try:
-                    os.killpg(pod.process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                record.stopping.append(pod)
-            # The job reconciler, once the Job is no longer active: requeue and release the quota
-            # (Requeued is True only for a preemption or node failures), then SyncAdmittedCondition.
-            requeued = "True" if reason in (EVICTED_BY_PREEMPTION, "NodeFailures") else "False"
-            _set_condition(conditions, WORKLOAD_REQUEUED, requeued, reason, message, now)
-            _set_condition(conditions, WORKLOAD_QUOTA_RESERVED, "False", "Pending", message, now)
-            record.workload["status"].pop("admission", None)
-            _set_condition(
-                conditions,
-                WORKLOAD_ADMITTED,
-                "False",
-                "NoReservation",
-                "The workload has no reservation",
-                now,
-            )
+            self._stop_and_release(record, reason, message, now)
             record.readmit_at = time.monotonic() + readmit_after_s
+
+    def _stop_and_release(self, record: JobRecord, reason: str, message: str, now: str) -> None:
+        """Kueue's job reconciler on an evicted Workload (reconciler.go, "handle eviction"), and the Job controller."""
+        conditions = record.workload["status"]["conditions"]
+        # The job reconciler: stopJob suspends the Job; the Job controller deletes its pod.
+        record.manifest["spec"]["suspend"] = True
+        record.admitted, record.resumed, record.started = False, "", ""
+        pod, record.pod = record.pod, None
+        if pod.exit_code() is None:
+            pod.deletion_timestamp, pod.stopping_since, pod.ended_by = now, time.monotonic(), "suspended"
+            try:
+                os.killpg(pod.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            record.stopping.append(pod)
+        # The job reconciler, once the Job is no longer active: requeue and release the quota
+        # (Requeued is True only for a preemption or node failures), then SyncAdmittedCondition.
+        requeued = "True" if reason in (EVICTED_BY_PREEMPTION, "NodeFailures") else "False"
+        _set_condition(conditions, WORKLOAD_REQUEUED, requeued, reason, message, now)
+        _set_condition(conditions, WORKLOAD_QUOTA_RESERVED, "False", "Pending", message, now)
+        record.workload["status"].pop("admission", None)
+        _set_condition(
+            conditions,
+            WORKLOAD_ADMITTED,
+            "False",
+            "NoReservation",
+            "The workload has no reservation",
+            now,
+        )
+
+    def deactivate_workload(self, job_name: str, cause: str = WORKLOAD_REQUEUING_LIMIT_EXCEEDED) -> None:
+        """Kueue deactivating the Job's Workload (``spec.active: false``): it never admits it again until someone sets
+        it back to true, and the Job stays suspended. ``cause``: why Kueue did it, ``RequeuingLimitExceeded``
+        (waitForPodsReady: the pods were not ready in time once more than ``requeuingStrategy.backoffLimitCount``
+        allows) or ``MaximumExecutionTimeExceeded``, both of an admitted Workload; "" for someone's ``kubectl patch
+        workload <name> --type merge -p '{"spec":{"active":false}}'``.
+
+        In Kueue 0.19's order (pkg/controller/core/workload_controller.go: triggerDeactivation and the Reconcile
+        branches on spec.active; pkg/workload/evict): the DeactivationTarget condition (reason the cause), then
+        ``spec.active`` false, then ``Evicted`` True with reason ``Deactivated`` (``DeactivatedDueTo<cause>``) and
+        message ``The workload is deactivated`` (`` due to <the target's message>``), the DeactivationTarget and any
+        requeueState removed; an admitted Workload's Job is then stopped and its quota released as for any eviction
+        (``Requeued`` False with the Evicted reason and message). A Workload waiting for admission only gets
+        ``Evicted``: its Job is suspended already."""
+        self.check_threads()
+        with self._lock:
+            record = self.jobs[job_name]
+            assert not cause or record.admitted, (
+                f"Kueue deactivates {job_name} for {cause} only once admitted"
+            )
+            now, status = _now(), record.workload["status"]
+            conditions = status.setdefault("conditions", [])
+            reason, message = WORKLOAD_DEACTIVATED, "The workload is deactivated"
+            if cause:  # SetDeactivationTarget, removed again by the eviction below
+                reason = f"{WORKLOAD_DEACTIVATED}DueTo{cause}"  # patching.ReasonWithCause
+                message = f"{message} due to {DEACTIVATION_TARGET_MESSAGES[cause]}"
+            record.workload["spec"]["active"] = False
+            status.pop("requeueState", None)
+            _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
+            if record.admitted:
+                self._stop_and_release(record, reason, message, now)
 
     def _stop_deleted_pods(self) -> None:
         """The kubelet: SIGKILL after the grace period; a stopped pod is gone a moment after it ended."""
