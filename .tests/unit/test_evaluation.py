@@ -2127,3 +2127,74 @@ def test_an_evaluation_restored_from_the_stash_teaches_learned_resources_neither
     assert {name: estimate.value for name, estimate in estimates().items()} == {
         name: estimate.value for name, estimate in learned.items()
     }
+
+
+SCORED = _scored([0, 1], [1.0, 2.0], [0.2, 0.8], [0.2, 0.8])
+
+
+@pytest.mark.parametrize(
+    ("val", "tests", "message"),
+    [
+        (SCORED.iloc[:0], {"dos": SCORED}, "evaluate_scored_splits's val holds no scored window"),
+        (SCORED, {"val": SCORED}, "evaluate_scored_splits's tests: a test scenario is named 'val'"),
+        (
+            SCORED,
+            {"dos": SCORED, "test_pooled": SCORED},
+            "evaluate_scored_splits's tests: a test scenario is named 'test_pooled'",
+        ),
+        (
+            SCORED,
+            {"dos": SCORED.iloc[:0]},
+            "evaluate_scored_splits's tests['dos']: test scenario 'dos' has no graphs",
+        ),
+    ],
+)
+def test_evaluate_scored_splits_refuses_bad_splits_as_input_errors_naming_the_argument(val, tests, message):
+    """An empty validation frame, a scenario named like a split and an empty scenario were plain ValueErrors: a
+    direct caller's mistake read as a bug (a wrapper-style caller printed its traceback), naming no argument."""
+    with pytest.raises(EvaluationSettingsError, match=re.escape(message)) as error:
+        evaluate_scored_splits(val, tests)
+    assert isinstance(error.value, InputError)
+
+
+@pytest.mark.parametrize("reserved", ["val", "test_pooled"])
+def test_evaluate_detector_refuses_a_scenario_named_like_a_split_before_scoring(reserved):
+    """evaluate_detector scored validation and every scenario, then evaluate_scored_splits refused the name."""
+    graphs = toy_graphs(4, num_ids=20, seed=1)
+    scored = []
+
+    def score(vgae, gat, dqn, graphs, batch_size, device):
+        scored.append(len(graphs))
+        return _scored([0, 1, 0, 1], [1.0, 2.0, 1.0, 2.0], [0.2, 0.8, 0.2, 0.8], [0.2, 0.8, 0.2, 0.8])
+
+    message = (
+        f"evaluate_detector's test_sets: a test scenario is named '{reserved}', which metrics.json keeps"
+    )
+    with pytest.raises(EvaluationSettingsError, match=re.escape(message)):
+        evaluate_detector(None, None, None, graphs, {"dos": graphs, reserved: graphs}, score_fn=score)
+    assert scored == []
+
+
+def test_measure_inference_speed_without_graphs_is_an_input_error_naming_the_argument():
+    """A plain ValueError("no graphs to measure inference speed on") named no argument and read as a bug."""
+    with pytest.raises(EvaluationSettingsError, match=re.escape("measure_inference_speed's graphs is empty")):
+        measure_inference_speed(_NodeModel(), _GraphModel(), torch.nn.Linear(2, 2), [], lambda *a, **k: None)
+
+
+@pytest.mark.parametrize("roc", ["absent", None, ""])
+def test_evaluate_files_refuses_an_output_without_a_path_as_a_rule_item_error(tmp_path, roc):
+    """A missing output was a plain ValueError (a traceback in the wrapper), and one given as None or "" passed the
+    check and failed on Path(None) or by writing the ROC curve to the current folder."""
+    from kdgat.rule_items import RuleItemError
+
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+    outputs = {name: path for name, path in outputs.items() if name != "roc"}
+    if roc != "absent":
+        outputs["roc"] = roc
+    message = "evaluate_files needs the outputs ['metrics', 'scores', 'roc', 'pr', 'confusion'], a path each"
+    with pytest.raises(RuleItemError, match=re.escape(message) + r".*output\.<name>.*; missing \['roc'\]"):
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED
+        )
+    assert isinstance(RuleItemError("x"), InputError)
+    assert not (tmp_path / "out").exists()

@@ -74,6 +74,23 @@ def check_detector_files(
     )
 
 
+# The names metrics.json keeps for splits (fusion_alpha keys the splits and the scenarios alike).
+RESERVED_SCENARIOS = {"val": "the validation split", "test_pooled": "all test scenarios pooled"}
+
+
+def check_scenario_names(
+    tests: Mapping[str, Any], where: str, error: type[ValueError] = EvaluationSettingsError, fix: str = ""
+) -> None:
+    """An ``error`` naming ``where`` (the argument or the file) when a test scenario has a name metrics.json keeps
+    for a split: one would silently replace the other's fusion_alpha entry (or lose its own)."""
+    reserved = sorted(set(tests) & set(RESERVED_SCENARIOS))
+    if reserved:
+        raise error(
+            f"{where}: a test scenario is named {reserved[0]!r}, which metrics.json keeps for "
+            f"{RESERVED_SCENARIOS[reserved[0]]}; {fix or 'rename the scenario'}"
+        )
+
+
 # What the summaries read from each metrics.json and baselines.json (dotted: nested keys).
 METRICS_KEYS = (
     "dataset", "variant", "test", "test_pooled", "parameters", "speed.fusion.latency_ms", "speed.fusion.graphs_per_s",

@@ -24,6 +24,7 @@ from kdgat.evaluation.inputs import (
     check_one_model_size_per_variant,
     check_one_set_of_models_per_variant,
     check_one_test_set_per_dataset,
+    check_scenario_names,
     checked_metrics,
     checked_seed,
     loaded_baselines,
@@ -68,6 +69,7 @@ from kdgat.evaluation.thresholds import (
     youden_threshold,
 )
 from kdgat.files import FileContentError, load_json, write_json, write_table, write_text
+from kdgat.rule_items import RuleItemError
 from wrapper_rules import InputError
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,6 @@ TRACKED_OUTPUTS = ("metrics", "roc", "pr", "confusion")
 
 # Edges 0, 0.1, ..., 1 as the floats nearest to them (linspace's 0.7000000000000001 is not).
 ALPHA_BINS = np.arange(11) / 10
-RESERVED_SCENARIOS = {"val": "the validation split", "test_pooled": "all test scenarios pooled"}
 
 
 def checked_batch_size(batch_size: Any) -> int:
@@ -121,18 +122,19 @@ def evaluate_scored_splits(
     ``val`` or ``test``; ``scenario``: ``val`` or the scenario name).
     """
     fpr_targets = checked_fpr_targets(fpr_targets)
-    if val.empty:
-        raise ValueError("the validation split is empty: the VGAE threshold cannot be chosen")
+    if val.empty:  # input errors naming the argument: a direct caller gets one line
+        raise EvaluationSettingsError(
+            "evaluate_scored_splits's val holds no scored window: the validation split is empty and the VGAE "
+            "threshold cannot be chosen"
+        )
     check_scored(val, "validation")
+    check_scenario_names(tests, "evaluate_scored_splits's tests")
     for scenario, frame in tests.items():
-        if scenario in RESERVED_SCENARIOS:
-            # fusion_alpha keys the splits and the scenarios alike: one would silently replace the other
-            raise ValueError(
-                f"a test scenario is named {scenario!r}, which metrics.json keeps for "
-                f"{RESERVED_SCENARIOS[scenario]}; rename its test folder"
-            )
         if frame.empty:
-            raise ValueError(f"test scenario {scenario!r} has no graphs")
+            raise EvaluationSettingsError(
+                f"evaluate_scored_splits's tests[{scenario!r}]: test scenario {scenario!r} has no graphs; "
+                "every test scenario needs at least one scored window"
+            )
         check_scored(frame, f"test scenario {scenario!r}")
     choice = youden_threshold(val["label"], val["vgae_score"])
     frames = []
@@ -210,6 +212,7 @@ def evaluate_detector(
         raise EvaluationSettingsError(
             f"evaluate_detector's test_sets[{empty[0]!r}] has no graphs: every test scenario needs at least one"
         )
+    check_scenario_names(test_sets, "evaluate_detector's test_sets")  # before scoring, not after
     log.info("scoring %d validation graphs", len(val_graphs))
     val = score_fn(vgae, gat, dqn, list(val_graphs), batch_size=batch_size, device=device)
     tests = {}
@@ -217,9 +220,7 @@ def evaluate_detector(
         log.info("scoring %d graphs of test scenario %s", len(graphs), scenario)
         tests[scenario] = score_fn(vgae, gat, dqn, list(graphs), batch_size=batch_size, device=device)
     document, scores = evaluate_scored_splits(val, tests, fpr_targets)
-    from kdgat.models import (
-        count_parameters,  # torch: imported when a detector is evaluated, not for summaries
-    )
+    from kdgat.models import count_parameters  # torch: imported for a detector, not for summaries
 
     document["parameters"] = {
         "vgae": count_parameters(vgae),
@@ -267,9 +268,12 @@ def evaluate_files(
 
     models_evaluated = {"vgae": vgae, "gat": gat, "dqn": dqn}
 
-    missing = [name for name in EVALUATION_OUTPUTS if name not in outputs]
+    missing = [name for name in EVALUATION_OUTPUTS if not outputs.get(name)]
     if missing:
-        raise ValueError(f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}; missing {missing}")
+        raise RuleItemError(
+            f"evaluate_files needs the outputs {list(EVALUATION_OUTPUTS)}, a path each (the evaluate_detector "
+            f"wrapper's output.<name>, evaluate_files' outputs[<name>]); missing {missing}"
+        )
     # before minutes of scoring, not after
     fpr_targets, speed = checked_fpr_targets(fpr_targets), checked_speed(speed)
     batch_size, seed = checked_batch_size(batch_size), checked_seed(seed)
@@ -298,12 +302,9 @@ def evaluate_files(
     key = stash_key(inputs, params | {"outputs": sorted(stash_names)}) if stash else None
     if stash and stash.restore(key, stash_names):
         record_restore(stash.entry(key))  # a restore computed nothing: its benchmark is no evaluation's
+        unchanged = "inputs, params and library code unchanged"
         log.info(
-            "restored %s/%s seed %s from the result stash %s (inputs, params and library code unchanged)",
-            dataset,
-            variant,
-            seed,
-            key,
+            "restored %s/%s seed %s from the result stash %s (%s)", dataset, variant, seed, key, unchanged
         )
         log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
         return load_json(outputs["metrics"])
@@ -339,12 +340,7 @@ def evaluate_files(
         raise FileContentError(
             f"{test}: holds no test scenario; the evaluation reports test results (never validation's)"
         )
-    reserved = sorted(set(test_sets) & set(RESERVED_SCENARIOS))
-    if reserved:
-        raise FileContentError(
-            f"{test}: a test scenario is named {reserved[0]!r}, which metrics.json keeps for "
-            f"{RESERVED_SCENARIOS[reserved[0]]}; rename its test folder"
-        )
+    check_scenario_names(test_sets, str(test), FileContentError, "rename its test folder")
     empty = [scenario for scenario, graphs in test_sets.items() if not graphs]
     if empty:
         raise FileContentError(f"{test}: test scenario {empty[0]!r} holds no graph; it cannot be evaluated")

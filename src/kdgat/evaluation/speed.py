@@ -74,7 +74,9 @@ def measure_inference_speed(
     from torch_geometric.loader import DataLoader
 
     if not graphs:
-        raise ValueError("no graphs to measure inference speed on")
+        raise EvaluationSettingsError(
+            "measure_inference_speed's graphs is empty: no graphs to measure inference speed on; give at least one"
+        )
     sample = list(graphs[:max_graphs])
     repeats, latency_runs = max(1, repeats), max(1, latency_runs)
 
