@@ -1719,3 +1719,46 @@ def test_scenario_metrics_csv_has_the_columns_docs_evaluation_md_lists(tmp_path)
     metrics = [_written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))]
     written = pd.read_csv(_summarize(tmp_path, metrics)["scenarios.csv"])
     assert len(written) > 0 and list(written.columns) == listed.group(1).split(", ")
+
+
+@pytest.mark.parametrize(("empty", "argument"), [("train", "train"), ("val", "val"), ("dos", "tests['dos']")])
+def test_evaluate_baselines_refuses_an_empty_split_as_an_input_error_naming_the_argument(empty, argument):
+    """An empty training, validation or test split was a plain ValueError naming no argument (a direct caller's
+    mistake read as a bug); an empty scenario was refused only after validation was assessed."""
+    from kdgat.evaluation.metrics import EvaluationSettingsError
+
+    rng = np.random.default_rng(5)
+    splits = {"train": _capture(rng, 20), "val": _capture(rng, 10), "dos": _capture(rng, 10)}
+    splits[empty] = GraphArrays.concat([])
+    with pytest.raises(EvaluationSettingsError, match=re.escape(f"evaluate_baselines's {argument}")) as error:
+        evaluate_baselines(splits["train"], splits["val"], {"dos": splits["dos"]}, num_ids=4)
+    assert isinstance(error.value, InputError)
+
+
+@pytest.mark.parametrize("empty", ["val", "dos"])
+def test_baselines_files_refuses_an_empty_validation_split_or_scenario_naming_the_file(tmp_path, empty):
+    """An empty val.pt (preprocess.val_fraction 0) or test scenario reached evaluate_baselines, whose refusal named
+    neither the file nor the setting: the wrapper's one line said what was empty but not where."""
+    from kdgat.files import FileContentError
+    from kdgat.graph_store import save_graph_sets, save_graphs
+
+    rng = np.random.default_rng(3)
+    splits = {"train": _capture(rng, 40), "val": _capture(rng, 20), "dos": _capture(rng, 20)}
+    splits[empty] = GraphArrays.concat([])
+    save_graphs(splits["train"], tmp_path / "train.pt")
+    save_graphs(splits["val"], tmp_path / "val.pt")
+    save_graph_sets({"dos": splits["dos"], "more": _capture(rng, 20)}, tmp_path / "test.pt")
+    write_json({"num_ids": 4}, tmp_path / "metadata.json")
+    files = {name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}
+    message = (
+        f"{files['val']}: holds no validation window; the baselines' thresholds are chosen on it, so "
+        "preprocess.val_fraction must be > 0"
+        if empty == "val"
+        else f"{files['test']}: test scenario 'dos' holds no graph"
+    )
+    with pytest.raises(FileContentError, match=re.escape(message)):
+        baselines_files(
+            **files, metadata=tmp_path / "metadata.json", metrics=tmp_path / "out" / "baselines.json",
+            scores=tmp_path / "out" / "scores.parquet", dataset="ds",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdgat.evaluation.metrics import FPR_TARGETS, binary_metrics, checked_fpr_targets, input_files
+from kdgat.evaluation.metrics import (
+    FPR_TARGETS,
+    EvaluationSettingsError,
+    binary_metrics,
+    checked_fpr_targets,
+    input_files,
+)
 from kdgat.evaluation.thresholds import youden_threshold
 from kdgat.graphs import GraphArrays
 
@@ -159,10 +165,22 @@ def evaluate_baselines(
     per window (split, scenario, label, each baseline's score and decision). A baseline ``train`` cannot fit
     (:func:`not_applicable`) has no results and no columns; the document's ``not_applicable`` gives its reason."""
     fpr_targets = checked_fpr_targets(fpr_targets)
+    # input errors naming the argument (baselines_files names the file first): a direct caller gets one line
     if len(val) == 0:
-        raise ValueError("the validation split is empty: the baselines' thresholds cannot be chosen")
+        raise EvaluationSettingsError(
+            "evaluate_baselines's val holds no window: the validation split is empty and the baselines' "
+            "thresholds cannot be chosen"
+        )
     if len(train) == 0:
-        raise ValueError("the training split is empty: the baselines are fitted on it")
+        raise EvaluationSettingsError(
+            "evaluate_baselines's train holds no window: the training split is empty; the baselines are fitted on it"
+        )
+    empty = [scenario for scenario, graphs in tests.items() if len(graphs) == 0]
+    if empty:  # before anything is fitted, not after validation was assessed
+        raise EvaluationSettingsError(
+            f"evaluate_baselines's tests[{empty[0]!r}]: test scenario {empty[0]!r} has no graphs; every test "
+            "scenario needs at least one"
+        )
     skipped = not_applicable(train.y)
     fitted = {
         name: baseline.fit(train, val)
@@ -193,8 +211,6 @@ def evaluate_baselines(
         "test": {},
     }
     for scenario, graphs in tests.items():
-        if len(graphs) == 0:
-            raise ValueError(f"test scenario {scenario!r} has no graphs")
         document["test"][scenario] = assess(graphs, "test", scenario)
     if tests:
         pooled = GraphArrays.concat(list(tests.values()))
@@ -254,6 +270,14 @@ def baselines_files(
         raise FileContentError(
             f"{train}: holds no training window; the baselines are fitted on the training split"
         )
+    if len(splits[1][1]) == 0:  # evaluate_baselines' own refusal names no file or key
+        raise FileContentError(
+            f"{val}: holds no validation window; the baselines' thresholds are chosen on it, so "
+            "preprocess.val_fraction must be > 0 for the graphs the baselines are given"
+        )
+    empty = [scenario for scenario, graphs in tests.items() if len(graphs) == 0]
+    if empty:
+        raise FileContentError(f"{test}: test scenario {empty[0]!r} holds no graph; it cannot be evaluated")
     # Attack-free training captures are allowed upstream (kd_gat trains on them with a warning): what the training
     # split cannot fit is reported as not applicable, naming the file, and the other baselines are computed.
     for name, reason in not_applicable(labels).items():
