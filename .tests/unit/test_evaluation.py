@@ -2198,3 +2198,23 @@ def test_evaluate_files_refuses_an_output_without_a_path_as_a_rule_item_error(tm
         )
     assert isinstance(RuleItemError("x"), InputError)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_metrics_json_records_the_hardware_and_torch_build_the_speed_was_measured_on(tmp_path, monkeypatch):
+    """metrics.json recorded `device: cpu` or `cuda` only: its speed figures did not say which CPU or GPU (an H100
+    and a V100 are both `cuda`) or which torch build timed them, though the stash key held both."""
+    import kdgat.runtime
+
+    monkeypatch.setattr(kdgat.runtime, "cpu_name", lambda *args: "Test CPU 9000")
+    _unrendered(monkeypatch)
+    outputs = _evaluation_outputs(tmp_path)
+    document = evaluate_files(
+        **tiny_evaluation_inputs(tmp_path), outputs=outputs, dataset="tiny", variant="teacher", device="cpu",
+        threads=1, speed=TINY_SPEED,
+    )  # fmt: skip
+    written = json.loads(outputs["metrics"].read_text())
+    for metrics in (document, written):
+        assert metrics["device"] == "cpu"
+        assert metrics["hardware"] == "Test CPU 9000, 1 threads"
+        assert metrics["torch"] == f"torch {torch.__version__} CUDA {torch.version.cuda}"

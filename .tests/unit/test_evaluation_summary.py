@@ -1762,3 +1762,39 @@ def test_baselines_files_refuses_an_empty_validation_split_or_scenario_naming_th
             scores=tmp_path / "out" / "scores.parquet", dataset="ds",
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_the_summary_shows_the_hardware_the_latency_was_measured_on_and_reads_older_metrics(
+    tmp_path, monkeypatch
+):
+    """The summary's latency said nothing of the machine that measured it: a teacher timed on an H100 and a student
+    on a laptop CPU read as one comparison. A metrics.json older than its `hardware` record is still read."""
+    import kdgat.evaluation.plots as plots
+
+    metrics = []
+    for variant, seed, hardware in (
+        ("teacher", 1, "NVIDIA H100 80GB HBM3"),
+        ("teacher", 2, "NVIDIA A100-SXM4-40GB"),
+        ("student", 1, None),  # written before metrics.json recorded the hardware
+    ):
+        document = _document(variant, seed, PERFECT, HALF, PERFECT)
+        if hardware:
+            document |= {"hardware": hardware, "torch": "torch 2.13.0+cu126 CUDA 12.6"}
+        metrics.append(_written(tmp_path, f"{variant}_{seed}.json", document))
+    outputs = _summarize(tmp_path, metrics)
+    table = pd.read_csv(outputs["summary.csv"]).set_index("variant")
+    assert table.loc["teacher", "hardware"] == "NVIDIA A100-SXM4-40GB; NVIDIA H100 80GB HBM3"
+    assert table.loc["student", "hardware"] == "not recorded"
+    section = outputs["summary.md"].read_text().split("## Teacher vs students")[1].split("\n## ")[0]
+    assert "| latency, batched path (ms/window) | latency measured on |" in section
+    assert "| 1.00 | NVIDIA A100-SXM4-40GB; NVIDIA H100 80GB HBM3 |" in section
+    assert "| 1.00 | not recorded |" in section
+    titles = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: titles.append(figure.axes[2].get_title()))
+    one = pd.read_csv(outputs["summary.csv"]).assign(hardware="NVIDIA H100 80GB HBM3")
+    plots.plot_size_f1(one, tmp_path / "one.svg")
+    plots.plot_size_f1(pd.read_csv(outputs["summary.csv"]), tmp_path / "several.svg")
+    assert titles == [
+        "measured on NVIDIA H100 80GB HBM3",
+        "measured on several machines (see the summary's table)",
+    ]

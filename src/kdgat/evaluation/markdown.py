@@ -113,7 +113,9 @@ def summary_markdown(
         "## Teacher vs students\n\nF1 on all test scenarios pooled; latency is the time to score one window "
         "through VGAE + GAT + DQN fusion on the batched path the evaluation scores with (kdgat.inference."
         "score_graphs on a one-window list: median over evaluation.speed.latency_runs windows, mean over "
-        "seeds), not the single-window WindowDetector that bench/bench_latency.py times.\n\n"
+        "seeds), not the single-window WindowDetector that bench/bench_latency.py times; measured on the GPU, or the "
+        "CPU and torch's thread count, that metrics.json records (several, ';'-separated, where the seeds' differ; "
+        "not recorded by an evaluation older than that record).\n\n"
         + markdown_table(
             [
                 "dataset",
@@ -126,6 +128,7 @@ def summary_markdown(
                 "F1 fusion",
                 "F1 best baseline",
                 "latency, batched path (ms/window)",
+                "latency measured on",
             ],
             (
                 [
@@ -139,6 +142,7 @@ def summary_markdown(
                     _plus_minus(r["f1_fusion"], r["f1_fusion_ci"]),
                     _number(r["f1_best_baseline"]),
                     _number(r["latency_ms_fusion"], 2),
+                    r.get("hardware", "not recorded"),
                 ]
                 for _, r in variants.iterrows()
             ),

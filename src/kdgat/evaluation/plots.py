@@ -192,8 +192,9 @@ def plot_training_curves(
 
 
 def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "", seeds: str = "") -> None:
-    """Teacher vs students: parameters (log scale), F1 per model and latency, grouped by dataset; ``seeds``
-    (e.g. "seeds 42, 43, 44") names the seeds the means are over."""
+    """Teacher vs students: parameters (log scale), F1 per model and latency, grouped by dataset, the latency's
+    panel titled with the hardware it was measured on (``table``'s ``hardware``); ``seeds`` (e.g. "seeds 42, 43,
+    44") names the seeds the means are over."""
     plt = _pyplot()
     datasets = list(dict.fromkeys(table["dataset"]))
     variants = [v for v in VARIANTS if v in set(table["variant"])]
@@ -217,6 +218,10 @@ def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "", 
         axis.legend(fontsize=8)
     axes[0].set_yscale("log")
     axes[1].set_ylim(0, 1.05)
+    hardware = sorted(set(table["hardware"])) if "hardware" in table else []
+    if hardware:  # which GPU or CPU the latencies are of: a figure read alone must say it too
+        machines = hardware[0] if len(hardware) == 1 else "several machines (see the summary's table)"
+        axes[2].set_title(f"measured on {machines}", fontsize=8)
     figure.suptitle(f"{title} teacher vs students".strip() + (f", {seeds}" if seeds else ""))
     figure.tight_layout()
     save_figure(figure, path)

@@ -363,8 +363,9 @@ def evaluate_files(
             f"{inputs[error.model]} ({dataset}/{variant} seed {seed}, the {error.model} model): {error}",
             error.model,
         ) from None
-    # Where it ran (speed.device too, but speed is about timing): a job given `auto` shows it used the GPU.
-    document = {"dataset": dataset, "variant": variant, "seed": seed, "device": str(torch_device), **document}
+    # Where it ran (`auto` says whether on the GPU), the hardware and torch build the speed was measured on
+    recorded = {key: params[key] for key in ("device", "hardware", "torch")}
+    document = {"dataset": dataset, "variant": variant, "seed": seed, **recorded, **document}
     title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}{'' if seed is None else f' seed {seed}'}:"
     write_table(scores, outputs["scores"])
     plot_roc(scores, outputs["roc"], title)

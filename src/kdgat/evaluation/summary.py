@@ -53,7 +53,7 @@ INTERVAL = "95% t interval over seeds (mean ± t(0.975, n−1)·sd/√n)"
 SUMMARY_COLUMNS = [
     "dataset", "variant", "seeds", "params_vgae", "params_gat", "params_dqn", "params_total", "size_vs_teacher",
     "f1_vgae", "f1_vgae_ci", "f1_gat", "f1_gat_ci", "f1_fusion", "f1_fusion_ci", "roc_auc_fusion",
-    "f1_best_baseline", "latency_ms_fusion", "graphs_per_s_fusion",
+    "f1_best_baseline", "latency_ms_fusion", "graphs_per_s_fusion", "hardware",
 ]  # fmt: skip
 
 
@@ -368,7 +368,8 @@ def alpha_summary(documents: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def variant_summary(documents: Sequence[Mapping[str, Any]], pooled: pd.DataFrame) -> pd.DataFrame:
-    """One row per dataset × variant: size, pooled-test F1 over seeds (mean and half-width), latency."""
+    """One row per dataset × variant: size, pooled-test F1 over seeds (mean and half-width), latency and the
+    hardware it was measured on (metrics.json's, "; "-joined where seeds differ; "not recorded" before it was)."""
     rows = []
     grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for document in documents:
@@ -390,6 +391,7 @@ def variant_summary(documents: Sequence[Mapping[str, Any]], pooled: pd.DataFrame
             "size_vs_teacher": None,
             "latency_ms_fusion": float(np.mean(latency)),
             "graphs_per_s_fusion": float(np.mean(throughput)),
+            "hardware": "; ".join(sorted({str(d.get("hardware") or "not recorded") for d in items})),
         }
         for model in ("vgae", "gat", "fusion"):
             stats = interval(frame.loc[frame["model"] == model, "f1"])
