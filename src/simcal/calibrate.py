@@ -233,7 +233,7 @@ def calibrate(
         if kept.exists():  # an earlier failed run's table: this run's failure writes its own, or none
             kept.unlink()
             log.info("removed %s, the trials an earlier failed calibration kept", kept)
-        store = PartStore(simulations_output, manifest)
+        store = PartStore(simulations_output, manifest, timeout_s=simulation.timeout_s)
         proposer = Proposer(bounds, settings)
         trials: list[pd.DataFrame] = []
         began = time.perf_counter()

@@ -473,7 +473,7 @@ def simulate(
     # the first runs, and the first would then publish what was left as if finished. Only a holder writes the
     # output, so the holder removes the temporary file (as big as the output) of a run killed while publishing.
     with output_lock(output, "sweep output", stale_temporaries=True):
-        store = PartStore(output, manifest, rerun_failed=settings.rerun_failed, check=check)
+        store = PartStore(output, manifest, settings.rerun_failed, check, timeout_s=settings.timeout_s)
         with Simulator(
             model_ref, settings, backend, backend_options, threads, client, cancel, rerun
         ) as simulator:

@@ -37,6 +37,7 @@ from simcal.part_schemas import (  # noqa: F401 - importable from here as before
     unify_schemas,
     whole_numbers_as_text,
 )
+from simcal.part_timeouts import timed_out_sooner, with_timeout
 from simcal.tables import atomic_write
 from simcal.tasks import SimTask, simulation_key
 from simcal.worker import EXACT_IN_FLOAT, FAILED_STATUSES, KEY_COLUMNS, STATUS_COLUMNS
@@ -61,8 +62,10 @@ class PartStore:
         manifest: Mapping[str, Any],
         rerun_failed: bool = False,
         check: Callable[[], None] | None = None,
+        timeout_s: float | None = None,
     ):
-        """``check`` (e.g. a cancel check that raises) is called before each part is read back."""
+        """``check`` (e.g. a cancel check that raises) is called before each part is read back; ``timeout_s``
+        is this run's limit, recorded in the parts it writes (see ``simcal.part_timeouts``)."""
         self.output = Path(output)
         if self.output.is_dir() and not all(
             p.is_file() and p.suffix == ".parquet" for p in self.output.iterdir()
@@ -73,6 +76,7 @@ class PartStore:
             )
         self.partial = self.output.with_name(self.output.name + ".partial")
         self.manifest = dict(manifest)
+        self.timeout_s = timeout_s
         self.planned: dict[Key, SimTask] = {}
         self._owner: dict[Key, str] = {}  # simulation -> the part holding its rows (the first one found)
         self._failed: dict[Key, str] = {}  # failed simulation -> its error text
@@ -100,27 +104,37 @@ class PartStore:
         self._scan(rerun_failed, check)
 
     def _scan(self, rerun_failed: bool, check: Callable[[], None] | None = None) -> None:
+        sooner = 0  # simulations that timed out under a smaller timeout_s than this run's: they run again
         for part in self.parts():
             if check is not None:
                 check()
             try:
-                table = pq.read_table(part, columns=[*KEY_FIELDS, "status", "error"]).to_pandas()
+                arrow = pq.read_table(part, columns=[*KEY_FIELDS, "status", "error"])
             except (OSError, *ARROW_ERRORS) as error:  # truncated by a crash, or not ours: redo its work
                 log.warning("discarding the unreadable part %s (%s); its simulations run again", part, error)
                 part.unlink(missing_ok=True)
                 continue
-            if rerun_failed and table["status"].isin(FAILED_STATUSES).any():
-                keep = ~table["status"].isin(FAILED_STATUSES).to_numpy()
-                self._rewrite(part, keep)
-                table = table[keep]
+            table = arrow.to_pandas()
+            drop = timed_out_sooner(table, arrow.schema.metadata, self.timeout_s)
+            sooner += len(dict.fromkeys(_keys(table[drop])))
+            if rerun_failed:
+                drop = drop | table["status"].isin(FAILED_STATUSES).to_numpy()
+            if drop.any():
+                self._rewrite(part, ~drop)
+                table = table[~drop]
             self._record(part.name, table)
+        if sooner:
+            log.info(
+                "%d simulations that timed out under a smaller timeout_s than this run's (%s) run again",
+                sooner, "none" if self.timeout_s is None else f"{self.timeout_s:g} s",
+            )  # fmt: skip
 
     def _rewrite(self, part: Path, keep) -> None:
         if not keep.any():
             part.unlink()
             return
-        frame = pq.read_table(part).to_pandas()[keep]
-        atomic_write(part, lambda tmp: write_frame(frame, tmp))
+        table = pq.read_table(part).filter(pa.array(keep))  # keeps the part's metadata: its timeout_s
+        atomic_write(part, lambda tmp: pq.write_table(table, tmp))
 
     def _record(self, part_name: str, table: pd.DataFrame) -> None:
         # A simulation's first row tells its status; plain Python over the key tuples, as pandas' duplicate
@@ -175,7 +189,8 @@ class PartStore:
         digest.update(np.array(replicates, dtype=np.int64).tobytes())
         digest.update(np.array(seeds, dtype=np.int64).tobytes())
         path = atomic_write(
-            self.partial / f"{prefix}-{digest.hexdigest()}.parquet", lambda tmp: write_frame(frame, tmp)
+            self.partial / f"{prefix}-{digest.hexdigest()}.parquet",
+            lambda tmp: write_frame(frame, tmp, self.timeout_s),
         )
         self._record(path.name, frame[[*KEY_FIELDS, "status", "error"]])
         return path
@@ -275,12 +290,12 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def write_frame(frame: pd.DataFrame, path: Path) -> None:
-    """Write a part (see ``part_table``)."""
+def write_frame(frame: pd.DataFrame, path: Path, timeout_s: float | None = None) -> None:
+    """Write a part (see ``part_table``) of simulations that ran under ``timeout_s``."""
     table, as_text = part_table(frame)
     if as_text:
         log.warning("output columns %s hold values of different types; stored as text", as_text)
-    pq.write_table(table, path)
+    pq.write_table(with_timeout(table, timeout_s), path)
 
 
 def part_table(frame: pd.DataFrame) -> tuple[pa.Table, list[str]]:
