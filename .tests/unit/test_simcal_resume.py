@@ -1,15 +1,23 @@
-"""What a resumed sweep keeps of the parts an earlier run left: timeouts under a smaller timeout_s run again."""
+"""What a resumed sweep keeps of the parts an earlier run left: timeouts under a smaller timeout_s run again, and
+nothing of another version of the model's source file."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import pathlib
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from testkit import dask_client
 
+from simcal.model_code import model_code_digest, source_file
+from simcal.models import sir
 from simcal.part_timeouts import TIMEOUT_KEY
 from simcal.runner import PartStore, TooManyFailures, plan_tasks, read_results, simulate
 from simcal.worker import failure_rows
@@ -103,3 +111,72 @@ def test_a_sweep_resumed_with_a_larger_timeout_s_runs_again_what_timed_out_befor
     assert (again.skipped, again.executed) == (3, 1)
     assert sorted(count.read_text().split()) == ["0.0", "1.0", "2.0", "3.0"]
     assert (read_results(out)["status"] == "ok").all()
+
+
+# -- a change to the model's code sets the parts of the old code aside -------------------------------------------
+MODEL_CODE = """
+def model(params, seed):
+    if params["a"] == 3.0:
+        raise ValueError("a bug for a = 3")
+    return {"y": params["a"] * VERSION}
+
+
+VERSION = 1.0
+"""
+
+
+def test_a_sweep_resumed_after_its_models_source_file_changed_runs_every_simulation_again(
+    tmp_path, client, caplog
+):
+    """Before, the resume record held the model's name only: after fixing the model under the same name, the
+    rerun kept the old code's rows (docs said: delete <output>.partial/). Now it holds a digest of the model's
+    source file, and the parts of other code are discarded with one log line saying why."""
+    caplog.set_level(logging.INFO, logger="simcal")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "sim5_changing_model.py").write_text(MODEL_CODE)
+    client.run(lambda: sys.path.insert(0, str(code)))  # sys.path.insert itself would pickle a copy
+    sys.path.insert(0, str(code))
+    try:
+        model, out = "sim5_changing_model:model", tmp_path / "out"
+        params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+        with pytest.raises(TooManyFailures):  # the bug: the finished simulations stay in the parts
+            simulate(model, params, out, {"batch_size": 1, "max_failed_fraction": 0.0}, client=client)
+        (code / "sim5_changing_model.py").write_text(MODEL_CODE.replace("VERSION = 1.0", "VERSION = 2.0"))
+        caplog.clear()
+        changed = simulate(model, params, out, {"batch_size": 1, "max_failed_fraction": 1.0}, client=client)
+    finally:
+        sys.path.remove(str(code))
+        client.run(lambda: sys.path.remove(str(code)))
+    assert (changed.skipped, changed.executed) == (0, 4)
+    # a = 3: the bug is there still
+    assert sorted(read_results(out)["status"]) == ["failed", "ok", "ok", "ok"]
+    said = [r.getMessage() for r in caplog.records if "source file of model" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"discarding {out}.partial: the source file of model {model} changed")
+
+
+def test_the_digest_is_that_of_the_file_defining_the_models_function_and_none_without_one(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="simcal")
+    (tmp_path / "sim5_digest_model.py").write_text(MODEL_CODE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        first = model_code_digest("sim5_digest_model:model")
+        assert model_code_digest("sim5_digest_model:model") == first and len(first) == 32
+        (tmp_path / "sim5_digest_model.py").write_text(MODEL_CODE + "# a comment\n")
+        assert model_code_digest("sim5_digest_model:model") not in (None, first)
+    finally:
+        sys.path.remove(str(tmp_path))
+    # A decorated function (SPACE.declare), a partial and a callable object: the file of the defining module.
+    assert source_file(sir.simulate) == Path(sir.__file__)
+    assert source_file(functools.partial(sir.observe, noise="poisson")) == Path(sir.__file__)
+    assert source_file(Path(sir.__file__)) == Path(pathlib.__file__)
+    assert source_file(len) is None  # a builtin: no file
+    interactive: dict = {}
+    exec(compile("def model(params, seed):\n    return {}\n", "<stdin>", "exec"), interactive)
+    sys.modules["sim5_interactive"] = SimpleNamespace(model=interactive["model"])
+    try:
+        assert model_code_digest("sim5_interactive:model") is None
+    finally:
+        del sys.modules["sim5_interactive"]
+    assert "model sim5_interactive:model has no source file" in caplog.text

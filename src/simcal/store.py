@@ -1,11 +1,11 @@
 """Finished simulations on disk while a sweep runs, and the one Parquet file they become.
 
-While running: ``<output>.partial/`` holds one Parquet part per finished batch, named by the simulations it
-holds (param_id, replicate, seed), written atomically and fsynced, plus ``_manifest.json`` describing the plan.
-A rerun keeps every finished simulation that belongs to its own plan (same model, same parameters, replicate and
-seed) and leaves the others out, so editing the parameter table or the settings never lets stale rows in. At the
-end the planned rows are streamed, under one schema, into the single file ``<output>`` and the parts are removed:
-a finished sweep rerun with another plan (Snakemake removes the output first) runs every simulation again.
+While running: ``<output>.partial/`` holds one Parquet part per finished batch, named by the simulations it holds
+(param_id, replicate, seed), written atomically and fsynced, plus ``_manifest.json`` describing the plan. A rerun
+keeps every finished simulation that belongs to its own plan (same model and model source file, same parameters,
+replicate and seed) and leaves the others out, so editing the parameter table or the settings never lets stale rows
+in. At the end the planned rows are streamed, under one schema, into the single file ``<output>`` and the parts are
+removed: a finished sweep rerun with another plan (Snakemake removes the output first) runs every simulation again.
 
 Resume state is local: ``<output>.partial`` lives next to the output on the machine that runs the job. On
 Kubernetes with a remote default storage provider that is the pod's disk, so a restarted pod starts the sweep
@@ -51,8 +51,9 @@ KEY_FIELDS = ["param_id", "replicate", "seed"]
 class PartStore:
     """The parts in ``<output>.partial`` and their final home, the file ``<output>``.
 
-    ``manifest`` describes the plan (at least ``model``). Parts made by another model are discarded; parts of
-    another plan of the same model are kept, and only their simulations that belong to this run's plan (the tasks
+    ``manifest`` describes the plan (at least ``model``). Parts made by another model, or by another version of
+    its source file (``model_code``, when both records hold one), are discarded; parts of another plan of the
+    same model are kept, and only their simulations that belong to this run's plan (the tasks
     given to ``expect``) are counted and written out.
     """
 
@@ -88,6 +89,13 @@ class PartStore:
                 log.warning(
                     "discarding %s: it was made by model %s, this run uses %s",
                     self.partial, (previous or {}).get("model", "unknown"), self.manifest.get("model"),
+                )  # fmt: skip
+                shutil.rmtree(self.partial)
+            elif _code_changed(previous, self.manifest):
+                log.warning(
+                    "discarding %s: the source file of model %s changed since its parts were written (its digest "
+                    "was %s, is %s); every simulation runs again with the new code",
+                    self.partial, self.manifest.get("model"), previous["model_code"], self.manifest["model_code"],
                 )  # fmt: skip
                 shutil.rmtree(self.partial)
             elif previous != self.manifest:
@@ -281,6 +289,13 @@ class PartStore:
 
 def _keys(frame: pd.DataFrame):
     return zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
+
+
+def _code_changed(previous: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+    """Whether both records hold a digest of the model's source file and they differ; a record without one (no
+    source file, or written by an earlier version) cannot tell, and its parts are kept."""
+    before, now = previous.get("model_code"), manifest.get("model_code")
+    return before is not None and now is not None and before != now
 
 
 def _read_json(path: Path) -> dict | None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from simcal.contract import ContractError, mapping_of
+from simcal.model_code import model_code_digest
 from simcal.settings import SimulationSettings
 from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table
 from simcal.tasks import SimTask
@@ -31,9 +32,9 @@ def plan_manifest(
     check: Callable[[], None] | None = None,
     **extra: Any,
 ) -> dict:
-    """The resume record of a plan: the model, how seeds derive, and a digest of every simulation's key (the same
-    for the same simulations in any order). ``check`` (e.g. a cancel check that raises) is called between chunks
-    of ``CANCEL_CHUNK`` keys."""
+    """The resume record of a plan: the model and a digest of its code (``simcal.model_code``), how seeds derive,
+    and a digest of every simulation's key (the same for the same simulations in any order). ``check`` (e.g. a
+    cancel check that raises) is called between chunks of ``CANCEL_CHUNK`` keys."""
     count = len(tasks)
     # Key columns sorted by numpy: sorting and formatting the key tuples in Python took twice as long.
     pids = np.array([task[0] for task in tasks], dtype=str)
@@ -49,6 +50,7 @@ def plan_manifest(
         digest.update(keys[start : start + CANCEL_CHUNK].tobytes())
     return {
         "model": model_ref,
+        "model_code": model_code_digest(model_ref),
         "simulations": len(tasks),
         "plan": digest.hexdigest(),
         "replicates": settings.replicates,
