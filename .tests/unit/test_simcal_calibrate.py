@@ -44,6 +44,7 @@ from simcal.design import Design, parse_bounds, sample_design, write_design
 from simcal.local_search import MAX_RADIUS
 from simcal.logs import failure_logged
 from simcal.models.sir import SPACE, mean_field_curves, observe
+from simcal.models.sir import simulate as sir_simulate
 from simcal.observed import generate_observed
 from simcal.runner import TooManyFailures, read_results
 from simcal.settings import SimulationSettings
@@ -1250,7 +1251,8 @@ def test_sweep_summary_has_one_row_per_parameter_set():
         "ValueError: boom": 1
     }
     everything, _ = summarize_sweep(sweep_frame(), ["a"])  # default: every numeric output, mean and max
-    assert {"t_mean_mean", "y_max_sd"} <= set(everything.columns) and "a_mean_mean" not in everything
+    assert {"y_mean_mean", "y_max_sd"} <= set(everything.columns) and "a_mean_mean" not in everything
+    assert "t_mean_mean" not in everything  # t is 0, 1 in every simulation: a coordinate
     # a flag column (bool) is no output to average unless named; a failure without its error text still counts
     flagged = sweep_frame().assign(extinct=lambda f: f["y"].fillna(0) > 5, error=None)
     flagged_table, flagged_summary = summarize_sweep(flagged, ["a"])
@@ -1660,3 +1662,40 @@ def test_a_parquet_output_named_as_delimited_text_is_refused_before_anything_run
     assert sorted(path.name for path in tmp_path.iterdir()) == (
         ["observed.parquet"] if output in ("simulations", "trials") else []
     )
+
+
+def sir_sweep(sets: list[dict], replicates: int = 2) -> pd.DataFrame:
+    """The rows simulate writes for the SIR model (a ``day`` column beside its outputs), without a cluster."""
+    frames = []
+    for index, params in enumerate(sets):
+        for replicate in range(replicates):
+            seed = 100 * index + replicate
+            rows = sir_simulate({**params, "population": 1000}, seed)
+            keys = {"param_id": f"p{index}", "replicate": replicate, "seed": seed, **params}
+            frames.append(rows.assign(**keys, status="ok", error=None, duration_s=0.1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_time_column_is_a_coordinate_not_an_output_of_the_sweep_summary(caplog):
+    """With columns null every numeric column was summarised, the SIR model's day too (day_mean_mean, the same
+    for every parameter set). A column with the same value at each row position of every successful simulation
+    of two or more parameter sets, varying along the rows, indexes the rows: it is left out and named."""
+    caplog.set_level(logging.INFO, logger="simcal")
+    sets = [{"beta": 0.3, "gamma": 0.1, "days": 30}, {"beta": 0.5, "gamma": 0.2, "days": 20}]
+    sweep = sir_sweep(sets)
+    table, summary = summarize_sweep(sweep, ["beta", "gamma", "days"])
+    assert not [c for c in table.columns if c.startswith("day_")] and "incidence_mean_mean" in table
+    assert summary["outputs"] == ["incidence", "prevalence"] and summary["coordinates"] == ["day"]
+    assert "columns ['day'] are coordinates" in caplog.text
+    named, named_summary = summarize_sweep(sweep, ["beta", "gamma", "days"], ["day", "incidence"])
+    assert named.set_index("param_id").loc["p0", "day_max_mean"] == 29 and named_summary["coordinates"] == []
+    # One parameter set (a deterministic model's replicates agree everywhere), or one row per simulation: nothing
+    # tells a coordinate from an output, so every numeric column is summarised.
+    _, one_set = summarize_sweep(sir_sweep(sets[:1]), ["beta", "gamma", "days"])
+    assert one_set["outputs"] == ["day", "incidence", "prevalence"] and one_set["coordinates"] == []
+    one_row_each = sweep_frame().drop_duplicates(["param_id", "replicate"]).assign(k=7.0)
+    _, scalars = summarize_sweep(one_row_each, ["a"])
+    assert scalars["outputs"] == ["t", "y", "k"] and scalars["coordinates"] == []
+    # An output that merely starts the same (a count of 0 on day 0 in every simulation) differs later: kept.
+    shifted = sweep.assign(cases=np.where(sweep["day"] == 0, 0, sweep["incidence"]))
+    assert "cases" in summarize_sweep(shifted, ["beta", "gamma", "days"])[1]["outputs"]

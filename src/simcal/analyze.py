@@ -173,6 +173,34 @@ def analyze_files(
     return best
 
 
+def coordinate_columns(ok: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
+    """The columns of ``candidates`` that index a simulation's rows rather than measure anything (the ``day`` of a
+    daily series): over the successful simulations ``ok`` of at least two parameter sets, each takes more than one
+    value along a simulation's rows and the same value at each row position (first, second, ... row of a
+    simulation) in every simulation. Such a column is a function of the row position alone: its summary would be
+    the same for every parameter set. None with one row per simulation or fewer than two parameter sets, where
+    nothing tells a coordinate from an output."""
+    candidates = list(candidates)
+    if not candidates or ok["param_id"].nunique() < 2:
+        return []
+    position = ok.groupby(["param_id", "replicate"], sort=False).cumcount().to_numpy()
+    if position.max() < 1:
+        return []
+    # Each row against the first row found at its position (one pass, not a group-by per position)
+    first_at = pd.Series(np.arange(len(position))).groupby(position).first().to_numpy()[position]
+    coordinates = []
+    for column in candidates:
+        series = ok[column]
+        # a nullable column (Int64, Float64) as floats with NaN: pd.NA compares as neither equal nor unequal
+        extension = pd.api.types.is_extension_array_dtype(series)
+        values = series.to_numpy(dtype=float, na_value=np.nan) if extension else series.to_numpy()
+        reference = values[first_at]
+        same = (values == reference) | (pd.isna(values) & pd.isna(reference))
+        if same.all() and pd.Series(values).nunique(dropna=False) > 1:
+            coordinates.append(column)
+    return coordinates
+
+
 def output_columns(simulations: pd.DataFrame, parameter_names: Sequence[str]) -> list[str]:
     """Numeric model outputs: every numeric column that is neither a key, a status nor a parameter."""
     reserved = set(KEY_COLUMNS) | set(STATUS_COLUMNS) | set(parameter_names) | {"table"}
@@ -192,7 +220,8 @@ def summarize_sweep(
     statistics: Sequence[str] = ("mean", "max"),
     source: str = "the simulations file",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One row per parameter set: its parameters, how many replicates succeeded, and for each output column and
+    """One row per parameter set: its parameters, how many replicates succeeded, and for each output column (by
+    default every numeric column but the keys, status, parameters and coordinates, see ``coordinate_columns``) and
     statistic (each replicate's rows reduced by it: ``mean``, ``sum``, ``max`` or ``min`` of its rows that are not
     NaN, NaN where every row is; or ``last``, the last row's value even where that is NaN) the mean and standard
     deviation over the successful replicates, skipping replicates whose statistic is NaN. Returns (table, overall
@@ -208,8 +237,18 @@ def summarize_sweep(
     _refuse_repeated(parameter_names, "parameter_names")
     if columns is not None:
         _refuse_repeated(columns, "sweep columns")
+    ok = simulations[simulations["status"] == "ok"]
+    coordinates: list[str] = []
     if columns is None:
-        columns = output_columns(simulations, parameter_names)
+        numeric = output_columns(simulations, parameter_names)
+        coordinates = coordinate_columns(ok, numeric)
+        columns = [c for c in numeric if c not in coordinates]
+        if coordinates:
+            log.info(
+                "columns %s are coordinates (the same value at each row of every simulation), not outputs: they "
+                "are not summarised (name them in columns to summarise them)",
+                coordinates,
+            )
     else:
         _require_columns(simulations, columns, source)
         _refuse_parameters_as_outputs(simulations, columns, parameter_names)
@@ -222,7 +261,6 @@ def summarize_sweep(
     ok_flags = per_simulation["status"].eq("ok")
     counts = pd.DataFrame({"replicates_ok": ok_flags, "replicates_failed": ~ok_flags})
     table = sets.join(counts.groupby(per_simulation["param_id"]).sum().astype(int))
-    ok = simulations[simulations["status"] == "ok"]
     if columns and len(ok):
         reduced = _per_replicate(ok, list(columns), list(statistics))
         reduced.columns = [f"{column}_{statistic}" for column, statistic in reduced.columns]
@@ -245,6 +283,7 @@ def summarize_sweep(
             for name in parameter_names
         },
         "outputs": list(columns),
+        "coordinates": coordinates,  # numeric columns left out as coordinates (columns: null only)
         "statistics": list(statistics),
     }
     return table, summary
