@@ -403,33 +403,81 @@ def test_a_job_whose_workload_kueue_deactivated_fails_saying_why_and_is_deleted(
     assert not [w for w in warnings if "evicted" in w or "for Kueue to admit it" in w], warnings
 
 
-def test_a_waiting_job_whose_workload_was_deactivated_by_hand_fails_at_the_next_workload_check(
-    cluster, executor, monkeypatch
+HELD_MESSAGE = "The workload is deactivated"  # Kueue's Evicted message for a deactivation by hand
+
+
+@pytest.mark.parametrize("admitted", [False, True], ids=["waiting", "running"])
+def test_a_job_whose_workload_was_deactivated_by_hand_is_held_said_once_and_runs_once_released(
+    cluster, executor, monkeypatch, tmp_path, admitted
 ):
-    """A Job never admitted (its ClusterQueue is held) whose Workload someone deactivated (kubectl patch ...
-    spec.active=false): no eviction shows it, so the Workloads of suspended Jobs are read every DEACTIVATION_CHECK_S;
-    the check after the deactivation fails the job, naming the reason, and deletes the Job."""
+    """An operator deactivates a Workload on purpose (kubectl patch workload ... spec.active=false) to hold its Job:
+    Kueue's Evicted reason is then plain `Deactivated`, not `DeactivatedDueTo<cause>`. The job is not failed (k8s5
+    failed it, so the hold lost it): one line says it is held and how to release it, the misleading 'waited for Kueue
+    to admit it' report is not made for it, and once the Workload is active again Kueue admits the Job and the job
+    finishes. Its Workloads are read every DEACTIVATION_CHECK_S while it waits, at once after an eviction."""
     from snakemake_executor_plugin_kubernetes_kueue import evictions
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
 
     assert evictions.DEACTIVATION_CHECK_S == 60
-    monkeypatch.setattr(evictions, "DEACTIVATION_CHECK_S", 0.5)
-    with cluster._lock:
-        cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"] = "Hold"
+    monkeypatch.setattr(evictions, "DEACTIVATION_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.3)
     name = "held"
-    job = submit(executor, name, "true")
-    assert check_round(executor, [job]) == [job]  # suspended: its Workload is read, and is active
-    lists = [p for m, p, _ in cluster.requests if p.endswith("/workloads")]
-    assert len(lists) == 1
+    job = submit(executor, name, rerun_script(tmp_path / "ran") if admitted else "true")
+    if admitted:
+        wait_for_pod(cluster, name)
+    else:
+        with cluster._lock:
+            cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"] = "Hold"
+    assert check_round(executor, [job]) == [job]
     cluster.deactivate_workload(name, cause="")
-    assert check_round(executor, [job]) == [job]  # read again only after DEACTIVATION_CHECK_S
-    assert len([p for m, p, _ in cluster.requests if p.endswith("/workloads")]) == 1
-    time.sleep(0.6)
-    assert check_round(executor, [job]) == []
-    assert executor.recorder.failed == [name]
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:  # several status checks, and several Workload reads
+        assert check_round(executor, [job]) == [job], executor.recorder.job_errors
+        time.sleep(0.1)
+    assert executor.recorder.failed == [] and not cluster.jobs[name].deleted
+    assert len([p for _, p, _ in cluster.requests if p.endswith("/workloads")]) >= 3
     workload = cluster.jobs[name].workload["metadata"]["name"]
-    assert executor.recorder.job_errors[name].startswith(
-        f"kubernetes-kueue: Kueue deactivated the Workload {workload} of Job {NAMESPACE}/{name} (reason Deactivated: "
-        "The workload is deactivated), so it never admits the Job again, which would stay suspended for ever: someone "
-        "set its spec.active to false (kubectl patch workload); "
-    )
-    assert cluster.jobs[name].deleted
+    warnings = executor.recorder.messages("warning")
+    held = [w for w in warnings if " is held" in w]
+    assert held == [
+        f"kubernetes-kueue: the Workload {workload} of Job {NAMESPACE}/{name} is held: someone deactivated it "
+        f"(spec.active false, reason Deactivated: {HELD_MESSAGE}), so Kueue does not admit the Job; "
+        + (
+            "its pod was stopped, and the Job waits suspended to run again from its start"
+            if admitted
+            else "the Job waits suspended"
+        )
+        + f". Release it with `kubectl -n {NAMESPACE} patch workload {workload} --type merge -p "
+        """'{"spec":{"active":true}}'`, or cancel the run to give it up"""
+    ], warnings
+    assert not [w for w in warnings if "for Kueue to admit it" in w or "evicted" in w], warnings
+    if not admitted:
+        with cluster._lock:
+            del cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"]
+    cluster.reactivate_workload(name)
+    run_until_settled(executor, [job])
+    assert executor.recorder.finished == [name] and executor.recorder.failed == []
+    assert len([w for w in executor.recorder.messages("warning") if " is held" in w]) == 1
+
+
+def test_the_standin_reactivates_a_workload_deactivated_by_hand_as_kueue_does(cluster):
+    """Kueue's workload controller on spec.active true again: Requeued True, reason Reactivated (it was False with
+    reason Deactivated), and the Workload is admitted again; the Job resumes with a new pod."""
+    batch, name = kubernetes.client.BatchV1Api(), "reactivated"
+    body = api_failures.job_body(name, "sleep 1")
+    body.metadata.labels["kueue.x-k8s.io/queue-name"] = "jobs"
+    batch.create_namespaced_job(NAMESPACE, body)
+    wait_for_pod(cluster, name)
+    job = batch.read_namespaced_job_status(name, NAMESPACE)
+    cluster.deactivate_workload(name, cause="")
+    assert conditions(workload_of(job))["Requeued"] == ("False", "Deactivated", HELD_MESSAGE)
+    time.sleep(0.5)
+    assert cluster.jobs[name].pod is None  # held
+    cluster.reactivate_workload(name)
+    workload = workload_of(job)
+    assert workload["spec"]["active"] is True
+    wait_for(lambda: batch.read_namespaced_job_status(name, NAMESPACE).status.succeeded)
+    found = conditions(workload_of(job))
+    assert found["Requeued"] == ("True", "Reactivated", "The workload was reactivated")
+    assert found["Evicted"] == ("False", "QuotaReserved", f"Previously: {HELD_MESSAGE}")
+    assert found["Admitted"][0] == "True"

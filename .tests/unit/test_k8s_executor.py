@@ -1303,12 +1303,6 @@ def test_the_plugins_settings_pods_do_not_install_the_storage_plugin_and_the_que
             "maximum execution time), so it never admits the Job again, which would stay suspended for ever: it ran "
             "longer than its label kueue.x-k8s.io/max-exec-time-seconds allows",
         ),
-        (  # someone's kubectl patch, read before Kueue's eviction
-            False,
-            [],
-            "reason Deactivated: The workload is deactivated), so it never admits the Job again, which would stay "
-            "suspended for ever: someone set its spec.active to false (kubectl patch workload)",
-        ),
         # reactivated (spec.active true again): Evicted keeps the deactivation until the readmission, which comes
         (True, [("Evicted", "True", "Deactivated", "The workload is deactivated")], None),
         (None, [("Evicted", "True", "PodsReadyTimeout", "Exceeded the PodsReady timeout")], None),
@@ -1317,7 +1311,7 @@ def test_the_plugins_settings_pods_do_not_install_the_storage_plugin_and_the_que
 def test_a_deactivated_workload_is_told_from_its_spec_and_named_with_kueues_reason(
     active, conditions, expected
 ):
-    from snakemake_executor_plugin_kubernetes_kueue.evictions import deactivation_report
+    from snakemake_executor_plugin_kubernetes_kueue.evictions import deactivation_report, hold_report
 
     found = {**workload(*conditions), **({} if active is None else {"spec": {"active": active}})}
     report = deactivation_report("snakemake", "job-x", found)
@@ -1328,3 +1322,30 @@ def test_a_deactivated_workload_is_told_from_its_spec_and_named_with_kueues_reas
         "kubernetes-kueue: Kueue deactivated the Workload job-x-1a2b3 of Job snakemake/job-x (" + expected
     )
     assert report.endswith("`kubectl -n snakemake describe workload job-x-1a2b3` shows its conditions")
+    assert hold_report("snakemake", "job-x", found) is None  # Kueue's own: the job fails, it is no hold
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        [],  # someone's kubectl patch, read before Kueue's eviction (no DeactivationTarget: not Kueue's)
+        [("Evicted", "True", "Deactivated", "The workload is deactivated")],  # Kueue's eviction for it
+        # an earlier eviction's reason, not yet replaced by the deactivation's
+        [("Evicted", "True", "PodsReadyTimeout", "Exceeded the PodsReady timeout")],
+    ],
+)
+def test_a_workload_deactivated_by_hand_is_a_hold_not_a_failure(conditions):
+    """kubectl patch workload ... spec.active=false holds the Job on purpose: Kueue evicts it with the plain reason
+    Deactivated (its own deactivations are DeactivatedDueTo<cause>, after a DeactivationTarget). k8s5 failed the job,
+    so the operator lost it; now it is a hold, told with how to release it."""
+    from snakemake_executor_plugin_kubernetes_kueue.evictions import deactivation_report, hold_report
+
+    found = {**workload(*conditions), "spec": {"active": False}}
+    assert deactivation_report("snakemake", "job-x", found) is None
+    assert hold_report("snakemake", "job-x", found) == (
+        "kubernetes-kueue: the Workload job-x-1a2b3 of Job snakemake/job-x is held: someone deactivated it (spec.active "
+        "false, reason Deactivated: The workload is deactivated), so Kueue does not admit the Job; the Job waits "
+        "suspended. Release it with `kubectl -n snakemake patch workload job-x-1a2b3 --type merge -p "
+        """'{"spec":{"active":true}}'`, or cancel the run to give it up"""
+    )
+    assert hold_report("snakemake", "job-x", {**found, "spec": {"active": True}}) is None

@@ -37,7 +37,9 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   checks: its new ``status.startTime`` shows it (test_k8s_kueue_eviction.py,
   ``test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_the_new_start_time``); a Job whose
   Workload Kueue deactivated (``spec.active: false``, e.g. after waitForPodsReady's backoffLimitCount), which it
-  never admits again, fails with Kueue's reason and message and is deleted (``evictions.WorkloadReview``);
+  never admits again, fails with Kueue's reason and message and is deleted (``evictions.WorkloadReview``), while
+  one someone deactivated by hand to hold it (Evicted reason ``Deactivated``) keeps waiting, said once with the
+  ``kubectl patch`` that releases it;
 * every setting is checked before any Job is submitted (queue, namespace, service account, storage account):
   a wrong one stops the run with a message naming the setting and the fix. A LocalQueue must exist and be
   active (Kueue's ``Active`` condition). The storage account is checked earlier too, while the Snakefile is

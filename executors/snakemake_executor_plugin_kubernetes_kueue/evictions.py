@@ -1,5 +1,6 @@
-"""What the executor makes of Kueue's Workloads: an eviction or a preemption of a running Job, reported once, and a
-deactivated Workload, whose Job Kueue never admits again."""
+"""What the executor makes of Kueue's Workloads: an eviction or a preemption of a running Job, reported once; a
+Workload Kueue deactivated, whose Job it never admits again (the job fails); and one someone deactivated to hold it
+(the job waits, said once with how to release it)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from .jobs import describe_api_error
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 # Kueue labels each Job's Workload with the Job's uid (pkg/controller/constants: JobUIDLabel).
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
-# The Evicted reason of a deactivated Workload (spec.active false): "Deactivated" when someone set it,
-# "DeactivatedDueTo<cause>" when Kueue did (pkg/workload/evict, patching.ReasonWithCause; Kueue 0.19).
+# The Evicted reason of a deactivated Workload (spec.active false): "Deactivated" when someone set it (kubectl patch,
+# to hold the Job: Kueue admits it again once spec.active is true), "DeactivatedDueTo<cause>" when Kueue did, after
+# setting the DeactivationTarget condition first (workload_controller.go, pkg/workload/evict,
+# patching.ReasonWithCause; Kueue 0.19). Only Kueue's own deactivation fails the job.
 DEACTIVATED = "Deactivated"
 DEACTIVATION_FIXES = {
     "DeactivatedDueToRequeuingLimitExceeded": "its pods were not all ready within Kueue's waitForPodsReady.timeout "
@@ -24,7 +27,6 @@ DEACTIVATION_FIXES = {
     "DeactivatedDueToMaximumExecutionTimeExceeded": "it ran longer than its label "
     "kueue.x-k8s.io/max-exec-time-seconds allows",
     "DeactivatedDueToAdmissionCheck": "an admission check of its ClusterQueue rejected it",
-    DEACTIVATED: "someone set its spec.active to false (kubectl patch workload)",
 }
 # How often the Workloads of the Jobs Kueue keeps suspended are read for a deactivation (a Job evicted since the last
 # status check has its Workload read at once).
@@ -48,28 +50,61 @@ def _conditions(workload: dict) -> dict[str, dict]:
     return {c["type"]: c for c in (workload.get("status") or {}).get("conditions") or []}
 
 
-def deactivation_report(namespace: str, name: str, workload: dict) -> str | None:
-    """Why Job ``name`` fails, when Kueue has deactivated its Workload (``spec.active: false``): Kueue then never
-    admits it again, and the Job would stay suspended for ever. None while the Workload is active."""
+def deactivation(workload: dict) -> tuple[str, str] | None:
+    """Kueue's reason and message for a deactivated Workload (``spec.active: false``); None while it is active. The
+    reason is ``Deactivated`` when someone deactivated it, ``DeactivatedDueTo<cause>`` when Kueue did."""
     if (workload.get("spec") or {}).get("active", True) is not False:
         return None
     conditions = _conditions(workload)
     evicted, target = conditions.get("Evicted", {}), conditions.get("DeactivationTarget", {})
-    reason, message = (
-        DEACTIVATED,
-        "The workload is deactivated",
-    )  # what Kueue writes next, when nobody asked it
     if evicted.get("status") == "True" and evicted.get("reason", "").startswith(DEACTIVATED):
-        reason, message = evicted["reason"], evicted.get("message", "")
-    elif target.get("status") == "True":  # Kueue's own deactivation, read before it wrote the eviction
-        reason = f"{DEACTIVATED}DueTo{target.get('reason', '')}"
-        message = f"{message} due to {target.get('message', '')}"
+        return evicted["reason"], evicted.get("message", "")
+    message = "The workload is deactivated"  # what Kueue writes next
+    if target.get("status") == "True":  # Kueue's own deactivation, read before it wrote the eviction
+        return (
+            f"{DEACTIVATED}DueTo{target.get('reason', '')}",
+            f"{message} due to {target.get('message', '')}",
+        )
+    # No DeactivationTarget (Kueue sets it before spec.active): someone set spec.active, and Kueue has not yet
+    # written the eviction (or an earlier eviction's reason is still there).
+    return DEACTIVATED, message
+
+
+def deactivation_report(namespace: str, name: str, workload: dict) -> str | None:
+    """Why Job ``name`` fails, when Kueue has deactivated its Workload (``spec.active: false``) itself: it then never
+    admits it again, and the Job would stay suspended for ever. None while the Workload is active, or when someone
+    deactivated it by hand (see hold_report)."""
+    found = deactivation(workload)
+    if found is None or found[0] == DEACTIVATED:
+        return None
+    reason, message = found
     workload_name = workload["metadata"]["name"]
     why = DEACTIVATION_FIXES.get(reason, "the reason and message say why")
     return (
         f"kubernetes-kueue: Kueue deactivated the Workload {workload_name} of Job {namespace}/{name} (reason "
         f"{reason}: {message}), so it never admits the Job again, which would stay suspended for ever: "
         f"{why}; `kubectl -n {namespace} describe workload {workload_name}` shows its conditions"
+    )
+
+
+def hold_report(namespace: str, name: str, workload: dict, stopped: bool = False) -> str | None:
+    """What to say of Job ``name`` whose Workload someone deactivated (``spec.active: false``, Evicted reason
+    ``Deactivated``), to hold it: the job keeps waiting, and runs once the Workload is active again (``stopped``: it
+    was running, and Kueue stopped its pod). None otherwise."""
+    found = deactivation(workload)
+    if found is None or found[0] != DEACTIVATED:
+        return None
+    workload_name = workload["metadata"]["name"]
+    then = (
+        "its pod was stopped, and the Job waits suspended to run again from its start"
+        if stopped
+        else ("the Job waits suspended")
+    )
+    return (
+        f"kubernetes-kueue: the Workload {workload_name} of Job {namespace}/{name} is held: someone deactivated it "
+        f"(spec.active false, reason {DEACTIVATED}: {found[1]}), so Kueue does not admit the Job; {then}. "
+        f"Release it with `kubectl -n {namespace} patch workload {workload_name} --type merge -p "
+        f'\'{{"spec":{{"active":true}}}}\'`, or cancel the run to give it up'
     )
 
 
@@ -113,16 +148,19 @@ def eviction_report(namespace: str, name: str, resumed: bool, workload: dict | N
 
 class WorkloadReview:
     """What the Workloads of a status check's active Jobs say: an eviction to report once for each Job Kueue took
-    back (CompletingBatchApi.taken_back), and a failure for each Job whose Workload Kueue deactivated."""
+    back (CompletingBatchApi.taken_back), a failure for each Job whose Workload Kueue deactivated, and one line for
+    each Job whose Workload someone deactivated to hold it (``held``, while it is)."""
 
     def __init__(self) -> None:
         self.read_at = float("-inf")  # time.monotonic() of the last read for a deactivation
+        self.held: set[str] = set()  # Jobs whose Workload was last read held (deactivated by hand)
 
     def review(self, namespace: str, names: list[str], watch, retry) -> tuple[list[str], dict[str, str]]:
-        """The eviction reports, and the failure messages by Job name, for the Jobs ``names``; ``watch`` is the
+        """The reports to log, and the failure messages by Job name, for the Jobs ``names``; ``watch`` is the
         CompletingBatchApi that saw their status."""
         taken = [name for name in names if name in watch.taken_back]
         suspended = [name for name in names if name in watch.suspended_since]
+        self.held &= set(suspended)  # running again, or gone
         now = time.monotonic()
         if not taken and not (suspended and now - self.read_at >= DEACTIVATION_CHECK_S):
             return [], {}
@@ -138,9 +176,18 @@ class WorkloadReview:
         for name in dict.fromkeys([*taken, *suspended]):
             workload = by_uid.get(watch.job_uids.get(name, "")) if watch.job_uids.get(name) else None
             failure = workload and deactivation_report(namespace, name, workload)
+            hold = workload and hold_report(namespace, name, workload)
             if failure:
                 failures[name] = failure
                 watch.taken_back.pop(name, None)
+                continue
+            if hold and name in taken:  # the hold says it: Kueue stopped the Job for it
+                watch.taken_back.pop(name)
+                hold = hold_report(namespace, name, workload, stopped=True)
+                self.held.discard(name)
             elif name in taken:
                 reports.append(eviction_report(namespace, name, watch.taken_back.pop(name), workload))
+            if hold and name not in self.held:
+                reports.append(hold)  # once per hold: released and held again, it is said again
+            self.held = (self.held | {name}) if hold else (self.held - {name})
         return reports, failures

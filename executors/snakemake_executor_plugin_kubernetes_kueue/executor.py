@@ -276,10 +276,14 @@ class KueueExecutor(kubernetes_plugin.Executor):
             # Snakemake's status loop starts before __post_init__ has wrapped the API objects: nothing to read.
             return
         now, watch, queue_state = time.monotonic(), self.batchapi, None
+        review = self.__dict__.get("_workload_review")
+        held = review.held if review is not None else set()  # said once, with how to release it
         for job in active_jobs:
             name = job.external_jobid
             since = watch.suspended_since.get(name)
             if since is None or now - watch.admission_reported.get(name, since) < ADMISSION_WAIT_REPORT_S:
+                continue
+            if name in held:
                 continue
             watch.admission_reported[name] = now
             queue = self.completion.queue_name
@@ -300,7 +304,8 @@ class KueueExecutor(kubernetes_plugin.Executor):
         suspended, or, when Kueue admitted it again in between, with a new ``status.startTime`` (see
         CompletingBatchApi.read_namespaced_job_status). A deactivated Workload (``spec.active: false``, e.g. after
         waitForPodsReady's ``requeuingStrategy.backoffLimitCount``) is never admitted again: its Job would stay
-        suspended for ever, and the admission-wait report would blame the quota.
+        suspended for ever, and the admission-wait report would blame the quota. One someone deactivated (reason
+        ``Deactivated``) is held on purpose: its job keeps waiting, said once with how to release it.
         """
         if not active_jobs:
             return active_jobs

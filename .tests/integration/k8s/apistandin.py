@@ -78,7 +78,8 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   ``requeuingStrategy.backoffLimitCount``: the pods were not ready in time once too often) or ``Deactivated`` (set
   by hand) and Kueue's message (``The workload is deactivated due to exceeding the maximum number of re-queuing
   retries``); an admitted Workload's Job is stopped as for an eviction (``Requeued`` False with that reason); the
-  Workload is never admitted again, and its Job stays suspended.
+  Workload is not admitted again, and its Job stays suspended, until someone sets ``spec.active`` back to true
+  (``reactivate_workload()``: ``Requeued`` True, reason ``Reactivated``), after which it is admitted as any other.
 
 An exception in one of the stand-in's own threads (Kueue's admission loop, a request's handler) is never lost with
 its thread: it is recorded (``thread_errors``), every later API call answers 500 naming it, and the test's next call
@@ -832,6 +833,20 @@ class ApiStandIn:
             _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
             if record.admitted:
                 self._stop_and_release(record, reason, message, now)
+
+    def reactivate_workload(self, job_name: str) -> None:
+        """Someone's ``kubectl patch workload <name> --type merge -p '{"spec":{"active":true}}'``: Kueue's workload
+        controller marks a Workload it had stopped for a deactivation ``Requeued`` True (reason ``Reactivated``,
+        "The workload was reactivated") and queues it; its admission then resets ``Evicted`` and resumes the Job."""
+        self.check_threads()
+        with self._lock:
+            record = self.jobs[job_name]
+            record.workload["spec"]["active"] = True
+            conditions = record.workload["status"].setdefault("conditions", [])
+            requeued = _find_condition(conditions, WORKLOAD_REQUEUED)
+            if requeued and requeued["status"] == "False" and requeued["reason"] == WORKLOAD_DEACTIVATED:
+                _set_condition(conditions, WORKLOAD_REQUEUED, "True", "Reactivated", "The workload was reactivated",
+                               _now())  # fmt: skip
 
     def _stop_deleted_pods(self) -> None:
         """The kubelet: SIGKILL after the grace period; a stopped pod is gone a moment after it ended."""
