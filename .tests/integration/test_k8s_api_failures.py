@@ -1060,3 +1060,90 @@ def test_a_container_the_runtime_cannot_create_is_reported_then_failed_and_delet
     message = executor.recorder.job_errors["uncreatable"]
     assert "could not start for" in message and "CreateContainerError" in message
     assert "the Job was deleted" in message and cluster.jobs["uncreatable"].deleted
+
+
+def submit_with_volume(executor, name: str, kind: str, source: str, script: str = "true") -> SubmittedJobInfo:
+    """A Job whose pod mounts a Secret or ConfigMap volume that is not optional (one the Job names itself, or one a
+    cluster policy adds to every pod, such as a CA bundle)."""
+    body = job_body(name, script)
+    volume = kubernetes.client.V1Volume(name="ca-bundle")
+    if kind == "secret":
+        volume.secret = kubernetes.client.V1SecretVolumeSource(secret_name=source)
+    else:
+        volume.config_map = kubernetes.client.V1ConfigMapVolumeSource(name=source)
+    body.spec.template.spec.volumes = [volume]
+    body.spec.template.spec.containers[0].volume_mounts = [
+        kubernetes.client.V1VolumeMount(name="ca-bundle", mount_path="/etc/ca", read_only=True)
+    ]
+    executor._kubernetes_retry(lambda: executor.batchapi.create_namespaced_job(NAMESPACE, body))
+    return SubmittedJobInfo(job=executor.recorder.job(name), external_jobid=name)
+
+
+@pytest.mark.parametrize("kind", ["secret", "configmap"])
+def test_a_job_whose_secret_or_configmap_volume_is_missing_is_reported_once_then_failed_and_deleted(
+    cluster, executor, monkeypatch, kind
+):
+    """A volume that is not optional names a Secret or ConfigMap that does not exist: the kubelet cannot mount it,
+    and the container waits ContainerCreating for ever (the kubelet's FailedMount events say why), its Job active
+    and its Kueue quota held; the executor took that for progress and waited in silence. Now, once the pod has waited
+    CONTAINER_CREATING_CHECK_S, its FailedMount events are read: one warning names the kubelet's message and the fix,
+    and after CONTAINER_START_GIVE_UP_S the job fails and its Job is deleted. The events read is allowed by the
+    driver's Role."""
+    from harness import profile_manifests
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    assert mounts.CONTAINER_CREATING_CHECK_S == 60
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0)
+    name = f"unmounted-{kind}"
+    job = submit_with_volume(executor, name, kind, "cluster-ca")
+    active = check_for(executor, [job], 1.5)
+    assert active == [job] and executor.recorder.failed == []
+    warnings = [message for message in executor.recorder.messages("warning") if "cannot start" in message]
+    assert len(warnings) == 1, warnings  # once, not at every status check
+    pod = cluster.jobs[name].pod.name
+    assert warnings[0] == (
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/{name} (pod {pod}) cannot start; its job fails if it "
+        f'still cannot in {2.0 / 60:g} min (FailedMount: MountVolume.SetUp failed for volume "ca-bundle" : {kind} '
+        f'"cluster-ca" not found); a Secret or ConfigMap volume of the pod is not optional and the object it names '
+        f"does not exist in namespace {NAMESPACE} (the Job's own volumes, or ones a cluster policy adds to every "
+        f"pod): create it, or make the volume optional; kubectl -n {NAMESPACE} describe pod {pod} lists the "
+        "FailedMount events"
+    )
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == [name] and executor.recorder.finished == []
+    message = executor.recorder.job_errors[name]
+    assert message.startswith(
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/{name} (pod {pod}) could not "
+    )
+    assert f'{kind} "cluster-ca" not found' in message
+    assert "the Job was deleted" in message and cluster.jobs[name].deleted
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    made = {rbac_request(method, path) for method, path, _ in cluster.requests}
+    assert ("", "events", "list") in made and made <= role_grants(role), made - role_grants(role)
+
+
+def test_a_job_whose_missing_volume_appears_before_the_give_up_runs_and_a_quick_start_reads_no_events(
+    cluster, executor, monkeypatch
+):
+    """The kubelet tries the mount again: a ConfigMap created while the container waits (applied late) lets it start,
+    and the job finishes after the one warning. A container that leaves ContainerCreating within
+    CONTAINER_CREATING_CHECK_S (every normal start) costs no events read."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    quick = submit(executor, "quick", "sleep 1")
+    run_until_settled(executor, [quick])
+    assert not [path for _, path, _ in cluster.requests if path.endswith("/events")]
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    job = submit_with_volume(executor, "late-ca", "configmap", "cluster-ca")
+    active = check_for(executor, [job], 1.5)
+    assert active == [job]
+    cluster.add_objects(
+        [{"kind": "ConfigMap", "metadata": {"name": "cluster-ca"}, "data": {"ca.crt": "pem"}}]
+    )
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["quick", "late-ca"] and executor.recorder.failed == []
+    assert len([m for m in executor.recorder.messages("warning") if "cannot start" in m]) == 1

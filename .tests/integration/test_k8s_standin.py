@@ -247,6 +247,60 @@ def test_a_container_whose_secret_is_missing_waits_as_the_kubelet_keeps_it_and_s
     assert batch.read_namespaced_job_status("no-key", NAMESPACE).status.active == 1
 
 
+def test_a_pod_whose_secret_or_configmap_volume_is_missing_waits_container_creating_with_failed_mount_events(
+    standin,
+):
+    """The kubelet mounts every volume before it creates the container: a Secret or ConfigMap volume that is not
+    optional and names a missing object leaves the container waiting ContainerCreating (no message), the pod Pending
+    and its Job active, and each try records a Warning FailedMount Event on the pod with the kubelet's message
+    (repeated: count grows). An optional one is skipped. The container starts once both objects exist."""
+    api, batch, core = standin
+    manifest = job("unmounted", 'test "$(cat "$CA")" = pem && test "$(cat "$TOKEN_FILE")" = s3cret')
+    spec = manifest["spec"]["template"]["spec"]
+    spec["volumes"] = [
+        {"name": "ca-bundle", "configMap": {"name": "cluster-ca"}},
+        {"name": "token", "secret": {"secretName": "absent"}},
+        {"name": "maybe", "secret": {"secretName": "never-made", "optional": True}},
+    ]
+    container = spec["containers"][0]
+    container["volumeMounts"] = [
+        {"name": "ca-bundle", "mountPath": "/etc/ca", "readOnly": True},
+        {"name": "token", "mountPath": "/var/run/token", "readOnly": True},
+        {"name": "maybe", "mountPath": "/var/run/maybe", "readOnly": True},
+    ]
+    container["env"] = [
+        {"name": "CA", "value": "/etc/ca/ca.crt"},
+        {"name": "TOKEN_FILE", "value": "/var/run/token/t"},
+    ]
+    batch.create_namespaced_job(NAMESPACE, manifest)
+    wait_for(lambda: pods(core, "unmounted"))
+    time.sleep(1)  # several of the kubelet's tries
+    (pod,) = pods(core, "unmounted")
+    (status,) = pod.status.container_statuses
+    assert pod.status.phase == "Pending" and status.state.waiting.reason == "ContainerCreating"
+    assert status.state.waiting.message is None
+    assert batch.read_namespaced_job_status("unmounted", NAMESPACE).status.active == 1
+    events = core.list_namespaced_event(
+        NAMESPACE,
+        field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod.metadata.name},reason=FailedMount",
+    ).items
+    assert sorted(event.message for event in events) == [
+        'MountVolume.SetUp failed for volume "ca-bundle" : configmap "cluster-ca" not found',
+        'MountVolume.SetUp failed for volume "token" : secret "absent" not found',
+    ]
+    for event in events:
+        assert (event.type, event.reason, event.source.component) == ("Warning", "FailedMount", "kubelet")
+        assert event.involved_object.kind == "Pod" and event.count >= 2 and event.last_timestamp
+    assert core.list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=other-pod").items == []
+    api.add_objects(
+        [
+            {"kind": "ConfigMap", "metadata": {"name": "cluster-ca"}, "data": {"ca.crt": "pem"}},
+            {"kind": "Secret", "metadata": {"name": "absent"}, "data": {"t": "czNjcmV0"}},
+        ]
+    )
+    wait_for(lambda: batch.read_namespaced_job_status("unmounted", NAMESPACE).status.succeeded)
+
+
 def test_a_pod_no_node_can_hold_stays_unscheduled_with_the_schedulers_condition_until_a_node_fits(standin):
     """Kueue admits against its quota, not against single nodes: a pod asking more memory than any node has
     stays Pending with the condition kube-scheduler writes (PodScheduled False, reason Unschedulable, its

@@ -1349,3 +1349,54 @@ def test_a_workload_deactivated_by_hand_is_a_hold_not_a_failure(conditions):
         """'{"spec":{"active":true}}'`, or cancel the run to give it up"""
     )
     assert hold_report("snakemake", "job-x", {**found, "spec": {"active": True}}) is None
+
+
+def test_a_pod_waiting_container_creating_is_held_stuck_only_while_the_kubelet_keeps_failing_to_mount(
+    monkeypatch,
+):
+    """mounts.MountWatch: ContainerCreating is also what a slow image pull shows, so only the kubelet's FailedMount
+    events for a missing Secret or ConfigMap make it stuck; other FailedMount messages (the kubelet's timeout summary,
+    a CSI driver's error) do not. Events are read only after CONTAINER_CREATING_CHECK_S, and at most that often. At the
+    give-up, a FailedMount the kubelet has not recorded again for MOUNT_RETRY_S (the object was created) no longer
+    holds the pod stuck."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    clock = [1000.0]
+    monkeypatch.setattr(mounts.time, "monotonic", lambda: clock[0])
+    missing = 'MountVolume.SetUp failed for volume "ca" : configmap "cluster-ca" not found'
+    events, reads = [], []
+
+    def event(message, count):
+        return SimpleNamespace(message=message, count=count, last_timestamp=f"2026-01-01T00:00:{count:02d}Z",
+                               event_time=None)  # fmt: skip
+
+    def list_namespaced_event(namespace, field_selector):
+        reads.append(field_selector)
+        return SimpleNamespace(items=list(events))
+
+    api = SimpleNamespace(list_namespaced_event=list_namespaced_event)
+    watch = mounts.MountWatch()
+    assert watch.note(api, "ns", "job", "pod-1") is None and reads == []  # first seen: no read
+    clock[0] += mounts.CONTAINER_CREATING_CHECK_S - 1
+    assert watch.note(api, "ns", "job", "pod-1") is None and reads == []  # a normal start: still no read
+    events.append(event("Unable to attach or mount volumes: unmounted volumes=[ca]: timed out waiting", 1))
+    clock[0] += 1
+    assert watch.note(api, "ns", "job", "pod-1") is None
+    assert reads == ["involvedObject.kind=Pod,involvedObject.name=pod-1,reason=FailedMount"]
+    events.append(event(missing, 3))
+    clock[0] += 1
+    assert (
+        watch.note(api, "ns", "job", "pod-1") is None and len(reads) == 1
+    )  # read at most once a check period
+    clock[0] += mounts.CONTAINER_CREATING_CHECK_S
+    assert watch.note(api, "ns", "job", "pod-1") == missing and len(reads) == 2
+    clock[0] += mounts.MOUNT_RETRY_S - 10
+    events[-1] = event(missing, 4)  # the kubelet tried again
+    assert watch.still_failing(api, "ns", "job", "pod-1") is True
+    clock[0] += mounts.MOUNT_RETRY_S  # no FailedMount since: the ConfigMap exists now
+    assert watch.still_failing(api, "ns", "job", "pod-1") is False
+    assert watch.note(api, "ns", "job", "pod-1") is None
+    watch.forget("job")
+    assert watch.note(api, "ns", "job", "pod-2") is None  # another pod: its own clock

@@ -34,6 +34,7 @@ from .jobs import (
     is_transient,
     refusal_fix,
 )
+from .mounts import FAILED_MOUNT
 from .stock_lines import PODLESS_FAILURE_PREFIX, StockLines
 
 GPU_IMAGE_UNSET = (
@@ -131,6 +132,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
         if previous is not None:  # re-authenticated: the containers seen waiting, the pods unscheduled, stay
             self._kubeapi.stuck_containers = previous.stuck_containers
             self._kubeapi.unschedulable = previous.unschedulable
+            self._kubeapi.mounts = previous.mounts
 
     def _kubernetes_retry(self, func):
         # The kubernetes executor tries a failed call once more only after a 401 (re-authentication) or a
@@ -208,6 +210,10 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 self.logger.warning(stuck.describe(self.namespace, name, how))
             return False
         del self.kubeapi.stuck_containers[name]
+        if stuck.reason == FAILED_MOUNT and not self.kubeapi.mounts.still_failing(
+            self.kubeapi, self.namespace, name, stuck.pod
+        ):
+            return False  # the Secret or ConfigMap exists now: the kubelet mounted it, the container is on its way
         waited = (time.monotonic() - stuck.since) / 60
         return self._fail_pending(
             job, stuck.describe(self.namespace, name, f"could not start for {waited:.1f} min")

@@ -20,6 +20,7 @@ from kubernetes.utils import parse_quantity
 from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import PROFILE, SecretVolume
+from .mounts import FAILED_MOUNT, MountWatch
 from .pending import UnschedulableWatch
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -43,7 +44,8 @@ CREATE_REFUSAL_FIXES = {
 # container of a restartPolicy Never pod waiting): its image cannot be pulled or read, its configuration names a
 # missing Secret or key, or the container runtime or the node's resource managers refuse it. The kubelet tries again
 # for ever; the pod stays Pending, its Job active and its Kueue quota held. (RunContainerError and StartError end a
-# restartPolicy Never container, which fails its Job; ContainerCreating and PodInitializing are progress.)
+# restartPolicy Never container, which fails its Job; ContainerCreating and PodInitializing are progress, except
+# ContainerCreating with FailedMount Events for a missing Secret or ConfigMap: mounts.MountWatch, fix "mount".)
 STUCK_CONTAINER_FIXES = {
     "ErrImagePull": "image",
     "ImagePullBackOff": "image",
@@ -73,6 +75,9 @@ STUCK_CONTAINER_FIX_TEXT = {
     "config": "a Secret or key the pod needs is missing: kubectl -n {namespace} describe pod {pod}",
     "create": "the container runtime cannot create the container; the events of `kubectl -n {namespace} describe "
     "pod {pod}` say why (a command the image lacks, a mount it cannot make, a runtime that times out)",
+    "mount": "a Secret or ConfigMap volume of the pod is not optional and the object it names does not exist in "
+    "namespace {namespace} (the Job's own volumes, or ones a cluster policy adds to every pod): create it, or make the "
+    "volume optional; kubectl -n {namespace} describe pod {pod} lists the FailedMount events",
     "node": "the node's kubelet cannot give the container the CPUs, memory or devices (GPUs) it asks (its CPU, "
     "memory, topology or device manager): kubectl -n {namespace} describe pod {pod}, and the node's GPU "
     "device plugin",
@@ -92,9 +97,8 @@ class StuckContainer:
         return self.reason in HOPELESS_CONTAINER_REASONS or time.monotonic() - self.since >= give_up_s
 
     def describe(self, namespace: str, job: str, how: str) -> str:
-        fix = STUCK_CONTAINER_FIX_TEXT[STUCK_CONTAINER_FIXES[self.reason]].format(
-            namespace=namespace, pod=self.pod
-        )
+        kind = "mount" if self.reason == FAILED_MOUNT else STUCK_CONTAINER_FIXES[self.reason]
+        fix = STUCK_CONTAINER_FIX_TEXT[kind].format(namespace=namespace, pod=self.pod)
         return (
             f"kubernetes-kueue: the container of Job {namespace}/{job} (pod {self.pod}) {how} "
             f"({self.reason}: {self.message}); {fix}"
@@ -325,6 +329,8 @@ class SafeLogCoreApi:
         self.stuck_containers: dict[str, StuckContainer] = {}
         # By Job name: its pod the scheduler cannot place on any node (PodScheduled=False, Unschedulable).
         self.unschedulable = UnschedulableWatch()
+        # By Job name: its pod waiting ContainerCreating, and a Secret or ConfigMap volume the kubelet cannot mount.
+        self.mounts = MountWatch()
 
     def list_namespaced_pod(self, namespace, **kwargs):
         pods = self._api.list_namespaced_pod(namespace, **kwargs)
@@ -333,29 +339,47 @@ class SafeLogCoreApi:
         ]
         selector = kwargs.get("label_selector") or ""
         if selector.startswith("job-name="):  # the kubernetes executor's listing of one Job's pods
-            self._note_stuck_container(selector.removeprefix("job-name="), pods.items)
+            self._note_stuck_container(namespace, selector.removeprefix("job-name="), pods.items)
             self.unschedulable.note(selector.removeprefix("job-name="), pods.items)
         return pods
 
-    def _note_stuck_container(self, job: str, pods) -> None:
+    def _note_stuck_container(self, namespace: str, job: str, pods) -> None:
         for pod in pods:
             for status in (pod.status.container_statuses if pod.status else None) or []:
                 waiting = status.state.waiting if status.state else None
-                if (
-                    status.name == "snakemake"
-                    and waiting is not None
-                    and waiting.reason in STUCK_CONTAINER_FIXES
-                ):
+                if status.name != "snakemake" or waiting is None:
+                    continue
+                reason, message = waiting.reason, waiting.message or ""
+                if reason == "ContainerCreating":  # progress, unless a volume cannot be mounted
+                    reason, message = (
+                        FAILED_MOUNT,
+                        self.mounts.note(self._api, namespace, job, pod.metadata.name),
+                    )
+                    if message is None:
+                        continue
+                if reason in STUCK_CONTAINER_FIXES or reason == FAILED_MOUNT:
+                    if reason != FAILED_MOUNT:
+                        self.mounts.forget(job)
                     previous = self.stuck_containers.get(job)
                     # ErrImagePull and ImagePullBackOff alternate: the same pod waits on since its first one.
                     since = (
                         previous.since if previous and previous.pod == pod.metadata.name else time.monotonic()
                     )
-                    self.stuck_containers[job] = StuckContainer(
-                        pod.metadata.name, waiting.reason, waiting.message or "", since
-                    )
+                    self.stuck_containers[job] = StuckContainer(pod.metadata.name, reason, message, since)
                     return
         self.stuck_containers.pop(job, None)
+        if not any(self._creating(pod) for pod in pods):
+            self.mounts.forget(job)
+
+    @staticmethod
+    def _creating(pod) -> bool:
+        return any(
+            status.name == "snakemake"
+            and status.state
+            and status.state.waiting
+            and status.state.waiting.reason == "ContainerCreating"
+            for status in (pod.status.container_statuses if pod.status else None) or []
+        )
 
     def delete_namespaced_pod(self, name, namespace, **kwargs):
         # The kubernetes executor's safe_delete_job deletes each listed pod, then the Job, in one try: a pod gone

@@ -38,7 +38,14 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
 * a container whose environment names a missing Secret, or a missing key of one, is not created: it waits with
   reason ``CreateContainerConfigError`` and the kubelet's message (``secret "x" not found``, ``couldn't find key
   k in Secret <namespace>/x``), its pod ``Pending`` and its Job active, and starts once the Secret exists, as the
-  kubelet tries again; a missing Secret volume that is not ``optional`` leaves it waiting ``ContainerCreating``;
+  kubelet tries again;
+* a Secret or ConfigMap volume that is not ``optional`` and names a missing object is not mounted: the container
+  waits with reason ``ContainerCreating`` (no message), its pod ``Pending`` and its Job active, and at each of its
+  tries the kubelet records a ``Warning`` Event ``FailedMount`` on the pod, ``MountVolume.SetUp failed for volume
+  "<volume>" : secret "<name>" not found`` (``configmap "<name>" not found``; operation_generator.go's
+  GenerateError, the kubelet's secret and configmap managers), repeated as the kubelet's event recorder does
+  (``count`` and ``lastTimestamp``); Events are listed (``GET .../events``) with a ``fieldSelector`` on
+  ``involvedObject.kind``, ``involvedObject.name`` and ``reason``; the container starts once the object exists;
 * with ``container_runtime="cri-o"`` (CRI-O with runc), a container whose command is not in the image (not on the
   pod's PATH) cannot be created: it waits with reason ``CreateContainerError`` and CRI-O's message (``container
   create failed: ... exec: \\"x\\": executable file not found in $PATH``), its pod ``Pending`` and its Job active,
@@ -263,6 +270,8 @@ class ApiStandIn:
     serves_kueue: bool = True  # False: a cluster without Kueue (no kueue.x-k8s.io API at all)
     kubernetes_version: str = KUBERNETES_VERSION
     secrets: dict[str, dict] = field(default_factory=dict)
+    config_maps: dict[str, dict] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)  # core/v1 Events the kubelet recorded
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     local_queues: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> LocalQueue
     cluster_queues: dict[str, dict] = field(default_factory=dict)  # name -> ClusterQueue (cluster-scoped)
@@ -370,7 +379,7 @@ class ApiStandIn:
         return Path(path)
 
     def add_objects(self, documents: list[dict]) -> ApiStandIn:
-        """Objects applied before the run (kubectl apply): Kueue's objects, ServiceAccounts, Secrets."""
+        """Objects applied before the run (kubectl apply): Kueue's objects, ServiceAccounts, Secrets, ConfigMaps."""
         self.check_threads()
         with self._lock:
             for document in documents:
@@ -386,6 +395,8 @@ class ApiStandIn:
                     self.service_accounts[key] = copy.deepcopy(document)
                 elif document["kind"] == "Secret":
                     self.secrets[meta["name"]] = copy.deepcopy(document)
+                elif document["kind"] == "ConfigMap":
+                    self.config_maps[meta["name"]] = copy.deepcopy(document)
         return self
 
     def fail_next(self, method: str, resource: str, status: int, **how) -> ApiStandIn:
@@ -532,31 +543,97 @@ class ApiStandIn:
             **self.identity_env,
         }
 
-    def _mount_secrets(self, template: dict, container: dict, workdir: Path) -> dict[str, Path]:
-        volumes = {v["name"]: v for v in template["spec"].get("volumes") or [] if "secret" in v}
+    def _volume_sources(self, template: dict) -> dict[str, tuple[str, str, dict | None, bool]]:
+        """The pod's Secret and ConfigMap volumes by name: (kind as the kubelet names it, object name, the object or
+        None when it is missing, optional)."""
+        sources = {}
+        for volume in template["spec"].get("volumes") or []:
+            if "secret" in volume:
+                source, name = volume["secret"], volume["secret"]["secretName"]
+                sources[volume["name"]] = (
+                    "secret",
+                    name,
+                    self.secrets.get(name),
+                    bool(source.get("optional")),
+                )
+            elif "configMap" in volume:
+                source, name = volume["configMap"], volume["configMap"]["name"]
+                found = self.config_maps.get(name)
+                sources[volume["name"]] = ("configmap", name, found, bool(source.get("optional")))
+        return sources
+
+    def _failed_mount(self, record: JobRecord, pod: Pod, message: str) -> None:
+        """The kubelet's event recorder: a Warning FailedMount Event on the pod, or the same one again (count and
+        lastTimestamp, as its EventCorrelator aggregates a repeated event)."""
+        now = _now()
+        for event in self.events:
+            if event["involvedObject"]["name"] == pod.name and event["message"] == message:
+                event.update(count=event["count"] + 1, lastTimestamp=now)
+                return
+        self.events.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{pod.name}.{random_names.token_hex(8)}",
+                    "namespace": record.namespace,
+                },
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod.name,
+                    "namespace": record.namespace,
+                },
+                "reason": "FailedMount",
+                "message": message,
+                "source": {"component": "kubelet", "host": "standin-node-0"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "type": "Warning",
+                "eventTime": None,
+                "reportingComponent": "kubelet",
+                "reportingInstance": "standin-node-0",
+            }
+        )
+
+    def _mount_volumes(self, record: JobRecord, pod: Pod, container: dict) -> dict[str, Path]:
+        """The kubelet's volume manager: every Secret and ConfigMap volume of the pod is mounted before the container
+        is created; one whose object is missing (and not optional) fails, with a FailedMount Event, and the
+        container waits ContainerCreating."""
+        template, workdir = record.manifest["spec"]["template"], pod.workdir
+        sources = self._volume_sources(template)
+        missing = [(volume, kind, name) for volume, (kind, name, found, optional) in sources.items()
+                   if found is None and not optional]  # fmt: skip
+        for volume, kind, name in missing:
+            self._failed_mount(
+                record, pod, f'MountVolume.SetUp failed for volume "{volume}" : {kind} "{name}" not found'
+            )
+        if missing:
+            raise ContainerWaits("ContainerCreating", "")
         mounts = {}
         for mount in container.get("volumeMounts") or []:
-            volume = volumes.get(mount["name"])
-            if volume is None:
+            kind, _, found, _ = sources.get(mount["name"], ("", "", None, True))
+            if found is None:
                 continue
-            secret = self.secrets.get(volume["secret"]["secretName"])
-            if secret is None and volume["secret"].get("optional"):
-                continue
-            if secret is None:
-                # The kubelet cannot mount the volume (a FailedMount event): the container is not created.
-                raise ContainerWaits("ContainerCreating", "")
             target = workdir.parent / f"{workdir.name}-mounts" / mount["mountPath"].lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
-            for key, value in (secret.get("data") or {}).items():
-                (target / key).write_bytes(base64.b64decode(value))
+            if kind == "secret":
+                for key, value in (found.get("data") or {}).items():
+                    (target / key).write_bytes(base64.b64decode(value))
+            else:
+                for key, value in (found.get("data") or {}).items():
+                    (target / key).write_text(value)
+                for key, value in (found.get("binaryData") or {}).items():
+                    (target / key).write_bytes(base64.b64decode(value))
             mounts[mount["mountPath"]] = target
         return mounts
 
-    def _pod_environment(self, record: JobRecord, workdir: Path) -> dict[str, str]:
-        template = record.manifest["spec"]["template"]
+    def _pod_environment(self, record: JobRecord, pod: Pod) -> dict[str, str]:
+        template, workdir = record.manifest["spec"]["template"], pod.workdir
         container = template["spec"]["containers"][0]
         env = {"PATH": self.pod_path, "HOME": self.pod_home, "LANG": "C.UTF-8"}
-        mounts = self._mount_secrets(template, container, workdir)
+        mounts = self._mount_volumes(record, pod, container)
         for variable in container.get("env") or []:
             if "value" in variable:
                 env[variable["name"]] = _translate(variable["value"], mounts)
@@ -626,7 +703,7 @@ class ApiStandIn:
         container = record.manifest["spec"]["template"]["spec"]["containers"][0]
         pod.unpulled_image = container["image"] if container["image"] in self.unpullable_images else ""
         try:
-            env, pod.waiting = self._pod_environment(record, pod.workdir), ("", "")
+            env, pod.waiting = self._pod_environment(record, pod), ("", "")
         except ContainerWaits as waits:
             pod.waiting = (waits.reason, waits.message)
             return self._hold(pod)
@@ -1286,6 +1363,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(
                     200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
                 )
+            if parts[-1] == "events":
+                return self._events(parts, query)
             if "localqueues" in parts:
                 return self._local_queues(parts)
             if "workloads" in parts:
@@ -1297,6 +1376,22 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._send(404, _status(404, message, "NotFound"))
                 return self._send(200, api.service_accounts[key])
         self._send(404, _status(404, f"GET {self.path} is not served by the stand-in", "NotFound"))
+
+    def _events(self, parts: list[str], query: dict) -> None:
+        """A namespace's Events, filtered by a fieldSelector of ``field=value`` terms (the fields the API server
+        indexes for Events that the tests use: involvedObject.kind, involvedObject.name, reason, type)."""
+        terms = [term.partition("=")[::2] for term in query.get("fieldSelector", [""])[0].split(",") if term]
+        namespace, items = self._namespace(parts), []
+        for event in self.api.events:
+            fields = {
+                "involvedObject.kind": event["involvedObject"]["kind"],
+                "involvedObject.name": event["involvedObject"]["name"],
+                "reason": event["reason"],
+                "type": event["type"],
+            }
+            if event["metadata"]["namespace"] == namespace and all(fields.get(k) == v for k, v in terms):
+                items.append(copy.deepcopy(event))
+        self._send(200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items})
 
     def _local_queues(self, parts: list[str]) -> None:
         api, namespace = self.api, self._namespace(parts)

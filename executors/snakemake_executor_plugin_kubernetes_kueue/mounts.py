@@ -1,0 +1,117 @@
+"""Pods whose container waits ``ContainerCreating`` for ever because a Secret or ConfigMap volume cannot be mounted.
+
+The kubelet mounts every volume of a pod before it creates its container. A Secret or ConfigMap volume that is not
+``optional`` and names an object that does not exist fails at each try: the container waits with reason
+``ContainerCreating`` (no message), the pod stays Pending, its Job active and its Kueue quota held, for ever. The
+waiting state alone cannot tell this from a slow image pull, which waits ``ContainerCreating`` too; the pod's Events
+can: at each try the kubelet records a Warning Event, reason ``FailedMount``, message ``MountVolume.SetUp failed for
+volume "<volume>" : secret "<name>" not found`` (or ``configmap "<name>" not found``; Kubernetes'
+operation_generator.go and the kubelet's secret and configmap managers). So a pod waiting ``ContainerCreating`` longer
+than ``CONTAINER_CREATING_CHECK_S`` has its FailedMount Events read, at most once every ``CONTAINER_CREATING_CHECK_S``;
+the executor then reports it once and fails its job after the give-up of every stuck container, unless the kubelet has
+stopped failing to mount it by then (someone created the object: no FailedMount for ``MOUNT_RETRY_S``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import urllib3
+from kubernetes.client.rest import ApiException
+
+# How long a container may wait ContainerCreating (mounting its volumes, pulling its image) before its pod's Events
+# are read for a volume the kubelet cannot mount, and how often they are read again.
+CONTAINER_CREATING_CHECK_S = 60.0
+# The longest the kubelet waits between two tries of a mount (its exponential back-off stops at 2 min 2 s), with a
+# margin: a FailedMount not recorded again for this long no longer happens.
+MOUNT_RETRY_S = 300.0
+FAILED_MOUNT = "FailedMount"
+MISSING_SOURCE = re.compile(
+    r'MountVolume\.SetUp failed for volume "(?P<volume>[^"]+)" : (?P<kind>secret|configmap) "(?P<name>[^"]+)" '
+    r"not found"
+)
+
+
+@dataclass
+class MissingSource:
+    """The kubelet's last FailedMount Event for a missing Secret or ConfigMap: its message, what changes each time the
+    kubelet records it again (count, lastTimestamp), and when (time.monotonic()) that was last seen to change."""
+
+    message: str
+    repeated: tuple
+    changed_at: float
+    cleared: bool = (
+        False  # the kubelet stopped recording it: the object exists now, the container is on its way
+    )
+
+
+def _missing_source(events) -> tuple[str, tuple] | None:
+    found = [event for event in events if MISSING_SOURCE.search(event.message or "")]
+    if not found:
+        return None
+    latest = max(
+        found, key=lambda event: (str(event.last_timestamp or event.event_time or ""), event.count or 0)
+    )
+    return latest.message, (latest.count, latest.last_timestamp, latest.event_time)
+
+
+@dataclass
+class MountWatch:
+    """For each Job whose pod waits ContainerCreating: since when (time.monotonic()), when its Events were last read,
+    and the missing Secret or ConfigMap they showed."""
+
+    creating: dict[str, tuple[str, float]] = field(default_factory=dict)  # by Job: (pod, since)
+    read_at: dict[str, float] = field(default_factory=dict)
+    found: dict[str, MissingSource] = field(default_factory=dict)
+
+    def note(self, api, namespace: str, job: str, pod: str) -> str | None:
+        """Called with each listing that shows the Job's pod ``pod`` waiting ContainerCreating: the kubelet's
+        FailedMount message while its Events show a missing Secret or ConfigMap, else None."""
+        now = time.monotonic()
+        previous = self.creating.get(job)
+        if previous is None or previous[0] != pod:
+            self.forget(job)
+            self.creating[job] = (pod, now)
+            return None
+        due = now - max(previous[1], self.read_at.get(job, previous[1])) >= CONTAINER_CREATING_CHECK_S
+        if due:
+            self.read_at[job] = now
+            self._update(api, namespace, job, pod, now)
+        missing = self.found.get(job)
+        return missing.message if missing is not None and not missing.cleared else None
+
+    def still_failing(self, api, namespace: str, job: str, pod: str) -> bool:
+        """At the give-up: whether the kubelet has recorded the FailedMount again within MOUNT_RETRY_S (it tries
+        again, with a back-off of at most about two minutes, for as long as the object is missing). Once it has not,
+        the object exists and the container is on its way (its image is pulled): it is no longer held stuck."""
+        now = time.monotonic()
+        self.read_at[job] = now
+        self._update(api, namespace, job, pod, now)
+        missing = self.found.get(job)
+        if missing is None or now - missing.changed_at >= MOUNT_RETRY_S:
+            if missing is not None:
+                missing.cleared = True
+            return False
+        return True
+
+    def forget(self, job: str) -> None:
+        """The Job's pod no longer waits ContainerCreating (started, gone, or another pod)."""
+        for known in (self.creating, self.read_at, self.found):
+            known.pop(job, None)
+
+    def _update(self, api, namespace: str, job: str, pod: str, now: float) -> None:
+        try:
+            read = _missing_source(_failed_mounts(api, namespace, pod))
+        except (ApiException, urllib3.exceptions.HTTPError):
+            return  # read again later (a 403: the driver's Role lacks list on events)
+        known = self.found.get(job)
+        if read is None or (known is not None and known.repeated == read[1]):
+            return
+        self.found[job] = MissingSource(read[0], read[1], now)  # new, or recorded again: not cleared
+
+
+def _failed_mounts(api, namespace: str, pod: str):
+    selector = f"involvedObject.kind=Pod,involvedObject.name={pod},reason={FAILED_MOUNT}"
+    return api.list_namespaced_event(namespace, field_selector=selector).items
