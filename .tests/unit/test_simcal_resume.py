@@ -1,5 +1,5 @@
-"""What a resumed sweep keeps of the parts an earlier run left: timeouts under a smaller timeout_s run again, and
-nothing of another version of the model's source file."""
+"""What a resumed sweep or calibration keeps of the parts an earlier run left: timeouts under a smaller timeout_s
+run again, failed rows too with rerun_failed, and nothing of another version of the model's source file."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from testkit import dask_client
 
+from simcal.calibrate import calibrate
 from simcal.model_code import model_code_digest, source_file
 from simcal.models import sir
+from simcal.models.sir import observe
 from simcal.part_timeouts import TIMEOUT_KEY
 from simcal.runner import PartStore, TooManyFailures, plan_tasks, read_results, simulate
 from simcal.worker import failure_rows
@@ -111,6 +113,49 @@ def test_a_sweep_resumed_with_a_larger_timeout_s_runs_again_what_timed_out_befor
     assert (again.skipped, again.executed) == (3, 1)
     assert sorted(count.read_text().split()) == ["0.0", "1.0", "2.0", "3.0"]
     assert (read_results(out)["status"] == "ok").all()
+
+
+def test_a_calibration_resumed_with_rerun_failed_runs_its_failed_simulations_again(tmp_path, client):
+    """Before, calibrate built its PartStore without rerun_failed: a calibration stopped by its failures and
+    resumed after the cause was fixed (outside the model's source file) kept the failed rows and stopped again.
+    Now it reruns them, and as each run's proposer is told the losses of this run's rows only, the resumed
+    calibration's trials are those of a calibration that never failed."""
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7, process="mean_field")
+    bounds = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
+    targets = [
+        {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
+    ]
+    settings = {
+        "initial_points": 8,
+        "rounds": 1,
+        "proposals_per_round": 4,
+        "refine": {"top_k": 2, "replicates": 2},
+    }
+    strict = {"replicates": 1, "max_failed_fraction": 0.1, "batch_size": 4}
+
+    def run(out: Path, simulation) -> pd.DataFrame:
+        return calibrate(
+            "simcal_calibration_models:mean_field_failing_above_until_fixed", observed, bounds, targets,
+            out / "s.parquet", out / "t.parquet", settings, simulation, fixed_params={"days": 30}, client=client,
+        )  # fmt: skip
+
+    first, fresh = tmp_path / "first", tmp_path / "fresh"
+    with pytest.raises(TooManyFailures):  # beta > 0.45 fails; the parts stay
+        run(first, strict)
+    failed = pd.read_parquet(first / "t.failed.parquet")["replicates_failed"].fillna(0)
+    assert failed.sum() > 0
+    client.run(lambda: os.environ.__setitem__("SIMCAL_TEST_FIXED", "1"))  # the cause is fixed
+    try:
+        with pytest.raises(TooManyFailures):  # without rerun_failed the failed rows are results: kept
+            run(first, strict)
+        resumed = run(first, {**strict, "rerun_failed": True})
+        never_failed = run(fresh, strict)
+    finally:
+        client.run(lambda: os.environ.pop("SIMCAL_TEST_FIXED", None))
+    assert (read_results(first / "s.parquet")["status"] == "ok").all()
+    assert resumed.attrs["resumed_simulations"] > 0  # the simulations that succeeded were not run again
+    assert (resumed["replicates_failed"].fillna(0) == 0).all()
+    pd.testing.assert_frame_equal(resumed, never_failed)
 
 
 # -- a change to the model's code sets the parts of the old code aside -------------------------------------------

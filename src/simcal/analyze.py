@@ -83,8 +83,8 @@ def analyze(
     }
     if "replicates_failed" in trials:
         # Distinct failed simulations (param_id × replicate). A set simulated again (the refine step's first
-        # replicates, a proposal repeated) reads them back from the parts, failed ones included (a calibration
-        # never reruns them): the set's row with the most replicates holds the failures of its other rows.
+        # replicates, a proposal repeated) reads them back from the parts, failed ones included (rerun_failed acts
+        # only as a run starts): the set's row with the most replicates holds the failures of its other rows.
         most_per_set = trials.groupby("param_id", sort=False)["replicates_failed"].max()
         summary["replicates_failed"] = int(most_per_set.fillna(0).sum())
     if "round" in searched and len(searched):

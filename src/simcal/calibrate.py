@@ -235,7 +235,11 @@ def calibrate(
         if kept.exists():  # an earlier failed run's table: this run's failure writes its own, or none
             kept.unlink()
             log.info("removed %s, the trials an earlier failed calibration kept", kept)
-        store = PartStore(simulations_output, manifest, timeout_s=simulation.timeout_s)
+        # rerun_failed as in a sweep: the failed rows of earlier runs go before the first round, and every round
+        # (re)plans its simulations from this run's own proposer, so no loss told earlier is kept (docs/simulation.md)
+        store = PartStore(
+            simulations_output, manifest, simulation.rerun_failed, timeout_s=simulation.timeout_s
+        )
         proposer = Proposer(bounds, settings)
         trials: list[pd.DataFrame] = []
         began = time.perf_counter()
