@@ -69,3 +69,11 @@ def mean_field_failing_above_until_fixed(params, seed):
     if params["beta"] > 0.45 and not os.environ.get("SIMCAL_TEST_FIXED"):
         raise ValueError(f"unstable for beta={params['beta']:.3f} > 0.45")
     return mean_field(params, seed)
+
+
+@SPACE.declare
+def mean_field_slowly(params, seed):
+    """The mean-field SIR after 0.2 s: simulations slow enough that a calibration stopped after its first batch
+    leaves most of its round unsimulated."""
+    time.sleep(0.2)
+    return mean_field(params, seed)

@@ -712,6 +712,34 @@ def test_trials_are_written_when_the_failure_threshold_stops_the_run(tmp_path, c
     assert (tmp_path / "s.parquet").exists() and not (tmp_path / "trials.failed.parquet").exists()
 
 
+def test_a_target_column_the_model_does_not_return_stops_the_calibration_after_its_first_batch(
+    tmp_path, client
+):
+    """The model declares no outputs, so a target's column is known to be missing only once rows come back. Before,
+    the whole first round ran and the target then failed with a bare KeyError; now the first stored batch stops it,
+    naming the target, the column and the columns the model returned."""
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7, process="mean_field")
+    observed = observed.rename(columns={"incidence": "cases"})  # the observed data's name, not the model's
+    target = [{"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "cases", "on": "day"}]
+    settings = {"initial_points": 8, "rounds": 0, "refine": {"top_k": 0}}
+    with pytest.raises(ContractError) as stopped:
+        calibrate(
+            "simcal_calibration_models:mean_field_slowly", observed, BOUNDS, target, tmp_path / "s.parquet",
+            tmp_path / "t.parquet", settings, {"replicates": 1, "batch_size": 1}, fixed_params={"days": 30},
+            client=client,
+        )  # fmt: skip
+    message = str(stopped.value)
+    assert message.startswith(
+        "calibration target 'incidence' (calibration.targets, options column and on): the rows model "
+        "simcal_calibration_models:mean_field_slowly returned have no column(s) ['cases']; they have ["
+    ), message
+    returned = message.split("they have ")[1].split("]")[0]
+    assert "'incidence'" in returned and "'day'" in returned and "'status'" not in returned
+    parts = list((tmp_path / "s.parquet.partial").glob("*.parquet"))
+    simulated = pd.concat([pd.read_parquet(p) for p in parts])["param_id"].nunique()
+    assert 1 <= simulated < 8, simulated  # the first batch (and those already in flight), not the round
+
+
 def test_a_target_that_fails_mid_run_keeps_the_finished_rounds_trials(tmp_path, client):
     """An error that is not the failure threshold (here a target that raises from the first search round on)
     still keeps the trials of the rounds that finished, and the error and the progress file say where."""

@@ -53,6 +53,7 @@ from simcal.calibration_targets import (
     TRIAL_COLUMNS,
     Target,
     check_observed_columns,
+    check_simulated_columns,
     losses_for,
     parse_targets,
     reject_trial_columns,
@@ -103,6 +104,10 @@ class _Rounds:
         return self._rows(proposals, full_sets, replicates, labels, frames)
 
     def _rows(self, proposals, full_sets, replicates, labels, frames: list[pd.DataFrame]) -> pd.DataFrame:
+        for frame in frames:  # the rows read back from the parts of an earlier run too
+            if self.simulator.on_rows is None:  # checked (it turns itself off)
+                break
+            self.simulator.on_rows(frame)
         losses = losses_for(frames, self.observed, self.targets).set_index("param_id")
         rows = []
         for proposal, full in zip(proposals, full_sets, strict=True):
@@ -110,6 +115,18 @@ class _Rounds:
             measured = losses.loc[pid].to_dict() if pid in losses.index else {"loss": float("nan")}
             rows.append({**labels, "param_id": pid, "replicates": replicates, **proposal, **measured})
         return pd.DataFrame(rows)
+
+
+class _ColumnCheck:
+    """The targets' columns checked in the first rows of a successful simulation, as soon as their batch is
+    stored (a typo in a target's ``column`` stops the calibration after one batch, not one round); then off."""
+
+    def __init__(self, targets: Sequence[Target], model_ref: str, simulator: Simulator):
+        self.targets, self.model_ref, self.simulator = targets, model_ref, simulator
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        if check_simulated_columns(frame, self.targets, self.model_ref):
+            self.simulator.on_rows = None
 
 
 class _RoundStopped(Exception):
@@ -246,6 +263,7 @@ def calibrate(
         # Everything up to finalize stays inside the block, so the progress file says failed (with the error) when
         # the threshold stops the run, and says finished only once the simulations file exists.
         with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
+            simulator.on_rows = _ColumnCheck(parsed_targets, model_ref, simulator)
             rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
             stopped: TooManyFailures | None = None
             where = ""

@@ -13,6 +13,7 @@ import pandas as pd
 
 from simcal.contract import ContractError, check_options, resolve_callable, target_options
 from simcal.design import Bound
+from simcal.result_rows import KEY_COLUMNS, STATUS_COLUMNS
 from simcal.targets import (
     check_count_options,
     check_observed,
@@ -108,10 +109,8 @@ def check_observed_columns(
     built-in targets the observed column also holds numbers (counts for a likelihood), one row per key."""
     for target in targets:
         counts = BUILT_IN_TARGETS.get(target.function)
-        on = target.options.get("on", "day" if counts is not None else [])  # "day": the built-ins' default
-        wanted = [target.options["column"]] if "column" in target.options else []
-        wanted += [on] if isinstance(on, str) else list(on)
-        missing = [c for c in wanted if c not in observed.columns]
+        on = _on(target)
+        missing = [c for c in _named_columns(target) if c not in observed.columns]
         if missing:
             raise ContractError(
                 f"calibration target {target.name!r}: {source} have no column(s) {missing}; they have "
@@ -126,6 +125,36 @@ def check_observed_columns(
                 check_observed(observed, target.options["column"], on, counts)
             except ValueError as error:
                 raise ContractError(f"calibration target {target.name!r}: {source}: {error}") from error
+
+
+def _on(target: Target) -> Any:
+    # "day": the built-ins' default
+    return target.options.get("on", "day" if target.function in BUILT_IN_TARGETS else [])
+
+
+def _named_columns(target: Target) -> list[str]:
+    """The columns a target names in its options ``column`` and ``on``."""
+    on = _on(target)
+    return ([target.options["column"]] if "column" in target.options else []) + (
+        [on] if isinstance(on, str) else list(on)
+    )
+
+
+def check_simulated_columns(frame: pd.DataFrame, targets: Sequence[Target], model_ref: str) -> bool:
+    """Targets that name their columns (options ``column`` and ``on``) find them in the rows of the simulations
+    that succeeded in ``frame`` (one batch: a typo stops the calibration after its first batch, not after a
+    round); False when no simulation of ``frame`` succeeded (nothing to check yet)."""
+    if "status" not in frame or not (frame["status"] == "ok").any():
+        return False
+    for target in targets:
+        missing = [c for c in _named_columns(target) if c not in frame.columns]
+        if missing:
+            returned = [c for c in frame.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS)]
+            raise ContractError(
+                f"calibration target {target.name!r} (calibration.targets, options column and on): the rows model "
+                f"{model_ref} returned have no column(s) {missing}; they have {returned}"
+            )
+    return True
 
 
 def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list[Target]) -> pd.DataFrame:
