@@ -1727,3 +1727,29 @@ def test_a_time_column_is_a_coordinate_not_an_output_of_the_sweep_summary(caplog
     # An output that merely starts the same (a count of 0 on day 0 in every simulation) differs later: kept.
     shifted = sweep.assign(cases=np.where(sweep["day"] == 0, 0, sweep["incidence"]))
     assert "cases" in summarize_sweep(shifted, ["beta", "gamma", "days"])[1]["outputs"]
+
+
+def test_the_target_column_check_waits_for_a_batch_whose_simulations_returned_more_than_empty_tables():
+    """An empty table ("no events") is an output: its row, status ok, holds no output column. The check stopped a
+    calibration whose first batch returned only empty tables, naming a column the model returns once it has
+    events; it waits now for rows with outputs, and still names a column no such row has."""
+    from simcal.calibration_targets import check_simulated_columns, parse_targets
+    from simcal.tasks import SimTask
+    from simcal.worker import run_batch
+
+    targets = parse_targets(
+        [{"name": "sizes", "function": "simcal.targets:replicate_mean_mse", "column": "size", "on": "event"}]
+    )
+
+    def batch(*values):
+        return run_batch("simcal_models:empty_for_odd", [SimTask(f"p{a}", 0, a, {"a": a}) for a in values])
+
+    only_empty = batch(1, 3)
+    assert (only_empty["status"] == "ok").all()
+    assert check_simulated_columns(only_empty, targets, "simcal_models:empty_for_odd", {"a"}) is False
+    assert check_simulated_columns(batch(1, 2), targets, "simcal_models:empty_for_odd", {"a"}) is True
+    typo = parse_targets(
+        [{"name": "sizes", "function": "simcal.targets:replicate_mean_mse", "column": "sizes", "on": "event"}]
+    )
+    with pytest.raises(ContractError, match=r"no column\(s\) \['sizes'\]; they have \['event', 'size'\]"):
+        check_simulated_columns(batch(1, 2), typo, "simcal_models:empty_for_odd", {"a"})

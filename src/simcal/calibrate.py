@@ -121,11 +121,12 @@ class _ColumnCheck:
     """The targets' columns checked in the first rows of a successful simulation, as soon as their batch is
     stored (a typo in a target's ``column`` stops the calibration after one batch, not one round); then off."""
 
-    def __init__(self, targets: Sequence[Target], model_ref: str, simulator: Simulator):
+    def __init__(self, targets: Sequence[Target], model_ref: str, simulator: Simulator, parameters: set[str]):
         self.targets, self.model_ref, self.simulator = targets, model_ref, simulator
+        self.parameters = parameters  # columns of the rows that are no output of the model
 
     def __call__(self, frame: pd.DataFrame) -> None:
-        if check_simulated_columns(frame, self.targets, self.model_ref):
+        if check_simulated_columns(frame, self.targets, self.model_ref, self.parameters):
             self.simulator.on_rows = None
 
 
@@ -263,7 +264,8 @@ def calibrate(
         # Everything up to finalize stays inside the block, so the progress file says failed (with the error) when
         # the threshold stops the run, and says finished only once the simulations file exists.
         with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
-            simulator.on_rows = _ColumnCheck(parsed_targets, model_ref, simulator)
+            parameters = {*fixed, *(bound.name for bound in bounds)}
+            simulator.on_rows = _ColumnCheck(parsed_targets, model_ref, simulator, parameters)
             rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
             stopped: TooManyFailures | None = None
             where = ""

@@ -5,7 +5,7 @@ importable."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,19 +140,24 @@ def _named_columns(target: Target) -> list[str]:
     )
 
 
-def check_simulated_columns(frame: pd.DataFrame, targets: Sequence[Target], model_ref: str) -> bool:
+def check_simulated_columns(
+    frame: pd.DataFrame, targets: Sequence[Target], model_ref: str, parameters: Collection[str] = ()
+) -> bool:
     """Targets that name their columns (options ``column`` and ``on``) find them in the rows of the simulations
     that succeeded in ``frame`` (one batch: a typo stops the calibration after its first batch, not after a
-    round); False when no simulation of ``frame`` succeeded (nothing to check yet)."""
+    round); False when nothing can be checked yet: no simulation of ``frame`` succeeded, or every one that did
+    returned an empty table ("no events" is an output, and its row holds no output column to check)."""
     if "status" not in frame or not (frame["status"] == "ok").any():
+        return False
+    outputs = [c for c in frame.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS, *parameters)]
+    if frame.loc[frame["status"] == "ok", outputs].isna().all(axis=None):
         return False
     for target in targets:
         missing = [c for c in _named_columns(target) if c not in frame.columns]
         if missing:
-            returned = [c for c in frame.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS)]
             raise ContractError(
                 f"calibration target {target.name!r} (calibration.targets, options column and on): the rows model "
-                f"{model_ref} returned have no column(s) {missing}; they have {returned}"
+                f"{model_ref} returned have no column(s) {missing}; they have {outputs}"
             )
     return True
 
