@@ -358,8 +358,8 @@ def test_a_rule_without_a_name_the_wrapper_needs_is_refused_before_anything_runs
     assert proc.returncode != 0, proc.stdout[-4000:]
     refusal = (
         "generate_can wrapper: the rule gives no param 'options' (it takes params: options, file_index, entry, "
-        "library_code; 'file_index', 'entry' and 'library_code' may be left out; is param 'optoins' a misspelt "
-        "'options'?)"
+        "setting_prefix, library_code; 'file_index', 'entry', 'setting_prefix' and 'library_code' may be left out; "
+        "is param 'optoins' a misspelt 'options'?)"
     )
     assert f" ERROR kdgat: {refusal}\n" in proc.stdout, proc.stdout[-4000:]
     log = (tmp_path / "logs/gat.log").read_text()

@@ -471,6 +471,14 @@ def test_a_file_index_past_the_list_names_file_index_and_entry_and_writes_nothin
         "file to write, counted from 0; or give that file itself as entry)"
     )
     assert list(tmp_path.iterdir()) == []
+    # The generate_can wrapper's user names them params.options, params.file_index and params.entry.
+    with pytest.raises(ValueError) as error:
+        generate_file(options, 3, tmp_path / "can.csv", setting_prefix="params")
+    assert str(error.value) == (
+        f"params.options.files has {len(options.get('files', []))} entries, there is no entry 3 (params.file_index, "
+        "counted from 0; or give that file itself as params.entry)"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -513,28 +521,30 @@ class _Items(dict):
 @pytest.mark.parametrize(
     ("options", "entry", "message"),
     [
-        ({"num_ids": 99}, {}, "synthetic.num_ids must be between 25 and 60, got 99"),
-        ({"num_ids": "thirty"}, {}, "synthetic.num_ids must be an integer, got str 'thirty'"),
-        ({"seed": 1.5}, {}, "synthetic.seed must be an integer, got float 1.5"),
-        ({}, {"attack": "dso"}, f"synthetic attack must be one of {ATTACKS}, got 'dso'"),
-        ({}, {"duration_s": -1}, "synthetic.files[0].duration_s must be a number of seconds > 0, got -1"),
-        ({}, {"attack": "dos", "duration_s": 0.01}, "synthetic.files[0] (test_01_dos/n): attack 'dos' injected no "),
-        ({"num_id": 30}, {}, "synthetic: unknown key 'num_id' (did you mean 'num_ids'?); known: "),
+        ({"num_ids": 99}, {}, "params.options.num_ids must be between 25 and 60, got 99"),
+        ({"num_ids": "thirty"}, {}, "params.options.num_ids must be an integer, got str 'thirty'"),
+        ({"seed": 1.5}, {}, "params.options.seed must be an integer, got float 1.5"),
+        ({}, {"attack": "dso"}, f"params.entry.attack must be one of {ATTACKS}, got 'dso'"),
+        ({}, {"duration_s": -1}, "params.entry.duration_s must be a number of seconds > 0, got -1"),
+        ({}, {"attack": "dos", "duration_s": 0.01}, "params.entry (test_01_dos/n): attack 'dos' injected no "),
+        # the writer's refusal named synthetic.format for every caller
+        ({"format": "hcrl_txt"}, {}, "params.options.format must be one of ('hcrl_csv', 'can_4col'), got 'hcrl_txt'"),
+        ({"num_id": 30}, {}, "params.options: unknown key 'num_id' (did you mean 'num_ids'?); known: "),
         # float() failed on these naming no key; a 0 interval as "float division by zero", -1 as numpy's "lam < 0"
-        ({"jitter_ms": "fast"}, {}, "synthetic.jitter_ms must be a number >= 0, got str 'fast'"),
-        ({"rare_ids_per_s": -1}, {}, "synthetic.rare_ids_per_s must be a number >= 0, got int -1"),
-        ({"replay_delay_s": True}, {"attack": "replay"}, "synthetic.replay_delay_s must be a number > 0, got bool True"),
-        ({"dos_interval_ms": 0}, {"attack": "dos"}, "synthetic.dos_interval_ms must be a number > 0, got int 0"),
+        ({"jitter_ms": "fast"}, {}, "params.options.jitter_ms must be a number >= 0, got str 'fast'"),
+        ({"rare_ids_per_s": -1}, {}, "params.options.rare_ids_per_s must be a number >= 0, got int -1"),
+        ({"replay_delay_s": True}, {"attack": "replay"}, "params.options.replay_delay_s must be a number > 0, got bool True"),
+        ({"dos_interval_ms": 0}, {"attack": "dos"}, "params.options.dos_interval_ms must be a number > 0, got int 0"),
         # an option only some attacks read is refused in a file without one too, not silently accepted
-        ({"spoof_interval_ms": "1ms"}, {}, "synthetic.spoof_interval_ms must be a number > 0, got str '1ms'"),
+        ({"spoof_interval_ms": "1ms"}, {}, "params.options.spoof_interval_ms must be a number > 0, got str '1ms'"),
         # a list of three died as "too many values to unpack", a bare number as "'float' object is not iterable"
         ({"burst_s": [0.1, 0.5, 1.0]}, {"attack": "dos"},
-         "synthetic.burst_s must be a list of two numbers > 0 (low, high), got list [0.1, 0.5, 1.0]"),
-        ({"gap_s": 2.0}, {}, "synthetic.gap_s must be a list of two numbers > 0 (low, high), got float 2.0"),
+         "params.options.burst_s must be a list of two numbers > 0 (low, high), got list [0.1, 0.5, 1.0]"),
+        ({"gap_s": 2.0}, {}, "params.options.gap_s must be a list of two numbers > 0 (low, high), got float 2.0"),
         # low above high died as numpy's "high - low < 0", naming no key (and passed in a file without an attack)
         ({"burst_s": [1.0, 0.05]}, {"attack": "dos"},
-         "synthetic.burst_s must be [low, high] with low <= high, got low 1.0 > high 0.05"),
-        ({"gap_s": [2, 0.5]}, {}, "synthetic.gap_s must be [low, high] with low <= high, got low 2 > high 0.5"),
+         "params.options.burst_s must be [low, high] with low <= high, got low 1.0 > high 0.05"),
+        ({"gap_s": [2, 0.5]}, {}, "params.options.gap_s must be [low, high] with low <= high, got low 2 > high 0.5"),
     ],
 )  # fmt: skip
 def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_it(
@@ -542,7 +552,9 @@ def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_
 ):
     """A synthetic option or entry out of range reached the wrapper's failure_logged as a bare ValueError: a logged
     traceback and Python's again on the terminal, for a message that already names the key. Now the user's mistake
-    (SyntheticError, still a ValueError) ends the job with status 1 and one ERROR line."""
+    (SyntheticError, still a ValueError) ends the job with status 1 and one ERROR line. It names the wrapper's params
+    (params.options.num_ids, params.entry), not the workflow's config keys (synthetic.num_ids), which a wrapper user
+    does not have; the preprocess module's setting_prefix keeps the config keys for the workflow's user."""
     import runpy
     from types import SimpleNamespace
 
@@ -565,6 +577,14 @@ def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_
     log = (tmp_path / "job.log").read_text()
     assert log.endswith(f" ERROR kdgat: generate_can failed: {ended.value}\n") and "Traceback" not in log
     assert not (tmp_path / "can.csv").exists()
+    # The preprocess module calls the same wrapper with setting_prefix "synthetic": its user set config keys.
+    snakemake.params["setting_prefix"] = "synthetic"
+    with pytest.raises(InputRefused) as ended:
+        runpy.run_path(str(REPO / "wrappers/generate_can/wrapper.py"), {"snakemake": snakemake}, "__main__")
+    as_config_keys = message.replace("params.entry", "synthetic.files[0]").replace(
+        "params.options", "synthetic"
+    )
+    assert str(ended.value).startswith(as_config_keys)
 
 
 @pytest.mark.parametrize("attack", ["gear", "replay"])

@@ -40,13 +40,14 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdgat.can.messages import CanMessages
-from kdgat.can.writer import write_can_file
+from kdgat.can.writer import WRITE_FORMATS, write_can_file
 from kdgat.rule_items import is_integer, is_number
 from wrapper_rules import InputError
 
@@ -85,6 +86,16 @@ class SyntheticError(ValueError, InputError):
     cannot be generated: an unknown key, a value of the wrong type or out of range; the message names the key."""
 
 
+# What a message calls the options block: the workflow's config key (synthetic.num_ids) by default, the generate_can
+# wrapper's param (params.options.num_ids) where a wrapper user gave it (generate_file's setting_prefix "params").
+_OPTIONS_NAME: ContextVar[str] = ContextVar("synthetic_options_name", default="synthetic")
+
+
+def _key(key: str) -> str:
+    """An option (``num_ids``) as the caller names it: ``synthetic.num_ids`` or ``params.options.num_ids``."""
+    return f"{_OPTIONS_NAME.get()}.{key}"
+
+
 def _check_keys(block: Any, known: Iterable[str], where: str) -> None:
     """Refuse a block that is no mapping, or holds a key ``known`` lacks, naming ``where`` and the closest known key:
     the workflow's schema checks the config's blocks, but a wrapper's params reach the library unchecked, where a
@@ -110,7 +121,7 @@ def _whole(options: Mapping, key: str) -> int:
     failed on "thirty" naming no key."""
     value = _option(options, key)
     if not is_integer(value):
-        raise SyntheticError(f"synthetic.{key} must be an integer, got {type(value).__name__} {value!r}")
+        raise SyntheticError(f"{_key(key)} must be an integer, got {type(value).__name__} {value!r}")
     return int(value)
 
 
@@ -134,9 +145,7 @@ def _number(options: Mapping, key: str) -> float:
     positive = NUMBER_OPTIONS[key]
     if not is_number(value) or not (value > 0 if positive else value >= 0):
         bound = "> 0" if positive else ">= 0"
-        raise SyntheticError(
-            f"synthetic.{key} must be a number {bound}, got {type(value).__name__} {value!r}"
-        )
+        raise SyntheticError(f"{_key(key)} must be a number {bound}, got {type(value).__name__} {value!r}")
     return float(value)
 
 
@@ -149,12 +158,12 @@ def _range(options: Mapping, key: str) -> tuple[float, float]:
         isinstance(value, list | tuple) and len(value) == 2 and all(is_number(v) and v > 0 for v in value)
     ):
         raise SyntheticError(
-            f"synthetic.{key} must be a list of two numbers > 0 (low, high), got {type(value).__name__} {value!r}"
+            f"{_key(key)} must be a list of two numbers > 0 (low, high), got {type(value).__name__} {value!r}"
         )
     low, high = float(value[0]), float(value[1])
     if low > high:
         raise SyntheticError(
-            f"synthetic.{key} must be [low, high] with low <= high, got low {value[0]!r} > high {value[1]!r}"
+            f"{_key(key)} must be [low, high] with low <= high, got low {value[0]!r} > high {value[1]!r}"
         )
     return low, high
 
@@ -164,7 +173,7 @@ class Vehicle:
 
     def __init__(self, seed: int, num_ids: int):
         if not 25 <= num_ids <= 60:
-            raise SyntheticError(f"synthetic.num_ids must be between 25 and 60, got {num_ids}")
+            raise SyntheticError(f"{_key('num_ids')} must be between 25 and 60, got {num_ids}")
         rng = np.random.default_rng([seed, 0xCA17])
         # Distinct IDs in 0x010..0x7EF; 0x000 is reserved for the DoS attack.
         ids = rng.choice(np.arange(0x010, 0x7F0), size=num_ids + 6, replace=False)
@@ -366,7 +375,11 @@ def file_name(entry: Mapping) -> str:
 
 
 def generate_file(
-    options: Mapping, file_index: int, path: str | Path, entry: Mapping | None = None
+    options: Mapping,
+    file_index: int,
+    path: str | Path,
+    entry: Mapping | None = None,
+    setting_prefix: str = "synthetic",
 ) -> CanMessages:
     """Write file number ``file_index`` of a dataset's ``synthetic:`` block (``options``) to ``path``.
 
@@ -374,37 +387,61 @@ def generate_file(
     from the seed and its index, so each file can be generated on its own (one job per file). The file is
     ``options['files'][file_index]``, or ``entry`` when given: the workflow gives each job only its own entry,
     so that adding a file to the list changes no other job's parameters (Snakemake would regenerate them all).
+    ``setting_prefix`` is how a message names the options: their config key (``synthetic.num_ids``,
+    ``synthetic.files[0]``) by default, or with ``"params"`` the generate_can wrapper's params
+    (``params.options.num_ids``, ``params.entry``), which a wrapper user without the workflow's config sets.
     """
-    _check_keys(options, DEFAULTS, "synthetic")
+    wrapper = setting_prefix == "params"
+    token = _OPTIONS_NAME.set("params.options" if wrapper else setting_prefix)
+    try:
+        return _generate_file(options, file_index, path, entry, wrapper)
+    finally:
+        _OPTIONS_NAME.reset(token)
+
+
+def _generate_file(
+    options: Mapping, file_index: int, path: str | Path, entry: Mapping | None, wrapper: bool
+) -> CanMessages:
+    _check_keys(options, DEFAULTS, _OPTIONS_NAME.get())
     if entry is None:
         files = _option(options, "files")
         if not 0 <= file_index < len(files):
-            # the generate_can wrapper's params: options.files, file_index and entry
             raise SyntheticError(
-                f"synthetic.files has {len(files)} entries, there is no entry {file_index} (the file_index of the "
-                "file to write, counted from 0; or give that file itself as entry)"
+                f"{_key('files')} has {len(files)} entries, there is no entry {file_index} "
+                + (
+                    "(params.file_index, counted from 0; or give that file itself as params.entry)"
+                    if wrapper
+                    else "(the file_index of the file to write, counted from 0; or give that file itself as entry)"
+                )
             )
         entry = files[file_index]
-    where = f"synthetic.files[{file_index}]"
+        where = f"{_key('files')}[{file_index}]"
+    else:
+        where = "params.entry" if wrapper else f"{_key('files')}[{file_index}]"
     _check_keys(entry, ENTRY_KEYS, where)
     duration = entry.get("duration_s")
     if not is_number(duration) or not duration > 0:
         raise SyntheticError(f"{where}.duration_s must be a number of seconds > 0, got {duration!r}")
-    seed = _whole(options, "seed")
-    fmt = str(_option(options, "format"))
-    vehicle = Vehicle(seed, _whole(options, "num_ids"))
     attack = entry.get("attack", "none")
+    if attack not in ATTACKS:
+        raise SyntheticError(f"{where}.attack must be one of {ATTACKS}, got {attack!r}")
+    seed = _whole(options, "seed")
+    fmt = _option(options, "format")
+    # checked before any frame is made; the writer's own refusal names the config key for every caller
+    if fmt not in WRITE_FORMATS:
+        raise SyntheticError(f"{_key('format')} must be one of {WRITE_FORMATS}, got {fmt!r}")
+    vehicle = Vehicle(seed, _whole(options, "num_ids"))
     messages = generate_log(
         vehicle, float(entry["duration_s"]), attack, options, seed, file_index=file_index + 1
     )
     if attack != "none" and not messages.label.any():
         # A capture named after an attack that holds none would pass for one in every count and figure.
         raise SyntheticError(
-            f"synthetic.files[{file_index}] ({entry.get('split')}/{entry.get('name')}): attack {attack!r} injected "
+            f"{where} ({entry.get('split')}/{entry.get('name')}): attack {attack!r} injected "
             f"no frame in duration_s={entry['duration_s']} (the first burst starts after up to half of "
-            f"synthetic.gap_s={list(_option(options, 'gap_s'))}"
+            f"{_key('gap_s')}={list(_option(options, 'gap_s'))}"
             + (
-                f", and replay resends frames of synthetic.replay_delay_s={_option(options, 'replay_delay_s')} "
+                f", and replay resends frames of {_key('replay_delay_s')}={_option(options, 'replay_delay_s')} "
                 "earlier"
                 if attack == "replay"
                 else ""

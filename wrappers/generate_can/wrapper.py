@@ -14,12 +14,12 @@ from kdgat.synthetic import generate_file
 TAKES = {
     "input": (),
     "output": (0,),
-    "params": ("options", "file_index", "entry", "library_code"),
+    "params": ("options", "file_index", "entry", "setting_prefix", "library_code"),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("file_index", "entry", "library_code"),
+    "params": ("file_index", "entry", "setting_prefix", "library_code"),
 }
 
 configure_wrapper(
@@ -35,4 +35,6 @@ with failure_logged("generate_can"):
         file_index=integer(snakemake.params.get("file_index", 0), "params.file_index"),
         path=snakemake.output[0],
         entry=snakemake.params.get("entry"),
+        # how a message names an option: params.options.num_ids, or the config key the preprocess module's came from
+        setting_prefix=snakemake.params.get("setting_prefix", "params"),
     )
