@@ -156,6 +156,34 @@ def test_a_split_held_out_names_without_an_output_is_named_with_held_out(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("held_out", "message"),
+    [
+        # "preprocess_dataset: no path for the outputs ['fusion'] (give outputs or out_dir; ...)" named neither
+        # the output the rule lacks nor anything a wrapper user can give
+        ({"fusion": 0.2}, "params.held_out names the held-out splits ['fusion'], written to output.fusion, which "
+         "the rule does not declare: declare it, or leave ['fusion'] out of params.held_out"),
+        # the wrapper writes no held-out split but fusion: the same advice to give outputs or out_dir was no help
+        ({"extra": 0.2}, "params.held_out names the held-out splits ['extra'], which no output of the rule can "
+         "take (its outputs: output.train, output.val, output.test, output.vocab, output.metadata, "
+         "output.fusion): leave them out of params.held_out"),
+    ],
+)  # fmt: skip
+def test_build_graphs_held_out_without_its_output_names_the_output_and_refuses_a_split_it_cannot_write(
+    tmp_path, capsys, restore_logging, held_out, message
+):
+    outputs = {key: f"{key}.out" for key in FIVE_OUTPUTS}
+    given = wrapper_refusal(
+        "build_graphs",
+        tmp_path,
+        capsys,
+        {"train": tmp_path / "never_read.csv", "test": tmp_path / "never_read_either.csv"},
+        {"held_out": held_out, "test_scenario_of_file": "dos"},
+        outputs=outputs,
+    )
+    assert given == message
+
+
 def test_a_dataset_folder_without_test_scenarios_fails_at_once(tmp_path):
     # Otherwise every model is trained and evaluated, and only the summary fails (no test results).
     (tmp_path / "train_01_attack_free").mkdir()

@@ -60,6 +60,30 @@ def share_key(split: str) -> str:
     return setting_key("val_fraction" if split == VAL else f"held_out.{split}")
 
 
+def outputs_without_a_path(missing: list[str], held_out: Iterable[str], outputs: dict) -> str:
+    """The refusal of the splits ``missing`` (held-out names among them) that no output path was given for.
+    ``outputs`` holds a key for each output the caller can write, None where it gave no path: the build_graphs
+    wrapper (setting prefix ``params``) writes one held-out split, fusion, as output.fusion, so a rule without
+    output.fusion is told to declare it, and a held-out name the wrapper has no output for is refused by name."""
+    held_out_key = setting_key("held_out")
+    if SETTING_PREFIX.get() != "params":
+        return (
+            f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir; each split "
+            f"{held_out_key} names, {sorted(held_out)}, is an output of its own)"
+        )
+    no_output = [name for name in missing if name not in outputs]
+    if no_output:
+        return (
+            f"{held_out_key} names the held-out splits {no_output}, which no output of the rule can take (its "
+            f"outputs: {', '.join(f'output.{key}' for key in outputs)}): leave them out of {held_out_key}"
+        )
+    return (
+        f"{held_out_key} names the held-out splits {missing}, written to "
+        f"{' and '.join(f'output.{name}' for name in missing)}, which the rule does not declare: declare "
+        f"{'them' if len(missing) > 1 else 'it'}, or leave {missing} out of {held_out_key}"
+    )
+
+
 def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, int]:
     """Blocks per capture for each held-out split (``VAL`` or a ``preprocess.held_out`` name):
     ``round(fraction * time_blocks)``, at least one for a positive fraction, and at least one block left for

@@ -288,10 +288,7 @@ def preprocess_dataset(
         )
     missing = [key for key in defaults if not outputs.get(key)]
     if missing and out_dir is None:
-        raise PreprocessError(
-            f"preprocess_dataset: no path for the outputs {missing} (give outputs or out_dir; each split "
-            f"{held_out_key} names, {sorted(held_out)}, is an output of its own)"
-        )
+        raise PreprocessError(layout.outputs_without_a_path(missing, held_out, outputs))
     paths = {
         key: Path(outputs[key]) if outputs.get(key) else Path(out_dir) / name
         for key, name in defaults.items()
