@@ -784,6 +784,74 @@ def test_the_dqn_wrappers_refusal_of_graphs_it_must_not_learn_from_is_one_line_n
     )
 
 
+def _run_time_mistake(tmp_path, mistake: str) -> tuple[str, dict, dict]:
+    """(wrapper, inputs, params) of a training job that its run refuses after from_dict has read its settings."""
+    from kdgat.training.settings import StageSettings
+
+    dqn = StageSettings.from_config({"device": "cpu"}, "dqn", "teacher").as_dict()
+    if mistake == "curriculum":  # train_gat's default settings draw the curriculum; no input.vgae
+        never = tmp_path / "never_read"
+        settings = StageSettings.from_config({"device": "cpu"}, "gat", "teacher").as_dict()
+        return "train_gat", {"train": never, "val": never, "metadata": never}, {"settings": settings}
+    inputs = _dqn_inputs(tmp_path)
+    if mistake == "fit_split":  # input.fit is the base models' training graphs
+        return "train_dqn", {**inputs, "fit": tmp_path / "data" / "train.pt"}, {"settings": dqn}
+    if mistake == "keep_folds":  # the default 5 folds need 10 graphs; val.pt holds 6
+        return "train_dqn", inputs, {"settings": dqn}
+    return "train_dqn", inputs, {"settings": dqn, "tracking": {"backend": "wandb"}}  # tracking.backend
+
+
+@pytest.mark.parametrize(
+    ("mistake", "wrappers_words", "config_keys"),
+    [
+        ("curriculum", "the GAT curriculum (params.settings.curriculum.enabled) draws on the trained VGAE",
+         "the GAT curriculum (kd_gat.curriculum.enabled) draws on the trained VGAE"),
+        ("fit_split", "did not train on (input.fit: held-out graphs such as fusion.pt or val.pt, never train.pt)",
+         "did not train on (kd_gat.dqn.fit_split: fusion or val, never train)"),
+        ("keep_folds", "params.settings.dqn.keep_folds: 5 folds of the fit + stop graphs need at least 10 graphs",
+         "kd_gat.dqn.keep_folds: 5 folds of the fit + stop graphs need at least 10 graphs"),
+        ("tracking", "params.tracking.backend must be one of", "kd_gat.tracking.backend must be one of"),
+    ],
+)  # fmt: skip
+def test_a_training_wrappers_run_time_refusals_name_its_params_and_the_kd_gat_modules_name_config_keys(
+    tmp_path, capsys, mistake, wrappers_words, config_keys
+):
+    """hunt4's 'found, not fixed': a wrapper user's mistakes found while the job runs (a curriculum without its VGAE,
+    fit graphs the base models trained on, too few graphs for keep_folds, a tracking backend misspelt) named the
+    workflow's config keys (kd_gat.curriculum.enabled, kd_gat.dqn.fit_split, kd_gat.dqn.keep_folds,
+    kd_gat.tracking.backend), which a wrapper user does not have. The kd_gat module passes SettingPrefix('kd_gat'):
+    its user still reads the config keys."""
+    wrapper, inputs, params = _run_time_mistake(tmp_path, mistake)
+    message = wrapper_refusal(wrapper, tmp_path, capsys, inputs, params)
+    assert wrappers_words in message and "kd_gat." not in message, message
+    from kdgat.training.settings import SettingPrefix
+
+    message = wrapper_refusal(
+        wrapper, tmp_path, capsys, inputs, {**params, "setting_prefix": SettingPrefix("kd_gat")}
+    )
+    assert config_keys in message and "params." not in message, message
+
+
+def test_cross_fitting_folds_too_few_graphs_name_keep_folds_as_the_caller_set_it():
+    from kdgat.training.held_out import contiguous_folds
+    from kdgat.training.settings import SettingsError, settings_named
+
+    for prefix, key in (("params", "params.settings.dqn.keep_folds"), ("kd_gat", "kd_gat.dqn.keep_folds")):
+        with pytest.raises(SettingsError) as error:
+            settings_named(contiguous_folds)(7, 5, setting_prefix=prefix)
+        assert str(error.value) == f"{key}: 5 folds need at least 10 graphs, got 7"
+
+
+def test_a_setting_prefix_that_is_neither_kd_gat_nor_params_is_refused_naming_both():
+    from kdgat.training.held_out import contiguous_folds
+    from kdgat.training.settings import SettingsError, settings_named
+
+    with pytest.raises(
+        SettingsError, match=r"^setting_prefix must be 'kd_gat' \(messages name config keys\) or "
+    ):
+        settings_named(contiguous_folds)(12, 5, setting_prefix="config")
+
+
 @pytest.mark.parametrize(
     ("stage", "argument", "value", "refusal"),
     [

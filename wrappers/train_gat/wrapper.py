@@ -14,12 +14,12 @@ from resource_history import mark_if_resumed
 TAKES = {
     "input": ("train", "val", "metadata", "vgae", "teacher"),
     "output": ("model", "metrics", "history"),
-    "params": ("settings", "checkpoint", "tracking", "benchmark"),
+    "params": ("settings", "checkpoint", "tracking", "setting_prefix", "benchmark"),
 }
 OPTIONAL = {
     "input": ("vgae", "teacher"),
     "output": (),
-    "params": ("checkpoint", "tracking", "benchmark"),
+    "params": ("checkpoint", "tracking", "setting_prefix", "benchmark"),
 }
 
 configure_wrapper(
@@ -44,6 +44,8 @@ with failure_logged("train_gat", checkpoint=snakemake.params.get("checkpoint")):
             settings=snakemake.params.settings,
             checkpoint=snakemake.params.get("checkpoint"),
             tracking=snakemake.params.get("tracking"),
+            # how a message names a setting: params.settings.<key>, or the config key the kd_gat module's came from
+            setting_prefix=snakemake.params.get("setting_prefix", "params"),
             outputs={name: snakemake.output[name] for name in ("model", "metrics", "history")},
             threads=snakemake.threads,
         ),

@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ EXPERIMENT_NAME_LIMIT = 500  # MLflow's longest experiment name
 BATCH = 100  # params / metrics per log_batch call (MLflow accepts at most 100 params per call)
 
 
+# What a message calls the tracking settings: the config key kd_gat.tracking (the workflow, the kdgat command), or
+# params.tracking where a training wrapper's user gave them (kdgat.training.settings.settings_named sets it).
+TRACKING_KEY: ContextVar[str] = ContextVar("tracking_given_as", default="kd_gat.tracking")
+
+
 class TrackingError(ValueError, InputError):
     """A kd_gat.tracking setting that is unknown or out of range; the message names the config key."""
 
@@ -74,14 +80,18 @@ class TrackingSettings:
         for key, value, kinds in (("uri", self.uri, str | os.PathLike), ("experiment", self.experiment, str)):
             if not isinstance(value, kinds):
                 raise TrackingError(
-                    f"kd_gat.tracking.{key} must be a string, got {value!r}: quote it in the YAML"
+                    f"{TRACKING_KEY.get()}.{key} must be a string, got {value!r}: quote it in the YAML"
                 )
         if self.backend not in BACKENDS:
-            raise TrackingError(f"kd_gat.tracking.backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise TrackingError(
+                f"{TRACKING_KEY.get()}.backend must be one of {BACKENDS}, got {self.backend!r}"
+            )
         if self.model not in MODEL_ARTIFACT:
-            raise TrackingError(f"kd_gat.tracking.model must be one of {MODEL_ARTIFACT}, got {self.model!r}")
+            raise TrackingError(
+                f"{TRACKING_KEY.get()}.model must be one of {MODEL_ARTIFACT}, got {self.model!r}"
+            )
         if self.backend != "none" and (not str(self.uri).strip() or not str(self.experiment).strip()):
-            raise TrackingError("kd_gat.tracking: uri and experiment must not be empty")
+            raise TrackingError(f"{TRACKING_KEY.get()}: uri and experiment must not be empty")
         if self.backend != "none":
             self.tracking_uri()  # a path whose ~ names no home is refused here, not inside the job
             self._check_experiment()
@@ -92,13 +102,13 @@ class TrackingSettings:
         name = str(self.experiment)
         if len(name) > EXPERIMENT_NAME_LIMIT:
             raise TrackingError(
-                f"kd_gat.tracking.experiment is {len(name)} characters long; MLflow takes at most "
+                f"{TRACKING_KEY.get()}.experiment is {len(name)} characters long; MLflow takes at most "
                 f"{EXPERIMENT_NAME_LIMIT}"
             )
         if "'" in name and is_file_store(self.tracking_uri()):
             raise TrackingError(
-                f"kd_gat.tracking.experiment {name!r} has a single quote, which MLflow's file store cannot look "
-                f"up (kd_gat.tracking.uri {self.uri!r}): remove it or use a tracking server"
+                f"{TRACKING_KEY.get()}.experiment {name!r} has a single quote, which MLflow's file store cannot look "
+                f"up ({TRACKING_KEY.get()}.uri {self.uri!r}): remove it or use a tracking server"
             )
 
     @classmethod
@@ -109,12 +119,14 @@ class TrackingSettings:
         if isinstance(section, TrackingSettings):
             return dataclasses.replace(section, tags={**section.tags, **_strings(tags)})
         if section is not None and not isinstance(section, Mapping):
-            raise TrackingError(f"kd_gat.tracking: expected a mapping, got {type(section).__name__}")
+            raise TrackingError(f"{TRACKING_KEY.get()}: expected a mapping, got {type(section).__name__}")
         options = {key: value for key, value in (section or {}).items() if value is not None}  # null: default
         known = {name for name in cls.__dataclass_fields__ if name != "tags"}
         unknown = set(options) - known
         if unknown:
-            raise TrackingError(f"kd_gat.tracking: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise TrackingError(
+                f"{TRACKING_KEY.get()}: unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**options, tags=_strings(tags))
 
     @property
@@ -135,7 +147,7 @@ class TrackingSettings:
                     if user
                     else "no home directory"
                 )
-                raise TrackingError(f"kd_gat.tracking.uri {self.uri!r}: {whose}") from None
+                raise TrackingError(f"{TRACKING_KEY.get()}.uri {self.uri!r}: {whose}") from None
             return path.resolve().as_uri()
         return uri
 
@@ -248,7 +260,7 @@ def mlflow_client(settings: TrackingSettings):
             raise
         # MLflow's own message blames its model registry: name the setting and the scheme it does not know.
         raise ValueError(
-            f"kd_gat.tracking.uri {settings.uri!r}: MLflow has no store for the scheme "
+            f"{TRACKING_KEY.get()}.uri {settings.uri!r}: MLflow has no store for the scheme "
             f"{urlparse(uri).scheme!r} (a path, file:, http:, https: or a database URI such as sqlite:)"
         ) from error
 

@@ -16,6 +16,7 @@ from kdgat.chain import NODE_FEATURES
 from kdgat.files import FileContentError, MissingInputError, file_sha256, load_json
 from kdgat.graph_store import graph_vocabulary, load_graphs
 from kdgat.model_store import recorded, trained_on
+from kdgat.training.settings import given_by_wrapper
 
 log = logging.getLogger("kdgat.training")
 GRAPH_FILE = "a graph file of the preprocess step; kd_gat.data_prefix points at its outputs"
@@ -70,7 +71,13 @@ def refuse_training_graphs(graph_files: Mapping[str, Any], models: Mapping[str, 
         if trained:
             raise FileContentError(
                 f"{path}: the {role} graphs are the graphs {' and '.join(trained)} trained on; the DQN must learn "
-                "from graphs its base models did not train on (kd_gat.dqn.fit_split: fusion or val, never train)"
+                "from graphs its base models did not train on ("
+                + (
+                    f"input.{role}: held-out graphs such as fusion.pt or val.pt, never train.pt"
+                    if given_by_wrapper()
+                    else "kd_gat.dqn.fit_split: fusion or val, never train"
+                )
+                + ")"
             )
 
 

@@ -56,7 +56,13 @@ from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better,
 from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit, refuse_checkpoint_over_files
 from kdgat.training.replay import ReplayBuffer
-from kdgat.training.settings import SettingsError, StageSettings
+from kdgat.training.settings import (
+    SettingsError,
+    StageSettings,
+    given_by_wrapper,
+    setting_key,
+    settings_named,
+)
 from kdgat.training.stage import (
     StageBase,
     base_metrics,
@@ -315,7 +321,8 @@ def train(
     folds = int(settings.dqn.keep_folds)
     if teacher is not None and folds and teacher_val_inputs is None:
         raise ValueError(
-            "cross-fitting a distilled agent (kd_gat.dqn.keep_folds) needs the teacher's stop inputs"
+            f"cross-fitting a distilled agent ({setting_key('kd_gat.dqn.keep_folds', 'dqn.keep_folds')}) needs the "
+            "teacher's stop inputs"
         )
     device = resolve_device(settings)
     # The agent first (its checkpoint makes a killed job resume), then the copies (seconds; redone on resume).
@@ -387,17 +394,19 @@ def check_graph_counts(settings: StageSettings, fit, fit_count: int, stop, stop_
     if stop_graphs is None and fit_count < 2:
         raise FileContentError(
             f"{fit}: {fit_count} graph: the DQN stops early on blocks held out of its fit graphs (no stop graphs "
-            "given, kd_gat.dqn.stop_split) and needs at least 2"
+            f"given, {'input.stop' if given_by_wrapper() else 'kd_gat.dqn.stop_split'}) and needs at least 2"
         )
     folds, pooled = int(settings.dqn.keep_folds), fit_count + len(stop_graphs or ())
     if folds and pooled < 2 * folds:
         given = f"{fit} and {stop} hold" if stop_graphs is not None else f"{fit} holds"
         raise SettingsError(
-            f"kd_gat.dqn.keep_folds: {folds} folds of the fit + stop graphs need at least {2 * folds} graphs; "
+            f"{setting_key('kd_gat.dqn.keep_folds', 'dqn.keep_folds')}: {folds} folds of the fit + stop graphs need "
+            f"at least {2 * folds} graphs; "
             f"{given} {pooled}: lower keep_folds (0: no cross-fitting) or give more graphs"
         )
 
 
+@settings_named
 def run(
     *,
     fit: str | os.PathLike,

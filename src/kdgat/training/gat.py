@@ -28,7 +28,7 @@ from kdgat.runtime import autocast, seed_everything
 from kdgat.tracking import TrackingSettings
 from kdgat.training.data import labels_of, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.settings import SettingsError, StageSettings
+from kdgat.training.settings import SettingsError, StageSettings, setting_key, settings_named
 from kdgat.training.stage import (
     StageBase,
     base_metrics,
@@ -164,8 +164,9 @@ def train(
     if settings.curriculum is not None and settings.curriculum.enabled:
         if vgae is None:
             raise SettingsError(
-                "the GAT curriculum (kd_gat.curriculum.enabled) needs the trained VGAE of the same variant: give "
-                "it as kdgat.training.gat.train's vgae, or disable the curriculum"
+                f"the GAT curriculum ({setting_key('kd_gat.curriculum.enabled', 'curriculum.enabled')}) needs the "
+                "trained VGAE of the same variant: give it as kdgat.training.gat.train's vgae, or disable the "
+                "curriculum"
             )
         curriculum = Curriculum(
             epochs=int(settings.training.epochs), seed=int(settings.seed), **settings.curriculum.schedule()
@@ -176,7 +177,8 @@ def train(
             normal
         ).all():  # Curriculum.draw's refusal would come at the first epoch, naming no input
             raise FileContentError(
-                f"the VGAE (the vgae input, which draws the curriculum: kd_gat.curriculum) gives "
+                f"the VGAE (the vgae input, which draws the curriculum: "
+                f"{setting_key('kd_gat.curriculum', 'curriculum')}) gives "
                 f"{int((~np.isfinite(normal)).sum())} of {len(normal)} normal training graphs a difficulty (anomaly "
                 "error) that is not finite: its model.pt is a diverged run; train the VGAE again"
             )
@@ -205,6 +207,7 @@ def train(
 _train = train  # run() has a keyword argument named `train` (the train.pt file)
 
 
+@settings_named
 def run(
     *,
     train: str | os.PathLike,
@@ -226,8 +229,9 @@ def run(
     if vgae is None and curriculum is not None and curriculum.enabled:
         # Checked before the graphs are read: _train's own check comes after they are loaded, naming no input.
         raise SettingsError(
-            "the GAT curriculum (kd_gat.curriculum.enabled) draws on the trained VGAE of the same variant: give its "
-            "model.pt as vgae (the train_gat wrapper's input.vgae), or disable the curriculum"
+            f"the GAT curriculum ({setting_key('kd_gat.curriculum.enabled', 'curriculum.enabled')}) draws on the "
+            "trained VGAE of the same variant: give its model.pt as vgae (the train_gat wrapper's input.vgae), or "
+            "disable the curriculum"
         )
     return run_graph_stage(
         "gat", _train, train=train, val=val, metadata=metadata, settings=settings, outputs=outputs,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from kdgat.files import FileContentError
-from kdgat.training.settings import SettingsError
+from kdgat.training.settings import SettingsError, setting_key
 
 # The fit file is cut into this many contiguous blocks of graphs; early_stop_share of them (evenly spaced) are
 # held out for early stopping.
@@ -53,7 +53,8 @@ def contiguous_folds(count: int, folds: int) -> torch.Tensor:
     """Fold index of each of ``count`` graphs in file order: ``folds`` contiguous runs of (nearly) equal length."""
     if count < 2 * folds:
         raise SettingsError(
-            f"kd_gat.dqn.keep_folds: {folds} folds need at least {2 * folds} graphs, got {count}"
+            f"{setting_key('kd_gat.dqn.keep_folds', 'dqn.keep_folds')}: {folds} folds need at least {2 * folds} "
+            f"graphs, got {count}"
         )
     return torch.arange(count) * folds // count
 

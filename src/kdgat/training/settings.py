@@ -13,6 +13,7 @@ job ``as_dict()``: only what that job uses, so editing one preset or stage does 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 import re
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,7 @@ from typing import Any
 
 from kdgat.chain import STAGES, STUDENT_KD, TEACHER, VARIANTS, preset_of
 from kdgat.presets import argument_problems, model_argument_problem, resolve_preset
+from kdgat.tracking.settings import TRACKING_KEY
 from wrapper_rules import InputError
 
 
@@ -39,6 +41,48 @@ def _key(config_key: str, part: str) -> str:
     """``config_key`` (kd_gat.dqn) as the settings' giver names it: itself, or params.settings.<part>."""
     root = _GIVEN_AS.get()
     return config_key if root is None else f"{root}.{part}"
+
+
+setting_key = _key  # for the job's own refusals (kdgat.training.gat, dqn, held_out, data)
+
+
+def given_by_wrapper() -> bool:
+    """Whether the settings came as a training wrapper's params (their messages name no config key)."""
+    return _GIVEN_AS.get() is not None
+
+
+@dataclass(frozen=True)
+class SettingPrefix:
+    """How a training job's messages name its settings: ``kd_gat`` (config keys: kd_gat.dqn.keep_folds,
+    kd_gat.tracking.backend) or ``params`` (a training wrapper's params.settings.dqn.keep_folds,
+    params.tracking.backend). The kd_gat module passes ``SettingPrefix("kd_gat")``: an object, not a string, which
+    Snakemake leaves out of its params rerun trigger (as TrackingSettings), so that it retrains nothing."""
+
+    root: str
+
+
+def settings_named(function):
+    """``function`` (a stage's ``run``) takes ``setting_prefix``, ``"kd_gat"`` (the default: the workflow and the
+    kdgat command) or ``"params"`` (a training wrapper's user), a string or a :class:`SettingPrefix`: its messages
+    name the settings and the tracking settings under it."""
+
+    @functools.wraps(function)
+    def call(*args, setting_prefix: str | SettingPrefix = "kd_gat", **kwargs):
+        root = setting_prefix.root if isinstance(setting_prefix, SettingPrefix) else setting_prefix
+        if root not in ("kd_gat", "params"):
+            raise SettingsError(
+                f"setting_prefix must be 'kd_gat' (messages name config keys) or 'params' (a training wrapper's "
+                f"params.settings and params.tracking), got {setting_prefix!r}"
+            )
+        given_as = _GIVEN_AS.set(None if root == "kd_gat" else "params.settings")
+        tracking_key = TRACKING_KEY.set(f"{root}.tracking")
+        try:
+            return function(*args, **kwargs)
+        finally:
+            TRACKING_KEY.reset(tracking_key)
+            _GIVEN_AS.reset(given_as)
+
+    return call
 
 
 def reject_unknown_keys(options: Mapping[str, Any], known: Iterable[str], where: str) -> None:

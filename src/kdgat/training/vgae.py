@@ -30,7 +30,7 @@ from kdgat.runtime import autocast, seed_everything
 from kdgat.tracking import TrackingSettings
 from kdgat.training.data import labels_of, make_loader
 from kdgat.training.loop import LoopSettings, fingerprint, fit
-from kdgat.training.settings import StageSettings
+from kdgat.training.settings import StageSettings, settings_named
 from kdgat.training.stage import (
     StageBase,
     auc_or_nan,
@@ -213,6 +213,7 @@ def train(
 _train = train  # run() has a keyword argument named `train` (the train.pt file)
 
 
+@settings_named
 def run(
     *,
     train: str | os.PathLike,

@@ -12,7 +12,7 @@ from kdgat.chain import (
 )
 from kdgat.evaluation.targets import configured_data_prefix, configured_datasets
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
-from kdgat.training.settings import StageSettings
+from kdgat.training.settings import SettingPrefix, StageSettings
 from snakemake.utils import Paramspace
 
 KD = config["kd_gat"]
@@ -91,6 +91,11 @@ def stage_settings(stage, variant, seed, overrides=None):
     library (kd_gat.seeds is the workflow's: the job sees its own seed as `seed`)."""
     section = {key: value for key, value in KD.items() if key != "seeds"} | {"seed": seed}
     return StageSettings.from_config(section, stage, variant, overrides).as_dict()
+
+
+# A training job's messages name its settings by their config keys (kd_gat.dqn.keep_folds, kd_gat.tracking.backend),
+# not as a training wrapper's params.settings: an object, left out of Snakemake's params rerun trigger.
+CONFIG_KEYS = SettingPrefix("kd_gat")
 
 
 def settings(stage, variant):
