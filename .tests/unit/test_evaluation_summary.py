@@ -1666,9 +1666,38 @@ def test_a_history_that_is_no_training_history_is_refused_before_anything_is_wri
 def test_training_curves_asked_for_without_a_history_are_refused_before_anything_is_written(tmp_path):
     metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"training curves were asked for but no history\.csv was given"):
+    with pytest.raises(
+        ValueError,
+        match=r"training curves were asked for \(output\.curves\) but no history\.csv was given \(input\.history\)",
+    ):
         _summarize(out, [metrics], curves=out / "curves.svg")
     assert not out.exists()
+
+
+def test_summarize_evaluation_with_input_history_and_no_output_curves_is_refused_naming_both(
+    tmp_path, capsys
+):
+    """The summary reads the histories for the curves alone: a summarize_evaluation rule that gave input.history and
+    no output.curves wrote its tables, and the histories were ignored without a word."""
+    from testkit import wrapper_refusal
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss\n1,0.5\n")
+    outputs = {
+        "csv": "summary.csv",
+        "markdown": "summary.md",
+        "scenarios": "scenarios.csv",
+        "chart": "chart.svg",
+    }
+    metrics = _written(tmp_path, "metrics.json", _document("teacher", 1, PERFECT, HALF, PERFECT))
+    inputs = {"metrics": metrics, "history": history}  # a summary the wrapper could write
+    message = wrapper_refusal(
+        "summarize_evaluation", tmp_path, capsys, inputs, {"history_keys": "teacher/vgae"}, outputs=outputs
+    )
+    assert message == (
+        "1 history.csv file is given (input.history) but no file for the training curves they are drawn in "
+        "(output.curves): declare output.curves, or leave input.history out"
+    )
 
 
 def test_seeds_of_one_variant_with_models_of_different_sizes_are_refused_naming_both(tmp_path):

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kdgat.chain import MODELS, VARIANTS
+from kdgat.chain import MODELS, STAGES, VARIANTS
 from kdgat.evaluation.baselines import BASELINES
 from kdgat.evaluation.metrics import EvaluationSettingsError
 from kdgat.evaluation.summary import METRIC_COLUMNS
@@ -320,3 +320,39 @@ def check_one_model_size_per_variant(metrics: Sequence[tuple[Any, Mapping]]) -> 
                 f"{path} and {reference} are {key[0]}/{key[1]} models of different sizes ({document['parameters']} "
                 f"and {parameters} parameters): the seeds of one variant must share its preset; rerun the older ones"
             )
+
+
+def keyed_histories(
+    histories: Sequence[str | os.PathLike], history_keys: Sequence[str], curves: str | os.PathLike | None
+) -> dict[tuple[str, str], str | os.PathLike]:
+    """summarize_files' training histories by (variant, stage), checked before anything is read. Only the
+    summarize_evaluation wrapper can give them amiss (``kdgat summarize`` checks its --history pairs first), so the
+    messages name its params, inputs and outputs: params.history_keys, input.history, output.curves."""
+    if len(histories) != len(history_keys):
+        raise EvaluationSettingsError(
+            f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
+        )
+    keyed: dict[tuple[str, str], str | os.PathLike] = {}
+    for key, path in zip(history_keys, histories, strict=True):
+        variant, _, stage = key.partition("/")
+        if variant not in VARIANTS or stage not in STAGES:
+            raise EvaluationSettingsError(
+                f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}"
+            )
+        if (variant, stage) in keyed:
+            # one panel per key: the second file would replace the first without a word
+            raise EvaluationSettingsError(
+                f"history key {key!r} names both {keyed[(variant, stage)]} and {path}: one file per key"
+            )
+        keyed[(variant, stage)] = path
+    if curves is not None and not keyed:
+        raise EvaluationSettingsError(
+            "training curves were asked for (output.curves) but no history.csv was given (input.history)"
+        )
+    if keyed and curves is None:
+        # the histories are read for the curves alone: without them the files were ignored without a word
+        raise EvaluationSettingsError(
+            f"{len(keyed)} history.csv {'files are' if len(keyed) > 1 else 'file is'} given (input.history) but no file for the training curves they "
+            "are drawn in (output.curves): declare output.curves, or leave input.history out"
+        )
+    return keyed

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdgat.chain import STAGES, VARIANT_TITLES, VARIANTS
+from kdgat.chain import VARIANT_TITLES
 from kdgat.evaluation.inputs import (
     METRICS_KEYS,
     check_detector_files,
@@ -27,6 +27,7 @@ from kdgat.evaluation.inputs import (
     check_scenario_names,
     checked_metrics,
     checked_seed,
+    keyed_histories,
     loaded_baselines,
     loaded_document,
 )
@@ -415,26 +416,7 @@ def summarize_files(
     histories may be of one seed only: the workflow draws the first seed's).
     """
     metrics, baselines, histories = (_paths(p) for p in (metrics, baselines, histories))
-    history_keys = list(history_keys)
-    if len(histories) != len(history_keys):
-        raise EvaluationSettingsError(
-            f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
-        )
-    keyed: dict[tuple[str, str], str | os.PathLike] = {}
-    for key, path in zip(history_keys, histories, strict=True):
-        variant, _, stage = key.partition("/")
-        if variant not in VARIANTS or stage not in STAGES:
-            raise EvaluationSettingsError(
-                f"history key {key!r} must be '<variant>/<stage>' with {VARIANTS} and {STAGES}"
-            )
-        if (variant, stage) in keyed:
-            # one panel per key: the second file would replace the first without a word
-            raise EvaluationSettingsError(
-                f"history key {key!r} names both {keyed[(variant, stage)]} and {path}: one file per key"
-            )
-        keyed[(variant, stage)] = path
-    if curves is not None and not keyed:
-        raise EvaluationSettingsError("training curves were asked for but no history.csv was given")
+    keyed = keyed_histories(histories, list(history_keys), curves)
     if curves is not None:
         for path in keyed.values():
             read_history(path)  # a file that is no history is refused before any output is written, not after
