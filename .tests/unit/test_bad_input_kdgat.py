@@ -784,6 +784,36 @@ def test_the_dqn_wrappers_refusal_of_graphs_it_must_not_learn_from_is_one_line_n
     )
 
 
+def test_a_vocab_json_given_as_metadata_is_refused_naming_it_and_the_metadata_json_expected(tmp_path, capsys):
+    """vocab.json holds num_ids too: evaluate_baselines given it as input.metadata scored the graphs, with only a
+    warning that the vocabulary digest could not be checked (and the training stages read it the same way)."""
+    import json
+
+    from kdgat.files import FileContentError
+    from kdgat.graph_store import save_graph_sets
+
+    data = tmp_path / "data"
+    save_graphs(toy_graphs(8, num_ids=20, seed=0), data / "train.pt", vocabulary="ours", split="train")
+    save_graphs(toy_graphs(6, num_ids=20, seed=1), data / "val.pt", vocabulary="ours", split="val")
+    save_graph_sets(
+        {"dos": toy_graphs(6, num_ids=20, seed=2)}, data / "test.pt", vocabulary="ours", split="test"
+    )
+    vocab = data / "vocab.json"
+    vocab.write_text(
+        json.dumps({"can_ids": {"0x316": 0}, "oov_index": 19, "num_ids": 20, "source": "frames"})
+    )
+    expected = (
+        f"{vocab}: this is a preprocess vocab.json (CAN ID -> index), given as metadata; expected the preprocess "
+        "run's metadata.json (dataset, num_ids, vocabulary digest, splits), written beside it"
+    )
+    inputs = {"train": data / "train.pt", "val": data / "val.pt", "test": data / "test.pt", "metadata": vocab}
+    outputs = {"metrics": "baselines.json", "scores": "scores.csv"}
+    assert wrapper_refusal("evaluate_baselines", tmp_path, capsys, inputs, {}, outputs=outputs) == expected
+    with pytest.raises(FileContentError) as error:
+        load_num_ids(vocab)  # every training stage's input.metadata
+    assert str(error.value) == expected
+
+
 def _run_time_mistake(tmp_path, mistake: str) -> tuple[str, dict, dict]:
     """(wrapper, inputs, params) of a training job that its run refuses after from_dict has read its settings."""
     from kdgat.training.settings import StageSettings

@@ -238,6 +238,8 @@ def baselines_files(
 
     given = {"train": train, "val": val, "test": test, "metadata": metadata}
     train, val, test, metadata = input_files(given, "the baselines").values()
+    from kdgat.training.data import check_one_preprocess_run, refuse_vocab_as_metadata
+
     try:
         recorded = load_json(metadata)
         num_ids = int(recorded["num_ids"])
@@ -245,11 +247,10 @@ def baselines_files(
         raise FileContentError(
             f"{metadata}: expected preprocess metadata with an integer 'num_ids'"
         ) from error
+    refuse_vocab_as_metadata(metadata, recorded)  # it holds num_ids too
     if dataset is None:
         # A fixed "dataset" here made summarize_evaluation refuse the baselines of the dataset its metrics name.
         dataset = str(recorded.get("dataset") or "dataset")
-    from kdgat.training.data import check_one_preprocess_run
-
     # a test.pt of another run of as many CAN IDs passes the num_ids check below, scored without an error
     check_one_preprocess_run({"train": train, "val": val, "test": test}, metadata=metadata)
     # train.pt and val.pt swapped look alike: the regression would be fitted on validation windows, unsaid

@@ -41,10 +41,21 @@ def load_graph_file(path: str | os.PathLike, name: str = "graphs") -> list:
     return graphs
 
 
+def refuse_vocab_as_metadata(path: str | os.PathLike, document: Any) -> None:
+    """Refuse the preprocess vocab.json given as the metadata input: it holds num_ids too, so its vocabulary size
+    was read, and only a warning said the vocabulary digest (which metadata.json records) could not be checked."""
+    if isinstance(document, Mapping) and "can_ids" in document and "vocabulary" not in document:
+        raise FileContentError(
+            f"{path}: this is a preprocess vocab.json (CAN ID -> index), given as metadata; expected the preprocess "
+            "run's metadata.json (dataset, num_ids, vocabulary digest, splits), written beside it"
+        )
+
+
 def load_num_ids(metadata: str | os.PathLike) -> int:
     """The CAN-ID vocabulary size (incl. the out-of-vocabulary index) from the preprocess metadata.json."""
     path = existing_input(metadata, "metadata", "the preprocess metadata.json with 'num_ids'")
     document = load_json(path)  # a truncated copy: ValueError naming the file
+    refuse_vocab_as_metadata(path, document)
     try:
         return int(document["num_ids"])
     except (KeyError, ValueError, TypeError) as error:
