@@ -1621,3 +1621,41 @@ def test_training_graphs_without_a_normal_one_and_a_diverged_curriculum_vgae_are
         f"{normals} of {normals} normal training graphs a difficulty (anomaly error) that is not finite: its "
         "model.pt is a diverged run; train the VGAE again"
     )
+
+
+def test_train_dqn_logs_its_device_once_however_many_out_of_fold_copies_it_trains(
+    tmp_path, monkeypatch, caplog
+):
+    """dqn.run logged "device: cpu" for the job and dqn.train again for the agent it trains: one job, one device,
+    one line (the out-of-fold copies of keep_folds train on the agent's device and log none)."""
+    from kdgat.files import file_sha256
+    from kdgat.model_store import save_model
+
+    generator = torch.Generator().manual_seed(0)
+    save_graphs(toy_graphs(4, num_ids=NUM_IDS, seed=0), tmp_path / "train.pt", vocabulary="ours")
+    save_graphs(toy_graphs(40, num_ids=NUM_IDS, seed=1), tmp_path / "val.pt", vocabulary="ours")
+    (tmp_path / "metadata.json").write_text(
+        json.dumps({"num_ids": NUM_IDS, "vocabulary": {"digest": "ours"}})
+    )
+    trained = {"trained_on": file_sha256(tmp_path / "train.pt"), "vocabulary": "ours"}
+    save_model(VGAE(NUM_IDS), "vgae", {"num_ids": NUM_IDS}, tmp_path / "vgae.pt", **trained)
+    save_model(GAT(NUM_IDS), "gat", {"num_ids": NUM_IDS}, tmp_path / "gat.pt", **trained)
+    # the models' scores made up (an untrained VGAE has no threshold): only the logging is under test
+    monkeypatch.setattr(
+        dqn_training, "fusion_inputs", lambda *args, **kwargs: toy_fusion_inputs(40, generator)
+    )
+    dqn_settings = settings("dqn", training={"epochs": 2, "lr": 0.001}, dqn=RL)
+    assert dqn_settings.dqn.keep_folds == 5  # five copies trained besides the agent
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    with caplog.at_level(logging.INFO, logger="kdgat.training"):
+        dqn_training.run(
+            fit=tmp_path / "val.pt",
+            metadata=tmp_path / "metadata.json",
+            vgae=tmp_path / "vgae.pt",
+            gat=tmp_path / "gat.pt",
+            settings=dqn_settings,
+            outputs=outputs,
+        )
+    assert [record.getMessage() for record in caplog.records if record.getMessage().startswith("device")] == [
+        "device: cpu"
+    ]

@@ -306,6 +306,7 @@ def train(
     teacher_inputs: dict | None = None,
     callbacks: Sequence = (),
     teacher_val_inputs: dict | None = None,
+    device: torch.device | None = None,
 ):
     """Train the fusion agent on precomputed fusion inputs (kdgat.inference.fusion_inputs): ``train_inputs`` are
     learnt from, ``val_inputs`` decide early stopping; with ``teacher`` (student_kd), ``teacher_inputs`` are the
@@ -313,7 +314,8 @@ def train(
     ``val_inputs``, needed when ``kd_gat.dqn.keep_folds`` > 0). Then the policy is chosen
     (kdgat.training.fusion_policy.fall_back_unless_better): with ``keep_folds``, on rewards cross-fitted over the
     fit and stop graphs (kdgat.training.held_out.cross_fitted_rewards: each judged by a copy of the agent trained
-    without it, the same settings, early-stopping on blocks of its own training folds)."""
+    without it, the same settings, early-stopping on blocks of its own training folds). ``device``: the one
+    ``run`` resolved (and logged) for the job; None resolves it from the settings."""
     started = time.perf_counter()
     settings = StageSettings.from_dict(settings)
     if (teacher is None) != (teacher_inputs is None):
@@ -324,7 +326,7 @@ def train(
             f"cross-fitting a distilled agent ({setting_key('kd_gat.dqn.keep_folds', 'dqn.keep_folds')}) needs the "
             "teacher's stop inputs"
         )
-    device = resolve_device(settings)
+    device = resolve_device(settings) if device is None else device
     # The agent first (its checkpoint makes a killed job resume), then the copies (seconds; redone on resume).
     stage, result = fit_agent(
         train_inputs, val_inputs, settings, device, checkpoint, teacher, teacher_inputs, callbacks
@@ -476,6 +478,7 @@ def run(
             teacher_inputs,
             callbacks=(*callbacks, tracker),
             teacher_val_inputs=teacher_val_inputs,
+            device=device,  # logged once, above
         )
         recorded = {"vocabulary": graph_vocabulary(fit)}  # the run whose graphs it learnt from
         write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint, **recorded)
