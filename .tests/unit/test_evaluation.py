@@ -265,6 +265,8 @@ def test_an_empty_stash_dir_switches_the_result_stash_off(tmp_path, monkeypatch,
     # Off: only the declared outputs are written, and the evaluation is computed.
     assert evaluate("") == set(outputs.values())
     assert "evaluating tiny/teacher" in caplog.text and not stash_said()
+    # given no seed, the line says so ("seed None" read like a seed named None)
+    assert "evaluating tiny/teacher (no seed) on cpu" in caplog.text and "seed None" not in caplog.text
     # Control: a non-empty stash_dir commits an entry.
     written = evaluate(str(shipped_stash.relative_to(tmp_path)))
     assert any(p.name == "COMPLETE" and shipped_stash in p.parents for p in written)
@@ -335,7 +337,7 @@ def test_another_library_release_recomputes_instead_of_restoring_from_the_stash(
         return caplog.text
 
     assert "committed results to the stash" in evaluate()
-    assert "restored tiny/teacher seed None from the result stash" in evaluate()  # same code: restored
+    assert "restored tiny/teacher (no seed) from the result stash" in evaluate()  # same code: restored
     monkeypatch.setattr(run, "library_code_digest", lambda: "a-later-release", raising=False)
     log = evaluate()
     assert "evaluating tiny/teacher" in log and "restored" not in log
@@ -1796,7 +1798,7 @@ def test_evaluations_of_one_key_with_other_output_formats_keep_each_its_own_stas
     assert "committed results to the stash" in evaluate(parquet)
     assert "committed results to the stash" in evaluate(csv)
     for outputs in (parquet, csv, parquet):
-        assert "restored tiny/teacher seed None from the result stash" in evaluate(outputs)
+        assert "restored tiny/teacher (no seed) from the result stash" in evaluate(outputs)
         assert all(path.is_file() for path in outputs.values())
 
 
@@ -1975,7 +1977,7 @@ def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, mo
             speed={"repeats": 1, "latency_runs": 1, "max_graphs": 4}, stash_dir=tmp_path / "stash",
         )  # fmt: skip
     assert devices == ["cpu", "cpu"]
-    assert "restored tiny/teacher seed None from the result stash" in caplog.text
+    assert "restored tiny/teacher (no seed) from the result stash" in caplog.text
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -2002,7 +2004,7 @@ def test_the_stash_key_holds_the_hardware_the_speed_was_measured_on(tmp_path, mo
         return caplog.text
 
     assert "committed results to the stash" in evaluate()
-    assert "restored tiny/teacher seed None from the result stash" in evaluate()  # same hardware
+    assert "restored tiny/teacher (no seed) from the result stash" in evaluate()  # same hardware
     hardware[0] = "Tesla V100-SXM2-16GB"
     log = evaluate()
     assert "evaluating tiny/teacher" in log and "restored" not in log
@@ -2031,7 +2033,7 @@ def test_the_stash_key_holds_the_torch_build_that_computed_the_entry(tmp_path, m
         return caplog.text
 
     assert "committed results to the stash" in evaluate()
-    assert "restored tiny/teacher seed None" in evaluate()  # same build
+    assert "restored tiny/teacher (no seed)" in evaluate()  # same build
     build[0] = "torch 2.13.0+cu118 CUDA 11.8"
     log = evaluate()
     assert "evaluating tiny/teacher" in log and "restored" not in log

@@ -581,7 +581,7 @@ def test_evaluation_with_device_cpu_runs_on_the_cpu_while_holding_a_gpu(no_gpu_e
     # Past the device choice, on the CPU: it goes on to load the models and fails only on the empty file.
     with pytest.raises(ValueError, match="cannot load the vgae model"):
         evaluate_empty_files(tmp_path, "cpu")
-    assert "evaluating hcrl_sa/teacher seed None on cpu" in caplog.text
+    assert "evaluating hcrl_sa/teacher (no seed) on cpu" in caplog.text
 
 
 def run_check(**env):

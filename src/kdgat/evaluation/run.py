@@ -305,7 +305,7 @@ def evaluate_files(
         record_restore(stash.entry(key))  # a restore computed nothing: its benchmark is no evaluation's
         unchanged = "inputs, params and library code unchanged"
         log.info(
-            "restored %s/%s seed %s from the result stash %s (%s)", dataset, variant, seed, key, unchanged
+            "restored %s from the result stash %s (%s)", _run_name(dataset, variant, seed), key, unchanged
         )
         log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
         return load_json(outputs["metrics"])
@@ -317,7 +317,7 @@ def evaluate_files(
 
     if threads:
         torch.set_num_threads(threads)
-    log.info("evaluating %s/%s seed %s on %s", dataset, variant, seed, torch_device)
+    log.info("evaluating %s on %s", _run_name(dataset, variant, seed), torch_device)
     models = {}
     for name in ("vgae", "gat", "dqn"):
         try:
@@ -361,7 +361,7 @@ def evaluate_files(
     except NonFiniteScoresError as error:
         # the split and column alone name neither the evaluation nor the file to retrain
         raise NonFiniteScoresError(
-            f"{inputs[error.model]} ({dataset}/{variant} seed {seed}, the {error.model} model): {error}",
+            f"{inputs[error.model]} ({_run_name(dataset, variant, seed)}, the {error.model} model): {error}",
             error.model,
         ) from None
     # Where it ran (`auto` says whether on the GPU), the hardware and torch build the speed was measured on
@@ -391,6 +391,11 @@ def seeds_text(documents: Sequence[Mapping]) -> str:
     if not seeds:
         return ""
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def _run_name(dataset: str, variant: str, seed: int | None) -> str:
+    """``lab/teacher seed 3``, or ``lab/teacher (no seed)`` for an evaluation given none (not ``seed None``)."""
+    return f"{dataset}/{variant} " + ("(no seed)" if seed is None else f"seed {seed}")
 
 
 def summarize_files(
