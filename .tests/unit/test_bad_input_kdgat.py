@@ -1013,7 +1013,7 @@ def test_evaluate_detector_refuses_a_seed_that_is_no_integer_before_it_scores(tm
                (("metrics", "json"), ("scores", "parquet"), ("roc", "svg"), ("pr", "svg"), ("confusion", "svg"))}  # fmt: skip
     message = wrapper_refusal("evaluate_detector", tmp_path, capsys, inputs, params, outputs)
     assert message == (
-        "seed must be an integer (the training seed of the models, recorded in metrics.json) or absent; "
+        "params.seed must be an integer (the training seed of the models, recorded in metrics.json) or absent; "
         f"got {type(seed).__name__} {seed!r}"
     )
     # the summary's check of a metrics.json holds the same rule

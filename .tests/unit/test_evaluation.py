@@ -929,19 +929,27 @@ def test_evaluate_files_refuses_a_missing_output_or_input_before_loading_anythin
     assert not (tmp_path / "out").exists()
 
 
+# evaluate_detector's settings as a wrapper user and the workflow's config name them
+SPEED = r"params\.speed \(evaluation\.speed in the workflow's config\)"
+BATCH_SIZE = r"params\.batch_size \(evaluation\.batch_size in the workflow's config\)"
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ({"speed": {"repeat": 2}}, r"speed settings \['repeat'\] are unknown; expected some of \['repeats'"),
+        ({"speed": {"repeat": 2}}, SPEED + r": \['repeat'\] are unknown; expected some of \['repeats'"),
         (
             {"speed": {"latency_runs": 0}},
-            r"speed settings must be positive integers; got \{'latency_runs': 0\}",
+            SPEED + r": each must be a positive integer; got \{'latency_runs': 0\}",
         ),
-        ({"batch_size": 0}, r"batch_size must be a positive integer \(graphs per inference batch\); got 0"),
-        ({"speed": {"repeats": True}}, r"speed settings must be positive integers; got \{'repeats': True\}"),
+        (
+            {"batch_size": 0},
+            BATCH_SIZE + r" must be a positive integer \(graphs per inference batch\); got 0",
+        ),
+        ({"speed": {"repeats": True}}, SPEED + r": each must be a positive integer; got \{'repeats': True\}"),
         (
             {"batch_size": True},
-            r"batch_size must be a positive integer \(graphs per inference batch\); got True",
+            BATCH_SIZE + r" must be a positive integer \(graphs per inference batch\); got True",
         ),
     ],
 )
@@ -966,7 +974,7 @@ def test_evaluate_detector_checks_its_speed_settings_before_scoring():
     def never(*args, **kwargs):
         raise AssertionError("scored before the settings were checked")
 
-    with pytest.raises(ValueError, match=r"speed settings \['repeat'\] are unknown"):
+    with pytest.raises(ValueError, match=SPEED + r": \['repeat'\] are unknown"):
         evaluate_detector(None, None, None, ["graph"], {}, score_fn=never, speed={"repeat": 2})
 
 

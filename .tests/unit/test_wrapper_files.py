@@ -1033,16 +1033,20 @@ SUMMARY_OUTPUTS = ("csv", "markdown", "chart", "scenarios")
          r"{tmp}/val\.pt: cannot load the vgae model \(FileContentError: {tmp}/val\.pt: not a kd_gat model file "),
         ("evaluate_detector", {"vgae": "val.pt", "gat": "val.pt", "dqn": "val.pt", "val": "val.pt", "test": "test.pt"},
          {"dataset": "toy", "variant": "teacher", "fpr_targets": [5]}, EVALUATION_OUTPUTS, "EvaluationSettingsError",
-         r"^fpr_targets must be false-positive rates strictly between 0 and 1; got \[5\]$"),
+         r"^params\.fpr_targets \(evaluation\.fpr_targets in the workflow's config\) must be false-positive rates strictly between 0 and 1; got \[5\]$"),
         ("evaluate_detector", {"vgae": "val.pt", "gat": "val.pt", "dqn": "val.pt", "val": "val.pt", "test": "test.pt"},
          {"dataset": "toy", "variant": "teacher", "batch_size": 0}, EVALUATION_OUTPUTS, "EvaluationSettingsError",
-         r"^batch_size must be a positive integer \(graphs per inference batch\); got 0$"),
+         r"^params\.batch_size \(evaluation\.batch_size in the workflow's config\) must be a positive integer \(graphs per inference batch\); got 0$"),
         ("summarize_evaluation", {"metrics": "broken.json"}, {}, SUMMARY_OUTPUTS, "FileContentError",
          r"^{tmp}/broken\.json: not valid JSON \(Expecting property name enclosed in double quotes at line 1\)$"),
         ("summarize_evaluation", {"metrics": "partial.json"}, {}, SUMMARY_OUTPUTS, "FileContentError",
          r"^{tmp}/partial\.json: metrics lack \['variant', 'test', "),
         ("summarize_evaluation", {"metrics": "partial.json", "history": "text.pt"}, {"history_keys": "teacher/vgea"},
          SUMMARY_OUTPUTS + ("curves",), "EvaluationSettingsError", r"^history key 'teacher/vgea' must be "),
+        # named bare as "history_keys (2) must name every history.csv (1)", neither as the param nor the input
+        ("summarize_evaluation", {"metrics": "partial.json", "history": "text.pt"},
+         {"history_keys": ["teacher/vgae", "teacher/gat"]}, SUMMARY_OUTPUTS + ("curves",), "EvaluationSettingsError",
+         r"^params\.history_keys \(2\) must name every history\.csv of input\.history \(1\), in the same order$"),
     ],
 )  # fmt: skip
 def test_a_wrong_file_or_setting_ends_the_kdgat_wrappers_with_one_line_naming_it(

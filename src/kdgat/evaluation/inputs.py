@@ -210,7 +210,7 @@ def checked_seed(seed: Any) -> int | None:
     refused only by the summary over seeds (checked_metrics), after every evaluation had run."""
     if not is_seed(seed):
         raise EvaluationSettingsError(
-            f"seed must be an integer (the training seed of the models, recorded in metrics.json) or absent; "
+            f"params.seed must be an integer (the training seed of the models, recorded in metrics.json) or absent; "
             f"got {type(seed).__name__} {seed!r}"
         )
     return None if seed is None else int(seed)
@@ -330,7 +330,8 @@ def keyed_histories(
     messages name its params, inputs and outputs: params.history_keys, input.history, output.curves."""
     if len(histories) != len(history_keys):
         raise EvaluationSettingsError(
-            f"history_keys ({len(history_keys)}) must name every history.csv ({len(histories)}), in the same order"
+            f"params.history_keys ({len(history_keys)}) must name every history.csv of input.history "
+            f"({len(histories)}), in the same order"
         )
     keyed: dict[tuple[str, str], str | os.PathLike] = {}
     for key, path in zip(history_keys, histories, strict=True):

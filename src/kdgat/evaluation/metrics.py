@@ -80,12 +80,19 @@ def confusion_counts(labels: Any, predictions: Any) -> dict[str, int]:
     }
 
 
+def setting_name(name: str) -> str:
+    """An evaluation setting as its callers name it: the evaluate_detector / evaluate_baselines wrapper's
+    params.<name>, the workflow's config key evaluation.<name> (which kdgat evaluate's options set too)."""
+    return f"params.{name} (evaluation.{name} in the workflow's config)"
+
+
 def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
     """``fpr_targets`` as a tuple of floats, each a false-positive rate strictly between 0 and 1 (the schema's
     ``evaluation.fpr_targets``); a ValueError naming what is wrong otherwise, before any scoring."""
     if isinstance(fpr_targets, str | bytes) or not isinstance(fpr_targets, Sequence | np.ndarray):
         raise EvaluationSettingsError(
-            f"fpr_targets must be a list of false-positive rates, e.g. [0.05, 0.01]; got {fpr_targets!r}"
+            f"{setting_name('fpr_targets')} must be a list of false-positive rates, e.g. [0.05, 0.01]; got "
+            f"{fpr_targets!r}"
         )
     bad = [
         t
@@ -94,7 +101,7 @@ def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
     ]
     if bad:
         raise EvaluationSettingsError(
-            f"fpr_targets must be false-positive rates strictly between 0 and 1; got {bad}"
+            f"{setting_name('fpr_targets')} must be false-positive rates strictly between 0 and 1; got {bad}"
         )
     # Each rate is one metric, detection_rate_at_fpr_<rate:g>: two rates of one name (0.05 twice, or 0.1 and
     # 0.1000000001) were one column where two were meant, the last one's value under the first one's name.
@@ -102,7 +109,8 @@ def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
     for target in (float(t) for t in fpr_targets):
         if (name := detection_rate_key(target)) in names:
             raise EvaluationSettingsError(
-                f"fpr_targets must name each false-positive rate once; {names[name]!r} and {target!r} are both "
+                f"{setting_name('fpr_targets')} must name each false-positive rate once; {names[name]!r} and "
+                f"{target!r} are both "
                 f"reported as {name}"
             )
         names[name] = target

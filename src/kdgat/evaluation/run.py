@@ -38,6 +38,7 @@ from kdgat.evaluation.metrics import (
     binary_metrics,
     checked_fpr_targets,
     input_files,
+    setting_name,
 )
 from kdgat.evaluation.plots import (
     plot_confusion,
@@ -88,7 +89,8 @@ def checked_batch_size(batch_size: Any) -> int:
     """``batch_size`` (``evaluation.batch_size``) as a positive integer; a ValueError naming it otherwise."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise EvaluationSettingsError(
-            f"batch_size must be a positive integer (graphs per inference batch); got {batch_size!r}"
+            f"{setting_name('batch_size')} must be a positive integer (graphs per inference batch); got "
+            f"{batch_size!r}"
         )
     return int(batch_size)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdgat.evaluation.metrics import EvaluationSettingsError
+from kdgat.evaluation.metrics import EvaluationSettingsError, setting_name
 
 SPEED_SETTINGS = ("repeats", "latency_runs", "max_graphs")
 # The shortest time perf_counter tells from 0 s; read at import (the speed tests replace the module's clock).
@@ -25,7 +25,7 @@ def checked_speed(speed: Mapping[str, Any] | None) -> dict[str, int]:
     unknown = sorted(set(speed) - set(SPEED_SETTINGS))
     if unknown:
         raise EvaluationSettingsError(
-            f"speed settings {unknown} are unknown; expected some of {list(SPEED_SETTINGS)}"
+            f"{setting_name('speed')}: {unknown} are unknown; expected some of {list(SPEED_SETTINGS)}"
         )
     bad = {
         key: value
@@ -33,7 +33,7 @@ def checked_speed(speed: Mapping[str, Any] | None) -> dict[str, int]:
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
     }
     if bad:
-        raise EvaluationSettingsError(f"speed settings must be positive integers; got {bad}")
+        raise EvaluationSettingsError(f"{setting_name('speed')}: each must be a positive integer; got {bad}")
     return {key: int(value) for key, value in speed.items()}
 
 
