@@ -1989,14 +1989,26 @@ def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, mo
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_the_stash_key_holds_the_hardware_the_speed_was_measured_on(tmp_path, monkeypatch, caplog):
-    """metrics.json's speed figures belong to the hardware that measured them, but the key held only the device
-    kind (`cuda`): an A100's throughput was restored on a V100 node as that node's. The key now holds the
-    hardware (kdgat.runtime.device_name, injected here): the same restores, another recomputes."""
+@pytest.mark.parametrize(
+    ("measured_by", "first", "second"),
+    [
+        # hardware: the key held only the device kind (`cuda`), and an A100's throughput was restored on a V100
+        # node as that node's
+        ("device_name", "NVIDIA A100-SXM4-40GB", "Tesla V100-SXM2-16GB"),
+        # the torch build: after an upgrade of torch or its CUDA, an entry of the old build was restored
+        ("torch_build", "torch 2.13.0+cu126 CUDA 12.6", "torch 2.13.0+cu118 CUDA 11.8"),
+    ],
+)
+def test_the_stash_key_holds_the_hardware_and_torch_build_the_speed_was_measured_with(
+    tmp_path, monkeypatch, caplog, measured_by, first, second
+):
+    """metrics.json's speed figures (and last digits) belong to the hardware and torch build that measured them;
+    the key holds both (kdgat.runtime.device_name and torch_build, injected here): the same restores, another
+    recomputes."""
     import kdgat.runtime
 
-    hardware = ["NVIDIA A100-SXM4-40GB"]
-    monkeypatch.setattr(kdgat.runtime, "device_name", lambda device, threads=None: hardware[0], raising=False)
+    measured = [first]
+    monkeypatch.setattr(kdgat.runtime, measured_by, lambda *args, **kwargs: measured[0])
     _unrendered(monkeypatch)
     caplog.set_level("INFO", logger="kdgat")
     inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
@@ -2012,39 +2024,11 @@ def test_the_stash_key_holds_the_hardware_the_speed_was_measured_on(tmp_path, mo
         return caplog.text
 
     assert "committed results to the stash" in evaluate()
-    assert "restored tiny/teacher (no seed) from the result stash" in evaluate()  # same hardware
-    hardware[0] = "Tesla V100-SXM2-16GB"
+    assert "restored tiny/teacher (no seed) from the result stash" in evaluate()  # the same
+    measured[0] = second
     log = evaluate()
     assert "evaluating tiny/teacher" in log and "restored" not in log
     assert len([entry for entry in (tmp_path / "stash").iterdir() if not entry.name.startswith(".")]) == 2
-
-
-def test_the_stash_key_holds_the_torch_build_that_computed_the_entry(tmp_path, monkeypatch, caplog):
-    """Speed figures (and last digits) belong to the torch build too: after an upgrade of torch or its CUDA an
-    entry of the old build was restored as the new one's. The key holds kdgat.runtime.torch_build (injected)."""
-    import kdgat.runtime
-
-    build = ["torch 2.13.0+cu126 CUDA 12.6"]
-    monkeypatch.setattr(kdgat.runtime, "torch_build", lambda: build[0])
-    _unrendered(monkeypatch)
-    caplog.set_level("INFO", logger="kdgat")
-    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
-
-    def evaluate() -> str:
-        caplog.clear()
-        for path in outputs.values():
-            path.unlink(missing_ok=True)
-        evaluate_files(
-            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
-            stash_dir=tmp_path / "stash",
-        )  # fmt: skip
-        return caplog.text
-
-    assert "committed results to the stash" in evaluate()
-    assert "restored tiny/teacher (no seed)" in evaluate()  # same build
-    build[0] = "torch 2.13.0+cu118 CUDA 11.8"
-    log = evaluate()
-    assert "evaluating tiny/teacher" in log and "restored" not in log
 
 
 def test_the_scores_table_columns_docs_evaluation_md_and_meta_yaml_list_are_the_ones_written():
