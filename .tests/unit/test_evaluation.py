@@ -864,6 +864,19 @@ def _unrendered(monkeypatch) -> None:
     monkeypatch.setattr(plots, "save_figure", placeholder)
 
 
+def _evaluated_after_a_group_failure(inputs, outputs, stash_dir, caplog) -> str:
+    """The log of one evaluation of the tiny models with the result stash ``stash_dir``, its outputs deleted first
+    (what Snakemake does to the members of a failed group job)."""
+    caplog.clear()
+    for path in outputs.values():
+        path.unlink(missing_ok=True)
+    evaluate_files(
+        **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
+        stash_dir=stash_dir,
+    )  # fmt: skip
+    return caplog.text
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_evaluate_files_scores_on_the_threads_and_batch_size_given_and_names_dataset_variant_seed_device(
     tmp_path, monkeypatch
@@ -1794,14 +1807,7 @@ def test_evaluations_of_one_key_with_other_output_formats_keep_each_its_own_stas
     csv["scores"] = csv["scores"].with_suffix(".csv")
 
     def evaluate(outputs) -> str:
-        caplog.clear()
-        for path in outputs.values():
-            path.unlink(missing_ok=True)  # what Snakemake does to the members of a failed group job
-        evaluate_files(
-            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
-            stash_dir=tmp_path / "stash",
-        )  # fmt: skip
-        return caplog.text
+        return _evaluated_after_a_group_failure(inputs, outputs, tmp_path / "stash", caplog)
 
     assert "committed results to the stash" in evaluate(parquet)
     assert "committed results to the stash" in evaluate(csv)
@@ -2014,14 +2020,7 @@ def test_the_stash_key_holds_the_hardware_and_torch_build_the_speed_was_measured
     inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
 
     def evaluate() -> str:
-        caplog.clear()
-        for path in outputs.values():
-            path.unlink(missing_ok=True)  # what Snakemake does to the members of a failed group job
-        evaluate_files(
-            **inputs, outputs=outputs, dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED,
-            stash_dir=tmp_path / "stash",
-        )  # fmt: skip
-        return caplog.text
+        return _evaluated_after_a_group_failure(inputs, outputs, tmp_path / "stash", caplog)
 
     assert "committed results to the stash" in evaluate()
     assert "restored tiny/teacher (no seed) from the result stash" in evaluate()  # the same
