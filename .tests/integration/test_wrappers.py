@@ -423,27 +423,11 @@ def test_a_user_mistake_ends_the_job_with_one_line_naming_it_and_no_traceback(tm
     assert not (tmp_path / "can.csv.gz").exists() and not (tmp_path / "design.csv").exists()
 
 
-BUILD_GRAPHS_WITH_A_BAD_PARAM = """
-rule build_graphs:
-    input:
-        train="{data}/train_attack.csv",
-        test="{data}/test_attack.csv",
-    output:
-        train="graphs/train.pt",
-        val="graphs/val.pt",
-        test="graphs/test.pt",
-        vocab="graphs/vocab.json",
-        metadata="graphs/metadata.json",
-    log:
-        "logs/build_graphs.log",
-    params:
-        test_scenario_of_file="attack",
-        window_size=10,
-        stride=10,
-        bad_rows="ignore",
-    wrapper:
-        "file:{wrapper}"
-"""
+# ONE_FILE_EACH with a log (where the one line of the refusal goes) and, for its val_fraction, a bad_rows the
+# reader does not take.
+BUILD_GRAPHS_WITH_A_BAD_PARAM = ONE_FILE_EACH.replace(
+    "    params:\n", '    log:\n        "logs/build_graphs.log",\n    params:\n'
+).replace("        val_fraction=0.25,\n", '        bad_rows="ignore",\n')
 
 
 def test_a_bad_build_graphs_param_is_one_line_naming_the_param_not_a_config_key(tmp_path: Path) -> None:
