@@ -28,6 +28,7 @@ from testkit import REPO, parsed_workflow
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 SRC = REPO / "src"
 LIBRARY = {path.name for path in SRC.iterdir() if (path / "__init__.py").is_file()}
+WRAPPER_ENVIRONMENTS = sorted((REPO / "wrappers").glob("*/environment.yaml"))
 # conda-forge names of packages whose PyPI name differs (what their metadata is found under here)
 CONDA_TO_PYPI = {
     "matplotlib-base": "matplotlib",
@@ -218,6 +219,13 @@ def test_the_environment_of_every_rule_has_what_its_code_imports(rules) -> None:
             for problem in missing_from(environment, roots)
         ]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", WRAPPER_ENVIRONMENTS, ids=lambda path: path.parent.name)
+def test_a_wrappers_own_environment_has_what_the_wrapper_imports(path: Path) -> None:
+    """A workflow that calls the wrapper alone (`wrapper: "v0.1.0/wrappers/<name>"`) gets this environment."""
+    problems = missing_from(path, _roots_of_file(path.parent / "wrapper.py"))
+    assert not problems, f"{path.relative_to(REPO)}: " + "; ".join(problems)
 
 
 def test_the_reading_of_environments_and_imports_sees_what_each_holds(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 - The library (src/) never imports snakemake; kdgat and simcal never import each other.
 - A wrapper imports only the library (kdgat, simcal) and the standard library: every other package reaches it
-  through the library, so its environment.yaml needs nothing but the library. It never edits sys.path.
+  through the library, so its environment.yaml needs the library (and the clients of its optional paths:
+  test_environments.py). It never edits sys.path.
 """
 
 from __future__ import annotations
