@@ -251,3 +251,15 @@ def test_the_reading_of_environments_and_imports_sees_what_each_holds(tmp_path: 
     assert "httpx" in third_party_imports(["simcal.backends"])
     missing = [line.split(" ")[0] for line in missing_from(environment, ["simcal.backends"])]
     assert "httpx" in missing and "dask" not in missing and "mlflow" not in missing
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "workflow" / "envs").glob("*.yaml")), ids=lambda path: path.name
+)
+def test_conda_environments_take_the_headless_matplotlib(path: Path) -> None:
+    """The rules draw plots without a display: conda-forge's plain `matplotlib` adds the Qt GUI stack (hundreds of
+    MB on every node) that `matplotlib-base` leaves out."""
+    names = [
+        item.split()[0] for item in yaml.safe_load(path.read_text())["dependencies"] if isinstance(item, str)
+    ]
+    assert "matplotlib" not in names, f"{path.name}: use matplotlib-base (headless), not matplotlib"
