@@ -56,11 +56,7 @@ format: $(STAMP)
 	$(BIN)/snakefmt workflow wrappers .tests
 
 bench: $(STAMP)
-	@start=$$(date +%s); failed=""; for script in bench/bench_*.py; do echo "# $$script"; t0=$$(date +%s); \
-		$(BIN)/python $$script || { echo "# $$script FAILED (exit $$?)" >&2; failed="$$failed $$script"; }; \
-		echo "# $$script took $$(( $$(date +%s) - t0 )) s"; done; \
-	echo "# make bench: all scripts took $$(( $$(date +%s) - start )) s (goal: 900 s)"; \
-	if [ -n "$$failed" ]; then echo "# make bench: failed:$$failed" >&2; exit 1; fi
+	PYTHON=$(BIN)/python bash scripts/bench_all.sh
 
 # A fresh resolution of pyproject.toml's ranges in a throwaway virtualenv, frozen into constraints.txt (its header
 # kept). Run after changing dependencies, then `make venv` installs it and the tests check the venv against it.

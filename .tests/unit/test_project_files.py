@@ -389,3 +389,21 @@ def test_make_venv_reinstalls_when_a_package_is_added() -> None:
         str(p.relative_to(REPO)) for root in ("src", "executors") for p in (REPO / root).glob("*/__init__.py")
     }
     assert {"pyproject.toml", "constraints.txt"} | packages <= prerequisites, prerequisites
+
+
+def _make_target_commands(target: str) -> list[str]:
+    """The recipe lines of a Makefile target, without the virtualenv's `$(BIN)/` prefix."""
+    recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)[1]
+    return [line.strip().replace("$(BIN)/", "") for line in recipe.splitlines()]
+
+
+@pytest.mark.parametrize("target", ["lint", "format", "bench"])
+def test_pixi_tasks_run_what_the_makefile_targets_run(target: str) -> None:
+    """`pixi run lint` checks what `make lint` checks (one missing `ruff format --check` let unformatted code pass
+    pixi's lint), and no task needs a shell loop: pixi's task shell has none, so `bench` calls the same script."""
+    task = PIXI["tasks"][target]
+    steps = [step.strip() for step in task.split("&&")]
+    for command in _make_target_commands(target):
+        command = re.sub(r"^PYTHON=\S+ ", "", command)
+        assert command in steps, f"pixi.toml task {target!r} lacks `{command}` (Makefile target {target})"
+    assert not re.search(r"\b(for|while)\b.*\bdo\b", task), f"pixi.toml task {target!r} uses a shell loop"

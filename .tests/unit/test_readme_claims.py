@@ -198,8 +198,10 @@ def test_the_kd_gat_module_declares_the_set_mlflow_credentials_as_envvars(
 
 
 def test_the_bench_time_goal_is_the_makefiles() -> None:
-    """README.md: `make bench` prints the total and holds it to a goal of 15 minutes."""
-    seconds = int(re.search(r"\(goal: (\d+) s\)", (REPO / "Makefile").read_text()).group(1))
+    """README.md: `make bench` prints the total and holds it to a goal of 15 minutes (scripts/bench_all.sh, which
+    the Makefile's bench target runs)."""
+    assert "bash scripts/bench_all.sh" in (REPO / "Makefile").read_text()
+    seconds = int(re.search(r"\(goal: (\d+) s\)", (REPO / "scripts" / "bench_all.sh").read_text()).group(1))
     assert f"(goal: all of them within {seconds // 60} minutes on 2 cores)" in flat_text(README)
     assert seconds % 60 == 0
 
