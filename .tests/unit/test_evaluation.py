@@ -2211,3 +2211,43 @@ def test_metrics_json_records_the_hardware_and_torch_build_the_speed_was_measure
         assert metrics["device"] == "cpu"
         assert metrics["hardware"] == "Test CPU 9000, 1 threads"
         assert metrics["torch"] == f"torch {torch.__version__} CUDA {torch.version.cuda}"
+
+
+def _labelled_graphs(labels):
+    return [
+        Data(x=torch.randn(4, 3), edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]), y=torch.tensor([y]))
+        for y in labels
+    ]
+
+
+def _ranked_scores(vgae, gat, dqn, graphs, batch_size, device):
+    """A score_fn that ranks the graphs in order (a detector stand-in for evaluate_detector)."""
+    ranked = np.linspace(0.1, 0.9, len(graphs))
+    return _scored([int(g.y) for g in graphs], ranked, ranked, ranked)
+
+
+def test_evaluate_detector_called_directly_records_the_device_hardware_and_torch_build(monkeypatch):
+    """Only evaluate_files added `device`, `hardware` and `torch` to the document: a library user who called
+    evaluate_detector and wrote its document got a metrics.json whose speed figures said nothing of what measured
+    them. The document records them itself: the device that ran it, and its hardware unless the caller names it."""
+    import kdgat.runtime
+
+    monkeypatch.setattr(kdgat.runtime, "cpu_name", lambda *args: "Test CPU 9000")
+    graphs = _labelled_graphs([0, 1] * 4)
+    models = (_NodeModel(), _GraphModel(), torch.nn.Linear(2, 2))
+    speed = {"repeats": 1, "latency_runs": 1}
+    build = f"torch {torch.__version__} CUDA {torch.version.cuda}"
+    document, _ = evaluate_detector(*models, graphs, {"dos": graphs}, score_fn=_ranked_scores, speed=speed)
+    threads = torch.get_num_threads()
+    assert {key: document[key] for key in ("device", "hardware", "torch")} == {
+        "device": "cpu",
+        "hardware": f"Test CPU 9000, {threads} threads",
+        "torch": build,
+    }
+    # beside each other and first, as in evaluate_files' metrics.json
+    assert list(document)[:3] == ["device", "hardware", "torch"]
+    named, _ = evaluate_detector(
+        *models, graphs, {"dos": graphs}, score_fn=_ranked_scores, speed=speed, device=torch.device("cpu"),
+        hardware="the lab's workstation",
+    )  # fmt: skip
+    assert (named["device"], named["hardware"], named["torch"]) == ("cpu", "the lab's workstation", build)

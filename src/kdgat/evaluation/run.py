@@ -48,7 +48,7 @@ from kdgat.evaluation.plots import (
     plot_training_curves,
     read_history,
 )
-from kdgat.evaluation.speed import checked_speed, measure_inference_speed
+from kdgat.evaluation.speed import checked_speed, measure_inference_speed, measured_on
 from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
 from kdgat.evaluation.summary import (
     alpha_summary,
@@ -192,10 +192,16 @@ def evaluate_detector(
     device: Any = "cpu",
     fpr_targets: Sequence[float] = FPR_TARGETS,
     speed: Mapping[str, int] | None = None,
+    hardware: str | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Score one trained detector (VGAE, GAT, DQN) on validation and every test scenario and evaluate it."""
+    """Score one trained detector (VGAE, GAT, DQN) on validation and every test scenario and evaluate it.
+
+    The document records where it ran, as evaluate_files' metrics.json does: ``device``, ``hardware`` (what the
+    speed was measured on: ``hardware`` when given, else :func:`kdgat.runtime.device_name` of ``device``) and
+    ``torch`` (:func:`kdgat.runtime.torch_build`)."""
     batch_size, speed = checked_batch_size(batch_size), checked_speed(speed)  # before scoring, not after
     fpr_targets = checked_fpr_targets(fpr_targets)
+    recorded = measured_on(device, hardware)  # before scoring, not after
     if score_fn is None:
         from kdgat.inference import score_graphs as score_fn
     # Input errors naming the argument (evaluate_files names the file first): a direct caller gets one line.
@@ -235,7 +241,7 @@ def evaluate_detector(
     document["speed"] = measure_inference_speed(
         vgae, gat, dqn, list(val_graphs), score_fn, batch_size=batch_size, device=device, **dict(speed or {})
     )
-    return document, scores
+    return {**recorded, **document}, scores
 
 
 def evaluate_files(
@@ -359,6 +365,7 @@ def evaluate_files(
             device=torch_device,
             fpr_targets=fpr_targets,
             speed=speed,
+            hardware=params["hardware"],  # the stash key's: the two cannot disagree
         )
     except NonFiniteScoresError as error:
         # the split and column alone name neither the evaluation nor the file to retrain
@@ -366,9 +373,9 @@ def evaluate_files(
             f"{inputs[error.model]} ({_run_name(dataset, variant, seed)}, the {error.model} model): {error}",
             error.model,
         ) from None
-    # Where it ran (`auto` says whether on the GPU), the hardware and torch build the speed was measured on
-    recorded = {key: params[key] for key in ("device", "hardware", "torch")}
-    document = {"dataset": dataset, "variant": variant, "seed": seed, **recorded, **document}
+    # Where it ran (`auto` says whether on the GPU), the hardware and torch build the speed was measured on:
+    # evaluate_detector's own records, from the same functions as the stash key's
+    document = {"dataset": dataset, "variant": variant, "seed": seed, **document}
     title = f"{dataset} {VARIANT_TITLES.get(variant, variant)}{'' if seed is None else f' seed {seed}'}:"
     write_table(scores, outputs["scores"])
     plot_roc(scores, outputs["roc"], title)

@@ -1,5 +1,5 @@
 """Model size and inference speed: batched throughput and single-window latency of each model and of the whole
-detector, as deployed."""
+detector, as deployed, and what they were measured on (:func:`measured_on`)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,28 @@ def checked_speed(speed: Mapping[str, Any] | None) -> dict[str, int]:
     if bad:
         raise EvaluationSettingsError(f"{setting_name('speed')}: each must be a positive integer; got {bad}")
     return {key: int(value) for key, value in speed.items()}
+
+
+def measured_on(device: Any, hardware: str | None = None) -> dict[str, str]:
+    """What evaluate_detector's document records of where it ran: ``device`` (as torch names it), ``hardware``
+    (what the speed figures were measured on: ``hardware`` when the caller names it, else
+    :func:`kdgat.runtime.device_name` of ``device``) and ``torch`` (:func:`kdgat.runtime.torch_build`). An input
+    error naming a ``device`` torch does not know, before scoring."""
+    import torch  # not imported for summaries
+
+    from kdgat.runtime import device_name, torch_build
+
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise EvaluationSettingsError(
+            f"evaluate_detector's device must be a torch device (cpu, cuda, cuda:N); got {device!r} ({error})"
+        ) from None
+    return {
+        "device": str(torch_device),
+        "hardware": device_name(torch_device) if hardware is None else hardware,
+        "torch": torch_build(),
+    }
 
 
 def _forward_on_batch(model: Any, batch: Any) -> Any:
