@@ -2251,3 +2251,25 @@ def test_evaluate_detector_called_directly_records_the_device_hardware_and_torch
         hardware="the lab's workstation",
     )  # fmt: skip
     assert (named["device"], named["hardware"], named["torch"]) == ("cpu", "the lab's workstation", build)
+
+
+@pytest.mark.parametrize("hardware", [{"gpu": "NVIDIA H100"}, 9000, ["NVIDIA H100"], "", "  "])
+def test_evaluate_detector_refuses_hardware_that_is_no_string_naming_the_argument_before_scoring(hardware):
+    """A `hardware` a caller gave as a dict or a number was written into the document as is (and the summary showed
+    its repr); it is refused as an input error naming the argument and what it takes, before any scoring."""
+    graphs = _labelled_graphs([0, 1] * 4)
+    scored = []
+
+    def score(*args, **kwargs):
+        scored.append(args)
+        return _ranked_scores(*args, **kwargs)
+
+    expected = "evaluate_detector's hardware must be a string naming what the speed is measured on"
+    expected = re.escape(expected) + r".*got " + re.escape(repr(hardware))
+    with pytest.raises(EvaluationSettingsError, match=expected):
+        evaluate_detector(
+            _NodeModel(), _GraphModel(), torch.nn.Linear(2, 2), graphs, {"dos": graphs}, score_fn=score,
+            speed={"repeats": 1, "latency_runs": 1}, hardware=hardware,
+        )  # fmt: skip
+    assert scored == []
+    assert isinstance(EvaluationSettingsError("x"), InputError)

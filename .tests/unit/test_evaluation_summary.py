@@ -1827,3 +1827,15 @@ def test_the_summary_shows_the_hardware_the_latency_was_measured_on_and_reads_ol
         "measured on NVIDIA H100 80GB HBM3",
         "measured on several machines (see the summary's table)",
     ]
+
+
+@pytest.mark.parametrize("hardware", [{"gpu": "NVIDIA H100"}, 9000, ["NVIDIA H100"]])
+def test_a_metrics_json_whose_hardware_is_no_string_is_refused_naming_the_file(tmp_path, hardware):
+    """A hand-edited metrics.json's `hardware` that is no string passed checked_metrics, and summary.csv's
+    `hardware` column and summary.md showed its repr; it is refused naming the file and what is expected."""
+    document = _document("teacher", 1, PERFECT, HALF, PERFECT) | {"hardware": hardware}
+    path = _written(tmp_path, "teacher_1.json", document)
+    expected = f"{path}: hardware {hardware!r} must be a string naming what the speed was measured on"
+    with pytest.raises(InputError, match=re.escape(expected)):
+        _summarize(tmp_path, [path])
+    assert not (tmp_path / "summary.csv").exists()

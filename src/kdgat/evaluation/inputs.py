@@ -228,6 +228,12 @@ def checked_metrics(path, document: Mapping[str, Any]) -> Mapping[str, Any]:
     bad = {key: lookup(document, key) for key in numbers if not is_number(lookup(document, key))}
     if bad:
         raise FileContentError(f"{path}: {bad} must be numbers")
+    hardware = document.get("hardware")
+    if hardware is not None and not isinstance(hardware, str):  # the summary's column would show its repr
+        raise FileContentError(
+            f"{path}: hardware {hardware!r} must be a string naming what the speed was measured on (e.g. 'NVIDIA "
+            "H100 80GB HBM3'), or absent"
+        )
     check_metric_blocks(path, document, "metrics", MODELS)
     return document
 

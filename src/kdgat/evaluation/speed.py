@@ -41,7 +41,14 @@ def measured_on(device: Any, hardware: str | None = None) -> dict[str, str]:
     """What evaluate_detector's document records of where it ran: ``device`` (as torch names it), ``hardware``
     (what the speed figures were measured on: ``hardware`` when the caller names it, else
     :func:`kdgat.runtime.device_name` of ``device``) and ``torch`` (:func:`kdgat.runtime.torch_build`). An input
-    error naming a ``device`` torch does not know, before scoring."""
+    error naming a ``hardware`` that is no non-empty string or a ``device`` torch does not know, before scoring."""
+    if hardware is not None and not (isinstance(hardware, str) and hardware.strip()):
+        # metrics.json would hold it as is, and the summary's column would show a dict's or a number's repr
+        raise EvaluationSettingsError(
+            f"evaluate_detector's hardware must be a string naming what the speed is measured on (e.g. 'NVIDIA H100 "
+            f"80GB HBM3'), or None for kdgat.runtime.device_name of the device; got {hardware!r} "
+            f"({type(hardware).__name__})"
+        )
     import torch  # not imported for summaries
 
     from kdgat.runtime import device_name, torch_build
