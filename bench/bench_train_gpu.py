@@ -17,7 +17,10 @@ checkpoint resumed on CUDA (a job requeued onto a GPU node) and a CUDA checkpoin
 Figures: the median over epochs of each stage's training throughput (history.csv ``graphs_per_s``, which for the
 DQN counts fusion windows: STAGE_UNITS) on CUDA against the CPU in the same run:
   BENCH gpu_<suite>_<variant>_<stage> value=<cuda><unit> baseline=<cpu><unit> ratio=<cuda/cpu> goal=info
-with unit graphs/s for the VGAE and GAT, windows/s for the DQN.
+with unit graphs/s for the VGAE and GAT, windows/s for the DQN; before each suite's lines,
+  # gpu_<suite>: value on <CUDA side's hardware>, baseline on <CPU side's hardware>; <torch build>
+the hardware as each side's evaluations record it in metrics.json (``hardware``, kdgat.runtime.device_name, the
+same function: an evaluation that records another is a failure), and the torch build as they record it.
 No goal: the demo's models are small enough that a GPU need not win. Exit 1 when the check or a step fails, when
 a job that ran with ``auto`` did not run on CUDA, or when a resume did not resume. Without a usable CUDA device the script
 prints a SKIP line and exits 0 (``make bench`` on a machine without a GPU); ``--cpu-trial`` runs it anyway with the
@@ -47,6 +50,7 @@ import torch
 import yaml
 
 from kdgat.files import write_json
+from kdgat.runtime import device_name, torch_build
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "config.yaml"
@@ -77,6 +81,12 @@ SUITES = {
 
 class StepFailed(RuntimeError):
     pass
+
+
+def hardware(device: str) -> str:
+    """What a job run with ``--device device`` and THREADS threads measures on, as its evaluation's metrics.json
+    records it (``hardware``, the same function): the GPU's model, or the CPU's model and the thread count."""
+    return device_name(torch.device(device), THREADS)
 
 
 def with_source(extra: dict | None = None) -> dict:
@@ -166,6 +176,7 @@ def run_chain(data: Path, chain: Path, device: str, suite: dict, log: Path) -> d
         jobs[f"{variant}/evaluate"] = {
             "wall_s": round(seconds, 2),
             "device": document["device"],
+            "hardware": document["hardware"],
             "f1_pooled": {model: pooled[model]["f1"] for model in ("vgae", "gat", "fusion")},
         }
     return jobs
@@ -231,6 +242,22 @@ def throughput_line(suite: str, variant: str, stage: str, value: float, baseline
     )
 
 
+def measured_on_line(sides_hardware: dict) -> str:
+    """What the BENCH lines after it were measured on: value on the CUDA side's hardware, baseline on the CPU's."""
+    return f"value on {sides_hardware['cuda']}, baseline on {sides_hardware['cpu']}; {torch_build()}"
+
+
+def hardware_disagreements(suite: str, sides: dict, sides_hardware: dict) -> list[str]:
+    """A failure for each evaluation whose metrics.json records other hardware than its side's line says."""
+    return [
+        f"{suite} {side} {job}: metrics.json records hardware {job_record['hardware']!r}, the bench "
+        f"{sides_hardware[side]!r}"
+        for side, jobs in sides.items()
+        for job, job_record in jobs.items()
+        if job.endswith("/evaluate") and job_record["hardware"] != sides_hardware[side]
+    ]
+
+
 def save(report: dict, path: Path | None) -> None:
     """Write the report so far (after each suite and check: a run cut by a time limit keeps what it measured)."""
     if path:
@@ -261,10 +288,13 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_train_gpu_"))
     work.mkdir(parents=True, exist_ok=True)
     log = work / "kdgat.log"
+    # Each side's hardware as its evaluations' metrics.json must record it (checked below), not named by hand.
+    sides_hardware = {"cuda": hardware(expected), "cpu": hardware("cpu")}
     report: dict = {
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
-        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "torch_build": torch_build(),
+        "hardware": sides_hardware,
         "threads": THREADS,
         "suites": {},
         "checks": {},
@@ -313,6 +343,8 @@ def main() -> int:
         for suite, sides in sides_of.items():
             report["suites"][suite] = sides
             save(report, args.out)
+            print(f"# gpu_{suite}: {measured_on_line(sides_hardware)}", flush=True)
+            report["failures"] += hardware_disagreements(suite, sides, sides_hardware)
             for job, cuda_job in sides["cuda"].items():
                 if not str(cuda_job["device"]).startswith(expected):
                     report["failures"].append(f"{suite} {job} ran on {cuda_job['device']} with device auto")

@@ -24,6 +24,7 @@ from kdgat.can.reader import read_can_file
 from kdgat.can.writer import write_can_file
 from kdgat.graphs import build_graphs, window_count
 from kdgat.preprocess import to_index
+from kdgat.runtime import device_name, torch_build
 from kdgat.synthetic import Vehicle, generate_log
 
 pytestmark = pytest.mark.integration
@@ -375,6 +376,11 @@ def test_bench_train_gpu_skips_without_a_gpu_and_its_resume_checks_and_chain_run
         job = jobs[f"student/{stage}"]
         assert job["epochs_run"] == 2 and job["median_graphs_per_s"] > 0 and job["num_parameters"] > 0, job
     assert sorted(jobs["student/evaluate"]["f1_pooled"]) == ["fusion", "gat", "vgae"]
+    # the hardware its metrics.json records, read by the same function as the bench's "# gpu_<suite>:" line
+    import torch
+    from bench_train_gpu import hardware
+
+    assert jobs["student/evaluate"]["hardware"] == hardware("cpu") == device_name(torch.device("cpu"), 1)
 
 
 def test_bench_train_gpu_keeps_its_report_when_a_step_breaks_unexpectedly(tmp_path, monkeypatch):
@@ -405,6 +411,47 @@ def test_bench_train_gpu_keeps_its_report_when_a_step_breaks_unexpectedly(tmp_pa
     assert [failure.splitlines()[0] for failure in written["failures"]] == ["the script itself failed:"]
     assert "KeyError: 'device'" in written["failures"][0]
     assert all(case["ok"] for case in written["checks"]["device_choice"].values())
+
+
+def test_bench_train_gpu_reads_the_hardware_its_evaluations_record_and_fails_where_they_disagree(
+    tmp_path, monkeypatch, capsys
+):
+    """The report named the GPU by hand (torch.cuda.get_device_name), apart from what the evaluations' metrics.json
+    record. Now each side's hardware comes from kdgat.runtime.device_name (what metrics.json's `hardware` is), is
+    printed before the suite's BENCH lines and is in the report, and an evaluation that records other hardware is
+    a failure (exit 1)."""
+    import kdgat.runtime
+
+    monkeypatch.syspath_prepend(str(Path(REPO, "bench")))
+    import bench_train_gpu
+
+    for name, value in {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(kdgat.runtime, "cpu_name", lambda *args: "Test CPU 9000")
+    monkeypatch.setattr(bench_train_gpu, "device_choices", lambda expected: {})
+    monkeypatch.setattr(bench_train_gpu, "prepare_data", lambda work, scale, log: work / "data")
+    recorded = {"auto": "Test CPU 9000, 1 threads", "cpu": "Test CPU 9000, 1 threads"}
+
+    def chain(data, folder, device, suite, log):  # one evaluation per side, as its metrics.json records it
+        return {"teacher/evaluate": {"device": "cpu", "hardware": recorded[device], "f1_pooled": {}}}
+
+    monkeypatch.setattr(bench_train_gpu, "run_chain", chain)
+    report = tmp_path / "report.json"
+    argv = ["bench_train_gpu.py", "--cpu-trial", "--suites", "demo", "--no-resume", "--out", str(report)]
+    monkeypatch.setattr(sys, "argv", argv)
+    line = f"# gpu_demo: value on Test CPU 9000, 1 threads, baseline on Test CPU 9000, 1 threads; {torch_build()}"
+    assert bench_train_gpu.main() == 0
+    assert capsys.readouterr().out.splitlines() == [line]
+    written = json.loads(report.read_text())
+    assert written["hardware"] == {"cuda": "Test CPU 9000, 1 threads", "cpu": "Test CPU 9000, 1 threads"}
+    assert written["torch_build"] == torch_build() and written["failures"] == []
+
+    recorded["auto"] = "NVIDIA A100-SXM4-40GB"  # measured elsewhere than the bench line says
+    assert bench_train_gpu.main() == 1
+    assert json.loads(report.read_text())["failures"] == [
+        "demo cuda teacher/evaluate: metrics.json records hardware 'NVIDIA A100-SXM4-40GB', the bench "
+        "'Test CPU 9000, 1 threads'"
+    ]
 
 
 def test_bench_train_gpu_labels_each_stage_with_the_unit_it_counts(monkeypatch):
