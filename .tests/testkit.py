@@ -181,6 +181,23 @@ class SlurmJobResources(dict):
             raise AttributeError(name) from error
 
 
+def count_header_reads(monkeypatch) -> dict[str, int]:
+    """``{file name: times read}`` of the graph files' headers (kdgat.graph_store's memory-mapped reads) from now on
+    in this test; the reads themselves still happen (errors included)."""
+    import kdgat.graph_store as store
+
+    reads: dict[str, int] = {}
+    read = store.load_torch
+
+    def counted(path, what, mmap=False):
+        if mmap:
+            reads[Path(path).name] = reads.get(Path(path).name, 0) + 1
+        return read(path, what, mmap=mmap)
+
+    monkeypatch.setattr(store, "load_torch", counted)
+    return reads
+
+
 def flat_text(path: Path) -> str:
     """A document's text with every run of whitespace as one space: a claim reads the same however it is wrapped."""
     return " ".join(Path(path).read_text().split())

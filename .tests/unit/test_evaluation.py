@@ -24,7 +24,7 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
-from testkit import REPO
+from testkit import REPO, count_header_reads
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
@@ -2273,3 +2273,29 @@ def test_evaluate_detector_refuses_hardware_that_is_no_string_naming_the_argumen
         )  # fmt: skip
     assert scored == []
     assert isinstance(EvaluationSettingsError("x"), InputError)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_evaluation_reads_each_graph_files_header_once_and_still_names_a_json_given_as_graphs(
+    tmp_path, monkeypatch
+):
+    """The split check and the vocabulary check each read val.pt's and test.pt's header (memory-mapped): two reads
+    of each file for two keys of one header. Both keys come from one read; a JSON given as the graphs is still
+    refused with the unpickler's reason, naming the file."""
+    _unrendered(monkeypatch)
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+    settings = {"dataset": "tiny", "variant": "teacher", "device": "cpu", "speed": TINY_SPEED}
+    reads = count_header_reads(monkeypatch)
+    evaluate_files(**inputs, outputs=outputs, **settings)
+    assert reads == {"val.pt": 1, "test.pt": 1}
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text('{"num_ids": 20}')
+    with pytest.raises(FileContentError) as error:
+        evaluate_files(
+            **(inputs | {"val": str(metadata)}), outputs=_evaluation_outputs(tmp_path / "2"), **settings
+        )
+    message = str(error.value)
+    assert (
+        message.startswith(f"{metadata}: not a readable kdgat graph file")
+        and "Unsupported operand 123" in message
+    )

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import t
-from testkit import REPO
+from testkit import REPO, count_header_reads
 
 from kdgat.evaluation.baselines import (
     BASELINES,
@@ -1839,3 +1839,33 @@ def test_a_metrics_json_whose_hardware_is_no_string_is_refused_naming_the_file(t
     with pytest.raises(InputError, match=re.escape(expected)):
         _summarize(tmp_path, [path])
     assert not (tmp_path / "summary.csv").exists()
+
+
+def test_the_baselines_read_each_graph_files_header_once_and_still_name_a_json_given_as_graphs(
+    tmp_path, monkeypatch
+):
+    """The vocabulary check and the split check each read train.pt's, val.pt's and test.pt's header (memory-mapped):
+    two reads of each file for two keys of one header. Both keys come from one read; a JSON given as the graphs is
+    still refused with the unpickler's reason, naming the file."""
+    from kdgat.files import FileContentError
+    from kdgat.graph_store import save_graph_sets, save_graphs
+
+    rng = np.random.default_rng(3)
+    for name, graphs in {"train": _capture(rng, 40), "val": _capture(rng, 20)}.items():
+        save_graphs(graphs, tmp_path / f"{name}.pt", vocabulary="v", split=name)
+    save_graph_sets({"dos": _capture(rng, 20)}, tmp_path / "test.pt", vocabulary="v", split="test")
+    write_json({"num_ids": 4}, tmp_path / "metadata.json")
+    files = {name: tmp_path / f"{name}.pt" for name in ("train", "val", "test")}
+    run = {
+        "metadata": tmp_path / "metadata.json",
+        "metrics": tmp_path / "b.json",
+        "scores": tmp_path / "s.parquet",
+    }
+    reads = count_header_reads(monkeypatch)
+    assert baselines_files(**files, **run)["test"]["dos"][ID_RATE]["n"] == 20
+    assert reads == {"train.pt": 1, "val.pt": 1, "test.pt": 1}
+    with pytest.raises(FileContentError) as error:
+        baselines_files(**(files | {"val": run["metadata"]}), **run)
+    message = str(error.value)
+    assert message.startswith(f"{run['metadata']}: not a readable kdgat graph file")
+    assert "Unsupported operand 123" in message

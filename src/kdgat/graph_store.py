@@ -16,6 +16,9 @@ Each file also records ``split``: the split it holds (``train``, ``val``, ``test
 ``fusion``), since a train.pt and a val.pt look alike. :func:`check_graph_splits` refuses a file given as another
 split than the one it records (train.pt and val.pt swapped); a file written before it was recorded has none
 (unknown) and is not checked.
+
+Both are the file's header: :func:`graph_header` reads them in one (memory-mapped) read, which a caller that checks
+both hands to :func:`check_graph_splits` and ``kdgat.training.data.check_one_preprocess_run`` (``headers``).
 """
 
 from __future__ import annotations
@@ -77,33 +80,42 @@ def _header(vocabulary: str | None, split: str | None = None) -> dict:
     }
 
 
-def _recorded(path: str | Path, key: str) -> str | None:
+HEADER_KEYS = ("vocabulary", "split")
+
+
+def graph_header(path: str | Path) -> dict[str, str | None]:
+    """What a graph file (either format) records of its preprocess run, in one read: ``{"vocabulary": ...,
+    "split": ...}``, each None for a file written before it was recorded."""
     # mapped: a header string of a graph file of gigabytes is read before the file itself is loaded
     payload = load_torch(
         Path(path), "a readable kdgat graph file (of the preprocess step; rebuild it)", mmap=True
     )
-    found = payload.get(key) if isinstance(payload, dict) else None
-    return found if isinstance(found, str) else None
+    found = {key: payload.get(key) if isinstance(payload, dict) else None for key in HEADER_KEYS}
+    return {key: value if isinstance(value, str) else None for key, value in found.items()}
 
 
 def graph_vocabulary(path: str | Path) -> str | None:
     """The vocabulary digest a graph file (either format) records; None for a file written before it was."""
-    return _recorded(path, "vocabulary")
+    return graph_header(path)["vocabulary"]
 
 
 def graph_split(path: str | Path) -> str | None:
     """The split (train, val, test, fusion) a graph file records; None (unknown) for a file written before it was."""
-    return _recorded(path, "split")
+    return graph_header(path)["split"]
 
 
-def check_graph_splits(given: Mapping[str, str | Path]) -> None:
+def check_graph_splits(
+    given: Mapping[str, str | Path], headers: Mapping[str, Mapping[str, str | None]] | None = None
+) -> None:
     """Refuse graph files given as another split than the one they record (``given``: ``{split: path}``), naming
     both files of a swap (train.pt given as val and val.pt as train) or the one file given in another's place,
     before anything is fitted or scored on them: graph files of two splits look alike and nothing else fails.
     Refused: a file of one of the splits given, or of the training split, given as another. A held-out split
     given as val (``fusion.pt`` to choose a threshold on other windows) is left to the caller, and a file that
-    records no split (written before it was recorded) is not checked."""
-    recorded = {role: graph_split(path) for role, path in given.items()}
+    records no split (written before it was recorded) is not checked. ``headers``: ``{split: graph_header(path)}``
+    the caller has read already (each file's header is read once); a split it lacks is read here."""
+    headers = headers or {}
+    recorded = {role: (headers.get(role) or graph_header(path))["split"] for role, path in given.items()}
     wrong = {
         role: found
         for role, found in recorded.items()

@@ -234,7 +234,7 @@ def baselines_files(
     ``dataset``: the name recorded in baselines.json; None takes the one ``metadata`` records (the preprocess run's
     name, which evaluate_detector's metrics.json carries too), else ``"dataset"``."""
     from kdgat.files import FileContentError, load_json, write_json, write_table
-    from kdgat.graph_store import check_graph_splits, load_graph_arrays, load_graph_set_arrays
+    from kdgat.graph_store import check_graph_splits, graph_header, load_graph_arrays, load_graph_set_arrays
 
     given = {"train": train, "val": val, "test": test, "metadata": metadata}
     train, val, test, metadata = input_files(given, "the baselines").values()
@@ -252,9 +252,11 @@ def baselines_files(
         # A fixed "dataset" here made summarize_evaluation refuse the baselines of the dataset its metrics name.
         dataset = str(recorded.get("dataset") or "dataset")
     # a test.pt of another run of as many CAN IDs passes the num_ids check below, scored without an error
-    check_one_preprocess_run({"train": train, "val": val, "test": test}, metadata=metadata)
+    graphs = {"train": train, "val": val, "test": test}
+    headers = {role: graph_header(path) for role, path in graphs.items()}  # for both checks: read once each
+    check_one_preprocess_run(graphs, metadata=metadata, headers=headers)
     # train.pt and val.pt swapped look alike: the regression would be fitted on validation windows, unsaid
-    check_graph_splits({"train": train, "val": val, "test": test})
+    check_graph_splits(graphs, headers)
     splits = [(train, load_graph_arrays(train)), (val, load_graph_arrays(val))]
     tests = load_graph_set_arrays(test)
     if not tests:

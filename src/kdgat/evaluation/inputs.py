@@ -24,6 +24,7 @@ def check_detector_files(
     paths: Mapping[str, str | os.PathLike],
     variant: str,
     graphs: Mapping[str | os.PathLike, Sequence[Any]],
+    headers: Mapping[str, Mapping[str, str | None]] = {},  # noqa: B006 - read only
 ) -> None:
     """A ValueError naming the file when the three loaded models (``{"vgae": ..., "gat": ..., "dqn": ...}``) are
     not one detector for these graphs: a model file of another stage given for a stage (swapped inputs), a model
@@ -32,7 +33,8 @@ def check_detector_files(
     (checkpoints of another preprocess run). Without this check torch fails with an IndexError or an
     AttributeError that names no file, or the numbers of a mixed detector are reported under one variant. Graphs
     and models of another preprocess run of as many CAN IDs are refused by their vocabulary digests
-    (``kdgat.training.data.check_one_preprocess_run``), naming both files."""
+    (``kdgat.training.data.check_one_preprocess_run``, given the graph files' ``headers`` read already), naming
+    both files."""
     from kdgat.files import load_torch
     from kdgat.inference import largest_id_index
     from kdgat.model_store import MODEL_CLASSES
@@ -71,6 +73,7 @@ def check_detector_files(
     check_one_preprocess_run(
         {name: paths[name] for name in ("val", "test") if name in paths},
         {name: paths[name] for name in models},
+        headers=headers,
     )
 
 

@@ -320,7 +320,7 @@ def evaluate_files(
 
     import torch
 
-    from kdgat.graph_store import check_graph_splits, load_graph_sets, load_graphs
+    from kdgat.graph_store import check_graph_splits, graph_header, load_graph_sets, load_graphs
     from kdgat.model_store import load_model
 
     if threads:
@@ -336,7 +336,9 @@ def evaluate_files(
             raise kind(
                 f"{inputs[name]}: cannot load the {name} model ({type(error).__name__}: {error})"
             ) from error
-    check_graph_splits({"val": val, "test": test})  # a train.pt given as val.pt would choose the threshold
+    # each file's header read once, for both checks; a train.pt given as val.pt would choose the threshold
+    headers = {"val": graph_header(val), "test": graph_header(test)}
+    check_graph_splits({"val": val, "test": test}, headers)
     val_graphs = load_graphs(val)
     if not val_graphs:
         # preprocess writes an empty val.pt for val_fraction 0; evaluate_detector's own refusal names no file or key
@@ -353,7 +355,8 @@ def evaluate_files(
     empty = [scenario for scenario, graphs in test_sets.items() if not graphs]
     if empty:
         raise FileContentError(f"{test}: test scenario {empty[0]!r} holds no graph; it cannot be evaluated")
-    check_detector_files(models, inputs, variant, {val: val_graphs, test: sum(test_sets.values(), [])})
+    graphs = {val: val_graphs, test: sum(test_sets.values(), [])}
+    check_detector_files(models, inputs, variant, graphs, headers)
     try:
         document, scores = evaluate_detector(
             models["vgae"],

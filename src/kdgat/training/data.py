@@ -14,7 +14,7 @@ from torch_geometric.loader import DataLoader
 
 from kdgat.chain import NODE_FEATURES
 from kdgat.files import FileContentError, MissingInputError, file_sha256, load_json
-from kdgat.graph_store import graph_vocabulary, load_graphs
+from kdgat.graph_store import graph_header, load_graphs
 from kdgat.model_store import recorded, trained_on
 from kdgat.training.settings import given_by_wrapper
 
@@ -121,6 +121,7 @@ def check_one_preprocess_run(
     models: Mapping[str, Any] = {},  # noqa: B006 - read only
     metadata: str | os.PathLike | None = None,
     train: str | os.PathLike | None = None,
+    headers: Mapping[str, Mapping[str, str | None]] = {},  # noqa: B006 - read only
 ) -> None:
     """Refuse inputs of different preprocess runs (another dataset, or the dataset preprocessed again), before any
     training: node feature 0 is an index into the run's CAN-ID vocabulary, so graphs of another run, or a model
@@ -129,7 +130,9 @@ def check_one_preprocess_run(
     model.pt records its training graphs') and ``metadata``'s ``vocabulary.digest`` must agree. With ``train`` (the
     job's training graphs) every model that records ``trained_on`` must have been trained on that very file, and
     models that record it must agree with each other; a refusal is a FileContentError naming both files. Files
-    written before these were recorded cannot be checked: a warning names them."""
+    written before these were recorded cannot be checked: a warning names them. ``headers``: ``{role:
+    kdgat.graph_store.graph_header(path)}`` of ``graphs`` the caller has read already (each file's header is read
+    once); a role it lacks is read here."""
     seen: list[tuple[str, str, str]] = []  # (digest, role, path)
     unchecked = []
 
@@ -151,7 +154,7 @@ def check_one_preprocess_run(
         compare("metadata", metadata, _metadata_vocabulary(metadata))
     for role, path in graphs.items():
         if path and Path(path).is_file():  # a missing file is named where the job reads it
-            compare(role, path, graph_vocabulary(path))
+            compare(role, path, (headers.get(role) or graph_header(path))["vocabulary"])
     present = {role: path for role, path in models.items() if path and Path(path).is_file()}
     # role -> (path, SHA-256 of the train.pt it was trained on, vocabulary digest)
     records = {
