@@ -1355,8 +1355,7 @@ def test_a_pod_waiting_container_creating_is_held_stuck_only_while_the_kubelet_k
     monkeypatch,
 ):
     """mounts.MountWatch: ContainerCreating is also what a slow image pull shows, so only the kubelet's FailedMount
-    events for a missing Secret or ConfigMap make it stuck; other FailedMount messages (the kubelet's timeout summary,
-    a CSI driver's error) do not. Events are read only after CONTAINER_CREATING_CHECK_S, and at most that often. At the
+    events that name a cause make it stuck; its timeout summary does not. Events are read only after CONTAINER_CREATING_CHECK_S, and at most that often. At the
     give-up, a FailedMount the kubelet has not recorded again for MOUNT_RETRY_S (the object was created) no longer
     holds the pod stuck."""
     from types import SimpleNamespace
@@ -1400,3 +1399,84 @@ def test_a_pod_waiting_container_creating_is_held_stuck_only_while_the_kubelet_k
     assert watch.note(api, "ns", "job", "pod-1") is None
     watch.forget("job")
     assert watch.note(api, "ns", "job", "pod-2") is None  # another pod: its own clock
+
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [
+        ('MountVolume.SetUp failed for volume "ca" : secret "cluster-ca" not found', "mount"),
+        ('MountVolume.SetUp failed for volume "ca" : configmap "cluster-ca" not found', "mount"),
+        (
+            'MountVolume.SetUp failed for volume "ca" : references non-existent secret key: tls.crt',
+            "mount-key",
+        ),
+        (
+            'MountVolume.SetUp failed for volume "ca" : configmap references non-existent config key: x',
+            "mount-key",
+        ),
+        (
+            'MountVolume.MountDevice failed for volume "pvc-1" : rpc error: code = Internal desc = volume(rg#acct#'
+            "share) mount //acct.file.core.windows.net/share on /var/lib/kubelet/plugins failed with mount failed: "
+            "exit status 32\nmount error(13): Permission denied",
+            "mount-driver",
+        ),
+        (
+            'MountVolume.MountDevice failed for volume "pvc-2" : kubernetes.io/csi: attacher.MountDevice failed to '
+            "create newCsiDriverClient: driver name blob.csi.azure.com not found in the list of registered CSI drivers",
+            "mount-driver",
+        ),
+        ("Unable to attach or mount volumes: unmounted volumes=[ca], unattached volumes=[]: timed out", None),
+    ],
+)
+def test_each_failed_mount_is_told_apart_by_the_fix_it_needs(message, kind):
+    """The kubelet's FailedMount messages (operation_generator.go: operation, volume, the plugin's error): a missing
+    object, a missing key of its items, and any driver's error (CSI: Azure File, Blob) each get their own fix; the
+    timeout summary names no cause. k8s6 recognised only the first: the others waited ContainerCreating in silence."""
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+    from snakemake_executor_plugin_kubernetes_kueue.jobs import STUCK_CONTAINER_FIX_TEXT
+
+    assert mounts.mount_failure_kind(message) == kind
+    assert kind is None or kind in STUCK_CONTAINER_FIX_TEXT
+
+
+@pytest.mark.parametrize(
+    "message, claim",
+    [
+        (
+            '0/3 nodes are available: persistentvolumeclaim "data" not found. preemption: 0/3 nodes are '
+            "available: 3 Preemption is not helpful for scheduling.",
+            True,
+        ),
+        ('0/3 nodes are available: persistentvolumeclaim "data" is being deleted. preemption: ...', True),
+        (
+            "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption "
+            "victims found for incoming pod.",
+            False,
+        ),
+    ],
+)
+def test_a_pod_unschedulable_for_its_claim_is_stuck_not_waiting_for_a_node(message, claim):
+    """kube-scheduler's volumebinding PreFilter fails a pod whose PersistentVolumeClaim is missing (or being deleted,
+    or lost its volume): no node or autoscaler cures that, so it is a stuck pod (FailedScheduling, fix "claim"), not
+    one of the unschedulable pods UnschedulableWatch gives an autoscaler time for."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_kubernetes_kueue import pending
+    from snakemake_executor_plugin_kubernetes_kueue.jobs import SafeLogCoreApi
+
+    condition = SimpleNamespace(type="PodScheduled", status="False", reason="Unschedulable", message=message)
+    pod = SimpleNamespace(
+        metadata=SimpleNamespace(name="pod-1"),
+        status=SimpleNamespace(conditions=[condition], container_statuses=None),
+        spec=SimpleNamespace(containers=[]),
+    )
+    assert (pending.missing_claim(pod) == message) is claim
+    watch = pending.UnschedulableWatch()
+    watch.note("job", [pod])
+    assert ("job" in watch.pods) is not claim
+    core = SafeLogCoreApi(SimpleNamespace())
+    core._note_stuck_container("ns", "job", [pod])
+    stuck = core.stuck_containers.get("job")
+    assert (stuck is not None and (stuck.reason, stuck.message) == ("FailedScheduling", message)) is claim
+    if claim:
+        assert "create the claim (kubectl -n ns get pvc)" in stuck.describe("ns", "job", "cannot start")

@@ -25,8 +25,10 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   log line for it, without the namespace, is replaced by that message, and its ``kubectl describe job`` hint
   after each created Job gets ``-n``: ``stock_lines``), and a container the kubelet
   cannot start (an image it cannot pull or read, a missing Secret, a container the runtime cannot create:
-  ``jobs.STUCK_CONTAINER_FIXES``; a Secret or ConfigMap volume whose object is missing, seen in the pod's
-  FailedMount events once it has waited ContainerCreating for ``mounts.CONTAINER_CREATING_CHECK_S``) is reported and fails its job after
+  ``jobs.STUCK_CONTAINER_FIXES``; a volume the kubelet cannot mount: a Secret or ConfigMap whose object or
+  listed key is missing, a CSI driver's failure such as Azure File's, seen in the pod's FailedMount events once it
+  has waited ContainerCreating for ``mounts.CONTAINER_CREATING_CHECK_S``;
+  a pod unschedulable for its missing PersistentVolumeClaim, ``pending.MISSING_CLAIM``) is reported and fails its job after
   ``executor.CONTAINER_START_GIVE_UP_S`` instead of holding its quota for ever (``jobs.StuckContainer``); a pod
   Kueue admitted but no node can hold (it asks more than one node has) is reported after
   ``pending.UNSCHEDULABLE_REPORT_S`` with the scheduler's message and what it asks, again when that message

@@ -213,7 +213,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
         if stuck.reason == FAILED_MOUNT and not self.kubeapi.mounts.still_failing(
             self.kubeapi, self.namespace, name, stuck.pod
         ):
-            return False  # the Secret or ConfigMap exists now: the kubelet mounted it, the container is on its way
+            return False  # the kubelet mounted the volume since (the object was created): the container is on its way
         waited = (time.monotonic() - stuck.since) / 60
         return self._fail_pending(
             job, stuck.describe(self.namespace, name, f"could not start for {waited:.1f} min")

@@ -20,8 +20,8 @@ from kubernetes.utils import parse_quantity
 from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import PROFILE, SecretVolume
-from .mounts import FAILED_MOUNT, MountWatch
-from .pending import UnschedulableWatch
+from .mounts import FAILED_MOUNT, MountWatch, mount_failure_kind
+from .pending import FAILED_SCHEDULING, UnschedulableWatch, missing_claim
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
@@ -45,7 +45,8 @@ CREATE_REFUSAL_FIXES = {
 # missing Secret or key, or the container runtime or the node's resource managers refuse it. The kubelet tries again
 # for ever; the pod stays Pending, its Job active and its Kueue quota held. (RunContainerError and StartError end a
 # restartPolicy Never container, which fails its Job; ContainerCreating and PodInitializing are progress, except
-# ContainerCreating with FailedMount Events for a missing Secret or ConfigMap: mounts.MountWatch, fix "mount".)
+# ContainerCreating with FailedMount Events of a volume the kubelet cannot mount: mounts.MountWatch, fixes "mount...";
+# and a pod the scheduler cannot place for its missing PersistentVolumeClaim, FailedScheduling: fix "claim".)
 STUCK_CONTAINER_FIXES = {
     "ErrImagePull": "image",
     "ImagePullBackOff": "image",
@@ -78,6 +79,17 @@ STUCK_CONTAINER_FIX_TEXT = {
     "mount": "a Secret or ConfigMap volume of the pod is not optional and the object it names does not exist in "
     "namespace {namespace} (the Job's own volumes, or ones a cluster policy adds to every pod): create it, or make the "
     "volume optional; kubectl -n {namespace} describe pod {pod} lists the FailedMount events",
+    "mount-key": "a Secret or ConfigMap volume of the pod lists in its items a key that the object in namespace "
+    "{namespace} lacks: add the key to the object, correct the item's key, or make the volume optional; kubectl -n "
+    "{namespace} describe pod {pod} lists the FailedMount events",
+    "mount-driver": "the volume's storage driver cannot mount it (a CSI driver: Azure File, Azure Blob, a disk): check "
+    "that the storage it names exists (storage account, file share or blob container), that the Secret with its key "
+    "is right, that the nodes may reach it (the storage account's firewall or private endpoint) and that the driver "
+    "is enabled (az aks update -g <group> -n <cluster> --enable-file-driver or --enable-blob-driver); kubectl -n "
+    "{namespace} describe pod {pod} lists the FailedMount events",
+    "claim": "a PersistentVolumeClaim the pod mounts does not exist in namespace {namespace} (or is being deleted, or "
+    "lost its volume), and no node can hold the pod without it: create the claim (kubectl -n {namespace} get pvc), or "
+    "correct its name in the rule's volumes (kubernetes-persistent-volumes in " + PROFILE + ")",
     "node": "the node's kubelet cannot give the container the CPUs, memory or devices (GPUs) it asks (its CPU, "
     "memory, topology or device manager): kubectl -n {namespace} describe pod {pod}, and the node's GPU "
     "device plugin",
@@ -97,7 +109,8 @@ class StuckContainer:
         return self.reason in HOPELESS_CONTAINER_REASONS or time.monotonic() - self.since >= give_up_s
 
     def describe(self, namespace: str, job: str, how: str) -> str:
-        kind = "mount" if self.reason == FAILED_MOUNT else STUCK_CONTAINER_FIXES[self.reason]
+        kind = {FAILED_MOUNT: mount_failure_kind(self.message), FAILED_SCHEDULING: "claim"}.get(self.reason)
+        kind = kind or STUCK_CONTAINER_FIXES[self.reason]
         fix = STUCK_CONTAINER_FIX_TEXT[kind].format(namespace=namespace, pod=self.pod)
         return (
             f"kubernetes-kueue: the container of Job {namespace}/{job} (pod {self.pod}) {how} "
@@ -329,7 +342,7 @@ class SafeLogCoreApi:
         self.stuck_containers: dict[str, StuckContainer] = {}
         # By Job name: its pod the scheduler cannot place on any node (PodScheduled=False, Unschedulable).
         self.unschedulable = UnschedulableWatch()
-        # By Job name: its pod waiting ContainerCreating, and a Secret or ConfigMap volume the kubelet cannot mount.
+        # By Job name: its pod waiting ContainerCreating, and a volume the kubelet cannot mount.
         self.mounts = MountWatch()
 
     def list_namespaced_pod(self, namespace, **kwargs):
@@ -345,6 +358,9 @@ class SafeLogCoreApi:
 
     def _note_stuck_container(self, namespace: str, job: str, pods) -> None:
         for pod in pods:
+            claim = missing_claim(pod)  # no container status yet: the pod is not on a node
+            if claim is not None:
+                return self._stuck(job, pod, FAILED_SCHEDULING, claim)
             for status in (pod.status.container_statuses if pod.status else None) or []:
                 waiting = status.state.waiting if status.state else None
                 if status.name != "snakemake" or waiting is None:
@@ -360,16 +376,16 @@ class SafeLogCoreApi:
                 if reason in STUCK_CONTAINER_FIXES or reason == FAILED_MOUNT:
                     if reason != FAILED_MOUNT:
                         self.mounts.forget(job)
-                    previous = self.stuck_containers.get(job)
-                    # ErrImagePull and ImagePullBackOff alternate: the same pod waits on since its first one.
-                    since = (
-                        previous.since if previous and previous.pod == pod.metadata.name else time.monotonic()
-                    )
-                    self.stuck_containers[job] = StuckContainer(pod.metadata.name, reason, message, since)
-                    return
+                    return self._stuck(job, pod, reason, message)
         self.stuck_containers.pop(job, None)
         if not any(self._creating(pod) for pod in pods):
             self.mounts.forget(job)
+
+    def _stuck(self, job: str, pod, reason: str, message: str) -> None:
+        previous = self.stuck_containers.get(job)
+        # ErrImagePull and ImagePullBackOff alternate: the same pod waits on since its first one.
+        since = previous.since if previous and previous.pod == pod.metadata.name else time.monotonic()
+        self.stuck_containers[job] = StuckContainer(pod.metadata.name, reason, message, since)
 
     @staticmethod
     def _creating(pod) -> bool:

@@ -1,15 +1,25 @@
-"""Pods whose container waits ``ContainerCreating`` for ever because a Secret or ConfigMap volume cannot be mounted.
+"""Pods whose container waits ``ContainerCreating`` for ever because the kubelet cannot mount one of its volumes.
 
-The kubelet mounts every volume of a pod before it creates its container. A Secret or ConfigMap volume that is not
-``optional`` and names an object that does not exist fails at each try: the container waits with reason
-``ContainerCreating`` (no message), the pod stays Pending, its Job active and its Kueue quota held, for ever. The
-waiting state alone cannot tell this from a slow image pull, which waits ``ContainerCreating`` too; the pod's Events
-can: at each try the kubelet records a Warning Event, reason ``FailedMount``, message ``MountVolume.SetUp failed for
-volume "<volume>" : secret "<name>" not found`` (or ``configmap "<name>" not found``; Kubernetes'
-operation_generator.go and the kubelet's secret and configmap managers). So a pod waiting ``ContainerCreating`` longer
-than ``CONTAINER_CREATING_CHECK_S`` has its FailedMount Events read, at most once every ``CONTAINER_CREATING_CHECK_S``;
-the executor then reports it once and fails its job after the give-up of every stuck container, unless the kubelet has
-stopped failing to mount it by then (someone created the object: no FailedMount for ``MOUNT_RETRY_S``).
+The kubelet mounts every volume of a pod before it creates its container, and tries a mount that fails again and
+again: the container waits with reason ``ContainerCreating`` (no message), the pod stays Pending, its Job active and
+its Kueue quota held, for ever. The waiting state alone cannot tell this from a slow image pull, which waits
+``ContainerCreating`` too; the pod's Events can: at each try the kubelet records a Warning Event, reason
+``FailedMount``, whose message is the operation, the volume and the error (``MountVolume.SetUp failed for volume
+"<volume>" : <error>``, or ``MountVolume.MountDevice failed ...`` where a CSI driver stages the volume; Kubernetes'
+operation_generator.go). The errors told apart (``MOUNT_FAILURES``), each with its own fix:
+
+* ``mount``: a Secret or ConfigMap volume that is not ``optional`` names a missing object (``secret "<name>" not
+  found``, ``configmap "<name>" not found``: the kubelet's secret and configmap managers);
+* ``mount-key``: its ``items`` list a key the object lacks (``references non-existent secret key: <key>``,
+  ``configmap references non-existent config key: <key>``: pkg/volume/secret and pkg/volume/configmap);
+* ``mount-driver``: any other failed mount, that is a volume plugin's or CSI driver's error (Azure File or Blob:
+  ``rpc error: code = Internal desc = ...``, a driver not registered on the node).
+
+The kubelet's summary (``Unable to attach or mount volumes: ... timed out waiting for the condition``) names no
+cause and does not count. A pod waiting ``ContainerCreating`` longer than ``CONTAINER_CREATING_CHECK_S`` has its
+FailedMount Events read, at most once every ``CONTAINER_CREATING_CHECK_S``; the executor then reports it once and
+fails its job after the give-up of every stuck container, unless the kubelet has stopped failing to mount it by
+then (fixed meanwhile: no FailedMount for ``MOUNT_RETRY_S``).
 """
 
 from __future__ import annotations
@@ -28,16 +38,31 @@ CONTAINER_CREATING_CHECK_S = 60.0
 # margin: a FailedMount not recorded again for this long no longer happens.
 MOUNT_RETRY_S = 300.0
 FAILED_MOUNT = "FailedMount"
-MISSING_SOURCE = re.compile(
-    r'MountVolume\.SetUp failed for volume "(?P<volume>[^"]+)" : (?P<kind>secret|configmap) "(?P<name>[^"]+)" '
-    r"not found"
+# The failed mounts that keep a container waiting, by the fix they need (jobs.STUCK_CONTAINER_FIX_TEXT), most
+# specific first: a FailedMount message is the operation, the volume and the volume plugin's error.
+_FAILED_MOUNT = r'MountVolume\.\w+ failed for volume "[^"]+" : '
+MOUNT_FAILURES = (
+    ("mount", re.compile(_FAILED_MOUNT + r'(?:secret|configmap) "[^"]+" not found')),
+    (
+        "mount-key",
+        re.compile(
+            _FAILED_MOUNT
+            + r"(?:references non-existent secret key|configmap references non-existent config key): "
+        ),
+    ),
+    ("mount-driver", re.compile(_FAILED_MOUNT)),
 )
 
 
+def mount_failure_kind(message: str) -> str | None:
+    """Which of MOUNT_FAILURES a FailedMount message is (its fix), or None (the kubelet's timeout summary)."""
+    return next((kind for kind, pattern in MOUNT_FAILURES if pattern.search(message or "")), None)
+
+
 @dataclass
-class MissingSource:
-    """The kubelet's last FailedMount Event for a missing Secret or ConfigMap: its message, what changes each time the
-    kubelet records it again (count, lastTimestamp), and when (time.monotonic()) that was last seen to change."""
+class MountFailure:
+    """The kubelet's last FailedMount Event that names a cause: its message, what changes each time the kubelet
+    records it again (count, lastTimestamp), and when (time.monotonic()) that was last seen to change."""
 
     message: str
     repeated: tuple
@@ -47,8 +72,8 @@ class MissingSource:
     )
 
 
-def _missing_source(events) -> tuple[str, tuple] | None:
-    found = [event for event in events if MISSING_SOURCE.search(event.message or "")]
+def _mount_failure(events) -> tuple[str, tuple] | None:
+    found = [event for event in events if mount_failure_kind(event.message)]
     if not found:
         return None
     latest = max(
@@ -60,15 +85,15 @@ def _missing_source(events) -> tuple[str, tuple] | None:
 @dataclass
 class MountWatch:
     """For each Job whose pod waits ContainerCreating: since when (time.monotonic()), when its Events were last read,
-    and the missing Secret or ConfigMap they showed."""
+    and the failed mount they showed."""
 
     creating: dict[str, tuple[str, float]] = field(default_factory=dict)  # by Job: (pod, since)
     read_at: dict[str, float] = field(default_factory=dict)
-    found: dict[str, MissingSource] = field(default_factory=dict)
+    found: dict[str, MountFailure] = field(default_factory=dict)
 
     def note(self, api, namespace: str, job: str, pod: str) -> str | None:
         """Called with each listing that shows the Job's pod ``pod`` waiting ContainerCreating: the kubelet's
-        FailedMount message while its Events show a missing Secret or ConfigMap, else None."""
+        FailedMount message while its Events show a volume it cannot mount, else None."""
         now = time.monotonic()
         previous = self.creating.get(job)
         if previous is None or previous[0] != pod:
@@ -84,8 +109,8 @@ class MountWatch:
 
     def still_failing(self, api, namespace: str, job: str, pod: str) -> bool:
         """At the give-up: whether the kubelet has recorded the FailedMount again within MOUNT_RETRY_S (it tries
-        again, with a back-off of at most about two minutes, for as long as the object is missing). Once it has not,
-        the object exists and the container is on its way (its image is pulled): it is no longer held stuck."""
+        again, with a back-off of at most about two minutes, for as long as the mount fails). Once it has not, the
+        volume was mounted and the container is on its way (its image is pulled): it is no longer held stuck."""
         now = time.monotonic()
         self.read_at[job] = now
         self._update(api, namespace, job, pod, now)
@@ -103,13 +128,13 @@ class MountWatch:
 
     def _update(self, api, namespace: str, job: str, pod: str, now: float) -> None:
         try:
-            read = _missing_source(_failed_mounts(api, namespace, pod))
+            read = _mount_failure(_failed_mounts(api, namespace, pod))
         except (ApiException, urllib3.exceptions.HTTPError):
             return  # read again later (a 403: the driver's Role lacks list on events)
         known = self.found.get(job)
         if read is None or (known is not None and known.repeated == read[1]):
             return
-        self.found[job] = MissingSource(read[0], read[1], now)  # new, or recorded again: not cleared
+        self.found[job] = MountFailure(read[0], read[1], now)  # new, or recorded again: not cleared
 
 
 def _failed_mounts(api, namespace: str, pod: str):

@@ -6,10 +6,17 @@ executor sees the Job as active and waits without a word. A cluster autoscaler m
 adding a node, so the pod is not failed at once: it is reported once it has been unschedulable for
 ``UNSCHEDULABLE_REPORT_S``, again only when the scheduler's message changes, and its job fails only after the
 ``kubernetes-kueue-unschedulable-timeout`` minutes a profile may set.
+
+A pod whose PersistentVolumeClaim does not exist (or is being deleted, or lost its volume) is unschedulable too,
+with the volumebinding plugin's PreFilter error in the scheduler's message (``0/3 nodes are available:
+persistentvolumeclaim "data" not found. preemption: ...``; kube-scheduler's volume_binding.go podHasPVCs). No
+node or autoscaler can cure that: it is not watched here but held stuck as a container that cannot start
+(``MISSING_CLAIM``, jobs.SafeLogCoreApi), reported at once and failed after the same give-up.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +25,18 @@ from .checks import PROFILE
 # How long a pod is left unschedulable before it is reported: long enough for an autoscaler to add a node.
 UNSCHEDULABLE_REPORT_S = 120.0
 SETTING = "kubernetes-kueue-unschedulable-timeout"
+# The scheduler's message for a pod whose claim cannot be bound to any node, and the reason of its event.
+MISSING_CLAIM = re.compile(
+    r'persistentvolumeclaim "[^"]+" (?:not found|is being deleted|bound to non-existent persistentvolume)'
+)
+FAILED_SCHEDULING = "FailedScheduling"
+
+
+def missing_claim(pod) -> str | None:
+    """The scheduler's message when ``pod`` is unschedulable because of its PersistentVolumeClaim, else None."""
+    condition = _unschedulable_condition(pod)
+    message = (condition.message or "") if condition is not None else ""
+    return message if MISSING_CLAIM.search(message) else None
 
 
 @dataclass
@@ -69,7 +88,7 @@ class UnschedulableWatch:
         """Called with each listing of the Job's pods (the kubernetes executor's, at every status check)."""
         for pod in pods:
             condition = _unschedulable_condition(pod)
-            if condition is None:
+            if condition is None or missing_claim(pod):
                 continue
             previous = self.pods.get(job)
             since = previous.since if previous and previous.pod == pod.metadata.name else time.monotonic()

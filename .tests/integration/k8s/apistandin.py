@@ -46,6 +46,12 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   GenerateError, the kubelet's secret and configmap managers), repeated as the kubelet's event recorder does
   (``count`` and ``lastTimestamp``); Events are listed (``GET .../events``) with a ``fieldSelector`` on
   ``involvedObject.kind``, ``involvedObject.name`` and ``reason``; the container starts once the object exists;
+  likewise a key that such a volume's ``items`` list and the object lacks (``MountVolume.SetUp failed for volume
+  "<volume>" : references non-existent secret key: <key>``, ``... : configmap references non-existent config key:
+  <key>``; pkg/volume/secret/secret.go and pkg/volume/configmap/configmap.go, MakePayload), and a
+  PersistentVolumeClaim volume whose CSI driver fails to stage it (``mount_errors``, by claim: ``MountVolume.MountDevice
+  failed for volume "pvc-<claim uid>" : <the driver's gRPC error>``, as Azure File and Blob drivers fail on a wrong
+  account key or a firewall), until the cause is fixed;
 * with ``container_runtime="cri-o"`` (CRI-O with runc), a container whose command is not in the image (not on the
   pod's PATH) cannot be created: it waits with reason ``CreateContainerError`` and CRI-O's message (``container
   create failed: ... exec: \\"x\\": executable file not found in $PATH``), its pod ``Pending`` and its Job active,
@@ -56,7 +62,11 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption victims found
   for incoming pod.``, ``lastProbeTime`` null, ``lastTransitionTime`` kept while it stays unschedulable), and is
   placed once a node fits (a test changes the nodes, as a cluster autoscaler would); a placed pod carries
-  ``PodScheduled`` ``True``;
+  ``PodScheduled`` ``True``; a pod whose PersistentVolumeClaim does not exist is unschedulable with the
+  volumebinding plugin's PreFilter error (``0/3 nodes are available: persistentvolumeclaim "<claim>" not found.
+  preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.``; kube-scheduler's
+  volume_binding.go podHasPVCs, framework/types.go FitError, the DefaultPreemption plugin), and placed once the
+  claim is added (``add_objects``; a claim is bound as it is added);
 * a deleted Job, pod or Secret answers 404 from then on; a running pod deleted through the API is killed, and
   its Job (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server
   does (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403, 404), with
@@ -271,6 +281,11 @@ class ApiStandIn:
     kubernetes_version: str = KUBERNETES_VERSION
     secrets: dict[str, dict] = field(default_factory=dict)
     config_maps: dict[str, dict] = field(default_factory=dict)
+    # "namespace/name" -> a PersistentVolumeClaim, bound as it is added
+    persistent_volume_claims: dict[str, dict] = field(default_factory=dict)
+    # By claim ("namespace/name"): the error its CSI driver answers NodeStageVolume with (Azure File: a wrong key,
+    # a storage firewall); the kubelet fails MountDevice at each try until the test clears it.
+    mount_errors: dict[str, str] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)  # core/v1 Events the kubelet recorded
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     local_queues: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> LocalQueue
@@ -397,6 +412,10 @@ class ApiStandIn:
                     self.secrets[meta["name"]] = copy.deepcopy(document)
                 elif document["kind"] == "ConfigMap":
                     self.config_maps[meta["name"]] = copy.deepcopy(document)
+                elif document["kind"] == "PersistentVolumeClaim":
+                    claim = copy.deepcopy(document)
+                    claim["metadata"].setdefault("uid", str(uuid.uuid4()))
+                    self.persistent_volume_claims[key] = claim
         return self
 
     def fail_next(self, method: str, resource: str, status: int, **how) -> ApiStandIn:
@@ -597,19 +616,39 @@ class ApiStandIn:
             }
         )
 
+    def _mount_errors(self, record: JobRecord, template: dict) -> list[str]:
+        """Why the kubelet cannot mount each volume it cannot (operation_generator.go: the operation, the volume, the
+        volume plugin's error): a missing Secret or ConfigMap (not optional), a key its items list that the object
+        lacks, a claim whose CSI driver fails to stage it (``mount_errors``; the volume is the claim's PV)."""
+        failed = []
+        for volume, (kind, name, found, optional) in self._volume_sources(template).items():
+            if found is None and not optional:
+                failed.append(f'MountVolume.SetUp failed for volume "{volume}" : {kind} "{name}" not found')
+                continue
+            spec = next(v for v in template["spec"]["volumes"] if v["name"] == volume)
+            keys = {*(found or {}).get("data", {}), *(found or {}).get("binaryData", {})}
+            for item in (spec.get("secret") or spec.get("configMap") or {}).get("items") or []:
+                if found is not None and item["key"] not in keys and not optional:
+                    error = "references non-existent secret key" if kind == "secret" else (
+                        "configmap references non-existent config key")  # fmt: skip
+                    failed.append(f'MountVolume.SetUp failed for volume "{volume}" : {error}: {item["key"]}')
+                    break
+        for volume in template["spec"].get("volumes") or []:
+            key = f"{record.namespace}/{(volume.get('persistentVolumeClaim') or {}).get('claimName')}"
+            if key in self.mount_errors and key in self.persistent_volume_claims:
+                pv = f"pvc-{self.persistent_volume_claims[key]['metadata']['uid']}"  # a provisioned PV's name
+                failed.append(f'MountVolume.MountDevice failed for volume "{pv}" : {self.mount_errors[key]}')
+        return failed
+
     def _mount_volumes(self, record: JobRecord, pod: Pod, container: dict) -> dict[str, Path]:
-        """The kubelet's volume manager: every Secret and ConfigMap volume of the pod is mounted before the container
-        is created; one whose object is missing (and not optional) fails, with a FailedMount Event, and the
-        container waits ContainerCreating."""
+        """The kubelet's volume manager: every volume of the pod is mounted before the container is created; one that
+        cannot be (``_mount_errors``) fails, with a FailedMount Event, and the container waits ContainerCreating."""
         template, workdir = record.manifest["spec"]["template"], pod.workdir
         sources = self._volume_sources(template)
-        missing = [(volume, kind, name) for volume, (kind, name, found, optional) in sources.items()
-                   if found is None and not optional]  # fmt: skip
-        for volume, kind, name in missing:
-            self._failed_mount(
-                record, pod, f'MountVolume.SetUp failed for volume "{volume}" : {kind} "{name}" not found'
-            )
-        if missing:
+        failed = self._mount_errors(record, template)
+        for message in failed:
+            self._failed_mount(record, pod, message)
+        if failed:
             raise ContainerWaits("ContainerCreating", "")
         mounts = {}
         for mount in container.get("volumeMounts") or []:
@@ -669,6 +708,16 @@ class ApiStandIn:
     def unschedulable_message(self, record: JobRecord) -> str:
         """The scheduler's FitError text for a pod no node can hold (framework.FitError.Error(), then the
         DefaultPreemption plugin's), or "" when one of the ``nodes`` empty nodes of ``node_allocatable`` fits it."""
+        nodes = self.nodes
+        for volume in record.manifest["spec"]["template"]["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim is not None and f"{record.namespace}/{claim}" not in self.persistent_volume_claims:
+                # The volumebinding PreFilter's UnschedulableAndUnresolvable: the message goes in once, not per node,
+                # and preemption cannot help on any node.
+                return (
+                    f'0/{nodes} nodes are available: persistentvolumeclaim "{claim}" not found. preemption: '
+                    f"0/{nodes} nodes are available: {nodes} Preemption is not helpful for scheduling."
+                )
         if not self.node_allocatable:
             return ""
         container = record.manifest["spec"]["template"]["spec"]["containers"][0]
@@ -683,7 +732,6 @@ class ApiStandIn:
         )
         if not short:
             return ""
-        nodes = self.nodes
         return (
             f"0/{nodes} nodes are available: {', '.join(f'{nodes} {reason}' for reason in short)}. preemption: "
             f"0/{nodes} nodes are available: {nodes} No preemption victims found for incoming pod."

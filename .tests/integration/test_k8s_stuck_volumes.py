@@ -1,0 +1,213 @@
+"""Volumes that keep a Job's pod from ever starting, other than a missing Secret or ConfigMap (k8s6), against the
+stand-in: a missing PersistentVolumeClaim (the pod stays unschedulable), a key a Secret or ConfigMap volume's
+``items`` list that the object lacks, and a CSI driver that fails to stage a volume (Azure File or Blob).
+
+The messages are the real components' (see the stand-in's docstring for the upstream files): kube-scheduler's
+volumebinding PreFilter error in the FitError, the kubelet's ``MountVolume.<operation> failed for volume "<v>" :
+<error>`` FailedMount events, and the API server's 403 Status for a list the Role does not grant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import kubernetes.client
+import pytest
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
+import test_k8s_api_failures as api_failures  # noqa: E402
+from test_k8s_api_failures import (  # noqa: E402
+    NAMESPACE,
+    check_for,
+    job_body,
+    run_until_settled,
+)
+
+# The same stand-in cluster and executor as the API-failure tests (pytest finds fixtures by these names).
+cluster, executor = api_failures.cluster, api_failures.executor
+
+# What the Azure File CSI driver answers NodeStageVolume when the storage account refuses the mount (a wrong key
+# in the claim's Secret, or the account's firewall): a gRPC Internal error carrying mount.cifs' exit status.
+AZURE_FILE_ERROR = (
+    "rpc error: code = Internal desc = volume(mc_rg#acct#pvc-share###snakemake) mount "
+    "//acct.file.core.windows.net/pvc-share on /var/lib/kubelet/plugins/kubernetes.io/csi/file.csi.azure.com/"
+    "0c1d/globalmount failed with mount failed: exit status 32\nmount error(13): Permission denied"
+)
+
+
+def submit_with_claim(executor, name: str, claim: str, script: str = "true") -> SubmittedJobInfo:
+    """A Job whose pod mounts a PersistentVolumeClaim (the kubernetes executor's kubernetes-persistent-volumes)."""
+    body = job_body(name, script)
+    source = kubernetes.client.V1PersistentVolumeClaimVolumeSource(claim_name=claim)
+    body.spec.template.spec.volumes = [
+        kubernetes.client.V1Volume(name="data", persistent_volume_claim=source)
+    ]
+    body.spec.template.spec.containers[0].volume_mounts = [
+        kubernetes.client.V1VolumeMount(name="data", mount_path="/data")
+    ]
+    executor._kubernetes_retry(lambda: executor.batchapi.create_namespaced_job(NAMESPACE, body))
+    return SubmittedJobInfo(job=executor.recorder.job(name), external_jobid=name)
+
+
+def claim(name: str) -> dict:
+    return {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def cannot_start(executor) -> list[str]:
+    return [message for message in executor.recorder.messages("warning") if "cannot start" in message]
+
+
+def test_a_job_whose_claim_is_missing_is_reported_once_then_failed_and_deleted(
+    cluster, executor, monkeypatch
+):
+    """A PersistentVolumeClaim the pod mounts does not exist: the scheduler cannot place the pod (no node or
+    autoscaler can cure that), so it stays Pending, its Job active and its Kueue quota held, for ever. It was taken
+    for a pod too big for the nodes: reported after 2 min with advice on resources, and failed only with
+    kubernetes-kueue-unschedulable-timeout. Now it is reported once, with the scheduler's message and the fix, and
+    the job fails after CONTAINER_START_GIVE_UP_S, its Job deleted; no events read is needed (the pod's condition
+    carries the scheduler's message)."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import pending
+
+    monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.0)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0)
+    job = submit_with_claim(executor, "claimless", "results")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job] and executor.recorder.failed == []
+    pod = cluster.jobs["claimless"].pod.name
+    scheduler = (
+        '0/3 nodes are available: persistentvolumeclaim "results" not found. preemption: 0/3 nodes are available: '
+        "3 Preemption is not helpful for scheduling."
+    )
+    assert cannot_start(executor) == [
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/claimless (pod {pod}) cannot start; its job fails if it "
+        f"still cannot in {2.0 / 60:g} min (FailedScheduling: {scheduler}); a PersistentVolumeClaim the pod mounts "
+        f"does not exist in namespace {NAMESPACE} (or is being deleted, or lost its volume), and no node can hold the "
+        f"pod without it: create the claim (kubectl -n {NAMESPACE} get pvc), or correct its name in the rule's "
+        "volumes (kubernetes-persistent-volumes in profiles/k8s/config.yaml)"
+    ]
+    assert not [m for m in executor.recorder.messages("warning") if "no node can hold its pod" in m]
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == ["claimless"] and executor.recorder.finished == []
+    message = executor.recorder.job_errors["claimless"]
+    assert "could not start for" in message and 'persistentvolumeclaim "results" not found' in message
+    assert "the Job was deleted" in message and cluster.jobs["claimless"].deleted
+    assert not [path for _, path, _ in cluster.requests if path.endswith("/events")]
+
+
+def test_a_job_whose_claim_is_created_before_the_give_up_runs(cluster, executor, monkeypatch):
+    """The scheduler tries again: a claim created while the pod waits lets it be placed, and the job finishes."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    job = submit_with_claim(executor, "late-claim", "results")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job] and len(cannot_start(executor)) == 1
+    cluster.add_objects([claim("results")])
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["late-claim"] and executor.recorder.failed == []
+
+
+def submit_with_items(cluster, executor, name: str, kind: str, key: str) -> SubmittedJobInfo:
+    """A Job whose Secret or ConfigMap volume projects one key of an object that exists without it."""
+    data = {"ca.crt": "cGVt"}
+    cluster_object = {
+        "kind": "Secret" if kind == "secret" else "ConfigMap",
+        "metadata": {"name": "cluster-ca"},
+    }
+    cluster.add_objects([{**cluster_object, "data": data}])
+    body = job_body(name, "true")
+    items = [kubernetes.client.V1KeyToPath(key=key, path="ca.pem")]
+    volume = kubernetes.client.V1Volume(name="ca-bundle")
+    if kind == "secret":
+        volume.secret = kubernetes.client.V1SecretVolumeSource(secret_name="cluster-ca", items=items)
+    else:
+        volume.config_map = kubernetes.client.V1ConfigMapVolumeSource(name="cluster-ca", items=items)
+    body.spec.template.spec.volumes = [volume]
+    executor._kubernetes_retry(lambda: executor.batchapi.create_namespaced_job(NAMESPACE, body))
+    return SubmittedJobInfo(job=executor.recorder.job(name), external_jobid=name)
+
+
+KEY_ERRORS = {
+    "secret": "references non-existent secret key: tls.crt",  # pkg/volume/secret/secret.go
+    "configmap": "configmap references non-existent config key: tls.crt",  # pkg/volume/configmap/configmap.go
+}
+KEY_FIX = (
+    "a Secret or ConfigMap volume of the pod lists in its items a key that the object in namespace {ns} lacks: add "
+    "the key to the object, correct the item's key, or make the volume optional; kubectl -n {ns} describe pod {pod} "
+    "lists the FailedMount events"
+)
+DRIVER_FIX = (
+    "the volume's storage driver cannot mount it (a CSI driver: Azure File, Azure Blob, a disk): check that the "
+    "storage it names exists (storage account, file share or blob container), that the Secret with its key is "
+    "right, that the nodes may reach it (the storage account's firewall or private endpoint) and that the driver is "
+    "enabled (az aks update -g <group> -n <cluster> --enable-file-driver or --enable-blob-driver); kubectl -n {ns} "
+    "describe pod {pod} lists the FailedMount events"
+)
+
+
+@pytest.mark.parametrize("cause", ["secret-key", "configmap-key", "azure-file"])
+def test_a_job_whose_volume_the_kubelet_cannot_mount_is_reported_once_then_failed_and_deleted(
+    cluster, executor, monkeypatch, cause
+):
+    """A key a Secret or ConfigMap volume's items list that the object lacks, or a CSI driver (Azure File) failing to
+    stage a claim's volume: the kubelet records FailedMount at each try and the container waits ContainerCreating for
+    ever. Only a missing object was recognised (k8s6); these waited in silence, holding the quota. Now each is
+    reported once, with the kubelet's message and its own fix, and the job fails after the give-up, its Job
+    deleted."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0)
+    name = f"unmountable-{cause}"
+    if cause == "azure-file":
+        cluster.add_objects([claim("share")])
+        cluster.mount_errors[f"{NAMESPACE}/share"] = AZURE_FILE_ERROR
+        job = submit_with_claim(executor, name, "share")
+        uid = cluster.persistent_volume_claims[f"{NAMESPACE}/share"]["metadata"]["uid"]
+        kubelet = f'MountVolume.MountDevice failed for volume "pvc-{uid}" : {AZURE_FILE_ERROR}'
+        fix = DRIVER_FIX
+    else:
+        kind = cause.split("-")[0]
+        job = submit_with_items(cluster, executor, name, kind, "tls.crt")
+        kubelet = f'MountVolume.SetUp failed for volume "ca-bundle" : {KEY_ERRORS[kind]}'
+        fix = KEY_FIX
+    active = check_for(executor, [job], 1.5)
+    assert active == [job] and executor.recorder.failed == []
+    (event,) = [e for e in cluster.events if e["involvedObject"]["name"] == cluster.jobs[name].pod.name]
+    assert (event["reason"], event["type"], event["message"]) == ("FailedMount", "Warning", kubelet)
+    pod = cluster.jobs[name].pod.name
+    assert cannot_start(executor) == [
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/{name} (pod {pod}) cannot start; its job fails if it "
+        f"still cannot in {2.0 / 60:g} min (FailedMount: {kubelet}); {fix.format(ns=NAMESPACE, pod=pod)}"
+    ]
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == [name] and executor.recorder.finished == []
+    message = executor.recorder.job_errors[name]
+    assert "could not start for" in message and kubelet in message
+    assert "the Job was deleted" in message and cluster.jobs[name].deleted
+
+
+def test_a_volume_whose_driver_mounts_it_after_a_few_tries_just_runs(cluster, executor, monkeypatch):
+    """A storage account's firewall opened while the pod waits: the kubelet's next try mounts the volume, and the
+    job finishes after the one warning (its FailedMount stops, so the give-up does not fail it)."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    cluster.add_objects([claim("share")])
+    cluster.mount_errors[f"{NAMESPACE}/share"] = AZURE_FILE_ERROR
+    job = submit_with_claim(executor, "firewalled", "share")
+    active = check_for(executor, [job], 1.5)
+    assert active == [job] and len(cannot_start(executor)) == 1
+    del cluster.mount_errors[f"{NAMESPACE}/share"]
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["firewalled"] and executor.recorder.failed == []
