@@ -567,8 +567,14 @@ def test_a_missing_or_unannotated_service_account_stops_the_start(cluster, execu
     executor._check_cluster_objects(start_up_settings(workload_identity=False))
 
 
-@pytest.mark.parametrize("resource, verbs", [("localqueues", "get/list"), ("serviceaccounts", "get")])
-def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(cluster, executor, resource, verbs):
+@pytest.mark.parametrize(
+    "resource, verbs, verb", [("localqueues", "get/list", "list"), ("serviceaccounts", "get", "get")]
+)
+def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(
+    cluster, executor, resource, verbs, verb
+):
+    """A list (localqueues) is refused by the API server as verb list, a read of one object (a ServiceAccount) as get;
+    the fix names the verbs the executor needs."""
     from snakemake_executor_plugin_kubernetes_kueue.checks import SettingError
 
     cluster.add_objects([service_account({"azure.workload.identity/client-id": "6f1c1c5e-client"})])
@@ -577,7 +583,7 @@ def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(cluster, e
         executor._check_cluster_objects(start_up_settings())
     assert str(refused.value) == (
         f"kubernetes-kueue: reading {resource} in namespace '{NAMESPACE}' failed with HTTP 403 Forbidden: "
-        f'User "snakemake-driver" cannot get resource "{resource}" in the namespace "{NAMESPACE}"; the driver '
+        f'User "snakemake-driver" cannot {verb} resource "{resource}" in the namespace "{NAMESPACE}"; the driver '
         f"needs {verbs} on {resource} (profiles/k8s/rbac.yaml)"
     )
 

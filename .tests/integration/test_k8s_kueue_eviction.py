@@ -289,7 +289,7 @@ def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(
     (report,) = [w for w in executor.recorder.messages("warning") if "suspended it again" in w]
     assert report == (
         f"kubernetes-kueue: Job {NAMESPACE}/{name} was running and Kueue suspended it again (evicted or "
-        'preempted; its Workload could not be read: HTTP 403 Forbidden: User "snakemake-driver" cannot get '
+        'preempted; its Workload could not be read: HTTP 403 Forbidden: User "snakemake-driver" cannot list '
         f'resource "workloads" in the namespace "{NAMESPACE}"). Its pod was stopped; the Job runs again from '
         "its start once Kueue admits it again, and Snakemake does not count this as a failure"
     )

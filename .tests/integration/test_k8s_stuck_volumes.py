@@ -1,6 +1,7 @@
 """Volumes that keep a Job's pod from ever starting, other than a missing Secret or ConfigMap (k8s6), against the
 stand-in: a missing PersistentVolumeClaim (the pod stays unschedulable), a key a Secret or ConfigMap volume's
-``items`` list that the object lacks, and a CSI driver that fails to stage a volume (Azure File or Blob).
+``items`` list that the object lacks, and a CSI driver that fails to stage a volume (Azure File or Blob); and a
+driver whose Role may not list events (the check that reads the kubelet's FailedMount events is lost).
 
 The messages are the real components' (see the stand-in's docstring for the upstream files): kube-scheduler's
 volumebinding PreFilter error in the FitError, the kubelet's ``MountVolume.<operation> failed for volume "<v>" :
@@ -15,14 +16,18 @@ from pathlib import Path
 import kubernetes.client
 import pytest
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from testkit import role_grants
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "k8s"))
 import test_k8s_api_failures as api_failures  # noqa: E402
+from harness import profile_manifests  # noqa: E402
 from test_k8s_api_failures import (  # noqa: E402
     NAMESPACE,
     check_for,
     job_body,
+    rbac_request,
     run_until_settled,
+    submit_with_volume,
 )
 
 # The same stand-in cluster and executor as the API-failure tests (pytest finds fixtures by these names).
@@ -211,3 +216,45 @@ def test_a_volume_whose_driver_mounts_it_after_a_few_tries_just_runs(cluster, ex
     del cluster.mount_errors[f"{NAMESPACE}/share"]
     run_until_settled(executor, active)
     assert executor.recorder.finished == ["firewalled"] and executor.recorder.failed == []
+
+
+def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster, executor, monkeypatch):
+    """A driver Role applied from an older rbac.yaml lacks list on events: the API server answers the events read
+    403 (a Status, reason Forbidden), which was swallowed, so the mount check was lost without a word. Now one
+    warning per run names the missing rule, the namespace and what is lost; the jobs go on, and one whose mount is
+    fixed runs. The rbac.yaml the repository ships grants the rule."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    cluster.fail_next("GET", "events", 403, times=1000)
+    jobs = [
+        submit_with_volume(executor, name, "configmap", "cluster-ca") for name in ("unseen-1", "unseen-2")
+    ]
+    active = check_for(executor, jobs, 2.0)
+    assert active == jobs and executor.recorder.failed == []
+    refused = [status for method, resource, status in cluster.answered_failures if resource == "events"]
+    assert len(refused) >= 4 and set(refused) == {403}  # read again later: a fixed Role lets it through
+    warnings = [m for m in executor.recorder.messages("warning") if "events" in m]
+    assert len(warnings) == 1, warnings  # once per run, not per pod or read
+    assert warnings[0].startswith(f"kubernetes-kueue: listing the events of pod {NAMESPACE}/unseen-")
+    assert warnings[0].split(", which waits ContainerCreating, ", 1)[1] == (
+        f'failed with HTTP 403 Forbidden: User "snakemake-driver" cannot list resource "events" in the namespace '
+        f'"{NAMESPACE}": the driver\'s Role lacks the rule for resource events, verb list, in namespace {NAMESPACE} '
+        "(profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume the kubelet cannot mount (a "
+        "missing Secret or ConfigMap, a key its items list that the object lacks, a CSI, Azure File or Blob mount "
+        "failure) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes "
+        "its Job. The run goes on; this is said once"
+    )
+    assert not cannot_start(executor)
+    cluster.add_objects(
+        [{"kind": "ConfigMap", "metadata": {"name": "cluster-ca"}, "data": {"ca.crt": "pem"}}]
+    )
+    run_until_settled(executor, active)
+    assert sorted(executor.recorder.finished) == ["unseen-1", "unseen-2"] and executor.recorder.failed == []
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    assert ("", "events", "list") in role_grants(role)
+    assert {
+        rbac_request("GET", path) for method, path, _ in cluster.requests if path.endswith("/events")
+    } == {("", "events", "list")}

@@ -198,6 +198,9 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     def _gave_up_starting(self, job) -> bool:
         """Report a Job whose container the kubelet keeps waiting, once per pod; fail it once that is hopeless."""
+        refused = self.kubeapi.mounts.take_refusal()  # the Role lacks list on events: said once per run
+        if refused is not None:
+            self.logger.warning(refused)
         name = job.external_jobid
         stuck = self.kubeapi.stuck_containers.get(name)
         if stuck is None:

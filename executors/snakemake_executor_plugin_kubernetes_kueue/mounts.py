@@ -19,7 +19,8 @@ The kubelet's summary (``Unable to attach or mount volumes: ... timed out waitin
 cause and does not count. A pod waiting ``ContainerCreating`` longer than ``CONTAINER_CREATING_CHECK_S`` has its
 FailedMount Events read, at most once every ``CONTAINER_CREATING_CHECK_S``; the executor then reports it once and
 fails its job after the give-up of every stuck container, unless the kubelet has stopped failing to mount it by
-then (fixed meanwhile: no FailedMount for ``MOUNT_RETRY_S``).
+then (fixed meanwhile: no FailedMount for ``MOUNT_RETRY_S``). A driver whose Role lacks ``list`` on ``events``
+cannot read them: that is said once per run (``refusal``), and the run goes on without this check.
 """
 
 from __future__ import annotations
@@ -85,11 +86,12 @@ def _mount_failure(events) -> tuple[str, tuple] | None:
 @dataclass
 class MountWatch:
     """For each Job whose pod waits ContainerCreating: since when (time.monotonic()), when its Events were last read,
-    and the failed mount they showed."""
+    and the failed mount they showed; and the refusal of the first Events read the driver may not make."""
 
     creating: dict[str, tuple[str, float]] = field(default_factory=dict)  # by Job: (pod, since)
     read_at: dict[str, float] = field(default_factory=dict)
     found: dict[str, MountFailure] = field(default_factory=dict)
+    refused: str | None = None  # the warning due for a 403 on the Events read; "" once it has been given
 
     def note(self, api, namespace: str, job: str, pod: str) -> str | None:
         """Called with each listing that shows the Job's pod ``pod`` waiting ContainerCreating: the kubelet's
@@ -126,11 +128,20 @@ class MountWatch:
         for known in (self.creating, self.read_at, self.found):
             known.pop(job, None)
 
+    def take_refusal(self) -> str | None:
+        """The warning about a refused Events read, once per run (this watch lives as long as the run)."""
+        refused, self.refused = self.refused, "" if self.refused is not None else None
+        return refused or None
+
     def _update(self, api, namespace: str, job: str, pod: str, now: float) -> None:
         try:
             read = _mount_failure(_failed_mounts(api, namespace, pod))
-        except (ApiException, urllib3.exceptions.HTTPError):
-            return  # read again later (a 403: the driver's Role lacks list on events)
+        except urllib3.exceptions.HTTPError:
+            return  # read again later
+        except ApiException as error:
+            if error.status == 403 and self.refused is None:
+                self.refused = _refusal(error, namespace, pod)
+            return  # read again later: a Role fixed meanwhile lets it through
         known = self.found.get(job)
         if read is None or (known is not None and known.repeated == read[1]):
             return
@@ -140,3 +151,16 @@ class MountWatch:
 def _failed_mounts(api, namespace: str, pod: str):
     selector = f"involvedObject.kind=Pod,involvedObject.name={pod},reason={FAILED_MOUNT}"
     return api.list_namespaced_event(namespace, field_selector=selector).items
+
+
+def _refusal(error: ApiException, namespace: str, pod: str) -> str:
+    from .jobs import describe_api_error  # jobs imports this module
+
+    return (
+        f"kubernetes-kueue: listing the events of pod {namespace}/{pod}, which waits ContainerCreating, failed with "
+        f"{describe_api_error(error)}: the driver's Role lacks the rule for resource events, verb list, in namespace "
+        f"{namespace} (profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume the kubelet "
+        "cannot mount (a missing Secret or ConfigMap, a key its items list that the object lacks, a CSI, Azure File "
+        "or Blob mount failure) is not detected: its job waits ContainerCreating, holding its Kueue quota, until "
+        "someone deletes its Job. The run goes on; this is said once"
+    )

@@ -70,7 +70,8 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
 * a deleted Job, pod or Secret answers 404 from then on; a running pod deleted through the API is killed, and
   its Job (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server
   does (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403, 404), with
-  apimachinery's ``Status`` body.
+  apimachinery's ``Status`` body (a 403 names the verb RBAC checked: ``list`` for a GET of a collection such as
+  ``.../events``, ``get`` for one object).
 
 * Kueue's Workloads (``kueue.x-k8s.io/v1beta2``, get and list, ``labelSelector`` ``key=value``): one per Job,
   named ``job-<job>-<hash>``, labelled ``kueue.x-k8s.io/job-uid`` with the Job's uid and owned by the Job,
@@ -1303,12 +1304,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_failure(self, failure: InjectedFailure) -> None:
         reason, message = FAILURE_STATUS[failure.status]
         parts, _ = self._route()
+        rest = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else []
+        # A GET of a collection (.../events) is RBAC's list, of an object (.../jobs/<name>/status) its get.
+        collection = self.command == "GET" and len(rest) == 1
         message = message.format(
-            verb=VERBS.get(self.command, self.command.lower()),
+            verb="list" if collection else VERBS.get(self.command, self.command.lower()),
             resource=self._resource(),
             namespace=self._namespace(parts),
         )
-        rest = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else []
         if failure.status == 404 and len(rest) >= 2:  # a named object that is gone
             kind = {"jobs": "jobs.batch"}.get(rest[-2], rest[-2])
             message = f'{kind} "{rest[-1]}" not found'
