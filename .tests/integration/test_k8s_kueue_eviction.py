@@ -422,12 +422,12 @@ def test_a_job_whose_workload_was_deactivated_by_hand_is_held_said_once_and_runs
     monkeypatch.setattr(evictions, "DEACTIVATION_CHECK_S", 0.3)
     monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.3)
     name = "held"
+    if not admitted:  # held before the submission: a Job admitted first could finish before the deactivation
+        with cluster._lock:
+            cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"] = "Hold"
     job = submit(executor, name, rerun_script(tmp_path / "ran") if admitted else "true")
     if admitted:
         wait_for_pod(cluster, name)
-    else:
-        with cluster._lock:
-            cluster.cluster_queues["snakemake"]["spec"]["stopPolicy"] = "Hold"
     assert check_round(executor, [job]) == [job]
     cluster.deactivate_workload(name, cause="")
     deadline = time.monotonic() + 3.0
