@@ -306,6 +306,23 @@ def test_a_relative_log_path_under_a_module_prefix_is_refused_naming_the_key(
     ) in proc.stdout, proc.stdout
 
 
+def test_a_log_path_in_the_home_folder_under_a_module_prefix_is_read_there(tmp_path, real_layout):
+    """``~/data/real``, in a module imported with a `prefix:`: it is the home folder (kdgat.layout), not a relative
+    path behind the prefix, so neither refused as relative nor looked up as runA/~/data/real."""
+    home = tmp_path / "home"
+    shutil.copytree(real_layout, home / "data" / "real")
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({**TINY, "datasets": {"real": {"path": "~/data/real"}}})
+    )
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "config.yaml"\n\n\n'
+        f'module preprocess:\n    snakefile:\n        "{REPO}/workflow/modules/preprocess/Snakefile"\n'
+        '    config:\n        config\n    prefix:\n        "runA"\n\n\nuse rule * from preprocess as a_*\n'
+    )
+    proc = run_snakemake("-n", "--cores", "1", "a_all", cwd=tmp_path, env={"HOME": str(home)}, timeout=300)
+    assert "runA/results/preprocess/real/train.pt" in proc.stdout, proc.stdout
+
+
 def test_whole_fusion_captures_from_synthetic_files_and_from_folders(tmp_path, real_layout):
     """A synthetic split fusion_NN_<what> and a fusion_*/ folder of a real layout are whole captures of the fusion
     split: with a share of 0 fusion.pt holds their windows and nothing else, the training captures keep all

@@ -1051,3 +1051,29 @@ def test_a_text_file_given_as_graphs_has_its_reason_named_also_where_only_its_he
         and "Unsupported operand 123" in message
     )
     assert "zipfile" not in message and "mmap" not in message
+
+
+def test_a_dataset_path_or_log_with_a_tilde_is_read_from_the_home_folder(tmp_path, monkeypatch):
+    # "~/data/can" was looked up as a folder named "~" in the working directory ("does not exist", where the
+    # folder is there), and a files entry reached Snakemake, which refuses "~" naming no config key.
+    for folder in ("train_01_x", "test_01_dos"):
+        (tmp_path / "can" / folder).mkdir(parents=True)
+        write(tmp_path / "can" / folder, "log.csv", HCRL_ROWS)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "can")  # no ~ folder here either
+    train, test, _ = dataset_logs("lab", {"path": "~/can"}, held_out=())
+    assert train == [str(tmp_path / "can/train_01_x/log.csv")]
+    assert test == {"dos": [str(tmp_path / "can/test_01_dos/log.csv")]}
+    files = {"train": ["~/can/train_01_x/log.csv"], "test": {"dos": ["~//can/./test_01_dos/log.csv"]}}
+    assert dataset_logs("lab", {"files": files}, held_out=())[:2] == (train, test)
+
+
+def test_a_relative_dataset_path_that_does_not_exist_names_the_working_directory(tmp_path, monkeypatch):
+    # With snakemake --directory elsewhere, "../data/can does not exist" left the user to guess where from.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        LayoutError,
+        match=rf"^datasets.lab.path: dataset directory \.\./no/can does not exist \(relative to the working "
+        rf"directory {re.escape(str(tmp_path))}\) \(expected",
+    ):
+        dataset_logs("lab", {"path": "../no/can"})

@@ -188,7 +188,9 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
     if not root.is_dir():
         # A log file given where its dataset's folder belongs exists: "does not exist" would send the user looking.
         what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise FileNotFoundError(f"dataset directory {root} {what}")
+        # A relative folder is looked up in the working directory (snakemake --directory), not beside the config.
+        where = "" if root.is_absolute() else f" (relative to the working directory {os.getcwd()})"
+        raise FileNotFoundError(f"dataset directory {root} {what}{where}")
     exclude = tuple(exclude)
     train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in _logs(d, exclude)]
     test: dict[str, list[Path]] = {}
@@ -209,8 +211,9 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
 
 def _normalized(path) -> str:
     """A log's path as given, without ./ and // (./data/a.csv is data/a.csv), as kd_gat.data_prefix is: Snakemake
-    warns of a relative input path starting with ./ on every run. A URL (az://container/dos.csv) is left as it is."""
-    return str(path) if "://" in str(path) else os.path.normpath(str(path))
+    warns of a relative input path starting with ./ on every run; ``~`` is the home folder (Snakemake refuses an
+    input path starting with ``~``, naming no config key). A URL (az://container/dos.csv) is left as it is."""
+    return str(path) if "://" in str(path) else os.path.normpath(os.path.expanduser(str(path)))
 
 
 def _refuse_unwritten(captures: dict, held_out: tuple[str, ...], given: str) -> None:
@@ -422,6 +425,7 @@ def dataset_logs(
                     f"of preprocess.held_out ({sorted(held_out)})"
                 )
     elif spec.get("path"):
+        spec = {**spec, "path": os.path.expanduser(spec["path"])}  # ~/data/can: the home folder, as files are
         compressed = compressed_logs(spec["path"], ("train", "test", *held_out, *HELD_OUT_SPLITS), exclude)
         if compressed:
             shown = ", ".join(str(f.relative_to(spec["path"])) for f in compressed[:3])

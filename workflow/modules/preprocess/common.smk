@@ -1,4 +1,6 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
+import os
+
 from kdgat.layout import (
     VAL,
     LayoutError,
@@ -45,6 +47,8 @@ def check_log_paths_behind_prefix():
             for index, path in enumerate(paths)
         ]
         for key, path in given:
+            # ~/data is the home folder (kdgat.layout reads it so), not a relative path behind the prefix
+            path = os.path.expanduser(path)
             moved = workflow.modifier.path_modifier.replace_prefix(path) if path else path
             if moved != path:
                 raise config_error(
