@@ -207,6 +207,23 @@ def test_stash_restores_only_for_identical_inputs_and_params(tmp_path):
     assert not list((tmp_path / "stash").glob(".*"))  # no staging leftovers
 
 
+def test_a_stash_dir_starting_with_a_tilde_is_in_the_home_folder_not_the_working_directory(
+    tmp_path, monkeypatch
+):
+    """evaluation.stash_dir ~/stash made a folder named "~" in the working directory, beside the results."""
+    home, workdir = tmp_path / "home", tmp_path / "run"
+    workdir.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(workdir)
+    out = workdir / "metrics.json"
+    write_json({"f1": 0.9}, out)
+    stash = ResultStash("~/stash").prepare()
+    stash.commit("k" * 32, {"metrics.json": out})
+    assert stash.root == home / "stash"
+    assert [p.name for p in (home / "stash").iterdir()] == ["k" * 32]
+    assert sorted(p.name for p in workdir.iterdir()) == ["metrics.json"]
+
+
 def test_the_stash_key_follows_contents_and_values_not_paths_or_the_order_they_are_given_in(tmp_path):
     """stash_key: a key that changes with an input's content or a parameter, not on a path move (a results folder
     moved to another disk still restores), nor with the order of the mappings it is given."""

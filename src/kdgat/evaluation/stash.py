@@ -66,7 +66,8 @@ class ResultStash:
     """
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        # ~/stash is the home folder's (as kd_gat.tracking.uri's ~), not a folder named "~" in the working directory
+        self.root = Path(root).expanduser()
 
     def prepare(self) -> ResultStash:
         """Create the stash directory now (the stash returned); a ValueError naming it when it cannot hold entries (a
