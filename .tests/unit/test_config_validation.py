@@ -27,7 +27,7 @@ def dry_run_of_module(tmp_path: Path, lab: object, module: str, given: str = "co
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def _dry_run_with(config: dict, tmp_path: Path, *extra: str):
+def _dry_run_with(config: dict, tmp_path: Path, *extra: str, env: dict | None = None):
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     return run_snakemake(
@@ -43,6 +43,7 @@ def _dry_run_with(config: dict, tmp_path: Path, *extra: str):
         *extra,
         check=False,
         timeout=300,
+        env=env,
     )
 
 
@@ -819,6 +820,24 @@ def test_an_observed_path_given_with_a_leading_dot_slash_is_read_without_snakema
     assert "starts with './'" not in proc.stdout, proc.stdout
     assert "Missing input files for rule calibration_calibrate" in proc.stdout, proc.stdout
     assert "        data/observed.csv\n" in proc.stdout, proc.stdout
+
+
+def test_an_observed_path_starting_with_a_tilde_is_read_from_the_home_folder(tmp_path: Path) -> None:
+    """calibration.observed.path ~/data/observed.csv reached Snakemake as written, which refuses a path starting
+    with ~ ("Using '~' in your paths is not allowed"), naming no config key; it is the home folder, as
+    datasets.<name>.path is. A folder there is refused naming the key, as in the working directory."""
+    home = tmp_path / "home"
+    (home / "data" / "folder.csv").mkdir(parents=True)
+    env = {"HOME": str(home)}
+    proc = _dry_run_with(
+        _with(DEFAULT_CONFIG, ("calibration", "observed", "path"), "~/data/observed.csv"), tmp_path, env=env
+    )
+    assert "Using '~'" not in proc.stdout, proc.stdout
+    assert f"        {home}/data/observed.csv\n" in proc.stdout, proc.stdout
+    proc = _dry_run_with(
+        _with(DEFAULT_CONFIG, ("calibration", "observed", "path"), "~/data/folder.csv"), tmp_path, env=env
+    )
+    assert "calibration.observed.path: ~/data/folder.csv is a folder, not a file" in proc.stdout, proc.stdout
 
 
 def test_what_a_models_module_prints_at_import_stays_out_of_the_rulegraph(tmp_path: Path) -> None:

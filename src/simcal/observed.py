@@ -109,7 +109,7 @@ def check_observed_path(path: Any, key: str = "calibration.observed.path") -> No
             f"{key}: {path!r} names no file; give a CSV, TSV or Parquet file of observed data, or null to "
             "generate them with calibration.observed.generator"
         )
-    if Path(path).is_dir():  # it would reach the calibrate job as its input table
+    if Path(path).expanduser().is_dir():  # it would reach the calibrate job as its input table
         raise ContractError(f"{key}: {path} is a folder, not a file of observed data")
     try:
         table_format(path)
