@@ -261,6 +261,25 @@ def test_a_sweep_table_that_pandas_would_misread_is_refused_naming_its_line(
     assert expected in proc.stdout, proc.stdout
 
 
+def test_a_sweep_table_in_the_home_folder_is_read_and_a_relative_one_that_is_missing_names_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """kd_gat.sweep.table ~/params.tsv said "does not exist" where the table was; config/params.tsv (the shipped
+    default), run with --directory elsewhere, said so without saying where it was looked up from."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "params.tsv").write_text("hidden\theads\n16\t4\n8\t2\n")
+    sweep = {"enabled": True, "table": "~/params.tsv"}
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, ("kd_gat", "sweep"), sweep), tmp_path, env={"HOME": str(home)})
+    assert re.search(r"^kd_gat_train_gat_sweep\s+4$", proc.stdout, re.MULTILINE), proc.stdout
+    sweep = {"enabled": True, "table": "config/params.tsv"}
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, ("kd_gat", "sweep"), sweep), tmp_path)
+    assert (
+        "kd_gat.sweep.table: config/params.tsv does not exist (a tab-separated table) (relative to the working "
+        f"directory {tmp_path})"
+    ) in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [

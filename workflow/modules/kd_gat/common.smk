@@ -140,6 +140,11 @@ GPU_MEMORY = learned_gpu_memory("metrics") if TRAINING_GPUS else {}
 
 
 # The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).
+def in_the_working_directory(path):
+    """Where a relative path was looked up (snakemake --directory), not beside the config file: for a message."""
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+
+
 def read_sweep_table(path):
     """The sweep table, refused naming the file and line where pandas would shift or merge rows silently: a row
     with more or fewer tab-separated fields than the header (pandas takes the first of one too many as its index,
@@ -150,7 +155,7 @@ def read_sweep_table(path):
         raise config_error(
             f"{where} is not a file (expected a tab-separated table, one row per GAT)"
             if path.exists()
-            else f"{where} does not exist (a tab-separated table)"
+            else f"{where} does not exist (a tab-separated table){in_the_working_directory(path)}"
         )
     numbered = [
         (number, line.split("\t"))
@@ -200,7 +205,7 @@ def check_sweep_rows(table, path):
 
 SWEEP = None
 if KD["sweep"]["enabled"]:
-    table_path = Path(KD["sweep"]["table"])
+    table_path = Path(KD["sweep"]["table"]).expanduser()  # ~/params.tsv: the home folder's
     table = read_sweep_table(table_path)
     if KD["sweep"]["query"]:
         try:
