@@ -605,6 +605,16 @@ def test_a_run_beyond_any_real_one_is_left_out_with_a_warning_naming_its_file(tm
     )
 
 
+def test_a_root_starting_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    # "~/old run" was looked up as <working directory>/~/old run: "not a directory; skipped", nothing learned.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    earlier = write_runs(tmp_path / "home/old run" / "benchmarks/train/a.tsv", [(600.0, 500.0)])
+    estimate = history(tmp_path / "run", benchmark_roots=("~/old run",)).estimate(
+        "mem_mb", PATTERN, {"dataset": "a"}, 4000
+    )
+    assert (estimate.learned, estimate.sources, estimate.warnings) == (True, (str(earlier),), ())
+
+
 def test_missing_root_is_named(tmp_path):
     estimate = history(tmp_path, benchmark_roots=("gone",)).estimate(
         "mem_mb", PATTERN, {"dataset": "a"}, 4000

@@ -296,7 +296,7 @@ class ResourceHistory:
         mount gives it a second real path, which ``os.path.realpath`` cannot see through."""
         files, warnings, seen = [], [], set()
         for root in self.settings.benchmark_roots:
-            directory = self.workdir / root
+            directory = self.root_directory(root)
             if not directory.is_dir():
                 warnings.append(f"learned_resources.benchmark_roots: {directory} is not a directory; skipped")
                 continue
@@ -342,7 +342,14 @@ class ResourceHistory:
         return f"{label} ({shown})" if shown else label
 
     def roots_text(self) -> str:
-        return ", ".join(os.path.normpath(self.workdir / root) for root in self.settings.benchmark_roots)
+        return ", ".join(
+            os.path.normpath(self.root_directory(root)) for root in self.settings.benchmark_roots
+        )
+
+    def root_directory(self, root: str) -> Path:
+        """A root of learned_resources.benchmark_roots: relative to the working directory, ``~`` the home folder
+        (not a folder named ``~`` in the working directory)."""
+        return self.workdir / Path(root).expanduser()
 
     # -- arithmetic -----------------------------------------------------------------------------------------------
     def base_figure(
