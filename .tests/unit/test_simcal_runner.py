@@ -1513,6 +1513,26 @@ def test_slurm_job_script_from_config():
         slurm_cluster_kwargs({"acount": "typo"})
 
 
+def test_slurm_worker_command_paths_with_spaces_stay_one_word_in_the_job_script(monkeypatch):
+    """dask-jobqueue joins the worker command with spaces, unquoted: a venv or local_directory under a folder with a
+    space ("my project") split into words, and no worker started. A log_directory with a space is refused."""
+    import shlex
+
+    from dask_jobqueue import SLURMCluster
+
+    monkeypatch.setattr(sys, "executable", "/home/me/my project/.venv/bin/python")
+    kwargs = slurm_cluster_kwargs({"local_directory": "/scratch/my runs/café"}, "dask-worker-test")
+    with SLURMCluster(**kwargs, scheduler_options={"dashboard_address": None}) as cluster:
+        script = cluster.job_script()
+    command = shlex.split(next(line for line in script.splitlines() if "distributed.cli.dask_worker" in line))
+    assert command[:3] == ["/home/me/my project/.venv/bin/python", "-m", "distributed.cli.dask_worker"]
+    assert command[command.index("--local-directory") + 1] == "/scratch/my runs/café"
+    with pytest.raises(
+        ContractError, match=r"^calibration.backend.slurm.log_directory '/x/my logs' contains whi"
+    ):
+        slurm_cluster_kwargs({"log_directory": "/x/my logs"})
+
+
 def test_worker_lifetime_is_shorter_than_the_walltime():
     assert walltime_seconds("01:00:00") == 3600 and walltime_seconds("2-00:30") == 174600
     assert walltime_seconds("5") == 300 and walltime_seconds("01:30") == 90

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -198,9 +199,10 @@ def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None
     queue = options.get("queue") or options.get("partition")
     if queue:
         kwargs["queue"] = str(queue)
-    for key in ("account", "interface", "local_directory", "log_directory", "python", "job_cpu", "job_mem"):
+    for key in ("account", "interface", "log_directory", "python", "job_cpu", "job_mem"):
         if options.get(key) is not None:
             kwargs[key] = options[key]
+    _quote_worker_command_paths(options, kwargs)
     # Workers whose scheduler vanished (the driver was killed) exit after this many seconds instead of holding
     # their allocation until the walltime.
     kwargs["death_timeout"] = options.get("death_timeout") or 60
@@ -218,6 +220,25 @@ def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None
     if options.get("job_script_prologue"):
         kwargs["job_script_prologue"] = _lines(options, "job_script_prologue")
     return kwargs
+
+
+def _quote_worker_command_paths(options: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    """dask-jobqueue writes the worker command into the job script joined with spaces, unquoted: a Python or
+    local_directory path with a space ('/home/me/my project/.venv/bin/python') was split into words by bash and no
+    worker started. Both are quoted here (a ``python`` option is a command as written: the user quotes it), and a
+    log_directory with whitespace is refused: it goes unquoted into #SBATCH -e/-o lines and, as written, to
+    os.makedirs, so no quoting serves both."""
+    import dask.config  # where the cluster is made, as dask_jobqueue is
+
+    if options.get("python") is None and dask.config.get("jobqueue.slurm.python", None) is None:
+        kwargs["python"] = shlex.quote(sys.executable)
+    if options.get("local_directory") is not None:
+        kwargs["local_directory"] = shlex.quote(str(options["local_directory"]))
+    if re.search(r"\s", str(options.get("log_directory") or "")):
+        raise ContractError(
+            f"{WHERE_SLURM}.log_directory {options['log_directory']!r} contains whitespace, which dask-jobqueue "
+            "writes unquoted into the job script's #SBATCH -e/-o lines: choose a folder without spaces"
+        )
 
 
 def slurm_scaling(options: Mapping[str, Any]) -> dict[str, int]:
