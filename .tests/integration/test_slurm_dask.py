@@ -138,6 +138,23 @@ def test_sweep_runs_on_slurm_workers_and_leaves_none(slurm, tmp_path):
     assert all((w["Account"], w["Partition"]) == (ACCOUNT, "cpu") for w in workers), workers
 
 
+def test_a_sweep_in_a_folder_with_a_space_gets_its_slurm_workers(slurm, tmp_path):
+    """The worker command in the job script names local_directory (here under "my runs"): dask-jobqueue writes it
+    unquoted, so before simcal quoted it bash split the path and no worker started (the rule then waited for the
+    no-worker watchdog). The workers' log folder may not hold a space (refused), so it lies outside."""
+    workdir = tmp_path / "my runs"
+    workdir.mkdir()
+    write_config(
+        workdir, "sweep_models:slow_sir", points=4, slurm={"log_directory": str(tmp_path / "dask-logs")}
+    )
+    run_snakemake(*snakemake_args(workdir), cwd=workdir, env=env(), timeout=300)
+    rows = pd.read_parquet(workdir / OUTPUT)
+    assert len(rows) == 4 and set(rows["status"]) == {"ok"}, rows
+    assert "started a SLURMCluster" in (workdir / LOG).read_text()
+    assert (workdir / "dask-scratch").is_dir()  # the workers' local_directory, the whole path, space included
+    assert_no_workers_left(job_name(workdir))
+
+
 def test_failing_sweep_leaves_no_workers(slurm, tmp_path):
     write_config(tmp_path, "sweep_models:always_fails", points=4)
     run = run_snakemake(*snakemake_args(tmp_path), cwd=tmp_path, env=env(), timeout=300, check=False)
