@@ -109,7 +109,8 @@ def report():
             "group": sorted({job.rule.group for job in group.jobs}),
             "datasets": sorted({job.wildcards_dict.get("dataset", "") for job in group.jobs}),
             "members": sorted(job.rule.name for job in group.jobs),
-            "asked": {key: asked.get(key) for key in ("_cores", "mem_mb", "runtime")},
+            # and the group job's gres (sbatch --gres), only where its members give one
+            "asked": {key: asked.get(key) for key in ("_cores", "mem_mb", "runtime", "gres") if key != "gres" or asked.get(key)},
         })
     print("GROUPS " + json.dumps(found))
 
@@ -354,6 +355,73 @@ def test_a_profiles_set_resources_giving_a_grouped_evaluation_a_gpu_is_refused_n
         "set-resources (the evaluation runs on CPUs; evaluation.gpu is 0), or give the evaluation rules their own "
         "jobs with a later profile (profiles/slurm/README.md, Evaluation group)"
     ) in output, output[-3000:]
+
+
+EVALUATION_GROUP = sorted(
+    [
+        "evaluation_baselines",
+        "evaluation_summarize_dataset",
+        *(
+            f"evaluation_{evaluation_rule(variant)}"
+            for variant in merged_config(SHIPPED_CONFIG)["kd_gat"]["variants"]
+        ),
+    ]
+)
+
+
+def dry_run_with_gres(tmp_path, gres: str, rules: list[str]) -> subprocess.CompletedProcess:
+    """The dry run through the profile and a later one whose set-resources give `rules` the gres `gres`."""
+    overrides = tmp_path / "my-overrides"
+    overrides.mkdir()
+    (overrides / "profile.yaml").write_text(
+        yaml.safe_dump({"set-resources": {rule: {"gres": gres} for rule in rules}})
+    )
+    no_gpu = tmp_path / "no_gpu.yaml"
+    no_gpu.write_text("evaluation:\n  gpu: 0\n")
+    return dry_run_with_the_profile(tmp_path, no_gpu, later_profiles=(overrides,))
+
+
+@pytest.mark.parametrize("gres", ["gpu:1", "gpu:v100:1"])
+def test_a_gpu_gres_the_grouped_evaluations_do_not_share_is_refused_naming_the_rule_and_the_group(
+    tmp_path, gres
+):
+    """set-resources giving one grouped evaluation rule a gres naming a GPU: the srun of each member inside the
+    group job passes no gres (the jobstep reads gpus, gpu and nvidia_gpu only), and Snakemake asks for a group job's
+    gres only when all members give the same, so it stopped with its own line naming neither the rule nor the
+    setting nor what to do ("Resource gres is a string but not all jobs in group require the same value")."""
+    result = dry_run_with_gres(tmp_path, gres, ["evaluation_evaluate_teacher"])
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    others = [rule for rule in EVALUATION_GROUP if rule != "evaluation_evaluate_teacher"]
+    assert (
+        f"set-resources gives rule evaluation_evaluate_teacher gres={gres} (a profile's set-resources or "
+        "--set-resources), but under profiles/slurm the rule is in the group job 'evaluation' with "
+        f"{', '.join(others)}, and {', '.join(f'{rule} (no gres)' for rule in others)} do not ask for the same gres."
+    ) in output, output[-3000:]
+    assert (
+        "the slurm jobstep's srun of each member passes no gres (it reads gpus, gpu and nvidia_gpu only)"
+        in output
+    )
+    assert "set-resources is per rule, and a group job has no resources of its own" in output
+    assert (
+        f"give every rule of the group ({', '.join(EVALUATION_GROUP)}) gres={gres} in your later profile's "
+        f"set-resources (the group job then asks sbatch for --gres={gres} once"
+    ) in output, output[-3000:]
+    assert (
+        "remove gres from evaluation_evaluate_teacher's set-resources (the evaluation runs on CPUs)" in output
+    )
+
+
+def test_the_same_gpu_gres_on_every_rule_of_the_evaluation_group_is_the_group_jobs_gres(tmp_path):
+    """What the refusal above tells to do: the same gres on every member passes the dry run, the evaluations stay
+    one group job per dataset, and that job asks sbatch for the gres once (the plugin's own flag)."""
+    result = dry_run_with_gres(tmp_path, "gpu:1", EVALUATION_GROUP)
+    groups = evaluation_groups(result)
+    assert groups and all(sorted(set(group["members"])) == EVALUATION_GROUP for group in groups), groups
+    for group in groups:
+        assert group["asked"]["gres"] == "gpu:1", group
+        flags = set_gres_string(SimpleNamespace(resources=SlurmJobResources(group["asked"])))
+        assert flags.strip() == "--gres=gpu:1", flags
 
 
 def readme_gpu_evaluation_profile() -> str:

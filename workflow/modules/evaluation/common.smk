@@ -13,6 +13,7 @@ from kdgat.evaluation.targets import (
     kd_gat_section,
 )
 from kdgat.tracking import TrackingSettings
+from snakemake.resources import Resource
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 EVALUATION = config["evaluation"]
@@ -89,9 +90,70 @@ def srun_gpu_request(member):
     return None
 
 
+def gres_of(rule):
+    """The gres the jobs of ``rule`` ask for after the profiles' set-resources; None when none is given or it is
+    computed per job (Snakemake compares those itself when it forms the group job). A profile's or the command
+    line's text is an expression Snakemake evaluates per job (gpu:1 is not Python, so it stays that text; 'gpu:1'
+    quoted is the same): evaluated here as Snakemake does, one that needs a job's wildcards or input is left out.
+    """
+    resource = rule.resources.get("gres")
+    if not resource.is_evaluable():
+        return resource.value
+    if not isinstance(resource.raw, str):
+        return None
+    try:
+        return Resource.cli_evaluator(
+            "gres", resource.raw, wildcards=None, input=None, attempt=1, async_run=None
+        )
+    except Exception:
+        return None
+
+
+def refuse_a_gpu_gres_the_group_does_not_share(member, others):
+    """Rule ``member`` (an evaluation rule in a group job with the rules ``others``) asking for a gres naming a GPU
+    that not every member of its group asks for the same. Snakemake asks SLURM for a group job's gres only when all
+    its members give the same text (else it stops, naming neither the rule nor the setting), and the slurm
+    jobstep's srun of each member passes no gres (it reads only gpus, gpu and nvidia_gpu: plugin 2.8.0 /
+    jobstep 0.6.1), so that one member never gets a GPU of its own. The same gres on every member is accepted (the
+    group job asks sbatch for it once and each member's job step gets the job's GRES, srun's default).
+    """
+    gres = gres_of(member)
+    if not gres or "gpu" not in str(gres):
+        return
+    asked = {name: gres_of(workflow.get_rule(name)) for name in others}
+    theirs = ", ".join(
+        f"{name} ({f'gres={value}' if value else 'no gres'})"
+        for name, value in asked.items()
+        if value != gres
+    )
+    if not theirs:
+        return
+    given = (
+        f"set-resources gives rule {member.name} gres={gres} (a profile's set-resources or --set-resources)"
+        if "gres" in workflow.resource_settings.overwrite_resources.get(member.name, {})
+        else f"rule {member.name} asks for gres={gres} (default-resources)"
+    )
+    raise config_error(
+        f"{given}, but under "
+        f"profiles/slurm the rule is in the group job {member.group!r} with {', '.join(others)}, and {theirs} "
+        f"do not ask for the same gres. A group job asks SLURM for a gres only when every member asks for the "
+        f"same (else Snakemake stops: 'Resource gres is a string but not all jobs in group require the same "
+        f"value'), and the slurm jobstep's srun of each member passes no gres (it reads gpus, gpu and "
+        f"nvidia_gpu only), so {member.name} would never get a GPU of its own. set-resources is per rule, and a "
+        f"group job has no resources of its own: this profile's group_slot makes it ask for its largest "
+        f"member's CPUs and memory and the sum of their runtimes, and for a text resource such as gres only "
+        f"when all members give the same. To evaluate on a GPU, give every rule of the group "
+        f"({', '.join(sorted([member.name, *others]))}) gres={gres} in your later profile's set-resources (the "
+        f"group job then asks sbatch for --gres={gres} once and SLURM gives each member's job step the job's "
+        f"GPU), or give the evaluation rules their own jobs (profiles/slurm/README.md, Evaluation group); else "
+        f"remove gres from {member.name}'s set-resources (the evaluation runs on CPUs)"
+    )
+
+
 def refuse_gpu_evaluations_in_group_jobs():
     """An evaluation rule asking for a GPU (evaluation.gpu > 0, or a profile's set-resources giving it gpu, gpus or
-    nvidia_gpu) is refused under profiles/slurm (it sets SNAKEMAKE_SLURM_PROFILE; a dry run's executor is
+    nvidia_gpu, or a gres naming a GPU that the other rules of its group do not ask for the same:
+    refuse_a_gpu_gres_the_group_does_not_share) is refused under profiles/slurm (it sets SNAKEMAKE_SLURM_PROFILE; a dry run's executor is
     Snakemake's dryrun, not slurm) while it shares its group with other rules, because inside a group job the
     slurm jobstep asks srun for the sum of the members' GPUs, more than the job holds: the jobs' resources decide
     that, set-resources included (Snakemake passes them on to the job), not where they came from. Called while
@@ -104,15 +166,16 @@ def refuse_gpu_evaluations_in_group_jobs():
     for member in workflow.rules:
         if member.name not in EVALUATION_RULES or member.group is None:
             continue
-        request = srun_gpu_request(member)
-        if request is None:
-            continue
         others = sorted(
             other.name
             for other in workflow.rules
             if other.group == member.group and other.name != member.name
         )
         if not others:
+            continue
+        refuse_a_gpu_gres_the_group_does_not_share(member, others)
+        request = srun_gpu_request(member)
+        if request is None:
             continue
         why = (
             "inside a group job the slurm plugin asks srun for a GPU per member, more than the job holds, and "
