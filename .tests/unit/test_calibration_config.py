@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from simcal.config_checks import (
     check_model,
     check_observed,
     check_parameters,
+    check_sweep_columns,
     check_targets,
     importable_function,
 )
@@ -602,3 +604,103 @@ def test_a_sweep_setting_naming_one_thing_twice_stops_the_dry_run(tmp_path, key)
         config,
         f"config key calibration.sweep.{key} (set in {tmp_path / 'config.yaml'}): ['max', 'max'] has non-unique elements",
     )
+
+
+SWEEP_SIMULATIONS = "results/calibration/sir/sweep/simulations.parquet"
+SWEEP_DESIGN = "resources/calibration/sir/sweep_design.csv"
+
+
+def an_earlier_sweep(directory: Path, **drop) -> Path:
+    """The shipped calibration's sweep tables as an earlier run leaves them: the design, then the simulations of
+    simcal.models.sir (day, incidence, prevalence) beside the keys, the status and the parameters."""
+    from simcal.models.sir import simulate
+
+    design = directory / SWEEP_DESIGN
+    design.parent.mkdir(parents=True, exist_ok=True)
+    design.write_text("param_id,beta,gamma\np0,0.3,0.1\n")
+    fixed = {"population": 10000, "initial_infected": 10, "days": 20}
+    rows = simulate({"beta": 0.3, "gamma": 0.1, **fixed}, 1).assign(
+        param_id="p0",
+        replicate=0,
+        seed=1,
+        beta=0.3,
+        gamma=0.1,
+        **fixed,
+        status="ok",
+        error="",
+        duration_s=0.1,
+    )
+    simulations = directory / SWEEP_SIMULATIONS
+    simulations.parent.mkdir(parents=True, exist_ok=True)
+    rows.drop(columns=list(drop)).to_parquet(simulations)
+    os.utime(design, (1_000_000_000, 1_000_000_000))  # the design before the simulations
+    return simulations
+
+
+def _required() -> list[str]:
+    return ["param_id", "replicate", "seed", "beta", "gamma", "population", "initial_infected", "days"]
+
+
+def test_a_sweep_column_the_earlier_simulations_lack_is_refused_naming_the_file_its_columns_and_the_closest(
+    tmp_path,
+):
+    simulations = an_earlier_sweep(tmp_path)
+    with pytest.raises(ContractError) as refused:
+        check_sweep_columns(["incidense", "prevalence"], simulations, tmp_path / SWEEP_DESIGN, _required())
+    message = str(refused.value)
+    assert message.startswith(
+        f"calibration.sweep.columns: column 'incidense' is not in {simulations}, the simulations of the sweep an "
+        "earlier run wrote, which analyze_sweep would read; it has ["
+    ), message
+    assert "'day', 'incidence', 'prevalence'" in message and "(did you mean 'incidence'?)" in message, message
+    check_sweep_columns(["incidence", "prevalence"], simulations, tmp_path / SWEEP_DESIGN, _required())
+
+
+@pytest.mark.parametrize("case", ["no simulations yet", "no list", "a newer design", "a parameter it lacks"])
+def test_a_sweep_column_is_left_to_the_job_where_the_simulations_are_yet_to_be_written(tmp_path, case):
+    """The simulate rule writes the table: not there, or to be written again (a newer design, or parameters the
+    config names that it lacks), the job checks the columns against what it reads."""
+    simulations = an_earlier_sweep(tmp_path, **({"gamma": True} if case == "a parameter it lacks" else {}))
+    columns = None if case == "no list" else ["incidense"]
+    if case == "no simulations yet":
+        simulations.unlink()
+    if case == "a newer design":
+        os.utime(tmp_path / SWEEP_DESIGN, None)
+        os.utime(simulations, (1_000_000_000, 1_000_000_000))
+    check_sweep_columns(columns, simulations, tmp_path / SWEEP_DESIGN, _required())
+
+
+def _sweep_dry_run(directory: Path, *extra: str) -> subprocess.CompletedProcess:
+    config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
+    config["calibration"]["sweep"]["columns"] = ["incidense", "prevalence"]
+    configfile = directory / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    return run_snakemake(
+        "-n", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(directory),
+        "--configfile", str(configfile), "--cores", "1", *extra, check=False, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_misspelt_sweep_column_stops_the_dry_run_when_an_earlier_sweep_left_its_simulations(tmp_path):
+    """sweep.columns ['incidense'] passed the dry run and failed in analyze_sweep, after the simulations."""
+    an_earlier_sweep(tmp_path)
+    dry = _sweep_dry_run(tmp_path)
+    assert dry.returncode != 0, dry.stdout[-3000:]
+    output = " ".join(dry.stdout.split())
+    assert (
+        f"calibration.sweep.columns: column 'incidense' is not in {SWEEP_SIMULATIONS}, the simulations of the "
+        "sweep an earlier run wrote"
+    ) in output, output[-3000:]
+    assert "(did you mean 'incidence'?)" in output
+    # refused while the DAG is built (when --forcerun is known), before any job is listed
+    assert "Job stats" not in dry.stdout, dry.stdout[-3000:]
+
+
+@pytest.mark.parametrize("extra", [(), ("--forcerun", "calibration_simulate")])
+def test_a_misspelt_sweep_column_is_left_to_the_job_while_the_simulations_are_to_be_written(tmp_path, extra):
+    """No simulations yet, or simulate forced: the dry run passes, and the analyze_sweep job checks the columns."""
+    if extra:
+        an_earlier_sweep(tmp_path)
+    dry = _sweep_dry_run(tmp_path, *extra)
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert "calibration_analyze_sweep" in dry.stdout

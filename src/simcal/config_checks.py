@@ -14,7 +14,7 @@ import difflib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from simcal.contract import REFERENCE, ContractError, check_model_signature, check_options, target_options
@@ -138,3 +138,44 @@ def check_targets(targets: Any, key: str = "calibration.targets") -> None:
         function = importable_function(spec["function"], f"{where}.function")
         if function is not None:
             check_options(function, target_options(spec), where, spec["function"])
+
+
+def check_sweep_columns(
+    columns: Any,
+    simulations: str | os.PathLike,
+    design: str | os.PathLike,
+    required: Sequence[str] = (),
+    key: str = "calibration.sweep.columns",
+) -> None:
+    """calibration.sweep.columns against the header of the sweep's simulations table (``simulations``, the file
+    analyze_sweep reads) when an earlier run left one: a column it lacks is refused naming the column, the file, the
+    columns it has and the closest of them. The analyze_sweep job met it only after the simulations (it checks the
+    same, and still does). Left to that job when no list is given, or the table is not there (the simulate rule
+    writes it) or cannot be read, or it will be written again before analyze_sweep reads it as far as this can
+    see: the design (``design``) is newer, or the table lacks a column of ``required`` (the parameters the config
+    now names: the sweep changed)."""
+    if not columns:
+        return
+    # pyarrow only when there is a list to check: this module is imported while Snakemake parses the workflow
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(simulations).names
+        written = os.stat(simulations).st_mtime
+    except (OSError, pa.ArrowException):
+        return
+    with contextlib.suppress(OSError):
+        if os.stat(design).st_mtime > written:
+            return
+    if any(name not in names for name in required):
+        return
+    for column in columns:
+        if column not in names:
+            closest = difflib.get_close_matches(str(column), names, n=1)
+            hint = f" (did you mean {closest[0]!r}?)" if closest else ""
+            raise ContractError(
+                f"{key}: column {column!r} is not in {simulations}, the simulations of the sweep an earlier run "
+                f"wrote, which analyze_sweep would read; it has {names}{hint}. Name a column it has (if the sweep "
+                f"is to be simulated again by a model that writes {column!r}, delete {simulations} first)"
+            )

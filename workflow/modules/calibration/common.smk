@@ -2,7 +2,14 @@
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
 from simcal.calibrate import CalibrationSettings, check_refine_replicates
-from simcal.config_checks import check_model, check_observed, check_parameters, check_targets
+from simcal.analyze import KEY_COLUMNS
+from simcal.config_checks import (
+    check_model,
+    check_observed,
+    check_parameters,
+    check_sweep_columns,
+    check_targets,
+)
 from simcal.design import parse_bounds
 from simcal.settings import SimulationSettings
 
@@ -68,6 +75,65 @@ def check_job_settings():
 
 
 check_job_settings()
+
+
+# The simulate rule's name and the sweep's tables as the workflow knows them (behind the importing `use rule ... as`
+# and the module's prefix), taken while this module is parsed: when the DAG is built workflow.modifier is the
+# importing workflow's.
+SWEEP_CHECK = {
+    "simulate": workflow.modifier.modify_rulename("simulate"),
+    "simulations": str(
+        workflow.modifier.path_modifier.replace_prefix(f"{RESULTS}/sweep/simulations.parquet")
+    ),
+    "design": str(
+        workflow.modifier.path_modifier.replace_prefix(
+            f"resources/calibration/{NAME}/sweep_design.csv"
+        )
+    ),
+}
+
+
+def check_sweep_columns_against_an_earlier_sweep():
+    """calibration.sweep.columns against the header of the sweep's simulations an earlier run wrote, the file
+    analyze_sweep reads (simcal.config_checks.check_sweep_columns): a misspelt column passed the dry run and failed
+    only in that job. Left to the job when the simulations are not there yet (the simulate rule writes them) or are
+    to be simulated again: a newer design, parameters the table lacks, or simulate forced (--forceall, --forcerun
+    of the rule, which Snakemake's DAG settings hold only once the DAG is built: hence AfterTheSweepColumnCheck).
+    """
+    settings = workflow.dag_settings
+    if settings is not None and (
+        settings.forceall or SWEEP_CHECK["simulate"] in (settings.forcerun or ())
+    ):
+        return
+    try:
+        check_sweep_columns(
+            SWEEP["columns"],
+            SWEEP_CHECK["simulations"],
+            SWEEP_CHECK["design"],
+            required=[*KEY_COLUMNS, *map(str, CAL["parameters"]), *map(str, CAL["fixed"])],
+        )
+    except ValueError as error:
+        raise config_error(str(error)) from None
+
+
+class AfterTheSweepColumnCheck:
+    """The simulations input of analyze_sweep: ``pattern`` (Snakemake adds the module's prefix, as for a string),
+    given once check_sweep_columns_against_an_earlier_sweep has passed. A callable, so that Snakemake calls it
+    while it builds the DAG (also in a dry run), when --forcerun and --forceall are known; written as its pattern,
+    so that a listing of the rules' inputs shows the path."""
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+        self.checked = False
+
+    def __call__(self, wildcards):
+        if not self.checked:
+            check_sweep_columns_against_an_earlier_sweep()
+            self.checked = True
+        return self.pattern
+
+    def __str__(self):
+        return self.pattern
 
 
 # Simulation settings that decide no row: how often progress is written and how long the rule waits for a worker
