@@ -145,10 +145,14 @@ def test_a_sweep_in_a_folder_with_a_space_gets_its_slurm_workers(slurm, tmp_path
     workdir = tmp_path / "my runs"
     workdir.mkdir()
     write_config(
-        workdir, "sweep_models:slow_sir", points=4, slurm={"log_directory": str(tmp_path / "dask-logs")}
+        workdir,
+        "sweep_models:slow_sir",
+        points=4,
+        delay_s=0.1,
+        slurm={"log_directory": str(tmp_path / "dask-logs")},
     )
     run_snakemake(*snakemake_args(workdir), cwd=workdir, env=env(), timeout=300)
-    rows = pd.read_parquet(workdir / OUTPUT)
+    rows = pd.read_parquet(workdir / OUTPUT).drop_duplicates("param_id")
     assert len(rows) == 4 and set(rows["status"]) == {"ok"}, rows
     assert "started a SLURMCluster" in (workdir / LOG).read_text()
     assert (workdir / "dask-scratch").is_dir()  # the workers' local_directory, the whole path, space included
