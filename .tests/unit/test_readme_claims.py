@@ -821,9 +821,9 @@ def test_the_full_disk_retry_waits_docs_service_md_states_are_the_services(tmp_p
     """docs/service.md, "Jobs, restarts and cancelling": a job's end, start or return to the queue that the registry's
     disk cannot take is tried again "every 5 s"; a job paused by its own full disk is "tried again after 5 s, the wait
     doubling with each try to at most a minute". Both from the registry the service opens (its default retry_s) and
-    jobs.FULL_DISK_RETRY_MAX_S."""
+    job_interruptions.FULL_DISK_RETRY_MAX_S."""
     import_required("fastapi", "pip install 'snakemake-gpu-catalog[service]'")
-    from simcal.service.jobs import FULL_DISK_RETRY_MAX_S
+    from simcal.service.job_interruptions import FULL_DISK_RETRY_MAX_S
     from simcal.service.registry import JobRegistry
 
     registry = JobRegistry(tmp_path / "jobs.sqlite")  # as server.Service opens it

@@ -205,9 +205,9 @@ def test_a_job_paused_by_a_full_disk_for_hours_is_still_tried_again_and_resumes(
     until the service restarted. Here the job's count of pauses is set as those 17 hours leave it, and the
     longest wait is 0.3 s."""
 
-    from simcal.service import jobs
+    from simcal.service import job_interruptions
 
-    monkeypatch.setattr(jobs, "FULL_DISK_RETRY_MAX_S", 0.3)
+    monkeypatch.setattr(job_interruptions, "FULL_DISK_RETRY_MAX_S", 0.3)
     disk = small_disk(tmp_path / "state" / "jobs")
     with job_under_way(tmp_path, retry_s=5.0, done=20) as (http, service, job):  # the service's retry_s
         with service.manager._lock:
