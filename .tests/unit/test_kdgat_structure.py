@@ -115,3 +115,32 @@ def test_library_files_stay_small_unless_they_are_one_kernel():
         if len(path.read_text().splitlines()) > MAX_LINES
     }
     assert set(large) <= KERNELS, large
+
+
+def private_names_imported(path: Path) -> list[str]:
+    """``module.name`` for each name with a leading underscore that ``path`` imports from a module of src/."""
+    packages = {package.parent.name for package in SRC.glob("*/__init__.py")}
+    return [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in packages
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+
+
+def test_the_private_name_check_sees_a_private_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from simcal.sweep_failures import TooManyFailures\nfrom simcal.store import _hidden, shown\n"
+    )
+    assert private_names_imported(module) == ["simcal.store._hidden"]
+
+
+def test_no_library_module_imports_a_private_name_of_another():
+    """A helper one module of the library uses from another is public there (no leading underscore, a
+    docstring), or lives where it is used: an underscore says only this file uses it."""
+    imported = {
+        name: found for name, path in library_files().items() if (found := private_names_imported(path))
+    }
+    assert not imported, imported

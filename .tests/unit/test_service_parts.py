@@ -1197,7 +1197,7 @@ def test_a_job_end_kept_in_memory_is_written_by_the_registrys_next_write_and_by_
 
 
 def test_an_action_waiting_for_a_job_end_that_fails_does_not_stop_the_others_waiting_for_it(tmp_path, caplog):
-    """unsaved_changes.py, ``_run_all``: one action's failure must not stop the others. Two waits on one job's end
+    """unsaved_changes.py, ``run_all``: one action's failure must not stop the others. Two waits on one job's end
     kept in memory (``when_saved``); the first raises once the end is written: the second runs all the same, the
     write is not undone, and the failure is logged."""
     registry = JobRegistry(tmp_path / "jobs.sqlite", retry_s=3600)

@@ -183,7 +183,7 @@ def test_a_full_disk_while_storing_rows_stops_the_run_instead_of_recording_the_s
     frame = run_batch("simcal_models:noisy_line", tasks)
     store = FullDisk(*errors, None, None)
     simulator = simcal.runner.Simulator("simcal_models:noisy_line", client=object())
-    execution = simcal.runner._Execution(simulator, store, simcal.runner.RunSummary(), False, None)
+    execution = simcal.runner.Execution(simulator, store, simcal.runner.RunSummary(), False, None)
     with pytest.raises(type(errors[-1])):
         execution._write(tasks, frame)
     assert store.written == []

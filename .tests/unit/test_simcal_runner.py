@@ -197,7 +197,7 @@ def test_the_timing_probe_runs_one_task_per_worker_thread_up_to_8(tmp_path, monk
 
 
 class RecordingStore:
-    """What _Execution asks of a store when it records rows: nothing failed, the rows kept in memory."""
+    """What Execution asks of a store when it records rows: nothing failed, the rows kept in memory."""
 
     def __init__(self):
         self.written = []
@@ -230,13 +230,13 @@ def test_the_timing_probe_times_only_the_simulations_that_succeeded():
     frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # a second row of the first simulation
     simulator = Simulator("simcal_models:noisy_line", client=object())
     store = RecordingStore()
-    execution = simcal.runner._Execution(simulator, store, simcal.runner.RunSummary(), False, QuietProgress())
-    execution._finished(simcal.runner._Unit(tasks, "probe-key", budget=0.05), frame)
+    execution = simcal.runner.Execution(simulator, store, simcal.runner.RunSummary(), False, QuietProgress())
+    execution._finished(simcal.runner.Unit(tasks, "probe-key", budget=0.05), frame)
     assert execution.probe_durations == [0.4]  # the first (0.2) not timed: the third ran warm
     assert len(store.written) == 1 and len(store.written[0]) == 5  # the rows themselves are all recorded
     alone = frame.assign(status=pd.array(["ok", "failed", "failed", "timeout", "ok"], dtype="string"))
     execution.probe_durations.clear()
-    execution._finished(simcal.runner._Unit(tasks, "probe-key-2", budget=0.05), alone)
+    execution._finished(simcal.runner.Unit(tasks, "probe-key-2", budget=0.05), alone)
     assert execution.probe_durations == [0.2]
 
 
@@ -739,7 +739,7 @@ def test_a_cancel_set_while_the_batches_are_being_submitted_stops_the_submitting
     from simcal import runner
 
     submitted, cancel, set_at = [], threading.Event(), []
-    submit = runner._Execution._submit
+    submit = runner.Execution._submit
 
     def counting_submit(self, unit):
         submitted.append(unit.key)
@@ -748,7 +748,7 @@ def test_a_cancel_set_while_the_batches_are_being_submitted_stops_the_submitting
             cancel.set()
         submit(self, unit)
 
-    monkeypatch.setattr(runner._Execution, "_submit", counting_submit)
+    monkeypatch.setattr(runner.Execution, "_submit", counting_submit)
     settings = {"batch_size": 1, "max_failed_fraction": 1}
     with pytest.raises(Cancelled, match="the simulations of simcal_models:noisy_line were cancelled"):
         simulate(
@@ -777,7 +777,7 @@ def test_a_cancel_asks_dask_in_chunks_of_its_batches(tmp_path, client, monkeypat
         lambda futures, **kw: (cancelled.append([f.key for f in futures]), cancel_batches(futures, **kw)),
     )
     submitted, cancel = [], threading.Event()
-    submit = runner._Execution._submit
+    submit = runner.Execution._submit
 
     def submit_then_cancel_at_the_last(self, unit):
         submit(self, unit)
@@ -785,7 +785,7 @@ def test_a_cancel_asks_dask_in_chunks_of_its_batches(tmp_path, client, monkeypat
         if len(submitted) == 30:
             cancel.set()
 
-    monkeypatch.setattr(runner._Execution, "_submit", submit_then_cancel_at_the_last)
+    monkeypatch.setattr(runner.Execution, "_submit", submit_then_cancel_at_the_last)
     # 2 s each: a batch Dask starts on a slot an interrupted one frees, before its cancel reaches the scheduler,
     # runs to its end (the interrupt came first), and must not hold a worker into the next test
     sets = pd.DataFrame({"a": [float(i) for i in range(30)], "sleep_s": 2.0})

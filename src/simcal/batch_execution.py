@@ -19,7 +19,7 @@ from simcal.isolate import IsolationFailed
 from simcal.outcomes import UNCONFIRMED_DEATHS, settle, timeout_error
 from simcal.progress import Progress
 from simcal.store import PartStore
-from simcal.sweep_failures import _describe
+from simcal.sweep_failures import describe_params
 from simcal.tasks import Batch, SimTask, simulation_key
 from simcal.worker import failure_rows, interrupt_batches, run_batch, storable_rows
 
@@ -53,7 +53,7 @@ class RunSummary:
         return self.skipped
 
 
-class _Unit:
+class Unit:
     """A batch in flight: its simulations, the Dask key it runs under, a time budget (probe only), and what is
     known about the worker deaths it was involved in (see ``simcal.outcomes.Deaths``)."""
 
@@ -70,7 +70,7 @@ class _Unit:
         self.isolated = False
 
 
-class _Execution:
+class Execution:
     """Batches in flight on the client: results into parts, dead workers and timeouts into split batches and rows."""
 
     POLL_S = (0.001, 0.05)  # how often to look for finished batches: from quick to relaxed
@@ -82,11 +82,11 @@ class _Execution:
             simulator, store, summary, collect, progress
         )  # fmt: skip
         self.settings = simulator.settings
-        self.inflight: dict[str, tuple[Any, _Unit]] = {}
+        self.inflight: dict[str, tuple[Any, Unit]] = {}
         self.probe_durations: list[float] = []
         self.next_check = 0.0
 
-    def run(self, units: list[_Unit]) -> None:
+    def run(self, units: list[Unit]) -> None:
         from distributed import as_completed
 
         client = self.simulator.client
@@ -151,7 +151,7 @@ class _Execution:
         asking.start()
         asking.join(INTERRUPT_WAIT_S)
 
-    def _submit(self, unit: _Unit) -> None:
+    def _submit(self, unit: Unit) -> None:
         client = self.simulator.client
         future = client.submit(
             run_batch,
@@ -204,7 +204,7 @@ class _Execution:
         finally:
             future.release()
 
-    def _failed(self, unit: _Unit, exc: BaseException) -> None:
+    def _failed(self, unit: Unit, exc: BaseException) -> None:
         from distributed.scheduler import KilledWorker
 
         events = self.simulator.timeout_events()
@@ -253,11 +253,11 @@ class _Execution:
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
             log.error(
                 "simulation param_id %s replicate %d (%s) %s: %s",
-                task.param_id, task.replicate, _describe(task.params), status, error,
+                task.param_id, task.replicate, describe_params(task.params), status, error,
             )  # fmt: skip
             self._record(unit.tasks, failure_rows(unit.tasks, status, error))
 
-    def _timed_out(self, unit: _Unit, event: Mapping[str, Any]) -> None:
+    def _timed_out(self, unit: Unit, event: Mapping[str, Any]) -> None:
         index = int(event.get("index", -1))
         culprit = unit.tasks[index] if 0 <= index < len(unit.tasks) else None
         if culprit is None or culprit.param_id != event.get("param_id"):
@@ -272,14 +272,14 @@ class _Execution:
             return
         log.error(
             "simulation param_id %s replicate %d (%s) ran past timeout_s and was stopped with its worker",
-            culprit.param_id, culprit.replicate, _describe(culprit.params),
+            culprit.param_id, culprit.replicate, describe_params(culprit.params),
         )  # fmt: skip
         self._record([culprit], failure_rows([culprit], "timeout", timeout_error(dict(event))))
         others = [t for i, t in enumerate(unit.tasks) if i != index]
         if others:  # finished on the ended worker but never returned: run them again
             self._submit(self.simulator._unit(others, unit.budget, unit.start_topic))
 
-    def _finished(self, unit: _Unit, frame: pd.DataFrame) -> None:
+    def _finished(self, unit: Unit, frame: pd.DataFrame) -> None:
         ran = set(
             zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
         )

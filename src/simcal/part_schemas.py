@@ -73,10 +73,10 @@ def whole_numbers_as_text(
 def _beyond_float(part: Path | pa.Table, column: str) -> bool:
     """Whether a part (a file, or a table in memory) holds a whole number beyond 2**53 in ``column``."""
     values = part[column] if isinstance(part, pa.Table) else pq.read_table(part, columns=[column])[column]
-    return _extreme(values) > EXACT_IN_FLOAT
+    return extreme(values) > EXACT_IN_FLOAT
 
 
-def _extreme(column: pa.ChunkedArray) -> int:
+def extreme(column: pa.ChunkedArray) -> int:
     """The largest magnitude in an integer column (0 when it holds none)."""
     extremes = pc.min_max(column).as_py().values()
     return max((abs(v) for v in extremes if v is not None), default=0)

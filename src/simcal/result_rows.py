@@ -17,15 +17,15 @@ from simcal.tasks import Batch, SimTask
 KEY_COLUMNS = ["param_id", "replicate", "seed"]
 STATUS_COLUMNS = ["status", "error", "duration_s"]
 FAILED_STATUSES = ("failed", "timeout", "crashed")
-_PLAIN_SCALARS = frozenset((float, int, str, bool, type(None)))
-_STATUS_SET = frozenset(STATUS_COLUMNS)
+PLAIN_SCALARS = frozenset((float, int, str, bool, type(None)))  # the output values a row takes as they are
+STATUS_SET = frozenset(STATUS_COLUMNS)  # STATUS_COLUMNS as a set, for the names a model's output may not take
 
 
-def _rename_clashes(frame: pd.DataFrame, keys: Mapping[str, Any]) -> pd.DataFrame:
+def rename_clashes(frame: pd.DataFrame, keys: Mapping[str, Any]) -> pd.DataFrame:
     """Output columns named like key columns, parameters or status columns get an ``output_`` prefix (as often as
     needed to clash with none of those nor with the table's other columns), the same way as a dict's outputs."""
-    if any(c in keys or c in _STATUS_SET for c in frame.columns):
-        frame = frame.rename(columns=rename_clashing(list(frame.columns), keys.keys() | _STATUS_SET))
+    if any(c in keys or c in STATUS_SET for c in frame.columns):
+        frame = frame.rename(columns=rename_clashing(list(frame.columns), keys.keys() | STATUS_SET))
     return frame
 
 
@@ -36,7 +36,7 @@ def storage_problem(frame: pd.DataFrame) -> str | None:
     return problem_of(frame)
 
 
-def _fail_unstorable(records, frames, frame_keys, batch: Batch, reference: str):
+def fail_unstorable(records, frames, frame_keys, batch: Batch, reference: str):
     """The batch's rows with each simulation whose own outputs cannot be stored made a failed row naming the
     output column, checked on what the simulation returned (pandas may have widened a column of the whole batch,
     e.g. floats to complex)."""
@@ -47,7 +47,7 @@ def _fail_unstorable(records, frames, frame_keys, batch: Batch, reference: str):
     kept_records = []
     for record in records:
         error = None
-        if not all(type(v) in _PLAIN_SCALARS for v in record.values()):  # plain scalars can always be stored
+        if not all(type(v) in PLAIN_SCALARS for v in record.values()):  # plain scalars can always be stored
             error = unstorable_error(pd.DataFrame([record]), reference)
         if error is None:
             kept_records.append(record)
@@ -158,7 +158,10 @@ def row_keys(frame: pd.DataFrame):
     return zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
 
 
-def _assemble(records, frames, frame_keys) -> pd.DataFrame:
+def assemble(records, frames, frame_keys) -> pd.DataFrame:
+    """One table of a batch's rows: each frame a model returned, after its simulation's key and status
+    (``frame_keys``, one mapping a frame), then the rows already whole (``records``: scalar outputs, failures),
+    columns in their order (``order_columns``) and whole numbers kept whole."""
     parts = []
     if frames:
         lengths = [len(f) for f in frames]
@@ -204,7 +207,7 @@ def _whole_numbers_kept(result: pd.DataFrame, records, frames, frame_keys) -> pd
 
 
 def _given_values(column: str, records, frames, frame_keys) -> list[Any]:
-    """The column's values as the model (or the parameters) gave them, in ``_assemble``'s row order."""
+    """The column's values as the model (or the parameters) gave them, in ``assemble``'s row order."""
     values: list[Any] = []
     for frame, keys in zip(frames, frame_keys, strict=True):
         held = frame[column] if column in frame.columns else None

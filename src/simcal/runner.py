@@ -49,7 +49,7 @@ from simcal.backends import SERVICE_BACKEND, Terminated, check_backend, dask_cli
 # The batches in flight (batch_execution), why a sweep stops early (sweep_failures) and its plan (sweep_plan) live
 # in modules of their own; every name they had here is still importable from here. A test that patches one of
 # their constants or functions patches it where it is defined and used.
-from simcal.batch_execution import DASK_CANCEL_CHUNK, INTERRUPT_WAIT_S, RunSummary, _Execution, _Unit
+from simcal.batch_execution import DASK_CANCEL_CHUNK, INTERRUPT_WAIT_S, Execution, RunSummary, Unit
 from simcal.contract import mapping_of, resolve_model
 from simcal.files import refuse_text_name
 from simcal.outcomes import Deaths, TimeoutEvents
@@ -61,15 +61,15 @@ from simcal.sweep_failures import (
     Cancelled,
     NoWorkers,
     TooManyFailures,
-    _raise_if_cancelled,
     check_failures,
+    raise_if_cancelled,
 )
 from simcal.sweep_plan import (
     CANCEL_CHUNK,
-    _checked,
-    _planned_parameter_sets,
+    checked,
     plan_manifest,
     planned_parameter_sets,
+    planned_parameter_sets_and_names,
 )
 
 # The timing probe, the batch size it chooses and the fail-fast probe are Simulator's base class, SweepProbe.
@@ -165,7 +165,7 @@ class Simulator(SweepProbe):
         self.cancel_event.set()
 
     def check_cancelled(self) -> None:
-        _raise_if_cancelled(self.cancel_event, self.model_ref)
+        raise_if_cancelled(self.cancel_event, self.model_ref)
 
     def __enter__(self) -> Simulator:
         return self
@@ -240,11 +240,11 @@ class Simulator(SweepProbe):
 
             # Each finished service job's rows go into the parts at once (what an interruption keeps).
             run_on_service(
-                self, tasks, remaining, progress, _Execution(self, store, summary, collect, progress)._record,
+                self, tasks, remaining, progress, Execution(self, store, summary, collect, progress)._record,
                 str(Path(store.output).resolve()),
             )  # fmt: skip
         elif remaining:
-            execution = _Execution(self, store, summary, collect, progress)
+            execution = Execution(self, store, summary, collect, progress)
             fail_fast = fail_fast and self.settings.max_failed_fraction < 1
             if self.settings.batch_size is None:
                 if self._seconds_per_simulation is None:
@@ -261,8 +261,8 @@ class Simulator(SweepProbe):
         progress.report(force=True)
         return summary
 
-    def _unit(self, tasks: Sequence[SimTask], budget: float | None = None, start_topic: str = "") -> _Unit:
-        return _Unit(tasks, self.new_key(), budget, start_topic)
+    def _unit(self, tasks: Sequence[SimTask], budget: float | None = None, start_topic: str = "") -> Unit:
+        return Unit(tasks, self.new_key(), budget, start_topic)
 
     def new_key(self) -> str:
         return f"simcal-batch-{self._token}-{next(self._counter)}"
@@ -340,14 +340,14 @@ def simulate(
     check_backend(backend, backend_options, threads, client)
     # Planning a large table takes seconds (more on a busy service): a cancel is heard between its phases and
     # between chunks within them, not only once the simulations start.
-    check = functools.partial(_raise_if_cancelled, cancel, model_ref)
+    check = functools.partial(raise_if_cancelled, cancel, model_ref)
     check()
-    sets, where, row_name = _planned_parameter_sets(parameters, fixed_params)
+    sets, where, row_name = planned_parameter_sets_and_names(parameters, fixed_params)
     check()
     check_fixed(model_ref, dict(fixed_params or {}))  # named as fixed, not as the table's first row
     # A misspelt column or an out-of-bounds value stops here, naming the row as every message about a row does
     # (a file's line, a DataFrame's row and index label), before any cluster starts. An Integer's 20.0 becomes 20.
-    sets = check_parameter_sets(model_ref, sets, where, _checked(map(row_name, range(len(sets))), check))
+    sets = check_parameter_sets(model_ref, sets, where, checked(map(row_name, range(len(sets))), check))
     tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers, check)
     manifest = plan_manifest(model_ref, tasks, settings, check=check)
     check()

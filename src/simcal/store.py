@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 from simcal.contract import ContractError
 from simcal.part_schemas import (  # noqa: F401 - importable from here as before
     ARROW_ERRORS,
-    _extreme,
     columns_in_order,
     conform,
+    extreme,
     unify_schemas,
     whole_numbers_as_text,
 )
@@ -390,7 +390,7 @@ def results_frame(table: pa.Table) -> pd.DataFrame:
         # pandas reads an integer column with gaps as float64, rounding whole numbers beyond 2**53: those keep
         # every digit as a nullable integer column instead (the others stay float64, as pandas reads them)
         column = table[name]
-        if pa.types.is_integer(column.type) and column.null_count and _extreme(column) > EXACT_IN_FLOAT:
+        if pa.types.is_integer(column.type) and column.null_count and extreme(column) > EXACT_IN_FLOAT:
             kind = "UInt64" if pa.types.is_unsigned_integer(column.type) else "Int64"
             frame[name] = pd.array(column.to_pylist(), dtype=kind)
     # The parts' unified schema lists first the columns of whichever part came first (a failed simulation's

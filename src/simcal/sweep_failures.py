@@ -26,7 +26,8 @@ class NoWorkers(RuntimeError):
     """No Dask worker has been connected for longer than ``no_worker_timeout_s`` while work was waiting."""
 
 
-def _describe(params: Mapping[str, Any], limit: int = 200) -> str:
+def describe_params(params: Mapping[str, Any], limit: int = 200) -> str:
+    """A parameter set as messages name it, ``beta=0.3, gamma=0.1``, cut to ``limit`` characters."""
     text = ", ".join(f"{k}={v!r}" for k, v in params.items())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -44,7 +45,7 @@ def check_failures(store: PartStore, max_failed_fraction: float, rerun: str | No
         first = ""
         if example:
             task, error = example[0]
-            first = f" First failure: param_id {task.param_id} replicate {task.replicate} ({_describe(task.params)})."
+            first = f" First failure: param_id {task.param_id} replicate {task.replicate} ({describe_params(task.params)})."
         raise TooManyFailures(
             f"{failed} of {total} simulations failed ({failed / total:.1%} > max_failed_fraction "
             f"{max_failed_fraction:.1%}). Most common errors: {common}.{first} "
@@ -64,6 +65,7 @@ def check_failures(store: PartStore, max_failed_fraction: float, rerun: str | No
     return total, failed
 
 
-def _raise_if_cancelled(cancel: threading.Event | None, model_ref: str) -> None:
+def raise_if_cancelled(cancel: threading.Event | None, model_ref: str) -> None:
+    """Raise ``Cancelled`` for ``model_ref``'s simulations once ``cancel`` is set (None: never)."""
     if cancel is not None and cancel.is_set():
         raise Cancelled(f"the simulations of {model_ref} were cancelled")

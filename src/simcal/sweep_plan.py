@@ -68,10 +68,10 @@ def planned_parameter_sets(
 ) -> list[dict[str, Any]]:
     """Rows of the parameter table merged with the fixed parameters, refusing reserved names and clashes
     (``where``, ``row_name``: how messages name a DataFrame and its rows, see ``parameter_table``)."""
-    return _planned_parameter_sets(parameters, fixed_params, where, row_name)[0]
+    return planned_parameter_sets_and_names(parameters, fixed_params, where, row_name)[0]
 
 
-def _planned_parameter_sets(
+def planned_parameter_sets_and_names(
     parameters: str | Path | pd.DataFrame,
     fixed_params: Mapping[str, Any] | None,
     where: str | None = None,
@@ -91,7 +91,7 @@ def _planned_parameter_sets(
     return ([{**fixed, **row} for row in sets] if fixed else sets), where, row_name
 
 
-def _checked(items: Iterable[Any], check: Callable[[], None]) -> Iterator[Any]:
+def checked(items: Iterable[Any], check: Callable[[], None]) -> Iterator[Any]:
     """``items``, calling ``check`` before each chunk of ``CANCEL_CHUNK`` of them (a loop over them hears a cancel)."""
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, CANCEL_CHUNK)):

@@ -10,10 +10,10 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from simcal.sweep_failures import TooManyFailures, _describe
+from simcal.sweep_failures import TooManyFailures, describe_params
 
 if TYPE_CHECKING:
-    from simcal.batch_execution import RunSummary, _Execution, _Unit
+    from simcal.batch_execution import Execution, RunSummary, Unit
     from simcal.store import PartStore
     from simcal.tasks import SimTask
 
@@ -27,7 +27,7 @@ class SweepProbe:
 
     def _probe(
         self,
-        execution: _Execution,
+        execution: Execution,
         remaining: list[SimTask],
         store: PartStore,
         summary: RunSummary,
@@ -74,7 +74,7 @@ class SweepProbe:
         return min(by_time, by_spread, self.settings.max_batch_size)
 
     def _probe_another_set(
-        self, execution: _Execution, probed: list[SimTask], remaining: list[SimTask], store: PartStore
+        self, execution: Execution, probed: list[SimTask], remaining: list[SimTask], store: PartStore
     ) -> tuple[list[SimTask], list[SimTask]]:
         """When every probed simulation failed but they all belong to one parameter set (one worker thread and a
         model slower than probe_seconds probe a single simulation), run the first simulation of another set too,
@@ -90,7 +90,7 @@ class SweepProbe:
             return probed, remaining
         return [*probed, another], [t for t in remaining if t is not another]
 
-    def _run_first_batches(self, execution: _Execution, units: list[_Unit], store: PartStore) -> list[_Unit]:
+    def _run_first_batches(self, execution: Execution, units: list[Unit], store: PartStore) -> list[Unit]:
         """With a fixed batch size there is no timing probe: the batches holding the first simulation of the first
         two parameter sets run first, as a fail-fast probe (their timing is not used, the batches are the same).
         Returns the other batches."""
@@ -120,7 +120,7 @@ class SweepProbe:
         if len(sets_probed) < min(2, len(sets_planned)):
             return  # one parameter set failing says little about the others
         examples = "; ".join(
-            f"param_id {t.param_id} replicate {t.replicate} ({_describe(t.params)}): {store.error_of(t)}"
+            f"param_id {t.param_id} replicate {t.replicate} ({describe_params(t.params)}): {store.error_of(t)}"
             for t in probed[:3]
         )
         raise TooManyFailures(

@@ -32,14 +32,14 @@ from simcal.contract import ContractError, to_plain
 from simcal.text_table_checks import (
     EXACT_FLOAT_LIMIT,
     RowName,
-    _refuse_blank_values,
-    _refuse_rounded_whole_numbers,
-    _refuse_words_read_as_missing,
-    _repeated,
-    _rounded,
-    _text_lines,
     check_header,
+    refuse_blank_values,
     refuse_comment_lines,
+    refuse_rounded_whole_numbers,
+    refuse_words_read_as_missing,
+    repeated_names,
+    rounded,
+    text_lines,
 )
 
 
@@ -74,9 +74,9 @@ def parameter_table(
             refuse_comment_lines(path, separator)
             table = pd.read_csv(path, sep=separator)
             check_header(path, table, separator)
-            _refuse_words_read_as_missing(path, table, separator)
-            _refuse_blank_values(path, table, separator)
-            _refuse_rounded_whole_numbers(path, table, separator)
+            refuse_words_read_as_missing(path, table, separator)
+            refuse_blank_values(path, table, separator)
+            refuse_rounded_whole_numbers(path, table, separator)
         elif suffix in {".parquet", ".pq"}:
             table = read_parquet_columns(path)
         else:
@@ -89,7 +89,7 @@ def parameter_table(
         if isinstance(error, FileNotFoundError):  # pandas' Parquet reader names only the path
             raise ContractError(f"{path}: the parameter table file does not exist") from error
         raise ContractError(f"{path}: cannot read the parameter table ({error})") from error
-    row_name = _parquet_row if suffix in {".parquet", ".pq"} else _text_lines(path, separator, len(table))
+    row_name = _parquet_row if suffix in {".parquet", ".pq"} else text_lines(path, separator, len(table))
     return check_parameter_table(table, str(path), row_name), str(path), row_name
 
 
@@ -135,7 +135,7 @@ def check_parameter_table(table: pd.DataFrame, where: str, row_name: RowName | N
     """
     if table.empty or len(table.columns) == 0:
         raise ContractError(f"{where}: the parameter table has no rows or no columns")
-    repeated = _repeated([str(column) for column in table.columns])
+    repeated = repeated_names([str(column) for column in table.columns])
     # One would overwrite the other in each parameter set (or, as the same label, break the checks).
     if repeated:
         raise ContractError(
@@ -215,7 +215,7 @@ def _first_inexact_whole_number(cells: list[Any]) -> tuple[int, str]:
     if any(isinstance(value, float | np.floating) for value in cells):
         for position, value in whole:
             if abs(value) > EXACT_FLOAT_LIMIT and int(float(value)) != value:
-                return position, _rounded(value)
+                return position, rounded(value)
     return 0, ""
 
 

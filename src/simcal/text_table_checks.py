@@ -21,7 +21,7 @@ from simcal.contract import ContractError
 RowName = Callable[[int], str]  # a row's position (from 0) -> how messages name it
 
 
-def _text_lines(path: Path, separator: str, rows: int) -> RowName:
+def text_lines(path: Path, separator: str, rows: int) -> RowName:
     """A text file's rows named by the line each starts on (the header is line 1). pandas skips blank lines and
     lets a quoted field span lines, so a row's line is found by reading the file once, at the first message that
     needs it; when that reading does not find pandas' rows, a row is named as if no line were skipped."""
@@ -105,7 +105,7 @@ def check_header(path: Path, table: pd.DataFrame, separator: str, what: str = "p
                 f"{path}, line 1: column {number} has no name (a DataFrame saved by to_csv() without "
                 "index=False keeps its row labels there); name it or remove the column"
             )
-    repeated = _repeated(names)
+    repeated = repeated_names(names)
     if repeated:
         raise ContractError(
             f"{path}, line 1: column name(s) {repeated} appear more than once; give each {what} one column"
@@ -153,7 +153,7 @@ def _first_record(path: Path, separator: str) -> tuple[int, int]:
     return 2, 0
 
 
-def _refuse_blank_values(path: Path, table: pd.DataFrame, separator: str) -> None:
+def refuse_blank_values(path: Path, table: pd.DataFrame, separator: str) -> None:
     """A value of spaces only (a row ' , ' of blank cells) is read as text, which makes its whole column text
     ('1' for 1): refuse it as the empty value it is, naming its line."""
     for column in table.columns:
@@ -163,19 +163,19 @@ def _refuse_blank_values(path: Path, table: pd.DataFrame, separator: str) -> Non
         blank = values.map(lambda value: isinstance(value, str) and not value.strip()).to_numpy(dtype=bool)
         if blank.any():
             row = int(blank.nonzero()[0][0])
-            line = _text_lines(path, separator, len(table))(row)
+            line = text_lines(path, separator, len(table))(row)
             raise ContractError(
                 f"{path}, {line}: column {column!r} is {values.iloc[row]!r}, only spaces; every parameter needs "
                 "a value"
             )
 
 
-def _repeated(names: list[str]) -> list[str]:
+def repeated_names(names: list[str]) -> list[str]:
     """The names that occur more than once, sorted."""
     return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
-def _refuse_words_read_as_missing(path: Path, table: pd.DataFrame, separator: str) -> None:
+def refuse_words_read_as_missing(path: Path, table: pd.DataFrame, separator: str) -> None:
     """pandas reads 'NA', 'None', 'null', 'nan', 'n/a' and the like as missing values: name the word instead of
     calling the cell empty (a region 'NA' or a scenario 'None' is no gap in the table)."""
     missing = table.isna()
@@ -189,7 +189,7 @@ def _refuse_words_read_as_missing(path: Path, table: pd.DataFrame, separator: st
         if len(rows):
             word = text.iloc[rows[0], number]
             if word.strip():
-                line = _text_lines(path, separator, len(table))(int(rows[0]))
+                line = text_lines(path, separator, len(table))(int(rows[0]))
                 raise ContractError(
                     f"{path}, {line}: column {column!r} is {word!r}, which is read as a missing value; every "
                     "parameter needs a value (give a number, or spell the text another way)"
@@ -197,7 +197,7 @@ def _refuse_words_read_as_missing(path: Path, table: pd.DataFrame, separator: st
             return
 
 
-def _refuse_rounded_whole_numbers(path: Path, table: pd.DataFrame, separator: str) -> None:
+def refuse_rounded_whole_numbers(path: Path, table: pd.DataFrame, separator: str) -> None:
     """pandas reads a column holding a fractional number as 64-bit floats, which hold whole numbers exactly only
     up to 2**53: an ID or a seed 9007199254740993 written next to a 0.5 (or a 3.0) would reach the model and the
     output as 9007199254740992. Name the first such value instead."""
@@ -218,8 +218,8 @@ def _refuse_rounded_whole_numbers(path: Path, table: pd.DataFrame, separator: st
         for row in np.flatnonzero(np.abs(values) >= EXACT_FLOAT_LIMIT).tolist():
             word = text.iloc[row, number].strip()
             if word.lstrip("+-").isdigit() and int(word) != int(values[row]):
-                line = _text_lines(path, separator, len(table))(row)
-                raise ContractError(f"{path}, {line}: column {table.columns[number]!r} {_rounded(int(word))}")
+                line = text_lines(path, separator, len(table))(row)
+                raise ContractError(f"{path}, {line}: column {table.columns[number]!r} {rounded(int(word))}")
 
 
 # Whole numbers beyond this are not all held exactly by a 64-bit float (those beyond int64 by no Parquet column:
@@ -227,7 +227,7 @@ def _refuse_rounded_whole_numbers(path: Path, table: pd.DataFrame, separator: st
 EXACT_FLOAT_LIMIT = 2**53
 
 
-def _rounded(value: int) -> str:
+def rounded(value: int) -> str:
     """What is wrong with a whole number that a column of 64-bit floats would round."""
     return (
         f"is {value}, a whole number beyond 2**53 in a column that also holds fractional numbers, which is stored "

@@ -31,17 +31,17 @@ from simcal.contract import (
 # The rows of a batch (result_rows) and the timeout watchdog and batch interrupts (worker_interrupts) live in
 # modules of their own; every public name they had here is still importable from here.
 from simcal.result_rows import (
-    _PLAIN_SCALARS,
-    _STATUS_SET,
     EXACT_IN_FLOAT,
     FAILED_STATUSES,
     KEY_COLUMNS,
+    PLAIN_SCALARS,
     STATUS_COLUMNS,
-    _assemble,
-    _fail_unstorable,
-    _rename_clashes,
+    STATUS_SET,
+    assemble,
+    fail_unstorable,
     failure_rows,
     order_columns,
+    rename_clashes,
     row_keys,
     storable_rows,
     storage_problem,
@@ -196,11 +196,11 @@ def _run_batch(
             records.append({**keys, **status_values})
         elif type(output) is dict:
             if not output.keys().isdisjoint(keys) or not output.keys().isdisjoint(STATUS_COLUMNS):
-                renamed = rename_clashing(list(output), keys.keys() | _STATUS_SET)
+                renamed = rename_clashing(list(output), keys.keys() | STATUS_SET)
                 output = {renamed.get(k, k): v for k, v in output.items()}
             records.append({**keys, **output, **status_values})
         else:
-            frames.append(_rename_clashes(output, keys))
+            frames.append(rename_clashes(output, keys))
             frame_keys.append({**keys, **status_values})
         if time_budget_s is not None:
             if index == 0 and status == "ok":
@@ -209,13 +209,13 @@ def _run_batch(
                 start = clock()
             elif clock() - start >= time_budget_s:
                 break
-    frame = _assemble(records, frames, frame_keys)
+    frame = assemble(records, frames, frame_keys)
     # One check of the whole batch (cheap next to the simulations); only a batch that fails it is looked at
     # simulation by simulation, so that one bad output costs its own simulation, never the batch or the sweep.
     if storage_problem(frame) is None:
         return frame
-    records, frames, frame_keys = _fail_unstorable(records, frames, frame_keys, batch, model_ref)
-    return storable_rows(_assemble(records, frames, frame_keys), batch.tasks, model_ref)
+    records, frames, frame_keys = fail_unstorable(records, frames, frame_keys, batch, model_ref)
+    return storable_rows(assemble(records, frames, frame_keys), batch.tasks, model_ref)
 
 
 def _simulate(model, model_ref: str, params: dict[str, Any], seed: int) -> tuple[str, str | None, Any]:
@@ -223,7 +223,7 @@ def _simulate(model, model_ref: str, params: dict[str, Any], seed: int) -> tuple
     try:
         output = model(dict(params), seed)
         if type(output) is dict and all(
-            type(k) is str and type(v) in _PLAIN_SCALARS for k, v in output.items()
+            type(k) is str and type(v) in PLAIN_SCALARS for k, v in output.items()
         ):  # the usual dict of plain scalars: nothing to convert
             return "ok", None, output
         if isinstance(output, Mapping) and not any(

@@ -9,9 +9,9 @@ import math
 import numba
 import numpy as np
 
-from simcal.models.sir import TAIL_COUNTS, TAIL_SDS, _window
+from simcal.models.sir import TAIL_COUNTS, TAIL_SDS, quantile_window
 
-window = numba.njit(cache=True, nogil=True)(_window)  # the numpy path's own window, compiled
+window = numba.njit(cache=True, nogil=True)(quantile_window)  # the numpy path's own window, compiled
 
 
 @numba.njit(cache=True, nogil=True)

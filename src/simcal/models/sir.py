@@ -51,7 +51,7 @@ def _start(params: Mapping[str, Any]) -> tuple[float, float, int, int, int]:
     return float(p["beta"]), float(p["gamma"]), population, infected, int(p["days"])
 
 
-def _window(n: int, p: float) -> tuple[int, int, int]:
+def quantile_window(n: int, p: float) -> tuple[int, int, int]:
     """(lowest, mode, highest) count the quantile search considers, for 0 < p < 1 and n > 0."""
     mean = n * p
     sd = math.sqrt(mean * (1.0 - p))
@@ -69,7 +69,7 @@ def binomial_quantile(u: float, n: int, p: float) -> int:
         return 0
     if p >= 1.0:
         return n
-    low, mode, high = _window(n, p)
+    low, mode, high = quantile_window(n, p)
     odds = p / (1.0 - p)
     up = np.arange(mode, high, dtype=np.float64)  # pmf(k + 1) / pmf(k) for k = mode .. high - 1
     down = np.arange(mode, low, -1, dtype=np.float64)  # pmf(k - 1) / pmf(k) for k = mode .. low + 1

@@ -34,16 +34,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# The changes the disk could not take (kept in memory, written again) are _UnsavedChanges' methods, in a module of
+# The changes the disk could not take (kept in memory, written again) are UnsavedChanges' methods, in a module of
 # their own; the names it took from here are still importable from here.
 from simcal.service.unsaved_changes import (  # noqa: F401
     ENDS,
     ENDS_QUEUED,
     REQUEUE,
     UNWRITABLE,
-    _marks_in,
-    _run_all,
-    _UnsavedChanges,
+    UnsavedChanges,
+    marks_in,
+    run_all,
     unwritable,
 )
 
@@ -140,7 +140,7 @@ def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-class JobRegistry(_UnsavedChanges):
+class JobRegistry(UnsavedChanges):
     def __init__(self, path: str | Path, retry_s: float = RETRY_S):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ class JobRegistry(_UnsavedChanges):
         # count: an empty file each, named by the job, so that the next start's recover, which finds them running on
         # disk, does not count the run either (``_mark``). The next start queues each of them again.
         self.marks = self.path.with_name(self.path.name + "-requeued")
-        self._marked = _marks_in(self.marks)
+        self._marked = marks_in(self.marks)
         with contextlib.suppress(OSError):  # made now, while the disk may take it; ``_mark`` tries again
             self.marks.mkdir(exist_ok=True)
         self._retry_s = retry_s
@@ -216,7 +216,7 @@ class JobRegistry(_UnsavedChanges):
                     job_id, self.path, counted,
                 )  # fmt: skip
             self._db.close()
-        _run_all(saved)
+        run_all(saved)
 
     # -- reads and writes ---------------------------------------------------------------------------------------
 
@@ -232,7 +232,7 @@ class JobRegistry(_UnsavedChanges):
             due = self._save_unsaved()
             ended = job_id is not None and job_id in self._unsaved
             count = 0 if ended else self._db.execute(sql, tuple(args)).rowcount
-        _run_all(due)
+        run_all(due)
         return count
 
     def create(
@@ -276,7 +276,7 @@ class JobRegistry(_UnsavedChanges):
                     "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, idempotency_key)
                 ).fetchone()
             job = self._shown(Job.from_row(row))
-        _run_all(due)
+        run_all(due)
         return job, created
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
@@ -360,7 +360,7 @@ class JobRegistry(_UnsavedChanges):
                     "queued, starts it only once the disk takes writes,",
                     uncounted=bool(uncount),
                 )
-        _run_all(due)
+        run_all(due)
         return requeued
 
     def finish(

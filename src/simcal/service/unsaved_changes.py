@@ -1,7 +1,7 @@
 """The changes of a job registry that the disk could not take (a full or failing disk under the state
 directory): kept in memory, shown by every read, written again at the next write and every ``retry_s`` seconds,
 and a running job's uncounted run marked by a file for ``recover`` (see ``simcal.service.registry``). Split from
-``simcal.service.registry``, whose ``JobRegistry`` takes these methods from ``_UnsavedChanges``; every public
+``simcal.service.registry``, whose ``JobRegistry`` takes these methods from ``UnsavedChanges``; every public
 name here is still importable from there."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def unwritable(error: sqlite3.Error) -> bool:
     return ((getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF) in UNWRITABLE
 
 
-def _marks_in(directory: Path) -> set[str]:
+def marks_in(directory: Path) -> set[str]:
     """The jobs marked in ``directory`` (none where it is not one)."""
     try:
         return {entry.name for entry in directory.iterdir() if entry.is_file()}
@@ -52,7 +52,8 @@ def _marks_in(directory: Path) -> set[str]:
         return set()
 
 
-def _run_all(actions: list[Callable[[], None]]) -> None:
+def run_all(actions: list[Callable[[], None]]) -> None:
+    """Run each action waiting for a job's end to be written; one that fails is logged and the others still run."""
     for action in actions:
         try:
             action()
@@ -60,7 +61,7 @@ def _run_all(actions: list[Callable[[], None]]) -> None:
             log.exception("an action waiting for a job's end to be written failed")
 
 
-class _UnsavedChanges:
+class UnsavedChanges:
     """``JobRegistry``'s methods for the changes kept in memory; they use its connection, lock and state (``_db``,
     ``_lock``, ``_unsaved``, ``_when_saved``, ``_requeued``, ``marks``, ``_marked``, ``_retry``, ``_retry_s``,
     ``_closed``, ``path``), which ``JobRegistry.__init__`` sets."""
@@ -134,7 +135,7 @@ class _UnsavedChanges:
                 due = []
             if self._unsaved or self._requeued:
                 self._retry_later()
-        _run_all(due)
+        run_all(due)
 
     def _write_or_keep(
         self,
@@ -240,7 +241,7 @@ class _UnsavedChanges:
                 )
                 if ended:
                     self._requeued.pop(job_id, None)  # its end replaces its return to the queue
-        _run_all(due)
+        run_all(due)
         return ended
 
     def _shown(self, job: Job) -> Job:
