@@ -534,11 +534,13 @@ def test_count_targets_use_the_replicate_mean_and_floor_it():
 
 
 def test_a_target_that_fails_is_named_with_its_parameter_set():
+    # (A simulated column the set lacks is no failure of the target: the set's loss is NaN, see
+    # test_losses_for_gives_a_set_without_a_target_column_nan_and_scores_its_other_targets.)
     targets = parse_targets([{"name": "peak", "function": "simcal.targets:poisson_nll", "column": "peak"}])
-    frame = pd.DataFrame({"param_id": "abc", "replicate": [0], "status": "ok", "day": [0], "incidence": [1]})
-    observed = pd.DataFrame({"day": [0], "peak": [1]})
+    frame = pd.DataFrame({"param_id": "abc", "replicate": [0], "status": "ok", "day": [0], "peak": [1]})
+    observed = pd.DataFrame({"day": [0], "incidence": [1]})
     with pytest.raises(ContractError, match=r"target 'peak' \(simcal.targets:poisson_nll\) failed on parameter "
-                       r"set abc: KeyError.*simulated data has no column"):  # fmt: skip
+                       r"set abc: KeyError.*observed data has no column"):  # fmt: skip
         losses_for([frame], observed, targets)
     with pytest.raises(ContractError, match=r"names must differ"):
         parse_targets([{"function": "simcal.targets:poisson_nll", "name": "a"}] * 2)
@@ -712,32 +714,103 @@ def test_trials_are_written_when_the_failure_threshold_stops_the_run(tmp_path, c
     assert (tmp_path / "s.parquet").exists() and not (tmp_path / "trials.failed.parquet").exists()
 
 
-def test_a_target_column_the_model_does_not_return_stops_the_calibration_after_its_first_batch(
-    tmp_path, client
-):
-    """The model declares no outputs, so a target's column is known to be missing only once rows come back. Before,
-    the whole first round ran and the target then failed with a bare KeyError; now the first stored batch stops it,
-    naming the target, the column and the columns the model returned."""
+def target_column_typo_calibration(tmp_path, client) -> str:
+    """A calibration whose target's column, ``cases``, is the observed data's name for the model's ``incidence``:
+    no parameter set returns it. The message of the ContractError it stops with."""
     observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7, process="mean_field")
     observed = observed.rename(columns={"incidence": "cases"})  # the observed data's name, not the model's
     target = [{"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "cases", "on": "day"}]
-    settings = {"initial_points": 8, "rounds": 0, "refine": {"top_k": 0}}
+    settings = {"initial_points": 8, "rounds": 1, "proposals_per_round": 4, "refine": {"top_k": 0}}
     with pytest.raises(ContractError) as stopped:
         calibrate(
             "simcal_calibration_models:mean_field_slowly", observed, BOUNDS, target, tmp_path / "s.parquet",
             tmp_path / "t.parquet", settings, {"replicates": 1, "batch_size": 1}, fixed_params={"days": 30},
             client=client,
         )  # fmt: skip
-    message = str(stopped.value)
+    return str(stopped.value)
+
+
+def test_a_target_column_no_parameter_set_returns_stops_the_calibration_after_its_round(tmp_path, client):
+    """The model declares no outputs, so a target's column is known to be missing only once rows come back. Before
+    sim6 the round ran and the target then failed with a bare KeyError; a column that no parameter set of the round
+    returned stops the calibration at the round's end, before any later round, naming the target, the column and
+    the columns the model returned (a column some sets return and others not is not refused: see
+    test_a_target_column_some_parameter_sets_return_scores_them_and_gives_the_others_nan_with_a_warning)."""
+    message = target_column_typo_calibration(tmp_path, client)
     assert message.startswith(
         "calibration target 'incidence' (calibration.targets, options column and on): the rows model "
-        "simcal_calibration_models:mean_field_slowly returned have no column(s) ['cases']; they have ["
+        "simcal_calibration_models:mean_field_slowly returned, for every parameter set so far, have no column(s) "
+        "['cases']; they have ["
     ), message
     returned = message.split("they have ")[1].split("]")[0]
     assert "'incidence'" in returned and "'day'" in returned and "'status'" not in returned
+    assert "'beta'" not in returned  # a parameter's column is no output
     parts = list((tmp_path / "s.parquet.partial").glob("*.parquet"))
-    simulated = pd.concat([pd.read_parquet(p) for p in parts])["param_id"].nunique()
-    assert 1 <= simulated < 8, simulated  # the first batch (and those already in flight), not the round
+    assert (
+        pd.concat([pd.read_parquet(p) for p in parts])["param_id"].nunique() == 8
+    )  # the design, no search round
+
+
+def test_a_target_column_some_parameter_sets_return_scores_them_and_gives_the_others_nan_with_a_warning(
+    tmp_path, client, caplog
+):
+    """A model may return a target's column for some parameter sets only (here ``cases``, where gamma is above a
+    value). Before, the calibration was refused as soon as its first stored batch lacked the column, although later
+    batches had it. A set without it cannot be scored: its loss is NaN (told to the sampler as failed) and a
+    warning names the sets and the column; the sets that return it are scored, and the search goes on."""
+    caplog.set_level(logging.WARNING, logger="simcal")
+    settings = {"initial_points": 8, "rounds": 1, "proposals_per_round": 4, "refine": {"top_k": 0}}
+    design = Proposer(parse_bounds(BOUNDS), CalibrationSettings.from_config(settings)).ask(0)[1]
+    # The first batches stored (batch_size 1, two workers: the first two design points) lack the column
+    cases_above = max(point["gamma"] for point in design[:2])
+    assert sum(point["gamma"] > cases_above for point in design) >= 2, design
+    observed = observe({"beta": 0.5, "gamma": 0.1, "days": 30}, 7, process="mean_field")
+    target = [{"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "cases", "on": "day"}]
+    trials = calibrate(
+        "simcal_calibration_models:mean_field_cases_where_gamma_above", observed.rename(columns={"incidence": "cases"}),
+        BOUNDS, target, tmp_path / "s.parquet", tmp_path / "t.parquet", settings,
+        {"replicates": 1, "batch_size": 1}, fixed_params={"days": 30, "cases_above": cases_above},
+        client=client,
+    )  # fmt: skip
+    has_cases = trials["gamma"] > cases_above
+    assert np.isfinite(trials.loc[has_cases, "loss"]).all() and has_cases.sum() >= 2, trials
+    assert (
+        trials.loc[~has_cases, "loss"].isna().all() and trials.loc[~has_cases, "loss_incidence"].isna().all()
+    )
+    assert set(trials["phase"]) == {"design", "search"}
+    warnings = [r.getMessage() for r in caplog.records if "cannot be scored" in r.getMessage()]
+    assert warnings and all("returned no value in column(s) ['cases']" in w for w in warnings), warnings
+    named = " ".join(warnings)
+    assert all(pid in named for pid in trials.loc[~has_cases, "param_id"]), (named, trials)
+    assert not any(pid in named for pid in trials.loc[has_cases, "param_id"]), named
+
+
+def test_losses_for_gives_a_set_without_a_target_column_nan_and_scores_its_other_targets(caplog):
+    """losses_for, the unit the calibration scores with: a set whose rows hold other outputs but no value in a
+    target's column (absent from its batch, or NaN beside a set that has it) gets NaN from that target and a
+    warning naming it; its other targets still score it; a set of empty tables ("no events") is left to the
+    target as before (no warning)."""
+    caplog.set_level(logging.WARNING, logger="simcal")
+    keys = {"replicate": 0, "seed": 1, "status": "ok", "error": None, "duration_s": 0.1}
+    with_y = pd.DataFrame({"param_id": "p0", "a": 1.0, "t": [0, 1], "y": [1.0, 2.0], "z": [5.0, 6.0], **keys})
+    without_y = pd.DataFrame({"param_id": "p1", "a": 2.0, "t": [0, 1], "z": [5.0, 6.0], **keys})
+    empty = pd.DataFrame({"param_id": ["p2"], "a": 3.0, "t": [np.nan], **keys})
+    observed = pd.DataFrame({"t": [0, 1], "y": [1.0, 2.0], "z": [5.0, 6.0]})
+    targets = parse_targets(
+        [
+            {"name": "y", "function": "simcal.targets:replicate_mean_mse", "column": "y", "on": "t"},
+            {"name": "z", "function": "simcal.targets:replicate_mean_mse", "column": "z", "on": "t"},
+        ]
+    )
+    for frames in ([with_y, without_y, empty], [pd.concat([with_y, without_y, empty], ignore_index=True)]):
+        caplog.clear()
+        losses = losses_for(frames, observed, targets, {"a"}).set_index("param_id")
+        assert losses.loc["p0", "loss"] == 0.0 and losses.loc["p1", "loss_z"] == 0.0
+        assert math.isnan(losses.loc["p1", "loss_y"]) and math.isnan(losses.loc["p1", "loss"])
+        assert [r.getMessage() for r in caplog.records] == [
+            "calibration target 'y': 1 parameter set(s) returned no value in column(s) ['y'], so they cannot be "
+            "scored on it: their loss is NaN (told to the sampler as failed): p1"
+        ]
 
 
 def test_a_target_that_fails_mid_run_keeps_the_finished_rounds_trials(tmp_path, client):
@@ -1733,7 +1806,7 @@ def test_the_target_column_check_waits_for_a_batch_whose_simulations_returned_mo
     """An empty table ("no events") is an output: its row, status ok, holds no output column. The check stopped a
     calibration whose first batch returned only empty tables, naming a column the model returns once it has
     events; it waits now for rows with outputs, and still names a column no such row has."""
-    from simcal.calibration_targets import check_simulated_columns, parse_targets
+    from simcal.calibration_targets import TargetColumns, parse_targets
     from simcal.tasks import SimTask
     from simcal.worker import run_batch
 
@@ -1746,10 +1819,14 @@ def test_the_target_column_check_waits_for_a_batch_whose_simulations_returned_mo
 
     only_empty = batch(1, 3)
     assert (only_empty["status"] == "ok").all()
-    assert check_simulated_columns(only_empty, targets, "simcal_models:empty_for_odd", {"a"}) is False
-    assert check_simulated_columns(batch(1, 2), targets, "simcal_models:empty_for_odd", {"a"}) is True
+    columns = TargetColumns(targets, "simcal_models:empty_for_odd", {"a"})
+    assert columns.add(only_empty) is False
+    columns.refuse_unseen()  # nothing returned rows yet: nothing to tell
+    assert columns.add(batch(1, 2)) is True
     typo = parse_targets(
         [{"name": "sizes", "function": "simcal.targets:replicate_mean_mse", "column": "sizes", "on": "event"}]
     )
+    columns = TargetColumns(typo, "simcal_models:empty_for_odd", {"a"})
+    assert columns.add(batch(1, 2)) is False
     with pytest.raises(ContractError, match=r"no column\(s\) \['sizes'\]; they have \['event', 'size'\]"):
-        check_simulated_columns(batch(1, 2), typo, "simcal_models:empty_for_odd", {"a"})
+        columns.refuse_unseen()

@@ -311,8 +311,6 @@ class Execution:
         self.summary.batches += 1
         if self.collect:
             self.summary.frames.append(frame)
-        if self.simulator.on_rows is not None:  # a calibration checks its targets' columns (once stored)
-            self.simulator.on_rows(frame)
         self.progress.advance(len(tasks), failed)
         self.progress.report()
 

@@ -52,8 +52,8 @@ from simcal.calibration_targets import (
     BUILT_IN_TARGETS,
     TRIAL_COLUMNS,
     Target,
+    TargetColumns,
     check_observed_columns,
-    check_simulated_columns,
     losses_for,
     parse_targets,
     reject_trial_columns,
@@ -81,9 +81,12 @@ log = logging.getLogger(__name__)
 class _Rounds:
     """Simulate parameter sets on the shared simulator and turn them into trial rows."""
 
-    def __init__(self, simulator, store, observed, targets, fixed, simulation: SimulationSettings):
+    def __init__(
+        self, simulator, store, observed, targets, fixed, simulation: SimulationSettings, columns=None
+    ):
         self.simulator, self.store, self.observed, self.targets = simulator, store, observed, targets
         self.fixed, self.simulation = fixed, simulation
+        self.columns: TargetColumns | None = columns  # the columns the targets name, seen so far
 
     def run(
         self,
@@ -104,30 +107,20 @@ class _Rounds:
         return self._rows(proposals, full_sets, replicates, labels, frames)
 
     def _rows(self, proposals, full_sets, replicates, labels, frames: list[pd.DataFrame]) -> pd.DataFrame:
-        for frame in frames:  # the rows read back from the parts of an earlier run too
-            if self.simulator.on_rows is None:  # checked (it turns itself off)
-                break
-            self.simulator.on_rows(frame)
-        losses = losses_for(frames, self.observed, self.targets).set_index("param_id")
+        parameters = ()
+        if self.columns is not None:  # a column no parameter set returned: refused, not a round of NaN losses
+            for frame in frames:  # the rows this round ran, and those read back from an earlier run's parts
+                if self.columns.add(frame):
+                    break
+            self.columns.refuse_unseen()
+            parameters = self.columns.parameters
+        losses = losses_for(frames, self.observed, self.targets, parameters).set_index("param_id")
         rows = []
         for proposal, full in zip(proposals, full_sets, strict=True):
             pid = param_id(full)
             measured = losses.loc[pid].to_dict() if pid in losses.index else {"loss": float("nan")}
             rows.append({**labels, "param_id": pid, "replicates": replicates, **proposal, **measured})
         return pd.DataFrame(rows)
-
-
-class _ColumnCheck:
-    """The targets' columns checked in the first rows of a successful simulation, as soon as their batch is
-    stored (a typo in a target's ``column`` stops the calibration after one batch, not one round); then off."""
-
-    def __init__(self, targets: Sequence[Target], model_ref: str, simulator: Simulator, parameters: set[str]):
-        self.targets, self.model_ref, self.simulator = targets, model_ref, simulator
-        self.parameters = parameters  # columns of the rows that are no output of the model
-
-    def __call__(self, frame: pd.DataFrame) -> None:
-        if check_simulated_columns(frame, self.targets, self.model_ref, self.parameters):
-            self.simulator.on_rows = None
 
 
 class _RoundStopped(Exception):
@@ -264,9 +257,8 @@ def calibrate(
         # Everything up to finalize stays inside the block, so the progress file says failed (with the error) when
         # the threshold stops the run, and says finished only once the simulations file exists.
         with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
-            parameters = {*fixed, *(bound.name for bound in bounds)}
-            simulator.on_rows = _ColumnCheck(parsed_targets, model_ref, simulator, parameters)
-            rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation)
+            columns = TargetColumns(parsed_targets, model_ref, {*fixed, *(bound.name for bound in bounds)})
+            rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation, columns)
             stopped: TooManyFailures | None = None
             where = ""
             try:

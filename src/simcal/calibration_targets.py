@@ -4,6 +4,7 @@ importable."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from simcal.targets import (
     poisson_nll,
     replicate_mean_mse,
 )
+
+log = logging.getLogger("simcal.calibrate")  # the records keep the name they had in simcal.calibrate
 
 # The built-in targets, and whether they need counts in the observed column (checked before anything runs).
 BUILT_IN_TARGETS = {
@@ -140,34 +143,77 @@ def _named_columns(target: Target) -> list[str]:
     )
 
 
-def check_simulated_columns(
-    frame: pd.DataFrame, targets: Sequence[Target], model_ref: str, parameters: Collection[str] = ()
-) -> bool:
-    """Targets that name their columns (options ``column`` and ``on``) find them in the rows of the simulations
-    that succeeded in ``frame`` (one batch: a typo stops the calibration after its first batch, not after a
-    round); False when nothing can be checked yet: no simulation of ``frame`` succeeded, or every one that did
-    returned an empty table ("no events" is an output, and its row holds no output column to check)."""
-    if "status" not in frame or not (frame["status"] == "ok").any():
-        return False
-    outputs = [c for c in frame.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS, *parameters)]
-    if frame.loc[frame["status"] == "ok", outputs].isna().all(axis=None):
-        return False
-    for target in targets:
-        missing = [c for c in _named_columns(target) if c not in frame.columns]
-        if missing:
-            raise ContractError(
-                f"calibration target {target.name!r} (calibration.targets, options column and on): the rows model "
-                f"{model_ref} returned have no column(s) {missing}; they have {outputs}"
-            )
-    return True
+class TargetColumns:
+    """The columns the targets name (options ``column`` and ``on``), looked for in the model's rows (``add``, round
+    by round: the rows a round ran and those read back from an earlier run's parts). A model declares no
+    outputs, and may return a column for some parameter sets only (one present once an event happened): a set
+    without it cannot be scored and gets the loss NaN (``losses_for``). A column that no set has returned by the end
+    of a round whose simulations returned rows is refused (``refuse_unseen``): most often a typo, and no set could
+    be scored on it. Rows of empty tables ("no events") hold no output column, and are not counted."""
+
+    def __init__(self, targets: Sequence[Target], model_ref: str, parameters: Collection[str] = ()):
+        self.targets, self.model_ref, self.parameters = targets, model_ref, set(parameters)
+        self.named = {column for target in targets for column in _named_columns(target)}
+        self.seen: set[str] = set()  # the named columns that held a value in a successful simulation's rows
+        self.outputs: dict[str, None] = {}  # the output columns that did, in the order they came
+
+    def add(self, frame: pd.DataFrame) -> bool:
+        """Note the columns that hold a value in the rows of ``frame``'s successful simulations; True once every
+        named column has (nothing is left to look for)."""
+        if "status" in frame and not self.named <= self.seen:
+            ok = frame[frame["status"] == "ok"]
+            outputs = [c for c in ok.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS, *self.parameters)]
+            held = [c for c in outputs if ok[c].notna().any()]
+            self.outputs.update(dict.fromkeys(held))
+            self.seen.update(self.named.intersection(held))
+        return self.named <= self.seen
+
+    def refuse_unseen(self) -> None:
+        """Raise for a target whose column no parameter set has returned (a value in it), once some set returned
+        rows; before that (every simulation failed or returned an empty table) nothing can be told yet."""
+        if not self.outputs:
+            return
+        for target in self.targets:
+            missing = [c for c in _named_columns(target) if c not in self.seen]
+            if missing:
+                raise ContractError(
+                    f"calibration target {target.name!r} (calibration.targets, options column and on): the rows "
+                    f"model {self.model_ref} returned, for every parameter set so far, have no column(s) {missing}; "
+                    f"they have {list(self.outputs)}"
+                )
 
 
-def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list[Target]) -> pd.DataFrame:
-    """One row per param_id: each target's loss, the weighted total, and replicate counts."""
+def _unscorable(ok: pd.DataFrame, target: Target, parameters: Collection[str]) -> list[str]:
+    """The columns ``target`` names that a parameter set's successful rows ``ok`` hold no value in, when they hold
+    some output: the set cannot be scored on them. Rows that are all empty tables ("no events", no output at all)
+    are left to the target, as before, when the columns are there (NaN in every row)."""
+    if not len(ok):  # no simulation succeeded: NaN as ever, nothing to warn of
+        return []
+    named = _named_columns(target)
+    empty = [c for c in named if c not in ok.columns or not ok[c].notna().any()]
+    if not empty or any(
+        c not in ok.columns for c in named
+    ):  # a column absent from every row: nothing to score
+        return empty
+    outputs = [c for c in ok.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS, *parameters)]
+    return empty if ok[outputs].notna().any(axis=None) else []
+
+
+def losses_for(
+    frames: list[pd.DataFrame],
+    observed: pd.DataFrame,
+    targets: list[Target],
+    parameters: Collection[str] = (),
+) -> pd.DataFrame:
+    """One row per param_id: each target's loss, the weighted total, and replicate counts. A set whose successful
+    rows hold no value in a column a target names, while they hold other outputs (the model returns the column for
+    some sets only), gets that target's loss NaN, hence the loss NaN (told to the sampler as failed), with one
+    warning per target and column naming the sets; ``parameters``: the columns of the rows that are no output."""
     if not frames:
         return pd.DataFrame(columns=["param_id", "loss", "replicates_ok", "replicates_failed"])
     sims = pd.concat(frames, ignore_index=True)
     rows = []
+    unscored: dict[tuple[str, tuple[str, ...]], list[Any]] = {}  # (target, columns) -> the sets without them
     for pid, group in sims.groupby("param_id", sort=False):
         ok = group[group["status"] == "ok"]
         replicate_status = group.drop_duplicates("replicate")["status"]
@@ -178,16 +224,28 @@ def losses_for(frames: list[pd.DataFrame], observed: pd.DataFrame, targets: list
         }
         total = 0.0
         for target in targets:
-            try:
-                value = float(target.function(ok, observed, **target.options)) if len(ok) else float("nan")
-            except Exception as error:
-                raise ContractError(
-                    f"calibration target {target.name!r} ({target.reference}) failed on parameter set {pid}: "
-                    f"{type(error).__name__}: {error}"
-                ) from error
+            if missing := _unscorable(ok, target, parameters):
+                unscored.setdefault((target.name, tuple(missing)), []).append(pid)
+                value = float("nan")
+            else:
+                try:
+                    value = (
+                        float(target.function(ok, observed, **target.options)) if len(ok) else float("nan")
+                    )
+                except Exception as error:
+                    raise ContractError(
+                        f"calibration target {target.name!r} ({target.reference}) failed on parameter set {pid}: "
+                        f"{type(error).__name__}: {error}"
+                    ) from error
             row[f"loss_{target.name}"] = value
             if target.weight:  # a weight-0 target is recorded, not scored: 0 x inf or 0 x NaN would be NaN
                 total += target.weight * value
         row["loss"] = total if math.isfinite(total) else float("nan")
         rows.append(row)
+    for (name, columns), pids in unscored.items():
+        log.warning(
+            "calibration target %r: %d parameter set(s) returned no value in column(s) %s, so they cannot be scored "
+            "on it: their loss is NaN (told to the sampler as failed): %s%s",
+            name, len(pids), list(columns), ", ".join(map(str, pids[:10])), " ..." if len(pids) > 10 else "",
+        )  # fmt: skip
     return pd.DataFrame(rows)

@@ -37,7 +37,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,6 @@ class Simulator(SweepProbe):
         # Simulations of this run found finished by an earlier one (its parts): not a calibration's refine round
         # asking again for what this run simulated. A resumed job's benchmark times only the rest.
         self.resumed = 0
-        self.on_rows: Callable[[pd.DataFrame], None] | None = None  # called with each stored batch's rows
         self._last_worker_seen = time.monotonic()
         self.cancel_event = cancel if cancel is not None else threading.Event()
 
