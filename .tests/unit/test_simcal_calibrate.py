@@ -751,6 +751,19 @@ def test_a_target_column_no_parameter_set_returns_stops_the_calibration_after_it
     )  # the design, no search round
 
 
+def test_a_resumed_round_whose_rows_lack_a_target_column_is_refused_as_one_run_now(tmp_path, client):
+    """The column check covers the rows read back from an earlier run's parts, not only the batches a run
+    simulates: a rerun of the calibration above finds its whole design round in the parts, runs nothing, and stops
+    with the same message. Without the check of those rows it would stop only at the generic "no finite loss"
+    refusal, which names no column."""
+    first = target_column_typo_calibration(tmp_path, client)
+    assert "have no column(s) ['cases']" in first, first
+    partial = tmp_path / "s.parquet.partial"
+    parts = sorted(path.name for path in partial.glob("*.parquet"))
+    assert target_column_typo_calibration(tmp_path, client) == first
+    assert sorted(path.name for path in partial.glob("*.parquet")) == parts  # nothing simulated again
+
+
 def test_a_target_column_some_parameter_sets_return_scores_them_and_gives_the_others_nan_with_a_warning(
     tmp_path, client, caplog
 ):
