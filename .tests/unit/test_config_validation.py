@@ -458,6 +458,21 @@ def test_a_data_prefix_written_another_way_reads_the_preprocess_modules_outputs(
     assert int(jobs["preprocess_build_graphs"]) == len(DEFAULT_CONFIG["datasets"])
 
 
+def test_a_data_prefix_in_the_home_folder_is_refused_naming_the_key_not_by_snakemakes_generic_error(
+    tmp_path: Path,
+) -> None:
+    """kd_gat.data_prefix: ~/graphs stopped the dry run on Snakemake's "Missing input files(Using '~' in your paths
+    is not allowed ...)" for rule kd_gat_train_vgae_teacher, naming no config key: it is refused when the workflow
+    is parsed, naming the key and what it takes."""
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, ("kd_gat", "data_prefix"), "~/graphs"), tmp_path)
+    assert proc.returncode != 0
+    assert "Using '~'" not in proc.stdout, proc.stdout[-2000:]
+    assert (
+        "config key 'kd_gat.data_prefix' is '~/graphs': a path starting with ~ is not expanded" in proc.stdout
+    )
+    assert "relative to the working directory (results/preprocess" in proc.stdout
+
+
 def test_log_files_given_with_a_leading_dot_slash_are_read_without_snakemakes_warning(tmp_path: Path) -> None:
     """datasets.<name>.files written ./can/train_01_normal/normal.csv got Snakemake's warning that the path starts
     with './' on every run (once per rule and log); they are normalized as kd_gat.data_prefix is."""
@@ -585,6 +600,10 @@ def test_a_module_given_a_mapping_an_intermediate_module_built_names_the_key_fro
         (
             {"datasets": LAB, "kd_gat": {"seeds": [3], "data_prefix": "."}},
             "config key 'lab.kd_gat.data_prefix' is '.', the working directory itself",
+        ),
+        (
+            {"datasets": LAB, "kd_gat": {"seeds": [3], "data_prefix": "~/graphs"}},
+            "config key 'lab.kd_gat.data_prefix' is '~/graphs': a path starting with ~ is not expanded",
         ),
     ],
 )

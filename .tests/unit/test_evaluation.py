@@ -1321,6 +1321,22 @@ def test_a_data_prefix_that_is_the_working_directory_is_refused_naming_the_key(p
         configured_data_prefix({"kd_gat": {"data_prefix": prefix}})
 
 
+@pytest.mark.parametrize("prefix", ["~/graphs", "~", "~alice/graphs/"])
+def test_a_data_prefix_starting_with_a_tilde_is_refused_naming_the_key_and_what_is_expected(prefix):
+    """kd_gat.data_prefix: ~/graphs reached the rules as written and stopped the dry run on Snakemake's generic
+    "Using '~' in your paths is not allowed", naming no config key."""
+    from kdgat.evaluation.targets import configured_data_prefix
+
+    with pytest.raises(ValueError) as refused:
+        configured_data_prefix({"kd_gat": {"data_prefix": prefix}})
+    message = str(refused.value)
+    assert message.startswith(
+        f"config key 'kd_gat.data_prefix' is {prefix!r}: a path starting with ~ is not expanded"
+    )
+    assert "relative to the working directory (results/preprocess" in message
+    assert "absolute (/home/me/graphs)" in message
+
+
 def test_the_evaluation_targets_of_a_valid_config():
     from kdgat.evaluation.targets import configured_datasets, configured_seeds, configured_variants
 

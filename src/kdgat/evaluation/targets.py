@@ -50,12 +50,20 @@ def kd_gat_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
 def configured_data_prefix(config: Mapping[str, Any]) -> str:
     """``kd_gat.data_prefix`` (results/preprocess when absent), normalized (no ./, // or trailing slash): a
     non-empty path, as the kd_gat schema has it (an empty one would look the graphs up under /). Snakemake matches
-    paths as written, so ./results/preprocess/x/train.pt was no output of the preprocess module (a missing input)."""
+    paths as written, so ./results/preprocess/x/train.pt was no output of the preprocess module (a missing input);
+    one starting with ~ is refused, as Snakemake does not expand it."""
     prefix = kd_gat_section(config).get("data_prefix", "results/preprocess")
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(
             "config key 'kd_gat.data_prefix' must be the directory holding the preprocess outputs, a non-empty path; "
             f"got {prefix!r}"
+        )
+    if prefix.startswith("~"):  # Snakemake stopped on its own "Using '~' ... is not allowed", naming no key
+        raise ValueError(
+            f"config key 'kd_gat.data_prefix' is {prefix!r}: a path starting with ~ is not expanded (Snakemake "
+            "matches paths as written, and expanded it would be absolute, no output of a preprocess module); give "
+            "the directory relative to the working directory (results/preprocess for the preprocess module's "
+            "outputs) or, for graphs made outside the workflow, absolute (/home/me/graphs)"
         )
     normalized = posixpath.normpath(prefix).rstrip("/")
     if (
