@@ -442,6 +442,54 @@ def test_one_preprocess_module_feeds_two_kd_gat_modules_the_way_the_data_prefix_
     assert "run_a/results/preprocess" not in proc.stdout and "run_b/results/preprocess" not in proc.stdout
 
 
+def test_evaluation_modules_imported_with_prefixes_share_the_stash_as_the_stash_dir_docs_say(
+    tmp_path: Path,
+) -> None:
+    """evaluation.stash_dir is a params value, not a path Snakemake places behind a module's `prefix:`: two
+    evaluation modules imported with prefixes a and b wrote their outputs under a/ and b/ but committed to one stash
+    in the working directory, which nothing said. It is shared on purpose (keys are content hashes); the schema's
+    description and docs/evaluation.md say so, and a stash_dir of its own keeps a module's stash apart."""
+    schema = yaml.safe_load((REPO / "workflow/modules/evaluation/schemas/config.schema.yaml").read_text())
+    described = " ".join(schema["properties"]["evaluation"]["properties"]["stash_dir"]["description"].split())
+    assert "A `prefix:` on the `module evaluation:` statement does not move it" in described, described
+    docs = " ".join((REPO / "docs/evaluation.md").read_text().split())
+    assert "evaluation modules imported with different prefixes share the one stash" in docs
+    (tmp_path / "lab.yaml").write_text(
+        yaml.safe_dump(
+            {"datasets": {"lab": {}}, "kd_gat": {"seeds": [3]}, "own": {"stash_dir": "own/.stash"}}
+        )
+    )
+    modules = []
+    for run, given in (("a", "config"), ("b", "config"), ("c", '{**config, "evaluation": config["own"]}')):
+        modules.append(
+            f'module ev_{run}:\n    snakefile:\n        "{REPO}/workflow/modules/evaluation/Snakefile"\n'
+            f"    config:\n        {given}\n    prefix:\n        {run!r}\n\n\nuse rule * from ev_{run} as {run}_*\n"
+        )
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "lab.yaml"\n\n\n'
+        + "\n\n".join(modules)
+        + '\n\nfor run in "abc":\n'
+        + '    evaluate = workflow.get_rule(f"{run}_evaluate_teacher")\n'
+        + '    print("STASH", run, evaluate.params["stash_dir"](None, None), evaluate.output[0])\n'
+    )
+    proc = run_snakemake("--list-rules", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    stashes = {
+        run: (stash, output)
+        for run, stash, output in re.findall(r"^STASH (\w) (\S+) (\S+)$", proc.stdout, re.M)
+    }
+    assert {run: output.split("/")[0] for run, (_, output) in stashes.items()} == {
+        "a": "a",
+        "b": "b",
+        "c": "c",
+    }
+    assert {run: stash for run, (stash, _) in stashes.items()} == {
+        "a": "results/evaluation/.stash",
+        "b": "results/evaluation/.stash",
+        "c": "own/.stash",
+    }
+
+
 @pytest.mark.parametrize("prefix", ["./results/preprocess", "results//preprocess/"])
 def test_a_data_prefix_written_another_way_reads_the_preprocess_modules_outputs(
     tmp_path: Path, prefix: str
