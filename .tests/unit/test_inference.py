@@ -6,6 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 import torch
+from testkit import count_header_reads
 
 from kdgat.files import file_sha256
 from kdgat.graph_store import save_graphs
@@ -526,3 +527,63 @@ def test_dqn_graphs_too_few_to_hold_out_or_cross_fit_are_refused_naming_the_file
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         ["fit.pt"] + (["stop.pt"] if stop else [])
     )
+
+
+def test_each_training_job_reads_each_graph_files_header_once_and_records_its_vocabulary(
+    tmp_path, monkeypatch
+):
+    """A training job read its training graphs' header twice: once to check that every input is of one preprocess
+    run (check_one_preprocess_run) and again for the vocabulary its model.pt records (train.pt in vgae/gat,
+    kd_gat.dqn.fit_split's file in the dqn)."""
+    from kdgat.model_store import recorded
+
+    vocabulary = "ab" * 32
+    data = tmp_path / "graphs"
+    for name, count, seed, split in (
+        ("train", 150, 1, "train"),
+        ("val", 50, 2, "val"),
+        ("fusion", 60, 3, "fusion"),
+    ):
+        save_graphs(
+            toy_graphs(count, num_ids=20, seed=seed), data / f"{name}.pt", vocabulary=vocabulary, split=split
+        )
+    metadata = data / "metadata.json"
+    metadata.write_text(json.dumps({"num_ids": 20, "vocabulary": {"digest": vocabulary}}))
+    short = {**KD_GAT, "training": {stage: {**TRAINING, "epochs": 1} for stage in ("vgae", "gat", "dqn")}}
+
+    def outputs(stage):
+        return {
+            name: tmp_path / stage / f"{name}.{ext}"
+            for name, ext in (("model", "pt"), ("metrics", "json"), ("history", "csv"))
+        }
+
+    def settings(stage):
+        return StageSettings.from_config(short, stage, "teacher").as_dict()
+
+    graphs = {"train": data / "train.pt", "val": data / "val.pt", "metadata": metadata}
+    jobs = {
+        "vgae": lambda: vgae.run(**graphs, settings=settings("vgae"), outputs=outputs("vgae")),
+        "gat": lambda: gat.run(
+            **graphs, settings=settings("gat"), outputs=outputs("gat"), vgae=outputs("vgae")["model"]
+        ),
+        "dqn": lambda: dqn.run(
+            fit=data / "fusion.pt",
+            stop=data / "val.pt",
+            metadata=metadata,
+            settings=settings("dqn"),
+            outputs=outputs("dqn"),
+            vgae=outputs("vgae")["model"],
+            gat=outputs("gat")["model"],
+        ),
+    }
+    reads = {}
+    for stage, job in jobs.items():
+        with monkeypatch.context() as patch:
+            reads[stage] = count_header_reads(patch)
+            job()
+        assert recorded(outputs(stage)["model"], "vocabulary") == vocabulary
+    assert reads == {
+        "vgae": {"train.pt": 1, "val.pt": 1},
+        "gat": {"train.pt": 1, "val.pt": 1},
+        "dqn": {"fusion.pt": 1, "val.pt": 1},
+    }

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from kdgat.distillation import freeze, q_value_kd_loss
 from kdgat.files import FileContentError
-from kdgat.graph_store import graph_vocabulary
+from kdgat.graph_store import graph_header
 from kdgat.inference import fusion_inputs
 from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
@@ -439,8 +439,10 @@ def run(
         num_ids = load_num_ids(metadata)
         base_models = {"vgae": vgae, "gat": gat, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
         # Models and graphs of different preprocess runs: other vocabularies under the same ID indices.
+        # fit's header is read once, for this check and for the vocabulary model.pt records
+        headers = {"fit": graph_header(fit)} if os.path.isfile(fit) else {}
         check_one_preprocess_run(
-            {"fit": fit, "stop": stop}, {**base_models, "teacher_dqn": teacher_dqn}, metadata
+            {"fit": fit, "stop": stop}, {**base_models, "teacher_dqn": teacher_dqn}, metadata, headers=headers
         )
         refuse_training_graphs({"fit": fit, "stop": stop}, base_models)
         refuse_stop_graphs_that_are_the_fit_graphs(fit, stop)
@@ -480,7 +482,7 @@ def run(
             teacher_val_inputs=teacher_val_inputs,
             device=device,  # logged once, above
         )
-        recorded = {"vocabulary": graph_vocabulary(fit)}  # the run whose graphs it learnt from
+        recorded = {"vocabulary": headers["fit"]["vocabulary"]}  # the run whose graphs it learnt from
         write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint, **recorded)
         tracker.log_outputs(metrics, outputs)
     return metrics

@@ -20,7 +20,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from kdgat.distillation import freeze
 from kdgat.files import FileContentError, file_sha256, output_lock, write_json, write_table
-from kdgat.graph_store import graph_vocabulary
+from kdgat.graph_store import graph_header
 from kdgat.inference import scoring_device
 from kdgat.model_store import load_model, save_model
 from kdgat.models import count_parameters
@@ -272,7 +272,10 @@ def run_graph_stage(
     )
     with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
         # A VGAE or teacher of another preprocess run: its ID indices would mean other IDs, and nothing would fail.
-        check_one_preprocess_run({"train": train, "val": val}, given, metadata, train=train)
+        # train.pt's header is read once, for this check and for the vocabulary model.pt records (a missing file
+        # is named by load_training_data).
+        headers = {"train": graph_header(train)} if Path(train).is_file() else {}
+        check_one_preprocess_run({"train": train, "val": val}, given, metadata, train=train, headers=headers)
         train_graphs, val_graphs, num_ids = load_training_data(train, val, metadata)
         # loaded there and frozen: the stage uses them as they are
         device = select_device(settings.device, TRAINING_DEVICE)
@@ -295,7 +298,7 @@ def run_graph_stage(
             metrics,
             checkpoint,
             trained_on=file_sha256(train),
-            vocabulary=graph_vocabulary(train),
+            vocabulary=headers["train"]["vocabulary"],
         )
         tracker.log_outputs(metrics, outputs)
     return metrics
