@@ -610,10 +610,15 @@ SWEEP_SIMULATIONS = "results/calibration/sir/sweep/simulations.parquet"
 SWEEP_DESIGN = "resources/calibration/sir/sweep_design.csv"
 
 
-def an_earlier_sweep(directory: Path, **drop) -> Path:
+def an_earlier_sweep(directory: Path, model: str | None = "simcal.models.sir:simulate", **drop) -> Path:
     """The shipped calibration's sweep tables as an earlier run leaves them: the design, then the simulations of
-    simcal.models.sir (day, incidence, prevalence) beside the keys, the status and the parameters."""
+    simcal.models.sir (day, incidence, prevalence) beside the keys, the status and the parameters, recording
+    ``model`` as the simulate job's table does (simcal.store.MODEL_RECORD; None: a table that records none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from simcal.models.sir import simulate
+    from simcal.store import MODEL_RECORD
 
     design = directory / SWEEP_DESIGN
     design.parent.mkdir(parents=True, exist_ok=True)
@@ -632,7 +637,10 @@ def an_earlier_sweep(directory: Path, **drop) -> Path:
     )
     simulations = directory / SWEEP_SIMULATIONS
     simulations.parent.mkdir(parents=True, exist_ok=True)
-    rows.drop(columns=list(drop)).to_parquet(simulations)
+    table = pa.Table.from_pandas(rows.drop(columns=list(drop)), preserve_index=False)
+    pq.write_table(
+        table.replace_schema_metadata({MODEL_RECORD["model"]: model} if model else None), simulations
+    )
     os.utime(design, (1_000_000_000, 1_000_000_000))  # the design before the simulations
     return simulations
 
@@ -670,9 +678,61 @@ def test_a_sweep_column_is_left_to_the_job_where_the_simulations_are_yet_to_be_w
     check_sweep_columns(columns, simulations, tmp_path / SWEEP_DESIGN, _required())
 
 
-def _sweep_dry_run(directory: Path, *extra: str) -> subprocess.CompletedProcess:
-    config = _calibration_only("simcal.models.sir:simulate", "simcal.models.sir:observe")
-    config["calibration"]["sweep"]["columns"] = ["incidense", "prevalence"]
+def test_a_sweep_column_is_left_to_the_job_where_the_simulations_record_another_model_or_none(tmp_path):
+    """calibration.model changed to another model (same parameters) that writes the named column: simulate runs
+    again for the changed params, but the check read the old model's table and refused. A table of another model,
+    or one that records none (written before simcal recorded it), is left to the analyze_sweep job."""
+    columns = ["recovered"]
+    for recorded in ("simcal.models.sir:mean_field", None):
+        simulations = an_earlier_sweep(tmp_path, model=recorded)
+        check_sweep_columns(
+            columns, simulations, tmp_path / SWEEP_DESIGN, _required(), model="lab_models.sir:with_recovered"
+        )
+    simulations = an_earlier_sweep(tmp_path, model="lab_models.sir:with_recovered")
+    with pytest.raises(ContractError, match=r"^calibration.sweep.columns: column 'recovered' is not in "):
+        check_sweep_columns(
+            columns, simulations, tmp_path / SWEEP_DESIGN, _required(), model="lab_models.sir:with_recovered"
+        )
+
+
+def test_the_simulations_table_records_the_model_and_its_codes_digest(tmp_path):
+    """What the dry run's check of calibration.sweep.columns compares with calibration.model: the simulate job's
+    table records the model that wrote it (and the digest of its source file, as the resume record has it)."""
+    import pyarrow.parquet as pq
+    from testkit import dask_client
+
+    from simcal.model_code import model_code_digest
+    from simcal.runner import simulate
+    from simcal.store import recorded_model
+
+    design = tmp_path / "design.csv"
+    design.write_text("beta,gamma\n0.3,0.1\n")
+    output = tmp_path / "simulations.parquet"
+    model = "simcal.models.sir:mean_field"
+    with dask_client(1) as client:
+        simulate(
+            model,
+            design,
+            output,
+            {"replicates": 1},
+            fixed_params={"population": 100, "initial_infected": 1, "days": 3},
+            client=client,
+        )
+    assert recorded_model(pq.read_schema(output).metadata) == {
+        "model": model,
+        "model_code": model_code_digest(model),
+    }
+    assert len(pq.read_table(output)) == 3  # the rows are still read as before
+
+
+def _sweep_dry_run(
+    directory: Path,
+    *extra: str,
+    columns: tuple = ("incidense", "prevalence"),
+    model: str = "simcal.models.sir:simulate",
+) -> subprocess.CompletedProcess:
+    config = _calibration_only(model, "simcal.models.sir:observe")
+    config["calibration"]["sweep"]["columns"] = list(columns)
     configfile = directory / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     return run_snakemake(
@@ -681,10 +741,14 @@ def _sweep_dry_run(directory: Path, *extra: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_a_misspelt_sweep_column_stops_the_dry_run_when_an_earlier_sweep_left_its_simulations(tmp_path):
-    """sweep.columns ['incidense'] passed the dry run and failed in analyze_sweep, after the simulations."""
+@pytest.mark.parametrize("extra", [(), ("--force", "results/calibration/sir/sweep/summary.json")])
+def test_a_misspelt_sweep_column_stops_the_dry_run_when_an_earlier_sweep_left_its_simulations(
+    tmp_path, extra
+):
+    """sweep.columns ['incidense'] passed the dry run and failed in analyze_sweep, after the simulations. A forced
+    target downstream of simulate (the summary) reruns analyze_sweep on the same table: still refused."""
     an_earlier_sweep(tmp_path)
-    dry = _sweep_dry_run(tmp_path)
+    dry = _sweep_dry_run(tmp_path, *extra)
     assert dry.returncode != 0, dry.stdout[-3000:]
     output = " ".join(dry.stdout.split())
     assert (
@@ -696,11 +760,41 @@ def test_a_misspelt_sweep_column_stops_the_dry_run_when_an_earlier_sweep_left_it
     assert "Job stats" not in dry.stdout, dry.stdout[-3000:]
 
 
-@pytest.mark.parametrize("extra", [(), ("--forcerun", "calibration_simulate")])
+SWEEP_SUMMARY = "results/calibration/sir/sweep/summary.json"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ("--forcerun", "calibration_simulate"),
+        # forced by naming its output, or the design's rule upstream of it, which Snakemake also reruns it for
+        ("--forcerun", SWEEP_SIMULATIONS),
+        ("--forcerun", "calibration_sample_design"),
+        # the output as a forced target (--force, Snakemake's forcetargets), with the summary analyze_sweep writes
+        ("--force", SWEEP_SIMULATIONS, SWEEP_SUMMARY),
+    ],
+)
 def test_a_misspelt_sweep_column_is_left_to_the_job_while_the_simulations_are_to_be_written(tmp_path, extra):
-    """No simulations yet, or simulate forced: the dry run passes, and the analyze_sweep job checks the columns."""
+    """No simulations yet, or simulate forced: the dry run passes, and the analyze_sweep job checks the columns.
+    Only --forceall and --forcerun of the rule's name were seen: a forced target (--force) or a forced output
+    file was refused against the table simulate was about to write again."""
     if extra:
         an_earlier_sweep(tmp_path)
     dry = _sweep_dry_run(tmp_path, *extra)
     assert dry.returncode == 0, dry.stdout[-3000:]
     assert "calibration_analyze_sweep" in dry.stdout
+
+
+@pytest.mark.parametrize(
+    ("earlier", "refused"), [("simcal.models.sir:mean_field", False), ("simcal.models.sir:simulate", True)]
+)
+def test_a_sweep_column_the_table_of_another_model_lacks_passes_the_dry_run(tmp_path, earlier, refused):
+    """calibration.model changed, with the same parameters, to one that writes the column the earlier table lacks:
+    Snakemake reruns simulate for its changed params, but the dry run refused against the old table. The table
+    of the configured model itself lacking the column is still refused."""
+    an_earlier_sweep(tmp_path, model=earlier, prevalence=True)
+    dry = _sweep_dry_run(tmp_path, columns=("prevalence",), model="simcal.models.sir:simulate")
+    output = " ".join(dry.stdout.split())
+    said = "calibration.sweep.columns: column 'prevalence' is not in "
+    assert (dry.returncode != 0, said in output) == (refused, refused), output[-3000:]

@@ -146,6 +146,7 @@ def check_sweep_columns(
     design: str | os.PathLike,
     required: Sequence[str] = (),
     key: str = "calibration.sweep.columns",
+    model: str | None = None,
 ) -> None:
     """calibration.sweep.columns against the header of the sweep's simulations table (``simulations``, the file
     analyze_sweep reads) when an earlier run left one: a column it lacks is refused naming the column, the file, the
@@ -153,17 +154,24 @@ def check_sweep_columns(
     same, and still does). Left to that job when no list is given, or the table is not there (the simulate rule
     writes it) or cannot be read, or it will be written again before analyze_sweep reads it as far as this can
     see: the design (``design``) is newer, or the table lacks a column of ``required`` (the parameters the config
-    now names: the sweep changed)."""
+    now names: the sweep changed), or, with ``model`` (calibration.model), the table records another model or
+    none (written by another model, which a changed calibration.model reruns simulate for, or by a simcal that
+    recorded none: simcal.store.MODEL_RECORD)."""
     if not columns:
         return
     # pyarrow only when there is a list to check: this module is imported while Snakemake parses the workflow
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from simcal.store import recorded_model
+
     try:
-        names = pq.read_schema(simulations).names
+        schema = pq.read_schema(simulations)
         written = os.stat(simulations).st_mtime
     except (OSError, pa.ArrowException):
+        return
+    names = schema.names
+    if model is not None and recorded_model(schema.metadata)["model"] != model:
         return
     with contextlib.suppress(OSError):
         if os.stat(design).st_mtime > written:

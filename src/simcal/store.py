@@ -46,6 +46,14 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, int, int]
 KEY_FIELDS = ["param_id", "replicate", "seed"]
+# What the finished table's Parquet metadata records of the model that wrote it (the manifest's model and
+# model_code): the dry run's check of calibration.sweep.columns (simcal.config_checks) reads it.
+MODEL_RECORD = {"model": b"simcal.model", "model_code": b"simcal.model_code"}
+
+
+def recorded_model(metadata: Mapping[bytes, bytes] | None) -> dict[str, str | None]:
+    """``{"model": ..., "model_code": ...}`` a finished table's Parquet metadata records (None: not recorded)."""
+    return {name: (metadata or {}).get(key, b"").decode() or None for name, key in MODEL_RECORD.items()}
 
 
 class PartStore:
@@ -252,6 +260,8 @@ class PartStore:
         schemas = [pq.read_schema(p).remove_metadata() for p in parts]
         unified = whole_numbers_as_text(unify_schemas(schemas), parts, schemas) if parts else pa.schema([])
         unified = columns_in_order(unified)  # the output's own order, not whichever part came first
+        record = {key: str(self.manifest.get(name) or "") for name, key in MODEL_RECORD.items()}
+        unified = unified.with_metadata({key: value for key, value in record.items() if value})
 
         def write_single_file(tmp: Path) -> None:
             with pq.ParquetWriter(tmp, unified) as writer:

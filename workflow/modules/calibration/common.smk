@@ -1,6 +1,8 @@
 # Helpers of the calibration module (kept apart so that the Snakefile holds only rules). Where the simulations run
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing.
+import os
+
 from simcal.calibrate import CalibrationSettings, check_refine_replicates
 from simcal.analyze import KEY_COLUMNS
 from simcal.config_checks import (
@@ -90,20 +92,37 @@ SWEEP_CHECK = {
             f"resources/calibration/{NAME}/sweep_design.csv"
         )
     ),
+    "sample_design": workflow.modifier.modify_rulename("sample_design"),
 }
+
+
+def simulate_forced(settings):
+    """Whether Snakemake runs the sweep's simulate job again whatever its output's state: --forceall, or the
+    simulate or sample_design rule or its output named by --forcerun, or as a target with --forcetargets (a
+    file named as Snakemake takes it: relative to the working directory)."""
+    if settings is None:
+        return False
+    forced = set(settings.forcerun or ())
+    if settings.forcetargets:
+        forced |= set(settings.targets or ())
+    files = {os.path.normpath(os.path.relpath(name)) for name in forced}
+    ours = {SWEEP_CHECK["simulations"], SWEEP_CHECK["design"]}
+    return (
+        settings.forceall
+        or bool(forced & {SWEEP_CHECK["simulate"], SWEEP_CHECK["sample_design"]})
+        or bool(files & {os.path.normpath(path) for path in ours})
+    )
 
 
 def check_sweep_columns_against_an_earlier_sweep():
     """calibration.sweep.columns against the header of the sweep's simulations an earlier run wrote, the file
     analyze_sweep reads (simcal.config_checks.check_sweep_columns): a misspelt column passed the dry run and failed
     only in that job. Left to the job when the simulations are not there yet (the simulate rule writes them) or are
-    to be simulated again: a newer design, parameters the table lacks, or simulate forced (--forceall, --forcerun
-    of the rule, which Snakemake's DAG settings hold only once the DAG is built: hence AfterTheSweepColumnCheck).
+    to be simulated again: a newer design, parameters the table lacks, a table of another calibration.model (or
+    one that records none), or simulate forced (simulate_forced: --forceall, --forcerun, --forcetargets, which
+    Snakemake's DAG settings hold only once the DAG is built: hence AfterTheSweepColumnCheck).
     """
-    settings = workflow.dag_settings
-    if settings is not None and (
-        settings.forceall or SWEEP_CHECK["simulate"] in (settings.forcerun or ())
-    ):
+    if simulate_forced(workflow.dag_settings):
         return
     try:
         check_sweep_columns(
@@ -111,6 +130,7 @@ def check_sweep_columns_against_an_earlier_sweep():
             SWEEP_CHECK["simulations"],
             SWEEP_CHECK["design"],
             required=[*KEY_COLUMNS, *map(str, CAL["parameters"]), *map(str, CAL["fixed"])],
+            model=CAL["model"],
         )
     except ValueError as error:
         raise config_error(str(error)) from None
