@@ -52,6 +52,34 @@ def test_default_config_passes_validation(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout
 
 
+def test_a_run_from_another_directory_needs_the_configfile_the_readme_says_and_no_directory(
+    tmp_path: Path,
+) -> None:
+    """From another directory the workflow stopped on Snakemake's "Workflow defines configfile config/config.yaml
+    but it is not present" (it is looked up in the working directory), which the README did not say: its command
+    for that case runs as written, with or without --directory."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(
+        r"Run from another directory, it needs the Snakefile and the config named: `([^`]+)`", readme
+    )
+    assert found, "the README says how to run the workflow from another directory"
+    command = found.group(1).replace("<catalog>", str(REPO)).split()
+    assert command[0] == "snakemake" and "--configfile" in command
+    (tmp_path / "run").mkdir()
+    for extra in ((), ("--directory", str(tmp_path / "work"))):
+        proc = run_snakemake(*command[1:], "-n", *extra, cwd=tmp_path / "run", check=False, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        working = tmp_path / ("work" if extra else "run")
+        assert f"Working directory: {working}" in proc.stdout, proc.stdout[:3000]
+    at = command.index("--configfile")
+    without = command[1:at] + command[at + 2 :]
+    proc = run_snakemake(*without, "-n", cwd=tmp_path / "run", check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "Workflow defines configfile config/config.yaml but it is not present" in proc.stdout, proc.stdout[
+        -2000:
+    ]
+
+
 def test_unknown_top_level_section_is_named(tmp_path: Path) -> None:
     proc = _dry_run_with({**DEFAULT_CONFIG, "kdgat_typo": {}}, tmp_path)
     assert proc.returncode != 0
