@@ -8,6 +8,7 @@ as the API reports them (the shapes the kubernetes client deserializes).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -421,3 +422,56 @@ def test_a_command_the_image_lacks_waits_as_create_container_error_on_cri_o_and_
     manifest["metadata"]["name"] = "started-and-failed"
     batch.create_namespaced_job(NAMESPACE, manifest)
     wait_for(lambda: batch.read_namespaced_job_status("started-and-failed", NAMESPACE).status.failed)
+
+
+@pytest.mark.parametrize(
+    "method, resource, call, message",
+    [
+        (
+            "GET",
+            "events",
+            lambda batch, core: core.list_namespaced_event(NAMESPACE),
+            'events is forbidden: User "system:serviceaccount:snakemake:snakemake-driver" cannot list resource '
+            '"events" in API group "" in the namespace "snakemake"',
+        ),
+        (
+            "GET",
+            "jobs/status",
+            lambda batch, core: batch.read_namespaced_job_status("x", NAMESPACE),
+            'jobs.batch "x" is forbidden: User "system:serviceaccount:snakemake:snakemake-driver" cannot get '
+            'resource "jobs/status" in API group "batch" in the namespace "snakemake"',
+        ),
+        (
+            "POST",
+            "jobs",
+            lambda batch, core: batch.create_namespaced_job(NAMESPACE, job("x", "true")),
+            'jobs.batch is forbidden: User "system:serviceaccount:snakemake:snakemake-driver" cannot create '
+            'resource "jobs" in API group "batch" in the namespace "snakemake"',
+        ),
+        (
+            "GET",
+            "localqueues",
+            lambda batch, core: kubernetes.client.CustomObjectsApi(
+                batch.api_client
+            ).list_namespaced_custom_object("kueue.x-k8s.io", "v1beta2", NAMESPACE, "localqueues"),
+            'localqueues.kueue.x-k8s.io is forbidden: User "system:serviceaccount:snakemake:snakemake-driver" cannot '
+            'list resource "localqueues" in API group "kueue.x-k8s.io" in the namespace "snakemake"',
+        ),
+    ],
+    ids=["list-events", "get-jobs-status", "create-jobs", "list-localqueues"],
+)
+def test_a_refusal_by_rbac_is_the_api_servers_403_status_word_for_word(
+    standin, method, resource, call, message
+):
+    """The API server's 403 (apiserver responsewriters/errors.go forbiddenMessage, apimachinery NewForbidden): the
+    resource qualified by its group (and the object's name), the ServiceAccount's user name, the verb RBAC checked
+    (list for a collection, get for one object, create), the resource with its subresource, the API group (quoted
+    even when it is the core group's "") and the namespace. The stand-in's was shorter (no qualified resource, no API
+    group, a bare user name), so assertions on it passed for messages a real cluster never sends."""
+    api, batch, core = standin
+    api.fail_next(method, resource, 403)
+    with pytest.raises(ApiException) as refused:
+        call(batch, core)
+    status = json.loads(refused.value.body)
+    assert (refused.value.status, status["reason"], status["code"]) == (403, "Forbidden", 403)
+    assert status["message"] == message

@@ -239,9 +239,13 @@ def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster,
     warnings = [m for m in executor.recorder.messages("warning") if "events" in m]
     assert len(warnings) == 1, warnings  # once per run, not per pod or read
     assert warnings[0].startswith(f"kubernetes-kueue: listing the events of pod {NAMESPACE}/unseen-")
-    assert warnings[0].split(", which waits ContainerCreating, ", 1)[1] == (
-        f'failed with HTTP 403 Forbidden: User "snakemake-driver" cannot list resource "events" in the namespace '
-        f'"{NAMESPACE}": the driver\'s Role lacks the rule for resource events, verb list, in namespace {NAMESPACE} '
+    refusal, rest = (
+        warnings[0].split(", which waits ContainerCreating, ", 1)[1].split(": the driver's Role", 1)
+    )
+    assert refusal.startswith("failed with HTTP 403 Forbidden: events is forbidden: User ")
+    assert refusal.endswith(f'cannot list resource "events" in API group "" in the namespace "{NAMESPACE}"')
+    assert "the driver's Role" + rest == (
+        f"the driver's Role lacks the rule for resource events, verb list, in namespace {NAMESPACE} "
         "(profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume the kubelet cannot mount (a "
         "missing Secret or ConfigMap, a key its items list that the object lacks, a CSI, Azure File or Blob mount "
         "failure) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes "

@@ -70,8 +70,11 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
 * a deleted Job, pod or Secret answers 404 from then on; a running pod deleted through the API is killed, and
   its Job (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server
   does (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403, 404), with
-  apimachinery's ``Status`` body (a 403 names the verb RBAC checked: ``list`` for a GET of a collection such as
-  ``.../events``, ``get`` for one object).
+  apimachinery's ``Status`` body; a 403's message is the API server's (staging/src/k8s.io/apiserver/pkg/endpoints/
+  handlers/responsewriters/errors.go, apimachinery's NewForbidden): the resource qualified by its API group and, for
+  one object, its name, ``is forbidden: User "system:serviceaccount:<namespace>:<name>" cannot <verb> resource
+  "<resource[/subresource]>" in API group "<group>" in the namespace "<namespace>"``, where the verb is the one RBAC
+  checked (``list`` for a GET of a collection such as ``.../events``, ``get`` for one object).
 
 * Kueue's Workloads (``kueue.x-k8s.io/v1beta2``, get and list, ``labelSelector`` ``key=value``): one per Job,
   named ``job-<job>-<hash>``, labelled ``kueue.x-k8s.io/job-uid`` with the Job's uid and owned by the Job,
@@ -232,9 +235,12 @@ class JobRecord:
 # The Status objects the API server answers these codes with (reason, message), as apimachinery writes them.
 FAILURE_STATUS = {
     401: ("Unauthorized", "Unauthorized"),  # an expired token: the body says no more
+    # apiserver's responsewriters.Forbidden (forbiddenMessage) wrapped in apimachinery's NewForbidden: the resource
+    # qualified by its group and, for one object, its name, then the RBAC request (verb, resource/subresource, group).
     403: (
         "Forbidden",
-        'User "snakemake-driver" cannot {verb} resource "{resource}" in the namespace "{namespace}"',
+        '{qualified} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}" in the '
+        'namespace "{namespace}"',
     ),
     # A create in a namespace that does not exist; a call on a named object gets '<kind> "<name>" not found'.
     404: ("NotFound", 'namespaces "{namespace}" not found'),
@@ -305,6 +311,9 @@ class ApiStandIn:
     # Bearer tokens the API server accepts (None: anonymous calls on loopback, as by default). Any other
     # credential is answered 401 Unauthorized, as the real server answers a token it no longer accepts.
     accepted_tokens: set[str] | None = None
+    # Who the API server takes the caller for, as its 403s name it: a driver pod using the ServiceAccount of
+    # profiles/k8s/rbac.yaml (its RoleBinding's subject).
+    user: str = "system:serviceaccount:snakemake:snakemake-driver"
     max_seen_running: int = 0
     # How long a pod stopped by a suspension stays listed after its container ended (the kubelet's status
     # report, then its final delete): the window in which a client sees its exit code 143.
@@ -1307,10 +1316,16 @@ class _Handler(BaseHTTPRequestHandler):
         rest = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else []
         # A GET of a collection (.../events) is RBAC's list, of an object (.../jobs/<name>/status) its get.
         collection = self.command == "GET" and len(rest) == 1
+        # /api/v1/... is the core group (""), /apis/<group>/<version>/... a named one (batch, kueue.x-k8s.io).
+        group = parts[1] if parts[0] == "apis" else ""
+        qualified = f"{rest[0]}.{group}" if rest and group else (rest[0] if rest else "")
         message = message.format(
             verb="list" if collection else VERBS.get(self.command, self.command.lower()),
             resource=self._resource(),
             namespace=self._namespace(parts),
+            group=group,
+            qualified=f'{qualified} "{rest[1]}"' if len(rest) >= 2 else qualified,
+            user=self.api.user,
         )
         if failure.status == 404 and len(rest) >= 2:  # a named object that is gone
             kind = {"jobs": "jobs.batch"}.get(rest[-2], rest[-2])
