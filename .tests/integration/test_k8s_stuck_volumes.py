@@ -1,11 +1,13 @@
 """Volumes that keep a Job's pod from ever starting, other than a missing Secret or ConfigMap (k8s6), against the
 stand-in: a missing PersistentVolumeClaim (the pod stays unschedulable), a key a Secret or ConfigMap volume's
-``items`` list that the object lacks, and a CSI driver that fails to stage a volume (Azure File or Blob); and a
-driver whose Role may not list events (the check that reads the kubelet's FailedMount events is lost).
+``items`` list that the object lacks, a CSI driver that fails to stage a volume (Azure File or Blob), and a volume the
+attach/detach controller cannot attach to the node (Azure Disk); and a driver whose Role may not list events (the
+check that reads the kubelet's FailedMount and the controller's FailedAttachVolume events is lost).
 
 The messages are the real components' (see the stand-in's docstring for the upstream files): kube-scheduler's
 volumebinding PreFilter error in the FitError, the kubelet's ``MountVolume.<operation> failed for volume "<v>" :
-<error>`` FailedMount events, and the API server's 403 Status for a list the Role does not grant.
+<error>`` FailedMount events, the attach/detach controller's ``AttachVolume.Attach failed for volume "<v>" : <error>``
+FailedAttachVolume events, and the API server's 403 Status for a list the Role does not grant.
 """
 
 from __future__ import annotations
@@ -218,6 +220,87 @@ def test_a_volume_whose_driver_mounts_it_after_a_few_tries_just_runs(cluster, ex
     assert executor.recorder.finished == ["firewalled"] and executor.recorder.failed == []
 
 
+# What the Azure Disk CSI driver answers ControllerPublishVolume when the node's VM holds no more data disks: the
+# attach/detach controller's FailedAttachVolume carries it after "AttachVolume.Attach failed for volume ... : ".
+AZURE_DISK_ERROR = (
+    "rpc error: code = Internal desc = Attach volume /subscriptions/0000/resourceGroups/mc_rg/providers/"
+    "Microsoft.Compute/disks/pvc-scratch to instance aks-gpu-12345678-vmss000000 failed with Retriable: false, "
+    'RetryAfter: 0s, HTTPStatusCode: 409, RawError: {"error": {"code": "OperationNotAllowed", "message": "The maximum '
+    'number of data disks allowed to be attached to a VM of this size is 4."}}'
+)
+ATTACH_FIX = (
+    "the volume cannot be attached to the pod's node (a disk, e.g. Azure Disk): check that the disk exists and is in "
+    "the node's zone, that no other node holds it (ReadWriteOnce), that the node's VM size allows one more data disk "
+    "and that the cluster's identity may attach it (kubectl get volumeattachments); kubectl -n {ns} describe pod {pod} "
+    "lists the FailedAttachVolume events"
+)
+
+
+def test_a_job_whose_volume_cannot_be_attached_is_reported_once_then_failed_and_deleted(
+    cluster, executor, monkeypatch
+):
+    """A disk the attach/detach controller cannot attach to the pod's node (Azure Disk: the VM's data-disk limit): it
+    records FailedAttachVolume on the pod at each try, the kubelet waits for the attachment with the container
+    ContainerCreating, and records only its summary, a FailedMount that names no cause. Only FailedMount events were
+    read, and the summary does not count: the job waited in silence, holding its quota, for ever. Now it is reported
+    once, with the controller's message and the fix, and the job fails after the give-up, its Job deleted."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0)
+    name = "unattachable"
+    cluster.add_objects([claim("scratch")])
+    cluster.attach_errors[f"{NAMESPACE}/scratch"] = AZURE_DISK_ERROR
+    job = submit_with_claim(executor, name, "scratch")
+    active = check_for(executor, [job], 1.5)
+    assert active == [job] and executor.recorder.failed == []
+    pod = cluster.jobs[name].pod.name
+    uid = cluster.persistent_volume_claims[f"{NAMESPACE}/scratch"]["metadata"]["uid"]
+    controller = f'AttachVolume.Attach failed for volume "pvc-{uid}" : {AZURE_DISK_ERROR}'
+    events = {e["reason"]: e for e in cluster.events if e["involvedObject"]["name"] == pod}
+    attach = events["FailedAttachVolume"]
+    assert (attach["type"], attach["message"], attach["source"]) == (
+        "Warning",
+        controller,
+        {"component": "attachdetach-controller"},
+    )
+    assert events["FailedMount"]["message"].startswith(
+        "Unable to attach or mount volumes: "
+    )  # no cause named
+    assert cannot_start(executor) == [
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/{name} (pod {pod}) cannot start; its job fails if it "
+        f"still cannot in {2.0 / 60:g} min (FailedAttachVolume: {controller}); "
+        + ATTACH_FIX.format(ns=NAMESPACE, pod=pod)
+    ]
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == [name] and executor.recorder.finished == []
+    message = executor.recorder.job_errors[name]
+    assert "could not start for" in message and controller in message
+    assert "the Job was deleted" in message and cluster.jobs[name].deleted
+    assert {
+        rbac_request("GET", path) for method, path, _ in cluster.requests if path.endswith("/events")
+    } == {("", "events", "list")}  # what rbac.yaml grants already
+
+
+def test_a_volume_attached_after_a_few_tries_just_runs(cluster, executor, monkeypatch):
+    """A data disk freed on the node while the pod waits: the controller's next try attaches the volume, and the job
+    finishes after the one warning (its FailedAttachVolume stops, so the give-up does not fail it)."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    cluster.add_objects([claim("scratch")])
+    cluster.attach_errors[f"{NAMESPACE}/scratch"] = AZURE_DISK_ERROR
+    job = submit_with_claim(executor, "attached-later", "scratch")
+    active = check_for(executor, [job], 1.5)
+    assert active == [job] and len(cannot_start(executor)) == 1
+    del cluster.attach_errors[f"{NAMESPACE}/scratch"]
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["attached-later"] and executor.recorder.failed == []
+
+
 def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster, executor, monkeypatch):
     """A driver Role applied from an older rbac.yaml lacks list on events: the API server answers the events read
     403 (a Status, reason Forbidden), which was swallowed, so the mount check was lost without a word. Now one
@@ -248,7 +331,7 @@ def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster,
         f"the driver's Role lacks the rule for resource events, verb list, in namespace {NAMESPACE} "
         "(profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume the kubelet cannot mount (a "
         "missing Secret or ConfigMap, a key its items list that the object lacks, a CSI, Azure File or Blob mount "
-        "failure) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes "
+        "failure) or that cannot be attached to the node (a disk) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes "
         "its Job. The run goes on; this is said once"
     )
     assert not cannot_start(executor)

@@ -1383,7 +1383,9 @@ def test_a_pod_waiting_container_creating_is_held_stuck_only_while_the_kubelet_k
     events.append(event("Unable to attach or mount volumes: unmounted volumes=[ca]: timed out waiting", 1))
     clock[0] += 1
     assert watch.note(api, "ns", "job", "pod-1") is None
-    assert reads == ["involvedObject.kind=Pod,involvedObject.name=pod-1,reason=FailedMount"]
+    assert reads == [
+        "involvedObject.kind=Pod,involvedObject.name=pod-1,type=Warning"
+    ]  # FailedAttachVolume too
     events.append(event(missing, 3))
     clock[0] += 1
     assert (
@@ -1426,6 +1428,18 @@ def test_a_pod_waiting_container_creating_is_held_stuck_only_while_the_kubelet_k
             "mount-driver",
         ),
         ("Unable to attach or mount volumes: unmounted volumes=[ca], unattached volumes=[]: timed out", None),
+        (
+            'AttachVolume.Attach failed for volume "pvc-3" : rpc error: code = NotFound desc = Volume not found, '
+            "failed with error: Retriable: false, RetryAfter: 0s, HTTPStatusCode: 404",
+            "attach",
+        ),
+        (
+            'AttachVolume.Attach failed for volume "pvc-4" : timed out waiting for external-attacher of '
+            "disk.csi.azure.com CSI driver to attach volume /subscriptions/s/disks/pvc-4",
+            "attach",
+        ),
+        # Another pod on another node holds the ReadWriteOnce disk: that resolves once it ends, not a stuck pod.
+        ('Multi-Attach error for volume "pvc-5" Volume is already used by pod(s) other-pod', None),
     ],
 )
 def test_each_failed_mount_is_told_apart_by_the_fix_it_needs(message, kind):
@@ -1437,6 +1451,9 @@ def test_each_failed_mount_is_told_apart_by_the_fix_it_needs(message, kind):
 
     assert mounts.mount_failure_kind(message) == kind
     assert kind is None or kind in STUCK_CONTAINER_FIX_TEXT
+    # The attach/detach controller's failures come as FailedAttachVolume events, the kubelet's as FailedMount.
+    expected = "FailedAttachVolume" if kind == "attach" else "FailedMount"
+    assert mounts.volume_failure_reason(message) == expected
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,8 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   cannot start (an image it cannot pull or read, a missing Secret, a container the runtime cannot create:
   ``jobs.STUCK_CONTAINER_FIXES``; a volume the kubelet cannot mount: a Secret or ConfigMap whose object or
   listed key is missing, a CSI driver's failure such as Azure File's, seen in the pod's FailedMount events once it
-  has waited ContainerCreating for ``mounts.CONTAINER_CREATING_CHECK_S``, a 403 on that read said once per run;
+  has waited ContainerCreating for ``mounts.CONTAINER_CREATING_CHECK_S``, or a disk the attach/detach controller
+  cannot attach to the node, its FailedAttachVolume events read in the same list; a 403 on that read said once per run;
   a pod unschedulable for its missing PersistentVolumeClaim, ``pending.MISSING_CLAIM``) is reported and fails its job after
   ``executor.CONTAINER_START_GIVE_UP_S`` instead of holding its quota for ever (``jobs.StuckContainer``); a pod
   Kueue admitted but no node can hold (it asks more than one node has) is reported after

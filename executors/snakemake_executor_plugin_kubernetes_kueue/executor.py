@@ -34,7 +34,7 @@ from .jobs import (
     is_transient,
     refusal_fix,
 )
-from .mounts import FAILED_MOUNT
+from .mounts import FAILED_ATTACH, FAILED_MOUNT
 from .stock_lines import PODLESS_FAILURE_PREFIX, StockLines
 
 GPU_IMAGE_UNSET = (
@@ -213,10 +213,10 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 self.logger.warning(stuck.describe(self.namespace, name, how))
             return False
         del self.kubeapi.stuck_containers[name]
-        if stuck.reason == FAILED_MOUNT and not self.kubeapi.mounts.still_failing(
+        if stuck.reason in (FAILED_MOUNT, FAILED_ATTACH) and not self.kubeapi.mounts.still_failing(
             self.kubeapi, self.namespace, name, stuck.pod
         ):
-            return False  # the kubelet mounted the volume since (the object was created): the container is on its way
+            return False  # the volume was attached and mounted since (fixed meanwhile): the container is on its way
         waited = (time.monotonic() - stuck.since) / 60
         return self._fail_pending(
             job, stuck.describe(self.namespace, name, f"could not start for {waited:.1f} min")

@@ -20,7 +20,7 @@ from kubernetes.utils import parse_quantity
 from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import PROFILE, SecretVolume
-from .mounts import FAILED_MOUNT, MountWatch, mount_failure_kind
+from .mounts import FAILED_ATTACH, FAILED_MOUNT, MountWatch, mount_failure_kind, volume_failure_reason
 from .pending import FAILED_SCHEDULING, UnschedulableWatch, missing_claim
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -45,8 +45,8 @@ CREATE_REFUSAL_FIXES = {
 # missing Secret or key, or the container runtime or the node's resource managers refuse it. The kubelet tries again
 # for ever; the pod stays Pending, its Job active and its Kueue quota held. (RunContainerError and StartError end a
 # restartPolicy Never container, which fails its Job; ContainerCreating and PodInitializing are progress, except
-# ContainerCreating with FailedMount Events of a volume the kubelet cannot mount: mounts.MountWatch, fixes "mount...";
-# and a pod the scheduler cannot place for its missing PersistentVolumeClaim, FailedScheduling: fix "claim".)
+# ContainerCreating with FailedMount Events of a volume the kubelet cannot mount: mounts.MountWatch, fixes "mount...",
+# or FailedAttachVolume Events of one the attach/detach controller cannot attach to the node: fix "attach"; and a pod the scheduler cannot place for its missing PersistentVolumeClaim, FailedScheduling: fix "claim".)
 STUCK_CONTAINER_FIXES = {
     "ErrImagePull": "image",
     "ImagePullBackOff": "image",
@@ -87,6 +87,10 @@ STUCK_CONTAINER_FIX_TEXT = {
     "is right, that the nodes may reach it (the storage account's firewall or private endpoint) and that the driver "
     "is enabled (az aks update -g <group> -n <cluster> --enable-file-driver or --enable-blob-driver); kubectl -n "
     "{namespace} describe pod {pod} lists the FailedMount events",
+    "attach": "the volume cannot be attached to the pod's node (a disk, e.g. Azure Disk): check that the disk exists "
+    "and is in the node's zone, that no other node holds it (ReadWriteOnce), that the node's VM size allows one more "
+    "data disk and that the cluster's identity may attach it (kubectl get volumeattachments); kubectl -n {namespace} "
+    "describe pod {pod} lists the FailedAttachVolume events",
     "claim": "a PersistentVolumeClaim the pod mounts does not exist in namespace {namespace} (or is being deleted, or "
     "lost its volume), and no node can hold the pod without it: create the claim (kubectl -n {namespace} get pvc), or "
     "correct its name in the rule's volumes (kubernetes-persistent-volumes in " + PROFILE + ")",
@@ -109,7 +113,12 @@ class StuckContainer:
         return self.reason in HOPELESS_CONTAINER_REASONS or time.monotonic() - self.since >= give_up_s
 
     def describe(self, namespace: str, job: str, how: str) -> str:
-        kind = {FAILED_MOUNT: mount_failure_kind(self.message), FAILED_SCHEDULING: "claim"}.get(self.reason)
+        kind = {
+            FAILED_MOUNT: mount_failure_kind(self.message),
+            FAILED_ATTACH: "attach",
+            FAILED_SCHEDULING: "claim",
+        }
+        kind = kind.get(self.reason)
         kind = kind or STUCK_CONTAINER_FIXES[self.reason]
         fix = STUCK_CONTAINER_FIX_TEXT[kind].format(namespace=namespace, pod=self.pod)
         return (
@@ -366,15 +375,13 @@ class SafeLogCoreApi:
                 if status.name != "snakemake" or waiting is None:
                     continue
                 reason, message = waiting.reason, waiting.message or ""
-                if reason == "ContainerCreating":  # progress, unless a volume cannot be mounted
-                    reason, message = (
-                        FAILED_MOUNT,
-                        self.mounts.note(self._api, namespace, job, pod.metadata.name),
-                    )
+                if reason == "ContainerCreating":  # progress, unless a volume cannot be attached or mounted
+                    message = self.mounts.note(self._api, namespace, job, pod.metadata.name)
                     if message is None:
                         continue
-                if reason in STUCK_CONTAINER_FIXES or reason == FAILED_MOUNT:
-                    if reason != FAILED_MOUNT:
+                    reason = volume_failure_reason(message)
+                if reason in STUCK_CONTAINER_FIXES or reason in (FAILED_MOUNT, FAILED_ATTACH):
+                    if reason in STUCK_CONTAINER_FIXES:
                         self.mounts.forget(job)
                     return self._stuck(job, pod, reason, message)
         self.stuck_containers.pop(job, None)

@@ -1,4 +1,4 @@
-"""Pods whose container waits ``ContainerCreating`` for ever because the kubelet cannot mount one of its volumes.
+"""Pods whose container waits ``ContainerCreating`` for ever because one of its volumes cannot be attached or mounted.
 
 The kubelet mounts every volume of a pod before it creates its container, and tries a mount that fails again and
 again: the container waits with reason ``ContainerCreating`` (no message), the pod stays Pending, its Job active and
@@ -13,13 +13,20 @@ operation_generator.go). The errors told apart (``MOUNT_FAILURES``), each with i
 * ``mount-key``: its ``items`` list a key the object lacks (``references non-existent secret key: <key>``,
   ``configmap references non-existent config key: <key>``: pkg/volume/secret and pkg/volume/configmap);
 * ``mount-driver``: any other failed mount, that is a volume plugin's or CSI driver's error (Azure File or Blob:
-  ``rpc error: code = Internal desc = ...``, a driver not registered on the node).
+  ``rpc error: code = Internal desc = ...``, a driver not registered on the node);
+* ``attach``: a volume that must be attached to the node first (a disk: Azure Disk, a block device) and cannot be.
+  The kubelet only waits for the attachment; the attach/detach controller of kube-controller-manager tries it, and
+  at each failed try records a Warning Event ``FailedAttachVolume`` on the pod, ``AttachVolume.Attach failed for
+  volume "<volume>" : <the plugin's or CSI driver's error>`` (pkg/controller/volume/attachdetach, its events from
+  operation_generator.go's GenerateAttachVolumeFunc): a disk that is gone, in another zone, attached to another
+  node, a VM that holds no more data disks, an identity that may not attach it.
 
 The kubelet's summary (``Unable to attach or mount volumes: ... timed out waiting for the condition``) names no
 cause and does not count. A pod waiting ``ContainerCreating`` longer than ``CONTAINER_CREATING_CHECK_S`` has its
-FailedMount Events read, at most once every ``CONTAINER_CREATING_CHECK_S``; the executor then reports it once and
-fails its job after the give-up of every stuck container, unless the kubelet has stopped failing to mount it by
-then (fixed meanwhile: no FailedMount for ``MOUNT_RETRY_S``). A driver whose Role lacks ``list`` on ``events``
+Warning Events read (both reasons in one list), at most once every ``CONTAINER_CREATING_CHECK_S``; the executor then
+reports it once and fails its job after the give-up of every stuck container, unless the failure has stopped by then
+(fixed meanwhile: not recorded again for ``MOUNT_RETRY_S``; the attach/detach controller's back-off stops at the
+kubelet's 2 min 2 s too). A driver whose Role lacks ``list`` on ``events``
 cannot read them: that is said once per run (``refusal``), and the run goes on without this check.
 """
 
@@ -39,10 +46,12 @@ CONTAINER_CREATING_CHECK_S = 60.0
 # margin: a FailedMount not recorded again for this long no longer happens.
 MOUNT_RETRY_S = 300.0
 FAILED_MOUNT = "FailedMount"
+FAILED_ATTACH = "FailedAttachVolume"
 # The failed mounts that keep a container waiting, by the fix they need (jobs.STUCK_CONTAINER_FIX_TEXT), most
 # specific first: a FailedMount message is the operation, the volume and the volume plugin's error.
 _FAILED_MOUNT = r'MountVolume\.\w+ failed for volume "[^"]+" : '
 MOUNT_FAILURES = (
+    ("attach", re.compile(r'AttachVolume\.Attach failed for volume "[^"]+" : ')),
     ("mount", re.compile(_FAILED_MOUNT + r'(?:secret|configmap) "[^"]+" not found')),
     (
         "mount-key",
@@ -56,8 +65,15 @@ MOUNT_FAILURES = (
 
 
 def mount_failure_kind(message: str) -> str | None:
-    """Which of MOUNT_FAILURES a FailedMount message is (its fix), or None (the kubelet's timeout summary)."""
+    """Which of MOUNT_FAILURES a FailedMount or FailedAttachVolume message is (its fix), or None (the kubelet's
+    timeout summary, any other event)."""
     return next((kind for kind, pattern in MOUNT_FAILURES if pattern.search(message or "")), None)
+
+
+def volume_failure_reason(message: str) -> str:
+    """The reason of the event whose message is ``message``: FailedAttachVolume for the attach/detach controller's
+    ``AttachVolume.Attach failed ...``, FailedMount for the kubelet's ``MountVolume.<operation> failed ...``."""
+    return FAILED_ATTACH if mount_failure_kind(message) == "attach" else FAILED_MOUNT
 
 
 @dataclass
@@ -110,9 +126,10 @@ class MountWatch:
         return missing.message if missing is not None and not missing.cleared else None
 
     def still_failing(self, api, namespace: str, job: str, pod: str) -> bool:
-        """At the give-up: whether the kubelet has recorded the FailedMount again within MOUNT_RETRY_S (it tries
-        again, with a back-off of at most about two minutes, for as long as the mount fails). Once it has not, the
-        volume was mounted and the container is on its way (its image is pulled): it is no longer held stuck."""
+        """At the give-up: whether the failure (FailedMount, FailedAttachVolume) was recorded again within MOUNT_RETRY_S
+        (the kubelet and the attach/detach controller try again, with a back-off of at most about two minutes, for as
+        long as it fails). Once it has not, the volume was attached and mounted and the container is on its way (its
+        image is pulled): it is no longer held stuck."""
         now = time.monotonic()
         self.read_at[job] = now
         self._update(api, namespace, job, pod, now)
@@ -149,7 +166,9 @@ class MountWatch:
 
 
 def _failed_mounts(api, namespace: str, pod: str):
-    selector = f"involvedObject.kind=Pod,involvedObject.name={pod},reason={FAILED_MOUNT}"
+    # A field selector takes no "or": FailedMount (the kubelet) and FailedAttachVolume (the attach/detach controller)
+    # come in one list of the pod's Warnings, told apart by their messages (mount_failure_kind).
+    selector = f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning"
     return api.list_namespaced_event(namespace, field_selector=selector).items
 
 
@@ -161,6 +180,6 @@ def _refusal(error: ApiException, namespace: str, pod: str) -> str:
         f"{describe_api_error(error)}: the driver's Role lacks the rule for resource events, verb list, in namespace "
         f"{namespace} (profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume the kubelet "
         "cannot mount (a missing Secret or ConfigMap, a key its items list that the object lacks, a CSI, Azure File "
-        "or Blob mount failure) is not detected: its job waits ContainerCreating, holding its Kueue quota, until "
+        "or Blob mount failure) or that cannot be attached to the node (a disk) is not detected: its job waits ContainerCreating, holding its Kueue quota, until "
         "someone deletes its Job. The run goes on; this is said once"
     )

@@ -51,7 +51,11 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   <key>``; pkg/volume/secret/secret.go and pkg/volume/configmap/configmap.go, MakePayload), and a
   PersistentVolumeClaim volume whose CSI driver fails to stage it (``mount_errors``, by claim: ``MountVolume.MountDevice
   failed for volume "pvc-<claim uid>" : <the driver's gRPC error>``, as Azure File and Blob drivers fail on a wrong
-  account key or a firewall), until the cause is fixed;
+  account key or a firewall), until the cause is fixed; and a claim's volume that cannot be attached to the node
+  (``attach_errors``, by claim): the attach/detach controller of kube-controller-manager
+  (pkg/controller/volume/attachdetach) records a ``Warning`` Event ``FailedAttachVolume`` on the pod at each try,
+  source ``attachdetach-controller``, ``AttachVolume.Attach failed for volume "pvc-<claim uid>" : <the attacher's
+  error>``, and the kubelet, which waits for the attachment, only a FailedMount summary naming no cause;
 * with ``container_runtime="cri-o"`` (CRI-O with runc), a container whose command is not in the image (not on the
   pod's PATH) cannot be created: it waits with reason ``CreateContainerError`` and CRI-O's message (``container
   create failed: ... exec: \\"x\\": executable file not found in $PATH``), its pod ``Pending`` and its Job active,
@@ -293,6 +297,10 @@ class ApiStandIn:
     # By claim ("namespace/name"): the error its CSI driver answers NodeStageVolume with (Azure File: a wrong key,
     # a storage firewall); the kubelet fails MountDevice at each try until the test clears it.
     mount_errors: dict[str, str] = field(default_factory=dict)
+    # By claim ("namespace/name"): the error its CSI driver answers ControllerPublishVolume with (Azure Disk: the VM's
+    # data-disk limit, a disk in another zone); the attach/detach controller fails to attach the claim's volume to the
+    # node at each try until the test clears it.
+    attach_errors: dict[str, str] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)  # core/v1 Events the kubelet recorded
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     local_queues: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> LocalQueue
@@ -591,14 +599,29 @@ class ApiStandIn:
                 sources[volume["name"]] = ("configmap", name, found, bool(source.get("optional")))
         return sources
 
-    def _failed_mount(self, record: JobRecord, pod: Pod, message: str) -> None:
-        """The kubelet's event recorder: a Warning FailedMount Event on the pod, or the same one again (count and
-        lastTimestamp, as its EventCorrelator aggregates a repeated event)."""
+    def _failed_mount(
+        self,
+        record: JobRecord,
+        pod: Pod,
+        message: str,
+        reason: str = "FailedMount",
+        component: str = "kubelet",
+    ) -> None:
+        """An event recorder's Warning Event on the pod (the kubelet's FailedMount, the attach/detach controller's
+        FailedAttachVolume), or the same one again (count and lastTimestamp, as its EventCorrelator aggregates a
+        repeated event)."""
         now = _now()
         for event in self.events:
-            if event["involvedObject"]["name"] == pod.name and event["message"] == message:
+            if (event["involvedObject"]["name"], event["reason"], event["message"]) == (
+                pod.name,
+                reason,
+                message,
+            ):
                 event.update(count=event["count"] + 1, lastTimestamp=now)
                 return
+        host = (
+            {"host": "standin-node-0"} if component == "kubelet" else {}
+        )  # a controller's source has no host
         self.events.append(
             {
                 "apiVersion": "v1",
@@ -613,16 +636,16 @@ class ApiStandIn:
                     "name": pod.name,
                     "namespace": record.namespace,
                 },
-                "reason": "FailedMount",
+                "reason": reason,
                 "message": message,
-                "source": {"component": "kubelet", "host": "standin-node-0"},
+                "source": {"component": component, **host},
                 "firstTimestamp": now,
                 "lastTimestamp": now,
                 "count": 1,
                 "type": "Warning",
                 "eventTime": None,
-                "reportingComponent": "kubelet",
-                "reportingInstance": "standin-node-0",
+                "reportingComponent": component,
+                "reportingInstance": host.get("host", ""),
             }
         )
 
@@ -650,11 +673,37 @@ class ApiStandIn:
                 failed.append(f'MountVolume.MountDevice failed for volume "{pv}" : {self.mount_errors[key]}')
         return failed
 
+    def _attach_errors(self, record: JobRecord, template: dict) -> list[str]:
+        """Why the attach/detach controller (kube-controller-manager, pkg/controller/volume/attachdetach; the message
+        from operation_generator.go's attach operation: the operation, the volume, the attacher's error) cannot attach
+        each claim's volume (its PV ``pvc-<claim uid>``) to the pod's node: ``attach_errors``."""
+        failed = []
+        for volume in template["spec"].get("volumes") or []:
+            key = f"{record.namespace}/{(volume.get('persistentVolumeClaim') or {}).get('claimName')}"
+            if key in self.attach_errors and key in self.persistent_volume_claims:
+                pv = f"pvc-{self.persistent_volume_claims[key]['metadata']['uid']}"
+                failed.append(f'AttachVolume.Attach failed for volume "{pv}" : {self.attach_errors[key]}')
+        return failed
+
     def _mount_volumes(self, record: JobRecord, pod: Pod, container: dict) -> dict[str, Path]:
         """The kubelet's volume manager: every volume of the pod is mounted before the container is created; one that
-        cannot be (``_mount_errors``) fails, with a FailedMount Event, and the container waits ContainerCreating."""
+        cannot be (``_mount_errors``) fails, with a FailedMount Event, and the container waits ContainerCreating. A
+        volume that must first be attached to the node and cannot be (``_attach_errors``) gets the attach/detach
+        controller's FailedAttachVolume Event; the kubelet waits for it and records only its summary, a FailedMount
+        that names no cause (``Unable to attach or mount volumes: ... timed out ...``)."""
         template, workdir = record.manifest["spec"]["template"], pod.workdir
         sources = self._volume_sources(template)
+        unattached = self._attach_errors(record, template)
+        for message in unattached:
+            self._failed_mount(record, pod, message, "FailedAttachVolume", "attachdetach-controller")
+        if unattached:
+            names = [v["name"] for v in template["spec"]["volumes"] if "persistentVolumeClaim" in v]
+            summary = (
+                f"Unable to attach or mount volumes: unmounted volumes=[{' '.join(names)}], unattached volumes="
+                f"[{' '.join(names)}], failed to process volumes=[]: timed out waiting for the condition"
+            )
+            self._failed_mount(record, pod, summary)
+            raise ContainerWaits("ContainerCreating", "")
         failed = self._mount_errors(record, template)
         for message in failed:
             self._failed_mount(record, pod, message)
