@@ -11,6 +11,7 @@ and pkg/controller/jobs/job/job_controller.go (Stop); and Kubernetes' pkg/contro
 
 from __future__ import annotations
 
+import datetime
 import re
 import sys
 import time
@@ -330,7 +331,10 @@ def test_each_evicted_job_is_reported_with_its_own_workload(cluster, executor, t
         (report,) = [
             r for r in reports if r.startswith(f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} ")
         ]
-        assert f"(Workload {workload}, reason PodsReadyTimeout: {messages[name]})." in report
+        assert (
+            f"(Workload {workload}, reason PodsReadyTimeout: {messages[name]}): its pod was not ready"
+            in report
+        )
         assert report.endswith(f"`kubectl -n {NAMESPACE} describe workload {workload}` shows its conditions")
 
 
@@ -484,3 +488,121 @@ def test_the_standin_reactivates_a_workload_deactivated_by_hand_as_kueue_does(cl
     assert found["Requeued"] == ("True", "Reactivated", "The workload was reactivated")
     assert found["Evicted"] == ("False", "QuotaReserved", f"Previously: {HELD_MESSAGE}")
     assert found["Admitted"][0] == "True"
+
+
+# ---- waitForPodsReady: evictions with back-off, then a deactivation ------------------------------------------------
+# pkg/controller/core/workload_controller.go (reconcileNotReadyTimeout, triggerDeactivationOrBackoffRequeue, the
+# BackoffFinished requeue in Reconcile) and pkg/workload (UpdateRequeueState): the Workload of a pod never ready.
+def never_ready(cluster, timeout_s: float, limit: int) -> None:
+    """Kueue configured with waitForPodsReady (timeout, backoffLimitCount, a 1 s back-off base), and nodes too small for
+    the Jobs' pods (64M asked): each admitted pod stays unscheduled, never ready."""
+    cluster.pods_ready_timeout_s, cluster.requeuing_backoff_limit_count = timeout_s, limit
+    cluster.requeuing_backoff_base_s, cluster.requeuing_backoff_max_s = 1.0, 10.0
+    cluster.node_allocatable = {"memory": "32M"}
+
+
+def requeue_at(workload: dict) -> datetime.datetime:
+    at = workload["status"]["requeueState"]["requeueAt"]
+    return datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def test_the_standin_evicts_requeues_with_backoff_and_deactivates_a_workload_whose_pod_is_never_ready(
+    cluster,
+):
+    """waitForPodsReady as Kueue runs it: the timeout evicts the admitted Workload (PodsReadyTimeout, requeueState count
+    1 and requeueAt one back-off later), it is requeued once requeueAt has passed (Requeued True, BackoffFinished,
+    requeueAt gone, count kept) and admitted again; the next timeout, past backoffLimitCount 1, deactivates it."""
+    batch, name = kubernetes.client.BatchV1Api(), "never-ready"
+    never_ready(cluster, timeout_s=0.5, limit=1)
+    body = api_failures.job_body(name, "true")
+    body.metadata.labels["kueue.x-k8s.io/queue-name"] = "jobs"
+    batch.create_namespaced_job(NAMESPACE, body)
+    wait_for(lambda: cluster.jobs[name].pod, what="the pod, unscheduled")
+    job = batch.read_namespaced_job_status(name, NAMESPACE)
+    evicted = wait_for(
+        lambda: (w := workload_of(job))["status"].get("requeueState") and w, what="the eviction"
+    )
+    before = datetime.datetime.now(datetime.UTC)
+    workload = evicted["metadata"]["name"]
+    timeout = f"Exceeded the PodsReady timeout {NAMESPACE}/{workload}"
+    assert conditions(evicted) == {
+        "Evicted": ("True", "PodsReadyTimeout", timeout),
+        "Requeued": ("False", "PodsReadyTimeout", timeout),
+        "QuotaReserved": ("False", "Pending", timeout),
+        "Admitted": ("False", "NoReservation", "The workload has no reservation"),
+    }
+    assert evicted["status"]["requeueState"]["count"] == 1 and evicted["spec"]["active"] is True
+    # base * 2^0 = 1 s after the eviction, in whole seconds
+    assert (
+        before - datetime.timedelta(seconds=1)
+        <= requeue_at(evicted)
+        <= before + datetime.timedelta(seconds=2)
+    )
+    assert batch.read_namespaced_job_status(name, NAMESPACE).spec.suspend is True
+    requeued = wait_for(
+        lambda: (w := workload_of(job))["status"].get("requeueState") == {"count": 1} and w,
+        what="the requeue",
+    )
+    assert conditions(requeued)["Requeued"] == (
+        "True",
+        "BackoffFinished",
+        "The workload backoff was finished",
+    )
+    readmitted = wait_for(
+        lambda: conditions(w := workload_of(job))["Admitted"][0] == "True" and w, what="the readmission"
+    )
+    assert conditions(readmitted)["Evicted"] == ("False", "QuotaReserved", f"Previously: {timeout}")
+    deactivated = wait_for(
+        lambda: (w := workload_of(job))["spec"]["active"] is False and w, what="the deactivation"
+    )
+    assert "requeueState" not in deactivated["status"]
+    assert conditions(deactivated)["Evicted"] == ("True", DEACTIVATED_REASON, DEACTIVATED_MESSAGE)
+    time.sleep(1.0)  # never admitted again
+    assert batch.read_namespaced_job_status(name, NAMESPACE).spec.suspend is True
+    kubernetes_validate.validate(cluster.job_with_status(name), KUBERNETES_VERSION, strict=True)
+
+
+def test_each_waitforpodsready_eviction_is_reported_once_with_its_requeue_time_then_the_deactivation_fails_the_job(
+    cluster, executor
+):
+    """A Job whose pod is never ready: Kueue evicts it at each waitForPodsReady timeout and requeues it after a
+    back-off, twice (backoffLimitCount 2), then deactivates it. Each eviction is reported once, naming the reason,
+    what it means and when Kueue requeues the Job (status.requeueState.requeueAt, and the count); the report said
+    neither the timeout's meaning nor the requeue time, so the Job seemed to be waiting for quota. The deactivation
+    then fails the job with Kueue's reason, as a direct one does, and its Job is deleted."""
+    name = "never-ready"
+    never_ready(cluster, timeout_s=1.0, limit=2)
+    active, seen, deadline = [submit(executor, name, "true")], {}, time.monotonic() + 30
+    while active:
+        assert time.monotonic() < deadline, "the never-ready Job is still active"
+        active = check_round(executor, active)
+        with cluster._lock:
+            state = cluster.jobs[name].workload["status"].get("requeueState") or {}
+            if state.get("requeueAt"):
+                seen.setdefault(state["count"], state["requeueAt"])
+        time.sleep(0.1)
+    assert sorted(seen) == [1, 2], seen
+    workload = cluster.jobs[name].workload["metadata"]["name"]
+    expected = [
+        f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} (Workload {workload}, reason PodsReadyTimeout: "
+        f"Exceeded the PodsReady timeout {NAMESPACE}/{workload}): its pod was not ready within Kueue's "
+        "waitForPodsReady.timeout (a pod no node can hold, an image or a volume it waits for, a slow start). Kueue "
+        f"requeues it at {seen[count]}, requeue {count} of its Workload; once a timeout would exceed "
+        "waitForPodsReady.requeuingStrategy.backoffLimitCount requeues, Kueue deactivates it and the job fails. Its "
+        "pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not count "
+        f"this as a failure; `kubectl -n {NAMESPACE} describe workload {workload}` shows its conditions"
+        for count in (1, 2)
+    ]
+    assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == expected
+    assert executor.recorder.failed == [name] and executor.recorder.finished == []
+    message = executor.recorder.job_errors[name]
+    assert message.startswith(
+        f"kubernetes-kueue: Kueue deactivated the Workload {workload} of Job {NAMESPACE}/{name} (reason "
+        f"{DEACTIVATED_REASON}: {DEACTIVATED_MESSAGE}), so it never admits the Job again"
+    )
+    assert "more often than waitForPodsReady.requeuingStrategy.backoffLimitCount allows" in message
+    assert (
+        "shows its conditions; the Job was deleted, and Snakemake runs it again if it has retries left"
+        in message
+    )
+    assert cluster.jobs[name].deleted

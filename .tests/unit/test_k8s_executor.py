@@ -1128,9 +1128,16 @@ def test_an_eviction_is_logged_once_with_its_workloads_reason_and_message(
     jobs = [SimpleNamespace(external_jobid="job-x")]
     assert executor._review_workloads(jobs) == jobs
     assert executor._review_workloads(jobs) == jobs
+    # A PodsReadyTimeout says what Kueue's timeout means for the pod; a preemption's reason says it already.
+    cause = (
+        ": its pod was not ready within Kueue's waitForPodsReady.timeout (a pod no node can hold, an image or a "
+        "volume it waits for, a slow start)"
+        if reason == "PodsReadyTimeout"
+        else ""
+    )
     assert warnings == [
-        f"kubernetes-kueue: Kueue evicted Job snakemake/job-x (Workload job-x-1a2b3, reason {reason}: {message}). "
-        "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not "
+        f"kubernetes-kueue: Kueue evicted Job snakemake/job-x (Workload job-x-1a2b3, reason {reason}: {message})"
+        f"{cause}. Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not "
         "count this as a failure; `kubectl -n snakemake describe workload job-x-1a2b3` shows its conditions"
     ]
     assert workloads.selectors == [

@@ -36,8 +36,9 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   changes, and fails its job after ``--kubernetes-kueue-unschedulable-timeout`` minutes if set (``pending``);
 * a Job Kueue preempts or evicts (it suspends the Job, whose pod is deleted) stays active and runs again once
   readmitted, instead of failing on the stopped pod's exit code or stopping the run on two listed pods
-  (``jobs.SafeLogCoreApi``); the eviction is logged once, with the Workload's reason and message
-  (``executor.KueueExecutor._review_workloads``), also when Kueue readmitted the Job between two status
+  (``jobs.SafeLogCoreApi``); the eviction is logged once, with the Workload's reason and message, and for a
+  waitForPodsReady timeout when Kueue requeues it (``requeueState``) (``executor.KueueExecutor._review_workloads``,
+  ``evictions.eviction_report``), also when Kueue readmitted the Job between two status
   checks: its new ``status.startTime`` shows it (test_k8s_kueue_eviction.py,
   ``test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_the_new_start_time``); a Job whose
   Workload Kueue deactivated (``spec.active: false``, e.g. after waitForPodsReady's backoffLimitCount), which it

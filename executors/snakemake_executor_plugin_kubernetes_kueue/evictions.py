@@ -28,6 +28,11 @@ DEACTIVATION_FIXES = {
     "kueue.x-k8s.io/max-exec-time-seconds allows",
     "DeactivatedDueToAdmissionCheck": "an admission check of its ClusterQueue rejected it",
 }
+# Why Kueue evicted a Workload, by the Evicted reason, where the reason alone does not say it (workload_types.go).
+EVICTION_CAUSES = {
+    "PodsReadyTimeout": "its pod was not ready within Kueue's waitForPodsReady.timeout (a pod no node can hold, an "
+    "image or a volume it waits for, a slow start)",
+}
 # How often the Workloads of the Jobs Kueue keeps suspended are read for a deactivation (a Job evicted since the last
 # status check has its Workload read at once).
 DEACTIVATION_CHECK_S = 60.0
@@ -131,18 +136,32 @@ def eviction_report(namespace: str, name: str, resumed: bool, workload: dict | N
         evicted = conditions.get("Requeued", {})
     if evicted:
         reason = evicted.get("reason", "")
+        cause = f": {EVICTION_CAUSES[reason]}" if reason in EVICTION_CAUSES else ""
         if preempted.get("status") == "True":
             reason += f" ({preempted.get('reason', '')})"
         workload_name = workload["metadata"]["name"]
         return (
             f"kubernetes-kueue: Kueue evicted {where} (Workload {workload_name}, reason {reason}: "
-            f"{evicted.get('message', '')}). {outcome}; `kubectl -n {namespace} describe workload "
-            f"{workload_name}` shows its conditions"
+            f"{evicted.get('message', '')}){cause}.{_requeue(workload)} {outcome}; `kubectl -n {namespace} describe "
+            f"workload {workload_name}` shows its conditions"
         )
     state = resumed_since if resumed else "is suspended again"
     return (
         f"kubernetes-kueue: {where} was running and {state}, and its Workload shows no eviction (suspended "
         f"by hand?). {outcome}"
+    )
+
+
+def _requeue(workload: dict) -> str:
+    """When Kueue admits the Workload again after waitForPodsReady's back-off (``status.requeueState``), and what
+    follows from the count; "" for an eviction without one (a preemption)."""
+    state = (workload.get("status") or {}).get("requeueState") or {}
+    if "count" not in state:
+        return ""
+    when = f"at {state['requeueAt']}" if state.get("requeueAt") else "now (its back-off is over)"
+    return (
+        f" Kueue requeues it {when}, requeue {state['count']} of its Workload; once a timeout would exceed "
+        "waitForPodsReady.requeuingStrategy.backoffLimitCount requeues, Kueue deactivates it and the job fails."
     )
 
 

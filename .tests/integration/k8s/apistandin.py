@@ -106,13 +106,22 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   Workload is not admitted again, and its Job stays suspended, until someone sets ``spec.active`` back to true
   (``reactivate_workload()``: ``Requeued`` True, reason ``Reactivated``), after which it is admitted as any other.
 
+* Kueue's waitForPodsReady (``pods_ready_timeout_s`` and the ``requeuing_backoff_*`` settings; off by default), in
+  Kueue 0.19's order (pkg/controller/core/workload_controller.go, pkg/workload): an admitted Workload whose pod is not
+  ready within the timeout (unschedulable, its image or a volume missing) is evicted, reason ``PodsReadyTimeout``
+  (``Exceeded the PodsReady timeout <namespace>/<workload>``), with ``status.requeueState`` (``count``,
+  ``requeueAt``: now plus base * 2^(count-1) s, capped); it is not admitted again before ``requeueAt``, when
+  ``Requeued`` turns True (``BackoffFinished``) and ``requeueAt`` goes; the timeout past ``backoffLimitCount``
+  requeues deactivates it as above (``DeactivatedDueToRequeuingLimitExceeded``).
+
 An exception in one of the stand-in's own threads (Kueue's admission loop, a request's handler) is never lost with
 its thread: it is recorded (``thread_errors``), every later API call answers 500 naming it, and the test's next call
 into the stand-in, or ``stop()`` at its teardown, raises it as ``StandInThreadError`` with its traceback.
 
 It does not emulate node placement beyond that fit (other pods' use of a node, taints, affinity), image pulls,
 RBAC, ClusterQueue quotas per flavor, a ClusterQueue's namespaceSelector, Kueue choosing what to preempt (a
-test names the Job), priorities, requeue backoff (``requeueState``), admission checks, watches and paged lists
+test names the Job), priorities, the Workload's ``PodsReady`` condition and the back-off's jitter, admission checks,
+watches and paged lists
 (which the executors do not use), or GPU device plugins.
 """
 
@@ -163,6 +172,7 @@ DEACTIVATION_TARGET_MESSAGES = {
     "MaximumExecutionTimeExceeded": "exceeding the maximum execution time",
 }
 WORKLOAD_DEACTIVATED = "Deactivated"
+PODS_READY_TIMEOUT = "PodsReadyTimeout"  # WorkloadEvictedByPodsReadyTimeout
 # Why Kueue preempted a Workload (the Preempted condition's reason), and how its message says it
 # (pkg/scheduler/preemption: HumanReadablePreemptionReasons).
 PREEMPTION_REASONS = {
@@ -233,6 +243,9 @@ class JobRecord:
     stopping: list[Pod] = field(default_factory=list)  # pods deleted by a suspension, listed until gone
     readmit_at: float = 0.0  # time.monotonic() before which an evicted Workload is not admitted again
     resumed: str = ""  # when the Job was last unsuspended after an eviction (its Suspended=False condition)
+    admitted_at: float = (
+        0.0  # time.monotonic() of the last admission: waitForPodsReady's timeout counts from it
+    )
     started: str = ""  # its status.startTime: set anew on each resume, cleared when Kueue suspends it
 
 
@@ -335,6 +348,13 @@ class ApiStandIn:
     # does not list is unlimited, except an extended one such as nvidia.com/gpu, of which it has none).
     nodes: int = 3
     node_allocatable: dict[str, str] = field(default_factory=dict)
+    # Kueue's waitForPodsReady (its Configuration; 0: off, as by default): ``timeout``, and
+    # ``requeuingStrategy.backoffLimitCount`` (None: requeued for ever), ``backoffBaseSeconds``,
+    # ``backoffMaxSeconds``.
+    pods_ready_timeout_s: float = 0.0
+    requeuing_backoff_limit_count: int | None = None
+    requeuing_backoff_base_s: float = 60.0
+    requeuing_backoff_max_s: float = 3600.0
 
     def __post_init__(self) -> None:
         self.pods_root = Path(self.pods_root)
@@ -544,6 +564,7 @@ class ApiStandIn:
             with self._lock:
                 self._stop_deleted_pods()
                 self._retry_pending_pods()
+                self._wait_for_pods_ready()
                 for name, record in sorted(self.jobs.items(), key=lambda item: item[1].created):
                     if record.admitted or record.deleted or not self.admissible(record):
                         continue
@@ -755,7 +776,7 @@ class ApiStandIn:
         workdir = self.pods_root / f"{name}-{random_names.token_hex(3)}"
         workdir.mkdir(parents=True)
         record.pod = Pod(name=workdir.name, job=name, workdir=workdir, process=None)  # _place gives it one
-        record.admitted = True
+        record.admitted, record.admitted_at = True, time.monotonic()
         # Kubernetes' Job controller (syncJob) sets startTime to the time of every resume, not only the first.
         record.started = record.pod.started
         if record.manifest["spec"]["suspend"] and record.workload["status"].get("conditions"):
@@ -949,13 +970,74 @@ class ApiStandIn:
         with self._lock:
             record = self.jobs[job_name]
             assert record.admitted and record.pod is not None, f"{job_name} has no admitted Workload"
-            now, conditions = _now(), record.workload["status"]["conditions"]
-            # The scheduler (preemption) or a controller: evict.Evict / SetPreemptedCondition.
-            _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
-            if preemption_reason:
-                _set_condition(conditions, WORKLOAD_PREEMPTED, "True", preemption_reason, message, now)
-            self._stop_and_release(record, reason, message, now)
-            record.readmit_at = time.monotonic() + readmit_after_s
+            self._evict(record, reason, message, readmit_after_s, preemption_reason)
+
+    def _evict(
+        self,
+        record: JobRecord,
+        reason: str,
+        message: str,
+        readmit_after_s: float,
+        preemption_reason: str = "",
+    ) -> None:
+        now, conditions = _now(), record.workload["status"]["conditions"]
+        # The scheduler (preemption) or a controller: evict.Evict / SetPreemptedCondition.
+        _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
+        if preemption_reason:
+            _set_condition(conditions, WORKLOAD_PREEMPTED, "True", preemption_reason, message, now)
+        self._stop_and_release(record, reason, message, now)
+        record.readmit_at = time.monotonic() + readmit_after_s
+
+    @staticmethod
+    def _pods_ready(pod: Pod) -> bool:
+        """Whether the pod counts as ready for waitForPodsReady: its container runs (or ran), i.e. it is neither
+        unschedulable nor waiting for an image, a volume or its configuration."""
+        return not (pod.unschedulable or pod.waiting[0] or pod.unpulled_image) or pod.exit_code() is not None
+
+    def _wait_for_pods_ready(self) -> None:
+        """Kueue's waitForPodsReady (pkg/controller/core/workload_controller.go: reconcileNotReadyTimeout,
+        triggerDeactivationOrBackoffRequeue; pkg/workload UpdateRequeueState). An admitted Workload whose pods are not
+        ready ``pods_ready_timeout_s`` after its admission is evicted, reason ``PodsReadyTimeout``, message ``Exceeded
+        the PodsReady timeout <namespace>/<workload>``, with ``status.requeueState``: ``count`` one more, ``requeueAt``
+        now plus the back-off, base * 2^(count-1) s capped at the max (Kueue's jitter left out); its Job is stopped as
+        for any eviction (``Requeued`` False, reason PodsReadyTimeout). Once ``requeueAt`` has passed, the workload
+        controller writes ``Requeued`` True, reason ``BackoffFinished`` ("The workload backoff was finished"), and
+        drops ``requeueAt`` (``count`` stays), and the Workload may be admitted again. The timeout that would make the
+        count exceed ``requeuing_backoff_limit_count`` deactivates it instead (``deactivate_workload``'s sequence,
+        cause ``RequeuingLimitExceeded``)."""
+        if not self.pods_ready_timeout_s:
+            return
+        now = time.monotonic()
+        for record in self.jobs.values():
+            if record.deleted or record.workload.get("spec", {}).get("active", True) is False:
+                continue
+            conditions = record.workload["status"].get("conditions") or []
+            requeued = _find_condition(conditions, WORKLOAD_REQUEUED)
+            if requeued and (requeued["status"], requeued["reason"]) == ("False", PODS_READY_TIMEOUT):
+                if now >= record.readmit_at:
+                    record.workload["status"].get("requeueState", {}).pop("requeueAt", None)
+                    _set_condition(conditions, WORKLOAD_REQUEUED, "True", "BackoffFinished",
+                                   "The workload backoff was finished", _now())  # fmt: skip
+                continue
+            pod = record.pod
+            if not record.admitted or pod is None or record.start_error or self._pods_ready(pod):
+                continue
+            if now - record.admitted_at < self.pods_ready_timeout_s:
+                continue
+            state = record.workload["status"].get("requeueState") or {}
+            count = state.get("count", 0) + 1
+            limit = self.requeuing_backoff_limit_count
+            if limit is not None and count > limit:
+                self._deactivate(record, WORKLOAD_REQUEUING_LIMIT_EXCEEDED)
+                continue
+            wait = min(self.requeuing_backoff_base_s * 2 ** (count - 1), self.requeuing_backoff_max_s)
+            at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=wait)
+            record.workload["status"]["requeueState"] = {
+                "count": count,
+                "requeueAt": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            workload = f"{record.namespace}/{record.workload['metadata']['name']}"
+            self._evict(record, PODS_READY_TIMEOUT, f"Exceeded the PodsReady timeout {workload}", wait)
 
     def _stop_and_release(self, record: JobRecord, reason: str, message: str, now: str) -> None:
         """Kueue's job reconciler on an evicted Workload (reconciler.go, "handle eviction"), and the Job controller."""
@@ -964,7 +1046,12 @@ class ApiStandIn:
         record.manifest["spec"]["suspend"] = True
         record.admitted, record.resumed, record.started = False, "", ""
         pod, record.pod = record.pod, None
-        if pod.exit_code() is None:
+        if not pod.scheduled_at:
+            # Never bound to a node, so no kubelet to stop it: the API server deletes such a pod at once (graceful
+            # deletion is for a pod on a node), and it is no longer listed.
+            self._kill(pod, "suspended")
+            pod.removed = True
+        elif pod.exit_code() is None:
             pod.deletion_timestamp, pod.stopping_since, pod.ended_by = now, time.monotonic(), "suspended"
             try:
                 os.killpg(pod.process.pid, signal.SIGTERM)
@@ -1006,17 +1093,20 @@ class ApiStandIn:
             assert not cause or record.admitted, (
                 f"Kueue deactivates {job_name} for {cause} only once admitted"
             )
-            now, status = _now(), record.workload["status"]
-            conditions = status.setdefault("conditions", [])
-            reason, message = WORKLOAD_DEACTIVATED, "The workload is deactivated"
-            if cause:  # SetDeactivationTarget, removed again by the eviction below
-                reason = f"{WORKLOAD_DEACTIVATED}DueTo{cause}"  # patching.ReasonWithCause
-                message = f"{message} due to {DEACTIVATION_TARGET_MESSAGES[cause]}"
-            record.workload["spec"]["active"] = False
-            status.pop("requeueState", None)
-            _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
-            if record.admitted:
-                self._stop_and_release(record, reason, message, now)
+            self._deactivate(record, cause)
+
+    def _deactivate(self, record: JobRecord, cause: str) -> None:
+        now, status = _now(), record.workload["status"]
+        conditions = status.setdefault("conditions", [])
+        reason, message = WORKLOAD_DEACTIVATED, "The workload is deactivated"
+        if cause:  # SetDeactivationTarget, removed again by the eviction below
+            reason = f"{WORKLOAD_DEACTIVATED}DueTo{cause}"  # patching.ReasonWithCause
+            message = f"{message} due to {DEACTIVATION_TARGET_MESSAGES[cause]}"
+        record.workload["spec"]["active"] = False
+        status.pop("requeueState", None)
+        _set_condition(conditions, WORKLOAD_EVICTED, "True", reason, message, now)
+        if record.admitted:
+            self._stop_and_release(record, reason, message, now)
 
     def reactivate_workload(self, job_name: str) -> None:
         """Someone's ``kubectl patch workload <name> --type merge -p '{"spec":{"active":true}}'``: Kueue's workload
