@@ -1,4 +1,6 @@
 # Helpers shared by the main workflow: config validation and the final targets.
+import difflib
+
 from snakemake.exceptions import WorkflowError
 from snakemake_executor_plugin_kubernetes_kueue.storage_account import check_default_storage_account
 
@@ -31,8 +33,41 @@ def can_ids_wanted():
 CAN_IDS_TARGETS = can_ids_wanted()
 
 
+def refuse_unknown_omit_from_and_batch():
+    """--omit-from and --batch name rules (or, --omit-from, files), yet Snakemake passes over a name that is neither
+    without a word, running everything (--forcerun and --until refuse it): refuse it here, with the name the main
+    workflow gives a module's rule. Snakemake holds the DAG settings only once the DAG is built, hence a call from
+    rule all's input function: a run with targets of its own is not checked."""
+    settings = workflow.dag_settings
+    if settings is None:
+        return
+    names = {name: "--omit-from" for name in settings.omit_from or ()}
+    if settings.batch is not None:
+        names[settings.batch.rulename] = "--batch"
+    rule_names = sorted(each.name for each in workflow.rules)
+    for name, flag in names.items():
+        # A path (a / or a suffix) is left to Snakemake: with a default storage it matches the outputs as stored.
+        if workflow.is_rule(name) or (
+            flag == "--omit-from"
+            and (
+                "/" in name or "." in name or any(each.is_producer(name) for each in workflow.rules)
+            )
+        ):
+            continue
+        close = [
+            known for known in rule_names if known.endswith(f"_{name}")
+        ] or difflib.get_close_matches(name, rule_names, n=1)
+        hint = f": did you mean {close[0]}?" if close else ""
+        raise WorkflowError(
+            f"{flag} {name}: no rule{'' if flag == '--batch' else ' or output file'} of this workflow is named so, "
+            f"and Snakemake would ignore it and run every job; the main workflow names a module's rule "
+            f"<module>_<rule>{hint}"
+        )
+
+
 def get_final_targets(wildcards):
     """Everything `rule all` asks for, chosen by the `targets` switches in the config."""
+    refuse_unknown_omit_from_and_batch()
     targets = []
     if CAN_IDS_TARGETS:
         # kd_gat's own targets too: the models the evaluations read, and the GAT sweep when kd_gat.sweep.enabled

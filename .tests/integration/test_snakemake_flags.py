@@ -1,0 +1,48 @@
+"""Snakemake's own command-line flags combined with the main workflow (README.md, "Snakemake's own flags with this
+workflow"): dry runs of the demo config, each a few seconds."""
+
+from __future__ import annotations
+
+import pytest
+from testkit import REPO, run_snakemake
+
+
+def dry_run(folder, *flags: str):
+    return run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(folder),
+        "--configfile", str(REPO / "config/config.yaml"), "--cores", "1", "-n", *flags,
+        cwd=folder, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--omit-from", "summarize"), "--omit-from summarize: no rule or output file"),
+        (("--omit-from", "evaluaton_summarize"), "--omit-from evaluaton_summarize: no rule or output file"),
+        (("--batch", "summarize=1/2"), "--batch summarize: no rule of this workflow"),
+    ],
+)
+def test_an_omit_from_or_batch_naming_no_rule_is_refused_with_the_rule_meant(tmp_path, flags, said):
+    """Snakemake passes over an --omit-from or --batch name that is no rule without a word and plans every job: a
+    module's rule named as the module names it (`summarize`, not the main workflow's `evaluation_summarize`), or
+    misspelt, omitted nothing and batched nothing."""
+    dry = dry_run(tmp_path, *flags)
+    assert dry.returncode != 0, dry.stdout[-3000:]
+    assert said in dry.stdout and "did you mean evaluation_summarize?" in dry.stdout, dry.stdout[-3000:]
+    assert "Job stats" not in dry.stdout
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--omit-from", "evaluation_summarize"),
+        ("--omit-from", "results/evaluation/summary.md"),
+        ("--batch", "evaluation_summarize=1/2"),
+    ],
+)
+def test_an_omit_from_or_batch_naming_a_rule_or_an_output_plans_without_the_omitted_jobs(tmp_path, flags):
+    dry = dry_run(tmp_path, *flags)
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    planned = dry.stdout.split("Job stats:")[1].split("\n\n")[0]
+    assert "evaluation_evaluate_teacher" in planned and "evaluation_summarize " not in planned, planned
