@@ -11,6 +11,7 @@ import pytest
 
 from kdgat.can.messages import CanFormatError
 from kdgat.can.writer import write_can_file
+from kdgat.files import file_sha256
 from kdgat.graph_store import graph_split, load_graph_sets, load_graphs
 from kdgat.preprocess import (
     assign_windows,
@@ -273,6 +274,29 @@ def test_split_is_seeded(dataset_dir, tmp_path):
         preprocess_dataset("s", train_files, test_files, tmp_path / run, window_size=50, stride=50, seed=seed)
         runs[run] = [g.x.sum().item() for g in load_graphs(tmp_path / run / "val.pt")]
     assert runs["a"] == runs["b"] and runs["a"] != runs["c"]
+
+
+def test_the_same_logs_give_byte_identical_graph_files_from_any_working_directory(
+    dataset_dir, tmp_path, monkeypatch
+):
+    """Graph files are compared by their SHA-256 (a model's ``trained_on``, the evaluation stash's key): the same
+    logs and settings must give the same bytes. torch.save named the zip's inner folder after the random temporary
+    file it wrote, so two runs gave equal tensors in different bytes. The logs given by relative paths from
+    another working directory give the same bytes too (metadata.json records the paths as given, so not it)."""
+    train_files, test_files = discover_layout(dataset_dir)
+    settings = {"window_size": 50, "stride": 50, "held_out": {"fusion": 0.3}, "seed": 3}
+    preprocess_dataset("s", train_files, test_files, tmp_path / "a", **settings)
+    preprocess_dataset("s", train_files, test_files, tmp_path / "b", **settings)
+    monkeypatch.chdir(dataset_dir)
+    relative = {name: [p.relative_to(dataset_dir) for p in files] for name, files in test_files.items()}
+    preprocess_dataset(
+        "s", [p.relative_to(dataset_dir) for p in train_files], relative, tmp_path / "c", **settings
+    )
+    written = sorted(p.name for p in (tmp_path / "a").iterdir() if p.name != "metadata.json")
+    assert written == ["fusion.pt", "test.pt", "train.pt", "val.pt", "vocab.json"]
+    for name in written:
+        digests = {run: file_sha256(tmp_path / run / name) for run in ("a", "b", "c")}
+        assert len(set(digests.values())) == 1, (name, digests)
 
 
 def test_bad_rows_error_or_counted_skip(dataset_dir, tmp_path, caplog):

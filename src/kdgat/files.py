@@ -145,9 +145,17 @@ def write_table(frame, path: str | os.PathLike) -> Path:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``obj`` in torch's zip format, written through an open file: torch names the archive's folder inside the
+    zip after the file it is given by name (here the random temporary name), so the same tensors gave other bytes
+    at every run, and every SHA-256 of a graph or model file (a model's ``trained_on``, the result stash's key)
+    changed with them. Written through a file object the folder is ``archive``: the same content, the same bytes."""
     import torch
 
-    return atomic_write(path, lambda temporary: torch.save(obj, temporary))
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            torch.save(obj, handle)
+
+    return atomic_write(path, write)
 
 
 def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
