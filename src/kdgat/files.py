@@ -184,21 +184,24 @@ def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
 
 
 def save_figure(figure, path: str | os.PathLike) -> Path:
-    """A matplotlib figure in the format of the suffix (SVG by default), then closed."""
+    """A matplotlib figure in the format of the suffix (SVG by default), then closed. The same figure gives the
+    same bytes at every run: an SVG holds no date (metadata Date=None) and its clip paths and glyphs are named from
+    a fixed salt (``svg.hashsalt``; without it matplotlib names them from a random UUID)."""
+    import matplotlib as mpl
     import matplotlib.pyplot as plt
 
     path = Path(path)
     try:
-        # metadata Date=None keeps SVGs byte-stable across reruns
-        return atomic_write(
-            path,
-            lambda temporary: figure.savefig(
-                temporary,
-                format=path.suffix.lstrip(".") or "svg",
-                bbox_inches="tight",
-                metadata={"Date": None},
-            ),
-        )
+        with mpl.rc_context({"svg.hashsalt": "kdgat"}):
+            return atomic_write(
+                path,
+                lambda temporary: figure.savefig(
+                    temporary,
+                    format=path.suffix.lstrip(".") or "svg",
+                    bbox_inches="tight",
+                    metadata={"Date": None},
+                ),
+            )
     finally:
         plt.close(figure)
 
