@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 import pytest
+import yaml
+from testkit import REPO
 
 from kdgat.can.messages import CanFormatError
 from kdgat.can.writer import write_can_file
@@ -297,6 +299,26 @@ def test_the_same_logs_give_byte_identical_graph_files_from_any_working_director
     for name in written:
         digests = {run: file_sha256(tmp_path / run / name) for run in ("a", "b", "c")}
         assert len(set(digests.values())) == 1, (name, digests)
+
+
+def test_the_held_out_blocks_follow_the_training_files_order_as_the_seeds_description_says(
+    dataset_dir, tmp_path
+):
+    """preprocess.seed was described as the seed of each capture's draw alone, but a capture draws with the seed
+    and its place in the list of training files: the same files in another order hold out other blocks (the
+    shipped splits are those of the listed order, so the draw stays; the description says so). A folder's files
+    are taken sorted by path, so a folder gives one order."""
+    train_files, test_files = discover_layout(dataset_dir)
+    assert train_files == sorted(train_files)
+    blocks = {}
+    for name, files in (("listed", train_files), ("again", train_files), ("reversed", train_files[::-1])):
+        meta = preprocess_dataset("s", files, test_files, tmp_path / name, window_size=10, stride=10, seed=4)
+        blocks[name] = {path: split["held_out_blocks"] for path, split in meta["split"]["per_file"].items()}
+    assert blocks["listed"] == blocks["again"] and blocks["listed"] != blocks["reversed"]
+    schema = yaml.safe_load((REPO / "workflow/modules/preprocess/schemas/config.schema.yaml").read_text())
+    seed = " ".join(schema["properties"]["preprocess"]["properties"]["seed"]["description"].split())
+    assert "its place among the dataset's training files" in seed and "another order" in seed
+    assert "place among the training files" in " ".join((REPO / "docs" / "science.md").read_text().split())
 
 
 def test_bad_rows_error_or_counted_skip(dataset_dir, tmp_path, caplog):
