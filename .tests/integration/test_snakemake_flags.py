@@ -46,3 +46,16 @@ def test_an_omit_from_or_batch_naming_a_rule_or_an_output_plans_without_the_omit
     assert dry.returncode == 0, dry.stdout[-3000:]
     planned = dry.stdout.split("Job stats:")[1].split("\n\n")[0]
     assert "evaluation_evaluate_teacher" in planned and "evaluation_summarize " not in planned, planned
+
+
+def test_a_batch_of_the_summary_over_datasets_plans_one_dataset(tmp_path):
+    """README.md: `--batch evaluation_summarize=1/2` alone plans every dataset (the default target also asks for
+    each dataset's own summary); with the summary over datasets as the target, each batch is one whole dataset."""
+    planned = {}
+    for target in ([], ["results/evaluation/summary.md"]):
+        dry = dry_run(tmp_path, "--batch", "evaluation_summarize=1/2", *target)
+        assert dry.returncode == 0, dry.stdout[-3000:]
+        planned[bool(target)] = {
+            name for name in ("synth_hcrl", "synth_cantt") if f"dataset={name}" in dry.stdout
+        }
+    assert planned == {False: {"synth_hcrl", "synth_cantt"}, True: {"synth_cantt"}}, planned
