@@ -1,5 +1,6 @@
 # Helpers shared by the main workflow: config validation and the final targets.
 import difflib
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake_executor_plugin_kubernetes_kueue.storage_account import check_default_storage_account
@@ -37,7 +38,7 @@ def refuse_unknown_omit_from_and_batch():
     """--omit-from and --batch name rules (or, --omit-from, files), yet Snakemake passes over a name that is neither
     without a word, running everything (--forcerun and --until refuse it): refuse it here, with the name the main
     workflow gives a module's rule. Snakemake holds the DAG settings only once the DAG is built, hence a call from
-    rule all's input function: a run with targets of its own is not checked."""
+    the input function of the `all` rule; a run with targets of its own is not checked."""
     settings = workflow.dag_settings
     if settings is None:
         return
@@ -50,7 +51,9 @@ def refuse_unknown_omit_from_and_batch():
         if workflow.is_rule(name) or (
             flag == "--omit-from"
             and (
-                "/" in name or "." in name or any(each.is_producer(name) for each in workflow.rules)
+                len(Path(name).parts) > 1
+                or "." in name
+                or any(each.is_producer(name) for each in workflow.rules)
             )
         ):
             continue
