@@ -202,24 +202,6 @@ def test_a_job_whose_volume_the_kubelet_cannot_mount_is_reported_once_then_faile
     assert "the Job was deleted" in message and cluster.jobs[name].deleted
 
 
-def test_a_volume_whose_driver_mounts_it_after_a_few_tries_just_runs(cluster, executor, monkeypatch):
-    """A storage account's firewall opened while the pod waits: the kubelet's next try mounts the volume, and the
-    job finishes after the one warning (its FailedMount stops, so the give-up does not fail it)."""
-    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
-    from snakemake_executor_plugin_kubernetes_kueue import mounts
-
-    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
-    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
-    cluster.add_objects([claim("share")])
-    cluster.mount_errors[f"{NAMESPACE}/share"] = AZURE_FILE_ERROR
-    job = submit_with_claim(executor, "firewalled", "share")
-    active = check_for(executor, [job], 1.5)
-    assert active == [job] and len(cannot_start(executor)) == 1
-    del cluster.mount_errors[f"{NAMESPACE}/share"]
-    run_until_settled(executor, active)
-    assert executor.recorder.finished == ["firewalled"] and executor.recorder.failed == []
-
-
 # What the Azure Disk CSI driver answers ControllerPublishVolume when the node's VM holds no more data disks: the
 # attach/detach controller's FailedAttachVolume carries it after "AttachVolume.Attach failed for volume ... : ".
 AZURE_DISK_ERROR = (
@@ -283,22 +265,33 @@ def test_a_job_whose_volume_cannot_be_attached_is_reported_once_then_failed_and_
     } == {("", "events", "list")}  # what rbac.yaml grants already
 
 
-def test_a_volume_attached_after_a_few_tries_just_runs(cluster, executor, monkeypatch):
-    """A data disk freed on the node while the pod waits: the controller's next try attaches the volume, and the job
-    finishes after the one warning (its FailedAttachVolume stops, so the give-up does not fail it)."""
+@pytest.mark.parametrize(
+    ("errors", "volume", "name", "error"),
+    [
+        ("mount_errors", "share", "firewalled", AZURE_FILE_ERROR),
+        ("attach_errors", "scratch", "attached-later", AZURE_DISK_ERROR),
+    ],
+    ids=["mounted-later", "attached-later"],
+)
+def test_a_volume_mounted_or_attached_after_a_few_tries_just_runs(
+    cluster, executor, monkeypatch, errors, volume, name, error
+):
+    """A storage account's firewall opened (the kubelet's next try mounts the volume), or a data disk freed on the
+    node (the attach/detach controller's next try attaches it), while the pod waits: the job finishes after the one
+    warning (its FailedMount or FailedAttachVolume stops, so the give-up does not fail it)."""
     from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
     from snakemake_executor_plugin_kubernetes_kueue import mounts
 
     monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
     monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
-    cluster.add_objects([claim("scratch")])
-    cluster.attach_errors[f"{NAMESPACE}/scratch"] = AZURE_DISK_ERROR
-    job = submit_with_claim(executor, "attached-later", "scratch")
+    cluster.add_objects([claim(volume)])
+    getattr(cluster, errors)[f"{NAMESPACE}/{volume}"] = error
+    job = submit_with_claim(executor, name, volume)
     active = check_for(executor, [job], 1.5)
     assert active == [job] and len(cannot_start(executor)) == 1
-    del cluster.attach_errors[f"{NAMESPACE}/scratch"]
+    del getattr(cluster, errors)[f"{NAMESPACE}/{volume}"]
     run_until_settled(executor, active)
-    assert executor.recorder.finished == ["attached-later"] and executor.recorder.failed == []
+    assert executor.recorder.finished == [name] and executor.recorder.failed == []
 
 
 def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster, executor, monkeypatch):
