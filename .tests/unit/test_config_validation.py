@@ -635,7 +635,8 @@ def dry_run_through_an_intermediate_module(tmp_path: Path, lab: dict, built: str
         (  # the module's own refusal, the same
             {"seeds": [3], "sweep": {"enabled": True, "table": "none.tsv"}},
             '{"datasets": config["datasets"], "kd_gat": config["training"]}',
-            r"lab\.training\.sweep\.table: none\.tsv does not exist \(a tab-separated table\)",
+            r"lab\.training\.sweep\.table: none\.tsv does not exist \(a tab-separated table\) \(relative to "
+            r"the working directory .+\)",
         ),
         (  # a mapping built anew: which module built it
             {},
