@@ -84,6 +84,12 @@ def outputs_without_a_path(missing: list[str], held_out: Iterable[str], outputs:
     )
 
 
+def in_the_working_directory(path: str | os.PathLike) -> str:
+    """For a message about a relative path: where it was looked up, the working directory (snakemake --directory),
+    not beside the config file; "" for an absolute path."""
+    return "" if Path(path).is_absolute() else f" (relative to the working directory {os.getcwd()})"
+
+
 def held_out_blocks(fractions: dict[str, float], time_blocks: int) -> dict[str, int]:
     """Blocks per capture for each held-out split (``VAL`` or a ``preprocess.held_out`` name):
     ``round(fraction * time_blocks)``, at least one for a positive fraction, and at least one block left for
@@ -188,9 +194,7 @@ def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) 
     if not root.is_dir():
         # A log file given where its dataset's folder belongs exists: "does not exist" would send the user looking.
         what = "is a file, not a folder" if root.exists() else "does not exist"
-        # A relative folder is looked up in the working directory (snakemake --directory), not beside the config.
-        where = "" if root.is_absolute() else f" (relative to the working directory {os.getcwd()})"
-        raise FileNotFoundError(f"dataset directory {root} {what}{where}")
+        raise FileNotFoundError(f"dataset directory {root} {what}{in_the_working_directory(root)}")
     exclude = tuple(exclude)
     train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in _logs(d, exclude)]
     test: dict[str, list[Path]] = {}

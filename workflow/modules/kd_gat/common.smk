@@ -11,6 +11,7 @@ from kdgat.chain import (
     training_rule,
 )
 from kdgat.evaluation.targets import configured_data_prefix, configured_datasets
+from kdgat.layout import in_the_working_directory
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import SettingPrefix, StageSettings
 from snakemake.utils import Paramspace
@@ -140,11 +141,6 @@ GPU_MEMORY = learned_gpu_memory("metrics") if TRAINING_GPUS else {}
 
 
 # The hyper-parameter sweep: one GAT per row of the table (optionally a pandas query of it).
-def in_the_working_directory(path):
-    """Where a relative path was looked up (snakemake --directory), not beside the config file: for a message."""
-    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
-
-
 def read_sweep_table(path):
     """The sweep table, refused naming the file and line where pandas would shift or merge rows silently: a row
     with more or fewer tab-separated fields than the header (pandas takes the first of one too many as its index,
