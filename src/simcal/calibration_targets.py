@@ -143,6 +143,11 @@ def _named_columns(target: Target) -> list[str]:
     )
 
 
+def _outputs(rows: pd.DataFrame, parameters: Collection[str]) -> list[str]:
+    """The columns of a model's ``rows`` that it returned: neither a key, a status nor a parameter."""
+    return [c for c in rows.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS, *parameters)]
+
+
 class TargetColumns:
     """The columns the targets name (options ``column`` and ``on``), looked for in the model's rows (``add``, round
     by round: the rows a round ran and those read back from an earlier run's parts). A model declares no
@@ -162,7 +167,7 @@ class TargetColumns:
         named column has (nothing is left to look for)."""
         if "status" in frame and not self.named <= self.seen:
             ok = frame[frame["status"] == "ok"]
-            outputs = [c for c in ok.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS, *self.parameters)]
+            outputs = _outputs(ok, self.parameters)
             held = [c for c in outputs if ok[c].notna().any()]
             self.outputs.update(dict.fromkeys(held))
             self.seen.update(self.named.intersection(held))
@@ -195,7 +200,7 @@ def _unscorable(ok: pd.DataFrame, target: Target, parameters: Collection[str]) -
         c not in ok.columns for c in named
     ):  # a column absent from every row: nothing to score
         return empty
-    outputs = [c for c in ok.columns if c not in (*KEY_COLUMNS, *STATUS_COLUMNS, *parameters)]
+    outputs = _outputs(ok, parameters)
     return empty if ok[outputs].notna().any(axis=None) else []
 
 
