@@ -569,10 +569,14 @@ def test_a_missing_or_unannotated_service_account_stops_the_start(cluster, execu
 
 
 @pytest.mark.parametrize(
-    "resource, verbs, verb", [("localqueues", "get/list", "list"), ("serviceaccounts", "get", "get")]
+    "resource, verbs, verb, qualified",
+    [
+        ("localqueues", "get/list", "list", "localqueues.kueue.x-k8s.io"),
+        ("serviceaccounts", "get", "get", 'serviceaccounts "snakemake-jobs"'),
+    ],
 )
 def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(
-    cluster, executor, resource, verbs, verb
+    cluster, executor, resource, verbs, verb, qualified
 ):
     """A list (localqueues) is refused by the API server as verb list, a read of one object (a ServiceAccount) as get;
     the fix names the verbs the executor needs."""
@@ -582,14 +586,11 @@ def test_a_start_up_read_refused_by_rbac_names_the_missing_permission(
     cluster.fail_next("GET", resource, 403)
     with pytest.raises(SettingError) as refused:
         executor._check_cluster_objects(start_up_settings())
-    message = str(refused.value)
-    assert message.startswith(
-        f"kubernetes-kueue: reading {resource} in namespace '{NAMESPACE}' failed with HTTP 403 Forbidden: "
-    )
     group = "kueue.x-k8s.io" if resource == "localqueues" else ""
-    assert message.endswith(
-        f'cannot {verb} resource "{resource}" in API group "{group}" in the namespace "{NAMESPACE}"; the driver '
-        f"needs {verbs} on {resource} (profiles/k8s/rbac.yaml)"
+    assert str(refused.value) == (
+        f"kubernetes-kueue: reading {resource} in namespace '{NAMESPACE}' failed with HTTP 403 Forbidden: "
+        f'{qualified} is forbidden: User "{cluster.user}" cannot {verb} resource "{resource}" in API group '
+        f'"{group}" in the namespace "{NAMESPACE}"; the driver needs {verbs} on {resource} (profiles/k8s/rbac.yaml)'
     )
 
 
@@ -977,14 +978,11 @@ def test_a_refused_run_secret_names_the_permission_the_driver_needs(cluster, exe
     cluster.fail_next("POST", "secrets", 403)
     with pytest.raises(WorkflowError) as refused:
         register_run_secret(executor)
-    message = str(refused.value)
-    assert message.startswith(
+    assert str(refused.value) == (
         f"kubernetes-kueue: creating the run's Secret {NAMESPACE}/0d4c8f5e-run-secret failed with HTTP 403 "
-        "Forbidden: secrets is forbidden: "
-    )
-    assert message.endswith(
-        f'cannot create resource "secrets" in API group "" in the namespace "{NAMESPACE}"; the driver needs '
-        f"create on secrets in namespace '{NAMESPACE}' (profiles/k8s/rbac.yaml)"
+        f'Forbidden: secrets is forbidden: User "{cluster.user}" cannot create resource "secrets" in API group "" '
+        f"in the namespace \"{NAMESPACE}\"; the driver needs create on secrets in namespace '{NAMESPACE}' "
+        "(profiles/k8s/rbac.yaml)"
     )
 
 
