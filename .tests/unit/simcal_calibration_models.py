@@ -1,4 +1,5 @@
-"""Models used by the calibration tests (importable by Dask workers: spawned workers inherit sys.path)."""
+"""Models used by the calibration tests (importable by Dask workers: spawned workers inherit sys.path), and the
+SIR problem those tests share: its parameter bounds and its Poisson target."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import time
 
 from simcal.models.sir import SPACE, mean_field
 from simcal.targets import poisson_nll
+
+BOUNDS = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
+POISSON = [
+    {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
+]
 
 
 @SPACE.declare

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from distributed import Client
+from simcal_calibration_models import BOUNDS, POISSON
 from testkit import dask_client, wait_for
 
 from simcal.calibrate import calibrate
@@ -209,10 +210,7 @@ def test_a_service_job_cancelled_on_the_service_fails_the_sweep_naming_the_job_a
 
 def test_calibration_through_the_service_backend_equals_the_local_one(service, client, tmp_path, remote):
     observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7)
-    bounds = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
-    targets = [
-        {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
-    ]
+    bounds, targets = BOUNDS, POISSON
     settings = {
         "initial_points": 4,
         "rounds": 1,

@@ -22,6 +22,7 @@ import simcal_calibration_models
 import yaml
 from distributed import Client, LocalCluster
 from scipy import stats
+from simcal_calibration_models import BOUNDS, POISSON
 from testkit import REPO, one_set_sweep_files, one_simulation_file, one_trial_calibration_files
 
 from simcal.analyze import analyze_files, summarize_sweep, summarize_sweep_files
@@ -76,10 +77,6 @@ from simcal.visualize import (
     visualize_sweep,
 )
 
-BOUNDS = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
-POISSON = [
-    {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
-]
 SIR = "simcal.models.sir:simulate"
 
 

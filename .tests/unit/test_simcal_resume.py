@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from simcal_calibration_models import BOUNDS, POISSON
 from testkit import dask_client
 
 from simcal.calibrate import calibrate
@@ -121,10 +122,7 @@ def test_a_calibration_resumed_with_rerun_failed_runs_its_failed_simulations_aga
     Now it reruns them, and as each run's proposer is told the losses of this run's rows only, the resumed
     calibration's trials are those of a calibration that never failed."""
     observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7, process="mean_field")
-    bounds = {"beta": {"low": 0.1, "high": 0.6}, "gamma": {"low": 0.03, "high": 0.3}}
-    targets = [
-        {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}
-    ]
+    bounds, targets = BOUNDS, POISSON
     settings = {
         "initial_points": 8,
         "rounds": 1,
