@@ -117,18 +117,27 @@ def test_job_past_its_time_limit_is_retried_with_more_time_and_succeeds(slurm, t
     assert first["State"] == "TIMEOUT", first
     assert f"SLURM-job '{first['JobID']}' failed, SLURM status is: 'TIMEOUT'" in run.stdout
     assert second["State"] == "COMPLETED", second
-    limits = subprocess.run(
-        ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "TimelimitRaw"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout.split()
-    assert limits == ["1", "2"]  # minutes: runtime = attempt
+    limits, elapsed = zip(
+        *(
+            line.split("|")
+            for line in subprocess.run(
+                ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "TimelimitRaw,ElapsedRaw"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout.split()
+        ),
+        strict=True,
+    )
+    assert limits == ("1", "2")  # minutes: runtime = attempt
+    assert int(elapsed[0]) >= 60, elapsed  # the first attempt ran its whole minute before SLURM ended it
     assert (tmp_path / "worked.txt").read_text().strip() == "done"
-    # The retry continued the killed attempt's work instead of starting over (the first ran past its minute).
+    # The retry continued the killed attempt's work instead of starting over. How many seconds the first attempt
+    # counted depends on the load (the inner Snakemake's start-up and each `sleep 1` loop take part of the minute:
+    # 54 of 60 on a loaded CI machine), so the check is that it carried work over (and less than the rule's 95 s).
     starts = re.findall(r"attempt starts after (\d+) s of work", (tmp_path / "attempts.txt").read_text())
-    assert len(starts) == 2 and starts[0] == "0" and int(starts[1]) >= 55, starts
+    assert len(starts) == 2 and starts[0] == "0" and 0 < int(starts[1]) < 95, starts
 
 
 REFUSED_GPU_JOB = """
