@@ -604,3 +604,51 @@ def test_each_waitforpodsready_eviction_is_reported_once_with_its_requeue_time_t
         in message
     )
     assert cluster.jobs[name].deleted
+
+
+def test_a_waitforpodsready_eviction_seen_only_after_the_readmission_is_reported_as_the_eviction_then_the_requeue(
+    cluster, executor
+):
+    """Kueue evicts the Job (PodsReadyTimeout), its back-off passes and Kueue admits it again, all between two status
+    checks: the executor sees only a new status.startTime. By then SetQuotaReservation has reset Evicted (False,
+    QuotaReserved, "Previously: <the eviction's message>") and the back-off's end rewrote Requeued (True,
+    BackoffFinished): the report named BackoffFinished, "The workload backoff was finished", as if that were why Kueue
+    took the Job back. It names the eviction's reason and message, then the requeue and the readmission."""
+    name = "readmitted-unseen"
+    never_ready(cluster, timeout_s=1.0, limit=3)
+    active, deadline = [submit(executor, name, "sleep 2")], time.monotonic() + 20
+    while name not in executor.batchapi.admitted:  # read running once: admitted, with its startTime
+        assert time.monotonic() < deadline, "the Job was never read admitted"
+        active = check_round(executor, active)
+        time.sleep(0.05)
+    assert executor.batchapi.start_times.get(name), "read running without its startTime"
+
+    def readmitted_after_the_backoff() -> bool:
+        with cluster._lock:  # then no further timeout, and a node for the pod: it runs and succeeds
+            record = cluster.jobs[name]
+            admitted = conditions(record.workload)["Admitted"][0] == "True"
+            if not admitted or record.workload["status"].get("requeueState") != {"count": 1}:
+                return False
+            cluster.pods_ready_timeout_s, cluster.node_allocatable = 0.0, {}
+            return True
+
+    wait_for(readmitted_after_the_backoff, timeout_s=20, what="the eviction, back-off and readmission")
+    workload = cluster.jobs[name].workload["metadata"]["name"]
+    assert conditions(cluster.jobs[name].workload)["Requeued"] == (
+        "True",
+        "BackoffFinished",
+        "The workload backoff was finished",
+    )
+    run_until_settled(executor, active)
+    expected = (
+        f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} (Workload {workload}, reason PodsReadyTimeout: "
+        f"Exceeded the PodsReady timeout {NAMESPACE}/{workload}): its pod was not ready within Kueue's "
+        "waitForPodsReady.timeout (a pod no node can hold, an image or a volume it waits for, a slow start). Kueue "
+        "requeued it once its back-off was over (Requeued reason BackoffFinished: The workload backoff was finished), "
+        "requeue 1 of its Workload, and has admitted it again; once a timeout would exceed "
+        "waitForPodsReady.requeuingStrategy.backoffLimitCount requeues, Kueue deactivates it and the job fails. Its "
+        "pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not count "
+        f"this as a failure; `kubectl -n {NAMESPACE} describe workload {workload}` shows its conditions"
+    )
+    assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [expected]
+    assert executor.recorder.finished == [name] and executor.recorder.failed == []

@@ -33,6 +33,16 @@ EVICTION_CAUSES = {
     "PodsReadyTimeout": "its pod was not ready within Kueue's waitForPodsReady.timeout (a pod no node can hold, an "
     "image or a volume it waits for, a slow start)",
 }
+# The Requeued reasons Kueue's requeue writes over the eviction's (workload_types.go: WorkloadBackoffFinished,
+# WorkloadReactivated), and the eviction's message as SetQuotaReservation keeps it on the reset Evicted condition.
+REQUEUE_REASONS = ("BackoffFinished", "Reactivated")
+PREVIOUSLY = "Previously: "
+# The Evicted reason of each eviction message Kueue writes in one wording (workload_controller.go
+# reconcileNotReadyTimeout; pkg/scheduler/preemption preemptionMessage).
+EVICTION_MESSAGES = {
+    "Exceeded the PodsReady timeout ": "PodsReadyTimeout",
+    "Preempted to accommodate a workload ": "Preempted",
+}
 # How often the Workloads of the Jobs Kueue keeps suspended are read for a deactivation (a Job evicted since the last
 # status check has its Workload read at once).
 DEACTIVATION_CHECK_S = 60.0
@@ -131,9 +141,9 @@ def eviction_report(namespace: str, name: str, resumed: bool, workload: dict | N
         )
     conditions = _conditions(workload or {})
     evicted, preempted = conditions.get("Evicted", {}), conditions.get("Preempted", {})
+    requeued = None
     if evicted.get("status") != "True":
-        # Admitted again since: Evicted is reset, but Requeued keeps the eviction's reason and message.
-        evicted = conditions.get("Requeued", {})
+        evicted, requeued = _readmitted_eviction(conditions)
     if evicted:
         reason = evicted.get("reason", "")
         cause = f": {EVICTION_CAUSES[reason]}" if reason in EVICTION_CAUSES else ""
@@ -142,8 +152,8 @@ def eviction_report(namespace: str, name: str, resumed: bool, workload: dict | N
         workload_name = workload["metadata"]["name"]
         return (
             f"kubernetes-kueue: Kueue evicted {where} (Workload {workload_name}, reason {reason}: "
-            f"{evicted.get('message', '')}){cause}.{_requeue(workload)} {outcome}; `kubectl -n {namespace} describe "
-            f"workload {workload_name}` shows its conditions"
+            f"{evicted.get('message', '')}){cause}.{_requeue(workload, requeued)} {outcome}; `kubectl -n {namespace} "
+            f"describe workload {workload_name}` shows its conditions"
         )
     state = resumed_since if resumed else "is suspended again"
     return (
@@ -152,17 +162,41 @@ def eviction_report(namespace: str, name: str, resumed: bool, workload: dict | N
     )
 
 
-def _requeue(workload: dict) -> str:
+def _readmitted_eviction(conditions: dict[str, dict]) -> tuple[dict, dict | None]:
+    """The eviction of a Workload admitted again since, and the requeue that wrote Requeued after it (None when
+    Requeued still is the eviction's). SetQuotaReservation resets Evicted (False, reason QuotaReserved, message
+    ``Previously: <the eviction's message>``); Requeued keeps the eviction's reason and message, unless Kueue's requeue
+    rewrote it (BackoffFinished: waitForPodsReady's back-off ended; Reactivated): then the reason is told from the
+    eviction's message, which Kueue writes in one wording per reason."""
+    requeued = conditions.get("Requeued", {})
+    if requeued.get("reason") not in REQUEUE_REASONS:
+        return requeued, None
+    message = conditions.get("Evicted", {}).get("message", "").removeprefix(PREVIOUSLY)
+    reason = next((r for start, r in EVICTION_MESSAGES.items() if message.startswith(start)), "not recorded")
+    return {"reason": reason, "message": message}, requeued
+
+
+def _requeue(workload: dict, requeued: dict | None = None) -> str:
     """When Kueue admits the Workload again after waitForPodsReady's back-off (``status.requeueState``), and what
-    follows from the count; "" for an eviction without one (a preemption)."""
+    follows from the count; "" for an eviction without one (a preemption). ``requeued``: the Requeued condition of a
+    Workload requeued and admitted again since its eviction."""
     state = (workload.get("status") or {}).get("requeueState") or {}
+    then = (
+        "once a timeout would exceed waitForPodsReady.requeuingStrategy.backoffLimitCount requeues, Kueue "
+        "deactivates it and the job fails."
+    )
+    if requeued is not None:
+        how = f"Requeued reason {requeued.get('reason', '')}: {requeued.get('message', '')}"
+        if "count" not in state:
+            return f" Kueue requeued it ({how}) and has admitted it again."
+        return (
+            f" Kueue requeued it once its back-off was over ({how}), requeue {state['count']} of its Workload, and "
+            f"has admitted it again; {then}"
+        )
     if "count" not in state:
         return ""
     when = f"at {state['requeueAt']}" if state.get("requeueAt") else "now (its back-off is over)"
-    return (
-        f" Kueue requeues it {when}, requeue {state['count']} of its Workload; once a timeout would exceed "
-        "waitForPodsReady.requeuingStrategy.backoffLimitCount requeues, Kueue deactivates it and the job fails."
-    )
+    return f" Kueue requeues it {when}, requeue {state['count']} of its Workload; {then}"
 
 
 class WorkloadReview:
