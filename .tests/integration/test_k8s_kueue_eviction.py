@@ -11,6 +11,7 @@ and pkg/controller/jobs/job/job_controller.go (Stop); and Kubernetes' pkg/contro
 
 from __future__ import annotations
 
+import copy
 import datetime
 import re
 import sys
@@ -28,6 +29,7 @@ from apistandin import KUBERNETES_VERSION  # noqa: E402
 from harness import profile_manifests  # noqa: E402
 from test_k8s_api_failures import (  # noqa: E402
     NAMESPACE,
+    check_for,
     check_round,
     rbac_request,
     run_until_settled,
@@ -652,3 +654,36 @@ def test_a_waitforpodsready_eviction_seen_only_after_the_readmission_is_reported
     )
     assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [expected]
     assert executor.recorder.finished == [name] and executor.recorder.failed == []
+
+
+def test_a_job_in_a_long_waitforpodsready_backoff_is_reported_as_in_backoff_with_its_count_and_requeue_time(
+    cluster, executor, monkeypatch
+):
+    """Kueue evicted the Job (PodsReadyTimeout) and holds it suspended until status.requeueState.requeueAt: with
+    Kueue's default back-off (base 60 s, doubled at each requeue, up to an hour) that is often longer than the
+    10-minute admission report, which then said the Job waited for quota from an active LocalQueue ("other Jobs hold
+    the quota"). The report says it is in waitForPodsReady's back-off, with the requeue count and requeueAt."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 1.0)
+    name = "backing-off"
+    never_ready(cluster, timeout_s=0.5, limit=3)
+    cluster.requeuing_backoff_base_s, cluster.requeuing_backoff_max_s = 60.0, 3600.0
+    active = check_for(executor, [submit(executor, name, "true")], 3.0)
+    assert [job.external_jobid for job in active] == [name]
+    with cluster._lock:
+        workload = copy.deepcopy(cluster.jobs[name].workload)
+    state, name_of_workload = workload["status"]["requeueState"], workload["metadata"]["name"]
+    assert state["count"] == 1 and conditions(workload)["Requeued"][:2] == ("False", "PodsReadyTimeout")
+    reports = [w for w in executor.recorder.messages("warning") if " has waited " in w]
+    assert reports, executor.recorder.messages("warning")
+    assert reports[0] == (
+        f"kubernetes-kueue: Job {NAMESPACE}/{name} has waited 0.0 min for Kueue to admit it again: it is in "
+        f"waitForPodsReady's back-off, not waiting for quota. Kueue evicted it (Workload {name_of_workload}, reason "
+        f"PodsReadyTimeout: Exceeded the PodsReady timeout {NAMESPACE}/{name_of_workload}): its pod was not ready "
+        "within Kueue's waitForPodsReady.timeout (a pod no node can hold, an image or a volume it waits for, a slow "
+        f"start). Requeue 1 of its Workload: Kueue requeues it at {state['requeueAt']} (status.requeueState); once a "
+        "timeout would exceed waitForPodsReady.requeuingStrategy.backoffLimitCount requeues, Kueue deactivates it "
+        f"and the job fails. `kubectl -n {NAMESPACE} describe workload {name_of_workload}` shows its conditions"
+    )
+    assert not [w for w in executor.recorder.messages("warning") if "quota" in w and "back-off" not in w]

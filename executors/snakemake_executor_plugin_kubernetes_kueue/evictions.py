@@ -4,6 +4,7 @@ Workload Kueue deactivated, whose Job it never admits again (the job fails); and
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import kubernetes.client
@@ -199,6 +200,40 @@ def _requeue(workload: dict, requeued: dict | None = None) -> str:
     return f" Kueue requeues it {when}, requeue {state['count']} of its Workload; {then}"
 
 
+def backoff_report(namespace: str, name: str, workload: dict, waited_min: float) -> str | None:
+    """What to say of Job ``name``, suspended for ``waited_min`` minutes, while Kueue holds its Workload in
+    waitForPodsReady's back-off after a PodsReadyTimeout eviction (Requeued False with the eviction's reason, and
+    ``status.requeueState``), in place of the report of a Job that waits for quota; None when it is not in one (its
+    ``requeueAt`` passed: Kueue requeues it)."""
+    conditions = _conditions(workload)
+    requeued = conditions.get("Requeued", {})
+    state = (workload.get("status") or {}).get("requeueState") or {}
+    if requeued.get("status") != "False" or "count" not in state:
+        return None
+    at = state.get("requeueAt")
+    try:
+        passed = at and datetime.datetime.fromisoformat(at) <= datetime.datetime.now(datetime.UTC)
+    except ValueError:
+        passed = False
+    if passed:
+        return None
+    when = (
+        f"Kueue requeues it at {at} (status.requeueState)"
+        if at
+        else "its Workload does not say when Kueue requeues it"
+    )
+    reason = requeued.get("reason", "")
+    cause = f": {EVICTION_CAUSES[reason]}" if reason in EVICTION_CAUSES else ""
+    workload_name = workload["metadata"]["name"]
+    return (
+        f"kubernetes-kueue: Job {namespace}/{name} has waited {waited_min:.1f} min for Kueue to admit it again: it is "
+        f"in waitForPodsReady's back-off, not waiting for quota. Kueue evicted it (Workload {workload_name}, reason "
+        f"{reason}: {requeued.get('message', '')}){cause}. Requeue {state['count']} of its Workload: {when}; once a "
+        "timeout would exceed waitForPodsReady.requeuingStrategy.backoffLimitCount requeues, Kueue deactivates it and "
+        f"the job fails. `kubectl -n {namespace} describe workload {workload_name}` shows its conditions"
+    )
+
+
 class WorkloadReview:
     """What the Workloads of a status check's active Jobs say: an eviction to report once for each Job Kueue took
     back (CompletingBatchApi.taken_back), a failure for each Job whose Workload Kueue deactivated, and one line for
@@ -207,6 +242,7 @@ class WorkloadReview:
     def __init__(self) -> None:
         self.read_at = float("-inf")  # time.monotonic() of the last read for a deactivation
         self.held: set[str] = set()  # Jobs whose Workload was last read held (deactivated by hand)
+        self.workloads: dict[str, dict] = {}  # by Job: its Workload as last read (see backoff_report)
 
     def review(self, namespace: str, names: list[str], watch, retry) -> tuple[list[str], dict[str, str]]:
         """The reports to log, and the failure messages by Job name, for the Jobs ``names``; ``watch`` is the
@@ -226,8 +262,11 @@ class WorkloadReview:
                 eviction_report(namespace, name, watch.taken_back.pop(name), None, error) for name in taken
             ], {}
         reports, failures = [], {}
+        self.workloads = {}
         for name in dict.fromkeys([*taken, *suspended]):
             workload = by_uid.get(watch.job_uids.get(name, "")) if watch.job_uids.get(name) else None
+            if workload:
+                self.workloads[name] = workload
             failure = workload and deactivation_report(namespace, name, workload)
             hold = workload and hold_report(namespace, name, workload)
             if failure:

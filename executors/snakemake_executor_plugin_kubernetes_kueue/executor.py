@@ -25,7 +25,7 @@ from .checks import (
     unpinned_image_warning,
     unread_resource_warnings,
 )
-from .evictions import KUEUE_GROUP, KUEUE_VERSION, WorkloadReview
+from .evictions import KUEUE_GROUP, KUEUE_VERSION, WorkloadReview, backoff_report
 from .jobs import (
     CompletingBatchApi,
     JobCompletion,
@@ -285,16 +285,20 @@ class KueueExecutor(kubernetes_plugin.Executor):
             # Snakemake's status loop starts before __post_init__ has wrapped the API objects: nothing to read.
             return
         now, watch, queue_state = time.monotonic(), self.batchapi, None
-        review = self.__dict__.get("_workload_review")
-        held = review.held if review is not None else set()  # said once, with how to release it
+        review = self.__dict__.get("_workload_review") or WorkloadReview()
         for job in active_jobs:
             name = job.external_jobid
             since = watch.suspended_since.get(name)
             if since is None or now - watch.admission_reported.get(name, since) < ADMISSION_WAIT_REPORT_S:
                 continue
-            if name in held:
+            if name in review.held:  # said once, with how to release it
                 continue
             watch.admission_reported[name] = now
+            workload = review.workloads.get(name)
+            backoff = workload and backoff_report(self.namespace, name, workload, (now - since) / 60)
+            if backoff:  # Kueue holds it back after a PodsReadyTimeout eviction, whatever the quota
+                self.logger.warning(backoff)
+                continue
             queue = self.completion.queue_name
             queue_state = queue_state or self._queue_state(queue)  # one LocalQueue read per status check
             self.logger.warning(
