@@ -121,6 +121,85 @@ def test_a_job_whose_claim_is_created_before_the_give_up_runs(cluster, executor,
     assert executor.recorder.finished == ["late-claim"] and executor.recorder.failed == []
 
 
+@pytest.mark.parametrize(
+    "storage_class, controller",
+    [
+        ("premium-zrs", 'ProvisioningFailed: storageclass.storage.k8s.io "premium-zrs" not found'),
+        (None, "FailedBinding: no persistent volumes available for this claim and no storage class is set"),
+    ],
+)
+def test_a_job_whose_claim_exists_but_is_not_bound_is_reported_naming_the_claim_and_its_class_then_failed(
+    cluster, executor, monkeypatch, storage_class, controller
+):
+    """The claim exists but the PV controller cannot bind it (its StorageClass is missing; no volume matches a claim
+    without one): the scheduler's volumebinding PreFilter leaves the pod unschedulable, "pod has unbound immediate
+    PersistentVolumeClaims", which names no claim. That was taken for a pod too big for the nodes (reported after
+    2 min with advice on resources, failed only with kubernetes-kueue-unschedulable-timeout). It is now held as a
+    missing claim is: reported once, naming the claim, its phase, its storage class and the PV controller's event, and
+    failed after CONTAINER_START_GIVE_UP_S, its Job deleted."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import pending
+
+    monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.0)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 2.0)
+    unbound = claim("results")
+    if storage_class:
+        unbound["spec"]["storageClassName"] = storage_class
+    cluster.unbound_claims.add(f"{NAMESPACE}/results")
+    cluster.add_objects([unbound])
+    job = submit_with_claim(executor, "unbound", "results")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job] and executor.recorder.failed == []
+    pod = cluster.jobs["unbound"].pod.name
+    scheduler = (
+        "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes are "
+        "available: 3 Preemption is not helpful for scheduling."
+    )
+    claimed = (
+        f'storage class "{storage_class}"' if storage_class else "no storage class (storageClassName not set)"
+    )
+    assert cannot_start(executor) == [
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/unbound (pod {pod}) cannot start; its job fails if it "
+        f'still cannot in {2.0 / 60:g} min (FailedScheduling: {scheduler} persistentvolumeclaim "results" is '
+        f"Pending, {claimed}, {controller}); a PersistentVolumeClaim the pod mounts exists in namespace {NAMESPACE} but "
+        "is not bound to a volume, and the scheduler places no pod whose claim of volumeBindingMode Immediate is "
+        "unbound: check that its storage class exists (kubectl get storageclass) and can provision the size and access "
+        "modes it asks, or that a PersistentVolume matches it; kubectl -n "
+        f"{NAMESPACE} describe pvc lists the provisioner's events"
+    ]
+    assert not [m for m in executor.recorder.messages("warning") if "no node can hold its pod" in m]
+    run_until_settled(executor, active)
+    assert executor.recorder.failed == ["unbound"] and executor.recorder.finished == []
+    message = executor.recorder.job_errors["unbound"]
+    assert "could not start for" in message and 'persistentvolumeclaim "results" is Pending' in message
+    assert "the Job was deleted" in message and cluster.jobs["unbound"].deleted
+    # The claim is read when the pod is first seen so, not at each status check (a dozen here), and once more when
+    # the failed Job's pods are listed to delete it; rbac.yaml's Role grants the read.
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    made = [
+        rbac_request(method, path)
+        for method, path, _ in cluster.requests
+        if "/persistentvolumeclaims/" in path
+    ]
+    assert len(made) <= 2 and set(made) == {("", "persistentvolumeclaims", "get")} <= role_grants(role)
+
+
+def test_a_job_whose_claim_is_bound_before_the_give_up_runs(cluster, executor, monkeypatch):
+    """The PV controller binds the claim meanwhile (its StorageClass was created): the pod is placed and runs."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    cluster.unbound_claims.add(f"{NAMESPACE}/results")
+    cluster.add_objects([claim("results")])
+    job = submit_with_claim(executor, "late-bound", "results")
+    active = check_for(executor, [job], 1.0)
+    assert active == [job] and len(cannot_start(executor)) == 1
+    with cluster._lock:
+        cluster.unbound_claims.clear()
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["late-bound"] and executor.recorder.failed == []
+
+
 def submit_with_items(cluster, executor, name: str, kind: str, key: str) -> SubmittedJobInfo:
     """A Job whose Secret or ConfigMap volume projects one key of an object that exists without it."""
     data = {"ca.crt": "cGVt"}

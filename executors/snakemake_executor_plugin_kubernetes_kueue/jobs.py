@@ -21,7 +21,7 @@ from snakemake_interface_common.exceptions import WorkflowError
 
 from .checks import PROFILE, SecretVolume
 from .mounts import FAILED_ATTACH, FAILED_MOUNT, MountWatch, mount_failure_kind, volume_failure_reason
-from .pending import FAILED_SCHEDULING, UnschedulableWatch, missing_claim
+from .pending import FAILED_SCHEDULING, UNBOUND_CLAIM, UnschedulableWatch, missing_claim, unbound_claims
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
@@ -94,6 +94,10 @@ STUCK_CONTAINER_FIX_TEXT = {
     "claim": "a PersistentVolumeClaim the pod mounts does not exist in namespace {namespace} (or is being deleted, or "
     "lost its volume), and no node can hold the pod without it: create the claim (kubectl -n {namespace} get pvc), or "
     "correct its name in the rule's volumes (kubernetes-persistent-volumes in " + PROFILE + ")",
+    "claim-unbound": "a PersistentVolumeClaim the pod mounts exists in namespace {namespace} but is not bound to a "
+    "volume, and the scheduler places no pod whose claim of volumeBindingMode Immediate is unbound: check that its "
+    "storage class exists (kubectl get storageclass) and can provision the size and access modes it asks, or that a "
+    "PersistentVolume matches it; kubectl -n {namespace} describe pvc lists the provisioner's events",
     "node": "the node's kubelet cannot give the container the CPUs, memory or devices (GPUs) it asks (its CPU, "
     "memory, topology or device manager): kubectl -n {namespace} describe pod {pod}, and the node's GPU "
     "device plugin",
@@ -108,6 +112,7 @@ class StuckContainer:
     reason: str
     message: str
     since: float
+    detail: str = ""  # what the scheduler's message does not say (unbound claims: pending.unbound_claims)
 
     def hopeless(self, give_up_s: float) -> bool:
         return self.reason in HOPELESS_CONTAINER_REASONS or time.monotonic() - self.since >= give_up_s
@@ -116,14 +121,15 @@ class StuckContainer:
         kind = {
             FAILED_MOUNT: mount_failure_kind(self.message),
             FAILED_ATTACH: "attach",
-            FAILED_SCHEDULING: "claim",
+            FAILED_SCHEDULING: "claim-unbound" if UNBOUND_CLAIM in self.message else "claim",
         }
         kind = kind.get(self.reason)
         kind = kind or STUCK_CONTAINER_FIXES[self.reason]
         fix = STUCK_CONTAINER_FIX_TEXT[kind].format(namespace=namespace, pod=self.pod)
+        detail = f" {self.detail}" if self.detail else ""
         return (
             f"kubernetes-kueue: the container of Job {namespace}/{job} (pod {self.pod}) {how} "
-            f"({self.reason}: {self.message}); {fix}"
+            f"({self.reason}: {self.message}{detail}); {fix}"
         )
 
 
@@ -369,7 +375,7 @@ class SafeLogCoreApi:
         for pod in pods:
             claim = missing_claim(pod)  # no container status yet: the pod is not on a node
             if claim is not None:
-                return self._stuck(job, pod, FAILED_SCHEDULING, claim)
+                return self._stuck(job, pod, FAILED_SCHEDULING, claim, namespace)
             for status in (pod.status.container_statuses if pod.status else None) or []:
                 waiting = status.state.waiting if status.state else None
                 if status.name != "snakemake" or waiting is None:
@@ -388,11 +394,15 @@ class SafeLogCoreApi:
         if not any(self._creating(pod) for pod in pods):
             self.mounts.forget(job)
 
-    def _stuck(self, job: str, pod, reason: str, message: str) -> None:
+    def _stuck(self, job: str, pod, reason: str, message: str, namespace: str = "") -> None:
         previous = self.stuck_containers.get(job)
+        same = previous is not None and previous.pod == pod.metadata.name
         # ErrImagePull and ImagePullBackOff alternate: the same pod waits on since its first one.
-        since = previous.since if previous and previous.pod == pod.metadata.name else time.monotonic()
-        self.stuck_containers[job] = StuckContainer(pod.metadata.name, reason, message, since)
+        since = previous.since if same else time.monotonic()
+        detail = previous.detail if same else ""
+        if UNBOUND_CLAIM in message and not detail:  # which claim, read once per pod
+            detail = unbound_claims(self._api, namespace, pod)
+        self.stuck_containers[job] = StuckContainer(pod.metadata.name, reason, message, since, detail)
 
     @staticmethod
     def _creating(pod) -> bool:

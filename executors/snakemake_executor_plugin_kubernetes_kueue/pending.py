@@ -11,7 +11,9 @@ A pod whose PersistentVolumeClaim does not exist (or is being deleted, or lost i
 with the volumebinding plugin's PreFilter error in the scheduler's message (``0/3 nodes are available:
 persistentvolumeclaim "data" not found. preemption: ...``; kube-scheduler's volume_binding.go podHasPVCs). No
 node or autoscaler can cure that: it is not watched here but held stuck as a container that cannot start
-(``MISSING_CLAIM``, jobs.SafeLogCoreApi), reported at once and failed after the same give-up.
+(``MISSING_CLAIM``, jobs.SafeLogCoreApi), reported at once and failed after the same give-up. So is a pod whose claim
+exists but is not bound (``pod has unbound immediate PersistentVolumeClaims``: its StorageClass is missing or cannot
+provision it, no volume matches it), whose message names no claim: the pod's claims are read once (unbound_claims).
 """
 
 from __future__ import annotations
@@ -20,23 +22,69 @@ import re
 import time
 from dataclasses import dataclass, field
 
+import urllib3
+from kubernetes.client.rest import ApiException
+
 from .checks import PROFILE
 
 # How long a pod is left unschedulable before it is reported: long enough for an autoscaler to add a node.
 UNSCHEDULABLE_REPORT_S = 120.0
 SETTING = "kubernetes-kueue-unschedulable-timeout"
 # The scheduler's message for a pod whose claim cannot be bound to any node, and the reason of its event.
+# The same PreFilter's error for a claim that exists, of volumeBindingMode Immediate, and is not bound: it names no
+# claim, so the pod's claims are read (unbound_claims).
+UNBOUND_CLAIM = "pod has unbound immediate PersistentVolumeClaims"
 MISSING_CLAIM = re.compile(
-    r'persistentvolumeclaim "[^"]+" (?:not found|is being deleted|bound to non-existent persistentvolume)'
+    r'persistentvolumeclaim "[^"]+" (?:not found|is being deleted|bound to non-existent persistentvolume)|'
+    + UNBOUND_CLAIM
 )
 FAILED_SCHEDULING = "FailedScheduling"
 
 
 def missing_claim(pod) -> str | None:
-    """The scheduler's message when ``pod`` is unschedulable because of its PersistentVolumeClaim, else None."""
+    """The scheduler's message when ``pod`` is unschedulable because of its PersistentVolumeClaim (missing, being
+    deleted, without its volume, or not bound), else None."""
     condition = _unschedulable_condition(pod)
     message = (condition.message or "") if condition is not None else ""
     return message if MISSING_CLAIM.search(message) else None
+
+
+def unbound_claims(api, namespace: str, pod) -> str:
+    """The claims of ``pod`` that are not Bound, each with its phase, its storage class and the PV controller's last
+    Warning Event on it (ProvisioningFailed, FailedBinding: why), for the scheduler's UNBOUND_CLAIM."""
+    from .jobs import describe_api_error  # jobs imports this module
+
+    found = []
+    for volume in (pod.spec.volumes if pod.spec else None) or []:
+        if volume.persistent_volume_claim is None:
+            continue
+        name = volume.persistent_volume_claim.claim_name
+        try:
+            claim = api.read_namespaced_persistent_volume_claim(name, namespace)
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            found.append(f'persistentvolumeclaim "{name}" could not be read ({describe_api_error(error)})')
+            continue
+        phase = (claim.status.phase if claim.status else None) or "not bound"
+        if phase == "Bound":
+            continue
+        storage_class = claim.spec.storage_class_name if claim.spec else None
+        text = f'persistentvolumeclaim "{name}" is {phase}, ' + (
+            f'storage class "{storage_class}"'
+            if storage_class
+            else "no storage class (storageClassName not set)"
+        )
+        found.append(text + "".join(f", {why}" for why in _last_warning(api, namespace, name)))
+    return "; ".join(found)
+
+
+def _last_warning(api, namespace: str, claim: str) -> list[str]:
+    selector = f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={claim},type=Warning"
+    try:
+        events = api.list_namespaced_event(namespace, field_selector=selector).items
+    except (ApiException, urllib3.exceptions.HTTPError):
+        return []  # a Role without list on events: the claim's phase and class still say much
+    latest = max(events, key=lambda e: str(e.last_timestamp or e.event_time or ""), default=None)
+    return [f"{latest.reason}: {latest.message}"] if latest is not None else []
 
 
 @dataclass

@@ -70,7 +70,11 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   volumebinding plugin's PreFilter error (``0/3 nodes are available: persistentvolumeclaim "<claim>" not found.
   preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.``; kube-scheduler's
   volume_binding.go podHasPVCs, framework/types.go FitError, the DefaultPreemption plugin), and placed once the
-  claim is added (``add_objects``; a claim is bound as it is added);
+  claim is added (``add_objects``; a claim is bound as it is added); a claim in ``unbound_claims`` is served with
+  phase ``Pending`` (``GET .../persistentvolumeclaims/<name>``), carries the PV controller's Warning Event
+  (``ProvisioningFailed``, ``storageclass.storage.k8s.io "<class>" not found``; ``FailedBinding`` without a class),
+  and its pods are unschedulable with the same PreFilter's ``pod has unbound immediate PersistentVolumeClaims``
+  until the test binds it (discards it from ``unbound_claims``);
 * a deleted Job, pod or Secret answers 404 from then on; a running pod deleted through the API is killed, and
   its Job (``backoffLimit: 0``) fails; ``fail_next()`` makes chosen calls answer as a busy or refusing server
   does (429 with ``Retry-After``, 500, 503, 504 possibly after the write took effect, 403, 404), with
@@ -305,8 +309,11 @@ class ApiStandIn:
     kubernetes_version: str = KUBERNETES_VERSION
     secrets: dict[str, dict] = field(default_factory=dict)
     config_maps: dict[str, dict] = field(default_factory=dict)
-    # "namespace/name" -> a PersistentVolumeClaim, bound as it is added
+    # "namespace/name" -> a PersistentVolumeClaim, bound as it is added (unless in unbound_claims)
     persistent_volume_claims: dict[str, dict] = field(default_factory=dict)
+    # Claims ("namespace/name") the PV controller cannot bind (its StorageClass is missing; no PersistentVolume matches
+    # a claim without one): phase Pending, with the controller's Warning Event on the claim, until the test discards it.
+    unbound_claims: set[str] = field(default_factory=set)
     # By claim ("namespace/name"): the error its CSI driver answers NodeStageVolume with (Azure File: a wrong key,
     # a storage firewall); the kubelet fails MountDevice at each try until the test clears it.
     mount_errors: dict[str, str] = field(default_factory=dict)
@@ -454,6 +461,8 @@ class ApiStandIn:
                     claim = copy.deepcopy(document)
                     claim["metadata"].setdefault("uid", str(uuid.uuid4()))
                     self.persistent_volume_claims[key] = claim
+                    if key in self.unbound_claims:
+                        self._claim_not_bound(claim)
         return self
 
     def fail_next(self, method: str, resource: str, status: int, **how) -> ApiStandIn:
@@ -619,6 +628,61 @@ class ApiStandIn:
                 found = self.config_maps.get(name)
                 sources[volume["name"]] = ("configmap", name, found, bool(source.get("optional")))
         return sources
+
+    def claim_with_status(self, key: str) -> dict:
+        """A claim as the API serves it: phase Bound to its PV ``pvc-<uid>`` (dynamically provisioned), or Pending."""
+        claim = copy.deepcopy(self.persistent_volume_claims[key])
+        claim.update(apiVersion="v1", kind="PersistentVolumeClaim")
+        if key in self.unbound_claims:
+            claim["status"] = {"phase": "Pending"}
+            return claim
+        claim["spec"]["volumeName"] = f"pvc-{claim['metadata']['uid']}"
+        size = claim["spec"].get("resources", {}).get("requests", {}).get("storage", "1Gi")
+        modes = claim["spec"].get("accessModes", [])
+        claim["status"] = {"phase": "Bound", "accessModes": modes, "capacity": {"storage": size}}
+        return claim
+
+    def _claim_not_bound(self, claim: dict) -> None:
+        """The PV controller's Warning Event on a claim it cannot bind (pkg/controller/volume/persistentvolume/
+        pv_controller.go): provisionClaim's ProvisioningFailed with the StorageClass lister's NotFound error, or, for a
+        claim without a class, syncUnboundClaim's FailedBinding."""
+        meta, now = claim["metadata"], _now()
+        klass = claim["spec"].get("storageClassName")
+        reason, message = (
+            ("ProvisioningFailed", f'storageclass.storage.k8s.io "{klass}" not found')
+            if klass
+            else (
+                "FailedBinding",
+                "no persistent volumes available for this claim and no storage class is set",
+            )
+        )
+        self.events.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{meta['name']}.{random_names.token_hex(8)}",
+                    "namespace": meta["namespace"],
+                },
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                },
+                "reason": reason,
+                "message": message,
+                "source": {"component": "persistentvolume-controller"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "type": "Warning",
+                "eventTime": None,
+                "reportingComponent": "persistentvolume-controller",
+                "reportingInstance": "",
+            }
+        )
 
     def _failed_mount(
         self,
@@ -796,6 +860,14 @@ class ApiStandIn:
                 # and preemption cannot help on any node.
                 return (
                     f'0/{nodes} nodes are available: persistentvolumeclaim "{claim}" not found. preemption: '
+                    f"0/{nodes} nodes are available: {nodes} Preemption is not helpful for scheduling."
+                )
+        for volume in record.manifest["spec"]["template"]["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim is not None and f"{record.namespace}/{claim}" in self.unbound_claims:
+                # The same PreFilter, for a claim of volumeBindingMode Immediate that is not bound yet.
+                return (
+                    f"0/{nodes} nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: "
                     f"0/{nodes} nodes are available: {nodes} Preemption is not helpful for scheduling."
                 )
         if not self.node_allocatable:
@@ -1574,6 +1646,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._local_queues(parts)
             if "workloads" in parts:
                 return self._workloads(parts, query)
+            if "persistentvolumeclaims" in parts and parts[-1] != "persistentvolumeclaims":
+                key = f"{self._namespace(parts)}/{parts[-1]}"
+                if key not in api.persistent_volume_claims:
+                    message = f'persistentvolumeclaims "{parts[-1]}" not found'
+                    return self._send(404, _status(404, message, "NotFound"))
+                return self._send(200, api.claim_with_status(key))
             if "serviceaccounts" in parts and parts[-1] != "serviceaccounts":
                 key = f"{self._namespace(parts)}/{parts[-1]}"
                 if key not in api.service_accounts:
