@@ -417,3 +417,72 @@ def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster,
     assert {
         rbac_request("GET", path) for method, path, _ in cluster.requests if path.endswith("/events")
     } == {("", "events", "list")}
+
+
+@pytest.mark.parametrize("holders", [["results-writer-7f9c2"], []])
+def test_a_disk_another_node_holds_is_warned_of_once_after_the_set_time_and_the_job_waits_then_runs(
+    cluster, executor, monkeypatch, holders
+):
+    """A ReadWriteOnce claim's disk is attached to another node (a pod there uses it, or its attachment outlived its
+    pod): the attach/detach controller records its Multi-Attach FailedAttachVolume at each try. That resolves once the
+    disk is detached there, so it is not a stuck pod (it does not fail at the give-up), but it waited in silence for as
+    long as the disk was held. After kubernetes-kueue-multi-attach-warning minutes one warning names the pod, the
+    claim, the pods holding it and where to find the node (the event names none); the job keeps waiting and runs once
+    the disk is free."""
+    import dataclasses
+
+    from snakemake_executor_plugin_kubernetes_kueue import KueueSettings, mounts
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    (setting,) = [f for f in dataclasses.fields(KueueSettings) if f.name == "multi_attach_warning"]
+    assert setting.default == 10  # the README's "10 minutes"
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(
+        executor_module, "CONTAINER_START_GIVE_UP_S", 2.0
+    )  # a stuck volume would fail by then
+    executor.workflow.executor_settings.multi_attach_warning = 0.02  # minutes: 1.2 s
+    disk = claim("scratch")
+    disk["spec"]["accessModes"] = ["ReadWriteOnce"]
+    cluster.add_objects([disk])
+    cluster.multi_attach[f"{NAMESPACE}/scratch"] = holders
+    job = submit_with_claim(executor, "second-writer", "scratch")
+    active = check_for(executor, [job], 3.0)
+    assert active == [job] and executor.recorder.failed == []
+    pod = cluster.jobs["second-writer"].pod.name
+    volume = f"pvc-{cluster.persistent_volume_claims[f'{NAMESPACE}/scratch']['metadata']['uid']}"
+    why = (
+        "Volume is already used by pod(s) results-writer-7f9c2"
+        if holders
+        else "Volume is already exclusively attached to one node and can't be attached to another"
+    )
+    controller = f'Multi-Attach error for volume "{volume}" {why}'
+    (event,) = [e for e in cluster.events if e["reason"] == "FailedAttachVolume"]
+    assert (event["involvedObject"]["name"], event["message"], event["source"]) == (
+        pod,
+        controller,
+        {"component": "attachdetach-controller"},
+    )
+    holder = (
+        f"pod(s) results-writer-7f9c2 of namespace {NAMESPACE} use it there"
+        if holders
+        else "no pod uses it there any more (the attachment outlived its pod, e.g. on a node that went down)"
+    )
+    warnings = [w for w in executor.recorder.messages("warning") if "Multi-Attach" in w]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(
+        f"kubernetes-kueue: the container of Job {NAMESPACE}/second-writer (pod {pod}) "
+    )
+    assert warnings[0].split(" min for ", 1)[1] == (
+        f'persistentvolumeclaim "scratch" (volume {volume}), a ReadWriteOnce volume attached to another node, which '
+        f"the attach/detach controller does not attach to a second one (FailedAttachVolume: {controller}). {holder}; "
+        f"the event names no node (`kubectl get volumeattachments` shows the node that holds {volume}). The job keeps "
+        "waiting, its Kueue quota held, and starts once the volume is detached from that node: end what holds it, or "
+        "give the rule a claim of its own or a ReadWriteMany one. Said once per pod (kubernetes-kueue-multi-attach-"
+        "warning: after how many minutes)"
+    )
+    assert not cannot_start(executor)
+    with cluster._lock:
+        cluster.multi_attach.clear()  # the other pod ended, the disk was detached from its node
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["second-writer"] and executor.recorder.failed == []
+    assert len([w for w in executor.recorder.messages("warning") if "Multi-Attach" in w]) == 1

@@ -1445,7 +1445,8 @@ def test_a_pod_waiting_container_creating_is_held_stuck_only_while_the_kubelet_k
             "disk.csi.azure.com CSI driver to attach volume /subscriptions/s/disks/pvc-4",
             "attach",
         ),
-        # Another pod on another node holds the ReadWriteOnce disk: that resolves once it ends, not a stuck pod.
+        # Another pod on another node holds the ReadWriteOnce disk: that resolves once it ends, not a stuck pod (it is
+        # warned of after kubernetes-kueue-multi-attach-warning minutes: mounts.MULTI_ATTACH).
         ('Multi-Attach error for volume "pvc-5" Volume is already used by pod(s) other-pod', None),
     ],
 )

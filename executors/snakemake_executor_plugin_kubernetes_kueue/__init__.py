@@ -33,7 +33,9 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   ``executor.CONTAINER_START_GIVE_UP_S`` instead of holding its quota for ever (``jobs.StuckContainer``); a pod
   Kueue admitted but no node can hold (it asks more than one node has) is reported after
   ``pending.UNSCHEDULABLE_REPORT_S`` with the scheduler's message and what it asks, again when that message
-  changes, and fails its job after ``--kubernetes-kueue-unschedulable-timeout`` minutes if set (``pending``);
+  changes, and fails its job after ``--kubernetes-kueue-unschedulable-timeout`` minutes if set (``pending``); a
+  ReadWriteOnce disk another node holds (a Multi-Attach FailedAttachVolume event) is warned of once per pod after
+  ``--kubernetes-kueue-multi-attach-warning`` minutes, and its job keeps waiting (``mounts.MULTI_ATTACH``);
 * a Job Kueue preempts or evicts (it suspends the Job, whose pod is deleted) stays active and runs again once
   readmitted, instead of failing on the stopped pod's exit code or stopping the run on two listed pods
   (``jobs.SafeLogCoreApi``); the eviction is logged once, with the Workload's reason and message, and for a
@@ -126,6 +128,14 @@ class KueueSettings(ExecutorSettingsBase):
             "help": "Minutes a Job's pod may stay unschedulable (no node can hold what it asks: PodScheduled=False, "
             "reason Unschedulable) before its job fails and its Job is deleted. Unset: it waits, as a cluster "
             "autoscaler may add a node; it is reported after 2 minutes and whenever the scheduler's message changes.",
+        },
+    )
+    multi_attach_warning: Optional[int] = field(  # noqa: UP045
+        default=10,
+        metadata={
+            "help": "Minutes a Job's pod may wait for a ReadWriteOnce volume attached to another node (the attach/detach "
+            "controller's Multi-Attach error) before one warning names the claim and what holds it. The job keeps "
+            "waiting: the volume is attached once it is detached there.",
         },
     )
     secret_volumes: list[SecretVolume] = field(

@@ -53,6 +53,9 @@ ADMISSION_WAIT_REPORT_S = 600.0
 # A Job's container the kubelet keeps waiting (its image cannot be pulled, a Secret it needs is missing) would
 # keep the Job active, and its Kueue quota held, for ever: it is reported at once, and its job fails after this.
 CONTAINER_START_GIVE_UP_S = 600.0
+# Minutes a pod may wait for a ReadWriteOnce volume another node holds before it is warned of (kubernetes-kueue-multi-
+# attach-warning's default).
+MULTI_ATTACH_WARNING_MIN = 10
 
 
 class KueueExecutor(kubernetes_plugin.Executor):
@@ -202,6 +205,10 @@ class KueueExecutor(kubernetes_plugin.Executor):
         if refused is not None:
             self.logger.warning(refused)
         name = job.external_jobid
+        minutes = getattr(self.workflow.executor_settings, "multi_attach_warning", MULTI_ATTACH_WARNING_MIN)
+        held = self.kubeapi.mounts.multi_attach_warning(self.kubeapi, self.namespace, name, minutes)
+        if held is not None:  # a disk another node holds: it waits, said once
+            self.logger.warning(held)
         stuck = self.kubeapi.stuck_containers.get(name)
         if stuck is None:
             return False

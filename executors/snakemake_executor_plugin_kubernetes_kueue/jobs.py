@@ -382,7 +382,11 @@ class SafeLogCoreApi:
                     continue
                 reason, message = waiting.reason, waiting.message or ""
                 if reason == "ContainerCreating":  # progress, unless a volume cannot be attached or mounted
-                    message = self.mounts.note(self._api, namespace, job, pod.metadata.name)
+                    volumes = (pod.spec.volumes if pod.spec else None) or []
+                    claims = [
+                        v.persistent_volume_claim.claim_name for v in volumes if v.persistent_volume_claim
+                    ]
+                    message = self.mounts.note(self._api, namespace, job, pod.metadata.name, claims)
                     if message is None:
                         continue
                     reason = volume_failure_reason(message)

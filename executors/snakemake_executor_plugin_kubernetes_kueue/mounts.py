@@ -64,6 +64,16 @@ MOUNT_FAILURES = (
 )
 
 
+# The attach/detach controller's FailedAttachVolume for a ReadWriteOnce volume attached to another node (reconciler.go
+# reportMultiAttachError): not a stuck pod, as the volume is attached here once the pod holding it ends, but one that may
+# wait for a very long time: warned of once, after kubernetes-kueue-multi-attach-warning minutes (multi_attach_warning).
+MULTI_ATTACH = re.compile(r'Multi-Attach error for volume "(?P<volume>[^"]+)" (?P<why>.*)', re.S)
+USED_BY = re.compile(
+    r"Volume is already used by pod\(s\) (?P<pods>.+?)(?: and \d+ pod\(s\) in different namespaces)?\Z"
+)
+MULTI_ATTACH_SETTING = "kubernetes-kueue-multi-attach-warning"
+
+
 def mount_failure_kind(message: str) -> str | None:
     """Which of MOUNT_FAILURES a FailedMount or FailedAttachVolume message is (its fix), or None (the kubelet's
     timeout summary, any other event)."""
@@ -93,10 +103,21 @@ def _mount_failure(events) -> tuple[str, tuple] | None:
     found = [event for event in events if mount_failure_kind(event.message)]
     if not found:
         return None
-    latest = max(
-        found, key=lambda event: (str(event.last_timestamp or event.event_time or ""), event.count or 0)
-    )
+    latest = _latest(found)
     return latest.message, (latest.count, latest.last_timestamp, latest.event_time)
+
+
+def _latest(events):
+    key = lambda event: (str(event.last_timestamp or event.event_time or ""), event.count or 0)  # noqa: E731
+    return max(events, key=key, default=None)
+
+
+def _volume_of(api, namespace: str, claim: str) -> str | None:
+    """The PersistentVolume a claim is bound to (its spec.volumeName), or None when it cannot be read."""
+    try:
+        return api.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
+    except (ApiException, urllib3.exceptions.HTTPError):
+        return None
 
 
 @dataclass
@@ -108,15 +129,20 @@ class MountWatch:
     read_at: dict[str, float] = field(default_factory=dict)
     found: dict[str, MountFailure] = field(default_factory=dict)
     refused: str | None = None  # the warning due for a 403 on the Events read; "" once it has been given
+    multi_attach: dict[str, str] = field(
+        default_factory=dict
+    )  # by Job: the last Multi-Attach event's message
+    claims: dict[str, list[str]] = field(default_factory=dict)  # by Job: the claims its pod mounts
+    multi_attach_warned: set[tuple[str, str]] = field(default_factory=set)  # (Job, pod) warned of
 
-    def note(self, api, namespace: str, job: str, pod: str) -> str | None:
-        """Called with each listing that shows the Job's pod ``pod`` waiting ContainerCreating: the kubelet's
-        FailedMount message while its Events show a volume it cannot mount, else None."""
+    def note(self, api, namespace: str, job: str, pod: str, claims: tuple = ()) -> str | None:
+        """Called with each listing that shows the Job's pod ``pod`` (mounting ``claims``) waiting ContainerCreating:
+        the kubelet's FailedMount message while its Events show a volume it cannot mount, else None."""
         now = time.monotonic()
         previous = self.creating.get(job)
         if previous is None or previous[0] != pod:
             self.forget(job)
-            self.creating[job] = (pod, now)
+            self.creating[job], self.claims[job] = (pod, now), list(claims)
             return None
         due = now - max(previous[1], self.read_at.get(job, previous[1])) >= CONTAINER_CREATING_CHECK_S
         if due:
@@ -142,8 +168,36 @@ class MountWatch:
 
     def forget(self, job: str) -> None:
         """The Job's pod no longer waits ContainerCreating (started, gone, or another pod)."""
-        for known in (self.creating, self.read_at, self.found):
+        for known in (self.creating, self.read_at, self.found, self.multi_attach, self.claims):
             known.pop(job, None)
+
+    def multi_attach_warning(self, api, namespace: str, job: str, after_min: float | None) -> str | None:
+        """Once per pod, when it has waited ContainerCreating ``after_min`` minutes with a Multi-Attach event: which
+        claim, held by which pod (and node, where the event says it), and that the job keeps waiting."""
+        message, creating = self.multi_attach.get(job), self.creating.get(job)
+        if message is None or creating is None or after_min is None:
+            return None
+        pod, waited = creating[0], time.monotonic() - creating[1]
+        if waited < after_min * 60 or (job, pod) in self.multi_attach_warned:
+            return None
+        self.multi_attach_warned.add((job, pod))
+        volume = MULTI_ATTACH.search(message)["volume"]
+        claim = next((c for c in self.claims.get(job, []) if _volume_of(api, namespace, c) == volume), None)
+        what = f'persistentvolumeclaim "{claim}" (volume {volume})' if claim else f'volume "{volume}"'
+        used = USED_BY.search(message)
+        holder = (
+            f"pod(s) {used['pods']} of namespace {namespace} use it there"
+            if used
+            else "no pod uses it there any more (the attachment outlived its pod, e.g. on a node that went down)"
+        )
+        return (
+            f"kubernetes-kueue: the container of Job {namespace}/{job} (pod {pod}) has waited {waited / 60:.1f} min for "
+            f"{what}, a ReadWriteOnce volume attached to another node, which the attach/detach controller does not "
+            f"attach to a second one (FailedAttachVolume: {message}). {holder}; the event names no node (`kubectl get "
+            f"volumeattachments` shows the node that holds {volume}). The job keeps waiting, its Kueue quota held, and "
+            "starts once the volume is detached from that node: end what holds it, or give the rule a claim of its own "
+            f"or a ReadWriteMany one. Said once per pod ({MULTI_ATTACH_SETTING}: after how many minutes)"
+        )
 
     def take_refusal(self) -> str | None:
         """The warning about a refused Events read, once per run (this watch lives as long as the run)."""
@@ -152,14 +206,17 @@ class MountWatch:
 
     def _update(self, api, namespace: str, job: str, pod: str, now: float) -> None:
         try:
-            read = _mount_failure(_failed_mounts(api, namespace, pod))
+            events = _failed_mounts(api, namespace, pod)
         except urllib3.exceptions.HTTPError:
             return  # read again later
         except ApiException as error:
             if error.status == 403 and self.refused is None:
                 self.refused = _refusal(error, namespace, pod)
             return  # read again later: a Role fixed meanwhile lets it through
-        known = self.found.get(job)
+        held = _latest([event for event in events if MULTI_ATTACH.match(event.message or "")])
+        if held is not None:
+            self.multi_attach[job] = held.message
+        read, known = _mount_failure(events), self.found.get(job)
         if read is None or (known is not None and known.repeated == read[1]):
             return
         self.found[job] = MountFailure(read[0], read[1], now)  # new, or recorded again: not cleared

@@ -55,7 +55,11 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   (``attach_errors``, by claim): the attach/detach controller of kube-controller-manager
   (pkg/controller/volume/attachdetach) records a ``Warning`` Event ``FailedAttachVolume`` on the pod at each try,
   source ``attachdetach-controller``, ``AttachVolume.Attach failed for volume "pvc-<claim uid>" : <the attacher's
-  error>``, and the kubelet, which waits for the attachment, only a FailedMount summary naming no cause;
+  error>``, and the kubelet, which waits for the attachment, only a FailedMount summary naming no cause; likewise a
+  ReadWriteOnce claim's volume attached to another node (``multi_attach``, by claim: the pods using it there), with
+  the controller's ``Multi-Attach error for volume "pvc-<claim uid>" Volume is already used by pod(s) <pods>`` (or
+  ``... Volume is already exclusively attached to one node and can't be attached to another`` when no pod uses it;
+  reconciler.go reportMultiAttachError), until the test clears it;
 * with ``container_runtime="cri-o"`` (CRI-O with runc), a container whose command is not in the image (not on the
   pod's PATH) cannot be created: it waits with reason ``CreateContainerError`` and CRI-O's message (``container
   create failed: ... exec: \\"x\\": executable file not found in $PATH``), its pod ``Pending`` and its Job active,
@@ -321,6 +325,10 @@ class ApiStandIn:
     # data-disk limit, a disk in another zone); the attach/detach controller fails to attach the claim's volume to the
     # node at each try until the test clears it.
     attach_errors: dict[str, str] = field(default_factory=dict)
+    # By claim ("namespace/name") of a ReadWriteOnce volume attached to another node: the pods of the namespace that use
+    # it there ([] once none does: the attachment outlived its pod). The attach/detach controller refuses to attach it
+    # to a second node, with its Multi-Attach FailedAttachVolume at each try, until the test clears it.
+    multi_attach: dict[str, list[str]] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)  # core/v1 Events the kubelet recorded
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     local_queues: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> LocalQueue
@@ -768,6 +776,18 @@ class ApiStandIn:
             if key in self.attach_errors and key in self.persistent_volume_claims:
                 pv = f"pvc-{self.persistent_volume_claims[key]['metadata']['uid']}"
                 failed.append(f'AttachVolume.Attach failed for volume "{pv}" : {self.attach_errors[key]}')
+            if key in self.multi_attach and key in self.persistent_volume_claims:
+                # reconciler.go reportMultiAttachError, through VolumeToAttach.GenerateMsg ("%v for volume %q %v").
+                pv, pods = (
+                    f"pvc-{self.persistent_volume_claims[key]['metadata']['uid']}",
+                    self.multi_attach[key],
+                )
+                why = (
+                    f"Volume is already used by pod(s) {', '.join(pods)}"
+                    if pods
+                    else "Volume is already exclusively attached to one node and can't be attached to another"
+                )
+                failed.append(f'Multi-Attach error for volume "{pv}" {why}')
         return failed
 
     def _mount_volumes(self, record: JobRecord, pod: Pod, container: dict) -> dict[str, Path]:
