@@ -171,7 +171,8 @@ def test_the_standin_preempts_and_readmits_a_running_job_as_kueue_and_the_job_co
 
     # Readmitted: the reset conditions keep what happened; the Job resumes with a new pod, which succeeds.
     cluster.jobs[name].readmit_at = 0.0
-    second_pod = wait_for_pod(cluster, name, running=False)
+    # A generous wait: on a loaded machine the readmission, the new pod's start and its end took over 20 s once.
+    second_pod = wait_for_pod(cluster, name, seconds=90, running=False)
     assert second_pod != first_pod
     readmitted = conditions(workload_of(job))
     assert readmitted == {
