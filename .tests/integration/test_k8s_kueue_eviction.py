@@ -619,7 +619,8 @@ def test_a_waitforpodsready_eviction_seen_only_after_the_readmission_is_reported
     took the Job back. It names the eviction's reason and message, then the requeue and the readmission."""
     name = "readmitted-unseen"
     never_ready(cluster, timeout_s=1.0, limit=3)
-    active, deadline = [submit(executor, name, "sleep 2")], time.monotonic() + 20
+    # The readmitted pod must still run at the next status check (a Job that ends first is not reviewed): 6 s.
+    active, deadline = [submit(executor, name, "sleep 6")], time.monotonic() + 20
     while name not in executor.batchapi.admitted:  # read running once: admitted, with its startTime
         assert time.monotonic() < deadline, "the Job was never read admitted"
         active = check_round(executor, active)
