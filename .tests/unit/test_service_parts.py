@@ -47,6 +47,35 @@ def test_keys_file_holds_salted_hashes_and_identifies_each_key(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the umask decides, as for any file
 
 
+def test_two_keys_added_to_one_file_at_once_are_both_kept(tmp_path, monkeypatch):
+    """docs/service.md: `simcal keys add` prints a key the service then accepts. Two adds on one keys file at once
+    (two admins, a script adding keys in parallel) each read the file and rewrote it with their own line: the one
+    that wrote last dropped the other's key, which its user was shown and the service refused. Here the second add
+    starts while the first is between its read and its write; both keys must be in the file and identify."""
+    import threading
+
+    from simcal.service import keys as keys_module
+
+    path = tmp_path / "keys"
+    real_new_key, second = keys_module.new_key, {}
+
+    def new_key_while_another_add_runs():
+        if not second:  # the first add, after it read the file: the second add runs now, in another thread
+            thread = threading.Thread(target=lambda: second.setdefault("bob", add_key(path, "bob")))
+            second["thread"] = thread
+            thread.start()
+            thread.join(timeout=1.0)  # it either finished (it read the same file) or waits for this add
+        return real_new_key()
+
+    monkeypatch.setattr(keys_module, "new_key", new_key_while_another_add_runs)
+    alice = add_key(path, "alice")
+    second["thread"].join(timeout=30)
+    ring = KeyRing(path)
+    assert sorted(entry.name for entry in read_keys(path)) == ["alice", "bob"]
+    assert ring.identify(alice) == "alice" and ring.identify(second["bob"]) == "bob"
+    assert not list(tmp_path.glob(".keys*.lock"))  # the lock goes with the add
+
+
 def test_a_presented_key_is_compared_with_every_entry_whichever_matches(tmp_path, monkeypatch):
     """docs/service.md: a presented key is compared with every entry before the answer is known, so the time the
     check takes tells neither which entry matched nor whether one did."""

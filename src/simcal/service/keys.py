@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from output_locks import OutputInUse, output_lock
 from simcal.tables import atomic_write
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ KEY_PREFIX = "sc_"  # marks a simcal key, so secret scanners and people recognis
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 LINE = re.compile(rf"(?P<name>\S+)\s+{SCHEME}\$(?P<salt>[0-9a-f]{{32}})\$(?P<digest>[0-9a-f]{{64}})")
 RELOAD_EVERY_S = 1.0
+WAIT_FOR_ADD_S = 30.0  # how long ``add_key`` waits for another ``simcal keys add`` on the same file
 
 
 class KeysFileError(ValueError):
@@ -93,11 +95,31 @@ def read_keys(path: str | Path) -> list[KeyEntry]:
     return parse_keys(text, str(path))
 
 
-def add_key(path: str | Path, name: str) -> str:
-    """Append a new key's hash to the keys file (created if missing) and return the key, which is stored nowhere."""
+def add_key(path: str | Path, name: str, wait_s: float = WAIT_FOR_ADD_S) -> str:
+    """Append a new key's hash to the keys file (created if missing) and return the key, which is stored nowhere.
+
+    The file is read and rewritten under the lock of the keys file (``output_locks``: ``.<file>.lock`` beside it),
+    so two ``simcal keys add`` on one file at once both keep their key: without it each rewrote the file it had
+    read, and the key the other was shown was lost, refused by the service. One waits for the other, up to
+    ``wait_s`` seconds."""
     path = Path(path)
     if not NAME.fullmatch(name):
         raise KeysFileError(f"key name {name!r} must match {NAME.pattern}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with output_lock(path, "keys file"):
+                return _add_key(path, name)
+        except OutputInUse as error:
+            if time.monotonic() >= deadline:
+                raise KeysFileError(f"{error} (waited {wait_s:g} s)") from None
+            time.sleep(0.05)
+        except OSError as error:  # no lock can be made or taken (a read-only folder, another's lock file)
+            raise KeysFileError(f"{path}: cannot lock the keys file ({error.strerror or error})") from error
+
+
+def _add_key(path: Path, name: str) -> str:
+    """``add_key``'s read and rewrite, under the keys file's lock."""
     try:
         existing = path.read_text() if path.exists() else ""
     except OSError as error:  # a directory, or no permission
