@@ -895,6 +895,36 @@ def _evaluated_after_a_group_failure(inputs, outputs, stash_dir, caplog) -> str:
 
 
 @pytest.mark.usefixtures("one_torch_thread")
+def test_a_second_evaluation_into_the_same_outputs_stops_at_once_and_stashes_nothing(tmp_path, monkeypatch):
+    """Two evaluations writing one set of outputs at once (`kdgat evaluate --out` by hand on a folder a workflow
+    job writes, two working directories naming the outputs by absolute path, as README says of training) each wrote
+    their files in turn: metrics.json of one beside the scores of the other, and the job that committed last put
+    into the stash, under its own key, the files the other had just written, restored by every later rerun. An
+    evaluation holds the lock of its metrics.json (`.metrics.json.lock`, as a training job holds its model's) from
+    before its restore to after its commit: a second one stops at once naming the outputs, before it writes or
+    stashes anything; with the lock free it runs."""
+    from kdgat.files import OutputInUse, output_lock
+
+    _unrendered(monkeypatch)
+    inputs, outputs, stash = (
+        tiny_evaluation_inputs(tmp_path),
+        _evaluation_outputs(tmp_path),
+        tmp_path / "stash",
+    )
+    run = dict(dataset="tiny", variant="teacher", device="cpu", speed=TINY_SPEED, stash_dir=str(stash))
+    with output_lock(outputs["metrics"], "evaluation output"):  # the first evaluation, under way
+        with pytest.raises(
+            OutputInUse, match=r"metrics\.json: another process \(pid \d+ on host .*\) is writing"
+        ):
+            evaluate_files(**inputs, outputs=outputs, **run)
+        assert not any(path.exists() for path in outputs.values())
+        assert not stash.exists() or not any(stash.iterdir())
+    evaluate_files(**inputs, outputs=outputs, **run)
+    assert all(path.is_file() for path in outputs.values())
+    assert not list(outputs["metrics"].parent.glob(".*.lock"))  # the lock goes with the evaluation
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_evaluate_files_scores_on_the_threads_and_batch_size_given_and_names_dataset_variant_seed_device(
     tmp_path, monkeypatch
 ):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -263,3 +264,23 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def locking_outputs(name: str, what: str) -> Callable[[Callable], Callable]:
+    """Decorate a function given ``outputs=`` (a mapping of names to paths): each call holds the
+    :func:`output_lock` of ``outputs[name]`` (the file it writes last), so a second call writing the same outputs
+    at once stops before it reads anything, raising :class:`OutputInUse` naming them; a call without that output
+    runs as it is, for the function to refuse."""
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            target = (kwargs.get("outputs") or {}).get(name)
+            if not target:
+                return function(*args, **kwargs)
+            with output_lock(target, what):
+                return function(*args, **kwargs)
+
+        return locked
+
+    return decorate

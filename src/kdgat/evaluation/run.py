@@ -70,7 +70,7 @@ from kdgat.evaluation.thresholds import (
     model_decisions,
     youden_threshold,
 )
-from kdgat.files import FileContentError, load_json, write_json, write_table, write_text
+from kdgat.files import FileContentError, load_json, locking_outputs, write_json, write_table, write_text
 from kdgat.rule_items import RuleItemError
 from wrapper_rules import InputError
 
@@ -244,6 +244,8 @@ def evaluate_detector(
     return {**recorded, **document}, scores
 
 
+# One evaluation at a time writes a set of outputs (two at once mixed their files and stashed the other's)
+@locking_outputs("metrics", "evaluation output")
 def evaluate_files(
     *,
     vgae: str | os.PathLike,
