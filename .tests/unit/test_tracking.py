@@ -411,6 +411,42 @@ def test_a_finished_job_run_again_under_an_exported_key_is_a_new_run_and_the_fir
     assert first.data.tags["kdgat.model_sha256"] != second.data.tags["kdgat.model_sha256"]
 
 
+def test_the_same_job_of_another_working_directory_under_an_exported_key_is_a_run_of_its_own(
+    data, tmp_path, invocation, monkeypatch
+):
+    # KDGAT_TRACKING_INVOCATION exported (README: to group invocations) by two runs of the workflow in two working
+    # directories that share one store (a server, or a file store by absolute path): the same job has the same
+    # relative model path in both. A job was known by that path alone, so the second directory's job took the
+    # first's unfinished run (killed, or still training) for its own retry's and logged into it: one run held two
+    # jobs' epochs, and the first job's run was finished by the other's model. Each job is its own run.
+    import kdgat.training.loop as loop
+
+    store = tmp_path / "mlruns"
+    tracking = {"backend": "mlflow", "uri": str(store)}
+
+    def node_failure(pid, sig):
+        raise RuntimeError("node failure after epoch 2")
+
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    monkeypatch.setattr(loop.os, "kill", node_failure)
+    monkeypatch.setenv(loop.KILL_AFTER_EPOCH_ENV, "2")
+    with pytest.raises(RuntimeError, match="node failure"):
+        train(data, Path("results/vgae"), tracking)  # a relative output path, as Snakemake gives it
+    monkeypatch.delenv(loop.KILL_AFTER_EPOCH_ENV)
+    monkeypatch.chdir(tmp_path / "second")
+    out = train(data, Path("results/vgae"), tracking)
+    client = MlflowClient(tracking_uri=store.as_uri())
+    first, second = sorted(children(client), key=lambda run: run.info.start_time)
+    assert first.info.run_id != second.info.run_id
+    assert first.info.status != "FINISHED" and second.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "val_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(second.info.run_id, "val_loss")] == [1, 2, 3]
+    assert second.data.tags["kdgat.model_sha256"] == hashlib.sha256(out["model"].read_bytes()).hexdigest()
+    assert "kdgat.model_sha256" not in first.data.tags
+
+
 def test_an_unreachable_server_costs_one_warning_and_the_job_goes_on(data, tmp_path, invocation, caplog):
     port = free_port()  # nothing listens there: connections are refused
     tracking = {"backend": "mlflow", "uri": f"http://127.0.0.1:{port}"}

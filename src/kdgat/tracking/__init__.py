@@ -13,8 +13,8 @@ jobs as an environment variable (the ``envvars:`` mechanism: inherited locally, 
 Secret on Kubernetes). The first job finds no parent with that key and creates it; later ones find it. In a file
 store, a lock file makes find-or-create atomic; against a server two jobs starting at once may both create one:
 each job adopts the parent with the smallest run id when it starts and again when it ends, and a job deletes the
-parent it created when it is not that one. A retried job (same invocation, same outputs) continues its own run,
-where each epoch is logged once (one the retry trains again, having no checkpoint of it, is not logged again: MLflow
+parent it created when it is not that one. A retried job (same invocation, same outputs by absolute path) continues
+its own run, where each epoch is logged once (one the retry trains again, having no checkpoint of it, is not logged again: MLflow
 keeps every value logged at a step); a job resumed by a later invocation is a new run (it logs the epochs restored
 from its checkpoint again). A user may
 export the key to group invocations: 1-250 letters, digits and ``. _ : + @ / -`` (``check_invocation_key``; MLflow's

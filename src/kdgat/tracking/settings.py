@@ -233,8 +233,11 @@ def numeric(values: Mapping[str, Any]) -> dict[str, float]:
 
 
 def job_key(outputs: Mapping[str, Any]) -> str:
-    """Identifies a training job within an invocation (its model output path), for finding a retry's run."""
-    return hashlib.sha256(str(outputs.get("model", "")).encode()).hexdigest()[:20]
+    """Identifies a training job within an invocation (its model output's absolute path), for finding a retry's
+    run: the same relative path in another working directory (another run under an exported invocation key,
+    sharing the store) is another job."""
+    model = str(outputs.get("model", ""))
+    return hashlib.sha256((os.path.abspath(model) if model else "").encode()).hexdigest()[:20]
 
 
 def mlflow_client(settings: TrackingSettings):
