@@ -1043,6 +1043,43 @@ def test_batches_end_ok_in_error_or_lost_and_only_errors_are_blamed(client):
     assert outcome == "lost" and "cancelled" in f"{type(error).__name__} {error}".lower()
 
 
+def test_settle_all_settles_each_batch_as_settle_does_with_one_fetch_for_the_finished(client):
+    """simcal.api.gather settles the batches that are done together (one gather of the finished ones' tables):
+    each ends as settle would end it alone, in order, and a finished batch whose table vanished before the fetch
+    is lost, as settle has it when its result() raises."""
+    from distributed import wait
+
+    from simcal.outcomes import settle_all
+
+    finished = [client.submit(sum, [1, n], pure=False) for n in range(3)]
+    erred = client.submit(divmod, 1, 0, pure=False)
+    cancelled = client.submit(time.sleep, 30, pure=False)
+    cancelled.cancel()
+    wait([*finished, erred])
+    (ok0, ok1, error, lost, ok2) = settle_all([finished[0], finished[1], erred, cancelled, finished[2]])
+    assert [ok0, ok1, ok2] == [("ok", 1), ("ok", 2), ("ok", 3)]
+    assert error[0] == "error" and isinstance(error[1], ZeroDivisionError)
+    assert lost[0] == "lost" and "cancelled" in f"{type(lost[1]).__name__} {lost[1]}".lower()
+
+    class Vanished:  # finished, but its table was lost and its rerun erred before the fetch (gather skips it)
+        status, key = "finished", "vanished-batch"
+
+        def __init__(self, owner, rerun):
+            self.client, self.rerun = owner, rerun
+
+        def exception(self, *args, **kwargs):
+            return self.rerun.exception(*args, **kwargs)
+
+    class Skipping:
+        def gather(self, futures, errors):
+            assert errors == "skip"
+            return dict.fromkeys(futures)
+
+    # lost, with the error its result() would have raised (a KilledWorker is judged as a death), not a timeout
+    ((outcome, error),) = settle_all([Vanished(Skipping(), erred)])
+    assert outcome == "lost" and isinstance(error, ZeroDivisionError), error
+
+
 def test_a_batch_whose_result_is_lost_again_and_again_is_run_again_a_few_times_then_recorded_as_failed(
     tmp_path, monkeypatch
 ):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -40,7 +41,7 @@ from simcal.contract import (
     replicate_seed,
     resolve_model,
 )
-from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle, timeout_error
+from simcal.outcomes import UNCONFIRMED_DEATHS, Deaths, TimeoutEvents, settle_all, timeout_error
 from simcal.settings import SimulationSettings
 from simcal.space import check_parameter_sets
 from simcal.store import gathered_frame
@@ -48,7 +49,8 @@ from simcal.tables import reject_reserved
 from simcal.tasks import Batch, SimTask
 from simcal.worker import failure_rows, run_batch
 
-POLL_S = 0.5
+POLL_S = 0.5  # how often gather asks the scheduler about timeouts
+QUICK_POLL_S = (0.001, 0.05)  # how often it looks for simulations that ended: from quick to relaxed
 
 
 class SimulationFuture:
@@ -193,9 +195,9 @@ CANCELLED = "Cancelled: SimulationFuture.cancel() was called before its rows wer
 
 
 def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame]:
-    """The rows of simulations running on Dask (none of them cancelled)."""
-    from distributed import wait
-    from distributed.client import FuturesCancelledError
+    """The rows of simulations running on Dask (none of them cancelled). A pass takes those that ended since the
+    last (``as_completed``) and fetches their rows together (``settle_all``): it costs what ended, not what runs."""
+    from distributed import as_completed
 
     closed = [f for f in futures if f.client.status != "running"]
     if closed:
@@ -206,43 +208,53 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
     # A future listed twice is waited for once (gather shows its rows twice).
     futures = list({id(f): f for f in futures}.values())
     outcome: dict[int, pd.DataFrame] = {}
+    open_ = {sim.key: sim for sim in futures}  # by the Dask key of its current run
+    completed: dict[int, Any] = {}
+    for sim in futures:
+        completed.setdefault(id(sim.client), as_completed(loop=sim.client.loop)).add(sim.future)
     timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
+
+    def again(sim: SimulationFuture) -> None:  # its earlier run's key stays in open_, for no simulation
+        sim.start()
+        open_[sim.key] = sim
+        completed[id(sim.client)].add(sim.future)
+
+    poll, next_check = QUICK_POLL_S[0], 0.0
     while len(outcome) < len(futures):
-        open_ = [f for f in futures if id(f) not in outcome]
-        try:
-            wait([f.future for f in open_], timeout=POLL_S, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            pass
-        except FuturesCancelledError:
-            pass  # Dask cancelled one on its own (e.g. its result was lost): settled as "lost" below
-        reports = {client: events.poll() for client, events in timeouts.items()}
-        for sim in open_:
-            report = reports[id(sim.client)].get(sim.key) if sim.timeout_s else None
-            if report is not None:
-                sim.future.cancel()  # Dask would rerun it on another worker, where it would hang again
-                outcome[id(sim)] = failure_rows(sim.tasks, "timeout", timeout_error(report))
-            elif sim.future.done():
-                ended, value = settle(sim.future)
-                if ended == "ok":
-                    outcome[id(sim)] = value
-                elif ended == "lost" and sim.unconfirmed + 1 < UNCONFIRMED_DEATHS:
-                    sim.unconfirmed += 1  # its result vanished with a dead worker: run it again
-                    sim.start()
+        ready = [future for each in completed.values() for future in each.next_batch(block=False)]
+        if not ready and time.monotonic() < next_check:
+            time.sleep(poll)
+            poll = min(poll * 2, QUICK_POLL_S[1])
+            continue
+        poll = QUICK_POLL_S[0]
+        # Timeouts every POLL_S, and before a failed run is judged (its worker reports a timeout before it ends)
+        if time.monotonic() >= next_check or any(f.status != "finished" for f in ready):
+            next_check = time.monotonic() + POLL_S
+            for key, report in [kv for events in timeouts.values() for kv in list(events.poll().items())]:
+                sim = open_.get(key)
+                if sim is not None and sim.key == key and sim.timeout_s and id(sim) not in outcome:
+                    sim.future.cancel()  # Dask would rerun it on another worker, where it would hang again
+                    outcome[id(sim)] = failure_rows(sim.tasks, "timeout", timeout_error(report))
+        # Not a future of an earlier run (restarted), nor of one that timed out above
+        done = [sim for f in ready if (sim := open_[f.key]).future is f and id(sim) not in outcome]
+        # The finished ones' rows in one fetch per client, not a round trip each
+        for sim, (end, value) in zip(done, settle_all([sim.future for sim in done]), strict=True):
+            if end == "ok":
+                outcome[id(sim)] = value
+            elif end == "lost" and sim.unconfirmed + 1 < UNCONFIRMED_DEATHS:
+                sim.unconfirmed += 1  # its result vanished with a dead worker: run it again
+                again(sim)
+            else:
+                deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
+                verdict = deaths.judge(sim, value)
+                if verdict is None:
+                    outcome[id(sim)] = failure_rows(sim.tasks, "failed", f"{type(value).__name__}: {value}")
+                elif verdict == "crashed":
+                    outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, value))
+                elif verdict == "failed":  # it could not be run alone (IsolationFailed), a few times
+                    outcome[id(sim)] = failure_rows(sim.tasks, "failed", deaths.isolation_error(sim, value))
                 else:
-                    deaths = Deaths(sim.client, _TOKEN, sim.allowed_failures)
-                    verdict = deaths.judge(sim, value)
-                    if verdict is None:
-                        outcome[id(sim)] = failure_rows(
-                            sim.tasks, "failed", f"{type(value).__name__}: {value}"
-                        )
-                    elif verdict == "crashed":
-                        outcome[id(sim)] = failure_rows(sim.tasks, "crashed", deaths.crash_error(sim, value))
-                    elif verdict == "failed":  # it could not be run alone (IsolationFailed), a few times
-                        outcome[id(sim)] = failure_rows(
-                            sim.tasks, "failed", deaths.isolation_error(sim, value)
-                        )
-                    else:
-                        sim.start()  # a single simulation is never split: it runs again, isolated
+                    again(sim)  # a single simulation is never split: it runs again, isolated
     return outcome
 
 
