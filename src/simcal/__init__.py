@@ -11,12 +11,12 @@ Main entry points:
 One job per module: ``contract`` (references, ids; ``contract_error`` its error, ``seeds`` the replicates' seeds,
 ``model_outputs`` what a model returns made into rows), ``settings``, ``tasks`` (the plan), ``worker`` (what runs on
 a worker; ``worker_interrupts`` its timeouts and cancels, ``result_rows`` the rows of a batch), ``store`` (parts and
-the final file; ``part_schemas`` their one schema), ``outcomes`` (dead workers and timeouts), ``progress``,
-``backends`` (clusters), ``runner`` (the driver loop; ``batch_execution`` the batches in flight, ``sweep_probe`` the
-timing and fail-fast probes, ``sweep_plan`` and ``sweep_failures``), ``tables`` (parameter tables;
-``text_table_checks``, ``column_names``, ``atomic_files`` the atomic writers), ``calibrate`` (the rounds;
-``calibration_settings``, ``calibration_targets``, ``calibration_proposer``). A module split in parts keeps every
-public name of its parts importable from itself.
+the final file; ``part_schemas`` their one schema), ``outcomes`` (dead workers and timeouts), ``api``
+(submit/gather; ``api_service`` its ``service`` backend), ``progress``, ``backends`` (clusters), ``runner`` (the
+driver loop; ``batch_execution`` the batches in flight, ``sweep_probe`` the timing and fail-fast probes,
+``sweep_plan`` and ``sweep_failures``), ``tables`` (parameter tables; ``text_table_checks``, ``column_names``,
+``atomic_files`` the atomic writers), ``calibrate`` (the rounds; ``calibration_settings``, ``calibration_targets``,
+``calibration_proposer``). A module split in parts keeps every public name of its parts importable from itself.
 """
 
 __all__ = [

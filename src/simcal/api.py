@@ -32,6 +32,12 @@ from typing import Any
 
 import pandas as pd
 
+from simcal.api_service import (  # noqa: F401 - ServiceJob: a part's public names stay importable from here
+    ServiceJob,
+    ServiceSimulationFuture,
+    gather_from_service,
+    send_queued,
+)
 from simcal.backends import SERVICE_BACKEND, dask_client
 from simcal.contract import (
     ContractError,
@@ -184,7 +190,7 @@ def gather(futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.
     live = [f for f in futures if not f.cancelled]
     remote = [f for f in live if isinstance(f, ServiceSimulationFuture)]
     if remote:
-        outcome.update(_gather_from_service(remote))
+        outcome.update(gather_from_service(remote))
     if len(remote) < len(live):
         outcome.update(_gather_from_dask([f for f in live if not isinstance(f, ServiceSimulationFuture)]))
     # Typed as read_results gives a sweep's rows (text as "str" with NaN, mixed columns as text, ...)
@@ -258,107 +264,6 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
     return outcome
 
 
-def _gather_from_service(futures: list[ServiceSimulationFuture]) -> dict[int, pd.DataFrame]:
-    """The rows of simulations for the service backend (none of them cancelled): sends what is queued, then
-    waits for each job once."""
-    for service in {id(f.service): f.service for f in futures}.values():
-        service.flush()
-    refused = [f for f in futures if f.send_error is not None]
-    if refused:
-        raise refused[0].send_error
-    unsent = [f for f in futures if f.job is None]
-    if unsent:
-        raise ContractError(
-            f"{unsent[0]!r} was never sent: its SimulationService was closed first; gather inside the `with` block"
-        )
-    stranded = [f for f in futures if not f.job.fetched and f.job.job.client.closed]
-    if stranded:
-        raise ContractError(
-            f"{stranded[0]!r} cannot be gathered: its SimulationService was closed before the job's rows were "
-            "fetched (the job may still run on the service); gather inside the `with` block"
-        )
-    return {id(sim): sim.job.rows_for(sim.task) for sim in futures}
-
-
-class ServiceSimulationFuture:
-    """One simulation for the ``service`` backend: queued by ``SimulationService.submit``, sent with the others
-    of its model at the first ``flush`` (which ``gather``, ``result`` and ``done`` call), in one of their jobs."""
-
-    def __init__(self, service: SimulationService, model_ref: str, task: SimTask):
-        self.service, self.model_ref, self.task = service, model_ref, task
-        self.job: _ServiceJob | None = None
-        self.send_error: Exception | None = None  # why the service did not take its job (see flush)
-        self.cancelled = False
-
-    def done(self) -> bool:
-        """Whether it has ended: sends the queue, then asks the service about its job. Also True once it can no
-        longer end otherwise, as a Dask backend's future is done (cancelled) once its client is closed: when it
-        was cancelled, the service refused its job, or its ``SimulationService`` was closed before its rows were
-        fetched; ``result()`` then says why it has no rows."""
-        if self.cancelled or self.send_error is not None:
-            return True
-        self.service.flush()
-        return self.job is None or self.job.done()  # None: close() dropped it unsent
-
-    def result(self) -> pd.DataFrame:
-        """This simulation's rows (sends the queue, then waits for its job)."""
-        return gather([self])
-
-    def cancel(self) -> None:
-        """Drop it if it was not sent yet; once sent, its job is cancelled when every simulation in it is."""
-        self.cancelled = True
-        self.service.forget(self)
-        if self.job is not None:
-            self.job.cancel_if_unwanted()
-
-    def __repr__(self) -> str:
-        state = (
-            "cancelled" if self.cancelled
-            else "refused" if self.send_error is not None
-            else "queued" if self.job is None
-            else f"job {self.job.job.id}"
-        )  # fmt: skip
-        return (
-            f"<ServiceSimulationFuture {self.model_ref} param_id={self.task.param_id} "
-            f"replicate={self.task.replicate} seed={self.task.seed} {state}>"
-        )
-
-
-class _ServiceJob:
-    """One job of the simulation service and the futures whose simulations it runs."""
-
-    def __init__(
-        self, job: Any, tasks: list[SimTask], futures: list[ServiceSimulationFuture], options: dict[str, Any]
-    ):
-        self.job, self.tasks, self.futures, self.options = job, tasks, futures, options
-        self._rows: dict[tuple, pd.DataFrame] | None = None  # by simulation key, once the job has finished
-
-    @property
-    def fetched(self) -> bool:
-        return self._rows is not None
-
-    def done(self) -> bool:
-        """True when its rows were fetched, its status is final, or its HTTP client is closed (nothing to ask)."""
-        from simcal.service.client import FINAL
-
-        return self.fetched or self.job.client.closed or self.job.status()["status"] in FINAL
-
-    def rows_for(self, task: SimTask) -> pd.DataFrame:
-        """One simulation's rows; the first call waits for the job and fetches the rows of all its simulations
-        (raises ``ServiceJobFailed`` if the job failed)."""
-        from simcal.service.remote import finish_job
-
-        if self._rows is None:
-            rows = finish_job(self.job, self.tasks, self.options)  # a row per task at least
-            by_key = rows.groupby(["param_id", "replicate", "seed"], sort=False)
-            self._rows = {key: group.reset_index(drop=True) for key, group in by_key}
-        return self._rows[task.key]
-
-    def cancel_if_unwanted(self) -> None:
-        if self._rows is None and all(f.cancelled for f in self.futures):
-            self.job.cancel()
-
-
 class SimulationService:
     """A backend (local, slurm, scheduler or service) for single simulations; closes what it started on exit."""
 
@@ -424,55 +329,19 @@ class SimulationService:
         """Send the queued simulations of the ``service`` backend (nothing to do otherwise): per model, as the jobs
         a sweep of them would go as (``service_chunks``), each within the service's simulations and request bytes
         per job."""
-        from simcal.service.remote import (
-            RequestSize,
-            ServiceLimits,
-            checked_options,
-            send_tasks,
-            service_chunks,
-        )
+        from simcal.service.remote import checked_options
 
         queued, self._queued = self._queued, []
         if not queued:
             return
-        by_model: dict[str, list[ServiceSimulationFuture]] = {}
-        for future in queued:
-            by_model.setdefault(future.model_ref, []).append(future)
         options = checked_options(self.backend_options)
-        refused: Exception | None = None
         try:
             limits = self._job_limits()
         except Exception as error:
             for future in queued:
                 future.send_error = error  # their result() raises it too, not "never sent"
             raise
-        for model_ref, futures in by_model.items():
-            tasks = list({f.task.key: f.task for f in futures}.values())
-            try:
-                per_job, max_bytes = limits or ServiceLimits()
-                chunks = service_chunks(
-                    tasks,
-                    per_job,
-                    f"the simulation service {self.client.url}",
-                    "submit no replicate above {highest}",
-                    max_bytes=max_bytes,
-                    size=RequestSize(model_ref, self.settings),
-                )
-                for chunk in chunks:
-                    keys = {task.key for task in chunk}
-                    in_job = [f for f in futures if f.task.key in keys]
-                    job = send_tasks(self.client, model_ref, chunk, self.settings, limits=limits, sweep=False)
-                    service_job = _ServiceJob(job, chunk, in_job, options)
-                    for future in in_job:
-                        future.job = service_job
-            except Exception as error:  # noqa: BLE001 - raised below, once the other models are sent
-                # Their result() raises it too (not "never sent"); one model refused loses no other's simulations.
-                for future in futures:
-                    if future.job is None:
-                        future.send_error = error
-                refused = refused or error
-        if refused is not None:
-            raise refused
+        send_queued(queued, self.client, self.settings, options, limits)
 
     def _job_limits(self) -> Any:
         """The service's limits per job (``job_limits``: ``GET /v1/limits``), asked once per ``SimulationService``."""
