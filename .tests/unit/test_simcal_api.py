@@ -335,3 +335,51 @@ def test_gather_gives_the_dtypes_and_missing_values_read_results_gives_for_the_s
     swept = read_results(tmp_path / "sweep.parquet")
     ordered = gathered.sort_values(["param_id", "replicate"], kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(ordered.drop(columns="duration_s"), swept.drop(columns="duration_s"))
+
+
+class TakesEveryJob:
+    """A simulation service's HTTP client that takes every job and tells a limit of 2 simulations per job."""
+
+    url, closed = "http://service.invalid", False
+
+    def __init__(self):
+        self.sent: list[int] = []  # the parameter sets of each job
+
+    def limits(self):
+        return {"max_simulations": 2, "request_max_bytes": None}
+
+    def submit(self, model_ref, parameter_sets, replicates, settings, idempotency_key=None):
+        from types import SimpleNamespace
+
+        self.sent.append(len(parameter_sets))
+        return SimpleNamespace(
+            id=f"job-{len(self.sent)}", replayed=False, info={"status": "queued"}, client=self
+        )
+
+
+def test_flush_looks_up_each_queued_simulation_a_few_times_whatever_the_size_of_the_queue(monkeypatch):
+    """SimulationService.flush (the service backend) found the futures of each job by scanning every queued
+    future of its model: queue x jobs lookups of a simulation's key, quadratic where the service's
+    --max-simulations is small. Counted here: the reads of a simulation's key, at most two per queued future (one
+    to index it, one to find it for its job) for a queue of 20 and of 200 (before: about 12 and 102 per future), each
+    future in the job that holds its simulation, a duplicate beside it."""
+    from simcal.tasks import SimTask
+
+    key = SimTask.key
+    reads: list[int] = []
+    monkeypatch.setattr(SimTask, "key", property(lambda task: reads.append(1) or key.fget(task)))
+
+    def reads_per_future(queued: int) -> float:
+        with SimulationService(backend="service", client=TakesEveryJob()) as service:
+            sets = [{"beta": 0.2 + i / 1000, "gamma": 0.1} for i in range(queued)]
+            futures = [service.submit("simcal.models.sir:simulate", params) for params in sets]
+            again = service.submit("simcal.models.sir:simulate", sets[0])  # the same simulation twice
+            reads.clear()
+            service.flush()
+            counted = len(reads)
+            assert service.client.sent == [2] * (queued // 2)  # jobs of 2 sets, as the service's limit says
+            assert all(f.task in f.job.tasks and f in f.job.futures for f in [*futures, again])
+            assert again.job is futures[0].job
+        return counted / (queued + 1)
+
+    assert reads_per_future(20) <= 2 and reads_per_future(200) <= 2

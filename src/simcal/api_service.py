@@ -136,7 +136,10 @@ def send_queued(
         by_model.setdefault(future.model_ref, []).append(future)
     refused: Exception | None = None
     for model_ref, futures in by_model.items():
-        tasks = list({f.task.key: f.task for f in futures}.values())
+        by_key: dict[tuple, list[ServiceSimulationFuture]] = {}  # a simulation submitted twice is one task
+        for future in futures:
+            by_key.setdefault(future.task.key, []).append(future)
+        tasks = [same[0].task for same in by_key.values()]
         try:
             per_job, max_bytes = limits or ServiceLimits()
             chunks = service_chunks(
@@ -147,9 +150,8 @@ def send_queued(
                 max_bytes=max_bytes,
                 size=RequestSize(model_ref, settings),
             )
-            for chunk in chunks:
-                keys = {task.key for task in chunk}
-                in_job = [f for f in futures if f.task.key in keys]
+            for chunk in chunks:  # its futures by key: a scan of the whole queue per job made O(jobs x queue)
+                in_job = [future for task in chunk for future in by_key[task.key]]
                 job = send_tasks(client, model_ref, chunk, settings, limits=limits, sweep=False)
                 service_job = ServiceJob(job, chunk, in_job, options)
                 for future in in_job:
