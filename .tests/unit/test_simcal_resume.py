@@ -199,6 +199,83 @@ def test_a_sweep_resumed_after_its_models_source_file_changed_runs_every_simulat
     assert said[0].startswith(f"discarding {out}.partial: the source file of model {model} changed")
 
 
+PACKAGED_MODEL = """
+from sim8_package.helper import scale
+
+
+def model(params, seed):
+    if params["a"] == 3.0:
+        raise ValueError("a bug for a = 3")
+    return {"y": scale(params["a"])}
+"""
+
+
+def write_package(root: Path, factor: float) -> None:
+    """A model in a package of the researcher's, whose helper module holds what a fix changes."""
+    (root / "sim8_package").mkdir(parents=True, exist_ok=True)
+    (root / "sim8_package" / "__init__.py").write_text("")
+    (root / "sim8_package" / "model.py").write_text(PACKAGED_MODEL)
+    (root / "sim8_package" / "helper.py").write_text(f"def scale(a):\n    return a * {factor}\n")
+
+
+def test_a_sweep_resumed_after_a_helper_of_its_models_package_changed_runs_every_simulation_again(
+    tmp_path, client, caplog
+):
+    """The resume record held the digest of the model's own file only: after fixing a helper the model imports
+    from its package, the rerun kept the old code's rows. It now holds a digest of the package's files too."""
+    caplog.set_level(logging.INFO, logger="simcal")
+    code = tmp_path / "code"
+    write_package(code, 1.0)
+    client.run(lambda: sys.path.insert(0, str(code)))
+    sys.path.insert(0, str(code))
+    try:
+        model, out = "sim8_package.model:model", tmp_path / "out"
+        params = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+        with pytest.raises(TooManyFailures):  # the bug: the finished simulations stay in the parts
+            simulate(model, params, out, {"batch_size": 1, "max_failed_fraction": 0.0}, client=client)
+        first = model_code_digest(model)
+        write_package(code, 2.0)
+        assert model_code_digest(model) == first  # the model's own file did not change
+        caplog.clear()
+        changed = simulate(model, params, out, {"batch_size": 1, "max_failed_fraction": 1.0}, client=client)
+    finally:
+        sys.path.remove(str(code))
+        client.run(lambda: sys.path.remove(str(code)))
+        for name in [name for name in sys.modules if name.startswith("sim8_package")]:
+            del sys.modules[name]
+    assert (changed.skipped, changed.executed) == (0, 4)  # (4, 0) before: the old helper's rows were all kept
+    said = [
+        r.getMessage() for r in caplog.records if "of model" in r.getMessage() and "changed" in r.getMessage()
+    ]
+    assert len(said) == 1 and said[0].startswith(
+        f"discarding {out}.partial: a file of the package of model {model} changed"
+    ), said
+
+
+def test_the_package_digest_covers_every_file_of_the_models_own_package_and_only_that(tmp_path):
+    """None for a model of a top-level module (its file alone is digested) and for one of an installed package
+    (under site-packages); for the researcher's own package, every .py file of it, a new one included."""
+    from simcal.model_code import model_package_digest
+
+    own, installed = tmp_path / "own", tmp_path / "lib" / "site-packages"
+    write_package(own, 1.0)
+    (tmp_path / "sim8_top_level.py").write_text(MODEL_CODE)
+    (installed / "sim8_installed").mkdir(parents=True)
+    (installed / "sim8_installed" / "__init__.py").write_text(MODEL_CODE)
+    sys.path[:0] = [str(own), str(tmp_path), str(installed)]
+    try:
+        first = model_package_digest("sim8_package.model:model")
+        assert first is not None and model_package_digest("sim8_package.model:model") == first
+        (own / "sim8_package" / "unused.py").write_text("")
+        assert model_package_digest("sim8_package.model:model") not in (None, first)
+        assert model_package_digest("sim8_top_level:model") is None
+        assert model_package_digest("sim8_installed:model") is None
+    finally:
+        del sys.path[:3]
+        for name in [name for name in sys.modules if name.startswith("sim8_")]:
+            del sys.modules[name]
+
+
 def test_the_digest_is_that_of_the_file_defining_the_models_function_and_none_without_one(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="simcal")
     (tmp_path / "sim5_digest_model.py").write_text(MODEL_CODE)

@@ -62,7 +62,7 @@ from simcal.contract import ContractError, param_id, resolve_model
 from simcal.design import Bound, parse_bounds
 from simcal.files import refuse_text_name
 from simcal.local_search import TrustRegion, floor_scan
-from simcal.model_code import model_code_digest
+from simcal.model_code import model_code_digest, model_package_digest
 from simcal.observed import read_observed
 from simcal.runner import (
     PartStore,
@@ -182,6 +182,7 @@ def calibration_manifest(
     manifest = {
         "model": model_ref,
         "model_code": model_code_digest(model_ref),
+        "model_package": model_package_digest(model_ref),
         "fixed": dict(fixed),
         "parameters": {
             b.name: {"low": b.low, "high": b.high, "log": b.log, "integer": b.integer} for b in bounds

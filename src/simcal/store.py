@@ -60,9 +60,9 @@ class PartStore:
     """The parts in ``<output>.partial`` and their final home, the file ``<output>``.
 
     ``manifest`` describes the plan (at least ``model``). Parts made by another model, or by another version of
-    its source file (``model_code``, when both records hold one), are discarded; parts of another plan of the
-    same model are kept, and only their simulations that belong to this run's plan (the tasks
-    given to ``expect``) are counted and written out.
+    its source file or of its package's files (``CODE_RECORDS``, when both records hold one), are discarded;
+    parts of another plan of the same model are kept, and only their simulations that belong to this run's plan
+    (the tasks given to ``expect``) are counted and written out.
     """
 
     def __init__(
@@ -99,11 +99,12 @@ class PartStore:
                     self.partial, (previous or {}).get("model", "unknown"), self.manifest.get("model"),
                 )  # fmt: skip
                 shutil.rmtree(self.partial)
-            elif _code_changed(previous, self.manifest):
+            elif changed := _code_changed(previous, self.manifest):
                 log.warning(
-                    "discarding %s: the source file of model %s changed since its parts were written (its digest "
-                    "was %s, is %s); every simulation runs again with the new code",
-                    self.partial, self.manifest.get("model"), previous["model_code"], self.manifest["model_code"],
+                    "discarding %s: %s of model %s changed since its parts were written (its digest was %s, is %s); "
+                    "every simulation runs again with the new code",
+                    self.partial, CODE_RECORDS[changed], self.manifest.get("model"), previous[changed],
+                    self.manifest[changed],
                 )  # fmt: skip
                 shutil.rmtree(self.partial)
             elif previous != self.manifest:
@@ -301,11 +302,18 @@ def _keys(frame: pd.DataFrame):
     return zip(frame["param_id"].tolist(), frame["replicate"].tolist(), frame["seed"].tolist(), strict=True)
 
 
-def _code_changed(previous: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
-    """Whether both records hold a digest of the model's source file and they differ; a record without one (no
-    source file, or written by an earlier version) cannot tell, and its parts are kept."""
-    before, now = previous.get("model_code"), manifest.get("model_code")
-    return before is not None and now is not None and before != now
+# The digests of the model's code a resume record holds (simcal.model_code), and what each is of
+CODE_RECORDS = {"model_code": "the source file", "model_package": "a file of the package"}
+
+
+def _code_changed(previous: Mapping[str, Any], manifest: Mapping[str, Any]) -> str | None:
+    """The first of ``CODE_RECORDS`` both records hold and that differs, or None; a record without one (no source
+    file or package, or written by an earlier version) cannot tell, and its parts are kept."""
+    for record in CODE_RECORDS:
+        before, now = previous.get(record), manifest.get(record)
+        if before is not None and now is not None and before != now:
+            return record
+    return None
 
 
 def _read_json(path: Path) -> dict | None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from simcal.contract import ContractError, mapping_of
-from simcal.model_code import model_code_digest
+from simcal.model_code import model_code_digest, model_package_digest
 from simcal.settings import SimulationSettings
 from simcal.tables import RowName, check_fixed_values, parameter_sets, parameter_table
 from simcal.tasks import SimTask
@@ -32,7 +32,7 @@ def plan_manifest(
     check: Callable[[], None] | None = None,
     **extra: Any,
 ) -> dict:
-    """The resume record of a plan: the model and a digest of its code (``simcal.model_code``), how seeds derive,
+    """The resume record of a plan: the model and digests of its code (``simcal.model_code``), how seeds derive,
     and a digest of every simulation's key (the same for the same simulations in any order). ``check`` (e.g. a
     cancel check that raises) is called between chunks of ``CANCEL_CHUNK`` keys."""
     count = len(tasks)
@@ -51,6 +51,7 @@ def plan_manifest(
     return {
         "model": model_ref,
         "model_code": model_code_digest(model_ref),
+        "model_package": model_package_digest(model_ref),
         "simulations": len(tasks),
         "plan": digest.hexdigest(),
         "replicates": settings.replicates,
