@@ -31,7 +31,6 @@ from simcal.calibrate import (
     TRIAL_COLUMNS,
     CalibrationSettings,
     Proposer,
-    _new_parameter_sets,
     _search,
     _trials_table,
     calibrate,
@@ -41,6 +40,7 @@ from simcal.calibrate import (
     parse_targets,
     top_parameter_sets,
 )
+from simcal.calibration_rounds import new_parameter_sets
 from simcal.contract import ContractError, param_id, replicate_seed
 from simcal.design import Design, parse_bounds, sample_design, write_design
 from simcal.local_search import MAX_RADIUS
@@ -1096,7 +1096,7 @@ def test_local_search_proposes_only_sets_not_simulated_yet_with_the_fixed_values
     refined = {b.name: b.scale(np.array([0.5]))[0].item() for b in bounds}
     seen = {param_id({"days": 40, **refined})}
     points = np.array([[0.5, 0.5], [0.25, 0.75], [0.25, 0.75]])
-    proposals = _new_parameter_sets(points, bounds, {"days": 40}, seen)
+    proposals = new_parameter_sets(points, bounds, {"days": 40}, seen)
     fresh = {b.name: b.scale(np.array([u]))[0].item() for b, u in zip(bounds, (0.25, 0.75), strict=True)}
     assert proposals == [fresh]
     assert seen == {param_id({"days": 40, **refined}), param_id({"days": 40, **fresh})}

@@ -345,7 +345,7 @@ def test_the_floor_scan_reaches_the_three_tenths_of_a_trust_radius_the_docs_stat
 
 
 class RecordedRounds:
-    """Stands in for the calibration's rounds (simcal.calibrate._Rounds): scores each parameter set on the spot,
+    """Stands in for the calibration's rounds (simcal.calibration_rounds.Rounds): scores each parameter set on the spot,
     with the trial rows _Rounds gives, and records every batch it was asked to simulate."""
 
     fixed: dict = {}

@@ -15,8 +15,9 @@ the final file; ``part_schemas`` their one schema), ``outcomes`` (dead workers a
 (submit/gather; ``api_service`` its ``service`` backend), ``progress``, ``backends`` (clusters), ``runner`` (the
 driver loop; ``batch_execution`` the batches in flight, ``sweep_probe`` the timing and fail-fast probes,
 ``sweep_plan`` and ``sweep_failures``), ``tables`` (parameter tables; ``text_table_checks``, ``column_names``,
-``atomic_files`` the atomic writers), ``calibrate`` (the rounds; ``calibration_settings``, ``calibration_targets``,
-``calibration_proposer``). A module split in parts keeps every public name of its parts importable from itself.
+``atomic_files`` the atomic writers), ``calibrate`` (the calibration; ``calibration_settings``, ``calibration_targets``,
+``calibration_proposer``, ``calibration_rounds`` its rounds). A module split in parts keeps every public name of
+its parts importable from itself.
 """
 
 __all__ = [

@@ -37,9 +37,11 @@ import pandas as pd
 from output_locks import output_lock
 from simcal.backends import Terminated, check_backend
 
-# The calibrate section's settings, the targets and losses, and the proposer live in modules of their own
-# (calibration_settings, calibration_targets, calibration_proposer); their names are still importable from here.
+# The calibrate section's settings, the targets and losses, the proposer and the rounds live in modules of their
+# own (calibration_settings, calibration_targets, calibration_proposer, calibration_rounds); their names are still
+# importable from here.
 from simcal.calibration_proposer import FAILED_LOSS, Proposer
+from simcal.calibration_rounds import Rounds, RoundStopped, local_search, log_round, top_parameter_sets
 from simcal.calibration_settings import (
     RENAMED,
     SAMPLERS,
@@ -58,10 +60,9 @@ from simcal.calibration_targets import (
     parse_targets,
     reject_trial_columns,
 )
-from simcal.contract import ContractError, param_id, resolve_model
+from simcal.contract import ContractError, resolve_model
 from simcal.design import Bound, parse_bounds
 from simcal.files import refuse_text_name
-from simcal.local_search import TrustRegion, floor_scan
 from simcal.model_code import model_code_digest, model_package_digest
 from simcal.observed import read_observed
 from simcal.runner import (
@@ -70,76 +71,11 @@ from simcal.runner import (
     Simulator,
     TooManyFailures,
     check_failures,
-    plan_tasks,
 )
 from simcal.space import check_fixed, space_of
 from simcal.tables import check_fixed_values, reject_reserved, write_parquet
 
 log = logging.getLogger(__name__)
-
-
-class _Rounds:
-    """Simulate parameter sets on the shared simulator and turn them into trial rows."""
-
-    def __init__(
-        self, simulator, store, observed, targets, fixed, simulation: SimulationSettings, columns=None
-    ):
-        self.simulator, self.store, self.observed, self.targets = simulator, store, observed, targets
-        self.fixed, self.simulation = fixed, simulation
-        self.columns: TargetColumns | None = columns  # the columns the targets name, seen so far
-
-    def run(
-        self,
-        proposals: list[dict[str, Any]],
-        replicates: int,
-        labels: dict[str, Any],
-        fail_fast: bool = False,
-    ) -> pd.DataFrame:
-        """The trial rows of ``proposals``. ``fail_fast``: the sweep's rule (stop when every simulation of the timing
-        probe failed); then ``_RoundStopped`` carries the rows of what ran."""
-        full_sets = [{**self.fixed, **p} for p in proposals]
-        tasks = plan_tasks(full_sets, replicates, self.simulation.seed, self.simulation.common_random_numbers)
-        try:
-            frames = self.simulator.run(tasks, self.store, collect=True, fail_fast=fail_fast).frames
-        except TooManyFailures as error:
-            done = self.store.read(t for t in tasks if self.store.is_done(t))
-            raise _RoundStopped(error, self._rows(proposals, full_sets, replicates, labels, done)) from error
-        return self._rows(proposals, full_sets, replicates, labels, frames)
-
-    def _rows(self, proposals, full_sets, replicates, labels, frames: list[pd.DataFrame]) -> pd.DataFrame:
-        parameters = ()
-        if self.columns is not None:  # a column no parameter set returned: refused, not a round of NaN losses
-            for frame in frames:  # the rows this round ran, and those read back from an earlier run's parts
-                if self.columns.add(frame):
-                    break
-            self.columns.refuse_unseen()
-            parameters = self.columns.parameters
-        losses = losses_for(frames, self.observed, self.targets, parameters).set_index("param_id")
-        rows = []
-        for proposal, full in zip(proposals, full_sets, strict=True):
-            pid = param_id(full)
-            measured = losses.loc[pid].to_dict() if pid in losses.index else {"loss": float("nan")}
-            rows.append({**labels, "param_id": pid, "replicates": replicates, **proposal, **measured})
-        return pd.DataFrame(rows)
-
-
-class _RoundStopped(Exception):
-    """A round stopped by the fail-fast rule (``error``), with the trial rows of the simulations it ran."""
-
-    def __init__(self, error: TooManyFailures, table: pd.DataFrame):
-        super().__init__(str(error))
-        self.error, self.table = error, table
-
-
-def top_parameter_sets(trials: pd.DataFrame, names: Sequence[str], k: int) -> list[dict[str, Any]]:
-    """The ``k`` distinct parameter sets with the lowest finite loss (ties: the earlier trial first)."""
-    finite = trials[np.isfinite(trials["loss"].astype(float))]
-    ranked = finite.sort_values("loss", kind="stable").drop_duplicates("param_id").head(k)
-    return [{name: _plain(row[name]) for name in names} for _, row in ranked.iterrows()]
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def check_model_parameters(
@@ -259,12 +195,12 @@ def calibrate(
         # the threshold stops the run, and says finished only once the simulations file exists.
         with Simulator(model_ref, simulation, backend, backend_options, threads, client) as simulator:
             columns = TargetColumns(parsed_targets, model_ref, {*fixed, *(bound.name for bound in bounds)})
-            rounds = _Rounds(simulator, store, observed, parsed_targets, fixed, simulation, columns)
+            rounds = Rounds(simulator, store, observed, parsed_targets, fixed, simulation, columns)
             stopped: TooManyFailures | None = None
             where = ""
             try:
                 _search(rounds, proposer, trials, names, settings, simulation, began)
-            except _RoundStopped as stop:
+            except RoundStopped as stop:
                 trials.append(stop.table)
                 stopped = stop.error
                 where = (
@@ -296,7 +232,7 @@ def calibrate(
 
 
 def _search(
-    rounds: _Rounds,
+    rounds: Rounds,
     proposer: Proposer,
     trials: list[pd.DataFrame],
     names: list[str],
@@ -316,14 +252,14 @@ def _search(
         for proposal, loss in zip(proposals, table["loss"], strict=True):
             proposer.tell(proposal, float(loss))
         trials.append(table)
-        _log_round(round_index, method, table, trials, simulation.replicates, began)
+        log_round(round_index, method, table, trials, simulation.replicates, began)
         _refuse_targets_without_a_loss(trials)
     best = top_parameter_sets(pd.concat(trials, ignore_index=True), names, refine.top_k)
     if best:
         labels = {"round": settings.rounds + 1, "phase": "refine", "method": "refine"}
         table = rounds.run(best, refine.replicates, labels)
         trials.append(table)
-        _log_round(settings.rounds + 1, "refine", table, trials, refine.replicates, began)
+        log_round(settings.rounds + 1, "refine", table, trials, refine.replicates, began)
         local_search(rounds, proposer.bounds, trials, settings, began)
     elif refine.top_k:
         log.warning("refine skipped: no parameter set has a finite loss")
@@ -357,82 +293,6 @@ def _trials_table(trials: list[pd.DataFrame]) -> pd.DataFrame:
         if column in table:
             table[column] = table[column].astype("Int64")
     return table
-
-
-def local_search(rounds: _Rounds, bounds: list[Bound], trials: list[pd.DataFrame], settings, began) -> None:
-    """``refine.rounds`` rounds of the trust-region search on the refine rows, then the floor scan of
-    ``refine.scan`` points (each appended to ``trials``). The rounds stop early when one has nothing new to propose
-    (the radius has shrunk below the parameters' resolution); the scan then starts from that radius."""
-    refine = settings.refine
-    region = None
-    index = settings.rounds + 2
-    for local_round in range(refine.rounds):
-        units, losses, seen = _refine_rows(trials, bounds)
-        if units is None:
-            return
-        region = region or TrustRegion.around(units, losses)
-        proposals = _new_parameter_sets(region.propose(units, losses), bounds, rounds.fixed, seen)
-        if not proposals:
-            log.info(
-                "local search: converged after %d rounds (nothing new within the trust radius)", local_round
-            )
-            break
-        what = f"local, radius {region.radius:.3g}"
-        _run_local(rounds, trials, proposals, refine.replicates, index, "local", what, began)
-        index += 1
-    if not refine.scan:
-        return
-    units, losses, seen = _refine_rows(trials, bounds)
-    if units is None:
-        return
-    region = region or TrustRegion.around(units, losses)
-    scan = floor_scan(units, losses, region.radius, refine.scan)
-    proposals = _new_parameter_sets(scan, bounds, rounds.fixed, seen)
-    if not proposals:
-        log.info("floor scan skipped: too few refined parameter sets for a fit, or nothing new to try")
-        return
-    what = f"floor scan, radius {region.radius:.3g}"
-    _run_local(rounds, trials, proposals, refine.replicates, index, "scan", what, began)
-
-
-def _refine_rows(trials: list[pd.DataFrame], bounds: list[Bound]):
-    """(unit coordinates, losses, param_ids) of every refine row so far; (None, None, None) with a warning when no
-    refined parameter set has a finite loss."""
-    refined = pd.concat(trials, ignore_index=True).query("phase == 'refine'")
-    losses = refined["loss"].to_numpy(dtype=float)
-    if not np.isfinite(losses).any():
-        log.warning("local search skipped: no refined parameter set has a finite loss")
-        return None, None, None
-    units = np.column_stack([b.unit(refined[b.name].to_numpy()) for b in bounds])
-    return units, losses, set(refined["param_id"])
-
-
-def _new_parameter_sets(points: np.ndarray, bounds: list[Bound], fixed, seen: set) -> list[dict[str, Any]]:
-    """The parameter sets of ``points`` (unit coordinates) not simulated yet at the refine step's replicates."""
-    proposals = []
-    for point in points:
-        params = {b.name: _plain(b.scale(np.array([u]))[0]) for b, u in zip(bounds, point, strict=True)}
-        key = param_id({**fixed, **params})
-        if key not in seen:
-            seen.add(key)
-            proposals.append(params)
-    return proposals
-
-
-def _run_local(
-    rounds: _Rounds, trials, proposals, replicates: int, index: int, method: str, what: str, began
-):
-    table = rounds.run(proposals, replicates, {"round": index, "phase": "refine", "method": method})
-    trials.append(table)
-    _log_round(index, what, table, trials, replicates, began)
-
-
-def _log_round(round_index, method, table, trials, replicates, began) -> None:
-    best_so_far = pd.concat(trials)["loss"].min()
-    log.info(
-        "round %d (%s): %d parameter sets x %d replicates, best loss this round %.6g, overall %.6g (%.1f s)",
-        round_index, method, len(table), replicates, table["loss"].min(), best_so_far, time.perf_counter() - began,
-    )  # fmt: skip
 
 
 def calibrate_files(
@@ -474,13 +334,17 @@ __all__ = [
     "CalibrationSettings",
     "Proposer",
     "RefineSettings",
+    "RoundStopped",
+    "Rounds",
     "Target",
     "calibrate",
     "calibrate_files",
     "check_observed_columns",
     "check_refine_replicates",
+    "local_search",
     "losses_for",
     "parameter_names",
     "parse_targets",
     "reject_trial_columns",
+    "top_parameter_sets",
 ]
