@@ -31,14 +31,14 @@ from simcal.calibrate import (
     TRIAL_COLUMNS,
     CalibrationSettings,
     Proposer,
-    _search,
-    _trials_table,
     calibrate,
     calibrate_files,
     local_search,
     losses_for,
     parse_targets,
+    run_rounds,
     top_parameter_sets,
+    trials_table,
 )
 from simcal.calibration_rounds import new_parameter_sets
 from simcal.contract import ContractError, param_id, replicate_seed
@@ -899,7 +899,7 @@ def test_a_calibration_stopped_by_sigterm_keeps_the_finished_rounds_trials(tmp_p
 
 
 class ScriptedRounds:
-    """Stands in for the simulations of ``_search``: round i gets ``ok[i]`` successful replicates per set (loss
+    """Stands in for the simulations of ``run_rounds``: round i gets ``ok[i]`` successful replicates per set (loss
     ``loss[i]`` where they succeeded), and records the fail_fast each round was run with."""
 
     def __init__(self, ok: list[int], loss: list[float]):
@@ -919,7 +919,7 @@ def scripted_search(ok: list[int], loss: list[float]) -> tuple[ScriptedRounds, l
         {"initial_points": 2, "rounds": len(ok) - 1, "proposals_per_round": 2, "refine": {"top_k": 0}}
     )
     rounds, trials = ScriptedRounds(ok, loss), []
-    _search(rounds, Proposer(parse_bounds(BOUNDS), settings), trials, ["beta", "gamma"], settings,
+    run_rounds(rounds, Proposer(parse_bounds(BOUNDS), settings), trials, ["beta", "gamma"], settings,
             SimulationSettings.from_config({"replicates": 2}), 0.0)  # fmt: skip
     return rounds, trials
 
@@ -1082,7 +1082,7 @@ def test_the_trials_tables_replicate_counts_are_whole_numbers_missing_where_noth
         {"round": 1, "phase": "search", "param_id": "c", "loss": 3.0, "replicates_ok": 2, "replicates_failed": 0},
         {"round": 1, "phase": "search", "param_id": "d", "loss": np.nan},  # nothing came back
     ])  # fmt: skip
-    table = _trials_table([design, stopped])
+    table = trials_table([design, stopped])
     assert list(table["trial"]) == [0, 1, 2, 3] and list(table.columns[:2]) == ["trial", "round"]
     assert table["replicates_ok"].dtype == "Int64" and table["replicates_failed"].dtype == "Int64"
     assert table["replicates_ok"].tolist() == [2, 1, 2, pd.NA]

@@ -387,7 +387,7 @@ def test_a_float32_design_gives_the_values_and_param_ids_of_the_same_design_in_a
 def test_a_float32_value_given_to_submit_or_as_fixed_is_the_value_as_written_as_a_float32_column_gives():
     """A float32 column of a design gives 0.3 as written, but the same float32 value given to submit() or as a
     fixed value gave 0.30000001192092896: the same design got other param_ids and seeds there than in a sweep."""
-    from simcal.api import _task
+    from simcal.api import SimulationService
     from simcal.runner import planned_parameter_sets
 
     column = pd.DataFrame(
@@ -396,7 +396,11 @@ def test_a_float32_value_given_to_submit_or_as_fixed_is_the_value_as_written_as_
     (swept,) = plan_tasks(planned_parameter_sets(column, None), 1, seed=1)
     assert swept.params == {"beta": 0.3, "gamma": 0.1}
     given = {"beta": np.float32(0.3), "gamma": np.float16(0.1)}
-    single = _task("simcal.models.sir:simulate", given, None, 0, SimulationSettings(seed=1))
+    # The service backend queues what submit() takes until a gather: its future holds the planned simulation
+    service = SimulationService(
+        backend="service", backend_options={"url": "http://127.0.0.1:1"}, settings={"seed": 1}
+    )
+    single = service.submit("simcal.models.sir:simulate", given).task
     assert (single.param_id, single.seed, single.params) == (swept.param_id, swept.seed, swept.params)
     (fixed,) = plan_tasks(planned_parameter_sets(column[["beta"]], {"gamma": np.float16(0.1)}), 1, seed=1)
     assert (fixed.param_id, fixed.seed, fixed.params) == (swept.param_id, swept.seed, swept.params)
@@ -946,7 +950,7 @@ def test_a_model_is_imported_once_per_process_and_reused_by_its_later_batches(mo
         return lambda params, seed: {"y": float(params["a"])}
 
     monkeypatch.setattr(worker, "resolve_callable", resolve)
-    monkeypatch.setattr(worker, "_MODELS", {})
+    monkeypatch.setattr(worker, "MODELS", {})
     tasks = plan_tasks([{"a": 1.0}, {"a": 2.0}], replicates=1)
     for key in ("sweep-once-1", "sweep-once-2", ""):  # keyed batches (as Dask runs them) and one in process
         rows = run_batch("once_only:model", Batch(tasks, key, driver=None))

@@ -301,7 +301,7 @@ def test_a_cancel_heard_while_the_model_is_imported_stops_the_batch_and_leaves_t
         assert list(rows["status"]) == ["ok", "ok"], rows[["status", "error"]].to_string()
         assert list(rows["y"]) == [2.5, 2.5]
     finally:
-        worker._MODELS.pop(reference, None)
+        worker.MODELS.pop(reference, None)
         for name in [name for name in sys.modules if name.split(".")[0] == "slow_import_model"]:
             del sys.modules[name]
 

@@ -199,7 +199,7 @@ def calibrate(
             stopped: TooManyFailures | None = None
             where = ""
             try:
-                _search(rounds, proposer, trials, names, settings, simulation, began)
+                run_rounds(rounds, proposer, trials, names, settings, simulation, began)
             except RoundStopped as stop:
                 trials.append(stop.table)
                 stopped = stop.error
@@ -211,12 +211,12 @@ def calibrate(
                 # deletion) or Ctrl-C: the rounds that finished are kept for the researcher (their simulations
                 # resume from the parts anyway), under the name a failed job keeps.
                 if trials:
-                    write_parquet(_trials_table(trials), kept)
+                    write_parquet(trials_table(trials), kept)
                     error.add_note(
                         f"The trials table of the {len(trials)} round(s) that finished is in {kept}."
                     )
                 raise
-            table = _trials_table(trials)
+            table = trials_table(trials)
             write_parquet(table, trials_output)
             try:
                 if stopped is not None:
@@ -231,7 +231,7 @@ def calibrate(
         return table
 
 
-def _search(
+def run_rounds(
     rounds: Rounds,
     proposer: Proposer,
     trials: list[pd.DataFrame],
@@ -286,7 +286,8 @@ def _any_succeeded(trials: list[pd.DataFrame]) -> bool:
     return any(table["replicates_ok"].fillna(0).sum() > 0 for table in trials if "replicates_ok" in table)
 
 
-def _trials_table(trials: list[pd.DataFrame]) -> pd.DataFrame:
+def trials_table(trials: list[pd.DataFrame]) -> pd.DataFrame:
+    """The trials table of the rounds' trial rows: numbered, with whole-number replicate counts."""
     table = pd.concat(trials, ignore_index=True)
     table.insert(0, "trial", np.arange(len(table)))
     for column in ("replicates_ok", "replicates_failed"):  # whole numbers, missing where nothing came back
@@ -346,5 +347,7 @@ __all__ = [
     "parameter_names",
     "parse_targets",
     "reject_trial_columns",
+    "run_rounds",
     "top_parameter_sets",
+    "trials_table",
 ]

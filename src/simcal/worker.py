@@ -66,14 +66,14 @@ from simcal.worker_interrupts import (
 
 log = logging.getLogger(__name__)
 
-_MODELS: dict[str, Any] = {}
+MODELS: dict[str, Any] = {}  # this process's models by reference (cached_model); tests reset it
 
 
 def cached_model(reference: str):
     """The model a reference names, imported once per process."""
-    if reference not in _MODELS:
-        _MODELS[reference] = resolve_callable(reference)
-    return _MODELS[reference]
+    if reference not in MODELS:
+        MODELS[reference] = resolve_callable(reference)
+    return MODELS[reference]
 
 
 def _current_worker() -> Any:
