@@ -3,10 +3,12 @@ run again, failed rows too with rerun_failed, and nothing of another version of 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import pathlib
+import signal
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +19,8 @@ import pytest
 from simcal_calibration_models import BOUNDS, POISSON
 from testkit import dask_client
 
+from simcal import runner
+from simcal.backends import Terminated, close_on_signals
 from simcal.calibrate import calibrate
 from simcal.model_code import model_code_digest, source_file
 from simcal.models import sir
@@ -300,3 +304,66 @@ def test_the_digest_is_that_of_the_file_defining_the_models_function_and_none_wi
     finally:
         del sys.modules["sim5_interactive"]
     assert "model sim5_interactive:model has no source file" in caplog.text
+
+
+def test_a_sigterm_while_the_cluster_closes_after_the_output_is_written_keeps_the_parts_for_the_rerun(
+    tmp_path, client, monkeypatch
+):
+    """Closing a LocalCluster takes seconds, after the output is written. A SIGTERM then (Snakemake's, a walltime)
+    fails the job and Snakemake deletes the output; the parts had already gone with it, so the rerun ran every
+    simulation again, though the job's last line said it resumes from the simulations it finished."""
+
+    @contextlib.contextmanager
+    def cluster_stopped_while_closing(*args, **kwargs):
+        yield client
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the cluster closes
+
+    params, out = pd.DataFrame({"beta": [0.2, 0.3, 0.4], "gamma": [0.1, 0.1, 0.1]}), tmp_path / "sims.parquet"
+    fixed = {"population": 500, "initial_infected": 5, "days": 20}
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "dask_client", cluster_stopped_while_closing)
+        with pytest.raises(Terminated), close_on_signals(cluster=False):  # as the simulate wrapper runs it
+            simulate("simcal.models.sir:simulate", params, out, {"replicates": 2}, fixed_params=fixed)
+    out.unlink()  # Snakemake removes the output of the failed job
+    again = simulate("simcal.models.sir:simulate", params, out, {"replicates": 2}, fixed_params=fixed,
+                     client=client)  # fmt: skip
+    assert (again.skipped, again.executed) == (6, 0)
+    assert len(read_results(out)[["param_id", "replicate"]].drop_duplicates()) == 6
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_a_calibration_stopped_while_its_cluster_closes_resumes_every_simulation_to_the_same_trials(
+    tmp_path, client, monkeypatch
+):
+    """The calibration's counterpart: its simulations file and trials were written, then the SIGTERM while the
+    cluster closed failed the job with the parts already gone, and the rerun ran every round's simulations again."""
+
+    @contextlib.contextmanager
+    def cluster_stopped_while_closing(*args, **kwargs):
+        yield client
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7, process="mean_field")
+    settings = {
+        "initial_points": 4,
+        "rounds": 1,
+        "proposals_per_round": 2,
+        "refine": {"top_k": 1, "replicates": 2},
+    }
+    sims, trials = tmp_path / "s.parquet", tmp_path / "t.parquet"
+
+    def run(**given) -> pd.DataFrame:
+        return calibrate("simcal.models.sir:simulate", observed, BOUNDS, POISSON, sims, trials, settings,
+                         {"replicates": 1}, fixed_params={"days": 30, "population": 1000}, **given)  # fmt: skip
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "dask_client", cluster_stopped_while_closing)
+        with pytest.raises(Terminated), close_on_signals(cluster=False):
+            run()
+    first = pd.read_parquet(trials)
+    done = len(read_results(sims)[["param_id", "replicate"]].drop_duplicates())
+    sims.unlink()  # Snakemake removes the outputs of the failed job
+    trials.unlink()
+    again = run(client=client)
+    assert again.attrs["resumed_simulations"] == done
+    pd.testing.assert_frame_equal(again, first)

@@ -225,7 +225,8 @@ def calibrate(
             except TooManyFailures as error:
                 write_parquet(table, kept)
                 raise TooManyFailures(f"{error}{where} The trials table so far is in {kept}.") from error
-            store.finalize()
+            store.finalize(drop_parts=False)
+        store.drop_parts()  # once the cluster has closed, as simulate does: a stop while it closes keeps them
         # After the table is written (to_parquet would store attrs): what the calibrate wrapper marks its benchmark by
         table.attrs["resumed_simulations"] = simulator.resumed
         return table

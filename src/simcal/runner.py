@@ -361,7 +361,10 @@ def simulate(
         ) as simulator:
             summary = simulator.run(tasks, store, fail_fast=True)
             check_failures(store, settings.max_failed_fraction, rerun)
-            store.finalize()
+            store.finalize(drop_parts=False)
+        # The parts go only once the cluster has closed (seconds): a SIGTERM then fails the job, Snakemake deletes
+        # the output, and the rerun resumes every simulation from the parts instead of running them all again.
+        store.drop_parts()
     log.info(
         "wrote %s: %d simulations (%d run now, %d resumed) in %.2f s, %s",
         output, summary.total, summary.executed, summary.skipped, time.perf_counter() - began,

@@ -249,9 +249,10 @@ class PartStore:
             frames.append(frame[keep])
         return frames
 
-    def finalize(self) -> Path:
+    def finalize(self, drop_parts: bool = True) -> Path:
         """Stream the planned rows of every part, under one unified schema, into a single Parquet file at the
-        output (atomically), then drop the parts.
+        output (atomically), then drop the parts (``drop_parts``; else the caller drops them with
+        :meth:`drop_parts` once nothing can fail the job any more, as a runner does after its Dask cluster closed).
 
         One file rather than a directory of parts: remote storage plugins (Azure Blob among them) move files,
         and report ``directory()`` outputs as missing.
@@ -279,10 +280,11 @@ class PartStore:
         if self.output.is_dir():  # a directory left by an older version of this code
             shutil.rmtree(self.output)
         atomic_write(self.output, write_single_file)
-        self._remove_parts()
+        if drop_parts:
+            self.drop_parts()
         return self.output
 
-    def _remove_parts(self) -> None:
+    def drop_parts(self) -> None:
         """Remove ``<output>.partial``, its manifest last: a stop on the way (SIGTERM while thousands of parts go)
         fails the job, Snakemake deletes the output, and the rerun must still find the manifest that keeps the
         parts left (without it, they count as another model's and the whole sweep runs again)."""
