@@ -83,7 +83,7 @@ def write_every_kind_of_output(root: Path) -> list[Path]:
     settings = StageSettings.from_config({}, "dqn", "teacher")
     training = {name: root / "train" / f"{name}.{ext}" for name, ext in [("model", "pt"), ("metrics", "json"),
                 ("history", "csv")]}  # fmt: skip
-    write_outputs(training, settings, QNetwork(), {}, result, {"stage": "dqn"}, checkpoint=None)
+    write_outputs(training, settings, QNetwork(), {}, result, {"stage": "dqn"})
     written += list(training.values())  # model.pt, metrics.json, history.csv
     save_model(QNetwork(), "dqn", {}, root / "models" / "dqn.pt")
     written.append(root / "models" / "dqn.pt")

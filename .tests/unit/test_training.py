@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -1659,3 +1660,32 @@ def test_train_dqn_logs_its_device_once_however_many_out_of_fold_copies_it_train
     assert [record.getMessage() for record in caplog.records if record.getMessage().startswith("device")] == [
         "device: cpu"
     ]
+
+
+def test_a_sigterm_while_the_run_is_tracked_after_the_outputs_keeps_the_checkpoint_for_the_rerun(
+    graphs, tmp_path, monkeypatch
+):
+    """The outputs are written, then the tracker logs them and ends its run (seconds with a remote MLflow server).
+    A SIGTERM then fails the job and Snakemake deletes the outputs; the checkpoint had already been dropped, so the
+    rerun trained from the first epoch although the job's last line said it resumes from the checkpoint."""
+    from kdgat.logs import Terminated, termination_as_exit
+    from kdgat.tracking.runs import NullTracker
+
+    data, out, checkpoint = tmp_path / "data", tmp_path / "out", tmp_path / "checkpoints" / "last.pt"
+    save_graphs(graphs[0], data / "train.pt")
+    save_graphs(graphs[1], data / "val.pt")
+    (data / "metadata.json").write_text(json.dumps({"num_ids": NUM_IDS}))
+    outputs = {name: out / f"{name}.{suffix}" for name, suffix in (("model", "pt"), ("metrics", "json"),
+                                                                   ("history", "csv"))}  # fmt: skip
+    job = {"train": data / "train.pt", "val": data / "val.pt", "metadata": data / "metadata.json",
+           "settings": settings("vgae"), "outputs": outputs, "checkpoint": checkpoint}  # fmt: skip
+    with monkeypatch.context() as patched:
+        patched.setattr(NullTracker, "log_outputs", lambda *args: os.kill(os.getpid(), signal.SIGTERM))
+        with pytest.raises(Terminated), termination_as_exit():
+            vgae_training.run(**job)
+    assert checkpoint.exists()
+    for path in outputs.values():  # Snakemake removes the outputs of the failed job
+        path.unlink()
+    metrics = vgae_training.run(**job)
+    assert metrics["resumed_from_epoch"] == metrics["epochs_run"]  # every epoch resumed, none trained again
+    assert not checkpoint.exists()

@@ -43,7 +43,7 @@ from kdgat.inference import fusion_inputs
 from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
 from kdgat.runtime import seed_everything
-from kdgat.tracking import TrackingSettings, tracked_job
+from kdgat.tracking import TrackingSettings
 from kdgat.training.data import (
     check_graphs,
     check_one_preprocess_run,
@@ -68,7 +68,7 @@ from kdgat.training.stage import (
     base_metrics,
     check_teachers,
     frozen,
-    job_lock,
+    locked_tracked_job,
     prepare_job,
     resolve_device,
     validation_metrics,
@@ -435,7 +435,7 @@ def run(
     check_teachers(settings, teachers)
     refuse_checkpoint_over_files(checkpoint, {"fit": fit, "stop": stop, "metadata": metadata, "vgae": vgae,
                                               "gat": gat, **teachers, **outputs})  # fmt: skip
-    with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+    with locked_tracked_job(outputs, checkpoint, tracking, settings.as_dict()) as tracker:
         num_ids = load_num_ids(metadata)
         base_models = {"vgae": vgae, "gat": gat, "teacher_vgae": teacher_vgae, "teacher_gat": teacher_gat}
         # Models and graphs of different preprocess runs: other vocabularies under the same ID indices.
@@ -483,6 +483,6 @@ def run(
             device=device,  # logged once, above
         )
         recorded = {"vocabulary": headers["fit"]["vocabulary"]}  # the run whose graphs it learnt from
-        write_outputs(outputs, settings, model, model_config, result, metrics, checkpoint, **recorded)
+        write_outputs(outputs, settings, model, model_config, result, metrics, **recorded)
         tracker.log_outputs(metrics, outputs)
     return metrics

@@ -175,6 +175,21 @@ def job_lock(outputs: Mapping, checkpoint: str | os.PathLike | None) -> Iterator
         yield
 
 
+@contextlib.contextmanager
+def locked_tracked_job(
+    outputs: Mapping, checkpoint: str | os.PathLike | None, tracking, job: Mapping
+) -> Iterator:
+    """The job's locks (``job_lock``) around its tracked run (``tracked_job``, the tracker yielded); once the block
+    has written the outputs and the run has ended, and only then, drop the resume checkpoint. Dropped before the
+    tracker logged the outputs and ended its run (seconds with a remote MLflow server), a SIGTERM then failed the
+    job, Snakemake deleted its outputs and the rerun trained from the first epoch, although the job's last line
+    said it resumes from the checkpoint."""
+    with job_lock(outputs, checkpoint):
+        with tracked_job(tracking, job, outputs) as tracker:
+            yield tracker
+        discard_checkpoint(checkpoint)
+
+
 def reset_gpu_peak(device: torch.device) -> None:
     """Start measuring the job's GPU memory peak now (the file-level ``run`` of every stage, before any data is
     read); off CUDA there is nothing to measure."""
@@ -217,15 +232,13 @@ def write_outputs(
     model_config: dict,
     result: dict,
     metrics: dict,
-    checkpoint,
     **recorded,
 ) -> None:
-    """model.pt (with the ``recorded`` plain values), metrics.json and history.csv, each atomically; then drop the
-    resume checkpoint."""
+    """model.pt (with the ``recorded`` plain values), metrics.json and history.csv, each atomically (the resume
+    checkpoint is dropped by ``locked_tracked_job`` once the job's run has ended)."""
     save_model(model, settings.stage, model_config, outputs["model"], variant=settings.variant, **recorded)
     write_json(metrics, outputs["metrics"], sort_keys=True)
     write_table(pd.DataFrame(result["history"]), outputs["history"])
-    discard_checkpoint(checkpoint)
 
 
 def base_metrics(settings: StageSettings, model, result: dict, started: float, device) -> dict:
@@ -270,7 +283,7 @@ def run_graph_stage(
     refuse_checkpoint_over_files(
         checkpoint, {"train": train, "val": val, "metadata": metadata, **given, **outputs}
     )
-    with job_lock(outputs, checkpoint), tracked_job(tracking, settings.as_dict(), outputs) as tracker:
+    with locked_tracked_job(outputs, checkpoint, tracking, settings.as_dict()) as tracker:
         # A VGAE or teacher of another preprocess run: its ID indices would mean other IDs, and nothing would fail.
         # train.pt's header is read once, for this check and for the vocabulary model.pt records (a missing file
         # is named by load_training_data).
@@ -296,7 +309,6 @@ def run_graph_stage(
             model_config,
             result,
             metrics,
-            checkpoint,
             trained_on=file_sha256(train),
             vocabulary=headers["train"]["vocabulary"],
         )
