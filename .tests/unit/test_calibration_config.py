@@ -5,6 +5,8 @@ key too. The dry runs that show the module calling these checks are in test_conf
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -610,15 +612,33 @@ SWEEP_SIMULATIONS = "results/calibration/sir/sweep/simulations.parquet"
 SWEEP_DESIGN = "resources/calibration/sir/sweep_design.csv"
 
 
-def an_earlier_sweep(directory: Path, model: str | None = "simcal.models.sir:simulate", **drop) -> Path:
+def shipped_sweep_plan(**fixed_changes) -> str:
+    """The sweep plan the shipped config makes (simcal.settings.sweep_plan_record, as the simulate job records it
+    and the dry run compares it), with ``fixed_changes`` over calibration.fixed. The schema's defaults of
+    calibration.simulation are SimulationSettings' own, so the file's keys alone make the same record."""
+    from simcal.settings import SimulationSettings, sweep_plan_record
+
+    calibration = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["calibration"]
+    settings = {**calibration["simulation"], "replicates": calibration["sweep"]["replicates"]}
+    return sweep_plan_record(
+        {**calibration["fixed"], **fixed_changes}, SimulationSettings.from_config(settings)
+    )
+
+
+def an_earlier_sweep(
+    directory: Path, model: str | None = "simcal.models.sir:simulate", plan: str | None = "shipped", **drop
+) -> Path:
     """The shipped calibration's sweep tables as an earlier run leaves them: the design, then the simulations of
     simcal.models.sir (day, incidence, prevalence) beside the keys, the status and the parameters, recording
-    ``model`` as the simulate job's table does (simcal.store.MODEL_RECORD; None: a table that records none)."""
+    ``model`` and ``plan`` as the simulate job's table does (simcal.store.MODEL_RECORD and SWEEP_PLAN_RECORD;
+    None: a table that records none; "shipped": the plan of the shipped config)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from simcal.models.sir import simulate
-    from simcal.store import MODEL_RECORD
+    from simcal.store import MODEL_RECORD, SWEEP_PLAN_RECORD
+
+    plan = shipped_sweep_plan() if plan == "shipped" else plan
 
     design = directory / SWEEP_DESIGN
     design.parent.mkdir(parents=True, exist_ok=True)
@@ -638,8 +658,10 @@ def an_earlier_sweep(directory: Path, model: str | None = "simcal.models.sir:sim
     simulations = directory / SWEEP_SIMULATIONS
     simulations.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(rows.drop(columns=list(drop)), preserve_index=False)
+    record = {MODEL_RECORD["model"]: model, SWEEP_PLAN_RECORD["sweep_plan"]: plan}
     pq.write_table(
-        table.replace_schema_metadata({MODEL_RECORD["model"]: model} if model else None), simulations
+        table.replace_schema_metadata({key: value for key, value in record.items() if value} or None),
+        simulations,
     )
     os.utime(design, (1_000_000_000, 1_000_000_000))  # the design before the simulations
     return simulations
@@ -695,6 +717,21 @@ def test_a_sweep_column_is_left_to_the_job_where_the_simulations_record_another_
         )
 
 
+def test_a_sweep_column_is_left_to_the_job_where_the_simulations_record_another_plan_or_none(tmp_path):
+    """calibration.fixed changed (or a setting of the sweep's simulate job): Snakemake reruns simulate for its
+    changed params, and the model may then write other columns (here the one named), but the check read the
+    table of the old plan and refused. A table of another plan, or one that records none (written before simcal
+    recorded it), is left to the analyze_sweep job; the table of the plan the config makes is still checked."""
+    columns = ["deaths"]
+    now = shipped_sweep_plan(days=20)
+    for recorded in (shipped_sweep_plan(), None):
+        simulations = an_earlier_sweep(tmp_path, plan=recorded)
+        check_sweep_columns(columns, simulations, tmp_path / SWEEP_DESIGN, _required(), plan=now)
+    simulations = an_earlier_sweep(tmp_path, plan=now)
+    with pytest.raises(ContractError, match=r"^calibration.sweep.columns: column 'deaths' is not in "):
+        check_sweep_columns(columns, simulations, tmp_path / SWEEP_DESIGN, _required(), plan=now)
+
+
 def test_the_simulations_table_records_the_model_and_its_codes_digest(tmp_path):
     """What the dry run's check of calibration.sweep.columns compares with calibration.model: the simulate job's
     table records the model that wrote it (and the digest of its source file, as the resume record has it)."""
@@ -703,7 +740,8 @@ def test_the_simulations_table_records_the_model_and_its_codes_digest(tmp_path):
 
     from simcal.model_code import model_code_digest
     from simcal.runner import simulate
-    from simcal.store import recorded_model
+    from simcal.settings import SimulationSettings
+    from simcal.store import SWEEP_PLAN_RECORD, recorded_model
 
     design = tmp_path / "design.csv"
     design.write_text("beta,gamma\n0.3,0.1\n")
@@ -718,9 +756,19 @@ def test_the_simulations_table_records_the_model_and_its_codes_digest(tmp_path):
             fixed_params={"population": 100, "initial_infected": 1, "days": 3},
             client=client,
         )
-    assert recorded_model(pq.read_schema(output).metadata) == {
+    metadata = pq.read_schema(output).metadata
+    assert recorded_model(metadata) == {
         "model": model,
         "model_code": model_code_digest(model),
+    }
+    # and the plan: the fixed values and the settings less those that decide no row, which the dry run compares
+    assert json.loads(metadata[SWEEP_PLAN_RECORD["sweep_plan"]]) == {
+        "fixed": {"population": 100, "initial_infected": 1, "days": 3},
+        "settings": {
+            key: value
+            for key, value in dataclasses.asdict(SimulationSettings(replicates=1)).items()
+            if key not in ("progress_seconds", "no_worker_timeout_s")
+        },
     }
     assert len(pq.read_table(output)) == 3  # the rows are still read as before
 
@@ -798,3 +846,53 @@ def test_a_sweep_column_the_table_of_another_model_lacks_passes_the_dry_run(tmp_
     output = " ".join(dry.stdout.split())
     said = "calibration.sweep.columns: column 'prevalence' is not in "
     assert (dry.returncode != 0, said in output) == (refused, refused), output[-3000:]
+
+
+# A lab's model whose columns depend on a fixed value: `wide` adds deaths beside cases.
+WIDENING_MODEL = """\
+import pandas as pd
+
+
+def simulate(params, seed):
+    columns = {"day": [0, 1], "cases": [params["beta"], params["gamma"]]}
+    if params["wide"]:
+        columns["deaths"] = [params["gamma"], params["beta"]]
+    return pd.DataFrame(columns)
+"""
+
+
+def test_a_changed_fixed_value_whose_model_writes_the_named_column_passes_the_dry_run_and_runs(tmp_path):
+    """After a sweep with calibration.fixed {wide: 0} (columns day, cases), the researcher sets wide: 1 and names
+    the deaths column the model now writes. Snakemake reruns simulate for its changed params, but the dry run's
+    check read the table of the old plan and refused 'deaths'. It passes now, and the run writes the summary of
+    both columns; naming a column the new plan's table lacks is still refused."""
+    (tmp_path / "sweepcol_lab.py").write_text(WIDENING_MODEL)
+    config = _calibration_only("sweepcol_lab:simulate", "simcal.models.sir:observe")
+    config["calibration"].update(fixed={"wide": 0}, simulation={"replicates": 1}, threads=1)
+    config["calibration"]["sweep"].update(n=2, replicates=1, columns=["cases"], statistics=["max"])
+    python_path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+
+    def snakemake(*extra: str) -> subprocess.CompletedProcess:
+        configfile = tmp_path / "config.yaml"
+        configfile.write_text(yaml.safe_dump(config))
+        return run_snakemake(
+            "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(configfile), "--cores", "1", *extra, SWEEP_SUMMARY,
+            env={"PYTHONPATH": python_path}, check=False, timeout=600,
+        )  # fmt: skip
+
+    first = snakemake()
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert json.loads((tmp_path / SWEEP_SUMMARY).read_text())["outputs"] == ["cases"]
+    config["calibration"]["fixed"] = {"wide": 1}
+    config["calibration"]["sweep"]["columns"] = ["cases", "deaths"]
+    dry = snakemake("-n")
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert "calibration_simulate" in dry.stdout and "params have changed" in dry.stdout, dry.stdout[-3000:]
+    second = snakemake()
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert json.loads((tmp_path / SWEEP_SUMMARY).read_text())["outputs"] == ["cases", "deaths"]
+    config["calibration"]["sweep"]["columns"] = ["cases", "deahts"]
+    refused = snakemake("-n")
+    said = f"calibration.sweep.columns: column 'deahts' is not in {SWEEP_SIMULATIONS}"
+    assert refused.returncode != 0 and said in " ".join(refused.stdout.split()), refused.stdout[-3000:]

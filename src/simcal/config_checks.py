@@ -147,6 +147,7 @@ def check_sweep_columns(
     required: Sequence[str] = (),
     key: str = "calibration.sweep.columns",
     model: str | None = None,
+    plan: str | None = None,
 ) -> None:
     """calibration.sweep.columns against the header of the sweep's simulations table (``simulations``, the file
     analyze_sweep reads) when an earlier run left one: a column it lacks is refused naming the column, the file, the
@@ -156,14 +157,16 @@ def check_sweep_columns(
     see: the design (``design``) is newer, or the table lacks a column of ``required`` (the parameters the config
     now names: the sweep changed), or, with ``model`` (calibration.model), the table records another model or
     none (written by another model, which a changed calibration.model reruns simulate for, or by a simcal that
-    recorded none: simcal.store.MODEL_RECORD)."""
+    recorded none: simcal.store.MODEL_RECORD), or, with ``plan`` (the plan the config makes now:
+    simcal.settings.sweep_plan_record of calibration.fixed and the sweep's settings), the table records another
+    plan or none (a changed fixed value or setting reruns simulate, whose model may then write other columns)."""
     if not columns:
         return
     # pyarrow only when there is a list to check: this module is imported while Snakemake parses the workflow
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from simcal.store import recorded_model
+    from simcal.store import SWEEP_PLAN_RECORD, recorded_model
 
     try:
         schema = pq.read_schema(simulations)
@@ -172,6 +175,9 @@ def check_sweep_columns(
         return
     names = schema.names
     if model is not None and recorded_model(schema.metadata)["model"] != model:
+        return
+    recorded_plan = (schema.metadata or {}).get(SWEEP_PLAN_RECORD["sweep_plan"], b"").decode()
+    if plan is not None and recorded_plan != plan:
         return
     with contextlib.suppress(OSError):
         if os.stat(design).st_mtime > written:

@@ -54,7 +54,7 @@ from simcal.contract import mapping_of, resolve_model
 from simcal.files import refuse_text_name
 from simcal.outcomes import Deaths, TimeoutEvents
 from simcal.progress import Progress
-from simcal.settings import SimulationSettings
+from simcal.settings import SimulationSettings, sweep_plan_record
 from simcal.space import check_fixed, check_parameter_sets
 from simcal.store import PartStore, read_results
 from simcal.sweep_failures import (
@@ -348,7 +348,9 @@ def simulate(
     # (a file's line, a DataFrame's row and index label), before any cluster starts. An Integer's 20.0 becomes 20.
     sets = check_parameter_sets(model_ref, sets, where, checked(map(row_name, range(len(sets))), check))
     tasks = plan_tasks(sets, settings.replicates, settings.seed, settings.common_random_numbers, check)
-    manifest = plan_manifest(model_ref, tasks, settings, check=check)
+    manifest = plan_manifest(
+        model_ref, tasks, settings, check=check, sweep_plan=sweep_plan_record(fixed_params, settings)
+    )
     check()
     began = time.perf_counter()
     # One sweep at a time per output: a second one's plan would delete the first's parts (not in its plan) while

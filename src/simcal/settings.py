@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,9 @@ import numpy as np
 from simcal.contract import ContractError, mapping_of, reject_unknown_keys
 
 WHERE = "simulation settings"
+# Settings that decide no row of a sweep's table: how often progress is written and how long the job waits for a
+# worker (without one it fails and writes nothing). The calibration module keeps them out of its rerun trigger.
+MONITORING = ("progress_seconds", "no_worker_timeout_s")
 
 
 @dataclass
@@ -102,3 +106,12 @@ def _number(value: Any) -> bool:
 
 def _positive(value: Any) -> bool:
     return _number(value) and value > 0
+
+
+def sweep_plan_record(fixed: Mapping[str, Any] | None, settings: SimulationSettings) -> str:
+    """What a sweep's table records of the plan that wrote it beside its model (simcal.store.SWEEP_PLAN_RECORD):
+    the fixed parameters and the settings less MONITORING, as JSON with sorted keys. The dry run's check of
+    calibration.sweep.columns compares it with the plan the config now makes: another plan is simulated again
+    (the calibration module reruns simulate when any of them changed), so the old table's columns say nothing."""
+    kept = {key: value for key, value in asdict(settings).items() if key not in MONITORING}
+    return json.dumps({"fixed": dict(fixed or {}), "settings": kept}, sort_keys=True, default=str)

@@ -49,6 +49,9 @@ KEY_FIELDS = ["param_id", "replicate", "seed"]
 # What the finished table's Parquet metadata records of the model that wrote it (the manifest's model and
 # model_code): the dry run's check of calibration.sweep.columns (simcal.config_checks) reads it.
 MODEL_RECORD = {"model": b"simcal.model", "model_code": b"simcal.model_code"}
+# ...and of the sweep's plan (the manifest's sweep_plan: simcal.settings.sweep_plan_record), which that check
+# compares with the plan the config makes now.
+SWEEP_PLAN_RECORD = {"sweep_plan": b"simcal.sweep_plan"}
 
 
 def recorded_model(metadata: Mapping[bytes, bytes] | None) -> dict[str, str | None]:
@@ -262,7 +265,8 @@ class PartStore:
         schemas = [pq.read_schema(p).remove_metadata() for p in parts]
         unified = whole_numbers_as_text(unify_schemas(schemas), parts, schemas) if parts else pa.schema([])
         unified = columns_in_order(unified)  # the output's own order, not whichever part came first
-        record = {key: str(self.manifest.get(name) or "") for name, key in MODEL_RECORD.items()}
+        records = {**MODEL_RECORD, **SWEEP_PLAN_RECORD}
+        record = {key: str(self.manifest.get(name) or "") for name, key in records.items()}
         unified = unified.with_metadata({key: value for key, value in record.items() if value})
 
         def write_single_file(tmp: Path) -> None:

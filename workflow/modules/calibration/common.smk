@@ -13,7 +13,7 @@ from simcal.config_checks import (
     check_targets,
 )
 from simcal.design import parse_bounds
-from simcal.settings import SimulationSettings
+from simcal.settings import MONITORING, SimulationSettings, sweep_plan_record
 
 
 def check_parameter_bounds():
@@ -119,7 +119,9 @@ def check_sweep_columns_against_an_earlier_sweep():
     analyze_sweep reads (simcal.config_checks.check_sweep_columns): a misspelt column passed the dry run and failed
     only in that job. Left to the job when the simulations are not there yet (the simulate rule writes them) or are
     to be simulated again: a newer design, parameters the table lacks, a table of another calibration.model (or
-    one that records none), or simulate forced (simulate_forced: --forceall, --forcerun, --forcetargets, which
+    one that records none), of other calibration.fixed values or simulation settings (or one that records none:
+    the params of simulate changed, so Snakemake runs it again and its model may write other columns), or simulate
+    forced (simulate_forced: --forceall, --forcerun, --forcetargets, which
     Snakemake's DAG settings hold only once the DAG is built: hence AfterTheSweepColumnCheck).
     """
     if simulate_forced(workflow.dag_settings):
@@ -131,6 +133,9 @@ def check_sweep_columns_against_an_earlier_sweep():
             SWEEP_CHECK["design"],
             required=[*KEY_COLUMNS, *map(str, CAL["parameters"]), *map(str, CAL["fixed"])],
             model=CAL["model"],
+            plan=sweep_plan_record(
+                CAL["fixed"], SimulationSettings.from_config(sweep_settings(CAL["simulation"]))
+            ),
         )
     except ValueError as error:
         raise config_error(str(error)) from None
@@ -156,14 +161,19 @@ class AfterTheSweepColumnCheck:
         return self.pattern
 
 
-# Simulation settings that decide no row: how often progress is written and how long the rule waits for a worker
-# (without one it fails and writes nothing).
-MONITORING = ("progress_seconds", "no_worker_timeout_s")
+# Simulation settings that decide no row (simcal.settings.MONITORING): how often progress is written and how long
+# the rule waits for a worker (without one it fails and writes nothing).
 
 
 def deciding_rows(simulation):
     """calibration.simulation less MONITORING: a plain params value, so changing it reruns the job."""
     return {key: value for key, value in simulation.items() if key not in MONITORING}
+
+
+def sweep_settings(simulation):
+    """The settings param of the sweep's simulate job: calibration.simulation less MONITORING, with the sweep's
+    replicates."""
+    return {**deciding_rows(simulation), "replicates": SWEEP["replicates"]}
 
 
 def monitoring(simulation):
