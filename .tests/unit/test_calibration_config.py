@@ -896,3 +896,67 @@ def test_a_changed_fixed_value_whose_model_writes_the_named_column_passes_the_dr
     refused = snakemake("-n")
     said = f"calibration.sweep.columns: column 'deahts' is not in {SWEEP_SIMULATIONS}"
     assert refused.returncode != 0 and said in " ".join(refused.stdout.split()), refused.stdout[-3000:]
+
+
+def test_editing_the_models_source_file_reruns_the_sweep_and_its_summary_follows(tmp_path):
+    """The researcher edits the model's file (cases doubled) and reruns: Snakemake's params trigger saw only the
+    reference "sweepcol_lab:simulate", the same, and kept the old simulations and summary (nothing to be done). The
+    rules that call the model pass the digest of its source file (`code`), so the dry run plans the sweep again
+    and the summary is the new code's."""
+    model = tmp_path / "sweepcol_lab.py"
+    model.write_text(WIDENING_MODEL)
+    config = _calibration_only("sweepcol_lab:simulate", "simcal.models.sir:observe")
+    config["calibration"].update(fixed={"wide": 0}, simulation={"replicates": 1}, threads=1)
+    config["calibration"]["sweep"].update(n=2, replicates=1, columns=["cases"], statistics=["max"])
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    python_path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+
+    def snakemake(*extra: str) -> subprocess.CompletedProcess:
+        return run_snakemake(
+            "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(configfile), "--cores", "1", *extra, SWEEP_SUMMARY,
+            env={"PYTHONPATH": python_path}, timeout=600,
+        )  # fmt: skip
+
+    def cases() -> list[float]:
+        import pandas as pd
+
+        return pd.read_parquet(tmp_path / "results/calibration/sir/sweep/summary.parquet")[
+            "cases_max_mean"
+        ].tolist()
+
+    snakemake()
+    before = cases()
+    assert "Nothing to be done" in snakemake("-n").stdout
+    model.write_text(WIDENING_MODEL.replace('"cases": [params["beta"]', '"cases": [2 * params["beta"]'))
+    dry = snakemake("-n")
+    assert "calibration_simulate" in dry.stdout and "calibration_analyze_sweep" in dry.stdout, dry.stdout[
+        -3000:
+    ]
+    snakemake()
+    assert cases() == pytest.approx([2 * value for value in before])
+
+
+def test_code_digests_follow_the_source_file_of_each_reference_and_leave_what_does_not_import_to_the_job(
+    tmp_path, monkeypatch
+):
+    from simcal.model_code import code_digests
+
+    (tmp_path / "codedigest_lab.py").write_text("def simulate(params, seed):\n    return {'x': 1}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    references = [
+        "codedigest_lab:simulate",
+        "simcal.targets:poisson_nll",
+        "codedigest_only_in_the_jobs_env:f",
+    ]
+    digests = code_digests(references)
+    assert list(digests) == references and digests["codedigest_only_in_the_jobs_env:f"] is None
+    assert all(digests[reference] for reference in references[:2])
+    import sys
+
+    (tmp_path / "codedigest_lab.py").write_text("def simulate(params, seed):\n    return {'x': 2}\n")
+    sys.modules.pop("codedigest_lab")
+    changed = code_digests(references)
+    assert changed["codedigest_lab:simulate"] != digests["codedigest_lab:simulate"]
+    assert changed["simcal.targets:poisson_nll"] == digests["simcal.targets:poisson_nll"]

@@ -58,8 +58,13 @@ def test_meta_yaml_follows_the_schema_and_says_where_the_wrapper_lives(folder: P
 
 # Params a wrapper takes and does not read, which its meta.yaml declares so that a rule may set them without a
 # warning: the between-workflow cache key of build_graphs, and of the logs generate_can writes for it (their
-# meta.yaml's notes).
-NOT_FOR_THE_WRAPPER = {"build_graphs": {"roles_of_logs", "library_code"}, "generate_can": {"library_code"}}
+# meta.yaml's notes), and the digests of the user's code a calibration rule calls (simcal.model_code.code_digests),
+# which rerun its job when that code changes.
+NOT_FOR_THE_WRAPPER = {
+    "build_graphs": {"roles_of_logs", "library_code"},
+    "generate_can": {"library_code"},
+    **{name: {"code"} for name in ("sample_design", "generate_observed", "simulate", "calibrate")},
+}
 
 
 @pytest.mark.parametrize("folder", WRAPPERS, ids=lambda p: p.name)

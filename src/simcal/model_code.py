@@ -20,11 +20,11 @@ import inspect
 import logging
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from simcal.contract import resolve_model
+from simcal.contract import resolve_callable, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +94,22 @@ def source_file(model: Callable) -> Path | None:
         return None
     path = Path(name) if name else None
     return path if path is not None and path.is_file() else None
+
+
+def code_digests(references: Iterable[Any]) -> dict[str, str | None]:
+    """``{reference: digest of its source file}`` of each "package.module:function" of ``references`` (a model, a
+    generator, a target's loss function), for the params of the rule whose job calls them: Snakemake's params
+    rerun trigger then reruns the job when a source file changed, as it does when a reference does. None where
+    the reference has no source file or does not import here (a module only the jobs' environment holds: the job
+    names it). As ``model_code_digest``, only the file that defines the function counts, not helpers it imports.
+    """
+    digests: dict[str, str | None] = {}
+    for reference in references:
+        if not isinstance(reference, str) or reference in digests:
+            continue
+        try:
+            path = source_file(resolve_callable(reference))
+        except Exception:  # a module that does not import here, or no callable: the job names it
+            path = None
+        digests[reference] = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() if path else None
+    return digests

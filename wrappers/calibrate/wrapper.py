@@ -26,12 +26,22 @@ TAKES = {
         "backend",
         "backend_options",
         "benchmark",
+        "code",
     ),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("settings", "simulation", "monitoring", "fixed", "backend", "backend_options", "benchmark"),
+    "params": (
+        "settings",
+        "simulation",
+        "monitoring",
+        "fixed",
+        "backend",
+        "backend_options",
+        "benchmark",
+        "code",
+    ),
 }
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
@@ -63,7 +73,8 @@ if __name__ == "__main__":
                 **{
                     key: value
                     for key, value in snakemake.params.items()
-                    if key in TAKES["params"] and key not in ("simulation", "monitoring", "benchmark")
+                    # code: not read, a rerun trigger (the digests of the model's and the targets' source files)
+                    if key in TAKES["params"] and key not in ("simulation", "monitoring", "benchmark", "code")
                 },
             ),
             key="resumed_simulations",

@@ -13,12 +13,12 @@ from simcal.observed import generate_observed
 TAKES = {
     "input": (),
     "output": (0,),
-    "params": ("generator", "true_params", "seed", "options", "fixed"),
+    "params": ("generator", "true_params", "seed", "options", "fixed", "code"),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("seed", "options", "fixed"),
+    "params": ("seed", "options", "fixed", "code"),
 }
 
 configure_wrapper(
@@ -31,5 +31,6 @@ configure_wrapper(
 with failure_logged("generate_observed"):
     generate_observed(
         output=snakemake.output[0],
-        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
+        # code: not read, a rerun trigger (the digest of the generator's source file)
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"] and key != "code"},
     )

@@ -13,12 +13,12 @@ from simcal.logs import configure_wrapper, failure_logged
 TAKES = {
     "input": (),
     "output": (0,),
-    "params": ("parameters", "n", "kind", "seed", "model"),
+    "params": ("parameters", "n", "kind", "seed", "model", "code"),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("kind", "seed", "model"),
+    "params": ("kind", "seed", "model", "code"),
 }
 
 configure_wrapper(
@@ -31,5 +31,6 @@ configure_wrapper(
 with failure_logged("sample_design"):
     write_design(
         output=snakemake.output[0],
-        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"]},
+        # code: not read, a rerun trigger (the digest of the model's source file)
+        **{key: value for key, value in snakemake.params.items() if key in TAKES["params"] and key != "code"},
     )

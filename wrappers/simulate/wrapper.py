@@ -19,12 +19,12 @@ from simcal.runner import simulate
 TAKES = {
     "input": (0,),
     "output": (0,),
-    "params": ("model", "settings", "monitoring", "backend", "backend_options", "fixed", "benchmark"),
+    "params": ("model", "settings", "monitoring", "backend", "backend_options", "fixed", "benchmark", "code"),
 }
 OPTIONAL = {
     "input": (),
     "output": (),
-    "params": ("settings", "monitoring", "backend", "backend_options", "fixed", "benchmark"),
+    "params": ("settings", "monitoring", "backend", "backend_options", "fixed", "benchmark", "code"),
 }
 
 # Dask starts worker processes with "spawn", which re-imports this script: only the parent may run the body.
