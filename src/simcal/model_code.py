@@ -101,7 +101,8 @@ def code_digests(references: Iterable[Any]) -> dict[str, str | None]:
     generator, a target's loss function), for the params of the rule whose job calls them: Snakemake's params
     rerun trigger then reruns the job when a source file changed, as it does when a reference does. None where
     the reference has no source file or does not import here (a module only the jobs' environment holds: the job
-    names it). As ``model_code_digest``, only the file that defines the function counts, not helpers it imports.
+    names it). As ``model_code_digest`` (not ``model_package_digest``), only the file that defines the function
+    counts.
     """
     digests: dict[str, str | None] = {}
     for reference in references:
