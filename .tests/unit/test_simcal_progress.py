@@ -959,3 +959,19 @@ def test_a_json_object_without_a_sweeps_state_counts_or_output_is_named_not_show
     )
     with pytest.raises(ValueError, match=rf": it has no {missing}$"):
         read_progress(path)
+
+
+def test_a_closing_sweep_is_judged_as_a_running_one_stopped_once_its_process_is_gone(tmp_path, capsys):
+    """A sweep whose work is done says closing while its output is published, its cluster closes and its parts go
+    (a SIGTERM then still fails the job). `simcal status` showed a closing record as it was written, even once its
+    process was gone (a SIGKILL while closing): it is stopped then, like a running one."""
+    progress = Progress(tmp_path / "a.parquet", "local", every_s=5)
+    progress.plan(4, 0, 0)
+    progress.advance(4)
+    progress.finish("closing")
+    assert read_progress(progress.path)["state"] == "closing"
+    gone = written(progress) | {"pid": finished_pid()}
+    (tmp_path / "b.parquet.progress.json").write_text(json.dumps(gone))
+    assert main(["status", str(tmp_path)]) == 0
+    states = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert states == ["closing", "stopped"]

@@ -26,6 +26,7 @@ from simcal.model_code import model_code_digest, source_file
 from simcal.models import sir
 from simcal.models.sir import observe
 from simcal.part_timeouts import TIMEOUT_KEY
+from simcal.progress import progress_path, read_progress
 from simcal.runner import PartStore, TooManyFailures, plan_tasks, read_results, simulate
 from simcal.worker import failure_rows
 
@@ -367,3 +368,61 @@ def test_a_calibration_stopped_while_its_cluster_closes_resumes_every_simulation
     again = run(client=client)
     assert again.attrs["resumed_simulations"] == done
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_sweep_is_closing_while_its_cluster_closes_and_its_parts_go_and_finished_only_after_them(
+    tmp_path, client, monkeypatch
+):
+    """The progress file said finished before the cluster closed and the parts went: a SIGTERM then failed the job
+    (the rerun resumes), yet `simcal status` showed the sweep finished until the rerun. Now it says closing until
+    the parts are gone, then finished; stopped when a SIGTERM comes while the cluster closes."""
+    params, out = pd.DataFrame({"beta": [0.2, 0.3], "gamma": [0.1, 0.1]}), tmp_path / "sims.parquet"
+    fixed = {"population": 500, "initial_infected": 5, "days": 20}
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def cluster_stopped_while_closing(*args, **kwargs):
+        yield client
+        seen.append(read_progress(progress_path(out))["state"])
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the cluster closes
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "dask_client", cluster_stopped_while_closing)
+        with pytest.raises(Terminated), close_on_signals(cluster=False):
+            simulate("simcal.models.sir:simulate", params, out, {"replicates": 2}, fixed_params=fixed)
+    record = read_progress(progress_path(out))
+    assert seen == ["closing"]
+    assert record["state"] == "stopped" and record["message"].startswith("stopped by SIGTERM")
+
+    out.unlink()  # Snakemake removes the output of the failed job
+    dropping = PartStore.drop_parts
+
+    def drop_parts(store: PartStore) -> None:
+        seen.append(read_progress(progress_path(out))["state"])
+        dropping(store)
+
+    monkeypatch.setattr(PartStore, "drop_parts", drop_parts)
+    simulate("simcal.models.sir:simulate", params, out, {"replicates": 2}, fixed_params=fixed, client=client)
+    assert seen == ["closing", "closing"]  # while the parts went
+    assert read_progress(progress_path(out))["state"] == "finished"
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_a_calibration_that_fails_while_its_parts_go_is_recorded_failed_not_finished(
+    tmp_path, client, monkeypatch
+):
+    """The calibration's counterpart: a step after its cluster has closed that fails (here the removal of the
+    parts) fails the job, and its progress file says so rather than finished."""
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7, process="mean_field")
+    settings = {"initial_points": 2, "rounds": 0, "refine": {"top_k": 0}}
+    sims, trials = tmp_path / "s.parquet", tmp_path / "t.parquet"
+
+    def drop_parts(store: PartStore) -> None:
+        raise OSError(5, "Input/output error", str(store.partial))
+
+    monkeypatch.setattr(PartStore, "drop_parts", drop_parts)
+    with pytest.raises(OSError, match="Input/output error"):
+        calibrate("simcal.models.sir:simulate", observed, BOUNDS, POISSON, sims, trials, settings,
+                  {"replicates": 1}, fixed_params={"days": 30, "population": 1000}, client=client)  # fmt: skip
+    record = read_progress(progress_path(sims))
+    assert record["state"] == "failed" and "Input/output error" in record["message"]

@@ -226,7 +226,9 @@ def calibrate(
                 write_parquet(table, kept)
                 raise TooManyFailures(f"{error}{where} The trials table so far is in {kept}.") from error
             store.finalize(drop_parts=False)
-        store.drop_parts()  # once the cluster has closed, as simulate does: a stop while it closes keeps them
+            # Once the cluster has closed, as simulate does: a stop while it closes keeps them, and the progress
+            # file says finished only after they are gone
+            simulator.after_close(store.drop_parts)
         # After the table is written (to_parquet would store attrs): what the calibrate wrapper marks its benchmark by
         table.attrs["resumed_simulations"] = simulator.resumed
         return table

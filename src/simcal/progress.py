@@ -1,8 +1,10 @@
 """Progress of a running sweep: log lines for people, ``<output>.progress.json`` for programs (``simcal status``).
 
-The JSON file is rewritten atomically every ``progress_seconds`` while the sweep runs and once more when it
-ends (state ``finished``; ``failed`` with the error; ``stopped`` with the signal that stopped it, SIGTERM,
-SIGHUP or Ctrl-C's SIGINT, or saying that it was cancelled), so a reader never sees a half-written file. It names the
+The JSON file is rewritten atomically every ``progress_seconds`` while the sweep runs (``starting``, ``running``,
+then ``closing`` once its output is written, while its cluster closes and its parts go: a SIGTERM then still fails
+the job) and once more when it ends (state ``finished``, only once nothing of the job can fail any more; ``failed`` with
+the error; ``stopped`` with the signal that stopped it, SIGTERM, SIGHUP or Ctrl-C's SIGINT, or saying that it was
+cancelled), so a reader never sees a half-written file. It names the
 sweep's process by its host, its PID and its start (``pid_start``): a PID alone may belong to another process by
 the time it is read.
 """
@@ -28,6 +30,9 @@ from simcal.tables import write_json
 log = logging.getLogger(__name__)
 
 SUFFIX = ".progress.json"
+
+# States of a sweep whose process still works at it (a record of one whose process is gone is read as stopped)
+LIVE = ("starting", "running", "closing")
 
 
 def progress_path(output: str | Path) -> Path:
@@ -111,7 +116,7 @@ class Progress:
     @contextlib.contextmanager
     def kept_fresh(self) -> Iterator[Progress]:
         """Rewrite the file from a thread whenever it is ``every_s`` old while the block runs and the sweep is
-        starting or running. The sweep itself writes only as simulations come back: between a calibration's
+        starting, running or closing. The sweep itself writes only as simulations come back: between a calibration's
         rounds (the targets, the sampler's next proposals) and while the results are merged, minutes may pass
         without one, and a reader on another host would call the sweep ``stale``."""
         stop = threading.Event()
@@ -120,7 +125,7 @@ class Progress:
             while not stop.wait(self.every_s / 2):
                 with self._lock:
                     fresh = time.monotonic() - self._written < self.every_s
-                    if self.state in ("starting", "running") and not fresh:
+                    if self.state in LIVE and not fresh:
                         self.write()
 
         thread = threading.Thread(target=rewrite, name=f"progress {self.path.name}", daemon=True)
@@ -276,7 +281,8 @@ ENDED = ("finished", "failed", "stopped")
 
 
 def read_progress(path: Path) -> dict[str, Any]:
-    """A progress file with its state made current: a ``running`` sweep whose process is gone (same host) is
+    """A progress file with its state made current: a ``running`` (``starting``, ``closing``) sweep whose process
+    is gone (same host) is
     ``stopped``; one not updated for a long while is ``stale``; neither has an ETA. A sweep that has ended
     (``ENDED``) has no dashboard: its cluster is gone. Raises ValueError for a file
     that is not a sweep's record (not JSON, not an object, a count that is no number, no output, state, done or
@@ -308,7 +314,7 @@ def read_progress(path: Path) -> dict[str, Any]:
         if not isinstance(info.get(key), kind):
             raise ValueError(f"{NOT_A_RECORD}: it has no {key}")
     try:
-        if info.get("state") in ("running", "starting"):
+        if info.get("state") in LIVE:
             # A container that shares the host's name (Docker's --network host, a pod's hostNetwork) numbers its
             # processes apart: its PID 1 is not this host's. Its sweep is judged as another host's.
             here = info.get("host") == socket.gethostname() and space in (None, pid_namespace())

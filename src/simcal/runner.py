@@ -37,7 +37,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,11 @@ class Simulator(SweepProbe):
         self.backend, self.threads = backend, threads
         self.backend_options = mapping_of(backend_options, f"calibration.backend.{backend}")
         self._client = client
-        self._stack = contextlib.ExitStack()
+        self._stack = contextlib.ExitStack()  # the cluster
+        # The progress file's rewriting thread: it stops after the last record, once the cluster has closed and
+        # the steps of after_close have run
+        self._fresh = contextlib.ExitStack()
+        self._after_close: list[Callable[[], object]] = []
         self.batch_size = self.settings.batch_size
         self._seconds_per_simulation: float | None = (
             None  # from the timing probe, for later runs' batch sizes
@@ -169,21 +173,52 @@ class Simulator(SweepProbe):
     def __enter__(self) -> Simulator:
         return self
 
+    def after_close(self, step: Callable[[], object]) -> None:
+        """Run ``step`` once the block has ended without an error and the cluster has closed (simulate and calibrate
+        drop their parts so). Until every such step has run the progress file says ``closing``, then
+        ``finished``; a stop or an error while the cluster closes or a step runs is recorded as the block's own
+        would be."""
+        self._after_close.append(step)
+
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
-            if self.progress is not None:
-                notes = "".join(f" {note}" for note in getattr(exc, "__notes__", ()))
-                if exc is None:
-                    self.progress.finish("finished")
-                elif isinstance(exc, Terminated | KeyboardInterrupt):  # a stop, as a SIGKILLed sweep's is
-                    self.progress.finish("stopped", f"stopped by {_signal_name(exc)}{notes}"[:2000])
-                # asked to stop (a service job's cancel): nothing went wrong either, and a rerun resumes
-                elif isinstance(exc, Cancelled):
-                    self.progress.finish("stopped", f"stopped by a cancel: {exc}{notes}"[:2000])
-                else:
-                    self.progress.finish("failed", f"{type(exc).__name__}: {exc}{notes}"[:2000])
+            if exc is None:
+                self._close_then_finish()
+            else:
+                try:
+                    self._record_end(exc)
+                finally:
+                    self._stack.close()
         finally:
+            self._fresh.close()
+
+    def _close_then_finish(self) -> None:
+        """The work is done: ``closing`` while the cluster closes and the after_close steps run (seconds; a
+        SIGTERM then still fails the job), ``finished`` only after them."""
+        if self.progress is not None:
+            self.progress.finish("closing")
+        try:
             self._stack.close()
+            for step in self._after_close:
+                step()
+        except BaseException as error:
+            self._record_end(error)
+            raise
+        self._record_end(None)
+
+    def _record_end(self, exc: BaseException | None) -> None:
+        if self.progress is None:
+            return
+        notes = "".join(f" {note}" for note in getattr(exc, "__notes__", ()))
+        if exc is None:
+            self.progress.finish("finished")
+        elif isinstance(exc, Terminated | KeyboardInterrupt):  # a stop, as a SIGKILLed sweep's is
+            self.progress.finish("stopped", f"stopped by {_signal_name(exc)}{notes}"[:2000])
+        # asked to stop (a service job's cancel): nothing went wrong either, and a rerun resumes
+        elif isinstance(exc, Cancelled):
+            self.progress.finish("stopped", f"stopped by a cancel: {exc}{notes}"[:2000])
+        else:
+            self.progress.finish("failed", f"{type(exc).__name__}: {exc}{notes}"[:2000])
 
     @property
     def client(self):
@@ -269,9 +304,9 @@ class Simulator(SweepProbe):
     def _progress_for(self, store: PartStore) -> Progress:
         if self.progress is None or self.progress.output != str(store.output):
             self.progress = Progress(store.output, self.backend, self.settings.progress_seconds)
-            # Fresh while the simulator is open, through the rounds' targets and the final merge too; stopped
-            # after __exit__ has written the end
-            self._stack.enter_context(self.progress.kept_fresh())
+            # Fresh while the simulator is open, through the rounds' targets, the final merge, the cluster's close
+            # and the after_close steps too; stopped after __exit__ has written the end
+            self._fresh.enter_context(self.progress.kept_fresh())
             self._counted = set()
         return self.progress
 
@@ -364,9 +399,10 @@ def simulate(
             summary = simulator.run(tasks, store, fail_fast=True)
             check_failures(store, settings.max_failed_fraction, rerun)
             store.finalize(drop_parts=False)
-        # The parts go only once the cluster has closed (seconds): a SIGTERM then fails the job, Snakemake deletes
-        # the output, and the rerun resumes every simulation from the parts instead of running them all again.
-        store.drop_parts()
+            # The parts go only once the cluster has closed (seconds): a SIGTERM then fails the job, Snakemake
+            # deletes the output, and the rerun resumes every simulation from the parts instead of running them all
+            # again. The progress file says finished only after that.
+            simulator.after_close(store.drop_parts)
     log.info(
         "wrote %s: %d simulations (%d run now, %d resumed) in %.2f s, %s",
         output, summary.total, summary.executed, summary.skipped, time.perf_counter() - began,
