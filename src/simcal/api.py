@@ -281,7 +281,9 @@ class SimulationService:
         self.backend, self.backend_options, self.threads = backend, dict(backend_options or {}), threads
         self._client = client
         self._stack = contextlib.ExitStack()
-        self._queued: list[ServiceSimulationFuture] = []
+        # Insertion-ordered, by identity: a cancel drops its future in one step (a list was scanned per cancel, so
+        # cancelling a queue of n futures took n^2/2 comparisons)
+        self._queued: dict[ServiceSimulationFuture, None] = {}
         self._limits: Any = None  # the service's limits per job, once asked (see _job_limits)
         self._limits_known = False
         if backend == SERVICE_BACKEND:
@@ -322,7 +324,7 @@ class SimulationService:
                 "or use a Dask backend (local, slurm, scheduler) for seeds of your own"
             )
         future = ServiceSimulationFuture(self, fn_ref, task)
-        self._queued.append(future)
+        self._queued[future] = None
         return future
 
     def flush(self) -> None:
@@ -331,7 +333,7 @@ class SimulationService:
         per job."""
         from simcal.service.remote import checked_options
 
-        queued, self._queued = self._queued, []
+        queued, self._queued = list(self._queued), {}
         if not queued:
             return
         options = checked_options(self.backend_options)
@@ -352,8 +354,7 @@ class SimulationService:
         return self._limits
 
     def forget(self, future: ServiceSimulationFuture) -> None:
-        if future in self._queued:
-            self._queued.remove(future)
+        self._queued.pop(future, None)
 
     def gather(self, futures: Iterable[SimulationFuture | ServiceSimulationFuture]) -> pd.DataFrame:
         return gather(futures)

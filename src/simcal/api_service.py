@@ -65,11 +65,14 @@ class ServiceSimulationFuture:
         return gather([self])
 
     def cancel(self) -> None:
-        """Drop it if it was not sent yet; once sent, its job is cancelled when every simulation in it is."""
+        """Drop it if it was not sent yet; once sent, its job is cancelled when every simulation in it is. A second
+        cancel does nothing."""
+        if self.cancelled:
+            return
         self.cancelled = True
         self.service.forget(self)
         if self.job is not None:
-            self.job.cancel_if_unwanted()
+            self.job.unwanted_one()
 
     def __repr__(self) -> str:
         state = (
@@ -92,6 +95,8 @@ class ServiceJob:
     ):
         self.job, self.tasks, self.futures, self.options = job, tasks, futures, options
         self._rows: dict[tuple, pd.DataFrame] | None = None  # by simulation key, once the job has finished
+        # Its futures not cancelled, counted: a scan of them per cancel made cancelling a job's n futures n^2/2 reads
+        self._wanted = sum(not future.cancelled for future in futures)
 
     @property
     def fetched(self) -> bool:
@@ -114,8 +119,11 @@ class ServiceJob:
             self._rows = {key: group.reset_index(drop=True) for key, group in by_key}
         return self._rows[task.key]
 
-    def cancel_if_unwanted(self) -> None:
-        if self._rows is None and all(f.cancelled for f in self.futures):
+    def unwanted_one(self) -> None:
+        """One of its futures was cancelled (once each): the job is cancelled with the last of them, unless its rows
+        were fetched already."""
+        self._wanted -= 1
+        if self._wanted == 0 and self._rows is None:
             self.job.cancel()
 
 
