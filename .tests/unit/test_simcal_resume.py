@@ -426,3 +426,32 @@ def test_a_calibration_that_fails_while_its_parts_go_is_recorded_failed_not_fini
                   {"replicates": 1}, fixed_params={"days": 30, "population": 1000}, client=client)  # fmt: skip
     record = read_progress(progress_path(sims))
     assert record["state"] == "failed" and "Input/output error" in record["message"]
+
+
+def test_a_calibration_stopped_after_its_trials_are_written_keeps_them_as_a_failed_jobs_and_says_so(
+    tmp_path, client, monkeypatch
+):
+    """The trials table is written before the simulations are merged, the cluster closes and the parts go. A SIGTERM
+    then fails the job and Snakemake deletes the table with its outputs, yet `<trials>.failed.parquet`, which a stop
+    in a round keeps, was not written: the trials of every round were gone, and neither the log line nor the
+    progress file said where they were."""
+
+    @contextlib.contextmanager
+    def cluster_stopped_while_closing(*args, **kwargs):
+        yield client
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 30}, 7, process="mean_field")
+    settings = {"initial_points": 3, "rounds": 0, "refine": {"top_k": 0}}
+    sims, trials = tmp_path / "s.parquet", tmp_path / "t.parquet"
+    kept = tmp_path / "t.failed.parquet"
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "dask_client", cluster_stopped_while_closing)
+        with pytest.raises(Terminated) as stopped, close_on_signals(cluster=False):
+            calibrate("simcal.models.sir:simulate", observed, BOUNDS, POISSON, sims, trials, settings,
+                      {"replicates": 1}, fixed_params={"days": 30, "population": 1000})  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_parquet(kept), pd.read_parquet(trials))
+    assert len(pd.read_parquet(kept)) == 3
+    assert any(str(kept) in note for note in stopped.value.__notes__)
+    record = read_progress(progress_path(sims))
+    assert record["state"] == "stopped" and str(kept) in record["message"]

@@ -155,7 +155,8 @@ def calibrate(
     The trials table is written even when too many simulations failed (TooManyFailures is raised after it), and
     then also kept as ``<trials>.failed.parquet``, a name that Snakemake's clean-up of a failed job's outputs
     leaves alone. Any other error of a round (a target that raises, no workers) and a stop by SIGTERM or Ctrl-C
-    keep the finished rounds' trials there too, and say so in a note on the error. A run removes the file an
+    keep the finished rounds' trials there too, and say so in a note on the error; so does any failure or stop after
+    the trials table is written (the merge of the simulations, the cluster's close, the removal of the parts). A run removes the file an
     earlier failed run kept when it starts, so that it is never taken for this run's. The returned table's
     ``attrs["resumed_simulations"]`` counts the simulations an earlier run had finished (read back from the parts).
     """
@@ -218,6 +219,18 @@ def calibrate(
                 raise
             table = trials_table(trials)
             write_parquet(table, trials_output)
+
+            def keep_trials(error: BaseException) -> None:
+                """A step after the trials table was written failed (the failure threshold, the merge of the
+                simulations, a SIGTERM while the cluster closes or the parts go): Snakemake deletes the table with
+                the failed job's outputs, so it is kept as a failed job's is, unless a failure above kept it."""
+                if not kept.exists():
+                    write_parquet(table, kept)
+                    error.add_note(
+                        f"The trials table of every round, written before it failed, is in {kept}."
+                    )
+
+            simulator.on_failure(keep_trials)
             try:
                 if stopped is not None:
                     raise stopped

@@ -147,6 +147,7 @@ class Simulator(SweepProbe):
         # the steps of after_close have run
         self._fresh = contextlib.ExitStack()
         self._after_close: list[Callable[[], object]] = []
+        self._on_failure: list[Callable[[BaseException], object]] = []
         self.batch_size = self.settings.batch_size
         self._seconds_per_simulation: float | None = (
             None  # from the timing probe, for later runs' batch sizes
@@ -180,6 +181,12 @@ class Simulator(SweepProbe):
         would be."""
         self._after_close.append(step)
 
+    def on_failure(self, step: Callable[[BaseException], object]) -> None:
+        """Run ``step(error)`` when the block, the cluster's close or an after_close step fails or is stopped, before
+        the progress file records it (a note the step adds to the error is in the record). A step that raises is
+        logged, and the error recorded and raised as it was."""
+        self._on_failure.append(step)
+
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
             if exc is None:
@@ -207,6 +214,11 @@ class Simulator(SweepProbe):
         self._record_end(None)
 
     def _record_end(self, exc: BaseException | None) -> None:
+        for step in self._on_failure if exc is not None else ():
+            try:
+                step(exc)
+            except Exception:  # noqa: BLE001 - the error that ended the run is the one to report
+                log.exception("while recording that the run ended by %s", type(exc).__name__)
         if self.progress is None:
             return
         notes = "".join(f" {note}" for note in getattr(exc, "__notes__", ()))
