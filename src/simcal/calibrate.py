@@ -156,8 +156,8 @@ def calibrate(
     then also kept as ``<trials>.failed.parquet``, a name that Snakemake's clean-up of a failed job's outputs
     leaves alone. Any other error of a round (a target that raises, no workers) and a stop by SIGTERM or Ctrl-C
     keep the finished rounds' trials there too, and say so in a note on the error; so does any failure or stop after
-    the trials table is written (the merge of the simulations, the cluster's close, the removal of the parts). A run removes the file an
-    earlier failed run kept when it starts, so that it is never taken for this run's. The returned table's
+    the trials table is written (the merge of the simulations, the cluster's close, the removal of the parts). A
+    run removes the file an earlier failed run kept when it starts, so that it is never taken for this run's. The returned table's
     ``attrs["resumed_simulations"]`` counts the simulations an earlier run had finished (read back from the parts).
     """
     if not isinstance(settings, CalibrationSettings):
