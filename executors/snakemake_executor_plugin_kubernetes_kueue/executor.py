@@ -32,6 +32,7 @@ from .jobs import (
     SafeLogCoreApi,
     describe_api_error,
     is_transient,
+    read_refused,
     refusal_fix,
 )
 from .mounts import FAILED_ATTACH, FAILED_MOUNT
@@ -444,7 +445,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 )
             except ApiException as error:
                 if error.status != 404:
-                    raise self._api_error(error, "serviceaccounts", "get", namespace) from None
+                    raise read_refused(error, "serviceaccounts", "get", namespace) from None
                 raise SettingError(
                     f"kubernetes-kueue-service-account-name: ServiceAccount {account!r} does not exist in "
                     f"namespace {namespace!r}: apply profiles/k8s/serviceaccount.yaml (with your identity's "
@@ -474,15 +475,8 @@ class KueueExecutor(kubernetes_plugin.Executor):
                     f"{SUPPORTED_KUEUE}, as profiles/k8s/README.md says (install order, step 2), "
                     "before running with --executor kubernetes-kueue"
                 ) from None
-            raise self._api_error(error, "localqueues", "get/list", namespace) from None
+            raise read_refused(error, "localqueues", "get/list", namespace) from None
         return {item["metadata"]["name"]: item for item in listed.get("items", [])}
-
-    @staticmethod
-    def _api_error(error: ApiException, resource: str, verbs: str, namespace: str) -> SettingError:
-        return SettingError(
-            f"kubernetes-kueue: reading {resource} in namespace {namespace!r} failed with "
-            f"{describe_api_error(error)}; {refusal_fix(error, f'{verbs} on {resource}')}"
-        )
 
 
 def _retry_after(error: ApiException, default: float) -> float:

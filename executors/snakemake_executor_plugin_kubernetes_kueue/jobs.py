@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 from snakemake_interface_common.exceptions import WorkflowError
 
-from .checks import PROFILE, SecretVolume
+from .checks import PROFILE, SecretVolume, SettingError
 from .mounts import FAILED_ATTACH, FAILED_MOUNT, MountWatch, mount_failure_kind, volume_failure_reason
 from .pending import FAILED_SCHEDULING, UNBOUND_CLAIM, UnschedulableWatch, missing_claim, unbound_claims
 
@@ -167,6 +167,14 @@ def refusal_fix(error: Exception, permission: str, reloaded: bool = False) -> st
     if is_transient(error):
         return "the API server is busy or restarting: run again later"
     return "see the API server's message"
+
+
+def read_refused(error: ApiException, resource: str, verbs: str, namespace: str) -> SettingError:
+    """The setting error of a read of ``resource`` before the run that the API server refused with ``error``."""
+    return SettingError(
+        f"kubernetes-kueue: reading {resource} in namespace {namespace!r} failed with "
+        f"{describe_api_error(error)}; {refusal_fix(error, f'{verbs} on {resource}')}"
+    )
 
 
 @dataclass
