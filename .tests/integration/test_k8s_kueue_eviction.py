@@ -70,7 +70,15 @@ def workload_of(job: kubernetes.client.V1Job) -> dict:
     return workload
 
 
-def preemption_report(record, name: str, reason: str = "Preempted (InClusterQueue)") -> str:
+RUNS_AGAIN = (
+    "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not count "
+    "this as a failure"
+)
+
+
+def preemption_report(
+    record, name: str, reason: str = "Preempted (InClusterQueue)", outcome: str = RUNS_AGAIN
+) -> str:
     """The executor's report of the preemption (reason InClusterQueue) of the stand-in's Job ``record``. Read
     once the Workload is admitted again, ``reason`` is Requeued's alone: Preempted is False by then (reason
     QuotaReserved), and the message still says why (prioritization in the ClusterQueue)."""
@@ -80,9 +88,7 @@ def preemption_report(record, name: str, reason: str = "Preempted (InClusterQueu
     assert PREEMPTION_MESSAGE.fullmatch(message)
     return (
         f"kubernetes-kueue: Kueue evicted Job {NAMESPACE}/{name} (Workload {workload}, reason {reason}: "
-        f"{message}). Its pod was stopped; the Job runs again from its start once Kueue admits "
-        f"it again, and Snakemake does not count this as a failure; `kubectl -n {NAMESPACE} describe workload "
-        f"{workload}` shows its conditions"
+        f"{message}). {outcome}; `kubectl -n {NAMESPACE} describe workload {workload}` shows its conditions"
     )
 
 
@@ -270,6 +276,54 @@ def test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_th
         preemption_report(cluster.jobs[name], name, "Preempted")
     ]
     assert not [w for w in warnings if "suspended" in w]  # nothing else said about it (e.g. "by hand")
+
+
+@pytest.mark.parametrize("rerun_exit", [0, 3])
+def test_an_eviction_readmitted_and_finished_between_two_status_checks_is_logged_once_reading_one_workload(
+    cluster, executor, tmp_path, rerun_exit
+):
+    """Kueue preempts the Job and admits it again, and the new run ends (succeeds, or fails), all before the next
+    status check. That check reads the Job finished, with a new status.startTime, and the kubernetes executor reports
+    it and deletes it: the eviction, looked for only among the Jobs still active, was never said, so the user never
+    learnt that the job ran twice. It is now said once, from the Workload read once, before the Job is deleted (the
+    garbage collector then deletes the Workload too); a Job that finishes without an eviction reads no Workload."""
+    batch, name = kubernetes.client.BatchV1Api(), "readmitted-then-done"
+    marker = tmp_path / "ran-once"
+    job = submit(executor, name, f"test -e {marker} && exit {rerun_exit}; touch {marker}; sleep 60")
+    plain = submit(executor, "never-evicted", "sleep 1")
+    first_pod = wait_for_pod(cluster, name)
+    wait_for(marker.exists, what="the first run's mark")
+    assert check_round(executor, [job, plain]) == [job, plain]  # read running, with its first start time
+    first_start = batch.read_namespaced_job_status(name, NAMESPACE).status.start_time
+    cluster.preempt(name, "InClusterQueue", readmit_after_s=1.5)  # startTime has whole seconds: 1.5 s differs
+    # Readmitted and ended, no status check between.
+    assert wait_for_pod(cluster, name, running=False) != first_pod
+    wait_for_pod(cluster, "never-evicted", running=False)
+    done = batch.read_namespaced_job_status(name, NAMESPACE)
+    assert done.status.start_time > first_start
+    assert (done.status.succeeded, done.status.failed) == ((1, None) if rerun_exit == 0 else (None, 1))
+    reads_before = len([path for _, path, _ in cluster.requests if path.endswith("/workloads")])
+    assert check_round(executor, [job, plain]) == []
+    outcome = (
+        "Its pod was stopped, and the Job ran again from its start and finished before this status check; Snakemake "
+        "does not count the eviction as a failure"
+    )
+    assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [
+        preemption_report(cluster.jobs[name], name, "Preempted", outcome)
+    ]
+    finished, failed = (executor.recorder.finished, executor.recorder.failed)
+    assert sorted(finished + failed) == ["never-evicted", name] and (name in failed) == (rerun_exit != 0)
+    assert cluster.jobs[name].deleted
+    reads = [(path, query) for _, path, query in cluster.requests if path.endswith("/workloads")]
+    reads = reads[reads_before:]
+    assert reads == [
+        (
+            f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{NAMESPACE}/workloads",
+            {"labelSelector": [f"kueue.x-k8s.io/job-uid={done.metadata.uid}"]},
+        )
+    ]
+    run_until_settled(executor, [])  # nothing more is said of it
+    assert len([w for w in executor.recorder.messages("warning") if "evicted" in w]) == 1
 
 
 def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(

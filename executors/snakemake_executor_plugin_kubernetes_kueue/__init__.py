@@ -42,7 +42,9 @@ The kubernetes executor of snakemake-executor-plugin-kubernetes 0.5.1, subclasse
   waitForPodsReady timeout when Kueue requeues it (``requeueState``) (``executor.KueueExecutor._review_workloads``,
   ``evictions.eviction_report``), also when Kueue readmitted the Job between two status
   checks: its new ``status.startTime`` shows it (test_k8s_kueue_eviction.py,
-  ``test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_the_new_start_time``); a Job whose
+  ``test_an_eviction_readmitted_between_two_status_checks_is_logged_once_from_the_new_start_time``), and when the
+  readmitted run finished before that check, from its Workload read once before the Job's deletion
+  (``evictions.WorkloadReview.finished``); a Job whose
   Workload Kueue deactivated (``spec.active: false``, e.g. after waitForPodsReady's backoffLimitCount), which it
   never admits again, fails with Kueue's reason and message and is deleted (``evictions.WorkloadReview``), while
   one someone deactivated by hand to hold it (Evicted reason ``Deactivated``) keeps waiting, said once with the

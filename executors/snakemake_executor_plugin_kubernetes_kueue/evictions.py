@@ -62,6 +62,17 @@ def read_workloads(namespace: str, retry) -> dict[str, dict]:
     }
 
 
+def read_workload(namespace: str, uid: str, retry) -> dict | None:
+    """The Workload of the Job whose uid is ``uid``, in one list of its label (None when Kueue has none for it)."""
+    api = kubernetes.client.CustomObjectsApi()
+    listed = retry(
+        lambda: api.list_namespaced_custom_object(
+            KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads", label_selector=f"{JOB_UID_LABEL}={uid}"
+        )
+    )
+    return next(iter(listed.get("items") or []), None)
+
+
 def _conditions(workload: dict) -> dict[str, dict]:
     return {c["type"]: c for c in (workload.get("status") or {}).get("conditions") or []}
 
@@ -124,14 +135,19 @@ def hold_report(namespace: str, name: str, workload: dict, stopped: bool = False
     )
 
 
-def eviction_report(namespace: str, name: str, resumed: bool, workload: dict | None, error=None) -> str:
+def eviction_report(
+    namespace: str, name: str, resumed: bool, workload: dict | None, error=None, finished: bool = False
+) -> str:
     """What to say of Job ``name`` that Kueue took back, from its Workload's conditions (``error``: why it could not
-    be read)."""
+    be read; ``finished``: the Job ran again and finished before a status check saw it running again)."""
     where = f"Job {namespace}/{name}"
     # What the status reads saw: the Job suspended, or (resumed) running again with a new start time.
     resumed_since = "was suspended and resumed since the last status check (its status.startTime changed)"
     outcome = (
-        "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake "
+        "Its pod was stopped, and the Job ran again from its start and finished before this status check; "
+        "Snakemake does not count the eviction as a failure"
+        if finished
+        else "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake "
         "does not count this as a failure"
     )
     if error is not None:
@@ -243,6 +259,22 @@ class WorkloadReview:
         self.read_at = float("-inf")  # time.monotonic() of the last read for a deactivation
         self.held: set[str] = set()  # Jobs whose Workload was last read held (deactivated by hand)
         self.workloads: dict[str, dict] = {}  # by Job: its Workload as last read (see backoff_report)
+
+    def finished(self, namespace: str, name: str, watch, retry) -> str | None:
+        """The eviction to report of Job ``name``, which has just finished (succeeded or failed), when its status
+        showed it taken back since the last status check (a new status.startTime: Kueue evicted it, admitted it
+        again, and its new pod ended before the check), else None. Its Workload is read once, by the Job's uid,
+        before the kubernetes executor deletes the Job (and the garbage collector its Workload)."""
+        self.held.discard(name)
+        self.workloads.pop(name, None)
+        if name not in watch.taken_back:
+            return None
+        resumed, uid = watch.taken_back.pop(name), watch.job_uids.get(name)
+        try:
+            workload = read_workload(namespace, uid, retry) if uid else None
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            return eviction_report(namespace, name, resumed, None, error, finished=True)
+        return eviction_report(namespace, name, resumed, workload, finished=True)
 
     def review(self, namespace: str, names: list[str], watch, retry) -> tuple[list[str], dict[str, str]]:
         """The reports to log, and the failure messages by Job name, for the Jobs ``names``; ``watch`` is the

@@ -172,7 +172,18 @@ class KueueExecutor(kubernetes_plugin.Executor):
                 time.sleep(wait)
         return func()
 
+    def report_job_success(self, job_info):
+        self._report_finished_eviction(job_info.external_jobid)
+        super().report_job_success(job_info)
+
+    def _report_finished_eviction(self, name: str) -> None:
+        # A Job taken back since the last check that finishes now ran twice; _review_workloads sees only active ones.
+        if name in getattr(self.__dict__.get("_batchapi"), "taken_back", ()):
+            review = self.__dict__.setdefault("_workload_review", WorkloadReview())
+            self.logger.warning(review.finished(self.namespace, name, self.batchapi, self._retry_transient))
+
     def report_job_error(self, job_info, msg=None, **kwargs):
+        self._report_finished_eviction(job_info.external_jobid)
         if msg is not None and msg.startswith(PODLESS_FAILURE_PREFIX):
             msg = self._podless_failure(job_info.external_jobid)
             self.logger.error(msg)  # in place of the kubernetes executor's line, which StockLines leaves out
@@ -284,11 +295,9 @@ class KueueExecutor(kubernetes_plugin.Executor):
             self.report_job_error(job, msg=msg)
 
     def _report_long_admission_waits(self, active_jobs) -> None:
-        """Say which Jobs Kueue has kept suspended for long, and what the LocalQueue's state says about why.
-
-        The kubernetes executor sees a suspended Job as merely active, so a Job Kueue never admits (the queue
-        was stopped, or it asks for more than the ClusterQueue has) would wait in silence for ever.
-        """
+        """Say which Jobs Kueue has kept suspended for long, and what the LocalQueue's state says about why: the
+        kubernetes executor sees a suspended Job as merely active, so a Job Kueue never admits (the queue was
+        stopped, or it asks for more than the ClusterQueue has) would wait in silence for ever."""
         if not active_jobs:
             # Snakemake's status loop starts before __post_init__ has wrapped the API objects: nothing to read.
             return
