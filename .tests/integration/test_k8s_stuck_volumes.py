@@ -184,6 +184,58 @@ def test_a_job_whose_claim_exists_but_is_not_bound_is_reported_naming_the_claim_
     assert len(made) <= 2 and set(made) == {("", "persistentvolumeclaims", "get")} <= role_grants(role)
 
 
+def test_a_role_without_get_on_claims_is_said_once_and_each_unbound_claims_pod_is_still_reported(
+    cluster, executor, monkeypatch
+):
+    """A driver Role applied from an older rbac.yaml lacks get on persistentvolumeclaims: the API server answers the
+    read of an unbound claim 403, which each pod's report carried in full (the Forbidden text, no rule to add), once
+    per pod. Now one warning per run names the rule, the namespace and what is lost, as for events; each pod is still
+    reported (the scheduler's message) and its claim named, and the jobs go on."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import pending
+
+    monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.0)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    cluster.fail_next("GET", "persistentvolumeclaims", 403, times=1000)
+    for name in ("results-1", "results-2"):
+        cluster.unbound_claims.add(f"{NAMESPACE}/{name}")
+        cluster.add_objects([claim(name)])
+    jobs = [submit_with_claim(executor, f"unbound-{n}", f"results-{n}") for n in (1, 2)]
+    active = check_for(executor, jobs, 1.0)
+    assert active == jobs and executor.recorder.failed == []
+    refused = [
+        status for _, resource, status in cluster.answered_failures if resource == "persistentvolumeclaims"
+    ]
+    assert refused == [403, 403]  # one read per pod, not per status check
+    warnings = [m for m in executor.recorder.messages("warning") if "the driver's Role lacks" in m]
+    assert len(warnings) == 1, warnings
+    first = 1 if f"{NAMESPACE}/results-1," in warnings[0] else 2  # whichever pod was read first
+    pod = cluster.jobs[f"unbound-{first}"].pod.name
+    assert warnings[0] == (
+        f"kubernetes-kueue: reading persistentvolumeclaim {NAMESPACE}/results-{first}, which pod {pod} mounts, failed "
+        f'with HTTP 403 Forbidden: persistentvolumeclaims "results-{first}" is forbidden: User "{cluster.user}" cannot get '
+        f'resource "persistentvolumeclaims" in API group "" in the namespace "{NAMESPACE}": the driver\'s Role lacks '
+        f"the rule for resource persistentvolumeclaims, verb get, in namespace {NAMESPACE} (profiles/k8s/rbac.yaml; "
+        "kubectl apply -f it). Without it, a pod the scheduler leaves unschedulable because a claim it mounts is not "
+        'bound ("pod has unbound immediate PersistentVolumeClaims") is reported without the claim\'s phase, storage '
+        "class and the provisioner's event, which say why it is not bound. The run goes on; this is said once"
+    )
+    reports = cannot_start(executor)
+    assert len(reports) == 2 and not [r for r in reports if "Forbidden" in r]
+    for n, report in zip((1, 2), sorted(reports), strict=True):
+        assert f"Job {NAMESPACE}/unbound-{n} " in report
+        assert (
+            f'persistentvolumeclaim "results-{n}" could not be read: the driver\'s Role does not allow it, as said '
+            f"once); a PersistentVolumeClaim the pod mounts exists in namespace {NAMESPACE} but is not bound"
+        ) in report
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    assert ("", "persistentvolumeclaims", "get") in role_grants(role)
+    with cluster._lock:
+        cluster.unbound_claims.clear()
+    run_until_settled(executor, active)
+    assert sorted(executor.recorder.finished) == ["unbound-1", "unbound-2"] and executor.recorder.failed == []
+
+
 def test_a_job_whose_claim_is_bound_before_the_give_up_runs(cluster, executor, monkeypatch):
     """The PV controller binds the claim meanwhile (its StorageClass was created): the pod is placed and runs."""
     from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module

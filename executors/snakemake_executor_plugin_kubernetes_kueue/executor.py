@@ -213,8 +213,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     def _gave_up_starting(self, job) -> bool:
         """Report a Job whose container the kubelet keeps waiting, once per pod; fail it once that is hopeless."""
-        refused = self.kubeapi.mounts.take_refusal()  # the Role lacks list on events: said once per run
-        if refused is not None:
+        for refused in self.kubeapi.mounts.refusals.take():  # a rule the Role lacks: said once per run
             self.logger.warning(refused)
         name = job.external_jobid
         minutes = getattr(self.workflow.executor_settings, "multi_attach_warning", MULTI_ATTACH_WARNING_MIN)

@@ -413,7 +413,7 @@ class SafeLogCoreApi:
         since = previous.since if same else time.monotonic()
         detail = previous.detail if same else ""
         if UNBOUND_CLAIM in message and not detail:  # which claim, read once per pod
-            detail = unbound_claims(self._api, namespace, pod)
+            detail = unbound_claims(self._api, namespace, pod, self.mounts.refusals)
         self.stuck_containers[job] = StuckContainer(pod.metadata.name, reason, message, since, detail)
 
     @staticmethod

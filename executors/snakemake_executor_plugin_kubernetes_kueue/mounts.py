@@ -27,7 +27,7 @@ Warning Events read (both reasons in one list), at most once every ``CONTAINER_C
 reports it once and fails its job after the give-up of every stuck container, unless the failure has stopped by then
 (fixed meanwhile: not recorded again for ``MOUNT_RETRY_S``; the attach/detach controller's back-off stops at the
 kubelet's 2 min 2 s too). A driver whose Role lacks ``list`` on ``events``
-cannot read them: that is said once per run (``refusal``), and the run goes on without this check.
+cannot read them: that is said once per run (``refusals``), and the run goes on without this check.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import urllib3
 from kubernetes.client.rest import ApiException
+
+from .refusals import Refusals
 
 # How long a container may wait ContainerCreating (mounting its volumes, pulling its image) before its pod's Events
 # are read for a volume the kubelet cannot mount, and how often they are read again.
@@ -128,7 +130,8 @@ class MountWatch:
     creating: dict[str, tuple[str, float]] = field(default_factory=dict)  # by Job: (pod, since)
     read_at: dict[str, float] = field(default_factory=dict)
     found: dict[str, MountFailure] = field(default_factory=dict)
-    refused: str | None = None  # the warning due for a 403 on the Events read; "" once it has been given
+    # The reads the driver's Role refused, said once per run (also the claims' reads: jobs.SafeLogCoreApi).
+    refusals: Refusals = field(default_factory=Refusals)
     multi_attach: dict[str, str] = field(
         default_factory=dict
     )  # by Job: the last Multi-Attach event's message
@@ -199,19 +202,14 @@ class MountWatch:
             f"or a ReadWriteMany one. Said once per pod ({MULTI_ATTACH_SETTING}: after how many minutes)"
         )
 
-    def take_refusal(self) -> str | None:
-        """The warning about a refused Events read, once per run (this watch lives as long as the run)."""
-        refused, self.refused = self.refused, "" if self.refused is not None else None
-        return refused or None
-
     def _update(self, api, namespace: str, job: str, pod: str, now: float) -> None:
         try:
             events = _failed_mounts(api, namespace, pod)
         except urllib3.exceptions.HTTPError:
             return  # read again later
         except ApiException as error:
-            if error.status == 403 and self.refused is None:
-                self.refused = _refusal(error, namespace, pod)
+            reading = f"listing the events of pod {namespace}/{pod}, which waits ContainerCreating,"
+            self.refusals.note(error, "events", "list", namespace, reading)
             return  # read again later: a Role fixed meanwhile lets it through
         held = _latest([event for event in events if MULTI_ATTACH.match(event.message or "")])
         if held is not None:
@@ -227,16 +225,3 @@ def _failed_mounts(api, namespace: str, pod: str):
     # come in one list of the pod's Warnings, told apart by their messages (mount_failure_kind).
     selector = f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning"
     return api.list_namespaced_event(namespace, field_selector=selector).items
-
-
-def _refusal(error: ApiException, namespace: str, pod: str) -> str:
-    from .jobs import describe_api_error  # jobs imports this module
-
-    return (
-        f"kubernetes-kueue: listing the events of pod {namespace}/{pod}, which waits ContainerCreating, failed with "
-        f"{describe_api_error(error)}: the driver's Role lacks the rule for resource events, verb list, in namespace "
-        f"{namespace} (profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume the kubelet "
-        "cannot mount (a missing Secret or ConfigMap, a key its items list that the object lacks, a CSI, Azure File "
-        "or Blob mount failure) or that cannot be attached to the node (a disk) is not detected: its job waits ContainerCreating, holding its Kueue quota, until "
-        "someone deletes its Job. The run goes on; this is said once"
-    )

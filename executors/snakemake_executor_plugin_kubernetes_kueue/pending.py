@@ -49,9 +49,10 @@ def missing_claim(pod) -> str | None:
     return message if MISSING_CLAIM.search(message) else None
 
 
-def unbound_claims(api, namespace: str, pod) -> str:
+def unbound_claims(api, namespace: str, pod, refusals) -> str:
     """The claims of ``pod`` that are not Bound, each with its phase, its storage class and the PV controller's last
-    Warning Event on it (ProvisioningFailed, FailedBinding: why), for the scheduler's UNBOUND_CLAIM."""
+    Warning Event on it (ProvisioningFailed, FailedBinding: why), for the scheduler's UNBOUND_CLAIM. A read the
+    driver's Role refuses goes to ``refusals`` (refusals.Refusals: said once per run, not per pod)."""
     from .jobs import describe_api_error  # jobs imports this module
 
     found = []
@@ -62,7 +63,14 @@ def unbound_claims(api, namespace: str, pod) -> str:
         try:
             claim = api.read_namespaced_persistent_volume_claim(name, namespace)
         except (ApiException, urllib3.exceptions.HTTPError) as error:
-            found.append(f'persistentvolumeclaim "{name}" could not be read ({describe_api_error(error)})')
+            reading = (
+                f"reading persistentvolumeclaim {namespace}/{name}, which pod {pod.metadata.name} mounts,"
+            )
+            refused = refusals.note(error, "persistentvolumeclaims", "get", namespace, reading)
+            why = (
+                "the driver's Role does not allow it, as said once" if refused else describe_api_error(error)
+            )
+            found.append(f'persistentvolumeclaim "{name}" could not be read: {why}')
             continue
         phase = (claim.status.phase if claim.status else None) or "not bound"
         if phase == "Bound":

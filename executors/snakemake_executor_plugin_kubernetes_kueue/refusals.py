@@ -1,0 +1,53 @@
+"""Reads that a driver's Role applied from an older profiles/k8s/rbac.yaml refuses: the rules added to it since its
+first release (``list`` on events, ``get`` on persistentvolumeclaims). The API server answers such a read HTTP 403
+(Forbidden); the check that needed it is lost, and the run goes on without it. Each missing rule is said once per run,
+whichever read met it first, naming the rule to add, the namespace and what goes undetected; the reads are made again
+later, so a Role fixed meanwhile lets them through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# What goes undetected without each rule of rbac.yaml a Role may lack, by (resource, verb).
+LOST = {
+    (
+        "events",
+        "list",
+    ): "a pod whose volume the kubelet cannot mount (a missing Secret or ConfigMap, a key its items "
+    "list that the object lacks, a CSI, Azure File or Blob mount failure) or that cannot be attached to the node (a "
+    "disk) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes its Job",
+    (
+        "persistentvolumeclaims",
+        "get",
+    ): "a pod the scheduler leaves unschedulable because a claim it mounts is not "
+    'bound ("pod has unbound immediate PersistentVolumeClaims") is reported without the claim\'s phase, storage '
+    "class and the provisioner's event, which say why it is not bound",
+}
+
+
+@dataclass
+class Refusals:
+    """The warnings due for the reads a Role refused (403), one per missing rule and run."""
+
+    due: list[str] = field(default_factory=list)
+    said: set[tuple[str, str]] = field(default_factory=set)
+
+    def note(self, error: Exception, resource: str, verb: str, namespace: str, reading: str) -> bool:
+        """Note the error of ``reading`` (what was read, for the message); True when it was the Role's refusal."""
+        from .jobs import describe_api_error  # jobs imports the modules that use this one
+
+        if getattr(error, "status", None) != 403:
+            return False
+        if (resource, verb) not in self.said:
+            self.said.add((resource, verb))
+            self.due.append(
+                f"kubernetes-kueue: {reading} failed with {describe_api_error(error)}: the driver's Role lacks the "
+                f"rule for resource {resource}, verb {verb}, in namespace {namespace} (profiles/k8s/rbac.yaml; "
+                f"kubectl apply -f it). Without it, {LOST[resource, verb]}. The run goes on; this is said once"
+            )
+        return True
+
+    def take(self) -> list[str]:
+        """The warnings not yet given (each once per run: this lives as long as the run)."""
+        due, self.due = self.due, []
+        return due
