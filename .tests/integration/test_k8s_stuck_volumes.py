@@ -218,7 +218,8 @@ def test_a_role_without_get_on_claims_is_said_once_and_each_unbound_claims_pod_i
         f"the rule for resource persistentvolumeclaims, verb get, in namespace {NAMESPACE} (profiles/k8s/rbac.yaml; "
         "kubectl apply -f it). Without it, a pod the scheduler leaves unschedulable because a claim it mounts is not "
         'bound ("pod has unbound immediate PersistentVolumeClaims") is reported without the claim\'s phase, storage '
-        "class and the provisioner's event, which say why it is not bound. The run goes on; this is said once"
+        "class and the provisioner's event, which say why it is not bound; and a ReadWriteOnce disk another node holds "
+        "is warned of by its volume's name, without the claim it belongs to. The run goes on; this is said once"
     )
     reports = cannot_start(executor)
     assert len(reports) == 2 and not [r for r in reports if "Forbidden" in r]
@@ -234,6 +235,47 @@ def test_a_role_without_get_on_claims_is_said_once_and_each_unbound_claims_pod_i
         cluster.unbound_claims.clear()
     run_until_settled(executor, active)
     assert sorted(executor.recorder.finished) == ["unbound-1", "unbound-2"] and executor.recorder.failed == []
+
+
+def test_a_role_without_list_on_events_is_said_once_also_when_an_unbound_claims_events_are_read(
+    cluster, executor, monkeypatch
+):
+    """The events read of an unbound claim (the PV controller's ProvisioningFailed, FailedBinding), refused 403 by a
+    Role from an older rbac.yaml, was swallowed: the report lacked the event without a word. Now it says once per run
+    that the Role lacks list on events; each pod is still reported with its claim's phase and storage class."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import pending
+
+    monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.0)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    cluster.fail_next("GET", "events", 403, times=1000)
+    for name in ("results-1", "results-2"):
+        cluster.unbound_claims.add(f"{NAMESPACE}/{name}")
+        cluster.add_objects([claim(name)])
+    jobs = [submit_with_claim(executor, f"unbound-{n}", f"results-{n}") for n in (1, 2)]
+    active = check_for(executor, jobs, 1.0)
+    assert active == jobs and executor.recorder.failed == []
+    assert [status for _, resource, status in cluster.answered_failures if resource == "events"] == [403, 403]
+    warnings = [m for m in executor.recorder.messages("warning") if "the driver's Role lacks" in m]
+    assert len(warnings) == 1, warnings
+    first = 1 if f"{NAMESPACE}/results-1," in warnings[0] else 2
+    pod = cluster.jobs[f"unbound-{first}"].pod.name
+    assert warnings[0].startswith(
+        f"kubernetes-kueue: listing the events of persistentvolumeclaim {NAMESPACE}/results-{first}, which pod {pod} "
+        "mounts, failed with HTTP 403 Forbidden: events is forbidden: User "
+    )
+    assert (
+        f": the driver's Role lacks the rule for resource events, verb list, in namespace {NAMESPACE} "
+        "(profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume"
+    ) in warnings[0]
+    assert warnings[0].endswith(f"; {UNBOUND_CLAIM_EVENT_LOST}. The run goes on; this is said once")
+    reports = sorted(cannot_start(executor))
+    assert len(reports) == 2
+    for n, report in zip((1, 2), reports, strict=True):
+        assert (
+            f'persistentvolumeclaim "results-{n}" is Pending, no storage class (storageClassName not set)); a '
+            "PersistentVolumeClaim the pod mounts exists"
+        ) in report
 
 
 def test_a_job_whose_claim_is_bound_before_the_give_up_runs(cluster, executor, monkeypatch):
@@ -456,7 +498,7 @@ def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster,
         "(profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod whose volume the kubelet cannot mount (a "
         "missing Secret or ConfigMap, a key its items list that the object lacks, a CSI, Azure File or Blob mount "
         "failure) or that cannot be attached to the node (a disk) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes "
-        "its Job. The run goes on; this is said once"
+        f"its Job; {UNBOUND_CLAIM_EVENT_LOST}. The run goes on; this is said once"
     )
     assert not cannot_start(executor)
     cluster.add_objects(
@@ -469,6 +511,52 @@ def test_a_role_without_list_on_events_is_said_once_and_the_run_goes_on(cluster,
     assert {
         rbac_request("GET", path) for method, path, _ in cluster.requests if path.endswith("/events")
     } == {("", "events", "list")}
+
+
+UNBOUND_CLAIM_EVENT_LOST = "and an unbound claim is reported without the provisioner's event that says why"
+
+
+def test_a_role_without_get_on_claims_is_said_once_when_a_held_disk_is_warned_of_by_its_volume(
+    cluster, executor, monkeypatch
+):
+    """The Multi-Attach warning reads the pod's claims to tell which one the held volume is; a Role from an older
+    rbac.yaml refuses that read (403), which was swallowed: the warning named the volume alone, without a word on
+    why. Now one warning per run names the missing rule too."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+    from snakemake_executor_plugin_kubernetes_kueue import mounts
+
+    monkeypatch.setattr(mounts, "CONTAINER_CREATING_CHECK_S", 0.3)
+    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
+    executor.workflow.executor_settings.multi_attach_warning = 0.01  # minutes: 0.6 s
+    disk = claim("scratch")
+    disk["spec"]["accessModes"] = ["ReadWriteOnce"]
+    cluster.add_objects([disk])
+    cluster.multi_attach[f"{NAMESPACE}/scratch"] = ["results-writer-7f9c2"]
+    cluster.fail_next("GET", "persistentvolumeclaims", 403, times=1000)
+    job = submit_with_claim(executor, "second-writer", "scratch")
+    active = check_for(executor, [job], 2.0)
+    assert active == [job] and executor.recorder.failed == []
+    pod = cluster.jobs["second-writer"].pod.name
+    volume = f"pvc-{cluster.persistent_volume_claims[f'{NAMESPACE}/scratch']['metadata']['uid']}"
+    (held,) = [w for w in executor.recorder.messages("warning") if "Multi-Attach" in w]
+    assert f' min for volume "{volume}", a ReadWriteOnce volume attached to another node' in held
+    (refused,) = [m for m in executor.recorder.messages("warning") if "the driver's Role lacks" in m]
+    assert refused.startswith(
+        f"kubernetes-kueue: reading persistentvolumeclaim {NAMESPACE}/scratch, which pod {pod} mounts, failed with "
+        'HTTP 403 Forbidden: persistentvolumeclaims "scratch" is forbidden: '
+    )
+    assert refused.endswith(
+        f"the driver's Role lacks the rule for resource persistentvolumeclaims, verb get, in namespace {NAMESPACE} "
+        "(profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a pod the scheduler leaves unschedulable because a "
+        'claim it mounts is not bound ("pod has unbound immediate PersistentVolumeClaims") is reported without the '
+        "claim's phase, storage class and the provisioner's event, which say why it is not bound; and a ReadWriteOnce "
+        "disk another node holds is warned of by its volume's name, without the claim it belongs to. The run goes on; "
+        "this is said once"
+    )
+    with cluster._lock:
+        cluster.multi_attach.clear()
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["second-writer"] and executor.recorder.failed == []
 
 
 @pytest.mark.parametrize("holders", [["results-writer-7f9c2"], []])

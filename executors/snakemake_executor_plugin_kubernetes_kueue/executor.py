@@ -213,11 +213,11 @@ class KueueExecutor(kubernetes_plugin.Executor):
 
     def _gave_up_starting(self, job) -> bool:
         """Report a Job whose container the kubelet keeps waiting, once per pod; fail it once that is hopeless."""
-        for refused in self.kubeapi.mounts.refusals.take():  # a rule the Role lacks: said once per run
-            self.logger.warning(refused)
         name = job.external_jobid
         minutes = getattr(self.workflow.executor_settings, "multi_attach_warning", MULTI_ATTACH_WARNING_MIN)
         held = self.kubeapi.mounts.multi_attach_warning(self.kubeapi, self.namespace, name, minutes)
+        for refused in self.kubeapi.mounts.refusals.take():  # a rule the Role lacks: said once per run
+            self.logger.warning(refused)
         if held is not None:  # a disk another node holds: it waits, said once
             self.logger.warning(held)
         stuck = self.kubeapi.stuck_containers.get(name)

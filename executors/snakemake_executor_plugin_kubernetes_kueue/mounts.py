@@ -114,11 +114,14 @@ def _latest(events):
     return max(events, key=key, default=None)
 
 
-def _volume_of(api, namespace: str, claim: str) -> str | None:
-    """The PersistentVolume a claim is bound to (its spec.volumeName), or None when it cannot be read."""
+def _volume_of(api, namespace: str, claim: str, pod: str, refusals: Refusals) -> str | None:
+    """The PersistentVolume a claim is bound to (its spec.volumeName), or None when it cannot be read (a read the
+    driver's Role refuses goes to ``refusals``)."""
     try:
         return api.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
-    except (ApiException, urllib3.exceptions.HTTPError):
+    except (ApiException, urllib3.exceptions.HTTPError) as error:
+        reading = f"reading persistentvolumeclaim {namespace}/{claim}, which pod {pod} mounts,"
+        refusals.note(error, "persistentvolumeclaims", "get", namespace, reading)
         return None
 
 
@@ -185,7 +188,8 @@ class MountWatch:
             return None
         self.multi_attach_warned.add((job, pod))
         volume = MULTI_ATTACH.search(message)["volume"]
-        claim = next((c for c in self.claims.get(job, []) if _volume_of(api, namespace, c) == volume), None)
+        claims = self.claims.get(job, [])
+        claim = next((c for c in claims if _volume_of(api, namespace, c, pod, self.refusals) == volume), None)
         what = f'persistentvolumeclaim "{claim}" (volume {volume})' if claim else f'volume "{volume}"'
         used = USED_BY.search(message)
         holder = (

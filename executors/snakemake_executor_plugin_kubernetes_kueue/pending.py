@@ -81,16 +81,19 @@ def unbound_claims(api, namespace: str, pod, refusals) -> str:
             if storage_class
             else "no storage class (storageClassName not set)"
         )
-        found.append(text + "".join(f", {why}" for why in _last_warning(api, namespace, name)))
+        found.append(text + "".join(f", {why}" for why in _last_warning(api, namespace, name, pod, refusals)))
     return "; ".join(found)
 
 
-def _last_warning(api, namespace: str, claim: str) -> list[str]:
+def _last_warning(api, namespace: str, claim: str, pod, refusals) -> list[str]:
     selector = f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={claim},type=Warning"
     try:
         events = api.list_namespaced_event(namespace, field_selector=selector).items
-    except (ApiException, urllib3.exceptions.HTTPError):
-        return []  # a Role without list on events: the claim's phase and class still say much
+    except (ApiException, urllib3.exceptions.HTTPError) as error:
+        # A Role without list on events (said once per run): the claim's phase and class still say much.
+        reading = f"listing the events of persistentvolumeclaim {namespace}/{claim}, which pod {pod.metadata.name} mounts,"
+        refusals.note(error, "events", "list", namespace, reading)
+        return []
     latest = max(events, key=lambda e: str(e.last_timestamp or e.event_time or ""), default=None)
     return [f"{latest.reason}: {latest.message}"] if latest is not None else []
 

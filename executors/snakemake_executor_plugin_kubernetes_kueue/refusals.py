@@ -15,13 +15,15 @@ LOST = {
         "list",
     ): "a pod whose volume the kubelet cannot mount (a missing Secret or ConfigMap, a key its items "
     "list that the object lacks, a CSI, Azure File or Blob mount failure) or that cannot be attached to the node (a "
-    "disk) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes its Job",
+    "disk) is not detected: its job waits ContainerCreating, holding its Kueue quota, until someone deletes its Job; "
+    "and an unbound claim is reported without the provisioner's event that says why",
     (
         "persistentvolumeclaims",
         "get",
     ): "a pod the scheduler leaves unschedulable because a claim it mounts is not "
     'bound ("pod has unbound immediate PersistentVolumeClaims") is reported without the claim\'s phase, storage '
-    "class and the provisioner's event, which say why it is not bound",
+    "class and the provisioner's event, which say why it is not bound; and a ReadWriteOnce disk another node holds "
+    "is warned of by its volume's name, without the claim it belongs to",
 }
 
 
