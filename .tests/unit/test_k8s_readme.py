@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import tenacity
-from testkit import REPO, flat_text
+import yaml
+from testkit import REPO, flat_text, role_grants
 
 README = REPO / "profiles" / "k8s" / "README.md"
 # Every README that states a driver minimum; the SLURM one states the same numbers.
@@ -143,3 +144,42 @@ def test_the_package_versions_the_readme_names_are_the_pins_and_the_lock():
     assert len(sdks) >= 3, sdks
     for package, version in sdks:  # "azure-identity 1.27" (minor only) reads as the lock's 1.27.x
         assert lock[package] == version or lock[package].startswith(f"{version}."), (package, version)
+
+
+def readme_permissions() -> list[tuple[str, list[str], list[str]]]:
+    """The README's table of the Role's rules: (API group, resources, verbs) per row."""
+    lines = README.read_text().splitlines()
+    start = lines.index(
+        "| API group | Resources | Verbs | What the executor does with it | Where a Role lacks it |"
+    )
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        group, resources, verbs = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        rows.append(
+            (
+                group.strip("`").replace('""', ""),
+                [resource.strip().strip("`") for resource in resources.split(",")],
+                [verb.strip() for verb in verbs.split(",")],
+            )
+        )
+    return rows
+
+
+def test_the_readmes_table_of_permissions_is_rbac_yamls_role():
+    """Each row of the README's table is one rule of rbac.yaml's Role, in its order, with its group, resources and
+    verbs: a rule added to (or removed from) the Role without the README saying what it is for fails here."""
+    (role,) = [
+        document
+        for document in yaml.safe_load_all((REPO / "profiles" / "k8s" / "rbac.yaml").read_text())
+        if document and document["kind"] == "Role"
+    ]
+    rules = [
+        (group, rule["resources"], rule["verbs"]) for rule in role["rules"] for group in rule["apiGroups"]
+    ]
+    assert readme_permissions() == rules
+    # Every rule whose refusal the executor says once per run (a Role from an older rbac.yaml) is one of them.
+    from snakemake_executor_plugin_kubernetes_kueue.refusals import LOST
+
+    assert {("", resource, verb) for resource, verb in LOST} <= role_grants(role)
