@@ -1254,7 +1254,8 @@ class ApiStandIn:
             status = {
                 "failed": 1,
                 "active": 0,
-                "conditions": [
+                "conditions": [  # the Job controller keeps the resume's condition, updated in place, before them
+                    *resumed,
                     _condition("FailureTarget", reason, message, now),
                     _condition("Failed", reason, message, now),
                 ],
@@ -1275,6 +1276,7 @@ class ApiStandIn:
                 "succeeded": 1,
                 "active": 0,
                 "conditions": [
+                    *resumed,
                     _condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now),
                     _condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", now),
                 ],
