@@ -885,6 +885,30 @@ def test_mark_helpers_describe_the_run_the_benchmark_holds(tmp_path):
     assert list(tmp_path.rglob("*.resumed")) == []
 
 
+@pytest.mark.parametrize(
+    ("mark", "reason", "suffix"),
+    [(mark_resumed, resumed_reason, ".resumed"), (mark_restored, restored_reason, ".restored")],
+)
+def test_a_mark_is_replaced_whole_never_rewritten_in_place(tmp_path, mark, reason, suffix):
+    """The marks were rewritten in place (Path.write_text: truncate, then write), so an estimate reading one while a
+    job rewrote it saw an empty mark, or the end of the old line overwritten. Now a new file is renamed over the
+    mark: a reader that opened the mark before the rewrite reads the whole line it opened, the next one reads the
+    whole new line, no temporary file stays, and the mode is 0666 minus the umask (the project group reads it)."""
+    benchmark = tmp_path / "benchmarks/train/a.tsv"
+    previous = os.umask(0o002)
+    try:
+        mark(benchmark, "resumed_from_epoch 3")
+        # an estimate that opened the mark just before the rewrite
+        with open(f"{benchmark}{suffix}") as reader:
+            mark(benchmark, "resumed_from_epoch 12")
+            assert reader.read() == "resumed_from_epoch 3\n"
+    finally:
+        os.umask(previous)
+    assert reason(benchmark) == "resumed_from_epoch 12"
+    assert sorted(path.name for path in benchmark.parent.iterdir()) == [f"a.tsv{suffix}"]
+    assert Path(f"{benchmark}{suffix}").stat().st_mode & 0o777 == 0o664
+
+
 def test_a_restored_run_is_left_out_of_memory_and_runtime_and_its_mark_describes_the_run_recorded(tmp_path):
     """A job that copied its outputs from results kept earlier computed nothing: unlike a resumed run, its peak
     memory is no job's either (the next evaluation that computes is given what a copy took)."""

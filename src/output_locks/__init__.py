@@ -145,6 +145,27 @@ def new_temporary(path: str | os.PathLike) -> Path:
         return candidate
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Make ``text`` the whole of ``path`` (its folder made if need be): written to a :func:`new_temporary` beside
+    it, flushed to disk and renamed over it, so a reader sees the old text or the new one, never an empty or half
+    file, and the file gets 0666 minus the umask (or the folder's default ACL) as every output does. The writer of
+    the small files of the packages beside the libraries (resource_history's marks); kdgat and simcal write theirs
+    with their own writers, built on :func:`new_temporary` too."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = new_temporary(path)
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def remove_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files :func:`new_temporary` made for ``path`` (``.<name>.<12 hex>.tmp`` beside it),
     which a writer killed before its rename left (a sweep's is as big as its output); the removed ones are logged

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from output_locks import write_text_atomically
+
 SUFFIX = ".resumed"
 
 
@@ -87,10 +89,10 @@ def restored_reason(benchmark_path: str | Path) -> str | None:
 
 
 def _write_mark(path: Path, line: str) -> Path:
-    """Write a mark's one line beside its benchmark file (its folder made if need be)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(line + "\n")
-    return path
+    """Write a mark's one line beside its benchmark file (its folder made if need be), atomically: a reader (the
+    estimate of another job's resources) sees the earlier mark or this one, never an empty mark, which it would
+    read as no reason at all; 0666 minus the umask, so the project group reads it as the benchmark file."""
+    return write_text_atomically(path, line + "\n")
 
 
 def _mark_text(path: Path, unreadable: str) -> str | None:
