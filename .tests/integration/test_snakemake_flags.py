@@ -34,6 +34,22 @@ def test_an_omit_from_or_batch_naming_no_rule_is_refused_with_the_rule_meant(tmp
 
 
 @pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--omit-from", "summarize"), "--omit-from summarize: no rule or output file"),
+        (("--batch", "summarize=1/2"), "--batch summarize: no rule of this workflow"),
+    ],
+)
+def test_an_omit_from_or_batch_naming_no_rule_is_refused_with_targets_given_too(tmp_path, flags, said):
+    """The check ran only where `rule all` was asked for its inputs: a run given a target of its own (the summary
+    over datasets, as README.md's --batch advice has it) planned every job, omitting and batching nothing."""
+    dry = dry_run(tmp_path, *flags, "results/evaluation/summary.md")
+    assert dry.returncode != 0, dry.stdout[-3000:]
+    assert said in dry.stdout and "did you mean evaluation_summarize?" in dry.stdout, dry.stdout[-3000:]
+    assert "Job stats" not in dry.stdout
+
+
+@pytest.mark.parametrize(
     "flags",
     [
         ("--omit-from", "evaluation_summarize"),

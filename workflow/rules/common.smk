@@ -1,5 +1,6 @@
 # Helpers shared by the main workflow: config validation and the final targets.
 import difflib
+import inspect
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -34,12 +35,34 @@ def can_ids_wanted():
 CAN_IDS_TARGETS = can_ids_wanted()
 
 
+def dag_settings_of_this_run():
+    """The DAG settings of this run (targets, --omit-from, --batch ...). Snakemake sets workflow.dag_settings only
+    after it has parsed the Snakefile; while it parses, they are held by the snakemake.api.DAGApi whose
+    construction parses it (Snakemake 9: DAGApi.__post_init__ reads workflow_api._workflow, which parses), found
+    up the stack. None when neither is there (a parse for --lint or --list-rules builds no DAG)."""
+    if workflow.dag_settings is not None:
+        return workflow.dag_settings
+    from snakemake.api import DAGApi
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, DAGApi):
+                return owner.dag_settings
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
 def refuse_unknown_omit_from_and_batch():
     """--omit-from and --batch name rules (or, --omit-from, files), yet Snakemake passes over a name that is neither
     without a word, running everything (--forcerun and --until refuse it): refuse it here, with the name the main
-    workflow gives a module's rule. Snakemake holds the DAG settings only once the DAG is built, hence a call from
-    the input function of the `all` rule; a run with targets of its own is not checked."""
-    settings = workflow.dag_settings
+    workflow gives a module's rule. Called once every module is imported (the end of workflow/Snakefile), so that a
+    run given targets of its own, which never builds `rule all`, is checked too; and again from the input function
+    of the `all` rule, where Snakemake holds the DAG settings (dag_settings_of_this_run)."""
+    settings = dag_settings_of_this_run()
     if settings is None:
         return
     names = {name: "--omit-from" for name in settings.omit_from or ()}
