@@ -6,8 +6,11 @@ import json
 import logging
 import math
 import os
+import pwd
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1448,6 +1451,52 @@ def test_a_stash_dir_the_jobs_cannot_write_is_refused_naming_it(tmp_path, monkey
         ResultStash(locked).prepare()
     ResultStash(tmp_path / "open").prepare()
     assert (tmp_path / "open").is_dir()
+
+
+def test_a_stash_another_researcher_made_under_umask_022_names_its_folder_and_how_to_share_it(tmp_path):
+    """docs/evaluation.md: a stash shared between researchers needs a group-writable folder. One made by a first
+    researcher's run under umask 022 (0755) stopped a second researcher's evaluations at prepare() with "not
+    writable" and the advice to point stash_dir elsewhere, never what makes the shared folder work. The second
+    user is this process bound by permissions: as root, without the capabilities that let root write any folder
+    (setpriv, util-linux), in a folder another user (nobody) owns; as another user, in a folder of its own made
+    read-only."""
+    stash = tmp_path / "shared" / "stash"
+    previous = os.umask(0o022)
+    try:
+        ResultStash(stash).prepare()  # the first researcher's run
+    finally:
+        os.umask(previous)
+    assert stash.stat().st_mode & 0o777 == 0o755
+    argv = [
+        sys.executable, "-c",
+        "import sys\nfrom kdgat.evaluation.stash import ResultStash\n"
+        "try:\n    ResultStash(sys.argv[1]).prepare()\nexcept ValueError as error:\n    sys.exit(str(error))",
+        str(stash),
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
+        os.chown(stash, 65534, 65534)
+        argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
+    else:
+        stash.chmod(0o555)
+    try:
+        second = subprocess.run(
+            argv, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        stash.chmod(0o755)
+    found = stash.stat()
+    owner = pwd.getpwuid(found.st_uid).pw_name
+    assert second.returncode == 1, second.stderr
+    assert second.stderr.strip() == (
+        f"stash_dir {stash}: cannot hold the result stash (not writable): it is {owner}'s, mode "
+        f"{0o555 if os.geteuid() else 0o755:04o}. A stash shared between researchers needs a folder the project "
+        f"group may write: its owner runs `chgrp <group> {stash} && chmod 2775 {stash}`, and every researcher runs "
+        "the workflow under umask 002, so that the entries are group-writable too; point evaluation.stash_dir at "
+        'a directory the jobs can write, or set it to "" to switch the stash off'
+    )
 
 
 def test_alpha_statistics_call_one_half_normal_and_cover_the_pooled_test_windows():

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import re
 import shutil
 from collections.abc import Iterator, Mapping
@@ -57,6 +58,24 @@ def stash_key(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]
     return digest.hexdigest()[:32]
 
 
+def _sharing_advice(root: Path) -> str:
+    """What makes a stash folder another researcher made writable for this one (docs/evaluation.md): its owner and
+    mode, and the commands that share it with the project group."""
+    try:
+        found = root.stat()
+    except OSError:
+        return ""
+    try:
+        owner = pwd.getpwuid(found.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {found.st_uid}"
+    return (
+        f": it is {owner}'s, mode {found.st_mode & 0o7777:04o}. A stash shared between researchers needs a folder "
+        f"the project group may write: its owner runs `chgrp <group> {root} && chmod 2775 {root}`, and every "
+        "researcher runs the workflow under umask 002, so that the entries are group-writable too"
+    )
+
+
 class ResultStash:
     """Finished results kept outside Snakemake's declared outputs, keyed by a hash of inputs and parameters.
 
@@ -73,6 +92,7 @@ class ResultStash:
         """Create the stash directory now (the stash returned); a ValueError naming it when it cannot hold entries (a
         file is in the way, no permission): found before minutes of evaluating, not when the finished results are
         committed, where the failure would fail the job and, in a group job, cost every sibling its outputs."""
+        shared = ""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -81,9 +101,10 @@ class ResultStash:
             if os.access(self.root, os.W_OK | os.X_OK):
                 return self
             problem = "not writable"
+            shared = _sharing_advice(self.root)
         raise ValueError(
-            f"stash_dir {self.root}: cannot hold the result stash ({problem}); point evaluation.stash_dir at a "
-            'directory the jobs can write, or set it to "" to switch the stash off'
+            f"stash_dir {self.root}: cannot hold the result stash ({problem}){shared}; point evaluation.stash_dir "
+            'at a directory the jobs can write, or set it to "" to switch the stash off'
         )
 
     def entry(self, key: str) -> Path:
