@@ -5,13 +5,14 @@ names and commands the text states, read from the code that sets them."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from testkit import REPO, flat_text, import_required, parsed_workflow
+from testkit import REPO, flat_text, import_required, parsed_workflow, run_snakemake
 
 from kdgat.tracking.settings import TrackingSettings
 from resource_history.estimate import SIZE_FACTOR, SIZE_FLOOR_MB
@@ -107,6 +108,73 @@ def test_the_rules_with_a_benchmark_file_are_the_ones_the_readme_lists(rules) ->
         "calibration_calibrate",
     }
     assert benchmarked == listed
+
+
+RETRIED = """
+rule all:
+    input: "bad.txt"
+
+rule bad:
+    output: "bad.txt"
+    log: "bad.log"
+    retries: 2
+    shell: "echo 'train_gat failed: a bad setting' >> {log}; exit 1"
+"""
+
+RESOURCE_RAISES = """
+def mem_mb(wildcards, attempt):
+    if wildcards.name == "bad":
+        raise ValueError("an input error an earlier attempt recorded")
+    return 100
+
+rule all:
+    input: expand("{name}.txt", name=["bad", "good"])
+
+rule make:
+    output: "{name}.txt"
+    resources: mem_mb=mem_mb
+    shell: "echo {wildcards.name} > {output}"
+"""
+
+
+def test_a_bad_input_is_retried_and_snakemake_9_has_no_sound_way_to_skip_it(tmp_path) -> None:
+    """README.md, Snakemake's own flags: a training job that fails on a bad input is retried all the same, and why
+    no rule, wrapper or resources function can tell such a failure and skip the retries in Snakemake 9."""
+    from snakemake.script import Snakemake
+
+    from kdgat.runtime import GPUUnusableError
+    from output_locks import OutputInUse
+    from wrapper_rules import InputError
+
+    text = flat_text(README)
+    assert (
+        "fails three times with the same one line (`train_<stage> failed: <message>`, on stderr each time and in "
+        "the job's log, which Snakemake empties before each attempt)" in text
+    )
+    # a rule's retries are a number that --retries does not lower; the log holds the last attempt's line
+    (tmp_path / "retried").mkdir()
+    (tmp_path / "retried" / "Snakefile").write_text(RETRIED)
+    run = run_snakemake("--cores", "1", "--retries", "0", cwd=tmp_path / "retried", timeout=300, check=False)
+    assert run.returncode != 0
+    assert run.stdout.count("Error in rule bad:") == 3 and run.stdout.count("Trying to restart job") == 2
+    assert (tmp_path / "retried" / "bad.log").read_text().splitlines() == ["train_gat failed: a bad setting"]
+    assert "which `--retries` cannot lower" in text
+    # a wrapper is given no attempt number
+    assert "attempt" not in inspect.signature(Snakemake.__init__).parameters
+    assert "(a wrapper's `snakemake` object has no `attempt`)" in text
+    # a resources function that raises stops the whole run, the other job (good.txt) included
+    (tmp_path / "raises").mkdir()
+    (tmp_path / "raises" / "Snakefile").write_text(RESOURCE_RAISES)
+    run = run_snakemake("--cores", "1", "--keep-going", cwd=tmp_path / "raises", timeout=300, check=False)
+    said = run.stdout[-3000:]
+    assert run.returncode != 0 and "an input error an earlier attempt recorded" in run.stdout, said
+    assert not (tmp_path / "raises" / "good.txt").exists(), said
+    assert (
+        "`resources` function that raises stops the whole run, `--keep-going` or not, not the one job" in text
+    )
+    # the one-line failures include ones a retry on another node, or later, can cure
+    assert issubclass(GPUUnusableError, InputError) and issubclass(OutputInUse, InputError)
+    assert "(`GPUUnusableError`), an output another job is writing (`OutputInUse`)" in text
 
 
 def test_the_kd_gat_training_rules_retry_twice_with_a_benchmark(rules) -> None:
