@@ -244,6 +244,42 @@ def test_the_size_f1_caption_names_the_variants_that_ran(tmp_path):
     assert "two students" not in text and "student_kd" not in text
 
 
+def test_the_training_curves_caption_names_the_variants_that_ran(tmp_path):
+    """The training-curves caption said "one row per variant (teacher, student with knowledge distillation, student
+    without)" whatever kd_gat.variants held, while the figure draws a row only for the variants that ran; it now
+    names those, in the figure's order."""
+    variants, seed = ["student", "teacher"], 7  # the figure's rows follow the chain's order, not the config's
+    (tmp_path / "variants.yaml").write_text(
+        yaml.safe_dump({"kd_gat": {"variants": variants, "seeds": [seed]}})
+    )
+    dataset = next(iter(yaml.safe_load((REPO / "config/config.yaml").read_text())["datasets"]))
+    # --report reads only the report items of the jobs the target needs: stand-ins for those of the dataset's
+    # summary and the evaluations it reads
+    summarized = tmp_path / "results/evaluation" / dataset
+    figure = '<svg xmlns="http://www.w3.org/2000/svg"/>'
+    for variant in variants:
+        evaluated = summarized / f"seed_{seed}" / variant
+        evaluated.mkdir(parents=True)
+        for name in ("roc", "pr", "confusion"):
+            (evaluated / f"{name}.svg").write_text(figure)
+    for name in ("size_f1.svg", "training_curves.svg"):
+        (summarized / name).write_text(figure)
+    (summarized / "summary.csv").write_text("")
+    curves = str((summarized / "training_curves.svg").relative_to(tmp_path))
+    run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(REPO / "config/config.yaml"), str(tmp_path / "variants.yaml"),
+        "--report", "report.html", curves, cwd=tmp_path,
+    )  # fmt: skip
+    caption = embedded((tmp_path / "report.html").read_text(), "results")[curves]["caption"]
+    text = " ".join(re.sub(r"<[^>]+>", "", caption).split())
+    assert (
+        "one row per variant that ran (kd_gat.variants), in this order: teacher, student trained alone (student); "
+        "one column per stage" in text
+    ), text
+    assert "knowledge distillation" not in text, text
+
+
 def workflow_description(tmp_path, name: str, overrides: dict) -> str:
     """The report's workflow description (workflow/report/workflow.rst) for the shipped config with ``overrides``,
     as plain text; the report is of kd_gat_all, whose jobs have no report items, so nothing needs to have run."""
