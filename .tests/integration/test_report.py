@@ -155,13 +155,12 @@ CALIBRATION_REPORT_FILES = (
 )  # fmt: skip
 
 
-def test_two_calibrations_in_one_report_are_told_apart_by_their_names(tmp_path):
-    """A downstream workflow importing the calibration module twice (two models, two `calibration.name`s): the
-    report listed eight items named fit.png, loss.png, ... under "Other", with the same captions, so nothing said
-    which fit was which. Each item is now filed and labelled under its calibration's name."""
-    names = ("sir_a", "sir_b")
+def calibrations_report(tmp_path, calibrations: dict) -> tuple[dict, dict]:
+    """The report's results and categories of a downstream workflow importing the calibration module once per item
+    of ``calibrations`` (its name, the module's ``calibration`` section), as `config[name]`."""
+    names = tuple(calibrations)
     (tmp_path / "config.yaml").write_text(
-        yaml.safe_dump({name: {"calibration": {"name": name}} for name in names})
+        yaml.safe_dump({name: {"calibration": section} for name, section in calibrations.items()})
     )
     imports = "".join(
         f'module {name}:\n    snakefile:\n        "{REPO}/workflow/modules/calibration/Snakefile"\n'
@@ -180,7 +179,15 @@ def test_two_calibrations_in_one_report_are_told_apart_by_their_names(tmp_path):
             path.write_text(f"<html>{name}</html>" if path.suffix == ".html" else "")
     run_snakemake("--report", "report.html", cwd=tmp_path)
     report = (tmp_path / "report.html").read_text()
-    results, categories = embedded(report, "results"), embedded(report, "categories")
+    return embedded(report, "results"), embedded(report, "categories")
+
+
+def test_two_calibrations_in_one_report_are_told_apart_by_their_names(tmp_path):
+    """A downstream workflow importing the calibration module twice (two models, two `calibration.name`s): the
+    report listed eight items named fit.png, loss.png, ... under "Other", with the same captions, so nothing said
+    which fit was which. Each item is now filed and labelled under its calibration's name."""
+    names = ("sir_a", "sir_b")
+    results, categories = calibrations_report(tmp_path, {name: {"name": name} for name in names})
     for category in ("Calibration", "Simulation sweep"):
         assert set(categories[category]) == set(names), categories[category]
         for name in names:
@@ -189,6 +196,33 @@ def test_two_calibrations_in_one_report_are_told_apart_by_their_names(tmp_path):
             labels = [results[path]["labels"] for path in files]
             assert all(label["calibration"] == name for label in labels), labels
             assert len({label["figure"] for label in labels}) == len(files), labels
+
+
+def test_the_calibration_captions_name_the_design_each_calibration_drew(tmp_path):
+    """The sweep page's caption said "over a quasi-random design" and the loss figure's "round 0 is the
+    quasi-random design" whatever calibration.sweep.design and calibration.calibrate.initial_design were (lhs and
+    random too); they now name the design of each calibration."""
+    results, _ = calibrations_report(
+        tmp_path,
+        {
+            "sir_a": {"name": "sir_a"},  # the defaults: Sobol for both
+            "sir_b": {"name": "sir_b", "calibrate": {"initial_design": "lhs"}, "sweep": {"design": "random"}},
+        },
+    )
+
+    def text(path: str) -> str:
+        return " ".join(re.sub(r"<[^>]+>", "", results[path]["caption"]).split())
+
+    sobol, lhs, random = "quasi-random (scrambled Sobol)", "Latin hypercube", "uniformly random"
+    sweep = "over a {} design (calibration.sweep.design)"
+    loss = "(round 0 is the {} design, calibration.calibrate.initial_design)"
+    assert sweep.format(sobol) in text("results/calibration/sir_a/sweep/sweep.html")
+    assert sweep.format(random) in text("results/calibration/sir_b/sweep/sweep.html")
+    assert loss.format(sobol) in text("results/calibration/sir_a/loss.png")
+    assert loss.format(lhs) in text("results/calibration/sir_b/loss.png")
+    assert "quasi-random" not in text("results/calibration/sir_b/sweep/sweep.html") + text(
+        "results/calibration/sir_b/loss.png"
+    )
 
 
 def test_the_roc_caption_names_the_false_positive_rates_the_evaluation_was_given(tmp_path):
