@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from evaluation.pipeline_run import DATASET, SEED, VARIANTS, shared_run
-from testkit import REPO, run_snakemake
+from testkit import REPO, flat_text, run_snakemake
 
 from kdgat.chain import MODELS
 
@@ -241,6 +241,11 @@ def test_the_roc_caption_names_the_false_positive_rates_the_evaluation_was_given
     )  # fmt: skip
     text = " ".join(embedded((tmp_path / "report.html").read_text(), "results")[roc]["caption"].split())
     assert "the detection rate at FPR 10 % / 2 % (evaluation.fpr_targets)" in re.sub(r"<[^>]+>", "", text)
+    # nothing ran: the figure is the file as it is, the caption the command's config, as README says
+    assert (
+        "`--report` without `--report-after-run` runs nothing: it shows the files as they are, with captions "
+        "rendered from the config of that command" in flat_text(REPO / "README.md")
+    )
 
 
 def test_the_size_f1_caption_names_the_variants_that_ran(tmp_path):
@@ -312,6 +317,47 @@ def test_the_training_curves_caption_names_the_variants_that_ran(tmp_path):
         "one column per stage" in text
     ), text
     assert "knowledge distillation" not in text, text
+
+
+def test_a_report_after_failed_jobs_is_refused_and_made_of_the_targets_that_were_made(tmp_path):
+    """README, "Document with it": after a run with failed jobs `--report` stops at the first report item that was
+    not made, and a report of the targets that were made (a dataset's summary, calibration_all) holds their
+    figures. Stand-ins for what a `--keep-going` run made: one dataset evaluated, the other failed, the calibration
+    done (--report reads only the report items)."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    made, failed = list(config["datasets"])[:2]
+    seed, name = 7, config["calibration"]["name"]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"kd_gat": {"variants": ["teacher"], "seeds": [seed]}}))
+    figure = '<svg xmlns="http://www.w3.org/2000/svg"/>'
+    evaluated = tmp_path / "results/evaluation" / made / f"seed_{seed}/teacher"
+    evaluated.mkdir(parents=True)
+    for item in ("roc", "pr", "confusion"):
+        (evaluated / f"{item}.svg").write_text(figure)
+    for item in ("size_f1.svg", "training_curves.svg", "summary.csv"):
+        (tmp_path / "results/evaluation" / made / item).write_text(figure if item.endswith(".svg") else "")
+    for relative in CALIBRATION_REPORT_FILES:
+        path = tmp_path / f"results/calibration/{name}/{relative}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("<html></html>" if path.suffix == ".html" else "")
+    common = (
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(tmp_path),
+        "--configfile", str(REPO / "config/config.yaml"), str(tmp_path / "run.yaml"), "--report", "report.html",
+    )  # fmt: skip
+    refused = run_snakemake(*common, cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "marked for report but does not exist" in refused.stdout, (
+        refused.stdout
+    )
+    assert not (tmp_path / "report.html").exists()
+    run_snakemake(*common, f"results/evaluation/{made}/summary.csv", "calibration_all", cwd=tmp_path)
+    categories = embedded((tmp_path / "report.html").read_text(), "categories")
+    assert set(categories["ROC curves"]) == {made} and set(categories["Calibration"]) == {name}, categories
+    assert failed not in {sub for subs in categories.values() for sub in subs}, categories
+    text = flat_text(REPO / "README.md")
+    assert (
+        "`--report` stops at the first report item that was not made (`File ... marked for report but does not "
+        "exist`), and `--report-after-run` makes none: name the targets that were made, as `snakemake --report "
+        "report.html results/evaluation/<dataset>/summary.csv calibration_all`" in text
+    )
 
 
 def workflow_description(tmp_path, name: str, overrides: dict) -> str:
