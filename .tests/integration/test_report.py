@@ -402,6 +402,17 @@ def test_the_reports_workflow_description_says_what_the_runs_config_is(tmp_path)
     assert "Snakemake gives this text that config, not the files it came from" in other
 
 
+def test_the_reports_workflow_description_explains_only_the_variants_that_ran(tmp_path):
+    """workflow.rst explained teacher, student_kd and student whatever kd_gat.variants held; it now explains the
+    variants of the run, in its order."""
+    text = workflow_description(tmp_path, "teacher", {"kd_gat": {"variants": ["student", "teacher"]}})
+    assert (
+        "for the variants student, teacher (student: small ones trained alone; teacher: the large models), once "
+        "per seed" in text
+    ), text
+    assert "student_kd" not in text and "distilled" not in text, text
+
+
 def test_two_prefixed_evaluation_modules_in_one_report_are_told_apart_by_their_labels(tmp_path):
     """A downstream workflow importing the evaluation module twice, with `prefix:` a and b, for datasets of the
     same names: every report item of one had the category, subcategory and labels of an item of the other, so the
