@@ -402,6 +402,22 @@ def test_the_reports_workflow_description_says_what_the_runs_config_is(tmp_path)
     assert "Snakemake gives this text that config, not the files it came from" in other
 
 
+def test_a_relative_report_path_lies_in_the_directory_given_by_directory(tmp_path):
+    """README: with --directory, a relative report path lies in that directory, not where the command was run."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    run_snakemake(
+        "--snakefile", str(REPO / "workflow/Snakefile"), "--directory", str(work),
+        "--configfile", str(REPO / "config/config.yaml"), "--report", "report.html", "kd_gat_all", cwd=elsewhere,
+    )  # fmt: skip
+    assert (work / "report.html").is_file() and not (elsewhere / "report.html").exists()
+    assert (
+        "With `--directory`, a relative report path lies in that directory, as results/ does, not where the "
+        "command was run" in flat_text(REPO / "README.md")
+    )
+
+
 def test_the_reports_workflow_description_explains_only_the_variants_that_ran(tmp_path):
     """workflow.rst explained teacher, student_kd and student whatever kd_gat.variants held; it now explains the
     variants of the run, in its order."""
