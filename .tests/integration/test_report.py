@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pandas as pd
@@ -468,3 +469,47 @@ def test_two_prefixed_evaluation_modules_in_one_report_are_told_apart_by_their_l
         assert labels["eval_a"][figure] != labels["eval_b"][figure], labels
     for name in names:
         assert all(label["module"] == name for label in labels[name]), labels
+
+
+def test_two_prefixed_calibration_modules_of_one_name_in_one_report_are_told_apart_by_their_labels(tmp_path):
+    """A downstream workflow importing the calibration module twice, with `prefix:` cal_a and cal_b, both with the
+    default calibration.name (sir): every report item of one had the category, subcategory and labels of an item
+    of the other (labels calibration: sir and the figure), so nothing in the report said which was which. They
+    carry the module's name, as the evaluation module's do."""
+    names = ("cal_a", "cal_b")
+    imports = "".join(
+        f'module {name}:\n    snakefile:\n        "{REPO}/workflow/modules/calibration/Snakefile"\n'
+        f"    config:\n        {{}}\n    prefix:\n        {name!r}\n\n\nuse rule * from {name} as {name}_*\n\n\n"
+        for name in names
+    )
+    (tmp_path / "Snakefile").write_text(imports)
+    # stand-ins for one calibration per module, each step's inputs older than its outputs, so nothing is rerun
+    steps = [
+        ["resources/calibration/sir/observed.csv"],
+        ["results/calibration/sir/simulations.parquet", "results/calibration/sir/trials.parquet"],
+        [
+            f"results/calibration/sir/analysis/{name}"
+            for name in ("best.json", "top_k.parquet", "summary.json")
+        ],
+        [
+            f"results/calibration/sir/{name}"
+            for name in ("calibration.html", "fit.png", "loss.png", "history.png")
+        ],
+    ]
+    for age, files in enumerate(steps):
+        for name in names:
+            for relative in files:
+                path = tmp_path / name / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("")
+                os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
+    figures = {
+        name: [f"{name}/results/calibration/sir/{figure}.png" for figure in ("fit", "loss")] for name in names
+    }
+    run_snakemake("--report", "report.html", *[p for paths in figures.values() for p in paths], cwd=tmp_path)
+    results = embedded((tmp_path / "report.html").read_text(), "results")
+    labels = {name: [results[path]["labels"] for path in figures[name]] for name in names}
+    for figure in range(2):  # the fit, the loss
+        assert labels["cal_a"][figure] != labels["cal_b"][figure], labels
+    for name in names:
+        assert all(label == {**label, "calibration": "sir", "module": name} for label in labels[name]), labels
