@@ -147,6 +147,60 @@ def test_bad_calibration_settings_stop_the_run_naming_the_setting(tmp_path):
     assert not (tmp_path / "results/calibration/sir_small/simulations.parquet.partial").exists()
 
 
+PREFIXED = """
+configfile: "config.yaml"
+
+
+module cal_a:
+    snakefile:
+        "{module}"
+    config:
+        config
+    prefix:
+        "cal_a"
+
+
+use rule * from cal_a as cal_a_*
+"""
+
+
+def test_a_relative_observed_path_in_the_working_directory_under_a_module_prefix_is_refused_naming_the_key(
+    tmp_path,
+):
+    """calibration.observed.path is documented as read from the working directory, and the module checked the file
+    there, while Snakemake looked for the calibrate rule's input behind the module's `prefix:`: the dry run
+    stopped with a MissingInputException for cal_a/data/observed.csv, naming no key, although data/observed.csv
+    was there. Refused naming the key; the same file behind the prefix, or given absolute, is read."""
+    observed = tmp_path / "data" / "observed.csv"
+    observed.parent.mkdir()
+    observed.write_text("day,incidence\n0,1\n1,2\n")
+    config = {"calibration": {**SMALL_CONFIG["calibration"], "observed": {"path": "data/observed.csv"}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        PREFIXED.format(module=REPO / "workflow/modules/calibration/Snakefile")
+    )
+    refused = run_snakemake("-n", "--cores", "1", "cal_a_all", cwd=tmp_path, check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert "MissingInputException" not in refused.stdout, refused.stdout
+    assert (
+        "calibration.observed.path: 'data/observed.csv' is relative, and the calibration module is imported with a "
+        "`prefix:`, behind which Snakemake looks for it (cal_a/data/observed.csv), while the file is in the "
+        "working directory: give an absolute path"
+    ) in refused.stdout, refused.stdout
+
+    config["calibration"]["observed"]["path"] = str(observed)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    absolute = run_snakemake("-n", "--cores", "1", "cal_a_all", cwd=tmp_path)
+    assert f"input: {observed}" in absolute.stdout, absolute.stdout
+
+    config["calibration"]["observed"]["path"] = "data/observed.csv"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "cal_a" / "data").mkdir(parents=True)
+    observed.rename(tmp_path / "cal_a" / "data" / "observed.csv")
+    behind = run_snakemake("-n", "--cores", "1", "cal_a_all", cwd=tmp_path)
+    assert "input: cal_a/data/observed.csv" in behind.stdout, behind.stdout
+
+
 def test_simulate_rule_fails_over_threshold_and_resumes_with_a_new_one(tmp_path):
     (tmp_path / "params.csv").write_text("beta,gamma\n0.2,0.1\n0.3,0.1\n0.4,0.1\n0.5,0.1\n")
     # A model of the lab's own (importable from the working directory) that fails at run time for one valid-looking

@@ -50,6 +50,27 @@ def check_references_and_observed():
 check_references_and_observed()
 
 
+def check_observed_path_behind_prefix():
+    """A relative calibration.observed.path, in a module imported with a `prefix:` (or a `replace_prefix:` matching
+    it): Snakemake looks for the calibrate and visualize rules' input behind the prefix, as for every relative
+    path of the module's rules, while the file is in the working directory. Named here, not as a missing input
+    behind the prefix; a file that is behind the prefix (or nowhere yet: a rule may make it there) is left be.
+    """
+    given = CAL["observed"]["path"]
+    if given is None or "://" in OBSERVED:
+        return
+    moved = str(workflow.modifier.path_modifier.replace_prefix(OBSERVED))
+    if moved != OBSERVED and os.path.exists(OBSERVED) and not os.path.exists(moved):
+        raise config_error(
+            f"calibration.observed.path: {given!r} is relative, and the calibration module is imported with a "
+            f"`prefix:`, behind which Snakemake looks for it ({moved}), while the file is in the working "
+            "directory: give an absolute path"
+        )
+
+
+check_observed_path_behind_prefix()
+
+
 def check_job_settings():
     """calibration.simulation (the sweep's with its replicates) and calibration.calibrate as the simulate and
     calibrate jobs read them: the schema's integer takes 4.0, which the jobs refused only once the design jobs
