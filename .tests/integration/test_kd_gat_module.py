@@ -450,3 +450,65 @@ if __name__ == "__main__":
             print(
                 "listed value moved:", key, EXPECTED_MISSES[key].value, f"→ {measured.loc[key, 'value']:.3f}"
             )
+
+
+OVERRIDDEN = """
+configfile: "config.yaml"
+
+
+module kd_gat:
+    snakefile:
+        "{catalog}/workflow/modules/kd_gat/Snakefile"
+    config:
+        config
+
+
+use rule * from kd_gat as kd_gat_*
+
+
+use rule train_vgae_teacher from kd_gat as kd_gat_train_vgae_teacher with:
+    resources:
+        {resources}
+
+
+module evaluation:
+    snakefile:
+        "{catalog}/workflow/modules/evaluation/Snakefile"
+    config:
+        config
+
+
+use rule * from evaluation as evaluation_*
+
+
+use rule evaluate_teacher from evaluation as my_evaluate_teacher with:
+    resources:
+        {resources}
+"""
+
+
+def test_a_use_rule_with_resources_that_drops_the_modules_gpu_request_is_warned_of(tmp_path):
+    """`use rule train_vgae_teacher from kd_gat as ... with: resources: mem_mb=...` (more memory for one rule)
+    replaces all of the module's resources of the rule: it asked for no GPU and no runtime although kd_gat.device
+    is auto, so on a cluster its job waited in no GPU queue and trained on the CPU, and nothing said so. The same
+    for an evaluation rule and evaluation.gpu. Warned of, naming the rule; not where the statement names gpu."""
+    config = {
+        "datasets": {"lab": {}},
+        "kd_gat": {"device": "auto", "seeds": [1]},
+        "evaluation": {"device": "auto", "gpu": 1},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    warned = []
+    for resources in ("mem_mb=64000,", "mem_mb=64000,\n        gpu=1,"):
+        (tmp_path / "Snakefile").write_text(OVERRIDDEN.format(catalog=REPO, resources=resources))
+        warned.append(run_snakemake("--list-rules", cwd=tmp_path, timeout=300).stdout)
+    for rule, setting in (
+        ("kd_gat_train_vgae_teacher", "kd_gat.device is auto"),
+        ("my_evaluate_teacher", "evaluation.gpu is 1"),
+    ):
+        assert (
+            f"rule {rule} asks for no GPU, although {setting}: the `with: resources:` of a `use rule` statement "
+            "replaces all of the resources the module gives the rule"
+        ) in warned[0], warned[0]
+    assert warned[0].count("asks for no GPU") == 2, warned[0]  # the other rules keep the module's resources
+    assert "asks for no GPU" not in warned[1], warned[1]
