@@ -512,3 +512,67 @@ def test_a_use_rule_with_resources_that_drops_the_modules_gpu_request_is_warned_
         ) in warned[0], warned[0]
     assert warned[0].count("asks for no GPU") == 2, warned[0]  # the other rules keep the module's resources
     assert "asks for no GPU" not in warned[1], warned[1]
+
+
+COPIED = """
+configfile: "config.yaml"
+
+
+module kd_gat:
+    snakefile:
+        "{catalog}/workflow/modules/kd_gat/Snakefile"
+    config:
+        config
+
+
+use rule * from kd_gat as kd_gat_*
+
+
+use rule train_vgae_teacher from kd_gat as wide_vgae with:
+    output:
+        model="results/wide/{{dataset}}/seed_{{seed}}/vgae/model.pt",
+        metrics="results/wide/{{dataset}}/seed_{{seed}}/vgae/metrics.json",
+        history="results/wide/{{dataset}}/seed_{{seed}}/vgae/history.csv",
+    log:
+        "logs/wide/{{dataset}}/seed_{{seed}}/vgae.log",{own}
+
+
+# replaces the module's rule: no other rule writes its model
+use rule train_gat_teacher from kd_gat as kd_gat_train_gat_teacher with:
+    output:
+        model="results/mine/{{dataset}}/seed_{{seed}}/gat/model.pt",
+        metrics="results/mine/{{dataset}}/seed_{{seed}}/gat/metrics.json",
+        history="results/mine/{{dataset}}/seed_{{seed}}/gat/history.csv",
+"""
+OWN_CHECKPOINT = """
+    benchmark:
+        "benchmarks/wide/{{dataset}}/seed_{{seed}}/vgae.tsv"
+    params:
+        checkpoint="checkpoints/wide/{{dataset}}/seed_{{seed}}/vgae/last.pt",
+        benchmark="benchmarks/wide/{{dataset}}/seed_{{seed}}/vgae.tsv","""
+
+
+def test_a_copied_training_rule_with_outputs_of_its_own_that_keeps_the_modules_checkpoint_is_warned_of(
+    tmp_path,
+):
+    """`use rule train_vgae_teacher from kd_gat as wide_vgae with: output: ...` beside the module's rule (say, to
+    train it again with other settings) kept the module rule's params: its jobs and the module's took one resume
+    checkpoint (the second stopped at its lock, or resumed from the other's epochs) and, without a benchmark: of
+    its own, wrote one benchmark file. Warned of, naming both rules; not for a copy given its own, nor for a rule
+    that replaces the module's (no other rule writes that checkpoint's model)."""
+    config = {"datasets": {"lab": {}}, "kd_gat": {"device": "cpu", "seeds": [1]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    listed = []
+    for own in ("", OWN_CHECKPOINT):
+        (tmp_path / "Snakefile").write_text(COPIED.format(catalog=REPO, own=own))
+        listed.append(run_snakemake("--list-rules", cwd=tmp_path, timeout=300).stdout)
+    expected = (
+        "rule wide_vgae writes results/wide/{dataset}/seed_{seed}/vgae/model.pt, not the kd_gat module's "
+        "results/kd_gat/{dataset}/seed_{seed}/teacher/vgae/model.pt, but keeps the resume checkpoint of rule "
+        "kd_gat_train_vgae_teacher, which writes that (params: "
+        "checkpoint='checkpoints/kd_gat/{dataset}/seed_{seed}/teacher/vgae/last.pt'), and its benchmark file "
+        "('benchmarks/kd_gat/{dataset}/seed_{seed}/teacher/vgae.tsv')"
+    )
+    assert expected in listed[0], listed[0]
+    assert listed[0].count("but keeps the resume checkpoint") == 1, listed[0]  # not kd_gat_train_gat_teacher
+    assert "wide_vgae" in listed[1] and "resume checkpoint" not in listed[1], listed[1]

@@ -1,5 +1,6 @@
 # Helpers of the kd_gat module: config access, paths, per-stage settings, resources and the sweep table.
 # Included by the module's Snakefile (kept apart so that the Snakefile holds only rules).
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ from kdgat.evaluation.targets import configured_data_prefix, configured_datasets
 from kdgat.layout import in_the_working_directory
 from kdgat.tracking import TrackingSettings, ensure_invocation_environment
 from kdgat.training.settings import SettingPrefix, StageSettings
+from snakemake.io import apply_wildcards
 from snakemake.utils import Paramspace
 
 KD = config["kd_gat"]
@@ -242,3 +244,69 @@ if KD["tracking"]["backend"] != "none":
 
     envvars:
         *TRACKING_ENVVARS,
+
+
+def warn_of_copied_rules_sharing_checkpoints():
+    """A training rule copied by the importing workflow with outputs of its own (`use rule train_vgae_teacher from
+    kd_gat as wide_vgae with: output: ...`, beside the module's rule) keeps the module rule's params: its resume
+    checkpoint and, unless `benchmark:` is given too, its benchmark file. Both jobs then took the same checkpoint
+    (the second stopped at its lock, or one resumed from the other's epochs) and wrote one benchmark file. Warned
+    of, naming the rule and what to give it; called after the rules are defined."""
+    for variant in ALL_VARIANTS:
+        for stage in STAGES:
+            module_rule = training_rule(stage, variant)
+            # the rules this statement makes (a `use rule <one rule> ... as <name>` makes only that one)
+            if workflow.modifier.avail_rulename(module_rule) is None:
+                continue
+            name = workflow.modifier.modify_rulename(module_rule)
+            if not workflow.is_rule(name):
+                continue
+            definition = workflow.get_rule(name)
+            place = f"kd_gat/{{dataset}}/seed_{{seed}}/{variant}/{stage}"
+            model = in_module(f"results/{place}/model.pt")
+            resume_file = in_module(f"checkpoints/{place}/last.pt")
+            benchmark = in_module(f"benchmarks/{place}.tsv")
+            given = definition.output.get("model")
+            if given is None or filled(given) == filled(model):
+                continue
+            if str(definition.params.get("checkpoint")) != resume_file:
+                continue
+            # the rule that writes the module's model: the module's own (or a copy keeping its outputs); none where
+            # this statement replaced it (`use rule train_vgae_teacher from kd_gat as kd_gat_train_vgae_teacher`)
+            siblings = [
+                other.name
+                for other in workflow.rules
+                if other.name != name and filled(other.output.get("model")) == filled(model)
+            ]
+            if not siblings:
+                continue
+            shared = definition.benchmark is not None
+            shared = shared and filled(definition.benchmark) == filled(benchmark)
+            # shown less its wildcard constraints
+            shown = re.sub(r"\{(\w+),[^{}]*\}", r"{\1}", str(given))
+            logger.warning(
+                f"rule {name} writes {shown}, not the kd_gat module's {model}, but keeps the resume checkpoint "
+                f"of rule {siblings[0]}, which writes that (params: checkpoint={resume_file!r})"
+                + (f", and its benchmark file ({benchmark!r})" if shared else "")
+                + ": the jobs of both rules for one dataset and seed take the same checkpoint (the second stops at "
+                "its lock, or resumes from the other's epochs)"
+                + (" and write one benchmark file" if shared else "")
+                + ". Give it a checkpoint of its own in the `with:` of its `use rule` statement (params: "
+                "checkpoint=...)"
+                + (
+                    ", and a benchmark: of its own, with params: benchmark= the same file"
+                    if shared
+                    else ""
+                )
+            )
+
+
+def filled(pattern):
+    """A path pattern of a training rule (a rule's, with its wildcard constraints, or the module's) for one job;
+    None for none."""
+    if pattern is None:
+        return None
+    try:
+        return str(apply_wildcards(str(pattern), {"dataset": "d", "seed": "1"}))
+    except Exception:  # a wildcard of the rule's own: not a path of the module's
+        return None
