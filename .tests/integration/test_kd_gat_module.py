@@ -576,3 +576,51 @@ def test_a_copied_training_rule_with_outputs_of_its_own_that_keeps_the_modules_c
     assert expected in listed[0], listed[0]
     assert listed[0].count("but keeps the resume checkpoint") == 1, listed[0]  # not kd_gat_train_gat_teacher
     assert "wide_vgae" in listed[1] and "resume checkpoint" not in listed[1], listed[1]
+
+
+PER_DATASET = """
+module kd_gat_x:
+    snakefile:
+        "{catalog}/workflow/modules/kd_gat/Snakefile"
+    config:
+        {{"datasets": {{"lab_x": {{}}}}, "kd_gat": {{"device": "cpu", "seeds": [1]}}}}
+
+
+use rule * from kd_gat_x as x_*
+
+
+module kd_gat_y:
+    snakefile:
+        "{catalog}/workflow/modules/kd_gat/Snakefile"
+    config:
+        {{"datasets": {{"lab_y": {{}}}}, "kd_gat": {{"device": "cpu", "seeds": [1], "teacher_preset": "demo_teacher"}}}}
+
+
+use rule * from kd_gat_y as y_*
+
+
+rule all:
+    default_target: True
+    input:
+        rules.x_all.input,
+        rules.y_all.input,
+"""
+
+
+def test_two_kd_gat_modules_for_datasets_of_their_own_train_each_its_own_without_a_prefix(tmp_path):
+    """Two kd_gat modules in one workflow, each with the kd_gat settings of its own datasets, without a `prefix:`
+    (their outputs differ by dataset): the module's {dataset} matched any name, so each rule matched the other
+    module's datasets too and the dry run stopped with an AmbiguousRuleException for the first model. The
+    datasets are those of the module's config, as in the preprocess and evaluation modules."""
+    for dataset in ("lab_x", "lab_y"):  # the graphs, as a preprocess module would leave them
+        graphs = tmp_path / "results" / "preprocess" / dataset
+        graphs.mkdir(parents=True)
+        for name in ("train.pt", "val.pt", "metadata.json"):
+            (graphs / name).write_text("")
+    (tmp_path / "Snakefile").write_text(PER_DATASET.format(catalog=REPO))
+    proc = run_snakemake("-n", "--cores", "1", cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "AmbiguousRuleException" not in proc.stdout, proc.stdout
+    for module, dataset in (("x", "lab_x"), ("y", "lab_y")):
+        assert f"rule {module}_train_vgae_teacher:\n" in proc.stdout, proc.stdout
+        assert f"output: results/kd_gat/{dataset}/seed_1/teacher/vgae/model.pt" in proc.stdout, proc.stdout
