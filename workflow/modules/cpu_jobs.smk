@@ -2,8 +2,8 @@
 # set-resources gives rules a GPU by name (profiles/slurm the kd_gat training rules, for the GPU type;
 # profiles/k8s the evaluations too), and Snakemake puts it over the rule's own request: the job would hold a GPU
 # it never uses and, on SLURM, wait in the GPU queue for it. Included by the modules whose rules ask for GPUs.
-# A rule the config gives a GPU that the importing workflow's `use rule ... with: resources:` left without one is
-# warned of (warn_of_a_gpu_request_replaced).
+# A GPU job whose resources the importing workflow replaced (`with: resources:` of its `use` statement), leaving it
+# without the GPU the config gives it, is warned of (warn_of_a_gpu_request_replaced).
 from snakemake.logging import logger
 
 
@@ -27,12 +27,12 @@ def ask_no_gpu(rule_names):
 
 def warn_of_a_gpu_request_replaced(rule_names, setting, module_resources):
     """A rule of ``rule_names`` (as the module names them) that asks for no GPU although ``setting`` (a config key
-    and its value, named as the config files name it) asks for one: a `use rule ... with: resources:` in the
-    importing workflow replaces all of the module's resources of the rule (``module_resources``, the names it
+    and its value, named as the config files name it) asks for one: the `with: resources:` of a `use` statement
+    in the importing workflow replaces all of the module's resources of the rule (``module_resources``, the names it
     sets), so one given there only a memory lost its GPU and runtime, and its job waited in no GPU queue and ran
     on the CPU without a word. Warned of, naming the rule; called after the rules are defined, as ask_no_gpu,
     so that a profile's set-resources giving the GPU counts."""
-    # a `use rule <one rule> ... as <name>` maps every name of the module to <name>: each rule once
+    # a `use` statement of one rule, `as <name>`, maps every name of the module to <name>; each name once
     for name in dict.fromkeys(workflow.modifier.modify_rulename(name) for name in rule_names):
         if not workflow.is_rule(name):
             continue
@@ -43,7 +43,8 @@ def warn_of_a_gpu_request_replaced(rule_names, setting, module_resources):
             sorted(key for key in resources if not key.startswith("_") and key != "tmpdir")
         )
         warning = config_error(
-            f"rule {name} asks for no GPU, although {setting}: the `with: resources:` of a `use rule` statement "
+            f"rule {name} asks for no GPU, "
+            f"although {setting}: the `with: resources:` of a `use rule` statement "
             f"replaces all of the resources the module gives the rule ({', '.join(module_resources)}), and it "
             f"has only {kept or 'none'}; name the others there too (gpu=1), or change only what you mean to "
             "with --set-resources (or a profile's set-resources), which keeps the module's others"

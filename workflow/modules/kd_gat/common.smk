@@ -271,7 +271,7 @@ def warn_of_copied_rules_sharing_checkpoints():
                 continue
             if str(definition.params.get("checkpoint")) != resume_file:
                 continue
-            # the rule that writes the module's model: the module's own (or a copy keeping its outputs); none where
+            # who writes the module's model: the module's own rule (or a copy keeping its outputs); none where
             # this statement replaced it (`use rule train_vgae_teacher from kd_gat as kd_gat_train_vgae_teacher`)
             siblings = [
                 other.name
@@ -286,7 +286,8 @@ def warn_of_copied_rules_sharing_checkpoints():
             shown = re.sub(r"\{(\w+),[^{}]*\}", r"{\1}", str(given))
             logger.warning(
                 f"rule {name} writes {shown}, not the kd_gat module's {model}, but keeps the resume checkpoint "
-                f"of rule {siblings[0]}, which writes that (params: checkpoint={resume_file!r})"
+                f"of rule {siblings[0]}, which writes that "
+                f"(params: checkpoint={resume_file!r})"
                 + (f", and its benchmark file ({benchmark!r})" if shared else "")
                 + ": the jobs of both rules for one dataset and seed take the same checkpoint (the second stops at "
                 "its lock, or resumes from the other's epochs)"
