@@ -1,8 +1,8 @@
 # Helpers of the calibration module (kept apart so that the Snakefile holds only rules). Where the simulations run
 # decides none of their rows (each one's seed is its own): the backend params are not_a_rerun_trigger (rerun.smk),
 # so moving a finished sweep or calibration to another backend, or resizing its workers, reruns nothing. What the
-# user's code decides is a param: the `code` of a rule that calls a "module:function" is the digest of its source
-# file (simcal.model_code.code_digests), so editing a model, generator or loss function reruns its jobs.
+# user's code decides is a param: the `code` param holds the digest of the source file of each "module:function"
+# its rule calls (simcal.model_code.code_digests), so editing a model, generator or loss function reruns its jobs.
 import os
 
 from simcal.calibrate import CalibrationSettings, check_refine_replicates
