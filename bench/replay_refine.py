@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_calibrate as bench  # noqa: E402 (puts src/ on the path)
 
 import simcal.local_search as local_search  # noqa: E402
-from simcal.calibrate import _new_parameter_sets  # noqa: E402 (the library's own dedup of proposals)
+from simcal.calibration_rounds import new_parameter_sets  # noqa: E402 (the library's own dedup of proposals)
 from simcal.design import parse_bounds  # noqa: E402
 
 TOP_K = bench.REFINE["top_k"]
@@ -91,7 +91,7 @@ def replay(refined: pd.DataFrame, oracle: Oracle, variant: Variant) -> dict:
         return units, table[:, 2]
 
     def run(points: np.ndarray) -> int:
-        proposals = _new_parameter_sets(points, bounds, bench.FIXED, seen)
+        proposals = new_parameter_sets(points, bounds, bench.FIXED, seen)
         rows.extend([p["beta"], p["gamma"], oracle(p)] for p in proposals)
         return len(proposals)
 
