@@ -75,3 +75,39 @@ def test_a_batch_of_the_summary_over_datasets_plans_one_dataset(tmp_path):
             name for name in ("synth_hcrl", "synth_cantt") if f"dataset={name}" in dry.stdout
         }
     assert planned == {False: {"synth_hcrl", "synth_cantt"}, True: {"synth_cantt"}}, planned
+
+
+WRAPPED = """
+rule made:
+    output:
+        "out.txt",
+    wrapper:
+        "file:{wrapper}"
+"""
+
+
+def test_editing_a_wrapper_or_its_library_in_place_reruns_nothing(tmp_path):
+    """README.md ("Snakemake's own flags with this workflow"): editing the library or a `wrapper.py` in place reruns
+    nothing, hence the advice to --forcerun. Snakemake's code trigger sees a rule's shell or run code, not the
+    wrapper's file or what it imports: after both are edited, the dry run plans no job, and --forcerun runs the
+    edited code."""
+    wrapper, library = tmp_path / "wrapper", tmp_path / "library"
+    wrapper.mkdir()
+    library.mkdir()
+    (library / "made_by.py").write_text("WHO = 'first'\n")
+    (wrapper / "environment.yaml").write_text("dependencies: [python]\n")  # Snakemake records a wrapper's env
+    (wrapper / "wrapper.py").write_text(
+        "from made_by import WHO\nopen(snakemake.output[0], 'w').write(WHO)\n"
+    )
+    (tmp_path / "Snakefile").write_text(WRAPPED.format(wrapper=wrapper))
+    env = {"PYTHONPATH": f"{library}"}
+    run_snakemake("--cores", "1", cwd=tmp_path, env=env, timeout=300)
+    assert (tmp_path / "out.txt").read_text() == "first"
+    (library / "made_by.py").write_text("WHO = 'second'\n")
+    (wrapper / "wrapper.py").write_text(
+        "from made_by import WHO\nopen(snakemake.output[0], 'w').write(WHO + ' edited')\n"
+    )
+    dry = run_snakemake("--cores", "1", "-n", cwd=tmp_path, env=env, timeout=300)
+    assert "Nothing to be done" in dry.stdout, dry.stdout[-3000:]
+    run_snakemake("--cores", "1", "--forcerun", "made", cwd=tmp_path, env=env, timeout=300)
+    assert (tmp_path / "out.txt").read_text() == "second edited"
