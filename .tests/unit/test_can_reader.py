@@ -160,6 +160,13 @@ BAD_INPUTS = {
     "empty data byte": ("1.0,0316,2,05,,R\n", "hcrl_csv", 1, "data byte"),
     "3-digit data byte": ("1.0,0316,1,005,R\n", "hcrl_csv", 1, "data byte"),
     "txt 3-digit data byte": ("Timestamp: 1.0  ID: 0350  000  DLC: 1  005\n", "hcrl_txt", 1, "data byte"),
+    # HCRL text writes every byte as two digits (test_a_capture_cut_off_inside_its_last_byte_is_a_bad_row)
+    "txt one-digit data byte": (
+        "Timestamp: 1.0  ID: 0350  000  DLC: 2  5 a2\n",
+        "hcrl_txt",
+        1,
+        "2 hexadecimal",
+    ),
     # CAN IDs are 11-bit or 29-bit: 8 hex digits can say more.
     "ID above 29 bits": ("1.0,0316,1,05,R\n1.1,20000000,1,05,R\n", "hcrl_csv", 2, "above 0x1FFFFFFF"),
     "4col ID above 29 bits": (
@@ -194,6 +201,21 @@ BAD_INPUTS = {
         "too many fields",
     ),
 }
+
+
+@pytest.mark.parametrize("fmt", ["auto", "hcrl_txt"])
+def test_a_capture_cut_off_inside_its_last_byte_is_a_bad_row(tmp_path, fmt):
+    """HCRL text ends each line with a data byte: a capture cut off inside it (``... a2`` cut to ``... a``, no line
+    end after it) read as the byte 0x0a without a word. It is a bad row: an error naming the line, or skipped and
+    counted."""
+    whole = "Timestamp: 1.0  ID: 0350  000  DLC: 2  05 a2\n"
+    path = write(tmp_path, "cut.log", whole + whole.replace("1.0", "1.1")[:-2])
+    with pytest.raises(CanFormatError, match="line cut off") as error:
+        read_can_file(path, fmt=fmt)
+    assert error.value.line == 2
+    messages = read_can_file(path, fmt=fmt, bad_rows="skip")
+    assert (len(messages), messages.skipped_rows) == (1, 1)
+    assert messages.payload[0, :2].tolist() == [0x05, 0xA2]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -196,10 +196,11 @@ def dlc_values(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def payload_bytes(
-    fields: Fields, dlc: np.ndarray, shape_ok: np.ndarray, first_column: int
+    fields: Fields, dlc: np.ndarray, shape_ok: np.ndarray, first_column: int, two_digits: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Payload ``[n, 8]`` from one hex field per byte starting at ``first_column`` (rows whose field count fits
-    their DLC), and the rows with a byte that is not 1-2 hex digits."""
+    their DLC), and the rows with a byte that is not 1-2 hex digits (``two_digits``: not exactly 2, for a format
+    whose writer always writes two, where a one-digit byte is a line cut off, not a value)."""
     n = len(dlc)
     payload = np.zeros((n, 8), dtype=np.uint8)
     bad_byte = np.zeros(n, dtype=bool)
@@ -208,9 +209,10 @@ def payload_bytes(
         rows = np.flatnonzero(shape_ok & (k < dlc))
         if not len(rows):
             continue
-        values, bad = decode(
-            fields.values.take(pa.array(fields.offsets[rows] + first_column + k)), 2, HEX_LUT
-        )
+        strings = fields.values.take(pa.array(fields.offsets[rows] + first_column + k))
+        values, bad = decode(strings, 2, HEX_LUT)
+        if two_digits:
+            bad |= to_numpy(pc.binary_length(strings), dtype=np.int64) != 2
         bad_byte[rows] |= bad
         payload[rows, k] = values
     return payload, bad_byte

@@ -1,5 +1,7 @@
 """HCRL normal-run text: ``Timestamp: 1479121434.850202  ID: 0350  000  DLC: 8  05 28 84 66 6d 00 00 a2``.
-Every message is normal."""
+Every message is normal. Every data byte is two hex digits, as HCRL writes them: a data byte is the last field of
+a line, so a capture cut off inside its last line leaves a one-digit byte (``... 00 00 a``), which would otherwise
+read as another value (0x0a for 0xa2); such a line is a bad row."""
 
 from __future__ import annotations
 
@@ -26,9 +28,9 @@ def parse(lines: pa.Array, header=None):
     can_id, bad_id = decode(fields.get(3), 8, HEX_LUT)
     dlc, bad_dlc = dlc_values(fields.get(6))
     shape_ok = fields.count == dlc + 7
-    payload, bad_byte = payload_bytes(fields, dlc, shape_ok, first_column=7)
+    payload, bad_byte = payload_bytes(fields, dlc, shape_ok, first_column=7, two_digits=True)
     checks = [(1, fields.count < 7), (2, ~layout_ok), (3, bad_ts), (4, bad_id), (5, bad_dlc), (6, ~shape_ok)]
-    checks.append((7, bad_byte))
+    checks.append((13, bad_byte))
     for code, bad in checks:
         problem[(problem == 0) & bad] = code
     return ts, can_id, dlc, payload, np.zeros(n, dtype=np.uint8), problem

@@ -29,6 +29,7 @@ PROBLEMS = {
     10: "attack label is not 0 or 1",
     11: "CAN ID is above 0x1FFFFFFF (IDs are 11-bit standard or 29-bit extended)",
     12: "too many fields (expected 4: timestamp, arbitration_id, data_field, attack)",
+    13: "data byte is not 2 hexadecimal digits (a one-digit last byte is a line cut off, e.g. a capture's end)",
 }
 # Checked by the reader after a format's parser (a hex number of up to 8 digits can exceed 29 bits).
 ID_ABOVE_29_BITS = 11
