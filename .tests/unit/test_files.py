@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import errno
 import fcntl
 import json
 import os
@@ -617,3 +618,48 @@ def test_a_kdgat_table_holds_the_format_its_name_says(tmp_path, name, read):
     pd.testing.assert_frame_equal(read(tmp_path / name), table)
     if not name.lower().endswith(".parquet"):  # a history.csv written under that name is read back as written
         pd.testing.assert_frame_equal(read_history(tmp_path / name), table)
+
+
+# Each atomic writer, in a process whose files may not grow past FILE_LIMIT bytes (RLIMIT_FSIZE, the kernel's
+# EFBIG: what a full disk or a quota gives as ENOSPC/EDQUOT, without filling one), asked to replace a small file
+# with a larger one.
+FILE_LIMIT = 64 * 1024
+WRITERS_PAST_THE_LIMIT = {
+    "kdgat": "from kdgat.files import write_text as write\nwrite(big, target)",
+    "kdgat table": "from kdgat.files import write_table\nwrite_table(frame, target)",
+    "simcal": "from simcal.tables import write_text\nwrite_text(big, target)",
+    "simcal parquet": "from simcal.tables import write_parquet\nwrite_parquet(frame, target)",
+    "simcal part": "import pyarrow as pa, pyarrow.parquet as pq\nfrom simcal.tables import atomic_write\n"
+    "atomic_write(target, lambda tmp: pq.write_table(pa.Table.from_pandas(frame), tmp))",
+    "output_locks": "from output_locks import write_text_atomically\nwrite_text_atomically(target, big)",
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS_PAST_THE_LIMIT))
+def test_a_write_the_disk_refuses_names_the_output_and_keeps_the_old_file(tmp_path, writer):
+    """A full disk met in pyarrow's writer or a plain write() raised ``[Errno 28] No space left on device`` naming
+    no file (pyarrow's: ``Error writing bytes to file``), so a sweep's or training's log did not say which output,
+    or which disk, was full: the error now names the output, keeps its errno (simcal's service tells a full disk
+    by it), and the old file stays with no temporary file beside it."""
+    target = tmp_path / "out" / "table.parquet"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    script = (
+        "import json, resource, signal, sys\nimport numpy as np, pandas as pd\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"  # a write past the limit fails with EFBIG, not a signal
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({FILE_LIMIT}, {FILE_LIMIT}))\n"
+        f"target = {str(target)!r}\nbig = 'x' * {4 * FILE_LIMIT}\n"
+        "frame = pd.DataFrame({'y': np.random.default_rng(0).random(" + str(FILE_LIMIT) + ")})\n"
+        "try:\n" + "".join(f"    {line}\n" for line in WRITERS_PAST_THE_LIMIT[writer].splitlines()) + ""
+        "except OSError as error:\n"
+        "    print(json.dumps([type(error).__name__, error.errno, str(error)]))\n"
+    )  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("src", ".tests"))}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout, f"{writer}: the write past the limit did not fail"
+    kind, number, message = json.loads(run.stdout)
+    assert (kind, number) == ("OSError", errno.EFBIG), message
+    assert str(target) in message and "File too large" in message, message
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["table.parquet"]

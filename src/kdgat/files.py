@@ -29,6 +29,7 @@ from output_locks import (  # noqa: F401 - kdgat.files.output_lock, as before
     LockOfAnotherUser,
     OutputInUse,
     lock_path,
+    named_write_error,
     new_temporary,
     output_lock,
 )
@@ -60,7 +61,9 @@ def _fsync(path: Path) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary_path)``, flush the result to disk and rename it to ``path``."""
+    """Call ``write(temporary_path)``, flush the result to disk and rename it to ``path``. A failed write (a full
+    disk, a quota) leaves the old file and no temporary one, and its ``OSError`` names ``path``
+    (``output_locks.named_write_error``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = new_temporary(path)
@@ -68,9 +71,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         write(temporary)
         _fsync(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
-        raise
+        named = named_write_error(path, temporary, error) if isinstance(error, OSError) else None
+        if named is None:
+            raise
+        raise named from error
     _fsync(path.parent)
     return path
 

@@ -145,6 +145,19 @@ def new_temporary(path: str | os.PathLike) -> Path:
         return candidate
 
 
+def named_write_error(path: str | os.PathLike, temporary: Path, error: OSError) -> OSError | None:
+    """The error to raise for ``error``, met while ``path`` was written through ``temporary``: an ``OSError`` (of
+    the class its errno gives) naming ``path``, for one that names ``temporary`` or no file at all (a full disk in
+    pyarrow's writer or a plain ``write()`` names none, so a job's log said ``No space left on device`` and not
+    where). None, to raise ``error`` as it is, for one naming another file (``copy_file``'s source) or without an
+    errno, and for a library's own error class (its message already says what it means)."""
+    if type(error).__module__ != "builtins" or error.errno is None:
+        return None
+    if error.filename is not None and os.fspath(error.filename) != os.fspath(temporary):
+        return None
+    return OSError(error.errno, os.strerror(error.errno), os.fspath(path))
+
+
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """Make ``text`` the whole of ``path`` (its folder made if need be): written to a :func:`new_temporary` beside
     it, flushed to disk and renamed over it, so a reader sees the old text or the new one, never an empty or half
@@ -160,9 +173,12 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
-        raise
+        named = named_write_error(path, temporary, error) if isinstance(error, OSError) else None
+        if named is None:
+            raise
+        raise named from error
     return path
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from output_locks import new_temporary
+from output_locks import named_write_error, new_temporary
 
 
 def current_umask() -> int:
@@ -52,7 +52,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool 
     gets the permissions a plain ``open()`` would (0666 less the umask, or what a folder's default ACL gives), not
     mkstemp's 0600: it is created with mode 0666 and the kernel applies the umask or the ACL, as for ``open()``.
     ``durable=False`` skips the fsyncs for files that are rewritten often and worthless after a crash (progress
-    reports).
+    reports). A failed write (a full disk, a quota) leaves the old file and no temporary one, and its ``OSError``
+    names ``path`` (``output_locks.named_write_error``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,9 +67,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool 
             finally:
                 os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
-        raise
+        named = named_write_error(path, tmp, error) if isinstance(error, OSError) else None
+        if named is None:
+            raise
+        raise named from error
     if durable:
         fsync_directory(path.parent)
     return path
