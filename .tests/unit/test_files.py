@@ -663,3 +663,23 @@ def test_a_write_the_disk_refuses_names_the_output_and_keeps_the_old_file(tmp_pa
     assert str(target) in message and "File too large" in message, message
     assert target.read_bytes() == b"old"
     assert [p.name for p in target.parent.iterdir()] == ["table.parquet"]
+
+
+def test_a_file_whose_fsync_fails_is_not_renamed_into_place(tmp_path, monkeypatch):
+    """kdgat's atomic_write ignored an error of the temporary file's fsync and renamed it over the old file: where
+    a full disk or quota (NFS) or an I/O error is reported only at fsync, a file that never reached the disk
+    replaced a good one with no error. Now the write fails naming the output, and the old file stays."""
+    target = files.write_text("old", tmp_path / "model.pt")
+    fsync = os.fsync
+
+    def full_disk_on_files(descriptor):
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", full_disk_on_files)
+    with pytest.raises(OSError, match=re.escape(str(target))) as raised:
+        files.write_text("new", target)
+    assert raised.value.errno == errno.EDQUOT
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]

@@ -69,7 +69,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     temporary = new_temporary(path)
     try:
         write(temporary)
-        _fsync(temporary)
+        # The file's own fsync must succeed: a full disk or quota on NFS, or an I/O error, is reported here (the
+        # writes before it only filled the page cache), and renaming the file into place then would publish one
+        # that is not on disk. Only the folder's fsync (_fsync), which some filesystems refuse, is best-effort.
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
