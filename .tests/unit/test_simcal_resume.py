@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import pathlib
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from simcal.models.sir import observe
 from simcal.part_timeouts import TIMEOUT_KEY
 from simcal.progress import progress_path, read_progress
 from simcal.runner import PartStore, TooManyFailures, plan_tasks, read_results, simulate
+from simcal.store import PartsLost
 from simcal.worker import failure_rows
 
 
@@ -455,3 +457,26 @@ def test_a_calibration_stopped_after_its_trials_are_written_keeps_them_as_a_fail
     assert any(str(kept) in note for note in stopped.value.__notes__)
     record = read_progress(progress_path(sims))
     assert record["state"] == "stopped" and str(kept) in record["message"]
+
+
+def test_a_sweep_whose_parts_were_removed_while_it_ran_publishes_nothing_and_its_rerun_keeps_the_parts_left(
+    tmp_path,
+):
+    """The parts folder removed while a sweep ran (a clean-up of the results folder): the parts written after
+    were published alone, an output lacking the removed parts' simulations without a word (and the status said
+    all were done). Now the sweep fails naming the lost parts, and the manifest is written again so that the rerun
+    keeps the parts left (without it they counted as another model's) and runs only the lost simulations."""
+    tasks = plan_tasks([{"a": float(i)} for i in range(4)], 1)
+    out, manifest = tmp_path / "out.parquet", {"model": "m:f"}
+    store = PartStore(out, manifest)
+    store.expect(tasks)
+    store.write(ok_rows(tasks[:2]), tasks[:2])
+    shutil.rmtree(store.partial)
+    store.write(ok_rows(tasks[2:]), tasks[2:])
+    with pytest.raises(
+        PartsLost, match=r"out\.parquet\.partial: 1 of the parts .* holding 2 of its 4 simulations"
+    ):
+        store.finalize()
+    assert not out.exists()
+    rerun = PartStore(out, manifest)
+    assert rerun.not_done(tasks) == tasks[:2]

@@ -59,6 +59,12 @@ def recorded_model(metadata: Mapping[bytes, bytes] | None) -> dict[str, str | No
     return {name: (metadata or {}).get(key, b"").decode() or None for name, key in MODEL_RECORD.items()}
 
 
+class PartsLost(RuntimeError):
+    """Parts that held finished simulations of the plan are gone from ``<output>.partial`` when the sweep ends (the
+    folder, or files in it, removed while it ran): publishing the rest would give an output that silently lacks
+    their rows."""
+
+
 class PartStore:
     """The parts in ``<output>.partial`` and their final home, the file ``<output>``.
 
@@ -116,12 +122,16 @@ class PartStore:
                     "kept, the others are left out", self.partial,
                 )  # fmt: skip
         self.partial.mkdir(parents=True, exist_ok=True)
-        atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(self.manifest, sort_keys=True)))
+        self._write_manifest()
         for lost in self.partial.glob(
             "lost-*.parquet"
         ):  # written by older versions for dead workers' batches
             lost.unlink()
         self._scan(rerun_failed, check)
+
+    def _write_manifest(self) -> None:
+        manifest = json.dumps(self.manifest, sort_keys=True)
+        atomic_write(self.partial / "_manifest.json", lambda tmp: tmp.write_text(manifest))
 
     def _scan(self, rerun_failed: bool, check: Callable[[], None] | None = None) -> None:
         sooner = 0  # simulations that timed out under a smaller timeout_s than this run's: they run again
@@ -261,6 +271,7 @@ class PartStore:
         and report ``directory()`` outputs as missing.
         """
         wanted: Counter = Counter(self._owner[key] for key in self.planned if key in self._owner)
+        self._check_parts_left(wanted)
         parts = [p for p in self.parts() if wanted[p.name]]
         schemas = [pq.read_schema(p).remove_metadata() for p in parts]
         unified = whole_numbers_as_text(unify_schemas(schemas), parts, schemas) if parts else pa.schema([])
@@ -287,6 +298,20 @@ class PartStore:
         if drop_parts:
             self.drop_parts()
         return self.output
+
+    def _check_parts_left(self, wanted: Counter) -> None:
+        """Raise :class:`PartsLost` when a part holding ``wanted`` simulations is gone, after writing the manifest
+        again (removed with its folder, the rerun would count the parts written since as another model's)."""
+        lost = sorted(name for name in wanted if not (self.partial / name).is_file())
+        if not lost:
+            return
+        self._write_manifest()
+        raise PartsLost(
+            f"{self.partial}: {len(lost)} of the parts of this sweep's finished simulations are gone (removed while "
+            f"it ran?), holding {sum(wanted[name] for name in lost)} of its {len(self.planned)} simulations "
+            f"({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}); the output is not written, as it would "
+            "lack their rows. Run again: the simulations of the parts left are kept, the others run again"
+        )
 
     def drop_parts(self) -> None:
         """Remove ``<output>.partial``, its manifest last: a stop on the way (SIGTERM while thousands of parts go)
