@@ -175,9 +175,16 @@ def test_a_hang_past_the_timeout_ends_the_programs_the_model_started_too(tmp_pat
 
 
 def test_a_process_past_the_workers_memory_limit_is_ended_as_the_nanny_would_end_the_worker():
+    """The crash row names the memory_limit as configured and the share of it that ended the process: it named
+    only the share, as ``the worker's memory limit (300 MiB)`` of a memory_limit of 600 MiB (380 MiB of the usual
+    400MiB and 0.95), a number found in no setting."""
     worker = SimpleNamespace(memory_manager=SimpleNamespace(memory_limit=600 * 2**20))
     with dask.config.set({"distributed.worker.memory.terminate": 0.5}):  # ends it past 300 MiB
-        with pytest.raises(SimulationCrashed, match=r"using more than the worker's memory limit \(300 MiB\)"):
+        named = (
+            r"using more than 300 MiB, the share distributed\.worker\.memory\.terminate = 0\.5 of the worker's "
+            r"memory limit \(600 MiB, the backend's memory_limit\)"
+        )
+        with pytest.raises(SimulationCrashed, match=named):
             run_isolated(MODEL, batch("memory", mib=800), None, 120.0, worker=worker)
 
 
@@ -196,7 +203,9 @@ def test_the_memory_of_the_programs_the_model_started_counts_against_the_workers
     worker = SimpleNamespace(memory_manager=SimpleNamespace(memory_limit=600 * 2**20))
     external = tmp_path / "external"
     with dask.config.set({"distributed.worker.memory.terminate": 0.5}):  # ends it past 300 MiB
-        with pytest.raises(SimulationCrashed, match=r"using more than the worker's memory limit \(300 MiB\)"):
+        with pytest.raises(
+            SimulationCrashed, match=r"using more than 300 MiB, the share .* memory limit \(600 MiB"
+        ):
             run_isolated(
                 MODEL, batch("external", mib=500, external_pid_file=str(external)), None, 15.0, worker=worker
             )

@@ -113,7 +113,7 @@ def _run_isolated(
                 finally:
                     os.close(report_write)  # the child's copy only: read() then ends when the child has
                 limit = timeout_s * len(alone) if timeout_s else None
-                memory_limit = _memory_limit(worker)
+                memory_limit, memory_text = _memory_limit(worker)
                 ended = _wait(child, started, result, limit, memory_limit)
             report = _read_report(report_read) if ended == "exited" else ""
         finally:
@@ -137,7 +137,7 @@ def _run_isolated(
             )
         if (child.returncode == 0 or ended == "written") and result.exists():
             return pickle.loads(result.read_bytes())
-        raise SimulationCrashed(_death(child.returncode, ended, memory_limit, stderr_text))
+        raise SimulationCrashed(_death(child.returncode, ended, memory_text, stderr_text))
 
 
 def _read_report(report_read: int) -> str:
@@ -216,20 +216,28 @@ def _rss(pid: int) -> int:
     return total
 
 
-def _memory_limit(worker: Any) -> int | None:
-    """The memory at which the worker's nanny would end the worker: its limit times the terminate fraction."""
+def _memory_limit(worker: Any) -> tuple[int | None, str]:
+    """The memory at which the worker's nanny would end the worker (its limit times the terminate fraction; None:
+    never), and how a crash row says it: the limit as configured (``memory_limit``) and the fraction, so the
+    number is the one the settings give (before, a limit of 400 MiB read ``memory limit (380 MiB)``)."""
     limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
     if not limit:
-        return None
+        return None, ""
     import dask
 
     fraction = dask.config.get("distributed.worker.memory.terminate", False)
-    return int(limit * fraction) if fraction else None
+    if not fraction:
+        return None, ""
+    threshold = int(limit * fraction)
+    return threshold, (
+        f"{threshold / 2**20:.0f} MiB, the share distributed.worker.memory.terminate = {fraction:g} of the worker's "
+        f"memory limit ({limit / 2**20:.0f} MiB, the backend's memory_limit) at which its nanny would end the worker"
+    )
 
 
-def _death(returncode: int, ended: str, memory_limit: int | None, stderr_text: str) -> str:
+def _death(returncode: int, ended: str, memory_text: str, stderr_text: str) -> str:
     if ended == "memory":
-        how = f"was ended for using more than the worker's memory limit ({memory_limit / 2**20:.0f} MiB)"
+        how = f"was ended for using more than {memory_text}"
     elif returncode < 0:
         try:
             name = signal.Signals(-returncode).name
