@@ -41,6 +41,7 @@ from simcal.calibrate import (
     trials_table,
 )
 from simcal.calibration_rounds import new_parameter_sets
+from simcal.calibration_targets import ObservedKeys
 from simcal.contract import ContractError, param_id, replicate_seed
 from simcal.design import Design, parse_bounds, sample_design, write_design
 from simcal.local_search import MAX_RADIUS
@@ -942,10 +943,14 @@ def test_targets_that_score_no_successful_simulation_stop_the_run_after_that_rou
 
 def test_observed_keys_that_match_no_simulated_row_stop_the_calibration_after_the_design(tmp_path, client):
     """Observed days read as text never equal the simulated whole numbers: every loss would be NaN. The design's
-    trials are kept, and no search round is spent on losses the sampler cannot learn from."""
+    trials are kept, and no search round is spent on losses the sampler cannot learn from. The error names the
+    target and shows observed and simulated keys side by side (before, it said only that no loss was finite)."""
     observed = observe({"beta": 0.3, "gamma": 0.1, "days": 20}, 7, process="mean_field")
     with pytest.raises(
-        ContractError, match=r"targets gave no finite loss for any of the 4 parameter set"
+        ContractError,
+        match=r"calibration target 'incidence': none of the 20 observed keys \(day\) matches a simulated row of "
+        r"the 4 parameter set\(s\) of this round, so no loss means anything: observed '0', '1', '2', '3', '4' "
+        r"\.\.\. \(15 more\); simulated 0, 1, 2, 3, 4 \.\.\. \(15 more\)\. The targets match rows on \['day'\]",
     ) as caught:
         calibrate(
             "simcal.models.sir:mean_field", observed.assign(day=observed["day"].astype(str)), BOUNDS, POISSON,
@@ -957,6 +962,58 @@ def test_observed_keys_that_match_no_simulated_row_stop_the_calibration_after_th
     assert str(kept) in caught.value.__notes__[0]
     trials = pd.read_parquet(kept)
     assert list(trials["phase"]) == ["design"] * 4 and (trials["replicates_ok"] == 1).all()
+
+
+def test_observed_keys_the_model_never_simulates_are_warned_of_once_per_calibration(tmp_path, client, caplog):
+    """Observed for 40 days and at day 0.5, the model simulates 30 days: the MSE target scores each set on the 30
+    days both have and left the other 11 observed days out of the loss without a word. Now one warning per
+    calibration (three rounds here, four sets each) says how many and which, and the losses are still scored."""
+    caplog.set_level(logging.WARNING, logger="simcal")
+    observed = observe({"beta": 0.3, "gamma": 0.1, "days": 40}, 7, process="mean_field", noise="none")
+    half_day = pd.DataFrame({"day": [0.5], "incidence": [1.0]})
+    observed = pd.concat([observed.iloc[:1], half_day, observed.iloc[1:]], ignore_index=True)
+    target = [
+        {"name": "mse", "function": "simcal.targets:replicate_mean_mse", "column": "incidence", "on": "day"}
+    ]
+    trials = calibrate(
+        "simcal.models.sir:mean_field", observed, BOUNDS, target, tmp_path / "s.parquet", tmp_path / "t.parquet",
+        {"initial_points": 4, "rounds": 2, "proposals_per_round": 4, "refine": {"top_k": 0}},
+        {"replicates": 1}, fixed_params={"days": 30}, client=client,
+    )  # fmt: skip
+    assert list(trials["round"]) == [0] * 4 + [1] * 4 + [2] * 4 and np.isfinite(trials["loss"]).all(), trials
+    warnings = [r.getMessage() for r in caplog.records if "observed keys" in r.getMessage()]
+    assert warnings == [
+        "calibration target 'mse': 11 of the 41 observed keys (day) have no simulated row in 4 of the 4 parameter "
+        "set(s) of this round, so they are left out of those sets' loss: 0.5, 30.0, 31.0, 32.0, 33.0 ... (6 more) "
+        "(told once per calibration)"
+    ], warnings
+
+
+def test_observed_keys_a_count_likelihood_lacks_are_named_and_a_round_without_a_match_is_refused(caplog):
+    """The unit Rounds asks per round: a likelihood's warning says the loss is NaN; a set with no keyed rows (empty
+    tables) is left out; a round where no key matches is refused only while none has matched before."""
+    targets = parse_targets(POISSON)
+    observed = pd.DataFrame({"day": [0, 1, 2], "incidence": [1, 2, 3]})
+    keys = ObservedKeys(targets, observed)
+    sim = pd.DataFrame(
+        {"param_id": "p0", "replicate": 0, "status": "ok", "day": [0, 1], "incidence": [1.0, 2.0]}
+    )
+    empty = pd.DataFrame({"param_id": ["p1"], "replicate": 0, "status": "ok", "day": [np.nan]})
+    none = sim.assign(param_id="p2", day=[7, 8])
+    caplog.set_level(logging.WARNING, logger="simcal")
+    assert keys.check([sim, empty]) is None
+    assert keys.check([sim]) is None  # told once
+    assert keys.check([none]) is None  # matched in an earlier round: the set's loss is NaN, no refusal
+    assert [r.getMessage() for r in caplog.records] == [
+        "calibration target 'incidence': 1 of the 3 observed keys (day) have no simulated row in 1 of the 1 "
+        "parameter set(s) of this round, so those sets' loss is NaN (a count likelihood needs a simulated value at "
+        "every observed key): 2 (told once per calibration)"
+    ]
+    refusal = ObservedKeys(targets, observed).check([none, empty])  # days made float by the NaN of empty
+    assert refusal is not None and refusal.startswith(
+        "calibration target 'incidence': none of the 3 observed keys (day) matches a simulated row of the 1 "
+        "parameter set(s) of this round, so no loss means anything: observed 0, 1, 2; simulated 7.0, 8.0."
+    ), refusal
 
 
 def test_the_progress_file_stays_fresh_while_a_round_is_scored_between_simulations(tmp_path, client):

@@ -269,7 +269,7 @@ def run_rounds(
             proposer.tell(proposal, float(loss))
         trials.append(table)
         log_round(round_index, method, table, trials, simulation.replicates, began)
-        _refuse_targets_without_a_loss(trials)
+        _refuse_targets_without_a_loss(trials, getattr(rounds, "no_key_matched", None))
     best = top_parameter_sets(pd.concat(trials, ignore_index=True), names, refine.top_k)
     if best:
         labels = {"round": settings.rounds + 1, "phase": "refine", "method": "refine"}
@@ -281,10 +281,15 @@ def run_rounds(
         log.warning("refine skipped: no parameter set has a finite loss")
 
 
-def _refuse_targets_without_a_loss(trials: list[pd.DataFrame]) -> None:
+def _refuse_targets_without_a_loss(trials: list[pd.DataFrame], no_key_matched: str | None = None) -> None:
     """Stop once simulations have succeeded but no parameter set has a finite loss: the targets cannot score this
     model's output against these observed data (most often no simulated row matches an observed key, e.g. days
-    read as text), and every later round would be spent on NaN losses the sampler cannot learn from."""
+    read as text), and every later round would be spent on NaN losses the sampler cannot learn from. Stop also
+    when no observed key of a built-in target matched any simulated row of the last round (``no_key_matched``,
+    the refusal ``Rounds`` found, naming the keys; a stand-in for the simulations has none), whatever the losses:
+    they would mean nothing."""
+    if no_key_matched is not None:
+        raise ContractError(no_key_matched)
     table = pd.concat(trials, ignore_index=True)
     if "replicates_ok" not in table:  # nothing came back
         return

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simcal.calibration_targets import TargetColumns, losses_for
+from simcal.calibration_targets import ObservedKeys, TargetColumns, losses_for
 from simcal.contract import param_id
 from simcal.design import Bound
 from simcal.local_search import TrustRegion, floor_scan
@@ -32,6 +32,10 @@ class Rounds:
         self.simulator, self.store, self.observed, self.targets = simulator, store, observed, targets
         self.fixed, self.simulation = fixed, simulation
         self.columns: TargetColumns | None = columns  # the columns the targets name, seen so far
+        self.keys = ObservedKeys(targets, observed)  # the observed keys no simulated row has, told once
+        # Set by the last round: its refusal when no observed key matched any simulated row (run_rounds raises it
+        # once the round's trials are kept)
+        self.no_key_matched: str | None = None
 
     def run(
         self,
@@ -59,6 +63,7 @@ class Rounds:
                     break
             self.columns.refuse_unseen()
             parameters = self.columns.parameters
+        self.no_key_matched = self.keys.check(frames)
         losses = losses_for(frames, self.observed, self.targets, parameters).set_index("param_id")
         rows = []
         for proposal, full in zip(proposals, full_sets, strict=True):

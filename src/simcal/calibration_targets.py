@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from simcal.contract import ContractError, check_options, resolve_callable, target_options
@@ -22,6 +23,7 @@ from simcal.targets import (
     negbin_nll,
     poisson_nll,
     replicate_mean_mse,
+    unmatched_keys,
 )
 
 log = logging.getLogger("simcal.calibrate")  # the records keep the name they had in simcal.calibrate
@@ -186,6 +188,86 @@ class TargetColumns:
                     f"model {self.model_ref} returned, for every parameter set so far, have no column(s) {missing}; "
                     f"they have {list(self.outputs)}"
                 )
+
+
+class ObservedKeys:
+    """The observed keys (a built-in target's ``on``) that a round's simulated rows lack (``check``). The targets
+    align on them: such a key is left out of an MSE without a word, and gives a count likelihood NaN. So a target
+    warns of them once per calibration (not per parameter set), naming how many and the first few; and a round in
+    which no observed key matches any simulated row, while none has in an earlier round, gets the refusal that
+    ``check`` returns (every loss would be NaN or meaningless), which the calibration raises once the round's
+    trials are kept."""
+
+    SHOWN = 5  # keys named in a message
+
+    def __init__(self, targets: Sequence[Target], observed: pd.DataFrame):
+        self.targets = [t for t in targets if t.function in BUILT_IN_TARGETS and "column" in t.options]
+        self.observed = observed
+        self.told: set[str] = set()  # the targets warned of already
+        self.matched: set[str] = set()  # the targets that have matched an observed key in some round
+
+    def check(self, frames: list[pd.DataFrame]) -> str | None:
+        """Warn of the observed keys the successful rows of ``frames`` lack; the refusal when none matches."""
+        if not self.targets or not frames:
+            return None
+        sims = pd.concat(frames, ignore_index=True)
+        ok = sims[sims["status"] == "ok"] if "status" in sims else sims
+        for target in self.targets:
+            on, column = _on(target), target.options["column"]
+            keys = [on] if isinstance(on, str) else list(on)
+            found = [
+                (pid, unmatched_keys(rows, self.observed, column, on)) for pid, rows in ok.groupby("param_id")
+            ]
+            found = [(pid, result) for pid, result in found if result is not None]
+            if not found:
+                continue
+            wanted = found[0][1][0]
+            if not len(wanted):
+                continue
+            missing = np.logical_or.reduce([lacks for _, (_, lacks) in found])
+            if all(lacks.all() for _, (_, lacks) in found):
+                if target.name in self.matched:
+                    continue
+                simulated = ok[keys].dropna().drop_duplicates()
+                return (
+                    f"calibration target {target.name!r}: none of the {len(wanted)} observed keys ({_key_names(keys)}) "
+                    f"matches a simulated row of the {len(found)} parameter set(s) of this round, so no loss means "
+                    f"anything: observed {_shown(wanted, self.SHOWN)}; simulated "
+                    f"{_shown(simulated.set_index(keys).index, self.SHOWN)}. The targets match rows on {keys}: the "
+                    "observed data and the model's rows need the same values of the same type (numbers, not text)"
+                )
+            self.matched.add(target.name)
+            if missing.any() and target.name not in self.told:
+                self.told.add(target.name)
+                sets = sum(bool(lacks.any()) for _, (_, lacks) in found)
+                effect = (
+                    "so those sets' loss is NaN (a count likelihood needs a simulated value at every observed key)"
+                    if BUILT_IN_TARGETS[target.function]
+                    else "so they are left out of those sets' loss"
+                )
+                log.warning(
+                    "calibration target %r: %d of the %d observed keys (%s) have no simulated row in %d of the %d "
+                    "parameter set(s) of this round, %s: %s (told once per calibration)",
+                    target.name, int(missing.sum()), len(wanted), _key_names(keys), sets, len(found), effect,
+                    _shown(wanted[missing], self.SHOWN),
+                )  # fmt: skip
+        return None
+
+
+def _key_names(keys: list[str]) -> str:
+    return keys[0] if len(keys) == 1 else ", ".join(keys)
+
+
+def _shown(index: pd.Index, count: int) -> str:
+    """The first ``count`` keys of ``index``, as values (tuples for several key columns)."""
+    values = [_plain_key(v) for v in index[:count]]
+    return ", ".join(map(repr, values)) + (f" ... ({len(index) - count} more)" if len(index) > count else "")
+
+
+def _plain_key(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_plain_key(v) for v in value)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _unscorable(ok: pd.DataFrame, target: Target, parameters: Collection[str]) -> list[str]:

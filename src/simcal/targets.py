@@ -14,7 +14,9 @@ Built-ins:
 The likelihoods need a simulated value in every replicate at every observed key: a replicate whose series stops
 early, or is NaN there, gives the parameter set the loss NaN (a failed trial) rather than a sum over fewer keys.
 The MSEs, being means, take each replicate over the keys it has. Simulated keys without an observation are left
-out.
+out. Observed keys without a simulated row (observed for 150 days, simulated for 100; an observed day 0.5) are left
+out of the MSEs too, and give the likelihoods NaN: a calibration warns of them once per target, naming how many and
+the first few (:func:`unmatched_keys`), and stops when no observed key matches any simulated row.
 """
 
 from __future__ import annotations
@@ -135,6 +137,24 @@ def check_observed(
     _refuse_repeated_keys(observed, keys)
     if counts:
         _counts(_observed_series(observed, column, keys), column)
+
+
+def unmatched_keys(
+    simulated: pd.DataFrame, observed: pd.DataFrame, column: str, on: str | list[str]
+) -> tuple[pd.Index, np.ndarray] | None:
+    """The observed keys with a value in ``column`` (NaN ones are left out anyway), and which of them no row of
+    ``simulated`` has, matched as the targets match them; None when no simulated row has every key (empty tables:
+    "no events") or the data lack a key column."""
+    keys = _keys(on)
+    if any(key not in simulated.columns for key in keys) or any(key not in observed.columns for key in keys):
+        return None
+    keyed = simulated[keys].dropna()
+    if keyed.empty:
+        return None
+    series = _observed_series(observed, column, keys)
+    wanted = series.index[series.notna().to_numpy()]
+    present = keyed.set_index(keys).index.unique()
+    return wanted, ~np.asarray(wanted.isin(present), dtype=bool)
 
 
 def _per_replicate(simulated: pd.DataFrame, keys: list[str]) -> list[str]:
