@@ -92,10 +92,15 @@ def detect_format(path: str | Path) -> str:
     not_utf8 = not_utf8_start(path)  # the lines were read leniently: say what is wrong, not "unknown format"
     if not_utf8 is not None:
         raise not_utf8
+    # A comment line ("# exported by ...") is no format's: say so, rather than leave the reader to guess
+    comment = (
+        "; comment lines are not read: remove the lines that start with '#'" if text.startswith("#") else ""
+    )
     raise CanFormatError(
         path,
         number,
-        f"unknown CAN log format (expected one of {', '.join(FORMATS)}); the line starts with {text[:60]!r}",
+        f"unknown CAN log format (expected one of {', '.join(FORMATS)}); the line starts with {text[:60]!r}"
+        + comment,
     )
 
 
