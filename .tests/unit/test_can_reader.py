@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from kdgat.can.decode import count_line_ends, line_ends
 from kdgat.can.formats import FORMATS
 from kdgat.can.messages import CanFormatError
 from kdgat.can.reader import detect_format, read_can_file
@@ -526,6 +527,47 @@ def test_a_leading_comment_line_is_named_as_one_and_to_be_removed(tmp_path):
         assert "comment lines" not in str(error.value)
 
 
+REORDERED_4COL = (
+    "timestamp,arbitration_id,attack,data_field\n1.0,1a0,0,0011223344556677\n\n2.0,2c0,1,0011223344556677"
+)
+
+
+@pytest.mark.parametrize("bad_row", ["", "2.5,zz,0,00\n"], ids=["fast-path", "exact-path"])
+def test_a_last_line_without_a_line_end_whose_last_column_a_cut_leaves_valid_is_named(
+    tmp_path, caplog, bad_row
+):
+    """A capture cut off inside the last field of a can_4col line whose header puts data_field last:
+    ``0011223344556677`` cut to ``00112233445566`` read as a valid 7-byte payload without a word. The file is
+    still read (a whole line saved without a final newline looks the same), with a warning naming the file, the
+    line and the column; on both paths (a bad row sends the file to the exact one)."""
+    cut = REORDERED_4COL[:-2]
+    path = write(tmp_path, "cut.csv", cut.replace("\n\n", "\n\n" + bad_row))
+    with caplog.at_level(logging.WARNING, logger="kdgat.can.reader"):
+        messages = read_can_file(path, bad_rows="skip")
+    assert list(messages.dlc) == [8, 7]
+    warnings = [r.getMessage() for r in caplog.records if "line end" in r.getMessage()]
+    assert warnings == [
+        f"{path}, line {5 if bad_row else 4}: the last line has no line end, so it may be cut off (a capture's end); "
+        "a cut inside its last column, data_field, leaves a shorter value that still reads as valid: "
+        "'2.0,2c0,1,00112233445566'. Check it against the source, and end the file with a line end if the line is "
+        "whole"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [REORDERED_4COL + "\n", REORDERED_4COL + "\r\n  ", CAN_4COL.rstrip("\n"), HCRL_CSV.rstrip("\n")],
+    ids=["ended", "ended-then-blanks", "attack-last", "hcrl-csv-flag-last"],
+)
+def test_a_file_ended_by_a_line_end_or_whose_last_column_cannot_be_cut_into_a_value_gets_no_warning(
+    tmp_path, caplog, text
+):
+    """Where the last line ends, or where a cut would be a bad row (a label or flag last), no warning."""
+    with caplog.at_level(logging.WARNING, logger="kdgat.can.reader"):
+        read_can_file(write(tmp_path, "whole.csv", text))
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
 def test_unknown_format_requested(tmp_path):
     path = write(tmp_path, "a.csv", HCRL_CSV)
     with pytest.raises(CanFormatError, match="unknown format 'parquet'"):
@@ -584,3 +626,12 @@ def test_blanks_around_a_can_4col_payload_count_no_bytes(tmp_path):
     with pytest.raises(CanFormatError, match="data_field is not a hex string") as error:
         read_can_file(odd, fmt="can_4col")
     assert error.value.line == 2
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 1 << 24])
+def test_count_line_ends_counts_each_line_end_once_across_chunks(tmp_path, chunk_size):
+    """The line number of the cut-off warning: a ``\\r\\n`` split between two chunks is one line end."""
+    data = b"a\r\nb\rc\n\r\n\rd\r\r\ne"
+    path = tmp_path / "ends.txt"
+    path.write_bytes(data)
+    assert count_line_ends(path, chunk_size) == len(line_ends(np.frombuffer(data, dtype=np.uint8))) == 7

@@ -1,6 +1,8 @@
 """``timestamp,arbitration_id,data_field,attack`` (can-train-and-test and similar): optional header naming the
 columns in any order, hex ID (``0x`` allowed), hex payload 2 characters per byte, attack 0 or 1 (nothing else:
-``True`` or ``1.0`` is a bad row, since a label column in another encoding needs a look, not a guess)."""
+``True`` or ``1.0`` is a bad row, since a label column in another encoding needs a look, not a guess). Under a
+header whose last column is not ``attack``, a capture cut off inside its last line can leave a shorter value that
+still reads as valid: the reader warns of a last line without a line end then (:func:`cut_field`)."""
 
 from __future__ import annotations
 
@@ -161,6 +163,14 @@ def _header_ends_at_newline(path: Path) -> bool:
     return newline >= 0 and b"\r" not in head[: max(newline - 1, 0)]
 
 
+def cut_field(header: tuple[int, ...] | None) -> str | None:
+    """The file's last column when a line cut off inside it reads as a valid, shorter value: a timestamp, an ID or
+    a payload of whole bytes (``00112233445566`` of ``0011223344556677``). The attack label, last in the default
+    order, cannot be cut into one (an empty label is a bad row)."""
+    last = COLUMNS[(header or FILE_ORDER).index(3)]
+    return None if last == "attack" else last
+
+
 def write(messages: CanMessages) -> str:
     hex_bytes = hex_byte_strings()[messages.payload].tolist()
     stamps = [f"{t:.6f}" for t in messages.timestamp.tolist()]
@@ -174,5 +184,11 @@ def write(messages: CanMessages) -> str:
 
 
 FORMAT = CanFormat(
-    name="can_4col", sniff=sniff, header=header, parse=parse, fast_parse=fast_parse, write=write
+    name="can_4col",
+    sniff=sniff,
+    header=header,
+    parse=parse,
+    fast_parse=fast_parse,
+    write=write,
+    cut_field=cut_field,
 )

@@ -89,6 +89,33 @@ def line_ends(data: np.ndarray) -> np.ndarray:
     return newlines
 
 
+def unended_last_line(path: Path) -> str | None:
+    """The file's last line (stripped) when the file does not end with a line end and that line is not blank (a
+    capture cut off, or a file saved without a final newline), else None. Reads the file's last 4 KiB only."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(size - 4096, 0))
+        tail = handle.read()
+    if not tail or tail[-1:] in (b"\n", b"\r"):
+        return None
+    last = tail[max(tail.rfind(b"\n"), tail.rfind(b"\r")) + 1 :].decode("utf-8", "replace").strip()
+    return last or None
+
+
+def count_line_ends(path: Path, chunk_size: int = 1 << 24) -> int:
+    """The number of line ends in the file (``\\n``, ``\\r\\n`` or a lone ``\\r``, each once, as
+    :func:`line_ends` counts them), read in chunks of ``chunk_size`` bytes."""
+    count, after_return = 0, False
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            pairs = np.count_nonzero((data[:-1] == 13) & (data[1:] == 10))
+            count += np.count_nonzero(data == 10) + np.count_nonzero(data == 13) - pairs
+            count -= after_return and data[0] == 10  # a \r\n split between chunks: counted twice
+            after_return = bool(data[-1] == 13)
+    return int(count)
+
+
 def _not_utf8(path: Path, data: np.ndarray, newlines: np.ndarray) -> CanFormatError:
     """The error for a file that is not UTF-8, naming the line and column of its first invalid byte."""
     try:

@@ -79,6 +79,8 @@ class CanFormat:
     parses the whole file in one go and returns None on any structural problem (the exact path then reports it
     with its line number); without it, the file's lines are read in bulk and handed to ``parse``. ``write``, when
     given, renders messages as the file's text (formats without one can be read but not generated).
+    ``cut_field(header)`` names the file's last column when a line cut off inside it still reads as a valid,
+    shorter value (else None: the cut is a bad row); the reader then warns of a last line without a line end.
     """
 
     name: str
@@ -87,3 +89,4 @@ class CanFormat:
     header: Callable[[str], Any] = lambda first_line: None
     fast_parse: Callable[[Path, Any], Parsed | None] | None = None
     write: Callable[[CanMessages], str] | None = None
+    cut_field: Callable[[Any], str | None] = lambda header: None

@@ -13,7 +13,10 @@ warning of ``skip`` when later rows parse).
 Timestamps must not decrease from one message to the next (equal ones are fine: several frames can share a clock
 tick): windows follow file order, so an unsorted log would silently give wrong graphs. A decrease is an error in
 both modes, naming the line, its timestamp and the previous message's. Compressed files (gzip, bzip2, xz, zstd,
-zip) are refused with a message saying to decompress them first; the readers read plain text only.
+zip) are refused with a message saying to decompress them first; the readers read plain text only. A last line
+without a line end is read; where the format's last column, cut off, still reads as a valid value
+(``CanFormat.cut_field``: a can_4col header putting ``data_field`` last), a warning names the file and line, since
+the capture may have been cut off there.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kdgat.can.decode import first_line, leading_lines, not_utf8_start, read_lines, read_lines_fast
+from kdgat.can.decode import (
+    count_line_ends,
+    first_line,
+    leading_lines,
+    not_utf8_start,
+    read_lines,
+    read_lines_fast,
+    unended_last_line,
+)
 from kdgat.can.formats import FORMATS, REGISTRY
 from kdgat.can.messages import (
     BAD_ROW_MODES,
@@ -153,6 +164,7 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
             ts, can_id, dlc, payload, label, _ = parsed
             # A decrease goes to the exact path, which knows its line number.
             if can_id.max() < 1 << 29 and not (ts[1:] < ts[:-1]).any():
+                _warn_if_cut_off(path, spec, spec.header(first[1]))
                 return _messages(path, fmt, ts, can_id, dlc, payload, label, 0, [])
     # Exact path: every line with its number (also used to report or skip the bad rows the fast path found).
     lines, line_numbers = read_lines(path)
@@ -207,7 +219,29 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
                 path, None, f"every one of the {len(bad)} rows is bad; first: {examples[0]}{hint}"
             )
     _check_order(path, ts, line_numbers)
+    _warn_if_cut_off(path, spec, header)
     return _messages(path, fmt, ts, can_id, dlc, payload, label, int(len(bad)), examples)
+
+
+def _warn_if_cut_off(path: Path, spec: CanFormat, header) -> None:
+    """Warn of a last line without a line end where the format's last column, cut off, still reads as a valid
+    value (``spec.cut_field``): a capture cut off there cannot be told from a whole file saved without a final
+    newline, so the line is read, and named."""
+    column = spec.cut_field(header)
+    if column is None:
+        return
+    last = unended_last_line(path)
+    if last is None:
+        return
+    log.warning(
+        "%s, line %d: the last line has no line end, so it may be cut off (a capture's end); a cut inside its last "
+        "column, %s, leaves a shorter value that still reads as valid: %r. Check it against the source, and end the "
+        "file with a line end if the line is whole",
+        path,
+        count_line_ends(path) + 1,
+        column,
+        last[:120],
+    )
 
 
 def _wrong_format(path: Path, fmt: str) -> str:
