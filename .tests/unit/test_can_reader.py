@@ -635,3 +635,38 @@ def test_count_line_ends_counts_each_line_end_once_across_chunks(tmp_path, chunk
     path = tmp_path / "ends.txt"
     path.write_bytes(data)
     assert count_line_ends(path, chunk_size) == len(line_ends(np.frombuffer(data, dtype=np.uint8))) == 7
+
+
+def hcrl_lines(start: float, count: int, step: float = 0.0001) -> list[str]:
+    return [f"{start + k * step:.6f},0316,2,05,21,R" for k in range(count)]
+
+
+@pytest.mark.parametrize("bad_row", [False, True], ids=["fast-path", "exact-path"])
+def test_two_captures_joined_with_a_forward_gap_are_warned_of_once_naming_the_line(tmp_path, caplog, bad_row):
+    """``cat dos.csv fuzzy.csv``: time jumps 5000 s forward between the captures, and was read without a word,
+    though windows count messages, so one window mixes both. One warning per file names the line and the gap (and
+    how many more there are); the messages are read as before."""
+    lines = hcrl_lines(1.0, 10) + hcrl_lines(5001.0, 10) + hcrl_lines(9001.0, 5)
+    if bad_row:
+        lines.insert(3, "not,a,row")
+    path = write(tmp_path, "joined.csv", "\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="kdgat.can.reader"):
+        messages = read_can_file(path, bad_rows="skip")
+    assert len(messages) == 25
+    warnings = [r.getMessage() for r in caplog.records if "captures joined" in r.getMessage()]
+    line = 12 if bad_row else 11
+    assert warnings == [
+        f"{path}, line {line}: timestamp 5001.0 is 5000 s after the one on line {line - 1}, 5e+07 times the "
+        "median step between messages (0.0001 s): two captures joined in one file? (1 more such gaps after it) "
+        "Windows count messages, not seconds, so the window across this gap holds messages of both (and time blocks "
+        "take them as one capture): give each capture a file of its own if they are separate"
+    ], warnings
+
+
+def test_pauses_and_repeated_timestamps_of_one_capture_are_no_gap(tmp_path, caplog):
+    """A pause below the factor (0.5 s, 5000 median steps) and timestamps repeated within a clock tick (a median
+    of the positive steps only) give no warning."""
+    lines = hcrl_lines(1.0, 10) + hcrl_lines(1.5, 10) + [hcrl_lines(1.501, 1)[0]] * 20
+    with caplog.at_level(logging.WARNING, logger="kdgat.can.reader"):
+        read_can_file(write(tmp_path, "pause.csv", "\n".join(lines) + "\n"))
+    assert not caplog.records, [r.getMessage() for r in caplog.records]

@@ -12,7 +12,9 @@ warning of ``skip`` when later rows parse).
 
 Timestamps must not decrease from one message to the next (equal ones are fine: several frames can share a clock
 tick): windows follow file order, so an unsorted log would silently give wrong graphs. A decrease is an error in
-both modes, naming the line, its timestamp and the previous message's. Compressed files (gzip, bzip2, xz, zstd,
+both modes, naming the line, its timestamp and the previous message's. A forward step of more than
+:data:`GAP_FACTOR` times the median step (two captures joined) is read, with one warning per file naming the line
+and the gap: windows count messages, so one window spans both captures. Compressed files (gzip, bzip2, xz, zstd,
 zip) are refused with a message saying to decompress them first; the readers read plain text only. A last line
 without a line end is read; where the format's last column, cut off, still reads as a valid value
 (``CanFormat.cut_field``: a can_4col header putting ``data_field`` last), a warning names the file and line, since
@@ -51,6 +53,11 @@ log = logging.getLogger(__name__)
 
 # Files from this size on give pyarrow's unused memory back after reading (see read_can_file).
 _RELEASE_AFTER_BYTES = 128 << 20
+
+# A forward step between two messages of more than this many times the median step is taken for two captures
+# joined into one file (see _warn_of_gaps); the median is taken over at most _GAP_SAMPLE steps, evenly spread.
+GAP_FACTOR = 10_000
+_GAP_SAMPLE = 1 << 16
 
 # When every one of a file's first rows (up to this many) is bad, skipping bad rows is no advice: under a forced
 # format the format is likely wrong (see _all_bad).
@@ -162,8 +169,9 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
         parsed = _fast_parse(path, spec, spec.header(first[1]))
         if parsed is not None and len(parsed[0]) and not parsed[-1].any():
             ts, can_id, dlc, payload, label, _ = parsed
-            # A decrease goes to the exact path, which knows its line number.
-            if can_id.max() < 1 << 29 and not (ts[1:] < ts[:-1]).any():
+            # A decrease, or a gap to warn of, goes to the exact path, which knows its line number.
+            steps = np.diff(ts)
+            if can_id.max() < 1 << 29 and not (len(steps) and steps.min() < 0) and not len(_gaps(steps)[0]):
                 _warn_if_cut_off(path, spec, spec.header(first[1]))
                 return _messages(path, fmt, ts, can_id, dlc, payload, label, 0, [])
     # Exact path: every line with its number (also used to report or skip the bad rows the fast path found).
@@ -219,8 +227,41 @@ def _read_can_file(path: Path, fmt: str, bad_rows: str) -> CanMessages:
                 path, None, f"every one of the {len(bad)} rows is bad; first: {examples[0]}{hint}"
             )
     _check_order(path, ts, line_numbers)
+    _warn_of_gaps(path, ts, line_numbers)
     _warn_if_cut_off(path, spec, header)
     return _messages(path, fmt, ts, can_id, dlc, payload, label, int(len(bad)), examples)
+
+
+def _gaps(steps: np.ndarray) -> tuple[np.ndarray, float]:
+    """The positions of the steps (``np.diff`` of the timestamps) above :data:`GAP_FACTOR` times the median
+    positive step, and that median (0.0 when no step is positive). Vectorised; the median of a large file is taken
+    over an even sample of its steps."""
+    sample = steps[:: max(len(steps) // _GAP_SAMPLE, 1)]
+    positive = sample[sample > 0]
+    if len(positive) == 0:
+        return np.empty(0, dtype=np.int64), 0.0
+    median = float(np.median(positive))
+    if not steps.max() > GAP_FACTOR * median:  # the common case: one reduction, no index array
+        return np.empty(0, dtype=np.int64), median
+    return np.flatnonzero(steps > GAP_FACTOR * median), median
+
+
+def _warn_of_gaps(path: Path, ts: np.ndarray, line_numbers: np.ndarray) -> None:
+    """Warn, once per file, of a forward jump in time many times the usual step between messages (two captures
+    joined, ``cat dos.csv fuzzy.csv``): windows count messages, not seconds, so one window spans both."""
+    gaps, median = _gaps(np.diff(ts))
+    if len(gaps) == 0:
+        return
+    i = int(gaps[0]) + 1
+    gap = float(ts[i] - ts[i - 1])
+    more = f" ({len(gaps) - 1} more such gaps after it)" if len(gaps) > 1 else ""
+    log.warning(
+        "%s, line %d: timestamp %r is %.6g s after the one on line %d, %.3g times the median step between "
+        "messages (%.3g s): two captures joined in one file?%s Windows count messages, not seconds, so the window "
+        "across this gap holds messages of both (and time blocks take them as one capture): give each capture a "
+        "file of its own if they are separate",
+        path, int(line_numbers[i]), float(ts[i]), gap, int(line_numbers[i - 1]), gap / median, median, more,
+    )  # fmt: skip
 
 
 def _warn_if_cut_off(path: Path, spec: CanFormat, header) -> None:
