@@ -356,8 +356,51 @@ def test_a_report_after_failed_jobs_is_refused_and_made_of_the_targets_that_were
     text = flat_text(REPO / "README.md")
     assert (
         "`--report` stops at the first report item that was not made (`File ... marked for report but does not "
-        "exist`), and `--report-after-run` makes none: name the targets that were made, as `snakemake --report "
-        "report.html results/evaluation/<dataset>/summary.csv calibration_all`" in text
+        "exist`), and `--report-after-run` makes none" in text
+    )
+    assert (
+        "Name the targets that were made, as `snakemake --report report.html "
+        "results/evaluation/<dataset>/summary.csv calibration_all`" in text
+    )
+
+
+def test_report_after_run_makes_no_report_after_a_failed_job_and_says_nothing_of_it(tmp_path):
+    """README, "Document with it": after a run with failed jobs `--report-after-run` makes no report. Run for real
+    on the calibration module imported alone, with `--keep-going` and an observed file without the target's
+    columns: the sweep and its report items are made, calibrate fails at once, and no report file is made; the
+    run ends with Snakemake's `At least one job did not complete successfully` and no word of the report."""
+    config = {
+        "calibration": {
+            "name": "sir_small",
+            "fixed": {"population": 2000, "initial_infected": 5, "days": 60},
+            "observed": {"path": "observed.csv"},
+            "calibrate": {"initial_points": 4, "rounds": 1, "proposals_per_round": 2, "seed": 3},
+            "simulation": {"replicates": 1, "batch_size": 4},
+            "sweep": {"enabled": True, "n": 2, "replicates": 1},
+        }
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "observed.csv").write_text("not,a\nseries,at all\n")
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "config.yaml"\n\n\nmodule calibration:\n    snakefile:\n'
+        f'        "{REPO}/workflow/modules/calibration/Snakefile"\n    config:\n        config\n\n\n'
+        "use rule * from calibration as calibration_*\n\n\n"
+        "rule all:\n    default_target: True\n    input:\n        rules.calibration_all.input,\n"
+    )
+    flags = ("--cores", "2", "--keep-going", "--report", "report.html", "--report-after-run")
+    done = run_snakemake(*flags, cwd=tmp_path, check=False)
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "Error in rule calibration_calibrate" in done.stdout, done.stdout[-3000:]
+    assert (tmp_path / "results/calibration/sir_small/sweep/sweep.html").is_file()  # a report item was made
+    assert not (tmp_path / "report.html").exists()
+    ending = done.stdout.rstrip()[-3000:]
+    assert ending.endswith("At least one job did not complete successfully."), ending
+    lines = done.stdout.replace(str(tmp_path), "<workdir>").splitlines()  # the test's folder names "report"
+    said = [line for line in lines if "report" in line.lower() and "Command:" not in line]
+    assert said == [], said
+    assert (
+        "and `--report-after-run` makes none, without a word of it: the run ends with `At least one job did not "
+        "complete successfully`" in flat_text(REPO / "README.md")
     )
 
 
