@@ -624,3 +624,66 @@ def test_two_kd_gat_modules_for_datasets_of_their_own_train_each_its_own_without
     for module, dataset in (("x", "lab_x"), ("y", "lab_y")):
         assert f"rule {module}_train_vgae_teacher:\n" in proc.stdout, proc.stdout
         assert f"output: results/kd_gat/{dataset}/seed_1/teacher/vgae/model.pt" in proc.stdout, proc.stdout
+
+
+PREFIXED = """
+import json
+import types
+
+
+module kd_gat_a:
+    snakefile:
+        "{catalog}/workflow/modules/kd_gat/Snakefile"
+    config:
+        {config}
+    prefix:
+        "runA"
+
+
+use rule * from kd_gat_a as a_*
+
+
+module kd_gat_b:
+    snakefile:
+        "{catalog}/workflow/modules/kd_gat/Snakefile"
+    config:
+        {config}
+    prefix:
+        "runB"
+
+
+use rule * from kd_gat_b as b_*
+
+
+for name in {rules}:
+    job = workflow.get_rule(name).params.tracking(types.SimpleNamespace(dataset="lab", seed="1"))
+    print("TAGS", name, json.dumps(dict(job.tags)))
+"""
+
+
+def test_two_kd_gat_modules_under_prefixes_tag_and_name_their_runs_apart(tmp_path):
+    """Two kd_gat modules training the same dataset, behind `prefix: runA`/`runB` and `use rule * ... as a_*`/`b_*`:
+    their MLflow runs had the same names (lab/teacher/vgae) and the same `snakemake.rule` tag (train_vgae_teacher,
+    the module's name for the rule), nothing but the model path telling them apart. The tag is now the rule's name
+    in the workflow, and a module whose outputs a prefix moves is tagged by its module name, which the run name
+    leads with."""
+    from kdgat.tracking import TrackingSettings
+    from kdgat.tracking.runs import MlflowTracker
+
+    config = {"datasets": {"lab": {}}, "kd_gat": {"device": "cpu", "seeds": [1]}}
+    rules = [f"{side}_train_{stage}_teacher" for side in "ab" for stage in ("vgae", "dqn")]
+    (tmp_path / "Snakefile").write_text(PREFIXED.format(catalog=REPO, config=config, rules=rules))
+    listed = run_snakemake("--list-rules", cwd=tmp_path, timeout=300).stdout
+    tags = {
+        line.split()[1]: json.loads(line.split(maxsplit=2)[2])
+        for line in listed.splitlines()
+        if line[:5] == "TAGS "
+    }
+    assert set(tags) == set(rules), listed
+    names = set()
+    for rule, tagged in tags.items():
+        side, stage = rule[0], rule.split("_")[2]
+        assert tagged["snakemake.rule"] == rule and tagged["kdgat.module"] == f"kd_gat_{side}", tagged
+        tracker = MlflowTracker(TrackingSettings(tags=tagged), {"variant": "teacher", "stage": stage}, {})
+        names.add(tracker._run_name())
+    assert names == {f"kd_gat_{side}/lab/teacher/{stage}" for side in "ab" for stage in ("vgae", "dqn")}

@@ -83,7 +83,10 @@ def test_the_pipeline_store_holds_one_run_per_training_job(pipeline, tmp_path):
     for (variant, stage, seed), run in by_job.items():
         tags, where = run.data.tags, f"seed {seed} {variant}/{stage}"
         assert run.info.status == "FINISHED", where
-        assert tags["kdgat.dataset"] == DATASET and tags["snakemake.rule"] == training_rule(stage, variant)
+        assert (
+            tags["kdgat.dataset"] == DATASET
+            and tags["snakemake.rule"] == f"kd_gat_{training_rule(stage, variant)}"
+        )  # pipeline.smk: kd_gat_*
         assert is_ancestor(tags["mlflow.source.git.commit"], commit), (
             where
         )  # the checkout's commit at the run
@@ -140,7 +143,7 @@ def test_a_paramspace_sweep_is_one_run_per_instance(pipeline, tmp_path):
         instance = f"hidden~{row.hidden}_lr~{row.lr}"
         run = instances[instance]
         tags, params = run.data.tags, run.data.params
-        assert tags["snakemake.rule"] == SWEEP_RULE and tags["kdgat.stage"] == "gat", instance
+        assert tags["snakemake.rule"] == f"kd_gat_{SWEEP_RULE}" and tags["kdgat.stage"] == "gat", instance
         assert run.info.run_name.endswith(f"sweep/{instance}/gat") and run.info.status == "FINISHED"
         assert params["overrides.hidden"] == str(row.hidden) and params["model.hidden"] == str(row.hidden)
         assert float(params["overrides.lr"]) == float(params["training.lr"]) == row.lr

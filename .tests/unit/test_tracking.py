@@ -272,6 +272,26 @@ def test_a_job_is_one_run_with_settings_epochs_final_metrics_and_artifacts(data,
     )
 
 
+def test_the_run_name_leads_with_the_module_a_prefix_moved_the_outputs_of(data, tmp_path, invocation):
+    """Two kd_gat modules behind prefixes training the same dataset: their runs were both named toy/teacher/vgae.
+    The module tags a run with its module name where a prefix moves its outputs, and the run name leads with it."""
+    store = tmp_path / "mlruns"
+    for module in ("kd_gat_a", "kd_gat_b", None):
+        tags = {"kdgat.dataset": "toy", "snakemake.rule": f"{module or 'kd_gat'}_train_vgae_teacher"}
+        tracking = TrackingSettings.from_config(
+            {"backend": "mlflow", "uri": str(store)}, tags=tags | ({"kdgat.module": module} if module else {})
+        )
+        train(data, tmp_path / str(module), tracking)
+    named = {
+        run.data.tags["snakemake.rule"]: run.info.run_name for run in children(MlflowClient(store.as_uri()))
+    }
+    assert named == {
+        "kd_gat_a_train_vgae_teacher": "kd_gat_a/toy/teacher/vgae",
+        "kd_gat_b_train_vgae_teacher": "kd_gat_b/toy/teacher/vgae",
+        "kd_gat_train_vgae_teacher": "toy/teacher/vgae",
+    }
+
+
 def test_jobs_of_one_invocation_share_a_parent_and_a_retry_continues_its_run(data, tmp_path, invocation):
     store = tmp_path / "mlruns"
     tracking = {"backend": "mlflow", "uri": str(store), "model": "copy"}

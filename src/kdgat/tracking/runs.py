@@ -266,7 +266,8 @@ class MlflowTracker:
             if tags.get("kdgat.sweep_instance")
             else self.job["variant"]
         )
-        return "/".join(part for part in (tags.get("kdgat.dataset"), where, self.job["stage"]) if part)
+        parts = (tags.get("kdgat.module"), tags.get("kdgat.dataset"), where, self.job["stage"])
+        return "/".join(part for part in parts if part)
 
     def _tags(self, invocation: str) -> dict[str, str]:
         tags = {

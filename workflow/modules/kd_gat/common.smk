@@ -118,11 +118,19 @@ def in_module(path):
 def tracking(stage, variant, sweep=False):
     """The params function of a training rule's experiment tracking: kd_gat.tracking plus the job's tags. A
     TrackingSettings object, which Snakemake leaves out of its params rerun trigger: tracking never retrains.
+    The job is tagged by its rule's name in the workflow (a_train_gat_teacher where the module's rules are used
+    as a_*), and a module whose outputs a `prefix:` (or `replace_prefix:`) moves by its module name (kdgat.module),
+    which the run name leads with: two kd_gat modules training the same datasets keep their runs apart.
     """
-    rule_name = SWEEP_RULE if sweep else training_rule(stage, variant)
+    rule_name = workflow.modifier.modify_rulename(
+        SWEEP_RULE if sweep else training_rule(stage, variant)
+    )
+    results = "results/kd_gat/"
+    moved = str(in_module(results)) != results
+    instance = {"kdgat.module": workflow.modifier.namespace} if moved else {}
 
     def job_tracking(wildcards):
-        tags = {"kdgat.dataset": wildcards.dataset, "snakemake.rule": rule_name}
+        tags = {"kdgat.dataset": wildcards.dataset, "snakemake.rule": rule_name, **instance}
         if sweep:
             tags["kdgat.sweep_instance"] = SWEEP.wildcard_pattern.format(**wildcards)
         return TrackingSettings.from_config(KD["tracking"], tags=tags)
