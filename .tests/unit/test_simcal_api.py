@@ -383,3 +383,28 @@ def test_flush_looks_up_each_queued_simulation_a_few_times_whatever_the_size_of_
         return counted / (queued + 1)
 
     assert reads_per_future(20) <= 2 and reads_per_future(200) <= 2
+
+
+def test_gather_sleeps_until_a_simulation_ends_instead_of_polling(monkeypatch):
+    """gather looked for simulations that ended every 1 to 50 ms (a second's simulation: some 30 looks, each a
+    look at the clock); it now sleeps on the futures' ends (and, while a simulation has a timeout_s, wakes every
+    POLL_S to read the timeouts). Counted as gather's looks at the clock: a pass of its loop takes one to three."""
+    import time
+    import types
+
+    import simcal.api as api
+
+    looks = []
+
+    def monotonic() -> float:
+        looks.append(1)
+        return time.monotonic()
+
+    monkeypatch.setattr(api, "time", types.SimpleNamespace(monotonic=monotonic, sleep=time.sleep))
+    with SimulationService(backend="local", threads=1, settings={"seed": 1, "timeout_s": None}) as service:
+        future = service.submit("simcal_models:counted_sleep", {"a": 1.0, "sleep_s": 1.0})
+        started = time.monotonic()
+        rows = service.gather([future])
+        waited = time.monotonic() - started
+    assert waited >= 0.9 and rows["status"].tolist() == ["ok"] and rows["y"].tolist() == [1.0]
+    assert len(looks) <= 6, f"{len(looks)} looks at the clock in {waited:.2f} s"

@@ -25,6 +25,7 @@ when it is that seed.
 from __future__ import annotations
 
 import contextlib
+import queue
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -55,8 +56,7 @@ from simcal.tables import reject_reserved
 from simcal.tasks import Batch, SimTask
 from simcal.worker import failure_rows, run_batch
 
-POLL_S = 0.5  # how often gather asks the scheduler about timeouts
-QUICK_POLL_S = (0.001, 0.05)  # how often it looks for simulations that ended: from quick to relaxed
+POLL_S = 0.5  # how often gather asks the scheduler about timeouts (while a simulation it waits for has one)
 
 
 class SimulationFuture:
@@ -201,10 +201,11 @@ CANCELLED = "Cancelled: SimulationFuture.cancel() was called before its rows wer
 
 
 def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame]:
-    """The rows of simulations running on Dask (none of them cancelled). A pass takes those that ended since the
-    last (``as_completed``) and fetches their rows together (``settle_all``): it costs what ended, not what runs."""
-    from distributed import as_completed
-
+    """The rows of simulations running on Dask (none of them cancelled). Each future, when it ends, is handed to a
+    queue by Dask (``add_done_callback``) and gather sleeps on that queue until one ends, or until the next look at
+    the timeouts (every ``POLL_S``, only while a simulation has one): it wakes for what ended, never to poll. A
+    pass takes all that ended by then and fetches their rows together (``settle_all``): it costs what ended, not
+    what runs."""
     closed = [f for f in futures if f.client.status != "running"]
     if closed:
         raise ContractError(
@@ -215,24 +216,21 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
     futures = list({id(f): f for f in futures}.values())
     outcome: dict[int, pd.DataFrame] = {}
     open_ = {sim.key: sim for sim in futures}  # by the Dask key of its current run
-    completed: dict[int, Any] = {}
+    ended: queue.SimpleQueue = (
+        queue.SimpleQueue()
+    )  # Dask futures that ended, put there by Dask's callback thread
     for sim in futures:
-        completed.setdefault(id(sim.client), as_completed(loop=sim.client.loop)).add(sim.future)
+        sim.future.add_done_callback(ended.put)
     timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
 
     def again(sim: SimulationFuture) -> None:  # its earlier run's key stays in open_, for no simulation
         sim.start()
         open_[sim.key] = sim
-        completed[id(sim.client)].add(sim.future)
+        sim.future.add_done_callback(ended.put)
 
-    poll, next_check = QUICK_POLL_S[0], 0.0
+    next_check = 0.0
     while len(outcome) < len(futures):
-        ready = [future for each in completed.values() for future in each.next_batch(block=False)]
-        if not ready and time.monotonic() < next_check:
-            time.sleep(poll)
-            poll = min(poll * 2, QUICK_POLL_S[1])
-            continue
-        poll = QUICK_POLL_S[0]
+        ready = _ended(ended, max(0.0, next_check - time.monotonic()) if timeouts else None)
         # Timeouts every POLL_S, and before a failed run is judged (its worker reports a timeout before it ends)
         if time.monotonic() >= next_check or any(f.status != "finished" for f in ready):
             next_check = time.monotonic() + POLL_S
@@ -262,6 +260,20 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
                 else:
                     again(sim)  # a single simulation is never split: it runs again, isolated
     return outcome
+
+
+def _ended(ended: queue.SimpleQueue, timeout: float | None) -> list:
+    """The futures in ``ended``: waits up to ``timeout`` seconds (None: until one ends) for the first, then takes
+    every one there is without waiting."""
+    try:
+        ready = [ended.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            ready.append(ended.get_nowait())
+        except queue.Empty:
+            return ready
 
 
 class SimulationService:
