@@ -1791,6 +1791,55 @@ def test_a_complete_stash_entry_lacking_an_output_is_replaced_by_the_next_commit
     assert sorted(p.name for p in stash.root.iterdir()) == ["key"]  # nothing set aside is left
 
 
+def test_an_entry_another_researcher_committed_under_umask_022_is_replaced_without_leaving_it_aside(tmp_path):
+    """A stash shared between researchers (its folder 2775, docs/evaluation.md): an entry the first researcher
+    committed under umask 022 was 0755, so the second's commit replacing it (it lacks an output) moved it aside
+    but could not empty it, and it stayed behind as `.<key>.stale.<hex>`. An entry committed into a group-writable
+    stash is now group-writable. The second researcher is this process bound by permissions: as root, without
+    the capabilities that let root write any folder (setpriv), with the entry another user's (nobody) of the
+    stash's group; as another user, with the entry's owner bits those its group has."""
+    out = {"metrics.json": tmp_path / "out" / "metrics.json", "scores.csv": tmp_path / "out" / "scores.csv"}
+    write_json({"f1": 0.9}, out["metrics.json"])
+    out["scores.csv"].write_text("label\n1\n")
+    root = tmp_path / "shared" / "stash"
+    root.mkdir(parents=True)
+    root.chmod(0o2775)  # as its owner makes a shared stash
+    previous = os.umask(0o022)
+    try:
+        first = ResultStash(root).commit("key", {"metrics.json": out["metrics.json"]})  # the first researcher
+        argv = [
+            sys.executable, "-c",
+            "import sys\nfrom kdgat.evaluation.stash import ResultStash\n"
+            "print(ResultStash(sys.argv[1]).commit('key', dict(zip(sys.argv[2::2], sys.argv[3::2]))))",
+            str(root), *(str(part) for name, path in out.items() for part in (name, path)),
+        ]  # fmt: skip
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
+            for path in (first, *first.iterdir()):
+                os.chown(path, 65534, root.stat().st_gid)
+            argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
+        else:
+            mode = first.stat().st_mode & 0o7777
+            first.chmod(mode & ~0o700 | (mode & 0o070) << 3)
+        second = subprocess.run(
+            argv, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        os.umask(previous)
+        for path in root.iterdir():  # what was left aside, so that pytest can remove it
+            path.chmod(0o777)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == str(root / "key")
+    assert sorted(path.name for path in root.iterdir()) == ["key"], sorted(root.iterdir())
+    assert sorted(path.name for path in (root / "key").iterdir()) == [
+        "COMPLETE",
+        "metrics.json",
+        "scores.csv",
+    ]
+
+
 def test_a_stash_entry_replaced_while_it_is_restored_is_recomputed_not_a_failure(
     tmp_path, monkeypatch, caplog
 ):

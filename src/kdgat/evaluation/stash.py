@@ -15,6 +15,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,7 @@ class ResultStash:
         staging = None
         try:
             staging = new_directory(self.root, prefix=f".{key}.")
+            self._share_with_the_stash_group(staging)  # and so what a kill leaves of it
             digests = {}
             for name, source in outputs.items():
                 copy_file(source, staging / name)
@@ -239,6 +241,17 @@ class ResultStash:
             "could not commit to the result stash %s (something is in the way); a rerun recomputes", entry
         )
         return None
+
+    def _share_with_the_stash_group(self, staging: Path) -> None:
+        """Make the entry folder group-writable in a stash folder the group may write (a shared stash, 2775), when
+        the committer's umask lets the group read it: under umask 022 it was 0755, so another researcher's commit
+        replacing it could move it aside but not empty it, and it stayed behind as ``.<key>.stale.<hex>`` (as a
+        staging folder a killed commit left stayed for good)."""
+        shared = stat.S_IRGRP | stat.S_IXGRP
+        with contextlib.suppress(OSError):
+            mode = staging.stat().st_mode
+            if self.root.stat().st_mode & stat.S_IWGRP and mode & shared == shared:
+                staging.chmod(stat.S_IMODE(mode) | stat.S_IWGRP)
 
     @contextlib.contextmanager
     def _committing(self) -> Iterator[None]:
