@@ -4,7 +4,7 @@ workflow"): dry runs of the demo config, each a few seconds."""
 from __future__ import annotations
 
 import pytest
-from testkit import REPO, run_snakemake
+from testkit import REPO, flat_text, run_snakemake
 
 
 def dry_run(folder, *flags: str):
@@ -111,3 +111,42 @@ def test_editing_a_wrapper_or_its_library_in_place_reruns_nothing(tmp_path):
     assert "Nothing to be done" in dry.stdout, dry.stdout[-3000:]
     run_snakemake("--cores", "1", "--forcerun", "made", cwd=tmp_path, env=env, timeout=300)
     assert (tmp_path / "out.txt").read_text() == "second edited"
+
+
+def test_a_module_imported_alone_draws_its_dag_only_beside_the_modules_that_make_its_inputs(tmp_path):
+    """README.md ("Reuse it") and docs/evaluation.md: the kd_gat module imported alone has no rule for the graphs
+    it trains on, nor the evaluation module for those and the models: `--dag` stops with a MissingInputException
+    naming them until they exist; imported beside the modules that make them, `--dag` draws the whole chain."""
+
+    def dag(*modules: str):
+        text = f'configfile: "{REPO}/config/config.yaml"\n\n\n'
+        for name in modules:
+            text += (
+                f'module {name}:\n    snakefile:\n        "{REPO}/workflow/modules/{name}/Snakefile"\n'
+                f"    config:\n        config\n\n\nuse rule * from {name} as {name}_*\n\n\n"
+            )
+        text += f"rule all:\n    default_target: True\n    input:\n        rules.{modules[-1]}_all.input,\n"
+        folder = tmp_path / "_".join(modules)
+        folder.mkdir()
+        (folder / "Snakefile").write_text(text)
+        return run_snakemake("--dag", cwd=folder, timeout=300, check=False)
+
+    for module, missing in (("kd_gat", "results/preprocess/"), ("evaluation", "results/kd_gat/")):
+        alone = dag(module)
+        assert alone.returncode != 0, alone.stdout[-2000:]
+        assert f"MissingInputException in rule {module}_" in alone.stdout, alone.stdout[-2000:]
+        affected = alone.stdout.partition("affected files:")[2].split()
+        assert affected and all(path.startswith(("results/preprocess/", missing)) for path in affected), (
+            affected
+        )
+    chain = dag("preprocess", "kd_gat", "evaluation")
+    assert chain.returncode == 0, chain.stdout[-2000:]
+    assert "digraph snakemake_dag" in chain.stdout
+    for rule in ("preprocess_build_graphs", "kd_gat_train_vgae_teacher", "evaluation_evaluate_teacher"):
+        assert f'label = "{rule}' in chain.stdout, rule
+    readme, evaluation = flat_text(REPO / "README.md"), flat_text(REPO / "docs" / "evaluation.md")
+    assert (
+        "until those files exist, `snakemake --dag` (as `--rulegraph` and `-n`) stops with a `MissingInputException` "
+        "naming them. Import the modules that make them beside it" in readme
+    )
+    assert "Import the preprocess and kd_gat modules beside it" in evaluation
