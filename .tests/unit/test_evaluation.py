@@ -1494,7 +1494,8 @@ def test_a_stash_another_researcher_made_under_umask_022_names_its_folder_and_ho
         f"stash_dir {stash}: cannot hold the result stash (not writable): it is {owner}'s, mode "
         f"{0o555 if os.geteuid() else 0o755:04o}. A stash shared between researchers needs a folder the project "
         f"group may write: its owner runs `chgrp <group> {stash} && chmod 2775 {stash}`, and every researcher runs "
-        "the workflow under umask 002, so that the entries are group-writable too; point evaluation.stash_dir at "
+        "the workflow under a umask that lets the group read (002 or 022), so that the others may read the entries "
+        "(each commit makes its entry group-writable there); point evaluation.stash_dir at "
         'a directory the jobs can write, or set it to "" to switch the stash off'
     )
 

@@ -73,7 +73,8 @@ def _sharing_advice(root: Path) -> str:
     return (
         f": it is {owner}'s, mode {found.st_mode & 0o7777:04o}. A stash shared between researchers needs a folder "
         f"the project group may write: its owner runs `chgrp <group> {root} && chmod 2775 {root}`, and every "
-        "researcher runs the workflow under umask 002, so that the entries are group-writable too"
+        "researcher runs the workflow under a umask that lets the group read (002 or 022), so that the others may "
+        "read the entries (each commit makes its entry group-writable there)"
     )
 
 
