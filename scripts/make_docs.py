@@ -38,8 +38,8 @@ CONFIG_INTRO = """\
 
 `config/config.yaml` is the embedded default: two small synthetic CAN datasets and a toy SIR calibration, so
 `snakemake --cores 2` (or `make demo`) runs without arguments. Use your own with
-`snakemake --configfile my.yaml`: it is merged onto `config/config.yaml` (the Snakefile's `configfile:`), so keys
-you leave out keep that file's values, its demo datasets too; add `--replace-workflow-config` to start from the
+`snakemake --cores 2 --configfile my.yaml`: it is merged onto `config/config.yaml` (the Snakefile's `configfile:`), so
+keys you leave out keep that file's values, its demo datasets too; add `--replace-workflow-config` to start from the
 defaults below instead. The whole config is validated once
 by the main workflow against `workflow/schemas/config.schema.yaml`, and each module validates the sections it
 reads against its own `workflow/modules/<name>/schemas/config.schema.yaml`, so a typo or a wrong type stops the

@@ -216,7 +216,7 @@ def test_a_configfile_without_datasets_runs_the_calibration_alone_beside_the_shi
     assert all(job == "all" or job.startswith("calibration_") for job in alone), alone
     readme = " ".join((REPO / "README.md").read_text().split())
     assert (
-        "A config without `datasets` (say, only a `calibration` section, given as `snakemake --configfile my.yaml "
+        "A config without `datasets` (say, only a `calibration` section, given as `snakemake --cores 8 --configfile my.yaml "
         "--replace-workflow-config`) runs the calibration alone" in readme
     )
     config_readme = " ".join((REPO / "config" / "README.md").read_text().split())

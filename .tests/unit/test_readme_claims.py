@@ -940,14 +940,14 @@ def test_every_simcal_command_line_of_the_docs_is_one_the_simcal_command_takes()
 
 
 def test_the_targets_and_options_docs_models_md_names_in_its_commands_exist(rules) -> None:
-    """docs/models.md: "`snakemake preprocess_all` on the data branch, then `snakemake kd_gat_all`" (rules of the main
-    workflow) and "`kdgat train dqn --fit`" (an option of the `kdgat` command)."""
+    """docs/models.md: "`snakemake --cores 2 preprocess_all` on the data branch, then `snakemake --cores 2 kd_gat_all`"
+    (rules of the main workflow) and "`kdgat train dqn --fit`" (an option of the `kdgat` command)."""
     import argparse
 
     from kdgat.cli import parser
 
     text = flat_text(REPO / "docs/models.md")
-    targets = re.findall(r"`snakemake (\w+)`", text)
+    targets = re.findall(r"`snakemake --cores \d+ (\w+)`", text)
     assert targets == ["preprocess_all", "kd_gat_all"] and set(targets) <= set(rules)
     ((command, option),) = re.findall(r"`kdgat ([a-z ]+?) (--[a-z-]+)`", text)
     action = parser()
@@ -1317,3 +1317,79 @@ def test_generate_cans_meta_yaml_states_the_default_of_every_key_of_its_options(
     text = " ".join(meta["params"]["options"]["description"].split())
     missing = [f"{key} ({value}" for key, value in DEFAULTS.items() if f"{key} ({value}" not in text]
     assert not missing, missing
+
+
+# What a `snakemake` command the docs give may leave to the reader, and what the test puts in its place.
+SNAKEMAKE_PLACEHOLDERS = {"<catalog>": str(REPO), "<dataset>": "synth_hcrl", "=1/N": "=1/2"}
+# Options after which Snakemake runs no job (it lints, lists, draws, reports, unlocks, summarises...), as its
+# cli.args_to_api branches: only a command that runs jobs needs to say on how many cores.
+RUNS_NO_JOB = (
+    "dryrun", "touch", "lint", "list_target_rules", "list_rules", "print_compilation", "generate_unit_tests",
+    "dag", "rulegraph", "filegraph", "d3dag", "unlock", "cleanup_metadata", "conda_cleanup_envs",
+    "conda_create_envs_only", "list_conda_envs", "cleanup_shadow", "container_cleanup_images", "list_changes",
+    "list_input_changes", "list_params_changes", "list_untracked", "summary", "detailed_summary", "archive",
+    "delete_all_output", "delete_temp_output",
+)  # fmt: skip
+SNAKEMAKE_COMMAND = re.compile(r"^(?:\w+=\S+ )*(?:\.venv/bin/)?snakemake .+$")
+
+
+def documented_snakemake_commands() -> list[tuple[str, list[str]]]:
+    """Each `snakemake ...` command of README.md, CONTRIBUTING.md, config/README.md, docs/*.md and the profiles'
+    READMEs, in a code block (continuation lines joined) or in backticks in the text: its words after
+    `snakemake`, the comment and a pipe cut, placeholders filled."""
+    paths = [README, CONTRIBUTING, REPO / "config/README.md", *sorted((REPO / "docs").glob("*.md"))]
+    commands = []
+    for path in [*paths, *sorted((REPO / "profiles").glob("*/README.md"))]:
+        text = path.read_text()
+        blocks = re.findall(r"^ *```\w*\n(.*?)^ *```", text, re.M | re.S)
+        lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+        prose = re.sub(r"^ *```\w*\n.*?^ *```", "", text, flags=re.M | re.S)
+        lines += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+        for line in lines:
+            line = re.sub(r"\s+#.*$", "", line.strip()).split(" | ")[0].strip()
+            if not SNAKEMAKE_COMMAND.match(line):
+                continue
+            words = line.split()
+            words = words[next(i for i, word in enumerate(words) if word.endswith("snakemake")) + 1 :]
+            for placeholder, value in SNAKEMAKE_PLACEHOLDERS.items():
+                words = [word.replace(placeholder, value) for word in words]
+            commands.append((f"{path.relative_to(REPO)}: {line}", words))
+    return commands
+
+
+def test_every_snakemake_command_of_the_docs_runs_as_written(rules) -> None:
+    """A reader copies a command as the docs write it. Each `snakemake ...` command is one Snakemake's own parser
+    takes, the rules it names (`--forcerun`, `--until`, `--omit-from`, `--batch`, a target that is a name, not a
+    path) are rules of the main workflow, and one that runs jobs says on how many cores (or takes a profile):
+    `snakemake --forcerun calibration_simulate calibration_calibrate` (docs/simulation.md), `snakemake
+    preprocess_all` (docs/models.md) and `snakemake --batch evaluation_summarize=1/N results/evaluation/summary.md`
+    (README.md) stopped at once, as written, with Snakemake's "cores have to be specified for local execution"."""
+    from snakemake.cli import get_argument_parser
+
+    commands = documented_snakemake_commands()
+    assert len(commands) >= 15, commands
+    problems = []
+    for where, words in commands:
+        try:
+            args = get_argument_parser().parse_args(words)
+        except SystemExit as exit:
+            if exit.code != 0:  # `--version` exits 0
+                problems.append(f"{where}: Snakemake refuses it (exit {exit.code})")
+            continue
+        named = {*args.forcerun, *args.until, *args.omit_from, *([args.batch.rulename] if args.batch else [])}
+        named |= {target for target in args.targets if re.fullmatch(r"\w+", target)}
+        problems += [f"{where}: no rule {name!r} in the main workflow" for name in sorted(named - set(rules))]
+        runs_jobs = not any(getattr(args, name) for name in RUNS_NO_JOB) and not (
+            args.report is not None and not args.report_after_run
+        )
+        if not runs_jobs or args.profile:  # the repository's profiles give `jobs`
+            continue
+        if args.executor in (None, "local") and args.cores is None and args.jobs is None:
+            problems.append(
+                f"{where}: runs jobs but gives no --cores (Snakemake stops: cores have to be specified)"
+            )
+        elif args.executor not in (None, "local") and args.jobs is None:
+            problems.append(
+                f"{where}: runs jobs on {args.executor} but gives no --jobs (Snakemake stops at once)"
+            )
+    assert not problems, "\n".join(problems)
