@@ -907,21 +907,26 @@ def test_the_full_disk_retry_waits_docs_service_md_states_are_the_services(tmp_p
 PLACEHOLDERS = {"S": "queued", "N": "10", "ID": "0123abcd", "DIR": "results"}
 
 
-def documented_command_lines(command: str) -> list[tuple[str, list[str]]]:
-    """Each `command ...` line of the code blocks of docs/*.md (not docs/science.md's), continuation lines joined,
-    the comment cut, each `[--opt VALUE | ...]` taken with its first value and each placeholder replaced."""
+def documented_command_lines(command: str, comments: bool = False) -> list[tuple[str, list[str]]]:
+    """Each `command ...` line of the code blocks of docs/*.md (not docs/science.md's), README.md and the profiles'
+    READMEs, continuation lines joined, the comment cut, each `[--opt VALUE | ...]` taken with its first value and
+    each placeholder replaced. With ``comments``, (the line, its comment) instead, for lines with one."""
     lines = []
-    for path in sorted((REPO / "docs").glob("*.md")):
-        if path.name == "science.md":
-            continue
-        for block in re.findall(r"^```\w*\n(.*?)^```", path.read_text(), re.M | re.S):
+    docs = [path for path in sorted((REPO / "docs").glob("*.md")) if path.name != "science.md"]
+    for path in [*docs, README, *sorted((REPO / "profiles").glob("*/README.md"))]:
+        for block in re.findall(r"^ *```\w*\n(.*?)^ *```", path.read_text(), re.M | re.S):
             for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
                 if not line.startswith(f"{command} "):
                     continue
-                line = re.sub(r"\s+#.*$", "", line)
-                line = re.sub(r"\[([^]|]+?)(?: \| [^]]*)?\]", r"\1", line)
+                line, _, comment = line.partition(" #")
+                line = re.sub(r"\[([^]|]+?)(?: \| [^]]*)?\]", r"\1", line.strip())
                 words = [PLACEHOLDERS.get(word, word) for word in line.split()[1:]]
-                lines.append((f"{path.name}: {line}", words))
+                where = f"{path.relative_to(REPO)}: {line}"
+                if not comments:
+                    lines.append((where, words))
+                elif comment.strip():
+                    lines.append((where, comment.strip()))
     return lines
 
 
@@ -937,6 +942,36 @@ def test_every_simcal_command_line_of_the_docs_is_one_the_simcal_command_takes()
             parser().parse_args(words)
         except SystemExit as exit:
             pytest.fail(f"{line}: the simcal command refuses it (exit {exit.code})")
+
+
+def test_every_kdgat_command_line_of_the_docs_is_one_the_kdgat_command_takes() -> None:
+    """README.md's `kdgat train gat ...` and `kdgat evaluate ...` for an interactive GPU node, parsed by the parser
+    the `kdgat` command runs: a renamed or dropped option fails."""
+    from kdgat.cli import parser
+
+    lines = documented_command_lines("kdgat")
+    assert {tuple(words[:2]) for _, words in lines} >= {("train", "gat"), ("evaluate", "--config")}, lines
+    for line, words in lines:
+        try:
+            parser().parse_args(words)
+        except SystemExit as exit:
+            pytest.fail(f"{line}: the kdgat command refuses it (exit {exit.code})")
+
+
+def test_the_columns_a_docs_comment_gives_for_simcal_jobs_list_are_its_tables() -> None:
+    """docs/service.md's and profiles/k8s/README.md's `simcal jobs list   # id, status, ...`: the columns the
+    comment names are the header of the table the command prints (the k8s README named `progress` for
+    DONE/TOTAL and left out FAILED and FN_REF)."""
+    from simcal.service.commands import format_jobs
+
+    header = format_jobs([]).split()
+    columns = ["id" if name == "JOB" else name.lower() for name in header]
+    comments = documented_command_lines("simcal", comments=True)
+    listed = [(line, comment) for line, comment in comments if ": simcal jobs list" in line]
+    assert len(listed) >= 2, comments
+    for line, comment in listed:
+        named = comment.split(" (")[0].split(", ")
+        assert named == columns, (line, named, columns)
 
 
 def test_the_targets_and_options_docs_models_md_names_in_its_commands_exist(rules) -> None:
