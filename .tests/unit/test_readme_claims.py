@@ -1428,3 +1428,47 @@ def test_every_snakemake_command_of_the_docs_runs_as_written(rules) -> None:
                 f"{where}: runs jobs on {args.executor} but gives no --jobs (Snakemake stops at once)"
             )
     assert not problems, "\n".join(problems)
+
+
+def test_simulates_meta_yaml_states_the_default_of_every_setting_the_library_takes() -> None:
+    """The simulate wrapper's settings were listed without defaults and pointed to the calibration module's schema,
+    whose defaults (config/README.md: 4 replicates, max_failed_fraction 0.05) are the module's, not the wrapper's:
+    a rule of one's own without them ran 1 replicate per set and failed on one failed simulation. Every key of
+    simcal's SimulationSettings is listed with the library's default, and the module defaults that differ are
+    named as the module's; docs/service.md says the same of a job's settings."""
+    from simcal.settings import SimulationSettings
+
+    def shown(key: str, value: object) -> str:
+        if value is None:
+            return "auto" if key == "batch_size" else "null"
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    meta = yaml.safe_load((REPO / "wrappers/simulate/meta.yaml").read_text())
+    text = " ".join(meta["params"]["settings"]["description"].split())
+    library = SimulationSettings()
+    missing = [
+        f"{field.name} ({shown(field.name, getattr(library, field.name))}"
+        for field in dataclasses.fields(SimulationSettings)
+        if f"{field.name} ({shown(field.name, getattr(library, field.name))}" not in text
+    ]
+    assert not missing, missing
+    schema = yaml.safe_load((MODULES / "calibration/schemas/config.schema.yaml").read_text())
+    module = schema_node(schema, schema_node(schema, schema, "calibration"), "simulation")
+    while "$ref" in module:
+        module = schema["$defs"][module["$ref"].rsplit("/", 1)[1]]
+    module = module["properties"]
+    differ = {
+        key: node["default"]
+        for key, node in module.items()
+        if "default" in node
+        and getattr(library, key) != (None if node["default"] == "auto" else node["default"])
+    }
+    assert differ, "the calibration module's defaults are the library's: drop the sentence naming them"
+    named = text.rsplit("not these: ", 1)[1]
+    assert named.rstrip(".") == " and ".join(f"{key} {value}" for key, value in differ.items()), (
+        named,
+        differ,
+    )
+    service = flat_text(SERVICE_DOC)
+    assert "One left out takes the library's default, as the `simulate` wrapper does" in service
+    assert f"`max_failed_fraction` is {library.max_failed_fraction:g}," in service
