@@ -139,6 +139,15 @@ def test_automatic_batch_size_packs_many_cheap_simulations_per_task(tmp_path, cl
     assert summary.batch_size > 50  # a cheap model: many simulations per task
     assert summary.batches < 4000 / 50
     assert len(read_results(tmp_path / "out")) == 4000
+    # The progress file records the size chosen, as the log's last line does, not the setting "auto" (null).
+    assert json.loads((tmp_path / "out.progress.json").read_text())["batch_size"] == summary.batch_size
+
+
+def test_a_sweep_the_timing_probe_finished_records_the_probes_batch_in_its_progress_file(tmp_path, client):
+    summary = simulate("simcal_models:noisy_line", table(4), tmp_path / "out", client=client)
+    assert summary.batches == 0 or summary.batch_size >= 1
+    info = json.loads((tmp_path / "out.progress.json").read_text())
+    assert info["state"] == "finished" and info["batch_size"] == summary.batch_size >= 1
 
 
 def test_a_models_slow_first_call_in_a_worker_does_not_make_batches_of_one(tmp_path, client):

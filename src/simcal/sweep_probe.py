@@ -59,7 +59,7 @@ class SweepProbe:
             len(probed), math.ceil(len(probe_tasks) / chunk), per_sim,
         )  # fmt: skip
         if not remaining:  # the probe did all the work; the next run probes again
-            summary.batch_size = len(probed)
+            summary.batch_size = execution.progress.batch_size = len(probed)
             return []
         self.batch_size = self._auto_batch_size(len(remaining))
         log.info("batch size %d for the other %d simulations", self.batch_size, len(remaining))
