@@ -117,10 +117,7 @@ class PartStore:
                 )  # fmt: skip
                 shutil.rmtree(self.partial)
             elif previous != self.manifest:
-                log.info(
-                    "the plan changed since %s was written: its simulations that belong to the new plan are "
-                    "kept, the others are left out", self.partial,
-                )  # fmt: skip
+                log.info("%s", plan_change(self.partial, previous, self.manifest))
         self.partial.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
         for lost in self.partial.glob(
@@ -345,6 +342,23 @@ def _code_changed(previous: Mapping[str, Any], manifest: Mapping[str, Any]) -> s
         if before is not None and now is not None and before != now:
             return record
     return None
+
+
+def plan_change(partial: Path, previous: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
+    """What the log says of parts kept under another resume record than this run's: the records that differ, or,
+    where the earlier record differs only by lacking records this version adds (written by an earlier version of
+    simcal, before an upgrade), that the plan is the same and every part is kept, rather than a plan change."""
+    differ = sorted(key for key in previous if previous[key] != manifest.get(key))
+    if not differ:
+        added = ", ".join(sorted(set(manifest) - set(previous)))
+        return (
+            f"{partial} was written by an earlier version of simcal, whose resume record did not hold {added}; "
+            "the plan is the same: every simulation of its parts is kept"
+        )
+    return (
+        f"the plan changed since {partial} was written (its {', '.join(differ)} differ): its simulations that "
+        "belong to the new plan are kept, the others are left out"
+    )
 
 
 def _read_json(path: Path) -> dict | None:
