@@ -184,25 +184,35 @@ def test_a_job_whose_claim_exists_but_is_not_bound_is_reported_naming_the_claim_
     assert len(made) <= 2 and set(made) == {("", "persistentvolumeclaims", "get")} <= role_grants(role)
 
 
-def test_a_role_without_get_on_claims_is_said_once_and_each_unbound_claims_pod_is_still_reported(
-    cluster, executor, monkeypatch
-):
-    """A driver Role applied from an older rbac.yaml lacks get on persistentvolumeclaims: the API server answers the
-    read of an unbound claim 403, which each pod's report carried in full (the Forbidden text, no rule to add), once
-    per pod. Now one warning per run names the rule, the namespace and what is lost, as for events; each pod is still
-    reported (the scheduler's message) and its claim named, and the jobs go on."""
+@pytest.fixture
+def two_unbound_claim_jobs(request, cluster, executor, monkeypatch) -> list[SubmittedJobInfo]:
+    """Two Jobs, each mounting its own unbound claim (results-1, results-2), whose reads of ``request.param`` (the
+    resource: persistentvolumeclaims or events) the Role refuses (403) from the start; both still active after a first
+    second of status checks, none failed. Kept waiting: CONTAINER_START_GIVE_UP_S is a minute."""
     from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
     from snakemake_executor_plugin_kubernetes_kueue import pending
 
     monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.0)
     monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
-    cluster.fail_next("GET", "persistentvolumeclaims", 403, times=1000)
+    cluster.fail_next("GET", request.param, 403, times=1000)
     for name in ("results-1", "results-2"):
         cluster.unbound_claims.add(f"{NAMESPACE}/{name}")
         cluster.add_objects([claim(name)])
     jobs = [submit_with_claim(executor, f"unbound-{n}", f"results-{n}") for n in (1, 2)]
     active = check_for(executor, jobs, 1.0)
     assert active == jobs and executor.recorder.failed == []
+    return jobs
+
+
+@pytest.mark.parametrize("two_unbound_claim_jobs", ["persistentvolumeclaims"], indirect=True)
+def test_a_role_without_get_on_claims_is_said_once_and_each_unbound_claims_pod_is_still_reported(
+    cluster, executor, two_unbound_claim_jobs
+):
+    """A driver Role applied from an older rbac.yaml lacks get on persistentvolumeclaims: the API server answers the
+    read of an unbound claim 403, which each pod's report carried in full (the Forbidden text, no rule to add), once
+    per pod. Now one warning per run names the rule, the namespace and what is lost, as for events; each pod is still
+    reported (the scheduler's message) and its claim named, and the jobs go on."""
+    active = two_unbound_claim_jobs
     refused = [
         status for _, resource, status in cluster.answered_failures if resource == "persistentvolumeclaims"
     ]
@@ -237,24 +247,13 @@ def test_a_role_without_get_on_claims_is_said_once_and_each_unbound_claims_pod_i
     assert sorted(executor.recorder.finished) == ["unbound-1", "unbound-2"] and executor.recorder.failed == []
 
 
+@pytest.mark.parametrize("two_unbound_claim_jobs", ["events"], indirect=True)
 def test_a_role_without_list_on_events_is_said_once_also_when_an_unbound_claims_events_are_read(
-    cluster, executor, monkeypatch
+    cluster, executor, two_unbound_claim_jobs
 ):
     """The events read of an unbound claim (the PV controller's ProvisioningFailed, FailedBinding), refused 403 by a
     Role from an older rbac.yaml, was swallowed: the report lacked the event without a word. Now it says once per run
     that the Role lacks list on events; each pod is still reported with its claim's phase and storage class."""
-    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
-    from snakemake_executor_plugin_kubernetes_kueue import pending
-
-    monkeypatch.setattr(pending, "UNSCHEDULABLE_REPORT_S", 0.0)
-    monkeypatch.setattr(executor_module, "CONTAINER_START_GIVE_UP_S", 60.0)
-    cluster.fail_next("GET", "events", 403, times=1000)
-    for name in ("results-1", "results-2"):
-        cluster.unbound_claims.add(f"{NAMESPACE}/{name}")
-        cluster.add_objects([claim(name)])
-    jobs = [submit_with_claim(executor, f"unbound-{n}", f"results-{n}") for n in (1, 2)]
-    active = check_for(executor, jobs, 1.0)
-    assert active == jobs and executor.recorder.failed == []
     assert [status for _, resource, status in cluster.answered_failures if resource == "events"] == [403, 403]
     warnings = [m for m in executor.recorder.messages("warning") if "the driver's Role lacks" in m]
     assert len(warnings) == 1, warnings
