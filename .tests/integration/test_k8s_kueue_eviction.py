@@ -326,6 +326,58 @@ def test_an_eviction_readmitted_and_finished_between_two_status_checks_is_logged
     assert len([w for w in executor.recorder.messages("warning") if "evicted" in w]) == 1
 
 
+def test_an_eviction_of_a_first_admission_readmitted_and_finished_between_two_status_checks_is_logged_once(
+    cluster, executor, tmp_path
+):
+    """A status check reads the Job suspended, waiting for its first admission; Kueue then admits it, preempts it,
+    admits it again, and the new run ends, all before the next check. No read saw the first run's start time, so no
+    new one showed the eviction, and the kubernetes executor reported the job and deleted the Job without a word of
+    it: the user never learnt that the job ran twice. It is now said once, from the Workload read once, by the Job's
+    uid, before the Job is deleted; a Job no check saw started that finishes without an eviction reads its Workload
+    once too, and nothing is said of it."""
+    batch, name = kubernetes.client.BatchV1Api(), "evicted-on-first-admission"
+    cluster.admit_delay = 2.0  # the first status check reads both Jobs suspended
+    marker = tmp_path / "ran-once"
+    job = submit(executor, name, f"test -e {marker} && exit 0; touch {marker}; sleep 60")
+    plain = submit(executor, "never-evicted", "true")
+    assert check_round(executor, [job, plain]) == [job, plain]
+    assert {name, "never-evicted"} <= set(executor.batchapi.suspended_since)  # read waiting, no start time
+    first_pod = wait_for_pod(cluster, name)
+    wait_for(marker.exists, what="the first run's mark")
+    cluster.preempt(name, "InClusterQueue", readmit_after_s=1.5)
+    assert (
+        wait_for_pod(cluster, name, running=False) != first_pod
+    )  # readmitted and ended, no status check between
+    wait_for_pod(cluster, "never-evicted", running=False)
+    done = batch.read_namespaced_job_status(name, NAMESPACE)
+    assert done.status.succeeded == 1
+    plain_uid = batch.read_namespaced_job_status("never-evicted", NAMESPACE).metadata.uid
+    requests_before = len(cluster.requests)
+    assert check_round(executor, [job, plain]) == []
+    outcome = (
+        "Its pod was stopped, and the Job ran again from its start and finished before this status check; Snakemake "
+        "does not count the eviction as a failure"
+    )
+    assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [
+        preemption_report(cluster.jobs[name], name, "Preempted", outcome)
+    ]
+    assert sorted(executor.recorder.finished) == ["evicted-on-first-admission", "never-evicted"]
+    assert executor.recorder.failed == [] and cluster.jobs[name].deleted
+    reads = [
+        (path, query) for _, path, query in cluster.requests[requests_before:] if path.endswith("/workloads")
+    ]
+    expected = [
+        (
+            f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{NAMESPACE}/workloads",
+            {"labelSelector": [f"kueue.x-k8s.io/job-uid={uid}"]},
+        )
+        for uid in (done.metadata.uid, plain_uid)
+    ]
+    assert sorted(reads, key=str) == sorted(expected, key=str)  # one read each, by its uid
+    run_until_settled(executor, [])  # nothing more is said of it
+    assert len([w for w in executor.recorder.messages("warning") if "evicted" in w]) == 1
+
+
 def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(
     cluster, executor, tmp_path, monkeypatch
 ):

@@ -263,17 +263,25 @@ class WorkloadReview:
     def finished(self, namespace: str, name: str, watch, retry) -> str | None:
         """The eviction to report of Job ``name``, which has just finished (succeeded or failed), when its status
         showed it taken back since the last status check (a new status.startTime: Kueue evicted it, admitted it
-        again, and its new pod ended before the check), else None. Its Workload is read once, by the Job's uid,
-        before the kubernetes executor deletes the Job (and the garbage collector its Workload)."""
+        again, and its new pod ended before the check), or when no status read saw it started before (its first
+        admission's run unseen, so no start time to compare) and its Workload shows an eviction; else None. Its
+        Workload is read once, by the Job's uid, before the kubernetes executor deletes the Job (and the garbage
+        collector its Workload)."""
         self.held.discard(name)
         self.workloads.pop(name, None)
-        if name not in watch.taken_back:
+        unseen = name in watch.started_unseen
+        watch.started_unseen.discard(name)
+        if name not in watch.taken_back and not unseen:
             return None
-        resumed, uid = watch.taken_back.pop(name), watch.job_uids.get(name)
+        resumed, uid = watch.taken_back.pop(name, True), watch.job_uids.get(name)
         try:
             workload = read_workload(namespace, uid, retry) if uid else None
         except (ApiException, urllib3.exceptions.HTTPError) as error:
-            return eviction_report(namespace, name, resumed, None, error, finished=True)
+            # Unseen, it may well never have been evicted: a read that failed says nothing of it.
+            return None if unseen else eviction_report(namespace, name, resumed, None, error, finished=True)
+        # Kueue writes Evicted at an eviction and never drops it (SetQuotaReservation resets it to False).
+        if unseen and "Evicted" not in _conditions(workload or {}):
+            return None
         return eviction_report(namespace, name, resumed, workload, finished=True)
 
     def review(self, namespace: str, names: list[str], watch, retry) -> tuple[list[str], dict[str, str]]:

@@ -177,10 +177,15 @@ class KueueExecutor(kubernetes_plugin.Executor):
         super().report_job_success(job_info)
 
     def _report_finished_eviction(self, name: str) -> None:
-        # A Job taken back since the last check that finishes now ran twice; _review_workloads sees only active ones.
-        if name in getattr(self.__dict__.get("_batchapi"), "taken_back", ()):
-            review = self.__dict__.setdefault("_workload_review", WorkloadReview())
-            self.logger.warning(review.finished(self.namespace, name, self.batchapi, self._retry_transient))
+        # A Job taken back since the last check, or whose first run no check saw, that finishes now may have run twice:
+        # its Workload says (_review_workloads sees only active ones).
+        review, watch = (
+            self.__dict__.setdefault("_workload_review", WorkloadReview()),
+            self.__dict__.get("_batchapi"),
+        )
+        report = watch and review.finished(self.namespace, name, watch, self._retry_transient)
+        if report:
+            self.logger.warning(report)
 
     def report_job_error(self, job_info, msg=None, **kwargs):
         self._report_finished_eviction(job_info.external_jobid)

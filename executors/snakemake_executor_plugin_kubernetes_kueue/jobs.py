@@ -269,6 +269,11 @@ class CompletingBatchApi:
         self.start_times: dict[str, datetime.datetime] = {}
         # Jobs taken back since the executor last reported them: True when only the new startTime showed it.
         self.taken_back: dict[str, bool] = {}
+        self._started_seen: set[str] = set()  # Jobs read with a start time at least once
+        # Jobs whose first start time the last read was the first to see: no read saw their first admission run, so
+        # an eviction of it (Kueue admitted the Job, took it back and admitted it again between two reads) left no
+        # other start time to compare with; their Workload says (evictions.WorkloadReview.finished).
+        self.started_unseen: set[str] = set()
 
     def use(self, api: kubernetes.client.BatchV1Api) -> None:
         """Send through ``api`` from now on (the kubernetes executor makes a new ``BatchV1Api`` when it
@@ -321,6 +326,11 @@ class CompletingBatchApi:
             return
         previous = self.start_times.get(name)
         self.start_times[name] = started
+        if previous is None and name not in self._started_seen:
+            self.started_unseen.add(name)
+        else:
+            self.started_unseen.discard(name)
+        self._started_seen.add(name)
         if previous is not None and started != previous:
             # Suspended and resumed since the last read. The API gives whole seconds: a readmission within
             # the second of the previous start goes unseen.
