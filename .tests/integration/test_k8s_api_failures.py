@@ -377,6 +377,44 @@ def test_the_log_of_a_pod_deleted_before_it_was_read_says_why(cluster, executor)
     )
 
 
+def test_a_role_without_get_on_pods_log_is_said_once_with_the_rule_and_each_failed_jobs_log_says_so(
+    cluster, executor
+):
+    """A Role trimmed by hand (or applied from an edited rbac.yaml) lacks get on pods/log: each failed job's log held
+    the API server's 403 text, once per job, and nothing said which rule to add. Now one warning per run names the
+    rule, the namespace and what is lost, as for events and claims; each failed job's log says why it is empty, and
+    the jobs fail as they would (Snakemake retries them)."""
+    cluster.fail_next("GET", "pods/log", 403, times=1000)
+    jobs = [submit(executor, name, "exit 3") for name in ("log-refused-1", "log-refused-2")]
+    pods = {name: wait_for_pod(cluster, name, running=False) for name in ("log-refused-1", "log-refused-2")}
+    run_until_settled(executor, jobs)
+    assert sorted(executor.recorder.failed) == ["log-refused-1", "log-refused-2"]
+    assert [status for _, resource, status in cluster.answered_failures if resource == "pods/log"] == [
+        403,
+        403,
+    ]
+    warnings = [m for m in executor.recorder.messages("warning") if "the driver's Role lacks" in m]
+    assert len(warnings) == 1, warnings
+    (pod,) = [
+        pod for pod in pods.values() if f"pod {NAMESPACE}/{pod} failed" in warnings[0]
+    ]  # the first read
+    assert warnings[0] == (
+        f"kubernetes-kueue: reading the log of pod {NAMESPACE}/{pod} failed with HTTP 403 Forbidden: pods "
+        f'"{pod}" is forbidden: User "{cluster.user}" cannot get resource "pods/log" in API group "" in the '
+        f'namespace "{NAMESPACE}": the driver\'s Role lacks the rule for resource pods/log, verb get, in namespace '
+        f"{NAMESPACE} (profiles/k8s/rbac.yaml; kubectl apply -f it). Without it, a failed job's log lacks its pod's "
+        f"output, which says why it failed (kubectl -n <namespace> logs <pod>, run with another identity, reads it "
+        "while the pod exists). The run goes on; this is said once"
+    )
+    for name, pod in pods.items():
+        assert (executor.log_path / f"{name}.log").read_text() == (
+            f"[kubernetes-kueue] the log of pod {NAMESPACE}/{pod} could not be read (the driver's Role lacks get on "
+            f"pods/log, as the run's log says once); see `kubectl -n {NAMESPACE} describe pod {pod}`\n"
+        )
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    assert ("", "pods/log", "get") in role_grants(role)  # the shipped Role has the rule
+
+
 def test_a_create_whose_answer_was_lost_is_not_refused_as_already_existing(cluster, executor):
     """A 504 after the Job reached etcd: the create is sent again, the server answers 409 AlreadyExists, and
     the Job this run created is taken as created (one Job, which runs)."""

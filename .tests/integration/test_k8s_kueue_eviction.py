@@ -407,6 +407,45 @@ def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(
     assert [w for w in executor.recorder.messages("warning") if "for Kueue to admit it" in w]
 
 
+def test_a_role_without_list_on_workloads_is_said_once_with_the_rule_and_each_eviction_is_still_reported(
+    cluster, executor, tmp_path
+):
+    """A Role trimmed by hand lacks list on Kueue's workloads: each eviction's report carried the 403, and the
+    Workloads read for a deactivation (of Jobs Kueue keeps suspended) failed without a word, so a deactivated
+    Workload would have gone undetected in silence. Now one warning per run names the rule, with its API group, and
+    what goes undetected; each eviction is still reported once, and the jobs go on."""
+    cluster.fail_next("GET", "workloads", 403, times=1000)
+    jobs = [submit(executor, name, rerun_script(tmp_path / name)) for name in ("evicted-1", "evicted-2")]
+    for job in jobs:
+        wait_for_pod(cluster, job.external_jobid)
+    assert check_round(executor, jobs) == jobs  # read running
+    for job in jobs:
+        cluster.evict_workload(job.external_jobid, "ClusterQueueStopped", "The ClusterQueue is stopped", 1.5)
+    active = jobs
+    while active:
+        active = check_round(executor, active)
+        time.sleep(0.1)
+    assert sorted(executor.recorder.finished) == ["evicted-1", "evicted-2"] and executor.recorder.failed == []
+    refused = [status for _, resource, status in cluster.answered_failures if resource == "workloads"]
+    assert len(refused) >= 1 and set(refused) == {403}
+    warnings = executor.recorder.messages("warning")
+    assert [w for w in warnings if "the driver's Role lacks" in w] == [
+        f"kubernetes-kueue: listing the Workloads of namespace {NAMESPACE} failed with HTTP 403 Forbidden: "
+        f'workloads.kueue.x-k8s.io is forbidden: User "{cluster.user}" cannot list resource "workloads" in API group '
+        f'"kueue.x-k8s.io" in the namespace "{NAMESPACE}": the driver\'s Role lacks the rule for resource workloads '
+        f"(API group kueue.x-k8s.io), verb list, in namespace {NAMESPACE} (profiles/k8s/rbac.yaml; kubectl apply -f "
+        "it). Without it, a Job Kueue evicts or preempts is reported without its Workload's reason and message; a "
+        "Workload Kueue deactivated (it never admits its Job again) is not detected, so its job waits suspended for "
+        "ever; and a Job held in waitForPodsReady's back-off is reported as waiting for quota. The run goes on; this "
+        "is said once"
+    ]
+    for name in ("evicted-1", "evicted-2"):
+        (report,) = [w for w in warnings if f"Job {NAMESPACE}/{name} was running and" in w]
+        assert "(evicted or preempted; its Workload could not be read: HTTP 403 Forbidden: " in report
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    assert ("kueue.x-k8s.io", "workloads", "list") in role_grants(role)  # the shipped Role has the rule
+
+
 def test_the_profiles_cluster_queue_neither_preempts_nor_shares_a_cohort():
     """profiles/k8s/README.md: the profile's own queue never preempts its Jobs (a preempted Job loses its work)."""
     (queue,) = profile_manifests("kueue/clusterqueue.yaml")

@@ -260,13 +260,13 @@ class WorkloadReview:
         self.held: set[str] = set()  # Jobs whose Workload was last read held (deactivated by hand)
         self.workloads: dict[str, dict] = {}  # by Job: its Workload as last read (see backoff_report)
 
-    def finished(self, namespace: str, name: str, watch, retry) -> str | None:
+    def finished(self, namespace: str, name: str, watch, retry, refusals=None) -> str | None:
         """The eviction to report of Job ``name``, which has just finished (succeeded or failed), when its status
         showed it taken back since the last status check (a new status.startTime: Kueue evicted it, admitted it
         again, and its new pod ended before the check), or when no status read saw it started before (its first
         admission's run unseen, so no start time to compare) and its Workload shows an eviction; else None. Its
         Workload is read once, by the Job's uid, before the kubernetes executor deletes the Job (and the garbage
-        collector its Workload)."""
+        collector its Workload). A read the Role refuses (403) goes to ``refusals`` too (refusals.Refusals)."""
         self.held.discard(name)
         self.workloads.pop(name, None)
         unseen = name in watch.started_unseen
@@ -277,6 +277,7 @@ class WorkloadReview:
         try:
             workload = read_workload(namespace, uid, retry) if uid else None
         except (ApiException, urllib3.exceptions.HTTPError) as error:
+            _refused(refusals, error, namespace, f"listing the Workload of Job {namespace}/{name}")
             # Unseen, it may well never have been evicted: a read that failed says nothing of it.
             return None if unseen else eviction_report(namespace, name, resumed, None, error, finished=True)
         # Kueue writes Evicted at an eviction and never drops it (SetQuotaReservation resets it to False).
@@ -284,9 +285,11 @@ class WorkloadReview:
             return None
         return eviction_report(namespace, name, resumed, workload, finished=True)
 
-    def review(self, namespace: str, names: list[str], watch, retry) -> tuple[list[str], dict[str, str]]:
+    def review(
+        self, namespace: str, names: list[str], watch, retry, refusals=None
+    ) -> tuple[list[str], dict[str, str]]:
         """The reports to log, and the failure messages by Job name, for the Jobs ``names``; ``watch`` is the
-        CompletingBatchApi that saw their status."""
+        CompletingBatchApi that saw their status; a list the Role refuses (403) goes to ``refusals``."""
         taken = [name for name in names if name in watch.taken_back]
         suspended = [name for name in names if name in watch.suspended_since]
         self.held &= set(suspended)  # running again, or gone
@@ -297,6 +300,7 @@ class WorkloadReview:
         try:
             by_uid = read_workloads(namespace, retry)
         except (ApiException, urllib3.exceptions.HTTPError) as error:
+            _refused(refusals, error, namespace, f"listing the Workloads of namespace {namespace}")
             # The next check reads them again for a deactivation; the evictions are reported now, as they are.
             return [
                 eviction_report(namespace, name, watch.taken_back.pop(name), None, error) for name in taken
@@ -323,3 +327,9 @@ class WorkloadReview:
                 reports.append(hold)  # once per hold: released and held again, it is said again
             self.held = (self.held | {name}) if hold else (self.held - {name})
         return reports, failures
+
+
+def _refused(refusals, error: Exception, namespace: str, reading: str) -> None:
+    """Note a Workloads list the driver's Role refused (403): said once per run, with the rule to add."""
+    if refusals is not None:
+        refusals.note(error, "workloads", "list", namespace, reading)

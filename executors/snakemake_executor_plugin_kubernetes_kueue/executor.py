@@ -183,9 +183,20 @@ class KueueExecutor(kubernetes_plugin.Executor):
             self.__dict__.setdefault("_workload_review", WorkloadReview()),
             self.__dict__.get("_batchapi"),
         )
-        report = watch and review.finished(self.namespace, name, watch, self._retry_transient)
+        report = watch and review.finished(
+            self.namespace, name, watch, self._retry_transient, self._refusals()
+        )
+        self._say_refusals()
         if report:
             self.logger.warning(report)
+
+    def _refusals(self):
+        """The run's reads the driver's Role refused (refusals.Refusals), once the API objects are wrapped."""
+        return getattr(getattr(self.__dict__.get("_kubeapi"), "mounts", None), "refusals", None)
+
+    def _say_refusals(self) -> None:
+        for refused in getattr(self._refusals(), "take", list)():  # a rule the Role lacks: said once per run
+            self.logger.warning(refused)
 
     def report_job_error(self, job_info, msg=None, **kwargs):
         self._report_finished_eviction(job_info.external_jobid)
@@ -221,8 +232,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
         name = job.external_jobid
         minutes = getattr(self.workflow.executor_settings, "multi_attach_warning", MULTI_ATTACH_WARNING_MIN)
         held = self.kubeapi.mounts.multi_attach_warning(self.kubeapi, self.namespace, name, minutes)
-        for refused in self.kubeapi.mounts.refusals.take():  # a rule the Role lacks: said once per run
-            self.logger.warning(refused)
+        self._say_refusals()
         if held is not None:  # a disk another node holds: it waits, said once
             self.logger.warning(held)
         stuck = self.kubeapi.stuck_containers.get(name)
@@ -266,6 +276,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
             if not (self._gave_up_starting(job) or self._gave_up_scheduling(job)):
                 waiting.append(job)
         waiting = self._review_workloads(waiting)
+        self._say_refusals()  # also those of the Workloads' list and of failed pods' logs
         for job in waiting:
             yield job
         self._report_long_admission_waits(waiting)
@@ -345,7 +356,9 @@ class KueueExecutor(kubernetes_plugin.Executor):
             return active_jobs
         review = self.__dict__.setdefault("_workload_review", WorkloadReview())
         names = [job.external_jobid for job in active_jobs]
-        reports, failures = review.review(self.namespace, names, self.batchapi, self._retry_transient)
+        reports, failures = review.review(
+            self.namespace, names, self.batchapi, self._retry_transient, self._refusals()
+        )
         for report in reports:
             self.logger.warning(report)
         return [

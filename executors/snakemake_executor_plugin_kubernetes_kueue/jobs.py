@@ -451,9 +451,14 @@ class SafeLogCoreApi:
         try:
             return self._api.read_namespaced_pod_log(name, namespace, **kwargs)
         except ApiException as error:
+            reading = f"reading the log of pod {namespace}/{name}"
+            if self.mounts.refusals.note(error, "pods/log", "get", namespace, reading):  # said once per run
+                why = "the driver's Role lacks get on pods/log, as the run's log says once"
+            else:
+                why = describe_api_error(error)
             return (
                 f"[kubernetes-kueue] the log of pod {namespace}/{name} could not be read "
-                f"({describe_api_error(error)}); see `kubectl -n {namespace} describe pod {name}`"
+                f"({why}); see `kubectl -n {namespace} describe pod {name}`"
             )
 
     def __getattr__(self, name):

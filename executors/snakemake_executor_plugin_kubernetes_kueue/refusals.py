@@ -1,6 +1,7 @@
-"""Reads that a driver's Role applied from an older profiles/k8s/rbac.yaml refuses: the rules added to it since its
-first release (``list`` on events, ``get`` on persistentvolumeclaims). The API server answers such a read HTTP 403
-(Forbidden); the check that needed it is lost, and the run goes on without it. Each missing rule is said once per run,
+"""Reads that a driver's Role refuses without stopping the run: the rules added to profiles/k8s/rbac.yaml since its
+first release (``list`` on events, ``get`` on persistentvolumeclaims), which a Role applied from an older one lacks,
+and the reads a Role trimmed by hand may lack (``list`` on Kueue's workloads, ``get`` on pods/log). The API server
+answers such a read HTTP 403 (Forbidden); the check that needed it is lost, and the run goes on without it. Each missing rule is said once per run,
 whichever read met it first, naming the rule to add, the namespace and what goes undetected; the reads are made again
 later, so a Role fixed meanwhile lets them through."""
 
@@ -24,7 +25,20 @@ LOST = {
     'bound ("pod has unbound immediate PersistentVolumeClaims") is reported without the claim\'s phase, storage '
     "class and the provisioner's event, which say why it is not bound; and a ReadWriteOnce disk another node holds "
     "is warned of by its volume's name, without the claim it belongs to",
+    (
+        "workloads",
+        "list",
+    ): "a Job Kueue evicts or preempts is reported without its Workload's reason and message; a Workload Kueue "
+    "deactivated (it never admits its Job again) is not detected, so its job waits suspended for ever; and a Job held "
+    "in waitForPodsReady's back-off is reported as waiting for quota",
+    (
+        "pods/log",
+        "get",
+    ): "a failed job's log lacks its pod's output, which says why it failed (kubectl -n <namespace> logs <pod>, run "
+    "with another identity, reads it while the pod exists)",
 }
+# The API group of each resource of LOST outside the core group ("").
+GROUPS = {"workloads": "kueue.x-k8s.io"}
 
 
 @dataclass
@@ -42,9 +56,10 @@ class Refusals:
             return False
         if (resource, verb) not in self.said:
             self.said.add((resource, verb))
+            group = f" (API group {GROUPS[resource]})" if resource in GROUPS else ""
             self.due.append(
                 f"kubernetes-kueue: {reading} failed with {describe_api_error(error)}: the driver's Role lacks the "
-                f"rule for resource {resource}, verb {verb}, in namespace {namespace} (profiles/k8s/rbac.yaml; "
+                f"rule for resource {resource}{group}, verb {verb}, in namespace {namespace} (profiles/k8s/rbac.yaml; "
                 f"kubectl apply -f it). Without it, {LOST[resource, verb]}. The run goes on; this is said once"
             )
         return True
