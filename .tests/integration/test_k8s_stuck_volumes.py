@@ -558,9 +558,33 @@ def test_a_role_without_get_on_claims_is_said_once_when_a_held_disk_is_warned_of
     assert executor.recorder.finished == ["second-writer"] and executor.recorder.failed == []
 
 
-@pytest.mark.parametrize("holders", [["results-writer-7f9c2"], []])
+@pytest.mark.parametrize(
+    "holders, why, holder",
+    [
+        (
+            ["results-writer-7f9c2"],
+            "Volume is already used by pod(s) results-writer-7f9c2",
+            f"pod(s) results-writer-7f9c2 of namespace {NAMESPACE} use it there",
+        ),
+        (
+            ["results-writer-7f9c2", "lab/notebook-0", "lab/notebook-1"],
+            "Volume is already used by pod(s) results-writer-7f9c2 and 2 pod(s) in different namespaces",
+            f"pod(s) results-writer-7f9c2 of namespace {NAMESPACE}, and 2 pod(s) of other namespaces, use it there",
+        ),
+        (
+            ["lab/notebook-0"],
+            "Volume is already used by 1 pod(s) in different namespaces",
+            "1 pod(s) of other namespaces use it there (the event names no pod of another namespace)",
+        ),
+        (
+            [],
+            "Volume is already exclusively attached to one node and can't be attached to another",
+            "no pod uses it there any more (the attachment outlived its pod, e.g. on a node that went down)",
+        ),
+    ],
+)
 def test_a_disk_another_node_holds_is_warned_of_once_after_the_set_time_and_the_job_waits_then_runs(
-    cluster, executor, monkeypatch, holders
+    cluster, executor, monkeypatch, holders, why, holder
 ):
     """A ReadWriteOnce claim's disk is attached to another node (a pod there uses it, or its attachment outlived its
     pod): the attach/detach controller records its Multi-Attach FailedAttachVolume at each try. That resolves once the
@@ -589,22 +613,12 @@ def test_a_disk_another_node_holds_is_warned_of_once_after_the_set_time_and_the_
     assert active == [job] and executor.recorder.failed == []
     pod = cluster.jobs["second-writer"].pod.name
     volume = f"pvc-{cluster.persistent_volume_claims[f'{NAMESPACE}/scratch']['metadata']['uid']}"
-    why = (
-        "Volume is already used by pod(s) results-writer-7f9c2"
-        if holders
-        else "Volume is already exclusively attached to one node and can't be attached to another"
-    )
     controller = f'Multi-Attach error for volume "{volume}" {why}'
     (event,) = [e for e in cluster.events if e["reason"] == "FailedAttachVolume"]
     assert (event["involvedObject"]["name"], event["message"], event["source"]) == (
         pod,
         controller,
         {"component": "attachdetach-controller"},
-    )
-    holder = (
-        f"pod(s) results-writer-7f9c2 of namespace {NAMESPACE} use it there"
-        if holders
-        else "no pod uses it there any more (the attachment outlived its pod, e.g. on a node that went down)"
     )
     warnings = [w for w in executor.recorder.messages("warning") if "Multi-Attach" in w]
     assert len(warnings) == 1, warnings

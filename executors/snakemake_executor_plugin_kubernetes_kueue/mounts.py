@@ -70,8 +70,13 @@ MOUNT_FAILURES = (
 # reportMultiAttachError): not a stuck pod, as the volume is attached here once the pod holding it ends, but one that may
 # wait for a very long time: warned of once, after kubernetes-kueue-multi-attach-warning minutes (multi_attach_warning).
 MULTI_ATTACH = re.compile(r'Multi-Attach error for volume "(?P<volume>[^"]+)" (?P<why>.*)', re.S)
+# The three messages of reconciler.go's reportMultiAttachError (pkg/controller/volume/attachdetach/reconciler): the pods
+# of the waiting pod's namespace by name, those of other namespaces only counted (a namespace's users must not see
+# other namespaces' pod names), and no pod at all when none uses the volume there. The node that holds the volume goes
+# only to the controller's own log ("attachedTo"), never into the event.
 USED_BY = re.compile(
-    r"Volume is already used by pod\(s\) (?P<pods>.+?)(?: and \d+ pod\(s\) in different namespaces)?\Z"
+    r"Volume is already used by (?:pod\(s\) (?P<pods>.+?)(?: and (?P<others>\d+) pod\(s\) in different "
+    r"namespaces)?|(?P<only_others>\d+) pod\(s\) in different namespaces)\Z"
 )
 MULTI_ATTACH_SETTING = "kubernetes-kueue-multi-attach-warning"
 
@@ -179,7 +184,8 @@ class MountWatch:
 
     def multi_attach_warning(self, api, namespace: str, job: str, after_min: float | None) -> str | None:
         """Once per pod, when it has waited ContainerCreating ``after_min`` minutes with a Multi-Attach event: which
-        claim, held by which pod (and node, where the event says it), and that the job keeps waiting."""
+        claim, held by which pods (those of other namespaces the event only counts), and that the job keeps waiting. The node
+        is not named: the event never says it (USED_BY), and `kubectl get volumeattachments` shows it."""
         message, creating = self.multi_attach.get(job), self.creating.get(job)
         if message is None or creating is None or after_min is None:
             return None
@@ -191,12 +197,7 @@ class MountWatch:
         claims = self.claims.get(job, [])
         claim = next((c for c in claims if _volume_of(api, namespace, c, pod, self.refusals) == volume), None)
         what = f'persistentvolumeclaim "{claim}" (volume {volume})' if claim else f'volume "{volume}"'
-        used = USED_BY.search(message)
-        holder = (
-            f"pod(s) {used['pods']} of namespace {namespace} use it there"
-            if used
-            else "no pod uses it there any more (the attachment outlived its pod, e.g. on a node that went down)"
-        )
+        holder = _holders(USED_BY.search(message), namespace)
         return (
             f"kubernetes-kueue: the container of Job {namespace}/{job} (pod {pod}) has waited {waited / 60:.1f} min for "
             f"{what}, a ReadWriteOnce volume attached to another node, which the attach/detach controller does not "
@@ -222,6 +223,21 @@ class MountWatch:
         if read is None or (known is not None and known.repeated == read[1]):
             return
         self.found[job] = MountFailure(read[0], read[1], now)  # new, or recorded again: not cleared
+
+
+def _holders(used, namespace: str) -> str:
+    """Who uses the volume on the other node, as the Multi-Attach event says (``used``: its USED_BY match)."""
+    if used is None:
+        return (
+            "no pod uses it there any more (the attachment outlived its pod, e.g. on a node that went down)"
+        )
+    if used["only_others"]:
+        return (
+            f"{used['only_others']} pod(s) of other namespaces use it there (the event names no pod of another "
+            "namespace)"
+        )
+    others = f", and {used['others']} pod(s) of other namespaces," if used["others"] else ""
+    return f"pod(s) {used['pods']} of namespace {namespace}{others} use it there"
 
 
 def _failed_mounts(api, namespace: str, pod: str):

@@ -57,9 +57,11 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   source ``attachdetach-controller``, ``AttachVolume.Attach failed for volume "pvc-<claim uid>" : <the attacher's
   error>``, and the kubelet, which waits for the attachment, only a FailedMount summary naming no cause; likewise a
   ReadWriteOnce claim's volume attached to another node (``multi_attach``, by claim: the pods using it there), with
-  the controller's ``Multi-Attach error for volume "pvc-<claim uid>" Volume is already used by pod(s) <pods>`` (or
-  ``... Volume is already exclusively attached to one node and can't be attached to another`` when no pod uses it;
-  reconciler.go reportMultiAttachError), until the test clears it;
+  the controller's ``Multi-Attach error for volume "pvc-<claim uid>" Volume is already used by pod(s) <pods>``, the
+  pods of the waiting pod's namespace by name and those of others counted (``... and <n> pod(s) in different
+  namespaces``, or ``Volume is already used by <n> pod(s) in different namespaces`` alone), or ``... Volume is already
+  exclusively attached to one node and can't be attached to another`` when no pod uses it (reconciler.go
+  reportMultiAttachError; the node goes only to the controller's log), until the test clears it;
 * with ``container_runtime="cri-o"`` (CRI-O with runc), a container whose command is not in the image (not on the
   pod's PATH) cannot be created: it waits with reason ``CreateContainerError`` and CRI-O's message (``container
   create failed: ... exec: \\"x\\": executable file not found in $PATH``), its pod ``Pending`` and its Job active,
@@ -325,8 +327,8 @@ class ApiStandIn:
     # data-disk limit, a disk in another zone); the attach/detach controller fails to attach the claim's volume to the
     # node at each try until the test clears it.
     attach_errors: dict[str, str] = field(default_factory=dict)
-    # By claim ("namespace/name") of a ReadWriteOnce volume attached to another node: the pods of the namespace that use
-    # it there ([] once none does: the attachment outlived its pod). The attach/detach controller refuses to attach it
+    # By claim ("namespace/name") of a ReadWriteOnce volume attached to another node: the pods that use it there, by
+    # name, or "namespace/name" for one of another namespace ([] once none does: the attachment outlived its pod). The attach/detach controller refuses to attach it
     # to a second node, with its Multi-Attach FailedAttachVolume at each try, until the test clears it.
     multi_attach: dict[str, list[str]] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)  # core/v1 Events the kubelet recorded
@@ -782,11 +784,18 @@ class ApiStandIn:
                     f"pvc-{self.persistent_volume_claims[key]['metadata']['uid']}",
                     self.multi_attach[key],
                 )
-                why = (
-                    f"Volume is already used by pod(s) {', '.join(pods)}"
-                    if pods
-                    else "Volume is already exclusively attached to one node and can't be attached to another"
-                )
+                # Each pod's own message: the names of its namespace's pods, a count of the others'.
+                local = [p for p in pods if "/" not in p or p.split("/")[0] == record.namespace]
+                local, others = [p.split("/")[-1] for p in local], len(pods) - len(local)
+                if local:
+                    why = f"Volume is already used by pod(s) {', '.join(local)}"
+                    why += f" and {others} pod(s) in different namespaces" if others else ""
+                elif others:
+                    why = f"Volume is already used by {others} pod(s) in different namespaces"
+                else:
+                    why = (
+                        "Volume is already exclusively attached to one node and can't be attached to another"
+                    )
                 failed.append(f'Multi-Attach error for volume "{pv}" {why}')
         return failed
 
