@@ -743,6 +743,50 @@ def test_a_job_kueue_keeps_suspended_is_reported_with_the_queues_state(cluster, 
     assert executor.recorder.finished == ["held"]
 
 
+def test_a_cluster_queue_deleted_under_a_running_job_lets_it_finish_and_the_waiting_one_is_told_why(
+    cluster, executor, tmp_path, monkeypatch
+):
+    """Someone deletes the ClusterQueue while a Job runs in it: Kueue's finalizer keeps it, Terminating, until that
+    Job's Workload no longer holds quota, so the running Job is not evicted and finishes; a Job that waits is not
+    admitted, and its LocalQueue is inactive (ClusterQueueIsInactive). The stand-in deleted a ClusterQueue at once,
+    and the report's fix named only FlavorNotFound and Stopped, so the user read a queue to repair, not one being
+    deleted. It now names Terminating too; once the running Job has ended the ClusterQueue is gone, which the next
+    report says (ClusterQueueDoesNotExist), and the waiting Job runs once the ClusterQueue is applied again."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 1.0)
+    release = tmp_path / "release"
+    running = submit(executor, "running", f"while ! test -e {release}; do sleep 0.1; done")
+    wait_for_pod(cluster, "running")
+    assert check_round(executor, [running]) == [running]
+    cluster.delete_cluster_queue("snakemake")
+    assert "snakemake" in cluster.cluster_queues  # held by its finalizer while "running" holds quota
+    waiting = submit(executor, "waiting", "true")
+    active = check_for(executor, [running, waiting], 1.5)
+    assert active == [running, waiting] and executor.recorder.failed == []
+    (report,) = admission_reports(executor)[:1]
+    assert report.startswith(
+        f"kubernetes-kueue: Job {NAMESPACE}/waiting has waited 0.0 min for Kueue to admit it from LocalQueue {QUEUE} "
+        f"(suspended, no pod yet). kubernetes-kueue-queue-name: Kueue LocalQueue {NAMESPACE}/{QUEUE} is inactive "
+        '(Active=False, reason ClusterQueueIsInactive: "Can\'t submit new workloads to clusterQueue"), so Kueue '
+        "would leave every Job suspended; its ClusterQueue 'snakemake' is inactive: "
+    )
+    assert (
+        "Terminating: it was deleted, and Kueue keeps it only until the Workloads it admitted have ended; apply "
+        "profiles/k8s/kueue/clusterqueue.yaml again once it is gone"
+    ) in report
+    release.touch()
+    active = check_for(executor, active, 2.0)
+    assert executor.recorder.finished == ["running"] and active == [waiting]  # not evicted: it ran to its end
+    assert (
+        "snakemake" not in cluster.cluster_queues
+    )  # its finalizer went with the last Workload holding quota
+    assert "reason ClusterQueueDoesNotExist" in admission_reports(executor)[-1]
+    cluster.add_objects(profile_manifests("kueue/clusterqueue.yaml"))
+    run_until_settled(executor, active)
+    assert executor.recorder.finished == ["running", "waiting"] and executor.recorder.failed == []
+
+
 def test_a_job_waiting_on_an_active_queue_is_reported_as_waiting_for_quota(cluster, executor, monkeypatch):
     from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
 

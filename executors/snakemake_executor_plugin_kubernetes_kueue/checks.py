@@ -131,13 +131,18 @@ def check_storage_container(prefix: str | None) -> str | None:
 
 
 # Fixes for the reasons Kueue gives a LocalQueue's Active=False condition (Kueue's LocalQueue controller).
+# By the LocalQueue's Active reason (Kueue's localqueue_controller.go). ClusterQueueIsInactive covers each reason of
+# the ClusterQueue's own Active condition (pkg/cache clusterQueue.inactiveReason), which a namespaced Role cannot read;
+# Terminating: deleted, and kept by its finalizer kueue.x-k8s.io/resource-in-use while Workloads hold quota in it.
 _INACTIVE_QUEUE_FIXES = {
     "ClusterQueueDoesNotExist": "its ClusterQueue {cluster_queue!r} does not exist: apply "
     "profiles/k8s/kueue/resourceflavors.yaml, then profiles/k8s/kueue/clusterqueue.yaml, or point the "
     "LocalQueue's spec.clusterQueue at an existing one (kubectl get clusterqueues)",
     "ClusterQueueIsInactive": "its ClusterQueue {cluster_queue!r} is inactive: `kubectl get clusterqueue "
     "{cluster_queue} -o yaml` says why under status.conditions (FlavorNotFound: apply "
-    "profiles/k8s/kueue/resourceflavors.yaml; Stopped: remove its spec.stopPolicy)",
+    "profiles/k8s/kueue/resourceflavors.yaml; Stopped: remove its spec.stopPolicy; Terminating: it was deleted, and "
+    "Kueue keeps it only until the Workloads it admitted have ended; apply profiles/k8s/kueue/clusterqueue.yaml again "
+    "once it is gone)",
     "Stopped": "the LocalQueue is stopped: kubectl -n {namespace} patch localqueue {queue} --type merge "
     '-p \'{{"spec":{{"stopPolicy":"None"}}}}\'',
 }

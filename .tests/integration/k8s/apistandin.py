@@ -540,6 +540,8 @@ class ApiStandIn:
 
     def cluster_queue_active(self, name: str) -> tuple[str, str, str]:
         """(status, reason, message) of a ClusterQueue's Active condition, as Kueue's cache computes it."""
+        if (self.cluster_queues[name].get("metadata") or {}).get("deletionTimestamp"):
+            return "False", "Terminating", "Can't admit new workloads; clusterQueue is terminating"
         spec = self.cluster_queues[name].get("spec") or {}
         missing = sorted(
             {
@@ -555,6 +557,38 @@ class ApiStandIn:
             message = f"Can't admit new workloads: references missing ResourceFlavor(s): {','.join(missing)}."
             return "False", "FlavorNotFound", message
         return "True", "Ready", "Can admit new workloads"
+
+    def delete_cluster_queue(self, name: str) -> None:
+        """``kubectl delete clusterqueue <name>``, as Kueue 0.19 answers it (pkg/controller/core/
+        clusterqueue_controller.go Reconcile; pkg/cache clusterQueue.inactiveReason): its finalizer
+        ``kueue.x-k8s.io/resource-in-use`` keeps it, with a deletionTimestamp, while Workloads hold quota in it (they run
+        on); meanwhile it is Active False, reason ``Terminating``, so its LocalQueues are inactive and it admits nothing;
+        once none holds quota (``ClusterQueueEmpty``) the finalizer goes and so does the ClusterQueue."""
+        with self._lock:
+            metadata = self.cluster_queues[name].setdefault("metadata", {})
+            metadata.setdefault("finalizers", ["kueue.x-k8s.io/resource-in-use"])
+            metadata["deletionTimestamp"] = _now()
+            self._collect_cluster_queues()
+
+    def _collect_cluster_queues(self) -> None:
+        """Drop each terminating ClusterQueue in which no Workload holds quota any more (its pod ended or is gone)."""
+        for name, queue in list(self.cluster_queues.items()):
+            if not (queue.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            holding = [
+                record
+                for record in self.jobs.values()
+                if record.admitted
+                and not record.deleted
+                and record.pod is not None
+                and record.pod.exit_code() is None
+                and (self.local_queues.get(f"{record.namespace}/{self.queue_of(record)}") or {})
+                .get("spec", {})
+                .get("clusterQueue")
+                == name
+            ]
+            if not holding:
+                del self.cluster_queues[name]
 
     def local_queue_active(self, key: str) -> tuple[str, str, str]:
         """(status, reason, message) of a LocalQueue's Active condition, as Kueue's controller sets it."""
@@ -581,6 +615,7 @@ class ApiStandIn:
         # Kueue admits suspended Workloads in creation order while the quota has room.
         while not self._stopping.wait(0.2):
             with self._lock:
+                self._collect_cluster_queues()
                 self._stop_deleted_pods()
                 self._retry_pending_pods()
                 self._wait_for_pods_ready()
