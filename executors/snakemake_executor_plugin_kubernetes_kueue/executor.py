@@ -34,6 +34,7 @@ from .jobs import (
     is_transient,
     read_refused,
     refusal_fix,
+    status_read_failure,
 )
 from .mounts import FAILED_ATTACH, FAILED_MOUNT
 from .stock_lines import PODLESS_FAILURE_PREFIX, StockLines
@@ -286,26 +287,11 @@ class KueueExecutor(kubernetes_plugin.Executor):
             error = self.batchapi.status_errors.pop(job.external_jobid, None)
             if error is None:
                 continue
-            where = f"Job {self.namespace}/{job.external_jobid}"
+            msg = status_read_failure(self.namespace, job.external_jobid, error)
             if is_transient(error):
-                self.logger.warning(
-                    f"kubernetes-kueue: the status of {where} could not be read ({describe_api_error(error)}); "
-                    "it is read again at the next status check"
-                )
+                self.logger.warning(msg)
                 yield job
                 continue
-            if isinstance(error, ApiException) and error.status == 404:
-                msg = (
-                    f"kubernetes-kueue: {where} no longer exists (HTTP 404): it was deleted before it finished "
-                    "(kubectl delete, a cleanup or the TTL controller); the job fails, and Snakemake runs it "
-                    "again if it has retries left"
-                )
-            else:  # 403 (RBAC), 401 after re-authenticating, another refusal: no later read would succeed
-                fix = refusal_fix(error, f"get on jobs/status in namespace {self.namespace!r}", reloaded=True)
-                msg = (
-                    f"kubernetes-kueue: reading the status of {where} failed with {describe_api_error(error)}; "
-                    f"{fix}. The Job may still run: kubectl -n {self.namespace} delete job {job.external_jobid}"
-                )
             self.logger.error(msg)
             self.report_job_error(job, msg=msg)
 

@@ -169,6 +169,28 @@ def refusal_fix(error: Exception, permission: str, reloaded: bool = False) -> st
     return "see the API server's message"
 
 
+def status_read_failure(namespace: str, name: str, error: Exception) -> str:
+    """What to say of Job ``name`` whose status read failed with ``error``: a transient error is read again at the next
+    status check (its job stays active), a 404 (the Job was deleted) or a refusal fails its job."""
+    where = f"Job {namespace}/{name}"
+    if is_transient(error):
+        return (
+            f"kubernetes-kueue: the status of {where} could not be read ({describe_api_error(error)}); it is read "
+            "again at the next status check"
+        )
+    if isinstance(error, ApiException) and error.status == 404:
+        return (
+            f"kubernetes-kueue: {where} no longer exists (HTTP 404): it was deleted before it finished (kubectl "
+            "delete, a cleanup or the TTL controller); the job fails, and Snakemake runs it again if it has retries left"
+        )
+    # 403 (RBAC), 401 after re-authenticating, another refusal: no later read would succeed.
+    fix = refusal_fix(error, f"get on jobs/status in namespace {namespace!r}", reloaded=True)
+    return (
+        f"kubernetes-kueue: reading the status of {where} failed with {describe_api_error(error)}; {fix}. The Job "
+        f"may still run: kubectl -n {namespace} delete job {name}"
+    )
+
+
 def read_refused(error: ApiException, resource: str, verbs: str, namespace: str) -> SettingError:
     """The setting error of a read of ``resource`` before the run that the API server refused with ``error``."""
     return SettingError(
