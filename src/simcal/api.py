@@ -216,9 +216,8 @@ def _gather_from_dask(futures: list[SimulationFuture]) -> dict[int, pd.DataFrame
     futures = list({id(f): f for f in futures}.values())
     outcome: dict[int, pd.DataFrame] = {}
     open_ = {sim.key: sim for sim in futures}  # by the Dask key of its current run
-    ended: queue.SimpleQueue = (
-        queue.SimpleQueue()
-    )  # Dask futures that ended, put there by Dask's callback thread
+    # Dask futures that ended, put there by Dask's callback thread
+    ended: queue.SimpleQueue = queue.SimpleQueue()
     for sim in futures:
         sim.future.add_done_callback(ended.put)
     timeouts = {id(f.client): TimeoutEvents(f.client) for f in futures if f.timeout_s}
