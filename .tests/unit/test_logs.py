@@ -3,7 +3,10 @@ user's mistake (wrapper_rules.InputError) one logged line and exit status 1, wit
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import resource
 import signal
 import subprocess
 import sys
@@ -12,11 +15,13 @@ import threading
 import pytest
 from testkit import REPO, signalled_mid_write
 
+import simcal.logs as simcal_logs
 from kdgat.logs import Terminated, configure, configure_wrapper, failure_logged
 from wrapper_rules import (
     InputError,
     InputRefused,
     Interrupted,
+    MachineRefused,
     RuleRefused,
     check_rule,
     missing_items,
@@ -520,3 +525,103 @@ def test_only_a_param_the_wrapper_does_not_take_is_warned_of_with_the_note_that_
         "params.setings is not a param of the train_gat wrapper, which ignores it (did you mean 'settings'?); "
         "train_gat takes params: settings. A param set only to make a change rerun the job may stay."
     ]
+
+
+# A wrapper's body writing an output past its process's file size limit (RLIMIT_FSIZE, the kernel's EFBIG: what a
+# full disk or a quota gives as ENOSPC/EDQUOT, without filling one).
+WRITING_PAST_THE_LIMIT = """
+import resource, signal, sys
+from kdgat.files import write_text
+from kdgat.logs import configure, failure_logged
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, not a signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+configure(sys.argv[1])
+with failure_logged("generate_can"):
+    write_text("x" * 4 * 65536, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("log_full", [False, True], ids=["log-writable", "log-past-the-limit-too"])
+def test_a_file_past_the_size_limit_is_one_line_naming_the_output_and_the_limit(tmp_path, log_full):
+    """A full disk, a quota or a file past the size limit in a wrapper was logged as ``generate_can failed`` with
+    a traceback, as if it were a bug: now one line, as a user's mistake is, naming the output, the condition and
+    what to do, in the log and on stderr, and status 1. When the log cannot take the line either (it is on the same
+    full disk), stderr still says it, without Python's ``--- Logging error ---`` traceback."""
+    log, output = tmp_path / "job.log", tmp_path / "results" / "can.csv"
+    if log_full:
+        log.write_text("x" * 65536)
+    job = subprocess.run(
+        [sys.executable, "-c", WRITING_PAST_THE_LIMIT, str(log), str(output)],
+        env={"PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = (
+        f"generate_can failed: [Errno 27] File too large: '{output}': the job may not write a file past 65536 "
+        "bytes (its file size limit, `ulimit -f`): raise it (`ulimit -f unlimited` in the shell or job script "
+        "that starts snakemake), then rerun the job"
+    )
+    assert (job.returncode, job.stdout, job.stderr) == (1, "", f"{line}\n")
+    text = log.read_text()
+    if log_full:
+        assert text == "x" * 65536
+    else:
+        assert text.endswith(f" ERROR kdgat: {line}\n") and len(text.splitlines()) == 1, text
+    assert list(output.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "number, advice",
+    [
+        (errno.ENOSPC, "free space on the file system holding it (`df -h` shows it) or write the outputs to another one"),
+        (errno.EDQUOT, "free space within your disk quota on the file system holding it (`quota -s` shows it) or ask "
+         "for a larger quota"),
+        (errno.ENFILE, "the system's table of open files is full: end programs that hold many files open, or have an "
+         "administrator raise fs.file-max"),
+    ],
+    ids=["ENOSPC", "EDQUOT", "ENFILE"],
+)  # fmt: skip
+def test_a_full_disk_or_quota_is_one_line_saying_what_to_do(
+    tmp_path, capsys, restore_logging, number, advice
+):
+    log = tmp_path / "job.log"
+    simcal_logs.configure(log)
+    output = tmp_path / "results" / "sweep.parquet"
+    with pytest.raises(MachineRefused) as ended, simcal_logs.failure_logged("simulate"):
+        raise OSError(number, os.strerror(number), str(output))
+    assert ended.value.code == 1 and ended.value.error.errno == number
+    line = (
+        f"simulate failed: [Errno {number}] {os.strerror(number)}: '{output}': {advice}, then rerun the job"
+    )
+    assert capsys.readouterr().err == f"{line}\n"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f" ERROR simcal: {line}"), lines
+
+
+def test_too_many_open_files_is_one_line_naming_the_limit_and_ulimit_n(tmp_path, capsys, restore_logging):
+    """EMFILE from a real open under a low RLIMIT_NOFILE (in this process, given back after): the line names the
+    file, the soft and hard limits and the ``ulimit -n`` to raise it."""
+    configure(tmp_path / "job.log")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    opened = []
+    low = len(os.listdir("/proc/self/fd")) + 4
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        with pytest.raises(MachineRefused), failure_logged("build_graphs"):
+            for index in range(64):
+                opened.append(open(tmp_path / f"part-{index}", "w"))  # noqa: SIM115
+    finally:
+        for file in opened:
+            file.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    failed = tmp_path / f"part-{len(opened)}"
+    raise_to = "unlimited" if hard == resource.RLIM_INFINITY else hard
+    line = (
+        f"build_graphs failed: [Errno 24] Too many open files: '{failed}': the job has as many files open as its "
+        f"limit allows ({low}, `ulimit -n`; the hard limit is {raise_to}): raise it with `ulimit -n {raise_to}` in "
+        "the shell or job script that starts snakemake, or run fewer workers or threads, then rerun the job"
+    )
+    assert 0 < len(opened) < 64
+    assert capsys.readouterr().err == f"{line}\n"

@@ -43,8 +43,9 @@ def configure_wrapper(what, logs, rule, takes, optional) -> None:
 def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractContextManager[None]:
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``: a
     ``ContractError`` and the like) is logged as the one line ``<what> failed: <message>``, also on stderr, and ends
-    the process with status 1 and no traceback (``wrapper_rules.refuse_input``). Any other exception is logged
-    with its traceback as ``<what> failed``, then re-raised unchanged. A termination signal (SIGTERM, SIGHUP)
+    the process with status 1 and no traceback (``wrapper_rules.refuse_input``), and so is a full disk, a quota, a
+    file past the size limit or too many open files, with what to do (``wrapper_rules.exhausted``). Any other
+    exception is logged with its traceback as ``<what> failed``, then re-raised unchanged. A termination signal (SIGTERM, SIGHUP)
     during the block is ``Terminated`` (``backends.close_on_signals``), so that an atomic write under way removes
     its temporary file, then one line saying so and naming the signal, no traceback, and exit status 128 + the
     signal (143 for SIGTERM). Ctrl-C (SIGINT, Python's ``KeyboardInterrupt``) ends so too, with status 130

@@ -9,12 +9,14 @@ name.
 
 Also the line between a user's mistake and a bug, for a wrapper's failure (``failure_logged``, which kdgat's and
 simcal's ``failure_logged`` are): ``InputError``, which the libraries' error classes for bad input mix in, ends the
-job with one logged line (``refuse_input``); anything else keeps its traceback."""
+job with one logged line (``refuse_input``), and so does a full disk, a quota, a file over the size limit or too many
+open files (``exhausted``: the machine's limit, not the code's); anything else keeps its traceback."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import logging
 import os
 import signal
@@ -78,6 +80,80 @@ class Interrupted(SystemExit):
         self.signal = signal.SIGINT
 
 
+class MachineRefused(SystemExit):
+    """An ``OSError`` by which the machine refused a job, not a bug (a resource it ran out of, ``exhausted``) at a
+    wrapper's outermost frame: logged as one line, as a user's mistake is, and the process ends with status 1 and no
+    traceback (the fix is space, a quota or a limit, not code). ``error``: the ``OSError``."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(1)
+        self.error = error
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+def exhausted(error: BaseException) -> str | None:
+    """What to do about ``error`` when it is an ``OSError`` of a resource the machine ran out of, not a bug: a full
+    disk (ENOSPC), a disk quota (EDQUOT), a file past the process's size limit or the file system's largest file
+    (EFBIG), too many open files in the process (EMFILE, with its ``ulimit -n``) or in the system (ENFILE). None for
+    any other error. The error's own text names the file (the libraries' writers name the output)."""
+    if not isinstance(error, OSError):
+        return None
+    if error.errno == errno.ENOSPC:
+        return (
+            "free space on the file system holding it (`df -h` shows it) or write the outputs to another one"
+        )
+    if error.errno == errno.EDQUOT:
+        return (
+            "free space within your disk quota on the file system holding it (`quota -s` shows it) or ask for a "
+            "larger quota"
+        )
+    if error.errno == errno.EFBIG:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return (
+                f"the job may not write a file past {limit} bytes (its file size limit, `ulimit -f`): raise it "
+                "(`ulimit -f unlimited` in the shell or job script that starts snakemake)"
+            )
+        return "the file is larger than its file system holds: write the outputs to another file system"
+    if error.errno == errno.EMFILE:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        raise_to = "unlimited" if hard == resource.RLIM_INFINITY else hard
+        return (
+            f"the job has as many files open as its limit allows ({soft}, `ulimit -n`; the hard limit is "
+            f"{raise_to}): raise it with `ulimit -n {raise_to}` in the shell or job script that starts snakemake, "
+            "or run fewer workers or threads"
+        )
+    if error.errno == errno.ENFILE:
+        return (
+            "the system's table of open files is full: end programs that hold many files open, or have an "
+            "administrator raise fs.file-max"
+        )
+    return None
+
+
+def refuse_exhausted(what: str, error: OSError, advice: str, log: logging.Logger) -> NoReturn:
+    """End a wrapper on a resource the machine ran out of (``exhausted``): ``<what> failed: <error>: <advice>, then
+    rerun the job`` as one ERROR record (no traceback) to the rule's log and on stderr, as ``refuse_input`` does,
+    then ``MachineRefused`` (exit status 1). The log is often on the full disk itself: a record it cannot take is
+    dropped without Python's ``--- Logging error ---`` traceback, and the line on stderr still says it."""
+    message = f"{what} failed: {error}: {advice}, then rerun the job"
+    raising = logging.raiseExceptions
+    logging.raiseExceptions = False
+    try:
+        log.error(message)
+    finally:
+        logging.raiseExceptions = raising
+    if not _logs_to_stderr(log):
+        print(message, file=sys.stderr, flush=True)
+    raise MachineRefused(error) from error
+
+
 def stopped_by(stop: BaseException) -> str:
     """The signal behind a wrapper's stop, with what usually sends it, as its log line names it: ``SIGTERM (a
     walltime, scancel or pod deletion)`` for a library's exception for a termination signal (code 128 + the
@@ -111,7 +187,9 @@ def failure_logged(
     signal is no bug) and re-raised. Ctrl-C's ``KeyboardInterrupt`` is a stop too: the one line
     ``stopped(interrupt)``, then ``Interrupted`` (status 130, no traceback). A user's mistake (``InputError``) ends
     the process with ``refuse_input``: ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no
-    traceback. ``InputRefused``, ``RuleRefused`` and ``Interrupted`` from within (a nested frame, ``check_rule``)
+    traceback; so does a full disk, a quota, a file past the size limit or too many open files (``exhausted``),
+    with what to do (``refuse_exhausted``, ``MachineRefused``). ``InputRefused``, ``RuleRefused``,
+    ``MachineRefused`` and ``Interrupted`` from within (a nested frame, ``check_rule``)
     were logged where they were raised, and a ``SystemExit`` with status 0 or None is no failure: they pass through
     unlogged. Any other exception is logged with its traceback as ``<what> failed``, then re-raised unchanged."""
     try:
@@ -125,8 +203,14 @@ def failure_logged(
         raise Interrupted from interrupt
     except InputError as error:
         refuse_input(what, error, log)
-    except (InputRefused, RuleRefused, Interrupted):
+    except (InputRefused, RuleRefused, MachineRefused, Interrupted):
         raise
+    except OSError as error:
+        advice = exhausted(error)
+        if advice is None:
+            log.exception("%s failed", what)
+            raise
+        refuse_exhausted(what, error, advice, log)
     except SystemExit as error:
         if error.code not in (0, None):
             log.exception("%s failed", what)
