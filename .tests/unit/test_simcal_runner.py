@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import re
+import resource
 import signal
 import stat
 import subprocess
@@ -39,6 +40,7 @@ from simcal.backends import (
     worker_lifetime,
 )
 from simcal.contract import ContractError
+from simcal.open_files import open_files_needed
 from simcal.outcomes import ISOLATION_FAILURES
 from simcal.progress import Progress, read_progress
 from simcal.runner import (
@@ -1993,3 +1995,78 @@ def test_a_parameter_that_is_both_a_column_and_fixed_is_refused_naming_the_table
         r"fixed parameters; give each in one place$",
     ):
         planned_parameter_sets(table, {"gamma": 0.2})
+
+
+# A sweep of 4 worker processes in a process whose open-file limit is LOW_OPEN_FILES (soft) and argv[2] (hard).
+LOW_OPEN_FILES = 48
+SWEEP_UNDER_AN_OPEN_FILE_LIMIT = """
+import logging, resource, sys
+import pandas as pd
+from simcal.runner import simulate
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[3]), int(sys.argv[2])))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("simcal.open_files").setLevel(logging.INFO)
+    params = pd.DataFrame({"a": [float(i) for i in range(40)]})
+    simulate("simcal_models:noisy_line", params, sys.argv[1], {"batch_size": 4, "replicates": 2},
+             backend="local", backend_options={"workers": 4})
+    print(*resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+
+
+def test_a_sweep_of_worker_processes_under_a_low_open_file_limit_raises_it_to_the_hard_limit(tmp_path):
+    """4 worker processes under `ulimit -n 48`: the LocalCluster failed to start (``AssertionError:
+    Status.starting``, nannies' ``Failed to start process``), naming no limit (under a little more, the sweep
+    died later with ``[Errno 24] Too many open files``). The soft limit is now raised to the hard one before the
+    cluster starts (its workers inherit it), and the sweep finishes."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    assert hard >= open_files_needed(4, True), (
+        f"this machine's hard open-file limit, {hard}, is too low to test"
+    )
+    output = tmp_path / "out.parquet"
+    done = subprocess.run(
+        [sys.executable, "-c", SWEEP_UNDER_AN_OPEN_FILE_LIMIT, str(output), str(hard), str(LOW_OPEN_FILES)],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{SRC}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [str(hard), str(hard)]
+    assert (
+        f"INFO simcal.open_files: raised this process's open-file limit (ulimit -n) from {LOW_OPEN_FILES} to its "
+        f"hard limit {hard}: a LocalCluster of 4 worker processes needs about {open_files_needed(4, True)} open "
+        "files"
+    ) in done.stderr.splitlines()
+    result = read_results(output)
+    assert len(result) == 80 and (result["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("processes, fit", [(True, 1), (False, 4)])
+def test_an_open_file_limit_too_low_even_at_its_hard_limit_is_a_warning_naming_ulimit_n_and_the_workers(
+    processes, fit
+):
+    """Where the hard limit is too low as well, nothing can be raised: a warning, before the cluster starts,
+    naming the limits, ``ulimit -n`` and how many workers fit (the limit is left as it is)."""
+    kind = "worker processes" if processes else "thread workers"
+    workers = 4 if processes else 8
+    needed = open_files_needed(workers, processes)
+    script = (
+        "import logging, resource, sys\nfrom simcal.open_files import ensure_open_files\n"
+        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))\n"
+        f"print(ensure_open_files({workers}, {processes}), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["48", "48", "48"]
+    assert done.stderr == (
+        f"WARNING simcal.open_files: this process may open 48 files at most (ulimit -n; its hard limit is 48), and "
+        f"a LocalCluster of {workers} {kind} needs about {needed}: it may fail to start or end with '[Errno 24] Too "
+        f"many open files'. Raise the limit (`ulimit -n {needed}` or more in the shell or job script that starts "
+        "snakemake; above the hard limit only as root, or in /etc/security/limits.conf) or set "
+        f"calibration.backend.local.workers to {fit} or fewer (without it, a worker per thread of the rule)\n"
+    )

@@ -25,6 +25,7 @@ from typing import Any
 
 import wrapper_rules
 from simcal.contract import ContractError, is_whole_number, mapping_of, reject_unknown_keys
+from simcal.open_files import ensure_open_files
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +412,7 @@ def dask_client(
             with dask.config.set(scheduler_config):
                 if backend == "local":
                     workers, threads_per_worker, processes = local_cluster_shape(options, threads)
+                    ensure_open_files(workers, processes)  # the workers inherit the limit
                     # Worker processes talk TCP on loopback only; thread workers use in-process comms.
                     where = {"host": "127.0.0.1"} if processes else {}
                     # Read when a worker leaves, so held for the cluster's life (not only while it starts).
