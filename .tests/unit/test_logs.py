@@ -6,14 +6,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 
 import pytest
-from testkit import REPO, signalled_mid_write
+from testkit import REPO, signalled_mid_write, venv_bin
 
 import simcal.logs as simcal_logs
 from kdgat.logs import Terminated, configure, configure_wrapper, failure_logged
@@ -580,8 +582,9 @@ def test_a_file_past_the_size_limit_is_one_line_naming_the_output_and_the_limit(
          "for a larger quota"),
         (errno.ENFILE, "the system's table of open files is full: end programs that hold many files open, or have an "
          "administrator raise fs.file-max"),
+        (errno.EROFS, "its file system is mounted read-only: write the outputs to a writable one"),
     ],
-    ids=["ENOSPC", "EDQUOT", "ENFILE"],
+    ids=["ENOSPC", "EDQUOT", "ENFILE", "EROFS"],
 )  # fmt: skip
 def test_a_full_disk_or_quota_is_one_line_saying_what_to_do(
     tmp_path, capsys, restore_logging, number, advice
@@ -625,3 +628,54 @@ def test_too_many_open_files_is_one_line_naming_the_limit_and_ulimit_n(tmp_path,
     )
     assert 0 < len(opened) < 64
     assert capsys.readouterr().err == f"{line}\n"
+
+
+READ_ONLY_FOLDER_WORKFLOW = """
+rule generate_can:
+    output:
+        "resources/normal.csv",
+    log:
+        "logs/generate_can.log",
+    params:
+        options={"seed": 1, "format": "hcrl_csv", "num_ids": 25,
+                 "files": [{"split": "train_01_attack_free", "name": "normal", "duration_s": 1.0}]},
+        file_index=0,
+    wrapper:
+        "file:%s"
+"""
+
+
+def test_a_read_only_output_folder_is_one_line_naming_the_output_its_folder_and_the_user(tmp_path):
+    """The generate_can wrapper run by Snakemake, as a user who may not write the output's folder (mode 0555, as a
+    chmod during the run leaves it; Snakemake only makes the folder, which is there): the job ended with a
+    traceback naming ``resources/.normal.csv.<hex>.tmp``, a hidden temporary the user never asked for. Now one line,
+    on the terminal and in the rule's log, naming the output, the folder's owner and mode and the job's user."""
+    (tmp_path / "Snakefile").write_text(READ_ONLY_FOLDER_WORKFLOW % (REPO / "wrappers" / "generate_can"))
+    folder = tmp_path / "resources"
+    folder.mkdir()
+    # another job's output: Snakemake removes an output folder left empty by a failed job
+    (folder / "attack.csv").write_text("an output of another job\n")
+    argv = [venv_bin("snakemake"), "--cores", "1"]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
+        argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *argv]
+    folder.chmod(0o555)
+    try:
+        job = subprocess.run(
+            argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )  # fmt: skip
+    finally:
+        folder.chmod(0o755)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    line = (
+        "generate_can failed: [Errno 13] Permission denied: 'resources/normal.csv': the job runs as "
+        f"{user}, its folder resources is {user}'s, mode 0555: let {user} read and write there (`chmod`, by the "
+        "owner), or write the outputs to another folder, then rerun the job"
+    )
+    assert job.returncode == 1, job.stdout
+    assert "Traceback" not in job.stdout and job.stdout.splitlines().count(line) == 1, job.stdout
+    log = (tmp_path / "logs" / "generate_can.log").read_text()
+    assert log.endswith(f" ERROR kdgat: {line}\n") and len(log.splitlines()) == 1, log
+    assert [path.name for path in folder.iterdir()] == ["attack.csv"]  # no temporary or lock file left

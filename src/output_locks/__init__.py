@@ -134,7 +134,9 @@ def output_lock(
 def new_temporary(path: str | os.PathLike) -> Path:
     """An empty file beside ``path`` (hidden, never an existing one) that an output is written to before it is
     renamed into place: created with mode 0666 as ``open()`` creates files, so the kernel applies the umask or the
-    folder's default ACL (mkstemp's 0600 would not). kdgat's and simcal's atomic writes share it."""
+    folder's default ACL (mkstemp's 0600 would not). kdgat's and simcal's atomic writes share it. An error creating it
+    (a read-only folder, a full disk) names ``path``: it named the hidden temporary, a file the user never asked
+    for."""
     path = Path(path)
     while True:
         candidate = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -142,6 +144,11 @@ def new_temporary(path: str | os.PathLike) -> Path:
             os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             continue
+        except OSError as error:
+            named = named_write_error(path, candidate, error)
+            if named is None:
+                raise
+            raise named from error
         return candidate
 
 

@@ -10,7 +10,8 @@ name.
 Also the line between a user's mistake and a bug, for a wrapper's failure (``failure_logged``, which kdgat's and
 simcal's ``failure_logged`` are): ``InputError``, which the libraries' error classes for bad input mix in, ends the
 job with one logged line (``refuse_input``), and so does a full disk, a quota, a file over the size limit or too many
-open files (``exhausted``: the machine's limit, not the code's); anything else keeps its traceback."""
+open files (``exhausted``: the machine's limit, not the code's) or a file or folder the job may not write
+(``not_permitted``); anything else keeps its traceback."""
 
 from __future__ import annotations
 
@@ -81,9 +82,10 @@ class Interrupted(SystemExit):
 
 
 class MachineRefused(SystemExit):
-    """An ``OSError`` by which the machine refused a job, not a bug (a resource it ran out of, ``exhausted``) at a
-    wrapper's outermost frame: logged as one line, as a user's mistake is, and the process ends with status 1 and no
-    traceback (the fix is space, a quota or a limit, not code). ``error``: the ``OSError``."""
+    """An ``OSError`` by which the machine refused a job, not a bug (a resource it ran out of, ``exhausted``; a file
+    it may not write, ``not_permitted``) at a wrapper's outermost frame: logged as one line, as a user's mistake is,
+    and the process ends with status 1 and no traceback (the fix is space, a quota, a limit or a permission, not
+    code). ``error``: the ``OSError``."""
 
     def __init__(self, error: OSError) -> None:
         super().__init__(1)
@@ -137,8 +139,45 @@ def exhausted(error: BaseException) -> str | None:
     return None
 
 
+def not_permitted(error: BaseException) -> str | None:
+    """What to do about ``error`` when it is an ``OSError`` for a file the job may not read or write (EACCES: a
+    folder made read-only, another user's file) or on a read-only file system (EROFS), naming the job's user and
+    the owner and mode of the file where it is there and of its folder (a write through a temporary file needs the
+    folder's permission). None for any other error, and for one that names no file."""
+    if not isinstance(error, OSError) or error.errno not in (errno.EACCES, errno.EROFS) or not error.filename:
+        return None
+    if error.errno == errno.EROFS:
+        return "its file system is mounted read-only: write the outputs to a writable one"
+    import pwd
+    from pathlib import Path
+
+    def owner(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f"uid {uid}"
+
+    path = Path(os.fsdecode(error.filename))
+    folder = path.parent
+    while not os.path.lexists(folder) and folder != folder.parent:  # the nearest folder there
+        folder = folder.parent
+    described = []
+    for name, seen in (("it", path), (f"its folder {folder}", folder)):
+        with contextlib.suppress(OSError):
+            found = os.lstat(seen)
+            described.append(f"{name} is {owner(found.st_uid)}'s, mode {found.st_mode & 0o7777:04o}")
+    user = owner(os.geteuid())
+    return (
+        f"the job runs as {user}"
+        + "".join(f", {text}" for text in described)
+        + f": let {user} read and write "
+        "there (`chmod`, by the owner), or write the outputs to another folder"
+    )
+
+
 def refuse_exhausted(what: str, error: OSError, advice: str, log: logging.Logger) -> NoReturn:
-    """End a wrapper on a resource the machine ran out of (``exhausted``): ``<what> failed: <error>: <advice>, then
+    """End a wrapper on a resource the machine ran out of (``exhausted``) or a file it may not write
+    (``not_permitted``): ``<what> failed: <error>: <advice>, then
     rerun the job`` as one ERROR record (no traceback) to the rule's log and on stderr, as ``refuse_input`` does,
     then ``MachineRefused`` (exit status 1). The log is often on the full disk itself: a record it cannot take is
     dropped without Python's ``--- Logging error ---`` traceback, and the line on stderr still says it."""
@@ -187,8 +226,8 @@ def failure_logged(
     signal is no bug) and re-raised. Ctrl-C's ``KeyboardInterrupt`` is a stop too: the one line
     ``stopped(interrupt)``, then ``Interrupted`` (status 130, no traceback). A user's mistake (``InputError``) ends
     the process with ``refuse_input``: ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no
-    traceback; so does a full disk, a quota, a file past the size limit or too many open files (``exhausted``),
-    with what to do (``refuse_exhausted``, ``MachineRefused``). ``InputRefused``, ``RuleRefused``,
+    traceback; so does a full disk, a quota, a file past the size limit or too many open files (``exhausted``), or
+    a file or folder the job may not write (``not_permitted``), with what to do (``refuse_exhausted``, ``MachineRefused``). ``InputRefused``, ``RuleRefused``,
     ``MachineRefused`` and ``Interrupted`` from within (a nested frame, ``check_rule``)
     were logged where they were raised, and a ``SystemExit`` with status 0 or None is no failure: they pass through
     unlogged. Any other exception is logged with its traceback as ``<what> failed``, then re-raised unchanged."""
@@ -206,7 +245,7 @@ def failure_logged(
     except (InputRefused, RuleRefused, MachineRefused, Interrupted):
         raise
     except OSError as error:
-        advice = exhausted(error)
+        advice = exhausted(error) or not_permitted(error)
         if advice is None:
             log.exception("%s failed", what)
             raise
