@@ -378,6 +378,53 @@ def test_an_eviction_of_a_first_admission_readmitted_and_finished_between_two_st
     assert len([w for w in executor.recorder.messages("warning") if "evicted" in w]) == 1
 
 
+def test_an_eviction_of_a_first_admission_readmitted_and_still_running_at_the_next_check_is_logged_once(
+    cluster, executor, tmp_path
+):
+    """As above, but the readmitted run is still running at the next status check: the first start time that check
+    sees is the readmission's, so no new one ever showed the eviction, and the Job, read running from then on, was
+    not reported when it finished either. A check that first sees Jobs started now reads their Workloads, in one list
+    for all of them, and says the eviction once; a Job whose Workload shows none is not mentioned, and no Workload is
+    read again when they finish."""
+    name = "evicted-on-first-admission-running"
+    cluster.admit_delay = 2.0  # the first status check reads both Jobs suspended
+    marker, release = tmp_path / "ran-once", tmp_path / "release"
+    wait = f"until test -e {release}; do sleep 0.2; done"  # runs until the test releases it
+    job = submit(executor, name, f"test -e {marker} && {{ {wait}; exit 0; }}; touch {marker}; sleep 120")
+    plain = submit(executor, "never-evicted", f"{wait}; exit 0")
+    assert check_round(executor, [job, plain]) == [job, plain]
+    assert {name, "never-evicted"} <= set(executor.batchapi.suspended_since)  # read waiting, no start time
+    first_pod = wait_for_pod(cluster, name, seconds=90)
+    wait_for(marker.exists, timeout_s=90, what="the first run's mark")
+    cluster.preempt(name, "InClusterQueue", readmit_after_s=1.5)
+    assert (
+        wait_for_pod(cluster, name, seconds=90) != first_pod
+    )  # readmitted and running, no status check between
+    wait_for_pod(cluster, "never-evicted", seconds=90)
+    requests_before = len(cluster.requests)
+    assert check_round(executor, [job, plain]) == [job, plain]  # both read running, first seen started
+    assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [
+        preemption_report(cluster.jobs[name], name, "Preempted")
+    ]
+    reads = [
+        (path, query) for _, path, query in cluster.requests[requests_before:] if path.endswith("/workloads")
+    ]
+    assert reads == [(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{NAMESPACE}/workloads", {})]  # one, for both
+    requests_before = len(cluster.requests)
+    release.touch()
+    run_until_settled(executor, [job, plain], seconds=90)
+    assert (
+        sorted(executor.recorder.finished) == sorted([name, "never-evicted"])
+        and executor.recorder.failed == []
+    )
+    assert not [
+        p for _, p, _ in cluster.requests[requests_before:] if p.endswith("/workloads")
+    ]  # not read again
+    warnings = executor.recorder.messages("warning")
+    assert len([w for w in warnings if "evicted" in w]) == 1
+    assert not [w for w in warnings if "never-evicted" in w]
+
+
 def test_an_eviction_whose_workload_cannot_be_read_is_still_reported_once(
     cluster, executor, tmp_path, monkeypatch
 ):

@@ -292,16 +292,23 @@ class WorkloadReview:
         CompletingBatchApi that saw their status; a list the Role refuses (403) goes to ``refusals``."""
         taken = [name for name in names if name in watch.taken_back]
         suspended = [name for name in names if name in watch.suspended_since]
+        # Running, first seen started by this check: no earlier start time to compare, so an eviction of a first
+        # admission no check saw shows only in the Workload (read in the same list for all of them).
+        fresh = [name for name in names if name in watch.started_unseen and name not in watch.taken_back]
+        watch.started_unseen.difference_update(
+            fresh
+        )  # their Workload is read now, not again when they finish
         self.held &= set(suspended)  # running again, or gone
         now = time.monotonic()
-        if not taken and not (suspended and now - self.read_at >= DEACTIVATION_CHECK_S):
+        if not taken and not fresh and not (suspended and now - self.read_at >= DEACTIVATION_CHECK_S):
             return [], {}
         self.read_at = now
         try:
             by_uid = read_workloads(namespace, retry)
         except (ApiException, urllib3.exceptions.HTTPError) as error:
             _refused(refusals, error, namespace, f"listing the Workloads of namespace {namespace}")
-            # The next check reads them again for a deactivation; the evictions are reported now, as they are.
+            # The next check reads them again for a deactivation; the evictions are reported now, as they are (a
+            # fresh Job, which may well never have been evicted, is not).
             return [
                 eviction_report(namespace, name, watch.taken_back.pop(name), None, error) for name in taken
             ], {}
@@ -326,7 +333,23 @@ class WorkloadReview:
             if hold and name not in self.held:
                 reports.append(hold)  # once per hold: released and held again, it is said again
             self.held = (self.held | {name}) if hold else (self.held - {name})
+        reports += [
+            report for name in fresh if (report := _first_admission_eviction(namespace, name, watch, by_uid))
+        ]
         return reports, failures
+
+
+def _first_admission_eviction(namespace: str, name: str, watch, by_uid: dict[str, dict]) -> str | None:
+    """The eviction to report of Job ``name``, running and first seen started by this status check, when its Workload
+    shows one: Kueue evicted its first admission and admitted it again, all between two checks (Kueue writes Evicted
+    at an eviction and never drops it; SetQuotaReservation resets it to False). An Evicted still True is an eviction
+    under way: the next check sees the Job suspended, or with a new start time, and reports it then."""
+    uid = watch.job_uids.get(name)
+    workload = by_uid.get(uid) if uid else None
+    evicted = _conditions(workload or {}).get("Evicted")
+    if evicted is None or evicted.get("status") == "True":
+        return None
+    return eviction_report(namespace, name, True, workload)
 
 
 def _refused(refusals, error: Exception, namespace: str, reading: str) -> None:

@@ -294,7 +294,9 @@ class CompletingBatchApi:
         self._started_seen: set[str] = set()  # Jobs read with a start time at least once
         # Jobs whose first start time the last read was the first to see: no read saw their first admission run, so
         # an eviction of it (Kueue admitted the Job, took it back and admitted it again between two reads) left no
-        # other start time to compare with; their Workload says (evictions.WorkloadReview.finished).
+        # other start time to compare with; their Workload says (evictions.WorkloadReview: ``review`` reads it in
+        # the status check's one Workloads list while they run, ``finished`` by their uid when that read finds them
+        # finished).
         self.started_unseen: set[str] = set()
 
     def use(self, api: kubernetes.client.BatchV1Api) -> None:
