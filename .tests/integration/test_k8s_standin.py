@@ -475,3 +475,69 @@ def test_a_refusal_by_rbac_is_the_api_servers_403_status_word_for_word(
     status = json.loads(refused.value.body)
     assert (refused.value.status, status["reason"], status["code"]) == (403, "Forbidden", 403)
     assert status["message"] == message
+
+
+def test_the_pods_that_hold_a_disk_another_node_attached_are_served_as_the_api_serves_them(standin):
+    """The Multi-Attach event names the pods of the waiting pod's namespace that use the disk on the node it is
+    attached to (reconciler.go reportMultiAttachError); those pods are served (GET .../pods/<name>) as the API serves
+    a running pod, valid against the Kubernetes schema, with the node they run on (spec.nodeName), which is not the
+    waiting pod's; a pod of another namespace is served in its own; a Job's pod is served by name too. A pod nobody
+    runs answers 404, as does a holder once the disk is free (the test clears it)."""
+    import kubernetes_validate
+    from apistandin import KUBERNETES_VERSION
+
+    api, batch, core = standin
+    disk = {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "scratch", "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    api.add_objects([disk])
+    api.multi_attach[f"{NAMESPACE}/scratch"] = ["results-writer-7f9c2", "lab/notebook-0"]
+    manifest = job("second-writer", "true")
+    spec = manifest["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "scratch"}}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    batch.create_namespaced_job(NAMESPACE, manifest)
+    (waiting,) = wait_for(lambda: pods(core, "second-writer"), timeout_s=60)
+
+    def served(namespace: str, name: str) -> dict:
+        answer = core.read_namespaced_pod(name, namespace, _preload_content=False)
+        document = json.loads(answer.data)
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        return document
+
+    holder = served(NAMESPACE, "results-writer-7f9c2")
+    assert (holder["metadata"]["name"], holder["metadata"]["namespace"]) == (
+        "results-writer-7f9c2",
+        NAMESPACE,
+    )
+    assert holder["spec"]["nodeName"] == api.multi_attach_node == "standin-node-1"
+    assert holder["spec"]["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "scratch"}}]
+    assert holder["status"]["phase"] == "Running"
+    assert holder["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    assert (
+        served(NAMESPACE, "results-writer-7f9c2")["metadata"]["uid"] == holder["metadata"]["uid"]
+    )  # the same pod
+    other = served("lab", "notebook-0")
+    assert (other["metadata"]["namespace"], other["spec"]["nodeName"]) == ("lab", "standin-node-1")
+    own = served(NAMESPACE, waiting.metadata.name)
+    assert own["metadata"]["labels"] == {"job-name": "second-writer"}
+    assert own["spec"].get("nodeName") != "standin-node-1"  # the waiting pod is on another node
+    for namespace, name in [
+        (NAMESPACE, "notebook-0"),
+        (NAMESPACE, "nobody"),
+        ("lab", "results-writer-7f9c2"),
+    ]:
+        with pytest.raises(ApiException) as refused:
+            core.read_namespaced_pod(name, namespace)
+        assert refused.value.status == 404
+        assert json.loads(refused.value.body)["message"] == f'pods "{name}" not found'
+    with api._lock:
+        api.multi_attach.clear()  # the holders ended, the disk is free
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_pod("results-writer-7f9c2", NAMESPACE)
+    assert gone.value.status == 404
+    wait_for(
+        lambda: batch.read_namespaced_job_status("second-writer", NAMESPACE).status.succeeded, timeout_s=60
+    )

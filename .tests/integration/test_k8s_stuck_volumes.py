@@ -558,40 +558,57 @@ def test_a_role_without_get_on_claims_is_said_once_when_a_held_disk_is_warned_of
     assert executor.recorder.finished == ["second-writer"] and executor.recorder.failed == []
 
 
+# Where the node is said: read from the holder pods of the waiting pod's namespace (the stand-in runs them on
+# standin-node-1), else where to find it.
+ON_THE_NODE = "on node standin-node-1, which holds {volume} (the spec.nodeName of pod(s) {pods}; the event names no node)"
+NO_NODE = "the event names no node (`kubectl get volumeattachments` shows the node that holds {volume})"
+
+
 @pytest.mark.parametrize(
-    "holders, why, holder",
+    "holders, why, holder, where",
     [
         (
             ["results-writer-7f9c2"],
             "Volume is already used by pod(s) results-writer-7f9c2",
             f"pod(s) results-writer-7f9c2 of namespace {NAMESPACE} use it there",
+            ON_THE_NODE,
+        ),
+        (
+            ["results-writer-7f9c2", "results-writer-8d0a3"],
+            "Volume is already used by pod(s) results-writer-7f9c2, results-writer-8d0a3",
+            f"pod(s) results-writer-7f9c2, results-writer-8d0a3 of namespace {NAMESPACE} use it there",
+            ON_THE_NODE,
         ),
         (
             ["results-writer-7f9c2", "lab/notebook-0", "lab/notebook-1"],
             "Volume is already used by pod(s) results-writer-7f9c2 and 2 pod(s) in different namespaces",
             f"pod(s) results-writer-7f9c2 of namespace {NAMESPACE}, and 2 pod(s) of other namespaces, use it there",
+            ON_THE_NODE,
         ),
         (
             ["lab/notebook-0"],
             "Volume is already used by 1 pod(s) in different namespaces",
             "1 pod(s) of other namespaces use it there (the event names no pod of another namespace)",
+            NO_NODE,
         ),
         (
             [],
             "Volume is already exclusively attached to one node and can't be attached to another",
             "no pod uses it there any more (the attachment outlived its pod, e.g. on a node that went down)",
+            NO_NODE,
         ),
     ],
 )
 def test_a_disk_another_node_holds_is_warned_of_once_after_the_set_time_and_the_job_waits_then_runs(
-    cluster, executor, monkeypatch, holders, why, holder
+    cluster, executor, monkeypatch, holders, why, holder, where
 ):
     """A ReadWriteOnce claim's disk is attached to another node (a pod there uses it, or its attachment outlived its
     pod): the attach/detach controller records its Multi-Attach FailedAttachVolume at each try. That resolves once the
     disk is detached there, so it is not a stuck pod (it does not fail at the give-up), but it waited in silence for as
     long as the disk was held. After kubernetes-kueue-multi-attach-warning minutes one warning names the pod, the
-    claim, the pods holding it and where to find the node (the event names none); the job keeps waiting and runs once
-    the disk is free."""
+    claim, the pods holding it and the node: the event names none, so it is read from the spec.nodeName of the holder
+    pods of the same namespace (one GET each, which the Role grants), or, without one, where to find it; the job keeps
+    waiting and runs once the disk is free."""
     import dataclasses
 
     from snakemake_executor_plugin_kubernetes_kueue import KueueSettings, mounts
@@ -614,6 +631,7 @@ def test_a_disk_another_node_holds_is_warned_of_once_after_the_set_time_and_the_
     pod = cluster.jobs["second-writer"].pod.name
     volume = f"pvc-{cluster.persistent_volume_claims[f'{NAMESPACE}/scratch']['metadata']['uid']}"
     controller = f'Multi-Attach error for volume "{volume}" {why}'
+    local = [name for name in holders if "/" not in name]  # the holders of the waiting pod's namespace
     (event,) = [e for e in cluster.events if e["reason"] == "FailedAttachVolume"]
     assert (event["involvedObject"]["name"], event["message"], event["source"]) == (
         pod,
@@ -628,11 +646,20 @@ def test_a_disk_another_node_holds_is_warned_of_once_after_the_set_time_and_the_
     assert warnings[0].split(" min for ", 1)[1] == (
         f'persistentvolumeclaim "scratch" (volume {volume}), a ReadWriteOnce volume attached to another node, which '
         f"the attach/detach controller does not attach to a second one (FailedAttachVolume: {controller}). {holder}; "
-        f"the event names no node (`kubectl get volumeattachments` shows the node that holds {volume}). The job keeps "
-        "waiting, its Kueue quota held, and starts once the volume is detached from that node: end what holds it, or "
-        "give the rule a claim of its own or a ReadWriteMany one. Said once per pod (kubernetes-kueue-multi-attach-"
-        "warning: after how many minutes)"
+        f"{where.format(volume=volume, pods=', '.join(local))}. The job keeps waiting, its Kueue quota held, and starts "
+        "once the volume is detached from that node: end what holds it, or give the rule a claim of its own or a "
+        "ReadWriteMany one. Said once per pod (kubernetes-kueue-multi-attach-warning: after how many minutes)"
     )
+    pod_reads = [
+        path
+        for method, path, _ in cluster.requests
+        if method == "GET" and "/pods/" in path and not path.endswith("/log")
+    ]
+    assert sorted(pod_reads) == [
+        f"/api/v1/namespaces/{NAMESPACE}/pods/{name}" for name in local
+    ]  # one GET each
+    (role,) = [doc for doc in profile_manifests("rbac.yaml") if doc["kind"] == "Role"]
+    assert {rbac_request("GET", path) for path in pod_reads} <= {("", "pods", "get")} <= role_grants(role)
     assert not cannot_start(executor)
     with cluster._lock:
         cluster.multi_attach.clear()  # the other pod ended, the disk was detached from its node

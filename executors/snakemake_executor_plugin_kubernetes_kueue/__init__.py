@@ -136,8 +136,9 @@ class KueueSettings(ExecutorSettingsBase):
         default=10,
         metadata={
             "help": "Minutes a Job's pod may wait for a ReadWriteOnce volume attached to another node (the attach/detach "
-            "controller's Multi-Attach error) before one warning names the claim and what holds it. The job keeps "
-            "waiting: the volume is attached once it is detached there.",
+            "controller's Multi-Attach error) before one warning names the claim, what holds it and, read from a "
+            "holder pod of the namespace, its node. The job keeps waiting: the volume is attached once it is detached "
+            "there.",
         },
     )
     secret_volumes: list[SecretVolume] = field(

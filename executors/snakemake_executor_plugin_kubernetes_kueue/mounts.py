@@ -73,7 +73,8 @@ MULTI_ATTACH = re.compile(r'Multi-Attach error for volume "(?P<volume>[^"]+)" (?
 # The three messages of reconciler.go's reportMultiAttachError (pkg/controller/volume/attachdetach/reconciler): the pods
 # of the waiting pod's namespace by name, those of other namespaces only counted (a namespace's users must not see
 # other namespaces' pod names), and no pod at all when none uses the volume there. The node that holds the volume goes
-# only to the controller's own log ("attachedTo"), never into the event.
+# only to the controller's own log ("attachedTo"), never into the event; the pods it names are those using the volume on
+# that node (GetVolumePodsOnNodes), so their spec.nodeName is that node (read with the Role's get on pods).
 USED_BY = re.compile(
     r"Volume is already used by (?:pod\(s\) (?P<pods>.+?)(?: and (?P<others>\d+) pod\(s\) in different "
     r"namespaces)?|(?P<only_others>\d+) pod\(s\) in different namespaces)\Z"
@@ -184,8 +185,10 @@ class MountWatch:
 
     def multi_attach_warning(self, api, namespace: str, job: str, after_min: float | None) -> str | None:
         """Once per pod, when it has waited ContainerCreating ``after_min`` minutes with a Multi-Attach event: which
-        claim, held by which pods (those of other namespaces the event only counts), and that the job keeps waiting. The node
-        is not named: the event never says it (USED_BY), and `kubectl get volumeattachments` shows it."""
+        claim, held by which pods (those of other namespaces the event only counts), on which node, and that the job keeps
+        waiting. The event never names the node (USED_BY): it is read from the spec.nodeName of the pods of ``namespace``
+        it names; without one (only pods of other namespaces, none at all, or gone since), `kubectl get
+        volumeattachments` shows it."""
         message, creating = self.multi_attach.get(job), self.creating.get(job)
         if message is None or creating is None or after_min is None:
             return None
@@ -197,12 +200,19 @@ class MountWatch:
         claims = self.claims.get(job, [])
         claim = next((c for c in claims if _volume_of(api, namespace, c, pod, self.refusals) == volume), None)
         what = f'persistentvolumeclaim "{claim}" (volume {volume})' if claim else f'volume "{volume}"'
-        holder = _holders(USED_BY.search(message), namespace)
+        used = USED_BY.search(message)
+        nodes = _nodes_of(api, namespace, used["pods"].split(", ") if used and used["pods"] else [])
+        where = (
+            f"on node {', '.join(sorted(set(nodes.values())))}, which holds {volume} (the spec.nodeName of pod(s) "
+            f"{', '.join(nodes)}; the event names no node)"
+            if nodes
+            else f"the event names no node (`kubectl get volumeattachments` shows the node that holds {volume})"
+        )
         return (
             f"kubernetes-kueue: the container of Job {namespace}/{job} (pod {pod}) has waited {waited / 60:.1f} min for "
             f"{what}, a ReadWriteOnce volume attached to another node, which the attach/detach controller does not "
-            f"attach to a second one (FailedAttachVolume: {message}). {holder}; the event names no node (`kubectl get "
-            f"volumeattachments` shows the node that holds {volume}). The job keeps waiting, its Kueue quota held, and "
+            f"attach to a second one (FailedAttachVolume: {message}). {_holders(used, namespace)}; {where}. The job "
+            "keeps waiting, its Kueue quota held, and "
             "starts once the volume is detached from that node: end what holds it, or give the rule a claim of its own "
             f"or a ReadWriteMany one. Said once per pod ({MULTI_ATTACH_SETTING}: after how many minutes)"
         )
@@ -238,6 +248,20 @@ def _holders(used, namespace: str) -> str:
         )
     others = f", and {used['others']} pod(s) of other namespaces," if used["others"] else ""
     return f"pod(s) {used['pods']} of namespace {namespace}{others} use it there"
+
+
+def _nodes_of(api, namespace: str, pods: list[str]) -> dict[str, str]:
+    """The node each of ``pods`` (of ``namespace``) runs on, by pod: its spec.nodeName. A pod that cannot be read (gone
+    since the event, a Role without get on pods) or is on no node is left out."""
+    nodes = {}
+    for pod in pods:
+        try:
+            node = api.read_namespaced_pod(pod, namespace).spec.node_name
+        except (ApiException, urllib3.exceptions.HTTPError):
+            continue
+        if node:
+            nodes[pod] = node
+    return nodes
 
 
 def _failed_mounts(api, namespace: str, pod: str):

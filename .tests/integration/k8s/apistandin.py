@@ -61,7 +61,10 @@ ServiceAccounts) on 127.0.0.1, and behaves like the real thing where it matters:
   pods of the waiting pod's namespace by name and those of others counted (``... and <n> pod(s) in different
   namespaces``, or ``Volume is already used by <n> pod(s) in different namespaces`` alone), or ``... Volume is already
   exclusively attached to one node and can't be attached to another`` when no pod uses it (reconciler.go
-  reportMultiAttachError; the node goes only to the controller's log), until the test clears it;
+  reportMultiAttachError; the node goes only to the controller's log), until the test clears it; those holder pods
+  are served (``GET .../pods/<name>``, as a Job's pod is too) as running pods that mount the claim, on
+  ``multi_attach_node`` (their ``spec.nodeName``; the Jobs' pods run on ``standin-node-0``), valid against the
+  Kubernetes schema, and answer 404 once the test clears them;
 * with ``container_runtime="cri-o"`` (CRI-O with runc), a container whose command is not in the image (not on the
   pod's PATH) cannot be created: it waits with reason ``CreateContainerError`` and CRI-O's message (``container
   create failed: ... exec: \\"x\\": executable file not found in $PATH``), its pod ``Pending`` and its Job active,
@@ -331,6 +334,9 @@ class ApiStandIn:
     # name, or "namespace/name" for one of another namespace ([] once none does: the attachment outlived its pod). The attach/detach controller refuses to attach it
     # to a second node, with its Multi-Attach FailedAttachVolume at each try, until the test clears it.
     multi_attach: dict[str, list[str]] = field(default_factory=dict)
+    # The node those holder pods run on, which the volume is attached to (the pods the Jobs start go to standin-node-0):
+    # each holder is served as a running Pod (GET .../pods/<name>) with this spec.nodeName, mounting the claim.
+    multi_attach_node: str = "standin-node-1"
     events: list[dict] = field(default_factory=list)  # core/v1 Events the kubelet recorded
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     local_queues: dict[str, dict] = field(default_factory=dict)  # "namespace/name" -> LocalQueue
@@ -381,6 +387,7 @@ class ApiStandIn:
         self._stopping = threading.Event()
         # The traceback of each exception a background thread raised, in order, and how many were raised already.
         self.thread_errors: list[str] = []
+        self._holders: dict[tuple[str, str], tuple[str, str]] = {}  # multi_attach's pods read: (uid, created)
         self._raised_errors = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -1366,6 +1373,78 @@ class ApiStandIn:
             )
         return objects
 
+    def pod_object(self, namespace: str, pod_name: str) -> dict | None:
+        """The pod ``namespace/pod_name`` as the API serves it (GET .../pods/<name>): a Job's pod still listed, or a pod
+        of ``multi_attach`` that holds a claim's volume on ``multi_attach_node``; None when there is none."""
+        for job_name, record in self.jobs.items():
+            if record.namespace == namespace and not record.deleted:
+                found = [p for p in self.pod_objects(job_name) if p["metadata"]["name"] == pod_name]
+                if found:
+                    return found[0]
+        for key, holders in self.multi_attach.items():
+            claim_namespace, claim = key.split("/", 1)
+            for holder in holders:
+                # A holder of another namespace mounts a claim of its own there on the same disk (a static PV).
+                holder_namespace, _, name = holder.rpartition("/")
+                if (holder_namespace or claim_namespace, name) == (namespace, pod_name):
+                    return self._holder_pod(namespace, name, claim)
+        return None
+
+    def _holder_pod(self, namespace: str, name: str, claim: str) -> dict:
+        """A running pod that mounts ``claim``, on ``multi_attach_node``, with the fields the API server and the kubelet
+        fill in (uid, creationTimestamp, the default container fields, its status), created when first read."""
+        uid, started = self._holders.setdefault((namespace, name), (str(uuid.uuid4()), _now()))
+        container = {
+            "name": "main",
+            "image": "busybox:1.36",
+            "command": ["sleep", "infinity"],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            "imagePullPolicy": "IfNotPresent",
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "File",
+            "resources": {},
+        }
+        # The kubelet's conditions of a running pod: no reason or message, lastProbeTime null.
+        kinds = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+        conditions = [
+            {"type": kind, "status": "True", "lastProbeTime": None, "lastTransitionTime": started}
+            for kind in kinds
+        ]
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid, "creationTimestamp": started},
+            "spec": {
+                "containers": [container],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+                "nodeName": self.multi_attach_node,
+                "restartPolicy": "Always",
+                "schedulerName": "default-scheduler",
+                "serviceAccountName": "default",
+                "terminationGracePeriodSeconds": GRACE_PERIOD_S,
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": conditions,
+                "hostIP": "10.224.0.5",
+                "podIP": "10.244.1.17",
+                "startTime": started,
+                "qosClass": "BestEffort",
+                "containerStatuses": [
+                    {
+                        "name": "main",
+                        "image": "docker.io/library/busybox:1.36",
+                        "imageID": "docker.io/library/busybox@sha256:" + "0" * 64,
+                        "containerID": "containerd://" + uid.replace("-", "") * 2,
+                        "ready": True,
+                        "started": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": started}},
+                    }
+                ],
+            },
+        }
+
     def find_pod(self, pod_name: str) -> tuple[JobRecord, Pod]:
         for record in self.jobs.values():
             for pod in [*record.stopping, *([record.pod] if record.pod else [])]:
@@ -1698,6 +1777,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, api.job_with_status(name))
             if parts[-1] == "log":
                 return self._pod_log(parts[-2], query)
+            if len(parts) >= 2 and parts[-2] == "pods":
+                pod = api.pod_object(self._namespace(parts), parts[-1])
+                if pod is None:
+                    return self._send(404, _status(404, f'pods "{parts[-1]}" not found', "NotFound"))
+                return self._send(200, pod)
             if parts[-1] == "pods":
                 selector = query.get("labelSelector", [""])[0]
                 job_name = selector.split("=", 1)[1] if selector.startswith("job-name=") else ""
