@@ -289,16 +289,20 @@ def test_an_eviction_readmitted_and_finished_between_two_status_checks_is_logged
     garbage collector then deletes the Workload too); a Job that finishes without an eviction reads no Workload."""
     batch, name = kubernetes.client.BatchV1Api(), "readmitted-then-done"
     marker = tmp_path / "ran-once"
+    release = tmp_path / "release"  # the plain Job runs until the first status check has read it running
     job = submit(executor, name, f"test -e {marker} && exit {rerun_exit}; touch {marker}; sleep 60")
-    plain = submit(executor, "never-evicted", "sleep 1")
-    first_pod = wait_for_pod(cluster, name)
-    wait_for(marker.exists, what="the first run's mark")
+    plain = submit(executor, "never-evicted", f"until test -e {release}; do sleep 0.2; done")
+    first_pod = wait_for_pod(cluster, name, seconds=90)
+    wait_for_pod(cluster, "never-evicted", seconds=90)
+    wait_for(marker.exists, timeout_s=90, what="the first run's mark")
     assert check_round(executor, [job, plain]) == [job, plain]  # read running, with its first start time
+    assert {name, "never-evicted"} <= set(executor.batchapi.start_times)
+    release.touch()
     first_start = batch.read_namespaced_job_status(name, NAMESPACE).status.start_time
     cluster.preempt(name, "InClusterQueue", readmit_after_s=1.5)  # startTime has whole seconds: 1.5 s differs
     # Readmitted and ended, no status check between.
-    assert wait_for_pod(cluster, name, running=False) != first_pod
-    wait_for_pod(cluster, "never-evicted", running=False)
+    assert wait_for_pod(cluster, name, seconds=90, running=False) != first_pod
+    wait_for_pod(cluster, "never-evicted", seconds=90, running=False)
     done = batch.read_namespaced_job_status(name, NAMESPACE)
     assert done.status.start_time > first_start
     assert (done.status.succeeded, done.status.failed) == ((1, None) if rerun_exit == 0 else (None, 1))
