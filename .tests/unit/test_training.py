@@ -4,6 +4,7 @@ device selection, the GPU memory record (null on the CPU), and clear errors on b
 import copy
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -31,7 +32,7 @@ from kdgat.training import stage as training_stage
 from kdgat.training import vgae as vgae_training
 from kdgat.training.loop import KILL_AFTER_EPOCH_ENV
 from kdgat.training.settings import SettingsError, StageSettings
-from kdgat.training.stage import gpu_peak_mb
+from kdgat.training.stage import gpu_peak_mb, validation_metrics
 from kdgat.training.vgae import graph_errors
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -482,6 +483,22 @@ def test_gat_training_on_attack_free_graphs_only_warns_that_it_learns_one_class(
     with caplog.at_level(logging.WARNING, logger="kdgat.training"):
         gat_training.train(train, val, NUM_IDS, settings("gat", training={"epochs": 1}))
     assert "learns one class only" not in caplog.text
+
+
+def test_validation_f1_without_an_attack_window_or_a_predicted_one_is_undefined_not_zero(graphs):
+    """F1 is 0/0 on a validation split without attack windows where nothing is flagged: NaN (null in metrics.json),
+    as the evaluation leaves it undefined, not the 0 of a model that missed every attack; a false alarm there makes
+    it a defined 0, and a split with attacks gives the number."""
+    assert math.isnan(validation_metrics([0, 0, 0], [0, 0, 0])["val_f1"])
+    assert validation_metrics([0, 0, 0], [0, 1, 0])["val_f1"] == 0.0
+    assert validation_metrics([0, 1, 1], [0, 1, 0])["val_f1"] == pytest.approx(2 / 3)
+    train, val = graphs
+    normal_val = [graph for graph in val if int(graph.y) == 0]
+    _, result, metrics, _ = gat_training.train(
+        train, normal_val, NUM_IDS, settings("gat", training={"epochs": 1})
+    )
+    assert metrics["val_acc"] == 1.0  # no false alarm on these normals: F1 is 0/0
+    assert math.isnan(metrics["val_f1"]) and math.isnan(result["history"][0]["val_f1"])
 
 
 KILLED_RUN = textwrap.dedent(

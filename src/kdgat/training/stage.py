@@ -50,12 +50,14 @@ def optimisation_step(optimizer, scaler, loss, parameters, grad_clip: float) -> 
 
 
 def validation_metrics(labels, predictions, scores=None, prefix: str = "val_") -> dict:
-    """The few scores logged per epoch (accuracy, F1, AUC); the full set is kdgat.evaluation.metrics."""
+    """The few scores logged per epoch (accuracy, F1, AUC); the full set is kdgat.evaluation.metrics. F1 is NaN
+    (null in metrics.json) where it is 0/0, no attack window and none predicted, as the evaluation leaves it
+    undefined: a 0 there read as a model that missed every attack, of a split that holds none."""
     labels = np.asarray(labels)
     predictions = np.asarray(predictions)
     metrics = {
         f"{prefix}acc": float((labels == predictions).mean()) if len(labels) else float("nan"),
-        f"{prefix}f1": float(f1_score(labels, predictions, zero_division=0)),
+        f"{prefix}f1": float(f1_score(labels, predictions, zero_division=np.nan)),
     }
     if scores is not None:
         metrics[f"{prefix}auc"] = auc_or_nan(labels, scores)
