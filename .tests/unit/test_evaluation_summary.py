@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import t
 from testkit import REPO, count_header_reads
 
+from kdgat.chain import MODELS
 from kdgat.evaluation.baselines import (
     BASELINES,
     ID_COUNTS,
@@ -1383,8 +1384,8 @@ def _edited(document, edit):
         (("test.dos.gat.f1", ...), r"test\.dos\.gat lacks \['f1'\] \(a metrics file edited by hand\?\)"),
         (("test_pooled.fusion.n_attack", ...), r"test_pooled\.fusion lacks \['n_attack'\]"),
         (("test.dos.gat", None), r"test\.dos\.gat must be the model's metrics; found None"),
-        (("test.dos.gat.f1", "0.9"), r"test\.dos\.gat holds \{'f1': '0\.9'\}; expected numbers"),
-        (("test.dos.gat.f1", True), r"test\.dos\.gat holds \{'f1': True\}; expected numbers"),
+        (("test.dos.gat.f1", "0.9"), r"test\.dos\.gat holds \{'f1': '0\.9'\}; expected finite numbers"),
+        (("test.dos.gat.f1", True), r"test\.dos\.gat holds \{'f1': True\}; expected finite numbers"),
         (("parameters.total", True), r"\{'parameters\.total': True\} must be numbers"),
         (("test", {}), r"the metrics' 'test' holds no test scenario"),
         (("parameters.total", ...), r"metrics lack \['parameters\.total'\]"),
@@ -1404,6 +1405,58 @@ def test_a_metrics_json_edited_by_hand_is_refused_naming_the_file_and_the_block(
     path = _written(tmp_path, "metrics.json", _edited(_document("teacher", 1, PERFECT, HALF, PERFECT), edit))
     with pytest.raises(ValueError, match=rf"{path}: .*{message}"):
         _summarize(tmp_path, [path])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("test.dos.gat.f1", None),
+            r"test\.dos\.gat has \['f1'\] null, but its 50 windows hold 20 attack windows",
+        ),
+        (
+            ("test_pooled.fusion.roc_auc", None),
+            r"test_pooled\.fusion has \['roc_auc'\] null, but its 50 windows",
+        ),
+        (("test.dos.vgae.specificity", None), r"\['specificity'\] null, .*specificity needs normal windows"),
+        (("test.dos.gat.f1", math.nan), r"test\.dos\.gat holds \{'f1': nan\}; expected finite numbers"),
+        (
+            ("test.dos.gat.roc_auc", math.inf),
+            r"test\.dos\.gat holds \{'roc_auc': inf\}; expected finite numbers",
+        ),
+        (
+            ("test.dos.gat.n_attack", None),
+            r"test\.dos\.gat has n 50 and n_attack None; expected window counts",
+        ),
+    ],
+)
+def test_a_seed_whose_defined_metric_is_null_or_nan_is_refused_not_dropped_from_its_interval(
+    tmp_path, edit, message
+):
+    """F1, recall, specificity and ROC-AUC are always defined where their windows are (kdgat.evaluation.metrics):
+    a seed holding null or NaN there anyway (a file edited by hand, or of another tool) dropped out of that
+    interval silently, its figure over two seeds under the table's "3 seeds"."""
+    paths = []
+    for seed in (1, 2, 3):
+        document = _document("teacher", seed, PERFECT, HALF, PERFECT)
+        path = tmp_path / f"metrics_{seed}.json"
+        path.write_text(
+            json.dumps(_edited(document, edit) if seed == 2 else document)
+        )  # NaN as json writes it
+        paths.append(path)
+    with pytest.raises(ValueError, match=rf"{paths[1]}: .*{message}"):
+        _summarize(tmp_path, paths)
+
+
+def test_a_null_metric_where_its_windows_are_absent_is_accepted(tmp_path):
+    """A scenario without attack windows leaves F1 (when nothing is flagged), recall and ROC-AUC null: a fact the
+    summary reports ("FPR", n/a), not a file to refuse."""
+    labels = np.zeros(40)
+    document = _document("teacher", 1, PERFECT, HALF, PERFECT)
+    document["test"]["quiet"] = {m: binary_metrics(labels, np.full(40, 0.1), np.zeros(40)) for m in MODELS}
+    assert document["test"]["quiet"]["gat"]["f1"] is None
+    outputs = _summarize(tmp_path, [_written(tmp_path, "metrics.json", document)])
+    assert "| ds | quiet | gat | FPR 0.000 ± n/a |" in outputs["summary.md"].read_text()
 
 
 def test_a_baselines_json_edited_by_hand_is_refused_naming_the_file_and_the_block(tmp_path):

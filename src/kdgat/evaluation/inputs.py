@@ -7,6 +7,7 @@ baselines.json files a summary reads (:func:`loaded_document`, :func:`checked_me
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from collections.abc import Mapping, Sequence
@@ -167,12 +168,43 @@ def check_metric_blocks(path, document: Mapping[str, Any], what: str, required: 
             bad = {
                 key: metrics[key]
                 for key in METRIC_NUMBERS
-                if not (metrics[key] is None or is_number(metrics[key]))
+                if not (metrics[key] is None or (is_number(metrics[key]) and math.isfinite(metrics[key])))
             }
             if bad:
                 raise FileContentError(
-                    f"{path}: {where}.{model} holds {bad}; expected numbers (null where undefined)"
+                    f"{path}: {where}.{model} holds {bad}; expected finite numbers (null where undefined)"
                 )
+            check_defined(path, f"{where}.{model}", metrics)
+
+
+# The metrics the summaries' intervals read that kdgat.evaluation.metrics always defines, and the windows that
+# define them: a seed where one is null or NaN anyway would drop out of its interval, which the summary's seed
+# count would still claim.
+DEFINED_WHEN = {
+    "f1": ("n_attack", "attack windows"),
+    "recall": ("n_attack", "attack windows"),
+    "specificity": ("n_normal", "normal windows"),
+    "roc_auc": ("both", "both attack and normal windows"),
+}
+
+
+def check_defined(path, where: str, metrics: Mapping[str, Any]) -> None:
+    """A FileContentError naming ``path``, the block and model when ``n`` or ``n_attack`` is null, or a metric of
+    ``DEFINED_WHEN`` is null where its windows are there (a file edited by hand, or of another tool)."""
+    n, n_attack = metrics["n"], metrics["n_attack"]
+    if n is None or n_attack is None:
+        raise FileContentError(
+            f"{path}: {where} has n {n!r} and n_attack {n_attack!r}; expected window counts"
+        )
+    present = {"n_attack": n_attack > 0, "n_normal": n - n_attack > 0, "both": 0 < n_attack < n}
+    undefined = [key for key, (when, _) in DEFINED_WHEN.items() if present[when] and metrics.get(key) is None]
+    if undefined:
+        windows = ", ".join(f"{key} needs {DEFINED_WHEN[key][1]}" for key in undefined)
+        raise FileContentError(
+            f"{path}: {where} has {undefined} null, but its {n} windows hold {n_attack} attack windows ({windows}): "
+            "defined there; a seed without them would drop out of their intervals over seeds (a metrics file edited "
+            "by hand?)"
+        )
 
 
 def applicable_baselines(path, document: Mapping[str, Any]) -> tuple[str, ...]:
