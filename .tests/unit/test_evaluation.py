@@ -116,6 +116,17 @@ def test_single_class_scenario_reports_null_with_reason_instead_of_crashing():
     json.dumps(m)  # stays JSON-serialisable
 
 
+def test_pr_auc_of_a_scenario_without_normal_windows_is_null_not_the_one_of_any_ranking():
+    """On attack windows alone every score, a constant one included, has precision 1 at every recall: sklearn's
+    average precision is 1.0 whatever the model, a perfect PR-AUC reported as if measured."""
+    labels = np.ones(6, dtype=int)
+    for scores in (np.full(6, 0.3), np.linspace(0.9, 0.1, 6)):
+        m = binary_metrics(labels, scores, (scores > 0.5).astype(int))
+        assert m["pr_auc"] is None
+        assert m["undefined"]["pr_auc"] == "no normal windows in this split"
+        assert m["roc_auc"] is None and m["recall"] is not None  # recall is measured on attacks alone
+
+
 def test_bad_labels_are_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="only 0 .* and 1"):
         binary_metrics([0, 2], [0.1, 0.2], [0, 1])

@@ -219,7 +219,10 @@ def binary_metrics(
         "fpr": _ratio(fp, n_neg) if n_neg else note("fpr", None, no_normals),
         "fnr": _ratio(fn, n_pos) if n_pos else note("fnr", None, no_attacks),
         "roc_auc": float(auc(roc[0], roc[1])) if roc else note("roc_auc", None, one_class),
-        "pr_auc": float(average_precision_score(y, score)) if n_pos else note("pr_auc", None, no_attacks),
+        # without normal windows every ranking has precision 1 at every recall: sklearn's 1.0 measures nothing
+        "pr_auc": float(average_precision_score(y, score))
+        if both
+        else note("pr_auc", None, no_normals if n_pos else no_attacks),
     }
     for target in fpr_targets:
         key = detection_rate_key(target)
