@@ -473,6 +473,23 @@ def test_a_diverged_training_stops_naming_the_stage_epoch_and_learning_rate(stag
     assert not checkpoint.exists()
 
 
+def test_a_vgae_without_normal_validation_graphs_stops_on_the_training_normals_not_on_attacks(graphs, caplog):
+    """With validation of attack graphs alone, early stopping watched their loss: the epoch that reconstructs
+    attacks best, the one that tells them from normal traffic worst. It watches the training normals' loss (the
+    loss a validation of exactly those normals gives), says so in a warning and in metrics.json."""
+    train, val = graphs
+    attacks = [graph for graph in val if int(graph.y) == 1]
+    normals = [graph for graph in train if int(graph.y) == 0]
+    two_epochs = settings("vgae", training={"epochs": 2}, vgae_loss=LOSS)
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        _, result, metrics, _ = vgae_training.train(train, attacks, NUM_IDS, two_epochs)
+    assert "hold no normal (y = 0) graph: early stopping watches the loss of the" in caplog.text
+    assert metrics["val_loss_on"] == "training normals"
+    _, reference, reference_metrics, _ = vgae_training.train(train, attacks + normals, NUM_IDS, two_epochs)
+    assert reference_metrics["val_loss_on"] == "validation normals"
+    assert [row["val_loss"] for row in result["history"]] == [row["val_loss"] for row in reference["history"]]
+
+
 def test_gat_training_on_attack_free_graphs_only_warns_that_it_learns_one_class(graphs, caplog):
     train, val = graphs
     normal = [graph for graph in train if int(graph.y) == 0]
@@ -1544,16 +1561,17 @@ def test_a_validation_split_of_attacks_only_takes_the_threshold_from_all_its_err
     assert threshold == pytest.approx(np.percentile(errors, 95))
 
 
-def test_a_vgae_validated_on_attacks_only_early_stops_on_their_loss_and_calibrates_on_the_training_normals(
+def test_a_vgae_validated_on_attacks_only_early_stops_on_the_training_normals_and_calibrates_on_them(
     graphs,
 ):
-    """kdgat.training.vgae: without normal validation graphs, early stopping watches the VGAE loss over all of
-    them, and the error statistics come from the training normals."""
+    """kdgat.training.vgae: without normal validation graphs, early stopping watches the VGAE loss over the
+    training normals (not the attacks', before 2026-12-07), and the error statistics come from the training
+    normals."""
     train, val = graphs
     attacks = [g for g in val if int(g.y) == 1]
     one_batch = settings("vgae", training={"epochs": 1, "batch_size": 256}, vgae_loss=LOSS)
     model, result, metrics, _ = vgae_training.train(train, attacks, NUM_IDS, one_batch)
-    batch = Batch.from_data_list(attacks)
+    batch = Batch.from_data_list([g for g in train if int(g.y) == 0])
     with torch.no_grad():
         out = model.eval()(batch.x, batch.edge_index)
         expected = float(vgae_loss(model, out, batch.x, batch.edge_index, **LOSS)["loss"])

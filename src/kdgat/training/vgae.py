@@ -1,7 +1,8 @@
 """VGAE stage: learns to reconstruct *normal* graphs; its calibrated reconstruction error is the anomaly score.
 
 Trained on the normal training graphs only (an attack the model never saw reconstructs badly, which is the point).
-Early stopping watches the VGAE loss on normal validation graphs. Afterwards the anomaly error is calibrated on the
+Early stopping watches the VGAE loss on normal validation graphs (the training normals', with a warning, when
+validation holds none: metrics' ``val_loss_on``). Afterwards the anomaly error is calibrated on the
 validation split: each reconstruction term's mean and standard deviation on its normal graphs (the training
 normals when validation holds fewer than two; see kdgat.models.vgae), then the threshold: Youden's J on the ROC of
 the graph anomaly error when validation has both classes, else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
@@ -95,7 +96,19 @@ class VGAEStage(StageBase):
                 "what normal traffic looks like; give training captures with attack-free windows"
             )
         self.val_graphs = list(val_graphs)
-        self.val_normal = [g for g in self.val_graphs if int(g.y.view(-1)[0]) == 0] or self.val_graphs
+        self.val_normal = [g for g in self.val_graphs if int(g.y.view(-1)[0]) == 0]
+        self.val_loss_on = "validation normals"
+        if not self.val_normal:
+            # The loss of attack graphs would pick the epoch that reconstructs attacks best, the one that tells them
+            # from normal traffic worst: with no normal to stop on, the training normals' loss (in eval mode).
+            self.val_normal, self.val_loss_on = self.train_graphs, "training normals"
+            log.warning(
+                "vgae[%s]: the validation graphs (the val input, val.pt) hold no normal (y = 0) graph: early stopping "
+                "watches the loss of the %d training normals instead (it falls with training, so training runs its "
+                "epochs); give validation blocks with attack-free windows",
+                settings.variant,
+                len(self.train_graphs),
+            )
         self.val_labels = labels_of(self.val_graphs)
 
     def extra_state(self):
@@ -203,6 +216,7 @@ def train(
         "error_mean": dict(zip(ERROR_TERMS, model.error_mean.tolist(), strict=True)),
         "error_std": dict(zip(ERROR_TERMS, model.error_std.tolist(), strict=True)),
         "error_statistics_from": statistics_from,
+        "val_loss_on": stage.val_loss_on,
     }
     # Each term's validation AUC alone, next to the combined score's val_auc (which term carries the signal).
     metrics |= {f"val_auc_{term}": auc_or_nan(stage.val_labels, val_errors[term]) for term in ERROR_TERMS}
