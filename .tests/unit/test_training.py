@@ -1552,13 +1552,16 @@ def test_the_auc_of_scores_that_are_not_finite_is_nan_not_an_error(bad):
     assert training_stage.auc_or_nan([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.7]) == 1.0
 
 
-def test_a_validation_split_of_attacks_only_takes_the_threshold_from_all_its_errors():
+def test_a_validation_split_of_attacks_only_takes_the_threshold_from_the_training_normals_errors():
     """kdgat.training.vgae.fit_threshold: without normal validation errors (and so no ROC) the 95th percentile is
-    taken over every validation error."""
+    of the training normals' errors. Before 2026-12-07 it was over the attacks' errors: 95% of the validation
+    attacks fell below it, called normal, under the name "normal_p95"."""
     errors, labels = np.array([0.2, 0.9, 0.4, 0.7, 0.3]), np.ones(5, dtype=int)
-    threshold, method = vgae_training.fit_threshold(errors, labels)
-    assert method == "normal_p95"
-    assert threshold == pytest.approx(np.percentile(errors, 95))
+    normal_errors = np.array([0.01, 0.02, 0.03, 0.05])
+    threshold, method = vgae_training.fit_threshold(errors, labels, normal_errors)
+    assert method == "training_normal_p95"
+    assert threshold == pytest.approx(np.percentile(normal_errors, 95))
+    assert (errors > threshold).all()
 
 
 def test_a_vgae_validated_on_attacks_only_early_stops_on_the_training_normals_and_calibrates_on_them(
@@ -1578,8 +1581,10 @@ def test_a_vgae_validated_on_attacks_only_early_stops_on_the_training_normals_an
     assert result["history"][0]["val_loss"] == pytest.approx(expected, rel=1e-5)
     assert (metrics["error_statistics_from"], metrics["threshold_method"]) == (
         "training normals",
-        "normal_p95",
+        "training_normal_p95",
     )
+    normal_errors = graph_errors(model, [g for g in train if int(g.y) == 0], 256, "cpu")["anomaly_error"]
+    assert metrics["anomaly_threshold"] == pytest.approx(np.percentile(normal_errors, 95), rel=1e-6)
 
 
 class EditingTheRow:

@@ -5,7 +5,9 @@ Early stopping watches the VGAE loss on normal validation graphs (the training n
 validation holds none: metrics' ``val_loss_on``). Afterwards the anomaly error is calibrated on the
 validation split: each reconstruction term's mean and standard deviation on its normal graphs (the training
 normals when validation holds fewer than two; see kdgat.models.vgae), then the threshold: Youden's J on the ROC of
-the graph anomaly error when validation has both classes, else the 95th percentile of the normal errors. It is stored in the model (buffer `anomaly_threshold`).
+the graph anomaly error when validation has both classes, else the 95th percentile of the normal validation errors
+(of the training normals' when validation holds none: ``threshold_method`` ``training_normal_p95``). It is stored
+in the model (buffer `anomaly_threshold`).
 With a teacher (student_kd): α·(½·MSE(proj(μ_s), μ_t) + ½·MSE(recon_s, recon_t)) + (1−α)·VGAE loss, on the latent
 means μ (kdgat.distillation.vgae_kd_loss).
 """
@@ -61,10 +63,14 @@ def graph_errors(model: VGAE, graphs, batch_size: int, device) -> dict[str, np.n
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def fit_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
+def fit_threshold(
+    errors: np.ndarray, labels: np.ndarray, training_normal_errors: np.ndarray | None = None
+) -> tuple[float, str]:
     """Validation threshold on the reconstruction error (see module docstring). The VGAE calls an error above the
     threshold an attack (calibrated anomaly > 0.5); sklearn's ROC threshold t counts errors >= t, so the threshold
-    lies halfway between t and the highest error below it."""
+    lies halfway between t and the highest error below it. Without a normal validation error the 95th percentile
+    is of ``training_normal_errors`` ("training_normal_p95"): that of the attacks' errors called 95% of them
+    normal."""
     if len(np.unique(labels)) == 2:
         fpr, tpr, thresholds = roc_curve(labels, errors)
         best = youden_best_index(labels, fpr, tpr)  # ties to the higher threshold, as the evaluation's
@@ -74,8 +80,13 @@ def fit_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
             threshold = (cut + float(below.max())) / 2
             if threshold > 0:
                 return threshold, "youden_j"
-    normal = errors[labels == 0] if (labels == 0).any() else errors
-    return max(float(np.percentile(normal, 95)), 1e-12), "normal_p95"
+    if (labels == 0).any():
+        return max(float(np.percentile(errors[labels == 0], 95)), 1e-12), "normal_p95"
+    if training_normal_errors is None or not len(training_normal_errors):
+        raise ValueError(
+            "the VGAE threshold needs normal errors: the validation split holds none, give the training's"
+        )
+    return max(float(np.percentile(training_normal_errors, 95)), 1e-12), "training_normal_p95"
 
 
 class VGAEStage(StageBase):
@@ -203,7 +214,12 @@ def train(
     model.fit_error_statistics(graph_errors(model, normals, stage.batch_size, device))
     val_errors = graph_errors(model, stage.val_graphs, stage.batch_size, device)
     errors = val_errors["anomaly_error"]
-    threshold, method = fit_threshold(errors, stage.val_labels)
+    training_normal_errors = None
+    if not (stage.val_labels == 0).any():
+        training_normal_errors = graph_errors(model, stage.train_graphs, stage.batch_size, device)[
+            "anomaly_error"
+        ]
+    threshold, method = fit_threshold(errors, stage.val_labels, training_normal_errors)
     model.anomaly_threshold.fill_(threshold)
     threshold = float(model.anomaly_threshold)  # the float32 value the model decides with
     predictions = (errors > threshold).astype(int)
