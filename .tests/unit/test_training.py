@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from kdgat.files import FileContentError, save_torch
 from kdgat.graph_store import save_graphs
@@ -488,6 +488,35 @@ def test_a_vgae_without_normal_validation_graphs_stops_on_the_training_normals_n
     _, reference, reference_metrics, _ = vgae_training.train(train, attacks + normals, NUM_IDS, two_epochs)
     assert reference_metrics["val_loss_on"] == "validation normals"
     assert [row["val_loss"] for row in result["history"]] == [row["val_loss"] for row in reference["history"]]
+
+
+def single_id_window(can_id: int = 1) -> Data:
+    """A normal window whose messages all carry one CAN ID: a graph of one node (its self-loop the only edge)."""
+    x = torch.tensor([[float(can_id), *[0.0] * 8, 1.0, 1.0]])
+    edge_index = torch.tensor([[0], [0]])
+    return Data(x=x, edge_index=edge_index, edge_attr=torch.zeros(1, 1), y=torch.tensor([0]))
+
+
+def test_a_vgae_batch_of_one_node_is_left_out_and_only_such_batches_are_refused_naming_the_stage(
+    graphs, caplog
+):
+    """Batch norm cannot train on one node: a batch of one single-ID window stopped the VGAE with torch's bare
+    "Expected more than 1 value per channel when training". Such a batch is left out with a warning; a training
+    set of nothing else is refused naming the stage, the epoch and what to change."""
+    train, val = graphs
+    normals = [graph for graph in train if int(graph.y) == 0][:6]
+    one_per_batch = settings("vgae", training={"epochs": 1, "batch_size": 1}, vgae_loss=LOSS)
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        _, result, _, _ = vgae_training.train([*normals, single_id_window()], val, NUM_IDS, one_per_batch)
+    assert (
+        "vgae[teacher] epoch 1: a training batch of one node (a window of a single CAN ID) is left out"
+        in (caplog.text)
+    )
+    assert result["history"][0]["graphs"] == len(normals)
+    with pytest.raises(
+        FileContentError, match=r"vgae\[teacher\] epoch 1: every training batch holds one node"
+    ):
+        vgae_training.train([single_id_window()], val, NUM_IDS, one_per_batch)
 
 
 def test_gat_training_on_attack_free_graphs_only_warns_that_it_learns_one_class(graphs, caplog):

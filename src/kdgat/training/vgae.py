@@ -121,6 +121,7 @@ class VGAEStage(StageBase):
                 len(self.train_graphs),
             )
         self.val_labels = labels_of(self.val_graphs)
+        self.name, self.warned_one_node = f"vgae[{settings.variant}]", False
 
     def extra_state(self):
         return {"projection": self.projection.state_dict()} if self.projection is not None else {}
@@ -137,6 +138,18 @@ class VGAEStage(StageBase):
             self.train_graphs, self.batch_size, shuffle=True, generator=self.loader_generator
         )
         for batch in self.observers.batches(loader):
+            if batch.num_nodes < 2:
+                # Batch norm cannot train on one node (a batch of one window of a single CAN ID, e.g. the last of
+                # an epoch): torch's "Expected more than 1 value per channel". That batch is left out.
+                if not self.warned_one_node:
+                    log.warning(
+                        "%s epoch %d: a training batch of one node (a window of a single CAN ID) is left out: the "
+                        "VGAE's batch norm needs at least 2 nodes to train on",
+                        self.name,
+                        epoch + 1,
+                    )
+                    self.warned_one_node = True
+                continue
             batch = batch.to(self.device)
             with autocast(self.device):
                 out = self.model(batch.x, batch.edge_index)
@@ -157,6 +170,12 @@ class VGAEStage(StageBase):
             for name, value in parts.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) * batch.num_graphs
             seen += batch.num_graphs
+        if not seen:
+            raise FileContentError(
+                f"{self.name} epoch {epoch + 1}: every training batch holds one node (the {len(self.train_graphs)} "
+                "normal training windows are each of a single CAN ID): the VGAE's batch norm needs at least 2 nodes "
+                "a batch; raise kd_gat.training.vgae.batch_size or give windows of several IDs"
+            )
         return {f"train_{name}": value / seen for name, value in totals.items()} | {"graphs": seen}
 
     @torch.no_grad()
