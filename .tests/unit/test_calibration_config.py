@@ -502,6 +502,49 @@ def test_a_target_the_calibrate_job_would_refuse_is_refused_at_parse(target, exp
         assert str(at_parse.value) == str(in_the_job.value)
 
 
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [
+        (
+            [
+                {
+                    "name": "incidence",
+                    "function": "simcal.targets:poisson_nll",
+                    "column": "incidence",
+                    "weight": 0,
+                }
+            ],
+            "calibration.targets: every weight is 0; at least one target needs a weight > 0",
+        ),
+        (
+            [
+                {"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence"},
+                {"name": "incidence", "function": "simcal.targets:replicate_mean_mse", "column": "incidence"},
+            ],
+            "calibration.targets: names must differ (column loss_<name>), got ['incidence', 'incidence']: "
+            "['incidence'] named more than once",
+        ),
+        (  # a target without a name is target_<index>: here the second, as the first is named
+            [
+                {"name": "target_1", "function": "simcal.targets:poisson_nll", "column": "incidence"},
+                {"name": "", "function": "simcal.targets:replicate_mean_mse", "column": "incidence"},
+            ],
+            "calibration.targets: names must differ (column loss_<name>), got ['target_1', 'target_1']",
+        ),
+    ],
+)
+def test_targets_the_calibrate_job_refuses_together_are_refused_at_parse(targets, expected):
+    """The schema takes each target's weight 0 and any name, but the calibrate job refused every weight 0 (the
+    total loss 0 everywhere) and a name given twice (one loss_<name> column) only after the generate_observed job
+    had run: the parse check refuses both first, in the job's own words."""
+    with pytest.raises(ContractError) as at_parse:
+        check_targets(targets)
+    with pytest.raises(ContractError) as in_the_job:
+        parse_targets(targets)
+    assert str(at_parse.value).startswith(expected), at_parse.value
+    assert str(at_parse.value) == str(in_the_job.value)
+
+
 def test_targets_the_job_would_take_pass_and_one_whose_module_does_not_import_here_is_left_to_the_job():
     check_targets(
         [

@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simcal.contract import ContractError, check_options, resolve_callable, target_options
+from simcal.contract import (
+    ContractError,
+    check_options,
+    resolve_callable,
+    target_names_and_weights,
+    target_options,
+)
 from simcal.design import Bound
 from simcal.result_rows import KEY_COLUMNS, STATUS_COLUMNS
 from simcal.targets import (
@@ -68,29 +74,20 @@ def parse_targets(targets: Sequence[Mapping[str, Any]]) -> list[Target]:
         )
     if not targets:
         raise ContractError("calibration.targets: at least one target is needed")
-    parsed = []
+    resolved = []
     for index, spec in enumerate(targets):
         where = f"calibration.targets[{index}]"
         if not isinstance(spec, Mapping) or "function" not in spec:
             raise ContractError(f"{where}: expected {{function: 'module:function', ...}}, got {spec!r}")
         reference = spec["function"]
-        function = resolve_callable(reference, what=f"{where}.function")
-        name = str(spec.get("name") or f"target_{index}")
-        weight = spec.get("weight", 1.0)
-        # a negative weight would reward a worse fit to that target: the total is minimised
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
-            raise ContractError(f"{where}.weight: expected a finite number >= 0, got {weight!r}")
-        parsed.append(Target(name, reference, function, target_options(spec), float(weight)))
-    if not any(
-        t.weight for t in parsed
-    ):  # a weight-0 target is recorded only: the total would be 0 everywhere
-        raise ContractError(
-            "calibration.targets: every weight is 0; at least one target needs a weight > 0 (a target of weight 0 "
-            "is recorded in the trials table but not part of the loss)"
+        resolved.append(
+            (reference, resolve_callable(reference, what=f"{where}.function"), target_options(spec))
         )
-    names = [t.name for t in parsed]
-    if len(set(names)) != len(names):
-        raise ContractError(f"calibration.targets: names must differ (column loss_<name>), got {names}")
+    names, weights = target_names_and_weights(targets)
+    parsed = [
+        Target(name, reference, function, options, weight)
+        for name, weight, (reference, function, options) in zip(names, weights, resolved, strict=True)
+    ]
     for index, target in enumerate(parsed):  # a misspelt or missing option fails now, not after round 0
         check_options(target.function, target.options, f"calibration.targets[{index}]", target.reference)
     return parsed

@@ -17,7 +17,14 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from simcal.contract import REFERENCE, ContractError, check_model_signature, check_options, target_options
+from simcal.contract import (
+    REFERENCE,
+    ContractError,
+    check_model_signature,
+    check_options,
+    target_names_and_weights,
+    target_options,
+)
 from simcal.observed import check_generation, check_observed_path
 
 _MISSING = object()
@@ -132,12 +139,13 @@ def check_targets(targets: Any, key: str = "calibration.targets") -> None:
     """calibration.targets: each target's function (its form, and where its module imports here, that the module
     has it) and the options the target gives it, checked against its signature as the calibrate job checks them
     (``contract.check_options``): a misspelt loss function or option passed the dry run and failed only after
-    the design's sweep. The schema has checked that ``targets`` is a list of mappings with a ``function``."""
+    the design's sweep; so did every weight 0 and a name given twice. The schema has checked that ``targets`` is a list of mappings with a ``function``."""
     for index, spec in enumerate(targets):
         where = f"{key}[{index}]"
         function = importable_function(spec["function"], f"{where}.function")
         if function is not None:
             check_options(function, target_options(spec), where, spec["function"])
+    target_names_and_weights(targets, key)
 
 
 def check_sweep_columns(

@@ -17,7 +17,7 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,35 @@ def target_options(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The options a calibration target gives its loss function: the target's keys other than TARGET_KEYS (read by
     the calibrate job and by the check while the workflow is parsed, so the two cannot disagree)."""
     return {key: value for key, value in spec.items() if key not in TARGET_KEYS}
+
+
+def target_names_and_weights(
+    targets: Sequence[Mapping[str, Any]], key: str = "calibration.targets"
+) -> tuple[list[str], list[float]]:
+    """Each target's name (``name``, or target_<index> when it has none) and weight, with what the calibrate job
+    refuses of them together: every weight 0 (the total loss would be 0 everywhere) or a name given twice (one
+    column loss_<name> each). Read by the calibrate job and by the check while the workflow is parsed, so a
+    config the job would refuse stops the dry run, not the job after the design's sweep."""
+    weights = []
+    for index, spec in enumerate(targets):
+        weight = spec.get("weight", 1.0)
+        # a negative weight would reward a worse fit to that target: the total is minimised
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
+            raise ContractError(f"{key}[{index}].weight: expected a finite number >= 0, got {weight!r}")
+        weights.append(float(weight))
+    if not any(weights):  # a weight-0 target is recorded only: the total would be 0 everywhere
+        raise ContractError(
+            f"{key}: every weight is 0; at least one target needs a weight > 0 (a target of weight 0 "
+            "is recorded in the trials table but not part of the loss)"
+        )
+    names = [str(spec.get("name") or f"target_{index}") for index, spec in enumerate(targets)]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ContractError(
+            f"{key}: names must differ (column loss_<name>), got {names}: {twice} named more than once (a target "
+            "without a name is target_<index>)"
+        )
+    return names, weights
 
 
 def check_options(
@@ -353,6 +382,7 @@ __all__ = [
     "resolve_callable",
     "resolve_model",
     "scalar_output",
+    "target_names_and_weights",
     "target_options",
     "to_plain",
     "unique_names",
