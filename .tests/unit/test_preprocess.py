@@ -260,13 +260,37 @@ def test_assign_windows_purges_only_between_splits():
 
 
 def test_a_capture_shorter_than_the_held_out_blocks_keeps_one_window_for_training():
-    # 3 windows → 3 blocks of one window. val takes min(2, 3 - 1 - 0) = 2 blocks, fusion min(2, 3 - 1 - 2) = 0:
-    # one block stays for training instead of all 3 (of the 4 requested) being held out.
+    # 3 windows → 3 blocks of one window. val and fusion each take their share of them, 2 of 10 → 1 of 3 (at
+    # least one): one block stays for training instead of all 3 (of the 4 requested) being held out.
     split, drawn = assign_windows(
         3, {"val": 2, "fusion": 2}, 10, np.random.default_rng(0), window_size=10, stride=10
     )
-    assert (len(drawn["val"]), len(drawn["fusion"])) == (2, 0)
-    assert sorted(split.tolist()) == ["train", "val", "val"]
+    assert (len(drawn["val"]), len(drawn["fusion"])) == (1, 1)
+    assert sorted(split.tolist()) == ["fusion", "train", "val"]
+    # 2 windows: one block for val, and fusion's share is capped so that the other stays for training.
+    split, drawn = assign_windows(
+        2, {"val": 2, "fusion": 2}, 10, np.random.default_rng(0), window_size=10, stride=10
+    )
+    assert (len(drawn["val"]), len(drawn["fusion"])) == (1, 0)
+    assert sorted(split.tolist()) == ["train", "val"]
+
+
+@pytest.mark.parametrize(("num_windows", "time_blocks"), [(32, 100_000), (40, 100), (5, 10)])
+def test_a_capture_of_fewer_windows_than_time_blocks_gives_each_split_its_share(num_windows, time_blocks):
+    """preprocess.time_blocks has no maximum, and a capture with fewer windows is cut into one block per window.
+    The held-out splits' counts of time_blocks were taken as counts of those: the first split (val) took every
+    block but one and the next (fusion) none, so build_graphs failed with "the training files give no fusion
+    graphs" for time_blocks 100000 over captures of 32 windows, and took 20 + 19 of 40 windows (training kept 1)
+    for time_blocks 100. Each split now takes its share, val_fraction 0.2 and fusion 0.3, of the blocks there
+    are."""
+    counts = held_out_blocks({"val": 0.2, "fusion": 0.3}, time_blocks)
+    split, drawn = assign_windows(
+        num_windows, counts, time_blocks, np.random.default_rng(0), window_size=10, stride=10
+    )
+    for name, share in (("val", 0.2), ("fusion", 0.3)):
+        assert len(drawn[name]) == max(1, round(share * num_windows)), (name, drawn)
+        assert (split == name).sum() == len(drawn[name])
+    assert (split == "train").sum() == num_windows - len(drawn["val"]) - len(drawn["fusion"]) > 0
 
 
 def test_split_is_seeded(dataset_dir, tmp_path):

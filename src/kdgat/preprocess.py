@@ -141,10 +141,14 @@ def assign_windows(
     for each held-out split.
 
     Windows are cut into ``time_blocks`` consecutive blocks of (nearly) equal size (fewer blocks when the capture
-    has fewer windows); whole blocks are drawn for the held-out splits. A window whose messages reach into the
-    next block of another split is purged (all but its last message: see the module docstring).
+    has fewer windows, of which each split takes its share); whole blocks are drawn for the held-out splits. A
+    window whose messages reach into the next block of another split is purged (see the module docstring).
     """
     blocks = min(time_blocks, num_windows)
+    # counts of time_blocks, as shares of fewer blocks: as counts, val took all blocks but one and fusion none
+    blocks_per_split = {
+        name: max(1, round(n * blocks / time_blocks)) if n else 0 for name, n in blocks_per_split.items()
+    }
     block_of = (np.arange(num_windows) * blocks) // max(num_windows, 1)
     roles = np.full(blocks, TRAIN, dtype=object)  # split names of any length
     order = rng.permutation(blocks)
