@@ -125,6 +125,9 @@ def _with(config: dict, path: tuple[str, ...], value) -> dict:
         (("calibration", "name"), ".", "'.' does not match"),
         # an empty prefix made the training rules read /<dataset>/train.pt
         (("kd_gat", "data_prefix"), "", "'' should be non-empty"),
+        # every path contains the empty word: every log of a dataset read from a folder was left out, and the
+        # dry run stopped naming datasets.<name>.path as a folder without logs, not this key
+        (("preprocess", "exclude"), ["suppress", ""], "'' should be non-empty"),
     ],
 )
 def test_a_nested_value_out_of_range_names_its_key(tmp_path: Path, path: tuple, value, expected: str) -> None:
