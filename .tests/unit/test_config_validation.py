@@ -183,6 +183,36 @@ def test_held_out_shares_that_leave_no_block_for_training_are_refused_before_any
     assert "build_graphs" not in proc.stdout, proc.stdout  # no job was planned
 
 
+@pytest.mark.parametrize(
+    ("slurm", "expected"),
+    [
+        (
+            {"adaptive": {"minimum_jobs": 5, "maximum_jobs": 1}},
+            # the config file as yaml.safe_dump writes it, keys sorted
+            "calibration.backend.slurm.adaptive {'maximum_jobs': 1, 'minimum_jobs': 5}: need 0 <= minimum_jobs <= "
+            "maximum_jobs and maximum_jobs >= 1",
+        ),
+        ({"walltime": "1h"}, "calibration.backend.slurm.walltime '1h': expected HH:MM:SS"),
+        (
+            {"walltime": "00:10:00", "lifetime": "1h"},
+            "calibration.backend.slurm: lifetime (3600 s) + lifetime_stagger (30 s) must be positive and shorter "
+            "than the walltime 00:10:00 (600 s)",
+        ),
+    ],
+)
+def test_slurm_backend_options_the_jobs_refuse_are_refused_before_any_job_runs(
+    tmp_path: Path, slurm: dict, expected: str
+) -> None:
+    """Each of these is within the schema (integers >= 0 and >= 1, strings), but the simulate and calibrate jobs
+    refused them when they started their SLURMCluster, after sample_design and generate_observed had run: the dry
+    run planned them. Now it stops naming the key, before any job."""
+    calibration = {**DEFAULT_CONFIG["calibration"], "backend": {"kind": "slurm", "slurm": slurm}}
+    proc = _dry_run_with({"calibration": calibration}, tmp_path)
+    assert proc.returncode != 0, proc.stdout
+    assert expected in proc.stdout, proc.stdout
+    assert "calibration_sample_design" not in proc.stdout, proc.stdout  # no job was planned
+
+
 def test_a_config_without_datasets_runs_the_calibration_alone(tmp_path: Path) -> None:
     """Only a calibration section: the CAN-IDS modules, which need datasets, are not loaded (the kd_gat module
     refused the config before), and rule all asks for the calibration."""

@@ -7,6 +7,7 @@ import os
 
 from simcal.calibrate import CalibrationSettings, check_refine_replicates
 from simcal.analyze import KEY_COLUMNS
+from simcal.backends import check_backend
 from simcal.config_checks import (
     check_model,
     check_observed,
@@ -101,6 +102,24 @@ def check_job_settings():
 
 
 check_job_settings()
+
+
+def check_slurm_backend():
+    """calibration.backend.slurm as the simulate and calibrate jobs read it (simcal.backends.check_backend, which
+    starts nothing and, for slurm, reads no environment): adaptive bounds with minimum_jobs above maximum_jobs, a
+    walltime SLURM cannot read or a lifetime that outlasts it passed the schema and the dry run, and failed those
+    jobs after the design and observed-data jobs had run (under a cluster profile, after their wait in the queue).
+    The other backends read the environment of the jobs (an address, a service URL): left to them.
+    """
+    if BACKEND != "slurm":
+        return
+    try:
+        check_backend(BACKEND, BACKEND_OPTIONS)
+    except ValueError as error:
+        raise config_error(str(error)) from None
+
+
+check_slurm_backend()
 
 
 # The simulate rule's name and the sweep's tables as the workflow knows them (behind the importing `use rule ... as`
