@@ -3,6 +3,7 @@ between-workflow cache, and on a real-layout dataset directory with bad rows."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -14,13 +15,27 @@ from testkit import REPO, run_snakemake
 
 from kdgat.graph_store import load_graph_sets, load_graphs
 from kdgat.graphs import window_count
-from kdgat.layout import preprocess_code_digest
+from kdgat.layout import preprocess_code_digests, synthetic_code_digests
 
 pytestmark = pytest.mark.integration
 
 DOWNSTREAM = REPO / ".tests" / "integration" / "preprocess"
 TINY = yaml.safe_load((DOWNSTREAM / "config.yaml").read_text())
 OUTPUTS = ("train.pt", "val.pt", "fusion.pt", "test.pt", "vocab.json", "metadata.json")
+
+
+def changed_code_files(dry_run: str, rule: str) -> dict[str, tuple[str | None, str | None]]:
+    """{file: (digest before, digest now)} of each file the "Params have changed" reason of ``rule``'s first job in
+    a dry run's output shows changed: the entries of its library_code mapping that differ before and now."""
+    job = dry_run.split(f"rule {rule}:", 1)[1]
+    found = re.search(r"Params have changed since last execution: .*? before: (\{.*?\}) now: (\{.*?\})", job)
+    assert found, dry_run[-3000:]
+    before, now = (ast.literal_eval(text) for text in found.groups())
+    return {
+        name: (before.get(name), now.get(name))
+        for name in sorted(before | now)
+        if before.get(name) != now.get(name)
+    }
 
 
 def check_outputs(workdir, dataset, scenarios):
@@ -92,7 +107,7 @@ def test_cache_between_workflows(tmp_path):
         path = f"results/preprocess/tiny_hcrl/{name}"
         assert (first / path).read_bytes() == (second / path).read_bytes()
     # A newer library (here: a comment added to kdgat/graphs.py, as a fix would change it) is not served the
-    # older one's graphs: the rule's library_code param (kdgat.layout.preprocess_code_digest) changes the key.
+    # older one's graphs: the rule's library_code param (kdgat.layout.preprocess_code_digests) changes the key.
     newer = tmp_path / "newer" / "kdgat"
     shutil.copytree(REPO / "src" / "kdgat", newer, ignore=shutil.ignore_patterns("__pycache__"))
     with (newer / "graphs.py").open("a", encoding="utf-8") as graphs:
@@ -111,16 +126,17 @@ def test_cache_between_workflows(tmp_path):
         cwd=first, env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(newer.parent), os.environ.get("PYTHONPATH")]))},
     )  # fmt: skip
     assert re.search(r"preprocess_build_graphs\s+2", rerun.stdout), rerun.stdout[-3000:]
-    before, now = preprocess_code_digest(), preprocess_code_digest(newer)
-    assert "Params have changed since last execution" in rerun.stdout, rerun.stdout[-3000:]
-    assert f"before: '{before}' now: '{now}'" in rerun.stdout, rerun.stdout[-3000:]  # library_code's values
+    # Its reason names the file that changed (docs/upgrading.md), with library_code's entries before and now.
+    assert changed_code_files(rerun.stdout, "preprocess_build_graphs") == {
+        "graphs.py": (preprocess_code_digests()["graphs.py"], preprocess_code_digests(newer)["graphs.py"])
+    }
 
 
 def test_cache_serves_no_graphs_of_an_older_generators_logs(tmp_path):
     """A synthetic dataset's logs are generate_can's outputs: build_graphs' cache key holds those jobs' keys (their
     wrapper and params), not the logs' contents. A newer generator (here: another draw of each file's traffic)
     wrote other logs, and was served the graphs of the older one's, whose message counts its metadata.json showed
-    beside its own logs. generate_can's library_code param (kdgat.layout.synthetic_code_digest) changes the key."""
+    beside its own logs. generate_can's library_code param (kdgat.layout.synthetic_code_digests) changes the key."""
     cache = tmp_path / "cache"
     cache.mkdir()
     newer = tmp_path / "newer" / "kdgat"
@@ -147,6 +163,18 @@ def test_cache_serves_no_graphs_of_an_older_generators_logs(tmp_path):
     assert "tiny_hcrl: " in (newer_run / "logs/preprocess/build_graphs/tiny_hcrl.log").read_text()
     graphs = "results/preprocess/tiny_hcrl/train.pt"
     assert (older / graphs).read_bytes() != (newer_run / graphs).read_bytes()
+    # After a pull of the newer generator, the dry run in the older working directory says which file changed.
+    rerun = run_snakemake(
+        "results/preprocess/tiny_hcrl/train.pt", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory",
+        str(older), "--cores", "1", "--dry-run", cwd=older, env={"PYTHONPATH": pythonpath},
+    )  # fmt: skip
+    assert re.search(r"preprocess_generate_can\s+4", rerun.stdout), rerun.stdout[-3000:]
+    assert changed_code_files(rerun.stdout, "preprocess_generate_can") == {
+        "synthetic.py": (
+            synthetic_code_digests()["synthetic.py"],
+            synthetic_code_digests(newer)["synthetic.py"],
+        )
+    }
 
 
 def test_cache_is_not_served_when_a_log_changes_role(tmp_path):

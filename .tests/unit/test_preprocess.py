@@ -618,6 +618,45 @@ def test_the_synthetic_code_digest_covers_every_module_generate_can_runs_and_fol
     assert synthetic_code_digest(copy) != before
 
 
+@pytest.mark.parametrize(
+    ("code", "changed", "elsewhere"),
+    [
+        ("PREPROCESS_CODE", "can/hcrl_csv.py", "training/dqn.py"),
+        ("SYNTHETIC_CODE", "synthetic.py", "graphs.py"),
+    ],
+)
+def test_the_library_code_param_names_each_file_so_a_change_shows_which(tmp_path, code, changed, elsewhere):
+    """The preprocess rules' library_code param (kdgat.layout.preprocess_code_digests, synthetic_code_digests):
+    {file: digest} of every file the single digest covers, sorted and plain JSON, so that Snakemake's "Params have
+    changed" reason, which shows the param before and now, shows which file changed (it showed two hex digests).
+    The same code gives the same mapping wherever it is installed (nothing reruns); a change to a listed file
+    changes its entry alone, a file added to a listed folder adds one, a file elsewhere changes nothing."""
+    import json
+
+    import kdgat.layout
+
+    listed = getattr(kdgat.layout, code)
+    digests = getattr(kdgat.layout, f"{code.split('_')[0].lower()}_code_digests")
+    package, copy = kdgat_copy(tmp_path)
+    before = digests(copy)
+    assert before == digests(package) == digests()
+    assert list(before) == sorted(before) and json.loads(json.dumps(before)) == before
+    # a folder of the list stands for its .py files
+    folders = [package / name for name in listed if (package / name).is_dir()]
+    files = {name for name in listed if not (package / name).is_dir()}
+    files |= {path.relative_to(package).as_posix() for folder in folders for path in folder.glob("*.py")}
+    assert set(before) == files and {"can/reader.py", "files.py"} <= files
+    assert all(isinstance(digest, str) and len(digest) >= 12 for digest in before.values())
+    (copy / elsewhere).write_text("# not this rule's code\n", encoding="utf-8")
+    assert digests(copy) == before
+    path = copy / changed
+    path.write_bytes(path.read_bytes() + b"\n# a fix\n")
+    now = digests(copy)
+    assert [name for name in before if now[name] != before[name]] == [changed] and set(now) == set(before)
+    (copy / "can" / "new_format.py").write_text("# a reader added\n", encoding="utf-8")
+    assert set(digests(copy)) == set(before) | {"can/new_format.py"}
+
+
 @pytest.mark.parametrize("wrapper", ["train_vgae", "train_gat", "train_dqn"])
 def test_the_training_code_digest_covers_every_module_a_training_wrapper_runs(wrapper):
     """A resume checkpoint is keyed on kdgat.layout.training_code_digest (kdgat.training.loop.fingerprint): every

@@ -1127,7 +1127,7 @@ def test_the_per_dataset_summary_draws_the_training_histories_of_the_first_seed(
 
 def test_the_cache_keys_build_graphs_meta_yaml_says_the_preprocess_module_passes_are_passed() -> None:
     """build_graphs' meta.yaml notes: "Suitable for `cache: True`"; "the preprocess module passes `roles_of_logs`,
-    kdgat.layout.log_roles" and "`library_code` (kdgat.layout.preprocess_code_digest)", params the wrapper does not
+    kdgat.layout.log_roles" and "`library_code` (kdgat.layout.preprocess_code_digests)", params the wrapper does not
     read; "(Snakemake refuses `benchmark:` on cached rules)": the cached rule has none."""
     import ast
 

@@ -1103,3 +1103,39 @@ def test_simulate_meta_yaml_names_every_option_each_backend_accepts() -> None:
         for backend, names in accepted.items()
     }
     assert not any(missing.values()), f"wrappers/simulate/meta.yaml backend_options leaves out {missing}"
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "library", "inputs", "outputs", "params", "digests"),
+    [
+        (
+            "generate_can", "kdgat.synthetic.generate_file", {}, {"can": "can.csv"}, {"options": {"seed": 1}},
+            "synthetic_code_digest",
+        ),
+        (
+            "build_graphs", "kdgat.preprocess.preprocess_dataset", {"train": ["train.csv"], "test": ["dos.csv"]},
+            {name: f"{name}.out" for name in ("train", "val", "test", "vocab", "metadata")},
+            {"test_scenario_of_file": ["dos"]}, "preprocess_code_digest",
+        ),
+    ],
+)  # fmt: skip
+def test_the_library_code_param_is_taken_in_either_form_without_a_warning_and_not_handed_on(
+    wrapper, library, inputs, outputs, params, digests, monkeypatch, caplog
+):
+    """meta.yaml: the preprocess module passes library_code as {file: digest} (kdgat.layout.*_code_digests), so
+    the dry run names the files that changed; a user's own rule may still pass the one digest of earlier releases.
+    The wrapper reads neither: each form is taken without the warning of a name it does not take, and the library
+    call is the one made without it."""
+    import logging
+
+    import kdgat.layout
+
+    plain = _run_wrapper(wrapper, monkeypatch, library, inputs, outputs, params)
+    for form in (getattr(kdgat.layout, f"{digests}s")(), getattr(kdgat.layout, digests)()):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            kwargs = _run_wrapper(
+                wrapper, monkeypatch, library, inputs, outputs, {**params, "library_code": form}
+            )
+        assert kwargs == plain, form
+        assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.text

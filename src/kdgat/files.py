@@ -106,6 +106,17 @@ def source_digest(package: Path, files: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
+def source_digests(package: Path, files: Iterable[Path], size: int = 6) -> dict[str, str]:
+    """``{path relative to package: digest of its bytes}`` of ``files``, sorted by path: a param whose value
+    Snakemake shows before and now when it changed, so that its reason names the files that changed. ``size``:
+    bytes of BLAKE2b (6: 12 hex digits, short enough to read, and a changed file changes its entry)."""
+    names = {file.relative_to(package).as_posix(): file for file in files}
+    return {
+        name: hashlib.blake2b(names[name].read_bytes(), digest_size=size).hexdigest()
+        for name in sorted(names)
+    }
+
+
 def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_bytes(data))
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 
-from kdgat.files import source_digest
+from kdgat.files import source_digest, source_digests
 from wrapper_rules import InputError
 
 LOG_SUFFIXES = (".csv", ".txt", ".log")
@@ -303,12 +303,18 @@ PREPROCESS_CODE = (
 )
 
 
+def preprocess_code_digests(package: str | Path | None = None) -> dict[str, str]:
+    """``{file of PREPROCESS_CODE: digest}`` (of ``package``, the installed kdgat by default), build_graphs'
+    library_code param. The between-workflow cache keys a job on its rule's wrapper, params and inputs, and on the
+    conda environment only under ``--sdm conda``: without it, graphs built by an older library (a reader or graph
+    bug fixed since) would be served to a newer one. Per file, so the dry run's reason names the files changed."""
+    return source_digests(*_code_files(PREPROCESS_CODE, package))
+
+
 def preprocess_code_digest(package: str | Path | None = None) -> str:
-    """A digest of the source of the modules in PREPROCESS_CODE (of ``package``, the installed kdgat by default).
-    The between-workflow cache keys a job on its rule's wrapper, params and inputs, and on the conda environment
-    only under ``--sdm conda``: without this param, graphs built by an older library (a reader or graph bug fixed
-    since) would be served to a newer one."""
-    return _code_digest(PREPROCESS_CODE, package)
+    """One digest of the files of PREPROCESS_CODE: library_code's form until preprocess_code_digests, which a
+    user's rule may still pass (the wrappers do not read it)."""
+    return source_digest(*_code_files(PREPROCESS_CODE, package))
 
 
 # The library modules whose code decides the logs generate_can writes (what its wrapper imports, transitively,
@@ -316,11 +322,16 @@ def preprocess_code_digest(package: str | Path | None = None) -> str:
 SYNTHETIC_CODE = ("can", "compiled.py", "files.py", "rule_items.py", "synthetic.py")
 
 
+def synthetic_code_digests(package: str | Path | None = None) -> dict[str, str]:
+    """``{file of SYNTHETIC_CODE: digest}``, generate_can's library_code param: the cache key of a build_graphs job
+    holds, for inputs another job writes, that job's key (its wrapper and params), never the logs' contents, so
+    without it a newer generator's graphs would be served from an older generator's logs."""
+    return source_digests(*_code_files(SYNTHETIC_CODE, package))
+
+
 def synthetic_code_digest(package: str | Path | None = None) -> str:
-    """A digest of the source of the modules in SYNTHETIC_CODE, for generate_can's params: the cache key of a
-    build_graphs job holds, for inputs another job writes, that job's key (its wrapper and params), never the
-    logs' contents, so without it a newer generator's graphs would be served from an older generator's logs."""
-    return _code_digest(SYNTHETIC_CODE, package)
+    """One digest of the files of SYNTHETIC_CODE, as preprocess_code_digest."""
+    return source_digest(*_code_files(SYNTHETIC_CODE, package))
 
 
 # The library code that decides what training computes (epochs, losses, layers, the curriculum, the device, the
@@ -351,13 +362,13 @@ TRAINING_CODE = (
 
 def training_code_digest(package: str | Path | None = None) -> str:
     """A digest of the source of the modules in TRAINING_CODE, part of every training checkpoint's fingerprint."""
-    return _code_digest(TRAINING_CODE, package)
+    return source_digest(*_code_files(TRAINING_CODE, package))
 
 
-def _code_digest(names: Iterable[str], package: str | Path | None) -> str:
+def _code_files(names: Iterable[str], package: str | Path | None) -> tuple[Path, list[Path]]:
     package = Path(package) if package is not None else Path(__file__).parent
     paths = [package / name for name in names]
-    return source_digest(package, [f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])])
+    return package, [f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])]
 
 
 # Where the preprocess module's generate_can rule writes a synthetic dataset's logs (relative to the workdir).

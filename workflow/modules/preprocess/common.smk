@@ -7,8 +7,8 @@ from kdgat.layout import (
     dataset_logs,
     held_out_blocks,
     log_roles,
-    preprocess_code_digest,
-    synthetic_code_digest,
+    preprocess_code_digests,
+    synthetic_code_digests,
 )
 
 
