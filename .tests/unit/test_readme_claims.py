@@ -1472,3 +1472,21 @@ def test_simulates_meta_yaml_states_the_default_of_every_setting_the_library_tak
     service = flat_text(SERVICE_DOC)
     assert "One left out takes the library's default, as the `simulate` wrapper does" in service
     assert f"`max_failed_fraction` is {library.max_failed_fraction:g}," in service
+    # docs/simulation.md, "From notebooks and scripts": SimulationService(settings=...) takes the same library
+    # defaults, and names the default of every setting submit reads (those simcal.api reads off its settings)
+    from simcal.api import SimulationService
+
+    section = flat_text(SIMULATION_DOC).split("## From notebooks and scripts", 1)[1].split(" ## ", 1)[0]
+    assert "takes the library's default (`simcal.settings.SimulationSettings`" in section, section[:400]
+    assert "not the calibration module's" in section
+    read = sorted(set(re.findall(r"\bsettings\.([a-z_]+)\b", (REPO / "src/simcal/api.py").read_text())))
+    assert read, "simcal.api reads no setting: the sentence naming the defaults submit reads must go"
+    stated = re.findall(
+        r"`([a-z_]+)` (null|true|false|[0-9.]+)", section.split("not the calibration module's", 1)[1]
+    )
+    assert sorted(key for key, _ in stated) == read, (stated, read)
+    for settings in (None, {"seed": 1}):
+        service = SimulationService(settings=settings)
+        for key, value in stated:
+            if settings is None or key not in settings:
+                assert shown(key, getattr(service.settings, key)) == value, (key, value, settings)
