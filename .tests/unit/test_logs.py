@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from testkit import REPO, signalled_mid_write, venv_bin
@@ -679,3 +680,64 @@ def test_a_read_only_output_folder_is_one_line_naming_the_output_its_folder_and_
     log = (tmp_path / "logs" / "generate_can.log").read_text()
     assert log.endswith(f" ERROR kdgat: {line}\n") and len(log.splitlines()) == 1, log
     assert [path.name for path in folder.iterdir()] == ["attack.csv"]  # no temporary or lock file left
+
+
+# A wrapper's body writing an output where another user's file of that name is, in a folder with the sticky bit
+# (a shared 1777 project or scratch folder): the kernel refuses the rename over it with EPERM.
+REPLACING_ANOTHER_USERS_FILE = """
+import os, sys
+from kdgat.files import write_text
+from kdgat.logs import configure, failure_logged
+
+configure(sys.argv[1])
+with failure_logged("generate_can"):
+    if os.geteuid() == 0 or sys.argv[3] == "write":
+        write_text("timestamp,id\\n", sys.argv[2])
+    else:
+        os.utime(sys.argv[2], (0, 0))  # another user's file: only its owner may set its times
+"""
+
+
+def test_an_output_only_its_owner_may_replace_is_one_line_naming_it_its_owner_mode_and_the_user(tmp_path):
+    """EPERM on an output (another user's file of that name in a folder with the sticky bit, which only its owner
+    may replace; root runs without CAP_FOWNER, as a user does) ended with a traceback ending in ``PermissionError:
+    [Errno 1] Operation not permitted``. Now one line naming the file, its owner and mode, its folder's, and the
+    job's user, in the log and on stderr, status 1."""
+    log = tmp_path / "job.log"
+    argv = [sys.executable, "-c", REPLACING_ANOTHER_USERS_FILE, str(log)]
+    if os.geteuid() == 0:
+        folder = tmp_path / "shared"
+        folder.mkdir()
+        target = folder / "normal.csv"
+        target.write_text("another user's output\n")
+        for path in (folder, target):
+            os.chown(path, 65534, 65534)
+        folder.chmod(0o1777)
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
+        argv = [setpriv, "--bounding-set=-fowner", *argv, str(target), "write"]
+    else:  # a file of root's: a user may not set its times
+        target = Path("/etc/passwd")
+        argv += [str(target), "utime"]
+    job = subprocess.run(
+        argv, env={"PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True, timeout=60
+    )
+    user = pwd.getpwuid(os.geteuid()).pw_name
+
+    def described(path: Path) -> str:
+        found = os.lstat(path)
+        return f"{pwd.getpwuid(found.st_uid).pw_name}'s, mode {found.st_mode & 0o7777:04o}"
+
+    owner = pwd.getpwuid(target.stat().st_uid).pw_name
+    line = (
+        f"generate_can failed: [Errno 1] Operation not permitted: '{target}': the job runs as {user}, it is "
+        f"{described(target)}, its folder {target.parent} is {described(target.parent)}: only {owner} may replace "
+        f"or remove it in a folder with the sticky bit (mode 1xxx), or change its mode or times: have {owner} "
+        f"remove it or hand it to {user} (`chown`), or write the outputs to another folder, then rerun the job"
+    )
+    assert (job.returncode, job.stderr) == (1, f"{line}\n"), job.stderr
+    text = log.read_text()
+    assert text.endswith(f" ERROR kdgat: {line}\n") and len(text.splitlines()) == 1, text
+    if os.geteuid() == 0:
+        assert target.read_text() == "another user's output\n"
+        assert sorted(path.name for path in target.parent.iterdir()) == ["normal.csv"]  # no temporary left

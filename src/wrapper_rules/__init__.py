@@ -10,8 +10,8 @@ name.
 Also the line between a user's mistake and a bug, for a wrapper's failure (``failure_logged``, which kdgat's and
 simcal's ``failure_logged`` are): ``InputError``, which the libraries' error classes for bad input mix in, ends the
 job with one logged line (``refuse_input``), and so does a full disk, a quota, a file over the size limit or too many
-open files (``exhausted``: the machine's limit, not the code's) or a file or folder the job may not write
-(``not_permitted``); anything else keeps its traceback."""
+open files (``exhausted``: the machine's limit, not the code's) or a file or folder the job may not write or
+another user's file it may not replace (``not_permitted``); anything else keeps its traceback."""
 
 from __future__ import annotations
 
@@ -141,38 +141,49 @@ def exhausted(error: BaseException) -> str | None:
 
 def not_permitted(error: BaseException) -> str | None:
     """What to do about ``error`` when it is an ``OSError`` for a file the job may not read or write (EACCES: a
-    folder made read-only, another user's file) or on a read-only file system (EROFS), naming the job's user and
-    the owner and mode of the file where it is there and of its folder (a write through a temporary file needs the
-    folder's permission). None for any other error, and for one that names no file."""
-    if not isinstance(error, OSError) or error.errno not in (errno.EACCES, errno.EROFS) or not error.filename:
+    folder made read-only, another user's file), on a read-only file system (EROFS), or another user's file that
+    only its owner may replace, remove or change the mode or times of (EPERM: an output of another user in a folder
+    with the sticky bit, a ``chmod`` of another user's file), naming the job's user and the owner and mode of the
+    file where it is there and of its folder (a write through a temporary file needs the folder's permission). None
+    for any other error, and for one that names no file."""
+    if not isinstance(error, OSError) or not error.filename:
         return None
     if error.errno == errno.EROFS:
         return "its file system is mounted read-only: write the outputs to a writable one"
-    import pwd
+    if error.errno not in (errno.EACCES, errno.EPERM):
+        return None
     from pathlib import Path
-
-    def owner(uid: int) -> str:
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return f"uid {uid}"
 
     path = Path(os.fsdecode(error.filename))
     folder = path.parent
     while not os.path.lexists(folder) and folder != folder.parent:  # the nearest folder there
         folder = folder.parent
-    described = []
+    described, owners = [], {}
     for name, seen in (("it", path), (f"its folder {folder}", folder)):
         with contextlib.suppress(OSError):
             found = os.lstat(seen)
-            described.append(f"{name} is {owner(found.st_uid)}'s, mode {found.st_mode & 0o7777:04o}")
-    user = owner(os.geteuid())
-    return (
-        f"the job runs as {user}"
-        + "".join(f", {text}" for text in described)
-        + f": let {user} read and write "
-        "there (`chmod`, by the owner), or write the outputs to another folder"
-    )
+            owners[name] = _user(found.st_uid)
+            described.append(f"{name} is {owners[name]}'s, mode {found.st_mode & 0o7777:04o}")
+    user = _user(os.geteuid())
+    runs = f"the job runs as {user}" + "".join(f", {text}" for text in described)
+    if error.errno == errno.EPERM:
+        owner = owners.get("it", "its owner")
+        return (
+            f"{runs}: only {owner} may replace or remove it in a folder with the sticky bit (mode 1xxx), or change "
+            f"its mode or times: have {owner} remove it or hand it to {user} (`chown`), or write the outputs to "
+            "another folder"
+        )
+    return f"{runs}: let {user} read and write there (`chmod`, by the owner), or write the outputs to another folder"
+
+
+def _user(uid: int) -> str:
+    """The name of the user ``uid``, or ``uid <n>`` where the system has none (a container's)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def refuse_exhausted(what: str, error: OSError, advice: str, log: logging.Logger) -> NoReturn:
