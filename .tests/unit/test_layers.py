@@ -93,11 +93,16 @@ def test_what_both_libraries_share_imports_only_the_standard_library() -> None:
     """wrapper_rules (the check of a rule's names that kdgat's and simcal's wrappers share), output_locks (the
     lock of an output that one process writes at a time) and folder_walk (the walk of a folder tree that simcal and
     resource_history share) may not bring one library, Snakemake or any other package into the other. output_locks
-    may import wrapper_rules (its refusals are wrapper_rules.InputError), never the reverse."""
+    may import wrapper_rules (its refusals are wrapper_rules.InputError), never the reverse; a package may import its
+    own modules (wrapper_rules.memory)."""
     wrapper_rules = sorted((REPO / "src" / "wrapper_rules").rglob("*.py"))
     output_locks = sorted((REPO / "src" / "output_locks").rglob("*.py"))
     folder_walk = sorted((REPO / "src" / "folder_walk").rglob("*.py"))
-    for files, allowed in ((wrapper_rules, set()), (output_locks, {"wrapper_rules"}), (folder_walk, set())):
+    for files, allowed in (
+        (wrapper_rules, {"wrapper_rules"}),
+        (output_locks, {"wrapper_rules"}),
+        (folder_walk, set()),
+    ):
         modules = {top(module) for path in files for module in imported_modules(path, package_of(path))}
         assert files and modules <= set(sys.stdlib_module_names) | {"__future__"} | allowed, files
 

@@ -682,6 +682,52 @@ def test_a_read_only_output_folder_is_one_line_naming_the_output_its_folder_and_
     assert [path.name for path in folder.iterdir()] == ["attack.csv"]  # no temporary or lock file left
 
 
+# A wrapper's body asking for more memory than its address-space limit (RLIMIT_AS, `ulimit -v`) leaves it: a real
+# MemoryError, raised by the allocation itself. The limit is set after the imports, 256 MiB above what the process
+# holds then.
+ALLOCATING_PAST_THE_LIMIT = """
+import resource, sys
+from kdgat.logs import configure, failure_logged
+
+configure(sys.argv[1])
+held = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+limit = held + 256 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+print(limit // (1024 * 1024), flush=True)
+with failure_logged("build_graphs"):
+    graphs = bytearray(1024 * 1024 * 1024)
+"""
+
+
+def test_a_memory_error_is_one_line_naming_the_memory_the_process_had_and_mem_mb(tmp_path):
+    """A MemoryError in a wrapper (a real one: an allocation past the process's ``ulimit -v``) ended with a long
+    traceback, as a bug does. Now one line, in the log and on stderr, status 1: the error, the memory the process
+    had (its peak, its address-space limit, the machine's) and what to do (the rule's mem_mb resource, ``ulimit
+    -v``)."""
+    log = tmp_path / "job.log"
+    job = subprocess.run(
+        [sys.executable, "-c", ALLOCATING_PAST_THE_LIMIT, str(log)],
+        env={"PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    limit_mib = int(job.stdout)
+    assert job.returncode == 1, job.stderr
+    assert "Traceback" not in job.stderr and len(job.stderr.splitlines()) == 1, job.stderr
+    line = job.stderr.rstrip("\n")
+    assert line.startswith(
+        "build_graphs failed: MemoryError: the process could not get the memory it asked for (it held at most "
+    ), line
+    assert f"; its address-space limit (`ulimit -v`) is {limit_mib} MiB;" in line, line
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+    assert f"; the machine has {machine} MiB)" in line, line
+    assert line.endswith(
+        ": give the job more memory (the rule's mem_mb resource, e.g. `--set-resources <rule>:mem_mb=<MB>`, which a "
+        "cluster executor reserves and enforces; raise `ulimit -v` in the shell or job script that starts "
+        "snakemake) or give it less to hold at once (smaller inputs, batches or fewer workers), then rerun the job"
+    ), line
+    text = log.read_text()
+    assert text.endswith(f" ERROR kdgat: {line}\n") and len(text.splitlines()) == 1, text
+
+
 # A wrapper's body writing an output where another user's file of that name is, in a folder with the sticky bit
 # (a shared 1777 project or scratch folder): the kernel refuses the rename over it with EPERM.
 REPLACING_ANOTHER_USERS_FILE = """

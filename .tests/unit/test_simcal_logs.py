@@ -14,7 +14,7 @@ from testkit import signalled_mid_write
 from simcal.backends import Terminated, close_on_signals
 from simcal.contract import ContractError
 from simcal.logs import configure, configure_wrapper, failure_logged
-from wrapper_rules import InputRefused, Interrupted, RuleRefused
+from wrapper_rules import InputRefused, Interrupted, MachineRefused, RuleRefused
 
 CAUSES = {
     signal.SIGTERM: "a walltime, scancel or pod deletion",
@@ -27,11 +27,12 @@ def test_records_and_a_failure_go_to_the_log_file(tmp_path, restore_logging):
     configure(log)
     logging.getLogger("simcal.runner").info("12/24 done")
     logging.getLogger("distributed.scheduler").info("chatter below warnings")
-    with pytest.raises(MemoryError), failure_logged("simulate"):
-        raise MemoryError  # a job out of memory is logged too, and still stops
+    with pytest.raises(MachineRefused), failure_logged("simulate"):
+        raise MemoryError  # a job out of memory is logged too (one line, wrapper_rules.memory), and still stops
     text = log.read_text()
     assert "INFO simcal.runner: 12/24 done" in text and "chatter" not in text
-    assert "ERROR simcal: simulate failed" in text and "MemoryError" in text
+    assert "ERROR simcal: simulate failed: MemoryError: the process could not get the memory" in text
+    assert "Traceback" not in text
 
 
 def test_a_contract_error_is_one_line_in_the_log_and_on_stderr_and_ends_with_status_1(

@@ -85,8 +85,8 @@ def failure_logged(
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``) is
     logged as the one line ``<what> failed: <message>``, also on stderr, and ends the process with status 1 and no
     traceback (``wrapper_rules.refuse_input``), and so is a full disk, a quota, a file past the size limit or too many
-    open files, or a file the job may not write or replace, with what to do (``wrapper_rules.exhausted``,
-    ``not_permitted``). Any other exception is logged with its traceback as
+    open files, a file the job may not write or replace, or a ``MemoryError``, with what to do
+    (``wrapper_rules.exhausted``, ``not_permitted``, ``memory.out_of_memory``). Any other exception is logged with its traceback as
     ``<what> failed``, then re-raised unchanged. A SIGTERM, SIGHUP or Ctrl-C (SIGINT) during the block is logged as such (no
     traceback) and ends the process with status 128 + the signal (``termination_as_exit``,
     ``wrapper_rules.Interrupted``); the line says that a rerun resumes

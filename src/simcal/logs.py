@@ -44,8 +44,8 @@ def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractCont
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``: a
     ``ContractError`` and the like) is logged as the one line ``<what> failed: <message>``, also on stderr, and ends
     the process with status 1 and no traceback (``wrapper_rules.refuse_input``), and so is a full disk, a quota, a
-    file past the size limit or too many open files, or a file the job may not write or replace, with what to do
-    (``wrapper_rules.exhausted``, ``not_permitted``). Any other
+    file past the size limit or too many open files, a file the job may not write or replace, or a ``MemoryError``,
+    with what to do (``wrapper_rules.exhausted``, ``not_permitted``, ``memory.out_of_memory``). Any other
     exception is logged with its traceback as ``<what> failed``, then re-raised unchanged. A termination signal (SIGTERM, SIGHUP)
     during the block is ``Terminated`` (``backends.close_on_signals``), so that an atomic write under way removes
     its temporary file, then one line saying so and naming the signal, no traceback, and exit status 128 + the

@@ -10,8 +10,9 @@ name.
 Also the line between a user's mistake and a bug, for a wrapper's failure (``failure_logged``, which kdgat's and
 simcal's ``failure_logged`` are): ``InputError``, which the libraries' error classes for bad input mix in, ends the
 job with one logged line (``refuse_input``), and so does a full disk, a quota, a file over the size limit or too many
-open files (``exhausted``: the machine's limit, not the code's) or a file or folder the job may not write or
-another user's file it may not replace (``not_permitted``); anything else keeps its traceback."""
+open files (``exhausted``: the machine's limit, not the code's), memory the process could not get
+(``memory.out_of_memory``) or a file or folder the job may not write or another user's file it may not replace
+(``not_permitted``); anything else keeps its traceback."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NoReturn
+
+from wrapper_rules.memory import out_of_memory
 
 KIND = {"input": "input", "output": "output", "params": "param"}
 # The termination signals both libraries' wrappers turn into a clean stop, each with what usually sends it (for
@@ -82,12 +85,13 @@ class Interrupted(SystemExit):
 
 
 class MachineRefused(SystemExit):
-    """An ``OSError`` by which the machine refused a job, not a bug (a resource it ran out of, ``exhausted``; a file
-    it may not write, ``not_permitted``) at a wrapper's outermost frame: logged as one line, as a user's mistake is,
+    """An ``OSError`` or ``MemoryError`` by which the machine refused a job, not a bug (a resource it ran out of,
+    ``exhausted``; memory, ``memory.out_of_memory``; a file it may not write, ``not_permitted``) at a wrapper's
+    outermost frame: logged as one line, as a user's mistake is,
     and the process ends with status 1 and no traceback (the fix is space, a quota, a limit or a permission, not
-    code). ``error``: the ``OSError``."""
+    code). ``error``: the ``OSError`` or ``MemoryError``."""
 
-    def __init__(self, error: OSError) -> None:
+    def __init__(self, error: OSError | MemoryError) -> None:
         super().__init__(1)
         self.error = error
 
@@ -186,13 +190,15 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def refuse_exhausted(what: str, error: OSError, advice: str, log: logging.Logger) -> NoReturn:
-    """End a wrapper on a resource the machine ran out of (``exhausted``) or a file it may not write
-    (``not_permitted``): ``<what> failed: <error>: <advice>, then
+def refuse_exhausted(
+    what: str, error: OSError | MemoryError, advice: str, log: logging.Logger, named: str | None = None
+) -> NoReturn:
+    """End a wrapper on a resource the machine ran out of (``exhausted``, ``memory.out_of_memory``: ``named`` is the
+    error as the line names it) or a file it may not write (``not_permitted``): ``<what> failed: <error>: <advice>, then
     rerun the job`` as one ERROR record (no traceback) to the rule's log and on stderr, as ``refuse_input`` does,
     then ``MachineRefused`` (exit status 1). The log is often on the full disk itself: a record it cannot take is
     dropped without Python's ``--- Logging error ---`` traceback, and the line on stderr still says it."""
-    message = f"{what} failed: {error}: {advice}, then rerun the job"
+    message = f"{what} failed: {named or error}: {advice}, then rerun the job"
     raising = logging.raiseExceptions
     logging.raiseExceptions = False
     try:
@@ -237,10 +243,11 @@ def failure_logged(
     signal is no bug) and re-raised. Ctrl-C's ``KeyboardInterrupt`` is a stop too: the one line
     ``stopped(interrupt)``, then ``Interrupted`` (status 130, no traceback). A user's mistake (``InputError``) ends
     the process with ``refuse_input``: ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no
-    traceback; so does a full disk, a quota, a file past the size limit or too many open files (``exhausted``), or
-    a file or folder the job may not write (``not_permitted``), with what to do (``refuse_exhausted``, ``MachineRefused``). ``InputRefused``, ``RuleRefused``,
-    ``MachineRefused`` and ``Interrupted`` from within (a nested frame, ``check_rule``)
-    were logged where they were raised, and a ``SystemExit`` with status 0 or None is no failure: they pass through
+    traceback; so does a full disk, a quota, a file past the size limit or too many open files (``exhausted``), a
+    ``MemoryError`` (naming the memory the process had, ``memory.out_of_memory``), or a file or folder the job may
+    not write (``not_permitted``), with what to do (``refuse_exhausted``, ``MachineRefused``). ``InputRefused``,
+    ``RuleRefused``, ``MachineRefused`` and ``Interrupted`` from within (a nested frame, ``check_rule``) were logged
+    where they were raised, and a ``SystemExit`` with status 0 or None is no failure: they pass through
     unlogged. Any other exception is logged with its traceback as ``<what> failed``, then re-raised unchanged."""
     try:
         with guard():
@@ -255,6 +262,9 @@ def failure_logged(
         refuse_input(what, error, log)
     except (InputRefused, RuleRefused, MachineRefused, Interrupted):
         raise
+    except MemoryError as error:
+        named, advice = out_of_memory(error)
+        refuse_exhausted(what, error, advice, log, named=named)
     except OSError as error:
         advice = exhausted(error) or not_permitted(error)
         if advice is None:

@@ -1,0 +1,74 @@
+"""What a wrapper says of a ``MemoryError``: the memory the process had (its peak, its address-space limit, its
+cgroup's limit, the machine's) and what to do, as one line (``wrapper_rules.failure_logged``). Only the standard
+library, and nothing that allocates much: it runs just after an allocation failed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def memory_had() -> list[str]:
+    """The memory the process had, each as a phrase: the most it held (its peak resident set), its address-space
+    limit (RLIMIT_AS, ``ulimit -v``) and its cgroup's memory limit where either is set, and the machine's memory."""
+    import resource
+
+    had = [f"it held at most {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB"]
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        had.append(f"its address-space limit (`ulimit -v`) is {limit // MIB} MiB")
+    cgroup = cgroup_memory_limit()
+    if cgroup is not None:
+        had.append(f"its cgroup's memory limit is {cgroup // MIB} MiB")
+    try:
+        had.append(f"the machine has {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // MIB} MiB")
+    except (OSError, ValueError):
+        pass
+    return had
+
+
+def cgroup_memory_limit() -> int | None:
+    """The memory limit in bytes of the process's cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``), which a
+    SLURM or Kubernetes executor sets from the rule's ``mem_mb``; None where there is none."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidate = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max"
+        elif "memory" in controllers.split(","):
+            candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"
+        else:
+            continue
+        try:
+            value = candidate.read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and int(value) < 2**60:  # v1's "no limit" is a number near 2**63
+            return int(value)
+    return None
+
+
+def out_of_memory(error: BaseException) -> tuple[str, str] | None:
+    """The error as a wrapper's line names it and what to do about it when it is a ``MemoryError`` (numpy's
+    ``_ArrayMemoryError`` included): the memory the process had (``memory_had``), and to give the job more (the
+    rule's ``mem_mb`` resource, which a cluster executor reserves and enforces; ``ulimit -v`` where that limit was
+    set) or make it smaller. None for any other error."""
+    if not isinstance(error, MemoryError):
+        return None
+    named = f"MemoryError: {error}" if str(error) else "MemoryError"
+    had = memory_had()
+    advice = (
+        "the process could not get the memory it asked for ("
+        + "; ".join(had)
+        + "): give the job more memory (the "
+        "rule's mem_mb resource, e.g. `--set-resources <rule>:mem_mb=<MB>`, which a cluster executor reserves and "
+        "enforces"
+    )
+    if any("ulimit -v" in phrase for phrase in had):
+        advice += "; raise `ulimit -v` in the shell or job script that starts snakemake"
+    return named, advice + ") or give it less to hold at once (smaller inputs, batches or fewer workers)"
