@@ -64,6 +64,7 @@ def stderr_text(capsys, restore_logging):
 def test_every_command_is_there_and_explains_every_option(capsys):
     assert {" ".join(name) for name in COMMANDS} == {
         "preprocess", "train", "train vgae", "train gat", "train dqn", "evaluate", "baselines", "summarize",
+        "stash", "stash prune",
     }  # fmt: skip
     for name, command in COMMANDS.items():
         assert command.description, name

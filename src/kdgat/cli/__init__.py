@@ -7,6 +7,7 @@ settings (from the workflow's config.yaml or a YAML file, overridable by flags) 
     kdgat evaluate ...               one detector on validation and test scenarios (evaluate_detector)
     kdgat baselines ...              the trivial baselines of one dataset (evaluate_baselines)
     kdgat summarize ...              tables and charts from evaluations (summarize_evaluation)
+    kdgat stash prune ...            remove the evaluation stash's entries not used for a while
 
 Heavy libraries (torch) are imported by the command that needs them, so that ``--help`` answers at once.
 """
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 
 from kdgat.cli.config import UsageError
 from kdgat.cli.progress import MODES, ProgressBar, configure_logging, wants_bar
+from kdgat.cli.stash import add_parser as add_stash
 from kdgat.cli.steps import add_baselines, add_evaluate, add_preprocess, add_summarize
 from kdgat.cli.train import add_parser as add_train
 from kdgat.logs import Terminated, termination_as_exit
@@ -86,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     add_evaluate(subparsers, common_options("evaluation"))
     add_baselines(subparsers, common_options("evaluation", threads=False))
     add_summarize(subparsers, common_options(None))
+    add_stash(subparsers, common_options(None))
     return main_parser
 
 

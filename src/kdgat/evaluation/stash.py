@@ -16,6 +16,7 @@ import pwd
 import re
 import shutil
 import stat
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ STAGING_NAME = re.compile(r"\..+\.(stale\.)?[0-9a-f]{12}")
 # How long such a folder must have been left unchanged, by the stash filesystem's own clock, before a commit
 # removes it: on NFS a flock on a folder is the node's alone, so a commit on another node may be under way in it.
 LEFT_FOR_S = 3600.0
+# An entry's name: its key (``stash_key``). ``prune`` touches nothing else in the folder.
+ENTRY_NAME = re.compile(r"[0-9a-f]{32}")
 
 
 def library_code_digest(package: str | os.PathLike | None = None) -> str:
@@ -118,12 +121,17 @@ class ResultStash:
         outputs, a stash cleaned and refilled) is seen; the restore is then made again from the new entry once,
         else the caller recomputes. False when nothing was restored."""
         entry = self.entry(key)
+        with self._locked(fcntl.LOCK_SH):  # ``prune`` waits for it
+            return self._restore(entry, outputs)
+
+    def _restore(self, entry: Path, outputs: Mapping[str, str | os.PathLike]) -> bool:
         mark = self._mark(entry, outputs, warn=True)
         for again in (True, False):
             if mark is None:
                 return False
             problem = self._copy_checked(entry, mark["sha256"], outputs)
             if problem is None:
+                self._used(entry)
                 return True
             replaced = self._mark(entry, outputs)
             # the same entry (one id per commit): a file changed since its commit, or the target's side failed
@@ -204,6 +212,7 @@ class ResultStash:
         commit ends (SIGTERM included)."""
         entry = self.entry(key)
         if self._holds(entry, outputs, verify=True):
+            self._used(entry)
             return entry
         with self._committing():
             return self._commit(key, entry, outputs)
@@ -242,6 +251,71 @@ class ResultStash:
             "could not commit to the result stash %s (something is in the way); a rerun recomputes", entry
         )
         return None
+
+    @staticmethod
+    def _used(entry: Path) -> None:
+        """Record that ``entry`` was used now (restored, or found by a commit): its folder's mtime, which ``prune``
+        reads as its last use (a commit's folder has the time of its last file). Another user's entry this user
+        may not touch keeps the time of its last use by one who may."""
+        with contextlib.suppress(OSError):
+            os.utime(entry)
+
+    @contextlib.contextmanager
+    def _locked(self, operation: int) -> Iterator[bool]:
+        """Hold ``flock(operation)`` on the stash folder for the block: shared by each restore and commit, exclusive
+        by ``prune``, so that an entry is never removed while a job on this node copies from it. Yields whether
+        the lock is held (False where the folder cannot be opened or the filesystem takes no ``flock``)."""
+        try:
+            folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(folder, operation)
+            except OSError:
+                yield False
+            else:
+                yield True
+        finally:
+            os.close(folder)
+
+    def prune(self, older_than_s: float, dry_run: bool = False) -> list[tuple[Path, float, int]]:
+        """Remove the entries not used (committed or restored, ``_used``) for ``older_than_s`` seconds, measured
+        on the stash filesystem's clock, and the staging folders killed commits left (``_remove_left_staging``):
+        the ``(entry, seconds since its last use, bytes)`` of each, oldest first; ``dry_run`` removes nothing.
+
+        It holds the stash folder's lock exclusively, waiting for the restores and commits under way on this node
+        to end, and those that start meanwhile wait for it. An entry is removed in one step (moved aside, then
+        deleted: ``files.discard``), so a restore on another node of an NFS stash (whose ``flock`` is the node's
+        alone) fails its digest check and recomputes, never restoring a part. Only folders named as a key (32 hex
+        digits) are entries: nothing else in the folder is touched. A ValueError naming the folder when it is not
+        one, or when its lock cannot be taken."""
+        if not self.root.is_dir():
+            raise ValueError(f"stash folder {self.root}: not a folder (evaluation.stash_dir names it)")
+        with self._locked(fcntl.LOCK_EX) as locked:
+            if not locked:
+                raise ValueError(
+                    f"stash folder {self.root}: cannot lock it (no flock on its filesystem, or it cannot be read), "
+                    "so an evaluation restoring from an entry could lose it midway: prune it where it can be "
+                    "locked, or when no evaluation runs"
+                )
+            now = self._filesystem_now() or time.time()
+            old = []
+            for entry in self.root.iterdir():
+                if not (ENTRY_NAME.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
+                    continue
+                with contextlib.suppress(OSError):
+                    unused_s = now - entry.lstat().st_mtime
+                    if unused_s >= older_than_s:
+                        size = sum(path.lstat().st_size for path in entry.iterdir())
+                        old.append((entry, unused_s, size))
+            old.sort(key=lambda found: -found[1])
+            if not dry_run:
+                for entry, _, _ in old:
+                    discard(entry, prefix=f".{entry.name}.stale.")
+                self._remove_left_staging()
+        return old
 
     def _share_with_the_stash_group(self, staging: Path) -> None:
         """Make the entry folder group-writable in a stash folder the group may write (a shared stash, 2775), when
