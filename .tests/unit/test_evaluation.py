@@ -2472,3 +2472,23 @@ def test_an_evaluation_reads_each_graph_files_header_once_and_still_names_a_json
         message.startswith(f"{metadata}: not a readable kdgat graph file")
         and "Unsupported operand 123" in message
     )
+
+
+def test_a_one_class_roc_or_pr_panel_draws_no_empty_legend_and_raises_no_warning(monkeypatch):
+    """With one class on test and on validation the ROC and PR panels hold no curve: their legend, drawn anyway,
+    raised matplotlib's "No artists with labels found to put in legend" warning. It is drawn only with curves."""
+    import warnings
+
+    figures = _drawn(monkeypatch)
+    one_class = pd.concat(
+        [_scored([0] * 6, *CURVE_SCORES.values()).assign(split=split) for split in ("val", "test")],
+        ignore_index=True,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's warning fails the test
+        plot_roc(one_class, "roc.svg")
+        plot_pr(one_class, "pr.svg")
+        plot_roc(_curve_frames(CURVE_LABELS), "roc.svg")
+        plot_pr(_curve_frames(CURVE_LABELS), "pr.svg")
+    assert [figure.axes[0].get_legend() is None for figure in figures] == [True, True, False, False]
+    assert "undefined" in figures[0].axes[0].texts[0].get_text()

@@ -33,6 +33,13 @@ def _curve_split(scores: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return val, "validation (test has one class only)"
 
 
+def _legend(axis, **options) -> None:
+    """The axis's legend, drawn only when a line or bar is labelled: a panel of one class has no curve, and
+    matplotlib warns "No artists with labels found to put in legend" for an empty one."""
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(**options)
+
+
 _SCORE_OF = {"vgae": "vgae_score", "gat": "gat_prob", "fusion": "fusion_score"}
 
 
@@ -51,7 +58,7 @@ def plot_roc(scores: pd.DataFrame, path: str | os.PathLike, title: str = "") -> 
         axis.text(0.5, 0.5, "ROC undefined: one class only", ha="center")
     axis.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
     axis.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title} ROC, {where}")
-    axis.legend(loc="lower right", fontsize=8)
+    _legend(axis, loc="lower right", fontsize=8)
     save_figure(figure, path)
 
 
@@ -70,7 +77,7 @@ def plot_pr(scores: pd.DataFrame, path: str | os.PathLike, title: str = "") -> N
     else:
         axis.text(0.5, 0.5, "PR curve undefined: no attacks", ha="center")
     axis.set(xlabel="recall", ylabel="precision", title=f"{title} precision-recall, {where}", ylim=(0, 1.02))
-    axis.legend(loc="lower left", fontsize=8)
+    _legend(axis, loc="lower left", fontsize=8)
     save_figure(figure, path)
 
 
@@ -215,7 +222,7 @@ def plot_size_f1(table: pd.DataFrame, path: str | os.PathLike, title: str = "", 
     ):
         axis.set_xticks(x, datasets)
         axis.set_ylabel(ylabel)
-        axis.legend(fontsize=8)
+        _legend(axis, fontsize=8)
     axes[0].set_yscale("log")
     axes[1].set_ylim(0, 1.05)
     hardware = sorted(set(table["hardware"])) if "hardware" in table else []
