@@ -416,11 +416,12 @@ def test_the_training_batches_are_shuffled_by_the_seed(graphs):
 
 
 class ScriptedStage(TinyStage):
-    """A stage whose validation losses are `val_losses`, one per epoch; epoch n (from 1) leaves every weight = n."""
+    """A stage whose validation losses are `val_losses`, one per epoch, and `untrained` (default: the first epoch's)
+    before the first; epoch n (from 1) leaves every weight = n."""
 
-    def __init__(self, val_losses):
+    def __init__(self, val_losses, untrained=None):
         super().__init__()
-        self.val_losses = list(val_losses)
+        self.val_losses = [val_losses[0] if untrained is None else untrained, *val_losses]
         self.epochs_run = 0
 
     def train_epoch(self, epoch):
@@ -431,7 +432,7 @@ class ScriptedStage(TinyStage):
         return {"graphs": 1}
 
     def validate(self):
-        return {"val_loss": self.val_losses[self.epochs_run - 1]}
+        return {"val_loss": self.val_losses[self.epochs_run]}
 
 
 @pytest.mark.parametrize(
@@ -471,6 +472,120 @@ def test_a_diverged_training_stops_naming_the_stage_epoch_and_learning_rate(stag
                        rf"diverged; lower kd_gat\.training\.{stage}\.lr \(1e\+08\)"):  # fmt: skip
         module.train(train, val, NUM_IDS, diverging, checkpoint)
     assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("stage", ["vgae", "gat", "dqn"])
+def test_a_training_exploded_to_finite_losses_stops_naming_the_stage_epoch_loss_and_learning_rate(
+    stage, graphs, fusion_data
+):
+    """At learning rate 1e3 the weights explode but stay finite (the GAT's validation loss ~1e14, its AUC 0.5):
+    the check of a loss that is not finite never fired, and the model was returned, saved and scored. The best
+    validation loss more than DIVERGENCE_FACTOR times the untrained model's (the DQN's: its Q-values more than that
+    times the largest return, its loss being minus a bounded reward) stops the run, naming the setting to change."""
+    exploding = {"lr": 1e3} | ({"epochs": 4} if stage == "dqn" else {})
+    loss = {"vgae_loss": LOSS} if stage == "vgae" else {"dqn": RL} if stage == "dqn" else {}
+    diverging = settings(stage, training=exploding, **loss)
+    why = (
+        r"the largest \|Q-value\| on the stop graphs is [0-9.e+]+, more than 10 times the largest return an "
+        r"episode can give \(1\.25\)"
+        if stage == "dqn"
+        else r"the best validation loss is [0-9.e+]+, more than 10 times the untrained model's \([0-9.]+\)"
+    )
+    fix = rf"lower kd_gat\.training\.{stage}\.lr \(1000\)"
+    pattern = rf"{stage}\[teacher\] epoch \d \(the best\): {why}: training diverged; {fix}"
+    with pytest.raises(ValueError, match=pattern) as raised:
+        if stage == "dqn":
+            dqn_training.train(*fusion_data, diverging)
+        else:
+            (vgae_training if stage == "vgae" else gat_training).train(*graphs, NUM_IDS, diverging)
+    size = float(re.search(r"is ([0-9.e+]+), more", str(raised.value)).group(1))
+    assert math.isfinite(size) and size > 100  # finite: the check of a loss that is not finite never fired
+
+
+def test_the_gat_job_of_an_exploded_training_writes_no_model(graphs, tmp_path):
+    """The hunt's case end to end: train_gat's library call at learning rate 1e3 wrote model.pt, metrics.json
+    (val_auc 0.5) and history.csv of a diverged model; it stops before any output."""
+    train, val = graphs
+    inputs = {name: tmp_path / f"{name}.pt" for name in ("train", "val")}
+    save_graphs(train, inputs["train"])
+    save_graphs(val, inputs["val"])
+    (tmp_path / "metadata.json").write_text(json.dumps({"num_ids": NUM_IDS}))
+    outputs = {name: tmp_path / "out" / f"{name}.x" for name in ("model", "metrics", "history")}
+    with pytest.raises(
+        ValueError, match=r"gat\[teacher\] epoch \d \(the best\): the best validation loss is"
+    ):
+        gat_training.run(
+            **inputs,
+            metadata=tmp_path / "metadata.json",
+            outputs=outputs,
+            settings=settings("gat", training={"lr": 1e3}),
+        )
+    assert not any(path.exists() for path in outputs.values())
+
+
+@pytest.mark.parametrize(
+    ("val_losses", "untrained", "diverged_at"),
+    [
+        ([50.0, 30.0, 40.0], 2.0, 2),  # best 30 > 10 × 2: diverged, the best epoch named
+        ([50.0, 19.9, 40.0], 2.0, None),  # best 19.9 within 10 × 2: kept (generous), though worse than none
+        ([0.5, 0.2, 0.3], 0.0, None),  # an untrained loss of 0 (or below) gives no scale: nothing judged
+    ],
+)
+def test_a_run_diverged_when_its_best_validation_loss_is_more_than_the_factor_times_the_untrained_ones(
+    val_losses, untrained, diverged_at, tmp_path, monkeypatch
+):
+    """kdgat.training.loop.fit takes the untrained model's validation loss before the first epoch; after the last
+    one, a best loss more than DIVERGENCE_FACTOR times that stops the run before fit returns its weights. A run
+    resumed from its checkpoint judges by the untrained loss the checkpoint kept."""
+    assert training_loop.DIVERGENCE_FACTOR == 10
+    loop = training_loop.LoopSettings(epochs=3, patience=5, divergence_fix="lower x.lr (5)")
+    if diverged_at is None:
+        result = training_loop.fit(ScriptedStage(val_losses, untrained), loop, "fingerprint")
+        assert result["untrained_val_loss"] == untrained
+        return
+    expected = (
+        rf"train epoch {diverged_at} \(the best\): the best validation loss is {min(val_losses):g}, more than "
+        rf"10 times the untrained model's \({untrained:g}\): training diverged; lower x\.lr \(5\)"
+    )
+    with pytest.raises(ValueError, match=expected):
+        training_loop.fit(ScriptedStage(val_losses, untrained), loop, "fingerprint")
+    checkpointed = training_loop.LoopSettings(epochs=3, patience=5, checkpoint=tmp_path / "last.pt")
+    with monkeypatch.context() as patch:
+        crash_at(patch, ScriptedStage, 2)  # dies during the third epoch
+        with pytest.raises(RuntimeError, match="simulated"):
+            training_loop.fit(ScriptedStage(val_losses, untrained), checkpointed, "fingerprint")
+    resumed = ScriptedStage(val_losses, untrained)
+    resumed.epochs_run = 2  # no longer untrained: asked again, it answers epoch 2's loss and the run passes
+    with pytest.raises(ValueError, match=rf"the untrained model's \({untrained:g}\)"):
+        training_loop.fit(resumed, checkpointed, "fingerprint")
+
+
+class DrawingStage(ScriptedStage):
+    """A scripted stage whose validation and epochs draw from the global and the loader's RNGs, as a real stage's
+    dropout and shuffling would: an epoch's loss records what it drew."""
+
+    def train_epoch(self, epoch):
+        super().train_epoch(epoch)
+        self.drawn = (
+            float(torch.rand(1)) + float(torch.rand(1, generator=self.loader_generator)) + random.random()
+        )
+        return {"graphs": 1, "drawn": self.drawn}
+
+    def validate(self):
+        torch.rand(3), torch.rand(3, generator=self.loader_generator), np.random.rand(), random.random()  # noqa: NPY002
+        return {"val_loss": 1.0 + self.epochs_run}
+
+
+def test_taking_the_untrained_loss_changes_nothing_the_training_draws():
+    """The untrained model's validation before the first epoch puts every RNG back: a healthy run trains exactly
+    as before the rule (the demo's figures do not move)."""
+    histories = []
+    for loss_diverges in (True, False):  # False: no untrained validation, as before the rule
+        seed_everything(3)
+        loop = training_loop.LoopSettings(epochs=3, patience=5, loss_diverges=loss_diverges)
+        result = training_loop.fit(DrawingStage([1.0, 1.0, 1.0]), loop, "fingerprint")
+        histories.append([row["drawn"] for row in result["history"]])
+    assert histories[0] == histories[1]
 
 
 def test_a_vgae_without_normal_validation_graphs_stops_on_the_training_normals_not_on_attacks(graphs, caplog):
@@ -1016,7 +1131,7 @@ def test_a_checkpoint_from_a_process_that_saw_another_number_of_gpus_restores_th
     stage = TinyStage()
     saved = {
         "stage": stage.state_dict(),
-        **dict.fromkeys(("epoch", "best_val", "best_epoch", "bad_epochs"), 1),
+        **dict.fromkeys(("epoch", "best_val", "best_epoch", "bad_epochs", "untrained_val"), 1),
         "best_weights": stage.state_dict(),
         "history": [],
         "rng": {**rng_state(stage.loader_generator), "cuda": gpu_states},

@@ -52,7 +52,12 @@ from kdgat.training.data import (
     refuse_stop_graphs_that_are_the_fit_graphs,
     refuse_training_graphs,
 )
-from kdgat.training.fusion_policy import balanced_mean, fall_back_unless_better, policy_report
+from kdgat.training.fusion_policy import (
+    balanced_mean,
+    fall_back_unless_better,
+    policy_report,
+    q_value_divergence,
+)
 from kdgat.training.held_out import cross_fitted_rewards, early_stop_rows, joined, split_inputs, take
 from kdgat.training.loop import LoopSettings, fingerprint, fit, refuse_checkpoint_over_files
 from kdgat.training.replay import ReplayBuffer
@@ -256,6 +261,9 @@ class DQNStage(StageBase):
         reward = balanced_mean(out["reward"], self.val_inputs["label"])
         return {"val_loss": -reward, "val_reward": reward, "val_alpha": float(out["alpha"].mean())} | metrics
 
+    def divergence(self) -> str | None:  # asked by kdgat.training.loop.fit of the best weights
+        return q_value_divergence(self.model, self.val_inputs["state"], self.rl)
+
 
 def standardise_states(model: QNetwork, states: torch.Tensor) -> None:
     model.state_mean.copy_(states.mean(dim=0))
@@ -291,6 +299,8 @@ def fit_agent(
         checkpoint=checkpoint,
         name=f"dqn[{settings.variant}]",
         callbacks=callbacks,
+        divergence_fix=f"lower kd_gat.training.dqn.lr ({float(settings.training.lr):g})",
+        loss_diverges=False,  # minus a reward: the Q-values tell (divergence())
     )
     # Resume only on the same fusion inputs and teacher.
     inputs = {"train": train_inputs, "val": val_inputs, "teacher": teacher, "teacher_inputs": teacher_inputs}

@@ -11,6 +11,7 @@ import torch
 from kdgat.chain import DECISION_THRESHOLD
 from kdgat.models import LEARNT, NUM_ACTIONS, fuse
 from kdgat.training.held_out import joined
+from kdgat.training.loop import DIVERGENCE_FACTOR
 from kdgat.training.stage import validation_metrics
 
 
@@ -18,6 +19,32 @@ def balanced_mean(values: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean of `values` over each class, averaged over the classes present (the episodes are balanced too)."""
     means = [values[labels == c].float().mean() for c in (0, 1) if bool((labels == c).any())]
     return float(torch.stack(means).mean())
+
+
+def largest_return(rl) -> float:
+    """The largest |return| an episode of ``rl`` (the kd_gat.dqn settings) can give from any step, so the largest
+    |Q-value| a healthy agent estimates: a reward is +1 or minus a cost, discounted by γ over at most
+    steps_per_episode steps (the episode ends there)."""
+    reward = max(1.0, float(rl.miss_cost), float(rl.false_alarm_cost))
+    gamma = float(rl.gamma)
+    return reward * sum(gamma**k for k in range(int(rl.steps_per_episode)))
+
+
+@torch.no_grad()
+def q_value_divergence(model: torch.nn.Module, states: torch.Tensor, rl) -> str | None:
+    """Why the agent diverged though finite, or None: its largest |Q-value| on ``states`` (the stop graphs) is more
+    than DIVERGENCE_FACTOR times the largest return (:func:`largest_return`). Its validation loss (minus the
+    balanced reward, at most a cost per graph) cannot tell: argmax picks actions from Q-values of any size."""
+    if len(states) == 0:
+        return None
+    model.eval()
+    largest, limit = float(model(states).abs().max()), largest_return(rl)
+    if not largest <= DIVERGENCE_FACTOR * limit:
+        return (
+            f"the largest |Q-value| on the stop graphs is {largest:.4g}, more than {DIVERGENCE_FACTOR:g} times "
+            f"the largest return an episode can give ({limit:.4g})"
+        )
+    return None
 
 
 # The two policies that copy one input (α = 0: the VGAE's decision, α = 1: the GAT's), in the order a tie is broken.

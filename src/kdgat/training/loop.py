@@ -35,7 +35,12 @@ log = logging.getLogger("kdgat.training")
 
 # What fit() writes into a resume checkpoint; bump it when that changes. It, MODEL_FORMAT and the training code's
 # digest are part of every fingerprint, so a checkpoint of an older layout or code is set aside instead of loaded.
-CHECKPOINT_FORMAT = "kdgat-checkpoint/1"
+CHECKPOINT_FORMAT = "kdgat-checkpoint/2"
+
+# A run whose best validation loss is more than DIVERGENCE_FACTOR times the untrained model's (the loss of the
+# weights it started from, taken before the first epoch) has diverged though its loss is finite: no epoch came within
+# that factor of doing nothing. Healthy runs end at or below the untrained loss (docs/models.md, "Diverged training").
+DIVERGENCE_FACTOR = 10.0
 
 # Test hook: SIGKILL this process right after the checkpoint of epoch N is written (a node failure stand-in).
 KILL_AFTER_EPOCH_ENV = "KDGAT_KILL_AFTER_EPOCH"
@@ -53,6 +58,10 @@ class Stage(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+    # Optional: why the model's (best) weights are diverged though finite, or None; fit() asks after the last epoch
+    # (the DQN, whose validation loss is a bounded reward: kdgat.training.fusion_policy.q_value_divergence).
+    # def divergence(self) -> str | None: ...
 
 
 class EpochCallback:
@@ -109,8 +118,12 @@ class LoopSettings:
     name: str = "train"
     min_delta: float = 0.0
     callbacks: Sequence[EpochCallback] = field(default_factory=tuple)
-    # What the error of a diverged run (a validation loss that is not finite) tells the user to change.
+    # What the error of a diverged run (a validation loss that is not finite, or finite but more than
+    # DIVERGENCE_FACTOR times the untrained model's) tells the user to change.
     divergence_fix: str = "lower the learning rate"
+    # False for a validation loss that cannot grow without bound (the DQN's: minus a reward of at most 1 per graph),
+    # which no factor of the untrained loss tells diverged; the stage's divergence() check applies alone.
+    loss_diverges: bool = True
 
 
 def fingerprint(settings: dict, **inputs) -> str:
@@ -166,6 +179,7 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     best_val = float("inf")
     best_epoch = -1
     best_weights = copy.deepcopy(stage.model.state_dict())
+    untrained_val = None
     bad_epochs = 0
     start_epoch = 0
     resumed_from = None
@@ -180,11 +194,14 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     elif saved is not None and restore(stage, saved, checkpoint, loop.name):
         best_weights = saved["best_weights"]
         best_val, best_epoch, bad_epochs = saved["best_val"], saved["best_epoch"], saved["bad_epochs"]
+        untrained_val = saved["untrained_val"]
         history = saved["history"]
         start_epoch = saved["epoch"] + 1
         resumed_from = saved["epoch"]
         log.info("%s: resumed from %s after epoch %d", loop.name, checkpoint, saved["epoch"] + 1)
 
+    if resumed_from is None and loop.loss_diverges:
+        untrained_val = untrained_loss(stage)
     stopped_early = bool(history) and bad_epochs >= loop.patience
     epoch_seconds: list[float] = [row["seconds"] for row in history]
     observers = Observers(loop.callbacks)
@@ -245,6 +262,7 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
                     "best_val": best_val,
                     "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs,
+                    "untrained_val": untrained_val,
                     "history": history,
                     "rng": rng_state(stage.loader_generator),
                 },
@@ -255,14 +273,52 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
             os.kill(os.getpid(), signal.SIGKILL)
 
     stage.model.load_state_dict(best_weights)
+    refuse_diverged(stage, loop, best_epoch, best_val, untrained_val)
     result = {
         "history": history,
         "best_epoch": best_epoch,
         "best_val_loss": best_val,
+        "untrained_val_loss": untrained_val,
         "resumed_from": resumed_from,
     }
     observers.notify("fit_ended", result)
     return result
+
+
+def untrained_loss(stage: Stage) -> float:
+    """The validation loss of the weights training starts from. The RNG states are put back as they were, so the
+    training draws what it would have drawn without it (validation runs in eval mode and changes no weight)."""
+    state = rng_state(stage.loader_generator)
+    try:
+        return float(stage.validate()["val_loss"])
+    finally:
+        restore_rng_state(state, stage.loader_generator)
+
+
+def refuse_diverged(
+    stage: Stage, loop: LoopSettings, best_epoch: int, best_val: float, untrained_val: float | None
+) -> None:
+    """Stop a run that diverged though its losses stayed finite, before its model is saved: its best validation
+    loss is more than DIVERGENCE_FACTOR times the untrained model's (a loss of 0 or below gives no scale), or the
+    stage's own check (``stage.divergence()``) finds its best weights diverged."""
+    if best_epoch < 1:  # no epoch trained: nothing to judge
+        return
+    why = None
+    if (
+        untrained_val is not None
+        and 0 < untrained_val < math.inf
+        and best_val > DIVERGENCE_FACTOR * untrained_val
+    ):
+        why = (
+            f"the best validation loss is {best_val:.4g}, more than {DIVERGENCE_FACTOR:g} times the untrained "
+            f"model's ({untrained_val:.4g})"
+        )
+    elif hasattr(stage, "divergence"):
+        why = stage.divergence()
+    if why:
+        raise ValueError(
+            f"{loop.name} epoch {best_epoch} (the best): {why}: training diverged; {loop.divergence_fix}"
+        )
 
 
 UNREADABLE = "a file torch cannot read"
@@ -326,7 +382,16 @@ def read_checkpoint(path: Path, name: str) -> dict | None:
     return saved
 
 
-RESUMED_KEYS = ("epoch", "best_weights", "best_val", "best_epoch", "bad_epochs", "history", "rng")
+RESUMED_KEYS = (
+    "epoch",
+    "best_weights",
+    "best_val",
+    "best_epoch",
+    "bad_epochs",
+    "untrained_val",
+    "history",
+    "rng",
+)
 
 
 def restore(stage: Stage, saved: dict, path: Path, name: str) -> bool:
