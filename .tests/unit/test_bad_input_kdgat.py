@@ -350,6 +350,33 @@ def test_a_dataset_folder_leaves_out_the_logs_preprocess_exclude_names(tmp_path)
         assert {str(Path(f).relative_to(tmp_path)) for f in found} == kept, exclude
 
 
+def test_an_empty_exclude_word_is_refused_by_every_layout_call_naming_its_index(tmp_path):
+    """Every path contains "": each call left out every log, and a dataset folder was said to hold none ("has no
+    CAN logs ... under train_*/"), naming the folder, not the word; only the config schema refused it."""
+    from kdgat.layout import PreprocessError, compressed_logs, discover_layout, held_out_captures
+
+    for log in ("train_01_x/normal.csv", "test_01_dos/attack.csv", "fusion_01_x/a.csv"):
+        (tmp_path / log).parent.mkdir(parents=True, exist_ok=True)
+        write(tmp_path, log, HCRL_ROWS)
+    calls = [
+        lambda exclude: dataset_logs("lab", {"path": str(tmp_path)}, ["fusion"], exclude),
+        lambda exclude: dataset_logs(
+            "lab", {"files": {"train": ["a.csv"], "test": {"dos": ["b.csv"]}}}, (), exclude
+        ),
+        lambda exclude: discover_layout(tmp_path, exclude),
+        lambda exclude: held_out_captures(tmp_path, ["fusion"], exclude),
+        lambda exclude: compressed_logs(tmp_path, ["train"], exclude),
+    ]
+    for call in calls:
+        for exclude, index in ((["suppress", ""], 1), ([""], 0)):
+            with pytest.raises(
+                PreprocessError, match=rf"^preprocess\.exclude\[{index}\]: an empty word drops every"
+            ):
+                call(exclude)
+        call(["suppress"])  # a word is taken as before
+    assert discover_layout(tmp_path, [])[0] == [tmp_path / "train_01_x" / "normal.csv"]
+
+
 def test_preprocess_exclude_matches_folder_names_too_and_ignores_case(tmp_path):
     # HCRL-style test_NN_masquerade/ folders hold generic file names; Masquerade.csv is the same attack.
     for log in ("train_01_free/normal.csv", "train_02_x/Masquerade.csv", "test_01_dos/attack.csv",

@@ -632,6 +632,9 @@ def test_a_folder_option_that_names_a_file_fails_at_once_naming_the_option(
             "exclude=[1, 2]",
             "preprocess.exclude must be a list of words (e.g. [suppress, masquerade]), got [1, 2]",
         ),
+        # Every path contains "": with --path every log was left out ("has no CAN logs ... under train_*/").
+        ('exclude=[""]', "kdgat preprocess: preprocess.exclude[0]: an empty word drops every log"),
+        ('exclude=[suppress, ""]', "kdgat preprocess: preprocess.exclude[1]: an empty word drops every log"),
     ],
 )
 def test_preprocess_settings_the_schema_refuses_are_refused_by_the_command(

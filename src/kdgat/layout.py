@@ -55,6 +55,13 @@ def settings_named(function):
     return call
 
 
+def exclude_words(exclude: Iterable[str]) -> tuple[str, ...]:
+    """``exclude`` as a tuple; an empty word is refused: every path contains it, so every log was left out."""
+    if "" in (words := tuple(exclude)):
+        raise PreprocessError(f"{setting_key('exclude')}[{words.index('')}]: an empty word drops every log")
+    return words
+
+
 def share_key(split: str) -> str:
     """The config key of a held-out split's share of each training capture."""
     return setting_key("val_fraction" if split == VAL else f"held_out.{split}")
@@ -148,9 +155,7 @@ def _logs(directory: Path, exclude: tuple[str, ...], compressed: bool = False) -
     def hidden(path: Path) -> bool:
         return any(part.startswith(".") for part in path.relative_to(directory).parts)
 
-    def excluded(
-        path: Path,
-    ) -> bool:  # folder names count: HCRL's test_NN_masquerade/ hold generic file names
+    def excluded(path: Path) -> bool:  # folder names count (see above)
         relative = path.relative_to(directory.parent).as_posix().lower()
         return any(word in relative for word in words)
 
@@ -164,7 +169,7 @@ def compressed_logs(
 ) -> list[Path]:
     """Compressed logs (``<name>.csv.gz`` and the like) under the ``<split>_*/`` folders of ``root``, for each split
     name (``train``, ``test``, a held-out split); paths containing a word of ``exclude`` are left out (see _logs)."""
-    root, exclude = Path(root), tuple(exclude)
+    root, exclude = Path(root), exclude_words(exclude)
     # dict.fromkeys: a split named twice (preprocess.held_out's fusion and a known split) is searched once
     return sorted(
         p
@@ -180,7 +185,7 @@ def held_out_captures(
 ) -> dict[str, list[Path]]:
     """Whole captures for held-out splits: the logs under ``<name>_*/`` folders (``fusion_01_dos/``) for each
     split name; a name without such folders is left out."""
-    root, exclude = Path(root), tuple(exclude)
+    root, exclude = Path(root), exclude_words(exclude)
     found = {
         name: [f for d in sorted(root.glob(f"{name}_*")) if d.is_dir() for f in _logs(d, exclude)]
         for name in names
@@ -190,12 +195,11 @@ def held_out_captures(
 
 def discover_layout(root: str | Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> tuple[list[Path], dict]:
     """Training files (``train_*/``) and test scenarios (``test_*/``) of a dataset laid out like HCRL/KD-GAT."""
-    root = Path(root)
+    root, exclude = Path(root), exclude_words(exclude)
     if not root.is_dir():
         # A log file given where its dataset's folder belongs exists: "does not exist" would send the user looking.
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise FileNotFoundError(f"dataset directory {root} {what}{in_the_working_directory(root)}")
-    exclude = tuple(exclude)
     train = [f for d in sorted(root.glob("train_*")) if d.is_dir() for f in _logs(d, exclude)]
     test: dict[str, list[Path]] = {}
     for directory in sorted(root.glob("test_*")):
@@ -221,8 +225,7 @@ def _normalized(path) -> str:
 
 
 def _refuse_unwritten(captures: dict, held_out: tuple[str, ...], given: str) -> None:
-    """Whole captures of a held-out split that preprocess.held_out does not write would be read by nothing: an
-    error, as for synthetic files, not logs silently left out."""
+    """Whole captures of a held-out split that preprocess.held_out does not write are refused: nothing reads them."""
     unwritten = sorted(name for name in captures if name not in held_out)
     if unwritten:
         raise LayoutError(
@@ -397,7 +400,7 @@ def dataset_logs(
     a dataset's logs through this. ``held_out``: the split names of ``preprocess.held_out`` that take whole
     captures (``fusion_NN_<what>`` files or folders, ``files.fusion``); other such files are an error.
     ``path_name``: what a message calls the folder (default ``datasets.<dataset>.path``; the command's ``--path``)."""
-    held_out, exclude = tuple(held_out), tuple(exclude)
+    held_out, exclude = tuple(held_out), exclude_words(exclude)
     synthetic = (spec.get("synthetic") or {}).get("files") or []
     files = spec.get("files") or {}
     given = [

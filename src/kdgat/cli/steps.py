@@ -214,8 +214,9 @@ def check_dataset_entry(dataset: str, spec, config_file: str | Path | None = Non
 def check_preprocess_section(section: dict) -> None:
     """What the preprocess schema holds the workflow's config to and the library takes more loosely: the held-out
     split names it knows (another name would write <name>.pt that no rule reads, and no fusion.pt), and exclude as
-    a list of words (a string would be read letter by letter, leaving out every log with one of its letters)."""
-    from kdgat.layout import HELD_OUT_SPLITS
+    a list of words (a string would be read letter by letter, leaving out every log with one of its letters), none
+    of them empty (every log would be left out, with --train/--test logs too, where it leaves out nothing)."""
+    from kdgat.layout import HELD_OUT_SPLITS, PreprocessError, exclude_words
 
     held_out = section.get("held_out")
     if isinstance(held_out, dict):
@@ -227,6 +228,10 @@ def check_preprocess_section(section: dict) -> None:
         raise UsageError(
             f"preprocess.exclude must be a list of words (e.g. [suppress, masquerade]), got {exclude!r}"
         )
+    try:
+        exclude_words(exclude or ())
+    except PreprocessError as error:
+        raise UsageError(str(error)) from None
 
 
 def run_preprocess(args: argparse.Namespace, callbacks=()) -> dict:
