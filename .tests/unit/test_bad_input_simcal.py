@@ -974,6 +974,42 @@ def test_bound_flags_must_be_booleans_and_the_parameters_a_mapping(parameters, m
 
 
 @pytest.mark.parametrize(
+    ("parameters", "where", "message"),
+    [
+        (
+            {"days": {"low": 30, "high": 30, "integer": True}},
+            "calibration.parameters",
+            "calibration.parameters.days: need low < high (and low > 0 when log: true), got 30.0, 30.0; "
+            "a parameter held at one value belongs in calibration.fixed: {days: 30}",
+        ),
+        (
+            {"beta": {"low": 0.25, "high": 0.25}},
+            "calibration.parameters",
+            "calibration.parameters.beta: need low < high (and low > 0 when log: true), got 0.25, 0.25; "
+            "a parameter held at one value belongs in calibration.fixed: {beta: 0.25}",
+        ),
+        (  # the sample_design wrapper's params.parameters: fixed is the simulate and calibrate rules' param
+            {"days": {"low": 7, "high": 7, "integer": True}},
+            "design parameters",
+            "design parameters.days: need low < high (and low > 0 when log: true), got 7.0, 7.0; "
+            "a parameter held at one value belongs in fixed: {days: 7}",
+        ),
+        (  # low above high is a mistake in the bounds, not a fixed value: no hint
+            {"days": {"low": 9, "high": 3, "integer": True}},
+            "calibration.parameters",
+            "calibration.parameters.days: need low < high (and low > 0 when log: true), got 9.0, 3.0",
+        ),
+    ],
+)
+def test_a_parameter_with_low_equal_to_high_is_told_it_belongs_in_fixed(parameters, where, message):
+    """Before, an integer parameter at one value (low 30, high 30) got "need low < high" alone, which reads as
+    though a range were wanted: a value held fixed belongs in fixed (calibration.fixed)."""
+    with pytest.raises(ContractError) as refused:
+        parse_bounds(parameters, where)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
     "design", [parse_bounds, lambda parameters: sample_design(parameters, 4)], ids=["bounds", "design"]
 )
 def test_a_bound_with_a_key_of_another_name_is_refused_naming_it(design):

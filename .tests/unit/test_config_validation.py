@@ -812,6 +812,13 @@ def test_a_folder_where_a_file_is_expected_is_refused_naming_the_key(
             {"low": 0.6, "high": 0.1},
             "calibration.parameters.beta: need low < high (and low > 0 when log: true), got 0.6, 0.1",
         ),
+        # an integer parameter at one value: "need low < high" alone, where calibration.fixed was meant
+        (
+            ("calibration", "parameters", "days"),
+            {"low": 30, "high": 30, "integer": True},
+            "calibration.parameters.days: need low < high (and low > 0 when log: true), got 30.0, 30.0; "
+            "a parameter held at one value belongs in calibration.fixed: {{days: 30}}",
+        ),
         # one TPR column where two were meant
         (
             ("evaluation", "fpr_targets"),

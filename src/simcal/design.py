@@ -108,8 +108,15 @@ def parse_bounds(
                 f"{where}.{name}: high - low must be a finite number (at most about 1.8e308), got {low:g}, {high:g}"
             )
         if not low < high or (log_scale and low <= 0):
+            hint = ""
+            if low == high:  # nothing to sample or calibrate (an integer one at low 3, high 3 too)
+                fixed = (
+                    f"{where.removesuffix('parameters')}fixed" if where.endswith(".parameters") else "fixed"
+                )
+                held = int(low) if low.is_integer() else low
+                hint = f"; a parameter held at one value belongs in {fixed}: {{{name}: {held}}}"
             raise ContractError(
-                f"{where}.{name}: need low < high (and low > 0 when log: true), got {low}, {high}"
+                f"{where}.{name}: need low < high (and low > 0 when log: true), got {low}, {high}{hint}"
             )
         if space is not None:
             declared = space[name]
