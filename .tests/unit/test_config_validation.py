@@ -128,6 +128,8 @@ def _with(config: dict, path: tuple[str, ...], value) -> dict:
         # every path contains the empty word: every log of a dataset read from a folder was left out, and the
         # dry run stopped naming datasets.<name>.path as a folder without logs, not this key
         (("preprocess", "exclude"), ["suppress", ""], "'' should be non-empty"),
+        # planned and run: a summary of replicates_ok/failed alone, a page saying "no numeric output to summarise"
+        (("calibration", "sweep", "columns"), [], "[] should be non-empty"),
     ],
 )
 def test_a_nested_value_out_of_range_names_its_key(tmp_path: Path, path: tuple, value, expected: str) -> None:

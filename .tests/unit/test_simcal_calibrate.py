@@ -1446,6 +1446,11 @@ def test_sweep_statistics_columns_or_parameter_names_given_twice_or_no_statistic
     for args, message in (
         ((["a"], ["y"], ["sum", "sum"]), r"^sweep statistics name 'sum' twice; give each once"),
         ((["a"], ["y", "y"]), r"^sweep columns name 'y' twice; give each once"),
+        # a summary of replicates_ok/failed alone and a page saying "no numeric output to summarise"
+        (
+            (["a"], []),
+            r"^sweep columns: the list is empty; name output columns, or give null \(every output\)",
+        ),
         ((["a", "a"], ["y"]), r"^parameter_names name 'a' twice; give each once"),
         (
             (["a"], ["y"], []),

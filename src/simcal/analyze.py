@@ -237,6 +237,10 @@ def summarize_sweep(
     _refuse_repeated(parameter_names, "parameter_names")
     if columns is not None:
         _refuse_repeated(columns, "sweep columns")
+        if not columns:  # a summary of replicates_ok/failed only, and a page saying "no numeric output"
+            raise ContractError(
+                "sweep columns: the list is empty; name output columns, or give null (every output)"
+            )
     ok = simulations[simulations["status"] == "ok"]
     coordinates: list[str] = []
     if columns is None:
