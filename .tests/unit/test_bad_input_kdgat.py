@@ -986,9 +986,9 @@ def test_a_training_run_without_one_of_its_outputs_is_an_input_error_naming_it(t
         (
             "gat",
             {"curriculum": {"end_ratio": 0.0}},
-            "params.settings.curriculum.end_ratio must be > 0, got 0.0",
+            "params.settings.curriculum.end_ratio must be a finite number > 0, got 0.0",
             {"curriculum": {"end_ratio": 0.0}},
-            "kd_gat.curriculum.end_ratio must be > 0, got 0.0",
+            "kd_gat.curriculum.end_ratio must be a finite number > 0, got 0.0",
         ),
         (
             "vgae",

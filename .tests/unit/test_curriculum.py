@@ -2,6 +2,7 @@
 curriculum draws from the normals its VGAE finds hardest."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -85,6 +86,20 @@ def test_pool_smaller_than_the_ratio_asks_is_used_whole_and_never_topped_up():
         "curriculum_pool": 10,
         "curriculum_normals": 10,
     }
+
+
+@pytest.mark.parametrize(("start_ratio", "end_ratio"), [(1e308, 1e308), (1.0, 1e308), (1e308, 1e-300)])
+def test_a_ratio_asking_for_more_normals_than_a_float_holds_uses_the_whole_pool(start_ratio, end_ratio):
+    """kd_gat.curriculum ratios have no schema maximum: 1e308 x 40 attacks is inf, and int(round(inf)) raised
+    OverflowError at the first epoch. The pool is used whole, as for any ratio above it."""
+    labels, difficulty = dataset(normals=100, attacks=40)
+    curriculum = Curriculum(epochs=3, start_ratio=start_ratio, end_ratio=end_ratio, start_percentile=50)
+    for epoch in range(3):
+        draw = curriculum.draw(difficulty, labels, epoch)
+        ratio, _ = curriculum.schedule(epoch)
+        expected = draw.pool if ratio * 40 >= draw.pool else max(1, round(ratio * 40))
+        assert draw.normals == expected == (labels[draw.indices] == 0).sum(), epoch
+        assert (labels[draw.indices] == 1).sum() == 40
 
 
 def default_curriculum(seed=42) -> Curriculum:
@@ -174,7 +189,8 @@ def test_difficulties_that_are_not_finite_or_do_not_match_the_graphs_fail_naming
 def test_bad_settings_name_the_config_section():
     with pytest.raises(ValueError, match="kd_gat.curriculum"):
         Curriculum(epochs=3, end_percentile=120)
-    with pytest.raises(ValueError, match=r"ratios must be > 0 \(config kd_gat.curriculum\)"):
-        Curriculum(epochs=3, start_ratio=0)
-    with pytest.raises(ValueError, match=r"ratios must be > 0 \(config kd_gat.curriculum\)"):
-        Curriculum(epochs=3, end_ratio=0)
+    for ratios in ({"start_ratio": 0}, {"end_ratio": 0}, {"end_ratio": math.inf}, {"start_ratio": math.nan}):
+        with pytest.raises(
+            ValueError, match=r"ratios must be finite numbers > 0 \(config kd_gat.curriculum\)"
+        ):
+            Curriculum(epochs=3, **ratios)

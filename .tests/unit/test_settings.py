@@ -160,6 +160,17 @@ def test_a_nan_setting_is_refused_naming_its_key(stage, config, message):
         StageSettings.from_config(config, stage, "student_kd")
 
 
+@pytest.mark.parametrize("key", ["start_ratio", "end_ratio"])
+def test_an_infinite_curriculum_ratio_is_refused_naming_its_key(key):
+    """`.inf` is a number above the schema's exclusiveMinimum 0: the dry run planned it and the GAT job failed at
+    its first epoch with "cannot convert float NaN to integer" (inf + (4 - inf) x progress), naming no key."""
+    with pytest.raises(SettingsError) as refused:
+        StageSettings.from_config({"curriculum": {key: float("inf")}}, "gat", "student_kd")
+    assert str(refused.value) == f"kd_gat.curriculum.{key} must be a finite number > 0, got inf"
+    huge = StageSettings.from_config({"curriculum": {key: 1e308}}, "gat", "student_kd")  # finite: taken
+    assert getattr(huge.curriculum, key) == 1e308
+
+
 @pytest.mark.parametrize(
     ("variant", "key"),
     [("teacher", "teacher_preset"), ("student_kd", "student_preset"), ("student", "student_preset")],

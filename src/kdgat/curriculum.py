@@ -50,8 +50,11 @@ class Curriculum:
     def __post_init__(self):
         if not 0 <= self.start_percentile <= 100 or not 0 <= self.end_percentile <= 100:
             raise ValueError("curriculum percentiles must lie in [0, 100] (config kd_gat.curriculum)")
-        if self.start_ratio <= 0 or self.end_ratio <= 0:
-            raise ValueError("curriculum ratios must be > 0 (config kd_gat.curriculum)")
+        if not (0 < self.start_ratio < np.inf and 0 < self.end_ratio < np.inf):  # NaN too
+            raise ValueError(
+                f"curriculum ratios must be finite numbers > 0 (config kd_gat.curriculum), got start_ratio "
+                f"{self.start_ratio}, end_ratio {self.end_ratio}"
+            )
 
     def schedule(self, epoch: int) -> tuple[float, float]:
         """(normal:attack ratio, hardness percentile) at `epoch` (0-based)."""
@@ -85,7 +88,9 @@ class Curriculum:
             )
         cutoff = np.percentile(normal_difficulty, percentile)
         pool = normals[normal_difficulty >= cutoff]
-        wanted = min(len(pool), max(1, int(round(ratio * len(attacks)))))
+        # a ratio of 1e308 asks for inf normals (int() raised OverflowError): the whole pool
+        asked = min(ratio * len(attacks), len(pool))
+        wanted = min(len(pool), max(1, int(round(asked))))
         rng = np.random.default_rng([self.seed, epoch])
         drawn = rng.choice(pool, size=wanted, replace=False)
         indices = np.sort(np.concatenate([attacks, drawn]))

@@ -207,7 +207,8 @@ class CurriculumSettings:
     def __post_init__(self):
         where = _key("kd_gat.curriculum", "curriculum")
         for name in ("start_ratio", "end_ratio"):
-            _require(getattr(self, name) > 0, f"{where}.{name}", "> 0", getattr(self, name))
+            value = getattr(self, name)  # .inf passed, and the first epoch failed: "cannot convert float NaN"
+            _require(value > 0 and value != float("inf"), f"{where}.{name}", "a finite number > 0", value)
         for name in ("start_percentile", "end_percentile"):
             value = getattr(self, name)
             _require(0 <= value <= 100, f"{where}.{name}", "in [0, 100]", value)
