@@ -485,6 +485,23 @@ def test_margin_overhead_and_attempt(tmp_path):
     assert quick.estimate("runtime", PATTERN, {"dataset": "b"}, default=1, attempt=2).value == 10
 
 
+@pytest.mark.parametrize("resource", ["mem_mb", "runtime"])
+def test_a_margin_whose_product_with_the_peak_is_not_finite_is_refused_naming_it(tmp_path, resource):
+    """margin has no maximum (the schema, the settings: a finite number >= 1): 1e308 x a peak of 1000 MB is inf,
+    and ceil(inf) raised OverflowError in the rule's resource function, naming no key."""
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(600.0, 1000.0)])
+    with pytest.raises(SettingsError) as refused:
+        history(tmp_path, margin=1e308).estimate(resource, PATTERN, {"dataset": "a"}, default=1)
+    peak = "runtime peak (600 s)" if resource == "runtime" else "mem_mb peak (1000 MB)"
+    assert str(refused.value) == (
+        f"learned_resources.margin 1e+308 x the recorded {peak} is not a finite number; give a margin of a few "
+        "(1.3 by default)"
+    )
+    # a finite product is still the documented arithmetic, however large
+    large = history(tmp_path, margin=1e300).estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1)
+    assert large.value == math.ceil((1000 + 900) * 1e300)
+
+
 def test_rounding_up_ignores_float_noise(tmp_path):
     """(100 + 300) x 1.1 is 440.00000000000006 in floats: the documented ceil gives 440, not 441."""
     write_runs(tmp_path / "benchmarks/train/a.tsv", [(60.0, 100.0)])

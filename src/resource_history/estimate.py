@@ -68,7 +68,7 @@ from resource_history.benchmarks import (
 )
 from resource_history.gpu_records import GPU_PEAK_KEY, read_gpu_record
 from resource_history.resumed import mark_path, restored_mark_path, restored_reason, resumed_reason
-from resource_history.settings import LearnedResourceSettings
+from resource_history.settings import WHERE, LearnedResourceSettings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -414,9 +414,16 @@ class ResourceHistory:
 
     def scale(self, resource: str, base: float, attempt: int) -> int:
         margin = self.settings.margin
+        value = base / 60 * margin if resource == "runtime" else (base + self.overhead_mb(resource)) * margin
+        if not math.isfinite(value):  # margin 1e308: ceil(inf) raised OverflowError, naming no key
+            unit = "s" if resource == "runtime" else "MB"
+            raise SettingsError(
+                f"{WHERE}.margin {margin:g} x the recorded {resource} peak ({base:g} {unit}) is not a finite "
+                "number; give a margin of a few (1.3 by default)"
+            )
         if resource == "runtime":
-            return max(self.settings.min_runtime, ceil(base / 60 * margin)) * attempt
-        return ceil((base + self.overhead_mb(resource)) * margin) * attempt
+            return max(self.settings.min_runtime, ceil(value)) * attempt
+        return ceil(value) * attempt
 
     def overhead_mb(self, resource: str) -> int:
         return self.settings.gpu_overhead_mb if resource == "gpu_mem_mb" else self.settings.mem_overhead_mb
