@@ -130,6 +130,8 @@ def _with(config: dict, path: tuple[str, ...], value) -> dict:
         (("preprocess", "exclude"), ["suppress", ""], "'' should be non-empty"),
         # planned and run: a summary of replicates_ok/failed alone, a page saying "no numeric output to summarise"
         (("calibration", "sweep", "columns"), [], "[] should be non-empty"),
+        # torch reads cuda:255 as cuda: the evaluations ran on GPU 0 without a word
+        (("evaluation", "device"), "cuda:255", "'cuda:255' does not match"),
     ],
 )
 def test_a_nested_value_out_of_range_names_its_key(tmp_path: Path, path: tuple, value, expected: str) -> None:

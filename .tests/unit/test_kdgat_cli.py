@@ -518,6 +518,22 @@ def test_the_commands_know_the_workflows_config_sections_and_devices():
         assert schema(module)["properties"][module]["properties"]["device"]["pattern"] == DEVICE_PATTERN
 
 
+def test_the_device_pattern_takes_exactly_the_gpu_indices_torch_reads_as_written():
+    """torch keeps a device index in 8 bits: the pattern cuda(:[0-9]+)? took cuda:255, which torch reads as cuda
+    (GPU 0, without a word), and cuda:128 (cuda:-128); and cuda:01, which torch refuses only when the job runs."""
+    import torch
+
+    for index in range(1000):
+        for written in (str(index), f"0{index}"):
+            spec = f"cuda:{written}"
+            try:
+                as_written = torch.device(spec).index == int(written) and written == str(index)
+            except RuntimeError:
+                as_written = False
+            assert bool(re.fullmatch(DEVICE_PATTERN, spec)) == as_written, spec
+    assert all(re.fullmatch(DEVICE_PATTERN, spec) for spec in ("auto", "cpu", "cuda", "cuda:0", "cuda:127"))
+
+
 def test_the_set_example_of_each_commands_help_is_a_key_of_its_own_section():
     """`kdgat evaluate --help` (and preprocess, baselines) gave `--set training.gat.epochs=5` as its example, a key of
     kd_gat that those sections refuse ("evaluation: unknown keys ['training']")."""

@@ -21,7 +21,7 @@ from testkit import REPO, pretend_cpu_wheel, wrapper_refusal
 
 from kdgat import runtime
 from kdgat.evaluation.run import evaluate_files
-from kdgat.runtime import GPUUnusableError, arch_runs_on, held_gpus, select_device
+from kdgat.runtime import DeviceSettingError, GPUUnusableError, arch_runs_on, held_gpus, select_device
 from kdgat.training import vgae as vgae_training
 from kdgat.training.settings import StageSettings
 
@@ -700,3 +700,20 @@ def test_a_wrappers_device_mistake_names_the_wrappers_param_beside_the_config_ke
     message = wrapper_refusal(wrapper, tmp_path, capsys, inputs, params, outputs)
     assert message.startswith(f"device 'gpu' ({config_key}, {where}, --device of kdgat "), message
     assert "expected auto, cpu, cuda or cuda:N" in message
+
+
+@pytest.mark.parametrize("spec", ["cuda:128", "cuda:255", "cuda:1000"])
+def test_a_gpu_index_torch_reads_as_another_is_refused_naming_the_setting(no_gpu_env, spec):
+    """The schemas' pattern cuda(:[0-9]+)? takes any index, but torch keeps a device index in 8 bits: cuda:255 was
+    torch.device("cuda"), index None, and the job ran on GPU 0 without a word; cuda:128 was cuda:-128, past the
+    index check (-128 >= count is false), failing later in torch naming no setting. select_device refuses them, and
+    the schemas' pattern too (test_kdgat_cli.py)."""
+    cuda_build(no_gpu_env, "cu130", H100)
+    two_gpus(no_gpu_env, [H100, A100])
+    with pytest.raises(DeviceSettingError) as refused:
+        select_device(spec)
+    assert str(refused.value) == (
+        f"device {spec!r} (config kd_gat.device / evaluation.device): expected auto, cpu, cuda or cuda:N with N "
+        "from 0 to 127 (torch's device index)"
+    )
+    assert select_device("cuda:1") == torch.device("cuda", 1)

@@ -279,12 +279,15 @@ def select_device(
             f"this job holds a GPU ({held or 'torch sees one'}) and the device is 'auto', but {problem}. "
             f"To run on the CPU on purpose, set device: cpu ({setting})."
         )
+    expected = f"device {spec!r} ({setting}): expected auto, cpu, cuda or cuda:N"
     try:
         device = torch.device(spec)
     except RuntimeError as error:  # torch's message names no setting
-        raise DeviceSettingError(
-            f"device {spec!r} ({setting}): expected auto, cpu, cuda or cuda:N ({error})"
-        ) from None
+        raise DeviceSettingError(f"{expected} ({error})") from None
+    index = spec.partition(":")[2] if isinstance(spec, str) else ""
+    # torch keeps the index in 8 bits: cuda:255 is cuda (GPU 0, without a word), cuda:128 cuda:-128; cuda:00 fails
+    if device.type == "cuda" and index and (not index.isdigit() or str(device.index) != index):
+        raise DeviceSettingError(f"{expected} with N from 0 to 127 (torch's device index)")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise GPUUnusableError(

@@ -21,7 +21,7 @@ from wrapper_rules import InputError
 WORKFLOW_SECTIONS = ("targets", "learned_resources", "datasets", "preprocess", "kd_gat", "evaluation",
                      "calibration")  # fmt: skip
 # kd_gat.device and evaluation.device in the module schemas.
-DEVICE_PATTERN = "^(auto|cpu|cuda(:[0-9]+)?)$"
+DEVICE_PATTERN = "^(auto|cpu|cuda(:(0|[1-9][0-9]?|1[01][0-9]|12[0-7]))?)$"
 
 
 class UsageError(ValueError, InputError):
