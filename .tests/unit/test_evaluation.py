@@ -665,6 +665,9 @@ def test_undefined_metrics_without_both_classes_and_refused_inputs():
         ((0.0,), r"strictly between 0 and 1; got \[0.0\]"),
         (0.05, "must be a list of false-positive rates"),  # was "'float' object is not iterable"
         (("0.05",), r"got \['0.05'\]"),
+        # the schema (minItems 1) and the kdgat command refuse it; the wrappers' params.fpr_targets took it, and
+        # the metrics reported no detection rate at all
+        ((), r"fpr_targets \(evaluation.fpr_targets in the workflow's config\) is empty: give at least one"),
     ],
 )
 def test_fpr_targets_outside_zero_one_are_refused_naming_them(targets, message):

@@ -103,6 +103,11 @@ def checked_fpr_targets(fpr_targets: Any) -> tuple[float, ...]:
         raise EvaluationSettingsError(
             f"{setting_name('fpr_targets')} must be false-positive rates strictly between 0 and 1; got {bad}"
         )
+    if len(fpr_targets) == 0:  # the schema's minItems 1 and the command refuse it; a wrapper's params took it
+        raise EvaluationSettingsError(
+            f"{setting_name('fpr_targets')} is empty: give at least one false-positive rate (e.g. [0.05, 0.01]); "
+            "without one no detection rate is reported"
+        )
     # Each rate is one metric, detection_rate_at_fpr_<rate:g>: two rates of one name (0.05 twice, or 0.1 and
     # 0.1000000001) were one column where two were meant, the last one's value under the first one's name.
     names: dict[str, float] = {}
