@@ -46,6 +46,9 @@ reads against its own `workflow/modules/<name>/schemas/config.schema.yaml`, so a
 run before any job starts; the main workflow's message starts with one line per bad key: its dotted name, the
 config file (or `--config`) that set it and what was expected
 (`.tests/unit/test_config_validation.py::test_a_config_the_schema_refuses_is_named_by_dotted_key_and_the_file_that_set_it`).
+A number that is not finite (YAML's `.inf` or `.nan`, which pass every bound of a schema) is refused anywhere
+in the config, naming its key
+(`.tests/unit/test_config_validation.py::test_a_number_that_is_not_finite_is_refused_naming_its_key`).
 `--config` reads the values inside a mapping as text (`--config 'kd_gat={seeds: [1]}'` gives the string `'1'`,
 which is refused): put nested numbers and booleans in a `--configfile`. A `--config` or `--configfile` mapping
 replaces only the keys it names; a list replaces the whole list.

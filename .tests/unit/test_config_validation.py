@@ -172,6 +172,22 @@ def test_a_setting_the_schema_cannot_judge_is_named_before_any_job_runs(
     assert expected in proc.stdout, proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        # passed minimum 0 (exclusive): the generator would write an endless capture
+        (("datasets", "synth_hcrl", "synthetic", "files", 0, "duration_s"), float("inf")),
+        # a comparison with NaN is false, so NaN passes every bound
+        (("calibration", "parameters", "beta", "high"), float("nan")),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused_naming_its_key(tmp_path: Path, path: tuple, value) -> None:
+    proc = _dry_run_with(_with(DEFAULT_CONFIG, path, value), tmp_path)
+    dotted = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in path).lstrip(".")
+    assert proc.returncode != 0
+    assert f"{dotted}: {value} is not a finite number" in proc.stdout, proc.stdout
+
+
 def test_held_out_shares_that_leave_no_block_for_training_are_refused_before_any_job_runs(
     tmp_path: Path,
 ) -> None:

@@ -8,6 +8,7 @@ mapping an intermediate module built of the config's parts from the part that ho
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -197,6 +198,19 @@ def overridden_values(configfiles, overrides) -> list[str]:
                     f"{value!r}, which is used"
                 )
     return lines
+
+
+def non_finite_numbers(data, path=()):
+    """(dotted key, value) of every number in ``data`` that is NaN or infinite (YAML's .nan, .inf), which pass every
+    ``minimum``/``maximum`` of a JSON schema (a comparison with NaN is false; .inf is above any minimum)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield _dotted(list(path)), data
+    elif isinstance(data, dict):
+        for name, value in data.items():
+            yield from non_finite_numbers(value, (*path, name))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from non_finite_numbers(value, (*path, index))
 
 
 def _leaves(data, path):

@@ -6,6 +6,7 @@ from config_messages import (
     config_place,
     config_problem,
     duplicate_keys,
+    non_finite_numbers,
     overridden_values,
     placed_message,
 )
@@ -57,6 +58,11 @@ def validate_config(schema):
             importing_module(),
         )
         raise WorkflowError(lines, error) from None
+    for key, value in non_finite_numbers(config):
+        raise config_error(
+            f"{key}: {value} is not a finite number (YAML's .inf or .nan), which no bound of the schema "
+            "can refuse; give a finite value"
+        )
 
 
 def importing_module():
