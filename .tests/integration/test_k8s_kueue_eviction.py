@@ -70,6 +70,11 @@ def workload_of(job: kubernetes.client.V1Job) -> dict:
     return workload
 
 
+# What the report says of an evicted Job whose readmitted run ended before the status check that saw the eviction
+RAN_AGAIN_AND_FINISHED = (
+    "Its pod was stopped, and the Job ran again from its start and finished before this status check; Snakemake "
+    "does not count the eviction as a failure"
+)
 RUNS_AGAIN = (
     "Its pod was stopped; the Job runs again from its start once Kueue admits it again, and Snakemake does not count "
     "this as a failure"
@@ -308,12 +313,8 @@ def test_an_eviction_readmitted_and_finished_between_two_status_checks_is_logged
     assert (done.status.succeeded, done.status.failed) == ((1, None) if rerun_exit == 0 else (None, 1))
     reads_before = len([path for _, path, _ in cluster.requests if path.endswith("/workloads")])
     assert check_round(executor, [job, plain]) == []
-    outcome = (
-        "Its pod was stopped, and the Job ran again from its start and finished before this status check; Snakemake "
-        "does not count the eviction as a failure"
-    )
     assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [
-        preemption_report(cluster.jobs[name], name, "Preempted", outcome)
+        preemption_report(cluster.jobs[name], name, "Preempted", RAN_AGAIN_AND_FINISHED)
     ]
     finished, failed = (executor.recorder.finished, executor.recorder.failed)
     assert sorted(finished + failed) == ["never-evicted", name] and (name in failed) == (rerun_exit != 0)
@@ -358,12 +359,8 @@ def test_an_eviction_of_a_first_admission_readmitted_and_finished_between_two_st
     plain_uid = batch.read_namespaced_job_status("never-evicted", NAMESPACE).metadata.uid
     requests_before = len(cluster.requests)
     assert check_round(executor, [job, plain]) == []
-    outcome = (
-        "Its pod was stopped, and the Job ran again from its start and finished before this status check; Snakemake "
-        "does not count the eviction as a failure"
-    )
     assert [w for w in executor.recorder.messages("warning") if "evicted" in w] == [
-        preemption_report(cluster.jobs[name], name, "Preempted", outcome)
+        preemption_report(cluster.jobs[name], name, "Preempted", RAN_AGAIN_AND_FINISHED)
     ]
     assert sorted(executor.recorder.finished) == ["evicted-on-first-admission", "never-evicted"]
     assert executor.recorder.failed == [] and cluster.jobs[name].deleted
