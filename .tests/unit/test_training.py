@@ -1510,7 +1510,10 @@ def test_the_gat_student_learns_from_soft_targets_at_the_configured_temperature(
         ({"seed": 2**32}, r"kd_gat\.seed .* got 4294967296"),
         ({"training": {"gat": {"epochs": True}}}, r"kd_gat\.training\.gat\.epochs: expected int, got True"),
         ({"vgae_loss": {"kl_weight": -0.1}}, r"kd_gat\.vgae_loss\.kl_weight must be >= 0, got -0\.1"),
-        ({"curriculum": {"end_ratio": 0}}, r"kd_gat\.curriculum\.end_ratio must be > 0, got 0"),
+        (
+            {"curriculum": {"end_ratio": 0}},
+            r"kd_gat\.curriculum\.end_ratio must be a finite number > 0, got 0",
+        ),
         (
             {"curriculum": {"start_percentile": 101}},
             r"kd_gat\.curriculum\.start_percentile must be in \[0, 100\]",
