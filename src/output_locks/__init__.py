@@ -10,13 +10,12 @@ import contextlib
 import fcntl
 import logging
 import os
-import pwd
 import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from wrapper_rules import InputError
+from wrapper_rules import InputError, user_name
 
 log = logging.getLogger("output_locks")
 
@@ -251,10 +250,7 @@ def _unopenable_lock(target: str | os.PathLike, lock: Path, what: str) -> OSErro
         found = os.stat(lock)
     except FileNotFoundError:
         return None
-    try:
-        owner = pwd.getpwuid(found.st_uid).pw_name
-    except KeyError:  # a user this host does not know (a container, another site's directory service)
-        owner = f"uid {found.st_uid}"
+    owner = user_name(found.st_uid)
     holders = _holders_on_this_host(found)
     if holders:
         return OutputInUse(

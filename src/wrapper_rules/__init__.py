@@ -166,9 +166,9 @@ def not_permitted(error: BaseException) -> str | None:
     for name, seen in (("it", path), (f"its folder {folder}", folder)):
         with contextlib.suppress(OSError):
             found = os.lstat(seen)
-            owners[name] = _user(found.st_uid)
+            owners[name] = user_name(found.st_uid)
             described.append(f"{name} is {owners[name]}'s, mode {found.st_mode & 0o7777:04o}")
-    user = _user(os.geteuid())
+    user = user_name(os.geteuid())
     runs = f"the job runs as {user}" + "".join(f", {text}" for text in described)
     if error.errno == errno.EPERM:
         owner = owners.get("it", "its owner")
@@ -180,8 +180,9 @@ def not_permitted(error: BaseException) -> str | None:
     return f"{runs}: let {user} read and write there (`chmod`, by the owner), or write the outputs to another folder"
 
 
-def _user(uid: int) -> str:
-    """The name of the user ``uid``, or ``uid <n>`` where the system has none (a container's)."""
+def user_name(uid: int) -> str:
+    """The name of the user ``uid``, or ``uid <n>`` where this host knows none (a container, another site's directory
+    service): how every message of the catalog names the owner of a file or lock."""
     import pwd
 
     try:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import pwd
 import re
 import shutil
 import stat
@@ -32,6 +31,7 @@ from kdgat.files import (
     source_digest,
     write_json,
 )
+from wrapper_rules import user_name
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,8 @@ def _sharing_advice(root: Path) -> str:
         found = root.stat()
     except OSError:
         return ""
-    try:
-        owner = pwd.getpwuid(found.st_uid).pw_name
-    except KeyError:
-        owner = f"uid {found.st_uid}"
     return (
-        f": it is {owner}'s, mode {found.st_mode & 0o7777:04o}. A stash shared between researchers needs a folder "
+        f": it is {user_name(found.st_uid)}'s, mode {found.st_mode & 0o7777:04o}. A stash shared between researchers needs a folder "
         f"the project group may write: its owner runs `chgrp <group> {root} && chmod 2775 {root}`, and every "
         "researcher runs the workflow under a umask that lets the group read (002 or 022), so that the others may "
         "read the entries (each commit makes its entry group-writable there)"
