@@ -121,6 +121,18 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
+def write_byte_chunks(chunks: Iterable[bytes], path: str | os.PathLike) -> Path:
+    """The chunks one after the other, each made only when the one before is written: a large file's content is
+    never held whole."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+
+    return atomic_write(path, write)
+
+
 def write_text(text: str, path: str | os.PathLike) -> Path:
     """UTF-8 text, written as given (no newline translation)."""
     return write_bytes(text.encode("utf-8"), path)

@@ -176,8 +176,7 @@ def write(messages: CanMessages) -> str:
     stamps = [f"{t:.6f}" for t in messages.timestamp.tolist()]
     ids = [f"{i:03x}" for i in messages.can_id.tolist()]
     data = ["".join(row[:d]) for row, d in zip(hex_bytes, messages.dlc.tolist(), strict=True)]
-    lines = [",".join(COLUMNS)]
-    lines += [
+    lines = [
         f"{s},{i},{d},{a}" for s, i, d, a in zip(stamps, ids, data, messages.label.tolist(), strict=True)
     ]
     return "\n".join(lines) + "\n"
@@ -190,5 +189,6 @@ FORMAT = CanFormat(
     parse=parse,
     fast_parse=fast_parse,
     write=write,
+    write_header=",".join(COLUMNS) + "\n",
     cut_field=cut_field,
 )

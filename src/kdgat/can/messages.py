@@ -78,7 +78,9 @@ class CanFormat:
     lines (a pyarrow string array, header removed) into :data:`Parsed`. ``fast_parse(path, header)``, when given,
     parses the whole file in one go and returns None on any structural problem (the exact path then reports it
     with its line number); without it, the file's lines are read in bulk and handed to ``parse``. ``write``, when
-    given, renders messages as the file's text (formats without one can be read but not generated).
+    given, renders messages as the file's lines, each ended, after ``write_header`` (the file's first line, with its
+    end; "" for a format without a header); a file is written a chunk of messages at a time, each rendered by its
+    own call (formats without ``write`` can be read but not generated).
     ``cut_field(header)`` names the file's last column when a line cut off inside it still reads as a valid,
     shorter value (else None: the cut is a bad row); the reader then warns of a last line without a line end.
     """
@@ -89,4 +91,5 @@ class CanFormat:
     header: Callable[[str], Any] = lambda first_line: None
     fast_parse: Callable[[Path, Any], Parsed | None] | None = None
     write: Callable[[CanMessages], str] | None = None
+    write_header: str = ""
     cut_field: Callable[[Any], str | None] = lambda header: None
