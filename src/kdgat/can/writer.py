@@ -43,7 +43,7 @@ def write_can_file(messages: CanMessages, path: str | Path, fmt: str) -> None:
     spec = REGISTRY[fmt]
     chunks = (
         spec.write(_chunk(messages, start, start + CHUNK_MESSAGES)).encode("utf-8")
-        for start in range(0, max(len(messages), 1), CHUNK_MESSAGES)
+        for start in range(0, len(messages), CHUNK_MESSAGES)
     )
     write_byte_chunks(itertools.chain([spec.write_header.encode("utf-8")], chunks), path)
 
