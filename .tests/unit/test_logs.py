@@ -787,3 +787,60 @@ def test_an_output_only_its_owner_may_replace_is_one_line_naming_it_its_owner_mo
     if os.geteuid() == 0:
         assert target.read_text() == "another user's output\n"
         assert sorted(path.name for path in target.parent.iterdir()) == ["normal.csv"]  # no temporary left
+
+
+# 2026-11-01 05:30 and 06:30 UTC: 01:30 in New York both times, before and after its clocks went back an hour
+DST_FALL_BACK_HOUR = (1793511000.0, 1793514600.0)
+
+
+@pytest.fixture
+def new_york_time():
+    """The process's local time zone is New York's for the test (TZ, time.tzset), then as it was."""
+    import time
+
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
+    yield
+    if before is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@pytest.mark.parametrize("library", ["kdgat", "simcal", "kdgat command"])
+def test_log_lines_say_their_time_in_iso_8601_with_the_utc_offset_across_a_dst_change(
+    library, tmp_path, restore_logging, new_york_time
+):
+    """Local time without an offset (logging's default) wrote both records of the hour New York's clocks repeat as
+    '2026-11-01 01:30:00,000', and a job in UTC wrote the same moments as 05:30 and 06:30 with nothing to tell."""
+    import datetime
+    import io
+
+    from kdgat.cli.progress import configure_logging
+
+    log = tmp_path / "job.log"
+    if library == "kdgat":
+        configure(log)
+    elif library == "simcal":
+        simcal_logs.configure(log)
+    else:
+        configure_logging(str(log), bar=False, stream=io.StringIO())
+    handler = logging.getLogger().handlers[-1]
+    moments = iter(DST_FALL_BACK_HOUR)
+
+    def at_the_next_moment(record: logging.LogRecord) -> bool:
+        record.created, record.msecs = next(moments), 0.0
+        return True
+
+    handler.addFilter(at_the_next_moment)
+    for _ in DST_FALL_BACK_HOUR:
+        logging.getLogger(library.split()[0]).info("simulations 1/2")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    stamps = [line.split(" ", 1)[0] for line in log.read_text().splitlines()]
+    assert stamps == ["2026-11-01T01:30:00.000-04:00", "2026-11-01T01:30:00.000-05:00"]
+    assert [datetime.datetime.fromisoformat(stamp).timestamp() for stamp in stamps] == list(
+        DST_FALL_BACK_HOUR
+    )

@@ -15,8 +15,7 @@ from pathlib import Path
 import wrapper_rules
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
 from wrapper_rules import set_up
-
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from wrapper_rules.log_times import log_formatter  # times in ISO 8601 with the UTC offset
 
 
 def configure(
@@ -32,7 +31,7 @@ def configure(
         handler = logging.FileHandler(log_path, mode="a" if append else "w")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(log_formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -12,6 +12,7 @@ import wrapper_rules
 from simcal.backends import Terminated, close_on_signals
 from wrapper_rules import ALL as ALL  # a wrapper's OPTIONAL for "every name it takes"
 from wrapper_rules import set_up
+from wrapper_rules.log_times import log_formatter
 
 
 def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
@@ -21,7 +22,7 @@ def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> 
         handler = logging.FileHandler(log_path, mode="a")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(log_formatter())  # times in ISO 8601 with the UTC offset
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from kdgat.logs import FORMAT
+from wrapper_rules.log_times import log_formatter
 
 MODES = ("auto", "bar", "lines")
 
@@ -44,7 +44,7 @@ def configure_logging(log_file: str | None, bar: bool, stream: TextIO | None = N
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a"))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(log_formatter())
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(logging.INFO)
