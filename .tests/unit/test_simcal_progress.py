@@ -115,6 +115,9 @@ class FakeClock:
 def clock(monkeypatch) -> FakeClock:
     fake = FakeClock(1000.0)
     monkeypatch.setattr(progress_module, "time", fake)
+    # The file server's clock, by which another host's sweep is aged, tells the time too (a step of this host's
+    # wall clock is not its)
+    monkeypatch.setattr(progress_module, "filesystem_now", lambda folder: fake.now)
     return fake
 
 
@@ -616,6 +619,62 @@ def test_a_sweep_on_another_host_whose_clock_is_off_is_aged_by_its_files_modific
     progress.path.write_text(json.dumps(elsewhere))  # just written: its sweep is alive
     assert read_progress(progress.path)["state"] == "running"
     os.utime(progress.path, (now - 600, now - 600))  # last written ten minutes ago: its sweep is silent
+    assert read_progress(progress.path)["state"] == "stale"
+
+
+class SkewedClock:
+    """The ``time`` module of a host whose clock is ``skew`` seconds off the file server's."""
+
+    def __init__(self, skew: float):
+        self.skew = skew
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 120.0])
+def test_a_sweep_on_another_host_is_aged_on_the_file_systems_clock_whatever_the_readers(
+    tmp_path, monkeypatch, skew
+):
+    """NFS clock skew between the reader and the file server: another host's sweep was aged on the reader's clock
+    from the modification time the file server stamped by its own. A reader two minutes ahead called a sweep that
+    had just written its file stale; an hour behind, it showed a sweep silent for ten minutes (dead) as running
+    for the next hour. The age is now counted on the file system's clock (a folder made beside the file)."""
+    progress = Progress(tmp_path / "sims.parquet", "slurm", every_s=5)
+    progress.plan(10, 2, 0)
+    progress.report(force=True)
+    elsewhere = written(progress) | {"host": socket.gethostname() + "-elsewhere"}
+    progress.path.write_text(
+        json.dumps(elsewhere)
+    )  # just written, stamped by the file server: its sweep is alive
+    monkeypatch.setattr(progress_module, "time", SkewedClock(skew))
+    assert read_progress(progress.path)["state"] == "running"
+    server_now = time.time()
+    os.utime(progress.path, (server_now - 600, server_now - 600))  # last written ten minutes ago: silent
+    assert read_progress(progress.path)["state"] == "stale"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sims.parquet.progress.json"]  # no probe left
+
+
+def test_where_no_folder_can_be_made_beside_it_another_hosts_sweep_is_aged_on_this_hosts_clock(
+    tmp_path, monkeypatch
+):
+    """A folder this user may not write (another researcher's results): the file system's clock cannot be read,
+    and this host's tells the age."""
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(progress_module.tempfile, "mkdtemp", refused)
+    assert progress_module.filesystem_now(tmp_path) is None
+    progress = Progress(tmp_path / "sims.parquet", "slurm", every_s=5)
+    progress.plan(10, 2, 0)
+    progress.report(force=True)
+    progress.path.write_text(json.dumps(written(progress) | {"host": socket.gethostname() + "-elsewhere"}))
+    assert read_progress(progress.path)["state"] == "running"
+    os.utime(progress.path, (time.time() - 600, time.time() - 600))
     assert read_progress(progress.path)["state"] == "stale"
 
 

@@ -55,7 +55,8 @@ def add_status(subparsers) -> None:
         "only after that. A running (or closing) sweep is shown "
         "stopped when its process (PID and start) is gone from this host, and stale "
         "when another host's has gone five of its rewrite intervals (and at least a minute) without rewriting its "
-        "progress file, counted on this host's clock from the file's modification time. Exit status 1: a progress "
+        "progress file, counted from the file's modification time on the file server's clock (a folder made and removed "
+        "beside it; this host's clock where it may not write there). Exit status 1: a progress "
         "file could not be read or is no sweep's record (such as {}), or a folder could not be searched (no "
         "permission); 2: a path holds no sweep's progress (a folder with none in it or below, a file that is neither "
         "an output nor a progress file); the others are shown either way.",

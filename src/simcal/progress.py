@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -292,9 +293,10 @@ def read_progress(path: Path) -> dict[str, Any]:
     been given a dead sweep's PID is not taken for it; a record without a start (written before it was
     recorded, or where /proc is not) is judged by its PID alone. A sweep of another PID namespace (a container
     that has the host's name) is judged as one of another host: its PIDs are not this namespace's. Silence is counted on one clock: on the sweep's
-    host, this host's clock since ``updated_epoch``; from another host, this host's clock since the file's
-    modification time as this host sees it (a shared file system stamps it at the write), because the sweep's
-    host's clock may be off from this one's by any amount."""
+    host, this host's clock since ``updated_epoch``; from another host, the file system's clock since the file's
+    modification time (a shared file system stamps it at the write by its own clock: :func:`filesystem_now`),
+    because the sweep's host's clock, and this host's, may be off from the file server's by any amount (this host's
+    clock only where no folder can be made beside the file)."""
     with path.open("rb") as file:  # the time of the very file read, not of a rewrite that replaced it since
         text, modified = file.read(), os.fstat(file.fileno()).st_mtime
     info = json.loads(text)
@@ -318,7 +320,10 @@ def read_progress(path: Path) -> dict[str, Any]:
             # A container that shares the host's name (Docker's --network host, a pod's hostNetwork) numbers its
             # processes apart: its PID 1 is not this host's. Its sweep is judged as another host's.
             here = info.get("host") == socket.gethostname() and space in (None, pid_namespace())
-            age = time.time() - (float(info.get("updated_epoch", 0)) if here else modified)
+            if here:
+                age = time.time() - float(info.get("updated_epoch", 0))
+            else:
+                age = (filesystem_now(path.parent) or time.time()) - modified
             if here and not _alive(int(info.get("pid", 0)), start):
                 info["state"] = "stopped"
             elif age > max(60.0, 5 * float(info.get("every_s", 5))):
@@ -335,6 +340,23 @@ def read_progress(path: Path) -> dict[str, Any]:
     # (a workflow's results/...), the same for the sweeps of two workflow directories
     info["progress_file"] = str(path)
     return info
+
+
+def filesystem_now(folder: Path) -> float | None:
+    """The time by the clock of the file system that holds ``folder``: the modification time of a folder made in
+    it and removed at once (an NFS server stamps it, as it stamps the progress files written there); None where
+    none can be made (a folder this user may not write)."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".clock.", dir=folder)
+    except OSError:
+        return None
+    try:
+        return os.stat(probe).st_mtime
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
 
 
 def pid_namespace() -> str | None:
