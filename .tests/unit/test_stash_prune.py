@@ -63,6 +63,20 @@ def test_stash_prune_removes_the_entries_unused_for_longer_than_asked_and_a_rest
     assert sorted(path.name for path in stash.root.iterdir()) == sorted([restored.name, other.name])
 
 
+def test_stash_prune_older_than_0_removes_an_entry_whose_mtime_is_in_the_future(tmp_path, capsys):
+    """An entry copied (cp -a, rsync -a) from a stash whose clock ran an hour ahead: its age was negative, so
+    --older-than 0, "every entry", left it, and --dry-run named every entry but it. It counts as used now."""
+    stash = ResultStash(tmp_path / "stash")
+    _, ahead = committed(stash, tmp_path, "ahead", -1 / 24)
+    _, old = committed(stash, tmp_path, "old", 40)
+    assert main(["stash", "prune", "--older-than", "0", str(stash.root)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].startswith(f"removed {old} (unused for 40.0 days, "), listed
+    assert listed[1].startswith(f"removed {ahead} (unused for 0.0 days, "), listed
+    assert listed[2].startswith("removed 2 entries unused for 0 days or more ("), listed
+    assert list(stash.root.iterdir()) == []
+
+
 def test_stash_prune_waits_for_a_restore_under_way_which_restores_the_whole_entry(tmp_path, monkeypatch):
     """A prune while an evaluation copies an old entry back: it waits on the stash's lock until the restore has
     copied and checked every file, then finds the entry used and keeps it."""

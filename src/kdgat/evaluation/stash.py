@@ -302,7 +302,9 @@ class ResultStash:
                 if not (ENTRY_NAME.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
                     continue
                 with contextlib.suppress(OSError):
-                    unused_s = now - entry.lstat().st_mtime
+                    # An mtime ahead of the filesystem's clock (copied with cp -a or rsync -a from a stash whose
+                    # clock ran ahead): used now, not a negative age that even --older-than 0 left for good
+                    unused_s = max(0.0, now - entry.lstat().st_mtime)
                     if unused_s >= older_than_s:
                         size = sum(path.lstat().st_size for path in entry.iterdir())
                         old.append((entry, unused_s, size))
