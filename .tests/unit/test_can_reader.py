@@ -346,6 +346,32 @@ def test_a_decreasing_timestamp_is_an_error_naming_both_lines(tmp_path, fmt, bad
     assert "timestamps must not decrease" in str(error.value) and "sort the log" in str(error.value)
 
 
+@pytest.mark.parametrize("fmt", sorted(DECREASING))
+def test_a_capture_whose_clock_went_back_to_0_is_told_to_be_split_there_not_only_sorted(tmp_path, fmt):
+    """A logger restarted mid-capture (its timestamps from 0 again, lines in the order recorded): the error said
+    only to sort the log by timestamp, which interleaves the two parts into windows no capture held."""
+    first, second = DECREASING[fmt].split("\n")[:2]  # the messages at 1.0 and 2.0
+    restarted = [first, second, first.replace("1.0", "3.0"), first.replace("1.0", "0.0"), first, second]
+    path = write(tmp_path, "restarted.log", "\n".join(restarted) + "\n")
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path)
+    assert error.value.line == 4
+    assert f"{path}, line 4: timestamp 0.0 is lower than 3.0 on line 3" in str(error.value)
+    assert "split the file before line 4, each part a capture of its own" in str(error.value)
+
+
+def test_a_log_with_many_decreases_is_told_to_be_sorted(tmp_path):
+    """A merged or shuffled log goes back at many lines: splitting it there is no advice."""
+    times = [1.0, 3.0, 2.0, 5.0, 4.0, 7.0, 6.0, 9.0, 8.0]
+    path = write(tmp_path, "shuffled.csv", "".join(f"{t},0316,1,05,R\n" for t in times))
+    with pytest.raises(CanFormatError) as error:
+        read_can_file(path)
+    assert str(error.value).endswith(
+        "(3 more decreases after it); timestamps must not decrease (windows follow file order): sort the log by "
+        "timestamp first"
+    )
+
+
 def test_a_decrease_is_measured_from_the_last_row_kept(tmp_path):
     # The bad row between them is dropped; 1.5 still follows 2.0.
     path = write(tmp_path, "unsorted.csv", "2.0,0316,1,05,R\n9.0,03zz,1,05,R\n1.5,0316,1,05,R\n")

@@ -12,7 +12,9 @@ warning of ``skip`` when later rows parse).
 
 Timestamps must not decrease from one message to the next (equal ones are fine: several frames can share a clock
 tick): windows follow file order, so an unsorted log would silently give wrong graphs. A decrease is an error in
-both modes, naming the line, its timestamp and the previous message's. A forward step of more than
+both modes, naming the line, its timestamp and the previous message's; where there are few, it says to split the
+file at them if its lines are in the order recorded (a logger restarted from 0, a wall clock stepped back: sorting
+would interleave the parts), and to sort it only if not. A forward step of more than
 :data:`GAP_FACTOR` times the median step (two captures joined) is read, with one warning per file naming the line
 and the gap: windows count messages, so one window spans both captures. Compressed files (gzip, bzip2, xz, zstd,
 zip) are refused with a message saying to decompress them first; the readers read plain text only. A last line
@@ -58,6 +60,10 @@ _RELEASE_AFTER_BYTES = 128 << 20
 # joined into one file (see _warn_of_gaps); the median is taken over at most _GAP_SAMPLE steps, evenly spread.
 GAP_FACTOR = 10_000
 _GAP_SAMPLE = 1 << 16
+
+# A log with at most this many decreases in time may be one written in order whose clock went back (a logger
+# restarted from 0): the error names where to split it, not only sorting it (see _check_order).
+CLOCK_STEPS = 3
 
 # When every one of a file's first rows (up to this many) is bad, skipping bad rows is no advice: under a forced
 # format the format is likely wrong (see _all_bad).
@@ -301,17 +307,29 @@ def _wrong_format(path: Path, fmt: str) -> str:
 
 
 def _check_order(path: Path, ts: np.ndarray, line_numbers: np.ndarray) -> None:
-    """Raise :class:`CanFormatError` at the first message whose timestamp is lower than the one before it."""
+    """Raise :class:`CanFormatError` at the first message whose timestamp is lower than the one before it. Where
+    there are at most :data:`CLOCK_STEPS` decreases, it may be the capture's clock that went back (a logger
+    restarted from 0, a wall clock stepped back) in a log written in order: sorting would interleave the parts,
+    so the message names the lines to split the file at, and sorting only for a log that is out of order."""
     back = np.flatnonzero(ts[1:] < ts[:-1])
     if len(back) == 0:
         return
     i = int(back[0]) + 1
     more = f" ({len(back) - 1} more decreases after it)" if len(back) > 1 else ""
+    advice = "sort the log by timestamp first"
+    if len(back) <= CLOCK_STEPS:
+        lines = ", ".join(str(int(line_numbers[j + 1])) for j in back)
+        advice = (
+            "if its lines are in the order they were recorded, the capture's clock went back (its logger restarted "
+            f"from 0, or its wall clock was stepped back): split the file before line{'s' if len(back) > 1 else ''} "
+            f"{lines}, each part a capture of its own (sorting would interleave them); if not (a merged or "
+            "shuffled log), sort the log by timestamp"
+        )
     raise CanFormatError(
         path,
         int(line_numbers[i]),
         f"timestamp {float(ts[i])!r} is lower than {float(ts[i - 1])!r} on line {int(line_numbers[i - 1])}{more}; "
-        "timestamps must not decrease (windows follow file order): sort the log by timestamp first",
+        f"timestamps must not decrease (windows follow file order): {advice}",
     )
 
 
