@@ -22,6 +22,7 @@ import pytest
 import simcal.progress as progress_module
 from simcal.cli import main
 from simcal.progress import Progress, find_progress_files, format_rate, format_table, read_progress
+from wrapper_rules import filesystem_clock
 
 
 def finished_pid() -> int:
@@ -664,11 +665,12 @@ def test_where_no_folder_can_be_made_beside_it_another_hosts_sweep_is_aged_on_th
     """A folder this user may not write (another researcher's results): the file system's clock cannot be read,
     and this host's tells the age."""
 
-    def refused(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(tmp_path))
+    class RefusedPath(type(tmp_path)):
+        def mkdir(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(progress_module.tempfile, "mkdtemp", refused)
-    assert progress_module.filesystem_now(tmp_path) is None
+    monkeypatch.setattr(filesystem_clock, "Path", RefusedPath)
+    assert filesystem_clock.filesystem_now(tmp_path) is None
     progress = Progress(tmp_path / "sims.parquet", "slurm", every_s=5)
     progress.plan(10, 2, 0)
     progress.report(force=True)

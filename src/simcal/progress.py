@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 from folder_walk import walk_once
 from simcal.tables import write_json
+from wrapper_rules.filesystem_clock import filesystem_now
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def read_progress(path: Path) -> dict[str, Any]:
     recorded, or where /proc is not) is judged by its PID alone. A sweep of another PID namespace (a container
     that has the host's name) is judged as one of another host: its PIDs are not this namespace's. Silence is counted on one clock: on the sweep's
     host, this host's clock since ``updated_epoch``; from another host, the file system's clock since the file's
-    modification time (a shared file system stamps it at the write by its own clock: :func:`filesystem_now`),
+    modification time (a shared file system stamps it at the write by its own clock: :func:`wrapper_rules.filesystem_clock.filesystem_now`),
     because the sweep's host's clock, and this host's, may be off from the file server's by any amount (this host's
     clock only where no folder can be made beside the file)."""
     with path.open("rb") as file:  # the time of the very file read, not of a rewrite that replaced it since
@@ -340,23 +340,6 @@ def read_progress(path: Path) -> dict[str, Any]:
     # (a workflow's results/...), the same for the sweeps of two workflow directories
     info["progress_file"] = str(path)
     return info
-
-
-def filesystem_now(folder: Path) -> float | None:
-    """The time by the clock of the file system that holds ``folder``: the modification time of a folder made in
-    it and removed at once (an NFS server stamps it, as it stamps the progress files written there); None where
-    none can be made (a folder this user may not write)."""
-    try:
-        probe = tempfile.mkdtemp(prefix=".clock.", dir=folder)
-    except OSError:
-        return None
-    try:
-        return os.stat(probe).st_mtime
-    except OSError:
-        return None
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(probe)
 
 
 def pid_namespace() -> str | None:

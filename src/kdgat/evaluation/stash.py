@@ -32,6 +32,7 @@ from kdgat.files import (
     write_json,
 )
 from wrapper_rules import user_name
+from wrapper_rules.filesystem_clock import filesystem_now
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ class ResultStash:
                     "so an evaluation restoring from an entry could lose it midway: prune it where it can be "
                     "locked, or when no evaluation runs"
                 )
-            now = self._filesystem_now() or time.time()
+            now = filesystem_now(self.root) or time.time()
             old = []
             for entry in self.root.iterdir():
                 if not (ENTRY_NAME.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()):
@@ -357,7 +358,7 @@ class ResultStash:
         flock that says no commit is under way is the node's alone on NFS (the Linux client takes a flock on a
         folder locally), and a live commit touches its folder with every file it copies. Ages are measured on the
         filesystem's clock (a fresh folder's mtime), which a node's clock may be minutes off."""
-        now = self._filesystem_now()
+        now = filesystem_now(self.root)
         for path in self.root.iterdir():
             if not (STAGING_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink()):
                 continue
@@ -368,18 +369,3 @@ class ResultStash:
             if now is not None and now - changed >= LEFT_FOR_S:
                 shutil.rmtree(path, ignore_errors=True)
                 log.info("removed %s, the staging folder of a killed commit to the result stash", path)
-
-    def _filesystem_now(self) -> float | None:
-        """The time by the stash filesystem's clock: the mtime of a folder made for it (named as a staging
-        folder, so one left by a kill goes with them); None when none can be made."""
-        try:
-            probe = new_directory(self.root, prefix=".clock.")
-        except OSError:
-            return None
-        try:
-            return probe.stat().st_mtime
-        except OSError:
-            return None
-        finally:
-            with contextlib.suppress(OSError):
-                probe.rmdir()
