@@ -147,9 +147,11 @@ def test_anomaly_error_is_two_sided_in_units_of_each_terms_normal_spread():
     }
     # +2σ feature, −2σ feature (better than normal), +3σ ID, +3σ neighbours, +1σ −1σ −2σ
     assert vgae.anomaly_error(errors).tolist() == pytest.approx([2.0, 2.0, 3.0, 3.0, 4.0])
-    # A term with no spread on normal windows is measured in units of 1e-8, not divided by 0.
+    # A term with no spread on normal windows is measured in units of 1e-5 of its mean (RELATIVE_STD_FLOOR), not
+    # divided by 0 (nor by 1e-8, before 2026-12-07: float rounding became a z-score of ~10); 1e-8 where the mean is 0.
     constant = {name: [0.5, 0.5] for name in ("feature_mse", "id_ce", "neighbour_bce")}
-    assert error_statistics(constant) == ([0.5] * 3, [1e-8] * 3)
+    assert error_statistics(constant) == ([0.5] * 3, [0.5 * 1e-5] * 3)
+    assert error_statistics({name: [0.0, 0.0] for name in constant}) == ([0.0] * 3, [1e-8] * 3)
 
 
 def test_vgae_encoder_is_multi_head_in_its_first_layer_only_and_the_decoders_hidden_layers_in_all():

@@ -22,7 +22,7 @@ from torch_geometric.data import Batch, Data
 from kdgat.files import FileContentError, save_torch
 from kdgat.graph_store import save_graphs
 from kdgat.models import GAT, VGAE, QNetwork
-from kdgat.models.vgae import ERROR_TERMS, vgae_loss
+from kdgat.models.vgae import ERROR_TERMS, standardised_error, vgae_loss
 from kdgat.runtime import restore_rng_state, rng_state, seed_everything, select_device
 from kdgat.testing import TinyStage, toy_graphs
 from kdgat.training import dqn as dqn_training
@@ -214,6 +214,48 @@ def test_the_anomaly_error_statistics_come_from_the_training_normals_below_two_v
         assert float(model.error_std[i]) == pytest.approx(errors[term].std(), rel=1e-3)
 
 
+def test_identical_validation_normals_flag_a_real_difference_but_not_float_rounding(graphs):
+    """kdgat.models.vgae.error_statistics and fit_threshold: validation normals that are one window repeated
+    (periodic traffic with constant payloads) have no spread. Before 2026-12-07 each term's std was floored at 1e-8
+    and the threshold at 1e-12, so a window whose errors differed by float rounding (relative 1e-7) scored ~10 and
+    was an attack. Now the std is at least 1e-5 of the term's mean and a percentile threshold at least 1: rounding
+    scores ~0.01 (normal), a 1% difference 1000 per term (an attack), and the copies themselves 0."""
+    train, val = graphs
+    normal = next(g for g in val if int(g.y) == 0)
+    copies = [copy.deepcopy(normal) for _ in range(8)]
+    model, _, metrics, _ = vgae_training.train(train, copies, NUM_IDS, settings("vgae", vgae_loss=LOSS))
+    assert (metrics["error_statistics_from"], metrics["threshold_method"]) == (
+        "validation normals",
+        "normal_p95",
+    )
+    mean = model.error_mean.double()
+    assert torch.allclose(model.error_std.double(), 1e-5 * mean.abs(), rtol=1e-6)
+    threshold = metrics["anomaly_threshold"]
+    assert threshold == 1.0
+    assert (graph_errors(model, copies, 16, "cpu")["anomaly_error"] <= threshold).all()
+
+    def scored(relative: float) -> float:
+        shifted = {term: (mean[i] * (1 + relative)).float().reshape(1) for i, term in enumerate(ERROR_TERMS)}
+        return float(model.anomaly_error(shifted))
+
+    assert scored(1e-7) < 0.1 < threshold  # float32 rounding of the errors: normal
+    assert scored(1e-2) == pytest.approx(3 * 1000, rel=1e-3)  # 1% on each term: 1000 floored stds each
+    assert model.calibrated_anomaly(torch.tensor([scored(1e-2)])).item() > 0.5
+
+
+def test_healthy_error_statistics_and_scores_are_those_of_the_plain_standard_deviation(graphs, trained_vgae):
+    """The floor of 2026-12-07 (1e-5 × |mean|) lies far below a healthy term's spread, so healthy runs keep exactly
+    the population std of the normal validation errors (as with the old floor of 1e-8) and so the same scores."""
+    _, val = graphs
+    errors = graph_errors(trained_vgae, [g for g in val if int(g.y) == 0], 16, "cpu")
+    plain = [float(torch.as_tensor(errors[t], dtype=torch.float64).std(unbiased=False)) for t in ERROR_TERMS]
+    assert all(std > 1e-3 * abs(float(m)) for std, m in zip(plain, trained_vgae.error_mean, strict=True))
+    assert torch.equal(trained_vgae.error_std, torch.tensor([max(std, 1e-8) for std in plain]))
+    scores = graph_errors(trained_vgae, val, 16, "cpu")
+    expected = standardised_error(scores, trained_vgae.error_mean.numpy(), trained_vgae.error_std.numpy())
+    assert np.array_equal(scores["anomaly_error"], expected.astype(np.float32))
+
+
 def youden_j(labels: np.ndarray, predictions: np.ndarray) -> float:
     return predictions[labels == 1].mean() - predictions[labels == 0].mean()
 
@@ -254,8 +296,8 @@ def test_the_vgaes_youden_ties_go_to_the_higher_threshold_when_float_rounding_sp
 @pytest.mark.parametrize(
     ("errors", "labels"),
     [
-        ([0.1, 0.5, 0.2, 0.4, 0.3, 0.25, 0.35], [0, 0, 0, 0, 0, 0, 0]),  # validation without attacks
-        ([0.3, 0.4, 0.35, 0.5, 0.1, 0.2], [0, 0, 0, 0, 1, 1]),  # no cut flags attacks more than normals
+        ([1.0, 5.0, 2.0, 4.0, 3.0, 2.5, 3.5], [0, 0, 0, 0, 0, 0, 0]),  # validation without attacks
+        ([3.0, 4.0, 3.5, 5.0, 1.0, 2.0], [0, 0, 0, 0, 1, 1]),  # no cut flags attacks more than normals
     ],
 )
 def test_without_a_youden_cut_the_threshold_is_the_95th_percentile_of_the_normal_errors(errors, labels):
@@ -1703,8 +1745,8 @@ def test_a_validation_split_of_attacks_only_takes_the_threshold_from_the_trainin
     """kdgat.training.vgae.fit_threshold: without normal validation errors (and so no ROC) the 95th percentile is
     of the training normals' errors. Before 2026-12-07 it was over the attacks' errors: 95% of the validation
     attacks fell below it, called normal, under the name "normal_p95"."""
-    errors, labels = np.array([0.2, 0.9, 0.4, 0.7, 0.3]), np.ones(5, dtype=int)
-    normal_errors = np.array([0.01, 0.02, 0.03, 0.05])
+    errors, labels = np.array([20.0, 90.0, 40.0, 70.0, 30.0]), np.ones(5, dtype=int)
+    normal_errors = np.array([1.0, 2.0, 3.0, 5.0])
     threshold, method = vgae_training.fit_threshold(errors, labels, normal_errors)
     assert method == "training_normal_p95"
     assert threshold == pytest.approx(np.percentile(normal_errors, 95))

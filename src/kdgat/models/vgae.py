@@ -49,13 +49,24 @@ def standardised_error(errors, mean, std):
     return sum(abs(errors[name] - mean[i]) / std[i] for i, name in enumerate(ERROR_TERMS))
 
 
+# The least spread a term's standard deviation stands for, relative to its mean: 100 times float32's resolution of
+# the errors (6e-8), and ~100 times below the least relative spread of any term in healthy runs (8.5e-4, the
+# neighbour BCE); ABSOLUTE_STD_FLOOR where the mean is 0 too (errors of exactly 0). See docs/models.md.
+RELATIVE_STD_FLOOR = 1e-5
+ABSOLUTE_STD_FLOOR = 1e-8
+
+
 def error_statistics(errors) -> tuple[list[float], list[float]]:
-    """(mean, standard deviation) of each of ERROR_TERMS over the graphs in `errors` (std >= 1e-8; 1 for one graph)."""
+    """(mean, standard deviation) of each of ERROR_TERMS over the graphs in `errors`; 1 for one graph. The deviation
+    is at least RELATIVE_STD_FLOOR × |mean| (and ABSOLUTE_STD_FLOOR): identical normal windows (std 0) would else
+    scale any difference, float rounding included, into a huge z-score."""
     mean, std = [], []
     for name in ERROR_TERMS:
         values = torch.as_tensor(errors[name], dtype=torch.float64).reshape(-1)
-        mean.append(float(values.mean()))
-        std.append(max(float(values.std(unbiased=False)), 1e-8) if values.numel() > 1 else 1.0)
+        centre, spread = float(values.mean()), float(values.std(unbiased=False))
+        mean.append(centre)
+        floor = max(RELATIVE_STD_FLOOR * abs(centre), ABSOLUTE_STD_FLOOR)
+        std.append(max(spread, floor) if values.numel() > 1 else 1.0)
     return mean, std
 
 

@@ -46,6 +46,12 @@ from kdgat.training.stage import (
 
 log = logging.getLogger("kdgat.training")
 
+# The least threshold the 95th percentile of normal errors gives, in the anomaly error's units (standard deviations
+# of the normal windows, summed over the terms): identical normal windows (all errors 0) would else call any window
+# an attack whose errors differ from theirs by float rounding. A window within one standard deviation of normal
+# (summed) is not called an attack by a percentile; healthy runs' 95th percentiles are several units.
+MIN_PERCENTILE_THRESHOLD = 1.0
+
 
 @torch.no_grad()
 def graph_errors(model: VGAE, graphs, batch_size: int, device) -> dict[str, np.ndarray]:
@@ -70,7 +76,7 @@ def fit_threshold(
     threshold an attack (calibrated anomaly > 0.5); sklearn's ROC threshold t counts errors >= t, so the threshold
     lies halfway between t and the highest error below it. Without a normal validation error the 95th percentile
     is of ``training_normal_errors`` ("training_normal_p95"): that of the attacks' errors called 95% of them
-    normal."""
+    normal. A percentile threshold is at least MIN_PERCENTILE_THRESHOLD."""
     if len(np.unique(labels)) == 2:
         fpr, tpr, thresholds = roc_curve(labels, errors)
         best = youden_best_index(labels, fpr, tpr)  # ties to the higher threshold, as the evaluation's
@@ -81,12 +87,14 @@ def fit_threshold(
             if threshold > 0:
                 return threshold, "youden_j"
     if (labels == 0).any():
-        return max(float(np.percentile(errors[labels == 0], 95)), 1e-12), "normal_p95"
+        return max(float(np.percentile(errors[labels == 0], 95)), MIN_PERCENTILE_THRESHOLD), "normal_p95"
     if training_normal_errors is None or not len(training_normal_errors):
         raise ValueError(
             "the VGAE threshold needs normal errors: the validation split holds none, give the training's"
         )
-    return max(float(np.percentile(training_normal_errors, 95)), 1e-12), "training_normal_p95"
+    return max(
+        float(np.percentile(training_normal_errors, 95)), MIN_PERCENTILE_THRESHOLD
+    ), "training_normal_p95"
 
 
 class VGAEStage(StageBase):
