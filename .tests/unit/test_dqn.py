@@ -227,14 +227,36 @@ def test_the_only_episode_of_a_one_episode_run_is_the_last_and_explores_at_eps_e
     assert epsilon_at(1, 2, 1.0, 0.05) == pytest.approx(0.05)
 
 
-def test_a_state_column_that_never_varies_is_standardised_without_dividing_by_zero():
-    """kdgat.training.dqn.standardise_states: a state column constant over the fit states gets a floor spread
-    (1e-6), so the agent's Q-values stay finite instead of 0/0."""
+def test_a_state_column_that_never_varies_standardises_to_0_and_is_not_scaled_up():
+    """kdgat.training.dqn.standardise_states: a state column constant over the fit states (a constant base score)
+    keeps std 1: it standardises to 0, and a later state 0.1 off the constant is 0.1 off, not 0.1 / 1e-6 = 1e5 as
+    with the floor of 1e-6 before 2026-12-07 (whose Q-values then depended on that column alone). Float32
+    rounding of a constant (0.3 has no exact float) counts as constant too, and so does a large constant."""
     from kdgat.training.dqn import standardise_states
 
-    network = QNetwork(state_dim=3, hidden=8, num_layers=1)
-    states = torch.tensor([[0.0, 5.0, 1.0], [1.0, 5.0, 2.0], [2.0, 5.0, 4.0]])
+    network = QNetwork(state_dim=4, hidden=8, num_layers=1)
+    states = torch.tensor([[0.0, 0.3, 1.0, 2e4], [1.0, 0.3, 2.0, 2e4], [2.0, 0.3, 4.0, 2e4]])
     standardise_states(network, states)
-    assert float(network.state_std[1]) == pytest.approx(1e-6)
+    assert network.state_std[1].item() == 1.0 and network.state_std[3].item() == 1.0
     assert torch.allclose(network.state_mean, states.mean(dim=0))
+    later = torch.tensor([[1.0, 0.4, 2.0, 2e4 + 1]])
+    standardised = (later - network.state_mean) / network.state_std
+    assert standardised[0, 1].item() == pytest.approx(0.1, abs=1e-6)
+    assert standardised[0, 3].item() == pytest.approx(1.0, abs=1e-2)
     assert torch.isfinite(network.eval()(states)).all()
+
+
+def test_a_state_column_that_varies_keeps_its_own_spread_bit_for_bit():
+    """Healthy states (every column varies, however little above 1e-6) keep exactly the population std, as the
+    floor of 1e-6 before 2026-12-07 left them: the agent's inputs and so its decisions are unchanged."""
+    from kdgat.training.dqn import standardise_states
+
+    generator = torch.Generator().manual_seed(0)
+    states = torch.rand(64, 15, generator=generator)
+    states[:, 2] = 0.5 + 8e-6 * torch.arange(64) / 64  # a tiny but real spread, 2.3e-6, above the old floor
+    states[:, 3] *= 1e-3
+    network = QNetwork(state_dim=15, hidden=8, num_layers=1)
+    standardise_states(network, states)
+    plain = states.std(dim=0, unbiased=False)
+    assert plain.min() > 1e-6  # the old floor (clamp_min(1e-6)) left every column its own std
+    assert torch.equal(network.state_std, plain)

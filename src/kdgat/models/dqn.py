@@ -30,6 +30,19 @@ def fuse(
     return alpha, score, (score > DECISION_THRESHOLD).long()
 
 
+# A state column whose spread over the fit states is below this share of max(|mean|, 1) is constant (a constant's
+# float32 rounding, ~1e-8): it keeps std 1, so it standardises to 0 and a later deviation is not scaled up (by 1e6
+# with the floor of 1e-6 before 2026-12-07). Any column varying more keeps its own std, as before.
+CONSTANT_SPREAD = 1e-6
+
+
+def state_spread(states: torch.Tensor) -> torch.Tensor:
+    """The standard deviation of each state column ([N, STATE_DIM] → [STATE_DIM]), 1 for a constant column."""
+    std = states.std(dim=0, unbiased=False)
+    constant = std < CONSTANT_SPREAD * states.mean(dim=0).abs().clamp_min(1.0)
+    return torch.where(constant, torch.ones_like(std), std)
+
+
 class QNetwork(nn.Module):
     """num_layers × (Linear, LayerNorm, ReLU, Dropout) then a linear layer with one Q-value per action."""
 

@@ -42,6 +42,7 @@ from kdgat.graph_store import graph_header
 from kdgat.inference import fusion_inputs
 from kdgat.model_store import load_model
 from kdgat.models import NUM_ACTIONS, QNetwork, fuse, fusion_reward
+from kdgat.models.dqn import state_spread
 from kdgat.runtime import seed_everything
 from kdgat.tracking import TrackingSettings
 from kdgat.training.data import (
@@ -267,7 +268,7 @@ class DQNStage(StageBase):
 
 def standardise_states(model: QNetwork, states: torch.Tensor) -> None:
     model.state_mean.copy_(states.mean(dim=0))
-    model.state_std.copy_(states.std(dim=0, unbiased=False).clamp_min(1e-6))
+    model.state_std.copy_(state_spread(states))
 
 
 def fit_agent(
