@@ -485,6 +485,43 @@ def test_hidden_files_and_folders_in_a_dataset_folder_are_no_logs(tmp_path):
     assert whole == {"fusion": [str(tmp_path / "fusion_01_x" / "rpm.csv")]}
 
 
+def test_files_of_a_dataset_folder_that_are_not_read_as_logs_are_warned_of_once_by_name(tmp_path, caplog):
+    # kdgat.unread_files: dos.parquet, a .tsv export and a rotated dos.log.1 were left out of the split folders
+    # without a word (only *.csv, *.txt and *.log are read); README*, LICENSE*, *.md, *metadata.json (ROAD's
+    # capture_metadata.json), hidden files and paths preprocess.exclude names are no logs and not warned of.
+    logs = {"train_01_x": ["normal.csv", "normal.parquet", "README", "README.rst", "LICENSE", "notes.md",
+                           ".DS_Store", "masquerade.tsv"],
+            "test_01_dos": ["dos.csv", "dos.log.1", "metadata.json", "capture_metadata.json", "sub/dos.tsv"],
+            "test_02_fuzzy": ["a.json", "b.json", "c.json", "d.json"],
+            "fusion_01_x": ["rpm.pcap"], "other": ["ignored.parquet"]}  # fmt: skip
+    for folder, names in logs.items():
+        for name in names:
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            write(tmp_path / folder, name, HCRL_ROWS)
+    with caplog.at_level(logging.WARNING, logger="kdgat.layout"):
+        train, test, _ = dataset_logs("lab", {"path": str(tmp_path)})
+        dataset_logs("lab", {"path": str(tmp_path)})  # the workflow asks for a dataset's logs many times
+    assert train == [str(tmp_path / "train_01_x" / "normal.csv")]
+    assert test == {"dos": [str(tmp_path / "test_01_dos" / "dos.csv")]}
+    assert [record.getMessage() for record in caplog.records] == [
+        "datasets.lab.path: 8 file(s) in its split folders are not read, since only *.csv, *.txt, *.log files "
+        "are read as CAN logs: fusion_01_x/rpm.pcap, test_01_dos/dos.log.1, test_01_dos/sub/dos.tsv, "
+        "test_02_fuzzy/a.json, test_02_fuzzy/b.json ... (3 more); to use a capture, save it as one of those "
+        "(e.g. CSV), else move the files out of the split folders (readme*, license*, licence*, *.md, "
+        "*metadata.json files are not warned of)"
+    ]
+    # a folder of logs only, or with only such files, warns of nothing
+    for folder in ("test_02_fuzzy", "fusion_01_x"):
+        for path in (tmp_path / folder).iterdir():
+            path.unlink()
+    for path in [*tmp_path.glob("*/*.parquet"), *tmp_path.glob("test_01_dos/*.1"), *tmp_path.glob("*/sub/*")]:
+        path.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kdgat.layout"):
+        dataset_logs("lab", {"path": str(tmp_path)})
+    assert caplog.records == []
+
+
 def test_two_test_folders_of_one_scenario_are_one_scenario_with_both_logs(tmp_path):
     for folder, name in [("train_01_x", "t.csv"), ("test_01_dos", "a.csv"), ("test_02_dos", "b.csv")]:
         (tmp_path / folder).mkdir()

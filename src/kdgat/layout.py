@@ -183,8 +183,7 @@ def compressed_logs(
 def held_out_captures(
     root: str | Path, names: Iterable[str], exclude: Iterable[str] = DEFAULT_EXCLUDE
 ) -> dict[str, list[Path]]:
-    """Whole captures for held-out splits: the logs under ``<name>_*/`` folders (``fusion_01_dos/``) for each
-    split name; a name without such folders is left out."""
+    """{held-out split: the logs under its ``<name>_*/`` folders (fusion_01_dos/)}, for the names that have some."""
     root, exclude = Path(root), exclude_words(exclude)
     found = {
         name: [f for d in sorted(root.glob(f"{name}_*")) if d.is_dir() for f in _logs(d, exclude)]
@@ -240,9 +239,8 @@ FINGERPRINT_BYTES = 1 << 20
 
 
 def log_fingerprint(path: str | Path) -> str:
-    """``<size>:<digest>`` of a log, the digest over its first and last MiB: cheap enough to take for every log
-    whenever the workflow is planned, and different for two captures unless they have the same size and the same
-    first and last MiB. ``""`` for a log not on disk yet (another rule writes it)."""
+    """``<size>:<digest>`` of a log, the digest over its first and last MiB: cheap whenever the workflow is planned,
+    and the same for two captures only with the same size, first and last MiB. ``""`` for a log not on disk yet."""
     try:
         size = os.path.getsize(path)
         digest = hashlib.blake2b(digest_size=16)
@@ -315,20 +313,17 @@ def preprocess_code_digests(package: str | Path | None = None) -> dict[str, str]
 
 
 def preprocess_code_digest(package: str | Path | None = None) -> str:
-    """One digest of the files of PREPROCESS_CODE: library_code's form until preprocess_code_digests, which a
-    user's rule may still pass (the wrappers do not read it)."""
+    """One digest of PREPROCESS_CODE's files: library_code's old form, which a user's rule may still pass."""
     return source_digest(*_code_files(PREPROCESS_CODE, package))
 
 
-# The library modules whose code decides the logs generate_can writes (what its wrapper imports, transitively,
-# less logging), as in PREPROCESS_CODE.
+# The library modules whose code decides the logs generate_can writes, as PREPROCESS_CODE (its wrapper's imports).
 SYNTHETIC_CODE = ("can", "compiled.py", "files.py", "rule_items.py", "synthetic.py")
 
 
 def synthetic_code_digests(package: str | Path | None = None) -> dict[str, str]:
-    """``{file of SYNTHETIC_CODE: digest}``, generate_can's library_code param: the cache key of a build_graphs job
-    holds, for inputs another job writes, that job's key (its wrapper and params), never the logs' contents, so
-    without it a newer generator's graphs would be served from an older generator's logs."""
+    """``{file of SYNTHETIC_CODE: digest}``, generate_can's library_code param: a build_graphs job's cache key holds
+    the key of the job that wrote its logs, not their contents: else an older generator's logs would be served."""
     return source_digests(*_code_files(SYNTHETIC_CODE, package))
 
 
@@ -452,6 +447,11 @@ def dataset_logs(
                 f"{', ...' if len(compressed) > 3 else ''}), which the readers do not read: decompress them first "
                 f"(e.g. {COMPRESSED_SUFFIXES[compressed[0].suffix.lower()]} {compressed[0].name})"
             )
+        from kdgat.unread_files import warn_unread  # a warning only: not in PREPROCESS_CODE
+
+        warn_unread(
+            spec["path"], held_out + HELD_OUT_SPLITS, LOG_SUFFIXES, exclude, path_name or f"{where}.path"
+        )
         try:
             found_train, found_test = discover_layout(spec["path"], exclude=exclude)
         except FileNotFoundError as error:
