@@ -686,6 +686,43 @@ def test_serve_on_a_port_in_use_stops_at_once_naming_it_before_anything_starts(s
     assert "ready to take jobs" not in done.stderr and "LocalCluster" not in done.stderr
 
 
+def test_a_host_beyond_loopback_needs_allow_remote_and_says_what_anyone_reaching_it_can_do(service_factory):
+    """``--host 0.0.0.0`` made the service (plain HTTP, running the allowed models for any key) reachable from every
+    machine that can reach this one, without a word: on a shared machine that is a choice to be made knowingly."""
+    import socket
+
+    broken = service_factory(start=False)
+    done = subprocess.run(broken.command("--host", "0.0.0.0"), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert f"simcal serve: --host 0.0.0.0 --port {broken.port} listens beyond this machine" in done.stderr
+    assert "Give --allow-remote to mean it" in done.stderr and "plain HTTP" in done.stderr
+    assert "ready to take jobs" not in done.stderr and "Traceback" not in done.stderr
+    # Given --allow-remote, it goes on, warning what it exposes: here as far as the bind of a port in use.
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            broken.command("--host", "0.0.0.0", "--port", str(port), "--allow-remote"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 2 and "cannot listen there" in done.stderr, done.stderr
+    assert "listens beyond this machine" in done.stderr and "(--allow-remote given)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("", False), ("10.1.2.3", False), ("no-such-host.invalid", False)],
+)  # fmt: skip
+def test_only_loopback_addresses_and_names_count_as_loopback(host, loopback):
+    from simcal.service.server import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
 def test_sync_answers_parquet_with_the_job_id(service):
     with service.http(service.keys["alice"]) as http:
         answer = http.post("/v1/simulate/sync", json=SMALL)

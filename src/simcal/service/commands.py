@@ -1,7 +1,7 @@
 """The service's ``simcal`` subcommands (registered in ``simcal.cli.SUBCOMMANDS``):
 
-    simcal serve --api-keys-file F --state-dir D [--host H] [--port P] [--scheduler ADDRESS] [--results URL]
-                 [--allow-models PREFIX,...]
+    simcal serve --api-keys-file F --state-dir D [--host H [--allow-remote]] [--port P] [--scheduler ADDRESS]
+                 [--results URL] [--allow-models PREFIX,...]
     simcal keys add --file F [--name NAME]          prints a new key once; the file keeps only its hash
     simcal jobs list|show ID|cancel ID --url URL [--api-key K]   (defaults: $SIMCAL_SERVICE_URL, $SIMCAL_API_KEY)
 
@@ -53,7 +53,7 @@ def serve(args: argparse.Namespace) -> int:
     from simcal.service.jobs import ServiceConfig
     from simcal.service.keys import KeysFileError
     from simcal.service.results import ResultsError
-    from simcal.service.server import Service, listening_socket
+    from simcal.service.server import Service, check_exposure, listening_socket
     from simcal.service.server import serve as run
 
     configure(None)
@@ -71,6 +71,7 @@ def serve(args: argparse.Namespace) -> int:
             rate=args.rate,
             burst=args.burst,
         )
+        check_exposure(args.host, args.port, args.allow_remote)
         sock = listening_socket(args.host, args.port)
         service = Service(
             config,
@@ -107,6 +108,12 @@ def add_serve(subparsers) -> None:
         "--state-dir; results as Parquet under --results. Needs the simcal[service] extra.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="needed for a --host beyond loopback (0.0.0.0, a network address): anyone who can reach the port can "
+        "try keys, and with one run the allowed models and read its jobs' results, over plain HTTP",
+    )
     parser.add_argument("--port", type=whole_number_in(0, 65535, "a TCP port number 0..65535"), default=8000)
     parser.add_argument("--api-keys-file", required=True, help="hashed API keys (made by `simcal keys add`)")
     parser.add_argument("--state-dir", required=True, help="job registry and running jobs' finished parts")

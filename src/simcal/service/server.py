@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import logging
 import os
 import socket
@@ -96,6 +97,47 @@ class Service:
             self.registry.close()
             self.telemetry.shutdown()
             self._state_lock.close()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (``--host``) is reachable from this machine alone: a loopback address, or a name all of whose
+    addresses are loopback ones (``localhost``). ``0.0.0.0``, ``::``, an empty host (every address) and a name that
+    does not resolve are not."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = (
+            {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+            if host
+            else set()
+        )
+    except (OSError, UnicodeError):
+        return False
+    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+
+
+def remote_exposure(host: str, port: int) -> str:
+    """What anyone who can reach a service listening on ``host``:``port`` beyond this machine can do."""
+    return (
+        f"--host {host} --port {port} listens beyond this machine: anyone who can reach that port can try API keys "
+        "against it and, with a key, run the models of --allow-models on the Dask cluster, list, read and cancel "
+        "that key's jobs and download their results; the service speaks plain HTTP, so keys and results cross the "
+        "network readable by anyone on the path unless a TLS proxy or a network policy stands in front of it"
+    )
+
+
+def check_exposure(host: str, port: int, allow_remote: bool) -> None:
+    """A ValueError for a ``--host`` beyond loopback without ``--allow-remote`` (the one who starts it says they mean
+    it); the warning of what that exposes when it is given."""
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise ValueError(
+            f"{remote_exposure(host, port)}. Give --allow-remote to mean it, or leave --host out (127.0.0.1)"
+        )
+    log.warning("%s (--allow-remote given)", remote_exposure(host, port))
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
