@@ -1722,6 +1722,40 @@ def test_a_checkpoint_file_that_holds_no_training_checkpoint_is_set_aside_and_ov
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
 
 
+class RunsCodeWhenUnpickled:
+    """A pickle that calls a function when it is loaded (here ``open(marker, "w")``; a planted one: ``os.system``)."""
+
+    def __init__(self, marker: os.PathLike) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_file_that_would_run_code_when_loaded_is_set_aside_without_running_it(tmp_path, caplog):
+    """A checkpoint path lies in a results folder the project group may write, or holds a file a researcher copied
+    from elsewhere: it was read with ``torch.load(weights_only=False)``, so a pickle planted there ran its code as
+    the user who trains (at the check before training and again at the resume). Now it is read as tensors, numbers
+    and the RNG state alone: such a file is set aside, its code never run, and the loop's own checkpoints (the numpy
+    RNG state included) still load."""
+    checkpoint, marker = tmp_path / "last.pt", tmp_path / "code-ran"
+    torch.save(RunsCodeWhenUnpickled(marker), checkpoint)
+    training_loop.refuse_checkpoint_over_files(checkpoint, {})
+    assert not marker.exists()
+    loop = training_loop.LoopSettings(epochs=2, patience=5, checkpoint=checkpoint)
+    with caplog.at_level(logging.WARNING, logger="kdgat.training"):
+        result = training_loop.fit(ScriptedStage([3.0, 2.0]), loop, "fingerprint")
+    assert not marker.exists()
+    assert (
+        f"ignoring unreadable checkpoint {checkpoint} (UnpicklingError: Unsupported global: GLOBAL"
+        in caplog.text
+    )
+    assert "GLOBAL io.open was not an allowed global by default); training starts afresh" in caplog.text
+    assert result["resumed_from"] is None and len(result["history"]) == 2
+    saved = training_loop.load_checkpoint(checkpoint)  # the loop's own checkpoint, written over it
+    assert saved["epoch"] == 1 and saved["rng"]["numpy"][0] == "MT19937"
+
+
 def test_the_content_digest_tells_tensors_of_the_same_bytes_apart_by_shape_and_dtype():
     """kdgat.training.loop.content_digest hashes a tensor's dtype, shape and bytes: a checkpoint written on
     inputs of another shape or dtype, whatever their bytes, is not resumed."""

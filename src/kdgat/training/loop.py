@@ -324,11 +324,27 @@ def refuse_diverged(
 UNREADABLE = "a file torch cannot read"
 
 
+def load_checkpoint(path: str | os.PathLike) -> object:
+    """The object in the file at ``path``, read as a checkpoint is: tensors, numbers, strings, containers and the
+    numpy RNG state's array alone (``weights_only``). A checkpoint path is a file anyone who may write the results
+    folder may have put there (or a researcher copied from elsewhere); read as a plain pickle, a file holding any
+    other object ran its code as the user who trains. Such a file raises here, as a corrupted one does."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+
+    with torch.serialization.safe_globals([_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def not_a_checkpoint(path: str | os.PathLike) -> str | None:
     """What the file at ``path`` is when it is not a resume checkpoint (``fit`` writes a dict with ``fingerprint``
     and ``epoch``); None for a checkpoint, of these settings or others."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)  # as read_checkpoint reads it
+        saved = load_checkpoint(path)  # as read_checkpoint reads it
     except Exception as error:
         return f"{UNREADABLE} ({type(error).__name__})"
     if isinstance(saved, dict) and "fingerprint" in saved and "epoch" in saved:
@@ -372,9 +388,14 @@ def set_aside(name: str, path: Path, what: str, why: str) -> None:
 def read_checkpoint(path: Path, name: str) -> dict | None:
     """The resume checkpoint at ``path``, or None (set aside) when it cannot be read."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # truncated or corrupted: OSError (EINVAL), RuntimeError or EOFError
-        set_aside(name, path, "unreadable checkpoint", f"{type(error).__name__}: {error}")
+        saved = load_checkpoint(path)
+    except Exception as error:  # truncated, corrupted or unsafe (OSError, RuntimeError, UnpicklingError)
+        # torch's refusal of an object other than tensors and numbers is a page of advice, to allow-list it "if you
+        # trust" the file: the reason alone is kept (the object it names)
+        _, marker, reason = str(error).partition("WeightsUnpickler error:")
+        why = next((line for line in reason.splitlines() if line.strip()), "") if marker else str(error)
+        why = why.split(" Please use ")[0].rstrip(".")
+        set_aside(name, path, "unreadable checkpoint", f"{type(error).__name__}: {' '.join(why.split())}")
         return None
     if not isinstance(saved, dict):
         set_aside(name, path, "checkpoint", "not a training checkpoint")
