@@ -467,6 +467,84 @@ def _pod_specs(document: dict) -> list[dict]:
     return [template["spec"]] if template else []
 
 
+# The volume types Pod Security "restricted" admits (kubernetes.io/docs/concepts/security/pod-security-standards).
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}  # fmt: skip
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """What of a pod spec the Pod Security Standards' "restricted" profile refuses (each of its controls), plus a
+    container without CPU and memory limits and a pod given a Kubernetes API token it has no use for."""
+    found = []
+    context = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            found.append(f"{key}: true")
+    found += [f"volume {v['name']} is not of a restricted type" for v in pod.get("volumes") or []
+              if not set(v) - {"name"} <= RESTRICTED_VOLUMES]  # fmt: skip
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        own = container.get("securityContext") or {}
+        name = container["name"]
+        if own.get("privileged"):
+            found.append(f"{name}: privileged")
+        if own.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        capabilities = own.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []) or set(capabilities.get("add") or []) - {
+            "NET_BIND_SERVICE"
+        }:
+            found.append(f"{name}: capabilities do not drop ALL (or add more than NET_BIND_SERVICE)")
+        if own.get("runAsNonRoot", context.get("runAsNonRoot")) is not True:
+            found.append(f"{name}: runAsNonRoot is not true")
+        if own.get("runAsUser", context.get("runAsUser")) == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = (own.get("seccompProfile") or context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile is {seccomp}")
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if not {"cpu", "memory"} <= set(limits):
+            found.append(f"{name}: no cpu and memory limits")
+    if pod.get("automountServiceAccountToken") is not False:
+        found.append("automountServiceAccountToken is not false")
+    return found
+
+
+def test_every_pod_under_profiles_k8s_meets_the_restricted_pod_security_standard():
+    """The Dask scheduler and workers ran with the runtime's defaults: no seccomp profile, privilege escalation
+    allowed, every default capability and a Kubernetes API token mounted (a namespace labelled
+    pod-security.kubernetes.io/enforce: restricted refused them). Every pod of the profile now passes."""
+    pods = [(where, pod) for where, document in MANIFESTS for pod in _pod_specs(document)]
+    files = {where.split("#")[0].removeprefix("profiles/k8s/") for where, _ in pods}
+    assert files >= {"dask/scheduler.yaml", "dask/workers.yaml", "service/deployment.yaml"}
+    assert {where: restricted_violations(pod) for where, pod in pods} == {where: [] for where, _ in pods}
+
+
+def test_the_restricted_check_finds_each_thing_the_standard_refuses():
+    (pod,) = _pod_specs(next(document for where, document in MANIFESTS if "dask/workers.yaml" in where))
+    assert restricted_violations(pod) == []
+    for change, words in [
+        (lambda p: p.update(hostNetwork=True), "hostNetwork: true"),
+        (lambda p: p["volumes"].append({"name": "node", "hostPath": {"path": "/"}}), "volume node is not"),
+        (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "worker: privileged"),
+        (
+            lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+            "capabilities",
+        ),
+        (lambda p: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot is not true"),
+        (lambda p: p["securityContext"].update(runAsUser=0), "runAsUser 0"),
+        (lambda p: p["securityContext"].pop("seccompProfile"), "seccompProfile is None"),
+        (lambda p: p["containers"][0]["resources"].pop("limits"), "no cpu and memory limits"),
+        (lambda p: p.pop("automountServiceAccountToken"), "automountServiceAccountToken"),
+    ]:
+        changed = copy.deepcopy(pod)
+        change(changed)
+        assert any(words in line for line in restricted_violations(changed)), words
+
+
 def test_every_pod_under_profiles_k8s_runs_the_profiles_cpu_image_and_the_readme_says_where():
     """Scheduler, workers and the simulation service run the workflow's dask/distributed and simcal: the
     profile's container-image. Install step 6 of the README names every file that carries that image."""
