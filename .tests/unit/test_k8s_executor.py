@@ -400,6 +400,28 @@ def test_a_gpu_rule_without_scale_0_still_sends_a_job_the_api_accepts(tmp_path, 
     }
 
 
+def test_every_job_runs_under_the_restricted_pod_security_standard(tmp_path):
+    """The kubernetes executor 0.5.1 sets no security context: the workflow's pods ran with privilege escalation
+    allowed, the runtime's default capabilities and no seccomp profile, and a namespace enforcing Pod Security
+    "restricted" refused every Job. Each Job now asks for the image's non-root user, RuntimeDefault seccomp, no
+    privilege escalation and no capability; one the executor was told to make privileged is left as asked."""
+    completion = JobCompletion(queue_name="snakemake", gpu_container_image="registry/image:cu130")
+    for resources in ({"mem_mb": 1024}, {"mem_mb": 2048, "gpu": 1, "gpu_manufacturer": "nvidia"}):
+        job = job_sent_for(resources, completion)
+        assert api_problems(job, tmp_path) == []
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        (container,) = pod["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    executor = kueue_executor(completion)
+    executor.privileged = True
+    pod = job_sent_for({"mem_mb": 1024}, completion, executor=executor)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["securityContext"] == {"privileged": True} and "securityContext" not in pod
+
+
 def test_a_rule_given_0_gpus_runs_the_cpu_image(tmp_path):
     """`gpu: 0` (say, an evaluation rule moved to the CPU in a later profile) still makes the kubernetes executor
     write an nvidia.com/gpu request, of 0: that Job asks for no GPU and runs container-image, not the CUDA one."""

@@ -22,6 +22,7 @@ from snakemake_interface_common.exceptions import WorkflowError
 from .checks import PROFILE, SecretVolume, SettingError
 from .mounts import FAILED_ATTACH, FAILED_MOUNT, MountWatch, mount_failure_kind, volume_failure_reason
 from .pending import FAILED_SCHEDULING, UNBOUND_CLAIM, UnschedulableWatch, missing_claim, unbound_claims
+from .pod_security import restrict
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
@@ -230,6 +231,7 @@ class JobCompletion:
         # `gpu: 0` (a rule moved to the CPU in a later profile) still writes a request, of 0 GPUs: a CPU Job.
         if self.gpu_container_image and any(_positive(count) for count in gpus.values()):
             container.image = self.gpu_container_image
+        restrict(template.spec, container)
         # Idempotent: the kubernetes executor sends the same body again after re-authenticating, and this
         # executor after a transient error; a second copy of a variable or volume would be refused (422).
         container.env = [
