@@ -209,6 +209,49 @@ def test_workload_identity_needs_a_real_client_id():
             check_workload_identity_annotations(given, "sa", "ns")
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        "AZURE_STORAGE_KEY=c2VjcmV0LWtleQ==",
+        "SIMCAL_API_KEY=sc_0123456789abcdef",
+        "MY_SAS_TOKEN=sv=2024-01-01&sig=abc",
+        "AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=https;AccountKey=abc",
+        "AZURE_CLIENT_SECRET=s3cr3t",
+        "db.password=hunter2",
+    ],
+)
+def test_a_credential_in_kubernetes_kueue_env_is_refused_without_showing_it(item):
+    """kubernetes-kueue-env's values are written in plain text into every Job's spec (readable by whoever may
+    read Jobs in the namespace, and kept in etcd and in Kueue's Workloads): a storage key, SAS token, API key or
+    client secret given there was accepted. A name that says its value is a credential is now refused, naming
+    where it belongs, and the value is not shown."""
+    name, _, value = item.partition("=")
+    with pytest.raises(SettingError) as refused:
+        parse_env(["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=true", item])
+    message = str(refused.value)
+    assert message.startswith(f"kubernetes-kueue-env: {name} looks like a credential")
+    assert f"--envvars {name}" in message and "kubernetes-kueue-secret-volumes" in message
+    assert value not in message
+
+
+def test_names_that_only_contain_a_credential_word_or_point_at_a_key_file_pass():
+    # A mounted key file's path is no credential (the profile's own TLS client key); words are matched whole.
+    import yaml
+
+    profile = yaml.safe_load((REPO / "profiles" / "k8s" / "config.yaml").read_text())
+    assert parse_env(profile["kubernetes-kueue-env"])["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"] == (
+        "/etc/dask-tls/tls.key"
+    )
+    passing = [
+        "MONKEY=1",
+        "KEYBOARD_LAYOUT=us",
+        "AZURE_CLIENT_ID=abc",
+        "TOKENIZERS_PARALLELISM=false",
+        "KEY=",
+    ]
+    assert parse_env(passing) == dict(item.split("=", 1) for item in passing)
+
+
 def test_env_and_secret_volume_settings_are_parsed_or_refused():
     assert parse_env(["A=1", "B_2=x=y"]) == {"A": "1", "B_2": "x=y"}
     for bad in ("no-equals", "NO_EQUALS"):  # a well-formed name without "=" is no NAME=VALUE either

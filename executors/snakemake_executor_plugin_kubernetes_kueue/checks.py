@@ -70,15 +70,33 @@ class SecretVolume:
         return f"{self.secret}:{self.path}"
 
 
+# Words of a variable name that say its value is a credential (AZURE_STORAGE_KEY, SIMCAL_API_KEY, *_SAS_TOKEN,
+# AZURE_STORAGE_CONNECTION_STRING, AZURE_CLIENT_SECRET); an absolute path (a mounted key file) is no credential.
+SECRET_WORDS = re.compile(
+    r"(?:^|[-._])(?:KEYS?|TOKEN|SECRET|PASSWORD|PASSWD|SAS|CONNECTION[-._]STRING|CREDENTIALS?)(?:$|[-._])",
+    re.I,
+)
+
+
 def parse_env(items: list[str]) -> dict[str, str]:
-    """``NAME=VALUE`` items of kubernetes-kueue-env as a dict (values are plain text in the Job spec)."""
+    """``NAME=VALUE`` items of kubernetes-kueue-env as a dict (values are plain text in the Job spec, readable by
+    whoever may read Jobs in the namespace): a name that says its value is a credential is refused, unless the
+    value is an absolute path (the file a Secret volume mounts). The value is never shown."""
     parsed = {}
     for item in items:
         name, equals, value = item.partition("=")
         if not equals or not ENV_NAME.fullmatch(name):
+            shown = item if not equals else f"{name}=..."
             raise SettingError(
-                f"kubernetes-kueue-env: {item!r} is not NAME=VALUE; secrets never go here "
+                f"kubernetes-kueue-env: {shown!r} is not NAME=VALUE; secrets never go here "
                 "(they would be readable in the Job spec): use envvars or workload identity"
+            )
+        if SECRET_WORDS.search(name) and value and not value.startswith("/"):
+            raise SettingError(
+                f"kubernetes-kueue-env: {name} looks like a credential, and this setting's values are plain text "
+                "in every Job's spec, readable by whoever may read Jobs in the namespace: pass it with --envvars "
+                f"{name} (Snakemake puts it into the run's Secret), mount a Secret with "
+                "kubernetes-kueue-secret-volumes and give its file's path, or use workload identity"
             )
         parsed[name] = value
     return parsed
