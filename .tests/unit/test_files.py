@@ -221,6 +221,35 @@ def test_output_lock_refuses_a_second_holder_naming_the_output_pid_and_host_then
     assert not lock.exists() and target.exists()  # released on failure; the folder keeps what was written
 
 
+def test_output_lock_never_writes_through_a_symbolic_link_planted_at_the_lock_path(tmp_path):
+    """The lock's name is known in advance (``.<output>.lock``): anyone who may write a shared results folder
+    could put a link there to a file of the user who runs the job (their ``~/.bashrc``), and the lock was opened
+    through it, truncated and overwritten with ``<pid> <host>``. Now a link is not followed: the job is refused
+    (an InputError, one line in the wrapper's log) naming the link, where it points and what to do, and the file
+    it points at is untouched."""
+    from output_locks import LockIsALink
+    from wrapper_rules import InputError
+
+    victim = tmp_path / "home" / ".bashrc"
+    victim.parent.mkdir()
+    victim.write_text("export PATH=$HOME/bin:$PATH\n")
+    target = tmp_path / "shared" / "model.pt"
+    target.parent.mkdir()
+    lock = files.lock_path(target)
+    for points_at in (victim, tmp_path / "home" / "not-there-yet"):  # a dangling link would create its file
+        lock.unlink(missing_ok=True)
+        lock.symlink_to(points_at)
+        with pytest.raises(LockIsALink) as refused, files.output_lock(target, "training output"):
+            files.write_text("written", target)
+        assert isinstance(refused.value, InputError)
+        assert str(refused.value).startswith(
+            f"{target}: the lock file of this training output, {lock}, is a symbolic link (to {points_at}, "
+        )
+        assert f"Remove the link (`rm {lock}`)" in str(refused.value)
+        assert victim.read_text() == "export PATH=$HOME/bin:$PATH\n" and not target.exists()
+        assert not (tmp_path / "home" / "not-there-yet").exists() and lock.is_symlink()
+
+
 def test_output_lock_removes_only_the_folders_it_made_for_the_lock(tmp_path):
     """An output folder that was there before the job (empty, made by Snakemake or the user) stays; the folders the
     lock alone made below it go when the job wrote nothing."""

@@ -7,6 +7,7 @@ other in (.tests/unit/test_layers.py)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -28,6 +29,24 @@ class LockOfAnotherUser(PermissionError, InputError):
     """The lock file of an output is another user's and not even readable to us (left under umask 077), so it can
     be neither locked nor told apart from a held one (:func:`output_lock`): the message names its owner and what to
     do."""
+
+
+class LockIsALink(OSError, InputError):
+    """The lock file's path holds a symbolic link (:func:`output_lock`): it is not followed, or the lock would be
+    written (truncated) through it into whatever file it points at."""
+
+
+def _link_refusal(target: str | os.PathLike, lock: Path, what: str) -> LockIsALink:
+    try:
+        owner = user_name(os.lstat(lock).st_uid)
+        points_at = os.readlink(lock)
+    except OSError:
+        owner, points_at = "someone", "a file"
+    return LockIsALink(
+        f"{target}: the lock file of this {what}, {lock}, is a symbolic link (to {points_at}, {owner}'s), not a "
+        f"lock file: it is not followed, since the lock written through it would overwrite {points_at}. Remove the "
+        f"link (`rm {lock}`), and see who made it, then run again",
+    )
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -63,15 +82,21 @@ def output_lock(
     while True:
         try:
             lock.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            # O_NOFOLLOW: the name is known in advance, so anyone who may write the folder could put a link there
+            # to a file of this user's, which the lock's truncate and write would overwrite.
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
             writable = True
         except FileNotFoundError:  # a folder on the way was removed in between (by a job that wrote nothing)
             continue
-        except PermissionError:
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise _link_refusal(target, lock, what) from None
+            if not isinstance(error, PermissionError):
+                raise
             if not lock.exists():
                 raise  # a folder we may not write: the error names it
             try:  # left by another user of the group: lockable read-only
-                descriptor = os.open(lock, os.O_RDONLY)
+                descriptor = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
             except FileNotFoundError:  # its holder released it in between
                 continue
             except PermissionError:  # not even readable (another user's umask 077): it cannot be locked
@@ -79,6 +104,10 @@ def output_lock(
                 if refusal is None:  # its holder released it in between
                     continue
                 raise refusal from None
+            except OSError as error:
+                if error.errno != errno.ELOOP:
+                    raise
+                raise _link_refusal(target, lock, what) from None
             writable = False
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
