@@ -481,6 +481,31 @@ def test_an_unreachable_server_costs_one_warning_and_the_job_goes_on(data, tmp_p
     assert json.loads(out["metrics"].read_text())["epochs_run"] == 3 and out["model"].stat().st_size > 0
 
 
+def test_the_password_of_a_tracking_uri_is_never_written_to_the_jobs_log(data, tmp_path, invocation, caplog):
+    """A tracking server behind basic auth (``https://user:token@host``) or a database store
+    (``postgresql://user:password@db/mlflow``) carries its password in kd_gat.tracking.uri: the one warning of a
+    failed tracking call named the URI whole, and MLflow's own error (the URL it called), in the job's log, which
+    the project group reads. The password is shown as ***."""
+    port = free_port()  # nothing listens there: connections are refused
+    secret = "s3cret-token"
+    with caplog.at_level(logging.INFO):
+        out = train(
+            data, tmp_path / "job", {"backend": "mlflow", "uri": f"http://mlflow:{secret}@127.0.0.1:{port}"}
+        )
+    assert out["model"].exists()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert f"http://mlflow:***@127.0.0.1:{port}" in warning and "goes on without tracking" in warning
+    assert secret not in caplog.text
+    with caplog.at_level(logging.INFO):
+        train(
+            data,
+            tmp_path / "other",
+            {"backend": "mlflow", "uri": f"htps://mlflow:{secret}@mlflow.example.org"},
+        )
+    assert "'htps://mlflow:***@mlflow.example.org': MLflow has no store for the scheme 'htps'" in caplog.text
+    assert secret not in caplog.text
+
+
 def test_a_misspelt_uri_scheme_is_named_in_the_one_warning(data, tmp_path, invocation, caplog):
     with caplog.at_level(logging.WARNING):
         out = train(data, tmp_path / "job", {"backend": "mlflow", "uri": "htps://mlflow.example.org"})

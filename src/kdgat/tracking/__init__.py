@@ -128,7 +128,7 @@ def log_evaluation(
             settings.backend,
             settings.shown_uri(),
             type(error).__name__,
-            str(error).splitlines()[0] if str(error) else "",
+            settings.masked(str(error).splitlines()[0] if str(error) else ""),
         )
         return []
 

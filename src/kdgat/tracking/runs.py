@@ -73,7 +73,7 @@ class MlflowTracker:
                 self.settings.shown_uri(),
                 what,
                 type(error).__name__,
-                str(error).splitlines()[0] if str(error) else "",
+                self.settings.masked(str(error).splitlines()[0] if str(error) else ""),
             )
             return None
 

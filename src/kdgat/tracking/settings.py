@@ -152,11 +152,21 @@ class TrackingSettings:
         return uri
 
     def shown_uri(self) -> str:
-        """The URI for a message: ``tracking_uri()``, or the setting as written where that fails."""
+        """The URI for a message: ``tracking_uri()``, or the setting as written where that fails, its password
+        (``https://user:token@host``, ``postgresql://user:password@db/mlflow``) shown as ``***``."""
         try:
-            return self.tracking_uri()
+            return self.masked(self.tracking_uri())
         except TrackingError:
-            return str(self.uri)
+            return self.masked(str(self.uri))
+
+    def masked(self, text: str) -> str:
+        """``text`` (a message, MLflow's included: it names the URL it called) without the URI's password: a job's
+        log is read by the project group, and the warning of a failed tracking call named the URI whole."""
+        try:
+            password = urlparse(str(self.uri).strip()).password
+        except ValueError:  # a port that is no number: no URI with a password either
+            password = None
+        return text.replace(password, "***") if password else text
 
 
 def _strings(values: Mapping[str, Any] | None) -> dict[str, str]:
@@ -263,7 +273,7 @@ def mlflow_client(settings: TrackingSettings):
             raise
         # MLflow's own message blames its model registry: name the setting and the scheme it does not know.
         raise ValueError(
-            f"{TRACKING_KEY.get()}.uri {settings.uri!r}: MLflow has no store for the scheme "
+            f"{TRACKING_KEY.get()}.uri {settings.shown_uri()!r}: MLflow has no store for the scheme "
             f"{urlparse(uri).scheme!r} (a path, file:, http:, https: or a database URI such as sqlite:)"
         ) from error
 
