@@ -340,6 +340,8 @@ def wrapper_refusal(wrapper: str, tmp_path: Path, capsys, inputs: dict, params: 
         params=Namedlist(fromdict=params),
         log=Namedlist([str(log)]),
         threads=1,
+        resources=Namedlist(),
+        rule=wrapper,
     )
     with pytest.raises(InputRefused) as ended:
         runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")

@@ -2261,6 +2261,7 @@ def test_an_evaluation_restored_from_the_stash_teaches_learned_resources_neither
         stash_dir=str(tmp_path / "stash"), benchmark=str(benchmark),
     )  # fmt: skip
     snakemake.log, snakemake.threads = [str(tmp_path / "log")], 1
+    snakemake.resources, snakemake.rule = _Section(), "rule"
     wrapper = REPO / "wrappers/evaluate_detector/wrapper.py"
     code = compile(wrapper.read_text(), str(wrapper), "exec")
     pattern = "benchmarks/evaluation/{dataset}/seed_{seed}/teacher.tsv"

@@ -728,6 +728,61 @@ def test_a_memory_error_is_one_line_naming_the_memory_the_process_had_and_mem_mb
     assert text.endswith(f" ERROR kdgat: {line}\n") and len(text.splitlines()) == 1, text
 
 
+def _generate_can_out_of_memory(tmp_path, monkeypatch, resources: dict) -> str:
+    """The line with which the generate_can wrapper, run as Snakemake runs it with ``resources`` and its library
+    call raising MemoryError, ends (status 1, no traceback): the same in its log and on stderr."""
+    import runpy
+    from types import SimpleNamespace
+
+    from snakemake.iocontainers import Namedlist
+
+    def out_of_memory(**kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("kdgat.synthetic.generate_file", out_of_memory)
+    log = tmp_path / "generate_can.log"
+    log.unlink(missing_ok=True)
+    snakemake = SimpleNamespace(
+        input=Namedlist(),
+        output=Namedlist([str(tmp_path / "normal.csv")]),
+        params=Namedlist(fromdict={"options": {}}),
+        log=Namedlist([str(log)]),
+        threads=1,
+        resources=Namedlist(fromdict=resources),
+        rule="preprocess_generate_can",
+    )
+    with pytest.raises(MachineRefused) as ended:
+        runpy.run_path(str(REPO / "wrappers/generate_can/wrapper.py"), {"snakemake": snakemake}, "__main__")
+    assert ended.value.code == 1
+    text = log.read_text()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    return text.split(" ERROR kdgat: ", 1)[1].rstrip("\n")
+
+
+def test_a_wrappers_memory_error_gives_the_rules_mem_mb_and_how_to_raise_it_for_that_rule(
+    tmp_path, monkeypatch, restore_logging
+):
+    """The MemoryError line said "give the job more memory (the rule's mem_mb resource, e.g. `--set-resources
+    <rule>:mem_mb=<MB>`": not how much the job had, nor for which rule, as the wrappers passed the library no
+    resources. Now the wrapper passes snakemake.resources' mem_mb and snakemake.rule, and the line names both."""
+    line = _generate_can_out_of_memory(tmp_path, monkeypatch, {"_cores": 1, "mem_mb": 4000, "runtime": 10})
+    assert line.startswith(
+        "generate_can failed: MemoryError: the process ran out of memory with mem_mb=4000 (the rule's resource; "
+        "raise it with `--set-resources preprocess_generate_can:mem_mb=<MB>`, which a cluster executor reserves "
+        "and enforces): it could not get the memory it asked for (it held at most "
+    ), line
+    assert "): raise mem_mb" in line and line.endswith(
+        " or give it less to hold at once (smaller inputs, batches or fewer workers), then rerun the job"
+    ), line
+    # A job without mem_mb (no default resources) keeps the general advice, without a value it does not have.
+    line = _generate_can_out_of_memory(tmp_path, monkeypatch, {"_cores": 1})
+    assert "mem_mb=" not in line.replace("mem_mb=<MB>", ""), line
+    assert (
+        "give the job more memory (the rule's mem_mb resource, e.g. `--set-resources <rule>:mem_mb=<MB>`"
+        in line
+    )
+
+
 # A wrapper's body writing an output where another user's file of that name is, in a folder with the sticky bit
 # (a shared 1777 project or scratch folder): the kernel refuses the rename over it with EPERM.
 REPLACING_ANOTHER_USERS_FILE = """

@@ -990,6 +990,7 @@ def test_training_wrapper_marks_a_resumed_run_and_clears_a_fresh_one(tmp_path, m
     snakemake.output = Section({name: f"out/{name}" for name in ("model", "metrics", "history")})
     snakemake.params = Section(settings={}, benchmark=str(benchmark))
     snakemake.log, snakemake.threads = [str(tmp_path / "log")], 1
+    snakemake.resources, snakemake.rule = Section(), "rule"
     code = compile((REPO / "wrappers" / wrapper / "wrapper.py").read_text(), wrapper, "exec")
 
     exec(code, {"snakemake": snakemake})
@@ -1058,6 +1059,7 @@ def test_simcal_wrappers_mark_a_run_resumed_from_finished_simulations_and_clear_
         model="simcal.models.sir:simulate", parameters={}, targets=[], benchmark=str(benchmark)
     )
     snakemake.log, snakemake.threads = [str(tmp_path / "log")], 1
+    snakemake.resources, snakemake.rule = Section(), "rule"
     code = compile((REPO / "wrappers" / wrapper / "wrapper.py").read_text(), wrapper, "exec")
 
     exec(code, {"snakemake": snakemake, "__name__": "__main__"})

@@ -597,6 +597,8 @@ def test_a_synthetic_mistake_ends_the_generate_can_wrapper_with_one_line_naming_
         ),
         log=_Items(log=str(tmp_path / "job.log")),
         threads=1,
+        resources=_Items(),
+        rule="generate_can",
     )
     with pytest.raises(InputRefused) as ended:
         runpy.run_path(str(REPO / "wrappers/generate_can/wrapper.py"), {"snakemake": snakemake}, "__main__")

@@ -317,6 +317,10 @@ def test_optional_all_makes_every_name_of_its_section_optional_and_no_other(tmp_
 OLD_STYLE: set[str] = set()
 
 
+# What a wrapper passes failure_logged of its job, so that a MemoryError's line names the rule's mem_mb and the rule
+JOB_RESOURCES = {"mem_mb": "snakemake.resources.get('mem_mb')", "rule": "snakemake.rule"}
+
+
 def style_problems(wrapper: Path) -> list[str]:
     """How wrapper.py departs from: docstring, __author__/__license__, imports, TAKES, configure_wrapper(...), one
     library call."""
@@ -378,6 +382,12 @@ def style_problems(wrapper: Path) -> list[str]:
             isinstance(block.body[0], ast.Expr) and isinstance(block.body[0].value, ast.Call)
         ):
             problems.append("`with failure_logged(...)` must hold exactly one library call")
+        if isinstance(block, ast.With) and isinstance(block.items[0].context_expr, ast.Call):
+            # A MemoryError's line names the job's mem_mb and the rule to raise it for: only the wrapper reads them.
+            given = {k.arg: ast.unparse(k.value) for k in block.items[0].context_expr.keywords}
+            for name, value in JOB_RESOURCES.items():
+                if given.get(name) != value:
+                    problems.append(f"`with failure_logged(...)` must pass {name}={value}")
     for helper in ("configure_wrapper", "failure_logged"):
         if imported.get(helper) not in {"kdgat.logs", "simcal.logs"}:
             problems.append(f"{helper} must come from kdgat.logs or simcal.logs")
@@ -412,7 +422,7 @@ if __name__ == "__main__":
         TAKES,
         OPTIONAL,
     )
-    with failure_logged("simulate"):
+    with failure_logged("simulate", mem_mb=snakemake.resources.get("mem_mb"), rule=snakemake.rule):
         simulate(parameters=snakemake.input[0], output=snakemake.output[0])
 """
 
@@ -609,6 +619,8 @@ def _run_wrapper(
         params=_Section(params),
         log=_Section(),
         threads=threads,
+        resources=_Section(),
+        rule="rule",
     )
     runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
     (kwargs,) = calls
@@ -692,6 +704,8 @@ def test_a_kdgat_wrapper_stopped_by_sigterm_says_a_rerun_resumes_only_where_it_h
         params=_Section(params),
         log=_Section(),
         threads=1,
+        resources=_Section(),
+        rule="rule",
     )
     with pytest.raises(Terminated):
         runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")
@@ -763,6 +777,8 @@ def test_a_string_for_the_simulation_settings_fails_naming_the_param(wrapper, se
         ),
         log=_Section(),
         threads=1,
+        resources=_Section(),
+        rule="rule",
     )
     # a user's mistake ends the wrapper with status 1 (InputRefused), the ContractError its cause
     with pytest.raises(
@@ -820,6 +836,8 @@ def test_the_kdgat_wrappers_refuse_a_fractional_whole_number_param(
         params=_Section(options={}, test_scenario_of_file="attack", **{param: value}),
         log=_Section(),
         threads=1,
+        resources=_Section(),
+        rule="rule",
     )
     with pytest.raises(
         InputRefused, match=rf"^params\.{param}: expected an integer, got float {value}$"
@@ -855,6 +873,8 @@ def test_generate_observed_names_a_param_given_as_a_string_or_list_for_a_mapping
         params=_Section(params),
         log=_Section(log=str(tmp_path / "observed.log")),
         threads=1,
+        resources=_Section(),
+        rule="rule",
     )
     with pytest.raises(
         InputRefused, match=rf"^{re.escape(named)}: expected a mapping of names to values, got"
@@ -989,6 +1009,8 @@ def test_build_graphs_names_params_held_out_given_as_no_mapping_of_shares(
         params=_Section(test_scenario_of_file="attack", held_out=held_out),
         log=_Section(),
         threads=1,
+        resources=_Section(),
+        rule="rule",
     )
     # a user's mistake ends the wrapper with status 1 (InputRefused), the PreprocessError (a ValueError) its cause
     with pytest.raises(InputRefused, match=message) as ended:
@@ -1071,6 +1093,8 @@ def test_a_wrong_file_or_setting_ends_the_kdgat_wrappers_with_one_line_naming_it
         params=_Section(params),
         log=_Section(log=str(tmp_path / "job.log")),
         threads=1,
+        resources=_Section(),
+        rule="rule",
     )
     with pytest.raises(InputRefused, match=message.format(tmp=re.escape(str(tmp_path)))) as ended:
         runpy.run_path(str(REPO / "wrappers" / wrapper / "wrapper.py"), {"snakemake": snakemake}, "__main__")

@@ -79,13 +79,20 @@ def termination_as_exit() -> Iterator[None]:
 
 
 def failure_logged(
-    what: str, logger: str = "kdgat", *, checkpoint: str | os.PathLike | None = None
+    what: str,
+    logger: str = "kdgat",
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    mem_mb: object = None,
+    rule: str | None = None,
 ) -> contextlib.AbstractContextManager[None]:
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``) is
     logged as the one line ``<what> failed: <message>``, also on stderr, and ends the process with status 1 and no
     traceback (``wrapper_rules.refuse_input``), and so is a full disk, a quota, a file past the size limit or too many
     open files, a file the job may not write or replace, or a ``MemoryError``, with what to do
-    (``wrapper_rules.exhausted``, ``not_permitted``, ``memory.out_of_memory``). Any other exception is logged with its traceback as
+    (``wrapper_rules.exhausted``, ``not_permitted``, ``memory.out_of_memory``: a ``MemoryError`` names ``mem_mb``,
+    the job's resource, and ``rule``, as the wrapper got them, ``snakemake.resources.get("mem_mb")`` and
+    ``snakemake.rule``). Any other exception is logged with its traceback as
     ``<what> failed``, then re-raised unchanged. A SIGTERM, SIGHUP or Ctrl-C (SIGINT) during the block is logged as such (no
     traceback) and ends the process with status 128 + the signal (``termination_as_exit``,
     ``wrapper_rules.Interrupted``); the line says that a rerun resumes
@@ -102,5 +109,5 @@ def failure_logged(
         return f"{what} stopped by {wrapper_rules.stopped_by(stop)}: what was written is whole, and {rerun}"
 
     return wrapper_rules.failure_logged(
-        what, logging.getLogger(logger), Terminated, stopped, termination_as_exit
+        what, logging.getLogger(logger), Terminated, stopped, termination_as_exit, mem_mb=mem_mb, rule=rule
     )

@@ -41,12 +41,16 @@ def configure_wrapper(what, logs, rule, takes, optional) -> None:
     set_up(configure, logging.getLogger("simcal"), what, logs, rule, takes, optional)
 
 
-def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractContextManager[None]:
+def failure_logged(
+    what: str, logger: str = "simcal", *, mem_mb: object = None, rule: str | None = None
+) -> contextlib.AbstractContextManager[None]:
     """A wrapper's outermost frame around its library call. A user's mistake (``wrapper_rules.InputError``: a
     ``ContractError`` and the like) is logged as the one line ``<what> failed: <message>``, also on stderr, and ends
     the process with status 1 and no traceback (``wrapper_rules.refuse_input``), and so is a full disk, a quota, a
     file past the size limit or too many open files, a file the job may not write or replace, or a ``MemoryError``,
-    with what to do (``wrapper_rules.exhausted``, ``not_permitted``, ``memory.out_of_memory``). Any other
+    with what to do (``wrapper_rules.exhausted``, ``not_permitted``, ``memory.out_of_memory``: a ``MemoryError``
+    names ``mem_mb``, the job's resource, and ``rule``, as the wrapper got them, ``snakemake.resources.get("mem_mb")``
+    and ``snakemake.rule``). Any other
     exception is logged with its traceback as ``<what> failed``, then re-raised unchanged. A termination signal (SIGTERM, SIGHUP)
     during the block is ``Terminated`` (``backends.close_on_signals``), so that an atomic write under way removes
     its temporary file, then one line saying so and naming the signal, no traceback, and exit status 128 + the
@@ -70,5 +74,11 @@ def failure_logged(what: str, logger: str = "simcal") -> contextlib.AbstractCont
         )
 
     return wrapper_rules.failure_logged(
-        what, logging.getLogger(logger), Terminated, stopped, lambda: close_on_signals(cluster=False)
+        what,
+        logging.getLogger(logger),
+        Terminated,
+        stopped,
+        lambda: close_on_signals(cluster=False),
+        mem_mb=mem_mb,
+        rule=rule,
     )

@@ -237,6 +237,8 @@ def failure_logged(
     stop: type[BaseException],
     stopped: Callable[[BaseException], str],
     guard: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    mem_mb: object = None,
+    rule: str | None = None,
 ) -> Iterator[None]:
     """A wrapper's outermost frame around its library call (a library's ``failure_logged`` says which ``stop`` and
     ``guard``). The block runs inside ``guard()`` (kdgat's turns SIGTERM into its ``stop``). ``stop``, the library's
@@ -245,8 +247,9 @@ def failure_logged(
     ``stopped(interrupt)``, then ``Interrupted`` (status 130, no traceback). A user's mistake (``InputError``) ends
     the process with ``refuse_input``: ``<what> failed: <message>`` in ``log`` and on stderr, status 1, no
     traceback; so does a full disk, a quota, a file past the size limit or too many open files (``exhausted``), a
-    ``MemoryError`` (naming the memory the process had, ``memory.out_of_memory``), or a file or folder the job may
-    not write (``not_permitted``), with what to do (``refuse_exhausted``, ``MachineRefused``). ``InputRefused``,
+    ``MemoryError`` (naming the memory the process had and ``mem_mb``, the job's resource, with ``rule``, the
+    wrapper's ``snakemake.resources.mem_mb`` and ``snakemake.rule``: ``memory.out_of_memory``), or a file or folder
+    the job may not write (``not_permitted``), with what to do (``refuse_exhausted``, ``MachineRefused``). ``InputRefused``,
     ``RuleRefused``, ``MachineRefused`` and ``Interrupted`` from within (a nested frame, ``check_rule``) were logged
     where they were raised, and a ``SystemExit`` with status 0 or None is no failure: they pass through
     unlogged. Any other exception is logged with its traceback as ``<what> failed``, then re-raised unchanged."""
@@ -264,7 +267,7 @@ def failure_logged(
     except (InputRefused, RuleRefused, MachineRefused, Interrupted):
         raise
     except MemoryError as error:
-        named, advice = out_of_memory(error)
+        named, advice = out_of_memory(error, mem_mb, rule)
         refuse_exhausted(what, error, advice, log, named=named)
     except OSError as error:
         advice = exhausted(error) or not_permitted(error)

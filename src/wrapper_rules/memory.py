@@ -53,15 +53,31 @@ def cgroup_memory_limit() -> int | None:
     return None
 
 
-def out_of_memory(error: BaseException) -> tuple[str, str] | None:
+def out_of_memory(
+    error: BaseException, mem_mb: object = None, rule: str | None = None
+) -> tuple[str, str] | None:
     """The error as a wrapper's line names it and what to do about it when it is a ``MemoryError`` (numpy's
     ``_ArrayMemoryError`` included): the memory the process had (``memory_had``), and to give the job more (the
     rule's ``mem_mb`` resource, which a cluster executor reserves and enforces; ``ulimit -v`` where that limit was
-    set) or make it smaller. None for any other error."""
+    set) or make it smaller. ``mem_mb``: the job's ``mem_mb`` resource as the wrapper got it
+    (``snakemake.resources``), named with its value when it is a number of MB; ``rule``: the job's rule, as
+    ``--set-resources`` names it. None for any other error."""
     if not isinstance(error, MemoryError):
         return None
     named = f"MemoryError: {error}" if str(error) else "MemoryError"
     had = memory_had()
+    limited = any("ulimit -v" in phrase for phrase in had)
+    smaller = "give it less to hold at once (smaller inputs, batches or fewer workers)"
+    if isinstance(mem_mb, int | float) and not isinstance(mem_mb, bool) and 0 < mem_mb < float("inf"):
+        value = int(mem_mb) if float(mem_mb).is_integer() else mem_mb
+        advice = (
+            f"the process ran out of memory with mem_mb={value} (the rule's resource; raise it with "
+            f"`--set-resources {rule or '<rule>'}:mem_mb=<MB>`, which a cluster executor reserves and enforces): "
+            "it could not get the memory it asked for (" + "; ".join(had) + "): raise mem_mb"
+        )
+        if limited:
+            advice += ", raise `ulimit -v` in the shell or job script that starts snakemake"
+        return named, f"{advice} or {smaller}"
     advice = (
         "the process could not get the memory it asked for ("
         + "; ".join(had)
@@ -69,6 +85,6 @@ def out_of_memory(error: BaseException) -> tuple[str, str] | None:
         "rule's mem_mb resource, e.g. `--set-resources <rule>:mem_mb=<MB>`, which a cluster executor reserves and "
         "enforces"
     )
-    if any("ulimit -v" in phrase for phrase in had):
+    if limited:
         advice += "; raise `ulimit -v` in the shell or job script that starts snakemake"
-    return named, advice + ") or give it less to hold at once (smaller inputs, batches or fewer workers)"
+    return named, advice + f") or {smaller}"

@@ -28,7 +28,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("analyze_calibration"):
+with failure_logged(
+    "analyze_calibration",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     analyze_files(
         trials_path=snakemake.input.get("trials", snakemake.input[0]),
         best_path=snakemake.output.best,

@@ -28,7 +28,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("analyze_sweep"):
+with failure_logged(
+    "analyze_sweep",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     summarize_sweep_files(
         simulations_path=snakemake.input.get("simulations", snakemake.input[0]),
         table_path=snakemake.output.table,

@@ -39,7 +39,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("build_graphs"):
+with failure_logged(
+    "build_graphs",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     preprocess_dataset(
         dataset=snakemake.params.get("dataset", "dataset"),
         # listed/paired: a named input or param of one value is that value, not a list of one

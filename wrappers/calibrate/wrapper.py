@@ -53,7 +53,11 @@ if __name__ == "__main__":
         TAKES,
         OPTIONAL,
     )
-    with failure_logged("calibrate"):
+    with failure_logged(
+        "calibrate",
+        mem_mb=snakemake.resources.get("mem_mb"),
+        rule=snakemake.rule,
+    ):
         # As the simulate wrapper: a resumed calibration's benchmark times only the simulations run now (the
         # trials table's attrs count the simulations an earlier run finished).
         mark_if_resumed(

@@ -29,7 +29,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("evaluate_baselines"):
+with failure_logged(
+    "evaluate_baselines",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     baselines_files(
         train=snakemake.input.train,
         val=snakemake.input.val,

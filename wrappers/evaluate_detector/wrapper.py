@@ -40,7 +40,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("evaluate_detector"):
+with failure_logged(
+    "evaluate_detector",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     # Snakemake's benchmark of a job restored from the result stash measures a copy of five files, no evaluation:
     # a mark next to it keeps it out of learned resources (resource_history.resumed); a computed run drops it.
     evaluate_files(

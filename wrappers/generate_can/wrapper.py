@@ -29,7 +29,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("generate_can"):
+with failure_logged(
+    "generate_can",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     generate_file(
         options=snakemake.params.options,
         file_index=integer(snakemake.params.get("file_index", 0), "params.file_index"),

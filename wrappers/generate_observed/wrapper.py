@@ -28,7 +28,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("generate_observed"):
+with failure_logged(
+    "generate_observed",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     generate_observed(
         output=snakemake.output[0],
         # code: not read, a rerun trigger (the digest of the generator's source file)

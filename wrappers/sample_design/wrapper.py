@@ -28,7 +28,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("sample_design"):
+with failure_logged(
+    "sample_design",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     write_design(
         output=snakemake.output[0],
         # code: not read, a rerun trigger (the digest of the model's source file)

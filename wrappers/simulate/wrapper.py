@@ -36,7 +36,11 @@ if __name__ == "__main__":
         TAKES,
         OPTIONAL,
     )
-    with failure_logged("simulate"):
+    with failure_logged(
+        "simulate",
+        mem_mb=snakemake.resources.get("mem_mb"),
+        rule=snakemake.rule,
+    ):
         # Snakemake's benchmark of a resumed sweep covers only the simulations run now: a mark next to it keeps
         # that time out of the learned runtime (resource_history.resumed); a sweep run afresh drops an old mark.
         mark_if_resumed(

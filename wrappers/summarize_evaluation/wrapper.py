@@ -29,7 +29,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("summarize_evaluation"):
+with failure_logged(
+    "summarize_evaluation",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     summarize_files(
         metrics=snakemake.input.metrics,  # one path or several (summarize_files)
         baselines=snakemake.input.get("baselines", []),

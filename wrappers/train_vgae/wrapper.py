@@ -30,7 +30,12 @@ configure_wrapper(
     OPTIONAL,
 )
 # A SIGTERM's log line says a rerun resumes from the checkpoint only where the rule gives one.
-with failure_logged("train_vgae", checkpoint=snakemake.params.get("checkpoint")):
+with failure_logged(
+    "train_vgae",
+    checkpoint=snakemake.params.get("checkpoint"),
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     # Snakemake's benchmark of a resumed job covers only the epochs run now: a mark next to it keeps that time
     # out of the learned runtime (resource_history.resumed); a job that started afresh drops an old mark.
     mark_if_resumed(

@@ -28,7 +28,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("visualize_calibration"):
+with failure_logged(
+    "visualize_calibration",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     visualize(
         trials_path=snakemake.input.trials,
         simulations_path=snakemake.input.simulations,

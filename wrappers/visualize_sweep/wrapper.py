@@ -28,7 +28,11 @@ configure_wrapper(
     TAKES,
     OPTIONAL,
 )
-with failure_logged("visualize_sweep"):
+with failure_logged(
+    "visualize_sweep",
+    mem_mb=snakemake.resources.get("mem_mb"),
+    rule=snakemake.rule,
+):
     visualize_sweep(
         simulations_path=snakemake.input.simulations,
         table_path=snakemake.input.table,
