@@ -497,9 +497,58 @@ def test_a_margin_whose_product_with_the_peak_is_not_finite_is_refused_naming_it
         f"learned_resources.margin 1e+308 x the recorded {peak} is not a finite number; give a margin of a few "
         "(1.3 by default)"
     )
-    # a finite product is still the documented arithmetic, however large
-    large = history(tmp_path, margin=1e300).estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1)
-    assert large.value == math.ceil((1000 + 900) * 1e300)
+    # a large finite margin is still the documented arithmetic up to the most a job may ask for (1 PB, 10 years)
+    large = history(tmp_path, margin=5e5).estimate("mem_mb", PATTERN, {"dataset": "a"}, default=1)
+    assert large.value == math.ceil((1000 + 900) * 5e5)
+
+
+@pytest.mark.parametrize(
+    ("resource", "margin", "asked"),
+    [("mem_mb", 1e300, "1.9e+303 at attempt 1"), ("runtime", 1e300, "1e+301 at attempt 1"), ("mem_mb", 6e5, "1.14e+09 at attempt 1")],
+)  # fmt: skip
+def test_a_margin_asking_for_more_than_any_job_can_use_is_refused_naming_it(
+    tmp_path, resource, margin, asked
+):
+    """margin 1e300 on a peak of 1000 MB asked the scheduler for mem_mb 1.9e303 (a 304-digit integer) and a
+    runtime of 1e301 minutes. Past 1 PB of memory or 10 years of runtime a learned request is refused, naming the
+    margin (and the overhead added to a memory peak)."""
+    write_runs(tmp_path / "benchmarks/train/a.tsv", [(600.0, 1000.0)])
+    with pytest.raises(SettingsError) as refused:
+        history(tmp_path, margin=margin).estimate(resource, PATTERN, {"dataset": "a"}, default=1)
+    if resource == "runtime":
+        expected = (
+            f"learned_resources.margin {margin:g} on the recorded runtime peak (600 s) asks for {asked}, more than "
+            "the most a job may ask for, 5270400 min (10 years); give a margin of a few (1.3 by default)"
+        )
+    else:
+        expected = (
+            f"learned_resources.margin {margin:g} with learned_resources.mem_overhead_mb 900 on the recorded mem_mb "
+            f"peak (1000 MB) asks for {asked}, more than the most a job may ask for, 1000000000 MB (1 PB); give a "
+            "margin of a few (1.3 by default) and an overhead of a few hundred MB"
+        )
+    assert str(refused.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("resource", "key"), [("mem_mb", "mem_overhead_mb"), ("gpu_mem_mb", "gpu_overhead_mb")]
+)
+def test_an_overhead_too_large_for_a_float_is_refused_naming_its_key(tmp_path, resource, key):
+    """A 400-digit integer mem_overhead_mb or gpu_overhead_mb passed the settings' check (an integer >= 0) and
+    raised OverflowError ("int too large to convert to float") in the scaling of a job's resources, naming no key.
+    The config check refuses it now (at most 1 PB), and the scaling names the key where settings skip that check."""
+    with pytest.raises(SettingsError) as refused:
+        LearnedResourceSettings.from_config({"enabled": True, key: 10**400})
+    assert str(refused.value) == (
+        f"learned_resources.{key} must be an integer >= 0 and <= 1000000000 (1 PB), got 10000000... (401 digits)"
+    )
+    with pytest.raises(SettingsError) as refused:
+        history(tmp_path, **{key: 10**400}).scale(resource, 1000.0, 1)
+    assert str(refused.value) == (
+        f"learned_resources.{key} 10000000... (401 digits) is too large to add to the recorded {resource} peak "
+        "(1000 MB); give an integer >= 0 and <= 1000000000 (1 PB), a few hundred MB"
+    )
+    # the largest overhead the check takes still scales, with a margin of 1
+    assert history(tmp_path, margin=1.0, **{key: 10**9}).scale(resource, 0.0, 1) == 10**9
 
 
 def test_rounding_up_ignores_float_noise(tmp_path):

@@ -68,7 +68,14 @@ from resource_history.benchmarks import (
 )
 from resource_history.gpu_records import GPU_PEAK_KEY, read_gpu_record
 from resource_history.resumed import mark_path, restored_mark_path, restored_reason, resumed_reason
-from resource_history.settings import WHERE, LearnedResourceSettings, SettingsError
+from resource_history.settings import (
+    MOST_MB,
+    MOST_MINUTES,
+    WHERE,
+    LearnedResourceSettings,
+    SettingsError,
+    shown,
+)
 
 
 @dataclass(frozen=True)
@@ -414,14 +421,31 @@ class ResourceHistory:
 
     def scale(self, resource: str, base: float, attempt: int) -> int:
         margin = self.settings.margin
-        value = base / 60 * margin if resource == "runtime" else (base + self.overhead_mb(resource)) * margin
+        runtime = resource == "runtime"
+        unit = "s" if runtime else "MB"
+        overhead = 0 if runtime else self.overhead_mb(resource)
+        key = f"{WHERE}.{'gpu_overhead_mb' if resource == 'gpu_mem_mb' else 'mem_overhead_mb'}"
+        try:
+            value = base / 60 * margin if runtime else (base + overhead) * margin
+        except OverflowError:  # a 400-digit integer overhead: no float holds it, and the error named no key
+            raise SettingsError(
+                f"{key} {shown(overhead)} is too large to add to the recorded {resource} peak ({base:g} MB); give "
+                f"an integer >= 0 and <= {MOST_MB} (1 PB), a few hundred MB"
+            ) from None
         if not math.isfinite(value):  # margin 1e308: ceil(inf) raised OverflowError, naming no key
-            unit = "s" if resource == "runtime" else "MB"
             raise SettingsError(
                 f"{WHERE}.margin {margin:g} x the recorded {resource} peak ({base:g} {unit}) is not a finite "
                 "number; give a margin of a few (1.3 by default)"
             )
-        if resource == "runtime":
+        most, limit = (MOST_MINUTES, "min (10 years)") if runtime else (MOST_MB, "MB (1 PB)")
+        if value * attempt > most:  # margin 1e300 asked for mem_mb 3.8e303, which no scheduler can give
+            named = f"{WHERE}.margin {margin:g}" + ("" if runtime else f" with {key} {shown(overhead)}")
+            raise SettingsError(
+                f"{named} on the recorded {resource} peak ({base:g} {unit}) asks for {value * attempt:.3g} at "
+                f"attempt {attempt}, more than the most a job may ask for, {most} {limit}; give a margin of a few "
+                "(1.3 by default)" + ("" if runtime else " and an overhead of a few hundred MB")
+            )
+        if runtime:
             return max(self.settings.min_runtime, ceil(value)) * attempt
         return ceil(value) * attempt
 

@@ -11,6 +11,11 @@ from typing import Any
 from wrapper_rules import InputError
 
 WHERE = "learned_resources"
+# The most a learned request may ask for: 1 PB of memory (ten times the most memory a run may record, 100 TB,
+# benchmarks.LARGEST), ten years of runtime. A scaled peak beyond is a margin or an overhead set far too large
+# (margin 1e300 asked for mem_mb 3.8e303), refused naming it rather than handed to a scheduler.
+MOST_MB = 10**9
+MOST_MINUTES = 10 * 366 * 24 * 60
 _SAID: set[str] = set()
 
 
@@ -69,7 +74,7 @@ class LearnedResourceSettings:
     def check(self) -> None:
         def need(ok: bool, key: str, expected: str) -> None:
             if not ok:
-                raise SettingsError(f"{WHERE}.{key} must be {expected}, got {getattr(self, key)!r}")
+                raise SettingsError(f"{WHERE}.{key} must be {expected}, got {shown(getattr(self, key))}")
 
         need(isinstance(self.enabled, bool), "enabled", "true or false")
         need(isinstance(self.size_scaling, bool), "size_scaling", "true or false")
@@ -82,7 +87,12 @@ class LearnedResourceSettings:
         need(is_integer(self.min_history) and self.min_history >= 1, "min_history", "an integer >= 1")
         for overhead in ("mem_overhead_mb", "gpu_overhead_mb"):
             value = getattr(self, overhead)
-            need(is_integer(value) and value >= 0, overhead, "an integer >= 0")
+            # not past MOST_MB: a 400-digit integer overflowed to float in the scaling, naming no key
+            need(
+                is_integer(value) and 0 <= value <= MOST_MB,
+                overhead,
+                f"an integer >= 0 and <= {MOST_MB} (1 PB)",
+            )
         need(
             is_integer(self.min_runtime) and self.min_runtime >= 1, "min_runtime", "an integer >= 1 (minutes)"
         )
@@ -104,6 +114,12 @@ class LearnedResourceSettings:
                 f"matched on it ({hint}the rules' wildcards: {', '.join(known) or 'none'})"
             )
         return warnings
+
+
+def shown(value: Any) -> str:
+    """A config value as a message shows it: its repr, a huge integer by its first digits and how many it has."""
+    text = repr(value)
+    return f"{text[:8]}... ({len(text)} digits)" if is_integer(value) and len(text) > 20 else text
 
 
 def is_number(value: Any) -> bool:
