@@ -659,7 +659,7 @@ def test_the_library_code_param_names_each_file_so_a_change_shows_which(tmp_path
 
 @pytest.mark.parametrize("wrapper", ["train_vgae", "train_gat", "train_dqn"])
 def test_the_training_code_digest_covers_every_module_a_training_wrapper_runs(wrapper):
-    """A resume checkpoint is keyed on kdgat.layout.training_code_digest (kdgat.training.loop.fingerprint): every
+    """A resume checkpoint is keyed on kdgat.layout.training_code_digests (kdgat.training.loop.fingerprint): every
     kdgat module a training wrapper imports (but logging, and tracking, an observer of the epoch loop that never
     changes what is trained) is in TRAINING_CODE, or an upgrade of, say, the device choice (runtime.py), the
     chain's feature counts (chain.py) or the model file's reader (model_store.py) would finish an old checkpoint's
@@ -679,14 +679,14 @@ def test_the_training_code_digest_covers_every_module_a_training_wrapper_runs(wr
 def test_the_training_code_digest_follows_the_training_code_and_nothing_else(tmp_path):
     """A change to a file the training code runs changes the digest; one to the CAN readers or the evaluation's
     report, which training never imports, does not (a checkpoint survives an upgrade of those)."""
-    from kdgat.layout import training_code_digest
+    from kdgat.layout import training_code_digests
 
     package, copy = kdgat_copy(tmp_path)
-    before = training_code_digest(copy)
-    assert before == training_code_digest(package) == training_code_digest()
+    before = training_code_digests(copy)
+    assert before == training_code_digests(package) == training_code_digests()
     for elsewhere in ("can/hcrl_csv.py", "evaluation/summary.py", "tracking/runs.py"):
         (copy / elsewhere).write_text("# not training\n", encoding="utf-8")
-    assert training_code_digest(copy) == before
+    assert training_code_digests(copy) == before
     for changed in (
         "runtime.py",
         "chain.py",
@@ -697,9 +697,9 @@ def test_the_training_code_digest_follows_the_training_code_and_nothing_else(tmp
         path = copy / changed
         original = path.read_bytes()
         path.write_bytes(original + b"\n# a fix\n")
-        assert training_code_digest(copy) != before, changed
+        assert training_code_digests(copy) != before, changed
         path.write_bytes(original)
-    assert training_code_digest(copy) == before
+    assert training_code_digests(copy) == before
 
 
 def test_the_vocabulary_reaches_the_last_message_of_the_last_window_and_no_further(tmp_path):

@@ -387,8 +387,12 @@ def test_checkpoint_of_other_settings_is_not_resumed(graphs, tmp_path, monkeypat
     caplog.set_level(logging.WARNING)
     _, result, *_ = gat_training.train(train, val, NUM_IDS, other, checkpoint)
     assert result["resumed_from"] is None and len(result["history"]) == TRAINING["epochs"]
+    # the setting that changed, as recorded and now: the line said only "other settings, inputs or formats"
+    recorded = settings("gat").as_dict()["training"]["lr"]
+    assert recorded != 0.001
     assert (
-        f"ignoring checkpoint {checkpoint} (it belongs to other settings, inputs or formats)" in caplog.text
+        f"ignoring checkpoint {checkpoint} (it belongs to other settings, inputs or formats: settings.training.lr "
+        f"differs (recorded {recorded}, now 0.001)); training starts afresh" in caplog.text
     )
 
 
@@ -1332,7 +1336,12 @@ def test_a_checkpoint_is_resumed_only_on_the_inputs_it_was_written_on(
     with caplog.at_level(logging.WARNING, logger="kdgat.training"):
         _, elsewhere, *_ = run(copied, **(inputs | {changing: changed(inputs[changing])}))
     assert elsewhere["resumed_from"] is None and len(elsewhere["history"]) == TRAINING["epochs"]
-    assert f"ignoring checkpoint {copied} (it belongs to other settings, inputs" in caplog.text
+    # the input that changed, with its recorded and present digests (12 hex digits each)
+    assert re.search(
+        rf"ignoring checkpoint {re.escape(str(copied))} \(it belongs to other settings, inputs or formats: "
+        rf"inputs\.{changing} differs \(recorded [0-9a-f]{{12}}, now [0-9a-f]{{12}}\)\)",
+        caplog.text,
+    ), caplog.text
     _, again, *_ = run(checkpoint, **inputs)
     assert again["resumed_from"] == 1  # the same inputs: resumed
 
@@ -1386,8 +1395,12 @@ def test_a_checkpoint_of_other_training_code_is_not_resumed_and_the_log_says_why
         return gat_training.train(train, val, NUM_IDS, gat_settings, checkpoint)
 
     checkpoint = crashed_checkpoint(monkeypatch, gat_training.GATStage, run, tmp_path)
-    # the code changed since; raising=False: before the fix the loop had no such digest (the test then fails below)
-    monkeypatch.setattr(training_loop, "training_code_digest", lambda: "a-later-release", raising=False)
+    # the code changed since: one file of it, which the line names (it said only "other ... code")
+    digests = training_loop.training_code_digests()
+    recorded = digests["training/gat.py"]
+    monkeypatch.setattr(
+        training_loop, "training_code_digests", lambda: digests | {"training/gat.py": "0123456789abcdef"}
+    )
     with caplog.at_level(logging.WARNING, logger="kdgat.training"):
         _, result, *_ = run(checkpoint)
     assert result["resumed_from"] is None and [row["epoch"] for row in result["history"]] == list(
@@ -1398,7 +1411,7 @@ def test_a_checkpoint_of_other_training_code_is_not_resumed_and_the_log_says_why
     ]
     assert ignored == [
         f"gat[teacher]: ignoring checkpoint {checkpoint} (it was written by other kdgat training or model "
-        "code); training starts afresh"
+        f"code: kdgat/training/gat.py differs (recorded {recorded}, now 0123456789ab)); training starts afresh"
     ]
 
 

@@ -117,6 +117,33 @@ def source_digests(package: Path, files: Iterable[Path], size: int = 6) -> dict[
     }
 
 
+def part_digest(value: Any) -> str:
+    """One part of a record of what a result came from (``first_difference``): a short value as its JSON text
+    (a seed, a device, a format), anything longer as 12 hex digits of its digest."""
+    text = json.dumps(json_safe(value), sort_keys=True, default=str)
+    return text if len(text) <= 40 else hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def first_difference(recorded: Any, now: dict[str, str]) -> str:
+    """What differs between two records of what a result came from (``{part: digest}``: an input, a setting, a
+    library file): the first part, in sorted order, with its recorded and present digests shortened to 12 hex
+    digits, or ``absent``; a phrase starting with ": " for the end of a message, or "" when none can be named (a
+    record from before parts were kept, or the same parts)."""
+    if not isinstance(recorded, dict):
+        return ""
+
+    def shown(digest: Any) -> str:
+        if digest is None:
+            return "absent"
+        text = str(digest)
+        return text[:12] if len(text) > 12 and all(c in "0123456789abcdef" for c in text) else text
+
+    for part in sorted(set(recorded) | set(now), key=str):
+        if recorded.get(part) != now.get(part):
+            return f": {part} differs (recorded {shown(recorded.get(part))}, now {shown(now.get(part))})"
+    return ""
+
+
 def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_bytes(data))
 

@@ -358,9 +358,9 @@ TRAINING_CODE = (
 )
 
 
-def training_code_digest(package: str | Path | None = None) -> str:
-    """A digest of the source of the modules in TRAINING_CODE, part of every training checkpoint's fingerprint."""
-    return source_digest(*_code_files(TRAINING_CODE, package))
+def training_code_digests(package: str | Path | None = None) -> dict[str, str]:
+    """``{file of TRAINING_CODE: digest}``, in every training checkpoint's fingerprint: a set-aside one names the file."""
+    return source_digests(*_code_files(TRAINING_CODE, package))
 
 
 def _code_files(names: Iterable[str], package: str | Path | None) -> tuple[Path, list[Path]]:

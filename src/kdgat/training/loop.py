@@ -26,8 +26,8 @@ from typing import Protocol
 import torch
 from torch_geometric.data import Data
 
-from kdgat.files import FileContentError, save_torch
-from kdgat.layout import training_code_digest
+from kdgat.files import FileContentError, first_difference, part_digest, save_torch
+from kdgat.layout import training_code_digests
 from kdgat.model_store import MODEL_FORMAT
 from kdgat.runtime import restore_rng_state, rng_state
 
@@ -126,17 +126,44 @@ class LoopSettings:
     loss_diverges: bool = True
 
 
-def fingerprint(settings: dict, **inputs) -> str:
+class Fingerprint(str):
+    """A training configuration's fingerprint, with ``parts``: ``{part: digest}`` of its formats, each setting
+    (``settings.<key>``) and each input (``inputs.<name>``), which a checkpoint keeps so that one set aside names
+    the part that changed (``kdgat.files.first_difference``)."""
+
+    parts: dict[str, str]
+
+
+def fingerprint(settings: dict, **inputs) -> Fingerprint:
     """Identifies a training configuration: the settings, what it trains on (``inputs``: graphs, tensors, teacher
     models; see :func:`content_digest`), the model and checkpoint formats and the code that trains
-    (:func:`kdgat.layout.training_code_digest`). A checkpoint from a different one is not resumed."""
+    (:func:`kdgat.layout.training_code_digests`). A checkpoint from a different one is not resumed."""
     identity = {
         "formats": [MODEL_FORMAT, CHECKPOINT_FORMAT],
-        "code": training_code_digest(),
+        "code": training_code_digests(),
         "settings": settings,
         "inputs": {name: content_digest(value) for name, value in inputs.items()},
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    value = Fingerprint(
+        hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    )
+    value.parts = {
+        "formats": " ".join(identity["formats"]),
+        **{f"settings.{key}": part_digest(setting) for key, setting in _flat(settings).items()},
+        **{f"inputs.{name}": digest for name, digest in identity["inputs"].items()},
+    }
+    return value
+
+
+def _flat(settings: Mapping, prefix: str = "") -> dict:
+    """``settings`` with each nested mapping's keys joined by dots (``training.lr``): the setting a part names."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def content_digest(value) -> str:
@@ -184,13 +211,24 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
     start_epoch = 0
     resumed_from = None
     checkpoint = Path(loop.checkpoint) if loop.checkpoint else None
-    code = training_code_digest()  # kept beside the fingerprint to say why a checkpoint is set aside
+    # kept beside the fingerprint to say why a checkpoint is set aside, naming the file or part that changed
+    code = {f"kdgat/{name}": digest for name, digest in training_code_digests().items()}
+    parts = getattr(config_fingerprint, "parts", {})
 
     saved = read_checkpoint(checkpoint, loop.name) if checkpoint is not None and checkpoint.exists() else None
     if saved is not None and saved.get("code") != code:
-        set_aside(loop.name, checkpoint, "checkpoint", "it was written by other kdgat training or model code")
+        changed = first_difference(saved.get("code"), code)
+        set_aside(
+            loop.name,
+            checkpoint,
+            "checkpoint",
+            f"it was written by other kdgat training or model code{changed}",
+        )
     elif saved is not None and saved.get("fingerprint") != config_fingerprint:
-        set_aside(loop.name, checkpoint, "checkpoint", "it belongs to other settings, inputs or formats")
+        changed = first_difference(saved.get("parts"), parts)
+        set_aside(
+            loop.name, checkpoint, "checkpoint", f"it belongs to other settings, inputs or formats{changed}"
+        )
     elif saved is not None and restore(stage, saved, checkpoint, loop.name):
         best_weights = saved["best_weights"]
         best_val, best_epoch, bad_epochs = saved["best_val"], saved["best_epoch"], saved["bad_epochs"]
@@ -254,7 +292,8 @@ def fit(stage: Stage, loop: LoopSettings, config_fingerprint: str) -> dict:
         if checkpoint is not None:
             save_torch(
                 {
-                    "fingerprint": config_fingerprint,
+                    "fingerprint": str(config_fingerprint),
+                    "parts": parts,
                     "code": code,
                     "epoch": epoch,
                     "stage": stage.state_dict(),
