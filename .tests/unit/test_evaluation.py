@@ -374,6 +374,53 @@ def test_another_library_release_recomputes_instead_of_restoring_from_the_stash(
     assert "evaluating tiny/teacher" in log and "restored" not in log
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_stash_miss_names_the_input_or_library_file_that_changed(tmp_path, monkeypatch, caplog):
+    """An evaluation that reran instead of restoring said only "evaluating ...": not which of its inputs (a retrained
+    model) or which library file (an upgrade) made its stash key another. The latest entry of the same evaluation
+    (dataset, variant, seed, outputs) is compared now, naming the first part that differs, both digests shortened."""
+    import kdgat.evaluation.run as run
+    import kdgat.evaluation.stash as stash_module
+    from kdgat.files import file_sha256
+
+    caplog.set_level("INFO", logger="kdgat")
+    _unrendered(monkeypatch)
+    inputs, outputs = tiny_evaluation_inputs(tmp_path), _evaluation_outputs(tmp_path)
+
+    def evaluate():
+        caplog.clear()
+        evaluate_files(
+            **inputs, outputs=outputs, dataset="tiny", variant="teacher", seed=1, device="cpu",
+            speed=TINY_SPEED, stash_dir=tmp_path / "stash",
+        )  # fmt: skip
+        return caplog.text
+
+    assert "no result stash entry" not in evaluate()  # the first evaluation: nothing to compare with
+    recorded = file_sha256(inputs["gat"])
+    torch.manual_seed(1)
+    save_model(GAT(num_ids=20), "gat", {"num_ids": 20}, inputs["gat"])  # a retrained GAT
+    log = evaluate()
+    assert "evaluating tiny/teacher" in log and "restored" not in log
+    assert (
+        f"was computed from other inputs, params or library code: inputs.gat differs (recorded {recorded[:12]}, "
+        f"now {file_sha256(inputs['gat'])[:12]}); computing"
+    ) in log, log
+    # another release of the library: the file that changed (library_code, its one digest, changes the key)
+    real = stash_module.source_digests
+    metrics_file = real(Path(kdgat.__file__).parent, [Path(kdgat.__file__).parent / "evaluation/metrics.py"])
+    monkeypatch.setattr(
+        stash_module, "source_digests",
+        lambda package, files: real(package, files) | {"evaluation/metrics.py": "0123456789abcdef"},
+    )  # fmt: skip
+    monkeypatch.setattr(run, "library_code_digest", lambda: "a-later-release")
+    log = evaluate()
+    assert (
+        "library/evaluation/metrics.py differs (recorded "
+        f"{metrics_file['evaluation/metrics.py']}, now 0123456789ab); computing"
+    ) in log, log
+    assert "restored tiny/teacher seed 1" in evaluate()  # unchanged since: restored, nothing to name
+
+
 def test_fixed_alpha_models_score_the_weighted_mean_and_decide_above_one_half():
     scored = pd.DataFrame(
         {"label": [0, 1, 1, 0], "vgae_score": [0.2, 0.9, 0.4, 0.7], "gat_prob": [0.1, 0.2, 0.8, 0.2],
@@ -2154,7 +2201,11 @@ def test_the_stash_key_holds_the_device_used_not_the_device_setting(tmp_path, mo
     monkeypatch.setattr(kdgat.runtime, "select_device", lambda spec, setting: torch.device("cpu"))
     devices, real_key = [], run.stash_key
     monkeypatch.setattr(
-        run, "stash_key", lambda inputs, params: devices.append(params["device"]) or real_key(inputs, params)
+        run,
+        "stash_key",
+        lambda inputs, params, parts=None: (
+            devices.append(params["device"]) or real_key(inputs, params, parts)
+        ),
     )
     caplog.set_level("INFO", logger="kdgat")
     outputs = {name: tmp_path / "out" / f"{name}{suffix}" for name, suffix in

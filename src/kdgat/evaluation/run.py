@@ -49,7 +49,7 @@ from kdgat.evaluation.plots import (
     read_history,
 )
 from kdgat.evaluation.speed import checked_speed, measure_inference_speed, measured_on
-from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key
+from kdgat.evaluation.stash import ResultStash, library_code_digest, stash_key, stash_parts
 from kdgat.evaluation.summary import (
     alpha_summary,
     distillation_summary,
@@ -310,8 +310,10 @@ def evaluate_files(
     # metrics.json last, as written below; the names (suffixes, formats) in the key: each set has its own entry
     order = sorted(EVALUATION_OUTPUTS, key="metrics".__eq__)
     stash_names = {f"{name}{Path(outputs[name]).suffix}": outputs[name] for name in order}
-    key = stash_key(inputs, params | {"outputs": sorted(stash_names)}) if stash else None
-    if stash and stash.restore(key, stash_names):
+    keyed = params | {"outputs": sorted(stash_names)}  # what a miss names, part by part (stash_parts)
+    parts = stash_parts(inputs, keyed) if stash else {}
+    key = stash_key(inputs, keyed, parts) if stash else None
+    if stash and stash.restore(key, stash_names, parts):
         record_restore(stash.entry(key))  # a restore computed nothing: its benchmark is no evaluation's
         unchanged = "inputs, params and library code unchanged"
         log.info(
@@ -388,7 +390,7 @@ def evaluate_files(
     plot_confusion(document, outputs["confusion"], title)
     write_json(document, outputs["metrics"])  # last: its presence means the evaluation finished
     record_restore(None)
-    if stash and (entry := stash.commit(key, stash_names)):  # None: commit logged why not
+    if stash and (entry := stash.commit(key, stash_names, parts)):  # None: commit logged why not
         log.info("committed results to the stash %s", entry)
     log_evaluation(tracking, models_evaluated, {name: outputs[name] for name in TRACKED_OUTPUTS})
     return document

@@ -24,11 +24,14 @@ from kdgat.files import (
     copy_file,
     discard,
     file_sha256,
+    first_difference,
     json_safe,
     load_json,
     new_directory,
+    part_digest,
     publish_directory,
     source_digest,
+    source_digests,
     write_json,
 )
 from wrapper_rules import user_name
@@ -54,13 +57,37 @@ def library_code_digest(package: str | os.PathLike | None = None) -> str:
     return source_digest(package, sorted(package.rglob("*.py")))
 
 
-def stash_key(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]) -> str:
-    """A key that changes whenever an input's content or a parameter changes (not on mtime or path moves)."""
+def stash_key(
+    inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any], parts: Mapping[str, str] | None = None
+) -> str:
+    """A key that changes whenever an input's content or a parameter changes (not on mtime or path moves).
+    ``parts``: ``stash_parts``, whose ``inputs.<name>`` are the inputs' SHA-256, read once."""
     digest = hashlib.sha256()
     for name in sorted(inputs):
-        digest.update(f"{name}={file_sha256(inputs[name])}\n".encode())
+        sha = parts[f"inputs.{name}"] if parts else file_sha256(inputs[name])
+        digest.update(f"{name}={sha}\n".encode())
     digest.update(json.dumps(json_safe(dict(params)), sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
+
+
+# The parts of an entry's record that say which evaluation it is: a miss names what differs from the latest entry
+# of the same evaluation (``ResultStash.restore``).
+SAME_EVALUATION = ("params.dataset", "params.variant", "params.seed", "params.outputs")
+
+
+def stash_parts(inputs: Mapping[str, str | os.PathLike], params: Mapping[str, Any]) -> dict[str, str]:
+    """What an entry was computed from, part by part: ``inputs.<name>`` (SHA-256 of its content), ``params.<key>``
+    (``files.part_digest``) and ``library/<file>`` (each file of the installed kdgat, which ``library_code``
+    digests as one), kept in its COMPLETE mark so that a miss names the part that changed."""
+    package = Path(__file__).parents[1]
+    return {
+        **{f"inputs.{name}": file_sha256(path) for name, path in inputs.items()},
+        **{f"params.{key}": part_digest(value) for key, value in params.items()},
+        **{
+            f"library/{name}": digest
+            for name, digest in source_digests(package, package.rglob("*.py")).items()
+        },
+    }
 
 
 def _sharing_advice(root: Path) -> str:
@@ -112,14 +139,41 @@ class ResultStash:
     def entry(self, key: str) -> Path:
         return self.root / key
 
-    def restore(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> bool:
+    def restore(
+        self, key: str, outputs: Mapping[str, str | os.PathLike], parts: Mapping[str, str] | None = None
+    ) -> bool:
         """Copy the entry ``key``'s files to ``outputs``, every one from the same entry: each copy must have the
         digest the entry's COMPLETE mark recorded, so an entry replaced between two copies (a commit for other
         outputs, a stash cleaned and refilled) is seen; the restore is then made again from the new entry once,
-        else the caller recomputes. False when nothing was restored."""
+        else the caller recomputes. False when nothing was restored. With no entry ``key``, the latest entry of
+        the same evaluation (``parts``' ``SAME_EVALUATION``: ``stash_parts``) is logged with the part that differs,
+        so that a researcher knows why the evaluation runs again."""
         entry = self.entry(key)
         with self._locked(fcntl.LOCK_SH):  # ``prune`` waits for it
+            if parts and not (entry.exists() or entry.is_symlink()):
+                self._say_what_differs(entry, parts)
             return self._restore(entry, outputs)
+
+    def _say_what_differs(self, entry: Path, parts: Mapping[str, str]) -> None:
+        """Log the latest used entry of the same evaluation as ``parts`` (an INFO line) and the first of its parts
+        that differs from ``parts``; nothing when the stash holds none (a first evaluation)."""
+        latest = None
+        with contextlib.suppress(OSError):
+            for other in self.root.iterdir():
+                if not ENTRY_NAME.fullmatch(other.name):
+                    continue
+                with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                    recorded = load_json(other / "COMPLETE")["parts"]
+                    used = other.stat().st_mtime
+                    same = all(recorded.get(part) == parts.get(part) for part in SAME_EVALUATION)
+                    if same and (latest is None or used > latest[0]):
+                        latest = (used, other, recorded)
+        if latest is not None:
+            differs = first_difference(latest[2], dict(parts)) or ": the parts it records are the same"
+            log.info(
+                "no result stash entry %s: the latest entry of this evaluation, %s, was computed from other "
+                "inputs, params or library code%s; computing", entry, latest[1], differs,
+            )  # fmt: skip
 
     def _restore(self, entry: Path, outputs: Mapping[str, str | os.PathLike]) -> bool:
         mark = self._mark(entry, outputs, warn=True)
@@ -195,7 +249,9 @@ class ResultStash:
         except OSError:
             return False
 
-    def commit(self, key: str, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
+    def commit(
+        self, key: str, outputs: Mapping[str, str | os.PathLike], parts: Mapping[str, str] | None = None
+    ) -> Path | None:
         """Copy ``outputs`` into the entry ``key``: the entry, or None (with a warning) when none could be published.
 
         An entry without its COMPLETE mark (a folder a writer was killed in or made by hand, a plain file, a
@@ -212,9 +268,11 @@ class ResultStash:
             self._used(entry)
             return entry
         with self._committing():
-            return self._commit(key, entry, outputs)
+            return self._commit(key, entry, outputs, parts)
 
-    def _commit(self, key: str, entry: Path, outputs: Mapping[str, str | os.PathLike]) -> Path | None:
+    def _commit(
+        self, key: str, entry: Path, outputs: Mapping[str, str | os.PathLike], parts: Mapping[str, str] | None
+    ) -> Path | None:
         staging = None
         try:
             staging = new_directory(self.root, prefix=f".{key}.")
@@ -224,6 +282,7 @@ class ResultStash:
                 copy_file(source, staging / name)
                 digests[name] = file_sha256(staging / name)
             mark = {"id": staging.name.rpartition(".")[2], "outputs": sorted(outputs), "sha256": digests}
+            mark["parts"] = dict(parts or {})  # what it was computed from, for a miss to name what changed
             write_json(mark, staging / "COMPLETE", indent=None)
         except BaseException as error:
             if staging is not None:
