@@ -684,6 +684,8 @@ def test_two_kd_gat_modules_under_prefixes_tag_and_name_their_runs_apart(tmp_pat
     for rule, tagged in tags.items():
         side, stage = rule[0], rule.split("_")[2]
         assert tagged["snakemake.rule"] == rule and tagged["kdgat.module"] == f"kd_gat_{side}", tagged
-        tracker = MlflowTracker(TrackingSettings(tags=tagged), {"variant": "teacher", "stage": stage}, {})
-        names.add(tracker._run_name())
-    assert names == {f"kd_gat_{side}/lab/teacher/{stage}" for side in "ab" for stage in ("vgae", "dqn")}
+        job = {"variant": "teacher", "stage": stage, "seed": 1}
+        names.add(MlflowTracker(TrackingSettings(tags=tagged), job, {})._run_name())
+    assert names == {
+        f"kd_gat_{side}/lab/teacher/{stage} seed 1" for side in "ab" for stage in ("vgae", "dqn")
+    }

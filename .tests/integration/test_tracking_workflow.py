@@ -144,7 +144,10 @@ def test_a_paramspace_sweep_is_one_run_per_instance(pipeline, tmp_path):
         run = instances[instance]
         tags, params = run.data.tags, run.data.params
         assert tags["snakemake.rule"] == f"kd_gat_{SWEEP_RULE}" and tags["kdgat.stage"] == "gat", instance
-        assert run.info.run_name.endswith(f"sweep/{instance}/gat") and run.info.status == "FINISHED"
+        assert run.info.run_name.endswith(f"sweep/{instance}/gat seed {tags['kdgat.seed']}"), (
+            run.info.run_name
+        )
+        assert run.info.status == "FINISHED"
         assert params["overrides.hidden"] == str(row.hidden) and params["model.hidden"] == str(row.hidden)
         assert float(params["overrides.lr"]) == float(params["training.lr"]) == row.lr
         folder = model_folder(workdir, run)

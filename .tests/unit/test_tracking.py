@@ -274,7 +274,8 @@ def test_a_job_is_one_run_with_settings_epochs_final_metrics_and_artifacts(data,
 
 def test_the_run_name_leads_with_the_module_a_prefix_moved_the_outputs_of(data, tmp_path, invocation):
     """Two kd_gat modules behind prefixes training the same dataset: their runs were both named toy/teacher/vgae.
-    The module tags a run with its module name where a prefix moves its outputs, and the run name leads with it."""
+    The module tags a run with its module name where a prefix moves its outputs, and the run name leads with it.
+    The name ends with the seed, which only a tag said (the runs of kd_gat.seeds shared one name)."""
     store = tmp_path / "mlruns"
     for module in ("kd_gat_a", "kd_gat_b", None):
         tags = {"kdgat.dataset": "toy", "snakemake.rule": f"{module or 'kd_gat'}_train_vgae_teacher"}
@@ -285,10 +286,11 @@ def test_the_run_name_leads_with_the_module_a_prefix_moved_the_outputs_of(data, 
     named = {
         run.data.tags["snakemake.rule"]: run.info.run_name for run in children(MlflowClient(store.as_uri()))
     }
+    seed = SECTION["seed"]
     assert named == {
-        "kd_gat_a_train_vgae_teacher": "kd_gat_a/toy/teacher/vgae",
-        "kd_gat_b_train_vgae_teacher": "kd_gat_b/toy/teacher/vgae",
-        "kd_gat_train_vgae_teacher": "toy/teacher/vgae",
+        "kd_gat_a_train_vgae_teacher": f"kd_gat_a/toy/teacher/vgae seed {seed}",
+        "kd_gat_b_train_vgae_teacher": f"kd_gat_b/toy/teacher/vgae seed {seed}",
+        "kd_gat_train_vgae_teacher": f"toy/teacher/vgae seed {seed}",
     }
 
 

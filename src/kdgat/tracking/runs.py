@@ -267,7 +267,9 @@ class MlflowTracker:
             else self.job["variant"]
         )
         parts = (tags.get("kdgat.module"), tags.get("kdgat.dataset"), where, self.job["stage"])
-        return "/".join(part for part in parts if part)
+        # the seed too: the runs of kd_gat.seeds were told apart by a tag alone, under one name
+        seed = self.job.get("seed")
+        return "/".join(part for part in parts if part) + ("" if seed is None else f" seed {seed}")
 
     def _tags(self, invocation: str) -> dict[str, str]:
         tags = {
