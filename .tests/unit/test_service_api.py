@@ -119,8 +119,11 @@ def documented_serve_defaults() -> dict[str, str]:
 
 
 def documented_value(written: str):
-    """'8' -> 8, '1 000 000' -> 1000000, '16 MiB' -> 16 << 20, '`simcal.models`' -> 'simcal.models'."""
+    """'8' -> 8, '1 000 000' -> 1000000, '16 MiB' -> 16 << 20, '`simcal.models`' -> 'simcal.models', 'off' -> False
+    (a flag)."""
     written = written.strip("`")
+    if written in ("off", "on"):
+        return written == "on"
     if match := re.fullmatch(r"(\d+) MiB", written):
         return int(match[1]) << 20
     if re.fullmatch(r"\d+( \d{3})*", written):
