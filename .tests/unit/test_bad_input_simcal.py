@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 
 import numpy as np
@@ -1257,3 +1258,35 @@ def test_a_picture_output_not_named_png_is_refused_before_anything_is_written(tm
                   {"fit": tmp_path / "fit.svg"})  # fmt: skip
     assert not picture.exists() and not (tmp_path / "fit.svg").exists()
     assert not (tmp_path / "sweep.html").exists() and not (tmp_path / "page.html").exists()
+
+
+@pytest.mark.parametrize("kind", ["sobol", "lhs", "random"])
+def test_a_design_too_large_for_memory_is_refused_naming_n_before_anything_is_allocated(tmp_path, kind):
+    """n = 2**40 of two parameters (32 TiB with the table) was numpy's MemoryError 'Unable to allocate 16.0 TiB',
+    naming no param; the estimate n x parameters x 8 bytes, twice, is held to the memory the process can have."""
+    parameters = {"beta": {"low": 0.1, "high": 0.5}, "gamma": {"low": 0.05, "high": 0.2}}
+    with pytest.raises(
+        ContractError,
+        match=rf"^design parameters: the number of parameter sets n = {2**40} (does not fit in memory: "
+        rf"{2**40} x 2 parameter\(s\) x 8 bytes, held twice while drawn, is 3.2\de\+04 GiB|is more than a Sobol)",
+    ):
+        write_design(parameters, 2**40, tmp_path / "design.csv", kind)
+    assert not (tmp_path / "design.csv").exists()
+
+
+def test_a_design_is_held_to_the_memory_limit_the_process_has_and_a_sobol_one_to_2_to_the_30(monkeypatch):
+    """The limit is the least of the machine's memory, the cgroup's and `ulimit -v` (simcal.design.memory_limit);
+    a design under it is drawn. scipy's Sobol engine allocated n points and only then said 'At most 2**30'."""
+    import simcal.design as design
+
+    parameters = {"x": {"low": 0, "high": 1}, "y": {"low": 0, "high": 1}}
+    monkeypatch.setattr(design, "memory_limit", lambda: 2 * 1000 * 2 * 8)  # exactly 1000 points of two
+    assert len(sample_design(parameters, 1000, "lhs")) == 1000
+    with pytest.raises(ContractError, match=r"n = 1001 does not fit in memory: .* at most 2.98e-05 GiB"):
+        sample_design(parameters, 1001, "lhs")
+    monkeypatch.setattr(design, "memory_limit", lambda: None)  # unknown: not refused for memory
+    with pytest.raises(ContractError, match=rf"n = {2**30 + 1} is more than a Sobol design draws \(2\*\*30"):
+        sample_design(parameters, 2**30 + 1, "sobol")
+    monkeypatch.undo()
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < design.memory_limit() <= machine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from simcal.contract import ContractError, is_whole_number
 from simcal.files import write_table
 from simcal.space import Choice, Integer, ParameterSpace, space_of
 from simcal.tables import reject_reserved, reject_unusable_names
+from wrapper_rules.memory import cgroup_memory_limit
 
 log = logging.getLogger(__name__)
 
 DESIGNS = ("sobol", "lhs", "random")
+SOBOL_MAX_POINTS = 2**30  # scipy's Sobol engine (bits=30) draws no more distinct points
 BOUND_KEYS = {"low", "high", "log", "integer"}
 
 
@@ -194,7 +197,41 @@ def sample_design(
     reject_reserved(parameters if isinstance(parameters, Mapping) else {}, where)
     space = space_of(model_ref) if model_ref else None
     bounds = parse_bounds(parameters, where, space, model_ref or "the model")
+    check_design_size(int(n), len(bounds), kind, where)
     return Design(bounds, kind, int(seed)).draw(int(n))
+
+
+def memory_limit() -> int | None:
+    """The most memory in bytes this process can have: the machine's, its cgroup's limit (which a cluster executor
+    sets from the rule's mem_mb) and its address-space limit (`ulimit -v`), whichever is least; None if unknown."""
+    import resource
+
+    limits = [cgroup_memory_limit(), resource.getrlimit(resource.RLIMIT_AS)[0]]
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError):
+        pass
+    known = [limit for limit in limits if limit is not None and limit != resource.RLIM_INFINITY and limit > 0]
+    return min(known, default=None)
+
+
+def check_design_size(n: int, dims: int, kind: str, where: str = "design parameters") -> None:
+    """Refuse, before anything is allocated, a design that cannot be drawn: a Sobol one of more than 2**30 points
+    (scipy's limit), or one whose points, n x parameters x 8 bytes held twice (the unit points and the table),
+    exceed the memory the process can have (``memory_limit``): numpy's MemoryError (or scipy's ValueError after
+    the allocation) named no param."""
+    if kind == "sobol" and n > SOBOL_MAX_POINTS:
+        raise ContractError(
+            f"{where}: the number of parameter sets n = {n} is more than a Sobol design draws (2**30 = "
+            f"{SOBOL_MAX_POINTS}); give fewer, or kind lhs or random"
+        )
+    need, limit = 2 * n * max(dims, 1) * 8, memory_limit()
+    if limit is not None and need > limit:
+        raise ContractError(
+            f"{where}: the number of parameter sets n = {n} does not fit in memory: {n} x {dims} parameter(s) x 8 "
+            f"bytes, held twice while drawn, is {need / 2**30:.3g} GiB, but this process can have at most "
+            f"{limit / 2**30:.3g} GiB (the machine's memory, its cgroup's limit or `ulimit -v`); give fewer"
+        )
 
 
 def write_design(
