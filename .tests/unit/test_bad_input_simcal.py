@@ -619,11 +619,38 @@ def test_a_generators_misspelt_option_is_named_and_nothing_is_written(tmp_path):
 def test_a_generators_negative_binomial_dispersion_that_is_no_positive_number_is_named(tmp_path, dispersion):
     """numpy said 'n <= 0', 'p <= 0, p > 1 or p contains NaNs' or a ufunc error: none named the option."""
     output = tmp_path / "observed.csv"
-    with pytest.raises(ValueError, match=rf"^dispersion must be a finite number > 0, got {dispersion!r}$"):
+    with pytest.raises(
+        ContractError,
+        match=r"^observed.options: simcal.models.sir:observe's option dispersion must be a finite number > 0, "
+        rf"got {dispersion!r}$",
+    ):
         generate_observed(
             "simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1}, output,
             options={"noise": "negbin", "dispersion": dispersion},
         )  # fmt: skip
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"noise": "bogus"}, r"noise = 'bogus' is unknown; expected one of \['poisson', 'negbin', 'none'\]"),
+        ({"noise": ""}, r"noise = '' is unknown"),
+        ({"noise": None}, r"noise = None is unknown"),
+        ({"process": "x"}, r"process = 'x' is unknown; expected one of \['stochastic', 'mean_field'\]"),
+        ({"process": []}, r"process = \[\] is unknown"),
+    ],
+)
+def test_a_generators_unknown_noise_or_process_is_named_before_the_epidemic_runs(tmp_path, options, expected):
+    """An unknown noise was a plain ValueError (a wrapper's traceback, as for a bug) raised only after the whole
+    epidemic had run (days: 10**9 runs for hours first); a list as process was 'unhashable type: list'."""
+    output = tmp_path / "observed.csv"
+    with pytest.raises(
+        ContractError, match=rf"^observed.options: simcal.models.sir:observe's option {expected}"
+    ):
+        generate_observed(
+            "simcal.models.sir:observe", {"beta": 0.3, "gamma": 0.1, "days": 10**9}, output, options=options
+        )
     assert not output.exists()
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simcal.contract_error import ContractError
 from simcal.space import Integer, ParameterSpace, Real
 from simcal.targets import check_count_options
 
@@ -38,6 +39,7 @@ SPACE = ParameterSpace(
     days=Integer(default=100, low=1, description="days simulated"),
 )
 DEFAULTS = SPACE.defaults
+NOISES = ("poisson", "negbin", "none")  # observe's reporting noise
 # The quantile search looks this many standard deviations (plus a few counts) either side of the mean: the
 # binomial mass beyond is below 1e-30, far under a double's resolution of the cumulative sum.
 TAIL_SDS, TAIL_COUNTS = 12.0, 10
@@ -176,12 +178,8 @@ def observe(
     ``process`` is ``"stochastic"`` (one run of ``simulate``) or ``"mean_field"``. ``noise`` is ``"poisson"``,
     ``"negbin"`` (negative binomial with the given ``dispersion``) or ``"none"``.
     """
-    processes = {"stochastic": simulate, "mean_field": mean_field}
-    if process not in processes:
-        raise ValueError(f"process {process!r} is unknown; expected one of {sorted(processes)}")
-    if noise == "negbin":  # numpy's own message for a bad n is 'n <= 0', naming no option
-        check_count_options(dispersion=dispersion)
-    truth = processes[process](params, seed)
+    check_observe_options(noise, dispersion, process)
+    truth = {"stochastic": simulate, "mean_field": mean_field}[process](params, seed)
     rng = np.random.default_rng([seed, 1])
     mean = truth["incidence"].to_numpy(dtype=float)
     if noise == "poisson":
@@ -189,8 +187,20 @@ def observe(
     elif noise == "negbin":
         # numpy's parametrisation: n successes, p = n / (n + mean) gives the requested mean
         observed = rng.negative_binomial(dispersion, dispersion / (dispersion + np.maximum(mean, 1e-9)))
-    elif noise == "none":
-        observed = np.round(mean).astype(np.int64)
     else:
-        raise ValueError(f"noise {noise!r} is unknown; expected 'poisson', 'negbin' or 'none'")
+        observed = np.round(mean).astype(np.int64)
     return pd.DataFrame({"day": truth["day"], "incidence": observed})
+
+
+def check_observe_options(noise: Any, dispersion: Any, process: Any) -> None:
+    """``observe``'s options, refused naming them before the epidemic runs (an unknown noise was refused only after
+    it, as a ValueError a wrapper took for a bug, and a list as ``process`` was 'unhashable type')."""
+    where = "observed.options: simcal.models.sir:observe's option"
+    for name, value, known in (("process", process, ("stochastic", "mean_field")), ("noise", noise, NOISES)):
+        if not isinstance(value, str) or value not in known:
+            raise ContractError(f"{where} {name} = {value!r} is unknown; expected one of {list(known)}")
+    if noise == "negbin":  # numpy's own message for a bad n is 'n <= 0', naming no option
+        try:
+            check_count_options(dispersion=dispersion)
+        except ValueError as error:
+            raise ContractError(f"{where} {error}") from None
