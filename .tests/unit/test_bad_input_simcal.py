@@ -1317,3 +1317,56 @@ def test_a_design_is_held_to_the_memory_limit_the_process_has_and_a_sobol_one_to
     monkeypatch.undo()
     machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert 0 < design.memory_limit() <= machine
+
+
+@pytest.mark.parametrize(
+    "run, settings, named",
+    [
+        (
+            "sweep",
+            {"replicates": 10**12},
+            rf"simulation settings: replicates = {10**12} x 2 parameter set\(s\)",
+        ),
+        (
+            "calibration",
+            {"simulation": {"replicates": 10**12}, "settings": {"refine": {"top_k": 0}}},
+            rf"simulation.replicates = {10**12} x 32 ",
+        ),
+        (
+            "calibration",
+            {"settings": {"refine": {"top_k": 8, "replicates": 10**12}}},
+            rf"calibration.calibrate.refine.replicates = {10**12} x 8 parameter set\(s\) is {8 * 10**12} ",
+        ),
+    ],
+)
+def test_replicates_whose_plan_cannot_fit_in_memory_are_refused_before_a_cluster_starts(
+    tmp_path, run, settings, named
+):
+    """replicates 10**12 planned seeds for hours (simcal.tasks.plan_tasks) and would then have died of a
+    MemoryError naming no setting; a refine step's replicates only when its round came, after every other round."""
+    table = tmp_path / "params.csv"
+    table.write_text("beta,gamma\n0.2,0.1\n0.3,0.1\n")
+    with pytest.raises(ContractError, match=rf"^{named}.* GiB this process can have .*give fewer replicates"):
+        if run == "sweep":
+            simulate(SIR, table, tmp_path / "out.parquet", settings=settings)
+        else:
+            calibrate(
+                SIR, pd.DataFrame({"day": [1], "incidence": [3]}), {"beta": {"low": 0.1, "high": 0.6}},
+                [{"name": "incidence", "function": "simcal.targets:poisson_nll", "column": "incidence", "on": "day"}],
+                tmp_path / "out.parquet", tmp_path / "trials.parquet", fixed_params={"gamma": 0.1}, **settings,
+            )  # fmt: skip
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.csv"]
+
+
+def test_a_plan_is_held_to_the_memory_the_process_has_at_100_bytes_a_simulation(monkeypatch):
+    import simcal.tasks as tasks
+
+    monkeypatch.setattr(tasks, "memory_limit", lambda: 100 * 6)  # six simulations' plan
+    sets = [{"beta": 0.2, "gamma": 0.1}, {"beta": 0.3, "gamma": 0.1}]
+    assert len(tasks.plan_tasks(sets, 3)) == 6
+    with pytest.raises(
+        ContractError, match=r"^simulation settings: replicates = 4 x 2 parameter set\(s\) is 8 "
+    ):
+        tasks.plan_tasks(sets, 4)
+    # two rows of one parameter set are one set (merged before the plan is judged)
+    assert len(tasks.plan_tasks([sets[0], sets[0]], 6)) == 6

@@ -49,6 +49,7 @@ from simcal.calibration_settings import (
     CalibrationSettings,
     RefineSettings,
     check_refine_replicates,
+    check_round_plans,
 )
 from simcal.calibration_targets import (
     BUILT_IN_TARGETS,
@@ -177,6 +178,7 @@ def calibrate(
     reject_trial_columns(bounds, parsed_targets)
     check_observed_columns(observed, parsed_targets)
     check_refine_replicates(settings, simulation)
+    check_round_plans(settings, simulation)
     manifest = calibration_manifest(model_ref, bounds, fixed, parsed_targets, observed, settings, simulation)
     # One calibration at a time per simulations output (see simcal.runner.simulate).
     with output_lock(simulations_output, "simulations output", stale_temporaries=True):

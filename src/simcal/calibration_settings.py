@@ -11,6 +11,7 @@ import numpy as np
 
 from simcal.contract import ContractError, reject_unknown_keys
 from simcal.runner import SimulationSettings
+from simcal.tasks import check_plan_fits
 
 SAMPLERS = ("tpe", "sobol", "lhs", "random")
 
@@ -110,3 +111,13 @@ def check_refine_replicates(settings: CalibrationSettings, simulation: Simulatio
             f"{WHERE}.refine.replicates ({refine.replicates}) must exceed simulation.replicates "
             f"({simulation.replicates}) for the refine step to add anything (or set refine.top_k: 0)"
         )
+
+
+def check_round_plans(settings: CalibrationSettings, simulation: SimulationSettings) -> None:
+    """The largest round (the design's initial_points or proposals_per_round, x simulation.replicates) and the
+    refine step (refine.top_k x refine.replicates) fit in memory as plans (``tasks.check_plan_fits``): checked by
+    ``calibrate`` before its cluster starts, not when the round comes, hours in."""
+    largest = max(settings.initial_points, settings.proposals_per_round)
+    check_plan_fits(largest, simulation.replicates, "simulation.replicates")
+    if settings.refine.top_k:
+        check_plan_fits(settings.refine.top_k, settings.refine.replicates, f"{WHERE}.refine.replicates")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from simcal.contract import ContractError, is_whole_number
 from simcal.files import write_table
 from simcal.space import Choice, Integer, ParameterSpace, space_of
 from simcal.tables import reject_reserved, reject_unusable_names
-from wrapper_rules.memory import cgroup_memory_limit
+from wrapper_rules.memory import memory_limit
 
 log = logging.getLogger(__name__)
 
@@ -199,20 +198,6 @@ def sample_design(
     bounds = parse_bounds(parameters, where, space, model_ref or "the model")
     check_design_size(int(n), len(bounds), kind, where)
     return Design(bounds, kind, int(seed)).draw(int(n))
-
-
-def memory_limit() -> int | None:
-    """The most memory in bytes this process can have: the machine's, its cgroup's limit (which a cluster executor
-    sets from the rule's mem_mb) and its address-space limit (`ulimit -v`), whichever is least; None if unknown."""
-    import resource
-
-    limits = [cgroup_memory_limit(), resource.getrlimit(resource.RLIMIT_AS)[0]]
-    try:
-        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (OSError, ValueError):
-        pass
-    known = [limit for limit in limits if limit is not None and limit != resource.RLIM_INFINITY and limit > 0]
-    return min(known, default=None)
 
 
 def check_design_size(n: int, dims: int, kind: str, where: str = "design parameters") -> None:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from simcal.contract import canonical_param_sets, replicate_seeds
+from simcal.contract import ContractError, canonical_param_sets, replicate_seeds
+from wrapper_rules.memory import memory_limit
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,26 @@ simulation_key = operator.itemgetter(0, 1, 2)  # SimTask.key as a C function, fo
 _new_task = functools.partial(tuple.__new__, SimTask)  # SimTask(*fields) without its Python-level __new__
 # plan_tasks calls its check between chunks of this many parameter sets (or simulations, with many replicates).
 PLAN_CHUNK = 10_000
+# What a planned simulation holds at the least (a SimTask with its seed and parameters: about 120 bytes measured,
+# more with the manifest): a plan past the memory the process can have is refused before it is built.
+PLAN_BYTES_PER_SIMULATION = 100
+
+
+def check_plan_fits(
+    parameter_sets: int, replicates: int, what: str = "simulation settings: replicates"
+) -> None:
+    """Refuse, naming ``what``, a plan of ``parameter_sets`` x ``replicates`` simulations whose tasks alone
+    (PLAN_BYTES_PER_SIMULATION each) exceed the memory the process can have (``memory_limit``): replicates
+    10**12 planned seeds for hours and then died of a MemoryError naming no setting."""
+    simulations = parameter_sets * replicates
+    need, limit = simulations * PLAN_BYTES_PER_SIMULATION, memory_limit()
+    if limit is not None and need > limit:
+        raise ContractError(
+            f"{what} = {replicates} x {parameter_sets} parameter set(s) is {simulations} simulations, whose plan "
+            f"alone holds about {need / 2**30:.3g} GiB ({PLAN_BYTES_PER_SIMULATION} bytes a simulation), more than "
+            f"the {limit / 2**30:.3g} GiB this process can have (the machine's memory, its cgroup's limit or "
+            "`ulimit -v`); give fewer replicates or parameter sets"
+        )
 
 
 def plan_tasks(
@@ -66,6 +87,7 @@ def plan_tasks(
                 sets.setdefault(pid, plain)  # a duplicate set keeps its first place
             _log_merged(identified, len(identified) - len(sets))
             items = list(sets.items())
+        check_plan_fits(len(items), replicates)
         per_chunk = max(1, PLAN_CHUNK // max(1, replicates))
         tasks: list[SimTask] = []
         for start in range(0, len(items), per_chunk):  # a set's seeds depend on its param_id alone

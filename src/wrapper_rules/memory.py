@@ -1,4 +1,5 @@
-"""What a wrapper says of a ``MemoryError``: the memory the process had (its peak, its address-space limit, its
+"""What a wrapper says of a ``MemoryError``, and the most memory a process can have (``memory_limit``, which simcal
+holds a design or a plan to before it allocates it): the memory the process had (its peak, its address-space limit, its
 cgroup's limit, the machine's) and what to do, as one line (``wrapper_rules.failure_logged``). Only the standard
 library, and nothing that allocates much: it runs just after an allocation failed."""
 
@@ -27,6 +28,20 @@ def memory_had() -> list[str]:
     except (OSError, ValueError):
         pass
     return had
+
+
+def memory_limit() -> int | None:
+    """The most memory in bytes this process can have: the machine's, its cgroup's limit (which a cluster executor
+    sets from the rule's mem_mb) and its address-space limit (`ulimit -v`), whichever is least; None if unknown."""
+    import resource
+
+    limits = [cgroup_memory_limit(), resource.getrlimit(resource.RLIMIT_AS)[0]]
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError):
+        pass
+    known = [limit for limit in limits if limit is not None and limit != resource.RLIM_INFINITY and limit > 0]
+    return min(known, default=None)
 
 
 def cgroup_memory_limit() -> int | None:
