@@ -1370,3 +1370,28 @@ def test_a_plan_is_held_to_the_memory_the_process_has_at_100_bytes_a_simulation(
         tasks.plan_tasks(sets, 4)
     # two rows of one parameter set are one set (merged before the plan is judged)
     assert len(tasks.plan_tasks([sets[0], sets[0]], 6)) == 6
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (
+            {"column": ["incidence"]},
+            r"option column must name one column \(a non-empty string\), got \['incidence'\]",
+        ),
+        ({"column": 3}, r"option column must name one column \(a non-empty string\), got 3"),
+        ({"on": None}, r"option on must name a key column or a list of them \(non-empty strings\), got None"),
+        ({"on": ["day", 1]}, r"option on must name a key column or a list of them .*got \['day', 1\]"),
+        ({"on": ["day", "day"]}, r"option on names \['day'\] more than once; give each key column once"),
+    ],
+)
+@pytest.mark.parametrize("function", ["simcal.targets:poisson_nll", "simcal.targets:replicate_mean_mse"])
+def test_a_targets_column_or_on_of_another_shape_is_named_before_the_design_runs(options, named, function):
+    """A list as column was 'TypeError: unhashable type: list' and null as on 'NoneType object is not iterable',
+    naming no target (a wrapper's traceback, as for a bug); on: [day, day] was taken."""
+    observed = pd.DataFrame({"day": [0, 1, 2], "incidence": [1, 2, 3]})
+    parsed = parse_targets(
+        [{"name": "cases", "function": function, "column": "incidence", "on": "day", **options}]
+    )
+    with pytest.raises(ContractError, match=rf"^calibration target 'cases': {named}$"):
+        check_observed_columns(observed, parsed)

@@ -112,6 +112,7 @@ def check_observed_columns(
     for target in targets:
         counts = BUILT_IN_TARGETS.get(target.function)
         on = _on(target)
+        _check_column_options(target, on)
         missing = [c for c in _named_columns(target) if c not in observed.columns]
         if missing:
             raise ContractError(
@@ -127,6 +128,26 @@ def check_observed_columns(
                 check_observed(observed, target.options["column"], on, counts)
             except ValueError as error:
                 raise ContractError(f"calibration target {target.name!r}: {source}: {error}") from error
+
+
+def _check_column_options(target: Target, on: Any) -> None:
+    """A target's options ``column`` (one name) and ``on`` (a name or a list of them, each once), or fail naming the
+    target: a list as column was 'unhashable type: list', null as on 'NoneType object is not iterable', and
+    on: [day, day] was taken."""
+    where = f"calibration target {target.name!r}"
+    column = target.options.get("column")
+    if "column" in target.options and not (isinstance(column, str) and column):
+        raise ContractError(
+            f"{where}: option column must name one column (a non-empty string), got {column!r}"
+        )
+    names = [on] if isinstance(on, str) else on
+    if not (isinstance(names, list | tuple) and all(isinstance(name, str) and name for name in names)):
+        raise ContractError(
+            f"{where}: option on must name a key column or a list of them (non-empty strings), got {on!r}"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ContractError(f"{where}: option on names {repeated} more than once; give each key column once")
 
 
 def _on(target: Target) -> Any:
