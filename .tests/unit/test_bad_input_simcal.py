@@ -1395,3 +1395,33 @@ def test_a_targets_column_or_on_of_another_shape_is_named_before_the_design_runs
     )
     with pytest.raises(ContractError, match=rf"^calibration target 'cases': {named}$"):
         check_observed_columns(observed, parsed)
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"title": None}, r"title: expected the page's title as a string, got NoneType None"),
+        ({"title": 3}, r"title: expected the page's title as a string, got int 3"),
+        (
+            {"column": "day", "on": "day"},
+            r"plot.column and plot.on are both 'day': a column plotted along itself",
+        ),
+        ({"parameter_names": ["beta", "beta"]}, r"parameter_names: \['beta'\] given more than once"),
+    ],
+)
+@pytest.mark.parametrize("page", ["calibration", "sweep"])
+def test_a_page_title_that_is_no_string_a_column_plotted_along_itself_or_a_name_given_twice_is_named(
+    tmp_path, params, named, page
+):
+    """A title of null or a number was "AttributeError: 'NoneType' object has no attribute 'replace'" (a
+    wrapper's traceback, as for a bug); column == on failed inside pandas on the calibration page and drew y = x
+    on the sweep's; a parameter name given twice was drawn twice."""
+    params = {"parameter_names": ["beta"], **params}
+    with pytest.raises(ContractError, match=rf"^{named}"):
+        if page == "calibration":
+            paths = one_trial_calibration_files(tmp_path)
+            visualize(*paths, tmp_path / "best.json", tmp_path / "summary.json", html_path=tmp_path / "page.html",
+                      **params)  # fmt: skip
+        else:
+            visualize_sweep(*one_set_sweep_files(tmp_path), html_path=tmp_path / "page.html", **params)
+    assert not (tmp_path / "page.html").exists()

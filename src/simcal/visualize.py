@@ -175,12 +175,30 @@ def _require_parameter_names(path: str | Path, what: str, columns: Sequence[str]
         )
     if not names:
         raise ContractError("parameter_names: the list is empty; name at least one parameter to plot against")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:  # each was drawn twice, side by side
+        raise ContractError(f"parameter_names: {repeated} given more than once; name each parameter once")
     missing = [name for name in names if name not in columns]
     if missing:
         raise ContractError(
             f"{path}: parameter_names {missing} are not columns of the {what}; it has {list(columns)}"
         )
     return list(names)
+
+
+def _check_page_params(title: Any, column: Any, on: Any) -> None:
+    """``title`` a string and ``column`` other than ``on``, or fail naming them: a title of null or a number was
+    "AttributeError: 'NoneType' object has no attribute 'replace'" and column == on a DataFrame's AttributeError
+    on the calibration page (a line y = x on the sweep's)."""
+    if not isinstance(title, str):
+        raise ContractError(
+            f"title: expected the page's title as a string, got {type(title).__name__} {title!r}"
+        )
+    if column is not None and column == on:
+        raise ContractError(
+            f"plot.column and plot.on are both {column!r}: a column plotted along itself says nothing; set "
+            "plot.column to an output and plot.on to the column it runs along (e.g. incidence and day)"
+        )
 
 
 def _refuse_other_than_png(png_paths: dict[str, str | Path] | None) -> None:
@@ -213,6 +231,7 @@ def visualize(
 ) -> Path:
     """Write the HTML page (and, if asked, each picture as its own PNG for ``snakemake --report``)."""
     _refuse_other_than_png(png_paths)
+    _check_page_params(title, column, on)
     # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
     parameter_names = [parameter_names] if isinstance(parameter_names, str) else parameter_names
     trials = pd.read_parquet(trials_path)
@@ -336,6 +355,7 @@ def visualize_sweep(
     """The page of a plain sweep: outputs against each parameter and, when ``column`` and ``on`` are in the
     simulations, every parameter set's series. ``png_paths`` may ask for ``outputs`` and ``series``."""
     _refuse_other_than_png(png_paths)
+    _check_page_params(title, column, on)
     # one name given as a string is one name (a rule's parameter_names="beta" was read as b, e, t, a)
     parameter_names = [parameter_names] if isinstance(parameter_names, str) else parameter_names
     if "series" in (png_paths or {}) and not (column and on):
