@@ -155,8 +155,10 @@ def _require_plot_columns(
 def _require_numbers(path: str | Path, what: str, frame: pd.DataFrame, column: str) -> None:
     """The plotted column must hold numbers: text failed inside pandas (no 'mean' for str), naming neither."""
     if not pd.api.types.is_numeric_dtype(frame[column]):
+        # text is pandas 3's `str` dtype but `object` under pandas 2.2 (pyproject's floor): named `str` on both
+        kind = "str" if pd.api.types.is_string_dtype(frame[column]) else frame[column].dtype
         raise ContractError(
-            f"{path}: plot.column {column!r} of the {what} holds {frame[column].dtype} values, not numbers; set "
+            f"{path}: plot.column {column!r} of the {what} holds {kind} values, not numbers; set "
             f"plot.column to a numeric output"
         )
 
