@@ -941,6 +941,66 @@ def test_targets_that_score_no_successful_simulation_stop_the_run_after_that_rou
     assert len(trials) == 3
 
 
+class WatchedRounds:
+    """Stands in for the simulations of ``run_rounds`` (every replicate succeeds, the loss a bowl around beta 0.3,
+    gamma 0.1) and counts the work the rounds' bookkeeping does on the trial tables: the rows of every table read
+    by a column (``table[...]``) and the rows ``pd.concat`` copies out of them."""
+
+    fixed: dict = {}
+
+    def __init__(self, monkeypatch):
+        self.rows_read = self.rows_concatenated = 0
+        rounds = self
+
+        class Watched(pd.DataFrame):  # the tables this returns; pandas makes plain DataFrames from them
+            def __getitem__(self, key):
+                rounds.rows_read += len(self)
+                return super().__getitem__(key)
+
+        self.watched, concat = Watched, pd.concat
+
+        def counted_concat(objs, *args, **kwargs):
+            objs = list(objs)
+            rounds.rows_concatenated += sum(len(o) for o in objs if isinstance(o, Watched))
+            return concat(objs, *args, **kwargs)
+
+        monkeypatch.setattr(pd, "concat", counted_concat)
+
+    def run(self, proposals, replicates, labels, fail_fast=False):
+        return self.watched(
+            [{**labels, "param_id": param_id(p), "replicates": replicates, **p, "replicates_ok": replicates,
+              "replicates_failed": 0, "loss": (p["beta"] - 0.3) ** 2 + (p["gamma"] - 0.1) ** 2} for p in proposals]
+        )  # fmt: skip
+
+
+def watched_search(monkeypatch, rounds: int) -> tuple[WatchedRounds, list[pd.DataFrame]]:
+    settings = CalibrationSettings.from_config(
+        {"sampler": "random", "initial_points": 4, "rounds": rounds, "proposals_per_round": 4,
+         "refine": {"top_k": 3, "replicates": 3, "rounds": 2}}
+    )  # fmt: skip
+    watched, trials = WatchedRounds(monkeypatch), []
+    run_rounds(watched, Proposer(parse_bounds(BOUNDS), settings), trials, ["beta", "gamma"], settings,
+               SimulationSettings.from_config({"replicates": 2}), 0.0)  # fmt: skip
+    return watched, trials
+
+
+def test_a_rounds_bookkeeping_does_not_grow_with_the_number_of_rounds(monkeypatch, caplog):
+    """Each round's fail-fast rule, its log line's best loss so far and the check for targets without a finite loss
+    read every earlier round's table (two of them through a pd.concat of all of them), so a calibration's work grew
+    with the square of its rounds. Counted in rows read or copied: four times the rounds, four times the work, and
+    each line's overall figure is still the best loss of every round up to it."""
+    caplog.set_level(logging.INFO, logger="simcal.calibrate")
+    work = {}
+    for rounds in (10, 40):
+        caplog.clear()
+        watched, trials = watched_search(monkeypatch, rounds)
+        work[rounds] = (watched.rows_read + watched.rows_concatenated) / sum(len(t) for t in trials)
+        overall = re.findall(r"overall (\S+) \(", caplog.text)
+        assert len(overall) == len(trials) > rounds + 1, caplog.text
+        assert overall == [f"{pd.concat(trials[: i + 1])['loss'].min():.6g}" for i in range(len(trials))]
+    assert work[40] <= 1.2 * work[10], work  # rows of work per trial row, the same at 10 and 40 rounds
+
+
 def test_observed_keys_that_match_no_simulated_row_stop_the_calibration_after_the_design(tmp_path, client):
     """Observed days read as text never equal the simulated whole numbers: every loss would be NaN. The design's
     trials are kept, and no search round is spent on losses the sampler cannot learn from. The error names the

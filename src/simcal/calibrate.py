@@ -41,7 +41,14 @@ from simcal.backends import Terminated, check_backend
 # own (calibration_settings, calibration_targets, calibration_proposer, calibration_rounds); their names are still
 # importable from here.
 from simcal.calibration_proposer import FAILED_LOSS, Proposer
-from simcal.calibration_rounds import Rounds, RoundStopped, local_search, log_round, top_parameter_sets
+from simcal.calibration_rounds import (
+    Rounds,
+    RoundStopped,
+    TrialsSoFar,
+    local_search,
+    log_round,
+    top_parameter_sets,
+)
 from simcal.calibration_settings import (
     RENAMED,
     SAMPLERS,
@@ -260,53 +267,48 @@ def run_rounds(
 ) -> None:
     """The design and search rounds, then the refine step, each round's trial rows appended to ``trials``."""
     refine = settings.refine
+    so_far = TrialsSoFar()  # each round's table folded in once: a round's work does not grow with the rounds
     for round_index in range(settings.rounds + 1):
         method, proposals = proposer.ask(round_index)
         phase = "design" if round_index == 0 else "search"
         labels = {"round": round_index, "phase": phase, "method": method}
         # While no simulation has succeeded, a probe that fails whole says the model is broken (as in a sweep):
         # stop rather than spend the budget. Once one has, failures mark a region, which the penalty handles.
-        table = rounds.run(proposals, simulation.replicates, labels, fail_fast=not _any_succeeded(trials))
+        table = rounds.run(proposals, simulation.replicates, labels, fail_fast=not so_far.succeeded)
         for proposal, loss in zip(proposals, table["loss"], strict=True):
             proposer.tell(proposal, float(loss))
         trials.append(table)
-        log_round(round_index, method, table, trials, simulation.replicates, began)
-        _refuse_targets_without_a_loss(trials, getattr(rounds, "no_key_matched", None))
+        log_round(round_index, method, table, so_far.fold(trials).best_loss, simulation.replicates, began)
+        _refuse_targets_without_a_loss(so_far, getattr(rounds, "no_key_matched", None))
     best = top_parameter_sets(pd.concat(trials, ignore_index=True), names, refine.top_k)
     if best:
         labels = {"round": settings.rounds + 1, "phase": "refine", "method": "refine"}
         table = rounds.run(best, refine.replicates, labels)
         trials.append(table)
-        log_round(settings.rounds + 1, "refine", table, trials, refine.replicates, began)
-        local_search(rounds, proposer.bounds, trials, settings, began)
+        log_round(
+            settings.rounds + 1, "refine", table, so_far.fold(trials).best_loss, refine.replicates, began
+        )
+        local_search(rounds, proposer.bounds, trials, settings, began, so_far)
     elif refine.top_k:
         log.warning("refine skipped: no parameter set has a finite loss")
 
 
-def _refuse_targets_without_a_loss(trials: list[pd.DataFrame], no_key_matched: str | None = None) -> None:
+def _refuse_targets_without_a_loss(so_far: TrialsSoFar, no_key_matched: str | None = None) -> None:
     """Stop once simulations have succeeded but no parameter set has a finite loss: the targets cannot score this
     model's output against these observed data (most often no simulated row matches an observed key, e.g. days
     read as text), and every later round would be spent on NaN losses the sampler cannot learn from. Stop also
     when no observed key of a built-in target matched any simulated row of the last round (``no_key_matched``,
     the refusal ``Rounds`` found, naming the keys; a stand-in for the simulations has none), whatever the losses:
-    they would mean nothing."""
+    they would mean nothing. ``so_far``: every round's trials, folded in (``TrialsSoFar.fold``)."""
     if no_key_matched is not None:
         raise ContractError(no_key_matched)
-    table = pd.concat(trials, ignore_index=True)
-    if "replicates_ok" not in table:  # nothing came back
-        return
-    scored = table["replicates_ok"].fillna(0) > 0
-    if scored.any() and not np.isfinite(table["loss"].astype(float)).any():
+    if so_far.scored and not so_far.finite:
         raise ContractError(
-            f"calibration targets gave no finite loss for any of the {int(scored.sum())} parameter set(s) whose "
-            f"simulations succeeded (first: {table.loc[scored, 'param_id'].iloc[0]}): check that the simulated "
+            f"calibration targets gave no finite loss for any of the {so_far.scored} parameter set(s) whose "
+            f"simulations succeeded (first: {so_far.first_scored}): check that the simulated "
             f"rows match the observed data on the targets' key columns (on), that the outputs are numbers, and for a "
             f"count likelihood that every replicate has a value at every observed key"
         )
-
-
-def _any_succeeded(trials: list[pd.DataFrame]) -> bool:
-    return any(table["replicates_ok"].fillna(0).sum() > 0 for table in trials if "replicates_ok" in table)
 
 
 def trials_table(trials: list[pd.DataFrame]) -> pd.DataFrame:

@@ -92,15 +92,23 @@ def plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def local_search(rounds: Rounds, bounds: list[Bound], trials: list[pd.DataFrame], settings, began) -> None:
+def local_search(
+    rounds: Rounds,
+    bounds: list[Bound],
+    trials: list[pd.DataFrame],
+    settings,
+    began,
+    so_far: TrialsSoFar | None = None,
+) -> None:
     """``refine.rounds`` rounds of the trust-region search on the refine rows, then the floor scan of
     ``refine.scan`` points (each appended to ``trials``). The rounds stop early when one has nothing new to propose
     (the radius has shrunk below the parameters' resolution); the scan then starts from that radius."""
     refine = settings.refine
+    so_far = TrialsSoFar() if so_far is None else so_far
     region = None
     index = settings.rounds + 2
     for local_round in range(refine.rounds):
-        units, losses, seen = refine_rows(trials, bounds)
+        units, losses, seen = refine_rows(so_far.fold(trials).refine, bounds)
         if units is None:
             return
         region = region or TrustRegion.around(units, losses)
@@ -111,11 +119,11 @@ def local_search(rounds: Rounds, bounds: list[Bound], trials: list[pd.DataFrame]
             )
             break
         what = f"local, radius {region.radius:.3g}"
-        run_local(rounds, trials, proposals, refine.replicates, index, "local", what, began)
+        run_local(rounds, trials, so_far, proposals, refine.replicates, index, "local", what, began)
         index += 1
     if not refine.scan:
         return
-    units, losses, seen = refine_rows(trials, bounds)
+    units, losses, seen = refine_rows(so_far.fold(trials).refine, bounds)
     if units is None:
         return
     region = region or TrustRegion.around(units, losses)
@@ -125,13 +133,13 @@ def local_search(rounds: Rounds, bounds: list[Bound], trials: list[pd.DataFrame]
         log.info("floor scan skipped: too few refined parameter sets for a fit, or nothing new to try")
         return
     what = f"floor scan, radius {region.radius:.3g}"
-    run_local(rounds, trials, proposals, refine.replicates, index, "scan", what, began)
+    run_local(rounds, trials, so_far, proposals, refine.replicates, index, "scan", what, began)
 
 
-def refine_rows(trials: list[pd.DataFrame], bounds: list[Bound]):
-    """(unit coordinates, losses, param_ids) of every refine row so far; (None, None, None) with a warning when no
-    refined parameter set has a finite loss."""
-    refined = pd.concat(trials, ignore_index=True).query("phase == 'refine'")
+def refine_rows(refined_tables: list[pd.DataFrame], bounds: list[Bound]):
+    """(unit coordinates, losses, param_ids) of every refine row so far (``TrialsSoFar.refine``); (None, None, None)
+    with a warning when no refined parameter set has a finite loss."""
+    refined = pd.concat(refined_tables, ignore_index=True) if refined_tables else pd.DataFrame({"loss": []})
     losses = refined["loss"].to_numpy(dtype=float)
     if not np.isfinite(losses).any():
         log.warning("local search skipped: no refined parameter set has a finite loss")
@@ -152,15 +160,57 @@ def new_parameter_sets(points: np.ndarray, bounds: list[Bound], fixed, seen: set
     return proposals
 
 
-def run_local(rounds: Rounds, trials, proposals, replicates: int, index: int, method: str, what: str, began):
+def run_local(rounds: Rounds, trials, so_far, proposals, replicates: int, index: int, method, what, began):
     table = rounds.run(proposals, replicates, {"round": index, "phase": "refine", "method": method})
     trials.append(table)
-    log_round(index, what, table, trials, replicates, began)
+    log_round(index, what, table, so_far.fold(trials).best_loss, replicates, began)
 
 
-def log_round(round_index, method, table, trials, replicates, began) -> None:
-    best_so_far = pd.concat(trials)["loss"].min()
+def log_round(round_index, method, table, best_so_far, replicates, began) -> None:
+    """The line of a round; ``best_so_far``: the lowest loss of every round up to this one (``TrialsSoFar``)."""
     log.info(
         "round %d (%s): %d parameter sets x %d replicates, best loss this round %.6g, overall %.6g (%.1f s)",
         round_index, method, len(table), replicates, table["loss"].min(), best_so_far, time.perf_counter() - began,
     )  # fmt: skip
+
+
+class TrialsSoFar:
+    """What the trial tables of the rounds so far add up to, each table folded in once as the list of them grows:
+    the best loss, whether any simulation succeeded, the trial rows scored (some replicate succeeded), the first of
+    them and whether any has a finite loss, and the refine rows. A round's checks and log line read these rather
+    than concatenating every earlier round's table (which made a calibration's work grow with the square of its
+    rounds); the figures are those of the concatenated tables."""
+
+    def __init__(self):
+        self.folded = 0  # how many tables of the list are folded in
+        self.best_loss = float("nan")  # pd.concat(trials)["loss"].min(): NaN until a round has a loss
+        self.succeeded = False
+        self.scored = 0
+        self.first_scored: str | None = None
+        self.finite = False
+        self.refine: list[pd.DataFrame] = []
+
+    def fold(self, trials: list[pd.DataFrame]) -> TrialsSoFar:
+        """Fold in the tables appended to ``trials`` since the last call (the list only grows)."""
+        for table in trials[self.folded :]:
+            self._add(table)
+        self.folded = len(trials)
+        return self
+
+    def _add(self, table: pd.DataFrame) -> None:
+        if "loss" in table:
+            lowest = table["loss"].min()
+            if not pd.isna(lowest) and (pd.isna(self.best_loss) or lowest < self.best_loss):
+                self.best_loss = lowest
+            self.finite = self.finite or bool(np.isfinite(table["loss"].astype(float)).any())
+        if "replicates_ok" in table:
+            ok = table["replicates_ok"].fillna(0)
+            self.succeeded = self.succeeded or bool(ok.sum() > 0)
+            scored = ok > 0
+            self.scored += int(scored.sum())
+            if self.first_scored is None and scored.any():
+                self.first_scored = table.loc[scored, "param_id"].iloc[0]
+        if "phase" in table:
+            refined = table["phase"] == "refine"
+            if refined.any():
+                self.refine.append(table if refined.all() else table[refined])
