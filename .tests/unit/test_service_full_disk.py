@@ -295,6 +295,42 @@ def test_on_a_full_filesystem_the_registry_keeps_a_requeue_marks_it_reopens_and_
     registry.close()
 
 
+def test_a_registry_made_before_the_owner_index_opens_on_a_full_disk_and_gets_the_index_once_space_is_back(
+    small_disk, tmp_path, caplog
+):
+    """The index on owner is made when a registry is opened: a registry made before it, opened on a full disk,
+    must still open (a warning says the index is missing) and list its jobs; the next open with space makes it."""
+    import sqlite3
+
+    from simcal.service.registry import JobRegistry
+
+    disk = small_disk(tmp_path / "state")
+    path = disk / "jobs.sqlite"
+    registry = JobRegistry(path)
+    job_id = registry.create("alice", "m:f", {"parameter_sets": [{"a": 1.0}]}, 1)[0].id
+    registry.close()
+    # As a registry made before the index is; this connection keeps the journal and shared-memory files there
+    # (a registry opened on a disk full before they were made cannot make them, index or not)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("DROP INDEX jobs_owner")
+        db.execute("VACUUM")  # the dropped index's pages given back: no free page left in the file to reuse
+        filler = fill(disk)
+        registry = JobRegistry(path)
+        assert [job.id for job in registry.list("alice")] == [job_id]
+        registry.close()
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'jobs_owner'").fetchall() == []
+    warning = f"{path}: the job registry's index jobs_owner could not be made (database or disk is full)"
+    assert warning in caplog.text
+    os.unlink(filler)
+    registry = JobRegistry(path)
+    assert [job.id for job in registry.list("alice")] == [job_id]
+    registry.close()
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'jobs_owner'").fetchall() == [
+            ("jobs_owner",)
+        ]
+
+
 def status_on_disk(path, job_id: str) -> str:
     """The job's status as the registry's file holds it (a fresh connection, read only)."""
     import sqlite3

@@ -3,6 +3,7 @@ app in this process, on a LocalCluster of threads, collected by OpenTelemetry's 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -305,6 +306,33 @@ def test_a_clock_stepped_back_neither_reorders_the_job_list_nor_makes_a_duration
     assert [job.id for job in registry.list("alice", limit=1)] == [newer.id]
     assert registry.get(older.id).describe()["duration_s"] == 0.0
     registry.close()
+
+
+def test_an_owners_job_list_searches_the_owner_index_which_opening_an_older_registry_makes(tmp_path):
+    """GET /v1/jobs (``JobRegistry.list``) had no index on owner: an owner with a few jobs among many read every
+    job in the registry (SCAN jobs, newest first until LIMIT of theirs). The index is made when a registry is
+    opened, so one made before it gets it too; the listing, with a status or without, searches it."""
+    path = tmp_path / "jobs.sqlite"
+    registry = JobRegistry(path)
+    made = {
+        owner: [registry.create(owner, "m:f", {}, 1)[0].id for _ in range(3)] for owner in ("alice", "bob")
+    }
+    registry.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as a registry made before the index is
+        db.execute("DROP INDEX IF EXISTS jobs_owner")
+    registry = JobRegistry(path)
+    statements = []
+    registry._db.set_trace_callback(statements.append)  # each statement run, its values in place
+    assert [job.id for job in registry.list("alice")] == made["alice"][::-1]
+    assert [job.id for job in registry.list("bob", status="queued", limit=2)] == made["bob"][:0:-1]
+    registry._db.set_trace_callback(None)
+    registry.close()
+    listings = [sql for sql in statements if sql.startswith("SELECT * FROM jobs WHERE owner")]
+    assert len(listings) == 2, statements
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for sql in listings:
+            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            assert plan == ["SEARCH jobs USING INDEX jobs_owner (owner=?)"], (sql, plan)
 
 
 def test_a_jobs_status_and_the_job_list_do_not_parse_the_jobs_requests(tmp_path, monkeypatch):

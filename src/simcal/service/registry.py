@@ -78,6 +78,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (owner, idempotency_k
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 """
+# Indexes a registry made before them lacks, made when it is opened (IF NOT EXISTS: nothing written once there).
+# jobs_owner: an owner's jobs in the order they were made (``list``), without reading every other owner's.
+ADDED_INDEXES = {"jobs_owner": "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner)"}
 
 
 @dataclass
@@ -174,6 +177,20 @@ class JobRegistry(UnsavedChanges):
             self._db.executescript(SCHEMA)  # IF NOT EXISTS: writes nothing to a registry already made
             if version < SCHEMA_VERSION:  # only then: opening a registry on a full disk must not need a write
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._add_indexes()
+
+    def _add_indexes(self) -> None:
+        """Make the indexes an older registry lacks. A disk that cannot take one now (full, read-only) leaves the
+        registry as it was, said in a warning: the queries work without it, and the next start tries again."""
+        for name, sql in ADDED_INDEXES.items():
+            try:
+                self._db.execute(sql)
+            except sqlite3.OperationalError as error:
+                log.warning(
+                    "%s: the job registry's index %s could not be made (%s); it works without it, more slowly, "
+                    "and the next start of the service makes it",
+                    self.path, name, error,
+                )  # fmt: skip
 
     @property
     def retry_s(self) -> float:
