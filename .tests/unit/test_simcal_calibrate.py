@@ -1643,6 +1643,38 @@ def test_a_parameter_or_column_missing_from_the_files_is_named_with_the_file(tmp
                       tmp_path / "summary.json")  # fmt: skip
 
 
+def test_a_sweep_summary_of_named_columns_reads_only_them_the_keys_status_and_parameters(
+    tmp_path, monkeypatch
+):
+    """summarize_sweep_files read the whole simulations file even when columns named the outputs to summarise: a
+    sweep of many parameters or outputs held every column in memory. With columns given it reads them, the keys,
+    status and parameters, and writes what the whole file gave; a refusal still names the file's other columns."""
+    path = tmp_path / "sweep.parquet"
+    sweep_frame().assign(**{f"extra{i}": float(i) for i in range(20)}).to_parquet(path)
+    whole = pd.read_parquet(path)
+    expected_table, expected_summary = summarize_sweep(whole, ["a"], ["y"], ["sum", "last"], str(path))
+    with pytest.raises(ContractError) as refused:
+        summarize_sweep(whole, ["a"], ["y", "z"], ["sum"], str(path))
+    read, real = [], pd.read_parquet
+
+    def spy(path, *args, **kwargs):
+        read.append(kwargs.get("columns"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_parquet", spy)
+    table = summarize_sweep_files(path, ["a"], tmp_path / "table.parquet", tmp_path / "summary.json", ["y"],
+                                  ["sum", "last"])  # fmt: skip
+    assert read == [["param_id", "replicate", "seed", "a", "y", "status", "error", "duration_s"]]
+    pd.testing.assert_frame_equal(table, expected_table)
+    pd.testing.assert_frame_equal(real(tmp_path / "table.parquet"), expected_table)
+    assert json.loads((tmp_path / "summary.json").read_text()) == expected_summary
+    assert "'extra19'" in str(refused.value)  # the message names every column of the file
+    with pytest.raises(ContractError, match=re.escape(str(refused.value))):
+        summarize_sweep_files(
+            path, ["a"], tmp_path / "other.parquet", tmp_path / "other.json", ["y", "z"], ["sum"]
+        )
+
+
 def test_one_parameter_name_given_as_a_string_is_one_name(tmp_path):
     """A rule's `parameter_names="beta"` (one calibrated or swept parameter) was read as the columns b, e, t, a by
     the analyze_* and visualize_* wrappers' library calls."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pa_dataset
 
 from simcal.contract import ContractError
 from simcal.files import refuse_text_name
@@ -384,13 +385,15 @@ def summarize_sweep_files(
 ) -> pd.DataFrame:
     """``summarize_sweep`` of a simulations file, written as Parquet (table) and JSON (summary)."""
     refuse_text_name(table_path, "parameter sets' summaries")
-    table, summary = summarize_sweep(
-        pd.read_parquet(simulations_path),
-        _names(parameter_names, "parameter_names"),
-        None if columns is None else _names(columns, "columns"),
-        _names(statistics, "statistics"),
-        f"{simulations_path}",
-    )
+    names = _names(parameter_names, "parameter_names")
+    outputs = None if columns is None else _names(columns, "columns")
+    statistics = _names(statistics, "statistics")
+    if outputs is None:  # every numeric output: the whole file
+        table, summary = summarize_sweep(
+            pd.read_parquet(simulations_path), names, None, statistics, f"{simulations_path}"
+        )
+    else:
+        table, summary = _summarize_sweep_columns(simulations_path, names, outputs, statistics)
     write_parquet(table, table_path)
     write_json(summary, summary_path)
     log.info(
@@ -398,3 +401,20 @@ def summarize_sweep_files(
         summary["parameter_sets"], summary["simulations"], summary["status"],
     )  # fmt: skip
     return table
+
+
+def _summarize_sweep_columns(
+    simulations_path: str | Path, parameter_names: list[str], columns: list[str], statistics: list[str]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``summarize_sweep`` of the named output columns, reading only them, the keys, status and parameters (in the
+    file's order): a sweep of many parameters or outputs read whole held every column in memory. A refusal names
+    the file's other columns (those it has, those that could tell two sets apart), so one reads the whole file
+    for the message of the whole file."""
+    wanted = {*KEY_COLUMNS, *STATUS_COLUMNS, *parameter_names, *columns}
+    names = pa_dataset.dataset(simulations_path, format="parquet").schema.names
+    simulations = pd.read_parquet(simulations_path, columns=[c for c in names if c in wanted])
+    try:
+        return summarize_sweep(simulations, parameter_names, columns, statistics, f"{simulations_path}")
+    except ContractError:
+        whole = pd.read_parquet(simulations_path)
+        return summarize_sweep(whole, parameter_names, columns, statistics, f"{simulations_path}")
