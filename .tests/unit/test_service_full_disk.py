@@ -337,3 +337,40 @@ def status_on_disk(path, job_id: str) -> str:
 
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         return db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+
+def test_a_start_on_a_disk_full_since_a_clean_stop_stops_at_once_saying_the_disk_is_full(
+    small_disk, tmp_path, capsys
+):
+    """A clean close removes the registry's -wal and -shm files; SQLite makes them again at every open, so on a disk
+    that filled since, the open fails before any of the registry's code runs (SQLite's bare "disk I/O error"): the
+    registry says it is the disk, naming the file, its free space and what to do, and `simcal serve` stops at once
+    with one line naming the state directory and the full disk, no traceback."""
+    import sqlite3
+
+    from simcal.cli import main
+    from simcal.service.registry import JobRegistry
+
+    disk = small_disk(tmp_path / "state")
+    path = disk / "jobs.sqlite"
+    registry = JobRegistry(path)
+    registry.create("alice", "m:f", {"parameter_sets": [{"a": 1.0}]}, 1)
+    registry.close()
+    assert not (disk / "jobs.sqlite-wal").exists() and not (disk / "jobs.sqlite-shm").exists()
+    fill(disk)
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        JobRegistry(path)
+    assert f"{path}: the job registry cannot be opened (disk I/O error): its disk has " in str(refused.value)
+    assert "bytes free, and SQLite makes its jobs.sqlite-wal and jobs.sqlite-shm files beside it" in str(
+        refused.value
+    )
+    assert str(refused.value).endswith("free space there, or give another --state-dir, and start again")
+    add_key(tmp_path / "keys", "alice")
+    status = main(
+        ["serve", "--state-dir", str(disk), "--api-keys-file", str(tmp_path / "keys"), "--port", "0"]
+    )
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.startswith(f"simcal serve: --state-dir {disk}: ")
+    assert "No space left on device" in error or "bytes free" in error
+    assert "Traceback" not in error

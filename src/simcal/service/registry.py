@@ -24,6 +24,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -53,6 +54,8 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
 SCHEMA_VERSION = 1
 RETRY_S = 5.0  # how often a job's end that could not be written is tried again
+# Free space below which a "disk I/O error" at open is told as a full disk: SQLite's -shm file takes 32 KiB.
+FULL_BELOW_BYTES = 1 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -166,7 +169,11 @@ class JobRegistry(UnsavedChanges):
         self._retry: threading.Timer | None = None
         self._closed = False
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as error:
+                self._db.close()
+                raise self._open_error(error) from error
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -178,6 +185,23 @@ class JobRegistry(UnsavedChanges):
             if version < SCHEMA_VERSION:  # only then: opening a registry on a full disk must not need a write
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._add_indexes()
+
+    def _open_error(self, error: sqlite3.OperationalError) -> sqlite3.OperationalError:
+        """SQLite's "disk I/O error" at the first statement, said as what it is where the disk is (nearly) full:
+        every open of a registry in WAL mode makes its -wal and -shm files beside it (a clean close removes
+        them), and a disk without room for them stops the open before the registry's own code runs."""
+        try:
+            stats = os.statvfs(self.path.parent)
+        except OSError:
+            return error
+        free = stats.f_bavail * stats.f_frsize
+        if free >= FULL_BELOW_BYTES:
+            return error
+        return sqlite3.OperationalError(
+            f"{self.path}: the job registry cannot be opened ({error}): its disk has {free:,} bytes free, and SQLite "
+            f"makes its {self.path.name}-wal and {self.path.name}-shm files beside it at every open; free space "
+            "there, or give another --state-dir, and start again"
+        )
 
     def _add_indexes(self) -> None:
         """Make the indexes an older registry lacks. A disk that cannot take one now (full, read-only) leaves the
