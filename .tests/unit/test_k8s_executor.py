@@ -7,6 +7,7 @@ import datetime
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import kubernetes.client
@@ -1127,10 +1128,11 @@ def test_jobs_kueue_keeps_suspended_are_reported_after_10_minutes_with_one_queue
 
 
 class WorkloadList:
-    """A ``CustomObjectsApi`` whose Workload list answers these Workloads, keeping the label selectors asked."""
+    """A ``CustomObjectsApi`` whose Workload list answers these Workloads, keeping the label selectors asked; its
+    answer's Date header is ``server_now`` (the API server's clock), the time of the call when None."""
 
-    def __init__(self, workloads: list[dict]) -> None:
-        self.workloads, self.selectors = workloads, []
+    def __init__(self, workloads: list[dict], server_now: datetime.datetime | None = None) -> None:
+        self.workloads, self.selectors, self.server_now = workloads, [], server_now
 
     def __call__(self):
         return self
@@ -1139,6 +1141,47 @@ class WorkloadList:
         assert (group, version, namespace, plural) == ("kueue.x-k8s.io", "v1beta2", "snakemake", "workloads")
         self.selectors.append(label_selector)
         return {"items": self.workloads}
+
+    def list_namespaced_custom_object_with_http_info(self, *args, **kwargs):
+        now = self.server_now or datetime.datetime.now(datetime.UTC)
+        date = now.strftime("%a, %d %b %Y %H:%M:%S GMT")  # an HTTP date, as the API server writes it
+        return self.list_namespaced_custom_object(*args, **kwargs), 200, {"Date": date}
+
+
+@pytest.mark.parametrize("driver_ahead_h", [-25.0, 25.0])
+@pytest.mark.parametrize("requeue_in_min", [-1.0, 5.0])
+def test_a_waitforpodsready_backoff_is_told_by_the_api_servers_clock_whatever_the_drivers(
+    monkeypatch, driver_ahead_h, requeue_in_min
+):
+    """Kueue writes status.requeueState.requeueAt by the API server's clock: the back-off report is said while
+    requeueAt is ahead of the server's time (the Date of the Workload list's answer, carried on by the driver's
+    monotonic clock), and not once it passed, with the driver's wall clock a day ahead of the server's or behind
+    it (it was compared with the driver's own clock, so a driver ahead took a 5-minute back-off for over and
+    blamed the quota, and one behind said a requeue time long past)."""
+    from snakemake_executor_plugin_kubernetes_kueue import executor as executor_module
+
+    server_now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=driver_ahead_h)
+    requeue_at = (server_now + datetime.timedelta(minutes=requeue_in_min)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    held = workload(("Requeued", "False", "PodsReadyTimeout", "Exceeded the PodsReady timeout"))
+    held["status"]["requeueState"] = {"count": 1, "requeueAt": requeue_at}
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", WorkloadList([held], server_now))
+    queues = {"snakemake": local_queue(active("True", "Ready", "Can submit new workloads"))}
+    monkeypatch.setattr(executor_module.KueueExecutor, "_local_queues", lambda self, namespace: queues)
+    monkeypatch.setattr(executor_module, "ADMISSION_WAIT_REPORT_S", 0.0)
+    warnings = []
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"), warnings)
+    executor.batchapi.suspended_since["job-x"] = time.monotonic() - 700
+    executor.batchapi.job_uids["job-x"] = "uid-1"
+    jobs = [SimpleNamespace(external_jobid="job-x")]
+    assert executor._review_workloads(jobs) == jobs
+    executor._report_long_admission_waits(jobs)
+    assert len(warnings) == 1, warnings
+    in_backoff = f"Requeue 1 of its Workload: Kueue requeues it at {requeue_at} (status.requeueState)"
+    if requeue_in_min > 0:
+        assert "in waitForPodsReady's back-off, not waiting for quota" in warnings[0]
+        assert in_backoff in warnings[0]
+    else:  # passed on the server: Kueue requeues it, and the Job waits for quota
+        assert "Kueue to admit it from LocalQueue snakemake" in warnings[0] and in_backoff not in warnings[0]
 
 
 def workload(*conditions: tuple[str, str, str, str]) -> dict:

@@ -5,6 +5,7 @@ Workload Kueue deactivated, whose Job it never admits again (the job fails); and
 from __future__ import annotations
 
 import datetime
+import email.utils
 import time
 
 import kubernetes.client
@@ -49,17 +50,41 @@ EVICTION_MESSAGES = {
 DEACTIVATION_CHECK_S = 60.0
 
 
-def read_workloads(namespace: str, retry) -> dict[str, dict]:
-    """The namespace's Workloads by the uid of their Job, in one list; ``retry`` sends it again after a transient
-    error (KueueExecutor._retry_transient)."""
+def read_workloads(namespace: str, retry) -> tuple[dict[str, dict], ServerClock]:
+    """The namespace's Workloads by the uid of their Job, in one list, and the API server's clock as its answer's
+    Date header gave it; ``retry`` sends it again after a transient error (KueueExecutor._retry_transient)."""
     api = kubernetes.client.CustomObjectsApi()
-    listed = retry(
-        lambda: api.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads")
+    listed, _, headers = retry(
+        lambda: api.list_namespaced_custom_object_with_http_info(
+            KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads"
+        )
     )
-    return {
+    by_uid = {
         ((workload.get("metadata") or {}).get("labels") or {}).get(JOB_UID_LABEL, ""): workload
         for workload in listed.get("items", [])
     }
+    return by_uid, ServerClock((headers or {}).get("Date"))
+
+
+class ServerClock:
+    """The API server's time, from the Date header of one of its answers, carried on by this process's monotonic
+    clock: Kueue writes ``requeueAt`` by the server's clock, so comparing it with the driver's own wall clock would
+    be off by their skew (a driver an hour ahead would take a back-off of minutes for over). Without a Date header
+    (a proxy that drops it) it is the driver's clock, off by at most that skew; Date has whole seconds."""
+
+    def __init__(self, date: str | None) -> None:
+        self.read_at = time.monotonic()
+        try:
+            self.date = email.utils.parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            self.date = None
+        if self.date is not None and self.date.tzinfo is None:  # "-0000": UTC, as RFC 9110 requires
+            self.date = self.date.replace(tzinfo=datetime.UTC)
+
+    def now(self) -> datetime.datetime:
+        if self.date is None:
+            return datetime.datetime.now(datetime.UTC)
+        return self.date + datetime.timedelta(seconds=time.monotonic() - self.read_at)
 
 
 def read_workload(namespace: str, uid: str, retry) -> dict | None:
@@ -216,11 +241,13 @@ def _requeue(workload: dict, requeued: dict | None = None) -> str:
     return f" Kueue requeues it {when}, requeue {state['count']} of its Workload; {then}"
 
 
-def backoff_report(namespace: str, name: str, workload: dict, waited_min: float) -> str | None:
+def backoff_report(
+    namespace: str, name: str, workload: dict, waited_min: float, clock: ServerClock | None = None
+) -> str | None:
     """What to say of Job ``name``, suspended for ``waited_min`` minutes, while Kueue holds its Workload in
     waitForPodsReady's back-off after a PodsReadyTimeout eviction (Requeued False with the eviction's reason, and
     ``status.requeueState``), in place of the report of a Job that waits for quota; None when it is not in one (its
-    ``requeueAt`` passed: Kueue requeues it)."""
+    ``requeueAt`` passed by the API server's ``clock``, the one of the Workload's read: Kueue requeues it)."""
     conditions = _conditions(workload)
     requeued = conditions.get("Requeued", {})
     state = (workload.get("status") or {}).get("requeueState") or {}
@@ -228,7 +255,7 @@ def backoff_report(namespace: str, name: str, workload: dict, waited_min: float)
         return None
     at = state.get("requeueAt")
     try:
-        passed = at and datetime.datetime.fromisoformat(at) <= datetime.datetime.now(datetime.UTC)
+        passed = at and datetime.datetime.fromisoformat(at) <= (clock or ServerClock(None)).now()
     except ValueError:
         passed = False
     if passed:
@@ -259,6 +286,12 @@ class WorkloadReview:
         self.read_at = float("-inf")  # time.monotonic() of the last read for a deactivation
         self.held: set[str] = set()  # Jobs whose Workload was last read held (deactivated by hand)
         self.workloads: dict[str, dict] = {}  # by Job: its Workload as last read (see backoff_report)
+        self.clock = ServerClock(None)  # the API server's clock, as the last read's answer gave it
+
+    def backoff(self, namespace: str, name: str, waited_min: float) -> str | None:
+        """backoff_report of Job ``name`` from its Workload as last read, by the server's clock of that read."""
+        workload = self.workloads.get(name)
+        return backoff_report(namespace, name, workload, waited_min, self.clock) if workload else None
 
     def finished(self, namespace: str, name: str, watch, retry, refusals=None) -> str | None:
         """The eviction to report of Job ``name``, which has just finished (succeeded or failed), when its status
@@ -304,7 +337,7 @@ class WorkloadReview:
             return [], {}
         self.read_at = now
         try:
-            by_uid = read_workloads(namespace, retry)
+            by_uid, self.clock = read_workloads(namespace, retry)
         except (ApiException, urllib3.exceptions.HTTPError) as error:
             _refused(refusals, error, namespace, f"listing the Workloads of namespace {namespace}")
             # The next check reads them again for a deactivation; the evictions are reported now, as they are (a

@@ -25,7 +25,7 @@ from .checks import (
     unpinned_image_warning,
     unread_resource_warnings,
 )
-from .evictions import KUEUE_GROUP, KUEUE_VERSION, WorkloadReview, backoff_report
+from .evictions import KUEUE_GROUP, KUEUE_VERSION, WorkloadReview
 from .jobs import (
     CompletingBatchApi,
     JobCompletion,
@@ -312,8 +312,7 @@ class KueueExecutor(kubernetes_plugin.Executor):
             if name in review.held:  # said once, with how to release it
                 continue
             watch.admission_reported[name] = now
-            workload = review.workloads.get(name)
-            backoff = workload and backoff_report(self.namespace, name, workload, (now - since) / 60)
+            backoff = review.backoff(self.namespace, name, (now - since) / 60)
             if backoff:  # Kueue holds it back after a PodsReadyTimeout eviction, whatever the quota
                 self.logger.warning(backoff)
                 continue
