@@ -304,7 +304,39 @@ def test_a_clock_stepped_back_neither_reorders_the_job_list_nor_makes_a_duration
     newer, _ = registry.create("alice", "m:f", {}, 1)
     assert [job.id for job in registry.list("alice")] == [newer.id, older.id]
     assert [job.id for job in registry.list("alice", limit=1)] == [newer.id]
-    assert registry.get(older.id).describe()["duration_s"] == 0.0
+    # Counted by the monotonic clock since its start moments ago, not by the wall clock an hour back.
+    assert 0.0 <= registry.get(older.id).describe()["duration_s"] < 60.0
+    registry.close()
+
+
+@pytest.mark.parametrize("step_s", [3600.0, -3600.0])
+def test_a_running_jobs_duration_is_counted_by_the_monotonic_clock_whatever_the_wall_clock_does(
+    tmp_path, monkeypatch, step_s
+):
+    """A running job's duration_s was time.time() minus its stored start: the wall clock stepped an hour ahead
+    (NTP after a suspended VM) made a job running for 42 s show 3642 s, and one stepped back 0. Counted by this
+    process's monotonic clock from its start here, it is 42 s either way; its stored start stays a wall time, and
+    after its end its duration is that of the stored times."""
+    from simcal.service import registry as registry_module
+
+    registry = JobRegistry(tmp_path / "jobs.sqlite")
+    job, _ = registry.create("alice", "m:f", {}, 1)
+    wall, ticks = time.time(), time.monotonic()
+    monkeypatch.setattr(registry_module.time, "time", lambda: wall)
+    monkeypatch.setattr(registry_module.time, "monotonic", lambda: ticks)
+    assert registry.start(job.id)
+    monkeypatch.setattr(registry_module.time, "time", lambda: wall + step_s + 42.0)
+    monkeypatch.setattr(registry_module.time, "monotonic", lambda: ticks + 42.0)
+    running = registry.get(job.id).describe()
+    assert running["status"] == "running" and running["duration_s"] == 42.0
+    assert [listed.describe()["duration_s"] for listed in registry.list("alice")] == [42.0]
+    assert registry.get(job.id).started == wall  # the stored start is the wall clock's
+    assert registry.requeue(job.id) and registry.start(
+        job.id
+    )  # started again here: counted from its first start
+    assert registry.get(job.id).describe()["duration_s"] == 42.0
+    assert registry.finish(job.id, "succeeded", done=1, failed=0)
+    assert registry.get(job.id).describe()["duration_s"] == max(0.0, step_s + 42.0)  # the stored times' now
     registry.close()
 
 

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,8 @@ class Job:
     results_path: str | None
     error: str | None
     trace: str | None
+    # time.monotonic() of its start as this process counts it (JobRegistry.start), while it has not ended.
+    running_since: float | None = field(default=None, compare=False)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -119,8 +121,13 @@ class Job:
         return json.loads(self.request_text)
 
     def duration_s(self, now: float | None = None) -> float | None:
+        """Since its start: by this process's monotonic clock while it runs (a step of the wall clock, NTP after a
+        suspended VM, moves no running job's duration); from the stored wall-clock times once it ended, or when
+        no start in this process measures it."""
         if self.started is None:
             return None
+        if self.finished is None and self.running_since is not None and now is None:
+            return round(max(0.0, time.monotonic() - self.running_since), 3)
         end = self.finished if self.finished is not None else (now or time.time())
         return round(max(0.0, end - self.started), 3)  # never negative, whatever the clock did meanwhile
 
@@ -167,6 +174,8 @@ class JobRegistry(UnsavedChanges):
             self.marks.mkdir(exist_ok=True)
         self._retry_s = retry_s
         self._retry: threading.Timer | None = None
+        # Job.running_since of the jobs started here, until they end.
+        self._running_since: dict[str, float] = {}
         self._closed = False
         with self._lock:
             try:
@@ -366,19 +375,33 @@ class JobRegistry(UnsavedChanges):
         with self._lock:
             if job_id in self._requeued:
                 self._save_requeue(job_id)  # raises while the disk cannot take it
-        return bool(
+        wall, began = time.time(), time.monotonic()
+        started = bool(
             self._write(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, started = COALESCE(started, ?) "
                 "WHERE id = ? AND status = 'queued'",
-                (time.time(), job_id),
+                (wall, job_id),
                 job_id,
             )
         )
+        if started:
+            with self._lock:
+                first = self._db.execute("SELECT started FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            # Counted on from here by the monotonic clock; a first start in an earlier run of the service (kept by
+            # COALESCE) adds what the stored wall-clock times say of it. A start here before keeps its count.
+            self._running_since.setdefault(job_id, began - max(0.0, wall - first))
+        return started
+
+    def _shown(self, job: Job) -> Job:
+        shown = super()._shown(job)
+        since = self._running_since.get(job.id)
+        return shown if since is None else replace(shown, running_since=since)
 
     def cancel_queued(self, job_id: str, error: str) -> bool:
         """queued → cancelled; False when the job is no longer queued (a job thread may have started it since it
         was read: a running job is stopped by its runner, which records the end)."""
-        return self._end(job_id, ("cancelled", time.time(), None, None, None, None, error), only_queued=True)
+        ended = self._end(job_id, ("cancelled", time.time(), None, None, None, None, error), only_queued=True)
+        return self._ended(job_id, ended)
 
     def requeue(self, job_id: str, count_attempt: bool = False) -> bool:
         """running → queued: after a graceful stop of the service or a lost scheduler (the interrupted attempt does
@@ -418,7 +441,14 @@ class JobRegistry(UnsavedChanges):
         """A queued or running job reaches a final status; False when it had one already. Where the disk cannot take
         it, the job shows its end at once and it is written later (``when_saved``)."""
         assert status in FINAL, status
-        return self._end(job_id, (status, time.time(), done, failed, resumed, results_path, error))
+        return self._ended(
+            job_id, self._end(job_id, (status, time.time(), done, failed, resumed, results_path, error))
+        )
+
+    def _ended(self, job_id: str, ended: bool) -> bool:
+        if ended:  # its duration is the stored times' from now on
+            self._running_since.pop(job_id, None)
+        return ended
 
     def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
         """Jobs left ``running`` by a service that died: queued again to resume from their finished parts, or
