@@ -1581,6 +1581,24 @@ def test_slurm_worker_command_paths_with_spaces_stay_one_word_in_the_job_script(
         slurm_cluster_kwargs({"log_directory": "/x/my logs"})
 
 
+@pytest.mark.parametrize("walltime", ["0", "00:00:00", "0-0", "0-00:00:00", "UNLIMITED", "infinite"])
+def test_a_walltime_of_0_or_unlimited_is_no_time_limit_as_slurm_reads_it_and_retires_no_worker(walltime):
+    """sbatch --time: "A time limit of zero requests that no time limit be imposed" (and UNLIMITED or INFINITE
+    say the same): the walltime check refused it ("lifetime (-20 s) + lifetime_stagger (0 s) must be positive and
+    shorter than the walltime 0 (0 s)", or UNLIMITED as a bad format). It reaches sbatch as written, and with no
+    walltime to end a worker none is retired, unless a lifetime is set."""
+    from dask_jobqueue import SLURMCluster
+
+    assert walltime_seconds(walltime) is None and worker_lifetime({"walltime": walltime}) is None
+    kwargs = slurm_cluster_kwargs({"walltime": walltime}, "dask-worker-test")
+    with SLURMCluster(**kwargs, scheduler_options={"dashboard_address": None}) as cluster:
+        script = cluster.job_script()
+    assert f"#SBATCH -t {walltime}\n" in script and "--lifetime" not in script, script
+    # A lifetime set still retires them, with a stagger of 5% of it (at most 5 min) unless it is set too.
+    assert worker_lifetime({"walltime": walltime, "lifetime": "50m"}) == (3000, 150)
+    assert worker_lifetime({"walltime": walltime, "lifetime": "10h", "lifetime_stagger": 60}) == (36000, 60)
+
+
 def test_worker_lifetime_is_shorter_than_the_walltime():
     assert walltime_seconds("01:00:00") == 3600 and walltime_seconds("2-00:30") == 174600
     assert walltime_seconds("5") == 300 and walltime_seconds("01:30") == 90

@@ -99,22 +99,33 @@ WHERE_LOCAL = "calibration.backend.local"
 SCHEDULER_OPTIONS = ("address", "timeout")
 
 
-def walltime_seconds(walltime: str) -> int:
-    """SLURM's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds."""
+# The walltimes sbatch reads as no time limit besides 0 in any of its forms (slurm_opt.c: time_str2mins).
+NO_LIMIT = ("UNLIMITED", "INFINITE")
+
+
+def walltime_seconds(walltime: str) -> int | None:
+    """SLURM's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds; None for no time limit, as
+    sbatch reads 0 in any form ("A time limit of zero requests that no time limit be imposed", sbatch --time) and
+    UNLIMITED or INFINITE."""
+    if str(walltime).strip().upper() in NO_LIMIT:
+        return None
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(walltime).strip())
     if not match:
         raise ContractError(
-            f"{WHERE_SLURM}.walltime {walltime!r}: expected HH:MM:SS, MM:SS, MM or D-HH:MM:SS"
+            f"{WHERE_SLURM}.walltime {walltime!r}: expected HH:MM:SS, MM:SS, MM or D-HH:MM:SS (0, UNLIMITED or "
+            "INFINITE: no time limit)"
         )
     days, first, second, third = match.groups()
     if days is not None:  # D-HH[:MM[:SS]]
         hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
-        return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
-    if third is not None:  # HH:MM:SS
-        return int(first) * 3600 + int(second) * 60 + int(third)
-    if second is not None:  # MM:SS
-        return int(first) * 60 + int(second)
-    return int(first) * 60  # MM
+        total = int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    elif third is not None:  # HH:MM:SS
+        total = int(first) * 3600 + int(second) * 60 + int(third)
+    elif second is not None:  # MM:SS
+        total = int(first) * 60 + int(second)
+    else:
+        total = int(first) * 60  # MM
+    return total or None
 
 
 def _seconds(value: Any, key: str) -> float:
@@ -131,24 +142,27 @@ def _seconds(value: Any, key: str) -> float:
     return float(seconds)
 
 
-def worker_lifetime(options: Mapping[str, Any]) -> tuple[int, int]:
+def worker_lifetime(options: Mapping[str, Any]) -> tuple[int, int] | None:
     """(lifetime, stagger) in seconds: workers retire gracefully at lifetime ± stagger, before the walltime
-    ends their job, so adaptive scaling replaces them instead of losing them.
+    ends their job, so adaptive scaling replaces them instead of losing them; None where no walltime ends them (0,
+    UNLIMITED or INFINITE: walltime_seconds) and no ``lifetime`` is set: they are not retired.
 
-    Defaults: a stagger of 5% of the walltime (at most 5 min) and a margin of 15% (20 s to 10 min) before it, room
-    for the worker's start-up before its lifetime counts and for its graceful close after.
+    Defaults: a stagger of 5% of the walltime (at most 5 min; of the lifetime without a walltime) and a margin of
+    15% (20 s to 10 min) before it, room for the worker's start-up before its lifetime counts and for its graceful
+    close after.
     """
     walltime = walltime_seconds(options.get("walltime", "01:00:00"))
+    lifetime = _seconds(options["lifetime"], "lifetime") if options.get("lifetime") else None
+    if walltime is None and lifetime is None:
+        return None
     stagger = (
         _seconds(options["lifetime_stagger"], "lifetime_stagger")
         if options.get("lifetime_stagger")
-        else min(300.0, 0.05 * walltime)
+        else min(300.0, 0.05 * (walltime or lifetime))
     )
-    if options.get("lifetime"):
-        lifetime = _seconds(options["lifetime"], "lifetime")
-    else:
+    if lifetime is None:
         lifetime = walltime - min(600.0, max(20.0, 0.15 * walltime)) - stagger
-    if lifetime <= 0 or lifetime + stagger >= walltime:
+    if lifetime <= 0 or (walltime is not None and lifetime + stagger >= walltime):
         raise ContractError(
             f"{WHERE_SLURM}: lifetime ({lifetime:.0f} s) + lifetime_stagger ({stagger:.0f} s) must be positive and "
             f"shorter than the walltime {options.get('walltime', '01:00:00')} ({walltime} s), or workers end at "
@@ -214,8 +228,9 @@ def slurm_cluster_kwargs(options: Mapping[str, Any], job_name: str | None = None
         # One GPU resource per worker process, so tasks asking resources={"GPU": 1} never share a device.
         directives.append(f"--gpus-per-node={gpus}")
         worker_args += ["--resources", f"GPU={max(1, gpus // kwargs['processes'])}"]
-    lifetime, stagger = worker_lifetime(options)
-    worker_args += ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
+    retired = worker_lifetime(options)
+    if retired is not None:  # else no walltime ends a worker, and none is retired
+        worker_args += ["--lifetime", f"{retired[0]}s", "--lifetime-stagger", f"{retired[1]}s"]
     kwargs["job_extra_directives"] = directives
     kwargs["worker_extra_args"] = worker_args
     if options.get("job_script_prologue"):
