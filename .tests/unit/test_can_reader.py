@@ -682,11 +682,28 @@ def test_two_captures_joined_with_a_forward_gap_are_warned_of_once_naming_the_li
     warnings = [r.getMessage() for r in caplog.records if "captures joined" in r.getMessage()]
     line = 12 if bad_row else 11
     assert warnings == [
-        f"{path}, line {line}: timestamp 5001.0 is 5000 s after the one on line {line - 1}, 5e+07 times the "
-        "median step between messages (0.0001 s): two captures joined in one file? (1 more such gaps after it) "
-        "Windows count messages, not seconds, so the window across this gap holds messages of both (and time blocks "
-        "take them as one capture): give each capture a file of its own if they are separate"
+        f"{path}, line {line}: timestamp 5001.0 is 5000 time units (the log's own, seconds or not) after the one on "
+        f"line {line - 1}, 5e+07 times the median step between messages (0.0001 units): two captures joined in one "
+        "file? (1 more such gaps after it) Windows count messages, not time, so the window across this gap holds "
+        "messages of both (and time blocks take them as one capture): give each capture a file of its own if they "
+        "are separate"
     ], warnings
+
+
+def test_the_gap_of_a_log_stamped_in_milliseconds_is_told_in_its_own_units_not_seconds(tmp_path, caplog):
+    """A capture stamped in milliseconds (0.1 ms steps; 121000 - 1000.9 = 119999.1 ms between two captures joined) was told
+    as "120000 s after ... (0.1 s)": the reader cannot know the unit, so the gap is said in the log's own units."""
+    lines = hcrl_lines(1000.0, 10, step=0.1) + hcrl_lines(121000.0, 10, step=0.1)
+    path = write(tmp_path, "joined_ms.csv", "\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="kdgat.can.reader"):
+        read_can_file(path)
+    warnings = [r.getMessage() for r in caplog.records if "captures joined" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(
+        f"{path}, line 11: timestamp 121000.0 is 119999 time units (the log's own, seconds or not) after the one "
+        "on line 10, 1.2e+06 times the median step between messages (0.1 units): two captures joined in one file?"
+    ), warnings
+    assert " s after" not in warnings[0] and " s)" not in warnings[0] and "seconds," not in warnings[0]
 
 
 def test_pauses_and_repeated_timestamps_of_one_capture_are_no_gap(tmp_path, caplog):

@@ -254,7 +254,8 @@ def _gaps(steps: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _warn_of_gaps(path: Path, ts: np.ndarray, line_numbers: np.ndarray) -> None:
     """Warn, once per file, of a forward jump in time many times the usual step between messages (two captures
-    joined, ``cat dos.csv fuzzy.csv``): windows count messages, not seconds, so one window spans both."""
+    joined, ``cat dos.csv fuzzy.csv``): windows count messages, not time, so one window spans both. The gap is
+    told in the timestamps' own unit, which no format says (seconds, or milliseconds in some captures)."""
     gaps, median = _gaps(np.diff(ts))
     if len(gaps) == 0:
         return
@@ -262,8 +263,9 @@ def _warn_of_gaps(path: Path, ts: np.ndarray, line_numbers: np.ndarray) -> None:
     gap = float(ts[i] - ts[i - 1])
     more = f" ({len(gaps) - 1} more such gaps after it)" if len(gaps) > 1 else ""
     log.warning(
-        "%s, line %d: timestamp %r is %.6g s after the one on line %d, %.3g times the median step between "
-        "messages (%.3g s): two captures joined in one file?%s Windows count messages, not seconds, so the window "
+        "%s, line %d: timestamp %r is %.6g time units (the log's own, seconds or not) after the one on line %d, "
+        "%.3g times the median step between messages (%.3g units): two captures joined in one file?%s Windows count "
+        "messages, not time, so the window "
         "across this gap holds messages of both (and time blocks take them as one capture): give each capture a "
         "file of its own if they are separate",
         path, int(line_numbers[i]), float(ts[i]), gap, int(line_numbers[i - 1]), gap / median, median, more,
