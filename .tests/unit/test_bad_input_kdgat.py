@@ -522,6 +522,30 @@ def test_files_of_a_dataset_folder_that_are_not_read_as_logs_are_warned_of_once_
     assert caplog.records == []
 
 
+def test_a_readme_or_licence_with_a_log_suffix_in_a_split_folder_is_not_read_as_a_log(tmp_path, caplog):
+    """A README.txt (or LICENSE.txt, readme.csv) beside the captures was read as a CAN log for its suffix, and
+    failed as an unknown format or bad rows; names starting README, LICENSE or LICENCE (any case) are no log, and
+    not warned of either. A capture named otherwise is still read."""
+    logs = {"train_01_x": ["normal.csv", "README.txt", "LICENSE.txt"],
+            "test_01_dos": ["dos.txt", "readme.csv", "Licence.log"],
+            "fusion_01_x": ["rpm.csv", "ReadMe.txt"]}  # fmt: skip
+    for folder, names in logs.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            prose = name.lower().startswith(("readme", "licen"))
+            write(
+                tmp_path / folder,
+                name,
+                "This folder holds the captures.\nMIT License\n" if prose else HCRL_ROWS,
+            )
+    with caplog.at_level(logging.WARNING, logger="kdgat.layout"):
+        train, test, whole = dataset_logs("lab", {"path": str(tmp_path)}, held_out=("fusion",))
+    assert train == [str(tmp_path / "train_01_x" / "normal.csv")]
+    assert test == {"dos": [str(tmp_path / "test_01_dos" / "dos.txt")]}
+    assert whole == {"fusion": [str(tmp_path / "fusion_01_x" / "rpm.csv")]}
+    assert caplog.records == [], [record.getMessage() for record in caplog.records]
+
+
 def test_two_test_folders_of_one_scenario_are_one_scenario_with_both_logs(tmp_path):
     for folder, name in [("train_01_x", "t.csv"), ("test_01_dos", "a.csv"), ("test_02_dos", "b.csv")]:
         (tmp_path / folder).mkdir()

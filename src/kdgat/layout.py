@@ -20,6 +20,7 @@ from kdgat.files import source_digest, source_digests
 from wrapper_rules import InputError
 
 LOG_SUFFIXES = (".csv", ".txt", ".log")
+NOT_CAPTURES = ("readme", "license", "licence")  # names of no log start so, any case: README.txt, LICENSE.txt
 DEFAULT_EXCLUDE = ("suppress", "masquerade")
 HELD_OUT_SPLITS = ("fusion",)  # the held-out splits preprocess.held_out may name (its schema)
 VAL = "val"
@@ -131,14 +132,13 @@ def scenario_name(directory: str) -> str:
     return re.sub(r"^test_\d+_", "", directory) or directory
 
 
-# Compressed logs (dos.csv.gz) with the command that decompresses them: the readers refuse them, so a folder that
-# holds one must not leave it out as "not a log" without a word.
+# The compressed logs (dos.csv.gz) the readers refuse, named with their decompressing command, never skipped.
 COMPRESSED_SUFFIXES = {".gz": "gunzip", ".bz2": "bunzip2", ".xz": "unxz", ".zst": "unzstd", ".zip": "unzip"}
 
 
 def _logs(directory: Path, exclude: tuple[str, ...], compressed: bool = False) -> list[Path]:
-    """The CAN logs under ``directory`` (``*.csv``, ``*.txt``, ``*.log``), or with ``compressed`` the compressed
-    ones (``*.csv.gz`` and the like, and archives such as ``dos.zip`` that name no log inside), sorted. A log whose
+    """The CAN logs under ``directory`` (``*.csv``, ``*.txt``, ``*.log``, less NOT_CAPTURES: README.txt), or with
+    ``compressed`` the compressed ones (``*.csv.gz`` and the like, archives such as ``dos.zip``), sorted. A log whose
     path relative to the dataset folder (``directory``'s parent: ``test_02_masquerade/attack.csv``) contains a word
     of ``exclude``, in any case, is left out, and so are hidden files and folders (``.ipynb_checkpoints/`` copies,
     macOS ``._dos.csv`` files), which are no captures of their own."""
@@ -150,7 +150,7 @@ def _logs(directory: Path, exclude: tuple[str, ...], compressed: bool = False) -
                 return False
             # dos.csv.gz, and an archive named for its capture (dos.zip, dos.tar.gz)
             return Path(path.stem).suffix.lower() in (*LOG_SUFFIXES, "", ".tar")
-        return path.suffix.lower() in LOG_SUFFIXES
+        return path.suffix.lower() in LOG_SUFFIXES and not path.name.lower().startswith(NOT_CAPTURES)
 
     def hidden(path: Path) -> bool:
         return any(part.startswith(".") for part in path.relative_to(directory).parts)
