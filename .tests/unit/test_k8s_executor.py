@@ -466,6 +466,52 @@ def test_every_job_runs_under_the_restricted_pod_security_standard(tmp_path):
     assert pod["containers"][0]["securityContext"] == {"privileged": True} and "securityContext" not in pod
 
 
+def test_no_job_gets_the_api_token_of_its_service_account(tmp_path):
+    """The kubernetes executor 0.5.1 leaves automountServiceAccountToken unset, so every workflow pod had the
+    ServiceAccount's Kubernetes API token at /var/run/secrets/kubernetes.io/serviceaccount, though no job calls the
+    API (a sweep connects to the Dask scheduler already running; storage and tracking have their own credentials):
+    whatever a job ran could act as the ServiceAccount. Every Job now asks for no token, workload identity's
+    ServiceAccount (its own projected token) and a privileged Job included, and the API schema accepts it."""
+    for completion, resources in [
+        (JobCompletion(queue_name="snakemake"), {"mem_mb": 1024}),
+        (
+            JobCompletion(
+                queue_name="snakemake", workload_identity=True, gpu_container_image="registry/image:cu130"
+            ),
+            {"mem_mb": 2048, "gpu": 1, "gpu_manufacturer": "nvidia"},
+        ),
+    ]:
+        job = job_sent_for(resources, completion)
+        assert api_problems(job, tmp_path) == []
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, resources
+        assert pod["serviceAccountName"] == "snakemake-jobs"
+    executor = kueue_executor(JobCompletion(queue_name="snakemake"))
+    executor.privileged = True
+    pod = job_sent_for({"mem_mb": 1024}, executor.completion, executor=executor)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_no_code_a_job_runs_calls_the_kubernetes_api():
+    """Why the Jobs need no API token (above): neither library nor any wrapper or module imports a Kubernetes
+    client (kubernetes, dask_kubernetes, kr8s, lightkube). A job that needs the API must change both."""
+    clients = {"kubernetes", "kubernetes_asyncio", "dask_kubernetes", "kr8s", "lightkube"}
+    found = []
+    sources = [
+        *(REPO / "src").rglob("*.py"),
+        *(REPO / "wrappers").rglob("*.py"),
+        *(REPO / "workflow").rglob("*"),
+    ]
+    for path in sources:
+        if path.suffix not in (".py", ".smk") and path.name != "Snakefile":
+            continue
+        for line in path.read_text().splitlines():
+            words = line.replace(",", " ").split()
+            if words[:1] in (["import"], ["from"]) and {word.split(".")[0] for word in words[1:]} & clients:
+                found.append(f"{path.relative_to(REPO)}: {line.strip()}")
+    assert sources and found == []
+
+
 def test_a_rule_given_0_gpus_runs_the_cpu_image(tmp_path):
     """`gpu: 0` (say, an evaluation rule moved to the CPU in a later profile) still makes the kubernetes executor
     write an nvidia.com/gpu request, of 0: that Job asks for no GPU and runs container-image, not the CUDA one."""

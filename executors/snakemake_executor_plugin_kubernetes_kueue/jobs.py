@@ -232,6 +232,11 @@ class JobCompletion:
         if self.gpu_container_image and any(_positive(count) for count in gpus.values()):
             container.image = self.gpu_container_image
         restrict(template.spec, container)
+        # No workflow job calls the Kubernetes API (a sweep connects to the running Dask scheduler, storage and
+        # tracking use their own credentials), so the pod gets no API token of its ServiceAccount. Workload
+        # identity is unaffected: its webhook projects its own token volume (azure-identity-token).
+        if template.spec.automount_service_account_token is None:
+            template.spec.automount_service_account_token = False
         # Idempotent: the kubernetes executor sends the same body again after re-authenticating, and this
         # executor after a transient error; a second copy of a variable or volume would be refused (422).
         container.env = [
