@@ -122,8 +122,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, failure):
     target = tmp_path / "metrics.json"
     files.write_json({"version": 1}, target)
 
-    def broken(temporary):
-        temporary.write_text("half")
+    def broken(handle):
+        handle.write(b"half")
         raise failure
 
     with pytest.raises(type(failure), match="disk full"):
@@ -248,6 +248,71 @@ def test_output_lock_never_writes_through_a_symbolic_link_planted_at_the_lock_pa
         assert f"Remove the link (`rm {lock}`)" in str(refused.value)
         assert victim.read_text() == "export PATH=$HOME/bin:$PATH\n" and not target.exists()
         assert not (tmp_path / "home" / "not-there-yet").exists() and lock.is_symlink()
+
+
+def _simcal(name):
+    import simcal.tables
+
+    return getattr(simcal.tables, name)
+
+
+# Each atomic writer, replacing an output of ``b"old"`` in a shared folder.
+SWAPPED_WRITERS = {
+    "kdgat bytes": lambda target: files.write_bytes(b"new", target),
+    "kdgat table": lambda target: files.write_table(pd.DataFrame({"a": [1]}), target),
+    "kdgat torch": lambda target: files.save_torch({"w": torch.zeros(2)}, target),
+    "kdgat copy": lambda target: files.copy_file(
+        files.write_bytes(b"new", target.with_name("source")), target
+    ),
+    "simcal text": lambda target: _simcal("write_text")("new", target),
+    "simcal parquet": lambda target: _simcal("write_parquet")(pd.DataFrame({"a": [1]}), target),
+    "output_locks": lambda target: __import__("output_locks").write_text_atomically(target, "new"),
+}
+
+
+@pytest.mark.parametrize("writer", list(SWAPPED_WRITERS))
+def test_a_temporary_file_swapped_for_a_link_after_it_was_made_is_never_written_through(
+    tmp_path, monkeypatch, writer
+):
+    """An output's temporary file (``.<name>.<12 hex>.tmp``, created with O_EXCL) was closed and reopened by its
+    name to be written (``open(temporary, "wb")``, pandas, pyarrow): anyone else who may write a shared results
+    folder could, in between, replace it with a link to a file of the user who runs the job (their ``~/.bashrc``),
+    which was then overwritten with the output, and the link renamed into the output's place. Now the content goes
+    through the descriptor that created the file, and a temporary that is no longer the file written is refused
+    naming the output and the folder, never renamed into place."""
+    victim = tmp_path / "home" / ".bashrc"
+    victim.parent.mkdir()
+    victim.write_bytes(b"export PATH=$HOME/bin:$PATH\n")
+    target = tmp_path / "shared" / "result.parquet"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    temporary = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{12}}\.tmp")
+    real_open, swapped = os.open, []
+
+    def open_then_swapped(name, flags, *args, **kwargs):  # the other group member acts right after it is made
+        descriptor = real_open(name, flags, *args, **kwargs)
+        if flags & os.O_CREAT and temporary.fullmatch(Path(name).name):
+            os.unlink(name)
+            os.symlink(victim, name)
+            swapped.append(Path(name))
+        return descriptor
+
+    monkeypatch.setattr(os, "open", open_then_swapped)
+    try:
+        SWAPPED_WRITERS[writer](target)
+        error = None
+    except OSError as raised:
+        error = raised
+    monkeypatch.undo()
+    assert swapped, "the writer made no temporary file"
+    assert victim.read_bytes() == b"export PATH=$HOME/bin:$PATH\n", "the output was written through the link"
+    assert not target.is_symlink() and target.read_bytes() == b"old"
+    assert error is not None, "the swapped temporary was renamed into place"
+    assert str(error).startswith(f"{target}: its temporary file {swapped[0]} was replaced by another file"), (
+        error
+    )
+    assert f"someone else can write {target.parent}" in str(error)
+    assert sorted(p.name for p in target.parent.iterdir() if p.name != "source") == ["result.parquet"]
 
 
 def test_output_lock_removes_only_the_folders_it_made_for_the_lock(tmp_path):
@@ -659,7 +724,7 @@ WRITERS_PAST_THE_LIMIT = {
     "simcal": "from simcal.tables import write_text\nwrite_text(big, target)",
     "simcal parquet": "from simcal.tables import write_parquet\nwrite_parquet(frame, target)",
     "simcal part": "import pyarrow as pa, pyarrow.parquet as pq\nfrom simcal.tables import atomic_write\n"
-    "atomic_write(target, lambda tmp: pq.write_table(pa.Table.from_pandas(frame), tmp))",
+    "atomic_write(target, lambda handle: pq.write_table(pa.Table.from_pandas(frame), handle))",
     "output_locks": "from output_locks import write_text_atomically\nwrite_text_atomically(target, big)",
 }
 

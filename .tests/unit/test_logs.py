@@ -207,8 +207,9 @@ from kdgat.logs import configure, configure_wrapper, failure_logged
 folder = Path(sys.argv[1])
 configure(folder / "job.log")
 
-def slow_write(temporary):
-    temporary.write_bytes(b"half a checkpoint")
+def slow_write(handle):
+    handle.write(b"half a checkpoint")
+    handle.flush()
     (folder / "writing").touch()
     time.sleep(60)
 

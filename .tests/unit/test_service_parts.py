@@ -884,17 +884,16 @@ def test_publishing_writes_the_results_file_whole_or_not_at_all(tmp_path, monkey
     published = store.publish(first, "job-1")
     assert published == str(tmp_path / "results" / "job-1.parquet")
     assert os.stat(published).st_mode & 0o777 == 0o666 & ~current_umask()
-    copy = shutil.copyfile
+    copy = shutil.copyfileobj
 
-    def disk_full_midway(source, target):
-        with open(source, "rb") as reading, open(target, "wb") as writing:
-            writing.write(reading.read()[:100])
+    def disk_full_midway(reading, writing):
+        writing.write(reading.read()[:100])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results_module.shutil, "copyfile", disk_full_midway)
+    monkeypatch.setattr(results_module.shutil, "copyfileobj", disk_full_midway)
     with pytest.raises(OSError, match="No space left"):
         store.publish(second, "job-1")
-    monkeypatch.setattr(results_module.shutil, "copyfile", copy)
+    monkeypatch.setattr(results_module.shutil, "copyfileobj", copy)
     assert pd.read_parquet(published)["y"].tolist() == list(range(1000))
     assert sorted(path.name for path in (tmp_path / "results").iterdir()) == ["job-1.parquet"]
 

@@ -98,8 +98,9 @@ from simcal.tables import atomic_write
 folder = Path(sys.argv[1])
 configure(folder / "job.log")
 
-def slow_write(temporary):
-    temporary.write_bytes(b"half a table")
+def slow_write(handle):
+    handle.write(b"half a table")
+    handle.flush()
     (folder / "writing").touch()
     time.sleep(60)
 

@@ -328,14 +328,22 @@ def test_a_rewrite_that_fails_leaves_the_last_record_whole_and_the_sweep_going(t
     progress = Progress(tmp_path / "sims.parquet", "local")
     progress.plan(10, 0, 0)
     progress.report(force=True)
-    write_text = Path.write_text
+    fdopen = os.fdopen
 
-    def disk_full(self, text, *args, **kwargs):
-        write_text(self, text[: len(text) // 2], *args, **kwargs)
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def disk_full(descriptor, *args, **kwargs):  # the file the rewrite writes through: half, then a full disk
+        handle = fdopen(descriptor, *args, **kwargs)
+        write = handle.write
+
+        def half_then_full(data):
+            write(data[: len(data) // 2])
+            handle.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        handle.write = half_then_full
+        return handle
 
     with monkeypatch.context() as patch:
-        patch.setattr(Path, "write_text", disk_full)
+        patch.setattr(os, "fdopen", disk_full)
         progress.advance(3)
         progress.report(force=True)  # raises nothing
     assert "cannot write" in caplog.text and "No space left" in caplog.text

@@ -4,7 +4,8 @@ Every writer here fills a temporary file in the target's directory, flushes it t
 target, so a reader (or a job killed half-way) never sees half a file. The temporary file is created with mode
 0o666 through ``os.open``, so the kernel applies the umask exactly as for a plain ``open()``: under umask 022 an
 output is 0644, under 027 it is 0640 (a project group on a shared HPC directory can read it). ``mkstemp`` would
-make every output 0600.
+make every output 0600. It is written through the descriptor that created it (``O_EXCL|O_NOFOLLOW``), never
+reopened by its name, so a link put in its place by anyone who may write the folder is never written through.
 
 Nothing else in kdgat writes output files; .tests/unit/test_files.py checks both the modes and that rule.
 """
@@ -23,15 +24,18 @@ import shutil
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from output_locks import (  # noqa: F401 - kdgat.files.output_lock, as before
     LockOfAnotherUser,
     OutputInUse,
+    TemporaryReplaced,
+    fsync_directory,
     lock_path,
     named_write_error,
     new_temporary,
     output_lock,
+    write_atomically,
 )
 from wrapper_rules import InputError
 
@@ -48,44 +52,15 @@ class MissingInputError(FileNotFoundError, InputError):
 
 
 def _fsync(path: Path) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. a directory on a platform that cannot open one
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    fsync_directory(path)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary_path)``, flush the result to disk and rename it to ``path``. A failed write (a full
-    disk, a quota) leaves the old file and no temporary one, and its ``OSError`` names ``path``
-    (``output_locks.named_write_error``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = new_temporary(path)
-    try:
-        write(temporary)
-        # The file's own fsync must succeed: a full disk or quota on NFS, or an I/O error, is reported here (the
-        # writes before it only filled the page cache), and renaming the file into place then would publish one
-        # that is not on disk. Only the folder's fsync (_fsync), which some filesystems refuse, is best-effort.
-        descriptor = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        named = named_write_error(path, temporary, error) if isinstance(error, OSError) else None
-        if named is None:
-            raise
-        raise named from error
-    _fsync(path.parent)
-    return path
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(handle)`` with a binary file open on a new temporary file beside ``path``, flush it to disk
+    and rename it to ``path`` (``output_locks.write_atomically``: the temporary is written through the descriptor
+    that created it, never reopened by its name). A failed write (a full disk, a quota, a failed fsync) leaves the
+    old file and no temporary one, and its ``OSError`` names ``path`` (``output_locks.named_write_error``)."""
+    return write_atomically(path, write)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -145,17 +120,16 @@ def first_difference(recorded: Any, now: dict[str, str]) -> str:
 
 
 def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+    return atomic_write(path, lambda handle: handle.write(data))
 
 
 def write_byte_chunks(chunks: Iterable[bytes], path: str | os.PathLike) -> Path:
     """The chunks one after the other, each made only when the one before is written: a large file's content is
     never held whole."""
 
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
+    def write(handle: BinaryIO) -> None:
+        for chunk in chunks:
+            handle.write(chunk)
 
     return atomic_write(path, write)
 
@@ -203,9 +177,9 @@ def write_table(frame, path: str | os.PathLike) -> Path:
     """A pandas DataFrame as Parquet (``.parquet``, any case), tab-separated text (``.tsv``, ``.tab``) or CSV
     (anything else), without the index."""
     if Path(path).suffix.lower() == ".parquet":
-        return atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
+        return atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
     separator = text_separator(path)
-    return atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, sep=separator))
+    return atomic_write(path, lambda handle: frame.to_csv(handle, index=False, sep=separator))
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
@@ -215,11 +189,7 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     changed with them. Written through a file object the folder is ``archive``: the same content, the same bytes."""
     import torch
 
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-
-    return atomic_write(path, write)
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def load_torch(path: str | os.PathLike, what: str, mmap: bool = False) -> Any:
@@ -259,8 +229,8 @@ def save_figure(figure, path: str | os.PathLike) -> Path:
         with mpl.rc_context({"svg.hashsalt": "kdgat"}):
             return atomic_write(
                 path,
-                lambda temporary: figure.savefig(
-                    temporary,
+                lambda handle: figure.savefig(
+                    handle,
                     format=path.suffix.lstrip(".") or "svg",
                     bbox_inches="tight",
                     metadata={"Date": None},
@@ -271,7 +241,11 @@ def save_figure(figure, path: str | os.PathLike) -> Path:
 
 
 def copy_file(source: str | os.PathLike, path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda temporary: shutil.copyfile(source, temporary))
+    def write(handle: BinaryIO) -> None:
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, handle)
+
+    return atomic_write(path, write)
 
 
 def new_directory(parent: str | os.PathLike, prefix: str) -> Path:

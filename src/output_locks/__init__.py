@@ -13,8 +13,9 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from wrapper_rules import InputError, user_name
 
@@ -159,17 +160,25 @@ def output_lock(
                 folder.rmdir()
 
 
-def new_temporary(path: str | os.PathLike) -> Path:
+class TemporaryReplaced(OSError, InputError):
+    """The temporary file an output was being written to was replaced by another file (a symbolic link) before it
+    was renamed into place (:func:`write_atomically`): someone else can write the output's folder."""
+
+
+def open_temporary(path: str | os.PathLike) -> tuple[Path, int]:
     """An empty file beside ``path`` (hidden, never an existing one) that an output is written to before it is
-    renamed into place: created with mode 0666 as ``open()`` creates files, so the kernel applies the umask or the
-    folder's default ACL (mkstemp's 0600 would not). kdgat's and simcal's atomic writes share it. An error creating it
-    (a read-only folder, a full disk) names ``path``: it named the hidden temporary, a file the user never asked
-    for."""
+    renamed into place, and the descriptor it was created with (``O_CREAT|O_EXCL|O_NOFOLLOW``, write-only): the
+    content goes through that descriptor, never through the name, so a file put at that name after it was made (a
+    symbolic link, by anyone else who may write the folder) is never written through. Created with mode 0666 as
+    ``open()`` creates files, so the kernel applies the umask or the folder's default ACL (mkstemp's 0600 would
+    not). kdgat's and simcal's atomic writes share it. An error creating it (a read-only folder, a full disk)
+    names ``path``: it named the hidden temporary, a file the user never asked for."""
     path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     while True:
         candidate = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return candidate, os.open(candidate, flags, 0o666)
         except FileExistsError:
             continue
         except OSError as error:
@@ -177,7 +186,67 @@ def new_temporary(path: str | os.PathLike) -> Path:
             if named is None:
                 raise
             raise named from error
-        return candidate
+
+
+def new_temporary(path: str | os.PathLike) -> Path:
+    """:func:`open_temporary`'s file, closed (a name that stays taken)."""
+    temporary, descriptor = open_temporary(path)
+    os.close(descriptor)
+    return temporary
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], Any], durable: bool = True) -> Path:
+    """Call ``write(handle)`` with a binary file open on a new :func:`open_temporary` beside ``path`` (its folder
+    made if need be), fsync it through its own descriptor, then rename it over ``path``: a reader sees the old file
+    or the whole new one, never a half one, even after a power loss, and the file gets 0666 minus the umask (or
+    the folder's default ACL). The temporary is never reopened by its name, so nobody who may write the folder can
+    have the output written into a file of their choice by swapping it for a link; a name that no longer holds
+    the file written when it is to be renamed is refused (:class:`TemporaryReplaced`), never renamed into place.
+    ``durable=False`` skips the fsyncs (files rewritten often and worthless after a crash). A failed write (a full
+    disk, a quota, an fsync that fails) leaves the old file and no temporary one, and its ``OSError`` names
+    ``path`` (:func:`named_write_error`). ``write`` may close the handle."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary, descriptor = open_temporary(path)
+    try:
+        try:
+            with os.fdopen(os.dup(descriptor), "wb") as handle:
+                write(handle)
+            if durable:  # the file's own fsync must succeed: a full disk on NFS is often reported only here
+                os.fsync(descriptor)
+            written, found = os.fstat(descriptor), os.lstat(temporary)
+        finally:
+            os.close(descriptor)
+        if (found.st_dev, found.st_ino) != (written.st_dev, written.st_ino):
+            raise TemporaryReplaced(
+                f"{path}: its temporary file {temporary} was replaced by another file (a link?) while it was "
+                f"written, so it was not renamed into place; someone else can write {path.parent}: make the "
+                "folder writable only by you (or set its sticky bit, chmod +t) and rerun"
+            )
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        named = named_write_error(path, temporary, error) if isinstance(error, OSError) else None
+        if named is None:
+            raise
+        raise named from error
+    if durable:
+        fsync_directory(path.parent)
+    return path
+
+
+def fsync_directory(directory: str | os.PathLike) -> None:
+    """Make a rename in ``directory`` durable (best-effort: some filesystems refuse fsync on a folder)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def named_write_error(path: str | os.PathLike, temporary: Path, error: OSError) -> OSError | None:
@@ -194,27 +263,10 @@ def named_write_error(path: str | os.PathLike, temporary: Path, error: OSError) 
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
-    """Make ``text`` the whole of ``path`` (its folder made if need be): written to a :func:`new_temporary` beside
-    it, flushed to disk and renamed over it, so a reader sees the old text or the new one, never an empty or half
-    file, and the file gets 0666 minus the umask (or the folder's default ACL) as every output does. The writer of
-    the small files of the packages beside the libraries (resource_history's marks); kdgat and simcal write theirs
-    with their own writers, built on :func:`new_temporary` too."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = new_temporary(path)
-    try:
-        with open(temporary, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        named = named_write_error(path, temporary, error) if isinstance(error, OSError) else None
-        if named is None:
-            raise
-        raise named from error
-    return path
+    """Make ``text`` the whole of ``path`` (UTF-8) with :func:`write_atomically`. The writer of the small files of
+    the packages beside the libraries (resource_history's marks); kdgat and simcal write theirs with their own
+    writers, built on :func:`write_atomically` too."""
+    return write_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def remove_temporaries(path: str | os.PathLike) -> list[Path]:

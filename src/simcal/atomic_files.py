@@ -9,12 +9,12 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
-from output_locks import named_write_error, new_temporary
+from output_locks import fsync_directory, write_atomically  # noqa: F401 - simcal.tables.fsync_directory
 
 
 def current_umask() -> int:
@@ -31,55 +31,24 @@ def current_umask() -> int:
     return mask
 
 
-def fsync_directory(directory: str | Path) -> None:
-    """Make a rename in ``directory`` durable (a crash right after could otherwise lose the new name)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the file itself is already on disk
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None], durable: bool = True) -> Path:
-    """Call ``write(tmp)`` on a temporary name in the same directory, fsync it, then move it into place.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], durable: bool = True) -> Path:
+    """Call ``write(handle)`` with a binary file open on a temporary file in the same directory, fsync it, then
+    move it into place (``output_locks.write_atomically``).
 
     Readers see the old file or the complete new one, never a partial one, even after a power loss; the file
     gets the permissions a plain ``open()`` would (0666 less the umask, or what a folder's default ACL gives), not
     mkstemp's 0600: it is created with mode 0666 and the kernel applies the umask or the ACL, as for ``open()``.
+    It is written through the descriptor that created it (``O_EXCL|O_NOFOLLOW``), never reopened by its name, so
+    a link put in its place by anyone who may write the folder is never written through.
     ``durable=False`` skips the fsyncs for files that are rewritten often and worthless after a crash (progress
     reports). A failed write (a full disk, a quota) leaves the old file and no temporary one, and its ``OSError``
     names ``path`` (``output_locks.named_write_error``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_temporary(path)
-    try:
-        write(tmp)
-        if durable:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as error:
-        tmp.unlink(missing_ok=True)
-        named = named_write_error(path, tmp, error) if isinstance(error, OSError) else None
-        if named is None:
-            raise
-        raise named from error
-    if durable:
-        fsync_directory(path.parent)
-    return path
+    return write_atomically(path, write, durable)
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
 
 
 def plain_json(value: Any) -> Any:
@@ -98,12 +67,12 @@ def plain_json(value: Any) -> Any:
 
 def write_json(data: Any, path: str | Path, durable: bool = True) -> Path:
     text = json.dumps(plain_json(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text), durable)
+    return atomic_write(path, lambda handle: handle.write(text.encode()), durable)
 
 
 def write_text(text: str, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return atomic_write(path, lambda handle: frame.to_csv(handle, index=False))

@@ -44,5 +44,5 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     separator = table_format(path)
     if separator is None:
-        return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, sep=separator, index=False))
+        return atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
+    return atomic_write(path, lambda handle: frame.to_csv(handle, sep=separator, index=False))

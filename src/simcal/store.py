@@ -21,7 +21,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -128,7 +128,7 @@ class PartStore:
 
     def _write_manifest(self) -> None:
         manifest = json.dumps(self.manifest, sort_keys=True)
-        atomic_write(self.partial / "_manifest.json", lambda tmp: tmp.write_text(manifest))
+        atomic_write(self.partial / "_manifest.json", lambda handle: handle.write(manifest.encode()))
 
     def _scan(self, rerun_failed: bool, check: Callable[[], None] | None = None) -> None:
         sooner = 0  # simulations that timed out under a smaller timeout_s than this run's: they run again
@@ -161,7 +161,7 @@ class PartStore:
             part.unlink()
             return
         table = pq.read_table(part).filter(pa.array(keep))  # keeps the part's metadata: its timeout_s
-        atomic_write(part, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(part, lambda handle: pq.write_table(table, handle))
 
     def _record(self, part_name: str, table: pd.DataFrame) -> None:
         # A simulation's first row tells its status; plain Python over the key tuples, as pandas' duplicate
@@ -217,7 +217,7 @@ class PartStore:
         digest.update(np.array(seeds, dtype=np.int64).tobytes())
         path = atomic_write(
             self.partial / f"{prefix}-{digest.hexdigest()}.parquet",
-            lambda tmp: write_frame(frame, tmp, self.timeout_s),
+            lambda handle: write_frame(frame, handle, self.timeout_s),
         )
         self._record(path.name, frame[[*KEY_FIELDS, "status", "error"]])
         return path
@@ -277,8 +277,8 @@ class PartStore:
         record = {key: str(self.manifest.get(name) or "") for name, key in records.items()}
         unified = unified.with_metadata({key: value for key, value in record.items() if value})
 
-        def write_single_file(tmp: Path) -> None:
-            with pq.ParquetWriter(tmp, unified) as writer:
+        def write_single_file(handle: BinaryIO) -> None:
+            with pq.ParquetWriter(handle, unified) as writer:
                 for part, schema in zip(parts, schemas, strict=True):
                     table = pq.read_table(part).replace_schema_metadata(None)
                     if wanted[part.name] != self._sims_in.get(part.name):  # holds rows of another plan
@@ -368,7 +368,7 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def write_frame(frame: pd.DataFrame, path: Path, timeout_s: float | None = None) -> None:
+def write_frame(frame: pd.DataFrame, path: Path | BinaryIO, timeout_s: float | None = None) -> None:
     """Write a part (see ``part_table``) of simulations that ran under ``timeout_s``."""
     table, as_text = part_table(frame)
     if as_text:

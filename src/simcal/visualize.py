@@ -215,7 +215,7 @@ def _write_pictures(pictures: dict[str, bytes], png_paths: dict[str, str | Path]
     for name, path in (png_paths or {}).items():
         if name not in pictures:
             raise ContractError(f"no picture named {name!r}; the pictures are {sorted(pictures)}")
-        atomic_write(path, lambda tmp, data=pictures[name]: tmp.write_bytes(data))
+        atomic_write(path, lambda handle, data=pictures[name]: handle.write(data))
 
 
 def visualize(

@@ -465,11 +465,7 @@ class Job:
     def to_parquet(self, path: str | Path) -> Path:
         """Download the results into ``path`` (written atomically)."""
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                self.client.download(self.id, handle)
-
-        return atomic_write(path, write)
+        return atomic_write(path, lambda handle: self.client.download(self.id, handle))
 
     def to_pandas(self) -> pd.DataFrame:
         buffer = io.BytesIO()

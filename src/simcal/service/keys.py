@@ -129,7 +129,7 @@ def _add_key(path: Path, name: str) -> str:
     key = new_key()
     text = existing if not existing or existing.endswith("\n") else existing + "\n"
     try:
-        atomic_write(path, lambda tmp: tmp.write_text(f"{text}{format_entry(name, key)}\n"))
+        atomic_write(path, lambda handle: handle.write(f"{text}{format_entry(name, key)}\n".encode()))
     except OSError as error:
         raise KeysFileError(f"{path}: cannot write the keys file ({error.strerror or error})") from error
     return key

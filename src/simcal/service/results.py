@@ -43,7 +43,8 @@ class LocalResults:
 
     def publish(self, path: Path, job_id: str) -> str:
         target = self.directory / f"{job_id}.parquet"
-        atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
+        with open(path, "rb") as source:
+            atomic_write(target, lambda handle: shutil.copyfileobj(source, handle))
         return str(target)
 
     def chunks(self, results_path: str) -> Iterator[bytes]:
