@@ -538,8 +538,8 @@ def test_unknown_format_detected(tmp_path):
 
 def test_a_leading_comment_line_is_named_as_one_and_to_be_removed(tmp_path):
     """An export that starts with '# exported by ...' was an unknown format showing the line, without saying that
-    comment lines are not read. The hint is given only where the line starts with '#' (a candump line has one
-    inside it, and is a format not read, not a comment)."""
+    comment lines are not read. The hint is given only where the line starts with '#' (a frame as cansend takes it,
+    without candump's time and interface, has one inside it, and is a format not read, not a comment)."""
     path = write(tmp_path, "commented.csv", "# exported by cantools\n" + HCRL_CSV)
     with pytest.raises(CanFormatError) as error:
         read_can_file(path)
@@ -547,7 +547,7 @@ def test_a_leading_comment_line_is_named_as_one_and_to_be_removed(tmp_path):
         f"{path}, line 1: unknown CAN log format (expected one of {', '.join(FORMATS)}); the line starts with "
         "'# exported by cantools'; comment lines are not read: remove the lines that start with '#'"
     )
-    for name, text in (("weird.csv", "hello # world\n"), ("candump.log", "(1.0) can0 123#DEADBEEF\n")):
+    for name, text in (("weird.csv", "hello # world\n"), ("cansend.log", "123#DEADBEEF\n")):
         with pytest.raises(CanFormatError, match="unknown CAN log format") as error:
             read_can_file(write(tmp_path, name, text))
         assert "comment lines" not in str(error.value)

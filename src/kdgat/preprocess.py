@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from kdgat import layout
+from kdgat.can.capture_labels import read_labelled_can_file
 from kdgat.can.messages import CanMessages
-from kdgat.can.reader import read_can_file
 from kdgat.files import write_json
 from kdgat.graph_store import save_graph_sets, save_graphs, vocabulary_digest
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs, window_count
@@ -304,7 +304,7 @@ def preprocess_dataset(
     formats_read: dict[str, str] = {}  # with fmt "auto", the format detected for each log
 
     def read(path) -> CanMessages:
-        messages = read_can_file(path, fmt=fmt, bad_rows=bad_rows)
+        messages = read_labelled_can_file(path, fmt=fmt, bad_rows=bad_rows)  # candump: labels from metadata
         formats_read[str(path)] = messages.fmt
         skipped[str(path)] = messages.skipped_rows
         message_counts[str(path)] = len(messages)

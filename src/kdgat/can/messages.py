@@ -30,6 +30,10 @@ PROBLEMS = {
     11: "CAN ID is above 0x1FFFFFFF (IDs are 11-bit standard or 29-bit extended)",
     12: "too many fields (expected 4: timestamp, arbitration_id, data_field, attack)",
     13: "data byte is not 2 hexadecimal digits (a one-digit last byte is a line cut off, e.g. a capture's end)",
+    14: "unexpected field layout (expected a candump log line: '(<seconds>) <interface> <ID>#<data>')",
+    15: "CAN FD frame (<ID>##<flags><data>): its payload of up to 64 bytes does not fit the 8-byte messages read here",
+    16: "data after '#' is neither hex of 2 characters per byte (at most 8 bytes) nor R with an optional length 0-8",
+    17: "error frame (an 8-digit ID with the error flag 0x20000000 set), not a message on the bus",
 }
 # Checked by the reader after a format's parser (a hex number of up to 8 digits can exceed 29 bits).
 ID_ABOVE_29_BITS = 11
@@ -83,6 +87,10 @@ class CanFormat:
     own call (formats without ``write`` can be read but not generated).
     ``cut_field(header)`` names the file's last column when a line cut off inside it still reads as a valid,
     shorter value (else None: the cut is a bad row); the reader then warns of a last line without a line end.
+    ``near_miss(first_line)``, for a line no format detects, says what it looks like and how to get the format
+    instead (candump's screen output: record with ``candump -l``), else None. ``labels_from_metadata``: the lines
+    carry no attack label, so the frames are labelled from the capture's metadata file
+    (:mod:`kdgat.can.capture_labels`), and a log without one is refused rather than read as all normal.
     """
 
     name: str
@@ -93,3 +101,5 @@ class CanFormat:
     write: Callable[[CanMessages], str] | None = None
     write_header: str = ""
     cut_field: Callable[[Any], str | None] = lambda header: None
+    near_miss: Callable[[str], str | None] = lambda first_line: None
+    labels_from_metadata: bool = False

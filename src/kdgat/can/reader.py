@@ -120,11 +120,14 @@ def detect_format(path: str | Path) -> str:
     comment = (
         "; comment lines are not read: remove the lines that start with '#'" if text.startswith("#") else ""
     )
+    # A line a format knows to be a near miss (candump's screen output) says what to do instead
+    hint = next((said for spec in REGISTRY.values() if (said := spec.near_miss(text))), "")
     raise CanFormatError(
         path,
         number,
         f"unknown CAN log format (expected one of {', '.join(FORMATS)}); the line starts with {text[:60]!r}"
-        + comment,
+        + comment
+        + hint,
     )
 
 
