@@ -11,6 +11,7 @@ import pytest
 from kdgat.can import candump
 from kdgat.can.capture_labels import METADATA_FILE, read_labelled_can_file
 from kdgat.can.messages import PROBLEMS, CanFormatError
+from kdgat.can.metadata_files import metadata_fingerprints
 from kdgat.can.reader import detect_format, read_can_file
 from kdgat.preprocess import discover_layout, preprocess_dataset
 
@@ -258,3 +259,26 @@ def test_preprocess_refuses_a_candump_log_without_metadata_in_a_test_folder(tmp_
     train, test = discover_layout(root)
     with pytest.raises(CanFormatError, match="has no entry 'fuzzing_attack_9' for this log"):
         preprocess_dataset("road", train, test, tmp_path / "out", window_size=20, stride=20, time_blocks=5)
+
+
+def test_the_metadata_files_of_a_datasets_logs_are_fingerprinted_for_the_cache_key(tmp_path):
+    """build_graphs' roles_of_logs param holds these (workflow/modules/preprocess/common.smk): capture_metadata.json
+    is no input of the rule, so without them an edited file neither reran the job nor changed its cache key, and
+    the graphs kept the old labels."""
+    root = tmp_path / "road"
+    train = road_folder(root / "train_01_ambient", {"ambient_street_1": capture([])}, None)
+    test = road_folder(root / "test_01_fuzzing", {"fuzzing_attack_1": capture(FUZZING)}, None)
+    (root / METADATA_FILE).write_text(json.dumps(METADATA))
+    (test / METADATA_FILE).write_text(json.dumps(METADATA))
+    logs = [train / "ambient_street_1.log", test / "fuzzing_attack_1.log"]
+    first = metadata_fingerprints(logs)
+    assert sorted(first) == [METADATA_FILE, f"test_01_fuzzing/{METADATA_FILE}"]
+    edited = {
+        **METADATA,
+        "fuzzing_attack_1": {**METADATA["fuzzing_attack_1"], "injection_interval": [1.5, 2.0]},
+    }
+    (test / METADATA_FILE).write_text(json.dumps(edited))
+    second = metadata_fingerprints(logs)
+    assert second[METADATA_FILE] == first[METADATA_FILE]
+    assert second[f"test_01_fuzzing/{METADATA_FILE}"] != first[f"test_01_fuzzing/{METADATA_FILE}"]
+    assert metadata_fingerprints([tmp_path / "elsewhere" / "train_01" / "dos.csv"]) == {}

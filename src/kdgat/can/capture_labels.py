@@ -29,9 +29,9 @@ import numpy as np
 
 from kdgat.can.formats import REGISTRY
 from kdgat.can.messages import CanFormatError, CanMessages
+from kdgat.can.metadata_files import METADATA_FILE, metadata_file, metadata_places
 from kdgat.can.reader import read_can_file
 
-METADATA_FILE = "capture_metadata.json"
 INJECTION_KEYS = ("injection_interval", "injection_id", "injection_data_str")
 ANY_ID = "XXX"
 EXPECTED = (
@@ -54,8 +54,7 @@ def read_labelled_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = 
 
 def capture_entry(path: Path, fmt: str = "candump") -> tuple[Path, dict]:
     """The metadata file of a log and the log's entry in it; :class:`CanFormatError` naming what is missing."""
-    places = [path.parent / METADATA_FILE, path.parent.parent / METADATA_FILE]
-    found = next((place for place in places if place.is_file()), None)
+    places, found = metadata_places(path), metadata_file(path)
     if found is None:
         raise CanFormatError(
             path,

@@ -1,6 +1,7 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
 import os
 
+from kdgat.can.metadata_files import metadata_fingerprints
 from kdgat.layout import (
     VAL,
     LayoutError,
@@ -68,9 +69,15 @@ def dataset_layout(dataset):
 def roles_of_logs(wildcards):
     """Param of build_graphs (part of the between-workflow cache's key): which log is training, test or a
     held-out capture, by its path relative to the dataset's folder, and recorded logs' fingerprints
-    (kdgat.layout.log_roles); synthetic logs are generate_can's outputs, keyed by those jobs."""
+    (kdgat.layout.log_roles); synthetic logs are generate_can's outputs, keyed by those jobs. With the
+    fingerprints of the capture_metadata.json files that label candump logs, which are no input of the rule: an
+    edited one then reruns the job and changes its cache key (kdgat.can.metadata_files)."""
     recorded = not (DATASETS[wildcards.dataset].get("synthetic") or {}).get("files")
-    return log_roles(*_layout(wildcards.dataset), contents=recorded)
+    layout = _layout(wildcards.dataset)
+    roles = log_roles(*layout, contents=recorded)
+    logs = [*layout[0], *(f for files in [*layout[1].values(), *layout[2].values()] for f in files)]
+    metadata = metadata_fingerprints(logs) if recorded else {}
+    return {**roles, "capture_metadata": metadata} if metadata else roles
 
 
 def whole_captures(dataset):
