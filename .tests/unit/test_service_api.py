@@ -253,6 +253,51 @@ def test_jobs_of_one_key_are_invisible_to_another(service):
         assert alice.get(f"/v1/jobs/{job_id}").status_code == 200
 
 
+def revoke(service, name: str) -> None:
+    """Revoke a key as docs/service.md says: delete its line from the keys file."""
+    lines = service.keys_file.read_text().splitlines(keepends=True)
+    service.keys_file.write_text("".join(line for line in lines if not line.startswith(f"{name} ")))
+
+
+def add_key_by_command(service, name: str) -> str:
+    """``simcal keys add --name NAME`` on the service's keys file: the key it printed, once the service has read
+    the file again (it looks at most once a second)."""
+    added = subprocess.run(
+        [venv_bin("simcal"), "keys", "add", "--file", str(service.keys_file), "--name", name],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    key = added.stdout.strip()
+    deadline = time.monotonic() + 30
+    with service.http(key) as http:
+        while http.get("/v1/limits").status_code == 401:
+            assert time.monotonic() < deadline, f"the service never took the key added as {name!r}"
+            time.sleep(0.2)
+    return key
+
+
+def test_a_key_added_under_a_revoked_keys_name_sees_none_of_its_jobs(service_factory):
+    """Jobs belong to the key, not to its name: a key revoked (its line deleted) and a new key added by `simcal keys
+    add` under the same name, perhaps for another person, saw, downloaded and cancelled the revoked key's jobs."""
+    revoking = service_factory("--workers", "1", "--allow-models", "simcal.models", keys=("alice", "bob"))
+    with revoking.http(revoking.keys["alice"]) as old:
+        done = submit(old, headers={"Idempotency-Key": "sweep-1"}).json()["job_id"]
+        assert wait_final(old, done)["status"] == "succeeded"
+        assert old.get(f"/v1/jobs/{done}/results").status_code == 200
+        revoke(revoking, "alice")
+        with revoking.http(add_key_by_command(revoking, "alice")) as new:
+            assert old.get("/v1/jobs").status_code == 401  # the revoked key itself
+            assert new.get("/v1/jobs").json()["jobs"] == []
+            assert new.get(f"/v1/jobs/{done}").status_code == 404
+            assert new.get(f"/v1/jobs/{done}/results").status_code == 404
+            assert new.delete(f"/v1/jobs/{done}").status_code == 404
+            # The revoked key's Idempotency-Key makes a new job, not a replay of the revoked key's.
+            replayed = submit(new, headers={"Idempotency-Key": "sweep-1"})
+            assert replayed.status_code == 202 and "idempotent-replayed" not in replayed.headers
+            mine = replayed.json()["job_id"]
+            assert mine != done and [job["job_id"] for job in new.get("/v1/jobs").json()["jobs"]] == [mine]
+    assert f"job {mine} queued: {SIR}, 2 simulations (key alice)" in revoking.log_text()  # logs name the name
+
+
 def test_the_results_of_one_keys_job_are_invisible_to_another(service):
     with service.http(service.keys["alice"]) as alice, service.http(service.keys["bob"]) as bob:
         job_id = submit(alice).json()["job_id"]

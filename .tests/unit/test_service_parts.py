@@ -20,7 +20,7 @@ import pytest
 from servicekit import service_available, wait_final
 
 from simcal.service.jobs import JobManager, ServiceConfig
-from simcal.service.keys import KeyRing, KeysFileError, add_key, hash_key, read_keys
+from simcal.service.keys import KeyRing, KeysFileError, add_key, hash_key, name_of, read_keys
 from simcal.service.limits import RateLimiter, retry_after_header
 from simcal.service.registry import JobRegistry
 
@@ -28,6 +28,14 @@ ONE_SIR_SIMULATION = {  # a job of one short SIR simulation
     "fn_ref": "simcal.models.sir:simulate",
     "parameter_sets": [{"beta": 0.3, "gamma": 0.1, "days": 10}],
 }
+
+
+def owner_of(keys_file: Path, name: str) -> str:
+    """The owner the registry stores for the jobs of the key of that name (a job written into the registry here is
+    seen through the API by that key alone)."""
+    (owner,) = (entry.owner for entry in read_keys(keys_file) if entry.name == name)
+    return owner
+
 
 # -- keys ----------------------------------------------------------------------------------------------------------
 
@@ -46,6 +54,24 @@ def test_keys_file_holds_salted_hashes_and_identifies_each_key(tmp_path):
     with pytest.raises(KeysFileError, match="a key named 'alice' exists already"):
         add_key(path, "alice")
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the umask decides, as for any file
+
+
+def test_a_keys_jobs_owner_is_its_name_and_an_id_of_that_key_alone_showing_neither_salt_nor_hash(tmp_path):
+    """Jobs belong to the key (KeyEntry.owner, '<name>#<key id>'): the same name added again after a revocation is
+    another owner; the id is a hash of the salt, so the registry holds neither the salt nor the key's hash."""
+    path = tmp_path / "keys"
+    add_key(path, "alice")
+    (first,) = read_keys(path)
+    path.write_text("")  # revoked
+    add_key(path, "alice")
+    (second,) = read_keys(path)
+    assert first.owner != second.owner and {first.owner.split("#")[0], second.owner.split("#")[0]} == {
+        "alice"
+    }
+    for entry in (first, second):
+        assert re.fullmatch(r"alice#[0-9a-f]{16}", entry.owner) and name_of(entry.owner) == "alice"
+        assert entry.salt.hex()[:8] not in entry.owner and entry.digest.hex()[:8] not in entry.owner
+    assert name_of("alice") == "alice"  # a registry's owner of before keys owned jobs
 
 
 def test_two_keys_added_to_one_file_at_once_are_both_kept(tmp_path, monkeypatch):
@@ -817,7 +843,9 @@ def test_a_job_finished_but_not_published_when_the_service_died_is_published_wit
     }
     plan = plan_request(body, config)
     registry = JobRegistry(config.state_dir / "jobs.sqlite")
-    job, _ = registry.create("alice", plan.fn_ref, plan.request, plan.simulations)
+    job, _ = registry.create(
+        owner_of(tmp_path / "keys", "alice"), plan.fn_ref, plan.request, plan.simulations
+    )
     assert registry.start(job.id)  # it was running when the service died
     registry.close()
     output = config.state_dir / "jobs" / job.id / "simulations.parquet"
@@ -1844,8 +1872,9 @@ def test_recover_on_a_full_registry_disk_still_starts_the_service_which_serves_r
     count_file, key, config, body = _counted_job(tmp_path, monkeypatch, first_sleep_s=0.0, max_job_attempts=2)
     plan = plan_request(body, config)
     registry = JobRegistry(config.state_dir / "jobs.sqlite")
+    alice = owner_of(tmp_path / "keys", "alice")
     resumed, crashing = (
-        registry.create("alice", plan.fn_ref, plan.request, plan.simulations)[0].id for _ in "ab"
+        registry.create(alice, plan.fn_ref, plan.request, plan.simulations)[0].id for _ in "ab"
     )
     assert registry.start(resumed) and registry.start(crashing)  # running when the service died
     registry._write("UPDATE jobs SET attempts = 2 WHERE id = ?", (crashing,))

@@ -202,18 +202,19 @@ def create_app(
                 "missing API key: send the header 'Authorization: Bearer <key>'",
                 {"WWW-Authenticate": "Bearer"},
             )
-        name = keyring.identify(presented)
-        if name is None:
+        entry = keyring.entry_of(presented)
+        if entry is None:
             raise HTTPException(401, "invalid API key", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        request.state.key_name = name
-        wait_s = limiter.acquire(name)
+        request.state.key_name = entry.name
+        wait_s = limiter.acquire(entry.name)
         if wait_s:
             raise HTTPException(
                 429,
                 f"rate limit: at most {limiter.rate:g} requests/s (bursts of {limiter.burst}) per key; retry later",
                 {"Retry-After": retry_after_header(wait_s)},
             )
-        return name
+        # The key, not its name, owns the jobs: a key added later under a revoked key's name sees none of them.
+        return entry.owner
 
     Caller = Annotated[str, Depends(caller)]
 

@@ -45,6 +45,7 @@ from simcal.service.job_requests import (  # noqa: F401
     check_fn_ref,
     plan_request,
 )
+from simcal.service.keys import name_of
 from simcal.settings import SimulationSettings
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,9 @@ class JobManager(JobInterruptions):
             self._ended_event(job.id)
             self._queue.put(job.id)
             log.info(
-                "job %s queued: %s, %d simulations (key %s)", job.id, plan.fn_ref, plan.simulations, owner
-            )
+                "job %s queued: %s, %d simulations (key %s)",
+                job.id, plan.fn_ref, plan.simulations, name_of(owner),
+            )  # fmt: skip
         return job, created
 
     def connection_lost(self) -> None:
@@ -155,7 +157,7 @@ class JobManager(JobInterruptions):
         job = self.registry.get(job_id, owner)
         if job is None or job.status in ("succeeded", "failed", "cancelled"):
             return job
-        if job.status == "queued" and self.registry.cancel_queued(job_id, f"cancelled by {owner}"):
+        if job.status == "queued" and self.registry.cancel_queued(job_id, f"cancelled by {name_of(owner)}"):
             self._discard_work(job_id)  # the parts of a run interrupted before (a job queued again)
             self._signal_end(job_id)
             log.info("job %s cancelled while queued", job_id)

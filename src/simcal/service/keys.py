@@ -13,6 +13,10 @@ so the time taken does not tell which entry (if any) matched.
 
 The file is re-read when it changes (a Kubernetes Secret is updated in place), so keys are added or revoked
 without a restart; a file that turns unreadable or malformed keeps the keys already loaded and logs why.
+
+Jobs belong to a key, not to its name (``KeyEntry.owner``: ``<name>#<key id>``): revoking a key deletes its line,
+and a key added later under the same name, perhaps for another person, sees none of the revoked key's jobs. The
+name stays what logs, traces and the rate limit go by.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 LINE = re.compile(rf"(?P<name>\S+)\s+{SCHEME}\$(?P<salt>[0-9a-f]{{32}})\$(?P<digest>[0-9a-f]{{64}})")
 RELOAD_EVERY_S = 1.0
 WAIT_FOR_ADD_S = 30.0  # how long ``add_key`` waits for another ``simcal keys add`` on the same file
+KEY_ID_LABEL = b"simcal key id\0"  # hashed before the salt: a key id is no hash of the key itself
 
 
 class KeysFileError(ValueError):
@@ -49,6 +54,23 @@ class KeyEntry:
     name: str
     salt: bytes
     digest: bytes
+
+    @property
+    def key_id(self) -> str:
+        """16 hex digits that tell this key from any other, a revoked one of the same name included: a hash of its
+        line's random salt, so neither the salt nor the key's hash can be read from it."""
+        return hashlib.sha256(KEY_ID_LABEL + self.salt).hexdigest()[:16]
+
+    @property
+    def owner(self) -> str:
+        """Who owns the jobs this key submits, in the job registry: ``<name>#<key id>``."""
+        return f"{self.name}#{self.key_id}"
+
+
+def name_of(owner: str) -> str:
+    """The key name of a job's owner (``KeyEntry.owner``), which logs and messages show; a registry's owner of
+    before owners were keys (a bare name) is that name."""
+    return owner.partition("#")[0]
 
 
 def hash_key(key: str, salt: bytes) -> bytes:
@@ -179,11 +201,21 @@ class KeyRing:
         self._reload_if_changed()
         return [entry.name for entry in self._entries]
 
+    def entries(self) -> list[KeyEntry]:
+        self._reload_if_changed()
+        return list(self._entries)
+
     def identify(self, presented: str) -> str | None:
         """The name of the key ``presented`` is, or None; compares against every entry whatever matches."""
+        entry = self.entry_of(presented)
+        return None if entry is None else entry.name
+
+    def entry_of(self, presented: str) -> KeyEntry | None:
+        """The entry of the key ``presented`` (its name and the owner of its jobs), or None; compares against every
+        entry whatever matches."""
         self._reload_if_changed()
         found = None
         for entry in self._entries:
             if hmac.compare_digest(hash_key(presented, entry.salt), entry.digest) and found is None:
-                found = entry.name
+                found = entry
         return found
