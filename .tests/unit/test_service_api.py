@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import threading
 import time
@@ -296,6 +297,56 @@ def test_a_key_added_under_a_revoked_keys_name_sees_none_of_its_jobs(service_fac
             mine = replayed.json()["job_id"]
             assert mine != done and [job["job_id"] for job in new.get("/v1/jobs").json()["jobs"]] == [mine]
     assert f"job {mine} queued: {SIR}, 2 simulations (key alice)" in revoking.log_text()  # logs name the name
+
+
+def test_a_registry_whose_jobs_belong_to_names_gives_them_once_to_the_keys_of_those_names_at_the_start(
+    service_factory,
+):
+    """A registry of an earlier release (schema 1) keyed jobs by key name. The first start that keeps jobs by key
+    gives each name's jobs to the key of that name in the keys file then, and says so; those of a name no key has
+    go to nobody, so a key added later under that name never gets them, at this start or any later one."""
+    from simcal.service.registry import JobRegistry
+
+    upgraded = service_factory(
+        "--scheduler", f"tcp://127.0.0.1:{free_port()}", keys=("alice", "bob"), start=False
+    )
+    path = upgraded.state_dir / "jobs.sqlite"
+    registry = JobRegistry(path)  # the tables of schema 1, unchanged; owners as schema 1 wrote them, by name
+    alices = [registry.create("alice", SIR, SMALL, 2)[0].id for _ in range(2)]
+    registry.finish(alices[0], "succeeded", done=2, failed=0)
+    carols = registry.create("carol", SIR, SMALL, 2, idempotency_key="k1")[0].id  # carol was revoked before
+    registry.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 1")
+    upgraded.start(ready=False)
+    moved = f"{path}: 2 job(s) of key name 'alice' now belong to the key of that name in {upgraded.keys_file}"
+    to_nobody = (
+        f"{path}: 1 job(s) of key name 'carol' belong to no key: {upgraded.keys_file} has no key of that name"
+    )
+    assert upgraded.log_text().count(moved) == 1 and upgraded.log_text().count(to_nobody) == 1
+    with upgraded.http(upgraded.keys["alice"]) as alice, upgraded.http(upgraded.keys["bob"]) as bob:
+        assert [job["job_id"] for job in alice.get("/v1/jobs").json()["jobs"]] == alices[::-1]
+        assert bob.get("/v1/jobs").json()["jobs"] == []
+        cancelled = alice.delete(f"/v1/jobs/{alices[1]}").json()
+        assert cancelled["status"] == "cancelled" and cancelled["error"] == "cancelled by alice"
+        carol_key = add_key_by_command(upgraded, "carol")
+        with upgraded.http(carol_key) as carol:
+            assert (
+                carol.get("/v1/jobs").json()["jobs"] == []
+                and carol.get(f"/v1/jobs/{carols}").status_code == 404
+            )
+            new_carols = submit(carol, headers={"Idempotency-Key": "k1"}).json()["job_id"]
+            assert new_carols != carols
+    upgraded.stop()
+    # Once: the carol added since gets none of the revoked carol's jobs at this start either.
+    upgraded.start(ready=False)
+    assert upgraded.log_text().count(moved) == 1 and upgraded.log_text().count(to_nobody) == 1
+    with upgraded.http(upgraded.keys["alice"]) as alice, upgraded.http(carol_key) as carol:
+        assert [job["job_id"] for job in alice.get("/v1/jobs").json()["jobs"]] == alices[::-1]
+        assert [job["job_id"] for job in carol.get("/v1/jobs").json()["jobs"]] == [new_carols]
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        assert db.execute("SELECT owner FROM jobs WHERE id = ?", (carols,)).fetchone() == ("carol",)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_the_results_of_one_keys_job_are_invisible_to_another(service):

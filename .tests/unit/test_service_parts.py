@@ -22,7 +22,7 @@ from servicekit import service_available, wait_final
 from simcal.service.jobs import JobManager, ServiceConfig
 from simcal.service.keys import KeyRing, KeysFileError, add_key, hash_key, name_of, read_keys
 from simcal.service.limits import RateLimiter, retry_after_header
-from simcal.service.registry import JobRegistry
+from simcal.service.registry import SCHEMA_VERSION, JobRegistry
 
 ONE_SIR_SIMULATION = {  # a job of one short SIR simulation
     "fn_ref": "simcal.models.sir:simulate",
@@ -72,6 +72,40 @@ def test_a_keys_jobs_owner_is_its_name_and_an_id_of_that_key_alone_showing_neith
         assert re.fullmatch(r"alice#[0-9a-f]{16}", entry.owner) and name_of(entry.owner) == "alice"
         assert entry.salt.hex()[:8] not in entry.owner and entry.digest.hex()[:8] not in entry.owner
     assert name_of("alice") == "alice"  # a registry's owner of before keys owned jobs
+
+
+def test_a_registry_that_cannot_write_the_move_to_keys_as_owners_changes_nothing_and_the_next_start_makes_it(
+    tmp_path, caplog
+):
+    """owner_migration: the moves and the new schema are one transaction. Where it cannot be written, the registry
+    still opens, keeps schema 1 and its owners (a WARNING names the names whose jobs no key sees meanwhile), and the
+    next move makes it."""
+    path = tmp_path / "jobs.sqlite"
+    registry = JobRegistry(path)
+    job_id = registry.create("alice", "m:f", {}, 1, idempotency_key="k1")[0].id
+    registry.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 1")  # as schema 1 left it: owners are names
+    add_key(tmp_path / "keys", "alice")
+    (alice,) = read_keys(tmp_path / "keys")
+    registry = JobRegistry(path)
+    registry._db.execute("PRAGMA query_only = ON")  # writes refused, as by a disk that takes none
+    registry.move_bare_owners({"alice": alice.owner}, "keys")
+    assert (
+        "the jobs of 'alice' are seen by no key until a start of the service that can write it" in caplog.text
+    )
+    assert registry.get(job_id).owner == "alice"
+    assert registry._db.execute("PRAGMA user_version").fetchone()[0] == 1
+    registry._db.execute("PRAGMA query_only = OFF")
+    # Meanwhile the key used the Idempotency-Key of a job its name had: the newer job keeps it.
+    newer, created = registry.create(alice.owner, "m:f", {}, 1, idempotency_key="k1")
+    assert created
+    registry.move_bare_owners({"alice": alice.owner}, "keys")
+    assert registry.get(job_id, owner=alice.owner) is not None and registry.get(job_id, owner="alice") is None
+    assert registry.get(job_id).idempotency_key is None
+    assert registry.create(alice.owner, "m:f", {}, 1, idempotency_key="k1") == (registry.get(newer.id), False)
+    assert registry._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    registry.close()
 
 
 def test_two_keys_added_to_one_file_at_once_are_both_kept(tmp_path, monkeypatch):
@@ -1984,7 +2018,7 @@ def test_opening_a_registry_already_made_writes_nothing_to_it_so_a_full_disk_doe
     reopened = JobRegistry(path)
     assert reopened.get(job_id).status == "queued" and reopened.queued() == [job_id]
     assert path.with_name("jobs.sqlite-wal").stat().st_size == 0  # nothing written
-    assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     reopened.close()
 
 

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from simcal.service.owner_migration import move_bare_owners
+
 # The changes the disk could not take (kept in memory, written again) are UnsavedChanges' methods, in a module of
 # their own; the names it took from here are still importable from here.
 from simcal.service.unsaved_changes import (  # noqa: F401
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a job's owner is its key, not the key's name (simcal.service.owner_migration)
 RETRY_S = 5.0  # how often a job's end that could not be written is tried again
 # Free space below which a "disk I/O error" at open is told as a full disk: SQLite's -shm file takes 32 KiB.
 FULL_BELOW_BYTES = 1 << 20
@@ -191,8 +193,8 @@ class JobRegistry(UnsavedChanges):
                     f"({SCHEMA_VERSION}); run the newer simcal or another --state-dir"
                 )
             self._db.executescript(SCHEMA)  # IF NOT EXISTS: writes nothing to a registry already made
-            if version < SCHEMA_VERSION:  # only then: opening a registry on a full disk must not need a write
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version == 0:  # only a new one: opening a registry on a full disk must not need a write
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # an older one: move_bare_owners
             self._add_indexes()
 
     def _open_error(self, error: sqlite3.OperationalError) -> sqlite3.OperationalError:
@@ -224,6 +226,11 @@ class JobRegistry(UnsavedChanges):
                     "and the next start of the service makes it",
                     self.path, name, error,
                 )  # fmt: skip
+
+    def move_bare_owners(self, owners: dict[str, str], keys_file: str) -> None:
+        """A registry of schema 1 gives its jobs to the keys of their names now (owner_migration), once."""
+        with self._lock:
+            move_bare_owners(self._db, self.path, owners, keys_file, SCHEMA_VERSION)
 
     @property
     def retry_s(self) -> float:

@@ -70,6 +70,10 @@ class Service:
         self._state_lock = lock_state_dir(config.state_dir)
         self.keyring = KeyRing(keys_file)  # a missing or malformed keys file stops the start, naming the line
         self.registry = JobRegistry(config.state_dir / "jobs.sqlite")
+        # A registry whose jobs belong to names gives them to the keys of those names now, once.
+        self.registry.move_bare_owners(
+            {entry.name: entry.owner for entry in self.keyring.entries()}, str(keys_file)
+        )
         self.results = results_store(results, config.state_dir, azure_account_url)
         self.cluster = Cluster(scheduler, workers=workers)
         self.telemetry = telemetry if telemetry is not None else Telemetry.from_environment()
