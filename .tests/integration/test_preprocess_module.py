@@ -225,6 +225,55 @@ def test_cache_is_not_served_when_a_log_changes_role(tmp_path):
     assert meta["files"]["test"] != runs["first"][1]["files"]["test"]
 
 
+def candump_capture(seconds: float, injected: bool) -> str:
+    """A candump log: the vehicle's frames every 10 ms and, from 1.0 s to 2.0 s, all-0xFF frames of new IDs."""
+    frames = [
+        (k * 0.01, (0x0C1, 0x0D0, 0x1F3)[k % 3], f"{k % 256:02X}00000000001122")
+        for k in range(int(seconds * 100))
+    ]
+    if injected:
+        frames += [(1.0 + k * 0.05 + 0.002, 0x100 + 7 * k, "FF" * 8) for k in range(20)]
+    return "".join(f"({1602165123.0 + t:.6f}) can0 {i:03X}#{data}\n" for t, i, data in sorted(frames))
+
+
+def test_capture_metadata_is_an_input_of_build_graphs(tmp_path):
+    """The capture_metadata.json that labels a dataset's candump logs is an input of build_graphs: remote storage
+    (the k8s profile's) retrieves only inputs, so as a param's fingerprint it was never there for the job; an edit
+    reruns the job by Snakemake's usual rule (an input newer than the outputs)."""
+    root = tmp_path / "road"
+    (root / "train_01_ambient").mkdir(parents=True)
+    (root / "test_01_fuzzing").mkdir()
+    (root / "train_01_ambient" / "ambient_street_1.log").write_text(candump_capture(4.0, False))
+    (root / "test_01_fuzzing" / "fuzzing_attack_1.log").write_text(candump_capture(3.0, True))
+    entry = {"injection_id": "XXX", "injection_data_str": "F" * 16, "injection_interval": [1.0, 2.0]}
+    metadata = root / "capture_metadata.json"
+    metadata.write_text(json.dumps({"ambient_street_1": {"on_dyno": False}, "fuzzing_attack_1": entry}))
+    config = {
+        "datasets": {"road": {"path": str(root)}},
+        "preprocess": {"window_size": 20, "stride": 20, "time_blocks": 5, "held_out": {"fusion": None}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    args = (
+        "results/preprocess/road/metadata.json", "--snakefile", str(DOWNSTREAM / "Snakefile"), "--directory",
+        str(workdir), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1",
+    )  # fmt: skip
+    dry = run_snakemake(*args, "--dry-run", cwd=workdir).stdout
+    job = dry.split("rule preprocess_build_graphs:", 1)[1]
+    inputs = re.search(r"input: (.*)", job).group(1).split(", ")
+    assert str(metadata) in inputs, job[:2000]
+    run_snakemake(*args, cwd=workdir)
+    meta = json.loads((workdir / "results/preprocess/road/metadata.json").read_text())
+    assert meta["attack_fraction"]["train"] == 0.0 and meta["attack_fraction"]["test"]["fuzzing"] > 0
+    # an edited interval reruns the job, as an input updated
+    metadata.write_text(
+        json.dumps({"ambient_street_1": {}, "fuzzing_attack_1": {**entry, "injection_interval": [1.5, 2.0]}})
+    )
+    job = run_snakemake(*args, "--dry-run", cwd=workdir).stdout.split("rule preprocess_build_graphs:", 1)[1]
+    assert f"Updated input files: {metadata}" in job, job[:2000]
+
+
 BAD_LINE = "1478198376.400000,03zz,8,00,00,00,00,00,00,00,00,R"
 
 

@@ -3,7 +3,9 @@ and a ROAD-shaped dataset folder through the preprocess step."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from kdgat.can import candump
 from kdgat.can.capture_labels import METADATA_FILE, read_labelled_can_file
 from kdgat.can.messages import PROBLEMS, CanFormatError
-from kdgat.can.metadata_files import metadata_fingerprints
+from kdgat.can.metadata_files import metadata_of_logs, metadata_roles
 from kdgat.can.reader import detect_format, read_can_file
 from kdgat.preprocess import discover_layout, preprocess_dataset
 
@@ -261,24 +263,54 @@ def test_preprocess_refuses_a_candump_log_without_metadata_in_a_test_folder(tmp_
         preprocess_dataset("road", train, test, tmp_path / "out", window_size=20, stride=20, time_blocks=5)
 
 
-def test_the_metadata_files_of_a_datasets_logs_are_fingerprinted_for_the_cache_key(tmp_path):
-    """build_graphs' roles_of_logs param holds these (workflow/modules/preprocess/common.smk): capture_metadata.json
-    is no input of the rule, so without them an edited file neither reran the job nor changed its cache key, and
-    the graphs kept the old labels."""
+def test_the_metadata_files_that_label_a_datasets_logs_are_found_as_the_logs_are_written(tmp_path):
+    """The preprocess module makes these build_graphs' input.capture_metadata (workflow/modules/preprocess/
+    common.smk), written as the logs are (relative stays relative, so a storage provider maps both alike), and
+    their places relative to the dataset's folder part of its roles_of_logs param."""
     root = tmp_path / "road"
     train = road_folder(root / "train_01_ambient", {"ambient_street_1": capture([])}, None)
     test = road_folder(root / "test_01_fuzzing", {"fuzzing_attack_1": capture(FUZZING)}, None)
     (root / METADATA_FILE).write_text(json.dumps(METADATA))
     (test / METADATA_FILE).write_text(json.dumps(METADATA))
-    logs = [train / "ambient_street_1.log", test / "fuzzing_attack_1.log"]
-    first = metadata_fingerprints(logs)
-    assert sorted(first) == [METADATA_FILE, f"test_01_fuzzing/{METADATA_FILE}"]
-    edited = {
-        **METADATA,
-        "fuzzing_attack_1": {**METADATA["fuzzing_attack_1"], "injection_interval": [1.5, 2.0]},
-    }
-    (test / METADATA_FILE).write_text(json.dumps(edited))
-    second = metadata_fingerprints(logs)
-    assert second[METADATA_FILE] == first[METADATA_FILE]
-    assert second[f"test_01_fuzzing/{METADATA_FILE}"] != first[f"test_01_fuzzing/{METADATA_FILE}"]
-    assert metadata_fingerprints([tmp_path / "elsewhere" / "train_01" / "dos.csv"]) == {}
+    logs = [train / "ambient_street_1.log", test / "fuzzing_attack_1.log", test / "fuzzing_attack_2.log"]
+    assert metadata_of_logs(logs) == [str(root / METADATA_FILE), str(test / METADATA_FILE)]
+    assert metadata_roles(logs) == [METADATA_FILE, f"test_01_fuzzing/{METADATA_FILE}"]
+    relative = [os.path.relpath(log, tmp_path) for log in logs]
+    with contextlib.chdir(tmp_path):
+        assert metadata_of_logs(relative) == [
+            f"road/{METADATA_FILE}",
+            f"road/test_01_fuzzing/{METADATA_FILE}",
+        ]
+    assert metadata_of_logs([tmp_path / "elsewhere" / "train_01" / "dos.csv"]) == []
+    assert metadata_roles([tmp_path / "elsewhere" / "train_01" / "dos.csv"]) == []
+
+
+def test_given_metadata_files_are_the_only_ones_used(tmp_path):
+    """What build_graphs hands over (input.capture_metadata, retrieved from remote storage with the logs) is where
+    the labels come from: the logs and their metadata staged elsewhere are read, and a file on disk that is not
+    among those given is not taken (under remote storage it would not be there)."""
+    origin = road_folder(
+        tmp_path / "origin" / "test_01_fuzzing", {"fuzzing_attack_1": capture(FUZZING)}, None
+    )
+    (origin.parent / METADATA_FILE).write_text(json.dumps(METADATA))
+    staged = road_folder(
+        tmp_path / "staged" / "road" / "test_01_fuzzing", {"fuzzing_attack_1": capture(FUZZING)}
+    )
+    log = staged / "fuzzing_attack_1.log"
+    read = read_labelled_can_file(log, metadata_files=[staged / METADATA_FILE])
+    assert int(read.label.sum()) == 20
+    # the one in the folder above exists on disk but is not given: refused, naming what was given
+    (staged / METADATA_FILE).unlink()
+    (staged.parent / METADATA_FILE).write_text(json.dumps(METADATA))
+    with pytest.raises(CanFormatError) as error:
+        read_labelled_can_file(log, metadata_files=[origin.parent / METADATA_FILE])
+    assert "among the metadata files the rule gives" in str(error.value)
+    assert str(origin.parent / METADATA_FILE) in str(error.value)
+    # through the preprocess step, as the wrapper passes them
+    road_folder(tmp_path / "staged" / "road" / "train_01_ambient", {"ambient_street_1": capture([], 4.0)})
+    train, test = discover_layout(tmp_path / "staged" / "road")
+    meta = preprocess_dataset(
+        "road", train, test, tmp_path / "out", window_size=20, stride=20, time_blocks=5,
+        metadata_files=[staged.parent / METADATA_FILE],
+    )  # fmt: skip
+    assert meta["attack_fraction"]["train"] == 0.0 and meta["attack_fraction"]["test"]["fuzzing"] > 0

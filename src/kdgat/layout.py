@@ -1,8 +1,7 @@
 """Where a CAN dataset's logs are: the HCRL/KD-GAT directory layout (train_*/ and test_NN_<scenario>/ folders, and
 <split>_*/ folders of whole captures for a held-out split such as fusion).
 
-Kept free of heavy imports: the preprocess module calls it while Snakemake parses the workflow.
-"""
+Kept free of heavy imports: the preprocess module calls it while Snakemake parses the workflow."""
 
 from __future__ import annotations
 
@@ -300,6 +299,7 @@ PREPROCESS_CODE = (
     "graphs.py",
     "layout.py",
     "preprocess.py",
+    "preprocess_checks.py",
     "rule_items.py",
 )
 

@@ -30,7 +30,6 @@ Outputs (the data contract the training and evaluation modules read):
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import sys
 import time
@@ -47,6 +46,7 @@ from kdgat.graph_store import save_graph_sets, save_graphs, vocabulary_digest
 from kdgat.graphs import EDGE_FEATURES, NODE_FEATURES, GraphArrays, build_graphs, window_count
 from kdgat.layout import DEFAULT_EXCLUDE, LOG_SUFFIXES, VAL, discover_layout, held_out_blocks, scenario_name  # noqa: F401 (re-exported)
 from kdgat.layout import PreprocessError as PreprocessError
+from kdgat.preprocess_checks import refuse_repeated_logs, too_few_windows
 
 log = logging.getLogger(__name__)
 
@@ -188,40 +188,6 @@ def _unseen_ids(messages: CanMessages, vocabulary: np.ndarray, mask: np.ndarray 
     return set(np.setdiff1d(ids, vocabulary).tolist())
 
 
-def _refuse_repeated_logs(
-    dataset: str,
-    train_files: Sequence[str | Path],
-    test_files: Mapping[str, Sequence[str | Path]],
-    held_out_files: Mapping[str, Sequence[str | Path]],
-) -> None:
-    """A log given twice (the same file, however its path is written) is an error naming both places: in training
-    and test it would put training windows in the test set, twice in one split it would count them twice."""
-    seen: dict[str, str] = {}
-    parts = [("train", train_files), *((f"test scenario {s!r}", f) for s, f in test_files.items())]
-    parts += [(f"held-out split {name!r}", files) for name, files in held_out_files.items()]
-    for part, files in parts:
-        for path in files:
-            key = os.path.realpath(path)
-            if key in seen:
-                raise PreprocessError(
-                    f"dataset {dataset!r}: the log {str(path)!r} is given in {seen[key]} and again in {part}; "
-                    "a log can play one part once (training, one test scenario or one held-out split)"
-                )
-            seen[key] = part
-
-
-def _too_few_windows(split_files: Mapping[str, dict], window_size: int, stride: int) -> str:
-    """Why a split that takes blocks got no window: the captures' windows at the window settings, named."""
-    counts = [f"{Path(path).name}: {info['windows']}" for path, info in split_files.items()]
-    shown = ", ".join(counts[:3]) + (", ..." if len(counts) > 3 else "")
-    return (
-        f"; windows per capture at {layout.setting_key('window_size')}={window_size} and "
-        f"{layout.setting_key('stride')}={stride}: {shown}, "
-        "too few to give every split a block (a capture needs one window for each split it feeds, training "
-        "included): use longer captures or a smaller window_size and stride"
-    )
-
-
 @layout.settings_named
 def preprocess_dataset(
     dataset: str,
@@ -239,6 +205,7 @@ def preprocess_dataset(
     held_out_files: Mapping[str, Sequence[str | Path]] | None = None,
     seed: int = 42,
     outputs: Mapping[str, str | Path] | None = None,
+    metadata_files: Sequence[str | Path] | None = None,
 ) -> dict:
     """Run the whole step; returns the metadata (also written to ``metadata.json``).
 
@@ -248,6 +215,8 @@ def preprocess_dataset(
     gives such a split whole captures besides (or instead of) its blocks: ``{"fusion": [files]}``, every window of
     those files, which add nothing to the vocabulary (like test files). ``outputs`` names each file (keys ``train,
     val, test, vocab, metadata`` and the further held-out names); a key it lacks goes to ``out_dir/<key>.pt|json``.
+    ``metadata_files``: the capture_metadata.json files that label candump logs, as a rule hands them over
+    (:mod:`kdgat.can.capture_labels`); None: each is looked for beside its log and in the folder above.
     """
     started = time.perf_counter()
     held_out_key = layout.setting_key("held_out")  # preprocess.held_out, or the wrapper's params.held_out
@@ -298,13 +267,14 @@ def preprocess_dataset(
         for key, name in defaults.items()
     }
 
-    _refuse_repeated_logs(dataset, train_files, test_files, held_out_files)
+    refuse_repeated_logs(dataset, train_files, test_files, held_out_files)
     skipped: dict[str, int] = {}
     message_counts: dict[str, int] = {}
     formats_read: dict[str, str] = {}  # with fmt "auto", the format detected for each log
 
     def read(path) -> CanMessages:
-        messages = read_labelled_can_file(path, fmt=fmt, bad_rows=bad_rows)  # candump: labels from metadata
+        # candump: labels from metadata
+        messages = read_labelled_can_file(path, fmt=fmt, bad_rows=bad_rows, metadata_files=metadata_files)
         formats_read[str(path)] = messages.fmt
         skipped[str(path)] = messages.skipped_rows
         message_counts[str(path)] = len(messages)
@@ -392,7 +362,7 @@ def preprocess_dataset(
                 f"dataset {dataset!r}: {source} give no {name} graphs "
                 f"({sum(f['windows'] for f in split_files.values())} training windows in all"
                 + (
-                    _too_few_windows(split_files, window_size, stride)
+                    too_few_windows(split_files, window_size, stride)
                     if blocks_per_split.get(name, 1)
                     else f"; {held_out_key}.{name} takes no blocks"
                 )

@@ -12,7 +12,7 @@ from kdgat.rule_items import integer, listed, number, paired
 # not in TAKES is logged as a warning; a rule that lacks a name of TAKES not in OPTIONAL is refused before
 # anything runs.
 TAKES = {
-    "input": ("train", "test", "held_out_fusion"),
+    "input": ("train", "test", "held_out_fusion", "capture_metadata"),
     "output": ("train", "val", "test", "vocab", "metadata", "fusion"),
     "params": (
         "dataset",
@@ -30,7 +30,11 @@ TAKES = {
         "library_code",
     ),
 }
-OPTIONAL = {"input": ("held_out_fusion",), "output": ("fusion",), "params": ALL}  # ALL: every param of TAKES
+OPTIONAL = {
+    "input": ("held_out_fusion", "capture_metadata"),
+    "output": ("fusion",),
+    "params": ALL,
+}  # ALL: every param of TAKES
 
 configure_wrapper(
     "build_graphs",
@@ -63,6 +67,10 @@ with failure_logged(
         held_out=snakemake.params.get("held_out", {}),  # not dict(): the library names a wrong type
         held_out_files={"fusion": listed(snakemake.input.get("held_out_fusion", []))},
         seed=integer(snakemake.params.get("seed", 42), "params.seed"),
+        # the files that label candump logs, retrieved with them; a rule without the input: looked for on disk
+        metadata_files=None
+        if (metadata := snakemake.input.get("capture_metadata")) is None
+        else listed(metadata),
         outputs={key: snakemake.output[key] for key in ("train", "val", "test", "vocab", "metadata")}
         | {"fusion": snakemake.output.get("fusion")},
         # how a message names a setting: params.window_size, or the config key the preprocess module's came from

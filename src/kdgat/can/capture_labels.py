@@ -13,7 +13,8 @@ all-0xFF payload are the injected ones, and the vehicle's own frames in that int
 any injection key is an attack-free capture (ROAD's ambient captures), unless the capture's name says ``attack``.
 
 The metadata file is looked for beside the log, then in the folder above it (the dataset folder of a
-``train_*/``/``test_NN_<scenario>/`` layout). A log without one, without an entry, or with an entry that does not fit
+``train_*/``/``test_NN_<scenario>/`` layout); given ``metadata_files`` (what a rule hands over: its
+``input.capture_metadata``, retrieved from remote storage with the logs), only among those. A log without one, without an entry, or with an entry that does not fit
 it (an interval past its end, no frame matching the injection) is refused, naming the log, the file and what to
 add: a capture is never read as all normal for want of its labels.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -42,26 +44,37 @@ EXPECTED = (
 )
 
 
-def read_labelled_can_file(path: str | Path, fmt: str = "auto", bad_rows: str = "error") -> CanMessages:
+def read_labelled_can_file(
+    path: str | Path,
+    fmt: str = "auto",
+    bad_rows: str = "error",
+    metadata_files: Iterable[str | Path] | None = None,
+) -> CanMessages:
     """:func:`~kdgat.can.reader.read_can_file`, with the labels of a format whose lines carry none taken from the
-    capture's metadata file (:func:`capture_entry`, :func:`label_frames`); other formats' labels as they read."""
+    capture's metadata file (:func:`capture_entry`, :func:`label_frames`); other formats' labels as they read.
+    ``metadata_files``: the metadata files to look among (None: look on disk)."""
     messages = read_can_file(path, fmt=fmt, bad_rows=bad_rows)
     if REGISTRY[messages.fmt].labels_from_metadata:
-        metadata, entry = capture_entry(Path(path), messages.fmt)
+        metadata, entry = capture_entry(Path(path), messages.fmt, metadata_files)
         messages.label = label_frames(messages, entry, f"{metadata}, entry {Path(path).stem!r}")
     return messages
 
 
-def capture_entry(path: Path, fmt: str = "candump") -> tuple[Path, dict]:
-    """The metadata file of a log and the log's entry in it; :class:`CanFormatError` naming what is missing."""
-    places, found = metadata_places(path), metadata_file(path)
+def capture_entry(
+    path: Path, fmt: str = "candump", metadata_files: Iterable[str | Path] | None = None
+) -> tuple[Path, dict]:
+    """The metadata file of a log (among ``metadata_files`` if given) and the log's entry in it;
+    :class:`CanFormatError` naming what is missing."""
+    given = None if metadata_files is None else [str(file) for file in metadata_files]
+    places, found = metadata_places(path), metadata_file(path, given)
     if found is None:
+        among = "" if given is None else f" among the metadata files the rule gives ({given})"
         raise CanFormatError(
             path,
             None,
             f"a {fmt} log carries no attack labels, and there is no {METADATA_FILE} beside it or in the folder "
-            f"above ({places[0]}, {places[1]}): add one with an entry {path.stem!r} describing the capture's "
-            f"injection, {EXPECTED} (ROAD ships it as attacks/{METADATA_FILE})",
+            f"above ({places[0]}, {places[1]}){among}: add one with an entry {path.stem!r} describing the "
+            f"capture's injection, {EXPECTED} (ROAD ships it as attacks/{METADATA_FILE})",
         )
     try:
         metadata = json.loads(found.read_text(encoding="utf-8"))

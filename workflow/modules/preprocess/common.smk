@@ -1,7 +1,7 @@
 # Helpers of the preprocess module: where each dataset's logs come from.
 import os
 
-from kdgat.can.metadata_files import metadata_fingerprints
+from kdgat.can.metadata_files import metadata_of_logs, metadata_roles
 from kdgat.layout import (
     VAL,
     LayoutError,
@@ -69,15 +69,28 @@ def dataset_layout(dataset):
 def roles_of_logs(wildcards):
     """Param of build_graphs (part of the between-workflow cache's key): which log is training, test or a
     held-out capture, by its path relative to the dataset's folder, and recorded logs' fingerprints
-    (kdgat.layout.log_roles); synthetic logs are generate_can's outputs, keyed by those jobs. With the
-    fingerprints of the capture_metadata.json files that label candump logs, which are no input of the rule: an
-    edited one then reruns the job and changes its cache key (kdgat.can.metadata_files)."""
+    (kdgat.layout.log_roles); synthetic logs are generate_can's outputs, keyed by those jobs. With the paths of
+    the capture_metadata.json files that label candump logs (input.capture_metadata, whose contents the cache
+    hashes, not which logs each labels): kdgat.can.metadata_files."""
     recorded = not (DATASETS[wildcards.dataset].get("synthetic") or {}).get("files")
     layout = _layout(wildcards.dataset)
     roles = log_roles(*layout, contents=recorded)
-    logs = [*layout[0], *(f for files in [*layout[1].values(), *layout[2].values()] for f in files)]
-    metadata = metadata_fingerprints(logs) if recorded else {}
+    metadata = metadata_roles(_logs(layout)) if recorded else []
     return {**roles, "capture_metadata": metadata} if metadata else roles
+
+
+def capture_metadata(wildcards):
+    """Input of build_graphs: the capture_metadata.json files that label a recorded dataset's candump logs
+    (beside a log or in the folder above it), so that Snakemake retrieves them from remote storage with the
+    logs and reruns the job when one is edited; none for other datasets, whose inputs stay as they were."""
+    if (DATASETS[wildcards.dataset].get("synthetic") or {}).get("files"):
+        return []
+    return metadata_of_logs(_logs(_layout(wildcards.dataset)))
+
+
+def _logs(layout):
+    # every log of a layout (training logs, {scenario: test logs}, {split: whole captures})
+    return [*layout[0], *(f for files in [*layout[1].values(), *layout[2].values()] for f in files)]
 
 
 def whole_captures(dataset):
