@@ -314,3 +314,23 @@ def test_given_metadata_files_are_the_only_ones_used(tmp_path):
         metadata_files=[staged.parent / METADATA_FILE],
     )  # fmt: skip
     assert meta["attack_fraction"]["train"] == 0.0 and meta["attack_fraction"]["test"]["fuzzing"] > 0
+
+
+def test_the_interval_is_measured_from_the_first_time_stamp_even_of_a_skipped_bad_row(tmp_path):
+    """With bad_rows skip, a capture whose first lines are bad rows (a time that does not read, then a CAN FD frame
+    0.2 s before the vehicle's traffic) keeps its origin: the first time stamp that reads, not the first frame kept,
+    or every frame of the interval shifts by the skipped line's gap."""
+    first = START - 0.2
+    bad = f"(later) can0 0C1#01\n({first:.6f}) can0 0C1##10102\n"
+    folder = road_folder(tmp_path, {"fuzzing_attack_1": bad + capture(FUZZING)})
+    read = read_labelled_can_file(folder / "fuzzing_attack_1.log", fmt="candump", bad_rows="skip")
+    assert read.skipped_rows == 2 and read.timestamp[0] == pytest.approx(START)
+    elapsed = np.round(read.timestamp - first, 6)
+    injected = (read.payload == 0xFF).all(axis=1)
+    expected = injected & (elapsed >= 1.0) & (elapsed <= 2.0)
+    assert read.label.tolist() == expected.astype(np.uint8).tolist()
+    # the injected frames at 1.002 .. 1.952 s after the first frame are 1.202 .. 2.152 s after the first time stamp
+    assert 0 < int(read.label.sum()) < int(injected.sum()) == 20
+    # without a bad row the origin is the first frame, as before
+    clean = road_folder(tmp_path / "clean", {"fuzzing_attack_1": capture(FUZZING)})
+    assert int(read_labelled_can_file(clean / "fuzzing_attack_1.log", bad_rows="skip").label.sum()) == 20

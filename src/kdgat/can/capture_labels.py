@@ -4,13 +4,16 @@ attacks: ``{"<capture>": {"injection_interval": [start_s, end_s], "injection_id"
 "XXXXXXXXXXXXFFFF", ...}}``, keyed by the log's name without its suffix (``fuzzing_attack_1`` for
 ``fuzzing_attack_1.log``).
 
-A frame is an attack when it lies inside the injection interval (seconds from the capture's first frame, both ends
-included, to the microsecond candump writes), has the injected ID (``"XXX"``: any ID, as ROAD's fuzzing captures
+A frame is an attack when it lies inside the injection interval (seconds from the capture's first time stamp, both
+ends included, to the microsecond candump writes), has the injected ID (``"XXX"``: any ID, as ROAD's fuzzing captures
 say) and matches the injected data pattern, hex digit by hex digit (``X``: any digit; a frame of fewer than 8
 bytes is matched with the bytes it lacks as ``00``). Fuzzing is the same rule:
 ROAD's fuzzing entry names no ID and the pattern ``FFFFFFFFFFFFFFFF``, so the frames in the interval with an
 all-0xFF payload are the injected ones, and the vehicle's own frames in that interval stay normal. An entry without
 any injection key is an attack-free capture (ROAD's ambient captures), unless the capture's name says ``attack``.
+The capture's first time stamp is its first frame's, or, where ``bad_rows: skip`` dropped the first lines, the
+first of those lines' whose ``(<seconds>)`` reads (a CAN FD or error frame is still part of the capture's time):
+skipping a bad row does not shift the interval.
 
 The metadata file is looked for beside the log, then in the folder above it (the dataset folder of a
 ``train_*/``/``test_NN_<scenario>/`` layout); given ``metadata_files`` (what a rule hands over: its
@@ -24,6 +27,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,10 +38,11 @@ from kdgat.can.messages import CanFormatError, CanMessages
 from kdgat.can.metadata_files import METADATA_FILE, metadata_file, metadata_places
 from kdgat.can.reader import read_can_file
 
+_TIME_STAMP = re.compile(r"\s*\(\s*(\d+(?:\.\d*)?)\)")  # candump's (<seconds>), as candump.sniff reads it
 INJECTION_KEYS = ("injection_interval", "injection_id", "injection_data_str")
 ANY_ID = "XXX"
 EXPECTED = (
-    '{"<capture>": {"injection_interval": [<start_s>, <end_s>] (seconds from the capture\'s first frame), '
+    '{"<capture>": {"injection_interval": [<start_s>, <end_s>] (seconds from the capture\'s first time stamp), '
     '"injection_id": "0x0D0" (hex; "XXX" for any ID, as in fuzzing), "injection_data_str": 16 hex digits of the '
     'injected payload with X for any digit (e.g. "FFFFFFFFFFFFFFFF")}}, or an entry without these keys for an '
     "attack-free capture"
@@ -127,15 +132,15 @@ def label_frames(messages: CanMessages, entry: dict, where: str) -> np.ndarray:
     target = _injected_id(entry["injection_id"], messages.path, where)
     pattern, mask = _data_pattern(entry["injection_data_str"], messages.path, where)
 
-    elapsed = np.round(messages.timestamp - messages.timestamp[0], 6)
+    elapsed = np.round(messages.timestamp - capture_start(messages), 6)
     inside = (elapsed >= start) & (elapsed <= end)
     if not inside.any():
         raise CanFormatError(
             messages.path,
             None,
             f"{where}: no frame lies in injection_interval [{start:g}, {end:g}] s (the capture spans "
-            f"{float(elapsed[-1]):g} s from its first frame): the entry is not this capture's, or its interval is "
-            "not in seconds from the capture's first frame",
+            f"{float(elapsed[-1]):g} s from its first time stamp): the entry is not this capture's, or its interval "
+            "is not in seconds from the capture's first time stamp",
         )
     # The payload's 16 hex digits, high nibble first, against the pattern's (mask 0: an X, any digit).
     digits = np.stack([messages.payload >> 4, messages.payload & 0xF], axis=2).reshape(len(messages), 16)
@@ -154,6 +159,17 @@ def label_frames(messages: CanMessages, entry: dict, where: str) -> np.ndarray:
     return label.astype(np.uint8)
 
 
+def capture_start(messages: CanMessages) -> float:
+    """The capture's first time stamp: its first frame's; where bad rows were skipped, the first line's whose
+    ``(<seconds>)`` reads, even a bad row's (its frame is dropped, not its place in the capture's time)."""
+    if messages.skipped_rows:
+        with open(messages.path, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if stamp := _TIME_STAMP.match(line):
+                    return float(stamp.group(1))
+    return float(messages.timestamp[0])
+
+
 def _interval(value, path: str, where: str) -> tuple[float, float]:
     numbers = isinstance(value, list) and len(value) == 2
     numbers = numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
@@ -162,7 +178,7 @@ def _interval(value, path: str, where: str) -> tuple[float, float]:
             path,
             None,
             f"{where}: injection_interval is {value!r}, expected [start_s, end_s]: two finite numbers of seconds "
-            "from the capture's first frame, 0 <= start_s <= end_s",
+            "from the capture's first time stamp, 0 <= start_s <= end_s",
         )
     return float(value[0]), float(value[1])
 
