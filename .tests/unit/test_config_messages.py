@@ -298,3 +298,39 @@ def test_a_key_of_a_mapping_built_of_parts_of_the_config_is_placed_from_the_part
         "config key kd_gat.epochs (of the config module outer gives module kd_gat: a mapping module outer built, no "
         "part of the workflow's config, so no config file can be named): 'three' is not of type 'integer'"
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "key"),
+    [
+        ("preprocess", ["preprocess", "runtime"]),
+        ("kd_gat", ["kd_gat", "resources", "runtime"]),
+        ("evaluation", ["evaluation", "runtime"]),
+    ],
+)
+def test_a_runtime_of_0_is_refused_saying_why(tmp_path, module, key):
+    """A module's runtime: 0 gave only the schema's bare "0 is less than the minimum of 1", which reads as an
+    arbitrary bound: the SLURM executor sends no time limit for 0, so the partition's default would apply."""
+    from testkit import REPO
+
+    schema = yaml.safe_load(
+        (REPO / "workflow" / "modules" / module / "schemas" / "config.schema.yaml").read_text()
+    )
+    config = {key[0]: {}}
+    node = config[key[0]]
+    for name in key[1:-1]:
+        node = node.setdefault(name, {})
+    node[key[-1]] = 0
+    errors = [
+        error
+        for error in jsonschema.Draft202012Validator(schema).iter_errors(config)
+        if list(error.absolute_path) == key
+    ]
+    assert [error.validator for error in errors] == ["minimum"]
+    path = configfile(tmp_path, "site.yaml", config)
+    line = config_problem(errors[0], [path], {})
+    assert line.startswith(f"config key {'.'.join(key)} (set in {path}): 0 is less than the minimum of 1: ")
+    assert "SLURM executor then sends none (no --time)" in line and "partition's default time limit" in line
+    # a key without a reason keeps the bare message
+    other = {"kd_gat": {"seeds": [1], "epochs": "three"}}
+    assert config_problem(problem_of(other), [], {}).endswith("'three' is not of type 'integer'")

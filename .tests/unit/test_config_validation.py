@@ -132,6 +132,9 @@ def _with(config: dict, path: tuple[str, ...], value) -> dict:
         (("calibration", "sweep", "columns"), [], "[] should be non-empty"),
         # torch reads cuda:255 as cuda: the evaluations ran on GPU 0 without a word
         (("evaluation", "device"), "cuda:255", "'cuda:255' does not match"),
+        # 0 is no time limit: the SLURM executor sends none, and the partition's default applies; said, not only
+        # the bare bound
+        (("preprocess", "runtime"), 0, "less than the minimum of 1: a runtime of 0 is no time limit at all"),
     ],
 )
 def test_a_nested_value_out_of_range_names_its_key(tmp_path: Path, path: tuple, value, expected: str) -> None:

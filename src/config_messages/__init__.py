@@ -1,6 +1,6 @@
 """One line per bad config key, for a config that fails its JSON schema: the key's dotted name, the config file(s)
-or ``--config`` that set it, and what was expected. Snakemake's own message names the key only as
-``On instance['a']['b']`` after a dump of the schema. Pure Python: workflow/modules/config_check.smk calls it with
+or ``--config`` that set it, and what was expected (and why, where :data:`REASONS` knows a bare bound misleads).
+Snakemake's own message names the key only as ``On instance['a']['b']`` after a dump of the schema. Pure Python: workflow/modules/config_check.smk calls it with
 jsonschema's error, the workflow's config files and its ``--config`` overrides. A key of a module imported with
 ``config: config["lab"]`` is named as those name it, lab.kd_gat.epochs (``config_location``), and one of a
 mapping an intermediate module built of the config's parts from the part that holds it (``config_place``).
@@ -14,6 +14,24 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+
+# Why a value is refused, where the schema's bare bound reads as arbitrary: {(the key's last name, the validator that
+# refused it, the value): why}. runtime: the resources of the preprocess, kd_gat (resources.runtime) and evaluation
+# modules, in minutes.
+REASONS = {
+    ("runtime", "minimum", 0): (
+        "a runtime of 0 is no time limit at all: Snakemake's SLURM executor then sends none (no --time), so the "
+        "partition's default time limit would apply, not the one you meant; give the minutes the job needs"
+    ),
+}
+
+
+def _reason(path, problem) -> str:
+    value = problem.instance
+    if not path or isinstance(value, bool) or not isinstance(value, int | float | str):
+        return ""
+    why = REASONS.get((path[-1], problem.validator, value))
+    return f": {why}" if why else ""
 
 
 def config_problem(problem, configfiles, overrides, prefix=(), module=None, depth=0, importer=None) -> str:
@@ -40,6 +58,7 @@ def config_problem(problem, configfiles, overrides, prefix=(), module=None, dept
         expected = f"{problem.message} (a name not allowed there)"
     else:
         keys = [path]
+    expected += _reason(path, problem)
     if prefix is None:
         return "\n".join(_unplaced(key, expected, module, importer) for key in keys)
     lines = []
