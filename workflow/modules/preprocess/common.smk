@@ -82,7 +82,8 @@ def roles_of_logs(wildcards):
 def capture_metadata(wildcards):
     """Input of build_graphs: the capture_metadata.json files that label a recorded dataset's candump logs
     (beside a log or in the folder above it), so that Snakemake retrieves them from remote storage with the
-    logs and reruns the job when one is edited; none for other datasets, whose inputs stay as they were."""
+    logs and reruns the job when one is edited; none for other datasets, whose inputs stay as they were.
+    """
     if (DATASETS[wildcards.dataset].get("synthetic") or {}).get("files"):
         return []
     return metadata_of_logs(_logs(_layout(wildcards.dataset)))
