@@ -1013,7 +1013,7 @@ def test_preprocess_refuses_a_dataset_entry_the_preprocess_schema_refuses_naming
          "'format', 'path', 'synthetic']"),
         ({"files": files, "format": "hcrl"},
          "config key datasets.lab.format (set in config.yaml): 'hcrl' is not one of ['auto', 'hcrl_csv', "
-         "'hcrl_txt', 'can_4col']"),
+         "'hcrl_txt', 'can_4col', 'candump']"),
     ]  # fmt: skip
     for entry, message in cases:
         Path("config.yaml").write_text(yaml.safe_dump({"datasets": {"lab": entry}}))
